@@ -1,0 +1,184 @@
+// Package engine holds the model maths (decoder forward and hand-derived
+// backward), LoRA and full fine-tuning, losses, AdamW, the trainer and its
+// checkpoints. It talks to hardware only through the Backend interface below:
+// engine/cpu is the float32 oracle, engine/cuda the fast path.
+package engine
+
+import "errors"
+
+// DType is the element type of a Tensor.
+type DType uint8
+
+const (
+	F32  DType = iota // IEEE float32
+	BF16              // bfloat16 (activations and frozen weights on GPUs)
+	I32               // int32 (token ids, labels, positions)
+)
+
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "f32"
+	case BF16:
+		return "bf16"
+	case I32:
+		return "i32"
+	}
+	return "dtype?"
+}
+
+// Size is the number of bytes one element takes.
+func (d DType) Size() int {
+	if d == BF16 {
+		return 2
+	}
+	return 4
+}
+
+// Tensor is a contiguous, row-major buffer owned by a Backend. A tensor is
+// read as a matrix of Rows() x Cols(): Cols is the last dimension and Rows
+// the product of the others.
+type Tensor interface {
+	Shape() []int
+	DType() DType
+	Len() int
+}
+
+// Rows is the product of all dimensions but the last.
+func Rows(t Tensor) int {
+	s := t.Shape()
+	if len(s) == 0 {
+		return 1
+	}
+	r := 1
+	for _, d := range s[:len(s)-1] {
+		r *= d
+	}
+	return r
+}
+
+// Cols is the last dimension.
+func Cols(t Tensor) int {
+	s := t.Shape()
+	if len(s) == 0 {
+		return 1
+	}
+	return s[len(s)-1]
+}
+
+// ErrNotImplemented is returned by a backend for an op or dtype it lacks,
+// so callers can fall back or report it.
+var ErrNotImplemented = errors.New("not implemented by this backend")
+
+// SeqLayout describes packed sequences inside a flat run of T tokens:
+// sequence i covers tokens [Starts[i], Starts[i+1]). Attention never
+// crosses a boundary. Dev is the same offsets as an I32 tensor on the
+// backend (backends that need them on the device read it; others use Starts).
+type SeqLayout struct {
+	Starts []int32
+	Dev    Tensor
+	MaxLen int
+}
+
+// AttnParams fixes the attention geometry for one call.
+type AttnParams struct {
+	NHeads   int     // query heads
+	NKVHeads int     // key/value heads (GQA: NHeads is a multiple of it)
+	HeadDim  int     // per head
+	Scale    float32 // usually 1/sqrt(HeadDim)
+	Window   int     // sliding window in tokens; 0 means none
+}
+
+// AdamWParams are the hyper-parameters of one optimizer step, as PyTorch's
+// torch.optim.AdamW applies them (decoupled weight decay, bias correction).
+type AdamWParams struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float32
+	Step                               int // 1-based, for bias correction
+}
+
+// Backend is the set of device operations the model code calls. Every op
+// works on whole tensors; shapes are checked by the backend and a mismatch
+// is an error naming the op. Unless said otherwise, outputs are overwritten.
+// "accumulate" means +=.
+type Backend interface {
+	Name() string
+
+	// Memory.
+	Alloc(dt DType, shape ...int) (Tensor, error)
+	// View is a window of t starting at element offset with the given
+	// shape; it shares t's memory and must not outlive it.
+	View(t Tensor, offset int, shape ...int) (Tensor, error)
+	Free(t Tensor)
+	Upload(dst Tensor, src []float32) error // converts to dst's dtype
+	UploadInt32(dst Tensor, src []int32) error
+	Download(src Tensor, dst []float32) error // converts from src's dtype
+	Fill(t Tensor, v float32) error
+	Copy(dst, src Tensor) error // same length; casts between float dtypes
+	Sync() error
+
+	// MatMul: c = alpha*op(a)@op(b) + beta*c on the 2-D views (Rows x Cols)
+	// of the tensors; op transposes when the flag is set.
+	MatMul(c, a, b Tensor, transA, transB bool, alpha, beta float32) error
+
+	// AddScaled: dst += alpha*src (same length).
+	AddScaled(dst, src Tensor, alpha float32) error
+	// Scale: t *= s.
+	Scale(t Tensor, s float32) error
+	// AddBias: each row of out += bias.
+	AddBias(out, bias Tensor) error
+	// BiasBackward: dBias += column sums of dOut.
+	BiasBackward(dBias, dOut Tensor) error
+	// SumSquares returns the sum of squares of t, accumulated in float64.
+	SumSquares(t Tensor) (float64, error)
+
+	// Embedding: out[t] = table[ids[t]]. Backward: dTable[ids[t]] += dOut[t].
+	Embedding(out, table, ids Tensor) error
+	EmbeddingBackward(dTable, dOut, ids Tensor) error
+
+	// RMSNorm: out = x * rstd * weight, rstd[row] = 1/sqrt(mean(x^2)+eps)
+	// saved for backward. Backward: dx accumulate; dWeight accumulate, or
+	// nil when the weight is frozen.
+	RMSNorm(out, rstd, x, weight Tensor, eps float32) error
+	RMSNormBackward(dx, dWeight, dOut, x, weight, rstd Tensor) error
+
+	// RoPE rotates x [T, nHeads*headDim] in place, half-split layout as in
+	// Hugging Face's rotate_half: pairs (i, i+headDim/2) turn by
+	// positions[t]*invFreq[i], with cos/sin tables [maxPos, headDim/2].
+	// inverse=true turns by the negative angle, which is the backward.
+	RoPE(x, positions, cos, sin Tensor, nHeads, headDim int, inverse bool) error
+
+	// Attention: causal, GQA, over packed sequences. q [T, NHeads*HeadDim],
+	// k and v [T, NKVHeads*HeadDim], out like q, lse [NHeads, T] (f32,
+	// log-sum-exp of the scaled scores, saved for backward).
+	Attention(out, lse, q, k, v Tensor, seqs SeqLayout, p AttnParams) error
+	// AttentionBackward overwrites dq, dk, dv.
+	AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse Tensor, seqs SeqLayout, p AttnParams) error
+
+	// SwiGLU: out = silu(gate)*up. Backward overwrites dGate and dUp.
+	SwiGLU(out, gate, up Tensor) error
+	SwiGLUBackward(dGate, dUp, dOut, gate, up Tensor) error
+
+	// SoftmaxCrossEntropy reads logits [N, V] and labels [N] (I32, -100 is
+	// ignored). It writes losses[n] = -log softmax(logits[n])[label] (0 when
+	// ignored) and overwrites logits with gradScale*(softmax - onehot), 0 on
+	// ignored rows: the gradient of gradScale*sum(losses).
+	SoftmaxCrossEntropy(logits, labels, losses Tensor, gradScale float32) error
+
+	// Dropout: out = x*keep/(1-p) where keep is a counter-based hash of
+	// (seed, element index) >= p; calling it again with the same seed on
+	// dOut gives the backward.
+	Dropout(out, x Tensor, p float32, seed uint64) error
+
+	// AdamW updates param (F32 master) in place from grad, m and v.
+	AdamW(param, grad, m, v Tensor, p AdamWParams) error
+}
+
+// Closer is implemented by backends that hold resources (contexts, handles).
+type Closer interface{ Close() error }
+
+// MemoryReporter is implemented by backends that can tell their memory use.
+type MemoryReporter interface {
+	// PeakBytes is the most device memory held at once since start.
+	PeakBytes() int64
+	InUseBytes() int64
+}
