@@ -1,0 +1,626 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// NoTokenID is the BOSTokenID of a model whose config names no BOS token
+// (Qwen2 configs may leave it out).
+const NoTokenID = -1
+
+// archDefaults are the values the transformers config class of each
+// architecture uses when config.json leaves a field out. Sizes that define
+// the network (hidden_size, num_hidden_layers, ...) have class defaults too,
+// but a checkpoint's config always states them; one that does not is broken,
+// so LoadModelConfig requires them rather than assuming a 7B shape.
+type archDefaults struct {
+	numKVHeads    int // 0: same as num_attention_heads
+	maxPositions  int
+	rmsNormEps    float64
+	ropeTheta     float64
+	bos           int
+	eos           []int
+	slidingWindow int // mistral only: the window when the field is absent
+}
+
+var supportedArchs = map[string]archDefaults{
+	// LlamaConfig: num_key_value_heads None -> num_attention_heads.
+	"llama": {maxPositions: 2048, rmsNormEps: 1e-6, ropeTheta: 10000, bos: 1, eos: []int{2}},
+	// MistralConfig: num_key_value_heads=8, sliding_window=4096.
+	"mistral": {numKVHeads: 8, maxPositions: 4096 * 32, rmsNormEps: 1e-6, ropeTheta: 10000, bos: 1, eos: []int{2}, slidingWindow: 4096},
+	// Qwen2Config: num_key_value_heads=32, no BOS/EOS defaults.
+	"qwen2": {numKVHeads: 32, maxPositions: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bos: NoTokenID},
+}
+
+// SupportedModelTypes lists the config.json model_type values the engine runs.
+func SupportedModelTypes() []string { return []string{"llama", "mistral", "qwen2"} }
+
+// LoadModelConfig reads a Hugging Face model folder's config.json, and its
+// generation_config.json when present (whose eos_token_id is what generation
+// stops on), filling the defaults transformers fills and refusing what the
+// engine cannot run. Errors name the file and the field.
+func LoadModelConfig(dir string) (*ModelConfig, error) {
+	path := filepath.Join(dir, "config.json")
+	cfgJSON, err := readJSONObject(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := parseModelConfig(cfgJSON)
+	if err != nil {
+		return nil, err
+	}
+	genPath := filepath.Join(dir, "generation_config.json")
+	if _, statErr := os.Stat(genPath); statErr == nil {
+		gen, err := readJSONObject(genPath)
+		if err != nil {
+			return nil, err
+		}
+		ids, ok, err := gen.intOrList("eos_token_id")
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			cfg.EOSTokenIDs = ids
+		}
+	}
+	if err := cfg.check(path); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func parseModelConfig(j jsonObject) (*ModelConfig, error) {
+	modelType, err := j.str("model_type", "")
+	if err != nil {
+		return nil, err
+	}
+	def, ok := supportedArchs[modelType]
+	if !ok {
+		if modelType == "" {
+			return nil, j.fieldErr("model_type", "missing (supported: %s)", strings.Join(SupportedModelTypes(), ", "))
+		}
+		return nil, j.fieldErr("model_type", "unsupported model type %q (supported: %s)", modelType, strings.Join(SupportedModelTypes(), ", "))
+	}
+	c := &ModelConfig{ModelType: modelType}
+
+	required := []struct {
+		key string
+		dst *int
+	}{
+		{"vocab_size", &c.VocabSize},
+		{"hidden_size", &c.HiddenSize},
+		{"intermediate_size", &c.IntermediateSize},
+		{"num_hidden_layers", &c.NumLayers},
+		{"num_attention_heads", &c.NumHeads},
+	}
+	for _, r := range required {
+		v, present, err := j.integer(r.key)
+		if err != nil {
+			return nil, err
+		}
+		if !present {
+			return nil, j.fieldErr(r.key, "missing")
+		}
+		*r.dst = v
+	}
+
+	if act, err := j.str("hidden_act", "silu"); err != nil {
+		return nil, err
+	} else if act != "silu" && act != "swish" {
+		return nil, j.fieldErr("hidden_act", "%q is not supported (the engine's MLP is SwiGLU: silu)", act)
+	}
+
+	// A null num_key_value_heads means "as many as the query heads" in
+	// every class; an absent one takes the class default.
+	c.NumKVHeads, err = j.intDefault("num_key_value_heads", def.numKVHeads)
+	if err != nil {
+		return nil, err
+	}
+	if c.NumKVHeads == 0 {
+		c.NumKVHeads = c.NumHeads
+	}
+
+	c.HeadDim, err = j.intDefault("head_dim", 0)
+	if err != nil {
+		return nil, err
+	}
+	if c.HeadDim == 0 {
+		if c.NumHeads <= 0 || c.HiddenSize%c.NumHeads != 0 {
+			return nil, j.fieldErr("num_attention_heads", "%d does not divide hidden_size %d, and head_dim is not given", c.NumHeads, c.HiddenSize)
+		}
+		c.HeadDim = c.HiddenSize / c.NumHeads
+	}
+
+	if c.RMSNormEps, err = j.floatDefault("rms_norm_eps", def.rmsNormEps); err != nil {
+		return nil, err
+	}
+	if c.MaxPositions, err = j.intDefault("max_position_embeddings", def.maxPositions); err != nil {
+		return nil, err
+	}
+	if c.TieWordEmbeddings, err = j.boolDefault("tie_word_embeddings", false); err != nil {
+		return nil, err
+	}
+	if err := parseRope(j, c, def); err != nil {
+		return nil, err
+	}
+
+	switch modelType {
+	case "qwen2":
+		// Qwen2's attention always has q/k/v biases (and none on o_proj);
+		// its config has no switch for them.
+		c.AttentionBias = true
+	case "llama":
+		bias, err := j.boolDefault("attention_bias", false)
+		if err != nil {
+			return nil, err
+		}
+		if bias {
+			// Llama's attention_bias also puts a bias on o_proj, which
+			// the decoder does not have.
+			return nil, j.fieldErr("attention_bias", "true is not supported yet (llama's attention_bias adds an o_proj bias)")
+		}
+		mlpBias, err := j.boolDefault("mlp_bias", false)
+		if err != nil {
+			return nil, err
+		}
+		if mlpBias {
+			return nil, j.fieldErr("mlp_bias", "true is not supported yet")
+		}
+	}
+
+	if c.SlidingWindow, err = slidingWindow(j, modelType, def, c.NumLayers); err != nil {
+		return nil, err
+	}
+
+	bos, present, err := j.integer("bos_token_id")
+	if err != nil {
+		return nil, err
+	}
+	c.BOSTokenID = def.bos
+	if present {
+		c.BOSTokenID = bos
+	} else if j.isNull("bos_token_id") {
+		c.BOSTokenID = NoTokenID
+	}
+	eos, present, err := j.intOrList("eos_token_id")
+	if err != nil {
+		return nil, err
+	}
+	c.EOSTokenIDs = append([]int(nil), def.eos...)
+	if present {
+		c.EOSTokenIDs = eos
+	} else if j.isNull("eos_token_id") {
+		c.EOSTokenIDs = nil
+	}
+
+	// transformers 5 renamed torch_dtype to dtype.
+	if c.TorchDType, err = j.str("torch_dtype", ""); err != nil {
+		return nil, err
+	}
+	if c.TorchDType == "" {
+		if c.TorchDType, err = j.str("dtype", ""); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// parseRope reads rope_theta and the scaling. transformers 4 writes
+// rope_theta at the top level and the scaling as "rope_scaling"; transformers
+// 5 writes both inside "rope_parameters" (rope_type "default" meaning no
+// scaling). Either layout is accepted.
+func parseRope(j jsonObject, c *ModelConfig, def archDefaults) error {
+	var err error
+	if c.RopeTheta, err = j.floatDefault("rope_theta", def.ropeTheta); err != nil {
+		return err
+	}
+	field := "rope_scaling"
+	params, ok, err := j.object("rope_scaling")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		field = "rope_parameters"
+		if params, ok, err = j.object("rope_parameters"); err != nil || !ok {
+			return err
+		}
+		if !j.has("rope_theta") {
+			if c.RopeTheta, err = params.floatDefault("rope_theta", def.ropeTheta); err != nil {
+				return err
+			}
+		}
+	}
+	ropeType, err := params.str("rope_type", "")
+	if err != nil {
+		return err
+	}
+	typeKey := field + ".rope_type"
+	if ropeType == "" {
+		if ropeType, err = params.str("type", ""); err != nil {
+			return err
+		}
+		typeKey = field + ".type"
+	}
+	switch ropeType {
+	case "", "default":
+		return nil
+	case "llama3":
+	default:
+		return j.fieldErr(typeKey, "unsupported rope scaling %q (supported: default, llama3)", ropeType)
+	}
+	rs := &RopeScaling{Type: "llama3"}
+	floats := []struct {
+		key string
+		dst *float64
+	}{
+		{"factor", &rs.Factor},
+		{"low_freq_factor", &rs.LowFreqFactor},
+		{"high_freq_factor", &rs.HighFreqFactor},
+	}
+	for _, f := range floats {
+		v, present, err := params.float(f.key)
+		if err != nil {
+			return err
+		}
+		if !present {
+			return j.fieldErr(field+"."+f.key, "missing (required by llama3 rope scaling)")
+		}
+		*f.dst = v
+	}
+	orig, present, err := params.integer("original_max_position_embeddings")
+	if err != nil {
+		return err
+	}
+	if !present {
+		return j.fieldErr(field+".original_max_position_embeddings", "missing (required by llama3 rope scaling)")
+	}
+	rs.OriginalMaxPositionEmbeddings = orig
+	switch {
+	case !(rs.Factor >= 1):
+		return j.fieldErr(field+".factor", "%v must be at least 1", rs.Factor)
+	case !(rs.LowFreqFactor > 0) || !(rs.HighFreqFactor > rs.LowFreqFactor):
+		return j.fieldErr(field+".high_freq_factor", "need 0 < low_freq_factor (%v) < high_freq_factor (%v)", rs.LowFreqFactor, rs.HighFreqFactor)
+	case orig <= 0:
+		return j.fieldErr(field+".original_max_position_embeddings", "%d must be positive", orig)
+	}
+	c.RopeScaling = rs
+	return nil
+}
+
+// slidingWindow returns the attention window shared by every layer, or 0.
+// Mistral uses sliding_window whenever it is set. Qwen2 uses it only with
+// use_sliding_window, and then only on layers from max_window_layers on
+// (transformers 5 spells this out per layer as layer_types); a model whose
+// layers disagree is refused, as the decoder has one window for all.
+func slidingWindow(j jsonObject, modelType string, def archDefaults, numLayers int) (int, error) {
+	switch modelType {
+	case "mistral":
+		return j.intDefault("sliding_window", def.slidingWindow)
+	case "qwen2":
+		use, err := j.boolDefault("use_sliding_window", false)
+		if err != nil || !use {
+			return 0, err
+		}
+		window, err := j.intDefault("sliding_window", 4096)
+		if err != nil || window == 0 {
+			return 0, err
+		}
+		sliding, full := 0, 0
+		if types, ok, err := j.strList("layer_types"); err != nil {
+			return 0, err
+		} else if ok {
+			for i, t := range types {
+				switch t {
+				case "sliding_attention":
+					sliding++
+				case "full_attention":
+					full++
+				default:
+					return 0, j.fieldErr(fmt.Sprintf("layer_types[%d]", i), "unknown layer type %q", t)
+				}
+			}
+		} else {
+			first, err := j.intDefault("max_window_layers", 28)
+			if err != nil {
+				return 0, err
+			}
+			first = min(max(first, 0), numLayers)
+			full, sliding = first, numLayers-first
+		}
+		switch {
+		case sliding == 0:
+			return 0, nil
+		case full == 0:
+			return window, nil
+		}
+		return 0, j.fieldErr("use_sliding_window", "%d layers use a sliding window and %d full attention; a per-layer window is not supported", sliding, full)
+	}
+	return 0, nil
+}
+
+// check refuses sizes the decoder cannot use.
+func (c *ModelConfig) check(path string) error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("config: %s: field %s: %s", path, field, fmt.Sprintf(format, args...))
+	}
+	positive := []struct {
+		field string
+		v     int
+	}{
+		{"vocab_size", c.VocabSize},
+		{"hidden_size", c.HiddenSize},
+		{"intermediate_size", c.IntermediateSize},
+		{"num_hidden_layers", c.NumLayers},
+		{"num_attention_heads", c.NumHeads},
+		{"num_key_value_heads", c.NumKVHeads},
+		{"head_dim", c.HeadDim},
+		{"max_position_embeddings", c.MaxPositions},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			return bad(p.field, "%d must be positive", p.v)
+		}
+	}
+	if c.NumHeads%c.NumKVHeads != 0 {
+		return bad("num_key_value_heads", "%d does not divide num_attention_heads %d", c.NumKVHeads, c.NumHeads)
+	}
+	if c.HeadDim%2 != 0 {
+		return bad("head_dim", "%d must be even for rotary embeddings", c.HeadDim)
+	}
+	if !(c.RMSNormEps > 0) || math.IsInf(c.RMSNormEps, 0) {
+		return bad("rms_norm_eps", "%v must be a positive number", c.RMSNormEps)
+	}
+	if !(c.RopeTheta > 1) || math.IsInf(c.RopeTheta, 0) {
+		return bad("rope_theta", "%v must be a number above 1", c.RopeTheta)
+	}
+	if c.SlidingWindow < 0 {
+		return bad("sliding_window", "%d must not be negative", c.SlidingWindow)
+	}
+	for i, id := range c.EOSTokenIDs {
+		if id < 0 || id >= c.VocabSize {
+			return bad("eos_token_id", "id %d (entry %d) is outside the vocabulary of %d", id, i, c.VocabSize)
+		}
+	}
+	if c.BOSTokenID != NoTokenID && (c.BOSTokenID < 0 || c.BOSTokenID >= c.VocabSize) {
+		return bad("bos_token_id", "%d is outside the vocabulary of %d", c.BOSTokenID, c.VocabSize)
+	}
+	return nil
+}
+
+// RopeInvFreq returns the rotary inverse frequencies of one head:
+// theta^(-2i/head_dim) for i < head_dim/2, with Llama 3 scaling applied as
+// transformers' _compute_llama3_parameters does: long wavelengths are slowed
+// by factor, short ones kept, and the band between blended smoothly.
+func RopeInvFreq(c *ModelConfig) []float64 {
+	half := c.HeadDim / 2
+	inv := make([]float64, half)
+	for i := range inv {
+		inv[i] = math.Pow(c.RopeTheta, -float64(2*i)/float64(c.HeadDim))
+	}
+	rs := c.RopeScaling
+	if rs == nil || rs.Type != "llama3" {
+		return inv
+	}
+	oldCtx := float64(rs.OriginalMaxPositionEmbeddings)
+	lowFreqWavelen := oldCtx / rs.LowFreqFactor
+	highFreqWavelen := oldCtx / rs.HighFreqFactor
+	for i, f := range inv {
+		wavelen := 2 * math.Pi / f
+		switch {
+		case wavelen > lowFreqWavelen:
+			inv[i] = f / rs.Factor
+		case wavelen >= highFreqWavelen:
+			smooth := (oldCtx/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+			inv[i] = (1-smooth)*f/rs.Factor + smooth*f
+		}
+	}
+	return inv
+}
+
+// RopeTables returns the rotary cos and sin tables, each [maxPos, head_dim/2]
+// row-major: entry (p, i) is cos/sin of p * inv_freq[i]. The angle is formed
+// in float64 so that large positions keep their precision.
+func RopeTables(cfg *ModelConfig, maxPos int) (cos, sin []float32) {
+	inv := RopeInvFreq(cfg)
+	half := len(inv)
+	cos = make([]float32, maxPos*half)
+	sin = make([]float32, maxPos*half)
+	for p := 0; p < maxPos; p++ {
+		for i, f := range inv {
+			s, c := math.Sincos(float64(p) * f)
+			cos[p*half+i] = float32(c)
+			sin[p*half+i] = float32(s)
+		}
+	}
+	return cos, sin
+}
+
+// jsonObject is a decoded JSON object that remembers its file, so every
+// accessor's error can name the file and the field.
+type jsonObject struct {
+	path   string
+	prefix string // "rope_scaling." inside a nested object
+	m      map[string]json.RawMessage
+}
+
+func readJSONObject(path string) (jsonObject, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return jsonObject{}, fmt.Errorf("config: %s: not found (a Hugging Face model folder has one)", path)
+		}
+		return jsonObject{}, fmt.Errorf("config: %w", err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return jsonObject{}, fmt.Errorf("config: %s: not a JSON object: %v", path, describeJSONError(raw, err))
+	}
+	if m == nil { // the file held "null"
+		return jsonObject{}, fmt.Errorf("config: %s: not a JSON object", path)
+	}
+	return jsonObject{path: path, m: m}, nil
+}
+
+// describeJSONError adds the line number to a syntax error.
+func describeJSONError(raw []byte, err error) string {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		line := 1 + bytes.Count(raw[:min(int(syn.Offset), len(raw))], []byte("\n"))
+		return fmt.Sprintf("line %d: %v", line, err)
+	}
+	return err.Error()
+}
+
+func (j jsonObject) fieldErr(key, format string, args ...any) error {
+	return fmt.Errorf("config: %s: field %s%s: %s", j.path, j.prefix, key, fmt.Sprintf(format, args...))
+}
+
+// has reports a key present with a non-null value.
+func (j jsonObject) has(key string) bool {
+	raw, ok := j.m[key]
+	return ok && string(bytes.TrimSpace(raw)) != "null"
+}
+
+func (j jsonObject) isNull(key string) bool {
+	raw, ok := j.m[key]
+	return ok && string(bytes.TrimSpace(raw)) == "null"
+}
+
+// integer reads an integer field; present is false when absent or null.
+// Integral floats such as 4096.0 are accepted (some exporters write them).
+func (j jsonObject) integer(key string) (v int, present bool, err error) {
+	if !j.has(key) {
+		return 0, false, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(j.m[key], &n); err != nil {
+		return 0, false, j.fieldErr(key, "want an integer, found %s", j.m[key])
+	}
+	v, err = numberToInt(n)
+	if err != nil {
+		return 0, false, j.fieldErr(key, "%v", err)
+	}
+	return v, true, nil
+}
+
+func numberToInt(n json.Number) (int, error) {
+	if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+		if int64(int(i)) != i {
+			return 0, fmt.Errorf("%s is out of range", n)
+		}
+		return int(i), nil
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return 0, fmt.Errorf("want an integer, found %s", n)
+	}
+	return int(f), nil
+}
+
+func (j jsonObject) intDefault(key string, def int) (int, error) {
+	v, present, err := j.integer(key)
+	if err != nil || !present {
+		return def, err
+	}
+	return v, nil
+}
+
+func (j jsonObject) float(key string) (v float64, present bool, err error) {
+	if !j.has(key) {
+		return 0, false, nil
+	}
+	if err := json.Unmarshal(j.m[key], &v); err != nil {
+		return 0, false, j.fieldErr(key, "want a number, found %s", j.m[key])
+	}
+	return v, true, nil
+}
+
+func (j jsonObject) floatDefault(key string, def float64) (float64, error) {
+	v, present, err := j.float(key)
+	if err != nil || !present {
+		return def, err
+	}
+	return v, nil
+}
+
+func (j jsonObject) boolDefault(key string, def bool) (bool, error) {
+	if !j.has(key) {
+		return def, nil
+	}
+	var v bool
+	if err := json.Unmarshal(j.m[key], &v); err != nil {
+		return def, j.fieldErr(key, "want true or false, found %s", j.m[key])
+	}
+	return v, nil
+}
+
+func (j jsonObject) str(key, def string) (string, error) {
+	if !j.has(key) {
+		return def, nil
+	}
+	var v string
+	if err := json.Unmarshal(j.m[key], &v); err != nil {
+		return def, j.fieldErr(key, "want a string, found %s", j.m[key])
+	}
+	return v, nil
+}
+
+func (j jsonObject) strList(key string) ([]string, bool, error) {
+	if !j.has(key) {
+		return nil, false, nil
+	}
+	var v []string
+	if err := json.Unmarshal(j.m[key], &v); err != nil {
+		return nil, false, j.fieldErr(key, "want a list of strings, found %s", j.m[key])
+	}
+	return v, true, nil
+}
+
+// intOrList reads a field that may hold one integer or a list of them, as
+// eos_token_id does.
+func (j jsonObject) intOrList(key string) ([]int, bool, error) {
+	if !j.has(key) {
+		return nil, false, nil
+	}
+	raw := bytes.TrimSpace(j.m[key])
+	if len(raw) > 0 && raw[0] == '[' {
+		var list []json.Number
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return nil, false, j.fieldErr(key, "want an integer or a list of integers, found %s", raw)
+		}
+		ids := make([]int, 0, len(list))
+		for i, n := range list {
+			v, err := numberToInt(n)
+			if err != nil {
+				return nil, false, j.fieldErr(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+			}
+			ids = append(ids, v)
+		}
+		return ids, true, nil
+	}
+	v, _, err := j.integer(key)
+	if err != nil {
+		return nil, false, err
+	}
+	return []int{v}, true, nil
+}
+
+// object reads a nested object; present is false when absent or null.
+func (j jsonObject) object(key string) (jsonObject, bool, error) {
+	if !j.has(key) {
+		return jsonObject{}, false, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(j.m[key], &m); err != nil {
+		return jsonObject{}, false, j.fieldErr(key, "want an object, found %s", j.m[key])
+	}
+	return jsonObject{path: j.path, prefix: j.prefix + key + ".", m: m}, true, nil
+}
