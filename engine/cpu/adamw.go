@@ -1,0 +1,51 @@
+package cpu
+
+import (
+	"math"
+
+	"whet/engine"
+)
+
+// AdamW applies one step of torch.optim.AdamW (decoupled weight decay, bias
+// correction, eps added after dividing sqrt(v) by sqrt(bias_correction2)):
+//
+//	param *= 1 - lr*wd
+//	m = m + (1-b1)*(g - m)          (torch's lerp)
+//	v = b2*v + (1-b2)*g*g
+//	param -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps)
+//
+// param, m and v are F32; grad may be F32 or BF16.
+func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) error {
+	c := checker{op: "AdamW"}
+	pt := c.f32("param", param)
+	gt := c.float("grad", grad)
+	mt := c.f32("m", m)
+	vt := c.f32("v", v)
+	c.sameLen("param", pt, "grad", gt)
+	c.sameLen("param", pt, "m", mt)
+	c.sameLen("param", pt, "v", vt)
+	if c.err == nil && p.Step < 1 {
+		c.failf("Step %d: steps count from 1", p.Step)
+	}
+	if c.err != nil {
+		return c.err
+	}
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	stepSize := float32(float64(p.LR) / bc1)
+	bc2Sqrt := float32(math.Sqrt(bc2))
+	decay := 1 - p.LR*p.WeightDecay
+	b1c, b2, b2c := 1-p.Beta1, p.Beta2, 1-p.Beta2
+	pd, gd, md, vd := pt.floats(), gt.floats(), mt.floats(), vt.floats()
+	parallelFor(len(pd), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g := gd[i]
+			pd[i] *= decay
+			md[i] += b1c * (g - md[i])
+			vd[i] = b2*vd[i] + b2c*g*g
+			denom := float32(math.Sqrt(float64(vd[i])))/bc2Sqrt + p.Eps
+			pd[i] -= stepSize * md[i] / denom
+		}
+	})
+	return nil
+}

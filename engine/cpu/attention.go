@@ -1,0 +1,293 @@
+package cpu
+
+import (
+	"math"
+
+	"whet/engine"
+)
+
+// Attention semantics (the contract engine/cuda must match):
+//
+//   - Token i of a packed batch attends to token j when both lie in the same
+//     sequence of seqs.Starts and j <= i (causal).
+//   - With p.Window = W > 0 it also needs i - j < W: a query sees itself and
+//     the W-1 tokens before it, as Hugging Face's sliding-window mask does
+//     (Mistral, Qwen2). W = 0 means no window.
+//   - GQA: query head h reads key/value head h / (NHeads/NKVHeads).
+//   - Scores are p.Scale * q·k; lse[h, i] is the natural log of the sum of
+//     exp(score) over the keys row i sees, so exp(score - lse) is the
+//     attention probability. The backward recomputes probabilities from it
+//     rather than storing a T×T matrix, as flash attention does.
+//
+// Every row sees at least its own token, so no row is ever empty.
+
+// attnGeometry is the checked shape of one attention call.
+type attnGeometry struct {
+	T, H, KVH, D, group, window int
+	scale                       float64
+	seqStart, seqEnd            []int // per token: bounds of its sequence
+	maxLen                      int   // longest sequence
+}
+
+// firstKey is the first key token that query i sees.
+func (g *attnGeometry) firstKey(i int) int {
+	lo := g.seqStart[i]
+	if g.window > 0 && i-g.window+1 > lo {
+		lo = i - g.window + 1
+	}
+	return lo
+}
+
+// endQuery is one past the last query token that sees key j.
+func (g *attnGeometry) endQuery(j int) int {
+	hi := g.seqEnd[j]
+	if g.window > 0 && j+g.window < hi {
+		hi = j + g.window
+	}
+	return hi
+}
+
+// geometry checks q, k, v against p and seqs and fills in the geometry.
+func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.AttnParams) *attnGeometry {
+	if c.err != nil {
+		return nil
+	}
+	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
+		c.failf("NHeads %d, NKVHeads %d, HeadDim %d: all must be positive and NHeads a multiple of NKVHeads",
+			p.NHeads, p.NKVHeads, p.HeadDim)
+		return nil
+	}
+	if p.Window < 0 {
+		c.failf("Window %d is negative", p.Window)
+		return nil
+	}
+	if math.IsNaN(float64(p.Scale)) || math.IsInf(float64(p.Scale), 0) {
+		c.failf("Scale %g is not finite", p.Scale)
+		return nil
+	}
+	g := &attnGeometry{
+		T: engine.Rows(q), H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim,
+		group: p.NHeads / p.NKVHeads, window: p.Window, scale: float64(p.Scale),
+	}
+	c.matrix("q", q, g.T, g.H*g.D)
+	c.matrix("k", k, g.T, g.KVH*g.D)
+	c.matrix("v", v, g.T, g.KVH*g.D)
+	if c.err != nil {
+		return nil
+	}
+	st := seqs.Starts
+	if len(st) < 2 || st[0] != 0 || int(st[len(st)-1]) != g.T {
+		c.failf("seqs.Starts %v must begin at 0 and end at T = %d (the rows of q %v)", st, g.T, q.shape)
+		return nil
+	}
+	g.seqStart = make([]int, g.T)
+	g.seqEnd = make([]int, g.T)
+	for s := 0; s+1 < len(st); s++ {
+		lo, hi := int(st[s]), int(st[s+1])
+		if hi < lo {
+			c.failf("seqs.Starts %v decreases at index %d", st, s+1)
+			return nil
+		}
+		g.maxLen = max(g.maxLen, hi-lo)
+		for i := lo; i < hi; i++ {
+			g.seqStart[i], g.seqEnd[i] = lo, hi
+		}
+	}
+	if seqs.MaxLen < g.maxLen {
+		c.failf("seqs.MaxLen %d is below the longest sequence (%d tokens) in Starts %v", seqs.MaxLen, g.maxLen, st)
+		return nil
+	}
+	return g
+}
+
+// Attention writes out and lse; see the semantics above.
+func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	c := checker{op: "Attention"}
+	ot := c.float("out", out)
+	lt := c.f32("lse", lse)
+	qt := c.float("q", q)
+	kt := c.float("k", k)
+	vt := c.float("v", v)
+	g := c.attnGeometry(qt, kt, vt, seqs, p)
+	if c.err != nil {
+		return c.err
+	}
+	c.matrix("out", ot, g.T, g.H*g.D)
+	c.length("lse", lt, g.H*g.T)
+	for _, in := range []struct {
+		name string
+		t    *Tensor
+	}{{"q", qt}, {"k", kt}, {"v", vt}} {
+		c.disjoint("out", ot, in.name, in.t)
+		c.disjoint("lse", lt, in.name, in.t)
+	}
+	c.disjoint("out", ot, "lse", lt)
+	if c.err != nil {
+		return c.err
+	}
+	od, ld, qd, kd, vd := ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
+	T, H, KVH, D := g.T, g.H, g.KVH, g.D
+	parallelFor(H*T, 8, func(lo, hi int) {
+		prob := make([]float64, g.maxLen)
+		acc := make([]float64, D)
+		for r := lo; r < hi; r++ {
+			h, i := r/T, r%T
+			kvh := h / g.group
+			qi := qd[(i*H+h)*D : (i*H+h+1)*D]
+			j0 := g.firstKey(i)
+			m := math.Inf(-1)
+			for j := j0; j <= i; j++ {
+				s := g.scale * dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D])
+				prob[j-j0] = s
+				m = max(m, s)
+			}
+			var sum float64
+			for j := j0; j <= i; j++ {
+				e := math.Exp(prob[j-j0] - m)
+				prob[j-j0] = e
+				sum += e
+			}
+			clear(acc)
+			for j := j0; j <= i; j++ {
+				w := prob[j-j0] / sum
+				for d, x := range vd[(j*KVH+kvh)*D : (j*KVH+kvh+1)*D] {
+					acc[d] += w * float64(x)
+				}
+			}
+			oi := od[(i*H+h)*D : (i*H+h+1)*D]
+			for d := range oi {
+				oi[d] = float32(acc[d])
+			}
+			ld[h*T+i] = float32(m + math.Log(sum))
+		}
+	})
+	ot.settle()
+	return nil
+}
+
+// AttentionBackward overwrites dq, dk and dv. With P = exp(score - lse),
+// Delta_i = dOut_i·out_i and dS_ij = P_ij*(dOut_i·v_j - Delta_i):
+//
+//	dq_i = Scale * sum_j dS_ij k_j
+//	dk_j = Scale * sum over query heads of the group and i of dS_ij q_i
+//	dv_j = sum over query heads of the group and i of P_ij dOut_i
+//
+// dq is computed row by row (query, head) and dk, dv row by row (key, kv
+// head), so both passes run in parallel without two goroutines ever
+// writing the same element.
+func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	c := checker{op: "AttentionBackward"}
+	dqt := c.float("dq", dq)
+	dkt := c.float("dk", dk)
+	dvt := c.float("dv", dv)
+	dot := c.float("dOut", dOut)
+	qt := c.float("q", q)
+	kt := c.float("k", k)
+	vt := c.float("v", v)
+	ot := c.float("out", out)
+	lt := c.f32("lse", lse)
+	g := c.attnGeometry(qt, kt, vt, seqs, p)
+	if c.err != nil {
+		return c.err
+	}
+	T, H, KVH, D := g.T, g.H, g.KVH, g.D
+	c.matrix("dq", dqt, T, H*D)
+	c.matrix("dk", dkt, T, KVH*D)
+	c.matrix("dv", dvt, T, KVH*D)
+	c.matrix("dOut", dot, T, H*D)
+	c.matrix("out", ot, T, H*D)
+	c.length("lse", lt, H*T)
+	outs := []struct {
+		name string
+		t    *Tensor
+	}{{"dq", dqt}, {"dk", dkt}, {"dv", dvt}}
+	ins := []struct {
+		name string
+		t    *Tensor
+	}{{"dOut", dot}, {"q", qt}, {"k", kt}, {"v", vt}, {"out", ot}, {"lse", lt}}
+	for i, o := range outs {
+		for _, in := range ins {
+			c.disjoint(o.name, o.t, in.name, in.t)
+		}
+		for _, o2 := range outs[i+1:] {
+			c.disjoint(o.name, o.t, o2.name, o2.t)
+		}
+	}
+	if c.err != nil {
+		return c.err
+	}
+	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()
+	dod, qd, kd, vd, od, ld := dot.floats(), qt.floats(), kt.floats(), vt.floats(), ot.floats(), lt.floats()
+	row := func(x []float32, t, heads, h int) []float32 { return x[(t*heads+h)*D : (t*heads+h+1)*D] }
+
+	delta := make([]float64, H*T) // [H, T]
+	parallelFor(H*T, 64, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			h, i := r/T, r%T
+			delta[r] = dot64(row(dod, i, H, h), row(od, i, H, h))
+		}
+	})
+
+	parallelFor(H*T, 8, func(lo, hi int) {
+		acc := make([]float64, D)
+		for r := lo; r < hi; r++ {
+			h, i := r/T, r%T
+			kvh := h / g.group
+			qi, doi := row(qd, i, H, h), row(dod, i, H, h)
+			lse := float64(ld[h*T+i])
+			clear(acc)
+			for j := g.firstKey(i); j <= i; j++ {
+				kj := row(kd, j, KVH, kvh)
+				pr := math.Exp(g.scale*dot64(qi, kj) - lse)
+				ds := pr * (dot64(doi, row(vd, j, KVH, kvh)) - delta[r])
+				for d, x := range kj {
+					acc[d] += ds * float64(x)
+				}
+			}
+			dqi := row(dqd, i, H, h)
+			for d := range dqi {
+				dqi[d] = float32(g.scale * acc[d])
+			}
+		}
+	})
+
+	parallelFor(KVH*T, 8, func(lo, hi int) {
+		accK := make([]float64, D)
+		accV := make([]float64, D)
+		for r := lo; r < hi; r++ {
+			kvh, j := r/T, r%T
+			kj, vj := row(kd, j, KVH, kvh), row(vd, j, KVH, kvh)
+			clear(accK)
+			clear(accV)
+			for h := kvh * g.group; h < (kvh+1)*g.group; h++ {
+				for i := j; i < g.endQuery(j); i++ {
+					qi, doi := row(qd, i, H, h), row(dod, i, H, h)
+					pr := math.Exp(g.scale*dot64(qi, kj) - float64(ld[h*T+i]))
+					ds := pr * (dot64(doi, vj) - delta[h*T+i])
+					for d := range accK {
+						accV[d] += pr * float64(doi[d])
+						accK[d] += ds * float64(qi[d])
+					}
+				}
+			}
+			dkj, dvj := row(dkd, j, KVH, kvh), row(dvd, j, KVH, kvh)
+			for d := range dkj {
+				dkj[d] = float32(g.scale * accK[d])
+				dvj[d] = float32(accV[d])
+			}
+		}
+	})
+	dqt.settle()
+	dkt.settle()
+	dvt.settle()
+	return nil
+}
+
+// dot64 is the dot product of two equal-length rows in float64.
+func dot64(a, b []float32) float64 {
+	var s float64
+	for i, x := range a {
+		s += float64(x) * float64(b[i])
+	}
+	return s
+}
