@@ -78,15 +78,15 @@ func weightedSum(out, r []float32) float64 {
 }
 
 // fdEps is the finite-difference step. Inputs are O(1) and the ops are
-// smooth, so the central difference's truncation error (eps^2 * f''') is
+// smooth, so the central difference's truncation error (eps^2 times the third derivative) is
 // about 1e-4 relative, and float32 rounding in a loss of a few hundred
 // terms stays near 1e-6/eps: both far below fdTol.
 const fdEps = 1e-2
 
 // fdTol is the largest gradError a correct backward may show here (they
-// measure 1e-5 or less). A wrong
-// sign, a missing term or a wrong factor gives errors of order 1.
-const fdTol = 1e-2
+// measure 3e-5 or less). A wrong sign, a missing term or a wrong factor
+// gives errors of order 1.
+const fdTol = 1e-3
 
 // numericGrad returns the central-difference gradient of loss with respect
 // to every element of x; loss must read x afresh on each call.
