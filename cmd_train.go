@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"whet/engine"
+)
+
+func init() {
+	register("train", "train headless from a run file: whet train -c run.yaml [--json]", runTrain)
+}
+
+func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("c", "", "run file (YAML), as the wizard saves it")
+	asJSON := fs.Bool("json", false, "print one JSON object per event instead of text lines")
+	backend := fs.String("backend", "", "override the run file's backend: auto, cpu or cuda")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *config == "" {
+		return errors.New("-c run.yaml is required")
+	}
+	cfg, err := engine.LoadRunConfig(*config)
+	if err != nil {
+		return err
+	}
+	if *backend != "" {
+		cfg.Backend = *backend
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	events, _, err := engine.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return printEvents(events, stdout, *asJSON)
+}
+
+// printEvents writes one line per event and returns the run's error.
+func printEvents(events <-chan engine.Event, w io.Writer, asJSON bool) error {
+	var runErr error
+	for ev := range events {
+		if asJSON {
+			writeEventJSON(w, ev)
+		} else {
+			writeEventText(w, ev)
+		}
+		if d, ok := ev.(engine.DoneEvent); ok && d.Err != nil {
+			runErr = d.Err
+		}
+	}
+	return runErr
+}
+
+func writeEventText(w io.Writer, ev engine.Event) {
+	switch e := ev.(type) {
+	case engine.StepEvent:
+		fmt.Fprintf(w, "step %d/%d  epoch %.2f  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s\n",
+			e.Step, e.TotalSteps, e.Epoch, e.Loss, e.LR, e.GradNorm, e.TokensPerSec)
+	case engine.EvalEvent:
+		fmt.Fprintf(w, "eval  step %d  loss %.4f\n", e.Step, e.Loss)
+	case engine.SampleEvent:
+		fmt.Fprintf(w, "sample step %d  %q -> %q\n", e.Step, e.Prompt, e.Text)
+	case engine.CheckpointEvent:
+		fmt.Fprintf(w, "checkpoint step %d  %s\n", e.Step, e.Path)
+	case engine.LogEvent:
+		fmt.Fprintf(w, "%s\n", e.Text)
+	case engine.DoneEvent:
+		switch {
+		case e.Err != nil:
+			fmt.Fprintf(w, "failed at step %d: %v\n", e.Step, e.Err)
+		case e.Stopped:
+			fmt.Fprintf(w, "stopped at step %d (checkpoint saved) in %s; run dir %s\n", e.Step, e.Elapsed.Round(1e7), e.FinalDir)
+		default:
+			fmt.Fprintf(w, "done: %d steps in %s; run dir %s\n", e.Step, e.Elapsed.Round(1e7), e.FinalDir)
+		}
+	}
+}
+
+func writeEventJSON(w io.Writer, ev engine.Event) {
+	var obj map[string]any
+	switch e := ev.(type) {
+	case engine.StepEvent:
+		obj = map[string]any{"event": "step", "step": e.Step, "total_steps": e.TotalSteps, "epoch": e.Epoch,
+			"loss": e.Loss, "lr": e.LR, "grad_norm": e.GradNorm, "tokens": e.Tokens, "tokens_per_sec": e.TokensPerSec}
+		for k, v := range e.Metrics {
+			obj[k] = v
+		}
+	case engine.EvalEvent:
+		obj = map[string]any{"event": "eval", "step": e.Step, "eval_loss": e.Loss}
+	case engine.SampleEvent:
+		obj = map[string]any{"event": "sample", "step": e.Step, "prompt": e.Prompt, "text": e.Text}
+	case engine.CheckpointEvent:
+		obj = map[string]any{"event": "checkpoint", "step": e.Step, "path": e.Path}
+	case engine.LogEvent:
+		obj = map[string]any{"event": "log", "text": e.Text}
+	case engine.DoneEvent:
+		obj = map[string]any{"event": "done", "step": e.Step, "stopped": e.Stopped, "run_dir": e.FinalDir,
+			"elapsed_s": e.Elapsed.Seconds()}
+		if e.Err != nil {
+			obj["error"] = e.Err.Error()
+		}
+	default:
+		return
+	}
+	js, _ := json.Marshal(obj)
+	fmt.Fprintf(w, "%s\n", js)
+}

@@ -1,0 +1,700 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+
+	"whet/datasets"
+)
+
+// The decoder, llm.c style: an explicit forward that saves what the
+// backward needs, and a hand-derived backward that mirrors it layer by
+// layer. Per layer l, with T tokens and the residual stream x:
+//
+//	h1 = rmsnorm(x_l)                       saved: h1, rstd1
+//	q,k,v = h1 Wq^T (+bq), h1 Wk^T, h1 Wv^T  (+ LoRA), rope on q and k
+//	a = attention(q, k, v)                  saved: q, k, v, a, lse
+//	x_mid = x_l + a Wo^T
+//	h2 = rmsnorm(x_mid)                     saved: x_mid, h2, rstd2
+//	g, u = h2 Wg^T, h2 Wu^T ; s = silu(g)*u saved: g, u, s
+//	x_{l+1} = x_mid + s Wd^T
+//
+// With activation checkpointing only x_l is kept per layer and one shared
+// set of the other buffers is recomputed from it during the backward.
+
+// Activations holds every buffer a forward/backward pass over at most Cap
+// tokens needs. Buffers are sized once; a batch of T <= Cap tokens uses
+// views of their first T rows.
+type Activations struct {
+	m             *Model
+	Cap           int
+	Checkpointing bool
+
+	tokens, targets, positions Tensor // I32 [Cap]
+	seqStarts                  Tensor // I32 [Cap+1]
+	cos, sin                   Tensor // F32 [Cap, HeadDim/2]
+
+	resid  []Tensor // [L+1] x_l, [Cap, D]
+	layers []*layerActs
+	hN     Tensor // final norm output [Cap, D]
+	rstdN  Tensor // F32 [Cap]
+	losses Tensor // F32 [Cap]
+	logits Tensor // [chunk, V]
+	chunk  int
+
+	// backward scratch
+	dres, dh           Tensor // [Cap, D]
+	datt, dq           Tensor // [Cap, QDim]
+	dk, dv             Tensor // [Cap, KVDim]
+	ds, dg, du         Tensor // [Cap, I]
+	dxa                Tensor // [Cap, maxRank]
+	scratchIn          Tensor // [Cap, maxIn] (dropout recompute, LoRA dx)
+	t                  int    // tokens in the current batch
+	seqs               SeqLayout
+	lossesHost         []float32
+	dropoutSeed        uint64
+	owned              []Tensor
+	lastTargets, count int
+}
+
+type layerActs struct {
+	h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, s Tensor
+	xa                                                     map[*Linear]Tensor // LoRA x@A^T [Cap, r]
+}
+
+// NewActivations sizes the buffers for batches of up to capTokens tokens.
+func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations, error) {
+	a := &Activations{m: m, Cap: capTokens, Checkpointing: checkpointing}
+	var err error
+	alloc := func(dt DType, shape ...int) Tensor {
+		if err != nil {
+			return nil
+		}
+		var t Tensor
+		t, err = m.B.Alloc(dt, shape...)
+		if err != nil {
+			err = fmt.Errorf("allocate activations %v %v: %w", dt, shape, err)
+			return nil
+		}
+		a.owned = append(a.owned, t)
+		return t
+	}
+	c := m.Cfg
+	D, I, Q, KV, T := c.HiddenSize, c.IntermediateSize, c.QDim(), c.KVDim(), capTokens
+	cd := m.Compute
+	a.tokens = alloc(I32, T)
+	a.targets = alloc(I32, T)
+	a.positions = alloc(I32, T)
+	a.seqStarts = alloc(I32, T+1)
+	a.cos = alloc(F32, T, c.HeadDim/2)
+	a.sin = alloc(F32, T, c.HeadDim/2)
+	if err == nil {
+		cs, sn := RopeTables(&c, T)
+		if err = m.B.Upload(a.cos, cs); err == nil {
+			err = m.B.Upload(a.sin, sn)
+		}
+	}
+	for l := 0; l <= c.NumLayers; l++ {
+		a.resid = append(a.resid, alloc(cd, T, D))
+	}
+	maxRank, maxIn := 1, D
+	if I > maxIn {
+		maxIn = I
+	}
+	if Q > maxIn {
+		maxIn = Q
+	}
+	for _, lin := range m.Linears() {
+		if lin.LoRA != nil && lin.LoRA.Rank > maxRank {
+			maxRank = lin.LoRA.Rank
+		}
+	}
+	nSets := c.NumLayers
+	if checkpointing {
+		nSets = 1
+	}
+	for l := 0; l < nSets; l++ {
+		la := &layerActs{
+			h1: alloc(cd, T, D), rstd1: alloc(F32, T),
+			q: alloc(cd, T, Q), k: alloc(cd, T, KV), v: alloc(cd, T, KV),
+			att: alloc(cd, T, Q), lse: alloc(F32, c.NumHeads, T),
+			xmid: alloc(cd, T, D), h2: alloc(cd, T, D), rstd2: alloc(F32, T),
+			g: alloc(cd, T, I), u: alloc(cd, T, I), s: alloc(cd, T, I),
+			xa: map[*Linear]Tensor{},
+		}
+		a.layers = append(a.layers, la)
+	}
+	// LoRA intermediates are per layer even with checkpointing they are
+	// recomputed, so they live in the layer's set.
+	for li, layer := range m.Layers {
+		set := a.layers[0]
+		if !checkpointing {
+			set = a.layers[li]
+		}
+		for _, lin := range []*Linear{layer.Q, layer.K, layer.V, layer.O, layer.Gate, layer.Up, layer.Down} {
+			if lin.LoRA != nil {
+				if checkpointing && li > 0 {
+					// share the buffer of the same module in layer 0
+					set.xa[lin] = set.xa[linAt(m.Layers[0], lin.Short)]
+					continue
+				}
+				set.xa[lin] = alloc(cd, T, lin.LoRA.Rank)
+			}
+		}
+	}
+	a.hN = alloc(cd, T, D)
+	a.rstdN = alloc(F32, T)
+	a.losses = alloc(F32, T)
+	a.chunk = logitsChunk(T, c.VocabSize)
+	a.logits = alloc(cd, a.chunk, c.VocabSize)
+	a.dres = alloc(cd, T, D)
+	a.dh = alloc(cd, T, D)
+	a.datt = alloc(cd, T, Q)
+	a.dq = alloc(cd, T, Q)
+	a.dk = alloc(cd, T, KV)
+	a.dv = alloc(cd, T, KV)
+	a.ds = alloc(cd, T, I)
+	a.dg = alloc(cd, T, I)
+	a.du = alloc(cd, T, I)
+	a.dxa = alloc(cd, T, maxRank)
+	a.scratchIn = alloc(cd, T, maxIn)
+	if err != nil {
+		a.Free()
+		return nil, err
+	}
+	return a, nil
+}
+
+func linAt(l *Layer, short string) *Linear {
+	switch short {
+	case "q":
+		return l.Q
+	case "k":
+		return l.K
+	case "v":
+		return l.V
+	case "o":
+		return l.O
+	case "gate":
+		return l.Gate
+	case "up":
+		return l.Up
+	}
+	return l.Down
+}
+
+// logitsChunk picks how many rows of logits exist at once: at most 2^24
+// elements, so the full [T, V] matrix is never materialised.
+func logitsChunk(T, V int) int {
+	c := (1 << 24) / V
+	if c < 1 {
+		c = 1
+	}
+	if c > T {
+		c = T
+	}
+	return c
+}
+
+// Free releases the buffers.
+func (a *Activations) Free() {
+	for _, t := range a.owned {
+		if t != nil {
+			a.m.B.Free(t)
+		}
+	}
+	a.owned = nil
+}
+
+// rows is a view of the first n rows of t.
+func (a *Activations) rows(t Tensor, n int) Tensor {
+	return a.rowRange(t, 0, n)
+}
+
+func (a *Activations) rowRange(t Tensor, r0, r1 int) Tensor {
+	cols := Cols(t)
+	shape := t.Shape()
+	var v Tensor
+	var err error
+	if len(shape) == 1 {
+		v, err = a.m.B.View(t, r0, r1-r0)
+	} else {
+		v, err = a.m.B.View(t, r0*cols, r1-r0, cols)
+	}
+	if err != nil {
+		// Views are computed from shapes sized by NewActivations; a
+		// failure here is a programming error in this file.
+		panic(fmt.Sprintf("engine: view rows [%d,%d) of %v: %v", r0, r1, shape, err))
+	}
+	return v
+}
+
+// setBatch uploads the batch's ids and layout.
+func (a *Activations) setBatch(b *datasets.Batch) error {
+	T := len(b.Tokens)
+	if T == 0 {
+		return fmt.Errorf("empty batch")
+	}
+	if T > a.Cap {
+		return fmt.Errorf("batch of %d tokens exceeds the %d planned", T, a.Cap)
+	}
+	if len(b.Targets) != T || len(b.Positions) != T {
+		return fmt.Errorf("batch: %d tokens but %d targets and %d positions", T, len(b.Targets), len(b.Positions))
+	}
+	if len(b.SeqStarts) < 2 || b.SeqStarts[0] != 0 || int(b.SeqStarts[len(b.SeqStarts)-1]) != T {
+		return fmt.Errorf("batch: sequence starts %v do not cover %d tokens", b.SeqStarts, T)
+	}
+	maxLen := 0
+	for i := 1; i < len(b.SeqStarts); i++ {
+		n := int(b.SeqStarts[i] - b.SeqStarts[i-1])
+		if n <= 0 {
+			return fmt.Errorf("batch: empty or reversed sequence %d in starts %v", i-1, b.SeqStarts)
+		}
+		if n > maxLen {
+			maxLen = n
+		}
+	}
+	V := int32(a.m.Cfg.VocabSize)
+	for i, id := range b.Tokens {
+		if id < 0 || id >= V {
+			return fmt.Errorf("batch: token %d at position %d is outside the vocabulary (%d)", id, i, V)
+		}
+		if t := b.Targets[i]; t != datasets.IgnoreIndex && (t < 0 || t >= V) {
+			return fmt.Errorf("batch: target %d at position %d is outside the vocabulary (%d)", t, i, V)
+		}
+		if p := b.Positions[i]; p < 0 || int(p) >= a.Cap {
+			return fmt.Errorf("batch: position %d at %d is outside the planned %d", p, i, a.Cap)
+		}
+	}
+	a.t = T
+	B := a.m.B
+	var err error
+	up := func(t Tensor, v []int32) {
+		if err == nil {
+			err = B.UploadInt32(t, v)
+		}
+	}
+	up(a.rows(a.tokens, T), b.Tokens)
+	up(a.rows(a.targets, T), b.Targets)
+	up(a.rows(a.positions, T), b.Positions)
+	ns := len(b.SeqStarts)
+	up(a.rows(a.seqStarts, ns), b.SeqStarts)
+	if err != nil {
+		return fmt.Errorf("upload batch: %w", err)
+	}
+	a.seqs = SeqLayout{Starts: b.SeqStarts, Dev: a.rows(a.seqStarts, ns), MaxLen: maxLen}
+	a.lastTargets = b.NumTargets()
+	return nil
+}
+
+func (a *Activations) set(l int) *layerActs {
+	if a.Checkpointing {
+		return a.layers[0]
+	}
+	return a.layers[l]
+}
+
+func (a *Activations) attnParams() AttnParams {
+	c := a.m.Cfg
+	return AttnParams{NHeads: c.NumHeads, NKVHeads: c.NumKVHeads, HeadDim: c.HeadDim,
+		Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: c.SlidingWindow}
+}
+
+// seed for the dropout mask of one linear in one layer, fixed for the
+// micro-batch so the backward (and a checkpointed recompute) sees the same
+// mask as the forward.
+func (a *Activations) seed(layer int, lin *Linear) uint64 {
+	h := a.dropoutSeed ^ 0x9e3779b97f4a7c15
+	h ^= uint64(layer)*0xbf58476d1ce4e5b9 + uint64(len(lin.Short))*0x94d049bb133111eb + uint64(lin.Short[0])
+	h ^= h >> 31
+	return h * 0x9e3779b97f4a7c15
+}
+
+// linearForward computes y = x W^T (+b) (+ LoRA); accumulate adds to y.
+func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, layer int, set *layerActs) error {
+	B := a.m.B
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	if err := B.MatMul(y, x, lin.W.W, false, true, 1, beta); err != nil {
+		return fmt.Errorf("%s forward: %w", lin.Module, err)
+	}
+	if lin.B != nil {
+		if err := B.AddBias(y, lin.B.W); err != nil {
+			return fmt.Errorf("%s bias: %w", lin.Module, err)
+		}
+	}
+	if lo := lin.LoRA; lo != nil && lo.Enabled {
+		xd := x
+		if lo.Dropout > 0 {
+			xd = a.rowsCols(a.scratchIn, lin.In)
+			if err := B.Dropout(xd, x, lo.Dropout, a.seed(layer, lin)); err != nil {
+				return fmt.Errorf("%s lora dropout: %w", lin.Module, err)
+			}
+		}
+		xa := a.rows(set.xa[lin], a.t)
+		if err := B.MatMul(xa, xd, lo.A.W, false, true, 1, 0); err != nil {
+			return fmt.Errorf("%s lora A: %w", lin.Module, err)
+		}
+		if err := B.MatMul(y, xa, lo.B.W, false, true, lo.Scale, 1); err != nil {
+			return fmt.Errorf("%s lora B: %w", lin.Module, err)
+		}
+	}
+	return nil
+}
+
+// rowsCols is a [t, cols] view at the start of a wider scratch buffer.
+func (a *Activations) rowsCols(t Tensor, cols int) Tensor {
+	v, err := a.m.B.View(t, 0, a.t, cols)
+	if err != nil {
+		panic(fmt.Sprintf("engine: scratch view [%d,%d]: %v", a.t, cols, err))
+	}
+	return v
+}
+
+// linearBackward accumulates the weight (and bias, LoRA) gradients of lin
+// and writes (accumulate=false) or adds (accumulate=true) dx = dy W (+LoRA).
+// dx may be nil when no input gradient is needed.
+func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate bool, layer int, set *layerActs) error {
+	B := a.m.B
+	if lin.W.Trainable {
+		if err := B.MatMul(lin.W.Grad, dy, x, true, false, 1, 1); err != nil {
+			return fmt.Errorf("%s weight grad: %w", lin.Module, err)
+		}
+	}
+	if lin.B != nil && lin.B.Trainable {
+		if err := B.BiasBackward(lin.B.Grad, dy); err != nil {
+			return fmt.Errorf("%s bias grad: %w", lin.Module, err)
+		}
+	}
+	if dx != nil {
+		beta := float32(0)
+		if accumulate {
+			beta = 1
+		}
+		if err := B.MatMul(dx, dy, lin.W.W, false, false, 1, beta); err != nil {
+			return fmt.Errorf("%s input grad: %w", lin.Module, err)
+		}
+	}
+	lo := lin.LoRA
+	if lo == nil || !lo.Enabled {
+		return nil
+	}
+	xa := a.rows(set.xa[lin], a.t)
+	if err := B.MatMul(lo.B.Grad, dy, xa, true, false, lo.Scale, 1); err != nil {
+		return fmt.Errorf("%s lora B grad: %w", lin.Module, err)
+	}
+	dxa := a.rowsCols(a.dxa, lo.Rank)
+	if err := B.MatMul(dxa, dy, lo.B.W, false, false, lo.Scale, 0); err != nil {
+		return fmt.Errorf("%s lora dxa: %w", lin.Module, err)
+	}
+	xd := x
+	if lo.Dropout > 0 {
+		xd = a.rowsCols(a.scratchIn, lin.In)
+		if err := B.Dropout(xd, x, lo.Dropout, a.seed(layer, lin)); err != nil {
+			return fmt.Errorf("%s lora dropout: %w", lin.Module, err)
+		}
+	}
+	if err := B.MatMul(lo.A.Grad, dxa, xd, true, false, 1, 1); err != nil {
+		return fmt.Errorf("%s lora A grad: %w", lin.Module, err)
+	}
+	if dx == nil {
+		return nil
+	}
+	if lo.Dropout == 0 {
+		if err := B.MatMul(dx, dxa, lo.A.W, false, false, 1, 1); err != nil {
+			return fmt.Errorf("%s lora input grad: %w", lin.Module, err)
+		}
+		return nil
+	}
+	tmp := a.rowsCols(a.scratchIn, lin.In)
+	if err := B.MatMul(tmp, dxa, lo.A.W, false, false, 1, 0); err != nil {
+		return fmt.Errorf("%s lora input grad: %w", lin.Module, err)
+	}
+	if err := B.Dropout(tmp, tmp, lo.Dropout, a.seed(layer, lin)); err != nil {
+		return fmt.Errorf("%s lora dropout backward: %w", lin.Module, err)
+	}
+	return B.AddScaled(dx, tmp, 1)
+}
+
+// layerForward runs block l from resid[l] into resid[l+1].
+func (a *Activations) layerForward(l int) error {
+	m, B, T := a.m, a.m.B, a.t
+	L := m.Layers[l]
+	s := a.set(l)
+	x := a.rows(a.resid[l], T)
+	h1, rstd1 := a.rows(s.h1, T), a.rows(s.rstd1, T)
+	q, k, v := a.rows(s.q, T), a.rows(s.k, T), a.rows(s.v, T)
+	att, lse := a.rows(s.att, T), a.lseView(s.lse)
+	xmid, h2, rstd2 := a.rows(s.xmid, T), a.rows(s.h2, T), a.rows(s.rstd2, T)
+	g, u, sw := a.rows(s.g, T), a.rows(s.u, T), a.rows(s.s, T)
+	xout := a.rows(a.resid[l+1], T)
+	eps := float32(m.Cfg.RMSNormEps)
+	pos := a.rows(a.positions, T)
+	c := m.Cfg
+	steps := []struct {
+		what string
+		f    func() error
+	}{
+		{"input norm", func() error { return B.RMSNorm(h1, rstd1, x, L.InputNorm.W, eps) }},
+		{"q", func() error { return a.linearForward(L.Q, h1, q, false, l, s) }},
+		{"k", func() error { return a.linearForward(L.K, h1, k, false, l, s) }},
+		{"v", func() error { return a.linearForward(L.V, h1, v, false, l, s) }},
+		{"rope q", func() error { return B.RoPE(q, pos, a.cos, a.sin, c.NumHeads, c.HeadDim, false) }},
+		{"rope k", func() error { return B.RoPE(k, pos, a.cos, a.sin, c.NumKVHeads, c.HeadDim, false) }},
+		{"attention", func() error { return B.Attention(att, lse, q, k, v, a.seqs, a.attnParams()) }},
+		{"residual", func() error { return B.Copy(xmid, x) }},
+		{"o", func() error { return a.linearForward(L.O, att, xmid, true, l, s) }},
+		{"post-attention norm", func() error { return B.RMSNorm(h2, rstd2, xmid, L.PostAttnNorm.W, eps) }},
+		{"gate", func() error { return a.linearForward(L.Gate, h2, g, false, l, s) }},
+		{"up", func() error { return a.linearForward(L.Up, h2, u, false, l, s) }},
+		{"swiglu", func() error { return B.SwiGLU(sw, g, u) }},
+		{"residual", func() error { return B.Copy(xout, xmid) }},
+		{"down", func() error { return a.linearForward(L.Down, sw, xout, true, l, s) }},
+	}
+	for _, st := range steps {
+		if err := st.f(); err != nil {
+			return fmt.Errorf("layer %d %s: %w", l, st.what, err)
+		}
+	}
+	return nil
+}
+
+// lseView is the [NHeads, T] block of an [NHeads, Cap] lse buffer. The
+// buffer is laid out head-major with stride Cap, so for T < Cap we repack:
+// attention kernels take a contiguous [NHeads, T] tensor, which is the
+// first NHeads*T elements.
+func (a *Activations) lseView(lse Tensor) Tensor {
+	v, err := a.m.B.View(lse, 0, a.m.Cfg.NumHeads, a.t)
+	if err != nil {
+		panic(fmt.Sprintf("engine: lse view: %v", err))
+	}
+	return v
+}
+
+// layerBackward takes dres = dL/dx_{l+1} and leaves dL/dx_l in dres.
+func (a *Activations) layerBackward(l int, needInputGrad bool) error {
+	m, B, T := a.m, a.m.B, a.t
+	L := m.Layers[l]
+	s := a.set(l)
+	c := m.Cfg
+	x := a.rows(a.resid[l], T)
+	h1, rstd1 := a.rows(s.h1, T), a.rows(s.rstd1, T)
+	q, k, v := a.rows(s.q, T), a.rows(s.k, T), a.rows(s.v, T)
+	att, lse := a.rows(s.att, T), a.lseView(s.lse)
+	xmid, h2, rstd2 := a.rows(s.xmid, T), a.rows(s.h2, T), a.rows(s.rstd2, T)
+	g, u, sw := a.rows(s.g, T), a.rows(s.u, T), a.rows(s.s, T)
+	dres, dh := a.rows(a.dres, T), a.rows(a.dh, T)
+	datt, dq, dk, dv := a.rows(a.datt, T), a.rows(a.dq, T), a.rows(a.dk, T), a.rows(a.dv, T)
+	ds, dg, du := a.rows(a.ds, T), a.rows(a.dg, T), a.rows(a.du, T)
+	pos := a.rows(a.positions, T)
+	var nw1, nw2 Tensor
+	if L.InputNorm.Trainable {
+		nw1 = L.InputNorm.Grad
+	}
+	if L.PostAttnNorm.Trainable {
+		nw2 = L.PostAttnNorm.Grad
+	}
+	steps := []struct {
+		what string
+		f    func() error
+	}{
+		// x_{l+1} = x_mid + down(s): dres already is dL/dx_mid's residual part.
+		{"down", func() error { return a.linearBackward(L.Down, sw, dres, ds, false, l, s) }},
+		{"swiglu", func() error { return B.SwiGLUBackward(dg, du, ds, g, u) }},
+		{"gate", func() error { return a.linearBackward(L.Gate, h2, dg, dh, false, l, s) }},
+		{"up", func() error { return a.linearBackward(L.Up, h2, du, dh, true, l, s) }},
+		{"post-attention norm", func() error { return B.RMSNormBackward(dres, nw2, dh, xmid, L.PostAttnNorm.W, rstd2) }},
+		// x_mid = x_l + o(att): dres is now dL/dx_mid.
+		{"o", func() error { return a.linearBackward(L.O, att, dres, datt, false, l, s) }},
+		{"attention", func() error {
+			return B.AttentionBackward(dq, dk, dv, datt, q, k, v, att, lse, a.seqs, a.attnParams())
+		}},
+		{"rope q", func() error { return B.RoPE(dq, pos, a.cos, a.sin, c.NumHeads, c.HeadDim, true) }},
+		{"rope k", func() error { return B.RoPE(dk, pos, a.cos, a.sin, c.NumKVHeads, c.HeadDim, true) }},
+		{"q", func() error { return a.linearBackward(L.Q, h1, dq, dh, false, l, s) }},
+		{"k", func() error { return a.linearBackward(L.K, h1, dk, dh, true, l, s) }},
+		{"v", func() error { return a.linearBackward(L.V, h1, dv, dh, true, l, s) }},
+		{"input norm", func() error {
+			if !needInputGrad && nw1 == nil {
+				return nil
+			}
+			return B.RMSNormBackward(dres, nw1, dh, x, L.InputNorm.W, rstd1)
+		}},
+	}
+	for _, st := range steps {
+		if err := st.f(); err != nil {
+			return fmt.Errorf("layer %d %s backward: %w", l, st.what, err)
+		}
+	}
+	return nil
+}
+
+// forward runs the embedding, every block and the final norm for the
+// batch already set.
+func (a *Activations) forward() error {
+	m, B, T := a.m, a.m.B, a.t
+	if err := B.Embedding(a.rows(a.resid[0], T), m.Embed.W, a.rows(a.tokens, T)); err != nil {
+		return fmt.Errorf("embedding: %w", err)
+	}
+	for l := range m.Layers {
+		if err := a.layerForward(l); err != nil {
+			return err
+		}
+	}
+	if err := B.RMSNorm(a.rows(a.hN, T), a.rows(a.rstdN, T), a.rows(a.resid[len(m.Layers)], T), m.Norm.W, float32(m.Cfg.RMSNormEps)); err != nil {
+		return fmt.Errorf("final norm: %w", err)
+	}
+	return nil
+}
+
+// headLoss runs the LM head and cross-entropy over chunks of rows. With
+// backward it also writes dL/dhN into dh and accumulates the head's grad;
+// gradScale multiplies the summed loss for the gradient.
+func (a *Activations) headLoss(gradScale float32, backward bool) error {
+	m, B, T := a.m, a.m.B, a.t
+	V := m.Cfg.VocabSize
+	W := m.Head.W
+	for r0 := 0; r0 < T; r0 += a.chunk {
+		r1 := r0 + a.chunk
+		if r1 > T {
+			r1 = T
+		}
+		n := r1 - r0
+		logits, err := B.View(a.logits, 0, n, V)
+		if err != nil {
+			return err
+		}
+		h := a.rowRange(a.hN, r0, r1)
+		if err := B.MatMul(logits, h, W.W, false, true, 1, 0); err != nil {
+			return fmt.Errorf("lm head rows %d-%d: %w", r0, r1, err)
+		}
+		if err := B.SoftmaxCrossEntropy(logits, a.rowRange(a.targets, r0, r1), a.rowRange(a.losses, r0, r1), gradScale); err != nil {
+			return fmt.Errorf("cross-entropy rows %d-%d: %w", r0, r1, err)
+		}
+		if !backward {
+			continue
+		}
+		if err := B.MatMul(a.rowRange(a.dh, r0, r1), logits, W.W, false, false, 1, 0); err != nil {
+			return fmt.Errorf("lm head input grad rows %d-%d: %w", r0, r1, err)
+		}
+		if W.Trainable {
+			if err := B.MatMul(W.Grad, logits, h, true, false, 1, 1); err != nil {
+				return fmt.Errorf("lm head weight grad rows %d-%d: %w", r0, r1, err)
+			}
+		}
+	}
+	return nil
+}
+
+// backward runs from dL/dhN (in dh) down to the embedding.
+func (a *Activations) backward() error {
+	m, B, T := a.m, a.m.B, a.t
+	dres := a.rows(a.dres, T)
+	if err := B.Fill(dres, 0); err != nil {
+		return err
+	}
+	var nwN Tensor
+	if m.Norm.Trainable {
+		nwN = m.Norm.Grad
+	}
+	if err := B.RMSNormBackward(dres, nwN, a.rows(a.dh, T), a.rows(a.resid[len(m.Layers)], T), m.Norm.W, a.rows(a.rstdN, T)); err != nil {
+		return fmt.Errorf("final norm backward: %w", err)
+	}
+	for l := len(m.Layers) - 1; l >= 0; l-- {
+		if a.Checkpointing {
+			if err := a.layerForward(l); err != nil {
+				return fmt.Errorf("recompute: %w", err)
+			}
+		}
+		if err := a.layerBackward(l, l > 0 || m.Embed.Trainable); err != nil {
+			return err
+		}
+	}
+	if m.Embed.Trainable {
+		if err := B.EmbeddingBackward(m.Embed.Grad, dres, a.rows(a.tokens, T)); err != nil {
+			return fmt.Errorf("embedding backward: %w", err)
+		}
+	}
+	return nil
+}
+
+// StepResult is what one micro-batch pass reports.
+type StepResult struct {
+	LossSum float64 // sum of per-token losses over counted targets
+	Count   int     // targets counted
+}
+
+// ForwardBackward runs one micro-batch. With backward, gradients of
+// gradScale * (sum of token losses) are accumulated into every trainable
+// parameter's Grad.
+func (a *Activations) ForwardBackward(b *datasets.Batch, gradScale float32, backward bool, dropoutSeed uint64) (StepResult, error) {
+	if err := a.setBatch(b); err != nil {
+		return StepResult{}, err
+	}
+	a.dropoutSeed = dropoutSeed
+	if err := a.forward(); err != nil {
+		return StepResult{}, err
+	}
+	if err := a.headLoss(gradScale, backward); err != nil {
+		return StepResult{}, err
+	}
+	if backward {
+		if err := a.backward(); err != nil {
+			return StepResult{}, err
+		}
+	}
+	losses, err := a.TokenLosses()
+	if err != nil {
+		return StepResult{}, err
+	}
+	var sum float64
+	for i, l := range losses {
+		if b.Targets[i] != datasets.IgnoreIndex {
+			sum += float64(l)
+		}
+	}
+	return StepResult{LossSum: sum, Count: a.lastTargets}, nil
+}
+
+// TokenLosses downloads the per-token losses (-log p(target)) of the last
+// pass; ignored positions hold 0.
+func (a *Activations) TokenLosses() ([]float32, error) {
+	if cap(a.lossesHost) < a.t {
+		a.lossesHost = make([]float32, a.Cap)
+	}
+	out := a.lossesHost[:a.t]
+	if err := a.m.B.Download(a.rows(a.losses, a.t), out); err != nil {
+		return nil, fmt.Errorf("download losses: %w", err)
+	}
+	return out, nil
+}
+
+// Logits runs the forward for b and returns the full [T, V] logits. Meant
+// for tests and small models: it materialises what training never does.
+func (a *Activations) Logits(b *datasets.Batch) ([]float32, error) {
+	if err := a.setBatch(b); err != nil {
+		return nil, err
+	}
+	if err := a.forward(); err != nil {
+		return nil, err
+	}
+	m, B, T := a.m, a.m.B, a.t
+	V := m.Cfg.VocabSize
+	out := make([]float32, T*V)
+	for r0 := 0; r0 < T; r0 += a.chunk {
+		r1 := min(r0+a.chunk, T)
+		logits, err := B.View(a.logits, 0, r1-r0, V)
+		if err != nil {
+			return nil, err
+		}
+		if err := B.MatMul(logits, a.rowRange(a.hN, r0, r1), m.Head.W.W, false, true, 1, 0); err != nil {
+			return nil, err
+		}
+		if err := B.Download(logits, out[r0*V:r1*V]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// WeightSource is where base weights come from: a safetensors folder, or
+// anything else that can hand out float32 tensors by Hugging Face name.
+type WeightSource interface {
+	// Shape returns the tensor's shape and whether it exists.
+	Shape(name string) ([]int, bool)
+	Float32(name string) ([]float32, error)
+	// Where names the source in error messages (a folder or file).
+	Where(name string) string
+}
+
+// NewModel allocates an unbound model of the given config on b: every base
+// weight exists (uninitialised) in the compute dtype, nothing is trainable.
+func NewModel(cfg ModelConfig, b Backend) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Model{Cfg: cfg, B: b, Compute: computeDType(b), Tied: cfg.TieWordEmbeddings}
+	var err error
+	p := func(name string, shape ...int) *Param {
+		if err != nil {
+			return nil
+		}
+		var prm *Param
+		prm, err = m.newParam(name, shape...)
+		return prm
+	}
+	lin := func(module, short string, out, in int, bias bool) *Linear {
+		l := &Linear{Module: module, Short: short, In: in, Out: out, W: p(module+".weight", out, in)}
+		if bias {
+			l.B = p(module+".bias", out)
+			if l.B != nil {
+				l.B.NoDecay = true
+			}
+		}
+		return l
+	}
+	D, I := cfg.HiddenSize, cfg.IntermediateSize
+	m.Embed = p("model.embed_tokens.weight", cfg.VocabSize, D)
+	for i := 0; i < cfg.NumLayers; i++ {
+		pre := fmt.Sprintf("model.layers.%d.", i)
+		l := &Layer{
+			InputNorm:    p(pre+"input_layernorm.weight", D),
+			PostAttnNorm: p(pre+"post_attention_layernorm.weight", D),
+			Q:            lin(pre+"self_attn.q_proj", "q", cfg.QDim(), D, cfg.AttentionBias),
+			K:            lin(pre+"self_attn.k_proj", "k", cfg.KVDim(), D, cfg.AttentionBias),
+			V:            lin(pre+"self_attn.v_proj", "v", cfg.KVDim(), D, cfg.AttentionBias),
+			O:            lin(pre+"self_attn.o_proj", "o", D, cfg.QDim(), false),
+			Gate:         lin(pre+"mlp.gate_proj", "gate", I, D, false),
+			Up:           lin(pre+"mlp.up_proj", "up", I, D, false),
+			Down:         lin(pre+"mlp.down_proj", "down", D, I, false),
+		}
+		if err == nil {
+			l.InputNorm.NoDecay, l.PostAttnNorm.NoDecay = true, true
+		}
+		m.Layers = append(m.Layers, l)
+	}
+	m.Norm = p("model.norm.weight", D)
+	if err == nil {
+		m.Norm.NoDecay = true
+	}
+	if m.Tied {
+		m.Head = &Linear{Module: "lm_head", Short: "lm_head", W: m.Embed, In: D, Out: cfg.VocabSize}
+	} else {
+		m.Head = lin("lm_head", "lm_head", cfg.VocabSize, D, false)
+	}
+	if err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
+}
+
+// LoadWeights fills every base weight from src, checking names and shapes.
+// Errors name the source and the tensor.
+func (m *Model) LoadWeights(src WeightSource) error {
+	for _, p := range m.Params() {
+		if isLoRAName(p.Name) {
+			continue
+		}
+		shape, ok := src.Shape(p.Name)
+		if !ok {
+			return fmt.Errorf("%s: missing tensor %s (a %s model needs it)", src.Where(p.Name), p.Name, m.Cfg.ModelType)
+		}
+		if !sameShape(shape, p.Shape) {
+			return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", src.Where(p.Name), p.Name, shape, p.Shape)
+		}
+		data, err := src.Float32(p.Name)
+		if err != nil {
+			return fmt.Errorf("%s: read %s: %w", src.Where(p.Name), p.Name, err)
+		}
+		if err := m.B.Upload(p.W, data); err != nil {
+			return fmt.Errorf("upload %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// InitRandom fills the base weights with seeded random values (normal with
+// the given std for matrices, 1 for norm weights, 0 for biases): benchmarks
+// and tests use it where no weights exist.
+func (m *Model) InitRandom(seed uint64, std float64) error {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	for _, p := range m.Params() {
+		if isLoRAName(p.Name) {
+			continue
+		}
+		v := make([]float32, numel(p.Shape))
+		switch {
+		case len(p.Shape) == 1 && p.NoDecay && !isBias(p.Name):
+			for i := range v {
+				v[i] = 1
+			}
+		case isBias(p.Name):
+		default:
+			for i := range v {
+				v[i] = float32(rng.NormFloat64() * std)
+			}
+		}
+		if err := m.B.Upload(p.W, v); err != nil {
+			return fmt.Errorf("init %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+func isBias(name string) bool {
+	return len(name) >= 5 && name[len(name)-5:] == ".bias"
+}
+
+// Validate checks the numbers the engine relies on.
+func (c *ModelConfig) Validate() error {
+	bad := func(field string, v int) error {
+		return fmt.Errorf("config.json: %s must be positive, got %d", field, v)
+	}
+	switch {
+	case c.VocabSize <= 0:
+		return bad("vocab_size", c.VocabSize)
+	case c.HiddenSize <= 0:
+		return bad("hidden_size", c.HiddenSize)
+	case c.IntermediateSize <= 0:
+		return bad("intermediate_size", c.IntermediateSize)
+	case c.NumLayers <= 0:
+		return bad("num_hidden_layers", c.NumLayers)
+	case c.NumHeads <= 0:
+		return bad("num_attention_heads", c.NumHeads)
+	case c.NumKVHeads <= 0:
+		return bad("num_key_value_heads", c.NumKVHeads)
+	case c.HeadDim <= 0 || c.HeadDim%2 != 0:
+		return fmt.Errorf("config.json: head_dim must be a positive even number, got %d", c.HeadDim)
+	}
+	if c.NumHeads%c.NumKVHeads != 0 {
+		return fmt.Errorf("config.json: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", c.NumHeads, c.NumKVHeads)
+	}
+	if c.RMSNormEps <= 0 || math.IsNaN(c.RMSNormEps) {
+		return fmt.Errorf("config.json: rms_norm_eps must be positive, got %g", c.RMSNormEps)
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+)
+
+// Schedule gives the learning-rate multiplier for a 0-based optimizer step,
+// exactly as transformers' schedulers do (get_constant_schedule_with_warmup,
+// get_linear_schedule_with_warmup, get_cosine_schedule_with_warmup): the
+// first warmup step has multiplier 0.
+type Schedule struct {
+	Kind   string // constant | linear | cosine
+	Warmup int
+	Total  int
+}
+
+// Multiplier returns lr(step)/lr for a 0-based step.
+func (s Schedule) Multiplier(step int) float64 {
+	if step < s.Warmup {
+		return float64(step) / float64(max(1, s.Warmup))
+	}
+	switch s.Kind {
+	case "linear":
+		return math.Max(0, float64(s.Total-step)/float64(max(1, s.Total-s.Warmup)))
+	case "cosine":
+		progress := float64(step-s.Warmup) / float64(max(1, s.Total-s.Warmup))
+		return math.Max(0, 0.5*(1+math.Cos(math.Pi*progress)))
+	}
+	return 1
+}
+
+// ValidSchedule reports whether kind is a known schedule name.
+func ValidSchedule(kind string) error {
+	switch kind {
+	case "constant", "linear", "cosine":
+		return nil
+	}
+	return fmt.Errorf("train.schedule: unknown schedule %q (want constant, linear or cosine)", kind)
+}
+
+// Optimizer is AdamW over a model's trainable parameters.
+type Optimizer struct {
+	Beta1, Beta2, Eps, WeightDecay float64
+	// DecayAll applies weight decay to biases and norm weights too (plain
+	// torch.optim.AdamW over all parameters); by default they are exempt as
+	// in transformers' Trainer.
+	DecayAll bool
+	Step     int // optimizer steps taken
+}
+
+// GradNorm is the global L2 norm of every trainable gradient.
+func GradNorm(m *Model) (float64, error) {
+	var sum float64
+	for _, p := range m.TrainableParams() {
+		s, err := m.B.SumSquares(p.Grad)
+		if err != nil {
+			return 0, fmt.Errorf("grad norm of %s: %w", p.Name, err)
+		}
+		sum += s
+	}
+	return math.Sqrt(sum), nil
+}
+
+// ClipGrads scales the gradients so their global norm is at most maxNorm,
+// as torch.nn.utils.clip_grad_norm_ does (coefficient maxNorm/(norm+1e-6),
+// applied only when below 1). It returns the norm before clipping.
+func ClipGrads(m *Model, maxNorm float64) (float64, error) {
+	norm, err := GradNorm(m)
+	if err != nil {
+		return 0, err
+	}
+	if maxNorm <= 0 {
+		return norm, nil
+	}
+	coef := maxNorm / (norm + 1e-6)
+	if coef >= 1 {
+		return norm, nil
+	}
+	for _, p := range m.TrainableParams() {
+		if err := m.B.Scale(p.Grad, float32(coef)); err != nil {
+			return 0, fmt.Errorf("clip %s: %w", p.Name, err)
+		}
+	}
+	return norm, nil
+}
+
+// Apply takes one AdamW step at learning rate lr and refreshes the compute
+// copies of the weights.
+func (o *Optimizer) Apply(m *Model, lr float64) error {
+	o.Step++
+	for _, p := range m.TrainableParams() {
+		wd := o.WeightDecay
+		if p.NoDecay && !o.DecayAll {
+			wd = 0
+		}
+		err := m.B.AdamW(p.Master, p.Grad, p.M, p.V, AdamWParams{
+			LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
+			Eps: float32(o.Eps), WeightDecay: float32(wd), Step: o.Step,
+		})
+		if err != nil {
+			return fmt.Errorf("adamw on %s: %w", p.Name, err)
+		}
+	}
+	return m.SyncFromMasters()
+}

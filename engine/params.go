@@ -1,0 +1,357 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+)
+
+// Param is one named parameter of the model. W is the copy the maths reads,
+// in the backend's compute dtype. Trainable parameters also carry an F32
+// master (the same tensor as W when the compute dtype is F32), an F32
+// gradient and the two AdamW moments.
+type Param struct {
+	Name      string // Hugging Face / PEFT name, e.g. model.layers.0.mlp.up_proj.weight
+	Shape     []int
+	W         Tensor
+	Trainable bool
+	Master    Tensor
+	Grad      Tensor
+	M, V      Tensor
+	// NoDecay exempts the parameter from weight decay (biases and norm
+	// weights, as transformers' Trainer groups them).
+	NoDecay bool
+}
+
+// Linear is y = x @ W^T (+ b) (+ LoRA).
+type Linear struct {
+	Module string // e.g. model.layers.0.self_attn.q_proj
+	Short  string // q, k, v, o, gate, up, down, lm_head
+	W      *Param // [out, in]
+	B      *Param // [out] or nil
+	LoRA   *LoRA
+	In     int
+	Out    int
+}
+
+// LoRA is PEFT's low-rank adapter: y += Scale * dropout(x) @ A^T @ B^T.
+type LoRA struct {
+	A, B    *Param // A [r, in], B [out, r]
+	Rank    int
+	Scale   float32
+	Dropout float32
+	// Enabled switches the adapter off (base model) without freeing it.
+	Enabled bool
+}
+
+// Layer is one decoder block.
+type Layer struct {
+	InputNorm, PostAttnNorm *Param
+	Q, K, V, O              *Linear
+	Gate, Up, Down          *Linear
+}
+
+// Model is a bound decoder: weights on a backend plus its config.
+type Model struct {
+	Cfg     ModelConfig
+	B       Backend
+	Compute DType // dtype of weights and activations on this backend
+	Embed   *Param
+	Layers  []*Layer
+	Norm    *Param
+	Head    *Linear // Head.W is Embed when the embeddings are tied
+	// Tied is true when the LM head reads the embedding matrix.
+	Tied bool
+}
+
+// ComputeDTyper lets a backend pick the dtype of weights and activations
+// (bf16 on GPUs); backends without it compute in F32.
+type ComputeDTyper interface{ ComputeDType() DType }
+
+func computeDType(b Backend) DType {
+	if c, ok := b.(ComputeDTyper); ok {
+		return c.ComputeDType()
+	}
+	return F32
+}
+
+// Linears lists every linear layer of the decoder blocks in a fixed order.
+func (m *Model) Linears() []*Linear {
+	var out []*Linear
+	for _, l := range m.Layers {
+		out = append(out, l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down)
+	}
+	return out
+}
+
+// Params lists every parameter once (the tied head is not repeated), base
+// weights first in HF order, then LoRA adapters.
+func (m *Model) Params() []*Param {
+	ps := []*Param{m.Embed}
+	for _, l := range m.Layers {
+		ps = append(ps, l.InputNorm)
+		for _, lin := range []*Linear{l.Q, l.K, l.V, l.O} {
+			ps = append(ps, lin.W)
+			if lin.B != nil {
+				ps = append(ps, lin.B)
+			}
+		}
+		ps = append(ps, l.PostAttnNorm)
+		ps = append(ps, l.Gate.W, l.Up.W, l.Down.W)
+	}
+	ps = append(ps, m.Norm)
+	if !m.Tied {
+		ps = append(ps, m.Head.W)
+	}
+	for _, lin := range m.Linears() {
+		if lin.LoRA != nil {
+			ps = append(ps, lin.LoRA.A, lin.LoRA.B)
+		}
+	}
+	return ps
+}
+
+// TrainableParams lists the parameters the optimizer updates.
+func (m *Model) TrainableParams() []*Param {
+	var out []*Param
+	for _, p := range m.Params() {
+		if p.Trainable {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// NumParams counts the elements of the base weights (adapters excluded).
+func (m *Model) NumParams() int64 {
+	var n int64
+	for _, p := range m.Params() {
+		if isLoRAName(p.Name) {
+			continue
+		}
+		n += int64(numel(p.Shape))
+	}
+	return n
+}
+
+func isLoRAName(name string) bool {
+	return strings.Contains(name, ".lora_A.") || strings.Contains(name, ".lora_B.")
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// newParam allocates a frozen parameter in the compute dtype.
+func (m *Model) newParam(name string, shape ...int) (*Param, error) {
+	w, err := m.B.Alloc(m.Compute, shape...)
+	if err != nil {
+		return nil, fmt.Errorf("allocate %s %v: %w", name, shape, err)
+	}
+	return &Param{Name: name, Shape: append([]int(nil), shape...), W: w}, nil
+}
+
+// MakeTrainable gives p its master copy, gradient and AdamW moments.
+func (m *Model) MakeTrainable(p *Param) error {
+	if p.Trainable {
+		return nil
+	}
+	var err error
+	alloc := func() Tensor {
+		if err != nil {
+			return nil
+		}
+		var t Tensor
+		t, err = m.B.Alloc(F32, p.Shape...)
+		if err == nil {
+			err = m.B.Fill(t, 0)
+		}
+		return t
+	}
+	if p.W.DType() == F32 {
+		p.Master = p.W
+	} else {
+		p.Master = alloc()
+		if err == nil {
+			err = m.B.Copy(p.Master, p.W)
+		}
+	}
+	p.Grad = alloc()
+	p.M = alloc()
+	p.V = alloc()
+	if err != nil {
+		return fmt.Errorf("make %s trainable: %w", p.Name, err)
+	}
+	p.Trainable = true
+	return nil
+}
+
+// LoRAOptions configures adapters as PEFT does.
+type LoRAOptions struct {
+	Rank    int
+	Alpha   float64
+	Dropout float64
+	Targets []string // short names: q k v o gate up down
+	RSLoRA  bool
+	Seed    uint64
+}
+
+// LoRAScale is alpha/r, or alpha/sqrt(r) with rsLoRA.
+func (o LoRAOptions) LoRAScale() float32 {
+	if o.RSLoRA {
+		return float32(o.Alpha / math.Sqrt(float64(o.Rank)))
+	}
+	return float32(o.Alpha / float64(o.Rank))
+}
+
+// NormalizeTargets maps q_proj/q/... to the short names and rejects
+// unknown ones; "all" or "all-linear" means all seven.
+func NormalizeTargets(targets []string) ([]string, error) {
+	all := []string{"q", "k", "v", "o", "gate", "up", "down"}
+	if len(targets) == 0 {
+		return all, nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range targets {
+		s := t
+		if s == "all" || s == "all-linear" || s == "all_linear" {
+			return all, nil
+		}
+		if len(s) > 5 && s[len(s)-5:] == "_proj" {
+			s = s[:len(s)-5]
+		}
+		ok := false
+		for _, a := range all {
+			if s == a {
+				ok = true
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("lora target_modules: unknown module %q (want q, k, v, o, gate, up, down or their _proj names)", t)
+		}
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// AddLoRA attaches adapters to the targeted linears with PEFT's
+// initialisation: A Kaiming-uniform (a=sqrt(5), so U(-1/sqrt(in), 1/sqrt(in))),
+// B zero. The base stays frozen.
+func (m *Model) AddLoRA(o LoRAOptions) error {
+	if o.Rank <= 0 {
+		return fmt.Errorf("lora r must be positive, got %d", o.Rank)
+	}
+	targets, err := NormalizeTargets(o.Targets)
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, t := range targets {
+		want[t] = true
+	}
+	rng := rand.New(rand.NewPCG(o.Seed, 0x10a))
+	for _, lin := range m.Linears() {
+		if !want[lin.Short] {
+			continue
+		}
+		a, err := m.newParam(lin.Module+".lora_A.weight", o.Rank, lin.In)
+		if err != nil {
+			return err
+		}
+		b, err := m.newParam(lin.Module+".lora_B.weight", lin.Out, o.Rank)
+		if err != nil {
+			return err
+		}
+		bound := 1 / math.Sqrt(float64(lin.In))
+		av := make([]float32, o.Rank*lin.In)
+		for i := range av {
+			av[i] = float32((rng.Float64()*2 - 1) * bound)
+		}
+		if err := m.B.Upload(a.W, av); err != nil {
+			return err
+		}
+		if err := m.B.Fill(b.W, 0); err != nil {
+			return err
+		}
+		if err := m.MakeTrainable(a); err != nil {
+			return err
+		}
+		if err := m.MakeTrainable(b); err != nil {
+			return err
+		}
+		lin.LoRA = &LoRA{A: a, B: b, Rank: o.Rank, Scale: o.LoRAScale(), Dropout: float32(o.Dropout), Enabled: true}
+	}
+	return nil
+}
+
+// SetLoRAEnabled switches every adapter on or off (base vs tuned model).
+func (m *Model) SetLoRAEnabled(on bool) {
+	for _, lin := range m.Linears() {
+		if lin.LoRA != nil {
+			lin.LoRA.Enabled = on
+		}
+	}
+}
+
+// MakeAllTrainable prepares full fine-tuning.
+func (m *Model) MakeAllTrainable() error {
+	for _, p := range m.Params() {
+		if isLoRAName(p.Name) {
+			continue
+		}
+		if err := m.MakeTrainable(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SyncFromMasters copies updated F32 masters into the compute copies
+// (a no-op where they are the same tensor).
+func (m *Model) SyncFromMasters() error {
+	for _, p := range m.TrainableParams() {
+		if p.Master != p.W {
+			if err := m.B.Copy(p.W, p.Master); err != nil {
+				return fmt.Errorf("copy master of %s: %w", p.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ZeroGrads clears every gradient before an optimizer step's micro-batches.
+func (m *Model) ZeroGrads() error {
+	for _, p := range m.TrainableParams() {
+		if err := m.B.Fill(p.Grad, 0); err != nil {
+			return fmt.Errorf("zero grad of %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// Free releases every tensor of the model.
+func (m *Model) Free() {
+	seen := map[Tensor]bool{}
+	free := func(t Tensor) {
+		if t != nil && !seen[t] {
+			seen[t] = true
+			m.B.Free(t)
+		}
+	}
+	for _, p := range m.Params() {
+		free(p.W)
+		free(p.Master)
+		free(p.Grad)
+		free(p.M)
+		free(p.V)
+	}
+}

@@ -1,0 +1,61 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// BackendFactory opens a backend; it returns an error that says what was
+// looked for when the hardware or its libraries are missing.
+type BackendFactory func() (Backend, error)
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]BackendFactory{}
+	// preference orders backends for "auto": fastest first.
+	preference = []string{"cuda", "cpu"}
+)
+
+// RegisterBackend makes a backend available by name. Backend packages call
+// it from init; the program imports the ones it ships.
+func RegisterBackend(name string, f BackendFactory) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	registry[name] = f
+}
+
+// OpenBackend opens the named backend. "auto" (or "") tries each
+// registered backend in order of preference and returns the first that
+// opens, with a notice for each one skipped and why.
+func OpenBackend(name string) (Backend, []string, error) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if name == "" || name == "auto" {
+		var notices []string
+		for _, n := range preference {
+			f, ok := registry[n]
+			if !ok {
+				continue
+			}
+			b, err := f()
+			if err == nil {
+				return b, notices, nil
+			}
+			notices = append(notices, fmt.Sprintf("%s backend unavailable: %v", n, err))
+		}
+		return nil, notices, fmt.Errorf("no backend could be opened: %s", strings.Join(notices, "; "))
+	}
+	f, ok := registry[name]
+	if !ok {
+		var names []string
+		for n := range registry {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, nil, fmt.Errorf("unknown backend %q (available: %s)", name, strings.Join(names, ", "))
+	}
+	b, err := f()
+	return b, nil, err
+}

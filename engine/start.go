@@ -1,0 +1,349 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"whet/datasets"
+	"whet/engine/safetensors"
+)
+
+// LoadRunConfig reads a run.yaml, fills defaults and validates it.
+func LoadRunConfig(path string) (RunConfig, error) {
+	var cfg RunConfig
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, err
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	// Relative paths in a run file are relative to the file.
+	base := filepath.Dir(path)
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	cfg.Model = rel(cfg.Model)
+	cfg.Data.Path = rel(cfg.Data.Path)
+	cfg.Data.EvalPath = rel(cfg.Data.EvalPath)
+	cfg.FillDefaults()
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// FillDefaults sets what a run file may leave out, with the values users
+// know from Unsloth and transformers' Trainer.
+func (c *RunConfig) FillDefaults() {
+	if c.Method == "" {
+		c.Method = "lora"
+	}
+	if c.Backend == "" {
+		c.Backend = "auto"
+	}
+	if c.RunsDir == "" {
+		c.RunsDir = "runs"
+	}
+	if c.Method == "lora" || c.Method == "qlora" {
+		if c.LoRA.Rank == 0 {
+			c.LoRA.Rank = 16
+		}
+		if c.LoRA.Alpha == 0 {
+			c.LoRA.Alpha = float64(c.LoRA.Rank)
+		}
+	}
+	t := &c.Train
+	if t.MicroBatch == 0 {
+		t.MicroBatch = 1
+	}
+	if t.GradAccum == 0 {
+		t.GradAccum = 1
+	}
+	if t.LR == 0 {
+		if c.Method == "full" {
+			t.LR = 2e-5
+		} else {
+			t.LR = 2e-4
+		}
+	}
+	if t.Schedule == "" {
+		t.Schedule = "linear"
+	}
+	if t.Beta1 == 0 {
+		t.Beta1 = 0.9
+	}
+	if t.Beta2 == 0 {
+		t.Beta2 = 0.999
+	}
+	if t.Eps == 0 {
+		t.Eps = 1e-8
+	}
+	if t.Epochs == 0 && t.MaxSteps == 0 {
+		t.Epochs = 1
+	}
+	if t.LogEvery == 0 {
+		t.LogEvery = 1
+	}
+	if t.KeepCheckpoints == 0 {
+		t.KeepCheckpoints = 2
+	}
+	if c.Data.MaxLength == 0 {
+		c.Data.MaxLength = 2048
+	}
+	if c.Data.TrainOn == "" {
+		c.Data.TrainOn = "responses"
+	}
+}
+
+// Validate names the first field that cannot work.
+func (c *RunConfig) Validate() error {
+	if c.Model == "" {
+		return errors.New("model: required (a Hugging Face model folder)")
+	}
+	switch c.Method {
+	case "lora", "full":
+	case "qlora", "dpo":
+		return fmt.Errorf("method: %q is not available in this build yet (use lora or full)", c.Method)
+	default:
+		return fmt.Errorf("method: unknown %q (want lora, qlora, full or dpo)", c.Method)
+	}
+	if c.Method == "lora" {
+		if c.LoRA.Rank <= 0 {
+			return fmt.Errorf("lora.r: must be positive, got %d", c.LoRA.Rank)
+		}
+		if _, err := NormalizeTargets(c.LoRA.TargetModules); err != nil {
+			return err
+		}
+		if c.LoRA.Dropout < 0 || c.LoRA.Dropout >= 1 {
+			return fmt.Errorf("lora.dropout: must be in [0, 1), got %g", c.LoRA.Dropout)
+		}
+	}
+	if c.Data.Path == "" {
+		return errors.New("data.path: required")
+	}
+	if c.Data.MaxLength <= 1 {
+		return fmt.Errorf("data.max_length: must be at least 2, got %d", c.Data.MaxLength)
+	}
+	t := c.Train
+	if t.LR <= 0 {
+		return fmt.Errorf("train.lr: must be positive, got %g", t.LR)
+	}
+	if err := ValidSchedule(t.Schedule); err != nil {
+		return err
+	}
+	if t.MicroBatch < 1 || t.GradAccum < 1 {
+		return fmt.Errorf("train.micro_batch and train.grad_accum must be at least 1")
+	}
+	if t.MaxSteps < 0 || t.Epochs < 0 {
+		return errors.New("train.max_steps and train.epochs must not be negative")
+	}
+	return nil
+}
+
+// PreparedData is a run's tokenized, packed data.
+type PreparedData struct {
+	Train, Eval []datasets.Batch
+	Notes       []string // stats and warnings, shown to the user
+}
+
+// PrepareData turns the run's data settings into packed batches for a
+// model folder. It is a variable so the data pipeline (package datasets
+// with its tokenizer) plugs in without the engine depending on its details.
+var PrepareData = func(cfg RunConfig) (*PreparedData, error) {
+	return nil, errors.New("no data pipeline linked into this program")
+}
+
+// safetensorsSource adapts a safetensors folder to WeightSource.
+type safetensorsSource struct{ s *safetensors.Set }
+
+func (w safetensorsSource) Shape(name string) ([]int, bool) {
+	info, ok := w.s.Info(name)
+	if !ok {
+		return nil, false
+	}
+	return info.Shape, true
+}
+func (w safetensorsSource) Float32(name string) ([]float32, error) { return w.s.Float32(name) }
+func (w safetensorsSource) Where(name string) string {
+	if info, ok := w.s.Info(name); ok {
+		return info.File
+	}
+	return w.s.Source()
+}
+
+// LoadModel reads config.json and the safetensors weights of an HF folder
+// onto b.
+func LoadModel(dir string, b Backend) (*Model, error) {
+	cfg, err := LoadModelConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	m, err := NewModel(*cfg, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.LoadWeights(safetensorsSource{set}); err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Session is a prepared run: backend, model, data and trainer, ready to go.
+type Session struct {
+	Cfg     RunConfig
+	Dir     string
+	Backend Backend
+	Model   *Model
+	Trainer *Trainer
+	Notices []string
+}
+
+// Prepare builds everything a run needs and creates its run directory
+// (or reuses it to resume when cfg.Name names an existing run).
+func Prepare(cfg RunConfig) (*Session, error) {
+	cfg.FillDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b, notices, err := OpenBackend(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{Cfg: cfg, Backend: b, Notices: notices}
+	fail := func(err error) (*Session, error) {
+		s.Close()
+		return nil, err
+	}
+	data, err := PrepareData(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	s.Notices = append(s.Notices, data.Notes...)
+	if len(data.Train) == 0 {
+		return fail(fmt.Errorf("data.path %s: no training rows left after preparation", cfg.Data.Path))
+	}
+	m, err := LoadModel(cfg.Model, b)
+	if err != nil {
+		return fail(err)
+	}
+	s.Model = m
+	seed := cfg.Train.Seed
+	switch cfg.Method {
+	case "lora":
+		err = m.AddLoRA(LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
+			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(seed)})
+	case "full":
+		err = m.MakeAllTrainable()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	capTokens := 0
+	for _, b := range data.Train {
+		capTokens = max(capTokens, len(b.Tokens))
+	}
+	capTokens *= cfg.Train.MicroBatch
+	for _, b := range data.Eval {
+		capTokens = max(capTokens, len(b.Tokens))
+	}
+	acts, err := m.NewActivations(capTokens, cfg.Train.Checkpointing)
+	if err != nil {
+		return fail(err)
+	}
+	t := &Trainer{Model: m, Acts: acts, Cfg: cfg.Train, Train: data.Train, Eval: data.Eval, Seed: seed,
+		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay}}
+	total := t.TotalSteps()
+	warm := cfg.Train.WarmupSteps
+	if warm == 0 && cfg.Train.WarmupRatio > 0 {
+		warm = int(float64(total) * cfg.Train.WarmupRatio)
+	}
+	t.Sched = Schedule{Kind: cfg.Train.Schedule, Warmup: warm, Total: total}
+	s.Trainer = t
+	if err := s.makeDir(); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+func (s *Session) makeDir() error {
+	name := s.Cfg.Name
+	if name == "" {
+		name = "run-" + time.Now().Format("20060102-150405")
+		s.Cfg.Name = name
+	}
+	s.Dir = filepath.Join(s.Cfg.RunsDir, name)
+	s.Trainer.Dir = s.Dir
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	resumed, err := s.Trainer.Resume()
+	if err != nil {
+		return fmt.Errorf("resume %s: %w", s.Dir, err)
+	}
+	if resumed {
+		s.Notices = append(s.Notices, fmt.Sprintf("resumed %s at step %d", s.Dir, s.Trainer.Step()))
+	}
+	js, err := yaml.Marshal(s.Cfg)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.Dir, "run.yaml"), js)
+}
+
+// Close frees the model and the backend.
+func (s *Session) Close() {
+	if s.Trainer != nil && s.Trainer.Acts != nil {
+		s.Trainer.Acts.Free()
+	}
+	if s.Model != nil {
+		s.Model.Free()
+	}
+	if c, ok := s.Backend.(Closer); ok {
+		c.Close()
+	}
+}
+
+// Start prepares a run and trains it in the background. Events arrive on
+// the returned channel, which is closed after the DoneEvent.
+func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error) {
+	s, err := Prepare(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch := make(chan Event, 64)
+	ctl := newControl()
+	s.Trainer.ctl = ctl
+	go func() {
+		defer close(ch)
+		defer s.Close()
+		for _, n := range s.Notices {
+			ch <- LogEvent{Text: n}
+		}
+		if err := s.Trainer.Run(ctx, ch); err != nil {
+			ch <- DoneEvent{Step: s.Trainer.Step(), Err: err, FinalDir: s.Dir}
+		}
+	}()
+	return ch, ctl, nil
+}
