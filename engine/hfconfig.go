@@ -124,7 +124,7 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.NumKVHeads == 0 {
+	if c.NumKVHeads == 0 || j.isNull("num_key_value_heads") {
 		c.NumKVHeads = c.NumHeads
 	}
 
@@ -303,6 +303,9 @@ func parseRope(j jsonObject, c *ModelConfig, def archDefaults) error {
 func slidingWindow(j jsonObject, modelType string, def archDefaults, numLayers int) (int, error) {
 	switch modelType {
 	case "mistral":
+		if j.isNull("sliding_window") { // Mistral v0.2 on: full attention
+			return 0, nil
+		}
 		return j.intDefault("sliding_window", def.slidingWindow)
 	case "qwen2":
 		use, err := j.boolDefault("use_sliding_window", false)
@@ -501,7 +504,8 @@ func (j jsonObject) integer(key string) (v int, present bool, err error) {
 		return 0, false, nil
 	}
 	var n json.Number
-	if err := json.Unmarshal(j.m[key], &n); err != nil {
+	// json.Number would also take a quoted number; a string is not a size.
+	if raw := bytes.TrimSpace(j.m[key]); raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
 		return 0, false, j.fieldErr(key, "want an integer, found %s", j.m[key])
 	}
 	v, err = numberToInt(n)
