@@ -1,0 +1,159 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"whet/datasets"
+	"whet/engine"
+)
+
+// tinyTrainer trains a random tiny model with LoRA over a few packed rows.
+func tinyTrainer(t *testing.T, dir string) *engine.Trainer {
+	t.Helper()
+	m := newTiny(t, true, false)
+	if err := m.AddLoRA(engine.LoRAOptions{Rank: 2, Alpha: 4, Dropout: 0.1, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	var rows []datasets.Batch
+	for i := 0; i < 5; i++ {
+		rows = append(rows, *tinyBatch(m.Cfg.VocabSize, uint64(10+i)))
+	}
+	a, err := m.NewActivations(2*len(rows[0].Tokens), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.TrainConfig{MicroBatch: 2, GradAccum: 1, LR: 1e-2, MaxGradNorm: 1, Epochs: 3, KeepCheckpoints: 2}
+	tr := &engine.Trainer{Model: m, Acts: a, Cfg: cfg, Train: rows, Seed: 42, Dir: dir,
+		Opt: &engine.Optimizer{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}}
+	tr.Sched = engine.Schedule{Kind: "cosine", Warmup: 1, Total: tr.TotalSteps()}
+	return tr
+}
+
+func TestCheckpointResumeIsExact(t *testing.T) {
+	// Uninterrupted run.
+	ref := tinyTrainer(t, "")
+	var want []float64
+	for i := 0; i < ref.TotalSteps(); i++ {
+		ev, err := ref.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ev.Loss)
+	}
+	// Run 4 steps, checkpoint, then resume in a fresh trainer.
+	dir := t.TempDir()
+	a := tinyTrainer(t, dir)
+	for i := 0; i < 4; i++ {
+		if _, err := a.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	b := tinyTrainer(t, dir)
+	ok, err := b.Resume()
+	if err != nil || !ok {
+		t.Fatalf("resume: %v %v", ok, err)
+	}
+	if b.Step() != 4 {
+		t.Fatalf("resumed at step %d, want 4", b.Step())
+	}
+	for i := 4; i < len(want); i++ {
+		ev, err := b.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Loss != want[i] {
+			t.Errorf("step %d after resume: loss %.9g, uninterrupted %.9g", i+1, ev.Loss, want[i])
+		}
+	}
+}
+
+func TestCheckpointInterruptedWriteKeepsPrevious(t *testing.T) {
+	dir := t.TempDir()
+	tr := tinyTrainer(t, dir)
+	if _, err := tr.TrainStep(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := tr.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.TrainStep(); err != nil {
+		t.Fatal(err)
+	}
+	for _, stage := range []string{"tensors-written", "state-written"} {
+		crash := errors.New("power cut")
+		engine.SetCheckpointHook(func(s string) error {
+			if s == stage {
+				return crash
+			}
+			return nil
+		})
+		_, err := tr.Checkpoint()
+		engine.SetCheckpointHook(nil)
+		if !errors.Is(err, crash) {
+			t.Fatalf("stage %s: want the injected failure, got %v", stage, err)
+		}
+		all, err := engine.ListCheckpoints(filepath.Join(dir, "checkpoints"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != 1 || all[0].Path != first {
+			t.Fatalf("stage %s: checkpoints after a failed write: %+v, want only %s", stage, all, first)
+		}
+		fresh := tinyTrainer(t, dir)
+		if ok, err := fresh.Resume(); err != nil || !ok || fresh.Step() != 1 {
+			t.Fatalf("stage %s: previous checkpoint not loadable: ok=%v step=%d err=%v", stage, ok, fresh.Step(), err)
+		}
+	}
+	// The next successful write clears the stale temp folder.
+	if _, err := tr.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "checkpoints", "step-00000002.tmp")); !os.IsNotExist(err) {
+		t.Fatalf("stale temp folder left behind: %v", err)
+	}
+}
+
+func TestKeepLastCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	tr := tinyTrainer(t, dir)
+	for i := 0; i < 4; i++ {
+		if _, err := tr.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, _ := engine.ListCheckpoints(filepath.Join(dir, "checkpoints"))
+	if len(all) != 2 || all[0].Step != 3 || all[1].Step != 4 {
+		t.Fatalf("kept %+v, want steps 3 and 4", all)
+	}
+}
+
+func TestRunStopsWithCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	tr := tinyTrainer(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan engine.Event, 100)
+	cancel() // a cancelled context is a stop: checkpoint, then done
+	if err := tr.Run(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := engine.ListCheckpoints(filepath.Join(dir, "checkpoints"))
+	if len(all) != 1 {
+		t.Fatalf("stop wrote %d checkpoints, want 1", len(all))
+	}
+	st, _ := os.ReadFile(filepath.Join(dir, "status.json"))
+	if !strings.Contains(string(st), `"stopped"`) {
+		t.Fatalf("status.json = %s", st)
+	}
+}
