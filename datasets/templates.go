@@ -1,0 +1,202 @@
+package datasets
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+	// Reasoning is Qwen 3's reasoning_content: when set, the template uses it
+	// instead of splitting a <think> block out of Content.
+	Reasoning *string `json:"reasoning_content,omitempty"`
+}
+
+// Span is a byte range [Start, End) of rendered text.
+type Span struct{ Start, End int }
+
+// Rendered is a conversation laid out by a chat template.
+type Rendered struct {
+	Text string
+	// Assistant holds, in order, the byte range of every assistant turn's
+	// content together with the template's end-of-turn token: the part a
+	// model learns to produce. Headers such as "<|im_start|>assistant\n"
+	// are outside the spans.
+	Assistant []Span
+}
+
+// RenderOptions are the template variables transformers passes to
+// apply_chat_template beyond the messages.
+type RenderOptions struct {
+	AddGenerationPrompt bool
+	// BOS and EOS replace the family's special-token text where the template
+	// prints bos_token or eos_token (the tokenizer's own strings). Empty
+	// means the family's usual token.
+	BOS, EOS string
+	// DateString is Llama 3.x's date_string variable ("26 Jul 2024" style).
+	// Empty means the template's default: a fixed date for Llama 3.1,
+	// today's date (Now) for Llama 3.2.
+	DateString string
+	// Now stands in for strftime_now; nil means time.Now.
+	Now func() time.Time
+	// EnableThinking is Qwen 3's enable_thinking; nil leaves it undefined,
+	// as transformers does unless the caller passes it.
+	EnableThinking *bool
+}
+
+// Template is a built-in chat template: a Go rendering of one family's
+// Hugging Face Jinja template plus what a trainer and a generator need to
+// know about it.
+type Template struct {
+	Name string
+	// RendersBOS is true when the rendered text already starts with the BOS
+	// token, so the encoder must not add another.
+	RendersBOS bool
+	// AddSpecialTokens says how to encode rendered text. transformers'
+	// apply_chat_template(tokenize=True) encodes with add_special_tokens
+	// off, so for real chat templates this is false; whet's alpaca layout is
+	// encoded like plain text and gets the tokenizer's BOS.
+	AddSpecialTokens bool
+	// BOS and EOS are the family's special-token strings used when
+	// RenderOptions leaves them empty.
+	BOS, EOS string
+	// StopTokens end generation when produced (resolve to ids with the
+	// tokenizer; the tokenizer's own EOS ids also stop). StopStrings end it
+	// when they appear in decoded text, for tokenizers that split them.
+	StopTokens  []string
+	StopStrings []string
+
+	render func(w *renderWriter, msgs []Message, opts *RenderOptions) error
+}
+
+var templates = map[string]*Template{}
+
+// templateAliases maps other common names to the built-in one that renders
+// the same text.
+var templateAliases = map[string]string{
+	"llama-3":   "llama-3.1",
+	"llama-3.3": "llama-3.1",
+	"llama3":    "llama-3.1",
+	"qwen-2":    "chatml",
+	"qwen2.5":   "qwen-2.5",
+	"qwen3":     "qwen-3",
+	"gemma":     "gemma-3",
+	"gemma-3n":  "gemma-3",
+	"mistral":   "mistral-v0.3",
+	"phi3":      "phi-3",
+}
+
+func register(t *Template) { templates[t.Name] = t }
+
+// LookupTemplate returns the built-in template with that name or alias.
+func LookupTemplate(name string) (*Template, bool) {
+	n := strings.ToLower(strings.TrimSpace(name))
+	if a, ok := templateAliases[n]; ok {
+		n = a
+	}
+	t, ok := templates[n]
+	return t, ok
+}
+
+// TemplateNames lists the built-in templates, sorted.
+func TemplateNames() []string {
+	names := make([]string, 0, len(templates))
+	for n := range templates {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Render lays out msgs with the named built-in template and its default
+// variables.
+func Render(name string, msgs []Message, addGenerationPrompt bool) (string, error) {
+	r, err := RenderWith(name, msgs, RenderOptions{AddGenerationPrompt: addGenerationPrompt})
+	return r.Text, err
+}
+
+// RenderWith lays out msgs with the named template and returns the text with
+// the assistant spans.
+func RenderWith(name string, msgs []Message, opts RenderOptions) (Rendered, error) {
+	t, ok := LookupTemplate(name)
+	if !ok {
+		return Rendered{}, fmt.Errorf("unknown chat template %q (known: %s)", name, strings.Join(TemplateNames(), ", "))
+	}
+	return t.Render(msgs, opts)
+}
+
+// Render lays out msgs with this template.
+func (t *Template) Render(msgs []Message, opts RenderOptions) (Rendered, error) {
+	if len(msgs) == 0 {
+		return Rendered{}, errors.New("chat template " + t.Name + ": conversation has no messages")
+	}
+	if opts.BOS == "" {
+		opts.BOS = t.BOS
+	}
+	if opts.EOS == "" {
+		opts.EOS = t.EOS
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	var w renderWriter
+	if err := t.render(&w, msgs, &opts); err != nil {
+		return Rendered{}, fmt.Errorf("chat template %s: %w", t.Name, err)
+	}
+	return Rendered{Text: w.sb.String(), Assistant: w.spans}, nil
+}
+
+// renderWriter accumulates rendered text and the assistant spans.
+type renderWriter struct {
+	sb    strings.Builder
+	spans []Span
+}
+
+func (w *renderWriter) text(parts ...string) {
+	for _, p := range parts {
+		w.sb.WriteString(p)
+	}
+}
+
+// assistant writes text that belongs to an assistant span, joining it to a
+// span that ends exactly where it starts.
+func (w *renderWriter) assistant(parts ...string) {
+	start := w.sb.Len()
+	w.text(parts...)
+	end := w.sb.Len()
+	if start == end {
+		return
+	}
+	if n := len(w.spans); n > 0 && w.spans[n-1].End == start {
+		w.spans[n-1].End = end
+		return
+	}
+	w.spans = append(w.spans, Span{start, end})
+}
+
+// pyStrip is Python's str.strip() (Jinja's trim filter): it removes the
+// characters Python calls whitespace, which include the ASCII separators
+// U+001C..U+001F that Go's unicode.IsSpace leaves alone.
+func pyStrip(s string) string {
+	return strings.TrimFunc(s, isPySpace)
+}
+
+func isPySpace(r rune) bool {
+	switch {
+	case r >= 0x1c && r <= 0x1f:
+		return true
+	case r == '\t', r == '\n', r == '\v', r == '\f', r == '\r', r == ' ', r == 0x85, r == 0xa0:
+		return true
+	case r == 0x1680, r >= 0x2000 && r <= 0x200a, r == 0x2028, r == 0x2029, r == 0x202f, r == 0x205f, r == 0x3000:
+		return true
+	}
+	return false
+}
+
+// errAlternate is the error several templates raise for user/user turns.
+var errAlternate = errors.New("conversation roles must alternate user/assistant/user/assistant/...")
