@@ -281,6 +281,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	}
 	t.Sched = Schedule{Kind: cfg.Train.Schedule, Warmup: warm, Total: total}
 	s.Trainer = t
+	t.Export = s.export
 	if err := s.makeDir(); err != nil {
 		return fail(err)
 	}
@@ -310,6 +311,25 @@ func (s *Session) makeDir() error {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(s.Dir, "run.yaml"), js)
+}
+
+// export writes the run's result: a PEFT adapter for LoRA, the whole
+// model for full fine-tuning.
+func (s *Session) export() (string, error) {
+	if s.Cfg.Method == "full" {
+		dir := filepath.Join(s.Dir, "model")
+		if err := SaveModel(dir, s.Model, s.Cfg.Model); err != nil {
+			return "", err
+		}
+		return "model saved to " + dir, nil
+	}
+	dir := filepath.Join(s.Dir, "adapter")
+	l := s.Cfg.LoRA
+	opts := LoRAOptions{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.RSLoRA}
+	if err := SaveAdapter(dir, s.Model, opts, s.Cfg.Model); err != nil {
+		return "", err
+	}
+	return "adapter saved to " + dir, nil
 }
 
 // Close frees the model and the backend.

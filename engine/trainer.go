@@ -27,6 +27,10 @@ type Trainer struct {
 	Train, Eval []datasets.Batch // packed rows; MicroBatch rows make one micro-batch
 	Dir         string           // run directory ("" = no files written)
 	Seed        int64
+	// Export, when set, writes the result (adapter or model) into the run
+	// directory at the end of the run and after a stop; it returns a line
+	// for the user.
+	Export func() (string, error)
 
 	step, cursor int
 	lastLoss     float64
@@ -267,6 +271,9 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 			if path != "" {
 				send(CheckpointEvent{Step: t.step, Path: path})
 			}
+			if err := t.export(send); err != nil {
+				return err
+			}
 			t.writeStatus("stopped")
 			send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir})
 			return nil
@@ -307,9 +314,25 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 		if err := t.checkpointEvent(send); err != nil {
 			return err
 		}
+		if err := t.export(send); err != nil {
+			return err
+		}
 		t.writeStatus("done")
 	}
 	send(DoneEvent{Step: t.step, Elapsed: time.Since(t.start), FinalDir: t.Dir})
+	return nil
+}
+
+func (t *Trainer) export(send func(Event)) error {
+	if t.Export == nil || t.step == 0 {
+		return nil
+	}
+	line, err := t.Export()
+	if err != nil {
+		t.writeStatus("failed")
+		return fmt.Errorf("export after step %d: %w", t.step, err)
+	}
+	send(LogEvent{Text: line})
 	return nil
 }
 
