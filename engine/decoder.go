@@ -53,6 +53,7 @@ type Activations struct {
 	seqs               SeqLayout
 	lossesHost         []float32
 	dropoutSeed        uint64
+	training           bool // dropout only applies while training
 	owned              []Tensor
 	lastTargets, count int
 }
@@ -327,7 +328,7 @@ func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, l
 	}
 	if lo := lin.LoRA; lo != nil && lo.Enabled {
 		xd := x
-		if lo.Dropout > 0 {
+		if a.dropout(lo) {
 			xd = a.rowsCols(a.scratchIn, lin.In)
 			if err := B.Dropout(xd, x, lo.Dropout, a.seed(layer, lin)); err != nil {
 				return fmt.Errorf("%s lora dropout: %w", lin.Module, err)
@@ -343,6 +344,8 @@ func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, l
 	}
 	return nil
 }
+
+func (a *Activations) dropout(lo *LoRA) bool { return a.training && lo.Dropout > 0 }
 
 // rowsCols is a [t, cols] view at the start of a wider scratch buffer.
 func (a *Activations) rowsCols(t Tensor, cols int) Tensor {
@@ -390,7 +393,7 @@ func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate b
 		return fmt.Errorf("%s lora dxa: %w", lin.Module, err)
 	}
 	xd := x
-	if lo.Dropout > 0 {
+	if a.dropout(lo) {
 		xd = a.rowsCols(a.scratchIn, lin.In)
 		if err := B.Dropout(xd, x, lo.Dropout, a.seed(layer, lin)); err != nil {
 			return fmt.Errorf("%s lora dropout: %w", lin.Module, err)
@@ -402,7 +405,7 @@ func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate b
 	if dx == nil {
 		return nil
 	}
-	if lo.Dropout == 0 {
+	if !a.dropout(lo) {
 		if err := B.MatMul(dx, dxa, lo.A.W, false, false, 1, 1); err != nil {
 			return fmt.Errorf("%s lora input grad: %w", lin.Module, err)
 		}
@@ -634,6 +637,7 @@ func (a *Activations) ForwardBackward(b *datasets.Batch, gradScale float32, back
 		return StepResult{}, err
 	}
 	a.dropoutSeed = dropoutSeed
+	a.training = backward
 	if err := a.forward(); err != nil {
 		return StepResult{}, err
 	}
@@ -677,6 +681,7 @@ func (a *Activations) Logits(b *datasets.Batch) ([]float32, error) {
 	if err := a.setBatch(b); err != nil {
 		return nil, err
 	}
+	a.training = false
 	if err := a.forward(); err != nil {
 		return nil, err
 	}

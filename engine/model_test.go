@@ -151,8 +151,10 @@ func TestLoRAFiniteDiff(t *testing.T) {
 			t.Fatal(err)
 		}
 		const seed = 77
+		// Loss in training mode (dropout on, same mask); the backward it
+		// also runs only adds to gradients already read below.
 		loss := func() float64 {
-			r, err := a.ForwardBackward(b, 0, false, seed)
+			r, err := a.ForwardBackward(b, 0, true, seed)
 			if err != nil {
 				t.Fatal(err)
 			}
