@@ -113,7 +113,7 @@ func parseHeader(path string, header []byte, dataLen int64) (map[string]entry, m
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, nil, fail("not valid JSON: %v", err)
+		return nil, nil, fail("not valid JSON at byte %d: %v", dec.InputOffset(), err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, nil, fail("want a JSON object, found %v", tok)
@@ -124,7 +124,7 @@ func parseHeader(path string, header []byte, dataLen int64) (map[string]entry, m
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, nil, fail("not valid JSON: %v", err)
+			return nil, nil, fail("not valid JSON at byte %d: %v", dec.InputOffset(), err)
 		}
 		name, ok := tok.(string)
 		if !ok { // the decoder only yields string keys inside an object
@@ -145,7 +145,7 @@ func parseHeader(path string, header []byte, dataLen int64) (map[string]entry, m
 		}
 		var raw rawEntry
 		if err := dec.Decode(&raw); err != nil {
-			return nil, nil, fail("tensor %q: %v", name, err)
+			return nil, nil, fail("tensor %q: want {dtype, shape, data_offsets} with integer shape and offsets: %v", name, err)
 		}
 		e, err := checkEntry(raw, dataLen)
 		if err != nil {
