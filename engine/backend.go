@@ -182,3 +182,12 @@ type MemoryReporter interface {
 	PeakBytes() int64
 	InUseBytes() int64
 }
+
+// KVAttention is decode-time attention over a key/value cache, for
+// generation: q holds Tq queries of one sequence at positions
+// qOffset..qOffset+Tq-1; k and v hold that sequence's first Tk =
+// qOffset+Tq positions. Query i sees keys j <= qOffset+i (and within
+// p.Window when set). Backends without it cannot generate with a cache.
+type KVAttention interface {
+	AttentionKV(out, q, k, v Tensor, qOffset int, p AttnParams) error
+}

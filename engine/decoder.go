@@ -54,6 +54,7 @@ type Activations struct {
 	lossesHost         []float32
 	dropoutSeed        uint64
 	training           bool // dropout only applies while training
+	kv                 *kvCache // set while generating
 	owned              []Tensor
 	lastTargets, count int
 }
@@ -446,7 +447,12 @@ func (a *Activations) layerForward(l int) error {
 		{"v", func() error { return a.linearForward(L.V, h1, v, false, l, s) }},
 		{"rope q", func() error { return B.RoPE(q, pos, a.cos, a.sin, c.NumHeads, c.HeadDim, false) }},
 		{"rope k", func() error { return B.RoPE(k, pos, a.cos, a.sin, c.NumKVHeads, c.HeadDim, false) }},
-		{"attention", func() error { return B.Attention(att, lse, q, k, v, a.seqs, a.attnParams()) }},
+		{"attention", func() error {
+			if a.kv != nil {
+				return a.kv.attend(a, l, q, k, v, att)
+			}
+			return B.Attention(att, lse, q, k, v, a.seqs, a.attnParams())
+		}},
 		{"residual", func() error { return B.Copy(xmid, x) }},
 		{"o", func() error { return a.linearForward(L.O, att, xmid, true, l, s) }},
 		{"post-attention norm", func() error { return B.RMSNorm(h2, rstd2, xmid, L.PostAttnNorm.W, eps) }},

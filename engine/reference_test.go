@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -275,5 +276,29 @@ func TestReferenceLoRATrainingCurve(t *testing.T) {
 				checkCurve(t, refTrainer(t, m, rc, 1e-2, ckpt), rc, "lora")
 			})
 		}
+	}
+}
+
+// TestReferenceGenerateGreedy: greedy decoding with the KV cache equals
+// transformers' generate(do_sample=False) on the untrained tiny models.
+func TestReferenceGenerateGreedy(t *testing.T) {
+	for _, name := range referenceModels {
+		t.Run(name, func(t *testing.T) {
+			rc := openReference(t, name)
+			m := loadRefModel(t, rc)
+			prompt := mustI32(t, rc.state, "gen_prompt")
+			want := mustI32(t, rc.state, "gen_output")
+			g, err := m.NewGenerator(len(prompt) + len(want))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := g.Generate(context.Background(), prompt, engine.Greedy(len(want), nil), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("greedy ids\n got %v\nwant %v", got, want)
+			}
+		})
 	}
 }
