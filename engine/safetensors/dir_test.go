@@ -236,3 +236,52 @@ func editIndex(t *testing.T, dir string, edit func(map[string]string)) {
 		t.Fatal(err)
 	}
 }
+
+func TestWriteShardedRemovesStaleWeights(t *testing.T) {
+	dir := t.TempDir()
+	unrelated := filepath.Join(dir, "model-notes.safetensors")
+	if err := os.WriteFile(unrelated, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	small, _ := testTensors(1)
+	if err := WriteSharded(dir, "model", small, 1<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A larger save into the same folder goes sharded: the single file of
+	// the first save must go, or OpenDir (which prefers it) would read it.
+	big, values := testTensors(5) // three shards under 40 bytes
+	if err := WriteSharded(dir, "model", big, 40, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SingleFileName)); !os.IsNotExist(err) {
+		t.Errorf("stale %s left behind: %v", SingleFileName, err)
+	}
+	s, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSet(t, s, values)
+	s.Close()
+	// Two shards this time: the old 3-shard files must go.
+	if err := WriteSharded(dir, "model", big[:4], 40, nil); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "model-*-of-00003.safetensors"))
+	now, _ := filepath.Glob(filepath.Join(dir, "model-*-of-00002.safetensors"))
+	if len(left) != 0 || len(now) != 2 {
+		t.Errorf("after a 2-shard save: stale shards %v, new shards %v", left, now)
+	}
+	// Back to one file: index and shards go.
+	if err := WriteSharded(dir, "model", small, 1<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	if want := []string{"model-notes.safetensors", "model.safetensors"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("folder holds %v, want %v", names, want)
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // WriteSharded writes tensors into dir as baseName.safetensors when their
@@ -14,7 +16,10 @@ import (
 // writes and OpenDir reads (with baseName "model"). Tensors are packed in
 // name order; a tensor larger than the limit gets a shard of its own. Every
 // file is written atomically and the index last, so a reader never sees an
-// index that points at shards not yet written.
+// index that points at shards not yet written. Files of an earlier save under
+// the same base name that the new one does not use (a single file, an index,
+// shards of another count) are removed afterwards, as transformers'
+// save_pretrained does, so that OpenDir cannot pick up stale weights.
 func WriteSharded(dir, baseName string, tensors []Tensor, maxShardBytes int64, metadata map[string]string) error {
 	if maxShardBytes <= 0 {
 		return fmt.Errorf("safetensors: %s: shard size limit must be positive, got %d", dir, maxShardBytes)
@@ -30,8 +35,13 @@ func WriteSharded(dir, baseName string, tensors []Tensor, maxShardBytes int64, m
 	for _, t := range byName {
 		total += int64(len(t.Data))
 	}
+	single := baseName + ".safetensors"
+	indexName := baseName + ".safetensors.index.json"
 	if total <= maxShardBytes {
-		return Write(filepath.Join(dir, baseName+".safetensors"), byName, metadata)
+		if err := Write(filepath.Join(dir, single), byName, metadata); err != nil {
+			return err
+		}
+		return removeStale(dir, baseName, map[string]bool{single: true})
 	}
 
 	var shards [][]Tensor
@@ -49,8 +59,10 @@ func WriteSharded(dir, baseName string, tensors []Tensor, maxShardBytes int64, m
 	shards = append(shards, current)
 
 	weightMap := map[string]string{}
+	keep := map[string]bool{indexName: true}
 	for i, shard := range shards {
 		name := fmt.Sprintf("%s-%05d-of-%05d.safetensors", baseName, i+1, len(shards))
+		keep[name] = true
 		if err := Write(filepath.Join(dir, name), shard, metadata); err != nil {
 			return err
 		}
@@ -67,10 +79,61 @@ func WriteSharded(dir, baseName string, tensors []Tensor, maxShardBytes int64, m
 		return fmt.Errorf("safetensors: %s: index: %w", dir, err)
 	}
 	doc = append(doc, '\n')
-	return writeAtomic(filepath.Join(dir, baseName+".safetensors.index.json"), func(w io.Writer) error {
+	err = writeAtomic(filepath.Join(dir, indexName), func(w io.Writer) error {
 		_, err := w.Write(doc)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	return removeStale(dir, baseName, keep)
+}
+
+// removeStale deletes the weight files of an earlier save under baseName
+// that are not in keep: the single file, the index, and shards named
+// baseName-NNNNN-of-NNNNN.safetensors. Nothing else in dir is touched.
+func removeStale(dir, baseName string, keep map[string]bool) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("safetensors: %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if keep[name] || e.IsDir() {
+			continue
+		}
+		ours := name == baseName+".safetensors" || name == baseName+".safetensors.index.json" || isShardName(name, baseName)
+		if !ours {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("safetensors: removing stale %s: %w", filepath.Join(dir, name), err)
+		}
+	}
+	return nil
+}
+
+// isShardName matches baseName-NNNNN-of-NNNNN.safetensors.
+func isShardName(name, baseName string) bool {
+	rest, ok := strings.CutPrefix(name, baseName+"-")
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutSuffix(rest, ".safetensors")
+	if !ok {
+		return false
+	}
+	i, n, ok := strings.Cut(rest, "-of-")
+	return ok && len(i) == 5 && len(n) == 5 && allDigits(i) && allDigits(n)
+}
+
+func allDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func sortByName(ts []Tensor) {
