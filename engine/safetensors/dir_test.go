@@ -172,6 +172,10 @@ func TestOpenDirErrors(t *testing.T) {
 		dir := t.TempDir()
 		openDirErr(t, dir, dir, SingleFileName, IndexFileName)
 	})
+	t.Run("no such folder", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "absent")
+		openDirErr(t, dir, dir)
+	})
 	t.Run("missing shard", func(t *testing.T) {
 		dir := shardedDir(t)
 		shard := filepath.Join(dir, "model-00002-of-00002.safetensors")

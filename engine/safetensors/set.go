@@ -28,6 +28,11 @@ type Set struct {
 // if present (as transformers prefers it), else the shards listed by
 // model.safetensors.index.json.
 func OpenDir(dir string) (*Set, error) {
+	if st, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("safetensors: model folder: %w", err)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("safetensors: %s is not a folder (want a model folder holding %s)", dir, SingleFileName)
+	}
 	single := filepath.Join(dir, SingleFileName)
 	if _, err := os.Stat(single); err == nil {
 		f, err := Open(single)
