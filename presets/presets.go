@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"whet/engine"
+	"whet/engine/memplan"
 )
 
 //go:embed models.yaml
@@ -116,45 +117,11 @@ func (m *Model) ToModelConfig() *engine.ModelConfig {
 	return cfg
 }
 
-// CountParams computes the parameter count of a Llama-family decoder from
-// its architecture numbers:
-//
-//	embedding           V·H
-//	lm_head             V·H unless tied to the embedding
-//	final norm          H
-//	per layer:
-//	  q, k, v, o        H·Q + 2·H·KV + Q·H      (Q = heads·head_dim, KV = kv_heads·head_dim)
-//	  q, k, v biases    Q + 2·KV                 (attention_bias, Qwen2)
-//	  gate, up, down    3·H·I
-//	  RMSNorm weights   2·H (4·H for Gemma 2: pre/post attention and MLP)
-//
-// Phi-3's fused qkv_proj and gate_up_proj hold the same numbers.
-func CountParams(cfg *engine.ModelConfig) int64 {
-	h := int64(cfg.HiddenSize)
-	q := int64(cfg.QDim())
-	kv := int64(cfg.KVDim())
-	i := int64(cfg.IntermediateSize)
-	v := int64(cfg.VocabSize)
-	perLayer := h*q + 2*h*kv + q*h + 3*h*i + int64(NormsPerLayer(cfg.ModelType))*h
-	if cfg.AttentionBias {
-		perLayer += q + 2*kv
-	}
-	total := v*h + h + int64(cfg.NumLayers)*perLayer
-	if !cfg.TieWordEmbeddings {
-		total += v * h
-	}
-	return total
-}
-
-// NormsPerLayer is the number of RMSNorm weight vectors in one decoder
-// layer: two for Llama, Qwen2, Mistral and Phi-3; four for Gemma 2, which
-// also normalizes the outputs of attention and MLP.
-func NormsPerLayer(modelType string) int {
-	if modelType == "gemma2" {
-		return 4
-	}
-	return 2
-}
+// CountParams is the parameter count of a Llama-family decoder computed
+// from its architecture numbers: the elements of the weight tensors the
+// memory plan allocates (memplan.ParamCount lists them), so a catalog entry
+// that matches its published count also plans the right weights.
+func CountParams(cfg *engine.ModelConfig) int64 { return memplan.ParamCount(cfg) }
 
 // Method is a method preset: the defaults a run starts from.
 type Method struct {

@@ -1,0 +1,750 @@
+// Package memplan computes, before anything is allocated, every buffer a
+// training run needs: weights, quantized weights, adapters, fp32 masters,
+// gradients, optimizer state, the activations saved for backward, the
+// backward scratch, the logits chunk and the workspaces. The fit check prints
+// this plan against the free memory, and the CUDA backend is meant to carve
+// its arenas from the same Buffers table (see Layout), so the estimate and
+// the real run cannot drift apart.
+//
+// Notation used in the comments: B micro-batch (sequences), T sequence
+// length, N = B·T tokens in one micro-batch (2·B·T for DPO: chosen and
+// rejected), H hidden size, Q = heads·head_dim, KV = kv_heads·head_dim,
+// I intermediate size, V vocabulary, L layers, nh attention heads, r LoRA
+// rank, C logits chunk in tokens.
+package memplan
+
+import (
+	"fmt"
+	"strings"
+
+	"whet/engine"
+)
+
+// DType is the element type of a buffer. The zero value is BF16, the
+// compute type on the GPU.
+type DType int
+
+const (
+	BF16 DType = iota
+	F32
+	I32
+	U8
+	// NF4 packs two 4-bit NormalFloat codes per byte (bitsandbytes' layout).
+	NF4
+)
+
+func (d DType) String() string {
+	switch d {
+	case BF16:
+		return "bf16"
+	case F32:
+		return "f32"
+	case I32:
+		return "i32"
+	case U8:
+		return "u8"
+	case NF4:
+		return "nf4"
+	}
+	return fmt.Sprintf("DType(%d)", int(d))
+}
+
+// Size is the number of bytes n elements take.
+func (d DType) Size(n int64) int64 {
+	switch d {
+	case BF16:
+		return 2 * n
+	case F32, I32:
+		return 4 * n
+	case U8:
+		return n
+	case NF4:
+		return (n + 1) / 2
+	}
+	return 0
+}
+
+// Category groups buffers into the lines the fit check prints; each
+// category is one arena in Layout.
+type Category int
+
+const (
+	Weights            Category = iota // base weights in the compute dtype
+	QuantizedWeights                   // NF4 codes and their absmax scales (QLoRA)
+	ReferenceWeights                   // DPO with full fine-tuning: frozen reference copy
+	Adapters                           // LoRA A and B in the compute dtype
+	Masters                            // fp32 master copies of the trainable parameters
+	Gradients                          // fp32 gradients of the trainable parameters
+	OptimizerState                     // AdamW first and second moments
+	Activations                        // saved by the forward pass for the backward pass
+	BackwardScratch                    // activation gradients of the layer being differentiated
+	Logits                             // one chunk of LM-head logits
+	Inputs                             // token ids, targets, per-token losses
+	AttentionWorkspace                 // flash-style attention backward scratch
+	DequantWorkspace                   // one NF4 weight dequantized to bf16 (QLoRA)
+	GEMMWorkspace                      // cuBLASLt workspace
+	numCategories
+)
+
+var categoryNames = [numCategories]string{
+	Weights:            "weights",
+	QuantizedWeights:   "quantized weights (NF4)",
+	ReferenceWeights:   "reference model (DPO)",
+	Adapters:           "LoRA adapters",
+	Masters:            "fp32 master weights",
+	Gradients:          "gradients (fp32)",
+	OptimizerState:     "AdamW moments (fp32)",
+	Activations:        "activations",
+	BackwardScratch:    "backward scratch",
+	Logits:             "logits chunk",
+	Inputs:             "inputs and losses",
+	AttentionWorkspace: "attention workspace",
+	DequantWorkspace:   "dequantize workspace",
+	GEMMWorkspace:      "cuBLASLt workspace",
+}
+
+func (c Category) String() string {
+	if c >= 0 && c < numCategories {
+		return categoryNames[c]
+	}
+	return fmt.Sprintf("Category(%d)", int(c))
+}
+
+// Buffer is one named allocation. Per-layer tensors appear once with
+// Repeat = L: the backend allocates L copies of the same shape.
+type Buffer struct {
+	Name     string
+	Category Category
+	DType    DType
+	Shape    []int64
+	Repeat   int
+}
+
+// Elems is the element count of one copy.
+func (b Buffer) Elems() int64 {
+	n := int64(1)
+	for _, d := range b.Shape {
+		n *= d
+	}
+	return n
+}
+
+// Bytes is the exact size of one copy.
+func (b Buffer) Bytes() int64 { return b.DType.Size(b.Elems()) }
+
+// Align is the alignment of every buffer copy inside its arena: 256 bytes,
+// what cudaMalloc guarantees and what cuBLASLt and vectorized kernels want.
+const Align = 256
+
+// Stride is the aligned size of one copy: the distance between copies.
+func (b Buffer) Stride() int64 { return alignUp(b.Bytes(), Align) }
+
+// ArenaBytes is what the buffer takes in its arena: Repeat aligned copies.
+func (b Buffer) ArenaBytes() int64 { return int64(b.Repeat) * b.Stride() }
+
+func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
+
+// Overhead is memory the run uses that is not one of its allocations.
+type Overhead struct {
+	Name  string
+	Bytes int64
+	Note  string
+}
+
+// Estimates the plan cannot derive from shapes.
+const (
+	// CUDAContextBytes is an estimate of what creating a CUDA context,
+	// loading cuBLASLt and the NVRTC-compiled kernels costs in device
+	// memory on a recent driver (typically 300–600 MiB, larger on bigger
+	// GPUs). To be replaced by the value measured on the GPU machine.
+	CUDAContextBytes = 512 << 20
+	// CuBLASLtWorkspaceBytes is the workspace handed to cublasLtMatmul;
+	// NVIDIA's cuBLAS documentation recommends 32 MiB on Hopper.
+	CuBLASLtWorkspaceBytes = 32 << 20
+	// NF4BlockSize is the number of weights sharing one absmax scale
+	// (bitsandbytes' default for 4-bit quantization).
+	NF4BlockSize = 64
+	// DoubleQuantBlockSize is the number of 8-bit absmax values sharing one
+	// fp32 scale under double quantization (bitsandbytes' nested blocks).
+	DoubleQuantBlockSize = 256
+	// DefaultLogitsChunk is the number of tokens whose logits exist at once.
+	DefaultLogitsChunk = 512
+	// gradNormPartials is the number of per-block partial sums the
+	// grad-norm reduction writes before its final pass.
+	gradNormPartials = 1024
+)
+
+// MemPlan is the complete allocation plan for one training configuration.
+type MemPlan struct {
+	// Options are the options the plan was made with, defaults filled in.
+	Options Options
+	// Tokens is N, the tokens in one micro-batch (both halves for DPO).
+	Tokens int64
+	// Params counts the base model's parameters; Trainable those that get
+	// gradients (adapters, or every weight for full fine-tuning).
+	Params, Trainable int64
+	Buffers           []Buffer
+	Overheads         []Overhead
+}
+
+// Bytes is the aligned size of one category (its arena).
+func (p *MemPlan) Bytes(c Category) int64 {
+	var n int64
+	for _, b := range p.Buffers {
+		if b.Category == c {
+			n += b.ArenaBytes()
+		}
+	}
+	return n
+}
+
+// ExactBytes is the unaligned size of a category: Repeat × tensor bytes.
+func (p *MemPlan) ExactBytes(c Category) int64 {
+	var n int64
+	for _, b := range p.Buffers {
+		if b.Category == c {
+			n += int64(b.Repeat) * b.Bytes()
+		}
+	}
+	return n
+}
+
+// Peak is the memory the run needs at its peak: every buffer is live for
+// the whole step (nothing is freed and reused between phases), so the peak
+// is the sum of all arenas plus the overheads.
+func (p *MemPlan) Peak() int64 {
+	var n int64
+	for _, b := range p.Buffers {
+		n += b.ArenaBytes()
+	}
+	for _, o := range p.Overheads {
+		n += o.Bytes
+	}
+	return n
+}
+
+// Line is one printed row of the plan.
+type Line struct {
+	Label string
+	Bytes int64
+}
+
+// Lines lists the non-empty categories in a fixed order, then overheads.
+// Labels carry the dtype where a category has one.
+func (p *MemPlan) Lines() []Line {
+	var out []Line
+	for c := Category(0); c < numCategories; c++ {
+		n := p.Bytes(c)
+		if n == 0 {
+			continue
+		}
+		label := c.String()
+		switch c {
+		case Weights, ReferenceWeights, Adapters, Activations:
+			label += " (" + p.Options.WeightDType.String() + ")"
+		}
+		out = append(out, Line{Label: label, Bytes: n})
+	}
+	for _, o := range p.Overheads {
+		out = append(out, Line{Label: o.Name, Bytes: o.Bytes})
+	}
+	return out
+}
+
+// Slot places one buffer in its arena: copy i starts at Offset + i·Stride.
+type Slot struct {
+	Buffer Buffer
+	Offset int64
+}
+
+// Arena is one category's allocation.
+type Arena struct {
+	Category Category
+	Size     int64
+	Slots    []Slot
+}
+
+// Layout carves each category into one arena, buffers in plan order, each
+// copy aligned to Align. A backend allocates Size bytes per arena and finds
+// every tensor at its slot, so forward and backward derive their offsets
+// from this one table.
+func (p *MemPlan) Layout() []Arena {
+	var arenas []Arena
+	for c := Category(0); c < numCategories; c++ {
+		a := Arena{Category: c}
+		for _, b := range p.Buffers {
+			if b.Category != c {
+				continue
+			}
+			a.Slots = append(a.Slots, Slot{Buffer: b, Offset: a.Size})
+			a.Size += b.ArenaBytes()
+		}
+		if a.Size > 0 {
+			arenas = append(arenas, a)
+		}
+	}
+	return arenas
+}
+
+// Find returns the buffer with the given name.
+func (p *MemPlan) Find(name string) (Buffer, bool) {
+	for _, b := range p.Buffers {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Buffer{}, false
+}
+
+// FormatBytes prints a byte count in binary units with three significant
+// digits ("14.9 GiB", "80.0 MiB", "512 B").
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v := float64(n)
+	suffixes := []string{"KiB", "MiB", "GiB", "TiB"}
+	i := -1
+	for (v >= unit || v <= -unit) && i < len(suffixes)-1 {
+		v /= unit
+		i++
+	}
+	switch {
+	case v >= 100 || v <= -100:
+		return fmt.Sprintf("%.0f %s", v, suffixes[i])
+	case v >= 10 || v <= -10:
+		return fmt.Sprintf("%.1f %s", v, suffixes[i])
+	}
+	return fmt.Sprintf("%.2f %s", v, suffixes[i])
+}
+
+// targetShapes maps each LoRA target to its projection's (in, out) widths.
+func targetShapes(cfg *engine.ModelConfig) map[string][2]int64 {
+	h, q, kv, i := int64(cfg.HiddenSize), int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.IntermediateSize)
+	return map[string][2]int64{
+		"q": {h, q}, "k": {h, kv}, "v": {h, kv}, "o": {q, h},
+		"gate": {h, i}, "up": {h, i}, "down": {i, h},
+	}
+}
+
+// AllTargets lists the seven linear projections of a decoder layer, in
+// layer order.
+var AllTargets = []string{"q", "k", "v", "o", "gate", "up", "down"}
+
+// linearName is the Hugging Face module path of each projection.
+var linearName = map[string]string{
+	"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+	"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj",
+}
+
+// NormalizeTargets accepts PEFT-style names ("q_proj", "self_attn.q_proj")
+// or short ones ("q") and returns short names in layer order without
+// duplicates.
+func NormalizeTargets(targets []string) ([]string, error) {
+	seen := map[string]bool{}
+	for _, t := range targets {
+		s := strings.ToLower(strings.TrimSpace(t))
+		if i := strings.LastIndexByte(s, '.'); i >= 0 {
+			s = s[i+1:]
+		}
+		s = strings.TrimSuffix(s, "_proj")
+		if _, ok := linearName[s]; !ok {
+			return nil, fmt.Errorf("memplan: unknown LoRA target %q (want among q, k, v, o, gate, up, down)", t)
+		}
+		seen[s] = true
+	}
+	var out []string
+	for _, t := range AllTargets {
+		if seen[t] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// checkConfig rejects configs the plan's formulas cannot describe, naming
+// the config.json field at fault.
+func checkConfig(cfg *engine.ModelConfig) error {
+	if cfg == nil {
+		return fmt.Errorf("memplan: no model config")
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"vocab_size", cfg.VocabSize}, {"hidden_size", cfg.HiddenSize}, {"intermediate_size", cfg.IntermediateSize},
+		{"num_hidden_layers", cfg.NumLayers}, {"num_attention_heads", cfg.NumHeads},
+		{"num_key_value_heads", cfg.NumKVHeads}, {"head_dim", cfg.HeadDim},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("memplan: model config field %s = %d, want > 0", f.name, f.v)
+		}
+	}
+	if cfg.NumHeads%cfg.NumKVHeads != 0 {
+		return fmt.Errorf("memplan: model config num_key_value_heads = %d does not divide num_attention_heads = %d", cfg.NumKVHeads, cfg.NumHeads)
+	}
+	return nil
+}
+
+// normsPerLayer: Gemma 2 normalizes attention and MLP outputs as well as
+// their inputs (four RMSNorm weights per layer); the others have two.
+func normsPerLayer(cfg *engine.ModelConfig) int {
+	if cfg.ModelType == "gemma2" {
+		return 4
+	}
+	return 2
+}
+
+var normNames = []string{"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"}
+
+// weightBuffers lists the base model's tensors in Hugging Face naming, all
+// in dtype dt and category Weights. Per-layer tensors carry Repeat = L.
+//
+//	embed_tokens.weight  [V, H]
+//	lm_head.weight       [V, H]   unless tie_word_embeddings
+//	norm.weight          [H]
+//	layers.*_layernorm   [H]      ×2 (×4 for Gemma 2)
+//	layers.q_proj        [Q, H]   k_proj, v_proj [KV, H], o_proj [H, Q]
+//	layers.q/k/v bias    [Q], [KV], [KV] when attention_bias
+//	layers.gate/up_proj  [I, H],  down_proj [H, I]
+func weightBuffers(cfg *engine.ModelConfig, dt DType) []Buffer {
+	h, v, l := int64(cfg.HiddenSize), int64(cfg.VocabSize), cfg.NumLayers
+	bufs := []Buffer{{Name: "embed_tokens.weight", DType: dt, Shape: []int64{v, h}, Repeat: 1}}
+	if !cfg.TieWordEmbeddings {
+		bufs = append(bufs, Buffer{Name: "lm_head.weight", DType: dt, Shape: []int64{v, h}, Repeat: 1})
+	}
+	bufs = append(bufs, Buffer{Name: "norm.weight", DType: dt, Shape: []int64{h}, Repeat: 1})
+	for _, n := range normNames[:normsPerLayer(cfg)] {
+		bufs = append(bufs, Buffer{Name: "layers." + n + ".weight", DType: dt, Shape: []int64{h}, Repeat: l})
+	}
+	shapes := targetShapes(cfg)
+	for _, t := range AllTargets {
+		s := shapes[t]
+		bufs = append(bufs, Buffer{Name: "layers." + linearName[t] + ".weight", DType: dt, Shape: []int64{s[1], s[0]}, Repeat: l})
+		if cfg.AttentionBias && (t == "q" || t == "k" || t == "v") {
+			bufs = append(bufs, Buffer{Name: "layers." + linearName[t] + ".bias", DType: dt, Shape: []int64{s[1]}, Repeat: l})
+		}
+	}
+	for i := range bufs {
+		bufs[i].Category = Weights
+	}
+	return bufs
+}
+
+// ParamCount is the number of parameters of the base model: the elements of
+// its weight tensors (see weightBuffers for the list).
+func ParamCount(cfg *engine.ModelConfig) int64 {
+	var n int64
+	for _, b := range weightBuffers(cfg, BF16) {
+		n += int64(b.Repeat) * b.Elems()
+	}
+	return n
+}
+
+// isLinear reports whether a weight buffer is one of the seven projection
+// matrices (what QLoRA quantizes; embeddings, norms and biases stay bf16,
+// as bitsandbytes leaves them).
+func isLinear(b Buffer) bool {
+	return strings.HasSuffix(b.Name, "_proj.weight")
+}
+
+// Plan computes the allocation plan for training cfg with opts.
+func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, err
+	}
+	o, err := opts.resolve()
+	if err != nil {
+		return nil, err
+	}
+	p := &MemPlan{Options: o}
+	base := o.Base()
+	dt := o.WeightDType
+	l := cfg.NumLayers
+
+	// ---- weights ------------------------------------------------------
+	weights := weightBuffers(cfg, dt)
+	p.Params = ParamCount(cfg)
+	var trainable []Buffer // tensors that get masters, gradients and moments
+	var maxLinear int64
+	for _, b := range weights {
+		if base == QLoRA && isLinear(b) {
+			p.Buffers = append(p.Buffers, quantized(b, o.DoubleQuant)...)
+			maxLinear = max(maxLinear, b.Elems())
+			continue
+		}
+		p.Buffers = append(p.Buffers, b)
+		if base == Full {
+			trainable = append(trainable, b)
+		}
+	}
+	if base == QLoRA {
+		// One copy of each code book for the whole model: the 16 NF4
+		// values, and under double quantization the 256-entry 8-bit map
+		// the absmax values are coded with.
+		p.Buffers = append(p.Buffers, Buffer{Name: "nf4.code", Category: QuantizedWeights, DType: F32, Shape: []int64{16}, Repeat: 1})
+		if o.DoubleQuant {
+			p.Buffers = append(p.Buffers, Buffer{Name: "nf4.absmax_code", Category: QuantizedWeights, DType: F32, Shape: []int64{256}, Repeat: 1})
+		}
+		// The GEMMs take bf16: each NF4 weight is dequantized just before
+		// its matmul (forward, and again for the input gradient in the
+		// backward) into one buffer the size of the largest projection.
+		p.Buffers = append(p.Buffers, Buffer{Name: "nf4.dequantized", Category: DequantWorkspace, DType: BF16, Shape: []int64{maxLinear}, Repeat: 1})
+	}
+	if o.Method == DPO && base == Full {
+		// Full-parameter DPO needs the reference policy's log-probs from
+		// the unchanged model: a frozen copy of every weight.
+		for _, b := range weights {
+			b.Name = "ref." + b.Name
+			b.Category = ReferenceWeights
+			p.Buffers = append(p.Buffers, b)
+		}
+	}
+
+	// ---- LoRA adapters -------------------------------------------------
+	// Each target projection W [out, in] gets A [r, in] and B [out, r];
+	// the compute copy is in the weight dtype, the masters in fp32.
+	if base == LoRA || base == QLoRA {
+		shapes := targetShapes(cfg)
+		r := int64(o.LoRARank)
+		for _, t := range o.LoRATargets {
+			s := shapes[t]
+			a := Buffer{Name: "layers." + linearName[t] + ".lora_A", Category: Adapters, DType: dt, Shape: []int64{r, s[0]}, Repeat: l}
+			b := Buffer{Name: "layers." + linearName[t] + ".lora_B", Category: Adapters, DType: dt, Shape: []int64{s[1], r}, Repeat: l}
+			p.Buffers = append(p.Buffers, a, b)
+			trainable = append(trainable, a, b)
+		}
+	}
+
+	// ---- masters, gradients, AdamW moments ---------------------------
+	// Per trainable element: an fp32 master (skipped when the compute
+	// copy is already fp32), an fp32 gradient (accumulated over the
+	// micro-batches of a step), and AdamW's m and v in fp32.
+	for _, b := range trainable {
+		p.Trainable += int64(b.Repeat) * b.Elems()
+		for _, side := range []struct {
+			prefix string
+			cat    Category
+		}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
+			if side.cat == Masters && dt == F32 {
+				continue
+			}
+			c := b
+			c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
+			p.Buffers = append(p.Buffers, c)
+		}
+	}
+	p.Buffers = append(p.Buffers, Buffer{Name: "optim.grad_norm_partials", Category: OptimizerState, DType: F32, Shape: []int64{gradNormPartials}, Repeat: 1})
+
+	// ---- activations ---------------------------------------------------
+	n := int64(o.MicroBatch) * int64(o.SeqLen)
+	seqs := int64(o.MicroBatch)
+	if o.Method == DPO {
+		// Chosen and rejected completions run as one batch of 2·B.
+		n *= 2
+		seqs *= 2
+	}
+	p.Tokens = n
+	p.Buffers = append(p.Buffers, activationBuffers(cfg, o, n)...)
+
+	// ---- LM head: logits chunk ------------------------------------------
+	// The LM head and cross-entropy run over C = min(chunk, N) tokens at a
+	// time: logits [C, V] in fp32 (softmax and loss in place, then the
+	// logit gradient overwrites them), and a bf16 copy of that gradient
+	// for the two backward GEMMs (input gradient and lm_head gradient).
+	c := min(int64(o.LogitsChunk), n)
+	v := int64(cfg.VocabSize)
+	p.Buffers = append(p.Buffers, Buffer{Name: "logits.f32", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
+	if dt != F32 {
+		p.Buffers = append(p.Buffers, Buffer{Name: "logits.grad", Category: Logits, DType: dt, Shape: []int64{c, v}, Repeat: 1})
+	}
+
+	// ---- inputs and per-token results ----------------------------------
+	p.Buffers = append(p.Buffers,
+		Buffer{Name: "inputs.tokens", Category: Inputs, DType: I32, Shape: []int64{n}, Repeat: 1},
+		Buffer{Name: "inputs.targets", Category: Inputs, DType: I32, Shape: []int64{n}, Repeat: 1},
+		Buffer{Name: "inputs.positions", Category: Inputs, DType: I32, Shape: []int64{n}, Repeat: 1},
+		// Sequence start offsets for packed variable-length attention.
+		Buffer{Name: "inputs.seq_starts", Category: Inputs, DType: I32, Shape: []int64{seqs + 1}, Repeat: 1},
+		// Log-probability of each target token (loss, DPO sums).
+		Buffer{Name: "loss.token_logprobs", Category: Inputs, DType: F32, Shape: []int64{n}, Repeat: 1},
+	)
+	if o.Method == DPO {
+		// Per pair: policy chosen, policy rejected, reference chosen,
+		// reference rejected log-probs. With LoRA the reference pass is
+		// the same model with the adapter disabled, run without saving
+		// activations, so it needs nothing beyond these sums.
+		p.Buffers = append(p.Buffers, Buffer{Name: "dpo.logps", Category: Inputs, DType: F32, Shape: []int64{4, int64(o.MicroBatch)}, Repeat: 1})
+	}
+
+	// ---- attention backward workspace ------------------------------------
+	// delta = rowsum(dO ∘ O) per head and token, fp32 [nh, N]. With GQA
+	// several query heads add into one key/value head, so dK and dV are
+	// accumulated in fp32 [N, 2·KV] before the cast to bf16.
+	nh, kv := int64(cfg.NumHeads), int64(cfg.KVDim())
+	p.Buffers = append(p.Buffers, Buffer{Name: "attn.delta", Category: AttentionWorkspace, DType: F32, Shape: []int64{nh, n}, Repeat: 1})
+	if cfg.NumKVHeads < cfg.NumHeads {
+		p.Buffers = append(p.Buffers, Buffer{Name: "attn.dkv_accum", Category: AttentionWorkspace, DType: F32, Shape: []int64{n, 2 * kv}, Repeat: 1})
+	}
+
+	if o.Backend == BackendCUDA {
+		p.Buffers = append(p.Buffers, Buffer{Name: "cublaslt.workspace", Category: GEMMWorkspace, DType: U8, Shape: []int64{CuBLASLtWorkspaceBytes}, Repeat: 1})
+		p.Overheads = append(p.Overheads, Overhead{Name: "CUDA context (estimate)", Bytes: CUDAContextBytes,
+			Note: "driver context, cuBLASLt and kernel modules; an estimate until measured"})
+	}
+	return p, nil
+}
+
+// quantized replaces a projection weight [out, in] with its NF4 form, the
+// bitsandbytes layout:
+//
+//	codes         n/2 bytes            two 4-bit codes per byte
+//	absmax        ⌈n/64⌉ fp32          one scale per 64 weights
+//
+// or, with double quantization (bnb_4bit_use_double_quant), the absmax
+// values themselves quantized:
+//
+//	absmax        ⌈n/64⌉ u8            8-bit codes of the scales
+//	absmax_scale  ⌈⌈n/64⌉/256⌉ fp32    one scale per 256 absmax values
+//	absmax_offset 1 fp32               the mean subtracted before coding
+func quantized(w Buffer, double bool) []Buffer {
+	n := w.Elems()
+	blocks := (n + NF4BlockSize - 1) / NF4BlockSize
+	out := []Buffer{{Name: w.Name + ".nf4", Category: QuantizedWeights, DType: NF4, Shape: w.Shape, Repeat: w.Repeat}}
+	if !double {
+		return append(out, Buffer{Name: w.Name + ".absmax", Category: QuantizedWeights, DType: F32, Shape: []int64{blocks}, Repeat: w.Repeat})
+	}
+	groups := (blocks + DoubleQuantBlockSize - 1) / DoubleQuantBlockSize
+	return append(out,
+		Buffer{Name: w.Name + ".absmax", Category: QuantizedWeights, DType: U8, Shape: []int64{blocks}, Repeat: w.Repeat},
+		Buffer{Name: w.Name + ".absmax_scale", Category: QuantizedWeights, DType: F32, Shape: []int64{groups}, Repeat: w.Repeat},
+		Buffer{Name: w.Name + ".absmax_offset", Category: QuantizedWeights, DType: F32, Shape: []int64{1}, Repeat: w.Repeat},
+	)
+}
+
+// layerActivations lists what one decoder layer's forward saves for its
+// backward, llm.c-style, for n tokens (activation dtype dt):
+//
+//	resid_in     [N, H]   layer input = residual stream = RMSNorm 1 input
+//	ln1_rstd     [N]      fp32 reciprocal RMS of RMSNorm 1
+//	ln1_out      [N, H]   q/k/v projection input
+//	q            [N, Q]   after RoPE
+//	k, v         [N, KV]  after RoPE (k)
+//	attn_out     [N, Q]   attention output = o_proj input
+//	attn_lse     [nh, N]  fp32 log-sum-exp per head and query (flash backward)
+//	resid_mid    [N, H]   residual after attention = RMSNorm 2 input
+//	ln2_rstd     [N]      fp32
+//	ln2_out      [N, H]   gate/up projection input
+//	gate, up     [N, I]   SwiGLU inputs
+//	swiglu_out   [N, I]   down_proj input
+//
+// Gemma 2 also normalizes the attention and MLP outputs: their inputs
+// (o_proj and down_proj outputs) [N, H] and rstd [N] are saved too. LoRA
+// saves each target's low-rank intermediate x·Aᵀ [N, r], needed for B's
+// gradient.
+func layerActivations(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
+	h, q, kv, i, nh := int64(cfg.HiddenSize), int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.IntermediateSize), int64(cfg.NumHeads)
+	dt := o.WeightDType
+	b := func(name string, d DType, shape ...int64) Buffer {
+		return Buffer{Name: "acts." + name, Category: Activations, DType: d, Shape: shape, Repeat: 1}
+	}
+	bufs := []Buffer{
+		b("resid_in", dt, n, h),
+		b("ln1_rstd", F32, n),
+		b("ln1_out", dt, n, h),
+		b("q", dt, n, q),
+		b("k", dt, n, kv),
+		b("v", dt, n, kv),
+		b("attn_out", dt, n, q),
+		b("attn_lse", F32, nh, n),
+		b("resid_mid", dt, n, h),
+		b("ln2_rstd", F32, n),
+		b("ln2_out", dt, n, h),
+		b("gate", dt, n, i),
+		b("up", dt, n, i),
+		b("swiglu_out", dt, n, i),
+	}
+	if normsPerLayer(cfg) == 4 {
+		bufs = append(bufs,
+			b("attn_proj_out", dt, n, h), b("post_attn_rstd", F32, n),
+			b("mlp_proj_out", dt, n, h), b("post_mlp_rstd", F32, n))
+	}
+	if o.Base() == LoRA || o.Base() == QLoRA {
+		for _, t := range o.LoRATargets {
+			bufs = append(bufs, b("lora_xa."+t, dt, n, int64(o.LoRARank)))
+		}
+	}
+	return bufs
+}
+
+// activationBuffers lays out the saved activations for the whole model and
+// the backward scratch.
+//
+// Without checkpointing every layer keeps its full set (Repeat = L). With
+// checkpointing only each layer's input resid_in is kept (Repeat = L), and
+// one layer's set, minus that input, exists for the layer being recomputed
+// and differentiated (Repeat = 1).
+//
+// After the last layer: its output [N, H] (final RMSNorm input), that
+// norm's rstd [N] and output [N, H] (the LM head input).
+//
+// The backward scratch holds the gradients of one layer at a time:
+//
+//	grad.resid     [N, H]       gradient along the residual stream
+//	grad.ln_out    [N, H]       gradient at an RMSNorm output
+//	grad.qkv       [N, Q+2·KV]
+//	grad.attn_out  [N, Q]
+//	grad.swiglu    [N, I]
+//	grad.gate_up   [N, 2·I]
+//	grad.lora_xa   [N, r]       LoRA: one target's intermediate at a time
+//	grad.lm_head_in [N, H]      gradient the chunked LM head writes
+func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
+	h, q, kv, i := int64(cfg.HiddenSize), int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.IntermediateSize)
+	dt := o.WeightDType
+	l := cfg.NumLayers
+	set := layerActivations(cfg, o, n)
+	var bufs []Buffer
+	if o.Checkpointing {
+		for _, b := range set {
+			if b.Name == "acts.resid_in" {
+				b.Name = "acts.checkpoint.resid_in"
+				b.Repeat = l
+				bufs = append(bufs, b)
+			}
+		}
+		for _, b := range set {
+			if b.Name != "acts.resid_in" {
+				b.Name = "acts.recompute." + strings.TrimPrefix(b.Name, "acts.")
+				bufs = append(bufs, b)
+			}
+		}
+	} else {
+		for _, b := range set {
+			b.Name = "acts.layers." + strings.TrimPrefix(b.Name, "acts.")
+			b.Repeat = l
+			bufs = append(bufs, b)
+		}
+	}
+	bufs = append(bufs,
+		Buffer{Name: "acts.resid_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},
+		Buffer{Name: "acts.final_rstd", Category: Activations, DType: F32, Shape: []int64{n}, Repeat: 1},
+		Buffer{Name: "acts.final_norm_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},
+	)
+	g := func(name string, shape ...int64) Buffer {
+		return Buffer{Name: "grad." + name, Category: BackwardScratch, DType: dt, Shape: shape, Repeat: 1}
+	}
+	bufs = append(bufs,
+		g("resid", n, h),
+		g("ln_out", n, h),
+		g("qkv", n, q+2*kv),
+		g("attn_out", n, q),
+		g("swiglu", n, i),
+		g("gate_up", n, 2*i),
+		g("lm_head_in", n, h),
+	)
+	if (o.Base() == LoRA || o.Base() == QLoRA) && len(o.LoRATargets) > 0 {
+		bufs = append(bufs, g("lora_xa", n, int64(o.LoRARank)))
+	}
+	return bufs
+}

@@ -1,0 +1,275 @@
+package memplan
+
+import (
+	"strings"
+	"testing"
+
+	"whet/engine"
+)
+
+// tiny is the model every hand computation below uses:
+// V 64, H 16, I 32, L 2, 4 heads of 4 (Q 16), 2 kv heads (KV 8), untied.
+func tiny() *engine.ModelConfig {
+	return &engine.ModelConfig{
+		ModelType: "llama", VocabSize: 64, HiddenSize: 16, IntermediateSize: 32,
+		NumLayers: 2, NumHeads: 4, NumKVHeads: 2, HeadDim: 4,
+	}
+}
+
+// Parameters of tiny, by hand:
+//
+//	embed 64·16 = 1024, lm_head 1024, final norm 16
+//	per layer: q 256, k 128, v 128, o 256, gate 512, up 512, down 512, norms 32 = 2336
+//	total 1024 + 1024 + 16 + 2·2336 = 6736
+func TestParamCountTiny(t *testing.T) {
+	if got := ParamCount(tiny()); got != 6736 {
+		t.Errorf("ParamCount = %d, want 6736", got)
+	}
+	c := tiny()
+	c.TieWordEmbeddings = true
+	c.AttentionBias = true
+	// tied: −1024; biases: (Q + 2·KV) · L = 32 · 2 = 64
+	if got := ParamCount(c); got != 6736-1024+64 {
+		t.Errorf("tied with bias: ParamCount = %d, want %d", got, 6736-1024+64)
+	}
+}
+
+// TestPlanLoRAByHand: LoRA r 2 on all seven projections, B 1, T 8
+// (N 8), no checkpointing, logits chunk 4, bf16, CUDA.
+func TestPlanLoRAByHand(t *testing.T) {
+	p, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[Category]int64{
+		// 6736 parameters × 2 bytes
+		Weights: 13472,
+		// r·(in+out) per target: q 2·32=64, k 2·24=48, v 48, o 64,
+		// gate 2·48=96, up 96, down 96 → 512 per layer, 1024 in all, ×2 bytes
+		Adapters: 2048,
+		// 1024 trainable × 4 bytes
+		Masters:   4096,
+		Gradients: 4096,
+		// m and v: 2 × 4096, plus 1024 fp32 grad-norm partials (4096)
+		OptimizerState: 12288,
+		// per layer, bf16: resid_in, ln1_out, q, attn_out, resid_mid, ln2_out
+		// 6 × 8·16 = 768; k, v 2 × 8·8 = 128; gate, up, swiglu 3 × 8·32 = 768
+		// → 1664 × 2 = 3328 bytes; fp32: 2 rstd × 8 + lse 4·8 = 48 × 4 = 192;
+		// x·Aᵀ for 7 targets: 7 × 8·2 = 112 × 2 = 224 → 3744 per layer,
+		// × 2 layers = 7488; after the last layer: resid_out 256 +
+		// final rstd 32 + final_norm_out 256 = 544 → 8032
+		Activations: 8032,
+		// resid 128, ln_out 128, qkv 8·32 = 256, attn_out 128, swiglu 256,
+		// gate_up 512, lm_head_in 128, lora_xa 16 = 1552 × 2
+		BackwardScratch: 3104,
+		// 4 × 64 fp32 = 1024, bf16 gradient copy 512
+		Logits: 1536,
+		// tokens, targets, positions, log-probs 4 × 32; seq_starts 2 × 4
+		Inputs: 136,
+		// delta 4·8 fp32 = 128; GQA dK/dV accumulators 8·16 fp32 = 512
+		AttentionWorkspace: 640,
+		GEMMWorkspace:      32 << 20,
+	}
+	for c := Category(0); c < numCategories; c++ {
+		if got := p.ExactBytes(c); got != want[c] {
+			t.Errorf("%v: %d bytes, want %d", c, got, want[c])
+		}
+	}
+	if p.Params != 6736 || p.Trainable != 1024 || p.Tokens != 8 {
+		t.Errorf("params %d trainable %d tokens %d, want 6736, 1024, 8", p.Params, p.Trainable, p.Tokens)
+	}
+	// Aligned weights arena: every copy rounded up to 256 bytes.
+	// embed 2048, lm_head 2048, norm 32→256, layer norms 2 × 2 × 256,
+	// q 512 × 2, k 256 × 2, v 256 × 2, o 512 × 2, gate/up/down 1024 × 2 each
+	// = 2048 + 2048 + 256 + 1024 + 1024 + 512 + 512 + 1024 + 3 × 2048 = 14592
+	if got := p.Bytes(Weights); got != 14592 {
+		t.Errorf("aligned weights arena = %d, want 14592", got)
+	}
+	var sum int64
+	for c := Category(0); c < numCategories; c++ {
+		sum += p.Bytes(c)
+	}
+	if p.Peak() != sum+CUDAContextBytes {
+		t.Errorf("peak %d, want the arenas %d plus the CUDA context %d", p.Peak(), sum, CUDAContextBytes)
+	}
+}
+
+// With checkpointing the layers keep only resid_in (256 bytes each, × 2)
+// and one recompute set: 3744 − 256 = 3488; plus the 544 after the last
+// layer → 4544.
+func TestPlanCheckpointingByHand(t *testing.T) {
+	p, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4, Checkpointing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.ExactBytes(Activations); got != 4544 {
+		t.Errorf("activations with checkpointing = %d, want 4544", got)
+	}
+	if b, ok := p.Find("acts.checkpoint.resid_in"); !ok || b.Repeat != 2 {
+		t.Errorf("checkpoint buffer = %+v, %v; want resid_in repeated per layer", b, ok)
+	}
+}
+
+// QLoRA: each projection becomes NF4 codes (n/2 bytes) and absmax.
+// Per layer, n = q 256, k 128, v 128, o 256, gate 512, up 512, down 512;
+// codes 1152 bytes; 64-weight blocks 4+2+2+4+8+8+8 = 36.
+//
+//	double quant: 36 u8 + 7 scales × 4 + 7 offsets × 4 = 92 → 1244 per
+//	  layer, 2488 for two, + code books 16·4 + 256·4 = 1088 → 3576
+//	plain:        36 fp32 = 144 → 1296 per layer, 2592, + 64 → 2656
+//
+// The rest stays bf16: embed, lm_head, final norm and 2 × 2 norms
+// = 1024 + 1024 + 16 + 64 = 2128 × 2 = 4256. The dequantize buffer holds
+// the largest projection, 512 bf16 = 1024.
+func TestPlanQLoRAByHand(t *testing.T) {
+	for _, tc := range []struct {
+		double bool
+		quant  int64
+	}{{true, 3576}, {false, 2656}} {
+		p, err := Plan(tiny(), Options{Method: QLoRA, SeqLen: 8, LoRARank: 2, DoubleQuant: tc.double})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.ExactBytes(QuantizedWeights); got != tc.quant {
+			t.Errorf("double=%v: quantized weights %d, want %d", tc.double, got, tc.quant)
+		}
+		if got := p.ExactBytes(Weights); got != 4256 {
+			t.Errorf("double=%v: bf16 weights %d, want 4256", tc.double, got)
+		}
+		if got := p.ExactBytes(DequantWorkspace); got != 1024 {
+			t.Errorf("double=%v: dequantize workspace %d, want 1024", tc.double, got)
+		}
+	}
+}
+
+// Full fine-tuning: all 6736 parameters train: fp32 master, gradient and
+// two moments each.
+func TestPlanFullByHand(t *testing.T) {
+	p, err := Plan(tiny(), Options{Method: Full, SeqLen: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c, want := range map[Category]int64{
+		Weights: 13472, Masters: 26944, Gradients: 26944, OptimizerState: 53888 + 4096, Adapters: 0, ReferenceWeights: 0,
+	} {
+		if got := p.ExactBytes(c); got != want {
+			t.Errorf("%v = %d, want %d", c, got, want)
+		}
+	}
+	// The CPU reference backend computes in fp32: no separate masters,
+	// no bf16 logits copy, no CUDA context or cuBLASLt workspace.
+	cpu, err := Plan(tiny(), Options{Method: Full, SeqLen: 8, WeightDType: F32, Backend: BackendCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cpu.ExactBytes(Weights) != 26944 || cpu.ExactBytes(Masters) != 0 || cpu.ExactBytes(GEMMWorkspace) != 0 || len(cpu.Overheads) != 0 {
+		t.Errorf("fp32 CPU plan: weights %d masters %d gemm %d overheads %v", cpu.ExactBytes(Weights), cpu.ExactBytes(Masters), cpu.ExactBytes(GEMMWorkspace), cpu.Overheads)
+	}
+}
+
+// DPO doubles the tokens (chosen and rejected); with full fine-tuning it
+// adds a frozen reference copy, with LoRA nothing.
+func TestPlanDPO(t *testing.T) {
+	lora, err := Plan(tiny(), Options{Method: DPO, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sft, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 2, SeqLen: 8, LoRARank: 2, LogitsChunk: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lora.Tokens != 16 || lora.ExactBytes(ReferenceWeights) != 0 {
+		t.Errorf("LoRA DPO: tokens %d reference %d, want 16 and 0", lora.Tokens, lora.ExactBytes(ReferenceWeights))
+	}
+	// One pair of 8-token sequences costs what a batch of two costs, plus
+	// the four per-pair log-prob sums (16 bytes).
+	if got, want := lora.ExactBytes(Activations), sft.ExactBytes(Activations); got != want {
+		t.Errorf("DPO activations %d, want those of a batch of 2: %d", got, want)
+	}
+	if got, want := lora.ExactBytes(Inputs), sft.ExactBytes(Inputs)+16; got != want {
+		t.Errorf("DPO inputs %d, want %d", got, want)
+	}
+	full, err := Plan(tiny(), Options{Method: DPO, DPOBase: Full, SeqLen: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := full.ExactBytes(ReferenceWeights); got != 13472 {
+		t.Errorf("full DPO reference weights = %d, want 13472", got)
+	}
+	if full.Trainable != 6736 {
+		t.Errorf("full DPO trainable = %d, want 6736", full.Trainable)
+	}
+}
+
+func TestLayoutMatchesPeak(t *testing.T) {
+	p, err := Plan(tiny(), Options{Method: QLoRA, MicroBatch: 2, SeqLen: 8, DoubleQuant: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, a := range p.Layout() {
+		var end int64
+		for _, s := range a.Slots {
+			if s.Offset%Align != 0 {
+				t.Errorf("%s at offset %d, not %d-aligned", s.Buffer.Name, s.Offset, Align)
+			}
+			if s.Offset < end {
+				t.Errorf("%s at %d overlaps the previous buffer ending at %d", s.Buffer.Name, s.Offset, end)
+			}
+			end = s.Offset + s.Buffer.ArenaBytes()
+		}
+		if end != a.Size {
+			t.Errorf("arena %v: slots end at %d, size %d", a.Category, end, a.Size)
+		}
+		total += a.Size
+	}
+	if total+CUDAContextBytes != p.Peak() {
+		t.Errorf("layout total %d + context ≠ peak %d", total, p.Peak())
+	}
+	names := map[string]bool{}
+	for _, b := range p.Buffers {
+		if names[b.Name] {
+			t.Errorf("buffer name %s used twice", b.Name)
+		}
+		names[b.Name] = true
+	}
+}
+
+func TestOptionsErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  func(*engine.ModelConfig)
+		opts Options
+		want string
+	}{
+		{nil, Options{SeqLen: 0}, "sequence length"},
+		{nil, Options{SeqLen: 8, Method: "ppo"}, "unknown method"},
+		{nil, Options{SeqLen: 8, LoRATargets: []string{"q_proj", "lm_head"}}, `"lm_head"`},
+		{nil, Options{SeqLen: 8, OptimizerBits: 8}, "8-bit"},
+		{nil, Options{SeqLen: 8, Method: DPO, DPOBase: DPO}, "DPO base"},
+		{func(c *engine.ModelConfig) { c.NumKVHeads = 3 }, Options{SeqLen: 8}, "num_key_value_heads"},
+		{func(c *engine.ModelConfig) { c.HiddenSize = 0 }, Options{SeqLen: 8}, "hidden_size"},
+	} {
+		c := tiny()
+		if tc.cfg != nil {
+			tc.cfg(c)
+		}
+		_, err := Plan(c, tc.opts)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Plan(%+v) error = %v, want one mentioning %s", tc.opts, err, tc.want)
+		}
+	}
+	got, err := NormalizeTargets([]string{"self_attn.v_proj", "Q", "down_proj", "q"})
+	if err != nil || strings.Join(got, ",") != "q,v,down" {
+		t.Errorf("NormalizeTargets = %v, %v; want q,v,down", got, err)
+	}
+}
+
+func TestFormatBytes(t *testing.T) {
+	for n, want := range map[int64]string{
+		512: "512 B", 1536: "1.50 KiB", 80 << 20: "80.0 MiB", 15 << 30: "15.0 GiB", 150 << 30: "150 GiB",
+	} {
+		if got := FormatBytes(n); got != want {
+			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

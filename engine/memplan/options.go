@@ -1,0 +1,153 @@
+package memplan
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Method is a training method.
+type Method string
+
+const (
+	LoRA  Method = "lora"
+	QLoRA Method = "qlora"
+	Full  Method = "full"
+	DPO   Method = "dpo"
+)
+
+// ParseMethod accepts lora, qlora, full or dpo (any case).
+func ParseMethod(s string) (Method, error) {
+	m := Method(strings.ToLower(strings.TrimSpace(s)))
+	switch m {
+	case LoRA, QLoRA, Full, DPO:
+		return m, nil
+	}
+	return "", fmt.Errorf("memplan: unknown method %q (want lora, qlora, full or dpo)", s)
+}
+
+// Backend says where the run executes; the CPU backend has no CUDA
+// context and no cuBLASLt workspace.
+type Backend string
+
+const (
+	BackendCUDA Backend = "cuda"
+	BackendCPU  Backend = "cpu"
+)
+
+// Options describe the run being planned. The zero value of each field
+// takes the default noted beside it, except SeqLen, which is required.
+type Options struct {
+	Method Method // lora (default), qlora, full or dpo
+	// DPOBase is how the DPO policy is trained: lora (default), qlora or
+	// full. With adapters the reference model is the base with the adapter
+	// disabled; with full fine-tuning it is a frozen copy of the weights.
+	DPOBase    Method
+	MicroBatch int // sequences per micro-batch (default 1); DPO: preference pairs
+	// GradAccum is the number of micro-batches per optimizer step (default
+	// 1). It does not change memory; the advice keeps MicroBatch·GradAccum
+	// constant when it shrinks the micro-batch.
+	GradAccum int
+	SeqLen    int // tokens per sequence (the maximum length), required
+	// LoRARank is r (default 16); LoRATargets the adapted projections,
+	// short or PEFT names (default all seven).
+	LoRARank      int
+	LoRATargets   []string
+	Checkpointing bool // keep only layer inputs, recompute the rest in backward
+	// WeightDType is the compute dtype of weights and activations: BF16
+	// (default, the GPU path) or F32 (the CPU reference backend).
+	WeightDType DType
+	// OptimizerBits is the AdamW state precision; only 32 is implemented.
+	OptimizerBits int
+	// LogitsChunk is the number of tokens whose logits exist at once
+	// (default DefaultLogitsChunk).
+	LogitsChunk int
+	// DoubleQuant quantizes the NF4 absmax scales to 8 bits (QLoRA's
+	// double quantization; the qlora preset turns it on).
+	DoubleQuant bool
+	Backend     Backend // cuda (default) or cpu
+}
+
+// Base is the way the weights are trained: the method itself, or for DPO
+// its DPOBase.
+func (o Options) Base() Method {
+	if o.Method == DPO {
+		return o.DPOBase
+	}
+	return o.Method
+}
+
+// resolve fills defaults and checks the options.
+func (o Options) resolve() (Options, error) {
+	if o.Method == "" {
+		o.Method = LoRA
+	}
+	if _, err := ParseMethod(string(o.Method)); err != nil {
+		return o, err
+	}
+	if o.Method == DPO {
+		if o.DPOBase == "" {
+			o.DPOBase = LoRA
+		}
+		if o.DPOBase != LoRA && o.DPOBase != QLoRA && o.DPOBase != Full {
+			return o, fmt.Errorf("memplan: DPO base %q: want lora, qlora or full", o.DPOBase)
+		}
+	} else {
+		o.DPOBase = ""
+	}
+	if o.MicroBatch == 0 {
+		o.MicroBatch = 1
+	}
+	if o.GradAccum == 0 {
+		o.GradAccum = 1
+	}
+	if o.MicroBatch < 0 || o.GradAccum < 0 {
+		return o, fmt.Errorf("memplan: micro-batch %d and gradient accumulation %d must be positive", o.MicroBatch, o.GradAccum)
+	}
+	if o.SeqLen <= 0 {
+		return o, fmt.Errorf("memplan: sequence length %d, want > 0", o.SeqLen)
+	}
+	if b := o.Base(); b == LoRA || b == QLoRA {
+		if o.LoRARank == 0 {
+			o.LoRARank = 16
+		}
+		if o.LoRARank < 0 {
+			return o, fmt.Errorf("memplan: LoRA rank %d, want > 0", o.LoRARank)
+		}
+		targets := o.LoRATargets
+		if len(targets) == 0 {
+			targets = AllTargets
+		}
+		norm, err := NormalizeTargets(targets)
+		if err != nil {
+			return o, err
+		}
+		o.LoRATargets = norm
+	} else {
+		o.LoRARank, o.LoRATargets = 0, nil
+	}
+	if o.Base() != QLoRA {
+		o.DoubleQuant = false
+	}
+	if o.WeightDType != BF16 && o.WeightDType != F32 {
+		return o, fmt.Errorf("memplan: weight dtype %v: want bf16 or f32", o.WeightDType)
+	}
+	if o.OptimizerBits == 0 {
+		o.OptimizerBits = 32
+	}
+	if o.OptimizerBits != 32 {
+		return o, fmt.Errorf("memplan: %d-bit optimizer states are not implemented (only 32)", o.OptimizerBits)
+	}
+	if o.LogitsChunk == 0 {
+		o.LogitsChunk = DefaultLogitsChunk
+	}
+	if o.LogitsChunk < 0 {
+		return o, fmt.Errorf("memplan: logits chunk %d, want > 0", o.LogitsChunk)
+	}
+	if o.Backend == "" {
+		o.Backend = BackendCUDA
+	}
+	if o.Backend != BackendCUDA && o.Backend != BackendCPU {
+		return o, fmt.Errorf("memplan: backend %q: want cuda or cpu", o.Backend)
+	}
+	return o, nil
+}
