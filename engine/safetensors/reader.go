@@ -110,7 +110,6 @@ func parseHeader(path string, header []byte, dataLen int64) (map[string]entry, m
 		return fmt.Errorf("safetensors: %s: header: %s", path, fmt.Sprintf(format, args...))
 	}
 	dec := json.NewDecoder(bytes.NewReader(header))
-	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, nil, fail("not valid JSON at byte %d: %v", dec.InputOffset(), err)
