@@ -218,9 +218,22 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 // 5 writes both inside "rope_parameters" (rope_type "default" meaning no
 // scaling). Either layout is accepted.
 func parseRope(j jsonObject, c *ModelConfig, def archDefaults) error {
-	var err error
-	if c.RopeTheta, err = j.floatDefault("rope_theta", def.ropeTheta); err != nil {
+	v5, hasV5, err := j.object("rope_parameters")
+	if err != nil {
 		return err
+	}
+	theta, present, err := j.float("rope_theta")
+	if err != nil {
+		return err
+	}
+	if !present && hasV5 {
+		if theta, present, err = v5.float("rope_theta"); err != nil {
+			return err
+		}
+	}
+	c.RopeTheta = def.ropeTheta
+	if present {
+		c.RopeTheta = theta
 	}
 	field := "rope_scaling"
 	params, ok, err := j.object("rope_scaling")
@@ -228,15 +241,10 @@ func parseRope(j jsonObject, c *ModelConfig, def archDefaults) error {
 		return err
 	}
 	if !ok {
-		field = "rope_parameters"
-		if params, ok, err = j.object("rope_parameters"); err != nil || !ok {
-			return err
+		if !hasV5 {
+			return nil
 		}
-		if !j.has("rope_theta") {
-			if c.RopeTheta, err = params.floatDefault("rope_theta", def.ropeTheta); err != nil {
-				return err
-			}
-		}
+		field, params = "rope_parameters", v5
 	}
 	ropeType, err := params.str("rope_type", "")
 	if err != nil {

@@ -105,6 +105,18 @@ func TestLoadModelConfigTransformers5Layout(t *testing.T) {
 	if c.RopeTheta != 1e6 || c.RopeScaling != nil {
 		t.Errorf("default rope_parameters: theta %v scaling %+v", c.RopeTheta, c.RopeScaling)
 	}
+
+	// Both spellings at once: theta found in rope_parameters, scaling in
+	// rope_scaling.
+	both := strings.Replace(plain, `"rope_type": "default"}`, `"rope_type": "default"},
+	  "rope_scaling": {"type": "llama3", "factor": 2.0, "low_freq_factor": 1.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 32}`, 1)
+	c, err = LoadModelConfig(writeModelDir(t, both, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RopeTheta != 1e6 || c.RopeScaling == nil || c.RopeScaling.Factor != 2 {
+		t.Errorf("both layouts: theta %v scaling %+v", c.RopeTheta, c.RopeScaling)
+	}
 }
 
 func TestLoadModelConfigDefaults(t *testing.T) {
