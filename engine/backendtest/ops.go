@@ -1,0 +1,571 @@
+package backendtest
+
+import (
+	"fmt"
+	"math"
+
+	"whet/engine"
+)
+
+// suite lists the ops in the order Run tests them.
+var suite = []struct {
+	name string
+	run  func(h *harness)
+}{
+	{"Memory", testMemory},
+	{"MatMul", testMatMul},
+	{"AddScaled", testAddScaled},
+	{"Scale", testScale},
+	{"AddBias", testAddBias},
+	{"BiasBackward", testBiasBackward},
+	{"SumSquares", testSumSquares},
+	{"Embedding", testEmbedding},
+	{"EmbeddingBackward", testEmbeddingBackward},
+	{"RMSNorm", testRMSNorm},
+	{"RMSNormBackward", testRMSNormBackward},
+	{"RoPE", testRoPE},
+	{"Attention", testAttention},
+	{"AttentionBackward", testAttentionBackward},
+	{"SwiGLU", testSwiGLU},
+	{"SwiGLUBackward", testSwiGLUBackward},
+	{"SoftmaxCrossEntropy", testSoftmaxCrossEntropy},
+	{"Dropout", testDropout},
+	{"AdamW", testAdamW},
+	{"Views", testViews},
+}
+
+// dtypes is the activation dtype and F32, once each: ops whose output may
+// be either (a bf16 activation or an fp32 gradient) are tried with both.
+func (h *harness) dtypes() []engine.DType {
+	if h.act == engine.F32 {
+		return []engine.DType{engine.F32}
+	}
+	return []engine.DType{h.act, engine.F32}
+}
+
+func testMemory(h *harness) {
+	special := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 1 + 1.0/256, 1 + 3.0/256, 1 + 1.0/512,
+		3.14159265, -2.7182818, 1e-20, 6.5e4, -3e38, float32(math.Inf(1)), 1.00390625, 0.1, 1000.5}
+	h.sub("f32_roundtrip", func(h *harness) {
+		h.compareExact("f32", h.input(engine.F32, special, len(special)))
+	})
+	h.sub("bf16_upload_rounds_to_nearest_even", func(h *harness) {
+		x := h.input(engine.BF16, special, len(special))
+		want, err := h.ref.Alloc(engine.BF16, len(special))
+		h.oracle("Alloc", err)
+		defer h.ref.Free(want)
+		h.oracle("Upload", h.ref.Upload(want, special))
+		h.compareValues("bf16", h.held(x.dut), h.refValues(want), Tol{})
+	})
+	h.sub("i32_roundtrip", func(h *harness) {
+		ids := []int32{0, 1, -100, 2147483647, -2147483648, 151645}
+		x := h.ints(ids)
+		got := h.held(x.dut)
+		for i, v := range ids {
+			if got[i] != float32(v) {
+				h.t.Errorf("i32[%d] downloads as %g, want %d", i, got[i], v)
+			}
+		}
+	})
+	for _, dt := range h.dtypes() {
+		h.sub("fill_"+dt.String(), func(h *harness) {
+			x := h.output(dt, 7, 5)
+			h.check("Fill", h.dut.Fill(x.dut, -1.7))
+			h.oracle("Fill", h.ref.Fill(x.ref, -1.7))
+			want, _ := h.ref.Alloc(dt, 1)
+			defer h.ref.Free(want)
+			h.oracle("Fill", h.ref.Fill(want, -1.7))
+			v := h.refValues(want)[0]
+			for i, g := range h.held(x.dut) {
+				if g != v {
+					h.t.Fatalf("after Fill(-1.7) element %d is %g, want %g", i, g, v)
+				}
+			}
+		})
+	}
+	h.sub("copy_casts", func(h *harness) {
+		src := h.randn(engine.F32, 3, 100)
+		dst := h.output(h.act, 10, 10)
+		h.check("Copy", h.dut.Copy(dst.dut, src.dut))
+		// The oracle rounds like the backend must: copy into a tensor of
+		// the same dtype on the CPU side.
+		want, _ := h.ref.Alloc(h.act, 10, 10)
+		defer h.ref.Free(want)
+		h.oracle("Copy", h.ref.Copy(want, src.ref))
+		h.compareValues("f32 -> "+h.act.String(), h.held(dst.dut), h.refValues(want), Tol{})
+		back := h.output(engine.F32, 100)
+		h.check("Copy", h.dut.Copy(back.dut, dst.dut))
+		h.compareValues(h.act.String()+" -> f32", h.held(back.dut), h.refValues(want), Tol{})
+	})
+	h.sub("view_writes_through", func(h *harness) {
+		base := h.randn(h.act, 1, 6, 8)
+		v := h.view(base, 11, 3, 7)
+		h.check("Fill on a view", h.dut.Fill(v.dut, 2))
+		h.oracle("Fill", h.ref.Fill(v.ref, 2))
+		h.compareExact("base", base)
+		if got := v.dut.Shape(); len(got) != 2 || got[0] != 3 || got[1] != 7 || v.dut.Len() != 21 {
+			h.t.Errorf("view shape %v, Len %d; want [3 7], 21", got, v.dut.Len())
+		}
+	})
+}
+
+func testMatMul(h *harness) {
+	for _, dims := range [][3]int{{17, 33, 9}, {64, 128, 48}} {
+		M, K, N := dims[0], dims[1], dims[2]
+		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+			for _, cdt := range h.dtypes() {
+				name := fmt.Sprintf("%dx%dx%d_%s%s_c_%s", M, K, N, transName(tr[0]), transName(tr[1]), cdt)
+				h.sub(name, func(h *harness) {
+					aShape, bShape := []int{M, K}, []int{K, N}
+					if tr[0] {
+						aShape = []int{K, M}
+					}
+					if tr[1] {
+						bShape = []int{N, K}
+					}
+					a, b := h.randn(h.act, 1, aShape...), h.randn(h.act, 1, bShape...)
+					for _, ab := range [][2]float32{{1, 0}, {0.75, 0.5}, {-1, 1}} {
+						c := h.output(cdt, M, N)
+						h.check("MatMul", h.dut.MatMul(c.dut, a.dut, b.dut, tr[0], tr[1], ab[0], ab[1]))
+						h.oracle("MatMul", h.ref.MatMul(c.ref, a.ref, b.ref, tr[0], tr[1], ab[0], ab[1]))
+						h.compare(fmt.Sprintf("c (alpha %g, beta %g)", ab[0], ab[1]), c)
+					}
+				})
+			}
+		}
+	}
+}
+
+func transName(t bool) string {
+	if t {
+		return "T"
+	}
+	return "N"
+}
+
+func testAddScaled(h *harness) {
+	for _, dt := range h.dtypes() {
+		h.sub("dst_"+dt.String(), func(h *harness) {
+			dst, src := h.output(dt, 37, 21), h.randn(h.act, 1, 37*21)
+			h.check("AddScaled", h.dut.AddScaled(dst.dut, src.dut, -0.3))
+			h.oracle("AddScaled", h.ref.AddScaled(dst.ref, src.ref, -0.3))
+			h.compare("dst", dst)
+		})
+	}
+}
+
+func testScale(h *harness) {
+	for _, dt := range h.dtypes() {
+		h.sub(dt.String(), func(h *harness) {
+			x := h.output(dt, 1000)
+			h.check("Scale", h.dut.Scale(x.dut, 1.7))
+			h.oracle("Scale", h.ref.Scale(x.ref, 1.7))
+			h.compare("t", x)
+		})
+	}
+}
+
+func testAddBias(h *harness) {
+	out, bias := h.output(h.act, 13, 24), h.randn(h.act, 1, 24)
+	h.check("AddBias", h.dut.AddBias(out.dut, bias.dut))
+	h.oracle("AddBias", h.ref.AddBias(out.ref, bias.ref))
+	h.compare("out", out)
+}
+
+func testBiasBackward(h *harness) {
+	dBias, dOut := h.output(engine.F32, 24), h.randn(h.act, 1, 3, 13, 24)
+	h.check("BiasBackward", h.dut.BiasBackward(dBias.dut, dOut.dut))
+	h.oracle("BiasBackward", h.ref.BiasBackward(dBias.ref, dOut.ref))
+	h.compare("dBias (accumulated)", dBias)
+}
+
+func testSumSquares(h *harness) {
+	for _, dt := range h.dtypes() {
+		h.sub(dt.String(), func(h *harness) {
+			x := h.randn(dt, 3, 7, 333)
+			got, err := h.dut.SumSquares(x.dut)
+			h.check("SumSquares", err)
+			want, err := h.ref.SumSquares(x.ref)
+			h.oracle("SumSquares", err)
+			h.compareScalar("sum of squares", got, want)
+		})
+	}
+}
+
+// embeddingIDs repeat some rows so that the backward must accumulate.
+var embeddingIDs = []int32{3, 0, 49, 3, 17, 17, 17, 8, 3, 22, 0, 41, 5, 49, 30, 2, 3, 11, 17}
+
+func testEmbedding(h *harness) {
+	table := h.randn(h.act, 1, 50, 24)
+	ids := h.ints(embeddingIDs)
+	out := h.output(h.act, len(embeddingIDs), 24)
+	h.check("Embedding", h.dut.Embedding(out.dut, table.dut, ids.dut))
+	h.oracle("Embedding", h.ref.Embedding(out.ref, table.ref, ids.ref))
+	h.compare("out", out)
+}
+
+func testEmbeddingBackward(h *harness) {
+	dTable := h.output(engine.F32, 50, 24)
+	dOut := h.randn(h.act, 1, len(embeddingIDs), 24)
+	ids := h.ints(embeddingIDs)
+	h.check("EmbeddingBackward", h.dut.EmbeddingBackward(dTable.dut, dOut.dut, ids.dut))
+	h.oracle("EmbeddingBackward", h.ref.EmbeddingBackward(dTable.ref, dOut.ref, ids.ref))
+	h.compare("dTable (accumulated)", dTable)
+}
+
+// normWeight is an RMSNorm weight near 1, as trained models have.
+func (h *harness) normWeight(dim int) pair {
+	w := make([]float32, dim)
+	for i := range w {
+		w[i] = 1 + 0.2*float32(h.rng.NormFloat64())
+	}
+	return h.input(h.act, w, dim)
+}
+
+func testRMSNorm(h *harness) {
+	for _, dim := range []int{64, 200} {
+		h.sub(fmt.Sprintf("dim%d", dim), func(h *harness) {
+			x, w := h.randn(h.act, 2, 11, dim), h.normWeight(dim)
+			out, rstd := h.output(h.act, 11, dim), h.output(engine.F32, 11)
+			h.check("RMSNorm", h.dut.RMSNorm(out.dut, rstd.dut, x.dut, w.dut, 1e-5))
+			h.oracle("RMSNorm", h.ref.RMSNorm(out.ref, rstd.ref, x.ref, w.ref, 1e-5))
+			h.compare("out", out)
+			h.compare("rstd", rstd)
+		})
+	}
+}
+
+func testRMSNormBackward(h *harness) {
+	const rows, dim = 11, 64
+	for _, frozen := range []bool{false, true} {
+		name := "dWeight"
+		if frozen {
+			name = "frozen_weight_nil_dWeight"
+		}
+		h.sub(name, func(h *harness) {
+			x, w := h.randn(h.act, 2, rows, dim), h.normWeight(dim)
+			// Both sides read the oracle's saved rstd, so the backward is
+			// compared alone.
+			out, err := h.ref.Alloc(engine.F32, rows, dim)
+			h.oracle("Alloc", err)
+			defer h.ref.Free(out)
+			rstdRef, _ := h.ref.Alloc(engine.F32, rows)
+			defer h.ref.Free(rstdRef)
+			h.oracle("RMSNorm", h.ref.RMSNorm(out, rstdRef, x.ref, w.ref, 1e-5))
+			rstd := h.input(engine.F32, h.refValues(rstdRef), rows)
+			dOut := h.randn(h.act, 1, rows, dim)
+			dx := h.output(h.act, rows, dim)
+			if frozen {
+				h.check("RMSNormBackward", h.dut.RMSNormBackward(dx.dut, nil, dOut.dut, x.dut, w.dut, rstd.dut))
+				h.oracle("RMSNormBackward", h.ref.RMSNormBackward(dx.ref, nil, dOut.ref, x.ref, w.ref, rstd.ref))
+				h.compare("dx (accumulated)", dx)
+				return
+			}
+			dw := h.output(engine.F32, dim)
+			h.check("RMSNormBackward", h.dut.RMSNormBackward(dx.dut, dw.dut, dOut.dut, x.dut, w.dut, rstd.dut))
+			h.oracle("RMSNormBackward", h.ref.RMSNormBackward(dx.ref, dw.ref, dOut.ref, x.ref, w.ref, rstd.ref))
+			h.compare("dx (accumulated)", dx)
+			h.compare("dWeight (accumulated)", dw)
+		})
+	}
+}
+
+// ropeTables are Hugging Face's default tables: angle = p * theta^(-2i/d).
+func (h *harness) ropeTables(maxPos, headDim int) (cos, sin pair) {
+	half := headDim / 2
+	c, s := make([]float32, maxPos*half), make([]float32, maxPos*half)
+	for p := 0; p < maxPos; p++ {
+		for i := 0; i < half; i++ {
+			a := float64(p) * math.Pow(10000, -2*float64(i)/float64(headDim))
+			c[p*half+i], s[p*half+i] = float32(math.Cos(a)), float32(math.Sin(a))
+		}
+	}
+	return h.input(engine.F32, c, maxPos, half), h.input(engine.F32, s, maxPos, half)
+}
+
+// packedPositions restarts at 0 for each packed sequence.
+func packedPositions(starts []int32) []int32 {
+	pos := make([]int32, starts[len(starts)-1])
+	for s := 0; s+1 < len(starts); s++ {
+		for i := starts[s]; i < starts[s+1]; i++ {
+			pos[i] = i - starts[s]
+		}
+	}
+	return pos
+}
+
+func testRoPE(h *harness) {
+	for _, headDim := range []int{16, 64} {
+		for _, inverse := range []bool{false, true} {
+			h.sub(fmt.Sprintf("headDim%d_inverse=%v", headDim, inverse), func(h *harness) {
+				const heads, maxPos = 4, 4096
+				pos := packedPositions([]int32{0, 5, 13, 20})
+				pos[19] = maxPos - 1 // a large angle
+				cos, sin := h.ropeTables(maxPos, headDim)
+				x := h.randn(h.act, 1, len(pos), heads*headDim)
+				p := h.ints(pos)
+				h.check("RoPE", h.dut.RoPE(x.dut, p.dut, cos.dut, sin.dut, heads, headDim, inverse))
+				h.oracle("RoPE", h.ref.RoPE(x.ref, p.ref, cos.ref, sin.ref, heads, headDim, inverse))
+				h.compare("x (in place)", x)
+			})
+		}
+	}
+}
+
+// attnCase is one attention geometry of the suite.
+type attnCase struct {
+	name     string
+	starts   []int32
+	h, kvh   int
+	headDim  int
+	window   int
+	qkvScale float32
+}
+
+var attnCases = []attnCase{
+	{"gqa4x2_d16_packed", []int32{0, 5, 13, 20}, 4, 2, 16, 0, 1},
+	{"gqa4x2_d16_packed_window4", []int32{0, 5, 13, 20}, 4, 2, 16, 4, 1},
+	{"mha2_d16_one_token_seqs", []int32{0, 1, 2, 7}, 2, 2, 16, 0, 1},
+	{"gqa8x2_d64_packed_long", []int32{0, 70, 71, 160}, 8, 2, 64, 0, 1},
+	{"gqa8x2_d64_window32", []int32{0, 70, 71, 160}, 8, 2, 64, 32, 1},
+	{"mqa4x1_d128_peaked", []int32{0, 96, 130}, 4, 1, 128, 0, 2.5},
+}
+
+func (c attnCase) layout() (engine.SeqLayout, engine.AttnParams, int) {
+	T := int(c.starts[len(c.starts)-1])
+	maxLen := 0
+	for i := 0; i+1 < len(c.starts); i++ {
+		maxLen = max(maxLen, int(c.starts[i+1]-c.starts[i]))
+	}
+	p := engine.AttnParams{NHeads: c.h, NKVHeads: c.kvh, HeadDim: c.headDim,
+		Scale: float32(1 / math.Sqrt(float64(c.headDim))), Window: c.window}
+	return engine.SeqLayout{Starts: c.starts, MaxLen: maxLen}, p, T
+}
+
+// seqs gives the layout with its Dev tensor filled on the backend under
+// test (the oracle reads Starts).
+func (h *harness) seqs(c attnCase) (dut, ref engine.SeqLayout) {
+	h.t.Helper()
+	l, _, _ := c.layout()
+	dev := h.ints(c.starts)
+	dut, ref = l, l
+	dut.Dev, ref.Dev = dev.dut, dev.ref
+	return dut, ref
+}
+
+func testAttention(h *harness) {
+	for _, c := range attnCases {
+		h.sub(c.name, func(h *harness) {
+			_, p, T := c.layout()
+			sd, sr := h.seqs(c)
+			q := h.randn(h.act, c.qkvScale, T, c.h*c.headDim)
+			k := h.randn(h.act, c.qkvScale, T, c.kvh*c.headDim)
+			v := h.randn(h.act, 1, T, c.kvh*c.headDim)
+			out, lse := h.output(h.act, T, c.h*c.headDim), h.output(engine.F32, c.h, T)
+			h.check("Attention", h.dut.Attention(out.dut, lse.dut, q.dut, k.dut, v.dut, sd, p))
+			h.oracle("Attention", h.ref.Attention(out.ref, lse.ref, q.ref, k.ref, v.ref, sr, p))
+			h.compare("out", out)
+			h.compare("lse", lse)
+		})
+	}
+}
+
+func testAttentionBackward(h *harness) {
+	for _, c := range attnCases {
+		h.sub(c.name, func(h *harness) {
+			_, p, T := c.layout()
+			sd, sr := h.seqs(c)
+			q := h.randn(h.act, c.qkvScale, T, c.h*c.headDim)
+			k := h.randn(h.act, c.qkvScale, T, c.kvh*c.headDim)
+			v := h.randn(h.act, 1, T, c.kvh*c.headDim)
+			// Both sides get the oracle's forward results (out rounded to
+			// the activation dtype, lse in f32), so only the backward is
+			// compared.
+			outRef, _ := h.ref.Alloc(engine.F32, T, c.h*c.headDim)
+			defer h.ref.Free(outRef)
+			lseRef, _ := h.ref.Alloc(engine.F32, c.h, T)
+			defer h.ref.Free(lseRef)
+			h.oracle("Attention", h.ref.Attention(outRef, lseRef, q.ref, k.ref, v.ref, sr, p))
+			out := h.input(h.act, h.refValues(outRef), T, c.h*c.headDim)
+			lse := h.input(engine.F32, h.refValues(lseRef), c.h, T)
+			dOut := h.randn(h.act, 1, T, c.h*c.headDim)
+			dq := h.output(h.act, T, c.h*c.headDim)
+			dk, dv := h.output(h.act, T, c.kvh*c.headDim), h.output(h.act, T, c.kvh*c.headDim)
+			h.check("AttentionBackward", h.dut.AttentionBackward(dq.dut, dk.dut, dv.dut, dOut.dut, q.dut, k.dut, v.dut, out.dut, lse.dut, sd, p))
+			h.oracle("AttentionBackward", h.ref.AttentionBackward(dq.ref, dk.ref, dv.ref, dOut.ref, q.ref, k.ref, v.ref, out.ref, lse.ref, sr, p))
+			h.compare("dq (overwritten)", dq)
+			h.compare("dk (overwritten)", dk)
+			h.compare("dv (overwritten)", dv)
+		})
+	}
+}
+
+func testSwiGLU(h *harness) {
+	gate, up := h.randn(h.act, 3, 9, 301), h.randn(h.act, 1, 9, 301)
+	out := h.output(h.act, 9, 301)
+	h.check("SwiGLU", h.dut.SwiGLU(out.dut, gate.dut, up.dut))
+	h.oracle("SwiGLU", h.ref.SwiGLU(out.ref, gate.ref, up.ref))
+	h.compare("out", out)
+}
+
+func testSwiGLUBackward(h *harness) {
+	gate, up, dOut := h.randn(h.act, 3, 9, 301), h.randn(h.act, 1, 9, 301), h.randn(h.act, 1, 9, 301)
+	dGate, dUp := h.output(h.act, 9, 301), h.output(h.act, 9, 301)
+	h.check("SwiGLUBackward", h.dut.SwiGLUBackward(dGate.dut, dUp.dut, dOut.dut, gate.dut, up.dut))
+	h.oracle("SwiGLUBackward", h.ref.SwiGLUBackward(dGate.ref, dUp.ref, dOut.ref, gate.ref, up.ref))
+	h.compare("dGate (overwritten)", dGate)
+	h.compare("dUp (overwritten)", dUp)
+}
+
+func testSoftmaxCrossEntropy(h *harness) {
+	const n, vocab = 37, 1000
+	for _, dt := range h.dtypes() {
+		h.sub("logits_"+dt.String(), func(h *harness) {
+			logits := make([]float32, n*vocab)
+			for i := range logits {
+				logits[i] = 3 * float32(h.rng.NormFloat64())
+			}
+			for j := 0; j < vocab; j++ { // row 4 overflows exp() unless the max is subtracted
+				logits[4*vocab+j] *= 40
+			}
+			labels := make([]int32, n)
+			valid := 0
+			for i := range labels {
+				if i%5 == 2 {
+					labels[i] = -100
+					continue
+				}
+				labels[i] = int32(h.rng.IntN(vocab))
+				valid++
+			}
+			labels[n-1] = vocab - 1
+			lg := h.input(dt, logits, n, vocab)
+			lb := h.ints(labels)
+			losses := h.output(engine.F32, n)
+			scale := 1 / float32(valid)
+			h.check("SoftmaxCrossEntropy", h.dut.SoftmaxCrossEntropy(lg.dut, lb.dut, losses.dut, scale))
+			h.oracle("SoftmaxCrossEntropy", h.ref.SoftmaxCrossEntropy(lg.ref, lb.ref, losses.ref, scale))
+			h.compare("losses (overwritten)", losses)
+			h.compare("logits gradient", lg)
+			got := h.held(losses.dut)
+			for i, l := range labels {
+				if l == -100 && got[i] != 0 {
+					h.t.Errorf("ignored row %d has loss %g, want 0", i, got[i])
+				}
+			}
+		})
+	}
+}
+
+func testDropout(h *harness) {
+	for _, p := range []float32{0, 0.1, 0.5} {
+		h.sub(fmt.Sprintf("p%g", p), func(h *harness) {
+			const seed = 0x1234_5678_9abc
+			x := h.randn(h.act, 1, 33, 129)
+			out := h.output(h.act, 33, 129)
+			h.check("Dropout", h.dut.Dropout(out.dut, x.dut, p, seed))
+			h.oracle("Dropout", h.ref.Dropout(out.ref, x.ref, p, seed))
+			got, want := h.held(out.dut), h.refValues(out.ref)
+			for i := range want {
+				if (got[i] == 0) != (want[i] == 0) {
+					h.t.Fatalf("element %d: kept=%v, oracle kept=%v: the mask must be the same function of (seed, index)",
+						i, got[i] != 0, want[i] != 0)
+				}
+			}
+			h.compare("out", out)
+		})
+	}
+}
+
+func testAdamW(h *harness) {
+	for _, gdt := range h.dtypes() {
+		h.sub("grad_"+gdt.String(), func(h *harness) {
+			const n = 4099
+			param := h.randn(engine.F32, 0.1, n)
+			grad := h.randn(gdt, 0.01, n)
+			m := h.randn(engine.F32, 0.01, n)
+			vv := make([]float32, n)
+			for i := range vv {
+				g := 0.01 * h.rng.NormFloat64()
+				vv[i] = float32(g * g)
+			}
+			v := h.input(engine.F32, vv, n)
+			before := h.held(param.dut)
+			hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Step: 5}
+			h.check("AdamW", h.dut.AdamW(param.dut, grad.dut, m.dut, v.dut, hp))
+			h.oracle("AdamW", h.ref.AdamW(param.ref, grad.ref, m.ref, v.ref, hp))
+			// Compare the update, not the parameter: the step is small
+			// against the weight, so a wrong step would hide in the sum.
+			got, want := h.held(param.dut), h.refValues(param.ref)
+			for i := range got {
+				got[i] -= before[i]
+				want[i] -= before[i]
+			}
+			h.compareValues("param update", got, want, h.tol)
+			h.compare("m", m)
+			h.compare("v", v)
+		})
+	}
+}
+
+// testViews runs ops on views at non-zero offsets inside larger buffers and
+// compares the whole buffers: results must land in the window and nowhere
+// else.
+func testViews(h *harness) {
+	h.sub("MatMul", func(h *harness) {
+		abuf, bbuf, cbuf := h.randn(h.act, 1, 3+9*16), h.randn(h.act, 1, 16*5+40), h.output(h.act, 7+9*5+11)
+		a, b, c := h.view(abuf, 3, 9, 16), h.view(bbuf, 40, 16, 5), h.view(cbuf, 7, 9, 5)
+		h.check("MatMul", h.dut.MatMul(c.dut, a.dut, b.dut, false, false, 1, 1))
+		h.oracle("MatMul", h.ref.MatMul(c.ref, a.ref, b.ref, false, false, 1, 1))
+		h.compare("buffer around c", cbuf)
+	})
+	h.sub("RMSNorm", func(h *harness) {
+		xbuf, obuf, rbuf := h.randn(h.act, 1, 12, 32), h.output(h.act, 12, 32), h.output(engine.F32, 10)
+		w := h.normWeight(32)
+		x, out, rstd := h.view(xbuf, 3*32, 5, 32), h.view(obuf, 2*32+1, 5, 32), h.view(rbuf, 1, 5)
+		h.check("RMSNorm", h.dut.RMSNorm(out.dut, rstd.dut, x.dut, w.dut, 1e-6))
+		h.oracle("RMSNorm", h.ref.RMSNorm(out.ref, rstd.ref, x.ref, w.ref, 1e-6))
+		h.compare("buffer around out", obuf)
+		h.compare("buffer around rstd", rbuf)
+	})
+	h.sub("Embedding", func(h *harness) {
+		table, obuf := h.randn(h.act, 1, 50, 24), h.output(h.act, 30, 24)
+		ids := h.ints(embeddingIDs)
+		out := h.view(obuf, 5*24, len(embeddingIDs), 24)
+		h.check("Embedding", h.dut.Embedding(out.dut, table.dut, ids.dut))
+		h.oracle("Embedding", h.ref.Embedding(out.ref, table.ref, ids.ref))
+		h.compare("buffer around out", obuf)
+	})
+	h.sub("AddScaled", func(h *harness) {
+		dbuf, src := h.output(engine.F32, 100), h.randn(h.act, 1, 31)
+		dst := h.view(dbuf, 17, 31)
+		h.check("AddScaled", h.dut.AddScaled(dst.dut, src.dut, 2))
+		h.oracle("AddScaled", h.ref.AddScaled(dst.ref, src.ref, 2))
+		h.compare("buffer around dst", dbuf)
+	})
+	h.sub("RoPE_and_Attention_on_one_qkv_buffer", func(h *harness) {
+		h.tol = h.tols.forOp("Attention")
+		c := attnCases[0]
+		_, p, T := c.layout()
+		sd, sr := h.seqs(c)
+		qn, kvn := T*c.h*c.headDim, T*c.kvh*c.headDim
+		qkv := h.randn(h.act, 1, qn+2*kvn)
+		q, k, v := h.view(qkv, 0, T, c.h*c.headDim), h.view(qkv, qn, T, c.kvh*c.headDim), h.view(qkv, qn+kvn, T, c.kvh*c.headDim)
+		cos, sin := h.ropeTables(64, c.headDim)
+		pos := h.ints(packedPositions(c.starts))
+		for _, x := range []struct {
+			t     pair
+			heads int
+		}{{q, c.h}, {k, c.kvh}} {
+			h.check("RoPE", h.dut.RoPE(x.t.dut, pos.dut, cos.dut, sin.dut, x.heads, c.headDim, false))
+			h.oracle("RoPE", h.ref.RoPE(x.t.ref, pos.ref, cos.ref, sin.ref, x.heads, c.headDim, false))
+		}
+		h.compare("qkv after RoPE on q and k", qkv)
+		obuf, lbuf := h.output(h.act, qn+64), h.output(engine.F32, c.h*T+3)
+		out, lse := h.view(obuf, 64, T, c.h*c.headDim), h.view(lbuf, 3, c.h, T)
+		h.check("Attention", h.dut.Attention(out.dut, lse.dut, q.dut, k.dut, v.dut, sd, p))
+		h.oracle("Attention", h.ref.Attention(out.ref, lse.ref, q.ref, k.ref, v.ref, sr, p))
+		h.compare("buffer around out", obuf)
+		h.compare("buffer around lse", lbuf)
+	})
+}
