@@ -40,19 +40,14 @@ SPLIT_PATTERN = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# ChatML as the Qwen2 / Qwen2.5 instruct models use it (without the tool-calling branches):
-# a default system turn when the conversation has none, each turn framed by
-# <|im_start|>ROLE\n ... <|im_end|>\n, and an open assistant turn for generation.
+# Plain ChatML (the template of many chatml fine-tunes): each turn framed by
+# <|im_start|>ROLE\n ... <|im_end|>\n, and an open assistant turn for
+# generation. whet's built-in "chatml" template renders it.
 CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if loop.first and message['role'] != 'system' %}"
-    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- endif %}"
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
 SEQ_LENS = (13, 9)
@@ -721,7 +716,7 @@ def make_model_reference(name, spec, out, tok, special_ids, versions):
 
     ref_dir = os.path.join(out, "reference")
     os.makedirs(ref_dir, exist_ok=True)
-    save_file(ref, os.path.join(ref_dir, f"{name}.safetensors"), metadata={"format": "pt", "model": name})
+    save_file(ref, os.path.join(ref_dir, f"{name}.safetensors"), metadata={"format": "pt"})  # one key: safetensors writes metadata in hash order
 
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         saved_config = json.load(f)
