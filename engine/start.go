@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"whet/datasets"
+	"whet/datasets/tokenizer"
 	"whet/engine/safetensors"
 )
 
@@ -160,6 +161,11 @@ func (c *RunConfig) Validate() error {
 type PreparedData struct {
 	Train, Eval []datasets.Batch
 	Notes       []string // stats and warnings, shown to the user
+	Tokenizer   *tokenizer.Tokenizer
+	Template    *datasets.Template // nil for raw text data
+	// EvalPrompts are user turns from the eval rows, for samples when the
+	// run names no sample prompts.
+	EvalPrompts []string
 }
 
 // PrepareData turns the run's data settings into packed batches for a
@@ -282,6 +288,15 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	t.Sched = Schedule{Kind: cfg.Train.Schedule, Warmup: warm, Total: total}
 	s.Trainer = t
 	t.Export = s.export
+	if cfg.Train.SampleEvery > 0 && data.Tokenizer != nil {
+		prompts := cfg.Train.SamplePrompts
+		if len(prompts) == 0 && len(data.EvalPrompts) > 0 {
+			prompts = data.EvalPrompts[:min(3, len(data.EvalPrompts))]
+		}
+		if len(prompts) > 0 {
+			t.Sampler = &Sampler{Model: m, Tok: data.Tokenizer, Template: data.Template, Prompts: prompts, MaxTokens: cfg.Train.SampleTokens}
+		}
+	}
 	if err := s.makeDir(); err != nil {
 		return fail(err)
 	}
@@ -334,6 +349,9 @@ func (s *Session) export() (string, error) {
 
 // Close frees the model and the backend.
 func (s *Session) Close() {
+	if s.Trainer != nil && s.Trainer.Sampler != nil {
+		s.Trainer.Sampler.Free()
+	}
 	if s.Trainer != nil && s.Trainer.Acts != nil {
 		s.Trainer.Acts.Free()
 	}

@@ -31,6 +31,9 @@ type Trainer struct {
 	// directory at the end of the run and after a stop; it returns a line
 	// for the user.
 	Export func() (string, error)
+	// Sampler, when set, makes greedy sample generations every
+	// Cfg.SampleEvery steps (and at the end).
+	Sampler *Sampler
 
 	step, cursor int
 	lastLoss     float64
@@ -303,6 +306,18 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 			}
 			t.logEval(ev.Step, l)
 			send(EvalEvent{Step: ev.Step, Loss: l})
+		}
+		if t.Sampler != nil && t.Cfg.SampleEvery > 0 && (ev.Step%t.Cfg.SampleEvery == 0 || ev.Step == total) {
+			samples, err := t.Sampler.Run(ctx, ev.Step)
+			if err != nil {
+				return err
+			}
+			if err := appendSamples(t.Dir, samples); err != nil {
+				return fmt.Errorf("write samples: %w", err)
+			}
+			for _, s := range samples {
+				send(s)
+			}
 		}
 		if t.Dir != "" && t.Cfg.SaveEvery > 0 && ev.Step%t.Cfg.SaveEvery == 0 && ev.Step != total {
 			if err := t.checkpointEvent(send); err != nil {

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+
+	"whet/datasets"
+	"whet/engine"
+	"whet/engine/chat"
+)
+
+func init() {
+	register("chat", "chat with a model in the terminal: whet chat --model DIR [--adapter DIR | --run DIR]", runChat)
+}
+
+func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	model := fs.String("model", "", "Hugging Face model folder (config.json, safetensors, tokenizer)")
+	adapter := fs.String("adapter", "", "PEFT adapter folder to apply")
+	run := fs.String("run", "", "run directory: uses its model and adapter")
+	template := fs.String("template", "", "chat template name (default: detected from the tokenizer)")
+	system := fs.String("system", "", "system prompt")
+	backend := fs.String("backend", "auto", "auto, cpu or cuda")
+	compare := fs.Bool("compare", false, "answer each prompt with the base model and then the tuned one")
+	maxNew := fs.Int("max-new-tokens", 256, "most tokens per reply")
+	temp := fs.Float64("temperature", 0.7, "sampling temperature; 0 is greedy")
+	topK := fs.Int("top-k", 0, "keep the k most likely tokens (0 = off)")
+	topP := fs.Float64("top-p", 0.9, "nucleus sampling mass (1 = off)")
+	minP := fs.Float64("min-p", 0, "drop tokens below this fraction of the best one's probability")
+	rep := fs.Float64("repetition-penalty", 1.0, "penalise tokens already present (1 = off)")
+	seed := fs.Uint64("seed", 0, "sampling seed")
+	prompt := fs.String("prompt", "", "answer this one prompt and exit (otherwise read prompts from stdin)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *run != "" {
+		cfg, err := engine.LoadRunConfig(filepath.Join(*run, "run.yaml"))
+		if err != nil {
+			return err
+		}
+		if *model == "" {
+			*model = cfg.Model
+		}
+		if *adapter == "" {
+			if a, ok := chat.FindAdapter(*run); ok {
+				*adapter = a
+			} else if _, err := os.Stat(filepath.Join(*run, "model", "config.json")); err == nil {
+				*model = filepath.Join(*run, "model")
+			}
+		}
+	}
+	if *model == "" {
+		return errors.New("--model DIR (or --run DIR) is required")
+	}
+	b, notices, err := engine.OpenBackend(*backend)
+	if err != nil {
+		return err
+	}
+	for _, n := range notices {
+		fmt.Fprintln(stderr, n)
+	}
+	s, err := chat.Open(b, chat.Options{ModelDir: *model, AdapterDir: *adapter, Template: *template})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	opts := engine.SampleOptions{MaxNewTokens: *maxNew, Temperature: *temp, TopK: *topK, TopP: *topP,
+		MinP: *minP, RepetitionPenalty: *rep, Seed: *seed}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+
+	var history []datasets.Message
+	if *system != "" {
+		history = append(history, datasets.Message{Role: "system", Content: *system})
+	}
+	answer := func(line string) error {
+		msgs := append(append([]datasets.Message(nil), history...), datasets.Message{Role: "user", Content: line})
+		var last chat.Reply
+		variants := []bool{s.HasAdapter}
+		if *compare && s.HasAdapter {
+			variants = []bool{false, true}
+		}
+		for _, tuned := range variants {
+			if len(variants) > 1 {
+				label := "base"
+				if tuned {
+					label = "tuned"
+				}
+				fmt.Fprintf(stdout, "[%s] ", label)
+			}
+			r, err := s.Generate(ctx, msgs, opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "\n  (%d tokens, %.1f tok/s, %s)\n", r.Tokens, r.TokensPerSec, r.Stop)
+			last = r
+		}
+		history = append(msgs, datasets.Message{Role: "assistant", Content: last.Text})
+		return nil
+	}
+	if *prompt != "" {
+		return answer(*prompt)
+	}
+	fmt.Fprintf(stdout, "chatting with %s (template %s%s); empty line or ctrl+d ends\n", *model, s.Template.Name,
+		map[bool]string{true: ", adapter " + *adapter, false: ""}[s.HasAdapter])
+	sc := bufio.NewScanner(stdin)
+	for {
+		fmt.Fprint(stdout, "> ")
+		if !sc.Scan() {
+			fmt.Fprintln(stdout)
+			return sc.Err()
+		}
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			return nil
+		}
+		if err := answer(line); err != nil {
+			return err
+		}
+	}
+}

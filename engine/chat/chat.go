@@ -1,0 +1,231 @@
+// Package chat talks to a model: it renders a conversation with the
+// model's chat template, generates a reply with the engine's KV-cache
+// generator, streams the text and stops on the template's end tokens and
+// stop strings. One Session serves both the base and the tuned model: the
+// LoRA adapter is switched on and off over one copy of the base weights.
+package chat
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"whet/datasets"
+	"whet/datasets/tokenizer"
+	"whet/engine"
+)
+
+// Session is a loaded model ready to chat.
+type Session struct {
+	Model      *engine.Model
+	Tok        *tokenizer.Tokenizer
+	Template   *datasets.Template
+	HasAdapter bool
+	MaxLen     int
+
+	gen     *engine.Generator
+	stopIDs []int32
+}
+
+// Options says what to load.
+type Options struct {
+	ModelDir   string
+	AdapterDir string // PEFT adapter folder; "" for none
+	Template   string // template name; "" = detect from tokenizer_config.json
+	MaxLen     int    // prompt + reply tokens; 0 = 2048 or the model's limit
+}
+
+// Open loads the model (and adapter) on b with its tokenizer and template.
+func Open(b engine.Backend, o Options) (*Session, error) {
+	tok, err := tokenizer.Load(o.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	tpl, err := pickTemplate(tok, o.Template, o.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := engine.LoadModel(o.ModelDir, b)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{Model: m, Tok: tok, Template: tpl}
+	if o.AdapterDir != "" {
+		if _, err := engine.LoadAdapter(o.AdapterDir, m); err != nil {
+			m.Free()
+			return nil, err
+		}
+		s.HasAdapter = true
+	}
+	s.MaxLen = o.MaxLen
+	if s.MaxLen <= 0 {
+		s.MaxLen = 2048
+		if mp := m.Cfg.MaxPositions; mp > 0 && mp < s.MaxLen {
+			s.MaxLen = mp
+		}
+	}
+	if s.gen, err = m.NewGenerator(s.MaxLen); err != nil {
+		m.Free()
+		return nil, err
+	}
+	s.stopIDs = engine.StopIDs(tok, tpl)
+	return s, nil
+}
+
+// pickTemplate honours an explicit name, else recognises the tokenizer's
+// own Jinja template among the built-in ones.
+func pickTemplate(tok *tokenizer.Tokenizer, name, dir string) (*datasets.Template, error) {
+	if name != "" {
+		t, ok := datasets.LookupTemplate(name)
+		if !ok {
+			return nil, fmt.Errorf("unknown chat template %q (known: %s)", name, strings.Join(datasets.TemplateNames(), ", "))
+		}
+		return t, nil
+	}
+	jinja := tok.ChatTemplate()
+	if jinja == "" {
+		return nil, fmt.Errorf("%s: tokenizer_config.json has no chat_template; name one (e.g. --template chatml)", filepath.Join(dir, "tokenizer_config.json"))
+	}
+	n, ok := datasets.DetectTemplate(jinja)
+	if !ok {
+		return nil, fmt.Errorf("%s: chat_template is not one whet knows; name one of %s", filepath.Join(dir, "tokenizer_config.json"), strings.Join(datasets.TemplateNames(), ", "))
+	}
+	t, _ := datasets.LookupTemplate(n)
+	return t, nil
+}
+
+// Close frees the model.
+func (s *Session) Close() {
+	if s.gen != nil {
+		s.gen.Free()
+	}
+	s.Model.Free()
+}
+
+// Reply is one finished answer.
+type Reply struct {
+	Text         string
+	Tokens       int
+	TokensPerSec float64
+	// Stop says why it ended: "eos", "stop string", "length" or "cancelled".
+	Stop string
+}
+
+// Encode renders msgs with the generation prompt and tokenizes them the
+// way transformers' apply_chat_template(tokenize=True) does.
+func (s *Session) Encode(msgs []datasets.Message) ([]int32, error) {
+	r, err := s.Template.Render(msgs, datasets.RenderOptions{AddGenerationPrompt: true})
+	if err != nil {
+		return nil, err
+	}
+	ids := s.Tok.Encode(r.Text, s.Template.AddSpecialTokens)
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out, nil
+}
+
+// Generate answers msgs. tuned selects the adapter (ignored without one).
+// onText receives the reply's text as it grows, in pieces.
+func (s *Session) Generate(ctx context.Context, msgs []datasets.Message, o engine.SampleOptions, tuned bool, onText func(string)) (Reply, error) {
+	prompt, err := s.Encode(msgs)
+	if err != nil {
+		return Reply{}, err
+	}
+	return s.Continue(ctx, prompt, o, tuned, onText)
+}
+
+// Continue generates after prompt ids.
+func (s *Session) Continue(ctx context.Context, prompt []int32, o engine.SampleOptions, tuned bool, onText func(string)) (Reply, error) {
+	if len(prompt) >= s.MaxLen {
+		return Reply{}, fmt.Errorf("the conversation is %d tokens; this session holds %d (start a new chat or raise the limit)", len(prompt), s.MaxLen)
+	}
+	if o.MaxNewTokens <= 0 || len(prompt)+o.MaxNewTokens > s.MaxLen {
+		o.MaxNewTokens = s.MaxLen - len(prompt)
+	}
+	o.StopIDs = append(append([]int32(nil), o.StopIDs...), s.stopIDs...)
+	s.Model.SetLoRAEnabled(tuned && s.HasAdapter)
+	defer s.Model.SetLoRAEnabled(true)
+
+	var ids []int
+	emitted := 0
+	stop := "length"
+	text := ""
+	start := time.Now()
+	onToken := func(id int32) bool {
+		for _, sid := range o.StopIDs {
+			if id == sid {
+				stop = "eos"
+				return false
+			}
+		}
+		ids = append(ids, int(id))
+		full := s.Tok.Decode(ids, true)
+		// A stop string ends the reply before it.
+		for _, ss := range s.Template.StopStrings {
+			if i := strings.Index(full, ss); i >= 0 {
+				text = full[:i]
+				stop = "stop string"
+				if onText != nil && len(text) > emitted {
+					onText(text[emitted:])
+				}
+				emitted = len(text)
+				return false
+			}
+		}
+		text = full
+		// Hold back an incomplete UTF-8 sequence (decoded as U+FFFD) and
+		// anything that could be the start of a stop string.
+		safe := len(full)
+		if strings.HasSuffix(full, string(utf8.RuneError)) {
+			safe = len(full) - len(string(utf8.RuneError))
+		}
+		safe = holdBackStopPrefix(full, safe, s.Template.StopStrings)
+		if onText != nil && safe > emitted {
+			onText(full[emitted:safe])
+			emitted = safe
+		}
+		return true
+	}
+	out, err := s.gen.Generate(ctx, prompt, o, onToken)
+	if err != nil {
+		if ctx.Err() != nil {
+			stop = "cancelled"
+		} else {
+			return Reply{}, err
+		}
+	}
+	if onText != nil && len(text) > emitted {
+		onText(text[emitted:])
+	}
+	dt := time.Since(start).Seconds()
+	return Reply{Text: text, Tokens: len(out), TokensPerSec: float64(len(out)) / dt, Stop: stop}, nil
+}
+
+// holdBackStopPrefix moves safe back so that no suffix of full[:safe]
+// could still grow into a stop string.
+func holdBackStopPrefix(full string, safe int, stops []string) int {
+	for _, ss := range stops {
+		for k := min(len(ss)-1, safe); k > 0; k-- {
+			if strings.HasSuffix(full[:safe], ss[:k]) {
+				safe -= k
+				break
+			}
+		}
+	}
+	return safe
+}
+
+// FindAdapter returns the adapter folder of a run directory, if any.
+func FindAdapter(runDir string) (string, bool) {
+	p := filepath.Join(runDir, "adapter")
+	if _, err := os.Stat(filepath.Join(p, "adapter_config.json")); err == nil {
+		return p, true
+	}
+	return "", false
+}

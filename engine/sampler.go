@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"whet/datasets"
+	"whet/datasets/tokenizer"
+)
+
+// StopIDs are the ids that end a reply: the template's stop tokens found
+// in the vocabulary, then the tokenizer's EOS ids.
+func StopIDs(tok *tokenizer.Tokenizer, tpl *datasets.Template) []int32 {
+	seen := map[int]bool{}
+	var out []int32
+	add := func(id int) {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, int32(id))
+		}
+	}
+	if tpl != nil {
+		for _, s := range tpl.StopTokens {
+			if id, ok := tok.TokenID(s); ok {
+				add(id)
+			}
+		}
+	}
+	for _, id := range tok.EOSIDs() {
+		add(id)
+	}
+	return out
+}
+
+// Sampler makes the greedy sample generations shown while training: the
+// same prompts every time, so the answers can be compared step to step.
+type Sampler struct {
+	Model     *Model
+	Tok       *tokenizer.Tokenizer
+	Template  *datasets.Template // nil: prompts are raw text
+	Prompts   []string
+	MaxTokens int
+	gen       *Generator
+	stop      []int32
+}
+
+// encode renders one prompt as a user turn with the generation prompt.
+func (s *Sampler) encode(prompt string) ([]int32, error) {
+	text, special := prompt, true
+	if s.Template != nil {
+		r, err := s.Template.Render([]datasets.Message{{Role: "user", Content: prompt}}, datasets.RenderOptions{AddGenerationPrompt: true})
+		if err != nil {
+			return nil, err
+		}
+		text, special = r.Text, s.Template.AddSpecialTokens
+	}
+	ids := s.Tok.Encode(text, special)
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out, nil
+}
+
+// Run generates an answer to every prompt.
+func (s *Sampler) Run(ctx context.Context, step int) ([]SampleEvent, error) {
+	if s.MaxTokens <= 0 {
+		s.MaxTokens = 48
+	}
+	var encoded [][]int32
+	longest := 0
+	for _, p := range s.Prompts {
+		ids, err := s.encode(p)
+		if err != nil {
+			return nil, fmt.Errorf("sample prompt %q: %w", p, err)
+		}
+		encoded = append(encoded, ids)
+		longest = max(longest, len(ids))
+	}
+	if s.gen == nil || s.gen.MaxLen < longest+s.MaxTokens {
+		if s.gen != nil {
+			s.gen.Free()
+		}
+		g, err := s.Model.NewGenerator(longest + s.MaxTokens)
+		if err != nil {
+			return nil, err
+		}
+		s.gen = g
+		s.stop = StopIDs(s.Tok, s.Template)
+	}
+	var out []SampleEvent
+	for i, ids := range encoded {
+		gen, err := s.gen.Generate(ctx, ids, Greedy(s.MaxTokens, s.stop), nil)
+		if err != nil {
+			return out, fmt.Errorf("sample %d: %w", i, err)
+		}
+		text := s.Tok.Decode(toInts(gen), true)
+		if s.Template != nil {
+			for _, ss := range s.Template.StopStrings {
+				if k := strings.Index(text, ss); k >= 0 {
+					text = text[:k]
+				}
+			}
+		}
+		out = append(out, SampleEvent{Step: step, Prompt: s.Prompts[i], Text: strings.TrimSpace(text)})
+	}
+	return out, nil
+}
+
+// Free releases the sampler's generator.
+func (s *Sampler) Free() {
+	if s.gen != nil {
+		s.gen.Free()
+		s.gen = nil
+	}
+}
+
+func toInts(ids []int32) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = int(id)
+	}
+	return out
+}
+
+// appendSamples stores samples as JSON lines in the run directory.
+func appendSamples(dir string, samples []SampleEvent) error {
+	if dir == "" || len(samples) == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "samples.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, s := range samples {
+		js, _ := json.Marshal(map[string]any{"step": s.Step, "prompt": s.Prompt, "text": s.Text})
+		if _, err := f.Write(append(js, '\n')); err != nil {
+			return err
+		}
+	}
+	return nil
+}
