@@ -1,0 +1,210 @@
+// Package gpuinfo reports the NVIDIA GPUs of this machine through NVML
+// (github.com/NVIDIA/go-nvml): names, memory, compute capability, driver and
+// CUDA versions for the fit check, and live utilisation, temperature, power
+// and clocks for the training dashboard. Without a driver, or in a build
+// without cgo, Detect reports CPU mode with the system RAM and the reason.
+package gpuinfo
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// GPU is one device as NVML sees it.
+type GPU struct {
+	Index        int
+	Name         string
+	UUID         string
+	MemoryTotal  int64 // bytes
+	MemoryFree   int64 // bytes
+	MemoryUsed   int64 // bytes
+	ComputeMajor int
+	ComputeMinor int
+}
+
+// ComputeCapability is "major.minor", e.g. "9.0" for Hopper.
+func (g GPU) ComputeCapability() string { return fmt.Sprintf("%d.%d", g.ComputeMajor, g.ComputeMinor) }
+
+// Report is what Detect found.
+type Report struct {
+	GPUs          []GPU
+	DriverVersion string // e.g. "580.82.07"
+	CUDAVersion   string // highest CUDA version the driver supports, e.g. "13.0"
+	// CPUMode is true when no GPU can be used; Reason says why.
+	CPUMode bool
+	Reason  string
+	// RAMTotal and RAMAvailable come from /proc/meminfo (bytes); zero
+	// where it cannot be read.
+	RAMTotal     int64
+	RAMAvailable int64
+}
+
+// Sample is a live reading for the dashboard.
+type Sample struct {
+	Index          int
+	UtilGPU        int // percent of time a kernel ran over the last sample period
+	UtilMemory     int // percent of time device memory was read or written
+	TemperatureC   int // GPU core, degrees Celsius
+	PowerW         float64
+	PowerLimitW    float64
+	ClockSMMHz     int
+	ClockMemoryMHz int
+	MemoryUsed     int64 // bytes
+	MemoryTotal    int64 // bytes
+}
+
+// ErrNoDriver means NVML could not be loaded or initialised: no NVIDIA
+// driver, or a build without cgo.
+var ErrNoDriver = errors.New("gpuinfo: NVIDIA driver not available")
+
+// driver is the part of NVML this package uses; nvml.go implements it with
+// go-nvml, nocgo.go without NVML, and the tests with a fake.
+type driver interface {
+	// open initialises NVML; an error wrapping ErrNoDriver means no
+	// driver at all (CPU mode), any other is a driver fault.
+	open() error
+	close()
+	driverVersion() (string, error)
+	cudaVersion() (int, error) // e.g. 12040 for 12.4
+	deviceCount() (int, error)
+	device(index int) (GPU, error)
+	sample(index int) (Sample, error)
+}
+
+// meminfoPath is read for the RAM figures; a variable so tests can point it
+// at a fixture.
+var meminfoPath = "/proc/meminfo"
+
+// Detect lists the GPUs. Without a driver it returns a CPU-mode report and
+// no error; an error means the driver is there but failed.
+func Detect() (Report, error) { return detect(newDriver()) }
+
+func detect(d driver) (Report, error) {
+	var r Report
+	if total, avail, err := readMeminfo(meminfoPath); err == nil {
+		r.RAMTotal, r.RAMAvailable = total, avail
+	}
+	if err := d.open(); err != nil {
+		if errors.Is(err, ErrNoDriver) {
+			r.CPUMode = true
+			r.Reason = err.Error()
+			return r, nil
+		}
+		return r, fmt.Errorf("gpuinfo: initialising NVML: %w", err)
+	}
+	defer d.close()
+	var err error
+	if r.DriverVersion, err = d.driverVersion(); err != nil {
+		return r, fmt.Errorf("gpuinfo: driver version: %w", err)
+	}
+	cuda, err := d.cudaVersion()
+	if err != nil {
+		return r, fmt.Errorf("gpuinfo: CUDA driver version: %w", err)
+	}
+	r.CUDAVersion = fmt.Sprintf("%d.%d", cuda/1000, cuda%1000/10)
+	n, err := d.deviceCount()
+	if err != nil {
+		return r, fmt.Errorf("gpuinfo: device count: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		g, err := d.device(i)
+		if err != nil {
+			return r, fmt.Errorf("gpuinfo: device %d: %w", i, err)
+		}
+		r.GPUs = append(r.GPUs, g)
+	}
+	if len(r.GPUs) == 0 {
+		r.CPUMode = true
+		r.Reason = "the NVIDIA driver reports no GPU"
+	}
+	return r, nil
+}
+
+// Monitor keeps NVML open for repeated samples (the dashboard polls once a
+// second; initialising NVML each time would cost more than the reading).
+type Monitor struct{ d driver }
+
+// Open starts a monitor; close it with Close.
+func Open() (*Monitor, error) {
+	d := newDriver()
+	if err := d.open(); err != nil {
+		return nil, fmt.Errorf("gpuinfo: %w", err)
+	}
+	return &Monitor{d: d}, nil
+}
+
+// Sample reads the live figures of GPU index.
+func (m *Monitor) Sample(index int) (Sample, error) {
+	s, err := m.d.sample(index)
+	if err != nil {
+		return s, fmt.Errorf("gpuinfo: sampling GPU %d: %w", index, err)
+	}
+	return s, nil
+}
+
+// Close shuts NVML down.
+func (m *Monitor) Close() { m.d.close() }
+
+// ReadSample opens NVML, reads one sample of GPU index and closes it again;
+// for a one-off reading. Use a Monitor to poll.
+func ReadSample(index int) (Sample, error) {
+	m, err := Open()
+	if err != nil {
+		return Sample{}, err
+	}
+	defer m.Close()
+	return m.Sample(index)
+}
+
+// readMeminfo returns MemTotal and MemAvailable in bytes.
+func readMeminfo(path string) (total, available int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	return parseMeminfo(f, path)
+}
+
+// parseMeminfo reads the "Key:  value kB" lines of /proc/meminfo.
+func parseMeminfo(r io.Reader, name string) (total, available int64, err error) {
+	sc := bufio.NewScanner(r)
+	line := 0
+	for sc.Scan() {
+		line++
+		key, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "MemTotal" && key != "MemAvailable") {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return 0, 0, fmt.Errorf("gpuinfo: %s line %d: %s: want \"<number> kB\", got %q", name, line, key, strings.TrimSpace(rest))
+		}
+		kb, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("gpuinfo: %s line %d: %s: %w", name, line, key, err)
+		}
+		if key == "MemTotal" {
+			total = kb << 10
+		} else {
+			available = kb << 10
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, fmt.Errorf("gpuinfo: reading %s: %w", name, err)
+	}
+	if total == 0 {
+		return 0, 0, fmt.Errorf("gpuinfo: %s has no MemTotal line", name)
+	}
+	if available == 0 {
+		// Kernels before 3.14 lack MemAvailable; free memory is then
+		// unknown and the total is the best bound.
+		available = total
+	}
+	return total, available, nil
+}

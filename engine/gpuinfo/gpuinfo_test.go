@@ -1,0 +1,106 @@
+package gpuinfo
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestDetectWithoutDriver runs on the CI machine, which has no NVIDIA
+// driver: Detect must report CPU mode with a reason and the RAM, not fail.
+// On a machine with a GPU it checks the report instead.
+func TestDetectWithoutDriver(t *testing.T) {
+	r, err := Detect()
+	if err != nil {
+		t.Fatalf("Detect: %v", err)
+	}
+	if !r.CPUMode {
+		if len(r.GPUs) == 0 || r.GPUs[0].MemoryTotal <= 0 || r.DriverVersion == "" {
+			t.Errorf("GPU mode report without a usable GPU: %+v", r)
+		}
+		t.Skipf("a GPU is present (%s): the no-driver path is covered by the fake driver tests", r.GPUs[0].Name)
+	}
+	if r.Reason == "" || len(r.GPUs) != 0 {
+		t.Errorf("CPU-mode report %+v: want a reason and no GPUs", r)
+	}
+	if runtime.GOOS == "linux" && (r.RAMTotal <= 0 || r.RAMAvailable <= 0 || r.RAMAvailable > r.RAMTotal) {
+		t.Errorf("RAM total %d available %d, want 0 < available ≤ total", r.RAMTotal, r.RAMAvailable)
+	}
+}
+
+type fakeDriver struct {
+	openErr error
+	gpus    []GPU
+	cuda    int
+	closed  bool
+}
+
+func (f *fakeDriver) open() error                    { return f.openErr }
+func (f *fakeDriver) close()                         { f.closed = true }
+func (f *fakeDriver) driverVersion() (string, error) { return "580.82.07", nil }
+func (f *fakeDriver) cudaVersion() (int, error)      { return f.cuda, nil }
+func (f *fakeDriver) deviceCount() (int, error)      { return len(f.gpus), nil }
+func (f *fakeDriver) device(i int) (GPU, error) {
+	if i >= len(f.gpus) {
+		return GPU{}, fmt.Errorf("no device %d", i)
+	}
+	return f.gpus[i], nil
+}
+func (f *fakeDriver) sample(i int) (Sample, error) { return Sample{Index: i}, nil }
+
+func TestDetectReportsGPUs(t *testing.T) {
+	h100 := GPU{Index: 0, Name: "NVIDIA H100 80GB HBM3", MemoryTotal: 81559 << 20, MemoryFree: 81000 << 20, ComputeMajor: 9}
+	f := &fakeDriver{gpus: []GPU{h100}, cuda: 12040}
+	r, err := detect(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.CPUMode || len(r.GPUs) != 1 || r.GPUs[0].Name != h100.Name || r.CUDAVersion != "12.4" || r.DriverVersion != "580.82.07" {
+		t.Errorf("report = %+v", r)
+	}
+	if r.GPUs[0].ComputeCapability() != "9.0" {
+		t.Errorf("compute capability %s, want 9.0", r.GPUs[0].ComputeCapability())
+	}
+	if !f.closed {
+		t.Error("detect left NVML open")
+	}
+	f.cuda = 13000
+	if r, _ := detect(f); r.CUDAVersion != "13.0" {
+		t.Errorf("CUDA 13000 printed as %s, want 13.0", r.CUDAVersion)
+	}
+}
+
+func TestDetectDriverStates(t *testing.T) {
+	// No library: CPU mode, no error.
+	r, err := detect(&fakeDriver{openErr: fmt.Errorf("%w: libnvidia-ml.so.1 not found", ErrNoDriver)})
+	if err != nil || !r.CPUMode || !strings.Contains(r.Reason, "libnvidia-ml") {
+		t.Errorf("no library: %+v, %v; want CPU mode naming the library", r, err)
+	}
+	// A driver that is present but fails is an error, not CPU mode.
+	_, err = detect(&fakeDriver{openErr: errors.New("nvmlInit: Unknown Error")})
+	if err == nil || !strings.Contains(err.Error(), "Unknown Error") {
+		t.Errorf("failing driver: err = %v, want the NVML error", err)
+	}
+	// A driver with no GPU: CPU mode with that reason.
+	r, err = detect(&fakeDriver{cuda: 12040})
+	if err != nil || !r.CPUMode || !strings.Contains(r.Reason, "no GPU") {
+		t.Errorf("no devices: %+v, %v", r, err)
+	}
+}
+
+func TestParseMeminfo(t *testing.T) {
+	total, avail, err := parseMeminfo(strings.NewReader("MemTotal:       131072000 kB\nMemFree:  1 kB\nMemAvailable:   65536000 kB\n"), "meminfo")
+	if err != nil || total != 131072000<<10 || avail != 65536000<<10 {
+		t.Errorf("parseMeminfo = %d, %d, %v", total, avail, err)
+	}
+	_, _, err = parseMeminfo(strings.NewReader("MemFree: 1 kB\nMemTotal: lots kB\n"), "meminfo")
+	if err == nil || !strings.Contains(err.Error(), "meminfo line 2") {
+		t.Errorf("bad MemTotal: err = %v, want one naming line 2", err)
+	}
+	_, _, err = parseMeminfo(strings.NewReader("MemFree: 1 kB\n"), "meminfo")
+	if err == nil || !strings.Contains(err.Error(), "MemTotal") {
+		t.Errorf("missing MemTotal: err = %v", err)
+	}
+}
