@@ -364,9 +364,9 @@ func (m Model) fieldLine(f Field, focused bool) string {
 	var val string
 	switch f.Kind {
 	case Choice, Bool:
-		val = "‹ " + f.Value + " ›"
-		if !focused {
-			val = "  " + f.Value
+		val = f.Value
+		if focused {
+			val = "‹ " + f.Value + " ›"
 		}
 	default:
 		val = f.Value

@@ -65,8 +65,8 @@ func (b Bar) View() string {
 	for i, p := range b.Parts {
 		acc += p.Bytes
 		end := cols(acc)
-		if p.Bytes > 0 && end == used && end < w {
-			end++ // every non-empty part stays visible
+		if p.Bytes > 0 && end <= used && used < w {
+			end = used + 1 // every non-empty part stays visible
 		}
 		n := end - used
 		if n <= 0 {

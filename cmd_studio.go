@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+
+	"whet/engine"
+	"whet/tui"
+	"whet/tui/fake"
+)
+
+// The studio's real dependencies are set by the packages that provide
+// them (the engine, the preset catalog, the memory planner, the dataset
+// loader, NVML). Until one is wired in, the studio shows that part as
+// not available instead of failing.
+var (
+	newStudioEngine = func() (tui.Engine, error) {
+		return nil, errors.New("training engine not available")
+	}
+	newStudioCatalog   = func() tui.Catalog { return nil }
+	newStudioPresets   = func() tui.Presets { return nil }
+	newStudioFit       = func() tui.FitChecker { return nil }
+	newStudioPreviewer = func() tui.DataPreviewer { return nil }
+	newStudioGPU       = func() tui.GPUSampler { return nil }
+)
+
+func init() {
+	register("studio", "open the terminal studio: wizard, live dashboard (the default command)", runStudio)
+}
+
+// unavailableEngine reports why no engine could be built when the user
+// starts a run, so the wizard still opens.
+type unavailableEngine struct{ err error }
+
+func (u unavailableEngine) Start(context.Context, engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
+	return nil, nil, u.err
+}
+
+func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("studio", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	home, _ := os.UserHomeDir()
+	defModels := ""
+	if home != "" {
+		defModels = filepath.Join(home, "models")
+	}
+	modelsDir := fs.String("models-dir", defModels, "folder scanned for local Hugging Face models")
+	runsDir := fs.String("runs", "runs", "folder that holds the run directories")
+	dataDirs := fs.String("data-dirs", ".,testdata", "comma-separated folders scanned for dataset files")
+	useFake := fs.Bool("fake", false, "demo and test mode: a scripted fake engine, catalog, fit check and GPU (nothing trains)")
+	fakeSteps := fs.Int("fake-steps", 300, "with --fake: steps in the scripted run")
+	fakeDelay := fs.Duration("fake-delay", 60*time.Millisecond, "with --fake: time between scripted steps")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	opts := tui.Options{
+		ModelsDir: *modelsDir,
+		RunsDir:   *runsDir,
+		DataDirs:  strings.Split(*dataDirs, ","),
+	}
+	if *useFake {
+		opts.Engine = &fake.Engine{Script: fake.Demo(*fakeSteps, *fakeDelay, 1)}
+		opts.Catalog = fake.DemoCatalog
+		opts.Fit = fake.FitChecker{Device: "NVIDIA H100 80GB HBM3 (fake)", Free: 79 << 30, Total: 80 << 30, Params: fake.DemoCatalog.Params}
+		opts.Data = fake.Previewer{Preview0: fake.DemoPreview}
+		opts.GPU = fake.DemoGPU
+	} else {
+		eng, err := newStudioEngine()
+		if err != nil {
+			eng = unavailableEngine{err: err}
+		}
+		opts.Engine = eng
+		opts.Catalog = newStudioCatalog()
+		opts.Presets = newStudioPresets()
+		opts.Fit = newStudioFit()
+		opts.Data = newStudioPreviewer()
+		opts.GPU = newStudioGPU()
+	}
+
+	m := tui.New(opts)
+	var popts []tea.ProgramOption
+	if stdin != os.Stdin {
+		popts = append(popts, tea.WithInput(stdin))
+	}
+	if stdout != os.Stdout {
+		popts = append(popts, tea.WithOutput(stdout))
+	}
+	p := tea.NewProgram(m, popts...)
+
+	// A closed SSH session sends SIGHUP, which would kill the process
+	// mid-run; turn it into a quit so the run is stopped with a
+	// checkpoint below.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		if _, ok := <-hup; ok {
+			p.Quit()
+		}
+	}()
+	_, err := p.Run()
+	signal.Stop(hup)
+	close(hup)
+
+	if events, ctl := m.Running(); events != nil {
+		if serr := stopAndDrain(events, ctl, stderr); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	if err != nil && !errors.Is(err, tea.ErrInterrupted) {
+		return fmt.Errorf("terminal: %w", err)
+	}
+	return nil
+}
+
+// stopAndDrain stops a run the studio left running and waits for its
+// checkpoint, ignoring further signals meanwhile so the checkpoint is not
+// cut short.
+func stopAndDrain(events <-chan engine.Event, ctl engine.RunControl, stderr io.Writer) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	fmt.Fprintln(stderr, "whet: stopping the run; writing a checkpoint first…")
+	ctl.Stop()
+	for {
+		select {
+		case <-sig:
+			fmt.Fprintln(stderr, "whet: still writing the checkpoint; please wait")
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("the engine ended without reporting the end of the run")
+			}
+			switch ev := ev.(type) {
+			case engine.CheckpointEvent:
+				fmt.Fprintf(stderr, "whet: checkpoint at step %d in %s\n", ev.Step, ev.Path)
+			case engine.DoneEvent:
+				if ev.Err != nil {
+					return fmt.Errorf("run ended with an error: %w", ev.Err)
+				}
+				fmt.Fprintf(stderr, "whet: run stopped at step %d\n", ev.Step)
+				return nil
+			}
+		}
+	}
+}

@@ -1,0 +1,415 @@
+package tui
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+
+	"whet/engine"
+	"whet/tui/components/lossplot"
+)
+
+// maxPlotPoints bounds the kept loss history; beyond it neighbouring
+// points are averaged in pairs, which keeps the curve's shape.
+const maxPlotPoints = 4000
+
+// confirmKind is the question the dashboard is asking, if any.
+type confirmKind int
+
+const (
+	confirmNone confirmKind = iota
+	confirmStop             // s: stop the run, stay in the studio
+	confirmQuit             // q / ctrl+c: stop the run, then exit
+)
+
+// dashboard watches a running trainer and steers it.
+type dashboard struct {
+	*common
+	cfg      engine.RunConfig
+	events   <-chan engine.Event
+	control  engine.RunControl
+	gpu      GPUSampler
+	gpuEvery time.Duration
+
+	train, eval []lossplot.Point
+	last        *engine.StepEvent
+	bestEval    float64
+	bestEvalAt  int
+	samples     []engine.SampleEvent
+	checkpoints []engine.CheckpointEvent
+	logs        []string
+	gpuStats    *GPUStats
+	gpuErr      string
+
+	paused, stopping, quitAfter bool
+	ckptAsked                   bool
+	confirm                     confirmKind
+	done                        *engine.DoneEvent
+}
+
+func newDashboard(c *common, cfg engine.RunConfig, events <-chan engine.Event, ctl engine.RunControl, gpu GPUSampler, every time.Duration) *dashboard {
+	return &dashboard{common: c, cfg: cfg, events: events, control: ctl, gpu: gpu, gpuEvery: every, bestEval: math.Inf(1)}
+}
+
+// init starts reading events and sampling the GPU.
+func (d *dashboard) init() tea.Cmd {
+	return tea.Batch(waitEvent(d.events), sampleGPU(d.gpu, 0))
+}
+
+// update handles events and keys. finished is true once the DoneEvent has
+// arrived.
+func (d *dashboard) update(msg tea.Msg) (cmd tea.Cmd, finished bool) {
+	switch msg := msg.(type) {
+	case engineEventMsg:
+		if done, ok := msg.ev.(engine.DoneEvent); ok {
+			d.done = &done
+			return nil, true
+		}
+		d.apply(msg.ev)
+		return waitEvent(d.events), false
+	case engineClosedMsg:
+		d.done = &engine.DoneEvent{Err: fmt.Errorf("the engine closed its event stream without reporting the end of the run")}
+		if d.last != nil {
+			d.done.Step = d.last.Step
+		}
+		return nil, true
+	case gpuMsg:
+		if msg.err != nil {
+			d.gpuErr = msg.err.Error()
+			return nil, false // no GPU: stop sampling
+		}
+		s := msg.stats
+		d.gpuStats, d.gpuErr = &s, ""
+		return sampleGPU(d.gpu, d.gpuEvery), false
+	case tea.KeyPressMsg:
+		return d.key(msg), false
+	}
+	return nil, false
+}
+
+func (d *dashboard) apply(ev engine.Event) {
+	switch ev := ev.(type) {
+	case engine.StepEvent:
+		d.last = &ev
+		d.train = appendBounded(d.train, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
+	case engine.EvalEvent:
+		d.eval = appendBounded(d.eval, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
+		if ev.Loss < d.bestEval {
+			d.bestEval, d.bestEvalAt = ev.Loss, ev.Step
+		}
+	case engine.SampleEvent:
+		d.samples = append(d.samples, ev)
+		if len(d.samples) > 20 {
+			d.samples = d.samples[1:]
+		}
+	case engine.CheckpointEvent:
+		d.checkpoints = append(d.checkpoints, ev)
+		d.ckptAsked = false
+	case engine.LogEvent:
+		d.logs = append(d.logs, ev.Text)
+		if len(d.logs) > 20 {
+			d.logs = d.logs[1:]
+		}
+	}
+}
+
+func appendBounded(ps []lossplot.Point, p lossplot.Point) []lossplot.Point {
+	ps = append(ps, p)
+	if len(ps) <= maxPlotPoints {
+		return ps
+	}
+	half := make([]lossplot.Point, 0, len(ps)/2+1)
+	for i := 0; i+1 < len(ps); i += 2 {
+		half = append(half, lossplot.Point{X: (ps[i].X + ps[i+1].X) / 2, Y: (ps[i].Y + ps[i+1].Y) / 2})
+	}
+	if len(ps)%2 == 1 {
+		half = append(half, ps[len(ps)-1])
+	}
+	return half
+}
+
+// key handles the dashboard's keys. Quitting never abandons a run: it
+// asks, then stops the run (which writes a checkpoint) and exits only once
+// the engine reports the run has ended.
+func (d *dashboard) key(k tea.KeyPressMsg) tea.Cmd {
+	s := k.String()
+	if d.confirm != confirmNone {
+		switch {
+		case s == "y" || s == "Y" || s == "enter" || s == "ctrl+c":
+			if d.confirm == confirmQuit {
+				d.quitAfter = true
+			}
+			d.confirm = confirmNone
+			d.requestStop()
+		case s == "n" || s == "N" || s == "esc":
+			d.confirm = confirmNone
+		}
+		return nil
+	}
+	switch s {
+	case "p", "space":
+		if d.stopping {
+			return nil
+		}
+		if d.paused {
+			d.control.Resume()
+		} else {
+			d.control.Pause()
+		}
+		d.paused = !d.paused
+	case "c":
+		if !d.stopping {
+			d.control.Checkpoint()
+			d.ckptAsked = true
+		}
+	case "s":
+		if !d.stopping {
+			d.confirm = confirmStop
+		}
+	case "q", "ctrl+c":
+		if d.stopping {
+			d.quitAfter = true // already stopping: leave when it ends
+		} else {
+			d.confirm = confirmQuit
+		}
+	}
+	return nil
+}
+
+func (d *dashboard) requestStop() {
+	if d.stopping {
+		return
+	}
+	d.stopping = true
+	d.paused = false
+	d.control.Stop()
+}
+
+// status is the run's state in a word or two.
+func (d *dashboard) status() string {
+	switch {
+	case d.stopping && d.quitAfter:
+		return "stopping: checkpoint, then exit"
+	case d.stopping:
+		return "stopping: writing a checkpoint"
+	case d.paused:
+		return "paused"
+	case d.last == nil:
+		return "starting"
+	}
+	return "training"
+}
+
+func (d *dashboard) help() []key.Binding {
+	if d.stopping {
+		return []key.Binding{bind("q", "exit when stopped")}
+	}
+	pause := d.keys.Pause
+	if d.paused {
+		pause = bind("p", "resume")
+	}
+	return []key.Binding{pause, d.keys.Checkpoint, bind("s", "stop (checkpoint first)"), d.keys.Quit}
+}
+
+// footer is the confirm question or the help line.
+func (d *dashboard) footer() string {
+	switch d.confirm {
+	case confirmStop:
+		return d.styles.Warn.Render("Stop the run? A checkpoint is written first.  y stop · n keep training")
+	case confirmQuit:
+		return d.styles.Warn.Render("Stop the run and quit? A checkpoint is written first.  y stop and quit · n stay")
+	}
+	return d.helpLine(d.help()...)
+}
+
+func fmtDur(t time.Duration) string {
+	if t < 0 {
+		t = 0
+	}
+	t = t.Round(time.Second)
+	h, m, s := int(t.Hours()), int(t.Minutes())%60, int(t.Seconds())%60
+	if h > 0 {
+		return fmt.Sprintf("%dh%02dm", h, m)
+	}
+	return fmt.Sprintf("%dm%02ds", m, s)
+}
+
+func (d *dashboard) eta() string {
+	l := d.last
+	if l == nil || l.Step == 0 || l.TotalSteps == 0 {
+		return "–"
+	}
+	per := l.Elapsed / time.Duration(l.Step)
+	return fmtDur(per * time.Duration(l.TotalSteps-l.Step))
+}
+
+// header is two lines: what is training and how far it is.
+func (d *dashboard) header(w int) string {
+	st := d.styles
+	left := st.Title.Render("whet") + " " + st.Bold.Render(d.cfg.Name) + st.Muted.Render(fmt.Sprintf(" · %s on %s", d.cfg.Method, d.cfg.Model))
+	stat := d.status()
+	var right string
+	switch {
+	case d.stopping:
+		right = st.Warn.Render(stat)
+	case d.paused:
+		right = st.Warn.Render("‖ " + stat)
+	default:
+		right = st.Good.Render("● " + stat)
+	}
+	line1 := spread(left, right, w)
+
+	var prog string
+	if l := d.last; l != nil {
+		info := fmt.Sprintf("step %d/%d · epoch %.2f · elapsed %s · ETA %s ", l.Step, l.TotalSteps, l.Epoch, fmtDur(l.Elapsed), d.eta())
+		barW := w - lipgloss.Width(info) - 6
+		frac := 0.0
+		if l.TotalSteps > 0 {
+			frac = float64(l.Step) / float64(l.TotalSteps)
+		}
+		prog = info + gauge(st, frac, max(barW, 5)) + fmt.Sprintf(" %3.0f%%", frac*100)
+	} else {
+		prog = st.Muted.Render("waiting for the first step…")
+	}
+	return line1 + "\n" + prog
+}
+
+// spread puts left and right on one line of width w.
+func spread(left, right string, w int) string {
+	gap := w - lipgloss.Width(left) - lipgloss.Width(right)
+	if gap < 1 {
+		return left + " " + right
+	}
+	return left + strings.Repeat(" ", gap) + right
+}
+
+// gauge is a filled bar of width w.
+func gauge(st Styles, frac float64, w int) string {
+	frac = math.Max(0, math.Min(1, frac))
+	n := int(math.Round(frac * float64(w)))
+	return st.Accent.Render(strings.Repeat("█", n)) + st.Muted.Render(strings.Repeat("░", w-n))
+}
+
+const statsWidth = 31
+
+// stats is the right-hand panel: optimiser numbers and the GPU.
+func (d *dashboard) stats(h int) string {
+	st := d.styles
+	row := func(label, value string) string {
+		return st.Label.Render(fmt.Sprintf("%-10s", label)) + value
+	}
+	var lines []string
+	if l := d.last; l != nil {
+		loss := st.Value.Render(fmt.Sprintf("%.4f", l.Loss))
+		lines = append(lines, row("loss", loss))
+		if len(d.eval) > 0 {
+			lines = append(lines, row("eval loss", fmt.Sprintf("%.4f", d.eval[len(d.eval)-1].Y)+st.Muted.Render(fmt.Sprintf(" best %.3f", d.bestEval))))
+		}
+		lines = append(lines,
+			row("lr", fmt.Sprintf("%.2e", l.LR)),
+			row("grad norm", fmt.Sprintf("%.3f", l.GradNorm)),
+			row("tokens/s", humanCount(int(l.TokensPerSec))))
+		for _, k := range sortedKeys(l.Metrics) {
+			lines = append(lines, row(trimTo(k, 10), fmt.Sprintf("%.4g", l.Metrics[k])))
+		}
+	} else {
+		lines = append(lines, st.Muted.Render("no step yet"))
+	}
+	lines = append(lines, "")
+	switch g := d.gpuStats; {
+	case g != nil:
+		lines = append(lines, st.Subtle.Render(trimTo(g.Name, statsWidth-2)))
+		gw := statsWidth - 23
+		lines = append(lines, row("util", gauge(st, g.Util/100, gw)+fmt.Sprintf(" %3.0f%%", g.Util)))
+		memFrac := 0.0
+		if g.MemTotal > 0 {
+			memFrac = float64(g.MemUsed) / float64(g.MemTotal)
+		}
+		lines = append(lines, row("memory", gauge(st, memFrac, gw)+fmt.Sprintf(" %.0f/%.0f GiB", float64(g.MemUsed)/(1<<30), float64(g.MemTotal)/(1<<30))))
+		pw := fmt.Sprintf("%.0f W", g.PowerW)
+		if g.PowerCapW > 0 {
+			pw = fmt.Sprintf("%.0f/%.0f W", g.PowerW, g.PowerCapW)
+		}
+		lines = append(lines, row("temp", fmt.Sprintf("%.0f°C", g.TempC)), row("power", pw))
+	case d.gpuErr != "":
+		lines = append(lines, st.Muted.Render(wrap("GPU: "+d.gpuErr, statsWidth-2)))
+	case d.gpu == nil:
+		lines = append(lines, st.Muted.Render("GPU: no sampler"))
+	default:
+		lines = append(lines, st.Muted.Render("GPU: reading…"))
+	}
+	return fitBlock(strings.Join(lines, "\n"), statsWidth-2, h)
+}
+
+func trimTo(s string, w int) string {
+	if lipgloss.Width(s) <= w {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:max(w-1, 0)]) + "…"
+}
+
+// chart draws the loss plot in a box of w×h cells.
+func (d *dashboard) chart(w, h int) string {
+	st := d.styles
+	title := st.BoxTitle.Render("loss") + st.Muted.Render("  ") + st.TrainLine.Render("⣿ train") + "  " + st.EvalLine.Render("◆ eval")
+	c := lossplot.Chart{Width: w - 2, Height: h - 3, AxisStyle: st.Muted, Series: []lossplot.Series{
+		{Name: "train", Points: d.train, Style: st.TrainLine},
+		{Name: "eval", Points: d.eval, Marker: '◆', Style: st.EvalLine},
+	}}
+	return st.Box.Width(w).Height(h).Render(title + "\n" + c.View())
+}
+
+// bottom shows the latest sample, the checkpoints and the last log line.
+func (d *dashboard) bottom(w, h int) string {
+	st := d.styles
+	var lines []string
+	if n := len(d.samples); n > 0 {
+		s := d.samples[n-1]
+		lines = append(lines, st.Accent.Render(fmt.Sprintf("sample · step %d", s.Step))+st.Muted.Render(" › "+trimTo(oneLine(s.Prompt), w-22)))
+		body := strings.Split(wrap(strings.TrimSpace(s.Text), w-2), "\n")
+		room := max(h-3, 1)
+		if len(body) > room {
+			body = append(body[:room-1], "…")
+		}
+		for _, l := range body {
+			lines = append(lines, "  "+l)
+		}
+	} else {
+		lines = append(lines, st.Muted.Render("samples appear here as the trainer generates them"))
+	}
+	ck := st.Muted.Render("checkpoints: none yet")
+	if n := len(d.checkpoints); n > 0 {
+		c := d.checkpoints[n-1]
+		ck = st.Label.Render("checkpoint ") + fmt.Sprintf("step %d → %s", c.Step, c.Path) + st.Muted.Render(fmt.Sprintf(" (%d saved)", n))
+	}
+	if d.ckptAsked {
+		ck += st.Warn.Render(" · checkpoint requested")
+	}
+	lines = append(lines, ck)
+	if n := len(d.logs); n > 0 {
+		lines = append(lines, st.Muted.Render(trimTo(oneLine(d.logs[n-1]), w)))
+	}
+	return fitBlock(strings.Join(lines, "\n"), w, h)
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// view lays out the dashboard to exactly w×h.
+func (d *dashboard) view(w, h int) string {
+	bottomH := 6
+	if h >= 34 {
+		bottomH = 10
+	}
+	bodyH := h - 2 - bottomH - 1
+	chartW := w - statsWidth - 1
+	stats := d.styles.Box.Width(statsWidth).Height(bodyH).Render(d.stats(bodyH - 2))
+	body := lipgloss.JoinHorizontal(lipgloss.Top, d.chart(chartW, bodyH), " ", stats)
+	out := d.header(w) + "\n" + body + "\n" + d.bottom(w, bottomH) + "\n" + d.footer()
+	return fitBlock(out, w, h)
+}

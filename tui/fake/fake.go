@@ -1,0 +1,364 @@
+// Package fake provides scripted stand-ins for the studio's dependencies:
+// an engine that replays events with controllable timing, a catalog, a
+// fit checker, a data previewer and a GPU sampler. They back `whet studio
+// --fake` demos and the studio's tests; nothing here trains a model.
+package fake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"whet/engine"
+	"whet/tui"
+)
+
+// Step is one scripted event and how long to wait before sending it.
+type Step struct {
+	After time.Duration
+	Event engine.Event
+}
+
+// Engine replays Script on each Start. It honours the RunControl: while
+// paused it sends nothing, Checkpoint inserts a CheckpointEvent after the
+// next step, and Stop sends a CheckpointEvent and then
+// DoneEvent{Stopped: true}. If the script has no DoneEvent one is added.
+type Engine struct {
+	Script   []Step
+	StartErr error
+
+	mu      sync.Mutex
+	configs []engine.RunConfig
+	control *Control
+}
+
+// Started returns the configs Start received, in order.
+func (e *Engine) Started() []engine.RunConfig {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]engine.RunConfig(nil), e.configs...)
+}
+
+// LastControl returns the control of the latest run (nil before Start).
+func (e *Engine) LastControl() *Control {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.control
+}
+
+// Start implements tui.Engine.
+func (e *Engine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
+	if e.StartErr != nil {
+		return nil, nil, e.StartErr
+	}
+	ctl := &Control{resume: make(chan struct{}), runDir: cfg.RunsDir + "/" + cfg.Name}
+	e.mu.Lock()
+	e.configs = append(e.configs, cfg)
+	e.control = ctl
+	e.mu.Unlock()
+	ch := make(chan engine.Event)
+	go ctl.play(ctx, e.Script, ch)
+	return ch, ctl, nil
+}
+
+// Control is the fake RunControl; it counts calls for tests.
+type Control struct {
+	mu                                  sync.Mutex
+	paused                              bool
+	resume                              chan struct{}
+	wantCheckpoint, wantStop            bool
+	Pauses, Resumes, Checkpoints, Stops int
+	lastStep                            int
+	runDir                              string
+}
+
+func (c *Control) Pause() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Pauses++
+	c.paused = true
+}
+
+func (c *Control) Resume() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Resumes++
+	if c.paused {
+		c.paused = false
+		close(c.resume)
+		c.resume = make(chan struct{})
+	}
+}
+
+func (c *Control) Checkpoint() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Checkpoints++
+	c.wantCheckpoint = true
+}
+
+func (c *Control) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Stops++
+	c.wantStop = true
+	if c.paused { // a stop must not wait for a resume
+		c.paused = false
+		close(c.resume)
+		c.resume = make(chan struct{})
+	}
+}
+
+// Counts returns the call counts under the lock.
+func (c *Control) Counts() (pauses, resumes, checkpoints, stops int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Pauses, c.Resumes, c.Checkpoints, c.Stops
+}
+
+func (c *Control) checkpointPath(step int) string {
+	return fmt.Sprintf("%s/checkpoints/step-%06d", c.runDir, step)
+}
+
+func (c *Control) play(ctx context.Context, script []Step, ch chan<- engine.Event) {
+	defer close(ch)
+	send := func(ev engine.Event) bool {
+		select {
+		case ch <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	start := time.Now()
+	for _, s := range script {
+		// Wait while paused (a stop also wakes us).
+		for {
+			c.mu.Lock()
+			paused, wake, stop := c.paused, c.resume, c.wantStop
+			c.mu.Unlock()
+			if stop || !paused {
+				break
+			}
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			}
+		}
+		c.mu.Lock()
+		stop := c.wantStop
+		c.mu.Unlock()
+		if stop {
+			path := c.checkpointPath(c.lastStep)
+			if send(engine.CheckpointEvent{Step: c.lastStep, Path: path}) {
+				send(engine.DoneEvent{Step: c.lastStep, Stopped: true, Elapsed: time.Since(start), FinalDir: path})
+			}
+			return
+		}
+		if s.After > 0 {
+			select {
+			case <-time.After(s.After):
+			case <-ctx.Done():
+				return
+			}
+		}
+		ev := s.Event
+		if ck, ok := ev.(engine.CheckpointEvent); ok && !strings.HasPrefix(ck.Path, "/") {
+			ck.Path = c.runDir + "/" + ck.Path
+			ev = ck
+		}
+		if !send(ev) {
+			return
+		}
+		switch ev := s.Event.(type) {
+		case engine.StepEvent:
+			c.mu.Lock()
+			c.lastStep = ev.Step
+			want := c.wantCheckpoint
+			c.wantCheckpoint = false
+			c.mu.Unlock()
+			if want && !send(engine.CheckpointEvent{Step: ev.Step, Path: c.checkpointPath(ev.Step)}) {
+				return
+			}
+		case engine.DoneEvent:
+			return
+		}
+	}
+	send(engine.DoneEvent{Step: c.lastStep, Elapsed: time.Since(start), FinalDir: c.runDir})
+}
+
+// Demo builds a plausible script of steps steps: a loss falling from about
+// 2.6 towards 0.9 with seeded noise, evals every evalEvery steps, a sample
+// every sampleEvery steps, a checkpoint every saveEvery, each step after
+// delay. The curve is made up; it only exercises the dashboard.
+func Demo(steps int, delay time.Duration, seed uint64) []Step {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	evalEvery, sampleEvery, saveEvery := max(steps/10, 1), max(steps/5, 1), max(steps/4, 1)
+	prompts := []string{"Explain gradient descent to a child.", "What is a hash table?"}
+	var s []Step
+	s = append(s, Step{Event: engine.LogEvent{Text: "fake engine: replaying a scripted run"}})
+	elapsed := time.Duration(0)
+	for i := 1; i <= steps; i++ {
+		t := float64(i) / float64(steps)
+		loss := 0.9 + 1.7*math.Exp(-4*t) + 0.08*rng.NormFloat64()
+		lr := 2e-4 * math.Min(1, float64(i)/float64(max(steps/20, 1))) * 0.5 * (1 + math.Cos(math.Pi*t))
+		tps := 11800 + 400*rng.NormFloat64()
+		elapsed += time.Duration(float64(2048) / tps * float64(time.Second))
+		s = append(s, Step{After: delay, Event: engine.StepEvent{
+			Step: i, TotalSteps: steps, Epoch: 3 * t, Loss: loss, LR: lr,
+			GradNorm: 0.4 + 0.6*math.Exp(-3*t) + 0.05*math.Abs(rng.NormFloat64()),
+			Tokens:   2048, TokensPerSec: tps, Elapsed: elapsed,
+		}})
+		if i%evalEvery == 0 {
+			s = append(s, Step{Event: engine.EvalEvent{Step: i, Loss: loss + 0.1 + 0.1*t}})
+		}
+		if i%sampleEvery == 0 {
+			p := prompts[(i/sampleEvery)%len(prompts)]
+			s = append(s, Step{Event: engine.SampleEvent{Step: i, Prompt: p,
+				Text: fmt.Sprintf("(scripted sample at step %d) Think of it like a ball rolling downhill… what would happen if the hill moved?", i)}})
+		}
+		if i%saveEvery == 0 {
+			s = append(s, Step{Event: engine.CheckpointEvent{Step: i, Path: fmt.Sprintf("checkpoints/step-%06d", i)}})
+		}
+	}
+	s = append(s, Step{Event: engine.DoneEvent{Step: steps, Elapsed: elapsed, FinalDir: "adapter"}})
+	return s
+}
+
+// Catalog is a fixed model list.
+type Catalog []tui.ModelInfo
+
+// Models implements tui.Catalog.
+func (c Catalog) Models() []tui.ModelInfo { return c }
+
+// DemoCatalog is a small list that looks like the real catalog.
+var DemoCatalog = Catalog{
+	{Name: "whet-demo-8m", Repo: "", Params: 8_000_000, Template: "chatml", Note: "built-in demo model (fake in this build)"},
+	{Name: "qwen2.5-0.5b-instruct", Repo: "Qwen/Qwen2.5-0.5B-Instruct", Params: 494_000_000, Template: "qwen2"},
+	{Name: "llama-3.2-1b-instruct", Repo: "meta-llama/Llama-3.2-1B-Instruct", Params: 1_236_000_000, Template: "llama3"},
+	{Name: "qwen2.5-7b-instruct", Repo: "Qwen/Qwen2.5-7B-Instruct", Params: 7_616_000_000, Template: "qwen2"},
+}
+
+// FitChecker reports a plan computed from the parameter count with rough
+// byte sizes; it is a stand-in with the real checker's shape.
+type FitChecker struct {
+	Device      string
+	Free, Total uint64
+	Params      func(model string) int64
+	Err         error
+}
+
+const gib = 1 << 30
+
+// Check implements tui.FitChecker.
+func (f FitChecker) Check(_ context.Context, cfg engine.RunConfig) (tui.FitReport, error) {
+	if f.Err != nil {
+		return tui.FitReport{}, f.Err
+	}
+	n := int64(1_000_000_000)
+	if f.Params != nil {
+		if p := f.Params(cfg.Model); p > 0 {
+			n = p
+		}
+	}
+	weightBytes := uint64(n) * 2
+	if cfg.Method == "qlora" {
+		weightBytes = uint64(n) / 2
+	}
+	parts := []tui.PlanPart{{Name: "weights", Bytes: weightBytes}}
+	trainable := uint64(n) / 100
+	if cfg.Method == "full" {
+		trainable = uint64(n)
+	}
+	parts = append(parts,
+		tui.PlanPart{Name: "trainable", Bytes: trainable * 4},
+		tui.PlanPart{Name: "grads", Bytes: trainable * 4},
+		tui.PlanPart{Name: "optimizer", Bytes: trainable * 8})
+	act := uint64(cfg.Train.MicroBatch*cfg.Data.MaxLength) * 64 * 1024
+	if cfg.Train.Checkpointing {
+		act /= 4
+	}
+	parts = append(parts, tui.PlanPart{Name: "activations", Bytes: act}, tui.PlanPart{Name: "workspace", Bytes: gib / 4})
+	var total uint64
+	for _, p := range parts {
+		total += p.Bytes
+	}
+	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free}
+	if r.Fits {
+		r.Verdict = fmt.Sprintf("Fits: %.1f GiB planned, %.1f GiB free.", float64(total)/gib, float64(f.Free)/gib)
+	} else {
+		r.Verdict = fmt.Sprintf("Does not fit: %.1f GiB planned, only %.1f GiB free.", float64(total)/gib, float64(f.Free)/gib)
+	}
+	if cfg.Method == "full" || cfg.Method == "lora" {
+		r.Advice = append(r.Advice, tui.Advice{Text: "Use QLoRA (4-bit base weights)", Saves: weightBytes * 3 / 4,
+			Apply: func(c *engine.RunConfig) { c.Method = "qlora" }})
+	}
+	if !cfg.Train.Checkpointing {
+		r.Advice = append(r.Advice, tui.Advice{Text: "Turn on activation checkpointing", Saves: act * 3 / 4,
+			Apply: func(c *engine.RunConfig) { c.Train.Checkpointing = true }})
+	}
+	if cfg.Train.MicroBatch > 1 {
+		r.Advice = append(r.Advice, tui.Advice{Text: "Halve the micro-batch, double grad accumulation", Saves: act / 2,
+			Apply: func(c *engine.RunConfig) {
+				c.Train.MicroBatch /= 2
+				c.Train.GradAccum = max(c.Train.GradAccum, 1) * 2
+			}})
+	}
+	return r, nil
+}
+
+// Previewer returns a fixed preview for any path, or Err.
+type Previewer struct {
+	Preview0 tui.DataPreview
+	Err      error
+}
+
+// Preview implements tui.DataPreviewer.
+func (p Previewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+	if p.Err != nil {
+		return tui.DataPreview{}, p.Err
+	}
+	if cfg.Data.Path == "" {
+		return tui.DataPreview{}, errors.New("no dataset path")
+	}
+	return p.Preview0, nil
+}
+
+// DemoPreview is a messages-format preview with masked prompts.
+var DemoPreview = tui.DataPreview{
+	Format: "messages",
+	Examples: [][]tui.Segment{
+		{{Text: "<|user|>\nWhy is the sky blue?\n<|assistant|>\n", Masked: true}, {Text: "Sunlight is like a crowd of runners; the blue ones trip on air most often and scatter everywhere. What colour would the sky be with no air?<|end|>"}},
+		{{Text: "<|user|>\nWhat is recursion?\n<|assistant|>\n", Masked: true}, {Text: "It is a set of nesting dolls: each opens to a smaller one until the last is solid. Where is the solid doll in your function?<|end|>"}},
+		{{Text: "<|user|>\nHow do vaccines work?\n<|assistant|>\n", Masked: true}, {Text: "A vaccine is a wanted poster for a germ the body has not met yet. Who do you think reads the poster?<|end|>"}},
+	},
+	Stats: tui.DataStats{Rows: 120, Tokens: 14230, TrainTokens: 9120, MeanLen: 118.6, MaxLen: 301, Truncated: 0},
+}
+
+// GPU returns fixed stats, or Err (as on a machine without NVIDIA).
+type GPU struct {
+	Stats tui.GPUStats
+	Err   error
+}
+
+// Sample implements tui.GPUSampler.
+func (g GPU) Sample() (tui.GPUStats, error) { return g.Stats, g.Err }
+
+// DemoGPU looks like a busy H100.
+var DemoGPU = GPU{Stats: tui.GPUStats{Name: "NVIDIA H100 80GB HBM3 (fake)", Util: 87, MemUsed: 21 * gib, MemTotal: 80 * gib, TempC: 61, PowerW: 412, PowerCapW: 700}}
+
+// Params returns the parameter count of a catalog model by name.
+func (c Catalog) Params(name string) int64 {
+	for _, m := range c {
+		if m.Name == name {
+			return m.Params
+		}
+	}
+	return 0
+}

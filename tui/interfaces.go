@@ -1,0 +1,114 @@
+package tui
+
+import (
+	"context"
+
+	"whet/engine"
+)
+
+// The studio talks to the rest of whet through these small interfaces, so
+// it can be built and tested against fakes (tui/fake) and wired to the
+// real packages by the command that starts it.
+
+// Engine starts training runs. The channel ends with a DoneEvent.
+type Engine interface {
+	Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error)
+}
+
+// ModelInfo describes a base model the user can pick.
+type ModelInfo struct {
+	Name     string // catalog name, or the folder name of a local model
+	Repo     string // Hugging Face repo id ("" for local folders)
+	Path     string // local folder ("" for catalog entries)
+	Params   int64  // parameter count, 0 if unknown
+	Template string // chat template name
+	Note     string // one line shown under the list
+}
+
+// Catalog lists the known base models.
+type Catalog interface {
+	Models() []ModelInfo
+}
+
+// Presets gives the default settings of a method ("lora", "qlora",
+// "full", "dpo") for a model: the values the method page starts from.
+type Presets interface {
+	Defaults(model, method string) (engine.RunConfig, error)
+}
+
+// PlanPart is one allocation class of the memory plan.
+type PlanPart struct {
+	Name  string
+	Bytes uint64
+}
+
+// Advice is one change that makes a run fit (or fit better). Apply edits
+// the config; the fit page re-checks afterwards.
+type Advice struct {
+	Text  string // "Use QLoRA: 4-bit base weights"
+	Saves uint64 // bytes saved, 0 if unknown
+	Apply func(cfg *engine.RunConfig)
+}
+
+// FitReport is the memory plan of a config against a device.
+type FitReport struct {
+	Device   string // "NVIDIA H100 80GB HBM3" or "CPU"
+	Free     uint64 // bytes free on the device now
+	Total    uint64
+	Parts    []PlanPart
+	Fits     bool
+	Verdict  string // one sentence
+	Advice   []Advice
+	Warnings []string
+}
+
+// FitChecker plans a run's memory against the device it will use.
+type FitChecker interface {
+	Check(ctx context.Context, cfg engine.RunConfig) (FitReport, error)
+}
+
+// Segment is a piece of a rendered example; Masked pieces are not trained
+// on (the prompt part when training on responses only).
+type Segment struct {
+	Text   string
+	Masked bool
+}
+
+// DataStats summarises a dataset after tokenization.
+type DataStats struct {
+	Rows        int
+	Skipped     int // rows that could not be used
+	Tokens      int // all tokens
+	TrainTokens int // tokens with a loss
+	MeanLen     float64
+	MaxLen      int
+	Truncated   int // rows longer than the max length
+}
+
+// DataPreview is what the dataset page shows for a file.
+type DataPreview struct {
+	Format   string // alpaca | sharegpt | messages | text | preference
+	Examples [][]Segment
+	Stats    DataStats
+	Warnings []string
+}
+
+// DataPreviewer loads a dataset the way training will (cfg.Data, the
+// model's template and tokenizer) and reports a preview.
+type DataPreviewer interface {
+	Preview(ctx context.Context, cfg engine.RunConfig) (DataPreview, error)
+}
+
+// GPUStats is one sample of the device's state.
+type GPUStats struct {
+	Name              string
+	Util              float64 // percent
+	MemUsed, MemTotal uint64
+	TempC             float64
+	PowerW, PowerCapW float64
+}
+
+// GPUSampler reads the device's state (NVML on NVIDIA).
+type GPUSampler interface {
+	Sample() (GPUStats, error)
+}

@@ -1,0 +1,88 @@
+package tui
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
+)
+
+// fitBlock cuts or pads s to exactly h lines of at most w cells, so that a
+// page can never push the help line off the screen.
+func fitBlock(s string, w, h int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > h {
+		lines = lines[:h]
+	}
+	for i, l := range lines {
+		if lipgloss.Width(l) > w {
+			lines[i] = ansi.Truncate(l, w, "…")
+		}
+	}
+	for len(lines) < h {
+		lines = append(lines, "")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// listView draws items with a cursor marker, scrolled so the cursor stays
+// visible within h lines.
+func listView(st Styles, items []string, cursor, w, h int) string {
+	if h <= 0 {
+		return ""
+	}
+	start := 0
+	if cursor >= h {
+		start = cursor - h + 1
+	}
+	var lines []string
+	for i := start; i < len(items) && i < start+h; i++ {
+		item := ansi.Truncate(items[i], max(w-2, 1), "…")
+		if i == cursor {
+			lines = append(lines, st.Selected.Render("› "+item))
+		} else {
+			lines = append(lines, "  "+item)
+		}
+	}
+	if start > 0 {
+		lines[0] = st.Muted.Render("  ↑ more")
+	}
+	if start+h < len(items) {
+		lines[len(lines)-1] = st.Muted.Render("  ↓ more")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// formatParams prints a parameter count as "494M" or "7.6B".
+func formatParams(n int64) string {
+	switch {
+	case n <= 0:
+		return "?"
+	case n >= 1e9:
+		return fmt.Sprintf("%.1fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.0fM", float64(n)/1e6)
+	default:
+		return fmt.Sprintf("%.0fK", float64(n)/1e3)
+	}
+}
+
+// wrap breaks text to width (words, keeping existing newlines).
+func wrap(s string, w int) string {
+	if w <= 0 {
+		return s
+	}
+	return lipgloss.Wrap(s, w, " ")
+}
+
+// sortedKeys returns a map's keys in order, for stable views.
+func sortedKeys(m map[string]float64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

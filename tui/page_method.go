@@ -1,0 +1,245 @@
+package tui
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+
+	"whet/engine"
+	"whet/tui/components/form"
+)
+
+// Methods the wizard offers, in the order shown.
+var methods = []string{"lora", "qlora", "full", "dpo"}
+
+var methodBlurb = map[string]string{
+	"lora":  "LoRA: small adapters on a frozen bf16 base. Fast, light, the usual choice.",
+	"qlora": "QLoRA: adapters on a 4-bit base. Least memory, a little slower.",
+	"full":  "Full fine-tuning: every weight trains. Most memory; best for tiny models.",
+	"dpo":   "DPO: preference tuning on chosen/rejected pairs, with LoRA adapters.",
+}
+
+// builtinPresets are the defaults used when no preset catalog is wired in:
+// the values PEFT and TRL users start from.
+type builtinPresets struct{}
+
+func (builtinPresets) Defaults(model, method string) (engine.RunConfig, error) {
+	c := engine.RunConfig{Model: model, Method: method, Backend: "auto"}
+	c.LoRA = engine.LoRAConfig{Rank: 16, Alpha: 32, Dropout: 0.05, TargetModules: []string{"q", "k", "v", "o", "gate", "up", "down"}}
+	c.Data = engine.DataConfig{Format: "auto", TrainOn: "responses", MaxLength: 1024, EvalSplit: 0.05, Seed: 42}
+	c.Train = engine.TrainConfig{Epochs: 3, MicroBatch: 4, GradAccum: 4, LR: 2e-4, Schedule: "cosine",
+		WarmupRatio: 0.03, WeightDecay: 0.01, MaxGradNorm: 1, Seed: 42, LogEvery: 1, EvalEvery: 50,
+		SaveEvery: 200, KeepCheckpoints: 3, SampleEvery: 50, SampleTokens: 64}
+	switch method {
+	case "lora", "qlora":
+	case "full":
+		c.LoRA = engine.LoRAConfig{}
+		c.Train.LR = 2e-5
+	case "dpo":
+		c.Train.LR = 5e-6
+		c.Train.Epochs = 1
+		c.DPO = engine.DPOConfig{Beta: 0.1, LossType: "sigmoid"}
+	default:
+		return c, fmt.Errorf("unknown method %q (want one of %s)", method, strings.Join(methods, ", "))
+	}
+	return c, nil
+}
+
+// applyMethodDefaults puts a method's defaults into cfg, keeping what the
+// user chose elsewhere (model, data path, name, prompts).
+func applyMethodDefaults(cfg *engine.RunConfig, d engine.RunConfig) {
+	prompts := cfg.Train.SamplePrompts
+	cfg.Method = d.Method
+	cfg.LoRA = d.LoRA
+	cfg.DPO = d.DPO
+	cfg.Train = d.Train
+	cfg.Train.SamplePrompts = prompts
+	cfg.Data.TrainOn = d.Data.TrainOn
+	cfg.Data.MaxLength = d.Data.MaxLength
+	cfg.Data.Packing = d.Data.Packing
+	cfg.Data.EvalSplit = d.Data.EvalSplit
+}
+
+// methodPage picks the method and its parameters; the rarely changed ones
+// sit in the folded advanced section.
+type methodPage struct {
+	*common
+	cfg     *engine.RunConfig
+	presets Presets
+	form    form.Model
+	method  string
+	err     string
+	w, h    int
+}
+
+func newMethodPage(c *common, cfg *engine.RunConfig, presets Presets) *methodPage {
+	return &methodPage{common: c, cfg: cfg, presets: presets}
+}
+
+func (p *methodPage) title() string { return "method" }
+
+func ftoa(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func (p *methodPage) enter() tea.Cmd {
+	c := p.cfg
+	if c.Method == "" {
+		c.Method = "lora"
+	}
+	p.method = c.Method
+	p.form = form.New([]form.Field{
+		{Key: "method", Label: "Method", Kind: form.Choice, Value: c.Method, Options: methods, Hint: "←/→ to change; each method loads its defaults"},
+		{Key: "r", Label: "LoRA rank (r)", Kind: form.Int, Value: strconv.Itoa(c.LoRA.Rank), Min: 1, Max: 4096, Hint: "adapter width: 8–64 is usual; higher learns more and costs more"},
+		{Key: "alpha", Label: "LoRA alpha", Kind: form.Float, Value: ftoa(c.LoRA.Alpha), Min: 0.001, Max: 1e6, Hint: "scale of the adapter update (alpha/r); often 2×r"},
+		{Key: "dropout", Label: "LoRA dropout", Kind: form.Float, Value: ftoa(c.LoRA.Dropout), Min: 0, Max: 0.9, Hint: "dropout on the adapter input"},
+		{Key: "targets", Label: "Target modules", Kind: form.Text, Value: strings.Join(c.LoRA.TargetModules, ","), Hint: "comma list among q,k,v,o,gate,up,down"},
+		{Key: "beta", Label: "DPO beta", Kind: form.Float, Value: ftoa(c.DPO.Beta), Min: 0.0001, Max: 100, Hint: "strength of the pull towards the reference model"},
+		{Key: "loss", Label: "DPO loss", Kind: form.Choice, Value: orDefault(c.DPO.LossType, "sigmoid"), Options: []string{"sigmoid", "ipo"}},
+		{Key: "rslora", Label: "rsLoRA", Kind: form.Bool, Value: yesNo(c.LoRA.RSLoRA), Advanced: true, Hint: "scale by alpha/√r instead of alpha/r (steadier at high rank)"},
+		{Key: "schedule", Label: "LR schedule", Kind: form.Choice, Value: orDefault(c.Train.Schedule, "cosine"), Options: []string{"cosine", "linear", "constant"}, Advanced: true},
+		{Key: "warmup", Label: "Warmup ratio", Kind: form.Float, Value: ftoa(c.Train.WarmupRatio), Min: 0, Max: 0.5, Advanced: true, Hint: "share of the steps spent ramping the learning rate up"},
+		{Key: "decay", Label: "Weight decay", Kind: form.Float, Value: ftoa(c.Train.WeightDecay), Min: 0, Max: 1, Advanced: true},
+		{Key: "clip", Label: "Max grad norm", Kind: form.Float, Value: ftoa(c.Train.MaxGradNorm), Min: 0, Max: 1e6, Advanced: true, Hint: "clip the gradient norm (0 = no clipping)"},
+		{Key: "ckpt", Label: "Act. checkpointing", Kind: form.Bool, Value: yesNo(c.Train.Checkpointing), Advanced: true, Hint: "recompute activations in backward: less memory, ~30% slower"},
+		{Key: "packing", Label: "Packing", Kind: form.Bool, Value: yesNo(c.Data.Packing), Advanced: true, Hint: "pack short examples into full-length sequences"},
+		{Key: "trainon", Label: "Train on", Kind: form.Choice, Value: orDefault(c.Data.TrainOn, "responses"), Options: []string{"responses", "all"}, Advanced: true, Hint: "responses: the prompt tokens carry no loss"},
+		{Key: "seed", Label: "Seed", Kind: form.Int, Value: strconv.FormatInt(c.Train.Seed, 10), Advanced: true},
+	}, formStyles(p.styles))
+	p.form.SetSize(p.w, p.formHeight())
+	p.applyVisibility()
+	return nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func (p *methodPage) formHeight() int { return max(p.h-4, 4) }
+
+func (p *methodPage) applyVisibility() {
+	m := p.form.Get("method")
+	noLoRA := m == "full"
+	for _, k := range []string{"r", "alpha", "dropout", "targets", "rslora"} {
+		p.form.SetHidden(k, noLoRA)
+	}
+	for _, k := range []string{"beta", "loss"} {
+		p.form.SetHidden(k, m != "dpo")
+	}
+}
+
+func (p *methodPage) leave() error {
+	if err := p.form.Validate(); err != nil {
+		return err
+	}
+	c := p.cfg
+	c.Method = p.form.Get("method")
+	if c.Method != "full" {
+		var targets []string
+		for _, t := range strings.Split(p.form.Get("targets"), ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				targets = append(targets, t)
+			}
+		}
+		if len(targets) == 0 {
+			p.form.FocusKey("targets")
+			return fmt.Errorf("Target modules: name at least one module (for example q,v)")
+		}
+		c.LoRA = engine.LoRAConfig{Rank: p.form.Int("r"), Alpha: p.form.Float("alpha"), Dropout: p.form.Float("dropout"),
+			TargetModules: targets, RSLoRA: p.form.Bool("rslora")}
+	} else {
+		c.LoRA = engine.LoRAConfig{}
+	}
+	if c.Method == "dpo" {
+		c.DPO = engine.DPOConfig{Beta: p.form.Float("beta"), LossType: p.form.Get("loss")}
+	} else {
+		c.DPO = engine.DPOConfig{}
+	}
+	c.Train.Schedule = p.form.Get("schedule")
+	c.Train.WarmupRatio = p.form.Float("warmup")
+	c.Train.WeightDecay = p.form.Float("decay")
+	c.Train.MaxGradNorm = p.form.Float("clip")
+	c.Train.Checkpointing = p.form.Bool("ckpt")
+	c.Data.Packing = p.form.Bool("packing")
+	c.Data.TrainOn = p.form.Get("trainon")
+	c.Train.Seed = int64(p.form.Int("seed"))
+	return nil
+}
+
+func (p *methodPage) update(msg tea.Msg) (tea.Cmd, nav) {
+	if pm, ok := msg.(tea.PasteMsg); ok {
+		p.form.Paste(pm.Content)
+		return nil, stay
+	}
+	km, ok := msg.(tea.KeyPressMsg)
+	if !ok {
+		return nil, stay
+	}
+	var used bool
+	p.form, used = p.form.Update(km)
+	if m := p.form.Get("method"); m != p.method {
+		p.switchMethod(m)
+	}
+	if used {
+		return nil, stay
+	}
+	switch km.String() {
+	case "enter":
+		return nil, next
+	case "esc":
+		return nil, back
+	}
+	return nil, stay
+}
+
+// switchMethod loads the new method's defaults and rebuilds the form.
+func (p *methodPage) switchMethod(m string) {
+	d, err := p.presets.Defaults(p.cfg.Model, m)
+	if err != nil {
+		p.err = fmt.Sprintf("defaults for %s: %v", m, err)
+		p.cfg.Method = m
+	} else {
+		p.err = ""
+		applyMethodDefaults(p.cfg, d)
+	}
+	open := p.form.Advanced()
+	p.enter()
+	if open {
+		p.form.FocusKey("seed")
+	}
+	p.form.FocusKey("method")
+}
+
+func (p *methodPage) setSize(w, h int) {
+	p.w, p.h = w, h
+	p.form.SetSize(w, p.formHeight())
+}
+
+func (p *methodPage) typing() bool { return p.form.TextFocused() }
+
+func (p *methodPage) help() []key.Binding {
+	return []key.Binding{bind("↑/↓", "field"), bind("←/→", "change"), p.keys.Next, p.keys.Back}
+}
+
+func (p *methodPage) view() string {
+	st := p.styles
+	var b strings.Builder
+	b.WriteString(st.Bold.Render("How should it learn?") + "\n")
+	b.WriteString(st.Muted.Render(methodBlurb[p.form.Get("method")]) + "\n\n")
+	b.WriteString(p.form.View())
+	if p.err != "" {
+		b.WriteString("\n" + st.Warn.Render(p.err))
+	}
+	return b.String()
+}

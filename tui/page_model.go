@@ -1,0 +1,202 @@
+package tui
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+
+	"whet/engine"
+	"whet/tui/components/form"
+)
+
+// modelPage is the first screen: pick the base model from the catalog,
+// from the local models directory, or by typing a folder path.
+type modelPage struct {
+	*common
+	cfg       *engine.RunConfig
+	catalog   []ModelInfo
+	local     []ModelInfo
+	modelsDir string
+	scanErr   string
+	cursor    int
+	typing_   bool // the path field is open
+	path      form.Model
+	w, h      int
+}
+
+func newModelPage(c *common, cfg *engine.RunConfig, catalog []ModelInfo, local []ModelInfo, modelsDir string, scanErr error) *modelPage {
+	p := &modelPage{common: c, cfg: cfg, catalog: catalog, local: local, modelsDir: modelsDir}
+	if scanErr != nil {
+		p.scanErr = scanErr.Error()
+	}
+	p.path = form.New([]form.Field{{Key: "path", Label: "Model folder", Kind: form.Text,
+		Hint: "a Hugging Face folder with config.json, tokenizer.json and *.safetensors"}}, formStyles(c.styles))
+	return p
+}
+
+func (p *modelPage) title() string { return "model" }
+
+// entries are the catalog, then local folders, then "enter a path".
+func (p *modelPage) entries() []ModelInfo {
+	out := append(append([]ModelInfo(nil), p.catalog...), p.local...)
+	return out
+}
+
+func (p *modelPage) enter() tea.Cmd {
+	for i, e := range p.entries() {
+		if p.cfg.Model != "" && (e.Name == p.cfg.Model || (e.Path != "" && e.Path == p.cfg.Model)) {
+			p.cursor = i
+		}
+	}
+	return nil
+}
+
+func (p *modelPage) leave() error {
+	if p.typing_ {
+		path := strings.TrimSpace(p.path.Get("path"))
+		if path == "" {
+			return fmt.Errorf("type the path of a model folder")
+		}
+		if st, err := os.Stat(path); err != nil {
+			return fmt.Errorf("model folder %s: %w", path, err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("model path %s is a file; give the folder that holds config.json", path)
+		}
+		if _, err := os.Stat(filepath.Join(path, "config.json")); err != nil {
+			return fmt.Errorf("model folder %s has no config.json", path)
+		}
+		p.cfg.Model = path
+		return nil
+	}
+	es := p.entries()
+	if p.cursor >= len(es) {
+		return fmt.Errorf("choose a model")
+	}
+	e := es[p.cursor]
+	if e.Path != "" {
+		p.cfg.Model = e.Path
+	} else {
+		p.cfg.Model = e.Name
+	}
+	if e.Template != "" {
+		p.cfg.Data.Template = e.Template
+	}
+	return nil
+}
+
+func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
+	km, ok := msg.(tea.KeyPressMsg)
+	if pm, isPaste := msg.(tea.PasteMsg); isPaste && p.typing_ {
+		p.path.Paste(pm.Content)
+		return nil, stay
+	}
+	if !ok {
+		return nil, stay
+	}
+	if p.typing_ {
+		switch km.String() {
+		case "enter":
+			return nil, next
+		case "esc":
+			p.typing_ = false
+			return nil, stay
+		}
+		p.path, _ = p.path.Update(km)
+		return nil, stay
+	}
+	n := len(p.entries()) + 1
+	switch km.String() {
+	case "up", "k":
+		p.cursor = (p.cursor - 1 + n) % n
+	case "down", "j":
+		p.cursor = (p.cursor + 1) % n
+	case "enter":
+		if p.cursor == n-1 {
+			p.typing_ = true
+			return nil, stay
+		}
+		return nil, next
+	}
+	return nil, stay
+}
+
+func (p *modelPage) setSize(w, h int) {
+	p.w, p.h = w, h
+	p.path.SetSize(w, 3)
+}
+
+func (p *modelPage) typing() bool { return p.typing_ }
+
+func (p *modelPage) help() []key.Binding {
+	if p.typing_ {
+		return []key.Binding{bind("enter", "use this folder"), bind("esc", "back to the list")}
+	}
+	return []key.Binding{p.keys.Up, bind("enter", "choose")}
+}
+
+func (p *modelPage) view() string {
+	st := p.styles
+	var b strings.Builder
+	b.WriteString(st.Bold.Render("Choose the base model to fine-tune") + "\n\n")
+	es := p.entries()
+	var items []string
+	for _, e := range es {
+		kind := "catalog"
+		if e.Path != "" {
+			kind = "local"
+		}
+		name := fmt.Sprintf("%-34s %6s  %s", e.Name, formatParams(e.Params), kind)
+		items = append(items, name)
+	}
+	items = append(items, "Enter a path…")
+	listH := max(p.h-8, 3)
+	b.WriteString(listView(st, items, p.cursor, p.w, listH) + "\n\n")
+
+	// Details of the highlighted entry, or the path field.
+	switch {
+	case p.typing_:
+		b.WriteString(p.path.View())
+	case p.cursor < len(es):
+		e := es[p.cursor]
+		var facts []string
+		if e.Repo != "" {
+			facts = append(facts, e.Repo)
+		}
+		if e.Path != "" {
+			facts = append(facts, e.Path)
+		}
+		if e.Params > 0 {
+			facts = append(facts, formatParams(e.Params)+" parameters")
+		}
+		if e.Template != "" {
+			facts = append(facts, "template "+e.Template)
+		}
+		b.WriteString(st.Subtle.Render(strings.Join(facts, " · ")))
+		if e.Note != "" {
+			b.WriteString("\n" + st.Muted.Render(e.Note))
+		}
+	default:
+		b.WriteString(st.Muted.Render("Type the path of a Hugging Face model folder."))
+	}
+	where := "local models: none found in " + p.modelsDir
+	if len(p.local) > 0 {
+		where = fmt.Sprintf("local models: %d found in %s", len(p.local), p.modelsDir)
+	}
+	if p.modelsDir == "" {
+		where = "local models: no models directory"
+	}
+	if p.scanErr != "" {
+		where = p.scanErr
+	}
+	b.WriteString("\n" + st.Muted.Render(where))
+	return b.String()
+}
+
+// formStyles adapts the studio styles to the form component.
+func formStyles(s Styles) form.Styles {
+	return form.Styles{Label: s.Label, Focused: s.Selected, Value: s.Value, Hint: s.Muted, Error: s.Bad, Muted: s.Muted}
+}

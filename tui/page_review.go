@@ -1,0 +1,147 @@
+package tui
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"go.yaml.in/yaml/v3"
+
+	"whet/engine"
+)
+
+// marshalConfig is the YAML the wizard saves as run.yaml; `whet train -c`
+// reads the same file.
+func marshalConfig(cfg engine.RunConfig) (string, error) {
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("writing the run config as YAML: %w", err)
+	}
+	return string(out), nil
+}
+
+// runDir is where a run's files go.
+func runDir(cfg engine.RunConfig) string {
+	return filepath.Join(orDefault(cfg.RunsDir, "runs"), cfg.Name)
+}
+
+// reviewPage shows the YAML that will be saved and starts the run.
+type reviewPage struct {
+	*common
+	cfg      *engine.RunConfig
+	text     string
+	err      string
+	offset   int
+	starting bool
+	startErr string
+	w, h     int
+}
+
+func newReviewPage(c *common, cfg *engine.RunConfig) *reviewPage {
+	return &reviewPage{common: c, cfg: cfg}
+}
+
+func (p *reviewPage) title() string { return "review" }
+
+func (p *reviewPage) enter() tea.Cmd {
+	p.offset, p.startErr, p.starting = 0, "", false
+	p.text, p.err = "", ""
+	t, err := marshalConfig(*p.cfg)
+	if err != nil {
+		p.err = err.Error()
+	}
+	p.text = t
+	return nil
+}
+
+func (p *reviewPage) leave() error {
+	if p.err != "" {
+		return fmt.Errorf("%s", p.err)
+	}
+	if p.starting {
+		return fmt.Errorf("the run is starting")
+	}
+	return nil
+}
+
+func (p *reviewPage) lines() []string { return strings.Split(strings.TrimRight(p.text, "\n"), "\n") }
+
+func (p *reviewPage) boxHeight() int { return max(p.h-4, 3) }
+
+func (p *reviewPage) update(msg tea.Msg) (tea.Cmd, nav) {
+	km, ok := msg.(tea.KeyPressMsg)
+	if !ok {
+		return nil, stay
+	}
+	maxOff := max(len(p.lines())-p.boxHeight(), 0)
+	switch km.String() {
+	case "up", "k":
+		p.offset = max(p.offset-1, 0)
+	case "down", "j":
+		p.offset = min(p.offset+1, maxOff)
+	case "pgup":
+		p.offset = max(p.offset-p.boxHeight(), 0)
+	case "pgdown", "space":
+		p.offset = min(p.offset+p.boxHeight(), maxOff)
+	case "enter":
+		return nil, next
+	case "esc":
+		return nil, back
+	}
+	return nil, stay
+}
+
+func (p *reviewPage) setSize(w, h int) { p.w, p.h = w, h }
+
+func (p *reviewPage) typing() bool { return false }
+
+func (p *reviewPage) help() []key.Binding {
+	return []key.Binding{bind("enter", "start"), bind("↑/↓", "scroll"), p.keys.Back}
+}
+
+func (p *reviewPage) view() string {
+	st := p.styles
+	var b strings.Builder
+	file := filepath.Join(runDir(*p.cfg), "run.yaml")
+	b.WriteString(st.Bold.Render("Review") + "  " + st.Muted.Render("the run is saved as "+file+"; whet train -c "+file+" reruns it") + "\n")
+	if existingRun(*p.cfg) {
+		b.WriteString(st.Warn.Render("! a run named "+p.cfg.Name+" exists: starting resumes it from its last checkpoint") + "\n")
+	}
+	if p.err != "" {
+		b.WriteString(st.Bad.Render(p.err))
+		return b.String()
+	}
+	lines := p.lines()
+	h := p.boxHeight()
+	end := min(p.offset+h, len(lines))
+	shown := make([]string, 0, h)
+	for _, l := range lines[p.offset:end] {
+		shown = append(shown, yamlLine(st, l))
+	}
+	more := ""
+	if end < len(lines) {
+		more = fmt.Sprintf(" ↓ %d more lines", len(lines)-end)
+	}
+	b.WriteString(fitBlock(strings.Join(shown, "\n"), p.w-2, h) + "\n")
+	b.WriteString(st.Muted.Render(fmt.Sprintf("lines %d–%d of %d%s", p.offset+1, end, len(lines), more)) + "\n")
+	switch {
+	case p.starting:
+		b.WriteString(st.Muted.Render("starting…"))
+	case p.startErr != "":
+		b.WriteString(st.Bad.Render(wrap("✗ could not start: "+p.startErr, p.w)))
+	default:
+		b.WriteString(st.Good.Render("enter starts training"))
+	}
+	return b.String()
+}
+
+// yamlLine colours a key: value line (keys muted, values plain).
+func yamlLine(st Styles, l string) string {
+	i := strings.Index(l, ":")
+	if i < 0 || strings.HasPrefix(strings.TrimSpace(l), "- ") {
+		return l
+	}
+	return st.Accent.Render(l[:i+1]) + l[i+1:]
+}

@@ -1,0 +1,287 @@
+// Package tui is whet's terminal studio: a wizard that builds a RunConfig,
+// a dashboard that watches and steers the run, and a summary at the end.
+//
+// The root Model routes messages by state (glow and soft-serve's pattern):
+// it handles the global keys and the terminal size, and passes the rest to
+// the active screen. Engine events reach it through a tea.Cmd that reads
+// one event and is re-armed after each, so there is no global program.
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/colorprofile"
+
+	"whet/engine"
+)
+
+// Options wires the studio to its dependencies. Nil dependencies are
+// allowed: the page that needs one says it is not available.
+type Options struct {
+	Engine  Engine
+	Catalog Catalog
+	Presets Presets // nil: built-in PEFT/TRL-style defaults
+	Fit     FitChecker
+	Data    DataPreviewer
+	GPU     GPUSampler
+
+	ModelsDir string   // scanned for local Hugging Face folders
+	DataDirs  []string // scanned for dataset files (default: "." and "testdata")
+	RunsDir   string   // default "runs"
+
+	Now      func() time.Time // names runs; injectable for tests
+	Context  context.Context  // passed to the engine and the checkers
+	GPUEvery time.Duration    // GPU sampling interval (default 1s)
+	Profile  colorprofile.Profile
+}
+
+// state is the screen the root shows.
+type state int
+
+const (
+	stateWizard state = iota
+	stateDashboard
+	stateSummary
+)
+
+// Model is the root of the studio.
+type Model struct {
+	c     *common
+	opts  Options
+	state state
+	wiz   *wizard
+	dash  *dashboard
+	sum   *summary
+	cfg   *engine.RunConfig
+	quit  bool
+}
+
+// New builds the studio. It scans the models directory once; a scan error
+// is shown on the first page, not returned, so the studio always opens.
+func New(o Options) *Model {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	if o.Presets == nil {
+		o.Presets = builtinPresets{}
+	}
+	if o.DataDirs == nil {
+		o.DataDirs = []string{".", "testdata"}
+	}
+	if o.RunsDir == "" {
+		o.RunsDir = "runs"
+	}
+	if o.GPUEvery == 0 {
+		o.GPUEvery = time.Second
+	}
+	if o.Profile == 0 {
+		o.Profile = colorprofile.TrueColor
+	}
+	c := &common{styles: newStyles(o.Profile), keys: newKeyMap(), now: o.Now, ctx: o.Context, width: MinWidth, height: MinHeight}
+
+	cfg, err := o.Presets.Defaults("", "lora")
+	if err != nil {
+		cfg, _ = builtinPresets{}.Defaults("", "lora")
+	}
+	cfg.Name = "run-" + o.Now().Format("20060102-150405")
+	cfg.RunsDir = o.RunsDir
+
+	var catalog []ModelInfo
+	if o.Catalog != nil {
+		catalog = o.Catalog.Models()
+	}
+	local, scanErr := FindLocalModels(o.ModelsDir)
+	m := &Model{c: c, opts: o, cfg: &cfg}
+	m.wiz = &wizard{common: c, cfg: &cfg, pages: []page{
+		newModelPage(c, &cfg, catalog, local, o.ModelsDir, scanErr),
+		newMethodPage(c, &cfg, o.Presets),
+		newDataPage(c, &cfg, o.Data, o.DataDirs),
+		newSettingsPage(c, &cfg),
+		newFitPage(c, &cfg, o.Fit),
+		newReviewPage(c, &cfg),
+	}}
+	m.wiz.current().enter()
+	m.resize(c.width, c.height)
+	return m
+}
+
+// Init implements tea.Model.
+func (m *Model) Init() tea.Cmd { return nil }
+
+// Running returns the events and control of a run that has not ended, so
+// the caller can stop it with a checkpoint if the program exits early
+// (SIGTERM, a closed terminal). Both are nil when no run is live.
+func (m *Model) Running() (<-chan engine.Event, engine.RunControl) {
+	if m.dash != nil && m.dash.done == nil {
+		return m.dash.events, m.dash.control
+	}
+	return nil, nil
+}
+
+// Config returns the config the wizard has built so far.
+func (m *Model) Config() engine.RunConfig { return *m.cfg }
+
+func (m *Model) resize(w, h int) {
+	m.c.width, m.c.height = w, h
+	m.wiz.setSize(w, h)
+}
+
+func (m *Model) tooSmall() bool { return m.c.width < MinWidth || m.c.height < MinHeight }
+
+// Update implements tea.Model.
+func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.resize(msg.Width, msg.Height)
+		return m, nil
+	case tea.ColorProfileMsg:
+		m.c.styles = newStyles(msg.Profile)
+		return m, nil
+	case tea.InterruptMsg:
+		return m, m.interrupt()
+	case runStartedMsg:
+		return m, m.started(msg)
+	case tea.KeyPressMsg:
+		if msg.String() == "ctrl+c" {
+			return m, m.interrupt()
+		}
+		if m.tooSmall() {
+			if msg.String() == "q" && m.state != stateDashboard {
+				return m, tea.Quit
+			}
+			if m.state != stateDashboard {
+				return m, nil // the user cannot see what a key would do
+			}
+		}
+	}
+
+	switch m.state {
+	case stateWizard:
+		if k, ok := msg.(tea.KeyPressMsg); ok && k.String() == "q" && !m.wiz.current().typing() {
+			return m, tea.Quit
+		}
+		cmd, start := m.wiz.update(msg)
+		if start {
+			return m, tea.Batch(cmd, m.start())
+		}
+		return m, cmd
+	case stateDashboard:
+		if k, ok := msg.(tea.KeyPressMsg); ok && m.tooSmall() && k.String() != "q" && k.String() != "y" && k.String() != "n" {
+			return m, nil
+		}
+		cmd, finished := m.dash.update(msg)
+		if finished {
+			if m.dash.quitAfter {
+				return m, tea.Quit
+			}
+			m.sum = newSummary(m.dash)
+			m.state = stateSummary
+		}
+		return m, cmd
+	case stateSummary:
+		if k, ok := msg.(tea.KeyPressMsg); ok && (k.String() == "q" || k.String() == "esc" || k.String() == "enter") {
+			return m, tea.Quit
+		}
+	}
+	return m, nil
+}
+
+// interrupt is ctrl+c: leave at once unless a run is live, in which case
+// the dashboard asks first (and a second ctrl+c confirms).
+func (m *Model) interrupt() tea.Cmd {
+	if m.state == stateDashboard && m.dash.done == nil {
+		m.dash.key(tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl})
+		return nil
+	}
+	return tea.Quit
+}
+
+// start launches the run from the reviewed config.
+func (m *Model) start() tea.Cmd {
+	rv := m.wiz.current().(*reviewPage)
+	cfg := *m.cfg
+	eng, ctx := m.opts.Engine, m.opts.Context
+	if eng == nil {
+		rv.startErr = "training engine not available"
+		return nil
+	}
+	rv.starting, rv.startErr = true, ""
+	return func() tea.Msg {
+		ch, ctl, err := eng.Start(ctx, cfg)
+		if err == nil && (ch == nil || ctl == nil) {
+			err = errors.New("the engine returned no event channel or control")
+		}
+		return runStartedMsg{cfg: cfg, events: ch, control: ctl, err: err}
+	}
+}
+
+func (m *Model) started(msg runStartedMsg) tea.Cmd {
+	rv := m.wiz.pages[len(m.wiz.pages)-1].(*reviewPage)
+	rv.starting = false
+	if msg.err != nil {
+		rv.startErr = msg.err.Error()
+		return nil
+	}
+	m.dash = newDashboard(m.c, msg.cfg, msg.events, msg.control, m.opts.GPU, m.opts.GPUEvery)
+	m.state = stateDashboard
+	return m.dash.init()
+}
+
+// View implements tea.Model.
+func (m *Model) View() tea.View {
+	v := tea.NewView(m.render())
+	v.AltScreen = true
+	v.WindowTitle = "whet"
+	return v
+}
+
+// render draws the current screen at exactly the terminal's size.
+func (m *Model) render() string {
+	w, h := m.c.width, m.c.height
+	if m.tooSmall() {
+		return tooSmallView(m.c.styles, w, h, m.state == stateDashboard)
+	}
+	switch m.state {
+	case stateDashboard:
+		return m.dash.view(w, h)
+	case stateSummary:
+		return m.sum.view(w, h)
+	}
+	body := fitBlock(m.wiz.view(), w, h-2)
+	status := ""
+	if m.wiz.err != "" {
+		status = m.c.styles.Bad.Render("✗ " + m.wiz.err)
+	}
+	help := m.c.helpLine(append(m.wiz.current().help(), m.c.keys.Quit)...)
+	if m.wiz.current().typing() {
+		help = m.c.helpLine(append(m.wiz.current().help(), m.c.keys.ForceQuit)...)
+	}
+	return body + "\n" + fitBlock(status, w, 1) + "\n" + fitBlock(help, w, 1)
+}
+
+// tooSmallView asks for a bigger window, centred, in whatever room there is.
+func tooSmallView(st Styles, w, h int, running bool) string {
+	msg := fmt.Sprintf("whet needs a terminal of at least %d×%d.\nThis one is %d×%d: please enlarge it.", MinWidth, MinHeight, w, h)
+	if running {
+		msg += "\nTraining goes on meanwhile."
+	}
+	msg = wrap(msg, max(w, 1))
+	return lipgloss.Place(max(w, 1), max(h, 1), lipgloss.Center, lipgloss.Center, st.Warn.Render(msg))
+}
+
+// existingRun reports whether a run folder of that name already holds a
+// run (the engine resumes it rather than starting afresh).
+func existingRun(cfg engine.RunConfig) bool {
+	_, err := os.Stat(filepath.Join(runDir(cfg), "run.yaml"))
+	return err == nil
+}

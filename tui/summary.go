@@ -1,0 +1,92 @@
+package tui
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+
+	"whet/engine"
+	"whet/tui/components/lossplot"
+)
+
+// summary is the screen after a run ends: how it went and where it is.
+type summary struct {
+	*common
+	cfg        engine.RunConfig
+	done       engine.DoneEvent
+	train      []lossplot.Point
+	eval       []lossplot.Point
+	last       *engine.StepEvent
+	bestEval   float64
+	bestEvalAt int
+	lastCkpt   *engine.CheckpointEvent
+}
+
+func newSummary(d *dashboard) *summary {
+	s := &summary{common: d.common, cfg: d.cfg, done: *d.done, train: d.train, eval: d.eval, last: d.last,
+		bestEval: d.bestEval, bestEvalAt: d.bestEvalAt}
+	if n := len(d.checkpoints); n > 0 {
+		c := d.checkpoints[n-1]
+		s.lastCkpt = &c
+	}
+	return s
+}
+
+func (s *summary) help() []key.Binding { return []key.Binding{bind("q", "quit")} }
+
+func (s *summary) view(w, h int) string {
+	st := s.styles
+	var state string
+	switch {
+	case s.done.Err != nil:
+		state = st.Bad.Render("✗ failed")
+	case s.done.Stopped:
+		state = st.Warn.Render("■ stopped, checkpoint saved")
+	default:
+		state = st.Good.Render("✓ finished")
+	}
+	head := spread(st.Title.Render("whet")+" "+st.Bold.Render(s.cfg.Name)+st.Muted.Render(fmt.Sprintf(" · %s on %s", s.cfg.Method, s.cfg.Model)), state, w)
+	var facts []string
+	steps := fmt.Sprintf("%d steps", s.done.Step)
+	if s.last != nil && s.last.TotalSteps > 0 {
+		steps = fmt.Sprintf("%d of %d steps", s.done.Step, s.last.TotalSteps)
+	}
+	facts = append(facts, steps)
+	if s.last != nil {
+		facts = append(facts, fmt.Sprintf("last loss %.4f", s.last.Loss))
+	}
+	if !math.IsInf(s.bestEval, 1) {
+		facts = append(facts, fmt.Sprintf("best eval %.4f at step %d", s.bestEval, s.bestEvalAt))
+	}
+	facts = append(facts, "time "+fmtDur(s.done.Elapsed))
+	var lines []string
+	lines = append(lines, head, "", strings.Join(facts, " · "))
+	if s.done.Err != nil {
+		lines = append(lines, st.Bad.Render(wrap("error: "+s.done.Err.Error(), w)))
+	}
+	if s.done.FinalDir != "" {
+		lines = append(lines, st.Label.Render("output      ")+s.done.FinalDir)
+	}
+	if s.lastCkpt != nil {
+		lines = append(lines, st.Label.Render("checkpoint  ")+fmt.Sprintf("%s (step %d)", s.lastCkpt.Path, s.lastCkpt.Step))
+	}
+	yaml := filepath.Join(runDir(s.cfg), "run.yaml")
+	again := "run it again headless: whet train -c " + yaml
+	if s.done.Stopped || s.done.Err != nil {
+		again = "resume it: whet train -c " + yaml
+	}
+	lines = append(lines, st.Muted.Render(again), "")
+	chartH := h - len(lines) - 2
+	if chartH >= 5 {
+		c := lossplot.Chart{Width: w - 2, Height: chartH, AxisStyle: st.Muted, Series: []lossplot.Series{
+			{Name: "train", Points: s.train, Style: st.TrainLine},
+			{Name: "eval", Points: s.eval, Marker: '◆', Style: st.EvalLine},
+		}}
+		lines = append(lines, c.View())
+	}
+	body := fitBlock(strings.Join(lines, "\n"), w, h-1)
+	return body + "\n" + s.helpLine(s.help()...)
+}
