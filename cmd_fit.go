@@ -1,0 +1,306 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"whet/engine"
+	"whet/engine/gpuinfo"
+	"whet/engine/memplan"
+	"whet/presets"
+)
+
+func init() {
+	register("fit", "plan a run's memory and check it fits the GPU (or a hardware profile)", runFit)
+}
+
+// fitModel is the model being planned: from the catalog or a folder.
+type fitModel struct {
+	label  string
+	entry  *presets.Model // nil for a folder
+	config *engine.ModelConfig
+}
+
+// fitTarget is the memory the plan is checked against.
+type fitTarget struct {
+	label     string
+	available int64
+	backend   memplan.Backend
+}
+
+func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	model := fs.String("model", "", "catalog name, Hugging Face repo id, or a folder with config.json")
+	method := fs.String("method", "lora", "lora | qlora | full | dpo")
+	batch := fs.Int("batch", 1, "micro-batch size in sequences (DPO: preference pairs)")
+	accum := fs.Int("grad-accum", 1, "gradient accumulation steps (kept when the advice shrinks the micro-batch)")
+	seq := fs.Int("seq", 2048, "maximum sequence length in tokens")
+	gpu := fs.String("gpu", "", `plan for a hardware profile instead of this machine (e.g. "RTX 4090", "H100"; "list" shows them)`)
+	device := fs.Int("device", 0, "which detected GPU to check against")
+	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
+	rank := fs.Int("rank", 16, "LoRA rank r")
+	targets := fs.String("targets", "q,k,v,o,gate,up,down", "LoRA target projections, comma-separated")
+	chunk := fs.Int("chunk", memplan.DefaultLogitsChunk, "tokens per LM-head logits chunk")
+	dpoBase := fs.String("dpo-base", "lora", "how DPO trains the policy: lora | qlora | full")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags go before nothing else: whet fit --model NAME ...)", fs.Arg(0))
+	}
+	if *gpu == "list" {
+		return listProfiles(stdout)
+	}
+	if *model == "" {
+		return fmt.Errorf("--model is required (a catalog name such as llama-3.1-8b, or a folder with config.json)")
+	}
+	m, err := resolveFitModel(*model)
+	if err != nil {
+		return err
+	}
+	meth, err := memplan.ParseMethod(*method)
+	if err != nil {
+		return err
+	}
+	opts := memplan.Options{
+		Method:        meth,
+		MicroBatch:    *batch,
+		GradAccum:     *accum,
+		SeqLen:        *seq,
+		LoRARank:      *rank,
+		LoRATargets:   strings.Split(*targets, ","),
+		Checkpointing: *ckpt,
+		LogitsChunk:   *chunk,
+	}
+	if meth == memplan.DPO {
+		if opts.DPOBase, err = memplan.ParseMethod(*dpoBase); err != nil {
+			return fmt.Errorf("--dpo-base: %w", err)
+		}
+	}
+	if opts.Base() == memplan.QLoRA {
+		q, err := presets.LookupMethod("qlora")
+		if err != nil {
+			return err
+		}
+		opts.DoubleQuant = q.DoubleQuant
+	}
+	target, err := resolveFitTarget(*gpu, *device)
+	if err != nil {
+		return err
+	}
+	opts.Backend = target.backend
+	if target.backend == memplan.BackendCPU {
+		// The CPU backend is the float32 reference.
+		opts.WeightDType = memplan.F32
+	}
+
+	plan, err := memplan.Plan(m.config, opts)
+	if err != nil {
+		return err
+	}
+	advice, err := memplan.Advise(m.config, opts, target.available, fitAlternatives(m))
+	if err != nil {
+		return err
+	}
+	printFit(stdout, m, plan, target, advice)
+	return nil
+}
+
+// resolveFitModel reads a folder's config.json, or looks the name up in
+// the catalog.
+func resolveFitModel(name string) (fitModel, error) {
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		cfg, err := engine.LoadModelConfig(name)
+		if err != nil {
+			return fitModel{}, err
+		}
+		return fitModel{label: name, config: cfg}, nil
+	}
+	e, err := presets.Lookup(name)
+	if err != nil {
+		return fitModel{}, fmt.Errorf("%w; or pass a folder that holds a config.json", err)
+	}
+	if !e.Trainable() {
+		return fitModel{}, fmt.Errorf("%s cannot be trained by whet yet: %s", e.Name, e.NotTrainable)
+	}
+	return fitModel{label: fmt.Sprintf("%s (%s)", e.Name, e.Repo), entry: e, config: e.ToModelConfig()}, nil
+}
+
+// resolveFitTarget picks the memory to check against: a named profile, the
+// detected GPU's free memory, or, with no GPU, the available RAM.
+func resolveFitTarget(profile string, device int) (fitTarget, error) {
+	if profile != "" {
+		p, err := presets.LookupHardware(profile)
+		if err != nil {
+			return fitTarget{}, fmt.Errorf("--gpu: %w", err)
+		}
+		label := p.Name + " profile, whole card free"
+		if p.Unified {
+			label = p.Name + " profile, unified memory shared with the system"
+		}
+		return fitTarget{label: label, available: p.MemoryBytes(), backend: memplan.BackendCUDA}, nil
+	}
+	r, err := gpuinfo.Detect()
+	if err != nil {
+		return fitTarget{}, fmt.Errorf("%w (plan for a profile instead with --gpu NAME)", err)
+	}
+	if r.CPUMode {
+		if r.RAMAvailable <= 0 {
+			return fitTarget{}, fmt.Errorf("no GPU (%s) and the available RAM is unknown; plan for a profile with --gpu NAME", r.Reason)
+		}
+		return fitTarget{
+			label:     fmt.Sprintf("CPU mode, RAM available of %s (%s)", memplan.FormatBytes(r.RAMTotal), r.Reason),
+			available: r.RAMAvailable, backend: memplan.BackendCPU,
+		}, nil
+	}
+	if device < 0 || device >= len(r.GPUs) {
+		return fitTarget{}, fmt.Errorf("--device %d: this machine has %d GPU(s)", device, len(r.GPUs))
+	}
+	g := r.GPUs[device]
+	return fitTarget{
+		label:     fmt.Sprintf("GPU %d %s free, of %s (driver %s, CUDA %s)", g.Index, g.Name, memplan.FormatBytes(g.MemoryTotal), r.DriverVersion, r.CUDAVersion),
+		available: g.MemoryFree, backend: memplan.BackendCUDA,
+	}, nil
+}
+
+// familyGroup is the family without its version ("llama-3.1" → "llama",
+// "qwen2.5-coder" → "qwen2.5"): the advice prefers a smaller model that
+// shares tokenizer lineage and chat template.
+func familyGroup(family string) string {
+	g, _, _ := strings.Cut(family, "-")
+	return g
+}
+
+// fitAlternatives lists trainable catalog models in the order the advice
+// should try them: same family group first, then the same instruct flag,
+// then the largest first (the first that fits is the least downgrade).
+// Entries with identical numbers (base and instruct) appear once.
+func fitAlternatives(m fitModel) []memplan.Alternative {
+	models, err := presets.Models()
+	if err != nil {
+		return nil
+	}
+	group, instruct := "", false
+	if m.entry != nil {
+		group, instruct = familyGroup(m.entry.Family), m.entry.Instruct
+	}
+	var cands []presets.Model
+	for _, c := range models {
+		if c.Trainable() && (m.entry == nil || c.Name != m.entry.Name) {
+			cands = append(cands, c)
+		}
+	}
+	score := func(c presets.Model) (int, int) {
+		g, i := 0, 0
+		if group != "" && familyGroup(c.Family) == group {
+			g = 1
+		}
+		if c.Instruct == instruct {
+			i = 1
+		}
+		return g, i
+	}
+	sort.SliceStable(cands, func(a, b int) bool {
+		ga, ia := score(cands[a])
+		gb, ib := score(cands[b])
+		if ga != gb {
+			return ga > gb
+		}
+		if ia != ib {
+			return ia > ib
+		}
+		return cands[a].Params > cands[b].Params
+	})
+	var out []memplan.Alternative
+	for _, c := range cands {
+		out = append(out, memplan.Alternative{Name: c.Name, Config: c.ToModelConfig()})
+	}
+	return out
+}
+
+func describeOptions(o memplan.Options) string {
+	var parts []string
+	switch o.Method {
+	case memplan.DPO:
+		parts = append(parts, "DPO ("+string(o.DPOBase)+" policy)")
+	default:
+		parts = append(parts, strings.ToUpper(string(o.Method)))
+	}
+	if o.LoRARank > 0 {
+		parts = append(parts, fmt.Sprintf("r %d on %s", o.LoRARank, strings.Join(o.LoRATargets, ",")))
+	}
+	unit := "sequences"
+	if o.Method == memplan.DPO {
+		unit = "pairs"
+	}
+	parts = append(parts, fmt.Sprintf("micro-batch %d %s × %d tokens", o.MicroBatch, unit, o.SeqLen))
+	if o.GradAccum > 1 {
+		parts = append(parts, fmt.Sprintf("accumulation %d", o.GradAccum))
+	}
+	if o.Checkpointing {
+		parts = append(parts, "checkpointing on")
+	} else {
+		parts = append(parts, "checkpointing off")
+	}
+	parts = append(parts, o.WeightDType.String())
+	return strings.Join(parts, ", ")
+}
+
+func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, advice []memplan.Advice) {
+	fmt.Fprintf(w, "model     %s, %.2fB parameters (%s trainable)\n", m.label, float64(plan.Params)/1e9, humanCount(plan.Trainable))
+	fmt.Fprintf(w, "run       %s\n\n", describeOptions(plan.Options))
+	for _, l := range plan.Lines() {
+		fmt.Fprintf(w, "  %-32s %12s\n", l.Label, memplan.FormatBytes(l.Bytes))
+	}
+	peak := plan.Peak()
+	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 45))
+	fmt.Fprintf(w, "  %-32s %12s\n", "peak (total)", memplan.FormatBytes(peak))
+	fmt.Fprintf(w, "  %-32s %12s  %s\n\n", "available", memplan.FormatBytes(target.available), target.label)
+	if peak <= target.available {
+		fmt.Fprintf(w, "verdict   fits (%s to spare)\n", memplan.FormatBytes(target.available-peak))
+		return
+	}
+	fmt.Fprintf(w, "verdict   does not fit (short by %s)\n", memplan.FormatBytes(peak-target.available))
+	if len(advice) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nadvice, least harm first (each includes the checkpointing and micro-batch steps before it):")
+	for i, a := range advice {
+		verdict := "does not fit"
+		if a.Fits {
+			verdict = "fits"
+		}
+		fmt.Fprintf(w, "  %d. %s\n     → peak %s: %s\n", i+1, a.Summary, memplan.FormatBytes(a.Plan.Peak()), verdict)
+	}
+}
+
+// humanCount prints a parameter count as 41.9M or 8.03B.
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	}
+	return fmt.Sprintf("%d", n)
+}
+
+func listProfiles(w io.Writer) error {
+	profiles, err := presets.HardwareProfiles()
+	if err != nil {
+		return err
+	}
+	for _, p := range profiles {
+		note := ""
+		if p.Unified {
+			note = "  unified memory"
+		}
+		fmt.Fprintf(w, "  %-14s %10s%s\n", p.Name, memplan.FormatBytes(p.MemoryBytes()), note)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"whet/engine/gpuinfo"
+)
+
+func runFitCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = runMain(append([]string{"fit"}, args...), strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// The issue's acceptance command: a breakdown with one line per category
+// (activations included), the peak, the verdict and advice, well under a
+// second, with no weights anywhere.
+func TestFitLlama8BOnRTX4090(t *testing.T) {
+	start := time.Now()
+	code, out, errs := runFitCLI(t, "--model", "llama-3.1-8b", "--method", "lora", "--batch", "2", "--seq", "2048", "--gpu", "RTX 4090")
+	elapsed := time.Since(start)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{
+		"llama-3.1-8b (meta-llama/Llama-3.1-8B)",
+		"weights (bf16)", "LoRA adapters (bf16)", "fp32 master weights", "gradients (fp32)",
+		"AdamW moments (fp32)", "activations (bf16)", "backward scratch", "logits chunk",
+		"attention workspace", "cuBLASLt workspace", "CUDA context (estimate)",
+		"peak (total)", "RTX 4090 profile",
+		"verdict   does not fit",
+		"1. turn on activation checkpointing",
+		"QLoRA",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// Advice comes in the documented order.
+	order := []string{"activation checkpointing", "micro-batch 1 with 2-step", "max length", "QLoRA", "a smaller model"}
+	last := -1
+	for _, s := range order {
+		i := strings.Index(out, s)
+		if i < 0 || i < last {
+			t.Errorf("advice %q missing or out of order:\n%s", s, out)
+		}
+		last = i
+	}
+	if elapsed > time.Second {
+		t.Errorf("whet fit took %v, want well under a second", elapsed)
+	}
+}
+
+func TestFitVerdictFits(t *testing.T) {
+	code, out, errs := runFitCLI(t, "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--method", "qlora", "--batch", "1", "--seq", "1024", "--checkpointing", "--gpu", "h100")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "verdict   fits") || strings.Contains(out, "advice") {
+		t.Errorf("want a fitting verdict without advice:\n%s", out)
+	}
+	if !strings.Contains(out, "quantized weights (NF4)") || !strings.Contains(out, "dequantize workspace") {
+		t.Errorf("QLoRA breakdown lacks the NF4 lines:\n%s", out)
+	}
+}
+
+func TestFitDPOFull(t *testing.T) {
+	code, out, errs := runFitCLI(t, "--model", "smollm2-135m", "--method", "dpo", "--dpo-base", "full", "--batch", "1", "--seq", "512", "--gpu", "RTX 4060")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"DPO (full policy)", "reference model (DPO) (bf16)", "pairs"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// A folder with a config.json is read through engine.LoadModelConfig.
+func TestFitModelFolder(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
+  "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+  "head_dim": 64, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+  "max_position_embeddings": 131072, "tie_word_embeddings": true,
+  "bos_token_id": 128000, "eos_token_id": 128001, "torch_dtype": "bfloat16"
+}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runFitCLI(t, "--model", dir, "--gpu", "RTX 4090", "--seq", "1024")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	// The Llama 3.2 1B shape: 1,235,814,400 parameters.
+	if !strings.Contains(out, "1.24B parameters") || !strings.Contains(out, "verdict   fits") {
+		t.Errorf("folder model output:\n%s", out)
+	}
+}
+
+func TestFitErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--gpu", "RTX 4090"}, "--model is required"},
+		{[]string{"--model", "gpt-5", "--gpu", "RTX 4090"}, `no model "gpt-5"`},
+		{[]string{"--model", "llama-3.2-11b-vision", "--gpu", "RTX 4090"}, "cannot be trained by whet yet"},
+		{[]string{"--model", "llama-3.2-1b", "--method", "ppo", "--gpu", "RTX 4090"}, "unknown method"},
+		{[]string{"--model", "llama-3.2-1b", "--gpu", "RTX 9090"}, "no hardware profile"},
+		{[]string{"--model", "llama-3.2-1b", "--seq", "0", "--gpu", "H100"}, "sequence length"},
+		{[]string{"--model", "llama-3.2-1b", "--targets", "q,lm_head", "--gpu", "H100"}, "lm_head"},
+	} {
+		code, _, errs := runFitCLI(t, tc.args...)
+		if code == 0 || !strings.Contains(errs, tc.want) {
+			t.Errorf("whet fit %v: exit %d, stderr %q; want a failure mentioning %q", tc.args, code, errs, tc.want)
+		}
+	}
+}
+
+// Without --gpu the check uses this machine: the detected GPU, or in CPU
+// mode the available RAM (what CI has).
+func TestFitDetectsThisMachine(t *testing.T) {
+	r, err := gpuinfo.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runFitCLI(t, "--model", "smollm2-135m", "--seq", "256")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	want := "GPU 0"
+	if r.CPUMode {
+		want = "CPU mode"
+	}
+	if !strings.Contains(out, want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+}
+
+func TestFitListProfiles(t *testing.T) {
+	code, out, _ := runFitCLI(t, "--gpu", "list")
+	if code != 0 || !strings.Contains(out, "RTX 4090") || !strings.Contains(out, "DGX Spark") {
+		t.Errorf("--gpu list: exit %d:\n%s", code, out)
+	}
+}
