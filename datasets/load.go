@@ -1,0 +1,479 @@
+package datasets
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+// Location says where a row came from, in the terms a user can look up.
+type Location struct {
+	File string
+	Line int    // 1-based line (JSONL, CSV); 0 when the file has no lines to speak of
+	Row  int    // 1-based data row (CSV, Parquet) or 0-based index (JSON list); -1 when unset
+	Key  string // JSON: the key of the list inside a top-level object, if any
+	kind fileKind
+}
+
+func (l Location) String() string {
+	switch l.kind {
+	case kindJSONL:
+		return fmt.Sprintf("%s:%d", l.File, l.Line)
+	case kindJSON:
+		return fmt.Sprintf("%s: %s[%d]", l.File, l.Key, l.Row)
+	case kindCSV:
+		return fmt.Sprintf("%s: row %d (line %d)", l.File, l.Row, l.Line)
+	case kindParquet:
+		return fmt.Sprintf("%s: row %d", l.File, l.Row)
+	}
+	return l.File
+}
+
+// Record is one row of a data file: column (or key) to value, with values
+// as encoding/json produces them (strings, json.Number, bool, nil,
+// []any, map[string]any).
+type Record struct {
+	Fields map[string]any
+	Loc    Location
+}
+
+// RowError is a problem with one row. Reason is a short, stable category
+// used to count skipped rows; Detail says exactly what is wrong.
+type RowError struct {
+	Loc    Location
+	Field  string // the offending field ("messages[2].content"); empty for the whole row
+	Reason string
+	Detail string
+}
+
+func (e *RowError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Loc.String())
+	if e.Field != "" {
+		fmt.Fprintf(&b, ": field %q", e.Field)
+	}
+	b.WriteString(": ")
+	if e.Detail != "" {
+		b.WriteString(e.Detail)
+	} else {
+		b.WriteString(e.Reason)
+	}
+	return b.String()
+}
+
+// Reasons for row errors (the keys of skip counts).
+const (
+	ReasonInvalidJSON   = "invalid JSON"
+	ReasonNotObject     = "row is not an object"
+	ReasonMissingField  = "missing field"
+	ReasonWrongType     = "wrong type"
+	ReasonBadRole       = "unknown role"
+	ReasonEmpty         = "empty conversation"
+	ReasonCSVShape      = "malformed CSV row"
+	ReasonTemplate      = "chat template refused the conversation"
+	ReasonNoPrompt      = "no prompt"
+	ReasonParquetRecord = "unreadable Parquet row"
+)
+
+type fileKind int
+
+const (
+	kindUnknown fileKind = iota
+	kindJSONL
+	kindJSON
+	kindCSV
+	kindParquet
+)
+
+func kindOf(path string) (fileKind, rune, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".jsonl", ".ndjson":
+		return kindJSONL, 0, nil
+	case ".json":
+		return kindJSON, 0, nil
+	case ".csv":
+		return kindCSV, ',', nil
+	case ".tsv":
+		return kindCSV, '\t', nil
+	case ".parquet", ".pq":
+		return kindParquet, 0, nil
+	}
+	return kindUnknown, 0, fmt.Errorf("%s: unknown data file type %q (want .jsonl, .json, .csv, .tsv or .parquet)", path, filepath.Ext(path))
+}
+
+// ReadResult is what a loader found: good records, and the rows it could
+// not read (only when skipping bad rows; otherwise the first one is the
+// error).
+type ReadResult struct {
+	Records []Record
+	Bad     []*RowError
+}
+
+// badRows collects row errors: the first one aborts unless skipping.
+type badRows struct {
+	skip bool
+	res  *ReadResult
+}
+
+func (b badRows) add(e *RowError) error {
+	if !b.skip {
+		return e
+	}
+	b.res.Bad = append(b.res.Bad, e)
+	return nil
+}
+
+// ReadFile reads every row of a data file, choosing the reader by the file
+// extension. With skipBad, unreadable rows are collected in Bad instead of
+// failing the read; problems with the file as a whole always fail.
+func ReadFile(path string, skipBad bool) (*ReadResult, error) {
+	kind, comma, err := kindOf(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open data file: %w", err)
+	}
+	defer f.Close()
+	switch kind {
+	case kindJSONL:
+		return ReadJSONL(f, path, skipBad)
+	case kindJSON:
+		return ReadJSON(f, path, skipBad)
+	case kindCSV:
+		return ReadCSV(f, path, comma, skipBad)
+	default:
+		st, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		// Parquet rows are typed by the file's schema: there is no
+		// row-level syntax to get wrong, so skipping applies to formats only.
+		return ReadParquet(f, st.Size(), path)
+	}
+}
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// ReadJSONL reads one JSON object per line. Blank lines are ignored.
+func ReadJSONL(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
+	res := &ReadResult{}
+	bad := badRows{skip: skipBad, res: res}
+	br := bufio.NewReaderSize(r, 1<<16)
+	for lineNo := 1; ; lineNo++ {
+		line, err := br.ReadBytes('\n')
+		if err != nil && err != io.EOF {
+			return nil, fmt.Errorf("%s:%d: read: %w", name, lineNo, err)
+		}
+		if lineNo == 1 {
+			line = bytes.TrimPrefix(line, utf8BOM)
+		}
+		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
+			loc := Location{File: name, Line: lineNo, Row: -1, kind: kindJSONL}
+			fields, rowErr := decodeObject(trimmed, loc)
+			if rowErr != nil {
+				if e := bad.add(rowErr); e != nil {
+					return nil, e
+				}
+			} else {
+				res.Records = append(res.Records, Record{Fields: fields, Loc: loc})
+			}
+		}
+		if err == io.EOF {
+			return res, nil
+		}
+	}
+}
+
+// decodeObject parses exactly one JSON object.
+func decodeObject(data []byte, loc Location) (map[string]any, *RowError) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, &RowError{Loc: loc, Reason: ReasonInvalidJSON, Detail: "invalid JSON: " + jsonErrText(err, data)}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, &RowError{Loc: loc, Reason: ReasonInvalidJSON, Detail: fmt.Sprintf("invalid JSON: unexpected data after the object at byte %d", dec.InputOffset()+1)}
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, &RowError{Loc: loc, Reason: ReasonNotObject, Detail: "want a JSON object, got " + jsonKind(v)}
+	}
+	return obj, nil
+}
+
+func jsonErrText(err error, data []byte) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%v (at byte %d)", se, se.Offset)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "unexpected end of input"
+	}
+	return err.Error()
+}
+
+// lineCol turns a byte offset into a 1-based line and column.
+func lineCol(data []byte, off int64) (int, int) {
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	before := data[:off]
+	line := bytes.Count(before, []byte{'\n'}) + 1
+	col := int(off) - (bytes.LastIndexByte(before, '\n') + 1)
+	return line, col + 1
+}
+
+// listKeys are the keys preferred when a top-level JSON object holds
+// several lists of rows.
+var listKeys = []string{"data", "train", "rows", "examples", "records", "items", "instances"}
+
+// ReadJSON reads a JSON array of objects, or an object holding such an
+// array under one key.
+func ReadJSON(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: read: %w", name, err)
+	}
+	data = bytes.TrimPrefix(data, utf8BOM)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var root any
+	if err := dec.Decode(&root); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := lineCol(data, se.Offset)
+			return nil, fmt.Errorf("%s:%d:%d: invalid JSON: %v", name, line, col, se)
+		}
+		return nil, fmt.Errorf("%s: invalid JSON: %s", name, jsonErrText(err, data))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		line, col := lineCol(data, dec.InputOffset())
+		return nil, fmt.Errorf("%s:%d:%d: unexpected data after the top-level JSON value (JSON Lines files should be named .jsonl)", name, line, col)
+	}
+	key := ""
+	var list []any
+	switch v := root.(type) {
+	case []any:
+		list = v
+	case map[string]any:
+		key, list, err = findRowList(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	default:
+		return nil, fmt.Errorf("%s: want a JSON array of rows or an object holding one, got %s", name, jsonKind(root))
+	}
+	res := &ReadResult{}
+	bad := badRows{skip: skipBad, res: res}
+	for i, item := range list {
+		loc := Location{File: name, Row: i, Key: key, kind: kindJSON}
+		obj, ok := item.(map[string]any)
+		if !ok {
+			if e := bad.add(&RowError{Loc: loc, Reason: ReasonNotObject, Detail: "want a JSON object, got " + jsonKind(item)}); e != nil {
+				return nil, e
+			}
+			continue
+		}
+		res.Records = append(res.Records, Record{Fields: obj, Loc: loc})
+	}
+	return res, nil
+}
+
+// findRowList picks the list of rows inside a top-level object.
+func findRowList(obj map[string]any) (string, []any, error) {
+	var candidates []string
+	for k, v := range obj {
+		if l, ok := v.([]any); ok && len(l) > 0 {
+			if _, isObj := l[0].(map[string]any); isObj {
+				candidates = append(candidates, k)
+			}
+		}
+	}
+	sort.Strings(candidates)
+	switch len(candidates) {
+	case 0:
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		return "", nil, fmt.Errorf("top-level object holds no list of row objects (keys: %s)", strings.Join(keys, ", "))
+	case 1:
+		return candidates[0], obj[candidates[0]].([]any), nil
+	}
+	for _, want := range listKeys {
+		for _, c := range candidates {
+			if strings.EqualFold(c, want) {
+				return c, obj[c].([]any), nil
+			}
+		}
+	}
+	return "", nil, fmt.Errorf("top-level object holds several lists of rows (%s); keep one, or name one of them %q", strings.Join(candidates, ", "), listKeys[0])
+}
+
+// ReadCSV reads a CSV (or, with comma '\t', TSV) file whose first row names
+// the columns. Cells that hold JSON arrays or objects (a messages column,
+// say) are decoded when a format asks for a list.
+func ReadCSV(r io.Reader, name string, comma rune, skipBad bool) (*ReadResult, error) {
+	cr := csv.NewReader(r)
+	cr.Comma = comma
+	cr.ReuseRecord = false
+	header, err := cr.Read()
+	if err != nil {
+		if err == io.EOF {
+			return nil, fmt.Errorf("%s: empty CSV file (want a header row naming the columns)", name)
+		}
+		return nil, fmt.Errorf("%s: header row: %w", name, err)
+	}
+	if len(header) > 0 {
+		header[0] = strings.TrimPrefix(header[0], string(utf8BOM))
+	}
+	seen := map[string]bool{}
+	for i, h := range header {
+		h = strings.TrimSpace(h)
+		header[i] = h
+		if h == "" {
+			return nil, fmt.Errorf("%s: header column %d has no name", name, i+1)
+		}
+		if seen[h] {
+			return nil, fmt.Errorf("%s: header names column %q twice", name, h)
+		}
+		seen[h] = true
+	}
+	res := &ReadResult{}
+	bad := badRows{skip: skipBad, res: res}
+	for row := 1; ; row++ {
+		before := cr.InputOffset()
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return res, nil
+		}
+		loc := Location{File: name, Row: row, kind: kindCSV}
+		if err == nil {
+			loc.Line, _ = cr.FieldPos(0)
+		} else {
+			var pe *csv.ParseError
+			if !errors.As(err, &pe) {
+				return nil, fmt.Errorf("%s: %w", loc, err)
+			}
+			loc.Line = pe.StartLine
+			detail := pe.Err.Error()
+			if errors.Is(pe.Err, csv.ErrFieldCount) {
+				detail = fmt.Sprintf("has %d fields, the header has %d", len(rec), len(header))
+			}
+			if e := bad.add(&RowError{Loc: loc, Reason: ReasonCSVShape, Detail: detail}); e != nil {
+				return nil, e
+			}
+			if cr.InputOffset() == before {
+				return nil, fmt.Errorf("%s: CSV reader made no progress after: %v", loc, err)
+			}
+			continue
+		}
+		fields := make(map[string]any, len(header))
+		for i, h := range header {
+			fields[h] = rec[i]
+		}
+		res.Records = append(res.Records, Record{Fields: fields, Loc: loc})
+	}
+}
+
+// ReadParquet reads every row of a Parquet file into records; nested
+// columns (lists of message structs) become []any of map[string]any.
+func ReadParquet(r io.ReaderAt, size int64, name string) (*ReadResult, error) {
+	pf, err := parquet.OpenFile(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable Parquet file: %w", name, err)
+	}
+	res := &ReadResult{}
+	pr := parquet.NewReader(pf)
+	defer pr.Close()
+	total := pf.NumRows()
+	for row := int64(1); row <= total; row++ {
+		loc := Location{File: name, Row: int(row), kind: kindParquet}
+		fields := map[string]any{}
+		if err := readParquetRow(pr, &fields); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("%s: file says %d rows but ended after %d", name, total, row-1)
+			}
+			// A decoding failure leaves the reader's position unknown, so
+			// the rest of the file cannot be trusted either.
+			return nil, &RowError{Loc: loc, Reason: ReasonParquetRecord, Detail: err.Error()}
+		}
+		for k, v := range fields {
+			fields[k] = normalizeParquetValue(v)
+		}
+		res.Records = append(res.Records, Record{Fields: fields, Loc: loc})
+	}
+	return res, nil
+}
+
+// readParquetRow guards the reader: a corrupt page must come back as an
+// error, not take the process down.
+func readParquetRow(pr *parquet.Reader, dst *map[string]any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("corrupt data: %v", p)
+		}
+	}()
+	return pr.Read(dst)
+}
+
+// normalizeParquetValue maps Parquet's Go values onto the JSON-like set the
+// format readers accept ([]byte strings become strings, integers become
+// json.Number).
+func normalizeParquetValue(v any) any {
+	switch x := v.(type) {
+	case []byte:
+		return string(x)
+	case []any:
+		for i := range x {
+			x[i] = normalizeParquetValue(x[i])
+		}
+		return x
+	case map[string]any:
+		for k := range x {
+			x[k] = normalizeParquetValue(x[k])
+		}
+		return x
+	case int32:
+		return json.Number(fmt.Sprint(x))
+	case int64:
+		return json.Number(fmt.Sprint(x))
+	case float32:
+		return json.Number(fmt.Sprint(x))
+	case float64:
+		return json.Number(fmt.Sprint(x))
+	}
+	return v
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "a string"
+	case json.Number, float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}

@@ -1,0 +1,138 @@
+package datasets
+
+import (
+	"strings"
+	"testing"
+)
+
+const fixtures = "../testdata/datasets/"
+
+func TestReadFileEveryLoader(t *testing.T) {
+	cases := []struct {
+		file string
+		rows int
+		key  string // a column every row has
+	}{
+		{"alpaca.jsonl", 4, "instruction"},
+		{"alpaca.csv", 3, "output"},
+		{"alpaca.parquet", 2, "instruction"},
+		{"sharegpt.json", 2, "conversations"},
+		{"messages.json", 2, "messages"},
+		{"messages.jsonl", 3, "messages"},
+		{"messages.parquet", 3, "messages"},
+		{"text.jsonl", 3, "text"},
+		{"text.csv", 2, "text"},
+		{"preference.jsonl", 2, "chosen"},
+		{"two-lists.json", 1, "text"},
+	}
+	for _, c := range cases {
+		res, err := ReadFile(fixtures+c.file, false)
+		if err != nil {
+			t.Errorf("%s: %v", c.file, err)
+			continue
+		}
+		if len(res.Records) != c.rows || len(res.Bad) != 0 {
+			t.Errorf("%s: %d records, %d bad; want %d, 0", c.file, len(res.Records), len(res.Bad), c.rows)
+		}
+		for _, r := range res.Records {
+			if _, ok := r.Fields[c.key]; !ok {
+				t.Errorf("%s (%s): no %q field in %v", c.file, r.Loc, c.key, r.Fields)
+			}
+		}
+	}
+}
+
+func TestReadFileLocations(t *testing.T) {
+	res, err := ReadFile(fixtures+"messages.jsonl", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Line 2 is blank: the third object sits on line 4.
+	if got := res.Records[2].Loc.String(); got != fixtures+"messages.jsonl:4" {
+		t.Errorf("JSONL location %q", got)
+	}
+	res, err = ReadFile(fixtures+"messages.json", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Records[1].Loc.String(); got != fixtures+"messages.json: data[1]" {
+		t.Errorf("JSON location %q", got)
+	}
+	res, err = ReadFile(fixtures+"alpaca.csv", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The third data row starts on line 4 and spans two lines.
+	if got := res.Records[2].Loc.String(); got != fixtures+"alpaca.csv: row 3 (line 4)" {
+		t.Errorf("CSV location %q", got)
+	}
+	if got := res.Records[2].Fields["output"]; got != "line one\nline two" {
+		t.Errorf("CSV multi-line cell %q", got)
+	}
+	res, err = ReadFile(fixtures+"messages.parquet", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Records[1].Loc.String(); got != fixtures+"messages.parquet: row 2" {
+		t.Errorf("Parquet location %q", got)
+	}
+	msgs, ok := res.Records[1].Fields["messages"].([]any)
+	if !ok || len(msgs) != 3 {
+		t.Fatalf("Parquet nested messages: %#v", res.Records[1].Fields["messages"])
+	}
+	if m, _ := msgs[2].(map[string]any); m["role"] != "assistant" || m["content"] != "Cat, hat." {
+		t.Errorf("Parquet message: %#v", msgs[2])
+	}
+}
+
+func TestReadFileErrorsNameThePlace(t *testing.T) {
+	cases := []struct {
+		file string
+		want []string
+	}{
+		{"bad-rows.jsonl", []string{"bad-rows.jsonl:2", "invalid JSON"}},
+		{"bad-rows.csv", []string{"bad-rows.csv: row 2 (line 3)", "4 fields, the header has 3"}},
+		{"bad-syntax.json", []string{"bad-syntax.json:4:", "invalid JSON"}},
+		{"ambiguous.json", []string{"ambiguous.json", "several lists", "first, second"}},
+		{"bad-items.json", []string{"bad-items.json: [1]", "want a JSON object, got a string"}},
+		{"truncated.parquet", []string{"truncated.parquet", "not a readable Parquet file"}},
+		{"missing.jsonl", []string{"missing.jsonl"}},
+		{"notes.txt", []string{"notes.txt", "unknown data file type"}},
+	}
+	for _, c := range cases {
+		_, err := ReadFile(fixtures+c.file, false)
+		if err == nil {
+			t.Errorf("%s: no error", c.file)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", c.file, err, w)
+			}
+		}
+	}
+}
+
+func TestReadFileSkipsBadRows(t *testing.T) {
+	res, err := ReadFile(fixtures+"bad-rows.jsonl", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Lines 2 (broken JSON) and 3 (an array) are unreadable; the rest parse.
+	if len(res.Bad) != 2 || len(res.Records) != 7 {
+		t.Fatalf("%d bad, %d records; want 2, 7", len(res.Bad), len(res.Records))
+	}
+	if res.Bad[0].Reason != ReasonInvalidJSON || res.Bad[1].Reason != ReasonNotObject || res.Bad[1].Loc.Line != 3 {
+		t.Errorf("bad rows: %v; %v", res.Bad[0], res.Bad[1])
+	}
+	res, err = ReadFile(fixtures+"bad-rows.csv", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Bad) != 2 || len(res.Records) != 2 {
+		t.Fatalf("CSV: %d bad, %d records; want 2, 2: %v", len(res.Bad), len(res.Records), res.Bad)
+	}
+	if res.Records[1].Fields["instruction"] != "Another good row" {
+		t.Errorf("CSV reader lost its place after bad rows: %v", res.Records[1].Fields)
+	}
+}

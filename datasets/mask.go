@@ -1,0 +1,174 @@
+package datasets
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Encoder is the part of a tokenizer the datasets package uses.
+// *tokenizer.Tokenizer satisfies it.
+type Encoder interface {
+	Encode(text string, addSpecial bool) []int
+	Decode(ids []int, skipSpecial bool) string
+	TokenID(token string) (int, bool)
+	EOSIDs() []int
+}
+
+// Sequence is one tokenized training example.
+type Sequence struct {
+	Tokens []int32
+	// Labels[j] is Tokens[j] where the loss trains the model to produce
+	// token j, IgnoreIndex elsewhere (not shifted; Pack shifts).
+	Labels []int32
+	Source Location
+	// Truncated is set when the example was cut to the maximum length.
+	Truncated bool
+}
+
+// Len is the number of tokens.
+func (s *Sequence) Len() int { return len(s.Tokens) }
+
+// NumTrainable counts the tokens that carry a label.
+func (s *Sequence) NumTrainable() int {
+	n := 0
+	for _, l := range s.Labels {
+		if l != IgnoreIndex {
+			n++
+		}
+	}
+	return n
+}
+
+// EncodeSpans tokenizes text once and marks which tokens fall inside the
+// given byte spans. It first encodes the text piece by piece, cut at the
+// span edges; when those pieces concatenate to exactly the whole-text ids
+// the edges are exact. Otherwise (a merge crossed an edge) it locates each
+// edge by decoding prefixes of the whole-text ids, and a token that
+// straddles an edge counts as inside the span. The ids returned are always
+// the whole-text encoding. exact reports which way was taken.
+func EncodeSpans(enc Encoder, text string, spans []Span, addSpecial bool) (ids []int, inSpan []bool, exact bool) {
+	ids = enc.Encode(text, addSpecial)
+	inSpan = make([]bool, len(ids))
+	if len(spans) == 0 {
+		return ids, inSpan, true
+	}
+	if pieceIDs, pieceIn := encodePieces(enc, text, spans, addSpecial); equalInts(pieceIDs, ids) {
+		return ids, pieceIn, true
+	}
+	markByDecoding(enc, text, ids, spans, addSpecial, inSpan)
+	return ids, inSpan, false
+}
+
+// encodePieces encodes text cut at every span edge; special tokens the
+// encoder adds go with the first piece only.
+func encodePieces(enc Encoder, text string, spans []Span, addSpecial bool) ([]int, []bool) {
+	var ids []int
+	var in []bool
+	pos := 0
+	first := true
+	emit := func(end int, inside bool) {
+		if end <= pos {
+			return
+		}
+		part := enc.Encode(text[pos:end], addSpecial && first)
+		first = false
+		ids = append(ids, part...)
+		for range part {
+			in = append(in, inside)
+		}
+		pos = end
+	}
+	for _, sp := range spans {
+		emit(sp.Start, false)
+		emit(sp.End, true)
+	}
+	emit(len(text), false)
+	return ids, in
+}
+
+// markByDecoding finds, for each span edge, the token where the decoded
+// prefix reaches it. Decoded prefix length grows with the prefix, so a
+// binary search needs O(log n) decodes per edge.
+func markByDecoding(enc Encoder, text string, ids []int, spans []Span, addSpecial bool, inSpan []bool) {
+	// Tokens the encoder adds before the text (a BOS) decode to text that
+	// is not in the rendered string.
+	lead := 0
+	if addSpecial {
+		lead = len(enc.Encode("", true))
+		if lead > len(ids) {
+			lead = len(ids)
+		}
+	}
+	base := len(enc.Decode(ids[:lead], false))
+	offset := func(k int) int { return len(enc.Decode(ids[:k], false)) - base }
+	// first token whose end passes byte b: the token that contains b.
+	tokenAt := func(b int) int {
+		k := sort.Search(len(ids)-lead, func(i int) bool { return offset(lead+i+1) > b })
+		return lead + k
+	}
+	for _, sp := range spans {
+		if sp.End <= sp.Start {
+			continue
+		}
+		from := tokenAt(sp.Start)
+		to := tokenAt(sp.End - 1)
+		for t := from; t <= to && t < len(ids); t++ {
+			inSpan[t] = true
+		}
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TrainOn says which tokens carry a loss.
+type TrainOn string
+
+const (
+	TrainOnResponses TrainOn = "responses" // assistant turns only (chat default)
+	TrainOnAll       TrainOn = "all"       // every token
+)
+
+// ParseTrainOn checks a train_on value; "" means responses.
+func ParseTrainOn(s string) (TrainOn, error) {
+	switch TrainOn(s) {
+	case "", TrainOnResponses, "assistant", "completions":
+		return TrainOnResponses, nil
+	case TrainOnAll:
+		return TrainOnAll, nil
+	}
+	return "", fmt.Errorf("unknown train_on %q (want responses or all)", s)
+}
+
+// toSequence builds a Sequence from ids and the in-span flags; with
+// TrainOnAll every token is labelled.
+func toSequence(ids []int, inSpan []bool, on TrainOn, loc Location) Sequence {
+	s := Sequence{Tokens: make([]int32, len(ids)), Labels: make([]int32, len(ids)), Source: loc}
+	for i, id := range ids {
+		s.Tokens[i] = int32(id)
+		if on == TrainOnAll || inSpan[i] {
+			s.Labels[i] = int32(id)
+		} else {
+			s.Labels[i] = IgnoreIndex
+		}
+	}
+	return s
+}
+
+// truncate cuts s to at most n tokens, keeping the start.
+func (s *Sequence) truncate(n int) {
+	if n > 0 && len(s.Tokens) > n {
+		s.Tokens = s.Tokens[:n]
+		s.Labels = s.Labels[:n]
+		s.Truncated = true
+	}
+}

@@ -1,0 +1,614 @@
+package datasets
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Options say where the data is and how to turn it into batches. The
+// first block mirrors engine.DataConfig field for field.
+type Options struct {
+	Path        string
+	Format      string            // auto | alpaca | sharegpt | messages | text | preference
+	Columns     map[string]string // canonical column -> the file's column
+	Template    string            // chat template name; empty = detect from the tokenizer
+	TrainOn     string            // responses | all
+	MaxLength   int               // tokens per sequence; longer ones are truncated
+	Packing     bool              // pack sequences end to end (else pad with length grouping)
+	EvalSplit   float64           // fraction of rows held out for evaluation
+	EvalPath    string            // a separate evaluation file (overrides EvalSplit)
+	SkipBadRows bool              // skip unreadable rows and count them, instead of failing
+	Seed        int64             // split and shuffle seed
+
+	// MicroBatch is the number of sequences (pairs, for preference data)
+	// per batch when padding; 0 means 1.
+	MicroBatch int
+	// BatchTokens is the token budget of one packed batch; 0 means
+	// MaxLength. The trainer may set MaxLength × micro-batch size.
+	BatchTokens int
+	// Now is the clock for templates that print today's date (Llama 3.2);
+	// nil means time.Now.
+	Now func() time.Time
+}
+
+// Tokenizer is what Prepare needs from a tokenizer; *tokenizer.Tokenizer
+// satisfies it.
+type Tokenizer interface {
+	Encoder
+	ChatTemplate() string
+	Config() map[string]any
+}
+
+// Prepared is a dataset ready for training.
+type Prepared struct {
+	Format   Format
+	Template *Template // nil for text data
+
+	// Chat and text data.
+	Train, Eval []Sequence
+	// Preference data.
+	TrainPairs, EvalPairs []Pair
+
+	// Batches in training order (already shuffled), and for evaluation.
+	TrainBatches, EvalBatches []Batch
+
+	// StopTokenIDs end generation: the template's stop tokens that the
+	// tokenizer knows, plus its EOS ids. StopStrings are the template's
+	// textual stops.
+	StopTokenIDs []int
+	StopStrings  []string
+
+	Stats Stats
+}
+
+// Stats describe a prepared dataset for the wizard and the logs.
+type Stats struct {
+	Files            []string
+	Format           Format
+	Template         string
+	TemplateDetected bool // picked from the tokenizer's chat_template
+
+	Rows     int // rows read from the files
+	BadRows  int // rows skipped as unreadable (SkipBadRows)
+	Examples int // rows that became training examples
+
+	// BadRowReasons and DroppedReasons count rows per reason;
+	// the Samples keep the first few messages in full.
+	BadRowReasons  map[string]int
+	BadRowSamples  []string
+	Dropped        int
+	DroppedReasons map[string]int
+	DroppedSamples []string
+
+	Truncated int // examples cut to MaxLength
+	// LongestTokens is the longest example before truncation.
+	LongestTokens int
+	// InexactSpanRows counts rows whose assistant spans were located by
+	// decoding because piecewise encoding disagreed with the whole-text
+	// encoding (see EncodeSpans).
+	InexactSpanRows int
+
+	Train, Eval SplitStats
+}
+
+// SplitStats describe one split.
+type SplitStats struct {
+	Sequences       int // sequences (2 per preference pair)
+	Tokens          int
+	TrainableTokens int
+	Batches         int
+	PaddingTokens   int
+	Lengths         Histogram
+}
+
+// Histogram counts sequence lengths in power-of-two buckets:
+// Counts[i] holds lengths in (Edges[i-1], Edges[i]] (from 0 for i = 0).
+type Histogram struct {
+	Edges  []int
+	Counts []int
+	Min    int
+	Max    int
+	Mean   float64
+	P50    int
+	P95    int
+}
+
+const maxSamples = 5
+
+type statsBuilder struct{ *Stats }
+
+func (s statsBuilder) bad(e *RowError) {
+	s.BadRows++
+	s.BadRowReasons[e.Reason]++
+	if len(s.BadRowSamples) < maxSamples {
+		s.BadRowSamples = append(s.BadRowSamples, e.Error())
+	}
+}
+
+func (s statsBuilder) drop(loc Location, reason string) {
+	s.Dropped++
+	s.DroppedReasons[reason]++
+	if len(s.DroppedSamples) < maxSamples {
+		s.DroppedSamples = append(s.DroppedSamples, loc.String()+": "+reason)
+	}
+}
+
+// Drop reasons.
+const (
+	DropNoAssistant = "no assistant turn to train on"
+	DropCutOff      = "every response token falls beyond max_length"
+	DropNoTokens    = "no trainable token"
+)
+
+// Prepare reads, formats, tokenizes, masks, splits and batches a dataset.
+func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
+	if opts.Path == "" {
+		return nil, errors.New("data: no path to a data file")
+	}
+	if opts.MaxLength <= 0 {
+		return nil, fmt.Errorf("data: max_length must be positive, got %d", opts.MaxLength)
+	}
+	if opts.EvalSplit < 0 || opts.EvalSplit >= 1 {
+		return nil, fmt.Errorf("data: eval_split must be in [0, 1), got %g", opts.EvalSplit)
+	}
+	format, err := ParseFormat(opts.Format)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	trainOn, err := ParseTrainOn(opts.TrainOn)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	cols := Columns(opts.Columns)
+	if err := cols.validate(); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	if opts.MicroBatch <= 0 {
+		opts.MicroBatch = 1
+	}
+	if opts.BatchTokens <= 0 {
+		opts.BatchTokens = opts.MaxLength
+	}
+	if opts.BatchTokens < opts.MaxLength {
+		return nil, fmt.Errorf("data: batch token budget %d is below max_length %d", opts.BatchTokens, opts.MaxLength)
+	}
+
+	p := &Prepared{}
+	st := statsBuilder{&p.Stats}
+	st.BadRowReasons = map[string]int{}
+	st.DroppedReasons = map[string]int{}
+
+	trainRecs, err := readRecords(opts.Path, opts.SkipBadRows, st)
+	if err != nil {
+		return nil, err
+	}
+	var evalRecs []Record
+	if opts.EvalPath != "" {
+		if evalRecs, err = readRecords(opts.EvalPath, opts.SkipBadRows, st); err != nil {
+			return nil, err
+		}
+	}
+	if format == FormatAuto {
+		if format, err = DetectFormat(trainRecs, cols); err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+	}
+	p.Format, p.Stats.Format = format, format
+
+	trainEx, err := toExamples(trainRecs, format, cols, opts.SkipBadRows, st)
+	if err != nil {
+		return nil, err
+	}
+	evalEx, err := toExamples(evalRecs, format, cols, opts.SkipBadRows, st)
+	if err != nil {
+		return nil, err
+	}
+
+	rng := NewRand(opts.Seed)
+	rng.Shuffle(len(trainEx), func(i, j int) { trainEx[i], trainEx[j] = trainEx[j], trainEx[i] })
+	if opts.EvalPath == "" && opts.EvalSplit > 0 && len(trainEx) > 1 {
+		n := int(math.Round(opts.EvalSplit * float64(len(trainEx))))
+		n = min(max(n, 1), len(trainEx)-1)
+		evalEx = trainEx[:n]
+		trainEx = trainEx[n:]
+	}
+
+	tk := &tokenizing{tok: tok, trainOn: trainOn, maxLen: opts.MaxLength, st: st}
+	tk.bos, _ = specialText(tok.Config(), "bos_token")
+	tk.eos, _ = specialText(tok.Config(), "eos_token")
+	if format != FormatText {
+		if err := p.pickTemplate(opts, tok, format); err != nil {
+			return nil, err
+		}
+		tk.tpl = p.Template
+		tk.render = RenderOptions{BOS: tk.bos, EOS: tk.eos, Now: opts.Now}
+		p.StopStrings = p.Template.StopStrings
+		for _, s := range p.Template.StopTokens {
+			if id, ok := tok.TokenID(s); ok {
+				p.StopTokenIDs = appendUnique(p.StopTokenIDs, id)
+			}
+		}
+	}
+	for _, id := range tok.EOSIDs() {
+		p.StopTokenIDs = appendUnique(p.StopTokenIDs, id)
+	}
+	if format == FormatText {
+		tk.textEOS = -1
+		if id, ok := tok.TokenID(tk.eos); ok && tk.eos != "" {
+			tk.textEOS = id
+		} else if ids := tok.EOSIDs(); len(ids) > 0 {
+			tk.textEOS = ids[0]
+		}
+	}
+
+	if err := tk.run(trainEx, opts.SkipBadRows, &p.Train, &p.TrainPairs); err != nil {
+		return nil, err
+	}
+	if err := tk.run(evalEx, opts.SkipBadRows, &p.Eval, &p.EvalPairs); err != nil {
+		return nil, err
+	}
+	p.Stats.Examples = len(p.Train) + len(p.Eval) + len(p.TrainPairs) + len(p.EvalPairs)
+	if len(p.Train) == 0 && len(p.TrainPairs) == 0 {
+		return nil, p.noTrainableError(opts, trainOn)
+	}
+
+	padID := padTokenID(tok)
+	if p.TrainBatches, err = p.batch(p.Train, p.TrainPairs, opts, padID, rng); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	if p.EvalBatches, err = p.batch(p.Eval, p.EvalPairs, opts, padID, rng); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	p.Stats.Train = splitStats(p.Train, p.TrainPairs, p.TrainBatches, opts.MaxLength)
+	p.Stats.Eval = splitStats(p.Eval, p.EvalPairs, p.EvalBatches, opts.MaxLength)
+	return p, nil
+}
+
+func readRecords(path string, skip bool, st statsBuilder) ([]Record, error) {
+	res, err := ReadFile(path, skip)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	st.Files = append(st.Files, path)
+	st.Rows += len(res.Records) + len(res.Bad)
+	for _, e := range res.Bad {
+		st.bad(e)
+	}
+	if len(res.Records) == 0 {
+		return nil, fmt.Errorf("data: %s holds no usable rows", path)
+	}
+	return res.Records, nil
+}
+
+func toExamples(recs []Record, f Format, cols Columns, skip bool, st statsBuilder) ([]Example, error) {
+	out := make([]Example, 0, len(recs))
+	for _, r := range recs {
+		ex, rowErr := ToExample(r, f, cols)
+		if rowErr != nil {
+			if !skip {
+				return nil, fmt.Errorf("data (%s format): %w", f, rowErr)
+			}
+			st.bad(rowErr)
+			continue
+		}
+		out = append(out, ex)
+	}
+	return out, nil
+}
+
+func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
+	name := opts.Template
+	if name == "" {
+		if n, ok := DetectTemplate(tok.ChatTemplate()); ok {
+			name = n
+			p.Stats.TemplateDetected = true
+		} else if f == FormatAlpaca {
+			name = "alpaca"
+		} else if tok.ChatTemplate() == "" {
+			return fmt.Errorf("data: the tokenizer has no chat template and %s data needs one; set data.template to one of: %s", f, strings.Join(TemplateNames(), ", "))
+		} else {
+			return fmt.Errorf("data: the tokenizer's chat template is not one whet knows; set data.template to the family it follows (one of: %s)", strings.Join(TemplateNames(), ", "))
+		}
+	}
+	t, ok := LookupTemplate(name)
+	if !ok {
+		return fmt.Errorf("data: unknown chat template %q (known: %s)", name, strings.Join(TemplateNames(), ", "))
+	}
+	p.Template = t
+	p.Stats.Template = t.Name
+	return nil
+}
+
+// tokenizing turns examples into sequences.
+type tokenizing struct {
+	tok      Tokenizer
+	tpl      *Template
+	render   RenderOptions
+	trainOn  TrainOn
+	maxLen   int
+	bos, eos string
+	textEOS  int
+	st       statsBuilder
+}
+
+func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pair) error {
+	for i := range exs {
+		ex := &exs[i]
+		if ex.Chosen != nil {
+			pair, ok, err := t.pair(ex)
+			if err != nil {
+				if !skip {
+					return fmt.Errorf("data: %w", err)
+				}
+				t.st.bad(err)
+				continue
+			}
+			if ok {
+				*pairs = append(*pairs, pair)
+			}
+			continue
+		}
+		seq, ok, err := t.sequence(ex)
+		if err != nil {
+			if !skip {
+				return fmt.Errorf("data: %w", err)
+			}
+			t.st.bad(err)
+			continue
+		}
+		if ok {
+			*seqs = append(*seqs, seq)
+		}
+	}
+	return nil
+}
+
+// encodeChat renders msgs and labels the assistant spans from the
+// (zero-based) assistant turn firstTrained on.
+func (t *tokenizing) encodeChat(ex *Example, msgs []Message, firstTrained int) (Sequence, *RowError) {
+	r, err := t.tpl.Render(msgs, t.render)
+	if err != nil {
+		return Sequence{}, &RowError{Loc: ex.Loc, Reason: ReasonTemplate, Detail: err.Error()}
+	}
+	spans := r.Assistant
+	if firstTrained > len(spans) {
+		firstTrained = len(spans)
+	}
+	spans = spans[firstTrained:]
+	ids, in, exact := EncodeSpans(t.tok, r.Text, spans, t.tpl.AddSpecialTokens)
+	if !exact {
+		t.st.InexactSpanRows++
+	}
+	return toSequence(ids, in, t.trainOn, ex.Loc), nil
+}
+
+func (t *tokenizing) sequence(ex *Example) (Sequence, bool, *RowError) {
+	var seq Sequence
+	if t.tpl == nil {
+		ids := t.tok.Encode(ex.Text, true)
+		if t.textEOS >= 0 && (len(ids) == 0 || ids[len(ids)-1] != t.textEOS) {
+			ids = append(ids, t.textEOS)
+		}
+		seq = toSequence(ids, nil, TrainOnAll, ex.Loc)
+	} else {
+		var err *RowError
+		if seq, err = t.encodeChat(ex, ex.Messages, 0); err != nil {
+			return Sequence{}, false, err
+		}
+	}
+	t.st.LongestTokens = max(t.st.LongestTokens, seq.Len())
+	hadLabels := seq.NumTrainable() > 0
+	seq.truncate(t.maxLen)
+	if seq.Truncated {
+		t.st.Truncated++
+	}
+	if seq.NumTrainable() == 0 {
+		switch {
+		case !hasAssistant(ex.Messages) && t.tpl != nil:
+			t.st.drop(ex.Loc, DropNoAssistant)
+		case hadLabels:
+			t.st.drop(ex.Loc, DropCutOff)
+		default:
+			t.st.drop(ex.Loc, DropNoTokens)
+		}
+		return Sequence{}, false, nil
+	}
+	return seq, true, nil
+}
+
+// pair renders prompt+chosen and prompt+rejected; labels cover the
+// responses only, whatever TrainOn says (preference losses compare the
+// responses' log-probabilities).
+func (t *tokenizing) pair(ex *Example) (Pair, bool, *RowError) {
+	saved := t.trainOn
+	t.trainOn = TrainOnResponses
+	defer func() { t.trainOn = saved }()
+	first := 0
+	for _, m := range ex.Messages {
+		if m.Role == "assistant" {
+			first++
+		}
+	}
+	var pr Pair
+	for i, resp := range [][]Message{ex.Chosen, ex.Rejected} {
+		msgs := append(append([]Message(nil), ex.Messages...), resp...)
+		seq, err := t.encodeChat(ex, msgs, first)
+		if err != nil {
+			return Pair{}, false, err
+		}
+		t.st.LongestTokens = max(t.st.LongestTokens, seq.Len())
+		seq.truncate(t.maxLen)
+		if i == 0 {
+			pr.Chosen = seq
+		} else {
+			pr.Rejected = seq
+		}
+	}
+	if pr.Chosen.Truncated || pr.Rejected.Truncated {
+		t.st.Truncated++
+	}
+	if pr.Chosen.NumTrainable() == 0 || pr.Rejected.NumTrainable() == 0 {
+		t.st.drop(ex.Loc, DropCutOff)
+		return Pair{}, false, nil
+	}
+	return pr, true, nil
+}
+
+func hasAssistant(msgs []Message) bool {
+	for _, m := range msgs {
+		if m.Role == "assistant" {
+			return true
+		}
+	}
+	return false
+}
+
+// noTrainableError explains why nothing is left to train on.
+func (p *Prepared) noTrainableError(opts Options, trainOn TrainOn) error {
+	st := &p.Stats
+	var b strings.Builder
+	fmt.Fprintf(&b, "data: none of the %d rows of %s has a token to train on", st.Rows, strings.Join(st.Files, ", "))
+	reasons := make([]string, 0, len(st.DroppedReasons))
+	for r := range st.DroppedReasons {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(&b, "\n  %d rows: %s", st.DroppedReasons[r], r)
+	}
+	if st.BadRows > 0 {
+		fmt.Fprintf(&b, "\n  %d rows skipped as unreadable", st.BadRows)
+	}
+	for _, s := range st.DroppedSamples {
+		b.WriteString("\n  e.g. " + s)
+	}
+	b.WriteString("\nfix: ")
+	switch {
+	case st.DroppedReasons[DropCutOff] > 0:
+		fmt.Fprintf(&b, "raise data.max_length above %d (the longest row has %d tokens) so the responses fit", opts.MaxLength, st.LongestTokens)
+	case st.DroppedReasons[DropNoAssistant] > 0 && trainOn == TrainOnResponses:
+		b.WriteString("the rows have no assistant turns: check data.format and data.columns (role names must be assistant/gpt), or set data.train_on: all to train on every token")
+	case st.DroppedReasons[DropNoTokens] > 0:
+		fmt.Fprintf(&b, "check that data.template (%s) matches the model, or set data.train_on: all", st.Template)
+	default:
+		b.WriteString("set data.skip_bad_rows: false to see the first bad row, and check data.format and data.columns")
+	}
+	return errors.New(b.String())
+}
+
+func (p *Prepared) batch(seqs []Sequence, pairs []Pair, opts Options, padID int32, r *rand.Rand) ([]Batch, error) {
+	if opts.Packing {
+		var bs []Batch
+		var err error
+		if pairs != nil {
+			bs, err = PackPairs(pairs, opts.BatchTokens)
+		} else {
+			bs, err = Pack(seqs, opts.BatchTokens)
+		}
+		if err == nil {
+			ShuffleBatches(bs, r)
+		}
+		return bs, err
+	}
+	if pairs != nil {
+		return PadPairs(pairs, opts.MicroBatch, padID, r)
+	}
+	return PadBatches(seqs, opts.MicroBatch, padID, r)
+}
+
+func splitStats(seqs []Sequence, pairs []Pair, batches []Batch, maxLen int) SplitStats {
+	var lengths []int
+	s := SplitStats{Batches: len(batches)}
+	add := func(q *Sequence) {
+		s.Sequences++
+		s.Tokens += q.Len()
+		s.TrainableTokens += q.NumTrainable()
+		lengths = append(lengths, q.Len())
+	}
+	for i := range seqs {
+		add(&seqs[i])
+	}
+	for i := range pairs {
+		add(&pairs[i].Chosen)
+		add(&pairs[i].Rejected)
+	}
+	total := 0
+	for i := range batches {
+		total += batches[i].NumTokens()
+	}
+	s.PaddingTokens = total - s.Tokens
+	s.Lengths = NewHistogram(lengths, maxLen)
+	return s
+}
+
+// NewHistogram buckets lengths at powers of two from 32 up to maxLen.
+func NewHistogram(lengths []int, maxLen int) Histogram {
+	var h Histogram
+	for e := 32; ; e *= 2 {
+		if e >= maxLen {
+			h.Edges = append(h.Edges, maxLen)
+			break
+		}
+		h.Edges = append(h.Edges, e)
+	}
+	h.Counts = make([]int, len(h.Edges))
+	if len(lengths) == 0 {
+		return h
+	}
+	sorted := append([]int(nil), lengths...)
+	sort.Ints(sorted)
+	sum := 0
+	for _, l := range sorted {
+		sum += l
+		i := sort.SearchInts(h.Edges, l)
+		if i == len(h.Edges) {
+			i--
+		}
+		h.Counts[i]++
+	}
+	h.Min, h.Max = sorted[0], sorted[len(sorted)-1]
+	h.Mean = float64(sum) / float64(len(sorted))
+	h.P50 = sorted[(len(sorted)-1)/2]
+	h.P95 = sorted[int(math.Ceil(0.95*float64(len(sorted))))-1]
+	return h
+}
+
+// specialText reads a special token's text from tokenizer_config.json,
+// where it is a string or an object with "content".
+func specialText(cfg map[string]any, key string) (string, bool) {
+	switch v := cfg[key].(type) {
+	case string:
+		return v, v != ""
+	case map[string]any:
+		s, ok := v["content"].(string)
+		return s, ok && s != ""
+	}
+	return "", false
+}
+
+// padTokenID is the tokenizer's pad token, else its first EOS id, else 0.
+func padTokenID(tok Tokenizer) int32 {
+	if s, ok := specialText(tok.Config(), "pad_token"); ok {
+		if id, ok := tok.TokenID(s); ok {
+			return int32(id)
+		}
+	}
+	if ids := tok.EOSIDs(); len(ids) > 0 {
+		return int32(ids[0])
+	}
+	return 0
+}
+
+func appendUnique(ids []int, id int) []int {
+	for _, x := range ids {
+		if x == id {
+			return ids
+		}
+	}
+	return append(ids, id)
+}
