@@ -72,7 +72,8 @@ func testMemory(h *harness) {
 			x := h.output(dt, 7, 5)
 			h.check("Fill", h.dut.Fill(x.dut, -1.7))
 			h.oracle("Fill", h.ref.Fill(x.ref, -1.7))
-			want, _ := h.ref.Alloc(dt, 1)
+			want, err := h.ref.Alloc(dt, 1)
+			h.oracle("Alloc", err)
 			defer h.ref.Free(want)
 			h.oracle("Fill", h.ref.Fill(want, -1.7))
 			v := h.refValues(want)[0]
@@ -89,7 +90,8 @@ func testMemory(h *harness) {
 		h.check("Copy", h.dut.Copy(dst.dut, src.dut))
 		// The oracle rounds like the backend must: copy into a tensor of
 		// the same dtype on the CPU side.
-		want, _ := h.ref.Alloc(h.act, 10, 10)
+		want, err := h.ref.Alloc(h.act, 10, 10)
+		h.oracle("Alloc", err)
 		defer h.ref.Free(want)
 		h.oracle("Copy", h.ref.Copy(want, src.ref))
 		h.compareValues("f32 -> "+h.act.String(), h.held(dst.dut), h.refValues(want), Tol{})
@@ -249,7 +251,8 @@ func testRMSNormBackward(h *harness) {
 			out, err := h.ref.Alloc(engine.F32, rows, dim)
 			h.oracle("Alloc", err)
 			defer h.ref.Free(out)
-			rstdRef, _ := h.ref.Alloc(engine.F32, rows)
+			rstdRef, err := h.ref.Alloc(engine.F32, rows)
+			h.oracle("Alloc", err)
 			defer h.ref.Free(rstdRef)
 			h.oracle("RMSNorm", h.ref.RMSNorm(out, rstdRef, x.ref, w.ref, 1e-5))
 			rstd := h.input(engine.F32, h.refValues(rstdRef), rows)
@@ -381,9 +384,11 @@ func testAttentionBackward(h *harness) {
 			// Both sides get the oracle's forward results (out rounded to
 			// the activation dtype, lse in f32), so only the backward is
 			// compared.
-			outRef, _ := h.ref.Alloc(engine.F32, T, c.h*c.headDim)
+			outRef, err := h.ref.Alloc(engine.F32, T, c.h*c.headDim)
+			h.oracle("Alloc", err)
 			defer h.ref.Free(outRef)
-			lseRef, _ := h.ref.Alloc(engine.F32, c.h, T)
+			lseRef, err := h.ref.Alloc(engine.F32, c.h, T)
+			h.oracle("Alloc", err)
 			defer h.ref.Free(lseRef)
 			h.oracle("Attention", h.ref.Attention(outRef, lseRef, q.ref, k.ref, v.ref, sr, p))
 			out := h.input(h.act, h.refValues(outRef), T, c.h*c.headDim)

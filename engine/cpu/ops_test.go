@@ -496,3 +496,21 @@ type fakeTensor struct{}
 func (fakeTensor) Shape() []int        { return []int{1} }
 func (fakeTensor) DType() engine.DType { return engine.F32 }
 func (fakeTensor) Len() int            { return 1 }
+
+func TestParallelForCoversEachIndexOnce(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 1000, 100003} {
+		for _, grain := range []int{1, 64, 1 << 20} {
+			hits := make([]int32, n)
+			parallelFor(n, grain, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					hits[i]++ // each index belongs to one chunk, so no race
+				}
+			})
+			for i, h := range hits {
+				if h != 1 {
+					t.Fatalf("n=%d grain=%d: index %d visited %d times", n, grain, i, h)
+				}
+			}
+		}
+	}
+}
