@@ -53,7 +53,7 @@ type Activations struct {
 	seqs               SeqLayout
 	lossesHost         []float32
 	dropoutSeed        uint64
-	training           bool // dropout only applies while training
+	training           bool     // dropout only applies while training
 	kv                 *kvCache // set while generating
 	owned              []Tensor
 	lastTargets, count int
@@ -562,14 +562,32 @@ func (a *Activations) forward() error {
 // backward it also writes dL/dhN into dh and accumulates the head's grad;
 // gradScale multiplies the summed loss for the gradient.
 func (a *Activations) headLoss(gradScale float32, backward bool) error {
-	m, B, T := a.m, a.m.B, a.t
+	return a.headLossRange(0, a.t, gradScale, backward)
+}
+
+// headLossPerSequence is headLoss with one gradient scale per sequence of
+// the batch (DPO weights each sequence's summed log-probability by its
+// pair's loss derivative).
+func (a *Activations) headLossPerSequence(scales []float32) error {
+	st := a.seqs.Starts
+	if len(scales) != len(st)-1 {
+		return fmt.Errorf("%d sequence scales for %d sequences", len(scales), len(st)-1)
+	}
+	for i, sc := range scales {
+		if err := a.headLossRange(int(st[i]), int(st[i+1]), sc, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// headLossRange runs the head over rows [from, to) in chunks.
+func (a *Activations) headLossRange(from, to int, gradScale float32, backward bool) error {
+	m, B := a.m, a.m.B
 	V := m.Cfg.VocabSize
 	W := m.Head.W
-	for r0 := 0; r0 < T; r0 += a.chunk {
-		r1 := r0 + a.chunk
-		if r1 > T {
-			r1 = T
-		}
+	for r0 := from; r0 < to; r0 += a.chunk {
+		r1 := min(r0+a.chunk, to)
 		n := r1 - r0
 		logits, err := B.View(a.logits, 0, n, V)
 		if err != nil {
