@@ -1,0 +1,207 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+
+	"whet/engine"
+)
+
+// Tile sizes of kernels/attention.cu (QB queries or keys per block, KT per
+// shared-memory tile, maxHeadDim = 32 lanes x 8 values).
+const (
+	attnQB         = 16
+	attnKT         = 32
+	attnMaxHeadDim = 256
+)
+
+// attnGeometry is the checked shape of one attention call.
+type attnGeometry struct {
+	T, H, KVH, D int
+	nseq         int
+	starts       *Tensor
+}
+
+// attnGeometry checks q, k, v against p and seqs, as engine/cpu does.
+// seqs.Dev must hold seqs.Starts as an I32 tensor on this backend.
+func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.AttnParams) *attnGeometry {
+	if c.err != nil {
+		return nil
+	}
+	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
+		c.failf("NHeads %d, NKVHeads %d, HeadDim %d: all must be positive and NHeads a multiple of NKVHeads",
+			p.NHeads, p.NKVHeads, p.HeadDim)
+		return nil
+	}
+	if p.HeadDim > attnMaxHeadDim {
+		c.failf("HeadDim %d is above the %d the attention kernels support: %w", p.HeadDim, attnMaxHeadDim, engine.ErrNotImplemented)
+		return nil
+	}
+	if p.Window < 0 {
+		c.failf("Window %d is negative", p.Window)
+		return nil
+	}
+	if math.IsNaN(float64(p.Scale)) || math.IsInf(float64(p.Scale), 0) {
+		c.failf("Scale %g is not finite", p.Scale)
+		return nil
+	}
+	g := &attnGeometry{T: engine.Rows(q), H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim}
+	c.matrix("q", q, g.T, g.H*g.D)
+	c.matrix("k", k, g.T, g.KVH*g.D)
+	c.matrix("v", v, g.T, g.KVH*g.D)
+	if c.err != nil {
+		return nil
+	}
+	st := seqs.Starts
+	if len(st) < 2 || st[0] != 0 || int(st[len(st)-1]) != g.T {
+		c.failf("seqs.Starts %v must begin at 0 and end at T = %d (the rows of q %v)", st, g.T, q.shape)
+		return nil
+	}
+	longest := 0
+	for s := 0; s+1 < len(st); s++ {
+		if st[s+1] < st[s] {
+			c.failf("seqs.Starts %v decreases at index %d", st, s+1)
+			return nil
+		}
+		longest = max(longest, int(st[s+1]-st[s]))
+	}
+	if seqs.MaxLen < longest {
+		c.failf("seqs.MaxLen %d is below the longest sequence (%d tokens) in Starts %v", seqs.MaxLen, longest, st)
+		return nil
+	}
+	if isNil(seqs.Dev) {
+		c.failf("seqs.Dev is nil: the kernels read the sequence starts from an I32 tensor on the device")
+		return nil
+	}
+	g.starts = c.intTensor("seqs.Dev", seqs.Dev)
+	c.length("seqs.Dev", g.starts, len(st))
+	g.nseq = len(st) - 1
+	return g
+}
+
+// attnSmem is the dynamic shared memory of each attention kernel.
+func attnSmem(kernel string, d int) int {
+	tiles := 2 * attnKT * (d + 1) // two [KT][D+1] tiles
+	switch kernel {
+	case "attention_forward":
+		return 4 * (tiles + attnQB*d)
+	case "attention_backward_dq":
+		return 4 * (tiles + 2*attnQB*d)
+	default: // attention_backward_dkv
+		return 4 * (tiles + 2*attnQB*d + 2*attnKT)
+	}
+}
+
+// Attention writes out and lse (see kernels/attention.cu for the maths).
+func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	c := checker{op: "Attention", b: b}
+	ot := c.float("out", out)
+	lt := c.f32("lse", lse)
+	qt := c.float("q", q)
+	kt := c.float("k", k)
+	vt := c.float("v", v)
+	g := c.attnGeometry(qt, kt, vt, seqs, p)
+	if c.err != nil {
+		return c.err
+	}
+	c.matrix("out", ot, g.T, g.H*g.D)
+	c.length("lse", lt, g.H*g.T)
+	for _, in := range []struct {
+		name string
+		t    *Tensor
+	}{{"q", qt}, {"k", kt}, {"v", vt}} {
+		c.disjoint("out", ot, in.name, in.t)
+		c.disjoint("lse", lt, in.name, in.t)
+	}
+	c.disjoint("out", ot, "lse", lt)
+	if c.err != nil {
+		return c.err
+	}
+	if g.T == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("Attention T=%d heads %d/%d dim %d window %d", g.T, g.H, g.KVH, g.D, p.Window)
+	return b.launch(op, "attention.cu", "attention_forward",
+		dim3{(g.T + attnQB - 1) / attnQB, g.H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", g.D),
+		ot.ptr(), dt(ot), lt.ptr(), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
+		g.starts.ptr(), int32(g.nseq), int32(g.T), int32(g.H), int32(g.KVH), int32(g.D), p.Scale, int32(p.Window))
+}
+
+// AttentionBackward overwrites dq, dk and dv, recomputing the attention
+// probabilities from lse.
+func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	c := checker{op: "AttentionBackward", b: b}
+	dqt := c.float("dq", dq)
+	dkt := c.float("dk", dk)
+	dvt := c.float("dv", dv)
+	dot := c.float("dOut", dOut)
+	qt := c.float("q", q)
+	kt := c.float("k", k)
+	vt := c.float("v", v)
+	ot := c.float("out", out)
+	lt := c.f32("lse", lse)
+	g := c.attnGeometry(qt, kt, vt, seqs, p)
+	if c.err != nil {
+		return c.err
+	}
+	T, H, KVH, D := g.T, g.H, g.KVH, g.D
+	c.matrix("dq", dqt, T, H*D)
+	c.matrix("dk", dkt, T, KVH*D)
+	c.matrix("dv", dvt, T, KVH*D)
+	c.matrix("dOut", dot, T, H*D)
+	c.matrix("out", ot, T, H*D)
+	c.length("lse", lt, H*T)
+	outs := []struct {
+		name string
+		t    *Tensor
+	}{{"dq", dqt}, {"dk", dkt}, {"dv", dvt}}
+	ins := []struct {
+		name string
+		t    *Tensor
+	}{{"dOut", dot}, {"q", qt}, {"k", kt}, {"v", vt}, {"out", ot}, {"lse", lt}}
+	for i, o := range outs {
+		for _, in := range ins {
+			c.disjoint(o.name, o.t, in.name, in.t)
+		}
+		for _, o2 := range outs[i+1:] {
+			c.disjoint(o.name, o.t, o2.name, o2.t)
+		}
+	}
+	if c.err != nil {
+		return c.err
+	}
+	if T == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("AttentionBackward T=%d heads %d/%d dim %d window %d", T, H, KVH, D, p.Window)
+	delta, free, err := b.temp(op, int64(H)*int64(T)*4)
+	if err != nil {
+		return err
+	}
+	defer free()
+	warps := T * H
+	if err := b.launch(op, "attention.cu", "attention_backward_delta", dim3{min((warps+7)/8, b.smCount*32), 1, 1}, dim3{256, 1, 1}, 0,
+		delta, dot.ptr(), dt(dot), ot.ptr(), dt(ot), int32(T), int32(H), int32(D)); err != nil {
+		return err
+	}
+	if err := b.launch(op, "attention.cu", "attention_backward_dq",
+		dim3{(T + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dq", D),
+		dqt.ptr(), dt(dqt), dot.ptr(), dt(dot), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), lt.ptr(), delta,
+		g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window)); err != nil {
+		return err
+	}
+	return b.launch(op, "attention.cu", "attention_backward_dkv",
+		dim3{(T + attnQB - 1) / attnQB, KVH, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dkv", D),
+		dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), dt(dot), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
+		lt.ptr(), delta, g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+}

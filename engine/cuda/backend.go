@@ -1,0 +1,614 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"whet/engine"
+)
+
+// Options choose the device and where compiled kernels are cached.
+type Options struct {
+	Device int // CUDA device ordinal
+	// CacheDir holds compiled cubins; "" means $XDG_CACHE_HOME/whet/kernels
+	// or ~/.cache/whet/kernels. "-" turns the disk cache off.
+	CacheDir string
+	// SyncEachOp waits for the device after every kernel launch and GEMM so
+	// that an asynchronous fault is reported by the op that caused it, with
+	// its kernel and sizes, instead of at the next Sync. Slow; for
+	// debugging. The environment variable WHET_CUDA_SYNC=1 sets it too.
+	SyncEachOp bool
+}
+
+// Backend is the CUDA implementation of engine.Backend: bf16, f32 and i32
+// tensors in plain device allocations, GEMM through cuBLASLt and every
+// other op through the kernels of package kernels, compiled by NVRTC.
+//
+// Threading: a CUDA context is current per OS thread, and Go moves
+// goroutines between threads. Every exported method therefore takes the
+// backend's mutex, locks its goroutine to the current OS thread and makes
+// the context current (cuCtxSetCurrent is a thread-local store, far cheaper
+// than a kernel launch) before any CUDA call, and undoes the lock on
+// return. This was chosen over one goroutine owning the context and
+// serving a work queue: there is no channel hop per op (the model calls
+// thousands per step), no goroutine to shut down, and errors and stack
+// traces stay in the caller's goroutine. Ops are serialised by the mutex,
+// like work on one stream.
+type Backend struct {
+	mu sync.Mutex
+
+	drv    *driver
+	rtc    *nvrtc
+	lt     *cublasLt
+	dev    int32
+	ctx    uintptr
+	stream uintptr
+	closed bool
+
+	name                  string
+	arch                  string // e.g. "sm_90"
+	smCount, maxSmemOptin int
+	cache                 kernelCache
+	syncEachOp            bool
+
+	modules map[string]uintptr   // kernel file -> CUmodule
+	funcs   map[string]*function // kernel name -> function
+
+	workspace     uint64 // cuBLASLt workspace
+	workspaceSize int
+	scratch       uint64 // 8 bytes for float64 reductions
+
+	inUse, peak int64
+	live        map[*allocation]struct{}
+}
+
+// function is a loaded kernel and the dynamic shared memory it was opened to.
+type function struct {
+	name    string
+	handle  uintptr
+	smemMax int
+}
+
+// allocation is one cuMemAlloc; tensors and their views point at it.
+type allocation struct {
+	ptr   uint64
+	bytes int64
+	freed bool
+}
+
+// Tensor is a device tensor: a window of an allocation with a shape.
+type Tensor struct {
+	b     *Backend
+	alloc *allocation
+	off   int64 // byte offset into alloc
+	n     int
+	shape []int
+	dt    engine.DType
+	owner bool // false for views, which Free ignores
+}
+
+// Shape returns a copy of the dimensions.
+func (t *Tensor) Shape() []int { return append([]int(nil), t.shape...) }
+
+// DType is the element type.
+func (t *Tensor) DType() engine.DType { return t.dt }
+
+// Len is the number of elements.
+func (t *Tensor) Len() int { return t.n }
+
+// ptr is the device address of the first element.
+func (t *Tensor) ptr() uint64 { return t.alloc.ptr + uint64(t.off) }
+
+func (t *Tensor) bytes() int64 { return int64(t.n) * int64(t.dt.Size()) }
+
+var (
+	_ engine.Backend        = (*Backend)(nil)
+	_ engine.MemoryReporter = (*Backend)(nil)
+	_ engine.Closer         = (*Backend)(nil)
+)
+
+const (
+	defaultWorkspace = 32 << 20 // cuBLASLt workspace, as NVIDIA advises for Hopper
+	scratchBytes     = 256      // float64 reduction results
+)
+
+// New opens the driver, NVRTC and cuBLASLt, retains the device's primary
+// context and creates a stream. It fails with a message naming what was
+// looked for and where when a library or the GPU is missing; callers then
+// fall back to the CPU backend.
+func New(opts Options) (*Backend, error) {
+	drv, err := openDriver()
+	if err != nil {
+		return nil, fmt.Errorf("cuda: %w: %v", ErrNoGPU, err)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := drv.call("cuInit", drv.cuInit, 0); err != nil {
+		return nil, fmt.Errorf("cuda: %w: the driver library %s loaded but %v", ErrNoGPU, drv.lib.path, err)
+	}
+	b := &Backend{
+		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
+		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
+	}
+	if err := b.open(opts); err != nil {
+		b.release()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Backend) open(opts Options) error {
+	d := b.drv
+	var dev int32
+	if err := d.call("cuDeviceGet", d.cuDeviceGet, uintptr(unsafe.Pointer(&dev)), uintptr(opts.Device)); err != nil {
+		return fmt.Errorf("cuda: %w: device %d: %v", ErrNoGPU, opts.Device, err)
+	}
+	b.dev = dev
+	name, err := d.deviceName(dev)
+	if err != nil {
+		return withOp("New", err)
+	}
+	major, err := d.deviceAttr(dev, attrComputeCapabilityMajor)
+	if err != nil {
+		return withOp("New", err)
+	}
+	minor, err := d.deviceAttr(dev, attrComputeCapabilityMinor)
+	if err != nil {
+		return withOp("New", err)
+	}
+	if b.smCount, err = d.deviceAttr(dev, attrMultiprocessorCount); err != nil {
+		return withOp("New", err)
+	}
+	if b.maxSmemOptin, err = d.deviceAttr(dev, attrMaxSharedPerBlockOptin); err != nil {
+		return withOp("New", err)
+	}
+	b.name = name
+	b.arch = fmt.Sprintf("sm_%d%d", major, minor)
+	if major < 8 {
+		return fmt.Errorf("cuda: device %d (%s) has compute capability %d.%d; bf16 training needs 8.0 (Ampere) or newer", opts.Device, name, major, minor)
+	}
+	if err := d.call("cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain, uintptr(unsafe.Pointer(&b.ctx)), uintptr(dev)); err != nil {
+		return withOp("New", err)
+	}
+	if err := d.call("cuCtxSetCurrent", d.cuCtxSetCurrent, b.ctx); err != nil {
+		return withOp("New", err)
+	}
+	if err := d.call("cuStreamCreate", d.cuStreamCreate, uintptr(unsafe.Pointer(&b.stream)), 0); err != nil {
+		return withOp("New", err)
+	}
+	if b.rtc, err = openNVRTC(); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	if b.lt, err = openCublasLt(); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	if err := b.lt.create(); err != nil {
+		return withOp("New", err)
+	}
+	switch opts.CacheDir {
+	case "":
+		b.cache = kernelCache{dir: defaultCacheDir()}
+	case "-":
+		b.cache = kernelCache{}
+	default:
+		b.cache = kernelCache{dir: opts.CacheDir}
+	}
+	if b.workspace, err = b.rawAlloc(defaultWorkspace); err != nil {
+		return withOp("New: cuBLASLt workspace (32 MiB)", err)
+	}
+	b.workspaceSize = defaultWorkspace
+	if b.scratch, err = b.rawAlloc(scratchBytes); err != nil {
+		return withOp("New: reduction scratch", err)
+	}
+	return nil
+}
+
+// release frees whatever open or Close set up, in reverse order.
+func (b *Backend) release() {
+	d := b.drv
+	if b.ctx != 0 {
+		d.call("cuCtxSetCurrent", d.cuCtxSetCurrent, b.ctx)
+	}
+	if b.lt != nil {
+		b.lt.destroy()
+	}
+	for a := range b.live {
+		b.rawFree(a.ptr, a.bytes)
+		a.freed = true
+		delete(b.live, a)
+	}
+	b.rawFree(b.workspace, int64(b.workspaceSize))
+	b.rawFree(b.scratch, scratchBytes)
+	b.workspace, b.scratch = 0, 0
+	for name, m := range b.modules {
+		d.call("cuModuleUnload", d.cuModuleUnload, m)
+		delete(b.modules, name)
+	}
+	b.funcs = map[string]*function{}
+	if b.stream != 0 {
+		d.call("cuStreamDestroy_v2", d.cuStreamDestroy, b.stream)
+		b.stream = 0
+	}
+	if b.ctx != 0 {
+		d.call("cuDevicePrimaryCtxRelease_v2", d.cuDevicePrimaryCtxRelease, uintptr(b.dev))
+		b.ctx = 0
+	}
+}
+
+// Close frees every tensor still allocated, the kernels, the cuBLASLt
+// handle and the stream, and releases the context. The backend is
+// unusable afterwards.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var err error
+	if b.ctx != 0 && b.stream != 0 {
+		if e := b.drv.call("cuCtxSetCurrent", b.drv.cuCtxSetCurrent, b.ctx); e == nil {
+			err = withOp("Close", b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream))
+		}
+	}
+	b.release()
+	b.closed = true
+	return err
+}
+
+var errClosed = errors.New("cuda: backend is closed")
+
+// ErrNoGPU is wrapped by New's error when there is no usable NVIDIA GPU:
+// the driver library is missing, the driver does not start, or the device
+// does not exist. Callers fall back to the CPU backend on it; any other
+// error from New (NVRTC or cuBLASLt missing, say) is a broken install
+// worth reporting as such.
+var ErrNoGPU = errors.New("no usable NVIDIA GPU")
+
+// enter serialises the op, pins the goroutine to its thread and makes the
+// context current there; the returned func undoes it.
+func (b *Backend) enter() (func(), error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, errClosed
+	}
+	runtime.LockOSThread()
+	if err := b.drv.call("cuCtxSetCurrent", b.drv.cuCtxSetCurrent, b.ctx); err != nil {
+		runtime.UnlockOSThread()
+		b.mu.Unlock()
+		return nil, err
+	}
+	return func() {
+		runtime.UnlockOSThread()
+		b.mu.Unlock()
+	}, nil
+}
+
+// Name identifies the backend and its device.
+func (b *Backend) Name() string { return fmt.Sprintf("cuda (%s, %s)", b.name, b.arch) }
+
+// DeviceName is the GPU's marketing name, e.g. "NVIDIA H100 80GB HBM3".
+func (b *Backend) DeviceName() string { return b.name }
+
+// Arch is the compute architecture the kernels are compiled for, e.g. "sm_90".
+func (b *Backend) Arch() string { return b.arch }
+
+// Versions reports the NVRTC and cuBLASLt versions in use, and their paths.
+func (b *Backend) Versions() string {
+	return fmt.Sprintf("driver %s, NVRTC %d.%d (%s), cuBLASLt %d (%s)", b.drv.lib.path, b.rtc.major, b.rtc.minor, b.rtc.lib.path, b.lt.version(), b.lt.lib.path)
+}
+
+// PeakBytes is the most device memory this backend held at once (tensors,
+// the cuBLASLt workspace and scratch) since New.
+func (b *Backend) PeakBytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peak
+}
+
+// InUseBytes is the device memory this backend holds now.
+func (b *Backend) InUseBytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inUse
+}
+
+// MemInfo returns the device's free and total memory as the driver sees
+// them (other processes included).
+func (b *Backend) MemInfo() (free, total int64, err error) {
+	exit, err := b.enter()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer exit()
+	var f, t uint64
+	if err := b.drv.call("cuMemGetInfo_v2", b.drv.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t))); err != nil {
+		return 0, 0, err
+	}
+	return int64(f), int64(t), nil
+}
+
+// rawAlloc takes device memory for bytes (rounded up to whole 32-bit
+// words, at least one, so that cuMemsetD32 can clear it) and counts the
+// bytes asked for. The caller holds the context.
+func (b *Backend) rawAlloc(bytes int64) (uint64, error) {
+	var p uint64
+	if err := b.drv.call("cuMemAlloc_v2", b.drv.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(allocWords(bytes)*4)); err != nil {
+		return 0, err
+	}
+	b.inUse += bytes
+	if b.inUse > b.peak {
+		b.peak = b.inUse
+	}
+	return p, nil
+}
+
+// allocWords is the number of 32-bit words rawAlloc takes for bytes.
+func allocWords(bytes int64) int64 { return max((bytes+3)/4, 1) }
+
+func (b *Backend) rawFree(p uint64, bytes int64) {
+	if p == 0 {
+		return
+	}
+	b.drv.call("cuMemFree_v2", b.drv.cuMemFree, uintptr(p))
+	b.inUse -= bytes
+}
+
+func shapeLen(shape []int) (int, error) {
+	n := 1
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension in shape %v", shape)
+		}
+		if d != 0 && n > (1<<62)/d {
+			return 0, fmt.Errorf("shape %v is too large", shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// Alloc returns a zeroed tensor in its own device allocation. Out of
+// memory is an error naming the dtype, shape, size and the device's free
+// memory; nothing is held after it.
+func (b *Backend) Alloc(dt engine.DType, shape ...int) (engine.Tensor, error) {
+	if dt != engine.F32 && dt != engine.BF16 && dt != engine.I32 {
+		return nil, fmt.Errorf("cuda: Alloc: unknown dtype %d", dt)
+	}
+	n, err := shapeLen(shape)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: Alloc %s: %w", dt, err)
+	}
+	bytes := int64(n) * int64(dt.Size())
+	exit, err := b.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer exit()
+	op := fmt.Sprintf("Alloc %s %v (%s)", dt, shape, humanBytes(bytes))
+	p, err := b.rawAlloc(bytes)
+	if err != nil {
+		if IsOutOfMemory(err) {
+			var f, t uint64
+			if b.drv.call("cuMemGetInfo_v2", b.drv.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t))) == nil {
+				op += fmt.Sprintf(" with %s free of %s, %s held by this backend", humanBytes(int64(f)), humanBytes(int64(t)), humanBytes(b.inUse))
+			}
+		}
+		return nil, withOp(op, err)
+	}
+	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(p), 0, uintptr(allocWords(bytes))); err != nil {
+		b.rawFree(p, bytes)
+		return nil, withOp(op, err)
+	}
+	a := &allocation{ptr: p, bytes: bytes}
+	b.live[a] = struct{}{}
+	return &Tensor{b: b, alloc: a, n: n, shape: append([]int(nil), shape...), dt: dt, owner: true}, nil
+}
+
+// View returns a tensor sharing t's memory from element offset on.
+func (b *Backend) View(t engine.Tensor, offset int, shape ...int) (engine.Tensor, error) {
+	c := checker{op: "View", b: b}
+	src := c.tensor("t", t)
+	if c.err != nil {
+		return nil, c.err
+	}
+	n, err := shapeLen(shape)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: View of %v: %w", src.shape, err)
+	}
+	if offset < 0 || offset+n > src.n {
+		return nil, fmt.Errorf("cuda: View: offset %d with shape %v (%d elements) does not fit in a tensor of shape %v (%d elements)",
+			offset, shape, n, src.shape, src.n)
+	}
+	return &Tensor{b: b, alloc: src.alloc, off: src.off + int64(offset)*int64(src.dt.Size()), n: n,
+		shape: append([]int(nil), shape...), dt: src.dt}, nil
+}
+
+// Free releases a tensor from Alloc; freeing a view, nil or an already
+// freed tensor does nothing.
+func (b *Backend) Free(t engine.Tensor) {
+	ct, ok := t.(*Tensor)
+	if !ok || ct == nil || !ct.owner || ct.b != b {
+		return
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return
+	}
+	defer exit()
+	if ct.alloc.freed {
+		return
+	}
+	ct.alloc.freed = true
+	delete(b.live, ct.alloc)
+	b.rawFree(ct.alloc.ptr, ct.alloc.bytes)
+}
+
+// Upload copies src into dst, converting to dst's dtype (round to nearest
+// even for bf16). An I32 tensor accepts only integral values.
+func (b *Backend) Upload(dst engine.Tensor, src []float32) error {
+	c := checker{op: "Upload", b: b}
+	d := c.tensor("dst", dst)
+	if c.err != nil {
+		return c.err
+	}
+	if len(src) != d.n {
+		return fmt.Errorf("cuda: Upload: %d values for dst %v (%d elements)", len(src), d.shape, d.n)
+	}
+	if d.n == 0 {
+		return nil
+	}
+	var host []byte
+	switch d.dt {
+	case engine.F32:
+		host = unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src))
+	case engine.BF16:
+		h := make([]uint16, len(src))
+		for i, v := range src {
+			h[i] = bf16Bits(v)
+		}
+		host = unsafe.Slice((*byte)(unsafe.Pointer(&h[0])), 2*len(h))
+	case engine.I32:
+		h := make([]int32, len(src))
+		for i, v := range src {
+			if v != float32(int32(v)) {
+				return fmt.Errorf("cuda: Upload: value %g at index %d is not an int32 for I32 dst %v", v, i, d.shape)
+			}
+			h[i] = int32(v)
+		}
+		host = unsafe.Slice((*byte)(unsafe.Pointer(&h[0])), 4*len(h))
+	}
+	return b.htod("Upload", d, host)
+}
+
+// UploadInt32 copies src into an I32 tensor.
+func (b *Backend) UploadInt32(dst engine.Tensor, src []int32) error {
+	c := checker{op: "UploadInt32", b: b}
+	d := c.intTensor("dst", dst)
+	if c.err != nil {
+		return c.err
+	}
+	if len(src) != d.n {
+		return fmt.Errorf("cuda: UploadInt32: %d values for dst %v (%d elements)", len(src), d.shape, d.n)
+	}
+	if d.n == 0 {
+		return nil
+	}
+	return b.htod("UploadInt32", d, unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
+}
+
+func (b *Backend) htod(op string, d *Tensor, host []byte) error {
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	if err := b.drv.call("cuMemcpyHtoD_v2", b.drv.cuMemcpyHtoD, uintptr(d.ptr()), uintptr(unsafe.Pointer(&host[0])), uintptr(len(host))); err != nil {
+		return withOp(fmt.Sprintf("%s %s %v", op, d.dt, d.shape), err)
+	}
+	return nil
+}
+
+// Download copies src into dst as float32. It waits for the work queued
+// before it.
+func (b *Backend) Download(src engine.Tensor, dst []float32) error {
+	c := checker{op: "Download", b: b}
+	s := c.tensor("src", src)
+	if c.err != nil {
+		return c.err
+	}
+	if len(dst) != s.n {
+		return fmt.Errorf("cuda: Download: room for %d values, src %v has %d elements", len(dst), s.shape, s.n)
+	}
+	if s.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("Download %s %v", s.dt, s.shape)
+	switch s.dt {
+	case engine.F32:
+		return withOp(op, b.dtoh(unsafe.Pointer(&dst[0]), s.ptr(), 4*s.n))
+	case engine.BF16:
+		h := make([]uint16, s.n)
+		if err := b.dtoh(unsafe.Pointer(&h[0]), s.ptr(), 2*s.n); err != nil {
+			return withOp(op, err)
+		}
+		for i, v := range h {
+			dst[i] = bf16Value(v)
+		}
+	case engine.I32:
+		h := make([]int32, s.n)
+		if err := b.dtoh(unsafe.Pointer(&h[0]), s.ptr(), 4*s.n); err != nil {
+			return withOp(op, err)
+		}
+		for i, v := range h {
+			dst[i] = float32(v)
+		}
+	}
+	return nil
+}
+
+// dtoh copies device memory to host memory after the stream's work.
+func (b *Backend) dtoh(dst unsafe.Pointer, src uint64, bytes int) error {
+	if err := b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream); err != nil {
+		return err
+	}
+	return b.drv.call("cuMemcpyDtoH_v2", b.drv.cuMemcpyDtoH, uintptr(dst), uintptr(src), uintptr(bytes))
+}
+
+// downloadInt32 reads an I32 tensor (for checking ids and labels).
+func (b *Backend) downloadInt32(t *Tensor) ([]int32, error) {
+	h := make([]int32, t.n)
+	if t.n == 0 {
+		return h, nil
+	}
+	return h, b.dtoh(unsafe.Pointer(&h[0]), t.ptr(), 4*t.n)
+}
+
+// Sync waits for all queued work and reports any asynchronous failure.
+func (b *Backend) Sync() error {
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return withOp("Sync", b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream))
+}
+
+// bf16Bits rounds a float32 to bfloat16 (nearest, ties to even) as
+// engine/cpu.RoundBF16 does; NaN stays a quiet NaN.
+func bf16Bits(f float32) uint16 {
+	u := math.Float32bits(f)
+	if u&0x7fffffff > 0x7f800000 {
+		return uint16(u>>16) | 0x40
+	}
+	u += 0x7fff + (u>>16)&1
+	return uint16(u >> 16)
+}
+
+func bf16Value(h uint16) float32 {
+	return math.Float32frombits(uint32(h) << 16)
+}

@@ -1,0 +1,489 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"whet/engine"
+	"whet/engine/backendtest"
+	"whet/engine/cpu"
+	"whet/kernels"
+)
+
+// Tests that need a GPU skip, with the reason, where New reports ErrNoGPU
+// (no driver library, no device). On the GPU machine WHET_CUDA_REQUIRE=1
+// turns that skip into a failure, so a broken install cannot pass quietly.
+
+// testCacheDir is a fresh kernel cache for this test process, so the first
+// backend really compiles with NVRTC and later ones load from disk.
+var testCacheDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "whet-kernels-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "creating the kernel cache folder:", err)
+		os.Exit(2)
+	}
+	testCacheDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func newTestBackend(t *testing.T) *Backend {
+	t.Helper()
+	b, err := New(Options{CacheDir: testCacheDir})
+	if err != nil {
+		if errors.Is(err, ErrNoGPU) && os.Getenv("WHET_CUDA_REQUIRE") != "1" {
+			t.Skipf("skipping: the CUDA backend needs an NVIDIA GPU and driver: %v", err)
+		}
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+// TestSmoke is the first check on a new machine: bindings, NVRTC, one
+// kernel and one cuBLASLt product, against plain Go arithmetic.
+func TestSmoke(t *testing.T) {
+	b := newTestBackend(t)
+	t.Logf("%s; %s", b.Name(), b.Versions())
+	free, total, err := b.MemInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("device memory: %s free of %s", humanBytes(free), humanBytes(total))
+
+	const M, K, N = 33, 70, 19
+	rng := rand.New(rand.NewPCG(1, 2))
+	av, bv := randVals(rng, M*K), randVals(rng, K*N)
+	a, _ := b.Alloc(engine.BF16, M, K)
+	bm, _ := b.Alloc(engine.BF16, K, N)
+	c, _ := b.Alloc(engine.F32, M, N)
+	for _, x := range []struct {
+		t engine.Tensor
+		v []float32
+	}{{a, av}, {bm, bv}} {
+		if err := b.Upload(x.t, x.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Fill(c, 1.5); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.MatMul(c, a, bm, false, false, 2, 0.5); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, M*N)
+	if err := b.Download(c, got); err != nil {
+		t.Fatal(err)
+	}
+	var worst, scale float64
+	for i := 0; i < M; i++ {
+		for j := 0; j < N; j++ {
+			var s float64
+			for k := 0; k < K; k++ {
+				s += float64(cpu.RoundBF16(av[i*K+k])) * float64(cpu.RoundBF16(bv[k*N+j]))
+			}
+			want := 2*s + 0.5*1.5
+			worst = max(worst, math.Abs(float64(got[i*N+j])-want))
+			scale = max(scale, math.Abs(want))
+		}
+	}
+	if worst > 1e-4*scale {
+		t.Errorf("bf16 MatMul into f32: worst error %g against a scale of %g", worst, scale)
+	}
+	ss, err := b.SumSquares(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want float64
+	for _, v := range got {
+		want += float64(v) * float64(v)
+	}
+	if math.Abs(ss-want) > 1e-9*want {
+		t.Errorf("SumSquares = %g, want %g", ss, want)
+	}
+}
+
+func randVals(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+var kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+)\(`)
+
+// TestCompileAllKernels compiles every kernel file with NVRTC and loads
+// every kernel in it, so a compile error anywhere shows at once with the
+// compiler's log.
+func TestCompileAllKernels(t *testing.T) {
+	b := newTestBackend(t)
+	exit, err := b.enter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exit()
+	for _, file := range kernels.Names() {
+		src, _ := kernels.Source(file)
+		for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
+			if _, err := b.function(file, m[1]); err != nil {
+				t.Errorf("%v", err)
+			}
+		}
+	}
+}
+
+// TestConformance runs the shared suite against engine/cpu with bf16
+// activations.
+func TestConformance(t *testing.T) {
+	newTestBackend(t) // skips without a GPU
+	backendtest.Run(t, func() (engine.Backend, error) { return New(Options{CacheDir: testCacheDir}) }, backendtest.DefaultBF16())
+}
+
+// TestConformanceF32 runs the suite with f32 activations, which exercises
+// the kernels' f32 paths and cuBLASLt's f32 product at float32 tolerance.
+func TestConformanceF32(t *testing.T) {
+	newTestBackend(t)
+	backendtest.Run(t, func() (engine.Backend, error) { return New(Options{CacheDir: testCacheDir}) }, backendtest.DefaultF32())
+}
+
+// TestOutOfMemory asks for far more memory than any GPU has: the error
+// must name the op and the size, hold nothing, and leave the backend
+// working.
+func TestOutOfMemory(t *testing.T) {
+	b := newTestBackend(t)
+	before := b.InUseBytes()
+	const n = 1 << 40 // 2 TiB of bf16
+	_, err := b.Alloc(engine.BF16, n)
+	if err == nil {
+		t.Fatal("Alloc of 2 TiB succeeded")
+	}
+	if !IsOutOfMemory(err) {
+		t.Errorf("IsOutOfMemory(%v) = false", err)
+	}
+	for _, want := range []string{"Alloc bf16 [1099511627776]", "2048.00 GiB", "cuMemAlloc_v2", "CUDA_ERROR_OUT_OF_MEMORY", "free of"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if got := b.InUseBytes(); got != before {
+		t.Errorf("InUseBytes went from %d to %d across a failed Alloc", before, got)
+	}
+	x, err := b.Alloc(engine.F32, 1000)
+	if err != nil {
+		t.Fatalf("Alloc after the failure: %v", err)
+	}
+	defer b.Free(x)
+	if err := b.Fill(x, 3); err != nil {
+		t.Fatalf("Fill after the failure: %v", err)
+	}
+	ss, err := b.SumSquares(x)
+	if err != nil || ss != 9000 {
+		t.Fatalf("SumSquares after the failure = %g, %v; want 9000", ss, err)
+	}
+	if b.PeakBytes() < b.InUseBytes() {
+		t.Errorf("PeakBytes %d below InUseBytes %d", b.PeakBytes(), b.InUseBytes())
+	}
+}
+
+// TestBadIndices: ids, labels and positions out of range are errors that
+// name the op and the index, and nothing breaks afterwards.
+func TestBadIndices(t *testing.T) {
+	b := newTestBackend(t)
+	table, _ := b.Alloc(engine.BF16, 10, 8)
+	out, _ := b.Alloc(engine.BF16, 3, 8)
+	ids, _ := b.Alloc(engine.I32, 3)
+	if err := b.UploadInt32(ids, []int32{1, 10, 2}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Embedding(out, table, ids)
+	if err == nil || !strings.Contains(err.Error(), "Embedding: ids[1] = 10") {
+		t.Errorf("Embedding with id 10 of 10 rows: %v", err)
+	}
+	logits, _ := b.Alloc(engine.F32, 3, 10)
+	losses, _ := b.Alloc(engine.F32, 3)
+	if err := b.UploadInt32(ids, []int32{-100, 4, -1}); err != nil {
+		t.Fatal(err)
+	}
+	err = b.SoftmaxCrossEntropy(logits, ids, losses, 1)
+	if err == nil || !strings.Contains(err.Error(), "labels[2] = -1") {
+		t.Errorf("SoftmaxCrossEntropy with label -1: %v", err)
+	}
+	x, _ := b.Alloc(engine.BF16, 3, 16)
+	cos, _ := b.Alloc(engine.F32, 5, 4)
+	sin, _ := b.Alloc(engine.F32, 5, 4)
+	if err := b.UploadInt32(ids, []int32{0, 5, 1}); err != nil {
+		t.Fatal(err)
+	}
+	err = b.RoPE(x, ids, cos, sin, 2, 8, false)
+	if err == nil || !strings.Contains(err.Error(), "positions[1] = 5") {
+		t.Errorf("RoPE with position 5 of 5: %v", err)
+	}
+	if err := b.Sync(); err != nil {
+		t.Errorf("Sync after rejected calls: %v", err)
+	}
+}
+
+// TestAttentionMatchesCPU covers geometries the shared suite does not: a
+// head dim that is not a multiple of 32, the largest head dim, an empty
+// sequence inside the packing, many key tiles and a window across tiles.
+// Inputs are f32 on both sides, so the bound is float32 rounding.
+func TestAttentionMatchesCPU(t *testing.T) {
+	b := newTestBackend(t)
+	ref := cpu.New()
+	cases := []struct {
+		name         string
+		starts       []int32
+		h, kvh, d, w int
+	}{
+		{"d80_gqa6x2_empty_seq", []int32{0, 37, 37, 150, 200}, 6, 2, 80, 0},
+		{"d80_window50", []int32{0, 37, 37, 150, 200}, 6, 2, 80, 50},
+		{"d256_mqa", []int32{0, 70}, 2, 1, 256, 0},
+		{"d32_window1", []int32{0, 40, 41}, 2, 2, 32, 1},
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			T := int(c.starts[len(c.starts)-1])
+			maxLen := 0
+			for i := 0; i+1 < len(c.starts); i++ {
+				maxLen = max(maxLen, int(c.starts[i+1]-c.starts[i]))
+			}
+			p := engine.AttnParams{NHeads: c.h, NKVHeads: c.kvh, HeadDim: c.d, Scale: float32(1 / math.Sqrt(float64(c.d))), Window: c.w}
+			qn, kvn := T*c.h*c.d, T*c.kvh*c.d
+			data := map[string][]float32{
+				"q": randVals(rng, qn), "k": randVals(rng, kvn), "v": randVals(rng, kvn), "dOut": randVals(rng, qn),
+			}
+			shapes := map[string][]int{
+				"q": {T, c.h * c.d}, "k": {T, c.kvh * c.d}, "v": {T, c.kvh * c.d}, "dOut": {T, c.h * c.d},
+				"out": {T, c.h * c.d}, "lse": {c.h, T}, "dq": {T, c.h * c.d}, "dk": {T, c.kvh * c.d}, "dv": {T, c.kvh * c.d},
+			}
+			dev, host := map[string]engine.Tensor{}, map[string]engine.Tensor{}
+			for name, shape := range shapes {
+				var err error
+				if dev[name], err = b.Alloc(engine.F32, shape...); err != nil {
+					t.Fatal(err)
+				}
+				host[name], _ = ref.Alloc(engine.F32, shape...)
+				if v, ok := data[name]; ok {
+					if err := b.Upload(dev[name], v); err != nil {
+						t.Fatal(err)
+					}
+					ref.Upload(host[name], v)
+				}
+			}
+			defer func() {
+				for _, x := range dev {
+					b.Free(x)
+				}
+			}()
+			sd, _ := b.Alloc(engine.I32, len(c.starts))
+			defer b.Free(sd)
+			if err := b.UploadInt32(sd, c.starts); err != nil {
+				t.Fatal(err)
+			}
+			seqs := engine.SeqLayout{Starts: c.starts, MaxLen: maxLen, Dev: sd}
+			seqsRef := engine.SeqLayout{Starts: c.starts, MaxLen: maxLen}
+			if err := b.Attention(dev["out"], dev["lse"], dev["q"], dev["k"], dev["v"], seqs, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.AttentionBackward(dev["dq"], dev["dk"], dev["dv"], dev["dOut"], dev["q"], dev["k"], dev["v"], dev["out"], dev["lse"], seqs, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.AttentionBackward(host["dq"], host["dk"], host["dv"], host["dOut"], host["q"], host["k"], host["v"], host["out"], host["lse"], seqsRef, p); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"out", "lse", "dq", "dk", "dv"} {
+				got, want := make([]float32, dev[name].Len()), make([]float32, host[name].Len())
+				if err := b.Download(dev[name], got); err != nil {
+					t.Fatal(err)
+				}
+				ref.Download(host[name], want)
+				var worst, scale float64
+				for i := range got {
+					if math.IsNaN(float64(got[i])) {
+						t.Fatalf("%s[%d] is NaN", name, i)
+					}
+					worst = max(worst, math.Abs(float64(got[i]-want[i])))
+					scale = max(scale, math.Abs(float64(want[i])))
+				}
+				if worst > 1e-4*scale+1e-6 {
+					t.Errorf("%s: worst error %g against a scale of %g", name, worst, scale)
+				}
+			}
+		})
+	}
+}
+
+// TestKernelCacheIsUsed: after the tests above compiled the kernels, the
+// cache folder holds one cubin per kernel file, and a new backend loads
+// them from there (it would fail to start kernels otherwise).
+func TestKernelCacheIsUsed(t *testing.T) {
+	b := newTestBackend(t)
+	x, _ := b.Alloc(engine.BF16, 100)
+	if err := b.Fill(x, 2); err != nil { // compiles elementwise.cu if nothing did yet
+		t.Fatal(err)
+	}
+	cubins, _ := filepath.Glob(filepath.Join(testCacheDir, "elementwise-*.cubin"))
+	if len(cubins) != 1 {
+		t.Fatalf("cache %s holds %v, want one elementwise cubin", testCacheDir, cubins)
+	}
+	b2 := newTestBackend(t)
+	y, _ := b2.Alloc(engine.BF16, 100)
+	if err := b2.Fill(y, 2); err != nil {
+		t.Fatalf("Fill through the cached cubin: %v", err)
+	}
+	got := make([]float32, 100)
+	if err := b2.Download(y, got); err != nil || got[99] != 2 {
+		t.Fatalf("Download after a cached kernel: %v, %v", got[99], err)
+	}
+}
+
+// --- Tests that need no GPU (they run in CI). ---
+
+// TestNoGPUErrorSaysWhereItLooked: on a machine without the driver, New
+// fails with ErrNoGPU and names the library and the places searched.
+func TestNoGPUErrorSaysWhereItLooked(t *testing.T) {
+	b, err := New(Options{CacheDir: "-"})
+	if err == nil {
+		b.Close()
+		t.Skip("a GPU is present; this test is for machines without one")
+	}
+	if !errors.Is(err, ErrNoGPU) {
+		t.Skipf("the driver is present but New failed otherwise: %v", err)
+	}
+	if _, derr := openDriver(); derr == nil {
+		t.Skipf("the driver library loads but reports no device: %v", err)
+	}
+	for _, want := range []string{"libcuda.so.1", "LD_LIBRARY_PATH", "no usable NVIDIA GPU"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New's error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestBF16RoundingMatchesCPU(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	vals := []float32{0, 1, -1, 1 + 1.0/256, 1 + 3.0/256, 1 + 1.0/512, 3.4e38, -3.4e38, 1e-40, float32(math.Inf(1)), float32(math.Inf(-1))}
+	for range 10000 {
+		vals = append(vals, math.Float32frombits(rng.Uint32()))
+	}
+	for _, v := range vals {
+		got, want := bf16Value(bf16Bits(v)), cpu.RoundBF16(v)
+		if math.IsNaN(float64(want)) {
+			if !math.IsNaN(float64(got)) {
+				t.Fatalf("bf16(%x) = %g, want NaN", math.Float32bits(v), got)
+			}
+			continue
+		}
+		if math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("bf16(%g = %#x) = %g, cpu.RoundBF16 gives %g", v, math.Float32bits(v), got, want)
+		}
+	}
+}
+
+func TestAlignment(t *testing.T) {
+	for _, c := range []struct {
+		p    uint64
+		want int
+	}{{0x7f0000000000, 256}, {0x7f0000000002, 2}, {0x7f0000000010, 16}, {0x7f0000000106, 2}, {0x7f0000000180, 128}} {
+		if got := alignment(c.p); got != c.want {
+			t.Errorf("alignment(%#x) = %d, want %d", c.p, got, c.want)
+		}
+	}
+}
+
+func TestCacheKeyCoversItsInputs(t *testing.T) {
+	h := map[string]string{"common.cuh": "x"}
+	base := cacheKey("a.cu", "src", h, "sm_90", 13, 0)
+	if base != cacheKey("a.cu", "src", map[string]string{"common.cuh": "x"}, "sm_90", 13, 0) {
+		t.Error("the same inputs give different keys")
+	}
+	for name, k := range map[string]string{
+		"source":  cacheKey("a.cu", "src2", h, "sm_90", 13, 0),
+		"header":  cacheKey("a.cu", "src", map[string]string{"common.cuh": "y"}, "sm_90", 13, 0),
+		"arch":    cacheKey("a.cu", "src", h, "sm_100", 13, 0),
+		"version": cacheKey("a.cu", "src", h, "sm_90", 12, 8),
+		"file":    cacheKey("b.cu", "src", h, "sm_90", 13, 0),
+	} {
+		if k == base {
+			t.Errorf("changing the %s leaves the cache key unchanged", name)
+		}
+	}
+}
+
+func TestKernelCacheStoreLoad(t *testing.T) {
+	c := kernelCache{dir: filepath.Join(t.TempDir(), "nested", "kernels")}
+	if got := c.load("x.cu", "k1"); got != nil {
+		t.Fatalf("empty cache returned %d bytes", len(got))
+	}
+	c.store("x.cu", "k1", []byte("cubin bytes"))
+	if got := string(c.load("x.cu", "k1")); got != "cubin bytes" {
+		t.Fatalf("load after store = %q", got)
+	}
+	if got := c.load("x.cu", "k2"); got != nil {
+		t.Fatalf("another key returned %q", got)
+	}
+	if got := (kernelCache{}).load("x.cu", "k1"); got != nil {
+		t.Fatal("a disabled cache returned data")
+	}
+}
+
+// TestLaunchedKernelsExist reads this package's sources for every
+// b.launch(..., "file.cu", "kernel", ...) and checks that the kernel is
+// declared extern "C" in that file, so a misspelt name fails here rather
+// than on the GPU.
+func TestLaunchedKernelsExist(t *testing.T) {
+	launch := regexp.MustCompile(`("\w+\.cu"|fileElementwise|fileReduce),\s*"(\w+)"`)
+	consts := map[string]string{"fileElementwise": fileElementwise, "fileReduce": fileReduce}
+	goFiles, _ := filepath.Glob("*.go")
+	found := 0
+	for _, f := range goFiles {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range launch.FindAllStringSubmatch(string(src), -1) {
+			file := strings.Trim(m[1], `"`)
+			if c, ok := consts[m[1]]; ok {
+				file = c
+			}
+			cu, err := kernels.Source(file)
+			if err != nil {
+				t.Errorf("%s launches %s from %s: %v", f, m[2], file, err)
+				continue
+			}
+			declared := false
+			for _, d := range kernelDecl.FindAllStringSubmatch(cu, -1) {
+				declared = declared || d[1] == m[2]
+			}
+			if !declared {
+				t.Errorf("%s launches %s, which kernels/%s does not declare", f, m[2], file)
+			}
+			found++
+		}
+	}
+	if found < 20 {
+		t.Errorf("found only %d launches; the pattern no longer matches the code", found)
+	}
+}

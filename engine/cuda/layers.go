@@ -1,0 +1,265 @@
+package cuda
+
+import (
+	"fmt"
+
+	"whet/engine"
+)
+
+// ignoreLabel marks a token that the loss skips, as in PyTorch.
+const ignoreLabel = -100
+
+// validIDs downloads ids and checks each against vocab rows, as
+// engine/cpu does before writing anything. This costs a wait for the
+// device; see doc.go. The caller holds the context.
+func (b *Backend) validIDs(op string, ids *Tensor, vocab int) error {
+	h, err := b.downloadInt32(ids)
+	if err != nil {
+		return withOp(op+": reading ids", err)
+	}
+	for t, tok := range h {
+		if tok < 0 || int(tok) >= vocab {
+			return fmt.Errorf("cuda: %s: ids[%d] = %d is outside the table's %d rows", op, t, tok, vocab)
+		}
+	}
+	return nil
+}
+
+// Embedding copies row ids[t] of table into row t of out.
+func (b *Backend) Embedding(out, table, ids engine.Tensor) error {
+	c := checker{op: "Embedding", b: b}
+	o := c.float("out", out)
+	tb := c.float("table", table)
+	id := c.intTensor("ids", ids)
+	if c.err != nil {
+		return c.err
+	}
+	dim := engine.Cols(tb)
+	c.matrix("out", o, id.n, dim)
+	if c.err != nil {
+		return c.err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	vocab := engine.Rows(tb)
+	if err := b.validIDs("Embedding", id, vocab); err != nil {
+		return err
+	}
+	if o.n == 0 {
+		return nil
+	}
+	return b.launch(fmt.Sprintf("Embedding %s %v from %s %v", o.dt, o.shape, tb.dt, tb.shape), "embedding.cu", "embedding_forward",
+		b.gridFor(o.n), block256, 0, o.ptr(), dt(o), tb.ptr(), dt(tb), id.ptr(), int64(id.n), int64(dim), int64(vocab))
+}
+
+// EmbeddingBackward adds row t of dOut into row ids[t] of dTable.
+func (b *Backend) EmbeddingBackward(dTable, dOut, ids engine.Tensor) error {
+	c := checker{op: "EmbeddingBackward", b: b}
+	dtb := c.float("dTable", dTable)
+	do := c.float("dOut", dOut)
+	id := c.intTensor("ids", ids)
+	if c.err != nil {
+		return c.err
+	}
+	dim := engine.Cols(dtb)
+	c.matrix("dOut", do, id.n, dim)
+	if c.err != nil {
+		return c.err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	vocab := engine.Rows(dtb)
+	if err := b.validIDs("EmbeddingBackward", id, vocab); err != nil {
+		return err
+	}
+	if do.n == 0 {
+		return nil
+	}
+	return b.launch(fmt.Sprintf("EmbeddingBackward %s %v into %s %v", do.dt, do.shape, dtb.dt, dtb.shape), "embedding.cu", "embedding_backward",
+		b.gridFor(do.n), block256, 0, dtb.ptr(), dt(dtb), do.ptr(), dt(do), id.ptr(), int64(id.n), int64(dim), int64(vocab))
+}
+
+// rowBlock is the block size for one-row-per-block kernels: enough
+// threads to cover the row, in whole warps, at most 1024.
+func rowBlock(cols int) dim3 {
+	t := 32
+	for t < cols && t < 1024 {
+		t *= 2
+	}
+	return dim3{t, 1, 1}
+}
+
+// RMSNorm writes out = x*rstd*weight row by row and saves rstd (f32, one
+// per row) for the backward.
+func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error {
+	c := checker{op: "RMSNorm", b: b}
+	o := c.float("out", out)
+	rs := c.f32("rstd", rstd)
+	xt := c.float("x", x)
+	w := c.float("weight", weight)
+	if c.err != nil {
+		return c.err
+	}
+	rows, dim := engine.Rows(xt), engine.Cols(xt)
+	c.matrix("out", o, rows, dim)
+	c.length("rstd", rs, rows)
+	c.length("weight", w, dim)
+	if c.err != nil {
+		return c.err
+	}
+	if rows == 0 || dim == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("RMSNorm %s %v", xt.dt, xt.shape), "rmsnorm.cu", "rmsnorm_forward", dim3{rows, 1, 1}, rowBlock(dim), 0,
+		o.ptr(), dt(o), rs.ptr(), xt.ptr(), dt(xt), w.ptr(), dt(w), int64(dim), eps)
+}
+
+// RMSNormBackward adds the input gradient into dx and, unless dWeight is
+// nil, the weight gradient into dWeight.
+func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tensor) error {
+	c := checker{op: "RMSNormBackward", b: b}
+	dxt := c.float("dx", dx)
+	var dwt *Tensor
+	if !isNil(dWeight) {
+		dwt = c.float("dWeight", dWeight)
+	}
+	do := c.float("dOut", dOut)
+	xt := c.float("x", x)
+	w := c.float("weight", weight)
+	rs := c.f32("rstd", rstd)
+	if c.err != nil {
+		return c.err
+	}
+	rows, dim := engine.Rows(xt), engine.Cols(xt)
+	c.matrix("dx", dxt, rows, dim)
+	c.matrix("dOut", do, rows, dim)
+	c.length("weight", w, dim)
+	c.length("rstd", rs, rows)
+	if dwt != nil {
+		c.length("dWeight", dwt, dim)
+	}
+	if c.err != nil {
+		return c.err
+	}
+	if rows == 0 || dim == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("RMSNormBackward %s %v", xt.dt, xt.shape)
+	// The weight gradient reads dOut and x only, so it may run before dx is
+	// touched even when dx aliases dOut.
+	if dwt != nil {
+		if err := b.launch(op, "rmsnorm.cu", "rmsnorm_backward_weight", dim3{(dim + 31) / 32, 1, 1}, dim3{32, 8, 1}, 0,
+			dwt.ptr(), dt(dwt), do.ptr(), dt(do), xt.ptr(), dt(xt), rs.ptr(), int64(rows), int64(dim)); err != nil {
+			return err
+		}
+	}
+	return b.launch(op, "rmsnorm.cu", "rmsnorm_backward_input", dim3{rows, 1, 1}, rowBlock(dim), 0,
+		dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), w.ptr(), dt(w), rs.ptr(), int64(dim))
+}
+
+// RoPE rotates x in place (half-split layout); inverse turns back, which
+// is the backward.
+func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
+	c := checker{op: "RoPE", b: b}
+	xt := c.float("x", x)
+	pt := c.intTensor("positions", positions)
+	ct := c.float("cos", cos)
+	st := c.float("sin", sin)
+	if c.err != nil {
+		return c.err
+	}
+	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 {
+		c.failf("nHeads %d and headDim %d must be positive, headDim even", nHeads, headDim)
+		return c.err
+	}
+	half := headDim / 2
+	rows := engine.Rows(xt)
+	c.matrix("x", xt, rows, nHeads*headDim)
+	c.length("positions", pt, rows)
+	maxPos := engine.Rows(ct)
+	c.matrix("cos", ct, maxPos, half)
+	c.matrix("sin", st, maxPos, half)
+	if c.err != nil {
+		return c.err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	pos, err := b.downloadInt32(pt)
+	if err != nil {
+		return withOp("RoPE: reading positions", err)
+	}
+	for t, p := range pos {
+		if p < 0 || int(p) >= maxPos {
+			return fmt.Errorf("cuda: RoPE: positions[%d] = %d is outside the %d rows of the cos/sin tables", t, p, maxPos)
+		}
+	}
+	n := rows * nHeads * half
+	if n == 0 {
+		return nil
+	}
+	sign := float32(1)
+	if inverse {
+		sign = -1
+	}
+	return b.launch(fmt.Sprintf("RoPE %s %v heads %d dim %d", xt.dt, xt.shape, nHeads, headDim), "rope.cu", "rope", b.gridFor(n), block256, 0,
+		xt.ptr(), dt(xt), pt.ptr(), ct.ptr(), dt(ct), st.ptr(), dt(st), int64(rows), int32(nHeads), int32(headDim), int64(maxPos), sign)
+}
+
+// SoftmaxCrossEntropy writes per-row losses and overwrites logits with
+// gradScale*(softmax - onehot); rows labelled -100 get 0 and 0. Labels are
+// checked before anything is written.
+func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, gradScale float32) error {
+	c := checker{op: "SoftmaxCrossEntropy", b: b}
+	lg := c.float("logits", logits)
+	lb := c.intTensor("labels", labels)
+	ls := c.f32("losses", losses)
+	if c.err != nil {
+		return c.err
+	}
+	n, vocab := engine.Rows(lg), engine.Cols(lg)
+	c.length("labels", lb, n)
+	c.length("losses", ls, n)
+	c.disjoint("losses", ls, "logits", lg)
+	if c.err != nil {
+		return c.err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	lab, err := b.downloadInt32(lb)
+	if err != nil {
+		return withOp("SoftmaxCrossEntropy: reading labels", err)
+	}
+	for i, y := range lab {
+		if y != ignoreLabel && (y < 0 || int(y) >= vocab) {
+			return fmt.Errorf("cuda: SoftmaxCrossEntropy: labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
+				i, y, vocab, lg.shape, ignoreLabel)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return b.launch(fmt.Sprintf("SoftmaxCrossEntropy %s %v", lg.dt, lg.shape), "crossentropy.cu", "softmax_cross_entropy",
+		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale)
+}

@@ -1,0 +1,463 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"whet/engine"
+)
+
+// The op files below check arguments the way engine/cpu does (same rules,
+// same messages with a "cuda:" prefix), then take the context and queue
+// kernels on the stream. Ops return once the work is queued; Sync and
+// Download wait for it.
+
+const (
+	fileElementwise = "elementwise.cu"
+	fileReduce      = "reduce.cu"
+)
+
+// temp is device memory an op needs only while it runs. Out of memory is
+// reported with the op and size, and the op frees what it took before
+// returning, so a failed op leaves the backend as it found it.
+func (b *Backend) temp(op string, bytes int64) (uint64, func(), error) {
+	p, err := b.rawAlloc(bytes)
+	if err != nil {
+		return 0, nil, withOp(fmt.Sprintf("%s: scratch of %s", op, humanBytes(bytes)), err)
+	}
+	return p, func() { b.rawFree(p, bytes) }, nil
+}
+
+// Fill sets every element to v (rounded to the tensor's dtype; an I32
+// tensor needs an integral v).
+func (b *Backend) Fill(t engine.Tensor, v float32) error {
+	c := checker{op: "Fill", b: b}
+	d := c.tensor("t", t)
+	if c.err != nil {
+		return c.err
+	}
+	if d.dt == engine.I32 && v != float32(int32(v)) {
+		return fmt.Errorf("cuda: Fill: %g is not an int32 for I32 tensor %v", v, d.shape)
+	}
+	if d.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("Fill %s %v", d.dt, d.shape), fileElementwise, "fill", b.gridFor(d.n), block256, 0,
+		d.ptr(), dt(d), int64(d.n), v)
+}
+
+// Copy copies src into dst (same length; F32 and BF16 convert both ways,
+// I32 copies only to I32).
+func (b *Backend) Copy(dst, src engine.Tensor) error {
+	c := checker{op: "Copy", b: b}
+	d := c.tensor("dst", dst)
+	s := c.tensor("src", src)
+	c.sameLen("dst", d, "src", s)
+	if c.err != nil {
+		return c.err
+	}
+	if (d.dt == engine.I32) != (s.dt == engine.I32) {
+		return fmt.Errorf("cuda: Copy: cannot copy %s %v into %s %v", s.dt, s.shape, d.dt, d.shape)
+	}
+	if d.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.copyLocked(fmt.Sprintf("Copy %s %v to %s %v", s.dt, s.shape, d.dt, d.shape), d.ptr(), d.dt, s.ptr(), s.dt, d.n)
+}
+
+// copyLocked copies n elements between device buffers, converting dtypes.
+// Same-dtype copies go through the copy engine; overlapping ranges are
+// the caller's to avoid. The caller holds the context.
+func (b *Backend) copyLocked(op string, dst uint64, ddt engine.DType, src uint64, sdt engine.DType, n int) error {
+	if ddt == sdt {
+		if dst == src {
+			return nil
+		}
+		// cuMemcpyDtoD runs on the legacy stream, which waits for ours.
+		return withOp(op, b.drv.call("cuMemcpyDtoD_v2", b.drv.cuMemcpyDtoD, uintptr(dst), uintptr(src), uintptr(n*ddt.Size())))
+	}
+	return b.launch(op, fileElementwise, "cast_copy", b.gridFor(n), block256, 0, dst, int32(ddt), src, int32(sdt), int64(n))
+}
+
+// AddScaled computes dst += alpha*src.
+func (b *Backend) AddScaled(dst, src engine.Tensor, alpha float32) error {
+	c := checker{op: "AddScaled", b: b}
+	d := c.float("dst", dst)
+	s := c.float("src", src)
+	c.sameLen("dst", d, "src", s)
+	if c.err != nil {
+		return c.err
+	}
+	if d.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("AddScaled %s %v += %g * %s %v", d.dt, d.shape, alpha, s.dt, s.shape), fileElementwise, "add_scaled",
+		b.gridFor(d.n), block256, 0, d.ptr(), dt(d), s.ptr(), dt(s), int64(d.n), alpha)
+}
+
+// Scale computes t *= s.
+func (b *Backend) Scale(t engine.Tensor, s float32) error {
+	c := checker{op: "Scale", b: b}
+	d := c.float("t", t)
+	if c.err != nil {
+		return c.err
+	}
+	if d.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("Scale %s %v", d.dt, d.shape), fileElementwise, "scale", b.gridFor(d.n), block256, 0,
+		d.ptr(), dt(d), int64(d.n), s)
+}
+
+// AddBias adds bias to every row of out.
+func (b *Backend) AddBias(out, bias engine.Tensor) error {
+	c := checker{op: "AddBias", b: b}
+	o := c.float("out", out)
+	bs := c.float("bias", bias)
+	if c.err != nil {
+		return c.err
+	}
+	cols := engine.Cols(o)
+	c.length("bias", bs, cols)
+	if c.err != nil {
+		return c.err
+	}
+	if o.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("AddBias %s %v", o.dt, o.shape), fileElementwise, "add_bias", b.gridFor(o.n), block256, 0,
+		o.ptr(), dt(o), bs.ptr(), dt(bs), int64(engine.Rows(o)), int64(cols))
+}
+
+// BiasBackward adds the column sums of dOut to dBias.
+func (b *Backend) BiasBackward(dBias, dOut engine.Tensor) error {
+	c := checker{op: "BiasBackward", b: b}
+	db := c.float("dBias", dBias)
+	do := c.float("dOut", dOut)
+	if c.err != nil {
+		return c.err
+	}
+	cols := engine.Cols(do)
+	c.length("dBias", db, cols)
+	if c.err != nil {
+		return c.err
+	}
+	if cols == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("BiasBackward %s %v", do.dt, do.shape), fileElementwise, "bias_backward",
+		dim3{(cols + 31) / 32, 1, 1}, dim3{32, 8, 1}, 0, db.ptr(), dt(db), do.ptr(), dt(do), int64(engine.Rows(do)), int64(cols))
+}
+
+// SumSquares returns the sum of squares of t, accumulated in float64. It
+// waits for the device.
+func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
+	c := checker{op: "SumSquares", b: b}
+	d := c.float("t", t)
+	if c.err != nil {
+		return 0, c.err
+	}
+	if d.n == 0 {
+		return 0, nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer exit()
+	op := fmt.Sprintf("SumSquares %s %v", d.dt, d.shape)
+	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(b.scratch), 0, 2); err != nil {
+		return 0, withOp(op, err)
+	}
+	if err := b.launch(op, fileReduce, "sum_squares", b.gridFor(d.n), block256, 0, b.scratch, d.ptr(), dt(d), int64(d.n)); err != nil {
+		return 0, err
+	}
+	var out float64
+	if err := b.dtoh(unsafe.Pointer(&out), b.scratch, 8); err != nil {
+		return 0, withOp(op, err)
+	}
+	return out, nil
+}
+
+// MatMul computes c = alpha*op(a)@op(b) + beta*c through cuBLASLt with
+// float32 accumulation. bf16 operands go straight to the tensor cores
+// (output bf16 or f32). cuBLASLt multiplies only like with like, so other
+// mixes are widened to f32 in scratch first, and an f32 product meant for
+// a bf16 c goes through an f32 scratch c. Operands that start less than 16
+// bytes into an allocation (views at odd offsets) are copied to aligned
+// scratch too, since cuBLASLt's kernels want aligned pointers. beta == 0
+// overwrites c without reading it.
+func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, beta float32) error {
+	ch := checker{op: "MatMul", b: b}
+	ct := ch.float("c", c)
+	at := ch.float("a", a)
+	bt := ch.float("b", bm)
+	ch.disjoint("c", ct, "a", at)
+	ch.disjoint("c", ct, "b", bt)
+	if ch.err != nil {
+		return ch.err
+	}
+	m, k := engine.Rows(at), engine.Cols(at)
+	if transA {
+		m, k = k, m
+	}
+	kb, n := engine.Rows(bt), engine.Cols(bt)
+	if transB {
+		kb, n = n, kb
+	}
+	if k != kb {
+		ch.failf("inner dimensions differ: op(a) is %dx%d (a %v, transA=%v), op(b) is %dx%d (b %v, transB=%v)",
+			m, k, at.shape, transA, kb, n, bt.shape, transB)
+	}
+	ch.matrix("c", ct, m, n)
+	if ch.err != nil {
+		return ch.err
+	}
+	if m == 0 || n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("MatMul %s[%dx%d] = %s%v%s @ %s%v%s", ct.dt, m, n, at.dt, at.shape, tflag(transA), bt.dt, bt.shape, tflag(transB))
+	if k == 0 {
+		// Empty inner dimension: the product is zero, c = beta*c.
+		if beta == 0 {
+			return b.launch(op, fileElementwise, "fill", b.gridFor(ct.n), block256, 0, ct.ptr(), dt(ct), int64(ct.n), float32(0))
+		}
+		return b.launch(op, fileElementwise, "scale", b.gridFor(ct.n), block256, 0, ct.ptr(), dt(ct), int64(ct.n), beta)
+	}
+	abType := engine.BF16
+	if at.dt != engine.BF16 || bt.dt != engine.BF16 {
+		abType = engine.F32
+	}
+	// operand returns t's data as abType at an aligned address, copying
+	// into scratch when it must.
+	operand := func(t *Tensor, want engine.DType) (uint64, func(), error) {
+		if t.dt == want && alignment(t.ptr()) >= 16 {
+			return t.ptr(), func() {}, nil
+		}
+		p, free, err := b.temp(op, int64(t.n)*int64(want.Size()))
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := b.copyLocked(op, p, want, t.ptr(), t.dt, t.n); err != nil {
+			free()
+			return 0, nil, err
+		}
+		return p, free, nil
+	}
+	aPtr, freeA, err := operand(at, abType)
+	if err != nil {
+		return err
+	}
+	defer freeA()
+	bPtr, freeB, err := operand(bt, abType)
+	if err != nil {
+		return err
+	}
+	defer freeB()
+	cType := ct.dt
+	if abType == engine.F32 {
+		cType = engine.F32
+	}
+	if cType == ct.dt && alignment(ct.ptr()) >= 16 {
+		return b.gemm(op, ct.ptr(), cType, aPtr, bPtr, abType, m, n, k, transA, transB, alpha, beta)
+	}
+	p, freeC, err := b.temp(op, int64(ct.n)*int64(cType.Size()))
+	if err != nil {
+		return err
+	}
+	defer freeC()
+	if beta != 0 {
+		if err := b.copyLocked(op, p, cType, ct.ptr(), ct.dt, ct.n); err != nil {
+			return err
+		}
+	}
+	if err := b.gemm(op, p, cType, aPtr, bPtr, abType, m, n, k, transA, transB, alpha, beta); err != nil {
+		return err
+	}
+	return b.copyLocked(op, ct.ptr(), ct.dt, p, cType, ct.n)
+}
+
+func tflag(t bool) string {
+	if t {
+		return "ᵀ"
+	}
+	return ""
+}
+
+// gemm runs the row-major product C[m,n] = alpha*op(A)@op(B) + beta*C as
+// the column-major product C^T = op(B)^T @ op(A)^T, which is what cuBLASLt
+// computes when handed B as its first operand and A as its second: a
+// row-major matrix read column-major is its own transpose.
+func (b *Backend) gemm(op string, c uint64, cType engine.DType, a, bm uint64, abType engine.DType, m, n, k int, transA, transB bool, alpha, beta float32) error {
+	key := matmulKey{
+		m: n, n: m, k: k, opA: cublasOpN, opB: cublasOpN,
+		typeAB: cudaType(abType), typeCD: cudaType(cType),
+		alignA: alignment(bm), alignB: alignment(a), alignC: alignment(c),
+	}
+	lda, ldb := n, k // row widths of B and A as stored
+	if transB {
+		key.opA, lda = cublasOpT, k
+	}
+	if transA {
+		key.opB, ldb = cublasOpT, m
+	}
+	p, err := b.lt.plan(key, lda, ldb, n, b.workspaceSize)
+	if err != nil {
+		return withOp(op, err)
+	}
+	if err := b.lt.matmul(p, alpha, beta, bm, a, c, b.workspace, b.workspaceSize, b.stream); err != nil {
+		return withOp(op, err)
+	}
+	if b.syncEachOp {
+		return withOp(op, b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream))
+	}
+	return nil
+}
+
+// AdamW updates param (F32 master) in place from grad, m and v, as
+// torch.optim.AdamW does; see kernels/adamw.cu.
+func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) error {
+	c := checker{op: "AdamW", b: b}
+	pt := c.f32("param", param)
+	gt := c.float("grad", grad)
+	mt := c.f32("m", m)
+	vt := c.f32("v", v)
+	c.sameLen("param", pt, "grad", gt)
+	c.sameLen("param", pt, "m", mt)
+	c.sameLen("param", pt, "v", vt)
+	if c.err == nil && p.Step < 1 {
+		c.failf("Step %d: steps count from 1", p.Step)
+	}
+	if c.err != nil {
+		return c.err
+	}
+	if pt.n == 0 {
+		return nil
+	}
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("AdamW %v", pt.shape), "adamw.cu", "adamw", b.gridFor(pt.n), block256, 0,
+		pt.ptr(), gt.ptr(), dt(gt), mt.ptr(), vt.ptr(), int64(pt.n),
+		1-p.LR*p.WeightDecay, 1-p.Beta1, p.Beta2, 1-p.Beta2, float32(float64(p.LR)/bc1), float32(math.Sqrt(bc2)), p.Eps)
+}
+
+// SwiGLU writes out = silu(gate)*up.
+func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
+	c := checker{op: "SwiGLU", b: b}
+	o := c.float("out", out)
+	g := c.float("gate", gate)
+	u := c.float("up", up)
+	c.sameLen("out", o, "gate", g)
+	c.sameLen("out", o, "up", u)
+	if c.err != nil {
+		return c.err
+	}
+	if o.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("SwiGLU %s %v", o.dt, o.shape), "swiglu.cu", "swiglu_forward", b.gridFor(o.n), block256, 0,
+		o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), int64(o.n))
+}
+
+// SwiGLUBackward overwrites dGate and dUp (either may be the buffer of
+// gate or up: each element is read before it is written).
+func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
+	c := checker{op: "SwiGLUBackward", b: b}
+	dg := c.float("dGate", dGate)
+	du := c.float("dUp", dUp)
+	do := c.float("dOut", dOut)
+	g := c.float("gate", gate)
+	u := c.float("up", up)
+	c.sameLen("dOut", do, "gate", g)
+	c.sameLen("dOut", do, "up", u)
+	c.sameLen("dOut", do, "dGate", dg)
+	c.sameLen("dOut", do, "dUp", du)
+	if c.err != nil {
+		return c.err
+	}
+	if do.n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("SwiGLUBackward %s %v", do.dt, do.shape), "swiglu.cu", "swiglu_backward", b.gridFor(do.n), block256, 0,
+		dg.ptr(), dt(dg), du.ptr(), dt(du), do.ptr(), dt(do), g.ptr(), dt(g), u.ptr(), dt(u), int64(do.n))
+}
+
+// Dropout writes out = x*keep/(1-p) with engine/cpu's counter-based mask,
+// so both backends drop the same elements for the same seed.
+func (b *Backend) Dropout(out, x engine.Tensor, p float32, seed uint64) error {
+	c := checker{op: "Dropout", b: b}
+	o := c.float("out", out)
+	xt := c.float("x", x)
+	c.sameLen("out", o, "x", xt)
+	if c.err == nil && !(p >= 0 && p <= 1) {
+		c.failf("probability %g is outside [0, 1]", p)
+	}
+	if c.err != nil {
+		return c.err
+	}
+	if o.n == 0 {
+		return nil
+	}
+	var scale float32
+	if p < 1 {
+		scale = 1 / (1 - p)
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch(fmt.Sprintf("Dropout %s %v p=%g", o.dt, o.shape, p), fileElementwise, "dropout", b.gridFor(o.n), block256, 0,
+		o.ptr(), dt(o), xt.ptr(), dt(xt), int64(o.n), p, scale, seed)
+}
