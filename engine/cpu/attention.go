@@ -10,9 +10,10 @@ import (
 //
 //   - Token i of a packed batch attends to token j when both lie in the same
 //     sequence of seqs.Starts and j <= i (causal).
-//   - With p.Window = W > 0 it also needs i - j < W: a query sees itself and
-//     the W-1 tokens before it, as Hugging Face's sliding-window mask does
-//     (Mistral, Qwen2). W = 0 means no window.
+//   - With p.Window = W > 0 it also needs j > i - W: a query sees itself and
+//     the W-1 tokens before it. This is the test of transformers'
+//     masking_utils.sliding_window_overlay (kv_idx > q_idx - sliding_window),
+//     used by Mistral and Qwen2. W = 0 means no window.
 //   - GQA: query head h reads key/value head h / (NHeads/NKVHeads).
 //   - Scores are p.Scale * q·k; lse[h, i] is the natural log of the sum of
 //     exp(score) over the keys row i sees, so exp(score - lse) is the

@@ -58,13 +58,13 @@ func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, grad
 				sum += math.Exp(float64(v) - m)
 			}
 			lse := m + math.Log(sum)
-			lossd[r] = float32(lse - float64(x[y]))
+			xy := float64(x[y])
+			lossd[r] = float32(lse - xy)
 			for j, v := range x {
 				x[j] = float32(scale * math.Exp(float64(v)-lse))
 			}
-			// x[y] already holds scale*p_y; recompute from p_y - 1 rather
-			// than subtracting from the rounded value.
-			x[y] = float32(scale * (math.Exp(float64(-lossd[r])) - 1))
+			// Subtract the one-hot in float64, before rounding p_y.
+			x[y] = float32(scale * (math.Exp(xy-lse) - 1))
 		}
 	})
 	lg.settle()
