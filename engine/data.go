@@ -1,0 +1,75 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"whet/datasets"
+	"whet/datasets/tokenizer"
+)
+
+// DataOptions converts the run's data settings into the data pipeline's.
+func DataOptions(cfg RunConfig) datasets.Options {
+	d := cfg.Data
+	return datasets.Options{Path: d.Path, Format: d.Format, Columns: d.Columns, Template: d.Template,
+		TrainOn: d.TrainOn, MaxLength: d.MaxLength, Packing: d.Packing, EvalSplit: d.EvalSplit,
+		EvalPath: d.EvalPath, SkipBadRows: d.SkipBadRows, Seed: d.Seed,
+		// One sequence (or pair) per row: the trainer lays MicroBatch rows
+		// end to end, so padding is never needed.
+		MicroBatch: 1, BatchTokens: d.MaxLength}
+}
+
+func init() {
+	PrepareData = prepareWithDatasets
+}
+
+// prepareWithDatasets loads the model folder's tokenizer and runs the
+// data pipeline over the run's files.
+func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
+	tok, err := tokenizer.Load(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	p, err := datasets.Prepare(DataOptions(cfg), tok)
+	if err != nil {
+		return nil, err
+	}
+	out := &PreparedData{Train: p.TrainBatches, Eval: p.EvalBatches, Tokenizer: tok, Template: p.Template,
+		Notes: StatsLines(p.Stats)}
+	return out, nil
+}
+
+// StatsLines renders data statistics for logs and the headless output.
+func StatsLines(s datasets.Stats) []string {
+	tpl := s.Template
+	if tpl == "" {
+		tpl = "none"
+	} else if s.TemplateDetected {
+		tpl += " (detected)"
+	}
+	lines := []string{
+		fmt.Sprintf("data: %s, format %s, template %s", strings.Join(s.Files, ", "), s.Format, tpl),
+		fmt.Sprintf("data: %d rows, %d examples; train %d sequences (%d tokens, %d trained), eval %d sequences",
+			s.Rows, s.Examples, s.Train.Sequences, s.Train.Tokens, s.Train.TrainableTokens, s.Eval.Sequences),
+	}
+	if s.Truncated > 0 {
+		lines = append(lines, fmt.Sprintf("data: %d examples truncated to max_length (longest was %d tokens)", s.Truncated, s.LongestTokens))
+	}
+	for _, group := range []struct {
+		what    string
+		n       int
+		reasons map[string]int
+	}{{"skipped as unreadable", s.BadRows, s.BadRowReasons}, {"dropped", s.Dropped, s.DroppedReasons}} {
+		if group.n == 0 {
+			continue
+		}
+		var rs []string
+		for r, c := range group.reasons {
+			rs = append(rs, fmt.Sprintf("%d %s", c, r))
+		}
+		sort.Strings(rs)
+		lines = append(lines, fmt.Sprintf("data: %d rows %s: %s", group.n, group.what, strings.Join(rs, "; ")))
+	}
+	return lines
+}
