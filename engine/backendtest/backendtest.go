@@ -71,6 +71,7 @@ func DefaultBF16() Tolerances {
 		PerOp: map[string]Tol{
 			"Attention":         {Abs: 1e-5, Rel: 1.5e-2},
 			"AttentionBackward": {Abs: 1e-5, Rel: 3e-2},
+			"AttentionKV":       {Abs: 1e-5, Rel: 1.5e-2},
 		},
 	}
 }

@@ -139,6 +139,16 @@ func (m *mutant) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayou
 	return m.jitter(out)
 }
 
+func (m *mutant) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
+	if m.kind == "attention_kv_ignores_window" {
+		p.Window = 0
+	}
+	if err := m.Backend.AttentionKV(out, q, k, v, qOffset, p); err != nil {
+		return err
+	}
+	return m.jitter(out)
+}
+
 func (m *mutant) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
 	if m.kind == "attention_backward_accumulates" {
 		return m.accumulate(func(s []engine.Tensor) error {
@@ -227,6 +237,7 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		{"attention_ignores_window", []string{"Attention"}},
 		{"attention_crosses_sequences", []string{"Attention", "Views"}},
 		{"attention_backward_accumulates", []string{"AttentionBackward"}},
+		{"attention_kv_ignores_window", []string{"AttentionKV"}},
 		{"cross_entropy_counts_ignored", []string{"SoftmaxCrossEntropy"}},
 		{"dropout_other_hash", []string{"Dropout"}},
 		{"adamw_no_bias_correction", []string{"AdamW"}},

@@ -26,6 +26,7 @@ var suite = []struct {
 	{"RoPE", testRoPE},
 	{"Attention", testAttention},
 	{"AttentionBackward", testAttentionBackward},
+	{"AttentionKV", testAttentionKV},
 	{"SwiGLU", testSwiGLU},
 	{"SwiGLUBackward", testSwiGLUBackward},
 	{"SoftmaxCrossEntropy", testSoftmaxCrossEntropy},
@@ -401,6 +402,41 @@ func testAttentionBackward(h *harness) {
 			h.compare("dq (overwritten)", dq)
 			h.compare("dk (overwritten)", dk)
 			h.compare("dv (overwritten)", dv)
+		})
+	}
+}
+
+// testAttentionKV covers the optional engine.KVAttention: decode-time
+// attention of Tq new tokens over a cache whose first qOffset+Tq rows are
+// filled, read through views of a larger cache as generation does.
+func testAttentionKV(h *harness) {
+	kva, ok := h.dut.(engine.KVAttention)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.KVAttention (optional)", h.dut.Name())
+	}
+	const cacheRows = 40
+	for _, c := range []struct {
+		name                     string
+		heads, kvHeads, headDim  int
+		qOffset, queries, window int
+	}{
+		{"prefill_gqa4x2_d16", 4, 2, 16, 0, 20, 0},
+		{"decode_one_token_gqa4x2_d16", 4, 2, 16, 19, 1, 0},
+		{"decode_chunk_window4", 4, 2, 16, 12, 5, 4},
+		{"decode_mqa8x1_d64", 8, 1, 64, 30, 1, 0},
+		{"decode_gqa4x2_d128_window8", 4, 2, 128, 25, 2, 8},
+	} {
+		h.sub(c.name, func(h *harness) {
+			p := engine.AttnParams{NHeads: c.heads, NKVHeads: c.kvHeads, HeadDim: c.headDim,
+				Scale: float32(1 / math.Sqrt(float64(c.headDim))), Window: c.window}
+			kvd, rows := c.kvHeads*c.headDim, c.qOffset+c.queries
+			kCache, vCache := h.randn(h.act, 1, cacheRows, kvd), h.randn(h.act, 1, cacheRows, kvd)
+			k, v := h.view(kCache, 0, rows, kvd), h.view(vCache, 0, rows, kvd)
+			q := h.randn(h.act, 1, c.queries, c.heads*c.headDim)
+			out := h.output(h.act, c.queries, c.heads*c.headDim)
+			h.check("AttentionKV", kva.AttentionKV(out.dut, q.dut, k.dut, v.dut, c.qOffset, p))
+			h.oracle("AttentionKV", h.ref.AttentionKV(out.ref, q.ref, k.ref, v.ref, c.qOffset, p))
+			h.compare("out (overwritten)", out)
 		})
 	}
 }

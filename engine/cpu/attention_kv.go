@@ -32,6 +32,12 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 	if c.err == nil && (qOffset < 0 || qOffset+Tq != Tk) {
 		c.failf("qOffset %d + %d queries must equal the %d cached keys", qOffset, Tq, Tk)
 	}
+	if c.err == nil && p.Window < 0 {
+		c.failf("Window %d is negative", p.Window)
+	}
+	c.disjoint("out", ot, "q", qt)
+	c.disjoint("out", ot, "k", kt)
+	c.disjoint("out", ot, "v", vt)
 	if c.err != nil {
 		return c.err
 	}

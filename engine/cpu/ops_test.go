@@ -514,3 +514,36 @@ func TestParallelForCoversEachIndexOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestAttentionKVMatchesAttention checks cached decode-time attention
+// against the full causal attention of the same single sequence: the rows
+// from qOffset on must agree.
+func TestAttentionKVMatchesAttention(t *testing.T) {
+	const T, H, KVH, D = 11, 4, 2, 16
+	for _, window := range []int{0, 3} {
+		for _, qOffset := range []int{0, 7, 10} {
+			t.Run(fmt.Sprintf("window%d_offset%d", window, qOffset), func(t *testing.T) {
+				b := New()
+				rng := rand.New(rand.NewPCG(31, uint64(qOffset)))
+				p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: 0.25, Window: window}
+				q, k, v := randn(rng, T*H*D, 1), randn(rng, T*KVH*D, 1), randn(rng, T*KVH*D, 1)
+				full, lse := zeros(t, b, T, H*D), zeros(t, b, H, T)
+				kT, vT := tensorOf(t, b, k, T, KVH*D), tensorOf(t, b, v, T, KVH*D)
+				must(t, b.Attention(full, lse, tensorOf(t, b, q, T, H*D), kT, vT, engine.SeqLayout{Starts: []int32{0, T}, MaxLen: T}, p))
+				Tq := T - qOffset
+				out := tensorOf(t, b, randn(rng, Tq*H*D, 1), Tq, H*D)
+				must(t, b.AttentionKV(out, tensorOf(t, b, q[qOffset*H*D:], Tq, H*D), kT, vT, qOffset, p))
+				want := make([]float64, Tq*H*D)
+				for i, x := range values(t, b, full)[qOffset*H*D:] {
+					want[i] = float64(x)
+				}
+				closeTo(t, "out", values(t, b, out), want, 1e-6)
+			})
+		}
+	}
+	b := New()
+	if err := b.AttentionKV(zeros(t, b, 2, 8), zeros(t, b, 2, 8), zeros(t, b, 5, 8), zeros(t, b, 5, 8), 2,
+		engine.AttnParams{NHeads: 1, NKVHeads: 1, HeadDim: 8, Scale: 1}); err == nil || !strings.Contains(err.Error(), "qOffset 2") {
+		t.Errorf("qOffset + queries != keys: %v", err)
+	}
+}
