@@ -343,6 +343,14 @@ func (d *dashboard) stats(h int) string {
 	default:
 		lines = append(lines, st.Muted.Render("GPU: reading…"))
 	}
+	// Taller terminals also list the checkpoints, newest first.
+	if room := h - len(lines) - 2; room >= 2 && len(d.checkpoints) > 0 {
+		lines = append(lines, "", st.Subtle.Render("checkpoints"))
+		for i := len(d.checkpoints) - 1; i >= 0 && room > 1; i-- {
+			lines = append(lines, st.Muted.Render(fmt.Sprintf("  step %d", d.checkpoints[i].Step)))
+			room--
+		}
+	}
 	return fitBlock(strings.Join(lines, "\n"), statsWidth-2, h)
 }
 
@@ -370,15 +378,23 @@ func (d *dashboard) bottom(w, h int) string {
 	st := d.styles
 	var lines []string
 	if n := len(d.samples); n > 0 {
-		s := d.samples[n-1]
-		lines = append(lines, st.Accent.Render(fmt.Sprintf("sample · step %d", s.Step))+st.Muted.Render(" › "+trimTo(oneLine(s.Prompt), w-22)))
-		body := strings.Split(wrap(strings.TrimSpace(s.Text), w-2), "\n")
-		room := max(h-3, 1)
-		if len(body) > room {
-			body = append(body[:room-1], "…")
+		// The newest sample first, then older ones while they fit.
+		room := h - 2
+		if len(d.logs) == 0 {
+			room++
 		}
-		for _, l := range body {
-			lines = append(lines, "  "+l)
+		for i := n - 1; i >= 0 && room >= 2; i-- {
+			s := d.samples[i]
+			lines = append(lines, st.Accent.Render(fmt.Sprintf("sample · step %d", s.Step))+st.Muted.Render(" › "+trimTo(oneLine(s.Prompt), w-22)))
+			room--
+			body := strings.Split(wrap(strings.TrimSpace(s.Text), w-2), "\n")
+			if len(body) > room {
+				body = append(body[:max(room-1, 0)], "…")
+			}
+			for _, l := range body {
+				lines = append(lines, "  "+l)
+			}
+			room -= len(body)
 		}
 	} else {
 		lines = append(lines, st.Muted.Render("samples appear here as the trainer generates them"))
@@ -386,7 +402,7 @@ func (d *dashboard) bottom(w, h int) string {
 	ck := st.Muted.Render("checkpoints: none yet")
 	if n := len(d.checkpoints); n > 0 {
 		c := d.checkpoints[n-1]
-		ck = st.Label.Render("checkpoint ") + fmt.Sprintf("step %d → %s", c.Step, c.Path) + st.Muted.Render(fmt.Sprintf(" (%d saved)", n))
+		ck = st.Label.Render(fmt.Sprintf("checkpoint #%d ", n)) + fmt.Sprintf("step %d → %s", c.Step, c.Path)
 	}
 	if d.ckptAsked {
 		ck += st.Warn.Render(" · checkpoint requested")

@@ -105,7 +105,7 @@ func (p *reviewPage) view() string {
 	st := p.styles
 	var b strings.Builder
 	file := filepath.Join(runDir(*p.cfg), "run.yaml")
-	b.WriteString(st.Bold.Render("Review") + "  " + st.Muted.Render("the run is saved as "+file+"; whet train -c "+file+" reruns it") + "\n")
+	b.WriteString(st.Bold.Render("Review") + "  " + st.Muted.Render("saved as "+file) + "\n")
 	if existingRun(*p.cfg) {
 		b.WriteString(st.Warn.Render("! a run named "+p.cfg.Name+" exists: starting resumes it from its last checkpoint") + "\n")
 	}
@@ -132,7 +132,7 @@ func (p *reviewPage) view() string {
 	case p.startErr != "":
 		b.WriteString(st.Bad.Render(wrap("✗ could not start: "+p.startErr, p.w)))
 	default:
-		b.WriteString(st.Good.Render("enter starts training"))
+		b.WriteString(st.Good.Render("enter starts training") + st.Muted.Render(" · whet train -c with this file reruns it headless"))
 	}
 	return b.String()
 }

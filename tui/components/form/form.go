@@ -298,7 +298,7 @@ func (m Model) TextFocused() bool {
 	return k == Text || k == Int || k == Float
 }
 
-const labelWidth = 18
+const labelWidth = 20
 
 // View draws the visible rows (scrolled so the focus stays in view), the
 // focused field's hint and the last validation error.

@@ -1,0 +1,37 @@
+package tui
+
+import (
+	"time"
+
+	"github.com/charmbracelet/colorprofile"
+
+	"whet/engine"
+)
+
+// nopControl is a RunControl for views that are never steered.
+type nopControl struct{}
+
+func (nopControl) Pause()      {}
+func (nopControl) Resume()     {}
+func (nopControl) Checkpoint() {}
+func (nopControl) Stop()       {}
+
+// RenderDashboard applies events to a fresh dashboard synchronously and
+// renders it at w×h, for golden tests that must not depend on goroutine
+// timing. A DoneEvent among the events switches to the summary.
+func RenderDashboard(cfg engine.RunConfig, w, h int, events []engine.Event, gpu *GPUStats, gpuErr error) string {
+	c := &common{width: w, height: h, styles: newStyles(colorprofile.TrueColor), keys: newKeyMap(), now: time.Now}
+	d := newDashboard(c, cfg, nil, nopControl{}, nil, time.Hour)
+	if gpu != nil {
+		d.update(gpuMsg{stats: *gpu})
+	}
+	if gpuErr != nil {
+		d.update(gpuMsg{err: gpuErr})
+	}
+	for _, ev := range events {
+		if _, finished := d.update(engineEventMsg{ev: ev}); finished {
+			return newSummary(d).view(w, h)
+		}
+	}
+	return d.view(w, h)
+}

@@ -1,0 +1,332 @@
+package tui_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"whet/engine"
+	"whet/tui/fake"
+)
+
+// startDefaultRun walks the wizard with the defaults and starts the run.
+func startDefaultRun(t *testing.T, d *driver) {
+	t.Helper()
+	d.keys("enter")                 // model: the first catalog entry
+	d.keys("enter")                 // method: lora defaults
+	d.keys("enter")                 // data: preview the first file
+	d.waitScreen("format messages") //
+	d.keys("enter")                 // data: next
+	d.keys("enter")                 // settings
+	d.waitScreen("Fits:")           // fit check answered
+	d.keys("enter")                 // review
+	d.keys("enter")                 // start
+}
+
+func TestWizardStartsRunWithChosenConfig(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(3)}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	if !strings.Contains(d.screen(), "Choose the base model") || !strings.Contains(d.screen(), "qwen2.5-0.5b-instruct") {
+		t.Fatalf("first screen should offer the base models:\n%s", d.screen())
+	}
+
+	d.keys("down", "enter") // qwen2.5-0.5b-instruct
+	if !strings.Contains(d.screen(), "How should it learn?") {
+		t.Fatalf("expected the method page:\n%s", d.screen())
+	}
+	d.keys("right") // qlora: loads its defaults
+	d.keys("down", "backspace", "backspace")
+	d.typeText("32")
+	d.keys("enter")
+
+	d.keys("down") // recipes.csv
+	d.keys("enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+
+	d.keys("ctrl+u")
+	d.typeText("my-run")
+	d.keys("down", "right") // length in steps
+	d.keys("down", "ctrl+u")
+	d.typeText("120")
+	d.keys("down", "ctrl+u") // learning rate
+	d.typeText("0.0003")
+	d.keys("down", "down", "down", "down", "down") // to sample prompts
+	d.typeText("Hello there | What is 2+2?")
+	d.keys("enter")
+
+	d.waitScreen("Fits:")
+	if !strings.Contains(d.screen(), "Turn on activation checkpointing") {
+		t.Fatalf("expected the checkpointing advice:\n%s", d.screen())
+	}
+	d.keys("1")
+	d.waitFor("re-check after advice", func() bool {
+		s := d.screen()
+		return strings.Contains(s, "applied: Turn on activation checkpointing") && strings.Contains(s, "Fits:")
+	})
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "method: qlora") || !strings.Contains(s, "name: my-run") {
+		t.Fatalf("review should show the YAML:\n%s", s)
+	}
+	d.keys("enter")
+	d.waitFor("the engine to start", func() bool { return len(eng.Started()) == 1 })
+
+	got := eng.Started()[0]
+	checks := []struct {
+		field     string
+		got, want any
+	}{
+		{"Name", got.Name, "my-run"},
+		{"Model", got.Model, "qwen2.5-0.5b-instruct"},
+		{"Method", got.Method, "qlora"},
+		{"LoRA.Rank", got.LoRA.Rank, 32},
+		{"LoRA.TargetModules", got.LoRA.TargetModules, []string{"q", "k", "v", "o", "gate", "up", "down"}},
+		{"Data.Path", got.Data.Path, "testdata/datasets/recipes.csv"},
+		{"Data.Template", got.Data.Template, "qwen2"},
+		{"Train.MaxSteps", got.Train.MaxSteps, 120},
+		{"Train.Epochs", got.Train.Epochs, 0.0},
+		{"Train.LR", got.Train.LR, 0.0003},
+		{"Train.Checkpointing", got.Train.Checkpointing, true},
+		{"Train.SamplePrompts", got.Train.SamplePrompts, []string{"Hello there", "What is 2+2?"}},
+		{"RunsDir", got.RunsDir, testOptions(nil).RunsDir},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("RunConfig.%s = %#v, want %#v", c.field, c.got, c.want)
+		}
+	}
+	d.waitScreen("lora")
+	d.waitFor("the dashboard", func() bool { return strings.Contains(d.screen(), "my-run · qlora on qwen2.5-0.5b-instruct") })
+}
+
+func TestWizardBackKeepsValuesAndEscGoesBack(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "down")
+	d.keys("backspace", "backspace")
+	d.typeText("8")
+	d.keys("enter")
+	d.keys("esc")
+	if got := fieldValue(d.screen(), "LoRA rank (r)"); got != "8" {
+		t.Errorf("going back should show the rank typed before (8), shows %q:\n%s", got, d.screen())
+	}
+	d.keys("esc")
+	if !strings.Contains(d.screen(), "Choose the base model") {
+		t.Errorf("esc on the method page should go back to the model page:\n%s", d.screen())
+	}
+}
+
+func TestWizardRejectsBadValues(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "down", "ctrl+u")
+	d.typeText("many")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, `LoRA rank (r): "many" is not a whole number`) || !strings.Contains(s, "How should it learn?") {
+		t.Fatalf("a bad rank should keep the user on the page with a message naming the field:\n%s", s)
+	}
+	d.keys("ctrl+u")
+	d.typeText("16")
+	d.keys("enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter", "ctrl+u")
+	d.typeText("bad name/..")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "Run name:") {
+		t.Errorf("a run name with a slash should be refused:\n%s", s)
+	}
+}
+
+func TestModelPathMustBeAModelFolder(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	for i := 0; i < 6; i++ { // 4 catalog + 2 local entries
+		d.keys("down")
+	}
+	d.keys("enter")
+	d.typeText("testdata/datasets")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "model folder testdata/datasets has no config.json") {
+		t.Errorf("a folder without config.json should be refused:\n%s", s)
+	}
+	d.keys("ctrl+u")
+	d.typeText("testdata/models/acme/tiny-llama")
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "How should it learn?") {
+		t.Errorf("a model folder should be accepted:\n%s", d.screen())
+	}
+	if got := d.m.Config().Model; got != "testdata/models/acme/tiny-llama" {
+		t.Errorf("Model = %q", got)
+	}
+}
+
+func TestFitCheckBlocksUntilAdviceMakesItFit(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	// 7.6B in bf16 is ~15 GiB: give it 8 GiB so only QLoRA fits.
+	o.Fit = fake.FitChecker{Device: "small GPU", Free: 8 << 30, Total: 8 << 30, Params: fake.DemoCatalog.Params}
+	d := newDriver(t, o, 80, 24)
+	d.keys("down", "down", "down", "enter", "enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter", "enter")
+	d.waitScreen("Does not fit")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "this run does not fit") {
+		t.Fatalf("enter on a run that does not fit should be refused:\n%s", s)
+	}
+	d.keys("1") // QLoRA
+	d.waitScreen("Fits:")
+	if m := d.m.Config().Method; m != "qlora" {
+		t.Errorf("advice 1 should switch to qlora, method is %q", m)
+	}
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "method: qlora") {
+		t.Errorf("after the advice the review should open:\n%s", d.screen())
+	}
+}
+
+func TestEngineUnavailableIsShownNotFatal(t *testing.T) {
+	eng := &fake.Engine{StartErr: errors.New("training engine not available")}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	startDefaultRun(t, d)
+	d.waitScreen("could not start: training engine not available")
+	if ev, _ := d.m.Running(); ev != nil {
+		t.Error("no run should be live")
+	}
+}
+
+func TestDashboardShowsScriptedEvents(t *testing.T) {
+	// 200 steps keep the run live for the whole test; a log line follows step 12.
+	var script []fake.Step
+	for _, st := range scriptSteps(200) {
+		script = append(script, st)
+		if ev, ok := st.Event.(engine.StepEvent); ok && ev.Step == 12 {
+			script = append(script, fake.Step{Event: engine.LogEvent{Text: "backend: cpu (no NVIDIA GPU found)"}})
+		}
+	}
+	eng := &fake.Engine{Script: script}
+	d := newDriver(t, testOptions(eng), 120, 40)
+	startDefaultRun(t, d)
+	d.waitScreen("step 12/100")
+	s := d.screen()
+	if n := countBraille(s); n < 5 {
+		t.Errorf("the loss chart should have points after 12 steps, found %d braille cells:\n%s", n, s)
+	}
+	if n := strings.Count(s, "◆"); n < 3 { // the legend plus the evals at steps 5 and 10
+		t.Errorf("expected eval markers on the chart, found %d ◆:\n%s", n, s)
+	}
+	for _, want := range []string{"coat check", "sample · step 10", "NVIDIA H100 80GB HBM3 (fake)", "87%", "loss      2.4000"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("dashboard lacks %q:\n%s", want, s)
+		}
+	}
+	before := countBraille(s)
+	d.waitScreen("step 40/100")
+	if after := countBraille(d.screen()); after <= before {
+		t.Errorf("more steps should draw more of the curve (%d → %d cells)", before, after)
+	}
+	checkSize(t, d.view(), 120, 40)
+}
+
+func countBraille(s string) int {
+	n := 0
+	for _, r := range s {
+		if r > 0x2800 && r <= 0x28FF {
+			n++
+		}
+	}
+	return n
+}
+
+func TestDashboardPauseAndCheckpoint(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(500)}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	startDefaultRun(t, d)
+	d.waitScreen("step 3/100")
+	d.keys("p")
+	ctl := eng.LastControl()
+	if p, _, _, _ := ctl.Counts(); p != 1 || !strings.Contains(d.screen(), "paused") {
+		t.Errorf("p should pause (Pause calls %d):\n%s", p, d.screen())
+	}
+	d.keys("p")
+	if _, r, _, _ := ctl.Counts(); r != 1 {
+		t.Errorf("second p should resume, Resume calls %d", r)
+	}
+	d.keys("c")
+	if _, _, c, _ := ctl.Counts(); c != 1 {
+		t.Errorf("c should ask for a checkpoint, calls %d", c)
+	}
+	d.waitScreen("checkpoint #1 step")
+}
+
+func TestStopWritesCheckpointThenShowsSummary(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(500)}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	startDefaultRun(t, d)
+	d.waitScreen("step 5/100")
+	d.keys("s")
+	if !strings.Contains(d.screen(), "Stop the run? A checkpoint is written first.") {
+		t.Fatalf("s should ask before stopping:\n%s", d.screen())
+	}
+	if _, _, _, stops := eng.LastControl().Counts(); stops != 0 {
+		t.Fatal("Stop was called before the user confirmed")
+	}
+	d.keys("y")
+	if _, _, _, stops := eng.LastControl().Counts(); stops != 1 {
+		t.Fatalf("Stop calls = %d, want 1", stops)
+	}
+	d.waitScreen("stopped, checkpoint saved")
+	s := d.screen()
+	if !strings.Contains(s, "checkpoint  ") || !strings.Contains(s, "/checkpoints/step-") {
+		t.Errorf("the summary should name the final checkpoint:\n%s", s)
+	}
+	if ev, _ := d.m.Running(); ev != nil {
+		t.Error("the run should be over")
+	}
+	if d.quit {
+		t.Error("s must not quit the studio")
+	}
+	d.keys("q")
+	d.waitFor("quit", func() bool { return d.quit })
+}
+
+func TestQuitStopsRunBeforeExiting(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(500)}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	startDefaultRun(t, d)
+	d.waitScreen("step 2/100")
+	d.keys("ctrl+c")
+	if d.quit || !strings.Contains(d.screen(), "Stop the run and quit?") {
+		t.Fatalf("ctrl+c during a run must ask first:\n%s", d.screen())
+	}
+	d.keys("n")
+	d.keys("q", "y")
+	if _, _, _, stops := eng.LastControl().Counts(); stops != 1 {
+		t.Fatalf("Stop calls = %d, want 1", stops)
+	}
+	d.waitFor("quit", func() bool { return d.quit })
+	if ev, _ := d.m.Running(); ev != nil {
+		t.Error("the studio quit before the engine reported the end of the run")
+	}
+}
+
+func TestTooSmallTerminal(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 60, 20)
+	golden(t, "toosmall_60x20", d.view())
+	s := d.screen()
+	if !strings.Contains(s, "at least 80×24") || !strings.Contains(s, "This one is 60×20") {
+		t.Errorf("a small terminal should get a clear message:\n%s", s)
+	}
+	d.keys("enter") // ignored while the user cannot see
+	d.send(windowSize(80, 24))
+	if !strings.Contains(d.screen(), "Choose the base model") {
+		t.Errorf("keys should be ignored below the minimum size:\n%s", d.screen())
+	}
+}
+
+// fieldValue returns what follows label on the screen line that holds it.
+func fieldValue(screen, label string) string {
+	for _, l := range strings.Split(screen, "\n") {
+		if i := strings.Index(l, label); i >= 0 {
+			return strings.TrimSpace(l[i+len(label):])
+		}
+	}
+	return ""
+}

@@ -1,0 +1,140 @@
+package tui_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"charm.land/lipgloss/v2"
+
+	"whet/engine"
+	"whet/tui"
+	"whet/tui/components/form"
+	"whet/tui/components/lossplot"
+	"whet/tui/components/stackbar"
+	"whet/tui/fake"
+)
+
+var sizes = []struct{ w, h int }{{80, 24}, {120, 40}}
+
+// TestGoldenWizardPages renders every wizard page at both sizes.
+func TestGoldenWizardPages(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			d := newDriver(t, testOptions(&fake.Engine{}), sz.w, sz.h)
+			shot := func(name string) {
+				t.Helper()
+				checkSize(t, d.view(), sz.w, sz.h)
+				golden(t, fmt.Sprintf("wizard_%s_%dx%d", name, sz.w, sz.h), d.view())
+			}
+			shot("1model")
+			d.keys("down", "enter")
+			shot("2method")
+			for i := 0; i < 5; i++ {
+				d.keys("down")
+			}
+			d.keys("enter") // open the advanced section
+			shot("2method_advanced")
+			d.keys("up", "up", "up", "up", "up") // back to the method row
+			d.keys("enter")
+			d.keys("enter")
+			d.waitScreen("format messages")
+			shot("3data")
+			d.keys("enter")
+			shot("4settings")
+			d.keys("enter")
+			d.waitScreen("Fits:")
+			shot("5fit")
+			d.keys("enter")
+			shot("6review")
+		})
+	}
+}
+
+func goldenRun() engine.RunConfig {
+	return engine.RunConfig{Name: "persona-lora", Model: "qwen2.5-0.5b-instruct", Method: "lora", RunsDir: "runs"}
+}
+
+// goldenEvents is a fixed run: 60 steps of a falling loss with evals,
+// a sample, a checkpoint and a log line.
+func goldenEvents(stop bool) []engine.Event {
+	var evs []engine.Event
+	evs = append(evs, engine.LogEvent{Text: "data: 120 rows, 14.2k tokens; backend cuda (sm_90)"})
+	for i := 1; i <= 60; i++ {
+		loss := 0.9 + 1.8/(1+float64(i)/8) + 0.05*float64((i*7)%5-2)/2
+		evs = append(evs, engine.StepEvent{Step: i, TotalSteps: 200, Epoch: float64(i) / 40, Loss: loss,
+			LR: 2e-4 * float64(200-i) / 200, GradNorm: 0.3 + 1/float64(i), Tokens: 4096, TokensPerSec: 11850,
+			Elapsed: time.Duration(i) * 350 * time.Millisecond})
+		if i%15 == 0 {
+			evs = append(evs, engine.EvalEvent{Step: i, Loss: loss + 0.12})
+		}
+		if i == 50 {
+			evs = append(evs, engine.SampleEvent{Step: 50, Prompt: "Explain gradient descent to a child.",
+				Text: "Imagine you are on a foggy hill and want the valley. You feel which way the ground slopes and take a small step down, again and again. What would happen if your steps were huge?"})
+			evs = append(evs, engine.CheckpointEvent{Step: 50, Path: "runs/persona-lora/checkpoints/step-000050"})
+		}
+	}
+	if stop {
+		evs = append(evs, engine.CheckpointEvent{Step: 60, Path: "runs/persona-lora/checkpoints/step-000060"},
+			engine.DoneEvent{Step: 60, Stopped: true, Elapsed: 21 * time.Second, FinalDir: "runs/persona-lora"})
+	}
+	return evs
+}
+
+func TestGoldenDashboard(t *testing.T) {
+	gpu := &tui.GPUStats{Name: "NVIDIA H100 80GB HBM3", Util: 93, MemUsed: 21 << 30, MemTotal: 80 << 30, TempC: 64, PowerW: 455, PowerCapW: 700}
+	for _, sz := range sizes {
+		name := fmt.Sprintf("%dx%d", sz.w, sz.h)
+		v := tui.RenderDashboard(goldenRun(), sz.w, sz.h, goldenEvents(false), gpu, nil)
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, "dashboard_"+name, v)
+
+		v = tui.RenderDashboard(goldenRun(), sz.w, sz.h, nil, nil, errors.New("NVML: library not found (no NVIDIA driver)"))
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, "dashboard_empty_"+name, v)
+
+		v = tui.RenderDashboard(goldenRun(), sz.w, sz.h, goldenEvents(true), gpu, nil)
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, "summary_stopped_"+name, v)
+
+		failed := append(goldenEvents(false), engine.DoneEvent{Step: 60, Err: errors.New("cuda: out of memory allocating 2.0 GiB for activations"), Elapsed: 21 * time.Second})
+		v = tui.RenderDashboard(goldenRun(), sz.w, sz.h, failed, gpu, nil)
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, "summary_failed_"+name, v)
+	}
+}
+
+// Components at the two sizes: the loss plot fills the area, the stack
+// bar and the form take the width.
+func TestGoldenComponents(t *testing.T) {
+	var train, eval []lossplot.Point
+	for _, ev := range goldenEvents(false) {
+		switch ev := ev.(type) {
+		case engine.StepEvent:
+			train = append(train, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
+		case engine.EvalEvent:
+			eval = append(eval, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
+		}
+	}
+	for _, sz := range sizes {
+		name := fmt.Sprintf("%dx%d", sz.w, sz.h)
+		chart := lossplot.Chart{Width: sz.w, Height: sz.h, Series: []lossplot.Series{
+			{Name: "train", Points: train}, {Name: "eval", Points: eval, Marker: '◆'}}}
+		golden(t, "lossplot_"+name, chart.View())
+
+		bar := stackbar.Bar{Width: sz.w, Capacity: 23 << 30, CapacityLabel: "free", Parts: []stackbar.Part{
+			{Name: "weights", Bytes: 14 << 30}, {Name: "lora", Bytes: 80 << 20}, {Name: "grads", Bytes: 80 << 20},
+			{Name: "optimizer", Bytes: 160 << 20}, {Name: "activations", Bytes: 9 << 30}, {Name: "workspace", Bytes: 1 << 30}}}
+		golden(t, "stackbar_over_"+name, bar.View())
+
+		f := form.New([]form.Field{
+			{Key: "name", Label: "Run name", Kind: form.Text, Value: "persona-lora", Hint: "the run's folder"},
+			{Key: "by", Label: "Length in", Kind: form.Choice, Value: "steps", Options: []string{"epochs", "steps"}},
+			{Key: "lr", Label: "Learning rate", Kind: form.Float, Value: "2e-4"},
+			{Key: "pack", Label: "Packing", Kind: form.Bool, Value: "yes", Advanced: true},
+		}, form.Styles{Focused: lipgloss.NewStyle().Bold(true)})
+		f.SetSize(sz.w, sz.h)
+		golden(t, "form_"+name, f.View())
+	}
+}
