@@ -48,7 +48,7 @@ func (g *attnGeometry) endQuery(j int) int {
 	return hi
 }
 
-// geometry checks q, k, v against p and seqs and fills in the geometry.
+// attnGeometry checks q, k, v against p and seqs and fills in the geometry.
 func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.AttnParams) *attnGeometry {
 	if c.err != nil {
 		return nil
