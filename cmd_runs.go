@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"text/tabwriter"
+
+	"go.yaml.in/yaml/v3"
+
+	"whet/engine"
+)
+
+func init() {
+	register("runs", "list the runs directory: status, steps and last loss of each run", runRuns)
+}
+
+// runStatusFile is status.json as the trainer writes it.
+type runStatusFile struct {
+	State    string  `json:"state"`
+	Step     int     `json:"step"`
+	Total    int     `json:"total_steps"`
+	LastLoss float64 `json:"last_loss"`
+}
+
+// runSummary is one row of `whet runs`.
+type runSummary struct {
+	name, state, method, model string
+	step, total                int
+	lastLoss                   float64
+	hasLoss                    bool
+}
+
+func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("runs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "runs", "the runs directory")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	runs, warnings, err := listRuns(*dir)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "whet runs: "+w)
+	}
+	if err != nil {
+		return err
+	}
+	if len(runs) == 0 {
+		fmt.Fprintf(stdout, "no runs in %s (start one with whet, or whet train -c run.yaml)\n", *dir)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tSTEPS\tLAST LOSS\tMETHOD\tMODEL")
+	for _, r := range runs {
+		steps := strconv.Itoa(r.step)
+		if r.total > 0 {
+			steps = fmt.Sprintf("%d/%d", r.step, r.total)
+		}
+		loss := "–"
+		if r.hasLoss {
+			loss = fmt.Sprintf("%.4f", r.lastLoss)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, steps, loss, orDash(r.method), orDash(r.model))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
+// listRuns reads every run folder under dir. A folder counts as a run if
+// it holds run.yaml, status.json or metrics.jsonl. Problems with one run
+// become warnings naming the file, so one damaged run does not hide the
+// others.
+func listRuns(dir string) ([]runSummary, []string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading runs directory %s: %w", dir, err)
+	}
+	var runs []runSummary
+	var warnings []string
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		r, ok, warn := readRun(filepath.Join(dir, e.Name()))
+		warnings = append(warnings, warn...)
+		if ok {
+			r.name = e.Name()
+			runs = append(runs, r)
+		}
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].name < runs[j].name })
+	return runs, warnings, nil
+}
+
+func readRun(path string) (r runSummary, isRun bool, warnings []string) {
+	r.state = "unknown"
+	if raw, err := os.ReadFile(filepath.Join(path, "run.yaml")); err == nil {
+		isRun = true
+		var cfg engine.RunConfig
+		if err := yaml.Unmarshal(raw, &cfg); err != nil {
+			warnings = append(warnings, fmt.Sprintf("%s: %v", filepath.Join(path, "run.yaml"), err))
+		} else {
+			r.method, r.model = cfg.Method, cfg.Model
+		}
+	}
+	statusPath := filepath.Join(path, "status.json")
+	if raw, err := os.ReadFile(statusPath); err == nil {
+		isRun = true
+		var st runStatusFile
+		if err := json.Unmarshal(raw, &st); err != nil {
+			r.state = "unreadable"
+			warnings = append(warnings, fmt.Sprintf("%s: %v", statusPath, err))
+		} else {
+			r.state, r.step, r.total = st.State, st.Step, st.Total
+			if st.LastLoss != 0 {
+				r.lastLoss, r.hasLoss = st.LastLoss, true
+			}
+		}
+	}
+	metricsPath := filepath.Join(path, "metrics.jsonl")
+	if _, err := os.Stat(metricsPath); err == nil {
+		isRun = true
+		step, loss, ok, err := lastMetric(metricsPath)
+		if err != nil {
+			warnings = append(warnings, err.Error())
+		} else if ok {
+			// metrics.jsonl is appended every step, so it is at least as
+			// fresh as status.json.
+			r.step = max(r.step, step)
+			r.lastLoss, r.hasLoss = loss, true
+		}
+	}
+	return r, isRun, warnings
+}
+
+// metricsTail is how much of the end of metrics.jsonl is read: far more
+// than one line, so a long run's file is not read whole.
+const metricsTail = 64 << 10
+
+// lastMetric returns the step and loss of the last training line of a
+// metrics.jsonl (eval lines carry eval_loss and no loss). A torn last line
+// from a run killed mid-write is skipped.
+func lastMetric(path string) (step int, loss float64, ok bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	off := max(st.Size()-metricsTail, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	if off > 0 { // drop the partial first line
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[i+1:]
+		}
+	}
+	sc := bufio.NewScanner(bytes.NewReader(buf))
+	sc.Buffer(make([]byte, 0, 64<<10), metricsTail)
+	for sc.Scan() {
+		var m struct {
+			Step int      `json:"step"`
+			Loss *float64 `json:"loss"`
+		}
+		if json.Unmarshal(sc.Bytes(), &m) != nil || m.Loss == nil {
+			continue
+		}
+		step, loss, ok = m.Step, *m.Loss, true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	return step, loss, ok, nil
+}

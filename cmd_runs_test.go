@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeRun makes a run folder with the given files (name → content).
+func writeRun(t *testing.T, dir, name string, files map[string]string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for f, content := range files {
+		if err := os.WriteFile(filepath.Join(p, f), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRunsListsRunDirectories(t *testing.T) {
+	dir := t.TempDir()
+	writeRun(t, dir, "persona-lora", map[string]string{
+		"run.yaml":    "name: persona-lora\nmodel: whet-demo-8m\nmethod: lora\n",
+		"status.json": `{"state":"done","step":120,"total_steps":120,"last_loss":0.91}`,
+		"metrics.jsonl": `{"step":119,"epoch":2.9,"loss":0.95,"lr":1e-5}
+{"step":120,"epoch":3,"loss":0.9123,"lr":0}
+{"step":120,"epoch":3,"eval_loss":1.02}
+`,
+	})
+	writeRun(t, dir, "big-full", map[string]string{
+		"run.yaml":      "name: big-full\nmodel: /models/qwen\nmethod: full\n",
+		"status.json":   `{"state":"stopped","step":40,"total_steps":500}`,
+		"metrics.jsonl": "{\"step\":40,\"loss\":1.5}\n{\"step\":41,\"lo", // torn last line
+	})
+	writeRun(t, dir, "broken", map[string]string{"status.json": `{"state":`})
+	if err := os.MkdirAll(filepath.Join(dir, "not-a-run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	var out, errOut bytes.Buffer
+	if err := runRuns([]string{"--dir", dir}, nil, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want a header and 3 runs, got:\n%s", out.String())
+	}
+	want := [][]string{
+		{"NAME", "STATUS", "STEPS", "LAST", "LOSS", "METHOD", "MODEL"},
+		{"big-full", "stopped", "40/500", "1.5000", "full", "/models/qwen"},
+		{"broken", "unreadable", "0", "–", "–", "–"},
+		{"persona-lora", "done", "120/120", "0.9123", "lora", "whet-demo-8m"},
+	}
+	for i, w := range want {
+		if got := strings.Fields(lines[i]); fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Errorf("line %d = %q, want fields %v", i, lines[i], w)
+		}
+	}
+	// Columns are aligned: STATUS starts at the same column on every line.
+	col := strings.Index(lines[0], "STATUS")
+	for _, l := range lines[1:] {
+		if l[col-1] != ' ' || l[col] == ' ' {
+			t.Errorf("status column not aligned at %d: %q", col, l)
+		}
+	}
+	if !strings.Contains(errOut.String(), filepath.Join(dir, "broken", "status.json")) {
+		t.Errorf("a malformed status.json should be named on stderr, got %q", errOut.String())
+	}
+}
+
+func TestRunsEmptyOrMissingDir(t *testing.T) {
+	var out bytes.Buffer
+	missing := filepath.Join(t.TempDir(), "nope")
+	if err := runRuns([]string{"--dir", missing}, nil, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "no runs in "+missing) {
+		t.Errorf("got %q", out.String())
+	}
+	if err := runRuns([]string{"extra"}, nil, &out, &out); err == nil {
+		t.Error("a stray argument should be an error")
+	}
+}
+
+// A long metrics file is read from its end only; the last loss is still
+// found.
+func TestRunsReadsTailOfLongMetrics(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	for i := 1; i <= 5000; i++ {
+		fmt.Fprintf(&b, "{\"step\":%d,\"epoch\":1,\"loss\":%.4f,\"lr\":0.0001,\"grad_norm\":0.5}\n", i, 3-float64(i)/5000)
+	}
+	writeRun(t, dir, "long", map[string]string{"metrics.jsonl": b.String()})
+	if len(b.String()) <= metricsTail {
+		t.Fatalf("fixture too small (%d bytes) to exercise the tail read", len(b.String()))
+	}
+	runs, _, err := listRuns(dir)
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("listRuns = %v, %v", runs, err)
+	}
+	if r := runs[0]; r.step != 5000 || r.lastLoss != 2 || r.state != "unknown" {
+		t.Errorf("got step %d loss %v state %q, want 5000, 2, unknown", r.step, r.lastLoss, r.state)
+	}
+}
