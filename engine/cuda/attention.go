@@ -184,11 +184,10 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	}
 	defer exit()
 	op := fmt.Sprintf("AttentionBackward T=%d heads %d/%d dim %d window %d", T, H, KVH, D, p.Window)
-	delta, free, err := b.temp(op, int64(H)*int64(T)*4)
+	delta, err := b.scratchFor(op, int64(H)*int64(T)*4)
 	if err != nil {
 		return err
 	}
-	defer free()
 	warps := T * H
 	if err := b.launch(op, "attention.cu", "attention_backward_delta", dim3{min((warps+7)/8, b.smCount*32), 1, 1}, dim3{256, 1, 1}, 0,
 		delta, dot.ptr(), dt(dot), ot.ptr(), dt(ot), int32(T), int32(H), int32(D)); err != nil {

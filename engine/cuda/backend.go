@@ -65,6 +65,15 @@ type Backend struct {
 
 	inUse, peak int64
 	live        map[*allocation]struct{}
+
+	// opScratch is device memory that ops needing a temporary buffer on
+	// every call (attention's backward) reuse, grown on demand and held
+	// until Close, so that no cuMemFree (which waits for the device) sits
+	// on the hot path.
+	opScratch      uint64
+	opScratchBytes int64
+
+	indexReads int // index tensors read back for checking (for tests)
 }
 
 // function is a loaded kernel and the dynamic shared memory it was opened to.
@@ -79,6 +88,43 @@ type allocation struct {
 	ptr   uint64
 	bytes int64
 	freed bool
+	// known, for an I32 allocation, summarises values the host wrote last
+	// (Upload, UploadInt32, Fill) so that ids, labels and positions can be
+	// checked without reading them back from the device. Any other write
+	// to the allocation clears it; no kernel writes I32 tensors.
+	known *intSummary
+}
+
+// intSummary bounds the int32 values of bytes [off, off+4n) of an allocation.
+type intSummary struct {
+	off      int64
+	n        int
+	min, max int32 // over all values
+	// lo and hi bound the values other than -100 (the ignored label);
+	// others is false when every value is -100.
+	lo, hi int32
+	others bool
+}
+
+func summarise(off int64, v []int32) *intSummary {
+	s := &intSummary{off: off, n: len(v), min: math.MaxInt32, max: math.MinInt32, lo: math.MaxInt32, hi: math.MinInt32}
+	for _, x := range v {
+		s.min, s.max = min(s.min, x), max(s.max, x)
+		if x != ignoreLabel {
+			s.lo, s.hi, s.others = min(s.lo, x), max(s.hi, x), true
+		}
+	}
+	return s
+}
+
+// summary returns what is known of t's values, or nil. The caller holds
+// the backend's lock.
+func (t *Tensor) summary() *intSummary {
+	k := t.alloc.known
+	if k == nil || t.off < k.off || t.off+t.bytes() > k.off+4*int64(k.n) {
+		return nil
+	}
+	return k
 }
 
 // Tensor is a device tensor: a window of an allocation with a shape.
@@ -222,6 +268,8 @@ func (b *Backend) release() {
 		a.freed = true
 		delete(b.live, a)
 	}
+	b.rawFree(b.opScratch, b.opScratchBytes)
+	b.opScratch, b.opScratchBytes = 0, 0
 	b.rawFree(b.workspace, int64(b.workspaceSize))
 	b.rawFree(b.scratch, scratchBytes)
 	b.workspace, b.scratch = 0, 0
@@ -495,9 +543,9 @@ func (b *Backend) Upload(dst engine.Tensor, src []float32) error {
 			}
 			h[i] = int32(v)
 		}
-		host = unsafe.Slice((*byte)(unsafe.Pointer(&h[0])), 4*len(h))
+		return b.htod("Upload", d, unsafe.Slice((*byte)(unsafe.Pointer(&h[0])), 4*len(h)), summarise(d.off, h))
 	}
-	return b.htod("Upload", d, host)
+	return b.htod("Upload", d, host, nil)
 }
 
 // UploadInt32 copies src into an I32 tensor.
@@ -513,18 +561,21 @@ func (b *Backend) UploadInt32(dst engine.Tensor, src []int32) error {
 	if d.n == 0 {
 		return nil
 	}
-	return b.htod("UploadInt32", d, unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
+	return b.htod("UploadInt32", d, unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)), summarise(d.off, src))
 }
 
-func (b *Backend) htod(op string, d *Tensor, host []byte) error {
+// htod copies host bytes into d; known, for I32 data, summarises them.
+func (b *Backend) htod(op string, d *Tensor, host []byte, known *intSummary) error {
 	exit, err := b.enter()
 	if err != nil {
 		return err
 	}
 	defer exit()
+	d.alloc.known = nil
 	if err := b.drv.call("cuMemcpyHtoD_v2", b.drv.cuMemcpyHtoD, uintptr(d.ptr()), uintptr(unsafe.Pointer(&host[0])), uintptr(len(host))); err != nil {
 		return withOp(fmt.Sprintf("%s %s %v", op, d.dt, d.shape), err)
 	}
+	d.alloc.known = known
 	return nil
 }
 

@@ -9,20 +9,44 @@ import (
 // ignoreLabel marks a token that the loss skips, as in PyTorch.
 const ignoreLabel = -100
 
-// validIDs downloads ids and checks each against vocab rows, as
-// engine/cpu does before writing anything. This costs a wait for the
-// device; see doc.go. The caller holds the context.
-func (b *Backend) validIDs(op string, ids *Tensor, vocab int) error {
-	h, err := b.downloadInt32(ids)
-	if err != nil {
-		return withOp(op+": reading ids", err)
+// checkIndices checks every value of an I32 tensor against [0, limit)
+// before an op writes anything, as engine/cpu does; allowIgnore also lets
+// -100 through (labels). Values the host uploaded are checked from the
+// summary kept at upload, with no device round trip; otherwise (or when
+// the summary shows a bad value, to name it) the tensor is read back,
+// which waits for the device. The caller holds the context. bad formats
+// the error for index i and value v.
+func (b *Backend) checkIndices(op, what string, t *Tensor, limit int, allowIgnore bool, bad func(i int, v int32) error) error {
+	if k := t.summary(); k != nil {
+		lo, hi, present := k.min, k.max, k.n > 0
+		if allowIgnore {
+			lo, hi, present = k.lo, k.hi, k.others
+		}
+		if !present || (lo >= 0 && int(hi) < limit) {
+			return nil
+		}
 	}
-	for t, tok := range h {
-		if tok < 0 || int(tok) >= vocab {
-			return fmt.Errorf("cuda: %s: ids[%d] = %d is outside the table's %d rows", op, t, tok, vocab)
+	b.indexReads++
+	h, err := b.downloadInt32(t)
+	if err != nil {
+		return withOp(op+": reading "+what, err)
+	}
+	for i, v := range h {
+		if allowIgnore && v == ignoreLabel {
+			continue
+		}
+		if v < 0 || int(v) >= limit {
+			return bad(i, v)
 		}
 	}
 	return nil
+}
+
+// validIDs checks token ids against the rows of an embedding table.
+func (b *Backend) validIDs(op string, ids *Tensor, vocab int) error {
+	return b.checkIndices(op, "ids", ids, vocab, false, func(i int, v int32) error {
+		return fmt.Errorf("cuda: %s: ids[%d] = %d is outside the table's %d rows", op, i, v, vocab)
+	})
 }
 
 // Embedding copies row ids[t] of table into row t of out.
@@ -203,14 +227,10 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 		return err
 	}
 	defer exit()
-	pos, err := b.downloadInt32(pt)
-	if err != nil {
-		return withOp("RoPE: reading positions", err)
-	}
-	for t, p := range pos {
-		if p < 0 || int(p) >= maxPos {
-			return fmt.Errorf("cuda: RoPE: positions[%d] = %d is outside the %d rows of the cos/sin tables", t, p, maxPos)
-		}
+	if err := b.checkIndices("RoPE", "positions", pt, maxPos, false, func(i int, v int32) error {
+		return fmt.Errorf("cuda: RoPE: positions[%d] = %d is outside the %d rows of the cos/sin tables", i, v, maxPos)
+	}); err != nil {
+		return err
 	}
 	n := rows * nHeads * half
 	if n == 0 {
@@ -247,15 +267,11 @@ func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, grad
 		return err
 	}
 	defer exit()
-	lab, err := b.downloadInt32(lb)
-	if err != nil {
-		return withOp("SoftmaxCrossEntropy: reading labels", err)
-	}
-	for i, y := range lab {
-		if y != ignoreLabel && (y < 0 || int(y) >= vocab) {
-			return fmt.Errorf("cuda: SoftmaxCrossEntropy: labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
-				i, y, vocab, lg.shape, ignoreLabel)
-		}
+	if err := b.checkIndices("SoftmaxCrossEntropy", "labels", lb, vocab, true, func(i int, y int32) error {
+		return fmt.Errorf("cuda: SoftmaxCrossEntropy: labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
+			i, y, vocab, lg.shape, ignoreLabel)
+	}); err != nil {
+		return err
 	}
 	if n == 0 {
 		return nil

@@ -29,6 +29,23 @@ func (b *Backend) temp(op string, bytes int64) (uint64, func(), error) {
 	return p, func() { b.rawFree(p, bytes) }, nil
 }
 
+// scratchFor returns the backend's reusable scratch buffer, grown to at
+// least bytes. It is valid until the next call. When growing fails, the old
+// buffer is released too, so that the failed op leaves nothing extra held.
+func (b *Backend) scratchFor(op string, bytes int64) (uint64, error) {
+	if bytes <= b.opScratchBytes {
+		return b.opScratch, nil
+	}
+	b.rawFree(b.opScratch, b.opScratchBytes)
+	b.opScratch, b.opScratchBytes = 0, 0
+	p, err := b.rawAlloc(bytes)
+	if err != nil {
+		return 0, withOp(fmt.Sprintf("%s: scratch of %s", op, humanBytes(bytes)), err)
+	}
+	b.opScratch, b.opScratchBytes = p, bytes
+	return p, nil
+}
+
 // Fill sets every element to v (rounded to the tensor's dtype; an I32
 // tensor needs an integral v).
 func (b *Backend) Fill(t engine.Tensor, v float32) error {
@@ -48,8 +65,16 @@ func (b *Backend) Fill(t engine.Tensor, v float32) error {
 		return err
 	}
 	defer exit()
-	return b.launch(fmt.Sprintf("Fill %s %v", d.dt, d.shape), fileElementwise, "fill", b.gridFor(d.n), block256, 0,
-		d.ptr(), dt(d), int64(d.n), v)
+	d.alloc.known = nil
+	if err := b.launch(fmt.Sprintf("Fill %s %v", d.dt, d.shape), fileElementwise, "fill", b.gridFor(d.n), block256, 0,
+		d.ptr(), dt(d), int64(d.n), v); err != nil {
+		return err
+	}
+	if d.dt == engine.I32 {
+		d.alloc.known = summarise(d.off, []int32{int32(v)})
+		d.alloc.known.n = d.n
+	}
+	return nil
 }
 
 // Copy copies src into dst (same length; F32 and BF16 convert both ways,
@@ -73,6 +98,7 @@ func (b *Backend) Copy(dst, src engine.Tensor) error {
 		return err
 	}
 	defer exit()
+	d.alloc.known = nil
 	return b.copyLocked(fmt.Sprintf("Copy %s %v to %s %v", s.dt, s.shape, d.dt, d.shape), d.ptr(), d.dt, s.ptr(), s.dt, d.n)
 }
 

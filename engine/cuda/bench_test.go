@@ -1,0 +1,164 @@
+package cuda
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"whet/engine"
+)
+
+// Benchmarks give a first idea of where the kernels stand; they are not
+// the product's performance record (that is `whet bench` against the
+// PyTorch reference). Each reports TFLOP/s or GB/s from a count of the
+// work, with the device synchronised before the clock stops.
+
+func benchBackend(b *testing.B) *Backend {
+	be, err := New(Options{CacheDir: testCacheDir})
+	if err != nil {
+		b.Skipf("skipping: %v", err)
+	}
+	b.Cleanup(func() { be.Close() })
+	return be
+}
+
+func benchTensor(b *testing.B, be *Backend, dt engine.DType, scale float32, shape ...int) engine.Tensor {
+	t, err := be.Alloc(dt, shape...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(uint64(len(shape)), uint64(shape[0])))
+	v := make([]float32, t.Len())
+	for i := range v {
+		v[i] = scale * float32(rng.NormFloat64())
+	}
+	if err := be.Upload(t, v); err != nil {
+		b.Fatal(err)
+	}
+	return t
+}
+
+func BenchmarkMatMulBF16(b *testing.B) {
+	be := benchBackend(b)
+	const n = 8192
+	x, y := benchTensor(b, be, engine.BF16, 1, n, n), benchTensor(b, be, engine.BF16, 1, n, n)
+	z, _ := be.Alloc(engine.BF16, n, n)
+	run := func() {
+		if err := be.MatMul(z, x, y, false, true, 1, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	run()
+	be.Sync()
+	b.ResetTimer()
+	for range b.N {
+		run()
+	}
+	if err := be.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(2*n*n*n*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+}
+
+// attention at Llama-3.2-1B's geometry: 4 sequences of 2048 tokens, 32
+// query heads, 8 key/value heads, head dim 64.
+func benchAttention(b *testing.B, backward bool) {
+	be := benchBackend(b)
+	const seqs, S, H, KVH, D = 4, 2048, 32, 8, 64
+	T := seqs * S
+	starts := make([]int32, seqs+1)
+	for i := range starts {
+		starts[i] = int32(i * S)
+	}
+	dev, _ := be.Alloc(engine.I32, len(starts))
+	be.UploadInt32(dev, starts)
+	layout := engine.SeqLayout{Starts: starts, MaxLen: S, Dev: dev}
+	p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(D))}
+	q := benchTensor(b, be, engine.BF16, 1, T, H*D)
+	k := benchTensor(b, be, engine.BF16, 1, T, KVH*D)
+	v := benchTensor(b, be, engine.BF16, 1, T, KVH*D)
+	out, _ := be.Alloc(engine.BF16, T, H*D)
+	lse, _ := be.Alloc(engine.F32, H, T)
+	if err := be.Attention(out, lse, q, k, v, layout, p); err != nil {
+		b.Fatal(err)
+	}
+	dOut := benchTensor(b, be, engine.BF16, 1, T, H*D)
+	dq, _ := be.Alloc(engine.BF16, T, H*D)
+	dk, _ := be.Alloc(engine.BF16, T, KVH*D)
+	dv, _ := be.Alloc(engine.BF16, T, KVH*D)
+	run := func() {
+		var err error
+		if backward {
+			err = be.AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, layout, p)
+		} else {
+			err = be.Attention(out, lse, q, k, v, layout, p)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	run()
+	be.Sync()
+	b.ResetTimer()
+	for range b.N {
+		run()
+	}
+	if err := be.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	// Causal: half of the S x S scores per sequence and head; 2 matrix
+	// products forward (QK^T, PV), 5 backward (QK^T, dO V^T, dV, dQ, dK).
+	products := 2.0
+	if backward {
+		products = 5
+	}
+	flops := products * 2 * float64(seqs) * float64(S) * float64(S) / 2 * D * H
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+}
+
+func BenchmarkAttentionForward(b *testing.B)  { benchAttention(b, false) }
+func BenchmarkAttentionBackward(b *testing.B) { benchAttention(b, true) }
+
+func BenchmarkRMSNorm(b *testing.B) {
+	be := benchBackend(b)
+	const rows, dim = 8192, 2048
+	x := benchTensor(b, be, engine.BF16, 1, rows, dim)
+	w := benchTensor(b, be, engine.BF16, 1, dim)
+	out, _ := be.Alloc(engine.BF16, rows, dim)
+	rstd, _ := be.Alloc(engine.F32, rows)
+	be.RMSNorm(out, rstd, x, w, 1e-5)
+	be.Sync()
+	b.ResetTimer()
+	for range b.N {
+		if err := be.RMSNorm(out, rstd, x, w, 1e-5); err != nil {
+			b.Fatal(err)
+		}
+	}
+	be.Sync()
+	b.ReportMetric(2*2*rows*dim*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+}
+
+func BenchmarkSoftmaxCrossEntropy(b *testing.B) {
+	be := benchBackend(b)
+	const rows, vocab = 1024, 128256
+	logits := benchTensor(b, be, engine.BF16, 2, rows, vocab)
+	labels, _ := be.Alloc(engine.I32, rows)
+	lab := make([]int32, rows)
+	for i := range lab {
+		lab[i] = int32(i * 97 % vocab)
+	}
+	be.UploadInt32(labels, lab)
+	losses, _ := be.Alloc(engine.F32, rows)
+	be.SoftmaxCrossEntropy(logits, labels, losses, 1)
+	be.Sync()
+	b.ResetTimer()
+	for range b.N {
+		// Overwrites logits with gradients each time: the values change,
+		// the work does not.
+		if err := be.SoftmaxCrossEntropy(logits, labels, losses, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	be.Sync()
+	b.ReportMetric(3*2*rows*vocab*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+}
