@@ -1,8 +1,12 @@
-// Package gpuinfo reports the NVIDIA GPUs of this machine through NVML
-// (github.com/NVIDIA/go-nvml): names, memory, compute capability, driver and
-// CUDA versions for the fit check, and live utilisation, temperature, power
-// and clocks for the training dashboard. Without a driver, or in a build
-// without cgo, Detect reports CPU mode with the system RAM and the reason.
+// Package gpuinfo reports the NVIDIA GPUs of this machine through NVML:
+// names, memory, compute capability, driver and CUDA versions for the fit
+// check, and live utilisation, temperature, power and clocks for the
+// training dashboard. A cgo build calls NVML through
+// github.com/NVIDIA/go-nvml; a CGO_ENABLED=0 build (how DESIGN.md ships the
+// CUDA path) binds the same functions with purego. Both open
+// libnvidia-ml.so.1 at run time, so building needs nothing from NVIDIA.
+// Without a driver Detect reports CPU mode with the system RAM and the
+// reason.
 package gpuinfo
 
 import (
@@ -59,11 +63,12 @@ type Sample struct {
 }
 
 // ErrNoDriver means NVML could not be loaded or initialised: no NVIDIA
-// driver, or a build without cgo.
+// driver, no permission, or a system other than Linux.
 var ErrNoDriver = errors.New("gpuinfo: NVIDIA driver not available")
 
 // driver is the part of NVML this package uses; nvml.go implements it with
-// go-nvml, nocgo.go without NVML, and the tests with a fake.
+// go-nvml, purego.go with purego, other.go for systems without NVML, and
+// the tests with a fake.
 type driver interface {
 	// open initialises NVML; an error wrapping ErrNoDriver means no
 	// driver at all (CPU mode), any other is a driver fault.
