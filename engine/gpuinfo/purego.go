@@ -61,7 +61,9 @@ const (
 func (d *puregoDriver) open() error {
 	lib, err := purego.Dlopen(d.path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
-		return fmt.Errorf("%w: %s not found (no NVIDIA driver installed): %v", ErrNoDriver, d.path, err)
+		// The dlerror text only repeats the path; the reason users need is
+		// that no driver is installed.
+		return fmt.Errorf("%w: cannot load %s (no NVIDIA driver installed)", ErrNoDriver, d.path)
 	}
 	d.lib = lib
 	for _, f := range []struct {
