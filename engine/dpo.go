@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"whet/datasets"
 )
@@ -209,4 +210,99 @@ func (a *Activations) DPOForwardBackward(b *datasets.Batch, ref []PairLogps, d D
 		return DPOResult{}, err
 	}
 	return DPOResult{Loss: loss, Metrics: metrics, Pairs: len(pol)}, nil
+}
+
+// ReferenceLogprobs computes the reference log-probs of every row's pairs
+// with the adapters switched off (for LoRA that is the frozen base; for
+// full fine-tuning call it before the first update).
+func (a *Activations) ReferenceLogprobs(rows []datasets.Batch, d DPOLoss) ([][]PairLogps, error) {
+	m := a.m
+	m.SetLoRAEnabled(false)
+	defer m.SetLoRAEnabled(true)
+	out := make([][]PairLogps, len(rows))
+	for i := range rows {
+		ref, err := a.PairLogprobs(&rows[i], d)
+		if err != nil {
+			return nil, fmt.Errorf("reference log-probs of row %d: %w", i, err)
+		}
+		out[i] = ref
+	}
+	return out, nil
+}
+
+// dpoStep is TrainStep for preference pairs: each micro-batch's mean loss
+// is weighted by its share of the step's pairs, so the gradient is that of
+// the mean over every pair of the step.
+func (t *Trainer) dpoStep() (StepEvent, error) {
+	m := t.Model
+	began := time.Now()
+	accum := max(1, t.Cfg.GradAccum)
+	type mbatch struct {
+		b   *datasets.Batch
+		ref []PairLogps
+	}
+	var mbs []mbatch
+	var epoch float64
+	pairs := 0
+	for i := 0; i < accum; i++ {
+		b, rows, ep := t.microBatchRows(t.cursor + i)
+		var ref []PairLogps
+		for _, r := range rows {
+			ref = append(ref, t.RefTrain[r]...)
+		}
+		mbs = append(mbs, mbatch{b, ref})
+		pairs += len(ref)
+		epoch = ep
+	}
+	if err := m.ZeroGrads(); err != nil {
+		return StepEvent{}, err
+	}
+	var loss float64
+	metrics := map[string]float64{}
+	tokens := 0
+	for i, mb := range mbs {
+		w := float64(len(mb.ref)) / float64(pairs)
+		r, err := t.Acts.DPOForwardBackward(mb.b, mb.ref, *t.DPO, w, mix64(uint64(t.Seed)^uint64(t.cursor+i)*0x9e37))
+		if err != nil {
+			return StepEvent{}, fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
+		}
+		loss += w * r.Loss
+		for k, v := range r.Metrics {
+			metrics[k] += w * v
+		}
+		tokens += mb.b.NumTokens()
+	}
+	t.cursor += accum
+	norm, err := ClipGrads(m, t.Cfg.MaxGradNorm)
+	if err != nil {
+		return StepEvent{}, err
+	}
+	lr := t.Cfg.LR * t.Sched.Multiplier(t.step)
+	if err := t.Opt.Apply(m, lr); err != nil {
+		return StepEvent{}, err
+	}
+	t.step++
+	t.lastLoss = loss
+	dt := time.Since(began)
+	return StepEvent{Step: t.step, TotalSteps: t.TotalSteps(), Epoch: epoch, Loss: loss, LR: lr, GradNorm: norm,
+		Tokens: tokens, TokensPerSec: float64(tokens) / dt.Seconds(), Elapsed: time.Since(t.start), Metrics: metrics}, nil
+}
+
+// dpoEvaluate is the mean DPO loss over the eval pairs.
+func (t *Trainer) dpoEvaluate() (float64, error) {
+	var sum float64
+	n := 0
+	for i := range t.Eval {
+		pol, err := t.Acts.PairLogprobs(&t.Eval[i], *t.DPO)
+		if err != nil {
+			return 0, err
+		}
+		l, _, _, _ := t.DPO.Compute(pol, t.RefEval[i])
+		sum += l * float64(len(pol))
+		n += len(pol)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("eval set has no pairs")
+	}
+	return sum / float64(n), nil
 }

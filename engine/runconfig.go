@@ -73,6 +73,10 @@ type DPOConfig struct {
 	Beta           float64 `yaml:"beta,omitempty"`
 	LabelSmoothing float64 `yaml:"label_smoothing,omitempty"`
 	LossType       string  `yaml:"loss_type,omitempty"` // sigmoid | ipo
+	// FullWeights trains every weight (the reference is then the model
+	// before training, cached); otherwise DPO trains LoRA adapters and the
+	// reference is the base with adapters off.
+	FullWeights bool `yaml:"full_weights,omitempty"`
 }
 
 // Event is what a running trainer reports. The concrete types below are

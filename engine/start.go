@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -61,7 +62,15 @@ func (c *RunConfig) FillDefaults() {
 	if c.RunsDir == "" {
 		c.RunsDir = "runs"
 	}
-	if c.Method == "lora" || c.Method == "qlora" {
+	if c.Method == "dpo" {
+		if c.DPO.Beta == 0 {
+			c.DPO.Beta = 0.1
+		}
+		if c.DPO.LossType == "" {
+			c.DPO.LossType = "sigmoid"
+		}
+	}
+	if c.usesLoRA() {
 		if c.LoRA.Rank == 0 {
 			c.LoRA.Rank = 16
 		}
@@ -77,9 +86,12 @@ func (c *RunConfig) FillDefaults() {
 		t.GradAccum = 1
 	}
 	if t.LR == 0 {
-		if c.Method == "full" {
+		switch {
+		case c.Method == "dpo":
+			t.LR = 5e-6
+		case c.Method == "full":
 			t.LR = 2e-5
-		} else {
+		default:
 			t.LR = 2e-4
 		}
 	}
@@ -118,13 +130,18 @@ func (c *RunConfig) Validate() error {
 		return errors.New("model: required (a Hugging Face model folder)")
 	}
 	switch c.Method {
-	case "lora", "full":
-	case "qlora", "dpo":
-		return fmt.Errorf("method: %q is not available in this build yet (use lora or full)", c.Method)
+	case "lora", "full", "dpo":
+	case "qlora":
+		return fmt.Errorf("method: %q is not available in this build yet (use lora, full or dpo)", c.Method)
 	default:
 		return fmt.Errorf("method: unknown %q (want lora, qlora, full or dpo)", c.Method)
 	}
-	if c.Method == "lora" {
+	if c.Method == "dpo" {
+		if err := (DPOLoss{Beta: c.DPO.Beta, LabelSmoothing: c.DPO.LabelSmoothing, Type: c.DPO.LossType}).Validate(); err != nil {
+			return err
+		}
+	}
+	if c.usesLoRA() {
 		if c.LoRA.Rank <= 0 {
 			return fmt.Errorf("lora.r: must be positive, got %d", c.LoRA.Rank)
 		}
@@ -155,6 +172,12 @@ func (c *RunConfig) Validate() error {
 		return errors.New("train.max_steps and train.epochs must not be negative")
 	}
 	return nil
+}
+
+// usesLoRA says whether the run trains adapters (LoRA, and DPO unless it
+// asks for full weights).
+func (c *RunConfig) usesLoRA() bool {
+	return c.Method == "lora" || c.Method == "qlora" || (c.Method == "dpo" && !c.DPO.FullWeights)
 }
 
 // PreparedData is a run's tokenized, packed data.
@@ -256,11 +279,10 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	}
 	s.Model = m
 	seed := cfg.Train.Seed
-	switch cfg.Method {
-	case "lora":
+	if cfg.usesLoRA() {
 		err = m.AddLoRA(LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
 			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(seed)})
-	case "full":
+	} else {
 		err = m.MakeAllTrainable()
 	}
 	if err != nil {
@@ -288,6 +310,9 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	t.Sched = Schedule{Kind: cfg.Train.Schedule, Warmup: warm, Total: total}
 	s.Trainer = t
 	t.Export = s.export
+	if cfg.Method == "dpo" {
+		t.DPO = &DPOLoss{Beta: cfg.DPO.Beta, LabelSmoothing: cfg.DPO.LabelSmoothing, Type: cfg.DPO.LossType}
+	}
 	if cfg.Train.SampleEvery > 0 && data.Tokenizer != nil {
 		prompts := cfg.Train.SamplePrompts
 		if len(prompts) == 0 && len(data.EvalPrompts) > 0 {
@@ -314,6 +339,13 @@ func (s *Session) makeDir() error {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
+	if s.Trainer.DPO != nil {
+		// Before Resume: for full-weight DPO the reference is the model as
+		// loaded, so it must be computed (or read) before any update.
+		if err := s.referenceLogprobs(); err != nil {
+			return err
+		}
+	}
 	resumed, err := s.Trainer.Resume()
 	if err != nil {
 		return fmt.Errorf("resume %s: %w", s.Dir, err)
@@ -328,10 +360,54 @@ func (s *Session) makeDir() error {
 	return writeFileAtomic(filepath.Join(s.Dir, "run.yaml"), js)
 }
 
+// refCache is ref_logps.json in a DPO run directory: the reference
+// log-probs computed once before training.
+type refCache struct {
+	LossType string        `json:"loss_type"`
+	Train    [][]PairLogps `json:"train"`
+	Eval     [][]PairLogps `json:"eval"`
+}
+
+// referenceLogprobs fills the trainer's reference log-probs from the run
+// directory's cache, or computes them (adapters off) and caches them.
+func (s *Session) referenceLogprobs() error {
+	t := s.Trainer
+	path := filepath.Join(s.Dir, "ref_logps.json")
+	if js, err := os.ReadFile(path); err == nil {
+		var c refCache
+		if err := json.Unmarshal(js, &c); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if len(c.Train) == len(t.Train) && len(c.Eval) == len(t.Eval) && c.LossType == t.DPO.Type {
+			t.RefTrain, t.RefEval = c.Train, c.Eval
+			s.Notices = append(s.Notices, "dpo: reference log-probs read from "+path)
+			return nil
+		}
+	}
+	if !s.Cfg.usesLoRA() {
+		if cps, _ := ListCheckpoints(filepath.Join(s.Dir, "checkpoints")); len(cps) > 0 {
+			return fmt.Errorf("%s is missing: full-weight DPO cannot resume without the reference log-probs computed before training", path)
+		}
+	}
+	var err error
+	if t.RefTrain, err = t.Acts.ReferenceLogprobs(t.Train, *t.DPO); err != nil {
+		return err
+	}
+	if t.RefEval, err = t.Acts.ReferenceLogprobs(t.Eval, *t.DPO); err != nil {
+		return err
+	}
+	js, _ := json.Marshal(refCache{LossType: t.DPO.Type, Train: t.RefTrain, Eval: t.RefEval})
+	if err := writeFileAtomic(path, js); err != nil {
+		return fmt.Errorf("cache reference log-probs: %w", err)
+	}
+	s.Notices = append(s.Notices, fmt.Sprintf("dpo: reference log-probs of %d rows computed before training", len(t.Train)+len(t.Eval)))
+	return nil
+}
+
 // export writes the run's result: a PEFT adapter for LoRA, the whole
 // model for full fine-tuning.
 func (s *Session) export() (string, error) {
-	if s.Cfg.Method == "full" {
+	if !s.Cfg.usesLoRA() {
 		dir := filepath.Join(s.Dir, "model")
 		if err := SaveModel(dir, s.Model, s.Cfg.Model); err != nil {
 			return "", err

@@ -31,6 +31,11 @@ type Trainer struct {
 	// directory at the end of the run and after a stop; it returns a line
 	// for the user.
 	Export func() (string, error)
+	// DPO, when set, trains on preference pairs against RefTrain (the
+	// reference log-probs of every training row's pairs).
+	DPO      *DPOLoss
+	RefTrain [][]PairLogps
+	RefEval  [][]PairLogps
 	// Sampler, when set, makes greedy sample generations every
 	// Cfg.SampleEvery steps (and at the end).
 	Sampler *Sampler
@@ -99,15 +104,23 @@ func (t *Trainer) order(epoch int) []int {
 // microBatch joins the MicroBatch rows that cursor points at into one
 // flat batch (packed sequences stay separate through SeqStarts).
 func (t *Trainer) microBatch(cursor int) (*datasets.Batch, float64) {
+	b, _, ep := t.microBatchRows(cursor)
+	return b, ep
+}
+
+// microBatchRows also returns the indices of the training rows joined.
+func (t *Trainer) microBatchRows(cursor int) (*datasets.Batch, []int, float64) {
 	per := t.microBatchesPerEpoch()
 	epoch, idx := cursor/per, cursor%per
 	ord := t.order(epoch)
 	mb := max(1, t.Cfg.MicroBatch)
 	var rows []*datasets.Batch
+	var index []int
 	for i := idx * mb; i < min(len(ord), (idx+1)*mb); i++ {
 		rows = append(rows, &t.Train[ord[i]])
+		index = append(index, ord[i])
 	}
-	return JoinBatches(rows), float64(epoch) + float64(idx+1)/float64(per)
+	return JoinBatches(rows), index, float64(epoch) + float64(idx+1)/float64(per)
 }
 
 // JoinBatches lays batches end to end as one packed batch.
@@ -141,6 +154,9 @@ func mix64(x uint64) uint64 {
 // normalised by the targets of the whole step (transformers'
 // num_items_in_batch), clipping, AdamW at the scheduled rate.
 func (t *Trainer) TrainStep() (StepEvent, error) {
+	if t.DPO != nil {
+		return t.dpoStep()
+	}
 	m := t.Model
 	began := time.Now()
 	accum := max(1, t.Cfg.GradAccum)
@@ -189,8 +205,12 @@ func (t *Trainer) TrainStep() (StepEvent, error) {
 		GradNorm: norm, Tokens: tokens, TokensPerSec: float64(tokens) / dt.Seconds(), Elapsed: time.Since(t.start)}, nil
 }
 
-// Evaluate returns the mean token loss over the eval rows.
+// Evaluate returns the mean token loss over the eval rows (for DPO, the
+// mean DPO loss over the eval pairs).
 func (t *Trainer) Evaluate() (float64, error) {
+	if t.DPO != nil {
+		return t.dpoEvaluate()
+	}
 	var sum float64
 	n := 0
 	for i := range t.Eval {

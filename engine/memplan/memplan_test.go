@@ -273,3 +273,32 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestFromRunConfig(t *testing.T) {
+	rc := &engine.RunConfig{Method: "dpo", Backend: "auto"}
+	rc.LoRA.Rank = 8
+	rc.LoRA.TargetModules = []string{"q_proj", "v_proj"}
+	rc.Train.MicroBatch, rc.Train.GradAccum, rc.Train.Checkpointing = 2, 4, true
+	rc.Data.MaxLength = 1024
+	o, err := FromRunConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Method != DPO || o.DPOBase != LoRA || o.LoRARank != 8 || strings.Join(o.LoRATargets, ",") != "q,v" ||
+		o.MicroBatch != 2 || o.GradAccum != 4 || !o.Checkpointing || o.SeqLen != 1024 || o.Backend != BackendCUDA {
+		t.Errorf("options = %+v", o)
+	}
+	rc.LoRA.Rank = 0
+	rc.Backend = "cpu"
+	if o, err = FromRunConfig(rc); err != nil || o.DPOBase != Full || o.WeightDType != F32 || o.Backend != BackendCPU {
+		t.Errorf("full-policy CPU DPO: %+v, %v", o, err)
+	}
+	rc.Backend = "tpu"
+	if _, err := FromRunConfig(rc); err == nil || !strings.Contains(err.Error(), "tpu") {
+		t.Errorf("backend tpu: err = %v", err)
+	}
+	rc.Backend, rc.Data.MaxLength = "cuda", 0
+	if _, err := FromRunConfig(rc); err == nil || !strings.Contains(err.Error(), "sequence length") {
+		t.Errorf("no max length: err = %v", err)
+	}
+}

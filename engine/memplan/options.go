@@ -3,6 +3,8 @@ package memplan
 import (
 	"fmt"
 	"strings"
+
+	"whet/engine"
 )
 
 // Method is a training method.
@@ -150,4 +152,41 @@ func (o Options) resolve() (Options, error) {
 		return o, fmt.Errorf("memplan: backend %q: want cuda or cpu", o.Backend)
 	}
 	return o, nil
+}
+
+// FromRunConfig derives the plan options from a run's configuration, so
+// the fit check and the trainer plan the same run. RunConfig has no field
+// for DPO's policy: here a DPO run with a LoRA rank trains adapters (the
+// dpo preset), one without trains every weight. Backend "cpu" plans the
+// float32 CPU backend; "auto" and "cuda" plan the GPU path.
+func FromRunConfig(rc *engine.RunConfig) (Options, error) {
+	m, err := ParseMethod(rc.Method)
+	if err != nil {
+		return Options{}, fmt.Errorf("memplan: run config method: %w", err)
+	}
+	o := Options{
+		Method:        m,
+		MicroBatch:    rc.Train.MicroBatch,
+		GradAccum:     rc.Train.GradAccum,
+		SeqLen:        rc.Data.MaxLength,
+		LoRARank:      rc.LoRA.Rank,
+		LoRATargets:   rc.LoRA.TargetModules,
+		Checkpointing: rc.Train.Checkpointing,
+		DoubleQuant:   m == QLoRA,
+	}
+	if m == DPO {
+		o.DPOBase = Full
+		if rc.LoRA.Rank > 0 {
+			o.DPOBase = LoRA
+		}
+	}
+	switch rc.Backend {
+	case "", "auto", "cuda":
+		o.Backend = BackendCUDA
+	case "cpu":
+		o.Backend, o.WeightDType = BackendCPU, F32
+	default:
+		return Options{}, fmt.Errorf("memplan: run config backend %q: want auto, cpu or cuda", rc.Backend)
+	}
+	return o.resolve()
 }
