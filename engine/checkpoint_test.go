@@ -157,3 +157,43 @@ func TestRunStopsWithCheckpoint(t *testing.T) {
 		t.Fatalf("status.json = %s", st)
 	}
 }
+
+// TestGradAccumulationEqualsOneBigBatch: two micro-batches accumulated give
+// the gradient of the two laid end to end (the loss is normalised by the
+// step's target count, as transformers' num_items_in_batch does).
+func TestGradAccumulationEqualsOneBigBatch(t *testing.T) {
+	grads := func(accum int) []float32 {
+		tr := tinyTrainer(t, "")
+		tr.Cfg.MicroBatch = 4 / accum
+		tr.Cfg.GradAccum = accum
+		tr.Cfg.MaxGradNorm = 0
+		a, err := tr.Model.NewActivations(4*len(tr.Train[0].Tokens), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Acts = a
+		for _, lin := range tr.Model.Linears() {
+			lin.LoRA.Dropout = 0
+		}
+		if _, err := tr.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+		var out []float32
+		for _, p := range tr.Model.TrainableParams() {
+			v := make([]float32, p.Grad.Len())
+			tr.Model.B.Download(p.Grad, v)
+			out = append(out, v...)
+		}
+		return out
+	}
+	one, two := grads(1), grads(2)
+	var num, den float64
+	for i := range one {
+		d := float64(one[i] - two[i])
+		num += d * d
+		den += float64(one[i]) * float64(one[i])
+	}
+	if den == 0 || num/den > 1e-10 {
+		t.Fatalf("accumulated gradient differs: relative %.3g (norm² %.3g)", num/den, den)
+	}
+}
