@@ -47,6 +47,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	targets := fs.String("targets", "q,k,v,o,gate,up,down", "LoRA target projections, comma-separated")
 	chunk := fs.Int("chunk", memplan.DefaultLogitsChunk, "tokens per LM-head logits chunk")
 	dpoBase := fs.String("dpo-base", "lora", "how DPO trains the policy: lora | qlora | full")
+	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,6 +82,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if opts.DPOBase, err = memplan.ParseMethod(*dpoBase); err != nil {
 			return fmt.Errorf("--dpo-base: %w", err)
 		}
+		opts.DPOResidentReference = *dpoRef
 	}
 	if opts.Base() == memplan.QLoRA {
 		q, err := presets.LookupMethod("qlora")

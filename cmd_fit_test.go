@@ -79,10 +79,17 @@ func TestFitDPOFull(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	for _, want := range []string{"DPO (full policy)", "reference model (DPO) (bf16)", "pairs"} {
+	for _, want := range []string{"DPO (full policy)", "pairs"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "reference model") {
+		t.Errorf("cached reference log-probs need no resident reference:\n%s", out)
+	}
+	code, out, errs = runFitCLI(t, "--model", "smollm2-135m", "--method", "dpo", "--dpo-base", "full", "--dpo-resident-reference", "--seq", "512", "--gpu", "RTX 4060")
+	if code != 0 || !strings.Contains(out, "reference model (DPO) (bf16)") {
+		t.Errorf("resident reference: exit %d %s\n%s", code, errs, out)
 	}
 }
 

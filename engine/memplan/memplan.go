@@ -71,7 +71,7 @@ type Category int
 const (
 	Weights            Category = iota // base weights in the compute dtype
 	QuantizedWeights                   // NF4 codes and their absmax scales (QLoRA)
-	ReferenceWeights                   // DPO with full fine-tuning: frozen reference copy
+	ReferenceWeights                   // full-weight DPO with a resident reference copy
 	Adapters                           // LoRA A and B in the compute dtype
 	Masters                            // fp32 master copies of the trainable parameters
 	Gradients                          // fp32 gradients of the trainable parameters
@@ -492,9 +492,12 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 		// backward) into one buffer the size of the largest projection.
 		p.Buffers = append(p.Buffers, Buffer{Name: "nf4.dequantized", Category: DequantWorkspace, DType: BF16, Shape: []int64{maxLinear}, Repeat: 1})
 	}
-	if o.Method == DPO && base == Full {
-		// Full-parameter DPO needs the reference policy's log-probs from
-		// the unchanged model: a frozen copy of every weight.
+	if o.Method == DPO && base == Full && o.DPOResidentReference {
+		// The reference policy is the model before training. The engine
+		// computes its log-probs once, before the first step, and caches
+		// them (engine/dpo.go), so by default nothing stays resident; a
+		// backend that keeps the reference on the device instead needs a
+		// frozen copy of every weight.
 		for _, b := range weights {
 			b.Name = "ref." + b.Name
 			b.Category = ReferenceWeights

@@ -168,7 +168,8 @@ func TestPlanFullByHand(t *testing.T) {
 }
 
 // DPO doubles the tokens (chosen and rejected); with full fine-tuning it
-// adds a frozen reference copy, with LoRA nothing.
+// caches the reference log-probs before training (nothing resident)
+// unless a resident frozen copy is asked for; with LoRA nothing.
 func TestPlanDPO(t *testing.T) {
 	lora, err := Plan(tiny(), Options{Method: DPO, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4})
 	if err != nil {
@@ -193,8 +194,15 @@ func TestPlanDPO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := full.ExactBytes(ReferenceWeights); got != 13472 {
-		t.Errorf("full DPO reference weights = %d, want 13472", got)
+	if got := full.ExactBytes(ReferenceWeights); got != 0 {
+		t.Errorf("full DPO with cached reference log-probs: reference weights = %d, want 0", got)
+	}
+	resident, err := Plan(tiny(), Options{Method: DPO, DPOBase: Full, DPOResidentReference: true, SeqLen: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resident.ExactBytes(ReferenceWeights); got != 13472 {
+		t.Errorf("full DPO with a resident reference: %d bytes, want the 6736 parameters in bf16 = 13472", got)
 	}
 	if full.Trainable != 6736 {
 		t.Errorf("full DPO trainable = %d, want 6736", full.Trainable)
@@ -288,7 +296,7 @@ func TestFromRunConfig(t *testing.T) {
 		o.MicroBatch != 2 || o.GradAccum != 4 || !o.Checkpointing || o.SeqLen != 1024 || o.Backend != BackendCUDA {
 		t.Errorf("options = %+v", o)
 	}
-	rc.LoRA.Rank = 0
+	rc.DPO.FullWeights = true
 	rc.Backend = "cpu"
 	if o, err = FromRunConfig(rc); err != nil || o.DPOBase != Full || o.WeightDType != F32 || o.Backend != BackendCPU {
 		t.Errorf("full-policy CPU DPO: %+v, %v", o, err)

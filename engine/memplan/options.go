@@ -42,9 +42,12 @@ type Options struct {
 	Method Method // lora (default), qlora, full or dpo
 	// DPOBase is how the DPO policy is trained: lora (default), qlora or
 	// full. With adapters the reference model is the base with the adapter
-	// disabled; with full fine-tuning it is a frozen copy of the weights.
-	DPOBase    Method
-	MicroBatch int // sequences per micro-batch (default 1); DPO: preference pairs
+	// disabled. With full fine-tuning the engine caches the reference
+	// log-probs before training; DPOResidentReference instead plans a
+	// frozen copy of the weights kept on the device.
+	DPOBase              Method
+	DPOResidentReference bool
+	MicroBatch           int // sequences per micro-batch (default 1); DPO: preference pairs
 	// GradAccum is the number of micro-batches per optimizer step (default
 	// 1). It does not change memory; the advice keeps MicroBatch·GradAccum
 	// constant when it shrinks the micro-batch.
@@ -95,6 +98,9 @@ func (o Options) resolve() (Options, error) {
 		}
 	} else {
 		o.DPOBase = ""
+	}
+	if o.Base() != Full {
+		o.DPOResidentReference = false
 	}
 	if o.MicroBatch == 0 {
 		o.MicroBatch = 1
@@ -155,10 +161,9 @@ func (o Options) resolve() (Options, error) {
 }
 
 // FromRunConfig derives the plan options from a run's configuration, so
-// the fit check and the trainer plan the same run. RunConfig has no field
-// for DPO's policy: here a DPO run with a LoRA rank trains adapters (the
-// dpo preset), one without trains every weight. Backend "cpu" plans the
-// float32 CPU backend; "auto" and "cuda" plan the GPU path.
+// the fit check and the trainer plan the same run. A DPO run trains every
+// weight when dpo.full_weights is set, LoRA adapters otherwise. Backend
+// "cpu" plans the float32 CPU backend; "auto" and "cuda" plan the GPU path.
 func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 	m, err := ParseMethod(rc.Method)
 	if err != nil {
@@ -175,9 +180,9 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		DoubleQuant:   m == QLoRA,
 	}
 	if m == DPO {
-		o.DPOBase = Full
-		if rc.LoRA.Rank > 0 {
-			o.DPOBase = LoRA
+		o.DPOBase = LoRA
+		if rc.DPO.FullWeights {
+			o.DPOBase = Full
 		}
 	}
 	switch rc.Backend {
