@@ -29,7 +29,8 @@ type Options struct {
 	// per batch when padding; 0 means 1.
 	MicroBatch int
 	// BatchTokens is the token budget of one packed batch; 0 means
-	// MaxLength. The trainer may set MaxLength × micro-batch size.
+	// MaxLength. Preference pairs are packed whole, so their budget is at
+	// least 2 × MaxLength.
 	BatchTokens int
 	// Now is the clock for templates that print today's date (Llama 3.2);
 	// nil means time.Now.
@@ -506,7 +507,8 @@ func (p *Prepared) batch(seqs []Sequence, pairs []Pair, opts Options, padID int3
 		var bs []Batch
 		var err error
 		if pairs != nil {
-			bs, err = PackPairs(pairs, opts.BatchTokens)
+			// A pair is packed whole, and each side may reach MaxLength.
+			bs, err = PackPairs(pairs, max(opts.BatchTokens, 2*opts.MaxLength))
 		} else {
 			bs, err = Pack(seqs, opts.BatchTokens)
 		}

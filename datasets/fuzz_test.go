@@ -1,0 +1,58 @@
+package datasets
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+// FuzzJSONL feeds arbitrary bytes to the JSONL reader and the format
+// readers behind it. It must never panic; with skipping on it must not
+// fail either, and every non-blank line is either a record or a bad row.
+func FuzzJSONL(f *testing.F) {
+	for _, name := range []string{"tiny-chat.jsonl", "bad-rows.jsonl", "alpaca.jsonl", "preference-messages.jsonl", "messages.jsonl"} {
+		data, err := os.ReadFile(fixtures + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("\xef\xbb\xbf{\"text\": \"bom\"}\r\n\n{\"text\": 1}"))
+	f.Add([]byte(`{"a":1} {"b":2}`))
+	f.Add([]byte("{\"messages\": \"[{\\\"role\\\": \\\"user\\\"}]\"}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		res, err := ReadJSONL(bytes.NewReader(data), "fuzz.jsonl", true)
+		if err != nil {
+			t.Fatalf("skipping reader failed: %v", err)
+		}
+		lines := 0
+		for i, line := range bytes.Split(data, []byte{'\n'}) {
+			if i == 0 {
+				line = bytes.TrimPrefix(line, utf8BOM)
+			}
+			if len(bytes.TrimSpace(line)) > 0 {
+				lines++
+			}
+		}
+		if got := len(res.Records) + len(res.Bad); got != lines {
+			t.Fatalf("%d records + %d bad rows for %d non-blank lines", len(res.Records), len(res.Bad), lines)
+		}
+		for _, e := range res.Bad {
+			if !strings.HasPrefix(e.Error(), "fuzz.jsonl:") {
+				t.Fatalf("bad row error without a location: %q", e.Error())
+			}
+		}
+		for _, r := range res.Records {
+			for _, f := range Formats {
+				ex, rowErr := ToExample(r, f, nil)
+				if rowErr == nil && f != FormatText && len(ex.Messages) == 0 && ex.Chosen == nil {
+					t.Fatalf("format %s accepted a row with no messages: %v", f, r.Fields)
+				}
+			}
+		}
+		if _, err := ReadJSONL(bytes.NewReader(data), "fuzz.jsonl", false); err != nil && len(res.Bad) == 0 {
+			t.Fatalf("strict reader failed where the skipping one found no bad row: %v", err)
+		}
+	})
+}

@@ -1,0 +1,274 @@
+package datasets
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func qwen3Template(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("../testdata/templates/qwen-3.jinja")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestPrepareTinyChat(t *testing.T) {
+	tok := chatmlTok(qwen3Template(t))
+	opts := Options{Path: fixtures + "tiny-chat.jsonl", MaxLength: 256, Packing: true, EvalSplit: 0.1, Seed: 3}
+	p, err := Prepare(opts, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats
+	if st.Format != FormatMessages || st.Template != "qwen-3" || !st.TemplateDetected {
+		t.Errorf("format %s template %s detected %v", st.Format, st.Template, st.TemplateDetected)
+	}
+	if st.Rows != 40 || st.Examples != 40 || st.BadRows != 0 || st.Dropped != 0 {
+		t.Errorf("rows %d examples %d bad %d dropped %d", st.Rows, st.Examples, st.BadRows, st.Dropped)
+	}
+	if len(p.Eval) != 4 || len(p.Train) != 36 || st.Train.Sequences != 36 || st.Eval.Sequences != 4 {
+		t.Errorf("split: %d train, %d eval", len(p.Train), len(p.Eval))
+	}
+	if st.Train.TrainableTokens == 0 || st.Train.TrainableTokens >= st.Train.Tokens {
+		t.Errorf("trainable %d of %d tokens: responses-only masking expected", st.Train.TrainableTokens, st.Train.Tokens)
+	}
+	// Every trained token is inside an assistant reply: decode the runs.
+	for _, s := range p.Train {
+		var run []int
+		for i, l := range s.Labels {
+			if l != IgnoreIndex {
+				run = append(run, int(s.Tokens[i]))
+			}
+		}
+		text := tok.Decode(run, false)
+		if strings.Contains(text, "<|im_start|>") || !strings.HasSuffix(text, "<|im_end|>") {
+			t.Errorf("%s: trained text %q", s.Source, text)
+		}
+	}
+	// Batches hold every training token once, within budget.
+	total, targets := 0, 0
+	for _, b := range p.TrainBatches {
+		if b.NumTokens() > 256 {
+			t.Errorf("batch of %d tokens", b.NumTokens())
+		}
+		total += b.NumTokens()
+		targets += b.NumTargets()
+	}
+	if total != st.Train.Tokens || st.Train.PaddingTokens != 0 {
+		t.Errorf("batches hold %d tokens, sequences %d, padding %d", total, st.Train.Tokens, st.Train.PaddingTokens)
+	}
+	// Shifting loses nothing: each trained token is some token's target
+	// (a reply never starts a sequence).
+	if targets != st.Train.TrainableTokens {
+		t.Errorf("%d targets for %d trainable tokens", targets, st.Train.TrainableTokens)
+	}
+	h := st.Train.Lengths
+	sum := 0
+	for _, c := range h.Counts {
+		sum += c
+	}
+	if sum != 36 || h.Max > 256 || h.Min <= 0 || h.P50 > h.P95 || h.Edges[len(h.Edges)-1] != 256 {
+		t.Errorf("histogram %+v", h)
+	}
+	if len(p.StopTokenIDs) == 0 || p.StopTokenIDs[0] != tok.vocab["<|im_end|>"] {
+		t.Errorf("stop ids %v", p.StopTokenIDs)
+	}
+
+	// Same seed, same split and order; another seed, another order.
+	again, err := Prepare(opts, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(again.TrainBatches, p.TrainBatches) || !reflect.DeepEqual(again.Eval, p.Eval) {
+		t.Error("Prepare is not deterministic for a seed")
+	}
+	opts.Seed = 4
+	other, err := Prepare(opts, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reflect.DeepEqual(other.Eval, p.Eval) {
+		t.Error("a different seed held out the same rows")
+	}
+}
+
+func TestPrepareTrainOnAllAndPadding(t *testing.T) {
+	tok := llamaTok("")
+	p, err := Prepare(Options{Path: fixtures + "messages.jsonl", Template: "llama-3.2", TrainOn: "all", MaxLength: 512,
+		MicroBatch: 2, Now: func() time.Time { return time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC) }}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Train {
+		if s.NumTrainable() != s.Len() {
+			t.Errorf("train_on all left %d of %d tokens unlabelled", s.Len()-s.NumTrainable(), s.Len())
+		}
+		// The template renders the BOS; the encoder must not add another.
+		if s.Tokens[0] != int32(tok.vocab["<|begin_of_text|>"]) || s.Tokens[1] == s.Tokens[0] {
+			t.Errorf("BOS handling: %v", s.Tokens[:2])
+		}
+	}
+	if len(p.TrainBatches) != 2 || p.Stats.Train.PaddingTokens == 0 {
+		t.Errorf("padding mode: %d batches, %d padding", len(p.TrainBatches), p.Stats.Train.PaddingTokens)
+	}
+}
+
+func TestPrepareTextAppendsEOS(t *testing.T) {
+	tok := llamaTok("")
+	tok.cfg["eos_token"] = "<|end_of_text|>"
+	p, err := Prepare(Options{Path: fixtures + "text.jsonl", MaxLength: 64, Packing: true}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Template != nil || p.Stats.Format != FormatText {
+		t.Errorf("text data got template %v format %s", p.Template, p.Stats.Format)
+	}
+	eos := int32(tok.vocab["<|end_of_text|>"])
+	bos := int32(tok.vocab["<|begin_of_text|>"])
+	for _, s := range p.Train {
+		if s.Tokens[0] != bos || s.Tokens[s.Len()-1] != eos || s.NumTrainable() != s.Len() {
+			t.Errorf("text sequence %v", s.Tokens)
+		}
+	}
+}
+
+func TestPrepareAlpacaWithoutChatTemplate(t *testing.T) {
+	tok := llamaTok("") // a base model: no chat template
+	tok.cfg["eos_token"] = "<|end_of_text|>"
+	p, err := Prepare(Options{Path: fixtures + "alpaca.csv", MaxLength: 128, Packing: true}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats.Template != "alpaca" || p.Stats.TemplateDetected {
+		t.Errorf("template %s", p.Stats.Template)
+	}
+	s := p.Train[0]
+	if s.Tokens[0] != int32(tok.vocab["<|begin_of_text|>"]) {
+		t.Error("alpaca text should get the tokenizer's BOS")
+	}
+	var run []int
+	for i, l := range s.Labels {
+		if l != IgnoreIndex {
+			run = append(run, int(s.Tokens[i]))
+		}
+	}
+	if got := tok.Decode(run, false); !strings.HasSuffix(got, "<|end_of_text|>") || strings.Contains(got, "###") {
+		t.Errorf("alpaca trained text %q", got)
+	}
+	// Chat data with no template anywhere is an error that says what to set.
+	_, err = Prepare(Options{Path: fixtures + "messages.jsonl", MaxLength: 128}, tok)
+	if err == nil || !strings.Contains(err.Error(), "data.template") {
+		t.Errorf("chat data without a template: %v", err)
+	}
+}
+
+func TestPreparePreferencePairs(t *testing.T) {
+	tok := chatmlTok(qwen3Template(t))
+	for _, packing := range []bool{true, false} {
+		p, err := Prepare(Options{Path: fixtures + "preference-messages.jsonl", MaxLength: 128, Packing: packing}, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.TrainPairs) != 2 || len(p.Train) != 0 || p.Stats.Train.Sequences != 4 {
+			t.Fatalf("pairs %d, sequences %d", len(p.TrainPairs), len(p.Train))
+		}
+		for _, pr := range p.TrainPairs {
+			c, r := pr.Chosen, pr.Rejected
+			// Same prompt tokens up to the response.
+			first := 0
+			for first < c.Len() && c.Labels[first] == IgnoreIndex {
+				first++
+			}
+			if !reflect.DeepEqual(c.Tokens[:first], r.Tokens[:first]) {
+				t.Error("chosen and rejected prompts differ")
+			}
+		}
+		for _, b := range p.TrainBatches {
+			if (len(b.SeqStarts)-1)%2 != 0 {
+				t.Errorf("packing=%v: a batch holds %d sequences, pairs need an even count", packing, len(b.SeqStarts)-1)
+			}
+		}
+	}
+}
+
+func TestPrepareSkipBadRows(t *testing.T) {
+	tok := chatmlTok("")
+	opts := Options{Path: fixtures + "bad-rows.jsonl", Template: "chatml", MaxLength: 64, Packing: true}
+	if _, err := Prepare(opts, tok); err == nil || !strings.Contains(err.Error(), "bad-rows.jsonl:2") {
+		t.Errorf("without skipping, the first bad row should fail: %v", err)
+	}
+	opts.SkipBadRows = true
+	p, err := Prepare(opts, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats
+	if st.Rows != 9 || st.BadRows != 7 || len(p.Train) != 2 {
+		t.Errorf("rows %d bad %d train %d", st.Rows, st.BadRows, len(p.Train))
+	}
+	want := map[string]int{ReasonInvalidJSON: 1, ReasonNotObject: 1, ReasonBadRole: 1, ReasonWrongType: 1, ReasonMissingField: 2, ReasonEmpty: 1}
+	if !reflect.DeepEqual(st.BadRowReasons, want) {
+		t.Errorf("reasons %v, want %v", st.BadRowReasons, want)
+	}
+	if len(st.BadRowSamples) != maxSamples || !strings.Contains(st.BadRowSamples[0], "bad-rows.jsonl:2") {
+		t.Errorf("samples %q", st.BadRowSamples)
+	}
+}
+
+func TestPrepareExplainsWhenNothingIsTrainable(t *testing.T) {
+	tok := chatmlTok("")
+	// Responses fall beyond a tiny max_length.
+	_, err := Prepare(Options{Path: fixtures + "tiny-chat.jsonl", Template: "qwen-2.5", MaxLength: 8, Packing: true}, tok)
+	if err == nil || !strings.Contains(err.Error(), "raise data.max_length above 8") || !strings.Contains(err.Error(), "40 rows: "+DropCutOff) {
+		t.Errorf("cut-off: %v", err)
+	}
+	// Rows without an assistant turn.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "prompts.jsonl")
+	if err := os.WriteFile(path, []byte(`{"messages":[{"role":"user","content":"a"}]}`+"\n"+`{"messages":[{"role":"user","content":"b"}]}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Prepare(Options{Path: path, Template: "chatml", MaxLength: 64}, tok)
+	if err == nil || !strings.Contains(err.Error(), "train_on: all") || !strings.Contains(err.Error(), "prompts.jsonl:1") {
+		t.Errorf("no assistant: %v", err)
+	}
+	// Some rows dropped, others kept: no error, counted.
+	p, err := Prepare(Options{Path: fixtures + "tiny-chat.jsonl", Template: "chatml", MaxLength: 14, Packing: true}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats.Truncated == 0 || p.Stats.Dropped == 0 || p.Stats.Dropped >= 40 || p.Stats.LongestTokens <= 14 {
+		t.Errorf("truncated %d dropped %d longest %d", p.Stats.Truncated, p.Stats.Dropped, p.Stats.LongestTokens)
+	}
+}
+
+func TestPrepareEvalFileAndOptionErrors(t *testing.T) {
+	tok := chatmlTok("")
+	p, err := Prepare(Options{Path: fixtures + "tiny-chat.jsonl", EvalPath: fixtures + "messages.jsonl", Template: "chatml", MaxLength: 128}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Train) != 40 || len(p.Eval) != 3 || len(p.EvalBatches) != 3 {
+		t.Errorf("eval file: %d train %d eval %d eval batches", len(p.Train), len(p.Eval), len(p.EvalBatches))
+	}
+	for name, o := range map[string]Options{
+		"no path":       {MaxLength: 8},
+		"max_length":    {Path: fixtures + "tiny-chat.jsonl"},
+		"eval_split":    {Path: fixtures + "tiny-chat.jsonl", MaxLength: 8, EvalSplit: 1},
+		"format":        {Path: fixtures + "tiny-chat.jsonl", MaxLength: 8, Format: "yaml"},
+		"train_on":      {Path: fixtures + "tiny-chat.jsonl", MaxLength: 8, TrainOn: "prompt"},
+		"columns":       {Path: fixtures + "tiny-chat.jsonl", MaxLength: 8, Columns: map[string]string{"msgs": "x"}},
+		"template":      {Path: fixtures + "tiny-chat.jsonl", MaxLength: 8, Template: "vicuna"},
+		"unknown shape": {Path: fixtures + "unknown-columns.jsonl", MaxLength: 8},
+	} {
+		if _, err := Prepare(o, tok); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
