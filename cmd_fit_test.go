@@ -174,7 +174,7 @@ const (
 // fitGuideTable plans each size class of the seed's VRAM guide with each
 // method and reports the peak and the verdict on every hardware profile.
 // Settings: micro-batch 1, 2048 tokens, checkpointing on, LoRA r 16 on all
-// seven projections, QLoRA with double quantization.
+// seven projections, QLoRA with fp32 absmax (engine/nf4.go's layout).
 func fitGuideTable(t *testing.T) string {
 	t.Helper()
 	profiles, err := presets.HardwareProfiles()
@@ -194,7 +194,7 @@ func fitGuideTable(t *testing.T) string {
 		}
 		for _, meth := range []memplan.Method{memplan.QLoRA, memplan.LoRA, memplan.Full} {
 			p, err := memplan.Plan(m.ToModelConfig(), memplan.Options{
-				Method: meth, MicroBatch: 1, SeqLen: 2048, Checkpointing: true, DoubleQuant: meth == memplan.QLoRA,
+				Method: meth, MicroBatch: 1, SeqLen: 2048, Checkpointing: true,
 			})
 			if err != nil {
 				t.Fatal(err)

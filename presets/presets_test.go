@@ -216,8 +216,9 @@ func TestMethodPresets(t *testing.T) {
 		t.Errorf("lora preset = %+v %+v, want Unsloth's r 16, alpha 16, lr 2e-4, 7 targets", lora.LoRA, lora.Train)
 	}
 	qlora, _ := LookupMethod("qlora")
-	if qlora.Quantization != "nf4" || !qlora.DoubleQuant {
-		t.Errorf("qlora preset quantization = %q double=%v, want nf4 with double quantization", qlora.Quantization, qlora.DoubleQuant)
+	// Double quantization stays off until engine/nf4.go implements it.
+	if qlora.Quantization != "nf4" || qlora.DoubleQuant {
+		t.Errorf("qlora preset quantization = %q double=%v, want nf4 with fp32 absmax", qlora.Quantization, qlora.DoubleQuant)
 	}
 	full, _ := LookupMethod("full")
 	if full.Train.LR != 2e-5 || full.LoRA != nil {

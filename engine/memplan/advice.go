@@ -143,9 +143,6 @@ func Advise(cfg *engine.ModelConfig, opts Options, available int64, alts []Alter
 		} else {
 			x.Method = m
 		}
-		if m == QLoRA {
-			x.DoubleQuant = true
-		}
 		return x
 	}
 	if base == Full {

@@ -82,8 +82,8 @@ func TestAdviseOrderLoRA(t *testing.T) {
 	if got := advice[2].Options.SeqLen; !advice[2].Fits && got != minAdviceSeqLen {
 		t.Errorf("max-length advice at %d tokens, want the floor %d when no length fits", got, minAdviceSeqLen)
 	}
-	if q := advice[3].Options; q.Method != QLoRA || !q.DoubleQuant || q.SeqLen != 1024 {
-		t.Errorf("QLoRA advice options = %+v, want qlora with double quant at the original length", q)
+	if q := advice[3].Options; q.Method != QLoRA || q.DoubleQuant || q.SeqLen != 1024 {
+		t.Errorf("QLoRA advice options = %+v, want qlora with fp32 absmax (the engine's layout) at the original length", q)
 	}
 	if m := advice[4]; m.Model != "wide-2" || !m.Fits || m.Config.NumLayers != 2 {
 		t.Errorf("smaller-model advice = %s fits=%v, want wide-2 fitting (wide-16 is not smaller)", m.Model, m.Fits)

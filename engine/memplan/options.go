@@ -67,7 +67,9 @@ type Options struct {
 	// (default DefaultLogitsChunk).
 	LogitsChunk int
 	// DoubleQuant quantizes the NF4 absmax scales to 8 bits (QLoRA's
-	// double quantization; the qlora preset turns it on).
+	// double quantization). engine/nf4.go keeps fp32 absmax, so the qlora
+	// preset and the advice leave it off; it plans the bitsandbytes
+	// layout for when the engine has it.
 	DoubleQuant bool
 	Backend     Backend // cuda (default) or cpu
 }
