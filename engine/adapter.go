@@ -145,13 +145,9 @@ func SaveModel(dir string, m *Model, srcDir string) error {
 		if isLoRAName(p.Name) {
 			continue
 		}
-		v := make([]float32, numel(p.Shape))
-		src := p.W
-		if p.Trainable {
-			src = p.Master
-		}
-		if err := m.B.Download(src, v); err != nil {
-			return fmt.Errorf("save model: download %s: %w", p.Name, err)
+		v, err := m.WeightValues(p)
+		if err != nil {
+			return fmt.Errorf("save model: %w", err)
 		}
 		tensors = append(tensors, safetensors.BF16Tensor(p.Name, p.Shape, v))
 	}

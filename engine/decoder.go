@@ -49,6 +49,7 @@ type Activations struct {
 	ds, dg, du         Tensor // [Cap, I]
 	dxa                Tensor // [Cap, maxRank]
 	scratchIn          Tensor // [Cap, maxIn] (dropout recompute, LoRA dx)
+	wScratch           Tensor // one dequantized NF4 weight at a time (QLoRA)
 	t                  int    // tokens in the current batch
 	seqs               SeqLayout
 	lossesHost         []float32
@@ -160,6 +161,15 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	a.du = alloc(cd, T, I)
 	a.dxa = alloc(cd, T, maxRank)
 	a.scratchIn = alloc(cd, T, maxIn)
+	maxW := 0
+	for _, lin := range m.Linears() {
+		if lin.W.Quant != nil {
+			maxW = max(maxW, lin.In*lin.Out)
+		}
+	}
+	if maxW > 0 {
+		a.wScratch = alloc(cd, maxW)
+	}
 	if err != nil {
 		a.Free()
 		return nil, err
@@ -312,6 +322,24 @@ func (a *Activations) seed(layer int, lin *Linear) uint64 {
 	return h * 0x9e3779b97f4a7c15
 }
 
+// weight returns the tensor holding lin's weight for the maths: W itself,
+// or for an NF4 weight its expansion into the shared scratch buffer, so only
+// one layer's weight is ever expanded.
+func (a *Activations) weight(lin *Linear) (Tensor, error) {
+	q := lin.W.Quant
+	if q == nil {
+		return lin.W.W, nil
+	}
+	w, err := a.m.B.View(a.wScratch, 0, lin.Out, lin.In)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.m.B.(NF4Dequantizer).DequantizeNF4(w, q.Packed, q.Absmax); err != nil {
+		return nil, fmt.Errorf("%s dequantize: %w", lin.Module, err)
+	}
+	return w, nil
+}
+
 // linearForward computes y = x W^T (+b) (+ LoRA); accumulate adds to y.
 func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, layer int, set *layerActs) error {
 	B := a.m.B
@@ -319,7 +347,11 @@ func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, l
 	if accumulate {
 		beta = 1
 	}
-	if err := B.MatMul(y, x, lin.W.W, false, true, 1, beta); err != nil {
+	W, err := a.weight(lin)
+	if err != nil {
+		return err
+	}
+	if err := B.MatMul(y, x, W, false, true, 1, beta); err != nil {
 		return fmt.Errorf("%s forward: %w", lin.Module, err)
 	}
 	if lin.B != nil {
@@ -377,7 +409,11 @@ func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate b
 		if accumulate {
 			beta = 1
 		}
-		if err := B.MatMul(dx, dy, lin.W.W, false, false, 1, beta); err != nil {
+		W, err := a.weight(lin)
+		if err != nil {
+			return err
+		}
+		if err := B.MatMul(dx, dy, W, false, false, 1, beta); err != nil {
 			return fmt.Errorf("%s input grad: %w", lin.Module, err)
 		}
 	}

@@ -22,6 +22,9 @@ type Param struct {
 	// NoDecay exempts the parameter from weight decay (biases and norm
 	// weights, as transformers' Trainer groups them).
 	NoDecay bool
+	// Quant, when set, holds the frozen weight in NF4 (QLoRA); W is nil
+	// and the maths reads a dequantized scratch copy.
+	Quant *QuantState
 }
 
 // Linear is y = x @ W^T (+ b) (+ LoRA).
@@ -349,9 +352,44 @@ func (m *Model) Free() {
 	}
 	for _, p := range m.Params() {
 		free(p.W)
+		if p.Quant != nil {
+			free(p.Quant.Packed)
+			free(p.Quant.Absmax)
+		}
 		free(p.Master)
 		free(p.Grad)
 		free(p.M)
 		free(p.V)
 	}
+}
+
+// WeightValues returns a parameter's values on the host: the F32 master of
+// a trainable parameter, the dequantized values of an NF4 one, else W.
+func (m *Model) WeightValues(p *Param) ([]float32, error) {
+	if p.Quant != nil {
+		n := numel(p.Shape)
+		tmp, err := m.B.Alloc(F32, n)
+		if err != nil {
+			return nil, err
+		}
+		defer m.B.Free(tmp)
+		dq, ok := m.B.(NF4Dequantizer)
+		if !ok {
+			return nil, fmt.Errorf("backend %s cannot dequantize %s", m.B.Name(), p.Name)
+		}
+		if err := dq.DequantizeNF4(tmp, p.Quant.Packed, p.Quant.Absmax); err != nil {
+			return nil, fmt.Errorf("dequantize %s: %w", p.Name, err)
+		}
+		v := make([]float32, n)
+		return v, m.B.Download(tmp, v)
+	}
+	src := p.W
+	if p.Trainable {
+		src = p.Master
+	}
+	v := make([]float32, numel(p.Shape))
+	if err := m.B.Download(src, v); err != nil {
+		return nil, fmt.Errorf("download %s: %w", p.Name, err)
+	}
+	return v, nil
 }

@@ -130,9 +130,7 @@ func (c *RunConfig) Validate() error {
 		return errors.New("model: required (a Hugging Face model folder)")
 	}
 	switch c.Method {
-	case "lora", "full", "dpo":
-	case "qlora":
-		return fmt.Errorf("method: %q is not available in this build yet (use lora, full or dpo)", c.Method)
+	case "lora", "qlora", "full", "dpo":
 	default:
 		return fmt.Errorf("method: unknown %q (want lora, qlora, full or dpo)", c.Method)
 	}
@@ -279,6 +277,12 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	}
 	s.Model = m
 	seed := cfg.Train.Seed
+	if cfg.Method == "qlora" {
+		if err := m.QuantizeBase(); err != nil {
+			return fail(err)
+		}
+		s.Notices = append(s.Notices, "qlora: decoder weights quantized to NF4 (block 64, fp32 absmax)")
+	}
 	if cfg.usesLoRA() {
 		err = m.AddLoRA(LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
 			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(seed)})
