@@ -3,6 +3,8 @@
 // computed online, and no T x T score matrix ever exists in memory.
 //
 // Shapes: q and out [T, H*D]; k and v [T, KVH*D]; lse [H, T] f32.
+// (attention_forward also serves decoding: Tq queries at positions
+// qOffset.. over a cache of qOffset+Tq keys of one sequence, no lse.)
 // Query head h reads key/value head h / (H/KVH) (grouped-query attention).
 // Token i attends to key j when both lie in the same sequence of the
 // packed batch (starts[s] <= j <= i < starts[s+1]) and, with a sliding
@@ -48,10 +50,11 @@ __device__ __forceinline__ void seq_bounds(const int* starts, int nseq, int i, i
     *hi = starts[a + 1];
 }
 
-// first_key is the first key that query i sees.
+// first_key is the first key that the query at position i sees. With no
+// starts (decoding over a cache) everything is one sequence from 0.
 __device__ __forceinline__ int first_key(const int* starts, int nseq, int i, int window) {
-    int lo, hi;
-    seq_bounds(starts, nseq, i, &lo, &hi);
+    int lo = 0, hi;
+    if (starts != nullptr) seq_bounds(starts, nseq, i, &lo, &hi);
     if (window > 0 && i - window + 1 > lo) lo = i - window + 1;
     return lo;
 }
@@ -64,9 +67,12 @@ __device__ __forceinline__ int end_query(const int* starts, int nseq, int j, int
     return hi;
 }
 
+// attention_forward serves training (qOffset 0, Tq = T, starts given) and
+// decoding over a key/value cache (starts null: one sequence; query row r
+// is position qOffset + r; lse null: nothing saved).
 extern "C" __global__ void __launch_bounds__(128) attention_forward(
     void* out, int odt, float* lse, const void* q, int qdt, const void* k, int kdt, const void* v, int vdt,
-    const int* starts, int nseq, int T, int H, int KVH, int D, float scale, int window) {
+    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, int D, float scale, int window) {
     extern __shared__ float smem[];
     const int Dp = D + 1;
     float* Ks = smem;           // [KT][Dp]
@@ -79,21 +85,21 @@ extern "C" __global__ void __launch_bounds__(128) attention_forward(
 
     for (int idx = tid; idx < QB * D; idx += blockDim.x) {
         int r = idx / D, c = idx % D, i = q0 + r;
-        Qs[idx] = i < T ? ld(q, qdt, (i64)i * qStride + (i64)h * D + c) : 0.0f;
+        Qs[idx] = i < Tq ? ld(q, qdt, (i64)i * qStride + (i64)h * D + c) : 0.0f;
     }
-    int qi[QPW], lo[QPW];
+    int qi[QPW], lo[QPW]; // query row, first key it sees
     float m[QPW], l[QPW], acc[QPW][MAXC];
 #pragma unroll
     for (int qq = 0; qq < QPW; qq++) {
         qi[qq] = q0 + warp * QPW + qq;
-        lo[qq] = qi[qq] < T ? first_key(starts, nseq, qi[qq], window) : 0;
+        lo[qq] = qi[qq] < Tq ? first_key(starts, nseq, qOffset + qi[qq], window) : 0;
         m[qq] = NEG_INF;
         l[qq] = 0.0f;
 #pragma unroll
         for (int c = 0; c < MAXC; c++) acc[qq][c] = 0.0f;
     }
-    const int kEnd = min(q0 + QB, T) - 1;
-    const int kStart = first_key(starts, nseq, q0, window);
+    const int kEnd = qOffset + min(q0 + QB, Tq) - 1;
+    const int kStart = first_key(starts, nseq, qOffset + q0, window);
 
     for (int kt = kStart; kt <= kEnd; kt += KT) {
         __syncthreads();
@@ -112,8 +118,9 @@ extern "C" __global__ void __launch_bounds__(128) attention_forward(
         const int j = kt + lane;
 #pragma unroll
         for (int qq = 0; qq < QPW; qq++) {
-            const int i = qi[qq];
-            if (i >= T || kt > i || kt + KT - 1 < lo[qq]) continue; // warp-uniform
+            if (qi[qq] >= Tq) continue;
+            const int i = qOffset + qi[qq]; // position of the query
+            if (kt > i || kt + KT - 1 < lo[qq]) continue; // warp-uniform
             const bool valid = j >= lo[qq] && j <= i;
             float s = NEG_INF;
             if (valid) {
@@ -144,14 +151,14 @@ extern "C" __global__ void __launch_bounds__(128) attention_forward(
 #pragma unroll
     for (int qq = 0; qq < QPW; qq++) {
         const int i = qi[qq];
-        if (i >= T) continue;
+        if (i >= Tq) continue;
         const float inv = 1.0f / l[qq];
 #pragma unroll
         for (int c = 0; c < MAXC; c++) {
             int d = lane + 32 * c;
             if (d < D) st(out, odt, (i64)i * qStride + (i64)h * D + d, acc[qq][c] * inv);
         }
-        if (lane == 0) lse[(i64)h * T + i] = m[qq] + logf(l[qq]);
+        if (lse != nullptr && lane == 0) lse[(i64)h * Tq + i] = m[qq] + logf(l[qq]);
     }
 }
 

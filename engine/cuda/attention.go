@@ -129,7 +129,60 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 	return b.launch(op, "attention.cu", "attention_forward",
 		dim3{(g.T + attnQB - 1) / attnQB, g.H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", g.D),
 		ot.ptr(), dt(ot), lt.ptr(), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
-		g.starts.ptr(), int32(g.nseq), int32(g.T), int32(g.H), int32(g.KVH), int32(g.D), p.Scale, int32(p.Window))
+		g.starts.ptr(), int32(g.nseq), int32(g.T), int32(0), int32(g.H), int32(g.KVH), int32(g.D), p.Scale, int32(p.Window))
+}
+
+// AttentionKV is decode-time attention over a key/value cache
+// (engine.KVAttention): the Tq rows of q are positions qOffset.. of one
+// sequence, k and v its first qOffset+Tq positions. out is overwritten and
+// nothing is saved for a backward. It runs the training forward kernel
+// with the query rows shifted to their positions.
+func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
+	c := checker{op: "AttentionKV", b: b}
+	ot, qt, kt, vt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v)
+	if c.err != nil {
+		return c.err
+	}
+	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
+		c.failf("NHeads %d, NKVHeads %d, HeadDim %d: all must be positive and NHeads a multiple of NKVHeads",
+			p.NHeads, p.NKVHeads, p.HeadDim)
+		return c.err
+	}
+	if p.HeadDim > attnMaxHeadDim {
+		c.failf("HeadDim %d is above the %d the attention kernels support: %w", p.HeadDim, attnMaxHeadDim, engine.ErrNotImplemented)
+		return c.err
+	}
+	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
+	Tq, Tk := engine.Rows(qt), engine.Rows(kt)
+	c.matrix("q", qt, Tq, H*D)
+	c.matrix("out", ot, Tq, H*D)
+	c.matrix("k", kt, Tk, KVH*D)
+	c.matrix("v", vt, Tk, KVH*D)
+	if c.err == nil && (qOffset < 0 || qOffset+Tq != Tk) {
+		c.failf("qOffset %d + %d queries must equal the %d cached keys", qOffset, Tq, Tk)
+	}
+	if c.err == nil && p.Window < 0 {
+		c.failf("Window %d is negative", p.Window)
+	}
+	c.disjoint("out", ot, "q", qt)
+	c.disjoint("out", ot, "k", kt)
+	c.disjoint("out", ot, "v", vt)
+	if c.err != nil {
+		return c.err
+	}
+	if Tq == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("AttentionKV %d queries at %d heads %d/%d dim %d window %d", Tq, qOffset, H, KVH, D, p.Window)
+	return b.launch(op, "attention.cu", "attention_forward",
+		dim3{(Tq + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", D),
+		ot.ptr(), dt(ot), uint64(0), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
+		uint64(0), int32(1), int32(Tq), int32(qOffset), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
 }
 
 // AttentionBackward overwrites dq, dk and dv, recomputing the attention

@@ -156,7 +156,25 @@ var (
 	_ engine.Backend        = (*Backend)(nil)
 	_ engine.MemoryReporter = (*Backend)(nil)
 	_ engine.Closer         = (*Backend)(nil)
+	_ engine.KVAttention    = (*Backend)(nil)
+	_ engine.ComputeDTyper  = (*Backend)(nil)
 )
+
+// The program picks backends through engine's registry; importing this
+// package makes "cuda" available there (New with default options).
+func init() {
+	engine.RegisterBackend("cuda", func() (engine.Backend, error) {
+		b, err := New(Options{})
+		if err != nil {
+			return nil, err // never a typed nil inside the interface
+		}
+		return b, nil
+	})
+}
+
+// ComputeDType is bf16: weights and activations live in bf16 on the GPU,
+// with float32 accumulation (engine.ComputeDTyper).
+func (b *Backend) ComputeDType() engine.DType { return engine.BF16 }
 
 const (
 	defaultWorkspace = 32 << 20 // cuBLASLt workspace, as NVIDIA advises for Hopper

@@ -552,3 +552,64 @@ func TestIndexChecksNeedNoReadBack(t *testing.T) {
 		t.Errorf("Embedding after copying a bad id over checked ids: %v", err)
 	}
 }
+
+// TestDequantizeNF4MatchesCPU expands random NF4 words on both backends;
+// both multiply the same float32 level by the same float32 scale, so the
+// results must be equal bit for bit (after the same bf16 rounding).
+func TestDequantizeNF4MatchesCPU(t *testing.T) {
+	b := newTestBackend(t)
+	type dequantizer interface {
+		DequantizeNF4(out, packed, absmax engine.Tensor) error
+	}
+	ref, ok := any(cpu.New()).(dequantizer)
+	if !ok {
+		t.Skip("engine/cpu has no DequantizeNF4 to compare with")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	const rows, cols = 24, 128
+	n := rows * cols
+	words := make([]int32, n/8)
+	for i := range words {
+		words[i] = int32(rng.Uint32())
+	}
+	scales := make([]float32, n/nf4Block)
+	for i := range scales {
+		scales[i] = float32(rng.ExpFloat64())
+	}
+	for _, odt := range []engine.DType{engine.F32, engine.BF16} {
+		t.Run(odt.String(), func(t *testing.T) {
+			var got, want []float32
+			for _, be := range []engine.Backend{b, ref.(engine.Backend)} {
+				out, _ := be.Alloc(odt, rows, cols)
+				packed, _ := be.Alloc(engine.I32, n/8)
+				absmax, _ := be.Alloc(engine.F32, n/nf4Block)
+				if err := be.UploadInt32(packed, words); err != nil {
+					t.Fatal(err)
+				}
+				if err := be.Upload(absmax, scales); err != nil {
+					t.Fatal(err)
+				}
+				if err := be.(dequantizer).DequantizeNF4(out, packed, absmax); err != nil {
+					t.Fatalf("%s: %v", be.Name(), err)
+				}
+				vals := make([]float32, n)
+				if err := be.Download(out, vals); err != nil {
+					t.Fatal(err)
+				}
+				if be == engine.Backend(b) {
+					got = vals
+				} else {
+					want = vals
+				}
+				be.Free(out)
+				be.Free(packed)
+				be.Free(absmax)
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("element %d: cuda %g, cpu %g", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
