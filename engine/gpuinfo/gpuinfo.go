@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -193,6 +194,9 @@ func parseMeminfo(r io.Reader, name string) (total, available int64, err error) 
 		kb, err := strconv.ParseInt(fields[0], 10, 64)
 		if err != nil {
 			return 0, 0, fmt.Errorf("gpuinfo: %s line %d: %s: %w", name, line, key, err)
+		}
+		if kb < 0 || kb > math.MaxInt64>>10 {
+			return 0, 0, fmt.Errorf("gpuinfo: %s line %d: %s: %d kB is out of range", name, line, key, kb)
 		}
 		if key == "MemTotal" {
 			total = kb << 10

@@ -104,3 +104,17 @@ func TestParseMeminfo(t *testing.T) {
 		t.Errorf("missing MemTotal: err = %v", err)
 	}
 }
+
+// FuzzParseMeminfo: any input either fails with an error or yields a
+// positive total and available memory.
+func FuzzParseMeminfo(f *testing.F) {
+	f.Add("MemTotal: 1024 kB\nMemAvailable: 512 kB\n")
+	f.Add("MemTotal:\n")
+	f.Add("MemAvailable: 9223372036854775807 kB\nMemTotal: 1 kB\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		total, avail, err := parseMeminfo(strings.NewReader(s), "fuzz")
+		if err == nil && (total <= 0 || avail <= 0) {
+			t.Errorf("parseMeminfo(%q) = %d, %d without error", s, total, avail)
+		}
+	})
+}
