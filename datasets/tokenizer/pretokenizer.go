@@ -96,7 +96,8 @@ func splitByMatches(s string, ms [][2]int, behavior splitBehavior, invert bool, 
 		case behavior == splitIsolated:
 			pieces = append(pieces, [2]int{sp.a, sp.b})
 		case behavior == splitMergedWithPrevious:
-			if n := len(pieces); n > 0 && pieces[n-1][1] == sp.a {
+			// Only onto text: a delimiter after a delimiter stands alone.
+			if n := len(pieces); n > 0 && i > 0 && !spans[i-1].match {
 				pieces[n-1][1] = sp.b
 			} else {
 				pieces = append(pieces, [2]int{sp.a, sp.b})
