@@ -1,15 +1,11 @@
 package datasets
 
-import (
-	"fmt"
-	"sort"
-)
+import "fmt"
 
 // Encoder is the part of a tokenizer the datasets package uses.
 // *tokenizer.Tokenizer satisfies it.
 type Encoder interface {
 	Encode(text string, addSpecial bool) []int
-	Decode(ids []int, skipSpecial bool) string
 	TokenID(token string) (int, bool)
 	EOSIDs() []int
 }
@@ -42,10 +38,11 @@ func (s *Sequence) NumTrainable() int {
 // EncodeSpans tokenizes text once and marks which tokens fall inside the
 // given byte spans. It first encodes the text piece by piece, cut at the
 // span edges; when those pieces concatenate to exactly the whole-text ids
-// the edges are exact. Otherwise (a merge crossed an edge) it locates each
-// edge by decoding prefixes of the whole-text ids, and a token that
-// straddles an edge counts as inside the span. The ids returned are always
-// the whole-text encoding. exact reports which way was taken.
+// the edges are exact. Otherwise (a merge crossed an edge, or the tokenizer
+// treats the start of a piece specially) it locates each edge by encoding
+// the text up to it (markByPrefixes), and a token that straddles an edge
+// counts as inside the span. The ids returned are always the whole-text
+// encoding. exact reports whether the piecewise encoding agreed.
 func EncodeSpans(enc Encoder, text string, spans []Span, addSpecial bool) (ids []int, inSpan []bool, exact bool) {
 	ids = enc.Encode(text, addSpecial)
 	inSpan = make([]bool, len(ids))
@@ -55,7 +52,7 @@ func EncodeSpans(enc Encoder, text string, spans []Span, addSpecial bool) (ids [
 	if pieceIDs, pieceIn := encodePieces(enc, text, spans, addSpecial); equalInts(pieceIDs, ids) {
 		return ids, pieceIn, true
 	}
-	markByDecoding(enc, text, ids, spans, addSpecial, inSpan)
+	markByPrefixes(enc, text, ids, spans, addSpecial, inSpan)
 	return ids, inSpan, false
 }
 
@@ -86,33 +83,33 @@ func encodePieces(enc Encoder, text string, spans []Span, addSpecial bool) ([]in
 	return ids, in
 }
 
-// markByDecoding finds, for each span edge, the token where the decoded
-// prefix reaches it. Decoded prefix length grows with the prefix, so a
-// binary search needs O(log n) decodes per edge.
-func markByDecoding(enc Encoder, text string, ids []int, spans []Span, addSpecial bool, inSpan []bool) {
-	// Tokens the encoder adds before the text (a BOS) decode to text that
-	// is not in the rendered string.
-	lead := 0
-	if addSpecial {
-		lead = len(enc.Encode("", true))
-		if lead > len(ids) {
-			lead = len(ids)
+// markByPrefixes locates each span edge b by encoding text[:b]: the
+// tokens that encoding shares with the whole-text ids lie wholly before b,
+// and the first token after the shared run, if the prefix encoding ended
+// differently, straddles b. A straddling token counts as inside the span
+// (it carries span bytes). Encoding a prefix treats the start of the text
+// and special tokens exactly as the whole encoding does, which cutting the
+// text into standalone pieces does not for SentencePiece tokenizers (they
+// prepend "▁" to every piece).
+func markByPrefixes(enc Encoder, text string, ids []int, spans []Span, addSpecial bool, inSpan []bool) {
+	edge := func(b int) (shared int, straddles bool) {
+		prefix := enc.Encode(text[:b], addSpecial)
+		n := 0
+		for n < len(prefix) && n < len(ids) && prefix[n] == ids[n] {
+			n++
 		}
-	}
-	base := len(enc.Decode(ids[:lead], false))
-	offset := func(k int) int { return len(enc.Decode(ids[:k], false)) - base }
-	// first token whose end passes byte b: the token that contains b.
-	tokenAt := func(b int) int {
-		k := sort.Search(len(ids)-lead, func(i int) bool { return offset(lead+i+1) > b })
-		return lead + k
+		return n, n < len(prefix)
 	}
 	for _, sp := range spans {
 		if sp.End <= sp.Start {
 			continue
 		}
-		from := tokenAt(sp.Start)
-		to := tokenAt(sp.End - 1)
-		for t := from; t <= to && t < len(ids); t++ {
+		from, _ := edge(sp.Start)
+		to, straddles := edge(sp.End)
+		if straddles {
+			to++
+		}
+		for t := from; t < to && t < len(ids); t++ {
 			inSpan[t] = true
 		}
 	}

