@@ -85,6 +85,7 @@ func TestDecoders(t *testing.T) {
 		{`{"type": "ByteFallback"}`, []string{"<0xE6>", "<0x97>", "y"}, "\uFFFD\uFFFDy"}, // one per byte, as the Rust library
 		{`{"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}`, []string{"▁Hello", "▁▁world"}, "Hello  world"},
 		{`{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"}`, []string{"▁Hey", "▁friend"}, "Hey friend"},
+		{`{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"}`, []string{"▁▁Hey", "▁▁friend"}, "Hey  friend"}, // all of the first token's, as in Rust
 		{`{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "never"}`, []string{"▁Hey", "▁friend"}, " Hey friend"},
 		{`{"type": "ByteLevel"}`, []string{"Hello", "Ġworld", "Ċ", "<|eot_id|>"}, "Hello world\n<|eot_id|>"},
 		{`{"type": "ByteLevel"}`, []string{"æĹ"}, "\uFFFD"}, // two of three bytes of 日

@@ -132,8 +132,10 @@ func (d replaceDecoder) decodeChain(tokens []string) []string {
 	return out
 }
 
-// metaspaceDecoder turns "▁" back into spaces and drops the one the
-// pre-tokenizer prepended to the first token.
+// metaspaceDecoder turns "▁" back into spaces. In the first token the
+// Rust library drops every "▁" rather than turning it into a space (meant
+// for the one the pre-tokenizer prepended); we do the same, since that is
+// what transformers returns.
 type metaspaceDecoder struct {
 	replacement string
 	prepend     bool
@@ -143,9 +145,10 @@ func (d metaspaceDecoder) decodeChain(tokens []string) []string {
 	out := make([]string, len(tokens))
 	for i, t := range tokens {
 		if i == 0 && d.prepend {
-			t = strings.TrimPrefix(t, d.replacement)
+			out[i] = strings.ReplaceAll(t, d.replacement, "")
+		} else {
+			out[i] = strings.ReplaceAll(t, d.replacement, " ")
 		}
-		out[i] = strings.ReplaceAll(t, d.replacement, " ")
 	}
 	return out
 }

@@ -51,14 +51,14 @@ type splitPreTokenizer struct {
 	pat      pattern
 	behavior splitBehavior
 	invert   bool
-	// scanDigits > 0 selects the hand-written scanner for a known pattern.
-	scanDigits int
+	// scan selects the hand-written scanner for a known pattern.
+	scan scanKind
 }
 
 func (p *splitPreTokenizer) preTokenize(s string, atStart bool, emit func(string, bool)) {
-	if p.scanDigits > 0 {
+	if p.scan != scanNone {
 		first := atStart
-		scanPieces(s, p.scanDigits, func(piece string) {
+		scanPieces(s, p.scan, func(piece string) {
 			emit(piece, first)
 			first = false
 		})
@@ -131,8 +131,6 @@ type byteLevelPreTokenizer struct {
 	addPrefixSpace bool
 	split          *splitPreTokenizer // nil when use_regex is false
 }
-
-const patternGPT2 = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 
 func (p *byteLevelPreTokenizer) preTokenize(s string, atStart bool, emit func(string, bool)) {
 	if p.addPrefixSpace && !strings.HasPrefix(s, " ") {
@@ -224,12 +222,7 @@ func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
 			return nil, err
 		}
 		if b == splitIsolated && !p.invert {
-			switch p.pat.source {
-			case patternCl100k:
-				p.scanDigits = 3
-			case patternQwen2:
-				p.scanDigits = 1
-			}
+			p.scan = knownPattern(p.pat.source)
 		}
 		return p, nil
 	case "ByteLevel":
@@ -246,7 +239,7 @@ func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", path, err)
 			}
-			p.split = &splitPreTokenizer{pat: pat, behavior: splitIsolated}
+			p.split = &splitPreTokenizer{pat: pat, behavior: splitIsolated, scan: scanGPT2}
 		}
 		return p, nil
 	case "Metaspace":
@@ -276,4 +269,17 @@ func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
 		return p, nil
 	}
 	return nil, fmt.Errorf("%s.type: pre-tokenizer %q is not supported", path, typ)
+}
+
+// knownPattern recognises the split patterns the scanner implements.
+func knownPattern(src string) scanKind {
+	switch src {
+	case patternCl100k:
+		return scanCl100k
+	case patternQwen2:
+		return scanQwen2
+	case patternGPT2:
+		return scanGPT2
+	}
+	return scanNone
 }

@@ -1,5 +1,7 @@
 package tokenizer
 
+import "strings"
+
 // A hand-written matcher for the two split patterns that nearly every
 // byte-level model ships, because regexp2 (the only Go engine with the
 // lookahead they need) runs them at a few hundred thousand tokens a second.
@@ -18,11 +20,35 @@ const (
 	patternQwen2  = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
 )
 
+// GPT-2's pattern, which the ByteLevel pre-tokenizer applies when its
+// use_regex is set (GPT-2, SmolLM, Phi-2 and others), has the same
+// structure with fewer special cases; scanGPT2 handles it.
+//
+//	's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+const patternGPT2 = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+
+// scanKind selects one of the patterns above.
+type scanKind int
+
+const (
+	scanNone   scanKind = iota // not a known pattern: use regexp2
+	scanCl100k                 // digits in threes
+	scanQwen2                  // digits one by one
+	scanGPT2
+)
+
 // scanPieces calls emit with each match of the pattern in s, in order.
-// maxDigits is 3 for cl100k and 1 for Qwen 2.
-func scanPieces(s string, maxDigits int, emit func(string)) {
+func scanPieces(s string, kind scanKind, emit func(string)) {
 	for i := 0; i < len(s); {
-		end := scanOne(s, i, maxDigits)
+		var end int
+		switch kind {
+		case scanCl100k:
+			end = scanOne(s, i, 3)
+		case scanQwen2:
+			end = scanOne(s, i, 1)
+		default:
+			end = scanGPT2One(s, i)
+		}
 		emit(s[i:end])
 		i = end
 	}
@@ -110,10 +136,16 @@ func skipClass(s string, j int, cls uint8, max int) int {
 }
 
 // contraction returns the length of the contraction suffix that begins s
-// ("s", "t", "re", "ve", "m", "ll", "d", any case), or 0.
+// ("s", "t", "re", "ve", "m", "ll", "d", any case), or 0. Unicode case
+// folding also maps the long s "ſ" to "s", and both regexp2 and Oniguruma
+// (the Rust library's engine) fold it; JavaScript's port of the pattern
+// does not.
 func contraction(s string) int {
 	if len(s) == 0 {
 		return 0
+	}
+	if strings.HasPrefix(s, "ſ") {
+		return len("ſ")
 	}
 	lower := func(b byte) byte { return b | 0x20 }
 	switch lower(s[0]) {
@@ -129,4 +161,45 @@ func contraction(s string) int {
 		}
 	}
 	return 0
+}
+
+// scanGPT2One is scanOne for GPT-2's pattern.
+func scanGPT2One(s string, i int) int {
+	c, w := classAt(s, i)
+
+	// 's|'t|'re|'ve|'m|'ll|'d, lower case only.
+	if s[i] == '\'' && i+1 < len(s) {
+		switch t := s[i+1:]; {
+		case t[0] == 's' || t[0] == 't' || t[0] == 'm' || t[0] == 'd':
+			return i + 2
+		case strings.HasPrefix(t, "re") || strings.HasPrefix(t, "ve") || strings.HasPrefix(t, "ll"):
+			return i + 3
+		}
+	}
+
+	// ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+'
+	cls, start := c, i+w
+	if s[i] == ' ' && i+1 < len(s) {
+		if c2, w2 := classAt(s, i+1); c2 == clsLetter || c2 == clsNumber || c2 == clsOther {
+			cls, start = c2, i+1+w2
+		}
+	}
+	if cls == clsLetter || cls == clsNumber || cls == clsOther {
+		return skipClass(s, start, cls, -1)
+	}
+
+	// \s+(?!\S) then \s+; line breaks are plain spaces here.
+	j, lastStart := i, i
+	for j < len(s) {
+		c2, w2 := classAt(s, j)
+		if c2 != clsSpace && c2 != clsNewline {
+			break
+		}
+		lastStart = j
+		j += w2
+	}
+	if j == len(s) || lastStart == i {
+		return j
+	}
+	return lastStart
 }
