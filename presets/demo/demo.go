@@ -19,11 +19,12 @@ import (
 
 // File names inside Files.
 const (
-	TrainFile   = "mentor.jsonl"
-	HeldoutFile = "heldout.jsonl"
+	TrainFile    = "mentor.jsonl"
+	HeldoutFile  = "heldout.jsonl"
+	TokenizerDir = "tokenizer" // tokenizer.json, tokenizer_config.json, generation_config.json
 )
 
-//go:embed mentor.jsonl heldout.jsonl
+//go:embed mentor.jsonl heldout.jsonl tokenizer
 var files embed.FS
 
 // Files is the embedded demo data, laid out as in this folder.

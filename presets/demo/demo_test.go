@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"whet/datasets"
+	"whet/datasets/tokenizer"
 )
 
 // conversation is one JSONL row, decoded strictly: any key other than
@@ -193,7 +194,7 @@ func TestExtractWritesEveryFile(t *testing.T) {
 	if err := Extract(dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{TrainFile, HeldoutFile} {
+	for _, name := range []string{TrainFile, HeldoutFile, TokenizerDir + "/tokenizer.json", TokenizerDir + "/tokenizer_config.json", TokenizerDir + "/generation_config.json"} {
 		got, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -206,4 +207,53 @@ func TestExtractWritesEveryFile(t *testing.T) {
 			t.Errorf("extracted %s differs from the embedded one", name)
 		}
 	}
+}
+
+// maxTokens is the sequence length the demo LoRA trains with; every
+// conversation, rendered with the demo tokenizer's ChatML template, must
+// fit so that no answer loses its closing question to truncation.
+const maxTokens = 128
+
+func TestConversationsFitTheDemoTokenizer(t *testing.T) {
+	dir := t.TempDir()
+	if err := Extract(dir); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, TokenizerDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, ok := datasets.DetectTemplate(tok.ChatTemplate())
+	if !ok || name != "chatml" {
+		t.Fatalf("demo tokenizer's chat template is detected as %q (%v), want chatml", name, ok)
+	}
+	imEnd, ok := tok.TokenID("<|im_end|>")
+	if !ok {
+		t.Fatal("demo tokenizer has no <|im_end|>")
+	}
+	if eos := tok.EOSIDs(); len(eos) == 0 || eos[0] != imEnd {
+		t.Errorf("EOS ids %v, want <|im_end|> (%d) first", eos, imEnd)
+	}
+	longest := 0
+	for _, file := range []string{TrainFile, HeldoutFile} {
+		exs, err := Conversations(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ex := range exs {
+			text, err := datasets.Render(name, ex.Messages, false)
+			if err != nil {
+				t.Fatalf("%s: %v", ex.Loc, err)
+			}
+			ids := tok.Encode(text, true)
+			if len(ids) > maxTokens {
+				t.Errorf("%s: %d tokens, want at most %d", ex.Loc, len(ids), maxTokens)
+			}
+			if got := tok.Decode(ids, false); got != text {
+				t.Errorf("%s: decode(encode(text)) = %q, want %q", ex.Loc, got, text)
+			}
+			longest = max(longest, len(ids))
+		}
+	}
+	t.Logf("longest conversation: %d tokens", longest)
 }
