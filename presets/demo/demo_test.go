@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -256,4 +257,76 @@ func TestConversationsFitTheDemoTokenizer(t *testing.T) {
 		}
 	}
 	t.Logf("longest conversation: %d tokens", longest)
+}
+
+// TestTokenizerMatchesReference compares whet's tokenizer and chat template
+// with an independent Hugging Face implementation's output, recorded by
+// tools/demo/tokref.mjs in testdata/tokref.jsonl: the first lines are each
+// persona conversation rendered whole and then as a generation prompt, the
+// rest are strings chosen to break tokenizers.
+func TestTokenizerMatchesReference(t *testing.T) {
+	tok, err := tokenizer.Load(TokenizerDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("testdata/tokref.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	type ref struct {
+		Text    string `json:"text"`
+		IDs     []int  `json:"ids"`
+		Decoded string `json:"decoded"`
+	}
+	var refs []ref
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<22)
+	for line := 1; sc.Scan(); line++ {
+		var r ref
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("testdata/tokref.jsonl:%d: %v", line, err)
+		}
+		refs = append(refs, r)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	var rendered []string
+	for _, file := range []string{TrainFile, HeldoutFile} {
+		exs, err := Conversations(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ex := range exs {
+			whole, err := datasets.Render("chatml", ex.Messages, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prompt, err := datasets.Render("chatml", ex.Messages[:len(ex.Messages)-1], true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rendered = append(rendered, whole, prompt)
+		}
+	}
+	if len(refs) <= len(rendered) {
+		t.Fatalf("testdata/tokref.jsonl has %d lines, want the %d rendered conversations and more: rerun node tools/demo/tokref.mjs", len(refs), len(rendered))
+	}
+	for i, text := range rendered {
+		if refs[i].Text != text {
+			t.Errorf("line %d: whet renders %q, the reference template %q", i+1, text, refs[i].Text)
+		}
+	}
+	for i, r := range refs {
+		got := tok.Encode(r.Text, false)
+		if !slices.Equal(got, r.IDs) {
+			t.Errorf("line %d: %q encodes as %v, reference %v", i+1, r.Text, got, r.IDs)
+			continue
+		}
+		if dec := tok.Decode(r.IDs, false); dec != r.Decoded {
+			t.Errorf("line %d: %v decodes as %q, reference %q", i+1, r.IDs, dec, r.Decoded)
+		}
+	}
 }
