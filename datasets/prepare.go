@@ -281,7 +281,10 @@ func readRecords(path string, skip bool, st statsBuilder) ([]Record, error) {
 		st.bad(e)
 	}
 	if len(res.Records) == 0 {
-		return nil, fmt.Errorf("data: %s holds no usable rows", path)
+		if len(res.Bad) > 0 {
+			return nil, fmt.Errorf("data: %s holds no readable rows (%d skipped; the first: %v)", path, len(res.Bad), res.Bad[0])
+		}
+		return nil, fmt.Errorf("data: %s holds no rows", path)
 	}
 	return res.Records, nil
 }
@@ -484,6 +487,9 @@ func (p *Prepared) noTrainableError(opts Options, trainOn TrainOn) error {
 	}
 	if st.BadRows > 0 {
 		fmt.Fprintf(&b, "\n  %d rows skipped as unreadable", st.BadRows)
+	}
+	for _, s := range st.BadRowSamples {
+		b.WriteString("\n  skipped: " + s)
 	}
 	for _, s := range st.DroppedSamples {
 		b.WriteString("\n  e.g. " + s)

@@ -272,3 +272,34 @@ func TestPrepareEvalFileAndOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestPrepareTemplateRefusalsAreBadRows(t *testing.T) {
+	tok := newFakeTok("<bos>", "<start_of_turn>", "<end_of_turn>")
+	tok.cfg["bos_token"] = "<bos>"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "users.jsonl")
+	row := `{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":"c"}]}` + "\n"
+	good := `{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"c"}]}` + "\n"
+	if err := os.WriteFile(path, []byte(row+good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Path: path, Template: "gemma-3", MaxLength: 64}
+	if _, err := Prepare(opts, tok); err == nil || !strings.Contains(err.Error(), "users.jsonl:1") || !strings.Contains(err.Error(), "alternate") {
+		t.Errorf("template refusal: %v", err)
+	}
+	opts.SkipBadRows = true
+	p, err := Prepare(opts, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats.BadRowReasons[ReasonTemplate] != 1 || len(p.Train) != 1 {
+		t.Errorf("reasons %v, %d train", p.Stats.BadRowReasons, len(p.Train))
+	}
+	// Only refused rows: the error lists them.
+	if err := os.WriteFile(path, []byte(row+row), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prepare(opts, tok); err == nil || !strings.Contains(err.Error(), "skipped: "+path+":1") {
+		t.Errorf("all refused: %v", err)
+	}
+}

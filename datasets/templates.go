@@ -82,7 +82,6 @@ var templateAliases = map[string]string{
 	"llama-3":   "llama-3.1",
 	"llama-3.3": "llama-3.1",
 	"llama3":    "llama-3.1",
-	"qwen-2":    "chatml",
 	"qwen2.5":   "qwen-2.5",
 	"qwen3":     "qwen-3",
 	"gemma":     "gemma-3",
