@@ -1,0 +1,241 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"whet/datasets"
+	"whet/engine"
+	"whet/presets"
+)
+
+func init() {
+	register("bench", "training throughput on random weights: whet bench --model llama-3.2-1b --method lora --batch 4 --seq 2048", runBench)
+}
+
+// benchResult is one workload's measurement, printed as a line or JSON.
+type benchResult struct {
+	Model         string  `json:"model"`
+	Method        string  `json:"method"`
+	Backend       string  `json:"backend"`
+	Batch         int     `json:"batch"`
+	Seq           int     `json:"seq"`
+	Checkpointing bool    `json:"checkpointing"`
+	Params        int64   `json:"params"`
+	TokensPerSec  float64 `json:"tokens_per_sec"`
+	StepSeconds   float64 `json:"step_s"`
+	TFLOPs        float64 `json:"tflops"`
+	MFU           float64 `json:"mfu"`
+	PeakTFLOPs    float64 `json:"peak_tflops"`
+	PeakBytes     int64   `json:"peak_bytes"`
+	Loss          float64 `json:"loss"`
+}
+
+func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	models := fs.String("model", "llama-3.2-1b", "catalog names, comma-separated")
+	methods := fs.String("method", "lora", "lora, full or both comma-separated")
+	batch := fs.Int("batch", 4, "sequences per step")
+	seq := fs.Int("seq", 2048, "tokens per sequence")
+	steps := fs.Int("steps", 10, "timed steps")
+	warmup := fs.Int("warmup", 2, "untimed steps first")
+	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
+	rank := fs.Int("rank", 16, "LoRA rank (all linear layers)")
+	backend := fs.String("backend", "auto", "auto, cpu or cuda")
+	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
+	asJSON := fs.Bool("json", false, "JSON lines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, notices, err := engine.OpenBackend(*backend)
+	if err != nil {
+		return err
+	}
+	for _, n := range notices {
+		fmt.Fprintln(stderr, n)
+	}
+	if c, ok := b.(engine.Closer); ok {
+		defer c.Close()
+	}
+	if *peak == 0 {
+		if *peak, err = measureMatmul(b); err != nil {
+			return err
+		}
+	}
+	for _, name := range strings.Split(*models, ",") {
+		for _, method := range strings.Split(*methods, ",") {
+			r, err := benchOne(b, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", name, method, err)
+			}
+			r.PeakTFLOPs = *peak
+			r.MFU = r.TFLOPs / *peak
+			if *asJSON {
+				js, _ := json.Marshal(r)
+				fmt.Fprintf(stdout, "%s\n", js)
+			} else {
+				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %.2f GiB, loss %.3f\n",
+					r.Model, r.Method, r.Backend, r.Batch, r.Seq, r.Checkpointing, r.TokensPerSec, r.StepSeconds, r.TFLOPs,
+					100*r.MFU, *peak, float64(r.PeakBytes)/(1<<30), r.Loss)
+			}
+		}
+	}
+	return nil
+}
+
+// measureMatmul times a 4096³ GEMM in the backend's compute dtype.
+func measureMatmul(b engine.Backend) (float64, error) {
+	const n = 4096
+	dt := engine.F32
+	if c, ok := b.(engine.ComputeDTyper); ok {
+		dt = c.ComputeDType()
+	}
+	size := n
+	if b.Name() == "cpu" {
+		size = 512 // the oracle is slow; a smaller product still shows its rate
+	}
+	var ts []engine.Tensor
+	for i := 0; i < 3; i++ {
+		t, err := b.Alloc(dt, size, size)
+		if err != nil {
+			return 0, err
+		}
+		defer b.Free(t)
+		b.Fill(t, 0.01)
+		ts = append(ts, t)
+	}
+	run := func(k int) (time.Duration, error) {
+		start := time.Now()
+		for i := 0; i < k; i++ {
+			if err := b.MatMul(ts[2], ts[0], ts[1], false, true, 1, 0); err != nil {
+				return 0, err
+			}
+		}
+		return time.Since(start), b.Sync()
+	}
+	if _, err := run(2); err != nil {
+		return 0, err
+	}
+	reps := 20
+	if b.Name() == "cpu" {
+		reps = 3
+	}
+	d, err := run(reps)
+	if err != nil {
+		return 0, err
+	}
+	return 2 * float64(size) * float64(size) * float64(size) * float64(reps) / d.Seconds() / 1e12, nil
+}
+
+// trainFLOPsPerToken counts the work of one training token: 6N for full
+// fine-tuning (forward 2N, backward 4N), 4N with frozen weights (no weight
+// gradients), plus causal attention's score and value products (forward
+// 2·2·(S/2)·QDim per layer, backward twice that), and the recomputed
+// forward (2N) with activation checkpointing.
+func trainFLOPsPerToken(cfg *engine.ModelConfig, n int64, full bool, seq int, ckpt bool) float64 {
+	f := 4 * float64(n)
+	if full {
+		f = 6 * float64(n)
+	}
+	if ckpt {
+		f += 2 * float64(n)
+	}
+	attn := 2 * 2 * float64(seq) / 2 * float64(cfg.QDim()) * float64(cfg.NumLayers)
+	f += 3 * attn
+	return f
+}
+
+func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, rank int, ckpt bool) (benchResult, error) {
+	entry, err := presets.Lookup(name)
+	if err != nil {
+		return benchResult{}, err
+	}
+	cfg := entry.ToModelConfig()
+	m, err := engine.NewModel(*cfg, b)
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer m.Free()
+	if err := m.InitRandom(1, 0.02); err != nil {
+		return benchResult{}, err
+	}
+	switch method {
+	case "lora":
+		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
+	case "full":
+		err = m.MakeAllTrainable()
+	default:
+		err = fmt.Errorf("unknown method %q (lora or full)", method)
+	}
+	if err != nil {
+		return benchResult{}, err
+	}
+	a, err := m.NewActivations(batch*seq, ckpt)
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer a.Free()
+	rng := rand.New(rand.NewPCG(7, 7))
+	bt := &datasets.Batch{SeqStarts: []int32{0}}
+	for s := 0; s < batch; s++ {
+		for i := 0; i < seq; i++ {
+			bt.Tokens = append(bt.Tokens, int32(rng.IntN(cfg.VocabSize)))
+			bt.Positions = append(bt.Positions, int32(i))
+		}
+		bt.SeqStarts = append(bt.SeqStarts, int32(len(bt.Tokens)))
+	}
+	for i := range bt.Tokens {
+		if i+1 < len(bt.Tokens) && bt.Positions[i+1] != 0 {
+			bt.Targets = append(bt.Targets, bt.Tokens[i+1])
+		} else {
+			bt.Targets = append(bt.Targets, datasets.IgnoreIndex)
+		}
+	}
+	opt := &engine.Optimizer{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
+	scale := float32(1 / float64(bt.NumTargets()))
+	var loss float64
+	step := func() error {
+		if err := m.ZeroGrads(); err != nil {
+			return err
+		}
+		r, err := a.ForwardBackward(bt, scale, true, 1)
+		if err != nil {
+			return err
+		}
+		loss = r.LossSum / float64(r.Count)
+		if _, err := engine.ClipGrads(m, 1); err != nil {
+			return err
+		}
+		if err := opt.Apply(m, 1e-5); err != nil {
+			return err
+		}
+		return b.Sync()
+	}
+	for i := 0; i < warmup; i++ {
+		if err := step(); err != nil {
+			return benchResult{}, err
+		}
+	}
+	start := time.Now()
+	for i := 0; i < steps; i++ {
+		if err := step(); err != nil {
+			return benchResult{}, err
+		}
+	}
+	dt := time.Since(start).Seconds() / float64(steps)
+	n := m.NumParams()
+	tps := float64(batch*seq) / dt
+	r := benchResult{Model: name, Method: method, Backend: b.Name(), Batch: batch, Seq: seq, Checkpointing: ckpt,
+		Params: n, TokensPerSec: tps, StepSeconds: dt, Loss: loss,
+		TFLOPs: tps * trainFLOPsPerToken(cfg, n, method == "full", seq, ckpt) / 1e12}
+	if mr, ok := b.(engine.MemoryReporter); ok {
+		r.PeakBytes = mr.PeakBytes()
+	}
+	return r, nil
+}

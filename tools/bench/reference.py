@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""PyTorch + transformers reference for `whet bench`: the same workload, measured the same way.
+
+Usage: python3 reference.py --model llama-3.2-1b --method lora --batch 4 --seq 2048 [--checkpointing]
+
+A LlamaForCausalLM / Qwen2ForCausalLM built from the architecture numbers (random init,
+bf16 on the GPU, SDPA attention), trained on random tokens: LoRA r16 on all seven linear
+layers as plain adapter layers (y = base(x) + (x A^T B^T) * alpha/r, the base frozen), or
+full fine-tuning; fused AdamW; the loss normalised over the batch's tokens. Prints one JSON
+line: tokens/s, seconds per step and torch.cuda.max_memory_allocated.
+"""
+
+import argparse
+import json
+import time
+
+ARCH = {
+    # name: (model_type, vocab, hidden, intermediate, layers, heads, kv_heads, head_dim, tied, rope_theta)
+    "llama-3.2-1b": ("llama", 128256, 2048, 8192, 16, 32, 8, 64, True, 500000.0),
+    "llama-3.2-3b": ("llama", 128256, 3072, 8192, 28, 24, 8, 128, True, 500000.0),
+    "llama-3.1-8b": ("llama", 128256, 4096, 14336, 32, 32, 8, 128, False, 500000.0),
+    "qwen2.5-0.5b": ("qwen2", 151936, 896, 4864, 24, 14, 2, 64, True, 1000000.0),
+    "qwen2.5-1.5b": ("qwen2", 151936, 1536, 8960, 28, 12, 2, 128, True, 1000000.0),
+}
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def build(name):
+    import torch
+    from transformers import LlamaConfig, Qwen2Config, AutoModelForCausalLM
+
+    mt, vocab, hidden, inter, layers, heads, kv, hd, tied, theta = ARCH[name]
+    kw = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+              num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd, tie_word_embeddings=tied,
+              rope_theta=theta, max_position_embeddings=8192)
+    cfg = LlamaConfig(**kw) if mt == "llama" else Qwen2Config(**kw)
+    cfg._attn_implementation = "sdpa"
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="sdpa")
+    return model
+
+
+class LoRALinear:
+    """Adds x A^T B^T * scale to a frozen nn.Linear through a forward hook."""
+
+    def __init__(self, mod, r, alpha):
+        import torch
+
+        self.a = torch.nn.Parameter(torch.randn(r, mod.in_features, device="cuda", dtype=torch.bfloat16) * 0.01)
+        self.b = torch.nn.Parameter(torch.zeros(mod.out_features, r, device="cuda", dtype=torch.bfloat16))
+        self.scale = alpha / r
+        mod.register_forward_hook(lambda m, args, out: out + (args[0] @ self.a.t() @ self.b.t()) * self.scale)
+
+
+def main():
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="llama-3.2-1b")
+    ap.add_argument("--method", default="lora", choices=["lora", "full"])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--checkpointing", action="store_true")
+    a = ap.parse_args()
+
+    torch.manual_seed(0)
+    model = build(a.model)
+    if a.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if a.method == "lora":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        adapters = [LoRALinear(m, a.rank, a.rank) for n, m in model.named_modules() if n.split(".")[-1] in TARGETS]
+        params = [p for ad in adapters for p in (ad.a, ad.b)]
+        if a.checkpointing:
+            model.enable_input_require_grads()
+    else:
+        # Full fine-tuning keeps fp32 master weights, as whet does: the
+        # model trains in bf16 autocast over fp32 parameters.
+        model = model.float()
+        params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (a.batch, a.seq), device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(a.method == "full")):
+            out = model(input_ids=ids, labels=ids, use_cache=False)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return out.loss
+
+    for _ in range(a.warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        loss = step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / a.steps
+    print(json.dumps({"impl": "pytorch", "model": a.model, "method": a.method, "batch": a.batch, "seq": a.seq,
+                      "checkpointing": a.checkpointing, "tokens_per_sec": a.batch * a.seq / dt, "step_s": dt,
+                      "peak_bytes": torch.cuda.max_memory_allocated(), "loss": float(loss),
+                      "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
