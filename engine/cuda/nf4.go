@@ -6,6 +6,8 @@ import (
 	"whet/engine"
 )
 
+var _ engine.NF4Dequantizer = (*Backend)(nil)
+
 // nf4Block is the NF4 block size (values per absmax), bitsandbytes' and
 // QLoRA's default, as engine.NF4BlockSize.
 const nf4Block = 64

@@ -1,8 +1,11 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"whet/engine"
@@ -15,12 +18,13 @@ func init() {
 	engine.RegisterBackend("cpu", func() (engine.Backend, error) { return cpu.New(), nil })
 }
 
-// TestTrainingMatchesCPU trains the tiny reference Llama for 50 steps on
-// the GPU (bf16 weights and activations, fp32 masters and moments) and on
-// the CPU (float32 throughout), from the same RunConfig and data, and
-// requires every step's loss to agree within 1%, for LoRA (with dropout,
-// whose mask both backends draw from the same hash) and for full
-// fine-tuning.
+// TestTrainingMatchesCPU trains the tiny reference models on the GPU (bf16
+// weights and activations, fp32 masters and moments) and on the CPU
+// (float32 throughout), from the same RunConfig and data, and requires
+// every step's loss to agree within 1%: LoRA with dropout (both backends
+// draw the mask from the same hash) on Llama and on Qwen2 (whose q, k, v
+// biases go through AddBias and BiasBackward), QLoRA (NF4 base), full
+// fine-tuning, and DPO.
 func TestTrainingMatchesCPU(t *testing.T) {
 	newTestBackend(t) // skips without a GPU
 	abs := func(p string) string {
@@ -30,25 +34,34 @@ func TestTrainingMatchesCPU(t *testing.T) {
 		}
 		return a
 	}
-	for _, method := range []string{"lora", "full"} {
-		t.Run(method, func(t *testing.T) {
-			const steps = 50
+	chat := engine.DataConfig{Path: abs("../../testdata/datasets/tiny-chat.jsonl"), MaxLength: 256, Packing: true, EvalSplit: 0.1, Seed: 1}
+	prefs := engine.DataConfig{Path: writePreferences(t, 16), MaxLength: 64, Packing: true, Seed: 1}
+	lora := engine.LoRAConfig{Rank: 8, Alpha: 16, Dropout: 0.05}
+	cases := []struct {
+		name, model, method string
+		data                engine.DataConfig
+		steps               int
+		lr                  float64
+	}{
+		{"lora_llama", "tiny-llama", "lora", chat, 50, 1e-3},
+		{"lora_qwen2", "tiny-qwen2", "lora", chat, 50, 1e-3},
+		{"qlora_llama", "tiny-llama", "qlora", chat, 30, 1e-3},
+		{"full_llama", "tiny-llama", "full", chat, 50, 1e-4},
+		{"dpo_qwen2", "tiny-qwen2", "dpo", prefs, 20, 5e-3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			losses := map[string][]float64{}
 			for _, backend := range []string{"cpu", "cuda"} {
-				cfg := engine.RunConfig{Name: method + "-" + backend, Model: abs("../../testdata/tiny-llama"), Method: method,
-					Backend: backend, RunsDir: t.TempDir(),
-					LoRA: engine.LoRAConfig{Rank: 8, Alpha: 16, Dropout: 0.05},
-					Data: engine.DataConfig{Path: abs("../../testdata/datasets/tiny-chat.jsonl"), MaxLength: 256, Packing: true, EvalSplit: 0.1, Seed: 1},
-					Train: engine.TrainConfig{Epochs: 100, MaxSteps: steps, MicroBatch: 2, LR: 1e-3, Schedule: "cosine", WarmupSteps: 2,
-						MaxGradNorm: 1, Seed: 1}}
-				if method == "full" {
-					cfg.Train.LR = 1e-4
-				}
+				cfg := engine.RunConfig{Name: c.name + "-" + backend, Model: abs("../../testdata/" + c.model), Method: c.method,
+					Backend: backend, RunsDir: t.TempDir(), LoRA: lora, DPO: engine.DPOConfig{Beta: 0.1}, Data: c.data,
+					Train: engine.TrainConfig{Epochs: 100, MaxSteps: c.steps, MicroBatch: 2, LR: c.lr, Schedule: "cosine",
+						WarmupSteps: 2, MaxGradNorm: 1, Seed: 1}}
 				s, err := engine.Prepare(cfg)
 				if err != nil {
 					t.Fatalf("%s: Prepare: %v", backend, err)
 				}
-				for i := 0; i < steps; i++ {
+				for i := 0; i < c.steps; i++ {
 					ev, err := s.Trainer.TrainStep()
 					if err != nil {
 						s.Close()
@@ -62,17 +75,32 @@ func TestTrainingMatchesCPU(t *testing.T) {
 				s.Close()
 			}
 			worst, at := 0.0, 0
-			for i := range steps {
-				c, g := losses["cpu"][i], losses["cuda"][i]
-				if d := math.Abs(g-c) / math.Abs(c); d > worst || math.IsNaN(g) {
+			for i := range c.steps {
+				cl, gl := losses["cpu"][i], losses["cuda"][i]
+				if d := math.Abs(gl-cl) / math.Abs(cl); d > worst || math.IsNaN(gl) {
 					worst, at = d, i
 				}
 			}
-			t.Logf("loss cpu  %.4f -> %.4f", losses["cpu"][0], losses["cpu"][steps-1])
-			t.Logf("loss cuda %.4f -> %.4f; worst relative difference %.3g%% at step %d", losses["cuda"][0], losses["cuda"][steps-1], 100*worst, at+1)
+			last := c.steps - 1
+			t.Logf("loss cpu  %.4f -> %.4f", losses["cpu"][0], losses["cpu"][last])
+			t.Logf("loss cuda %.4f -> %.4f; worst relative difference %.3g%% at step %d", losses["cuda"][0], losses["cuda"][last], 100*worst, at+1)
 			if worst > 0.01 || math.IsNaN(worst) {
 				t.Errorf("GPU loss curve departs from the CPU's by %.3g%% at step %d\ncpu  %v\ncuda %v", 100*worst, at+1, losses["cpu"], losses["cuda"])
 			}
 		})
 	}
+}
+
+// writePreferences writes n preference pairs whose chosen answer is always
+// polite and rejected one curt, so DPO has something to learn.
+func writePreferences(t *testing.T, n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, `{"prompt": "Question %d: can you help me?", "chosen": "Of course, here is how.", "rejected": "No."}`+"\n", i)
+	}
+	p := filepath.Join(t.TempDir(), "prefs.jsonl")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
