@@ -5,7 +5,9 @@
 #     read out with R because the package stores them as R data;
 #   - the definitions and example sentences of WordNet 3.0 (wordnet-base),
 #     which give the corpus plain modern vocabulary that Austen lacks.
-# Output: one paragraph or one dictionary entry per line, UTF-8.
+# Output: one paragraph or one dictionary entry per line, UTF-8, and the
+# same lines as whet's "text" dataset format ({"text": ...} per line) next
+# to it, with the extension .jsonl.
 #
 # usage: tools/demo/corpus.sh [OUT]   (default .cache/demo/corpus.txt)
 set -euo pipefail
@@ -16,7 +18,7 @@ mkdir -p "$(dirname "$out")"
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
-pkgs=(r-base-core r-cran-janeaustenr wordnet-base)
+pkgs=(r-base-core r-cran-janeaustenr wordnet-base jq)
 if ! dpkg -s "${pkgs[@]}" >/dev/null 2>&1; then
 	# The package lists may be missing or stale on a fresh machine.
 	$sudo apt-get install -y --no-install-recommends "${pkgs[@]}" ||
@@ -99,5 +101,6 @@ function sentence(s) {
 	/usr/share/wordnet/data.adj /usr/share/wordnet/data.adv >"$tmp/wordnet.txt"
 
 cat "$tmp/austen.txt" "$tmp/wordnet.txt" >"$out"
+jq -R -c '{text: .}' "$out" >"${out%.*}.jsonl"
 printf '%s: %s bytes, %s lines (austen %s bytes, wordnet %s bytes)\n' "$out" \
 	"$(wc -c <"$out")" "$(wc -l <"$out")" "$(wc -c <"$tmp/austen.txt")" "$(wc -c <"$tmp/wordnet.txt")"
