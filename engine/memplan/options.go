@@ -179,7 +179,7 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		LoRARank:      rc.LoRA.Rank,
 		LoRATargets:   rc.LoRA.TargetModules,
 		Checkpointing: rc.Train.Checkpointing,
-		DoubleQuant:   m == QLoRA,
+		DoubleQuant:   false, // engine/nf4.go keeps fp32 absmax
 	}
 	if m == DPO {
 		o.DPOBase = LoRA

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"whet/datasets"
+	"whet/datasets/tokenizer"
+	"whet/engine"
+	"whet/engine/gpuinfo"
+	"whet/engine/memplan"
+	"whet/presets"
+	"whet/tui"
+)
+
+// The studio's real dependencies: the engine, the catalog and method
+// presets, the memory plan with NVML, the data pipeline and the GPU gauges.
+func init() {
+	newStudioEngine = func() (tui.Engine, error) { return studioEngine{}, nil }
+	newStudioCatalog = func() tui.Catalog { return studioCatalog{} }
+	newStudioPresets = func() tui.Presets { return studioPresets{} }
+	newStudioFit = func() tui.FitChecker { return studioFit{} }
+	newStudioPreviewer = func() tui.DataPreviewer { return studioPreviewer{} }
+	newStudioGPU = func() tui.GPUSampler {
+		m, err := gpuinfo.Open()
+		if err != nil {
+			return nil
+		}
+		name := "GPU 0"
+		if r, err := gpuinfo.Detect(); err == nil && len(r.GPUs) > 0 {
+			name = strings.TrimSpace(r.GPUs[0].Name)
+		}
+		return studioGPU{m, name}
+	}
+}
+
+// modelDir resolves what the wizard put in RunConfig.Model: a folder as
+// is, or a catalog name, which needs its weights downloaded first.
+func modelDir(name string) (string, error) {
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		return name, nil
+	}
+	e, err := presets.Lookup(name)
+	if err != nil {
+		return "", fmt.Errorf("model %q: not a folder and %v", name, err)
+	}
+	home, _ := os.UserHomeDir()
+	for _, cand := range []string{filepath.Join(home, "models", e.Name), filepath.Join(home, "models", filepath.Base(e.Repo))} {
+		if _, err := os.Stat(filepath.Join(cand, "config.json")); err == nil {
+			return cand, nil
+		}
+	}
+	return "", fmt.Errorf("%s has no weights on this machine: download %s into ~/models/%s (config.json, *.safetensors, tokenizer files) and pick it again", e.Name, e.Repo, e.Name)
+}
+
+type studioEngine struct{}
+
+func (studioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
+	dir, err := modelDir(cfg.Model)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Model = dir
+	return engine.Start(ctx, cfg)
+}
+
+type studioCatalog struct{}
+
+// Models lists the built-in demo first, then the catalog.
+func (studioCatalog) Models() []tui.ModelInfo {
+	var out []tui.ModelInfo
+	if dir, ok := demoModelDir(); ok {
+		out = append(out, tui.ModelInfo{Name: "whet-demo", Path: dir, Template: "chatml",
+			Note: "built-in demo: a tiny model that trains on the CPU in a minute or two"})
+	}
+	models, err := presets.Models()
+	if err != nil {
+		return out
+	}
+	for _, m := range models {
+		info := tui.ModelInfo{Name: m.Name, Repo: m.Repo, Params: presets.CountParams(m.ToModelConfig()), Template: m.Template,
+			Note: m.Licence}
+		if !m.Trainable() {
+			info.Note = "not trainable yet: " + m.NotTrainable
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// demoModelDir finds the shipped demo model next to the working directory.
+func demoModelDir() (string, bool) {
+	for _, d := range []string{filepath.Join("presets", "demo", "model")} {
+		if _, err := os.Stat(filepath.Join(d, "config.json")); err == nil {
+			return d, true
+		}
+	}
+	return "", false
+}
+
+type studioPresets struct{}
+
+func (studioPresets) Defaults(model, method string) (engine.RunConfig, error) {
+	var rc engine.RunConfig
+	m, err := presets.LookupMethod(method)
+	if err != nil {
+		return rc, err
+	}
+	m.Apply(&rc)
+	rc.Model = model
+	rc.Backend = "auto"
+	return rc, nil
+}
+
+type studioFit struct{}
+
+// planConfig is the architecture of the run's model: its config.json, or
+// the catalog's numbers.
+func planConfig(name string) (*engine.ModelConfig, error) {
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		return engine.LoadModelConfig(name)
+	}
+	e, err := presets.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return e.ToModelConfig(), nil
+}
+
+func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport, error) {
+	var rep tui.FitReport
+	mc, err := planConfig(cfg.Model)
+	if err != nil {
+		return rep, err
+	}
+	det, err := gpuinfo.Detect()
+	if err != nil {
+		return rep, err
+	}
+	if det.CPUMode {
+		cfg.Backend = "cpu"
+		rep.Device = "CPU (" + det.Reason + ")"
+		rep.Free, rep.Total = uint64(det.RAMAvailable), uint64(det.RAMTotal)
+	} else {
+		g := det.GPUs[0]
+		rep.Device = g.Name
+		rep.Free, rep.Total = uint64(g.MemoryFree), uint64(g.MemoryTotal)
+	}
+	opts, err := memplan.FromRunConfig(&cfg)
+	if err != nil {
+		return rep, err
+	}
+	plan, err := memplan.Plan(mc, opts)
+	if err != nil {
+		return rep, err
+	}
+	for _, l := range plan.Lines() {
+		rep.Parts = append(rep.Parts, tui.PlanPart{Name: l.Label, Bytes: uint64(l.Bytes)})
+	}
+	peak := plan.Peak()
+	rep.Fits = peak <= int64(rep.Free)
+	if rep.Fits {
+		rep.Verdict = fmt.Sprintf("fits: plan %s of %s free", memplan.FormatBytes(peak), memplan.FormatBytes(int64(rep.Free)))
+	} else {
+		rep.Verdict = fmt.Sprintf("does not fit: plan %s, %s free", memplan.FormatBytes(peak), memplan.FormatBytes(int64(rep.Free)))
+	}
+	advice, err := memplan.Advise(mc, opts, int64(rep.Free), fitAlternatives(fitModel{config: mc}))
+	if err != nil {
+		return rep, err
+	}
+	for _, a := range advice {
+		a := a
+		rep.Advice = append(rep.Advice, tui.Advice{Text: a.Summary, Saves: uint64(max(0, peak-a.Plan.Peak())),
+			Apply: func(rc *engine.RunConfig) { applyAdvice(rc, a) }})
+	}
+	return rep, nil
+}
+
+// applyAdvice writes an advice's options back into a run config.
+func applyAdvice(rc *engine.RunConfig, a memplan.Advice) {
+	o := a.Options
+	rc.Train.Checkpointing = o.Checkpointing
+	rc.Train.MicroBatch = o.MicroBatch
+	rc.Train.GradAccum = o.GradAccum
+	rc.Data.MaxLength = o.SeqLen
+	switch a.Kind {
+	case memplan.AdviseLoRA:
+		rc.Method = "lora"
+	case memplan.AdviseQLoRA:
+		rc.Method = "qlora"
+	case memplan.AdviseSmallerModel:
+		rc.Model = a.Model
+	}
+}
+
+type studioPreviewer struct{}
+
+// Preview prepares the data exactly as training will and shows the first
+// three examples with the masked (untrained) tokens marked.
+func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+	var pv tui.DataPreview
+	dir, err := modelDir(cfg.Model)
+	if err != nil {
+		return pv, err
+	}
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		return pv, err
+	}
+	if cfg.Data.MaxLength == 0 {
+		cfg.Data.MaxLength = 2048
+	}
+	cfg.Model = dir
+	p, err := datasets.Prepare(engine.DataOptions(cfg), tok)
+	if err != nil {
+		return pv, err
+	}
+	pv.Format = string(p.Format)
+	seqs := p.Train
+	for _, pr := range p.TrainPairs {
+		seqs = append(seqs, pr.Chosen, pr.Rejected)
+	}
+	for i := 0; i < len(seqs) && i < 3; i++ {
+		pv.Examples = append(pv.Examples, segments(tok, seqs[i]))
+	}
+	s := p.Stats
+	pv.Stats = tui.DataStats{Rows: s.Rows, Skipped: s.BadRows + s.Dropped, Tokens: s.Train.Tokens + s.Eval.Tokens,
+		TrainTokens: s.Train.TrainableTokens + s.Eval.TrainableTokens, MeanLen: s.Train.Lengths.Mean,
+		MaxLen: s.LongestTokens, Truncated: s.Truncated}
+	pv.Warnings = engine.StatsLines(s)[2:]
+	return pv, nil
+}
+
+// segments decodes a sequence in runs of trained and untrained tokens.
+func segments(tok *tokenizer.Tokenizer, s datasets.Sequence) []tui.Segment {
+	var out []tui.Segment
+	var run []int
+	masked := false
+	flush := func() {
+		if len(run) > 0 {
+			out = append(out, tui.Segment{Text: tok.Decode(run, false), Masked: masked})
+			run = run[:0]
+		}
+	}
+	for i, id := range s.Tokens {
+		m := s.Labels[i] == datasets.IgnoreIndex
+		if m != masked {
+			flush()
+			masked = m
+		}
+		run = append(run, int(id))
+	}
+	flush()
+	return out
+}
+
+type studioGPU struct {
+	m    *gpuinfo.Monitor
+	name string
+}
+
+func (g studioGPU) Sample() (tui.GPUStats, error) {
+	s, err := g.m.Sample(0)
+	if err != nil {
+		return tui.GPUStats{}, err
+	}
+	return tui.GPUStats{Name: g.name, Util: float64(s.UtilGPU), MemUsed: uint64(s.MemoryUsed), MemTotal: uint64(s.MemoryTotal),
+		TempC: float64(s.TemperatureC), PowerW: s.PowerW, PowerCapW: s.PowerLimitW}, nil
+}
