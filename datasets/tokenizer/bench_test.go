@@ -83,3 +83,23 @@ func BenchmarkDecodeLlama3(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(ids))*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// BenchmarkEncodeLlama3Regexp2 is BenchmarkEncodeLlama3 with the split
+// pattern run by regexp2 instead of the scanner, to show what the scanner
+// buys.
+func BenchmarkEncodeLlama3Regexp2(b *testing.B) {
+	tok, err := Load(referenceDir(b, "llama3"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok.pre.(preTokenizerSeq)[0].(*splitPreTokenizer).scan = scanNone
+	text := benchText(b)
+	n := len(tok.Encode(text, false))
+	b.SetBytes(int64(len(text)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		clear(tok.model.cache)
+		tok.Encode(text, false)
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+}

@@ -22,7 +22,7 @@ type bpe struct {
 	fuseUnk      bool
 	ignoreMerges bool
 
-	mu    sync.Mutex
+	mu    sync.RWMutex // guards cache; Encode may run on many goroutines
 	cache map[string][]int
 }
 
@@ -46,9 +46,9 @@ func (m *bpe) encodeWord(word string, out []int) []int {
 	}
 	cacheable := len(word) <= cacheMaxWord
 	if cacheable {
-		m.mu.Lock()
+		m.mu.RLock()
 		ids, ok := m.cache[word]
-		m.mu.Unlock()
+		m.mu.RUnlock()
 		if ok {
 			return append(out, ids...)
 		}
