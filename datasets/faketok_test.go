@@ -3,6 +3,7 @@ package datasets
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // fakeTok is a small reversible tokenizer for tests: special tokens are
@@ -10,6 +11,7 @@ import (
 // non-space run" or whitespace runs, and every distinct piece gets an id.
 // Like real BPE it can merge across a template's span edge ("\nParis").
 type fakeTok struct {
+	mu       sync.Mutex // Prepare encodes on several goroutines
 	specials []string
 	vocab    map[string]int
 	rev      []string
@@ -49,6 +51,8 @@ func (t *fakeTok) isSpecial(s string) bool {
 }
 
 func (t *fakeTok) Encode(text string, addSpecial bool) []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var ids []int
 	if addSpecial && t.bos != "" {
 		ids = append(ids, t.id(t.bos))
@@ -85,11 +89,15 @@ func (t *fakeTok) Decode(ids []int, skipSpecial bool) string {
 }
 
 func (t *fakeTok) TokenID(s string) (int, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	id, ok := t.vocab[s]
 	return id, ok && t.isSpecial(s)
 }
 
 func (t *fakeTok) EOSIDs() []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var ids []int
 	for _, e := range t.eos {
 		ids = append(ids, t.id(e))

@@ -3,7 +3,8 @@ package datasets
 import "fmt"
 
 // Encoder is the part of a tokenizer the datasets package uses.
-// *tokenizer.Tokenizer satisfies it.
+// *tokenizer.Tokenizer satisfies it. Prepare calls Encode from several
+// goroutines at once.
 type Encoder interface {
 	Encode(text string, addSpecial bool) []int
 	TokenID(token string) (int, bool)

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -340,33 +343,66 @@ type tokenizing struct {
 	st       statsBuilder
 }
 
+// tokenized is the outcome for one example; examples are tokenized in
+// parallel and their outcomes folded into the stats in row order, so the
+// result does not depend on scheduling.
+type tokenized struct {
+	seq       Sequence
+	pair      Pair
+	isPair    bool
+	err       *RowError
+	drop      string // non-empty: no trainable token, for this reason
+	inexact   bool
+	longest   int
+	truncated bool
+}
+
 func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pair) error {
-	for i := range exs {
-		ex := &exs[i]
-		if ex.Chosen != nil {
-			pair, ok, err := t.pair(ex)
-			if err != nil {
-				if !skip {
-					return fmt.Errorf("data: %w", err)
+	out := make([]tokenized, len(exs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(exs)/16))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(exs) {
+					return
 				}
-				t.st.bad(err)
-				continue
+				if exs[i].Chosen != nil {
+					out[i] = t.pair(&exs[i])
+				} else {
+					out[i] = t.sequence(&exs[i])
+				}
 			}
-			if ok {
-				*pairs = append(*pairs, pair)
-			}
-			continue
-		}
-		seq, ok, err := t.sequence(ex)
-		if err != nil {
+		}()
+	}
+	wg.Wait()
+	for i := range out {
+		r := &out[i]
+		if r.err != nil {
 			if !skip {
-				return fmt.Errorf("data: %w", err)
+				return fmt.Errorf("data: %w", r.err)
 			}
-			t.st.bad(err)
+			t.st.bad(r.err)
 			continue
 		}
-		if ok {
-			*seqs = append(*seqs, seq)
+		t.st.LongestTokens = max(t.st.LongestTokens, r.longest)
+		if r.inexact {
+			t.st.InexactSpanRows++
+		}
+		if r.truncated {
+			t.st.Truncated++
+		}
+		switch {
+		case r.drop != "":
+			t.st.drop(exs[i].Loc, r.drop)
+		case r.isPair:
+			*pairs = append(*pairs, r.pair)
+		default:
+			*seqs = append(*seqs, r.seq)
 		}
 	}
 	return nil
@@ -374,10 +410,10 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 
 // encodeChat renders msgs and labels the assistant spans from the
 // (zero-based) assistant turn firstTrained on.
-func (t *tokenizing) encodeChat(ex *Example, msgs []Message, firstTrained int) (Sequence, *RowError) {
+func (t *tokenizing) encodeChat(ex *Example, msgs []Message, firstTrained int, on TrainOn) (Sequence, bool, *RowError) {
 	r, err := t.tpl.Render(msgs, t.render)
 	if err != nil {
-		return Sequence{}, &RowError{Loc: ex.Loc, Reason: ReasonTemplate, Detail: err.Error()}
+		return Sequence{}, false, &RowError{Loc: ex.Loc, Reason: ReasonTemplate, Detail: err.Error()}
 	}
 	spans := r.Assistant
 	if firstTrained > len(spans) {
@@ -385,82 +421,69 @@ func (t *tokenizing) encodeChat(ex *Example, msgs []Message, firstTrained int) (
 	}
 	spans = spans[firstTrained:]
 	ids, in, exact := EncodeSpans(t.tok, r.Text, spans, t.tpl.AddSpecialTokens)
-	if !exact {
-		t.st.InexactSpanRows++
-	}
-	return toSequence(ids, in, t.trainOn, ex.Loc), nil
+	return toSequence(ids, in, on, ex.Loc), !exact, nil
 }
 
-func (t *tokenizing) sequence(ex *Example) (Sequence, bool, *RowError) {
-	var seq Sequence
+func (t *tokenizing) sequence(ex *Example) tokenized {
+	var r tokenized
 	if t.tpl == nil {
 		ids := t.tok.Encode(ex.Text, true)
 		if t.textEOS >= 0 && (len(ids) == 0 || ids[len(ids)-1] != t.textEOS) {
 			ids = append(ids, t.textEOS)
 		}
-		seq = toSequence(ids, nil, TrainOnAll, ex.Loc)
-	} else {
-		var err *RowError
-		if seq, err = t.encodeChat(ex, ex.Messages, 0); err != nil {
-			return Sequence{}, false, err
-		}
+		r.seq = toSequence(ids, nil, TrainOnAll, ex.Loc)
+	} else if r.seq, r.inexact, r.err = t.encodeChat(ex, ex.Messages, 0, t.trainOn); r.err != nil {
+		return r
 	}
-	t.st.LongestTokens = max(t.st.LongestTokens, seq.Len())
-	hadLabels := seq.NumTrainable() > 0
-	seq.truncate(t.maxLen)
-	if seq.Truncated {
-		t.st.Truncated++
-	}
-	if seq.NumTrainable() == 0 {
+	r.longest = r.seq.Len()
+	hadLabels := r.seq.NumTrainable() > 0
+	r.seq.truncate(t.maxLen)
+	r.truncated = r.seq.Truncated
+	if r.seq.NumTrainable() == 0 {
 		switch {
 		case !hasAssistant(ex.Messages) && t.tpl != nil:
-			t.st.drop(ex.Loc, DropNoAssistant)
+			r.drop = DropNoAssistant
 		case hadLabels:
-			t.st.drop(ex.Loc, DropCutOff)
+			r.drop = DropCutOff
 		default:
-			t.st.drop(ex.Loc, DropNoTokens)
+			r.drop = DropNoTokens
 		}
-		return Sequence{}, false, nil
 	}
-	return seq, true, nil
+	return r
 }
 
 // pair renders prompt+chosen and prompt+rejected; labels cover the
 // responses only, whatever TrainOn says (preference losses compare the
 // responses' log-probabilities).
-func (t *tokenizing) pair(ex *Example) (Pair, bool, *RowError) {
-	saved := t.trainOn
-	t.trainOn = TrainOnResponses
-	defer func() { t.trainOn = saved }()
+func (t *tokenizing) pair(ex *Example) tokenized {
+	r := tokenized{isPair: true}
 	first := 0
 	for _, m := range ex.Messages {
 		if m.Role == "assistant" {
 			first++
 		}
 	}
-	var pr Pair
 	for i, resp := range [][]Message{ex.Chosen, ex.Rejected} {
 		msgs := append(append([]Message(nil), ex.Messages...), resp...)
-		seq, err := t.encodeChat(ex, msgs, first)
+		seq, inexact, err := t.encodeChat(ex, msgs, first, TrainOnResponses)
 		if err != nil {
-			return Pair{}, false, err
+			r.err = err
+			return r
 		}
-		t.st.LongestTokens = max(t.st.LongestTokens, seq.Len())
+		r.inexact = r.inexact || inexact
+		r.longest = max(r.longest, seq.Len())
 		seq.truncate(t.maxLen)
+		r.truncated = r.truncated || seq.Truncated
 		if i == 0 {
-			pr.Chosen = seq
+			r.pair.Chosen = seq
 		} else {
-			pr.Rejected = seq
+			r.pair.Rejected = seq
 		}
 	}
-	if pr.Chosen.Truncated || pr.Rejected.Truncated {
-		t.st.Truncated++
+	if r.pair.Chosen.NumTrainable() == 0 || r.pair.Rejected.NumTrainable() == 0 {
+		r.drop = DropCutOff
 	}
-	if pr.Chosen.NumTrainable() == 0 || pr.Rejected.NumTrainable() == 0 {
-		t.st.drop(ex.Loc, DropCutOff)
-		return Pair{}, false, nil
-	}
-	return pr, true, nil
+	return r
 }
 
 func hasAssistant(msgs []Message) bool {
