@@ -259,9 +259,14 @@ func ReadJSON(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 		}
 		return nil, fmt.Errorf("%s: invalid JSON: %s", name, jsonErrText(err, data))
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if tok, err := dec.Token(); err != io.EOF {
+		// An object followed by another object: JSON Lines in a .json
+		// file, which Hugging Face's json loader accepts too.
+		if _, isObj := root.(map[string]any); isObj && tok == json.Delim('{') {
+			return ReadJSONL(bytes.NewReader(data), name, skipBad)
+		}
 		line, col := lineCol(data, dec.InputOffset())
-		return nil, fmt.Errorf("%s:%d:%d: unexpected data after the top-level JSON value (JSON Lines files should be named .jsonl)", name, line, col)
+		return nil, fmt.Errorf("%s:%d:%d: unexpected data after the top-level JSON value", name, line, col)
 	}
 	key := ""
 	var list []any
@@ -269,6 +274,9 @@ func ReadJSON(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 	case []any:
 		list = v
 	case map[string]any:
+		if isSingleRow(v) {
+			return &ReadResult{Records: []Record{{Fields: v, Loc: Location{File: name, Row: 0, kind: kindJSON}}}}, nil
+		}
 		key, list, err = findRowList(v)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
@@ -290,6 +298,24 @@ func ReadJSON(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 		res.Records = append(res.Records, Record{Fields: obj, Loc: loc})
 	}
 	return res, nil
+}
+
+// isSingleRow tells a file holding one conversation ({"messages": [{"role":
+// ...}]}) from an object holding a list of rows: the list's items are
+// messages, not rows.
+func isSingleRow(obj map[string]any) bool {
+	for _, k := range []string{"messages", "conversations"} {
+		if l, ok := obj[k].([]any); ok && len(l) > 0 {
+			if m, ok := l[0].(map[string]any); ok {
+				_, hasRole := m["role"]
+				_, hasFrom := m["from"]
+				if hasRole || hasFrom {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // findRowList picks the list of rows inside a top-level object.

@@ -25,6 +25,15 @@ func TestReadFileEveryLoader(t *testing.T) {
 		{"preference.jsonl", 2, "chosen"},
 		{"two-lists.json", 1, "text"},
 	}
+	// One conversation as the whole file is one row, not a list of rows.
+	if res, err := ReadFile(fixtures+"one-row.json", false); err != nil || len(res.Records) != 1 || res.Records[0].Fields["messages"] == nil {
+		t.Errorf("one-row.json: %v %+v", err, res)
+	}
+	// JSON Lines saved as .json is read line by line.
+	res, err := ReadFile(fixtures+"lines.json", true)
+	if err != nil || len(res.Records) != 2 || len(res.Bad) != 1 || res.Bad[0].Loc.String() != fixtures+"lines.json:3" {
+		t.Errorf("lines.json: %v %+v", err, res)
+	}
 	for _, c := range cases {
 		res, err := ReadFile(fixtures+c.file, false)
 		if err != nil {
