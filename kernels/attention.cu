@@ -377,3 +377,200 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv(
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tensor-core forward, for bf16 q, k and v with a head dim that is a
+// multiple of 16 and at most 128 (every Llama, Qwen, Mistral and Gemma 2
+// size up to 8B). Same maths and contract as attention_forward; the score
+// and output products run on mma.sync m16n8k16 (bf16 in, f32 accumulate).
+//
+// A block holds 64 queries of one head, 16 per warp; keys stream through
+// shared memory 64 at a time. Fragment layouts of m16n8k16, with g = lane/4
+// and t = lane%4: A (16x16, row major) regs hold rows g and g+8 at columns
+// 2t..2t+1 and 2t+8..2t+9; B (16x8, column major) regs hold rows 2t..2t+1
+// and 2t+8..2t+9 of column g; C holds rows g and g+8 at columns 2t..2t+1.
+// So each thread owns query rows g and g+8 of its warp's 16, and the
+// score accumulators of two adjacent 8-key tiles are exactly the A
+// fragment of P for the next product (P is rounded to bf16 there, as in
+// FlashAttention; the row sums l use the unrounded values).
+// Shared rows are padded by 8 bf16 so that the 32 lanes' 4-byte loads of
+// a fragment fall in 32 different banks.
+
+#define TC_QB 64
+#define TC_KB 64
+#define TC_MAXD 128
+
+__device__ __forceinline__ void mma_bf16_16816(float* c, const unsigned int* a, const unsigned int* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// pack2 puts two bf16 values in one register, the lower column first.
+__device__ __forceinline__ unsigned int pack2(unsigned short lo, unsigned short hi) {
+    return (unsigned int)lo | ((unsigned int)hi << 16);
+}
+
+__device__ __forceinline__ unsigned int pack2f(float lo, float hi) { return pack2(f32_to_bf16(lo), f32_to_bf16(hi)); }
+
+// ld2 reads two adjacent bf16 values of shared memory as one register.
+__device__ __forceinline__ unsigned int ld2(const unsigned short* p) { return *(const unsigned int*)p; }
+
+extern "C" __global__ void __launch_bounds__(128) attention_forward_tc(
+    void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
+    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, int D, float scale, int window) {
+    extern __shared__ unsigned short sh[];
+    const int Dp = D + 8;
+    unsigned short* Qs = sh;               // [TC_QB][Dp]
+    unsigned short* Ks = Qs + TC_QB * Dp;  // [TC_KB][Dp]
+    unsigned short* Vs = Ks + TC_KB * Dp;  // [TC_KB][Dp]
+    const int h = blockIdx.y, kvh = h / (H / KVH);
+    const int q0 = blockIdx.x * TC_QB;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    for (int idx = tid; idx < TC_QB * D; idx += blockDim.x) {
+        int r = idx / D, c = idx % D, i = q0 + r;
+        Qs[r * Dp + c] = i < Tq ? q[(i64)i * qStride + (i64)h * D + c] : (unsigned short)0;
+    }
+    // Rows owned by this thread: A = warp row g, B = warp row g+8.
+    const int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
+    const int posA = qOffset + rowA, posB = qOffset + rowB;
+    const int loA = rowA < Tq ? first_key(starts, nseq, posA, window) : 0x7fffffff;
+    const int loB = rowB < Tq ? first_key(starts, nseq, posB, window) : 0x7fffffff;
+    const int warpRow0 = q0 + warp * 16;
+    const int warpLastPos = qOffset + min(warpRow0 + 15, Tq - 1);
+    const int warpLo = warpRow0 < Tq ? first_key(starts, nseq, qOffset + warpRow0, window) : 0;
+    float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
+    float o[TC_MAXD / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < TC_MAXD / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+    __syncthreads();
+    unsigned int qa[TC_MAXD / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < TC_MAXD / 16; kc++) {
+        if (kc < D / 16) {
+            const unsigned short* base = Qs + (warp * 16 + g) * Dp + kc * 16 + 2 * t;
+            qa[kc][0] = ld2(base);
+            qa[kc][1] = ld2(base + 8 * Dp);
+            qa[kc][2] = ld2(base + 8);
+            qa[kc][3] = ld2(base + 8 * Dp + 8);
+        }
+    }
+    const int kEnd = qOffset + min(q0 + TC_QB, Tq) - 1;
+    const int kStart = first_key(starts, nseq, qOffset + q0, window);
+
+    for (int kt = kStart; kt <= kEnd; kt += TC_KB) {
+        __syncthreads();
+        for (int idx = tid; idx < TC_KB * D; idx += blockDim.x) {
+            int r = idx / D, c = idx % D, j = kt + r;
+            unsigned short kv = 0, vv = 0;
+            if (j <= kEnd) {
+                i64 off = (i64)j * kvStride + (i64)kvh * D + c;
+                kv = k[off];
+                vv = v[off];
+            }
+            Ks[r * Dp + c] = kv;
+            Vs[r * Dp + c] = vv;
+        }
+        __syncthreads();
+        if (warpRow0 >= Tq || kt > warpLastPos || kt + TC_KB - 1 < warpLo) continue; // warp-uniform
+
+        float s[TC_KB / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < TC_KB / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < TC_MAXD / 16; kc++) {
+                if (kc < D / 16) {
+                    const unsigned short* kb = Ks + (nt * 8 + g) * Dp + kc * 16 + 2 * t;
+                    unsigned int b[2] = {ld2(kb), ld2(kb + 8)};
+                    mma_bf16_16816(s[nt], qa[kc], b);
+                }
+            }
+        }
+        float tmA = NEG_INF, tmB = NEG_INF;
+#pragma unroll
+        for (int nt = 0; nt < TC_KB / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = kt + nt * 8 + 2 * t + (e & 1);
+                const bool isB = e >= 2;
+                const bool valid = isB ? (key >= loB && key <= posB) : (key >= loA && key <= posA);
+                s[nt][e] = valid ? s[nt][e] * scale : NEG_INF;
+            }
+            tmA = fmaxf(tmA, fmaxf(s[nt][0], s[nt][1]));
+            tmB = fmaxf(tmB, fmaxf(s[nt][2], s[nt][3]));
+        }
+        // The four threads t = 0..3 of a group share rows g and g+8.
+        tmA = fmaxf(tmA, __shfl_xor_sync(0xffffffffu, tmA, 1));
+        tmA = fmaxf(tmA, __shfl_xor_sync(0xffffffffu, tmA, 2));
+        tmB = fmaxf(tmB, __shfl_xor_sync(0xffffffffu, tmB, 1));
+        tmB = fmaxf(tmB, __shfl_xor_sync(0xffffffffu, tmB, 2));
+        const float nA = fmaxf(mA, tmA), nB = fmaxf(mB, tmB);
+        // A row with no visible key so far keeps m = -inf: nothing to rescale.
+        const float cA = nA == NEG_INF ? 1.0f : expf(mA - nA);
+        const float cB = nB == NEG_INF ? 1.0f : expf(mB - nB);
+        float sumA = 0.0f, sumB = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < TC_KB / 8; nt++) {
+            s[nt][0] = s[nt][0] == NEG_INF ? 0.0f : expf(s[nt][0] - nA);
+            s[nt][1] = s[nt][1] == NEG_INF ? 0.0f : expf(s[nt][1] - nA);
+            s[nt][2] = s[nt][2] == NEG_INF ? 0.0f : expf(s[nt][2] - nB);
+            s[nt][3] = s[nt][3] == NEG_INF ? 0.0f : expf(s[nt][3] - nB);
+            sumA += s[nt][0] + s[nt][1];
+            sumB += s[nt][2] + s[nt][3];
+        }
+        lA = lA * cA + sumA;
+        lB = lB * cB + sumB;
+        mA = nA;
+        mB = nB;
+#pragma unroll
+        for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+            o[dn][0] *= cA;
+            o[dn][1] *= cA;
+            o[dn][2] *= cB;
+            o[dn][3] *= cB;
+        }
+#pragma unroll
+        for (int kc = 0; kc < TC_KB / 16; kc++) {
+            unsigned int pa[4] = {pack2f(s[2 * kc][0], s[2 * kc][1]), pack2f(s[2 * kc][2], s[2 * kc][3]),
+                                  pack2f(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2f(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            const unsigned short* vb = Vs + (kc * 16 + 2 * t) * Dp + g;
+#pragma unroll
+            for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+                if (dn < D / 8) {
+                    const unsigned short* c = vb + dn * 8;
+                    unsigned int b[2] = {pack2(c[0], c[Dp]), pack2(c[8 * Dp], c[9 * Dp])};
+                    mma_bf16_16816(o[dn], pa, b);
+                }
+            }
+        }
+    }
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    const float iA = 1.0f / lA, iB = 1.0f / lB;
+#pragma unroll
+    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+        if (dn < D / 8) {
+            const int d = dn * 8 + 2 * t;
+            if (rowA < Tq) {
+                i64 base = (i64)rowA * qStride + (i64)h * D + d;
+                st(out, odt, base, o[dn][0] * iA);
+                st(out, odt, base + 1, o[dn][1] * iA);
+            }
+            if (rowB < Tq) {
+                i64 base = (i64)rowB * qStride + (i64)h * D + d;
+                st(out, odt, base, o[dn][2] * iB);
+                st(out, odt, base + 1, o[dn][3] * iB);
+            }
+        }
+    }
+    if (lse != nullptr && t == 0) {
+        if (rowA < Tq) lse[(i64)h * Tq + rowA] = mA + logf(lA);
+        if (rowB < Tq) lse[(i64)h * Tq + rowB] = mB + logf(lB);
+    }
+}

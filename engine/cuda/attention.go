@@ -79,7 +79,38 @@ func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.
 	return g
 }
 
-// attnSmem is the dynamic shared memory of each attention kernel.
+// Tensor-core forward (attention_forward_tc): 64 queries a block, 64-key
+// tiles, bf16 q, k and v, head dims a multiple of 16 up to 128.
+const (
+	attnTCQB     = 64
+	attnTCKB     = 64
+	attnTCMaxDim = 128
+)
+
+// useTensorCores reports whether the forward can take the tensor-core
+// kernel; other dtypes and head dims take the float32 one.
+func useTensorCores(q, k, v *Tensor, d int) bool {
+	return q.dt == engine.BF16 && k.dt == engine.BF16 && v.dt == engine.BF16 && d%16 == 0 && d <= attnTCMaxDim
+}
+
+// forward launches the attention forward over Tq query rows at positions
+// qOffset.., on the tensor cores when it can. starts 0 means one sequence
+// (decoding); lse 0 means nothing saved.
+func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, nseq, Tq, qOffset int, p engine.AttnParams) error {
+	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
+	if useTensorCores(qt, kt, vt, D) {
+		return b.launch(op, "attention.cu", "attention_forward_tc",
+			dim3{(Tq + attnTCQB - 1) / attnTCQB, H, 1}, dim3{128, 1, 1}, 2*(attnTCQB+2*attnTCKB)*(D+8),
+			ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
+			starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+	}
+	return b.launch(op, "attention.cu", "attention_forward",
+		dim3{(Tq + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", D),
+		ot.ptr(), dt(ot), lse, qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
+		starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+}
+
+// attnSmem is the dynamic shared memory of each float32 attention kernel.
 func attnSmem(kernel string, d int) int {
 	tiles := 2 * attnKT * (d + 1) // two [KT][D+1] tiles
 	switch kernel {
@@ -126,16 +157,13 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 	}
 	defer exit()
 	op := fmt.Sprintf("Attention T=%d heads %d/%d dim %d window %d", g.T, g.H, g.KVH, g.D, p.Window)
-	return b.launch(op, "attention.cu", "attention_forward",
-		dim3{(g.T + attnQB - 1) / attnQB, g.H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", g.D),
-		ot.ptr(), dt(ot), lt.ptr(), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
-		g.starts.ptr(), int32(g.nseq), int32(g.T), int32(0), int32(g.H), int32(g.KVH), int32(g.D), p.Scale, int32(p.Window))
+	return b.forward(op, ot, qt, kt, vt, lt.ptr(), g.starts.ptr(), g.nseq, g.T, 0, p)
 }
 
 // AttentionKV is decode-time attention over a key/value cache
 // (engine.KVAttention): the Tq rows of q are positions qOffset.. of one
 // sequence, k and v its first qOffset+Tq positions. out is overwritten and
-// nothing is saved for a backward. It runs the training forward kernel
+// nothing is saved for a backward. It runs the training forward kernels
 // with the query rows shifted to their positions.
 func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
 	c := checker{op: "AttentionKV", b: b}
@@ -179,10 +207,7 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 	}
 	defer exit()
 	op := fmt.Sprintf("AttentionKV %d queries at %d heads %d/%d dim %d window %d", Tq, qOffset, H, KVH, D, p.Window)
-	return b.launch(op, "attention.cu", "attention_forward",
-		dim3{(Tq + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", D),
-		ot.ptr(), dt(ot), uint64(0), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
-		uint64(0), int32(1), int32(Tq), int32(qOffset), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+	return b.forward(op, ot, qt, kt, vt, 0, 0, 1, Tq, qOffset, p)
 }
 
 // AttentionBackward overwrites dq, dk and dv, recomputing the attention

@@ -240,8 +240,10 @@ func TestBadIndices(t *testing.T) {
 
 // TestAttentionMatchesCPU covers geometries the shared suite does not: a
 // head dim that is not a multiple of 32, the largest head dim, an empty
-// sequence inside the packing, many key tiles and a window across tiles.
-// Inputs are f32 on both sides, so the bound is float32 rounding.
+// sequence inside the packing, many key tiles, a window across tiles, and
+// a block of queries that spans two sequences. With f32 inputs (the
+// float32 kernels) the bound is float32 rounding; with bf16 inputs (the
+// tensor-core forward where the head dim allows) it is bf16's.
 func TestAttentionMatchesCPU(t *testing.T) {
 	b := newTestBackend(t)
 	ref := cpu.New()
@@ -254,83 +256,105 @@ func TestAttentionMatchesCPU(t *testing.T) {
 		{"d80_window50", []int32{0, 37, 37, 150, 200}, 6, 2, 80, 50},
 		{"d256_mqa", []int32{0, 70}, 2, 1, 256, 0},
 		{"d32_window1", []int32{0, 40, 41}, 2, 2, 32, 1},
+		{"d128_gqa4x1_long", []int32{0, 300, 301, 450}, 4, 1, 128, 0},
+		{"d64_window100", []int32{0, 400}, 2, 2, 64, 100},
+		{"d48_two_seqs_in_one_block", []int32{0, 30, 90}, 3, 1, 48, 0},
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			T := int(c.starts[len(c.starts)-1])
-			maxLen := 0
-			for i := 0; i+1 < len(c.starts); i++ {
-				maxLen = max(maxLen, int(c.starts[i+1]-c.starts[i]))
-			}
-			p := engine.AttnParams{NHeads: c.h, NKVHeads: c.kvh, HeadDim: c.d, Scale: float32(1 / math.Sqrt(float64(c.d))), Window: c.w}
-			qn, kvn := T*c.h*c.d, T*c.kvh*c.d
-			data := map[string][]float32{
-				"q": randVals(rng, qn), "k": randVals(rng, kvn), "v": randVals(rng, kvn), "dOut": randVals(rng, qn),
-			}
-			shapes := map[string][]int{
-				"q": {T, c.h * c.d}, "k": {T, c.kvh * c.d}, "v": {T, c.kvh * c.d}, "dOut": {T, c.h * c.d},
-				"out": {T, c.h * c.d}, "lse": {c.h, T}, "dq": {T, c.h * c.d}, "dk": {T, c.kvh * c.d}, "dv": {T, c.kvh * c.d},
-			}
-			dev, host := map[string]engine.Tensor{}, map[string]engine.Tensor{}
-			for name, shape := range shapes {
-				var err error
-				if dev[name], err = b.Alloc(engine.F32, shape...); err != nil {
-					t.Fatal(err)
+		for _, act := range []engine.DType{engine.F32, engine.BF16} {
+			t.Run(c.name+"_"+act.String(), func(t *testing.T) {
+				testAttentionCase(t, b, ref, rng, act, c.starts, c.h, c.kvh, c.d, c.w)
+			})
+		}
+	}
+}
+
+func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Rand, act engine.DType, starts []int32, h, kvh, d, w int) {
+	T := int(starts[len(starts)-1])
+	maxLen := 0
+	for i := 0; i+1 < len(starts); i++ {
+		maxLen = max(maxLen, int(starts[i+1]-starts[i]))
+	}
+	p := engine.AttnParams{NHeads: h, NKVHeads: kvh, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d))), Window: w}
+	qn, kvn := T*h*d, T*kvh*d
+	data := map[string][]float32{
+		"q": randVals(rng, qn), "k": randVals(rng, kvn), "v": randVals(rng, kvn), "dOut": randVals(rng, qn),
+	}
+	shapes := map[string][]int{
+		"q": {T, h * d}, "k": {T, kvh * d}, "v": {T, kvh * d}, "dOut": {T, h * d},
+		"out": {T, h * d}, "lse": {h, T}, "dq": {T, h * d}, "dk": {T, kvh * d}, "dv": {T, kvh * d},
+	}
+	dev, host := map[string]engine.Tensor{}, map[string]engine.Tensor{}
+	defer func() {
+		for _, x := range dev {
+			b.Free(x)
+		}
+	}()
+	for name, shape := range shapes {
+		dt := act
+		if name == "lse" {
+			dt = engine.F32
+		}
+		var err error
+		if dev[name], err = b.Alloc(dt, shape...); err != nil {
+			t.Fatal(err)
+		}
+		host[name], _ = ref.Alloc(engine.F32, shape...)
+		if v, ok := data[name]; ok {
+			if act == engine.BF16 {
+				for i := range v {
+					v[i] = cpu.RoundBF16(v[i])
 				}
-				host[name], _ = ref.Alloc(engine.F32, shape...)
-				if v, ok := data[name]; ok {
-					if err := b.Upload(dev[name], v); err != nil {
-						t.Fatal(err)
-					}
-					ref.Upload(host[name], v)
-				}
 			}
-			defer func() {
-				for _, x := range dev {
-					b.Free(x)
-				}
-			}()
-			sd, _ := b.Alloc(engine.I32, len(c.starts))
-			defer b.Free(sd)
-			if err := b.UploadInt32(sd, c.starts); err != nil {
+			if err := b.Upload(dev[name], v); err != nil {
 				t.Fatal(err)
 			}
-			seqs := engine.SeqLayout{Starts: c.starts, MaxLen: maxLen, Dev: sd}
-			seqsRef := engine.SeqLayout{Starts: c.starts, MaxLen: maxLen}
-			if err := b.Attention(dev["out"], dev["lse"], dev["q"], dev["k"], dev["v"], seqs, p); err != nil {
-				t.Fatal(err)
+			ref.Upload(host[name], v)
+		}
+	}
+	sd, _ := b.Alloc(engine.I32, len(starts))
+	defer b.Free(sd)
+	if err := b.UploadInt32(sd, starts); err != nil {
+		t.Fatal(err)
+	}
+	seqs := engine.SeqLayout{Starts: starts, MaxLen: maxLen, Dev: sd}
+	seqsRef := engine.SeqLayout{Starts: starts, MaxLen: maxLen}
+	if err := b.Attention(dev["out"], dev["lse"], dev["q"], dev["k"], dev["v"], seqs, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AttentionBackward(dev["dq"], dev["dk"], dev["dv"], dev["dOut"], dev["q"], dev["k"], dev["v"], dev["out"], dev["lse"], seqs, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.AttentionBackward(host["dq"], host["dk"], host["dv"], host["dOut"], host["q"], host["k"], host["v"], host["out"], host["lse"], seqsRef, p); err != nil {
+		t.Fatal(err)
+	}
+	// Inputs are of order 1, so an absolute term covers outputs that
+	// cancel to 0 (a window of 1 gives dq = dk = 0).
+	rel, abs := 1e-4, 1e-5
+	if act == engine.BF16 {
+		rel, abs = 3e-2, 1e-3
+	}
+	for _, name := range []string{"out", "lse", "dq", "dk", "dv"} {
+		got, want := make([]float32, dev[name].Len()), make([]float32, host[name].Len())
+		if err := b.Download(dev[name], got); err != nil {
+			t.Fatal(err)
+		}
+		ref.Download(host[name], want)
+		var worst, scale float64
+		for i := range got {
+			if math.IsNaN(float64(got[i])) {
+				t.Fatalf("%s[%d] is NaN", name, i)
 			}
-			if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.AttentionBackward(dev["dq"], dev["dk"], dev["dv"], dev["dOut"], dev["q"], dev["k"], dev["v"], dev["out"], dev["lse"], seqs, p); err != nil {
-				t.Fatal(err)
-			}
-			if err := ref.AttentionBackward(host["dq"], host["dk"], host["dv"], host["dOut"], host["q"], host["k"], host["v"], host["out"], host["lse"], seqsRef, p); err != nil {
-				t.Fatal(err)
-			}
-			for _, name := range []string{"out", "lse", "dq", "dk", "dv"} {
-				got, want := make([]float32, dev[name].Len()), make([]float32, host[name].Len())
-				if err := b.Download(dev[name], got); err != nil {
-					t.Fatal(err)
-				}
-				ref.Download(host[name], want)
-				var worst, scale float64
-				for i := range got {
-					if math.IsNaN(float64(got[i])) {
-						t.Fatalf("%s[%d] is NaN", name, i)
-					}
-					worst = max(worst, math.Abs(float64(got[i]-want[i])))
-					scale = max(scale, math.Abs(float64(want[i])))
-				}
-				// Inputs are of order 1, so an absolute 1e-5 covers outputs
-				// that cancel to 0 (a window of 1 gives dq = dk = 0).
-				if worst > 1e-4*scale+1e-5 {
-					t.Errorf("%s: worst error %g against a scale of %g", name, worst, scale)
-				}
-			}
-		})
+			worst = max(worst, math.Abs(float64(got[i]-want[i])))
+			scale = max(scale, math.Abs(float64(want[i])))
+		}
+		if worst > rel*scale+abs {
+			t.Errorf("%s: worst error %g against a scale of %g", name, worst, scale)
+		}
 	}
 }
 

@@ -47,7 +47,9 @@ func TestTrainingMatchesCPU(t *testing.T) {
 		{"lora_qwen2", "tiny-qwen2", "lora", chat, 50, 1e-3},
 		{"qlora_llama", "tiny-llama", "qlora", chat, 30, 1e-3},
 		{"full_llama", "tiny-llama", "full", chat, 50, 1e-4},
-		{"dpo_qwen2", "tiny-qwen2", "dpo", prefs, 20, 5e-3},
+		// A gentle rate keeps the DPO loss away from 0, where a relative
+		// comparison measures nothing but rounding.
+		{"dpo_qwen2", "tiny-qwen2", "dpo", prefs, 20, 5e-4},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
