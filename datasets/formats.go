@@ -17,10 +17,11 @@ const (
 	FormatMessages   Format = "messages"   // messages: [{role, content}]
 	FormatText       Format = "text"       // text
 	FormatPreference Format = "preference" // prompt, chosen, rejected (strings or messages)
+	FormatCompletion Format = "completion" // prompt, completion (TRL's prompt-completion; strings or messages)
 )
 
 // Formats lists the formats a user can name.
-var Formats = []Format{FormatAlpaca, FormatShareGPT, FormatMessages, FormatText, FormatPreference}
+var Formats = []Format{FormatAlpaca, FormatShareGPT, FormatMessages, FormatText, FormatPreference, FormatCompletion}
 
 // ParseFormat checks a format name; "" means auto.
 func ParseFormat(s string) (Format, error) {
@@ -63,7 +64,7 @@ type Example struct {
 var columnNames = []string{
 	"instruction", "input", "output", "system", "history",
 	"messages", "conversations", "role", "content", "from", "value",
-	"text", "prompt", "chosen", "rejected",
+	"text", "prompt", "chosen", "rejected", "completion",
 }
 
 // Columns renames canonical columns to the dataset's own names, e.g.
@@ -113,6 +114,8 @@ func DetectFormat(recs []Record, cols Columns) (Format, error) {
 	switch {
 	case has("chosen") && has("rejected"):
 		return FormatPreference, nil
+	case has("prompt") && has("completion"):
+		return FormatCompletion, nil
 	case has("conversations"):
 		return FormatShareGPT, nil
 	case has("messages"):
@@ -135,7 +138,7 @@ func DetectFormat(recs []Record, cols Columns) (Format, error) {
 	}
 	sort.Strings(seen)
 	return "", fmt.Errorf("%s: cannot tell the data format from the columns (%s); expected one of: "+
-		"instruction/input/output (alpaca), conversations (sharegpt), messages, text, prompt/chosen/rejected (preference). "+
+		"instruction/input/output (alpaca), conversations (sharegpt), messages, text, prompt/completion, prompt/chosen/rejected (preference). "+
 		"Set data.format and map your column names with data.columns, e.g. columns: {instruction: question, output: answer}",
 		recs[0].Loc.File, strings.Join(seen, ", "))
 }
@@ -305,6 +308,8 @@ func ToExample(rec Record, f Format, cols Columns) (Example, *RowError) {
 		ex.Messages, err = r.conversation("messages", "role", "content")
 	case FormatPreference:
 		ex.Messages, ex.Chosen, ex.Rejected, err = r.preference()
+	case FormatCompletion:
+		ex.Messages, err = r.completion()
 	default:
 		return ex, r.fail("", "unknown format", fmt.Sprintf("format %q cannot be read row by row", f))
 	}
@@ -384,36 +389,59 @@ func (r rowReader) conversation(canonical, roleKey, contentKey string) ([]Messag
 	return r.messages(field, list, r.cols.name(roleKey), r.cols.name(contentKey))
 }
 
+// turns reads a field given as plain text (one turn of role asText) or as
+// a list of messages (a JSON list in a CSV cell too).
+func (r rowReader) turns(canonical, asText string) ([]Message, *RowError) {
+	name := r.cols.name(canonical)
+	switch v := r.rec.Fields[name].(type) {
+	case nil:
+		return nil, r.fail(name, ReasonMissingField, "missing (needed by this format; map another column to it with data.columns)")
+	case string:
+		if !strings.HasPrefix(strings.TrimSpace(v), "[") {
+			return []Message{{Role: asText, Content: v}}, nil
+		}
+	}
+	list, _, err := r.list(canonical, true)
+	if err != nil {
+		return nil, err
+	}
+	return r.messages(name, list, "role", "content")
+}
+
+// completion reads TRL's prompt-completion rows: the completion is what
+// the model learns to produce.
+func (r rowReader) completion() ([]Message, *RowError) {
+	prompt, err := r.turns("prompt", "user")
+	if err != nil {
+		return nil, err
+	}
+	completion, err := r.turns("completion", "assistant")
+	if err != nil {
+		return nil, err
+	}
+	if system, has, err := r.str("system", false); err != nil {
+		return nil, err
+	} else if has && system != "" && (len(prompt) == 0 || prompt[0].Role != "system") {
+		prompt = append([]Message{{Role: "system", Content: system}}, prompt...)
+	}
+	if len(prompt) == 0 || len(completion) == 0 {
+		return nil, r.fail(r.cols.name("completion"), ReasonEmpty, "prompt or completion is empty")
+	}
+	return append(prompt, completion...), nil
+}
+
 // preference reads prompt/chosen/rejected given as strings or message
 // lists. Without a prompt column, the messages chosen and rejected share
 // at the start are the prompt (TRL's implicit prompt).
 func (r rowReader) preference() (prompt, chosen, rejected []Message, err *RowError) {
-	side := func(canonical string) ([]Message, *RowError) {
-		name := r.cols.name(canonical)
-		switch v := r.rec.Fields[name].(type) {
-		case nil:
-			return nil, r.fail(name, ReasonMissingField, "missing (needed by the preference format)")
-		case string:
-			if strings.HasPrefix(strings.TrimSpace(v), "[") {
-				break // a JSON list in a CSV cell
-			}
-			return []Message{{Role: "assistant", Content: v}}, nil
-		}
-		list, _, err := r.list(canonical, true)
-		if err != nil {
-			return nil, err
-		}
-		return r.messages(name, list, "role", "content")
-	}
-	if chosen, err = side("chosen"); err != nil {
+	if chosen, err = r.turns("chosen", "assistant"); err != nil {
 		return nil, nil, nil, err
 	}
-	if rejected, err = side("rejected"); err != nil {
+	if rejected, err = r.turns("rejected", "assistant"); err != nil {
 		return nil, nil, nil, err
 	}
 	pname := r.cols.name("prompt")
-	switch v := r.rec.Fields[pname].(type) {
-	case nil:
+	if r.rec.Fields[pname] == nil {
 		n := 0
 		for n < len(chosen) && n < len(rejected) && chosen[n] == rejected[n] && chosen[n].Role != "assistant" {
 			n++
@@ -422,26 +450,8 @@ func (r rowReader) preference() (prompt, chosen, rejected []Message, err *RowErr
 			return nil, nil, nil, r.fail(pname, ReasonNoPrompt, "no prompt column, and chosen and rejected do not start with the same prompt messages")
 		}
 		prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
-	case string:
-		if strings.HasPrefix(strings.TrimSpace(v), "[") {
-			list, _, err := r.list("prompt", true)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			if prompt, err = r.messages(pname, list, "role", "content"); err != nil {
-				return nil, nil, nil, err
-			}
-		} else {
-			prompt = []Message{{Role: "user", Content: v}}
-		}
-	default:
-		list, _, err := r.list("prompt", true)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		if prompt, err = r.messages(pname, list, "role", "content"); err != nil {
-			return nil, nil, nil, err
-		}
+	} else if prompt, err = r.turns("prompt", "user"); err != nil {
+		return nil, nil, nil, err
 	}
 	if system, has, err := r.str("system", false); err != nil {
 		return nil, nil, nil, err

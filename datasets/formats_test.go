@@ -36,7 +36,7 @@ func TestDetectFormat(t *testing.T) {
 		"sharegpt.json": FormatShareGPT, "messages.json": FormatMessages, "messages.jsonl": FormatMessages,
 		"messages.parquet": FormatMessages, "text.jsonl": FormatText, "text.csv": FormatText,
 		"preference.jsonl": FormatPreference, "preference-messages.jsonl": FormatPreference,
-		"bad-role.parquet": FormatShareGPT,
+		"bad-role.parquet": FormatShareGPT, "completion.jsonl": FormatCompletion,
 	} {
 		res, err := ReadFile(fixtures+file, false)
 		if err != nil {
@@ -186,5 +186,18 @@ func TestParseFormatAndColumns(t *testing.T) {
 	}
 	if err := (Columns{"questoin": "q"}).validate(); err == nil || !strings.Contains(err.Error(), "questoin") {
 		t.Errorf("bad column mapping: %v", err)
+	}
+}
+
+func TestCompletionRows(t *testing.T) {
+	exs, bad := readExamples(t, "completion.jsonl", FormatAuto, nil)
+	if len(exs) != 2 || len(bad) != 1 || !strings.Contains(bad[0].Error(), `completion.jsonl:3: field "completion": missing`) {
+		t.Fatalf("%+v %v", exs, bad)
+	}
+	if !reflect.DeepEqual(exs[0].Messages, []Message{{Role: "user", Content: "The capital of Chile is"}, {Role: "assistant", Content: " Santiago."}}) {
+		t.Errorf("plain: %+v", exs[0].Messages)
+	}
+	if !reflect.DeepEqual(exs[1].Messages, []Message{{Role: "user", Content: "Name a colour."}, {Role: "assistant", Content: "Teal."}}) {
+		t.Errorf("conversational: %+v", exs[1].Messages)
 	}
 }
