@@ -11,7 +11,6 @@
 package tokenizer
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +33,8 @@ type Tokenizer struct {
 	normAdded *matcher // tokens with normalized=true, matched after normalization
 
 	idToToken []string
-	tokenToID map[string]int
+	vocab     map[string]int // the model's vocabulary, as spelled in the file
+	addedToID map[string]int
 	special   map[int]bool
 
 	config       map[string]any
@@ -55,10 +55,32 @@ type tokenizerJSON struct {
 	Model         json.RawMessage `json:"model"`
 }
 
+// splitTokenizerJSON cuts the top level of tokenizer.json into its parts
+// without decoding the big model; small parts then go through
+// encoding/json.
+func splitTokenizerJSON(data []byte) (tokenizerJSON, error) {
+	var tj tokenizerJSON
+	fields, err := objectFields(data, "top level")
+	if err != nil {
+		return tj, fmt.Errorf("not a tokenizer.json: %v", err)
+	}
+	if raw, ok := fields["added_tokens"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &tj.AddedTokens); err != nil {
+			return tj, fmt.Errorf("added_tokens: %v", err)
+		}
+	}
+	tj.Normalizer = fields["normalizer"]
+	tj.PreTokenizer = fields["pre_tokenizer"]
+	tj.PostProcessor = fields["post_processor"]
+	tj.Decoder = fields["decoder"]
+	tj.Model = fields["model"]
+	return tj, nil
+}
+
+// modelJSON holds the small fields of the model; vocab and merges are read
+// by fastjson.go.
 type modelJSON struct {
 	Type                    string          `json:"type"`
-	Vocab                   map[string]int  `json:"vocab"`
-	Merges                  json.RawMessage `json:"merges"`
 	UnkToken                *string         `json:"unk_token"`
 	ByteFallback            bool            `json:"byte_fallback"`
 	FuseUnk                 bool            `json:"fuse_unk"`
@@ -122,15 +144,14 @@ func readOptionalJSON(path string) (map[string]any, error) {
 // parse builds a Tokenizer from the bytes of tokenizer.json and the parsed
 // tokenizer_config.json. Errors name the JSON field at fault.
 func parse(data []byte, config map[string]any) (*Tokenizer, error) {
-	var tj tokenizerJSON
-	if err := json.Unmarshal(data, &tj); err != nil {
-		return nil, fmt.Errorf("not a tokenizer.json: %v", err)
+	tj, err := splitTokenizerJSON(data)
+	if err != nil {
+		return nil, err
 	}
 	if config == nil {
 		config = map[string]any{}
 	}
-	t := &Tokenizer{config: config, tokenToID: map[string]int{}, special: map[int]bool{}}
-	var err error
+	t := &Tokenizer{config: config, addedToID: map[string]int{}, special: map[int]bool{}}
 	if t.normalizer, err = parseNormalizer(tj.Normalizer, "normalizer"); err != nil {
 		return nil, err
 	}
@@ -191,18 +212,41 @@ func (t *Tokenizer) parseModel(raw json.RawMessage, byteLevel bool) error {
 	if len(raw) == 0 || string(raw) == "null" {
 		return errors.New("model: missing")
 	}
-	var mj modelJSON
-	if err := json.Unmarshal(raw, &mj); err != nil {
+	fields, err := objectFields(raw, "model")
+	if err != nil {
+		return err
+	}
+	// Decode the small fields from an object without vocab and merges.
+	small := map[string]json.RawMessage{}
+	for k, v := range fields {
+		if k != "vocab" && k != "merges" {
+			small[k] = v
+		}
+	}
+	smallJSON, err := json.Marshal(small)
+	if err != nil {
 		return fmt.Errorf("model: %v", err)
 	}
-	if mj.Type == "" && mj.Merges != nil {
+	var mj modelJSON
+	if err := json.Unmarshal(smallJSON, &mj); err != nil {
+		return fmt.Errorf("model: %v", err)
+	}
+	vocabRaw, mergesRaw := fields["vocab"], fields["merges"]
+	if mj.Type == "" && mergesRaw != nil {
 		mj.Type = "BPE" // very old files leave the type out
 	}
 	if mj.Type != "BPE" {
 		return fmt.Errorf("model.type: %q is not supported (only BPE models are)", mj.Type)
 	}
-	if len(mj.Vocab) == 0 {
-		return errors.New("model.vocab: missing or empty")
+	if len(vocabRaw) == 0 || string(vocabRaw) == "null" {
+		return errors.New("model.vocab: missing")
+	}
+	vocab, err := readVocab(vocabRaw, "model.vocab")
+	if err != nil {
+		return err
+	}
+	if len(vocab) == 0 {
+		return errors.New("model.vocab: empty")
 	}
 	if mj.Dropout != nil && *mj.Dropout > 0 {
 		return fmt.Errorf("model.dropout: %v is not supported (BPE dropout is a training-time augmentation)", *mj.Dropout)
@@ -214,7 +258,6 @@ func (t *Tokenizer) parseModel(raw json.RawMessage, byteLevel bool) error {
 		return fmt.Errorf("model.end_of_word_suffix: %q is not supported", *mj.EndOfWordSuffix)
 	}
 	m := &bpe{
-		vocab:        make(map[string]int, len(mj.Vocab)),
 		byteLevel:    byteLevel,
 		byteFallback: mj.ByteFallback,
 		fuseUnk:      mj.FuseUnk,
@@ -223,23 +266,29 @@ func (t *Tokenizer) parseModel(raw json.RawMessage, byteLevel bool) error {
 		cache:        map[string][]int{},
 	}
 	maxID := -1
-	for tok, id := range mj.Vocab {
+	for tok, id := range vocab {
 		if id < 0 {
 			return fmt.Errorf("model.vocab[%q]: negative id %d", tok, id)
 		}
 		maxID = max(maxID, id)
 	}
 	t.idToToken = make([]string, maxID+1)
-	for tok, id := range mj.Vocab {
+	t.vocab = vocab
+	// SentencePiece-style models look words up by the vocabulary's own
+	// spelling; byte-level ones by the bytes it stands for.
+	m.vocab = vocab
+	if byteLevel {
+		m.vocab = make(map[string]int, len(vocab))
+	}
+	for tok, id := range vocab {
 		t.idToToken[id] = tok
-		t.tokenToID[tok] = id
-		key := tok
 		if byteLevel {
+			key := tok
 			if b, ok := byteLevelToBytes(tok); ok {
 				key = string(b)
 			}
+			m.vocab[key] = id
 		}
-		m.vocab[key] = id
 	}
 	for b := 0; b < 256; b++ {
 		m.byteID[b] = -1
@@ -251,26 +300,26 @@ func (t *Tokenizer) parseModel(raw json.RawMessage, byteLevel bool) error {
 		} else {
 			continue
 		}
-		if id, ok := mj.Vocab[name]; ok {
+		if id, ok := vocab[name]; ok {
 			m.byteID[b] = id
 		}
 	}
 	if mj.UnkToken != nil {
-		id, ok := mj.Vocab[*mj.UnkToken]
+		id, ok := vocab[*mj.UnkToken]
 		if !ok {
 			return fmt.Errorf("model.unk_token: %q is not in model.vocab", *mj.UnkToken)
 		}
 		m.unk = id
 	}
-	pairs, err := parseMerges(mj.Merges)
+	pairs, err := readMerges(mergesRaw, "model.merges")
 	if err != nil {
 		return err
 	}
 	m.merges = make(map[uint64]merge, len(pairs))
 	for i, p := range pairs {
-		a, okA := mj.Vocab[p[0]]
-		b, okB := mj.Vocab[p[1]]
-		c, okC := mj.Vocab[p[0]+p[1]]
+		a, okA := vocab[p[0]]
+		b, okB := vocab[p[1]]
+		c, okC := vocab[p[0]+p[1]]
 		if !okA || !okB || !okC {
 			missing := p[0]
 			if okA {
@@ -290,36 +339,6 @@ func (t *Tokenizer) parseModel(raw json.RawMessage, byteLevel bool) error {
 	return nil
 }
 
-// parseMerges reads model.merges in either spelling: "a b" strings (older
-// files) or ["a", "b"] pairs (tokens that may contain spaces).
-func parseMerges(raw json.RawMessage) ([][2]string, error) {
-	trimmed := bytes.TrimLeft(raw, " \t\r\n")
-	if len(trimmed) == 0 || string(trimmed) == "null" {
-		return nil, nil
-	}
-	inner := bytes.TrimLeft(trimmed[1:], " \t\r\n")
-	if len(inner) > 0 && inner[0] == '"' {
-		var lines []string
-		if err := json.Unmarshal(raw, &lines); err != nil {
-			return nil, fmt.Errorf("model.merges: %v", err)
-		}
-		out := make([][2]string, len(lines))
-		for i, l := range lines {
-			parts := strings.Split(l, " ")
-			if len(parts) != 2 {
-				return nil, fmt.Errorf("model.merges[%d]: %q is not two tokens separated by one space", i, l)
-			}
-			out[i] = [2]string{parts[0], parts[1]}
-		}
-		return out, nil
-	}
-	var out [][2]string
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, fmt.Errorf("model.merges: %v", err)
-	}
-	return out, nil
-}
-
 func (t *Tokenizer) addTokens(tokens []addedToken) error {
 	splitSpecial, _ := t.config["split_special_tokens"].(bool)
 	var raw, normed []addedToken
@@ -334,7 +353,7 @@ func (t *Tokenizer) addTokens(tokens []addedToken) error {
 			t.idToToken = append(t.idToToken, "")
 		}
 		t.idToToken[a.ID] = a.Content
-		t.tokenToID[a.Content] = a.ID
+		t.addedToID[a.Content] = a.ID
 		if a.Special {
 			t.special[a.ID] = true
 			if splitSpecial {
@@ -355,7 +374,7 @@ func (t *Tokenizer) addTokens(tokens []addedToken) error {
 	if extra, ok := t.config["additional_special_tokens"].([]any); ok {
 		for _, e := range extra {
 			if s, ok := tokenString(e); ok {
-				if id, ok := t.tokenToID[s]; ok {
+				if id, ok := t.TokenID(s); ok {
 					t.special[id] = true
 				}
 			}
@@ -569,7 +588,10 @@ func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
 // TokenID looks a token up in the added tokens and the vocabulary, spelled
 // as tokenizer.json spells it ("Ġthe", "▁the", "<|eot_id|>").
 func (t *Tokenizer) TokenID(token string) (int, bool) {
-	id, ok := t.tokenToID[token]
+	if id, ok := t.addedToID[token]; ok {
+		return id, true
+	}
+	id, ok := t.vocab[token]
 	return id, ok
 }
 
