@@ -80,14 +80,14 @@ func splitTokenizerJSON(data []byte) (tokenizerJSON, error) {
 // modelJSON holds the small fields of the model; vocab and merges are read
 // by fastjson.go.
 type modelJSON struct {
-	Type                    string          `json:"type"`
-	UnkToken                *string         `json:"unk_token"`
-	ByteFallback            bool            `json:"byte_fallback"`
-	FuseUnk                 bool            `json:"fuse_unk"`
-	IgnoreMerges            bool            `json:"ignore_merges"`
-	Dropout                 *float64        `json:"dropout"`
-	ContinuingSubwordPrefix *string         `json:"continuing_subword_prefix"`
-	EndOfWordSuffix         *string         `json:"end_of_word_suffix"`
+	Type                    string   `json:"type"`
+	UnkToken                *string  `json:"unk_token"`
+	ByteFallback            bool     `json:"byte_fallback"`
+	FuseUnk                 bool     `json:"fuse_unk"`
+	IgnoreMerges            bool     `json:"ignore_merges"`
+	Dropout                 *float64 `json:"dropout"`
+	ContinuingSubwordPrefix *string  `json:"continuing_subword_prefix"`
+	EndOfWordSuffix         *string  `json:"end_of_word_suffix"`
 }
 
 // Load reads the tokenizer files in dir. tokenizer.json is required; the
