@@ -316,6 +316,8 @@ func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
 			p.Stats.TemplateDetected = true
 		} else if f == FormatAlpaca {
 			name = "alpaca"
+		} else if f == FormatCompletion && tok.ChatTemplate() == "" {
+			name = "plain"
 		} else if tok.ChatTemplate() == "" {
 			return fmt.Errorf("data: the tokenizer has no chat template and %s data needs one; set data.template to one of: %s", f, strings.Join(TemplateNames(), ", "))
 		} else {

@@ -303,3 +303,26 @@ func TestPrepareTemplateRefusalsAreBadRows(t *testing.T) {
 		t.Errorf("all refused: %v", err)
 	}
 }
+
+func TestPrepareCompletionOnABaseModel(t *testing.T) {
+	tok := llamaTok("") // no chat template
+	tok.cfg["eos_token"] = "<|end_of_text|>"
+	p, err := Prepare(Options{Path: fixtures + "completion.jsonl", MaxLength: 64, SkipBadRows: true}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats.Template != "plain" || len(p.Train) != 2 || p.Stats.BadRows != 1 {
+		t.Fatalf("template %s, %d train, %d bad", p.Stats.Template, len(p.Train), p.Stats.BadRows)
+	}
+	for _, s := range p.Train {
+		var run []int
+		for i, l := range s.Labels {
+			if l != IgnoreIndex {
+				run = append(run, int(s.Tokens[i]))
+			}
+		}
+		if s.Tokens[0] != int32(tok.vocab["<|begin_of_text|>"]) || !strings.HasSuffix(tok.Decode(run, false), "<|end_of_text|>") {
+			t.Errorf("%s: tokens %v trained %q", s.Source, s.Tokens, tok.Decode(run, false))
+		}
+	}
+}

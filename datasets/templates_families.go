@@ -41,6 +41,8 @@ func init() {
 
 	register(&Template{Name: "alpaca", AddSpecialTokens: true, BOS: "<s>", EOS: "</s>",
 		StopTokens: nil, StopStrings: []string{"### Instruction:"}, render: renderAlpaca})
+
+	register(&Template{Name: "plain", AddSpecialTokens: true, BOS: "<s>", EOS: "</s>", render: renderPlain})
 }
 
 func unsupportedRole(role string) error {
@@ -341,6 +343,24 @@ func renderAlpaca(w *renderWriter, msgs []Message, o *RenderOptions) error {
 			w.text("\n\n")
 		default:
 			return fmt.Errorf("alpaca supports only system, user and assistant roles (got %q)", m.Role)
+		}
+	}
+	return nil
+}
+
+// renderPlain lays turns end to end with no markup, each assistant turn
+// followed by EOS: TRL's layout for prompt-completion text on a model
+// without a chat template ("The capital of Chile is" + " Santiago." + EOS).
+// It is whet's own and has no Jinja counterpart.
+func renderPlain(w *renderWriter, msgs []Message, o *RenderOptions) error {
+	if err := checkRoles(msgs); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if m.Role == "assistant" {
+			w.assistant(m.Content, o.EOS)
+		} else {
+			w.text(m.Content)
 		}
 	}
 	return nil

@@ -98,7 +98,7 @@ func TestTemplatesMatchJinjaGoldens(t *testing.T) {
 		}
 	}
 	for _, n := range TemplateNames() {
-		if !seen[n] {
+		if !seen[n] && n != "plain" { // plain is whet's own, tested in TestPlainTemplate
 			t.Errorf("built-in template %s has no goldens", n)
 		}
 	}
@@ -238,5 +238,15 @@ func TestPyStripMatchesPythonWhitespace(t *testing.T) {
 	// U+200B (zero width space) is not whitespace to Python.
 	if got := pyStrip("\u200ba\u200b"); got != "\u200ba\u200b" {
 		t.Errorf("pyStrip stripped U+200B: %q", got)
+	}
+}
+
+func TestPlainTemplate(t *testing.T) {
+	r, err := RenderWith("plain", []Message{{Role: "user", Content: "The capital of Chile is"}, {Role: "assistant", Content: " Santiago."}}, RenderOptions{EOS: "<|end_of_text|>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Text != "The capital of Chile is Santiago.<|end_of_text|>" || len(r.Assistant) != 1 || r.Text[r.Assistant[0].Start:r.Assistant[0].End] != " Santiago.<|end_of_text|>" {
+		t.Errorf("plain: %q %v", r.Text, r.Assistant)
 	}
 }
