@@ -1,7 +1,5 @@
 package tokenizer
 
-import "unicode/utf8"
-
 // Byte-level BPE (GPT-2, Llama 3, Qwen) stores every vocabulary entry as a
 // string of printable stand-in characters, one per byte: printable Latin-1
 // bytes stand for themselves and the rest (control bytes, space, and a few
@@ -41,18 +39,11 @@ func byteLevelToBytes(s string) (out []byte, ok bool) {
 	return out, true
 }
 
-// bytesToByteLevel is the forward translation, used for Token(id) of pieces
-// and by tests.
+// bytesToByteLevel is the forward translation.
 func bytesToByteLevel(b []byte) string {
 	out := make([]rune, len(b))
 	for i, c := range b {
 		out[i] = byteToRune[c]
 	}
 	return string(out)
-}
-
-// isByteLevelRune reports whether r is one of the 256 stand-in characters.
-func isByteLevelRune(r rune) bool {
-	_, ok := runeToByte[r]
-	return ok && r != utf8.RuneError
 }

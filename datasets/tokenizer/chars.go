@@ -16,13 +16,6 @@ func isSpace(r rune) bool {
 	return r >= 0x2000 && r <= 0x200A
 }
 
-func runeLen(r rune) int {
-	if n := utf8.RuneLen(r); n > 0 {
-		return n
-	}
-	return 3 // U+FFFD, what invalid runes become
-}
-
 // ASCII classes for the scanner's fast path.
 const (
 	clsOther = iota // punctuation, symbols, controls

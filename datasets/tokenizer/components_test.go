@@ -175,3 +175,25 @@ func TestMergeHeapEqualsScan(t *testing.T) {
 		}
 	}
 }
+
+// TestByteLevelTable: the 256 stand-ins are distinct, round-trip, and
+// agree with the well-known spellings ("Ġ" space, "Ċ" newline, "ĉ" tab).
+func TestByteLevelTable(t *testing.T) {
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	s := bytesToByteLevel(all)
+	back, ok := byteLevelToBytes(s)
+	if !ok || string(back) != string(all) || len(runeToByte) != 256 {
+		t.Fatalf("table does not round-trip (%d entries)", len(runeToByte))
+	}
+	for b, want := range map[byte]string{' ': "Ġ", '\n': "Ċ", '\t': "ĉ", 'a': "a", 0xFF: "ÿ"} {
+		if got := bytesToByteLevel([]byte{b}); got != want {
+			t.Errorf("byte %#x -> %q, want %q", b, got, want)
+		}
+	}
+	if _, ok := byteLevelToBytes("x中"); ok {
+		t.Error("a character outside the table was accepted")
+	}
+}
