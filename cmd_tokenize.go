@@ -24,6 +24,7 @@ func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	special := fs.Bool("special", false, "add the special tokens the tokenizer adds by default (BOS for Llama and Gemma)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: whet tokenize --tokenizer DIR [--special] < text")
+		fmt.Fprintln(stderr, "The text is all of stdin, a final newline included (use echo -n to leave it out).")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

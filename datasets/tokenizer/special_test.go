@@ -122,3 +122,21 @@ func TestTinyEOSOrder(t *testing.T) {
 		t.Fatalf("EOSIDs name %q, want %q", names, want)
 	}
 }
+
+// TestEncodeBatch: the parallel batch gives what Encode gives, in order.
+func TestEncodeBatch(t *testing.T) {
+	tok := referenceTokenizer(t, "qwen3")
+	corpus := readCorpus(t)
+	got := tok.EncodeBatch(corpus, true)
+	if len(got) != len(corpus) {
+		t.Fatalf("%d results for %d texts", len(got), len(corpus))
+	}
+	for i, text := range corpus {
+		if want := tok.Encode(text, true); !slices.Equal(got[i], want) {
+			t.Fatalf("text %d: batch %v, Encode %v", i, got[i], want)
+		}
+	}
+	if len(tok.EncodeBatch(nil, false)) != 0 {
+		t.Fatal("EncodeBatch(nil) not empty")
+	}
+}

@@ -17,7 +17,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Tokenizer is safe for concurrent use.
@@ -28,7 +31,6 @@ type Tokenizer struct {
 	decoder    decoder      // nil: tokens joined with spaces, as the Rust library does
 	post       template
 
-	added     []addedToken
 	rawAdded  *matcher // tokens matched on the raw text
 	normAdded *matcher // tokens with normalized=true, matched after normalization
 
@@ -366,7 +368,6 @@ func (t *Tokenizer) addTokens(tokens []addedToken) error {
 			raw = append(raw, a)
 		}
 	}
-	t.added = tokens
 	t.rawAdded = newMatcher(raw)
 	if len(normed) > 0 {
 		t.normAdded = newMatcher(normed)
@@ -543,12 +544,27 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 	return out
 }
 
-// EncodeBatch encodes each text; see Encode.
+// EncodeBatch encodes each text (see Encode), spreading the texts over
+// the available cores.
 func (t *Tokenizer) EncodeBatch(texts []string, addSpecial bool) [][]int {
 	out := make([][]int, len(texts))
-	for i, s := range texts {
-		out[i] = t.Encode(s, addSpecial)
+	workers := min(runtime.GOMAXPROCS(0), len(texts))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(texts) {
+					return
+				}
+				out[i] = t.Encode(texts[i], addSpecial)
+			}
+		}()
 	}
+	wg.Wait()
 	return out
 }
 
