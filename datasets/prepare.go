@@ -223,14 +223,14 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 	}
 
 	tk := &tokenizing{tok: tok, trainOn: trainOn, maxLen: opts.MaxLength, st: st}
-	tk.bos, _ = specialText(tok.Config(), "bos_token")
-	tk.eos, _ = specialText(tok.Config(), "eos_token")
+	tk.render = RenderOptionsFor(tok.Config())
+	tk.render.Now = opts.Now
+	tk.eos = tk.render.EOS
 	if format != FormatText {
 		if err := p.pickTemplate(opts, tok, format); err != nil {
 			return nil, err
 		}
 		tk.tpl = p.Template
-		tk.render = RenderOptions{BOS: tk.bos, EOS: tk.eos, Now: opts.Now}
 		p.StopStrings = p.Template.StopStrings
 		for _, s := range p.Template.StopTokens {
 			if id, ok := tok.TokenID(s); ok {
@@ -335,14 +335,14 @@ func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
 
 // tokenizing turns examples into sequences.
 type tokenizing struct {
-	tok      Tokenizer
-	tpl      *Template
-	render   RenderOptions
-	trainOn  TrainOn
-	maxLen   int
-	bos, eos string
-	textEOS  int
-	st       statsBuilder
+	tok     Tokenizer
+	tpl     *Template
+	render  RenderOptions
+	trainOn TrainOn
+	maxLen  int
+	eos     string
+	textEOS int
+	st      statsBuilder
 }
 
 // tokenized is the outcome for one example; examples are tokenized in
@@ -609,6 +609,16 @@ func NewHistogram(lengths []int, maxLen int) Histogram {
 	h.P50 = sorted[(len(sorted)-1)/2]
 	h.P95 = sorted[int(math.Ceil(0.95*float64(len(sorted))))-1]
 	return h
+}
+
+// RenderOptionsFor returns render options carrying the tokenizer's own
+// BOS and EOS text from its tokenizer_config.json, so that a template
+// prints the same special tokens in training (Prepare) and at inference.
+func RenderOptionsFor(tokenizerConfig map[string]any) RenderOptions {
+	var o RenderOptions
+	o.BOS, _ = specialText(tokenizerConfig, "bos_token")
+	o.EOS, _ = specialText(tokenizerConfig, "eos_token")
+	return o
 }
 
 // specialText reads a special token's text from tokenizer_config.json,

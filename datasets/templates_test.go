@@ -250,3 +250,13 @@ func TestPlainTemplate(t *testing.T) {
 		t.Errorf("plain: %q %v", r.Text, r.Assistant)
 	}
 }
+
+func TestRenderOptionsFor(t *testing.T) {
+	o := RenderOptionsFor(map[string]any{"bos_token": "<s>", "eos_token": map[string]any{"content": "<|im_end|>"}, "pad_token": nil})
+	if o.BOS != "<s>" || o.EOS != "<|im_end|>" {
+		t.Errorf("%+v", o)
+	}
+	if o := RenderOptionsFor(map[string]any{"bos_token": nil}); o.BOS != "" || o.EOS != "" {
+		t.Errorf("null tokens: %+v", o)
+	}
+}
