@@ -86,11 +86,25 @@ def environment():
     return env
 
 
+def special_text(cfg, key):
+    v = cfg.get(key)
+    if isinstance(v, dict):
+        return v.get("content")
+    return v
+
+
 def extract_npm(node_modules):
     for out, pkg in NPM_TEMPLATES.items():
         path = os.path.join(node_modules, pkg, "models", "tokenizer_config.json")
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
+        # The special-token strings SPECS gives this template must be the
+        # ones its tokenizer_config.json sets.
+        name = out[: -len(".jinja")]
+        _, bos, eos = SPECS[name]
+        got = (special_text(cfg, "bos_token"), special_text(cfg, "eos_token"))
+        if got != (bos, eos):
+            sys.exit("%s: SPECS has bos/eos %r, %s says %r" % (name, (bos, eos), pkg, got))
         with open(os.path.join(TEMPLATES, out), "w", encoding="utf-8") as f:
             f.write(cfg["chat_template"])
         with open(os.path.join(TEMPLATES, out + ".source"), "w", encoding="utf-8") as f:
