@@ -1,6 +1,9 @@
 package datasets
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Encoder is the part of a tokenizer the datasets package uses.
 // *tokenizer.Tokenizer satisfies it. Prepare calls Encode from several
@@ -169,4 +172,39 @@ func (s *Sequence) truncate(n int) {
 		s.Labels = s.Labels[:n]
 		s.Truncated = true
 	}
+}
+
+// Decoder turns ids back into text (*tokenizer.Tokenizer satisfies it).
+type Decoder interface {
+	Decode(ids []int, skipSpecial bool) string
+}
+
+// Annotate decodes a sequence with every trained run wrapped in open and
+// close (say "«" and "»"), for previews that show users exactly which
+// tokens carry a loss.
+func Annotate(dec Decoder, s Sequence, open, close string) string {
+	var b strings.Builder
+	var run []int
+	trained := false
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		text := dec.Decode(run, false)
+		if trained {
+			text = open + text + close
+		}
+		b.WriteString(text)
+		run = run[:0]
+	}
+	for i, id := range s.Tokens {
+		t := s.Labels[i] != IgnoreIndex
+		if t != trained {
+			flush()
+			trained = t
+		}
+		run = append(run, int(id))
+	}
+	flush()
+	return b.String()
 }

@@ -123,3 +123,17 @@ func TestTrainOnAllLabelsEverything(t *testing.T) {
 		t.Error("ParseTrainOn accepted nonsense")
 	}
 }
+
+func TestAnnotate(t *testing.T) {
+	tok := llamaTok("")
+	r, err := RenderWith("llama-3.0", []Message{{Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Yo"}}, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, in, _ := EncodeSpans(tok, r.Text, r.Assistant, false)
+	got := Annotate(tok, toSequence(ids, in, TrainOnResponses, Location{}), "«", "»")
+	want := "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n«Yo<|eot_id|>»"
+	if got != want {
+		t.Errorf("Annotate = %q, want %q", got, want)
+	}
+}
