@@ -201,3 +201,15 @@ func TestCompletionRows(t *testing.T) {
 		t.Errorf("conversational: %+v", exs[1].Messages)
 	}
 }
+
+// messages-arrow.parquet has pyarrow's schema shape: optional everything,
+// Snappy pages, dictionary-encoded strings, a null content.
+func TestArrowStyleParquet(t *testing.T) {
+	exs, bad := readExamples(t, "messages-arrow.parquet", FormatAuto, nil)
+	if len(exs) != 2 || len(exs[1].Messages) != 3 || exs[1].Messages[2] != (Message{Role: "assistant", Content: "4"}) {
+		t.Errorf("examples %+v", exs)
+	}
+	if len(bad) != 1 || !strings.Contains(bad[0].Error(), `messages-arrow.parquet: row 3: field "messages[1].content": want text or a list of text parts, got null`) {
+		t.Errorf("bad %v", bad)
+	}
+}

@@ -33,16 +33,29 @@ type sharegptTurn struct {
 	Value string `parquet:"value"`
 }
 
+// arrowMessage and arrowRow mirror the schema pyarrow (and so Hugging Face
+// datasets) writes: every field optional, lists of optional structs,
+// Snappy-compressed, dictionary-encoded strings.
+type arrowMessage struct {
+	Content *string `parquet:"content,optional,dict"`
+	Role    *string `parquet:"role,optional,dict"`
+}
+
+type arrowRow struct {
+	Messages []*arrowMessage `parquet:"messages,optional,list"`
+	Source   *string         `parquet:"source,optional,dict"`
+}
+
 type badRoleRow struct {
 	Conversations []sharegptTurn `parquet:"conversations,list"`
 }
 
-func write[T any](path string, rows []T) error {
+func write[T any](path string, rows []T, options ...parquet.WriterOption) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	w := parquet.NewGenericWriter[T](f)
+	w := parquet.NewGenericWriter[T](f, options...)
 	if _, err := w.Write(rows); err != nil {
 		f.Close()
 		return fmt.Errorf("%s: %w", path, err)
@@ -83,6 +96,15 @@ func run(dir string) error {
 		{[]sharegptTurn{{"human", "hi"}, {"narrator", "Meanwhile..."}}},
 	}
 	if err := write(filepath.Join(dir, "bad-role.parquet"), bad); err != nil {
+		return err
+	}
+	str := func(s string) *string { return &s }
+	arrow := []arrowRow{
+		{Messages: []*arrowMessage{{str("Hi"), str("user")}, {str("Hello!"), str("assistant")}}, Source: str("hand")},
+		{Messages: []*arrowMessage{{str("Be short."), str("system")}, {str("2+2?"), str("user")}, {str("4"), str("assistant")}}},
+		{Messages: []*arrowMessage{{str("Nothing back"), str("user")}, {nil, str("assistant")}}, Source: str("hand")},
+	}
+	if err := write(filepath.Join(dir, "messages-arrow.parquet"), arrow, parquet.Compression(&parquet.Snappy)); err != nil {
 		return err
 	}
 	// A file cut short, as an interrupted download leaves it.
