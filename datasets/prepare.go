@@ -3,8 +3,11 @@ package datasets
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -16,7 +19,7 @@ import (
 // Options say where the data is and how to turn it into batches. The
 // first block mirrors engine.DataConfig field for field.
 type Options struct {
-	Path        string
+	Path        string            // a data file, a folder of shards, or a glob pattern
 	Format      string            // auto | alpaca | sharegpt | messages | text | preference
 	Columns     map[string]string // canonical column -> the file's column
 	Template    string            // chat template name; empty = detect from the tokenizer
@@ -273,23 +276,81 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 	return p, nil
 }
 
+// readRecords reads a data file, every data file under a folder (a
+// dataset split into shards), or the files a glob pattern matches.
 func readRecords(path string, skip bool, st statsBuilder) ([]Record, error) {
-	res, err := ReadFile(path, skip)
+	files, err := DataFiles(path)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
-	st.Files = append(st.Files, path)
-	st.Rows += len(res.Records) + len(res.Bad)
-	for _, e := range res.Bad {
-		st.bad(e)
+	var recs []Record
+	var bad []*RowError
+	for _, f := range files {
+		res, err := ReadFile(f, skip)
+		if err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+		st.Files = append(st.Files, f)
+		st.Rows += len(res.Records) + len(res.Bad)
+		for _, e := range res.Bad {
+			st.bad(e)
+		}
+		recs = append(recs, res.Records...)
+		bad = append(bad, res.Bad...)
 	}
-	if len(res.Records) == 0 {
-		if len(res.Bad) > 0 {
-			return nil, fmt.Errorf("data: %s holds no readable rows (%d skipped; the first: %v)", path, len(res.Bad), res.Bad[0])
+	if len(recs) == 0 {
+		if len(bad) > 0 {
+			return nil, fmt.Errorf("data: %s holds no readable rows (%d skipped; the first: %v)", path, len(bad), bad[0])
 		}
 		return nil, fmt.Errorf("data: %s holds no rows", path)
 	}
-	return res.Records, nil
+	return recs, nil
+}
+
+// DataFiles lists the data files a path names: the file itself, the
+// .jsonl/.json/.csv/.tsv/.parquet files under a folder (recursively, in
+// name order), or the matches of a glob pattern.
+func DataFiles(path string) ([]string, error) {
+	if strings.ContainsAny(path, "*?[") {
+		matches, err := filepath.Glob(path)
+		if err != nil {
+			return nil, fmt.Errorf("data path pattern %q: %w", path, err)
+		}
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("no data file matches %q", path)
+		}
+		return matches, nil
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("data path: %w", err)
+	}
+	if !info.IsDir() {
+		return []string{path}, nil
+	}
+	var files []string
+	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != path && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() {
+			if kind, _, err := kindOf(p); err == nil && kind != kindUnknown {
+				files = append(files, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("data folder %s: %w", path, err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("data folder %s holds no .jsonl, .json, .csv, .tsv or .parquet file", path)
+	}
+	sort.Strings(files)
+	return files, nil
 }
 
 func toExamples(recs []Record, f Format, cols Columns, skip bool, st statsBuilder) ([]Example, error) {

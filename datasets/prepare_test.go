@@ -326,3 +326,39 @@ func TestPrepareCompletionOnABaseModel(t *testing.T) {
 		}
 	}
 }
+
+func TestPrepareReadsShards(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile(fixtures + "tiny-chat.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, part := range []string{strings.Join(lines[:25], ""), strings.Join(lines[25:], "")} {
+		name := filepath.Join(dir, "data", []string{"train-00000-of-00002.jsonl", "train-00001-of-00002.jsonl"}[i])
+		if err := os.WriteFile(name, []byte(part), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte("not data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok := chatmlTok("")
+	for _, path := range []string{dir, filepath.Join(dir, "data", "train-*.jsonl")} {
+		p, err := Prepare(Options{Path: path, Template: "chatml", MaxLength: 256}, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Stats.Files) != 2 || p.Stats.Rows != 40 || len(p.Train) != 40 {
+			t.Errorf("%s: files %v rows %d train %d", path, p.Stats.Files, p.Stats.Rows, len(p.Train))
+		}
+	}
+	for _, path := range []string{filepath.Join(dir, "none-*.jsonl"), t.TempDir()} {
+		if _, err := Prepare(Options{Path: path, Template: "chatml", MaxLength: 256}, tok); err == nil {
+			t.Errorf("%s: no error", path)
+		}
+	}
+}
