@@ -574,3 +574,283 @@ extern "C" __global__ void __launch_bounds__(128) attention_forward_tc(
         if (rowB < Tq) lse[(i64)h * Tq + rowB] = mB + logf(lB);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tensor-core backward, for bf16 q, k, v and dOut under the same head-dim
+// rule as the forward. Same maths and contract as the float32 backward
+// (delta from attention_backward_delta; dq, dk, dv overwritten, no atomics).
+//
+// attention_backward_dkv_tc: a block owns 64 keys of one key/value head,
+// 16 per warp, and walks the query heads of its group in 32-query tiles.
+// With rows = keys it computes S^T = K Q^T and dP^T = V dO^T, so P^T and
+// dS^T come out of the accumulators already laid out as A fragments for
+// dV += P^T dO and dK += dS^T Q. attention_backward_dq_tc: a block owns 64
+// queries of one head and walks 32-key tiles: S = Q K^T, dP = dO V^T,
+// dq += dS K. Operands whose reduction runs along the stored rows (dO and
+// Q for dV and dK, K for dq) are read as B fragments with two 16-bit
+// shared loads per register. P and dS are rounded to bf16 for the
+// products, as in FlashAttention 2.
+
+#define TC_QT 32 // query tile of the dK/dV kernel, key tile of the dq kernel
+
+// frag_a loads the A fragment of rows r0..r0+15, columns c0..c0+15 of a
+// row-major bf16 tile with row stride Dp.
+__device__ __forceinline__ void frag_a(unsigned int* a, const unsigned short* tile, int Dp, int r0, int c0, int g, int t) {
+    const unsigned short* p = tile + (r0 + g) * Dp + c0 + 2 * t;
+    a[0] = ld2(p);
+    a[1] = ld2(p + 8 * Dp);
+    a[2] = ld2(p + 8);
+    a[3] = ld2(p + 8 * Dp + 8);
+}
+
+// frag_b_rows loads the B fragment (k = columns c0.., n = rows r0..r0+7)
+// of a row-major tile: B(k, n) = tile[r0+n][c0+k].
+__device__ __forceinline__ void frag_b_rows(unsigned int* b, const unsigned short* tile, int Dp, int r0, int c0, int g, int t) {
+    const unsigned short* p = tile + (r0 + g) * Dp + c0 + 2 * t;
+    b[0] = ld2(p);
+    b[1] = ld2(p + 8);
+}
+
+// frag_b_cols loads the B fragment (k = rows r0..r0+15, n = columns
+// c0..c0+7) of a row-major tile: B(k, n) = tile[r0+k][c0+n].
+__device__ __forceinline__ void frag_b_cols(unsigned int* b, const unsigned short* tile, int Dp, int r0, int c0, int g, int t) {
+    const unsigned short* p = tile + (r0 + 2 * t) * Dp + c0 + g;
+    b[0] = pack2(p[0], p[Dp]);
+    b[1] = pack2(p[8 * Dp], p[9 * Dp]);
+}
+
+extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv_tc(
+    void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,
+    const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH,
+    int D, float scale, int window) {
+    extern __shared__ unsigned short sh[];
+    const int Dp = D + 8;
+    unsigned short* Ks = sh;                 // [TC_KB][Dp]
+    unsigned short* Vs = Ks + TC_KB * Dp;    // [TC_KB][Dp]
+    unsigned short* Qs = Vs + TC_KB * Dp;    // [TC_QT][Dp]
+    unsigned short* dOs = Qs + TC_QT * Dp;   // [TC_QT][Dp]
+    float* lseS = (float*)(dOs + TC_QT * Dp); // [TC_QT]
+    float* deltaS = lseS + TC_QT;            // [TC_QT]
+    const int kvh = blockIdx.y, group = H / KVH;
+    const int j0 = blockIdx.x * TC_KB;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    for (int idx = tid; idx < TC_KB * D; idx += blockDim.x) {
+        int r = idx / D, c = idx % D, j = j0 + r;
+        i64 off = (i64)j * kvStride + (i64)kvh * D + c;
+        Ks[r * Dp + c] = j < T ? k[off] : (unsigned short)0;
+        Vs[r * Dp + c] = j < T ? v[off] : (unsigned short)0;
+    }
+    // Keys owned by this thread: A = warp row g, B = warp row g+8.
+    const int keyA = j0 + warp * 16 + g, keyB = keyA + 8;
+    const int endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
+    const int endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
+    const int warpKey0 = j0 + warp * 16;
+    const int warpEnd = warpKey0 < T ? end_query(starts, nseq, min(warpKey0 + 15, T - 1), window) : 0;
+    const int kLast = min(j0 + TC_KB, T) - 1;
+    const int qEnd = end_query(starts, nseq, kLast, window);
+    float dK[TC_MAXD / 8][4], dV[TC_MAXD / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+        dK[dn][0] = dK[dn][1] = dK[dn][2] = dK[dn][3] = 0.0f;
+        dV[dn][0] = dV[dn][1] = dV[dn][2] = dV[dn][3] = 0.0f;
+    }
+
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        for (int qt = j0; qt < qEnd; qt += TC_QT) {
+            __syncthreads();
+            for (int idx = tid; idx < TC_QT * D; idx += blockDim.x) {
+                int r = idx / D, c = idx % D, i = qt + r;
+                i64 off = (i64)i * qStride + (i64)h * D + c;
+                Qs[r * Dp + c] = i < qEnd ? q[off] : (unsigned short)0;
+                dOs[r * Dp + c] = i < qEnd ? dout[off] : (unsigned short)0;
+            }
+            if (tid < TC_QT) {
+                int i = qt + tid;
+                lseS[tid] = i < qEnd ? lse[(i64)h * T + i] : 0.0f;
+                deltaS[tid] = i < qEnd ? delta[(i64)h * T + i] : 0.0f;
+            }
+            __syncthreads();
+            if (warpKey0 >= T || qt >= warpEnd || qt + TC_QT - 1 < warpKey0) continue; // warp-uniform
+
+            float s[TC_QT / 8][4], dp[TC_QT / 8][4];
+#pragma unroll
+            for (int nt = 0; nt < TC_QT / 8; nt++) {
+                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+                dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.0f;
+#pragma unroll
+                for (int kc = 0; kc < TC_MAXD / 16; kc++) {
+                    if (kc < D / 16) {
+                        unsigned int a[4], b[2];
+                        frag_a(a, Ks, Dp, warp * 16, kc * 16, g, t);
+                        frag_b_rows(b, Qs, Dp, nt * 8, kc * 16, g, t);
+                        mma_bf16_16816(s[nt], a, b);
+                        frag_a(a, Vs, Dp, warp * 16, kc * 16, g, t);
+                        frag_b_rows(b, dOs, Dp, nt * 8, kc * 16, g, t);
+                        mma_bf16_16816(dp[nt], a, b);
+                    }
+                }
+            }
+            // s becomes P^T and dp becomes dS^T, element by element.
+#pragma unroll
+            for (int nt = 0; nt < TC_QT / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int col = nt * 8 + 2 * t + (e & 1);
+                    const int i = qt + col;
+                    const bool isB = e >= 2;
+                    const int key = isB ? keyB : keyA;
+                    const bool valid = i >= key && i < (isB ? endB : endA);
+                    const float p = valid ? expf(s[nt][e] * scale - lseS[col]) : 0.0f;
+                    s[nt][e] = p;
+                    dp[nt][e] = p * (dp[nt][e] - deltaS[col]);
+                }
+            }
+#pragma unroll
+            for (int kc = 0; kc < TC_QT / 16; kc++) {
+                unsigned int pa[4] = {pack2f(s[2 * kc][0], s[2 * kc][1]), pack2f(s[2 * kc][2], s[2 * kc][3]),
+                                      pack2f(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2f(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+                unsigned int da[4] = {pack2f(dp[2 * kc][0], dp[2 * kc][1]), pack2f(dp[2 * kc][2], dp[2 * kc][3]),
+                                      pack2f(dp[2 * kc + 1][0], dp[2 * kc + 1][1]), pack2f(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
+#pragma unroll
+                for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+                    if (dn < D / 8) {
+                        unsigned int b[2];
+                        frag_b_cols(b, dOs, Dp, kc * 16, dn * 8, g, t);
+                        mma_bf16_16816(dV[dn], pa, b);
+                        frag_b_cols(b, Qs, Dp, kc * 16, dn * 8, g, t);
+                        mma_bf16_16816(dK[dn], da, b);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+        if (dn < D / 8) {
+            const int d = dn * 8 + 2 * t;
+            if (keyA < T) {
+                i64 off = (i64)keyA * kvStride + (i64)kvh * D + d;
+                st(dk, dkdt, off, dK[dn][0] * scale);
+                st(dk, dkdt, off + 1, dK[dn][1] * scale);
+                st(dv, dvdt, off, dV[dn][0]);
+                st(dv, dvdt, off + 1, dV[dn][1]);
+            }
+            if (keyB < T) {
+                i64 off = (i64)keyB * kvStride + (i64)kvh * D + d;
+                st(dk, dkdt, off, dK[dn][2] * scale);
+                st(dk, dkdt, off + 1, dK[dn][3] * scale);
+                st(dv, dvdt, off, dV[dn][2]);
+                st(dv, dvdt, off + 1, dV[dn][3]);
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) attention_backward_dq_tc(
+    void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,
+    const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH,
+    int D, float scale, int window) {
+    extern __shared__ unsigned short sh[];
+    const int Dp = D + 8;
+    unsigned short* Qs = sh;               // [TC_QB][Dp]
+    unsigned short* dOs = Qs + TC_QB * Dp; // [TC_QB][Dp]
+    unsigned short* Ks = dOs + TC_QB * Dp; // [TC_QT][Dp]
+    unsigned short* Vs = Ks + TC_QT * Dp;  // [TC_QT][Dp]
+    const int h = blockIdx.y, kvh = h / (H / KVH);
+    const int q0 = blockIdx.x * TC_QB;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    for (int idx = tid; idx < TC_QB * D; idx += blockDim.x) {
+        int r = idx / D, c = idx % D, i = q0 + r;
+        i64 off = (i64)i * qStride + (i64)h * D + c;
+        Qs[r * Dp + c] = i < T ? q[off] : (unsigned short)0;
+        dOs[r * Dp + c] = i < T ? dout[off] : (unsigned short)0;
+    }
+    const int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
+    const int loA = rowA < T ? first_key(starts, nseq, rowA, window) : 0x7fffffff;
+    const int loB = rowB < T ? first_key(starts, nseq, rowB, window) : 0x7fffffff;
+    const float lseA = rowA < T ? lse[(i64)h * T + rowA] : 0.0f, lseB = rowB < T ? lse[(i64)h * T + rowB] : 0.0f;
+    const float dlA = rowA < T ? delta[(i64)h * T + rowA] : 0.0f, dlB = rowB < T ? delta[(i64)h * T + rowB] : 0.0f;
+    const int warpRow0 = q0 + warp * 16;
+    const int warpLast = min(warpRow0 + 15, T - 1);
+    const int warpLo = warpRow0 < T ? first_key(starts, nseq, warpRow0, window) : 0;
+    const int kEnd = min(q0 + TC_QB, T) - 1;
+    const int kStart = first_key(starts, nseq, q0, window);
+    float dQ[TC_MAXD / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < TC_MAXD / 8; dn++) dQ[dn][0] = dQ[dn][1] = dQ[dn][2] = dQ[dn][3] = 0.0f;
+
+    for (int kt = kStart; kt <= kEnd; kt += TC_QT) {
+        __syncthreads();
+        for (int idx = tid; idx < TC_QT * D; idx += blockDim.x) {
+            int r = idx / D, c = idx % D, j = kt + r;
+            i64 off = (i64)j * kvStride + (i64)kvh * D + c;
+            Ks[r * Dp + c] = j <= kEnd ? k[off] : (unsigned short)0;
+            Vs[r * Dp + c] = j <= kEnd ? v[off] : (unsigned short)0;
+        }
+        __syncthreads();
+        if (warpRow0 >= T || kt > warpLast || kt + TC_QT - 1 < warpLo) continue; // warp-uniform
+
+        float s[TC_QT / 8][4], dp[TC_QT / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < TC_QT / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < TC_MAXD / 16; kc++) {
+                if (kc < D / 16) {
+                    unsigned int a[4], b[2];
+                    frag_a(a, Qs, Dp, warp * 16, kc * 16, g, t);
+                    frag_b_rows(b, Ks, Dp, nt * 8, kc * 16, g, t);
+                    mma_bf16_16816(s[nt], a, b);
+                    frag_a(a, dOs, Dp, warp * 16, kc * 16, g, t);
+                    frag_b_rows(b, Vs, Dp, nt * 8, kc * 16, g, t);
+                    mma_bf16_16816(dp[nt], a, b);
+                }
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < TC_QT / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = kt + nt * 8 + 2 * t + (e & 1);
+                const bool isB = e >= 2;
+                const bool valid = isB ? (key >= loB && key <= rowB) : (key >= loA && key <= rowA);
+                const float p = valid ? expf(s[nt][e] * scale - (isB ? lseB : lseA)) : 0.0f;
+                dp[nt][e] = p * (dp[nt][e] - (isB ? dlB : dlA));
+            }
+        }
+#pragma unroll
+        for (int kc = 0; kc < TC_QT / 16; kc++) {
+            unsigned int da[4] = {pack2f(dp[2 * kc][0], dp[2 * kc][1]), pack2f(dp[2 * kc][2], dp[2 * kc][3]),
+                                  pack2f(dp[2 * kc + 1][0], dp[2 * kc + 1][1]), pack2f(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
+#pragma unroll
+            for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+                if (dn < D / 8) {
+                    unsigned int b[2];
+                    frag_b_cols(b, Ks, Dp, kc * 16, dn * 8, g, t);
+                    mma_bf16_16816(dQ[dn], da, b);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+        if (dn < D / 8) {
+            const int d = dn * 8 + 2 * t;
+            if (rowA < T) {
+                i64 off = (i64)rowA * qStride + (i64)h * D + d;
+                st(dq, dqdt, off, dQ[dn][0] * scale);
+                st(dq, dqdt, off + 1, dQ[dn][1] * scale);
+            }
+            if (rowB < T) {
+                i64 off = (i64)rowB * qStride + (i64)h * D + d;
+                st(dq, dqdt, off, dQ[dn][2] * scale);
+                st(dq, dqdt, off + 1, dQ[dn][3] * scale);
+            }
+        }
+    }
+}

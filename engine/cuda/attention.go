@@ -84,6 +84,7 @@ func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.
 const (
 	attnTCQB     = 64
 	attnTCKB     = 64
+	attnTCQT     = 32 // query tile of the tensor-core dK/dV kernel, key tile of its dq kernel
 	attnTCMaxDim = 128
 )
 
@@ -270,6 +271,18 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	if err := b.launch(op, "attention.cu", "attention_backward_delta", dim3{min((warps+7)/8, b.smCount*32), 1, 1}, dim3{256, 1, 1}, 0,
 		delta, dot.ptr(), dt(dot), ot.ptr(), dt(ot), int32(T), int32(H), int32(D)); err != nil {
 		return err
+	}
+	if useTensorCores(qt, kt, vt, D) && dot.dt == engine.BF16 {
+		if err := b.launch(op, "attention.cu", "attention_backward_dq_tc",
+			dim3{(T + attnTCQB - 1) / attnTCQB, H, 1}, dim3{128, 1, 1}, 2*(2*attnTCQB+2*attnTCQT)*(D+8),
+			dqt.ptr(), dt(dqt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
+			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window)); err != nil {
+			return err
+		}
+		return b.launch(op, "attention.cu", "attention_backward_dkv_tc",
+			dim3{(T + attnTCKB - 1) / attnTCKB, KVH, 1}, dim3{128, 1, 1}, 2*(2*attnTCKB+2*attnTCQT)*(D+8)+2*attnTCQT*4,
+			dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
+			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
 	}
 	if err := b.launch(op, "attention.cu", "attention_backward_dq",
 		dim3{(T + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dq", D),
