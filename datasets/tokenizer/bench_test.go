@@ -103,3 +103,24 @@ func BenchmarkEncodeLlama3Regexp2(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// BenchmarkEncodeOthers is BenchmarkEncodeLlama3 for the other reference
+// tokenizers.
+func BenchmarkEncodeOthers(b *testing.B) {
+	for _, name := range []string{"qwen3", "gemma3", "llama2"} {
+		b.Run(name, func(b *testing.B) {
+			tok := referenceTokenizer(b, name)
+			text := benchText(b)
+			n := len(tok.Encode(text, false))
+			b.SetBytes(int64(len(text)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				tok.model.mu.Lock()
+				clear(tok.model.cache)
+				tok.model.mu.Unlock()
+				tok.Encode(text, false)
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}

@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"fmt"
 	"sync"
 	"unicode/utf8"
@@ -130,26 +129,53 @@ func (m *bpe) merge(s symbols) []int {
 	if len(w) < 2 {
 		return s.out
 	}
-	if len(w) > 64 {
+	if len(w) > 65 {
 		n := m.mergeHeap(w)
 		return s.out[:s.start+n]
 	}
-	// Short words: a plain scan is faster than a heap.
+	// Short words: a scan over cached pair ranks beats a heap. rank[i] is
+	// the rank of merging w[i] and w[i+1] (noMerge if none) and id[i] the
+	// result, so each step costs a scan of ints and two map lookups.
+	var rankBuf, idBuf [64]int32
+	rank, id := rankBuf[:len(w)-1], idBuf[:len(w)-1]
+	for i := range rank {
+		rank[i], id[i] = m.pairRank(w[i], w[i+1])
+	}
 	for len(w) > 1 {
-		best, bestRank, bestID := -1, int32(0), int32(0)
-		for i := 0; i+1 < len(w); i++ {
-			if mg, ok := m.merges[pairKey(w[i], w[i+1])]; ok && (best < 0 || mg.rank < bestRank) {
-				best, bestRank, bestID = i, mg.rank, mg.id
+		best := -1
+		for i, r := range rank {
+			if r != noMerge && (best < 0 || r < rank[best]) {
+				best = i
 			}
 		}
 		if best < 0 {
 			break
 		}
-		w[best] = int(bestID)
+		w[best] = int(id[best])
 		copy(w[best+1:], w[best+2:])
 		w = w[:len(w)-1]
+		copy(rank[best:], rank[best+1:])
+		copy(id[best:], id[best+1:])
+		rank, id = rank[:len(rank)-1], id[:len(id)-1]
+		if best > 0 {
+			rank[best-1], id[best-1] = m.pairRank(w[best-1], w[best])
+		}
+		if best < len(rank) {
+			rank[best], id[best] = m.pairRank(w[best], w[best+1])
+		}
 	}
 	return s.out[:s.start+len(w)]
+}
+
+const noMerge = int32(-1)
+
+// pairRank looks up the merge of a and b: its rank and resulting id, or
+// noMerge.
+func (m *bpe) pairRank(a, b int) (int32, int32) {
+	if mg, ok := m.merges[pairKey(a, b)]; ok {
+		return mg.rank, mg.id
+	}
+	return noMerge, 0
 }
 
 // mergeHeap is merge for long words: a linked list of symbols and a heap of
@@ -164,15 +190,15 @@ func (m *bpe) mergeHeap(w []int) int {
 		prev[i], next[i], alive[i] = i-1, i+1, true
 	}
 	next[n-1] = -1
-	h := &pairHeap{}
+	var h pairHeap
 	for i := 0; i+1 < n; i++ {
 		if mg, ok := m.merges[pairKey(w[i], w[i+1])]; ok {
-			h.items = append(h.items, pairItem{mg.rank, int32(i), mg.id, int32(w[i]), int32(w[i+1])})
+			h = append(h, pairItem{mg.rank, int32(i), mg.id, int32(w[i]), int32(w[i+1])})
 		}
 	}
-	heap.Init(h)
-	for h.Len() > 0 {
-		it := heap.Pop(h).(pairItem)
+	h.init()
+	for len(h) > 0 {
+		it := h.pop()
 		i := int(it.pos)
 		j := next[i]
 		// Skip entries made stale by an earlier merge.
@@ -187,12 +213,12 @@ func (m *bpe) mergeHeap(w []int) int {
 		}
 		if p := prev[i]; p >= 0 {
 			if mg, ok := m.merges[pairKey(w[p], w[i])]; ok {
-				heap.Push(h, pairItem{mg.rank, int32(p), mg.id, int32(w[p]), int32(w[i])})
+				h.push(pairItem{mg.rank, int32(p), mg.id, int32(w[p]), int32(w[i])})
 			}
 		}
 		if k := next[i]; k >= 0 {
 			if mg, ok := m.merges[pairKey(w[i], w[k])]; ok {
-				heap.Push(h, pairItem{mg.rank, int32(i), mg.id, int32(w[i]), int32(w[k])})
+				h.push(pairItem{mg.rank, int32(i), mg.id, int32(w[i]), int32(w[k])})
 			}
 		}
 	}
@@ -206,19 +232,60 @@ func (m *bpe) mergeHeap(w []int) int {
 
 type pairItem struct{ rank, pos, id, left, right int32 }
 
-type pairHeap struct{ items []pairItem }
+// pairHeap is a binary min-heap of candidate merges ordered by rank, then
+// position (the leftmost of equal ranks first). It is typed rather than
+// built on container/heap so that pushes do not allocate.
+type pairHeap []pairItem
 
-func (h *pairHeap) Len() int { return len(h.items) }
-func (h *pairHeap) Less(a, b int) bool {
-	x, y := h.items[a], h.items[b]
-	return x.rank < y.rank || (x.rank == y.rank && x.pos < y.pos)
+func (h pairHeap) less(a, b int) bool {
+	return h[a].rank < h[b].rank || (h[a].rank == h[b].rank && h[a].pos < h[b].pos)
 }
-func (h *pairHeap) Swap(a, b int) { h.items[a], h.items[b] = h.items[b], h.items[a] }
-func (h *pairHeap) Push(x any)    { h.items = append(h.items, x.(pairItem)) }
-func (h *pairHeap) Pop() any {
-	it := h.items[len(h.items)-1]
-	h.items = h.items[:len(h.items)-1]
-	return it
+
+func (h pairHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *pairHeap) push(it pairItem) {
+	*h = append(*h, it)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !s.less(i, parent) {
+			break
+		}
+		s[i], s[parent] = s[parent], s[i]
+		i = parent
+	}
+}
+
+func (h *pairHeap) pop() pairItem {
+	s := *h
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	*h = s[:last]
+	h.down(0)
+	return top
+}
+
+func (h pairHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		small := l
+		if r := l + 1; r < len(h) && h.less(r, l) {
+			small = r
+		}
+		if !h.less(small, i) {
+			return
+		}
+		h[i], h[small] = h[small], h[i]
+		i = small
+	}
 }
 
 // byteFallbackToken is the vocabulary spelling of raw byte b.
