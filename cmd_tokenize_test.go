@@ -94,3 +94,10 @@ func TestTokenizeCommandErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestTokenizeCommandHelp(t *testing.T) {
+	code, _, stderr := tokenizeCLI(t, "", "--help")
+	if code != 0 || !strings.Contains(stderr, "usage: whet tokenize") {
+		t.Fatalf("--help: exit %d, stderr %q", code, stderr)
+	}
+}
