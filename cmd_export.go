@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"whet/engine/export"
+)
+
+func init() {
+	register("export", "export a run as a PEFT adapter, merged safetensors or GGUF (+ Ollama Modelfile)", runExport)
+}
+
+// runExport is `whet export --run DIR --format peft|merged|gguf
+// [--quant ...] [--out DIR] [--template NAME]`. It prints one line per
+// step so a long export shows where it is.
+func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o export.Options
+	fs.StringVar(&o.RunDir, "run", "", "run directory (made by whet train)")
+	fs.StringVar(&o.Format, "format", "", "peft, merged or gguf")
+	fs.StringVar(&o.Quant, "quant", "", "merged: bf16 (default) or f16; gguf: q8_0 (default), q4_k_m, f16 or bf16")
+	fs.StringVar(&o.OutDir, "out", "", "output directory (default RUN/export/FORMAT-QUANT)")
+	fs.StringVar(&o.Template, "template", "", "chat template name for the Modelfile and stop tokens (default: the run's, else detected)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: whet export --run DIR --format peft|merged|gguf [--quant q8_0|q4_k_m|f16|bf16] [--out DIR]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.RunDir == "" || o.Format == "" {
+		fs.Usage()
+		return errors.New("--run and --format are required")
+	}
+	o.Format = strings.ToLower(o.Format)
+	if err := o.Check(); err != nil {
+		return err
+	}
+	if o.OutDir == "" {
+		o.OutDir = export.DefaultOutDir(o)
+	}
+	err := export.Run(o, func(done, total int, what string) {
+		fmt.Fprintf(stdout, "[%d/%d] %s\n", done, total, what)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "exported %s to %s\n", o.Format, o.OutDir)
+	return nil
+}

@@ -1,0 +1,246 @@
+// Package export turns a finished run into what other tools load: a PEFT
+// adapter folder (transformers + PEFT, vLLM), a merged Hugging Face model
+// (safetensors in bf16 or f16) and a GGUF file with an Ollama Modelfile
+// (llama.cpp, Ollama).
+//
+// Every format starts from the same place: the run's base model loaded on
+// the CPU backend in float32, with the run's adapter attached for LoRA runs
+// or the run's saved model/ folder for full fine-tuning. Adapters are
+// merged in float32 (W' = W + scale·B·A) before any rounding, so the merged
+// and quantized files lose precision once, at the end.
+package export
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"whet/datasets"
+	"whet/datasets/tokenizer"
+	"whet/engine"
+	"whet/engine/cpu"
+)
+
+// Formats lists the export formats.
+var Formats = []string{"peft", "merged", "gguf"}
+
+// Options says what to export.
+type Options struct {
+	// RunDir is a run directory written by whet train (run.yaml plus
+	// adapter/ or model/).
+	RunDir string
+	// Format is peft, merged or gguf.
+	Format string
+	// Quant is the stored precision: bf16 or f16 for merged (default
+	// bf16); f16, bf16, q8_0 or q4_k_m for gguf (default q8_0). Ignored
+	// for peft, which keeps the adapter's float32 weights.
+	Quant string
+	// OutDir is where the files go; empty means DefaultOutDir.
+	OutDir string
+	// Template names the chat template (a built-in name such as chatml or
+	// llama-3.1); empty means the run's data.template, else the one the
+	// tokenizer's chat_template is recognised as.
+	Template string
+}
+
+// Progress is told how far an export is: done of total steps, and what the
+// step was (a tensor name or a file).
+type Progress func(done, total int, what string)
+
+// DefaultOutDir is RunDir/export/<format>[-<quant>].
+func DefaultOutDir(o Options) string {
+	name := o.Format
+	if q := o.quant(); q != "" {
+		name += "-" + q
+	}
+	return filepath.Join(o.RunDir, "export", name)
+}
+
+// quant returns the effective precision for the format.
+func (o Options) quant() string {
+	q := strings.ToLower(o.Quant)
+	switch o.Format {
+	case "merged":
+		if q == "" {
+			return "bf16"
+		}
+	case "gguf":
+		if q == "" {
+			return "q8_0"
+		}
+	case "peft":
+		return ""
+	}
+	return q
+}
+
+// Check validates the options before anything is loaded.
+func (o Options) Check() error {
+	if o.RunDir == "" {
+		return errors.New("export: a run directory is required")
+	}
+	switch o.Format {
+	case "peft", "merged":
+		if q := o.quant(); o.Format == "merged" && q != "bf16" && q != "f16" {
+			return fmt.Errorf("export: --quant %s is not available for merged safetensors (want bf16 or f16)", o.Quant)
+		}
+	case "gguf":
+		if _, ok := ggufQuants[o.quant()]; !ok {
+			return fmt.Errorf("export: --quant %s is not a GGUF type whet writes (want f16, bf16, q8_0 or q4_k_m)", o.Quant)
+		}
+	default:
+		return fmt.Errorf("export: unknown format %q (want %s)", o.Format, strings.Join(Formats, ", "))
+	}
+	return nil
+}
+
+// Run exports a run. Progress may be nil.
+func Run(o Options, progress Progress) error {
+	if progress == nil {
+		progress = func(int, int, string) {}
+	}
+	if err := o.Check(); err != nil {
+		return err
+	}
+	if o.OutDir == "" {
+		o.OutDir = DefaultOutDir(o)
+	}
+	run, err := OpenRun(o.RunDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if o.Format == "peft" {
+		return exportPEFT(run, o.OutDir, progress)
+	}
+	src, err := run.Load()
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if o.Template != "" {
+		t, ok := datasets.LookupTemplate(o.Template)
+		if !ok {
+			return fmt.Errorf("export: unknown chat template %q (known: %s)", o.Template, strings.Join(datasets.TemplateNames(), ", "))
+		}
+		src.Template = t
+	}
+	switch o.Format {
+	case "merged":
+		return writeMerged(src, o.OutDir, o.quant(), progress)
+	default:
+		return writeGGUFExport(src, o.OutDir, o.quant(), progress)
+	}
+}
+
+// RunFiles is a run directory's parts.
+type RunFiles struct {
+	Dir string
+	Cfg engine.RunConfig
+	// ModelDir holds config.json, tokenizer files and the weights to
+	// start from: the base model for LoRA, the run's model/ for full.
+	ModelDir string
+	// AdapterDir is the run's PEFT adapter ("" for full fine-tuning).
+	AdapterDir string
+}
+
+// OpenRun reads a run directory's run.yaml and finds its result.
+func OpenRun(dir string) (*RunFiles, error) {
+	path := filepath.Join(dir, "run.yaml")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("export: %s is not a run directory (no run.yaml): %w", dir, err)
+	}
+	cfg, err := engine.LoadRunConfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	r := &RunFiles{Dir: dir, Cfg: cfg}
+	switch cfg.Method {
+	case "full":
+		r.ModelDir = filepath.Join(dir, "model")
+		if _, err := os.Stat(filepath.Join(r.ModelDir, "config.json")); err != nil {
+			return nil, fmt.Errorf("export: %s: full fine-tuning run without a saved model (has the run finished?): %w", dir, err)
+		}
+	default:
+		r.ModelDir = cfg.Model
+		r.AdapterDir = filepath.Join(dir, "adapter")
+		if _, err := os.Stat(filepath.Join(r.AdapterDir, "adapter_config.json")); err != nil {
+			return nil, fmt.Errorf("export: %s: LoRA run without a saved adapter (has the run finished?): %w", dir, err)
+		}
+	}
+	return r, nil
+}
+
+// Source is a loaded run: the model (adapter attached) on the CPU backend,
+// its tokenizer and chat template, and the folder its files come from.
+type Source struct {
+	Model    *engine.Model
+	Tok      *tokenizer.Tokenizer
+	Template *datasets.Template // nil when no template is known
+	ModelDir string
+	// Name is a short name for the model (the run's name or folder).
+	Name string
+}
+
+// Load reads the run's model onto the CPU backend.
+func (r *RunFiles) Load() (*Source, error) {
+	return LoadSource(r.ModelDir, r.AdapterDir, r.Cfg.Data.Template, runName(r))
+}
+
+func runName(r *RunFiles) string {
+	if r.Cfg.Name != "" {
+		return r.Cfg.Name
+	}
+	return filepath.Base(filepath.Clean(r.Dir))
+}
+
+// LoadSource loads an HF model folder (plus a PEFT adapter when adapterDir
+// is set) on the CPU backend. template names the chat template; empty
+// means the one the tokenizer's chat_template is recognised as, if any.
+func LoadSource(modelDir, adapterDir, template, name string) (*Source, error) {
+	tok, err := tokenizer.Load(modelDir)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	s := &Source{Tok: tok, ModelDir: modelDir, Name: name}
+	if template != "" {
+		t, ok := datasets.LookupTemplate(template)
+		if !ok {
+			return nil, fmt.Errorf("export: unknown chat template %q (known: %s)", template, strings.Join(datasets.TemplateNames(), ", "))
+		}
+		s.Template = t
+	} else if jinja := tok.ChatTemplate(); jinja != "" {
+		if n, ok := datasets.DetectTemplate(jinja); ok {
+			s.Template, _ = datasets.LookupTemplate(n)
+		}
+	}
+	m, err := engine.LoadModel(modelDir, cpu.New())
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	s.Model = m
+	if adapterDir != "" {
+		if _, err := engine.LoadAdapter(adapterDir, m); err != nil {
+			m.Free()
+			return nil, fmt.Errorf("export: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Close frees the model.
+func (s *Source) Close() { s.Model.Free() }
+
+// StopIDs are the ids that end a reply: the tokenizer's EOS ids and the
+// template's end-of-turn tokens.
+func (s *Source) StopIDs() []int {
+	var out []int
+	for _, id := range engine.StopIDs(s.Tok, s.Template) {
+		out = append(out, int(id))
+	}
+	return out
+}

@@ -1,0 +1,319 @@
+package export
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+
+	"whet/engine"
+	"whet/engine/gguf"
+)
+
+// quantPlan is one GGUF precision: the type of 2-D weights (per tensor for
+// the K-quant mix) and llama.cpp's general.file_type number for it.
+type quantPlan struct {
+	fileType uint32 // llama_ftype: MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_Q4_K_M 15, MOSTLY_BF16 32
+	base     gguf.TensorType
+	mix      bool // Q4_K_M's Q6_K for output, and for attn_v/ffn_down in some layers
+}
+
+var ggufQuants = map[string]quantPlan{
+	"f16":    {fileType: 1, base: gguf.F16},
+	"bf16":   {fileType: 32, base: gguf.BF16},
+	"q8_0":   {fileType: 7, base: gguf.Q8_0},
+	"q4_k_m": {fileType: 15, base: gguf.Q4_K, mix: true},
+}
+
+// useMoreBits is llama.cpp's rule for which layers of Q4_K_M keep attn_v
+// and ffn_down at Q6_K: the first and last eighth, and every third layer
+// in between.
+func useMoreBits(layer, n int) bool {
+	return layer < n/8 || layer >= 7*n/8 || (layer-n/8)%3 == 2
+}
+
+// tensorType picks the stored type of a weight whose rows are width wide.
+// 1-D tensors (norms, biases) stay F32 as llama.cpp keeps them. K-quants
+// need rows that are whole 256-value super-blocks: narrower or ragged rows
+// fall back to Q8_0 (llama.cpp falls back to Q5_0/Q8_0; whet keeps the
+// fallback to the one block format it writes with 32-value blocks), and
+// rows that are not even whole 32-value blocks to F16.
+func (q quantPlan) tensorType(role string, layer, nLayers, dims, width int) gguf.TensorType {
+	if dims == 1 {
+		return gguf.F32
+	}
+	t := q.base
+	if q.mix && (role == "output" || ((role == "attn_v" || role == "ffn_down") && useMoreBits(layer, nLayers))) {
+		t = gguf.Q6_K
+	}
+	if width%t.BlockSize() != 0 {
+		t = gguf.Q8_0
+		if width%32 != 0 {
+			t = gguf.F16
+		}
+	}
+	return t
+}
+
+// ggufArch is llama.cpp's architecture name for an HF model_type: Mistral
+// runs as llama; Qwen2 has its own (NEOX-style rope and q/k/v biases).
+func ggufArch(modelType string) (string, error) {
+	switch modelType {
+	case "llama", "mistral":
+		return "llama", nil
+	case "qwen2":
+		return "qwen2", nil
+	}
+	return "", fmt.Errorf("export: GGUF for model_type %q is not supported (llama, mistral, qwen2)", modelType)
+}
+
+// ggufName maps an HF tensor name to llama.cpp's, with the role used by
+// the quantization mix and the layer (-1 outside the blocks).
+func ggufName(hf string) (name, role string, layer int, err error) {
+	switch hf {
+	case "model.embed_tokens.weight":
+		return "token_embd.weight", "token_embd", -1, nil
+	case "model.norm.weight":
+		return "output_norm.weight", "output_norm", -1, nil
+	case "lm_head.weight":
+		return "output.weight", "output", -1, nil
+	}
+	var rest string
+	if _, e := fmt.Sscanf(hf, "model.layers.%d.", &layer); e != nil {
+		return "", "", 0, fmt.Errorf("export: no GGUF name for tensor %s", hf)
+	}
+	rest = strings.TrimPrefix(hf, fmt.Sprintf("model.layers.%d.", layer))
+	parts := map[string]string{
+		"input_layernorm":          "attn_norm",
+		"post_attention_layernorm": "ffn_norm",
+		"self_attn.q_proj":         "attn_q",
+		"self_attn.k_proj":         "attn_k",
+		"self_attn.v_proj":         "attn_v",
+		"self_attn.o_proj":         "attn_output",
+		"mlp.gate_proj":            "ffn_gate",
+		"mlp.up_proj":              "ffn_up",
+		"mlp.down_proj":            "ffn_down",
+	}
+	dot := strings.LastIndexByte(rest, '.')
+	if dot < 0 {
+		return "", "", 0, fmt.Errorf("export: no GGUF name for tensor %s", hf)
+	}
+	role, ok := parts[rest[:dot]]
+	if !ok {
+		return "", "", 0, fmt.Errorf("export: no GGUF name for tensor %s", hf)
+	}
+	return fmt.Sprintf("blk.%d.%s.%s", layer, role, rest[dot+1:]), role, layer, nil
+}
+
+// permuteRoPE reorders the rows of a q or k weight ([heads*hd, in]) from
+// Hugging Face's rotate-half rope layout (a head's first half pairs with
+// its second half) to GGML's interleaved one (pairs are adjacent rows):
+// new row 2i of a head is old row i, new row 2i+1 is old row i+hd/2.
+// llama.cpp's converter applies the same reordering to llama-arch models.
+func permuteRoPE(w []float32, heads, in int) []float32 {
+	rows := len(w) / in
+	hd := rows / heads
+	out := make([]float32, len(w))
+	for h := 0; h < heads; h++ {
+		for i := 0; i < hd/2; i++ {
+			for j := 0; j < 2; j++ {
+				src := h*hd + j*hd/2 + i
+				dst := h*hd + 2*i + j
+				copy(out[dst*in:(dst+1)*in], w[src*in:(src+1)*in])
+			}
+		}
+	}
+	return out
+}
+
+// llama3RopeFactors is the rope_freqs tensor llama.cpp reads for Llama 3.1
+// style scaling: per frequency pair, the factor the base frequency is
+// divided by (1 for high frequencies, factor for low ones, a smooth blend
+// between), the same rule transformers applies to inv_freq.
+func llama3RopeFactors(c *engine.ModelConfig) []float32 {
+	rs := c.RopeScaling
+	dim := c.HeadDim
+	lowWavelen := float64(rs.OriginalMaxPositionEmbeddings) / rs.LowFreqFactor
+	highWavelen := float64(rs.OriginalMaxPositionEmbeddings) / rs.HighFreqFactor
+	out := make([]float32, dim/2)
+	for i := range out {
+		freq := 1 / math.Pow(c.RopeTheta, float64(2*i)/float64(dim))
+		wavelen := 2 * math.Pi / freq
+		switch {
+		case wavelen < highWavelen:
+			out[i] = 1
+		case wavelen > lowWavelen:
+			out[i] = float32(rs.Factor)
+		default:
+			smooth := (float64(rs.OriginalMaxPositionEmbeddings)/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+			out[i] = float32(1 / ((1-smooth)/rs.Factor + smooth))
+		}
+	}
+	return out
+}
+
+// BuildGGUF lays out src as a GGUF file in the named precision (f16, bf16,
+// q8_0 or q4_k_m). Tensor data is computed (merged, permuted, quantized)
+// when the writer reaches each tensor.
+func BuildGGUF(src *Source, quant string) (*gguf.File, error) {
+	plan, ok := ggufQuants[quant]
+	if !ok {
+		return nil, fmt.Errorf("export: unknown GGUF precision %q", quant)
+	}
+	c := src.Model.Cfg
+	arch, err := ggufArch(c.ModelType)
+	if err != nil {
+		return nil, err
+	}
+	vocab, err := readVocab(src.ModelDir, c.VocabSize)
+	if err != nil {
+		return nil, err
+	}
+	f := &gguf.File{}
+	kv := func(k string, v any) { f.KV = append(f.KV, gguf.KV{Key: k, Value: v}) }
+	a := func(k string, v any) { kv(arch+"."+k, v) }
+	kv("general.architecture", arch)
+	kv("general.name", src.Name)
+	kv("general.file_type", plan.fileType)
+	kv("general.quantization_version", uint32(2))
+	kv("general.alignment", uint32(gguf.DefaultAlignment))
+	a("context_length", uint32(c.MaxPositions))
+	a("embedding_length", uint32(c.HiddenSize))
+	a("block_count", uint32(c.NumLayers))
+	a("feed_forward_length", uint32(c.IntermediateSize))
+	a("attention.head_count", uint32(c.NumHeads))
+	a("attention.head_count_kv", uint32(c.NumKVHeads))
+	a("attention.key_length", uint32(c.HeadDim))
+	a("attention.value_length", uint32(c.HeadDim))
+	a("attention.layer_norm_rms_epsilon", float32(c.RMSNormEps))
+	a("rope.freq_base", float32(c.RopeTheta))
+	a("rope.dimension_count", uint32(c.HeadDim))
+	a("vocab_size", uint32(c.VocabSize))
+	if err := tokenizerKV(src, vocab, kv); err != nil {
+		return nil, err
+	}
+
+	m := src.Model
+	permute := arch == "llama"
+	for _, w := range Weights(m) {
+		name, role, layer, err := ggufName(w.Name)
+		if err != nil {
+			return nil, err
+		}
+		dims := make([]uint64, len(w.Shape))
+		for i, d := range w.Shape {
+			dims[len(w.Shape)-1-i] = uint64(d)
+		}
+		typ := plan.tensorType(role, layer, c.NumLayers, len(w.Shape), w.Shape[len(w.Shape)-1])
+		heads := 0
+		if permute && len(w.Shape) == 2 {
+			switch role {
+			case "attn_q":
+				heads = c.NumHeads
+			case "attn_k":
+				heads = c.NumKVHeads
+			}
+		}
+		w := w
+		f.Tensors = append(f.Tensors, gguf.Tensor{Name: name, Dims: dims, Type: typ, Data: func() ([]byte, error) {
+			v, err := w.Values(m)
+			if err != nil {
+				return nil, err
+			}
+			if heads > 0 {
+				v = permuteRoPE(v, heads, w.Shape[1])
+			}
+			return gguf.Encode(typ, v)
+		}})
+	}
+	if c.RopeScaling != nil && c.RopeScaling.Type == "llama3" {
+		if arch != "llama" {
+			return nil, fmt.Errorf("export: llama3 rope scaling on a %s model is not supported in GGUF", c.ModelType)
+		}
+		factors := llama3RopeFactors(&c)
+		f.Tensors = append(f.Tensors, gguf.Tensor{Name: "rope_freqs.weight", Dims: []uint64{uint64(len(factors))}, Type: gguf.F32,
+			Data: func() ([]byte, error) { return gguf.Encode(gguf.F32, factors) }})
+	}
+	return f, nil
+}
+
+// tokenizerKV adds the tokenizer.ggml.* and chat template metadata.
+func tokenizerKV(src *Source, vocab *ggufVocab, kv func(string, any)) error {
+	tok := src.Tok
+	kv("tokenizer.ggml.model", "gpt2")
+	kv("tokenizer.ggml.pre", vocab.Pre)
+	kv("tokenizer.ggml.tokens", vocab.Tokens)
+	kv("tokenizer.ggml.token_type", vocab.Types)
+	kv("tokenizer.ggml.merges", vocab.Merges)
+	cfg := tok.Config()
+	idOf := func(key string) (int, bool) {
+		var name string
+		switch v := cfg[key].(type) {
+		case string:
+			name = v
+		case map[string]any:
+			name, _ = v["content"].(string)
+		}
+		if name == "" {
+			return 0, false
+		}
+		return tok.TokenID(name)
+	}
+	bos, hasBOS := tok.BOS()
+	if hasBOS {
+		kv("tokenizer.ggml.bos_token_id", uint32(bos))
+	}
+	eos, ok := idOf("eos_token")
+	if !ok {
+		if ids := tok.EOSIDs(); len(ids) > 0 {
+			eos, ok = ids[0], true
+		}
+	}
+	if ok {
+		kv("tokenizer.ggml.eos_token_id", uint32(eos))
+	}
+	// The end-of-turn token of the chat template, so llama.cpp stops at
+	// the end of a reply even when it differs from EOS.
+	if src.Template != nil {
+		if eot, ok := tok.TokenID(src.Template.EOS); ok && src.Template.EOS != "" {
+			kv("tokenizer.ggml.eot_token_id", uint32(eot))
+		}
+	}
+	if pad, ok := idOf("pad_token"); ok {
+		kv("tokenizer.ggml.padding_token_id", uint32(pad))
+	}
+	// Whether plain encoding starts with BOS, as the HF tokenizer does it.
+	addBOS := false
+	if hasBOS {
+		ids := tok.Encode("a", true)
+		addBOS = len(ids) > 0 && ids[0] == bos
+	}
+	kv("tokenizer.ggml.add_bos_token", addBOS)
+	kv("tokenizer.ggml.add_eos_token", false)
+	if t := tok.ChatTemplate(); t != "" {
+		kv("tokenizer.chat_template", t)
+	}
+	return nil
+}
+
+// writeGGUFExport writes model.gguf and a Modelfile into dir.
+func writeGGUFExport(src *Source, dir, quant string, progress Progress) error {
+	f, err := BuildGGUF(src, quant)
+	if err != nil {
+		return err
+	}
+	total := len(f.Tensors) + 1
+	path := filepath.Join(dir, "model.gguf")
+	if err := f.WriteFile(path, func(done, _ int, name string) { progress(done, total, name) }); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	mf, err := Modelfile(src, "./model.gguf")
+	if err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, "Modelfile"), []byte(mf)); err != nil {
+		return err
+	}
+	progress(total, total, "Modelfile")
+	return nil
+}

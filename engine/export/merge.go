@@ -1,0 +1,102 @@
+package export
+
+import (
+	"fmt"
+
+	"whet/engine"
+)
+
+// Weight is one base tensor of the exported model, by its Hugging Face
+// name. Values returns it in float32 with any LoRA adapter merged in.
+type Weight struct {
+	Name  string
+	Shape []int // PyTorch order: [out, in] for a linear
+	param *engine.Param
+	lin   *engine.Linear // set for a linear's weight, to merge its adapter
+}
+
+// Weights lists the model's base tensors in Hugging Face order (the tied
+// head is not repeated).
+func Weights(m *engine.Model) []Weight {
+	linOf := map[*engine.Param]*engine.Linear{}
+	for _, lin := range m.Linears() {
+		linOf[lin.W] = lin
+	}
+	var out []Weight
+	for _, p := range m.Params() {
+		if p.Name == "" || isAdapter(p, m) {
+			continue
+		}
+		out = append(out, Weight{Name: p.Name, Shape: append([]int(nil), p.Shape...), param: p, lin: linOf[p]})
+	}
+	return out
+}
+
+func isAdapter(p *engine.Param, m *engine.Model) bool {
+	for _, lin := range m.Linears() {
+		if lin.LoRA != nil && (lin.LoRA.A == p || lin.LoRA.B == p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Values downloads the tensor in float32 and, for a linear with an enabled
+// adapter, adds Scale·B·A in float32: W'[o][i] = W[o][i] + s·Σ_r B[o][r]·A[r][i].
+func (w Weight) Values(m *engine.Model) ([]float32, error) {
+	n := 1
+	for _, d := range w.Shape {
+		n *= d
+	}
+	v := make([]float32, n)
+	src := w.param.W
+	if w.param.Trainable && w.param.Master != nil {
+		src = w.param.Master
+	}
+	if err := m.B.Download(src, v); err != nil {
+		return nil, fmt.Errorf("read %s: %w", w.Name, err)
+	}
+	if w.lin == nil || w.lin.LoRA == nil || !w.lin.LoRA.Enabled {
+		return v, nil
+	}
+	lo := w.lin.LoRA
+	out, in, r := w.lin.Out, w.lin.In, lo.Rank
+	a := make([]float32, r*in)
+	b := make([]float32, out*r)
+	for _, t := range []struct {
+		p   *engine.Param
+		dst []float32
+	}{{lo.A, a}, {lo.B, b}} {
+		src := t.p.W
+		if t.p.Master != nil {
+			src = t.p.Master
+		}
+		if err := m.B.Download(src, t.dst); err != nil {
+			return nil, fmt.Errorf("read adapter %s: %w", t.p.Name, err)
+		}
+	}
+	mergeLoRA(v, a, b, out, in, r, lo.Scale)
+	return v, nil
+}
+
+// mergeLoRA adds scale·B·A into w ([out, in]), with A [r, in] and B [out, r].
+func mergeLoRA(w, a, b []float32, out, in, r int, scale float32) {
+	row := make([]float32, in)
+	for o := 0; o < out; o++ {
+		clear(row)
+		for k := 0; k < r; k++ {
+			c := b[o*r+k]
+			if c == 0 {
+				continue
+			}
+			ak := a[k*in : (k+1)*in]
+			for i, av := range ak {
+				row[i] += c * av
+			}
+		}
+		wo := w[o*in : (o+1)*in]
+		for i := range wo {
+			wo[i] += scale * row[i]
+		}
+	}
+}

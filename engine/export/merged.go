@@ -1,0 +1,185 @@
+package export
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"whet/engine/gguf"
+	"whet/engine/safetensors"
+)
+
+// ShardBytes is the largest safetensors shard the merged export writes,
+// transformers' default max_shard_size (5 GB).
+var ShardBytes int64 = 5_000_000_000
+
+// tokenizerFiles are copied next to the weights when present.
+var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+	"tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json"}
+
+// writeMerged writes the merged model as HF safetensors in dtype (bf16 or
+// f16) with config.json, generation_config.json and the tokenizer files.
+func writeMerged(src *Source, dir, dtype string, progress Progress) error {
+	weights := Weights(src.Model)
+	total := len(weights) + 3
+	var tensors []safetensors.Tensor
+	for i, w := range weights {
+		v, err := w.Values(src.Model)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		tensors = append(tensors, halfTensor(w.Name, w.Shape, v, dtype))
+		progress(i+1, total, w.Name)
+	}
+	if err := safetensors.WriteSharded(dir, "model", tensors, ShardBytes, map[string]string{"format": "pt"}); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	progress(len(weights)+1, total, "model.safetensors")
+	if err := writeConfig(src.ModelDir, dir, dtype); err != nil {
+		return err
+	}
+	progress(len(weights)+2, total, "config.json")
+	if err := writeGenerationConfig(src, dir); err != nil {
+		return err
+	}
+	if err := copyTokenizerFiles(src.ModelDir, dir); err != nil {
+		return err
+	}
+	progress(total, total, "generation_config.json, tokenizer files")
+	return nil
+}
+
+// halfTensor rounds values to bf16 or f16 (nearest, ties to even).
+func halfTensor(name string, shape []int, v []float32, dtype string) safetensors.Tensor {
+	if dtype == "bf16" {
+		return safetensors.BF16Tensor(name, shape, v)
+	}
+	data := make([]byte, 2*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint16(data[2*i:], gguf.Float32ToF16(x))
+	}
+	return safetensors.Tensor{Name: name, DType: "F16", Shape: append([]int(nil), shape...), Data: data}
+}
+
+// torchDTypes maps the export dtype to transformers' names.
+var torchDTypes = map[string]string{"bf16": "bfloat16", "f16": "float16"}
+
+// readJSONMap reads a JSON object keeping numbers as written.
+func readJSONMap(path string) (map[string]any, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if m == nil {
+		return nil, fmt.Errorf("%s: not a JSON object", path)
+	}
+	return m, nil
+}
+
+func writeJSON(path string, v any) error {
+	js, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("export: %s: %w", path, err)
+	}
+	return writeFile(path, append(js, '\n'))
+}
+
+// writeConfig copies config.json with the dtype field set to the stored
+// precision (transformers 4 reads torch_dtype, 5 reads dtype: both are
+// written when the source had either).
+func writeConfig(srcDir, dir, dtype string) error {
+	cfg, err := readJSONMap(filepath.Join(srcDir, "config.json"))
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	name := torchDTypes[dtype]
+	_, hasOld := cfg["torch_dtype"]
+	_, hasNew := cfg["dtype"]
+	if hasNew || !hasOld {
+		cfg["dtype"] = name
+	}
+	if hasOld || !hasNew {
+		cfg["torch_dtype"] = name
+	}
+	return writeJSON(filepath.Join(dir, "config.json"), cfg)
+}
+
+// writeGenerationConfig keeps the source's generation_config.json and sets
+// eos_token_id to every id that ends a reply, so transformers' generate
+// stops at the template's end-of-turn token as well as at EOS.
+func writeGenerationConfig(src *Source, dir string) error {
+	gen := map[string]any{}
+	path := filepath.Join(src.ModelDir, "generation_config.json")
+	if _, err := os.Stat(path); err == nil {
+		if gen, err = readJSONMap(path); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+	}
+	ids := src.StopIDs()
+	switch len(ids) {
+	case 0:
+	case 1:
+		gen["eos_token_id"] = ids[0]
+	default:
+		gen["eos_token_id"] = ids
+	}
+	if _, ok := gen["bos_token_id"]; !ok {
+		if bos, ok := src.Tok.BOS(); ok {
+			gen["bos_token_id"] = bos
+		}
+	}
+	return writeJSON(filepath.Join(dir, "generation_config.json"), gen)
+}
+
+func copyTokenizerFiles(srcDir, dir string) error {
+	for _, name := range tokenizerFiles {
+		data, err := os.ReadFile(filepath.Join(srcDir, name))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if err := writeFile(filepath.Join(dir, name), data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFile writes through a temporary file renamed into place.
+func writeFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	// CreateTemp makes the file private; exports are meant to be shared.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("export: %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("export: %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("export: %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("export: %w", err)
+	}
+	return nil
+}

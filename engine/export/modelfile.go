@@ -1,0 +1,161 @@
+package export
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Ollama renders a Modelfile's TEMPLATE with Go's text/template over
+// .System and .Messages (each with .Role and .Content); the prompt ends
+// where the model's reply starts. Each built-in chat template has a
+// TEMPLATE below that lays out system/user/assistant conversations as the
+// built-in Go renderer (datasets.Template) does for training, with two
+// limits: contents are not stripped of surrounding whitespace (Llama 3 and
+// Gemma's Jinja templates strip them), and Llama 3.2's date is the fixed
+// "26 Jul 2024" of Llama 3.1 rather than today's. The tokenizer's BOS is
+// not in the TEMPLATE: llama.cpp adds it (tokenizer.ggml.add_bos_token).
+
+// systemOfFirst sets $sys to the first message's content when it is a
+// system message.
+const systemOfFirst = `{{- $sys := "" }}{{ if .Messages }}{{ if eq (index .Messages 0).Role "system" }}{{ $sys = (index .Messages 0).Content }}{{ end }}{{ end }}`
+
+// notFirstSystem wraps a per-message body so a leading system message
+// (already placed by the template) is skipped.
+func notFirstSystem(body string) string {
+	return `{{- range $i, $m := .Messages }}{{ if not (and (eq $i 0) (eq $m.Role "system")) }}` + body + `{{ end }}{{ end }}`
+}
+
+const chatMLTurns = `{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ .Content }}<|im_end|>
+{{ end }}<|im_start|>assistant
+`
+
+const llama3Header = `<|start_header_id|>assistant<|end_header_id|>
+
+`
+
+var ollamaTemplates = map[string]string{
+	"chatml": chatMLTurns,
+	"qwen-3": chatMLTurns,
+	"qwen-2.5": `{{- if or (not .Messages) (ne (index .Messages 0).Role "system") }}<|im_start|>system
+You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
+{{ end }}` + chatMLTurns,
+	"llama-3.0": `{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>
+
+{{ .Content }}<|eot_id|>{{ end }}` + llama3Header,
+	"llama-3.1": llama31Template,
+	"llama-3.2": llama31Template,
+	"gemma-2":   gemmaTemplate,
+	"gemma-3":   gemmaTemplate,
+	"mistral-v0.3": systemOfFirst + notFirstSystem(`{{ if eq $m.Role "user" }}[INST] {{ if and $sys (eq (len (slice $.Messages $i)) 1) }}{{ $sys }}
+
+{{ end }}{{ $m.Content }}[/INST]{{ else }} {{ $m.Content }}</s>{{ end }}`),
+	"phi-3": `{{- range .Messages }}<|{{ .Role }}|>
+{{ .Content }}<|end|>
+{{ end }}<|assistant|>
+`,
+	"phi-3.5": `{{- range .Messages }}{{ if or (ne .Role "system") .Content }}<|{{ .Role }}|>
+{{ .Content }}<|end|>
+{{ end }}{{ end }}<|assistant|>
+`,
+	"alpaca": systemOfFirst + `{{ if $sys }}{{ $sys }}{{ else }}Below is an instruction that describes a task. Write a response that appropriately completes the request.{{ end }}
+
+` + notFirstSystem(`{{ if eq $m.Role "user" }}### Instruction:
+{{ $m.Content }}
+
+### Response:
+{{ else }}{{ $m.Content }}{{ "{{EOS}}" }}
+
+{{ end }}`),
+}
+
+var llama31Template = systemOfFirst + `<|start_header_id|>system<|end_header_id|>
+
+Cutting Knowledge Date: December 2023
+Today Date: 26 Jul 2024
+
+{{ $sys }}<|eot_id|>` + notFirstSystem(`<|start_header_id|>{{ $m.Role }}<|end_header_id|>
+
+{{ $m.Content }}<|eot_id|>`) + llama3Header
+
+// gemmaTemplate folds a system message into the first user turn (Gemma 3;
+// Gemma 2's own template refuses system messages) and calls the assistant
+// "model".
+var gemmaTemplate = systemOfFirst + notFirstSystem(`<start_of_turn>{{ if eq $m.Role "assistant" }}model{{ else }}{{ $m.Role }}{{ end }}
+{{ if $sys }}{{ $sys }}
+
+{{ $sys = "" }}{{ end }}{{ $m.Content }}<end_of_turn>
+`) + `<start_of_turn>model
+`
+
+// OllamaTemplate returns the TEMPLATE for a built-in chat template name,
+// with eos standing in for the tokenizer's EOS text where the template
+// prints it (alpaca's turn end).
+func OllamaTemplate(name, eos string) (string, bool) {
+	t, ok := ollamaTemplates[name]
+	return strings.ReplaceAll(t, `{{ "{{EOS}}" }}`, eos), ok
+}
+
+// Modelfile writes an Ollama Modelfile for src's GGUF at from: FROM, the
+// chat TEMPLATE when the template is known, and a stop PARAMETER for every
+// stop token and string.
+func Modelfile(src *Source, from string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Ollama Modelfile written by whet export for %s.\n", src.Name)
+	fmt.Fprintf(&b, "# Create the model with: ollama create %s -f Modelfile\n", ollamaName(src.Name))
+	fmt.Fprintf(&b, "FROM %s\n", from)
+	var stops []string
+	if src.Template != nil {
+		eos := src.Template.EOS
+		if s, ok := src.Tok.Config()["eos_token"].(string); ok && s != "" {
+			eos = s
+		}
+		tpl, ok := OllamaTemplate(src.Template.Name, eos)
+		if !ok {
+			return "", fmt.Errorf("export: no Ollama TEMPLATE for chat template %s", src.Template.Name)
+		}
+		if strings.Contains(tpl, `"""`) {
+			return "", fmt.Errorf("export: chat template %s contains \"\"\", which a Modelfile cannot quote", src.Template.Name)
+		}
+		fmt.Fprintf(&b, "TEMPLATE \"\"\"%s\"\"\"\n", tpl)
+		stops = append(stops, src.Template.StopTokens...)
+		stops = append(stops, src.Template.StopStrings...)
+	}
+	for _, id := range src.StopIDs() {
+		if t := src.Tok.Token(id); t != "" && src.Tok.IsSpecial(id) {
+			stops = append(stops, t)
+		}
+	}
+	seen := map[string]bool{}
+	var uniq []string
+	for _, s := range stops {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			uniq = append(uniq, s)
+		}
+	}
+	sort.Strings(uniq)
+	for _, s := range uniq {
+		fmt.Fprintf(&b, "PARAMETER stop %s\n", strconv.Quote(s))
+	}
+	return b.String(), nil
+}
+
+// ollamaName lowercases a run name into what ollama create accepts.
+func ollamaName(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "whet-model"
+	}
+	return b.String()
+}

@@ -1,0 +1,185 @@
+package export
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"whet/engine"
+	"whet/engine/safetensors"
+)
+
+// PEFT saves a LoRA adapter as adapter_model.safetensors with keys
+// base_model.model.<module path>.lora_A.weight ([r, in]) and .lora_B.weight
+// ([out, r]) — the adapter name ("default") is dropped on save — and
+// adapter_config.json with peft_type LORA, r, lora_alpha, target_modules,
+// use_rslora and base_model_name_or_path (where the base is loaded from).
+var peftKey = regexp.MustCompile(`^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.lora_(A|B)\.weight$`)
+
+// exportPEFT checks the run's adapter against its base model and writes a
+// copy that PEFT loads: base_model_name_or_path made absolute when it is a
+// local folder, and the tokenizer files (with the chat template) beside it.
+func exportPEFT(run *RunFiles, dir string, progress Progress) error {
+	if run.AdapterDir == "" {
+		return fmt.Errorf("export: %s is a full fine-tuning run: it has no adapter (export merged or gguf instead)", run.Dir)
+	}
+	progress(0, 3, "adapter_config.json")
+	cfgPath := filepath.Join(run.AdapterDir, "adapter_config.json")
+	cfg, err := readJSONMap(cfgPath)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	base, err := engine.LoadModelConfig(run.ModelDir)
+	if err != nil {
+		return fmt.Errorf("export: base model: %w", err)
+	}
+	r, targets, err := checkPEFTConfig(cfgPath, cfg)
+	if err != nil {
+		return err
+	}
+	weights := filepath.Join(run.AdapterDir, "adapter_model.safetensors")
+	if err := CheckPEFTWeights(weights, base, r, targets); err != nil {
+		return err
+	}
+	progress(1, 3, "adapter_model.safetensors")
+	if abs, err := filepath.Abs(run.ModelDir); err == nil {
+		if st, err := os.Stat(run.ModelDir); err == nil && st.IsDir() {
+			cfg["base_model_name_or_path"] = abs
+		}
+	}
+	data, err := os.ReadFile(weights)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := writeFile(filepath.Join(dir, "adapter_model.safetensors"), data); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(dir, "adapter_config.json"), cfg); err != nil {
+		return err
+	}
+	progress(2, 3, "adapter_config.json")
+	if err := copyTokenizerFiles(run.ModelDir, dir); err != nil {
+		return err
+	}
+	progress(3, 3, "tokenizer files")
+	return nil
+}
+
+// checkPEFTConfig checks the fields PEFT and vLLM read and returns r and
+// the target module names.
+func checkPEFTConfig(path string, cfg map[string]any) (int, map[string]bool, error) {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("export: %s: %s: %s", path, field, fmt.Sprintf(format, args...))
+	}
+	if t, _ := cfg["peft_type"].(string); t != "LORA" {
+		return 0, nil, bad("peft_type", "%v, want LORA", cfg["peft_type"])
+	}
+	num := func(field string) (float64, error) {
+		n, ok := cfg[field].(json.Number)
+		if !ok {
+			return 0, bad(field, "missing or not a number")
+		}
+		return n.Float64()
+	}
+	r, err := num("r")
+	if err != nil {
+		return 0, nil, err
+	}
+	if r < 1 || r != float64(int(r)) {
+		return 0, nil, bad("r", "%v is not a positive integer", r)
+	}
+	if _, err := num("lora_alpha"); err != nil {
+		return 0, nil, err
+	}
+	if b, ok := cfg["base_model_name_or_path"].(string); !ok || b == "" {
+		return 0, nil, bad("base_model_name_or_path", "missing (PEFT loads the base model from it)")
+	}
+	if v, ok := cfg["use_rslora"]; ok {
+		if _, isBool := v.(bool); !isBool {
+			return 0, nil, bad("use_rslora", "%v is not a boolean", v)
+		}
+	}
+	list, ok := cfg["target_modules"].([]any)
+	if !ok || len(list) == 0 {
+		return 0, nil, bad("target_modules", "missing or empty")
+	}
+	targets := map[string]bool{}
+	for i, v := range list {
+		s, ok := v.(string)
+		if !ok {
+			return 0, nil, bad(fmt.Sprintf("target_modules[%d]", i), "%v is not a string", v)
+		}
+		short := strings.TrimSuffix(s, "_proj")
+		if _, err := engine.NormalizeTargets([]string{short}); err != nil {
+			return 0, nil, bad(fmt.Sprintf("target_modules[%d]", i), "%v", err)
+		}
+		targets[short] = true
+	}
+	return int(r), targets, nil
+}
+
+// CheckPEFTWeights checks every key of an adapter_model.safetensors against
+// PEFT's naming and the base model's shapes: each targeted linear of each
+// layer has lora_A [r, in] and lora_B [out, r], and nothing else is there.
+func CheckPEFTWeights(path string, base *engine.ModelConfig, r int, targets map[string]bool) error {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer f.Close()
+	D, I, Q, KV := base.HiddenSize, base.IntermediateSize, base.QDim(), base.KVDim()
+	dims := map[string][2]int{"q": {Q, D}, "k": {KV, D}, "v": {KV, D}, "o": {D, Q}, "gate": {I, D}, "up": {I, D}, "down": {D, I}}
+	seen := map[string]bool{}
+	for _, name := range f.Names() {
+		m := peftKey.FindStringSubmatch(name)
+		if m == nil {
+			return fmt.Errorf("export: %s: tensor %s does not follow PEFT's naming (base_model.model.model.layers.N.<self_attn|mlp>.<module>.lora_A|lora_B.weight)", path, name)
+		}
+		layer, _ := strconv.Atoi(m[1])
+		if layer >= base.NumLayers {
+			return fmt.Errorf("export: %s: tensor %s: the base model has %d layers", path, name, base.NumLayers)
+		}
+		short := m[3]
+		if wantBlock := map[bool]string{true: "mlp", false: "self_attn"}[short == "gate" || short == "up" || short == "down"]; m[2] != wantBlock {
+			return fmt.Errorf("export: %s: tensor %s: %s_proj lives under %s", path, name, short, wantBlock)
+		}
+		if !targets[short] {
+			return fmt.Errorf("export: %s: tensor %s: %s_proj is not in adapter_config.json's target_modules", path, name, short)
+		}
+		info, _ := f.Info(name)
+		out, in := dims[short][0], dims[short][1]
+		want := []int{r, in}
+		if m[4] == "B" {
+			want = []int{out, r}
+		}
+		if len(info.Shape) != 2 || info.Shape[0] != want[0] || info.Shape[1] != want[1] {
+			return fmt.Errorf("export: %s: tensor %s has shape %v, want %v (r=%d)", path, name, info.Shape, want, r)
+		}
+		seen[name] = true
+	}
+	var missing []string
+	for l := 0; l < base.NumLayers; l++ {
+		for short := range targets {
+			block := "self_attn"
+			if short == "gate" || short == "up" || short == "down" {
+				block = "mlp"
+			}
+			for _, ab := range []string{"A", "B"} {
+				name := fmt.Sprintf("base_model.model.model.layers.%d.%s.%s_proj.lora_%s.weight", l, block, short, ab)
+				if !seen[name] {
+					missing = append(missing, name)
+				}
+			}
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("export: %s: %d adapter tensors missing, first %s", path, len(missing), missing[0])
+	}
+	return nil
+}

@@ -1,0 +1,460 @@
+package gguf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Block layouts, as ggml defines them (all little-endian, f16 = IEEE half):
+//
+//	Q8_0 (32 values, 34 bytes):  f16 d | int8 q[32]          x = d*q
+//	Q4_K (256 values, 144 bytes): f16 d | f16 dmin | u8 scales[12] | u8 qs[128]
+//	    8 sub-blocks of 32, each with a 6-bit scale sc and 6-bit min m:
+//	    x = d*sc*q - dmin*m, q in 0..15. scales[12] packs the 16 six-bit
+//	    numbers: for j < 4, sc[j] = scales[j]&63, m[j] = scales[j+4]&63;
+//	    for j >= 4, sc[j] = scales[j+4]&15 | (scales[j-4]>>6)<<4 and
+//	    m[j] = scales[j+4]>>4 | (scales[j]>>6)<<4. qs[32*c+l] holds
+//	    sub-block 2c's value l in its low nibble, sub-block 2c+1's in its high.
+//	Q6_K (256 values, 210 bytes): u8 ql[128] | u8 qh[64] | int8 scales[16] | f16 d
+//	    16 sub-blocks of 16 with an 8-bit signed scale: x = d*sc*(q-32),
+//	    q in 0..63. In each half h (128 values) and for l < 32, the four
+//	    values l, l+32, l+64, l+96 take their low nibbles from
+//	    ql[64h+l]&15, ql[64h+l+32]&15, ql[64h+l]>>4, ql[64h+l+32]>>4 and their
+//	    top two bits from qh[32h+l] bits 0-1, 2-3, 4-5, 6-7.
+
+// QK_K is the super-block size of the K-quants.
+const QK_K = 256
+
+const (
+	q8_0Bytes = 2 + 32
+	q4KBytes  = 2 + 2 + 12 + QK_K/2
+	q6KBytes  = QK_K/2 + QK_K/4 + QK_K/16 + 2
+)
+
+// Encode converts float32 values, a whole number of rows, to t's bytes.
+func Encode(t TensorType, x []float32) ([]byte, error) {
+	if bs := t.BlockSize(); len(x)%bs != 0 {
+		return nil, fmt.Errorf("gguf: %d values are not a multiple of %s's block of %d", len(x), t, bs)
+	}
+	switch t {
+	case F32:
+		out := make([]byte, 4*len(x))
+		for i, v := range x {
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+		}
+		return out, nil
+	case F16:
+		out := make([]byte, 2*len(x))
+		for i, v := range x {
+			binary.LittleEndian.PutUint16(out[2*i:], Float32ToF16(v))
+		}
+		return out, nil
+	case BF16:
+		out := make([]byte, 2*len(x))
+		for i, v := range x {
+			binary.LittleEndian.PutUint16(out[2*i:], Float32ToBF16(v))
+		}
+		return out, nil
+	case Q8_0:
+		return QuantizeQ8_0(x), nil
+	case Q4_K:
+		return QuantizeQ4K(x), nil
+	case Q6_K:
+		return QuantizeQ6K(x), nil
+	}
+	return nil, fmt.Errorf("gguf: cannot encode tensor type %s", t)
+}
+
+// Decode converts n values of type t back to float32 (tests and checks
+// use it to measure what quantization lost).
+func Decode(t TensorType, data []byte, n int) ([]float32, error) {
+	size, err := t.RowBytes(n)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) != size {
+		return nil, fmt.Errorf("gguf: %d values of %s need %d bytes, got %d", n, t, size, len(data))
+	}
+	out := make([]float32, n)
+	switch t {
+	case F32:
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+		}
+	case F16:
+		for i := range out {
+			out[i] = F16ToFloat32(binary.LittleEndian.Uint16(data[2*i:]))
+		}
+	case BF16:
+		for i := range out {
+			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16)
+		}
+	case Q8_0:
+		for b := 0; b < n/32; b++ {
+			blk := data[b*q8_0Bytes:]
+			d := F16ToFloat32(binary.LittleEndian.Uint16(blk))
+			for i := 0; i < 32; i++ {
+				out[32*b+i] = d * float32(int8(blk[2+i]))
+			}
+		}
+	case Q4_K:
+		for b := 0; b < n/QK_K; b++ {
+			dequantizeQ4KBlock(data[b*q4KBytes:(b+1)*q4KBytes], out[b*QK_K:(b+1)*QK_K])
+		}
+	case Q6_K:
+		for b := 0; b < n/QK_K; b++ {
+			dequantizeQ6KBlock(data[b*q6KBytes:(b+1)*q6KBytes], out[b*QK_K:(b+1)*QK_K])
+		}
+	default:
+		return nil, fmt.Errorf("gguf: cannot decode tensor type %s", t)
+	}
+	return out, nil
+}
+
+// Float32ToF16 rounds to the nearest IEEE half (ties to even), with
+// overflow to infinity and gradual underflow to subnormals.
+func Float32ToF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int32(b>>23) & 0xff
+	mant := b & 0x7fffff
+	if exp == 0xff { // inf or NaN
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	}
+	e := exp - 127 + 15
+	if e >= 0x1f {
+		return sign | 0x7c00
+	}
+	if e <= 0 {
+		if e < -10 {
+			return sign // too small even for a subnormal
+		}
+		m := mant | 0x800000 // implicit bit
+		shift := uint32(14 - e)
+		half := m >> shift
+		rem := m & (1<<shift - 1)
+		mid := uint32(1) << (shift - 1)
+		if rem > mid || (rem == mid && half&1 == 1) {
+			half++
+		}
+		return sign | uint16(half)
+	}
+	half := uint32(e)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && half&1 == 1) {
+		half++ // may carry into the exponent, up to infinity: still right
+	}
+	return sign | uint16(half)
+}
+
+// F16ToFloat32 widens an IEEE half.
+func F16ToFloat32(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch {
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case exp == 0:
+		if mant == 0 {
+			return math.Float32frombits(sign)
+		}
+		v := float32(mant) / (1 << 24)
+		if sign != 0 {
+			v = -v
+		}
+		return v
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}
+
+// Float32ToBF16 rounds to bfloat16 (nearest, ties to even; NaN kept).
+func Float32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		return uint16(b>>16) | 0x40
+	}
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
+}
+
+// roundF16 is the value a float32 takes once stored as f16.
+func roundF16(f float32) float32 { return F16ToFloat32(Float32ToF16(f)) }
+
+func nearest(f float32) int { return int(math.RoundToEven(float64(f))) }
+
+func clampInt(v, lo, hi int) int { return min(max(v, lo), hi) }
+
+// QuantizeQ8_0 stores each block of 32 as d = max|x|/127 and q = round(x/d).
+// The scale is rounded to f16 before the values are divided by it, so the
+// error of every value is at most d/2 for the d that is stored.
+func QuantizeQ8_0(x []float32) []byte {
+	out := make([]byte, len(x)/32*q8_0Bytes)
+	for b := 0; b < len(x)/32; b++ {
+		blk := x[32*b : 32*b+32]
+		var amax float32
+		for _, v := range blk {
+			amax = max(amax, abs32(v))
+		}
+		d := roundF16(amax / 127)
+		o := out[b*q8_0Bytes:]
+		binary.LittleEndian.PutUint16(o, Float32ToF16(d))
+		if d == 0 {
+			continue
+		}
+		for i, v := range blk {
+			o[2+i] = byte(int8(clampInt(nearest(v/d), -127, 127)))
+		}
+	}
+	return out
+}
+
+func abs32(v float32) float32 { return float32(math.Abs(float64(v))) }
+
+// fitScaleMin finds, for one Q4_K sub-block, a scale s >= 0 and an offset
+// m >= 0 with x ≈ s*q - m, q in 0..nmax, by trying several grid spacings
+// and refitting s and m by least squares for each: the fit the format's
+// reference quantizer also searches for.
+func fitScaleMin(x []float32, nmax int) (scale, minus float32) {
+	lo, hi := x[0], x[0]
+	for _, v := range x {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	lo = min(lo, 0) // the offset can only move the grid down
+	if hi <= lo {
+		return 0, -lo
+	}
+	bestErr := float32(math.Inf(1))
+	scale, minus = (hi-lo)/float32(nmax), -lo
+	L := make([]int, len(x))
+	for step := -10; step <= 10; step++ {
+		iscale := (float32(nmax) + 0.1*float32(step)) / (hi - lo)
+		var sl, sl2, sx, slx float32
+		for i, v := range x {
+			l := clampInt(nearest(iscale*(v-lo)), 0, nmax)
+			L[i] = l
+			sl += float32(l)
+			sl2 += float32(l * l)
+			sx += v
+			slx += float32(l) * v
+		}
+		n := float32(len(x))
+		det := n*sl2 - sl*sl
+		if det <= 0 {
+			continue
+		}
+		s := (n*slx - sl*sx) / det
+		off := (sl2*sx - sl*slx) / det // x ≈ s*l + off
+		if off > 0 {                   // the format needs off <= 0
+			off = 0
+			if sl2 == 0 {
+				continue
+			}
+			s = slx / sl2
+		}
+		if s <= 0 {
+			continue
+		}
+		var err float32
+		for i, v := range x {
+			d := s*float32(L[i]) + off - v
+			err += d * d
+		}
+		if err < bestErr {
+			bestErr, scale, minus = err, s, -off
+		}
+	}
+	return scale, minus
+}
+
+// QuantizeQ4K quantizes whole super-blocks of 256 values.
+func QuantizeQ4K(x []float32) []byte {
+	out := make([]byte, len(x)/QK_K*q4KBytes)
+	for b := 0; b < len(x)/QK_K; b++ {
+		quantizeQ4KBlock(x[b*QK_K:(b+1)*QK_K], out[b*q4KBytes:(b+1)*q4KBytes])
+	}
+	return out
+}
+
+func quantizeQ4KBlock(x []float32, o []byte) {
+	var scales, mins [8]float32
+	var maxScale, maxMin float32
+	for j := 0; j < 8; j++ {
+		scales[j], mins[j] = fitScaleMin(x[32*j:32*j+32], 15)
+		maxScale, maxMin = max(maxScale, scales[j]), max(maxMin, mins[j])
+	}
+	d := roundF16(maxScale / 63)
+	dmin := roundF16(maxMin / 63)
+	var sc, mn [8]int
+	for j := 0; j < 8; j++ {
+		if d > 0 {
+			sc[j] = clampInt(nearest(scales[j]/d), 0, 63)
+		}
+		if dmin > 0 {
+			mn[j] = clampInt(nearest(mins[j]/dmin), 0, 63)
+		}
+	}
+	binary.LittleEndian.PutUint16(o[0:], Float32ToF16(d))
+	binary.LittleEndian.PutUint16(o[2:], Float32ToF16(dmin))
+	s := o[4:16]
+	for j := 0; j < 8; j++ {
+		if j < 4 {
+			s[j] = byte(sc[j])
+			s[j+4] = byte(mn[j])
+		} else {
+			s[j+4] = byte(sc[j]&15 | (mn[j]&15)<<4)
+			s[j-4] |= byte(sc[j]>>4) << 6
+			s[j] |= byte(mn[j]>>4) << 6
+		}
+	}
+	qs := o[16:]
+	for j := 0; j < 8; j++ {
+		step := d * float32(sc[j])
+		off := dmin * float32(mn[j])
+		for l := 0; l < 32; l++ {
+			q := 0
+			if step > 0 {
+				q = clampInt(nearest((x[32*j+l]+off)/step), 0, 15)
+			}
+			idx := 32*(j/2) + l
+			if j%2 == 0 {
+				qs[idx] = qs[idx]&0xf0 | byte(q)
+			} else {
+				qs[idx] = qs[idx]&0x0f | byte(q)<<4
+			}
+		}
+	}
+}
+
+// q4KScaleMin unpacks sub-block j's 6-bit scale and min.
+func q4KScaleMin(j int, s []byte) (sc, m int) {
+	if j < 4 {
+		return int(s[j] & 63), int(s[j+4] & 63)
+	}
+	return int(s[j+4]&15 | (s[j-4]>>6)<<4), int(s[j+4]>>4 | (s[j]>>6)<<4)
+}
+
+func dequantizeQ4KBlock(o []byte, y []float32) {
+	d := F16ToFloat32(binary.LittleEndian.Uint16(o[0:]))
+	dmin := F16ToFloat32(binary.LittleEndian.Uint16(o[2:]))
+	s, qs := o[4:16], o[16:]
+	for j := 0; j < 8; j++ {
+		sc, m := q4KScaleMin(j, s)
+		step, off := d*float32(sc), dmin*float32(m)
+		for l := 0; l < 32; l++ {
+			q := qs[32*(j/2)+l]
+			if j%2 == 1 {
+				q >>= 4
+			}
+			y[32*j+l] = step*float32(q&15) - off
+		}
+	}
+}
+
+// QuantizeQ6K quantizes whole super-blocks of 256 values.
+func QuantizeQ6K(x []float32) []byte {
+	out := make([]byte, len(x)/QK_K*q6KBytes)
+	for b := 0; b < len(x)/QK_K; b++ {
+		quantizeQ6KBlock(x[b*QK_K:(b+1)*QK_K], out[b*q6KBytes:(b+1)*q6KBytes])
+	}
+	return out
+}
+
+// fitSymmetric finds a signed scale s with x ≈ s*q, q in -32..31: the value
+// of largest magnitude maps to -32 (using the grid's longer side), then s
+// is refit by least squares; a few nearby grids are tried too.
+func fitSymmetric(x []float32) float32 {
+	var peak float32
+	for _, v := range x {
+		if abs32(v) > abs32(peak) {
+			peak = v
+		}
+	}
+	if peak == 0 {
+		return 0
+	}
+	var best float32
+	bestErr := float32(math.Inf(1))
+	for step := -6; step <= 6; step++ {
+		iscale := -(32 + 0.1*float32(step)) / peak
+		var slx, sl2 float32
+		for _, v := range x {
+			l := float32(clampInt(nearest(iscale*v), -32, 31))
+			slx += l * v
+			sl2 += l * l
+		}
+		if sl2 == 0 {
+			continue
+		}
+		s := slx / sl2
+		var err float32
+		for _, v := range x {
+			l := float32(clampInt(nearest(v/s), -32, 31))
+			d := s*l - v
+			err += d * d
+		}
+		if err < bestErr {
+			best, bestErr = s, err
+		}
+	}
+	return best
+}
+
+func quantizeQ6KBlock(x []float32, o []byte) {
+	var scales [16]float32
+	var peak float32
+	for j := 0; j < 16; j++ {
+		scales[j] = fitSymmetric(x[16*j : 16*j+16])
+		peak = max(peak, abs32(scales[j]))
+	}
+	d := roundF16(peak / 127)
+	ql, qh, sc := o[0:128], o[128:192], o[192:208]
+	binary.LittleEndian.PutUint16(o[208:], Float32ToF16(d))
+	var q [QK_K]int
+	for j := 0; j < 16; j++ {
+		s := 0
+		if d > 0 {
+			s = clampInt(nearest(scales[j]/d), -127, 127)
+		}
+		sc[j] = byte(int8(s))
+		step := d * float32(s)
+		for l := 0; l < 16; l++ {
+			v := 0
+			if step != 0 {
+				v = clampInt(nearest(x[16*j+l]/step), -32, 31)
+			}
+			q[16*j+l] = v + 32
+		}
+	}
+	for h := 0; h < 2; h++ {
+		for l := 0; l < 32; l++ {
+			q1, q2, q3, q4 := q[128*h+l], q[128*h+l+32], q[128*h+l+64], q[128*h+l+96]
+			ql[64*h+l] = byte(q1&15 | (q3&15)<<4)
+			ql[64*h+l+32] = byte(q2&15 | (q4&15)<<4)
+			qh[32*h+l] = byte(q1>>4 | (q2>>4)<<2 | (q3>>4)<<4 | (q4>>4)<<6)
+		}
+	}
+}
+
+func dequantizeQ6KBlock(o []byte, y []float32) {
+	ql, qh, sc := o[0:128], o[128:192], o[192:208]
+	d := F16ToFloat32(binary.LittleEndian.Uint16(o[208:]))
+	for h := 0; h < 2; h++ {
+		for l := 0; l < 32; l++ {
+			a, b, c := ql[64*h+l], ql[64*h+l+32], qh[32*h+l]
+			qs := [4]int{
+				int(a&15) | int(c&3)<<4,
+				int(b&15) | int((c>>2)&3)<<4,
+				int(a>>4) | int((c>>4)&3)<<4,
+				int(b>>4) | int((c>>6)&3)<<4,
+			}
+			for k, qv := range qs {
+				i := 128*h + l + 32*k
+				y[i] = d * float32(int8(sc[i/16])) * float32(qv-32)
+			}
+		}
+	}
+}
