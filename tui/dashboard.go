@@ -9,6 +9,7 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"whet/engine"
 	"whet/tui/components/lossplot"
@@ -279,11 +280,13 @@ func (d *dashboard) header(w int) string {
 	return line1 + "\n" + prog
 }
 
-// spread puts left and right on one line of width w.
+// spread puts left and right on one line of width w, cutting the left
+// part if both do not fit (the right part is the status, which matters).
 func spread(left, right string, w int) string {
 	gap := w - lipgloss.Width(left) - lipgloss.Width(right)
 	if gap < 1 {
-		return left + " " + right
+		left = ansi.Truncate(left, max(w-lipgloss.Width(right)-1, 0), "…")
+		gap = w - lipgloss.Width(left) - lipgloss.Width(right)
 	}
 	return left + strings.Repeat(" ", gap) + right
 }
@@ -339,7 +342,7 @@ func (d *dashboard) stats(h int) string {
 	case d.gpuErr != "":
 		lines = append(lines, st.Muted.Render(wrap("GPU: "+d.gpuErr, statsWidth-2)))
 	case d.gpu == nil:
-		lines = append(lines, st.Muted.Render("GPU: no sampler"))
+		lines = append(lines, st.Muted.Render("GPU: not available"))
 	default:
 		lines = append(lines, st.Muted.Render("GPU: reading…"))
 	}

@@ -31,7 +31,7 @@ func TestWizardStartsRunWithChosenConfig(t *testing.T) {
 		t.Fatalf("first screen should offer the base models:\n%s", d.screen())
 	}
 
-	d.keys("down", "enter") // qwen2.5-0.5b-instruct
+	d.keys("down", "down", "down", "enter") // past the two local folders to qwen2.5-0.5b-instruct
 	if !strings.Contains(d.screen(), "How should it learn?") {
 		t.Fatalf("expected the method page:\n%s", d.screen())
 	}
@@ -163,7 +163,7 @@ func TestFitCheckBlocksUntilAdviceMakesItFit(t *testing.T) {
 	// 7.6B in bf16 is ~15 GiB: give it 8 GiB so only QLoRA fits.
 	o.Fit = fake.FitChecker{Device: "small GPU", Free: 8 << 30, Total: 8 << 30, Params: fake.DemoCatalog.Params}
 	d := newDriver(t, o, 80, 24)
-	d.keys("down", "down", "down", "enter", "enter", "enter")
+	d.keys("end", "up", "enter", "enter", "enter") // the last catalog entry, qwen2.5-7b
 	d.waitScreen("format messages")
 	d.keys("enter", "enter")
 	d.waitScreen("Does not fit")

@@ -29,7 +29,7 @@ func TestGoldenWizardPages(t *testing.T) {
 				golden(t, fmt.Sprintf("wizard_%s_%dx%d", name, sz.w, sz.h), d.view())
 			}
 			shot("1model")
-			d.keys("down", "enter")
+			d.keys("down", "down", "down", "enter")
 			shot("2method")
 			for i := 0; i < 5; i++ {
 				d.keys("down")

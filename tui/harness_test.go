@@ -133,7 +133,7 @@ func (d *driver) typeText(s string) {
 
 func keyMsg(k string) tea.KeyPressMsg {
 	named := map[string]rune{"enter": tea.KeyEnter, "esc": tea.KeyEscape, "up": tea.KeyUp, "down": tea.KeyDown,
-		"left": tea.KeyLeft, "right": tea.KeyRight, "backspace": tea.KeyBackspace, "tab": tea.KeyTab}
+		"left": tea.KeyLeft, "right": tea.KeyRight, "end": tea.KeyEnd, "home": tea.KeyHome, "backspace": tea.KeyBackspace, "tab": tea.KeyTab}
 	if c, ok := named[k]; ok {
 		return tea.KeyPressMsg{Code: c}
 	}

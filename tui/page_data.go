@@ -172,11 +172,10 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 			return nil, stay
 		}
 		n := len(p.files) + 1
+		if listKey(msg.String(), &p.cursor, n, 4) {
+			return nil, stay
+		}
 		switch msg.String() {
-		case "up", "k":
-			p.cursor = (p.cursor - 1 + n) % n
-		case "down", "j":
-			p.cursor = (p.cursor + 1) % n
 		case "left", "h":
 			if p.preview != nil && len(p.preview.Examples) > 0 {
 				p.example = (p.example - 1 + len(p.preview.Examples)) % len(p.preview.Examples)

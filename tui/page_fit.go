@@ -133,8 +133,8 @@ func (p *fitPage) view() string {
 		return b.String()
 	}
 	r := p.report
-	b.WriteString(fmt.Sprintf("%s  %s free of %s\n", st.Value.Render(r.Device),
-		stackbar.FormatBytes(r.Free), stackbar.FormatBytes(r.Total)))
+	b.WriteString(wrap(fmt.Sprintf("%s free of %s on %s", stackbar.FormatBytes(r.Free), stackbar.FormatBytes(r.Total),
+		st.Value.Render(r.Device)), p.w) + "\n")
 	parts := make([]stackbar.Part, len(r.Parts))
 	for i, pp := range r.Parts {
 		parts[i] = stackbar.Part{Name: pp.Name, Bytes: pp.Bytes}

@@ -40,10 +40,45 @@ func newModelPage(c *common, cfg *engine.RunConfig, catalog []ModelInfo, local [
 
 func (p *modelPage) title() string { return "model" }
 
-// entries are the catalog, then local folders, then "enter a path".
+// entries are the models already on disk (catalog entries with a folder,
+// then the local folders), then the rest of the catalog; "enter a path"
+// follows as the last row.
 func (p *modelPage) entries() []ModelInfo {
-	out := append(append([]ModelInfo(nil), p.catalog...), p.local...)
+	var out []ModelInfo
+	for _, e := range p.catalog {
+		if e.Path != "" {
+			out = append(out, e)
+		}
+	}
+	out = append(out, p.local...)
+	for _, e := range p.catalog {
+		if e.Path == "" {
+			out = append(out, e)
+		}
+	}
 	return out
+}
+
+// listKey moves a list cursor for the navigation keys shared by the
+// pages' lists; it reports whether the key was one of them.
+func listKey(k string, cursor *int, n, page int) bool {
+	switch k {
+	case "up", "k":
+		*cursor = (*cursor - 1 + n) % n
+	case "down", "j":
+		*cursor = (*cursor + 1) % n
+	case "home", "g":
+		*cursor = 0
+	case "end", "G":
+		*cursor = n - 1
+	case "pgup":
+		*cursor = max(*cursor-page, 0)
+	case "pgdown":
+		*cursor = min(*cursor+page, n-1)
+	default:
+		return false
+	}
+	return true
 }
 
 func (p *modelPage) enter() tea.Cmd {
@@ -109,11 +144,10 @@ func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		return nil, stay
 	}
 	n := len(p.entries()) + 1
+	if listKey(km.String(), &p.cursor, n, max(p.h-8, 3)) {
+		return nil, stay
+	}
 	switch km.String() {
-	case "up", "k":
-		p.cursor = (p.cursor - 1 + n) % n
-	case "down", "j":
-		p.cursor = (p.cursor + 1) % n
 	case "enter":
 		if p.cursor == n-1 {
 			p.typing_ = true

@@ -29,7 +29,7 @@ type Bar struct {
 	MutedStyle    lipgloss.Style
 }
 
-var fills = []rune{'█', '▓', '▒', '░', '▚', '■', '▞', '▪'}
+var fills = []rune{'█', '▓', '▒', '░', '▚', '■', '▞', '▪', '▙', '▜', '◆', '●'}
 
 // Fill returns the fill character of part i, for legends drawn elsewhere.
 func Fill(i int) rune { return fills[i%len(fills)] }
