@@ -1,0 +1,138 @@
+package export
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// transformersInputs are the fixed token sequences whose logits
+// tools/export/check_transformers.py compares.
+var transformersInputs = [][]int32{
+	{1, 328, 267, 201, 57, 74, 271, 295, 223, 20, 223, 13, 223, 21, 33, 2},
+	{45, 300, 12, 7, 99, 410, 3, 17, 256, 511, 0, 88, 123, 64, 5, 230},
+}
+
+// TestWriteTransformersInputs writes what check_transformers.py reads into
+// WHET_EXPORT_DEV (e.g. .dev/export, git-ignored): for a LoRA run on each
+// tiny model, the base model, the PEFT export, the merged bf16 and f16
+// exports and whet's logits (adapter applied unmerged, float32, CPU) on
+// transformersInputs. It only runs when WHET_EXPORT_DEV is set: its output
+// is carried to the GPU machine, where transformers is installed.
+func TestWriteTransformersInputs(t *testing.T) {
+	out := os.Getenv("WHET_EXPORT_DEV")
+	if out == "" {
+		t.Skip("set WHET_EXPORT_DEV=DIR to write the inputs of tools/export/check_transformers.py")
+	}
+	if err := os.RemoveAll(out); err != nil {
+		t.Fatal(err)
+	}
+	type caseOut struct {
+		Name   string      `json:"name"`
+		Inputs [][]int32   `json:"inputs"`
+		Logits [][]float32 `json:"logits"` // per input, [T*V] row-major
+		Vocab  int         `json:"vocab"`
+	}
+	var cases []caseOut
+	for i, base := range []string{"tiny-llama", "tiny-qwen2"} {
+		dir := filepath.Join(out, base)
+		copyDir(t, testdata(base), filepath.Join(dir, "base"))
+		run := makeLoRARun(t, filepath.Join(dir, "run"), filepath.Join(dir, "base"), uint64(20+i))
+		for _, o := range []Options{
+			{Format: "peft", OutDir: filepath.Join(dir, "peft")},
+			{Format: "merged", Quant: "bf16", OutDir: filepath.Join(dir, "merged-bf16")},
+			{Format: "merged", Quant: "f16", OutDir: filepath.Join(dir, "merged-f16")},
+		} {
+			o.RunDir = run
+			if err := Run(o, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r, err := OpenRun(run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := r.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := caseOut{Name: base, Inputs: transformersInputs, Vocab: src.Model.Cfg.VocabSize}
+		for _, ids := range transformersInputs {
+			c.Logits = append(c.Logits, whetLogits(t, src.Model, ids))
+		}
+		src.Close()
+		cases = append(cases, c)
+	}
+	js, err := json.Marshal(map[string]any{"cases": cases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "whet_logits.json"), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// transformersResult is testdata/export/transformers.json, written by
+// check_transformers.py on the GPU machine.
+type transformersResult struct {
+	Versions map[string]string `json:"versions"`
+	Cases    []struct {
+		Name   string `json:"name"`
+		Checks []struct {
+			What       string  `json:"what"` // merged-bf16, merged-f16, peft
+			MaxAbsDiff float64 `json:"max_abs_diff"`
+			MaxAbs     float64 `json:"max_abs_logit"`
+			Argmax     float64 `json:"argmax_agreement"`
+		} `json:"checks"`
+	} `json:"cases"`
+}
+
+// TestTransformersReference checks the committed result of loading whet's
+// exports in transformers: the merged bf16/f16 models' logits equal whet's
+// within half-precision tolerance, and the PEFT adapter applied to the base
+// by PEFT gives whet's logits within float32 tolerance, for both tiny
+// models (llama and qwen2).
+func TestTransformersReference(t *testing.T) {
+	data, err := os.ReadFile(testdata("export/transformers.json"))
+	if err != nil {
+		t.Fatalf("%v (run tools/export/check_transformers.py on the GPU machine, see its header)", err)
+	}
+	var res transformersResult
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatalf("testdata/export/transformers.json: %v", err)
+	}
+	want := map[string]bool{"tiny-llama": true, "tiny-qwen2": true}
+	for _, c := range res.Cases {
+		delete(want, c.Name)
+		seen := map[string]bool{}
+		for _, ch := range c.Checks {
+			seen[ch.What] = true
+			// bf16 keeps 8 significant bits: weights rounded by 2^-9
+			// move logits by well under 2% of their range; f16 (11 bits)
+			// by under 0.5%; PEFT in float32 by float32 rounding only.
+			tol := map[string]float64{"merged-bf16": 0.02, "merged-f16": 0.005, "peft": 1e-4}[ch.What]
+			if tol == 0 {
+				t.Errorf("%s: unknown check %q", c.Name, ch.What)
+				continue
+			}
+			if ch.MaxAbs <= 0 || math.IsNaN(ch.MaxAbsDiff) {
+				t.Errorf("%s %s: no logits compared (%+v)", c.Name, ch.What, ch)
+				continue
+			}
+			if ch.MaxAbsDiff > tol*ch.MaxAbs {
+				t.Errorf("%s %s: transformers' logits differ from whet's by %.3g (largest logit %.3g, tolerance %.3g)", c.Name, ch.What, ch.MaxAbsDiff, ch.MaxAbs, tol*ch.MaxAbs)
+			}
+			t.Logf("%s %s: max |Δlogit| %.3g of %.3g, argmax agreement %.3f", c.Name, ch.What, ch.MaxAbsDiff, ch.MaxAbs, ch.Argmax)
+		}
+		for _, w := range []string{"merged-bf16", "merged-f16", "peft"} {
+			if !seen[w] {
+				t.Errorf("%s: check %s missing", c.Name, w)
+			}
+		}
+	}
+	for n := range want {
+		t.Errorf("case %s missing from testdata/export/transformers.json", n)
+	}
+}
