@@ -39,8 +39,10 @@ type Activations struct {
 	hN     Tensor // final norm output [Cap, D]
 	rstdN  Tensor // F32 [Cap]
 	losses Tensor // F32 [Cap]
-	logits Tensor // [chunk, V]
-	chunk  int
+	logits Tensor // F32 [chunk, V]
+	// dlogits is the logits gradient in the compute dtype, when that is not F32.
+	dlogits Tensor
+	chunk   int
 
 	// backward scratch
 	dres, dh           Tensor // [Cap, D]
@@ -149,7 +151,13 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	a.rstdN = alloc(F32, T)
 	a.losses = alloc(F32, T)
 	a.chunk = logitsChunk(T, c.VocabSize)
-	a.logits = alloc(cd, a.chunk, c.VocabSize)
+	// Logits and the cross-entropy are float32 whatever the compute dtype,
+	// as transformers upcasts logits before the loss; the gradient goes
+	// back through the head in the compute dtype (dlogits).
+	a.logits = alloc(F32, a.chunk, c.VocabSize)
+	if cd != F32 {
+		a.dlogits = alloc(cd, a.chunk, c.VocabSize)
+	}
 	a.dres = alloc(cd, T, D)
 	a.dh = alloc(cd, T, D)
 	a.datt = alloc(cd, T, Q)
@@ -639,11 +647,20 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 		if !backward {
 			continue
 		}
-		if err := B.MatMul(a.rowRange(a.dh, r0, r1), logits, W.W, false, false, 1, 0); err != nil {
+		dl := logits
+		if a.dlogits != nil {
+			if dl, err = B.View(a.dlogits, 0, n, V); err != nil {
+				return err
+			}
+			if err := B.Copy(dl, logits); err != nil {
+				return fmt.Errorf("cast logits gradient rows %d-%d: %w", r0, r1, err)
+			}
+		}
+		if err := B.MatMul(a.rowRange(a.dh, r0, r1), dl, W.W, false, false, 1, 0); err != nil {
 			return fmt.Errorf("lm head input grad rows %d-%d: %w", r0, r1, err)
 		}
 		if W.Trainable {
-			if err := B.MatMul(W.Grad, logits, h, true, false, 1, 1); err != nil {
+			if err := B.MatMul(W.Grad, dl, h, true, false, 1, 1); err != nil {
 				return fmt.Errorf("lm head weight grad rows %d-%d: %w", r0, r1, err)
 			}
 		}
