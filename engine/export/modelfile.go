@@ -24,7 +24,7 @@ const systemOfFirst = `{{- $sys := "" }}{{ if .Messages }}{{ if eq (index .Messa
 // notFirstSystem wraps a per-message body so a leading system message
 // (already placed by the template) is skipped.
 func notFirstSystem(body string) string {
-	return `{{- range $i, $m := .Messages }}{{ if not (and (eq $i 0) (eq $m.Role "system")) }}` + body + `{{ end }}{{ end }}`
+	return `{{ range $i, $m := .Messages }}{{ if not (and (eq $i 0) (eq $m.Role "system")) }}` + body + `{{ end }}{{ end }}`
 }
 
 const chatMLTurns = `{{- range .Messages }}<|im_start|>{{ .Role }}
@@ -52,6 +52,9 @@ You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
 	"mistral-v0.3": systemOfFirst + notFirstSystem(`{{ if eq $m.Role "user" }}[INST] {{ if and $sys (eq (len (slice $.Messages $i)) 1) }}{{ $sys }}
 
 {{ end }}{{ $m.Content }}[/INST]{{ else }} {{ $m.Content }}</s>{{ end }}`),
+	// plain is whet's own layout for completion-style data: the turns
+	// back to back, each reply closed by EOS.
+	"plain": `{{- range .Messages }}{{ .Content }}{{ if eq .Role "assistant" }}{{ "{{EOS}}" }}{{ end }}{{ end }}`,
 	"phi-3": `{{- range .Messages }}<|{{ .Role }}|>
 {{ .Content }}<|end|>
 {{ end }}<|assistant|>
@@ -112,14 +115,12 @@ func Modelfile(src *Source, from string) (string, error) {
 		if s, ok := src.Tok.Config()["eos_token"].(string); ok && s != "" {
 			eos = s
 		}
-		tpl, ok := OllamaTemplate(src.Template.Name, eos)
-		if !ok {
-			return "", fmt.Errorf("export: no Ollama TEMPLATE for chat template %s", src.Template.Name)
+		if tpl, ok := OllamaTemplate(src.Template.Name, eos); ok && !strings.Contains(tpl, `"""`) {
+			fmt.Fprintf(&b, "TEMPLATE \"\"\"%s\"\"\"\n", tpl)
+		} else {
+			// Ollama then falls back to the GGUF's tokenizer.chat_template.
+			fmt.Fprintf(&b, "# No Go TEMPLATE for chat template %s: write one by hand if Ollama's guess from the GGUF is wrong.\n", src.Template.Name)
 		}
-		if strings.Contains(tpl, `"""`) {
-			return "", fmt.Errorf("export: chat template %s contains \"\"\", which a Modelfile cannot quote", src.Template.Name)
-		}
-		fmt.Fprintf(&b, "TEMPLATE \"\"\"%s\"\"\"\n", tpl)
 		stops = append(stops, src.Template.StopTokens...)
 		stops = append(stops, src.Template.StopStrings...)
 	}

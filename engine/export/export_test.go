@@ -1,0 +1,431 @@
+package export
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"text/template"
+
+	parser "github.com/gpustack/gguf-parser-go"
+
+	"whet/datasets"
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/engine/gguf"
+	"whet/engine/safetensors"
+)
+
+func loadRun(t *testing.T, run string) *Source {
+	t.Helper()
+	r, err := OpenRun(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := r.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	return src
+}
+
+func TestMergeLoRAMatchesAdapterForward(t *testing.T) {
+	// The merged weights must compute what the base + adapter computes.
+	run := makeLoRARun(t, filepath.Join(t.TempDir(), "run"), testdata("tiny-llama"), 3)
+	src := loadRun(t, run)
+	ids := transformersInputs[0]
+	want := whetLogits(t, src.Model, ids)
+	base, err := engine.LoadModel(src.ModelDir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Free()
+	before := whetLogits(t, base, ids)
+	for _, w := range Weights(src.Model) {
+		v, err := w.Values(src.Model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range base.Params() {
+			if p.Name == w.Name {
+				if err := base.B.Upload(p.W, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	got := whetLogits(t, base, ids)
+	var diff, moved float64
+	for i := range want {
+		diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
+		moved = math.Max(moved, math.Abs(float64(before[i]-want[i])))
+	}
+	if diff > 1e-4 {
+		t.Errorf("merged model's logits differ from base+adapter by %g", diff)
+	}
+	if moved < 0.05 {
+		t.Errorf("the adapter moves the logits by only %g: the test adapter is too weak to tell a merge from none", moved)
+	}
+}
+
+func TestMergedExport(t *testing.T) {
+	tmp := t.TempDir()
+	run := makeLoRARun(t, filepath.Join(tmp, "run"), testdata("tiny-qwen2"), 5)
+	src := loadRun(t, run)
+	want := whetLogits(t, src.Model, transformersInputs[1])
+	old := ShardBytes
+	ShardBytes = 200_000 // force shards and an index
+	defer func() { ShardBytes = old }()
+	for _, q := range []struct {
+		quant, torch, st string
+		tol              float64
+	}{{"bf16", "bfloat16", "BF16", 0.02}, {"f16", "float16", "F16", 0.005}} {
+		out := filepath.Join(tmp, "merged-"+q.quant)
+		var steps []string
+		if err := Run(Options{RunDir: run, Format: "merged", Quant: q.quant, OutDir: out}, func(d, n int, what string) { steps = append(steps, what) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(steps) == 0 {
+			t.Error("no progress reported")
+		}
+		if _, err := os.Stat(filepath.Join(out, "model.safetensors.index.json")); err != nil {
+			t.Errorf("%s: no shard index: %v", q.quant, err)
+		}
+		set, err := safetensors.OpenDir(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range set.Names() {
+			if info, _ := set.Info(n); info.DType != q.st {
+				t.Errorf("%s: tensor %s stored as %s", q.quant, n, info.DType)
+			}
+		}
+		set.Close()
+		cfg, err := readJSONMap(filepath.Join(out, "config.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg["dtype"] != q.torch {
+			t.Errorf("%s: config.json dtype %v, want %s", q.quant, cfg["dtype"], q.torch)
+		}
+		gen, err := readJSONMap(filepath.Join(out, "generation_config.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var eos []int
+		js, _ := json.Marshal(gen["eos_token_id"])
+		if err := json.Unmarshal(js, &eos); err != nil || !slices.Contains(eos, 2) || !slices.Contains(eos, 0) {
+			t.Errorf("%s: generation_config eos_token_id %v, want <|im_end|> (2) and <|endoftext|> (0)", q.quant, gen["eos_token_id"])
+		}
+		for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+			if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+				t.Errorf("%s: %v", q.quant, err)
+			}
+		}
+		m, err := engine.LoadModel(out, cpu.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := whetLogits(t, m, transformersInputs[1])
+		m.Free()
+		var diff, top float64
+		for i := range want {
+			diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
+			top = math.Max(top, math.Abs(float64(want[i])))
+		}
+		if diff > q.tol*top {
+			t.Errorf("%s: reloaded merged model's logits differ by %g (largest %g)", q.quant, diff, top)
+		}
+	}
+}
+
+func TestPEFTExport(t *testing.T) {
+	tmp := t.TempDir()
+	run := makeLoRARun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"), 9)
+	out := filepath.Join(tmp, "peft")
+	if err := Run(Options{RunDir: run, Format: "peft", OutDir: out}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := readJSONMap(filepath.Join(out, "adapter_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := cfg["base_model_name_or_path"].(string); !filepath.IsAbs(b) {
+		t.Errorf("base_model_name_or_path %q is not an absolute folder", b)
+	}
+	// The export loads back onto the base as the run's adapter does.
+	m, err := engine.LoadModel(testdata("tiny-llama"), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if _, err := engine.LoadAdapter(out, m); err != nil {
+		t.Fatal(err)
+	}
+	src := loadRun(t, run)
+	a, b := whetLogits(t, m, transformersInputs[0]), whetLogits(t, src.Model, transformersInputs[0])
+	if !slices.Equal(a, b) {
+		t.Error("the exported adapter computes different logits from the run's")
+	}
+
+	if err := Run(Options{RunDir: makeFullRun(t, filepath.Join(tmp, "full"), testdata("tiny-llama")), Format: "peft"}, nil); err == nil || !strings.Contains(err.Error(), "full fine-tuning") {
+		t.Errorf("peft export of a full run: %v", err)
+	}
+}
+
+// breakAdapter rewrites a run's adapter_model.safetensors through edit.
+func breakAdapter(t *testing.T, run string, edit func([]safetensors.Tensor) []safetensors.Tensor) {
+	t.Helper()
+	path := filepath.Join(run, "adapter", "adapter_model.safetensors")
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []safetensors.Tensor
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		v, err := f.Float32(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, safetensors.F32Tensor(n, info.Shape, v))
+	}
+	f.Close()
+	if err := safetensors.Write(path, edit(ts), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPEFTExportRejectsBrokenAdapters(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func([]safetensors.Tensor) []safetensors.Tensor
+		cfg  func(map[string]any)
+		want string
+	}{
+		{name: "renamed key", want: "does not follow PEFT's naming", edit: func(ts []safetensors.Tensor) []safetensors.Tensor {
+			ts[0].Name = strings.Replace(ts[0].Name, "base_model.model.", "", 1)
+			return ts
+		}},
+		{name: "missing tensor", want: "adapter tensors missing", edit: func(ts []safetensors.Tensor) []safetensors.Tensor { return ts[1:] }},
+		{name: "wrong shape", want: "has shape", edit: func(ts []safetensors.Tensor) []safetensors.Tensor {
+			ts[0].Shape = []int{ts[0].Shape[1], ts[0].Shape[0]}
+			return ts
+		}},
+		{name: "untargeted module", want: "not in adapter_config.json's target_modules", cfg: func(c map[string]any) {
+			c["target_modules"] = []any{"q_proj"}
+		}},
+		{name: "no r", want: "r: missing", cfg: func(c map[string]any) { delete(c, "r") }},
+		{name: "no base", want: "base_model_name_or_path", cfg: func(c map[string]any) { c["base_model_name_or_path"] = "" }},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			run := makeLoRARun(t, filepath.Join(t.TempDir(), "run"), testdata("tiny-llama"), uint64(30+i))
+			if c.edit != nil {
+				breakAdapter(t, run, c.edit)
+			}
+			if c.cfg != nil {
+				p := filepath.Join(run, "adapter", "adapter_config.json")
+				cfg, err := readJSONMap(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.cfg(cfg)
+				if err := writeJSON(p, cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := Run(Options{RunDir: run, Format: "peft", OutDir: filepath.Join(t.TempDir(), "out")}, nil)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestGGUFMetadataReadsBack(t *testing.T) {
+	tmp := t.TempDir()
+	run := makeLoRARun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"), 4)
+	src := loadRun(t, run)
+	for _, q := range []struct {
+		quant string
+		ftype uint32
+		types map[string]gguf.TensorType
+	}{
+		{"f16", 1, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.F16, "blk.0.attn_norm.weight": gguf.F32}},
+		{"bf16", 32, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.BF16}},
+		{"q8_0", 7, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.Q8_0, "output.weight": gguf.Q8_0}},
+		// 64-wide rows cannot hold 256-value K-quant blocks: Q8_0 instead.
+		{"q4_k_m", 15, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.Q8_0, "token_embd.weight": gguf.Q8_0}},
+	} {
+		out := filepath.Join(tmp, q.quant)
+		if err := Run(Options{RunDir: run, Format: "gguf", Quant: q.quant, OutDir: out}, nil); err != nil {
+			t.Fatal(err)
+		}
+		gf, err := parser.ParseGGUFFile(filepath.Join(out, "model.gguf"))
+		if err != nil {
+			t.Fatalf("%s: gguf-parser-go: %v", q.quant, err)
+		}
+		kv := gf.Header.MetadataKV
+		str := func(k string) string { v, _ := kv.Get(k); return v.ValueString() }
+		u32 := func(k string) uint32 { v, _ := kv.Get(k); return v.ValueUint32() }
+		c := src.Model.Cfg
+		for k, want := range map[string]any{
+			"general.architecture":            "llama",
+			"tokenizer.ggml.model":            "gpt2",
+			"tokenizer.ggml.pre":              "qwen2",
+			"llama.block_count":               uint32(c.NumLayers),
+			"llama.embedding_length":          uint32(c.HiddenSize),
+			"llama.feed_forward_length":       uint32(c.IntermediateSize),
+			"llama.attention.head_count":      uint32(c.NumHeads),
+			"llama.attention.head_count_kv":   uint32(c.NumKVHeads),
+			"llama.context_length":            uint32(c.MaxPositions),
+			"general.file_type":               q.ftype,
+			"tokenizer.ggml.eos_token_id":     uint32(2),
+			"tokenizer.ggml.eot_token_id":     uint32(2),
+			"tokenizer.ggml.padding_token_id": uint32(0),
+		} {
+			var got any
+			if _, ok := want.(string); ok {
+				got = str(k)
+			} else {
+				got = u32(k)
+			}
+			if got != want {
+				t.Errorf("%s: %s = %v, want %v", q.quant, k, got, want)
+			}
+		}
+		if v, _ := kv.Get("llama.rope.freq_base"); v.ValueFloat32() != float32(c.RopeTheta) {
+			t.Errorf("%s: rope.freq_base %v", q.quant, v.ValueFloat32())
+		}
+		if v, _ := kv.Get("tokenizer.chat_template"); v.ValueString() != src.Tok.ChatTemplate() {
+			t.Errorf("%s: chat template not carried", q.quant)
+		}
+		toks, _ := kv.Get("tokenizer.ggml.tokens")
+		if n := toks.ValueArray().Len; int(n) != c.VocabSize {
+			t.Errorf("%s: %d tokens, want %d", q.quant, n, c.VocabSize)
+		}
+		merges, _ := kv.Get("tokenizer.ggml.merges")
+		if merges.ValueArray().Len == 0 {
+			t.Errorf("%s: no merges", q.quant)
+		}
+		types := map[string]gguf.TensorType{}
+		var names []string
+		for _, ti := range gf.TensorInfos {
+			types[ti.Name] = gguf.TensorType(ti.Type)
+			names = append(names, ti.Name)
+		}
+		for name, want := range q.types {
+			if types[name] != want {
+				t.Errorf("%s: %s stored as %s, want %s", q.quant, name, types[name], want)
+			}
+		}
+		if types["rope_freqs.weight"] != gguf.F32 || !slices.Contains(names, "output.weight") {
+			t.Errorf("%s: tensors %v lack rope_freqs (llama3 scaling) or output", q.quant, names)
+		}
+		if len(names) != 2+9*c.NumLayers+2 {
+			t.Errorf("%s: %d tensors: %v", q.quant, len(names), names)
+		}
+		mf, err := os.ReadFile(filepath.Join(out, "Modelfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range []string{"FROM ./model.gguf", `PARAMETER stop "<|im_end|>"`, `PARAMETER stop "<|endoftext|>"`, "TEMPLATE \"\"\"{{- range .Messages }}<|im_start|>"} {
+			if !strings.Contains(string(mf), line) {
+				t.Errorf("%s: Modelfile lacks %q:\n%s", q.quant, line, mf)
+			}
+		}
+	}
+}
+
+func TestQ4KMMixOnWideRows(t *testing.T) {
+	plan := ggufQuants["q4_k_m"]
+	n := 16
+	for _, c := range []struct {
+		role  string
+		layer int
+		width int
+		want  gguf.TensorType
+	}{
+		{"attn_q", 5, 4096, gguf.Q4_K},
+		{"output", -1, 4096, gguf.Q6_K},
+		{"attn_v", 0, 4096, gguf.Q6_K},     // first eighth
+		{"attn_v", 3, 4096, gguf.Q4_K},     // (3-2)%3 != 2
+		{"attn_v", 4, 4096, gguf.Q6_K},     // (4-2)%3 == 2
+		{"ffn_down", 15, 11040, gguf.Q8_0}, // a multiple of 32 but not of 256
+		{"ffn_down", 15, 11000, gguf.F16},  // not even of 32
+		{"ffn_down", 14, 14336, gguf.Q6_K}, // last eighth
+		{"attn_norm", 0, 4096, gguf.F32},
+	} {
+		dims := 2
+		if c.role == "attn_norm" {
+			dims = 1
+		}
+		if got := plan.tensorType(c.role, c.layer, n, dims, c.width); got != c.want {
+			t.Errorf("%s layer %d width %d: %s, want %s", c.role, c.layer, c.width, got, c.want)
+		}
+	}
+}
+
+func TestPermuteRoPEPairsHalves(t *testing.T) {
+	// 2 heads of dim 4, 1 input: rows h0:[0 1 2 3] h1:[4 5 6 7] become
+	// [0 2 1 3] [4 6 5 7] (row i of a head pairs with row i+hd/2).
+	w := []float32{0, 1, 2, 3, 4, 5, 6, 7}
+	got := permuteRoPE(w, 2, 1)
+	if want := []float32{0, 2, 1, 3, 4, 6, 5, 7}; !slices.Equal(got, want) {
+		t.Errorf("permuteRoPE = %v, want %v", got, want)
+	}
+}
+
+// ollamaData is what Ollama passes a TEMPLATE.
+type ollamaData struct {
+	System   string
+	Messages []datasets.Message
+}
+
+// TestOllamaTemplatesMatchBuiltIns renders each TEMPLATE with Go's
+// text/template, as Ollama does, and compares it with whet's renderer of
+// the same chat template (with the generation prompt).
+func TestOllamaTemplatesMatchBuiltIns(t *testing.T) {
+	convs := [][]datasets.Message{
+		{{Role: "user", Content: "Hi!"}},
+		{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "What is 2 + 3?"}},
+		{{Role: "user", Content: "Hello"}, {Role: "assistant", Content: "Hi there."}, {Role: "user", Content: "Name a colour."}},
+		{{Role: "system", Content: "You are a pirate."}, {Role: "user", Content: "Good morning."}, {Role: "assistant", Content: "Arr."}, {Role: "user", Content: "Bye."}},
+	}
+	for _, name := range datasets.TemplateNames() {
+		tpl, _ := datasets.LookupTemplate(name)
+		text, ok := OllamaTemplate(name, tpl.EOS)
+		if !ok {
+			t.Errorf("no Ollama TEMPLATE for built-in template %s", name)
+			continue
+		}
+		parsed, err := template.New(name).Parse(text)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		for _, msgs := range convs {
+			want, err := tpl.Render(msgs, datasets.RenderOptions{AddGenerationPrompt: true, DateString: "26 Jul 2024"})
+			if err != nil {
+				continue // the family refuses this conversation (e.g. Gemma 2 and system)
+			}
+			var b strings.Builder
+			if err := parsed.Execute(&b, ollamaData{Messages: msgs}); err != nil {
+				t.Errorf("%s: %v", name, err)
+				continue
+			}
+			got := b.String()
+			if tpl.RendersBOS {
+				got = tpl.BOS + got // llama.cpp adds BOS itself
+			}
+			if got != want.Text {
+				t.Errorf("%s, %d messages:\n got %q\nwant %q", name, len(msgs), got, want.Text)
+			}
+		}
+	}
+}
