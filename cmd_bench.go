@@ -117,7 +117,8 @@ func measureMatmul(b engine.Backend) (float64, error) {
 				return 0, err
 			}
 		}
-		return time.Since(start), b.Sync()
+		err := b.Sync()
+		return time.Since(start), err
 	}
 	if _, err := run(2); err != nil {
 		return 0, err

@@ -84,7 +84,7 @@ func TestDPOGradientFiniteDiff(t *testing.T) {
 			w := make([]float32, p.W.Len())
 			m.B.Download(p.W, w)
 			i := rng.IntN(len(w))
-			const h = 1e-2
+			const h = 3e-3
 			orig := w[i]
 			w[i] = orig + h
 			m.B.Upload(p.W, w)

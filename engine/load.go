@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 )
 
 // WeightSource is where base weights come from: a safetensors folder, or
@@ -117,10 +119,12 @@ func sameShape(a, b []int) bool {
 
 // InitRandom fills the base weights with seeded random values (normal with
 // the given std for matrices, 1 for norm weights, 0 for biases): benchmarks
-// and tests use it where no weights exist.
+// and tests use it where no weights exist. Values are drawn in parallel, in
+// chunks with their own seeded streams, so an 8B model takes seconds and the
+// result does not depend on the number of cores.
 func (m *Model) InitRandom(seed uint64, std float64) error {
-	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	for _, p := range m.Params() {
+	const chunk = 1 << 20
+	for pi, p := range m.Params() {
 		if isLoRAName(p.Name) {
 			continue
 		}
@@ -132,9 +136,21 @@ func (m *Model) InitRandom(seed uint64, std float64) error {
 			}
 		case isBias(p.Name):
 		default:
-			for i := range v {
-				v[i] = float32(rng.NormFloat64() * std)
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, runtime.NumCPU())
+			for c0 := 0; c0 < len(v); c0 += chunk {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func(c0 int) {
+					defer wg.Done()
+					defer func() { <-sem }()
+					rng := rand.New(rand.NewPCG(seed, uint64(pi)<<32|uint64(c0/chunk)))
+					for i := c0; i < min(len(v), c0+chunk); i++ {
+						v[i] = float32(rng.NormFloat64() * std)
+					}
+				}(c0)
 			}
+			wg.Wait()
 		}
 		if err := m.B.Upload(p.W, v); err != nil {
 			return fmt.Errorf("init %s: %w", p.Name, err)

@@ -3,6 +3,8 @@ package engine
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 )
 
 // NF4 ("4-bit NormalFloat", Dettmers et al., QLoRA) in bitsandbytes'
@@ -29,48 +31,71 @@ var NF4Levels = [16]float32{
 	0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
 }
 
+// nf4Mids are the midpoints between neighbouring levels.
+var nf4Mids = func() (m [15]float32) {
+	for i := range m {
+		m[i] = (NF4Levels[i] + NF4Levels[i+1]) / 2
+	}
+	return m
+}()
+
 // nf4Code returns the index of the level nearest to x (in [-1, 1]); a value
 // exactly between two levels goes to the lower one, as bitsandbytes'
-// comparison tree (x > midpoint) does.
+// comparison tree (x > midpoint) does. A binary search over the midpoints.
 func nf4Code(x float32) uint8 {
-	code := uint8(0)
-	for i := 1; i < 16; i++ {
-		mid := (NF4Levels[i-1] + NF4Levels[i]) / 2
-		if x > mid {
-			code = uint8(i)
+	lo, hi := 0, 15 // the answer is the number of midpoints below x
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if x > nf4Mids[mid] {
+			lo = mid + 1
+		} else {
+			hi = mid
 		}
 	}
-	return code
+	return uint8(lo)
 }
 
 // QuantizeNF4 packs w (len a multiple of NF4BlockSize) into bytes and
-// per-block absmax.
+// per-block absmax, in parallel over blocks.
 func QuantizeNF4(w []float32) (packed []byte, absmax []float32, err error) {
 	if len(w)%NF4BlockSize != 0 {
 		return nil, nil, fmt.Errorf("nf4: %d values are not a whole number of %d-value blocks", len(w), NF4BlockSize)
 	}
 	packed = make([]byte, len(w)/2)
 	absmax = make([]float32, len(w)/NF4BlockSize)
-	for b := range absmax {
-		block := w[b*NF4BlockSize : (b+1)*NF4BlockSize]
-		var m float32
-		for _, v := range block {
-			if a := float32(math.Abs(float64(v))); a > m {
-				m = a
+	const perTask = 4096 // blocks
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.NumCPU())
+	for b0 := 0; b0 < len(absmax); b0 += perTask {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(b0 int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for b := b0; b < min(len(absmax), b0+perTask); b++ {
+				quantizeBlock(w[b*NF4BlockSize:(b+1)*NF4BlockSize], packed[b*NF4BlockSize/2:(b+1)*NF4BlockSize/2], &absmax[b])
 			}
-		}
-		absmax[b] = m
-		inv := float32(0)
-		if m > 0 {
-			inv = 1 / m
-		}
-		for i := 0; i < NF4BlockSize; i += 2 {
-			hi := nf4Code(block[i] * inv)
-			lo := nf4Code(block[i+1] * inv)
-			packed[(b*NF4BlockSize+i)/2] = hi<<4 | lo
+		}(b0)
+	}
+	wg.Wait()
+	return packed, absmax, nil
+}
+
+func quantizeBlock(block []float32, out []byte, absmax *float32) {
+	var m float32
+	for _, v := range block {
+		if a := float32(math.Abs(float64(v))); a > m {
+			m = a
 		}
 	}
-	return packed, absmax, nil
+	*absmax = m
+	inv := float32(0)
+	if m > 0 {
+		inv = 1 / m
+	}
+	for i := 0; i < len(block); i += 2 {
+		out[i/2] = nf4Code(block[i]*inv)<<4 | nf4Code(block[i+1]*inv)
+	}
 }
 
 // DequantizeNF4 expands packed codes and absmax back to values.
