@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"whet/datasets"
 	"whet/engine"
+	"whet/engine/memplan"
 	"whet/presets"
 )
 
@@ -33,6 +35,7 @@ type benchResult struct {
 	MFU           float64 `json:"mfu"`
 	PeakTFLOPs    float64 `json:"peak_tflops"`
 	PeakBytes     int64   `json:"peak_bytes"`
+	PlanBytes     int64   `json:"plan_bytes"` // memplan's peak for the same run`
 	Loss          float64 `json:"loss"`
 }
 
@@ -50,6 +53,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
 	asJSON := fs.Bool("json", false, "JSON lines")
+	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,6 +72,17 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if *decode > 0 {
+		for _, name := range strings.Split(*models, ",") {
+			r, err := benchDecode(b, name, *seq, *decode)
+			if err != nil {
+				return fmt.Errorf("%s decode: %w", name, err)
+			}
+			js, _ := json.Marshal(r)
+			fmt.Fprintf(stdout, "%s\n", js)
+		}
+		return nil
+	}
 	for _, name := range strings.Split(*models, ",") {
 		for _, method := range strings.Split(*methods, ",") {
 			r, err := benchOne(b, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt)
@@ -80,9 +95,9 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 				js, _ := json.Marshal(r)
 				fmt.Fprintf(stdout, "%s\n", js)
 			} else {
-				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %.2f GiB, loss %.3f\n",
+				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %.2f GiB (plan %.2f GiB), loss %.3f\n",
 					r.Model, r.Method, r.Backend, r.Batch, r.Seq, r.Checkpointing, r.TokensPerSec, r.StepSeconds, r.TFLOPs,
-					100*r.MFU, *peak, float64(r.PeakBytes)/(1<<30), r.Loss)
+					100*r.MFU, *peak, float64(r.PeakBytes)/(1<<30), float64(r.PlanBytes)/(1<<30), r.Loss)
 			}
 		}
 	}
@@ -169,10 +184,14 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 	switch method {
 	case "lora":
 		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
+	case "qlora":
+		if err = m.QuantizeBase(); err == nil {
+			err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
+		}
 	case "full":
 		err = m.MakeAllTrainable()
 	default:
-		err = fmt.Errorf("unknown method %q (lora or full)", method)
+		err = fmt.Errorf("unknown method %q (lora, qlora or full)", method)
 	}
 	if err != nil {
 		return benchResult{}, err
@@ -238,5 +257,69 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()
 	}
+	rc := engine.RunConfig{Method: method, Backend: b.Name(), LoRA: engine.LoRAConfig{Rank: rank},
+		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
+	if opts, err := memplan.FromRunConfig(&rc); err == nil {
+		opts.SeqLen, opts.MicroBatch = seq, batch
+		if p, err := memplan.Plan(cfg, opts); err == nil {
+			r.PlanBytes = p.Peak()
+		}
+	}
 	return r, nil
+}
+
+// decodeResult is one greedy-decoding measurement.
+type decodeResult struct {
+	Model        string  `json:"model"`
+	Backend      string  `json:"backend"`
+	Prompt       int     `json:"prompt_tokens"`
+	NewTokens    int     `json:"new_tokens"`
+	PrefillSec   float64 `json:"prefill_s"`
+	DecodePerSec float64 `json:"decode_tokens_per_sec"`
+}
+
+// benchDecode times greedy decoding with the KV cache on random weights:
+// the prefill of a prompt, then newTokens single-token steps.
+func benchDecode(b engine.Backend, name string, prompt, newTokens int) (decodeResult, error) {
+	entry, err := presets.Lookup(name)
+	if err != nil {
+		return decodeResult{}, err
+	}
+	cfg := entry.ToModelConfig()
+	m, err := engine.NewModel(*cfg, b)
+	if err != nil {
+		return decodeResult{}, err
+	}
+	defer m.Free()
+	if err := m.InitRandom(1, 0.02); err != nil {
+		return decodeResult{}, err
+	}
+	g, err := m.NewGenerator(prompt + newTokens)
+	if err != nil {
+		return decodeResult{}, err
+	}
+	defer g.Free()
+	rng := rand.New(rand.NewPCG(3, 3))
+	ids := make([]int32, prompt)
+	for i := range ids {
+		ids[i] = int32(rng.IntN(cfg.VocabSize))
+	}
+	// Warm up (kernel compilation, allocations), then time prefill alone
+	// and prefill plus decoding; the difference is the decoding.
+	if _, err := g.Generate(context.Background(), ids, engine.Greedy(4, nil), nil); err != nil {
+		return decodeResult{}, err
+	}
+	t0 := time.Now()
+	if _, err := g.Generate(context.Background(), ids, engine.Greedy(1, nil), nil); err != nil {
+		return decodeResult{}, err
+	}
+	prefill := time.Since(t0)
+	t1 := time.Now()
+	out, err := g.Generate(context.Background(), ids, engine.Greedy(newTokens, nil), nil)
+	if err != nil {
+		return decodeResult{}, err
+	}
+	total := time.Since(t1)
+	return decodeResult{Model: name, Backend: b.Name(), Prompt: prompt, NewTokens: len(out), PrefillSec: prefill.Seconds(),
+		DecodePerSec: float64(len(out)-1) / (total - prefill).Seconds()}, nil
 }

@@ -107,7 +107,7 @@ def main():
     dt = (time.perf_counter() - t0) / a.steps
     print(json.dumps({"impl": "pytorch", "model": a.model, "method": a.method, "batch": a.batch, "seq": a.seq,
                       "checkpointing": a.checkpointing, "tokens_per_sec": a.batch * a.seq / dt, "step_s": dt,
-                      "peak_bytes": torch.cuda.max_memory_allocated(), "loss": float(loss),
+                      "peak_bytes": torch.cuda.max_memory_allocated(), "loss": float(loss.detach()),
                       "torch": torch.__version__}))
 
 
