@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -269,11 +269,17 @@ func runLlama(t *testing.T, jobs []llamaJob) []llamaReply {
 
 // widenModel writes to dst a copy of the llama model folder src whose
 // widths are multiples of 256 (so K-quants apply to every matrix) and
-// which computes exactly the same function: hidden 64 -> 256 with the real
-// dimensions spread over every 4th slot, 4 -> 16 heads and 2 -> 8 KV heads
-// (the new heads have zero weights and add nothing), intermediate 176 ->
-// 256 (zero gate/up rows), norm weights halved and rms_norm_eps divided by
-// 4 to undo RMSNorm's mean over 4x as many (zero) dimensions.
+// which computes the same function, with dense weights like a real model's:
+//   - the residual stream is rotated into 256 dimensions, x' = x·R with R
+//     [64, 256] of orthonormal rows; |x'| = |x|, so RMSNorm over 256 dims
+//     sees mean x'² = mean x²/4, undone by dividing rms_norm_eps by 4 and
+//     scaling the matrices that read a norm's output by 1/2;
+//   - each norm weight is folded into the matrices that read it (norm
+//     weights become 1): W' = W·diag(w)·R/2 for q, k, v, gate, up and the
+//     head; matrices that write the stream become Rᵀ·W (o, down); the
+//     embedding becomes E·R;
+//   - 4 -> 16 heads and 2 -> 8 KV heads (whole zero rows), intermediate
+//     176 -> 256 (zero gate/up rows, zero down columns at the end).
 func widenModel(t *testing.T, src, dst string) {
 	t.Helper()
 	cfg, err := engine.LoadModelConfig(src)
@@ -282,60 +288,98 @@ func widenModel(t *testing.T, src, dst string) {
 	}
 	const D2, I2 = 256, 256
 	D, I, hd := cfg.HiddenSize, cfg.IntermediateSize, cfg.HeadDim
-	if D2%D != 0 || I > I2 || cfg.ModelType != "llama" {
-		t.Fatalf("widenModel: %s is not a small llama model", src)
+	if D > D2 || I > I2 || cfg.ModelType != "llama" || cfg.TieWordEmbeddings {
+		t.Fatalf("widenModel: %s is not a small untied llama model", src)
 	}
-	spread := D2 / D
-	hpos := func(i int) int { return spread * i }
-	upos := func(i int) int { return i * I2 / I }
 	heads2 := D2 / hd
 	kv2 := heads2 / (cfg.NumHeads / cfg.NumKVHeads)
+	R := orthonormalRows(D, D2, 77)
+	scale := math.Sqrt(float64(D2) / float64(D)) // RMSNorm's gain over 256 dims
 	m, err := engine.LoadModel(src, cpu.New())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Free()
-	var tensors []safetensors.Tensor
+	values := map[string][]float64{}
 	for _, w := range Weights(m) {
 		v, err := w.Values(m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rows, cols int
-		rowMap, colMap := func(i int) int { return i }, func(i int) int { return i }
-		name := w.Name
-		switch {
-		case strings.HasSuffix(name, "norm.weight"):
-			out := make([]float32, D2)
-			for i, x := range v {
-				out[hpos(i)] = x / float32(math.Sqrt(float64(spread)))
-			}
-			tensors = append(tensors, safetensors.F32Tensor(name, []int{D2}, out))
-			continue
-		case name == "model.embed_tokens.weight" || name == "lm_head.weight":
-			rows, cols, colMap = w.Shape[0], D2, hpos
-		case strings.Contains(name, "q_proj"):
-			rows, cols, colMap = heads2*hd, D2, hpos
-		case strings.Contains(name, "k_proj"), strings.Contains(name, "v_proj"):
-			rows, cols, colMap = kv2*hd, D2, hpos
-		case strings.Contains(name, "o_proj"):
-			rows, cols, rowMap = D2, heads2*hd, hpos
-		case strings.Contains(name, "gate_proj"), strings.Contains(name, "up_proj"):
-			rows, cols, rowMap, colMap = I2, D2, upos, hpos
-		case strings.Contains(name, "down_proj"):
-			rows, cols, rowMap, colMap = D2, I2, hpos, upos
-		default:
-			t.Fatalf("widenModel: unexpected tensor %s", name)
+		f := make([]float64, len(v))
+		for i, x := range v {
+			f[i] = float64(x)
 		}
-		out := make([]float32, rows*cols)
-		in := w.Shape[1]
-		for r := 0; r < w.Shape[0]; r++ {
-			for c := 0; c < in; c++ {
-				out[rowMap(r)*cols+colMap(c)] = v[r*in+c]
-			}
-		}
-		tensors = append(tensors, safetensors.F32Tensor(name, []int{rows, cols}, out))
+		values[w.Name] = f
 	}
+	// reads: W [rows, D] after a norm with weight nw -> [rows2, D2].
+	reads := func(w, nw []float64, rows, rows2 int) []float32 {
+		out := make([]float32, rows2*D2)
+		for r := 0; r < rows; r++ {
+			for c := 0; c < D2; c++ {
+				var acc float64
+				for k := 0; k < D; k++ {
+					acc += w[r*D+k] * nw[k] * R[k*D2+c]
+				}
+				out[r*D2+c] = float32(acc / scale)
+			}
+		}
+		return out
+	}
+	// writes: W [D, cols] -> Rᵀ·W [D2, cols2].
+	writes := func(w []float64, cols, cols2 int) []float32 {
+		out := make([]float32, D2*cols2)
+		for r := 0; r < D2; r++ {
+			for c := 0; c < cols; c++ {
+				var acc float64
+				for k := 0; k < D; k++ {
+					acc += R[k*D2+r] * w[k*cols+c]
+				}
+				out[r*cols2+c] = float32(acc)
+			}
+		}
+		return out
+	}
+	ones := make([]float64, D)
+	for i := range ones {
+		ones[i] = 1
+	}
+	var tensors []safetensors.Tensor
+	add := func(name string, shape []int, v []float32) {
+		tensors = append(tensors, safetensors.F32Tensor(name, shape, v))
+	}
+	V := cfg.VocabSize
+	emb := values["model.embed_tokens.weight"]
+	embOut := make([]float32, V*D2)
+	for r := 0; r < V; r++ {
+		for c := 0; c < D2; c++ {
+			var acc float64
+			for k := 0; k < D; k++ {
+				acc += emb[r*D+k] * R[k*D2+c]
+			}
+			embOut[r*D2+c] = float32(acc)
+		}
+	}
+	add("model.embed_tokens.weight", []int{V, D2}, embOut)
+	unit := make([]float32, D2)
+	for i := range unit {
+		unit[i] = 1
+	}
+	for l := 0; l < cfg.NumLayers; l++ {
+		pre := fmt.Sprintf("model.layers.%d.", l)
+		in, post := values[pre+"input_layernorm.weight"], values[pre+"post_attention_layernorm.weight"]
+		add(pre+"input_layernorm.weight", []int{D2}, unit)
+		add(pre+"post_attention_layernorm.weight", []int{D2}, unit)
+		add(pre+"self_attn.q_proj.weight", []int{heads2 * hd, D2}, reads(values[pre+"self_attn.q_proj.weight"], in, cfg.QDim(), heads2*hd))
+		add(pre+"self_attn.k_proj.weight", []int{kv2 * hd, D2}, reads(values[pre+"self_attn.k_proj.weight"], in, cfg.KVDim(), kv2*hd))
+		add(pre+"self_attn.v_proj.weight", []int{kv2 * hd, D2}, reads(values[pre+"self_attn.v_proj.weight"], in, cfg.KVDim(), kv2*hd))
+		add(pre+"self_attn.o_proj.weight", []int{D2, heads2 * hd}, writes(values[pre+"self_attn.o_proj.weight"], cfg.QDim(), heads2*hd))
+		add(pre+"mlp.gate_proj.weight", []int{I2, D2}, reads(values[pre+"mlp.gate_proj.weight"], post, I, I2))
+		add(pre+"mlp.up_proj.weight", []int{I2, D2}, reads(values[pre+"mlp.up_proj.weight"], post, I, I2))
+		add(pre+"mlp.down_proj.weight", []int{D2, I2}, writes(values[pre+"mlp.down_proj.weight"], I, I2))
+	}
+	add("model.norm.weight", []int{D2}, unit)
+	add("lm_head.weight", []int{V, D2}, reads(values["lm_head.weight"], values["model.norm.weight"], V, V))
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +392,7 @@ func widenModel(t *testing.T, src, dst string) {
 	}
 	raw["hidden_size"], raw["intermediate_size"] = D2, I2
 	raw["num_attention_heads"], raw["num_key_value_heads"], raw["head_dim"] = heads2, kv2, hd
-	raw["rms_norm_eps"] = cfg.RMSNormEps / float64(spread)
+	raw["rms_norm_eps"] = cfg.RMSNormEps * float64(D) / float64(D2)
 	raw["dtype"] = "float32"
 	js, _ := json.MarshalIndent(raw, "", "  ")
 	if err := os.WriteFile(filepath.Join(dst, "config.json"), js, 0o644); err != nil {
@@ -363,4 +407,38 @@ func widenModel(t *testing.T, src, dst string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// orthonormalRows returns an [n, d] matrix (n <= d) with orthonormal rows,
+// from seeded Gaussian rows by Gram-Schmidt.
+func orthonormalRows(n, d int, seed uint64) []float64 {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	R := make([]float64, n*d)
+	for i := 0; i < n; i++ {
+		row := R[i*d : (i+1)*d]
+		for j := range row {
+			row[j] = rng.NormFloat64()
+		}
+		for pass := 0; pass < 2; pass++ { // twice, for float64 accuracy
+			for k := 0; k < i; k++ {
+				prev := R[k*d : (k+1)*d]
+				var dot float64
+				for j := range row {
+					dot += row[j] * prev[j]
+				}
+				for j := range row {
+					row[j] -= dot * prev[j]
+				}
+			}
+		}
+		var norm float64
+		for _, x := range row {
+			norm += x * x
+		}
+		norm = math.Sqrt(norm)
+		for j := range row {
+			row[j] /= norm
+		}
+	}
+	return R
 }

@@ -1,29 +1,46 @@
 package export
 
 import (
+	"encoding/json"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	parser "github.com/gpustack/gguf-parser-go"
 
 	"whet/datasets"
 	"whet/engine"
+	"whet/engine/gguf"
 )
 
-// heldOutChat are the perplexity texts for the Q4_K_M check: ChatML
-// conversations that are not among the chat run's training rows (known
-// questions with a system prompt or in pairs). The run was trained on
-// replies only (train_on: responses), so the perplexity is taken over the
-// reply tokens (each reply and its <|im_end|>, given everything before it);
-// over prompt tokens, which it never learned, a model this small is no
-// better than chance and the number would say little about quantization.
-var heldOutChat = [][]datasets.Message{
-	{{Role: "system", Content: "Answer with one word."}, {Role: "user", Content: "What is the capital of Kenya?"}, {Role: "assistant", Content: "Nairobi."}},
-	{{Role: "user", Content: "What colour is grass?"}, {Role: "assistant", Content: "Green."},
-		{Role: "user", Content: "What sound does a cow make?"}, {Role: "assistant", Content: "Moo."}},
-	{{Role: "system", Content: "You are a pirate."}, {Role: "user", Content: "What is 2 + 3?"}, {Role: "assistant", Content: "2 + 3 = 5."}},
-	{{Role: "user", Content: "What day comes after Monday?"}, {Role: "assistant", Content: "Tuesday."},
-		{Role: "user", Content: "Count to five."}, {Role: "assistant", Content: "1, 2, 3, 4, 5."}},
+// heldOutChat returns the perplexity texts for the Q4_K_M check: ChatML
+// conversations that are not among the chat run's training rows — each
+// single-turn row of tiny-chat.jsonl under a system prompt it was never
+// trained with. The run was trained on replies only (train_on:
+// responses), so the perplexity is taken over the reply tokens (each reply
+// and its <|im_end|>, given everything before it); over prompt tokens,
+// which it never learned, a model this small is no better than chance and
+// the number would say little about quantization.
+func heldOutChat(t *testing.T) [][]datasets.Message {
+	t.Helper()
+	data, err := os.ReadFile(testdata("datasets/tiny-chat.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]datasets.Message
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var row struct{ Messages []datasets.Message }
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
+			t.Fatal(err)
+		}
+		if len(row.Messages) == 2 && row.Messages[0].Role == "user" {
+			out = append(out, append([]datasets.Message{{Role: "system", Content: "Please answer the question."}}, row.Messages...))
+		}
+	}
+	return out
 }
 
 // replyPositions renders msgs and returns the ids and the positions i whose
@@ -124,7 +141,7 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 	wideF16, wideQ4 := export(wideRun, "f16"), export(wideRun, "q4_k_m")
 	var heldOut [][]int32
 	var scored [][]int
-	for _, msgs := range heldOutChat {
+	for _, msgs := range heldOutChat(t) {
 		ids, sc := replyPositions(t, chat, msgs)
 		heldOut, scored = append(heldOut, ids), append(scored, sc)
 	}
@@ -218,6 +235,23 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 	})
 
 	t.Run("q4_k_m perplexity", func(t *testing.T) {
+		// The widened model really is K-quantized: Q4_K with llama.cpp's
+		// Q6_K mix (output, and attn_v/ffn_down of the last layer of 2).
+		gf, err := parser.ParseGGUFFile(wideQ4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		types := map[string]gguf.TensorType{}
+		for _, ti := range gf.TensorInfos {
+			types[ti.Name] = gguf.TensorType(ti.Type)
+		}
+		for name, want := range map[string]gguf.TensorType{"token_embd.weight": gguf.Q4_K, "blk.0.attn_q.weight": gguf.Q4_K,
+			"blk.0.attn_v.weight": gguf.Q4_K, "blk.0.ffn_down.weight": gguf.Q4_K, "blk.1.attn_v.weight": gguf.Q6_K,
+			"blk.1.ffn_down.weight": gguf.Q6_K, "output.weight": gguf.Q6_K, "blk.0.attn_output.weight": gguf.Q4_K} {
+			if types[name] != want {
+				t.Errorf("Q4_K_M: %s stored as %s, want %s", name, types[name], want)
+			}
+		}
 		f16, q4 := replies[len(replies)-2].Perplexity, replies[len(replies)-1].Perplexity
 		ref := whetPerplexity(t, chat.Model, heldOut, scored)
 		t.Logf("held-out perplexity: whet %.3f (original width), llama.cpp F16 %.3f, Q4_K_M %.3f (widened)", ref, f16, q4)

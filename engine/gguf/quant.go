@@ -214,11 +214,27 @@ func QuantizeQ8_0(x []float32) []byte {
 
 func abs32(v float32) float32 { return float32(math.Abs(float64(v))) }
 
+// importance weights the values of a sub-block as the format's reference
+// quantizer does: the sub-block's RMS plus each value's magnitude, so
+// large weights, which move activations most, are fit more closely.
+func importance(x []float32) []float32 {
+	var s2 float32
+	for _, v := range x {
+		s2 += v * v
+	}
+	rms := float32(math.Sqrt(float64(s2 / float32(len(x)))))
+	w := make([]float32, len(x))
+	for i, v := range x {
+		w[i] = rms + abs32(v)
+	}
+	return w
+}
+
 // fitScaleMin finds, for one Q4_K sub-block, a scale s >= 0 and an offset
 // m >= 0 with x ≈ s*q - m, q in 0..nmax, by trying several grid spacings
-// and refitting s and m by least squares for each: the fit the format's
-// reference quantizer also searches for.
-func fitScaleMin(x []float32, nmax int) (scale, minus float32) {
+// and refitting s and m by weighted least squares for each (weights w):
+// the fit the format's reference quantizer also searches for.
+func fitScaleMin(x, w []float32, nmax int) (scale, minus float32) {
 	lo, hi := x[0], x[0]
 	for _, v := range x {
 		lo, hi = min(lo, v), max(hi, v)
@@ -232,21 +248,22 @@ func fitScaleMin(x []float32, nmax int) (scale, minus float32) {
 	L := make([]int, len(x))
 	for step := -10; step <= 10; step++ {
 		iscale := (float32(nmax) + 0.1*float32(step)) / (hi - lo)
-		var sl, sl2, sx, slx float32
+		var sw, sl, sl2, sx, slx float32
 		for i, v := range x {
 			l := clampInt(nearest(iscale*(v-lo)), 0, nmax)
 			L[i] = l
-			sl += float32(l)
-			sl2 += float32(l * l)
-			sx += v
-			slx += float32(l) * v
+			fl := float32(l)
+			sw += w[i]
+			sl += w[i] * fl
+			sl2 += w[i] * fl * fl
+			sx += w[i] * v
+			slx += w[i] * fl * v
 		}
-		n := float32(len(x))
-		det := n*sl2 - sl*sl
+		det := sw*sl2 - sl*sl
 		if det <= 0 {
 			continue
 		}
-		s := (n*slx - sl*sx) / det
+		s := (sw*slx - sl*sx) / det
 		off := (sl2*sx - sl*slx) / det // x ≈ s*l + off
 		if off > 0 {                   // the format needs off <= 0
 			off = 0
@@ -261,7 +278,7 @@ func fitScaleMin(x []float32, nmax int) (scale, minus float32) {
 		var err float32
 		for i, v := range x {
 			d := s*float32(L[i]) + off - v
-			err += d * d
+			err += w[i] * d * d
 		}
 		if err < bestErr {
 			bestErr, scale, minus = err, s, -off
@@ -283,18 +300,33 @@ func quantizeQ4KBlock(x []float32, o []byte) {
 	var scales, mins [8]float32
 	var maxScale, maxMin float32
 	for j := 0; j < 8; j++ {
-		scales[j], mins[j] = fitScaleMin(x[32*j:32*j+32], 15)
+		sub := x[32*j : 32*j+32]
+		scales[j], mins[j] = fitScaleMin(sub, importance(sub), 15)
 		maxScale, maxMin = max(maxScale, scales[j]), max(maxMin, mins[j])
 	}
 	d := roundF16(maxScale / 63)
 	dmin := roundF16(maxMin / 63)
+	// Rounding each sub-block's scale and min to 6 bits of d and dmin
+	// can land far from its fit when the sub-block's scale is small next
+	// to the block's largest: try the neighbouring codes and keep the pair
+	// whose grid fits the values best.
 	var sc, mn [8]int
 	for j := 0; j < 8; j++ {
+		s0, m0 := 0, 0
 		if d > 0 {
-			sc[j] = clampInt(nearest(scales[j]/d), 0, 63)
+			s0 = nearest(scales[j] / d)
 		}
 		if dmin > 0 {
-			mn[j] = clampInt(nearest(mins[j]/dmin), 0, 63)
+			m0 = nearest(mins[j] / dmin)
+		}
+		best := float32(math.Inf(1))
+		for ds := -1; ds <= 1; ds++ {
+			for dm := -1; dm <= 1; dm++ {
+				s, m := clampInt(s0+ds, 0, 63), clampInt(m0+dm, 0, 63)
+				if err := subBlockError(x[32*j:32*j+32], importance(x[32*j:32*j+32]), d*float32(s), dmin*float32(m)); err < best {
+					best, sc[j], mn[j] = err, s, m
+				}
+			}
 		}
 	}
 	binary.LittleEndian.PutUint16(o[0:], Float32ToF16(d))
@@ -327,6 +359,21 @@ func quantizeQ4KBlock(x []float32, o []byte) {
 			}
 		}
 	}
+}
+
+// subBlockError is the weighted squared error of x on the grid
+// step*q - off, q in 0..15, each value at its nearest grid point.
+func subBlockError(x, w []float32, step, off float32) float32 {
+	var e float32
+	for i, v := range x {
+		q := 0
+		if step > 0 {
+			q = clampInt(nearest((v+off)/step), 0, 15)
+		}
+		d := step*float32(q) - off - v
+		e += w[i] * d * d
+	}
+	return e
 }
 
 // q4KScaleMin unpacks sub-block j's 6-bit scale and min.
