@@ -429,3 +429,39 @@ func TestOllamaTemplatesMatchBuiltIns(t *testing.T) {
 		}
 	}
 }
+
+func TestExportRefusesNonFiniteWeights(t *testing.T) {
+	tmp := t.TempDir()
+	model := filepath.Join(tmp, "model")
+	copyDir(t, testdata("tiny-qwen2"), model)
+	f, err := safetensors.Open(filepath.Join(model, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []safetensors.Tensor
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		v, err := f.Float32(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == "model.layers.1.mlp.up_proj.weight" {
+			v[17] = float32(math.NaN())
+		}
+		ts = append(ts, safetensors.F32Tensor(n, info.Shape, v))
+	}
+	f.Close()
+	if err := safetensors.Write(filepath.Join(model, "model.safetensors"), ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	run := makeFullRun(t, filepath.Join(tmp, "run"), model)
+	for _, format := range []string{"merged", "gguf"} {
+		err := Run(Options{RunDir: run, Format: format, OutDir: filepath.Join(tmp, format)}, nil)
+		if err == nil || !strings.Contains(err.Error(), "model.layers.1.mlp.up_proj.weight: element 17 is NaN") {
+			t.Errorf("%s: %v", format, err)
+		}
+		if _, statErr := os.Stat(filepath.Join(tmp, format, "model.gguf")); statErr == nil {
+			t.Errorf("%s: a GGUF was left behind", format)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package export
 
 import (
 	"fmt"
+	"math"
 
 	"whet/engine"
 )
@@ -57,7 +58,7 @@ func (w Weight) Values(m *engine.Model) ([]float32, error) {
 		return nil, fmt.Errorf("read %s: %w", w.Name, err)
 	}
 	if w.lin == nil || w.lin.LoRA == nil || !w.lin.LoRA.Enabled {
-		return v, nil
+		return v, checkFinite(w.Name, v)
 	}
 	lo := w.lin.LoRA
 	out, in, r := w.lin.Out, w.lin.In, lo.Rank
@@ -76,7 +77,18 @@ func (w Weight) Values(m *engine.Model) ([]float32, error) {
 		}
 	}
 	mergeLoRA(v, a, b, out, in, r, lo.Scale)
-	return v, nil
+	return v, checkFinite(w.Name, v)
+}
+
+// checkFinite refuses NaN and infinite weights (a diverged run): no format
+// can store them usefully, and quantizers would turn them into garbage.
+func checkFinite(name string, v []float32) error {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("tensor %s: element %d is %v (did the run diverge?)", name, i, x)
+		}
+	}
+	return nil
 }
 
 // mergeLoRA adds scale·B·A into w ([out, in]), with A [r, in] and B [out, r].

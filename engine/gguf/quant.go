@@ -23,6 +23,9 @@ import (
 //	    ql[64h+l]&15, ql[64h+l+32]&15, ql[64h+l]>>4, ql[64h+l+32]>>4 and their
 //	    top two bits from qh[32h+l] bits 0-1, 2-3, 4-5, 6-7.
 
+// maxF16 is the largest finite half.
+const maxF16 = 65504
+
 // QK_K is the super-block size of the K-quants.
 const QK_K = 256
 
@@ -36,6 +39,15 @@ const (
 func Encode(t TensorType, x []float32) ([]byte, error) {
 	if bs := t.BlockSize(); len(x)%bs != 0 {
 		return nil, fmt.Errorf("gguf: %d values are not a multiple of %s's block of %d", len(x), t, bs)
+	}
+	if t != F32 && t != BF16 {
+		// F16 values and the f16 scales of the quantized blocks overflow
+		// past 65504: refuse rather than store infinities.
+		for i, v := range x {
+			if !(abs32(v) <= maxF16) {
+				return nil, fmt.Errorf("gguf: value %d (%g) is beyond what %s can hold (|x| <= 65504); export bf16 instead", i, v, t)
+			}
+		}
 	}
 	switch t {
 	case F32:
