@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 )
 
 // Block layouts, as ggml defines them (all little-endian, f16 = IEEE half):
@@ -57,11 +59,13 @@ func Encode(t TensorType, x []float32) ([]byte, error) {
 		}
 		return out, nil
 	case F16:
-		out := make([]byte, 2*len(x))
-		for i, v := range x {
-			binary.LittleEndian.PutUint16(out[2*i:], Float32ToF16(v))
-		}
-		return out, nil
+		return parallelBlocks(x, 1, 2, func(x []float32) []byte {
+			out := make([]byte, 2*len(x))
+			for i, v := range x {
+				binary.LittleEndian.PutUint16(out[2*i:], Float32ToF16(v))
+			}
+			return out
+		}), nil
 	case BF16:
 		out := make([]byte, 2*len(x))
 		for i, v := range x {
@@ -69,13 +73,37 @@ func Encode(t TensorType, x []float32) ([]byte, error) {
 		}
 		return out, nil
 	case Q8_0:
-		return QuantizeQ8_0(x), nil
+		return parallelBlocks(x, 32, q8_0Bytes, QuantizeQ8_0), nil
 	case Q4_K:
-		return QuantizeQ4K(x), nil
+		return parallelBlocks(x, QK_K, q4KBytes, QuantizeQ4K), nil
 	case Q6_K:
-		return QuantizeQ6K(x), nil
+		return parallelBlocks(x, QK_K, q6KBytes, QuantizeQ6K), nil
 	}
 	return nil, fmt.Errorf("gguf: cannot encode tensor type %s", t)
+}
+
+// parallelBlocks runs a block quantizer over x on every core: blocks are
+// independent, and a K-quant's search makes a large model's export
+// otherwise take many minutes on one core.
+func parallelBlocks(x []float32, blockSize, blockBytes int, quantize func([]float32) []byte) []byte {
+	blocks := len(x) / blockSize
+	workers := min(runtime.GOMAXPROCS(0), len(x)/(1<<14))
+	if workers <= 1 {
+		return quantize(x)
+	}
+	out := make([]byte, blocks*blockBytes)
+	per := (blocks + workers - 1) / workers
+	var wg sync.WaitGroup
+	for b0 := 0; b0 < blocks; b0 += per {
+		b1 := min(b0+per, blocks)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			copy(out[b0*blockBytes:b1*blockBytes], quantize(x[b0*blockSize:b1*blockSize]))
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // Decode converts n values of type t back to float32 (tests and checks
@@ -196,6 +224,9 @@ func Float32ToBF16(f float32) uint16 {
 // roundF16 is the value a float32 takes once stored as f16.
 func roundF16(f float32) float32 { return F16ToFloat32(Float32ToF16(f)) }
 
+// nearest rounds to the nearest integer, ties to even (|f| is at most a
+// few hundred here, or clamped right after: NaN and huge values never
+// reach it from Encode, which refuses them).
 func nearest(f float32) int { return int(math.RoundToEven(float64(f))) }
 
 func clampInt(v, lo, hi int) int { return min(max(v, lo), hi) }
@@ -229,17 +260,15 @@ func abs32(v float32) float32 { return float32(math.Abs(float64(v))) }
 // importance weights the values of a sub-block as the format's reference
 // quantizer does: the sub-block's RMS plus each value's magnitude, so
 // large weights, which move activations most, are fit more closely.
-func importance(x []float32) []float32 {
+func importance(x []float32, w []float32) {
 	var s2 float32
 	for _, v := range x {
 		s2 += v * v
 	}
 	rms := float32(math.Sqrt(float64(s2 / float32(len(x)))))
-	w := make([]float32, len(x))
 	for i, v := range x {
 		w[i] = rms + abs32(v)
 	}
-	return w
 }
 
 // fitScaleMin finds, for one Q4_K sub-block, a scale s >= 0 and an offset
@@ -257,7 +286,7 @@ func fitScaleMin(x, w []float32, nmax int) (scale, minus float32) {
 	}
 	bestErr := float32(math.Inf(1))
 	scale, minus = (hi-lo)/float32(nmax), -lo
-	L := make([]int, len(x))
+	var L [32]int // sub-blocks are 32 values
 	for step := -10; step <= 10; step++ {
 		iscale := (float32(nmax) + 0.1*float32(step)) / (hi - lo)
 		var sw, sl, sl2, sx, slx float32
@@ -310,10 +339,12 @@ func QuantizeQ4K(x []float32) []byte {
 
 func quantizeQ4KBlock(x []float32, o []byte) {
 	var scales, mins [8]float32
+	var weights [8][32]float32
 	var maxScale, maxMin float32
 	for j := 0; j < 8; j++ {
 		sub := x[32*j : 32*j+32]
-		scales[j], mins[j] = fitScaleMin(sub, importance(sub), 15)
+		importance(sub, weights[j][:])
+		scales[j], mins[j] = fitScaleMin(sub, weights[j][:], 15)
 		maxScale, maxMin = max(maxScale, scales[j]), max(maxMin, mins[j])
 	}
 	d := roundF16(maxScale / 63)
@@ -335,7 +366,7 @@ func quantizeQ4KBlock(x []float32, o []byte) {
 		for ds := -1; ds <= 1; ds++ {
 			for dm := -1; dm <= 1; dm++ {
 				s, m := clampInt(s0+ds, 0, 63), clampInt(m0+dm, 0, 63)
-				if err := subBlockError(x[32*j:32*j+32], importance(x[32*j:32*j+32]), d*float32(s), dmin*float32(m)); err < best {
+				if err := subBlockError(x[32*j:32*j+32], weights[j][:], d*float32(s), dmin*float32(m)); err < best {
 					best, sc[j], mn[j] = err, s, m
 				}
 			}
