@@ -257,7 +257,11 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()
 	}
-	rc := engine.RunConfig{Method: method, Backend: b.Name(), LoRA: engine.LoRAConfig{Rank: rank},
+	kind := "cpu"
+	if strings.HasPrefix(b.Name(), "cuda") {
+		kind = "cuda"
+	}
+	rc := engine.RunConfig{Method: method, Backend: kind, LoRA: engine.LoRAConfig{Rank: rank},
 		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
 	if opts, err := memplan.FromRunConfig(&rc); err == nil {
 		opts.SeqLen, opts.MicroBatch = seq, batch

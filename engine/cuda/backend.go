@@ -23,6 +23,10 @@ type Options struct {
 	// its kernel and sizes, instead of at the next Sync. Slow; for
 	// debugging. The environment variable WHET_CUDA_SYNC=1 sets it too.
 	SyncEachOp bool
+	// ComputeF32 keeps weights and activations in float32 instead of bf16
+	// (slower, twice the memory): for checking the GPU against the CPU
+	// reference without bf16 rounding, e.g. token-for-token generation.
+	ComputeF32 bool
 }
 
 // Backend is the CUDA implementation of engine.Backend: bf16, f32 and i32
@@ -50,6 +54,7 @@ type Backend struct {
 	stream uintptr
 	closed bool
 
+	computeF32            bool // Options.ComputeF32
 	name                  string
 	arch                  string // e.g. "sm_90"
 	smCount, maxSmemOptin int
@@ -174,7 +179,12 @@ func init() {
 
 // ComputeDType is bf16: weights and activations live in bf16 on the GPU,
 // with float32 accumulation (engine.ComputeDTyper).
-func (b *Backend) ComputeDType() engine.DType { return engine.BF16 }
+func (b *Backend) ComputeDType() engine.DType {
+	if b.computeF32 {
+		return engine.F32
+	}
+	return engine.BF16
+}
 
 const (
 	defaultWorkspace = 32 << 20 // cuBLASLt workspace, as NVIDIA advises for Hopper
@@ -198,6 +208,7 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
+		computeF32: opts.ComputeF32,
 	}
 	if err := b.open(opts); err != nil {
 		b.release()

@@ -29,6 +29,8 @@ small)
 	} | tee "$out/results-small.jsonl"
 	;;
 large)
+	(cd engine/cuda && timeout 120 ../../.dev-demo/cuda.test -test.run 'TestGenerateMatchesCPU' -test.v) >"$out/cuda-generate.log" 2>&1
+	grep -E "^(--- |ok|FAIL|PASS)|bf16:" "$out/cuda-generate.log"
 	{
 		bench --model llama-3.1-8b --method lora --batch 2 --seq 2048 --steps 3 --warmup 1 --checkpointing
 		bench --model llama-3.1-8b --method qlora --batch 2 --seq 2048 --steps 3 --warmup 1 --checkpointing
