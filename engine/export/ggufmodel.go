@@ -240,11 +240,21 @@ func BuildGGUF(src *Source, quant string) (*gguf.File, error) {
 // tokenizerKV adds the tokenizer.ggml.* and chat template metadata.
 func tokenizerKV(src *Source, vocab *ggufVocab, kv func(string, any)) error {
 	tok := src.Tok
-	kv("tokenizer.ggml.model", "gpt2")
+	kv("tokenizer.ggml.model", vocab.Model)
 	kv("tokenizer.ggml.pre", vocab.Pre)
 	kv("tokenizer.ggml.tokens", vocab.Tokens)
+	if vocab.Model == "llama" {
+		kv("tokenizer.ggml.scores", vocab.Scores)
+	}
 	kv("tokenizer.ggml.token_type", vocab.Types)
-	kv("tokenizer.ggml.merges", vocab.Merges)
+	if vocab.Model == "gpt2" {
+		kv("tokenizer.ggml.merges", vocab.Merges)
+	} else {
+		kv("tokenizer.ggml.add_space_prefix", vocab.AddSpacePrefix)
+	}
+	if vocab.UnkID >= 0 {
+		kv("tokenizer.ggml.unknown_token_id", uint32(vocab.UnkID))
+	}
 	cfg := tok.Config()
 	idOf := func(key string) (int, bool) {
 		var name string

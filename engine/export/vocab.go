@@ -11,18 +11,30 @@ import (
 // GGUF token types (llama.cpp's llama_token_type).
 const (
 	tokenNormal      int32 = 1
+	tokenUnknown     int32 = 2
 	tokenControl     int32 = 3
 	tokenUserDefined int32 = 4
 	tokenUnused      int32 = 5
+	tokenByte        int32 = 6
 )
 
 // ggufVocab is what the tokenizer.ggml.* metadata needs.
 type ggufVocab struct {
+	// Model is llama.cpp's tokenizer kind: "gpt2" for byte-level BPE,
+	// "llama" for SentencePiece-style BPE with byte fallback (Llama 2,
+	// Mistral).
+	Model  string
 	Tokens []string
 	Types  []int32
-	Merges []string
+	Merges []string // gpt2 only
+	// Scores rank the pieces for llama.cpp's SentencePiece merging (llama
+	// only): higher merges first.
+	Scores []float32
 	// Pre names the pre-tokenizer for llama.cpp (tokenizer.ggml.pre).
 	Pre string
+	// AddSpacePrefix is SentencePiece's leading "▁" (llama only).
+	AddSpacePrefix bool
+	UnkID          int // -1: none
 }
 
 // preTokenizerNames maps the Split regex of a byte-level BPE tokenizer to
@@ -41,10 +53,13 @@ type tokJSON struct {
 	} `json:"added_tokens"`
 	PreTokenizer json.RawMessage `json:"pre_tokenizer"`
 	Decoder      json.RawMessage `json:"decoder"`
+	Normalizer   json.RawMessage `json:"normalizer"`
 	Model        struct {
-		Type   string          `json:"type"`
-		Vocab  map[string]int  `json:"vocab"`
-		Merges json.RawMessage `json:"merges"`
+		Type         string          `json:"type"`
+		Vocab        map[string]int  `json:"vocab"`
+		Merges       json.RawMessage `json:"merges"`
+		ByteFallback bool            `json:"byte_fallback"`
+		UnkToken     *string         `json:"unk_token"`
 	} `json:"model"`
 }
 
@@ -55,7 +70,9 @@ type preTokJSON struct {
 		Regex  string `json:"Regex"`
 		String string `json:"String"`
 	} `json:"pattern"`
-	UseRegex *bool `json:"use_regex"`
+	UseRegex      *bool  `json:"use_regex"`
+	PrependScheme string `json:"prepend_scheme"`
+	AddPrefixSp   *bool  `json:"add_prefix_space"`
 }
 
 // readVocab reads dir/tokenizer.json for a GGUF file whose embedding has
@@ -72,7 +89,7 @@ func readVocab(dir string, vocabSize int) (*ggufVocab, error) {
 		return nil, fmt.Errorf("export: %s: %w", path, err)
 	}
 	if tj.Model.Type != "BPE" {
-		return nil, fmt.Errorf("export: %s: model.type %q: GGUF export supports byte-level BPE tokenizers (Llama 3, Qwen 2/2.5/3, Mistral Nemo style) only", path, tj.Model.Type)
+		return nil, fmt.Errorf("export: %s: model.type %q: GGUF export supports BPE tokenizers only (byte-level as Llama 3 and Qwen, or SentencePiece-style with byte fallback as Llama 2 and Mistral)", path, tj.Model.Type)
 	}
 	var pre preTokJSON
 	if len(tj.PreTokenizer) > 0 && string(tj.PreTokenizer) != "null" {
@@ -80,14 +97,21 @@ func readVocab(dir string, vocabSize int) (*ggufVocab, error) {
 			return nil, fmt.Errorf("export: %s: pre_tokenizer: %w", path, err)
 		}
 	}
-	name, byteLevel, err := preTokenizerName(pre)
+	name, byteLevel, metaspace, err := preTokenizerName(pre)
 	if err != nil {
 		return nil, fmt.Errorf("export: %s: pre_tokenizer: %w", path, err)
 	}
+	v := &ggufVocab{Model: "gpt2", Pre: name, Tokens: make([]string, vocabSize), Types: make([]int32, vocabSize), UnkID: -1}
 	if !byteLevel {
-		return nil, fmt.Errorf("export: %s: pre_tokenizer has no ByteLevel step: GGUF export supports byte-level BPE tokenizers only (SentencePiece-style ones such as Llama 2's and Gemma's are not written yet)", path)
+		if !tj.Model.ByteFallback {
+			return nil, fmt.Errorf("export: %s: neither a ByteLevel pre-tokenizer nor byte_fallback: GGUF export supports byte-level BPE (Llama 3, Qwen) and SentencePiece-style BPE with byte fallback (Llama 2, Mistral)", path)
+		}
+		// SentencePiece converted to tokenizer.json: "▁" for spaces,
+		// <0xNN> byte pieces, and a leading "▁" added either by the
+		// normalizer (Prepend) or by a Metaspace pre-tokenizer.
+		v.Model, v.Pre = "llama", "default"
+		v.AddSpacePrefix = metaspace || strings.Contains(string(tj.Normalizer), `"Prepend"`)
 	}
-	v := &ggufVocab{Pre: name, Tokens: make([]string, vocabSize), Types: make([]int32, vocabSize)}
 	set := make([]bool, vocabSize)
 	put := func(id int, tok string, typ int32) error {
 		if id < 0 || id >= vocabSize {
@@ -97,7 +121,14 @@ func readVocab(dir string, vocabSize int) (*ggufVocab, error) {
 		return nil
 	}
 	for tok, id := range tj.Model.Vocab {
-		if err := put(id, tok, tokenNormal); err != nil {
+		typ := tokenNormal
+		if v.Model == "llama" && len(tok) == 6 && strings.HasPrefix(tok, "<0x") && strings.HasSuffix(tok, ">") {
+			typ = tokenByte
+		}
+		if tj.Model.UnkToken != nil && tok == *tj.Model.UnkToken {
+			typ, v.UnkID = tokenUnknown, id
+		}
+		if err := put(id, tok, typ); err != nil {
 			return nil, err
 		}
 	}
@@ -118,12 +149,32 @@ func readVocab(dir string, vocabSize int) (*ggufVocab, error) {
 	if v.Merges, err = parseMerges(tj.Model.Merges); err != nil {
 		return nil, fmt.Errorf("export: %s: model.merges: %w", path, err)
 	}
+	if v.Model == "llama" {
+		// tokenizer.json keeps BPE merges, not SentencePiece's scores.
+		// llama.cpp's SentencePiece tokenizer merges first the adjacent
+		// pair whose joined piece scores highest, so a piece scores minus
+		// the rank of the merge that makes it, and pieces no merge makes
+		// (which the BPE model never builds) score below all of them.
+		v.Scores = make([]float32, vocabSize)
+		for id := range v.Scores {
+			v.Scores[id] = -1e9
+		}
+		for rank, m := range v.Merges {
+			joined := strings.Replace(m, " ", "", 1)
+			if id, ok := tj.Model.Vocab[joined]; ok && id < vocabSize && v.Scores[id] == -1e9 {
+				v.Scores[id] = -float32(rank)
+			}
+		}
+		v.Merges = nil
+		return v, nil
+	}
 	return v, nil
 }
 
 // preTokenizerName finds the Split regex (or GPT-2's built-in one) and
-// whether a ByteLevel step is present.
-func preTokenizerName(p preTokJSON) (name string, byteLevel bool, err error) {
+// whether a ByteLevel step, or a Metaspace step that prepends "▁", is
+// present.
+func preTokenizerName(p preTokJSON) (name string, byteLevel, metaspace bool, err error) {
 	var walk func(p preTokJSON) error
 	walk = func(p preTokJSON) error {
 		switch p.Type {
@@ -148,6 +199,8 @@ func preTokenizerName(p preTokJSON) (name string, byteLevel bool, err error) {
 				return fmt.Errorf("split pattern %q is not one whet can name for llama.cpp (known: Llama 3's and Qwen 2's)", re)
 			}
 			name = n
+		case "Metaspace":
+			metaspace = p.PrependScheme != "never" && (p.AddPrefixSp == nil || *p.AddPrefixSp)
 		case "":
 		default:
 			return fmt.Errorf("%s pre-tokenizer is not supported for GGUF export", p.Type)
@@ -155,12 +208,12 @@ func preTokenizerName(p preTokJSON) (name string, byteLevel bool, err error) {
 		return nil
 	}
 	if err := walk(p); err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	if name == "" {
 		name = "default"
 	}
-	return name, byteLevel, nil
+	return name, byteLevel, metaspace, nil
 }
 
 // parseMerges accepts both layouts of model.merges: "a b" strings and
