@@ -173,7 +173,7 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 		return benchResult{}, err
 	}
 	cfg := entry.ToModelConfig()
-	m, err := engine.NewModel(*cfg, b)
+	m, err := engine.NewModelWith(*cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -185,9 +185,7 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 	case "lora":
 		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
 	case "qlora":
-		if err = m.QuantizeBase(); err == nil {
-			err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
-		}
+		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
 	case "full":
 		err = m.MakeAllTrainable()
 	default:

@@ -21,8 +21,24 @@ type WeightSource interface {
 // NewModel allocates an unbound model of the given config on b: every base
 // weight exists (uninitialised) in the compute dtype, nothing is trainable.
 func NewModel(cfg ModelConfig, b Backend) (*Model, error) {
+	return NewModelWith(cfg, b, ModelOptions{})
+}
+
+// ModelOptions change how a model's weights are held.
+type ModelOptions struct {
+	// NF4Linears stores the decoder's linear weights in NF4 from the start
+	// (QLoRA): they are quantized on the host as they are loaded, so the
+	// full-precision weights never reach the device.
+	NF4Linears bool
+}
+
+// NewModelWith is NewModel with options.
+func NewModelWith(cfg ModelConfig, b Backend, o ModelOptions) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if _, ok := b.(NF4Dequantizer); o.NF4Linears && !ok {
+		return nil, fmt.Errorf("backend %s cannot dequantize NF4 weights (QLoRA)", b.Name())
 	}
 	m := &Model{Cfg: cfg, B: b, Compute: computeDType(b), Tied: cfg.TieWordEmbeddings}
 	var err error
@@ -34,8 +50,36 @@ func NewModel(cfg ModelConfig, b Backend) (*Model, error) {
 		prm, err = m.newParam(name, shape...)
 		return prm
 	}
+	// nf4 allocates a weight's packed codes and absmax instead of W.
+	nf4 := func(name string, out, in int) *Param {
+		if err != nil {
+			return nil
+		}
+		n := out * in
+		if n%NF4BlockSize != 0 {
+			err = fmt.Errorf("qlora: %s [%d %d] is not a whole number of %d-value NF4 blocks", name, out, in, NF4BlockSize)
+			return nil
+		}
+		q := &QuantState{}
+		if q.Packed, err = b.Alloc(I32, n/8); err != nil {
+			err = fmt.Errorf("allocate %s (nf4): %w", name, err)
+			return nil
+		}
+		if q.Absmax, err = b.Alloc(F32, n/NF4BlockSize); err != nil {
+			b.Free(q.Packed)
+			err = fmt.Errorf("allocate %s (nf4 absmax): %w", name, err)
+			return nil
+		}
+		return &Param{Name: name, Shape: []int{out, in}, Quant: q}
+	}
 	lin := func(module, short string, out, in int, bias bool) *Linear {
-		l := &Linear{Module: module, Short: short, In: in, Out: out, W: p(module+".weight", out, in)}
+		var w *Param
+		if o.NF4Linears {
+			w = nf4(module+".weight", out, in)
+		} else {
+			w = p(module+".weight", out, in)
+		}
+		l := &Linear{Module: module, Short: short, In: in, Out: out, W: w}
 		if bias {
 			l.B = p(module+".bias", out)
 			if l.B != nil {
@@ -71,7 +115,8 @@ func NewModel(cfg ModelConfig, b Backend) (*Model, error) {
 	if m.Tied {
 		m.Head = &Linear{Module: "lm_head", Short: "lm_head", W: m.Embed, In: D, Out: cfg.VocabSize}
 	} else {
-		m.Head = lin("lm_head", "lm_head", cfg.VocabSize, D, false)
+		// The head stays in the compute dtype, as bitsandbytes leaves it.
+		m.Head = &Linear{Module: "lm_head", Short: "lm_head", In: D, Out: cfg.VocabSize, W: p("lm_head.weight", cfg.VocabSize, D)}
 	}
 	if err != nil {
 		m.Free()
@@ -98,8 +143,8 @@ func (m *Model) LoadWeights(src WeightSource) error {
 		if err != nil {
 			return fmt.Errorf("%s: read %s: %w", src.Where(p.Name), p.Name, err)
 		}
-		if err := m.B.Upload(p.W, data); err != nil {
-			return fmt.Errorf("upload %s: %w", p.Name, err)
+		if err := m.setValues(p, data); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -152,9 +197,31 @@ func (m *Model) InitRandom(seed uint64, std float64) error {
 			}
 			wg.Wait()
 		}
-		if err := m.B.Upload(p.W, v); err != nil {
-			return fmt.Errorf("init %s: %w", p.Name, err)
+		if err := m.setValues(p, v); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// setValues writes host values into a parameter: uploaded as they are, or
+// quantized to NF4 first for a quantized weight.
+func (m *Model) setValues(p *Param, v []float32) error {
+	if p.Quant == nil {
+		if err := m.B.Upload(p.W, v); err != nil {
+			return fmt.Errorf("upload %s: %w", p.Name, err)
+		}
+		return nil
+	}
+	packed, absmax, err := QuantizeNF4(v)
+	if err != nil {
+		return fmt.Errorf("qlora: %s: %w", p.Name, err)
+	}
+	if err := m.B.UploadInt32(p.Quant.Packed, PackNF4Words(packed)); err != nil {
+		return fmt.Errorf("upload %s (nf4): %w", p.Name, err)
+	}
+	if err := m.B.Upload(p.Quant.Absmax, absmax); err != nil {
+		return fmt.Errorf("upload %s (nf4 absmax): %w", p.Name, err)
 	}
 	return nil
 }

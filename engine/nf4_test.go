@@ -152,3 +152,39 @@ func TestQLoRAMatchesLoRA(t *testing.T) {
 	}
 	t.Logf("after 50 steps: LoRA %.4f, QLoRA %.4f", lora, qlora)
 }
+
+// TestLoadQuantizedEqualsQuantizeAfter: quantizing while loading (the
+// QLoRA path, which never puts full-precision weights on the device) gives
+// the same model as loading and quantizing afterwards, and holds less.
+func TestLoadQuantizedEqualsQuantizeAfter(t *testing.T) {
+	rc := openReference(t, "tiny-qwen2")
+	after := loadRefModel(t, rc)
+	if err := after.QuantizeBase(); err != nil {
+		t.Fatal(err)
+	}
+	b := cpu.New()
+	direct, err := engine.LoadModelWith(rc.dir, b, engine.ModelOptions{NF4Linears: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits := func(m *engine.Model) []float32 {
+		a, err := m.NewActivations(len(rc.batch.Tokens), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := a.Logits(rc.batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	x, y := logits(after), logits(direct)
+	for i := range x {
+		if x[i] != y[i] {
+			t.Fatalf("logit %d: %g quantized after loading, %g quantized while loading", i, x[i], y[i])
+		}
+	}
+	if err := direct.MakeAllTrainable(); err == nil {
+		t.Fatal("full fine-tuning of an NF4 model must be refused")
+	}
+}

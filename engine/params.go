@@ -164,6 +164,9 @@ func (m *Model) MakeTrainable(p *Param) error {
 	if p.Trainable {
 		return nil
 	}
+	if p.Quant != nil {
+		return fmt.Errorf("%s is stored in NF4 and cannot be trained (QLoRA trains adapters only)", p.Name)
+	}
 	var err error
 	alloc := func() Tensor {
 		if err != nil {

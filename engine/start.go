@@ -217,6 +217,11 @@ func (w safetensorsSource) Where(name string) string {
 // LoadModel reads config.json and the safetensors weights of an HF folder
 // onto b.
 func LoadModel(dir string, b Backend) (*Model, error) {
+	return LoadModelWith(dir, b, ModelOptions{})
+}
+
+// LoadModelWith is LoadModel with options (NF4 linears for QLoRA).
+func LoadModelWith(dir string, b Backend, o ModelOptions) (*Model, error) {
 	cfg, err := LoadModelConfig(dir)
 	if err != nil {
 		return nil, err
@@ -226,7 +231,7 @@ func LoadModel(dir string, b Backend) (*Model, error) {
 		return nil, err
 	}
 	defer set.Close()
-	m, err := NewModel(*cfg, b)
+	m, err := NewModelWith(*cfg, b, o)
 	if err != nil {
 		return nil, err
 	}
@@ -271,17 +276,14 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if len(data.Train) == 0 {
 		return fail(fmt.Errorf("data.path %s: no training rows left after preparation", cfg.Data.Path))
 	}
-	m, err := LoadModel(cfg.Model, b)
+	m, err := LoadModelWith(cfg.Model, b, ModelOptions{NF4Linears: cfg.Method == "qlora"})
 	if err != nil {
 		return fail(err)
 	}
 	s.Model = m
 	seed := cfg.Train.Seed
 	if cfg.Method == "qlora" {
-		if err := m.QuantizeBase(); err != nil {
-			return fail(err)
-		}
-		s.Notices = append(s.Notices, "qlora: decoder weights quantized to NF4 (block 64, fp32 absmax)")
+		s.Notices = append(s.Notices, "qlora: decoder weights quantized to NF4 as they were loaded (block 64, fp32 absmax)")
 	}
 	if cfg.usesLoRA() {
 		err = m.AddLoRA(LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
