@@ -330,3 +330,28 @@ func fieldValue(screen, label string) string {
 	}
 	return ""
 }
+
+func TestModelDatasetIsPreselected(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Catalog = fake.Catalog{{Name: "demo", Path: "testdata/models/acme/tiny-llama", Dataset: "testdata/datasets/recipes.csv"}}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter")
+	d.waitScreen("format messages")
+	if v := cursorRow(d.screen()); v != "● testdata/datasets/recipes.csv" {
+		t.Errorf("the demo's dataset should be selected and previewed, cursor row is %q:\n%s", v, d.screen())
+	}
+	d.keys("enter")
+	if got := d.m.Config().Data.Path; got != "testdata/datasets/recipes.csv" {
+		t.Errorf("Data.Path = %q", got)
+	}
+}
+
+// cursorRow returns the list row marked with the cursor "› ".
+func cursorRow(screen string) string {
+	for _, l := range strings.Split(screen, "\n") {
+		if strings.HasPrefix(l, "› ") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "› "))
+		}
+	}
+	return ""
+}

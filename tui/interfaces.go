@@ -23,6 +23,9 @@ type ModelInfo struct {
 	Params   int64  // parameter count, 0 if unknown
 	Template string // chat template name
 	Note     string // one line shown under the list
+	// Dataset is a dataset file made for this model (the demo's persona
+	// data); the data page preselects it.
+	Dataset string
 }
 
 // Catalog lists the known base models.

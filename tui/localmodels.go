@@ -42,6 +42,20 @@ func (c hfConfig) estimateParams() int64 {
 	return c.Layers*perLayer + emb + c.HiddenSize
 }
 
+// folderParams estimates the parameter count of a model folder from its
+// config.json (0 if it cannot be read).
+func folderParams(dir string) int64 {
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return 0
+	}
+	var cfg hfConfig
+	if json.Unmarshal(raw, &cfg) != nil {
+		return 0
+	}
+	return cfg.estimateParams()
+}
+
 // FindLocalModels lists Hugging Face model folders (holding config.json)
 // directly under dir or one level deeper (the "org/name" layout). A
 // missing dir is not an error: it simply has no models.

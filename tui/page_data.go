@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -82,6 +83,9 @@ func (p *dataPage) title() string { return "data" }
 
 func (p *dataPage) enter() tea.Cmd {
 	p.files = findDatasets(p.dirs, 200)
+	if path := p.cfg.Data.Path; path != "" && !slices.Contains(p.files, path) {
+		p.files = append([]string{path}, p.files...) // a suggested file outside the scanned folders
+	}
 	if p.cfg.Data.Path != "" {
 		for i, f := range p.files {
 			if f == p.cfg.Data.Path {

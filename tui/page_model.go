@@ -26,6 +26,7 @@ type modelPage struct {
 	typing_   bool // the path field is open
 	path      form.Model
 	w, h      int
+	suggested string // the dataset path this page put into the config
 }
 
 func newModelPage(c *common, cfg *engine.RunConfig, catalog []ModelInfo, local []ModelInfo, modelsDir string, scanErr error) *modelPage {
@@ -119,6 +120,10 @@ func (p *modelPage) leave() error {
 	}
 	if e.Template != "" {
 		p.cfg.Data.Template = e.Template
+	}
+	// Preselect the model's own dataset unless the user chose another.
+	if p.cfg.Data.Path == "" || p.cfg.Data.Path == p.suggested {
+		p.cfg.Data.Path, p.suggested = e.Dataset, e.Dataset
 	}
 	return nil
 }

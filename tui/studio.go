@@ -100,6 +100,11 @@ func New(o Options) *Model {
 	if o.Catalog != nil {
 		catalog = o.Catalog.Models()
 	}
+	for i, e := range catalog {
+		if e.Params == 0 && e.Path != "" {
+			catalog[i].Params = folderParams(e.Path)
+		}
+	}
 	local, scanErr := FindLocalModels(o.ModelsDir)
 	m := &Model{c: c, opts: o, cfg: &cfg}
 	m.wiz = &wizard{common: c, cfg: &cfg, pages: []page{

@@ -78,7 +78,11 @@ func (s *summary) view(w, h int) string {
 	if s.done.Stopped || s.done.Err != nil {
 		again = "resume it: whet train -c " + yaml
 	}
-	lines = append(lines, st.Muted.Render(again), "")
+	lines = append(lines, st.Muted.Render(again))
+	if s.done.Err == nil {
+		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+runDir(s.cfg)+" --compare"))
+	}
+	lines = append(lines, "")
 	chartH := h - len(lines) - 2
 	if chartH >= 5 {
 		c := lossplot.Chart{Width: w - 2, Height: chartH, AxisStyle: st.Muted, Series: []lossplot.Series{

@@ -4,13 +4,15 @@
 # checkpoints first) and quits, saving a capture of every screen.
 #
 #   tools/tmux/drive-studio.sh [--out DIR] [--size 80x24] [--steps N]
-#       [--model TEXT] [--data TEXT] [--fake] [-- STUDIO_ARGS...]
+#       [--model TEXT] [--data TEXT] [--set 'LABEL=VALUE']... [--fake] [--runs DIR]
+#       [-- STUDIO_ARGS...]
 #
 # --model and --data pick the first list row containing TEXT (default: the
-# first row). --fake uses the scripted engine. A real CPU run of the tiny
+# first row); each --set types VALUE into the run-settings field whose label
+# starts with LABEL (e.g. --set 'Epochs=4' --set 'Learning rate=0.004'). --fake uses the scripted engine. A real CPU run of the tiny
 # test model:
 #   tools/tmux/drive-studio.sh --model tiny-llama --data mentor.jsonl --steps 8 -- --models-dir testdata
-# The runs go to DIR/runs; after a real run the script checks that the
+# The runs go to DIR/runs (or --runs, relative to the repository); after a real run the script checks that the
 # last loss on the summary screen is the last loss in metrics.jsonl.
 # Captures: DIR/NN-name.txt (plain) and DIR/NN-name.ansi (with colours).
 # The script fails (exit 1) when an expected screen does not appear.
@@ -23,11 +25,14 @@ watch_steps=20
 pick_model=""
 pick_data=""
 fake=0
+sets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --model) pick_model="$2"; shift 2 ;;
     --data) pick_data="$2"; shift 2 ;;
     --fake) fake=1; shift ;;
+    --runs) runs="$2"; shift 2 ;;
+    --set) sets+=("$2"); shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --size) size="$2"; shift 2 ;;
     --steps) watch_steps="$2"; shift 2 ;;
@@ -39,14 +44,16 @@ studio_args=("$@")
 if [[ $fake == 1 ]]; then
   studio_args=(--fake --fake-steps 400 --fake-delay 50ms "${studio_args[@]}")
 fi
-runs="$out/runs"
+runs="${runs:-$out/runs}"
 studio_args+=(--runs "$runs")
 cols=${size%x*}
 rows=${size#*x}
 
 command -v tmux >/dev/null || { echo "drive-studio: tmux is not installed" >&2; exit 1; }
 mkdir -p "$out" "$root/.dev"
-(cd "$root" && go build -o .dev/whet .)
+# WHET_BIN runs a binary built elsewhere instead of building the tree.
+whet="${WHET_BIN:-$root/.dev/whet}"
+if [[ -z ${WHET_BIN:-} ]]; then (cd "$root" && go build -o .dev/whet .); fi
 
 session="whet-drive-$$"
 # A private tmux server: nothing here touches the user's own sessions, and
@@ -56,7 +63,7 @@ cleanup() { tmux kill-server 2>/dev/null || true; }
 trap cleanup EXIT
 # The shell stays after whet exits so the exit status can be read.
 tmux new-session -d -s "$session" -x "$cols" -y "$rows" \
-  "cd '$root' && .dev/whet studio $(printf '%q ' "${studio_args[@]}"); echo \"whet exited with status \$?\"; sleep 600"
+  "cd '$root' && '$whet' studio $(printf '%q ' "${studio_args[@]}"); echo \"whet exited with status \$?\"; sleep 600"
 
 n=0
 capture() { # capture NAME: save the current screen
@@ -77,6 +84,18 @@ wait_for() { # wait_for REGEX [SECONDS]: poll the screen until it matches
   done
   echo "drive-studio: timed out waiting for /$re/; the screen was:" >&2
   tmux capture-pane -p -t "$session" >&2
+  exit 1
+}
+wait_steps() { # wait_steps N [SECONDS]: until the dashboard shows step >= N (or the run ended)
+  local want="$1" limit="${2:-60}" i screen step
+  for ((i = 0; i < limit * 10; i++)); do
+    screen=$(tmux capture-pane -p -t "$session") || { echo "drive-studio: the tmux session ended" >&2; exit 1; }
+    step=$(grep -Eo 'step [0-9]+/' <<<"$screen" | head -1 | grep -Eo '[0-9]+' || true)
+    if [[ -n $step && $step -ge $want ]] || grep -Eq 'checkpoint saved|✓ finished|✗ failed' <<<"$screen"; then return 0; fi
+    sleep 0.1
+  done
+  echo "drive-studio: timed out waiting for step $want; the screen was:" >&2
+  echo "$screen" >&2
   exit 1
 }
 keys() { tmux send-keys -t "$session" "$@"; sleep 0.2; }
@@ -106,6 +125,12 @@ wait_for 'format |✗' 60
 capture data
 keys Enter
 wait_for 'Run settings'
+for kv in "${sets[@]}"; do
+  pick "${kv%%=*}"
+  keys C-u
+  tmux send-keys -t "$session" -l -- "${kv#*=}"
+  sleep 0.2
+done
 capture settings
 keys Enter
 wait_for 'Will it fit'
@@ -115,8 +140,8 @@ keys Enter
 wait_for 'Review'
 capture review
 keys Enter
-wait_for "step [0-9]+/[0-9]+" 120
-wait_for "step ($watch_steps|[0-9]{${#watch_steps}},)/" 600
+wait_for "step [0-9]+/[0-9]+" 60
+wait_steps "$watch_steps" 600
 capture dashboard
 keys s
 wait_for 'Stop the run\?'
@@ -126,9 +151,9 @@ capture summary
 shown=$(tmux capture-pane -p -t "$session" | grep -Eo 'last loss [0-9.]+' | head -1 | awk '{print $3}' || true)
 keys q
 wait_for 'whet exited with status 0' 30
-metrics=$(ls -t "$runs"/*/metrics.jsonl 2>/dev/null | head -1 || true)
+metrics=$(cd "$root" && ls -t "$runs"/*/metrics.jsonl 2>/dev/null | head -1 || true)
 if [[ -n $metrics ]]; then
-  logged=$(grep '"loss"' "$metrics" | tail -1 | sed -E 's/.*"loss":([-0-9.eE+]+).*/\1/')
+  logged=$(cd "$root" && grep '"loss"' "$metrics" | tail -1 | sed -E 's/.*"loss":([-0-9.eE+]+).*/\1/')
   logged=$(printf '%.4f' "$logged")
   if [[ "$shown" != "$logged" ]]; then
     echo "drive-studio: the summary shows last loss $shown but $metrics ends with $logged" >&2
