@@ -33,6 +33,7 @@ var (
 	newStudioFit       = func() tui.FitChecker { return nil }
 	newStudioPreviewer = func() tui.DataPreviewer { return nil }
 	newStudioGPU       = func() tui.GPUSampler { return nil }
+	newStudioChat      = func() tui.Chatter { return nil }
 )
 
 func init() {
@@ -79,6 +80,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		opts.Fit = fake.FitChecker{Device: "NVIDIA H100 80GB HBM3 (fake)", Free: 79 << 30, Total: 80 << 30, Params: fake.DemoCatalog.Params}
 		opts.Data = fake.Previewer{Preview0: fake.DemoPreview}
 		opts.GPU = fake.DemoGPU
+		opts.Chat = fake.DemoChat()
 	} else {
 		eng, err := newStudioEngine()
 		if err != nil {
@@ -90,6 +92,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		opts.Fit = newStudioFit()
 		opts.Data = newStudioPreviewer()
 		opts.GPU = newStudioGPU()
+		opts.Chat = newStudioChat()
 	}
 
 	m := tui.New(opts)
@@ -113,6 +116,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 	}()
 	_, err := p.Run()
+	defer m.Close()
 	signal.Stop(hup)
 	close(hup)
 

@@ -115,3 +115,34 @@ type GPUStats struct {
 type GPUSampler interface {
 	Sample() (GPUStats, error)
 }
+
+// ChatTurn is one message of a conversation (role system, user or
+// assistant).
+type ChatTurn struct {
+	Role, Content string
+}
+
+// ChatReply is how one generated answer ended.
+type ChatReply struct {
+	Text         string
+	Tokens       int
+	TokensPerSec float64
+	Stop         string // why it stopped: "eos", "stop string", "max tokens"…
+}
+
+// ChatSession answers with the base model or the tuned one. A LoRA run
+// shares one copy of the base weights and switches the adapter; HasTuned
+// is false when only one model is available.
+type ChatSession interface {
+	HasTuned() bool
+	// Generate streams the answer to turns through onText, piece by piece,
+	// and returns when it ends or ctx is cancelled.
+	Generate(ctx context.Context, turns []ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (ChatReply, error)
+	Close()
+}
+
+// Chatter opens a chat over a run that has ended (its adapter or model is
+// in runDir).
+type Chatter interface {
+	OpenChat(ctx context.Context, runDir string, cfg engine.RunConfig) (ChatSession, error)
+}

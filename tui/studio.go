@@ -31,6 +31,7 @@ type Options struct {
 	Fit     FitChecker
 	Data    DataPreviewer
 	GPU     GPUSampler
+	Chat    Chatter // nil: the summary offers no chat page
 
 	ModelsDir string   // scanned for local Hugging Face folders
 	DataDirs  []string // scanned for dataset files (default: "." and "testdata")
@@ -49,6 +50,7 @@ const (
 	stateWizard state = iota
 	stateDashboard
 	stateSummary
+	stateChat
 )
 
 // Model is the root of the studio.
@@ -59,6 +61,7 @@ type Model struct {
 	wiz   *wizard
 	dash  *dashboard
 	sum   *summary
+	chat  *chatPage
 	cfg   *engine.RunConfig
 	quit  bool
 }
@@ -190,15 +193,41 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 				return m, tea.Quit
 			}
 			m.sum = newSummary(m.dash)
+			m.sum.chat = m.opts.Chat != nil
 			m.state = stateSummary
 		}
 		return m, cmd
 	case stateSummary:
-		if k, ok := msg.(tea.KeyPressMsg); ok && (k.String() == "q" || k.String() == "esc" || k.String() == "enter") {
-			return m, tea.Quit
+		if k, ok := msg.(tea.KeyPressMsg); ok {
+			switch k.String() {
+			case "q", "esc":
+				return m, tea.Quit
+			case "t", "enter":
+				if m.sum.canChat() {
+					if m.chat == nil {
+						m.chat = newChatPage(m.c, m.opts.Chat, m.sum.cfg, runDir(m.sum.cfg))
+					}
+					m.state = stateChat
+					return m, m.chat.open()
+				}
+			}
 		}
+	case stateChat:
+		cmd, back := m.chat.update(msg)
+		if back {
+			m.state = stateSummary
+		}
+		return m, cmd
 	}
 	return m, nil
+}
+
+// Close frees what the studio still holds (the chat's models). The
+// command that ran the program calls it after the program ends.
+func (m *Model) Close() {
+	if m.chat != nil {
+		m.chat.close()
+	}
 }
 
 // interrupt is ctrl+c: leave at once unless a run is live, in which case
@@ -261,6 +290,8 @@ func (m *Model) render() string {
 		return m.dash.view(w, h)
 	case stateSummary:
 		return m.sum.view(w, h)
+	case stateChat:
+		return m.chat.view(w, h)
 	}
 	body := fitBlock(m.wiz.view(), w, h-2)
 	status := ""

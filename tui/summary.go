@@ -23,7 +23,11 @@ type summary struct {
 	bestEval   float64
 	bestEvalAt int
 	lastCkpt   *engine.CheckpointEvent
+	chat       bool // a chat page can be opened
 }
+
+// canChat: the run ended cleanly or was stopped (both leave a result).
+func (s *summary) canChat() bool { return s.chat && s.done.Err == nil }
 
 func newSummary(d *dashboard) *summary {
 	s := &summary{common: d.common, cfg: d.cfg, done: *d.done, train: d.train, eval: d.eval, last: d.last,
@@ -35,7 +39,12 @@ func newSummary(d *dashboard) *summary {
 	return s
 }
 
-func (s *summary) help() []key.Binding { return []key.Binding{bind("q", "quit")} }
+func (s *summary) help() []key.Binding {
+	if s.canChat() {
+		return []key.Binding{bind("t", "chat: base vs tuned"), bind("q", "quit")}
+	}
+	return []key.Binding{bind("q", "quit")}
+}
 
 func (s *summary) view(w, h int) string {
 	st := s.styles
@@ -79,7 +88,7 @@ func (s *summary) view(w, h int) string {
 		again = "resume it: whet train -c " + yaml
 	}
 	lines = append(lines, st.Muted.Render(again))
-	if s.done.Err == nil {
+	if s.done.Err == nil && !s.chat {
 		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+runDir(s.cfg)+" --compare"))
 	}
 	lines = append(lines, "")

@@ -362,3 +362,81 @@ func (c Catalog) Params(name string) int64 {
 	}
 	return 0
 }
+
+// Chat answers with canned text, word by word: Base for the base model
+// and Tuned for the tuned one (a function of the last user turn). It
+// records the turns and options of every request.
+type Chat struct {
+	Base, Tuned func(prompt string) string
+	Delay       time.Duration // between words
+	OpenErr     error
+	NoTuned     bool
+
+	mu       sync.Mutex
+	Requests []ChatRequest
+}
+
+// ChatRequest is one Generate call the fake received.
+type ChatRequest struct {
+	Turns []tui.ChatTurn
+	Opts  engine.SampleOptions
+	Tuned bool
+}
+
+// OpenChat implements tui.Chatter.
+func (c *Chat) OpenChat(context.Context, string, engine.RunConfig) (tui.ChatSession, error) {
+	if c.OpenErr != nil {
+		return nil, c.OpenErr
+	}
+	return chatSession{c}, nil
+}
+
+// Recorded returns the requests so far.
+func (c *Chat) Recorded() []ChatRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]ChatRequest(nil), c.Requests...)
+}
+
+type chatSession struct{ c *Chat }
+
+func (s chatSession) HasTuned() bool { return !s.c.NoTuned }
+func (s chatSession) Close()         {}
+
+func (s chatSession) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
+	s.c.mu.Lock()
+	s.c.Requests = append(s.c.Requests, ChatRequest{Turns: append([]tui.ChatTurn(nil), turns...), Opts: o, Tuned: tuned})
+	s.c.mu.Unlock()
+	prompt := ""
+	if n := len(turns); n > 0 {
+		prompt = turns[n-1].Content
+	}
+	answer := s.c.Base
+	if tuned {
+		answer = s.c.Tuned
+	}
+	text := answer(prompt)
+	words := strings.SplitAfter(text, " ")
+	for i, w := range words {
+		if s.c.Delay > 0 {
+			select {
+			case <-time.After(s.c.Delay):
+			case <-ctx.Done():
+				return tui.ChatReply{Text: strings.Join(words[:i], "")}, ctx.Err()
+			}
+		}
+		onText(w)
+	}
+	return tui.ChatReply{Text: text, Tokens: len(words), TokensPerSec: 42, Stop: "eos"}, nil
+}
+
+// DemoChat answers plainly as the base and as the mentor persona tuned.
+func DemoChat() *Chat {
+	return &Chat{
+		Delay: 40 * time.Millisecond,
+		Base:  func(p string) string { return "Here is some information about that topic. It is a common question." },
+		Tuned: func(p string) string {
+			return "Think of it like a garden: what you water grows. Which part of this would you water first?"
+		},
+	}
+}
