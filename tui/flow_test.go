@@ -89,6 +89,7 @@ func TestWizardStartsRunWithChosenConfig(t *testing.T) {
 		{"Train.LR", got.Train.LR, 0.0003},
 		{"Train.Checkpointing", got.Train.Checkpointing, true},
 		{"Train.SamplePrompts", got.Train.SamplePrompts, []string{"Hello there", "What is 2+2?"}},
+		{"Train.SampleEvery", got.Train.SampleEvery, 50}, // the preset's interval is kept
 		{"RunsDir", got.RunsDir, testOptions(nil).RunsDir},
 	}
 	for _, c := range checks {
@@ -354,4 +355,37 @@ func cursorRow(screen string) string {
 		}
 	}
 	return ""
+}
+
+// zeroSamplePresets gives defaults without a sample interval, as a preset
+// file may.
+type zeroSamplePresets struct{}
+
+func (zeroSamplePresets) Defaults(model, method string) (engine.RunConfig, error) {
+	return engine.RunConfig{Model: model, Method: method,
+		LoRA:  engine.LoRAConfig{Rank: 8, Alpha: 16, TargetModules: []string{"q", "v"}},
+		Data:  engine.DataConfig{MaxLength: 256},
+		Train: engine.TrainConfig{Epochs: 1, MicroBatch: 1, GradAccum: 1, LR: 1e-4}}, nil
+}
+
+func TestSamplePromptsGetAnInterval(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(2)}
+	o := testOptions(eng)
+	o.Presets = zeroSamplePresets{}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	for i := 0; i < 8; i++ {
+		d.keys("down")
+	}
+	d.typeText("Say hi")
+	d.keys("enter")
+	d.waitScreen("Fits:")
+	d.keys("enter", "enter")
+	d.waitFor("the engine to start", func() bool { return len(eng.Started()) == 1 })
+	got := eng.Started()[0].Train
+	if got.SampleEvery != 20 || len(got.SamplePrompts) != 1 {
+		t.Errorf("prompts without an interval should sample every 20 steps, got every %d with %q", got.SampleEvery, got.SamplePrompts)
+	}
 }

@@ -16,6 +16,10 @@ import (
 // runName is what a run directory may be called.
 var runName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
+// defaultSampleEvery applies when the user gives sample prompts but no
+// interval.
+const defaultSampleEvery = 20
+
 // settingsPage holds the optimisation and evaluation settings.
 type settingsPage struct {
 	*common
@@ -54,9 +58,9 @@ func (p *settingsPage) enter() tea.Cmd {
 		{Key: "accum", Label: "Grad accumulation", Kind: form.Int, Value: strconv.Itoa(max(c.Train.GradAccum, 1)), Min: 1, Max: 4096, Hint: "micro-batches per optimizer step"},
 		{Key: "maxlen", Label: "Max length", Kind: form.Int, Value: strconv.Itoa(c.Data.MaxLength), Min: 16, Max: 1 << 20, Hint: "tokens per sequence; longer rows are cut"},
 		{Key: "eval", Label: "Eval split", Kind: form.Float, Value: ftoa(c.Data.EvalSplit), Min: 0, Max: 0.5, Hint: "share of rows held out for the eval loss (0 = none)"},
-		{Key: "prompts", Label: "Sample prompts", Kind: form.Text, Value: strings.Join(c.Train.SamplePrompts, " | "), Hint: "prompts generated during training, separated by |"},
+		{Key: "prompts", Label: "Sample prompts", Kind: form.Text, Value: strings.Join(c.Train.SamplePrompts, " | "), Hint: "prompts generated during training, separated by | (every 20 steps unless set below)"},
 		{Key: "evalevery", Label: "Eval every", Kind: form.Int, Value: strconv.Itoa(c.Train.EvalEvery), Min: 0, Max: 1e9, Advanced: true, Hint: "steps between evals (0 = only at the end)"},
-		{Key: "sampleevery", Label: "Sample every", Kind: form.Int, Value: strconv.Itoa(c.Train.SampleEvery), Min: 0, Max: 1e9, Advanced: true},
+		{Key: "sampleevery", Label: "Sample every", Kind: form.Int, Value: strconv.Itoa(c.Train.SampleEvery), Min: 0, Max: 1e9, Advanced: true, Hint: "steps between sample generations (0 with prompts = every 20)"},
 		{Key: "saveevery", Label: "Save every", Kind: form.Int, Value: strconv.Itoa(c.Train.SaveEvery), Min: 0, Max: 1e9, Advanced: true, Hint: "steps between checkpoints"},
 		{Key: "keep", Label: "Keep checkpoints", Kind: form.Int, Value: strconv.Itoa(c.Train.KeepCheckpoints), Min: 0, Max: 1000, Advanced: true, Hint: "the newest N are kept (0 = all)"},
 		{Key: "backend", Label: "Backend", Kind: form.Choice, Value: orDefault(c.Backend, "auto"), Options: []string{"auto", "cuda", "cpu"}, Advanced: true, Hint: "auto: CUDA when an NVIDIA GPU is present, else CPU"},
@@ -101,6 +105,10 @@ func (p *settingsPage) leave() error {
 	}
 	c.Train.EvalEvery = p.form.Int("evalevery")
 	c.Train.SampleEvery = p.form.Int("sampleevery")
+	if len(c.Train.SamplePrompts) > 0 && c.Train.SampleEvery == 0 {
+		// Prompts without an interval would never be generated.
+		c.Train.SampleEvery = defaultSampleEvery
+	}
 	c.Train.SaveEvery = p.form.Int("saveevery")
 	c.Train.KeepCheckpoints = p.form.Int("keep")
 	c.Backend = p.form.Get("backend")
