@@ -127,9 +127,9 @@ func (p *dataPage) leave() error {
 		return fmt.Errorf("%s cannot be used: %s", p.selected, p.err)
 	}
 	p.cfg.Data.Path = p.selected
-	if p.preview != nil && p.preview.Format != "" && (p.cfg.Data.Format == "" || p.cfg.Data.Format == "auto") {
-		// Keep "auto" in the config so the YAML stays valid if the file
-		// changes; the detected format is shown on the page.
+	if p.cfg.Data.Format == "" {
+		// "auto" rather than the detected format, so the YAML still works
+		// if the file is replaced; the detected format is shown above.
 		p.cfg.Data.Format = "auto"
 	}
 	return nil

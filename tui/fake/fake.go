@@ -66,13 +66,13 @@ func (e *Engine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine
 	return ch, ctl, nil
 }
 
-// Control is the fake RunControl; it counts calls for tests.
+// Control is the fake RunControl; it counts calls for tests (Counts).
 type Control struct {
 	mu                                  sync.Mutex
 	paused                              bool
 	resume                              chan struct{}
 	wantCheckpoint, wantStop            bool
-	Pauses, Resumes, Checkpoints, Stops int
+	pauses, resumes, checkpoints, stops int
 	lastStep                            int
 	runDir                              string
 }
@@ -80,14 +80,14 @@ type Control struct {
 func (c *Control) Pause() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.Pauses++
+	c.pauses++
 	c.paused = true
 }
 
 func (c *Control) Resume() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.Resumes++
+	c.resumes++
 	if c.paused {
 		c.paused = false
 		close(c.resume)
@@ -98,14 +98,14 @@ func (c *Control) Resume() {
 func (c *Control) Checkpoint() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.Checkpoints++
+	c.checkpoints++
 	c.wantCheckpoint = true
 }
 
 func (c *Control) Stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.Stops++
+	c.stops++
 	c.wantStop = true
 	if c.paused { // a stop must not wait for a resume
 		c.paused = false
@@ -118,7 +118,7 @@ func (c *Control) Stop() {
 func (c *Control) Counts() (pauses, resumes, checkpoints, stops int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.Pauses, c.Resumes, c.Checkpoints, c.Stops
+	return c.pauses, c.resumes, c.checkpoints, c.stops
 }
 
 func (c *Control) checkpointPath(step int) string {
