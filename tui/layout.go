@@ -33,12 +33,21 @@ func listView(st Styles, items []string, cursor, w, h int) string {
 	if h <= 0 {
 		return ""
 	}
-	start := 0
-	if cursor >= h {
-		start = cursor - h + 1
+	// When the list is longer than h, two lines are kept for the "more"
+	// markers so that they never cover the cursor's row.
+	inner, start := len(items), 0
+	if len(items) > h {
+		inner = max(h-2, 1)
+		if cursor >= inner {
+			start = min(cursor-inner+1, len(items)-inner)
+		}
 	}
+	end := min(start+inner, len(items))
 	var lines []string
-	for i := start; i < len(items) && i < start+h; i++ {
+	if start > 0 {
+		lines = append(lines, st.Muted.Render(fmt.Sprintf("  ↑ %d more", start)))
+	}
+	for i := start; i < end; i++ {
 		item := ansi.Truncate(items[i], max(w-2, 1), "…")
 		if i == cursor {
 			lines = append(lines, st.Selected.Render("› "+item))
@@ -46,11 +55,8 @@ func listView(st Styles, items []string, cursor, w, h int) string {
 			lines = append(lines, "  "+item)
 		}
 	}
-	if start > 0 {
-		lines[0] = st.Muted.Render("  ↑ more")
-	}
-	if start+h < len(items) {
-		lines[len(lines)-1] = st.Muted.Render("  ↓ more")
+	if end < len(items) {
+		lines = append(lines, st.Muted.Render(fmt.Sprintf("  ↓ %d more", len(items)-end)))
 	}
 	return strings.Join(lines, "\n")
 }

@@ -1,6 +1,9 @@
 package tui_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,5 +32,32 @@ func TestFindLocalModels(t *testing.T) {
 	none, err := tui.FindLocalModels("testdata/no-such-dir")
 	if err != nil || len(none) != 0 {
 		t.Errorf("a missing models directory should give no models and no error, got %v, %v", none, err)
+	}
+}
+
+// The cursor's row stays visible wherever it is in a long list, and the
+// "more" markers never replace it.
+func TestListKeepsCursorVisible(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 30; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("set-%02d.jsonl", i)), []byte("{}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := testOptions(nil)
+	o.DataDirs = []string{dir}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter") // to the data page
+	sawMore := false
+	for i := 0; i < 40; i++ { // 30 files and "Enter a path…", wrapping around
+		row := cursorRow(d.screen())
+		if row == "" || strings.Contains(row, "more") {
+			t.Fatalf("after %d downs the cursor row is %q:\n%s", i, row, d.screen())
+		}
+		sawMore = sawMore || strings.Contains(d.screen(), "↑ ") && strings.Contains(d.screen(), " more")
+		d.keys("down")
+	}
+	if !sawMore {
+		t.Error("a long list should show how many rows are above")
 	}
 }

@@ -176,7 +176,7 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 			return nil, stay
 		}
 		n := len(p.files) + 1
-		if listKey(msg.String(), &p.cursor, n, 4) {
+		if listKey(msg.String(), &p.cursor, n, 5) {
 			return nil, stay
 		}
 		switch msg.String() {
@@ -237,7 +237,7 @@ func (p *dataPage) view() string {
 		items = append(items, mark+f)
 	}
 	items = append(items, "  Enter a path…")
-	listH := 4
+	listH := 6
 	if p.h >= 30 {
 		listH = 7
 	}
