@@ -461,5 +461,34 @@ func (r rowReader) preference() (prompt, chosen, rejected []Message, err *RowErr
 	if len(chosen) == 0 || len(rejected) == 0 {
 		return nil, nil, nil, r.fail(r.cols.name("chosen"), ReasonEmpty, "chosen or rejected has no response after the prompt")
 	}
+	if emptyText(prompt) {
+		return nil, nil, nil, r.fail(pname, ReasonNoPrompt, "the prompt is empty: DPO compares two answers to the same prompt")
+	}
+	if sameMessages(chosen, rejected) {
+		return nil, nil, nil, r.fail(r.cols.name("rejected"), ReasonIdenticalPair, "chosen and rejected are identical, so the pair teaches nothing (and its DPO gradient is zero)")
+	}
 	return prompt, chosen, rejected, nil
+}
+
+// emptyText reports whether no message carries any non-space text.
+func emptyText(msgs []Message) bool {
+	for _, m := range msgs {
+		if strings.TrimSpace(m.Content) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// sameMessages compares two turn lists by role and content.
+func sameMessages(a, b []Message) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Role != b[i].Role || a[i].Content != b[i].Content {
+			return false
+		}
+	}
+	return true
 }

@@ -82,6 +82,7 @@ const (
 	ReasonCSVShape      = "malformed CSV row"
 	ReasonTemplate      = "chat template refused the conversation"
 	ReasonNoPrompt      = "no prompt"
+	ReasonIdenticalPair = "chosen equals rejected"
 	ReasonParquetRecord = "unreadable Parquet row"
 )
 
