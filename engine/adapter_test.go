@@ -41,11 +41,21 @@ func TestAdapterRoundTrip(t *testing.T) {
 			t.Fatalf("logit %d: %g after reload, %g before", i, got[i], want[i])
 		}
 	}
-	// Adapter off gives back the base logits exactly.
-	fresh.SetLoRAEnabled(false)
+	// Adapter off gives back the base logits exactly; on, after training,
+	// the tuned model differs from the base.
 	base := newTiny(t, true, false)
 	ba, _ := base.NewActivations(len(b.Tokens), false)
 	wantBase, _ := ba.Logits(b)
+	differ := 0
+	for i := range wantBase {
+		if got[i] != wantBase[i] {
+			differ++
+		}
+	}
+	if differ < len(wantBase)/2 {
+		t.Fatalf("tuned logits equal the base's in %d of %d places", len(wantBase)-differ, len(wantBase))
+	}
+	fresh.SetLoRAEnabled(false)
 	gotBase, _ := fa.Logits(b)
 	for i := range wantBase {
 		if gotBase[i] != wantBase[i] {

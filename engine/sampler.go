@@ -52,7 +52,9 @@ type Sampler struct {
 func (s *Sampler) encode(prompt string) ([]int32, error) {
 	text, special := prompt, true
 	if s.Template != nil {
-		r, err := s.Template.Render([]datasets.Message{{Role: "user", Content: prompt}}, datasets.RenderOptions{AddGenerationPrompt: true})
+		ro := datasets.RenderOptionsFor(s.Tok.Config())
+		ro.AddGenerationPrompt = true
+		r, err := s.Template.Render([]datasets.Message{{Role: "user", Content: prompt}}, ro)
 		if err != nil {
 			return nil, err
 		}

@@ -118,7 +118,9 @@ type Reply struct {
 // Encode renders msgs with the generation prompt and tokenizes them the
 // way transformers' apply_chat_template(tokenize=True) does.
 func (s *Session) Encode(msgs []datasets.Message) ([]int32, error) {
-	r, err := s.Template.Render(msgs, datasets.RenderOptions{AddGenerationPrompt: true})
+	ro := datasets.RenderOptionsFor(s.Tok.Config())
+	ro.AddGenerationPrompt = true
+	r, err := s.Template.Render(msgs, ro)
 	if err != nil {
 		return nil, err
 	}
@@ -153,9 +155,8 @@ func (s *Session) Continue(ctx context.Context, prompt []int32, o engine.SampleO
 	defer s.Model.SetLoRAEnabled(true)
 
 	var ids []int
-	emitted := 0
 	stop := "length"
-	text := ""
+	ts := &textStream{stops: s.Template.StopStrings, emit: onText}
 	start := time.Now()
 	onToken := func(id int32) bool {
 		for _, sid := range o.StopIDs {
@@ -165,30 +166,9 @@ func (s *Session) Continue(ctx context.Context, prompt []int32, o engine.SampleO
 			}
 		}
 		ids = append(ids, int(id))
-		full := s.Tok.Decode(ids, true)
-		// A stop string ends the reply before it.
-		for _, ss := range s.Template.StopStrings {
-			if i := strings.Index(full, ss); i >= 0 {
-				text = full[:i]
-				stop = "stop string"
-				if onText != nil && len(text) > emitted {
-					onText(text[emitted:])
-				}
-				emitted = len(text)
-				return false
-			}
-		}
-		text = full
-		// Hold back an incomplete UTF-8 sequence (decoded as U+FFFD) and
-		// anything that could be the start of a stop string.
-		safe := len(full)
-		if strings.HasSuffix(full, string(utf8.RuneError)) {
-			safe = len(full) - len(string(utf8.RuneError))
-		}
-		safe = holdBackStopPrefix(full, safe, s.Template.StopStrings)
-		if onText != nil && safe > emitted {
-			onText(full[emitted:safe])
-			emitted = safe
+		if ts.push(s.Tok.Decode(ids, true)) {
+			stop = "stop string"
+			return false
 		}
 		return true
 	}
@@ -200,11 +180,50 @@ func (s *Session) Continue(ctx context.Context, prompt []int32, o engine.SampleO
 			return Reply{}, err
 		}
 	}
-	if onText != nil && len(text) > emitted {
-		onText(text[emitted:])
-	}
+	ts.flush()
 	dt := time.Since(start).Seconds()
-	return Reply{Text: text, Tokens: len(out), TokensPerSec: float64(len(out)) / dt, Stop: stop}, nil
+	return Reply{Text: ts.text, Tokens: len(out), TokensPerSec: float64(len(out)) / dt, Stop: stop}, nil
+}
+
+// textStream turns the growing decoded text of a reply into pieces for
+// the screen. It cuts the reply before a stop string, and holds back an
+// incomplete UTF-8 sequence (decoded as U+FFFD) and any tail that could
+// still grow into a stop string, so nothing shown is ever taken back.
+type textStream struct {
+	stops   []string
+	emit    func(string)
+	text    string // the reply so far (cut at a stop string)
+	emitted int    // bytes of text already emitted
+}
+
+// push takes the whole decoded reply so far; it reports a stop string.
+func (t *textStream) push(full string) bool {
+	for _, ss := range t.stops {
+		if i := strings.Index(full, ss); i >= 0 {
+			t.text = full[:i]
+			t.flush()
+			return true
+		}
+	}
+	t.text = full
+	safe := len(full)
+	if strings.HasSuffix(full, string(utf8.RuneError)) {
+		safe -= len(string(utf8.RuneError))
+	}
+	safe = holdBackStopPrefix(full, safe, t.stops)
+	if t.emit != nil && safe > t.emitted {
+		t.emit(full[t.emitted:safe])
+		t.emitted = safe
+	}
+	return false
+}
+
+// flush emits whatever is held back (at the end of a reply).
+func (t *textStream) flush() {
+	if t.emit != nil && len(t.text) > t.emitted {
+		t.emit(t.text[t.emitted:])
+	}
+	t.emitted = len(t.text)
 }
 
 // holdBackStopPrefix moves safe back so that no suffix of full[:safe]
