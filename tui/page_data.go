@@ -241,14 +241,15 @@ func (p *dataPage) view() string {
 	if p.h >= 30 {
 		listH = 7
 	}
-	b.WriteString(listView(st, items, p.cursor, p.w, listH) + "\n\n")
+	list := listView(st, items, p.cursor, p.w, listH)
+	b.WriteString(list + "\n\n")
+	used := 2 + strings.Count(list, "\n") + 1 // title, list, blank line
 	if p.typing_ {
-		b.WriteString(p.path.View() + "\n")
+		field := p.path.View()
+		b.WriteString(field + "\n")
+		used += strings.Count(field, "\n") + 1
 	}
-	rest := p.h - listH - 3
-	if p.typing_ {
-		rest -= 2
-	}
+	rest := p.h - used
 	b.WriteString(p.previewView(max(rest, 3)))
 	return b.String()
 }
