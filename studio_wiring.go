@@ -10,6 +10,7 @@ import (
 	"whet/datasets"
 	"whet/datasets/tokenizer"
 	"whet/engine"
+	"whet/engine/chat"
 	"whet/engine/gpuinfo"
 	"whet/engine/memplan"
 	"whet/presets"
@@ -24,6 +25,7 @@ func init() {
 	newStudioPresets = func() tui.Presets { return studioPresets{} }
 	newStudioFit = func() tui.FitChecker { return studioFit{} }
 	newStudioPreviewer = func() tui.DataPreviewer { return studioPreviewer{} }
+	newStudioChat = func() tui.Chatter { return studioChatter{} }
 	newStudioGPU = func() tui.GPUSampler {
 		m, err := gpuinfo.Open()
 		if err != nil {
@@ -73,8 +75,9 @@ type studioCatalog struct{}
 func (studioCatalog) Models() []tui.ModelInfo {
 	var out []tui.ModelInfo
 	if dir, ok := demoModelDir(); ok {
-		out = append(out, tui.ModelInfo{Name: "whet-demo", Path: dir, Template: "chatml",
-			Note: "built-in demo: a tiny model that trains on the CPU in a minute or two"})
+		out = append(out, tui.ModelInfo{Name: "whet-demo", Path: dir, Template: "chatml", Params: demoParams(dir),
+			Dataset: filepath.Join(filepath.Dir(dir), "mentor.jsonl"),
+			Note:    "built-in demo: a 4M-parameter model and a mentor persona; LoRA trains on the CPU in about two minutes"})
 	}
 	models, err := presets.Models()
 	if err != nil {
@@ -101,9 +104,27 @@ func demoModelDir() (string, bool) {
 	return "", false
 }
 
+// demoParams counts the demo model's parameters from its config.
+func demoParams(dir string) int64 {
+	cfg, err := engine.LoadModelConfig(dir)
+	if err != nil {
+		return 0
+	}
+	return presets.CountParams(cfg)
+}
+
 type studioPresets struct{}
 
+// Defaults are the method preset, except for the demo model, whose run
+// file holds settings tuned for it (a tiny model wants a higher rate).
 func (studioPresets) Defaults(model, method string) (engine.RunConfig, error) {
+	if dir, ok := demoModelDir(); ok && filepath.Clean(model) == filepath.Clean(dir) && method == "lora" {
+		rc, err := engine.LoadRunConfig(filepath.Join(filepath.Dir(dir), "run.yaml"))
+		if err == nil {
+			rc.Name, rc.RunsDir = "", ""
+			return rc, nil
+		}
+	}
 	var rc engine.RunConfig
 	m, err := presets.LookupMethod(method)
 	if err != nil {
@@ -269,4 +290,56 @@ func (g studioGPU) Sample() (tui.GPUStats, error) {
 	}
 	return tui.GPUStats{Name: g.name, Util: float64(s.UtilGPU), MemUsed: uint64(s.MemoryUsed), MemTotal: uint64(s.MemoryTotal),
 		TempC: float64(s.TemperatureC), PowerW: s.PowerW, PowerCapW: s.PowerLimitW}, nil
+}
+
+type studioChatter struct{}
+
+// OpenChat loads a finished run for the side-by-side chat: the base model
+// with the run's adapter (switched on and off), or for full fine-tuning the
+// run's model alone.
+func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.RunConfig) (tui.ChatSession, error) {
+	b, _, err := engine.OpenBackend(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
+	o := chat.Options{Template: cfg.Data.Template}
+	if a, ok := chat.FindAdapter(runDir); ok {
+		if o.ModelDir, err = modelDir(cfg.Model); err != nil {
+			return nil, err
+		}
+		o.AdapterDir = a
+	} else {
+		o.ModelDir = filepath.Join(runDir, "model")
+	}
+	s, err := chat.Open(b, o)
+	if err != nil {
+		if c, ok := b.(engine.Closer); ok {
+			c.Close()
+		}
+		return nil, err
+	}
+	return studioChat{s: s, b: b}, nil
+}
+
+type studioChat struct {
+	s *chat.Session
+	b engine.Backend
+}
+
+func (c studioChat) HasTuned() bool { return c.s.HasAdapter }
+
+func (c studioChat) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
+	msgs := make([]datasets.Message, len(turns))
+	for i, t := range turns {
+		msgs[i] = datasets.Message{Role: t.Role, Content: t.Content}
+	}
+	r, err := c.s.Generate(ctx, msgs, o, tuned, onText)
+	return tui.ChatReply{Text: r.Text, Tokens: r.Tokens, TokensPerSec: r.TokensPerSec, Stop: r.Stop}, err
+}
+
+func (c studioChat) Close() {
+	c.s.Close()
+	if cl, ok := c.b.(engine.Closer); ok {
+		cl.Close()
+	}
 }
