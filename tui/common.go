@@ -2,12 +2,14 @@ package tui
 
 import (
 	"context"
+	"image/color"
 	"time"
 
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/ansi"
 )
 
 // MinWidth and MinHeight are the smallest terminal the studio draws in;
@@ -46,8 +48,13 @@ type Styles struct {
 
 func newStyles(p colorprofile.Profile) Styles {
 	c := lipgloss.Complete(p)
-	col := func(ansi, ansi256 int, hex string) lipgloss.Style {
-		return lipgloss.NewStyle().Foreground(c(lipgloss.ANSIColor(ansi), lipgloss.ANSIColor(ansi256), lipgloss.Color(hex)))
+	// Each colour is chosen for three profiles: one of the 16 basic
+	// colours, a 256-colour index, and RGB.
+	pick := func(basic, ansi256 int, hex string) color.Color {
+		return c(ansi.BasicColor(basic), lipgloss.ANSIColor(ansi256), lipgloss.Color(hex))
+	}
+	col := func(basic, ansi256 int, hex string) lipgloss.Style {
+		return lipgloss.NewStyle().Foreground(pick(basic, ansi256, hex))
 	}
 	accent := col(13, 170, "#D66BFF")
 	muted := col(8, 245, "#8A8A8A")
@@ -64,7 +71,7 @@ func newStyles(p colorprofile.Profile) Styles {
 		TabActive: accent.Bold(true).Underline(true),
 		TabDone:   col(7, 250, "#BCBCBC"),
 		TabTodo:   muted,
-		Box:       lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(c(lipgloss.ANSIColor(8), lipgloss.ANSIColor(240), lipgloss.Color("#585858"))),
+		Box:       lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(pick(8, 240, "#585858")),
 		BoxTitle:  accent.Bold(true),
 		Selected:  accent.Bold(true),
 		Label:     col(7, 250, "#BCBCBC"),

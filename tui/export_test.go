@@ -20,7 +20,13 @@ func (nopControl) Stop()       {}
 // renders it at w×h, for golden tests that must not depend on goroutine
 // timing. A DoneEvent among the events switches to the summary.
 func RenderDashboard(cfg engine.RunConfig, w, h int, events []engine.Event, gpu *GPUStats, gpuErr error) string {
-	c := &common{width: w, height: h, styles: newStyles(colorprofile.TrueColor), keys: newKeyMap(), now: time.Now}
+	return RenderDashboardProfile(colorprofile.TrueColor, cfg, w, h, events, gpu, gpuErr)
+}
+
+// RenderDashboardProfile is RenderDashboard with the styles of a colour
+// profile.
+func RenderDashboardProfile(p colorprofile.Profile, cfg engine.RunConfig, w, h int, events []engine.Event, gpu *GPUStats, gpuErr error) string {
+	c := &common{width: w, height: h, styles: newStyles(p), keys: newKeyMap(), now: time.Now}
 	d := newDashboard(c, cfg, nil, nopControl{}, nil, time.Hour)
 	if gpu != nil {
 		d.update(gpuMsg{stats: *gpu})
