@@ -2,6 +2,8 @@ package tui_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -387,5 +389,22 @@ func TestSamplePromptsGetAnInterval(t *testing.T) {
 	got := eng.Started()[0].Train
 	if got.SampleEvery != 20 || len(got.SamplePrompts) != 1 {
 		t.Errorf("prompts without an interval should sample every 20 steps, got every %d with %q", got.SampleEvery, got.SamplePrompts)
+	}
+}
+
+func TestDataPathTypedWithHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	if err := os.WriteFile(filepath.Join(home, "mine.jsonl"), []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "enter", "end", "enter") // the data page's "Enter a path…"
+	d.typeText("~/mine.jsonl")
+	d.keys("enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	if got := d.m.Config().Data.Path; got != filepath.Join(home, "mine.jsonl") {
+		t.Errorf("Data.Path = %q, want the file in the home folder", got)
 	}
 }

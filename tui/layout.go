@@ -2,6 +2,8 @@ package tui
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -81,6 +83,16 @@ func wrap(s string, w int) string {
 		return s
 	}
 	return lipgloss.Wrap(s, w, " ")
+}
+
+// expandHome turns a leading ~/ into the home folder, as a shell would.
+func expandHome(path string) string {
+	if path == "~" || strings.HasPrefix(path, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, strings.TrimPrefix(path, "~"))
+		}
+	}
+	return path
 }
 
 // sortedKeys returns a map's keys in order, for stable views.

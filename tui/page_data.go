@@ -158,7 +158,7 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		if p.typing_ {
 			switch msg.String() {
 			case "enter":
-				path := strings.TrimSpace(p.path.Get("path"))
+				path := expandHome(strings.TrimSpace(p.path.Get("path")))
 				if st, err := os.Stat(path); err != nil {
 					p.err = fmt.Sprintf("dataset %s: %v", path, err)
 					return nil, stay
@@ -167,6 +167,14 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 					return nil, stay
 				}
 				p.typing_ = false
+				// List the typed file and put the cursor on it, so enter
+				// goes on once its preview is in.
+				if i := slices.Index(p.files, path); i >= 0 {
+					p.cursor = i
+				} else {
+					p.files = append([]string{path}, p.files...)
+					p.cursor = 0
+				}
 				return p.load(path), stay
 			case "esc":
 				p.typing_ = false

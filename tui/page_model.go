@@ -93,7 +93,7 @@ func (p *modelPage) enter() tea.Cmd {
 
 func (p *modelPage) leave() error {
 	if p.typing_ {
-		path := strings.TrimSpace(p.path.Get("path"))
+		path := expandHome(strings.TrimSpace(p.path.Get("path")))
 		if path == "" {
 			return fmt.Errorf("type the path of a model folder")
 		}
