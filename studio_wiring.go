@@ -298,6 +298,9 @@ type studioChatter struct{}
 // with the run's adapter (switched on and off), or for full fine-tuning the
 // run's model alone.
 func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.RunConfig) (tui.ChatSession, error) {
+	if saved, err := engine.LoadRunConfig(filepath.Join(runDir, "run.yaml")); err == nil {
+		cfg = saved // the engine's copy names the model folder it resolved
+	}
 	b, _, err := engine.OpenBackend(cfg.Backend)
 	if err != nil {
 		return nil, err

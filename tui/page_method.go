@@ -73,6 +73,8 @@ type methodPage struct {
 	method  string
 	err     string
 	w, h    int
+	// defaultsFor is the model whose defaults were loaded last.
+	defaultsFor string
 }
 
 func newMethodPage(c *common, cfg *engine.RunConfig, presets Presets) *methodPage {
@@ -94,6 +96,14 @@ func (p *methodPage) enter() tea.Cmd {
 	c := p.cfg
 	if c.Method == "" {
 		c.Method = "lora"
+	}
+	// A newly chosen model may come with defaults of its own (the demo's
+	// run settings): load them once per model.
+	if p.presets != nil && c.Model != p.defaultsFor {
+		p.defaultsFor = c.Model
+		if d, err := p.presets.Defaults(c.Model, c.Method); err == nil {
+			applyMethodDefaults(c, d)
+		}
 	}
 	p.method = c.Method
 	p.form = form.New([]form.Field{
