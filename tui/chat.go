@@ -242,14 +242,14 @@ func (p *chatPage) column(title string, s chatSide, active bool, w, h int) strin
 	for _, t := range s.turns {
 		switch t.Role {
 		case "user":
-			lines = append(lines, strings.Split(wrap(st.Accent.Render("you › ")+t.Content, w), "\n")...)
+			lines = append(lines, strings.Split(wrap(st.Accent.Render("you › ")+printable(t.Content), w), "\n")...)
 		default:
-			lines = append(lines, strings.Split(wrap(t.Content, w), "\n")...)
+			lines = append(lines, strings.Split(wrap(printable(t.Content), w), "\n")...)
 			lines = append(lines, "")
 		}
 	}
 	if active {
-		lines = append(lines, strings.Split(wrap(s.partial+"▍", w), "\n")...)
+		lines = append(lines, strings.Split(wrap(printable(s.partial)+"▍", w), "\n")...)
 	}
 	body := h - 2
 	if len(lines) > body {
@@ -276,7 +276,7 @@ func (p *chatPage) view(w, h int) string {
 	var body string
 	switch {
 	case p.err != "":
-		body = st.Bad.Render(wrap("✗ could not open the models: "+p.err, w))
+		body = st.Bad.Render(wrap("✗ could not open the models: "+printable(p.err), w))
 	case p.loading || p.session == nil:
 		msg := "loading the base model and the adapter…"
 		if p.pending {

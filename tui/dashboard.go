@@ -388,9 +388,9 @@ func (d *dashboard) bottom(w, h int) string {
 		}
 		for i := n - 1; i >= 0 && room >= 2; i-- {
 			s := d.samples[i]
-			lines = append(lines, st.Accent.Render(fmt.Sprintf("sample · step %d", s.Step))+st.Muted.Render(" › "+trimTo(oneLine(s.Prompt), w-22)))
+			lines = append(lines, st.Accent.Render(fmt.Sprintf("sample · step %d", s.Step))+st.Muted.Render(" › "+trimTo(oneLine(printable(s.Prompt)), w-22)))
 			room--
-			body := strings.Split(wrap(strings.TrimSpace(s.Text), w-2), "\n")
+			body := strings.Split(wrap(strings.TrimSpace(printable(s.Text)), w-2), "\n")
 			if len(body) > room {
 				body = append(body[:max(room-1, 0)], "…")
 			}
@@ -412,7 +412,7 @@ func (d *dashboard) bottom(w, h int) string {
 	}
 	lines = append(lines, ck)
 	if n := len(d.logs); n > 0 {
-		lines = append(lines, st.Muted.Render(trimTo(oneLine(d.logs[n-1]), w)))
+		lines = append(lines, st.Muted.Render(trimTo(oneLine(printable(d.logs[n-1])), w)))
 	}
 	return fitBlock(strings.Join(lines, "\n"), w, h)
 }

@@ -85,6 +85,23 @@ func wrap(s string, w int) string {
 	return lipgloss.Wrap(s, w, " ")
 }
 
+// printable makes text from a model or a file safe to draw: tabs become
+// spaces and other control characters (an escape sequence in a generated
+// answer would reach the terminal) become U+FFFD. Newlines are kept.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n':
+			return r
+		case r == '\t':
+			return ' '
+		case r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0:
+			return '\uFFFD'
+		}
+		return r
+	}, s)
+}
+
 // expandHome turns a leading ~/ into the home folder, as a shell would.
 func expandHome(path string) string {
 	if path == "~" || strings.HasPrefix(path, "~/") {

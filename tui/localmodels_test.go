@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"whet/engine"
 	"whet/tui"
 )
 
@@ -59,5 +60,18 @@ func TestListKeepsCursorVisible(t *testing.T) {
 	}
 	if !sawMore {
 		t.Error("a long list should show how many rows are above")
+	}
+}
+
+// Generated text is drawn, never executed: an escape sequence in a sample
+// must not reach the terminal.
+func TestSampleTextIsSanitised(t *testing.T) {
+	evs := append(goldenEvents(false), engine.SampleEvent{Step: 61, Prompt: "hi\x1b[2J", Text: "evil\x1b]0;title\x07 text\tend"})
+	v := tui.RenderDashboard(goldenRun(), 80, 24, evs, nil, nil)
+	if strings.Contains(v, "\x1b[2J") || strings.Contains(v, "\x1b]0;") || strings.Contains(v, "\x07") {
+		t.Errorf("control sequences from the model reached the view: %q", v)
+	}
+	if !strings.Contains(v, "evil�]0;title� text end") {
+		t.Errorf("the sample should be shown with its controls replaced:\n%s", v)
 	}
 }

@@ -267,7 +267,7 @@ func (p *dataPage) previewView(h int) string {
 	st := p.styles
 	switch {
 	case p.err != "":
-		return st.Bad.Render(wrap("✗ "+p.err, p.w))
+		return st.Bad.Render(wrap("✗ "+printable(p.err), p.w))
 	case p.selected == "":
 		return st.Muted.Render("enter on a file to preview it as training will see it")
 	case p.loading:
@@ -325,7 +325,7 @@ func (p *dataPage) previewView(h int) string {
 func renderExample(st Styles, segs []Segment, w, h int) []string {
 	var raw strings.Builder
 	for _, s := range segs {
-		t := strings.ReplaceAll(s.Text, "\r\n", "\n")
+		t := printable(strings.ReplaceAll(s.Text, "\r\n", "\n"))
 		if s.Masked {
 			// Style line by line so that wrapping keeps the dimming.
 			parts := strings.Split(t, "\n")

@@ -125,7 +125,7 @@ func (p *fitPage) view() string {
 		b.WriteString(st.Muted.Render("enter to review the run anyway"))
 		return b.String()
 	case p.err != "":
-		b.WriteString(st.Bad.Render(wrap("✗ fit check failed: "+p.err, p.w)) + "\n")
+		b.WriteString(st.Bad.Render(wrap("✗ fit check failed: "+printable(p.err), p.w)) + "\n")
 		b.WriteString(st.Muted.Render("r to try again, esc to change the run, enter to go on unchecked"))
 		return b.String()
 	case p.loading || p.report == nil:

@@ -130,7 +130,7 @@ func (p *reviewPage) view() string {
 	case p.starting:
 		b.WriteString(st.Muted.Render("starting…"))
 	case p.startErr != "":
-		b.WriteString(st.Bad.Render(wrap("✗ could not start: "+p.startErr, p.w)))
+		b.WriteString(st.Bad.Render(wrap("✗ could not start: "+printable(p.startErr), p.w)))
 	default:
 		b.WriteString(st.Good.Render("enter starts training") + st.Muted.Render(" · whet train -c with this file reruns it headless"))
 	}

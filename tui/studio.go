@@ -296,7 +296,7 @@ func (m *Model) render() string {
 	body := fitBlock(m.wiz.view(), w, h-2)
 	status := ""
 	if m.wiz.err != "" {
-		status = m.c.styles.Bad.Render("✗ " + m.wiz.err)
+		status = m.c.styles.Bad.Render("✗ " + oneLine(printable(m.wiz.err)))
 	}
 	help := m.c.helpLine(append(m.wiz.current().help(), m.c.keys.Quit)...)
 	if m.wiz.current().typing() {

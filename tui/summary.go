@@ -74,7 +74,7 @@ func (s *summary) view(w, h int) string {
 	var lines []string
 	lines = append(lines, head, "", strings.Join(facts, " · "))
 	if s.done.Err != nil {
-		lines = append(lines, st.Bad.Render(wrap("error: "+s.done.Err.Error(), w)))
+		lines = append(lines, st.Bad.Render(wrap("error: "+printable(s.done.Err.Error()), w)))
 	}
 	if s.done.FinalDir != "" {
 		lines = append(lines, st.Label.Render("output      ")+s.done.FinalDir)
