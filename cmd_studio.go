@@ -125,6 +125,9 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			err = serr
 		}
 	}
+	if line := m.Outcome(); line != "" {
+		fmt.Fprintln(stdout, "whet: "+line)
+	}
 	if err != nil && !errors.Is(err, tea.ErrInterrupted) {
 		return fmt.Errorf("terminal: %w", err)
 	}

@@ -408,3 +408,37 @@ func TestDataPathTypedWithHome(t *testing.T) {
 		t.Errorf("Data.Path = %q, want the file in the home folder", got)
 	}
 }
+
+func TestOutcomeAndExistingRunWarning(t *testing.T) {
+	runs := t.TempDir()
+	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+	o.RunsDir = runs
+	name := "run-" + fixedNow().Format("20060102-150405")
+	if err := os.MkdirAll(filepath.Join(runs, name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runs, name, "run.yaml"), []byte("name: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(t, o, 80, 24)
+	if d.m.Outcome() != "" {
+		t.Error("no outcome before a run")
+	}
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter", "enter")
+	d.waitScreen("Fits:")
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "a run named "+name+" exists: starting resumes it") {
+		t.Errorf("the review should warn that the run folder exists:\n%s", d.screen())
+	}
+	d.keys("enter")
+	d.waitScreen("✓ finished")
+	if got := d.m.Outcome(); !strings.Contains(got, "run "+name+" finished after 2 steps") {
+		t.Errorf("Outcome() = %q", got)
+	}
+	d.keys("esc")
+	if d.quit {
+		t.Error("esc on the summary must not quit")
+	}
+}

@@ -136,6 +136,23 @@ func (m *Model) Running() (<-chan engine.Event, engine.RunControl) {
 	return nil, nil
 }
 
+// Outcome describes the run that ended in this session, for a line left
+// on the terminal after the studio closes ("" if no run ended).
+func (m *Model) Outcome() string {
+	if m.dash == nil || m.dash.done == nil {
+		return ""
+	}
+	d, cfg := m.dash.done, m.dash.cfg
+	file := filepath.Join(runDir(cfg), "run.yaml")
+	switch {
+	case d.Err != nil:
+		return fmt.Sprintf("run %s failed at step %d: %v (resume: whet train -c %s)", cfg.Name, d.Step, d.Err, file)
+	case d.Stopped:
+		return fmt.Sprintf("run %s stopped at step %d with a checkpoint (resume: whet train -c %s)", cfg.Name, d.Step, file)
+	}
+	return fmt.Sprintf("run %s finished after %d steps: %s", cfg.Name, d.Step, d.FinalDir)
+}
+
 // Config returns the config the wizard has built so far.
 func (m *Model) Config() engine.RunConfig { return *m.cfg }
 
@@ -200,7 +217,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case stateSummary:
 		if k, ok := msg.(tea.KeyPressMsg); ok {
 			switch k.String() {
-			case "q", "esc":
+			case "q":
 				return m, tea.Quit
 			case "t", "enter":
 				if m.sum.canChat() {
