@@ -119,13 +119,15 @@ func TestGoldenComponents(t *testing.T) {
 	}
 	for _, sz := range sizes {
 		name := fmt.Sprintf("%dx%d", sz.w, sz.h)
-		chart := lossplot.Chart{Width: sz.w, Height: sz.h, Series: []lossplot.Series{
+		chart := lossplot.Chart{Series: []lossplot.Series{
 			{Name: "train", Points: train}, {Name: "eval", Points: eval, Marker: '◆'}}}
+		chart.SetSize(sz.w, sz.h)
 		golden(t, "lossplot_"+name, chart.View())
 
-		bar := stackbar.Bar{Width: sz.w, Capacity: 23 << 30, CapacityLabel: "free", Parts: []stackbar.Part{
+		bar := stackbar.Bar{Capacity: 23 << 30, CapacityLabel: "free", Parts: []stackbar.Part{
 			{Name: "weights", Bytes: 14 << 30}, {Name: "lora", Bytes: 80 << 20}, {Name: "grads", Bytes: 80 << 20},
 			{Name: "optimizer", Bytes: 160 << 20}, {Name: "activations", Bytes: 9 << 30}, {Name: "workspace", Bytes: 1 << 30}}}
+		bar.SetSize(sz.w, sz.h)
 		golden(t, "stackbar_over_"+name, bar.View())
 
 		f := form.New([]form.Field{

@@ -34,6 +34,9 @@ type Chart struct {
 	AxisStyle     lipgloss.Style
 }
 
+// SetSize sets the chart's size in cells, axis labels included.
+func (c *Chart) SetSize(w, h int) { c.Width, c.Height = w, h }
+
 // Braille dot bits, indexed [row][column] within a cell (Unicode 2800 block).
 var brailleBits = [4][2]rune{
 	{0x01, 0x08},

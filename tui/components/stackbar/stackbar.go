@@ -29,6 +29,9 @@ type Bar struct {
 	MutedStyle    lipgloss.Style
 }
 
+// SetSize sets the bar's width; its height follows from the legend.
+func (b *Bar) SetSize(w, _ int) { b.Width = w }
+
 var fills = []rune{'█', '▓', '▒', '░', '▚', '■', '▞', '▪', '▙', '▜', '◆', '●'}
 
 // Fill returns the fill character of part i, for legends drawn elsewhere.
