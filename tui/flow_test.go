@@ -442,3 +442,22 @@ func TestOutcomeAndExistingRunWarning(t *testing.T) {
 		t.Error("esc on the summary must not quit")
 	}
 }
+
+// Below the minimum size a live run can still be stopped: the question
+// stays on screen.
+func TestQuitWhileTooSmall(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(500)}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	startDefaultRun(t, d)
+	d.waitScreen("step 2/100")
+	d.send(windowSize(50, 12))
+	if !strings.Contains(d.screen(), "Training goes on meanwhile") {
+		t.Errorf("the small-terminal message should say the run continues:\n%s", d.screen())
+	}
+	d.keys("q")
+	if !strings.Contains(d.screen(), "Stop the run and quit?") {
+		t.Errorf("the quit question should be visible even when small:\n%s", d.screen())
+	}
+	d.keys("y")
+	d.waitFor("quit", func() bool { return d.quit })
+}

@@ -300,7 +300,17 @@ func (m *Model) View() tea.View {
 func (m *Model) render() string {
 	w, h := m.c.width, m.c.height
 	if m.tooSmall() {
-		return tooSmallView(m.c.styles, w, h, m.state == stateDashboard)
+		extra := ""
+		if m.state == stateDashboard {
+			extra = "Training goes on meanwhile."
+			if m.dash.confirm != confirmNone || m.dash.stopping {
+				extra = m.dash.footer() // the question (or state) must stay visible
+				if m.dash.stopping {
+					extra = m.dash.status()
+				}
+			}
+		}
+		return tooSmallView(m.c.styles, w, h, extra)
 	}
 	switch m.state {
 	case stateDashboard:
@@ -323,10 +333,10 @@ func (m *Model) render() string {
 }
 
 // tooSmallView asks for a bigger window, centred, in whatever room there is.
-func tooSmallView(st Styles, w, h int, running bool) string {
+func tooSmallView(st Styles, w, h int, extra string) string {
 	msg := fmt.Sprintf("whet needs a terminal of at least %d×%d.\nThis one is %d×%d: please enlarge it.", MinWidth, MinHeight, w, h)
-	if running {
-		msg += "\nTraining goes on meanwhile."
+	if extra != "" {
+		msg += "\n" + extra
 	}
 	msg = wrap(msg, max(w, 1))
 	return lipgloss.Place(max(w, 1), max(h, 1), lipgloss.Center, lipgloss.Center, st.Warn.Render(msg))
