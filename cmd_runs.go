@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -139,7 +140,12 @@ func readRun(path string) (r runSummary, isRun bool, warnings []string) {
 		}
 	}
 	metricsPath := filepath.Join(path, "metrics.jsonl")
-	if _, err := os.Stat(metricsPath); err == nil {
+	if st, err := os.Stat(metricsPath); err == nil {
+		// A run killed without a chance to write its status still says
+		// "running"; a long silence in its metrics gives that away.
+		if idle := runsNow().Sub(st.ModTime()); r.state == "running" && idle > staleAfter {
+			r.state = fmt.Sprintf("running? (no step for %dh%02dm)", int(idle.Hours()), int(idle.Minutes())%60)
+		}
 		isRun = true
 		step, loss, ok, err := lastMetric(metricsPath)
 		if err != nil {
@@ -153,6 +159,13 @@ func readRun(path string) (r runSummary, isRun bool, warnings []string) {
 	}
 	return r, isRun, warnings
 }
+
+// staleAfter is how long a "running" run may go without a metrics line
+// before `whet runs` doubts it; runsNow is the clock (tests replace it).
+var (
+	staleAfter = 15 * time.Minute
+	runsNow    = time.Now
+)
 
 // metricsTail is how much of the end of metrics.jsonl is read: far more
 // than one line, so a long run's file is not read whole.

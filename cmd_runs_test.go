@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeRun makes a run folder with the given files (name → content).
@@ -106,5 +107,31 @@ func TestRunsReadsTailOfLongMetrics(t *testing.T) {
 	}
 	if r := runs[0]; r.step != 5000 || r.lastLoss != 2 || r.state != "unknown" {
 		t.Errorf("got step %d loss %v state %q, want 5000, 2, unknown", r.step, r.lastLoss, r.state)
+	}
+}
+
+func TestRunsFlagsSilentRunningRun(t *testing.T) {
+	dir := t.TempDir()
+	writeRun(t, dir, "crashed", map[string]string{
+		"status.json":   `{"state":"running","step":7,"total_steps":100}`,
+		"metrics.jsonl": "{\"step\":7,\"loss\":2.5}\n",
+	})
+	writeRun(t, dir, "live", map[string]string{
+		"status.json":   `{"state":"running","step":3,"total_steps":100}`,
+		"metrics.jsonl": "{\"step\":3,\"loss\":2.9}\n",
+	})
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "crashed", "metrics.jsonl"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	runs, _, err := listRuns(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs[0].state != "running? (no step for 2h00m)" {
+		t.Errorf("a run silent for 2h is shown as %q", runs[0].state)
+	}
+	if runs[1].state != "running" {
+		t.Errorf("a live run is shown as %q", runs[1].state)
 	}
 }
