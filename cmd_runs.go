@@ -161,7 +161,7 @@ func readRun(path string) (r runSummary, isRun bool, warnings []string) {
 }
 
 // staleAfter is how long a "running" run may go without a metrics line
-// before `whet runs` doubts it; runsNow is the clock (tests replace it).
+// before `whet runs` doubts it; runsNow is the clock.
 var (
 	staleAfter = 15 * time.Minute
 	runsNow    = time.Now
