@@ -291,3 +291,20 @@ func TestHardwareProfiles(t *testing.T) {
 }
 
 func newRunConfig() *engine.RunConfig { return &engine.RunConfig{} }
+
+// TestTrainableEntriesUseSupportedArchitectures: a catalog model offered
+// for training must be one the engine can load (LoadModelConfig accepts
+// llama, qwen2 and mistral), so the wizard never offers a run that fails
+// only after the fit check.
+func TestTrainableEntriesUseSupportedArchitectures(t *testing.T) {
+	models, err := Models()
+	if err != nil {
+		t.Fatal(err)
+	}
+	supported := map[string]bool{"llama": true, "qwen2": true, "mistral": true}
+	for _, m := range models {
+		if m.Trainable() && !supported[m.Arch.ModelType] {
+			t.Errorf("%s (model_type %s) is offered for training but the engine cannot load it; set not_trainable", m.Name, m.Arch.ModelType)
+		}
+	}
+}
