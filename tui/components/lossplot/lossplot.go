@@ -45,7 +45,7 @@ var brailleBits = [4][2]rune{
 	{0x40, 0x80},
 }
 
-const labelWidth = 7 // "12.345 " and the axis line
+const labelWidth = 8 // a label of up to 7 characters and the axis line
 
 // cell is one character of the plot area.
 type cell struct {
@@ -103,7 +103,7 @@ func (c Chart) bounds() (xmin, xmax, ymin, ymax float64, ok bool) {
 	xmax, ymax = math.Inf(-1), math.Inf(-1)
 	for _, s := range c.Series {
 		for _, p := range s.Points {
-			if math.IsNaN(p.Y) || math.IsInf(p.Y, 0) {
+			if !finite(p) {
 				continue
 			}
 			ok = true
@@ -119,11 +119,24 @@ func (c Chart) bounds() (xmin, xmax, ymin, ymax float64, ok bool) {
 	}
 	if ymax == ymin {
 		ymin, ymax = ymin-0.5, ymax+0.5
-	} else {
-		pad := (ymax - ymin) * 0.05
-		ymin, ymax = ymin-pad, ymax+pad
+	} else if pad := (ymax/2 - ymin/2) * 0.1; !math.IsInf(ymin-pad, 0) && !math.IsInf(ymax+pad, 0) {
+		ymin, ymax = ymin-pad, ymax+pad // 5% headroom each side
 	}
 	return xmin, xmax, ymin, ymax, true
+}
+
+func finite(p Point) bool {
+	return !math.IsNaN(p.X) && !math.IsInf(p.X, 0) && !math.IsNaN(p.Y) && !math.IsInf(p.Y, 0)
+}
+
+// frac is where v lies between lo and hi, in [0, 1]. Halving first keeps
+// hi-lo finite for any finite pair.
+func frac(v, lo, hi float64) float64 {
+	f := (v/2 - lo/2) / (hi/2 - lo/2)
+	if math.IsNaN(f) {
+		return 0
+	}
+	return math.Max(0, math.Min(1, f))
 }
 
 // plot draws one series into the grid: consecutive points joined by
@@ -132,8 +145,8 @@ func (c Chart) plot(grid [][]cell, si int, s Series, xmin, xmax, ymin, ymax floa
 	ph, pw := len(grid), len(grid[0])
 	dotW, dotH := pw*2, ph*4
 	toDot := func(p Point) (int, int) {
-		x := int(math.Round((p.X - xmin) / (xmax - xmin) * float64(dotW-1)))
-		y := int(math.Round((ymax - p.Y) / (ymax - ymin) * float64(dotH-1)))
+		x := int(math.Round(frac(p.X, xmin, xmax) * float64(dotW-1)))
+		y := int(math.Round((1 - frac(p.Y, ymin, ymax)) * float64(dotH-1)))
 		return x, y
 	}
 	set := func(x, y int) {
@@ -147,7 +160,7 @@ func (c Chart) plot(grid [][]cell, si int, s Series, xmin, xmax, ymin, ymax floa
 	havePrev := false
 	var px, py int
 	for _, p := range s.Points {
-		if math.IsNaN(p.Y) || math.IsInf(p.Y, 0) {
+		if !finite(p) {
 			havePrev = false
 			continue
 		}
@@ -249,17 +262,22 @@ func (c Chart) xAxis(pw int, xmin, xmax float64, ok bool) string {
 	lo, hi := formatStep(xmin), formatStep(xmax)
 	gap := pw - len(lo) - len(hi)
 	if gap < 1 {
+		if len(hi) > pw {
+			return left + strings.Repeat("─", pw) // no room for a label
+		}
 		return left + fmt.Sprintf("%*s", pw, hi)
 	}
 	return left + lo + strings.Repeat("─", gap) + hi
 }
 
-// formatValue prints a loss in at most six characters.
+// formatValue prints a loss in at most seven characters.
 func formatValue(v float64) string {
 	a := math.Abs(v)
 	switch {
+	case a >= 1e4:
+		return fmt.Sprintf("%.0e", v)
 	case a >= 1000:
-		return fmt.Sprintf("%.3g", v)
+		return fmt.Sprintf("%.0f", v)
 	case a >= 100:
 		return fmt.Sprintf("%.1f", v)
 	case a >= 10:
@@ -270,5 +288,8 @@ func formatValue(v float64) string {
 }
 
 func formatStep(v float64) string {
+	if math.Abs(v) >= 1e15 {
+		return fmt.Sprintf("%.0e", v)
+	}
 	return fmt.Sprintf("%d", int64(math.Round(v)))
 }

@@ -1,6 +1,7 @@
 package lossplot
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -67,4 +68,34 @@ func TestChartTooSmall(t *testing.T) {
 	if v := (Chart{Width: 5, Height: 2}).View(); v != "" {
 		t.Errorf("tiny chart should render nothing, got %q", v)
 	}
+}
+
+// FuzzChart feeds arbitrary series (NaN, infinities, huge and equal
+// values, any sizes): the chart must not panic and must keep its size.
+func FuzzChart(f *testing.F) {
+	f.Add(40, 8, 1.0, 2.0, 3.0, 0.5)
+	f.Add(11, 3, math.NaN(), math.Inf(1), -1e308, 1e308)
+	f.Add(200, 60, 0.0, 0.0, 0.0, 0.0)
+	f.Fuzz(func(t *testing.T, w, h int, a, b, c, d float64) {
+		if w < 0 || h < 0 || w > 400 || h > 200 {
+			return
+		}
+		ch := Chart{Width: w, Height: h, Series: []Series{
+			{Points: []Point{{a, b}, {c, d}, {b, a}, {d, c}}},
+			{Points: []Point{{c, a}}, Marker: '◆'},
+		}}
+		v := ch.View()
+		if v == "" {
+			return
+		}
+		lines := strings.Split(v, "\n")
+		if len(lines) != h {
+			t.Fatalf("%d lines, want %d", len(lines), h)
+		}
+		for _, l := range lines {
+			if lw := lipgloss.Width(l); lw != w {
+				t.Fatalf("line %q is %d wide, want %d", l, lw, w)
+			}
+		}
+	})
 }
