@@ -120,8 +120,9 @@ capture method
 keys Enter
 wait_for 'Choose the training data'
 pick "$pick_data"
-keys Enter
-wait_for 'format |✗' 60
+# A model may come with its dataset, already selected and previewing.
+if ! tmux capture-pane -p -t "$session" | grep -Eq '^format |✗|^reading '; then keys Enter; fi
+wait_for '^format |✗' 60
 capture data
 keys Enter
 wait_for 'Run settings'
