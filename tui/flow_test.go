@@ -461,3 +461,29 @@ func TestQuitWhileTooSmall(t *testing.T) {
 	d.keys("y")
 	d.waitFor("quit", func() bool { return d.quit })
 }
+
+func TestDataMustSuitTheMethod(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "right", "right", "right") // method: dpo
+	if !strings.Contains(d.screen(), "DPO: preference tuning") {
+		t.Fatalf("expected dpo:\n%s", d.screen())
+	}
+	d.keys("enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "DPO needs preference data (prompt, chosen, rejected);") || !strings.Contains(s, "testdata/datasets/persona.jsonl is messages") {
+		t.Errorf("DPO on a messages file should be refused:\n%s", s)
+	}
+
+	pref := fake.DemoPreview
+	pref.Format = "preference"
+	o.Data = fake.Previewer{Preview0: pref}
+	d = newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format preference")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "holds preference pairs: choose the dpo method") {
+		t.Errorf("LoRA on preference pairs should be refused:\n%s", s)
+	}
+}

@@ -126,6 +126,15 @@ func (p *dataPage) leave() error {
 	if p.err != "" && p.previewer != nil {
 		return fmt.Errorf("%s cannot be used: %s", p.selected, p.err)
 	}
+	if pr := p.preview; pr != nil && pr.Format != "" {
+		// DPO learns from pairs; other methods from single answers.
+		if p.cfg.Method == "dpo" && pr.Format != "preference" {
+			return fmt.Errorf("DPO needs preference data (prompt, chosen, rejected); %s is %s", p.selected, pr.Format)
+		}
+		if p.cfg.Method != "dpo" && pr.Format == "preference" {
+			return fmt.Errorf("%s holds preference pairs: choose the dpo method for it, or another file", p.selected)
+		}
+	}
 	p.cfg.Data.Path = p.selected
 	if p.cfg.Data.Format == "" {
 		// "auto" rather than the detected format, so the YAML still works

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
@@ -320,16 +321,20 @@ func (m *Model) render() string {
 	case stateChat:
 		return m.chat.view(w, h)
 	}
-	body := fitBlock(m.wiz.view(), w, h-2)
-	status := ""
+	// A long error wraps onto up to three lines, taken from the bottom of
+	// the page (where pages keep their slack).
+	status, statusH := "", 1
 	if m.wiz.err != "" {
-		status = m.c.styles.Bad.Render("✗ " + oneLine(printable(m.wiz.err)))
+		status = wrap("✗ "+oneLine(printable(m.wiz.err)), w)
+		statusH = min(strings.Count(status, "\n")+1, 3)
+		status = m.c.styles.Bad.Render(status)
 	}
+	body := fitBlock(m.wiz.view(), w, h-1-statusH)
 	help := m.c.helpLine(append(m.wiz.current().help(), m.c.keys.Quit)...)
 	if m.wiz.current().typing() {
 		help = m.c.helpLine(append(m.wiz.current().help(), m.c.keys.ForceQuit)...)
 	}
-	return body + "\n" + fitBlock(status, w, 1) + "\n" + fitBlock(help, w, 1)
+	return body + "\n" + fitBlock(status, w, statusH) + "\n" + fitBlock(help, w, 1)
 }
 
 // tooSmallView asks for a bigger window, centred, in whatever room there is.
