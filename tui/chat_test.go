@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"whet/tui"
 	"whet/tui/fake"
@@ -107,4 +108,27 @@ func TestGoldenChat(t *testing.T) {
 		checkSize(t, d.view(), sz.w, sz.h)
 		golden(t, fmt.Sprintf("chat_%dx%d", sz.w, sz.h), d.view())
 	}
+}
+
+func TestChatEscStopsAnAnswer(t *testing.T) {
+	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+	ch := testChat()
+	ch.Tuned = func(string) string { return strings.Repeat("word ", 500) }
+	ch.Delay = 5 * time.Millisecond
+	o.Chat = ch
+	d := finishRun(t, o)
+	d.keys("t")
+	d.waitScreen("Ask both")
+	d.typeText("Talk for a long time")
+	d.keys("enter")
+	d.waitScreen("answering…")
+	d.waitFor("the tuned answer to start", func() bool { return len(ch.Recorded()) == 2 })
+	d.keys("esc")
+	d.waitScreen("stopped by you")
+	if !strings.Contains(d.screen(), "Ask both") {
+		t.Errorf("after stopping an answer the chat stays open:\n%s", d.screen())
+	}
+	d.typeText("Short one")
+	d.keys("enter")
+	d.waitFor("a new question after a stopped answer", func() bool { return len(ch.Recorded()) >= 3 })
 }
