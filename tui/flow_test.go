@@ -487,3 +487,27 @@ func TestDataMustSuitTheMethod(t *testing.T) {
 		t.Errorf("LoRA on preference pairs should be refused:\n%s", s)
 	}
 }
+
+func TestModelFilter(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("/")
+	d.typeText("qwen")
+	s := d.screen()
+	if strings.Contains(s, "llama-3.2-1b-instruct") || !strings.Contains(s, "qwen2.5-7b-instruct") {
+		t.Fatalf("the filter should keep only qwen models:\n%s", s)
+	}
+	d.keys("enter", "down", "enter") // leave the filter, second match
+	if got := d.m.Config().Model; got != "qwen2.5-7b-instruct" {
+		t.Errorf("Model = %q, want the second qwen entry", got)
+	}
+	d.keys("esc")
+	d.keys("/")
+	d.typeText("q") // a letter in the filter, not quit
+	if d.quit {
+		t.Error("q in the filter must not quit")
+	}
+	d.keys("esc")
+	if !strings.Contains(d.screen(), "whet-demo-8m") {
+		t.Errorf("esc should clear the filter:\n%s", d.screen())
+	}
+}

@@ -27,6 +27,8 @@ type modelPage struct {
 	path      form.Model
 	w, h      int
 	suggested string // the dataset path this page put into the config
+	filter    string // narrows the list to names, repos and notes containing it
+	filtering bool   // "/" was pressed: keys go into the filter
 }
 
 func newModelPage(c *common, cfg *engine.RunConfig, catalog []ModelInfo, local []ModelInfo, modelsDir string, scanErr error) *modelPage {
@@ -57,7 +59,17 @@ func (p *modelPage) entries() []ModelInfo {
 			out = append(out, e)
 		}
 	}
-	return out
+	if p.filter == "" {
+		return out
+	}
+	f := strings.ToLower(p.filter)
+	kept := out[:0]
+	for _, e := range out {
+		if strings.Contains(strings.ToLower(e.Name+" "+e.Repo+" "+e.Note), f) {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }
 
 // listKey moves a list cursor for the navigation keys shared by the
@@ -148,6 +160,38 @@ func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		p.path, _ = p.path.Update(km)
 		return nil, stay
 	}
+	if p.filtering {
+		switch s := km.String(); {
+		case s == "enter" || s == "down" || s == "up":
+			p.filtering = false // keep the filter; the keys work on the list again
+			if s == "enter" {
+				return nil, stay
+			}
+		case s == "esc":
+			p.filtering, p.filter, p.cursor = false, "", 0
+			return nil, stay
+		case s == "backspace":
+			if r := []rune(p.filter); len(r) > 0 {
+				p.filter = string(r[:len(r)-1])
+			}
+			p.cursor = 0
+			return nil, stay
+		case km.Text != "":
+			p.filter += km.Text
+			p.cursor = 0
+			return nil, stay
+		default:
+			return nil, stay
+		}
+	}
+	if km.String() == "/" {
+		p.filtering = true
+		return nil, stay
+	}
+	if km.String() == "esc" && p.filter != "" {
+		p.filter, p.cursor = "", 0
+		return nil, stay
+	}
 	n := len(p.entries()) + 1
 	if listKey(km.String(), &p.cursor, n, max(p.h-8, 3)) {
 		return nil, stay
@@ -168,19 +212,29 @@ func (p *modelPage) setSize(w, h int) {
 	p.path.SetSize(w, 3)
 }
 
-func (p *modelPage) typing() bool { return p.typing_ }
+func (p *modelPage) typing() bool { return p.typing_ || p.filtering }
 
 func (p *modelPage) help() []key.Binding {
 	if p.typing_ {
 		return []key.Binding{bind("enter", "use this folder"), bind("esc", "back to the list")}
 	}
-	return []key.Binding{p.keys.Up, bind("enter", "choose")}
+	if p.filtering {
+		return []key.Binding{bind("enter", "done"), bind("esc", "clear the filter")}
+	}
+	return []key.Binding{p.keys.Up, bind("enter", "choose"), bind("/", "filter")}
 }
 
 func (p *modelPage) view() string {
 	st := p.styles
 	var b strings.Builder
-	b.WriteString(st.Bold.Render("Choose the base model to fine-tune") + "\n\n")
+	b.WriteString(st.Bold.Render("Choose the base model to fine-tune"))
+	switch {
+	case p.filtering:
+		b.WriteString("  " + st.Accent.Render("/ "+p.filter+"▏"))
+	case p.filter != "":
+		b.WriteString("  " + st.Muted.Render("filter: "+p.filter+" (esc clears)"))
+	}
+	b.WriteString("\n\n")
 	es := p.entries()
 	var items []string
 	for _, e := range es {
