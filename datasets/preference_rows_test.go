@@ -40,4 +40,3 @@ func TestMalformedPreferenceRows(t *testing.T) {
 		t.Errorf("reported %d rows, want %d: %v", len(got), len(want), got)
 	}
 }
-
