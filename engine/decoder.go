@@ -150,7 +150,7 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	a.hN = alloc(cd, T, D)
 	a.rstdN = alloc(F32, T)
 	a.losses = alloc(F32, T)
-	a.chunk = logitsChunk(T, c.VocabSize)
+	a.chunk = LogitsChunk(T, c.VocabSize)
 	// Logits and the cross-entropy are float32 whatever the compute dtype,
 	// as transformers upcasts logits before the loss; the gradient goes
 	// back through the head in the compute dtype (dlogits).
@@ -203,9 +203,10 @@ func linAt(l *Layer, short string) *Linear {
 	return l.Down
 }
 
-// logitsChunk picks how many rows of logits exist at once: at most 2^24
-// elements, so the full [T, V] matrix is never materialised.
-func logitsChunk(T, V int) int {
+// LogitsChunk picks how many rows of logits exist at once: at most 2^24
+// elements, so the full [T, V] matrix is never materialised. The memory
+// plan uses the same rule.
+func LogitsChunk(T, V int) int {
 	c := (1 << 24) / V
 	if c < 1 {
 		c = 1

@@ -167,7 +167,8 @@ const (
 	// DoubleQuantBlockSize is the number of 8-bit absmax values sharing one
 	// fp32 scale under double quantization (bitsandbytes' nested blocks).
 	DoubleQuantBlockSize = 256
-	// DefaultLogitsChunk is the number of tokens whose logits exist at once.
+	// DefaultLogitsChunk is kept for callers that name a chunk; the plan
+	// follows engine.LogitsChunk when Options.LogitsChunk is 0.
 	DefaultLogitsChunk = 512
 	// gradNormPartials is the number of per-block partial sums the
 	// grad-norm reduction writes before its final pass.
@@ -556,7 +557,11 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	// time: logits [C, V] in fp32 (softmax and loss in place, then the
 	// logit gradient overwrites them), and a bf16 copy of that gradient
 	// for the two backward GEMMs (input gradient and lm_head gradient).
-	c := min(int64(o.LogitsChunk), n)
+	// With no chunk set, the engine's own rule (engine.LogitsChunk) decides.
+	c := int64(engine.LogitsChunk(int(n), cfg.VocabSize))
+	if o.LogitsChunk > 0 {
+		c = min(int64(o.LogitsChunk), n)
+	}
 	v := int64(cfg.VocabSize)
 	p.Buffers = append(p.Buffers, Buffer{Name: "logits.f32", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
 	if dt != F32 {

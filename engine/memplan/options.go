@@ -64,7 +64,7 @@ type Options struct {
 	// OptimizerBits is the AdamW state precision; only 32 is implemented.
 	OptimizerBits int
 	// LogitsChunk is the number of tokens whose logits exist at once
-	// (default DefaultLogitsChunk).
+	// (0: the engine's rule, engine.LogitsChunk).
 	LogitsChunk int
 	// DoubleQuant quantizes the NF4 absmax scales to 8 bits (QLoRA's
 	// double quantization). engine/nf4.go keeps fp32 absmax, so the qlora
@@ -146,9 +146,6 @@ func (o Options) resolve() (Options, error) {
 	}
 	if o.OptimizerBits != 32 {
 		return o, fmt.Errorf("memplan: %d-bit optimizer states are not implemented (only 32)", o.OptimizerBits)
-	}
-	if o.LogitsChunk == 0 {
-		o.LogitsChunk = DefaultLogitsChunk
 	}
 	if o.LogitsChunk < 0 {
 		return o, fmt.Errorf("memplan: logits chunk %d, want > 0", o.LogitsChunk)
