@@ -58,6 +58,7 @@ type Activations struct {
 	dropoutSeed        uint64
 	training           bool     // dropout only applies while training
 	kv                 *kvCache // set while generating
+	viewErr            error    // first failed view of a pass (a bug), see noteViewErr
 	owned              []Tensor
 	lastTargets, count int
 }
@@ -244,10 +245,26 @@ func (a *Activations) rowRange(t Tensor, r0, r1 int) Tensor {
 	}
 	if err != nil {
 		// Views are computed from shapes sized by NewActivations; a
-		// failure here is a programming error in this file.
-		panic(fmt.Sprintf("engine: view rows [%d,%d) of %v: %v", r0, r1, shape, err))
+		// failure is a bug in this file. It is kept and returned by the
+		// pass (viewError), and the whole tensor stands in meanwhile.
+		a.noteViewErr(fmt.Errorf("engine: view rows [%d,%d) of %v: %w", r0, r1, shape, err))
+		return t
 	}
 	return v
+}
+
+// noteViewErr keeps the first view failure of a pass.
+func (a *Activations) noteViewErr(err error) {
+	if a.viewErr == nil {
+		a.viewErr = err
+	}
+}
+
+// viewError returns and clears the pass's view failure, if any.
+func (a *Activations) viewError() error {
+	err := a.viewErr
+	a.viewErr = nil
+	return err
 }
 
 // setBatch uploads the batch's ids and layout.
@@ -393,7 +410,8 @@ func (a *Activations) dropout(lo *LoRA) bool { return a.training && lo.Dropout >
 func (a *Activations) rowsCols(t Tensor, cols int) Tensor {
 	v, err := a.m.B.View(t, 0, a.t, cols)
 	if err != nil {
-		panic(fmt.Sprintf("engine: scratch view [%d,%d]: %v", a.t, cols, err))
+		a.noteViewErr(fmt.Errorf("engine: scratch view [%d,%d]: %w", a.t, cols, err))
+		return t
 	}
 	return v
 }
@@ -522,7 +540,8 @@ func (a *Activations) layerForward(l int) error {
 func (a *Activations) lseView(lse Tensor) Tensor {
 	v, err := a.m.B.View(lse, 0, a.m.Cfg.NumHeads, a.t)
 	if err != nil {
-		panic(fmt.Sprintf("engine: lse view: %v", err))
+		a.noteViewErr(fmt.Errorf("engine: lse view: %w", err))
+		return lse
 	}
 	return v
 }
@@ -600,7 +619,7 @@ func (a *Activations) forward() error {
 	if err := B.RMSNorm(a.rows(a.hN, T), a.rows(a.rstdN, T), a.rows(a.resid[len(m.Layers)], T), m.Norm.W, float32(m.Cfg.RMSNormEps)); err != nil {
 		return fmt.Errorf("final norm: %w", err)
 	}
-	return nil
+	return a.viewError()
 }
 
 // headLoss runs the LM head and cross-entropy over chunks of rows. With
@@ -666,7 +685,7 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 			}
 		}
 	}
-	return nil
+	return a.viewError()
 }
 
 // backward runs from dL/dhN (in dh) down to the embedding.
@@ -698,7 +717,7 @@ func (a *Activations) backward() error {
 			return fmt.Errorf("embedding backward: %w", err)
 		}
 	}
-	return nil
+	return a.viewError()
 }
 
 // StepResult is what one micro-batch pass reports.
