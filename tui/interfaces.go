@@ -146,3 +146,13 @@ type ChatSession interface {
 type Chatter interface {
 	OpenChat(ctx context.Context, runDir string, cfg engine.RunConfig) (ChatSession, error)
 }
+
+// Exporter writes a finished run (runDir) in a format other tools load:
+// format is peft, merged or gguf; quant is the stored precision (bf16 or
+// f16 for merged; q8_0, q4_k_m, f16 or bf16 for gguf; "" for peft). It
+// writes into outDir, reports each step through progress (done of total,
+// and what the step was), and returns the names of the files it wrote in
+// outDir. Cancelling ctx abandons the export.
+type Exporter interface {
+	Export(ctx context.Context, runDir, format, quant, outDir string, progress func(done, total int, what string)) (files []string, err error)
+}

@@ -33,6 +33,9 @@ type Options struct {
 	Data    DataPreviewer
 	GPU     GPUSampler
 	Chat    Chatter // nil: the summary offers no chat page
+	// Exporter writes a finished run as PEFT, merged or GGUF files; nil:
+	// the summary offers no export page.
+	Exporter Exporter
 
 	ModelsDir string   // scanned for local Hugging Face folders
 	DataDirs  []string // scanned for dataset files (default: "." and "testdata")
@@ -52,6 +55,7 @@ const (
 	stateDashboard
 	stateSummary
 	stateChat
+	stateExport
 )
 
 // Model is the root of the studio.
@@ -63,6 +67,7 @@ type Model struct {
 	dash  *dashboard
 	sum   *summary
 	chat  *chatPage
+	exp   *exportPage
 	cfg   *engine.RunConfig
 	quit  bool
 }
@@ -177,6 +182,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.interrupt()
 	case runStartedMsg:
 		return m, m.started(msg)
+	case exportProgressMsg, exportDoneMsg:
+		// An export reports to its page whichever screen is showing.
+		if m.exp != nil {
+			cmd, _ := m.exp.update(msg)
+			return m, cmd
+		}
+		return m, nil
 	case tea.KeyPressMsg:
 		if msg.String() == "ctrl+c" {
 			return m, m.interrupt()
@@ -212,6 +224,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			}
 			m.sum = newSummary(m.dash)
 			m.sum.chat = m.opts.Chat != nil
+			m.sum.export = m.opts.Exporter != nil
 			m.state = stateSummary
 		}
 		return m, cmd
@@ -228,10 +241,26 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 					m.state = stateChat
 					return m, m.chat.open()
 				}
+			case "e":
+				if m.sum.canExport() {
+					if m.exp == nil {
+						m.exp = newExportPage(m.c, m.opts.Exporter, m.sum.cfg, runDir(m.sum.cfg))
+					}
+					m.state = stateExport
+				}
 			}
 		}
 	case stateChat:
 		cmd, back := m.chat.update(msg)
+		if back {
+			m.state = stateSummary
+		}
+		return m, cmd
+	case stateExport:
+		if k, ok := msg.(tea.KeyPressMsg); ok && k.String() == "q" && !m.exp.running {
+			return m, tea.Quit
+		}
+		cmd, back := m.exp.update(msg)
 		if back {
 			m.state = stateSummary
 		}
@@ -245,6 +274,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m *Model) Close() {
 	if m.chat != nil {
 		m.chat.close()
+	}
+	if m.exp != nil {
+		m.exp.close()
 	}
 }
 
@@ -320,6 +352,8 @@ func (m *Model) render() string {
 		return m.sum.view(w, h)
 	case stateChat:
 		return m.chat.view(w, h)
+	case stateExport:
+		return m.exp.view(w, h)
 	}
 	// A long error wraps onto up to three lines, taken from the bottom of
 	// the page (where pages keep their slack).

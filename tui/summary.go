@@ -24,10 +24,14 @@ type summary struct {
 	bestEvalAt int
 	lastCkpt   *engine.CheckpointEvent
 	chat       bool // a chat page can be opened
+	export     bool // an export page can be opened
 }
 
 // canChat: the run ended cleanly or was stopped (both leave a result).
 func (s *summary) canChat() bool { return s.chat && s.done.Err == nil }
+
+// canExport: as for the chat, only a run that left a result.
+func (s *summary) canExport() bool { return s.export && s.done.Err == nil }
 
 func newSummary(d *dashboard) *summary {
 	s := &summary{common: d.common, cfg: d.cfg, done: *d.done, train: d.train, eval: d.eval, last: d.last,
@@ -40,10 +44,14 @@ func newSummary(d *dashboard) *summary {
 }
 
 func (s *summary) help() []key.Binding {
+	var keys []key.Binding
 	if s.canChat() {
-		return []key.Binding{bind("t", "chat: base vs tuned"), bind("q", "quit")}
+		keys = append(keys, bind("t", "chat: base vs tuned"))
 	}
-	return []key.Binding{bind("q", "quit")}
+	if s.canExport() {
+		keys = append(keys, bind("e", "export"))
+	}
+	return append(keys, bind("q", "quit"))
 }
 
 func (s *summary) view(w, h int) string {

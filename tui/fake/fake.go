@@ -440,3 +440,100 @@ func DemoChat() *Chat {
 		},
 	}
 }
+
+// Exporter pretends to export a run: it reports one progress step per
+// tensor of a two-layer model (then the format's files) with Delay between
+// steps, and returns the file names the real export writes. It writes
+// nothing. With HoldAfter > 0 it stops after that many steps until its
+// context is cancelled, like an export that takes a long time; Err makes
+// it fail after the first step. It records each request.
+type Exporter struct {
+	Delay     time.Duration
+	HoldAfter int
+	Err       error
+
+	mu        sync.Mutex
+	requests  []ExportRequest
+	cancelled int
+}
+
+// ExportRequest is one Export call the fake received.
+type ExportRequest struct {
+	RunDir, Format, Quant, OutDir string
+}
+
+// Requests returns the export requests so far.
+func (e *Exporter) Requests() []ExportRequest {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]ExportRequest(nil), e.requests...)
+}
+
+// Cancelled counts the exports that ended because their context was
+// cancelled.
+func (e *Exporter) Cancelled() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cancelled
+}
+
+// exportSteps are the steps of an export in the order the real one
+// reports them: tensors, then the format's files.
+func exportSteps(format string) (steps, files []string) {
+	if format == "peft" {
+		files = []string{"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+		return []string{"adapter_config.json", "adapter_model.safetensors", "tokenizer files"}, files
+	}
+	steps = []string{"token_embd.weight"}
+	for l := 0; l < 2; l++ {
+		for _, t := range []string{"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"} {
+			steps = append(steps, fmt.Sprintf("blk.%d.%s.weight", l, t))
+		}
+	}
+	steps = append(steps, "output_norm.weight")
+	if format == "gguf" {
+		return append(steps, "Modelfile"), []string{"model.gguf", "Modelfile"}
+	}
+	files = []string{"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"}
+	return append(steps, "model.safetensors", "config.json", "generation_config.json, tokenizer files"), files
+}
+
+// Export implements tui.Exporter.
+func (e *Exporter) Export(ctx context.Context, runDir, format, quant, outDir string, progress func(done, total int, what string)) ([]string, error) {
+	e.mu.Lock()
+	e.requests = append(e.requests, ExportRequest{RunDir: runDir, Format: format, Quant: quant, OutDir: outDir})
+	e.mu.Unlock()
+	steps, files := exportSteps(format)
+	// wait sleeps d (until cancelled when forever), and reports a
+	// cancelled context as the real export would: an error wrapping it.
+	wait := func(d time.Duration, forever bool) error {
+		var after <-chan time.Time // nil: never fires
+		if !forever {
+			after = time.After(max(d, 0))
+		}
+		select {
+		case <-ctx.Done():
+			e.mu.Lock()
+			e.cancelled++
+			e.mu.Unlock()
+			return fmt.Errorf("export of %s cancelled: %w", runDir, ctx.Err())
+		case <-after:
+			return nil
+		}
+	}
+	for i, s := range steps {
+		if err := wait(e.Delay, false); err != nil {
+			return nil, err
+		}
+		progress(i+1, len(steps), s)
+		if e.Err != nil {
+			return nil, e.Err
+		}
+		if e.HoldAfter > 0 && i+1 == e.HoldAfter {
+			if err := wait(0, true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return files, nil
+}
