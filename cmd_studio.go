@@ -34,6 +34,7 @@ var (
 	newStudioPreviewer = func() tui.DataPreviewer { return nil }
 	newStudioGPU       = func() tui.GPUSampler { return nil }
 	newStudioChat      = func() tui.Chatter { return nil }
+	newStudioExporter  = func() tui.Exporter { return nil }
 )
 
 func init() {
@@ -81,6 +82,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		opts.Data = fake.Previewer{Preview0: fake.DemoPreview}
 		opts.GPU = fake.DemoGPU
 		opts.Chat = fake.DemoChat()
+		opts.Exporter = &fake.Exporter{Delay: 80 * time.Millisecond}
 	} else {
 		eng, err := newStudioEngine()
 		if err != nil {
@@ -93,6 +95,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		opts.Data = newStudioPreviewer()
 		opts.GPU = newStudioGPU()
 		opts.Chat = newStudioChat()
+		opts.Exporter = newStudioExporter()
 	}
 
 	m := tui.New(opts)

@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
 	"whet/engine"
 	"whet/engine/chat"
+	"whet/engine/export"
 	"whet/engine/gpuinfo"
 	"whet/engine/memplan"
 	"whet/presets"
@@ -26,6 +31,7 @@ func init() {
 	newStudioFit = func() tui.FitChecker { return studioFit{} }
 	newStudioPreviewer = func() tui.DataPreviewer { return studioPreviewer{} }
 	newStudioChat = func() tui.Chatter { return studioChatter{} }
+	newStudioExporter = func() tui.Exporter { return newStudioExport() }
 	newStudioGPU = func() tui.GPUSampler {
 		m, err := gpuinfo.Open()
 		if err != nil {
@@ -345,4 +351,86 @@ func (c studioChat) Close() {
 	if cl, ok := c.b.(engine.Closer); ok {
 		cl.Close()
 	}
+}
+
+// studioExport runs engine/export for the studio's export page.
+//
+// export.Run takes no context, so a cancelled export cannot be cut short:
+// Export returns at once, the export goes on in the background without
+// reporting, and when it ends the output folder is removed if this export
+// created it. Exports run one at a time, so a new one never writes while a
+// cancelled one is still finishing.
+type studioExport struct {
+	turn chan struct{} // holds a token while an export runs
+}
+
+func newStudioExport() *studioExport { return &studioExport{turn: make(chan struct{}, 1)} }
+
+func (e *studioExport) Export(ctx context.Context, runDir, format, quant, outDir string, progress func(done, total int, what string)) ([]string, error) {
+	o := export.Options{RunDir: runDir, Format: format, Quant: quant, OutDir: outDir}
+	if err := o.Check(); err != nil {
+		return nil, err
+	}
+	select {
+	case e.turn <- struct{}{}:
+	default:
+		progress(0, 0, "waiting for a cancelled export to finish")
+		select {
+		case e.turn <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("export to %s cancelled: %w", outDir, ctx.Err())
+		}
+	}
+	_, statErr := os.Stat(outDir)
+	created := errors.Is(statErr, fs.ErrNotExist)
+	// Files older than the start belong to an earlier export into the same
+	// folder (whole seconds: some file systems keep no more).
+	start := time.Now().Truncate(time.Second)
+	var cancelled atomic.Bool
+	result := make(chan error, 1)
+	go func() {
+		err := export.Run(o, func(done, total int, what string) {
+			if !cancelled.Load() {
+				progress(done, total, what)
+			}
+		})
+		if cancelled.Load() && created {
+			os.RemoveAll(outDir) // a partial export the user gave up on
+		}
+		<-e.turn
+		result <- err
+	}()
+	select {
+	case err := <-result:
+		if err != nil {
+			return nil, err
+		}
+		return writtenSince(outDir, start)
+	case <-ctx.Done():
+		cancelled.Store(true)
+		return nil, fmt.Errorf("export to %s cancelled: %w", outDir, ctx.Err())
+	}
+}
+
+// writtenSince lists the files in dir modified at or after start, skipping
+// hidden ones (the writers' temporary files).
+func writtenSince(dir string, start time.Time) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("export: listing what was written: %w", err)
+	}
+	var files []string
+	for _, en := range entries {
+		if !en.Type().IsRegular() || strings.HasPrefix(en.Name(), ".") {
+			continue
+		}
+		info, err := en.Info()
+		if err != nil {
+			return nil, fmt.Errorf("export: %s: %w", filepath.Join(dir, en.Name()), err)
+		}
+		if !info.ModTime().Before(start) {
+			files = append(files, en.Name())
+		}
+	}
+	return files, nil
 }
