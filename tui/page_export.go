@@ -220,6 +220,12 @@ func (p *exportPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 			}
 			return nil, false // the choice is fixed while the export runs
 		}
+		before, beforeQuant := p.format, p.chosenQuant()
+		defer func() {
+			if p.format != before || p.chosenQuant() != beforeQuant {
+				p.forgetLast()
+			}
+		}()
 		switch msg.String() {
 		case "esc":
 			return nil, true
@@ -240,6 +246,13 @@ func (p *exportPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 		}
 	}
 	return nil, false
+}
+
+// forgetLast clears the bar and the outcome of the last export once the
+// user picks another format or precision: they describe other files.
+func (p *exportPage) forgetLast() {
+	p.done, p.total, p.what = 0, 0, ""
+	p.outcome, p.exporting, p.outDir, p.files, p.err, p.cancelled = "", "", "", nil, "", false
 }
 
 // close cancels a running export when the studio exits.

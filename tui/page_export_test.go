@@ -115,6 +115,12 @@ func TestExportEscCancelsRunningExport(t *testing.T) {
 	if s := d.screen(); !strings.Contains(s, "export cancelled") || strings.Contains(s, "written to") {
 		t.Errorf("coming back should say the export was cancelled:\n%s", s)
 	}
+	// Another choice clears the cancelled export's bar.
+	d.keys("up")
+	if s := d.screen(); strings.Contains(s, "3/21") || strings.Contains(s, "cancelled") {
+		t.Errorf("the bar and outcome of the cancelled GGUF export should go with another format:\n%s", s)
+	}
+	d.keys("down")
 	// The page accepts a new export after a cancelled one.
 	ex.HoldAfter = 0
 	d.keys("enter")
