@@ -31,7 +31,7 @@ var exportFormats = []exportFormat{
 
 // quantAbout says what a precision costs, shown under the choice.
 var quantAbout = map[string]string{
-	"bf16":   "16-bit brain float, the training precision",
+	"bf16":   "16-bit brain float: float32's range with fewer digits",
 	"f16":    "16-bit float, the widest tool support",
 	"q8_0":   "8-bit blocks, close to f16 at about half its size",
 	"q4_k_m": "4-bit k-quant, about a quarter of f16's size, slightly less accurate",
@@ -135,7 +135,7 @@ func (p *exportPage) start() tea.Cmd {
 	p.running, p.cancel = true, cancel
 	p.done, p.total, p.what = 0, 0, "starting…"
 	p.outcome, p.outDir, p.files, p.err, p.cancelled = "", out, nil, "", false
-	p.exporting = describe(format, quant)
+	p.exporting = exportLabel(format, quant)
 	// Progress reports are dropped when the page is behind: the next one
 	// supersedes them. The result has a slot of its own, so the exporter
 	// never blocks on a page that has stopped listening.
@@ -174,8 +174,8 @@ func (p *exportPage) stop() {
 	p.id++
 }
 
-// describe names the export for the outcome line: "GGUF q8_0".
-func describe(format, quant string) string {
+// exportLabel names the export for the outcome line: "GGUF q8_0".
+func exportLabel(format, quant string) string {
 	for _, f := range exportFormats {
 		if f.id == format {
 			format = f.name

@@ -484,13 +484,18 @@ func exportSteps(format string) (steps, files []string) {
 		files = []string{"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json"}
 		return []string{"adapter_config.json", "adapter_model.safetensors", "tokenizer files"}, files
 	}
-	steps = []string{"token_embd.weight"}
+	// GGUF names tensors its own way; merged keeps Hugging Face's names.
+	names := map[bool][]string{
+		true:  {"token_embd.weight", "blk.%d.attn_norm", "blk.%d.attn_q", "blk.%d.attn_k", "blk.%d.attn_v", "blk.%d.attn_output", "blk.%d.ffn_norm", "blk.%d.ffn_gate", "blk.%d.ffn_up", "blk.%d.ffn_down", "output_norm.weight"},
+		false: {"model.embed_tokens.weight", "model.layers.%d.input_layernorm", "model.layers.%d.self_attn.q_proj", "model.layers.%d.self_attn.k_proj", "model.layers.%d.self_attn.v_proj", "model.layers.%d.self_attn.o_proj", "model.layers.%d.post_attention_layernorm", "model.layers.%d.mlp.gate_proj", "model.layers.%d.mlp.up_proj", "model.layers.%d.mlp.down_proj", "model.norm.weight"},
+	}[format == "gguf"]
+	steps = []string{names[0]}
 	for l := 0; l < 2; l++ {
-		for _, t := range []string{"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"} {
-			steps = append(steps, fmt.Sprintf("blk.%d.%s.weight", l, t))
+		for _, t := range names[1 : len(names)-1] {
+			steps = append(steps, fmt.Sprintf(t, l)+".weight")
 		}
 	}
-	steps = append(steps, "output_norm.weight")
+	steps = append(steps, names[len(names)-1])
 	if format == "gguf" {
 		return append(steps, "Modelfile"), []string{"model.gguf", "Modelfile"}
 	}
