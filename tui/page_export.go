@@ -332,7 +332,11 @@ func (p *exportPage) view(w, h int) string {
 	case p.cancelled && !p.running:
 		lines = append(lines, "", st.Warn.Render("■ export cancelled"))
 	case p.outcome != "":
-		lines = append(lines, "", st.Good.Render(wrap("✓ "+p.outcome+" written to "+p.outDir, w)))
+		done := "✓ " + p.outcome + " written to " + p.outDir
+		if len([]rune(done)) > w { // keep the path whole on a line of its own
+			done = "✓ " + p.outcome + " written to\n  " + p.outDir
+		}
+		lines = append(lines, "", st.Good.Render(done))
 		if len(p.files) > 0 {
 			lines = append(lines, wrap(st.Muted.Render("files: ")+strings.Join(p.files, ", "), w))
 		}
