@@ -50,22 +50,31 @@ type Sampler struct {
 
 // encode renders one prompt as a user turn with the generation prompt.
 func (s *Sampler) encode(prompt string) ([]int32, error) {
-	text, special := prompt, true
-	if s.Template != nil {
-		ro := datasets.RenderOptionsFor(s.Tok.Config())
-		ro.AddGenerationPrompt = true
-		r, err := s.Template.Render([]datasets.Message{{Role: "user", Content: prompt}}, ro)
-		if err != nil {
-			return nil, err
-		}
-		text, special = r.Text, s.Template.AddSpecialTokens
+	if s.Template == nil {
+		return toInt32(s.Tok.Encode(prompt, true)), nil
 	}
-	ids := s.Tok.Encode(text, special)
+	return EncodeChat(s.Tok, s.Template, []datasets.Message{{Role: "user", Content: prompt}})
+}
+
+// EncodeChat renders msgs with the template and its generation prompt
+// (the tokenizer's own BOS/EOS text in place) and tokenizes the result the
+// way transformers' apply_chat_template(tokenize=True) does.
+func EncodeChat(tok *tokenizer.Tokenizer, tpl *datasets.Template, msgs []datasets.Message) ([]int32, error) {
+	ro := datasets.RenderOptionsFor(tok.Config())
+	ro.AddGenerationPrompt = true
+	r, err := tpl.Render(msgs, ro)
+	if err != nil {
+		return nil, err
+	}
+	return toInt32(tok.Encode(r.Text, tpl.AddSpecialTokens)), nil
+}
+
+func toInt32(ids []int) []int32 {
 	out := make([]int32, len(ids))
 	for i, id := range ids {
 		out[i] = int32(id)
 	}
-	return out, nil
+	return out
 }
 
 // Run generates an answer to every prompt.

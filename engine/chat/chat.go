@@ -118,18 +118,7 @@ type Reply struct {
 // Encode renders msgs with the generation prompt and tokenizes them the
 // way transformers' apply_chat_template(tokenize=True) does.
 func (s *Session) Encode(msgs []datasets.Message) ([]int32, error) {
-	ro := datasets.RenderOptionsFor(s.Tok.Config())
-	ro.AddGenerationPrompt = true
-	r, err := s.Template.Render(msgs, ro)
-	if err != nil {
-		return nil, err
-	}
-	ids := s.Tok.Encode(r.Text, s.Template.AddSpecialTokens)
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out, nil
+	return engine.EncodeChat(s.Tok, s.Template, msgs)
 }
 
 // Generate answers msgs. tuned selects the adapter (ignored without one).
