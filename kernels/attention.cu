@@ -379,26 +379,68 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv(
 }
 
 // ---------------------------------------------------------------------------
-// Tensor-core forward, for bf16 q, k and v with a head dim that is a
-// multiple of 16 and at most 128 (every Llama, Qwen, Mistral and Gemma 2
-// size up to 8B). Same maths and contract as attention_forward; the score
-// and output products run on mma.sync m16n8k16 (bf16 in, f32 accumulate).
+// Tensor-core kernels, for bf16 q, k, v (and dOut) with a head dim D that
+// has an instantiation below (16, 32, 64, 80, 96, 128: every Llama, Qwen
+// and Mistral size) and 16-byte aligned rows. Same maths and contract as
+// the float32 kernels above; other inputs take those.
 //
-// A block holds 64 queries of one head, 16 per warp; keys stream through
-// shared memory 64 at a time. Fragment layouts of m16n8k16, with g = lane/4
-// and t = lane%4: A (16x16, row major) regs hold rows g and g+8 at columns
-// 2t..2t+1 and 2t+8..2t+9; B (16x8, column major) regs hold rows 2t..2t+1
-// and 2t+8..2t+9 of column g; C holds rows g and g+8 at columns 2t..2t+1.
-// So each thread owns query rows g and g+8 of its warp's 16, and the
-// score accumulators of two adjacent 8-key tiles are exactly the A
-// fragment of P for the next product (P is rounded to bf16 there, as in
-// FlashAttention; the row sums l use the unrounded values).
-// Shared rows are padded by 8 bf16 so that the 32 lanes' 4-byte loads of
-// a fragment fall in 32 different banks.
+// Every product is mma.sync m16n8k16 (bf16 in, f32 accumulate). With
+// g = lane/4 and t = lane%4, a thread holds rows g and g+8 of a 16-row
+// accumulator at columns 2t, 2t+1 of each 8-column tile, so the score
+// accumulators of two adjacent 8-key tiles are exactly the A fragment of P
+// for the next product (P and dS are rounded to bf16 there, as in
+// FlashAttention 2; row sums use the unrounded values). Fragments come
+// from shared memory through ldmatrix (.trans where the product reduces
+// along the stored rows, e.g. P V). Tiles move from global to shared memory
+// with 16-byte cp.async into two buffers, so the next tile loads while the
+// current one is multiplied. Shared rows are padded to D+8 bf16: the eight
+// 16-byte row reads of one ldmatrix phase then fall in distinct banks.
+// Softmax runs in base 2 (scores pre-multiplied by scale*log2(e)); the
+// saved lse stays in natural log.
+//
+// Blocks run 4 warps, 16 rows (queries or keys) per warp. Causal masking
+// is applied only to tiles that reach past a row's first or last visible
+// key; the forward and dq kernels take their heaviest query blocks first.
 
-#define TC_QB 64
-#define TC_KB 64
-#define TC_MAXD 128
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// smem_u32 is the shared-state-space address of a shared-memory pointer.
+__device__ __forceinline__ unsigned int smem_u32(const void* p) {
+    unsigned int a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// cp_async16 copies 16 bytes from global to shared memory, or writes 16
+// zero bytes when ok is false (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0));
+}
+
+// cp_async4 is cp_async16 for one 4-byte word.
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 4 : 0));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// ldsm_x4 loads four 8x8 bf16 matrices; lane l gives the address of row
+// l%8 of matrix l/8 and receives, of matrix i, row l/4 columns 2(l%4),
+// 2(l%4)+1 in register i. ldsm_x4_t receives the transpose: rows 2(l%4),
+// 2(l%4)+1 of column l/4.
+__device__ __forceinline__ void ldsm_x4(unsigned int* r, const unsigned short* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(unsigned int* r, const unsigned short* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
 
 __device__ __forceinline__ void mma_bf16_16816(float* c, const unsigned int* a, const unsigned int* b) {
     asm volatile(
@@ -407,450 +449,523 @@ __device__ __forceinline__ void mma_bf16_16816(float* c, const unsigned int* a, 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// pack2 puts two bf16 values in one register, the lower column first.
-__device__ __forceinline__ unsigned int pack2(unsigned short lo, unsigned short hi) {
-    return (unsigned int)lo | ((unsigned int)hi << 16);
+// pack_bf16 rounds two floats to bf16 (nearest even) into one register,
+// lo in the lower half.
+__device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
 }
 
-__device__ __forceinline__ unsigned int pack2f(float lo, float hi) { return pack2(f32_to_bf16(lo), f32_to_bf16(hi)); }
+// exp2_approx is ex2.approx: exp2(-inf) = 0, relative error ~2^-22.
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
 
-// ld2 reads two adjacent bf16 values of shared memory as one register.
-__device__ __forceinline__ unsigned int ld2(const unsigned short* p) { return *(const unsigned int*)p; }
+// Fragment addresses, per lane, inside a row-major bf16 tile with row
+// stride DP (see ldsm_x4):
+//   frag_a_addr: A fragment (16 rows x 16 columns) at (r0, c0).
+//   frag_b2_addr: B fragments of two 8-row groups (rows r0..r0+15 as n,
+//     columns c0..c0+15 as k): regs 0,1 serve n-tile r0, regs 2,3 n-tile r0+8.
+//   frag_bt2_addr (with ldsm_x4_t): B fragments with rows r0..r0+15 as k
+//     and columns c0..c0+15 as n: regs 0,1 serve columns c0.., regs 2,3 c0+8...
+__device__ __forceinline__ const unsigned short* frag_a_addr(const unsigned short* tile, int DP, int r0, int c0, int lane) {
+    return tile + (r0 + (lane & 15)) * DP + c0 + ((lane >> 4) << 3);
+}
+__device__ __forceinline__ const unsigned short* frag_b2_addr(const unsigned short* tile, int DP, int r0, int c0, int lane) {
+    return tile + (r0 + (lane & 7) + ((lane >> 4) << 3)) * DP + c0 + (((lane >> 3) & 1) << 3);
+}
+__device__ __forceinline__ const unsigned short* frag_bt2_addr(const unsigned short* tile, int DP, int r0, int c0, int lane) {
+    return tile + (r0 + (lane & 7) + (((lane >> 3) & 1) << 3)) * DP + c0 + ((lane >> 4) << 3);
+}
 
-extern "C" __global__ void __launch_bounds__(128) attention_forward_tc(
-    void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
-    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, int D, float scale, int window) {
-    extern __shared__ unsigned short sh[];
-    const int Dp = D + 8;
-    unsigned short* Qs = sh;               // [TC_QB][Dp]
-    unsigned short* Ks = Qs + TC_QB * Dp;  // [TC_KB][Dp]
-    unsigned short* Vs = Ks + TC_KB * Dp;  // [TC_KB][Dp]
-    const int h = blockIdx.y, kvh = h / (H / KVH);
-    const int q0 = blockIdx.x * TC_QB;
+// load_rows_async copies rows [r0, r0+R) of one head (column offset col0,
+// row stride `stride` elements) into a [R][DP] tile; rows at or past
+// rowEnd are zero-filled.
+template <int D, int R>
+__device__ __forceinline__ void load_rows_async(unsigned short* tile, const unsigned short* src, i64 stride, i64 col0,
+                                                int r0, int rowEnd, int tid) {
+    constexpr int DP = D + 8, CH = D / 8;
+    for (int c = tid; c < R * CH; c += 128) {
+        const int r = c / CH, col = (c % CH) * 8, i = r0 + r;
+        const bool ok = i < rowEnd;
+        cp_async16(tile + r * DP + col, ok ? src + (i64)i * stride + col0 + col : src, ok);
+    }
+}
+
+// softmax_tile turns the score accumulators of one tile (rows A = g,
+// B = g+8 of the warp) into probabilities in place, updating the running
+// max (base 2) and partial row sums of this thread. Masked scores are -inf.
+template <int NT>
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float sl2, float& mA, float& mB, float& lA, float& lB,
+                                             float& cA, float& cB) {
+    float tA = NEG_INF, tB = NEG_INF;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        tA = fmaxf(tA, fmaxf(s[nt][0], s[nt][1]));
+        tB = fmaxf(tB, fmaxf(s[nt][2], s[nt][3]));
+    }
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 1));
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
+    const float nA = fmaxf(mA, tA * sl2), nB = fmaxf(mB, tB * sl2);
+    // A row with no visible key so far keeps m = -inf: nothing to rescale,
+    // and exp2 of its -inf scores must not see -inf - -inf.
+    cA = nA == NEG_INF ? 1.0f : exp2_approx(mA - nA);
+    cB = nB == NEG_INF ? 1.0f : exp2_approx(mB - nB);
+    const float uA = nA == NEG_INF ? 0.0f : nA, uB = nB == NEG_INF ? 0.0f : nB;
+    float sumA = 0.0f, sumB = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        s[nt][0] = exp2_approx(fmaf(s[nt][0], sl2, -uA));
+        s[nt][1] = exp2_approx(fmaf(s[nt][1], sl2, -uA));
+        s[nt][2] = exp2_approx(fmaf(s[nt][2], sl2, -uB));
+        s[nt][3] = exp2_approx(fmaf(s[nt][3], sl2, -uB));
+        sumA += s[nt][0] + s[nt][1];
+        sumB += s[nt][2] + s[nt][3];
+    }
+    lA = lA * cA + sumA;
+    lB = lB * cB + sumB;
+    mA = nA;
+    mB = nB;
+}
+
+// store_pair writes two adjacent output values (one register's worth).
+__device__ __forceinline__ void store_pair(void* p, int dt, i64 i, float a, float b) {
+    if (dt == DT_BF16) {
+        *(unsigned int*)((unsigned short*)p + i) = pack_bf16(a, b);
+    } else {
+        st(p, dt, i, a);
+        st(p, dt, i + 1, b);
+    }
+}
+
+// attn_fwd_tc: a block holds 64 queries of one head; keys and values
+// stream through shared memory 64 at a time, double-buffered.
+// out and lse are overwritten.
+template <int D>
+__device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, const unsigned short* q,
+                                            const unsigned short* k, const unsigned short* v, const int* starts,
+                                            int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window) {
+    constexpr int BM = 64, BN = 64, DP = D + 8;
+    extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
+    unsigned short* Qs = sh;              // [BM][DP]
+    unsigned short* Ks = Qs + BM * DP;    // [2][BN][DP]
+    unsigned short* Vs = Ks + 2 * BN * DP; // [2][BN][DP]
+    const int h = blockIdx.x, kvh = h / (H / KVH);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
 
-    for (int idx = tid; idx < TC_QB * D; idx += blockDim.x) {
-        int r = idx / D, c = idx % D, i = q0 + r;
-        Qs[r * Dp + c] = i < Tq ? q[(i64)i * qStride + (i64)h * D + c] : (unsigned short)0;
+    const int kEnd = qOffset + min(q0 + BM, Tq) - 1; // last key any query of the block sees
+    const int kStart = first_key(starts, nseq, qOffset + q0, window);
+    const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
+    load_rows_async<D, BM>(Qs, q, qStride, (i64)h * D, q0, Tq, tid);
+    if (nTiles > 0) {
+        load_rows_async<D, BN>(Ks, k, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
+        load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
     }
-    // Rows owned by this thread: A = warp row g, B = warp row g+8.
+    cp_async_commit();
+
+    // Rows of this thread: A = warp row g, B = warp row g+8 (positions posA,
+    // posB; first visible keys loA, loB; rows past Tq see nothing).
     const int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
     const int posA = qOffset + rowA, posB = qOffset + rowB;
     const int loA = rowA < Tq ? first_key(starts, nseq, posA, window) : 0x7fffffff;
     const int loB = rowB < Tq ? first_key(starts, nseq, posB, window) : 0x7fffffff;
     const int warpRow0 = q0 + warp * 16;
+    const bool warpLive = warpRow0 < Tq;
+    const int warpFirstPos = qOffset + warpRow0;
     const int warpLastPos = qOffset + min(warpRow0 + 15, Tq - 1);
-    const int warpLo = warpRow0 < Tq ? first_key(starts, nseq, qOffset + warpRow0, window) : 0;
+    const int warpMinLo = warpLive ? first_key(starts, nseq, warpFirstPos, window) : 0;
+    const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLastPos, window) : 0;
+    const float sl2 = scale * LOG2E;
+
+    unsigned int qf[D / 16][4];
+    float o[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
     float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
-    float o[TC_MAXD / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < TC_MAXD / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
-    __syncthreads();
-    unsigned int qa[TC_MAXD / 16][4];
-#pragma unroll
-    for (int kc = 0; kc < TC_MAXD / 16; kc++) {
-        if (kc < D / 16) {
-            const unsigned short* base = Qs + (warp * 16 + g) * Dp + kc * 16 + 2 * t;
-            qa[kc][0] = ld2(base);
-            qa[kc][1] = ld2(base + 8 * Dp);
-            qa[kc][2] = ld2(base + 8);
-            qa[kc][3] = ld2(base + 8 * Dp + 8);
-        }
-    }
-    const int kEnd = qOffset + min(q0 + TC_QB, Tq) - 1;
-    const int kStart = first_key(starts, nseq, qOffset + q0, window);
 
-    for (int kt = kStart; kt <= kEnd; kt += TC_KB) {
-        __syncthreads();
-        for (int idx = tid; idx < TC_KB * D; idx += blockDim.x) {
-            int r = idx / D, c = idx % D, j = kt + r;
-            unsigned short kv = 0, vv = 0;
-            if (j <= kEnd) {
-                i64 off = (i64)j * kvStride + (i64)kvh * D + c;
-                kv = k[off];
-                vv = v[off];
+    for (int it = 0; it < nTiles; it++) {
+        const int kt = kStart + it * BN;
+        cp_async_wait_all();
+        __syncthreads(); // tile `it` is in; every warp is done with tile it-1
+        if (it == 0) {
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc++) ldsm_x4(qf[kc], frag_a_addr(Qs, DP, warp * 16, kc * 16, lane));
+        }
+        if (it + 1 < nTiles) {
+            const int nb = (it + 1) & 1;
+            load_rows_async<D, BN>(Ks + nb * BN * DP, k, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
+            load_rows_async<D, BN>(Vs + nb * BN * DP, v, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
+        }
+        cp_async_commit();
+        if (!warpLive || kt > warpLastPos || kt + BN - 1 < warpMinLo) continue; // warp-uniform
+        const unsigned short* Kb = Ks + (it & 1) * BN * DP;
+        const unsigned short* Vb = Vs + (it & 1) * BN * DP;
+
+        float s[BN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+#pragma unroll
+            for (int np = 0; np < BN / 16; np++) {
+                unsigned int b[4];
+                ldsm_x4(b, frag_b2_addr(Kb, DP, np * 16, kc * 16, lane));
+                mma_bf16_16816(s[2 * np], qf[kc], b);
+                mma_bf16_16816(s[2 * np + 1], qf[kc], b + 2);
             }
-            Ks[r * Dp + c] = kv;
-            Vs[r * Dp + c] = vv;
         }
-        __syncthreads();
-        if (warpRow0 >= Tq || kt > warpLastPos || kt + TC_KB - 1 < warpLo) continue; // warp-uniform
-
-        float s[TC_KB / 8][4];
+        if (kt < warpMaxLo || kt + BN - 1 > warpFirstPos) { // some pair of this tile is masked
 #pragma unroll
-        for (int nt = 0; nt < TC_KB / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
-            for (int kc = 0; kc < TC_MAXD / 16; kc++) {
-                if (kc < D / 16) {
-                    const unsigned short* kb = Ks + (nt * 8 + g) * Dp + kc * 16 + 2 * t;
-                    unsigned int b[2] = {ld2(kb), ld2(kb + 8)};
-                    mma_bf16_16816(s[nt], qa[kc], b);
+                for (int e = 0; e < 4; e++) {
+                    const int key = kt + nt * 8 + 2 * t + (e & 1);
+                    const bool valid = e < 2 ? (key >= loA && key <= posA) : (key >= loB && key <= posB);
+                    if (!valid) s[nt][e] = NEG_INF;
                 }
             }
         }
-        float tmA = NEG_INF, tmB = NEG_INF;
+        float cA, cB;
+        softmax_tile<BN / 8>(s, sl2, mA, mB, lA, lB, cA, cB);
 #pragma unroll
-        for (int nt = 0; nt < TC_KB / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int key = kt + nt * 8 + 2 * t + (e & 1);
-                const bool isB = e >= 2;
-                const bool valid = isB ? (key >= loB && key <= posB) : (key >= loA && key <= posA);
-                s[nt][e] = valid ? s[nt][e] * scale : NEG_INF;
-            }
-            tmA = fmaxf(tmA, fmaxf(s[nt][0], s[nt][1]));
-            tmB = fmaxf(tmB, fmaxf(s[nt][2], s[nt][3]));
-        }
-        // The four threads t = 0..3 of a group share rows g and g+8.
-        tmA = fmaxf(tmA, __shfl_xor_sync(0xffffffffu, tmA, 1));
-        tmA = fmaxf(tmA, __shfl_xor_sync(0xffffffffu, tmA, 2));
-        tmB = fmaxf(tmB, __shfl_xor_sync(0xffffffffu, tmB, 1));
-        tmB = fmaxf(tmB, __shfl_xor_sync(0xffffffffu, tmB, 2));
-        const float nA = fmaxf(mA, tmA), nB = fmaxf(mB, tmB);
-        // A row with no visible key so far keeps m = -inf: nothing to rescale.
-        const float cA = nA == NEG_INF ? 1.0f : expf(mA - nA);
-        const float cB = nB == NEG_INF ? 1.0f : expf(mB - nB);
-        float sumA = 0.0f, sumB = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < TC_KB / 8; nt++) {
-            s[nt][0] = s[nt][0] == NEG_INF ? 0.0f : expf(s[nt][0] - nA);
-            s[nt][1] = s[nt][1] == NEG_INF ? 0.0f : expf(s[nt][1] - nA);
-            s[nt][2] = s[nt][2] == NEG_INF ? 0.0f : expf(s[nt][2] - nB);
-            s[nt][3] = s[nt][3] == NEG_INF ? 0.0f : expf(s[nt][3] - nB);
-            sumA += s[nt][0] + s[nt][1];
-            sumB += s[nt][2] + s[nt][3];
-        }
-        lA = lA * cA + sumA;
-        lB = lB * cB + sumB;
-        mA = nA;
-        mB = nB;
-#pragma unroll
-        for (int dn = 0; dn < TC_MAXD / 8; dn++) {
+        for (int dn = 0; dn < D / 8; dn++) {
             o[dn][0] *= cA;
             o[dn][1] *= cA;
             o[dn][2] *= cB;
             o[dn][3] *= cB;
         }
 #pragma unroll
-        for (int kc = 0; kc < TC_KB / 16; kc++) {
-            unsigned int pa[4] = {pack2f(s[2 * kc][0], s[2 * kc][1]), pack2f(s[2 * kc][2], s[2 * kc][3]),
-                                  pack2f(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2f(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-            const unsigned short* vb = Vs + (kc * 16 + 2 * t) * Dp + g;
+        for (int kc = 0; kc < BN / 16; kc++) {
+            const unsigned int pa[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                                        pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                        pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
-            for (int dn = 0; dn < TC_MAXD / 8; dn++) {
-                if (dn < D / 8) {
-                    const unsigned short* c = vb + dn * 8;
-                    unsigned int b[2] = {pack2(c[0], c[Dp]), pack2(c[8 * Dp], c[9 * Dp])};
-                    mma_bf16_16816(o[dn], pa, b);
-                }
+            for (int dp = 0; dp < D / 16; dp++) {
+                unsigned int b[4];
+                ldsm_x4_t(b, frag_bt2_addr(Vb, DP, kc * 16, dp * 16, lane));
+                mma_bf16_16816(o[2 * dp], pa, b);
+                mma_bf16_16816(o[2 * dp + 1], pa, b + 2);
             }
         }
     }
+    cp_async_wait_all();
     lA += __shfl_xor_sync(0xffffffffu, lA, 1);
     lA += __shfl_xor_sync(0xffffffffu, lA, 2);
     lB += __shfl_xor_sync(0xffffffffu, lB, 1);
     lB += __shfl_xor_sync(0xffffffffu, lB, 2);
-    const float iA = 1.0f / lA, iB = 1.0f / lB;
+    const float iA = lA > 0.0f ? 1.0f / lA : 0.0f, iB = lB > 0.0f ? 1.0f / lB : 0.0f;
 #pragma unroll
-    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
-        if (dn < D / 8) {
-            const int d = dn * 8 + 2 * t;
-            if (rowA < Tq) {
-                i64 base = (i64)rowA * qStride + (i64)h * D + d;
-                st(out, odt, base, o[dn][0] * iA);
-                st(out, odt, base + 1, o[dn][1] * iA);
-            }
-            if (rowB < Tq) {
-                i64 base = (i64)rowB * qStride + (i64)h * D + d;
-                st(out, odt, base, o[dn][2] * iB);
-                st(out, odt, base + 1, o[dn][3] * iB);
-            }
-        }
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int d = dn * 8 + 2 * t;
+        if (rowA < Tq) store_pair(out, odt, (i64)rowA * qStride + (i64)h * D + d, o[dn][0] * iA, o[dn][1] * iA);
+        if (rowB < Tq) store_pair(out, odt, (i64)rowB * qStride + (i64)h * D + d, o[dn][2] * iB, o[dn][3] * iB);
     }
     if (lse != nullptr && t == 0) {
-        if (rowA < Tq) lse[(i64)h * Tq + rowA] = mA + logf(lA);
-        if (rowB < Tq) lse[(i64)h * Tq + rowB] = mB + logf(lB);
+        if (rowA < Tq) lse[(i64)h * Tq + rowA] = (mA + log2f(lA)) * LN2;
+        if (rowB < Tq) lse[(i64)h * Tq + rowB] = (mB + log2f(lB)) * LN2;
     }
 }
 
-// ---------------------------------------------------------------------------
-// Tensor-core backward, for bf16 q, k, v and dOut under the same head-dim
-// rule as the forward. Same maths and contract as the float32 backward
-// (delta from attention_backward_delta; dq, dk, dv overwritten, no atomics).
-//
-// attention_backward_dkv_tc: a block owns 64 keys of one key/value head,
-// 16 per warp, and walks the query heads of its group in 32-query tiles.
-// With rows = keys it computes S^T = K Q^T and dP^T = V dO^T, so P^T and
-// dS^T come out of the accumulators already laid out as A fragments for
-// dV += P^T dO and dK += dS^T Q. attention_backward_dq_tc: a block owns 64
-// queries of one head and walks 32-key tiles: S = Q K^T, dP = dO V^T,
-// dq += dS K. Operands whose reduction runs along the stored rows (dO and
-// Q for dV and dK, K for dq) are read as B fragments with two 16-bit
-// shared loads per register. P and dS are rounded to bf16 for the
-// products, as in FlashAttention 2.
-
-#define TC_QT 32 // query tile of the dK/dV kernel, key tile of the dq kernel
-
-// frag_a loads the A fragment of rows r0..r0+15, columns c0..c0+15 of a
-// row-major bf16 tile with row stride Dp.
-__device__ __forceinline__ void frag_a(unsigned int* a, const unsigned short* tile, int Dp, int r0, int c0, int g, int t) {
-    const unsigned short* p = tile + (r0 + g) * Dp + c0 + 2 * t;
-    a[0] = ld2(p);
-    a[1] = ld2(p + 8 * Dp);
-    a[2] = ld2(p + 8);
-    a[3] = ld2(p + 8 * Dp + 8);
-}
-
-// frag_b_rows loads the B fragment (k = columns c0.., n = rows r0..r0+7)
-// of a row-major tile: B(k, n) = tile[r0+n][c0+k].
-__device__ __forceinline__ void frag_b_rows(unsigned int* b, const unsigned short* tile, int Dp, int r0, int c0, int g, int t) {
-    const unsigned short* p = tile + (r0 + g) * Dp + c0 + 2 * t;
-    b[0] = ld2(p);
-    b[1] = ld2(p + 8);
-}
-
-// frag_b_cols loads the B fragment (k = rows r0..r0+15, n = columns
-// c0..c0+7) of a row-major tile: B(k, n) = tile[r0+k][c0+n].
-__device__ __forceinline__ void frag_b_cols(unsigned int* b, const unsigned short* tile, int Dp, int r0, int c0, int g, int t) {
-    const unsigned short* p = tile + (r0 + 2 * t) * Dp + c0 + g;
-    b[0] = pack2(p[0], p[Dp]);
-    b[1] = pack2(p[8 * Dp], p[9 * Dp]);
-}
-
-extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv_tc(
-    void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,
-    const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH,
-    int D, float scale, int window) {
-    extern __shared__ unsigned short sh[];
-    const int Dp = D + 8;
-    unsigned short* Ks = sh;                 // [TC_KB][Dp]
-    unsigned short* Vs = Ks + TC_KB * Dp;    // [TC_KB][Dp]
-    unsigned short* Qs = Vs + TC_KB * Dp;    // [TC_QT][Dp]
-    unsigned short* dOs = Qs + TC_QT * Dp;   // [TC_QT][Dp]
-    float* lseS = (float*)(dOs + TC_QT * Dp); // [TC_QT]
-    float* deltaS = lseS + TC_QT;            // [TC_QT]
-    const int kvh = blockIdx.y, group = H / KVH;
-    const int j0 = blockIdx.x * TC_KB;
+// attn_dq_tc: a block holds 64 queries of one head and walks key tiles of
+// BN, double-buffered: S = Q K^T, dP = dO V^T, dS = P (dP - delta),
+// dq = scale * dS K (overwritten).
+template <int D, int BN>
+__device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned short* dout, const unsigned short* q,
+                                           const unsigned short* k, const unsigned short* v, const float* lse,
+                                           const float* delta, const int* starts, int nseq, int T, int H, int KVH,
+                                           float scale, int window) {
+    constexpr int BM = 64, DP = D + 8;
+    extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
+    unsigned short* Qs = sh;                // [BM][DP]
+    unsigned short* dOs = Qs + BM * DP;     // [BM][DP]
+    unsigned short* Ks = dOs + BM * DP;     // [2][BN][DP]
+    unsigned short* Vs = Ks + 2 * BN * DP;  // [2][BN][DP]
+    const int h = blockIdx.x, kvh = h / (H / KVH);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
 
-    for (int idx = tid; idx < TC_KB * D; idx += blockDim.x) {
-        int r = idx / D, c = idx % D, j = j0 + r;
-        i64 off = (i64)j * kvStride + (i64)kvh * D + c;
-        Ks[r * Dp + c] = j < T ? k[off] : (unsigned short)0;
-        Vs[r * Dp + c] = j < T ? v[off] : (unsigned short)0;
+    const int kEnd = min(q0 + BM, T) - 1;
+    const int kStart = first_key(starts, nseq, q0, window);
+    const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
+    load_rows_async<D, BM>(Qs, q, qStride, (i64)h * D, q0, T, tid);
+    load_rows_async<D, BM>(dOs, dout, qStride, (i64)h * D, q0, T, tid);
+    if (nTiles > 0) {
+        load_rows_async<D, BN>(Ks, k, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
+        load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
     }
-    // Keys owned by this thread: A = warp row g, B = warp row g+8.
-    const int keyA = j0 + warp * 16 + g, keyB = keyA + 8;
-    const int endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
-    const int endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
-    const int warpKey0 = j0 + warp * 16;
-    const int warpEnd = warpKey0 < T ? end_query(starts, nseq, min(warpKey0 + 15, T - 1), window) : 0;
-    const int kLast = min(j0 + TC_KB, T) - 1;
-    const int qEnd = end_query(starts, nseq, kLast, window);
-    float dK[TC_MAXD / 8][4], dV[TC_MAXD / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
-        dK[dn][0] = dK[dn][1] = dK[dn][2] = dK[dn][3] = 0.0f;
-        dV[dn][0] = dV[dn][1] = dV[dn][2] = dV[dn][3] = 0.0f;
-    }
+    cp_async_commit();
 
-    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        for (int qt = j0; qt < qEnd; qt += TC_QT) {
-            __syncthreads();
-            for (int idx = tid; idx < TC_QT * D; idx += blockDim.x) {
-                int r = idx / D, c = idx % D, i = qt + r;
-                i64 off = (i64)i * qStride + (i64)h * D + c;
-                Qs[r * Dp + c] = i < qEnd ? q[off] : (unsigned short)0;
-                dOs[r * Dp + c] = i < qEnd ? dout[off] : (unsigned short)0;
-            }
-            if (tid < TC_QT) {
-                int i = qt + tid;
-                lseS[tid] = i < qEnd ? lse[(i64)h * T + i] : 0.0f;
-                deltaS[tid] = i < qEnd ? delta[(i64)h * T + i] : 0.0f;
-            }
-            __syncthreads();
-            if (warpKey0 >= T || qt >= warpEnd || qt + TC_QT - 1 < warpKey0) continue; // warp-uniform
-
-            float s[TC_QT / 8][4], dp[TC_QT / 8][4];
-#pragma unroll
-            for (int nt = 0; nt < TC_QT / 8; nt++) {
-                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-                dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.0f;
-#pragma unroll
-                for (int kc = 0; kc < TC_MAXD / 16; kc++) {
-                    if (kc < D / 16) {
-                        unsigned int a[4], b[2];
-                        frag_a(a, Ks, Dp, warp * 16, kc * 16, g, t);
-                        frag_b_rows(b, Qs, Dp, nt * 8, kc * 16, g, t);
-                        mma_bf16_16816(s[nt], a, b);
-                        frag_a(a, Vs, Dp, warp * 16, kc * 16, g, t);
-                        frag_b_rows(b, dOs, Dp, nt * 8, kc * 16, g, t);
-                        mma_bf16_16816(dp[nt], a, b);
-                    }
-                }
-            }
-            // s becomes P^T and dp becomes dS^T, element by element.
-#pragma unroll
-            for (int nt = 0; nt < TC_QT / 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int col = nt * 8 + 2 * t + (e & 1);
-                    const int i = qt + col;
-                    const bool isB = e >= 2;
-                    const int key = isB ? keyB : keyA;
-                    const bool valid = i >= key && i < (isB ? endB : endA);
-                    const float p = valid ? expf(s[nt][e] * scale - lseS[col]) : 0.0f;
-                    s[nt][e] = p;
-                    dp[nt][e] = p * (dp[nt][e] - deltaS[col]);
-                }
-            }
-#pragma unroll
-            for (int kc = 0; kc < TC_QT / 16; kc++) {
-                unsigned int pa[4] = {pack2f(s[2 * kc][0], s[2 * kc][1]), pack2f(s[2 * kc][2], s[2 * kc][3]),
-                                      pack2f(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2f(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-                unsigned int da[4] = {pack2f(dp[2 * kc][0], dp[2 * kc][1]), pack2f(dp[2 * kc][2], dp[2 * kc][3]),
-                                      pack2f(dp[2 * kc + 1][0], dp[2 * kc + 1][1]), pack2f(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
-#pragma unroll
-                for (int dn = 0; dn < TC_MAXD / 8; dn++) {
-                    if (dn < D / 8) {
-                        unsigned int b[2];
-                        frag_b_cols(b, dOs, Dp, kc * 16, dn * 8, g, t);
-                        mma_bf16_16816(dV[dn], pa, b);
-                        frag_b_cols(b, Qs, Dp, kc * 16, dn * 8, g, t);
-                        mma_bf16_16816(dK[dn], da, b);
-                    }
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
-        if (dn < D / 8) {
-            const int d = dn * 8 + 2 * t;
-            if (keyA < T) {
-                i64 off = (i64)keyA * kvStride + (i64)kvh * D + d;
-                st(dk, dkdt, off, dK[dn][0] * scale);
-                st(dk, dkdt, off + 1, dK[dn][1] * scale);
-                st(dv, dvdt, off, dV[dn][0]);
-                st(dv, dvdt, off + 1, dV[dn][1]);
-            }
-            if (keyB < T) {
-                i64 off = (i64)keyB * kvStride + (i64)kvh * D + d;
-                st(dk, dkdt, off, dK[dn][2] * scale);
-                st(dk, dkdt, off + 1, dK[dn][3] * scale);
-                st(dv, dvdt, off, dV[dn][2]);
-                st(dv, dvdt, off + 1, dV[dn][3]);
-            }
-        }
-    }
-}
-
-extern "C" __global__ void __launch_bounds__(128) attention_backward_dq_tc(
-    void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,
-    const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH,
-    int D, float scale, int window) {
-    extern __shared__ unsigned short sh[];
-    const int Dp = D + 8;
-    unsigned short* Qs = sh;               // [TC_QB][Dp]
-    unsigned short* dOs = Qs + TC_QB * Dp; // [TC_QB][Dp]
-    unsigned short* Ks = dOs + TC_QB * Dp; // [TC_QT][Dp]
-    unsigned short* Vs = Ks + TC_QT * Dp;  // [TC_QT][Dp]
-    const int h = blockIdx.y, kvh = h / (H / KVH);
-    const int q0 = blockIdx.x * TC_QB;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
-
-    for (int idx = tid; idx < TC_QB * D; idx += blockDim.x) {
-        int r = idx / D, c = idx % D, i = q0 + r;
-        i64 off = (i64)i * qStride + (i64)h * D + c;
-        Qs[r * Dp + c] = i < T ? q[off] : (unsigned short)0;
-        dOs[r * Dp + c] = i < T ? dout[off] : (unsigned short)0;
-    }
     const int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
     const int loA = rowA < T ? first_key(starts, nseq, rowA, window) : 0x7fffffff;
     const int loB = rowB < T ? first_key(starts, nseq, rowB, window) : 0x7fffffff;
-    const float lseA = rowA < T ? lse[(i64)h * T + rowA] : 0.0f, lseB = rowB < T ? lse[(i64)h * T + rowB] : 0.0f;
+    const float lA2 = rowA < T ? lse[(i64)h * T + rowA] * LOG2E : 0.0f;
+    const float lB2 = rowB < T ? lse[(i64)h * T + rowB] * LOG2E : 0.0f;
     const float dlA = rowA < T ? delta[(i64)h * T + rowA] : 0.0f, dlB = rowB < T ? delta[(i64)h * T + rowB] : 0.0f;
     const int warpRow0 = q0 + warp * 16;
+    const bool warpLive = warpRow0 < T;
     const int warpLast = min(warpRow0 + 15, T - 1);
-    const int warpLo = warpRow0 < T ? first_key(starts, nseq, warpRow0, window) : 0;
-    const int kEnd = min(q0 + TC_QB, T) - 1;
-    const int kStart = first_key(starts, nseq, q0, window);
-    float dQ[TC_MAXD / 8][4];
+    const int warpMinLo = warpLive ? first_key(starts, nseq, warpRow0, window) : 0;
+    const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLast, window) : 0;
+    const float sl2 = scale * LOG2E;
+    float dQ[D / 8][4];
 #pragma unroll
-    for (int dn = 0; dn < TC_MAXD / 8; dn++) dQ[dn][0] = dQ[dn][1] = dQ[dn][2] = dQ[dn][3] = 0.0f;
+    for (int dn = 0; dn < D / 8; dn++) dQ[dn][0] = dQ[dn][1] = dQ[dn][2] = dQ[dn][3] = 0.0f;
 
-    for (int kt = kStart; kt <= kEnd; kt += TC_QT) {
+    for (int it = 0; it < nTiles; it++) {
+        const int kt = kStart + it * BN;
+        cp_async_wait_all();
         __syncthreads();
-        for (int idx = tid; idx < TC_QT * D; idx += blockDim.x) {
-            int r = idx / D, c = idx % D, j = kt + r;
-            i64 off = (i64)j * kvStride + (i64)kvh * D + c;
-            Ks[r * Dp + c] = j <= kEnd ? k[off] : (unsigned short)0;
-            Vs[r * Dp + c] = j <= kEnd ? v[off] : (unsigned short)0;
+        if (it + 1 < nTiles) {
+            const int nb = (it + 1) & 1;
+            load_rows_async<D, BN>(Ks + nb * BN * DP, k, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
+            load_rows_async<D, BN>(Vs + nb * BN * DP, v, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
         }
-        __syncthreads();
-        if (warpRow0 >= T || kt > warpLast || kt + TC_QT - 1 < warpLo) continue; // warp-uniform
+        cp_async_commit();
+        if (!warpLive || kt > warpLast || kt + BN - 1 < warpMinLo) continue; // warp-uniform
+        const unsigned short* Kb = Ks + (it & 1) * BN * DP;
+        const unsigned short* Vb = Vs + (it & 1) * BN * DP;
 
-        float s[TC_QT / 8][4], dp[TC_QT / 8][4];
+        float s[BN / 8][4], dp[BN / 8][4];
 #pragma unroll
-        for (int nt = 0; nt < TC_QT / 8; nt++) {
+        for (int nt = 0; nt < BN / 8; nt++) {
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
             dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.0f;
-#pragma unroll
-            for (int kc = 0; kc < TC_MAXD / 16; kc++) {
-                if (kc < D / 16) {
-                    unsigned int a[4], b[2];
-                    frag_a(a, Qs, Dp, warp * 16, kc * 16, g, t);
-                    frag_b_rows(b, Ks, Dp, nt * 8, kc * 16, g, t);
-                    mma_bf16_16816(s[nt], a, b);
-                    frag_a(a, dOs, Dp, warp * 16, kc * 16, g, t);
-                    frag_b_rows(b, Vs, Dp, nt * 8, kc * 16, g, t);
-                    mma_bf16_16816(dp[nt], a, b);
-                }
-            }
         }
 #pragma unroll
-        for (int nt = 0; nt < TC_QT / 8; nt++) {
+        for (int kc = 0; kc < D / 16; kc++) {
+            unsigned int qa[4], da[4];
+            ldsm_x4(qa, frag_a_addr(Qs, DP, warp * 16, kc * 16, lane));
+            ldsm_x4(da, frag_a_addr(dOs, DP, warp * 16, kc * 16, lane));
+#pragma unroll
+            for (int np = 0; np < BN / 16; np++) {
+                unsigned int b[4];
+                ldsm_x4(b, frag_b2_addr(Kb, DP, np * 16, kc * 16, lane));
+                mma_bf16_16816(s[2 * np], qa, b);
+                mma_bf16_16816(s[2 * np + 1], qa, b + 2);
+                ldsm_x4(b, frag_b2_addr(Vb, DP, np * 16, kc * 16, lane));
+                mma_bf16_16816(dp[2 * np], da, b);
+                mma_bf16_16816(dp[2 * np + 1], da, b + 2);
+            }
+        }
+        const bool masked = kt < warpMaxLo || kt + BN - 1 > warpRow0;
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int key = kt + nt * 8 + 2 * t + (e & 1);
                 const bool isB = e >= 2;
-                const bool valid = isB ? (key >= loB && key <= rowB) : (key >= loA && key <= rowA);
-                const float p = valid ? expf(s[nt][e] * scale - (isB ? lseB : lseA)) : 0.0f;
+                const bool valid = !masked || (isB ? (key >= loB && key <= rowB) : (key >= loA && key <= rowA));
+                const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -(isB ? lB2 : lA2))) : 0.0f;
                 dp[nt][e] = p * (dp[nt][e] - (isB ? dlB : dlA));
             }
         }
 #pragma unroll
-        for (int kc = 0; kc < TC_QT / 16; kc++) {
-            unsigned int da[4] = {pack2f(dp[2 * kc][0], dp[2 * kc][1]), pack2f(dp[2 * kc][2], dp[2 * kc][3]),
-                                  pack2f(dp[2 * kc + 1][0], dp[2 * kc + 1][1]), pack2f(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
+        for (int kc = 0; kc < BN / 16; kc++) {
+            const unsigned int da[4] = {pack_bf16(dp[2 * kc][0], dp[2 * kc][1]), pack_bf16(dp[2 * kc][2], dp[2 * kc][3]),
+                                        pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]),
+                                        pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
 #pragma unroll
-            for (int dn = 0; dn < TC_MAXD / 8; dn++) {
-                if (dn < D / 8) {
-                    unsigned int b[2];
-                    frag_b_cols(b, Ks, Dp, kc * 16, dn * 8, g, t);
-                    mma_bf16_16816(dQ[dn], da, b);
-                }
+            for (int dn2 = 0; dn2 < D / 16; dn2++) {
+                unsigned int b[4];
+                ldsm_x4_t(b, frag_bt2_addr(Kb, DP, kc * 16, dn2 * 16, lane));
+                mma_bf16_16816(dQ[2 * dn2], da, b);
+                mma_bf16_16816(dQ[2 * dn2 + 1], da, b + 2);
             }
         }
     }
+    cp_async_wait_all();
 #pragma unroll
-    for (int dn = 0; dn < TC_MAXD / 8; dn++) {
-        if (dn < D / 8) {
-            const int d = dn * 8 + 2 * t;
-            if (rowA < T) {
-                i64 off = (i64)rowA * qStride + (i64)h * D + d;
-                st(dq, dqdt, off, dQ[dn][0] * scale);
-                st(dq, dqdt, off + 1, dQ[dn][1] * scale);
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int d = dn * 8 + 2 * t;
+        if (rowA < T) store_pair(dq, dqdt, (i64)rowA * qStride + (i64)h * D + d, dQ[dn][0] * scale, dQ[dn][1] * scale);
+        if (rowB < T) store_pair(dq, dqdt, (i64)rowB * qStride + (i64)h * D + d, dQ[dn][2] * scale, dQ[dn][3] * scale);
+    }
+}
+
+// attn_dkv_tc: a block holds 64 keys of one key/value head, 16 per warp,
+// and walks the query heads of its group in query tiles of BQ (q, dOut,
+// lse and delta double-buffered). With rows = keys it computes
+// S^T = K Q^T and dP^T = V dO^T, so P^T and dS^T come out of the
+// accumulators as A fragments for dV += P^T dO and dK += dS^T Q.
+// dk = scale * dK and dv = dV are overwritten.
+template <int D, int BQ>
+__device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout,
+                                            const unsigned short* q, const unsigned short* k, const unsigned short* v,
+                                            const float* lse, const float* delta, const int* starts, int nseq, int T,
+                                            int H, int KVH, float scale, int window) {
+    constexpr int BN = 64, DP = D + 8;
+    extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
+    unsigned short* Ks = sh;                 // [BN][DP]
+    unsigned short* Vs = Ks + BN * DP;       // [BN][DP]
+    unsigned short* Qs = Vs + BN * DP;       // [2][BQ][DP]
+    unsigned short* dOs = Qs + 2 * BQ * DP;  // [2][BQ][DP]
+    float* lseS = (float*)(dOs + 2 * BQ * DP); // [2][BQ]
+    float* deltaS = lseS + 2 * BQ;           // [2][BQ]
+    const int kvh = blockIdx.x, group = H / KVH;
+    const int j0 = blockIdx.y * BN;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kLast = min(j0 + BN, T) - 1;
+    const int qEnd = end_query(starts, nseq, kLast, window); // one past the last query any key here sees
+    const int nQT = qEnd > j0 ? (qEnd - j0 + BQ - 1) / BQ : 0;
+    const int nTiles = nQT * group;
+    // load_q fills buffer nb with query tile `it` (head, first query).
+    auto load_q = [&](int nb, int it) {
+        const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
+        load_rows_async<D, BQ>(Qs + nb * BQ * DP, q, qStride, (i64)hq * D, qt, qEnd, tid);
+        load_rows_async<D, BQ>(dOs + nb * BQ * DP, dout, qStride, (i64)hq * D, qt, qEnd, tid);
+        if (tid < BQ) {
+            const int i = qt + tid;
+            const bool ok = i < qEnd;
+            cp_async4(lseS + nb * BQ + tid, ok ? lse + (i64)hq * T + i : lse, ok);
+            cp_async4(deltaS + nb * BQ + tid, ok ? delta + (i64)hq * T + i : delta, ok);
+        }
+    };
+    load_rows_async<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
+    load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
+    if (nTiles > 0) load_q(0, 0);
+    cp_async_commit();
+
+    const int keyA = j0 + warp * 16 + g, keyB = keyA + 8;
+    const int endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
+    const int endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
+    const int warpKey0 = j0 + warp * 16;
+    const bool warpLive = warpKey0 < T;
+    const int warpKeyLast = min(warpKey0 + 15, T - 1);
+    const int warpMinEnd = warpLive ? end_query(starts, nseq, warpKey0, window) : 0;
+    const int warpMaxEnd = warpLive ? end_query(starts, nseq, warpKeyLast, window) : 0;
+    const float sl2 = scale * LOG2E;
+    float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        dK[dn][0] = dK[dn][1] = dK[dn][2] = dK[dn][3] = 0.0f;
+        dV[dn][0] = dV[dn][1] = dV[dn][2] = dV[dn][3] = 0.0f;
+    }
+
+    for (int it = 0; it < nTiles; it++) {
+        const int qt = j0 + (it % nQT) * BQ;
+        cp_async_wait_all();
+        __syncthreads();
+        if (it + 1 < nTiles) load_q((it + 1) & 1, it + 1);
+        cp_async_commit();
+        if (!warpLive || qt >= warpMaxEnd || qt + BQ - 1 < warpKey0) continue; // warp-uniform
+        const unsigned short* Qb = Qs + (it & 1) * BQ * DP;
+        const unsigned short* dOb = dOs + (it & 1) * BQ * DP;
+        const float* lseB = lseS + (it & 1) * BQ;
+        const float* deltaB = deltaS + (it & 1) * BQ;
+
+        float s[BQ / 8][4], dp[BQ / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BQ / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.0f;
+        }
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+            unsigned int ka[4], va[4];
+            ldsm_x4(ka, frag_a_addr(Ks, DP, warp * 16, kc * 16, lane));
+            ldsm_x4(va, frag_a_addr(Vs, DP, warp * 16, kc * 16, lane));
+#pragma unroll
+            for (int np = 0; np < BQ / 16; np++) {
+                unsigned int b[4];
+                ldsm_x4(b, frag_b2_addr(Qb, DP, np * 16, kc * 16, lane));
+                mma_bf16_16816(s[2 * np], ka, b);
+                mma_bf16_16816(s[2 * np + 1], ka, b + 2);
+                ldsm_x4(b, frag_b2_addr(dOb, DP, np * 16, kc * 16, lane));
+                mma_bf16_16816(dp[2 * np], va, b);
+                mma_bf16_16816(dp[2 * np + 1], va, b + 2);
             }
-            if (rowB < T) {
-                i64 off = (i64)rowB * qStride + (i64)h * D + d;
-                st(dq, dqdt, off, dQ[dn][2] * scale);
-                st(dq, dqdt, off + 1, dQ[dn][3] * scale);
+        }
+        // Unmasked when every query of the tile comes at or after every key
+        // of the warp and before the first key's end.
+        const bool masked = qt < warpKeyLast || qt + BQ > warpMinEnd;
+#pragma unroll
+        for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int col = nt * 8 + 2 * t + (e & 1);
+                const int i = qt + col;
+                const bool isB = e >= 2;
+                const bool valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
+                const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -lseB[col] * LOG2E)) : 0.0f;
+                s[nt][e] = p;
+                dp[nt][e] = p * (dp[nt][e] - deltaB[col]);
             }
+        }
+#pragma unroll
+        for (int kc = 0; kc < BQ / 16; kc++) {
+            const unsigned int pa[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                                        pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                        pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            const unsigned int da[4] = {pack_bf16(dp[2 * kc][0], dp[2 * kc][1]), pack_bf16(dp[2 * kc][2], dp[2 * kc][3]),
+                                        pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]),
+                                        pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
+#pragma unroll
+            for (int dn2 = 0; dn2 < D / 16; dn2++) {
+                unsigned int b[4];
+                ldsm_x4_t(b, frag_bt2_addr(dOb, DP, kc * 16, dn2 * 16, lane));
+                mma_bf16_16816(dV[2 * dn2], pa, b);
+                mma_bf16_16816(dV[2 * dn2 + 1], pa, b + 2);
+                ldsm_x4_t(b, frag_bt2_addr(Qb, DP, kc * 16, dn2 * 16, lane));
+                mma_bf16_16816(dK[2 * dn2], da, b);
+                mma_bf16_16816(dK[2 * dn2 + 1], da, b + 2);
+            }
+        }
+    }
+    cp_async_wait_all();
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int d = dn * 8 + 2 * t;
+        if (keyA < T) {
+            const i64 off = (i64)keyA * kvStride + (i64)kvh * D + d;
+            store_pair(dk, dkdt, off, dK[dn][0] * scale, dK[dn][1] * scale);
+            store_pair(dv, dvdt, off, dV[dn][0], dV[dn][1]);
+        }
+        if (keyB < T) {
+            const i64 off = (i64)keyB * kvStride + (i64)kvh * D + d;
+            store_pair(dk, dkdt, off, dK[dn][2] * scale, dK[dn][3] * scale);
+            store_pair(dv, dvdt, off, dV[dn][2], dV[dn][3]);
         }
     }
 }
+
+// The tile of the dq kernel's keys and of the dK/dV kernel's queries:
+// 64, or 32 above head dim 64 to keep the accumulators in registers.
+// engine/cuda/attention.go computes the same sizes for shared memory.
+#define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : 32)
+
+#define ATTN_TC_KERNELS(D)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) attention_forward_tc_d##D(                                     \
+        void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,   \
+        const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window) {                  \
+        attn_fwd_tc<D>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window);                    \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) attention_backward_dq_tc_d##D(                                 \
+        void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,             \
+        const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H,    \
+        int KVH, float scale, int window) {                                                                           \
+        attn_dq_tc<D, ATTN_BWD_TILE(D)>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale, window); \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv_tc_d##D(                                \
+        void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,                  \
+        const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts,   \
+        int nseq, int T, int H, int KVH, float scale, int window) {                                                   \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D)>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH,     \
+                                         scale, window);                                                              \
+    }
+
+ATTN_TC_KERNELS(16)
+ATTN_TC_KERNELS(32)
+ATTN_TC_KERNELS(64)
+ATTN_TC_KERNELS(80)
+ATTN_TC_KERNELS(96)
+ATTN_TC_KERNELS(128)

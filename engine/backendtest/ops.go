@@ -333,6 +333,10 @@ var attnCases = []attnCase{
 	{"gqa8x2_d64_packed_long", []int32{0, 70, 71, 160}, 8, 2, 64, 0, 1},
 	{"gqa8x2_d64_window32", []int32{0, 70, 71, 160}, 8, 2, 64, 32, 1},
 	{"mqa4x1_d128_peaked", []int32{0, 96, 130}, 4, 1, 128, 0, 2.5},
+	// Several 64-row tiles per sequence: tiles with and without masking.
+	{"gqa8x2_d64_many_tiles", []int32{0, 300, 301, 557}, 8, 2, 64, 0, 1},
+	{"gqa4x2_d128_many_tiles_window100", []int32{0, 260, 400}, 4, 2, 128, 100, 1},
+	{"gqa6x2_d96_many_tiles", []int32{0, 200}, 6, 2, 96, 0, 1},
 }
 
 func (c attnCase) layout() (engine.SeqLayout, engine.AttnParams, int) {

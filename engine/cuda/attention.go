@@ -79,19 +79,46 @@ func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.
 	return g
 }
 
-// Tensor-core forward (attention_forward_tc): 64 queries a block, 64-key
-// tiles, bf16 q, k and v, head dims a multiple of 16 up to 128.
+// Tensor-core kernels (kernels/attention.cu, attention_*_tc_d<D>): blocks of
+// 64 queries (forward, dq) or 64 keys (dK/dV) over 4 warps, 64-key tiles in
+// the forward, and backward tiles of attnTCBwdTile(D); bf16 inputs, head
+// dims with an instantiation, 16-byte aligned rows.
 const (
-	attnTCQB     = 64
-	attnTCKB     = 64
-	attnTCQT     = 32 // query tile of the tensor-core dK/dV kernel, key tile of its dq kernel
-	attnTCMaxDim = 128
+	attnTCRows = 64
+	attnTCKB   = 64
 )
 
-// useTensorCores reports whether the forward can take the tensor-core
-// kernel; other dtypes and head dims take the float32 one.
-func useTensorCores(q, k, v *Tensor, d int) bool {
-	return q.dt == engine.BF16 && k.dt == engine.BF16 && v.dt == engine.BF16 && d%16 == 0 && d <= attnTCMaxDim
+// attnTCHeadDims are the head dims with tensor-core kernels.
+var attnTCHeadDims = map[int]bool{16: true, 32: true, 64: true, 80: true, 96: true, 128: true}
+
+// attnTCBwdTile is ATTN_BWD_TILE of kernels/attention.cu: the dq kernel's
+// key tile and the dK/dV kernel's query tile.
+func attnTCBwdTile(d int) int {
+	if d <= 64 {
+		return 64
+	}
+	return 32
+}
+
+// useTensorCores reports whether the tensor-core kernels can take these
+// tensors: all bf16 with 16-byte aligned storage (cp.async copies 16-byte
+// pieces of each row), outputs 4-byte aligned, an instantiated head dim
+// and at most 65535 blocks of rows; others take the float32 kernels.
+func useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
+	if !attnTCHeadDims[d] || (rows+attnTCRows-1)/attnTCRows > 65535 { // grid y limit
+		return false
+	}
+	for _, o := range outs { // results are stored two values at a time
+		if o.ptr()%4 != 0 {
+			return false
+		}
+	}
+	for _, t := range ins {
+		if t.dt != engine.BF16 || t.ptr()%16 != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // forward launches the attention forward over Tq query rows at positions
@@ -99,11 +126,11 @@ func useTensorCores(q, k, v *Tensor, d int) bool {
 // (decoding); lse 0 means nothing saved.
 func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
-	if useTensorCores(qt, kt, vt, D) {
-		return b.launch(op, "attention.cu", "attention_forward_tc",
-			dim3{(Tq + attnTCQB - 1) / attnTCQB, H, 1}, dim3{128, 1, 1}, 2*(attnTCQB+2*attnTCKB)*(D+8),
+	if useTensorCores(D, Tq, []*Tensor{ot}, qt, kt, vt) {
+		return b.launch(op, "attention.cu", fmt.Sprintf("attention_forward_tc_d%d", D),
+			dim3{H, (Tq + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(attnTCRows+4*attnTCKB)*(D+8),
 			ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
-			starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+			starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window))
 	}
 	return b.launch(op, "attention.cu", "attention_forward",
 		dim3{(Tq + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", D),
@@ -272,17 +299,18 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		delta, dot.ptr(), dt(dot), ot.ptr(), dt(ot), int32(T), int32(H), int32(D)); err != nil {
 		return err
 	}
-	if useTensorCores(qt, kt, vt, D) && dot.dt == engine.BF16 {
-		if err := b.launch(op, "attention.cu", "attention_backward_dq_tc",
-			dim3{(T + attnTCQB - 1) / attnTCQB, H, 1}, dim3{128, 1, 1}, 2*(2*attnTCQB+2*attnTCQT)*(D+8),
+	if useTensorCores(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
+		tile := attnTCBwdTile(D)
+		if err := b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dq_tc_d%d", D),
+			dim3{H, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8),
 			dqt.ptr(), dt(dqt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
-			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window)); err != nil {
+			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window)); err != nil {
 			return err
 		}
-		return b.launch(op, "attention.cu", "attention_backward_dkv_tc",
-			dim3{(T + attnTCKB - 1) / attnTCKB, KVH, 1}, dim3{128, 1, 1}, 2*(2*attnTCKB+2*attnTCQT)*(D+8)+2*attnTCQT*4,
+		return b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dkv_tc_d%d", D),
+			dim3{KVH, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8)+4*tile*4,
 			dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
-			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window))
 	}
 	if err := b.launch(op, "attention.cu", "attention_backward_dq",
 		dim3{(T + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dq", D),

@@ -60,11 +60,12 @@ func BenchmarkMatMulBF16(b *testing.B) {
 	b.ReportMetric(2*n*n*n*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
 }
 
-// attention at Llama-3.2-1B's geometry: 4 sequences of 2048 tokens, 32
-// query heads, 8 key/value heads, head dim 64.
-func benchAttention(b *testing.B, backward bool) {
+// attention at Llama-3.2-1B's geometry (4 sequences of 2048 tokens, 32
+// query heads, 8 key/value heads, head dim 64) or Llama-3.1-8B's (2
+// sequences, head dim 128).
+func benchAttention(b *testing.B, backward bool, seqs, D int) {
 	be := benchBackend(b)
-	const seqs, S, H, KVH, D = 4, 2048, 32, 8, 64
+	const S, H, KVH = 2048, 32, 8
 	T := seqs * S
 	starts := make([]int32, seqs+1)
 	for i := range starts {
@@ -73,7 +74,7 @@ func benchAttention(b *testing.B, backward bool) {
 	dev, _ := be.Alloc(engine.I32, len(starts))
 	be.UploadInt32(dev, starts)
 	layout := engine.SeqLayout{Starts: starts, MaxLen: S, Dev: dev}
-	p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(D))}
+	p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(float64(D)))}
 	q := benchTensor(b, be, engine.BF16, 1, T, H*D)
 	k := benchTensor(b, be, engine.BF16, 1, T, KVH*D)
 	v := benchTensor(b, be, engine.BF16, 1, T, KVH*D)
@@ -112,12 +113,14 @@ func benchAttention(b *testing.B, backward bool) {
 	if backward {
 		products = 5
 	}
-	flops := products * 2 * float64(seqs) * float64(S) * float64(S) / 2 * D * H
+	flops := products * 2 * float64(seqs) * float64(S) * float64(S) / 2 * float64(D) * H
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
 }
 
-func BenchmarkAttentionForward(b *testing.B)  { benchAttention(b, false) }
-func BenchmarkAttentionBackward(b *testing.B) { benchAttention(b, true) }
+func BenchmarkAttentionForward(b *testing.B)      { benchAttention(b, false, 4, 64) }
+func BenchmarkAttentionBackward(b *testing.B)     { benchAttention(b, true, 4, 64) }
+func BenchmarkAttentionForwardD128(b *testing.B)  { benchAttention(b, false, 2, 128) }
+func BenchmarkAttentionBackwardD128(b *testing.B) { benchAttention(b, true, 2, 128) }
 
 func BenchmarkRMSNorm(b *testing.B) {
 	be := benchBackend(b)

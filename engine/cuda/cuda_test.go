@@ -127,6 +127,26 @@ func randVals(rng *rand.Rand, n int) []float32 {
 
 var kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+)\(`)
 
+// tcInstance is one instantiation of attention.cu's tensor-core kernels.
+var tcInstance = regexp.MustCompile(`(?m)^ATTN_TC_KERNELS\((\d+)\)$`)
+
+// declaredKernels lists the kernels a source file declares, the
+// tensor-core attention kernels by their instantiated names.
+func declaredKernels(src string) []string {
+	var names []string
+	for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
+		if m[1] != "__launch_bounds__" { // a declaration inside a macro, named with ##
+			names = append(names, m[1])
+		}
+	}
+	for _, m := range tcInstance.FindAllStringSubmatch(src, -1) {
+		for _, k := range []string{"attention_forward_tc_d", "attention_backward_dq_tc_d", "attention_backward_dkv_tc_d"} {
+			names = append(names, k+m[1])
+		}
+	}
+	return names
+}
+
 // TestCompileAllKernels compiles every kernel file with NVRTC and loads
 // every kernel in it, so a compile error anywhere shows at once with the
 // compiler's log.
@@ -139,8 +159,8 @@ func TestCompileAllKernels(t *testing.T) {
 	defer exit()
 	for _, file := range kernels.Names() {
 		src, _ := kernels.Source(file)
-		for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
-			if _, err := b.function(file, m[1]); err != nil {
+		for _, name := range declaredKernels(src) {
+			if _, err := b.function(file, name); err != nil {
 				t.Errorf("%v", err)
 			}
 		}
@@ -503,8 +523,8 @@ func TestLaunchedKernelsExist(t *testing.T) {
 				continue
 			}
 			declared := false
-			for _, d := range kernelDecl.FindAllStringSubmatch(cu, -1) {
-				declared = declared || d[1] == m[2]
+			for _, d := range declaredKernels(cu) {
+				declared = declared || d == m[2]
 			}
 			if !declared {
 				t.Errorf("%s launches %s, which kernels/%s does not declare", f, m[2], file)
@@ -635,5 +655,33 @@ func TestDequantizeNF4MatchesCPU(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTensorCoreAttentionInstantiated: every head dim that attention.go
+// sends to the tensor-core kernels has its kernels instantiated in
+// kernels/attention.cu (launched by names built at run time, which
+// TestLaunchedKernelsExist cannot see).
+func TestTensorCoreAttentionInstantiated(t *testing.T) {
+	cu, err := kernels.Source("attention.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	for _, name := range declaredKernels(cu) {
+		declared[name] = true
+	}
+	for d := range attnTCHeadDims {
+		if !declared[fmt.Sprintf("attention_backward_dkv_tc_d%d", d)] {
+			t.Errorf("head dim %d takes the tensor-core kernels, but kernels/attention.cu has no ATTN_TC_KERNELS(%d)", d, d)
+		}
+		if want := attnTCBwdTile(d); (d <= 64) != (want == 64) {
+			t.Errorf("head dim %d: backward tile %d disagrees with ATTN_BWD_TILE", d, want)
+		}
+	}
+	for _, name := range []string{"attention_forward_tc_d", "attention_backward_dq_tc_d", "attention_backward_dkv_tc_d"} {
+		if !strings.Contains(cu, name+"##D(") {
+			t.Errorf("kernels/attention.cu does not define %s<D> in ATTN_TC_KERNELS", name)
+		}
 	}
 }
