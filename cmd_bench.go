@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"time"
 
@@ -240,6 +241,12 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 			return benchResult{}, err
 		}
 	}
+	prof, profiling := b.(interface{ ProfileReport() (string, error) })
+	if profiling {
+		if _, err := prof.ProfileReport(); err != nil { // drop the warm-up's times
+			return benchResult{}, err
+		}
+	}
 	start := time.Now()
 	for i := 0; i < steps; i++ {
 		if err := step(); err != nil {
@@ -247,6 +254,14 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 		}
 	}
 	dt := time.Since(start).Seconds() / float64(steps)
+	if profiling {
+		// WHET_CUDA_PROFILE=1: device time per kernel over the timed steps.
+		if rep, err := prof.ProfileReport(); err != nil {
+			return benchResult{}, err
+		} else if rep != "" {
+			fmt.Fprintf(os.Stderr, "profile of %d steps of %s %s:\n%s", steps, name, method, rep)
+		}
+	}
 	n := m.NumParams()
 	tps := float64(batch*seq) / dt
 	r := benchResult{Model: name, Method: method, Backend: b.Name(), Batch: batch, Seq: seq, Checkpointing: ckpt,

@@ -183,6 +183,15 @@ type MemoryReporter interface {
 	InUseBytes() int64
 }
 
+// CrossEntropyInto is implemented by backends whose cross-entropy can
+// write the logits gradient into a separate tensor, of the compute dtype,
+// instead of over float32 logits that then need a cast: the same losses
+// and gradient as SoftmaxCrossEntropy, with grad [N, V] overwritten and
+// logits left as they were.
+type CrossEntropyInto interface {
+	SoftmaxCrossEntropyInto(grad, logits, labels, losses Tensor, gradScale float32) error
+}
+
 // KVAttention is decode-time attention over a key/value cache, for
 // generation: q holds Tq queries of one sequence at positions
 // qOffset..qOffset+Tq-1; k and v hold that sequence's first Tk =

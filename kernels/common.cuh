@@ -25,6 +25,19 @@
 
 typedef long long i64;
 
+// Vector types for 8- and 16-byte memory accesses, declared here because
+// NVRTC compiles with no CUDA header (the pointer must be aligned to the
+// type's size).
+struct __attribute__((aligned(16))) f32x4 {
+    float x, y, z, w;
+};
+struct __attribute__((aligned(16))) u32x4 {
+    unsigned int x, y, z, w;
+};
+struct __attribute__((aligned(8))) u32x2 {
+    unsigned int x, y;
+};
+
 // -inf without <math.h>, which NVRTC does not ship.
 #define NEG_INF __int_as_float(0xff800000)
 
@@ -54,6 +67,49 @@ __device__ __forceinline__ void st(void* p, int dt, i64 i, float v) {
         ((int*)p)[i] = __float2int_rn(v);
     } else {
         ((float*)p)[i] = v;
+    }
+}
+
+// aligned16 reports whether a device pointer is 16-byte aligned: the
+// condition, with a length that is a multiple of 8, for ld8/st8 below.
+__device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15) == 0; }
+
+// ld8 reads the 8 elements i..i+7 (i a multiple of 8, base aligned16) in
+// one 16-byte load for bf16 or two for f32; st8 writes them back.
+__device__ __forceinline__ void ld8(const void* p, int dt, i64 i, float* f) {
+    if (dt == DT_BF16) {
+        const u32x4 v = *(const u32x4*)((const unsigned short*)p + i);
+        const unsigned int w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            f[2 * k] = __uint_as_float(w[k] << 16);
+            f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        }
+    } else if (dt == DT_F32) {
+        const f32x4 a = *(const f32x4*)((const float*)p + i), b = *(const f32x4*)((const float*)p + i + 4);
+        f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) f[k] = ld(p, dt, i + k);
+    }
+}
+
+__device__ __forceinline__ void st8(void* p, int dt, i64 i, const float* f) {
+    if (dt == DT_BF16) {
+        u32x4 v;
+        v.x = (unsigned int)f32_to_bf16(f[0]) | ((unsigned int)f32_to_bf16(f[1]) << 16);
+        v.y = (unsigned int)f32_to_bf16(f[2]) | ((unsigned int)f32_to_bf16(f[3]) << 16);
+        v.z = (unsigned int)f32_to_bf16(f[4]) | ((unsigned int)f32_to_bf16(f[5]) << 16);
+        v.w = (unsigned int)f32_to_bf16(f[6]) | ((unsigned int)f32_to_bf16(f[7]) << 16);
+        *(u32x4*)((unsigned short*)p + i) = v;
+    } else if (dt == DT_F32) {
+        f32x4 a, b;
+        a.x = f[0], a.y = f[1], a.z = f[2], a.w = f[3], b.x = f[4], b.y = f[5], b.z = f[6], b.w = f[7];
+        *(f32x4*)((float*)p + i) = a;
+        *(f32x4*)((float*)p + i + 4) = b;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) st(p, dt, i + k, f[k]);
     }
 }
 

@@ -30,6 +30,7 @@ var suite = []struct {
 	{"SwiGLU", testSwiGLU},
 	{"SwiGLUBackward", testSwiGLUBackward},
 	{"SoftmaxCrossEntropy", testSoftmaxCrossEntropy},
+	{"SoftmaxCrossEntropyInto", testSoftmaxCrossEntropyInto},
 	{"Dropout", testDropout},
 	{"AdamW", testAdamW},
 	{"Views", testViews},
@@ -85,21 +86,24 @@ func testMemory(h *harness) {
 			}
 		})
 	}
-	h.sub("copy_casts", func(h *harness) {
-		src := h.randn(engine.F32, 3, 100)
-		dst := h.output(h.act, 10, 10)
-		h.check("Copy", h.dut.Copy(dst.dut, src.dut))
-		// The oracle rounds like the backend must: copy into a tensor of
-		// the same dtype on the CPU side.
-		want, err := h.ref.Alloc(h.act, 10, 10)
-		h.oracle("Alloc", err)
-		defer h.ref.Free(want)
-		h.oracle("Copy", h.ref.Copy(want, src.ref))
-		h.compareValues("f32 -> "+h.act.String(), h.held(dst.dut), h.refValues(want), Tol{})
-		back := h.output(engine.F32, 100)
-		h.check("Copy", h.dut.Copy(back.dut, dst.dut))
-		h.compareValues(h.act.String()+" -> f32", h.held(back.dut), h.refValues(want), Tol{})
-	})
+	// 96 values take the GPU's 16-byte path, 100 its element path.
+	for _, n := range []int{100, 96} {
+		h.sub(fmt.Sprintf("copy_casts_%d", n), func(h *harness) {
+			src := h.randn(engine.F32, 3, n)
+			dst := h.output(h.act, n/4, 4)
+			h.check("Copy", h.dut.Copy(dst.dut, src.dut))
+			// The oracle rounds like the backend must: copy into a tensor of
+			// the same dtype on the CPU side.
+			want, err := h.ref.Alloc(h.act, n/4, 4)
+			h.oracle("Alloc", err)
+			defer h.ref.Free(want)
+			h.oracle("Copy", h.ref.Copy(want, src.ref))
+			h.compareValues("f32 -> "+h.act.String(), h.held(dst.dut), h.refValues(want), Tol{})
+			back := h.output(engine.F32, n)
+			h.check("Copy", h.dut.Copy(back.dut, dst.dut))
+			h.compareValues(h.act.String()+" -> f32", h.held(back.dut), h.refValues(want), Tol{})
+		})
+	}
 	h.sub("view_writes_through", func(h *harness) {
 		base := h.randn(h.act, 1, 6, 8)
 		v := h.view(base, 11, 3, 7)
@@ -226,7 +230,7 @@ func (h *harness) normWeight(dim int) pair {
 }
 
 func testRMSNorm(h *harness) {
-	for _, dim := range []int{64, 200} {
+	for _, dim := range []int{64, 200, 61} { // 61: no 16-byte path
 		h.sub(fmt.Sprintf("dim%d", dim), func(h *harness) {
 			x, w := h.randn(h.act, 2, 11, dim), h.normWeight(dim)
 			out, rstd := h.output(h.act, 11, dim), h.output(engine.F32, 11)
@@ -239,9 +243,13 @@ func testRMSNorm(h *harness) {
 }
 
 func testRMSNormBackward(h *harness) {
-	const rows, dim = 11, 64
-	for _, frozen := range []bool{false, true} {
-		name := "dWeight"
+	const rows = 11
+	for _, c := range []struct {
+		frozen bool
+		dim    int
+	}{{false, 64}, {true, 64}, {false, 61}} { // 61: no 16-byte path
+		frozen, dim := c.frozen, c.dim
+		name := fmt.Sprintf("dWeight_dim%d", dim)
 		if frozen {
 			name = "frozen_weight_nil_dWeight"
 		}
@@ -299,7 +307,7 @@ func packedPositions(starts []int32) []int32 {
 }
 
 func testRoPE(h *harness) {
-	for _, headDim := range []int{16, 64} {
+	for _, headDim := range []int{16, 64, 12} { // 12: no 16-byte path
 		for _, inverse := range []bool{false, true} {
 			h.sub(fmt.Sprintf("headDim%d_inverse=%v", headDim, inverse), func(h *harness) {
 				const heads, maxPos = 4, 4096
@@ -445,59 +453,105 @@ func testAttentionKV(h *harness) {
 	}
 }
 
+// swigluCols: 301 columns take the GPU's element path, 64 its 16-byte path.
+var swigluCols = []int{301, 64}
+
 func testSwiGLU(h *harness) {
-	gate, up := h.randn(h.act, 3, 9, 301), h.randn(h.act, 1, 9, 301)
-	out := h.output(h.act, 9, 301)
-	h.check("SwiGLU", h.dut.SwiGLU(out.dut, gate.dut, up.dut))
-	h.oracle("SwiGLU", h.ref.SwiGLU(out.ref, gate.ref, up.ref))
-	h.compare("out", out)
+	for _, cols := range swigluCols {
+		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
+			gate, up := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols)
+			out := h.output(h.act, 9, cols)
+			h.check("SwiGLU", h.dut.SwiGLU(out.dut, gate.dut, up.dut))
+			h.oracle("SwiGLU", h.ref.SwiGLU(out.ref, gate.ref, up.ref))
+			h.compare("out", out)
+		})
+	}
 }
 
 func testSwiGLUBackward(h *harness) {
-	gate, up, dOut := h.randn(h.act, 3, 9, 301), h.randn(h.act, 1, 9, 301), h.randn(h.act, 1, 9, 301)
-	dGate, dUp := h.output(h.act, 9, 301), h.output(h.act, 9, 301)
-	h.check("SwiGLUBackward", h.dut.SwiGLUBackward(dGate.dut, dUp.dut, dOut.dut, gate.dut, up.dut))
-	h.oracle("SwiGLUBackward", h.ref.SwiGLUBackward(dGate.ref, dUp.ref, dOut.ref, gate.ref, up.ref))
-	h.compare("dGate (overwritten)", dGate)
-	h.compare("dUp (overwritten)", dUp)
+	for _, cols := range swigluCols {
+		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
+			gate, up, dOut := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols), h.randn(h.act, 1, 9, cols)
+			dGate, dUp := h.output(h.act, 9, cols), h.output(h.act, 9, cols)
+			h.check("SwiGLUBackward", h.dut.SwiGLUBackward(dGate.dut, dUp.dut, dOut.dut, gate.dut, up.dut))
+			h.oracle("SwiGLUBackward", h.ref.SwiGLUBackward(dGate.ref, dUp.ref, dOut.ref, gate.ref, up.ref))
+			h.compare("dGate (overwritten)", dGate)
+			h.compare("dUp (overwritten)", dUp)
+		})
+	}
+}
+
+// crossEntropyCase makes logits (one row large enough to overflow exp()
+// unless the max is subtracted) and labels (every fifth ignored, the last
+// at the top of the vocabulary) for the cross-entropy tests.
+func crossEntropyCase(h *harness, n, vocab int) (logits []float32, labels []int32, scale float32) {
+	logits = make([]float32, n*vocab)
+	for i := range logits {
+		logits[i] = 3 * float32(h.rng.NormFloat64())
+	}
+	for j := 0; j < vocab; j++ {
+		logits[4*vocab+j] *= 40
+	}
+	labels = make([]int32, n)
+	valid := 0
+	for i := range labels {
+		if i%5 == 2 {
+			labels[i] = -100
+			continue
+		}
+		labels[i] = int32(h.rng.IntN(vocab))
+		valid++
+	}
+	labels[n-1] = int32(vocab - 1)
+	return logits, labels, 1 / float32(valid+1)
 }
 
 func testSoftmaxCrossEntropy(h *harness) {
-	const n, vocab = 37, 1000
-	for _, dt := range h.dtypes() {
-		h.sub("logits_"+dt.String(), func(h *harness) {
-			logits := make([]float32, n*vocab)
-			for i := range logits {
-				logits[i] = 3 * float32(h.rng.NormFloat64())
-			}
-			for j := 0; j < vocab; j++ { // row 4 overflows exp() unless the max is subtracted
-				logits[4*vocab+j] *= 40
-			}
-			labels := make([]int32, n)
-			valid := 0
-			for i := range labels {
-				if i%5 == 2 {
-					labels[i] = -100
-					continue
+	const n = 37
+	// 1000 columns take the GPU's 16-byte path, 1003 its element path.
+	for _, vocab := range []int{1000, 1003} {
+		for _, dt := range h.dtypes() {
+			h.sub(fmt.Sprintf("logits_%s_vocab%d", dt, vocab), func(h *harness) {
+				logits, labels, scale := crossEntropyCase(h, n, vocab)
+				lg := h.input(dt, logits, n, vocab)
+				lb := h.ints(labels)
+				losses := h.output(engine.F32, n)
+				h.check("SoftmaxCrossEntropy", h.dut.SoftmaxCrossEntropy(lg.dut, lb.dut, losses.dut, scale))
+				h.oracle("SoftmaxCrossEntropy", h.ref.SoftmaxCrossEntropy(lg.ref, lb.ref, losses.ref, scale))
+				h.compare("losses (overwritten)", losses)
+				h.compare("logits gradient", lg)
+				got := h.held(losses.dut)
+				for i, l := range labels {
+					if l == -100 && got[i] != 0 {
+						h.t.Errorf("ignored row %d has loss %g, want 0", i, got[i])
+					}
 				}
-				labels[i] = int32(h.rng.IntN(vocab))
-				valid++
-			}
-			labels[n-1] = vocab - 1
-			lg := h.input(dt, logits, n, vocab)
+			})
+		}
+	}
+}
+
+// testSoftmaxCrossEntropyInto covers the optional engine.CrossEntropyInto:
+// float32 logits stay as they were, the gradient lands in grad (of the
+// activation dtype), and both equal the oracle's in-place results.
+func testSoftmaxCrossEntropyInto(h *harness) {
+	ce, ok := h.dut.(engine.CrossEntropyInto)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.CrossEntropyInto (optional)", h.dut.Name())
+	}
+	const n = 37
+	for _, vocab := range []int{1000, 1003} {
+		h.sub(fmt.Sprintf("grad_%s_vocab%d", h.act, vocab), func(h *harness) {
+			logits, labels, scale := crossEntropyCase(h, n, vocab)
+			lg := h.input(engine.F32, logits, n, vocab)
 			lb := h.ints(labels)
 			losses := h.output(engine.F32, n)
-			scale := 1 / float32(valid)
-			h.check("SoftmaxCrossEntropy", h.dut.SoftmaxCrossEntropy(lg.dut, lb.dut, losses.dut, scale))
+			grad := h.output(h.act, n, vocab)
+			h.check("SoftmaxCrossEntropyInto", ce.SoftmaxCrossEntropyInto(grad.dut, lg.dut, lb.dut, losses.dut, scale))
 			h.oracle("SoftmaxCrossEntropy", h.ref.SoftmaxCrossEntropy(lg.ref, lb.ref, losses.ref, scale))
 			h.compare("losses (overwritten)", losses)
-			h.compare("logits gradient", lg)
-			got := h.held(losses.dut)
-			for i, l := range labels {
-				if l == -100 && got[i] != 0 {
-					h.t.Errorf("ignored row %d has loss %g, want 0", i, got[i])
-				}
-			}
+			h.compareValues("grad (overwritten)", h.held(grad.dut), h.refValues(lg.ref), h.tol)
+			h.compareValues("logits (unchanged)", h.held(lg.dut), logits, Tol{})
 		})
 	}
 }

@@ -23,6 +23,10 @@ type Options struct {
 	// its kernel and sizes, instead of at the next Sync. Slow; for
 	// debugging. The environment variable WHET_CUDA_SYNC=1 sets it too.
 	SyncEachOp bool
+	// Profile times every kernel and matrix product with CUDA events
+	// (ProfileReport gives the table; whet bench prints it). The
+	// environment variable WHET_CUDA_PROFILE=1 sets it too.
+	Profile bool
 	// ComputeF32 keeps weights and activations in float32 instead of bf16
 	// (slower, twice the memory): for checking the GPU against the CPU
 	// reference without bf16 rounding, e.g. token-for-token generation.
@@ -60,6 +64,7 @@ type Backend struct {
 	smCount, maxSmemOptin int
 	cache                 kernelCache
 	syncEachOp            bool
+	prof                  *profiler // nil unless profiling
 
 	modules map[string]uintptr   // kernel file -> CUmodule
 	funcs   map[string]*function // kernel name -> function
@@ -213,6 +218,12 @@ func New(opts Options) (*Backend, error) {
 	if err := b.open(opts); err != nil {
 		b.release()
 		return nil, err
+	}
+	if opts.Profile || os.Getenv("WHET_CUDA_PROFILE") == "1" {
+		if b.prof, err = newProfiler(drv); err != nil {
+			b.release()
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -675,7 +686,13 @@ func (b *Backend) Sync() error {
 		return err
 	}
 	defer exit()
-	return withOp("Sync", b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream))
+	if err := b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream); err != nil {
+		return withOp("Sync", err)
+	}
+	if b.prof != nil {
+		return withOp("Sync", b.prof.collect(b.drv))
+	}
+	return nil
 }
 
 // bf16Bits rounds a float32 to bfloat16 (nearest, ties to even) as

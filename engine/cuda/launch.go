@@ -106,9 +106,16 @@ func (b *Backend) launch(op, file, name string, grid, block dim3, smem int, args
 	if len(ptrs) > 0 {
 		params = uintptr(unsafe.Pointer(&ptrs[0]))
 	}
-	err = b.drv.call("cuLaunchKernel", b.drv.cuLaunchKernel, f.handle,
-		uintptr(grid.x), uintptr(grid.y), uintptr(grid.z), uintptr(block.x), uintptr(block.y), uintptr(block.z),
-		uintptr(smem), b.stream, params, 0)
+	run := func() error {
+		return b.drv.call("cuLaunchKernel", b.drv.cuLaunchKernel, f.handle,
+			uintptr(grid.x), uintptr(grid.y), uintptr(grid.z), uintptr(block.x), uintptr(block.y), uintptr(block.z),
+			uintptr(smem), b.stream, params, 0)
+	}
+	if b.prof != nil {
+		err = b.prof.around(b.drv, b.stream, name, run)
+	} else {
+		err = run()
+	}
 	// The driver copies the parameters during the call; keep them alive
 	// until it returns (params is a plain integer to the collector).
 	runtime.KeepAlive(ptrs)

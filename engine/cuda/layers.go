@@ -112,6 +112,9 @@ func (b *Backend) EmbeddingBackward(dTable, dOut, ids engine.Tensor) error {
 // rowBlock is the block size for one-row-per-block kernels: enough
 // threads to cover the row, in whole warps, at most 1024.
 func rowBlock(cols int) dim3 {
+	if cols%8 == 0 {
+		cols /= 8 // the kernels' 16-byte path: 8 elements per thread step
+	}
 	t := 32
 	for t < cols && t < 1024 {
 		t *= 2
@@ -250,6 +253,25 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, gradScale float32) error {
 	c := checker{op: "SoftmaxCrossEntropy", b: b}
 	lg := c.float("logits", logits)
+	return b.crossEntropy(&c, lg, lg, labels, losses, gradScale)
+}
+
+// SoftmaxCrossEntropyInto (engine.CrossEntropyInto) is SoftmaxCrossEntropy
+// with the gradient written to grad, in grad's dtype, and logits kept.
+func (b *Backend) SoftmaxCrossEntropyInto(grad, logits, labels, losses engine.Tensor, gradScale float32) error {
+	c := checker{op: "SoftmaxCrossEntropyInto", b: b}
+	gt := c.float("grad", grad)
+	lg := c.float("logits", logits)
+	if c.err == nil {
+		c.matrix("grad", gt, engine.Rows(lg), engine.Cols(lg))
+		c.disjoint("grad", gt, "logits", lg)
+	}
+	return b.crossEntropy(&c, gt, lg, labels, losses, gradScale)
+}
+
+// crossEntropy checks labels and losses and launches the kernel, which
+// writes the gradient to gt (lg itself for the in-place op).
+func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine.Tensor, gradScale float32) error {
 	lb := c.intTensor("labels", labels)
 	ls := c.f32("losses", losses)
 	if c.err != nil {
@@ -259,6 +281,7 @@ func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, grad
 	c.length("labels", lb, n)
 	c.length("losses", ls, n)
 	c.disjoint("losses", ls, "logits", lg)
+	c.disjoint("losses", ls, "grad", gt)
 	if c.err != nil {
 		return c.err
 	}
@@ -267,15 +290,15 @@ func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, grad
 		return err
 	}
 	defer exit()
-	if err := b.checkIndices("SoftmaxCrossEntropy", "labels", lb, vocab, true, func(i int, y int32) error {
-		return fmt.Errorf("cuda: SoftmaxCrossEntropy: labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
-			i, y, vocab, lg.shape, ignoreLabel)
+	if err := b.checkIndices(c.op, "labels", lb, vocab, true, func(i int, y int32) error {
+		return fmt.Errorf("cuda: %s: labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
+			c.op, i, y, vocab, lg.shape, ignoreLabel)
 	}); err != nil {
 		return err
 	}
 	if n == 0 {
 		return nil
 	}
-	return b.launch(fmt.Sprintf("SoftmaxCrossEntropy %s %v", lg.dt, lg.shape), "crossentropy.cu", "softmax_cross_entropy",
-		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale)
+	return b.launch(fmt.Sprintf("%s %s %v into %s", c.op, lg.dt, lg.shape, gt.dt), "crossentropy.cu", "softmax_cross_entropy",
+		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, gt.ptr(), dt(gt), lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale)
 }

@@ -367,7 +367,13 @@ func (b *Backend) gemm(op string, c uint64, cType engine.DType, a, bm uint64, ab
 	if err != nil {
 		return withOp(op, err)
 	}
-	if err := b.lt.matmul(p, alpha, beta, bm, a, c, b.workspace, b.workspaceSize, b.stream); err != nil {
+	run := func() error { return b.lt.matmul(p, alpha, beta, bm, a, c, b.workspace, b.workspaceSize, b.stream) }
+	if b.prof != nil {
+		err = b.prof.around(b.drv, b.stream, fmt.Sprintf("gemm %dx%dx%d %s->%s tA=%v tB=%v", m, n, k, abType, cType, transA, transB), run)
+	} else {
+		err = run()
+	}
+	if err != nil {
 		return withOp(op, err)
 	}
 	if b.syncEachOp {
