@@ -16,11 +16,14 @@ import (
 //	a = attention(q, k, v)                  saved: q, k, v, a, lse
 //	x_mid = x_l + a Wo^T
 //	h2 = rmsnorm(x_mid)                     saved: x_mid, h2, rstd2
-//	g, u = h2 Wg^T, h2 Wu^T ; s = silu(g)*u saved: g, u, s
+//	g, u = h2 Wg^T, h2 Wu^T ; s = silu(g)*u saved: g, u
 //	x_{l+1} = x_mid + s Wd^T
 //
-// With activation checkpointing only x_l is kept per layer and one shared
-// set of the other buffers is recomputed from it during the backward.
+// s is not saved: one buffer serves every layer's forward and the backward
+// recomputes it from g and u (an elementwise pass, instead of keeping L
+// buffers of [T, I], the largest activation). With activation
+// checkpointing only x_l is kept per layer and one shared set of the other
+// buffers is recomputed from it during the backward.
 
 // Activations holds every buffer a forward/backward pass over at most Cap
 // tokens needs. Buffers are sized once; a batch of T <= Cap tokens uses
@@ -119,13 +122,14 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	if checkpointing {
 		nSets = 1
 	}
+	swigluOut := alloc(cd, T, I) // shared by every layer, recomputed in the backward
 	for l := 0; l < nSets; l++ {
 		la := &layerActs{
 			h1: alloc(cd, T, D), rstd1: alloc(F32, T),
 			q: alloc(cd, T, Q), k: alloc(cd, T, KV), v: alloc(cd, T, KV),
 			att: alloc(cd, T, Q), lse: alloc(F32, c.NumHeads, T),
 			xmid: alloc(cd, T, D), h2: alloc(cd, T, D), rstd2: alloc(F32, T),
-			g: alloc(cd, T, I), u: alloc(cd, T, I), s: alloc(cd, T, I),
+			g: alloc(cd, T, I), u: alloc(cd, T, I), s: swigluOut,
 			xa: map[*Linear]Tensor{},
 		}
 		a.layers = append(a.layers, la)
@@ -576,6 +580,14 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 		what string
 		f    func() error
 	}{
+		// s is shared by every layer's forward: rebuild this layer's (a
+		// checkpointing recompute has just written it).
+		{"swiglu recompute", func() error {
+			if a.Checkpointing {
+				return nil
+			}
+			return B.SwiGLU(sw, g, u)
+		}},
 		// x_{l+1} = x_mid + down(s): dres already is dL/dx_mid's residual part.
 		{"down", func() error { return a.linearBackward(L.Down, sw, dres, ds, false, l, s) }},
 		{"swiglu", func() error { return B.SwiGLUBackward(dg, du, ds, g, u) }},

@@ -13,6 +13,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -54,4 +55,53 @@ func Names() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+var (
+	// kernelDecl matches a kernel declaration; a name built inside a macro
+	// ends in ##PARAM (group 2).
+	kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+?)(?:##(\w+))?\(`)
+	macroDef   = regexp.MustCompile(`^#define (\w+)\((\w+)\)`)
+	macroUse   = regexp.MustCompile(`^(\w+)\((\w+)\)\s*$`)
+)
+
+// Declared lists the kernels a source declares by the names the backend
+// looks up: plain extern "C" kernels, and kernels declared inside a
+// one-parameter macro (attention.cu's head-dim instantiations, e.g.
+// attention_forward_tc_d##D) once per top-level use of that macro, with
+// the argument pasted in (ATTN_TC_KERNELS(64) gives
+// attention_forward_tc_d64).
+func Declared(src string) []string {
+	var names []string
+	type macro struct {
+		param    string
+		prefixes []string
+	}
+	macros := map[string]*macro{}
+	var cur *macro // the macro whose body is being read
+	for _, line := range strings.Split(src, "\n") {
+		if cur == nil {
+			if m := macroDef.FindStringSubmatch(line); m != nil {
+				cur = &macro{param: m[2]}
+				macros[m[1]] = cur
+			} else if m := macroUse.FindStringSubmatch(line); m != nil && macros[m[1]] != nil {
+				for _, p := range macros[m[1]].prefixes {
+					names = append(names, p+m[2])
+				}
+				continue
+			}
+		}
+		for _, d := range kernelDecl.FindAllStringSubmatch(line, -1) {
+			switch {
+			case d[2] == "":
+				names = append(names, d[1])
+			case cur != nil && d[2] == cur.param:
+				cur.prefixes = append(cur.prefixes, d[1])
+			}
+		}
+		if cur != nil && !strings.HasSuffix(strings.TrimRight(line, " \t"), `\`) {
+			cur = nil // the macro's last line
+		}
+	}
+	return names
 }

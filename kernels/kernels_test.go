@@ -7,7 +7,6 @@ import (
 )
 
 var (
-	kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+)\(`)
 	// versioned matches llm.c-style variant names: kernel3, _v2, _2.
 	versioned = regexp.MustCompile(`(kernel\d+|_v\d+|_\d+)$`)
 )
@@ -33,12 +32,11 @@ func TestSourcesFollowTheHouseRules(t *testing.T) {
 		if !strings.Contains(src, `#include "common.cuh"`) {
 			t.Errorf("%s does not include common.cuh", name)
 		}
-		decls := kernelDecl.FindAllStringSubmatch(src, -1)
+		decls := Declared(src)
 		if len(decls) == 0 {
 			t.Errorf("%s declares no extern \"C\" kernel", name)
 		}
-		for _, d := range decls {
-			k := d[1]
+		for _, k := range decls {
 			if versioned.MatchString(k) {
 				t.Errorf("%s: kernel %s carries a number, which reads as a version", name, k)
 			}
@@ -47,6 +45,14 @@ func TestSourcesFollowTheHouseRules(t *testing.T) {
 			}
 			seen[k] = name
 		}
+	}
+	for _, k := range []string{"attention_forward_tc_d64", "attention_backward_dkv_tc_d128", "softmax_cross_entropy"} {
+		if seen[k] == "" {
+			t.Errorf("Declared does not find kernel %s", k)
+		}
+	}
+	if _, ok := seen["__launch_bounds__"]; ok {
+		t.Error("Declared took __launch_bounds__ for a kernel name")
 	}
 	if _, ok := Headers()["common.cuh"]; !ok {
 		t.Error("common.cuh is not among the headers given to NVRTC")

@@ -125,27 +125,8 @@ func randVals(rng *rand.Rand, n int) []float32 {
 	return v
 }
 
-var kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+)\(`)
-
-// tcInstance is one instantiation of attention.cu's tensor-core kernels.
-var tcInstance = regexp.MustCompile(`(?m)^ATTN_TC_KERNELS\((\d+)\)$`)
-
-// declaredKernels lists the kernels a source file declares, the
-// tensor-core attention kernels by their instantiated names.
-func declaredKernels(src string) []string {
-	var names []string
-	for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
-		if m[1] != "__launch_bounds__" { // a declaration inside a macro, named with ##
-			names = append(names, m[1])
-		}
-	}
-	for _, m := range tcInstance.FindAllStringSubmatch(src, -1) {
-		for _, k := range []string{"attention_forward_tc_d", "attention_backward_dq_tc_d", "attention_backward_dkv_tc_d"} {
-			names = append(names, k+m[1])
-		}
-	}
-	return names
-}
+// declaredKernels lists the kernels a source declares (kernels.Declared).
+func declaredKernels(src string) []string { return kernels.Declared(src) }
 
 // TestCompileAllKernels compiles every kernel file with NVRTC and loads
 // every kernel in it, so a compile error anywhere shows at once with the

@@ -645,7 +645,10 @@ func quantized(w Buffer, double bool) []Buffer {
 //	ln2_rstd     [N]      fp32
 //	ln2_out      [N, H]   gate/up projection input
 //	gate, up     [N, I]   SwiGLU inputs
-//	swiglu_out   [N, I]   down_proj input
+//
+// The SwiGLU output (down_proj's input) is not among them: one [N, I]
+// buffer serves every layer, and the backward recomputes it from gate and
+// up (see activationBuffers).
 //
 // Gemma 2 also normalizes the attention and MLP outputs: their inputs
 // (o_proj and down_proj outputs) [N, H] and rstd [N] are saved too. LoRA
@@ -671,7 +674,6 @@ func layerActivations(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		b("ln2_out", dt, n, h),
 		b("gate", dt, n, i),
 		b("up", dt, n, i),
-		b("swiglu_out", dt, n, i),
 	}
 	if normsPerLayer(cfg) == 4 {
 		bufs = append(bufs,
@@ -735,6 +737,9 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		}
 	}
 	bufs = append(bufs,
+		// silu(gate)*up of the layer being run: written by each forward and
+		// recomputed by each backward (cheaper than keeping L of them).
+		Buffer{Name: "acts.swiglu_out", Category: Activations, DType: dt, Shape: []int64{n, i}, Repeat: 1},
 		Buffer{Name: "acts.resid_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},
 		Buffer{Name: "acts.final_rstd", Category: Activations, DType: F32, Shape: []int64{n}, Repeat: 1},
 		Buffer{Name: "acts.final_norm_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},

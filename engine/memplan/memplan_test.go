@@ -53,12 +53,13 @@ func TestPlanLoRAByHand(t *testing.T) {
 		// m and v: 2 × 4096, plus 1024 fp32 grad-norm partials (4096)
 		OptimizerState: 12288,
 		// per layer, bf16: resid_in, ln1_out, q, attn_out, resid_mid, ln2_out
-		// 6 × 8·16 = 768; k, v 2 × 8·8 = 128; gate, up, swiglu 3 × 8·32 = 768
-		// → 1664 × 2 = 3328 bytes; fp32: 2 rstd × 8 + lse 4·8 = 48 × 4 = 192;
-		// x·Aᵀ for 7 targets: 7 × 8·2 = 112 × 2 = 224 → 3744 per layer,
-		// × 2 layers = 7488; after the last layer: resid_out 256 +
-		// final rstd 32 + final_norm_out 256 = 544 → 8032
-		Activations: 8032,
+		// 6 × 8·16 = 768; k, v 2 × 8·8 = 128; gate, up 2 × 8·32 = 512
+		// → 1408 × 2 = 2816 bytes; fp32: 2 rstd × 8 + lse 4·8 = 48 × 4 = 192;
+		// x·Aᵀ for 7 targets: 7 × 8·2 = 112 × 2 = 224 → 3232 per layer,
+		// × 2 layers = 6464; one swiglu_out 8·32 × 2 = 512; after the last
+		// layer: resid_out 256 + final rstd 32 + final_norm_out 256 = 544
+		// → 7520
+		Activations: 7520,
 		// resid 128, ln_out 128, qkv 8·32 = 256, attn_out 128, swiglu 256,
 		// gate_up 512, lm_head_in 128, lora_xa 16 = 1552 × 2
 		BackwardScratch: 3104,
@@ -95,8 +96,8 @@ func TestPlanLoRAByHand(t *testing.T) {
 }
 
 // With checkpointing the layers keep only resid_in (256 bytes each, × 2)
-// and one recompute set: 3744 − 256 = 3488; plus the 544 after the last
-// layer → 4544.
+// and one recompute set: 3232 − 256 = 2976; plus the one swiglu_out 512
+// and the 544 after the last layer → 4544.
 func TestPlanCheckpointingByHand(t *testing.T) {
 	p, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4, Checkpointing: true})
 	if err != nil {
