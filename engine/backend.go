@@ -183,6 +183,27 @@ type MemoryReporter interface {
 	InUseBytes() int64
 }
 
+// AdamWSet is one tensor's AdamW state for MultiAdamW. Out, when not nil,
+// receives the updated Param in its own dtype (the compute copy of an fp32
+// master, which SyncFromMasters would otherwise refresh).
+type AdamWSet struct {
+	Param, Grad, M, V, Out Tensor
+}
+
+// MultiAdamW is implemented by backends that step many tensors with the
+// same hyper-parameters at once (one launch for hundreds of adapter
+// tensors): the same result as AdamW on each set, then Copy(Out, Param).
+type MultiAdamW interface {
+	AdamWAll(sets []AdamWSet, p AdamWParams) error
+}
+
+// SumSquaresOfAll is implemented by backends that can sum the squares of
+// many tensors with one wait for the device (a gradient norm over hundreds
+// of adapter tensors would otherwise wait once per tensor).
+type SumSquaresOfAll interface {
+	SumSquaresAll(ts []Tensor) (float64, error)
+}
+
 // CrossEntropyInto is implemented by backends whose cross-entropy can
 // write the logits gradient into a separate tensor, of the compute dtype,
 // instead of over float32 logits that then need a cast: the same losses

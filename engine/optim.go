@@ -51,8 +51,20 @@ type Optimizer struct {
 
 // GradNorm is the global L2 norm of every trainable gradient.
 func GradNorm(m *Model) (float64, error) {
+	params := m.TrainableParams()
+	if all, ok := m.B.(SumSquaresOfAll); ok {
+		grads := make([]Tensor, len(params))
+		for i, p := range params {
+			grads[i] = p.Grad
+		}
+		sum, err := all.SumSquaresAll(grads)
+		if err != nil {
+			return 0, fmt.Errorf("grad norm: %w", err)
+		}
+		return math.Sqrt(sum), nil
+	}
 	var sum float64
-	for _, p := range m.TrainableParams() {
+	for _, p := range params {
 		s, err := m.B.SumSquares(p.Grad)
 		if err != nil {
 			return 0, fmt.Errorf("grad norm of %s: %w", p.Name, err)
@@ -89,6 +101,9 @@ func ClipGrads(m *Model, maxNorm float64) (float64, error) {
 // copies of the weights.
 func (o *Optimizer) Apply(m *Model, lr float64) error {
 	o.Step++
+	if multi, ok := m.B.(MultiAdamW); ok {
+		return o.applyAll(m, multi, lr)
+	}
 	for _, p := range m.TrainableParams() {
 		wd := o.WeightDecay
 		if p.NoDecay && !o.DecayAll {
@@ -103,4 +118,37 @@ func (o *Optimizer) Apply(m *Model, lr float64) error {
 		}
 	}
 	return m.SyncFromMasters()
+}
+
+// applyAll is Apply through MultiAdamW: one call per weight-decay group,
+// each refreshing the compute copies of its masters as it goes.
+func (o *Optimizer) applyAll(m *Model, multi MultiAdamW, lr float64) error {
+	var decay, noDecay []AdamWSet
+	for _, p := range m.TrainableParams() {
+		set := AdamWSet{Param: p.Master, Grad: p.Grad, M: p.M, V: p.V}
+		if p.Master != p.W {
+			set.Out = p.W
+		}
+		if p.NoDecay && !o.DecayAll {
+			noDecay = append(noDecay, set)
+		} else {
+			decay = append(decay, set)
+		}
+	}
+	for _, g := range []struct {
+		sets []AdamWSet
+		wd   float64
+	}{{decay, o.WeightDecay}, {noDecay, 0}} {
+		if len(g.sets) == 0 {
+			continue
+		}
+		err := multi.AdamWAll(g.sets, AdamWParams{
+			LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
+			Eps: float32(o.Eps), WeightDecay: float32(g.wd), Step: o.Step,
+		})
+		if err != nil {
+			return fmt.Errorf("adamw on %d tensors: %w", len(g.sets), err)
+		}
+	}
+	return nil
 }

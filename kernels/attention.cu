@@ -400,7 +400,9 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv(
 //
 // Blocks run 4 warps, 16 rows (queries or keys) per warp. Causal masking
 // is applied only to tiles that reach past a row's first or last visible
-// key; the forward and dq kernels take their heaviest query blocks first.
+// key. Block y takes the 64 rows order[y] (engine/cuda/attnorder.go: the
+// heaviest blocks first, so the grid does not end on a few long ones); a
+// forward with no order (decoding) takes its last query block first.
 
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
@@ -549,14 +551,15 @@ __device__ __forceinline__ void store_pair(void* p, int dt, i64 i, float a, floa
 template <int D>
 __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, const unsigned short* q,
                                             const unsigned short* k, const unsigned short* v, const int* starts,
-                                            int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window) {
+                                            int nseq, const int* order, int Tq, int qOffset, int H, int KVH,
+                                            float scale, int window) {
     constexpr int BM = 64, BN = 64, DP = D + 8;
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Qs = sh;              // [BM][DP]
     unsigned short* Ks = Qs + BM * DP;    // [2][BN][DP]
     unsigned short* Vs = Ks + 2 * BN * DP; // [2][BN][DP]
     const int h = blockIdx.x, kvh = h / (H / KVH);
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int q0 = (order != nullptr ? order[blockIdx.y] : gridDim.y - 1 - blockIdx.y) * BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
 
@@ -679,8 +682,8 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
 template <int D, int BN>
 __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned short* dout, const unsigned short* q,
                                            const unsigned short* k, const unsigned short* v, const float* lse,
-                                           const float* delta, const int* starts, int nseq, int T, int H, int KVH,
-                                           float scale, int window) {
+                                           const float* delta, const int* starts, int nseq, const int* order, int T,
+                                           int H, int KVH, float scale, int window) {
     constexpr int BM = 64, DP = D + 8;
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Qs = sh;                // [BM][DP]
@@ -688,7 +691,7 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
     unsigned short* Ks = dOs + BM * DP;     // [2][BN][DP]
     unsigned short* Vs = Ks + 2 * BN * DP;  // [2][BN][DP]
     const int h = blockIdx.x, kvh = h / (H / KVH);
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int q0 = order[blockIdx.y] * BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
 
@@ -799,8 +802,8 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
 template <int D, int BQ>
 __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout,
                                             const unsigned short* q, const unsigned short* k, const unsigned short* v,
-                                            const float* lse, const float* delta, const int* starts, int nseq, int T,
-                                            int H, int KVH, float scale, int window) {
+                                            const float* lse, const float* delta, const int* starts, int nseq,
+                                            const int* order, int T, int H, int KVH, float scale, int window) {
     constexpr int BN = 64, DP = D + 8;
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Ks = sh;                 // [BN][DP]
@@ -810,7 +813,7 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
     float* lseS = (float*)(dOs + 2 * BQ * DP); // [2][BQ]
     float* deltaS = lseS + 2 * BQ;           // [2][BQ]
     const int kvh = blockIdx.x, group = H / KVH;
-    const int j0 = blockIdx.y * BN;
+    const int j0 = order[blockIdx.y] * BN;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
 
@@ -946,21 +949,23 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
 #define ATTN_TC_KERNELS(D)                                                                                            \
     extern "C" __global__ void __launch_bounds__(128) attention_forward_tc_d##D(                                     \
         void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,   \
-        const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window) {                  \
-        attn_fwd_tc<D>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window);                    \
+        const int* starts, int nseq, const int* order, int Tq, int qOffset, int H, int KVH, float scale,             \
+        int window) {                                                                                                 \
+        attn_fwd_tc<D>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H, KVH, scale, window);             \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(128) attention_backward_dq_tc_d##D(                                 \
         void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,             \
-        const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H,    \
-        int KVH, float scale, int window) {                                                                           \
-        attn_dq_tc<D, ATTN_BWD_TILE(D)>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale, window); \
+        const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, const int* order, \
+        int T, int H, int KVH, float scale, int window) {                                                             \
+        attn_dq_tc<D, ATTN_BWD_TILE(D)>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H, KVH, scale,  \
+                                        window);                                                                      \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv_tc_d##D(                                \
         void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,                  \
         const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts,   \
-        int nseq, int T, int H, int KVH, float scale, int window) {                                                   \
-        attn_dkv_tc<D, ATTN_BWD_TILE(D)>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH,     \
-                                         scale, window);                                                              \
+        int nseq, const int* order, int T, int H, int KVH, float scale, int window) {                                 \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D)>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H,   \
+                                         KVH, scale, window);                                                         \
     }
 
 ATTN_TC_KERNELS(16)

@@ -33,6 +33,7 @@ var suite = []struct {
 	{"SoftmaxCrossEntropyInto", testSoftmaxCrossEntropyInto},
 	{"Dropout", testDropout},
 	{"AdamW", testAdamW},
+	{"AdamWAll", testAdamWAll},
 	{"Views", testViews},
 }
 
@@ -197,6 +198,27 @@ func testSumSquares(h *harness) {
 			h.compareScalar("sum of squares", got, want)
 		})
 	}
+	h.sub("all_of_several", func(h *harness) {
+		all, ok := h.dut.(engine.SumSquaresOfAll)
+		if !ok {
+			h.t.Skipf("%s does not implement engine.SumSquaresOfAll (optional)", h.dut.Name())
+		}
+		var duts []engine.Tensor
+		var want float64
+		for i, n := range []int{333, 1, 4096, 0, 17} {
+			x := h.randn(h.dtypes()[i%len(h.dtypes())], 2, 1, n)
+			duts = append(duts, x.dut)
+			w, err := h.ref.SumSquares(x.ref)
+			h.oracle("SumSquares", err)
+			want += w
+		}
+		got, err := all.SumSquaresAll(duts)
+		h.check("SumSquaresAll", err)
+		h.compareScalar("sum of squares of all", got, want)
+		if got, err := all.SumSquaresAll(nil); err != nil || got != 0 {
+			h.t.Errorf("SumSquaresAll of no tensors = %g, %v; want 0, nil", got, err)
+		}
+	})
 }
 
 // embeddingIDs repeat some rows so that the backward must accumulate.
@@ -604,6 +626,59 @@ func testAdamW(h *harness) {
 			h.compare("m", m)
 			h.compare("v", v)
 		})
+	}
+}
+
+// testAdamWAll covers the optional engine.MultiAdamW: tensors of several
+// sizes (one larger than a launch chunk), with and without a compute copy
+// to refresh, against the oracle's AdamW and Copy tensor by tensor.
+func testAdamWAll(h *harness) {
+	multi, ok := h.dut.(engine.MultiAdamW)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.MultiAdamW (optional)", h.dut.Name())
+	}
+	hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 3}
+	type state struct{ param, grad, m, v, out pair }
+	var states []state
+	var sets []engine.AdamWSet
+	var before [][]float32
+	for i, n := range []int{4099, 17, 70001, 1} {
+		gdt := h.dtypes()[i%len(h.dtypes())]
+		st := state{param: h.randn(engine.F32, 0.1, n), grad: h.randn(gdt, 0.01, n), m: h.randn(engine.F32, 0.01, n)}
+		vv := make([]float32, n)
+		for j := range vv {
+			g := 0.01 * h.rng.NormFloat64()
+			vv[j] = float32(g * g)
+		}
+		st.v = h.input(engine.F32, vv, n)
+		set := engine.AdamWSet{Param: st.param.dut, Grad: st.grad.dut, M: st.m.dut, V: st.v.dut}
+		if i%2 == 0 {
+			st.out = h.output(h.act, n)
+			set.Out = st.out.dut
+		}
+		states = append(states, st)
+		sets = append(sets, set)
+		before = append(before, h.held(st.param.dut))
+	}
+	h.check("AdamWAll", multi.AdamWAll(sets, hp))
+	for i, st := range states {
+		h.oracle("AdamW", h.ref.AdamW(st.param.ref, st.grad.ref, st.m.ref, st.v.ref, hp))
+		got, want := h.held(st.param.dut), h.refValues(st.param.ref)
+		for j := range got {
+			got[j] -= before[i][j]
+			want[j] -= before[i][j]
+		}
+		h.compareValues(fmt.Sprintf("tensor %d param update", i), got, want, h.tol)
+		h.compare(fmt.Sprintf("tensor %d m", i), st.m)
+		h.compare(fmt.Sprintf("tensor %d v", i), st.v)
+		if st.out.dut != nil {
+			// The copy must be the backend's own updated param, rounded.
+			h.oracle("Copy", h.ref.Copy(st.out.ref, st.param.ref))
+			h.compare(fmt.Sprintf("tensor %d compute copy", i), st.out)
+		}
+	}
+	if err := multi.AdamWAll(nil, hp); err != nil {
+		h.t.Errorf("AdamWAll of no tensors: %v", err)
 	}
 }
 

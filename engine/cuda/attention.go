@@ -124,13 +124,22 @@ func useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
 // forward launches the attention forward over Tq query rows at positions
 // qOffset.., on the tensor cores when it can. starts 0 means one sequence
 // (decoding); lse 0 means nothing saved.
-func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, nseq, Tq, qOffset int, p engine.AttnParams) error {
+// hostStarts, when given (training), orders the tensor-core kernel's query
+// blocks heaviest first (attnorder.go).
+func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, hostStarts []int32, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
 	if useTensorCores(D, Tq, []*Tensor{ot}, qt, kt, vt) {
+		var order uint64
+		if hostStarts != nil {
+			var err error
+			if order, _, err = b.attnBlockOrder(op, hostStarts, p.Window); err != nil {
+				return err
+			}
+		}
 		return b.launch(op, "attention.cu", fmt.Sprintf("attention_forward_tc_d%d", D),
 			dim3{H, (Tq + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(attnTCRows+4*attnTCKB)*(D+8),
 			ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
-			starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window))
+			starts, int32(nseq), order, int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window))
 	}
 	return b.launch(op, "attention.cu", "attention_forward",
 		dim3{(Tq + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", D),
@@ -185,7 +194,7 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 	}
 	defer exit()
 	op := fmt.Sprintf("Attention T=%d heads %d/%d dim %d window %d", g.T, g.H, g.KVH, g.D, p.Window)
-	return b.forward(op, ot, qt, kt, vt, lt.ptr(), g.starts.ptr(), g.nseq, g.T, 0, p)
+	return b.forward(op, ot, qt, kt, vt, lt.ptr(), g.starts.ptr(), seqs.Starts, g.nseq, g.T, 0, p)
 }
 
 // AttentionKV is decode-time attention over a key/value cache
@@ -235,7 +244,7 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 	}
 	defer exit()
 	op := fmt.Sprintf("AttentionKV %d queries at %d heads %d/%d dim %d window %d", Tq, qOffset, H, KVH, D, p.Window)
-	return b.forward(op, ot, qt, kt, vt, 0, 0, 1, Tq, qOffset, p)
+	return b.forward(op, ot, qt, kt, vt, 0, 0, nil, 1, Tq, qOffset, p)
 }
 
 // AttentionBackward overwrites dq, dk and dv, recomputing the attention
@@ -301,16 +310,20 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	}
 	if useTensorCores(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
 		tile := attnTCBwdTile(D)
+		qOrder, kOrder, err := b.attnBlockOrder(op, seqs.Starts, p.Window)
+		if err != nil {
+			return err
+		}
 		if err := b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dq_tc_d%d", D),
 			dim3{H, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8),
 			dqt.ptr(), dt(dqt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
-			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window)); err != nil {
+			g.starts.ptr(), int32(g.nseq), qOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window)); err != nil {
 			return err
 		}
 		return b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dkv_tc_d%d", D),
 			dim3{KVH, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8)+4*tile*4,
 			dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
-			g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window))
+			g.starts.ptr(), int32(g.nseq), kOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window))
 	}
 	if err := b.launch(op, "attention.cu", "attention_backward_dq",
 		dim3{(T + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dq", D),

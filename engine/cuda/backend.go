@@ -82,6 +82,8 @@ type Backend struct {
 	// on the hot path.
 	opScratch      uint64
 	opScratchBytes int64
+	attnOrder      attnOrder    // attention's block order table (attnorder.go)
+	adamwTables    []adamwTable // AdamWAll's chunk tables (adamw_multi.go)
 
 	indexReads int // index tensors read back for checking (for tests)
 }
@@ -310,6 +312,12 @@ func (b *Backend) release() {
 	}
 	b.rawFree(b.opScratch, b.opScratchBytes)
 	b.opScratch, b.opScratchBytes = 0, 0
+	b.rawFree(b.attnOrder.ptr, b.attnOrder.bytes)
+	b.attnOrder = attnOrder{}
+	for _, t := range b.adamwTables {
+		b.rawFree(t.ptr, t.bytes)
+	}
+	b.adamwTables = nil
 	b.rawFree(b.workspace, int64(b.workspaceSize))
 	b.rawFree(b.scratch, scratchBytes)
 	b.workspace, b.scratch = 0, 0

@@ -236,6 +236,44 @@ func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
 	return out, nil
 }
 
+// SumSquaresAll (engine.SumSquaresOfAll) adds the sums of squares of
+// every tensor into one float64 on the device and reads it once.
+func (b *Backend) SumSquaresAll(ts []engine.Tensor) (float64, error) {
+	c := checker{op: "SumSquaresAll", b: b}
+	ds := make([]*Tensor, len(ts))
+	for i, t := range ts {
+		ds[i] = c.float(fmt.Sprintf("ts[%d]", i), t)
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if len(ts) == 0 {
+		return 0, nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer exit()
+	op := fmt.Sprintf("SumSquaresAll of %d tensors", len(ts))
+	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(b.scratch), 0, 2); err != nil {
+		return 0, withOp(op, err)
+	}
+	for _, d := range ds {
+		if d.n == 0 {
+			continue
+		}
+		if err := b.launch(op, fileReduce, "sum_squares", b.gridFor(d.n), block256, 0, b.scratch, d.ptr(), dt(d), int64(d.n)); err != nil {
+			return 0, err
+		}
+	}
+	var out float64
+	if err := b.dtoh(unsafe.Pointer(&out), b.scratch, 8); err != nil {
+		return 0, withOp(op, err)
+	}
+	return out, nil
+}
+
 // MatMul computes c = alpha*op(a)@op(b) + beta*c through cuBLASLt with
 // float32 accumulation. bf16 operands go straight to the tensor cores
 // (output bf16 or f32). cuBLASLt multiplies only like with like, so other
