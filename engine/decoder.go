@@ -374,23 +374,17 @@ func (a *Activations) weight(lin *Linear) (Tensor, error) {
 }
 
 // linearForward computes y = x W^T (+b) (+ LoRA); accumulate adds to y.
+//
+// The LoRA term goes first: y = scale * (x A^T) B^T overwrites (or adds
+// to) y, and the base product then adds into it with beta = 1. The base
+// product is bound by arithmetic, so reading y there is nearly free, while
+// adding the thin LoRA product afterwards would be one more full read and
+// write of y.
 func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, layer int, set *layerActs) error {
 	B := a.m.B
 	beta := float32(0)
 	if accumulate {
 		beta = 1
-	}
-	W, err := a.weight(lin)
-	if err != nil {
-		return err
-	}
-	if err := B.MatMul(y, x, W, false, true, 1, beta); err != nil {
-		return fmt.Errorf("%s forward: %w", lin.Module, err)
-	}
-	if lin.B != nil {
-		if err := B.AddBias(y, lin.B.W); err != nil {
-			return fmt.Errorf("%s bias: %w", lin.Module, err)
-		}
 	}
 	if lo := lin.LoRA; lo != nil && lo.Enabled {
 		xd := x
@@ -404,8 +398,21 @@ func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, l
 		if err := B.MatMul(xa, xd, lo.A.W, false, true, 1, 0); err != nil {
 			return fmt.Errorf("%s lora A: %w", lin.Module, err)
 		}
-		if err := B.MatMul(y, xa, lo.B.W, false, true, lo.Scale, 1); err != nil {
+		if err := B.MatMul(y, xa, lo.B.W, false, true, lo.Scale, beta); err != nil {
 			return fmt.Errorf("%s lora B: %w", lin.Module, err)
+		}
+		beta = 1
+	}
+	W, err := a.weight(lin)
+	if err != nil {
+		return err
+	}
+	if err := B.MatMul(y, x, W, false, true, 1, beta); err != nil {
+		return fmt.Errorf("%s forward: %w", lin.Module, err)
+	}
+	if lin.B != nil {
+		if err := B.AddBias(y, lin.B.W); err != nil {
+			return fmt.Errorf("%s bias: %w", lin.Module, err)
 		}
 	}
 	return nil
@@ -425,7 +432,8 @@ func (a *Activations) rowsCols(t Tensor, cols int) Tensor {
 
 // linearBackward accumulates the weight (and bias, LoRA) gradients of lin
 // and writes (accumulate=false) or adds (accumulate=true) dx = dy W (+LoRA).
-// dx may be nil when no input gradient is needed.
+// dx may be nil when no input gradient is needed. As in the forward, the
+// LoRA part of dx is written first and the base product adds into it.
 func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate bool, layer int, set *layerActs) error {
 	B := a.m.B
 	if lin.W.Trainable {
@@ -438,58 +446,72 @@ func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate b
 			return fmt.Errorf("%s bias grad: %w", lin.Module, err)
 		}
 	}
-	if dx != nil {
-		beta := float32(0)
-		if accumulate {
-			beta = 1
-		}
-		W, err := a.weight(lin)
-		if err != nil {
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	if lo := lin.LoRA; lo != nil && lo.Enabled {
+		var err error
+		if beta, err = a.loraBackward(lin, x, dy, dx, beta, layer, set); err != nil {
 			return err
 		}
-		if err := B.MatMul(dx, dy, W, false, false, 1, beta); err != nil {
-			return fmt.Errorf("%s input grad: %w", lin.Module, err)
-		}
 	}
-	lo := lin.LoRA
-	if lo == nil || !lo.Enabled {
+	if dx == nil {
 		return nil
 	}
+	W, err := a.weight(lin)
+	if err != nil {
+		return err
+	}
+	if err := B.MatMul(dx, dy, W, false, false, 1, beta); err != nil {
+		return fmt.Errorf("%s input grad: %w", lin.Module, err)
+	}
+	return nil
+}
+
+// loraBackward accumulates the adapter gradients of lin and writes its
+// part of dx (adding when beta is 1); it returns the beta with which the
+// base product must then add into dx.
+func (a *Activations) loraBackward(lin *Linear, x, dy, dx Tensor, beta float32, layer int, set *layerActs) (float32, error) {
+	B, lo := a.m.B, lin.LoRA
 	xa := a.rows(set.xa[lin], a.t)
 	if err := B.MatMul(lo.B.Grad, dy, xa, true, false, lo.Scale, 1); err != nil {
-		return fmt.Errorf("%s lora B grad: %w", lin.Module, err)
+		return 0, fmt.Errorf("%s lora B grad: %w", lin.Module, err)
 	}
 	dxa := a.rowsCols(a.dxa, lo.Rank)
 	if err := B.MatMul(dxa, dy, lo.B.W, false, false, lo.Scale, 0); err != nil {
-		return fmt.Errorf("%s lora dxa: %w", lin.Module, err)
+		return 0, fmt.Errorf("%s lora dxa: %w", lin.Module, err)
 	}
 	xd := x
 	if a.dropout(lo) {
 		xd = a.rowsCols(a.scratchIn, lin.In)
 		if err := B.Dropout(xd, x, lo.Dropout, a.seed(layer, lin)); err != nil {
-			return fmt.Errorf("%s lora dropout: %w", lin.Module, err)
+			return 0, fmt.Errorf("%s lora dropout: %w", lin.Module, err)
 		}
 	}
 	if err := B.MatMul(lo.A.Grad, dxa, xd, true, false, 1, 1); err != nil {
-		return fmt.Errorf("%s lora A grad: %w", lin.Module, err)
+		return 0, fmt.Errorf("%s lora A grad: %w", lin.Module, err)
 	}
 	if dx == nil {
-		return nil
+		return beta, nil
 	}
 	if !a.dropout(lo) {
-		if err := B.MatMul(dx, dxa, lo.A.W, false, false, 1, 1); err != nil {
-			return fmt.Errorf("%s lora input grad: %w", lin.Module, err)
+		if err := B.MatMul(dx, dxa, lo.A.W, false, false, 1, beta); err != nil {
+			return 0, fmt.Errorf("%s lora input grad: %w", lin.Module, err)
 		}
-		return nil
+		return 1, nil
 	}
 	tmp := a.rowsCols(a.scratchIn, lin.In)
 	if err := B.MatMul(tmp, dxa, lo.A.W, false, false, 1, 0); err != nil {
-		return fmt.Errorf("%s lora input grad: %w", lin.Module, err)
+		return 0, fmt.Errorf("%s lora input grad: %w", lin.Module, err)
 	}
 	if err := B.Dropout(tmp, tmp, lo.Dropout, a.seed(layer, lin)); err != nil {
-		return fmt.Errorf("%s lora dropout backward: %w", lin.Module, err)
+		return 0, fmt.Errorf("%s lora dropout backward: %w", lin.Module, err)
 	}
-	return B.AddScaled(dx, tmp, 1)
+	if beta == 0 {
+		return 1, B.Copy(dx, tmp)
+	}
+	return 1, B.AddScaled(dx, tmp, 1)
 }
 
 // layerForward runs block l from resid[l] into resid[l+1].
