@@ -204,6 +204,12 @@ type SumSquaresOfAll interface {
 	SumSquaresAll(ts []Tensor) (float64, error)
 }
 
+// FillOfAll is implemented by backends that can fill many tensors at once
+// (zeroing every adapter gradient before a step with one launch).
+type FillOfAll interface {
+	FillAll(ts []Tensor, v float32) error
+}
+
 // CrossEntropyInto is implemented by backends whose cross-entropy can
 // write the logits gradient into a separate tensor, of the compute dtype,
 // instead of over float32 logits that then need a cast: the same losses

@@ -336,7 +336,18 @@ func (m *Model) SyncFromMasters() error {
 
 // ZeroGrads clears every gradient before an optimizer step's micro-batches.
 func (m *Model) ZeroGrads() error {
-	for _, p := range m.TrainableParams() {
+	params := m.TrainableParams()
+	if all, ok := m.B.(FillOfAll); ok {
+		grads := make([]Tensor, len(params))
+		for i, p := range params {
+			grads[i] = p.Grad
+		}
+		if err := all.FillAll(grads, 0); err != nil {
+			return fmt.Errorf("zero grads: %w", err)
+		}
+		return nil
+	}
+	for _, p := range params {
 		if err := m.B.Fill(p.Grad, 0); err != nil {
 			return fmt.Errorf("zero grad of %s: %w", p.Name, err)
 		}

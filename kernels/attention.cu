@@ -941,31 +941,49 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
     }
 }
 
+// Blocks per SM each tensor-core kernel is compiled for (the second
+// __launch_bounds__ argument, which caps registers per thread so that
+// many blocks fit). The host can override them for tuning
+// (WHET_NVRTC_DEFINES, engine/cuda/nvrtc.go). On an H200 the kernels run
+// 2-3 blocks per SM as compiled (135, 168 and 226 registers at head dim
+// 64); forcing 4/3/3 blocks changed the d64 forward by -1 % and backward
+// by +10 % but cost the d128 kernels 25-35 % through spills, so no bound
+// is set.
+#ifndef ATTN_FWD_MINB
+#define ATTN_FWD_MINB 1
+#endif
+#ifndef ATTN_DQ_MINB
+#define ATTN_DQ_MINB 1
+#endif
+#ifndef ATTN_DKV_MINB
+#define ATTN_DKV_MINB 1
+#endif
+
 // The tile of the dq kernel's keys and of the dK/dV kernel's queries:
 // 64, or 32 above head dim 64 to keep the accumulators in registers.
 // engine/cuda/attention.go computes the same sizes for shared memory.
 #define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : 32)
 
-#define ATTN_TC_KERNELS(D)                                                                                            \
-    extern "C" __global__ void __launch_bounds__(128) attention_forward_tc_d##D(                                     \
-        void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,   \
-        const int* starts, int nseq, const int* order, int Tq, int qOffset, int H, int KVH, float scale,             \
-        int window) {                                                                                                 \
-        attn_fwd_tc<D>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H, KVH, scale, window);             \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128) attention_backward_dq_tc_d##D(                                 \
-        void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,             \
-        const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, const int* order, \
-        int T, int H, int KVH, float scale, int window) {                                                             \
-        attn_dq_tc<D, ATTN_BWD_TILE(D)>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H, KVH, scale,  \
-                                        window);                                                                      \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv_tc_d##D(                                \
-        void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,                  \
-        const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts,   \
-        int nseq, const int* order, int T, int H, int KVH, float scale, int window) {                                 \
-        attn_dkv_tc<D, ATTN_BWD_TILE(D)>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H,   \
-                                         KVH, scale, window);                                                         \
+#define ATTN_TC_KERNELS(D)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_FWD_MINB) attention_forward_tc_d##D(                        \
+        void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,     \
+        const int* starts, int nseq, const int* order, int Tq, int qOffset, int H, int KVH, float scale,               \
+        int window) {                                                                                                  \
+        attn_fwd_tc<D>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H, KVH, scale, window);               \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DQ_MINB) attention_backward_dq_tc_d##D(                     \
+        void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
+        const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, const int* order,  \
+        int T, int H, int KVH, float scale, int window) {                                                              \
+        attn_dq_tc<D, ATTN_BWD_TILE(D)>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H, KVH, scale,    \
+                                        window);                                                                       \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_backward_dkv_tc_d##D(                   \
+        void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,                   \
+        const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts,     \
+        int nseq, const int* order, int T, int H, int KVH, float scale, int window) {                                  \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D)>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H,     \
+                                         KVH, scale, window);                                                          \
     }
 
 ATTN_TC_KERNELS(16)

@@ -1,6 +1,9 @@
 // elementwise.cu: the small ops that touch each element once.
 //
 //   fill:          t[i] = v                                   (overwrite t)
+//   fill_multi:    the same over many tensors in one launch: block b fills
+//                  chunk b of a host-built table of three 64-bit words per
+//                  chunk (address of its first element, length, dtype)
 //   cast_copy:     dst[i] = src[i], converted between dtypes  (overwrite dst)
 //   scale:         t[i] *= s                                  (in place)
 //   add_scaled:    dst[i] += alpha*src[i]                     (accumulate dst)
@@ -25,6 +28,14 @@ extern "C" __global__ void fill(void* t, int dt, i64 n, float v) {
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         st(t, dt, i, v);
     }
+}
+
+extern "C" __global__ void fill_multi(const unsigned long long* table, float v) {
+    const unsigned long long* c = table + 3 * (i64)blockIdx.x;
+    void* t = (void*)c[0];
+    const i64 n = (i64)c[1];
+    const int dt = (int)c[2];
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) st(t, dt, i, v);
 }
 
 extern "C" __global__ void cast_copy(void* dst, int ddt, const void* src, int sdt, i64 n) {

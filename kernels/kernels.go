@@ -60,7 +60,7 @@ func Names() []string {
 var (
 	// kernelDecl matches a kernel declaration; a name built inside a macro
 	// ends in ##PARAM (group 2).
-	kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+?)(?:##(\w+))?\(`)
+	kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\([^)]*\))?\s+(\w+?)(?:##(\w+))?\(`)
 	macroDef   = regexp.MustCompile(`^#define (\w+)\((\w+)\)`)
 	macroUse   = regexp.MustCompile(`^(\w+)\((\w+)\)\s*$`)
 )

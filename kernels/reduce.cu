@@ -8,15 +8,15 @@
 // matters: a gradient norm over a billion bf16 values loses digits in
 // float32. The order of the per-block atomics varies between runs, which
 // changes only the last bits of a float64 sum.
+//
+//   sum_squares_multi: the same over many tensors in one launch; block b
+//   sums chunk b of a host-built table of three 64-bit words per chunk
+//   (address of its first element, length, dtype).
 #include "common.cuh"
 
-extern "C" __global__ void sum_squares(double* out, const void* t, int dt, i64 n) {
+// block_add_d adds acc over the block and atomically into *out.
+__device__ __forceinline__ void block_add_d(double* out, double acc) {
     __shared__ double part[32];
-    double acc = 0.0;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-        double v = (double)ld(t, dt, i);
-        acc += v * v;
-    }
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     acc = warp_sum_d(acc);
     if (lane == 0) part[warp] = acc;
@@ -26,4 +26,26 @@ extern "C" __global__ void sum_squares(double* out, const void* t, int dt, i64 n
         acc = warp_sum_d(acc);
         if (lane == 0) atomicAdd(out, acc);
     }
+}
+
+extern "C" __global__ void sum_squares(double* out, const void* t, int dt, i64 n) {
+    double acc = 0.0;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        double v = (double)ld(t, dt, i);
+        acc += v * v;
+    }
+    block_add_d(out, acc);
+}
+
+extern "C" __global__ void sum_squares_multi(double* out, const unsigned long long* table) {
+    const unsigned long long* c = table + 3 * (i64)blockIdx.x;
+    const void* t = (const void*)c[0];
+    const i64 n = (i64)c[1];
+    const int dt = (int)c[2];
+    double acc = 0.0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
+        double v = (double)ld(t, dt, i);
+        acc += v * v;
+    }
+    block_add_d(out, acc);
 }

@@ -19,6 +19,7 @@ var suite = []struct {
 	{"AddBias", testAddBias},
 	{"BiasBackward", testBiasBackward},
 	{"SumSquares", testSumSquares},
+	{"FillAll", testFillAll},
 	{"Embedding", testEmbedding},
 	{"EmbeddingBackward", testEmbeddingBackward},
 	{"RMSNorm", testRMSNorm},
@@ -219,6 +220,33 @@ func testSumSquares(h *harness) {
 			h.t.Errorf("SumSquaresAll of no tensors = %g, %v; want 0, nil", got, err)
 		}
 	})
+}
+
+// testFillAll covers the optional engine.FillOfAll: every element of every
+// tensor (one larger than a launch chunk), of each dtype, takes the value.
+func testFillAll(h *harness) {
+	all, ok := h.dut.(engine.FillOfAll)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.FillOfAll (optional)", h.dut.Name())
+	}
+	var ts []pair
+	var duts []engine.Tensor
+	for i, n := range []int{333, 1, 70000, 17} {
+		x := h.randn(h.dtypes()[i%len(h.dtypes())], 1, n)
+		ts = append(ts, x)
+		duts = append(duts, x.dut)
+	}
+	h.check("FillAll", all.FillAll(duts, -1.5))
+	for i, x := range ts {
+		for j, v := range h.held(x.dut) {
+			if v != -1.5 {
+				h.t.Fatalf("tensor %d element %d is %g after FillAll(-1.5)", i, j, v)
+			}
+		}
+	}
+	if err := all.FillAll(nil, 0); err != nil {
+		h.t.Errorf("FillAll of no tensors: %v", err)
+	}
 }
 
 // embeddingIDs repeat some rows so that the backward must accumulate.

@@ -83,7 +83,7 @@ type Backend struct {
 	opScratch      uint64
 	opScratchBytes int64
 	attnOrder      attnOrder    // attention's block order table (attnorder.go)
-	adamwTables    []adamwTable // AdamWAll's chunk tables (adamw_multi.go)
+	chunkTables    []chunkTable // multi-tensor kernels' chunk tables (multitensor.go)
 
 	indexReads int // index tensors read back for checking (for tests)
 }
@@ -314,10 +314,10 @@ func (b *Backend) release() {
 	b.opScratch, b.opScratchBytes = 0, 0
 	b.rawFree(b.attnOrder.ptr, b.attnOrder.bytes)
 	b.attnOrder = attnOrder{}
-	for _, t := range b.adamwTables {
+	for _, t := range b.chunkTables {
 		b.rawFree(t.ptr, t.bytes)
 	}
-	b.adamwTables = nil
+	b.chunkTables = nil
 	b.rawFree(b.workspace, int64(b.workspaceSize))
 	b.rawFree(b.scratch, scratchBytes)
 	b.workspace, b.scratch = 0, 0

@@ -237,17 +237,19 @@ func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
 }
 
 // SumSquaresAll (engine.SumSquaresOfAll) adds the sums of squares of
-// every tensor into one float64 on the device and reads it once.
+// every tensor into one float64 on the device, in one launch, and reads it
+// once.
 func (b *Backend) SumSquaresAll(ts []engine.Tensor) (float64, error) {
 	c := checker{op: "SumSquaresAll", b: b}
-	ds := make([]*Tensor, len(ts))
+	var table []uint64
 	for i, t := range ts {
-		ds[i] = c.float(fmt.Sprintf("ts[%d]", i), t)
+		d := c.float(fmt.Sprintf("ts[%d]", i), t)
+		if c.err != nil {
+			return 0, c.err
+		}
+		table = chunks(table, d)
 	}
-	if c.err != nil {
-		return 0, c.err
-	}
-	if len(ts) == 0 {
+	if len(table) == 0 {
 		return 0, nil
 	}
 	exit, err := b.enter()
@@ -256,16 +258,15 @@ func (b *Backend) SumSquaresAll(ts []engine.Tensor) (float64, error) {
 	}
 	defer exit()
 	op := fmt.Sprintf("SumSquaresAll of %d tensors", len(ts))
+	dev, err := b.tableOnDevice(op, table)
+	if err != nil {
+		return 0, err
+	}
 	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(b.scratch), 0, 2); err != nil {
 		return 0, withOp(op, err)
 	}
-	for _, d := range ds {
-		if d.n == 0 {
-			continue
-		}
-		if err := b.launch(op, fileReduce, "sum_squares", b.gridFor(d.n), block256, 0, b.scratch, d.ptr(), dt(d), int64(d.n)); err != nil {
-			return 0, err
-		}
+	if err := b.launch(op, fileReduce, "sum_squares_multi", dim3{len(table) / 3, 1, 1}, block256, 0, b.scratch, dev); err != nil {
+		return 0, err
 	}
 	var out float64
 	if err := b.dtoh(unsafe.Pointer(&out), b.scratch, 8); err != nil {

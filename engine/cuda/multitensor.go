@@ -1,0 +1,160 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"unsafe"
+
+	"whet/engine"
+)
+
+// Multi-tensor kernels (adamw_multi, sum_squares_multi, fill_multi) take
+// one block per chunk of at most multiChunk elements, described by a
+// table of 64-bit words that the host builds. The optimizer touches the
+// same tensors every step, so each distinct table is uploaded once and
+// kept (a few at a time) on the device.
+const multiChunk = 1 << 15
+
+// chunkTable is one such table on the device.
+type chunkTable struct {
+	host  []uint64
+	ptr   uint64
+	bytes int64
+}
+
+// chunks appends, for each chunk of t, its first element's address, its
+// length and its dtype: the table of sum_squares_multi and fill_multi.
+func chunks(table []uint64, t *Tensor) []uint64 {
+	for off := 0; off < t.n; off += multiChunk {
+		table = append(table, t.ptr()+uint64(off*t.dt.Size()), uint64(min(multiChunk, t.n-off)), uint64(t.dt))
+	}
+	return table
+}
+
+// AdamWAll (engine.MultiAdamW) runs AdamW on every set in one launch and
+// writes each updated param into its Out where set.
+func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
+	c := checker{op: "AdamWAll", b: b}
+	var table []uint64
+	for i, s := range sets {
+		name := func(what string) string { return fmt.Sprintf("sets[%d].%s", i, what) }
+		pt := c.f32(name("Param"), s.Param)
+		gt := c.float(name("Grad"), s.Grad)
+		mt := c.f32(name("M"), s.M)
+		vt := c.f32(name("V"), s.V)
+		c.sameLen(name("Param"), pt, name("Grad"), gt)
+		c.sameLen(name("Param"), pt, name("M"), mt)
+		c.sameLen(name("Param"), pt, name("V"), vt)
+		var ot *Tensor
+		if !isNil(s.Out) {
+			ot = c.float(name("Out"), s.Out)
+			c.sameLen(name("Param"), pt, name("Out"), ot)
+			c.disjoint(name("Out"), ot, name("Param"), pt)
+		}
+		if c.err != nil {
+			return c.err
+		}
+		for off := 0; off < pt.n; off += multiChunk {
+			n := min(multiChunk, pt.n-off)
+			out, odt := uint64(0), uint64(0)
+			if ot != nil {
+				out, odt = ot.ptr()+uint64(off*ot.dt.Size()), uint64(ot.dt)
+			}
+			table = append(table, pt.ptr()+uint64(4*off), gt.ptr()+uint64(off*gt.dt.Size()),
+				mt.ptr()+uint64(4*off), vt.ptr()+uint64(4*off), out, uint64(n), uint64(gt.dt)|odt<<32)
+		}
+	}
+	if c.err == nil && p.Step < 1 {
+		c.failf("Step %d: steps count from 1", p.Step)
+	}
+	if c.err != nil {
+		return c.err
+	}
+	if len(table) == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("AdamWAll of %d tensors", len(sets))
+	dev, err := b.tableOnDevice(op, table)
+	if err != nil {
+		return err
+	}
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	return b.launch(op, "adamw.cu", "adamw_multi", dim3{len(table) / 7, 1, 1}, block256, 0,
+		dev, 1-p.LR*p.WeightDecay, 1-p.Beta1, p.Beta2, 1-p.Beta2, float32(float64(p.LR)/bc1), float32(math.Sqrt(bc2)), p.Eps)
+}
+
+// tableOnDevice returns the device copy of table, uploading it unless one
+// of the tables kept (per weight-decay group for AdamW, the gradients for
+// the norm and zeroing) equals it.
+func (b *Backend) tableOnDevice(op string, table []uint64) (uint64, error) {
+	for _, t := range b.chunkTables {
+		if slices.Equal(t.host, table) {
+			return t.ptr, nil
+		}
+	}
+	const keep = 6
+	if len(b.chunkTables) == keep { // drop the oldest
+		old := b.chunkTables[0]
+		b.rawFree(old.ptr, old.bytes)
+		b.chunkTables = b.chunkTables[1:]
+	}
+	bytes := int64(8 * len(table))
+	p, err := b.rawAlloc(bytes)
+	if err != nil {
+		return 0, withOp(fmt.Sprintf("%s: chunk table of %d bytes", op, bytes), err)
+	}
+	// Synchronous: the table is in place before the launch reads it.
+	if err := b.drv.call("cuMemcpyHtoD_v2", b.drv.cuMemcpyHtoD, uintptr(p), uintptr(unsafe.Pointer(&table[0])), uintptr(bytes)); err != nil {
+		b.rawFree(p, bytes)
+		return 0, withOp(op+": chunk table", err)
+	}
+	b.chunkTables = append(b.chunkTables, chunkTable{host: slices.Clone(table), ptr: p, bytes: bytes})
+	return p, nil
+}
+
+// FillAll (engine.FillOfAll) sets every element of every tensor to v in
+// one launch (zeroing hundreds of adapter gradients).
+func (b *Backend) FillAll(ts []engine.Tensor, v float32) error {
+	c := checker{op: "FillAll", b: b}
+	var table []uint64
+	ds := make([]*Tensor, len(ts))
+	for i, t := range ts {
+		d := c.tensor(fmt.Sprintf("ts[%d]", i), t)
+		ds[i] = d
+		if c.err != nil {
+			return c.err
+		}
+		if d.dt == engine.I32 && v != float32(int32(v)) {
+			return fmt.Errorf("cuda: FillAll: %g is not an int32 for I32 tensor ts[%d] %v", v, i, d.shape)
+		}
+		table = chunks(table, d)
+	}
+	if len(table) == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("FillAll of %d tensors", len(ts))
+	dev, err := b.tableOnDevice(op, table)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		d.alloc.known = nil
+		if d.dt == engine.I32 {
+			d.alloc.known = summarise(d.off, []int32{int32(v)})
+			d.alloc.known.n = d.n
+		}
+	}
+	return b.launch(op, fileElementwise, "fill_multi", dim3{len(table) / 3, 1, 1}, block256, 0, dev, v)
+}
