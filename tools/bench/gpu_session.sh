@@ -4,18 +4,21 @@
 # test binary built on the development machine:
 #
 #   CGO_ENABLED=0 go build -o .dev-demo/whet . && CGO_ENABLED=0 go test -c -o .dev-demo/cuda.test ./engine/cuda
-#   tools/bench/gpu_session.sh small OUTDIR    # tests, 1B training and decoding, PyTorch references
+#   tools/bench/gpu_session.sh small OUTDIR    # tests, 1B training (with a per-kernel profile) and decoding, PyTorch references
 #   tools/bench/gpu_session.sh large OUTDIR    # 8B LoRA and QLoRA, PyTorch reference
+# WHET_BIN_DIR names another folder holding whet and cuda.test.
 set -u
 part=$1 out=$2
-W=.dev-demo/whet
+BIN=${WHET_BIN_DIR:-.dev-demo}
+W=$BIN/whet
 bench() { timeout 300 $W bench --backend cuda --json "$@" 2>>"$out/bench.err"; }
 ref() { timeout 300 python3 tools/bench/reference.py "$@" 2>>"$out/ref.err" | tail -1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu-$part.txt"
 case $part in
 small)
-	(cd engine/cuda && timeout 240 ../../.dev-demo/cuda.test -test.run 'TestGenerateMatchesCPU|TestTrainingMatchesCPU' -test.v) >"$out/cuda-tests.log" 2>&1
+	(cd engine/cuda && timeout 300 ../../$BIN/cuda.test -test.run 'TestCompileAllKernels|TestConformance|TestAttentionMatchesCPU|TestOutOfMemory|TestGenerateMatchesCPU|TestTrainingMatchesCPU|TestReferenceDPOOnGPU' -test.v) >"$out/cuda-tests.log" 2>&1
 	grep -E "^(--- |ok|FAIL|PASS)" "$out/cuda-tests.log"
+	WHET_CUDA_PROFILE=1 timeout 200 $W bench --backend cuda --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 3 --warmup 1 >/dev/null 2>"$out/profile-1b-lora.txt"
 	{
 		bench --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5
 		bench --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5 --checkpointing
@@ -29,7 +32,7 @@ small)
 	} | tee "$out/results-small.jsonl"
 	;;
 large)
-	(cd engine/cuda && timeout 120 ../../.dev-demo/cuda.test -test.run 'TestGenerateMatchesCPU' -test.v) >"$out/cuda-generate.log" 2>&1
+	(cd engine/cuda && timeout 120 ../../$BIN/cuda.test -test.run 'TestGenerateMatchesCPU' -test.v) >"$out/cuda-generate.log" 2>&1
 	grep -E "^(--- |ok|FAIL|PASS)|bf16:" "$out/cuda-generate.log"
 	{
 		bench --model llama-3.1-8b --method lora --batch 2 --seq 2048 --steps 3 --warmup 1 --checkpointing
