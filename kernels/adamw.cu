@@ -17,20 +17,7 @@
 // (the compute copy of a master weight).
 #include "common.cuh"
 
-extern "C" __global__ void adamw(float* param, const void* grad, int gdt, float* m, float* v, i64 n,
-                                 float decay, float b1c, float b2, float b2c, float stepSize, float bc2Sqrt, float eps) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-        float g = ld(grad, gdt, i);
-        float p = param[i] * decay;
-        float mi = m[i] + b1c * (g - m[i]);
-        float vi = b2 * v[i] + b2c * g * g;
-        p -= stepSize * mi / (sqrtf(vi) / bc2Sqrt + eps);
-        param[i] = p;
-        m[i] = mi;
-        v[i] = vi;
-    }
-}
-
+// adamw_element steps element i (and writes it to out, when not null).
 __device__ __forceinline__ void adamw_element(float* param, const void* grad, int gdt, float* m, float* v, i64 i,
                                               float decay, float b1c, float b2, float b2c, float stepSize,
                                               float bc2Sqrt, float eps, void* out, int odt) {
@@ -43,6 +30,13 @@ __device__ __forceinline__ void adamw_element(float* param, const void* grad, in
     m[i] = mi;
     v[i] = vi;
     if (out != nullptr) st(out, odt, i, p);
+}
+
+extern "C" __global__ void adamw(float* param, const void* grad, int gdt, float* m, float* v, i64 n,
+                                 float decay, float b1c, float b2, float b2c, float stepSize, float bc2Sqrt, float eps) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        adamw_element(param, grad, gdt, m, v, i, decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, nullptr, 0);
+    }
 }
 
 extern "C" __global__ void adamw_multi(const unsigned long long* table, float decay, float b1c, float b2, float b2c,

@@ -545,6 +545,65 @@ __device__ __forceinline__ void store_pair(void* p, int dt, i64 i, float a, floa
     }
 }
 
+// zero_acc clears N accumulator tiles.
+template <int N>
+__device__ __forceinline__ void zero_acc(float (*acc)[4]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+}
+
+// acc_to_a rounds the accumulators of 8-column tiles 2kc and 2kc+1 (a
+// thread's rows g, g+8 at columns 2t, 2t+1 of each) to bf16: exactly the A
+// fragment of the 16x16 block at columns 16kc.. for the next product.
+__device__ __forceinline__ void acc_to_a(unsigned int* a, const float (*acc)[4], int kc) {
+    a[0] = pack_bf16(acc[2 * kc][0], acc[2 * kc][1]);
+    a[1] = pack_bf16(acc[2 * kc][2], acc[2 * kc][3]);
+    a[2] = pack_bf16(acc[2 * kc + 1][0], acc[2 * kc + 1][1]);
+    a[3] = pack_bf16(acc[2 * kc + 1][2], acc[2 * kc + 1][3]);
+}
+
+// mma_rows_t adds A (16 x 16) times the tile's N columns of rows r0..r0+15
+// into acc[N/8]: the reduction runs along the tile's rows (P V, dS K, ...).
+template <int N>
+__device__ __forceinline__ void mma_rows_t(float (*acc)[4], const unsigned int* a, const unsigned short* tile, int DP,
+                                           int r0, int lane) {
+#pragma unroll
+    for (int n2 = 0; n2 < N / 16; n2++) {
+        unsigned int b[4];
+        ldsm_x4_t(b, frag_bt2_addr(tile, DP, r0, n2 * 16, lane));
+        mma_bf16_16816(acc[2 * n2], a, b);
+        mma_bf16_16816(acc[2 * n2 + 1], a, b + 2);
+    }
+}
+
+// mma_cols adds A (16 x 16, head-dim columns c0..c0+15) times the
+// transpose of the tile's first N rows into acc[N/8]: the reduction runs
+// along the head dim (Q K^T, dO V^T, ...).
+template <int N>
+__device__ __forceinline__ void mma_cols(float (*acc)[4], const unsigned int* a, const unsigned short* tile, int DP,
+                                         int c0, int lane) {
+#pragma unroll
+    for (int np = 0; np < N / 16; np++) {
+        unsigned int b[4];
+        ldsm_x4(b, frag_b2_addr(tile, DP, np * 16, c0, lane));
+        mma_bf16_16816(acc[2 * np], a, b);
+        mma_bf16_16816(acc[2 * np + 1], a, b + 2);
+    }
+}
+
+// store_acc writes a thread's rows A and B (below `rows`) of a [16, D]
+// accumulator, row r at p + r*stride + col0, scaled by sA and sB.
+template <int D>
+__device__ __forceinline__ void store_acc(void* p, int dt, const float (*acc)[4], int rowA, int rowB, int rows,
+                                          i64 stride, i64 col0, float sA, float sB, int t) {
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int d = dn * 8 + 2 * t;
+        if (rowA < rows) store_pair(p, dt, (i64)rowA * stride + col0 + d, acc[dn][0] * sA, acc[dn][1] * sA);
+        if (rowB < rows) store_pair(p, dt, (i64)rowB * stride + col0 + d, acc[dn][2] * sB, acc[dn][3] * sB);
+    }
+}
+
 // attn_fwd_tc: a block holds 64 queries of one head; keys and values
 // stream through shared memory 64 at a time, double-buffered.
 // out and lse are overwritten.
@@ -589,8 +648,7 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
 
     unsigned int qf[D / 16][4];
     float o[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+    zero_acc<D / 8>(o);
     float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
 
     for (int it = 0; it < nTiles; it++) {
@@ -612,18 +670,9 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         const unsigned short* Vb = Vs + (it & 1) * BN * DP;
 
         float s[BN / 8][4];
+        zero_acc<BN / 8>(s);
 #pragma unroll
-        for (int nt = 0; nt < BN / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-        for (int kc = 0; kc < D / 16; kc++) {
-#pragma unroll
-            for (int np = 0; np < BN / 16; np++) {
-                unsigned int b[4];
-                ldsm_x4(b, frag_b2_addr(Kb, DP, np * 16, kc * 16, lane));
-                mma_bf16_16816(s[2 * np], qf[kc], b);
-                mma_bf16_16816(s[2 * np + 1], qf[kc], b + 2);
-            }
-        }
+        for (int kc = 0; kc < D / 16; kc++) mma_cols<BN>(s, qf[kc], Kb, DP, kc * 16, lane);
         if (kt < warpMaxLo || kt + BN - 1 > warpFirstPos) { // some pair of this tile is masked
 #pragma unroll
             for (int nt = 0; nt < BN / 8; nt++) {
@@ -646,16 +695,9 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         }
 #pragma unroll
         for (int kc = 0; kc < BN / 16; kc++) {
-            const unsigned int pa[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
-                                        pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                        pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-#pragma unroll
-            for (int dp = 0; dp < D / 16; dp++) {
-                unsigned int b[4];
-                ldsm_x4_t(b, frag_bt2_addr(Vb, DP, kc * 16, dp * 16, lane));
-                mma_bf16_16816(o[2 * dp], pa, b);
-                mma_bf16_16816(o[2 * dp + 1], pa, b + 2);
-            }
+            unsigned int pa[4];
+            acc_to_a(pa, s, kc);
+            mma_rows_t<D>(o, pa, Vb, DP, kc * 16, lane);
         }
     }
     cp_async_wait_all();
@@ -664,12 +706,7 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
     lB += __shfl_xor_sync(0xffffffffu, lB, 1);
     lB += __shfl_xor_sync(0xffffffffu, lB, 2);
     const float iA = lA > 0.0f ? 1.0f / lA : 0.0f, iB = lB > 0.0f ? 1.0f / lB : 0.0f;
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        const int d = dn * 8 + 2 * t;
-        if (rowA < Tq) store_pair(out, odt, (i64)rowA * qStride + (i64)h * D + d, o[dn][0] * iA, o[dn][1] * iA);
-        if (rowB < Tq) store_pair(out, odt, (i64)rowB * qStride + (i64)h * D + d, o[dn][2] * iB, o[dn][3] * iB);
-    }
+    store_acc<D>(out, odt, o, rowA, rowB, Tq, qStride, (i64)h * D, iA, iB, t);
     if (lse != nullptr && t == 0) {
         if (rowA < Tq) lse[(i64)h * Tq + rowA] = (mA + log2f(lA)) * LN2;
         if (rowB < Tq) lse[(i64)h * Tq + rowB] = (mB + log2f(lB)) * LN2;
@@ -719,8 +756,7 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
     const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLast, window) : 0;
     const float sl2 = scale * LOG2E;
     float dQ[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) dQ[dn][0] = dQ[dn][1] = dQ[dn][2] = dQ[dn][3] = 0.0f;
+    zero_acc<D / 8>(dQ);
 
     for (int it = 0; it < nTiles; it++) {
         const int kt = kStart + it * BN;
@@ -737,26 +773,15 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
         const unsigned short* Vb = Vs + (it & 1) * BN * DP;
 
         float s[BN / 8][4], dp[BN / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < BN / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-            dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.0f;
-        }
+        zero_acc<BN / 8>(s);
+        zero_acc<BN / 8>(dp);
 #pragma unroll
         for (int kc = 0; kc < D / 16; kc++) {
             unsigned int qa[4], da[4];
             ldsm_x4(qa, frag_a_addr(Qs, DP, warp * 16, kc * 16, lane));
             ldsm_x4(da, frag_a_addr(dOs, DP, warp * 16, kc * 16, lane));
-#pragma unroll
-            for (int np = 0; np < BN / 16; np++) {
-                unsigned int b[4];
-                ldsm_x4(b, frag_b2_addr(Kb, DP, np * 16, kc * 16, lane));
-                mma_bf16_16816(s[2 * np], qa, b);
-                mma_bf16_16816(s[2 * np + 1], qa, b + 2);
-                ldsm_x4(b, frag_b2_addr(Vb, DP, np * 16, kc * 16, lane));
-                mma_bf16_16816(dp[2 * np], da, b);
-                mma_bf16_16816(dp[2 * np + 1], da, b + 2);
-            }
+            mma_cols<BN>(s, qa, Kb, DP, kc * 16, lane);
+            mma_cols<BN>(dp, da, Vb, DP, kc * 16, lane);
         }
         const bool masked = kt < warpMaxLo || kt + BN - 1 > warpRow0;
 #pragma unroll
@@ -772,25 +797,13 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
         }
 #pragma unroll
         for (int kc = 0; kc < BN / 16; kc++) {
-            const unsigned int da[4] = {pack_bf16(dp[2 * kc][0], dp[2 * kc][1]), pack_bf16(dp[2 * kc][2], dp[2 * kc][3]),
-                                        pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]),
-                                        pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
-#pragma unroll
-            for (int dn2 = 0; dn2 < D / 16; dn2++) {
-                unsigned int b[4];
-                ldsm_x4_t(b, frag_bt2_addr(Kb, DP, kc * 16, dn2 * 16, lane));
-                mma_bf16_16816(dQ[2 * dn2], da, b);
-                mma_bf16_16816(dQ[2 * dn2 + 1], da, b + 2);
-            }
+            unsigned int da[4];
+            acc_to_a(da, dp, kc);
+            mma_rows_t<D>(dQ, da, Kb, DP, kc * 16, lane);
         }
     }
     cp_async_wait_all();
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        const int d = dn * 8 + 2 * t;
-        if (rowA < T) store_pair(dq, dqdt, (i64)rowA * qStride + (i64)h * D + d, dQ[dn][0] * scale, dQ[dn][1] * scale);
-        if (rowB < T) store_pair(dq, dqdt, (i64)rowB * qStride + (i64)h * D + d, dQ[dn][2] * scale, dQ[dn][3] * scale);
-    }
+    store_acc<D>(dq, dqdt, dQ, rowA, rowB, T, qStride, (i64)h * D, scale, scale, t);
 }
 
 // attn_dkv_tc: a block holds 64 keys of one key/value head, 16 per warp,
@@ -848,11 +861,8 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
     const int warpMaxEnd = warpLive ? end_query(starts, nseq, warpKeyLast, window) : 0;
     const float sl2 = scale * LOG2E;
     float dK[D / 8][4], dV[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        dK[dn][0] = dK[dn][1] = dK[dn][2] = dK[dn][3] = 0.0f;
-        dV[dn][0] = dV[dn][1] = dV[dn][2] = dV[dn][3] = 0.0f;
-    }
+    zero_acc<D / 8>(dK);
+    zero_acc<D / 8>(dV);
 
     for (int it = 0; it < nTiles; it++) {
         const int qt = j0 + (it % nQT) * BQ;
@@ -867,26 +877,15 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         const float* deltaB = deltaS + (it & 1) * BQ;
 
         float s[BQ / 8][4], dp[BQ / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < BQ / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-            dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.0f;
-        }
+        zero_acc<BQ / 8>(s);
+        zero_acc<BQ / 8>(dp);
 #pragma unroll
         for (int kc = 0; kc < D / 16; kc++) {
             unsigned int ka[4], va[4];
             ldsm_x4(ka, frag_a_addr(Ks, DP, warp * 16, kc * 16, lane));
             ldsm_x4(va, frag_a_addr(Vs, DP, warp * 16, kc * 16, lane));
-#pragma unroll
-            for (int np = 0; np < BQ / 16; np++) {
-                unsigned int b[4];
-                ldsm_x4(b, frag_b2_addr(Qb, DP, np * 16, kc * 16, lane));
-                mma_bf16_16816(s[2 * np], ka, b);
-                mma_bf16_16816(s[2 * np + 1], ka, b + 2);
-                ldsm_x4(b, frag_b2_addr(dOb, DP, np * 16, kc * 16, lane));
-                mma_bf16_16816(dp[2 * np], va, b);
-                mma_bf16_16816(dp[2 * np + 1], va, b + 2);
-            }
+            mma_cols<BQ>(s, ka, Qb, DP, kc * 16, lane);
+            mma_cols<BQ>(dp, va, dOb, DP, kc * 16, lane);
         }
         // Unmasked when every query of the tile comes at or after every key
         // of the warp and before the first key's end.
@@ -906,39 +905,16 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         }
 #pragma unroll
         for (int kc = 0; kc < BQ / 16; kc++) {
-            const unsigned int pa[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
-                                        pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                        pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-            const unsigned int da[4] = {pack_bf16(dp[2 * kc][0], dp[2 * kc][1]), pack_bf16(dp[2 * kc][2], dp[2 * kc][3]),
-                                        pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]),
-                                        pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
-#pragma unroll
-            for (int dn2 = 0; dn2 < D / 16; dn2++) {
-                unsigned int b[4];
-                ldsm_x4_t(b, frag_bt2_addr(dOb, DP, kc * 16, dn2 * 16, lane));
-                mma_bf16_16816(dV[2 * dn2], pa, b);
-                mma_bf16_16816(dV[2 * dn2 + 1], pa, b + 2);
-                ldsm_x4_t(b, frag_bt2_addr(Qb, DP, kc * 16, dn2 * 16, lane));
-                mma_bf16_16816(dK[2 * dn2], da, b);
-                mma_bf16_16816(dK[2 * dn2 + 1], da, b + 2);
-            }
+            unsigned int pa[4], da[4];
+            acc_to_a(pa, s, kc);
+            acc_to_a(da, dp, kc);
+            mma_rows_t<D>(dV, pa, dOb, DP, kc * 16, lane);
+            mma_rows_t<D>(dK, da, Qb, DP, kc * 16, lane);
         }
     }
     cp_async_wait_all();
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        const int d = dn * 8 + 2 * t;
-        if (keyA < T) {
-            const i64 off = (i64)keyA * kvStride + (i64)kvh * D + d;
-            store_pair(dk, dkdt, off, dK[dn][0] * scale, dK[dn][1] * scale);
-            store_pair(dv, dvdt, off, dV[dn][0], dV[dn][1]);
-        }
-        if (keyB < T) {
-            const i64 off = (i64)keyB * kvStride + (i64)kvh * D + d;
-            store_pair(dk, dkdt, off, dK[dn][2] * scale, dK[dn][3] * scale);
-            store_pair(dv, dvdt, off, dV[dn][2], dV[dn][3]);
-        }
-    }
+    store_acc<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, scale, t);
+    store_acc<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, 1.0f, t);
 }
 
 // Blocks per SM each tensor-core kernel is compiled for (the second

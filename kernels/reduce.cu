@@ -37,7 +37,7 @@ extern "C" __global__ void sum_squares(double* out, const void* t, int dt, i64 n
     block_add_d(out, acc);
 }
 
-extern "C" __global__ void sum_squares_multi(double* out, const unsigned long long* table) {
+extern "C" __global__ void sum_squares_multi(const unsigned long long* table, double* out) {
     const unsigned long long* c = table + 3 * (i64)blockIdx.x;
     const void* t = (const void*)c[0];
     const i64 n = (i64)c[1];

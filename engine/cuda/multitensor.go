@@ -79,15 +79,21 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 		return err
 	}
 	defer exit()
-	op := fmt.Sprintf("AdamWAll of %d tensors", len(sets))
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	return b.launchTable(fmt.Sprintf("AdamWAll of %d tensors", len(sets)), "adamw.cu", "adamw_multi", table, 7,
+		1-p.LR*p.WeightDecay, 1-p.Beta1, p.Beta2, 1-p.Beta2, float32(float64(p.LR)/bc1), float32(math.Sqrt(bc2)), p.Eps)
+}
+
+// launchTable launches a multi-tensor kernel over table (words 64-bit
+// words per chunk, one block per chunk) with the table's device address
+// as its first argument. The caller holds the backend (enter).
+func (b *Backend) launchTable(op, file, name string, table []uint64, words int, args ...any) error {
 	dev, err := b.tableOnDevice(op, table)
 	if err != nil {
 		return err
 	}
-	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
-	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
-	return b.launch(op, "adamw.cu", "adamw_multi", dim3{len(table) / 7, 1, 1}, block256, 0,
-		dev, 1-p.LR*p.WeightDecay, 1-p.Beta1, p.Beta2, 1-p.Beta2, float32(float64(p.LR)/bc1), float32(math.Sqrt(bc2)), p.Eps)
+	return b.launch(op, file, name, dim3{len(table) / words, 1, 1}, block256, 0, append([]any{dev}, args...)...)
 }
 
 // tableOnDevice returns the device copy of table, uploading it unless one
@@ -144,11 +150,6 @@ func (b *Backend) FillAll(ts []engine.Tensor, v float32) error {
 		return err
 	}
 	defer exit()
-	op := fmt.Sprintf("FillAll of %d tensors", len(ts))
-	dev, err := b.tableOnDevice(op, table)
-	if err != nil {
-		return err
-	}
 	for _, d := range ds {
 		d.alloc.known = nil
 		if d.dt == engine.I32 {
@@ -156,5 +157,5 @@ func (b *Backend) FillAll(ts []engine.Tensor, v float32) error {
 			d.alloc.known.n = d.n
 		}
 	}
-	return b.launch(op, fileElementwise, "fill_multi", dim3{len(table) / 3, 1, 1}, block256, 0, dev, v)
+	return b.launchTable(fmt.Sprintf("FillAll of %d tensors", len(ts)), fileElementwise, "fill_multi", table, 3, v)
 }

@@ -258,14 +258,10 @@ func (b *Backend) SumSquaresAll(ts []engine.Tensor) (float64, error) {
 	}
 	defer exit()
 	op := fmt.Sprintf("SumSquaresAll of %d tensors", len(ts))
-	dev, err := b.tableOnDevice(op, table)
-	if err != nil {
-		return 0, err
-	}
 	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(b.scratch), 0, 2); err != nil {
 		return 0, withOp(op, err)
 	}
-	if err := b.launch(op, fileReduce, "sum_squares_multi", dim3{len(table) / 3, 1, 1}, block256, 0, b.scratch, dev); err != nil {
+	if err := b.launchTable(op, fileReduce, "sum_squares_multi", table, 3, b.scratch); err != nil {
 		return 0, err
 	}
 	var out float64
