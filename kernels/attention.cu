@@ -591,6 +591,26 @@ __device__ __forceinline__ void mma_cols(float (*acc)[4], const unsigned int* a,
     }
 }
 
+// score_pair computes, for the warp's 16 rows r0.. of the row-major tiles
+// a1 and a2, s = a1 b1^T and dp = a2 b2^T against the first N rows of b1
+// and b2, reducing over the head dim D (the backward's S and dP, or their
+// transposes).
+template <int D, int N>
+__device__ __forceinline__ void score_pair(float (*s)[4], float (*dp)[4], const unsigned short* a1,
+                                           const unsigned short* a2, int r0, const unsigned short* b1,
+                                           const unsigned short* b2, int DP, int lane) {
+    zero_acc<N / 8>(s);
+    zero_acc<N / 8>(dp);
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++) {
+        unsigned int x[4], y[4];
+        ldsm_x4(x, frag_a_addr(a1, DP, r0, kc * 16, lane));
+        ldsm_x4(y, frag_a_addr(a2, DP, r0, kc * 16, lane));
+        mma_cols<N>(s, x, b1, DP, kc * 16, lane);
+        mma_cols<N>(dp, y, b2, DP, kc * 16, lane);
+    }
+}
+
 // store_acc writes a thread's rows A and B (below `rows`) of a [16, D]
 // accumulator, row r at p + r*stride + col0, scaled by sA and sB.
 template <int D>
@@ -773,16 +793,7 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
         const unsigned short* Vb = Vs + (it & 1) * BN * DP;
 
         float s[BN / 8][4], dp[BN / 8][4];
-        zero_acc<BN / 8>(s);
-        zero_acc<BN / 8>(dp);
-#pragma unroll
-        for (int kc = 0; kc < D / 16; kc++) {
-            unsigned int qa[4], da[4];
-            ldsm_x4(qa, frag_a_addr(Qs, DP, warp * 16, kc * 16, lane));
-            ldsm_x4(da, frag_a_addr(dOs, DP, warp * 16, kc * 16, lane));
-            mma_cols<BN>(s, qa, Kb, DP, kc * 16, lane);
-            mma_cols<BN>(dp, da, Vb, DP, kc * 16, lane);
-        }
+        score_pair<D, BN>(s, dp, Qs, dOs, warp * 16, Kb, Vb, DP, lane);
         const bool masked = kt < warpMaxLo || kt + BN - 1 > warpRow0;
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++) {
@@ -877,16 +888,7 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         const float* deltaB = deltaS + (it & 1) * BQ;
 
         float s[BQ / 8][4], dp[BQ / 8][4];
-        zero_acc<BQ / 8>(s);
-        zero_acc<BQ / 8>(dp);
-#pragma unroll
-        for (int kc = 0; kc < D / 16; kc++) {
-            unsigned int ka[4], va[4];
-            ldsm_x4(ka, frag_a_addr(Ks, DP, warp * 16, kc * 16, lane));
-            ldsm_x4(va, frag_a_addr(Vs, DP, warp * 16, kc * 16, lane));
-            mma_cols<BQ>(s, ka, Qb, DP, kc * 16, lane);
-            mma_cols<BQ>(dp, va, dOb, DP, kc * 16, lane);
-        }
+        score_pair<D, BQ>(s, dp, Ks, Vs, warp * 16, Qb, dOb, DP, lane);
         // Unmasked when every query of the tile comes at or after every key
         // of the warp and before the first key's end.
         const bool masked = qt < warpKeyLast || qt + BQ > warpMinEnd;
