@@ -389,7 +389,9 @@ func (e *studioExport) Export(ctx context.Context, runDir, format, quant, outDir
 	var cancelled atomic.Bool
 	result := make(chan error, 1)
 	go func() {
-		err := export.Run(o, func(done, total int, what string) {
+		// ctx ends the export itself too (RunContext stops at its next
+		// weight or write); the wait below only lets the page go at once.
+		err := export.RunContext(ctx, o, func(done, total int, what string) {
 			if !cancelled.Load() {
 				progress(done, total, what)
 			}

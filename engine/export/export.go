@@ -11,6 +11,7 @@
 package export
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -98,6 +99,17 @@ func (o Options) Check() error {
 
 // Run exports a run. Progress may be nil.
 func Run(o Options, progress Progress) error {
+	return RunContext(context.Background(), o, progress)
+}
+
+// RunContext is Run that gives up once ctx is done: between weights while
+// merging, at the next write of a GGUF file (whose temporary file is then
+// removed), before each file of an adapter export. The error wraps
+// ctx.Err(); files already complete in OutDir stay.
+func RunContext(ctx context.Context, o Options, progress Progress) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("export cancelled: %w", err)
+	}
 	if progress == nil {
 		progress = func(int, int, string) {}
 	}
@@ -115,11 +127,15 @@ func Run(o Options, progress Progress) error {
 		return fmt.Errorf("export: %w", err)
 	}
 	if o.Format == "peft" {
-		return exportPEFT(run, o.OutDir, progress)
+		return exportPEFT(ctx, run, o.OutDir, progress)
 	}
 	src, err := run.Load()
 	if err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		src.Close()
+		return fmt.Errorf("export cancelled: %w", err)
 	}
 	defer src.Close()
 	if o.Template != "" {
@@ -131,9 +147,9 @@ func Run(o Options, progress Progress) error {
 	}
 	switch o.Format {
 	case "merged":
-		return writeMerged(src, o.OutDir, o.quant(), progress)
+		return writeMerged(ctx, src, o.OutDir, o.quant(), progress)
 	default:
-		return writeGGUFExport(src, o.OutDir, o.quant(), progress)
+		return writeGGUFExport(ctx, src, o.OutDir, o.quant(), progress)
 	}
 }
 

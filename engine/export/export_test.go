@@ -1,7 +1,9 @@
 package export
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -463,5 +465,49 @@ func TestExportRefusesNonFiniteWeights(t *testing.T) {
 		if _, statErr := os.Stat(filepath.Join(tmp, format, "model.gguf")); statErr == nil {
 			t.Errorf("%s: a GGUF was left behind", format)
 		}
+	}
+}
+
+// TestExportStopsWhenCancelled: a context cancelled while an export runs
+// stops it with an error wrapping context.Canceled, leaving no model file
+// (complete or temporary) behind; one cancelled before it starts writes
+// nothing at all.
+func TestExportStopsWhenCancelled(t *testing.T) {
+	tmp := t.TempDir()
+	run := makeLoRARun(t, filepath.Join(tmp, "run"), testdata("tiny-qwen2"), 5)
+	for _, c := range []struct{ format, quant, model string }{
+		{"gguf", "q8_0", "model.gguf"},
+		{"merged", "bf16", "model.safetensors"},
+		{"peft", "", "adapter_model.safetensors"},
+	} {
+		t.Run(c.format, func(t *testing.T) {
+			out := filepath.Join(tmp, "out-"+c.format)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			steps := 0
+			err := RunContext(ctx, Options{RunDir: run, Format: c.format, Quant: c.quant, OutDir: out}, func(done, total int, what string) {
+				steps++
+				cancel() // at the first progress report
+			})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v after %d progress reports; want one wrapping context.Canceled", err, steps)
+			}
+			entries, _ := os.ReadDir(out)
+			for _, e := range entries {
+				if e.Name() == c.model || strings.Contains(e.Name(), ".tmp") {
+					t.Errorf("cancelled export left %s", e.Name())
+				}
+			}
+
+			before, cancelBefore := context.WithCancel(context.Background())
+			cancelBefore()
+			out2 := filepath.Join(tmp, "never-"+c.format)
+			if err := RunContext(before, Options{RunDir: run, Format: c.format, Quant: c.quant, OutDir: out2}, nil); !errors.Is(err, context.Canceled) {
+				t.Errorf("pre-cancelled export: err = %v, want context.Canceled", err)
+			}
+			if _, err := os.Stat(out2); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pre-cancelled export created %s (%v)", out2, err)
+			}
+		})
 	}
 }

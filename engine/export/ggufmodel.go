@@ -1,6 +1,7 @@
 package export
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -307,14 +308,14 @@ func tokenizerKV(src *Source, vocab *ggufVocab, kv func(string, any)) error {
 }
 
 // writeGGUFExport writes model.gguf and a Modelfile into dir.
-func writeGGUFExport(src *Source, dir, quant string, progress Progress) error {
+func writeGGUFExport(ctx context.Context, src *Source, dir, quant string, progress Progress) error {
 	f, err := BuildGGUF(src, quant)
 	if err != nil {
 		return err
 	}
 	total := len(f.Tensors) + 1
 	path := filepath.Join(dir, "model.gguf")
-	if err := f.WriteFile(path, func(done, _ int, name string) { progress(done, total, name) }); err != nil {
+	if err := f.WriteFileContext(ctx, path, func(done, _ int, name string) { progress(done, total, name) }); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	mf, err := Modelfile(src, "./model.gguf")

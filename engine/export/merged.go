@@ -2,6 +2,7 @@ package export
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -22,17 +23,23 @@ var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "specia
 
 // writeMerged writes the merged model as HF safetensors in dtype (bf16 or
 // f16) with config.json, generation_config.json and the tokenizer files.
-func writeMerged(src *Source, dir, dtype string, progress Progress) error {
+func writeMerged(ctx context.Context, src *Source, dir, dtype string, progress Progress) error {
 	weights := Weights(src.Model)
 	total := len(weights) + 3
 	var tensors []safetensors.Tensor
 	for i, w := range weights {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("export cancelled: %w", err)
+		}
 		v, err := w.Values(src.Model)
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
 		tensors = append(tensors, halfTensor(w.Name, w.Shape, v, dtype))
 		progress(i+1, total, w.Name)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("export cancelled: %w", err)
 	}
 	if err := safetensors.WriteSharded(dir, "model", tensors, ShardBytes, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("export: %w", err)

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -24,7 +25,7 @@ var peftKey = regexp.MustCompile(`^base_model\.model\.model\.layers\.(\d+)\.(sel
 // exportPEFT checks the run's adapter against its base model and writes a
 // copy that PEFT loads: base_model_name_or_path made absolute when it is a
 // local folder, and the tokenizer files (with the chat template) beside it.
-func exportPEFT(run *RunFiles, dir string, progress Progress) error {
+func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progress) error {
 	if run.AdapterDir == "" {
 		return fmt.Errorf("export: %s is a full fine-tuning run: it has no adapter (export merged or gguf instead)", run.Dir)
 	}
@@ -56,6 +57,9 @@ func exportPEFT(run *RunFiles, dir string, progress Progress) error {
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("export cancelled: %w", err)
+	}
 	if err := writeFile(filepath.Join(dir, "adapter_model.safetensors"), data); err != nil {
 		return err
 	}
@@ -63,6 +67,9 @@ func exportPEFT(run *RunFiles, dir string, progress Progress) error {
 		return err
 	}
 	progress(2, 3, "adapter_config.json")
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("export cancelled: %w", err)
+	}
 	if err := copyTokenizerFiles(run.ModelDir, dir); err != nil {
 		return err
 	}

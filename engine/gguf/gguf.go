@@ -19,6 +19,7 @@ package gguf
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -192,7 +193,13 @@ type Progress func(done, total int, name string)
 
 // WriteFile writes f to path atomically (a temporary file renamed into
 // place), so a failed export never leaves a half-written model behind.
-func (f *File) WriteFile(path string, progress Progress) (err error) {
+func (f *File) WriteFile(path string, progress Progress) error {
+	return f.WriteFileContext(context.Background(), path, progress)
+}
+
+// WriteFileContext is WriteFile that stops, removing its temporary file,
+// at the first write after ctx is done.
+func (f *File) WriteFileContext(ctx context.Context, path string, progress Progress) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("gguf: %w", err)
@@ -207,7 +214,7 @@ func (f *File) WriteFile(path string, progress Progress) (err error) {
 	if err = tmp.Chmod(0o644); err != nil {
 		return fmt.Errorf("gguf: %s: %w", path, err)
 	}
-	if err = f.Write(tmp, progress); err != nil {
+	if err = f.Write(ctxWriter{ctx, tmp}, progress); err != nil {
 		return fmt.Errorf("gguf: %s: %w", path, err)
 	}
 	if err = tmp.Sync(); err != nil {
@@ -220,6 +227,19 @@ func (f *File) WriteFile(path string, progress Progress) (err error) {
 		return fmt.Errorf("gguf: %w", err)
 	}
 	return nil
+}
+
+// ctxWriter fails every write once its context is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }
 
 // Write streams f to w. Every tensor is checked (names unique, sizes whole
