@@ -12,6 +12,10 @@ for f in tools/fuzz/*.txt; do
   [ -e "$f" ] || continue
   # each line: package FuzzName
   while read -r pkg name; do
-    [ -n "$pkg" ] && go test -run '^$' -fuzz "^${name}\$" -fuzztime 10s "$pkg"
+    # A count, not a duration: Go 1.26's fuzz coordinator can fail a
+    # duration-bounded run with "context deadline exceeded" when its
+    # workers are starved at the deadline (golang/go#75804), which a
+    # loaded 2-core CI machine does; a count has no deadline to race.
+    [ -n "$pkg" ] && go test -timeout 5m -run '^$' -fuzz "^${name}\$" -fuzztime 5000x "$pkg"
   done < "$f"
 done
