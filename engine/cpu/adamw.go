@@ -16,19 +16,13 @@ import (
 //
 // param, m and v are F32; grad may be F32 or BF16.
 func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) error {
-	c := checker{op: "AdamW"}
+	c := check("AdamW")
 	pt := c.f32("param", param)
 	gt := c.float("grad", grad)
 	mt := c.f32("m", m)
 	vt := c.f32("v", v)
-	c.sameLen("param", pt, "grad", gt)
-	c.sameLen("param", pt, "m", mt)
-	c.sameLen("param", pt, "v", vt)
-	if c.err == nil && p.Step < 1 {
-		c.failf("Step %d: steps count from 1", p.Step)
-	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil || !c.AdamW(pt, gt, mt, vt, p.Step) {
+		return c.Err
 	}
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))

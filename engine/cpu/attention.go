@@ -48,73 +48,47 @@ func (g *attnGeometry) endQuery(j int) int {
 	return hi
 }
 
-// attnGeometry checks q, k, v against p and seqs and fills in the geometry.
+// attnGeometry checks q, k, v against p and seqs (engine/opcheck's rules,
+// which engine/cuda applies too) and fills in the geometry.
 func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.AttnParams) *attnGeometry {
-	if c.err != nil {
+	if c.Err != nil {
 		return nil
 	}
-	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
-		c.failf("NHeads %d, NKVHeads %d, HeadDim %d: all must be positive and NHeads a multiple of NKVHeads",
-			p.NHeads, p.NKVHeads, p.HeadDim)
-		return nil
-	}
-	if p.Window < 0 {
-		c.failf("Window %d is negative", p.Window)
-		return nil
-	}
-	if math.IsNaN(float64(p.Scale)) || math.IsInf(float64(p.Scale), 0) {
-		c.failf("Scale %g is not finite", p.Scale)
+	T, ok := c.Attention(q, k, v, seqs, p, 0)
+	if !ok {
 		return nil
 	}
 	g := &attnGeometry{
-		T: engine.Rows(q), H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim,
+		T: T, H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim,
 		group: p.NHeads / p.NKVHeads, window: p.Window, scale: float64(p.Scale),
 	}
-	c.matrix("q", q, g.T, g.H*g.D)
-	c.matrix("k", k, g.T, g.KVH*g.D)
-	c.matrix("v", v, g.T, g.KVH*g.D)
-	if c.err != nil {
-		return nil
-	}
 	st := seqs.Starts
-	if len(st) < 2 || st[0] != 0 || int(st[len(st)-1]) != g.T {
-		c.failf("seqs.Starts %v must begin at 0 and end at T = %d (the rows of q %v)", st, g.T, q.shape)
-		return nil
-	}
 	g.seqStart = make([]int, g.T)
 	g.seqEnd = make([]int, g.T)
 	for s := 0; s+1 < len(st); s++ {
 		lo, hi := int(st[s]), int(st[s+1])
-		if hi < lo {
-			c.failf("seqs.Starts %v decreases at index %d", st, s+1)
-			return nil
-		}
 		g.maxLen = max(g.maxLen, hi-lo)
 		for i := lo; i < hi; i++ {
 			g.seqStart[i], g.seqEnd[i] = lo, hi
 		}
-	}
-	if seqs.MaxLen < g.maxLen {
-		c.failf("seqs.MaxLen %d is below the longest sequence (%d tokens) in Starts %v", seqs.MaxLen, g.maxLen, st)
-		return nil
 	}
 	return g
 }
 
 // Attention writes out and lse; see the semantics above.
 func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
-	c := checker{op: "Attention"}
+	c := check("Attention")
 	ot := c.float("out", out)
 	lt := c.f32("lse", lse)
 	qt := c.float("q", q)
 	kt := c.float("k", k)
 	vt := c.float("v", v)
 	g := c.attnGeometry(qt, kt, vt, seqs, p)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
-	c.matrix("out", ot, g.T, g.H*g.D)
-	c.length("lse", lt, g.H*g.T)
+	c.Matrix("out", ot, g.T, g.H*g.D)
+	c.Length("lse", lt, g.H*g.T)
 	for _, in := range []struct {
 		name string
 		t    *Tensor
@@ -123,8 +97,8 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 		c.disjoint("lse", lt, in.name, in.t)
 	}
 	c.disjoint("out", ot, "lse", lt)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	od, ld, qd, kd, vd := ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
@@ -177,7 +151,7 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 // head), so both passes run in parallel without two goroutines ever
 // writing the same element.
 func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
-	c := checker{op: "AttentionBackward"}
+	c := check("AttentionBackward")
 	dqt := c.float("dq", dq)
 	dkt := c.float("dk", dk)
 	dvt := c.float("dv", dv)
@@ -188,16 +162,11 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	ot := c.float("out", out)
 	lt := c.f32("lse", lse)
 	g := c.attnGeometry(qt, kt, vt, seqs, p)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
-	c.matrix("dq", dqt, T, H*D)
-	c.matrix("dk", dkt, T, KVH*D)
-	c.matrix("dv", dvt, T, KVH*D)
-	c.matrix("dOut", dot, T, H*D)
-	c.matrix("out", ot, T, H*D)
-	c.length("lse", lt, H*T)
+	c.AttentionGrads(T, H, KVH, D, dqt, dkt, dvt, dot, ot, lt)
 	outs := []struct {
 		name string
 		t    *Tensor
@@ -214,8 +183,8 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 			c.disjoint(o.name, o.t, o2.name, o2.t)
 		}
 	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()
 	dod, qd, kd, vd, od, ld := dot.floats(), qt.floats(), kt.floats(), vt.floats(), ot.floats(), lt.floats()

@@ -13,33 +13,19 @@ var _ engine.KVAttention = (*Backend)(nil)
 // j <= qOffset+i (and qOffset+i-j < Window when a window is set). out is
 // overwritten; nothing is saved for a backward.
 func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
-	c := checker{op: "AttentionKV"}
+	c := check("AttentionKV")
 	ot, qt, kt, vt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
-	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
-		c.failf("NHeads %d, NKVHeads %d, HeadDim %d: all must be positive and NHeads a multiple of NKVHeads",
-			p.NHeads, p.NKVHeads, p.HeadDim)
-		return c.err
-	}
+	Tq, _ := c.AttentionKV(ot, qt, kt, vt, qOffset, p, 0)
+	Tk := qOffset + Tq
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
-	Tq, Tk := engine.Rows(qt), engine.Rows(kt)
-	c.matrix("q", qt, Tq, H*D)
-	c.matrix("out", ot, Tq, H*D)
-	c.matrix("k", kt, Tk, KVH*D)
-	c.matrix("v", vt, Tk, KVH*D)
-	if c.err == nil && (qOffset < 0 || qOffset+Tq != Tk) {
-		c.failf("qOffset %d + %d queries must equal the %d cached keys", qOffset, Tq, Tk)
-	}
-	if c.err == nil && p.Window < 0 {
-		c.failf("Window %d is negative", p.Window)
-	}
 	c.disjoint("out", ot, "q", qt)
 	c.disjoint("out", ot, "k", kt)
 	c.disjoint("out", ot, "v", vt)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	od, qd, kd, vd := ot.floats(), qt.floats(), kt.floats(), vt.floats()
 	group, scale := H/KVH, float64(p.Scale)

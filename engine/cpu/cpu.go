@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	"whet/engine"
+	"whet/engine/opcheck"
 )
 
 // Backend is the CPU reference backend. It is safe for use by one goroutine
@@ -144,10 +145,10 @@ func (b *Backend) Alloc(dt engine.DType, shape ...int) (engine.Tensor, error) {
 
 // View returns a tensor sharing t's memory from element offset on.
 func (b *Backend) View(t engine.Tensor, offset int, shape ...int) (engine.Tensor, error) {
-	c := checker{op: "View"}
+	c := check("View")
 	src := c.tensor("t", t)
-	if c.err != nil {
-		return nil, c.err
+	if c.Err != nil {
+		return nil, c.Err
 	}
 	n, err := shapeLen(shape)
 	if err != nil {
@@ -177,10 +178,10 @@ func (b *Backend) Free(t engine.Tensor) {
 // Upload copies src into dst, converting to dst's dtype. An I32 tensor
 // accepts only integral values.
 func (b *Backend) Upload(dst engine.Tensor, src []float32) error {
-	c := checker{op: "Upload"}
+	c := check("Upload")
 	d := c.tensor("dst", dst)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if len(src) != d.n {
 		return fmt.Errorf("cpu: Upload: %d values for dst %v (%d elements)", len(src), d.shape, d.n)
@@ -202,10 +203,10 @@ func (b *Backend) Upload(dst engine.Tensor, src []float32) error {
 
 // UploadInt32 copies src into an I32 tensor.
 func (b *Backend) UploadInt32(dst engine.Tensor, src []int32) error {
-	c := checker{op: "UploadInt32"}
+	c := check("UploadInt32")
 	d := c.intTensor("dst", dst)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if len(src) != d.n {
 		return fmt.Errorf("cpu: UploadInt32: %d values for dst %v (%d elements)", len(src), d.shape, d.n)
@@ -216,10 +217,10 @@ func (b *Backend) UploadInt32(dst engine.Tensor, src []int32) error {
 
 // Download copies src into dst as float32.
 func (b *Backend) Download(src engine.Tensor, dst []float32) error {
-	c := checker{op: "Download"}
+	c := check("Download")
 	s := c.tensor("src", src)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if len(dst) != s.n {
 		return fmt.Errorf("cpu: Download: room for %d values, src %v has %d elements", len(dst), s.shape, s.n)
@@ -237,10 +238,10 @@ func (b *Backend) Download(src engine.Tensor, dst []float32) error {
 // Fill sets every element to v (rounded to the tensor's dtype; an I32
 // tensor needs an integral v).
 func (b *Backend) Fill(t engine.Tensor, v float32) error {
-	c := checker{op: "Fill"}
+	c := check("Fill")
 	d := c.tensor("t", t)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if d.dt == engine.I32 {
 		if v != float32(int32(v)) {
@@ -265,12 +266,12 @@ func (b *Backend) Fill(t engine.Tensor, v float32) error {
 // Copy copies src into dst (same length; F32 and BF16 convert both ways,
 // I32 copies only to I32).
 func (b *Backend) Copy(dst, src engine.Tensor) error {
-	c := checker{op: "Copy"}
+	c := check("Copy")
 	d := c.tensor("dst", dst)
 	s := c.tensor("src", src)
-	c.sameLen("dst", d, "src", s)
-	if c.err != nil {
-		return c.err
+	c.SameLen("dst", d, "src", s)
+	if c.Err != nil {
+		return c.Err
 	}
 	if (d.dt == engine.I32) != (s.dt == engine.I32) {
 		return fmt.Errorf("cpu: Copy: cannot copy %s %v into %s %v", s.dt, s.shape, d.dt, d.shape)
@@ -304,31 +305,30 @@ func roundSliceBF16(x []float32) {
 	}
 }
 
-// checker collects the first argument error of an op so that the op can
-// validate all its arguments in a row and return once.
+// checker is the shared argument rules (engine/opcheck, messages prefixed
+// "cpu:") plus what depends on this backend's storage: unwrapping its
+// tensors, freed buffers, overlapping outputs.
 type checker struct {
-	op  string
-	err error
+	opcheck.Checker
 }
 
-func (c *checker) failf(format string, args ...any) {
-	if c.err == nil {
-		c.err = fmt.Errorf("cpu: "+c.op+": "+format, args...)
-	}
+// check starts the argument checks of one op.
+func check(op string) checker {
+	return checker{opcheck.Checker{Backend: "cpu", Op: op}}
 }
 
 // tensor unwraps a live CPU tensor of any dtype.
 func (c *checker) tensor(name string, t engine.Tensor) *Tensor {
-	if c.err != nil {
+	if c.Err != nil {
 		return nil
 	}
 	ct, ok := t.(*Tensor)
 	if !ok || ct == nil {
-		c.failf("%s is %T, not a cpu tensor", name, t)
+		c.Failf("%s is %T, not a cpu tensor", name, t)
 		return nil
 	}
 	if ct.buf.freed {
-		c.failf("%s %v was freed", name, ct.shape)
+		c.Failf("%s %v was freed", name, ct.shape)
 		return nil
 	}
 	return ct
@@ -336,58 +336,33 @@ func (c *checker) tensor(name string, t engine.Tensor) *Tensor {
 
 // float unwraps an F32 or BF16 tensor.
 func (c *checker) float(name string, t engine.Tensor) *Tensor {
-	ct := c.tensor(name, t)
-	if ct != nil && ct.dt == engine.I32 {
-		c.failf("%s %v is i32, want a float tensor (f32 or bf16)", name, ct.shape)
-		return nil
+	if ct := c.tensor(name, t); ct != nil && c.Float(name, ct) {
+		return ct
 	}
-	return ct
+	return nil
 }
 
 // f32 unwraps an F32 tensor (optimizer state, saved statistics).
 func (c *checker) f32(name string, t engine.Tensor) *Tensor {
-	ct := c.tensor(name, t)
-	if ct != nil && ct.dt != engine.F32 {
-		c.failf("%s %v is %s, want f32", name, ct.shape, ct.dt)
-		return nil
+	if ct := c.tensor(name, t); ct != nil && c.DType(name, ct, engine.F32) {
+		return ct
 	}
-	return ct
+	return nil
 }
 
 // intTensor unwraps an I32 tensor.
 func (c *checker) intTensor(name string, t engine.Tensor) *Tensor {
-	ct := c.tensor(name, t)
-	if ct != nil && ct.dt != engine.I32 {
-		c.failf("%s %v is %s, want i32", name, ct.shape, ct.dt)
-		return nil
+	if ct := c.tensor(name, t); ct != nil && c.DType(name, ct, engine.I32) {
+		return ct
 	}
-	return ct
-}
-
-func (c *checker) sameLen(an string, a *Tensor, bn string, b *Tensor) {
-	if c.err == nil && a.n != b.n {
-		c.failf("%s %v (%d elements) and %s %v (%d elements) differ in length", an, a.shape, a.n, bn, b.shape, b.n)
-	}
-}
-
-// matrix checks that t read as a matrix is rows x cols.
-func (c *checker) matrix(name string, t *Tensor, rows, cols int) {
-	if c.err == nil && (engine.Rows(t) != rows || engine.Cols(t) != cols) {
-		c.failf("%s has shape %v (%dx%d), want %dx%d", name, t.shape, engine.Rows(t), engine.Cols(t), rows, cols)
-	}
-}
-
-func (c *checker) length(name string, t *Tensor, n int) {
-	if c.err == nil && t.n != n {
-		c.failf("%s has shape %v (%d elements), want %d elements", name, t.shape, t.n, n)
-	}
+	return nil
 }
 
 // disjoint fails when an output shares memory with an input the op still
 // reads after it starts writing.
 func (c *checker) disjoint(outName string, out *Tensor, inName string, in *Tensor) {
-	if c.err == nil && overlaps(out, in) {
-		c.failf("output %s %v overlaps input %s %v", outName, out.shape, inName, in.shape)
+	if c.Err == nil && overlaps(out, in) {
+		c.Failf("output %s %v overlaps input %s %v", outName, out.shape, inName, in.shape)
 	}
 }
 

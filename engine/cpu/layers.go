@@ -8,18 +8,18 @@ import (
 
 // Embedding copies row ids[t] of table into row t of out.
 func (b *Backend) Embedding(out, table, ids engine.Tensor) error {
-	c := checker{op: "Embedding"}
+	c := check("Embedding")
 	o := c.float("out", out)
 	tb := c.float("table", table)
 	id := c.intTensor("ids", ids)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	dim := engine.Cols(tb)
-	c.matrix("out", o, id.n, dim)
+	c.Matrix("out", o, id.n, dim)
 	c.validIDs(id, engine.Rows(tb))
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	od, td := o.floats(), tb.floats()
 	for t, tok := range id.ints() {
@@ -32,18 +32,18 @@ func (b *Backend) Embedding(out, table, ids engine.Tensor) error {
 // EmbeddingBackward adds row t of dOut into row ids[t] of dTable. Rows run
 // in token order, so repeated ids accumulate deterministically.
 func (b *Backend) EmbeddingBackward(dTable, dOut, ids engine.Tensor) error {
-	c := checker{op: "EmbeddingBackward"}
+	c := check("EmbeddingBackward")
 	dt := c.float("dTable", dTable)
 	do := c.float("dOut", dOut)
 	id := c.intTensor("ids", ids)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	dim := engine.Cols(dt)
-	c.matrix("dOut", do, id.n, dim)
+	c.Matrix("dOut", do, id.n, dim)
 	c.validIDs(id, engine.Rows(dt))
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	od, td := do.floats(), dt.floats()
 	for t, tok := range id.ints() {
@@ -57,12 +57,12 @@ func (b *Backend) EmbeddingBackward(dTable, dOut, ids engine.Tensor) error {
 }
 
 func (c *checker) validIDs(ids *Tensor, vocab int) {
-	if c.err != nil {
+	if c.Err != nil {
 		return
 	}
 	for t, tok := range ids.ints() {
 		if tok < 0 || int(tok) >= vocab {
-			c.failf("ids[%d] = %d is outside the table's %d rows", t, tok, vocab)
+			c.Failf("ids[%d] = %d is outside the table's %d rows", t, tok, vocab)
 			return
 		}
 	}
@@ -71,20 +71,20 @@ func (c *checker) validIDs(ids *Tensor, vocab int) {
 // RMSNorm writes out = x*rstd*weight row by row and saves rstd (f32, one
 // per row) for the backward.
 func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error {
-	c := checker{op: "RMSNorm"}
+	c := check("RMSNorm")
 	o := c.float("out", out)
 	rs := c.f32("rstd", rstd)
 	xt := c.float("x", x)
 	w := c.float("weight", weight)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.matrix("out", o, rows, dim)
-	c.length("rstd", rs, rows)
-	c.length("weight", w, dim)
-	if c.err != nil {
-		return c.err
+	c.Matrix("out", o, rows, dim)
+	c.Length("rstd", rs, rows)
+	c.Length("weight", w, dim)
+	if c.Err != nil {
+		return c.Err
 	}
 	od, rd, xd, wd := o.floats(), rs.floats(), xt.floats(), w.floats()
 	parallelFor(rows, 64, func(lo, hi int) {
@@ -113,7 +113,7 @@ func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error
 //	dx_j += r*w_j*dy_j - x_j * r^3/D * sum_k(w_k*dy_k*x_k)
 //	dw_j += sum over rows of dy_j*x_j*r
 func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tensor) error {
-	c := checker{op: "RMSNormBackward"}
+	c := check("RMSNormBackward")
 	dxt := c.float("dx", dx)
 	var dwt *Tensor
 	if !isNil(dWeight) {
@@ -123,19 +123,19 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 	xt := c.float("x", x)
 	w := c.float("weight", weight)
 	rs := c.f32("rstd", rstd)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.matrix("dx", dxt, rows, dim)
-	c.matrix("dOut", do, rows, dim)
-	c.length("weight", w, dim)
-	c.length("rstd", rs, rows)
+	c.Matrix("dx", dxt, rows, dim)
+	c.Matrix("dOut", do, rows, dim)
+	c.Length("weight", w, dim)
+	c.Length("rstd", rs, rows)
 	if dwt != nil {
-		c.length("dWeight", dwt, dim)
+		c.Length("dWeight", dwt, dim)
 	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	dxd, dod, xd, wd, rd := dxt.floats(), do.floats(), xt.floats(), w.floats(), rs.floats()
 	parallelFor(rows, 64, func(lo, hi int) {
@@ -184,32 +184,32 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 // tables. inverse negates sin: the rotation back, which is also the
 // backward because the rotation is orthogonal.
 func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
-	c := checker{op: "RoPE"}
+	c := check("RoPE")
 	xt := c.float("x", x)
 	pt := c.intTensor("positions", positions)
 	ct := c.float("cos", cos)
 	st := c.float("sin", sin)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 {
-		c.failf("nHeads %d and headDim %d must be positive, headDim even", nHeads, headDim)
-		return c.err
+		c.Failf("nHeads %d and headDim %d must be positive, headDim even", nHeads, headDim)
+		return c.Err
 	}
 	half := headDim / 2
 	rows := engine.Rows(xt)
-	c.matrix("x", xt, rows, nHeads*headDim)
-	c.length("positions", pt, rows)
+	c.Matrix("x", xt, rows, nHeads*headDim)
+	c.Length("positions", pt, rows)
 	maxPos := engine.Rows(ct)
-	c.matrix("cos", ct, maxPos, half)
-	c.matrix("sin", st, maxPos, half)
-	if c.err != nil {
-		return c.err
+	c.Matrix("cos", ct, maxPos, half)
+	c.Matrix("sin", st, maxPos, half)
+	if c.Err != nil {
+		return c.Err
 	}
 	for t, p := range pt.ints() {
 		if p < 0 || int(p) >= maxPos {
-			c.failf("positions[%d] = %d is outside the %d rows of the cos/sin tables", t, p, maxPos)
-			return c.err
+			c.Failf("positions[%d] = %d is outside the %d rows of the cos/sin tables", t, p, maxPos)
+			return c.Err
 		}
 	}
 	xd, pd, cd, sd := xt.floats(), pt.ints(), ct.floats(), st.floats()
@@ -238,14 +238,14 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 
 // SwiGLU writes out = silu(gate)*up, silu(g) = g*sigmoid(g).
 func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
-	c := checker{op: "SwiGLU"}
+	c := check("SwiGLU")
 	o := c.float("out", out)
 	g := c.float("gate", gate)
 	u := c.float("up", up)
-	c.sameLen("out", o, "gate", g)
-	c.sameLen("out", o, "up", u)
-	if c.err != nil {
-		return c.err
+	c.SameLen("out", o, "gate", g)
+	c.SameLen("out", o, "up", u)
+	if c.Err != nil {
+		return c.Err
 	}
 	od, gd, ud := o.floats(), g.floats(), u.floats()
 	parallelFor(len(od), 1<<14, func(lo, hi int) {
@@ -262,20 +262,17 @@ func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
 //	dUp   = dOut * silu(g)
 //	dGate = dOut * up * sigmoid(g) * (1 + g*(1-sigmoid(g)))
 func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
-	c := checker{op: "SwiGLUBackward"}
+	c := check("SwiGLUBackward")
 	dg := c.float("dGate", dGate)
 	du := c.float("dUp", dUp)
 	do := c.float("dOut", dOut)
 	g := c.float("gate", gate)
 	u := c.float("up", up)
-	c.sameLen("dOut", do, "gate", g)
-	c.sameLen("dOut", do, "up", u)
-	c.sameLen("dOut", do, "dGate", dg)
-	c.sameLen("dOut", do, "dUp", du)
+	c.SwiGLUGrads(dg, du, do, g, u)
 	// Each index reads gate, up and dOut before writing dGate and dUp, so
 	// an output may be the very tensor of an input (in place).
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	dgd, dud, dod, gd, ud := dg.floats(), du.floats(), do.floats(), g.floats(), u.floats()
 	parallelFor(len(dod), 1<<14, func(lo, hi int) {
@@ -301,15 +298,15 @@ func silu(g float32) float32 {
 // for element i of the tensor. p = 0 copies x; p = 1 zeroes out. Running
 // it with the same seed and p on dOut gives the backward.
 func (b *Backend) Dropout(out, x engine.Tensor, p float32, seed uint64) error {
-	c := checker{op: "Dropout"}
+	c := check("Dropout")
 	o := c.float("out", out)
 	xt := c.float("x", x)
-	c.sameLen("out", o, "x", xt)
-	if c.err == nil && !(p >= 0 && p <= 1) {
-		c.failf("probability %g is outside [0, 1]", p)
+	c.SameLen("out", o, "x", xt)
+	if c.Err == nil && !(p >= 0 && p <= 1) {
+		c.Failf("probability %g is outside [0, 1]", p)
 	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	od, xd := o.floats(), xt.floats()
 	if p == 0 {

@@ -11,14 +11,14 @@ import (
 // which splits large products over all cores. beta == 0 overwrites c
 // without reading it, as BLAS does.
 func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, beta float32) error {
-	ch := checker{op: "MatMul"}
+	ch := check("MatMul")
 	ct := ch.float("c", c)
 	at := ch.float("a", a)
 	bt := ch.float("b", bm)
 	ch.disjoint("c", ct, "a", at)
 	ch.disjoint("c", ct, "b", bt)
-	if ch.err != nil {
-		return ch.err
+	if ch.Err != nil {
+		return ch.Err
 	}
 	m, k := engine.Rows(at), engine.Cols(at)
 	if transA {
@@ -29,12 +29,12 @@ func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, bet
 		kb, n = n, kb
 	}
 	if k != kb {
-		ch.failf("inner dimensions differ: op(a) is %dx%d (a %v, transA=%v), op(b) is %dx%d (b %v, transB=%v)",
+		ch.Failf("inner dimensions differ: op(a) is %dx%d (a %v, transA=%v), op(b) is %dx%d (b %v, transB=%v)",
 			m, k, at.shape, transA, kb, n, bt.shape, transB)
 	}
-	ch.matrix("c", ct, m, n)
-	if ch.err != nil {
-		return ch.err
+	ch.Matrix("c", ct, m, n)
+	if ch.Err != nil {
+		return ch.Err
 	}
 	if m == 0 || n == 0 {
 		return nil
@@ -70,12 +70,12 @@ func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, bet
 
 // AddScaled computes dst += alpha*src.
 func (b *Backend) AddScaled(dst, src engine.Tensor, alpha float32) error {
-	c := checker{op: "AddScaled"}
+	c := check("AddScaled")
 	d := c.float("dst", dst)
 	s := c.float("src", src)
-	c.sameLen("dst", d, "src", s)
-	if c.err != nil {
-		return c.err
+	c.SameLen("dst", d, "src", s)
+	if c.Err != nil {
+		return c.Err
 	}
 	dd, sd := d.floats(), s.floats()
 	for i := range dd {
@@ -87,10 +87,10 @@ func (b *Backend) AddScaled(dst, src engine.Tensor, alpha float32) error {
 
 // Scale computes t *= s.
 func (b *Backend) Scale(t engine.Tensor, s float32) error {
-	c := checker{op: "Scale"}
+	c := check("Scale")
 	d := c.float("t", t)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	x := d.floats()
 	for i := range x {
@@ -102,16 +102,16 @@ func (b *Backend) Scale(t engine.Tensor, s float32) error {
 
 // AddBias adds bias to every row of out.
 func (b *Backend) AddBias(out, bias engine.Tensor) error {
-	c := checker{op: "AddBias"}
+	c := check("AddBias")
 	o := c.float("out", out)
 	bs := c.float("bias", bias)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	cols := engine.Cols(o)
-	c.length("bias", bs, cols)
-	if c.err != nil {
-		return c.err
+	c.Length("bias", bs, cols)
+	if c.Err != nil {
+		return c.Err
 	}
 	od, bd := o.floats(), bs.floats()
 	for r := 0; r < engine.Rows(o); r++ {
@@ -126,16 +126,16 @@ func (b *Backend) AddBias(out, bias engine.Tensor) error {
 
 // BiasBackward adds the column sums of dOut to dBias.
 func (b *Backend) BiasBackward(dBias, dOut engine.Tensor) error {
-	c := checker{op: "BiasBackward"}
+	c := check("BiasBackward")
 	db := c.float("dBias", dBias)
 	do := c.float("dOut", dOut)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	cols := engine.Cols(do)
-	c.length("dBias", db, cols)
-	if c.err != nil {
-		return c.err
+	c.Length("dBias", db, cols)
+	if c.Err != nil {
+		return c.Err
 	}
 	sums := make([]float64, cols)
 	dd := do.floats()
@@ -154,10 +154,10 @@ func (b *Backend) BiasBackward(dBias, dOut engine.Tensor) error {
 
 // SumSquares returns the sum of squares of t in float64.
 func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
-	c := checker{op: "SumSquares"}
+	c := check("SumSquares")
 	d := c.float("t", t)
-	if c.err != nil {
-		return 0, c.err
+	if c.Err != nil {
+		return 0, c.Err
 	}
 	var s float64
 	for _, v := range d.floats() {

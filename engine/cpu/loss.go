@@ -16,26 +16,26 @@ const IgnoreLabel = -100
 // maximum first so large logits cannot overflow. Labels are checked before
 // anything is written.
 func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, gradScale float32) error {
-	c := checker{op: "SoftmaxCrossEntropy"}
+	c := check("SoftmaxCrossEntropy")
 	lg := c.float("logits", logits)
 	lb := c.intTensor("labels", labels)
 	ls := c.f32("losses", losses)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	n, vocab := engine.Rows(lg), engine.Cols(lg)
-	c.length("labels", lb, n)
-	c.length("losses", ls, n)
+	c.Length("labels", lb, n)
+	c.Length("losses", ls, n)
 	c.disjoint("losses", ls, "logits", lg)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	ld := lb.ints()
 	for i, y := range ld {
 		if y != IgnoreLabel && (y < 0 || int(y) >= vocab) {
-			c.failf("labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
+			c.Failf("labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
 				i, y, vocab, lg.shape, IgnoreLabel)
-			return c.err
+			return c.Err
 		}
 	}
 	xd, lossd := lg.floats(), ls.floats()

@@ -8,16 +8,16 @@ var _ engine.NF4Dequantizer = (*Backend)(nil)
 // indices per byte, the first in the high nibble, bytes little-endian in
 // int32 words) times their block's absmax into out, which is overwritten.
 func (b *Backend) DequantizeNF4(out, packed, absmax engine.Tensor) error {
-	c := checker{op: "DequantizeNF4"}
+	c := check("DequantizeNF4")
 	ot, pt, at := c.float("out", out), c.intTensor("packed", packed), c.f32("absmax", absmax)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	n := ot.n
 	if n%engine.NF4BlockSize != 0 || pt.n*8 != n || at.n*engine.NF4BlockSize != n {
-		c.failf("out %v (%d values) needs %d packed words and %d absmax values, got %d and %d",
+		c.Failf("out %v (%d values) needs %d packed words and %d absmax values, got %d and %d",
 			ot.shape, n, n/8, n/engine.NF4BlockSize, pt.n, at.n)
-		return c.err
+		return c.Err
 	}
 	od, pd, ad := ot.floats(), pt.ints(), at.floats()
 	parallelFor(len(pd), 1024, func(lo, hi int) {

@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"math"
 
 	"whet/engine"
 )
@@ -22,60 +21,27 @@ type attnGeometry struct {
 	starts       *Tensor
 }
 
-// attnGeometry checks q, k, v against p and seqs, as engine/cpu does.
-// seqs.Dev must hold seqs.Starts as an I32 tensor on this backend.
+// attnGeometry checks q, k, v against p and seqs (engine/opcheck's rules,
+// which engine/cpu applies too). seqs.Dev must hold seqs.Starts as an I32
+// tensor on this backend.
 func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.AttnParams) *attnGeometry {
-	if c.err != nil {
+	if c.Err != nil {
 		return nil
 	}
-	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
-		c.failf("NHeads %d, NKVHeads %d, HeadDim %d: all must be positive and NHeads a multiple of NKVHeads",
-			p.NHeads, p.NKVHeads, p.HeadDim)
+	T, ok := c.Attention(q, k, v, seqs, p, attnMaxHeadDim)
+	if !ok {
 		return nil
 	}
-	if p.HeadDim > attnMaxHeadDim {
-		c.failf("HeadDim %d is above the %d the attention kernels support: %w", p.HeadDim, attnMaxHeadDim, engine.ErrNotImplemented)
-		return nil
-	}
-	if p.Window < 0 {
-		c.failf("Window %d is negative", p.Window)
-		return nil
-	}
-	if math.IsNaN(float64(p.Scale)) || math.IsInf(float64(p.Scale), 0) {
-		c.failf("Scale %g is not finite", p.Scale)
-		return nil
-	}
-	g := &attnGeometry{T: engine.Rows(q), H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim}
-	c.matrix("q", q, g.T, g.H*g.D)
-	c.matrix("k", k, g.T, g.KVH*g.D)
-	c.matrix("v", v, g.T, g.KVH*g.D)
-	if c.err != nil {
-		return nil
-	}
-	st := seqs.Starts
-	if len(st) < 2 || st[0] != 0 || int(st[len(st)-1]) != g.T {
-		c.failf("seqs.Starts %v must begin at 0 and end at T = %d (the rows of q %v)", st, g.T, q.shape)
-		return nil
-	}
-	longest := 0
-	for s := 0; s+1 < len(st); s++ {
-		if st[s+1] < st[s] {
-			c.failf("seqs.Starts %v decreases at index %d", st, s+1)
-			return nil
-		}
-		longest = max(longest, int(st[s+1]-st[s]))
-	}
-	if seqs.MaxLen < longest {
-		c.failf("seqs.MaxLen %d is below the longest sequence (%d tokens) in Starts %v", seqs.MaxLen, longest, st)
-		return nil
-	}
+	g := &attnGeometry{T: T, H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim}
 	if isNil(seqs.Dev) {
-		c.failf("seqs.Dev is nil: the kernels read the sequence starts from an I32 tensor on the device")
+		c.Failf("seqs.Dev is nil: the kernels read the sequence starts from an I32 tensor on the device")
 		return nil
 	}
 	g.starts = c.intTensor("seqs.Dev", seqs.Dev)
-	c.length("seqs.Dev", g.starts, len(st))
-	g.nseq = len(st) - 1
+	if c.Err == nil {
+		c.Length("seqs.Dev", g.starts, len(seqs.Starts))
+	}
+	g.nseq = len(seqs.Starts) - 1
 	return g
 }
 
@@ -162,18 +128,18 @@ func attnSmem(kernel string, d int) int {
 
 // Attention writes out and lse (see kernels/attention.cu for the maths).
 func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
-	c := checker{op: "Attention", b: b}
+	c := b.check("Attention")
 	ot := c.float("out", out)
 	lt := c.f32("lse", lse)
 	qt := c.float("q", q)
 	kt := c.float("k", k)
 	vt := c.float("v", v)
 	g := c.attnGeometry(qt, kt, vt, seqs, p)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
-	c.matrix("out", ot, g.T, g.H*g.D)
-	c.length("lse", lt, g.H*g.T)
+	c.Matrix("out", ot, g.T, g.H*g.D)
+	c.Length("lse", lt, g.H*g.T)
 	for _, in := range []struct {
 		name string
 		t    *Tensor
@@ -182,8 +148,8 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 		c.disjoint("lse", lt, in.name, in.t)
 	}
 	c.disjoint("out", ot, "lse", lt)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if g.T == 0 {
 		return nil
@@ -203,37 +169,18 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 // nothing is saved for a backward. It runs the training forward kernels
 // with the query rows shifted to their positions.
 func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
-	c := checker{op: "AttentionKV", b: b}
+	c := b.check("AttentionKV")
 	ot, qt, kt, vt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
-	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
-		c.failf("NHeads %d, NKVHeads %d, HeadDim %d: all must be positive and NHeads a multiple of NKVHeads",
-			p.NHeads, p.NKVHeads, p.HeadDim)
-		return c.err
-	}
-	if p.HeadDim > attnMaxHeadDim {
-		c.failf("HeadDim %d is above the %d the attention kernels support: %w", p.HeadDim, attnMaxHeadDim, engine.ErrNotImplemented)
-		return c.err
-	}
+	Tq, _ := c.AttentionKV(ot, qt, kt, vt, qOffset, p, attnMaxHeadDim)
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
-	Tq, Tk := engine.Rows(qt), engine.Rows(kt)
-	c.matrix("q", qt, Tq, H*D)
-	c.matrix("out", ot, Tq, H*D)
-	c.matrix("k", kt, Tk, KVH*D)
-	c.matrix("v", vt, Tk, KVH*D)
-	if c.err == nil && (qOffset < 0 || qOffset+Tq != Tk) {
-		c.failf("qOffset %d + %d queries must equal the %d cached keys", qOffset, Tq, Tk)
-	}
-	if c.err == nil && p.Window < 0 {
-		c.failf("Window %d is negative", p.Window)
-	}
 	c.disjoint("out", ot, "q", qt)
 	c.disjoint("out", ot, "k", kt)
 	c.disjoint("out", ot, "v", vt)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if Tq == 0 {
 		return nil
@@ -250,7 +197,7 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 // AttentionBackward overwrites dq, dk and dv, recomputing the attention
 // probabilities from lse.
 func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
-	c := checker{op: "AttentionBackward", b: b}
+	c := b.check("AttentionBackward")
 	dqt := c.float("dq", dq)
 	dkt := c.float("dk", dk)
 	dvt := c.float("dv", dv)
@@ -261,16 +208,11 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	ot := c.float("out", out)
 	lt := c.f32("lse", lse)
 	g := c.attnGeometry(qt, kt, vt, seqs, p)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
-	c.matrix("dq", dqt, T, H*D)
-	c.matrix("dk", dkt, T, KVH*D)
-	c.matrix("dv", dvt, T, KVH*D)
-	c.matrix("dOut", dot, T, H*D)
-	c.matrix("out", ot, T, H*D)
-	c.length("lse", lt, H*T)
+	c.AttentionGrads(T, H, KVH, D, dqt, dkt, dvt, dot, ot, lt)
 	outs := []struct {
 		name string
 		t    *Tensor
@@ -287,8 +229,8 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 			c.disjoint(o.name, o.t, o2.name, o2.t)
 		}
 	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if T == 0 {
 		return nil

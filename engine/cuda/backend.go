@@ -522,10 +522,10 @@ func (b *Backend) Alloc(dt engine.DType, shape ...int) (engine.Tensor, error) {
 
 // View returns a tensor sharing t's memory from element offset on.
 func (b *Backend) View(t engine.Tensor, offset int, shape ...int) (engine.Tensor, error) {
-	c := checker{op: "View", b: b}
+	c := b.check("View")
 	src := c.tensor("t", t)
-	if c.err != nil {
-		return nil, c.err
+	if c.Err != nil {
+		return nil, c.Err
 	}
 	n, err := shapeLen(shape)
 	if err != nil {
@@ -562,10 +562,10 @@ func (b *Backend) Free(t engine.Tensor) {
 // Upload copies src into dst, converting to dst's dtype (round to nearest
 // even for bf16). An I32 tensor accepts only integral values.
 func (b *Backend) Upload(dst engine.Tensor, src []float32) error {
-	c := checker{op: "Upload", b: b}
+	c := b.check("Upload")
 	d := c.tensor("dst", dst)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if len(src) != d.n {
 		return fmt.Errorf("cuda: Upload: %d values for dst %v (%d elements)", len(src), d.shape, d.n)
@@ -598,10 +598,10 @@ func (b *Backend) Upload(dst engine.Tensor, src []float32) error {
 
 // UploadInt32 copies src into an I32 tensor.
 func (b *Backend) UploadInt32(dst engine.Tensor, src []int32) error {
-	c := checker{op: "UploadInt32", b: b}
+	c := b.check("UploadInt32")
 	d := c.intTensor("dst", dst)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if len(src) != d.n {
 		return fmt.Errorf("cuda: UploadInt32: %d values for dst %v (%d elements)", len(src), d.shape, d.n)
@@ -630,10 +630,10 @@ func (b *Backend) htod(op string, d *Tensor, host []byte, known *intSummary) err
 // Download copies src into dst as float32. It waits for the work queued
 // before it.
 func (b *Backend) Download(src engine.Tensor, dst []float32) error {
-	c := checker{op: "Download", b: b}
+	c := b.check("Download")
 	s := c.tensor("src", src)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if len(dst) != s.n {
 		return fmt.Errorf("cuda: Download: room for %d values, src %v has %d elements", len(dst), s.shape, s.n)

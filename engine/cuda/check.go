@@ -1,42 +1,39 @@
 package cuda
 
 import (
-	"fmt"
-
 	"whet/engine"
+	"whet/engine/opcheck"
 )
 
-// checker collects the first argument error of an op so that the op can
-// validate all its arguments in a row and return once. Messages follow
-// engine/cpu's, with the "cuda:" prefix.
+// checker is the shared argument rules (engine/opcheck, messages prefixed
+// "cuda:") plus what depends on this backend's storage: unwrapping its
+// tensors, freed buffers, overlapping outputs.
 type checker struct {
-	op  string
-	b   *Backend
-	err error
+	opcheck.Checker
+	b *Backend
 }
 
-func (c *checker) failf(format string, args ...any) {
-	if c.err == nil {
-		c.err = fmt.Errorf("cuda: "+c.op+": "+format, args...)
-	}
+// check starts the argument checks of one op.
+func (b *Backend) check(op string) checker {
+	return checker{Checker: opcheck.Checker{Backend: "cuda", Op: op}, b: b}
 }
 
 // tensor unwraps a live tensor of this backend, of any dtype.
 func (c *checker) tensor(name string, t engine.Tensor) *Tensor {
-	if c.err != nil {
+	if c.Err != nil {
 		return nil
 	}
 	ct, ok := t.(*Tensor)
 	if !ok || ct == nil {
-		c.failf("%s is %T, not a cuda tensor", name, t)
+		c.Failf("%s is %T, not a cuda tensor", name, t)
 		return nil
 	}
 	if ct.b != c.b {
-		c.failf("%s %v belongs to another cuda backend", name, ct.shape)
+		c.Failf("%s %v belongs to another cuda backend", name, ct.shape)
 		return nil
 	}
 	if ct.alloc.freed {
-		c.failf("%s %v was freed", name, ct.shape)
+		c.Failf("%s %v was freed", name, ct.shape)
 		return nil
 	}
 	return ct
@@ -44,58 +41,33 @@ func (c *checker) tensor(name string, t engine.Tensor) *Tensor {
 
 // float unwraps an F32 or BF16 tensor.
 func (c *checker) float(name string, t engine.Tensor) *Tensor {
-	ct := c.tensor(name, t)
-	if ct != nil && ct.dt == engine.I32 {
-		c.failf("%s %v is i32, want a float tensor (f32 or bf16)", name, ct.shape)
-		return nil
+	if ct := c.tensor(name, t); ct != nil && c.Float(name, ct) {
+		return ct
 	}
-	return ct
+	return nil
 }
 
 // f32 unwraps an F32 tensor (optimizer state, saved statistics).
 func (c *checker) f32(name string, t engine.Tensor) *Tensor {
-	ct := c.tensor(name, t)
-	if ct != nil && ct.dt != engine.F32 {
-		c.failf("%s %v is %s, want f32", name, ct.shape, ct.dt)
-		return nil
+	if ct := c.tensor(name, t); ct != nil && c.DType(name, ct, engine.F32) {
+		return ct
 	}
-	return ct
+	return nil
 }
 
 // intTensor unwraps an I32 tensor.
 func (c *checker) intTensor(name string, t engine.Tensor) *Tensor {
-	ct := c.tensor(name, t)
-	if ct != nil && ct.dt != engine.I32 {
-		c.failf("%s %v is %s, want i32", name, ct.shape, ct.dt)
-		return nil
+	if ct := c.tensor(name, t); ct != nil && c.DType(name, ct, engine.I32) {
+		return ct
 	}
-	return ct
-}
-
-func (c *checker) sameLen(an string, a *Tensor, bn string, b *Tensor) {
-	if c.err == nil && a.n != b.n {
-		c.failf("%s %v (%d elements) and %s %v (%d elements) differ in length", an, a.shape, a.n, bn, b.shape, b.n)
-	}
-}
-
-// matrix checks that t read as a matrix is rows x cols.
-func (c *checker) matrix(name string, t *Tensor, rows, cols int) {
-	if c.err == nil && (engine.Rows(t) != rows || engine.Cols(t) != cols) {
-		c.failf("%s has shape %v (%dx%d), want %dx%d", name, t.shape, engine.Rows(t), engine.Cols(t), rows, cols)
-	}
-}
-
-func (c *checker) length(name string, t *Tensor, n int) {
-	if c.err == nil && t.n != n {
-		c.failf("%s has shape %v (%d elements), want %d elements", name, t.shape, t.n, n)
-	}
+	return nil
 }
 
 // disjoint fails when an output shares memory with an input the op still
 // reads after it starts writing.
 func (c *checker) disjoint(outName string, out *Tensor, inName string, in *Tensor) {
-	if c.err == nil && overlaps(out, in) {
-		c.failf("output %s %v overlaps input %s %v", outName, out.shape, inName, in.shape)
+	if c.Err == nil && overlaps(out, in) {
+		c.Failf("output %s %v overlaps input %s %v", outName, out.shape, inName, in.shape)
 	}
 }
 

@@ -51,17 +51,17 @@ func (b *Backend) validIDs(op string, ids *Tensor, vocab int) error {
 
 // Embedding copies row ids[t] of table into row t of out.
 func (b *Backend) Embedding(out, table, ids engine.Tensor) error {
-	c := checker{op: "Embedding", b: b}
+	c := b.check("Embedding")
 	o := c.float("out", out)
 	tb := c.float("table", table)
 	id := c.intTensor("ids", ids)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	dim := engine.Cols(tb)
-	c.matrix("out", o, id.n, dim)
-	if c.err != nil {
-		return c.err
+	c.Matrix("out", o, id.n, dim)
+	if c.Err != nil {
+		return c.Err
 	}
 	exit, err := b.enter()
 	if err != nil {
@@ -81,17 +81,17 @@ func (b *Backend) Embedding(out, table, ids engine.Tensor) error {
 
 // EmbeddingBackward adds row t of dOut into row ids[t] of dTable.
 func (b *Backend) EmbeddingBackward(dTable, dOut, ids engine.Tensor) error {
-	c := checker{op: "EmbeddingBackward", b: b}
+	c := b.check("EmbeddingBackward")
 	dtb := c.float("dTable", dTable)
 	do := c.float("dOut", dOut)
 	id := c.intTensor("ids", ids)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	dim := engine.Cols(dtb)
-	c.matrix("dOut", do, id.n, dim)
-	if c.err != nil {
-		return c.err
+	c.Matrix("dOut", do, id.n, dim)
+	if c.Err != nil {
+		return c.Err
 	}
 	exit, err := b.enter()
 	if err != nil {
@@ -125,20 +125,20 @@ func rowBlock(cols int) dim3 {
 // RMSNorm writes out = x*rstd*weight row by row and saves rstd (f32, one
 // per row) for the backward.
 func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error {
-	c := checker{op: "RMSNorm", b: b}
+	c := b.check("RMSNorm")
 	o := c.float("out", out)
 	rs := c.f32("rstd", rstd)
 	xt := c.float("x", x)
 	w := c.float("weight", weight)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.matrix("out", o, rows, dim)
-	c.length("rstd", rs, rows)
-	c.length("weight", w, dim)
-	if c.err != nil {
-		return c.err
+	c.Matrix("out", o, rows, dim)
+	c.Length("rstd", rs, rows)
+	c.Length("weight", w, dim)
+	if c.Err != nil {
+		return c.Err
 	}
 	if rows == 0 || dim == 0 {
 		return nil
@@ -155,7 +155,7 @@ func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error
 // RMSNormBackward adds the input gradient into dx and, unless dWeight is
 // nil, the weight gradient into dWeight.
 func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tensor) error {
-	c := checker{op: "RMSNormBackward", b: b}
+	c := b.check("RMSNormBackward")
 	dxt := c.float("dx", dx)
 	var dwt *Tensor
 	if !isNil(dWeight) {
@@ -165,19 +165,19 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 	xt := c.float("x", x)
 	w := c.float("weight", weight)
 	rs := c.f32("rstd", rstd)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.matrix("dx", dxt, rows, dim)
-	c.matrix("dOut", do, rows, dim)
-	c.length("weight", w, dim)
-	c.length("rstd", rs, rows)
+	c.Matrix("dx", dxt, rows, dim)
+	c.Matrix("dOut", do, rows, dim)
+	c.Length("weight", w, dim)
+	c.Length("rstd", rs, rows)
 	if dwt != nil {
-		c.length("dWeight", dwt, dim)
+		c.Length("dWeight", dwt, dim)
 	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if rows == 0 || dim == 0 {
 		return nil
@@ -203,27 +203,27 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 // RoPE rotates x in place (half-split layout); inverse turns back, which
 // is the backward.
 func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
-	c := checker{op: "RoPE", b: b}
+	c := b.check("RoPE")
 	xt := c.float("x", x)
 	pt := c.intTensor("positions", positions)
 	ct := c.float("cos", cos)
 	st := c.float("sin", sin)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 {
-		c.failf("nHeads %d and headDim %d must be positive, headDim even", nHeads, headDim)
-		return c.err
+		c.Failf("nHeads %d and headDim %d must be positive, headDim even", nHeads, headDim)
+		return c.Err
 	}
 	half := headDim / 2
 	rows := engine.Rows(xt)
-	c.matrix("x", xt, rows, nHeads*headDim)
-	c.length("positions", pt, rows)
+	c.Matrix("x", xt, rows, nHeads*headDim)
+	c.Length("positions", pt, rows)
 	maxPos := engine.Rows(ct)
-	c.matrix("cos", ct, maxPos, half)
-	c.matrix("sin", st, maxPos, half)
-	if c.err != nil {
-		return c.err
+	c.Matrix("cos", ct, maxPos, half)
+	c.Matrix("sin", st, maxPos, half)
+	if c.Err != nil {
+		return c.Err
 	}
 	exit, err := b.enter()
 	if err != nil {
@@ -251,7 +251,7 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 // gradScale*(softmax - onehot); rows labelled -100 get 0 and 0. Labels are
 // checked before anything is written.
 func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, gradScale float32) error {
-	c := checker{op: "SoftmaxCrossEntropy", b: b}
+	c := b.check("SoftmaxCrossEntropy")
 	lg := c.float("logits", logits)
 	return b.crossEntropy(&c, lg, lg, labels, losses, gradScale)
 }
@@ -259,11 +259,11 @@ func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, grad
 // SoftmaxCrossEntropyInto (engine.CrossEntropyInto) is SoftmaxCrossEntropy
 // with the gradient written to grad, in grad's dtype, and logits kept.
 func (b *Backend) SoftmaxCrossEntropyInto(grad, logits, labels, losses engine.Tensor, gradScale float32) error {
-	c := checker{op: "SoftmaxCrossEntropyInto", b: b}
+	c := b.check("SoftmaxCrossEntropyInto")
 	gt := c.float("grad", grad)
 	lg := c.float("logits", logits)
-	if c.err == nil {
-		c.matrix("grad", gt, engine.Rows(lg), engine.Cols(lg))
+	if c.Err == nil {
+		c.Matrix("grad", gt, engine.Rows(lg), engine.Cols(lg))
 		c.disjoint("grad", gt, "logits", lg)
 	}
 	return b.crossEntropy(&c, gt, lg, labels, losses, gradScale)
@@ -274,31 +274,31 @@ func (b *Backend) SoftmaxCrossEntropyInto(grad, logits, labels, losses engine.Te
 func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine.Tensor, gradScale float32) error {
 	lb := c.intTensor("labels", labels)
 	ls := c.f32("losses", losses)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	n, vocab := engine.Rows(lg), engine.Cols(lg)
-	c.length("labels", lb, n)
-	c.length("losses", ls, n)
+	c.Length("labels", lb, n)
+	c.Length("losses", ls, n)
 	c.disjoint("losses", ls, "logits", lg)
 	c.disjoint("losses", ls, "grad", gt)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	exit, err := b.enter()
 	if err != nil {
 		return err
 	}
 	defer exit()
-	if err := b.checkIndices(c.op, "labels", lb, vocab, true, func(i int, y int32) error {
+	if err := b.checkIndices(c.Op, "labels", lb, vocab, true, func(i int, y int32) error {
 		return fmt.Errorf("cuda: %s: labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
-			c.op, i, y, vocab, lg.shape, ignoreLabel)
+			c.Op, i, y, vocab, lg.shape, ignoreLabel)
 	}); err != nil {
 		return err
 	}
 	if n == 0 {
 		return nil
 	}
-	return b.launch(fmt.Sprintf("%s %s %v into %s", c.op, lg.dt, lg.shape, gt.dt), "crossentropy.cu", "softmax_cross_entropy",
+	return b.launch(fmt.Sprintf("%s %s %v into %s", c.Op, lg.dt, lg.shape, gt.dt), "crossentropy.cu", "softmax_cross_entropy",
 		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, gt.ptr(), dt(gt), lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale)
 }

@@ -35,7 +35,7 @@ func chunks(table []uint64, t *Tensor) []uint64 {
 // AdamWAll (engine.MultiAdamW) runs AdamW on every set in one launch and
 // writes each updated param into its Out where set.
 func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
-	c := checker{op: "AdamWAll", b: b}
+	c := b.check("AdamWAll")
 	var table []uint64
 	for i, s := range sets {
 		name := func(what string) string { return fmt.Sprintf("sets[%d].%s", i, what) }
@@ -43,17 +43,17 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 		gt := c.float(name("Grad"), s.Grad)
 		mt := c.f32(name("M"), s.M)
 		vt := c.f32(name("V"), s.V)
-		c.sameLen(name("Param"), pt, name("Grad"), gt)
-		c.sameLen(name("Param"), pt, name("M"), mt)
-		c.sameLen(name("Param"), pt, name("V"), vt)
+		c.SameLen(name("Param"), pt, name("Grad"), gt)
+		c.SameLen(name("Param"), pt, name("M"), mt)
+		c.SameLen(name("Param"), pt, name("V"), vt)
 		var ot *Tensor
 		if !isNil(s.Out) {
 			ot = c.float(name("Out"), s.Out)
-			c.sameLen(name("Param"), pt, name("Out"), ot)
+			c.SameLen(name("Param"), pt, name("Out"), ot)
 			c.disjoint(name("Out"), ot, name("Param"), pt)
 		}
-		if c.err != nil {
-			return c.err
+		if c.Err != nil {
+			return c.Err
 		}
 		for off := 0; off < pt.n; off += multiChunk {
 			n := min(multiChunk, pt.n-off)
@@ -65,11 +65,11 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 				mt.ptr()+uint64(4*off), vt.ptr()+uint64(4*off), out, uint64(n), uint64(gt.dt)|odt<<32)
 		}
 	}
-	if c.err == nil && p.Step < 1 {
-		c.failf("Step %d: steps count from 1", p.Step)
+	if c.Err == nil && p.Step < 1 {
+		c.Failf("Step %d: steps count from 1", p.Step)
 	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if len(table) == 0 {
 		return nil
@@ -128,14 +128,14 @@ func (b *Backend) tableOnDevice(op string, table []uint64) (uint64, error) {
 // FillAll (engine.FillOfAll) sets every element of every tensor to v in
 // one launch (zeroing hundreds of adapter gradients).
 func (b *Backend) FillAll(ts []engine.Tensor, v float32) error {
-	c := checker{op: "FillAll", b: b}
+	c := b.check("FillAll")
 	var table []uint64
 	ds := make([]*Tensor, len(ts))
 	for i, t := range ts {
 		d := c.tensor(fmt.Sprintf("ts[%d]", i), t)
 		ds[i] = d
-		if c.err != nil {
-			return c.err
+		if c.Err != nil {
+			return c.Err
 		}
 		if d.dt == engine.I32 && v != float32(int32(v)) {
 			return fmt.Errorf("cuda: FillAll: %g is not an int32 for I32 tensor ts[%d] %v", v, i, d.shape)

@@ -16,21 +16,21 @@ const nf4Block = 64
 // (overwritten), for QLoRA: packed is I32 (n/8 words, two 4-bit codes per
 // byte, high nibble first, bytes little-endian), absmax F32 (n/64).
 func (b *Backend) DequantizeNF4(out, packed, absmax engine.Tensor) error {
-	c := checker{op: "DequantizeNF4", b: b}
+	c := b.check("DequantizeNF4")
 	ot, pt, at := c.float("out", out), c.intTensor("packed", packed), c.f32("absmax", absmax)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	n := ot.n
 	if n%nf4Block != 0 || pt.n*8 != n || at.n*nf4Block != n {
-		c.failf("out %v (%d values) needs %d packed words and %d absmax values, got %d and %d",
+		c.Failf("out %v (%d values) needs %d packed words and %d absmax values, got %d and %d",
 			ot.shape, n, n/8, n/nf4Block, pt.n, at.n)
-		return c.err
+		return c.Err
 	}
 	c.disjoint("out", ot, "packed", pt)
 	c.disjoint("out", ot, "absmax", at)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if n == 0 {
 		return nil

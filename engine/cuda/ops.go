@@ -49,10 +49,10 @@ func (b *Backend) scratchFor(op string, bytes int64) (uint64, error) {
 // Fill sets every element to v (rounded to the tensor's dtype; an I32
 // tensor needs an integral v).
 func (b *Backend) Fill(t engine.Tensor, v float32) error {
-	c := checker{op: "Fill", b: b}
+	c := b.check("Fill")
 	d := c.tensor("t", t)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if d.dt == engine.I32 && v != float32(int32(v)) {
 		return fmt.Errorf("cuda: Fill: %g is not an int32 for I32 tensor %v", v, d.shape)
@@ -80,12 +80,12 @@ func (b *Backend) Fill(t engine.Tensor, v float32) error {
 // Copy copies src into dst (same length; F32 and BF16 convert both ways,
 // I32 copies only to I32).
 func (b *Backend) Copy(dst, src engine.Tensor) error {
-	c := checker{op: "Copy", b: b}
+	c := b.check("Copy")
 	d := c.tensor("dst", dst)
 	s := c.tensor("src", src)
-	c.sameLen("dst", d, "src", s)
-	if c.err != nil {
-		return c.err
+	c.SameLen("dst", d, "src", s)
+	if c.Err != nil {
+		return c.Err
 	}
 	if (d.dt == engine.I32) != (s.dt == engine.I32) {
 		return fmt.Errorf("cuda: Copy: cannot copy %s %v into %s %v", s.dt, s.shape, d.dt, d.shape)
@@ -118,12 +118,12 @@ func (b *Backend) copyLocked(op string, dst uint64, ddt engine.DType, src uint64
 
 // AddScaled computes dst += alpha*src.
 func (b *Backend) AddScaled(dst, src engine.Tensor, alpha float32) error {
-	c := checker{op: "AddScaled", b: b}
+	c := b.check("AddScaled")
 	d := c.float("dst", dst)
 	s := c.float("src", src)
-	c.sameLen("dst", d, "src", s)
-	if c.err != nil {
-		return c.err
+	c.SameLen("dst", d, "src", s)
+	if c.Err != nil {
+		return c.Err
 	}
 	if d.n == 0 {
 		return nil
@@ -139,10 +139,10 @@ func (b *Backend) AddScaled(dst, src engine.Tensor, alpha float32) error {
 
 // Scale computes t *= s.
 func (b *Backend) Scale(t engine.Tensor, s float32) error {
-	c := checker{op: "Scale", b: b}
+	c := b.check("Scale")
 	d := c.float("t", t)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if d.n == 0 {
 		return nil
@@ -158,16 +158,16 @@ func (b *Backend) Scale(t engine.Tensor, s float32) error {
 
 // AddBias adds bias to every row of out.
 func (b *Backend) AddBias(out, bias engine.Tensor) error {
-	c := checker{op: "AddBias", b: b}
+	c := b.check("AddBias")
 	o := c.float("out", out)
 	bs := c.float("bias", bias)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	cols := engine.Cols(o)
-	c.length("bias", bs, cols)
-	if c.err != nil {
-		return c.err
+	c.Length("bias", bs, cols)
+	if c.Err != nil {
+		return c.Err
 	}
 	if o.n == 0 {
 		return nil
@@ -183,16 +183,16 @@ func (b *Backend) AddBias(out, bias engine.Tensor) error {
 
 // BiasBackward adds the column sums of dOut to dBias.
 func (b *Backend) BiasBackward(dBias, dOut engine.Tensor) error {
-	c := checker{op: "BiasBackward", b: b}
+	c := b.check("BiasBackward")
 	db := c.float("dBias", dBias)
 	do := c.float("dOut", dOut)
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	cols := engine.Cols(do)
-	c.length("dBias", db, cols)
-	if c.err != nil {
-		return c.err
+	c.Length("dBias", db, cols)
+	if c.Err != nil {
+		return c.Err
 	}
 	if cols == 0 {
 		return nil
@@ -209,10 +209,10 @@ func (b *Backend) BiasBackward(dBias, dOut engine.Tensor) error {
 // SumSquares returns the sum of squares of t, accumulated in float64. It
 // waits for the device.
 func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
-	c := checker{op: "SumSquares", b: b}
+	c := b.check("SumSquares")
 	d := c.float("t", t)
-	if c.err != nil {
-		return 0, c.err
+	if c.Err != nil {
+		return 0, c.Err
 	}
 	if d.n == 0 {
 		return 0, nil
@@ -240,12 +240,12 @@ func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
 // every tensor into one float64 on the device, in one launch, and reads it
 // once.
 func (b *Backend) SumSquaresAll(ts []engine.Tensor) (float64, error) {
-	c := checker{op: "SumSquaresAll", b: b}
+	c := b.check("SumSquaresAll")
 	var table []uint64
 	for i, t := range ts {
 		d := c.float(fmt.Sprintf("ts[%d]", i), t)
-		if c.err != nil {
-			return 0, c.err
+		if c.Err != nil {
+			return 0, c.Err
 		}
 		table = chunks(table, d)
 	}
@@ -280,14 +280,14 @@ func (b *Backend) SumSquaresAll(ts []engine.Tensor) (float64, error) {
 // scratch too, since cuBLASLt's kernels want aligned pointers. beta == 0
 // overwrites c without reading it.
 func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, beta float32) error {
-	ch := checker{op: "MatMul", b: b}
+	ch := b.check("MatMul")
 	ct := ch.float("c", c)
 	at := ch.float("a", a)
 	bt := ch.float("b", bm)
 	ch.disjoint("c", ct, "a", at)
 	ch.disjoint("c", ct, "b", bt)
-	if ch.err != nil {
-		return ch.err
+	if ch.Err != nil {
+		return ch.Err
 	}
 	m, k := engine.Rows(at), engine.Cols(at)
 	if transA {
@@ -298,12 +298,12 @@ func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, bet
 		kb, n = n, kb
 	}
 	if k != kb {
-		ch.failf("inner dimensions differ: op(a) is %dx%d (a %v, transA=%v), op(b) is %dx%d (b %v, transB=%v)",
+		ch.Failf("inner dimensions differ: op(a) is %dx%d (a %v, transA=%v), op(b) is %dx%d (b %v, transB=%v)",
 			m, k, at.shape, transA, kb, n, bt.shape, transB)
 	}
-	ch.matrix("c", ct, m, n)
-	if ch.err != nil {
-		return ch.err
+	ch.Matrix("c", ct, m, n)
+	if ch.Err != nil {
+		return ch.Err
 	}
 	if m == 0 || n == 0 {
 		return nil
@@ -420,19 +420,13 @@ func (b *Backend) gemm(op string, c uint64, cType engine.DType, a, bm uint64, ab
 // AdamW updates param (F32 master) in place from grad, m and v, as
 // torch.optim.AdamW does; see kernels/adamw.cu.
 func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) error {
-	c := checker{op: "AdamW", b: b}
+	c := b.check("AdamW")
 	pt := c.f32("param", param)
 	gt := c.float("grad", grad)
 	mt := c.f32("m", m)
 	vt := c.f32("v", v)
-	c.sameLen("param", pt, "grad", gt)
-	c.sameLen("param", pt, "m", mt)
-	c.sameLen("param", pt, "v", vt)
-	if c.err == nil && p.Step < 1 {
-		c.failf("Step %d: steps count from 1", p.Step)
-	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil || !c.AdamW(pt, gt, mt, vt, p.Step) {
+		return c.Err
 	}
 	if pt.n == 0 {
 		return nil
@@ -451,14 +445,14 @@ func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) e
 
 // SwiGLU writes out = silu(gate)*up.
 func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
-	c := checker{op: "SwiGLU", b: b}
+	c := b.check("SwiGLU")
 	o := c.float("out", out)
 	g := c.float("gate", gate)
 	u := c.float("up", up)
-	c.sameLen("out", o, "gate", g)
-	c.sameLen("out", o, "up", u)
-	if c.err != nil {
-		return c.err
+	c.SameLen("out", o, "gate", g)
+	c.SameLen("out", o, "up", u)
+	if c.Err != nil {
+		return c.Err
 	}
 	if o.n == 0 {
 		return nil
@@ -475,18 +469,15 @@ func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
 // SwiGLUBackward overwrites dGate and dUp (either may be the buffer of
 // gate or up: each element is read before it is written).
 func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
-	c := checker{op: "SwiGLUBackward", b: b}
+	c := b.check("SwiGLUBackward")
 	dg := c.float("dGate", dGate)
 	du := c.float("dUp", dUp)
 	do := c.float("dOut", dOut)
 	g := c.float("gate", gate)
 	u := c.float("up", up)
-	c.sameLen("dOut", do, "gate", g)
-	c.sameLen("dOut", do, "up", u)
-	c.sameLen("dOut", do, "dGate", dg)
-	c.sameLen("dOut", do, "dUp", du)
-	if c.err != nil {
-		return c.err
+	c.SwiGLUGrads(dg, du, do, g, u)
+	if c.Err != nil {
+		return c.Err
 	}
 	if do.n == 0 {
 		return nil
@@ -503,15 +494,15 @@ func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error
 // Dropout writes out = x*keep/(1-p) with engine/cpu's counter-based mask,
 // so both backends drop the same elements for the same seed.
 func (b *Backend) Dropout(out, x engine.Tensor, p float32, seed uint64) error {
-	c := checker{op: "Dropout", b: b}
+	c := b.check("Dropout")
 	o := c.float("out", out)
 	xt := c.float("x", x)
-	c.sameLen("out", o, "x", xt)
-	if c.err == nil && !(p >= 0 && p <= 1) {
-		c.failf("probability %g is outside [0, 1]", p)
+	c.SameLen("out", o, "x", xt)
+	if c.Err == nil && !(p >= 0 && p <= 1) {
+		c.Failf("probability %g is outside [0, 1]", p)
 	}
-	if c.err != nil {
-		return c.err
+	if c.Err != nil {
+		return c.Err
 	}
 	if o.n == 0 {
 		return nil

@@ -1,0 +1,89 @@
+package opcheck
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+
+	"whet/engine"
+)
+
+// fake is a tensor with a shape and dtype and no storage.
+type fake struct {
+	shape []int
+	dt    engine.DType
+}
+
+func (f fake) Shape() []int        { return f.shape }
+func (f fake) DType() engine.DType { return f.dt }
+func (f fake) Len() int {
+	n := 1
+	for _, d := range f.shape {
+		n *= d
+	}
+	return n
+}
+
+func TestRulesAndMessages(t *testing.T) {
+	x := fake{[]int{4, 6}, engine.BF16}
+	ids := fake{[]int{5}, engine.I32}
+	good := engine.AttnParams{NHeads: 4, NKVHeads: 2, HeadDim: 8, Scale: 0.35}
+	q, kv := fake{[]int{10, 32}, engine.BF16}, fake{[]int{10, 16}, engine.BF16}
+	for _, c := range []struct {
+		name string
+		run  func(c *Checker)
+		want string // "" for no error
+	}{
+		{"float ok", func(c *Checker) { c.Float("x", x) }, ""},
+		{"float rejects i32", func(c *Checker) { c.Float("ids", ids) }, "cpu: Op: ids [5] is i32, want a float tensor (f32 or bf16)"},
+		{"dtype", func(c *Checker) { c.DType("m", x, engine.F32) }, "cpu: Op: m [4 6] is bf16, want f32"},
+		{"matrix", func(c *Checker) { c.Matrix("x", x, 4, 7) }, "cpu: Op: x has shape [4 6] (4x6), want 4x7"},
+		{"length", func(c *Checker) { c.Length("ids", ids, 4) }, "cpu: Op: ids has shape [5] (5 elements), want 4 elements"},
+		{"same length", func(c *Checker) { c.SameLen("a", x, "b", ids) }, "cpu: Op: a [4 6] (24 elements) and b [5] (5 elements) differ in length"},
+		{"first error wins", func(c *Checker) { c.Length("ids", ids, 4); c.Matrix("x", x, 1, 1) }, "want 4 elements"},
+		{"heads", func(c *Checker) { p := good; p.NKVHeads = 3; c.AttnParams(p, 0) }, "all must be positive and NHeads a multiple of NKVHeads"},
+		{"head dim limit", func(c *Checker) { c.AttnParams(good, 4) }, "HeadDim 8 is above the 4 the attention kernels support"},
+		{"window", func(c *Checker) { p := good; p.Window = -1; c.AttnParams(p, 0) }, "Window -1 is negative"},
+		{"scale", func(c *Checker) { p := good; p.Scale = float32(math.Inf(1)); c.AttnParams(p, 0) }, "is not finite"},
+		{"layout ok", func(c *Checker) {
+			c.Attention(q, kv, kv, engine.SeqLayout{Starts: []int32{0, 4, 10}, MaxLen: 6}, good, 0)
+		}, ""},
+		{"layout end", func(c *Checker) {
+			c.Attention(q, kv, kv, engine.SeqLayout{Starts: []int32{0, 4, 9}, MaxLen: 6}, good, 0)
+		}, "must begin at 0 and end at T = 10"},
+		{"layout decreasing", func(c *Checker) {
+			c.Attention(q, kv, kv, engine.SeqLayout{Starts: []int32{0, 6, 4, 10}, MaxLen: 6}, good, 0)
+		}, "decreases at index 2"},
+		{"layout max length", func(c *Checker) {
+			c.Attention(q, kv, kv, engine.SeqLayout{Starts: []int32{0, 4, 10}, MaxLen: 5}, good, 0)
+		}, "seqs.MaxLen 5 is below the longest sequence (6 tokens)"},
+		{"kv shape", func(c *Checker) {
+			c.Attention(q, fake{[]int{10, 8}, engine.BF16}, kv, engine.SeqLayout{Starts: []int32{0, 10}, MaxLen: 10}, good, 0)
+		}, "k has shape [10 8] (10x8), want 10x16"},
+		{"decode ok", func(c *Checker) {
+			c.AttentionKV(fake{[]int{2, 32}, engine.BF16}, fake{[]int{2, 32}, engine.BF16}, kv, kv, 8, good, 0)
+		}, ""},
+		{"decode offset", func(c *Checker) {
+			c.AttentionKV(fake{[]int{2, 32}, engine.BF16}, fake{[]int{2, 32}, engine.BF16}, kv, kv, 7, good, 0)
+		}, "qOffset 7 + 2 queries must equal the 10 cached keys"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ch := &Checker{Backend: "cpu", Op: "Op"}
+			c.run(ch)
+			switch {
+			case c.want == "" && ch.Err != nil:
+				t.Errorf("unexpected error %v", ch.Err)
+			case c.want != "" && (ch.Err == nil || !strings.Contains(ch.Err.Error(), c.want)):
+				t.Errorf("error %v, want one containing %q", ch.Err, c.want)
+			}
+		})
+	}
+	ch := &Checker{Backend: "cuda", Op: "Attention"}
+	ch.AttnParams(engine.AttnParams{NHeads: 1, NKVHeads: 1, HeadDim: 512, Scale: 1}, 256)
+	if !errors.Is(ch.Err, engine.ErrNotImplemented) {
+		t.Errorf("head dim above the limit: %v does not wrap engine.ErrNotImplemented", ch.Err)
+	}
+}
+
+func posInf() float64 { var z float64; return 1 / z }
