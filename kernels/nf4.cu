@@ -7,7 +7,8 @@
 // 4-bit index into the 16 NF4 levels, two to a byte with the first value in
 // the high nibble, and the bytes packed little-endian four to an int32
 // word. absmax holds one float32 scale per block. Each thread expands one
-// word into 8 values. The level table is engine.NF4Levels, written with
+// word into 8 values (one 16-byte store for an aligned bf16 out), looking
+// the levels up in shared memory. The level table is engine.NF4Levels, written with
 // the same decimal literals so that both round to the same float32.
 #include "common.cuh"
 
@@ -21,15 +22,28 @@ __constant__ float NF4_LEVELS[16] = {
 };
 
 extern "C" __global__ void dequantize_nf4(void* out, int odt, const unsigned int* packed, const float* absmax, i64 words) {
+    // The lanes of a warp look up different levels at once, which the
+    // constant cache would serialise; shared memory serves 16 distinct
+    // words in one pass.
+    __shared__ float levels[16];
+    if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
+    __syncthreads();
+    const bool vec = aligned16(out); // 8 values = one 16-byte bf16 store
     for (i64 w = blockIdx.x * (i64)blockDim.x + threadIdx.x; w < words; w += (i64)gridDim.x * blockDim.x) {
-        unsigned int word = packed[w];
-        float s = absmax[(8 * w) / NF4_BLOCK]; // a word's 8 values never straddle a block
+        const unsigned int word = packed[w];
+        const float s = absmax[(8 * w) / NF4_BLOCK]; // a word's 8 values never straddle a block
+        float v[8];
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            unsigned int by = (word >> (8 * k)) & 0xffu;
-            i64 i = 8 * w + 2 * k;
-            st(out, odt, i, NF4_LEVELS[by >> 4] * s);
-            st(out, odt, i + 1, NF4_LEVELS[by & 15u] * s);
+            const unsigned int by = (word >> (8 * k)) & 0xffu;
+            v[2 * k] = levels[by >> 4] * s;
+            v[2 * k + 1] = levels[by & 15u] * s;
+        }
+        if (vec) {
+            st8(out, odt, 8 * w, v);
+        } else {
+#pragma unroll
+            for (int k = 0; k < 8; k++) st(out, odt, 8 * w + k, v[k]);
         }
     }
 }
