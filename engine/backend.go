@@ -210,6 +210,12 @@ type FillOfAll interface {
 	FillAll(ts []Tensor, v float32) error
 }
 
+// ScaleOfAll is implemented by backends that can scale many tensors at
+// once (clipping hundreds of adapter gradients with one launch).
+type ScaleOfAll interface {
+	ScaleAll(ts []Tensor, s float32) error
+}
+
 // CrossEntropyInto is implemented by backends whose cross-entropy can
 // write the logits gradient into a separate tensor, of the compute dtype,
 // instead of over float32 logits that then need a cast: the same losses

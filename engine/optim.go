@@ -89,7 +89,18 @@ func ClipGrads(m *Model, maxNorm float64) (float64, error) {
 	if coef >= 1 {
 		return norm, nil
 	}
-	for _, p := range m.TrainableParams() {
+	params := m.TrainableParams()
+	if all, ok := m.B.(ScaleOfAll); ok {
+		grads := make([]Tensor, len(params))
+		for i, p := range params {
+			grads[i] = p.Grad
+		}
+		if err := all.ScaleAll(grads, float32(coef)); err != nil {
+			return 0, fmt.Errorf("clip grads: %w", err)
+		}
+		return norm, nil
+	}
+	for _, p := range params {
 		if err := m.B.Scale(p.Grad, float32(coef)); err != nil {
 			return 0, fmt.Errorf("clip %s: %w", p.Name, err)
 		}

@@ -6,6 +6,8 @@
 //                  chunk (address of its first element, length, dtype)
 //   cast_copy:     dst[i] = src[i], converted between dtypes  (overwrite dst)
 //   scale:         t[i] *= s                                  (in place)
+//   scale_multi:   the same over many tensors in one launch (table as
+//                  fill_multi's)
 //   add_scaled:    dst[i] += alpha*src[i]                     (accumulate dst)
 //   add_bias:      out[r,c] += bias[c]                        (accumulate out)
 //   bias_backward: dBias[c] += sum_r dOut[r,c]                (accumulate dBias)
@@ -36,6 +38,14 @@ extern "C" __global__ void fill_multi(const unsigned long long* table, float v) 
     const i64 n = (i64)c[1];
     const int dt = (int)c[2];
     for (i64 i = threadIdx.x; i < n; i += blockDim.x) st(t, dt, i, v);
+}
+
+extern "C" __global__ void scale_multi(const unsigned long long* table, float v) {
+    const unsigned long long* c = table + 3 * (i64)blockIdx.x;
+    void* t = (void*)c[0];
+    const i64 n = (i64)c[1];
+    const int dt = (int)c[2];
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) st(t, dt, i, ld(t, dt, i) * v);
 }
 
 extern "C" __global__ void cast_copy(void* dst, int ddt, const void* src, int sdt, i64 n) {

@@ -20,6 +20,7 @@ var suite = []struct {
 	{"BiasBackward", testBiasBackward},
 	{"SumSquares", testSumSquares},
 	{"FillAll", testFillAll},
+	{"ScaleAll", testScaleAll},
 	{"Embedding", testEmbedding},
 	{"EmbeddingBackward", testEmbeddingBackward},
 	{"RMSNorm", testRMSNorm},
@@ -220,6 +221,30 @@ func testSumSquares(h *harness) {
 			h.t.Errorf("SumSquaresAll of no tensors = %g, %v; want 0, nil", got, err)
 		}
 	})
+}
+
+// testScaleAll covers the optional engine.ScaleOfAll: every tensor (one
+// larger than a launch chunk), of each float dtype, scaled as Scale would.
+func testScaleAll(h *harness) {
+	all, ok := h.dut.(engine.ScaleOfAll)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.ScaleOfAll (optional)", h.dut.Name())
+	}
+	var ts []pair
+	var duts []engine.Tensor
+	for i, n := range []int{333, 1, 70000, 17} {
+		x := h.randn(h.dtypes()[i%len(h.dtypes())], 2, n)
+		ts = append(ts, x)
+		duts = append(duts, x.dut)
+	}
+	h.check("ScaleAll", all.ScaleAll(duts, -0.37))
+	for i, x := range ts {
+		h.oracle("Scale", h.ref.Scale(x.ref, -0.37))
+		h.compare(fmt.Sprintf("tensor %d", i), x)
+	}
+	if err := all.ScaleAll(nil, 2); err != nil {
+		h.t.Errorf("ScaleAll of no tensors: %v", err)
+	}
 }
 
 // testFillAll covers the optional engine.FillOfAll: every element of every

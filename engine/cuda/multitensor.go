@@ -159,3 +159,26 @@ func (b *Backend) FillAll(ts []engine.Tensor, v float32) error {
 	}
 	return b.launchTable(fmt.Sprintf("FillAll of %d tensors", len(ts)), fileElementwise, "fill_multi", table, 3, v)
 }
+
+// ScaleAll (engine.ScaleOfAll) multiplies every element of every float
+// tensor by v in one launch (clipping hundreds of adapter gradients).
+func (b *Backend) ScaleAll(ts []engine.Tensor, v float32) error {
+	c := b.check("ScaleAll")
+	var table []uint64
+	for i, t := range ts {
+		d := c.float(fmt.Sprintf("ts[%d]", i), t)
+		if c.Err != nil {
+			return c.Err
+		}
+		table = chunks(table, d)
+	}
+	if len(table) == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launchTable(fmt.Sprintf("ScaleAll of %d tensors", len(ts)), fileElementwise, "scale_multi", table, 3, v)
+}
