@@ -624,18 +624,19 @@ __device__ __forceinline__ void store_acc(void* p, int dt, const float (*acc)[4]
     }
 }
 
-// attn_fwd_tc: a block holds 64 queries of one head; keys and values
-// stream through shared memory 64 at a time, double-buffered.
-// out and lse are overwritten.
-template <int D>
+// attn_fwd_tc: a block holds 64*MT queries of one head, 16*MT per warp
+// (MT row tiles of 16, so that every K and V fragment read from shared
+// memory feeds MT products); keys and values stream through shared memory
+// 64 at a time, double-buffered. out and lse are overwritten.
+template <int D, int MT>
 __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, const unsigned short* q,
                                             const unsigned short* k, const unsigned short* v, const int* starts,
                                             int nseq, const int* order, int Tq, int qOffset, int H, int KVH,
                                             float scale, int window) {
-    constexpr int BM = 64, BN = 64, DP = D + 8;
+    constexpr int BM = 64 * MT, BN = 64, DP = D + 8, WR = 16 * MT; // WR: rows per warp
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
-    unsigned short* Qs = sh;              // [BM][DP]
-    unsigned short* Ks = Qs + BM * DP;    // [2][BN][DP]
+    unsigned short* Qs = sh;               // [BM][DP]
+    unsigned short* Ks = Qs + BM * DP;     // [2][BN][DP]
     unsigned short* Vs = Ks + 2 * BN * DP; // [2][BN][DP]
     const int h = blockIdx.x, kvh = h / (H / KVH);
     const int q0 = (order != nullptr ? order[blockIdx.y] : gridDim.y - 1 - blockIdx.y) * BM;
@@ -652,24 +653,36 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
     }
     cp_async_commit();
 
-    // Rows of this thread: A = warp row g, B = warp row g+8 (positions posA,
-    // posB; first visible keys loA, loB; rows past Tq see nothing).
-    const int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
-    const int posA = qOffset + rowA, posB = qOffset + rowB;
-    const int loA = rowA < Tq ? first_key(starts, nseq, posA, window) : 0x7fffffff;
-    const int loB = rowB < Tq ? first_key(starts, nseq, posB, window) : 0x7fffffff;
-    const int warpRow0 = q0 + warp * 16;
+    // Rows of this thread in row tile mt: A = row g, B = row g+8 of the
+    // tile (positions posA, posB; first visible keys loA, loB; rows past Tq
+    // see nothing).
+    int rowA[MT], rowB[MT], posA[MT], posB[MT], loA[MT], loB[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        rowA[mt] = q0 + warp * WR + mt * 16 + g;
+        rowB[mt] = rowA[mt] + 8;
+        posA[mt] = qOffset + rowA[mt];
+        posB[mt] = qOffset + rowB[mt];
+        loA[mt] = rowA[mt] < Tq ? first_key(starts, nseq, posA[mt], window) : 0x7fffffff;
+        loB[mt] = rowB[mt] < Tq ? first_key(starts, nseq, posB[mt], window) : 0x7fffffff;
+    }
+    const int warpRow0 = q0 + warp * WR;
     const bool warpLive = warpRow0 < Tq;
     const int warpFirstPos = qOffset + warpRow0;
-    const int warpLastPos = qOffset + min(warpRow0 + 15, Tq - 1);
+    const int warpLastPos = qOffset + min(warpRow0 + WR - 1, Tq - 1);
     const int warpMinLo = warpLive ? first_key(starts, nseq, warpFirstPos, window) : 0;
     const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLastPos, window) : 0;
     const float sl2 = scale * LOG2E;
 
-    unsigned int qf[D / 16][4];
-    float o[D / 8][4];
-    zero_acc<D / 8>(o);
-    float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
+    unsigned int qf[MT][D / 16][4];
+    float o[MT][D / 8][4];
+    float mA[MT], mB[MT], lA[MT], lB[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        zero_acc<D / 8>(o[mt]);
+        mA[mt] = mB[mt] = NEG_INF;
+        lA[mt] = lB[mt] = 0.0f;
+    }
 
     for (int it = 0; it < nTiles; it++) {
         const int kt = kStart + it * BN;
@@ -677,7 +690,11 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         __syncthreads(); // tile `it` is in; every warp is done with tile it-1
         if (it == 0) {
 #pragma unroll
-            for (int kc = 0; kc < D / 16; kc++) ldsm_x4(qf[kc], frag_a_addr(Qs, DP, warp * 16, kc * 16, lane));
+            for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+                for (int kc = 0; kc < D / 16; kc++)
+                    ldsm_x4(qf[mt][kc], frag_a_addr(Qs, DP, warp * WR + mt * 16, kc * 16, lane));
+            }
         }
         if (it + 1 < nTiles) {
             const int nb = (it + 1) & 1;
@@ -689,47 +706,77 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         const unsigned short* Kb = Ks + (it & 1) * BN * DP;
         const unsigned short* Vb = Vs + (it & 1) * BN * DP;
 
-        float s[BN / 8][4];
-        zero_acc<BN / 8>(s);
+        float s[MT][BN / 8][4];
 #pragma unroll
-        for (int kc = 0; kc < D / 16; kc++) mma_cols<BN>(s, qf[kc], Kb, DP, kc * 16, lane);
-        if (kt < warpMaxLo || kt + BN - 1 > warpFirstPos) { // some pair of this tile is masked
+        for (int mt = 0; mt < MT; mt++) zero_acc<BN / 8>(s[mt]);
 #pragma unroll
-            for (int nt = 0; nt < BN / 8; nt++) {
+        for (int kc = 0; kc < D / 16; kc++) {
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int key = kt + nt * 8 + 2 * t + (e & 1);
-                    const bool valid = e < 2 ? (key >= loA && key <= posA) : (key >= loB && key <= posB);
-                    if (!valid) s[nt][e] = NEG_INF;
+            for (int np = 0; np < BN / 16; np++) {
+                unsigned int b[4];
+                ldsm_x4(b, frag_b2_addr(Kb, DP, np * 16, kc * 16, lane));
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16_16816(s[mt][2 * np], qf[mt][kc], b);
+                    mma_bf16_16816(s[mt][2 * np + 1], qf[mt][kc], b + 2);
                 }
             }
         }
-        float cA, cB;
-        softmax_tile<BN / 8>(s, sl2, mA, mB, lA, lB, cA, cB);
+        const bool masked = kt < warpMaxLo || kt + BN - 1 > warpFirstPos; // some pair of this tile is masked
 #pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            o[dn][0] *= cA;
-            o[dn][1] *= cA;
-            o[dn][2] *= cB;
-            o[dn][3] *= cB;
+        for (int mt = 0; mt < MT; mt++) {
+            if (masked) {
+#pragma unroll
+                for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int key = kt + nt * 8 + 2 * t + (e & 1);
+                        const bool valid = e < 2 ? (key >= loA[mt] && key <= posA[mt]) : (key >= loB[mt] && key <= posB[mt]);
+                        if (!valid) s[mt][nt][e] = NEG_INF;
+                    }
+                }
+            }
+            float cA, cB;
+            softmax_tile<BN / 8>(s[mt], sl2, mA[mt], mB[mt], lA[mt], lB[mt], cA, cB);
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                o[mt][dn][0] *= cA;
+                o[mt][dn][1] *= cA;
+                o[mt][dn][2] *= cB;
+                o[mt][dn][3] *= cB;
+            }
         }
 #pragma unroll
         for (int kc = 0; kc < BN / 16; kc++) {
-            unsigned int pa[4];
-            acc_to_a(pa, s, kc);
-            mma_rows_t<D>(o, pa, Vb, DP, kc * 16, lane);
+            unsigned int pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) acc_to_a(pa[mt], s[mt], kc);
+#pragma unroll
+            for (int dn2 = 0; dn2 < D / 16; dn2++) {
+                unsigned int b[4];
+                ldsm_x4_t(b, frag_bt2_addr(Vb, DP, kc * 16, dn2 * 16, lane));
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16_16816(o[mt][2 * dn2], pa[mt], b);
+                    mma_bf16_16816(o[mt][2 * dn2 + 1], pa[mt], b + 2);
+                }
+            }
         }
     }
     cp_async_wait_all();
-    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
-    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
-    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
-    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
-    const float iA = lA > 0.0f ? 1.0f / lA : 0.0f, iB = lB > 0.0f ? 1.0f / lB : 0.0f;
-    store_acc<D>(out, odt, o, rowA, rowB, Tq, qStride, (i64)h * D, iA, iB, t);
-    if (lse != nullptr && t == 0) {
-        if (rowA < Tq) lse[(i64)h * Tq + rowA] = (mA + log2f(lA)) * LN2;
-        if (rowB < Tq) lse[(i64)h * Tq + rowB] = (mB + log2f(lB)) * LN2;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        float la = lA[mt], lb = lB[mt];
+        la += __shfl_xor_sync(0xffffffffu, la, 1);
+        la += __shfl_xor_sync(0xffffffffu, la, 2);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+        const float iA = la > 0.0f ? 1.0f / la : 0.0f, iB = lb > 0.0f ? 1.0f / lb : 0.0f;
+        store_acc<D>(out, odt, o[mt], rowA[mt], rowB[mt], Tq, qStride, (i64)h * D, iA, iB, t);
+        if (lse != nullptr && t == 0) {
+            if (rowA[mt] < Tq) lse[(i64)h * Tq + rowA[mt]] = (mA[mt] + log2f(la)) * LN2;
+            if (rowB[mt] < Tq) lse[(i64)h * Tq + rowB[mt]] = (mB[mt] + log2f(lb)) * LN2;
+        }
     }
 }
 
@@ -942,12 +989,18 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
 // engine/cuda/attention.go computes the same sizes for shared memory.
 #define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : 32)
 
+// Row tiles of 16 per warp in the forward: 2 up to head dim 64 (128-query
+// blocks), 1 above, where two tiles' accumulators would spill registers.
+// engine/cuda/attention.go (attnFwdRows) uses the same block sizes.
+#define ATTN_FWD_MT(D) ((D) <= 64 ? 2 : 1)
+
 #define ATTN_TC_KERNELS(D)                                                                                             \
     extern "C" __global__ void __launch_bounds__(128, ATTN_FWD_MINB) attention_forward_tc_d##D(                        \
         void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,     \
         const int* starts, int nseq, const int* order, int Tq, int qOffset, int H, int KVH, float scale,               \
         int window) {                                                                                                  \
-        attn_fwd_tc<D>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H, KVH, scale, window);               \
+        attn_fwd_tc<D, ATTN_FWD_MT(D)>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H, KVH, scale,        \
+                                       window);                                                                        \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(128, ATTN_DQ_MINB) attention_backward_dq_tc_d##D(                     \
         void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \

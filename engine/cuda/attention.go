@@ -57,6 +57,15 @@ const (
 // attnTCHeadDims are the head dims with tensor-core kernels.
 var attnTCHeadDims = map[int]bool{16: true, 32: true, 64: true, 80: true, 96: true, 128: true}
 
+// attnFwdRows is the tensor-core forward's query rows per block: 64 times
+// ATTN_FWD_MT of kernels/attention.cu.
+func attnFwdRows(d int) int {
+	if d <= 64 {
+		return 128
+	}
+	return 64
+}
+
 // attnTCBwdTile is ATTN_BWD_TILE of kernels/attention.cu: the dq kernel's
 // key tile and the dK/dV kernel's query tile.
 func attnTCBwdTile(d int) int {
@@ -95,15 +104,16 @@ func useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
 func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, hostStarts []int32, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
 	if useTensorCores(D, Tq, []*Tensor{ot}, qt, kt, vt) {
+		rows := attnFwdRows(D)
 		var order uint64
-		if hostStarts != nil {
+		if hostStarts != nil && rows == attnTCRows { // the order table counts 64-row blocks
 			var err error
 			if order, _, err = b.attnBlockOrder(op, hostStarts, p.Window); err != nil {
 				return err
 			}
 		}
 		return b.launch(op, "attention.cu", fmt.Sprintf("attention_forward_tc_d%d", D),
-			dim3{H, (Tq + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(attnTCRows+4*attnTCKB)*(D+8),
+			dim3{H, (Tq + rows - 1) / rows, 1}, dim3{128, 1, 1}, 2*(rows+4*attnTCKB)*(D+8),
 			ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
 			starts, int32(nseq), order, int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window))
 	}

@@ -659,6 +659,15 @@ func TestTensorCoreAttentionInstantiated(t *testing.T) {
 		if want := attnTCBwdTile(d); (d <= 64) != (want == 64) {
 			t.Errorf("head dim %d: backward tile %d disagrees with ATTN_BWD_TILE", d, want)
 		}
+		if rows := attnFwdRows(d); (d <= 64) != (rows == 128) {
+			t.Errorf("head dim %d: forward block of %d rows disagrees with ATTN_FWD_MT", d, rows)
+		}
+	}
+	// attention.go mirrors these two rules in attnTCBwdTile and attnFwdRows.
+	for _, rule := range []string{"#define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : 32)", "#define ATTN_FWD_MT(D) ((D) <= 64 ? 2 : 1)"} {
+		if !strings.Contains(cu, rule) {
+			t.Errorf("kernels/attention.cu no longer says %q: update attention.go's block sizes with it", rule)
+		}
 	}
 	for _, name := range []string{"attention_forward_tc_d", "attention_backward_dq_tc_d", "attention_backward_dkv_tc_d"} {
 		if !strings.Contains(cu, name+"##D(") {
