@@ -355,11 +355,11 @@ func (c studioChat) Close() {
 
 // studioExport runs engine/export for the studio's export page.
 //
-// export.Run takes no context, so a cancelled export cannot be cut short:
-// Export returns at once, the export goes on in the background without
-// reporting, and when it ends the output folder is removed if this export
-// created it. Exports run one at a time, so a new one never writes while a
-// cancelled one is still finishing.
+// A cancelled export returns at once; the export itself stops at its next
+// weight or write (export.RunContext; loading the model cannot be cut
+// short), without reporting, and then the output folder is removed if this
+// export created it. Exports run one at a time, so a new one never writes
+// while a cancelled one is still finishing.
 type studioExport struct {
 	turn chan struct{} // holds a token while an export runs
 }
@@ -389,8 +389,6 @@ func (e *studioExport) Export(ctx context.Context, runDir, format, quant, outDir
 	var cancelled atomic.Bool
 	result := make(chan error, 1)
 	go func() {
-		// ctx ends the export itself too (RunContext stops at its next
-		// weight or write); the wait below only lets the page go at once.
 		err := export.RunContext(ctx, o, func(done, total int, what string) {
 			if !cancelled.Load() {
 				progress(done, total, what)
