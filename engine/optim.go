@@ -53,11 +53,7 @@ type Optimizer struct {
 func GradNorm(m *Model) (float64, error) {
 	params := m.TrainableParams()
 	if all, ok := m.B.(SumSquaresOfAll); ok {
-		grads := make([]Tensor, len(params))
-		for i, p := range params {
-			grads[i] = p.Grad
-		}
-		sum, err := all.SumSquaresAll(grads)
+		sum, err := all.SumSquaresAll(grads(params))
 		if err != nil {
 			return 0, fmt.Errorf("grad norm: %w", err)
 		}
@@ -91,11 +87,7 @@ func ClipGrads(m *Model, maxNorm float64) (float64, error) {
 	}
 	params := m.TrainableParams()
 	if all, ok := m.B.(ScaleOfAll); ok {
-		grads := make([]Tensor, len(params))
-		for i, p := range params {
-			grads[i] = p.Grad
-		}
-		if err := all.ScaleAll(grads, float32(coef)); err != nil {
+		if err := all.ScaleAll(grads(params), float32(coef)); err != nil {
 			return 0, fmt.Errorf("clip grads: %w", err)
 		}
 		return norm, nil

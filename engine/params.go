@@ -334,15 +334,20 @@ func (m *Model) SyncFromMasters() error {
 	return nil
 }
 
+// grads lists the gradients of params, for the backends' multi-tensor ops.
+func grads(params []*Param) []Tensor {
+	out := make([]Tensor, len(params))
+	for i, p := range params {
+		out[i] = p.Grad
+	}
+	return out
+}
+
 // ZeroGrads clears every gradient before an optimizer step's micro-batches.
 func (m *Model) ZeroGrads() error {
 	params := m.TrainableParams()
 	if all, ok := m.B.(FillOfAll); ok {
-		grads := make([]Tensor, len(params))
-		for i, p := range params {
-			grads[i] = p.Grad
-		}
-		if err := all.FillAll(grads, 0); err != nil {
+		if err := all.FillAll(grads(params), 0); err != nil {
 			return fmt.Errorf("zero grads: %w", err)
 		}
 		return nil
