@@ -334,6 +334,17 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	return s, nil
 }
 
+// ExportDir is where an export of a run goes unless told otherwise:
+// RUN/export/FORMAT, or RUN/export/FORMAT-QUANT when there is a precision
+// (whet export and the studio's export page both use it).
+func ExportDir(runDir, format, quant string) string {
+	name := format
+	if quant != "" {
+		name += "-" + quant
+	}
+	return filepath.Join(runDir, "export", name)
+}
+
 func (s *Session) makeDir() error {
 	name := s.Cfg.Name
 	if name == "" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -101,14 +100,10 @@ func (p *exportPage) chosenQuant() string {
 	return f.quants[p.quant[f.id]]
 }
 
-// outputDir is where the export goes: RUN/export/FORMAT[-QUANT], the
-// folder whet export uses by default.
+// outputDir is where the export goes: the folder whet export uses by
+// default (engine.ExportDir).
 func (p *exportPage) outputDir() string {
-	name := p.current().id
-	if q := p.chosenQuant(); q != "" {
-		name += "-" + q
-	}
-	return filepath.Join(p.dir, "export", name)
+	return engine.ExportDir(p.dir, p.current().id, p.chosenQuant())
 }
 
 // listenExport waits for the next progress report or the end of the

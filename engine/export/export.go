@@ -50,14 +50,8 @@ type Options struct {
 // step was (a tensor name or a file).
 type Progress func(done, total int, what string)
 
-// DefaultOutDir is RunDir/export/<format>[-<quant>].
-func DefaultOutDir(o Options) string {
-	name := o.Format
-	if q := o.quant(); q != "" {
-		name += "-" + q
-	}
-	return filepath.Join(o.RunDir, "export", name)
-}
+// DefaultOutDir is RunDir/export/<format>[-<quant>] (engine.ExportDir).
+func DefaultOutDir(o Options) string { return engine.ExportDir(o.RunDir, o.Format, o.quant()) }
 
 // quant returns the effective precision for the format.
 func (o Options) quant() string {
