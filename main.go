@@ -30,18 +30,14 @@ func main() {
 
 // runMain is main without the exit, so tests can drive the CLI.
 func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	name := "studio"
-	if len(args) > 0 && args[0] == "help" || len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+	if len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
 		usage(stdout)
 		return 0
 	}
 	// Flags without a command are the studio's: `whet --runs DIR`.
+	name := "studio"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
-	}
-	if name == "help" {
-		usage(stdout)
-		return 0
 	}
 	cmd, ok := commands[name]
 	if !ok {
