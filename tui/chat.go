@@ -8,6 +8,7 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"whet/engine"
 	"whet/tui/components/form"
@@ -235,32 +236,105 @@ func (p *chatPage) help() []key.Binding {
 	return []key.Binding{bind("enter", "ask"), bind("↑/↓", "settings"), bind("esc", "back"), bind("ctrl+c", "quit")}
 }
 
-// column renders one side's conversation, newest at the bottom, in w×h.
-func (p *chatPage) column(title string, s chatSide, active bool, w, h int) string {
+// exchanges splits a side's conversation into exchanges: a question and
+// what followed it. The streamed answer joins the last one while active.
+func (p *chatPage) exchanges(s chatSide, active bool, w int) [][]string {
 	st := p.styles
-	var lines []string
+	var out [][]string
 	for _, t := range s.turns {
-		switch t.Role {
-		case "user":
-			lines = append(lines, strings.Split(wrap(st.Accent.Render("you › ")+printable(t.Content), w), "\n")...)
-		default:
-			lines = append(lines, strings.Split(wrap(printable(t.Content), w), "\n")...)
-			lines = append(lines, "")
+		if t.Role == "user" || len(out) == 0 {
+			out = append(out, nil)
 		}
+		ex := &out[len(out)-1]
+		if t.Role == "user" {
+			*ex = append(*ex, strings.Split(wrap(st.Accent.Render("you › ")+printable(t.Content), w), "\n")...)
+			continue
+		}
+		*ex = append(*ex, strings.Split(wrap(printable(t.Content), w), "\n")...)
+		*ex = append(*ex, "")
 	}
 	if active {
-		lines = append(lines, strings.Split(wrap(printable(s.partial)+"▍", w), "\n")...)
+		if len(out) == 0 {
+			out = append(out, nil)
+		}
+		ex := &out[len(out)-1]
+		*ex = append(*ex, strings.Split(wrap(printable(s.partial)+"▍", w), "\n")...)
+	}
+	return out
+}
+
+// padCell pads or cuts a rendered line to exactly w cells, so that the
+// column beside it starts at the same place on every row.
+func padCell(s string, w int) string {
+	if lipgloss.Width(s) > w {
+		s = ansi.Truncate(s, w, "…")
+	}
+	return s + strings.Repeat(" ", max(w-lipgloss.Width(s), 0))
+}
+
+// statLine is what stands under a column: the last answer's numbers, or
+// that the model is answering.
+func statLine(s chatSide, active bool) string {
+	if active {
+		return "answering…"
+	}
+	return s.stat
+}
+
+// column renders one conversation, newest at the bottom, in w×h.
+func (p *chatPage) column(title string, s chatSide, active bool, w, h int) string {
+	var lines []string
+	for _, ex := range p.exchanges(s, active, w) {
+		lines = append(lines, ex...)
 	}
 	body := h - 2
 	if len(lines) > body {
 		lines = lines[len(lines)-body:]
 	}
-	stat := s.stat
-	if active {
-		stat = "answering…"
+	return p.styles.BoxTitle.Render(title) + "\n" + fitBlock(strings.Join(lines, "\n"), w, body) + "\n" + p.styles.Muted.Render(trimTo(statLine(s, active), w))
+}
+
+// sideBySide renders the base and the tuned conversation in two columns of
+// cw cells, h lines in all. Each exchange takes the height of its longer
+// side in both columns, so a question stands on the same row on both sides
+// whatever the lengths of the answers, and both scroll together.
+func (p *chatPage) sideBySide(cw, h int) string {
+	st := p.styles
+	baseActive, tunedActive := p.streaming && !p.current, p.streaming && p.current
+	left, right := p.exchanges(p.base, baseActive, cw), p.exchanges(p.tuned, tunedActive, cw)
+	var l, r []string
+	for i := 0; i < max(len(left), len(right)); i++ {
+		var a, b []string
+		if i < len(left) {
+			a = left[i]
+		}
+		if i < len(right) {
+			b = right[i]
+		}
+		n := max(len(a), len(b))
+		for len(a) < n {
+			a = append(a, "")
+		}
+		for len(b) < n {
+			b = append(b, "")
+		}
+		l, r = append(l, a...), append(r, b...)
 	}
-	out := st.BoxTitle.Render(title) + "\n" + fitBlock(strings.Join(lines, "\n"), w, body) + "\n" + st.Muted.Render(trimTo(stat, w))
-	return out
+	body := max(h-2, 0)
+	if len(l) > body {
+		l, r = l[len(l)-body:], r[len(r)-body:]
+	}
+	for len(l) < body {
+		l, r = append(l, ""), append(r, "")
+	}
+	sep := " " + st.Muted.Render("│") + " "
+	row := func(a, b string) string { return padCell(a, cw) + sep + padCell(b, cw) }
+	rows := []string{row(st.BoxTitle.Render("base model"), st.BoxTitle.Render("tuned (this run)"))}
+	for i := range l {
+		rows = append(rows, row(l[i], r[i]))
+	}
+	rows = append(rows, row(st.Muted.Render(trimTo(statLine(p.base, baseActive), cw)), st.Muted.Render(trimTo(statLine(p.tuned, tunedActive), cw))))
+	return strings.Join(rows, "\n")
 }
 
 func (p *chatPage) view(w, h int) string {
@@ -284,11 +358,7 @@ func (p *chatPage) view(w, h int) string {
 		}
 		body = st.Muted.Render(wrap(msg, w))
 	case p.session.HasTuned():
-		cw := (w - 3) / 2
-		left := p.column("base model", p.base, p.streaming && !p.current, cw, bodyH)
-		right := p.column("tuned (this run)", p.tuned, p.streaming && p.current, cw, bodyH)
-		sep := strings.TrimSuffix(strings.Repeat(st.Muted.Render("│")+"\n", bodyH), "\n")
-		body = lipgloss.JoinHorizontal(lipgloss.Top, fitBlock(left, cw, bodyH), " ", sep, " ", fitBlock(right, cw, bodyH))
+		body = p.sideBySide((w-3)/2, bodyH)
 	default:
 		body = p.column("model", p.base, p.streaming, w, bodyH)
 	}

@@ -132,3 +132,58 @@ func TestChatEscStopsAnAnswer(t *testing.T) {
 	d.keys("enter")
 	d.waitFor("a new question after a stopped answer", func() bool { return len(ch.Recorded()) >= 3 })
 }
+
+// The two columns keep their place whatever the answers' lengths: the
+// separator stands in the same cell column on every row, and each question
+// stands on the same row on both sides.
+func TestChatColumnsStayAligned(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+			o.Chat = &fake.Chat{
+				Base: func(p string) string {
+					if strings.HasPrefix(p, "First") {
+						return "A long base answer that goes on and on about leaves, trees, autumn light, chlorophyll, abscission layers and the wind, far wider than one column."
+					}
+					return "Short."
+				},
+				Tuned: func(p string) string {
+					if strings.HasPrefix(p, "First") {
+						return "Brief."
+					}
+					return "Now the tuned model is the long one: a river that keeps running past the edge of its column and on into the next line, and the next."
+				},
+			}
+			d := finishRun(t, o)
+			d.send(windowSize(sz.w, sz.h))
+			d.keys("t")
+			d.waitScreen("Ask both")
+			for i, q := range []string{"First question?", "Second question?"} {
+				d.typeText(q)
+				d.keys("enter")
+				d.waitFor("both answers", func() bool { return len(o.Chat.(*fake.Chat).Recorded()) == 2*(i+1) && strings.Count(d.screen(), "tok/s") == 2 })
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("chat_uneven_%dx%d", sz.w, sz.h), d.view())
+
+			lines := strings.Split(d.screen(), "\n")
+			sepCol := (sz.w-3)/2 + 1
+			for i, l := range lines[2 : len(lines)-5] { // the columns' rows, between the head and the prompt form
+				if r := []rune(l); len(r) <= sepCol || r[sepCol] != '│' {
+					t.Errorf("row %d: the separator is not at column %d: %q", i+3, sepCol, l)
+				}
+			}
+			for _, q := range []string{"you › First question?", "you › Second question?"} {
+				found := false
+				for _, l := range lines {
+					if strings.Count(l, q) == 2 {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("%q should stand on one row in both columns:\n%s", q, d.screen())
+				}
+			}
+		})
+	}
+}
