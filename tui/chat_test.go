@@ -161,7 +161,9 @@ func TestChatColumnsStayAligned(t *testing.T) {
 			for i, q := range []string{"First question?", "Second question?"} {
 				d.typeText(q)
 				d.keys("enter")
-				d.waitFor("both answers", func() bool { return len(o.Chat.(*fake.Chat).Recorded()) == 2*(i+1) && strings.Count(d.screen(), "tok/s") == 2 })
+				d.waitFor("both answers", func() bool {
+					return len(o.Chat.(*fake.Chat).Recorded()) == 2*(i+1) && strings.Count(d.screen(), "tok/s") == 2
+				})
 			}
 			checkSize(t, d.view(), sz.w, sz.h)
 			golden(t, fmt.Sprintf("chat_uneven_%dx%d", sz.w, sz.h), d.view())
