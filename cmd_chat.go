@@ -43,7 +43,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *run != "" {
-		cfg, err := engine.LoadRunConfig(filepath.Join(*run, "run.yaml"))
+		cfg, err := engine.LoadRunConfig(engine.RunDir(*run).Config())
 		if err != nil {
 			return err
 		}
@@ -53,8 +53,8 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if *adapter == "" {
 			if a, ok := chat.FindAdapter(*run); ok {
 				*adapter = a
-			} else if _, err := os.Stat(filepath.Join(*run, "model", "config.json")); err == nil {
-				*model = filepath.Join(*run, "model")
+			} else if _, err := os.Stat(filepath.Join(engine.RunDir(*run).Model(), "config.json")); err == nil {
+				*model = engine.RunDir(*run).Model()
 			}
 		}
 	}

@@ -25,14 +25,6 @@ func init() {
 	register("runs", "list the runs directory: status, steps and last loss of each run", runRuns)
 }
 
-// runStatusFile is status.json as the trainer writes it.
-type runStatusFile struct {
-	State    string  `json:"state"`
-	Step     int     `json:"step"`
-	Total    int     `json:"total_steps"`
-	LastLoss float64 `json:"last_loss"`
-}
-
 // runSummary is one row of `whet runs`.
 type runSummary struct {
 	name, state, method, model string
@@ -103,7 +95,7 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 		if !e.IsDir() {
 			continue
 		}
-		r, ok, warn := readRun(filepath.Join(dir, e.Name()))
+		r, ok, warn := readRun(engine.RunDir(filepath.Join(dir, e.Name())))
 		warnings = append(warnings, warn...)
 		if ok {
 			r.name = e.Name()
@@ -114,21 +106,21 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 	return runs, warnings, nil
 }
 
-func readRun(path string) (r runSummary, isRun bool, warnings []string) {
+func readRun(run engine.RunDir) (r runSummary, isRun bool, warnings []string) {
 	r.state = "unknown"
-	if raw, err := os.ReadFile(filepath.Join(path, "run.yaml")); err == nil {
+	if raw, err := os.ReadFile(run.Config()); err == nil {
 		isRun = true
 		var cfg engine.RunConfig
 		if err := yaml.Unmarshal(raw, &cfg); err != nil {
-			warnings = append(warnings, fmt.Sprintf("%s: %v", filepath.Join(path, "run.yaml"), err))
+			warnings = append(warnings, fmt.Sprintf("%s: %v", run.Config(), err))
 		} else {
 			r.method, r.model = cfg.Method, cfg.Model
 		}
 	}
-	statusPath := filepath.Join(path, "status.json")
+	statusPath := run.Status()
 	if raw, err := os.ReadFile(statusPath); err == nil {
 		isRun = true
-		var st runStatusFile
+		var st engine.RunStatus
 		if err := json.Unmarshal(raw, &st); err != nil {
 			r.state = "unreadable"
 			warnings = append(warnings, fmt.Sprintf("%s: %v", statusPath, err))
@@ -139,7 +131,7 @@ func readRun(path string) (r runSummary, isRun bool, warnings []string) {
 			}
 		}
 	}
-	metricsPath := filepath.Join(path, "metrics.jsonl")
+	metricsPath := run.Metrics()
 	if st, err := os.Stat(metricsPath); err == nil {
 		// A run killed without a chance to write its status still says
 		// "running"; a long silence in its metrics gives that away.

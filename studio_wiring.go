@@ -304,7 +304,7 @@ type studioChatter struct{}
 // with the run's adapter (switched on and off), or for full fine-tuning the
 // run's model alone.
 func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.RunConfig) (tui.ChatSession, error) {
-	if saved, err := engine.LoadRunConfig(filepath.Join(runDir, "run.yaml")); err == nil {
+	if saved, err := engine.LoadRunConfig(engine.RunDir(runDir).Config()); err == nil {
 		cfg = saved // the engine's copy names the model folder it resolved
 	}
 	b, _, err := engine.OpenBackend(cfg.Backend)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"whet/datasets"
@@ -143,7 +142,7 @@ func appendSamples(dir string, samples []SampleEvent) error {
 	if dir == "" || len(samples) == 0 {
 		return nil
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "samples.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(RunDir(dir).Samples(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func (c *RunConfig) FillDefaults() {
 		c.Backend = "auto"
 	}
 	if c.RunsDir == "" {
-		c.RunsDir = "runs"
+		c.RunsDir = DefaultRunsDir
 	}
 	if c.Method == "dpo" {
 		if c.DPO.Beta == 0 {
@@ -259,6 +259,12 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Name != "" {
+		// Before the slow part: a name that cannot be a folder fails now.
+		if _, err := RunDirOf(cfg); err != nil {
+			return nil, err
+		}
+	}
 	b, notices, err := OpenBackend(cfg.Backend)
 	if err != nil {
 		return nil, err
@@ -337,13 +343,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 // ExportDir is where an export of a run goes unless told otherwise:
 // RUN/export/FORMAT, or RUN/export/FORMAT-QUANT when there is a precision
 // (whet export and the studio's export page both use it).
-func ExportDir(runDir, format, quant string) string {
-	name := format
-	if quant != "" {
-		name += "-" + quant
-	}
-	return filepath.Join(runDir, "export", name)
-}
+func ExportDir(runDir, format, quant string) string { return RunDir(runDir).Export(format, quant) }
 
 func (s *Session) makeDir() error {
 	name := s.Cfg.Name
@@ -351,7 +351,11 @@ func (s *Session) makeDir() error {
 		name = "run-" + time.Now().Format("20060102-150405")
 		s.Cfg.Name = name
 	}
-	s.Dir = filepath.Join(s.Cfg.RunsDir, name)
+	rd, err := RunDirOf(s.Cfg)
+	if err != nil {
+		return err
+	}
+	s.Dir = rd.Path()
 	s.Trainer.Dir = s.Dir
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)
@@ -374,7 +378,7 @@ func (s *Session) makeDir() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(s.Dir, "run.yaml"), js)
+	return writeFileAtomic(rd.Config(), js)
 }
 
 // refCache is ref_logps.json in a DPO run directory: the reference
@@ -389,7 +393,7 @@ type refCache struct {
 // directory's cache, or computes them (adapters off) and caches them.
 func (s *Session) referenceLogprobs() error {
 	t := s.Trainer
-	path := filepath.Join(s.Dir, "ref_logps.json")
+	path := RunDir(s.Dir).RefLogps()
 	if js, err := os.ReadFile(path); err == nil {
 		var c refCache
 		if err := json.Unmarshal(js, &c); err != nil {
@@ -402,7 +406,7 @@ func (s *Session) referenceLogprobs() error {
 		}
 	}
 	if !s.Cfg.usesLoRA() {
-		if cps, _ := ListCheckpoints(filepath.Join(s.Dir, "checkpoints")); len(cps) > 0 {
+		if cps, _ := ListCheckpoints(RunDir(s.Dir).Checkpoints()); len(cps) > 0 {
 			return fmt.Errorf("%s is missing: full-weight DPO cannot resume without the reference log-probs computed before training", path)
 		}
 	}
@@ -425,13 +429,13 @@ func (s *Session) referenceLogprobs() error {
 // model for full fine-tuning.
 func (s *Session) export() (string, error) {
 	if !s.Cfg.usesLoRA() {
-		dir := filepath.Join(s.Dir, "model")
+		dir := RunDir(s.Dir).Model()
 		if err := SaveModel(dir, s.Model, s.Cfg.Model); err != nil {
 			return "", err
 		}
 		return "model saved to " + dir, nil
 	}
-	dir := filepath.Join(s.Dir, "adapter")
+	dir := RunDir(s.Dir).Adapter()
 	l := s.Cfg.LoRA
 	opts := LoRAOptions{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.RSLoRA}
 	if err := SaveAdapter(dir, s.Model, opts, s.Cfg.Model); err != nil {

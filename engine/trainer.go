@@ -8,7 +8,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -234,7 +233,7 @@ func (t *Trainer) state() TrainerState {
 
 // Resume restores the newest checkpoint in the run directory, if any.
 func (t *Trainer) Resume() (bool, error) {
-	all, err := ListCheckpoints(filepath.Join(t.Dir, "checkpoints"))
+	all, err := ListCheckpoints(RunDir(t.Dir).Checkpoints())
 	if err != nil || len(all) == 0 {
 		return false, err
 	}
@@ -252,7 +251,7 @@ func (t *Trainer) Resume() (bool, error) {
 
 // Checkpoint writes a checkpoint now.
 func (t *Trainer) Checkpoint() (string, error) {
-	return SaveCheckpoint(filepath.Join(t.Dir, "checkpoints"), t.Model, t.state(), t.Cfg.KeepCheckpoints)
+	return SaveCheckpoint(RunDir(t.Dir).Checkpoints(), t.Model, t.state(), t.Cfg.KeepCheckpoints)
 }
 
 // Step returns the number of optimizer steps done.
@@ -273,7 +272,7 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 		}
 	}
 	if t.Dir != "" {
-		f, err := os.OpenFile(filepath.Join(t.Dir, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		f, err := os.OpenFile(RunDir(t.Dir).Metrics(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			return fmt.Errorf("open metrics: %w", err)
 		}
@@ -466,5 +465,5 @@ func (t *Trainer) writeStatusLocked(state string) {
 		return
 	}
 	js, _ := json.Marshal(RunStatus{State: state, Step: t.step, Total: t.TotalSteps(), LastLoss: t.lastLoss})
-	writeFileAtomic(filepath.Join(t.Dir, "status.json"), js)
+	writeFileAtomic(RunDir(t.Dir).Status(), js)
 }

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -22,9 +21,11 @@ func marshalConfig(cfg engine.RunConfig) (string, error) {
 	return string(out), nil
 }
 
-// runDir is where a run's files go.
-func runDir(cfg engine.RunConfig) string {
-	return filepath.Join(orDefault(cfg.RunsDir, "runs"), cfg.Name)
+// runDir is where a run's files go, as the engine lays them out ("" for a
+// name that cannot be a folder, which the settings page refuses).
+func runDir(cfg engine.RunConfig) engine.RunDir {
+	d, _ := engine.RunDirOf(cfg)
+	return d
 }
 
 // reviewPage shows the YAML that will be saved and starts the run.
@@ -104,7 +105,7 @@ func (p *reviewPage) help() []key.Binding {
 func (p *reviewPage) view() string {
 	st := p.styles
 	var b strings.Builder
-	file := filepath.Join(runDir(*p.cfg), "run.yaml")
+	file := runDir(*p.cfg).Config()
 	b.WriteString(st.Bold.Render("Review") + "  " + st.Muted.Render("saved as "+file) + "\n")
 	if existingRun(*p.cfg) {
 		b.WriteString(st.Warn.Render("! a run named "+p.cfg.Name+" exists: starting resumes it from its last checkpoint") + "\n")

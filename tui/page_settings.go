@@ -2,7 +2,6 @@ package tui
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -12,9 +11,6 @@ import (
 	"whet/engine"
 	"whet/tui/components/form"
 )
-
-// runName is what a run directory may be called.
-var runName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // defaultSampleEvery applies when the user gives sample prompts but no
 // interval.
@@ -81,7 +77,7 @@ func (p *settingsPage) leave() error {
 		return err
 	}
 	name := strings.TrimSpace(p.form.Get("name"))
-	if !runName.MatchString(name) {
+	if engine.ValidRunName(name) != nil {
 		p.form.FocusKey("name")
 		return fmt.Errorf("Run name: %q must be letters, digits, '.', '_' or '-' (it names a folder)", name)
 	}

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -149,7 +148,7 @@ func (m *Model) Outcome() string {
 		return ""
 	}
 	d, cfg := m.dash.done, m.dash.cfg
-	file := filepath.Join(runDir(cfg), "run.yaml")
+	file := runDir(cfg).Config()
 	switch {
 	case d.Err != nil:
 		return fmt.Sprintf("run %s failed at step %d: %v (resume: whet train -c %s)", cfg.Name, d.Step, d.Err, file)
@@ -236,7 +235,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			case "t", "enter":
 				if m.sum.canChat() {
 					if m.chat == nil {
-						m.chat = newChatPage(m.c, m.opts.Chat, m.sum.cfg, runDir(m.sum.cfg))
+						m.chat = newChatPage(m.c, m.opts.Chat, m.sum.cfg, runDir(m.sum.cfg).Path())
 					}
 					m.state = stateChat
 					return m, m.chat.open()
@@ -244,7 +243,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			case "e":
 				if m.sum.canExport() {
 					if m.exp == nil {
-						m.exp = newExportPage(m.c, m.opts.Exporter, m.sum.cfg, runDir(m.sum.cfg))
+						m.exp = newExportPage(m.c, m.opts.Exporter, m.sum.cfg, runDir(m.sum.cfg).Path())
 					}
 					m.state = stateExport
 				}
@@ -384,6 +383,10 @@ func tooSmallView(st Styles, w, h int, extra string) string {
 // existingRun reports whether a run folder of that name already holds a
 // run (the engine resumes it rather than starting afresh).
 func existingRun(cfg engine.RunConfig) bool {
-	_, err := os.Stat(filepath.Join(runDir(cfg), "run.yaml"))
+	d := runDir(cfg)
+	if d == "" {
+		return false
+	}
+	_, err := os.Stat(d.Config())
 	return err == nil
 }

@@ -3,7 +3,6 @@ package tui
 import (
 	"fmt"
 	"math"
-	"path/filepath"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -90,14 +89,14 @@ func (s *summary) view(w, h int) string {
 	if s.lastCkpt != nil {
 		lines = append(lines, st.Label.Render("checkpoint  ")+fmt.Sprintf("%s (step %d)", s.lastCkpt.Path, s.lastCkpt.Step))
 	}
-	yaml := filepath.Join(runDir(s.cfg), "run.yaml")
+	yaml := runDir(s.cfg).Config()
 	again := "run it again headless: whet train -c " + yaml
 	if s.done.Stopped || s.done.Err != nil {
 		again = "resume it: whet train -c " + yaml
 	}
 	lines = append(lines, st.Muted.Render(again))
 	if s.done.Err == nil && !s.chat {
-		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+runDir(s.cfg)+" --compare"))
+		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+runDir(s.cfg).Path()+" --compare"))
 	}
 	lines = append(lines, "")
 	chartH := h - len(lines) - 2

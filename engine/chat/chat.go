@@ -231,7 +231,7 @@ func holdBackStopPrefix(full string, safe int, stops []string) int {
 
 // FindAdapter returns the adapter folder of a run directory, if any.
 func FindAdapter(runDir string) (string, bool) {
-	p := filepath.Join(runDir, "adapter")
+	p := engine.RunDir(runDir).Adapter()
 	if _, err := os.Stat(filepath.Join(p, "adapter_config.json")); err == nil {
 		return p, true
 	}

@@ -160,7 +160,7 @@ type RunFiles struct {
 
 // OpenRun reads a run directory's run.yaml and finds its result.
 func OpenRun(dir string) (*RunFiles, error) {
-	path := filepath.Join(dir, "run.yaml")
+	path := engine.RunDir(dir).Config()
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("export: %s is not a run directory (no run.yaml): %w", dir, err)
 	}
@@ -171,13 +171,13 @@ func OpenRun(dir string) (*RunFiles, error) {
 	r := &RunFiles{Dir: dir, Cfg: cfg}
 	switch cfg.Method {
 	case "full":
-		r.ModelDir = filepath.Join(dir, "model")
+		r.ModelDir = engine.RunDir(dir).Model()
 		if _, err := os.Stat(filepath.Join(r.ModelDir, "config.json")); err != nil {
 			return nil, fmt.Errorf("export: %s: full fine-tuning run without a saved model (has the run finished?): %w", dir, err)
 		}
 	default:
 		r.ModelDir = cfg.Model
-		r.AdapterDir = filepath.Join(dir, "adapter")
+		r.AdapterDir = engine.RunDir(dir).Adapter()
 		if _, err := os.Stat(filepath.Join(r.AdapterDir, "adapter_config.json")); err != nil {
 			return nil, fmt.Errorf("export: %s: LoRA run without a saved adapter (has the run finished?): %w", dir, err)
 		}

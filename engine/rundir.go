@@ -1,0 +1,101 @@
+package engine
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+)
+
+// DefaultRunsDir is the folder that holds run directories when a run file
+// names none.
+const DefaultRunsDir = "runs"
+
+// RunDir is one run's folder. Its methods are the only place that knows
+// what the folder holds and what each file is called: the trainer writes
+// through them, and `whet runs`, `whet chat --run`, `whet export --run`
+// and the studio read through them.
+//
+//	run.yaml        the RunConfig the run was started (or last resumed) with
+//	inputs.json     fingerprints of the data and model it was started with
+//	metrics.jsonl   one line per optimizer step and per evaluation
+//	samples.jsonl   greedy generations made while training
+//	status.json     running | paused | done | stopped | failed, step, loss
+//	checkpoints/    step-NNNNNNNN folders (see checkpoint.go)
+//	adapter/        the PEFT adapter of a LoRA run, at its end or stop
+//	model/          the whole model of a full fine-tuning run
+//	ref_logps.json  DPO reference log-probs, computed once
+//	export/         exports, one folder per format
+//	lock            held (flock) by the process that trains the run
+type RunDir string
+
+// Path is the folder itself.
+func (d RunDir) Path() string { return string(d) }
+
+func (d RunDir) join(name string) string { return filepath.Join(string(d), name) }
+
+// Config is run.yaml.
+func (d RunDir) Config() string { return d.join("run.yaml") }
+
+// Inputs is inputs.json, the fingerprints a resume is checked against.
+func (d RunDir) Inputs() string { return d.join("inputs.json") }
+
+// Metrics is metrics.jsonl.
+func (d RunDir) Metrics() string { return d.join("metrics.jsonl") }
+
+// Samples is samples.jsonl.
+func (d RunDir) Samples() string { return d.join("samples.jsonl") }
+
+// Status is status.json.
+func (d RunDir) Status() string { return d.join("status.json") }
+
+// Checkpoints is the folder of checkpoints.
+func (d RunDir) Checkpoints() string { return d.join("checkpoints") }
+
+// Adapter is the PEFT adapter folder of a LoRA run.
+func (d RunDir) Adapter() string { return d.join("adapter") }
+
+// Model is the saved model folder of a full fine-tuning run.
+func (d RunDir) Model() string { return d.join("model") }
+
+// RefLogps is the DPO reference log-probs cache.
+func (d RunDir) RefLogps() string { return d.join("ref_logps.json") }
+
+// Lock is the file the training process holds locked.
+func (d RunDir) Lock() string { return d.join("lock") }
+
+// Export is where an export goes unless told otherwise: export/FORMAT, or
+// export/FORMAT-QUANT when there is a precision.
+func (d RunDir) Export(format, quant string) string {
+	name := format
+	if quant != "" {
+		name += "-" + quant
+	}
+	return filepath.Join(string(d), "export", name)
+}
+
+// runNamePattern is what a run may be called: the name is a folder under
+// the runs folder, so it holds no separator and cannot be "." or "..".
+var runNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// ValidRunName says why name cannot name a run folder, or nil.
+func ValidRunName(name string) error {
+	if !runNamePattern.MatchString(name) || len(name) > 200 {
+		return fmt.Errorf("name: %q cannot be a run name: use letters, digits, '.', '_' and '-', starting with a letter or digit (it names a folder in the runs folder)", name)
+	}
+	return nil
+}
+
+// NewRunDir is the folder of the run called name inside runsDir ("" =
+// DefaultRunsDir). A name that would leave runsDir is refused.
+func NewRunDir(runsDir, name string) (RunDir, error) {
+	if err := ValidRunName(name); err != nil {
+		return "", err
+	}
+	if runsDir == "" {
+		runsDir = DefaultRunsDir
+	}
+	return RunDir(filepath.Join(runsDir, name)), nil
+}
+
+// RunDirOf is the folder of the run cfg describes.
+func RunDirOf(cfg RunConfig) (RunDir, error) { return NewRunDir(cfg.RunsDir, cfg.Name) }
