@@ -40,17 +40,28 @@ type Trainer struct {
 	Sampler *Sampler
 
 	step, cursor int
-	lastLoss     float64
-	ctl          *control
-	metrics      *os.File
-	start        time.Time
+	// saved and savedStep say whether a checkpoint of some step was
+	// written or resumed, and which, so that a stop right after a
+	// checkpoint does not write the same one again.
+	saved     bool
+	savedStep int
+	lastLoss  float64
+	// onPhase, when set (by tests), is called as each phase of Run begins.
+	onPhase func(phase string)
+	ctl     *control
+	metrics *os.File
+	start   time.Time
 }
 
 // control implements RunControl with flags the loop polls between steps.
 type control struct {
-	mu                    sync.Mutex
-	cond                  *sync.Cond
-	paused, stop, ckptNow bool
+	mu              sync.Mutex
+	cond            *sync.Cond
+	paused, ckptNow bool
+	stop            bool
+	// cancel ends the running Run's context (nil between runs); a Stop
+	// before Run starts is kept in stop and acted on when it does.
+	cancel context.CancelFunc
 }
 
 func newControl() *control {
@@ -66,8 +77,22 @@ func (c *control) Stop() {
 	c.mu.Lock()
 	c.stop = true
 	c.paused = false
+	if c.cancel != nil {
+		c.cancel()
+	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
+}
+
+// setCancel installs the running Run's cancel function (nil when it
+// ends); a Stop that came earlier cancels at once.
+func (c *control) setCancel(cancel context.CancelFunc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cancel = cancel
+	if cancel != nil && c.stop {
+		cancel()
+	}
 }
 
 // microBatchesPerEpoch is the number of micro-batches one pass over the
@@ -243,6 +268,7 @@ func (t *Trainer) Resume() (bool, error) {
 		return false, err
 	}
 	t.step, t.cursor, t.Opt.Step, t.lastLoss = st.Step, st.Cursor, st.OptStep, st.LastLoss
+	t.saved, t.savedStep = true, st.Step
 	if st.Seed != t.Seed {
 		return false, fmt.Errorf("checkpoint %s was made with seed %d, the run config says %d", last.Path, st.Seed, t.Seed)
 	}
@@ -258,19 +284,24 @@ func (t *Trainer) Checkpoint() (string, error) {
 func (t *Trainer) Step() int { return t.step }
 
 // Run trains until TotalSteps, a Stop, or ctx's end, sending events on
-// out. A Stop or a cancelled context writes a checkpoint first. It closes
-// nothing: the caller owns out.
+// out. A stop request (Stop or a cancelled ctx) always ends the same way,
+// whatever the trainer was doing when it came (a step, an evaluation, a
+// sample generation, a checkpoint): a checkpoint of the last finished
+// step, the export, status "stopped" and DoneEvent{Stopped: true}. Every
+// event is delivered, after a stop too, so the caller must read out until
+// it closes it (out is the caller's; Run closes nothing).
 func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 	t.start = time.Now()
 	if t.ctl == nil {
 		t.ctl = newControl()
 	}
-	send := func(e Event) {
-		select {
-		case out <- e:
-		case <-ctx.Done():
-		}
-	}
+	// One context ends every phase of the run: the caller's, or a Stop,
+	// which cancels it so that a sample generation in progress ends too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	t.ctl.setCancel(cancel)
+	defer t.ctl.setCancel(nil)
+	send := func(e Event) { out <- e }
 	if t.Dir != "" {
 		f, err := os.OpenFile(RunDir(t.Dir).Metrics(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
@@ -280,74 +311,79 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 		defer f.Close()
 		t.writeStatus("running")
 	}
+	fail := func(err error) error {
+		t.writeStatus("failed")
+		return err
+	}
 	total := t.TotalSteps()
 	logEvery := max(1, t.Cfg.LogEvery)
 	for t.step < total {
-		stopNow, ckptNow := t.waitControls(ctx)
-		if stopNow || ctx.Err() != nil {
-			path, err := t.saveIfDir()
-			if err != nil {
-				t.writeStatus("failed")
-				return err
-			}
-			if path != "" {
-				send(CheckpointEvent{Step: t.step, Path: path})
-			}
-			if err := t.export(send); err != nil {
-				return err
-			}
-			t.writeStatus("stopped")
-			send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir})
-			return nil
+		ckptNow := t.waitControls(ctx)
+		if ctx.Err() != nil {
+			return t.stopped(send)
 		}
 		if ckptNow {
+			t.enter(phaseCheckpoint)
 			if err := t.checkpointEvent(send); err != nil {
 				return err
 			}
 		}
+		t.enter(phaseStep)
 		ev, err := t.TrainStep()
 		if err != nil {
-			t.writeStatus("failed")
-			return err
+			return fail(err)
 		}
 		if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
-			t.writeStatus("failed")
-			return fmt.Errorf("step %d: loss is %v (try a lower learning rate)", ev.Step, ev.Loss)
+			return fail(fmt.Errorf("step %d: loss is %v (try a lower learning rate)", ev.Step, ev.Loss))
 		}
 		t.logMetrics(ev)
 		if ev.Step%logEvery == 0 || ev.Step == total {
 			send(ev)
 		}
-		if t.Cfg.EvalEvery > 0 && len(t.Eval) > 0 && (ev.Step%t.Cfg.EvalEvery == 0 || ev.Step == total) {
+		if ctx.Err() == nil && t.Cfg.EvalEvery > 0 && len(t.Eval) > 0 && (ev.Step%t.Cfg.EvalEvery == 0 || ev.Step == total) {
+			t.enter(phaseEval)
 			l, err := t.Evaluate()
 			if err != nil {
-				return err
+				return fail(err)
 			}
 			t.logEval(ev.Step, l)
 			send(EvalEvent{Step: ev.Step, Loss: l})
 		}
-		if t.Sampler != nil && t.Cfg.SampleEvery > 0 && (ev.Step%t.Cfg.SampleEvery == 0 || ev.Step == total) {
+		if ctx.Err() == nil && t.Sampler != nil && t.Cfg.SampleEvery > 0 && (ev.Step%t.Cfg.SampleEvery == 0 || ev.Step == total) {
+			t.enter(phaseSample)
 			samples, err := t.Sampler.Run(ctx, ev.Step)
+			if err != nil && ctx.Err() != nil {
+				// Stopped while generating: the samples are dropped and
+				// the stop is handled below like any other.
+				return t.stopped(send)
+			}
 			if err != nil {
-				return err
+				return fail(err)
 			}
 			if err := appendSamples(t.Dir, samples); err != nil {
-				return fmt.Errorf("write samples: %w", err)
+				return fail(fmt.Errorf("write samples: %w", err))
 			}
 			for _, s := range samples {
 				send(s)
 			}
 		}
-		if t.Dir != "" && t.Cfg.SaveEvery > 0 && ev.Step%t.Cfg.SaveEvery == 0 && ev.Step != total {
+		if ctx.Err() == nil && t.Dir != "" && t.Cfg.SaveEvery > 0 && ev.Step%t.Cfg.SaveEvery == 0 && ev.Step != total {
+			t.enter(phaseCheckpoint)
 			if err := t.checkpointEvent(send); err != nil {
 				return err
 			}
 		}
 	}
+	// Every step is done: a stop that comes now changes nothing, the run
+	// ends "done" with its final checkpoint and export.
 	if t.Dir != "" {
-		if err := t.checkpointEvent(send); err != nil {
-			return err
+		if !t.checkpointed() {
+			t.enter(phaseCheckpoint)
+			if err := t.checkpointEvent(send); err != nil {
+				return err
+			}
 		}
+		t.enter(phaseExport)
 		if err := t.export(send); err != nil {
 			return err
 		}
@@ -356,6 +392,45 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 	send(DoneEvent{Step: t.step, Elapsed: time.Since(t.start), FinalDir: t.Dir})
 	return nil
 }
+
+// Run's phases, named for the test hook that acts at a known moment.
+const (
+	phaseStep       = "step"
+	phaseEval       = "eval"
+	phaseSample     = "sample"
+	phaseCheckpoint = "checkpoint"
+	phaseExport     = "export"
+)
+
+// enter calls the test hook, if any, as a phase of Run begins.
+func (t *Trainer) enter(phase string) {
+	if t.onPhase != nil {
+		t.onPhase(phase)
+	}
+}
+
+// stopped ends a run on a stop request: a checkpoint of the last finished
+// step (unless one was just written), the export, status "stopped" and
+// the DoneEvent.
+func (t *Trainer) stopped(send func(Event)) error {
+	if t.Dir != "" && !t.checkpointed() {
+		t.enter(phaseCheckpoint)
+		if err := t.checkpointEvent(send); err != nil {
+			return fmt.Errorf("stop at step %d: %w", t.step, err)
+		}
+	}
+	t.enter(phaseExport)
+	if err := t.export(send); err != nil {
+		return err
+	}
+	t.writeStatus("stopped")
+	send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir})
+	return nil
+}
+
+// checkpointed reports whether the run directory holds a checkpoint of
+// the current step.
+func (t *Trainer) checkpointed() bool { return t.saved && t.savedStep == t.step }
 
 func (t *Trainer) export(send func(Event)) error {
 	if t.Export == nil || t.step == 0 {
@@ -370,29 +445,25 @@ func (t *Trainer) export(send func(Event)) error {
 	return nil
 }
 
-func (t *Trainer) saveIfDir() (string, error) {
-	if t.Dir == "" {
-		return "", nil
-	}
-	return t.Checkpoint()
-}
-
 func (t *Trainer) checkpointEvent(send func(Event)) error {
 	path, err := t.Checkpoint()
 	if err != nil {
 		t.writeStatus("failed")
 		return err
 	}
+	t.saved, t.savedStep = true, t.step
 	send(CheckpointEvent{Step: t.step, Path: path})
 	return nil
 }
 
-// waitControls blocks while paused and reports stop and checkpoint requests.
-func (t *Trainer) waitControls(ctx context.Context) (stop, ckpt bool) {
+// waitControls blocks while paused (until a resume or ctx's end) and
+// reports a checkpoint request. A stop shows as ctx's end: Stop cancels
+// the context Run made.
+func (t *Trainer) waitControls(ctx context.Context) (ckpt bool) {
 	c := t.ctl
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.paused {
+	if c.paused && ctx.Err() == nil {
 		t.writeStatusLocked("paused")
 		done := make(chan struct{})
 		go func() {
@@ -404,15 +475,15 @@ func (t *Trainer) waitControls(ctx context.Context) (stop, ckpt bool) {
 			case <-done:
 			}
 		}()
-		for c.paused && !c.stop && ctx.Err() == nil {
+		for c.paused && ctx.Err() == nil {
 			c.cond.Wait()
 		}
 		close(done)
 		t.writeStatusLocked("running")
 	}
-	stop, ckpt = c.stop, c.ckptNow
+	ckpt = c.ckptNow
 	c.ckptNow = false
-	return stop, ckpt
+	return ckpt
 }
 
 type metricLine struct {

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"whet/engine"
+)
+
+// signalWriter collects what whet train prints and sends this process
+// SIGINT once a line starting with trigger appears.
+type signalWriter struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	trigger string
+	sent    bool
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.sent && strings.Contains("\n"+w.buf.String(), "\n"+w.trigger) {
+		w.sent = true
+		syscall.Kill(os.Getpid(), syscall.SIGINT)
+	}
+	return len(p), nil
+}
+
+// TestTrainSIGINTStopsWithCheckpoint runs `whet train` and sends the
+// process a real SIGINT after a step line, while the trainer is most
+// likely generating its per-step sample (sample_every 1, a long sample):
+// the run must end with a checkpoint, status "stopped" and the final
+// "stopped at step N" line, never with "context canceled".
+func TestTrainSIGINTStopsWithCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	run := fmt.Sprintf(`name: sigint
+model: %s
+method: lora
+backend: cpu
+runs_dir: %s
+lora: {r: 4, alpha: 8}
+data: {path: %s, max_length: 128, packing: true, seed: 1}
+train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad_norm: 1, seed: 1,
+  sample_every: 1, sample_tokens: 64, sample_prompts: ["What is a variable?"]}
+`, abs("testdata/tiny-llama"), dir, abs("testdata/datasets/tiny-chat.jsonl"))
+	cfgPath := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfgPath, []byte(run), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, trigger := range []string{"step 1/", "sample step 2"} {
+		t.Run(trigger, func(t *testing.T) {
+			os.RemoveAll(filepath.Join(dir, "sigint"))
+			out := &signalWriter{trigger: trigger}
+			var errOut bytes.Buffer
+			if err := runTrain([]string{"-c", cfgPath}, nil, out, &errOut); err != nil {
+				t.Fatalf("whet train: %v\n%s", err, out.buf.String())
+			}
+			text := strings.TrimRight(out.buf.String(), "\n")
+			lastLine := text[strings.LastIndex(text, "\n")+1:]
+			var step int
+			if _, err := fmt.Sscanf(lastLine, "stopped at step %d", &step); err != nil || step == 0 {
+				t.Fatalf("last line %q, want \"stopped at step N\"; output:\n%s", lastLine, text)
+			}
+			cps, err := engine.ListCheckpoints(filepath.Join(dir, "sigint", "checkpoints"))
+			if err != nil || len(cps) == 0 || cps[len(cps)-1].Step != step {
+				t.Fatalf("checkpoints %v (%v), want one at step %d", cps, err, step)
+			}
+			var st engine.RunStatus
+			js, _ := os.ReadFile(filepath.Join(dir, "sigint", "status.json"))
+			if err := json.Unmarshal(js, &st); err != nil || st.State != "stopped" || st.Step != step {
+				t.Fatalf("status.json %s, want stopped at step %d", js, step)
+			}
+		})
+	}
+}
