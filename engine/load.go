@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -34,57 +35,77 @@ type ModelOptions struct {
 
 // NewModelWith is NewModel with options.
 func NewModelWith(cfg ModelConfig, b Backend, o ModelOptions) (*Model, error) {
+	return newModel(cfg, b, o, nil)
+}
+
+// FreeMemoryReporter is implemented by backends that can tell how much
+// memory is free to allocate from (the device's, or the host's for the CPU
+// backend). A backend that cannot tell on this system returns an error
+// wrapping ErrNotImplemented, and the check is skipped.
+type FreeMemoryReporter interface {
+	MemInfo() (free, total int64, err error)
+}
+
+// newModel lays the model out, checks every weight's shape against src
+// (when given) and the total size against the backend's free memory, and
+// only then allocates: a config.json that disagrees with its weights, or
+// asks for more than the machine holds, is refused before anything is
+// taken, with a message naming the fields.
+func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if _, ok := b.(NF4Dequantizer); o.NF4Linears && !ok {
 		return nil, fmt.Errorf("backend %s cannot dequantize NF4 weights (QLoRA)", b.Name())
 	}
+	m := layoutModel(cfg, b, o)
+	if src != nil {
+		for _, p := range m.Params() {
+			if err := checkWeightShape(src, p, cfg.ModelType); err != nil {
+				return nil, err
+			}
+		}
+	}
+	bytes, err := m.weightBytes()
+	if err != nil {
+		return nil, err
+	}
+	if fr, ok := b.(FreeMemoryReporter); ok {
+		free, _, err := fr.MemInfo()
+		switch {
+		case errors.Is(err, ErrNotImplemented):
+		case err != nil:
+			return nil, fmt.Errorf("free memory of backend %s: %w", b.Name(), err)
+		case bytes > free:
+			return nil, fmt.Errorf("the model's weights need %s (%s), but backend %s has %s free",
+				formatBytes(bytes), cfg.sizeFields(), b.Name(), formatBytes(free))
+		}
+	}
+	for _, p := range m.Params() {
+		if err := m.allocParam(p); err != nil {
+			m.Free()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// layoutModel builds the model's structure, every parameter named and
+// shaped, without allocating anything.
+func layoutModel(cfg ModelConfig, b Backend, o ModelOptions) *Model {
 	m := &Model{Cfg: cfg, B: b, Compute: computeDType(b), Tied: cfg.TieWordEmbeddings}
-	var err error
-	p := func(name string, shape ...int) *Param {
-		if err != nil {
-			return nil
-		}
-		var prm *Param
-		prm, err = m.newParam(name, shape...)
-		return prm
-	}
-	// nf4 allocates a weight's packed codes and absmax instead of W.
-	nf4 := func(name string, out, in int) *Param {
-		if err != nil {
-			return nil
-		}
-		n := out * in
-		if n%NF4BlockSize != 0 {
-			err = fmt.Errorf("qlora: %s [%d %d] is not a whole number of %d-value NF4 blocks", name, out, in, NF4BlockSize)
-			return nil
-		}
-		q := &QuantState{}
-		if q.Packed, err = b.Alloc(I32, n/8); err != nil {
-			err = fmt.Errorf("allocate %s (nf4): %w", name, err)
-			return nil
-		}
-		if q.Absmax, err = b.Alloc(F32, n/NF4BlockSize); err != nil {
-			b.Free(q.Packed)
-			err = fmt.Errorf("allocate %s (nf4 absmax): %w", name, err)
-			return nil
-		}
-		return &Param{Name: name, Shape: []int{out, in}, Quant: q}
-	}
+	p := func(name string, shape ...int) *Param { return &Param{Name: name, Shape: shape} }
+	// Norm weights and biases are exempt from weight decay.
+	noDecay := func(name string, d int) *Param { return &Param{Name: name, Shape: []int{d}, NoDecay: true} }
 	lin := func(module, short string, out, in int, bias bool) *Linear {
-		var w *Param
+		w := p(module+".weight", out, in)
 		if o.NF4Linears {
-			w = nf4(module+".weight", out, in)
-		} else {
-			w = p(module+".weight", out, in)
+			// Held as NF4 codes and absmax; W stays nil.
+			w.Quant = &QuantState{}
 		}
 		l := &Linear{Module: module, Short: short, In: in, Out: out, W: w}
 		if bias {
-			l.B = p(module+".bias", out)
-			if l.B != nil {
-				l.B.NoDecay = true
-			}
+			l.B = noDecay(module+".bias", out)
 		}
 		return l
 	}
@@ -92,9 +113,9 @@ func NewModelWith(cfg ModelConfig, b Backend, o ModelOptions) (*Model, error) {
 	m.Embed = p("model.embed_tokens.weight", cfg.VocabSize, D)
 	for i := 0; i < cfg.NumLayers; i++ {
 		pre := fmt.Sprintf("model.layers.%d.", i)
-		l := &Layer{
-			InputNorm:    p(pre+"input_layernorm.weight", D),
-			PostAttnNorm: p(pre+"post_attention_layernorm.weight", D),
+		m.Layers = append(m.Layers, &Layer{
+			InputNorm:    noDecay(pre+"input_layernorm.weight", D),
+			PostAttnNorm: noDecay(pre+"post_attention_layernorm.weight", D),
 			Q:            lin(pre+"self_attn.q_proj", "q", cfg.QDim(), D, cfg.AttentionBias),
 			K:            lin(pre+"self_attn.k_proj", "k", cfg.KVDim(), D, cfg.AttentionBias),
 			V:            lin(pre+"self_attn.v_proj", "v", cfg.KVDim(), D, cfg.AttentionBias),
@@ -102,27 +123,124 @@ func NewModelWith(cfg ModelConfig, b Backend, o ModelOptions) (*Model, error) {
 			Gate:         lin(pre+"mlp.gate_proj", "gate", I, D, false),
 			Up:           lin(pre+"mlp.up_proj", "up", I, D, false),
 			Down:         lin(pre+"mlp.down_proj", "down", D, I, false),
-		}
-		if err == nil {
-			l.InputNorm.NoDecay, l.PostAttnNorm.NoDecay = true, true
-		}
-		m.Layers = append(m.Layers, l)
+		})
 	}
-	m.Norm = p("model.norm.weight", D)
-	if err == nil {
-		m.Norm.NoDecay = true
-	}
+	m.Norm = noDecay("model.norm.weight", D)
 	if m.Tied {
 		m.Head = &Linear{Module: "lm_head", Short: "lm_head", W: m.Embed, In: D, Out: cfg.VocabSize}
 	} else {
 		// The head stays in the compute dtype, as bitsandbytes leaves it.
 		m.Head = &Linear{Module: "lm_head", Short: "lm_head", In: D, Out: cfg.VocabSize, W: p("lm_head.weight", cfg.VocabSize, D)}
 	}
-	if err != nil {
-		m.Free()
-		return nil, err
+	return m
+}
+
+// weightBytes is what the base weights take on the backend, counted
+// without overflowing: a shape whose size cannot be counted is refused.
+func (m *Model) weightBytes() (int64, error) {
+	var total int64
+	for _, p := range m.Params() {
+		n, ok := checkedNumel(p.Shape)
+		var bytes int64
+		switch {
+		case !ok:
+		case p.Quant != nil:
+			if n%NF4BlockSize != 0 {
+				return 0, fmt.Errorf("qlora: %s %v is not a whole number of %d-value NF4 blocks", p.Name, p.Shape, NF4BlockSize)
+			}
+			bytes = n/2 + n/NF4BlockSize*int64(F32.Size()) // 4-bit codes and one fp32 absmax per block
+		default:
+			bytes, ok = checkedMul(n, int64(m.Compute.Size()))
+		}
+		if ok {
+			total, ok = checkedAdd(total, bytes)
+		}
+		if !ok {
+			return 0, fmt.Errorf("model config: %s %v is too large to count (%s)", p.Name, p.Shape, m.Cfg.sizeFields())
+		}
 	}
-	return m, nil
+	return total, nil
+}
+
+// sizeFields names the config.json numbers the weights' size follows from.
+func (c *ModelConfig) sizeFields() string {
+	return fmt.Sprintf("vocab_size %d, hidden_size %d, intermediate_size %d, num_hidden_layers %d, num_attention_heads %d, num_key_value_heads %d, head_dim %d",
+		c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumLayers, c.NumHeads, c.NumKVHeads, c.HeadDim)
+}
+
+func checkedNumel(shape []int) (int64, bool) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, false
+		}
+		var ok bool
+		if n, ok = checkedMul(n, int64(d)); !ok {
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+func checkedMul(a, b int64) (int64, bool) {
+	if a != 0 && b > math.MaxInt64/a {
+		return 0, false
+	}
+	return a * b, true
+}
+
+func checkedAdd(a, b int64) (int64, bool) {
+	if a > math.MaxInt64-b {
+		return 0, false
+	}
+	return a + b, true
+}
+
+// formatBytes writes a size in GiB, or MiB/KiB/bytes when smaller.
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// allocParam gives a laid-out parameter its tensors: W in the compute
+// dtype, or the packed codes and absmax of an NF4 weight.
+func (m *Model) allocParam(p *Param) error {
+	if p.Quant == nil {
+		w, err := m.B.Alloc(m.Compute, p.Shape...)
+		if err != nil {
+			return fmt.Errorf("allocate %s %v: %w", p.Name, p.Shape, err)
+		}
+		p.W = w
+		return nil
+	}
+	n := numel(p.Shape)
+	var err error
+	if p.Quant.Packed, err = m.B.Alloc(I32, n/8); err != nil {
+		return fmt.Errorf("allocate %s (nf4): %w", p.Name, err)
+	}
+	if p.Quant.Absmax, err = m.B.Alloc(F32, n/NF4BlockSize); err != nil {
+		return fmt.Errorf("allocate %s (nf4 absmax): %w", p.Name, err)
+	}
+	return nil
+}
+
+// checkWeightShape checks that src holds p's tensor with p's shape.
+func checkWeightShape(src WeightSource, p *Param, modelType string) error {
+	shape, ok := src.Shape(p.Name)
+	if !ok {
+		return fmt.Errorf("%s: missing tensor %s (a %s model needs it)", src.Where(p.Name), p.Name, modelType)
+	}
+	if !sameShape(shape, p.Shape) {
+		return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", src.Where(p.Name), p.Name, shape, p.Shape)
+	}
+	return nil
 }
 
 // LoadWeights fills every base weight from src, checking names and shapes.
@@ -132,12 +250,8 @@ func (m *Model) LoadWeights(src WeightSource) error {
 		if isLoRAName(p.Name) {
 			continue
 		}
-		shape, ok := src.Shape(p.Name)
-		if !ok {
-			return fmt.Errorf("%s: missing tensor %s (a %s model needs it)", src.Where(p.Name), p.Name, m.Cfg.ModelType)
-		}
-		if !sameShape(shape, p.Shape) {
-			return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", src.Where(p.Name), p.Name, shape, p.Shape)
+		if err := checkWeightShape(src, p, m.Cfg.ModelType); err != nil {
+			return err
 		}
 		data, err := src.Float32(p.Name)
 		if err != nil {

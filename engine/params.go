@@ -79,37 +79,64 @@ func computeDType(b Backend) DType {
 	return F32
 }
 
-// Linears lists every linear layer of the decoder blocks in a fixed order.
+// Linears lists every linear layer of the decoder blocks in a fixed order
+// (of a model only partly built, those that exist).
 func (m *Model) Linears() []*Linear {
 	var out []*Linear
 	for _, l := range m.Layers {
-		out = append(out, l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down)
+		if l == nil {
+			continue
+		}
+		for _, lin := range []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} {
+			if lin != nil {
+				out = append(out, lin)
+			}
+		}
 	}
 	return out
 }
 
 // Params lists every parameter once (the tied head is not repeated), base
-// weights first in HF order, then LoRA adapters.
+// weights first in HF order, then LoRA adapters. Of a model only partly
+// built (NewModel failing half-way), it lists those that exist, so that
+// Free can release them.
 func (m *Model) Params() []*Param {
-	ps := []*Param{m.Embed}
+	var ps []*Param
+	add := func(p *Param) {
+		if p != nil {
+			ps = append(ps, p)
+		}
+	}
+	addLinear := func(lin *Linear) {
+		if lin != nil {
+			add(lin.W)
+			add(lin.B)
+		}
+	}
+	add(m.Embed)
 	for _, l := range m.Layers {
-		ps = append(ps, l.InputNorm)
+		if l == nil {
+			continue
+		}
+		add(l.InputNorm)
 		for _, lin := range []*Linear{l.Q, l.K, l.V, l.O} {
-			ps = append(ps, lin.W)
-			if lin.B != nil {
-				ps = append(ps, lin.B)
+			addLinear(lin)
+		}
+		add(l.PostAttnNorm)
+		for _, lin := range []*Linear{l.Gate, l.Up, l.Down} {
+			if lin != nil {
+				add(lin.W)
 			}
 		}
-		ps = append(ps, l.PostAttnNorm)
-		ps = append(ps, l.Gate.W, l.Up.W, l.Down.W)
 	}
-	ps = append(ps, m.Norm)
-	if !m.Tied {
-		ps = append(ps, m.Head.W)
+	add(m.Norm)
+	if !m.Tied && m.Head != nil {
+		add(m.Head.W)
 	}
 	for _, lin := range m.Linears() {
 		if lin.LoRA != nil {
-			ps = append(ps, lin.LoRA.A, lin.LoRA.B)
+			add(lin.LoRA.A)
+			add(lin.LoRA.B)
 		}
 	}
 	return ps
@@ -360,8 +387,13 @@ func (m *Model) ZeroGrads() error {
 	return nil
 }
 
-// Free releases every tensor of the model.
+// Free releases every tensor of the model. It is safe on a model that
+// NewModel left half-built (nil parameters and tensors are skipped) and
+// on one already freed.
 func (m *Model) Free() {
+	if m == nil || m.B == nil {
+		return
+	}
 	seen := map[Tensor]bool{}
 	free := func(t Tensor) {
 		if t != nil && !seen[t] {
@@ -374,11 +406,14 @@ func (m *Model) Free() {
 		if p.Quant != nil {
 			free(p.Quant.Packed)
 			free(p.Quant.Absmax)
+			p.Quant.Packed, p.Quant.Absmax = nil, nil
 		}
 		free(p.Master)
 		free(p.Grad)
 		free(p.M)
 		free(p.V)
+		// Forget the freed tensors, so that a second Free frees nothing.
+		p.W, p.Master, p.Grad, p.M, p.V = nil, nil, nil, nil, nil
 	}
 }
 

@@ -231,7 +231,10 @@ func LoadModelWith(dir string, b Backend, o ModelOptions) (*Model, error) {
 		return nil, err
 	}
 	defer set.Close()
-	m, err := NewModelWith(*cfg, b, o)
+	// The shapes are checked against the files before anything is
+	// allocated, so a config.json that disagrees with its weights is
+	// refused without taking memory.
+	m, err := newModel(*cfg, b, o, safetensorsSource{set})
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	"whet/engine"
+	"whet/engine/gpuinfo"
 	"whet/engine/opcheck"
 )
 
@@ -37,8 +38,9 @@ type Backend struct {
 func New() *Backend { return &Backend{} }
 
 var (
-	_ engine.Backend        = (*Backend)(nil)
-	_ engine.MemoryReporter = (*Backend)(nil)
+	_ engine.Backend            = (*Backend)(nil)
+	_ engine.MemoryReporter     = (*Backend)(nil)
+	_ engine.FreeMemoryReporter = (*Backend)(nil)
 )
 
 // Name identifies the backend in logs and reports.
@@ -49,6 +51,17 @@ func (b *Backend) PeakBytes() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.peak
+}
+
+// MemInfo reports the host's available and total RAM, which the CPU
+// backend allocates from. Where the system does not say (no
+// /proc/meminfo), the error wraps engine.ErrNotImplemented.
+func (b *Backend) MemInfo() (free, total int64, err error) {
+	total, free, err = gpuinfo.HostMemory()
+	if err != nil {
+		return 0, 0, fmt.Errorf("cpu: host memory: %v: %w", err, engine.ErrNotImplemented)
+	}
+	return free, total, nil
 }
 
 // InUseBytes is the device-equivalent size of the tensors allocated and not

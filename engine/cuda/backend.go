@@ -165,11 +165,12 @@ func (t *Tensor) ptr() uint64 { return t.alloc.ptr + uint64(t.off) }
 func (t *Tensor) bytes() int64 { return int64(t.n) * int64(t.dt.Size()) }
 
 var (
-	_ engine.Backend        = (*Backend)(nil)
-	_ engine.MemoryReporter = (*Backend)(nil)
-	_ engine.Closer         = (*Backend)(nil)
-	_ engine.KVAttention    = (*Backend)(nil)
-	_ engine.ComputeDTyper  = (*Backend)(nil)
+	_ engine.Backend            = (*Backend)(nil)
+	_ engine.MemoryReporter     = (*Backend)(nil)
+	_ engine.FreeMemoryReporter = (*Backend)(nil)
+	_ engine.Closer             = (*Backend)(nil)
+	_ engine.KVAttention        = (*Backend)(nil)
+	_ engine.ComputeDTyper      = (*Backend)(nil)
 )
 
 // The program picks backends through engine's registry; importing this

@@ -167,6 +167,10 @@ func ReadSample(index int) (Sample, error) {
 	return m.Sample(index)
 }
 
+// HostMemory returns this machine's RAM in bytes: MemTotal and
+// MemAvailable of /proc/meminfo (an error where there is none).
+func HostMemory() (total, available int64, err error) { return readMeminfo(meminfoPath) }
+
 // readMeminfo returns MemTotal and MemAvailable in bytes.
 func readMeminfo(path string) (total, available int64, err error) {
 	f, err := os.Open(path)
