@@ -89,6 +89,9 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 		}
 		return nil, j.fieldErr("model_type", "unsupported model type %q (supported: %s)", modelType, strings.Join(SupportedModelTypes(), ", "))
 	}
+	if err := checkArchitectures(j, modelType); err != nil {
+		return nil, err
+	}
 	c := &ModelConfig{ModelType: modelType}
 
 	required := []struct {
@@ -211,6 +214,38 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 		}
 	}
 	return c, nil
+}
+
+// checkArchitectures refuses a config.json whose architectures name
+// another family than model_type (Qwen2ForCausalLM under model_type
+// "llama"): such a file was edited by hand or stitched from two models,
+// and which of the two fields is right cannot be guessed. The family of
+// an architecture is its class name before "For" ("Qwen2ForCausalLM":
+// qwen2), or before "Model" ("LlamaModel"), compared with model_type
+// without case, "_" or "-".
+func checkArchitectures(j jsonObject, modelType string) error {
+	archs, _, err := j.strList("architectures")
+	if err != nil {
+		return err
+	}
+	squash := func(s string) string {
+		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
+	}
+	for i, a := range archs {
+		family, _, found := strings.Cut(a, "For")
+		if !found {
+			family = strings.TrimSuffix(a, "Model")
+		}
+		if squash(family) == squash(modelType) {
+			continue
+		}
+		key := "architectures"
+		if len(archs) > 1 {
+			key = fmt.Sprintf("architectures[%d]", i)
+		}
+		return j.fieldErr(key, "%q disagrees with field model_type %q (one of the two is wrong: fix config.json)", a, modelType)
+	}
+	return nil
 }
 
 // parseRope reads rope_theta and the scaling. transformers 4 writes

@@ -223,6 +223,12 @@ func TestLoadModelConfigErrors(t *testing.T) {
 		{"bad eos element", `{"model_type": "llama", ` + sizes + `}`, `{"eos_token_id": [1, 2.5]}`, "generation_config.json", []string{"eos_token_id[1]"}},
 		{"bad generation json", `{"model_type": "llama", ` + sizes + `}`, `[1,`, "generation_config.json", []string{"JSON"}},
 		{"not an object", `[]`, "", "config.json", []string{"JSON object"}},
+		{"architectures disagree", `{"model_type": "llama", "architectures": ["Qwen2ForCausalLM"], ` + sizes + `}`, "", "config.json",
+			[]string{"architectures", "model_type", "Qwen2ForCausalLM", `"llama"`}},
+		{"second architecture disagrees", `{"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM", "MistralForCausalLM"], ` + sizes + `}`, "", "config.json",
+			[]string{"architectures[1]", "model_type", "MistralForCausalLM", `"qwen2"`}},
+		{"architectures not a list", `{"model_type": "llama", "architectures": "LlamaForCausalLM", ` + sizes + `}`, "", "config.json",
+			[]string{"architectures", "list"}},
 	}
 	for _, tt := range tests {
 		dir := writeModelDir(t, tt.config, tt.gen)
