@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"whet/engine/export"
 )
@@ -15,8 +19,11 @@ func init() {
 }
 
 // runExport is `whet export --run DIR --format peft|merged|gguf
-// [--quant ...] [--out DIR] [--template NAME]`. It prints one line per
-// step so a long export shows where it is.
+// [--quant ...] [--out DIR] [--force] [--template NAME]`. It prints one
+// line per step so a long export shows where it is. Ctrl-C (SIGINT) or
+// SIGTERM stops it at the next weight or write, removing the temporary
+// file being written (and the output folder if it made it and nothing was
+// finished), instead of killing the process mid-file.
 func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -25,9 +32,10 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Format, "format", "", "peft, merged or gguf")
 	fs.StringVar(&o.Quant, "quant", "", "merged: bf16 (default) or f16; gguf: q8_0 (default), q4_k_m, f16 or bf16")
 	fs.StringVar(&o.OutDir, "out", "", "output directory (default RUN/export/FORMAT-QUANT)")
+	fs.BoolVar(&o.Force, "force", false, "write into a non-empty --out, removing an earlier export's files there first (other files stay)")
 	fs.StringVar(&o.Template, "template", "", "chat template name for the Modelfile and stop tokens (default: the run's, else detected)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: whet export --run DIR --format peft|merged|gguf [--quant q8_0|q4_k_m|f16|bf16] [--out DIR]")
+		fmt.Fprintln(stderr, "usage: whet export --run DIR --format peft|merged|gguf [--quant q8_0|q4_k_m|f16|bf16] [--out DIR [--force]]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -50,7 +58,32 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if o.OutDir == "" {
 		o.OutDir = export.DefaultOutDir(o)
 	}
-	err := export.Run(o, func(done, total int, what string) {
+	// The export stops on a signal through its context; the watcher has
+	// ended before this function returns, so it never writes to stderr
+	// after the caller has moved on.
+	ctx, stop := context.WithCancel(context.Background())
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	watcher := make(chan struct{})
+	go func() {
+		defer close(watcher)
+		select {
+		case s := <-interrupted:
+			stop()
+			fmt.Fprintf(stderr, "whet export: %v: stopping at the next weight and removing temporary files\n", s)
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		signal.Stop(interrupted)
+		stop()
+		<-watcher
+	}()
+	err := export.RunContext(ctx, o, func(done, total int, what string) {
+		if total == 0 { // a notice, not a step
+			fmt.Fprintln(stdout, what)
+			return
+		}
 		fmt.Fprintf(stdout, "[%d/%d] %s\n", done, total, what)
 	})
 	if err != nil {

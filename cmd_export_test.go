@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -85,5 +87,82 @@ func TestExportCommandErrors(t *testing.T) {
 		if code == 0 || !strings.Contains(errs, c.want) {
 			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", c.args, code, errs, c.want)
 		}
+	}
+}
+
+// signalWriter collects output from several goroutines and closes seen
+// once the output contains a given text.
+type signalWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+	// onWrite runs (outside the lock) after each write.
+	onWrite func(text string)
+}
+
+func newSignalWriter(want string) *signalWriter {
+	return &signalWriter{want: want, seen: make(chan struct{})}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf.Write(p)
+	text := w.buf.String()
+	w.mu.Unlock()
+	if w.want != "" && strings.Contains(text, w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	if w.onWrite != nil {
+		w.onWrite(text)
+	}
+	return len(p), nil
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// Ctrl-C during an export stops it at the next write and removes the
+// half-written GGUF's temporary file, and the output folder the export
+// made, instead of killing the process with the file left behind. The
+// interrupt is sent once the first tensor is written; the export goes on
+// only after whet has said it is stopping.
+func TestExportCommandInterrupt(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "chat-run")
+	copyTree(t, "testdata/export/chat-run", run)
+	out := filepath.Join(t.TempDir(), "gguf")
+	stderr := newSignalWriter("stopping")
+	stdout := newSignalWriter("")
+	var sent sync.Once
+	stdout.onWrite = func(text string) {
+		if !strings.Contains(text, "[1/") {
+			return
+		}
+		sent.Do(func() {
+			// Still mid-file: the GGUF's temporary file is there.
+			if tmp, _ := filepath.Glob(filepath.Join(out, ".model.gguf.tmp*")); len(tmp) != 1 {
+				t.Errorf("mid-export temporary files %q, want one", tmp)
+			}
+			if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+				t.Errorf("kill: %v", err)
+				return
+			}
+			<-stderr.seen
+		})
+	}
+	code := runMain([]string{"export", "--run", run, "--format", "gguf", "--quant", "f16", "--out", out}, strings.NewReader(""), stdout, stderr)
+	if code == 0 {
+		t.Fatalf("an interrupted export succeeded:\n%s", stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "cancelled") {
+		t.Errorf("stderr should say the export was cancelled:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		entries, _ := os.ReadDir(out)
+		t.Errorf("the interrupted export left its folder behind (%v): %v", err, entries)
 	}
 }

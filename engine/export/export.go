@@ -38,8 +38,15 @@ type Options struct {
 	// bf16); f16, bf16, q8_0 or q4_k_m for gguf (default q8_0). Ignored
 	// for peft, which keeps the adapter's float32 weights.
 	Quant string
-	// OutDir is where the files go; empty means DefaultOutDir.
+	// OutDir is where the files go; empty means DefaultOutDir. It may not
+	// be (or lie inside) the base model's folder, the run's adapter,
+	// model or checkpoints, nor be the run directory.
 	OutDir string
+	// Force lets the export write into a non-empty OutDir: the files an
+	// earlier export wrote there are removed first, anything else stays.
+	// The run's default folder for the format is replaced without it:
+	// whet made it.
+	Force bool
 	// Template names the chat template (a built-in name such as chatml or
 	// llama-3.1); empty means the run's data.template, else the one the
 	// tokenizer's chat_template is recognised as.
@@ -99,8 +106,10 @@ func Run(o Options, progress Progress) error {
 // RunContext is Run that gives up once ctx is done: between weights while
 // merging, at the next write of a GGUF file (whose temporary file is then
 // removed), before each file of an adapter export. The error wraps
-// ctx.Err(); files already complete in OutDir stay.
-func RunContext(ctx context.Context, o Options, progress Progress) error {
+// ctx.Err(); files already complete in OutDir stay, and OutDir is removed
+// again if this export made it and nothing was written. Progress reports
+// with total 0 are notices (an earlier export's files removed).
+func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
@@ -117,8 +126,19 @@ func RunContext(ctx context.Context, o Options, progress Progress) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-		return fmt.Errorf("export: %w", err)
+	if err := checkOutDir(run, o.OutDir); err != nil {
+		return err
+	}
+	created, err := prepareOutDir(o, progress)
+	if err != nil {
+		return err
+	}
+	if created {
+		defer func() {
+			if err != nil {
+				os.Remove(o.OutDir) // only if empty: complete files stay
+			}
+		}()
 	}
 	if o.Format == "peft" {
 		return exportPEFT(ctx, run, o.OutDir, progress)

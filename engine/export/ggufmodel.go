@@ -314,17 +314,20 @@ func writeGGUFExport(ctx context.Context, src *Source, dir, quant string, progre
 		return err
 	}
 	total := len(f.Tensors) + 1
-	path := filepath.Join(dir, "model.gguf")
+	path := filepath.Join(dir, ggufFile)
 	if err := f.WriteFileContext(ctx, path, func(done, _ int, name string) { progress(done, total, name) }); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("export cancelled (%s not written): %w", path, ctx.Err())
+		}
 		return fmt.Errorf("export: %w", err)
 	}
 	mf, err := Modelfile(src, "./model.gguf")
 	if err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(dir, "Modelfile"), []byte(mf)); err != nil {
+	if err := writeFile(filepath.Join(dir, modelfileFile), []byte(mf)); err != nil {
 		return err
 	}
-	progress(total, total, "Modelfile")
+	progress(total, total, modelfileFile)
 	return nil
 }

@@ -41,7 +41,7 @@ func writeMerged(ctx context.Context, src *Source, dir, dtype string, progress P
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
-	if err := safetensors.WriteSharded(dir, "model", tensors, ShardBytes, map[string]string{"format": "pt"}); err != nil {
+	if err := safetensors.WriteSharded(dir, mergedBaseName, tensors, ShardBytes, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	progress(len(weights)+1, total, "model.safetensors")
@@ -117,7 +117,7 @@ func writeConfig(srcDir, dir, dtype string) error {
 	if hasOld || !hasNew {
 		cfg["torch_dtype"] = name
 	}
-	return writeJSON(filepath.Join(dir, "config.json"), cfg)
+	return writeJSON(filepath.Join(dir, configFile), cfg)
 }
 
 // writeGenerationConfig keeps the source's generation_config.json and sets
@@ -144,7 +144,7 @@ func writeGenerationConfig(src *Source, dir string) error {
 			gen["bos_token_id"] = bos
 		}
 	}
-	return writeJSON(filepath.Join(dir, "generation_config.json"), gen)
+	return writeJSON(filepath.Join(dir, generationFile), gen)
 }
 
 func copyTokenizerFiles(srcDir, dir string) error {

@@ -60,10 +60,10 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
-	if err := writeFile(filepath.Join(dir, "adapter_model.safetensors"), data); err != nil {
+	if err := writeFile(filepath.Join(dir, adapterWeights), data); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(dir, "adapter_config.json"), cfg); err != nil {
+	if err := writeJSON(filepath.Join(dir, adapterConfigFile), cfg); err != nil {
 		return err
 	}
 	progress(2, 3, "adapter_config.json")

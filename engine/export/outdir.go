@@ -1,0 +1,194 @@
+package export
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// The files an export writes, by format. ownFile recognises them (and the
+// writers' temporary files beside them), so that a forced export into a
+// used folder removes an earlier export's files and nothing else.
+const (
+	ggufFile          = "model.gguf"
+	modelfileFile     = "Modelfile"
+	configFile        = "config.json"
+	generationFile    = "generation_config.json"
+	mergedBaseName    = "model" // model.safetensors or model-NNNNN-of-NNNNN.safetensors + index
+	adapterWeights    = "adapter_model.safetensors"
+	adapterConfigFile = "adapter_config.json"
+)
+
+// ownFile reports whether name is a file some export writes: a GGUF and its
+// Modelfile, merged weights (one file, shards, the index), config.json,
+// generation_config.json, an adapter, the tokenizer files, or the hidden
+// temporary file (".NAME.tmp…") a writer leaves if it is killed.
+func ownFile(name string) bool {
+	if rest, ok := strings.CutPrefix(name, "."); ok {
+		if i := strings.Index(rest, ".tmp"); i > 0 {
+			return ownFile(rest[:i])
+		}
+		return false
+	}
+	switch name {
+	case ggufFile, modelfileFile, configFile, generationFile, adapterWeights, adapterConfigFile,
+		mergedBaseName + ".safetensors", mergedBaseName + ".safetensors.index.json":
+		return true
+	}
+	for _, t := range tokenizerFiles {
+		if name == t {
+			return true
+		}
+	}
+	return isShardName(name, mergedBaseName)
+}
+
+// isShardName matches base-NNNNN-of-NNNNN.safetensors, transformers' (and
+// safetensors.WriteSharded's) shard names.
+func isShardName(name, base string) bool {
+	rest, ok := strings.CutPrefix(name, base+"-")
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutSuffix(rest, ".safetensors")
+	if !ok {
+		return false
+	}
+	i, n, ok := strings.Cut(rest, "-of-")
+	digits := func(s string) bool {
+		return len(s) == 5 && strings.Trim(s, "0123456789") == ""
+	}
+	return ok && digits(i) && digits(n)
+}
+
+// resolvePath makes p absolute and resolves the symbolic links of its
+// longest existing prefix, so that two spellings of one folder compare
+// equal even when the folder does not exist yet.
+func resolvePath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for cur := abs; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
+// within reports whether p is root or lies inside it (both resolved).
+func within(p, root string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// checkOutDir refuses an output folder that is, or lies inside, a folder
+// the export reads or the run keeps: the base model's folder, the run's
+// trained model/ or adapter/, its checkpoints/, and the run directory
+// itself (its own folders, such as export/, are fine). Writing there could
+// overwrite the very files the export, a resume or a later run reads.
+func checkOutDir(run *RunFiles, out string) error {
+	o, err := resolvePath(out)
+	if err != nil {
+		return fmt.Errorf("export: output folder %s: %w", out, err)
+	}
+	type guarded struct {
+		dir, what string
+		inside    bool // also refuse folders inside it
+	}
+	var guards []guarded
+	if st, err := os.Stat(run.Cfg.Model); err == nil && st.IsDir() {
+		guards = append(guards, guarded{run.Cfg.Model, "the base model's folder", true})
+	}
+	if run.AdapterDir != "" {
+		guards = append(guards, guarded{run.AdapterDir, "the run's adapter", true})
+	} else {
+		guards = append(guards, guarded{run.ModelDir, "the run's trained model", true})
+	}
+	guards = append(guards,
+		guarded{filepath.Join(run.Dir, "checkpoints"), "the run's checkpoints", true},
+		guarded{run.Dir, "the run directory", false})
+	for _, g := range guards {
+		r, err := resolvePath(g.dir)
+		if err != nil {
+			return fmt.Errorf("export: %s: %w", g.dir, err)
+		}
+		if o == r || (g.inside && within(o, r)) {
+			where := "is"
+			if o != r {
+				where = "is inside"
+			}
+			return fmt.Errorf("export: output folder %s %s %s (%s): an export there could overwrite files whet reads; choose another --out", out, where, g.what, g.dir)
+		}
+	}
+	return nil
+}
+
+// prepareOutDir makes the output folder ready: created when missing;
+// used as it is when empty; otherwise refused unless o.Force is set or it is
+// the run's default export folder for this format (which whet made), and
+// then the files an earlier export left there are removed first (the
+// progress is told which), so old shards or a stale Modelfile never mix
+// with the new export. Other files are left alone. created says whether
+// this call made the folder.
+func prepareOutDir(o Options, progress Progress) (created bool, err error) {
+	st, err := os.Stat(o.OutDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+			return false, fmt.Errorf("export: %w", err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("export: output folder: %w", err)
+	case !st.IsDir():
+		return false, fmt.Errorf("export: output %s is a file, not a folder", o.OutDir)
+	}
+	entries, err := os.ReadDir(o.OutDir)
+	if err != nil {
+		return false, fmt.Errorf("export: output folder: %w", err)
+	}
+	if len(entries) == 0 {
+		return false, nil
+	}
+	isDefault := false
+	if a, err := resolvePath(o.OutDir); err == nil {
+		if b, err := resolvePath(DefaultOutDir(o)); err == nil && a == b {
+			isDefault = true
+		}
+	}
+	if !o.Force && !isDefault {
+		names := make([]string, 0, len(entries))
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		sort.Strings(names)
+		return false, fmt.Errorf("export: output folder %s is not empty (%d entries, first %s): choose an empty or new folder, or pass --force to replace an earlier export's files there", o.OutDir, len(names), names[0])
+	}
+	var removed []string
+	for _, e := range entries {
+		if e.IsDir() || !ownFile(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(o.OutDir, e.Name())); err != nil {
+			return false, fmt.Errorf("export: clearing %s: %w", o.OutDir, err)
+		}
+		removed = append(removed, e.Name())
+	}
+	if len(removed) > 0 {
+		sort.Strings(removed)
+		progress(0, 0, fmt.Sprintf("removed an earlier export's files from %s: %s", o.OutDir, strings.Join(removed, ", ")))
+	}
+	return false, nil
+}
