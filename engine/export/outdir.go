@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"whet/engine"
 )
 
 // The files an export writes, by format. ownFile recognises them (and the
@@ -117,7 +119,7 @@ func checkOutDir(run *RunFiles, out string) error {
 		guards = append(guards, guarded{run.ModelDir, "the run's trained model", true})
 	}
 	guards = append(guards,
-		guarded{filepath.Join(run.Dir, "checkpoints"), "the run's checkpoints", true},
+		guarded{engine.RunDir(run.Dir).Checkpoints(), "the run's checkpoints", true},
 		guarded{run.Dir, "the run directory", false})
 	for _, g := range guards {
 		r, err := resolvePath(g.dir)
