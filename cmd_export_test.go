@@ -90,9 +90,9 @@ func TestExportCommandErrors(t *testing.T) {
 	}
 }
 
-// signalWriter collects output from several goroutines and closes seen
+// exportOutput collects output from several goroutines and closes seen
 // once the output contains a given text.
-type signalWriter struct {
+type exportOutput struct {
 	mu   sync.Mutex
 	buf  bytes.Buffer
 	want string
@@ -102,11 +102,11 @@ type signalWriter struct {
 	onWrite func(text string)
 }
 
-func newSignalWriter(want string) *signalWriter {
-	return &signalWriter{want: want, seen: make(chan struct{})}
+func newExportOutput(want string) *exportOutput {
+	return &exportOutput{want: want, seen: make(chan struct{})}
 }
 
-func (w *signalWriter) Write(p []byte) (int, error) {
+func (w *exportOutput) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	w.buf.Write(p)
 	text := w.buf.String()
@@ -120,7 +120,7 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (w *signalWriter) String() string {
+func (w *exportOutput) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
@@ -135,8 +135,8 @@ func TestExportCommandInterrupt(t *testing.T) {
 	run := filepath.Join(t.TempDir(), "chat-run")
 	copyTree(t, "testdata/export/chat-run", run)
 	out := filepath.Join(t.TempDir(), "gguf")
-	stderr := newSignalWriter("stopping")
-	stdout := newSignalWriter("")
+	stderr := newExportOutput("stopping")
+	stdout := newExportOutput("")
 	var sent sync.Once
 	stdout.onWrite = func(text string) {
 		if !strings.Contains(text, "[1/") {
