@@ -122,14 +122,21 @@ func demoParams(dir string) int64 {
 type studioPresets struct{}
 
 // Defaults are the method preset, except for the demo model, whose run
-// file holds settings tuned for it (a tiny model wants a higher rate).
+// file holds settings tuned for it (a tiny model wants a higher rate) and
+// the prompt its samples answer, which every method keeps.
 func (studioPresets) Defaults(model, method string) (engine.RunConfig, error) {
-	if dir, ok := demoModelDir(); ok && filepath.Clean(model) == filepath.Clean(dir) && method == "lora" {
+	var demo engine.RunConfig
+	isDemo := false
+	if dir, ok := demoModelDir(); ok && filepath.Clean(model) == filepath.Clean(dir) {
 		rc, err := engine.LoadRunConfig(filepath.Join(filepath.Dir(dir), "run.yaml"))
-		if err == nil {
-			rc.Name, rc.RunsDir = "", ""
+		if err != nil {
+			return engine.RunConfig{}, fmt.Errorf("the demo's settings: %w", err)
+		}
+		rc.Name, rc.RunsDir = "", ""
+		if method == rc.Method {
 			return rc, nil
 		}
+		demo, isDemo = rc, true
 	}
 	var rc engine.RunConfig
 	m, err := presets.LookupMethod(method)
@@ -139,6 +146,11 @@ func (studioPresets) Defaults(model, method string) (engine.RunConfig, error) {
 	m.Apply(&rc)
 	rc.Model = model
 	rc.Backend = "auto"
+	if isDemo {
+		rc.Train.SamplePrompts = demo.Train.SamplePrompts
+		rc.Train.SampleEvery = demo.Train.SampleEvery
+		rc.Train.SampleTokens = demo.Train.SampleTokens
+	}
 	return rc, nil
 }
 

@@ -119,6 +119,25 @@ func TestWizardBackKeepsValuesAndEscGoesBack(t *testing.T) {
 	}
 }
 
+// Going back keeps what was typed on the page left: the settings page
+// shows the epochs typed before esc.
+func TestWizardBackKeepsTypedSettings(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	d.keys("down", "down", "ctrl+u") // epochs
+	d.typeText("7")
+	d.keys("esc")
+	if !strings.Contains(d.screen(), "Choose the training data") {
+		t.Fatalf("esc should go back to the data page:\n%s", d.screen())
+	}
+	d.keys("enter")
+	if got := fieldValue(d.screen(), "Epochs"); got != "7" {
+		t.Errorf("the epochs typed before going back should stay (7), shows %q:\n%s", got, d.screen())
+	}
+}
+
 func TestWizardRejectsBadValues(t *testing.T) {
 	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
 	d.keys("enter", "down", "ctrl+u")

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -49,9 +50,15 @@ func (builtinPresets) Defaults(model, method string) (engine.RunConfig, error) {
 }
 
 // applyMethodDefaults puts a method's defaults into cfg, keeping what the
-// user chose elsewhere (model, data path, name, prompts).
-func applyMethodDefaults(cfg *engine.RunConfig, d engine.RunConfig) {
+// user chose elsewhere (model, data path, name). The sample prompts are the
+// defaults' unless the user typed others: presetPrompts are the ones the
+// previous defaults brought (the demo's run file carries a prompt, so that
+// its run shows sample generations out of the box).
+func applyMethodDefaults(cfg *engine.RunConfig, d engine.RunConfig, presetPrompts []string) {
 	prompts := cfg.Train.SamplePrompts
+	if slices.Equal(prompts, presetPrompts) {
+		prompts = slices.Clone(d.Train.SamplePrompts)
+	}
 	cfg.Method = d.Method
 	cfg.LoRA = d.LoRA
 	cfg.DPO = d.DPO
@@ -75,10 +82,20 @@ type methodPage struct {
 	w, h    int
 	// defaultsFor is the model whose defaults were loaded last.
 	defaultsFor string
+	// presetPrompts are the sample prompts the last defaults brought; the
+	// user's own prompts differ from them and survive a change of defaults.
+	presetPrompts []string
 }
 
+// newMethodPage starts from the config's defaults, which New loaded.
 func newMethodPage(c *common, cfg *engine.RunConfig, presets Presets) *methodPage {
-	return &methodPage{common: c, cfg: cfg, presets: presets}
+	return &methodPage{common: c, cfg: cfg, presets: presets, presetPrompts: slices.Clone(cfg.Train.SamplePrompts)}
+}
+
+// applyDefaults loads a method's defaults into the config.
+func (p *methodPage) applyDefaults(d engine.RunConfig) {
+	applyMethodDefaults(p.cfg, d, p.presetPrompts)
+	p.presetPrompts = slices.Clone(d.Train.SamplePrompts)
 }
 
 func (p *methodPage) title() string { return "method" }
@@ -101,8 +118,11 @@ func (p *methodPage) enter() tea.Cmd {
 	// run settings): load them once per model.
 	if p.presets != nil && c.Model != p.defaultsFor {
 		p.defaultsFor = c.Model
-		if d, err := p.presets.Defaults(c.Model, c.Method); err == nil {
-			applyMethodDefaults(c, d)
+		if d, err := p.presets.Defaults(c.Model, c.Method); err != nil {
+			p.err = fmt.Sprintf("defaults for %s: %v", c.Method, err)
+		} else {
+			p.err = ""
+			p.applyDefaults(d)
 		}
 	}
 	p.method = c.Method
@@ -221,7 +241,7 @@ func (p *methodPage) switchMethod(m string) {
 		p.cfg.Method = m
 	} else {
 		p.err = ""
-		applyMethodDefaults(p.cfg, d)
+		p.applyDefaults(d)
 	}
 	open := p.form.Advanced()
 	p.enter()

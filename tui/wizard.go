@@ -72,6 +72,10 @@ func (w *wizard) update(msg tea.Msg) (cmd tea.Cmd, start bool) {
 		return tea.Batch(c, w.current().enter()), false
 	case back:
 		if w.at > 0 {
+			// Keep what the user typed on the page they leave backwards, as
+			// far as it is valid: going back must not lose work. A page
+			// that does not validate keeps its last valid values.
+			_ = w.current().leave()
 			w.err = ""
 			w.at--
 			return tea.Batch(c, w.current().enter()), false
