@@ -43,7 +43,7 @@ type benchResult struct {
 func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	models := fs.String("model", "llama-3.2-1b", "catalog names, comma-separated")
+	models := fs.String("model", "llama-3.2-1b", "catalog names (or folders with a config.json), comma-separated")
 	methods := fs.String("method", "lora", "lora, full or both comma-separated")
 	batch := fs.Int("batch", 4, "sequences per step")
 	seq := fs.Int("seq", 2048, "tokens per sequence")
@@ -55,8 +55,15 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
 	asJSON := fs.Bool("json", false, "JSON lines")
 	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s")
+	maxTime := fs.Duration("max-time", defaultBenchMaxTime, "refuse a workload estimated to run longer than this (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *batch < 1 || *seq < 2 || *steps < 1 || *warmup < 0 {
+		return fmt.Errorf("--batch %d --seq %d --steps %d --warmup %d: want a batch and steps of at least 1, a sequence of at least 2 tokens", *batch, *seq, *steps, *warmup)
 	}
 	b, notices, err := engine.OpenBackend(*backend)
 	if err != nil {
@@ -68,14 +75,23 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if c, ok := b.(engine.Closer); ok {
 		defer c.Close()
 	}
-	if *peak == 0 {
+	measured := *peak == 0
+	if measured {
 		if *peak, err = measureMatmul(b); err != nil {
 			return err
 		}
 	}
+	env := benchEnv{backend: b, rate: *peak * 1e12, maxTime: *maxTime, log: stderr}
+	// The CPU takes seconds to minutes a step: say where the run is.
+	if b.Name() == "cpu" {
+		env.progress = stderr
+		if measured {
+			fmt.Fprintf(stderr, "bench: the %s backend multiplies at %.3g GFLOP/s (512³ GEMM)\n", b.Name(), *peak*1e3)
+		}
+	}
 	if *decode > 0 {
 		for _, name := range strings.Split(*models, ",") {
-			r, err := benchDecode(b, name, *seq, *decode)
+			r, err := benchDecode(env, name, *seq, *decode)
 			if err != nil {
 				return fmt.Errorf("%s decode: %w", name, err)
 			}
@@ -86,7 +102,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	for _, name := range strings.Split(*models, ",") {
 		for _, method := range strings.Split(*methods, ",") {
-			r, err := benchOne(b, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt)
+			r, err := benchOne(env, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt)
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", name, method, err)
 			}
@@ -103,6 +119,56 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// defaultBenchMaxTime bounds what whet bench starts without being told:
+// the default workload (a 1B model, 4×2048 tokens, 12 steps) takes seconds
+// on a GPU and days on the CPU.
+const defaultBenchMaxTime = 30 * time.Minute
+
+// benchEnv is what every workload of one whet bench shares.
+type benchEnv struct {
+	backend  engine.Backend
+	rate     float64       // measured (or given) matmul FLOP/s, for the time estimate
+	maxTime  time.Duration // 0: no limit
+	progress io.Writer     // per-step lines; nil on fast backends
+	log      io.Writer     // notices and the CUDA profile (stderr)
+}
+
+// checkTime refuses a workload whose estimate passes the limit, saying how
+// the estimate was made and what to change.
+func (e benchEnv) checkTime(what string, estimate time.Duration, basis string) error {
+	if e.maxTime <= 0 || estimate <= e.maxTime {
+		return nil
+	}
+	return fmt.Errorf("%s would take about %s on the %s backend (%s), over --max-time %s; "+
+		"make it smaller (--seq, --batch, --steps, a smaller --model) or pass --max-time 0 to run it anyway",
+		what, formatEstimate(estimate), e.backend.Name(), basis, e.maxTime)
+}
+
+// formatEstimate rounds a duration for people: 3.2 hours, 14 minutes.
+func formatEstimate(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%.0f days", d.Hours()/24)
+	case d >= time.Hour:
+		return fmt.Sprintf("%.1f hours", d.Hours())
+	case d >= time.Minute:
+		return fmt.Sprintf("%.0f minutes", d.Minutes())
+	}
+	return d.Round(time.Second).String()
+}
+
+// benchModel resolves a catalog name, or a folder with a config.json.
+func benchModel(name string) (*engine.ModelConfig, error) {
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		return engine.LoadModelConfig(name)
+	}
+	entry, err := presets.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return entry.ToModelConfig(), nil
 }
 
 // measureMatmul times a 4096³ GEMM in the backend's compute dtype.
@@ -168,12 +234,42 @@ func trainFLOPsPerToken(cfg *engine.ModelConfig, n int64, full bool, seq int, ck
 	return f
 }
 
-func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, rank int, ckpt bool) (benchResult, error) {
-	entry, err := presets.Lookup(name)
+func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank int, ckpt bool) (benchResult, error) {
+	b := env.backend
+	cfg, err := benchModel(name)
 	if err != nil {
 		return benchResult{}, err
 	}
-	cfg := entry.ToModelConfig()
+	switch method {
+	case "lora", "qlora", "full":
+	default:
+		return benchResult{}, fmt.Errorf("unknown method %q (lora, qlora or full)", method)
+	}
+	// The plan gives the parameter count for the time estimate before a
+	// single weight is allocated, and the planned peak for the report.
+	kind := "cpu"
+	if strings.HasPrefix(b.Name(), "cuda") {
+		kind = "cuda"
+	}
+	rc := engine.RunConfig{Method: method, Backend: kind, LoRA: engine.LoRAConfig{Rank: rank},
+		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
+	var planBytes int64
+	if opts, err := memplan.FromRunConfig(&rc); err == nil {
+		opts.SeqLen, opts.MicroBatch = seq, batch
+		if p, err := memplan.Plan(cfg, opts); err == nil {
+			planBytes = p.Peak()
+		}
+	}
+	flopsPerStep := float64(batch*seq) * trainFLOPsPerToken(cfg, memplan.ParamCount(cfg), method == "full", seq, ckpt)
+	total := warmup + steps
+	what := fmt.Sprintf("%d steps of %d×%d tokens", total, batch, seq)
+	if env.rate > 0 {
+		est := time.Duration(float64(total) * flopsPerStep / env.rate * float64(time.Second))
+		if err := env.checkTime(what, est, fmt.Sprintf("%.3g TFLOP a step at the measured %.3g GFLOP/s", flopsPerStep/1e12, env.rate/1e9)); err != nil {
+			return benchResult{}, err
+		}
+	}
+
 	m, err := engine.NewModelWith(*cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
 	if err != nil {
 		return benchResult{}, err
@@ -182,15 +278,10 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 	if err := m.InitRandom(1, 0.02); err != nil {
 		return benchResult{}, err
 	}
-	switch method {
-	case "lora":
-		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
-	case "qlora":
-		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
-	case "full":
+	if method == "full" {
 		err = m.MakeAllTrainable()
-	default:
-		err = fmt.Errorf("unknown method %q (lora, qlora or full)", method)
+	} else {
+		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
 	}
 	if err != nil {
 		return benchResult{}, err
@@ -219,7 +310,9 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 	opt := &engine.Optimizer{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
 	scale := float32(1 / float64(bt.NumTargets()))
 	var loss float64
+	done := 0
 	step := func() error {
+		t0 := time.Now()
 		if err := m.ZeroGrads(); err != nil {
 			return err
 		}
@@ -234,7 +327,27 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 		if err := opt.Apply(m, 1e-5); err != nil {
 			return err
 		}
-		return b.Sync()
+		if err := b.Sync(); err != nil {
+			return err
+		}
+		done++
+		took := time.Since(t0)
+		if env.progress != nil {
+			phase := "timed"
+			if done <= warmup {
+				phase = "warm-up"
+			}
+			fmt.Fprintf(env.progress, "bench: %s %s step %d/%d (%s) %.1f s, loss %.3f\n", name, method, done, total, phase, took.Seconds(), loss)
+		}
+		if done == 1 && total > 1 {
+			// The first step measured is a better estimate than the FLOP
+			// count: stop now rather than hours from now.
+			rest := time.Duration(total-1) * took
+			if err := env.checkTime(what, rest+took, fmt.Sprintf("the first step took %.1f s", took.Seconds())); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	for i := 0; i < warmup; i++ {
 		if err := step(); err != nil {
@@ -259,28 +372,16 @@ func benchOne(b engine.Backend, name, method string, batch, seq, steps, warmup, 
 		if rep, err := prof.ProfileReport(); err != nil {
 			return benchResult{}, err
 		} else if rep != "" {
-			fmt.Fprintf(os.Stderr, "profile of %d steps of %s %s:\n%s", steps, name, method, rep)
+			fmt.Fprintf(env.log, "profile of %d steps of %s %s:\n%s", steps, name, method, rep)
 		}
 	}
 	n := m.NumParams()
 	tps := float64(batch*seq) / dt
 	r := benchResult{Model: name, Method: method, Backend: b.Name(), Batch: batch, Seq: seq, Checkpointing: ckpt,
-		Params: n, TokensPerSec: tps, StepSeconds: dt, Loss: loss,
+		Params: n, TokensPerSec: tps, StepSeconds: dt, Loss: loss, PlanBytes: planBytes,
 		TFLOPs: tps * trainFLOPsPerToken(cfg, n, method == "full", seq, ckpt) / 1e12}
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()
-	}
-	kind := "cpu"
-	if strings.HasPrefix(b.Name(), "cuda") {
-		kind = "cuda"
-	}
-	rc := engine.RunConfig{Method: method, Backend: kind, LoRA: engine.LoRAConfig{Rank: rank},
-		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
-	if opts, err := memplan.FromRunConfig(&rc); err == nil {
-		opts.SeqLen, opts.MicroBatch = seq, batch
-		if p, err := memplan.Plan(cfg, opts); err == nil {
-			r.PlanBytes = p.Peak()
-		}
 	}
 	return r, nil
 }
@@ -297,12 +398,28 @@ type decodeResult struct {
 
 // benchDecode times greedy decoding with the KV cache on random weights:
 // the prefill of a prompt, then newTokens single-token steps.
-func benchDecode(b engine.Backend, name string, prompt, newTokens int) (decodeResult, error) {
-	entry, err := presets.Lookup(name)
+func benchDecode(env benchEnv, name string, prompt, newTokens int) (decodeResult, error) {
+	b := env.backend
+	cfg, err := benchModel(name)
 	if err != nil {
 		return decodeResult{}, err
 	}
-	cfg := entry.ToModelConfig()
+	// Three prompts are read (warm-up, prefill alone, prefill and
+	// decoding) and 2N FLOPs spent per token.
+	tokens := 3*prompt + 4 + 1 + newTokens
+	flops := 2 * float64(memplan.ParamCount(cfg)) * float64(tokens)
+	if env.rate > 0 {
+		est := time.Duration(flops / env.rate * float64(time.Second))
+		what := fmt.Sprintf("%d tokens after a %d-token prompt", newTokens, prompt)
+		if err := env.checkTime(what, est, fmt.Sprintf("%.3g TFLOP at the measured %.3g GFLOP/s", flops/1e12, env.rate/1e9)); err != nil {
+			return decodeResult{}, err
+		}
+	}
+	say := func(format string, args ...any) {
+		if env.progress != nil {
+			fmt.Fprintf(env.progress, "bench: %s decode: "+format+"\n", append([]any{name}, args...)...)
+		}
+	}
 	m, err := engine.NewModel(*cfg, b)
 	if err != nil {
 		return decodeResult{}, err
@@ -323,14 +440,17 @@ func benchDecode(b engine.Backend, name string, prompt, newTokens int) (decodeRe
 	}
 	// Warm up (kernel compilation, allocations), then time prefill alone
 	// and prefill plus decoding; the difference is the decoding.
+	say("warm-up")
 	if _, err := g.Generate(context.Background(), ids, engine.Greedy(4, nil), nil); err != nil {
 		return decodeResult{}, err
 	}
+	say("prefill of %d tokens", prompt)
 	t0 := time.Now()
 	if _, err := g.Generate(context.Background(), ids, engine.Greedy(1, nil), nil); err != nil {
 		return decodeResult{}, err
 	}
 	prefill := time.Since(t0)
+	say("prefill took %.1f s; decoding %d tokens", prefill.Seconds(), newTokens)
 	t1 := time.Now()
 	out, err := g.Generate(context.Background(), ids, engine.Greedy(newTokens, nil), nil)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 )
 
 func init() {
-	register("fit", "plan a run's memory and check it fits the GPU (or a hardware profile)", runFit)
+	register("fit", "plan a run's memory and check it fits the GPU or a hardware profile (exit status 1 when it does not)", runFit)
 }
 
 // fitModel is the model being planned: from the catalog or a folder.
@@ -110,6 +110,11 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	printFit(stdout, m, plan, target, advice)
+	if plan.Peak() > target.available {
+		// The verdict and the advice are printed; scripts read the status
+		// (whet fit ... && whet train ...).
+		return exitStatus(1)
+	}
 	return nil
 }
 

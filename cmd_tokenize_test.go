@@ -96,8 +96,8 @@ func TestTokenizeCommandErrors(t *testing.T) {
 }
 
 func TestTokenizeCommandHelp(t *testing.T) {
-	code, _, stderr := tokenizeCLI(t, "", "--help")
-	if code != 0 || !strings.Contains(stderr, "usage: whet tokenize") {
-		t.Fatalf("--help: exit %d, stderr %q", code, stderr)
+	code, stdout, _ := tokenizeCLI(t, "", "--help")
+	if code != 0 || !strings.Contains(stdout, "usage: whet tokenize") {
+		t.Fatalf("--help: exit %d, stdout %q", code, stdout)
 	}
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -18,6 +19,13 @@ var (
 	preference = []string{"cuda", "cpu"}
 )
 
+// ErrNoDevice is wrapped by a backend factory's error when this machine
+// has no device for that backend at all (no NVIDIA driver, or a driver
+// without a GPU), as opposed to a broken install. "auto" passes over such a
+// backend without a notice: a laptop without a GPU trains on the CPU
+// without being warned about CUDA it never asked for.
+var ErrNoDevice = errors.New("no device for this backend")
+
 // RegisterBackend makes a backend available by name. Backend packages call
 // it from init; the program imports the ones it ships.
 func RegisterBackend(name string, f BackendFactory) {
@@ -28,12 +36,13 @@ func RegisterBackend(name string, f BackendFactory) {
 
 // OpenBackend opens the named backend. "auto" (or "") tries each
 // registered backend in order of preference and returns the first that
-// opens, with a notice for each one skipped and why.
+// opens, with a notice for each one skipped because it failed (not for one
+// whose device this machine lacks: ErrNoDevice).
 func OpenBackend(name string) (Backend, []string, error) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	if name == "" || name == "auto" {
-		var notices []string
+		var notices, reasons []string
 		for _, n := range preference {
 			f, ok := registry[n]
 			if !ok {
@@ -43,9 +52,13 @@ func OpenBackend(name string) (Backend, []string, error) {
 			if err == nil {
 				return b, notices, nil
 			}
-			notices = append(notices, fmt.Sprintf("%s backend unavailable: %v", n, err))
+			reason := fmt.Sprintf("%s backend unavailable: %v", n, err)
+			reasons = append(reasons, reason)
+			if !errors.Is(err, ErrNoDevice) {
+				notices = append(notices, reason)
+			}
 		}
-		return nil, notices, fmt.Errorf("no backend could be opened: %s", strings.Join(notices, "; "))
+		return nil, notices, fmt.Errorf("no backend could be opened: %s", strings.Join(reasons, "; "))
 	}
 	f, ok := registry[name]
 	if !ok {

@@ -366,7 +366,14 @@ var errClosed = errors.New("cuda: backend is closed")
 // does not exist. Callers fall back to the CPU backend on it; any other
 // error from New (NVRTC or cuBLASLt missing, say) is a broken install
 // worth reporting as such.
-var ErrNoGPU = errors.New("no usable NVIDIA GPU")
+var ErrNoGPU error = noGPUError{}
+
+// noGPUError is ErrNoGPU: it is also engine.ErrNoDevice, so that "auto"
+// falls back to the CPU without a CUDA warning the user never asked for.
+type noGPUError struct{}
+
+func (noGPUError) Error() string        { return "no usable NVIDIA GPU" }
+func (noGPUError) Is(target error) bool { return target == engine.ErrNoDevice }
 
 // enter serialises the op, pins the goroutine to its thread and makes the
 // context current there; the returned func undoes it.

@@ -675,3 +675,15 @@ func TestTensorCoreAttentionInstantiated(t *testing.T) {
 		}
 	}
 }
+
+// ErrNoGPU is engine.ErrNoDevice too: "auto" falls back to the CPU without
+// a warning on machines that have no NVIDIA GPU.
+func TestErrNoGPUIsNoDevice(t *testing.T) {
+	err := fmt.Errorf("cuda: %w: libcuda.so.1 not found", ErrNoGPU)
+	if !errors.Is(err, engine.ErrNoDevice) || !errors.Is(err, ErrNoGPU) {
+		t.Errorf("%v: errors.Is ErrNoDevice %v, ErrNoGPU %v; want both", err, errors.Is(err, engine.ErrNoDevice), errors.Is(err, ErrNoGPU))
+	}
+	if errors.Is(errors.New("cuda: libnvrtc.so.13 missing"), ErrNoGPU) {
+		t.Error("an unrelated error matched ErrNoGPU")
+	}
+}

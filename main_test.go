@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+
+	"whet/engine"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = runMain(args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// whet --help lists every command with its one line; whet CMD --help and
+// whet help CMD print that line and the command's flags, on stdout, and
+// exit 0.
+func TestHelpForEveryCommand(t *testing.T) {
+	code, out, errs := runCLI(t, "--help")
+	if code != 0 || errs != "" {
+		t.Fatalf("whet --help: exit %d, stderr %q", code, errs)
+	}
+	if len(commands) < 8 {
+		t.Fatalf("only %d commands registered", len(commands))
+	}
+	for name, cmd := range commands {
+		if cmd.summary == "" || strings.Contains(cmd.summary, "\n") {
+			t.Errorf("%s: summary %q, want one line", name, cmd.summary)
+		}
+		if !strings.Contains(out, "  "+name+" ") || !strings.Contains(out, cmd.summary) {
+			t.Errorf("whet --help lacks %s and its summary:\n%s", name, out)
+		}
+		for _, args := range [][]string{{name, "--help"}, {name, "-h"}, {"help", name}} {
+			code, out, errs := runCLI(t, args...)
+			if code != 0 || errs != "" {
+				t.Errorf("whet %s: exit %d, stderr %q; want exit 0 and nothing on stderr", strings.Join(args, " "), code, errs)
+			}
+			if first, _, _ := strings.Cut(out, "\n"); first != "whet "+name+": "+cmd.summary {
+				t.Errorf("whet %s: first line %q, want the command's summary", strings.Join(args, " "), first)
+			}
+			if !strings.Contains(out, "usage: whet "+name) || !strings.Contains(out, "\n  -") {
+				t.Errorf("whet %s: no usage line or flags:\n%s", strings.Join(args, " "), out)
+			}
+			if strings.Contains(out, "Usage of") || strings.Contains(out, "help requested") {
+				t.Errorf("whet %s: the flag package's own heading or error leaked:\n%s", strings.Join(args, " "), out)
+			}
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"--version", "version"} {
+		code, out, errs := runCLI(t, arg)
+		if code != 0 || errs != "" || !strings.HasPrefix(out, "whet ") || !strings.Contains(out, runtime.Version()) {
+			t.Errorf("whet %s: exit %d, stdout %q, stderr %q; want a version line", arg, code, out, errs)
+		}
+	}
+	version = "v9.8.7"
+	defer func() { version = "" }()
+	if _, out, _ := runCLI(t, "--version"); !strings.HasPrefix(out, "whet v9.8.7") {
+		t.Errorf("with -X main.version: %q", out)
+	}
+}
+
+// A bad flag is reported once (by the flag package, with the flags list)
+// and exits 2; an error that already names the command is not prefixed
+// twice.
+func TestErrorsAreSaidOnce(t *testing.T) {
+	for name := range commands {
+		code, _, errs := runCLI(t, name, "--no-such-flag")
+		if code != 2 || strings.Count(errs, "flag provided but not defined: -no-such-flag") != 1 {
+			t.Errorf("whet %s --no-such-flag: exit %d, stderr:\n%s\nwant exit 2 and the error once", name, code, errs)
+		}
+	}
+	code, _, errs := runCLI(t, "export", "--run", t.TempDir(), "--format", "gguf")
+	if code != 1 || !strings.HasPrefix(errs, "whet export: ") || strings.Contains(errs, "export: export:") {
+		t.Errorf("whet export of a non-run: exit %d, stderr %q", code, errs)
+	}
+	register("testfail", "fails", func([]string, io.Reader, io.Writer, io.Writer) error {
+		return errors.New("testfail: disk full")
+	})
+	defer delete(commands, "testfail")
+	if code, _, errs := runCLI(t, "testfail"); code != 1 || errs != "whet testfail: disk full\n" {
+		t.Errorf("exit %d, stderr %q; want one prefix", code, errs)
+	}
+}
+
+// On a machine without an NVIDIA GPU, a run on the default backend (auto)
+// says nothing about CUDA; bench shows its progress on the CPU.
+func TestBenchOnCPUWithoutCUDAWarning(t *testing.T) {
+	if _, _, err := engine.OpenBackend("cuda"); !errors.Is(err, engine.ErrNoDevice) {
+		t.Skipf("this machine has a CUDA device or a broken install (%v): the no-GPU path is tested in engine", err)
+	}
+	code, out, errs := runCLI(t, "bench", "--model", "testdata/tiny-llama", "--seq", "16", "--batch", "1", "--steps", "2", "--warmup", "1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if strings.Contains(strings.ToLower(errs), "cuda") {
+		t.Errorf("a CPU run that never asked for CUDA warned about it:\n%s", errs)
+	}
+	for _, want := range []string{"step 1/3 (warm-up)", "step 2/3 (timed)", "step 3/3 (timed)"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("no progress line %q on the CPU:\n%s", want, errs)
+		}
+	}
+	if !strings.Contains(out, "testdata/tiny-llama lora  cpu b1×16") {
+		t.Errorf("result line:\n%s", out)
+	}
+}
+
+// The default workload (a 1B model, 4×2048 tokens) takes seconds on a GPU
+// and days on the CPU: bench refuses it at once, saying why and how to
+// make it smaller.
+func TestBenchRefusesHoursOnCPU(t *testing.T) {
+	code, out, errs := runCLI(t, "bench", "--backend", "cpu")
+	if code != 1 || out != "" {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want a refusal", code, out, errs)
+	}
+	for _, want := range []string{"llama-3.2-1b lora", "would take about", "--max-time 0", "--seq"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("refusal lacks %q:\n%s", want, errs)
+		}
+	}
+	if !strings.Contains(errs, " hours ") && !strings.Contains(errs, " days ") {
+		t.Errorf("refusal gives no estimate in hours or days:\n%s", errs)
+	}
+	code, _, errs = runCLI(t, "bench", "--backend", "cpu", "--decode", "64", "--seq", "8192", "--max-time", "1s")
+	if code != 1 || !strings.Contains(errs, "decode: 64 tokens after a 8192-token prompt would take about") {
+		t.Errorf("decode refusal: exit %d, stderr %q", code, errs)
+	}
+}
