@@ -207,8 +207,10 @@ func init() {
 		"sum":        fSum,
 		"min":        minMax(-1),
 		"max":        minMax(1),
-		"wordcount":  func(ev *evaluator, v Value, a callArgs) (Value, error) { return int64(len(strings.FieldsFunc(toStr(v), isPySpace))), nil },
-		"center":     fCenter,
+		"wordcount": func(ev *evaluator, v Value, a callArgs) (Value, error) {
+			return int64(len(strings.FieldsFunc(toStr(v), isPySpace))), nil
+		},
+		"center": fCenter,
 	}
 }
 

@@ -95,11 +95,11 @@ var strMethods map[string]strMethod
 
 func init() {
 	strMethods = map[string]strMethod{
-		"strip":  stripMethod(true, true),
-		"lstrip": stripMethod(true, false),
-		"rstrip": stripMethod(false, true),
-		"split":  splitMethod(false),
-		"rsplit": splitMethod(true),
+		"strip":      stripMethod(true, true),
+		"lstrip":     stripMethod(true, false),
+		"rstrip":     stripMethod(false, true),
+		"split":      splitMethod(false),
+		"rsplit":     splitMethod(true),
 		"startswith": affixMethod(func(s, p string) bool { return strings.HasPrefix(s, p) }),
 		"endswith":   affixMethod(func(s, p string) bool { return strings.HasSuffix(s, p) }),
 		"upper":      plainStr(strings.ToUpper),
