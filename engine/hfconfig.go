@@ -71,8 +71,8 @@ func LoadModelConfig(dir string) (*ModelConfig, error) {
 			cfg.EOSTokenIDs = ids
 		}
 	}
-	if err := cfg.check(path); err != nil {
-		return nil, err
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
 	}
 	return cfg, nil
 }
@@ -82,13 +82,13 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	def, ok := supportedArchs[modelType]
-	if !ok {
-		if modelType == "" {
-			return nil, j.fieldErr("model_type", "missing (supported: %s)", strings.Join(SupportedModelTypes(), ", "))
-		}
-		return nil, j.fieldErr("model_type", "unsupported model type %q (supported: %s)", modelType, strings.Join(SupportedModelTypes(), ", "))
+	if modelType == "" {
+		return nil, j.fieldErr("model_type", "missing (supported: %s)", strings.Join(SupportedModelTypes(), ", "))
 	}
+	if err := checkSupported(modelType); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", j.path, err)
+	}
+	def := supportedArchs[modelType]
 	if err := checkArchitectures(j, modelType); err != nil {
 		return nil, err
 	}
@@ -326,14 +326,6 @@ func parseRope(j jsonObject, c *ModelConfig, def archDefaults) error {
 		return j.fieldErr(field+".original_max_position_embeddings", "missing (required by llama3 rope scaling)")
 	}
 	rs.OriginalMaxPositionEmbeddings = orig
-	switch {
-	case !(rs.Factor >= 1):
-		return j.fieldErr(field+".factor", "%v must be at least 1", rs.Factor)
-	case !(rs.LowFreqFactor > 0) || !(rs.HighFreqFactor > rs.LowFreqFactor):
-		return j.fieldErr(field+".high_freq_factor", "need 0 < low_freq_factor (%v) < high_freq_factor (%v)", rs.LowFreqFactor, rs.HighFreqFactor)
-	case orig <= 0:
-		return j.fieldErr(field+".original_max_position_embeddings", "%d must be positive", orig)
-	}
 	c.RopeScaling = rs
 	return nil
 }
@@ -392,10 +384,16 @@ func slidingWindow(j jsonObject, modelType string, def archDefaults, numLayers i
 	return 0, nil
 }
 
-// check refuses sizes the decoder cannot use.
-func (c *ModelConfig) check(path string) error {
+// Validate is the one set of rules a model config is held to, wherever it
+// comes from: a config.json (LoadModelConfig), the catalog (presets), the
+// memory plan and NewModel all call it. The error names the config.json
+// field; callers add the file.
+func (c *ModelConfig) Validate() error {
 	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("config: %s: field %s: %s", path, field, fmt.Sprintf(format, args...))
+		return fmt.Errorf("field %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	if c.ModelType == "" {
+		return bad("model_type", "missing")
 	}
 	positive := []struct {
 		field string
@@ -427,6 +425,18 @@ func (c *ModelConfig) check(path string) error {
 	if !(c.RopeTheta > 1) || math.IsInf(c.RopeTheta, 0) {
 		return bad("rope_theta", "%v must be a number above 1", c.RopeTheta)
 	}
+	if rs := c.RopeScaling; rs != nil {
+		switch {
+		case rs.Type != "llama3":
+			return bad("rope_scaling.rope_type", "unsupported rope scaling %q (supported: default, llama3)", rs.Type)
+		case !(rs.Factor >= 1) || math.IsInf(rs.Factor, 0):
+			return bad("rope_scaling.factor", "%v must be at least 1", rs.Factor)
+		case !(rs.LowFreqFactor > 0) || !(rs.HighFreqFactor > rs.LowFreqFactor) || math.IsInf(rs.HighFreqFactor, 0):
+			return bad("rope_scaling.high_freq_factor", "need 0 < low_freq_factor (%v) < high_freq_factor (%v)", rs.LowFreqFactor, rs.HighFreqFactor)
+		case rs.OriginalMaxPositionEmbeddings <= 0:
+			return bad("rope_scaling.original_max_position_embeddings", "%d must be positive", rs.OriginalMaxPositionEmbeddings)
+		}
+	}
 	if c.SlidingWindow < 0 {
 		return bad("sliding_window", "%d must not be negative", c.SlidingWindow)
 	}
@@ -439,6 +449,15 @@ func (c *ModelConfig) check(path string) error {
 		return bad("bos_token_id", "%d is outside the vocabulary of %d", c.BOSTokenID, c.VocabSize)
 	}
 	return nil
+}
+
+// checkSupported refuses a model type the decoder does not run, naming
+// the ones it does.
+func checkSupported(modelType string) error {
+	if _, ok := supportedArchs[modelType]; ok {
+		return nil
+	}
+	return fmt.Errorf("field model_type: unsupported model type %q (supported: %s)", modelType, strings.Join(SupportedModelTypes(), ", "))
 }
 
 // RopeInvFreq returns the rotary inverse frequencies of one head:

@@ -53,7 +53,10 @@ type FreeMemoryReporter interface {
 // taken, with a message naming the fields.
 func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("model config: %w", err)
+	}
+	if err := checkSupported(cfg.ModelType); err != nil {
+		return nil, fmt.Errorf("model config: %w", err)
 	}
 	if _, ok := b.(NF4Dequantizer); o.NF4Linears && !ok {
 		return nil, fmt.Errorf("backend %s cannot dequantize NF4 weights (QLoRA)", b.Name())
@@ -342,34 +345,4 @@ func (m *Model) setValues(p *Param, v []float32) error {
 
 func isBias(name string) bool {
 	return len(name) >= 5 && name[len(name)-5:] == ".bias"
-}
-
-// Validate checks the numbers the engine relies on.
-func (c *ModelConfig) Validate() error {
-	bad := func(field string, v int) error {
-		return fmt.Errorf("config.json: %s must be positive, got %d", field, v)
-	}
-	switch {
-	case c.VocabSize <= 0:
-		return bad("vocab_size", c.VocabSize)
-	case c.HiddenSize <= 0:
-		return bad("hidden_size", c.HiddenSize)
-	case c.IntermediateSize <= 0:
-		return bad("intermediate_size", c.IntermediateSize)
-	case c.NumLayers <= 0:
-		return bad("num_hidden_layers", c.NumLayers)
-	case c.NumHeads <= 0:
-		return bad("num_attention_heads", c.NumHeads)
-	case c.NumKVHeads <= 0:
-		return bad("num_key_value_heads", c.NumKVHeads)
-	case c.HeadDim <= 0 || c.HeadDim%2 != 0:
-		return fmt.Errorf("config.json: head_dim must be a positive even number, got %d", c.HeadDim)
-	}
-	if c.NumHeads%c.NumKVHeads != 0 {
-		return fmt.Errorf("config.json: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", c.NumHeads, c.NumKVHeads)
-	}
-	if c.RMSNormEps <= 0 || math.IsNaN(c.RMSNormEps) {
-		return fmt.Errorf("config.json: rms_norm_eps must be positive, got %g", c.RMSNormEps)
-	}
-	return nil
 }

@@ -49,28 +49,21 @@ func TestCatalogEntriesAreConsistent(t *testing.T) {
 		}
 
 		a := m.Arch
-		for field, v := range map[string]int{
-			"vocab_size": a.VocabSize, "hidden_size": a.HiddenSize, "intermediate_size": a.IntermediateSize,
-			"num_hidden_layers": a.NumLayers, "num_attention_heads": a.NumHeads, "num_key_value_heads": a.NumKVHeads,
-			"head_dim": a.HeadDim, "max_position_embeddings": a.MaxPositions,
-		} {
-			if v <= 0 {
-				t.Errorf("%s: arch.%s = %d, want > 0", where, field, v)
-			}
+		// The engine's one set of model-config rules, as for a config.json.
+		// An entry not trainable may use a rope scaling the engine lacks
+		// (Phi-3's longrope, one reason it is not trainable); its other
+		// numbers are held to the same rules.
+		cfg := m.ToModelConfig()
+		if !m.Trainable() {
+			cfg.RopeScaling = nil
 		}
-		if a.ModelType == "" || a.RopeTheta <= 0 || a.RMSNormEps <= 0 {
-			t.Errorf("%s: model_type, rope_theta and rms_norm_eps are required", where)
-		}
-		if a.NumKVHeads > 0 && a.NumHeads%a.NumKVHeads != 0 {
-			t.Errorf("%s: %d kv heads do not divide %d heads", where, a.NumKVHeads, a.NumHeads)
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: arch: %v", where, err)
 		}
 		// Every family but Gemma 2 has heads × head_dim = hidden; Gemma 2
 		// sets head_dim 256 independently of the width.
 		if a.NumHeads*a.HeadDim != a.HiddenSize && a.ModelType != "gemma2" {
 			t.Errorf("%s: heads %d × head_dim %d = %d, want hidden_size %d", where, a.NumHeads, a.HeadDim, a.NumHeads*a.HeadDim, a.HiddenSize)
-		}
-		if a.RopeScaling != nil && a.RopeScaling.Type == "llama3" && (a.RopeScaling.Factor <= 0 || a.RopeScaling.OriginalMaxPositionEmbeddings <= 0) {
-			t.Errorf("%s: llama3 rope scaling needs factor and original_max_position_embeddings", where)
 		}
 
 		if !m.Trainable() {
@@ -301,9 +294,8 @@ func TestTrainableEntriesUseSupportedArchitectures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	supported := map[string]bool{"llama": true, "qwen2": true, "mistral": true}
 	for _, m := range models {
-		if m.Trainable() && !supported[m.Arch.ModelType] {
+		if m.Trainable() && !slices.Contains(engine.SupportedModelTypes(), m.Arch.ModelType) {
 			t.Errorf("%s (model_type %s) is offered for training but the engine cannot load it; set not_trainable", m.Name, m.Arch.ModelType)
 		}
 	}

@@ -13,6 +13,7 @@ func wide(layers int) *engine.ModelConfig {
 	return &engine.ModelConfig{
 		ModelType: "llama", VocabSize: 4096, HiddenSize: 256, IntermediateSize: 1024,
 		NumLayers: layers, NumHeads: 8, NumKVHeads: 2, HeadDim: 32,
+		RMSNormEps: 1e-5, RopeTheta: 10000, MaxPositions: 2048,
 	}
 }
 

@@ -364,26 +364,15 @@ func NormalizeTargets(targets []string) ([]string, error) {
 	return out, nil
 }
 
-// checkConfig rejects configs the plan's formulas cannot describe, naming
-// the config.json field at fault.
+// checkConfig rejects configs the plan's formulas cannot describe, with
+// the engine's own rules (engine.ModelConfig.Validate), so the fit check
+// never plans a model the engine would refuse to build.
 func checkConfig(cfg *engine.ModelConfig) error {
 	if cfg == nil {
 		return fmt.Errorf("memplan: no model config")
 	}
-	for _, f := range []struct {
-		name string
-		v    int
-	}{
-		{"vocab_size", cfg.VocabSize}, {"hidden_size", cfg.HiddenSize}, {"intermediate_size", cfg.IntermediateSize},
-		{"num_hidden_layers", cfg.NumLayers}, {"num_attention_heads", cfg.NumHeads},
-		{"num_key_value_heads", cfg.NumKVHeads}, {"head_dim", cfg.HeadDim},
-	} {
-		if f.v <= 0 {
-			return fmt.Errorf("memplan: model config field %s = %d, want > 0", f.name, f.v)
-		}
-	}
-	if cfg.NumHeads%cfg.NumKVHeads != 0 {
-		return fmt.Errorf("memplan: model config num_key_value_heads = %d does not divide num_attention_heads = %d", cfg.NumKVHeads, cfg.NumHeads)
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("memplan: model config: %w", err)
 	}
 	return nil
 }

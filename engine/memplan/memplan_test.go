@@ -13,6 +13,7 @@ func tiny() *engine.ModelConfig {
 	return &engine.ModelConfig{
 		ModelType: "llama", VocabSize: 64, HiddenSize: 16, IntermediateSize: 32,
 		NumLayers: 2, NumHeads: 4, NumKVHeads: 2, HeadDim: 4,
+		RMSNormEps: 1e-5, RopeTheta: 10000, MaxPositions: 2048,
 	}
 }
 
@@ -257,6 +258,11 @@ func TestOptionsErrors(t *testing.T) {
 		{nil, Options{SeqLen: 8, Method: DPO, DPOBase: DPO}, "DPO base"},
 		{func(c *engine.ModelConfig) { c.NumKVHeads = 3 }, Options{SeqLen: 8}, "num_key_value_heads"},
 		{func(c *engine.ModelConfig) { c.HiddenSize = 0 }, Options{SeqLen: 8}, "hidden_size"},
+		// The engine's own rules (engine.ModelConfig.Validate), not only
+		// the sizes the formulas use: the fit check plans nothing the
+		// engine would refuse.
+		{func(c *engine.ModelConfig) { c.RopeTheta = 0 }, Options{SeqLen: 8}, "rope_theta"},
+		{func(c *engine.ModelConfig) { c.BOSTokenID = 1000 }, Options{SeqLen: 8}, "bos_token_id"},
 	} {
 		c := tiny()
 		if tc.cfg != nil {
