@@ -3,7 +3,6 @@ package engine
 import (
 	"fmt"
 	"math"
-	"time"
 
 	"whet/datasets"
 )
@@ -230,74 +229,58 @@ func (a *Activations) ReferenceLogprobs(rows []datasets.Batch, d DPOLoss) ([][]P
 	return out, nil
 }
 
-// dpoStep is TrainStep for preference pairs: each micro-batch's mean loss
+// dpoObjective trains on preference pairs against the reference
+// log-probs of every training row's pairs: each micro-batch's mean loss
 // is weighted by its share of the step's pairs, so the gradient is that of
 // the mean over every pair of the step.
-func (t *Trainer) dpoStep() (StepEvent, error) {
-	m := t.Model
-	began := time.Now()
-	accum := max(1, t.Cfg.GradAccum)
+type dpoObjective struct {
+	loss              DPOLoss
+	refTrain, refEval [][]PairLogps
+}
+
+func (d dpoObjective) accumulate(t *Trainer, cursor, n int) (stepLoss, error) {
 	type mbatch struct {
 		b   *datasets.Batch
 		ref []PairLogps
 	}
+	out := stepLoss{Metrics: map[string]float64{}}
 	var mbs []mbatch
-	var epoch float64
 	pairs := 0
-	for i := 0; i < accum; i++ {
-		b, rows, ep := t.microBatchRows(t.cursor + i)
+	for i := 0; i < n; i++ {
+		b, rows, ep := t.microBatchRows(cursor + i)
 		var ref []PairLogps
 		for _, r := range rows {
-			ref = append(ref, t.RefTrain[r]...)
+			ref = append(ref, d.refTrain[r]...)
 		}
 		mbs = append(mbs, mbatch{b, ref})
 		pairs += len(ref)
-		epoch = ep
+		out.Epoch = ep
 	}
-	if err := m.ZeroGrads(); err != nil {
-		return StepEvent{}, err
-	}
-	var loss float64
-	metrics := map[string]float64{}
-	tokens := 0
 	for i, mb := range mbs {
 		w := float64(len(mb.ref)) / float64(pairs)
-		r, err := t.Acts.DPOForwardBackward(mb.b, mb.ref, *t.DPO, w, mix64(uint64(t.Seed)^uint64(t.cursor+i)*0x9e37))
+		r, err := t.Acts.DPOForwardBackward(mb.b, mb.ref, d.loss, w, t.dropoutSeed(cursor+i))
 		if err != nil {
-			return StepEvent{}, fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
+			return out, fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
 		}
-		loss += w * r.Loss
+		out.Loss += w * r.Loss
 		for k, v := range r.Metrics {
-			metrics[k] += w * v
+			out.Metrics[k] += w * v
 		}
-		tokens += mb.b.NumTokens()
+		out.Tokens += mb.b.NumTokens()
 	}
-	t.cursor += accum
-	norm, err := ClipGrads(m, t.Cfg.MaxGradNorm)
-	if err != nil {
-		return StepEvent{}, err
-	}
-	lr := t.Cfg.LR * t.Sched.Multiplier(t.step)
-	if err := t.Opt.Apply(m, lr); err != nil {
-		return StepEvent{}, err
-	}
-	t.step++
-	t.lastLoss = loss
-	dt := time.Since(began)
-	return StepEvent{Step: t.step, TotalSteps: t.TotalSteps(), Epoch: epoch, Loss: loss, LR: lr, GradNorm: norm,
-		Tokens: tokens, TokensPerSec: float64(tokens) / dt.Seconds(), Elapsed: time.Since(t.start), Metrics: metrics}, nil
+	return out, nil
 }
 
-// dpoEvaluate is the mean DPO loss over the eval pairs.
-func (t *Trainer) dpoEvaluate() (float64, error) {
+// evaluate is the mean DPO loss over the eval pairs.
+func (d dpoObjective) evaluate(t *Trainer) (float64, error) {
 	var sum float64
 	n := 0
 	for i := range t.Eval {
-		pol, err := t.Acts.PairLogprobs(&t.Eval[i], *t.DPO)
+		pol, err := t.Acts.PairLogprobs(&t.Eval[i], d.loss)
 		if err != nil {
 			return 0, err
 		}
-		l, _, _, _ := t.DPO.Compute(pol, t.RefEval[i])
+		l, _, _, _ := d.loss.Compute(pol, d.refEval[i])
 		sum += l * float64(len(pol))
 		n += len(pol)
 	}

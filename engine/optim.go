@@ -15,6 +15,17 @@ type Schedule struct {
 	Total  int
 }
 
+// NewSchedule is the schedule a run's settings give over total steps:
+// warmup_steps, or else warmup_ratio of the steps rounded up (as
+// transformers' get_warmup_steps does).
+func NewSchedule(c TrainConfig, total int) Schedule {
+	warm := c.WarmupSteps
+	if warm == 0 && c.WarmupRatio > 0 {
+		warm = int(math.Ceil(float64(total) * c.WarmupRatio))
+	}
+	return Schedule{Kind: c.Schedule, Warmup: warm, Total: total}
+}
+
 // Multiplier returns lr(step)/lr for a 0-based step.
 func (s Schedule) Multiplier(step int) float64 {
 	if step < s.Warmup {
@@ -78,26 +89,31 @@ func ClipGrads(m *Model, maxNorm float64) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return norm, clipTo(m, norm, maxNorm)
+}
+
+// clipTo is ClipGrads for gradients whose global norm is already known.
+func clipTo(m *Model, norm, maxNorm float64) error {
 	if maxNorm <= 0 {
-		return norm, nil
+		return nil
 	}
 	coef := maxNorm / (norm + 1e-6)
 	if coef >= 1 {
-		return norm, nil
+		return nil
 	}
 	params := m.TrainableParams()
 	if all, ok := m.B.(ScaleOfAll); ok {
 		if err := all.ScaleAll(grads(params), float32(coef)); err != nil {
-			return 0, fmt.Errorf("clip grads: %w", err)
+			return fmt.Errorf("clip grads: %w", err)
 		}
-		return norm, nil
+		return nil
 	}
 	for _, p := range params {
 		if err := m.B.Scale(p.Grad, float32(coef)); err != nil {
-			return 0, fmt.Errorf("clip %s: %w", p.Name, err)
+			return fmt.Errorf("clip %s: %w", p.Name, err)
 		}
 	}
-	return norm, nil
+	return nil
 }
 
 // Apply takes one AdamW step at learning rate lr and refreshes the compute

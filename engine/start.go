@@ -317,12 +317,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	}
 	t := &Trainer{Model: m, Acts: acts, Cfg: cfg.Train, Train: data.Train, Eval: data.Eval, Seed: seed,
 		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay}}
-	total := t.TotalSteps()
-	warm := cfg.Train.WarmupSteps
-	if warm == 0 && cfg.Train.WarmupRatio > 0 {
-		warm = int(float64(total) * cfg.Train.WarmupRatio)
-	}
-	t.Sched = Schedule{Kind: cfg.Train.Schedule, Warmup: warm, Total: total}
+	t.Sched = NewSchedule(cfg.Train, t.TotalSteps())
 	s.Trainer = t
 	t.Export = s.export
 	if cfg.Method == "dpo" {

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -174,82 +173,55 @@ func mix64(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// TrainStep runs one optimizer step: GradAccum micro-batches, loss
-// normalised by the targets of the whole step (transformers'
-// num_items_in_batch), clipping, AdamW at the scheduled rate.
+// TrainStep runs one optimizer step: the objective's GradAccum
+// micro-batches, then (the same for every method) the finiteness checks of
+// the loss and the gradient norm before anything changes, clipping, and
+// AdamW at the scheduled rate. A non-finite loss or gradient leaves the
+// weights, the optimizer state and the counters as they were and returns
+// a *NonFiniteError.
 func (t *Trainer) TrainStep() (StepEvent, error) {
-	if t.DPO != nil {
-		return t.dpoStep()
-	}
 	m := t.Model
 	began := time.Now()
 	accum := max(1, t.Cfg.GradAccum)
-	var batches []*datasets.Batch
-	var epoch float64
-	total := 0
-	for i := 0; i < accum; i++ {
-		b, ep := t.microBatch(t.cursor + i)
-		batches = append(batches, b)
-		epoch = ep
-		total += b.NumTargets()
-	}
 	if err := m.ZeroGrads(); err != nil {
 		return StepEvent{}, err
 	}
-	var lossSum float64
-	tokens := 0
-	for i, b := range batches {
-		if total == 0 {
-			break
-		}
-		r, err := t.Acts.ForwardBackward(b, float32(1/float64(total)), true, mix64(uint64(t.Seed)^uint64(t.cursor+i)*0x9e37))
-		if err != nil {
-			return StepEvent{}, fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
-		}
-		lossSum += r.LossSum
-		tokens += b.NumTokens()
-	}
-	t.cursor += accum
-	norm, err := ClipGrads(m, t.Cfg.MaxGradNorm)
+	r, err := t.objective().accumulate(t, t.cursor, accum)
 	if err != nil {
 		return StepEvent{}, err
 	}
-	lr := t.Cfg.LR * t.Sched.Multiplier(t.step)
+	if !finite(r.Loss) {
+		return StepEvent{}, t.nonFiniteLoss(r.Loss)
+	}
+	norm, err := GradNorm(m)
+	if err != nil {
+		return StepEvent{}, err
+	}
+	if !finite(norm) {
+		return StepEvent{}, t.nonFiniteGrads(norm)
+	}
+	if err := clipTo(m, norm, t.Cfg.MaxGradNorm); err != nil {
+		return StepEvent{}, err
+	}
+	lr := t.LR(t.step)
 	if err := t.Opt.Apply(m, lr); err != nil {
 		return StepEvent{}, err
 	}
+	t.cursor += accum
 	t.step++
-	loss := 0.0
-	if total > 0 {
-		loss = lossSum / float64(total)
-	}
-	t.lastLoss = loss
+	t.lastLoss = r.Loss
 	dt := time.Since(began)
-	return StepEvent{Step: t.step, TotalSteps: t.TotalSteps(), Epoch: epoch, Loss: loss, LR: lr,
-		GradNorm: norm, Tokens: tokens, TokensPerSec: float64(tokens) / dt.Seconds(), Elapsed: time.Since(t.start)}, nil
+	return StepEvent{Step: t.step, TotalSteps: t.TotalSteps(), Epoch: r.Epoch, Loss: r.Loss, LR: lr, GradNorm: norm,
+		Tokens: r.Tokens, TokensPerSec: float64(r.Tokens) / dt.Seconds(), Elapsed: time.Since(t.start), Metrics: r.Metrics}, nil
 }
 
-// Evaluate returns the mean token loss over the eval rows (for DPO, the
-// mean DPO loss over the eval pairs).
-func (t *Trainer) Evaluate() (float64, error) {
-	if t.DPO != nil {
-		return t.dpoEvaluate()
-	}
-	var sum float64
-	n := 0
-	for i := range t.Eval {
-		r, err := t.Acts.ForwardBackward(&t.Eval[i], 0, false, 0)
-		if err != nil {
-			return 0, fmt.Errorf("eval row %d: %w", i, err)
-		}
-		sum += r.LossSum
-		n += r.Count
-	}
-	if n == 0 {
-		return 0, errors.New("eval set has no target tokens")
-	}
-	return sum / float64(n), nil
-}
+// LR is the learning rate of a 0-based optimizer step: the run's rate
+// times the schedule's multiplier.
+func (t *Trainer) LR(step int) float64 { return t.Cfg.LR * t.Sched.Multiplier(step) }
+
+// Evaluate returns the objective's mean loss over the eval rows (token
+// cross-entropy, or for DPO the mean DPO loss over the eval pairs).
+func (t *Trainer) Evaluate() (float64, error) { return t.objective().evaluate(t) }
 
 func (t *Trainer) state() TrainerState {
 	return TrainerState{Step: t.step, Cursor: t.cursor, Seed: t.Seed, OptStep: t.Opt.Step, LastLoss: t.lastLoss,
@@ -276,7 +248,12 @@ func (t *Trainer) Resume() (bool, error) {
 }
 
 // Checkpoint writes a checkpoint now.
+// It refuses (with a *NonFiniteError) when a trainable weight is NaN or
+// infinite, so the checkpoints on disk stay good.
 func (t *Trainer) Checkpoint() (string, error) {
+	if err := t.checkWeights(); err != nil {
+		return "", err
+	}
 	return SaveCheckpoint(RunDir(t.Dir).Checkpoints(), t.Model, t.state(), t.Cfg.KeepCheckpoints)
 }
 
@@ -332,9 +309,6 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 		ev, err := t.TrainStep()
 		if err != nil {
 			return fail(err)
-		}
-		if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
-			return fail(fmt.Errorf("step %d: loss is %v (try a lower learning rate)", ev.Step, ev.Loss))
 		}
 		t.logMetrics(ev)
 		if ev.Step%logEvery == 0 || ev.Step == total {
@@ -435,6 +409,10 @@ func (t *Trainer) checkpointed() bool { return t.saved && t.savedStep == t.step 
 func (t *Trainer) export(send func(Event)) error {
 	if t.Export == nil || t.step == 0 {
 		return nil
+	}
+	if err := t.checkWeights(); err != nil {
+		t.writeStatus("failed")
+		return err
 	}
 	line, err := t.Export()
 	if err != nil {

@@ -1,0 +1,98 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+
+	"whet/datasets"
+)
+
+// objective is what differs between training methods: what one optimizer
+// step's micro-batches compute and how the eval set is scored. The step
+// around it (zeroing, the finiteness checks, clipping, the learning rate,
+// AdamW, the counters) is Trainer.TrainStep, the same for every method.
+type objective interface {
+	// accumulate runs the forward and backward passes of micro-batches
+	// cursor … cursor+n-1, adding the gradient of the step's mean loss into
+	// the trainable gradients (already zeroed).
+	accumulate(t *Trainer, cursor, n int) (stepLoss, error)
+	// evaluate is the mean loss over the eval rows.
+	evaluate(t *Trainer) (float64, error)
+}
+
+var (
+	_ objective = tokenObjective{}
+	_ objective = dpoObjective{}
+)
+
+// stepLoss is what an objective reports of one step's micro-batches.
+type stepLoss struct {
+	Loss    float64
+	Tokens  int
+	Epoch   float64
+	Metrics map[string]float64 // method-specific (DPO's rewards/…)
+}
+
+// objective picks the trainer's objective: preference pairs when DPO is
+// set, next-token cross-entropy otherwise.
+func (t *Trainer) objective() objective {
+	if t.DPO != nil {
+		return dpoObjective{loss: *t.DPO, refTrain: t.RefTrain, refEval: t.RefEval}
+	}
+	return tokenObjective{}
+}
+
+// tokenObjective is supervised fine-tuning: the mean cross-entropy over
+// every target token of the step (transformers' num_items_in_batch), so
+// gradient accumulation gives the same gradient as one big batch.
+type tokenObjective struct{}
+
+func (tokenObjective) accumulate(t *Trainer, cursor, n int) (stepLoss, error) {
+	var out stepLoss
+	var batches []*datasets.Batch
+	total := 0
+	for i := 0; i < n; i++ {
+		b, ep := t.microBatch(cursor + i)
+		batches = append(batches, b)
+		out.Epoch = ep
+		total += b.NumTargets()
+	}
+	if total == 0 {
+		return out, nil
+	}
+	var lossSum float64
+	for i, b := range batches {
+		r, err := t.Acts.ForwardBackward(b, float32(1/float64(total)), true, t.dropoutSeed(cursor+i))
+		if err != nil {
+			return out, fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
+		}
+		lossSum += r.LossSum
+		out.Tokens += b.NumTokens()
+	}
+	out.Loss = lossSum / float64(total)
+	return out, nil
+}
+
+func (tokenObjective) evaluate(t *Trainer) (float64, error) {
+	var sum float64
+	n := 0
+	for i := range t.Eval {
+		r, err := t.Acts.ForwardBackward(&t.Eval[i], 0, false, 0)
+		if err != nil {
+			return 0, fmt.Errorf("eval row %d: %w", i, err)
+		}
+		sum += r.LossSum
+		n += r.Count
+	}
+	if n == 0 {
+		return 0, errors.New("eval set has no target tokens")
+	}
+	return sum / float64(n), nil
+}
+
+// dropoutSeed is the dropout seed of one micro-batch: fixed by the run
+// seed and the micro-batch's place in the data, so a resumed run draws
+// the same masks.
+func (t *Trainer) dropoutSeed(cursor int) uint64 {
+	return mix64(uint64(t.Seed) ^ uint64(cursor)*0x9e37)
+}
