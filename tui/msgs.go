@@ -23,8 +23,10 @@ type (
 		control engine.RunControl
 		err     error
 	}
-	// previewMsg is the dataset preview of path.
+	// previewMsg is the dataset preview of path; seq drops answers to
+	// superseded previews (the same file read for another model).
 	previewMsg struct {
+		seq     int
 		path    string
 		preview DataPreview
 		err     error

@@ -65,11 +65,15 @@ type dataPage struct {
 	typing_   bool
 	path      form.Model
 	selected  string // path of the file being previewed
-	loading   bool
-	preview   *DataPreview
-	err       string
-	example   int
-	w, h      int
+	// previewedFor is what else the preview depends on (model, template,
+	// data settings) when it was asked for; a change reloads it.
+	previewedFor string
+	seq          int // numbers the previews asked for
+	loading      bool
+	preview      *DataPreview
+	err          string
+	example      int
+	w, h         int
 }
 
 func newDataPage(c *common, cfg *engine.RunConfig, pv DataPreviewer, dirs []string) *dataPage {
@@ -86,22 +90,41 @@ func (p *dataPage) enter() tea.Cmd {
 	if path := p.cfg.Data.Path; path != "" && !slices.Contains(p.files, path) {
 		p.files = append([]string{path}, p.files...) // a suggested file outside the scanned folders
 	}
-	if p.cfg.Data.Path != "" {
-		for i, f := range p.files {
-			if f == p.cfg.Data.Path {
-				p.cursor = i
-			}
-		}
-		if p.selected != p.cfg.Data.Path {
-			return p.load(p.cfg.Data.Path)
+	if p.cfg.Data.Path == "" {
+		// The model changed and brought no dataset: nothing is chosen.
+		p.seq++
+		p.selected, p.loading, p.preview, p.err = "", false, nil, ""
+		return nil
+	}
+	for i, f := range p.files {
+		if f == p.cfg.Data.Path {
+			p.cursor = i
 		}
 	}
+	// Another file, or the same file for another model, template or
+	// data settings: what was shown no longer holds.
+	if p.selected != p.cfg.Data.Path || p.previewedFor != previewKey(*p.cfg) {
+		return p.load(p.cfg.Data.Path)
+	}
 	return nil
+}
+
+// previewKey is what a preview depends on besides the file: the model
+// (its tokenizer) and the data settings.
+func previewKey(c engine.RunConfig) string {
+	d := c.Data
+	d.Path = ""
+	return fmt.Sprintf("%s|%+v", c.Model, d)
 }
 
 // load starts a preview of path with the config as it stands.
 func (p *dataPage) load(path string) tea.Cmd {
 	p.selected, p.loading, p.preview, p.err, p.example = path, true, nil, "", 0
+	// The config follows the choice at once, so that going back to
+	// another model keeps the file the user picked.
+	p.cfg.Data.Path = path
+	p.previewedFor = previewKey(*p.cfg)
+	p.seq++
 	if p.previewer == nil {
 		p.loading = false
 		p.err = "dataset preview not available in this build"
@@ -109,10 +132,10 @@ func (p *dataPage) load(path string) tea.Cmd {
 	}
 	cfg := *p.cfg
 	cfg.Data.Path = path
-	pv, ctx := p.previewer, p.ctx
+	pv, ctx, seq := p.previewer, p.ctx, p.seq
 	return func() tea.Msg {
 		pr, err := pv.Preview(ctx, cfg)
-		return previewMsg{path: path, preview: pr, err: err}
+		return previewMsg{seq: seq, path: path, preview: pr, err: err}
 	}
 }
 
@@ -147,8 +170,8 @@ func (p *dataPage) leave() error {
 func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 	switch msg := msg.(type) {
 	case previewMsg:
-		if msg.path != p.selected {
-			return nil, stay // an answer for a file the user has left
+		if msg.seq != p.seq {
+			return nil, stay // an answer for a file, or a model, the user has left
 		}
 		p.loading = false
 		if msg.err != nil {

@@ -117,7 +117,7 @@ func (p *modelPage) leave() error {
 		if _, err := os.Stat(filepath.Join(path, "config.json")); err != nil {
 			return fmt.Errorf("model folder %s has no config.json", path)
 		}
-		p.cfg.Model = path
+		p.choose(path, "", "")
 		return nil
 	}
 	es := p.entries()
@@ -125,19 +125,23 @@ func (p *modelPage) leave() error {
 		return fmt.Errorf("choose a model")
 	}
 	e := es[p.cursor]
+	model := e.Name
 	if e.Path != "" {
-		p.cfg.Model = e.Path
-	} else {
-		p.cfg.Model = e.Name
+		model = e.Path
 	}
-	if e.Template != "" {
-		p.cfg.Data.Template = e.Template
-	}
-	// Preselect the model's own dataset unless the user chose another.
-	if p.cfg.Data.Path == "" || p.cfg.Data.Path == p.suggested {
-		p.cfg.Data.Path, p.suggested = e.Dataset, e.Dataset
-	}
+	p.choose(model, e.Template, e.Dataset)
 	return nil
+}
+
+// choose puts a model into the config with what comes with it, replacing
+// what came with the previous one: its chat template (empty: the one its
+// tokenizer names) and its dataset, unless the user chose another file.
+func (p *modelPage) choose(model, template, dataset string) {
+	p.cfg.Model = model
+	p.cfg.Data.Template = template
+	if p.cfg.Data.Path == "" || p.cfg.Data.Path == p.suggested {
+		p.cfg.Data.Path, p.suggested = dataset, dataset
+	}
 }
 
 func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {

@@ -81,8 +81,9 @@ func TestSamplePromptsFollowDefaultsUnlessTyped(t *testing.T) {
 	if got := d.m.Config().Train.SamplePrompts; !reflect.DeepEqual(got, []string{"Why does bread rise?"}) {
 		t.Errorf("lora's defaults bring the demo's prompt back, config has %q", got)
 	}
-	d.keys("enter", "enter")
-	d.waitScreen("Run settings")
+	d.keys("enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
 	for i := 0; i < 8; i++ { // from the run name to the prompts
 		d.keys("down")
 	}
