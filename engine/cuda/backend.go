@@ -171,6 +171,7 @@ var (
 	_ engine.Closer             = (*Backend)(nil)
 	_ engine.KVAttention        = (*Backend)(nil)
 	_ engine.ComputeDTyper      = (*Backend)(nil)
+	_ engine.CrossEntropyInto   = (*Backend)(nil)
 )
 
 // The program picks backends through engine's registry; importing this

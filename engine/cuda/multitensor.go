@@ -16,6 +16,16 @@ import (
 // kept (a few at a time) on the device.
 const multiChunk = 1 << 15
 
+// The engine finds these fast paths by type assertion (engine/optim.go,
+// engine/params.go); without them it falls back, silently, to one launch
+// per tensor. Asserting them here makes a changed signature a build error.
+var (
+	_ engine.MultiAdamW      = (*Backend)(nil)
+	_ engine.SumSquaresOfAll = (*Backend)(nil)
+	_ engine.FillOfAll       = (*Backend)(nil)
+	_ engine.ScaleOfAll      = (*Backend)(nil)
+)
+
 // chunkTable is one such table on the device.
 type chunkTable struct {
 	host  []uint64
