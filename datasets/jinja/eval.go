@@ -24,7 +24,7 @@ type Limits struct {
 
 // DefaultLimits are generous for any real chat template (they render a long
 // conversation in a few thousand steps) and stop a runaway within a second.
-var DefaultLimits = Limits{MaxSteps: 5_000_000, MaxOutput: 8 << 20, MaxDepth: 100, MaxItems: 1_000_000}
+var DefaultLimits = Limits{MaxSteps: 1_000_000, MaxOutput: 8 << 20, MaxDepth: 100, MaxItems: 1_000_000}
 
 // Span is a byte range [Start, End) of rendered text.
 type Span struct{ Start, End int }
@@ -79,7 +79,7 @@ type scope struct {
 	parent *scope
 }
 
-func newScope(parent *scope) *scope { return &scope{vars: map[string]Value{}, parent: parent} }
+func newScope(parent *scope) *scope { return &scope{vars: make(map[string]Value, 2), parent: parent} }
 
 func (s *scope) lookup(name string) (Value, bool) {
 	for c := s; c != nil; c = c.parent {
@@ -960,7 +960,7 @@ func (ev *evaluator) getItem(obj, key Value, line int) (Value, error) {
 	case Undefined:
 		return nil, &RuntimeError{line, fmt.Sprintf("'%s' is undefined", undefinedName(o))}
 	case nil:
-		return nil, &RuntimeError{line, "'None' has no attribute or item " + repr(key)}
+		return Undefined{toStr(key)}, nil
 	}
 	return Undefined{}, nil
 }
@@ -1032,7 +1032,8 @@ func (ev *evaluator) getAttr(obj Value, name string, line int) (Value, error) {
 	case Undefined:
 		return nil, &RuntimeError{line, fmt.Sprintf("'%s' is undefined", undefinedName(o))}
 	case nil:
-		return nil, &RuntimeError{line, "'None' has no attribute '" + name + "'"}
+		// jinja2 turns the AttributeError into an undefined value.
+		return Undefined{name}, nil
 	}
 	if m, ok := method(obj, name); ok {
 		return m, nil

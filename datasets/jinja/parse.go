@@ -2,6 +2,7 @@ package jinja
 
 import (
 	"fmt"
+	"strings"
 )
 
 // ---------------------------------------------------------------- statements
@@ -746,6 +747,11 @@ func Parse(src string) (*Template, error) {
 	if !validUTF8(src) {
 		return nil, &SyntaxError{1, "template is not valid UTF-8"}
 	}
+	// As Jinja2 reads a template: every newline sequence becomes "\n", and
+	// one newline at the very end is dropped (keep_trailing_newline off).
+	src = strings.ReplaceAll(src, "\r\n", "\n")
+	src = strings.ReplaceAll(src, "\r", "\n")
+	src = strings.TrimSuffix(src, "\n")
 	segs, err := lex(src)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,109 @@
+package jinja
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Hostile templates end with an error naming the limit, quickly, instead
+// of hanging, overflowing the stack or exhausting memory.
+func TestHostileTemplatesStopAtLimits(t *testing.T) {
+	cases := map[string]string{
+		"recursive macro":  `{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}`,
+		"huge range":       `{% for i in range(100000000000) %}x{% endfor %}`,
+		"nested loops":     `{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}`,
+		"string repeat":    `{{ "x" * 10000000000 }}`,
+		"list repeat":      `{{ [1] * 10000000000 }}`,
+		"output flood":     `{% for a in range(100000) %}{% for b in range(100) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}`,
+		"doubling concat":  `{% set ns = namespace(s="x") %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}`,
+		"doubling replace": `{% set ns = namespace(s="xx") %}{% for i in range(64) %}{% set ns.s = ns.s.replace("x", "xx") %}{% endfor %}`,
+		"big join":         `{% set ns = namespace(l=["xxxxxxxx"]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l | join(",") }}`,
+		"power":            `{{ 2 ** 100000 }}`,
+	}
+	for name, src := range cases {
+		tmpl, err := Parse(src)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		start := time.Now()
+		_, err = tmpl.Render(nil, Options{})
+		if !errors.Is(err, ErrLimit) && !strings.Contains(err.Error(), ErrLimit.Error()) {
+			t.Errorf("%s: want a limit error, got %v", name, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: took %v to stop", name, d)
+		}
+	}
+}
+
+func TestDeepNestingIsASyntaxError(t *testing.T) {
+	for _, src := range []string{
+		"{{ " + strings.Repeat("(", 5000) + "1" + strings.Repeat(")", 5000) + " }}",
+		"{{ " + strings.Repeat("not ", 5000) + "x }}",
+		"{{ " + strings.Repeat("-", 5000) + "1 }}",
+		"{{ " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + " }}",
+		strings.Repeat("{% if x %}", 5000) + strings.Repeat("{% endif %}", 5000),
+	} {
+		_, err := Parse(src)
+		var se *SyntaxError
+		if !errors.As(err, &se) || !strings.Contains(se.Msg, "nest") {
+			t.Errorf("want a nesting error, got %v", err)
+		}
+	}
+}
+
+func TestNoFileAccess(t *testing.T) {
+	for _, src := range []string{`{% include "x.jinja" %}`, `{% import "x" as y %}`, `{% extends "base" %}`, `{% from "x" import y %}`} {
+		_, err := Parse(src)
+		if err == nil || !strings.Contains(err.Error(), "not available") {
+			t.Errorf("%s: want refusal, got %v", src, err)
+		}
+	}
+	// Values have no Python internals to climb through: such attributes are
+	// undefined, and reading through them is an error, as in jinja2's sandbox.
+	for _, src := range []string{`{{ messages.__class__ }}`, `{{ range.__globals__ }}`, `{{ ''.__class__.__mro__ }}`, `{{ cycler.__init__.__globals__.os }}`} {
+		tmpl, err := Parse(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := tmpl.Render(map[string]any{"messages": []any{}}, Options{})
+		if res.Text != "" || err != nil && !strings.Contains(err.Error(), "undefined") {
+			t.Errorf("%s: got %q, %v", src, res.Text, err)
+		}
+	}
+}
+
+func TestSandboxRefusesMutation(t *testing.T) {
+	for _, src := range []string{`{% set x = [1] %}{{ x.append(2) }}`, `{% set d = {} %}{{ d.update({'a': 1}) }}`} {
+		tmpl, err := Parse(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tmpl.Render(nil, Options{}); err == nil || !strings.Contains(err.Error(), "sandbox") {
+			t.Errorf("%s: want a sandbox error, got %v", src, err)
+		}
+	}
+}
+
+func TestErrorsNameTheLine(t *testing.T) {
+	_, err := Parse("line one\n{% if x %}\n{{ 1 + }}\n{% endif %}")
+	var se *SyntaxError
+	if !errors.As(err, &se) || se.Line != 3 {
+		t.Fatalf("want a syntax error on line 3, got %v", err)
+	}
+	tmpl, err := Parse("a\nb\n{{ raise_exception('roles must alternate') }}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tmpl.Render(nil, Options{})
+	var re *RaisedError
+	if !errors.As(err, &re) || re.Message != "roles must alternate" || re.Line != 3 {
+		t.Fatalf("got %#v", err)
+	}
+	_, err = Parse("{% for x in y %}no end")
+	if err == nil || !strings.Contains(err.Error(), "endfor") {
+		t.Fatalf("got %v", err)
+	}
+}
