@@ -1,10 +1,9 @@
 // Package gpuinfo reports the NVIDIA GPUs of this machine through NVML:
 // names, memory, compute capability, driver and CUDA versions for the fit
 // check, and live utilisation, temperature, power and clocks for the
-// training dashboard. A cgo build calls NVML through
-// github.com/NVIDIA/go-nvml; a CGO_ENABLED=0 build (how DESIGN.md ships the
-// CUDA path) binds the same functions with purego. Both open
-// libnvidia-ml.so.1 at run time, so building needs nothing from NVIDIA.
+// training dashboard. NVML's functions are bound at run time with purego
+// (no cgo), from libnvidia-ml.so.1, so building needs nothing from NVIDIA
+// and compiles no C.
 // Without a driver Detect reports CPU mode with the system RAM and the
 // reason.
 package gpuinfo
@@ -67,9 +66,8 @@ type Sample struct {
 // driver, no permission, or a system other than Linux.
 var ErrNoDriver = errors.New("gpuinfo: NVIDIA driver not available")
 
-// driver is the part of NVML this package uses; nvml.go implements it with
-// go-nvml, purego.go with purego, other.go for systems without NVML, and
-// the tests with a fake.
+// driver is the part of NVML this package uses; purego.go implements it
+// on Linux, other.go for systems without NVML, and the tests with a fake.
 type driver interface {
 	// open initialises NVML; an error wrapping ErrNoDriver means no
 	// driver at all (CPU mode), any other is a driver fault.

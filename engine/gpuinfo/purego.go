@@ -9,10 +9,15 @@ import (
 	"github.com/ebitengine/purego"
 )
 
+// newDriver binds NVML with purego on Linux, in cgo and CGO_ENABLED=0
+// builds alike. (go-nvml, used before, compiled its C bindings on every cold
+// build and printed some 150 lines of compiler warnings; this driver reads
+// the same figures and is tested against a fake libnvidia-ml.)
+func newDriver() driver { return &puregoDriver{path: "libnvidia-ml.so.1"} }
+
 // puregoDriver calls NVML without cgo: it opens libnvidia-ml.so.1 with
-// purego's dlopen and binds the dozen functions this package reads. It is
-// what a CGO_ENABLED=0 build (the way DESIGN.md ships the CUDA path) uses;
-// cgo builds use go-nvml (nvml.go). Both follow nvml.h:
+// purego's dlopen and binds the dozen functions this package reads, as
+// nvml.h declares them:
 //
 //	nvmlReturn_t nvmlInit_v2(void)
 //	nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length)
@@ -180,8 +185,9 @@ func (d *puregoDriver) device(index int) (GPU, error) {
 	return g, nil
 }
 
-// sample reads the dashboard figures; unsupported readings stay zero, as
-// in the go-nvml driver.
+// sample reads the dashboard figures. Readings a board does not support
+// (power on some laptop GPUs, memory on unified-memory systems) are left
+// zero rather than failing the whole sample.
 func (d *puregoDriver) sample(index int) (Sample, error) {
 	s := Sample{Index: index}
 	h, err := d.handle(index)

@@ -74,3 +74,12 @@ func TestPuregoDriverWithoutLibrary(t *testing.T) {
 		t.Errorf("detect without the library = %+v, %v; want CPU mode", r, err)
 	}
 }
+
+// Every Linux build, cgo or not, reads NVML through purego: no C is
+// compiled for it, so a cold build prints no compiler warnings.
+func TestLinuxBuildsUsePuregoDriver(t *testing.T) {
+	d, ok := newDriver().(*puregoDriver)
+	if !ok || d.path != "libnvidia-ml.so.1" {
+		t.Errorf("newDriver() = %#v, want the purego driver of libnvidia-ml.so.1", newDriver())
+	}
+}
