@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"time"
+
+	"whet/engine/hub"
+)
+
+func init() {
+	register("pull", "download a model from the Hugging Face Hub (ORG/NAME[@REVISION]) into its cache", runPull)
+}
+
+// runPull is `whet pull ORG/NAME[@REVISION]`: it brings the files a run
+// needs into the huggingface_hub cache and prints the snapshot folder.
+// --list shows what the cache holds instead.
+func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	jsonOut := fs.Bool("json", false, "print progress and the result as JSON lines")
+	configOnly := fs.Bool("config-only", false, "fetch config.json alone (what `whet fit` needs)")
+	list := fs.Bool("list", false, "list the models in the cache with their sizes")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: whet pull [--json] [--config-only] ORG/NAME[@REVISION]")
+		fmt.Fprintln(stderr, "       whet pull --list [--json]")
+		fmt.Fprintln(stderr, "The cache is huggingface_hub's ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub);")
+		fmt.Fprintln(stderr, "HF_TOKEN gives a token, HF_ENDPOINT a mirror, HF_HUB_OFFLINE=1 uses the cache only.")
+		fs.PrintDefaults()
+	}
+	// Flags may come after the repo id too: whet pull org/name --json.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	client, err := hub.FromEnv()
+	if err != nil {
+		return err
+	}
+	if *list {
+		if len(pos) > 0 {
+			return fmt.Errorf("--list takes no repo id (got %q)", pos[0])
+		}
+		return listCache(stdout, client.Cache(), *jsonOut)
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("want one repo id, such as Qwen/Qwen2.5-0.5B-Instruct or meta-llama/Llama-3.2-1B@main")
+	}
+	ref, err := hub.ParseRef(pos[0])
+	if err != nil {
+		return err
+	}
+	opts := hub.PullOptions{}
+	if *configOnly {
+		opts.Files = hub.ConfigOnly
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var show *pullPrinter
+	if *jsonOut {
+		enc := json.NewEncoder(stdout)
+		opts.Progress = func(p hub.Progress) { enc.Encode(progressJSON(p)) }
+	} else {
+		show = &pullPrinter{w: stdout, live: isTerminal(stdout), endpoint: client.Endpoint}
+		opts.Progress = show.report
+	}
+	snap, err := client.Pull(ctx, ref, opts)
+	if show != nil {
+		show.finish()
+	}
+	if err != nil {
+		if *jsonOut {
+			json.NewEncoder(stdout).Encode(errorJSON(err))
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("cancelled; what arrived is kept in %s and `whet pull %s` resumes", client.CacheDir, ref)
+		}
+		return err
+	}
+	if *jsonOut {
+		return json.NewEncoder(stdout).Encode(map[string]any{
+			"event": "snapshot", "repo": ref.Repo, "revision": ref.Revision, "commit": snap.Commit,
+			"dir": snap.Dir, "files": snap.Files,
+		})
+	}
+	fmt.Fprintf(stdout, "%s at commit %s:\n%s\n", ref, snap.Commit[:min(12, len(snap.Commit))], snap.Dir)
+	return nil
+}
+
+// progressJSON is one --json line of a pull; rates in bytes per second,
+// times in seconds.
+func progressJSON(p hub.Progress) map[string]any {
+	m := map[string]any{
+		"event": string(p.Phase), "repo": p.Repo, "commit": p.Commit,
+		"done": p.Done, "total": p.Total, "rate": round1(p.Rate), "eta_s": round1(p.ETA.Seconds()),
+		"files_done": p.FilesDone, "files": p.Files,
+	}
+	if p.File != "" {
+		m["file"], m["file_done"], m["file_size"] = p.File, p.FileDone, p.FileSize
+		m["file_rate"], m["file_eta_s"] = round1(p.FileRate), round1(p.FileETA.Seconds())
+	}
+	return m
+}
+
+func round1(x float64) float64 { return float64(int64(x*10+0.5)) / 10 }
+
+// errorJSON names the kind of failure so scripts can branch on it.
+func errorJSON(err error) map[string]any {
+	kind := "other"
+	for _, k := range []struct {
+		err  error
+		name string
+	}{
+		{hub.ErrGated, "gated"}, {hub.ErrBadToken, "bad-token"}, {hub.ErrRepoNotFound, "repo-not-found"},
+		{hub.ErrRevisionNotFound, "revision-not-found"}, {hub.ErrNetwork, "network"}, {hub.ErrNotCached, "not-cached"},
+		{hub.ErrNoSpace, "no-space"}, {hub.ErrChecksum, "checksum"}, {hub.ErrUnsafeName, "unsafe-name"},
+		{context.Canceled, "cancelled"},
+	} {
+		if errors.Is(err, k.err) {
+			kind = k.name
+			break
+		}
+	}
+	m := map[string]any{"event": "error", "kind": kind, "message": err.Error()}
+	var he *hub.Error
+	if errors.As(err, &he) && he.Cached != nil {
+		m["cached_dir"], m["cached_commit"] = he.Cached.Dir, he.Cached.Commit
+	}
+	return m
+}
+
+// pullPrinter shows a pull for people: one line per finished file and, on
+// a terminal, a status line redrawn in place with the current file and the
+// totals.
+type pullPrinter struct {
+	mu       sync.Mutex
+	w        io.Writer
+	live     bool
+	endpoint string
+	status   bool // a status line is on screen
+}
+
+func (p *pullPrinter) report(pr hub.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch pr.Phase {
+	case hub.PhaseStart:
+		fmt.Fprintf(p.w, "%s: commit %s from %s, %d files, %s", pr.Repo, pr.Commit[:min(12, len(pr.Commit))], p.endpoint, pr.Files, hub.FormatBytes(pr.Total))
+		if pr.Done > 0 {
+			fmt.Fprintf(p.w, " (%s already here)", hub.FormatBytes(pr.Done))
+		}
+		fmt.Fprintln(p.w)
+	case hub.PhaseFileDone:
+		p.clear()
+		fmt.Fprintf(p.w, "  %-36s %10s\n", pr.File, hub.FormatBytes(pr.FileSize))
+	case hub.PhaseBytes:
+		if !p.live {
+			return
+		}
+		p.clear()
+		fmt.Fprintf(p.w, "  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
+			hub.FormatBytes(pr.FileDone), hub.FormatBytes(pr.FileSize), hub.FormatBytes(int64(pr.FileRate)), clock(pr.FileETA),
+			hub.FormatBytes(pr.Done), hub.FormatBytes(pr.Total), clock(pr.ETA))
+		p.status = true
+	case hub.PhaseDone:
+		p.clear()
+	}
+}
+
+func (p *pullPrinter) clear() {
+	if p.status {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.status = false
+	}
+}
+
+func (p *pullPrinter) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status {
+		fmt.Fprintln(p.w)
+		p.status = false
+	}
+}
+
+func clock(d time.Duration) string {
+	if d <= 0 {
+		return "--:--"
+	}
+	s := int64(d.Round(time.Second) / time.Second)
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
+	models, err := cache.Models()
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		enc := json.NewEncoder(w)
+		for _, m := range models {
+			latest, _ := m.Latest()
+			enc.Encode(map[string]any{
+				"repo": m.Repo, "size": m.Size, "partial": m.Partial, "refs": m.Refs,
+				"dir": latest.Dir, "commit": latest.Commit, "weights": latest.HasWeights(),
+			})
+		}
+		return nil
+	}
+	if len(models) == 0 {
+		fmt.Fprintf(w, "no models in %s\n", cache.Dir)
+		return nil
+	}
+	fmt.Fprintf(w, "%s\n", cache.Dir)
+	for _, m := range models {
+		latest, _ := m.Latest()
+		var notes []string
+		if !latest.HasWeights() {
+			notes = append(notes, "config only")
+		}
+		if m.Partial > 0 {
+			notes = append(notes, hub.FormatBytes(m.Partial)+" partial")
+		}
+		if len(m.Snapshots) > 1 {
+			notes = append(notes, fmt.Sprintf("%d snapshots", len(m.Snapshots)))
+		}
+		note := ""
+		if len(notes) > 0 {
+			note = "  (" + strings.Join(notes, ", ") + ")"
+		}
+		fmt.Fprintf(w, "  %-44s %10s%s\n", m.Repo, hub.FormatBytes(m.Size), note)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"whet/engine/hub/hubtest"
+)
+
+// pullEnv points the hub settings at a fake Hub and a fresh cache.
+func pullEnv(t *testing.T) (*hubtest.Server, string) {
+	t.Helper()
+	srv := hubtest.New()
+	t.Cleanup(srv.Close)
+	if _, err := srv.AddDir("whet-test/tiny-llama", "testdata/tiny-llama"); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	for k, v := range map[string]string{
+		"HF_ENDPOINT": srv.URL(), "HF_HOME": home, "HF_HUB_CACHE": "", "HUGGINGFACE_HUB_CACHE": "",
+		"HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": "", "HF_TOKEN_PATH": "", "HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "",
+	} {
+		t.Setenv(k, v)
+	}
+	return srv, filepath.Join(home, "hub")
+}
+
+func pullCLI(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := runMain(append([]string{"pull"}, args...), strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestPullCommand(t *testing.T) {
+	_, cache := pullEnv(t)
+	code, stdout, stderr := pullCLI("whet-test/tiny-llama")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	dir := lines[len(lines)-1]
+	if !strings.HasPrefix(dir, filepath.Join(cache, "models--whet-test--tiny-llama", "snapshots")+"/") {
+		t.Fatalf("last line %q is not the snapshot folder; output:\n%s", dir, stdout)
+	}
+	for _, name := range []string{"config.json", "model.safetensors", "tokenizer.json"} {
+		want, _ := os.ReadFile(filepath.Join("testdata/tiny-llama", name))
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s differs from the served file (%v)", name, err)
+		}
+		if !strings.Contains(stdout, name) {
+			t.Errorf("output does not list %s:\n%s", name, stdout)
+		}
+	}
+
+	// Offline, the cache answers.
+	t.Setenv("HF_HUB_OFFLINE", "1")
+	t.Setenv("HF_ENDPOINT", "http://127.0.0.1:1")
+	if code, stdout, stderr := pullCLI("--json", "whet-test/tiny-llama"); code != 0 || !strings.Contains(stdout, `"dir":"`+dir+`"`) {
+		t.Fatalf("offline: exit %d, %s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = pullCLI("--list")
+	if code != 0 || !strings.Contains(stdout, "whet-test/tiny-llama") || !strings.Contains(stdout, "KiB") {
+		t.Fatalf("--list: %d\n%s", code, stdout)
+	}
+}
+
+func TestPullCommandJSON(t *testing.T) {
+	pullEnv(t)
+	code, stdout, stderr := pullCLI("whet-test/tiny-llama", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var events []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %q is not JSON: %v", line, err)
+		}
+		events = append(events, m)
+	}
+	first, last := events[0], events[len(events)-1]
+	if first["event"] != "start" || first["total"].(float64) <= 0 || last["event"] != "snapshot" {
+		t.Fatalf("events from %v to %v", first, last)
+	}
+	files := 0
+	for _, e := range events {
+		if e["event"] == "file-done" {
+			files++
+		}
+	}
+	if files != 5 {
+		t.Fatalf("%d file-done events, want 5", files)
+	}
+}
+
+func TestPullCommandErrors(t *testing.T) {
+	srv, _ := pullEnv(t)
+	srv.SetAccess("whet-test/tiny-llama", false, true, false)
+	code, _, stderr := pullCLI("whet-test/tiny-llama")
+	if code != 1 || !strings.Contains(stderr, "gated") || !strings.Contains(stderr, srv.URL()+"/whet-test/tiny-llama") || !strings.Contains(stderr, "HF_TOKEN") {
+		t.Fatalf("gated: exit %d, %s", code, stderr)
+	}
+	code, stdout, _ := pullCLI("--json", "whet-test/tiny-llama")
+	if code != 1 || !strings.Contains(stdout, `"kind":"gated"`) {
+		t.Fatalf("gated --json: exit %d, %s", code, stdout)
+	}
+	if code, _, stderr := pullCLI("not-a-repo-id"); code != 1 || !strings.Contains(stderr, "ORG/NAME") {
+		t.Fatalf("bad id: exit %d, %s", code, stderr)
+	}
+	t.Setenv("HF_HUB_OFFLINE", "1")
+	if code, _, stderr := pullCLI("whet-test/tiny-llama"); code != 1 || !strings.Contains(stderr, "HF_HUB_OFFLINE") {
+		t.Fatalf("offline, uncached: exit %d, %s", code, stderr)
+	}
+}

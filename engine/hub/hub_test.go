@@ -1,0 +1,625 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"whet/engine/hub"
+	"whet/engine/hub/hubtest"
+)
+
+const repo = "whet-test/tiny"
+
+// weights is big enough to arrive in several reads, so drops land mid-blob.
+var weights = bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+
+func tinyFiles() map[string][]byte {
+	return map[string][]byte{
+		"config.json":                  []byte(`{"model_type":"llama"}`),
+		"generation_config.json":       []byte(`{"eos_token_id":2}`),
+		"tokenizer.json":               []byte(`{"model":{"type":"BPE"}}`),
+		"tokenizer_config.json":        []byte(`{"chat_template":"{{x}}"}`),
+		"model.safetensors":            weights,
+		"pytorch_model.bin":            []byte("pickle"),
+		"consolidated.pth":             []byte("pickle"),
+		"original/consolidated.00.pth": []byte("pickle"),
+		"original/params.json":         []byte("{}"),
+		"README.md":                    []byte("# tiny"),
+	}
+}
+
+// fakeHub serves the tiny repo on main; the client retries quickly.
+func fakeHub(t *testing.T) (*hubtest.Server, *hub.Client, string) {
+	t.Helper()
+	srv := hubtest.New()
+	t.Cleanup(srv.Close)
+	commit := srv.AddFiles(repo, tinyFiles())
+	return srv, client(t, srv, t.TempDir()), commit
+}
+
+func client(t *testing.T, srv *hubtest.Server, cache string) *hub.Client {
+	c := hub.NewClient(hub.Settings{Endpoint: srv.URL(), CacheDir: cache, TokenPath: filepath.Join(cache, "token")})
+	c.Backoff = time.Millisecond
+	c.MaxBackoff = 2 * time.Millisecond
+	c.FreeSpace = func(string) (int64, error) { return 1 << 40, nil }
+	return c
+}
+
+func pull(t *testing.T, c *hub.Client, ref string) (*hub.Snapshot, error) {
+	t.Helper()
+	r, err := hub.ParseRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Pull(context.Background(), r, hub.PullOptions{})
+}
+
+var wantFiles = []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+
+func TestPullFresh(t *testing.T) {
+	srv, c, commit := fakeHub(t)
+	var reports []hub.Progress
+	snap, err := c.Pull(context.Background(), hub.Ref{Repo: repo, Revision: "main"}, hub.PullOptions{
+		Progress: func(p hub.Progress) { reports = append(reports, p) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Commit != commit {
+		t.Fatalf("commit %s, want %s", snap.Commit, commit)
+	}
+	if strings.Join(snap.Files, ",") != strings.Join(wantFiles, ",") {
+		t.Fatalf("files %v, want %v (no .bin, .pth, original/ or README)", snap.Files, wantFiles)
+	}
+	repoDir := filepath.Join(c.CacheDir, "models--whet-test--tiny")
+	if snap.Dir != filepath.Join(repoDir, "snapshots", commit) {
+		t.Fatalf("snapshot dir %s", snap.Dir)
+	}
+	// refs/main holds the commit without a newline.
+	if b, err := os.ReadFile(filepath.Join(repoDir, "refs", "main")); err != nil || string(b) != commit {
+		t.Fatalf("refs/main = %q, %v", b, err)
+	}
+	files := tinyFiles()
+	for _, name := range wantFiles {
+		p := filepath.Join(snap.Dir, name)
+		target, err := os.Readlink(p)
+		if err != nil {
+			t.Fatalf("%s is not a link: %v", name, err)
+		}
+		if !strings.HasPrefix(target, "../../blobs/") {
+			t.Fatalf("%s links to %s, want ../../blobs/ETAG", name, target)
+		}
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, files[name]) {
+			t.Fatalf("%s: wrong bytes (%v)", name, err)
+		}
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm()&0o002 != 0 {
+			t.Fatalf("%s: mode %v is world-writable", name, st.Mode())
+		}
+	}
+	// LFS blobs are named by their SHA-256, git files by their git hash.
+	sum := sha256.Sum256(weights)
+	if target, _ := os.Readlink(filepath.Join(snap.Dir, "model.safetensors")); filepath.Base(target) != hex.EncodeToString(sum[:]) {
+		t.Fatalf("weights blob %s is not named by a SHA-256", target)
+	}
+	if target, _ := os.Readlink(filepath.Join(snap.Dir, "config.json")); len(filepath.Base(target)) != 40 {
+		t.Fatalf("config blob %s is not named by a git hash", target)
+	}
+	for _, name := range []string{"pytorch_model.bin", "consolidated.pth", "original/params.json"} {
+		if n := srv.Requests(http.MethodHead, "api", name) + srv.Requests(http.MethodGet, "api", name); n != 0 {
+			t.Errorf("%s was requested %d times", name, n)
+		}
+	}
+	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors"); n != 1 {
+		t.Errorf("weights downloaded %d times, want 1", n)
+	}
+	// Progress: start with the total before any byte, end with all of it.
+	if len(reports) < 3 || reports[0].Phase != hub.PhaseStart || reports[len(reports)-1].Phase != hub.PhaseDone {
+		t.Fatalf("reports %+v", reports)
+	}
+	var total int64
+	for _, name := range wantFiles {
+		total += int64(len(files[name]))
+	}
+	first, last := reports[0], reports[len(reports)-1]
+	if first.Total != total || first.Done != 0 || first.Files != len(wantFiles) {
+		t.Fatalf("start report %+v, want total %d", first, total)
+	}
+	if last.Done != total || last.FilesDone != len(wantFiles) {
+		t.Fatalf("done report %+v", last)
+	}
+
+	// A second pull finds everything and downloads nothing.
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors"); n != 1 {
+		t.Errorf("second pull downloaded the weights again (%d)", n)
+	}
+}
+
+func TestPullResumesAfterDroppedConnection(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	srv.DropAfter("model.safetensors", 300<<10)
+	snap, err := pull(t, c, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(snap.Dir, "model.safetensors"))
+	if !bytes.Equal(got, weights) {
+		t.Fatal("resumed weights differ")
+	}
+	ranges := srv.Ranges("model.safetensors")
+	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes=307200-" {
+		t.Fatalf("storage saw ranges %q, want a whole request then bytes=307200-", ranges)
+	}
+}
+
+func TestPullResumesNextTime(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	c.Retries = 1
+	// The connection drops after 200 KiB and the storage host then fails
+	// for longer than the client retries: the pull fails, keeping the bytes.
+	srv.DropAfter("model.safetensors", 200<<10)
+	gets := 0
+	srv.BeforeStorage = func(name string) {
+		if gets++; name == "model.safetensors" && gets == 2 {
+			srv.Fail("/blobs/", http.StatusServiceUnavailable, 2)
+		}
+	}
+	if _, err := pull(t, c, repo); !errors.Is(err, hub.ErrNetwork) && !errors.Is(err, hub.ErrProtocol) {
+		t.Fatalf("first pull: %v, want a network failure", err)
+	}
+	partial := weightsPartial(t, c)
+	if st, _ := os.Stat(partial); st.Size() != 200<<10 {
+		t.Fatalf("kept %d bytes, want %d", st.Size(), 200<<10)
+	}
+	srv.BeforeStorage = nil
+	snap, err := pull(t, c, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(snap.Dir, "model.safetensors")); !bytes.Equal(got, weights) {
+		t.Fatal("resumed weights differ")
+	}
+	ranges := srv.Ranges("model.safetensors")
+	if ranges[len(ranges)-1] != "bytes=204800-" {
+		t.Fatalf("storage saw ranges %q, want the last to resume at 204800", ranges)
+	}
+}
+
+// weightsPartial is the .incomplete file of the weights' blob.
+func weightsPartial(t *testing.T, c *hub.Client) string {
+	t.Helper()
+	sum := sha256.Sum256(weights)
+	p := filepath.Join(c.CacheDir, "models--whet-test--tiny", "blobs", hex.EncodeToString(sum[:])+".incomplete")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no partial weights: %v", err)
+	}
+	return p
+}
+
+func TestPullCancelKeepsPartial(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The connection drops after 100 KiB; the user cancels while the
+	// pull asks for the rest.
+	srv.DropAfter("model.safetensors", 100<<10)
+	gets := 0
+	srv.BeforeStorage = func(name string) {
+		if name != "model.safetensors" {
+			return
+		}
+		if gets++; gets == 2 {
+			cancel()
+			<-ctx.Done()
+		}
+	}
+	_, err := c.Pull(ctx, hub.Ref{Repo: repo, Revision: "main"}, hub.PullOptions{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("pull: %v, want cancelled", err)
+	}
+	if st, _ := os.Stat(weightsPartial(t, c)); st.Size() != 100<<10 {
+		t.Fatalf("kept %d bytes of the weights, want %d", st.Size(), 100<<10)
+	}
+	srv.BeforeStorage = nil
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	if r := srv.Ranges("model.safetensors"); r[len(r)-1] != "bytes=102400-" {
+		t.Fatalf("ranges %q: the second pull did not resume", r)
+	}
+}
+
+func TestPullRejectsCorruptBlob(t *testing.T) {
+	srv, c, commit := fakeHub(t)
+	srv.Corrupt("model.safetensors", true)
+	_, err := pull(t, c, repo)
+	if !errors.Is(err, hub.ErrChecksum) {
+		t.Fatalf("pull: %v, want a checksum error", err)
+	}
+	repoDir := filepath.Join(c.CacheDir, "models--whet-test--tiny")
+	if _, err := os.Lstat(filepath.Join(repoDir, "snapshots", commit, "model.safetensors")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("corrupt weights were linked into the snapshot (%v)", err)
+	}
+	blobs, _ := os.ReadDir(filepath.Join(repoDir, "blobs"))
+	for _, b := range blobs {
+		if len(b.Name()) >= 64 {
+			t.Fatalf("corrupt blob kept as %s", b.Name())
+		}
+	}
+	srv.Corrupt("model.safetensors", false)
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatalf("pull after the fix: %v", err)
+	}
+}
+
+func TestPullRetriesRateLimitsAndServerErrors(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	srv.Fail("/api/models/", http.StatusTooManyRequests, 2)
+	srv.Fail("/resolve/", http.StatusTooManyRequests, 1)
+	srv.Fail("/blobs/", http.StatusBadGateway, 1)
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Requests(http.MethodGet, "api", ""); n != 1 {
+		t.Fatalf("model info answered %d times, want 1 after the two 429s", n)
+	}
+
+	// Past the retry budget the failure is reported.
+	c2 := client(t, srv, t.TempDir())
+	c2.Retries = 2
+	srv.Fail("/api/models/", http.StatusTooManyRequests, 3)
+	if _, err := pull(t, c2, repo); !errors.Is(err, hub.ErrProtocol) || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("pull: %v, want the 429 reported", err)
+	}
+}
+
+func TestPullGated(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	srv.SetAccess(repo, false, true, false)
+	_, err := pull(t, c, repo)
+	if !errors.Is(err, hub.ErrGated) {
+		t.Fatalf("anonymous pull: %v, want gated", err)
+	}
+	for _, want := range []string{srv.URL() + "/" + repo, "HF_TOKEN", c.TokenPath} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not say %q", err, want)
+		}
+	}
+	srv.Token = "hf_good"
+	c.Token, c.TokenSource = "hf_good", "HF_TOKEN"
+	_, err = pull(t, c, repo)
+	if !errors.Is(err, hub.ErrGated) || !strings.Contains(err.Error(), "accept its licence at "+srv.URL()+"/"+repo) {
+		t.Fatalf("pull with a token not yet granted (403): %v", err)
+	}
+	c.Token = "hf_wrong"
+	if _, err = pull(t, c, repo); !errors.Is(err, hub.ErrBadToken) || !strings.Contains(err.Error(), "HF_TOKEN") {
+		t.Fatalf("pull with a wrong token: %v", err)
+	}
+	srv.SetAccess(repo, false, true, true)
+	c.Token = "hf_good"
+	if _, err = pull(t, c, repo); err != nil {
+		t.Fatalf("pull with access: %v", err)
+	}
+}
+
+func TestPullPrivateAndMissing(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	if _, err := pull(t, c, "whet-test/nope"); !errors.Is(err, hub.ErrRepoNotFound) || !strings.Contains(err.Error(), "private") {
+		t.Fatalf("missing repo: %v", err)
+	}
+	srv.SetAccess(repo, true, false, false)
+	if _, err := pull(t, c, repo); !errors.Is(err, hub.ErrRepoNotFound) {
+		t.Fatalf("private repo without token: %v", err)
+	}
+	srv.Token = "hf_good"
+	c.Token, c.TokenSource = "hf_good", "HF_TOKEN"
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatalf("private repo with token: %v", err)
+	}
+	if _, err := pull(t, c, repo+"@no-such-branch"); !errors.Is(err, hub.ErrRevisionNotFound) || !strings.Contains(err.Error(), "no-such-branch") {
+		t.Fatalf("missing revision: %v", err)
+	}
+}
+
+func TestPullRevisions(t *testing.T) {
+	srv, c, first := fakeHub(t)
+	files := tinyFiles()
+	files["config.json"] = []byte(`{"model_type":"llama","v":2}`)
+	second := srv.AddFiles(repo, files, "dev")
+	srv.SetRef(repo, "v1.0", first)
+	srv.SetRef(repo, "refs/pr/1", second)
+	for _, tc := range []struct{ rev, commit string }{
+		{"dev", second}, {"v1.0", first}, {second, second}, {"refs/pr/1", second},
+	} {
+		snap, err := pull(t, c, repo+"@"+tc.rev)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.rev, err)
+		}
+		if snap.Commit != tc.commit {
+			t.Fatalf("%s resolved to %s, want %s", tc.rev, snap.Commit, tc.commit)
+		}
+		ref := filepath.Join(c.CacheDir, "models--whet-test--tiny", "refs", filepath.FromSlash(tc.rev))
+		b, err := os.ReadFile(ref)
+		if tc.rev == tc.commit {
+			if err == nil {
+				t.Fatalf("a ref was written for a commit hash")
+			}
+		} else if string(b) != tc.commit {
+			t.Fatalf("refs/%s = %q, want %s", tc.rev, b, tc.commit)
+		}
+	}
+	// Both commits share the weights blob: downloaded once.
+	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors"); n != 1 {
+		t.Fatalf("weights downloaded %d times across two commits", n)
+	}
+	got, _ := os.ReadFile(filepath.Join(c.CacheDir, "models--whet-test--tiny", "snapshots", first, "config.json"))
+	if string(got) != `{"model_type":"llama"}` {
+		t.Fatalf("the tag's snapshot has config %s", got)
+	}
+}
+
+func TestPullOffline(t *testing.T) {
+	srv, c, commit := fakeHub(t)
+	c.Offline = true
+	if _, err := pull(t, c, repo); !errors.Is(err, hub.ErrNotCached) || !strings.Contains(err.Error(), "HF_HUB_OFFLINE") {
+		t.Fatalf("offline without a cache: %v", err)
+	}
+	if n := srv.Requests(http.MethodGet, "api", ""); n != 0 {
+		t.Fatalf("offline mode sent %d requests", n)
+	}
+	c.Offline = false
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	c.Offline = true
+	for _, ref := range []string{repo, repo + "@" + commit} {
+		snap, err := pull(t, c, ref)
+		if err != nil || snap.Commit != commit || !snap.Has("model.safetensors") {
+			t.Fatalf("offline %s: %+v, %v", ref, snap, err)
+		}
+	}
+	if _, err := pull(t, c, repo+"@dev"); !errors.Is(err, hub.ErrNotCached) {
+		t.Fatalf("offline, uncached branch: %v", err)
+	}
+
+	// Online but unreachable: the error offers the cached snapshot.
+	c.Offline = false
+	_, err := pull(t, c, repo)
+	var he *hub.Error
+	if !errors.As(err, &he) || he.Kind != hub.ErrNetwork || he.Cached == nil || he.Cached.Commit != commit || !strings.Contains(err.Error(), "HF_HUB_OFFLINE=1") {
+		t.Fatalf("unreachable hub: %v", err)
+	}
+	c2 := client(t, srv, t.TempDir())
+	_, err = pull(t, c2, repo)
+	if !errors.As(err, &he) || he.Kind != hub.ErrNetwork || he.Cached != nil {
+		t.Fatalf("unreachable hub, empty cache: %v", err)
+	}
+}
+
+func TestPullOfflineNeedsWeights(t *testing.T) {
+	_, c, _ := fakeHub(t)
+	ref := hub.Ref{Repo: repo, Revision: "main"}
+	if _, err := c.Pull(context.Background(), ref, hub.PullOptions{Files: hub.ConfigOnly}); err != nil {
+		t.Fatal(err)
+	}
+	c.Offline = true
+	if _, err := c.Pull(context.Background(), ref, hub.PullOptions{Files: hub.ConfigOnly}); err != nil {
+		t.Fatalf("config-only offline: %v", err)
+	}
+	if _, err := c.Pull(context.Background(), ref, hub.PullOptions{}); !errors.Is(err, hub.ErrNotCached) || !strings.Contains(err.Error(), "safetensors") {
+		t.Fatalf("a config-only snapshot offered for a run: %v", err)
+	}
+}
+
+func TestPullConfigOnly(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	snap, err := c.Pull(context.Background(), hub.Ref{Repo: repo, Revision: "main"}, hub.PullOptions{Files: hub.ConfigOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(snap.Files, ",") != "config.json" {
+		t.Fatalf("files %v", snap.Files)
+	}
+	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors"); n != 0 {
+		t.Fatal("config-only pull fetched the weights")
+	}
+}
+
+func TestPullRefusesUnsafeNames(t *testing.T) {
+	for _, bad := range []string{"../../x", "/etc/x", "a/../../x", `..\x`} {
+		srv, c, _ := fakeHub(t)
+		srv.Rename("config.json", bad)
+		_, err := pull(t, c, repo)
+		if !errors.Is(err, hub.ErrUnsafeName) {
+			t.Fatalf("%q: %v, want refused", bad, err)
+		}
+		if n := srv.Requests(http.MethodHead, "api", "config.json") + srv.Requests(http.MethodGet, "storage", "model.safetensors"); n != 0 {
+			t.Fatalf("%q: %d file requests after an unsafe listing", bad, n)
+		}
+		if _, err := os.Stat(filepath.Join(c.CacheDir, "x")); err == nil {
+			t.Fatalf("%q: a file was written outside the repo folder", bad)
+		}
+	}
+}
+
+func TestPullChecksDiskFirst(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	c.FreeSpace = func(string) (int64, error) { return 1000, nil }
+	_, err := pull(t, c, repo)
+	if !errors.Is(err, hub.ErrNoSpace) || !strings.Contains(err.Error(), "HF_HUB_CACHE") {
+		t.Fatalf("pull: %v, want not enough space", err)
+	}
+	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors") + srv.Requests(http.MethodHead, "api", "config.json"); n != 0 {
+		t.Fatalf("%d file requests before the disk check failed", n)
+	}
+}
+
+func TestConcurrentPullsDownloadOnce(t *testing.T) {
+	srv, c1, commit := fakeHub(t)
+	c2 := client(t, srv, c1.CacheDir)
+	// Hold the first download of the weights until both pulls have asked
+	// for the weights' metadata, so the second one meets the lock.
+	heads := 0
+	var mu sync.Mutex
+	release := make(chan struct{})
+	srv.AfterResolve = func(method, name string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if method == http.MethodHead && name == "model.safetensors" {
+			if heads++; heads == 2 {
+				close(release)
+			}
+		}
+	}
+	srv.BeforeStorage = func(name string) {
+		if name == "model.safetensors" {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second): // never reached when the pulls work
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, c := range []*hub.Client{c1, c2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = c.Pull(context.Background(), hub.Ref{Repo: repo, Revision: "main"}, hub.PullOptions{})
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("pulls: %v, %v", errs[0], errs[1])
+	}
+	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors"); n != 1 {
+		t.Fatalf("weights downloaded %d times by two pulls", n)
+	}
+	snap, err := c1.Cache().Lookup(hub.Ref{Repo: repo, Revision: commit})
+	if err != nil || strings.Join(snap.Files, ",") != strings.Join(wantFiles, ",") {
+		t.Fatalf("snapshot %+v, %v", snap, err)
+	}
+}
+
+func TestCacheModels(t *testing.T) {
+	srv, c, commit := fakeHub(t)
+	if models, err := c.Cache().Models(); err != nil || len(models) != 0 {
+		t.Fatalf("empty cache: %v, %v", models, err)
+	}
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	srv.AddFiles("whet-test/other", map[string][]byte{"config.json": []byte("{}"), "model.safetensors": []byte("w")})
+	if _, err := c.Pull(context.Background(), hub.Ref{Repo: "whet-test/other", Revision: "main"}, hub.PullOptions{Files: hub.ConfigOnly}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(c.CacheDir, "datasets--x--y"), 0o755)
+	models, err := c.Cache().Models()
+	if err != nil || len(models) != 2 {
+		t.Fatalf("models %+v, %v", models, err)
+	}
+	m := models[1]
+	if m.Repo != repo || m.Refs["main"] != commit {
+		t.Fatalf("model %+v", m)
+	}
+	var size int64
+	for _, name := range wantFiles {
+		size += int64(len(tinyFiles()[name]))
+	}
+	latest, ok := m.Latest()
+	if m.Size != size || !ok || latest.Size != size || !latest.HasWeights() || latest.Commit != commit {
+		t.Fatalf("size %d (latest %+v), want %d with weights", m.Size, latest, size)
+	}
+	if other, _ := models[0].Latest(); other.HasWeights() {
+		t.Fatal("a config-only snapshot claims weights")
+	}
+}
+
+// A snapshot whose file links out of the repository is not read.
+func TestCacheRefusesLinksOut(t *testing.T) {
+	cache := hub.Cache{Dir: t.TempDir()}
+	commit := strings.Repeat("a", 40)
+	snap := filepath.Join(cache.RepoDir(repo), "snapshots", commit)
+	os.MkdirAll(snap, 0o755)
+	os.MkdirAll(filepath.Join(cache.RepoDir(repo), "refs"), 0o755)
+	os.WriteFile(filepath.Join(cache.RepoDir(repo), "refs", "main"), []byte(commit), 0o644)
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("x"), 0o644)
+	os.Symlink(secret, filepath.Join(snap, "config.json"))
+	if _, err := cache.Lookup(hub.Ref{Repo: repo, Revision: "main"}); err == nil || !strings.Contains(err.Error(), "outside") {
+		t.Fatalf("lookup: %v, want a refusal", err)
+	}
+}
+
+func TestParseRef(t *testing.T) {
+	for in, want := range map[string]hub.Ref{
+		"meta-llama/Llama-3.2-1B":             {"meta-llama/Llama-3.2-1B", "main"},
+		"Qwen/Qwen2.5-0.5B@v1.0":              {"Qwen/Qwen2.5-0.5B", "v1.0"},
+		"org/name@refs/pr/1":                  {"org/name", "refs/pr/1"},
+		"org/name@" + strings.Repeat("f", 40): {"org/name", strings.Repeat("f", 40)},
+	} {
+		got, err := hub.ParseRef(in)
+		if err != nil || got != want {
+			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "name", "a/b/c", "org/na--me", "../x", "org/..", "org/name@", "org/name@../x", "org/name@a/../b", "org/name@x y", "-org/x", "org/name@/abs"} {
+		if _, err := hub.ParseRef(bad); err == nil {
+			t.Errorf("ParseRef(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSettingsFromEnv(t *testing.T) {
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, "token"), []byte("hf_file\n"), 0o600)
+	env := map[string]string{"HF_HOME": home, "HF_HUB_OFFLINE": "yes", "HF_ENDPOINT": "http://mirror.test/"}
+	s, err := hub.SettingsFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CacheDir != filepath.Join(home, "hub") || !s.Offline || s.Endpoint != "http://mirror.test" || s.Token != "hf_file" || s.TokenSource != filepath.Join(home, "token") {
+		t.Fatalf("settings %+v", s)
+	}
+	env = map[string]string{"XDG_CACHE_HOME": home, "HF_HUB_CACHE": "/x/hub", "HF_TOKEN": "hf_env", "HF_HUB_OFFLINE": "0"}
+	s, err = hub.SettingsFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CacheDir != "/x/hub" || s.Offline || s.Endpoint != hub.DefaultEndpoint || s.Token != "hf_env" || s.TokenPath != filepath.Join(home, "huggingface", "token") {
+		t.Fatalf("settings %+v", s)
+	}
+	env = map[string]string{"HF_HOME": home, "HF_ENDPOINT": "mirror.test"}
+	if _, err := hub.SettingsFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "HF_ENDPOINT") {
+		t.Fatalf("endpoint without a scheme: %v", err)
+	}
+}
+
+func TestWanted(t *testing.T) {
+	for name, want := range map[string]bool{
+		"config.json": true, "model-00001-of-00002.safetensors": true, "model.safetensors.index.json": true,
+		"tokenizer.model": true, "chat_template.jinja": true, "special_tokens_map.json": true,
+		"pytorch_model.bin": false, "consolidated.00.pth": false, "original/model.safetensors": false,
+		"README.md": false, "model.gguf": false, "onnx/model.onnx": false, "training_args.bin": false,
+	} {
+		if hub.Wanted(name) != want {
+			t.Errorf("Wanted(%q) = %v", name, !want)
+		}
+	}
+}

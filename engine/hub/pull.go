@@ -1,0 +1,495 @@
+package hub
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// PullOptions tune one pull.
+type PullOptions struct {
+	// Files selects the repository's files to fetch; nil means Wanted.
+	// (ConfigOnly is what `whet fit` needs.)
+	Files func(name string) bool
+	// Progress, if set, receives the pull's reports, one call at a time.
+	// It runs on the download goroutines: keep it quick (send to a
+	// buffered channel, or drop reports when the reader is behind).
+	Progress func(Progress)
+}
+
+func (o PullOptions) files() func(string) bool {
+	if o.Files != nil {
+		return o.Files
+	}
+	return Wanted
+}
+
+// Pull brings a revision of a model into the cache and returns its
+// snapshot. Files already cached are not fetched again; a download that
+// was interrupted (ctx cancelled, connection lost, process killed) resumes
+// from its .incomplete file. In offline mode (Settings.Offline) the cache
+// alone answers. Failures are *Error values; see the Err kinds.
+func (c *Client) Pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot, error) {
+	if err := checkRepoID(ref.Repo); err != nil {
+		return nil, err
+	}
+	if ref.Revision == "" {
+		ref.Revision = DefaultRevision
+	}
+	if err := checkRevision(ref.Revision); err != nil {
+		return nil, err
+	}
+	cache := c.Cache()
+	want := opts.files()
+	if c.Offline {
+		snap, err := cache.Lookup(ref)
+		if err == nil {
+			if missing := missingFiles(snap, want); len(missing) > 0 {
+				err = newError(ErrNotCached, nil, "the cached snapshot of %s (%s) lacks %s", ref, snap.Dir, strings.Join(missing, ", "))
+			}
+		}
+		if err != nil {
+			var he *Error
+			if errors.As(err, &he) && he.Kind == ErrNotCached {
+				he.Msg = "HF_HUB_OFFLINE is set and " + he.Msg + ": pull it once with the network (unset HF_HUB_OFFLINE)"
+			}
+			return nil, err
+		}
+		return snap, nil
+	}
+
+	info, err := c.repoInfo(ctx, ref)
+	if err != nil {
+		return nil, c.offerCache(ctx, ref, want, err)
+	}
+	var files []sibling
+	for _, s := range info.Siblings {
+		if want(s.Name) {
+			files = append(files, s)
+		}
+	}
+	if err := checkModelFiles(ref, info.SHA, files, want); err != nil {
+		return nil, err
+	}
+
+	// Sizes and what is already here, from the model info alone: the disk
+	// check comes before the first byte.
+	sizes := map[string]int64{}
+	have := map[string]int64{}
+	var need int64
+	for _, s := range files {
+		sizes[s.Name] = s.size()
+		etag := s.etag()
+		if etag == "" || CheckFileName(etag) != nil || strings.Contains(etag, "/") {
+			need += s.size()
+			continue
+		}
+		if st, err := os.Stat(cache.blobPath(ref.Repo, etag)); err == nil && st.Size() == s.size() {
+			have[s.Name] = s.size()
+			continue
+		}
+		if st, err := os.Stat(cache.blobPath(ref.Repo, etag) + ".incomplete"); err == nil && st.Size() <= s.size() {
+			have[s.Name] = st.Size()
+		}
+		need += s.size() - have[s.Name]
+	}
+	if err := c.checkSpace(ref, need); err != nil {
+		return nil, err
+	}
+
+	track := newTracker(opts.Progress, ref.Repo, info.SHA, sizes, have)
+	track.start()
+	if err := c.fetchAll(ctx, ref, info.SHA, files, track); err != nil {
+		return nil, err
+	}
+	if err := cache.writeRef(ref.Repo, ref.Revision, info.SHA); err != nil {
+		return nil, err
+	}
+	snap, err := cache.Lookup(Ref{Repo: ref.Repo, Revision: info.SHA})
+	if err != nil {
+		return nil, err
+	}
+	snap.Ref = ref
+	track.done()
+	return snap, nil
+}
+
+// offerCache turns a failed model-info request into the error to show:
+// when the Hub could not be reached and the cache has the revision, the
+// error says so and carries the snapshot.
+func (c *Client) offerCache(ctx context.Context, ref Ref, want func(string) bool, err error) error {
+	var he *Error
+	if errors.As(err, &he) {
+		return err
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	e := newError(ErrNetwork, err, "cannot reach %s for %s: %v", c.Endpoint, ref, err)
+	if snap, lerr := c.Cache().Lookup(ref); lerr == nil && len(missingFiles(snap, want)) == 0 {
+		e.Cached = snap
+		e.Msg += fmt.Sprintf("; the cache has it (commit %s, %s): set HF_HUB_OFFLINE=1 to use that copy", snap.Commit, snap.Dir)
+	} else {
+		e.Msg += "; nothing of it is cached: check the connection, or set HF_ENDPOINT to a mirror"
+	}
+	return e
+}
+
+// checkModelFiles makes sure the selection is a model whet can load:
+// a config, and safetensors weights when the selection wants weights.
+func checkModelFiles(ref Ref, commit string, files []sibling, want func(string) bool) error {
+	hasConfig, hasWeights := false, false
+	for _, s := range files {
+		hasConfig = hasConfig || s.Name == "config.json"
+		hasWeights = hasWeights || path.Ext(s.Name) == ".safetensors"
+	}
+	switch {
+	case want("config.json") && !hasConfig:
+		return newError(ErrRepoNotFound, nil, "%s (commit %s) has no config.json: not a transformers model", ref, commit)
+	case want("model.safetensors") && !hasWeights:
+		return newError(ErrRepoNotFound, nil, "%s (commit %s) has no .safetensors weights; whet does not load pickled .bin or .pth files", ref, commit)
+	}
+	return nil
+}
+
+var shardName = regexp.MustCompile(`"([^"/\\]+\.safetensors)"`)
+
+// missingFiles lists what a cached snapshot lacks for a selection: the
+// config, some weights, and every shard the weights' index names.
+func missingFiles(s *Snapshot, want func(string) bool) []string {
+	var missing []string
+	if want("config.json") && !s.Has("config.json") {
+		missing = append(missing, "config.json")
+	}
+	if !want("model.safetensors") {
+		return missing
+	}
+	weights := false
+	for _, f := range s.Files {
+		if path.Ext(f) == ".safetensors" {
+			weights = true
+		}
+		if strings.HasSuffix(f, ".safetensors.index.json") {
+			index, err := os.ReadFile(path.Join(s.Dir, f))
+			if err != nil {
+				missing = append(missing, f)
+				continue
+			}
+			seen := map[string]bool{}
+			for _, m := range shardName.FindAllStringSubmatch(string(index), -1) {
+				if !seen[m[1]] && !s.Has(m[1]) {
+					missing = append(missing, m[1])
+				}
+				seen[m[1]] = true
+			}
+		}
+	}
+	if !weights {
+		missing = append(missing, "*.safetensors")
+	}
+	return missing
+}
+
+func (c *Client) checkSpace(ref Ref, need int64) error {
+	if need <= 0 {
+		return nil
+	}
+	free := c.FreeSpace
+	if free == nil {
+		free = freeBytes
+	}
+	avail, err := free(c.CacheDir)
+	if err != nil {
+		return nil // unknown: the download itself will say if the disk fills
+	}
+	if avail < need {
+		return newError(ErrNoSpace, nil, "%s needs %s more on %s but only %s is free: free some space or set HF_HUB_CACHE to a larger disk", ref, FormatBytes(need), c.CacheDir, FormatBytes(avail))
+	}
+	return nil
+}
+
+// fetchAll fetches the files, Workers at a time, and stops at the first
+// failure (cancelling the others, which keep their partial bytes).
+func (c *Client) fetchAll(ctx context.Context, ref Ref, commit string, files []sibling, track *tracker) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sort.Slice(files, func(i, j int) bool { return files[i].size() > files[j].size() }) // big first: the tail is short
+	jobs := make(chan sibling)
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	for w := 0; w < min(c.workers(), len(files)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range jobs {
+				if err := c.fetchFile(ctx, ref, commit, s, track); err != nil {
+					for i := range files {
+						if files[i].Name == s.Name {
+							errs[i] = err
+						}
+					}
+					cancel()
+				}
+			}
+		}()
+	}
+feed:
+	for _, s := range files {
+		select {
+		case jobs <- s:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	// The first real failure, not the cancellations it caused.
+	var first error
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	if first != nil {
+		return fmt.Errorf("pull %s: %w (what arrived is kept and the next pull resumes)", ref, first)
+	}
+	return nil
+}
+
+// fetchFile makes one file of the snapshot present: linked already, or
+// its blob cached (by whet or huggingface_hub, for this or another
+// commit), or downloaded.
+func (c *Client) fetchFile(ctx context.Context, ref Ref, commit string, s sibling, track *tracker) error {
+	cache := c.Cache()
+	pointer := path.Join(cache.snapshotDir(ref.Repo, commit), s.Name)
+	if st, err := os.Stat(pointer); err == nil && st.Mode().IsRegular() {
+		track.set(s.Name, st.Size(), true)
+		return nil
+	}
+	meta, err := c.head(ctx, Ref{Repo: ref.Repo, Revision: commit}, commit, s.Name)
+	if err != nil {
+		var he *Error
+		if !errors.As(err, &he) && ctx.Err() == nil {
+			err = newError(ErrNetwork, err, "cannot reach %s for %s of %s: %v", c.Endpoint, s.Name, ref, err)
+		}
+		return err
+	}
+	blob := cache.blobPath(ref.Repo, meta.etag)
+	if st, err := os.Stat(blob); err != nil || st.Size() != meta.size {
+		unlock, err := fileLock(ctx, cache.lockPath(ref.Repo, meta.etag))
+		if err != nil {
+			return err
+		}
+		err = c.download(ctx, ref, s.Name, meta, blob, func(done int64) { track.set(s.Name, done, false) })
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if err := cache.link(ref.Repo, commit, s.Name, meta.etag); err != nil {
+		return err
+	}
+	track.set(s.Name, meta.size, true)
+	return nil
+}
+
+// sha256ETag is the form of an LFS file's ETag: the SHA-256 of its bytes,
+// which the download checks before the blob gets its name.
+var sha256ETag = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// download fills blob from meta.location through blob.incomplete,
+// resuming from the bytes already there with a Range request and again
+// after a dropped connection. The caller holds the blob's lock.
+func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMeta, blob string, report func(int64)) error {
+	if st, err := os.Stat(blob); err == nil && st.Size() == meta.size {
+		return nil // another pull finished it while this one waited for the lock
+	}
+	if err := os.MkdirAll(path.Dir(blob), dirMode); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	partial := blob + ".incomplete"
+	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer func() {
+		// An interrupted download keeps its bytes for the next pull; an
+		// empty file would only be litter.
+		if st, err := f.Stat(); err == nil && st.Size() == 0 {
+			os.Remove(partial)
+		}
+		f.Close()
+	}()
+	var sum hash.Hash
+	if sha256ETag.MatchString(meta.etag) {
+		sum = sha256.New()
+	}
+	have, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if have > meta.size {
+		have = 0 // not this file's beginning
+	}
+	if err := restart(f, sum, have); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	report(have)
+
+	stalls := 0
+	wait := c.backoff()
+	for have < meta.size {
+		resp, err := c.send(ctx, c.follow(), func() (*http.Request, error) {
+			req, err := c.request(ctx, http.MethodGet, meta.location)
+			if err == nil && have > 0 {
+				req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
+			}
+			return req, err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return newError(ErrNetwork, err, "download %s of %s: %v", name, ref, err)
+		}
+		switch {
+		case resp.StatusCode == http.StatusPartialContent && have > 0 && strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(have, 10)+"-"):
+		case resp.StatusCode == http.StatusOK:
+			if have > 0 { // the server ignored the Range: start over
+				have = 0
+				if err := restart(f, sum, 0); err != nil {
+					resp.Body.Close()
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				report(0)
+			}
+		default:
+			resp.Body.Close()
+			if resp.StatusCode >= 400 {
+				return c.statusError(resp, ref, name)
+			}
+			return newError(ErrProtocol, nil, "download %s of %s: unexpected %s", name, ref, resp.Status)
+		}
+		before := have
+		n, cerr := copyReporting(f, sum, io.LimitReader(resp.Body, meta.size-have), func(n int64) { report(have + n) })
+		resp.Body.Close()
+		have += n
+		if cerr == nil && have < meta.size {
+			cerr = io.ErrUnexpectedEOF
+		}
+		if cerr != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if werr := (*writeError)(nil); errors.As(cerr, &werr) {
+				return fmt.Errorf("write %s: %w", partial, werr.err)
+			}
+			if have > before {
+				stalls, wait = 0, c.backoff()
+			} else if stalls++; stalls > c.retries() {
+				return newError(ErrNetwork, cerr, "download %s of %s: the connection keeps dropping (%v); run the pull again to resume", name, ref, cerr)
+			}
+			if err := sleep(ctx, wait); err != nil {
+				return err
+			}
+			wait = min(2*wait, c.maxBackoff())
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if sum != nil {
+		if got := hex.EncodeToString(sum.Sum(nil)); got != meta.etag {
+			f.Close()
+			os.Remove(partial)
+			return newError(ErrChecksum, nil, "%s of %s: the downloaded bytes have SHA-256 %s, not %s as the server announced; discarded (run the pull again)", name, ref, got, meta.etag)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := os.Rename(partial, blob); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// restart makes the partial file hold its first have bytes, and the hash
+// have seen exactly those.
+func restart(f *os.File, sum hash.Hash, have int64) error {
+	if err := f.Truncate(have); err != nil {
+		return err
+	}
+	if sum != nil {
+		sum.Reset()
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := io.CopyN(sum, f, have); err != nil {
+			return err
+		}
+	}
+	_, err := f.Seek(have, io.SeekStart)
+	return err
+}
+
+// writeError marks a failure of the local disk, which no retry mends.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+
+func copyReporting(f *os.File, sum hash.Hash, r io.Reader, report func(int64)) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			if _, err := f.Write(buf[:k]); err != nil {
+				return n, &writeError{err}
+			}
+			if sum != nil {
+				sum.Write(buf[:k])
+			}
+			n += int64(k)
+			report(n)
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// FormatBytes writes a size the way the CLI and the studio show sizes.
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
