@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"whet/engine/atomicfile"
 	"whet/engine/safetensors"
 )
 
@@ -37,7 +38,7 @@ type PEFTConfig struct {
 
 // SaveAdapter writes m's LoRA adapters as a PEFT adapter folder.
 func SaveAdapter(dir string, m *Model, opts LoRAOptions, baseModel string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, atomicfile.DirPerm); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
 	var tensors []safetensors.Tensor
@@ -137,7 +138,7 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 // (sharded past 4 GiB), with config.json and the tokenizer and generation
 // files copied from the source folder.
 func SaveModel(dir string, m *Model, srcDir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, atomicfile.DirPerm); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
 	var tensors []safetensors.Tensor

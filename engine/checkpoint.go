@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"whet/engine/atomicfile"
 	"whet/engine/safetensors"
 )
 
@@ -52,7 +53,7 @@ func checkpointName(step int) string { return fmt.Sprintf("step-%08d", step) }
 // SaveCheckpoint writes a checkpoint of m's trainable state into dir
 // (the run's checkpoints folder) and keeps only the newest keep (0 = all).
 func SaveCheckpoint(dir string, m *Model, st TrainerState, keep int) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := atomicfile.RealDir(dir); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	final := filepath.Join(dir, checkpointName(st.Step))
@@ -60,7 +61,7 @@ func SaveCheckpoint(dir string, m *Model, st TrainerState, keep int) (string, er
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", fmt.Errorf("checkpoint: remove stale %s: %w", tmp, err)
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.Mkdir(tmp, atomicfile.DirPerm); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	var tensors []safetensors.Tensor
@@ -197,17 +198,11 @@ func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
 
 // writeFileAtomic writes data to path through a synced temp file and rename.
 func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	f, err := atomicfile.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	// CreateTemp makes the file private; results are meant to be shared.
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		os.Remove(tmp)

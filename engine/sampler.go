@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
+	"whet/engine/atomicfile"
 )
 
 // StopIDs are the ids that end a reply: the template's stop tokens found
@@ -142,7 +142,7 @@ func appendSamples(dir string, samples []SampleEvent) error {
 	if dir == "" || len(samples) == 0 {
 		return nil
 	}
-	f, err := os.OpenFile(RunDir(dir).Samples(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := atomicfile.OpenAppend(RunDir(dir).Samples())
 	if err != nil {
 		return err
 	}

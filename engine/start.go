@@ -14,6 +14,7 @@ import (
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
+	"whet/engine/atomicfile"
 	"whet/engine/safetensors"
 )
 
@@ -355,7 +356,7 @@ func (s *Session) makeDir() error {
 	}
 	s.Dir = rd.Path()
 	s.Trainer.Dir = s.Dir
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(s.Dir, atomicfile.DirPerm); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
 	if s.Trainer.DPO != nil {
@@ -428,12 +429,18 @@ func (s *Session) referenceLogprobs() error {
 func (s *Session) export() (string, error) {
 	if !s.Cfg.usesLoRA() {
 		dir := RunDir(s.Dir).Model()
+		if err := atomicfile.RealDir(dir); err != nil {
+			return "", err
+		}
 		if err := SaveModel(dir, s.Model, s.Cfg.Model); err != nil {
 			return "", err
 		}
 		return "model saved to " + dir, nil
 	}
 	dir := RunDir(s.Dir).Adapter()
+	if err := atomicfile.RealDir(dir); err != nil {
+		return "", err
+	}
 	l := s.Cfg.LoRA
 	opts := LoRAOptions{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.RSLoRA}
 	if err := SaveAdapter(dir, s.Model, opts, s.Cfg.Model); err != nil {

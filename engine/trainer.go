@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"whet/datasets"
+	"whet/engine/atomicfile"
 )
 
 // Trainer runs the optimisation loop for one model over prepared batches.
@@ -280,7 +281,7 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 	defer t.ctl.setCancel(nil)
 	send := func(e Event) { out <- e }
 	if t.Dir != "" {
-		f, err := os.OpenFile(RunDir(t.Dir).Metrics(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		f, err := atomicfile.OpenAppend(RunDir(t.Dir).Metrics())
 		if err != nil {
 			return fmt.Errorf("open metrics: %w", err)
 		}

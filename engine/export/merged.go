@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"whet/engine/atomicfile"
 	"whet/engine/gguf"
 	"whet/engine/safetensors"
 )
@@ -165,15 +166,9 @@ func copyTokenizerFiles(srcDir, dir string) error {
 
 // writeFile writes through a temporary file renamed into place.
 func writeFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	tmp, err := atomicfile.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
-	}
-	// CreateTemp makes the file private; exports are meant to be shared.
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("export: %s: %w", path, err)
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"whet/engine"
+	"whet/engine/atomicfile"
 )
 
 // The files an export writes, by format. ownFile recognises them (and the
@@ -148,7 +149,7 @@ func prepareOutDir(o Options, progress Progress) (created bool, err error) {
 	st, err := os.Stat(o.OutDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		if err := os.MkdirAll(o.OutDir, atomicfile.DirPerm); err != nil {
 			return false, fmt.Errorf("export: %w", err)
 		}
 		return true, nil

@@ -26,6 +26,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"whet/engine/atomicfile"
 )
 
 // Version is the GGUF version this package writes.
@@ -200,7 +202,7 @@ func (f *File) WriteFile(path string, progress Progress) error {
 // WriteFileContext is WriteFile that stops, removing its temporary file,
 // at the first write after ctx is done.
 func (f *File) WriteFileContext(ctx context.Context, path string, progress Progress) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	tmp, err := atomicfile.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	if err != nil {
 		return fmt.Errorf("gguf: %w", err)
 	}
@@ -210,10 +212,6 @@ func (f *File) WriteFileContext(ctx context.Context, path string, progress Progr
 			os.Remove(tmp.Name())
 		}
 	}()
-	// CreateTemp makes the file private; a model file is meant to be shared.
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("gguf: %s: %w", path, err)
-	}
 	if err = f.Write(ctxWriter{ctx, tmp}, progress); err != nil {
 		return fmt.Errorf("gguf: %s: %w", path, err)
 	}

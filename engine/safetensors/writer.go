@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"whet/engine/atomicfile"
 )
 
 // Tensor is one tensor to write: Data holds the elements little-endian, as
@@ -198,7 +200,7 @@ func Write(path string, tensors []Tensor, metadata map[string]string) error {
 // any failure.
 func writeAtomic(path string, fill func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := atomicfile.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("safetensors: %s: %w", path, err)
 	}
@@ -214,11 +216,6 @@ func writeAtomic(path string, fill func(io.Writer) error) (err error) {
 		return err
 	}
 	if err := w.Flush(); err != nil {
-		return err
-	}
-	// CreateTemp makes the file private; give it the mode a plain create
-	// would have had.
-	if err := tmp.Chmod(0o644); err != nil {
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
