@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -19,6 +20,9 @@ import (
 )
 
 // LoadRunConfig reads a run.yaml, fills defaults and validates it.
+// Relative paths in it (model, data.path, data.eval_path) are read against
+// the file's folder and returned absolute; runs_dir is where runs go, read
+// against the working directory as before.
 func LoadRunConfig(path string) (RunConfig, error) {
 	var cfg RunConfig
 	data, err := os.ReadFile(path)
@@ -30,25 +34,75 @@ func LoadRunConfig(path string) (RunConfig, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
-	// Relative paths in a run file are relative to the file.
-	base := filepath.Dir(path)
-	rel := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		return filepath.Join(base, p)
+	// A run directory's copy written before paths were recorded absolute
+	// named them relative to the folder training ran in.
+	dir := RunDir(filepath.Dir(path))
+	_, statusErr := os.Stat(dir.Status())
+	legacy := filepath.Clean(path) == filepath.Clean(dir.Config()) && statusErr == nil
+	if err := cfg.resolvePaths(dir.Path(), legacy); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
-	cfg.Model = rel(cfg.Model)
-	cfg.Data.Path = rel(cfg.Data.Path)
-	cfg.Data.EvalPath = rel(cfg.Data.EvalPath)
 	cfg.FillDefaults()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// hubIDPattern is a Hugging Face repository id, ORG/NAME.
+var hubIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// hasHubIDForm says whether s is written as a Hugging Face repository id.
+func hasHubIDForm(s string) bool {
+	return hubIDPattern.MatchString(s) && !strings.Contains(s, "..")
+}
+
+// IsHubID says whether model reads as a Hugging Face repository id
+// (ORG/NAME) rather than a folder: it has that form and is no path here.
+func IsHubID(model string) bool {
+	if !hasHubIDForm(model) {
+		return false
+	}
+	_, err := os.Stat(model)
+	return err != nil
+}
+
+// resolvePaths makes the config's relative paths absolute, read against
+// base (the run file's folder; "." for a config built in code, whose paths
+// are the working directory's), so that the copy a run directory keeps
+// works from any folder. A model that is not found against base and reads
+// as a Hub id (ORG/NAME) is left as it is. With cwdFallback (a run
+// directory's run.yaml from before paths were recorded absolute), a path
+// missing against base but present in the working directory is taken
+// from there, as those files meant.
+func (c *RunConfig) resolvePaths(base string, cwdFallback bool) error {
+	resolve := func(p string, hubID bool) (string, error) {
+		if p == "" || filepath.IsAbs(p) {
+			return p, nil
+		}
+		inBase := filepath.Join(base, p)
+		if _, err := os.Stat(inBase); err == nil {
+			return filepath.Abs(inBase)
+		}
+		if _, err := os.Stat(p); err == nil && cwdFallback {
+			return filepath.Abs(p)
+		}
+		if hubID && hasHubIDForm(p) {
+			return p, nil
+		}
+		return filepath.Abs(inBase)
+	}
+	var err error
+	if c.Model, err = resolve(c.Model, true); err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	if c.Data.Path, err = resolve(c.Data.Path, false); err != nil {
+		return fmt.Errorf("data.path: %w", err)
+	}
+	if c.Data.EvalPath, err = resolve(c.Data.EvalPath, false); err != nil {
+		return fmt.Errorf("data.eval_path: %w", err)
+	}
+	return nil
 }
 
 // FillDefaults sets what a run file may leave out, with the values users
@@ -269,6 +323,16 @@ func Prepare(cfg RunConfig) (*Session, error) {
 			return nil, err
 		}
 	}
+	// The run directory's copy of cfg records absolute paths (or a Hub
+	// id), so that chat, export and resume work from any folder.
+	if err := cfg.resolvePaths(".", false); err != nil {
+		return nil, err
+	}
+	runsDir, err := filepath.Abs(cfg.RunsDir)
+	if err != nil {
+		return nil, fmt.Errorf("runs_dir: %w", err)
+	}
+	cfg.RunsDir = runsDir
 	b, notices, err := OpenBackend(cfg.Backend)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,171 @@
+package engine_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"whet/engine"
+)
+
+func mkdirs(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".jsonl") {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("{}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func writeRunFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoadRunConfigPathsAreTheFilesFolders: relative paths in a run file
+// are read against the file's folder, even where the working directory
+// holds a folder of the same name, and come back absolute; a Hub id stays
+// a Hub id.
+func TestLoadRunConfigPathsAreTheFilesFolders(t *testing.T) {
+	proj, elsewhere := t.TempDir(), t.TempDir()
+	sub := filepath.Join(proj, "sub")
+	mkdirs(t, filepath.Join(sub, "model"), filepath.Join(sub, "data.jsonl"),
+		filepath.Join(elsewhere, "model"), filepath.Join(elsewhere, "data.jsonl"), filepath.Join(elsewhere, "eval.jsonl"))
+	writeRunFile(t, filepath.Join(sub, "run.yaml"), "model: model\ndata:\n  path: data.jsonl\n  eval_path: eval.jsonl\n")
+	t.Chdir(elsewhere)
+	cfg, err := engine.LoadRunConfig(filepath.Join(sub, "run.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(sub, "model"); cfg.Model != want {
+		t.Errorf("model = %q, want %q (the run file's folder, not the working directory's)", cfg.Model, want)
+	}
+	if want := filepath.Join(sub, "data.jsonl"); cfg.Data.Path != want {
+		t.Errorf("data.path = %q, want %q", cfg.Data.Path, want)
+	}
+	// Missing: still the file's folder, absolute, so the error names
+	// where it was looked for.
+	if want := filepath.Join(sub, "eval.jsonl"); cfg.Data.EvalPath != want {
+		t.Errorf("data.eval_path = %q, want %q", cfg.Data.EvalPath, want)
+	}
+
+	// A relative run file path from the project folder.
+	t.Chdir(proj)
+	cfg, err = engine.LoadRunConfig(filepath.Join("sub", "run.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(sub, "model"); cfg.Model != want {
+		t.Errorf("from the project folder: model = %q, want %q", cfg.Model, want)
+	}
+
+	// A Hub id is left as it is; a relative path of the same form that
+	// exists next to the run file is a folder.
+	writeRunFile(t, filepath.Join(sub, "hub.yaml"), "model: Qwen/Qwen2.5-0.5B-Instruct\ndata:\n  path: data.jsonl\n")
+	if cfg, err = engine.LoadRunConfig(filepath.Join(sub, "hub.yaml")); err != nil || cfg.Model != "Qwen/Qwen2.5-0.5B-Instruct" {
+		t.Errorf("hub id: model = %q, %v", cfg.Model, err)
+	}
+	mkdirs(t, filepath.Join(sub, "Qwen", "Qwen2.5-0.5B-Instruct"))
+	if cfg, err = engine.LoadRunConfig(filepath.Join(sub, "hub.yaml")); err != nil || cfg.Model != filepath.Join(sub, "Qwen", "Qwen2.5-0.5B-Instruct") {
+		t.Errorf("folder of a hub id's form: model = %q, %v", cfg.Model, err)
+	}
+}
+
+// TestLoadRunConfigOldRunDirectory: a run directory's run.yaml written
+// before paths were recorded absolute named them relative to the folder
+// training ran in; from that folder it still loads.
+func TestLoadRunConfigOldRunDirectory(t *testing.T) {
+	proj := t.TempDir()
+	run := engine.RunDir(filepath.Join(proj, "runs", "old"))
+	mkdirs(t, filepath.Join(proj, "models", "tiny"), filepath.Join(proj, "chat.jsonl"), run.Path())
+	writeRunFile(t, run.Config(), "name: old\nmodel: models/tiny\ndata:\n  path: chat.jsonl\n")
+	writeRunFile(t, run.Status(), `{"state":"done"}`)
+	t.Chdir(proj)
+	cfg, err := engine.LoadRunConfig(run.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(proj, "models", "tiny"); cfg.Model != want || cfg.Data.Path != filepath.Join(proj, "chat.jsonl") {
+		t.Errorf("old run: model %q, data %q; want %q and chat.jsonl in %s", cfg.Model, cfg.Data.Path, want, proj)
+	}
+}
+
+// copyFiles copies the files of src (no sub-folders) into dst.
+func copyFiles(t *testing.T, src, dst string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mkdirs(t, dst)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRunDirectoryRecordsAbsolutePaths: a run started from a config with
+// paths relative to the working directory (as the studio builds them)
+// keeps a run.yaml whose paths are absolute, so that it reads the same
+// from any folder.
+func TestRunDirectoryRecordsAbsolutePaths(t *testing.T) {
+	proj, elsewhere := t.TempDir(), t.TempDir()
+	copyFiles(t, "../testdata/tiny-llama", filepath.Join(proj, "tiny-llama"))
+	chat, err := os.ReadFile("../testdata/datasets/tiny-chat.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proj, "chat.jsonl"), chat, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(proj)
+	cfg := engine.RunConfig{Name: "rel", Model: "tiny-llama", Method: "lora", Backend: "cpu", RunsDir: "runs",
+		LoRA:  engine.LoRAConfig{Rank: 4, Alpha: 8},
+		Data:  engine.DataConfig{Path: "chat.jsonl", MaxLength: 64, Packing: true, Seed: 1},
+		Train: engine.TrainConfig{MaxSteps: 1, MicroBatch: 1, LR: 1e-3, Seed: 1}}
+	runToEnd(t, cfg)
+	run := engine.RunDir(filepath.Join(proj, "runs", "rel"))
+	raw, err := os.ReadFile(run.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved engine.RunConfig
+	if err := yaml.Unmarshal(raw, &saved); err != nil {
+		t.Fatal(err)
+	}
+	for field, got := range map[string]string{"model": saved.Model, "data.path": saved.Data.Path, "runs_dir": saved.RunsDir} {
+		if !filepath.IsAbs(got) {
+			t.Errorf("run.yaml records %s %q, want an absolute path", field, got)
+		}
+	}
+	t.Chdir(elsewhere)
+	again, err := engine.LoadRunConfig(run.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Model != filepath.Join(proj, "tiny-llama") || again.Data.Path != filepath.Join(proj, "chat.jsonl") {
+		t.Errorf("from another folder: model %q, data %q", again.Model, again.Data.Path)
+	}
+}
