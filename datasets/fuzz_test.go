@@ -84,3 +84,33 @@ func FuzzCSV(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParquet feeds corrupt Parquet files (mutations of the fixtures) to
+// the Parquet reader: it must never panic, every failure must name the
+// file, and the rows it does return must convert without panicking.
+func FuzzParquet(f *testing.F) {
+	for _, name := range []string{"alpaca.parquet", "messages.parquet", "messages-arrow.parquet", "bad-role.parquet", "truncated.parquet"} {
+		data, err := os.ReadFile(fixtures + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		res, err := ReadParquet(bytes.NewReader(data), int64(len(data)), "fuzz.parquet")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.parquet: ") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		for i, r := range res.Records {
+			if r.Loc.Row != i+1 {
+				t.Fatalf("record %d has location %+v", i, r.Loc)
+			}
+			for _, f := range Formats {
+				ToExample(r, f, nil)
+			}
+		}
+	})
+}

@@ -3,6 +3,7 @@ package datasets
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -420,18 +421,29 @@ func ReadCSV(r io.Reader, name string, comma rune, skipBad bool) (*ReadResult, e
 // ReadParquet reads every row of a Parquet file into records; nested
 // columns (lists of message structs) become []any of map[string]any.
 func ReadParquet(r io.ReaderAt, size int64, name string) (*ReadResult, error) {
-	pf, err := parquet.OpenFile(r, size)
+	if err := checkParquetFooter(r, size); err != nil {
+		return nil, fmt.Errorf("%s: not a readable Parquet file: %w", name, err)
+	}
+	var pr *parquet.Reader
+	var total int64
+	err := parquetCall(func() error {
+		pf, err := parquet.OpenFile(r, size)
+		if err != nil {
+			return err
+		}
+		total = pf.NumRows()
+		pr = parquet.NewReader(pf)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a readable Parquet file: %w", name, err)
 	}
+	defer parquetCall(pr.Close)
 	res := &ReadResult{}
-	pr := parquet.NewReader(pf)
-	defer pr.Close()
-	total := pf.NumRows()
 	for row := int64(1); row <= total; row++ {
 		loc := Location{File: name, Row: int(row), kind: kindParquet}
 		fields := map[string]any{}
-		if err := readParquetRow(pr, &fields); err != nil {
+		if err := parquetCall(func() error { return pr.Read(&fields) }); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, fmt.Errorf("%s: file says %d rows but ended after %d", name, total, row-1)
 			}
@@ -447,15 +459,42 @@ func ReadParquet(r io.ReaderAt, size int64, name string) (*ReadResult, error) {
 	return res, nil
 }
 
-// readParquetRow guards the reader: a corrupt page must come back as an
-// error, not take the process down.
-func readParquetRow(pr *parquet.Reader, dst *map[string]any) (err error) {
+// checkParquetFooter checks the footer length the file declares (the 4
+// bytes before the closing magic) against the file's size before parquet-go
+// reads it: the library allocates whatever length the file declares, so a
+// corrupt length would cost gigabytes and seconds before the read fails.
+func checkParquetFooter(r io.ReaderAt, size int64) error {
+	const magic = "PAR1"
+	if size < int64(2*len(magic)+4) {
+		return fmt.Errorf("%d bytes is too short for a Parquet file", size)
+	}
+	var tail [8]byte
+	if _, err := r.ReadAt(tail[:], size-8); err != nil {
+		return fmt.Errorf("read the footer: %w", err)
+	}
+	if string(tail[4:]) != magic {
+		// "PARE" marks an encrypted footer, which whet cannot read either.
+		return fmt.Errorf("the file does not end with the Parquet magic %q (it ends with %q)", magic, tail[4:])
+	}
+	if n := int64(binary.LittleEndian.Uint32(tail[:4])); n > size-int64(2*len(magic)+4) {
+		return fmt.Errorf("the footer claims %d bytes, more than the %d-byte file holds", n, size)
+	}
+	return nil
+}
+
+// parquetCall runs fn, which calls into the Parquet library, and turns a
+// panic there into an error. parquet-go trusts the offsets and lengths a
+// file declares, so a corrupt file panics inside it (slice bounds in
+// ReadPageIndex while opening, page decoding while reading); recovering
+// at this boundary, and only here, keeps a bad file from taking the
+// process down. The callers put the file's name on the error.
+func parquetCall(fn func() error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("corrupt data: %v", p)
+			err = fmt.Errorf("corrupt data (the Parquet reader failed: %v)", p)
 		}
 	}()
-	return pr.Read(dst)
+	return fn()
 }
 
 // normalizeParquetValue maps Parquet's Go values onto the JSON-like set the

@@ -1,6 +1,8 @@
 package datasets
 
 import (
+	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -143,5 +145,39 @@ func TestReadFileSkipsBadRows(t *testing.T) {
 	}
 	if res.Records[1].Fields["instruction"] != "Another good row" {
 		t.Errorf("CSV reader lost its place after bad rows: %v", res.Records[1].Fields)
+	}
+}
+
+// TestCorruptParquetIsTheFilesError flips single bytes of the fixtures'
+// page indexes where parquet-go v0.32.0 panicked (slice bounds and
+// makeslice in ReadPageIndex, found by random mutation): each must come
+// back as an error naming the file.
+func TestCorruptParquetIsTheFilesError(t *testing.T) {
+	cases := []struct {
+		file string
+		pos  int
+		val  byte
+	}{
+		{"messages.parquet", 847, 131},
+		{"messages.parquet", 839, 123},
+		{"messages.parquet", 841, 1},
+		{"alpaca.parquet", 882, 79},
+		{"alpaca.parquet", 796, 37},
+		{"messages-arrow.parquet", 813, 109},
+	}
+	for _, c := range cases {
+		data, err := os.ReadFile(fixtures + c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[c.pos] = c.val
+		_, err = ReadParquet(bytes.NewReader(data), int64(len(data)), c.file)
+		if err == nil {
+			t.Errorf("%s with byte %d = %d: no error", c.file, c.pos, c.val)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), c.file+": ") {
+			t.Errorf("%s with byte %d = %d: error does not name the file: %v", c.file, c.pos, c.val, err)
+		}
 	}
 }
