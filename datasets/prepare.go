@@ -51,6 +51,15 @@ type Tokenizer interface {
 	Config() map[string]any
 }
 
+// FallibleEncoder is the optional capability of a tokenizer whose
+// encodings can go wrong as a whole: *tokenizer.Tokenizer stops when a
+// regex of its tokenizer.json gives up on a text (catastrophic
+// backtracking). Prepare checks Err after tokenizing, so no run trains on
+// ids the tokenizer itself disowns.
+type FallibleEncoder interface {
+	Err() error
+}
+
 // Prepared is a dataset ready for training.
 type Prepared struct {
 	Format   Format
@@ -443,6 +452,11 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 		}()
 	}
 	wg.Wait()
+	if f, ok := t.tok.(FallibleEncoder); ok {
+		if err := f.Err(); err != nil {
+			return fmt.Errorf("data: %w", err)
+		}
+	}
 	for i := range out {
 		r := &out[i]
 		if r.err != nil {

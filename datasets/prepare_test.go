@@ -1,10 +1,12 @@
 package datasets
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -360,5 +362,44 @@ func TestPrepareReadsShards(t *testing.T) {
 		if _, err := Prepare(Options{Path: path, Template: "chatml", MaxLength: 256}, tok); err == nil {
 			t.Errorf("%s: no error", path)
 		}
+	}
+}
+
+// failingTok is a tokenizer that disowns its encodings after the first
+// text containing trigger, as *tokenizer.Tokenizer does when a regex
+// times out.
+type failingTok struct {
+	*fakeTok
+	trigger string
+	mu      sync.Mutex
+	err     error
+}
+
+var _ FallibleEncoder = (*failingTok)(nil)
+
+func (t *failingTok) Encode(text string, addSpecial bool) []int {
+	if strings.Contains(text, t.trigger) {
+		t.mu.Lock()
+		t.err = errors.New(`tokenizer.json pre_tokenizer.pattern.Regex: regex "(x+x+)+y" gave up`)
+		t.mu.Unlock()
+		return nil
+	}
+	return t.fakeTok.Encode(text, addSpecial)
+}
+
+func (t *failingTok) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+// TestPrepareFailsWhenTheTokenizerGivesUp: a tokenizer that reports its
+// encodings as broken fails the preparation with its reason, instead of
+// training on what it returned.
+func TestPrepareFailsWhenTheTokenizerGivesUp(t *testing.T) {
+	tok := &failingTok{fakeTok: chatmlTok(""), trigger: "7 times 6"}
+	_, err := Prepare(Options{Path: fixtures + "tiny-chat.jsonl", Template: "chatml", MaxLength: 256}, tok)
+	if err == nil || !strings.Contains(err.Error(), `regex "(x+x+)+y" gave up`) {
+		t.Fatalf("Prepare with a failed tokenizer: %v", err)
 	}
 }

@@ -204,3 +204,6 @@ func BenchmarkPrepareRealTokenizers(b *testing.B) {
 		})
 	}
 }
+
+// The real tokenizer reports a regex that gave up, so Prepare checks it.
+var _ datasets.FallibleEncoder = (*tokenizer.Tokenizer)(nil)

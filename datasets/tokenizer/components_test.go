@@ -26,7 +26,7 @@ func TestSplitBehaviors(t *testing.T) {
 	for behavior, w := range want {
 		for _, pat := range []string{`{"String": "-"}`, `{"Regex": "-"}`} {
 			raw := `{"type": "Split", "pattern": ` + pat + `, "behavior": "` + behavior + `", "invert": false}`
-			p, err := parsePreTokenizer(json.RawMessage(raw), "pre_tokenizer")
+			p, err := parsePreTokenizer(json.RawMessage(raw), "pre_tokenizer", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -36,7 +36,7 @@ func TestSplitBehaviors(t *testing.T) {
 		}
 	}
 	// invert keeps the matches as the pieces: a word splitter.
-	p, err := parsePreTokenizer(json.RawMessage(`{"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Removed", "invert": true}`), "p")
+	p, err := parsePreTokenizer(json.RawMessage(`{"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Removed", "invert": true}`), "p", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,14 +46,14 @@ func TestSplitBehaviors(t *testing.T) {
 }
 
 func TestMetaspaceAndDigits(t *testing.T) {
-	p, err := parsePreTokenizer(json.RawMessage(`{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true}`), "p")
+	p, err := parsePreTokenizer(json.RawMessage(`{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true}`), "p", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := pieces(p, "Hey friend"); !slices.Equal(got, []string{"▁Hey", "▁friend"}) {
 		t.Errorf("Metaspace: %q", got)
 	}
-	first, err := parsePreTokenizer(json.RawMessage(`{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}`), "p")
+	first, err := parsePreTokenizer(json.RawMessage(`{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}`), "p", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,14 +62,14 @@ func TestMetaspaceAndDigits(t *testing.T) {
 	if !slices.Equal(notStart, []string{"a▁b"}) || !slices.Equal(pieces(first, "a b"), []string{"▁a▁b"}) {
 		t.Errorf("Metaspace first: at start %q, later %q", pieces(first, "a b"), notStart)
 	}
-	d, err := parsePreTokenizer(json.RawMessage(`{"type": "Digits", "individual_digits": true}`), "p")
+	d, err := parsePreTokenizer(json.RawMessage(`{"type": "Digits", "individual_digits": true}`), "p", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := pieces(d, "Call 123 please"); !slices.Equal(got, []string{"Call ", "1", "2", "3", " please"}) {
 		t.Errorf("Digits individual: %q", got)
 	}
-	d, _ = parsePreTokenizer(json.RawMessage(`{"type": "Digits", "individual_digits": false}`), "p")
+	d, _ = parsePreTokenizer(json.RawMessage(`{"type": "Digits", "individual_digits": false}`), "p", nil)
 	if got := pieces(d, "Call 123 please"); !slices.Equal(got, []string{"Call ", "123", " please"}) {
 		t.Errorf("Digits runs: %q", got)
 	}
@@ -91,7 +91,7 @@ func TestDecoders(t *testing.T) {
 		{`{"type": "ByteLevel"}`, []string{"æĹ"}, "\uFFFD"}, // two of three bytes of 日
 	}
 	for _, c := range cases {
-		d, err := parseDecoder(json.RawMessage(c.raw), "decoder")
+		d, err := parseDecoder(json.RawMessage(c.raw), "decoder", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -153,7 +153,7 @@ func (d metaspaceDecoder) decodeChain(tokens []string) []string {
 	return out
 }
 
-func parseDecoder(raw json.RawMessage, path string) (decoder, error) {
+func parseDecoder(raw json.RawMessage, path string, fault *regexFault) (decoder, error) {
 	obj, typ, err := component(raw, path)
 	if err != nil || obj == nil {
 		return nil, err
@@ -166,7 +166,7 @@ func parseDecoder(raw json.RawMessage, path string) (decoder, error) {
 		}
 		var seq decoderSeq
 		for i, it := range items {
-			d, err := parseDecoder(it, fmt.Sprintf("%s.decoders[%d]", path, i))
+			d, err := parseDecoder(it, fmt.Sprintf("%s.decoders[%d]", path, i), fault)
 			if err != nil {
 				return nil, err
 			}
@@ -194,7 +194,7 @@ func parseDecoder(raw json.RawMessage, path string) (decoder, error) {
 		}
 		return d, nil
 	case "Replace":
-		r, err := parseReplacer(obj, path)
+		r, err := parseReplacer(obj, path, fault)
 		if err != nil {
 			return nil, err
 		}

@@ -2,10 +2,12 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeTiny copies the tiny tokenizer into a temp dir after letting edit
@@ -115,5 +117,46 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := Load(writeTiny(t, nil)); err != nil {
 		t.Errorf("unedited copy fails to load: %v", err)
+	}
+}
+
+// TestPathologicalRegexGivesUp: a Split regex with catastrophic
+// backtracking ((x+x+)+y on a run of x's takes exponential time) must not
+// hang Encode: the match times out, Err names the pattern and where
+// tokenizer.json holds it, and later encodings give up at once.
+func TestPathologicalRegexGivesUp(t *testing.T) {
+	defer func(d time.Duration) { regexMatchTimeout = d }(regexMatchTimeout)
+	regexMatchTimeout = 50 * time.Millisecond
+	const pathological = `(x+x+)+y`
+	dir := writeTiny(t, func(tj map[string]any) {
+		split := obj(obj(tj["pre_tokenizer"])["pretokenizers"].([]any)[0])
+		split["pattern"] = map[string]any{"Regex": pathological}
+	})
+	tok, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := tok.Encode("xy", false); len(ids) == 0 || tok.Err() != nil {
+		t.Fatalf("a text the pattern matches at once: ids %v, Err %v", ids, tok.Err())
+	}
+	done := make(chan []int, 1)
+	go func() { done <- tok.Encode(strings.Repeat("x", 40), false) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Encode still running after 20s: the regex has no match timeout")
+	}
+	err = tok.Err()
+	var pe *PatternError
+	if !errors.As(err, &pe) {
+		t.Fatalf("Err after the timeout = %v, want a *PatternError", err)
+	}
+	for _, want := range []string{"pre_tokenizer.pretokenizers[0].pattern.Regex", pathological, "xxxxxxxx"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if ids := tok.Encode("xy", false); ids != nil {
+		t.Errorf("after the failure Encode returned %v, want nil (the tokenizer cannot be trusted)", ids)
 	}
 }

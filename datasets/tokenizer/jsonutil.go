@@ -2,8 +2,11 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/dlclark/regexp2/v2"
 )
@@ -54,10 +57,12 @@ func optField(obj map[string]json.RawMessage, name string, dst any, path string)
 type pattern struct {
 	literal string
 	re      *regexp2.Regexp
-	source  string // the regex source, to recognise patterns we scan by hand
+	source  string      // the regex source, to recognise patterns we scan by hand
+	field   string      // where tokenizer.json holds it, for errors
+	fault   *regexFault // where a match that gives up is recorded
 }
 
-func parsePattern(obj map[string]json.RawMessage, path string) (pattern, error) {
+func parsePattern(obj map[string]json.RawMessage, path string, fault *regexFault) (pattern, error) {
 	var p struct {
 		String *string
 		Regex  *string
@@ -72,11 +77,11 @@ func parsePattern(obj map[string]json.RawMessage, path string) (pattern, error) 
 		}
 		return pattern{literal: *p.String}, nil
 	case p.Regex != nil:
-		re, err := regexp2.Compile(*p.Regex, regexp2.None)
+		pat, err := compilePattern(*p.Regex, path+".pattern.Regex", fault)
 		if err != nil {
 			return pattern{}, fmt.Errorf("%s.pattern.Regex: %v", path, err)
 		}
-		return pattern{re: re, source: *p.Regex}, nil
+		return pat, nil
 	}
 	return pattern{}, fmt.Errorf("%s.pattern: want String or Regex", path)
 }
@@ -98,7 +103,10 @@ func (p pattern) findAll(s string) [][2]int {
 	}
 	idx, err := p.re.FindAllStringIndex(s, -1)
 	if err != nil {
-		// Only a match timeout can fail, and we set none.
+		// A match timeout (or regexp2's backtracking stack limit): the
+		// text cannot be split as the tokenizer says, so nothing it
+		// encodes from now on can be trusted.
+		p.fault.record(&PatternError{Field: p.field, Pattern: p.source, Text: s, Err: err})
 		return out
 	}
 	for _, m := range idx {
@@ -115,8 +123,8 @@ type replacer struct {
 	content string
 }
 
-func parseReplacer(obj map[string]json.RawMessage, path string) (replacer, error) {
-	p, err := parsePattern(obj, path)
+func parseReplacer(obj map[string]json.RawMessage, path string, fault *regexFault) (replacer, error) {
+	p, err := parsePattern(obj, path, fault)
 	if err != nil {
 		return replacer{}, err
 	}
@@ -147,10 +155,65 @@ func (r replacer) replace(s string) string {
 	return b.String()
 }
 
-func compilePattern(src string) (pattern, error) {
+// compilePattern compiles a tokenizer.json regex with a match timeout:
+// regexp2 backtracks, so a pattern such as (a+)+$ can take exponential
+// time on a text it almost matches, and the timeout turns that hang into
+// an error naming the pattern.
+func compilePattern(src, field string, fault *regexFault) (pattern, error) {
 	re, err := regexp2.Compile(src, regexp2.None)
 	if err != nil {
 		return pattern{}, err
 	}
-	return pattern{re: re, source: src}, nil
+	re.MatchTimeout = regexMatchTimeout
+	return pattern{re: re, source: src, field: field, fault: fault}, nil
+}
+
+// regexMatchTimeout bounds one search for the next match of a
+// tokenizer.json regex. Real pre-tokenizer patterns take microseconds per
+// match; a variable so that a test can show a pathological pattern fail fast.
+var regexMatchTimeout = 2 * time.Second
+
+// PatternError is a tokenizer.json regex that gave up on a text (a match
+// timeout from catastrophic backtracking): the text cannot be split the way
+// the tokenizer says.
+type PatternError struct {
+	Field   string // where tokenizer.json holds the pattern
+	Pattern string
+	Text    string // the text being matched
+	Err     error
+}
+
+func (e *PatternError) Error() string {
+	text := e.Text
+	if len(text) > 60 {
+		text = strings.ToValidUTF8(text[:60], "") + "…"
+	}
+	reason := fmt.Sprintf("gave up after %v (catastrophic backtracking?)", regexMatchTimeout)
+	if errors.Is(e.Err, regexp2.ErrBacktrackingStackLimit) {
+		reason = e.Err.Error()
+	}
+	return fmt.Sprintf("tokenizer.json %s: regex %q %s on the text %q; simplify the pattern (nested repetition such as (a+)+ backtracks exponentially)", e.Field, e.Pattern, reason, text)
+}
+
+func (e *PatternError) Unwrap() error { return e.Err }
+
+// regexFault keeps the first PatternError of a tokenizer; it is shared by
+// all its patterns and safe for concurrent use.
+type regexFault struct{ first atomic.Pointer[PatternError] }
+
+func (f *regexFault) record(e *PatternError) {
+	if f != nil {
+		f.first.CompareAndSwap(nil, e)
+	}
+}
+
+// err returns the first PatternError, or nil (also for a nil fault).
+func (f *regexFault) err() error {
+	if f == nil {
+		return nil
+	}
+	if e := f.first.Load(); e != nil {
+		return e
+	}
+	return nil
 }

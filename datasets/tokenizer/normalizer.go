@@ -60,7 +60,7 @@ func (n replaceNormalizer) normalize(s string) string { return n.r.replace(s) }
 
 // parseNormalizer builds the normalizer described at path (for messages)
 // from raw JSON; null gives nil.
-func parseNormalizer(raw json.RawMessage, path string) (normalizer, error) {
+func parseNormalizer(raw json.RawMessage, path string, fault *regexFault) (normalizer, error) {
 	obj, typ, err := component(raw, path)
 	if err != nil || obj == nil {
 		return nil, err
@@ -73,7 +73,7 @@ func parseNormalizer(raw json.RawMessage, path string) (normalizer, error) {
 		}
 		var seq normalizerSeq
 		for i, it := range items {
-			n, err := parseNormalizer(it, fmt.Sprintf("%s.normalizers[%d]", path, i))
+			n, err := parseNormalizer(it, fmt.Sprintf("%s.normalizers[%d]", path, i), fault)
 			if err != nil {
 				return nil, err
 			}
@@ -108,7 +108,7 @@ func parseNormalizer(raw json.RawMessage, path string) (normalizer, error) {
 		}
 		return n, nil
 	case "Replace":
-		r, err := parseReplacer(obj, path)
+		r, err := parseReplacer(obj, path, fault)
 		if err != nil {
 			return nil, err
 		}

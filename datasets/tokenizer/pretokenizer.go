@@ -182,7 +182,7 @@ func (p digitsPreTokenizer) preTokenize(s string, atStart bool, emit func(string
 	splitByMatches(s, ms, b, false, atStart, emit)
 }
 
-func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
+func parsePreTokenizer(raw json.RawMessage, path string, fault *regexFault) (preTokenizer, error) {
 	obj, typ, err := component(raw, path)
 	if err != nil || obj == nil {
 		return nil, err
@@ -195,7 +195,7 @@ func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
 		}
 		var seq preTokenizerSeq
 		for i, it := range items {
-			p, err := parsePreTokenizer(it, fmt.Sprintf("%s.pretokenizers[%d]", path, i))
+			p, err := parsePreTokenizer(it, fmt.Sprintf("%s.pretokenizers[%d]", path, i), fault)
 			if err != nil {
 				return nil, err
 			}
@@ -206,7 +206,7 @@ func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
 		return seq, nil
 	case "Split":
 		p := &splitPreTokenizer{}
-		if p.pat, err = parsePattern(obj, path); err != nil {
+		if p.pat, err = parsePattern(obj, path, fault); err != nil {
 			return nil, err
 		}
 		var behavior string
@@ -235,7 +235,7 @@ func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
 			return nil, err
 		}
 		if useRegex {
-			pat, err := compilePattern(patternGPT2)
+			pat, err := compilePattern(patternGPT2, path+" (use_regex: the GPT-2 pattern)", fault)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", path, err)
 			}

@@ -40,7 +40,7 @@ func scanAll(s string, kind scanKind) []string {
 
 func regexpAll(t testing.TB, src, s string) []string {
 	t.Helper()
-	p, err := compilePattern(src)
+	p, err := compilePattern(src, "test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,10 @@ type Tokenizer struct {
 	addedToID map[string]int
 	special   map[int]bool
 
+	// fault holds the first regex that gave up on a text; after it,
+	// encodings are incomplete (see Err).
+	fault *regexFault
+
 	config       map[string]any
 	chatTemplate string
 	bos          int
@@ -153,14 +157,14 @@ func parse(data []byte, config map[string]any) (*Tokenizer, error) {
 	if config == nil {
 		config = map[string]any{}
 	}
-	t := &Tokenizer{config: config, addedToID: map[string]int{}, special: map[int]bool{}}
-	if t.normalizer, err = parseNormalizer(tj.Normalizer, "normalizer"); err != nil {
+	t := &Tokenizer{config: config, addedToID: map[string]int{}, special: map[int]bool{}, fault: &regexFault{}}
+	if t.normalizer, err = parseNormalizer(tj.Normalizer, "normalizer", t.fault); err != nil {
 		return nil, err
 	}
-	if t.pre, err = parsePreTokenizer(tj.PreTokenizer, "pre_tokenizer"); err != nil {
+	if t.pre, err = parsePreTokenizer(tj.PreTokenizer, "pre_tokenizer", t.fault); err != nil {
 		return nil, err
 	}
-	if t.decoder, err = parseDecoder(tj.Decoder, "decoder"); err != nil {
+	if t.decoder, err = parseDecoder(tj.Decoder, "decoder", t.fault); err != nil {
 		return nil, err
 	}
 	byteLevel := hasByteLevel(t.pre) || hasByteLevelDecoder(t.decoder)
@@ -509,7 +513,14 @@ func (t *Tokenizer) setSpecialTokens(specialMap, genConfig map[string]any, dir s
 // Encode returns the ids of text. With addSpecial, the post-processor's
 // special tokens (BOS for Llama and Gemma) are added around it, as
 // transformers does by default. Invalid UTF-8 is read as U+FFFD.
+//
+// Once a regex of tokenizer.json has given up on a text (see Err), the
+// tokenizer cannot be trusted: Encode returns nil at once rather than pay
+// the match timeout again on every text, and Err says why.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
+	if t.fault.err() != nil {
+		return nil
+	}
 	text = strings.ToValidUTF8(text, "\uFFFD")
 	out := make([]int, 0, len(text)/3+4)
 	if addSpecial {
@@ -633,6 +644,11 @@ func (t *Tokenizer) EOSIDs() []int { return append([]int(nil), t.eos...) }
 // IsSpecial reports whether id is a special added token (skipped by
 // Decode with skipSpecial).
 func (t *Tokenizer) IsSpecial(id int) bool { return t.special[id] }
+
+// Err reports the first regex of tokenizer.json that gave up on a text
+// (a *PatternError), or nil. After it, Encode and Decode results are
+// incomplete, so a caller that encodes data checks Err before using them.
+func (t *Tokenizer) Err() error { return t.fault.err() }
 
 // ChatTemplate is the raw Jinja chat template, "" when there is none.
 func (t *Tokenizer) ChatTemplate() string { return t.chatTemplate }
