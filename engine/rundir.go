@@ -60,8 +60,8 @@ func (d RunDir) Model() string { return d.join("model") }
 // RefLogps is the DPO reference log-probs cache.
 func (d RunDir) RefLogps() string { return d.join("ref_logps.json") }
 
-// Lock is the file the training process holds locked.
-func (d RunDir) Lock() string { return d.join("lock") }
+// LockFile is the file the training process holds locked (see Acquire).
+func (d RunDir) LockFile() string { return d.join("lock") }
 
 // Export is where an export goes unless told otherwise: export/FORMAT, or
 // export/FORMAT-QUANT when there is a precision.

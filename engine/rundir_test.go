@@ -31,7 +31,7 @@ func TestRunDirNamesEverythingARunWrites(t *testing.T) {
 	}
 	named := map[string]bool{}
 	for _, p := range []string{d.Config(), d.Inputs(), d.Metrics(), d.Samples(), d.Status(), d.Checkpoints(),
-		d.Adapter(), d.Model(), d.RefLogps(), d.Lock(), filepath.Dir(d.Export("peft", ""))} {
+		d.Adapter(), d.Model(), d.RefLogps(), d.LockFile(), filepath.Dir(d.Export("peft", ""))} {
 		if filepath.Dir(p) != d.Path() {
 			t.Errorf("%s is not directly in the run folder %s", p, d.Path())
 		}

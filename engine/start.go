@@ -308,6 +308,9 @@ type Session struct {
 	Model   *Model
 	Trainer *Trainer
 	Notices []string
+	// lock is held on the run folder from before anything is read from it
+	// until Close.
+	lock *RunLock
 }
 
 // Prepare builds everything a run needs and creates its run directory
@@ -317,10 +320,18 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var lock *RunLock
 	if cfg.Name != "" {
-		// Before the slow part: a name that cannot be a folder fails now.
-		if _, err := RunDirOf(cfg); err != nil {
+		// Before the slow part: a name that cannot be a folder, or a run
+		// folder another process is training in, fails now.
+		rd, err := RunDirOf(cfg)
+		if err != nil {
 			return nil, err
+		}
+		if _, err := os.Stat(rd.Path()); err == nil {
+			if lock, err = rd.Acquire(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// The run directory's copy of cfg records absolute paths (or a Hub
@@ -335,9 +346,10 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	cfg.RunsDir = runsDir
 	b, notices, err := OpenBackend(cfg.Backend)
 	if err != nil {
+		lock.Release()
 		return nil, err
 	}
-	s := &Session{Cfg: cfg, Backend: b, Notices: notices}
+	s := &Session{Cfg: cfg, Backend: b, Notices: notices, lock: lock}
 	fail := func(err error) (*Session, error) {
 		s.Close()
 		return nil, err
@@ -422,6 +434,11 @@ func (s *Session) makeDir() error {
 	s.Trainer.Dir = s.Dir
 	if err := os.MkdirAll(s.Dir, atomicfile.DirPerm); err != nil {
 		return fmt.Errorf("run directory: %w", err)
+	}
+	if s.lock == nil {
+		if s.lock, err = rd.Acquire(); err != nil {
+			return err
+		}
 	}
 	if s.Trainer.DPO != nil {
 		// Before Resume: for full-weight DPO the reference is the model as
@@ -527,6 +544,8 @@ func (s *Session) Close() {
 	if c, ok := s.Backend.(Closer); ok {
 		c.Close()
 	}
+	s.lock.Release()
+	s.lock = nil
 }
 
 // Start prepares a run and trains it in the background. Events arrive on
