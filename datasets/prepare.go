@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -384,14 +385,22 @@ func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
 		if n, ok := DetectTemplate(tok.ChatTemplate()); ok {
 			name = n
 			p.Stats.TemplateDetected = true
+		} else if jinja := tok.ChatTemplate(); jinja != "" && f != FormatAlpaca {
+			// No built-in family renders it: the interpreter does.
+			t, err := NewJinjaTemplate(jinja)
+			if err != nil {
+				return fmt.Errorf("data: the tokenizer's %w", err)
+			}
+			p.Template = t
+			p.Stats.Template = t.Name
+			p.Stats.TemplateDetected = true
+			return nil
 		} else if f == FormatAlpaca {
 			name = "alpaca"
 		} else if f == FormatCompletion && tok.ChatTemplate() == "" {
 			name = "plain"
-		} else if tok.ChatTemplate() == "" {
-			return fmt.Errorf("data: the tokenizer has no chat template and %s data needs one; set data.template to one of: %s", f, strings.Join(TemplateNames(), ", "))
 		} else {
-			return fmt.Errorf("data: the tokenizer's chat template is not one whet knows; set data.template to the family it follows (one of: %s)", strings.Join(TemplateNames(), ", "))
+			return fmt.Errorf("data: the tokenizer has no chat template and %s data needs one; set data.template to one of: %s", f, strings.Join(TemplateNames(), ", "))
 		}
 	}
 	t, ok := LookupTemplate(name)
@@ -693,7 +702,33 @@ func RenderOptionsFor(tokenizerConfig map[string]any) RenderOptions {
 	var o RenderOptions
 	o.BOS, _ = specialText(tokenizerConfig, "bos_token")
 	o.EOS, _ = specialText(tokenizerConfig, "eos_token")
+	o.SpecialTokens = specialTokens(tokenizerConfig)
 	return o
+}
+
+// specialTokens lists the text of tokenizer_config.json's added tokens
+// marked special, in id order.
+func specialTokens(cfg map[string]any) []string {
+	added, _ := cfg["added_tokens_decoder"].(map[string]any)
+	ids := make([]int, 0, len(added))
+	byID := map[int]string{}
+	for k, v := range added {
+		tok, _ := v.(map[string]any)
+		content, _ := tok["content"].(string)
+		special, _ := tok["special"].(bool)
+		id, err := strconv.Atoi(k)
+		if err != nil || content == "" || !special {
+			continue
+		}
+		ids = append(ids, id)
+		byID[id] = content
+	}
+	sort.Ints(ids)
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = byID[id]
+	}
+	return out
 }
 
 // specialText reads a special token's text from tokenizer_config.json,

@@ -47,6 +47,10 @@ type RenderOptions struct {
 	// EnableThinking is Qwen 3's enable_thinking; nil leaves it undefined,
 	// as transformers does unless the caller passes it.
 	EnableThinking *bool
+	// SpecialTokens are the tokenizer's special tokens (RenderOptionsFor
+	// reads them from tokenizer_config.json). An interpreted template's
+	// assistant span ends after the one that closes the turn.
+	SpecialTokens []string
 }
 
 // Template is a built-in chat template: a Go rendering of one family's
@@ -72,16 +76,27 @@ type Template struct {
 	StopStrings []string
 
 	render func(w *renderWriter, msgs []Message, opts *RenderOptions) error
+	// source is the Jinja text of an interpreted template (empty for the
+	// built-in families, whose text is known by name).
+	source string
 }
+
+// Interpreted reports whether the template is rendered by the Jinja
+// interpreter rather than a built-in family.
+func (t *Template) Interpreted() bool { return t.source != "" }
+
+// Source is an interpreted template's Jinja text.
+func (t *Template) Source() string { return t.source }
 
 var templates = map[string]*Template{}
 
 // templateAliases maps other common names to the built-in one that renders
 // the same text.
 var templateAliases = map[string]string{
-	"llama-3":   "llama-3.1",
+	// Llama 3 (April 2024) has no dated system header; 3.1 added it.
+	"llama-3":   "llama-3.0",
 	"llama-3.3": "llama-3.1",
-	"llama3":    "llama-3.1",
+	"llama3":    "llama-3.0",
 	"qwen2.5":   "qwen-2.5",
 	"qwen3":     "qwen-3",
 	"gemma":     "gemma-3",

@@ -201,7 +201,8 @@ func TestRenderErrors(t *testing.T) {
 }
 
 func TestTemplateAliasesAndDefaults(t *testing.T) {
-	for alias, want := range map[string]string{"llama-3": "llama-3.1", "Gemma": "gemma-3", "mistral": "mistral-v0.3"} {
+	// "llama-3" is the April 2024 template: no dated system header (issue 26).
+	for alias, want := range map[string]string{"llama-3": "llama-3.0", "llama3": "llama-3.0", "llama-3.3": "llama-3.1", "Gemma": "gemma-3", "mistral": "mistral-v0.3"} {
 		tpl, ok := LookupTemplate(alias)
 		if !ok || tpl.Name != want {
 			t.Errorf("LookupTemplate(%q) = %v, %v; want %s", alias, tpl, ok, want)

@@ -32,7 +32,7 @@ var methodsYAML []byte
 var hardwareYAML []byte
 
 // Templates are the built-in chat template names a catalog entry may use.
-var Templates = []string{"llama-3", "chatml", "qwen-3", "gemma", "mistral", "phi-3", "alpaca"}
+var Templates = []string{"llama-3", "llama-3.1", "llama-3.2", "chatml", "qwen-3", "gemma", "mistral", "phi-3", "alpaca"}
 
 // Model is one catalog entry.
 type Model struct {
