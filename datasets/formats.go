@@ -47,6 +47,32 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unknown data format %q (want auto, %s)", s, strings.Join(names, ", "))
 }
 
+// Objective is what a training method learns from: preference pairs
+// (DPO) or single answers (supervised fine-tuning). The empty Objective
+// accepts any data.
+type Objective string
+
+const (
+	ObjectiveAny        Objective = ""
+	ObjectivePreference Objective = "preference" // DPO: chosen and rejected answers to one prompt
+	ObjectiveSFT        Objective = "sft"        // every other method: one answer per prompt
+)
+
+// Check is the one rule matching data to a method, used by Prepare (so
+// whet train refuses before tokenizing) and by the studio's data page:
+// DPO on single answers has no pair to compare, and supervised training on
+// preference rows would silently learn from the chosen answers only. name
+// is the data path, for the message.
+func (o Objective) Check(name string, f Format) error {
+	switch {
+	case o == ObjectivePreference && f != FormatPreference:
+		return fmt.Errorf("DPO needs preference data (prompt, chosen, rejected); %s is %s", name, f)
+	case o == ObjectiveSFT && f == FormatPreference:
+		return fmt.Errorf("%s holds preference pairs: choose the dpo method for it, or another file", name)
+	}
+	return nil
+}
+
 // Example is one row turned into what a model trains on.
 type Example struct {
 	Loc Location

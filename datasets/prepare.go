@@ -32,6 +32,10 @@ type Options struct {
 	SkipBadRows bool              // skip unreadable rows and count them, instead of failing
 	Seed        int64             // split and shuffle seed
 
+	// Objective is what the training method learns from; Prepare refuses
+	// data of the other kind (Objective.Check) before tokenizing it.
+	Objective Objective
+
 	// MicroBatch is the number of sequences (pairs, for preference data)
 	// per batch when padding; 0 means 1.
 	MicroBatch int
@@ -216,6 +220,9 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 		}
 	}
 	p.Format, p.Stats.Format = format, format
+	if err := opts.Objective.Check(opts.Path, format); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
 
 	trainEx, err := toExamples(trainRecs, format, cols, opts.SkipBadRows, st)
 	if err != nil {

@@ -403,3 +403,30 @@ func TestPrepareFailsWhenTheTokenizerGivesUp(t *testing.T) {
 		t.Fatalf("Prepare with a failed tokenizer: %v", err)
 	}
 }
+
+// TestPrepareChecksTheObjective: preference pairs only for a preference
+// objective, single answers only for supervised training, anything when
+// the caller names no objective.
+func TestPrepareChecksTheObjective(t *testing.T) {
+	cases := []struct {
+		file string
+		obj  Objective
+		want string // "" = accepted
+	}{
+		{"tiny-chat.jsonl", ObjectivePreference, "DPO needs preference data (prompt, chosen, rejected); " + fixtures + "tiny-chat.jsonl is messages"},
+		{"preference.jsonl", ObjectiveSFT, fixtures + "preference.jsonl holds preference pairs"},
+		{"tiny-chat.jsonl", ObjectiveSFT, ""},
+		{"preference.jsonl", ObjectivePreference, ""},
+		{"preference.jsonl", ObjectiveAny, ""},
+		{"tiny-chat.jsonl", ObjectiveAny, ""},
+	}
+	for _, c := range cases {
+		_, err := Prepare(Options{Path: fixtures + c.file, Template: "chatml", MaxLength: 256, Objective: c.obj}, chatmlTok(""))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s for %q: %v", c.file, c.obj, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s for %q: error %v, want %q", c.file, c.obj, err, c.want)
+		}
+	}
+}

@@ -14,10 +14,25 @@ func DataOptions(cfg RunConfig) datasets.Options {
 	d := cfg.Data
 	return datasets.Options{Path: d.Path, Format: d.Format, Columns: d.Columns, Template: d.Template,
 		TrainOn: d.TrainOn, MaxLength: d.MaxLength, Packing: d.Packing, EvalSplit: d.EvalSplit,
-		EvalPath: d.EvalPath, SkipBadRows: d.SkipBadRows, Seed: d.Seed,
+		EvalPath: d.EvalPath, SkipBadRows: d.SkipBadRows, Seed: d.Seed, Objective: cfg.DataObjective(),
 		// One sequence (or pair) per row: the trainer lays MicroBatch rows
 		// end to end, so padding is never needed.
 		MicroBatch: 1, BatchTokens: d.MaxLength}
+}
+
+// DataObjective is what the run's method learns from: preference pairs for
+// DPO, single answers for the others.
+func (c RunConfig) DataObjective() datasets.Objective {
+	if c.Method == "dpo" {
+		return datasets.ObjectivePreference
+	}
+	return datasets.ObjectiveSFT
+}
+
+// CheckDataFormat applies the data rule of the run's method to a dataset
+// of the given format (the studio's data page, after its preview).
+func CheckDataFormat(c RunConfig, path, format string) error {
+	return c.DataObjective().Check(path, datasets.Format(format))
 }
 
 func init() {

@@ -151,11 +151,8 @@ func (p *dataPage) leave() error {
 	}
 	if pr := p.preview; pr != nil && pr.Format != "" {
 		// DPO learns from pairs; other methods from single answers.
-		if p.cfg.Method == "dpo" && pr.Format != "preference" {
-			return fmt.Errorf("DPO needs preference data (prompt, chosen, rejected); %s is %s", p.selected, pr.Format)
-		}
-		if p.cfg.Method != "dpo" && pr.Format == "preference" {
-			return fmt.Errorf("%s holds preference pairs: choose the dpo method for it, or another file", p.selected)
+		if err := engine.CheckDataFormat(*p.cfg, p.selected, pr.Format); err != nil {
+			return err
 		}
 	}
 	p.cfg.Data.Path = p.selected
