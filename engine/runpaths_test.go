@@ -82,6 +82,10 @@ func TestLoadRunConfigPathsAreTheFilesFolders(t *testing.T) {
 	if cfg, err = engine.LoadRunConfig(filepath.Join(sub, "hub.yaml")); err != nil || cfg.Model != "Qwen/Qwen2.5-0.5B-Instruct" {
 		t.Errorf("hub id: model = %q, %v", cfg.Model, err)
 	}
+	writeRunFile(t, filepath.Join(sub, "rev.yaml"), "model: Qwen/Qwen2.5-0.5B-Instruct@v1.0\ndata:\n  path: data.jsonl\n")
+	if cfg, err = engine.LoadRunConfig(filepath.Join(sub, "rev.yaml")); err != nil || cfg.Model != "Qwen/Qwen2.5-0.5B-Instruct@v1.0" {
+		t.Errorf("hub id with a revision: model = %q, %v", cfg.Model, err)
+	}
 	mkdirs(t, filepath.Join(sub, "Qwen", "Qwen2.5-0.5B-Instruct"))
 	if cfg, err = engine.LoadRunConfig(filepath.Join(sub, "hub.yaml")); err != nil || cfg.Model != filepath.Join(sub, "Qwen", "Qwen2.5-0.5B-Instruct") {
 		t.Errorf("folder of a hub id's form: model = %q, %v", cfg.Model, err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"whet/datasets"
 	"whet/datasets/tokenizer"
 	"whet/engine/atomicfile"
+	"whet/engine/hub"
 	"whet/engine/safetensors"
 )
 
@@ -49,29 +49,11 @@ func LoadRunConfig(path string) (RunConfig, error) {
 	return cfg, nil
 }
 
-// hubIDPattern is a Hugging Face repository id, ORG/NAME.
-var hubIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
-// hasHubIDForm says whether s is written as a Hugging Face repository id.
-func hasHubIDForm(s string) bool {
-	return hubIDPattern.MatchString(s) && !strings.Contains(s, "..")
-}
-
-// IsHubID says whether model reads as a Hugging Face repository id
-// (ORG/NAME) rather than a folder: it has that form and is no path here.
-func IsHubID(model string) bool {
-	if !hasHubIDForm(model) {
-		return false
-	}
-	_, err := os.Stat(model)
-	return err != nil
-}
-
 // resolvePaths makes the config's relative paths absolute, read against
 // base (the run file's folder; "." for a config built in code, whose paths
 // are the working directory's), so that the copy a run directory keeps
 // works from any folder. A model that is not found against base and reads
-// as a Hub id (ORG/NAME) is left as it is. With cwdFallback (a run
+// as a Hub id (ORG/NAME[@REVISION], hub.ParseRef) is left as it is. With cwdFallback (a run
 // directory's run.yaml from before paths were recorded absolute), a path
 // missing against base but present in the working directory is taken
 // from there, as those files meant.
@@ -87,7 +69,7 @@ func (c *RunConfig) resolvePaths(base string, cwdFallback bool) error {
 		if _, err := os.Stat(p); err == nil && cwdFallback {
 			return filepath.Abs(p)
 		}
-		if hubID && hasHubIDForm(p) {
+		if _, err := hub.ParseRef(p); err == nil && hubID {
 			return p, nil
 		}
 		return filepath.Abs(inBase)
