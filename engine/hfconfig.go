@@ -524,6 +524,11 @@ func readJSONObject(path string) (jsonObject, error) {
 		}
 		return jsonObject{}, fmt.Errorf("config: %w", err)
 	}
+	return parseJSONObject(path, raw)
+}
+
+// parseJSONObject decodes a config file's bytes; path names it in errors.
+func parseJSONObject(path string, raw []byte) (jsonObject, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return jsonObject{}, fmt.Errorf("config: %s: not a JSON object: %v", path, describeJSONError(raw, err))

@@ -46,11 +46,11 @@ type FreeMemoryReporter interface {
 	MemInfo() (free, total int64, err error)
 }
 
-// newModel lays the model out, checks every weight's shape against src
-// (when given) and the total size against the backend's free memory, and
-// only then allocates: a config.json that disagrees with its weights, or
-// asks for more than the machine holds, is refused before anything is
-// taken, with a message naming the fields.
+// newModel checks cfg's weights against src (when given) and their size
+// against the backend's free memory, and only then lays the model out and
+// allocates it: a config.json that disagrees with its weights, or asks for
+// more than the machine holds, is refused before anything is taken, with
+// a message naming the tensor or the fields.
 func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("model config: %w", err)
@@ -61,17 +61,29 @@ func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Mo
 	if _, ok := b.(NF4Dequantizer); o.NF4Linears && !ok {
 		return nil, fmt.Errorf("backend %s cannot dequantize NF4 weights (QLoRA)", b.Name())
 	}
-	m := layoutModel(cfg, b, o)
 	if src != nil {
-		for _, p := range m.Params() {
+		// The embedding, head, final norm and first layer against the
+		// files, and that the last layer is there: a config.json that
+		// disagrees with its weights is refused with the tensor named
+		// before its sizes are even counted.
+		first := cfg
+		first.NumLayers = 1
+		for _, p := range layoutModel(first, b, o).Params() {
 			if err := checkWeightShape(src, p, cfg.ModelType); err != nil {
 				return nil, err
 			}
 		}
+		if last := layerPrefix(cfg.NumLayers-1) + "input_layernorm.weight"; cfg.NumLayers > 1 {
+			if _, ok := src.Shape(last); !ok {
+				return nil, fmt.Errorf("%s: missing tensor %s (config.json's num_hidden_layers is %d)", src.Where(last), last, cfg.NumLayers)
+			}
+		}
 	}
-	bytes, err := m.weightBytes()
+	// Counted before the layout, which itself takes host memory for every
+	// layer: a num_hidden_layers of 1e12 must not build a trillion structs.
+	bytes, err := weightBytesOf(cfg, b, o)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("model config: %w (%s)", err, cfg.sizeFields())
 	}
 	if fr, ok := b.(FreeMemoryReporter); ok {
 		free, _, err := fr.MemInfo()
@@ -82,6 +94,14 @@ func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Mo
 		case bytes > free:
 			return nil, fmt.Errorf("the model's weights need %s (%s), but backend %s has %s free",
 				formatBytes(bytes), cfg.sizeFields(), b.Name(), formatBytes(free))
+		}
+	}
+	m := layoutModel(cfg, b, o)
+	if src != nil {
+		for _, p := range m.Params() {
+			if err := checkWeightShape(src, p, cfg.ModelType); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, p := range m.Params() {
@@ -115,7 +135,7 @@ func layoutModel(cfg ModelConfig, b Backend, o ModelOptions) *Model {
 	D, I := cfg.HiddenSize, cfg.IntermediateSize
 	m.Embed = p("model.embed_tokens.weight", cfg.VocabSize, D)
 	for i := 0; i < cfg.NumLayers; i++ {
-		pre := fmt.Sprintf("model.layers.%d.", i)
+		pre := layerPrefix(i)
 		m.Layers = append(m.Layers, &Layer{
 			InputNorm:    noDecay(pre+"input_layernorm.weight", D),
 			PostAttnNorm: noDecay(pre+"post_attention_layernorm.weight", D),
@@ -138,6 +158,47 @@ func layoutModel(cfg ModelConfig, b Backend, o ModelOptions) *Model {
 	return m
 }
 
+// layoutBytesPerLayer bounds the host memory the layout of one decoder
+// layer takes (its structs, names and shapes; TestLayoutBytesPerLayer
+// measures it). The memory check counts it with the weights, so that a
+// huge layer count of tiny layers is refused too.
+const layoutBytesPerLayer = 16 << 10
+
+// weightBytesOf is what cfg's base weights take on b, counted without
+// overflowing and without laying out every layer: the layouts of zero
+// and one layer give the size of the rest and of each layer.
+func weightBytesOf(cfg ModelConfig, b Backend, o ModelOptions) (int64, error) {
+	sizeWith := func(layers int) (int64, error) {
+		c := cfg
+		c.NumLayers = layers
+		return layoutModel(c, b, o).weightBytes()
+	}
+	rest, err := sizeWith(0)
+	if err != nil {
+		return 0, err
+	}
+	one, err := sizeWith(1)
+	if err != nil {
+		return 0, err
+	}
+	perLayer, ok := checkedAdd(one-rest, layoutBytesPerLayer)
+	var layers int64
+	if ok {
+		layers, ok = checkedMul(int64(cfg.NumLayers), perLayer)
+	}
+	var total int64
+	if ok {
+		total, ok = checkedAdd(rest, layers)
+	}
+	if !ok {
+		return 0, fmt.Errorf("num_hidden_layers %d layers of %s each are too large to count", cfg.NumLayers, formatBytes(one-rest))
+	}
+	return total, nil
+}
+
+// layerPrefix starts the Hugging Face names of decoder layer i's tensors.
+func layerPrefix(i int) string { return fmt.Sprintf("model.layers.%d.", i) }
+
 // weightBytes is what the base weights take on the backend, counted
 // without overflowing: a shape whose size cannot be counted is refused.
 func (m *Model) weightBytes() (int64, error) {
@@ -159,7 +220,7 @@ func (m *Model) weightBytes() (int64, error) {
 			total, ok = checkedAdd(total, bytes)
 		}
 		if !ok {
-			return 0, fmt.Errorf("model config: %s %v is too large to count (%s)", p.Name, p.Shape, m.Cfg.sizeFields())
+			return 0, fmt.Errorf("%s %v is too large to count", p.Name, p.Shape)
 		}
 	}
 	return total, nil

@@ -119,3 +119,36 @@ func TestFreePartialModel(t *testing.T) {
 	m.Free()
 	(&engine.Model{B: b}).Free()
 }
+
+// TestNewModelHugeLayerCountIsRefusedBeforeLayout: a layer count far
+// beyond memory is refused from the size of one layer, before the model's
+// structure (about 4 KiB of bookkeeping per layer) is built.
+func TestNewModelHugeLayerCountIsRefusedBeforeLayout(t *testing.T) {
+	cfg := tinyConfig(true, false)
+	cfg.NumLayers = 1 << 40
+	b := smallMemory{Backend: cpu.New(), free: 1 << 30}
+	_, err := engine.NewModel(cfg, b)
+	if err == nil || !strings.Contains(err.Error(), "num_hidden_layers") {
+		t.Fatalf("2^40 layers: %v", err)
+	}
+	cfg.NumLayers = 1 << 62
+	if _, err := engine.NewModel(cfg, b); err == nil || !strings.Contains(err.Error(), "num_hidden_layers") {
+		t.Fatalf("2^62 layers: %v", err)
+	}
+}
+
+// TestLoadModelMoreLayersThanTheFile: num_hidden_layers beyond the file's
+// layers is refused naming the missing layer, before anything is
+// allocated or laid out.
+func TestLoadModelMoreLayersThanTheFile(t *testing.T) {
+	dir := copyModelWith(t, func(ts []safetensors.Tensor) []safetensors.Tensor { return ts })
+	editConfig(t, dir, "num_hidden_layers", 1e9)
+	b := cpu.New()
+	_, err := engine.LoadModel(dir, b)
+	if err == nil || !strings.Contains(err.Error(), "model.layers.999999999.") || !strings.Contains(err.Error(), "num_hidden_layers") {
+		t.Fatalf("1e9 layers: %v", err)
+	}
+	if b.PeakBytes() != 0 {
+		t.Errorf("%d bytes were allocated before the refusal", b.PeakBytes())
+	}
+}
