@@ -90,11 +90,11 @@ func pickTemplate(tok *tokenizer.Tokenizer, name, dir string) (*datasets.Templat
 	if jinja == "" {
 		return nil, fmt.Errorf("%s: tokenizer_config.json has no chat_template; name one (e.g. --template chatml)", filepath.Join(dir, "tokenizer_config.json"))
 	}
-	n, ok := datasets.DetectTemplate(jinja)
-	if !ok {
-		return nil, fmt.Errorf("%s: chat_template is not one whet knows; name one of %s", filepath.Join(dir, "tokenizer_config.json"), strings.Join(datasets.TemplateNames(), ", "))
+	// A built-in family when one renders it, else the Jinja interpreter.
+	t, _, err := datasets.TemplateForJinja(jinja)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer_config.json"), err)
 	}
-	t, _ := datasets.LookupTemplate(n)
 	return t, nil
 }
 

@@ -244,9 +244,13 @@ func LoadSource(modelDir, adapterDir, template, name string) (*Source, error) {
 		}
 		s.Template = t
 	} else if jinja := tok.ChatTemplate(); jinja != "" {
-		if n, ok := datasets.DetectTemplate(jinja); ok {
-			s.Template, _ = datasets.LookupTemplate(n)
+		// A built-in family when one renders it, else the Jinja interpreter
+		// (the GGUF keeps the Jinja text itself either way).
+		t, _, err := datasets.TemplateForJinja(jinja)
+		if err != nil {
+			return nil, fmt.Errorf("export: %s: %w", filepath.Join(modelDir, "tokenizer_config.json"), err)
 		}
+		s.Template = t
 	}
 	m, err := engine.LoadModel(modelDir, cpu.New())
 	if err != nil {

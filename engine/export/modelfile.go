@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"whet/datasets"
 )
 
 // Ollama renders a Modelfile's TEMPLATE with Go's text/template over
@@ -101,6 +103,15 @@ func OllamaTemplate(name, eos string) (string, bool) {
 	return strings.ReplaceAll(t, `{{ "{{EOS}}" }}`, eos), ok
 }
 
+// NoOllamaTemplate says why a Modelfile has no TEMPLATE for t and what
+// Ollama does instead.
+func NoOllamaTemplate(t *datasets.Template) string {
+	if t.Interpreted() {
+		return "No Ollama TEMPLATE: this model's own Jinja chat template has no Go translation in whet; Ollama reads the GGUF's tokenizer.chat_template instead (check its replies, or write a TEMPLATE by hand)."
+	}
+	return "No Ollama TEMPLATE for chat template " + t.Name + ": write one by hand if Ollama's guess from the GGUF is wrong."
+}
+
 // Modelfile writes an Ollama Modelfile for src's GGUF at from: FROM, the
 // chat TEMPLATE when the template is known, and a stop PARAMETER for every
 // stop token and string.
@@ -119,7 +130,7 @@ func Modelfile(src *Source, from string) (string, error) {
 			fmt.Fprintf(&b, "TEMPLATE \"\"\"%s\"\"\"\n", tpl)
 		} else {
 			// Ollama then falls back to the GGUF's tokenizer.chat_template.
-			fmt.Fprintf(&b, "# No Go TEMPLATE for chat template %s: write one by hand if Ollama's guess from the GGUF is wrong.\n", src.Template.Name)
+			fmt.Fprintf(&b, "# %s\n", NoOllamaTemplate(src.Template))
 		}
 		stops = append(stops, src.Template.StopTokens...)
 		stops = append(stops, src.Template.StopStrings...)

@@ -1,0 +1,71 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"whet/datasets"
+	"whet/engine"
+	"whet/engine/cpu"
+)
+
+// A model whose chat template no built-in family renders is chatted with
+// through the Jinja interpreter: the prompt is the template's own text.
+func TestChatWithInterpretedTemplate(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join("..", "..", "testdata", "tiny-qwen2")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == "tokenizer_config.json" {
+			var cfg map[string]any
+			if err := json.Unmarshal(data, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			cfg["chat_template"] = "{% for m in messages %}<|im_start|>{{ m.role | upper }}: {{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>ASSISTANT: {% endif %}"
+			data, _ = json.Marshal(cfg)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(cpu.New(), Options{ModelDir: dir, MaxLen: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.Template.Interpreted() {
+		t.Fatalf("template %s is not the interpreted one", s.Template.Name)
+	}
+	msgs := []datasets.Message{{Role: "user", Content: "hi"}}
+	ids, err := s.Encode(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := s.Tok.Decode(toInts(ids), false); text != "<|im_start|>USER: hi<|im_end|>\n<|im_start|>ASSISTANT: " {
+		t.Fatalf("prompt %q", text)
+	}
+	r, err := s.Generate(context.Background(), msgs, engine.SampleOptions{MaxNewTokens: 4}, false, func(string) {})
+	if err != nil || r.Tokens == 0 {
+		t.Fatalf("reply %+v, %v", r, err)
+	}
+	_ = strings.TrimSpace
+}
+
+func toInts(ids []int32) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = int(id)
+	}
+	return out
+}
