@@ -261,8 +261,10 @@ func TestGGUFMetadataReadsBack(t *testing.T) {
 		{"f16", 1, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.F16, "blk.0.attn_norm.weight": gguf.F32}},
 		{"bf16", 32, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.BF16}},
 		{"q8_0", 7, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.Q8_0, "output.weight": gguf.Q8_0}},
-		// 64-wide rows cannot hold 256-value K-quant blocks: Q8_0 instead.
-		{"q4_k_m", 15, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.Q8_0, "token_embd.weight": gguf.Q8_0}},
+		// 64-wide rows cannot hold 256-value K-quant blocks: llama.cpp's
+		// fallbacks, Q5_0 for Q4_K (the untied embedding too) and Q8_0
+		// for the head's Q6_K.
+		{"q4_k_m", 15, map[string]gguf.TensorType{"blk.0.attn_q.weight": gguf.Q5_0, "token_embd.weight": gguf.Q5_0, "output.weight": gguf.Q8_0}},
 	} {
 		out := filepath.Join(tmp, q.quant)
 		if err := Run(Options{RunDir: run, Format: "gguf", Quant: q.quant, OutDir: out}, nil); err != nil {
@@ -344,32 +346,79 @@ func TestGGUFMetadataReadsBack(t *testing.T) {
 	}
 }
 
-func TestQ4KMMixOnWideRows(t *testing.T) {
+// Q4_K_M stores each tensor as llama-quantize would for the same model.
+// The configs are those of real models, whose llama.cpp Q4_K_M files show
+// these types: Qwen2.5-0.5B (tied embedding, rows of 896: Q5_0 and Q8_0
+// fallbacks), Llama 3.2 1B (tied embedding in Q6_K), Llama 3.1 8B
+// (untied: embedding Q4_K, head Q6_K), Llama 3.1 70B (attn_v in Q5_K) and
+// Qwen2.5-72B (ffn_down rows of 29568: Q5_0 and Q8_0).
+func TestQ4KMTypesFollowLlamaCpp(t *testing.T) {
 	plan := ggufQuants["q4_k_m"]
-	n := 16
-	for _, c := range []struct {
+	type want struct {
 		role  string
 		layer int
-		width int
-		want  gguf.TensorType
+		typ   gguf.TensorType
+	}
+	for _, m := range []struct {
+		name, arch string
+		cfg        engine.ModelConfig
+		want       []want
 	}{
-		{"attn_q", 5, 4096, gguf.Q4_K},
-		{"output", -1, 4096, gguf.Q6_K},
-		{"attn_v", 0, 4096, gguf.Q6_K},     // first eighth
-		{"attn_v", 3, 4096, gguf.Q4_K},     // (3-2)%3 != 2
-		{"attn_v", 4, 4096, gguf.Q6_K},     // (4-2)%3 == 2
-		{"ffn_down", 15, 11040, gguf.Q8_0}, // a multiple of 32 but not of 256
-		{"ffn_down", 15, 11000, gguf.F16},  // not even of 32
-		{"ffn_down", 14, 14336, gguf.Q6_K}, // last eighth
-		{"attn_norm", 0, 4096, gguf.F32},
+		{"qwen2.5-0.5b", "qwen2", engine.ModelConfig{HiddenSize: 896, IntermediateSize: 4864, NumLayers: 24, NumHeads: 14, NumKVHeads: 2, HeadDim: 64, VocabSize: 151936, TieWordEmbeddings: true},
+			[]want{{"token_embd", -1, gguf.Q8_0}, {"attn_q", 0, gguf.Q5_0}, {"attn_k", 7, gguf.Q5_0}, {"attn_output", 3, gguf.Q5_0},
+				{"attn_v", 0, gguf.Q8_0}, {"attn_v", 3, gguf.Q5_0}, {"attn_v", 5, gguf.Q8_0}, {"attn_v", 21, gguf.Q8_0},
+				{"ffn_gate", 4, gguf.Q5_0}, {"ffn_up", 4, gguf.Q5_0}, {"ffn_down", 2, gguf.Q6_K}, {"ffn_down", 3, gguf.Q4_K}, {"ffn_down", 8, gguf.Q6_K},
+				{"attn_norm", 0, gguf.F32}, {"output_norm", -1, gguf.F32}}},
+		{"llama-3.2-1b", "llama", engine.ModelConfig{HiddenSize: 2048, IntermediateSize: 8192, NumLayers: 16, NumHeads: 32, NumKVHeads: 8, HeadDim: 64, VocabSize: 128256, TieWordEmbeddings: true},
+			[]want{{"token_embd", -1, gguf.Q6_K}, {"attn_q", 0, gguf.Q4_K}, {"attn_v", 1, gguf.Q6_K}, {"attn_v", 2, gguf.Q4_K}, {"attn_v", 4, gguf.Q6_K},
+				{"attn_v", 13, gguf.Q6_K}, {"attn_v", 14, gguf.Q6_K}, {"ffn_down", 3, gguf.Q4_K}, {"ffn_down", 7, gguf.Q6_K}, {"ffn_up", 7, gguf.Q4_K}}},
+		{"llama-3.1-8b", "llama", engine.ModelConfig{HiddenSize: 4096, IntermediateSize: 14336, NumLayers: 32, NumHeads: 32, NumKVHeads: 8, HeadDim: 128, VocabSize: 128256},
+			[]want{{"token_embd", -1, gguf.Q4_K}, {"output", -1, gguf.Q6_K}, {"attn_v", 3, gguf.Q6_K}, {"attn_v", 4, gguf.Q4_K}, {"attn_v", 6, gguf.Q6_K},
+				{"ffn_down", 28, gguf.Q6_K}, {"ffn_down", 27, gguf.Q6_K}, {"ffn_down", 26, gguf.Q4_K}, {"attn_k", 0, gguf.Q4_K}}},
+		{"llama-3.1-70b", "llama", engine.ModelConfig{HiddenSize: 8192, IntermediateSize: 28672, NumLayers: 80, NumHeads: 64, NumKVHeads: 8, HeadDim: 128, VocabSize: 128256},
+			[]want{{"attn_v", 0, gguf.Q6_K}, {"attn_v", 10, gguf.Q5_K}, {"attn_v", 12, gguf.Q6_K}, {"attn_q", 10, gguf.Q4_K}, {"ffn_down", 10, gguf.Q4_K}, {"output", -1, gguf.Q6_K}}},
+		{"qwen2.5-72b", "qwen2", engine.ModelConfig{HiddenSize: 8192, IntermediateSize: 29568, NumLayers: 80, NumHeads: 64, NumKVHeads: 8, HeadDim: 128, VocabSize: 152064},
+			[]want{{"attn_v", 10, gguf.Q5_K}, {"ffn_down", 10, gguf.Q5_0}, {"ffn_down", 0, gguf.Q8_0}, {"ffn_up", 10, gguf.Q4_K}, {"token_embd", -1, gguf.Q4_K}}},
 	} {
-		dims := 2
-		if c.role == "attn_norm" {
-			dims = 1
+		c := m.cfg
+		shapes := map[string][]int{
+			"token_embd": {c.VocabSize, c.HiddenSize}, "output": {c.VocabSize, c.HiddenSize},
+			"attn_q": {c.QDim(), c.HiddenSize}, "attn_k": {c.KVDim(), c.HiddenSize}, "attn_v": {c.KVDim(), c.HiddenSize},
+			"attn_output": {c.HiddenSize, c.QDim()}, "ffn_gate": {c.IntermediateSize, c.HiddenSize},
+			"ffn_up": {c.IntermediateSize, c.HiddenSize}, "ffn_down": {c.HiddenSize, c.IntermediateSize},
+			"attn_norm": {c.HiddenSize}, "output_norm": {c.HiddenSize},
 		}
-		if got := plan.tensorType(c.role, c.layer, n, dims, c.width); got != c.want {
-			t.Errorf("%s layer %d width %d: %s, want %s", c.role, c.layer, c.width, got, c.want)
+		for _, w := range m.want {
+			if got := plan.tensorType(m.arch, &c, w.role, w.layer, shapes[w.role]); got.Type != w.typ {
+				t.Errorf("%s: %s of layer %d stored as %s, llama.cpp uses %s", m.name, w.role, w.layer, got.Type, w.typ)
+			}
 		}
+	}
+}
+
+// The export says how it stored the tensors, naming llama.cpp's
+// fallbacks and the row widths that caused them.
+func TestGGUFTypeSummary(t *testing.T) {
+	plan := ggufQuants["q4_k_m"]
+	c := engine.ModelConfig{HiddenSize: 896, IntermediateSize: 4864, NumLayers: 24, NumHeads: 14, NumKVHeads: 2, HeadDim: 64, VocabSize: 151936, TieWordEmbeddings: true}
+	var choices []tensorChoice
+	var widths []int
+	add := func(role string, layer int, shape ...int) {
+		choices = append(choices, plan.tensorType("qwen2", &c, role, layer, shape))
+		widths = append(widths, shape[len(shape)-1])
+	}
+	add("token_embd", -1, 151936, 896)
+	for l := 0; l < 24; l++ {
+		add("attn_v", l, 128, 896)
+		add("ffn_down", l, 896, 4864)
+		add("attn_norm", l, 896)
+	}
+	// 12 of the 24 layers get more bits (useMoreBits): their attn_v
+	// would be Q6_K and falls back to Q8_0, the others' Q4_K to Q5_0;
+	// ffn_down's rows of 4864 are whole super-blocks.
+	want := "Q4_K_M: 12 Q4_K, 12 Q5_0, 12 Q6_K, 13 Q8_0, 24 F32; llama.cpp's fallbacks for rows that are not whole blocks: 12 Q8_0 instead of Q6_K (rows of 896), 12 Q5_0 instead of Q4_K (rows of 896)"
+	if got := typeSummary("q4_k_m", choices, widths); got != want {
+		t.Errorf("summary\n%s\nwant\n%s", got, want)
 	}
 }
 

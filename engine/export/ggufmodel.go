@@ -5,18 +5,21 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"whet/engine"
 	"whet/engine/gguf"
 )
 
-// quantPlan is one GGUF precision: the type of 2-D weights (per tensor for
-// the K-quant mix) and llama.cpp's general.file_type number for it.
+// quantPlan is one GGUF precision: the type of 2-D weights and llama.cpp's
+// general.file_type number for it. mix marks Q4_K_M, whose per-tensor
+// types follow llama-quantize (tensorType).
 type quantPlan struct {
 	fileType uint32 // llama_ftype: MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_Q4_K_M 15, MOSTLY_BF16 32
 	base     gguf.TensorType
-	mix      bool // Q4_K_M's Q6_K for output, and for attn_v/ffn_down in some layers
+	mix      bool
 }
 
 var ggufQuants = map[string]quantPlan{
@@ -33,27 +36,124 @@ func useMoreBits(layer, n int) bool {
 	return layer < n/8 || layer >= 7*n/8 || (layer-n/8)%3 == 2
 }
 
-// tensorType picks the stored type of a weight whose rows are width wide.
-// 1-D tensors (norms, biases) stay F32 as llama.cpp keeps them. K-quants
-// need rows that are whole 256-value super-blocks: narrower or ragged rows
-// fall back to Q8_0 (llama.cpp falls back to Q5_0/Q8_0; whet keeps the
-// fallback to the one block format it writes with 32-value blocks), and
-// rows that are not even whole 32-value blocks to F16.
-func (q quantPlan) tensorType(role string, layer, nLayers, dims, width int) gguf.TensorType {
-	if dims == 1 {
-		return gguf.F32
+// isLlamaCpp70B is llama.cpp's model type 70B for the architectures whet
+// exports: 80 layers, with grouped-query attention for llama (80 layers
+// without it are its 65B). Its Q4_K_M stores attn_v in Q5_K rather than
+// Q4_K there (8 query heads share each value head, so the tensor is small
+// and worth the bits).
+func isLlamaCpp70B(arch string, c *engine.ModelConfig) bool {
+	if c.NumLayers != 80 {
+		return false
 	}
+	return arch == "qwen2" || (arch == "llama" && c.NumKVHeads != c.NumHeads)
+}
+
+// blockFallback is llama.cpp's type for a tensor whose rows are not whole
+// blocks of the type it chose: a 32-value block format of about the same
+// precision (Q8_0 itself has none: llama.cpp refuses the tensor).
+var blockFallback = map[gguf.TensorType]gguf.TensorType{
+	gguf.Q4_K: gguf.Q5_0,
+	gguf.Q5_K: gguf.Q5_1,
+	gguf.Q6_K: gguf.Q8_0,
+}
+
+// tensorChoice is the stored type of one tensor and, when it is not the
+// type the plan's rules picked because the rows are not whole blocks of
+// it, what that type was.
+type tensorChoice struct {
+	Type    gguf.TensorType
+	Instead gguf.TensorType // the rules' choice; equal to Type when no fallback applied
+}
+
+// tensorType picks the stored type of a weight (role and layer from
+// ggufName, shape in PyTorch order) as llama-quantize does for the same
+// file type, so a whet GGUF is laid out like the one llama.cpp would make:
+//   - 1-D tensors (norms, biases) stay F32;
+//   - Q4_K_M: the output head, and the token embedding when it is also the
+//     head (tied), take Q6_K, or Q8_0 when their rows are not whole
+//     256-value super-blocks; attn_v and ffn_down take Q6_K in the layers
+//     useMoreBits picks; attn_v takes Q5_K in llama.cpp's 70B models;
+//     everything else Q4_K;
+//   - then llama.cpp's fallback for rows that are not whole blocks of the
+//     chosen type (blockFallback), and F16 when they are not whole 32-value
+//     blocks either (where llama.cpp would stop with an error, whet keeps
+//     the tensor in F16).
+func (q quantPlan) tensorType(arch string, c *engine.ModelConfig, role string, layer int, shape []int) tensorChoice {
+	if len(shape) == 1 {
+		return tensorChoice{gguf.F32, gguf.F32}
+	}
+	width := shape[len(shape)-1]
 	t := q.base
-	if q.mix && (role == "output" || ((role == "attn_v" || role == "ffn_down") && useMoreBits(layer, nLayers))) {
-		t = gguf.Q6_K
-	}
-	if width%t.BlockSize() != 0 {
-		t = gguf.Q8_0
-		if width%32 != 0 {
-			t = gguf.F16
+	if q.mix {
+		switch {
+		case role == "output" || (role == "token_embd" && c.TieWordEmbeddings):
+			t = gguf.Q6_K
+			if width%gguf.QK_K != 0 {
+				t = gguf.Q8_0
+			}
+		case role == "attn_v" && useMoreBits(layer, c.NumLayers):
+			t = gguf.Q6_K
+		case role == "attn_v" && isLlamaCpp70B(arch, c):
+			t = gguf.Q5_K
+		case role == "ffn_down" && useMoreBits(layer, c.NumLayers):
+			t = gguf.Q6_K
 		}
 	}
-	return t
+	chosen := t
+	if width%t.BlockSize() != 0 {
+		fb, ok := blockFallback[t]
+		if !ok || width%fb.BlockSize() != 0 {
+			fb = gguf.F16
+		}
+		t = fb
+	}
+	return tensorChoice{t, chosen}
+}
+
+// summaryOrder lists the stored types from fewest bits per weight to most.
+var summaryOrder = []gguf.TensorType{gguf.Q4_K, gguf.Q5_0, gguf.Q5_K, gguf.Q5_1, gguf.Q6_K, gguf.Q8_0, gguf.BF16, gguf.F16, gguf.F32}
+
+// typeSummary says how a GGUF's tensors are stored, for the export's log:
+// the count of each type and every fallback from the rules' type, with
+// the row widths that caused it. For example
+// "Q4_K_M: 120 Q4_K, 48 Q5_0, 9 Q6_K, 13 Q8_0, 49 F32; llama.cpp's
+// fallbacks for rows that are not whole blocks: 48 Q5_0 instead of Q4_K
+// (rows of 896), 7 Q8_0 instead of Q6_K (rows of 896)".
+func typeSummary(quant string, choices []tensorChoice, widths []int) string {
+	count := map[gguf.TensorType]int{}
+	type key struct{ from, to gguf.TensorType }
+	fallbacks := map[key][]int{}
+	var keys []key
+	for i, c := range choices {
+		count[c.Type]++
+		if c.Type != c.Instead {
+			k := key{c.Instead, c.Type}
+			if _, ok := fallbacks[k]; !ok {
+				keys = append(keys, k)
+			}
+			fallbacks[k] = append(fallbacks[k], widths[i])
+		}
+	}
+	var parts []string
+	for _, t := range summaryOrder {
+		if count[t] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", count[t], t))
+		}
+	}
+	out := strings.ToUpper(quant) + ": " + strings.Join(parts, ", ")
+	if len(keys) == 0 {
+		return out
+	}
+	var fb []string
+	for _, k := range keys {
+		ws := slices.Compact(slices.Sorted(slices.Values(fallbacks[k])))
+		var wtext []string
+		for _, w := range ws {
+			wtext = append(wtext, strconv.Itoa(w))
+		}
+		fb = append(fb, fmt.Sprintf("%d %s instead of %s (rows of %s)", len(fallbacks[k]), k.to, k.from, strings.Join(wtext, ", ")))
+	}
+	return out + "; llama.cpp's fallbacks for rows that are not whole blocks: " + strings.Join(fb, ", ")
 }
 
 // ggufArch is llama.cpp's architecture name for an HF model_type: Mistral
@@ -157,18 +257,31 @@ func llama3RopeFactors(c *engine.ModelConfig) []float32 {
 // q8_0 or q4_k_m). Tensor data is computed (merged, permuted, quantized)
 // when the writer reaches each tensor.
 func BuildGGUF(src *Source, quant string) (*gguf.File, error) {
+	f, _, err := buildGGUF(src, quant)
+	return f, err
+}
+
+// buildGGUF is BuildGGUF that also returns typeSummary's account of the
+// stored types.
+func buildGGUF(src *Source, quant string) (*gguf.File, string, error) {
 	plan, ok := ggufQuants[quant]
 	if !ok {
-		return nil, fmt.Errorf("export: unknown GGUF precision %q", quant)
+		return nil, "", fmt.Errorf("export: unknown GGUF precision %q", quant)
 	}
+	f, summary, err := layOutGGUF(src, quant, plan)
+	return f, summary, err
+}
+
+// layOutGGUF is buildGGUF for a given plan (tests pass plans of their own).
+func layOutGGUF(src *Source, quant string, plan quantPlan) (*gguf.File, string, error) {
 	c := src.Model.Cfg
 	arch, err := ggufArch(c.ModelType)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	vocab, err := readVocab(src.ModelDir, c.VocabSize)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	f := &gguf.File{}
 	kv := func(k string, v any) { f.KV = append(f.KV, gguf.KV{Key: k, Value: v}) }
@@ -191,21 +304,26 @@ func BuildGGUF(src *Source, quant string) (*gguf.File, error) {
 	a("rope.dimension_count", uint32(c.HeadDim))
 	a("vocab_size", uint32(c.VocabSize))
 	if err := tokenizerKV(src, vocab, kv); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 
 	m := src.Model
 	permute := arch == "llama"
+	var choices []tensorChoice
+	var widths []int
 	for _, w := range Weights(m) {
 		name, role, layer, err := ggufName(w.Name)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		dims := make([]uint64, len(w.Shape))
 		for i, d := range w.Shape {
 			dims[len(w.Shape)-1-i] = uint64(d)
 		}
-		typ := plan.tensorType(role, layer, c.NumLayers, len(w.Shape), w.Shape[len(w.Shape)-1])
+		choice := plan.tensorType(arch, &c, role, layer, w.Shape)
+		typ := choice.Type
+		choices = append(choices, choice)
+		widths = append(widths, w.Shape[len(w.Shape)-1])
 		heads := 0
 		if permute && len(w.Shape) == 2 {
 			switch role {
@@ -229,13 +347,15 @@ func BuildGGUF(src *Source, quant string) (*gguf.File, error) {
 	}
 	if c.RopeScaling != nil && c.RopeScaling.Type == "llama3" {
 		if arch != "llama" {
-			return nil, fmt.Errorf("export: llama3 rope scaling on a %s model is not supported in GGUF", c.ModelType)
+			return nil, "", fmt.Errorf("export: llama3 rope scaling on a %s model is not supported in GGUF", c.ModelType)
 		}
 		factors := llama3RopeFactors(&c)
 		f.Tensors = append(f.Tensors, gguf.Tensor{Name: "rope_freqs.weight", Dims: []uint64{uint64(len(factors))}, Type: gguf.F32,
 			Data: func() ([]byte, error) { return gguf.Encode(gguf.F32, factors) }})
+		choices = append(choices, tensorChoice{gguf.F32, gguf.F32})
+		widths = append(widths, len(factors))
 	}
-	return f, nil
+	return f, typeSummary(quant, choices, widths), nil
 }
 
 // tokenizerKV adds the tokenizer.ggml.* and chat template metadata.
@@ -309,10 +429,11 @@ func tokenizerKV(src *Source, vocab *ggufVocab, kv func(string, any)) error {
 
 // writeGGUFExport writes model.gguf and a Modelfile into dir.
 func writeGGUFExport(ctx context.Context, src *Source, dir, quant string, progress Progress) error {
-	f, err := BuildGGUF(src, quant)
+	f, summary, err := buildGGUF(src, quant)
 	if err != nil {
 		return err
 	}
+	progress(0, 0, summary)
 	total := len(f.Tensors) + 1
 	path := filepath.Join(dir, ggufFile)
 	if err := f.WriteFileContext(ctx, path, func(done, _ int, name string) { progress(done, total, name) }); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"whet/datasets"
 	"whet/engine"
+	"whet/engine/cpu"
 	"whet/engine/gguf"
 )
 
@@ -75,6 +76,11 @@ type greedyCase struct {
 	prompts [][]int32
 	src     *Source
 	path    string
+	// ref computes whet's side: src's model, or for Q4_K_M a copy whose
+	// weights went through the GGUF's types and back (quantizedCopy), so
+	// the comparison checks that llama.cpp reads each block as whet wrote
+	// it rather than measuring what 5 bits lose on a random tiny model.
+	ref *engine.Model
 }
 
 // TestGGUFInLlamaCpp exports tiny models to GGUF and runs them in llama.cpp
@@ -129,10 +135,18 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 		quants := []string{"f16", "q8_0"}
 		if run == loraRun {
 			quants = append(quants, "bf16")
+		} else {
+			// Rows of 64 and 128 are no whole super-blocks: llama.cpp's
+			// fallbacks throughout (Q5_0, Q8_0; the tied embedding Q8_0).
+			quants = append(quants, "q4_k_m")
 		}
 		for _, q := range quants {
-			cases = append(cases, &greedyCase{name: filepath.Base(run) + "/" + q, run: run, quant: q,
-				prompts: append(rawPrompts, chatPrompt(t, src, "Hi!")), src: src, path: export(run, q)})
+			c := &greedyCase{name: filepath.Base(run) + "/" + q, run: run, quant: q,
+				prompts: append(rawPrompts, chatPrompt(t, src, "Hi!")), src: src, path: export(run, q), ref: src.Model}
+			if q == "q4_k_m" {
+				c.ref = quantizedCopy(t, src, q)
+			}
+			cases = append(cases, c)
 		}
 	}
 	chat := load(chatRun)
@@ -143,6 +157,22 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 	}
 	chatF16, chatQ8 := export(chatRun, "f16"), export(chatRun, "q8_0")
 	wideF16, wideQ4 := export(wideRun, "f16"), export(wideRun, "q4_k_m")
+	// The widened model with every matrix in one of the 5-bit formats that
+	// Q4_K_M falls back to (Q5_0, Q5_1) or uses for 70B models (Q5_K), so
+	// llama.cpp reads each layout.
+	wide := load(wideRun)
+	var pure5 []string
+	for _, typ := range []gguf.TensorType{gguf.Q5_0, gguf.Q5_1, gguf.Q5_K} {
+		f, _, err := layOutGGUF(wide, "q4_k_m", quantPlan{fileType: 15, base: typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(tmp, "out", "wide-pure-"+typ.String()+".gguf")
+		if err := f.WriteFile(path, nil); err != nil {
+			t.Fatal(err)
+		}
+		pure5 = append(pure5, path)
+	}
 	var heldOut [][]int32
 	var scored [][]int
 	for _, msgs := range heldOutChat(t) {
@@ -159,6 +189,12 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 	jobs = append(jobs,
 		llamaJob{Model: chatF16, Greedy: chatPrompts, MaxTokens: 40, StopAtEog: true, Tokenize: tokenizeTexts},
 		llamaJob{Model: chatQ8, Greedy: chatPrompts, MaxTokens: 40, StopAtEog: true},
+	)
+	firstPure := len(jobs)
+	for _, path := range pure5 {
+		jobs = append(jobs, llamaJob{Model: path, Perplexity: heldOut, Scored: scored})
+	}
+	jobs = append(jobs,
 		llamaJob{Model: wideF16, Perplexity: heldOut, Scored: scored},
 		llamaJob{Model: wideQ4, Perplexity: heldOut, Scored: scored, Greedy: chatPrompts, MaxTokens: 40, StopAtEog: true},
 	)
@@ -172,7 +208,7 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 			}
 			for p, prompt := range c.prompts {
 				// The first step's logits, as a numeric check beyond argmax.
-				logits := whetLogits(t, c.src.Model, prompt)
+				logits := whetLogits(t, c.ref, prompt)
 				V := c.src.Model.Cfg.VocabSize
 				last := logits[(len(prompt)-1)*V:]
 				var maxDiff, maxAbs float64
@@ -185,7 +221,10 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 				}
 				tol := 0.005 * maxAbs // f16 weights and activations
 				if c.quant != "f16" {
-					tol = 0.05 * maxAbs // 8-bit mantissas (bf16) or 8-bit values (Q8_0)
+					// 8-bit mantissas (bf16), or 8-bit activations beside
+					// quantized weights (whet's side already holds the
+					// weights as stored).
+					tol = 0.05 * maxAbs
 				}
 				if maxDiff > tol {
 					t.Errorf("prompt %v: logits differ by up to %.4f (largest logit %.3f, tolerance %.4f)", prompt, maxDiff, maxAbs, tol)
@@ -199,11 +238,11 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 				// the rounding moved the first step's logits (the trained
 				// chat run below must agree everywhere, in F16, Q8_0 and
 				// Q4_K_M).
-				want := whetGreedy(t, c.src.Model, prompt, n, nil)
+				want := whetGreedy(t, c.ref, prompt, n, nil)
 				got := r.Greedy[p].Tokens
 				upTo := len(want)
 				if c.quant != "f16" {
-					upTo = firstNearTie(t, c.src.Model, prompt, want, 2*maxDiff)
+					upTo = firstNearTie(t, c.ref, prompt, want, 2*maxDiff)
 				}
 				t.Logf("prompt %v: first-step logits within %.4f of whet's (largest %.3f); %d of %d tokens compared", prompt, maxDiff, maxAbs, upTo, len(want))
 				if len(got) < upTo || !slices.Equal(got[:upTo], want[:upTo]) {
@@ -242,6 +281,32 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 		}
 	})
 
+	t.Run("q4_k_m fallbacks", func(t *testing.T) {
+		// tiny-qwen2 (3 layers, rows of 64 and 128, tied embedding) as
+		// llama-quantize stores it: no row is a whole 256-value block.
+		var path string
+		for _, c := range cases {
+			if c.run == qwenRun && c.quant == "q4_k_m" {
+				path = c.path
+			}
+		}
+		gf, err := parser.ParseGGUFFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		types := map[string]gguf.TensorType{}
+		for _, ti := range gf.TensorInfos {
+			types[ti.Name] = gguf.TensorType(ti.Type)
+		}
+		for name, want := range map[string]gguf.TensorType{"token_embd.weight": gguf.Q8_0, "blk.0.attn_q.weight": gguf.Q5_0,
+			"blk.0.attn_v.weight": gguf.Q5_0, "blk.2.attn_v.weight": gguf.Q8_0, "blk.1.ffn_down.weight": gguf.Q5_0,
+			"blk.2.ffn_down.weight": gguf.Q8_0, "blk.1.ffn_up.weight": gguf.Q5_0, "blk.0.attn_norm.weight": gguf.F32} {
+			if types[name] != want {
+				t.Errorf("Q4_K_M of tiny-qwen2: %s stored as %s, want %s", name, types[name], want)
+			}
+		}
+	})
+
 	t.Run("q4_k_m perplexity", func(t *testing.T) {
 		// The widened model really is K-quantized: Q4_K with llama.cpp's
 		// Q6_K mix (output, and attn_v/ffn_down of the last layer of 2).
@@ -261,6 +326,13 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 			}
 		}
 		f16, q4 := replies[len(replies)-2].Perplexity, replies[len(replies)-1].Perplexity
+		for i, path := range pure5 {
+			p := replies[firstPure+i].Perplexity
+			t.Logf("%s: perplexity %.3f", filepath.Base(path), p)
+			if math.Abs(p/f16-1) > 0.03 {
+				t.Errorf("%s: perplexity %.3f is not within 3%% of F16's %.3f", filepath.Base(path), p, f16)
+			}
+		}
 		ref := whetPerplexity(t, chat.Model, heldOut, scored)
 		t.Logf("held-out perplexity: whet %.3f (original width), llama.cpp F16 %.3f, Q4_K_M %.3f (widened)", ref, f16, q4)
 		if math.Abs(f16/ref-1) > 0.01 {
@@ -316,4 +388,47 @@ func firstNearTie(t *testing.T, m *engine.Model, prompt, cont []int32, margin fl
 		}
 	}
 	return len(cont)
+}
+
+// quantizedCopy loads src's model again with each weight replaced by what
+// the GGUF of that precision stores: the merged values encoded in the type
+// tensorType picks and decoded back.
+func quantizedCopy(t *testing.T, src *Source, quant string) *engine.Model {
+	t.Helper()
+	m, err := engine.LoadModel(src.ModelDir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Free)
+	arch, err := ggufArch(src.Model.Cfg.ModelType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := map[string]*engine.Param{}
+	for _, p := range m.Params() {
+		params[p.Name] = p
+	}
+	for _, w := range Weights(src.Model) {
+		_, role, layer, err := ggufName(w.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ := ggufQuants[quant].tensorType(arch, &src.Model.Cfg, role, layer, w.Shape).Type
+		v, err := w.Values(src.Model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := gguf.Encode(typ, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := gguf.Decode(typ, data, len(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.B.Upload(params[w.Name].W, back); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
 }

@@ -27,7 +27,7 @@ func FuzzQuantize(f *testing.F) {
 		for _, v := range x {
 			finite = finite && abs32(v) <= maxF16
 		}
-		for _, typ := range []TensorType{F16, Q8_0, Q4_K, Q6_K} {
+		for _, typ := range []TensorType{F16, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K} {
 			data, err := Encode(typ, x)
 			if err != nil {
 				if finite {
@@ -50,6 +50,8 @@ func FuzzQuantize(f *testing.F) {
 						checkOnGrid(t, i, x[i], back[i], d, 0, -127, 127)
 					}
 				}
+			case Q5_0, Q5_1, Q5_K:
+				checkQ5Grid(t, typ, x, back, data)
 			case Q4_K:
 				d := F16ToFloat32(binary.LittleEndian.Uint16(data[0:]))
 				dmin := F16ToFloat32(binary.LittleEndian.Uint16(data[2:]))

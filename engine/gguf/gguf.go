@@ -71,8 +71,11 @@ type TensorType uint32
 const (
 	F32  TensorType = 0
 	F16  TensorType = 1
+	Q5_0 TensorType = 6
+	Q5_1 TensorType = 7
 	Q8_0 TensorType = 8
 	Q4_K TensorType = 12
+	Q5_K TensorType = 13
 	Q6_K TensorType = 14
 	BF16 TensorType = 30
 )
@@ -84,10 +87,16 @@ func (t TensorType) String() string {
 		return "F32"
 	case F16:
 		return "F16"
+	case Q5_0:
+		return "Q5_0"
+	case Q5_1:
+		return "Q5_1"
 	case Q8_0:
 		return "Q8_0"
 	case Q4_K:
 		return "Q4_K"
+	case Q5_K:
+		return "Q5_K"
 	case Q6_K:
 		return "Q6_K"
 	case BF16:
@@ -100,9 +109,9 @@ func (t TensorType) String() string {
 // many bytes it takes.
 func (t TensorType) BlockSize() int {
 	switch t {
-	case Q8_0:
+	case Q5_0, Q5_1, Q8_0:
 		return 32
-	case Q4_K, Q6_K:
+	case Q4_K, Q5_K, Q6_K:
 		return QK_K
 	}
 	return 1
@@ -115,10 +124,16 @@ func (t TensorType) BlockBytes() int {
 		return 4
 	case F16, BF16:
 		return 2
+	case Q5_0:
+		return q5_0Bytes
+	case Q5_1:
+		return q5_1Bytes
 	case Q8_0:
 		return q8_0Bytes
 	case Q4_K:
 		return q4KBytes
+	case Q5_K:
+		return q5KBytes
 	case Q6_K:
 		return q6KBytes
 	}

@@ -11,6 +11,11 @@ import (
 // Block layouts, as ggml defines them (all little-endian, f16 = IEEE half):
 //
 //	Q8_0 (32 values, 34 bytes):  f16 d | int8 q[32]          x = d*q
+//	Q5_0 (32 values, 22 bytes):  f16 d | u8 qh[4] | u8 qs[16]   x = d*(q-16)
+//	Q5_1 (32 values, 24 bytes):  f16 d | f16 m | u8 qh[4] | u8 qs[16]   x = d*q + m
+//	    q in 0..31: value i < 16 has its low four bits in qs[i]&15, value
+//	    i+16 in qs[i]>>4; the fifth bit of value i is bit i of qh (read
+//	    as a little-endian uint32).
 //	Q4_K (256 values, 144 bytes): f16 d | f16 dmin | u8 scales[12] | u8 qs[128]
 //	    8 sub-blocks of 32, each with a 6-bit scale sc and 6-bit min m:
 //	    x = d*sc*q - dmin*m, q in 0..15. scales[12] packs the 16 six-bit
@@ -18,6 +23,9 @@ import (
 //	    for j >= 4, sc[j] = scales[j+4]&15 | (scales[j-4]>>6)<<4 and
 //	    m[j] = scales[j+4]>>4 | (scales[j]>>6)<<4. qs[32*c+l] holds
 //	    sub-block 2c's value l in its low nibble, sub-block 2c+1's in its high.
+//	Q5_K (256 values, 176 bytes): f16 d | f16 dmin | u8 scales[12] | u8 qh[32] | u8 qs[128]
+//	    Q4_K's layout with q in 0..31: the low four bits as in Q4_K, the
+//	    fifth bit of sub-block j's value l is bit j of qh[l].
 //	Q6_K (256 values, 210 bytes): u8 ql[128] | u8 qh[64] | int8 scales[16] | f16 d
 //	    16 sub-blocks of 16 with an 8-bit signed scale: x = d*sc*(q-32),
 //	    q in 0..63. In each half h (128 values) and for l < 32, the four
@@ -32,8 +40,11 @@ const maxF16 = 65504
 const QK_K = 256
 
 const (
+	q5_0Bytes = 2 + 4 + 16
+	q5_1Bytes = 2 + 2 + 4 + 16
 	q8_0Bytes = 2 + 32
 	q4KBytes  = 2 + 2 + 12 + QK_K/2
+	q5KBytes  = 2 + 2 + 12 + QK_K/8 + QK_K/2
 	q6KBytes  = QK_K/2 + QK_K/4 + QK_K/16 + 2
 )
 
@@ -72,10 +83,16 @@ func Encode(t TensorType, x []float32) ([]byte, error) {
 			binary.LittleEndian.PutUint16(out[2*i:], Float32ToBF16(v))
 		}
 		return out, nil
+	case Q5_0:
+		return parallelBlocks(x, 32, q5_0Bytes, QuantizeQ5_0), nil
+	case Q5_1:
+		return parallelBlocks(x, 32, q5_1Bytes, QuantizeQ5_1), nil
 	case Q8_0:
 		return parallelBlocks(x, 32, q8_0Bytes, QuantizeQ8_0), nil
 	case Q4_K:
 		return parallelBlocks(x, QK_K, q4KBytes, QuantizeQ4K), nil
+	case Q5_K:
+		return parallelBlocks(x, QK_K, q5KBytes, QuantizeQ5K), nil
 	case Q6_K:
 		return parallelBlocks(x, QK_K, q6KBytes, QuantizeQ6K), nil
 	}
@@ -138,9 +155,18 @@ func Decode(t TensorType, data []byte, n int) ([]float32, error) {
 				out[32*b+i] = d * float32(int8(blk[2+i]))
 			}
 		}
+	case Q5_0, Q5_1:
+		size := t.BlockBytes()
+		for b := 0; b < n/32; b++ {
+			dequantizeQ5Block(t, data[b*size:(b+1)*size], out[32*b:32*b+32])
+		}
 	case Q4_K:
 		for b := 0; b < n/QK_K; b++ {
 			dequantizeQ4KBlock(data[b*q4KBytes:(b+1)*q4KBytes], out[b*QK_K:(b+1)*QK_K])
+		}
+	case Q5_K:
+		for b := 0; b < n/QK_K; b++ {
+			dequantizeQ5KBlock(data[b*q5KBytes:(b+1)*q5KBytes], out[b*QK_K:(b+1)*QK_K])
 		}
 	case Q6_K:
 		for b := 0; b < n/QK_K; b++ {
@@ -257,6 +283,91 @@ func QuantizeQ8_0(x []float32) []byte {
 
 func abs32(v float32) float32 { return float32(math.Abs(float64(v))) }
 
+// QuantizeQ5_0 stores each block of 32 on the symmetric grid d*(q-16),
+// q in 0..31, with d = -v/16 for the value v of largest magnitude: v lands
+// exactly on the grid's longer end (q = 0) and the other side reaches
+// 15/16 of |v|.
+func QuantizeQ5_0(x []float32) []byte {
+	out := make([]byte, len(x)/32*q5_0Bytes)
+	for b := 0; b < len(x)/32; b++ {
+		blk := x[32*b : 32*b+32]
+		var peak float32
+		for _, v := range blk {
+			if abs32(v) > abs32(peak) {
+				peak = v
+			}
+		}
+		d := roundF16(peak / -16)
+		o := out[b*q5_0Bytes:]
+		binary.LittleEndian.PutUint16(o, Float32ToF16(d))
+		var q [32]int
+		for i, v := range blk {
+			q[i] = 16
+			if d != 0 {
+				q[i] = clampInt(nearest(v/d)+16, 0, 31)
+			}
+		}
+		packQ5(q, o[2:6], o[6:22])
+	}
+	return out
+}
+
+// QuantizeQ5_1 stores each block of 32 on the grid d*q + m, q in 0..31,
+// from the block's minimum m to its maximum.
+func QuantizeQ5_1(x []float32) []byte {
+	out := make([]byte, len(x)/32*q5_1Bytes)
+	for b := 0; b < len(x)/32; b++ {
+		blk := x[32*b : 32*b+32]
+		lo, hi := blk[0], blk[0]
+		for _, v := range blk {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		m := roundF16(lo)
+		d := roundF16((hi - m) / 31)
+		o := out[b*q5_1Bytes:]
+		binary.LittleEndian.PutUint16(o, Float32ToF16(d))
+		binary.LittleEndian.PutUint16(o[2:], Float32ToF16(m))
+		var q [32]int
+		for i, v := range blk {
+			if d != 0 {
+				q[i] = clampInt(nearest((v-m)/d), 0, 31)
+			}
+		}
+		packQ5(q, o[4:8], o[8:24])
+	}
+	return out
+}
+
+// packQ5 splits 32 five-bit codes into qs (low four bits, values i and
+// i+16 sharing byte i) and the 32-bit mask qh of fifth bits.
+func packQ5(q [32]int, qh, qs []byte) {
+	var high uint32
+	for i := 0; i < 16; i++ {
+		qs[i] = byte(q[i]&15 | (q[i+16]&15)<<4)
+		high |= uint32(q[i]>>4) << i
+		high |= uint32(q[i+16]>>4) << (i + 16)
+	}
+	binary.LittleEndian.PutUint32(qh, high)
+}
+
+func dequantizeQ5Block(t TensorType, o []byte, y []float32) {
+	d := F16ToFloat32(binary.LittleEndian.Uint16(o))
+	off := float32(-16) * d // Q5_0: d*(q-16)
+	rest := o[2:]
+	if t == Q5_1 {
+		off = F16ToFloat32(binary.LittleEndian.Uint16(o[2:]))
+		rest = o[4:]
+	}
+	high := binary.LittleEndian.Uint32(rest)
+	qs := rest[4:20]
+	for i := 0; i < 16; i++ {
+		lo := int(qs[i]&15) | int(high>>i&1)<<4
+		hi := int(qs[i]>>4) | int(high>>(i+16)&1)<<4
+		y[i] = d*float32(lo) + off
+		y[i+16] = d*float32(hi) + off
+	}
+}
+
 // importance weights the values of a sub-block as the format's reference
 // quantizer does: the sub-block's RMS plus each value's magnitude, so
 // large weights, which move activations most, are fit more closely.
@@ -332,86 +443,129 @@ func fitScaleMin(x, w []float32, nmax int) (scale, minus float32) {
 func QuantizeQ4K(x []float32) []byte {
 	out := make([]byte, len(x)/QK_K*q4KBytes)
 	for b := 0; b < len(x)/QK_K; b++ {
-		quantizeQ4KBlock(x[b*QK_K:(b+1)*QK_K], out[b*q4KBytes:(b+1)*q4KBytes])
+		f := fitKBlock(x[b*QK_K:(b+1)*QK_K], 15)
+		o := out[b*q4KBytes : (b+1)*q4KBytes]
+		f.packHeader(o)
+		packNibbles(&f.q, o[16:])
 	}
 	return out
 }
 
-func quantizeQ4KBlock(x []float32, o []byte) {
+// QuantizeQ5K quantizes whole super-blocks of 256 values.
+func QuantizeQ5K(x []float32) []byte {
+	out := make([]byte, len(x)/QK_K*q5KBytes)
+	for b := 0; b < len(x)/QK_K; b++ {
+		f := fitKBlock(x[b*QK_K:(b+1)*QK_K], 31)
+		o := out[b*q5KBytes : (b+1)*q5KBytes]
+		f.packHeader(o)
+		qh := o[16:48]
+		for j := 0; j < 8; j++ {
+			for l := 0; l < 32; l++ {
+				qh[l] |= byte(f.q[32*j+l]>>4) << j
+			}
+		}
+		packNibbles(&f.q, o[48:])
+	}
+	return out
+}
+
+// kBlockFit is one Q4_K or Q5_K super-block: the f16 scales d and dmin,
+// each sub-block's 6-bit scale and min codes, and each value's code in
+// 0..nmax (x ≈ d*sc[j]*q - dmin*mn[j]).
+type kBlockFit struct {
+	d, dmin float32
+	sc, mn  [8]int
+	q       [QK_K]int
+}
+
+// fitKBlock fits each sub-block of 32 with fitScaleMin, then stores the
+// scales and mins as 6-bit multiples of d and dmin.
+func fitKBlock(x []float32, nmax int) (f kBlockFit) {
 	var scales, mins [8]float32
 	var weights [8][32]float32
 	var maxScale, maxMin float32
 	for j := 0; j < 8; j++ {
 		sub := x[32*j : 32*j+32]
 		importance(sub, weights[j][:])
-		scales[j], mins[j] = fitScaleMin(sub, weights[j][:], 15)
+		scales[j], mins[j] = fitScaleMin(sub, weights[j][:], nmax)
 		maxScale, maxMin = max(maxScale, scales[j]), max(maxMin, mins[j])
 	}
-	d := roundF16(maxScale / 63)
-	dmin := roundF16(maxMin / 63)
+	f.d = roundF16(maxScale / 63)
+	f.dmin = roundF16(maxMin / 63)
 	// Rounding each sub-block's scale and min to 6 bits of d and dmin
 	// can land far from its fit when the sub-block's scale is small next
 	// to the block's largest: try the neighbouring codes and keep the pair
 	// whose grid fits the values best.
-	var sc, mn [8]int
 	for j := 0; j < 8; j++ {
 		s0, m0 := 0, 0
-		if d > 0 {
-			s0 = nearest(scales[j] / d)
+		if f.d > 0 {
+			s0 = nearest(scales[j] / f.d)
 		}
-		if dmin > 0 {
-			m0 = nearest(mins[j] / dmin)
+		if f.dmin > 0 {
+			m0 = nearest(mins[j] / f.dmin)
 		}
 		best := float32(math.Inf(1))
 		for ds := -1; ds <= 1; ds++ {
 			for dm := -1; dm <= 1; dm++ {
 				s, m := clampInt(s0+ds, 0, 63), clampInt(m0+dm, 0, 63)
-				if err := subBlockError(x[32*j:32*j+32], weights[j][:], d*float32(s), dmin*float32(m)); err < best {
-					best, sc[j], mn[j] = err, s, m
+				if err := subBlockError(x[32*j:32*j+32], weights[j][:], f.d*float32(s), f.dmin*float32(m), nmax); err < best {
+					best, f.sc[j], f.mn[j] = err, s, m
 				}
 			}
 		}
+		step := f.d * float32(f.sc[j])
+		off := f.dmin * float32(f.mn[j])
+		for l := 0; l < 32; l++ {
+			if step > 0 {
+				f.q[32*j+l] = clampInt(nearest((x[32*j+l]+off)/step), 0, nmax)
+			}
+		}
 	}
-	binary.LittleEndian.PutUint16(o[0:], Float32ToF16(d))
-	binary.LittleEndian.PutUint16(o[2:], Float32ToF16(dmin))
+	return f
+}
+
+// packHeader writes d, dmin and the twelve bytes of 6-bit scales and mins
+// that Q4_K and Q5_K share.
+func (f *kBlockFit) packHeader(o []byte) {
+	binary.LittleEndian.PutUint16(o[0:], Float32ToF16(f.d))
+	binary.LittleEndian.PutUint16(o[2:], Float32ToF16(f.dmin))
 	s := o[4:16]
 	for j := 0; j < 8; j++ {
 		if j < 4 {
-			s[j] = byte(sc[j])
-			s[j+4] = byte(mn[j])
+			s[j] = byte(f.sc[j])
+			s[j+4] = byte(f.mn[j])
 		} else {
-			s[j+4] = byte(sc[j]&15 | (mn[j]&15)<<4)
-			s[j-4] |= byte(sc[j]>>4) << 6
-			s[j] |= byte(mn[j]>>4) << 6
+			s[j+4] = byte(f.sc[j]&15 | (f.mn[j]&15)<<4)
+			s[j-4] |= byte(f.sc[j]>>4) << 6
+			s[j] |= byte(f.mn[j]>>4) << 6
 		}
 	}
-	qs := o[16:]
+}
+
+// packNibbles stores the low four bits of the codes: sub-blocks 2c and
+// 2c+1 share the 32 bytes of chunk c, low and high nibble.
+func packNibbles(q *[QK_K]int, qs []byte) {
 	for j := 0; j < 8; j++ {
-		step := d * float32(sc[j])
-		off := dmin * float32(mn[j])
 		for l := 0; l < 32; l++ {
-			q := 0
-			if step > 0 {
-				q = clampInt(nearest((x[32*j+l]+off)/step), 0, 15)
-			}
+			v := byte(q[32*j+l] & 15)
 			idx := 32*(j/2) + l
 			if j%2 == 0 {
-				qs[idx] = qs[idx]&0xf0 | byte(q)
+				qs[idx] = qs[idx]&0xf0 | v
 			} else {
-				qs[idx] = qs[idx]&0x0f | byte(q)<<4
+				qs[idx] = qs[idx]&0x0f | v<<4
 			}
 		}
 	}
 }
 
 // subBlockError is the weighted squared error of x on the grid
-// step*q - off, q in 0..15, each value at its nearest grid point.
-func subBlockError(x, w []float32, step, off float32) float32 {
+// step*q - off, q in 0..nmax, each value at its nearest grid point.
+func subBlockError(x, w []float32, step, off float32, nmax int) float32 {
 	var e float32
 	for i, v := range x {
 		q := 0
 		if step > 0 {
-			q = clampInt(nearest((v+off)/step), 0, 15)
+			q = clampInt(nearest((v+off)/step), 0, nmax)
 		}
 		d := step*float32(q) - off - v
 		e += w[i] * d * d
@@ -440,6 +594,24 @@ func dequantizeQ4KBlock(o []byte, y []float32) {
 				q >>= 4
 			}
 			y[32*j+l] = step*float32(q&15) - off
+		}
+	}
+}
+
+func dequantizeQ5KBlock(o []byte, y []float32) {
+	d := F16ToFloat32(binary.LittleEndian.Uint16(o[0:]))
+	dmin := F16ToFloat32(binary.LittleEndian.Uint16(o[2:]))
+	s, qh, qs := o[4:16], o[16:48], o[48:176]
+	for j := 0; j < 8; j++ {
+		sc, m := q4KScaleMin(j, s)
+		step, off := d*float32(sc), dmin*float32(m)
+		for l := 0; l < 32; l++ {
+			q := qs[32*(j/2)+l]
+			if j%2 == 1 {
+				q >>= 4
+			}
+			v := int(q&15) | int(qh[l]>>j&1)<<4
+			y[32*j+l] = step*float32(v) - off
 		}
 	}
 }

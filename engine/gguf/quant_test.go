@@ -266,7 +266,7 @@ func TestQ6KErrorBound(t *testing.T) {
 }
 
 func TestEncodeRejectsRaggedRows(t *testing.T) {
-	for _, typ := range []TensorType{Q8_0, Q4_K, Q6_K} {
+	for _, typ := range []TensorType{Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K} {
 		if _, err := Encode(typ, make([]float32, typ.BlockSize()+1)); err == nil {
 			t.Errorf("%s: %d values encoded without error", typ, typ.BlockSize()+1)
 		}
@@ -304,7 +304,7 @@ func TestBF16AndF16Encode(t *testing.T) {
 // count over this rate.
 func BenchmarkEncode(b *testing.B) {
 	x := randomValues(4096*256, 4)
-	for _, typ := range []TensorType{F16, BF16, Q8_0, Q4_K, Q6_K} {
+	for _, typ := range []TensorType{F16, BF16, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K} {
 		b.Run(typ.String(), func(b *testing.B) {
 			for b.Loop() {
 				if _, err := Encode(typ, x); err != nil {
@@ -314,4 +314,149 @@ func BenchmarkEncode(b *testing.B) {
 			b.ReportMetric(float64(len(x))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mvalues/s")
 		})
 	}
+}
+
+func TestQ5LayoutByHand(t *testing.T) {
+	// Value i has code q = (7i+3)%32: low four bits in qs (values i and
+	// i+16 share byte i), the fifth bit in bit i of the little-endian qh.
+	q := func(i int) int { return (7*i + 3) % 32 }
+	var qs [16]byte
+	var qh uint32
+	for i := 0; i < 16; i++ {
+		qs[i] = byte(q(i)&15 | (q(i+16)&15)<<4)
+	}
+	for i := 0; i < 32; i++ {
+		qh |= uint32(q(i)>>4) << i
+	}
+	q50 := make([]byte, 22)
+	binary.LittleEndian.PutUint16(q50, 0x3800) // d = 0.5
+	binary.LittleEndian.PutUint32(q50[2:], qh)
+	copy(q50[6:], qs[:])
+	q51 := make([]byte, 24)
+	binary.LittleEndian.PutUint16(q51, 0x3400)     // d = 0.25
+	binary.LittleEndian.PutUint16(q51[2:], 0xbc00) // m = -1
+	binary.LittleEndian.PutUint32(q51[4:], qh)
+	copy(q51[8:], qs[:])
+	for _, c := range []struct {
+		typ  TensorType
+		blk  []byte
+		want func(q int) float32
+	}{
+		{Q5_0, q50, func(q int) float32 { return 0.5 * float32(q-16) }},
+		{Q5_1, q51, func(q int) float32 { return 0.25*float32(q) - 1 }},
+	} {
+		got, err := Decode(c.typ, c.blk, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if got[i] != c.want(q(i)) {
+				t.Fatalf("%s value %d: got %g, want %g", c.typ, i, got[i], c.want(q(i)))
+			}
+		}
+	}
+}
+
+func TestQ5KLayoutByHand(t *testing.T) {
+	// Q4_K's header (scales as in TestQ4KLayoutByHand); value l of
+	// sub-block j has q = (l+3j)%32, its fifth bit in bit j of qh[l].
+	blk := make([]byte, 176)
+	binary.LittleEndian.PutUint16(blk[0:], 0x3800) // d = 0.5
+	binary.LittleEndian.PutUint16(blk[2:], 0x3400) // dmin = 0.25
+	sc := [8]int{1, 2, 3, 4, 44, 45, 46, 47}
+	mn := [8]int{1, 3, 5, 7, 54, 55, 56, 57}
+	s := blk[4:16]
+	for j := 0; j < 4; j++ {
+		s[j] = byte(sc[j]) | byte(sc[j+4]>>4)<<6
+		s[j+4] = byte(mn[j]) | byte(mn[j+4]>>4)<<6
+		s[j+8] = byte(sc[j+4]&15) | byte(mn[j+4]&15)<<4
+	}
+	q := func(j, l int) int { return (l + 3*j) % 32 }
+	qh, qs := blk[16:48], blk[48:]
+	for j := 0; j < 8; j++ {
+		for l := 0; l < 32; l++ {
+			qh[l] |= byte(q(j, l)>>4) << j
+			qs[32*(j/2)+l] |= byte(q(j, l)&15) << (4 * (j % 2))
+		}
+	}
+	got, err := Decode(Q5_K, blk, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < 8; j++ {
+		for l := 0; l < 32; l++ {
+			want := 0.5*float32(sc[j])*float32(q(j, l)) - 0.25*float32(mn[j])
+			if g := got[32*j+l]; g != want {
+				t.Fatalf("sub-block %d value %d: got %g, want %g", j, l, g, want)
+			}
+		}
+	}
+}
+
+// The 5-bit formats put every value at the nearest point of its block's
+// stored grid, and lose about half what the 4-bit ones do.
+func TestQ5ErrorBounds(t *testing.T) {
+	x := randomValues(256*32, 9)
+	for i := 0; i < 256; i++ {
+		x[256*7+i] = 0.3 + float32(i)*1e-3 // an all-positive block
+	}
+	for _, c := range []struct {
+		typ    TensorType
+		maxRel float64
+	}{{Q5_0, 0.06}, {Q5_1, 0.06}, {Q5_K, 0.06}} {
+		data, err := Encode(c.typ, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Decode(c.typ, data, len(x))
+		if err != nil {
+			t.Fatal(err)
+		}
+		se, sx := checkQ5Grid(t, c.typ, x, back, data)
+		rel := math.Sqrt(se / sx)
+		if rel > c.maxRel {
+			t.Errorf("%s: relative RMS error %.4f, want below %.2f", c.typ, rel, c.maxRel)
+		}
+		t.Logf("%s relative RMS error %.4f", c.typ, rel)
+	}
+}
+
+// checkQ5Grid checks every value against its block's grid (checkOnGrid)
+// and returns the squared error and squared value sums.
+func checkQ5Grid(t *testing.T, typ TensorType, x, back []float32, data []byte) (se, sx float64) {
+	t.Helper()
+	for i := range x {
+		sx += float64(x[i] * x[i])
+	}
+	switch typ {
+	case Q5_0:
+		for b := 0; b < len(x)/32; b++ {
+			d := F16ToFloat32(binary.LittleEndian.Uint16(data[22*b:]))
+			for i := 32 * b; i < 32*b+32; i++ {
+				se += checkOnGrid(t, i, x[i], back[i], d, 16*d, 0, 31)
+			}
+		}
+	case Q5_1:
+		for b := 0; b < len(x)/32; b++ {
+			d := F16ToFloat32(binary.LittleEndian.Uint16(data[24*b:]))
+			m := F16ToFloat32(binary.LittleEndian.Uint16(data[24*b+2:]))
+			for i := 32 * b; i < 32*b+32; i++ {
+				se += checkOnGrid(t, i, x[i], back[i], d, -m, 0, 31)
+			}
+		}
+	case Q5_K:
+		for b := 0; b < len(x)/256; b++ {
+			blk := data[176*b:]
+			d := F16ToFloat32(binary.LittleEndian.Uint16(blk[0:]))
+			dmin := F16ToFloat32(binary.LittleEndian.Uint16(blk[2:]))
+			for j := 0; j < 8; j++ {
+				sc, m := q4KScaleMin(j, blk[4:16])
+				for l := 0; l < 32; l++ {
+					i := 256*b + 32*j + l
+					se += checkOnGrid(t, i, x[i], back[i], d*float32(sc), dmin*float32(m), 0, 31)
+				}
+			}
+		}
+	}
+	return se, sx
 }
