@@ -19,7 +19,7 @@ func init() {
 }
 
 // runExport is `whet export --run DIR --format peft|merged|gguf
-// [--quant ...] [--out DIR] [--force] [--template NAME]`. It prints one
+// [--quant ...] [--out DIR] [--force] [--qlora-base nf4|full] [--template NAME]`. It prints one
 // line per step so a long export shows where it is. Ctrl-C (SIGINT) or
 // SIGTERM stops it at the next weight or write, removing the temporary
 // file being written (and the output folder if it made it and nothing was
@@ -33,9 +33,10 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Quant, "quant", "", "merged: bf16 (default) or f16; gguf: q8_0 (default), q4_k_m, f16 or bf16")
 	fs.StringVar(&o.OutDir, "out", "", "output directory (default RUN/export/FORMAT-QUANT)")
 	fs.BoolVar(&o.Force, "force", false, "write into a non-empty --out, removing an earlier export's files there first (other files stay)")
+	fs.StringVar(&o.QLoRABase, "qlora-base", "", "QLoRA runs: merge into the NF4 weights the adapter was trained on (nf4, default for gguf) or the full-precision base (full, default for merged)")
 	fs.StringVar(&o.Template, "template", "", "chat template name for the Modelfile and stop tokens (default: the run's, else detected)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: whet export --run DIR --format peft|merged|gguf [--quant q8_0|q4_k_m|f16|bf16] [--out DIR [--force]]")
+		fmt.Fprintln(stderr, "usage: whet export --run DIR --format peft|merged|gguf [--quant q8_0|q4_k_m|f16|bf16] [--out DIR [--force]] [--qlora-base nf4|full]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

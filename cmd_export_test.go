@@ -82,6 +82,8 @@ func TestExportCommandErrors(t *testing.T) {
 		{[]string{"--run", run, "--format", "peft"}, "full fine-tuning run"},
 		{[]string{"--run", t.TempDir(), "--format", "gguf"}, "not a run directory"},
 		{[]string{"--run", run, "--format", "gguf", "--template", "nope"}, `unknown chat template "nope"`},
+		{[]string{"--run", run, "--format", "gguf", "--qlora-base", "nf8"}, "--qlora-base nf8 is not a merge base"},
+		{[]string{"--run", run, "--format", "gguf", "--qlora-base", "full"}, "is a full run, not a QLoRA one"},
 	} {
 		code, _, errs := runExportCLI(t, c.args...)
 		if code == 0 || !strings.Contains(errs, c.want) {

@@ -47,10 +47,44 @@ type Options struct {
 	// The run's default folder for the format is replaced without it:
 	// whet made it.
 	Force bool
+	// QLoRABase says which base weights a QLoRA run's adapter is merged
+	// into: "nf4", the dequantised NF4 weights it was trained on (the
+	// export then computes what the training model computed), or "full",
+	// the base model's full-precision weights. Empty means the format's
+	// default (QLoRABase's doc on DefaultQLoRABase). Only for QLoRA runs,
+	// and not for peft, which keeps the adapter unmerged.
+	QLoRABase string
 	// Template names the chat template (a built-in name such as chatml or
 	// llama-3.1); empty means the run's data.template, else the one the
 	// tokenizer's chat_template is recognised as.
 	Template string
+}
+
+// QLoRA merge bases (Options.QLoRABase).
+const (
+	QLoRABaseNF4  = "nf4"
+	QLoRABaseFull = "full"
+)
+
+// DefaultQLoRABase is the base a QLoRA run is merged into when
+// Options.QLoRABase is empty: the NF4 weights it was trained on for GGUF,
+// so the file Ollama and llama.cpp run answers as the model did in
+// training and in whet chat; the full-precision weights for merged
+// safetensors, the Hugging Face model other tools build on, as PEFT's
+// merge_and_unload on an unquantised base gives it.
+func DefaultQLoRABase(format string) string {
+	if format == "gguf" {
+		return QLoRABaseNF4
+	}
+	return QLoRABaseFull
+}
+
+// qloraBase is the effective merge base for a QLoRA run.
+func (o Options) qloraBase() string {
+	if o.QLoRABase != "" {
+		return strings.ToLower(o.QLoRABase)
+	}
+	return DefaultQLoRABase(o.Format)
 }
 
 // Progress is told how far an export is: done of total steps, and what the
@@ -95,6 +129,14 @@ func (o Options) Check() error {
 	default:
 		return fmt.Errorf("export: unknown format %q (want %s)", o.Format, strings.Join(Formats, ", "))
 	}
+	if o.QLoRABase != "" {
+		if o.Format == "peft" {
+			return fmt.Errorf("export: --qlora-base %s: a PEFT export keeps the adapter unmerged", o.QLoRABase)
+		}
+		if b := o.qloraBase(); b != QLoRABaseNF4 && b != QLoRABaseFull {
+			return fmt.Errorf("export: --qlora-base %s is not a merge base (want %s or %s)", o.QLoRABase, QLoRABaseNF4, QLoRABaseFull)
+		}
+	}
 	return nil
 }
 
@@ -126,6 +168,12 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	if err != nil {
 		return err
 	}
+	nf4 := false
+	if run.Cfg.Method == "qlora" && o.Format != "peft" {
+		nf4 = o.qloraBase() == QLoRABaseNF4
+	} else if o.QLoRABase != "" {
+		return fmt.Errorf("export: --qlora-base %s: %s is a %s run, not a QLoRA one", o.QLoRABase, o.RunDir, run.Cfg.Method)
+	}
 	if err := checkOutDir(run, o.OutDir); err != nil {
 		return err
 	}
@@ -143,7 +191,14 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	if o.Format == "peft" {
 		return exportPEFT(ctx, run, o.OutDir, progress)
 	}
-	src, err := run.Load()
+	if run.Cfg.Method == "qlora" {
+		if nf4 {
+			progress(0, 0, "QLoRA run: merging the adapter into the dequantised NF4 weights it was trained on (--qlora-base full merges into the full-precision base)")
+		} else {
+			progress(0, 0, "QLoRA run: merging the adapter into the full-precision base weights, not the NF4 ones it was trained on (--qlora-base nf4 reproduces the trained model)")
+		}
+	}
+	src, err := run.load(nf4)
 	if err != nil {
 		return err
 	}
@@ -216,9 +271,17 @@ type Source struct {
 	Name string
 }
 
-// Load reads the run's model onto the CPU backend.
+// Load reads the run's model onto the CPU backend: for a QLoRA run, with
+// the base's linears in NF4 as they were trained (DefaultQLoRABase of
+// GGUF), else in full precision.
 func (r *RunFiles) Load() (*Source, error) {
-	return LoadSource(r.ModelDir, r.AdapterDir, r.Cfg.Data.Template, runName(r))
+	return r.load(r.Cfg.Method == "qlora")
+}
+
+// load reads the run's model with the decoder's linears quantised to NF4
+// as they load (a QLoRA run's training base) when nf4 is set.
+func (r *RunFiles) load(nf4 bool) (*Source, error) {
+	return loadSource(r.ModelDir, r.AdapterDir, r.Cfg.Data.Template, runName(r), engine.ModelOptions{NF4Linears: nf4})
 }
 
 func runName(r *RunFiles) string {
@@ -232,6 +295,10 @@ func runName(r *RunFiles) string {
 // is set) on the CPU backend. template names the chat template; empty
 // means the one the tokenizer's chat_template is recognised as, if any.
 func LoadSource(modelDir, adapterDir, template, name string) (*Source, error) {
+	return loadSource(modelDir, adapterDir, template, name, engine.ModelOptions{})
+}
+
+func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOptions) (*Source, error) {
 	tok, err := tokenizer.Load(modelDir)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -252,7 +319,7 @@ func LoadSource(modelDir, adapterDir, template, name string) (*Source, error) {
 		}
 		s.Template = t
 	}
-	m, err := engine.LoadModel(modelDir, cpu.New())
+	m, err := engine.LoadModelWith(modelDir, cpu.New(), mo)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}

@@ -42,19 +42,12 @@ func isAdapter(p *engine.Param, m *engine.Model) bool {
 	return false
 }
 
-// Values downloads the tensor in float32 and, for a linear with an enabled
-// adapter, adds Scale·B·A in float32: W'[o][i] = W[o][i] + s·Σ_r B[o][r]·A[r][i].
+// Values downloads the tensor in float32 (an NF4 weight dequantised, as
+// the forward pass sees it) and, for a linear with an enabled adapter,
+// adds Scale·B·A in float32: W'[o][i] = W[o][i] + s·Σ_r B[o][r]·A[r][i].
 func (w Weight) Values(m *engine.Model) ([]float32, error) {
-	n := 1
-	for _, d := range w.Shape {
-		n *= d
-	}
-	v := make([]float32, n)
-	src := w.param.W
-	if w.param.Trainable && w.param.Master != nil {
-		src = w.param.Master
-	}
-	if err := m.B.Download(src, v); err != nil {
+	v, err := m.WeightValues(w.param)
+	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", w.Name, err)
 	}
 	if w.lin == nil || w.lin.LoRA == nil || !w.lin.LoRA.Enabled {
