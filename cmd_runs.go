@@ -165,7 +165,8 @@ const metricsTail = 64 << 10
 
 // lastMetric returns the step and loss of the last training line of a
 // metrics.jsonl (eval lines carry eval_loss and no loss). A torn last line
-// from a run killed mid-write is skipped.
+// from a run killed mid-write is skipped; a loss written as null (the run
+// diverged) is NaN.
 func lastMetric(path string) (step int, loss float64, ok bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -189,14 +190,13 @@ func lastMetric(path string) (step int, loss float64, ok bool, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(buf))
 	sc.Buffer(make([]byte, 0, 64<<10), metricsTail)
 	for sc.Scan() {
-		var m struct {
-			Step int      `json:"step"`
-			Loss *float64 `json:"loss"`
-		}
-		if json.Unmarshal(sc.Bytes(), &m) != nil || m.Loss == nil {
+		m, err := engine.ParseMetricLine(sc.Bytes())
+		if err != nil {
 			continue
 		}
-		step, loss, ok = m.Step, *m.Loss, true
+		if l, isStep := m.Loss(); isStep { // null (a NaN loss) reads as NaN
+			step, loss, ok = m.Step, l, true
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return 0, 0, false, fmt.Errorf("%s: %w", path, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,5 +134,22 @@ func TestRunsFlagsSilentRunningRun(t *testing.T) {
 	}
 	if runs[1].state != "running" {
 		t.Errorf("a live run is shown as %q", runs[1].state)
+	}
+}
+
+// A run whose loss went NaN has null in its metrics and status: it is
+// shown as NaN, not skipped for an older loss.
+func TestRunsShowsNullLossAsNaN(t *testing.T) {
+	dir := t.TempDir()
+	writeRun(t, dir, "diverged", map[string]string{
+		"status.json":   `{"state":"failed","step":2,"total_steps":10,"last_loss":null}`,
+		"metrics.jsonl": "{\"step\":1,\"loss\":2.5}\n{\"step\":2,\"loss\":null,\"grad_norm\":null}\n",
+	})
+	runs, warnings, err := listRuns(dir)
+	if err != nil || len(warnings) > 0 || len(runs) != 1 {
+		t.Fatalf("listRuns = %v, %v, %v", runs, warnings, err)
+	}
+	if r := runs[0]; r.step != 2 || !r.hasLoss || !math.IsNaN(r.lastLoss) || r.state != "failed" {
+		t.Errorf("got step %d loss %v (has %v) state %q, want 2, NaN, failed", r.step, r.lastLoss, r.hasLoss, r.state)
 	}
 }

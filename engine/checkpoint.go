@@ -35,6 +35,10 @@ type TrainerState struct {
 	LastLoss  float64 `json:"last_loss"`  // for display
 	ModelType string  `json:"model_type"` // to refuse a checkpoint of another model
 	Params    int     `json:"params"`     // number of trainable tensors
+	// Unwritten holds lines of metrics.jsonl and samples.jsonl (by file
+	// name) that a failed write could not store before this checkpoint;
+	// a resume writes them.
+	Unwritten map[string][]string `json:"unwritten,omitempty"`
 }
 
 // checkpointHook, when set (tests), is called between the stages of a

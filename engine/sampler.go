@@ -2,13 +2,11 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
-	"whet/engine/atomicfile"
 )
 
 // StopIDs are the ids that end a reply: the template's stop tokens found
@@ -135,23 +133,4 @@ func toInts(ids []int32) []int {
 		out[i] = int(id)
 	}
 	return out
-}
-
-// appendSamples stores samples as JSON lines in the run directory.
-func appendSamples(dir string, samples []SampleEvent) error {
-	if dir == "" || len(samples) == 0 {
-		return nil
-	}
-	f, err := atomicfile.OpenAppend(RunDir(dir).Samples())
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, s := range samples {
-		js, _ := json.Marshal(map[string]any{"step": s.Step, "prompt": s.Prompt, "text": s.Text})
-		if _, err := f.Write(append(js, '\n')); err != nil {
-			return err
-		}
-	}
-	return nil
 }

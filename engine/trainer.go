@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,8 +50,13 @@ type Trainer struct {
 	// onPhase, when set (by tests), is called as each phase of Run begins.
 	onPhase func(phase string)
 	ctl     *control
-	metrics *os.File
-	start   time.Time
+	// unwritten holds lines for metrics.jsonl or samples.jsonl (by file
+	// name) that a failed write could not store; the checkpoint the run
+	// stops with carries them, and a resume writes them.
+	unwritten map[string][]string
+	// statusErr is the first failed status.json write, which stops the run.
+	statusErr error
+	start     time.Time
 }
 
 // control implements RunControl with flags the loop polls between steps.
@@ -226,14 +232,19 @@ func (t *Trainer) Evaluate() (float64, error) { return t.objective().evaluate(t)
 
 func (t *Trainer) state() TrainerState {
 	return TrainerState{Step: t.step, Cursor: t.cursor, Seed: t.Seed, OptStep: t.Opt.Step, LastLoss: t.lastLoss,
-		Epoch: float64(t.cursor) / float64(max(1, t.microBatchesPerEpoch()))}
+		Epoch: float64(t.cursor) / float64(max(1, t.microBatchesPerEpoch())), Unwritten: t.unwritten}
 }
 
 // Resume restores the newest checkpoint in the run directory, if any.
 func (t *Trainer) Resume() (bool, error) {
 	all, err := ListCheckpoints(RunDir(t.Dir).Checkpoints())
-	if err != nil || len(all) == 0 {
+	if err != nil {
 		return false, err
+	}
+	if len(all) == 0 {
+		// The run starts over: lines of steps it made before a crash
+		// that left no checkpoint would be written again.
+		return false, t.trimRunFiles(0, nil)
 	}
 	last := all[len(all)-1]
 	st, err := LoadCheckpoint(last.Path, t.Model)
@@ -245,7 +256,35 @@ func (t *Trainer) Resume() (bool, error) {
 	if st.Seed != t.Seed {
 		return false, fmt.Errorf("checkpoint %s was made with seed %d, the run config says %d", last.Path, st.Seed, t.Seed)
 	}
+	if err := t.trimRunFiles(st.Step, st.Unwritten); err != nil {
+		return false, err
+	}
 	return true, nil
+}
+
+// trimRunFiles makes metrics.jsonl and samples.jsonl end at step: lines
+// of later steps, which the resumed run will make again, are dropped, and
+// the lines a failed write left in the checkpoint are added.
+func (t *Trainer) trimRunFiles(step int, unwritten map[string][]string) error {
+	if t.Dir == "" {
+		return nil
+	}
+	for _, path := range []string{RunDir(t.Dir).Metrics(), RunDir(t.Dir).Samples()} {
+		have, err := trimAfterStep(path, step)
+		if err != nil {
+			return err
+		}
+		var add [][]byte
+		for _, l := range unwritten[filepath.Base(path)] {
+			if !have[l] { // resumed from this checkpoint before
+				add = append(add, []byte(l))
+			}
+		}
+		if err := appendLines(path, add); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Checkpoint writes a checkpoint now.
@@ -281,13 +320,15 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 	defer t.ctl.setCancel(nil)
 	send := func(e Event) { out <- e }
 	if t.Dir != "" {
+		// Refuse an unwritable or linked metrics file before any step.
 		f, err := atomicfile.OpenAppend(RunDir(t.Dir).Metrics())
 		if err != nil {
 			return fmt.Errorf("open metrics: %w", err)
 		}
-		t.metrics = f
-		defer f.Close()
-		t.writeStatus("running")
+		f.Close()
+		if err := t.writeStatus("running"); err != nil {
+			return err
+		}
 	}
 	fail := func(err error) error {
 		t.writeStatus("failed")
@@ -297,6 +338,9 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 	logEvery := max(1, t.Cfg.LogEvery)
 	for t.step < total {
 		ckptNow := t.waitControls(ctx)
+		if t.statusErr != nil {
+			return t.writeFailed(send, t.statusErr)
+		}
 		if ctx.Err() != nil {
 			return t.stopped(send)
 		}
@@ -311,7 +355,9 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 		if err != nil {
 			return fail(err)
 		}
-		t.logMetrics(ev)
+		if err := t.logMetrics(ev); err != nil {
+			return t.writeFailed(send, err)
+		}
 		if ev.Step%logEvery == 0 || ev.Step == total {
 			send(ev)
 		}
@@ -321,7 +367,9 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 			if err != nil {
 				return fail(err)
 			}
-			t.logEval(ev.Step, l)
+			if err := t.logEval(ev.Step, l); err != nil {
+				return t.writeFailed(send, err)
+			}
 			send(EvalEvent{Step: ev.Step, Loss: l})
 		}
 		if ctx.Err() == nil && t.Sampler != nil && t.Cfg.SampleEvery > 0 && (ev.Step%t.Cfg.SampleEvery == 0 || ev.Step == total) {
@@ -335,8 +383,8 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 			if err != nil {
 				return fail(err)
 			}
-			if err := appendSamples(t.Dir, samples); err != nil {
-				return fail(fmt.Errorf("write samples: %w", err))
+			if err := t.logSamples(samples); err != nil {
+				return t.writeFailed(send, err)
 			}
 			for _, s := range samples {
 				send(s)
@@ -362,7 +410,9 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 		if err := t.export(send); err != nil {
 			return err
 		}
-		t.writeStatus("done")
+		if err := t.writeStatus("done"); err != nil {
+			return err
+		}
 	}
 	send(DoneEvent{Step: t.step, Elapsed: time.Since(t.start), FinalDir: t.Dir})
 	return nil
@@ -398,7 +448,9 @@ func (t *Trainer) stopped(send func(Event)) error {
 	if err := t.export(send); err != nil {
 		return err
 	}
-	t.writeStatus("stopped")
+	if err := t.writeStatus("stopped"); err != nil {
+		return err
+	}
 	send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir})
 	return nil
 }
@@ -465,33 +517,66 @@ func (t *Trainer) waitControls(ctx context.Context) (ckpt bool) {
 	return ckpt
 }
 
-type metricLine struct {
-	Step         int     `json:"step"`
-	Epoch        float64 `json:"epoch"`
-	Loss         float64 `json:"loss,omitempty"`
-	EvalLoss     float64 `json:"eval_loss,omitempty"`
-	LR           float64 `json:"lr,omitempty"`
-	GradNorm     float64 `json:"grad_norm,omitempty"`
-	Tokens       int     `json:"tokens,omitempty"`
-	TokensPerSec float64 `json:"tokens_per_sec,omitempty"`
-	ElapsedSec   float64 `json:"elapsed_s,omitempty"`
+// logMetrics appends a step's line to metrics.jsonl.
+func (t *Trainer) logMetrics(ev StepEvent) error {
+	return t.appendRunFile(RunDir(t.Dir).Metrics(), stepMetrics(ev))
 }
 
-func (t *Trainer) logMetrics(ev StepEvent) {
-	if t.metrics == nil {
-		return
-	}
-	js, _ := json.Marshal(metricLine{Step: ev.Step, Epoch: ev.Epoch, Loss: ev.Loss, LR: ev.LR, GradNorm: ev.GradNorm,
-		Tokens: ev.Tokens, TokensPerSec: ev.TokensPerSec, ElapsedSec: ev.Elapsed.Seconds()})
-	t.metrics.Write(append(js, '\n'))
+// logEval appends an evaluation's line to metrics.jsonl.
+func (t *Trainer) logEval(step int, loss float64) error {
+	return t.appendRunFile(RunDir(t.Dir).Metrics(), MetricLine{Step: step, Values: map[string]float64{"eval_loss": loss}})
 }
 
-func (t *Trainer) logEval(step int, loss float64) {
-	if t.metrics == nil {
-		return
+// logSamples appends generations to samples.jsonl.
+func (t *Trainer) logSamples(samples []SampleEvent) error {
+	lines := make([]any, len(samples))
+	for i, s := range samples {
+		lines[i] = sampleLine{Step: s.Step, Prompt: s.Prompt, Text: s.Text}
 	}
-	js, _ := json.Marshal(metricLine{Step: step, EvalLoss: loss})
-	t.metrics.Write(append(js, '\n'))
+	return t.appendRunFile(RunDir(t.Dir).Samples(), lines...)
+}
+
+// appendRunFile writes values as JSON lines to a file of the run folder.
+// Lines that cannot be written are kept for the checkpoint the run then
+// stops with.
+func (t *Trainer) appendRunFile(path string, values ...any) error {
+	if t.Dir == "" {
+		return nil
+	}
+	var lines [][]byte
+	for _, v := range values {
+		js, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		lines = append(lines, js)
+	}
+	err := appendLines(path, lines)
+	if err != nil {
+		if t.unwritten == nil {
+			t.unwritten = map[string][]string{}
+		}
+		name := filepath.Base(path)
+		for _, l := range lines {
+			t.unwritten[name] = append(t.unwritten[name], string(l))
+		}
+	}
+	return err
+}
+
+// writeFailed ends a run whose metrics, samples or status could not be
+// written (a full disk): a checkpoint of the last step, which keeps the
+// lines not written, then status "failed" and the write's error. Going on
+// would leave a gap in the files; stopping loses nothing.
+func (t *Trainer) writeFailed(send func(Event), err error) error {
+	if !t.checkpointed() {
+		t.enter(phaseCheckpoint)
+		if cerr := t.checkpointEvent(send); cerr != nil {
+			return fmt.Errorf("%w; the checkpoint of step %d failed too: %v", err, t.step, cerr)
+		}
+	}
+	t.writeStatus("failed")
+	return fmt.Errorf("%w; stopped at step %d with a checkpoint: free space and run again to resume", err, t.step)
 }
 
 // RunStatus is status.json in a run directory.
@@ -499,21 +584,62 @@ type RunStatus struct {
 	State    string  `json:"state"` // running | paused | done | stopped | failed
 	Step     int     `json:"step"`
 	Total    int     `json:"total_steps"`
-	LastLoss float64 `json:"last_loss"`
+	LastLoss float64 `json:"last_loss"` // null in the file when NaN or infinite
 }
 
-func (t *Trainer) writeStatus(state string) {
+// MarshalJSON writes a NaN or infinite last loss as null.
+func (s RunStatus) MarshalJSON() ([]byte, error) {
+	return fmt.Appendf(nil, `{"state":%s,"step":%d,"total_steps":%d,"last_loss":%s}`,
+		strconv.Quote(s.State), s.Step, s.Total, jsonNumber(s.LastLoss)), nil
+}
+
+// UnmarshalJSON reads a null last loss as NaN.
+func (s *RunStatus) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		State    string          `json:"state"`
+		Step     int             `json:"step"`
+		Total    int             `json:"total_steps"`
+		LastLoss json.RawMessage `json:"last_loss"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*s = RunStatus{State: raw.State, Step: raw.Step, Total: raw.Total}
+	switch {
+	case len(raw.LastLoss) == 0:
+	case string(raw.LastLoss) == "null":
+		s.LastLoss = math.NaN()
+	default:
+		if err := json.Unmarshal(raw.LastLoss, &s.LastLoss); err != nil {
+			return fmt.Errorf("last_loss: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeStatus replaces status.json atomically. A failure is returned and
+// also kept in statusErr, which Run checks between steps.
+func (t *Trainer) writeStatus(state string) error {
 	if t.ctl != nil {
 		t.ctl.mu.Lock()
 		defer t.ctl.mu.Unlock()
 	}
-	t.writeStatusLocked(state)
+	return t.writeStatusLocked(state)
 }
 
-func (t *Trainer) writeStatusLocked(state string) {
+func (t *Trainer) writeStatusLocked(state string) error {
 	if t.Dir == "" {
-		return
+		return nil
 	}
-	js, _ := json.Marshal(RunStatus{State: state, Step: t.step, Total: t.TotalSteps(), LastLoss: t.lastLoss})
-	writeFileAtomic(RunDir(t.Dir).Status(), js)
+	js, err := json.Marshal(RunStatus{State: state, Step: t.step, Total: t.TotalSteps(), LastLoss: t.lastLoss})
+	if err == nil {
+		err = writeFileAtomic(RunDir(t.Dir).Status(), js)
+	}
+	if err != nil {
+		err = fmt.Errorf("write %s: %w", RunDir(t.Dir).Status(), err)
+		if t.statusErr == nil {
+			t.statusErr = err
+		}
+	}
+	return err
 }

@@ -42,7 +42,7 @@ func CreateTemp(dir, prefix string) (*os.File, error) {
 func OpenAppend(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY|NoFollow, Perm)
 	if err != nil {
-		return nil, refusedLink(path, err)
+		return nil, RefusedLink(path, err)
 	}
 	return f, nil
 }
@@ -66,9 +66,9 @@ func RealDir(dir string) error {
 	return nil
 }
 
-// refusedLink turns the error O_NOFOLLOW gives for a symlink into one
+// RefusedLink turns the error O_NOFOLLOW gives for a symlink into one
 // that says so.
-func refusedLink(path string, err error) error {
+func RefusedLink(path string, err error) error {
 	if st, lerr := os.Lstat(path); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
 		return fmt.Errorf("%s is a symbolic link; whet does not write through links in a run folder", path)
 	}

@@ -1,0 +1,211 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"whet/engine/atomicfile"
+)
+
+// MetricLine is one line of metrics.jsonl: a training step (it has
+// "loss") or an evaluation (it has "eval_loss"). Every number the trainer
+// knew is written, zero included; a number that was NaN or infinite is
+// written as JSON null and reads back as NaN, so a diverging run shows in
+// its metrics instead of vanishing from them.
+type MetricLine struct {
+	Step   int
+	Values map[string]float64 // by name: epoch, loss, lr, grad_norm, eval_loss, DPO's rewards/…
+}
+
+// Loss is the training loss of a step line.
+func (l MetricLine) Loss() (float64, bool) { v, ok := l.Values["loss"]; return v, ok }
+
+// EvalLoss is the loss of an evaluation line.
+func (l MetricLine) EvalLoss() (float64, bool) { v, ok := l.Values["eval_loss"]; return v, ok }
+
+// MarshalJSON writes the step first, then the values by name.
+func (l MetricLine) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `{"step":%d`, l.Step)
+	names := make([]string, 0, len(l.Values))
+	for k := range l.Values {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		name, _ := json.Marshal(k)
+		b.WriteByte(',')
+		b.Write(name)
+		b.WriteByte(':')
+		b.Write(jsonNumber(l.Values[k]))
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// jsonNumber is v in JSON, null when v has no JSON form (NaN, ±Inf).
+func jsonNumber(v float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("null")
+	}
+	return strconv.AppendFloat(nil, v, 'g', -1, 64)
+}
+
+// ParseMetricLine reads one line of metrics.jsonl. A null value reads as
+// NaN; a value that is not a number or null is an error naming it.
+func ParseMetricLine(line []byte) (MetricLine, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(line, &raw); err != nil {
+		return MetricLine{}, err
+	}
+	var l MetricLine
+	step, ok := raw["step"]
+	if !ok {
+		return l, errors.New(`no "step"`)
+	}
+	if err := json.Unmarshal(step, &l.Step); err != nil {
+		return l, fmt.Errorf("step: %w", err)
+	}
+	l.Values = make(map[string]float64, len(raw))
+	for k, v := range raw {
+		if k == "step" {
+			continue
+		}
+		if string(bytes.TrimSpace(v)) == "null" {
+			l.Values[k] = math.NaN()
+			continue
+		}
+		var f float64
+		if err := json.Unmarshal(v, &f); err != nil {
+			return l, fmt.Errorf("%s: not a number: %s", k, v)
+		}
+		l.Values[k] = f
+	}
+	return l, nil
+}
+
+// stepMetrics is the metrics.jsonl line of a training step.
+func stepMetrics(ev StepEvent) MetricLine {
+	v := map[string]float64{"epoch": ev.Epoch, "loss": ev.Loss, "lr": ev.LR, "grad_norm": ev.GradNorm,
+		"tokens": float64(ev.Tokens), "tokens_per_sec": ev.TokensPerSec, "elapsed_s": ev.Elapsed.Seconds()}
+	for k, x := range ev.Metrics {
+		v[k] = x
+	}
+	return MetricLine{Step: ev.Step, Values: v}
+}
+
+// sampleLine is one line of samples.jsonl.
+type sampleLine struct {
+	Step   int    `json:"step"`
+	Prompt string `json:"prompt"`
+	Text   string `json:"text"`
+}
+
+// jsonlWrite, when set (tests), stands in for the file's Write, so a test
+// can write part of a line and fail the way a full disk does.
+var jsonlWrite func(path string, f *os.File, b []byte) (int, error)
+
+// appendLines appends whole lines to a JSON-lines file in a run folder
+// (created if needed, never through a symlink), in one write. If the write
+// fails part-way the file is cut back to where it was, so a later line is
+// never spliced onto half of this one.
+func appendLines(path string, lines [][]byte) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	f, err := atomicfile.OpenAppend(path)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var buf []byte
+	for _, l := range lines {
+		buf = append(append(buf, l...), '\n')
+	}
+	write := f.Write
+	if jsonlWrite != nil {
+		write = func(b []byte) (int, error) { return jsonlWrite(path, f, b) }
+	}
+	n, err := write(buf)
+	if err == nil && n < len(buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		if n > 0 {
+			if terr := f.Truncate(st.Size()); terr != nil {
+				err = errors.Join(err, fmt.Errorf("cutting off the partial line: %w", terr))
+			}
+		}
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// trimAfterStep drops from a JSON-lines file of the run folder every line
+// of a step after step, and a torn last line, so the steps a resume redoes
+// are not written twice. Lines whose step cannot be read are kept. The
+// file is replaced atomically, and only if something is dropped. It
+// returns the lines of step itself that it kept.
+func trimAfterStep(path string, step int) (map[string]bool, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|atomicfile.NoFollow, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, atomicfile.RefusedLink(path, err)
+	}
+	defer f.Close()
+	var keep bytes.Buffer
+	dropped := false
+	atStep := map[string]bool{}
+	r := bufio.NewReaderSize(f, 1<<16)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 {
+			whole := line[len(line)-1] == '\n'
+			var s struct {
+				Step *int `json:"step"`
+			}
+			known := json.Unmarshal(line, &s) == nil && s.Step != nil
+			switch {
+			case !whole || known && *s.Step > step:
+				dropped = true
+			default:
+				keep.Write(line)
+				if known && *s.Step == step {
+					atStep[string(line[:len(line)-1])] = true
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	if !dropped {
+		return atStep, nil
+	}
+	if err := writeFileAtomic(path, keep.Bytes()); err != nil {
+		return nil, fmt.Errorf("trim %s to step %d: %w", filepath.Base(path), step, err)
+	}
+	return atStep, nil
+}

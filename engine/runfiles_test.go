@@ -1,0 +1,194 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"whet/engine"
+)
+
+// A NaN or infinite value is written as null, not dropped (and not a
+// line that fails to encode), and reads back as NaN; zeros are written.
+func TestMetricLineWritesNaNAsNull(t *testing.T) {
+	l := engine.MetricLine{Step: 7, Values: map[string]float64{"loss": math.NaN(), "grad_norm": math.Inf(1), "lr": 0, "epoch": 0.5}}
+	js, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"step":7,"epoch":0.5,"grad_norm":null,"loss":null,"lr":0}`; string(js) != want {
+		t.Fatalf("got %s, want %s", js, want)
+	}
+	back, err := engine.ParseMetricLine(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loss, ok := back.Loss(); !ok || !math.IsNaN(loss) || !math.IsNaN(back.Values["grad_norm"]) || back.Values["lr"] != 0 || back.Step != 7 {
+		t.Fatalf("read back %+v", back)
+	}
+	if _, err := engine.ParseMetricLine([]byte(`{"step":1,"loss":"high"}`)); err == nil || !strings.Contains(err.Error(), "loss") {
+		t.Errorf("a string loss: %v", err)
+	}
+	// status.json too: a NaN last loss is null, and reads back as NaN.
+	st := engine.RunStatus{State: "failed", Step: 3, Total: 9, LastLoss: math.NaN()}
+	js, err = json.Marshal(st)
+	if err != nil || string(js) != `{"state":"failed","step":3,"total_steps":9,"last_loss":null}` {
+		t.Fatalf("status %s %v", js, err)
+	}
+	var st2 engine.RunStatus
+	if err := json.Unmarshal(js, &st2); err != nil || !math.IsNaN(st2.LastLoss) || st2.Step != 3 {
+		t.Fatalf("status read back %+v %v", st2, err)
+	}
+}
+
+func FuzzParseMetricLine(f *testing.F) {
+	f.Add([]byte(`{"step":3,"loss":null,"lr":1e-4}`))
+	f.Add([]byte(`{"step":3,"eval_loss":2.5}`))
+	f.Add([]byte(`{"step":"x"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := engine.ParseMetricLine(b)
+		if err != nil {
+			return
+		}
+		// What parses writes back to a line that parses to the same.
+		js, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := engine.ParseMetricLine(js)
+		if err != nil || again.Step != l.Step || len(again.Values) != len(l.Values) {
+			t.Fatalf("%s -> %s -> %+v %v", b, js, again, err)
+		}
+	})
+}
+
+// metricSteps reads metrics.jsonl: every line must be whole JSON; it
+// returns the training steps in order.
+func metricSteps(t *testing.T, path string) []int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var steps []int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l, err := engine.ParseMetricLine(sc.Bytes())
+		if err != nil {
+			t.Fatalf("%s: line %q: %v", path, sc.Text(), err)
+		}
+		if _, ok := l.Loss(); ok {
+			steps = append(steps, l.Step)
+		}
+	}
+	return steps
+}
+
+func oneToN(n int) string {
+	var s []string
+	for i := 1; i <= n; i++ {
+		s = append(s, fmt.Sprint(i))
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+// Steps redone after a resume are not written twice: a crash after step 6
+// left the checkpoint of step 4, metrics of steps 1-6 and half a line.
+func TestResumeDoesNotDuplicateMetrics(t *testing.T) {
+	dir := t.TempDir()
+	a := tinyTrainer(t, dir)
+	a.Cfg.MaxSteps, a.Cfg.SaveEvery = 6, 4
+	if err := a.Run(context.Background(), make(chan engine.Event, 100)); err != nil {
+		t.Fatal(err)
+	}
+	d := engine.RunDir(dir)
+	os.RemoveAll(filepath.Join(d.Checkpoints(), "step-00000006"))
+	f, _ := os.OpenFile(d.Metrics(), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"step":7,"lo`)
+	f.Close()
+
+	b := tinyTrainer(t, dir)
+	b.Cfg.MaxSteps, b.Cfg.SaveEvery = 6, 4
+	if ok, err := b.Resume(); err != nil || !ok || b.Step() != 4 {
+		t.Fatalf("resume: %v %v step %d", ok, err, b.Step())
+	}
+	if got := fmt.Sprint(metricSteps(t, d.Metrics())); got != oneToN(4) {
+		t.Fatalf("after resume metrics hold steps %s, want %s", got, oneToN(4))
+	}
+	if err := b.Run(context.Background(), make(chan engine.Event, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(metricSteps(t, d.Metrics())); got != oneToN(6) {
+		t.Fatalf("metrics hold steps %s, want each of 1-6 once", got)
+	}
+}
+
+// A metrics write that fails half-way (a full disk) stops the run with a
+// checkpoint; the file holds no half line, and the line that could not be
+// written is kept in the checkpoint and written by the resume.
+func TestMetricsWriteFailureStopsWithCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	d := engine.RunDir(dir)
+	writes := 0
+	engine.SetJSONLWrite(func(path string, f *os.File, b []byte) (int, error) {
+		if filepath.Base(path) == "metrics.jsonl" {
+			if writes++; writes == 3 {
+				n, _ := f.Write(b[:len(b)/2])
+				return n, syscall.ENOSPC
+			}
+		}
+		return f.Write(b)
+	})
+	defer engine.SetJSONLWrite(nil)
+	a := tinyTrainer(t, dir)
+	a.Cfg.MaxSteps = 6
+	err := a.Run(context.Background(), make(chan engine.Event, 100))
+	if err == nil || !strings.Contains(err.Error(), "metrics.jsonl") || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("run with a full disk: %v", err)
+	}
+	if got := fmt.Sprint(metricSteps(t, d.Metrics())); got != oneToN(2) {
+		t.Errorf("metrics after the failed write: steps %s, want %s and no half line", got, oneToN(2))
+	}
+	all, _ := engine.ListCheckpoints(d.Checkpoints())
+	if len(all) != 1 || all[0].Step != 3 {
+		t.Fatalf("checkpoints %+v, want step 3", all)
+	}
+	var st engine.RunStatus
+	js, _ := os.ReadFile(d.Status())
+	if json.Unmarshal(js, &st) != nil || st.State != "failed" {
+		t.Errorf("status.json %s", js)
+	}
+	engine.SetJSONLWrite(nil)
+	for range 2 { // resuming twice from the same checkpoint adds the line once
+		b := tinyTrainer(t, dir)
+		b.Cfg.MaxSteps = 6
+		if ok, err := b.Resume(); err != nil || !ok || b.Step() != 3 {
+			t.Fatalf("resume: %v %v", ok, err)
+		}
+	}
+	if got := fmt.Sprint(metricSteps(t, d.Metrics())); got != oneToN(3) {
+		t.Errorf("after resume: steps %s, want %s", got, oneToN(3))
+	}
+}
+
+// A status.json that cannot be written stops the run instead of being
+// ignored.
+func TestStatusWriteFailureStopsRun(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(engine.RunDir(dir).Status(), 0o755); err != nil { // a rename cannot replace a folder
+		t.Fatal(err)
+	}
+	tr := tinyTrainer(t, dir)
+	err := tr.Run(context.Background(), make(chan engine.Event, 100))
+	if err == nil || !strings.Contains(err.Error(), "status.json") {
+		t.Fatalf("run with an unwritable status.json: %v", err)
+	}
+}
