@@ -97,7 +97,7 @@ func FuzzParquet(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		res, err := ReadParquet(bytes.NewReader(data), int64(len(data)), "fuzz.parquet")
+		res, err := ReadParquet(bytes.NewReader(data), int64(len(data)), "fuzz.parquet", true)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.parquet: ") {
 				t.Fatalf("error without the file name: %v", err)

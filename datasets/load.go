@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/parquet-go/parquet-go"
 )
@@ -85,7 +86,86 @@ const (
 	ReasonNoPrompt      = "no prompt"
 	ReasonIdenticalPair = "chosen equals rejected"
 	ReasonParquetRecord = "unreadable Parquet row"
+	ReasonInvalidUTF8   = "invalid UTF-8"
 )
+
+// utf8Advice ends every invalid-UTF-8 message: the tokenizer would read
+// such bytes as U+FFFD, so the model would learn replacement characters.
+const utf8Advice = "whet reads data as UTF-8 text; convert the file (e.g. iconv -f WINDOWS-1252 -t UTF-8), or skip such rows with data.skip_bad_rows"
+
+// invalidUTF8 returns the offset of the first byte of s that is not part
+// of valid UTF-8, or -1.
+func invalidUTF8[T string | []byte](s T) int {
+	switch v := any(s).(type) { // the fast path, without a copy
+	case string:
+		if utf8.ValidString(v) {
+			return -1
+		}
+	case []byte:
+		if utf8.Valid(v) {
+			return -1
+		}
+	}
+	for i := 0; i < len(s); {
+		if s[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, w := utf8.DecodeRuneInString(string(s[i:min(len(s), i+utf8.UTFMax)]))
+		if r == utf8.RuneError && w <= 1 {
+			return i
+		}
+		i += w
+	}
+	return -1
+}
+
+// loneSurrogate returns the offset of the first \u escape in JSON text
+// that names half of a UTF-16 surrogate pair without the other half, or
+// -1. encoding/json decodes such an escape to U+FFFD without a word.
+func loneSurrogate(data []byte) int {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(data) || data[i] != '\\' || data[i+1] != 'u' {
+			return 0, false
+		}
+		var r rune
+		for _, c := range data[i+2 : i+6] {
+			switch {
+			case '0' <= c && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case 'a' <= c && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case 'A' <= c && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return r, true
+	}
+	for i := 0; i < len(data); i++ {
+		if data[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // an escape such as \\ or \": skip the escaped byte
+			continue
+		}
+		switch {
+		case 0xD800 <= r && r < 0xDC00:
+			if lo, ok := hex4(i + 6); !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return i
+			}
+			i += 11
+		case 0xDC00 <= r && r <= 0xDFFF:
+			return i
+		default:
+			i += 5
+		}
+	}
+	return -1
+}
 
 type fileKind int
 
@@ -160,9 +240,9 @@ func ReadFile(path string, skipBad bool) (*ReadResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		// Parquet rows are typed by the file's schema: there is no
-		// row-level syntax to get wrong, so skipping applies to formats only.
-		return ReadParquet(f, st.Size(), path)
+		// Parquet rows are typed by the file's schema, so the only row
+		// that can be skipped is one whose text is not UTF-8.
+		return ReadParquet(f, st.Size(), path, skipBad)
 	}
 }
 
@@ -173,17 +253,24 @@ func ReadJSONL(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 	res := &ReadResult{}
 	bad := badRows{skip: skipBad, res: res}
 	br := bufio.NewReaderSize(r, 1<<16)
+	var offset int64 // of line in the file, for messages
 	for lineNo := 1; ; lineNo++ {
 		line, err := br.ReadBytes('\n')
 		if err != nil && err != io.EOF {
 			return nil, fmt.Errorf("%s:%d: read: %w", name, lineNo, err)
 		}
-		if lineNo == 1 {
-			line = bytes.TrimPrefix(line, utf8BOM)
+		if lineNo == 1 && bytes.HasPrefix(line, utf8BOM) {
+			line = line[len(utf8BOM):]
+			offset = int64(len(utf8BOM))
 		}
 		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
 			loc := Location{File: name, Line: lineNo, Row: -1, kind: kindJSONL}
 			fields, rowErr := decodeObject(trimmed, loc)
+			if bad := invalidUTF8(line); bad >= 0 {
+				rowErr = &RowError{Loc: loc, Reason: ReasonInvalidUTF8, Detail: fmt.Sprintf("invalid UTF-8 at byte offset %d of the file (column %d of the line); %s", offset+int64(bad), bad+1, utf8Advice)}
+			} else if bad := loneSurrogate(line); bad >= 0 && rowErr == nil {
+				rowErr = &RowError{Loc: loc, Reason: ReasonInvalidUTF8, Detail: fmt.Sprintf("%s at byte offset %d of the file (column %d of the line) is half of a UTF-16 surrogate pair, which decodes to U+FFFD; fix the escape", line[bad:bad+6], offset+int64(bad), bad+1)}
+			}
 			if rowErr != nil {
 				if e := bad.add(rowErr); e != nil {
 					return nil, e
@@ -195,6 +282,7 @@ func ReadJSONL(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 		if err == io.EOF {
 			return res, nil
 		}
+		offset += int64(len(line))
 	}
 }
 
@@ -249,7 +337,20 @@ func ReadJSON(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: read: %w", name, err)
 	}
-	data = bytes.TrimPrefix(data, utf8BOM)
+	bom := 0
+	if bytes.HasPrefix(data, utf8BOM) {
+		data, bom = data[len(utf8BOM):], 1
+	}
+	// Checked before decoding, which would turn the bytes into U+FFFD.
+	// JSON text is UTF-8 as a whole, so this is the file's error.
+	if bad := invalidUTF8(data); bad >= 0 {
+		line, col := lineCol(data, int64(bad))
+		return nil, fmt.Errorf("%s:%d:%d: invalid UTF-8 at byte offset %d of the file; %s", name, line, col, bad+len(utf8BOM)*bom, strings.TrimSuffix(utf8Advice, ", or skip such rows with data.skip_bad_rows"))
+	}
+	if bad := loneSurrogate(data); bad >= 0 {
+		line, col := lineCol(data, int64(bad))
+		return nil, fmt.Errorf("%s:%d:%d: %s is half of a UTF-16 surrogate pair, which decodes to U+FFFD; fix the escape", name, line, col, data[bad:bad+6])
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var root any
@@ -369,6 +470,11 @@ func ReadCSV(r io.Reader, name string, comma rune, skipBad bool) (*ReadResult, e
 	if len(header) > 0 {
 		header[0] = strings.TrimPrefix(header[0], string(utf8BOM))
 	}
+	for i, h := range header {
+		if bad := invalidUTF8(h); bad >= 0 {
+			return nil, fmt.Errorf("%s: header column %d: invalid UTF-8 at byte offset %d of its name; %s", name, i+1, bad, strings.TrimSuffix(utf8Advice, ", or skip such rows with data.skip_bad_rows"))
+		}
+	}
 	seen := map[string]bool{}
 	for i, h := range header {
 		h = strings.TrimSpace(h)
@@ -411,8 +517,19 @@ func ReadCSV(r io.Reader, name string, comma rune, skipBad bool) (*ReadResult, e
 			continue
 		}
 		fields := make(map[string]any, len(header))
+		var rowErr *RowError
 		for i, h := range header {
 			fields[h] = rec[i]
+			if bad := invalidUTF8(rec[i]); bad >= 0 && rowErr == nil {
+				line, col := cr.FieldPos(i)
+				rowErr = &RowError{Loc: loc, Field: h, Reason: ReasonInvalidUTF8, Detail: fmt.Sprintf("invalid UTF-8 at byte offset %d of the value (the value starts at line %d, column %d); %s", bad, line, col, utf8Advice)}
+			}
+		}
+		if rowErr != nil {
+			if e := bad.add(rowErr); e != nil {
+				return nil, e
+			}
+			continue
 		}
 		res.Records = append(res.Records, Record{Fields: fields, Loc: loc})
 	}
@@ -420,7 +537,7 @@ func ReadCSV(r io.Reader, name string, comma rune, skipBad bool) (*ReadResult, e
 
 // ReadParquet reads every row of a Parquet file into records; nested
 // columns (lists of message structs) become []any of map[string]any.
-func ReadParquet(r io.ReaderAt, size int64, name string) (*ReadResult, error) {
+func ReadParquet(r io.ReaderAt, size int64, name string, skipBad bool) (*ReadResult, error) {
 	if err := checkParquetFooter(r, size); err != nil {
 		return nil, fmt.Errorf("%s: not a readable Parquet file: %w", name, err)
 	}
@@ -440,6 +557,7 @@ func ReadParquet(r io.ReaderAt, size int64, name string) (*ReadResult, error) {
 	}
 	defer parquetCall(pr.Close)
 	res := &ReadResult{}
+	bad := badRows{skip: skipBad, res: res}
 	for row := int64(1); row <= total; row++ {
 		loc := Location{File: name, Row: int(row), kind: kindParquet}
 		fields := map[string]any{}
@@ -451,8 +569,19 @@ func ReadParquet(r io.ReaderAt, size int64, name string) (*ReadResult, error) {
 			// the rest of the file cannot be trusted either.
 			return nil, &RowError{Loc: loc, Reason: ReasonParquetRecord, Detail: err.Error()}
 		}
+		var rowErr *RowError
 		for k, v := range fields {
-			fields[k] = normalizeParquetValue(v)
+			var field string
+			var at int
+			if fields[k], field, at = normalizeParquetValue(v, k); field != "" && rowErr == nil {
+				rowErr = &RowError{Loc: loc, Field: field, Reason: ReasonInvalidUTF8, Detail: fmt.Sprintf("invalid UTF-8 at byte offset %d of the value; %s", at, utf8Advice)}
+			}
+		}
+		if rowErr != nil {
+			if e := bad.add(rowErr); e != nil {
+				return nil, e
+			}
+			continue
 		}
 		res.Records = append(res.Records, Record{Fields: fields, Loc: loc})
 	}
@@ -499,31 +628,48 @@ func parquetCall(fn func() error) (err error) {
 
 // normalizeParquetValue maps Parquet's Go values onto the JSON-like set the
 // format readers accept ([]byte strings become strings, integers become
-// json.Number).
-func normalizeParquetValue(v any) any {
+// json.Number). A text that is not valid UTF-8 is reported by its field
+// path (under path, the column's name) and the offset of its first bad
+// byte; field is empty when every text is valid.
+func normalizeParquetValue(v any, path string) (out any, field string, at int) {
 	switch x := v.(type) {
 	case []byte:
-		return string(x)
+		if bad := invalidUTF8(x); bad >= 0 {
+			return string(x), path, bad
+		}
+		return string(x), "", 0
+	case string:
+		if bad := invalidUTF8(x); bad >= 0 {
+			return x, path, bad
+		}
+		return x, "", 0
 	case []any:
 		for i := range x {
-			x[i] = normalizeParquetValue(x[i])
+			var f string
+			var a int
+			if x[i], f, a = normalizeParquetValue(x[i], fmt.Sprintf("%s[%d]", path, i)); f != "" && field == "" {
+				field, at = f, a
+			}
 		}
-		return x
+		return x, field, at
 	case map[string]any:
+		keys := make([]string, 0, len(x))
 		for k := range x {
-			x[k] = normalizeParquetValue(x[k])
+			keys = append(keys, k)
 		}
-		return x
-	case int32:
-		return json.Number(fmt.Sprint(x))
-	case int64:
-		return json.Number(fmt.Sprint(x))
-	case float32:
-		return json.Number(fmt.Sprint(x))
-	case float64:
-		return json.Number(fmt.Sprint(x))
+		sort.Strings(keys) // the first bad field reported is always the same one
+		for _, k := range keys {
+			var f string
+			var a int
+			if x[k], f, a = normalizeParquetValue(x[k], path+"."+k); f != "" && field == "" {
+				field, at = f, a
+			}
+		}
+		return x, field, at
+	case int32, int64, float32, float64:
+		return json.Number(fmt.Sprint(x)), "", 0
 	}
-	return v
+	return v, "", 0
 }
 
 func jsonKind(v any) string {

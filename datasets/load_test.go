@@ -171,7 +171,7 @@ func TestCorruptParquetIsTheFilesError(t *testing.T) {
 			t.Fatal(err)
 		}
 		data[c.pos] = c.val
-		_, err = ReadParquet(bytes.NewReader(data), int64(len(data)), c.file)
+		_, err = ReadParquet(bytes.NewReader(data), int64(len(data)), c.file, false)
 		if err == nil {
 			t.Errorf("%s with byte %d = %d: no error", c.file, c.pos, c.val)
 			continue
