@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,7 +26,15 @@ import (
 // fsync, rename), then the folder is renamed into place and its parent
 // fsynced. A crash at any point leaves either the old set of checkpoints or
 // the old set plus the new one; a stale .tmp folder is ignored and removed
-// by the next write.
+// by the next write. A checkpoint of a step that already has one replaces
+// it by renames only: the old folder moves to step-NNNNNNNN.old, the new
+// one into place, and only then is the old one deleted; a crash between
+// the renames leaves the .old folder, which counts as that step's
+// checkpoint.
+//
+// trainer_state.json holds the SHA-256 of trainable.safetensors, checked
+// before anything is loaded: a damaged newest checkpoint is reported and
+// the resume falls back to the one before it.
 
 // TrainerState is the part of a checkpoint that is not tensors.
 type TrainerState struct {
@@ -35,6 +46,9 @@ type TrainerState struct {
 	LastLoss  float64 `json:"last_loss"`  // for display
 	ModelType string  `json:"model_type"` // to refuse a checkpoint of another model
 	Params    int     `json:"params"`     // number of trainable tensors
+	// TensorsSHA256 is the hex SHA-256 of trainable.safetensors as written
+	// ("" in checkpoints made before it existed: not checked).
+	TensorsSHA256 string `json:"tensors_sha256,omitempty"`
 	// Unwritten holds lines of metrics.jsonl and samples.jsonl (by file
 	// name) that a failed write could not store before this checkpoint;
 	// a resume writes them.
@@ -53,6 +67,27 @@ func hook(stage string) error {
 }
 
 func checkpointName(step int) string { return fmt.Sprintf("step-%08d", step) }
+
+// stateFile is the checkpoint's trainer state; oldSuffix marks a
+// checkpoint moved aside while a new one of its step takes its place.
+const (
+	stateFile = "trainer_state.json"
+	oldSuffix = ".old"
+)
+
+// fileSHA256 is the hex SHA-256 of a file's bytes.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
 
 // SaveCheckpoint writes a checkpoint of m's trainable state into dir
 // (the run's checkpoints folder) and keeps only the newest keep (0 = all).
@@ -84,33 +119,60 @@ func SaveCheckpoint(dir string, m *Model, st TrainerState, keep int) (string, er
 	}
 	st.ModelType = m.Cfg.ModelType
 	st.Params = len(params)
-	if err := safetensors.Write(filepath.Join(tmp, "trainable.safetensors"), tensors, map[string]string{"format": "whet-checkpoint"}); err != nil {
+	tensorsFile := filepath.Join(tmp, "trainable.safetensors")
+	if err := safetensors.Write(tensorsFile, tensors, map[string]string{"format": "whet-checkpoint"}); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	if err := hook("tensors-written"); err != nil {
 		return "", err
 	}
+	// The sum of what is on disk, read back, not of what was meant to be.
+	sum, err := fileSHA256(tensorsFile)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	st.TensorsSHA256 = sum
 	js, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(filepath.Join(tmp, "trainer_state.json"), js); err != nil {
+	if err := writeFileAtomic(filepath.Join(tmp, stateFile), js); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	if err := hook("state-written"); err != nil {
 		return "", err
 	}
-	if err := os.RemoveAll(final); err != nil {
-		return "", fmt.Errorf("checkpoint: replace %s: %w", final, err)
+	old := final + oldSuffix
+	if _, err := os.Lstat(final); err == nil {
+		// Replacing this step's checkpoint: move it aside, never delete it
+		// before the new one is in place.
+		if err := os.RemoveAll(old); err != nil {
+			return "", fmt.Errorf("checkpoint: remove stale %s: %w", old, err)
+		}
+		if err := os.Rename(final, old); err != nil {
+			return "", fmt.Errorf("checkpoint: move %s aside: %w", final, err)
+		}
+		syncDir(dir)
+		if err := hook("old-moved-aside"); err != nil {
+			return "", err
+		}
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	syncDir(dir)
+	if err := os.RemoveAll(old); err != nil {
+		return "", fmt.Errorf("checkpoint: remove the replaced %s: %w", old, err)
+	}
 	if keep > 0 {
-		all, _ := ListCheckpoints(dir)
+		all, err := ListCheckpoints(dir)
+		if err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
 		for i := 0; i+keep < len(all); i++ {
-			os.RemoveAll(all[i].Path)
+			if err := os.RemoveAll(all[i].Path); err != nil {
+				return "", fmt.Errorf("checkpoint: remove old %s: %w", all[i].Path, err)
+			}
 		}
 	}
 	return final, nil
@@ -131,44 +193,79 @@ func ListCheckpoints(dir string) ([]CheckpointInfo, error) {
 		}
 		return nil, err
 	}
-	var out []CheckpointInfo
+	byStep := map[int]CheckpointInfo{}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, "step-") || strings.HasSuffix(name, ".tmp") {
+		base, moved := strings.CutSuffix(name, oldSuffix)
+		if !e.IsDir() || !strings.HasPrefix(base, "step-") {
 			continue
 		}
-		n, err := strconv.Atoi(strings.TrimPrefix(name, "step-"))
+		n, err := strconv.Atoi(strings.TrimPrefix(base, "step-"))
 		if err != nil {
-			continue
+			continue // a .tmp folder, or not ours
 		}
 		p := filepath.Join(dir, name)
-		if _, err := os.Stat(filepath.Join(p, "trainer_state.json")); err != nil {
+		if _, err := os.Stat(filepath.Join(p, stateFile)); err != nil {
 			continue
 		}
-		out = append(out, CheckpointInfo{Step: n, Path: p})
+		// A folder moved aside counts only while its replacement is not
+		// in place (a crash between the two renames).
+		if _, seen := byStep[n]; seen && moved {
+			continue
+		}
+		byStep[n] = CheckpointInfo{Step: n, Path: p}
+	}
+	out := make([]CheckpointInfo, 0, len(byStep))
+	for _, c := range byStep {
+		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Step < out[j].Step })
 	return out, nil
 }
 
+// DamagedCheckpointError says a checkpoint's files are unreadable or not
+// what was written (a checksum that does not match): an older checkpoint
+// may still be good, unlike when the checkpoint is of another model.
+type DamagedCheckpointError struct {
+	Path string
+	Err  error
+}
+
+func (e *DamagedCheckpointError) Error() string {
+	return fmt.Sprintf("checkpoint %s is damaged: %v", e.Path, e.Err)
+}
+
+func (e *DamagedCheckpointError) Unwrap() error { return e.Err }
+
 // LoadCheckpoint restores m's trainable parameters and moments from the
-// checkpoint folder path and returns its trainer state.
+// checkpoint folder path and returns its trainer state. The tensors'
+// checksum is verified before anything is loaded.
 func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
 	var st TrainerState
-	js, err := os.ReadFile(filepath.Join(path, "trainer_state.json"))
+	damaged := func(err error) (TrainerState, error) { return st, &DamagedCheckpointError{Path: path, Err: err} }
+	js, err := os.ReadFile(filepath.Join(path, stateFile))
 	if err != nil {
-		return st, fmt.Errorf("checkpoint: %w", err)
+		return damaged(err)
 	}
 	if err := json.Unmarshal(js, &st); err != nil {
-		return st, fmt.Errorf("checkpoint %s: trainer_state.json: %w", path, err)
+		return damaged(fmt.Errorf("%s: %w", stateFile, err))
 	}
 	if st.ModelType != "" && st.ModelType != m.Cfg.ModelType {
 		return st, fmt.Errorf("checkpoint %s is for a %s model, not %s", path, st.ModelType, m.Cfg.ModelType)
 	}
 	file := filepath.Join(path, "trainable.safetensors")
+	if st.TensorsSHA256 != "" {
+		sum, err := fileSHA256(file)
+		if err != nil {
+			return damaged(err)
+		}
+		if sum != st.TensorsSHA256 {
+			return damaged(fmt.Errorf("trainable.safetensors has SHA-256 %s, %s says %s", sum[:12], stateFile, st.TensorsSHA256[:min(12, len(st.TensorsSHA256))]))
+		}
+	}
 	f, err := safetensors.Open(file)
 	if err != nil {
-		return st, fmt.Errorf("checkpoint: %w", err)
+		return damaged(err)
 	}
 	defer f.Close()
 	params := m.TrainableParams()
@@ -190,7 +287,7 @@ func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
 			}
 			v, err := f.Float32(name)
 			if err != nil {
-				return st, err
+				return damaged(err)
 			}
 			if err := m.B.Upload(part.t, v); err != nil {
 				return st, fmt.Errorf("checkpoint: upload %s: %w", name, err)

@@ -197,3 +197,117 @@ func TestGradAccumulationEqualsOneBigBatch(t *testing.T) {
 		t.Fatalf("accumulated gradient differs: relative %.3g (norm² %.3g)", num/den, den)
 	}
 }
+
+// Re-saving the checkpoint of a step never leaves the step without one: a
+// crash after the old folder is moved aside and before the new one is in
+// place still resumes from that step.
+func TestResaveSameStepKeepsOldUntilNewInPlace(t *testing.T) {
+	dir := t.TempDir()
+	tr := tinyTrainer(t, dir)
+	for i := 0; i < 2; i++ {
+		if _, err := tr.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := tr.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("power cut")
+	engine.SetCheckpointHook(func(s string) error {
+		if s == "old-moved-aside" {
+			return crash
+		}
+		return nil
+	})
+	_, err = tr.Checkpoint() // the same step again
+	engine.SetCheckpointHook(nil)
+	if !errors.Is(err, crash) {
+		t.Fatalf("want the injected failure, got %v", err)
+	}
+	all, err := engine.ListCheckpoints(filepath.Join(dir, "checkpoints"))
+	if err != nil || len(all) != 1 || all[0].Step != 2 {
+		t.Fatalf("after a crash mid-replace: %+v %v, want the step-2 checkpoint", all, err)
+	}
+	fresh := tinyTrainer(t, dir)
+	if ok, err := fresh.Resume(); err != nil || !ok || fresh.Step() != 2 {
+		t.Fatalf("resume after a crash mid-replace: ok=%v step=%d err=%v", ok, fresh.Step(), err)
+	}
+	// A good re-save puts the step back at its usual name, nothing aside.
+	path, err := tr.Checkpoint()
+	if err != nil || path != first {
+		t.Fatalf("re-save: %s %v", path, err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "checkpoints"))
+	if len(entries) != 1 || entries[0].Name() != filepath.Base(first) {
+		t.Fatalf("checkpoints folder holds %v", entries)
+	}
+}
+
+// A newest checkpoint whose tensors changed on disk is caught by its
+// checksum; the resume says so and falls back to the one before it,
+// and from there goes on exactly as an uninterrupted run.
+func TestDamagedCheckpointFallsBackToPrevious(t *testing.T) {
+	ref := tinyTrainer(t, "")
+	var want []float64
+	for i := 0; i < ref.TotalSteps(); i++ {
+		ev, err := ref.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ev.Loss)
+	}
+	dir := t.TempDir()
+	a := tinyTrainer(t, dir)
+	for i := 0; i < 4; i++ {
+		if _, err := a.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 || i == 3 {
+			if _, err := a.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	all, _ := engine.ListCheckpoints(filepath.Join(dir, "checkpoints"))
+	if len(all) != 2 || all[1].Step != 4 {
+		t.Fatalf("checkpoints %+v", all)
+	}
+	// Flip one byte of a weight: the file still parses, only the sum knows.
+	file := filepath.Join(all[1].Path, "trainable.safetensors")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-3] ^= 0x40
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var damaged *engine.DamagedCheckpointError
+	if _, err := engine.LoadCheckpoint(all[1].Path, tinyTrainer(t, "").Model); !errors.As(err, &damaged) || !strings.Contains(err.Error(), "SHA-256") {
+		t.Fatalf("loading the damaged checkpoint: %v", err)
+	}
+	b2 := tinyTrainer(t, dir)
+	ok, err := b2.Resume()
+	if err != nil || !ok || b2.Step() != 3 {
+		t.Fatalf("resume: ok=%v step=%d err=%v, want step 3", ok, b2.Step(), err)
+	}
+	if len(b2.ResumeNotes) != 1 || !strings.Contains(b2.ResumeNotes[0], "step-00000004") || !strings.Contains(b2.ResumeNotes[0], "step-00000003 instead") {
+		t.Errorf("resume notes %q, want the damaged checkpoint and the fallback named", b2.ResumeNotes)
+	}
+	for i := 3; i < len(want); i++ {
+		ev, err := b2.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Loss != want[i] {
+			t.Errorf("step %d after the fallback: loss %.9g, uninterrupted %.9g", i+1, ev.Loss, want[i])
+		}
+	}
+	// When every checkpoint is damaged the resume refuses rather than
+	// start over silently.
+	os.WriteFile(filepath.Join(all[0].Path, "trainer_state.json"), []byte("{"), 0o644)
+	if _, err := tinyTrainer(t, dir).Resume(); !errors.As(err, &damaged) {
+		t.Errorf("every checkpoint damaged: %v", err)
+	}
+}

@@ -433,6 +433,7 @@ func (s *Session) makeDir() error {
 	if err != nil {
 		return fmt.Errorf("resume %s: %w", s.Dir, err)
 	}
+	s.Notices = append(s.Notices, s.Trainer.ResumeNotes...)
 	if resumed {
 		s.Notices = append(s.Notices, fmt.Sprintf("resumed %s at step %d", s.Dir, s.Trainer.Step()))
 	}

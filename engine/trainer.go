@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -54,6 +55,9 @@ type Trainer struct {
 	// name) that a failed write could not store; the checkpoint the run
 	// stops with carries them, and a resume writes them.
 	unwritten map[string][]string
+	// ResumeNotes says what Resume passed over (a damaged checkpoint), for
+	// the user.
+	ResumeNotes []string
 	// statusErr is the first failed status.json write, which stops the run.
 	statusErr error
 	start     time.Time
@@ -246,10 +250,22 @@ func (t *Trainer) Resume() (bool, error) {
 		// that left no checkpoint would be written again.
 		return false, t.trimRunFiles(0, nil)
 	}
-	last := all[len(all)-1]
-	st, err := LoadCheckpoint(last.Path, t.Model)
-	if err != nil {
-		return false, err
+	// The newest checkpoint that is whole: a damaged one is reported and
+	// passed over for the one before it.
+	var st TrainerState
+	var last CheckpointInfo
+	for i := len(all) - 1; i >= 0; i-- {
+		last = all[i]
+		st, err = LoadCheckpoint(last.Path, t.Model)
+		var damaged *DamagedCheckpointError
+		if i > 0 && errors.As(err, &damaged) {
+			t.ResumeNotes = append(t.ResumeNotes, fmt.Sprintf("%v; resuming from %s instead", err, filepath.Base(all[i-1].Path)))
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		break
 	}
 	t.step, t.cursor, t.Opt.Step, t.lastLoss = st.Step, st.Cursor, st.OptStep, st.LastLoss
 	t.saved, t.savedStep = true, st.Step
