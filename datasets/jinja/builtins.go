@@ -211,6 +211,9 @@ func init() {
 			return int64(len(strings.FieldsFunc(toStr(v), isPySpace))), nil
 		},
 		"center": fCenter,
+		"format": func(ev *evaluator, v Value, a callArgs) (Value, error) {
+			return printf(ev, toStr(v), a.pos, a.line)
+		},
 	}
 }
 
@@ -1041,4 +1044,80 @@ func (ev *evaluator) applyTest(x *testExpr, sc *scope) (Value, error) {
 		return nil, err
 	}
 	return r != x.negate, nil
+}
+
+// printf is Python's "format % args" for the conversions templates use:
+// %s, %r, %d and %i, %f with a precision, and %%.
+func printf(ev *evaluator, format string, args []Value, line int) (Value, error) {
+	var b strings.Builder
+	n := 0
+	next := func() (Value, error) {
+		if n >= len(args) {
+			return nil, &RuntimeError{line, "not enough arguments for format string"}
+		}
+		n++
+		return args[n-1], nil
+	}
+	for i := 0; i < len(format); i++ {
+		c := format[i]
+		if c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		prec := -1
+		if i < len(format) && format[i] == '.' {
+			j := i + 1
+			for j < len(format) && format[j] >= '0' && format[j] <= '9' {
+				j++
+			}
+			p, err := strconv.Atoi(format[i+1 : j])
+			if err != nil {
+				return nil, &RuntimeError{line, "bad precision in format string"}
+			}
+			prec, i = p, j
+		}
+		if i >= len(format) {
+			return nil, &RuntimeError{line, "incomplete format"}
+		}
+		switch format[i] {
+		case '%':
+			b.WriteByte('%')
+		case 's', 'r', 'd', 'i', 'f':
+			v, err := next()
+			if err != nil {
+				return nil, err
+			}
+			switch format[i] {
+			case 's':
+				b.WriteString(toStr(v))
+			case 'r':
+				b.WriteString(repr(v))
+			case 'd', 'i':
+				f, ok := number(v)
+				if !ok {
+					return nil, &RuntimeError{line, "%d format: a real number is required, not " + typeName(v)}
+				}
+				b.WriteString(strconv.FormatInt(int64(f), 10))
+			case 'f':
+				f, ok := number(v)
+				if !ok {
+					return nil, &RuntimeError{line, "%f format: a real number is required, not " + typeName(v)}
+				}
+				if prec < 0 {
+					prec = 6
+				}
+				b.WriteString(strconv.FormatFloat(f, 'f', prec, 64))
+			}
+		default:
+			return nil, &RuntimeError{line, fmt.Sprintf("unsupported format character %q", format[i])}
+		}
+		if b.Len() > ev.lim.MaxOutput {
+			return nil, &RuntimeError{line, fmt.Sprintf("%v: string longer than %d bytes", ErrLimit, ev.lim.MaxOutput)}
+		}
+	}
+	if n < len(args) {
+		return nil, &RuntimeError{line, "not all arguments converted during string formatting"}
+	}
+	return b.String(), nil
 }

@@ -656,7 +656,11 @@ func (ev *evaluator) arith(op string, a, b Value, line int) (Value, error) {
 			}
 			return strings.Repeat(x, int(n)), nil
 		case "%":
-			return nil, &RuntimeError{line, "printf-style string formatting (%) is not supported; use ~ or format"}
+			args := []Value{b}
+			if l, ok := b.(*List); ok && l.Tuple {
+				args = l.Items
+			}
+			return printf(ev, x, args, line)
 		}
 		return bad()
 	case *List:

@@ -2,6 +2,7 @@ package jinja
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -161,6 +162,7 @@ func init() {
 			}
 			return &List{Items: items}, nil
 		},
+		"format": strFormat,
 		"isdigit": strTest(func(r rune) bool { return unicode.IsDigit(r) }),
 		"isalpha": strTest(unicode.IsLetter),
 		"isspace": strTest(isPySpace),
@@ -480,4 +482,59 @@ func strftime(t time.Time, f string) string {
 		}
 	}
 	return b.String()
+}
+
+// strFormat is str.format for replacement fields {}, {0} and {name}
+// (no format specs), with {{ and }} for braces.
+func strFormat(ev *evaluator, s string, a callArgs) (Value, error) {
+	var b strings.Builder
+	auto := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '{' && i+1 < len(s) && s[i+1] == '{':
+			b.WriteByte('{')
+			i++
+		case c == '}' && i+1 < len(s) && s[i+1] == '}':
+			b.WriteByte('}')
+			i++
+		case c == '{':
+			j := strings.IndexByte(s[i:], '}')
+			if j < 0 {
+				return nil, a.errf("Single '{' encountered in format string")
+			}
+			field := s[i+1 : i+j]
+			i += j
+			var v Value
+			switch {
+			case field == "":
+				if auto >= len(a.pos) {
+					return nil, a.errf("Replacement index %d out of range for positional args tuple", auto)
+				}
+				v = a.pos[auto]
+				auto++
+			case field[0] >= '0' && field[0] <= '9':
+				k, err := strconv.Atoi(field)
+				if err != nil || k >= len(a.pos) {
+					return nil, a.errf("Replacement index %s out of range for positional args tuple", field)
+				}
+				v = a.pos[k]
+			default:
+				x, ok := a.kw.Get(field)
+				if !ok {
+					return nil, a.errf("KeyError: %s", repr(field))
+				}
+				v = x
+			}
+			b.WriteString(toStr(v))
+		case c == '}':
+			return nil, a.errf("Single '}' encountered in format string")
+		default:
+			b.WriteByte(c)
+		}
+		if b.Len() > ev.lim.MaxOutput {
+			return nil, &RuntimeError{a.line, fmt.Sprintf("%v: string longer than %d bytes", ErrLimit, ev.lim.MaxOutput)}
+		}
+	}
+	return b.String(), nil
 }

@@ -118,6 +118,12 @@ CASES = [
     # strings and escapes
     "{{ 'tab\\there' }}|{{ \"dq 'inner'\" }}|{{ 'uni \\u00e9 \\U0001F600' }}|{{ 'a' 'b' }}|{{ 'back\\\\slash' }}",
     "{{ '%d items' | replace('%d', n | string) }}",
+    # formatting
+    "{{ '%s has %d items (%.2f), %r %%' % ('list', 3, 2.5, 'x') }}|{{ 'n=%s' % n }}|{{ '%s-%s' | format('a', 1) }}",
+    "{{ '{} and {}'.format('a', 1) }}|{{ '{1}{0}'.format('x', 'y') }}|{{ '{name}!'.format(name='Ann') }}|{{ '{{literal}}'.format() }}",
+    "{{ '%s %s' % ('only one',) }}",
+    # trailing newline and CR in literals
+    "{{ 'a\\rb' }}\n",
 ]
 
 
