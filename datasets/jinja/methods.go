@@ -162,7 +162,7 @@ func init() {
 			}
 			return &List{Items: items}, nil
 		},
-		"format": strFormat,
+		"format":  strFormat,
 		"isdigit": strTest(func(r rune) bool { return unicode.IsDigit(r) }),
 		"isalpha": strTest(unicode.IsLetter),
 		"isspace": strTest(isPySpace),
