@@ -59,7 +59,8 @@ func TestStudioDemoRunSamplesOutOfTheBox(t *testing.T) {
 	}
 	eng := &fake.Engine{Script: []fake.Step{{Event: engine.DoneEvent{}}}}
 	s := syncStudio{tui.New(tui.Options{Engine: eng, Catalog: newStudioCatalog(), Presets: newStudioPresets(),
-		Fit: newStudioFit(), Data: newStudioPreviewer(), RunsDir: t.TempDir(), DataDirs: []string{}})}
+		Fit: newStudioFit(), Data: newStudioPreviewer(), RunsDir: t.TempDir(), DataDirs: []string{},
+		RecentData: filepath.Join(t.TempDir(), "recent-datasets")})}
 	s.send(tea.WindowSizeMsg{Width: 80, Height: 24})
 	s.enter(6) // model (the demo is first), method, data (its dataset is previewed), settings, fit, review
 	if len(eng.Started()) != 1 {

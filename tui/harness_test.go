@@ -20,6 +20,19 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
+// TestMain points the user's config folder at a temporary one, so that no
+// test reads or writes the real list of recent dataset files.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "whet-tui-config-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // golden compares got with testdata/<name>.golden, or rewrites it with
 // -update. Views are compared without escape codes: colours are checked
 // separately, and the layout is what the goldens pin down.
@@ -87,6 +100,10 @@ type driver struct {
 }
 
 func newDriver(t *testing.T, o tui.Options, w, h int) *driver {
+	if o.RecentData == "" {
+		// Each test starts with no recent files and keeps its own.
+		o.RecentData = filepath.Join(t.TempDir(), "recent-datasets")
+	}
 	d := &driver{t: t, m: tui.New(o), msgs: make(chan tea.Msg, 64)}
 	d.send(tea.WindowSizeMsg{Width: w, Height: h})
 	return d

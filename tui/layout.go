@@ -32,6 +32,12 @@ func fitBlock(s string, w, h int) string {
 // listView draws items with a cursor marker, scrolled so the cursor stays
 // visible within h lines.
 func listView(st Styles, items []string, cursor, w, h int) string {
+	return listViewFocus(st, items, cursor, w, h, true)
+}
+
+// listViewFocus is listView; without focus the cursor's row keeps the
+// list's scroll but has no marker (another part of the page has the keys).
+func listViewFocus(st Styles, items []string, cursor, w, h int, focused bool) string {
 	if h <= 0 {
 		return ""
 	}
@@ -51,7 +57,7 @@ func listView(st Styles, items []string, cursor, w, h int) string {
 	}
 	for i := start; i < end; i++ {
 		item := ansi.Truncate(items[i], max(w-2, 1), "…")
-		if i == cursor {
+		if i == cursor && focused {
 			lines = append(lines, st.Selected.Render("› "+item))
 		} else {
 			lines = append(lines, "  "+item)

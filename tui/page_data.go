@@ -11,20 +11,21 @@ import (
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
+	"whet/datasets"
 	"whet/engine"
 	"whet/tui/components/form"
 )
 
-// datasetExts are the file types the loaders read.
-var datasetExts = map[string]bool{".jsonl": true, ".json": true, ".parquet": true, ".csv": true, ".txt": true}
-
-// findDatasets lists dataset files under the dirs (two levels deep,
-// skipping hidden folders and run output), sorted, at most limit.
+// findDatasets lists the files the loaders read under the dirs (two
+// levels deep, skipping hidden folders and run output), folder by folder
+// in the order given, shallow files first, at most limit.
 func findDatasets(dirs []string, limit int) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, dir := range dirs {
+		from := len(out)
 		_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return nil // unreadable entries are skipped, not fatal
@@ -38,33 +39,70 @@ func findDatasets(dirs []string, limit int) []string {
 				if rel != "." && strings.Count(filepath.ToSlash(rel), "/") >= 2 {
 					return fs.SkipDir
 				}
+				if path != dir && modelFolder(path) {
+					return fs.SkipDir // its JSON files are configs, not data
+				}
 				return nil
 			}
-			if datasetExts[strings.ToLower(filepath.Ext(path))] && !seen[filepath.Clean(path)] {
+			if datasets.IsDataFile(path) && !seen[filepath.Clean(path)] {
 				seen[filepath.Clean(path)] = true
 				out = append(out, filepath.Clean(path))
 			}
 			return nil
 		})
+		// The folder's own files first, then those in its subfolders.
+		sort.Slice(out[from:], func(i, j int) bool {
+			a, b := out[from+i], out[from+j]
+			if da, db := strings.Count(a, string(filepath.Separator)), strings.Count(b, string(filepath.Separator)); da != db {
+				return da < db
+			}
+			return a < b
+		})
 	}
-	sort.Strings(out)
 	if len(out) > limit {
 		out = out[:limit]
 	}
 	return out
 }
 
-// dataPage picks the training file and shows what training will see.
+// modelFolder reports whether dir holds a model, an adapter or a
+// tokenizer.
+func modelFolder(dir string) bool {
+	for _, f := range []string{"config.json", "adapter_config.json", "tokenizer.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// dataFile is one file the data page offers, and why it is offered.
+type dataFile struct {
+	path string
+	from string // "for this model", "recent", "typed", or "" (found in a folder)
+}
+
+// dataPage picks the training file and shows what training will see. The
+// list starts where data lives: the model's own dataset, recent files,
+// then the data files of the folders it scans. Typing filters it; the
+// first row opens what was typed as a path. Tab opens the format and
+// column mapping, which the loader's errors ask for.
 type dataPage struct {
 	*common
 	cfg       *engine.RunConfig
 	previewer DataPreviewer
 	dirs      []string
-	files     []string
-	cursor    int
-	typing_   bool
-	path      form.Model
-	selected  string // path of the file being previewed
+	// suggested is the dataset the model page put in the config (the
+	// model's own), recentList the file that lists recent datasets ("":
+	// none could be found).
+	suggested  *string
+	recentList string
+	recentErr  string
+	files      []dataFile
+	filter     string
+	cursor     int // 0 is the path row, then the files that match the filter
+	note       string
+	selected   string // path of the file being previewed
 	// previewedFor is what else the preview depends on (model, template,
 	// data settings) when it was asked for; a change reloads it.
 	previewedFor string
@@ -73,32 +111,57 @@ type dataPage struct {
 	preview      *DataPreview
 	err          string
 	example      int
-	w, h         int
+	// editing: keys go to the format and columns form.
+	editing  bool
+	settings form.Model
+	w, h     int
 }
 
-func newDataPage(c *common, cfg *engine.RunConfig, pv DataPreviewer, dirs []string) *dataPage {
-	p := &dataPage{common: c, cfg: cfg, previewer: pv, dirs: dirs}
-	p.path = form.New([]form.Field{{Key: "path", Label: "Dataset file", Kind: form.Text,
-		Hint: "JSONL, JSON, Parquet, CSV or text; alpaca, sharegpt, messages, text or preference rows"}}, formStyles(c.styles))
+func newDataPage(c *common, cfg *engine.RunConfig, pv DataPreviewer, dirs []string, suggested *string, recentList string, recentErr error) *dataPage {
+	p := &dataPage{common: c, cfg: cfg, previewer: pv, dirs: dirs, suggested: suggested, recentList: recentList}
+	if recentErr != nil {
+		p.recentErr = recentErr.Error()
+	}
 	return p
 }
 
 func (p *dataPage) title() string { return "data" }
 
-func (p *dataPage) enter() tea.Cmd {
-	p.files = findDatasets(p.dirs, 200)
-	if path := p.cfg.Data.Path; path != "" && !slices.Contains(p.files, path) {
-		p.files = append([]string{path}, p.files...) // a suggested file outside the scanned folders
+// formatChoices are the data formats the user can set, auto first.
+func formatChoices() []string {
+	out := []string{string(datasets.FormatAuto)}
+	for _, f := range datasets.Formats {
+		out = append(out, string(f))
 	}
+	return out
+}
+
+// settingsForm holds the format and the column mapping of the config.
+func (p *dataPage) settingsForm() form.Model {
+	f := form.New([]form.Field{
+		{Key: "format", Label: "Format", Kind: form.Choice, Value: orDefault(p.cfg.Data.Format, "auto"), Options: formatChoices(),
+			Hint: "←/→: auto detects it from the columns; enter applies and reads the file again"},
+		{Key: "columns", Label: "Columns", Kind: form.Text, Value: formatColumns(p.cfg.Data.Columns),
+			Hint: "the format's column = yours, comma-separated, e.g. instruction=question, output=answer"},
+	}, formStyles(p.styles))
+	f.SetSize(p.w, 4)
+	return f
+}
+
+func (p *dataPage) enter() tea.Cmd {
+	p.editing, p.note = false, ""
+	p.files = p.offered()
 	if p.cfg.Data.Path == "" {
 		// The model changed and brought no dataset: nothing is chosen.
 		p.seq++
 		p.selected, p.loading, p.preview, p.err = "", false, nil, ""
+		p.cursor = min(1, len(p.files))
 		return nil
 	}
-	for i, f := range p.files {
-		if f == p.cfg.Data.Path {
-			p.cursor = i
+	p.cursor = min(1, len(p.files))
+	for i, f := range p.visible() {
+		if samePath(f.path, p.cfg.Data.Path) {
+			p.cursor = i + 1
 		}
 	}
 	// Another file, or the same file for another model, template or
@@ -109,12 +172,93 @@ func (p *dataPage) enter() tea.Cmd {
 	return nil
 }
 
-// previewKey is what a preview depends on besides the file: the model
-// (its tokenizer) and the data settings.
-func previewKey(c engine.RunConfig) string {
-	d := c.Data
-	d.Path = ""
-	return fmt.Sprintf("%s|%+v", c.Model, d)
+// offered lists the files in the order the page offers them, each once:
+// the model's dataset, the file chosen before, recent files, then the
+// files found in the folders.
+func (p *dataPage) offered() []dataFile {
+	var out []dataFile
+	add := func(path, from string) {
+		if path == "" {
+			return
+		}
+		for _, f := range out {
+			if samePath(f.path, path) {
+				return
+			}
+		}
+		out = append(out, dataFile{path: path, from: from})
+	}
+	if p.suggested != nil {
+		add(*p.suggested, "for this model")
+	}
+	add(p.cfg.Data.Path, "chosen")
+	if p.recentList != "" {
+		recent, err := readRecent(p.recentList)
+		if err != nil {
+			p.recentErr = err.Error()
+		}
+		for _, f := range recent {
+			add(f, "recent")
+		}
+	}
+	for _, f := range findDatasets(p.dirs, 200) {
+		add(f, "")
+	}
+	return out
+}
+
+// samePath reports whether two paths name the same file (one may be
+// relative to the working folder).
+func samePath(a, b string) bool {
+	if a == b {
+		return true
+	}
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}
+
+// visible are the offered files that hold every word of the filter.
+func (p *dataPage) visible() []dataFile {
+	words := strings.Fields(strings.ToLower(p.filter))
+	if len(words) == 0 {
+		return p.files
+	}
+	var out []dataFile
+	for _, f := range p.files {
+		name := strings.ToLower(displayPath(f.path))
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(name, w)
+		}
+		if ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// displayPath shows a path relative to the working folder when it lies
+// inside it, else with ~ for the home folder.
+func displayPath(path string) string {
+	if filepath.IsAbs(path) {
+		if wd, err := os.Getwd(); err == nil {
+			if rel, err := filepath.Rel(wd, path); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				return rel
+			}
+		}
+		if home, err := os.UserHomeDir(); err == nil && strings.HasPrefix(path, home+string(filepath.Separator)) {
+			return "~" + strings.TrimPrefix(path, home)
+		}
+	}
+	return path
+}
+
+// setFilter changes the filter and puts the cursor on the first match
+// (or on the path row when nothing matches).
+func (p *dataPage) setFilter(f string) {
+	p.filter, p.note = f, ""
+	p.cursor = min(1, len(p.visible()))
 }
 
 // load starts a preview of path with the config as it stands.
@@ -131,12 +275,19 @@ func (p *dataPage) load(path string) tea.Cmd {
 		return nil
 	}
 	cfg := *p.cfg
-	cfg.Data.Path = path
 	pv, ctx, seq := p.previewer, p.ctx, p.seq
 	return func() tea.Msg {
 		pr, err := pv.Preview(ctx, cfg)
 		return previewMsg{seq: seq, path: path, preview: pr, err: err}
 	}
+}
+
+// previewKey is what a preview depends on besides the file: the model
+// (its tokenizer) and the data settings.
+func previewKey(c engine.RunConfig) string {
+	d := c.Data
+	d.Path = ""
+	return fmt.Sprintf("%s|%+v", c.Model, d)
 }
 
 func (p *dataPage) leave() error {
@@ -161,6 +312,56 @@ func (p *dataPage) leave() error {
 		// if the file is replaced; the detected format is shown above.
 		p.cfg.Data.Format = "auto"
 	}
+	if p.recentList != "" {
+		if err := addRecent(p.recentList, p.selected); err != nil {
+			p.recentErr = err.Error()
+		}
+	}
+	return nil
+}
+
+// openTyped previews the path typed into the filter.
+func (p *dataPage) openTyped() tea.Cmd {
+	typed := strings.TrimSpace(p.filter)
+	if typed == "" {
+		p.note = "type the file's path (~ for your home folder), then enter"
+		return nil
+	}
+	path := expandHome(typed)
+	if st, err := os.Stat(path); err != nil {
+		p.err = fmt.Sprintf("dataset %s: %v", path, err)
+		return nil
+	} else if st.IsDir() {
+		p.err = fmt.Sprintf("dataset %s is a folder; give a file", path)
+		return nil
+	}
+	if !slices.ContainsFunc(p.files, func(f dataFile) bool { return samePath(f.path, path) }) {
+		p.files = append([]dataFile{{path: path, from: "typed"}}, p.files...)
+	}
+	p.setFilter("")
+	for i, f := range p.visible() {
+		if samePath(f.path, path) {
+			p.cursor = i + 1
+		}
+	}
+	return p.load(path)
+}
+
+// applySettings writes the format and columns form into the config and
+// reads the file again with them.
+func (p *dataPage) applySettings() tea.Cmd {
+	cols, err := parseColumns(p.settings.Get("columns"))
+	if err != nil {
+		p.settings.FocusKey("columns")
+		p.note = "Columns: " + err.Error()
+		return nil
+	}
+	p.cfg.Data.Format = p.settings.Get("format")
+	p.cfg.Data.Columns = cols
+	p.editing, p.note = false, ""
+	if p.selected != "" && p.previewedFor != previewKey(*p.cfg) {
+		return p.load(p.selected)
+	}
 	return nil
 }
 
@@ -179,65 +380,70 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		p.preview = &pr
 		return nil, stay
 	case tea.PasteMsg:
-		if p.typing_ {
-			p.path.Paste(msg.Content)
+		if p.editing {
+			p.settings.Paste(msg.Content)
+		} else {
+			p.setFilter(p.filter + strings.TrimSpace(strings.ReplaceAll(msg.Content, "\n", " ")))
 		}
 		return nil, stay
 	case tea.KeyPressMsg:
-		if p.typing_ {
-			switch msg.String() {
-			case "enter":
-				path := expandHome(strings.TrimSpace(p.path.Get("path")))
-				if st, err := os.Stat(path); err != nil {
-					p.err = fmt.Sprintf("dataset %s: %v", path, err)
-					return nil, stay
-				} else if st.IsDir() {
-					p.err = fmt.Sprintf("dataset %s is a folder; give a file", path)
-					return nil, stay
-				}
-				p.typing_ = false
-				// List the typed file and put the cursor on it, so enter
-				// goes on once its preview is in.
-				if i := slices.Index(p.files, path); i >= 0 {
-					p.cursor = i
-				} else {
-					p.files = append([]string{path}, p.files...)
-					p.cursor = 0
-				}
-				return p.load(path), stay
-			case "esc":
-				p.typing_ = false
+		if p.editing {
+			var used bool
+			p.settings, used = p.settings.Update(msg)
+			if used {
+				p.note = ""
 				return nil, stay
 			}
-			p.path, _ = p.path.Update(msg)
+			switch msg.String() {
+			case "enter":
+				return p.applySettings(), stay
+			case "esc":
+				p.editing, p.note = false, ""
+			}
 			return nil, stay
 		}
-		n := len(p.files) + 1
-		if listKey(msg.String(), &p.cursor, n, 5) {
-			return nil, stay
-		}
-		switch msg.String() {
-		case "left", "h":
+		vis := p.visible()
+		n := len(vis) + 1
+		switch k := msg.String(); k {
+		case "up", "down", "home", "end", "pgup", "pgdown":
+			listKey(k, &p.cursor, n, 5)
+		case "left":
 			if p.preview != nil && len(p.preview.Examples) > 0 {
 				p.example = (p.example - 1 + len(p.preview.Examples)) % len(p.preview.Examples)
 			}
-		case "right", "l":
+		case "right":
 			if p.preview != nil && len(p.preview.Examples) > 0 {
 				p.example = (p.example + 1) % len(p.preview.Examples)
 			}
+		case "tab":
+			p.editing, p.note = true, ""
+			p.settings = p.settingsForm()
+		case "backspace":
+			if r := []rune(p.filter); len(r) > 0 {
+				p.setFilter(string(r[:len(r)-1]))
+			}
+		case "ctrl+u":
+			p.setFilter("")
 		case "esc":
-			return nil, back
-		case "enter":
-			if p.cursor == n-1 {
-				p.typing_ = true
-				p.err = ""
+			if p.filter != "" {
+				p.setFilter("")
 				return nil, stay
 			}
-			f := p.files[p.cursor]
+			return nil, back
+		case "enter":
+			p.note = ""
+			if p.cursor == 0 {
+				return p.openTyped(), stay
+			}
+			f := vis[p.cursor-1].path
 			if f == p.selected && !p.loading {
 				return nil, next
 			}
 			return p.load(f), stay
+		default:
+			if msg.Text != "" && msg.Mod&^tea.ModShift == 0 {
+				p.setFilter(p.filter + msg.Text)
+			}
 		}
 	}
 	return nil, stay
@@ -245,50 +451,93 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 
 func (p *dataPage) setSize(w, h int) {
 	p.w, p.h = w, h
-	p.path.SetSize(w, 3)
+	p.settings.SetSize(w, 4)
 }
 
-func (p *dataPage) typing() bool { return p.typing_ }
+// typing: letters go into the filter, or into the columns field.
+func (p *dataPage) typing() bool { return !p.editing || p.settings.TextFocused() }
 
 func (p *dataPage) help() []key.Binding {
-	if p.typing_ {
-		return []key.Binding{bind("enter", "preview"), bind("esc", "back to the list")}
+	if p.editing {
+		return []key.Binding{bind("↑/↓", "field"), bind("←/→", "change"), bind("enter", "apply"), bind("esc", "cancel")}
 	}
-	b := []key.Binding{p.keys.Up, bind("enter", "preview / next")}
-	if p.preview != nil && len(p.preview.Examples) > 1 {
-		b = append(b, bind("←/→", "example"))
-	}
-	return append(b, p.keys.Back)
+	// ←/→ for the examples is written beside them, where it applies.
+	return []key.Binding{bind("enter", "preview/next"), bind("type", "filter"), bind("tab", "format/columns"), p.keys.Back}
 }
 
 func (p *dataPage) view() string {
 	st := p.styles
 	var b strings.Builder
-	b.WriteString(st.Bold.Render("Choose the training data") + "\n")
-	items := make([]string, 0, len(p.files)+1)
-	for _, f := range p.files {
+	b.WriteString(st.Bold.Render("Choose the training data"))
+	switch {
+	case p.filter != "":
+		b.WriteString("  " + st.Accent.Render("› "+printable(p.filter)+"▏"))
+	case !p.editing:
+		b.WriteString("  " + st.Muted.Render("type to filter, or a file's path"))
+	}
+	b.WriteString("\n")
+	vis := p.visible()
+	items := make([]string, 0, len(vis)+1)
+	first := "  Enter a path…"
+	if p.filter != "" {
+		first = "  Open " + printable(strings.TrimSpace(p.filter)) + " as a path"
+	}
+	items = append(items, first)
+	width := max(p.w-4, 10)
+	for _, f := range vis {
 		mark := "  "
-		if f == p.selected {
+		if f.path == p.selected {
 			mark = "● "
 		}
-		items = append(items, mark+f)
+		name := printable(displayPath(f.path))
+		if f.from != "" {
+			label := st.Muted.Render(f.from)
+			pad := max(width-2-lipgloss.Width(name)-lipgloss.Width(f.from), 2)
+			name += strings.Repeat(" ", pad) + label
+		}
+		items = append(items, mark+name)
 	}
-	items = append(items, "  Enter a path…")
+	if p.filter != "" && len(vis) == 0 {
+		items = append(items, st.Muted.Render("  no file matches"))
+	}
 	listH := 6
 	if p.h >= 30 {
-		listH = 7
+		listH = 8
 	}
-	list := listView(st, items, p.cursor, p.w, listH)
-	b.WriteString(list + "\n\n")
-	used := 2 + strings.Count(list, "\n") + 1 // title, list, blank line
-	if p.typing_ {
-		field := p.path.View()
-		b.WriteString(field + "\n")
-		used += strings.Count(field, "\n") + 1
+	list := listViewFocus(st, items, p.cursor, p.w, listH, !p.editing)
+	b.WriteString(list + "\n")
+	used := 1 + strings.Count(list, "\n") + 1 // title, list
+	var settings string
+	if p.editing {
+		settings = p.settings.View()
+	} else {
+		format := p.cfg.Data.Format
+		if format == "" || format == string(datasets.FormatAuto) {
+			format = "format detected"
+		}
+		cols := "columns " + formatColumns(p.cfg.Data.Columns)
+		if len(p.cfg.Data.Columns) == 0 {
+			cols = "the format's column names"
+		}
+		settings = st.Muted.Render(trimTo(fmt.Sprintf("read as: %s · %s · tab to change", format, cols), p.w))
 	}
+	if p.note != "" {
+		settings += "\n" + st.Warn.Render(trimTo(p.note, p.w))
+	}
+	if p.recentErr != "" {
+		settings += "\n" + st.Warn.Render(trimTo("! "+p.recentErr, p.w))
+	}
+	b.WriteString(settings + "\n\n")
+	used += strings.Count(settings, "\n") + 2
 	rest := p.h - used
 	b.WriteString(p.previewView(max(rest, 3)))
 	return b.String()
+}
+
+// asksForMapping reports whether a loader error is one the format and
+// column mapping can fix (the loader names data.format or data.columns).
+func asksForMapping(err string) bool {
+	return strings.Contains(err, "data.format") || strings.Contains(err, "data.columns")
 }
 
 // previewView draws the format, the stats and the examples in h lines.
@@ -296,7 +545,11 @@ func (p *dataPage) previewView(h int) string {
 	st := p.styles
 	switch {
 	case p.err != "":
-		return st.Bad.Render(wrap("✗ "+printable(p.err), p.w))
+		out := st.Bad.Render(wrap("✗ "+printable(p.err), p.w))
+		if asksForMapping(p.err) && !p.editing {
+			out = st.Accent.Render("press tab to set the format and map the columns") + "\n" + out
+		}
+		return out
 	case p.selected == "":
 		return st.Muted.Render("enter on a file to preview it as training will see it")
 	case p.loading:

@@ -36,6 +36,10 @@ type Options struct {
 	// the summary offers no export page.
 	Exporter Exporter
 
+	// RecentData is the file that lists the dataset files used lately
+	// (default: whet/recent-datasets in the user's config folder).
+	RecentData string
+
 	ModelsDir string   // scanned for local Hugging Face folders
 	DataDirs  []string // scanned for dataset files (default: "." and "testdata")
 	RunsDir   string   // default "runs"
@@ -114,11 +118,16 @@ func New(o Options) *Model {
 		}
 	}
 	local, scanErr := FindLocalModels(o.ModelsDir)
+	recent, recentErr := o.RecentData, error(nil)
+	if recent == "" {
+		recent, recentErr = defaultRecentFile()
+	}
 	m := &Model{c: c, opts: o, cfg: &cfg}
+	mp := newModelPage(c, &cfg, catalog, local, o.ModelsDir, scanErr)
 	m.wiz = &wizard{common: c, cfg: &cfg, pages: []page{
-		newModelPage(c, &cfg, catalog, local, o.ModelsDir, scanErr),
+		mp,
 		newMethodPage(c, &cfg, o.Presets),
-		newDataPage(c, &cfg, o.Data, o.DataDirs),
+		newDataPage(c, &cfg, o.Data, o.DataDirs, &mp.suggested, recent, recentErr),
 		newSettingsPage(c, &cfg),
 		newFitPage(c, &cfg, o.Fit),
 		newReviewPage(c, &cfg),

@@ -121,8 +121,8 @@ keys Enter
 wait_for 'Choose the training data'
 pick "$pick_data"
 # A model may come with its dataset, already selected and previewing.
-if ! tmux capture-pane -p -t "$session" | grep -Eq '^format |✗|^reading '; then keys Enter; fi
-wait_for '^format |✗' 60
+if ! tmux capture-pane -p -t "$session" | grep -Eq '^format [^ ]+ · [0-9]+ rows|✗|^reading '; then keys Enter; fi
+wait_for '^format [^ ]+ · [0-9]+ rows|✗' 60
 capture data
 keys Enter
 wait_for 'Run settings'

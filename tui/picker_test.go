@@ -1,0 +1,255 @@
+package tui_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	tea "charm.land/bubbletea/v2"
+
+	"whet/engine"
+	"whet/tui"
+	"whet/tui/fake"
+)
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rowsAfter returns the screen lines after the one holding marker.
+func listRows(screen string) []string {
+	lines := strings.Split(screen, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "Enter a path…") || strings.Contains(l, " as a path") {
+			var out []string
+			for _, r := range lines[i:] {
+				if strings.HasPrefix(r, "read as: ") {
+					break
+				}
+				out = append(out, strings.TrimSpace(strings.TrimPrefix(r, "› ")))
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// The picker starts where data lives: "Enter a path…" first, then the
+// model's own dataset, the recent files (from any folder), then the data
+// files of the scanned folders; files the loaders cannot read are left out.
+func TestDataPickerStartsWhereDataLives(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	mine := filepath.Join(home, "data", "mine.jsonl")
+	writeFile(t, mine, "{}\n")
+	scan := t.TempDir()
+	writeFile(t, filepath.Join(scan, "train.tsv"), "a\tb\n")
+	writeFile(t, filepath.Join(scan, "notes.txt"), "not data\n")
+	recent := filepath.Join(t.TempDir(), "recent")
+	writeFile(t, recent, mine+"\n"+filepath.Join(home, "gone.jsonl")+"\n")
+
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := demoOptions(&fake.Engine{})
+			o.DataDirs = []string{"testdata/datasets", scan}
+			o.RecentData = recent
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("enter", "enter")
+			d.waitScreen("format messages")
+			rows := listRows(d.screen())
+			want := []string{"Enter a path…", "● testdata/datasets/persona.jsonl for this model", "~/data/mine.jsonl recent",
+				"testdata/datasets/recipes.csv", filepath.Join(scan, "train.tsv")}
+			if len(rows) != len(want) {
+				t.Fatalf("list rows %q, want %q:\n%s", rows, want, d.screen())
+			}
+			for i, w := range want {
+				if strings.Join(strings.Fields(rows[i]), " ") != w {
+					t.Errorf("row %d is %q, want %q", i, rows[i], w)
+				}
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			if sz.w == 80 {
+				// The scanned folder is a temporary one: only the 80×24
+				// view, where the row is cut, is stable.
+				golden(t, "wizard_3data_picker_80x24", strings.ReplaceAll(d.view(), scan, "/tmp/scan"))
+			}
+		})
+	}
+}
+
+// Typing filters the list at once and puts the cursor on the first match;
+// letters are text (q does not quit); esc clears the filter.
+func TestDataPickerFiltersAsYouType(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "enter")
+	d.typeText("req")
+	if d.quit {
+		t.Fatal("q typed into the filter quit the studio")
+	}
+	if rows := listRows(d.screen()); len(rows) != 2 || !strings.Contains(rows[1], "no file matches") {
+		t.Errorf("nothing matches req: rows %q", rows)
+	}
+	d.keys("backspace", "backspace")
+	d.typeText("eci")
+	rows := listRows(d.screen())
+	if len(rows) != 2 || rows[0] != "Open reci as a path" || rows[1] != "testdata/datasets/recipes.csv" {
+		t.Fatalf("the filter reci should keep recipes.csv only: %q\n%s", rows, d.screen())
+	}
+	if got := cursorRow(d.screen()); got != "testdata/datasets/recipes.csv" {
+		t.Errorf("the cursor should be on the first match, is on %q", got)
+	}
+	d.keys("enter")
+	d.waitScreen("format messages")
+	if got := d.m.Config().Data.Path; got != "testdata/datasets/recipes.csv" {
+		t.Errorf("Data.Path = %q", got)
+	}
+	d.keys("esc")
+	if !strings.Contains(d.screen(), "type to filter") || len(listRows(d.screen())) != 3 {
+		t.Errorf("esc should clear the filter:\n%s", d.screen())
+	}
+	d.keys("esc")
+	if !strings.Contains(d.screen(), "How should it learn?") {
+		t.Errorf("esc without a filter goes back:\n%s", d.screen())
+	}
+}
+
+// A path typed into the filter opens from the first row, ~ meaning home.
+func TestDataPickerOpensTypedPath(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	writeFile(t, filepath.Join(home, "mine.jsonl"), "{}\n")
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "enter")
+	d.typeText("~/nothere.jsonl")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "nothere.jsonl: no such file") {
+		t.Errorf("a missing file should be named:\n%s", s)
+	}
+	d.keys("ctrl+u")
+	d.typeText("~/mine.jsonl")
+	if got := cursorRow(d.screen()); got != "Open ~/mine.jsonl as a path" {
+		t.Errorf("with no match the cursor stays on the path row, is on %q", got)
+	}
+	d.keys("enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	if got := d.m.Config().Data.Path; got != filepath.Join(home, "mine.jsonl") {
+		t.Errorf("Data.Path = %q, want the file in the home folder", got)
+	}
+}
+
+// A file the user went on with is remembered in the config folder and
+// offered as recent by the next studio, from another folder too.
+func TestDataPickerRemembersRecentFiles(t *testing.T) {
+	config := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", config)
+	o := testOptions(&fake.Engine{})
+	d := &driver{t: t, m: tui.New(o), msgs: make(chan tea.Msg, 64)} // the default list, in the config folder
+	d.send(windowSize(80, 24))
+	d.keys("enter", "enter", "down", "enter") // recipes.csv
+	d.waitScreen("format messages")
+	d.keys("enter")
+	abs, _ := filepath.Abs("testdata/datasets/recipes.csv")
+	raw, err := os.ReadFile(filepath.Join(config, "whet", "recent-datasets"))
+	if err != nil || strings.TrimSpace(string(raw)) != abs {
+		t.Fatalf("the recent list should hold %s: %q, %v", abs, raw, err)
+	}
+
+	o.DataDirs = []string{t.TempDir()} // nothing to find there
+	d = &driver{t: t, m: tui.New(o), msgs: make(chan tea.Msg, 64)}
+	d.send(windowSize(80, 24))
+	d.keys("enter", "enter")
+	rows := listRows(d.screen())
+	if len(rows) != 2 || strings.Join(strings.Fields(rows[1]), " ") != "testdata/datasets/recipes.csv recent" {
+		t.Errorf("the next studio should offer the recent file: %q\n%s", rows, d.screen())
+	}
+}
+
+// columnsPreviewer reads a CSV of question/answer columns the way the
+// loader does: it cannot tell the format until the user maps the columns.
+type columnsPreviewer struct{}
+
+func (columnsPreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+	d := cfg.Data
+	if d.Format != "alpaca" || d.Columns["instruction"] != "question" || d.Columns["output"] != "answer" {
+		return tui.DataPreview{}, fmt.Errorf("%s: cannot tell the data format from the columns (answer, question); expected one of: "+
+			"instruction/input/output (alpaca), conversations (sharegpt), messages, text. "+
+			"Set data.format and map your column names with data.columns, e.g. columns: {instruction: question, output: answer}", d.Path)
+	}
+	pv := fake.DemoPreview
+	pv.Format = "alpaca"
+	return pv, nil
+}
+
+// The loader's error asks for a format and a column mapping: the page
+// says tab sets them, and with them the file loads.
+func TestDataPickerSetsFormatAndColumns(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{})
+			o.Data = columnsPreviewer{}
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("enter", "enter", "down", "enter") // recipes.csv
+			d.waitScreen("cannot tell the data format")
+			if !strings.Contains(d.screen(), "press tab to set the format and map the columns") {
+				t.Errorf("the page should say how to fix it:\n%s", d.screen())
+			}
+			d.keys("tab", "right") // format: alpaca
+			d.keys("down")
+			d.typeText("instruction question")
+			d.keys("enter")
+			if s := d.screen(); !strings.Contains(s, `Columns: "instruction question" is not name=column`) {
+				t.Errorf("a bad mapping should be named:\n%s", s)
+			}
+			d.keys("ctrl+u")
+			d.typeText("instruction=question, output: answer")
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("wizard_3data_columns_%dx%d", sz.w, sz.h), d.view())
+			d.keys("enter")
+			d.waitScreen("format alpaca · 120 rows")
+			if !strings.Contains(d.screen(), "read as: alpaca · columns instruction=question, output=answer · tab to change") {
+				t.Errorf("the settings line should show the mapping:\n%s", d.screen())
+			}
+			d.keys("enter")
+			if !strings.Contains(d.screen(), "Run settings") {
+				t.Fatalf("the file should now be usable:\n%s", d.screen())
+			}
+			got := d.m.Config().Data
+			if got.Format != "alpaca" || !reflect.DeepEqual(got.Columns, map[string]string{"instruction": "question", "output": "answer"}) {
+				t.Errorf("Data.Format = %q, Data.Columns = %v", got.Format, got.Columns)
+			}
+		})
+	}
+}
+
+// A folder's own data files come before those of its subfolders; model
+// folders are not searched.
+func TestDataPickerListsTheFoldersOwnFilesFirst(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"a/deep.jsonl", "z.jsonl", "b.csv", "a/b/deeper.parquet", "a/b/c/too-deep.jsonl",
+		"model/config.json", "model/tokenizer.json", "model/extra.jsonl"} { // a model folder's files are not data
+		writeFile(t, filepath.Join(dir, f), "{}\n")
+	}
+	o := testOptions(&fake.Engine{})
+	o.DataDirs = []string{dir}
+	d := newDriver(t, o, 120, 40)
+	d.keys("enter", "enter")
+	rows := listRows(d.screen())
+	var want []string
+	for _, f := range []string{"b.csv", "z.jsonl", "a/deep.jsonl", "a/b/deeper.parquet"} {
+		want = append(want, filepath.Join(dir, f))
+	}
+	if len(rows) != 5 || !reflect.DeepEqual(rows[1:], want) {
+		t.Errorf("rows %q, want the path row then %q", rows, want)
+	}
+}

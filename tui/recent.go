@@ -1,0 +1,82 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// The data page offers the dataset files the user went on with lately,
+// from whatever folder the studio runs in. They are kept newest first, one
+// absolute path a line, in the user's config folder.
+
+// recentLimit is how many recent dataset files are kept.
+const recentLimit = 8
+
+// defaultRecentFile is where the list lives: the user's config folder
+// (XDG_CONFIG_HOME or ~/.config on Linux), under whet/.
+func defaultRecentFile() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("recent dataset files: %w", err)
+	}
+	return filepath.Join(dir, "whet", "recent-datasets"), nil
+}
+
+// readRecent returns the listed files that still exist; a missing list is
+// empty.
+func readRecent(list string) ([]string, error) {
+	raw, err := os.ReadFile(list)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recent dataset files: %w", err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || !filepath.IsAbs(l) {
+			continue
+		}
+		if st, err := os.Stat(l); err == nil && !st.IsDir() {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// addRecent puts file first in the list (once), keeping recentLimit
+// entries. The list is replaced whole (written beside it, then renamed),
+// so a crash never leaves half a list.
+func addRecent(list, file string) error {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return fmt.Errorf("recent dataset files: %w", err)
+	}
+	old, err := readRecent(list)
+	if err != nil {
+		return err
+	}
+	files := []string{abs}
+	for _, f := range old {
+		if f != abs && len(files) < recentLimit {
+			files = append(files, f)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(list), 0o700); err != nil {
+		return fmt.Errorf("recent dataset files: %w", err)
+	}
+	tmp := list + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(files, "\n")+"\n"), 0o600); err != nil {
+		return fmt.Errorf("recent dataset files: %w", err)
+	}
+	if err := os.Rename(tmp, list); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("recent dataset files: %w", err)
+	}
+	return nil
+}
