@@ -24,7 +24,7 @@ func init() {
 func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	model := fs.String("model", "", "Hugging Face model folder (config.json, safetensors, tokenizer)")
+	model := fs.String("model", "", "model folder (config.json, safetensors, tokenizer) or Hugging Face repo id ORG/NAME[@REVISION]")
 	adapter := fs.String("adapter", "", "PEFT adapter folder to apply")
 	run := fs.String("run", "", "run directory: uses its model and adapter")
 	template := fs.String("template", "", "chat template name (default: detected from the tokenizer)")
@@ -61,6 +61,10 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *model == "" {
 		return errors.New("--model DIR (or --run DIR) is required")
 	}
+	modelDir, err := pullModelArg(context.Background(), *model, nil, stderr)
+	if err != nil {
+		return err
+	}
 	b, notices, err := engine.OpenBackend(*backend)
 	if err != nil {
 		return err
@@ -68,7 +72,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, n := range notices {
 		fmt.Fprintln(stderr, n)
 	}
-	s, err := chat.Open(b, chat.Options{ModelDir: *model, AdapterDir: *adapter, Template: *template})
+	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template})
 	if err != nil {
 		return err
 	}

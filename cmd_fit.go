@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/gpuinfo"
+	"whet/engine/hub"
 	"whet/engine/memplan"
 	"whet/presets"
 )
@@ -129,8 +131,20 @@ func resolveFitModel(name string) (fitModel, error) {
 		return fitModel{label: name, config: cfg}, nil
 	}
 	e, err := presets.Lookup(name)
+	if err != nil && hub.LooksLikeRef(name) {
+		// A repo the catalog does not know: its config.json alone.
+		dir, err := pullModelArg(context.Background(), name, hub.ConfigOnly, io.Discard)
+		if err != nil {
+			return fitModel{}, err
+		}
+		cfg, err := engine.LoadModelConfig(dir)
+		if err != nil {
+			return fitModel{}, err
+		}
+		return fitModel{label: name, config: cfg}, nil
+	}
 	if err != nil {
-		return fitModel{}, fmt.Errorf("%w; or pass a folder that holds a config.json", err)
+		return fitModel{}, fmt.Errorf("%w; or pass a folder that holds a config.json, or a Hugging Face repo id", err)
 	}
 	if !e.Trainable() {
 		return fitModel{}, fmt.Errorf("%s cannot be trained by whet yet: %s", e.Name, e.NotTrainable)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"whet/engine"
 	"whet/engine/hub"
 )
 
@@ -157,13 +158,24 @@ type pullPrinter struct {
 	live     bool
 	endpoint string
 	status   bool // a status line is on screen
+	// quietCached says nothing when everything is cached already (a
+	// command loading a model by id, not `whet pull`).
+	quietCached bool
+	quiet       bool
 }
 
 func (p *pullPrinter) report(pr hub.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.quiet {
+		return
+	}
 	switch pr.Phase {
 	case hub.PhaseStart:
+		if pr.Done == pr.Total && p.quietCached {
+			p.quiet = true
+			return
+		}
 		fmt.Fprintf(p.w, "%s: commit %s from %s, %d files, %s", pr.Repo, pr.Commit[:min(12, len(pr.Commit))], p.endpoint, pr.Files, hub.FormatBytes(pr.Total))
 		if pr.Done > 0 {
 			fmt.Fprintf(p.w, " (%s already here)", hub.FormatBytes(pr.Done))
@@ -262,4 +274,24 @@ func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
 		fmt.Fprintf(w, "  %-44s %10s%s\n", m.Repo, hub.FormatBytes(m.Size), note)
 	}
 	return nil
+}
+
+// pullModelArg makes a Hub id usable where a command takes a model folder:
+// for ORG/NAME[@REVISION] it pulls what is missing (progress on w, quiet
+// when everything is cached) and returns the snapshot folder; a folder
+// comes back as it is. files selects what to fetch (nil: what a run needs).
+func pullModelArg(ctx context.Context, model string, files func(string) bool, w io.Writer) (string, error) {
+	if !hub.LooksLikeRef(model) {
+		return model, nil
+	}
+	show := &pullPrinter{w: w, live: isTerminal(w), quietCached: true}
+	if s, err := hub.SettingsFromEnv(os.Getenv); err == nil {
+		show.endpoint = s.Endpoint
+	}
+	dir, notice, err := engine.ModelFolder(ctx, model, hub.PullOptions{Files: files, Progress: show.report})
+	show.finish()
+	if notice != "" {
+		fmt.Fprintln(w, notice)
+	}
+	return dir, err
 }

@@ -117,3 +117,63 @@ func TestPullCommandErrors(t *testing.T) {
 		t.Fatalf("offline, uncached: exit %d, %s", code, stderr)
 	}
 }
+
+// fit, chat, train and export take a repo id wherever they take a folder.
+func TestCommandsTakeRepoIDs(t *testing.T) {
+	srv, _ := pullEnv(t)
+	const id = "whet-test/tiny-llama"
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := runMain(args, strings.NewReader(""), &out, &errb); code != 0 {
+			t.Fatalf("whet %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
+		}
+		return out.String()
+	}
+
+	// fit needs config.json alone.
+	out := run("fit", "--model", id, "--gpu", "H100", "--seq", "128")
+	if !strings.Contains(out, id) {
+		t.Fatalf("fit output does not name the model:\n%s", out)
+	}
+	if srv.Requests("GET", "storage", "model.safetensors")+srv.Requests("HEAD", "api", "tokenizer.json") != 0 {
+		t.Fatal("fit fetched more than config.json")
+	}
+
+	out = run("chat", "--model", id, "--backend", "cpu", "--prompt", "hi", "--max-new-tokens", "2", "--temperature", "0")
+	if !strings.Contains(out, "tokens") {
+		t.Fatalf("chat output:\n%s", out)
+	}
+	if n := srv.Requests("GET", "storage", "model.safetensors"); n != 1 {
+		t.Fatalf("chat downloaded the weights %d times", n)
+	}
+
+	dir := t.TempDir()
+	runFile := filepath.Join(dir, "run.yaml")
+	data, _ := filepath.Abs("testdata/datasets/tiny-chat.jsonl")
+	os.WriteFile(runFile, []byte("name: byid\nmodel: "+id+"\nmethod: lora\nbackend: cpu\nruns_dir: "+dir+
+		"\nlora: {r: 4, alpha: 8}\ndata: {path: "+data+", max_length: 128}\ntrain: {max_steps: 1, micro_batch: 2}\n"), 0o644)
+	run("train", "-c", runFile)
+	runDir := filepath.Join(dir, "byid")
+	if b, _ := os.ReadFile(filepath.Join(runDir, "run.yaml")); !strings.Contains(string(b), "model: "+id) {
+		t.Fatalf("run.yaml does not keep the repo id:\n%s", b)
+	}
+	// Offline from here: export finds the base model in the cache.
+	t.Setenv("HF_HUB_OFFLINE", "1")
+	run("export", "--run", runDir, "--format", "peft")
+	var ac map[string]any
+	b, err := os.ReadFile(filepath.Join(runDir, "export", "peft", "adapter_config.json"))
+	if err != nil {
+		matches, _ := filepath.Glob(filepath.Join(runDir, "export", "*", "adapter_config.json"))
+		if len(matches) != 1 {
+			t.Fatalf("no exported adapter_config.json: %v", err)
+		}
+		b, _ = os.ReadFile(matches[0])
+	}
+	if json.Unmarshal(b, &ac); ac["base_model_name_or_path"] != id {
+		t.Fatalf("exported base_model_name_or_path = %v, want %s", ac["base_model_name_or_path"], id)
+	}
+	if n := srv.Requests("GET", "storage", "model.safetensors"); n != 1 {
+		t.Fatalf("weights downloaded %d times in all", n)
+	}
+}

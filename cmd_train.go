@@ -39,6 +39,10 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	// A Hub id is pulled here, with progress; the run keeps the id.
+	if _, err := pullModelArg(ctx, cfg.Model, nil, stderr); err != nil {
+		return err
+	}
 	events, _, err := engine.Start(ctx, cfg)
 	if err != nil {
 		return err

@@ -284,12 +284,15 @@ func LoadModelWith(dir string, b Backend, o ModelOptions) (*Model, error) {
 
 // Session is a prepared run: backend, model, data and trainer, ready to go.
 type Session struct {
-	Cfg     RunConfig
-	Dir     string
-	Backend Backend
-	Model   *Model
-	Trainer *Trainer
-	Notices []string
+	Cfg RunConfig
+	Dir string
+	// ModelDir is the folder the model was loaded from: Cfg.Model, or the
+	// cached snapshot of the Hub id in Cfg.Model.
+	ModelDir string
+	Backend  Backend
+	Model    *Model
+	Trainer  *Trainer
+	Notices  []string
 	// lock is held on the run folder from before anything is read from it
 	// until Close.
 	lock *RunLock
@@ -326,17 +329,29 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		return nil, fmt.Errorf("runs_dir: %w", err)
 	}
 	cfg.RunsDir = runsDir
+	// A Hub id stays in cfg (and the run directory's copy); the files
+	// come from its snapshot in the cache.
+	modelDir, hubNotice, err := ModelFolder(context.Background(), cfg.Model, hub.PullOptions{})
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
 	b, notices, err := OpenBackend(cfg.Backend)
 	if err != nil {
 		lock.Release()
 		return nil, err
 	}
-	s := &Session{Cfg: cfg, Backend: b, Notices: notices, lock: lock}
+	if hubNotice != "" {
+		notices = append(notices, hubNotice)
+	}
+	s := &Session{Cfg: cfg, ModelDir: modelDir, Backend: b, Notices: notices, lock: lock}
 	fail := func(err error) (*Session, error) {
 		s.Close()
 		return nil, err
 	}
-	data, err := PrepareData(cfg)
+	dataCfg := cfg
+	dataCfg.Model = modelDir
+	data, err := PrepareData(dataCfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -344,7 +359,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if len(data.Train) == 0 {
 		return fail(fmt.Errorf("data.path %s: no training rows left after preparation", cfg.Data.Path))
 	}
-	m, err := LoadModelWith(cfg.Model, b, ModelOptions{NF4Linears: cfg.Method == "qlora"})
+	m, err := LoadModelWith(modelDir, b, ModelOptions{NF4Linears: cfg.Method == "qlora"})
 	if err != nil {
 		return fail(err)
 	}
@@ -496,7 +511,7 @@ func (s *Session) export() (string, error) {
 		if err := atomicfile.RealDir(dir); err != nil {
 			return "", err
 		}
-		if err := SaveModel(dir, s.Model, s.Cfg.Model); err != nil {
+		if err := SaveModel(dir, s.Model, s.ModelDir); err != nil {
 			return "", err
 		}
 		return "model saved to " + dir, nil

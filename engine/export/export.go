@@ -22,6 +22,7 @@ import (
 	"whet/datasets/tokenizer"
 	"whet/engine"
 	"whet/engine/cpu"
+	"whet/engine/hub"
 )
 
 // Formats lists the export formats.
@@ -251,7 +252,10 @@ func OpenRun(dir string) (*RunFiles, error) {
 			return nil, fmt.Errorf("export: %s: full fine-tuning run without a saved model (has the run finished?): %w", dir, err)
 		}
 	default:
-		r.ModelDir = cfg.Model
+		// A Hub id names its snapshot in the cache (pulled if missing).
+		if r.ModelDir, _, err = engine.ModelFolder(context.Background(), cfg.Model, hub.PullOptions{}); err != nil {
+			return nil, fmt.Errorf("export: %w", err)
+		}
 		r.AdapterDir = engine.RunDir(dir).Adapter()
 		if _, err := os.Stat(filepath.Join(r.AdapterDir, "adapter_config.json")); err != nil {
 			return nil, fmt.Errorf("export: %s: LoRA run without a saved adapter (has the run finished?): %w", dir, err)

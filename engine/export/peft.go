@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"whet/engine"
+	"whet/engine/hub"
 	"whet/engine/safetensors"
 )
 
@@ -48,7 +49,9 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 		return err
 	}
 	progress(1, 3, "adapter_model.safetensors")
-	if abs, err := filepath.Abs(run.ModelDir); err == nil {
+	if hub.LooksLikeRef(run.Cfg.Model) {
+		cfg["base_model_name_or_path"] = run.Cfg.Model // PEFT and vLLM fetch it by id
+	} else if abs, err := filepath.Abs(run.ModelDir); err == nil {
 		if st, err := os.Stat(run.ModelDir); err == nil && st.IsDir() {
 			cfg["base_model_name_or_path"] = abs
 		}
