@@ -11,6 +11,8 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"whet/engine"
+	"whet/engine/memplan"
+	"whet/presets"
 	"whet/tui"
 	"whet/tui/fake"
 )
@@ -120,4 +122,25 @@ func TestStudioPresetsKeepTheDemoPrompt(t *testing.T) {
 				rc.Train.SamplePrompts, rc.Train.SampleEvery, want.Train.SamplePrompts, want.Train.SampleEvery)
 		}
 	}
+}
+
+// Advice to use a smaller model brings that model's chat template, as
+// choosing it on the model page does; the previous model's would be stale.
+func TestAdviceForAnotherModelTakesItsTemplate(t *testing.T) {
+	models, err := presets.Models()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range models {
+		if m.Template == "" {
+			continue
+		}
+		rc := engine.RunConfig{Model: "some-other-model", Data: engine.DataConfig{Template: "previous-models-template"}}
+		applyAdvice(&rc, memplan.Advice{Kind: memplan.AdviseSmallerModel, Model: m.Name, Options: memplan.Options{MicroBatch: 1, GradAccum: 1, SeqLen: 512}})
+		if rc.Model != m.Name || rc.Data.Template != m.Template {
+			t.Errorf("after the advice: model %q template %q, want %q with %q", rc.Model, rc.Data.Template, m.Name, m.Template)
+		}
+		return
+	}
+	t.Fatal("no catalog model names a template")
 }

@@ -231,7 +231,12 @@ func applyAdvice(rc *engine.RunConfig, a memplan.Advice) {
 	case memplan.AdviseQLoRA:
 		rc.Method = "qlora"
 	case memplan.AdviseSmallerModel:
-		rc.Model = a.Model
+		// The model's chat template comes with it, as when the user picks
+		// it on the model page ("" if the catalog has none: its tokenizer's).
+		rc.Model, rc.Data.Template = a.Model, ""
+		if e, err := presets.Lookup(a.Model); err == nil {
+			rc.Data.Template = e.Template
+		}
 	}
 }
 
