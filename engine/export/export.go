@@ -228,7 +228,8 @@ type RunFiles struct {
 	Dir string
 	Cfg engine.RunConfig
 	// ModelDir holds config.json, tokenizer files and the weights to
-	// start from: the base model for LoRA, the run's model/ for full.
+	// start from: the base model for LoRA (for a Hub id, its snapshot in
+	// the Hub cache), the run's model/ for full.
 	ModelDir string
 	// AdapterDir is the run's PEFT adapter ("" for full fine-tuning).
 	AdapterDir string

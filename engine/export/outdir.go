@@ -115,7 +115,9 @@ func checkOutDir(run *RunFiles, out string) error {
 		guards = append(guards, guarded{run.Cfg.Model, "the base model's folder", true})
 	}
 	if run.AdapterDir != "" {
-		guards = append(guards, guarded{run.AdapterDir, "the run's adapter", true})
+		// ModelDir is the base: Cfg.Model's folder, or a Hub id's snapshot.
+		guards = append(guards, guarded{run.ModelDir, "the base model's folder", true},
+			guarded{run.AdapterDir, "the run's adapter", true})
 	} else {
 		guards = append(guards, guarded{run.ModelDir, "the run's trained model", true})
 	}

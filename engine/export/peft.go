@@ -24,8 +24,9 @@ import (
 var peftKey = regexp.MustCompile(`^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.lora_(A|B)\.weight$`)
 
 // exportPEFT checks the run's adapter against its base model and writes a
-// copy that PEFT loads: base_model_name_or_path made absolute when it is a
-// local folder, and the tokenizer files (with the chat template) beside it.
+// copy that PEFT loads: base_model_name_or_path is the Hub id when the
+// base came from the Hub (hubModel) and the absolute folder otherwise, and
+// the tokenizer files (with the chat template) lie beside it.
 func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progress) error {
 	if run.AdapterDir == "" {
 		return fmt.Errorf("export: %s is a full fine-tuning run: it has no adapter (export merged or gguf instead)", run.Dir)
@@ -49,8 +50,13 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 		return err
 	}
 	progress(1, 3, "adapter_model.safetensors")
-	if hub.LooksLikeRef(run.Cfg.Model) {
-		cfg["base_model_name_or_path"] = run.Cfg.Model // PEFT and vLLM fetch it by id
+	if ref, ok := hubModel(run.Cfg.Model); ok {
+		// From the Hub: the id loads on any machine (PEFT, vLLM), and
+		// PEFT's revision pins the weights the adapter was trained on.
+		cfg["base_model_name_or_path"] = ref.Repo
+		if ref.Revision != hub.DefaultRevision {
+			cfg["revision"] = ref.Revision
+		}
 	} else if abs, err := filepath.Abs(run.ModelDir); err == nil {
 		if st, err := os.Stat(run.ModelDir); err == nil && st.IsDir() {
 			cfg["base_model_name_or_path"] = abs

@@ -1,0 +1,55 @@
+package export
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+
+	"whet/engine/hub"
+)
+
+// hubModel says where a base model came from on the Hub, if it did: a
+// model named by repo id (ORG/NAME[@REVISION] that is not an existing file
+// or folder, hub.LooksLikeRef), or a folder that is a huggingface_hub cache
+// snapshot (…/models--ORG--NAME/snapshots/COMMIT, also reached through a
+// symbolic link), whose revision is that commit.
+func hubModel(model string) (hub.Ref, bool) {
+	if hub.LooksLikeRef(model) {
+		ref, err := hub.ParseRef(model)
+		return ref, err == nil
+	}
+	st, err := os.Stat(model)
+	if err != nil || !st.IsDir() {
+		return hub.Ref{}, false
+	}
+	candidates := []string{model}
+	if real, err := filepath.EvalSymlinks(model); err == nil {
+		candidates = append(candidates, real)
+	}
+	for _, dir := range candidates {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			continue
+		}
+		commit := filepath.Base(abs)
+		snapshots := filepath.Dir(abs)
+		repoFolder := filepath.Base(filepath.Dir(snapshots))
+		if filepath.Base(snapshots) != "snapshots" {
+			continue
+		}
+		rest, ok := strings.CutPrefix(repoFolder, "models--")
+		if !ok {
+			continue
+		}
+		// ORG and NAME hold no "--" (hub.ParseRef refuses it), so the
+		// folder name splits one way only.
+		org, name, ok := strings.Cut(rest, "--")
+		if !ok {
+			continue
+		}
+		if ref, err := hub.ParseRef(org + "/" + name + "@" + commit); err == nil {
+			return ref, true
+		}
+	}
+	return hub.Ref{}, false
+}
