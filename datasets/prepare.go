@@ -17,35 +17,39 @@ import (
 	"time"
 )
 
-// Options say where the data is and how to turn it into batches. The
-// first block mirrors engine.DataConfig field for field.
+// Options say where the data is and how to turn it into batches. They
+// are also the data section of a run file (engine.DataConfig is this
+// type), so each setting is declared once: the yaml tags are the run
+// file's keys, and the fields tagged "-" are set by the program, never by
+// a run file.
 type Options struct {
-	Path        string            // a data file, a folder of shards, or a glob pattern
-	Format      string            // auto | alpaca | sharegpt | messages | text | preference
-	Columns     map[string]string // canonical column -> the file's column
-	Template    string            // chat template name; empty = detect from the tokenizer
-	TrainOn     string            // responses | all
-	MaxLength   int               // tokens per sequence; longer ones are truncated
-	Packing     bool              // pack sequences end to end (else pad with length grouping)
-	EvalSplit   float64           // fraction of rows held out for evaluation
-	EvalPath    string            // a separate evaluation file (overrides EvalSplit)
-	SkipBadRows bool              // skip unreadable rows and count them, instead of failing
-	Seed        int64             // split and shuffle seed
+	Path        string            `yaml:"path"`                    // a data file, a folder of shards, or a glob pattern
+	Format      string            `yaml:"format,omitempty"`        // auto | alpaca | sharegpt | messages | text | preference | completion
+	Columns     map[string]string `yaml:"columns,omitempty"`       // canonical column -> the file's column
+	Template    string            `yaml:"template,omitempty"`      // chat template name; empty = detect from the tokenizer
+	TrainOn     string            `yaml:"train_on,omitempty"`      // responses | all
+	MaxLength   int               `yaml:"max_length"`              // tokens per sequence; longer ones are truncated
+	Packing     bool              `yaml:"packing"`                 // pack sequences end to end (else pad with length grouping)
+	EvalSplit   float64           `yaml:"eval_split,omitempty"`    // fraction of rows held out for evaluation
+	EvalPath    string            `yaml:"eval_path,omitempty"`     // a separate evaluation file (overrides EvalSplit)
+	SkipBadRows bool              `yaml:"skip_bad_rows,omitempty"` // skip unreadable rows and count them, instead of failing
+	Seed        int64             `yaml:"seed,omitempty"`          // split and shuffle seed
 
-	// Objective is what the training method learns from; Prepare refuses
-	// data of the other kind (Objective.Check) before tokenizing it.
-	Objective Objective
+	// Objective is what the training method learns from (the run's
+	// method decides it); Prepare refuses data of the other kind
+	// (Objective.Check) before tokenizing it.
+	Objective Objective `yaml:"-"`
 
 	// MicroBatch is the number of sequences (pairs, for preference data)
 	// per batch when padding; 0 means 1.
-	MicroBatch int
+	MicroBatch int `yaml:"-"`
 	// BatchTokens is the token budget of one packed batch; 0 means
 	// MaxLength. Preference pairs are packed whole, so their budget is at
 	// least 2 × MaxLength.
-	BatchTokens int
+	BatchTokens int `yaml:"-"`
 	// Now is the clock for templates that print today's date (Llama 3.2);
 	// nil means time.Now.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
 }
 
 // Tokenizer is what Prepare needs from a tokenizer; *tokenizer.Tokenizer

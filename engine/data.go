@@ -9,15 +9,15 @@ import (
 	"whet/datasets/tokenizer"
 )
 
-// DataOptions converts the run's data settings into the data pipeline's.
+// DataOptions are the run's data settings with what the run derives from
+// the rest of its config: the method's objective, and batches of one
+// sequence (or pair) per row, since the trainer lays MicroBatch rows end
+// to end and never needs padding.
 func DataOptions(cfg RunConfig) datasets.Options {
-	d := cfg.Data
-	return datasets.Options{Path: d.Path, Format: d.Format, Columns: d.Columns, Template: d.Template,
-		TrainOn: d.TrainOn, MaxLength: d.MaxLength, Packing: d.Packing, EvalSplit: d.EvalSplit,
-		EvalPath: d.EvalPath, SkipBadRows: d.SkipBadRows, Seed: d.Seed, Objective: cfg.DataObjective(),
-		// One sequence (or pair) per row: the trainer lays MicroBatch rows
-		// end to end, so padding is never needed.
-		MicroBatch: 1, BatchTokens: d.MaxLength}
+	o := cfg.Data
+	o.Objective = cfg.DataObjective()
+	o.MicroBatch, o.BatchTokens = 1, o.MaxLength
+	return o
 }
 
 // DataObjective is what the run's method learns from: preference pairs for

@@ -1,9 +1,15 @@
 package engine_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"go.yaml.in/yaml/v3"
+
+	"whet/datasets"
 	"whet/engine"
 )
 
@@ -29,5 +35,67 @@ func TestPrepareRefusesDataOfTheOtherMethod(t *testing.T) {
 		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s on %s: error %q lacks %q", c.method, c.data, err, c.want)
 		}
+	}
+}
+
+// TestRunFileDataSectionIsDatasetsOptions: the data section of a run file
+// is datasets.Options itself (one declaration of every data setting), its
+// YAML keys are the ones run files have always used, the fields the
+// program sets are never written or read, and DataOptions hands Prepare
+// every setting of the run file.
+func TestRunFileDataSectionIsDatasetsOptions(t *testing.T) {
+	var cfg engine.RunConfig
+	cfg.Data = datasets.Options{Path: "/d/train.jsonl", Format: "messages", Columns: map[string]string{"messages": "conv"},
+		Template: "chatml", TrainOn: "all", MaxLength: 512, Packing: true, EvalSplit: 0.1, EvalPath: "/d/eval.jsonl",
+		SkipBadRows: true, Seed: 7,
+		Objective: datasets.ObjectivePreference, MicroBatch: 3, BatchTokens: 4096, Now: time.Now}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `data:
+    path: /d/train.jsonl
+    format: messages
+    columns:
+        messages: conv
+    template: chatml
+    train_on: all
+    max_length: 512
+    packing: true
+    eval_split: 0.1
+    eval_path: /d/eval.jsonl
+    skip_bad_rows: true
+    seed: 7
+train:`
+	if !strings.Contains(string(out), want) {
+		t.Errorf("run file data section:\n%s\nwant:\n%s", out, want)
+	}
+
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(run, []byte("model: /m\n"+want+"\n    lr: 0.001\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := engine.LoadRunConfig(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := loaded.Data
+	if d.Path != "/d/train.jsonl" || d.Format != "messages" || d.Columns["messages"] != "conv" || d.Template != "chatml" ||
+		d.TrainOn != "all" || d.MaxLength != 512 || !d.Packing || d.EvalSplit != 0.1 || d.EvalPath != "/d/eval.jsonl" ||
+		!d.SkipBadRows || d.Seed != 7 {
+		t.Errorf("loaded data section %+v", d)
+	}
+	opts := engine.DataOptions(loaded)
+	if opts.Path != d.Path || opts.Columns["messages"] != "conv" || opts.Seed != 7 || !opts.SkipBadRows ||
+		opts.Objective != datasets.ObjectiveSFT || opts.MicroBatch != 1 || opts.BatchTokens != 512 {
+		t.Errorf("DataOptions %+v", opts)
+	}
+
+	if err := os.WriteFile(run, []byte("model: /m\ndata:\n    path: /d/train.jsonl\n    micro_batch: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.LoadRunConfig(run); err == nil || !strings.Contains(err.Error(), "micro_batch") {
+		t.Errorf("a program-set field in a run file's data section: %v", err)
 	}
 }

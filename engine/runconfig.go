@@ -1,6 +1,10 @@
 package engine
 
-import "time"
+import (
+	"time"
+
+	"whet/datasets"
+)
 
 // RunConfig describes a training run completely. The wizard builds it,
 // `whet train -c run.yaml` reads it, and the run directory keeps a copy.
@@ -27,20 +31,11 @@ type LoRAConfig struct {
 	RSLoRA        bool     `yaml:"use_rslora"`
 }
 
-// DataConfig says where the data is and how to turn it into tokens.
-type DataConfig struct {
-	Path        string            `yaml:"path"`
-	Format      string            `yaml:"format,omitempty"` // auto | alpaca | sharegpt | messages | text | preference
-	Columns     map[string]string `yaml:"columns,omitempty"`
-	Template    string            `yaml:"template,omitempty"` // chat template name; empty = from the tokenizer
-	TrainOn     string            `yaml:"train_on,omitempty"` // responses | all
-	MaxLength   int               `yaml:"max_length"`
-	Packing     bool              `yaml:"packing"`
-	EvalSplit   float64           `yaml:"eval_split,omitempty"`
-	EvalPath    string            `yaml:"eval_path,omitempty"`
-	SkipBadRows bool              `yaml:"skip_bad_rows,omitempty"`
-	Seed        int64             `yaml:"seed,omitempty"`
-}
+// DataConfig says where the data is and how to turn it into tokens. It is
+// the data pipeline's own options type, so a data setting is declared
+// once (its yaml keys are datasets.Options' tags) and reaches Prepare
+// without being copied field by field.
+type DataConfig = datasets.Options
 
 // TrainConfig holds the optimisation settings.
 type TrainConfig struct {
