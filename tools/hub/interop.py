@@ -63,8 +63,8 @@ def load(repo, refdir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(repo)
-    model = AutoModelForCausalLM.from_pretrained(repo, torch_dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(refdir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(repo, dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(refdir, dtype=torch.float32)
     print(f"AutoModelForCausalLM.from_pretrained({repo!r}) offline: {type(model).__name__}, "
           f"{sum(p.numel() for p in model.parameters())} parameters, tokenizer {type(tok).__name__}")
     ids = tok("Why does bread rise?", return_tensors="pt").input_ids
