@@ -483,7 +483,13 @@ func (p *dataPage) view() string {
 		first = "  Open " + printable(strings.TrimSpace(p.filter)) + " as a path"
 	}
 	items = append(items, first)
-	width := max(p.w-4, 10)
+	// Labels (why a file is offered) stand in one column after the
+	// longest name, or at the right edge when names are long.
+	labelAt := 0
+	for _, f := range vis {
+		labelAt = max(labelAt, lipgloss.Width(printable(displayPath(f.path)))+3)
+	}
+	labelAt = min(labelAt, max(p.w-6-len("for this model"), 10))
 	for _, f := range vis {
 		mark := "  "
 		if f.path == p.selected {
@@ -491,9 +497,7 @@ func (p *dataPage) view() string {
 		}
 		name := printable(displayPath(f.path))
 		if f.from != "" {
-			label := st.Muted.Render(f.from)
-			pad := max(width-2-lipgloss.Width(name)-lipgloss.Width(f.from), 2)
-			name += strings.Repeat(" ", pad) + label
+			name += strings.Repeat(" ", max(labelAt-lipgloss.Width(name), 2)) + st.Muted.Render(f.from)
 		}
 		items = append(items, mark+name)
 	}
