@@ -22,6 +22,9 @@ type Client struct {
 	Retries    int
 	Backoff    time.Duration
 	MaxBackoff time.Duration
+	// IdleTimeout is how long a download may receive nothing before it
+	// counts as a dropped connection and resumes (default 60s).
+	IdleTimeout time.Duration
 	// FreeSpace reports the bytes free for the cache folder; nil means the
 	// file system's own count.
 	FreeSpace func(dir string) (int64, error)
@@ -33,6 +36,7 @@ const (
 	defaultRetries    = 5
 	defaultBackoff    = time.Second
 	defaultMaxBackoff = 8 * time.Second
+	defaultIdle       = time.Minute
 )
 
 // NewClient returns a client with the given settings and the defaults.
@@ -56,6 +60,7 @@ func (c *Client) retries() int { return orDefault(c.Retries, defaultRetries) }
 func (c *Client) backoff() time.Duration {
 	return orDefault(c.Backoff, defaultBackoff)
 }
+func (c *Client) idleTimeout() time.Duration { return orDefault(c.IdleTimeout, defaultIdle) }
 func (c *Client) maxBackoff() time.Duration {
 	return max(orDefault(c.MaxBackoff, defaultMaxBackoff), c.backoff())
 }

@@ -167,6 +167,22 @@ func TestPullResumesAfterDroppedConnection(t *testing.T) {
 	}
 }
 
+func TestPullResumesAfterStall(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	c.IdleTimeout = 20 * time.Millisecond
+	srv.StallAfter("model.safetensors", 100<<10)
+	snap, err := pull(t, c, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(snap.Dir, "model.safetensors")); !bytes.Equal(got, weights) {
+		t.Fatal("weights differ after the stall")
+	}
+	if r := srv.Ranges("model.safetensors"); len(r) != 2 || r[1] != "bytes=102400-" {
+		t.Fatalf("ranges %q: the stalled download did not resume", r)
+	}
+}
+
 func TestPullResumesNextTime(t *testing.T) {
 	srv, c, _ := fakeHub(t)
 	c.Retries = 1

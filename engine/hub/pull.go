@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // PullOptions tune one pull.
@@ -357,14 +358,21 @@ func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMe
 	stalls := 0
 	wait := c.backoff()
 	for have < meta.size {
+		// Each attempt has its own context, which a watchdog cancels when
+		// the body stops arriving: a silent stall is a dropped connection.
+		cancelAttempt := context.CancelFunc(func() {})
 		resp, err := c.send(ctx, c.follow(), func() (*http.Request, error) {
-			req, err := c.request(ctx, http.MethodGet, meta.location)
+			cancelAttempt()
+			attempt, cancel := context.WithCancel(ctx)
+			cancelAttempt = cancel
+			req, err := c.request(attempt, http.MethodGet, meta.location)
 			if err == nil && have > 0 {
 				req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
 			}
 			return req, err
 		})
 		if err != nil {
+			cancelAttempt()
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -377,20 +385,28 @@ func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMe
 				have = 0
 				if err := restart(f, sum, 0); err != nil {
 					resp.Body.Close()
+					cancelAttempt()
 					return fmt.Errorf("%s: %w", name, err)
 				}
 				report(0)
 			}
 		default:
 			resp.Body.Close()
+			cancelAttempt()
 			if resp.StatusCode >= 400 {
 				return c.statusError(resp, ref, name)
 			}
 			return newError(ErrProtocol, nil, "download %s of %s: unexpected %s", name, ref, resp.Status)
 		}
 		before := have
-		n, cerr := copyReporting(f, sum, io.LimitReader(resp.Body, meta.size-have), func(n int64) { report(have + n) })
+		dog := time.AfterFunc(c.idleTimeout(), cancelAttempt)
+		n, cerr := copyReporting(f, sum, io.LimitReader(resp.Body, meta.size-have), func(n int64) {
+			dog.Reset(c.idleTimeout())
+			report(have + n)
+		})
+		dog.Stop()
 		resp.Body.Close()
+		cancelAttempt()
 		have += n
 		if cerr == nil && have < meta.size {
 			cerr = io.ErrUnexpectedEOF

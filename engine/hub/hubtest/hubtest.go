@@ -100,6 +100,7 @@ type Server struct {
 	repos    map[string]*Repo
 	fails    []fault
 	drops    map[string]int64 // file name -> bytes to send before dropping, once
+	stalls   map[string]bool  // a drop that waits for the client to give up instead
 	corrupt  map[string]bool
 	renames  map[string]string // file name -> name announced in listings
 	requests map[string]int    // "METHOD host name" -> count
@@ -135,6 +136,7 @@ func newServer() *Server {
 	return &Server{
 		repos:    map[string]*Repo{},
 		drops:    map[string]int64{},
+		stalls:   map[string]bool{},
 		corrupt:  map[string]bool{},
 		renames:  map[string]string{},
 		requests: map[string]int{},
@@ -251,6 +253,15 @@ func (s *Server) DropAfter(name string, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.drops[name] = n
+}
+
+// StallAfter makes the next storage download of a file send n bytes and
+// then send nothing more until the client gives up on the connection.
+func (s *Server) StallAfter(name string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drops[name] = n
+	s.stalls[name] = true
 }
 
 // Corrupt makes the storage host serve a file with one byte changed
@@ -555,8 +566,10 @@ func (s *Server) serveStorage(w http.ResponseWriter, r *http.Request) {
 	}
 	corrupt := s.corrupt[name]
 	drop, dropping := s.drops[name]
+	stall := s.stalls[name]
 	if dropping && r.Method == http.MethodGet {
 		delete(s.drops, name)
+		delete(s.stalls, name)
 	}
 	s.mu.Unlock()
 	if data == nil {
@@ -585,6 +598,10 @@ func (s *Server) serveStorage(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Write(data[start:min(int64(len(data)), start+drop)])
 	w.(http.Flusher).Flush()
+	if stall {
+		<-r.Context().Done()
+		return
+	}
 	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 		conn.Close()
 	}
