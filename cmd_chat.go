@@ -42,6 +42,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	nf4Base := false
 	if *run != "" {
 		cfg, err := engine.LoadRunConfig(engine.RunDir(*run).Config())
 		if err != nil {
@@ -57,6 +58,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 				*model = engine.RunDir(*run).Model()
 			}
 		}
+		nf4Base = chat.QLoRABase(cfg.Method, *adapter)
 	}
 	if *model == "" {
 		return errors.New("--model DIR (or --run DIR) is required")
@@ -72,7 +74,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, n := range notices {
 		fmt.Fprintln(stderr, n)
 	}
-	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template})
+	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base})
 	if err != nil {
 		return err
 	}

@@ -334,6 +334,7 @@ func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.Run
 			return nil, err
 		}
 		o.AdapterDir = a
+		o.NF4Base = chat.QLoRABase(cfg.Method, a)
 	} else {
 		o.ModelDir = filepath.Join(runDir, "model")
 	}

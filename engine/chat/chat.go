@@ -37,7 +37,15 @@ type Options struct {
 	AdapterDir string // PEFT adapter folder; "" for none
 	Template   string // template name; "" = detect from tokenizer_config.json
 	MaxLen     int    // prompt + reply tokens; 0 = 2048 or the model's limit
+	// NF4Base holds the decoder's linear weights in NF4, as a QLoRA run
+	// trained its adapter over them, so the tuned model answers as it did
+	// in training (NF4Base is set for QLoRA runs: QLoRABase).
+	NF4Base bool
 }
+
+// QLoRABase reports whether a run's chat loads its base in NF4: a QLoRA
+// run whose adapter is used (the export's GGUF default is the same base).
+func QLoRABase(method, adapterDir string) bool { return method == "qlora" && adapterDir != "" }
 
 // Open loads the model (and adapter) on b with its tokenizer and template.
 func Open(b engine.Backend, o Options) (*Session, error) {
@@ -49,7 +57,7 @@ func Open(b engine.Backend, o Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := engine.LoadModel(o.ModelDir, b)
+	m, err := engine.LoadModelWith(o.ModelDir, b, engine.ModelOptions{NF4Linears: o.NF4Base})
 	if err != nil {
 		return nil, err
 	}
