@@ -312,12 +312,19 @@ func (p *dataPage) leave() error {
 		// if the file is replaced; the detected format is shown above.
 		p.cfg.Data.Format = "auto"
 	}
-	if p.recentList != "" {
-		if err := addRecent(p.recentList, p.selected); err != nil {
-			p.recentErr = err.Error()
-		}
-	}
 	return nil
+}
+
+var _ committer = (*dataPage)(nil)
+
+// commit remembers the file the user went on with among the recent ones.
+func (p *dataPage) commit() {
+	if p.recentList == "" || p.selected == "" {
+		return
+	}
+	if err := addRecent(p.recentList, p.selected); err != nil {
+		p.recentErr = err.Error()
+	}
 }
 
 // openTyped previews the path typed into the filter.

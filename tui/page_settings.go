@@ -54,7 +54,7 @@ func (p *settingsPage) enter() tea.Cmd {
 		{Key: "accum", Label: "Grad accumulation", Kind: form.Int, Value: strconv.Itoa(max(c.Train.GradAccum, 1)), Min: 1, Max: 4096, Hint: "micro-batches per optimizer step"},
 		{Key: "maxlen", Label: "Max length", Kind: form.Int, Value: strconv.Itoa(c.Data.MaxLength), Min: 16, Max: 1 << 20, Hint: "tokens per sequence; longer rows are cut"},
 		{Key: "eval", Label: "Eval split", Kind: form.Float, Value: ftoa(c.Data.EvalSplit), Min: 0, Max: 0.5, Hint: "share of rows held out for the eval loss (0 = none)"},
-		{Key: "prompts", Label: "Sample prompts", Kind: form.Text, Value: strings.Join(c.Train.SamplePrompts, " | "), Hint: "prompts generated during training, separated by | (every 20 steps unless set below)"},
+		{Key: "prompts", Label: "Sample prompts", Kind: form.Text, Value: strings.Join(c.Train.SamplePrompts, " | "), Hint: sampleHint(c.Train.SampleEvery)},
 		{Key: "evalevery", Label: "Eval every", Kind: form.Int, Value: strconv.Itoa(c.Train.EvalEvery), Min: 0, Max: 1e9, Advanced: true, Hint: "steps between evals (0 = only at the end)"},
 		{Key: "sampleevery", Label: "Sample every", Kind: form.Int, Value: strconv.Itoa(c.Train.SampleEvery), Min: 0, Max: 1e9, Advanced: true, Hint: "steps between sample generations (0 with prompts = every 20)"},
 		{Key: "saveevery", Label: "Save every", Kind: form.Int, Value: strconv.Itoa(c.Train.SaveEvery), Min: 0, Max: 1e9, Advanced: true, Hint: "steps between checkpoints"},
@@ -64,6 +64,15 @@ func (p *settingsPage) enter() tea.Cmd {
 	p.form.SetSize(p.w, max(p.h-3, 4))
 	p.visibility()
 	return nil
+}
+
+// sampleHint says how often the prompts are answered: the interval set
+// under the advanced settings, or the default when none is.
+func sampleHint(every int) string {
+	if every == 0 {
+		return fmt.Sprintf("prompts to answer while training, split by | (every %d steps unless set below)", defaultSampleEvery)
+	}
+	return fmt.Sprintf("prompts to answer while training, split by | (every %d steps; see Sample every)", every)
 }
 
 func (p *settingsPage) visibility() {

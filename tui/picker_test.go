@@ -249,3 +249,37 @@ func TestDataPickerListsTheFoldersOwnFilesFirst(t *testing.T) {
 		t.Errorf("rows %q, want the path row then %q", rows, want)
 	}
 }
+
+// Only a file the user went on with becomes recent: previewing one and
+// going back does not.
+func TestDataPickerRecentOnlyWhenGoingOn(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.RecentData = filepath.Join(t.TempDir(), "recent")
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "down", "enter") // preview recipes.csv
+	d.waitScreen("format messages")
+	d.keys("esc")
+	if _, err := os.Stat(o.RecentData); err == nil {
+		t.Fatal("going back wrote the recent list")
+	}
+	d.keys("enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	if raw, err := os.ReadFile(o.RecentData); err != nil || !strings.Contains(string(raw), "recipes.csv") {
+		t.Errorf("going on should record recipes.csv: %q, %v", raw, err)
+	}
+}
+
+// The prompts' hint gives the interval the run will use.
+func TestSampleHintNamesTheInterval(t *testing.T) {
+	d := newDriver(t, demoOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	for i := 0; i < 8; i++ {
+		d.keys("down")
+	}
+	if s := d.screen(); !strings.Contains(s, "(every 15 steps; see Sample every)") {
+		t.Errorf("the hint should give the demo's interval:\n%s", s)
+	}
+}

@@ -36,6 +36,12 @@ type page interface {
 	typing() bool
 }
 
+// committer is a page that acts on its choice once the user goes on
+// from it (not when leaving backwards).
+type committer interface {
+	commit()
+}
+
 // wizard walks the pages in order and owns the RunConfig they build.
 type wizard struct {
 	*common
@@ -65,6 +71,9 @@ func (w *wizard) update(msg tea.Msg) (cmd tea.Cmd, start bool) {
 			return c, false
 		}
 		w.err = ""
+		if c, ok := w.current().(committer); ok {
+			c.commit()
+		}
 		if w.at == len(w.pages)-1 {
 			return c, true
 		}
