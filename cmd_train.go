@@ -24,6 +24,7 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	config := fs.String("c", "", "run file (YAML), as the wizard saves it")
 	asJSON := fs.Bool("json", false, "print one JSON object per event instead of text lines")
 	backend := fs.String("backend", "", "override the run file's backend: auto, cpu or cuda")
+	resumeAnyway := fs.Bool("resume-anyway", false, "resume the run's checkpoints even though its data, model or settings changed since they were made")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -37,6 +38,7 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *backend != "" {
 		cfg.Backend = *backend
 	}
+	cfg.ResumeAnyway = *resumeAnyway
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	// A Hub id is pulled here, with progress; the run keeps the id.

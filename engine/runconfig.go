@@ -20,6 +20,11 @@ type RunConfig struct {
 	Train TrainConfig `yaml:"train"`
 	// DPO holds preference-tuning settings (method dpo).
 	DPO DPOConfig `yaml:"dpo,omitempty"`
+
+	// ResumeAnyway resumes a run folder whose checkpoints were made with
+	// other data, model or settings instead of refusing (whet train
+	// --resume-anyway). It is a choice for one start, never saved.
+	ResumeAnyway bool `yaml:"-"`
 }
 
 // LoRAConfig sets the adapters (PEFT's meaning for each field).

@@ -296,6 +296,8 @@ type Session struct {
 	// lock is held on the run folder from before anything is read from it
 	// until Close.
 	lock *RunLock
+	// inputs fingerprints the data and model, for the folder's inputs.json.
+	inputs RunInputs
 }
 
 // Prepare builds everything a run needs and creates its run directory
@@ -322,10 +324,12 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	// The run directory's copy of cfg records absolute paths (or a Hub
 	// id), so that chat, export and resume work from any folder.
 	if err := cfg.resolvePaths(".", false); err != nil {
+		lock.Release()
 		return nil, err
 	}
 	runsDir, err := filepath.Abs(cfg.RunsDir)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("runs_dir: %w", err)
 	}
 	cfg.RunsDir = runsDir
@@ -336,6 +340,26 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		lock.Release()
 		return nil, err
 	}
+	// Fingerprints of the data and model, checked against the run folder's
+	// before anything slow: resuming checkpoints made from other inputs
+	// would train neither run.
+	var anyway string
+	inputs, err := fingerprintInputs(cfg, modelDir)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	if lock != nil {
+		rd, _ := RunDirOf(cfg)
+		if err := checkResume(rd, cfg, inputs); err != nil {
+			var changed *ResumeChangedError
+			if !errors.As(err, &changed) || !cfg.ResumeAnyway {
+				lock.Release()
+				return nil, err
+			}
+			anyway = "resuming anyway, with these changes: " + strings.Join(changed.Changes, "; ")
+		}
+	}
 	b, notices, err := OpenBackend(cfg.Backend)
 	if err != nil {
 		lock.Release()
@@ -344,7 +368,10 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if hubNotice != "" {
 		notices = append(notices, hubNotice)
 	}
-	s := &Session{Cfg: cfg, ModelDir: modelDir, Backend: b, Notices: notices, lock: lock}
+	s := &Session{Cfg: cfg, ModelDir: modelDir, Backend: b, Notices: notices, lock: lock, inputs: inputs}
+	if anyway != "" {
+		s.Notices = append(s.Notices, anyway)
+	}
 	fail := func(err error) (*Session, error) {
 		s.Close()
 		return nil, err
@@ -436,6 +463,13 @@ func (s *Session) makeDir() error {
 		if s.lock, err = rd.Acquire(); err != nil {
 			return err
 		}
+		// Made by another process between Prepare's check and here?
+		if err := checkResume(rd, s.Cfg, s.inputs); err != nil {
+			var changed *ResumeChangedError
+			if !errors.As(err, &changed) || !s.Cfg.ResumeAnyway {
+				return err
+			}
+		}
 	}
 	if s.Trainer.DPO != nil {
 		// Before Resume: for full-weight DPO the reference is the model as
@@ -456,7 +490,14 @@ func (s *Session) makeDir() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(rd.Config(), js)
+	if err := writeFileAtomic(rd.Config(), js); err != nil {
+		return err
+	}
+	in, err := json.MarshalIndent(s.inputs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(rd.Inputs(), in)
 }
 
 // refCache is ref_logps.json in a DPO run directory: the reference
