@@ -79,7 +79,7 @@ func modelFolder(dir string) bool {
 // dataFile is one file the data page offers, and why it is offered.
 type dataFile struct {
 	path string
-	from string // "for this model", "recent", "typed", or "" (found in a folder)
+	from string // "for this model", "chosen", "recent", "typed", or "" (found in a folder)
 }
 
 // dataPage picks the training file and shows what training will see. The

@@ -57,6 +57,9 @@ func addRecent(list, file string) error {
 	if err != nil {
 		return fmt.Errorf("recent dataset files: %w", err)
 	}
+	if strings.ContainsAny(abs, "\r\n") {
+		return fmt.Errorf("recent dataset files: %q has a line break in its name and cannot be listed", abs)
+	}
 	old, err := readRecent(list)
 	if err != nil {
 		return err
