@@ -41,6 +41,9 @@ func makeFullStudioRun(t *testing.T) string {
 	abs, _ := filepath.Abs(src)
 	cfg := engine.RunConfig{Name: "tiny-full", Model: abs, Method: "full", Backend: "cpu",
 		Data: engine.DataConfig{Path: "data.jsonl", Template: "chatml", MaxLength: 64}}
+	if err := cfg.FillDefaults(); err != nil {
+		t.Fatal(err)
+	}
 	y, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -138,14 +138,12 @@ func (studioPresets) Defaults(model, method string) (engine.RunConfig, error) {
 		}
 		demo, isDemo = rc, true
 	}
-	var rc engine.RunConfig
 	m, err := presets.LookupMethod(method)
 	if err != nil {
-		return rc, err
+		return engine.RunConfig{}, err
 	}
-	m.Apply(&rc)
+	rc := m.RunConfig()
 	rc.Model = model
-	rc.Backend = "auto"
 	if isDemo {
 		rc.Train.SamplePrompts = demo.Train.SamplePrompts
 		rc.Train.SampleEvery = demo.Train.SampleEvery

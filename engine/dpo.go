@@ -42,11 +42,11 @@ func (d DPOLoss) average() bool { return d.Type == "ipo" }
 
 // Validate checks the settings.
 func (d DPOLoss) Validate() error {
-	if d.Beta <= 0 {
-		return fmt.Errorf("dpo.beta: must be positive, got %g", d.Beta)
+	if err := inRange("dpo.beta", d.Beta, 0, math.MaxFloat64, false, true); err != nil {
+		return err
 	}
-	if d.LabelSmoothing < 0 || d.LabelSmoothing >= 0.5 {
-		return fmt.Errorf("dpo.label_smoothing: must be in [0, 0.5), got %g", d.LabelSmoothing)
+	if err := inRange("dpo.label_smoothing", d.LabelSmoothing, 0, 0.5, true, false); err != nil {
+		return err
 	}
 	switch d.Type {
 	case "", "sigmoid", "ipo":

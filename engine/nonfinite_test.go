@@ -14,12 +14,14 @@ import (
 )
 
 // nanConfig is a short LoRA run that saves a checkpoint after every step.
-func nanConfig(dir string, lr, clip float64) engine.RunConfig {
-	return engine.RunConfig{Name: "nan", Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: dir,
+func nanConfig(t *testing.T, dir string, lr, clip float64) engine.RunConfig {
+	cfg := withDefaults(t, engine.RunConfig{Name: "nan", Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: dir,
 		LoRA: engine.LoRAConfig{Rank: 4, Alpha: 8},
 		Data: engine.DataConfig{Path: abs("../testdata/datasets/tiny-chat.jsonl"), MaxLength: 128, Packing: true, Seed: 1},
-		Train: engine.TrainConfig{MaxSteps: 4, MicroBatch: 1, LR: lr, Schedule: "constant", MaxGradNorm: clip, Seed: 1,
-			SaveEvery: 1, WeightDecay: 0.01}}
+		Train: engine.TrainConfig{MaxSteps: 4, MicroBatch: 1, GradAccum: 1, LR: lr, Schedule: "constant", MaxGradNorm: clip, Seed: 1,
+			SaveEvery: 1, WeightDecay: 0.01}})
+	cfg.Train.MaxGradNorm, cfg.Train.WarmupSteps = clip, 0
+	return cfg
 }
 
 // runSession runs a prepared session to its end and returns its error.
@@ -57,7 +59,7 @@ func checkNothingBadSaved(t *testing.T, run string, want int) {
 // gradient norm, the parameter groups and the learning rate.
 func TestHugeLRStopsBeforeTheUpdate(t *testing.T) {
 	dir := t.TempDir()
-	s, err := engine.Prepare(nanConfig(dir, 1e6, 1))
+	s, err := engine.Prepare(nanConfig(t, dir, 1e6, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +88,7 @@ func TestHugeLRStopsBeforeTheUpdate(t *testing.T) {
 // adapter, and keep step 3's checkpoint.
 func TestNonFiniteWeightsAreNeverSaved(t *testing.T) {
 	dir := t.TempDir()
-	s, err := engine.Prepare(nanConfig(dir, 1e-3, 0))
+	s, err := engine.Prepare(nanConfig(t, dir, 1e-3, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +123,7 @@ func TestNonFiniteWeightsAreNeverSaved(t *testing.T) {
 // rather than the learning rate, and writes no checkpoint.
 func TestNonFiniteLossBeforeAnyUpdate(t *testing.T) {
 	dir := t.TempDir()
-	s, err := engine.Prepare(nanConfig(dir, 1e-3, 1))
+	s, err := engine.Prepare(nanConfig(t, dir, 1e-3, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +151,7 @@ func TestDPOSharesTheStepGuards(t *testing.T) {
 		LoRA: engine.LoRAConfig{Rank: 4, Alpha: 8}, DPO: engine.DPOConfig{Beta: 0.1},
 		Data:  engine.DataConfig{Path: writePrefs(t, 4), MaxLength: 64, Packing: true, Seed: 1},
 		Train: engine.TrainConfig{MaxSteps: 2, MicroBatch: 2, LR: 1e-3, Schedule: "constant", Seed: 1}}
-	s, err := engine.Prepare(cfg)
+	s, err := engine.Prepare(withDefaults(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,35 +44,35 @@ type DataConfig = datasets.Options
 
 // TrainConfig holds the optimisation settings.
 type TrainConfig struct {
-	Epochs          float64  `yaml:"epochs,omitempty"`
-	MaxSteps        int      `yaml:"max_steps,omitempty"`
+	Epochs          float64  `yaml:"epochs"`
+	MaxSteps        int      `yaml:"max_steps"`
 	MicroBatch      int      `yaml:"micro_batch"` // sequences per micro-batch
 	GradAccum       int      `yaml:"grad_accum"`
 	LR              float64  `yaml:"lr"`
 	Schedule        string   `yaml:"schedule"` // constant | linear | cosine
-	WarmupSteps     int      `yaml:"warmup_steps,omitempty"`
-	WarmupRatio     float64  `yaml:"warmup_ratio,omitempty"`
+	WarmupSteps     int      `yaml:"warmup_steps"`
+	WarmupRatio     float64  `yaml:"warmup_ratio"`
 	WeightDecay     float64  `yaml:"weight_decay"`
-	Beta1           float64  `yaml:"beta1,omitempty"`
-	Beta2           float64  `yaml:"beta2,omitempty"`
-	Eps             float64  `yaml:"eps,omitempty"`
+	Beta1           float64  `yaml:"beta1"`
+	Beta2           float64  `yaml:"beta2"`
+	Eps             float64  `yaml:"eps"`
 	MaxGradNorm     float64  `yaml:"max_grad_norm"`
 	Seed            int64    `yaml:"seed"`
-	LogEvery        int      `yaml:"log_every,omitempty"`
-	EvalEvery       int      `yaml:"eval_every,omitempty"`
-	SaveEvery       int      `yaml:"save_every,omitempty"`
-	KeepCheckpoints int      `yaml:"keep_checkpoints,omitempty"`
-	Checkpointing   bool     `yaml:"activation_checkpointing,omitempty"`
-	SampleEvery     int      `yaml:"sample_every,omitempty"`
+	LogEvery        int      `yaml:"log_every"`
+	EvalEvery       int      `yaml:"eval_every"`
+	SaveEvery       int      `yaml:"save_every"`
+	KeepCheckpoints int      `yaml:"keep_checkpoints"`
+	Checkpointing   bool     `yaml:"activation_checkpointing"`
+	SampleEvery     int      `yaml:"sample_every"`
 	SamplePrompts   []string `yaml:"sample_prompts,omitempty"`
-	SampleTokens    int      `yaml:"sample_tokens,omitempty"`
+	SampleTokens    int      `yaml:"sample_tokens"`
 }
 
 // DPOConfig holds the preference loss settings (TRL's names).
 type DPOConfig struct {
-	Beta           float64 `yaml:"beta,omitempty"`
-	LabelSmoothing float64 `yaml:"label_smoothing,omitempty"`
-	LossType       string  `yaml:"loss_type,omitempty"` // sigmoid | ipo
+	Beta           float64 `yaml:"beta"`
+	LabelSmoothing float64 `yaml:"label_smoothing"`
+	LossType       string  `yaml:"loss_type"` // sigmoid | ipo
 	// FullWeights trains every weight (the reference is then the model
 	// before training, cached); otherwise DPO trains LoRA adapters and the
 	// reference is the base with adapters off.

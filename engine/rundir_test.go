@@ -12,11 +12,11 @@ import (
 
 // smallRun is a short LoRA run of the tiny Llama on the tiny chat set.
 func smallRun(dir, name string) engine.RunConfig {
-	return engine.RunConfig{Name: name, Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: dir,
+	return fillDefaults(engine.RunConfig{Name: name, Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: dir,
 		LoRA: engine.LoRAConfig{Rank: 2, Alpha: 4},
 		Data: engine.DataConfig{Path: abs("../testdata/datasets/tiny-chat.jsonl"), MaxLength: 128, Packing: true, EvalSplit: 0.1, Seed: 1},
 		Train: engine.TrainConfig{MaxSteps: 4, MicroBatch: 1, LR: 3e-3, Schedule: "constant", Seed: 1, SaveEvery: 2,
-			EvalEvery: 2, SampleEvery: 4, SamplePrompts: []string{"Hi"}, SampleTokens: 2}}
+			EvalEvery: 2, SampleEvery: 4, SamplePrompts: []string{"Hi"}, SampleTokens: 2}})
 }
 
 // Every file a run leaves in its folder is one that engine.RunDir names:

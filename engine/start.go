@@ -19,19 +19,18 @@ import (
 	"whet/engine/safetensors"
 )
 
-// LoadRunConfig reads a run.yaml, fills defaults and validates it.
+// LoadRunConfig reads a run.yaml on top of its method's defaults
+// (DecodeRunConfig) and validates it.
 // Relative paths in it (model, data.path, data.eval_path) are read against
 // the file's folder and returned absolute; runs_dir is where runs go, read
 // against the working directory as before.
 func LoadRunConfig(path string) (RunConfig, error) {
-	var cfg RunConfig
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, err
+		return RunConfig{}, err
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
+	cfg, err := DecodeRunConfig(data)
+	if err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	// A run directory's copy written before paths were recorded absolute
@@ -42,7 +41,6 @@ func LoadRunConfig(path string) (RunConfig, error) {
 	if err := cfg.resolvePaths(dir.Path(), legacy); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
-	cfg.FillDefaults()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
@@ -83,128 +81,6 @@ func (c *RunConfig) resolvePaths(base string, cwdFallback bool) error {
 	}
 	if c.Data.EvalPath, err = resolve(c.Data.EvalPath, false); err != nil {
 		return fmt.Errorf("data.eval_path: %w", err)
-	}
-	return nil
-}
-
-// FillDefaults sets what a run file may leave out, with the values users
-// know from Unsloth and transformers' Trainer.
-func (c *RunConfig) FillDefaults() {
-	if c.Method == "" {
-		c.Method = "lora"
-	}
-	if c.Backend == "" {
-		c.Backend = "auto"
-	}
-	if c.RunsDir == "" {
-		c.RunsDir = DefaultRunsDir
-	}
-	if c.Method == "dpo" {
-		if c.DPO.Beta == 0 {
-			c.DPO.Beta = 0.1
-		}
-		if c.DPO.LossType == "" {
-			c.DPO.LossType = "sigmoid"
-		}
-	}
-	if c.usesLoRA() {
-		if c.LoRA.Rank == 0 {
-			c.LoRA.Rank = 16
-		}
-		if c.LoRA.Alpha == 0 {
-			c.LoRA.Alpha = float64(c.LoRA.Rank)
-		}
-	}
-	t := &c.Train
-	if t.MicroBatch == 0 {
-		t.MicroBatch = 1
-	}
-	if t.GradAccum == 0 {
-		t.GradAccum = 1
-	}
-	if t.LR == 0 {
-		switch {
-		case c.Method == "dpo":
-			t.LR = 5e-6
-		case c.Method == "full":
-			t.LR = 2e-5
-		default:
-			t.LR = 2e-4
-		}
-	}
-	if t.Schedule == "" {
-		t.Schedule = "linear"
-	}
-	if t.Beta1 == 0 {
-		t.Beta1 = 0.9
-	}
-	if t.Beta2 == 0 {
-		t.Beta2 = 0.999
-	}
-	if t.Eps == 0 {
-		t.Eps = 1e-8
-	}
-	if t.Epochs == 0 && t.MaxSteps == 0 {
-		t.Epochs = 1
-	}
-	if t.LogEvery == 0 {
-		t.LogEvery = 1
-	}
-	if t.KeepCheckpoints == 0 {
-		t.KeepCheckpoints = 2
-	}
-	if c.Data.MaxLength == 0 {
-		c.Data.MaxLength = 2048
-	}
-	if c.Data.TrainOn == "" {
-		c.Data.TrainOn = "responses"
-	}
-}
-
-// Validate names the first field that cannot work.
-func (c *RunConfig) Validate() error {
-	if c.Model == "" {
-		return errors.New("model: required (a Hugging Face model folder)")
-	}
-	switch c.Method {
-	case "lora", "qlora", "full", "dpo":
-	default:
-		return fmt.Errorf("method: unknown %q (want lora, qlora, full or dpo)", c.Method)
-	}
-	if c.Method == "dpo" {
-		if err := (DPOLoss{Beta: c.DPO.Beta, LabelSmoothing: c.DPO.LabelSmoothing, Type: c.DPO.LossType}).Validate(); err != nil {
-			return err
-		}
-	}
-	if c.usesLoRA() {
-		if c.LoRA.Rank <= 0 {
-			return fmt.Errorf("lora.r: must be positive, got %d", c.LoRA.Rank)
-		}
-		if _, err := NormalizeTargets(c.LoRA.TargetModules); err != nil {
-			return err
-		}
-		if c.LoRA.Dropout < 0 || c.LoRA.Dropout >= 1 {
-			return fmt.Errorf("lora.dropout: must be in [0, 1), got %g", c.LoRA.Dropout)
-		}
-	}
-	if c.Data.Path == "" {
-		return errors.New("data.path: required")
-	}
-	if c.Data.MaxLength <= 1 {
-		return fmt.Errorf("data.max_length: must be at least 2, got %d", c.Data.MaxLength)
-	}
-	t := c.Train
-	if t.LR <= 0 {
-		return fmt.Errorf("train.lr: must be positive, got %g", t.LR)
-	}
-	if err := ValidSchedule(t.Schedule); err != nil {
-		return err
-	}
-	if t.MicroBatch < 1 || t.GradAccum < 1 {
-		return fmt.Errorf("train.micro_batch and train.grad_accum must be at least 1")
-	}
-	if t.MaxSteps < 0 || t.Epochs < 0 {
-		return errors.New("train.max_steps and train.epochs must not be negative")
 	}
 	return nil
 }
@@ -303,7 +179,6 @@ type Session struct {
 // Prepare builds everything a run needs and creates its run directory
 // (or reuses it to resume when cfg.Name names an existing run).
 func Prepare(cfg RunConfig) (*Session, error) {
-	cfg.FillDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

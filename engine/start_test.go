@@ -45,8 +45,9 @@ func TestStartLoRARunEndToEnd(t *testing.T) {
 	cfg := engine.RunConfig{Name: "e2e", Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: dir,
 		LoRA: engine.LoRAConfig{Rank: 8, Alpha: 16},
 		Data: engine.DataConfig{Path: abs("../testdata/datasets/tiny-chat.jsonl"), MaxLength: 256, Packing: true, EvalSplit: 0.1, Seed: 1},
-		Train: engine.TrainConfig{Epochs: 4, MicroBatch: 2, LR: 3e-3, Schedule: "constant", MaxGradNorm: 1, Seed: 1,
+		Train: engine.TrainConfig{Epochs: 4, MicroBatch: 2, GradAccum: 1, LR: 3e-3, Schedule: "constant", MaxGradNorm: 1, Seed: 1,
 			EvalEvery: 4, SampleEvery: 8, SamplePrompts: []string{"What is a variable?"}, SampleTokens: 8}}
+	cfg = noWarmupNoDecay(withDefaults(t, cfg))
 	var losses []float64
 	samples := 0
 	for _, ev := range runToEnd(t, cfg) {
@@ -104,7 +105,8 @@ func TestStartDPORunRaisesRewards(t *testing.T) {
 	cfg := engine.RunConfig{Name: "dpo", Model: abs("../testdata/tiny-qwen2"), Method: "dpo", Backend: "cpu", RunsDir: dir,
 		LoRA: engine.LoRAConfig{Rank: 8, Alpha: 16}, DPO: engine.DPOConfig{Beta: 0.1},
 		Data:  engine.DataConfig{Path: writePrefs(t, 12), MaxLength: 64, Packing: true, Seed: 1},
-		Train: engine.TrainConfig{MaxSteps: 12, MicroBatch: 4, LR: 5e-3, Schedule: "constant", Seed: 1}}
+		Train: engine.TrainConfig{MaxSteps: 12, MicroBatch: 4, GradAccum: 1, LR: 5e-3, Schedule: "constant", Seed: 1}}
+	cfg = noWarmupNoDecay(withDefaults(t, cfg))
 	var steps []engine.StepEvent
 	for _, ev := range runToEnd(t, cfg) {
 		if e, ok := ev.(engine.StepEvent); ok {

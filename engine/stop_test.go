@@ -12,12 +12,12 @@ import (
 
 // stopConfig is a short LoRA run that evaluates, samples and saves every
 // second step, so each phase of the loop comes round early.
-func stopConfig(dir string) engine.RunConfig {
-	return engine.RunConfig{Name: "stop", Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: dir,
+func stopConfig(t *testing.T, dir string) engine.RunConfig {
+	return noWarmupNoDecay(withDefaults(t, engine.RunConfig{Name: "stop", Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: dir,
 		LoRA: engine.LoRAConfig{Rank: 4, Alpha: 8},
 		Data: engine.DataConfig{Path: abs("../testdata/datasets/tiny-chat.jsonl"), MaxLength: 128, Packing: true, EvalSplit: 0.2, Seed: 1},
-		Train: engine.TrainConfig{MaxSteps: 6, MicroBatch: 1, LR: 1e-3, Schedule: "constant", MaxGradNorm: 1, Seed: 1,
-			EvalEvery: 2, SampleEvery: 2, SaveEvery: 2, SamplePrompts: []string{"What is a variable?"}, SampleTokens: 4}}
+		Train: engine.TrainConfig{MaxSteps: 6, MicroBatch: 1, GradAccum: 1, LR: 1e-3, Schedule: "constant", MaxGradNorm: 1, Seed: 1,
+			EvalEvery: 2, SampleEvery: 2, SaveEvery: 2, SamplePrompts: []string{"What is a variable?"}, SampleTokens: 4}}))
 }
 
 // TestStopAtEveryPhaseSavesAndSaysStopped stops a run (a cancelled context,
@@ -30,7 +30,7 @@ func TestStopAtEveryPhaseSavesAndSaysStopped(t *testing.T) {
 		for _, how := range []string{"cancel", "control"} {
 			t.Run(phase+"/"+how, func(t *testing.T) {
 				dir := t.TempDir()
-				s, err := engine.Prepare(stopConfig(dir))
+				s, err := engine.Prepare(stopConfig(t, dir))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -125,76 +125,50 @@ func CountParams(cfg *engine.ModelConfig) int64 { return memplan.ParamCount(cfg)
 
 // Method is a method preset: the defaults a run starts from.
 type Method struct {
-	Name         string      `yaml:"name"`
-	Description  string      `yaml:"description"`
-	Quantization string      `yaml:"quantization"` // "nf4" for qlora
-	DoubleQuant  bool        `yaml:"double_quant"`
-	LoRA         *MethodLoRA `yaml:"lora"`
-	Train        MethodTrain `yaml:"train"`
-	DPO          *MethodDPO  `yaml:"dpo"`
-	MaxLength    int         `yaml:"max_length"`
+	Name         string `yaml:"name"`
+	Description  string `yaml:"description"`
+	Optimizer    string `yaml:"optimizer"`
+	Quantization string `yaml:"quantization"` // "nf4" for qlora
+	DoubleQuant  bool   `yaml:"double_quant"`
+	// Defaults are the method's run settings, in a run file's keys.
+	Defaults engine.RunConfig `yaml:"defaults"`
 }
 
-// MethodLoRA holds adapter defaults (PEFT's meanings).
-type MethodLoRA struct {
-	Rank          int      `yaml:"r"`
-	Alpha         float64  `yaml:"alpha"`
-	Dropout       float64  `yaml:"dropout"`
-	TargetModules []string `yaml:"target_modules"`
-}
-
-// MethodTrain holds optimisation defaults.
-type MethodTrain struct {
-	MicroBatch    int     `yaml:"micro_batch"`
-	GradAccum     int     `yaml:"grad_accum"`
-	LR            float64 `yaml:"lr"`
-	Schedule      string  `yaml:"schedule"`
-	WarmupSteps   int     `yaml:"warmup_steps"`
-	WarmupRatio   float64 `yaml:"warmup_ratio"`
-	WeightDecay   float64 `yaml:"weight_decay"`
-	MaxGradNorm   float64 `yaml:"max_grad_norm"`
-	Epochs        float64 `yaml:"epochs"`
-	Seed          int64   `yaml:"seed"`
-	Optimizer     string  `yaml:"optimizer"`
-	Checkpointing bool    `yaml:"activation_checkpointing"`
-}
-
-// MethodDPO holds preference-loss defaults (TRL's names).
-type MethodDPO struct {
-	Beta     float64 `yaml:"beta"`
-	LossType string  `yaml:"loss_type"`
-}
-
-// Apply writes the preset's defaults into rc: method, adapters, training
-// settings, DPO settings and the maximum sequence length. Fields the preset
-// does not set are left as they are.
-func (m *Method) Apply(rc *engine.RunConfig) {
+// RunConfig returns the settings a run of this method starts from, with
+// Method set. The result shares nothing with the preset.
+func (m *Method) RunConfig() engine.RunConfig {
+	rc := m.Defaults
 	rc.Method = m.Name
-	if m.LoRA != nil {
-		rc.LoRA = engine.LoRAConfig{
-			Rank:          m.LoRA.Rank,
-			Alpha:         m.LoRA.Alpha,
-			Dropout:       m.LoRA.Dropout,
-			TargetModules: append([]string(nil), m.LoRA.TargetModules...),
+	rc.LoRA.TargetModules = append([]string(nil), m.Defaults.LoRA.TargetModules...)
+	rc.Train.SamplePrompts = append([]string(nil), m.Defaults.Train.SamplePrompts...)
+	if m.Defaults.Data.Columns != nil {
+		rc.Data.Columns = map[string]string{}
+		for k, v := range m.Defaults.Data.Columns {
+			rc.Data.Columns[k] = v
 		}
 	}
-	t := m.Train
-	rc.Train.MicroBatch = t.MicroBatch
-	rc.Train.GradAccum = t.GradAccum
-	rc.Train.LR = t.LR
-	rc.Train.Schedule = t.Schedule
-	rc.Train.WarmupSteps = t.WarmupSteps
-	rc.Train.WarmupRatio = t.WarmupRatio
-	rc.Train.WeightDecay = t.WeightDecay
-	rc.Train.MaxGradNorm = t.MaxGradNorm
-	rc.Train.Epochs = t.Epochs
-	rc.Train.Seed = t.Seed
-	rc.Train.Checkpointing = t.Checkpointing
-	if m.DPO != nil {
-		rc.DPO = engine.DPOConfig{Beta: m.DPO.Beta, LossType: m.DPO.LossType}
-	}
-	if m.MaxLength > 0 {
-		rc.Data.MaxLength = m.MaxLength
+	return rc
+}
+
+// init hands the method defaults to the engine, which reads every run
+// file on top of them.
+func init() {
+	engine.MethodDefaults = func(method string) (engine.RunConfig, error) {
+		methods, err := Methods()
+		if err != nil {
+			return engine.RunConfig{}, err
+		}
+		if method == "" && len(methods) > 0 {
+			return methods[0].RunConfig(), nil
+		}
+		var names []string
+		for i := range methods {
+			if methods[i].Name == method {
+				return methods[i].RunConfig(), nil
+			}
+			names = append(names, methods[i].Name)
+		}
+		return engine.RunConfig{}, fmt.Errorf("unknown %q (want one of %s)", method, strings.Join(names, ", "))
 	}
 }
 
@@ -233,7 +207,8 @@ func load() *catalog {
 			Models []Model `yaml:"models"`
 		}
 		var me struct {
-			Methods []Method `yaml:"methods"`
+			Common  engine.RunConfig `yaml:"common"` // merged into each method
+			Methods []Method         `yaml:"methods"`
 		}
 		var hw struct {
 			Hardware []Hardware `yaml:"hardware"`

@@ -2,6 +2,7 @@ package presets
 
 import (
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -183,21 +184,17 @@ func TestMethodPresets(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	targets := []string{"q", "k", "v", "o", "gate", "up", "down"}
 	for _, m := range methods {
 		names = append(names, m.Name)
-		if m.Train.LR <= 0 || m.Train.MicroBatch <= 0 || m.Train.GradAccum <= 0 || m.MaxLength <= 0 {
-			t.Errorf("method %s: lr, micro_batch, grad_accum and max_length must be positive: %+v", m.Name, m.Train)
+		// Every method's defaults make a valid run once a model and data
+		// are named: nothing a run needs is left at zero.
+		rc := m.RunConfig()
+		rc.Model, rc.Data.Path = "model", "data.jsonl"
+		if err := rc.Validate(); err != nil {
+			t.Errorf("method %s: defaults do not validate: %v", m.Name, err)
 		}
-		if m.LoRA != nil {
-			if m.LoRA.Rank <= 0 || m.LoRA.Alpha <= 0 {
-				t.Errorf("method %s: LoRA rank and alpha must be positive", m.Name)
-			}
-			for _, tm := range m.LoRA.TargetModules {
-				if !slices.Contains(targets, tm) {
-					t.Errorf("method %s: unknown LoRA target %q", m.Name, tm)
-				}
-			}
+		if rc.Method != m.Name {
+			t.Errorf("method %s: RunConfig().Method = %q", m.Name, rc.Method)
 		}
 	}
 	slices.Sort(names)
@@ -205,8 +202,9 @@ func TestMethodPresets(t *testing.T) {
 		t.Errorf("methods = %v, want dpo, full, lora, qlora", names)
 	}
 	lora, _ := LookupMethod("lora")
-	if lora.LoRA.Rank != 16 || lora.LoRA.Alpha != 16 || lora.Train.LR != 2e-4 || len(lora.LoRA.TargetModules) != 7 {
-		t.Errorf("lora preset = %+v %+v, want Unsloth's r 16, alpha 16, lr 2e-4, 7 targets", lora.LoRA, lora.Train)
+	if rc := lora.RunConfig(); rc.LoRA.Rank != 16 || rc.LoRA.Alpha != 16 || rc.Train.LR != 2e-4 || len(rc.LoRA.TargetModules) != 7 ||
+		rc.Train.Beta2 != 0.999 || rc.Train.WarmupSteps != 5 {
+		t.Errorf("lora preset = %+v %+v, want Unsloth's r 16, alpha 16, lr 2e-4, 7 targets, 5 warm-up steps and torch's beta2", rc.LoRA, rc.Train)
 	}
 	qlora, _ := LookupMethod("qlora")
 	// Double quantization stays off until engine/nf4.go implements it.
@@ -214,33 +212,56 @@ func TestMethodPresets(t *testing.T) {
 		t.Errorf("qlora preset quantization = %q double=%v, want nf4 with fp32 absmax", qlora.Quantization, qlora.DoubleQuant)
 	}
 	full, _ := LookupMethod("full")
-	if full.Train.LR != 2e-5 || full.LoRA != nil {
-		t.Errorf("full preset lr = %g lora = %v, want 2e-5 and no adapters", full.Train.LR, full.LoRA)
+	if rc := full.RunConfig(); rc.Train.LR != 2e-5 || rc.LoRA.Rank != 0 || !rc.Train.Checkpointing {
+		t.Errorf("full preset lr = %g lora = %v, want 2e-5, no adapters, activation checkpointing", rc.Train.LR, rc.LoRA)
 	}
 	dpo, _ := LookupMethod("dpo")
-	if dpo.DPO == nil || dpo.DPO.Beta != 0.1 || dpo.Train.LR != 5e-6 {
-		t.Errorf("dpo preset = %+v lr %g, want beta 0.1, lr 5e-6", dpo.DPO, dpo.Train.LR)
+	if rc := dpo.RunConfig(); rc.DPO.Beta != 0.1 || rc.Train.LR != 5e-6 || rc.Data.MaxLength != 1024 || rc.LoRA.Rank != 16 {
+		t.Errorf("dpo preset = %+v lr %g, want beta 0.1, lr 5e-6, max length 1024, LoRA r 16", rc.DPO, rc.Train.LR)
 	}
 	if _, err := LookupMethod("ppo"); err == nil {
 		t.Error("LookupMethod(ppo) succeeded")
 	}
 }
 
-func TestMethodApply(t *testing.T) {
-	var rc = newRunConfig()
+func TestMethodRunConfigIsACopy(t *testing.T) {
 	dpo, err := LookupMethod("dpo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dpo.Apply(rc)
-	if rc.Method != "dpo" || rc.LoRA.Rank != 16 || rc.DPO.Beta != 0.1 || rc.Train.LR != 5e-6 || rc.Data.MaxLength != 1024 {
-		t.Errorf("after dpo.Apply: %+v", rc)
-	}
-	// Apply copies the target list: editing the run leaves the preset alone.
+	rc := dpo.RunConfig()
 	rc.LoRA.TargetModules[0] = "changed"
 	again, _ := LookupMethod("dpo")
-	if again.LoRA.TargetModules[0] != "q" {
-		t.Error("Apply shares the target module slice with the preset")
+	if again.RunConfig().LoRA.TargetModules[0] != "q" {
+		t.Error("RunConfig shares the target module slice with the preset")
+	}
+}
+
+// TestEngineReadsRunFilesOnTheseDefaults: with this package linked in, a
+// run file that names only a model and data gets exactly its method's
+// preset (the engine has no defaults of its own), and no method means the
+// first one listed.
+func TestEngineReadsRunFilesOnTheseDefaults(t *testing.T) {
+	for _, method := range []string{"", "full", "dpo"} {
+		file := "model: m\ndata: {path: d.jsonl}\n"
+		if method != "" {
+			file += "method: " + method + "\n"
+		}
+		rc, err := engine.DecodeRunConfig([]byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := method
+		if want == "" {
+			methods, _ := Methods()
+			want = methods[0].Name
+		}
+		m, _ := LookupMethod(want)
+		exp := m.RunConfig()
+		exp.Model, exp.Data.Path = "m", "d.jsonl"
+		if !reflect.DeepEqual(rc, exp) {
+			t.Errorf("method %q: run file read as\n%+v\nwant the preset\n%+v", method, rc, exp)
+		}
 	}
 }
 
@@ -282,8 +303,6 @@ func TestHardwareProfiles(t *testing.T) {
 		t.Error("LookupHardware(RTX 9999) succeeded")
 	}
 }
-
-func newRunConfig() *engine.RunConfig { return &engine.RunConfig{} }
 
 // TestTrainableEntriesUseSupportedArchitectures: a catalog model offered
 // for training must be one the engine can load (LoadModelConfig accepts

@@ -65,8 +65,11 @@ func TestTrainingMatchesCPU(t *testing.T) {
 			for _, backend := range []string{"cpu", "cuda"} {
 				cfg := engine.RunConfig{Name: c.name + "-" + backend, Model: abs("../../testdata/" + c.model), Method: c.method,
 					Backend: backend, RunsDir: t.TempDir(), LoRA: lora, DPO: engine.DPOConfig{Beta: 0.1}, Data: c.data,
-					Train: engine.TrainConfig{Epochs: 100, MaxSteps: c.steps, MicroBatch: 2, LR: c.lr, Schedule: "cosine",
+					Train: engine.TrainConfig{Epochs: 100, MaxSteps: c.steps, MicroBatch: 2, GradAccum: 1, LR: c.lr, Schedule: "cosine",
 						WarmupSteps: 2, MaxGradNorm: 1, Seed: 1}}
+				if err := cfg.FillDefaults(); err != nil {
+					t.Fatal(err)
+				}
 				s, err := engine.Prepare(cfg)
 				if err != nil {
 					t.Fatalf("%s: Prepare: %v", backend, err)

@@ -23,6 +23,8 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/hub"
+	// Run files are read on top of the method defaults presets holds.
+	_ "whet/presets"
 )
 
 // Formats lists the export formats.

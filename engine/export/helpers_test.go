@@ -53,6 +53,9 @@ func writeRunYAML(t *testing.T, dir, name, model, method string, lora engine.LoR
 	t.Helper()
 	cfg := engine.RunConfig{Name: name, Model: model, Method: method, Backend: "cpu", LoRA: lora,
 		Data: engine.DataConfig{Path: "data.jsonl", MaxLength: 256}}
+	if err := cfg.FillDefaults(); err != nil {
+		t.Fatal(err)
+	}
 	js, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,36 @@
+package engine_test
+
+// Run files and RunConfig.FillDefaults read the method defaults that
+// package presets hands the engine (from presets/methods.yaml).
+import (
+	"testing"
+
+	"whet/engine"
+	_ "whet/presets"
+)
+
+// withDefaults is cfg with every field it leaves at zero taken from its
+// method's defaults, as a test names only what it tests.
+func withDefaults(t testing.TB, cfg engine.RunConfig) engine.RunConfig {
+	t.Helper()
+	if err := cfg.FillDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// fillDefaults is withDefaults for helpers without a testing.TB; the
+// defaults are embedded data, so failing to read them is a bug.
+func fillDefaults(cfg engine.RunConfig) engine.RunConfig {
+	if err := cfg.FillDefaults(); err != nil {
+		panic(err)
+	}
+	return cfg
+}
+
+// noWarmupNoDecay turns off what a method's defaults add that a short
+// test run does not want (FillDefaults cannot tell a 0 from "not given").
+func noWarmupNoDecay(cfg engine.RunConfig) engine.RunConfig {
+	cfg.Train.WarmupSteps, cfg.Train.WarmupRatio, cfg.Train.WeightDecay = 0, 0, 0
+	return cfg
+}

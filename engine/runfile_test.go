@@ -1,0 +1,122 @@
+package engine_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"whet/engine"
+)
+
+// writeTinyRunFile writes a run file naming the tiny model and chat set plus
+// the given lines, and returns its path.
+func writeTinyRunFile(t *testing.T, extra string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "run.yaml")
+	data := abs("../testdata/datasets/tiny-chat.jsonl")
+	body := "model: " + abs("../testdata/tiny-llama") + "\n"
+	if strings.Contains(extra, "data: {") {
+		body += strings.Replace(extra, "data: {", "data: {path: "+data+", ", 1)
+	} else {
+		body += "data: {path: " + data + "}\n" + extra
+	}
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestRunFileRejectsWhatCannotWork: a run file's 0, NaN, Inf or
+// out-of-range value is an error naming the file and the field, never
+// silently replaced by a default.
+func TestRunFileRejectsWhatCannotWork(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"train: {micro_batch: 0}", "train.micro_batch: must be at least 1, got 0"},
+		{"train: {grad_accum: 0}", "train.grad_accum: must be at least 1, got 0"},
+		{"data: {max_length: 0}", "data.max_length: must be at least 2 tokens, got 0"},
+		{"train: {lr: .nan}", "train.lr: must be a finite number, got NaN"},
+		{"train: {lr: .inf}", "train.lr: must be a finite number, got +Inf"},
+		{"train: {lr: 0}", "train.lr: must be positive, got 0"},
+		{"train: {lr: -1e-4}", "train.lr: must be positive"},
+		{"train: {beta1: 1.5}", "train.beta1: must be in [0, 1), got 1.5"},
+		{"train: {beta2: 1}", "train.beta2: must be in [0, 1), got 1"},
+		{"train: {beta1: -0.1}", "train.beta1"},
+		{"train: {eps: 0}", "train.eps: must be in (0, 1], got 0"},
+		{"train: {eps: .nan}", "train.eps: must be a finite number"},
+		{"train: {weight_decay: -0.01}", "train.weight_decay"},
+		{"train: {weight_decay: .inf}", "train.weight_decay: must be a finite number"},
+		{"train: {warmup_ratio: 1.5}", "train.warmup_ratio: must be in [0, 1)"},
+		{"train: {warmup_steps: -1}", "train.warmup_steps: must not be negative"},
+		{"train: {warmup_steps: 3, warmup_ratio: 0.1}", "set one of them"},
+		{"train: {max_grad_norm: -1}", "train.max_grad_norm: must not be negative"},
+		{"train: {max_grad_norm: .nan}", "train.max_grad_norm: must be a finite number"},
+		{"train: {epochs: .nan}", "train.epochs: must be a finite number"},
+		{"train: {epochs: 0}", "train.epochs and train.max_steps are both 0"},
+		{"train: {max_steps: -5}", "train.max_steps: must not be negative"},
+		{"train: {log_every: 0}", "train.log_every: must be at least 1, got 0"},
+		{"train: {sample_every: 5, sample_tokens: 0}", "train.sample_tokens: must be at least 1"},
+		{"train: {save_every: -1}", "train.save_every: must not be negative"},
+		{"lora: {dropout: .nan}", "lora.dropout: must be a finite number"},
+		{"lora: {alpha: 0}", "lora.alpha: must be positive, got 0"},
+		{"lora: {r: 0}", "lora.r: must be at least 1, got 0"},
+		{"method: dpo\ndpo: {beta: .inf}", "dpo.beta: must be a finite number"},
+		{"method: dpo\ndpo: {label_smoothing: .nan}", "dpo.label_smoothing: must be a finite number"},
+		{"method: ppo", "method: unknown \"ppo\""},
+		{"backend: tpu", "backend: unknown \"tpu\""},
+		{"data: {train_on: everything}", "data.train_on: unknown \"everything\""},
+		{"data: {eval_split: .nan}", "data.eval_split: must be a finite number"},
+		{"train: {lr: 1e-4, lerning_rate: 1e-4}", "field lerning_rate not found"},
+	} {
+		path := writeTinyRunFile(t, tc.yaml+"\n")
+		_, err := engine.LoadRunConfig(path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), path+": ") {
+			t.Errorf("%s: error %v, want %s: …%s…", tc.yaml, err, path, tc.want)
+		}
+	}
+}
+
+// TestRunFileChoosesItsOwnWarmupAndLength: a run file that sets one way of
+// counting warm-up or length replaces the method default's other one
+// (LoRA's preset counts warm-up in steps and length in epochs).
+func TestRunFileChoosesItsOwnWarmupAndLength(t *testing.T) {
+	cfg, err := engine.LoadRunConfig(writeTinyRunFile(t, "train: {warmup_ratio: 0.1, max_steps: 30}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Train.WarmupSteps != 0 || cfg.Train.WarmupRatio != 0.1 || cfg.Train.Epochs != 0 || cfg.Train.MaxSteps != 30 {
+		t.Errorf("train %+v, want warm-up ratio 0.1 alone and 30 steps", cfg.Train)
+	}
+	// Untouched settings keep the preset's values, explicit zeros stay zero.
+	cfg, err = engine.LoadRunConfig(writeTinyRunFile(t, "train: {weight_decay: 0, max_grad_norm: 0}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Train.WeightDecay != 0 || cfg.Train.MaxGradNorm != 0 || cfg.Train.WarmupSteps != 5 || cfg.Train.LR != 2e-4 {
+		t.Errorf("train %+v, want weight decay and clipping off, the rest the lora preset's", cfg.Train)
+	}
+}
+
+// TestSavedRunFileRoundTrips: what a run directory keeps as run.yaml reads
+// back to the same settings, zeros included (a field the saved file left
+// out would come back as the method's default).
+func TestSavedRunFileRoundTrips(t *testing.T) {
+	cfg, err := engine.LoadRunConfig(writeTinyRunFile(t, "train: {warmup_steps: 0, beta1: 0, keep_checkpoints: 0, log_every: 3}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := engine.DecodeRunConfig(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(again, cfg) {
+		t.Errorf("saved as\n%s\nread back as\n%+v\nwant\n%+v", js, again, cfg)
+	}
+}
