@@ -26,7 +26,7 @@ func TestPrepareRefusesDataOfTheOtherMethod(t *testing.T) {
 	for _, c := range cases {
 		cfg := engine.RunConfig{Model: abs("../testdata/tiny-qwen2"), Method: c.method, Backend: "cpu", RunsDir: t.TempDir(),
 			Data: engine.DataConfig{Path: c.data, MaxLength: 64}}
-		s, err := engine.Prepare(cfg)
+		s, err := engine.Prepare(withDefaults(t, cfg))
 		if err == nil {
 			s.Close()
 			t.Errorf("%s on %s: prepared, want a refusal", c.method, c.data)

@@ -19,7 +19,7 @@ func init() {
 
 func runToEnd(t *testing.T, cfg engine.RunConfig) []engine.Event {
 	t.Helper()
-	events, _, err := engine.Start(context.Background(), cfg)
+	events, _, err := engine.Start(context.Background(), withDefaults(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
