@@ -118,13 +118,13 @@ func (c *RunConfig) Validate() error {
 			return err
 		}
 	}
-	if err := c.Data.validate(); err != nil {
+	if err := validateData(c.Data); err != nil {
 		return err
 	}
 	return c.Train.validate()
 }
 
-func (d DataConfig) validate() error {
+func validateData(d DataConfig) error {
 	if d.Path == "" {
 		return errors.New("data.path: required")
 	}
