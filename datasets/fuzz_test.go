@@ -2,9 +2,12 @@ package datasets
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzJSONL feeds arbitrary bytes to the JSONL reader and the format
@@ -111,6 +114,54 @@ func FuzzParquet(f *testing.F) {
 			for _, f := range Formats {
 				ToExample(r, f, nil)
 			}
+		}
+	})
+}
+
+// FuzzCharmapReader checks data.encoding's converter against x/text's own
+// decoder: the same UTF-8 for every input without undefined bytes, and an
+// error exactly when the input has one.
+func FuzzCharmapReader(f *testing.F) {
+	f.Add([]byte("caf\xe9 \x80"), uint8(1))
+	f.Add([]byte("b\x81"), uint8(7))
+	cm, err := textEncoding("windows-1252")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		r := newCharmapReader(bytes.NewReader(data), cm)
+		var got []byte
+		p := make([]byte, int(chunk%8)+1)
+		var readErr error
+		for {
+			n, err := r.Read(p)
+			got = append(got, p[:n]...)
+			if err != nil {
+				if err != io.EOF {
+					readErr = err
+				}
+				break
+			}
+		}
+		undefined := -1
+		for i, b := range data {
+			if cm.DecodeByte(b) == utf8.RuneError {
+				undefined = i
+				break
+			}
+		}
+		if undefined >= 0 {
+			if readErr == nil || !strings.Contains(readErr.Error(), fmt.Sprintf("at byte offset %d ", undefined)) {
+				t.Fatalf("undefined byte at %d: error %v", undefined, readErr)
+			}
+			return
+		}
+		want, err := cm.NewDecoder().Bytes(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readErr != nil || !bytes.Equal(got, want) {
+			t.Fatalf("got %q (%v), want %q", got, readErr, want)
 		}
 	})
 }

@@ -91,7 +91,7 @@ const (
 
 // utf8Advice ends every invalid-UTF-8 message: the tokenizer would read
 // such bytes as U+FFFD, so the model would learn replacement characters.
-const utf8Advice = "whet reads data as UTF-8 text; convert the file (e.g. iconv -f WINDOWS-1252 -t UTF-8), or skip such rows with data.skip_bad_rows"
+const utf8Advice = "whet reads data as UTF-8 text; name the file's encoding in data.encoding (e.g. windows-1252), or convert the file (iconv -f WINDOWS-1252 -t UTF-8), or skip such rows with data.skip_bad_rows"
 
 // invalidUTF8 returns the offset of the first byte of s that is not part
 // of valid UTF-8, or -1.
@@ -219,22 +219,40 @@ func (b badRows) add(e *RowError) error {
 // extension. With skipBad, unreadable rows are collected in Bad instead of
 // failing the read; problems with the file as a whole always fail.
 func ReadFile(path string, skipBad bool) (*ReadResult, error) {
+	return ReadFileEncoded(path, "", skipBad)
+}
+
+// ReadFileEncoded is ReadFile for a text file (JSONL, JSON, CSV) written
+// in the given encoding (data.encoding; "" or utf-8 for UTF-8): its bytes
+// are converted to UTF-8 as they are read.
+func ReadFileEncoded(path, encoding string, skipBad bool) (*ReadResult, error) {
 	kind, comma, err := kindOf(path)
 	if err != nil {
 		return nil, err
+	}
+	cm, err := textEncoding(encoding)
+	if err != nil {
+		return nil, fmt.Errorf("data.%w", err)
+	}
+	if cm != nil && kind == kindParquet {
+		return nil, fmt.Errorf("%s: data.encoding %q applies to text files; Parquet text is UTF-8 by definition", path, encoding)
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open data file: %w", err)
 	}
 	defer f.Close()
+	var text io.Reader = f
+	if cm != nil {
+		text = newCharmapReader(f, cm)
+	}
 	switch kind {
 	case kindJSONL:
-		return ReadJSONL(f, path, skipBad)
+		return ReadJSONL(text, path, skipBad)
 	case kindJSON:
-		return ReadJSON(f, path, skipBad)
+		return ReadJSON(text, path, skipBad)
 	case kindCSV:
-		return ReadCSV(f, path, comma, skipBad)
+		return ReadCSV(text, path, comma, skipBad)
 	default:
 		st, err := f.Stat()
 		if err != nil {

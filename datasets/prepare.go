@@ -34,6 +34,7 @@ type Options struct {
 	EvalPath    string            `yaml:"eval_path,omitempty"`     // a separate evaluation file (overrides EvalSplit)
 	SkipBadRows bool              `yaml:"skip_bad_rows,omitempty"` // skip unreadable rows and count them, instead of failing
 	Seed        int64             `yaml:"seed,omitempty"`          // split and shuffle seed
+	Encoding    string            `yaml:"encoding,omitempty"`      // text files' character set (windows-1252, latin1, …); empty = UTF-8
 
 	// Objective is what the training method learns from (the run's
 	// method decides it); Prepare refuses data of the other kind
@@ -189,6 +190,9 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
+	if _, err := textEncoding(opts.Encoding); err != nil {
+		return nil, fmt.Errorf("data.%w", err)
+	}
 	cols := Columns(opts.Columns)
 	if err := cols.validate(); err != nil {
 		return nil, fmt.Errorf("data: %w", err)
@@ -208,13 +212,13 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 	st.BadRowReasons = map[string]int{}
 	st.DroppedReasons = map[string]int{}
 
-	trainRecs, err := readRecords(opts.Path, opts.SkipBadRows, st)
+	trainRecs, err := readRecords(opts.Path, opts.Encoding, opts.SkipBadRows, st)
 	if err != nil {
 		return nil, err
 	}
 	var evalRecs []Record
 	if opts.EvalPath != "" {
-		if evalRecs, err = readRecords(opts.EvalPath, opts.SkipBadRows, st); err != nil {
+		if evalRecs, err = readRecords(opts.EvalPath, opts.Encoding, opts.SkipBadRows, st); err != nil {
 			return nil, err
 		}
 	}
@@ -299,7 +303,7 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 
 // readRecords reads a data file, every data file under a folder (a
 // dataset split into shards), or the files a glob pattern matches.
-func readRecords(path string, skip bool, st statsBuilder) ([]Record, error) {
+func readRecords(path, encoding string, skip bool, st statsBuilder) ([]Record, error) {
 	files, err := DataFiles(path)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
@@ -307,7 +311,7 @@ func readRecords(path string, skip bool, st statsBuilder) ([]Record, error) {
 	var recs []Record
 	var bad []*RowError
 	for _, f := range files {
-		res, err := ReadFile(f, skip)
+		res, err := ReadFileEncoded(f, encoding, skip)
 		if err != nil {
 			return nil, fmt.Errorf("data: %w", err)
 		}

@@ -2,6 +2,7 @@ package datasets
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,5 +102,85 @@ func TestValidEscapesAreNotSurrogateErrors(t *testing.T) {
 		if got := loneSurrogate([]byte(c.text)); got != c.want {
 			t.Errorf("loneSurrogate(%s) = %d, want %d", c.text, got, c.want)
 		}
+	}
+}
+
+// TestDataEncodingConverts: with data.encoding naming a single-byte
+// character set, a Latin-1 file reads as the text it holds; a byte the set
+// leaves undefined is an error naming its offset; labels whet cannot
+// convert exactly are refused.
+func TestDataEncodingConverts(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	jsonl := write("latin1.jsonl", "{\"text\": \"caf\xe9 \x80 na\xefve\"}\n")
+	csv := write("latin1.csv", "instruction,output\n\"d\xe9j\xe0 vu\",oui\n")
+	for _, enc := range []string{"windows-1252", "latin1", " CP1252 "} {
+		res, err := ReadFileEncoded(jsonl, enc, false)
+		if err != nil || len(res.Records) != 1 || res.Records[0].Fields["text"] != "café € naïve" {
+			t.Errorf("%s in %q: %v %+v", jsonl, enc, err, res)
+		}
+	}
+	res, err := ReadFileEncoded(csv, "latin1", false)
+	if err != nil || len(res.Records) != 1 || res.Records[0].Fields["instruction"] != "déjà vu" {
+		t.Errorf("%s in latin1: %v %+v", csv, err, res)
+	}
+	if res, err := ReadFileEncoded(jsonl, "utf-8", false); err == nil {
+		t.Errorf("Latin-1 bytes read as UTF-8: %+v", res.Records)
+	}
+
+	undefined := write("undefined.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\x81\"}\n")
+	if _, err := ReadFileEncoded(undefined, "windows-1252", false); err == nil || !strings.Contains(err.Error(), "byte 0x81 at byte offset 25 of the file is not a Windows 1252 character") {
+		t.Errorf("undefined byte: %v", err)
+	}
+	for enc, want := range map[string]string{
+		"klingon":   `unknown text encoding "klingon"`,
+		"shift_jis": `"shift_jis" is a multi-byte encoding`,
+	} {
+		if _, err := ReadFileEncoded(jsonl, enc, false); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("encoding %q: %v, want %q", enc, err, want)
+		}
+	}
+	if _, err := ReadFileEncoded(fixtures+"messages.parquet", "latin1", false); err == nil || !strings.Contains(err.Error(), "Parquet text is UTF-8") {
+		t.Errorf("encoding on Parquet: %v", err)
+	}
+
+	// Prepare passes the setting on (and checks it before reading).
+	tok := chatmlTok("")
+	if _, err := Prepare(Options{Path: jsonl, MaxLength: 64, Encoding: "windows-1252"}, tok); err != nil {
+		t.Errorf("Prepare with data.encoding: %v", err)
+	}
+	if _, err := Prepare(Options{Path: jsonl, MaxLength: 64, Encoding: "klingon"}, tok); err == nil || !strings.Contains(err.Error(), "data.encoding: unknown") {
+		t.Errorf("Prepare with an unknown encoding: %v", err)
+	}
+}
+
+// TestCharmapReaderSmallBuffers: a rune whose UTF-8 form does not fit the
+// caller's buffer is handed out over the next reads.
+func TestCharmapReaderSmallBuffers(t *testing.T) {
+	cm, err := textEncoding("windows-1252")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newCharmapReader(strings.NewReader("\x80a\xe9"), cm)
+	var got []byte
+	p := make([]byte, 1)
+	for {
+		n, err := r.Read(p)
+		got = append(got, p[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(got) != "€aé" {
+		t.Errorf("read %q, want %q", got, "€aé")
 	}
 }

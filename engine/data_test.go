@@ -47,7 +47,7 @@ func TestRunFileDataSectionIsDatasetsOptions(t *testing.T) {
 	var cfg engine.RunConfig
 	cfg.Data = datasets.Options{Path: "/d/train.jsonl", Format: "messages", Columns: map[string]string{"messages": "conv"},
 		Template: "chatml", TrainOn: "all", MaxLength: 512, Packing: true, EvalSplit: 0.1, EvalPath: "/d/eval.jsonl",
-		SkipBadRows: true, Seed: 7,
+		SkipBadRows: true, Seed: 7, Encoding: "latin1",
 		Objective: datasets.ObjectivePreference, MicroBatch: 3, BatchTokens: 4096, Now: time.Now}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -66,6 +66,7 @@ func TestRunFileDataSectionIsDatasetsOptions(t *testing.T) {
     eval_path: /d/eval.jsonl
     skip_bad_rows: true
     seed: 7
+    encoding: latin1
 train:`
 	if !strings.Contains(string(out), want) {
 		t.Errorf("run file data section:\n%s\nwant:\n%s", out, want)
@@ -83,11 +84,11 @@ train:`
 	d := loaded.Data
 	if d.Path != "/d/train.jsonl" || d.Format != "messages" || d.Columns["messages"] != "conv" || d.Template != "chatml" ||
 		d.TrainOn != "all" || d.MaxLength != 512 || !d.Packing || d.EvalSplit != 0.1 || d.EvalPath != "/d/eval.jsonl" ||
-		!d.SkipBadRows || d.Seed != 7 {
+		!d.SkipBadRows || d.Seed != 7 || d.Encoding != "latin1" {
 		t.Errorf("loaded data section %+v", d)
 	}
 	opts := engine.DataOptions(loaded)
-	if opts.Path != d.Path || opts.Columns["messages"] != "conv" || opts.Seed != 7 || !opts.SkipBadRows ||
+	if opts.Path != d.Path || opts.Columns["messages"] != "conv" || opts.Seed != 7 || !opts.SkipBadRows || opts.Encoding != "latin1" ||
 		opts.Objective != datasets.ObjectiveSFT || opts.MicroBatch != 1 || opts.BatchTokens != 512 {
 		t.Errorf("DataOptions %+v", opts)
 	}
