@@ -71,7 +71,10 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		select {
 		case s := <-interrupted:
 			stop()
-			fmt.Fprintf(stderr, "whet export: %v: stopping at the next weight and removing temporary files\n", s)
+			// A second signal ends the process at once (loading the
+			// model cannot be cut short).
+			signal.Stop(interrupted)
+			fmt.Fprintf(stderr, "whet export: %v: stopping at the next weight and removing temporary files (again to quit at once)\n", s)
 		case <-ctx.Done():
 		}
 	}()

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func runExportCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -167,4 +171,55 @@ func TestExportCommandInterrupt(t *testing.T) {
 		entries, _ := os.ReadDir(out)
 		t.Errorf("the interrupted export left its folder behind (%v): %v", err, entries)
 	}
+}
+
+// A second Ctrl-C ends whet export at once, for when the first cannot
+// stop it soon (loading a large model cannot be cut short). The export
+// runs in a child process (this test binary, re-run as the helper below)
+// that interrupts itself twice: once mid-export, and again once whet has
+// said it is stopping; the child must die of the second signal.
+func TestExportCommandSecondInterruptQuits(t *testing.T) {
+	if os.Getenv("WHET_EXPORT_TWICE") != "" {
+		return // the helper is TestExportCommandInterruptHelper
+	}
+	run := filepath.Join(t.TempDir(), "chat-run")
+	copyTree(t, "testdata/export/chat-run", run)
+	// Without the fix the child would wait forever for its death: the
+	// deadline turns that into a failure.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestExportCommandInterruptHelper$")
+	cmd.Env = append(os.Environ(), "WHET_EXPORT_TWICE="+run, "WHET_EXPORT_OUT="+filepath.Join(t.TempDir(), "out"))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("the child should have been killed by the second SIGINT, got %v:\n%s", err, out)
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT || ctx.Err() != nil {
+		t.Fatalf("the child ended with %v, want death by SIGINT:\n%s", exit, out)
+	}
+}
+
+func TestExportCommandInterruptHelper(t *testing.T) {
+	run := os.Getenv("WHET_EXPORT_TWICE")
+	if run == "" {
+		t.Skip("run by TestExportCommandSecondInterruptQuits")
+	}
+	stderr := newExportOutput("stopping")
+	stdout := newExportOutput("")
+	var sent sync.Once
+	stdout.onWrite = func(text string) {
+		if !strings.Contains(text, "[1/") {
+			return
+		}
+		sent.Do(func() {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			<-stderr.seen
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			select {} // the second signal ends the process
+		})
+	}
+	runMain([]string{"export", "--run", run, "--format", "gguf", "--quant", "f16", "--out", os.Getenv("WHET_EXPORT_OUT")}, strings.NewReader(""), stdout, stderr)
+	t.Fatal("whet export returned after a second SIGINT")
 }
