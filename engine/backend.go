@@ -87,6 +87,9 @@ type AttnParams struct {
 	HeadDim  int     // per head
 	Scale    float32 // usually 1/sqrt(HeadDim)
 	Window   int     // sliding window in tokens; 0 means none
+	// SoftCap, when positive, caps each scaled score s at
+	// SoftCap*tanh(s/SoftCap) before the softmax (Gemma 2); 0 means none.
+	SoftCap float32
 }
 
 // AdamWParams are the hyper-parameters of one optimizer step, as PyTorch's
@@ -232,4 +235,28 @@ type CrossEntropyInto interface {
 // p.Window when set). Backends without it cannot generate with a cache.
 type KVAttention interface {
 	AttentionKV(out, q, k, v Tensor, qOffset int, p AttnParams) error
+}
+
+// GELUTanhGLU is the gated MLP of Gemma: out = gelu_tanh(gate)*up with
+// transformers' gelu_pytorch_tanh, 0.5*g*(1+tanh(sqrt(2/pi)*(g+0.044715*g^3))).
+// The backward overwrites dGate and dUp. Backends without it cannot run
+// Gemma.
+type GELUTanhGLU interface {
+	GeGLU(out, gate, up Tensor) error
+	GeGLUBackward(dGate, dUp, dOut, gate, up Tensor) error
+}
+
+// SoftCapper caps logits: SoftCap sets x = c*tanh(x/c) in place, and
+// SoftCapBackward multiplies dx in place by the derivative, 1 - (y/c)^2,
+// read from the capped values y (Gemma 2's final logits).
+type SoftCapper interface {
+	SoftCap(x Tensor, c float32) error
+	SoftCapBackward(dx, y Tensor, c float32) error
+}
+
+// PartialRoPE is RoPE over the first rot = 2*Cols(cos) dimensions of each
+// head, the rest passing through (Phi-4-mini's partial_rotary_factor):
+// pairs (i, i+rot/2) turn. With rot = headDim it is RoPE.
+type PartialRoPE interface {
+	RoPEPartial(x, positions, cos, sin Tensor, nHeads, headDim int, inverse bool) error
 }

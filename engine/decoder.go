@@ -9,15 +9,18 @@ import (
 
 // The decoder, llm.c style: an explicit forward that saves what the
 // backward needs, and a hand-derived backward that mirrors it layer by
-// layer. Per layer l, with T tokens and the residual stream x:
+// layer. Per layer l, with T tokens and the residual stream x (the
+// family's description, Family, says which optional steps run):
 //
 //	h1 = rmsnorm(x_l)                       saved: h1, rstd1
-//	q,k,v = h1 Wq^T (+bq), h1 Wk^T, h1 Wv^T  (+ LoRA), rope on q and k
+//	q,k,v = h1 Wq^T (+bq), h1 Wk^T, h1 Wv^T  (+ LoRA; one fused matrix for Phi-3)
+//	[q, k = rmsnorm per head (q/k norm)]    saved: q, k before it, rstd
+//	rope on q and k (per layer table)
 //	a = attention(q, k, v)                  saved: q, k, v, a, lse
-//	x_mid = x_l + a Wo^T
+//	x_mid = x_l + a Wo^T                    [Gemma: x_l + rmsnorm(a Wo^T), saved: a Wo^T]
 //	h2 = rmsnorm(x_mid)                     saved: x_mid, h2, rstd2
-//	g, u = h2 Wg^T, h2 Wu^T ; s = silu(g)*u saved: g, u
-//	x_{l+1} = x_mid + s Wd^T
+//	g, u = h2 Wg^T, h2 Wu^T ; s = act(g)*u saved: g, u (act: silu or gelu-tanh)
+//	x_{l+1} = x_mid + s Wd^T                [Gemma: x_mid + rmsnorm(s Wd^T)]
 //
 // s is not saved: one buffer serves every layer's forward and the backward
 // recomputes it from g and u (an elementwise pass, instead of keeping L
@@ -33,9 +36,18 @@ type Activations struct {
 	Cap           int
 	Checkpointing bool
 
+	fam                        *Family
 	tokens, targets, positions Tensor // I32 [Cap]
 	seqStarts                  Tensor // I32 [Cap+1]
-	cos, sin                   Tensor // F32 [Cap, HeadDim/2]
+	// ropes holds each rotary table the layers read, cos and sin
+	// [Cap, RotaryDim/2]; longRope is set for a batch that reaches past
+	// LongRoPE's original context.
+	ropes    map[RopeKind][2]Tensor
+	longRope bool
+	// normW holds (1 + w) of the norm being run, for (1 + w) families.
+	normW Tensor
+	// embedScale multiplies the embeddings (1 unless the family scales them).
+	embedScale float32
 
 	resid  []Tensor // [L+1] x_l, [Cap, D]
 	layers []*layerActs
@@ -47,10 +59,14 @@ type Activations struct {
 	dlogits Tensor
 	chunk   int
 
+	// capped holds soft-capped logits for the backward [chunk, V].
+	capped Tensor
+
 	// backward scratch
 	dres, dh           Tensor // [Cap, D]
-	datt, dq           Tensor // [Cap, QDim]
-	dk, dv             Tensor // [Cap, KVDim]
+	dtmp               Tensor // [Cap, D]: sandwich norms' output and input gradients
+	datt, dq, dq2      Tensor // [Cap, QDim] (dq2: before the q norm)
+	dk, dv, dk2        Tensor // [Cap, KVDim]
 	ds, dg, du         Tensor // [Cap, I]
 	dxa                Tensor // [Cap, maxRank]
 	scratchIn          Tensor // [Cap, maxIn] (dropout recompute, LoRA dx)
@@ -68,12 +84,17 @@ type Activations struct {
 
 type layerActs struct {
 	h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, s Tensor
+	qraw, kraw, rstdQ, rstdK                               Tensor             // q/k norm: input and rstd
+	ao, rstdAO, mo, rstdMO                                 Tensor             // sandwich norms: inputs and rstd
 	xa                                                     map[*Linear]Tensor // LoRA x@A^T [Cap, r]
 }
 
 // NewActivations sizes the buffers for batches of up to capTokens tokens.
 func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations, error) {
-	a := &Activations{m: m, Cap: capTokens, Checkpointing: checkpointing}
+	a := &Activations{m: m, Cap: capTokens, Checkpointing: checkpointing, fam: m.Family(), embedScale: 1}
+	if a.fam == nil {
+		return nil, checkSupported(m.Cfg.ModelType)
+	}
 	var err error
 	alloc := func(dt DType, shape ...int) Tensor {
 		if err != nil {
@@ -95,13 +116,23 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	a.targets = alloc(I32, T)
 	a.positions = alloc(I32, T)
 	a.seqStarts = alloc(I32, T+1)
-	a.cos = alloc(F32, T, c.HeadDim/2)
-	a.sin = alloc(F32, T, c.HeadDim/2)
-	if err == nil {
-		cs, sn := RopeTables(&c, T)
-		if err = m.B.Upload(a.cos, cs); err == nil {
-			err = m.B.Upload(a.sin, sn)
+	a.ropes = map[RopeKind][2]Tensor{}
+	for _, kind := range c.ropeKinds() {
+		cs, sn := RopeTablesOf(&c, kind, T)
+		ct, st := alloc(F32, T, c.RotaryDim()/2), alloc(F32, T, c.RotaryDim()/2)
+		if err == nil {
+			if err = m.B.Upload(ct, cs); err == nil {
+				err = m.B.Upload(st, sn)
+			}
 		}
+		a.ropes[kind] = [2]Tensor{ct, st}
+	}
+	fam := a.fam
+	if fam.NormOffset != 0 {
+		a.normW = alloc(cd, max(D, c.HeadDim))
+	}
+	if fam.EmbedScale {
+		a.embedScale = roundTo(cd, float32(math.Sqrt(float64(D))))
 	}
 	for l := 0; l <= c.NumLayers; l++ {
 		a.resid = append(a.resid, alloc(cd, T, D))
@@ -132,6 +163,14 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 			g: alloc(cd, T, I), u: alloc(cd, T, I), s: swigluOut,
 			xa: map[*Linear]Tensor{},
 		}
+		if fam.QKNorm {
+			la.qraw, la.kraw = alloc(cd, T, Q), alloc(cd, T, KV)
+			la.rstdQ, la.rstdK = alloc(F32, T*c.NumHeads), alloc(F32, T*c.NumKVHeads)
+		}
+		if fam.SandwichNorms {
+			la.ao, la.rstdAO = alloc(cd, T, D), alloc(F32, T)
+			la.mo, la.rstdMO = alloc(cd, T, D), alloc(F32, T)
+		}
 		a.layers = append(a.layers, la)
 	}
 	// LoRA intermediates are per layer even with checkpointing they are
@@ -141,11 +180,11 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 		if !checkpointing {
 			set = a.layers[li]
 		}
-		for _, lin := range []*Linear{layer.Q, layer.K, layer.V, layer.O, layer.Gate, layer.Up, layer.Down} {
+		for i, lin := range layer.linears() {
 			if lin.LoRA != nil {
 				if checkpointing && li > 0 {
 					// share the buffer of the same module in layer 0
-					set.xa[lin] = set.xa[linAt(m.Layers[0], lin.Short)]
+					set.xa[lin] = set.xa[m.Layers[0].linears()[i]]
 					continue
 				}
 				set.xa[lin] = alloc(cd, T, lin.LoRA.Rank)
@@ -160,6 +199,9 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	// as transformers upcasts logits before the loss; the gradient goes
 	// back through the head in the compute dtype (dlogits).
 	a.logits = alloc(F32, a.chunk, c.VocabSize)
+	if c.FinalSoftCap > 0 {
+		a.capped = alloc(F32, a.chunk, c.VocabSize)
+	}
 	if cd != F32 {
 		a.dlogits = alloc(cd, a.chunk, c.VocabSize)
 	}
@@ -168,6 +210,12 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	a.datt = alloc(cd, T, Q)
 	a.dq = alloc(cd, T, Q)
 	a.dk = alloc(cd, T, KV)
+	if fam.QKNorm {
+		a.dq2, a.dk2 = alloc(cd, T, Q), alloc(cd, T, KV)
+	}
+	if fam.SandwichNorms {
+		a.dtmp = alloc(cd, T, D)
+	}
 	a.dv = alloc(cd, T, KV)
 	a.ds = alloc(cd, T, I)
 	a.dg = alloc(cd, T, I)
@@ -188,24 +236,6 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 		return nil, err
 	}
 	return a, nil
-}
-
-func linAt(l *Layer, short string) *Linear {
-	switch short {
-	case "q":
-		return l.Q
-	case "k":
-		return l.K
-	case "v":
-		return l.V
-	case "o":
-		return l.O
-	case "gate":
-		return l.Gate
-	case "up":
-		return l.Up
-	}
-	return l.Down
 }
 
 // LogitsChunk picks how many rows of logits exist at once: at most 2^26
@@ -312,6 +342,16 @@ func (a *Activations) setBatch(b *datasets.Batch) error {
 		}
 	}
 	a.t = T
+	a.longRope = false
+	if rs := a.m.Cfg.RopeScaling; rs != nil && rs.Type == "longrope" {
+		// transformers switches to the long factors for a whole forward
+		// whose positions reach past the original context.
+		for _, p := range b.Positions {
+			if int(p)+1 > rs.OriginalMaxPositionEmbeddings {
+				a.longRope = true
+			}
+		}
+	}
 	B := a.m.B
 	var err error
 	up := func(t Tensor, v []int32) {
@@ -339,10 +379,112 @@ func (a *Activations) set(l int) *layerActs {
 	return a.layers[l]
 }
 
-func (a *Activations) attnParams() AttnParams {
-	c := a.m.Cfg
+// attnParams is layer l's attention: its window, scale and soft-cap.
+func (a *Activations) attnParams(l int) AttnParams {
+	c := &a.m.Cfg
 	return AttnParams{NHeads: c.NumHeads, NKVHeads: c.NumKVHeads, HeadDim: c.HeadDim,
-		Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: c.SlidingWindow}
+		Scale: float32(c.AttnScale()), Window: c.LayerWindow(l), SoftCap: float32(c.AttnSoftCap)}
+}
+
+// rope turns x's heads by layer l's table (the backward with inverse).
+func (a *Activations) rope(x Tensor, nHeads, l int, inverse bool) error {
+	c := &a.m.Cfg
+	tab := a.ropes[RopeKind{Local: c.LayerLocalRope(l), Long: a.longRope}]
+	pos := a.rows(a.positions, a.t)
+	if c.RotaryDim() == c.HeadDim {
+		return a.m.B.RoPE(x, pos, tab[0], tab[1], nHeads, c.HeadDim, inverse)
+	}
+	pr, ok := a.m.B.(PartialRoPE)
+	if !ok {
+		return fmt.Errorf("backend %s has no partial rotary embedding (%s turns %d of %d head dimensions): %w",
+			a.m.B.Name(), c.ModelType, c.RotaryDim(), c.HeadDim, ErrNotImplemented)
+	}
+	return pr.RoPEPartial(x, pos, tab[0], tab[1], nHeads, c.HeadDim, inverse)
+}
+
+// normWeight is the weight the RMSNorm op multiplies by: w itself, or
+// (NormOffset + w) formed in the shared normW buffer for families that
+// store w around 0. The gradient of w is the same as that of (1 + w), so
+// the backward needs nothing else.
+func (a *Activations) normWeight(w *Param) (Tensor, error) {
+	if a.fam.NormOffset == 0 {
+		return w.W, nil
+	}
+	B := a.m.B
+	t, err := B.View(a.normW, 0, w.Shape[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := B.Fill(t, a.fam.NormOffset); err != nil {
+		return nil, err
+	}
+	return t, B.AddScaled(t, w.W, 1)
+}
+
+// norm runs the RMSNorm of weight w over the rows of x.
+func (a *Activations) norm(out, rstd, x Tensor, w *Param) error {
+	wt, err := a.normWeight(w)
+	if err != nil {
+		return err
+	}
+	return a.m.B.RMSNorm(out, rstd, x, wt, float32(a.m.Cfg.RMSNormEps))
+}
+
+// normBackward adds the input gradient of norm into dx (and w's gradient
+// when w is trained).
+func (a *Activations) normBackward(dx, dOut, x, rstd Tensor, w *Param) error {
+	wt, err := a.normWeight(w)
+	if err != nil {
+		return err
+	}
+	var dw Tensor
+	if w.Trainable {
+		dw = w.Grad
+	}
+	return a.m.B.RMSNormBackward(dx, dw, dOut, x, wt, rstd)
+}
+
+// heads views a [T, n*HeadDim] tensor as [T*n, HeadDim] rows, for the
+// per-head q/k norm.
+func (a *Activations) heads(t Tensor, n int) Tensor {
+	hd := a.m.Cfg.HeadDim
+	v, err := a.m.B.View(t, 0, a.t*n, hd)
+	if err != nil {
+		a.noteViewErr(fmt.Errorf("engine: heads view of %v: %w", t.Shape(), err))
+		return t
+	}
+	return v
+}
+
+// activation runs the family's gated activation, out = act(g)*u.
+func (a *Activations) activation(out, g, u Tensor) error {
+	if a.fam.Activation == SiLU {
+		return a.m.B.SwiGLU(out, g, u)
+	}
+	ge, err := a.geglu()
+	if err != nil {
+		return err
+	}
+	return ge.GeGLU(out, g, u)
+}
+
+func (a *Activations) activationBackward(dg, du, ds, g, u Tensor) error {
+	if a.fam.Activation == SiLU {
+		return a.m.B.SwiGLUBackward(dg, du, ds, g, u)
+	}
+	ge, err := a.geglu()
+	if err != nil {
+		return err
+	}
+	return ge.GeGLUBackward(dg, du, ds, g, u)
+}
+
+func (a *Activations) geglu() (GELUTanhGLU, error) {
+	ge, ok := a.m.B.(GELUTanhGLU)
+	if !ok {
+		return nil, fmt.Errorf("backend %s has no GELU-tanh gated MLP (%s needs it): %w", a.m.B.Name(), a.m.Cfg.ModelType, ErrNotImplemented)
+	}
+	return ge, nil
 }
 
 // seed for the dropout mask of one linear in one layer, fixed for the
@@ -373,15 +515,58 @@ func (a *Activations) weight(lin *Linear) (Tensor, error) {
 	return w, nil
 }
 
-// linearForward computes y = x W^T (+b) (+ LoRA); accumulate adds to y.
+// part is one output block of a linear: rows [off, off+n) of W (all of
+// them for a plain linear), written to or read from one tensor.
+type part struct{ off, n int }
+
+func (lin *Linear) parts() []part {
+	if lin.Parts == nil {
+		return []part{{0, lin.Out}}
+	}
+	out := make([]part, len(lin.Parts))
+	off := 0
+	for i, n := range lin.Parts {
+		out[i] = part{off, n}
+		off += n
+	}
+	return out
+}
+
+// rowsOf is rows [p.off, p.off+p.n) of a matrix with cols columns (or of
+// a vector when cols is 0): one part of a fused weight, bias or gradient.
+func (a *Activations) rowsOf(t Tensor, p part, cols int, whole bool) Tensor {
+	if whole {
+		return t
+	}
+	var v Tensor
+	var err error
+	if cols == 0 {
+		v, err = a.m.B.View(t, p.off, p.n)
+	} else {
+		v, err = a.m.B.View(t, p.off*cols, p.n, cols)
+	}
+	if err != nil {
+		a.noteViewErr(fmt.Errorf("engine: rows [%d,%d) of %v: %w", p.off, p.off+p.n, t.Shape(), err))
+		return t
+	}
+	return v
+}
+
+// linearForward computes ys = x W^T (+b) (+ LoRA), one tensor per part of
+// a fused linear (one for a plain linear); accumulate adds to them.
 //
 // The LoRA term goes first: y = scale * (x A^T) B^T overwrites (or adds
 // to) y, and the base product then adds into it with beta = 1. The base
 // product is bound by arithmetic, so reading y there is nearly free, while
 // adding the thin LoRA product afterwards would be one more full read and
 // write of y.
-func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, layer int, set *layerActs) error {
+func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumulate bool, layer int, set *layerActs) error {
 	B := a.m.B
+	parts := lin.parts()
+	if len(ys) != len(parts) {
+		return fmt.Errorf("%s: %d outputs for %d parts", lin.Module, len(ys), len(parts))
+	}
+	whole := lin.Parts == nil
 	beta := float32(0)
 	if accumulate {
 		beta = 1
@@ -398,8 +583,10 @@ func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, l
 		if err := B.MatMul(xa, xd, lo.A.W, false, true, 1, 0); err != nil {
 			return fmt.Errorf("%s lora A: %w", lin.Module, err)
 		}
-		if err := B.MatMul(y, xa, lo.B.W, false, true, lo.Scale, beta); err != nil {
-			return fmt.Errorf("%s lora B: %w", lin.Module, err)
+		for i, p := range parts {
+			if err := B.MatMul(ys[i], xa, a.rowsOf(lo.B.W, p, lo.Rank, whole), false, true, lo.Scale, beta); err != nil {
+				return fmt.Errorf("%s lora B: %w", lin.Module, err)
+			}
 		}
 		beta = 1
 	}
@@ -407,12 +594,14 @@ func (a *Activations) linearForward(lin *Linear, x, y Tensor, accumulate bool, l
 	if err != nil {
 		return err
 	}
-	if err := B.MatMul(y, x, W, false, true, 1, beta); err != nil {
-		return fmt.Errorf("%s forward: %w", lin.Module, err)
-	}
-	if lin.B != nil {
-		if err := B.AddBias(y, lin.B.W); err != nil {
-			return fmt.Errorf("%s bias: %w", lin.Module, err)
+	for i, p := range parts {
+		if err := B.MatMul(ys[i], x, a.rowsOf(W, p, lin.In, whole), false, true, 1, beta); err != nil {
+			return fmt.Errorf("%s forward: %w", lin.Module, err)
+		}
+		if lin.B != nil {
+			if err := B.AddBias(ys[i], a.rowsOf(lin.B.W, p, 0, whole)); err != nil {
+				return fmt.Errorf("%s bias: %w", lin.Module, err)
+			}
 		}
 	}
 	return nil
@@ -431,19 +620,27 @@ func (a *Activations) rowsCols(t Tensor, cols int) Tensor {
 }
 
 // linearBackward accumulates the weight (and bias, LoRA) gradients of lin
-// and writes (accumulate=false) or adds (accumulate=true) dx = dy W (+LoRA).
-// dx may be nil when no input gradient is needed. As in the forward, the
-// LoRA part of dx is written first and the base product adds into it.
-func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate bool, layer int, set *layerActs) error {
+// from dys (one per part) and writes (accumulate=false) or adds
+// (accumulate=true) dx = sum of dy W (+LoRA). dx may be nil when no input
+// gradient is needed. As in the forward, the LoRA part of dx is written
+// first and the base products add into it.
+func (a *Activations) linearBackward(lin *Linear, x Tensor, dys []Tensor, dx Tensor, accumulate bool, layer int, set *layerActs) error {
 	B := a.m.B
-	if lin.W.Trainable {
-		if err := B.MatMul(lin.W.Grad, dy, x, true, false, 1, 1); err != nil {
-			return fmt.Errorf("%s weight grad: %w", lin.Module, err)
-		}
+	parts := lin.parts()
+	if len(dys) != len(parts) {
+		return fmt.Errorf("%s: %d output gradients for %d parts", lin.Module, len(dys), len(parts))
 	}
-	if lin.B != nil && lin.B.Trainable {
-		if err := B.BiasBackward(lin.B.Grad, dy); err != nil {
-			return fmt.Errorf("%s bias grad: %w", lin.Module, err)
+	whole := lin.Parts == nil
+	for i, p := range parts {
+		if lin.W.Trainable {
+			if err := B.MatMul(a.rowsOf(lin.W.Grad, p, lin.In, whole), dys[i], x, true, false, 1, 1); err != nil {
+				return fmt.Errorf("%s weight grad: %w", lin.Module, err)
+			}
+		}
+		if lin.B != nil && lin.B.Trainable {
+			if err := B.BiasBackward(a.rowsOf(lin.B.Grad, p, 0, whole), dys[i]); err != nil {
+				return fmt.Errorf("%s bias grad: %w", lin.Module, err)
+			}
 		}
 	}
 	beta := float32(0)
@@ -452,7 +649,7 @@ func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate b
 	}
 	if lo := lin.LoRA; lo != nil && lo.Enabled {
 		var err error
-		if beta, err = a.loraBackward(lin, x, dy, dx, beta, layer, set); err != nil {
+		if beta, err = a.loraBackward(lin, x, dys, dx, beta, layer, set); err != nil {
 			return err
 		}
 	}
@@ -463,8 +660,11 @@ func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate b
 	if err != nil {
 		return err
 	}
-	if err := B.MatMul(dx, dy, W, false, false, 1, beta); err != nil {
-		return fmt.Errorf("%s input grad: %w", lin.Module, err)
+	for i, p := range parts {
+		if err := B.MatMul(dx, dys[i], a.rowsOf(W, p, lin.In, whole), false, false, 1, beta); err != nil {
+			return fmt.Errorf("%s input grad: %w", lin.Module, err)
+		}
+		beta = 1
 	}
 	return nil
 }
@@ -472,15 +672,22 @@ func (a *Activations) linearBackward(lin *Linear, x, dy, dx Tensor, accumulate b
 // loraBackward accumulates the adapter gradients of lin and writes its
 // part of dx (adding when beta is 1); it returns the beta with which the
 // base product must then add into dx.
-func (a *Activations) loraBackward(lin *Linear, x, dy, dx Tensor, beta float32, layer int, set *layerActs) (float32, error) {
+func (a *Activations) loraBackward(lin *Linear, x Tensor, dys []Tensor, dx Tensor, beta float32, layer int, set *layerActs) (float32, error) {
 	B, lo := a.m.B, lin.LoRA
+	whole := lin.Parts == nil
 	xa := a.rows(set.xa[lin], a.t)
-	if err := B.MatMul(lo.B.Grad, dy, xa, true, false, lo.Scale, 1); err != nil {
-		return 0, fmt.Errorf("%s lora B grad: %w", lin.Module, err)
-	}
 	dxa := a.rowsCols(a.dxa, lo.Rank)
-	if err := B.MatMul(dxa, dy, lo.B.W, false, false, lo.Scale, 0); err != nil {
-		return 0, fmt.Errorf("%s lora dxa: %w", lin.Module, err)
+	for i, p := range lin.parts() {
+		if err := B.MatMul(a.rowsOf(lo.B.Grad, p, lo.Rank, whole), dys[i], xa, true, false, lo.Scale, 1); err != nil {
+			return 0, fmt.Errorf("%s lora B grad: %w", lin.Module, err)
+		}
+		acc := float32(1)
+		if i == 0 {
+			acc = 0
+		}
+		if err := B.MatMul(dxa, dys[i], a.rowsOf(lo.B.W, p, lo.Rank, whole), false, false, lo.Scale, acc); err != nil {
+			return 0, fmt.Errorf("%s lora dxa: %w", lin.Module, err)
+		}
 	}
 	xd := x
 	if a.dropout(lo) {
@@ -514,11 +721,18 @@ func (a *Activations) loraBackward(lin *Linear, x, dy, dx Tensor, beta float32, 
 	return 1, B.AddScaled(dx, tmp, 1)
 }
 
+// step is one named stage of a layer's pass.
+type step struct {
+	what string
+	f    func() error
+}
+
 // layerForward runs block l from resid[l] into resid[l+1].
 func (a *Activations) layerForward(l int) error {
-	m, B, T := a.m, a.m.B, a.t
+	m, B, T, fam := a.m, a.m.B, a.t, a.fam
 	L := m.Layers[l]
 	s := a.set(l)
+	c := &m.Cfg
 	x := a.rows(a.resid[l], T)
 	h1, rstd1 := a.rows(s.h1, T), a.rows(s.rstd1, T)
 	q, k, v := a.rows(s.q, T), a.rows(s.k, T), a.rows(s.v, T)
@@ -526,33 +740,73 @@ func (a *Activations) layerForward(l int) error {
 	xmid, h2, rstd2 := a.rows(s.xmid, T), a.rows(s.h2, T), a.rows(s.rstd2, T)
 	g, u, sw := a.rows(s.g, T), a.rows(s.u, T), a.rows(s.s, T)
 	xout := a.rows(a.resid[l+1], T)
-	eps := float32(m.Cfg.RMSNormEps)
-	pos := a.rows(a.positions, T)
-	c := m.Cfg
-	steps := []struct {
-		what string
-		f    func() error
-	}{
-		{"input norm", func() error { return B.RMSNorm(h1, rstd1, x, L.InputNorm.W, eps) }},
-		{"q", func() error { return a.linearForward(L.Q, h1, q, false, l, s) }},
-		{"k", func() error { return a.linearForward(L.K, h1, k, false, l, s) }},
-		{"v", func() error { return a.linearForward(L.V, h1, v, false, l, s) }},
-		{"rope q", func() error { return B.RoPE(q, pos, a.cos, a.sin, c.NumHeads, c.HeadDim, false) }},
-		{"rope k", func() error { return B.RoPE(k, pos, a.cos, a.sin, c.NumKVHeads, c.HeadDim, false) }},
-		{"attention", func() error {
-			if a.kv != nil {
-				return a.kv.attend(a, l, q, k, v, att)
+	// The projections write q and k here; the q/k norm moves them on.
+	qIn, kIn := q, k
+	if fam.QKNorm {
+		qIn, kIn = a.rows(s.qraw, T), a.rows(s.kraw, T)
+	}
+	var steps []step
+	add := func(what string, f func() error) { steps = append(steps, step{what, f}) }
+	add("attention norm", func() error { return a.norm(h1, rstd1, x, L.AttnNorm) })
+	if L.QKV != nil {
+		add("qkv", func() error { return a.linearForward(L.QKV, h1, []Tensor{qIn, kIn, v}, false, l, s) })
+	} else {
+		add("q", func() error { return a.linearForward(L.Q, h1, []Tensor{qIn}, false, l, s) })
+		add("k", func() error { return a.linearForward(L.K, h1, []Tensor{kIn}, false, l, s) })
+		add("v", func() error { return a.linearForward(L.V, h1, []Tensor{v}, false, l, s) })
+	}
+	if fam.QKNorm {
+		add("q norm", func() error {
+			return a.norm(a.heads(q, c.NumHeads), a.rows(s.rstdQ, T*c.NumHeads), a.heads(qIn, c.NumHeads), L.QNorm)
+		})
+		add("k norm", func() error {
+			return a.norm(a.heads(k, c.NumKVHeads), a.rows(s.rstdK, T*c.NumKVHeads), a.heads(kIn, c.NumKVHeads), L.KNorm)
+		})
+	}
+	add("rope q", func() error { return a.rope(q, c.NumHeads, l, false) })
+	add("rope k", func() error { return a.rope(k, c.NumKVHeads, l, false) })
+	add("attention", func() error {
+		if a.kv != nil {
+			return a.kv.attend(a, l, q, k, v, att)
+		}
+		return B.Attention(att, lse, q, k, v, a.seqs, a.attnParams(l))
+	})
+	// residual: out = in + f, or in + norm(f) with sandwich norms.
+	residual := func(name string, out, in, f, rstd Tensor, w *Param) {
+		add(name+" residual", func() error {
+			if err := B.Copy(out, in); err != nil {
+				return err
 			}
-			return B.Attention(att, lse, q, k, v, a.seqs, a.attnParams())
-		}},
-		{"residual", func() error { return B.Copy(xmid, x) }},
-		{"o", func() error { return a.linearForward(L.O, att, xmid, true, l, s) }},
-		{"post-attention norm", func() error { return B.RMSNorm(h2, rstd2, xmid, L.PostAttnNorm.W, eps) }},
-		{"gate", func() error { return a.linearForward(L.Gate, h2, g, false, l, s) }},
-		{"up", func() error { return a.linearForward(L.Up, h2, u, false, l, s) }},
-		{"swiglu", func() error { return B.SwiGLU(sw, g, u) }},
-		{"residual", func() error { return B.Copy(xout, xmid) }},
-		{"down", func() error { return a.linearForward(L.Down, sw, xout, true, l, s) }},
+			tmp := a.rows(a.dtmp, T)
+			if err := a.norm(tmp, rstd, f, w); err != nil {
+				return err
+			}
+			return B.AddScaled(out, tmp, 1)
+		})
+	}
+	if fam.SandwichNorms {
+		ao := a.rows(s.ao, T)
+		add("o", func() error { return a.linearForward(L.O, att, []Tensor{ao}, false, l, s) })
+		residual("attention output norm", xmid, x, ao, a.rows(s.rstdAO, T), L.AttnOutNorm)
+	} else {
+		add("residual", func() error { return B.Copy(xmid, x) })
+		add("o", func() error { return a.linearForward(L.O, att, []Tensor{xmid}, true, l, s) })
+	}
+	add("mlp norm", func() error { return a.norm(h2, rstd2, xmid, L.MLPNorm) })
+	if L.GateUp != nil {
+		add("gate_up", func() error { return a.linearForward(L.GateUp, h2, []Tensor{g, u}, false, l, s) })
+	} else {
+		add("gate", func() error { return a.linearForward(L.Gate, h2, []Tensor{g}, false, l, s) })
+		add("up", func() error { return a.linearForward(L.Up, h2, []Tensor{u}, false, l, s) })
+	}
+	add("activation", func() error { return a.activation(sw, g, u) })
+	if fam.SandwichNorms {
+		mo := a.rows(s.mo, T)
+		add("down", func() error { return a.linearForward(L.Down, sw, []Tensor{mo}, false, l, s) })
+		residual("mlp output norm", xout, xmid, mo, a.rows(s.rstdMO, T), L.MLPOutNorm)
+	} else {
+		add("residual", func() error { return B.Copy(xout, xmid) })
+		add("down", func() error { return a.linearForward(L.Down, sw, []Tensor{xout}, true, l, s) })
 	}
 	for _, st := range steps {
 		if err := st.f(); err != nil {
@@ -577,10 +831,10 @@ func (a *Activations) lseView(lse Tensor) Tensor {
 
 // layerBackward takes dres = dL/dx_{l+1} and leaves dL/dx_l in dres.
 func (a *Activations) layerBackward(l int, needInputGrad bool) error {
-	m, B, T := a.m, a.m.B, a.t
+	m, B, T, fam := a.m, a.m.B, a.t, a.fam
 	L := m.Layers[l]
 	s := a.set(l)
-	c := m.Cfg
+	c := &m.Cfg
 	x := a.rows(a.resid[l], T)
 	h1, rstd1 := a.rows(s.h1, T), a.rows(s.rstd1, T)
 	q, k, v := a.rows(s.q, T), a.rows(s.k, T), a.rows(s.v, T)
@@ -590,49 +844,82 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 	dres, dh := a.rows(a.dres, T), a.rows(a.dh, T)
 	datt, dq, dk, dv := a.rows(a.datt, T), a.rows(a.dq, T), a.rows(a.dk, T), a.rows(a.dv, T)
 	ds, dg, du := a.rows(a.ds, T), a.rows(a.dg, T), a.rows(a.du, T)
-	pos := a.rows(a.positions, T)
-	var nw1, nw2 Tensor
-	if L.InputNorm.Trainable {
-		nw1 = L.InputNorm.Grad
+	// The projections' output gradients: before the q/k norm when there is one.
+	dqIn, dkIn := dq, dk
+	if fam.QKNorm {
+		dqIn, dkIn = a.rows(a.dq2, T), a.rows(a.dk2, T)
 	}
-	if L.PostAttnNorm.Trainable {
-		nw2 = L.PostAttnNorm.Grad
-	}
-	steps := []struct {
-		what string
-		f    func() error
-	}{
-		// s is shared by every layer's forward: rebuild this layer's (a
-		// checkpointing recompute has just written it).
-		{"swiglu recompute", func() error {
-			if a.Checkpointing {
-				return nil
+	var steps []step
+	add := func(what string, f func() error) { steps = append(steps, step{what, f}) }
+	// s is shared by every layer's forward: rebuild this layer's (a
+	// checkpointing recompute has just written it).
+	add("activation recompute", func() error {
+		if a.Checkpointing {
+			return nil
+		}
+		return a.activation(sw, g, u)
+	})
+	// sandwich: with out = in + norm(f) and dres = dL/dout, write dL/df
+	// into dtmp; dres stays the residual part of dL/din.
+	sandwich := func(name string, f, rstd Tensor, w *Param) Tensor {
+		df := a.rows(a.dtmp, T)
+		add(name, func() error {
+			if err := B.Fill(df, 0); err != nil {
+				return err
 			}
-			return B.SwiGLU(sw, g, u)
-		}},
-		// x_{l+1} = x_mid + down(s): dres already is dL/dx_mid's residual part.
-		{"down", func() error { return a.linearBackward(L.Down, sw, dres, ds, false, l, s) }},
-		{"swiglu", func() error { return B.SwiGLUBackward(dg, du, ds, g, u) }},
-		{"gate", func() error { return a.linearBackward(L.Gate, h2, dg, dh, false, l, s) }},
-		{"up", func() error { return a.linearBackward(L.Up, h2, du, dh, true, l, s) }},
-		{"post-attention norm", func() error { return B.RMSNormBackward(dres, nw2, dh, xmid, L.PostAttnNorm.W, rstd2) }},
-		// x_mid = x_l + o(att): dres is now dL/dx_mid.
-		{"o", func() error { return a.linearBackward(L.O, att, dres, datt, false, l, s) }},
-		{"attention", func() error {
-			return B.AttentionBackward(dq, dk, dv, datt, q, k, v, att, lse, a.seqs, a.attnParams())
-		}},
-		{"rope q", func() error { return B.RoPE(dq, pos, a.cos, a.sin, c.NumHeads, c.HeadDim, true) }},
-		{"rope k", func() error { return B.RoPE(dk, pos, a.cos, a.sin, c.NumKVHeads, c.HeadDim, true) }},
-		{"q", func() error { return a.linearBackward(L.Q, h1, dq, dh, false, l, s) }},
-		{"k", func() error { return a.linearBackward(L.K, h1, dk, dh, true, l, s) }},
-		{"v", func() error { return a.linearBackward(L.V, h1, dv, dh, true, l, s) }},
-		{"input norm", func() error {
-			if !needInputGrad && nw1 == nil {
-				return nil
-			}
-			return B.RMSNormBackward(dres, nw1, dh, x, L.InputNorm.W, rstd1)
-		}},
+			return a.normBackward(df, dres, f, rstd, w)
+		})
+		return df
 	}
+	dDown := dres // x_{l+1} = x_mid + down(s): dres already is dL/dx_mid's residual part.
+	if fam.SandwichNorms {
+		dDown = sandwich("mlp output norm", a.rows(s.mo, T), a.rows(s.rstdMO, T), L.MLPOutNorm)
+	}
+	add("down", func() error { return a.linearBackward(L.Down, sw, []Tensor{dDown}, ds, false, l, s) })
+	add("activation", func() error { return a.activationBackward(dg, du, ds, g, u) })
+	if L.GateUp != nil {
+		add("gate_up", func() error { return a.linearBackward(L.GateUp, h2, []Tensor{dg, du}, dh, false, l, s) })
+	} else {
+		add("gate", func() error { return a.linearBackward(L.Gate, h2, []Tensor{dg}, dh, false, l, s) })
+		add("up", func() error { return a.linearBackward(L.Up, h2, []Tensor{du}, dh, true, l, s) })
+	}
+	add("mlp norm", func() error { return a.normBackward(dres, dh, xmid, rstd2, L.MLPNorm) })
+	// x_mid = x_l + o(att): dres is now dL/dx_mid.
+	dO := dres
+	if fam.SandwichNorms {
+		dO = sandwich("attention output norm", a.rows(s.ao, T), a.rows(s.rstdAO, T), L.AttnOutNorm)
+	}
+	add("o", func() error { return a.linearBackward(L.O, att, []Tensor{dO}, datt, false, l, s) })
+	add("attention", func() error {
+		return B.AttentionBackward(dq, dk, dv, datt, q, k, v, att, lse, a.seqs, a.attnParams(l))
+	})
+	add("rope q", func() error { return a.rope(dq, c.NumHeads, l, true) })
+	add("rope k", func() error { return a.rope(dk, c.NumKVHeads, l, true) })
+	if fam.QKNorm {
+		headNorm := func(name string, dIn, dOut, in, rstd Tensor, n int, w *Param) {
+			add(name, func() error {
+				if err := B.Fill(dIn, 0); err != nil {
+					return err
+				}
+				return a.normBackward(a.heads(dIn, n), a.heads(dOut, n), a.heads(in, n), a.rows(rstd, T*n), w)
+			})
+		}
+		headNorm("q norm", dqIn, dq, a.rows(s.qraw, T), s.rstdQ, c.NumHeads, L.QNorm)
+		headNorm("k norm", dkIn, dk, a.rows(s.kraw, T), s.rstdK, c.NumKVHeads, L.KNorm)
+	}
+	if L.QKV != nil {
+		add("qkv", func() error { return a.linearBackward(L.QKV, h1, []Tensor{dqIn, dkIn, dv}, dh, false, l, s) })
+	} else {
+		add("q", func() error { return a.linearBackward(L.Q, h1, []Tensor{dqIn}, dh, false, l, s) })
+		add("k", func() error { return a.linearBackward(L.K, h1, []Tensor{dkIn}, dh, true, l, s) })
+		add("v", func() error { return a.linearBackward(L.V, h1, []Tensor{dv}, dh, true, l, s) })
+	}
+	add("attention norm", func() error {
+		if !needInputGrad && !L.AttnNorm.Trainable {
+			return nil
+		}
+		return a.normBackward(dres, dh, x, rstd1, L.AttnNorm)
+	})
 	for _, st := range steps {
 		if err := st.f(); err != nil {
 			return fmt.Errorf("layer %d %s backward: %w", l, st.what, err)
@@ -648,12 +935,17 @@ func (a *Activations) forward() error {
 	if err := B.Embedding(a.rows(a.resid[0], T), m.Embed.W, a.rows(a.tokens, T)); err != nil {
 		return fmt.Errorf("embedding: %w", err)
 	}
+	if a.embedScale != 1 {
+		if err := B.Scale(a.rows(a.resid[0], T), a.embedScale); err != nil {
+			return fmt.Errorf("embedding scale: %w", err)
+		}
+	}
 	for l := range m.Layers {
 		if err := a.layerForward(l); err != nil {
 			return err
 		}
 	}
-	if err := B.RMSNorm(a.rows(a.hN, T), a.rows(a.rstdN, T), a.rows(a.resid[len(m.Layers)], T), m.Norm.W, float32(m.Cfg.RMSNormEps)); err != nil {
+	if err := a.norm(a.rows(a.hN, T), a.rows(a.rstdN, T), a.rows(a.resid[len(m.Layers)], T), m.Norm); err != nil {
 		return fmt.Errorf("final norm: %w", err)
 	}
 	return a.viewError()
@@ -698,6 +990,15 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 		if err := B.MatMul(logits, h, W.W, false, true, 1, 0); err != nil {
 			return fmt.Errorf("lm head rows %d-%d: %w", r0, r1, err)
 		}
+		var capped Tensor
+		if a.capped != nil {
+			if capped, err = B.View(a.capped, 0, n, V); err != nil {
+				return err
+			}
+			if err := a.softCapLogits(logits, capped, backward); err != nil {
+				return fmt.Errorf("final soft-cap rows %d-%d: %w", r0, r1, err)
+			}
+		}
 		labels, losses := a.rowRange(a.targets, r0, r1), a.rowRange(a.losses, r0, r1)
 		dl := logits
 		if ce, ok := B.(CrossEntropyInto); ok && backward && a.dlogits != nil {
@@ -724,6 +1025,11 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 				}
 			}
 		}
+		if capped != nil {
+			if err := a.capper().SoftCapBackward(dl, capped, float32(m.Cfg.FinalSoftCap)); err != nil {
+				return fmt.Errorf("final soft-cap backward rows %d-%d: %w", r0, r1, err)
+			}
+		}
 		if err := B.MatMul(a.rowRange(a.dh, r0, r1), dl, W.W, false, false, 1, 0); err != nil {
 			return fmt.Errorf("lm head input grad rows %d-%d: %w", r0, r1, err)
 		}
@@ -743,11 +1049,7 @@ func (a *Activations) backward() error {
 	if err := B.Fill(dres, 0); err != nil {
 		return err
 	}
-	var nwN Tensor
-	if m.Norm.Trainable {
-		nwN = m.Norm.Grad
-	}
-	if err := B.RMSNormBackward(dres, nwN, a.rows(a.dh, T), a.rows(a.resid[len(m.Layers)], T), m.Norm.W, a.rows(a.rstdN, T)); err != nil {
+	if err := a.normBackward(dres, a.rows(a.dh, T), a.rows(a.resid[len(m.Layers)], T), a.rows(a.rstdN, T), m.Norm); err != nil {
 		return fmt.Errorf("final norm backward: %w", err)
 	}
 	for l := len(m.Layers) - 1; l >= 0; l-- {
@@ -761,6 +1063,11 @@ func (a *Activations) backward() error {
 		}
 	}
 	if m.Embed.Trainable {
+		if a.embedScale != 1 {
+			if err := B.Scale(dres, a.embedScale); err != nil {
+				return fmt.Errorf("embedding scale backward: %w", err)
+			}
+		}
 		if err := B.EmbeddingBackward(m.Embed.Grad, dres, a.rows(a.tokens, T)); err != nil {
 			return fmt.Errorf("embedding backward: %w", err)
 		}
@@ -842,9 +1149,48 @@ func (a *Activations) Logits(b *datasets.Batch) ([]float32, error) {
 		if err := B.MatMul(logits, a.rowRange(a.hN, r0, r1), m.Head.W.W, false, true, 1, 0); err != nil {
 			return nil, err
 		}
+		if a.capped != nil {
+			if err := a.softCapLogits(logits, nil, false); err != nil {
+				return nil, err
+			}
+		}
 		if err := B.Download(logits, out[r0*V:r1*V]); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// softCapLogits caps logits in place at c*tanh(x/c) (Gemma 2's final
+// soft-cap) and, for the backward, keeps a copy in capped: the
+// cross-entropy overwrites logits with its gradient.
+func (a *Activations) softCapLogits(logits, capped Tensor, keep bool) error {
+	sc := a.capper()
+	if sc == nil {
+		return fmt.Errorf("backend %s has no logit soft-cap (%s needs it): %w", a.m.B.Name(), a.m.Cfg.ModelType, ErrNotImplemented)
+	}
+	if err := sc.SoftCap(logits, float32(a.m.Cfg.FinalSoftCap)); err != nil {
+		return err
+	}
+	if keep {
+		return a.m.B.Copy(capped, logits)
+	}
+	return nil
+}
+
+func (a *Activations) capper() SoftCapper {
+	sc, _ := a.m.B.(SoftCapper)
+	return sc
+}
+
+// roundTo rounds v to what dtype dt holds (bfloat16 keeps 8 bits of
+// mantissa, rounded to nearest even), so a constant multiplies as it does
+// in the weights' dtype.
+func roundTo(dt DType, v float32) float32 {
+	if dt != BF16 {
+		return v
+	}
+	b := math.Float32bits(v)
+	b += 0x7fff + (b>>16)&1
+	return math.Float32frombits(b &^ 0xffff)
 }

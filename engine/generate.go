@@ -58,7 +58,7 @@ func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
 	if err != nil {
 		return err
 	}
-	return c.kva.AttentionKV(att, q, kAll, vAll, c.pos, a.attnParams())
+	return c.kva.AttentionKV(att, q, kAll, vAll, c.pos, a.attnParams(l))
 }
 
 // Generator decodes with a KV cache: one prefill over the prompt, then one
@@ -140,6 +140,12 @@ func (g *Generator) step(tokens []int32) ([]float32, error) {
 	}
 	if err := B.Download(logits, g.host); err != nil {
 		return nil, err
+	}
+	if c := g.m.Cfg.FinalSoftCap; c > 0 {
+		// Gemma 2 caps its final logits; one row, so on the host.
+		for i, x := range g.host {
+			g.host[i] = float32(c * math.Tanh(float64(x)/c))
+		}
 	}
 	return g.host, nil
 }

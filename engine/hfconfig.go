@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -23,25 +24,15 @@ const NoTokenID = -1
 // so LoadModelConfig requires them rather than assuming a 7B shape.
 type archDefaults struct {
 	numKVHeads    int // 0: same as num_attention_heads
+	headDim       int // 0: hidden_size / num_attention_heads
 	maxPositions  int
 	rmsNormEps    float64
 	ropeTheta     float64
 	bos           int
 	eos           []int
-	slidingWindow int // mistral only: the window when the field is absent
+	slidingWindow int  // the window when the field is absent (where the family has one)
+	tied          bool // tie_word_embeddings when absent
 }
-
-var supportedArchs = map[string]archDefaults{
-	// LlamaConfig: num_key_value_heads None -> num_attention_heads.
-	"llama": {maxPositions: 2048, rmsNormEps: 1e-6, ropeTheta: 10000, bos: 1, eos: []int{2}},
-	// MistralConfig: num_key_value_heads=8, sliding_window=4096.
-	"mistral": {numKVHeads: 8, maxPositions: 4096 * 32, rmsNormEps: 1e-6, ropeTheta: 10000, bos: 1, eos: []int{2}, slidingWindow: 4096},
-	// Qwen2Config: num_key_value_heads=32, no BOS/EOS defaults.
-	"qwen2": {numKVHeads: 32, maxPositions: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bos: NoTokenID},
-}
-
-// SupportedModelTypes lists the config.json model_type values the engine runs.
-func SupportedModelTypes() []string { return []string{"llama", "mistral", "qwen2"} }
 
 // LoadModelConfig reads a Hugging Face model folder's config.json, and its
 // generation_config.json when present (whose eos_token_id is what generation
@@ -88,8 +79,9 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 	if err := checkSupported(modelType); err != nil {
 		return nil, fmt.Errorf("config: %s: %w", j.path, err)
 	}
-	def := supportedArchs[modelType]
-	if err := checkArchitectures(j, modelType); err != nil {
+	fam := familyOf(modelType)
+	def := fam.Defaults
+	if err := checkArchitectures(j, modelType, fam); err != nil {
 		return nil, err
 	}
 	c := &ModelConfig{ModelType: modelType}
@@ -115,10 +107,10 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 		*r.dst = v
 	}
 
-	if act, err := j.str("hidden_act", "silu"); err != nil {
+	if act, err := j.str(fam.ActivationField, fam.ActivationDefault); err != nil {
 		return nil, err
-	} else if act != "silu" && act != "swish" {
-		return nil, j.fieldErr("hidden_act", "%q is not supported (the engine's MLP is SwiGLU: silu)", act)
+	} else if !activationSpellings[fam.Activation][act] {
+		return nil, j.fieldErr(fam.ActivationField, "%q is not supported (a %s model's MLP gates with %s)", act, modelType, fam.ActivationDefault)
 	}
 
 	// A null num_key_value_heads means "as many as the query heads" in
@@ -131,7 +123,7 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 		c.NumKVHeads = c.NumHeads
 	}
 
-	c.HeadDim, err = j.intDefault("head_dim", 0)
+	c.HeadDim, err = j.intDefault("head_dim", def.headDim)
 	if err != nil {
 		return nil, err
 	}
@@ -148,38 +140,14 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 	if c.MaxPositions, err = j.intDefault("max_position_embeddings", def.maxPositions); err != nil {
 		return nil, err
 	}
-	if c.TieWordEmbeddings, err = j.boolDefault("tie_word_embeddings", false); err != nil {
+	if c.TieWordEmbeddings, err = j.boolDefault("tie_word_embeddings", def.tied); err != nil {
 		return nil, err
 	}
 	if err := parseRope(j, c, def); err != nil {
 		return nil, err
 	}
 
-	switch modelType {
-	case "qwen2":
-		// Qwen2's attention always has q/k/v biases (and none on o_proj);
-		// its config has no switch for them.
-		c.AttentionBias = true
-	case "llama":
-		bias, err := j.boolDefault("attention_bias", false)
-		if err != nil {
-			return nil, err
-		}
-		if bias {
-			// Llama's attention_bias also puts a bias on o_proj, which
-			// the decoder does not have.
-			return nil, j.fieldErr("attention_bias", "true is not supported yet (llama's attention_bias adds an o_proj bias)")
-		}
-		mlpBias, err := j.boolDefault("mlp_bias", false)
-		if err != nil {
-			return nil, err
-		}
-		if mlpBias {
-			return nil, j.fieldErr("mlp_bias", "true is not supported yet")
-		}
-	}
-
-	if c.SlidingWindow, err = slidingWindow(j, modelType, def, c.NumLayers); err != nil {
+	if err := fam.parse(j, c, def); err != nil {
 		return nil, err
 	}
 
@@ -223,7 +191,7 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 // an architecture is its class name before "For" ("Qwen2ForCausalLM":
 // qwen2), or before "Model" ("LlamaModel"), compared with model_type
 // without case, "_" or "-".
-func checkArchitectures(j jsonObject, modelType string) error {
+func checkArchitectures(j jsonObject, modelType string, fam *Family) error {
 	archs, _, err := j.strList("architectures")
 	if err != nil {
 		return err
@@ -232,6 +200,9 @@ func checkArchitectures(j jsonObject, modelType string) error {
 		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
 	}
 	for i, a := range archs {
+		if slices.Contains(fam.Architectures, a) {
+			continue
+		}
 		family, _, found := strings.Cut(a, "For")
 		if !found {
 			family = strings.TrimSuffix(a, "Model")
@@ -296,9 +267,27 @@ func parseRope(j jsonObject, c *ModelConfig, def archDefaults) error {
 	case "", "default":
 		return nil
 	case "llama3":
-	default:
-		return j.fieldErr(typeKey, "unsupported rope scaling %q (supported: default, llama3)", ropeType)
+		return parseLlama3Rope(j, c, field, params)
+	case "linear":
+		factor, present, err := params.float("factor")
+		if err != nil {
+			return err
+		}
+		if !present {
+			return j.fieldErr(field+".factor", "missing (required by linear rope scaling)")
+		}
+		c.RopeScaling = &RopeScaling{Type: "linear", Factor: factor}
+		return nil
+	case "longrope":
+		return parseLongRope(j, c, field, params)
 	}
+	return j.fieldErr(typeKey, "unsupported rope scaling %q (supported: %s)", ropeType, strings.Join(ropeScalingTypes, ", "))
+}
+
+// ropeScalingTypes are the rope_type values the engine computes.
+var ropeScalingTypes = []string{"default", "llama3", "linear", "longrope"}
+
+func parseLlama3Rope(j jsonObject, c *ModelConfig, field string, params jsonObject) error {
 	rs := &RopeScaling{Type: "llama3"}
 	floats := []struct {
 		key string
@@ -330,58 +319,130 @@ func parseRope(j jsonObject, c *ModelConfig, def archDefaults) error {
 	return nil
 }
 
-// slidingWindow returns the attention window shared by every layer, or 0.
-// Mistral uses sliding_window whenever it is set. Qwen2 uses it only with
+// parseLongRope reads Phi-3's LongRoPE: one divisor per frequency for
+// sequences up to original_max_position_embeddings (short_factor) and
+// beyond (long_factor); cos and sin are scaled by attention_factor, by
+// default sqrt(1 + ln(factor)/ln(original)) with factor the ratio of
+// max_position_embeddings to the original, as transformers computes it.
+func parseLongRope(j jsonObject, c *ModelConfig, field string, params jsonObject) error {
+	rs := &RopeScaling{Type: "longrope"}
+	for _, f := range []struct {
+		key string
+		dst *[]float64
+	}{{"short_factor", &rs.ShortFactor}, {"long_factor", &rs.LongFactor}} {
+		if !params.has(f.key) {
+			return j.fieldErr(field+"."+f.key, "missing (required by longrope scaling)")
+		}
+		if err := json.Unmarshal(params.m[f.key], f.dst); err != nil {
+			return j.fieldErr(field+"."+f.key, "want a list of numbers, found %s", params.m[f.key])
+		}
+	}
+	orig, present, err := j.integer("original_max_position_embeddings")
+	if err != nil {
+		return err
+	}
+	factor := 0.0
+	if present {
+		factor = float64(c.MaxPositions) / float64(orig)
+	} else {
+		if orig, present, err = params.integer("original_max_position_embeddings"); err != nil {
+			return err
+		}
+		if !present {
+			orig = c.MaxPositions
+		}
+		if factor, err = params.floatDefault("factor", 1); err != nil {
+			return err
+		}
+	}
+	rs.OriginalMaxPositionEmbeddings, rs.Factor = orig, factor
+	att, present, err := params.float("attention_factor")
+	if err != nil {
+		return err
+	}
+	switch {
+	case present:
+		rs.AttentionFactor = att
+	case factor <= 1 || orig <= 1:
+		rs.AttentionFactor = 1
+	default:
+		rs.AttentionFactor = math.Sqrt(1 + math.Log(factor)/math.Log(float64(orig)))
+	}
+	c.RopeScaling = rs
+	return nil
+}
+
+// activationSpellings are the config.json names of each MLP activation.
+var activationSpellings = map[Activation]map[string]bool{
+	SiLU:     {"silu": true, "swish": true},
+	GELUTanh: {"gelu_pytorch_tanh": true, "gelu_tanh": true},
+}
+
+// maxLayerTypes bounds the per-layer attention list a config may ask for
+// (a huge num_hidden_layers is refused later, with the sizes named).
+const maxLayerTypes = 1 << 16
+
+// parseLayerTypes reads transformers' layer_types: one entry per layer,
+// sliding_attention or full_attention.
+func parseLayerTypes(j jsonObject, numLayers int) ([]string, bool, error) {
+	types, ok, err := j.strList("layer_types")
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	if len(types) != numLayers {
+		return nil, false, j.fieldErr("layer_types", "has %d entries for num_hidden_layers %d", len(types), numLayers)
+	}
+	for i, t := range types {
+		if t != SlidingAttention && t != FullAttention {
+			return nil, false, j.fieldErr(fmt.Sprintf("layer_types[%d]", i), "unknown layer type %q (want %s or %s)", t, SlidingAttention, FullAttention)
+		}
+	}
+	return types, true, nil
+}
+
+// qwenSlidingWindow returns the attention window shared by every layer of
+// a Qwen2 or Qwen3 model, or 0. Qwen uses sliding_window only with
 // use_sliding_window, and then only on layers from max_window_layers on
 // (transformers 5 spells this out per layer as layer_types); a model whose
-// layers disagree is refused, as the decoder has one window for all.
-func slidingWindow(j jsonObject, modelType string, def archDefaults, numLayers int) (int, error) {
-	switch modelType {
-	case "mistral":
-		if j.isNull("sliding_window") { // Mistral v0.2 on: full attention
-			return 0, nil
-		}
-		return j.intDefault("sliding_window", def.slidingWindow)
-	case "qwen2":
-		use, err := j.boolDefault("use_sliding_window", false)
-		if err != nil || !use {
-			return 0, err
-		}
-		window, err := j.intDefault("sliding_window", 4096)
-		if err != nil || window == 0 {
-			return 0, err
-		}
-		sliding, full := 0, 0
-		if types, ok, err := j.strList("layer_types"); err != nil {
-			return 0, err
-		} else if ok {
-			for i, t := range types {
-				switch t {
-				case "sliding_attention":
-					sliding++
-				case "full_attention":
-					full++
-				default:
-					return 0, j.fieldErr(fmt.Sprintf("layer_types[%d]", i), "unknown layer type %q", t)
-				}
-			}
-		} else {
-			first, err := j.intDefault("max_window_layers", 28)
-			if err != nil {
-				return 0, err
-			}
-			first = min(max(first, 0), numLayers)
-			full, sliding = first, numLayers-first
-		}
-		switch {
-		case sliding == 0:
-			return 0, nil
-		case full == 0:
-			return window, nil
-		}
-		return 0, j.fieldErr("use_sliding_window", "%d layers use a sliding window and %d full attention; a per-layer window is not supported", sliding, full)
+// layers disagree is refused.
+func qwenSlidingWindow(j jsonObject, numLayers int) (int, error) {
+	use, err := j.boolDefault("use_sliding_window", false)
+	if err != nil || !use {
+		return 0, err
 	}
-	return 0, nil
+	window, err := j.intDefault("sliding_window", 4096)
+	if err != nil || window == 0 {
+		return 0, err
+	}
+	sliding, full := 0, 0
+	if types, ok, err := j.strList("layer_types"); err != nil {
+		return 0, err
+	} else if ok {
+		for i, t := range types {
+			switch t {
+			case SlidingAttention:
+				sliding++
+			case FullAttention:
+				full++
+			default:
+				return 0, j.fieldErr(fmt.Sprintf("layer_types[%d]", i), "unknown layer type %q", t)
+			}
+		}
+	} else {
+		first, err := j.intDefault("max_window_layers", 28)
+		if err != nil {
+			return 0, err
+		}
+		first = min(max(first, 0), numLayers)
+		full, sliding = first, numLayers-first
+	}
+	switch {
+	case sliding == 0:
+		return 0, nil
+	case full == 0:
+		return window, nil
+	}
+	return 0, j.fieldErr("use_sliding_window", "%d layers use a sliding window and %d full attention; a per-layer window is not supported for qwen", sliding, full)
 }
 
 // Validate is the one set of rules a model config is held to, wherever it
@@ -425,17 +486,39 @@ func (c *ModelConfig) Validate() error {
 	if !(c.RopeTheta > 1) || math.IsInf(c.RopeTheta, 0) {
 		return bad("rope_theta", "%v must be a number above 1", c.RopeTheta)
 	}
-	if rs := c.RopeScaling; rs != nil {
-		switch {
-		case rs.Type != "llama3":
-			return bad("rope_scaling.rope_type", "unsupported rope scaling %q (supported: default, llama3)", rs.Type)
-		case !(rs.Factor >= 1) || math.IsInf(rs.Factor, 0):
-			return bad("rope_scaling.factor", "%v must be at least 1", rs.Factor)
-		case !(rs.LowFreqFactor > 0) || !(rs.HighFreqFactor > rs.LowFreqFactor) || math.IsInf(rs.HighFreqFactor, 0):
-			return bad("rope_scaling.high_freq_factor", "need 0 < low_freq_factor (%v) < high_freq_factor (%v)", rs.LowFreqFactor, rs.HighFreqFactor)
-		case rs.OriginalMaxPositionEmbeddings <= 0:
-			return bad("rope_scaling.original_max_position_embeddings", "%d must be positive", rs.OriginalMaxPositionEmbeddings)
+	if err := c.validateRope(); err != nil {
+		return err
+	}
+	if c.LayerTypes != nil && len(c.LayerTypes) != c.NumLayers {
+		return bad("layer_types", "has %d entries for num_hidden_layers %d", len(c.LayerTypes), c.NumLayers)
+	}
+	for i, t := range c.LayerTypes {
+		if t != SlidingAttention && t != FullAttention {
+			return bad(fmt.Sprintf("layer_types[%d]", i), "unknown layer type %q", t)
 		}
+	}
+	nonNegative := []struct {
+		field string
+		v     float64
+	}{
+		{"query_pre_attn_scalar", c.QueryPreAttnScalar},
+		{"attn_logit_softcapping", c.AttnSoftCap},
+		{"final_logit_softcapping", c.FinalSoftCap},
+		{"rope_local_base_freq", c.RopeLocalTheta},
+	}
+	for _, f := range nonNegative {
+		if !(f.v >= 0) || math.IsInf(f.v, 0) {
+			return bad(f.field, "%v must be a non-negative number", f.v)
+		}
+	}
+	if c.RopeLocalTheta != 0 && !(c.RopeLocalTheta > 1) {
+		return bad("rope_local_base_freq", "%v must be a number above 1", c.RopeLocalTheta)
+	}
+	if f := c.PartialRotaryFactor; f != 0 && !(f > 0 && f <= 1) {
+		return bad("partial_rotary_factor", "%v must be in (0, 1]", f)
+	}
+	if r := c.RotaryDim(); r <= 0 || r%2 != 0 {
+		return bad("partial_rotary_factor", "turns %d of head_dim %d dimensions; it must be a positive even number", r, c.HeadDim)
 	}
 	if c.SlidingWindow < 0 {
 		return bad("sliding_window", "%d must not be negative", c.SlidingWindow)
@@ -451,61 +534,157 @@ func (c *ModelConfig) Validate() error {
 	return nil
 }
 
-// checkSupported refuses a model type the decoder does not run, naming
-// the ones it does.
-func checkSupported(modelType string) error {
-	if _, ok := supportedArchs[modelType]; ok {
+// validateRope checks the rope scaling against the rotary dimensions.
+func (c *ModelConfig) validateRope() error {
+	rs := c.RopeScaling
+	if rs == nil {
 		return nil
 	}
-	return fmt.Errorf("field model_type: unsupported model type %q (supported: %s)", modelType, strings.Join(SupportedModelTypes(), ", "))
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("field rope_scaling.%s: %s", field, fmt.Sprintf(format, args...))
+	}
+	switch rs.Type {
+	case "llama3":
+		switch {
+		case !(rs.Factor >= 1) || math.IsInf(rs.Factor, 0):
+			return bad("factor", "%v must be at least 1", rs.Factor)
+		case !(rs.LowFreqFactor > 0) || !(rs.HighFreqFactor > rs.LowFreqFactor) || math.IsInf(rs.HighFreqFactor, 0):
+			return bad("high_freq_factor", "need 0 < low_freq_factor (%v) < high_freq_factor (%v)", rs.LowFreqFactor, rs.HighFreqFactor)
+		case rs.OriginalMaxPositionEmbeddings <= 0:
+			return bad("original_max_position_embeddings", "%d must be positive", rs.OriginalMaxPositionEmbeddings)
+		}
+	case "linear":
+		if !(rs.Factor > 0) || math.IsInf(rs.Factor, 0) {
+			return bad("factor", "%v must be positive", rs.Factor)
+		}
+	case "longrope":
+		half := c.RotaryDim() / 2
+		for _, f := range []struct {
+			name string
+			v    []float64
+		}{{"short_factor", rs.ShortFactor}, {"long_factor", rs.LongFactor}} {
+			if len(f.v) != half {
+				return bad(f.name, "has %d entries; the %d rotary dimensions need %d", len(f.v), 2*half, half)
+			}
+			for i, x := range f.v {
+				if !(x > 0) || math.IsInf(x, 0) {
+					return bad(fmt.Sprintf("%s[%d]", f.name, i), "%v must be positive", x)
+				}
+			}
+		}
+		if rs.OriginalMaxPositionEmbeddings <= 0 {
+			return bad("original_max_position_embeddings", "%d must be positive", rs.OriginalMaxPositionEmbeddings)
+		}
+		if !(rs.AttentionFactor > 0) || math.IsInf(rs.AttentionFactor, 0) {
+			return bad("attention_factor", "%v must be positive", rs.AttentionFactor)
+		}
+	default:
+		return bad("rope_type", "unsupported rope scaling %q (supported: %s)", rs.Type, strings.Join(ropeScalingTypes, ", "))
+	}
+	return nil
 }
 
-// RopeInvFreq returns the rotary inverse frequencies of one head:
-// theta^(-2i/head_dim) for i < head_dim/2, with Llama 3 scaling applied as
-// transformers' _compute_llama3_parameters does: long wavelengths are slowed
-// by factor, short ones kept, and the band between blended smoothly.
+// RopeKind picks one of a model's rotary tables: Local for the sliding
+// layers of a model with rope_local_base_freq (Gemma 3), Long for LongRoPE
+// past original_max_position_embeddings.
+type RopeKind struct{ Local, Long bool }
+
+// RopeInvFreq returns the rotary inverse frequencies of the global layers
+// (short LongRoPE factors); see RopeInvFreqOf.
 func RopeInvFreq(c *ModelConfig) []float64 {
-	half := c.HeadDim / 2
-	inv := make([]float64, half)
-	for i := range inv {
-		inv[i] = math.Pow(c.RopeTheta, -float64(2*i)/float64(c.HeadDim))
-	}
-	rs := c.RopeScaling
-	if rs == nil || rs.Type != "llama3" {
-		return inv
-	}
-	oldCtx := float64(rs.OriginalMaxPositionEmbeddings)
-	lowFreqWavelen := oldCtx / rs.LowFreqFactor
-	highFreqWavelen := oldCtx / rs.HighFreqFactor
-	for i, f := range inv {
-		wavelen := 2 * math.Pi / f
-		switch {
-		case wavelen > lowFreqWavelen:
-			inv[i] = f / rs.Factor
-		case wavelen >= highFreqWavelen:
-			smooth := (oldCtx/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
-			inv[i] = (1-smooth)*f/rs.Factor + smooth*f
-		}
-	}
+	inv, _ := RopeInvFreqOf(c, RopeKind{})
 	return inv
 }
 
-// RopeTables returns the rotary cos and sin tables, each [maxPos, head_dim/2]
-// row-major: entry (p, i) is cos/sin of p * inv_freq[i]. The angle is formed
-// in float64 so that large positions keep their precision.
+// RopeInvFreqOf returns one table's inverse frequencies, theta^(-2i/rot)
+// for i < rot/2 (rot the rotary dimensions), scaled as transformers'
+// modeling_rope_utils does, and the factor cos and sin are multiplied by
+// (LongRoPE's attention factor, else 1). Llama 3 scaling slows long
+// wavelengths by factor, keeps short ones and blends the band between;
+// linear divides every frequency by factor; LongRoPE divides each by its
+// own short or long factor. Local tables turn by rope_local_base_freq,
+// unscaled.
+func RopeInvFreqOf(c *ModelConfig, k RopeKind) ([]float64, float64) {
+	rot := c.RotaryDim()
+	theta := c.RopeTheta
+	rs := c.RopeScaling
+	if k.Local && c.RopeLocalTheta > 0 {
+		theta, rs = c.RopeLocalTheta, nil
+	}
+	inv := make([]float64, rot/2)
+	for i := range inv {
+		inv[i] = math.Pow(theta, -float64(2*i)/float64(rot))
+	}
+	if rs == nil {
+		return inv, 1
+	}
+	switch rs.Type {
+	case "linear":
+		for i := range inv {
+			inv[i] /= rs.Factor
+		}
+	case "longrope":
+		ext := rs.ShortFactor
+		if k.Long {
+			ext = rs.LongFactor
+		}
+		for i := range inv {
+			inv[i] /= ext[i]
+		}
+		return inv, rs.AttentionFactor
+	case "llama3":
+		oldCtx := float64(rs.OriginalMaxPositionEmbeddings)
+		lowFreqWavelen := oldCtx / rs.LowFreqFactor
+		highFreqWavelen := oldCtx / rs.HighFreqFactor
+		for i, f := range inv {
+			wavelen := 2 * math.Pi / f
+			switch {
+			case wavelen > lowFreqWavelen:
+				inv[i] = f / rs.Factor
+			case wavelen >= highFreqWavelen:
+				smooth := (oldCtx/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+				inv[i] = (1-smooth)*f/rs.Factor + smooth*f
+			}
+		}
+	}
+	return inv, 1
+}
+
+// RopeTables returns the global layers' rotary cos and sin tables; see
+// RopeTablesOf.
 func RopeTables(cfg *ModelConfig, maxPos int) (cos, sin []float32) {
-	inv := RopeInvFreq(cfg)
+	return RopeTablesOf(cfg, RopeKind{}, maxPos)
+}
+
+// RopeTablesOf returns one kind's rotary cos and sin tables, each
+// [maxPos, rot/2] row-major: entry (p, i) is cos/sin of p * inv_freq[i]
+// times the attention factor. The angle is formed in float64 so that
+// large positions keep their precision.
+func RopeTablesOf(cfg *ModelConfig, k RopeKind, maxPos int) (cos, sin []float32) {
+	inv, scale := RopeInvFreqOf(cfg, k)
 	half := len(inv)
 	cos = make([]float32, maxPos*half)
 	sin = make([]float32, maxPos*half)
 	for p := 0; p < maxPos; p++ {
 		for i, f := range inv {
 			s, c := math.Sincos(float64(p) * f)
-			cos[p*half+i] = float32(c)
-			sin[p*half+i] = float32(s)
+			cos[p*half+i] = float32(c * scale)
+			sin[p*half+i] = float32(s * scale)
 		}
 	}
 	return cos, sin
+}
+
+// ropeKinds lists the tables a model's layers read.
+func (c *ModelConfig) ropeKinds() []RopeKind {
+	kinds := []RopeKind{{}}
+	if c.RopeLocalTheta > 0 {
+		kinds = append(kinds, RopeKind{Local: true})
+	}
+	if c.RopeScaling != nil && c.RopeScaling.Type == "longrope" {
+		kinds = append(kinds, RopeKind{Long: true})
+	}
+	return kinds
 }
 
 // jsonObject is a decoded JSON object that remembers its file, so every

@@ -73,7 +73,7 @@ func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Mo
 				return nil, err
 			}
 		}
-		if last := layerPrefix(cfg.NumLayers-1) + "input_layernorm.weight"; cfg.NumLayers > 1 {
+		if last := layerPrefix(cfg.NumLayers-1) + familyOf(cfg.ModelType).Names.AttnNorm + ".weight"; cfg.NumLayers > 1 {
 			if _, ok := src.Shape(last); !ok {
 				return nil, fmt.Errorf("%s: missing tensor %s (config.json's num_hidden_layers is %d)", src.Where(last), last, cfg.NumLayers)
 			}
@@ -133,20 +133,44 @@ func layoutModel(cfg ModelConfig, b Backend, o ModelOptions) *Model {
 		return l
 	}
 	D, I := cfg.HiddenSize, cfg.IntermediateSize
+	Q, KV, bias := cfg.QDim(), cfg.KVDim(), cfg.AttentionBias
+	fam := familyOf(cfg.ModelType)
+	n := fam.Names
 	m.Embed = p("model.embed_tokens.weight", cfg.VocabSize, D)
 	for i := 0; i < cfg.NumLayers; i++ {
 		pre := layerPrefix(i)
-		m.Layers = append(m.Layers, &Layer{
-			InputNorm:    noDecay(pre+"input_layernorm.weight", D),
-			PostAttnNorm: noDecay(pre+"post_attention_layernorm.weight", D),
-			Q:            lin(pre+"self_attn.q_proj", "q", cfg.QDim(), D, cfg.AttentionBias),
-			K:            lin(pre+"self_attn.k_proj", "k", cfg.KVDim(), D, cfg.AttentionBias),
-			V:            lin(pre+"self_attn.v_proj", "v", cfg.KVDim(), D, cfg.AttentionBias),
-			O:            lin(pre+"self_attn.o_proj", "o", D, cfg.QDim(), false),
-			Gate:         lin(pre+"mlp.gate_proj", "gate", I, D, false),
-			Up:           lin(pre+"mlp.up_proj", "up", I, D, false),
-			Down:         lin(pre+"mlp.down_proj", "down", D, I, false),
-		})
+		norm := func(name string, d int) *Param {
+			if name == "" {
+				return nil
+			}
+			return noDecay(pre+name+".weight", d)
+		}
+		L := &Layer{
+			AttnNorm: norm(n.AttnNorm, D), AttnOutNorm: norm(n.AttnOutNorm, D),
+			MLPNorm: norm(n.MLPNorm, D), MLPOutNorm: norm(n.MLPOutNorm, D),
+			O:    lin(pre+n.O, "o", D, Q, false),
+			Down: lin(pre+n.Down, "down", D, I, false),
+		}
+		if fam.QKNorm {
+			// One weight of head_dim, shared by every head.
+			L.QNorm, L.KNorm = norm(n.QNorm, cfg.HeadDim), norm(n.KNorm, cfg.HeadDim)
+		}
+		if fam.FusedQKV {
+			L.QKV = lin(pre+n.QKV, "qkv", Q+2*KV, D, bias)
+			L.QKV.Parts = []int{Q, KV, KV}
+		} else {
+			L.Q = lin(pre+n.Q, "q", Q, D, bias)
+			L.K = lin(pre+n.K, "k", KV, D, bias)
+			L.V = lin(pre+n.V, "v", KV, D, bias)
+		}
+		if fam.FusedGateUp {
+			L.GateUp = lin(pre+n.GateUp, "gate_up", 2*I, D, false)
+			L.GateUp.Parts = []int{I, I}
+		} else {
+			L.Gate = lin(pre+n.Gate, "gate", I, D, false)
+			L.Up = lin(pre+n.Up, "up", I, D, false)
+		}
+		m.Layers = append(m.Layers, L)
 	}
 	m.Norm = noDecay("model.norm.weight", D)
 	if m.Tied {

@@ -93,8 +93,8 @@ func TestOneModelConfigValidator(t *testing.T) {
 	}
 	// The decoder runs the supported families only.
 	c := good()
-	c.ModelType = "gemma2"
+	c.ModelType = "gpt2"
 	if _, err := engine.NewModel(c, cpu.New()); err == nil || !strings.Contains(err.Error(), "model_type") {
-		t.Errorf("gemma2 through NewModel: %v", err)
+		t.Errorf("gpt2 through NewModel: %v", err)
 	}
 }

@@ -30,12 +30,17 @@ type Param struct {
 // Linear is y = x @ W^T (+ b) (+ LoRA).
 type Linear struct {
 	Module string // e.g. model.layers.0.self_attn.q_proj
-	Short  string // q, k, v, o, gate, up, down, lm_head
+	Short  string // q, k, v, qkv, o, gate, up, gate_up, down, lm_head
 	W      *Param // [out, in]
 	B      *Param // [out] or nil
 	LoRA   *LoRA
 	In     int
 	Out    int
+	// Parts splits a fused projection's output (Phi-3's qkv_proj: the q,
+	// k and v widths; gate_up_proj: gate and up) into the separate
+	// tensors the decoder reads; nil for a plain linear. Each part's rows
+	// of W are a contiguous block, so the maths runs on views of W.
+	Parts []int
 }
 
 // LoRA is PEFT's low-rank adapter: y += Scale * dropout(x) @ A^T @ B^T.
@@ -48,11 +53,26 @@ type LoRA struct {
 	Enabled bool
 }
 
-// Layer is one decoder block.
+// Layer is one decoder block. Which fields are set follows the family:
+// AttnNorm, MLPNorm, O and Down always; AttnOutNorm and MLPOutNorm with
+// sandwich norms (Gemma); QNorm and KNorm with q/k norm; QKV instead of Q,
+// K and V and GateUp instead of Gate and Up when fused (Phi-3).
 type Layer struct {
-	InputNorm, PostAttnNorm *Param
-	Q, K, V, O              *Linear
-	Gate, Up, Down          *Linear
+	AttnNorm, AttnOutNorm, MLPNorm, MLPOutNorm *Param
+	QNorm, KNorm                               *Param
+	Q, K, V, QKV, O                            *Linear
+	Gate, Up, GateUp, Down                     *Linear
+}
+
+// linears lists the block's linears in order (those that exist).
+func (l *Layer) linears() []*Linear {
+	var out []*Linear
+	for _, lin := range []*Linear{l.Q, l.K, l.V, l.QKV, l.O, l.Gate, l.Up, l.GateUp, l.Down} {
+		if lin != nil {
+			out = append(out, lin)
+		}
+	}
+	return out
 }
 
 // Model is a bound decoder: weights on a backend plus its config.
@@ -84,13 +104,8 @@ func computeDType(b Backend) DType {
 func (m *Model) Linears() []*Linear {
 	var out []*Linear
 	for _, l := range m.Layers {
-		if l == nil {
-			continue
-		}
-		for _, lin := range []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} {
-			if lin != nil {
-				out = append(out, lin)
-			}
+		if l != nil {
+			out = append(out, l.linears()...)
 		}
 	}
 	return out
@@ -118,16 +133,18 @@ func (m *Model) Params() []*Param {
 		if l == nil {
 			continue
 		}
-		add(l.InputNorm)
-		for _, lin := range []*Linear{l.Q, l.K, l.V, l.O} {
+		add(l.AttnNorm)
+		for _, lin := range []*Linear{l.Q, l.K, l.V, l.QKV, l.O} {
 			addLinear(lin)
 		}
-		add(l.PostAttnNorm)
-		for _, lin := range []*Linear{l.Gate, l.Up, l.Down} {
-			if lin != nil {
-				add(lin.W)
-			}
+		add(l.QNorm)
+		add(l.KNorm)
+		add(l.AttnOutNorm)
+		add(l.MLPNorm)
+		for _, lin := range []*Linear{l.Gate, l.Up, l.GateUp, l.Down} {
+			addLinear(lin)
 		}
+		add(l.MLPOutNorm)
 	}
 	add(m.Norm)
 	if !m.Tied && m.Head != nil {
@@ -229,7 +246,7 @@ type LoRAOptions struct {
 	Rank    int
 	Alpha   float64
 	Dropout float64
-	Targets []string // short names: q k v o gate up down
+	Targets []string // short names: q k v o gate up down (qkv, gate_up when fused); none: all
 	RSLoRA  bool
 	Seed    uint64
 }
@@ -243,9 +260,12 @@ func (o LoRAOptions) LoRAScale() float32 {
 }
 
 // NormalizeTargets maps q_proj/q/... to the short names and rejects
-// unknown ones; "all" or "all-linear" means all seven.
+// unknown ones; "all" or "all-linear" means the seven of the Llama block
+// (a model's own list is its Family's LoRATargets). Fused projections'
+// names (qkv_proj, gate_up_proj) are known too.
 func NormalizeTargets(targets []string) ([]string, error) {
 	all := []string{"q", "k", "v", "o", "gate", "up", "down"}
+	known := append(all[:len(all):len(all)], "qkv", "gate_up")
 	if len(targets) == 0 {
 		return all, nil
 	}
@@ -260,13 +280,13 @@ func NormalizeTargets(targets []string) ([]string, error) {
 			s = s[:len(s)-5]
 		}
 		ok := false
-		for _, a := range all {
+		for _, a := range known {
 			if s == a {
 				ok = true
 			}
 		}
 		if !ok {
-			return nil, fmt.Errorf("lora target_modules: unknown module %q (want q, k, v, o, gate, up, down or their _proj names)", t)
+			return nil, fmt.Errorf("lora target_modules: unknown module %q (want q, k, v, o, gate, up, down, qkv, gate_up or their _proj names)", t)
 		}
 		if !seen[s] {
 			seen[s] = true
@@ -283,7 +303,7 @@ func (m *Model) AddLoRA(o LoRAOptions) error {
 	if o.Rank <= 0 {
 		return fmt.Errorf("lora r must be positive, got %d", o.Rank)
 	}
-	targets, err := NormalizeTargets(o.Targets)
+	targets, err := m.Family().resolveLoRATargets(o.Targets)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,8 @@ import (
 //     masking_utils.sliding_window_overlay (kv_idx > q_idx - sliding_window),
 //     used by Mistral and Qwen2. W = 0 means no window.
 //   - GQA: query head h reads key/value head h / (NHeads/NKVHeads).
-//   - Scores are p.Scale * q·k; lse[h, i] is the natural log of the sum of
+//   - Scores are p.Scale * q·k, capped at SoftCap*tanh(s/SoftCap) when
+//     p.SoftCap > 0 (Gemma 2); lse[h, i] is the natural log of the sum of
 //     exp(score) over the keys row i sees, so exp(score - lse) is the
 //     attention probability. The backward recomputes probabilities from it
 //     rather than storing a T×T matrix, as flash attention does.
@@ -25,9 +26,21 @@ import (
 // attnGeometry is the checked shape of one attention call.
 type attnGeometry struct {
 	T, H, KVH, D, group, window int
-	scale                       float64
+	scale, softCap              float64
 	seqStart, seqEnd            []int // per token: bounds of its sequence
 	maxLen                      int   // longest sequence
+}
+
+// score is the attention score of q·k = dot: scaled, and capped when a
+// soft-cap is set. dscore is its derivative by the raw scaled score
+// (1 - (s/cap)^2), by which the backward multiplies.
+func (g *attnGeometry) score(dot float64) (s, dscore float64) {
+	s = g.scale * dot
+	if g.softCap <= 0 {
+		return s, 1
+	}
+	t := math.Tanh(s / g.softCap)
+	return g.softCap * t, 1 - t*t
 }
 
 // firstKey is the first key token that query i sees.
@@ -60,7 +73,7 @@ func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.
 	}
 	g := &attnGeometry{
 		T: T, H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim,
-		group: p.NHeads / p.NKVHeads, window: p.Window, scale: float64(p.Scale),
+		group: p.NHeads / p.NKVHeads, window: p.Window, scale: float64(p.Scale), softCap: float64(p.SoftCap),
 	}
 	st := seqs.Starts
 	g.seqStart = make([]int, g.T)
@@ -112,7 +125,7 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 			j0 := g.firstKey(i)
 			m := math.Inf(-1)
 			for j := j0; j <= i; j++ {
-				s := g.scale * dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D])
+				s, _ := g.score(dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D]))
 				prob[j-j0] = s
 				m = max(m, s)
 			}
@@ -208,8 +221,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 			clear(acc)
 			for j := g.firstKey(i); j <= i; j++ {
 				kj := row(kd, j, KVH, kvh)
-				pr := math.Exp(g.scale*dot64(qi, kj) - lse)
-				ds := pr * (dot64(doi, row(vd, j, KVH, kvh)) - delta[r])
+				sc, dsc := g.score(dot64(qi, kj))
+				pr := math.Exp(sc - lse)
+				ds := pr * (dot64(doi, row(vd, j, KVH, kvh)) - delta[r]) * dsc
 				for d, x := range kj {
 					acc[d] += ds * float64(x)
 				}
@@ -232,8 +246,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 			for h := kvh * g.group; h < (kvh+1)*g.group; h++ {
 				for i := j; i < g.endQuery(j); i++ {
 					qi, doi := row(qd, i, H, h), row(dod, i, H, h)
-					pr := math.Exp(g.scale*dot64(qi, kj) - float64(ld[h*T+i]))
-					ds := pr * (dot64(doi, vj) - delta[h*T+i])
+					sc, dsc := g.score(dot64(qi, kj))
+					pr := math.Exp(sc - float64(ld[h*T+i]))
+					ds := pr * (dot64(doi, vj) - delta[h*T+i]) * dsc
 					for d := range accK {
 						accV[d] += pr * float64(doi[d])
 						accK[d] += ds * float64(qi[d])

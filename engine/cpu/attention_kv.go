@@ -28,7 +28,8 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 		return c.Err
 	}
 	od, qd, kd, vd := ot.floats(), qt.floats(), kt.floats(), vt.floats()
-	group, scale := H/KVH, float64(p.Scale)
+	g := attnGeometry{scale: float64(p.Scale), softCap: float64(p.SoftCap)}
+	group := H / KVH
 	parallelFor(H*Tq, 4, func(lo, hi int) {
 		prob := make([]float64, Tk)
 		acc := make([]float64, D)
@@ -42,7 +43,7 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 			qi := qd[(i*H+h)*D : (i*H+h+1)*D]
 			m := math.Inf(-1)
 			for j := first; j <= last; j++ {
-				s := scale * dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D])
+				s, _ := g.score(dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D]))
 				prob[j] = s
 				m = max(m, s)
 			}

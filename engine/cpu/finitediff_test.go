@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -98,15 +99,19 @@ func TestFiniteDiffRoPE(t *testing.T) {
 
 func TestFiniteDiffAttention(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		starts []int32
-		h, kvh int
-		window int
+		name    string
+		starts  []int32
+		h, kvh  int
+		window  int
+		softCap float32
 	}{
-		{"gqa_packed", []int32{0, 5, 13, 20}, 4, 2, 0},
-		{"gqa_packed_window3", []int32{0, 5, 13, 20}, 4, 2, 3},
-		{"mha_single", []int32{0, 9}, 2, 2, 0},
-		{"mqa_window2", []int32{0, 4, 9}, 3, 1, 2},
+		{"gqa_packed", []int32{0, 5, 13, 20}, 4, 2, 0, 0},
+		{"gqa_packed_window3", []int32{0, 5, 13, 20}, 4, 2, 3, 0},
+		{"mha_single", []int32{0, 9}, 2, 2, 0, 0},
+		{"mqa_window2", []int32{0, 4, 9}, 3, 1, 2, 0},
+		// A cap near the scores' size, so the tanh bends them.
+		{"gqa_packed_softcap", []int32{0, 5, 13, 20}, 4, 2, 0, 0.8},
+		{"gqa_window3_softcap", []int32{0, 5, 13, 20}, 4, 2, 3, 1.5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := New()
@@ -118,7 +123,7 @@ func TestFiniteDiffAttention(t *testing.T) {
 				maxLen = max(maxLen, int(tc.starts[i+1]-tc.starts[i]))
 			}
 			seqs := engine.SeqLayout{Starts: tc.starts, MaxLen: maxLen}
-			p := engine.AttnParams{NHeads: tc.h, NKVHeads: tc.kvh, HeadDim: D, Scale: 0.35, Window: tc.window}
+			p := engine.AttnParams{NHeads: tc.h, NKVHeads: tc.kvh, HeadDim: D, Scale: 0.35, Window: tc.window, SoftCap: tc.softCap}
 			q := randn(rng, T*tc.h*D, 1)
 			k := randn(rng, T*tc.kvh*D, 1)
 			v := randn(rng, T*tc.kvh*D, 1)
@@ -338,4 +343,95 @@ func abs64(x float64) float64 {
 		return -x
 	}
 	return x
+}
+
+func TestFiniteDiffRoPEPartial(t *testing.T) {
+	b := New()
+	rng := rand.New(rand.NewPCG(5, 7))
+	const T, heads, headDim, rot, maxPos = 6, 3, 8, 6, 16
+	positions := []int32{0, 1, 2, 0, 1, 9}
+	cos, sin := ropeTables(maxPos, rot, 10000)
+	for i := range cos { // a LongRoPE-style attention factor scales both
+		cos[i] *= 1.2
+		sin[i] *= 1.2
+	}
+	x := randn(rng, T*heads*headDim, 1)
+	r := randn(rng, T*heads*headDim, 1)
+	posT := intsOf(t, b, positions)
+	cosT, sinT := tensorOf(t, b, cos, maxPos, rot/2), tensorOf(t, b, sin, maxPos, rot/2)
+	xT := zeros(t, b, T, heads*headDim)
+	loss := func() float64 {
+		must(t, b.Upload(xT, x))
+		must(t, b.RoPEPartial(xT, posT, cosT, sinT, heads, headDim, false))
+		return weightedSum(values(t, b, xT), r)
+	}
+	num := numericGrad(x, loss)
+	// The dimensions past rot pass through.
+	loss()
+	got := values(t, b, xT)
+	for tok := 0; tok < T; tok++ {
+		for h := 0; h < heads; h++ {
+			for d := rot; d < headDim; d++ {
+				i := (tok*heads+h)*headDim + d
+				if got[i] != x[i] {
+					t.Fatalf("dimension %d of head %d changed: %v -> %v", d, h, x[i], got[i])
+				}
+			}
+		}
+	}
+	g := tensorOf(t, b, r, T, heads*headDim)
+	must(t, b.RoPEPartial(g, posT, cosT, sinT, heads, headDim, true))
+	checkGrad(t, "dx", values(t, b, g), num)
+}
+
+func TestFiniteDiffGeGLU(t *testing.T) {
+	b := New()
+	rng := rand.New(rand.NewPCG(9, 11))
+	const n = 40
+	gate := randn(rng, n, 2)
+	up := randn(rng, n, 1)
+	r := randn(rng, n, 1)
+	gT, uT, out := zeros(t, b, n), zeros(t, b, n), zeros(t, b, n)
+	loss := func() float64 {
+		must(t, b.Upload(gT, gate))
+		must(t, b.Upload(uT, up))
+		must(t, b.GeGLU(out, gT, uT))
+		return weightedSum(values(t, b, out), r)
+	}
+	numG := numericGrad(gate, loss)
+	numU := numericGrad(up, loss)
+	loss()
+	// gelu_pytorch_tanh(1) = 0.841192 (torch.nn.functional.gelu(approximate="tanh")).
+	if y, _ := geluTanh(1); math.Abs(y-0.8411920) > 1e-6 {
+		t.Errorf("gelu_tanh(1) = %.7f, want 0.8411920", y)
+	}
+	dg := tensorOf(t, b, randn(rng, n, 1), n)
+	du := tensorOf(t, b, randn(rng, n, 1), n)
+	must(t, b.GeGLUBackward(dg, du, tensorOf(t, b, r, n), gT, uT))
+	checkGrad(t, "dGate", values(t, b, dg), numG)
+	checkGrad(t, "dUp", values(t, b, du), numU)
+}
+
+func TestFiniteDiffSoftCap(t *testing.T) {
+	b := New()
+	rng := rand.New(rand.NewPCG(9, 12))
+	const n, capValue = 30, 1.5
+	x := randn(rng, n, 3)
+	r := randn(rng, n, 1)
+	xT := zeros(t, b, n)
+	loss := func() float64 {
+		must(t, b.Upload(xT, x))
+		must(t, b.SoftCap(xT, capValue))
+		return weightedSum(values(t, b, xT), r)
+	}
+	num := numericGrad(x, loss)
+	loss()
+	for i, y := range values(t, b, xT) {
+		if math.Abs(float64(y)) >= capValue {
+			t.Fatalf("capped value %d is %v, beyond the cap %v", i, y, capValue)
+		}
+	}
+	g := tensorOf(t, b, r, n)
+	must(t, b.SoftCapBackward(g, xT, capValue))
+	checkGrad(t, "dx", values(t, b, g), num)
 }

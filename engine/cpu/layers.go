@@ -184,7 +184,17 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 // tables. inverse negates sin: the rotation back, which is also the
 // backward because the rotation is orthogonal.
 func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
-	c := check("RoPE")
+	return b.rope("RoPE", x, positions, cos, sin, nHeads, headDim, headDim, inverse)
+}
+
+// RoPEPartial is RoPE on the first rot = 2*Cols(cos) dimensions of each
+// head (pairs (i, i+rot/2)); the others pass through unchanged.
+func (b *Backend) RoPEPartial(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
+	return b.rope("RoPEPartial", x, positions, cos, sin, nHeads, headDim, 2*engine.Cols(cos), inverse)
+}
+
+func (b *Backend) rope(op string, x, positions, cos, sin engine.Tensor, nHeads, headDim, rot int, inverse bool) error {
+	c := check(op)
 	xt := c.float("x", x)
 	pt := c.intTensor("positions", positions)
 	ct := c.float("cos", cos)
@@ -192,11 +202,11 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 	if c.Err != nil {
 		return c.Err
 	}
-	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 {
-		c.Failf("nHeads %d and headDim %d must be positive, headDim even", nHeads, headDim)
+	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 || rot <= 0 || rot > headDim {
+		c.Failf("nHeads %d and headDim %d must be positive, headDim even, and the rotary dimensions %d in (0, headDim]", nHeads, headDim, rot)
 		return c.Err
 	}
-	half := headDim / 2
+	half := rot / 2
 	rows := engine.Rows(xt)
 	c.Matrix("x", xt, rows, nHeads*headDim)
 	c.Length("positions", pt, rows)

@@ -138,6 +138,9 @@ func attnSmem(kernel string, d int) int {
 
 // Attention writes out and lse (see kernels/attention.cu for the maths).
 func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	if err := noSoftCap("Attention", p); err != nil {
+		return err
+	}
 	c := b.check("Attention")
 	ot := c.float("out", out)
 	lt := c.f32("lse", lse)
@@ -179,6 +182,9 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 // nothing is saved for a backward. It runs the training forward kernels
 // with the query rows shifted to their positions.
 func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
+	if err := noSoftCap("AttentionKV", p); err != nil {
+		return err
+	}
 	c := b.check("AttentionKV")
 	ot, qt, kt, vt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v)
 	if c.Err != nil {
@@ -207,6 +213,9 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 // AttentionBackward overwrites dq, dk and dv, recomputing the attention
 // probabilities from lse.
 func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	if err := noSoftCap("AttentionBackward", p); err != nil {
+		return err
+	}
 	c := b.check("AttentionBackward")
 	dqt := c.float("dq", dq)
 	dkt := c.float("dk", dk)
@@ -287,4 +296,13 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		dim3{(T + attnQB - 1) / attnQB, KVH, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dkv", D),
 		dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), dt(dot), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
 		lt.ptr(), delta, g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+}
+
+// noSoftCap refuses attention-score soft-capping (Gemma 2), which the
+// kernels do not compute yet: a clear error, never scores left uncapped.
+func noSoftCap(op string, p engine.AttnParams) error {
+	if p.SoftCap != 0 {
+		return fmt.Errorf("cuda: %s: attention soft-cap %g: %w", op, p.SoftCap, engine.ErrNotImplemented)
+	}
+	return nil
 }

@@ -85,6 +85,8 @@ func (c *Checker) AttnParams(p engine.AttnParams, maxHeadDim int) bool {
 		c.Failf("Window %d is negative", p.Window)
 	case math.IsNaN(float64(p.Scale)) || math.IsInf(float64(p.Scale), 0):
 		c.Failf("Scale %g is not finite", p.Scale)
+	case !(p.SoftCap >= 0) || math.IsInf(float64(p.SoftCap), 0):
+		c.Failf("SoftCap %g must be a finite number, 0 or above", p.SoftCap)
 	}
 	return c.Err == nil
 }

@@ -1,0 +1,125 @@
+package cpu
+
+import (
+	"math"
+
+	"whet/engine"
+)
+
+// The ops the 2025 families add to the Llama set: Gemma's GELU-tanh gated
+// MLP and Gemma 2's logit soft-cap (attention scores are capped inside
+// Attention, see AttnParams.SoftCap), and Phi-3's partial rotary embedding.
+
+var (
+	_ engine.GELUTanhGLU = (*Backend)(nil)
+	_ engine.SoftCapper  = (*Backend)(nil)
+	_ engine.PartialRoPE = (*Backend)(nil)
+)
+
+// geluTanhC is sqrt(2/pi), the constant of the tanh approximation.
+var geluTanhC = math.Sqrt(2 / math.Pi)
+
+// geluTanh returns gelu_pytorch_tanh(x) and its derivative.
+func geluTanh(x float64) (y, dy float64) {
+	u := geluTanhC * (x + 0.044715*x*x*x)
+	t := math.Tanh(u)
+	y = 0.5 * x * (1 + t)
+	dy = 0.5*(1+t) + 0.5*x*(1-t*t)*geluTanhC*(1+3*0.044715*x*x)
+	return y, dy
+}
+
+// GeGLU writes out = gelu_tanh(gate)*up.
+func (b *Backend) GeGLU(out, gate, up engine.Tensor) error {
+	c := check("GeGLU")
+	o := c.float("out", out)
+	g := c.float("gate", gate)
+	u := c.float("up", up)
+	c.SameLen("out", o, "gate", g)
+	c.SameLen("out", o, "up", u)
+	if c.Err != nil {
+		return c.Err
+	}
+	od, gd, ud := o.floats(), g.floats(), u.floats()
+	parallelFor(len(od), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			y, _ := geluTanh(float64(gd[i]))
+			od[i] = float32(y * float64(ud[i]))
+		}
+	})
+	o.settle()
+	return nil
+}
+
+// GeGLUBackward overwrites dGate = dOut*up*gelu_tanh'(g) and
+// dUp = dOut*gelu_tanh(g); outputs may be the inputs' own tensors.
+func (b *Backend) GeGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
+	c := check("GeGLUBackward")
+	dg := c.float("dGate", dGate)
+	du := c.float("dUp", dUp)
+	do := c.float("dOut", dOut)
+	g := c.float("gate", gate)
+	u := c.float("up", up)
+	c.SwiGLUGrads(dg, du, do, g, u)
+	if c.Err != nil {
+		return c.Err
+	}
+	dgd, dud, dod, gd, ud := dg.floats(), du.floats(), do.floats(), g.floats(), u.floats()
+	parallelFor(len(dod), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			y, dy := geluTanh(float64(gd[i]))
+			d := float64(dod[i])
+			up := float64(ud[i])
+			dud[i] = float32(d * y)
+			dgd[i] = float32(d * up * dy)
+		}
+	})
+	dg.settle()
+	du.settle()
+	return nil
+}
+
+// SoftCap sets x = cap*tanh(x/cap) in place.
+func (b *Backend) SoftCap(x engine.Tensor, capValue float32) error {
+	c := check("SoftCap")
+	xt := c.float("x", x)
+	if c.Err == nil && !(capValue > 0) {
+		c.Failf("cap %v must be positive", capValue)
+	}
+	if c.Err != nil {
+		return c.Err
+	}
+	xd := xt.floats()
+	cp := float64(capValue)
+	parallelFor(len(xd), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			xd[i] = float32(cp * math.Tanh(float64(xd[i])/cp))
+		}
+	})
+	xt.settle()
+	return nil
+}
+
+// SoftCapBackward multiplies dx in place by 1 - (y/cap)^2, the derivative
+// of the cap at the capped value y.
+func (b *Backend) SoftCapBackward(dx, y engine.Tensor, capValue float32) error {
+	c := check("SoftCapBackward")
+	dt := c.float("dx", dx)
+	yt := c.float("y", y)
+	c.SameLen("dx", dt, "y", yt)
+	if c.Err == nil && !(capValue > 0) {
+		c.Failf("cap %v must be positive", capValue)
+	}
+	if c.Err != nil {
+		return c.Err
+	}
+	dd, yd := dt.floats(), yt.floats()
+	cp := float64(capValue)
+	parallelFor(len(dd), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			r := float64(yd[i]) / cp
+			dd[i] = float32(float64(dd[i]) * (1 - r*r))
+		}
+	})
+	dt.settle()
+	return nil
+}

@@ -1,0 +1,153 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Family describes how one model family's decoder differs from the Llama
+// block: the forward, backward, loader, LoRA targets and generation read
+// these fields instead of switching on model_type. Adding a family is one
+// family_*.go file holding its Family (and its config.json fields), listed
+// in families, plus its reference case.
+type Family struct {
+	// ModelTypes are the config.json model_type values of the family.
+	ModelTypes []string
+	// Architectures are the config.json architectures classes that may
+	// stand with these model types (besides those named after the type).
+	Architectures []string
+	Defaults      archDefaults
+
+	// Activation gates the MLP: out = act(gate) * up.
+	Activation Activation
+	// ActivationField is the config.json key naming the activation, and
+	// the value its config class assumes when the key is absent.
+	ActivationField, ActivationDefault string
+
+	// NormOffset: RMSNorm scales by (NormOffset + w) (Gemma stores w
+	// around 0 and scales by 1 + w; Llama by w).
+	NormOffset float32
+	// SandwichNorms adds a norm on the attention output and one on the
+	// MLP output before each residual add (Gemma's four norms a block).
+	SandwichNorms bool
+	// QKNorm normalises each head of q and k over head_dim (its own
+	// weight of head_dim) before RoPE (Qwen3, Gemma 3).
+	QKNorm bool
+	// EmbedScale multiplies the embeddings by sqrt(hidden_size), rounded
+	// to the compute dtype as transformers rounds it to the weights'.
+	EmbedScale bool
+	// FusedQKV and FusedGateUp hold q, k, v (and gate, up) in one matrix
+	// each, stacked along the output dimension (Phi-3).
+	FusedQKV, FusedGateUp bool
+
+	// Names are the tensors' names inside model.layers.N.
+	Names LayerNames
+
+	// parse reads the family's own config.json fields into c (attention
+	// biases, windows, soft-caps); the common ones are read already.
+	parse func(j jsonObject, c *ModelConfig, def archDefaults) error
+}
+
+// Activation is the MLP's gate activation.
+type Activation uint8
+
+const (
+	SiLU     Activation = iota // silu(g)*u: SwiGLU
+	GELUTanh                   // gelu_pytorch_tanh(g)*u: GeGLU
+)
+
+// LayerNames are the module names of one decoder block under
+// model.layers.N. (weights add ".weight"). A name the family lacks is "".
+type LayerNames struct {
+	AttnNorm, AttnOutNorm, MLPNorm, MLPOutNorm string
+	QNorm, KNorm                               string
+	Q, K, V, QKV, O                            string
+	Gate, Up, GateUp, Down                     string
+}
+
+// llamaNames is the block of Llama and the families that kept its names.
+var llamaNames = LayerNames{
+	AttnNorm: "input_layernorm", MLPNorm: "post_attention_layernorm",
+	Q: "self_attn.q_proj", K: "self_attn.k_proj", V: "self_attn.v_proj", O: "self_attn.o_proj",
+	Gate: "mlp.gate_proj", Up: "mlp.up_proj", Down: "mlp.down_proj",
+}
+
+// families lists every supported family, in the order messages name them.
+var families = []*Family{llamaFamily, mistralFamily, qwen2Family, qwen3Family, gemma2Family, gemma3Family, phi3Family}
+
+// SupportedModelTypes lists the config.json model_type values the engine runs.
+func SupportedModelTypes() []string {
+	var out []string
+	for _, f := range families {
+		out = append(out, f.ModelTypes...)
+	}
+	return out
+}
+
+// familyOf returns the family of a model_type, or nil.
+func familyOf(modelType string) *Family {
+	for _, f := range families {
+		if slices.Contains(f.ModelTypes, modelType) {
+			return f
+		}
+	}
+	return nil
+}
+
+// Family returns the model's family (its config was validated, so it has one).
+func (m *Model) Family() *Family { return familyOf(m.Cfg.ModelType) }
+
+// checkSupported refuses a model type the decoder does not run, naming
+// the ones it does.
+func checkSupported(modelType string) error {
+	if familyOf(modelType) != nil {
+		return nil
+	}
+	return fmt.Errorf("field model_type: unsupported model type %q (supported: %s)", modelType, strings.Join(SupportedModelTypes(), ", "))
+}
+
+// LoRATargets are the short names of the family's linear modules, in
+// block order: what "all" means for LoRA.
+func (f *Family) LoRATargets() []string {
+	var out []string
+	add := func(name, short string) {
+		if name != "" {
+			out = append(out, short)
+		}
+	}
+	n := f.Names
+	add(n.Q, "q")
+	add(n.K, "k")
+	add(n.V, "v")
+	add(n.QKV, "qkv")
+	add(n.O, "o")
+	add(n.Gate, "gate")
+	add(n.Up, "up")
+	add(n.GateUp, "gate_up")
+	add(n.Down, "down")
+	return out
+}
+
+// resolveLoRATargets maps PEFT-style names to the family's short names:
+// none, "all" or "all-linear" mean every linear of the block; a module the
+// family does not have is refused, naming those it has.
+func (f *Family) resolveLoRATargets(targets []string) ([]string, error) {
+	all := f.LoRATargets()
+	if len(targets) == 0 || slices.ContainsFunc(targets, isAllLinear) {
+		return all, nil
+	}
+	norm, err := NormalizeTargets(targets)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range norm {
+		if !slices.Contains(all, t) {
+			return nil, fmt.Errorf("lora target_modules: %s has no %s_proj module (its linears: %s_proj)",
+				f.ModelTypes[0], t, strings.Join(all, "_proj, "))
+		}
+	}
+	return norm, nil
+}
+
+func isAllLinear(s string) bool { return s == "all" || s == "all-linear" || s == "all_linear" }
