@@ -227,6 +227,10 @@ func (r rowReader) list(canonical string, required bool) ([]any, bool, *RowError
 		if !strings.HasPrefix(t, "[") {
 			return nil, false, r.fail(name, ReasonWrongType, "want a list, got a string")
 		}
+		if bad := loneSurrogate([]byte(t)); bad >= 0 {
+			// encoding/json would decode it to U+FFFD.
+			return nil, false, r.fail(name, ReasonInvalidUTF8, fmt.Sprintf("the cell's JSON has %s at byte offset %d, half of a UTF-16 surrogate pair, which decodes to U+FFFD; fix the escape", t[bad:bad+6], bad))
+		}
 		dec := json.NewDecoder(strings.NewReader(t))
 		dec.UseNumber()
 		var parsed any

@@ -184,3 +184,17 @@ func TestCharmapReaderSmallBuffers(t *testing.T) {
 		t.Errorf("read %q, want %q", got, "€aé")
 	}
 }
+
+// TestSurrogateInAJSONCell: a CSV cell holding a JSON list of messages is
+// decoded by the format reader, so a lone surrogate escape there is
+// reported too.
+func TestSurrogateInAJSONCell(t *testing.T) {
+	res, err := ReadCSV(strings.NewReader("messages\n\"[{\"\"role\"\": \"\"user\"\", \"\"content\"\": \"\"a\\ud800\"\"}]\"\n"), "cell.csv", ',', false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rowErr := ToExample(res.Records[0], FormatMessages, nil)
+	if rowErr == nil || rowErr.Reason != ReasonInvalidUTF8 || !strings.Contains(rowErr.Error(), `cell.csv: row 1 (line 2): field "messages": the cell's JSON has \ud800 at byte offset 31`) {
+		t.Errorf("lone surrogate in a JSON cell: %v", rowErr)
+	}
+}
