@@ -13,12 +13,14 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"whet/engine"
+	"whet/engine/atomicfile"
 )
 
 func init() {
@@ -108,7 +110,7 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 
 func readRun(run engine.RunDir) (r runSummary, isRun bool, warnings []string) {
 	r.state = "unknown"
-	if raw, err := os.ReadFile(run.Config()); err == nil {
+	if raw, err := atomicfile.ReadFile(run.Config()); err == nil {
 		isRun = true
 		var cfg engine.RunConfig
 		if err := yaml.Unmarshal(raw, &cfg); err != nil {
@@ -118,7 +120,7 @@ func readRun(run engine.RunDir) (r runSummary, isRun bool, warnings []string) {
 		}
 	}
 	statusPath := run.Status()
-	if raw, err := os.ReadFile(statusPath); err == nil {
+	if raw, err := atomicfile.ReadFile(statusPath); err == nil {
 		isRun = true
 		var st engine.RunStatus
 		if err := json.Unmarshal(raw, &st); err != nil {
@@ -131,11 +133,23 @@ func readRun(run engine.RunDir) (r runSummary, isRun bool, warnings []string) {
 			}
 		}
 	}
+	// A run killed without a chance to write its status still says
+	// "running" (or "paused"): the process that trains a run holds its
+	// lock, and the kernel dropped a killed one's.
+	pid, held, known, err := run.Holder()
+	if err != nil {
+		warnings = append(warnings, err.Error())
+	}
+	if active := r.state == "running" || r.state == "paused"; active && known && !held {
+		r.state = "interrupted"
+	} else if held && pid > 0 {
+		r.state += fmt.Sprintf(" (pid %d)", pid)
+	}
 	metricsPath := run.Metrics()
 	if st, err := os.Stat(metricsPath); err == nil {
-		// A run killed without a chance to write its status still says
-		// "running"; a long silence in its metrics gives that away.
-		if idle := runsNow().Sub(st.ModTime()); r.state == "running" && idle > staleAfter {
+		// A run from before locks, or one whose process hangs: a long
+		// silence in its metrics gives it away.
+		if idle := runsNow().Sub(st.ModTime()); strings.HasPrefix(r.state, "running") && idle > staleAfter {
 			r.state = fmt.Sprintf("running? (no step for %dh%02dm)", int(idle.Hours()), int(idle.Minutes())%60)
 		}
 		isRun = true
@@ -168,7 +182,7 @@ const metricsTail = 64 << 10
 // from a run killed mid-write is skipped; a loss written as null (the run
 // diverged) is NaN.
 func lastMetric(path string) (step int, loss float64, ok bool, err error) {
-	f, err := os.Open(path)
+	f, err := atomicfile.Open(path)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
 	}

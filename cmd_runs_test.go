@@ -6,9 +6,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"whet/engine"
 )
 
 // writeRun makes a run folder with the given files (name → content).
@@ -151,5 +154,36 @@ func TestRunsShowsNullLossAsNaN(t *testing.T) {
 	}
 	if r := runs[0]; r.step != 2 || !r.hasLoss || !math.IsNaN(r.lastLoss) || r.state != "failed" {
 		t.Errorf("got step %d loss %v (has %v) state %q, want 2, NaN, failed", r.step, r.lastLoss, r.hasLoss, r.state)
+	}
+}
+
+// A run that says "running" while no process holds its lock was killed:
+// it is shown as interrupted; one whose lock is held shows the pid.
+func TestRunsTellsInterruptedFromRunning(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("run folder locks need a Unix system")
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"killed", "live"} {
+		writeRun(t, dir, name, map[string]string{
+			"status.json":   `{"state":"running","step":3,"total_steps":100}`,
+			"metrics.jsonl": "{\"step\":3,\"loss\":2.9}\n",
+			"lock":          "999999\n", // left by a process that is gone
+		})
+	}
+	l, err := engine.RunDir(filepath.Join(dir, "live")).Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	runs, warnings, err := listRuns(dir)
+	if err != nil || len(warnings) > 0 || len(runs) != 2 {
+		t.Fatalf("listRuns = %v, %v, %v", runs, warnings, err)
+	}
+	if runs[0].name != "killed" || runs[0].state != "interrupted" {
+		t.Errorf("a running run nobody holds: %+v", runs[0])
+	}
+	if want := fmt.Sprintf("running (pid %d)", os.Getpid()); runs[1].state != want {
+		t.Errorf("a held run: state %q, want %q", runs[1].state, want)
 	}
 }

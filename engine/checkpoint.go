@@ -77,7 +77,7 @@ const (
 
 // fileSHA256 is the hex SHA-256 of a file's bytes.
 func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := atomicfile.Open(path)
 	if err != nil {
 		return "", err
 	}
@@ -243,7 +243,7 @@ func (e *DamagedCheckpointError) Unwrap() error { return e.Err }
 func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
 	var st TrainerState
 	damaged := func(err error) (TrainerState, error) { return st, &DamagedCheckpointError{Path: path, Err: err} }
-	js, err := os.ReadFile(filepath.Join(path, stateFile))
+	js, err := atomicfile.ReadFile(filepath.Join(path, stateFile))
 	if err != nil {
 		return damaged(err)
 	}

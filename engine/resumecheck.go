@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"whet/engine/atomicfile"
 )
 
 // RunInputs is inputs.json: fingerprints of what a run trains on, taken
@@ -167,7 +169,7 @@ func checkResume(rd RunDir, cfg RunConfig, now RunInputs) error {
 	}
 	var changes []string
 	var saved *RunConfig
-	if raw, err := os.ReadFile(rd.Config()); err == nil {
+	if raw, err := atomicfile.ReadFile(rd.Config()); err == nil {
 		saved = new(RunConfig)
 		if err := yaml.Unmarshal(raw, saved); err != nil {
 			return fmt.Errorf("%s: %w", rd.Config(), err)
@@ -185,7 +187,7 @@ func checkResume(rd RunDir, cfg RunConfig, now RunInputs) error {
 		}
 		return fmt.Sprintf("%s: %s → %s, with other content", field, orNone(before), orNone(now))
 	}
-	raw, err := os.ReadFile(rd.Inputs())
+	raw, err := atomicfile.ReadFile(rd.Inputs())
 	switch {
 	case err == nil:
 		var before RunInputs

@@ -15,3 +15,6 @@ func (d RunDir) Acquire() (*RunLock, error) {
 
 // Release does nothing: no lock is ever held here.
 func (l *RunLock) Release() error { return nil }
+
+// Holder cannot tell here: known is false.
+func (d RunDir) Holder() (pid int, held, known bool, err error) { return 0, false, false, nil }

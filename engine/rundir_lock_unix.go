@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"whet/engine/atomicfile"
 )
@@ -28,7 +29,14 @@ func (d RunDir) Acquire() (*RunLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock run folder %s: %w", d.Path(), err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	// A Holder probe (whet runs) holds a shared lock for an instant; a
+	// few short retries keep it from refusing a run that starts then.
+	for try := 0; errors.Is(err, syscall.EWOULDBLOCK) && try < probeRetries; try++ {
+		time.Sleep(probeRetryWait)
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
 		holder := make([]byte, 32)
 		n, _ := f.ReadAt(holder, 0)
 		f.Close()
@@ -50,6 +58,39 @@ func (d RunDir) Acquire() (*RunLock, error) {
 		return nil, fmt.Errorf("lock run folder %s: write %s: %w", d.Path(), path, err)
 	}
 	return &RunLock{f: f}, nil
+}
+
+// probeRetries × probeRetryWait is how long Acquire waits out a Holder
+// probe: far longer than a probe holds its lock, far shorter than a
+// start.
+const (
+	probeRetries   = 5
+	probeRetryWait = 10 * time.Millisecond
+)
+
+// Holder says whether a process trains in the folder now, and its pid
+// (0 if unknown). A folder without a lock file has never been locked:
+// known is false. It takes a shared lock for an instant to find out.
+func (d RunDir) Holder() (pid int, held, known bool, err error) {
+	f, err := os.OpenFile(d.LockFile(), os.O_RDONLY|atomicfile.NoFollow, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, false, nil
+	}
+	if err != nil {
+		return 0, false, false, atomicfile.RefusedLink(d.LockFile(), err)
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	if err == nil {
+		return 0, false, true, nil // closing drops the shared lock
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) {
+		return 0, false, false, fmt.Errorf("probe %s: %w", d.LockFile(), err)
+	}
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	pid, _ = strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	return pid, true, true, nil
 }
 
 // Release lets another process train in the folder. The lock file stays:

@@ -4,6 +4,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,5 +98,31 @@ func TestRunFilesRefuseSymlinks(t *testing.T) {
 	}
 	if e, _ := os.ReadDir(elsewhere); len(e) != 0 {
 		t.Errorf("checkpoint written through the link: %v", e)
+	}
+}
+
+// Files of a checkpoint are read only where they are: a trainer_state.json
+// swapped for a link makes the checkpoint damaged, not followed.
+func TestCheckpointReadRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	tr := tinyTrainer(t, dir)
+	if _, err := tr.TrainStep(); err != nil {
+		t.Fatal(err)
+	}
+	path, err := tr.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(path, "trainer_state.json")
+	elsewhere := filepath.Join(t.TempDir(), "state.json")
+	if err := os.Rename(state, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, state); err != nil {
+		t.Fatal(err)
+	}
+	var damaged *engine.DamagedCheckpointError
+	if _, err := engine.LoadCheckpoint(path, tr.Model); !errors.As(err, &damaged) || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("a linked trainer_state.json: %v", err)
 	}
 }

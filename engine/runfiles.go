@@ -164,12 +164,12 @@ func appendLines(path string, lines [][]byte) error {
 // file is replaced atomically, and only if something is dropped. It
 // returns the lines of step itself that it kept.
 func trimAfterStep(path string, step int) (map[string]bool, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|atomicfile.NoFollow, 0)
+	f, err := atomicfile.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, atomicfile.RefusedLink(path, err)
+		return nil, err
 	}
 	defer f.Close()
 	var keep bytes.Buffer

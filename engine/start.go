@@ -388,7 +388,7 @@ type refCache struct {
 func (s *Session) referenceLogprobs() error {
 	t := s.Trainer
 	path := RunDir(s.Dir).RefLogps()
-	if js, err := os.ReadFile(path); err == nil {
+	if js, err := atomicfile.ReadFile(path); err == nil {
 		var c refCache
 		if err := json.Unmarshal(js, &c); err != nil {
 			return fmt.Errorf("%s: %w", path, err)

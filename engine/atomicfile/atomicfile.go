@@ -8,6 +8,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -73,4 +74,24 @@ func RefusedLink(path string, err error) error {
 		return fmt.Errorf("%s is a symbolic link; whet does not write through links in a run folder", path)
 	}
 	return err
+}
+
+// Open opens path for reading, refusing a symlink at path: files of a run
+// folder are read only where they are.
+func Open(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|NoFollow, 0)
+	if err != nil {
+		return nil, RefusedLink(path, err)
+	}
+	return f, nil
+}
+
+// ReadFile is os.ReadFile through Open.
+func ReadFile(path string) ([]byte, error) {
+	f, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }
