@@ -27,29 +27,33 @@ func hubModel(model string) (hub.Ref, bool) {
 		candidates = append(candidates, real)
 	}
 	for _, dir := range candidates {
-		abs, err := filepath.Abs(dir)
-		if err != nil {
-			continue
-		}
-		commit := filepath.Base(abs)
-		snapshots := filepath.Dir(abs)
-		repoFolder := filepath.Base(filepath.Dir(snapshots))
-		if filepath.Base(snapshots) != "snapshots" {
-			continue
-		}
-		rest, ok := strings.CutPrefix(repoFolder, "models--")
-		if !ok {
-			continue
-		}
-		// ORG and NAME hold no "--" (hub.ParseRef refuses it), so the
-		// folder name splits one way only.
-		org, name, ok := strings.Cut(rest, "--")
-		if !ok {
-			continue
-		}
-		if ref, err := hub.ParseRef(org + "/" + name + "@" + commit); err == nil {
-			return ref, true
+		if abs, err := filepath.Abs(dir); err == nil {
+			if ref, ok := snapshotRef(abs); ok {
+				return ref, true
+			}
 		}
 	}
 	return hub.Ref{}, false
+}
+
+// snapshotRef reads the repo id and commit out of a huggingface_hub cache
+// snapshot's path, …/models--ORG--NAME/snapshots/COMMIT.
+func snapshotRef(path string) (hub.Ref, bool) {
+	commit := filepath.Base(path)
+	snapshots := filepath.Dir(path)
+	if filepath.Base(snapshots) != "snapshots" {
+		return hub.Ref{}, false
+	}
+	rest, ok := strings.CutPrefix(filepath.Base(filepath.Dir(snapshots)), "models--")
+	if !ok {
+		return hub.Ref{}, false
+	}
+	// ORG and NAME hold no "--" (hub.ParseRef refuses it), so the folder
+	// name splits one way only.
+	org, name, ok := strings.Cut(rest, "--")
+	if !ok {
+		return hub.Ref{}, false
+	}
+	ref, err := hub.ParseRef(org + "/" + name + "@" + commit)
+	return ref, err == nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"whet/engine"
+	"whet/engine/hub"
 )
 
 // A PEFT export names the base by its Hub id when the base came from the
@@ -87,4 +88,26 @@ func TestPEFTBaseModelIsHubID(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "whet-test/not-pulled") {
 		t.Errorf("a base that is not in the cache (offline): %v, want an error naming it", err)
 	}
+}
+
+// FuzzSnapshotRef: whatever the path, a repo id read from it is one
+// engine/hub accepts, and its cache folder and commit are the path's own.
+func FuzzSnapshotRef(f *testing.F) {
+	f.Add("/home/u/.cache/huggingface/hub/models--Qwen--Qwen2.5-0.5B/snapshots/0123456789abcdef0123456789abcdef01234567")
+	f.Add("models--a--b--c/snapshots/main")
+	f.Add("/x/models--org/snapshots/abc")
+	f.Add("snapshots/x")
+	f.Fuzz(func(t *testing.T, path string) {
+		ref, ok := snapshotRef(path)
+		if !ok {
+			return
+		}
+		if _, err := hub.ParseRef(ref.String()); err != nil {
+			t.Fatalf("%q gave %v, which hub.ParseRef refuses: %v", path, ref, err)
+		}
+		folder := "models--" + strings.ReplaceAll(ref.Repo, "/", "--")
+		if got := filepath.Base(filepath.Dir(filepath.Dir(path))); got != folder || filepath.Base(path) != ref.Revision {
+			t.Fatalf("%q gave %v: the cache folder would be %s/snapshots/%s", path, ref, folder, ref.Revision)
+		}
+	})
 }
