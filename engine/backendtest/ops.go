@@ -31,6 +31,11 @@ var suite = []struct {
 	{"AttentionKV", testAttentionKV},
 	{"SwiGLU", testSwiGLU},
 	{"SwiGLUBackward", testSwiGLUBackward},
+	{"GeGLU", testGeGLU},
+	{"GeGLUBackward", testGeGLUBackward},
+	{"SoftCap", testSoftCap},
+	{"SoftCapBackward", testSoftCapBackward},
+	{"RoPEPartial", testRoPEPartial},
 	{"SoftmaxCrossEntropy", testSoftmaxCrossEntropy},
 	{"SoftmaxCrossEntropyInto", testSoftmaxCrossEntropyInto},
 	{"Dropout", testDropout},
@@ -407,19 +412,23 @@ type attnCase struct {
 	headDim  int
 	window   int
 	qkvScale float32
+	softCap  float32 // Gemma 2's attention soft-cap; 0: none
 }
 
 var attnCases = []attnCase{
-	{"gqa4x2_d16_packed", []int32{0, 5, 13, 20}, 4, 2, 16, 0, 1},
-	{"gqa4x2_d16_packed_window4", []int32{0, 5, 13, 20}, 4, 2, 16, 4, 1},
-	{"mha2_d16_one_token_seqs", []int32{0, 1, 2, 7}, 2, 2, 16, 0, 1},
-	{"gqa8x2_d64_packed_long", []int32{0, 70, 71, 160}, 8, 2, 64, 0, 1},
-	{"gqa8x2_d64_window32", []int32{0, 70, 71, 160}, 8, 2, 64, 32, 1},
-	{"mqa4x1_d128_peaked", []int32{0, 96, 130}, 4, 1, 128, 0, 2.5},
+	{"gqa4x2_d16_packed", []int32{0, 5, 13, 20}, 4, 2, 16, 0, 1, 0},
+	{"gqa4x2_d16_packed_window4", []int32{0, 5, 13, 20}, 4, 2, 16, 4, 1, 0},
+	{"mha2_d16_one_token_seqs", []int32{0, 1, 2, 7}, 2, 2, 16, 0, 1, 0},
+	{"gqa8x2_d64_packed_long", []int32{0, 70, 71, 160}, 8, 2, 64, 0, 1, 0},
+	{"gqa8x2_d64_window32", []int32{0, 70, 71, 160}, 8, 2, 64, 32, 1, 0},
+	{"mqa4x1_d128_peaked", []int32{0, 96, 130}, 4, 1, 128, 0, 2.5, 0},
 	// Several 64-row tiles per sequence: tiles with and without masking.
-	{"gqa8x2_d64_many_tiles", []int32{0, 300, 301, 557}, 8, 2, 64, 0, 1},
-	{"gqa4x2_d128_many_tiles_window100", []int32{0, 260, 400}, 4, 2, 128, 100, 1},
-	{"gqa6x2_d96_many_tiles", []int32{0, 200}, 6, 2, 96, 0, 1},
+	{"gqa8x2_d64_many_tiles", []int32{0, 300, 301, 557}, 8, 2, 64, 0, 1, 0},
+	{"gqa4x2_d128_many_tiles_window100", []int32{0, 260, 400}, 4, 2, 128, 100, 1, 0},
+	{"gqa6x2_d96_many_tiles", []int32{0, 200}, 6, 2, 96, 0, 1, 0},
+	// Soft-capped scores (Gemma 2): caps near the scores' size bend them.
+	{"gqa4x2_d16_packed_softcap", []int32{0, 5, 13, 20}, 4, 2, 16, 0, 2, 1.5},
+	{"gqa8x2_d64_window32_softcap", []int32{0, 70, 71, 160}, 8, 2, 64, 32, 2, 3},
 }
 
 func (c attnCase) layout() (engine.SeqLayout, engine.AttnParams, int) {
@@ -429,7 +438,7 @@ func (c attnCase) layout() (engine.SeqLayout, engine.AttnParams, int) {
 		maxLen = max(maxLen, int(c.starts[i+1]-c.starts[i]))
 	}
 	p := engine.AttnParams{NHeads: c.h, NKVHeads: c.kvh, HeadDim: c.headDim,
-		Scale: float32(1 / math.Sqrt(float64(c.headDim))), Window: c.window}
+		Scale: float32(1 / math.Sqrt(float64(c.headDim))), Window: c.window, SoftCap: c.softCap}
 	return engine.SeqLayout{Starts: c.starts, MaxLen: maxLen}, p, T
 }
 
@@ -506,16 +515,18 @@ func testAttentionKV(h *harness) {
 		name                     string
 		heads, kvHeads, headDim  int
 		qOffset, queries, window int
+		softCap                  float32
 	}{
-		{"prefill_gqa4x2_d16", 4, 2, 16, 0, 20, 0},
-		{"decode_one_token_gqa4x2_d16", 4, 2, 16, 19, 1, 0},
-		{"decode_chunk_window4", 4, 2, 16, 12, 5, 4},
-		{"decode_mqa8x1_d64", 8, 1, 64, 30, 1, 0},
-		{"decode_gqa4x2_d128_window8", 4, 2, 128, 25, 2, 8},
+		{"prefill_gqa4x2_d16", 4, 2, 16, 0, 20, 0, 0},
+		{"decode_one_token_gqa4x2_d16", 4, 2, 16, 19, 1, 0, 0},
+		{"decode_chunk_window4", 4, 2, 16, 12, 5, 4, 0},
+		{"decode_mqa8x1_d64", 8, 1, 64, 30, 1, 0, 0},
+		{"decode_gqa4x2_d128_window8", 4, 2, 128, 25, 2, 8, 0},
+		{"decode_chunk_window4_softcap", 4, 2, 16, 12, 5, 4, 0.5},
 	} {
 		h.sub(c.name, func(h *harness) {
 			p := engine.AttnParams{NHeads: c.heads, NKVHeads: c.kvHeads, HeadDim: c.headDim,
-				Scale: float32(1 / math.Sqrt(float64(c.headDim))), Window: c.window}
+				Scale: float32(1 / math.Sqrt(float64(c.headDim))), Window: c.window, SoftCap: c.softCap}
 			kvd, rows := c.kvHeads*c.headDim, c.qOffset+c.queries
 			kCache, vCache := h.randn(h.act, 1, cacheRows, kvd), h.randn(h.act, 1, cacheRows, kvd)
 			k, v := h.view(kCache, 0, rows, kvd), h.view(vCache, 0, rows, kvd)
@@ -553,6 +564,97 @@ func testSwiGLUBackward(h *harness) {
 			h.compare("dGate (overwritten)", dGate)
 			h.compare("dUp (overwritten)", dUp)
 		})
+	}
+}
+
+// testGeGLU and the ops after it cover the optional family ops
+// (engine.GELUTanhGLU, engine.SoftCapper, engine.PartialRoPE); a backend
+// without one skips it, and the model refuses the families that need it.
+func testGeGLU(h *harness) {
+	ge, ok := h.dut.(engine.GELUTanhGLU)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.GELUTanhGLU (Gemma's MLP)", h.dut.Name())
+	}
+	for _, cols := range swigluCols {
+		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
+			gate, up := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols)
+			out := h.output(h.act, 9, cols)
+			h.check("GeGLU", ge.GeGLU(out.dut, gate.dut, up.dut))
+			h.oracle("GeGLU", h.ref.GeGLU(out.ref, gate.ref, up.ref))
+			h.compare("out", out)
+		})
+	}
+}
+
+func testGeGLUBackward(h *harness) {
+	ge, ok := h.dut.(engine.GELUTanhGLU)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.GELUTanhGLU (Gemma's MLP)", h.dut.Name())
+	}
+	for _, cols := range swigluCols {
+		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
+			gate, up, dOut := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols), h.randn(h.act, 1, 9, cols)
+			dGate, dUp := h.output(h.act, 9, cols), h.output(h.act, 9, cols)
+			h.check("GeGLUBackward", ge.GeGLUBackward(dGate.dut, dUp.dut, dOut.dut, gate.dut, up.dut))
+			h.oracle("GeGLUBackward", h.ref.GeGLUBackward(dGate.ref, dUp.ref, dOut.ref, gate.ref, up.ref))
+			h.compare("dGate (overwritten)", dGate)
+			h.compare("dUp (overwritten)", dUp)
+		})
+	}
+}
+
+func testSoftCap(h *harness) {
+	sc, ok := h.dut.(engine.SoftCapper)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.SoftCapper (Gemma 2's final logits)", h.dut.Name())
+	}
+	for _, dt := range h.dtypes() {
+		h.sub(dt.String(), func(h *harness) {
+			x := h.randn(dt, 40, 7, 301) // logits of tens, capped at 30
+			h.check("SoftCap", sc.SoftCap(x.dut, 30))
+			h.oracle("SoftCap", h.ref.SoftCap(x.ref, 30))
+			h.compare("x (in place)", x)
+		})
+	}
+}
+
+func testSoftCapBackward(h *harness) {
+	sc, ok := h.dut.(engine.SoftCapper)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.SoftCapper (Gemma 2's final logits)", h.dut.Name())
+	}
+	for _, dt := range h.dtypes() {
+		h.sub(dt.String(), func(h *harness) {
+			y := h.randn(engine.F32, 10, 7, 301)
+			h.oracle("SoftCap", h.ref.SoftCap(y.ref, 30))
+			capped := h.input(engine.F32, h.refValues(y.ref), 7, 301)
+			dx := h.randn(dt, 1, 7, 301)
+			h.check("SoftCapBackward", sc.SoftCapBackward(dx.dut, capped.dut, 30))
+			h.oracle("SoftCapBackward", h.ref.SoftCapBackward(dx.ref, capped.ref, 30))
+			h.compare("dx (in place)", dx)
+		})
+	}
+}
+
+func testRoPEPartial(h *harness) {
+	pr, ok := h.dut.(engine.PartialRoPE)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.PartialRoPE (Phi-4-mini's partial rotary)", h.dut.Name())
+	}
+	for _, c := range []struct{ headDim, rot int }{{16, 12}, {128, 96}, {64, 64}} {
+		for _, inverse := range []bool{false, true} {
+			h.sub(fmt.Sprintf("headDim%d_rot%d_inverse=%v", c.headDim, c.rot, inverse), func(h *harness) {
+				const heads, maxPos = 4, 4096
+				pos := packedPositions([]int32{0, 5, 13, 20})
+				pos[19] = maxPos - 1
+				cos, sin := h.ropeTables(maxPos, c.rot)
+				x := h.randn(h.act, 1, len(pos), heads*c.headDim)
+				p := h.ints(pos)
+				h.check("RoPEPartial", pr.RoPEPartial(x.dut, p.dut, cos.dut, sin.dut, heads, c.headDim, inverse))
+				h.oracle("RoPEPartial", h.ref.RoPEPartial(x.ref, p.ref, cos.ref, sin.ref, heads, c.headDim, inverse))
+				h.compare("x (in place)", x)
+			})
+		}
 	}
 }
 
