@@ -10,6 +10,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"whet/engine"
+	"whet/presets"
 	"whet/tui/components/form"
 )
 
@@ -23,29 +24,20 @@ var methodBlurb = map[string]string{
 	"dpo":   "DPO: preference tuning on chosen/rejected pairs, with LoRA adapters.",
 }
 
-// builtinPresets are the defaults used when no preset catalog is wired in:
-// the values PEFT and TRL users start from.
-type builtinPresets struct{}
+// catalogPresets are the method defaults of presets/methods.yaml, the one
+// place they live; the studio wires in its own Presets only to add the
+// demo model's tuned run file on top.
+type catalogPresets struct{}
 
-func (builtinPresets) Defaults(model, method string) (engine.RunConfig, error) {
-	c := engine.RunConfig{Model: model, Method: method, Backend: "auto"}
-	c.LoRA = engine.LoRAConfig{Rank: 16, Alpha: 32, Dropout: 0.05, TargetModules: []string{"q", "k", "v", "o", "gate", "up", "down"}}
-	c.Data = engine.DataConfig{Format: "auto", TrainOn: "responses", MaxLength: 1024, EvalSplit: 0.05, Seed: 42}
-	c.Train = engine.TrainConfig{Epochs: 3, MicroBatch: 4, GradAccum: 4, LR: 2e-4, Schedule: "cosine",
-		WarmupRatio: 0.03, WeightDecay: 0.01, MaxGradNorm: 1, Seed: 42, LogEvery: 1, EvalEvery: 50,
-		SaveEvery: 200, KeepCheckpoints: 3, SampleEvery: 50, SampleTokens: 64}
-	switch method {
-	case "lora", "qlora":
-	case "full":
-		c.LoRA = engine.LoRAConfig{}
-		c.Train.LR = 2e-5
-	case "dpo":
-		c.Train.LR = 5e-6
-		c.Train.Epochs = 1
-		c.DPO = engine.DPOConfig{Beta: 0.1, LossType: "sigmoid"}
-	default:
-		return c, fmt.Errorf("unknown method %q (want one of %s)", method, strings.Join(methods, ", "))
+var _ Presets = catalogPresets{}
+
+func (catalogPresets) Defaults(model, method string) (engine.RunConfig, error) {
+	m, err := presets.LookupMethod(method)
+	if err != nil {
+		return engine.RunConfig{}, err
 	}
+	c := m.RunConfig()
+	c.Model = model
 	return c, nil
 }
 
@@ -197,7 +189,12 @@ func (p *methodPage) leave() error {
 		c.DPO = engine.DPOConfig{}
 	}
 	c.Train.Schedule = p.form.Get("schedule")
+	// A warm-up ratio typed here replaces the preset's count of warm-up
+	// steps (a run may set one of the two, not both).
 	c.Train.WarmupRatio = p.form.Float("warmup")
+	if c.Train.WarmupRatio > 0 {
+		c.Train.WarmupSteps = 0
+	}
 	c.Train.WeightDecay = p.form.Float("decay")
 	c.Train.MaxGradNorm = p.form.Float("clip")
 	c.Train.Checkpointing = p.form.Bool("ckpt")

@@ -85,7 +85,7 @@ func New(o Options) *Model {
 		o.Context = context.Background()
 	}
 	if o.Presets == nil {
-		o.Presets = builtinPresets{}
+		o.Presets = catalogPresets{}
 	}
 	if o.DataDirs == nil {
 		o.DataDirs = []string{".", "testdata"}
@@ -103,7 +103,7 @@ func New(o Options) *Model {
 
 	cfg, err := o.Presets.Defaults("", "lora")
 	if err != nil {
-		cfg, _ = builtinPresets{}.Defaults("", "lora")
+		cfg, _ = catalogPresets{}.Defaults("", "lora")
 	}
 	cfg.Name = "run-" + o.Now().Format("20060102-150405")
 	cfg.RunsDir = o.RunsDir
