@@ -15,6 +15,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/hub"
+	"whet/presets"
 )
 
 func init() {
@@ -31,7 +32,7 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	configOnly := fs.Bool("config-only", false, "fetch config.json alone (what `whet fit` needs)")
 	list := fs.Bool("list", false, "list the models in the cache with their sizes")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: whet pull [--json] [--config-only] ORG/NAME[@REVISION]")
+		fmt.Fprintln(stderr, "usage: whet pull [--json] [--config-only] ORG/NAME[@REVISION] | CATALOG-NAME")
 		fmt.Fprintln(stderr, "       whet pull --list [--json]")
 		fmt.Fprintln(stderr, "The cache is huggingface_hub's ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub);")
 		fmt.Fprintln(stderr, "HF_TOKEN gives a token, HF_ENDPOINT a mirror, HF_HUB_OFFLINE=1 uses the cache only.")
@@ -66,7 +67,7 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("want one repo id, such as Qwen/Qwen2.5-0.5B-Instruct or meta-llama/Llama-3.2-1B@main")
 	}
-	ref, err := hub.ParseRef(pos[0])
+	ref, err := pullRef(pos[0])
 	if err != nil {
 		return err
 	}
@@ -105,6 +106,19 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s at commit %s:\n%s\n", ref, snap.Commit[:min(12, len(snap.Commit))], snap.Dir)
 	return nil
+}
+
+// pullRef reads a repo id, or a catalog name (llama-3.2-1b), which stands
+// for its repo.
+func pullRef(arg string) (hub.Ref, error) {
+	ref, err := hub.ParseRef(arg)
+	if err == nil {
+		return ref, nil
+	}
+	if e, lerr := presets.Lookup(arg); lerr == nil && !strings.Contains(arg, "/") {
+		return hub.ParseRef(e.Repo)
+	}
+	return hub.Ref{}, fmt.Errorf("%w (or a catalog name such as llama-3.2-1b)", err)
 }
 
 // progressJSON is one --json line of a pull; rates in bytes per second,

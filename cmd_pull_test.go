@@ -109,8 +109,12 @@ func TestPullCommandErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(stdout, `"kind":"gated"`) {
 		t.Fatalf("gated --json: exit %d, %s", code, stdout)
 	}
-	if code, _, stderr := pullCLI("not-a-repo-id"); code != 1 || !strings.Contains(stderr, "ORG/NAME") {
+	if code, _, stderr := pullCLI("not-a-repo-id"); code != 1 || !strings.Contains(stderr, "ORG/NAME") || !strings.Contains(stderr, "catalog") {
 		t.Fatalf("bad id: exit %d, %s", code, stderr)
+	}
+	// A catalog name stands for its repo (not on this fake Hub: not found).
+	if code, _, stderr := pullCLI("llama-3.2-1b"); code != 1 || !strings.Contains(stderr, "meta-llama/Llama-3.2-1B") {
+		t.Fatalf("catalog name: exit %d, %s", code, stderr)
 	}
 	t.Setenv("HF_HUB_OFFLINE", "1")
 	if code, _, stderr := pullCLI("whet-test/tiny-llama"); code != 1 || !strings.Contains(stderr, "HF_HUB_OFFLINE") {
