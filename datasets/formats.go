@@ -44,7 +44,7 @@ func ParseFormat(s string) (Format, error) {
 	for i, k := range Formats {
 		names[i] = string(k)
 	}
-	return "", fmt.Errorf("unknown data format %q (want auto, %s)", s, strings.Join(names, ", "))
+	return "", fmt.Errorf("unknown %q (want auto, %s)", s, strings.Join(names, ", "))
 }
 
 // Objective is what a training method learns from: preference pairs
@@ -106,7 +106,7 @@ func (c Columns) validate() error {
 			}
 		}
 		if !ok {
-			return fmt.Errorf("column mapping names unknown column %q (known: %s)", k, strings.Join(columnNames, ", "))
+			return fmt.Errorf("maps unknown column %q (known: %s)", k, strings.Join(columnNames, ", "))
 		}
 	}
 	return nil

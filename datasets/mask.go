@@ -147,7 +147,7 @@ func ParseTrainOn(s string) (TrainOn, error) {
 	case TrainOnAll:
 		return TrainOnAll, nil
 	}
-	return "", fmt.Errorf("unknown train_on %q (want responses or all)", s)
+	return "", fmt.Errorf("unknown %q (want responses or all)", s)
 }
 
 // toSequence builds a Sequence from ids and the in-span flags; with

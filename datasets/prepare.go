@@ -53,6 +53,38 @@ type Options struct {
 	Now func() time.Time `yaml:"-"`
 }
 
+// Validate checks every setting a run file's data section can hold, naming
+// the field as the run file spells it. It is the one rule for them:
+// Prepare calls it, and so does the run-file loader (engine), so a bad
+// setting fails before any model is loaded.
+func (o Options) Validate() error {
+	if o.Path == "" {
+		return errors.New("data.path: required")
+	}
+	if o.MaxLength < 2 {
+		return fmt.Errorf("data.max_length: must be at least 2 tokens, got %d", o.MaxLength)
+	}
+	if math.IsNaN(o.EvalSplit) || math.IsInf(o.EvalSplit, 0) {
+		return fmt.Errorf("data.eval_split: must be a finite number, got %v", o.EvalSplit)
+	}
+	if o.EvalSplit < 0 || o.EvalSplit >= 1 {
+		return fmt.Errorf("data.eval_split: must be in [0, 1), got %g", o.EvalSplit)
+	}
+	if _, err := ParseFormat(o.Format); err != nil {
+		return fmt.Errorf("data.format: %w", err)
+	}
+	if _, err := ParseTrainOn(o.TrainOn); err != nil {
+		return fmt.Errorf("data.train_on: %w", err)
+	}
+	if err := Columns(o.Columns).validate(); err != nil {
+		return fmt.Errorf("data.columns: %w", err)
+	}
+	if _, err := textEncoding(o.Encoding); err != nil {
+		return fmt.Errorf("data.%w", err)
+	}
+	return nil
+}
+
 // Tokenizer is what Prepare needs from a tokenizer; *tokenizer.Tokenizer
 // satisfies it.
 type Tokenizer interface {
@@ -173,30 +205,12 @@ const (
 
 // Prepare reads, formats, tokenizes, masks, splits and batches a dataset.
 func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
-	if opts.Path == "" {
-		return nil, errors.New("data: no path to a data file")
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
-	if opts.MaxLength <= 0 {
-		return nil, fmt.Errorf("data: max_length must be positive, got %d", opts.MaxLength)
-	}
-	if opts.EvalSplit < 0 || opts.EvalSplit >= 1 {
-		return nil, fmt.Errorf("data: eval_split must be in [0, 1), got %g", opts.EvalSplit)
-	}
-	format, err := ParseFormat(opts.Format)
-	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
-	}
-	trainOn, err := ParseTrainOn(opts.TrainOn)
-	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
-	}
-	if _, err := textEncoding(opts.Encoding); err != nil {
-		return nil, fmt.Errorf("data.%w", err)
-	}
+	format, _ := ParseFormat(opts.Format)
+	trainOn, _ := ParseTrainOn(opts.TrainOn)
 	cols := Columns(opts.Columns)
-	if err := cols.validate(); err != nil {
-		return nil, fmt.Errorf("data: %w", err)
-	}
 	if opts.MicroBatch <= 0 {
 		opts.MicroBatch = 1
 	}

@@ -100,3 +100,27 @@ train:`
 		t.Errorf("a program-set field in a run file's data section: %v", err)
 	}
 }
+
+// TestRunFileDataRulesAreThePipelines: a run file's data settings are
+// checked by the data pipeline's own rule (datasets.Options.Validate) when
+// the file is read, so a format, column mapping or encoding that Prepare
+// would refuse is refused before any model loads, and what Prepare accepts
+// (train_on: assistant, its alias of responses) the run file accepts.
+func TestRunFileDataRulesAreThePipelines(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"data: {format: yaml}", `data.format: unknown "yaml"`},
+		{"data: {columns: {msgs: conversation}}", `data.columns: maps unknown column "msgs"`},
+		{"data: {encoding: klingon}", `data.encoding: unknown text encoding "klingon"`},
+		{"data: {eval_split: 1}", "data.eval_split: must be in [0, 1), got 1"},
+		{"data: {train_on: assistant}", ""},
+		{"data: {format: dpo, encoding: latin1}", ""},
+	} {
+		_, err := engine.LoadRunConfig(writeTinyRunFile(t, tc.yaml))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.yaml, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -118,25 +118,11 @@ func (c *RunConfig) Validate() error {
 			return err
 		}
 	}
-	if err := validateData(c.Data); err != nil {
+	// The data pipeline's own rule for its settings (datasets.Options).
+	if err := c.Data.Validate(); err != nil {
 		return err
 	}
 	return c.Train.validate()
-}
-
-func validateData(d DataConfig) error {
-	if d.Path == "" {
-		return errors.New("data.path: required")
-	}
-	if d.MaxLength < 2 {
-		return fmt.Errorf("data.max_length: must be at least 2 tokens, got %d", d.MaxLength)
-	}
-	switch d.TrainOn {
-	case "responses", "all":
-	default:
-		return fmt.Errorf("data.train_on: unknown %q (want responses or all)", d.TrainOn)
-	}
-	return inRange("data.eval_split", d.EvalSplit, 0, 1, true, false)
 }
 
 func (t TrainConfig) validate() error {
