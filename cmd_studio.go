@@ -16,6 +16,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"whet/engine"
+	"whet/engine/hub"
 	"whet/tui"
 	"whet/tui/fake"
 )
@@ -35,11 +36,27 @@ var (
 	newStudioGPU       = func() tui.GPUSampler { return nil }
 	newStudioChat      = func() tui.Chatter { return nil }
 	newStudioExporter  = func() tui.Exporter { return nil }
+	newStudioHub       = func() (tui.Hub, error) { return nil, nil }
 )
 
 func init() {
 	register("studio", "open the terminal studio: wizard, live dashboard (the default command)", runStudio)
 }
+
+// unavailableHub is a Hub whose settings could not be read (a malformed
+// HF_ENDPOINT): the model page says why where it lists the cache, and a
+// download fails with the same reason.
+type unavailableHub struct{ err error }
+
+func (u unavailableHub) Settings() hub.Settings { return hub.Settings{} }
+func (u unavailableHub) Cached() ([]hub.CachedModel, error) {
+	return nil, fmt.Errorf("Hugging Face Hub: %w", u.err)
+}
+func (u unavailableHub) Pull(context.Context, hub.Ref, func(hub.Progress)) (*hub.Snapshot, error) {
+	return nil, fmt.Errorf("Hugging Face Hub: %w", u.err)
+}
+
+var _ tui.Hub = unavailableHub{}
 
 // unavailableEngine reports why no engine could be built when the user
 // starts a run, so the wizard still opens.
@@ -83,6 +100,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		opts.GPU = fake.DemoGPU
 		opts.Chat = fake.DemoChat()
 		opts.Exporter = &fake.Exporter{Delay: 80 * time.Millisecond}
+		opts.Hub = fake.DemoHub()
 	} else {
 		eng, err := newStudioEngine()
 		if err != nil {
@@ -96,6 +114,11 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		opts.GPU = newStudioGPU()
 		opts.Chat = newStudioChat()
 		opts.Exporter = newStudioExporter()
+		if h, err := newStudioHub(); err != nil {
+			opts.Hub = unavailableHub{err: err}
+		} else if h != nil {
+			opts.Hub = h
+		}
 	}
 
 	m := tui.New(opts)

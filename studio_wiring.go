@@ -17,6 +17,7 @@ import (
 	"whet/engine/chat"
 	"whet/engine/export"
 	"whet/engine/gpuinfo"
+	"whet/engine/hub"
 	"whet/engine/memplan"
 	"whet/presets"
 	"whet/tui"
@@ -32,6 +33,13 @@ func init() {
 	newStudioPreviewer = func() tui.DataPreviewer { return studioPreviewer{} }
 	newStudioChat = func() tui.Chatter { return studioChatter{} }
 	newStudioExporter = func() tui.Exporter { return newStudioExport() }
+	newStudioHub = func() (tui.Hub, error) {
+		c, err := hub.FromEnv()
+		if err != nil {
+			return nil, err
+		}
+		return tui.HubClient{Client: c}, nil
+	}
 	newStudioGPU = func() tui.GPUSampler {
 		m, err := gpuinfo.Open()
 		if err != nil {
@@ -46,10 +54,14 @@ func init() {
 }
 
 // modelDir resolves what the wizard put in RunConfig.Model: a folder as
-// is, or a catalog name, which needs its weights downloaded first.
+// is; a Hub id (ORG/NAME[@REVISION]) to its snapshot in the cache; or a
+// catalog name, found in ~/models or, by its repo id, in the cache.
 func modelDir(name string) (string, error) {
 	if st, err := os.Stat(name); err == nil && st.IsDir() {
 		return name, nil
+	}
+	if hub.LooksLikeRef(name) {
+		return hubModelDir(name)
 	}
 	e, err := presets.Lookup(name)
 	if err != nil {
@@ -61,12 +73,51 @@ func modelDir(name string) (string, error) {
 			return cand, nil
 		}
 	}
-	return "", fmt.Errorf("%s has no weights on this machine: download %s into ~/models/%s (config.json, *.safetensors, tokenizer files) and pick it again", e.Name, e.Repo, e.Name)
+	if dir, err := cachedModelDir(e.Repo); err == nil {
+		return dir, nil
+	}
+	return "", fmt.Errorf("%s has no weights on this machine: choose it on the model page to download %s, or run whet pull %s", e.Name, e.Repo, e.Repo)
+}
+
+// hubModelDir is the snapshot folder of a Hub id: the cached one when it
+// holds what a run needs (the model page has just pulled it, so the data
+// preview and the fit check ask nothing of the network), else the one
+// engine.ModelFolder pulls, as training will.
+func hubModelDir(id string) (string, error) {
+	if dir, err := cachedModelDir(id); err == nil {
+		return dir, nil
+	}
+	dir, _, err := engine.ModelFolder(context.Background(), id, hub.PullOptions{})
+	return dir, err
+}
+
+// cachedModelDir finds a Hub id in the cache alone: a pull in offline
+// mode, which checks the snapshot has the config and every weight shard.
+func cachedModelDir(id string) (string, error) {
+	ref, err := hub.ParseRef(id)
+	if err != nil {
+		return "", err
+	}
+	c, err := hub.FromEnv()
+	if err != nil {
+		return "", err
+	}
+	c.Offline = true
+	snap, err := c.Pull(context.Background(), ref, hub.PullOptions{})
+	if err != nil {
+		return "", err
+	}
+	return snap.Dir, nil
 }
 
 type studioEngine struct{}
 
 func (studioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
+	if hub.LooksLikeRef(cfg.Model) {
+		// The engine resolves a Hub id itself and keeps it in the run's
+		// config, so the run folder names the model as the user chose it.
+		return engine.Start(ctx, cfg)
+	}
 	dir, err := modelDir(cfg.Model)
 	if err != nil {
 		return nil, nil, err
@@ -159,6 +210,13 @@ type studioFit struct{}
 func planConfig(name string) (*engine.ModelConfig, error) {
 	if st, err := os.Stat(name); err == nil && st.IsDir() {
 		return engine.LoadModelConfig(name)
+	}
+	if hub.LooksLikeRef(name) {
+		dir, err := hubModelDir(name)
+		if err != nil {
+			return nil, err
+		}
+		return engine.LoadModelConfig(dir)
 	}
 	e, err := presets.Lookup(name)
 	if err != nil {

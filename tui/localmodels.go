@@ -56,6 +56,20 @@ func folderParams(dir string) int64 {
 	return cfg.estimateParams()
 }
 
+// folderModelType is the model_type of a model folder's config.json (""
+// if it cannot be read).
+func folderModelType(dir string) string {
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return ""
+	}
+	var cfg hfConfig
+	if json.Unmarshal(raw, &cfg) != nil {
+		return ""
+	}
+	return cfg.ModelType
+}
+
 // FindLocalModels lists Hugging Face model folders (holding config.json)
 // directly under dir or one level deeper (the "org/name" layout). A
 // missing dir is not an error: it simply has no models.

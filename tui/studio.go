@@ -35,6 +35,9 @@ type Options struct {
 	// Exporter writes a finished run as PEFT, merged or GGUF files; nil:
 	// the summary offers no export page.
 	Exporter Exporter
+	// Hub lists the Hugging Face cache on the model page and downloads
+	// models into it; nil: no Hub (catalog models are chosen by name).
+	Hub Hub
 
 	// RecentData is the file that lists the dataset files used lately
 	// (default: whet/recent-datasets in the user's config folder).
@@ -123,7 +126,7 @@ func New(o Options) *Model {
 		recent, recentErr = defaultRecentFile()
 	}
 	m := &Model{c: c, opts: o, cfg: &cfg}
-	mp := newModelPage(c, &cfg, catalog, local, o.ModelsDir, scanErr)
+	mp := newModelPage(c, &cfg, catalog, local, o.ModelsDir, scanErr, o.Hub)
 	m.wiz = &wizard{common: c, cfg: &cfg, pages: []page{
 		mp,
 		newMethodPage(c, &cfg, o.Presets),

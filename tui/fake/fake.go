@@ -353,10 +353,11 @@ func (g GPU) Sample() (tui.GPUStats, error) { return g.Stats, g.Err }
 // DemoGPU looks like a busy H100.
 var DemoGPU = GPU{Stats: tui.GPUStats{Name: "NVIDIA H100 80GB HBM3 (fake)", Util: 87, MemUsed: 21 * gib, MemTotal: 80 * gib, TempC: 61, PowerW: 412, PowerCapW: 700}}
 
-// Params returns the parameter count of a catalog model by name.
+// Params returns the parameter count of a catalog model by name or by
+// its repo id (what the model page records for a model from the Hub).
 func (c Catalog) Params(name string) int64 {
 	for _, m := range c {
-		if m.Name == name {
+		if m.Name == name || (m.Repo != "" && m.Repo == name) {
 			return m.Params
 		}
 	}

@@ -1,0 +1,225 @@
+package tui
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+
+	"whet/engine/hub"
+)
+
+// Hub is the Hugging Face Hub as the model page sees it: the models its
+// local cache (huggingface_hub's layout, shared with transformers) holds,
+// and downloads into that cache. HubClient is the real one; tui/fake has
+// a scripted one for demos.
+type Hub interface {
+	// Settings says where models come from and go, for the page to show
+	// (the endpoint, the cache folder, offline mode).
+	Settings() hub.Settings
+	// Cached lists the models in the cache.
+	Cached() ([]hub.CachedModel, error)
+	// Pull brings what a run needs of ref into the cache. progress is
+	// called from other goroutines, one call at a time. Cancelling ctx
+	// keeps what arrived, and the next Pull resumes from there. Errors are
+	// *hub.Error values where the cause is known (gated, token, missing,
+	// network with the cached snapshot, disk).
+	Pull(ctx context.Context, ref hub.Ref, progress func(hub.Progress)) (*hub.Snapshot, error)
+}
+
+// HubClient is the Hub through engine/hub.
+type HubClient struct{ Client *hub.Client }
+
+var _ Hub = HubClient{}
+
+func (h HubClient) Settings() hub.Settings             { return h.Client.Settings }
+func (h HubClient) Cached() ([]hub.CachedModel, error) { return h.Client.Cache().Models() }
+func (h HubClient) Pull(ctx context.Context, ref hub.Ref, progress func(hub.Progress)) (*hub.Snapshot, error) {
+	return h.Client.Pull(ctx, ref, hub.PullOptions{Progress: progress})
+}
+
+// Pull messages. id ties them to one download, so the messages of a
+// download the page has given up on are dropped.
+type (
+	// pullProgressMsg says the download's state changed; the page reads
+	// it from the job.
+	pullProgressMsg struct{ id int }
+	// pullDoneMsg ends a download.
+	pullDoneMsg struct {
+		id   int
+		snap *hub.Snapshot
+		err  error
+	}
+)
+
+// pullJob is one download running in the background. The download's
+// goroutines write its state under mu and wake the page through a channel
+// of one slot, so no report is lost (a finished file always leaves the
+// list) and the page draws at its own pace.
+type pullJob struct {
+	id     int
+	ref    hub.Ref
+	cancel context.CancelFunc
+	wake   chan struct{}
+	result chan pullDoneMsg
+
+	mu    sync.Mutex
+	state pullState
+}
+
+// pullState is what the page draws of a download: the totals and the
+// files in flight.
+type pullState struct {
+	started bool           // the files and sizes are known
+	total   hub.Progress   // the latest report's totals
+	files   []hub.Progress // files in flight, in the order they started
+}
+
+// record folds one report into the state.
+func (s *pullState) record(p hub.Progress) {
+	s.total = p
+	if p.Phase == hub.PhaseStart {
+		s.started = true
+	}
+	i := -1
+	for j, f := range s.files {
+		if f.File == p.File {
+			i = j
+		}
+	}
+	switch {
+	case p.File == "":
+	case p.Phase == hub.PhaseFileDone && i >= 0:
+		s.files = append(s.files[:i], s.files[i+1:]...)
+	case p.Phase == hub.PhaseBytes && i >= 0:
+		s.files[i] = p
+	case p.Phase == hub.PhaseBytes:
+		s.files = append(s.files, p)
+	}
+}
+
+// startPull runs a download in the background and returns the command
+// that waits for its first message.
+func startPull(parent context.Context, h Hub, id int, ref hub.Ref) (*pullJob, tea.Cmd) {
+	ctx, cancel := context.WithCancel(parent)
+	j := &pullJob{id: id, ref: ref, cancel: cancel, wake: make(chan struct{}, 1), result: make(chan pullDoneMsg, 1)}
+	go func() {
+		snap, err := h.Pull(ctx, ref, func(p hub.Progress) {
+			j.mu.Lock()
+			j.state.record(p)
+			j.mu.Unlock()
+			select {
+			case j.wake <- struct{}{}:
+			default: // the page has not read the last wake-up yet
+			}
+		})
+		j.result <- pullDoneMsg{id: id, snap: snap, err: err}
+	}()
+	return j, j.listen()
+}
+
+// listen waits for the next change or the end; the page re-arms it after
+// each progress message, so one read is pending at a time.
+func (j *pullJob) listen() tea.Cmd {
+	return func() tea.Msg {
+		select {
+		case <-j.wake:
+			return pullProgressMsg{id: j.id}
+		case m := <-j.result:
+			return m
+		}
+	}
+}
+
+func (j *pullJob) snapshot() pullState {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s := j.state
+	s.files = append([]hub.Progress(nil), s.files...)
+	return s
+}
+
+// etaText writes a time left as m:ss or h:mm:ss; "--:--" when unknown.
+func etaText(d time.Duration) string {
+	if d <= 0 {
+		return "--:--"
+	}
+	s := int64(d.Round(time.Second) / time.Second)
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
+}
+
+// rateText writes bytes per second; "" when nothing is measured yet.
+func rateText(r float64) string {
+	if r <= 0 {
+		return "–/s"
+	}
+	return hub.FormatBytes(int64(r)) + "/s"
+}
+
+// progressBar draws done of total in w cells with distinct glyphs for the
+// filled and empty parts, so it reads without colour.
+func progressBar(st Styles, done, total int64, w int) string {
+	w = max(w, 1)
+	filled := 0
+	if total > 0 {
+		filled = int(min(int64(w)*max(done, 0)/total, int64(w)))
+	}
+	return st.Accent.Render(strings.Repeat("█", filled)) + st.Muted.Render(strings.Repeat("░", w-filled))
+}
+
+// pullView draws a download: the whole pull's bar with bytes, rate and
+// ETA, then a bar per file in flight, in w×h cells.
+func pullView(st Styles, s pullState, w, h int) string {
+	var lines []string
+	t := s.total
+	if !s.started {
+		return st.Muted.Render("asking the Hub for the file list…")
+	}
+	pct := 0
+	if t.Total > 0 {
+		pct = int(t.Done * 100 / t.Total)
+	}
+	nums := fmt.Sprintf(" %3d%%  %s / %s", pct, hub.FormatBytes(t.Done), hub.FormatBytes(t.Total))
+	lines = append(lines, progressBar(st, t.Done, t.Total, max(w-len([]rune(nums)), 10))+nums)
+	lines = append(lines, st.Subtle.Render(fmt.Sprintf("%d of %d files · %s · ETA %s", t.FilesDone, t.Files, rateText(t.Rate), etaText(t.ETA))))
+	files := append([]hub.Progress(nil), s.files...)
+	sort.SliceStable(files, func(i, j int) bool { return files[i].File < files[j].File })
+	room := h - len(lines) - 1
+	if len(files) > 0 && room > 0 {
+		lines = append(lines, "")
+		nameW := 0
+		for _, f := range files {
+			nameW = max(nameW, len([]rune(f.File)))
+		}
+		nameW = min(nameW, max(w/3, 12))
+		// The numbers are right-aligned in one column, so the bars line up.
+		nums := make([]string, len(files))
+		numW := 0
+		for i, f := range files {
+			nums[i] = fmt.Sprintf("%s / %s  %s  ETA %s", hub.FormatBytes(f.FileDone), hub.FormatBytes(f.FileSize), rateText(f.FileRate), etaText(f.FileETA))
+			numW = max(numW, len([]rune(nums[i])))
+		}
+		for i, f := range files {
+			if i == room-1 && len(files) > room {
+				lines = append(lines, st.Muted.Render(fmt.Sprintf("  … %d more files", len(files)-i)))
+				break
+			}
+			name := fmt.Sprintf("  %-*s ", nameW, trimTo(printable(f.File), nameW))
+			num := fmt.Sprintf(" %*s", numW, nums[i])
+			barW := w - len([]rune(name)) - len([]rune(num))
+			if barW < 6 {
+				lines = append(lines, trimTo(name+nums[i], w))
+				continue
+			}
+			lines = append(lines, name+progressBar(st, f.FileDone, f.FileSize, barW)+num)
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,307 @@
+package tui_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"whet/engine/hub"
+	"whet/engine/hub/hubtest"
+	"whet/tui"
+	"whet/tui/fake"
+)
+
+// fakeHubSettings are fixed so the goldens do not depend on the machine.
+var fakeHubSettings = hub.Settings{Endpoint: "https://hub.invalid", CacheDir: "/cache/huggingface/hub"}
+
+// goldenHub has one catalog model in its cache, one other model, and the
+// remains of an interrupted download.
+func goldenHub() *fake.Hub {
+	snap := func(repo, commit, dir string, files ...string) hub.CachedSnapshot {
+		return hub.CachedSnapshot{Commit: commit, Dir: dir, Files: files}
+	}
+	return &fake.Hub{Setting: fakeHubSettings, Models: []hub.CachedModel{
+		{Repo: "acme/tiny-chat", Size: 8 << 20, Refs: map[string]string{"v1": "1111111111111111111111111111111111111111"},
+			Snapshots: []hub.CachedSnapshot{snap("acme/tiny-chat", "1111111111111111111111111111111111111111", "testdata/models/acme/tiny-llama", "config.json", "model.safetensors")}},
+		{Repo: "acme/unfinished", Partial: 300 << 20},
+		{Repo: "Qwen/Qwen2.5-0.5B-Instruct", Size: 988 << 20, Refs: map[string]string{"main": "2222222222222222222222222222222222222222"},
+			Snapshots: []hub.CachedSnapshot{snap("Qwen/Qwen2.5-0.5B-Instruct", "2222222222222222222222222222222222222222", "/cache/huggingface/hub/models--Qwen--Qwen2.5-0.5B-Instruct/snapshots/2222222222222222222222222222222222222222", "config.json", "model.safetensors")}},
+	}}
+}
+
+// twoFilesInFlight is a download held with two files arriving at once.
+func twoFilesInFlight(ref hub.Ref) []hub.Progress {
+	const mb = 1 << 20
+	base := hub.Progress{Repo: ref.Repo, Commit: "5ca1ab1e0ddba11c0ffee0000000000000c0ffee", Total: 1004 * mb, Files: 5}
+	start := base
+	start.Phase = hub.PhaseStart
+	cfg := base
+	cfg.Phase, cfg.File, cfg.FileDone, cfg.FileSize, cfg.Done, cfg.FilesDone = hub.PhaseFileDone, "config.json", 660, 660, 660, 1
+	tok := base
+	tok.Phase, tok.File, tok.FileDone, tok.FileSize, tok.FileRate, tok.FileETA = hub.PhaseBytes, "tokenizer.json", 5*mb, 16*mb, 2*mb, 5500e6
+	tok.Done, tok.FilesDone, tok.Rate, tok.ETA = 660+5*mb+412*mb, 1, 24*mb, 24e9
+	w := tok
+	w.File, w.FileDone, w.FileSize, w.FileRate, w.FileETA = "model.safetensors", 412*mb, 988*mb, 22*mb, 26e9
+	return []hub.Progress{start, cfg, tok, w}
+}
+
+// TestGoldenModelPageHub draws the model page with the Hub: the cache
+// listed with sizes, a download in progress, and a failed one.
+func TestGoldenModelPageHub(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			shot := func(d *driver, name string) {
+				t.Helper()
+				checkSize(t, d.view(), sz.w, sz.h)
+				golden(t, fmt.Sprintf("wizard_1model_%s_%dx%d", name, sz.w, sz.h), d.view())
+			}
+			o := testOptions(&fake.Engine{})
+			o.Hub = goldenHub()
+			d := newDriver(t, o, sz.w, sz.h)
+			shot(d, "hub")
+			d.keys("down", "down") // the Qwen catalog entry, found in the cache
+			shot(d, "hub_cached")
+			d.keys("down", "down", "down", "down", "down") // llama-3.2-1b: catalog only
+			shot(d, "hub_catalog")
+
+			h := goldenHub()
+			h.Script, h.HoldAfter = twoFilesInFlight, 4
+			o.Hub = h
+			d = newDriver(t, o, sz.w, sz.h)
+			d.keys("end", "enter")
+			d.typeText("Qwen/Qwen2.5-1.5B-Instruct")
+			d.keys("enter")
+			d.waitScreen("model.safetensors")
+			shot(d, "pull")
+			d.keys("esc")
+			d.waitScreen("cancelled")
+
+			h = goldenHub()
+			h.Script = func(hub.Ref) []hub.Progress { return nil }
+			h.Err = &hub.Error{Kind: hub.ErrGated, Msg: "meta-llama/Llama-3.2-1B-Instruct is gated: accept its licence at https://hub.invalid/meta-llama/Llama-3.2-1B-Instruct (logged in), then give whet a token with read access: export HF_TOKEN=hf_..., or save it in /home/user/.cache/huggingface/token ('hf auth login' does)"}
+			o.Hub = h
+			d = newDriver(t, o, sz.w, sz.h)
+			d.keys("down", "down", "down", "down", "down", "down", "enter") // llama-3.2-1b-instruct
+			d.waitScreen("is gated")
+			shot(d, "gated")
+		})
+	}
+}
+
+// hubFixture is a fake Hub over HTTP (engine/hub/hubtest) with one tiny
+// model, and a client whose cache is a temporary folder.
+type hubFixture struct {
+	srv    *hubtest.Server
+	client *hub.Client
+	weight []byte
+}
+
+func newHubFixture(t *testing.T) *hubFixture {
+	t.Helper()
+	srv := hubtest.New()
+	t.Cleanup(srv.Close)
+	cfg, err := os.ReadFile("testdata/models/acme/tiny-llama/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	weight := bytes.Repeat([]byte("whet"), 16<<10) // 64 KiB
+	srv.AddFiles("whet-test/tiny", map[string][]byte{"config.json": cfg, "tokenizer.json": []byte(`{"model":{}}`), "model.safetensors": weight, "README.md": []byte("# tiny\n")})
+	c := hub.NewClient(hub.Settings{Endpoint: srv.URL(), CacheDir: filepath.Join(t.TempDir(), "hub"), TokenPath: "/nonexistent/token"})
+	c.Backoff, c.MaxBackoff = 1, 1 // nanoseconds: retries come at once
+	c.FreeSpace = func(string) (int64, error) { return 1 << 40, nil }
+	return &hubFixture{srv: srv, client: c, weight: weight}
+}
+
+func (f *hubFixture) options() tui.Options {
+	o := testOptions(&fake.Engine{})
+	o.Hub = tui.HubClient{Client: f.client}
+	return o
+}
+
+// typeRepo opens the path field (the last row) and types a repo id.
+func typeRepo(d *driver, id string) {
+	d.keys("end", "enter")
+	d.typeText(id)
+	d.keys("enter")
+}
+
+// A typed repo id is downloaded with a progress bar and the wizard goes
+// on to the method page with the repo id in the config; the cache then
+// lists the model with its size.
+func TestModelPagePullsTypedRepoID(t *testing.T) {
+	f := newHubFixture(t)
+	release := make(chan struct{})
+	f.srv.BeforeStorage = func(string) { <-release }
+	d := newDriver(t, f.options(), 80, 24)
+	typeRepo(d, "whet-test/tiny")
+	d.waitScreen("0 of 3 files")
+	s := d.screen()
+	for _, want := range []string{"Downloading whet-test/tiny at commit", "from " + f.srv.URL(), "into " + f.client.CacheDir, "esc cancels"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("the download's screen lacks %q:\n%s", want, s)
+		}
+	}
+	close(release)
+	d.waitScreen("How should it learn?")
+	if got := d.m.Config().Model; got != "whet-test/tiny" {
+		t.Errorf("Model = %q, want the repo id", got)
+	}
+	snap, err := f.client.Cache().Lookup(hub.Ref{Repo: "whet-test/tiny", Revision: "main"})
+	if err != nil || !snap.Has("model.safetensors") || snap.Has("README.md") {
+		t.Fatalf("the cache should hold the run's files only: %+v, %v", snap, err)
+	}
+	d.keys("esc") // back to the model page: the model is listed as cached, with its size, under the cursor
+	s = d.screen()
+	if !strings.Contains(s, "› whet-test/tiny") || !strings.Contains(s, "cached") || !strings.Contains(s, "64.") {
+		t.Errorf("the model page should list the pulled model with its size under the cursor:\n%s", s)
+	}
+	d.keys("enter") // ready: no second download
+	if !strings.Contains(d.screen(), "How should it learn?") || f.srv.Requests("GET", "api", "") != 1 {
+		t.Errorf("a cached model should be chosen without asking the Hub again (%d info requests):\n%s", f.srv.Requests("GET", "api", ""), d.screen())
+	}
+}
+
+// A cancelled download keeps its bytes; the page lists the partial model
+// and enter on it resumes with a range request.
+func TestModelPageCancelKeepsAndResumes(t *testing.T) {
+	f := newHubFixture(t)
+	f.srv.StallAfter("model.safetensors", 20000)
+	d := newDriver(t, f.options(), 80, 24)
+	typeRepo(d, "whet-test/tiny")
+	d.waitScreen("Downloading whet-test/tiny")
+	d.waitFor("the first 20000 bytes on disk", func() bool {
+		partial, _ := filepath.Glob(filepath.Join(f.client.CacheDir, "models--whet-test--tiny", "blobs", "*.incomplete"))
+		st, err := os.Stat(strings.Join(partial, ""))
+		return len(partial) == 1 && err == nil && st.Size() == 20000
+	})
+	d.keys("esc")
+	d.waitScreen("cancelled")
+	s := strings.Join(strings.Fields(d.screen()), " ")
+	if !strings.Contains(s, "kept in the cache; enter on it resumes") || !strings.Contains(s, "› whet-test/tiny") || !strings.Contains(s, "partial") {
+		t.Fatalf("a cancelled download should say what was kept and list the partial model:\n%s", s)
+	}
+	if d.m.Config().Model == "whet-test/tiny" {
+		t.Error("a cancelled download must not choose the model")
+	}
+	d.keys("esc") // dismiss the message
+	if !strings.Contains(d.screen(), "An interrupted download left") {
+		t.Errorf("the partial model's details should offer to resume:\n%s", d.screen())
+	}
+	d.keys("enter")
+	d.waitScreen("How should it learn?")
+	if got := d.m.Config().Model; got != "whet-test/tiny" {
+		t.Errorf("Model = %q", got)
+	}
+	ranges := f.srv.Ranges("model.safetensors")
+	if len(ranges) != 2 || ranges[1] != "bytes=20000-" {
+		t.Errorf("the second download should resume from the kept bytes; ranges %q", ranges)
+	}
+}
+
+// Choosing a catalog model that is not on disk downloads its repo; the
+// run config records the repo id and the catalog's chat template.
+func TestModelPagePullsCatalogEntry(t *testing.T) {
+	f := newHubFixture(t)
+	o := f.options()
+	o.Catalog = fake.Catalog{{Name: "tiny-chat", Repo: "whet-test/tiny", Params: 4_000_000, Template: "chatml"}}
+	d := newDriver(t, o, 80, 24)
+	d.keys("down", "down") // past the two local folders
+	if s := d.screen(); !strings.Contains(s, "› tiny-chat") || !strings.Contains(s, "Not on this machine: enter downloads it from "+f.srv.URL()) {
+		t.Fatalf("a catalog model not on disk should offer the download:\n%s", s)
+	}
+	d.keys("enter")
+	d.waitScreen("How should it learn?")
+	if c := d.m.Config(); c.Model != "whet-test/tiny" || c.Data.Template != "chatml" {
+		t.Errorf("Model %q template %q: want the repo id and the catalog's template", c.Model, c.Data.Template)
+	}
+	d.keys("esc")
+	if s := d.screen(); !strings.Contains(s, "› tiny-chat") || !strings.Contains(s, "cached") || strings.Count(s, "tiny-chat") != 1 {
+		t.Errorf("the catalog model should now be listed once, as cached:\n%s", s)
+	}
+}
+
+// Failures are explained on the page: a gated repo says where to accept
+// the licence and how to give a token; a missing repo or revision and a
+// full disk say so.
+func TestModelPageShowsPullErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, id string
+		setup    func(f *hubFixture)
+		want     []string
+	}{
+		{"gated", "whet-test/tiny", func(f *hubFixture) { f.srv.SetAccess("whet-test/tiny", false, true, false) },
+			[]string{"is gated: accept its licence at", "/whet-test/tiny", "HF_TOKEN"}},
+		{"missing repo", "whet-test/nothing", func(*hubFixture) {}, []string{"no model repository whet-test/nothing"}},
+		{"missing revision", "whet-test/tiny@v9", func(*hubFixture) {}, []string{`no branch, tag or commit "v9"`}},
+		{"bad token", "whet-test/tiny", func(f *hubFixture) {
+			f.srv.Token = "hf_good"
+			f.client.Token, f.client.TokenSource = "hf_bad", "HF_TOKEN"
+		},
+			[]string{"refused the token from HF_TOKEN", "settings/tokens"}},
+		{"no disk", "whet-test/tiny", func(f *hubFixture) { f.client.FreeSpace = func(string) (int64, error) { return 1000, nil } },
+			[]string{"only 1000 B is free", "HF_HUB_CACHE"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHubFixture(t)
+			tc.setup(f)
+			d := newDriver(t, f.options(), 120, 40)
+			typeRepo(d, tc.id)
+			d.waitScreen("✗")
+			s := strings.Join(strings.Fields(d.screen()), " ")
+			for _, w := range tc.want {
+				if !strings.Contains(s, w) {
+					t.Errorf("the page should say %q:\n%s", w, d.screen())
+				}
+			}
+			if !strings.Contains(s, "Choose the base model") || d.m.Config().Model == tc.id {
+				t.Errorf("a failed download must stay on the model page without choosing it:\n%s", d.screen())
+			}
+		})
+	}
+}
+
+// With the Hub unreachable, a model in the cache is offered and enter
+// takes it, keeping the repo id in the config.
+func TestModelPageOffersCacheWhenOffline(t *testing.T) {
+	f := newHubFixture(t)
+	if _, err := f.client.Pull(context.Background(), hub.Ref{Repo: "whet-test/tiny", Revision: "main"}, hub.PullOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.Close() // the Hub is gone
+	d := newDriver(t, f.options(), 120, 40)
+	typeRepo(d, "whet-test/tiny")
+	d.waitScreen("✗")
+	if s := d.screen(); !strings.Contains(s, "cannot reach") || !strings.Contains(s, "enter uses the cached snapshot of whet-test/tiny") {
+		t.Fatalf("an unreachable Hub should offer the cached snapshot:\n%s", s)
+	}
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "How should it learn?") || d.m.Config().Model != "whet-test/tiny" {
+		t.Errorf("enter should go on with the cached model (Model %q):\n%s", d.m.Config().Model, d.screen())
+	}
+}
+
+// A model the cache holds is listed with its size before any download,
+// and chosen by its repo id (with the tag that points at it).
+func TestModelPageListsCache(t *testing.T) {
+	f := newHubFixture(t)
+	commit := f.srv.AddFiles("whet-test/tagged", map[string][]byte{"config.json": []byte(`{"model_type":"llama"}`), "model.safetensors": f.weight}, "v1")
+	if _, err := f.client.Pull(context.Background(), hub.Ref{Repo: "whet-test/tagged", Revision: "v1"}, hub.PullOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(t, f.options(), 80, 24)
+	s := d.screen()
+	if !strings.Contains(s, "whet-test/tagged") || !strings.Contains(s, "64.0 KiB") || !strings.Contains(s, "Hub cache: 1 model, 64.0 KiB in "+f.client.CacheDir) {
+		t.Fatalf("the cache should be listed with sizes:\n%s", s)
+	}
+	d.keys("enter")
+	if got := d.m.Config().Model; got != "whet-test/tagged@v1" {
+		t.Errorf("Model = %q, want the repo id at the tag the snapshot came from (%s)", got, commit)
+	}
+	if n := f.srv.Requests("GET", "api", ""); n != 1 {
+		t.Errorf("choosing a cached model should not ask the Hub (%d model-info requests)", n)
+	}
+}
