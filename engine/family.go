@@ -95,6 +95,10 @@ func familyOf(modelType string) *Family {
 	return nil
 }
 
+// FamilyOf returns the family of a config.json model_type, or nil when the
+// engine does not run it.
+func FamilyOf(modelType string) *Family { return familyOf(modelType) }
+
 // Family returns the model's family (its config was validated, so it has one).
 func (m *Model) Family() *Family { return familyOf(m.Cfg.ModelType) }
 

@@ -63,3 +63,71 @@ func TestPlanMatchesEngineAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanMatchesEngineAllocationsFamilies is the same check on the 2025
+// families, whose layers hold more: per-head q/k norms and their saved
+// inputs (Qwen3, Gemma 3), four norms a layer and their saved inputs
+// (Gemma), capped logits (Gemma 2), fused projections and their adapters
+// (Phi-3).
+func TestPlanMatchesEngineAllocationsFamilies(t *testing.T) {
+	base := engine.ModelConfig{VocabSize: 4096, HiddenSize: 256, IntermediateSize: 704,
+		NumLayers: 4, NumHeads: 4, NumKVHeads: 2, HeadDim: 64, RMSNormEps: 1e-6, RopeTheta: 10000,
+		MaxPositions: 512, TieWordEmbeddings: true, BOSTokenID: 1, EOSTokenIDs: []int{2}}
+	qwen3 := base
+	qwen3.ModelType, qwen3.HeadDim = "qwen3", 96
+	gemma3 := base
+	gemma3.ModelType, gemma3.QueryPreAttnScalar, gemma3.SlidingWindow, gemma3.RopeLocalTheta = "gemma3_text", 64, 64, 10000
+	gemma3.LayerTypes = []string{"sliding_attention", "sliding_attention", "sliding_attention", "full_attention"}
+	gemma2 := base
+	gemma2.ModelType, gemma2.AttnSoftCap, gemma2.FinalSoftCap, gemma2.SlidingWindow = "gemma2", 50, 30, 64
+	gemma2.LayerTypes = []string{"sliding_attention", "full_attention", "sliding_attention", "full_attention"}
+	phi3 := base
+	phi3.ModelType, phi3.TieWordEmbeddings, phi3.PartialRotaryFactor = "phi3", false, 0.75
+	for _, cfg := range []engine.ModelConfig{qwen3, gemma3, gemma2, phi3} {
+		for _, method := range []string{"lora", "full"} {
+			for _, ckpt := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/checkpointing=%v", cfg.ModelType, method, ckpt), func(t *testing.T) {
+					b := cpu.New()
+					m, err := engine.NewModel(cfg, b)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer m.Free()
+					if method == "lora" {
+						err = m.AddLoRA(engine.LoRAOptions{Rank: 16, Alpha: 16})
+					} else {
+						err = m.MakeAllTrainable()
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					const batch, seq = 4, 256
+					a, err := m.NewActivations(batch*seq, ckpt)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer a.Free()
+					rc := engine.RunConfig{Method: method, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 16},
+						Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
+					o, err := memplan.FromRunConfig(&rc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p, err := memplan.Plan(&cfg, o)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, plan := b.PeakBytes(), p.Peak()
+					ratio := float64(plan) / float64(got)
+					t.Logf("engine allocated %d bytes, plan %d (%.3f)", got, plan, ratio)
+					if ratio < 0.95 || ratio > 1.05 {
+						t.Fatalf("plan %d bytes vs engine %d: off by %.1f%%", plan, got, 100*(ratio-1))
+					}
+					if n := int64(m.NumParams()); p.Params != n {
+						t.Errorf("plan counts %d parameters, the model has %d", p.Params, n)
+					}
+				})
+			}
+		}
+	}
+}

@@ -15,6 +15,7 @@ package memplan
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"whet/engine"
@@ -326,7 +327,42 @@ func targetShapes(cfg *engine.ModelConfig) map[string][2]int64 {
 	return map[string][2]int64{
 		"q": {h, q}, "k": {h, kv}, "v": {h, kv}, "o": {q, h},
 		"gate": {h, i}, "up": {h, i}, "down": {i, h},
+		"qkv": {h, q + 2*kv}, "gate_up": {h, 2 * i},
 	}
+}
+
+// familyLinears lists the projections a layer of cfg's family holds
+// (Phi-3 fuses q, k, v into qkv and gate, up into gate_up).
+func familyLinears(cfg *engine.ModelConfig) []string {
+	if f := engine.FamilyOf(cfg.ModelType); f != nil {
+		return f.LoRATargets()
+	}
+	return AllTargets
+}
+
+// familyTargets maps LoRA targets named for the Llama block onto cfg's
+// family: a fused family adapts qkv_proj when any of q, k, v is named and
+// gate_up_proj for gate or up, as PEFT targets its fused modules.
+func familyTargets(cfg *engine.ModelConfig, targets []string) []string {
+	have := familyLinears(cfg)
+	seen := map[string]bool{}
+	for _, t := range targets {
+		switch {
+		case slices.Contains(have, t):
+			seen[t] = true
+		case (t == "q" || t == "k" || t == "v") && slices.Contains(have, "qkv"):
+			seen["qkv"] = true
+		case (t == "gate" || t == "up") && slices.Contains(have, "gate_up"):
+			seen["gate_up"] = true
+		}
+	}
+	var out []string
+	for _, t := range have {
+		if seen[t] {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // AllTargets lists the seven linear projections of a decoder layer, in
@@ -337,7 +373,11 @@ var AllTargets = []string{"q", "k", "v", "o", "gate", "up", "down"}
 var linearName = map[string]string{
 	"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
 	"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj",
+	"qkv": "self_attn.qkv_proj", "gate_up": "mlp.gate_up_proj",
 }
+
+// targetOrder is the layer order of every projection name.
+var targetOrder = []string{"q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"}
 
 // NormalizeTargets accepts PEFT-style names ("q_proj", "self_attn.q_proj")
 // or short ones ("q") and returns short names in layer order without
@@ -351,12 +391,12 @@ func NormalizeTargets(targets []string) ([]string, error) {
 		}
 		s = strings.TrimSuffix(s, "_proj")
 		if _, ok := linearName[s]; !ok {
-			return nil, fmt.Errorf("memplan: unknown LoRA target %q (want among q, k, v, o, gate, up, down)", t)
+			return nil, fmt.Errorf("memplan: unknown LoRA target %q (want among q, k, v, o, gate, up, down, qkv, gate_up)", t)
 		}
 		seen[s] = true
 	}
 	var out []string
-	for _, t := range AllTargets {
+	for _, t := range targetOrder {
 		if seen[t] {
 			out = append(out, t)
 		}
@@ -377,13 +417,19 @@ func checkConfig(cfg *engine.ModelConfig) error {
 	return nil
 }
 
-// normsPerLayer: Gemma 2 normalizes attention and MLP outputs as well as
-// their inputs (four RMSNorm weights per layer); the others have two.
+// normsPerLayer: Gemma 2 and 3 normalize attention and MLP outputs as
+// well as their inputs (four RMSNorm weights per layer); the others have two.
 func normsPerLayer(cfg *engine.ModelConfig) int {
-	if cfg.ModelType == "gemma2" {
+	if f := engine.FamilyOf(cfg.ModelType); (f != nil && f.SandwichNorms) || cfg.ModelType == "gemma2" {
 		return 4
 	}
 	return 2
+}
+
+// qkNorm reports a per-head RMSNorm on q and k (Qwen3, Gemma 3).
+func qkNorm(cfg *engine.ModelConfig) bool {
+	f := engine.FamilyOf(cfg.ModelType)
+	return f != nil && f.QKNorm
 }
 
 var normNames = []string{"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"}
@@ -408,8 +454,13 @@ func weightBuffers(cfg *engine.ModelConfig, dt DType) []Buffer {
 	for _, n := range normNames[:normsPerLayer(cfg)] {
 		bufs = append(bufs, Buffer{Name: "layers." + n + ".weight", DType: dt, Shape: []int64{h}, Repeat: l})
 	}
+	if qkNorm(cfg) {
+		for _, n := range []string{"self_attn.q_norm", "self_attn.k_norm"} {
+			bufs = append(bufs, Buffer{Name: "layers." + n + ".weight", DType: dt, Shape: []int64{int64(cfg.HeadDim)}, Repeat: l})
+		}
+	}
 	shapes := targetShapes(cfg)
-	for _, t := range AllTargets {
+	for _, t := range familyLinears(cfg) {
 		s := shapes[t]
 		bufs = append(bufs, Buffer{Name: "layers." + linearName[t] + ".weight", DType: dt, Shape: []int64{s[1], s[0]}, Repeat: l})
 		if cfg.AttentionBias && (t == "q" || t == "k" || t == "v") {
@@ -501,7 +552,7 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	if base == LoRA || base == QLoRA {
 		shapes := targetShapes(cfg)
 		r := int64(o.LoRARank)
-		for _, t := range o.LoRATargets {
+		for _, t := range familyTargets(cfg, o.LoRATargets) {
 			s := shapes[t]
 			a := Buffer{Name: "layers." + linearName[t] + ".lora_A", Category: Adapters, DType: dt, Shape: []int64{r, s[0]}, Repeat: l}
 			b := Buffer{Name: "layers." + linearName[t] + ".lora_B", Category: Adapters, DType: dt, Shape: []int64{s[1], r}, Repeat: l}
@@ -555,6 +606,10 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	p.Buffers = append(p.Buffers, Buffer{Name: "logits.f32", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
 	if dt != F32 {
 		p.Buffers = append(p.Buffers, Buffer{Name: "logits.grad", Category: Logits, DType: dt, Shape: []int64{c, v}, Repeat: 1})
+	}
+	if cfg.FinalSoftCap > 0 {
+		// Gemma 2's capped logits, kept for the cap's backward.
+		p.Buffers = append(p.Buffers, Buffer{Name: "logits.capped", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
 	}
 
 	// ---- inputs and per-token results ----------------------------------
@@ -669,8 +724,13 @@ func layerActivations(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 			b("attn_proj_out", dt, n, h), b("post_attn_rstd", F32, n),
 			b("mlp_proj_out", dt, n, h), b("post_mlp_rstd", F32, n))
 	}
+	if qkNorm(cfg) {
+		// q and k before their norm, and its rstd per head.
+		bufs = append(bufs, b("q_raw", dt, n, q), b("k_raw", dt, n, kv),
+			b("q_norm_rstd", F32, n*nh), b("k_norm_rstd", F32, n*int64(cfg.NumKVHeads)))
+	}
 	if o.Base() == LoRA || o.Base() == QLoRA {
-		for _, t := range o.LoRATargets {
+		for _, t := range familyTargets(cfg, o.LoRATargets) {
 			bufs = append(bufs, b("lora_xa."+t, dt, n, int64(o.LoRARank)))
 		}
 	}
@@ -747,6 +807,12 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 	)
 	if (o.Base() == LoRA || o.Base() == QLoRA) && len(o.LoRATargets) > 0 {
 		bufs = append(bufs, g("lora_xa", n, int64(o.LoRARank)))
+	}
+	if qkNorm(cfg) {
+		bufs = append(bufs, g("q_raw", n, q), g("k_raw", n, kv))
+	}
+	if normsPerLayer(cfg) == 4 {
+		bufs = append(bufs, g("norm_out", n, h)) // the sandwich norms' output and gradient
 	}
 	return bufs
 }
