@@ -84,11 +84,26 @@ func fingerprintModel(model string) (string, error) {
 func fingerprintData(path string) (string, error) {
 	h := sha256.New()
 	st, err := os.Stat(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			io.WriteString(h, "id:"+path) // not a file here: a dataset id
+	if errors.Is(err, fs.ErrNotExist) {
+		// A glob pattern (data.path may be one): every file it matches.
+		matches, gerr := filepath.Glob(path)
+		if gerr != nil || len(matches) == 0 {
+			io.WriteString(h, "id:"+path) // not on disk here: a dataset id
 			return hex.EncodeToString(h.Sum(nil)), nil
 		}
+		sort.Strings(matches)
+		for _, m := range matches {
+			if st, err := os.Stat(m); err != nil || !st.Mode().IsRegular() {
+				continue
+			}
+			fmt.Fprintf(h, "\x00%s\x00", filepath.ToSlash(m))
+			if err := hashFile(h, m); err != nil {
+				return "", err
+			}
+		}
+		return hex.EncodeToString(h.Sum(nil)), nil
+	}
+	if err != nil {
 		return "", err
 	}
 	if !st.IsDir() {

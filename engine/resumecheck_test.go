@@ -94,3 +94,36 @@ func TestResumeRefusesChangedInputs(t *testing.T) {
 		t.Errorf("notices %q should say what changed", s.Notices)
 	}
 }
+
+// DPO's cached reference log-probs are used only for the data and model
+// they were computed from: the same number of rows with other text gets
+// fresh ones.
+func TestDPOReferenceCacheFollowsData(t *testing.T) {
+	dir := t.TempDir()
+	data := writePrefs(t, 8)
+	cfg := engine.RunConfig{Name: "dpo", Model: abs("../testdata/tiny-qwen2"), Method: "dpo", Backend: "cpu", RunsDir: dir,
+		LoRA: engine.LoRAConfig{Rank: 2, Alpha: 4}, DPO: engine.DPOConfig{Beta: 0.1},
+		Data:  engine.DataConfig{Path: data, MaxLength: 64, Packing: true, Seed: 1},
+		Train: engine.TrainConfig{MaxSteps: 2, MicroBatch: 2, LR: 5e-3, Seed: 1}}
+	cfg = withDefaults(t, cfg)
+	notices := func() string {
+		t.Helper()
+		s, err := engine.Prepare(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		return strings.Join(s.Notices, "\n")
+	}
+	if n := notices(); !strings.Contains(n, "computed before training") {
+		t.Fatalf("first start: %s", n)
+	}
+	if n := notices(); !strings.Contains(n, "read from") {
+		t.Fatalf("same data: the cache should be read: %s", n)
+	}
+	b, _ := os.ReadFile(data)
+	os.WriteFile(data, []byte(strings.ReplaceAll(string(b), `"No."`, `"Never."`)), 0o644)
+	if n := notices(); !strings.Contains(n, "computed before training") {
+		t.Fatalf("other rejected answers, same row count: stale reference log-probs used: %s", n)
+	}
+}

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -378,9 +380,27 @@ func (s *Session) makeDir() error {
 // refCache is ref_logps.json in a DPO run directory: the reference
 // log-probs computed once before training.
 type refCache struct {
-	LossType string        `json:"loss_type"`
-	Train    [][]PairLogps `json:"train"`
-	Eval     [][]PairLogps `json:"eval"`
+	LossType string `json:"loss_type"`
+	// Inputs is refInputsKey of the data and model they were computed
+	// from ("" in caches from before it: only the row counts are checked).
+	Inputs string        `json:"inputs,omitempty"`
+	Train  [][]PairLogps `json:"train"`
+	Eval   [][]PairLogps `json:"eval"`
+}
+
+// refInputsKey fingerprints what reference log-probs depend on: the
+// model, the data files and how they are tokenized.
+func refInputsKey(in RunInputs, data DataConfig) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", in.Model, in.Data, in.EvalData)
+	// The data settings as the run file has them (yaml skips the
+	// in-memory fields, a clock among them).
+	settings, err := yaml.Marshal(data)
+	if err != nil {
+		settings = []byte(err.Error()) // matches no cache: recomputed
+	}
+	h.Write(settings)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // referenceLogprobs fills the trainer's reference log-probs from the run
@@ -393,7 +413,8 @@ func (s *Session) referenceLogprobs() error {
 		if err := json.Unmarshal(js, &c); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		if len(c.Train) == len(t.Train) && len(c.Eval) == len(t.Eval) && c.LossType == t.DPO.Type {
+		key := refInputsKey(s.inputs, s.Cfg.Data)
+		if len(c.Train) == len(t.Train) && len(c.Eval) == len(t.Eval) && c.LossType == t.DPO.Type && (c.Inputs == "" || c.Inputs == key) {
 			t.RefTrain, t.RefEval = c.Train, c.Eval
 			s.Notices = append(s.Notices, "dpo: reference log-probs read from "+path)
 			return nil
@@ -401,7 +422,7 @@ func (s *Session) referenceLogprobs() error {
 	}
 	if !s.Cfg.usesLoRA() {
 		if cps, _ := ListCheckpoints(RunDir(s.Dir).Checkpoints()); len(cps) > 0 {
-			return fmt.Errorf("%s is missing: full-weight DPO cannot resume without the reference log-probs computed before training", path)
+			return fmt.Errorf("%s is missing or was computed from other data or another model: full-weight DPO cannot resume without the reference log-probs computed before training", path)
 		}
 	}
 	var err error
@@ -411,7 +432,10 @@ func (s *Session) referenceLogprobs() error {
 	if t.RefEval, err = t.Acts.ReferenceLogprobs(t.Eval, *t.DPO); err != nil {
 		return err
 	}
-	js, _ := json.Marshal(refCache{LossType: t.DPO.Type, Train: t.RefTrain, Eval: t.RefEval})
+	js, err := json.Marshal(refCache{LossType: t.DPO.Type, Inputs: refInputsKey(s.inputs, s.Cfg.Data), Train: t.RefTrain, Eval: t.RefEval})
+	if err != nil {
+		return fmt.Errorf("cache reference log-probs: %w", err)
+	}
 	if err := writeFileAtomic(path, js); err != nil {
 		return fmt.Errorf("cache reference log-probs: %w", err)
 	}
