@@ -1,9 +1,11 @@
 package tokenizer
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func tinyTokenizer(t testing.TB) *Tokenizer {
@@ -58,6 +60,38 @@ func FuzzRoundTrip(f *testing.F) {
 			if strings.Join(got, "\x00") != strings.Join(want, "\x00") {
 				t.Fatalf("%q: scanner %q, regexp2 %q", text, got, want)
 			}
+		}
+	})
+}
+
+// FuzzParseTokenizerJSON feeds mutated tokenizer.json files to the parser:
+// it must never panic, and a file it accepts must encode and decode a
+// text without panicking or hanging (a fuzzed Split regex can backtrack
+// catastrophically: the match timeout has to stop it, and Err say so).
+func FuzzParseTokenizerJSON(f *testing.F) {
+	regexMatchTimeout = 20 * time.Millisecond
+	tiny, err := os.ReadFile(filepath.Join(repoRoot(f), "testdata", "tokenizer", "tiny", "tokenizer.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(tiny)
+	f.Add([]byte(`{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+		"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(x+x+)+y"}, "behavior": "Isolated"}}`))
+	f.Add([]byte(`{"model": {"type": "BPE", "vocab": {"▁a": 0, "<0x41>": 1}, "merges": [], "byte_fallback": true},
+		"normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+		"decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"Regex": "▁+"}, "content": " "}, {"type": "ByteFallback"}]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tok, err := parse(data, nil)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("an error without a message")
+			}
+			return
+		}
+		ids := tok.Encode("Hello wörld 123 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx ab A", true)
+		tok.Decode(ids, false)
+		if err := tok.Err(); err != nil && !strings.Contains(err.Error(), "tokenizer.json ") {
+			t.Fatalf("Err does not say where: %v", err)
 		}
 	})
 }
