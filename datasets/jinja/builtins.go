@@ -258,6 +258,11 @@ func fTrim(ev *evaluator, v Value, a callArgs) (Value, error) {
 }
 
 func fReplace(ev *evaluator, v Value, a callArgs) (Value, error) {
+	return replaceWith(ev, toStr(v), a)
+}
+
+// replaceWith is str.replace(old, new[, count]) and the replace filter.
+func replaceWith(ev *evaluator, s string, a callArgs) (Value, error) {
 	old, err := a.str(0, "old", "")
 	if err != nil {
 		return nil, err
@@ -270,7 +275,7 @@ func fReplace(ev *evaluator, v Value, a callArgs) (Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pyReplace(ev, toStr(v), old, nw, n, a.line)
+	return pyReplace(ev, s, old, nw, n, a.line)
 }
 
 func pyReplace(ev *evaluator, s, old, nw string, n int64, line int) (Value, error) {

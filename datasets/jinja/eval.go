@@ -230,20 +230,7 @@ func (ev *evaluator) execOne(n node, sc *scope) error {
 
 // capture renders nodes into a string instead of the output.
 func (ev *evaluator) capture(nodes []node, sc *scope) (string, error) {
-	saved := ev.out
-	savedGen := ev.gen
-	ev.out = strings.Builder{}
-	// The captured text still counts against the output limit.
-	ev.out.Grow(0)
-	used := saved.Len()
-	lim := ev.lim.MaxOutput
-	ev.lim.MaxOutput = lim - used
-	err := ev.exec(nodes, sc)
-	ev.lim.MaxOutput = lim
-	text := ev.out.String()
-	ev.out = saved
-	ev.gen = savedGen
-	return text, err
+	return ev.captureFn(func() error { return ev.exec(nodes, sc) })
 }
 
 func (ev *evaluator) set(n *setNode, sc *scope) error {
@@ -268,18 +255,23 @@ func (ev *evaluator) set(n *setNode, sc *scope) error {
 		ns.attrs.Set(n.attr, v)
 		return nil
 	}
-	if len(n.names) == 1 {
-		sc.vars[n.names[0]] = v
+	return ev.assign(sc, n.names, v, n.line)
+}
+
+// assign binds v to one name, or unpacks it into several as Python does.
+func (ev *evaluator) assign(sc *scope, names []string, v Value, line int) error {
+	if len(names) == 1 {
+		sc.vars[names[0]] = v
 		return nil
 	}
-	items, err := ev.iterate(v, n.line)
+	items, err := ev.iterate(v, line)
 	if err != nil {
 		return err
 	}
-	if len(items) != len(n.names) {
-		return &RuntimeError{n.line, fmt.Sprintf("cannot unpack %d values into %d names", len(items), len(n.names))}
+	if len(items) != len(names) {
+		return &RuntimeError{line, fmt.Sprintf("cannot unpack %d values into %d names", len(items), len(names))}
 	}
-	for i, name := range n.names {
+	for i, name := range names {
 		sc.vars[name] = items[i]
 	}
 	return nil
@@ -353,21 +345,7 @@ func (ev *evaluator) forLoop(n *forNode, sc *scope, override Value, depth int) e
 }
 
 func (ev *evaluator) bindTargets(n *forNode, sc *scope, it Value) error {
-	if len(n.targets) == 1 {
-		sc.vars[n.targets[0]] = it
-		return nil
-	}
-	parts, err := ev.iterate(it, n.line)
-	if err != nil {
-		return err
-	}
-	if len(parts) != len(n.targets) {
-		return &RuntimeError{n.line, fmt.Sprintf("cannot unpack %d values into %d loop variables", len(parts), len(n.targets))}
-	}
-	for i, t := range n.targets {
-		sc.vars[t] = parts[i]
-	}
-	return nil
+	return ev.assign(sc, n.targets, it, n.line)
 }
 
 // iterate lists what a for loop over v visits: list items, dict keys,
@@ -1109,12 +1087,16 @@ func (ev *evaluator) call(x *callExpr, sc *scope) (Value, error) {
 	return nil, &RuntimeError{x.line, fmt.Sprintf("'%s' object is not callable", typeName(fn))}
 }
 
+// captureFn runs fn with the output going to a string it returns. What fn
+// writes still counts against the output limit; {% generation %} spans it
+// records are dropped, their offsets being in the captured text.
 func (ev *evaluator) captureFn(fn func() error) (string, error) {
-	saved := ev.out
+	saved, savedGen, lim := ev.out, ev.gen, ev.lim.MaxOutput
 	ev.out = strings.Builder{}
+	ev.lim.MaxOutput = lim - saved.Len()
 	err := fn()
 	text := ev.out.String()
-	ev.out = saved
+	ev.out, ev.gen, ev.lim.MaxOutput = saved, savedGen, lim
 	return text, err
 }
 
@@ -1149,14 +1131,7 @@ func (ev *evaluator) callMacro(m *macro, args []Value, kwargs *Dict, caller *mac
 	if caller != nil {
 		sc.vars["caller"] = caller
 	}
-	saved := ev.out
-	ev.out = strings.Builder{}
-	lim := ev.lim.MaxOutput
-	ev.lim.MaxOutput = lim - saved.Len()
-	err := ev.exec(m.body, sc)
-	ev.lim.MaxOutput = lim
-	text := ev.out.String()
-	ev.out = saved
+	text, err := ev.capture(m.body, sc)
 	if errors.Is(err, errBreak) || errors.Is(err, errContinue) {
 		return nil, &RuntimeError{line, err.Error()}
 	}

@@ -103,21 +103,25 @@ func lex(src string) ([]segment, error) {
 		if text != "" {
 			segs = append(segs, segment{kind: segText, text: text, line: line})
 		}
-		line += strings.Count(src[pos:end], "\n")
-		pos = end
-		lineStart = false
-		// Whitespace control after the tag.
-		switch {
-		case tag.rightSign == '-':
-			pendingStrip = true
-		case tag.rightSign != '+' && tag.kind != segVar:
-			// trim_blocks: one "\n" right after the closer.
-			if pos < len(src) && src[pos] == '\n' {
-				pos++
-				line++
-				lineStart = true
+		// afterTag moves past a tag ending at end and applies the whitespace
+		// control on its right: "-" strips what follows, trim_blocks eats one
+		// "\n" after a block or comment tag.
+		afterTag := func(t rawTag, end int) {
+			line += strings.Count(src[pos:end], "\n")
+			pos = end
+			lineStart = false
+			switch {
+			case t.rightSign == '-':
+				pendingStrip = true
+			case t.rightSign != '+' && t.kind != segVar:
+				if pos < len(src) && src[pos] == '\n' {
+					pos++
+					line++
+					lineStart = true
+				}
 			}
 		}
+		afterTag(tag, end)
 		if tag.kind == segComment {
 			continue
 		}
@@ -137,19 +141,7 @@ func lex(src string) ([]segment, error) {
 			if body != "" {
 				segs = append(segs, segment{kind: segText, text: body, line: line})
 			}
-			line += strings.Count(src[pos:after], "\n")
-			pos = after
-			lineStart = false
-			switch {
-			case endTag.rightSign == '-':
-				pendingStrip = true
-			case endTag.rightSign != '+':
-				if pos < len(src) && src[pos] == '\n' {
-					pos++
-					line++
-					lineStart = true
-				}
-			}
+			afterTag(endTag, after)
 			continue
 		}
 		segs = append(segs, segment{kind: tag.kind, text: tag.inner, line: tag.line})

@@ -107,24 +107,10 @@ func init() {
 		"lower":      plainStr(strings.ToLower),
 		"title":      plainStr(pyTitle),
 		"capitalize": plainStr(capitalize),
-		"replace": func(ev *evaluator, s string, a callArgs) (Value, error) {
-			old, err := a.str(0, "old", "")
-			if err != nil {
-				return nil, err
-			}
-			nw, err := a.str(1, "new", "")
-			if err != nil {
-				return nil, err
-			}
-			n, err := a.integer(2, "count", -1)
-			if err != nil {
-				return nil, err
-			}
-			return pyReplace(ev, s, old, nw, n, a.line)
-		},
-		"find":  findMethod(false, false),
-		"rfind": findMethod(true, false),
-		"index": findMethod(false, true),
+		"replace":    replaceWith,
+		"find":       findMethod(false, false),
+		"rfind":      findMethod(true, false),
+		"index":      findMethod(false, true),
 		"count": func(ev *evaluator, s string, a callArgs) (Value, error) {
 			sub, err := a.str(0, "sub", "")
 			if err != nil {

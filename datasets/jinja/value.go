@@ -148,29 +148,25 @@ func FromGo(x any) Value {
 		}
 		return &List{Items: items}
 	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		d := NewDict()
-		for _, k := range keys {
-			d.Set(k, FromGo(v[k]))
-		}
-		return d
+		return sortedDict(v)
 	case map[string]string:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		d := NewDict()
-		for _, k := range keys {
-			d.Set(k, v[k])
-		}
-		return d
+		return sortedDict(v)
 	}
 	return fmt.Sprintf("%v", x)
+}
+
+// sortedDict converts a Go map into a dict ordered by key.
+func sortedDict[V any](m map[string]V) *Dict {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	d := NewDict()
+	for _, k := range keys {
+		d.Set(k, FromGo(m[k]))
+	}
+	return d
 }
 
 // FromJSON decodes a JSON document into template values, keeping the order
