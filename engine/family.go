@@ -18,6 +18,13 @@ type Family struct {
 	// stand with these model types (besides those named after the type).
 	Architectures []string
 	Defaults      archDefaults
+	// TextConfig: config.json holds the language model's fields in
+	// text_config (a multimodal checkpoint's text part).
+	TextConfig bool
+	// WeightAliases are other spellings of a weight's leading "model."
+	// in checkpoints that keep this text model inside a larger one; the
+	// loader tries them when the plain name is absent.
+	WeightAliases []string
 
 	// Activation gates the MLP: out = act(gate) * up.
 	Activation Activation
@@ -74,7 +81,7 @@ var llamaNames = LayerNames{
 }
 
 // families lists every supported family, in the order messages name them.
-var families = []*Family{llamaFamily, mistralFamily, qwen2Family, qwen3Family, gemma2Family, gemma3Family, phi3Family}
+var families = []*Family{llamaFamily, mistralFamily, qwen2Family, qwen3Family, gemma2Family, gemma3Family, gemma3Multimodal, phi3Family}
 
 // SupportedModelTypes lists the config.json model_type values the engine runs.
 func SupportedModelTypes() []string {
@@ -155,3 +162,38 @@ func (f *Family) resolveLoRATargets(targets []string) ([]string, error) {
 }
 
 func isAllLinear(s string) bool { return s == "all" || s == "all-linear" || s == "all_linear" }
+
+// aliasSource reads a family's weights under their other spellings
+// (Family.WeightAliases) when the plain name is absent.
+type aliasSource struct {
+	WeightSource
+	aliases []string
+}
+
+// withAliases wraps src for fam, or returns it as is.
+func withAliases(src WeightSource, fam *Family) WeightSource {
+	if src == nil || fam == nil || len(fam.WeightAliases) == 0 {
+		return src
+	}
+	return aliasSource{src, fam.WeightAliases}
+}
+
+func (s aliasSource) resolve(name string) string {
+	if _, ok := s.WeightSource.Shape(name); ok {
+		return name
+	}
+	if rest, ok := strings.CutPrefix(name, "model."); ok {
+		for _, a := range s.aliases {
+			if _, ok := s.WeightSource.Shape(a + rest); ok {
+				return a + rest
+			}
+		}
+	}
+	return name
+}
+
+func (s aliasSource) Shape(name string) ([]int, bool) { return s.WeightSource.Shape(s.resolve(name)) }
+func (s aliasSource) Float32(name string) ([]float32, error) {
+	return s.WeightSource.Float32(s.resolve(name))
+}
+func (s aliasSource) Where(name string) string { return s.WeightSource.Where(s.resolve(name)) }

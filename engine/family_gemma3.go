@@ -38,3 +38,20 @@ var gemma3Family = &Family{
 		return err
 	},
 }
+
+// gemma3Multimodal is the text part of Gemma 3 4B, 12B and 27B
+// (Gemma3ForConditionalGeneration): the same decoder, its settings in
+// text_config and its tensors under language_model.model. (transformers 4)
+// or model.language_model. (transformers 5). The vision tower is not
+// loaded.
+var gemma3Multimodal = func() *Family {
+	f := *gemma3Family
+	f.ModelTypes = []string{"gemma3"}
+	f.Architectures = []string{"Gemma3ForConditionalGeneration"}
+	f.TextConfig = true
+	f.WeightAliases = []string{"language_model.model.", "model.language_model."}
+	// Gemma3TextConfig's defaults for the sizes the 4B/12B text_config
+	// leaves out.
+	f.Defaults.sizes = map[string]int{"vocab_size": 262208, "num_attention_heads": 8}
+	return &f
+}()

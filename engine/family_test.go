@@ -14,6 +14,7 @@ import (
 	"whet/datasets"
 	"whet/engine"
 	"whet/engine/cpu"
+	"whet/engine/safetensors"
 )
 
 // tinyFamilies are tiny config.json files of the 2025 families, written as
@@ -293,4 +294,100 @@ func tinyBatchOf(ids []int32) *datasets.Batch {
 		b.Positions = append(b.Positions, int32(i))
 	}
 	return b
+}
+
+// TestGemma3MultimodalCheckpoint: the text part of a Gemma 3 4B-style
+// checkpoint (settings in text_config, tensors under
+// model.language_model. beside a vision tower) loads as the same decoder
+// as a Gemma3ForCausalLM folder holding the same weights.
+func TestGemma3MultimodalCheckpoint(t *testing.T) {
+	m := newTinyFamily(t, "gemma3")
+	write := func(config string, rename func(string) string, extra bool) string {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var ts []safetensors.Tensor
+		for _, p := range m.Params() {
+			v, err := m.WeightValues(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts = append(ts, safetensors.F32Tensor(rename(p.Name), p.Shape, v))
+		}
+		if extra {
+			ts = append(ts, safetensors.F32Tensor("model.vision_tower.vision_model.post_layernorm.weight", []int{4}, make([]float32, 4)))
+		}
+		if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	textDir := write(tinyFamilies["gemma3"], func(s string) string { return s }, false)
+	multi := `{"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "bos_token_id": 2, "eos_token_id": [1, 3],
+		"text_config": ` + strings.Replace(tinyFamilies["gemma3"], `"vocab_size": 37,`, `"vocab_size": 37, "bos_token_id": 2, "eos_token_id": 1,`, 1) + `}`
+	multiDir := write(multi, func(s string) string { return "model.language_model." + strings.TrimPrefix(s, "model.") }, true)
+	b := tinyBatch(m.Cfg.VocabSize, 4)
+	var logits [][]float32
+	for _, dir := range []string{textDir, multiDir} {
+		lm, err := engine.LoadModel(dir, cpu.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := lm.NewActivations(len(b.Tokens), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := a.Logits(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits = append(logits, l)
+	}
+	if !slices.Equal(logits[0], logits[1]) {
+		t.Fatal("the multimodal checkpoint's text model computes other logits than the text-only folder")
+	}
+	// Without text_config the file is refused by name.
+	bad := t.TempDir()
+	os.WriteFile(filepath.Join(bad, "config.json"), []byte(`{"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"]}`), 0o644)
+	if _, err := engine.LoadModelConfig(bad); err == nil || !strings.Contains(err.Error(), "text_config") {
+		t.Errorf("gemma3 without text_config: %v", err)
+	}
+}
+
+// TestPhi3AdapterRoundTrip: a Phi-3 LoRA saves with PEFT's fused module
+// names and loads back into the same adapters.
+func TestPhi3AdapterRoundTrip(t *testing.T) {
+	m := newTinyFamily(t, "phi3")
+	opts := engine.LoRAOptions{Rank: 2, Alpha: 4, Seed: 3}
+	if err := m.AddLoRA(opts); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := engine.SaveAdapter(dir, m, opts, "tiny-phi3"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "adapter_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"qkv_proj"`, `"gate_up_proj"`, `"o_proj"`, `"down_proj"`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("adapter_config.json lacks %s: %s", want, raw)
+		}
+	}
+	m2 := newTinyFamily(t, "phi3")
+	if _, err := engine.LoadAdapter(dir, m2); err != nil {
+		t.Fatal(err)
+	}
+	if len(m2.TrainableParams()) != len(m.TrainableParams()) {
+		t.Fatalf("loaded %d adapter tensors, saved %d", len(m2.TrainableParams()), len(m.TrainableParams()))
+	}
+	for i, p := range m.TrainableParams() {
+		a, _ := m.WeightValues(p)
+		b, _ := m2.WeightValues(m2.TrainableParams()[i])
+		if !slices.Equal(a, b) {
+			t.Errorf("%s differs after the round trip", p.Name)
+		}
+	}
 }

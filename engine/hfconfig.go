@@ -32,6 +32,9 @@ type archDefaults struct {
 	eos           []int
 	slidingWindow int  // the window when the field is absent (where the family has one)
 	tied          bool // tie_word_embeddings when absent
+	// sizes are the class defaults of size fields that published configs
+	// do leave out (Gemma 3's text_config); other families require them.
+	sizes map[string]int
 }
 
 // LoadModelConfig reads a Hugging Face model folder's config.json, and its
@@ -85,6 +88,19 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 		return nil, err
 	}
 	c := &ModelConfig{ModelType: modelType}
+	if fam.TextConfig {
+		// A multimodal checkpoint (Gemma 3 4B and up): the language
+		// model's fields sit in text_config, and its defaults are the
+		// text config class's.
+		text, ok, err := j.object("text_config")
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, j.fieldErr("text_config", "missing (a %s checkpoint keeps its language model's settings there)", modelType)
+		}
+		j = text
+	}
 
 	required := []struct {
 		key string
@@ -100,6 +116,9 @@ func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 		v, present, err := j.integer(r.key)
 		if err != nil {
 			return nil, err
+		}
+		if d, ok := def.sizes[r.key]; !present && ok {
+			v, present = d, true
 		}
 		if !present {
 			return nil, j.fieldErr(r.key, "missing")

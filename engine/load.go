@@ -58,6 +58,7 @@ func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Mo
 	if err := checkSupported(cfg.ModelType); err != nil {
 		return nil, fmt.Errorf("model config: %w", err)
 	}
+	src = withAliases(src, familyOf(cfg.ModelType))
 	if _, ok := b.(NF4Dequantizer); o.NF4Linears && !ok {
 		return nil, fmt.Errorf("backend %s cannot dequantize NF4 weights (QLoRA)", b.Name())
 	}
@@ -334,6 +335,7 @@ func checkWeightShape(src WeightSource, p *Param, modelType string) error {
 // LoadWeights fills every base weight from src, checking names and shapes.
 // Errors name the source and the tensor.
 func (m *Model) LoadWeights(src WeightSource) error {
+	src = withAliases(src, m.Family())
 	for _, p := range m.Params() {
 		if isLoRAName(p.Name) {
 			continue
