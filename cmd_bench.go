@@ -307,26 +307,26 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 			bt.Targets = append(bt.Targets, datasets.IgnoreIndex)
 		}
 	}
-	opt := &engine.Optimizer{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
-	scale := float32(1 / float64(bt.NumTargets()))
+	// Each step is training's own (engine.Trainer.TrainStep: the checks,
+	// clipping and AdamW at the method's settings) on the one random batch.
+	preset, err := presets.LookupMethod(method)
+	if err != nil {
+		return benchResult{}, err
+	}
+	d := preset.RunConfig().Train
+	tr := &engine.Trainer{Model: m, Acts: a, Train: []datasets.Batch{*bt}, Seed: 1,
+		Opt:   &engine.Optimizer{Beta1: d.Beta1, Beta2: d.Beta2, Eps: d.Eps},
+		Sched: engine.Schedule{Kind: "constant", Total: total},
+		Cfg:   engine.TrainConfig{MaxSteps: total, MicroBatch: 1, GradAccum: 1, LR: 1e-5, MaxGradNorm: 1}}
 	var loss float64
 	done := 0
 	step := func() error {
 		t0 := time.Now()
-		if err := m.ZeroGrads(); err != nil {
-			return err
-		}
-		r, err := a.ForwardBackward(bt, scale, true, 1)
+		ev, err := tr.TrainStep()
 		if err != nil {
 			return err
 		}
-		loss = r.LossSum / float64(r.Count)
-		if _, err := engine.ClipGrads(m, 1); err != nil {
-			return err
-		}
-		if err := opt.Apply(m, 1e-5); err != nil {
-			return err
-		}
+		loss = ev.Loss
 		if err := b.Sync(); err != nil {
 			return err
 		}
