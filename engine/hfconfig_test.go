@@ -194,8 +194,8 @@ func TestLoadModelConfigErrors(t *testing.T) {
 		wantFile          string
 		want              []string // substrings of the message
 	}{
-		{"unknown type", `{"model_type": "gemma3", ` + sizes + `}`, "", "config.json",
-			[]string{"model_type", `"gemma3"`, "llama", "mistral", "qwen2"}},
+		{"unknown type", `{"model_type": "gpt_neox", ` + sizes + `}`, "", "config.json",
+			[]string{"model_type", `"gpt_neox"`, "llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma2", "phi3"}},
 		{"no type", `{` + sizes + `}`, "", "config.json", []string{"model_type", "missing"}},
 		{"garbage", `{"model_type": "llama",` + "\n" + ` oops}`, "", "config.json", []string{"line 2"}},
 		{"missing size", `{"model_type": "llama", "vocab_size": 10}`, "", "config.json", []string{"hidden_size", "missing"}},
