@@ -465,6 +465,7 @@ func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
 	es := p.entries()
 	n := len(es) + 1
 	if listKey(km.String(), &p.cursor, n, max(p.h-8, 3)) {
+		p.pullErr, p.cancelled = nil, "" // the row's own details take their place
 		return nil, stay
 	}
 	switch km.String() {
@@ -557,7 +558,8 @@ func (p *modelPage) view() string {
 		last = "Enter a path or a Hub id…"
 	}
 	items = append(items, last)
-	listH := max(p.h-4-strings.Count(bottomText, "\n")-1, 3)
+	// The title, a blank line, the list, a blank line, the bottom block.
+	listH := max(p.h-3-strings.Count(bottomText, "\n")-1, 3)
 	b.WriteString(listView(st, items, p.cursor, p.w, listH) + "\n\n")
 	b.WriteString(bottomText)
 	return b.String()
@@ -591,6 +593,8 @@ func (p *modelPage) details(e modelEntry) []string {
 	}
 	var todo string
 	switch {
+	case e.kind == kindCatalog && p.hub.Settings().Offline:
+		todo = "Not on this machine, and HF_HUB_OFFLINE is set: unset it to download this model."
 	case e.kind == kindCatalog:
 		todo = fmt.Sprintf("Not on this machine: enter downloads it from %s.", p.hub.Settings().Endpoint)
 	case e.partial > 0:

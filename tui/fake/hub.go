@@ -59,7 +59,7 @@ func (h *Hub) Pull(ctx context.Context, ref hub.Ref, progress func(hub.Progress)
 	h.mu.Unlock()
 	script := h.Script
 	if script == nil {
-		script = func(ref hub.Ref) []hub.Progress { return PullScript(ref.Repo, DemoFiles, 4, 24<<20) }
+		script = func(ref hub.Ref) []hub.Progress { return PullScript(ref.Repo, DemoFiles, 64<<20, time.Second) }
 	}
 	reports := script(ref)
 	cancelled := func() error {
@@ -118,29 +118,32 @@ var DemoFiles = []PullFile{
 	{"tokenizer_config.json", 7 << 10}, {"model.safetensors", 988 << 20},
 }
 
-// PullScript makes the reports of a download of files, one after another
-// in steps reports each, at a steady rate (bytes per second), with the
-// rates and times left that rate gives: the same numbers on every run.
-func PullScript(repo string, files []PullFile, steps int, rate float64) []hub.Progress {
+// PullScript makes the reports of a download of files, one after another,
+// at a steady rate (bytes per second), one report per every of the
+// download's time: the same numbers on every run, and with Hub.Delay set
+// to every, the times left come true.
+func PullScript(repo string, files []PullFile, rate float64, every time.Duration) []hub.Progress {
 	const commit = "5ca1ab1e0ddba11c0ffee0000000000000c0ffee"
 	var total int64
 	for _, f := range files {
 		total += f.Size
 	}
 	secs := func(n int64) time.Duration { return time.Duration(float64(n) / rate * float64(time.Second)) }
+	chunk := max(int64(rate*every.Seconds()), 1)
 	p := hub.Progress{Phase: hub.PhaseStart, Repo: repo, Commit: commit, Total: total, Files: len(files)}
 	out := []hub.Progress{p}
 	for _, f := range files {
-		for s := 1; s <= steps; s++ {
-			done := f.Size * int64(s) / int64(steps)
+		for done := min(chunk, f.Size); ; done = min(done+chunk, f.Size) {
 			q := p
 			q.Phase, q.File, q.FileDone, q.FileSize = hub.PhaseBytes, f.Name, done, f.Size
 			q.Done = p.Done + done
 			q.FileRate, q.Rate = rate, rate
 			q.FileETA, q.ETA = secs(f.Size-done), secs(total-q.Done)
-			if s == steps {
+			if done == f.Size {
 				q.Phase = hub.PhaseFileDone
 				q.FilesDone++
+				out = append(out, q)
+				break
 			}
 			out = append(out, q)
 		}
@@ -152,7 +155,7 @@ func PullScript(repo string, files []PullFile, steps int, rate float64) []hub.Pr
 }
 
 // DemoHub is the Hub of `whet studio --fake`: a cache holding one model
-// and downloads of about ten seconds.
+// and downloads at 100 MiB/s (ten seconds for a 1 GB model).
 func DemoHub() *Hub {
 	const commit = "d3ad0000beef0000d3ad0000beef0000d3ad0000"
 	return &Hub{
@@ -160,9 +163,12 @@ func DemoHub() *Hub {
 		Models: []hub.CachedModel{{Repo: "Qwen/Qwen2.5-0.5B-Instruct", Size: 988 << 20, Refs: map[string]string{"main": commit},
 			Snapshots: []hub.CachedSnapshot{{Commit: commit, Dir: "~/.cache/huggingface/hub/models--Qwen--Qwen2.5-0.5B-Instruct/snapshots/" + commit,
 				Files: []string{"config.json", "model.safetensors", "tokenizer.json"}, Size: 988 << 20}}}},
-		Delay: 120 * time.Millisecond,
+		Delay: demoEvery,
 		Script: func(ref hub.Ref) []hub.Progress {
-			return PullScript(ref.Repo, DemoFiles, 16, 12<<20)
+			return PullScript(ref.Repo, DemoFiles, 100<<20, demoEvery)
 		},
 	}
 }
+
+// demoEvery is how often the demo's downloads report.
+const demoEvery = 150 * time.Millisecond
