@@ -179,7 +179,11 @@ func prepareOutDir(o Options, progress Progress) (created bool, err error) {
 			names = append(names, e.Name())
 		}
 		sort.Strings(names)
-		return false, fmt.Errorf("export: output folder %s is not empty (%d entries, first %s): choose an empty or new folder, or pass --force to replace an earlier export's files there", o.OutDir, len(names), names[0])
+		what := fmt.Sprintf("%d entries, first %s", len(names), names[0])
+		if len(names) == 1 {
+			what = "it holds " + names[0]
+		}
+		return false, fmt.Errorf("export: output folder %s is not empty (%s): choose an empty or new folder, or pass --force to replace an earlier export's files there", o.OutDir, what)
 	}
 	var removed []string
 	for _, e := range entries {

@@ -115,7 +115,7 @@ func TestExportIntoUsedFolder(t *testing.T) {
 		}
 	}
 	err := Run(Options{RunDir: run, Format: "gguf", Quant: "f16", OutDir: out}, nil)
-	if err == nil || !strings.Contains(err.Error(), "is not empty") || !strings.Contains(err.Error(), "--force") {
+	if err == nil || !strings.Contains(err.Error(), "is not empty (11 entries, first .adapter_config.json.tmp-99)") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("export into a non-empty folder without Force: %v, want a refusal naming --force", err)
 	}
 	for name, data := range old {
@@ -162,6 +162,17 @@ func TestExportIntoUsedFolder(t *testing.T) {
 	}
 	if len(notices) != 1 || !strings.Contains(notices[0], "model.safetensors") {
 		t.Errorf("re-export into the default folder should say what it replaced, notices %q", notices)
+	}
+	// One entry is named as such.
+	one := filepath.Join(tmp, "one")
+	if err := os.MkdirAll(one, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(one, "notes.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(Options{RunDir: run, Format: "gguf", OutDir: one}, nil); err == nil || !strings.Contains(err.Error(), "is not empty (it holds notes.txt)") {
+		t.Errorf("a folder holding one file: %v", err)
 	}
 	// A cancelled or failed export leaves no folder it made: an unknown
 	// template fails after the folder is prepared.
