@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -119,13 +118,11 @@ func readRun(run engine.RunDir) (r runSummary, isRun bool, warnings []string) {
 			r.method, r.model = cfg.Method, cfg.Model
 		}
 	}
-	statusPath := run.Status()
-	if raw, err := atomicfile.ReadFile(statusPath); err == nil {
+	if st, err := run.ReadStatus(); !errors.Is(err, fs.ErrNotExist) {
 		isRun = true
-		var st engine.RunStatus
-		if err := json.Unmarshal(raw, &st); err != nil {
+		if err != nil {
 			r.state = "unreadable"
-			warnings = append(warnings, fmt.Sprintf("%s: %v", statusPath, err))
+			warnings = append(warnings, err.Error())
 		} else {
 			r.state, r.step, r.total = st.State, st.Step, st.Total
 			if st.LastLoss != 0 {

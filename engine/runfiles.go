@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"time"
 
 	"whet/engine/atomicfile"
 )
@@ -208,4 +209,104 @@ func trimAfterStep(path string, step int) (map[string]bool, error) {
 		return nil, fmt.Errorf("trim %s to step %d: %w", filepath.Base(path), step, err)
 	}
 	return atStep, nil
+}
+
+// ReadStatus reads status.json.
+func (d RunDir) ReadStatus() (RunStatus, error) {
+	var st RunStatus
+	raw, err := atomicfile.ReadFile(d.Status())
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", d.Status(), err)
+	}
+	return st, nil
+}
+
+// ReadMetrics reads metrics.jsonl whole, for a viewer that replays a run.
+// A torn last line (a run killed mid-write) is left out silently; any
+// other unreadable line is left out and named in a warning.
+func (d RunDir) ReadMetrics() ([]MetricLine, []string, error) {
+	var out []MetricLine
+	warnings, err := readJSONL(d.Metrics(), func(line []byte) error {
+		l, err := ParseMetricLine(line)
+		if err == nil {
+			out = append(out, l)
+		}
+		return err
+	})
+	return out, warnings, err
+}
+
+// ReadSamples reads samples.jsonl whole, like ReadMetrics.
+func (d RunDir) ReadSamples() ([]SampleEvent, []string, error) {
+	var out []SampleEvent
+	warnings, err := readJSONL(d.Samples(), func(line []byte) error {
+		var s sampleLine
+		if err := json.Unmarshal(line, &s); err != nil {
+			return err
+		}
+		out = append(out, SampleEvent{Step: s.Step, Prompt: s.Prompt, Text: s.Text})
+		return nil
+	})
+	return out, warnings, err
+}
+
+// Event is the event the line was made from: an EvalEvent for an
+// evaluation line, else a StepEvent (values it lacks stay zero).
+func (l MetricLine) Event() Event {
+	v := l.Values
+	if loss, ok := l.EvalLoss(); ok {
+		return EvalEvent{Step: l.Step, Loss: loss}
+	}
+	ev := StepEvent{Step: l.Step, Epoch: v["epoch"], Loss: v["loss"], LR: v["lr"], GradNorm: v["grad_norm"],
+		Tokens: int(v["tokens"]), TokensPerSec: v["tokens_per_sec"], Elapsed: time.Duration(v["elapsed_s"] * float64(time.Second))}
+	for k, x := range v {
+		switch k {
+		case "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_sec", "elapsed_s":
+		default:
+			if ev.Metrics == nil {
+				ev.Metrics = map[string]float64{}
+			}
+			ev.Metrics[k] = x
+		}
+	}
+	return ev
+}
+
+// readJSONL calls parse on each line of a JSON-lines file of the run
+// folder. A missing file is no lines.
+func readJSONL(path string, parse func([]byte) error) ([]string, error) {
+	f, err := atomicfile.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var warnings []string
+	r := bufio.NewReaderSize(f, 1<<16)
+	for n := 1; ; n++ {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			// A last line without its newline is read if it is whole; if
+			// a kill tore it, it is dropped here and by the next resume.
+			if len(bytes.TrimSpace(line)) > 0 {
+				parse(line)
+			}
+			break
+		}
+		if err != nil {
+			return warnings, fmt.Errorf("read %s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if perr := parse(line); perr != nil {
+			warnings = append(warnings, fmt.Sprintf("%s:%d: %v", path, n, perr))
+		}
+	}
+	return warnings, nil
 }

@@ -192,3 +192,63 @@ func TestStatusWriteFailureStopsRun(t *testing.T) {
 		t.Fatalf("run with an unwritable status.json: %v", err)
 	}
 }
+
+// A viewer replays a run from its folder: ReadMetrics gives back the step
+// and eval events the run sent (null as NaN), ReadSamples its samples; a
+// torn last line is dropped and a damaged line is named.
+func TestReadMetricsReplaysRun(t *testing.T) {
+	runs := t.TempDir()
+	var sent []engine.Event
+	for _, ev := range runToEnd(t, smallRun(runs, "replay")) {
+		switch ev.(type) {
+		case engine.StepEvent, engine.EvalEvent, engine.SampleEvent:
+			sent = append(sent, ev)
+		}
+	}
+	d := engine.RunDir(filepath.Join(runs, "replay"))
+	lines, warnings, err := d.ReadMetrics()
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("ReadMetrics: %v %v", warnings, err)
+	}
+	samples, _, err := d.ReadSamples()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replayed []engine.Event
+	for _, l := range lines {
+		replayed = append(replayed, l.Event())
+		if _, isEval := l.Event().(engine.EvalEvent); isEval && len(samples) > 0 && samples[0].Step == l.Step {
+			for _, s := range samples {
+				replayed = append(replayed, s)
+			}
+		}
+	}
+	if len(replayed) != len(sent) {
+		t.Fatalf("replayed %d events, the run sent %d", len(replayed), len(sent))
+	}
+	for i := range sent {
+		want, got := sent[i], replayed[i]
+		if w, ok := want.(engine.StepEvent); ok {
+			g, _ := got.(engine.StepEvent)
+			if g.Step != w.Step || g.Loss != w.Loss || g.LR != w.LR || g.GradNorm != w.GradNorm || g.Tokens != w.Tokens {
+				t.Errorf("event %d: replayed %+v, sent %+v", i, g, w)
+			}
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("event %d: replayed %+v, sent %+v", i, got, want)
+		}
+	}
+
+	f, _ := os.OpenFile(d.Metrics(), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("{\"step\":5,\"loss\":null}\nnot json\n{\"step\":6,\"lo")
+	f.Close()
+	lines, warnings, err = d.ReadMetrics()
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "metrics.jsonl:") {
+		t.Fatalf("warnings %q, %v: want the damaged line named", warnings, err)
+	}
+	last := lines[len(lines)-1]
+	if loss, _ := last.Loss(); last.Step != 5 || !math.IsNaN(loss) {
+		t.Errorf("last line read %+v, want step 5 with a NaN loss", last)
+	}
+}
