@@ -392,7 +392,7 @@ func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.Run
 		o.AdapterDir = a
 		o.NF4Base = chat.QLoRABase(cfg.Method, a)
 	} else {
-		o.ModelDir = filepath.Join(runDir, "model")
+		o.ModelDir = engine.RunDir(runDir).Model()
 	}
 	s, err := chat.Open(b, o)
 	if err != nil {
