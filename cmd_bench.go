@@ -14,6 +14,7 @@ import (
 	"whet/datasets"
 	"whet/engine"
 	"whet/engine/memplan"
+	"whet/engine/units"
 	"whet/presets"
 )
 
@@ -112,9 +113,9 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 				js, _ := json.Marshal(r)
 				fmt.Fprintf(stdout, "%s\n", js)
 			} else {
-				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %.2f GiB (plan %.2f GiB), loss %.3f\n",
+				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %s (plan %s), loss %.3f\n",
 					r.Model, r.Method, r.Backend, r.Batch, r.Seq, r.Checkpointing, r.TokensPerSec, r.StepSeconds, r.TFLOPs,
-					100*r.MFU, *peak, float64(r.PeakBytes)/(1<<30), float64(r.PlanBytes)/(1<<30), r.Loss)
+					100*r.MFU, *peak, units.Bytes(r.PeakBytes), units.Bytes(r.PlanBytes), r.Loss)
 			}
 		}
 	}

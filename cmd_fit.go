@@ -13,6 +13,7 @@ import (
 	"whet/engine/gpuinfo"
 	"whet/engine/hub"
 	"whet/engine/memplan"
+	"whet/engine/units"
 	"whet/presets"
 )
 
@@ -175,7 +176,7 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 			return fitTarget{}, fmt.Errorf("no GPU (%s) and the available RAM is unknown; plan for a profile with --gpu NAME", r.Reason)
 		}
 		return fitTarget{
-			label:     fmt.Sprintf("CPU mode, RAM available of %s (%s)", memplan.FormatBytes(r.RAMTotal), r.Reason),
+			label:     fmt.Sprintf("CPU mode, RAM available of %s (%s)", units.Bytes(r.RAMTotal), r.Reason),
 			available: r.RAMAvailable, backend: memplan.BackendCPU,
 		}, nil
 	}
@@ -184,7 +185,7 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 	}
 	g := r.GPUs[device]
 	return fitTarget{
-		label:     fmt.Sprintf("GPU %d %s free, of %s (driver %s, CUDA %s)", g.Index, g.Name, memplan.FormatBytes(g.MemoryTotal), r.DriverVersion, r.CUDAVersion),
+		label:     fmt.Sprintf("GPU %d %s free, of %s (driver %s, CUDA %s)", g.Index, g.Name, units.Bytes(g.MemoryTotal), r.DriverVersion, r.CUDAVersion),
 		available: g.MemoryFree, backend: memplan.BackendCUDA,
 	}, nil
 }
@@ -273,20 +274,20 @@ func describeOptions(o memplan.Options) string {
 }
 
 func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, advice []memplan.Advice) {
-	fmt.Fprintf(w, "model     %s, %.2fB parameters (%s trainable)\n", m.label, float64(plan.Params)/1e9, humanCount(plan.Trainable))
+	fmt.Fprintf(w, "model     %s, %s parameters (%s trainable)\n", m.label, units.Count(plan.Params), units.Count(plan.Trainable))
 	fmt.Fprintf(w, "run       %s\n\n", describeOptions(plan.Options))
 	for _, l := range plan.Lines() {
-		fmt.Fprintf(w, "  %-32s %12s\n", l.Label, memplan.FormatBytes(l.Bytes))
+		fmt.Fprintf(w, "  %-32s %12s\n", l.Label, units.Bytes(l.Bytes))
 	}
 	peak := plan.Peak()
 	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 45))
-	fmt.Fprintf(w, "  %-32s %12s\n", "peak (total)", memplan.FormatBytes(peak))
-	fmt.Fprintf(w, "  %-32s %12s  %s\n\n", "available", memplan.FormatBytes(target.available), target.label)
+	fmt.Fprintf(w, "  %-32s %12s\n", "peak (total)", units.Bytes(peak))
+	fmt.Fprintf(w, "  %-32s %12s  %s\n\n", "available", units.Bytes(target.available), target.label)
 	if peak <= target.available {
-		fmt.Fprintf(w, "verdict   fits (%s to spare)\n", memplan.FormatBytes(target.available-peak))
+		fmt.Fprintf(w, "verdict   fits (%s to spare)\n", units.Bytes(target.available-peak))
 		return
 	}
-	fmt.Fprintf(w, "verdict   does not fit (short by %s)\n", memplan.FormatBytes(peak-target.available))
+	fmt.Fprintf(w, "verdict   does not fit (short by %s)\n", units.Bytes(peak-target.available))
 	if len(advice) == 0 {
 		return
 	}
@@ -296,19 +297,8 @@ func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, 
 		if a.Fits {
 			verdict = "fits"
 		}
-		fmt.Fprintf(w, "  %d. %s\n     → peak %s: %s\n", i+1, a.Summary, memplan.FormatBytes(a.Plan.Peak()), verdict)
+		fmt.Fprintf(w, "  %d. %s\n     → peak %s: %s\n", i+1, a.Summary, units.Bytes(a.Plan.Peak()), verdict)
 	}
-}
-
-// humanCount prints a parameter count as 41.9M or 8.03B.
-func humanCount(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.2fB", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.1fM", float64(n)/1e6)
-	}
-	return fmt.Sprintf("%d", n)
 }
 
 func listProfiles(w io.Writer) error {
@@ -321,7 +311,7 @@ func listProfiles(w io.Writer) error {
 		if p.Unified {
 			note = "  unified memory"
 		}
-		fmt.Fprintf(w, "  %-14s %10s%s\n", p.Name, memplan.FormatBytes(p.MemoryBytes()), note)
+		fmt.Fprintf(w, "  %-14s %10s%s\n", p.Name, units.Bytes(p.MemoryBytes()), note)
 	}
 	return nil
 }

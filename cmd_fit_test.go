@@ -12,6 +12,7 @@ import (
 
 	"whet/engine/gpuinfo"
 	"whet/engine/memplan"
+	"whet/engine/units"
 	"whet/presets"
 )
 
@@ -186,7 +187,7 @@ func fitGuideTable(t *testing.T) string {
 	var b strings.Builder
 	b.WriteString("| model | params | method | planned peak |")
 	for _, p := range profiles {
-		fmt.Fprintf(&b, " %s (%s) |", p.Name, memplan.FormatBytes(p.MemoryBytes()))
+		fmt.Fprintf(&b, " %s (%s) |", p.Name, units.Bytes(p.MemoryBytes()))
 	}
 	b.WriteString("\n|---|---|---|---|" + strings.Repeat("---|", len(profiles)) + "\n")
 	for _, name := range []string{"smollm2-360m", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "gemma-2-9b", "qwen2.5-14b"} {
@@ -201,7 +202,7 @@ func fitGuideTable(t *testing.T) string {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fmt.Fprintf(&b, "| %s | %.2fB | %s | %s |", name, float64(p.Params)/1e9, meth, memplan.FormatBytes(p.Peak()))
+			fmt.Fprintf(&b, "| %s | %.2fB | %s | %s |", name, float64(p.Params)/1e9, meth, units.Bytes(p.Peak()))
 			for _, hw := range profiles {
 				if p.Peak() <= hw.MemoryBytes() {
 					b.WriteString(" fits |")

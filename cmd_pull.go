@@ -15,6 +15,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/hub"
+	"whet/engine/units"
 	"whet/presets"
 )
 
@@ -190,22 +191,22 @@ func (p *pullPrinter) report(pr hub.Progress) {
 			p.quiet = true
 			return
 		}
-		fmt.Fprintf(p.w, "%s: commit %s from %s, %d files, %s", pr.Repo, pr.Commit[:min(12, len(pr.Commit))], p.endpoint, pr.Files, hub.FormatBytes(pr.Total))
+		fmt.Fprintf(p.w, "%s: commit %s from %s, %d files, %s", pr.Repo, pr.Commit[:min(12, len(pr.Commit))], p.endpoint, pr.Files, units.Bytes(pr.Total))
 		if pr.Done > 0 {
-			fmt.Fprintf(p.w, " (%s already here)", hub.FormatBytes(pr.Done))
+			fmt.Fprintf(p.w, " (%s already here)", units.Bytes(pr.Done))
 		}
 		fmt.Fprintln(p.w)
 	case hub.PhaseFileDone:
 		p.clear()
-		fmt.Fprintf(p.w, "  %-36s %10s\n", pr.File, hub.FormatBytes(pr.FileSize))
+		fmt.Fprintf(p.w, "  %-36s %10s\n", pr.File, units.Bytes(pr.FileSize))
 	case hub.PhaseBytes:
 		if !p.live {
 			return
 		}
 		p.clear()
 		fmt.Fprintf(p.w, "  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
-			hub.FormatBytes(pr.FileDone), hub.FormatBytes(pr.FileSize), hub.FormatBytes(int64(pr.FileRate)), clock(pr.FileETA),
-			hub.FormatBytes(pr.Done), hub.FormatBytes(pr.Total), clock(pr.ETA))
+			units.Bytes(pr.FileDone), units.Bytes(pr.FileSize), units.Bytes(int64(pr.FileRate)), clock(pr.FileETA),
+			units.Bytes(pr.Done), units.Bytes(pr.Total), clock(pr.ETA))
 		p.status = true
 	case hub.PhaseDone:
 		p.clear()
@@ -276,7 +277,7 @@ func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
 			notes = append(notes, "config only")
 		}
 		if m.Partial > 0 {
-			notes = append(notes, hub.FormatBytes(m.Partial)+" partial")
+			notes = append(notes, units.Bytes(m.Partial)+" partial")
 		}
 		if len(m.Snapshots) > 1 {
 			notes = append(notes, fmt.Sprintf("%d snapshots", len(m.Snapshots)))
@@ -285,7 +286,7 @@ func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
 		if len(notes) > 0 {
 			note = "  (" + strings.Join(notes, ", ") + ")"
 		}
-		fmt.Fprintf(w, "  %-44s %10s%s\n", m.Repo, hub.FormatBytes(m.Size), note)
+		fmt.Fprintf(w, "  %-44s %10s%s\n", m.Repo, units.Bytes(m.Size), note)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"whet/engine/gpuinfo"
 	"whet/engine/hub"
 	"whet/engine/memplan"
+	"whet/engine/units"
 	"whet/presets"
 	"whet/tui"
 )
@@ -258,9 +259,9 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	peak := plan.Peak()
 	rep.Fits = peak <= int64(rep.Free)
 	if rep.Fits {
-		rep.Verdict = fmt.Sprintf("fits: plan %s of %s free", memplan.FormatBytes(peak), memplan.FormatBytes(int64(rep.Free)))
+		rep.Verdict = fmt.Sprintf("fits: plan %s of %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
 	} else {
-		rep.Verdict = fmt.Sprintf("does not fit: plan %s, %s free", memplan.FormatBytes(peak), memplan.FormatBytes(int64(rep.Free)))
+		rep.Verdict = fmt.Sprintf("does not fit: plan %s, %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
 	}
 	advice, err := memplan.Advise(mc, opts, int64(rep.Free), fitAlternatives(fitModel{config: mc}))
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+
+	"whet/engine/units"
 )
 
 // WeightSource is where base weights come from: a safetensors folder, or
@@ -94,7 +96,7 @@ func newModel(cfg ModelConfig, b Backend, o ModelOptions, src WeightSource) (*Mo
 			return nil, fmt.Errorf("free memory of backend %s: %w", b.Name(), err)
 		case bytes > free:
 			return nil, fmt.Errorf("the model's weights need %s (%s), but backend %s has %s free",
-				formatBytes(bytes), cfg.sizeFields(), b.Name(), formatBytes(free))
+				units.Bytes(bytes), cfg.sizeFields(), b.Name(), units.Bytes(free))
 		}
 	}
 	m := layoutModel(cfg, b, o)
@@ -216,7 +218,7 @@ func weightBytesOf(cfg ModelConfig, b Backend, o ModelOptions) (int64, error) {
 		total, ok = checkedAdd(rest, layers)
 	}
 	if !ok {
-		return 0, fmt.Errorf("num_hidden_layers %d layers of %s each are too large to count", cfg.NumLayers, formatBytes(one-rest))
+		return 0, fmt.Errorf("num_hidden_layers %d layers of %s each are too large to count", cfg.NumLayers, units.Bytes(one-rest))
 	}
 	return total, nil
 }
@@ -283,19 +285,6 @@ func checkedAdd(a, b int64) (int64, bool) {
 		return 0, false
 	}
 	return a + b, true
-}
-
-// formatBytes writes a size in GiB, or MiB/KiB/bytes when smaller.
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // allocParam gives a laid-out parameter its tensors: W in the compute

@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"whet/engine"
+	"whet/engine/units"
 	"whet/tui/components/lossplot"
 )
 
@@ -316,7 +317,7 @@ func (d *dashboard) stats(h int) string {
 		lines = append(lines,
 			row("lr", fmt.Sprintf("%.2e", l.LR)),
 			row("grad norm", fmt.Sprintf("%.3f", l.GradNorm)),
-			row("tokens/s", humanCount(int(l.TokensPerSec))))
+			row("tokens/s", units.Count(int64(l.TokensPerSec))))
 		for _, k := range sortedKeys(l.Metrics) {
 			lines = append(lines, row(trimTo(k, 10), fmt.Sprintf("%.4g", l.Metrics[k])))
 		}
@@ -333,7 +334,7 @@ func (d *dashboard) stats(h int) string {
 		if g.MemTotal > 0 {
 			memFrac = float64(g.MemUsed) / float64(g.MemTotal)
 		}
-		lines = append(lines, row("memory", gauge(st, memFrac, gw)+fmt.Sprintf(" %.0f/%.0f GiB", float64(g.MemUsed)/(1<<30), float64(g.MemTotal)/(1<<30))))
+		lines = append(lines, row("memory", gauge(st, memFrac, gw)+" "+units.BytesOf(int64(g.MemUsed), int64(g.MemTotal))))
 		pw := fmt.Sprintf("%.0f W", g.PowerW)
 		if g.PowerCapW > 0 {
 			pw = fmt.Sprintf("%.0f/%.0f W", g.PowerW, g.PowerCapW)

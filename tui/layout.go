@@ -9,6 +9,8 @@ import (
 
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
+
+	"whet/engine/units"
 )
 
 // fitBlock cuts or pads s to exactly h lines of at most w cells, so that a
@@ -69,18 +71,13 @@ func listViewFocus(st Styles, items []string, cursor, w, h int, focused bool) st
 	return strings.Join(lines, "\n")
 }
 
-// formatParams prints a parameter count as "494M" or "7.6B".
+// formatParams prints a parameter count as "494M" or "7.62B", or "?"
+// when the catalog does not know it.
 func formatParams(n int64) string {
-	switch {
-	case n <= 0:
+	if n <= 0 {
 		return "?"
-	case n >= 1e9:
-		return fmt.Sprintf("%.1fB", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.0fM", float64(n)/1e6)
-	default:
-		return fmt.Sprintf("%.0fK", float64(n)/1e3)
 	}
+	return units.Count(n)
 }
 
 // wrap breaks text to width (words, keeping existing newlines).

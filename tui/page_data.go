@@ -15,6 +15,7 @@ import (
 
 	"whet/datasets"
 	"whet/engine"
+	"whet/engine/units"
 	"whet/tui/components/form"
 )
 
@@ -575,7 +576,7 @@ func (p *dataPage) previewView(h int) string {
 	if s.Skipped > 0 {
 		head += st.Warn.Render(fmt.Sprintf(" (%d skipped)", s.Skipped))
 	}
-	head += fmt.Sprintf(" · %s tokens, %s with loss", humanCount(s.Tokens), humanCount(s.TrainTokens))
+	head += fmt.Sprintf(" · %s tokens, %s with loss", units.Count(int64(s.Tokens)), units.Count(int64(s.TrainTokens)))
 	lines = append(lines, head)
 	lens := fmt.Sprintf("length mean %.0f · max %d", s.MeanLen, s.MaxLen)
 	if s.Truncated > 0 {
@@ -639,17 +640,4 @@ func renderExample(st Styles, segs []Segment, w, h int) []string {
 		lines[i] = "  " + lines[i]
 	}
 	return lines
-}
-
-// humanCount prints 14230 as "14.2k".
-func humanCount(n int) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.1fG", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.1fM", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.1fk", float64(n)/1e3)
-	}
-	return fmt.Sprint(n)
 }

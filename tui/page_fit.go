@@ -8,6 +8,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"whet/engine"
+	"whet/engine/units"
 	"whet/tui/components/stackbar"
 )
 
@@ -133,7 +134,7 @@ func (p *fitPage) view() string {
 		return b.String()
 	}
 	r := p.report
-	b.WriteString(wrap(fmt.Sprintf("%s free of %s on %s", stackbar.FormatBytes(r.Free), stackbar.FormatBytes(r.Total),
+	b.WriteString(wrap(fmt.Sprintf("%s free of %s on %s", units.Bytes(int64(r.Free)), units.Bytes(int64(r.Total)),
 		st.Value.Render(r.Device)), p.w) + "\n")
 	parts := make([]stackbar.Part, len(r.Parts))
 	for i, pp := range r.Parts {
@@ -158,7 +159,7 @@ func (p *fitPage) view() string {
 		for i, a := range r.Advice {
 			line := fmt.Sprintf(" %s  %s", st.Accent.Render(fmt.Sprint(i+1)), a.Text)
 			if a.Saves > 0 {
-				line += st.Muted.Render(" — saves " + stackbar.FormatBytes(a.Saves))
+				line += st.Muted.Render(" — saves " + units.Bytes(int64(a.Saves)))
 			}
 			b.WriteString(line + "\n")
 		}

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"whet/engine"
+	"whet/engine/units"
 )
 
 // Options choose the device and where compiled kernels are cached.
@@ -480,18 +481,6 @@ func shapeLen(shape []int) (int, error) {
 	return n, nil
 }
 
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 // Alloc returns a zeroed tensor in its own device allocation. Out of
 // memory is an error naming the dtype, shape, size and the device's free
 // memory; nothing is held after it.
@@ -509,13 +498,13 @@ func (b *Backend) Alloc(dt engine.DType, shape ...int) (engine.Tensor, error) {
 		return nil, err
 	}
 	defer exit()
-	op := fmt.Sprintf("Alloc %s %v (%s)", dt, shape, humanBytes(bytes))
+	op := fmt.Sprintf("Alloc %s %v (%s)", dt, shape, units.Bytes(bytes))
 	p, err := b.rawAlloc(bytes)
 	if err != nil {
 		if IsOutOfMemory(err) {
 			var f, t uint64
 			if b.drv.call("cuMemGetInfo_v2", b.drv.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t))) == nil {
-				op += fmt.Sprintf(" with %s free of %s, %s held by this backend", humanBytes(int64(f)), humanBytes(int64(t)), humanBytes(b.inUse))
+				op += fmt.Sprintf(" with %s free of %s, %s held by this backend", units.Bytes(int64(f)), units.Bytes(int64(t)), units.Bytes(b.inUse))
 			}
 		}
 		return nil, withOp(op, err)

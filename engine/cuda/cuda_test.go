@@ -14,6 +14,7 @@ import (
 	"whet/engine"
 	"whet/engine/backendtest"
 	"whet/engine/cpu"
+	"whet/engine/units"
 	"whet/kernels"
 )
 
@@ -63,7 +64,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("device memory: %s free of %s", humanBytes(free), humanBytes(total))
+	t.Logf("device memory: %s free of %s", units.Bytes(free), units.Bytes(total))
 
 	const M, K, N = 33, 70, 19
 	rng := rand.New(rand.NewPCG(1, 2))

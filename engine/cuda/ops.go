@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"whet/engine"
+	"whet/engine/units"
 )
 
 // The op files below check arguments the way engine/cpu does (same rules,
@@ -24,7 +25,7 @@ const (
 func (b *Backend) temp(op string, bytes int64) (uint64, func(), error) {
 	p, err := b.rawAlloc(bytes)
 	if err != nil {
-		return 0, nil, withOp(fmt.Sprintf("%s: scratch of %s", op, humanBytes(bytes)), err)
+		return 0, nil, withOp(fmt.Sprintf("%s: scratch of %s", op, units.Bytes(bytes)), err)
 	}
 	return p, func() { b.rawFree(p, bytes) }, nil
 }
@@ -40,7 +41,7 @@ func (b *Backend) scratchFor(op string, bytes int64) (uint64, error) {
 	b.opScratch, b.opScratchBytes = 0, 0
 	p, err := b.rawAlloc(bytes)
 	if err != nil {
-		return 0, withOp(fmt.Sprintf("%s: scratch of %s", op, humanBytes(bytes)), err)
+		return 0, withOp(fmt.Sprintf("%s: scratch of %s", op, units.Bytes(bytes)), err)
 	}
 	b.opScratch, b.opScratchBytes = p, bytes
 	return p, nil

@@ -198,7 +198,7 @@ func parseMeminfo(r io.Reader, name string) (total, available int64, err error) 
 			return 0, 0, fmt.Errorf("gpuinfo: %s line %d: %s: %w", name, line, key, err)
 		}
 		if kb < 0 || kb > math.MaxInt64>>10 {
-			return 0, 0, fmt.Errorf("gpuinfo: %s line %d: %s: %d kB is out of range", name, line, key, kb)
+			return 0, 0, fmt.Errorf("gpuinfo: %s line %d: %s: %d (in kB) is out of range", name, line, key, kb)
 		}
 		if key == "MemTotal" {
 			total = kb << 10

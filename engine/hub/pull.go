@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"whet/engine/units"
 )
 
 // PullOptions tune one pull.
@@ -216,7 +218,7 @@ func (c *Client) checkSpace(ref Ref, need int64) error {
 		return nil // unknown: the download itself will say if the disk fills
 	}
 	if avail < need {
-		return newError(ErrNoSpace, nil, "%s needs %s more on %s but only %s is free: free some space or set HF_HUB_CACHE to a larger disk", ref, FormatBytes(need), c.CacheDir, FormatBytes(avail))
+		return newError(ErrNoSpace, nil, "%s needs %s more on %s but only %s is free: free some space or set HF_HUB_CACHE to a larger disk", ref, units.Bytes(need), c.CacheDir, units.Bytes(avail))
 	}
 	return nil
 }
@@ -494,18 +496,4 @@ func copyReporting(f *os.File, sum hash.Hash, r io.Reader, report func(int64)) (
 			return n, rerr
 		}
 	}
-}
-
-// FormatBytes writes a size the way the CLI and the studio show sizes.
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -298,29 +298,6 @@ func (p *MemPlan) Find(name string) (Buffer, bool) {
 	return Buffer{}, false
 }
 
-// FormatBytes prints a byte count in binary units with three significant
-// digits ("14.9 GiB", "80.0 MiB", "512 B").
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit && n > -unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v := float64(n)
-	suffixes := []string{"KiB", "MiB", "GiB", "TiB"}
-	i := -1
-	for (v >= unit || v <= -unit) && i < len(suffixes)-1 {
-		v /= unit
-		i++
-	}
-	switch {
-	case v >= 100 || v <= -100:
-		return fmt.Sprintf("%.0f %s", v, suffixes[i])
-	case v >= 10 || v <= -10:
-		return fmt.Sprintf("%.1f %s", v, suffixes[i])
-	}
-	return fmt.Sprintf("%.2f %s", v, suffixes[i])
-}
-
 // targetShapes maps each LoRA target to its projection's (in, out) widths.
 func targetShapes(cfg *engine.ModelConfig) map[string][2]int64 {
 	h, q, kv, i := int64(cfg.HiddenSize), int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.IntermediateSize)

@@ -279,16 +279,6 @@ func TestOptionsErrors(t *testing.T) {
 	}
 }
 
-func TestFormatBytes(t *testing.T) {
-	for n, want := range map[int64]string{
-		512: "512 B", 1536: "1.50 KiB", 80 << 20: "80.0 MiB", 15 << 30: "15.0 GiB", 150 << 30: "150 GiB",
-	} {
-		if got := FormatBytes(n); got != want {
-			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func TestFromRunConfig(t *testing.T) {
 	rc := &engine.RunConfig{Method: "dpo", Backend: "auto"}
 	rc.LoRA.Rank = 8

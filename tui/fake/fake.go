@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"whet/engine"
+	"whet/engine/units"
 	"whet/tui"
 )
 
@@ -291,9 +292,9 @@ func (f FitChecker) Check(_ context.Context, cfg engine.RunConfig) (tui.FitRepor
 	}
 	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free}
 	if r.Fits {
-		r.Verdict = fmt.Sprintf("Fits: %.1f GiB planned, %.1f GiB free.", float64(total)/gib, float64(f.Free)/gib)
+		r.Verdict = fmt.Sprintf("Fits: %s planned, %s free.", units.Bytes(int64(total)), units.Bytes(int64(f.Free)))
 	} else {
-		r.Verdict = fmt.Sprintf("Does not fit: %.1f GiB planned, only %.1f GiB free.", float64(total)/gib, float64(f.Free)/gib)
+		r.Verdict = fmt.Sprintf("Does not fit: %s planned, only %s free.", units.Bytes(int64(total)), units.Bytes(int64(f.Free)))
 	}
 	if cfg.Method == "full" || cfg.Method == "lora" {
 		r.Advice = append(r.Advice, tui.Advice{Text: "Use QLoRA (4-bit base weights)", Saves: weightBytes * 3 / 4,

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"charm.land/lipgloss/v2"
+
+	"whet/engine/units"
 )
 
 // Part is one slice of the plan.
@@ -92,7 +94,7 @@ func (b Bar) View() string {
 	}
 
 	// The scale line marks the capacity with ▲ and prints it.
-	label := fmt.Sprintf("%s %s", b.CapacityLabel, FormatBytes(b.Capacity))
+	label := fmt.Sprintf("%s %s", b.CapacityLabel, units.Bytes(int64(b.Capacity)))
 	mark := min(capCol, w-1)
 	var scaleLine string
 	if mark+1+len(label)+1 <= w {
@@ -106,7 +108,7 @@ func (b Bar) View() string {
 	var legend []string
 	line := ""
 	for i, p := range b.Parts {
-		item := b.style(i).Render(string(Fill(i))) + " " + p.Name + " " + FormatBytes(p.Bytes)
+		item := b.style(i).Render(string(Fill(i))) + " " + p.Name + " " + units.Bytes(int64(p.Bytes))
 		if line != "" && lipgloss.Width(line)+3+lipgloss.Width(item) > w {
 			legend = append(legend, line)
 			line = ""
@@ -119,7 +121,7 @@ func (b Bar) View() string {
 	if line != "" {
 		legend = append(legend, line)
 	}
-	total1 := fmt.Sprintf("total %s of %s %s", FormatBytes(total), FormatBytes(b.Capacity), b.CapacityLabel)
+	total1 := fmt.Sprintf("total %s of %s %s", units.Bytes(int64(total)), units.Bytes(int64(b.Capacity)), b.CapacityLabel)
 	return strings.Join(append([]string{bar.String(), b.MutedStyle.Render(scaleLine)}, append(legend, total1)...), "\n")
 }
 
@@ -128,23 +130,4 @@ func (b Bar) style(i int) lipgloss.Style {
 		return lipgloss.NewStyle()
 	}
 	return b.Styles[i%len(b.Styles)]
-}
-
-// FormatBytes prints a size in binary units, as nvidia-smi users expect.
-func FormatBytes(v uint64) string {
-	const (
-		kib = 1 << 10
-		mib = 1 << 20
-		gib = 1 << 30
-	)
-	switch {
-	case v >= gib:
-		return fmt.Sprintf("%.1f GiB", float64(v)/gib)
-	case v >= mib:
-		return fmt.Sprintf("%.0f MiB", float64(v)/mib)
-	case v >= kib:
-		return fmt.Sprintf("%.0f KiB", float64(v)/kib)
-	default:
-		return fmt.Sprintf("%d B", v)
-	}
 }

