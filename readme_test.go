@@ -51,7 +51,7 @@ func TestReadmeCommandsExist(t *testing.T) {
 		t.Fatal(err)
 	}
 	readme := string(doc)
-	for _, want := range []string{"go install .", "npm", "whet --help", "whet --version"} {
+	for _, want := range []string{"go install .", "npm", "whet --help", "whet --version", "docs/run-file.md"} {
 		if !strings.Contains(readme, want) {
 			t.Errorf("README.md does not mention %q", want)
 		}

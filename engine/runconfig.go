@@ -9,10 +9,19 @@ import (
 // RunConfig describes a training run completely. The wizard builds it,
 // `whet train -c run.yaml` reads it, and the run directory keeps a copy.
 type RunConfig struct {
-	Name    string `yaml:"name"`
-	Model   string `yaml:"model"`   // HF folder, or a catalog name
-	Method  string `yaml:"method"`  // lora | qlora | full | dpo
-	Backend string `yaml:"backend"` // auto | cpu | cuda
+	// The run's folder under runs_dir; a run file naming an existing run resumes
+	// it from its newest checkpoint. Empty: run-DATE-TIME.
+	Name string `yaml:"name"`
+	// The base model: a Hugging Face model folder (config.json, safetensors,
+	// tokenizer), relative to the run file, or a Hub id (ORG/NAME).
+	Model string `yaml:"model"`
+	// What is trained: lora | qlora (LoRA over NF4-quantized weights) | full
+	// (every weight) | dpo (preference pairs, see dpo).
+	Method string `yaml:"method"`
+	// Where it runs: auto (CUDA when an NVIDIA GPU is usable, else the CPU) | cpu
+	// | cuda.
+	Backend string `yaml:"backend"`
+	// The folder that holds the run directories.
 	RunsDir string `yaml:"runs_dir,omitempty"`
 
 	LoRA  LoRAConfig  `yaml:"lora,omitempty"`
@@ -29,11 +38,18 @@ type RunConfig struct {
 
 // LoRAConfig sets the adapters (PEFT's meaning for each field).
 type LoRAConfig struct {
-	Rank          int      `yaml:"r"`
-	Alpha         float64  `yaml:"alpha"`
-	Dropout       float64  `yaml:"dropout"`
-	TargetModules []string `yaml:"target_modules"` // among q,k,v,o,gate,up,down (or q_proj, …)
-	RSLoRA        bool     `yaml:"use_rslora"`
+	// The adapters' rank r.
+	Rank int `yaml:"r"`
+	// The scale numerator: updates are scaled by alpha/r (alpha/√r with
+	// use_rslora).
+	Alpha float64 `yaml:"alpha"`
+	// The dropout rate on the adapters' input while training, in [0, 1).
+	Dropout float64 `yaml:"dropout"`
+	// The projections that get adapters, among q,k,v,o,gate,up,down (or q_proj,
+	// …). Empty: all seven.
+	TargetModules []string `yaml:"target_modules"`
+	// Rank-stabilised LoRA: scale by alpha/√r instead of alpha/r.
+	RSLoRA bool `yaml:"use_rslora"`
 }
 
 // DataConfig says where the data is and how to turn it into tokens. It is
@@ -44,35 +60,67 @@ type DataConfig = datasets.Options
 
 // TrainConfig holds the optimisation settings.
 type TrainConfig struct {
-	Epochs          float64  `yaml:"epochs"`
-	MaxSteps        int      `yaml:"max_steps"`
-	MicroBatch      int      `yaml:"micro_batch"` // sequences per micro-batch
-	GradAccum       int      `yaml:"grad_accum"`
-	LR              float64  `yaml:"lr"`
-	Schedule        string   `yaml:"schedule"` // constant | linear | cosine
-	WarmupSteps     int      `yaml:"warmup_steps"`
-	WarmupRatio     float64  `yaml:"warmup_ratio"`
-	WeightDecay     float64  `yaml:"weight_decay"`
-	Beta1           float64  `yaml:"beta1"`
-	Beta2           float64  `yaml:"beta2"`
-	Eps             float64  `yaml:"eps"`
-	MaxGradNorm     float64  `yaml:"max_grad_norm"`
-	Seed            int64    `yaml:"seed"`
-	LogEvery        int      `yaml:"log_every"`
-	EvalEvery       int      `yaml:"eval_every"`
-	SaveEvery       int      `yaml:"save_every"`
-	KeepCheckpoints int      `yaml:"keep_checkpoints"`
-	Checkpointing   bool     `yaml:"activation_checkpointing"`
-	SampleEvery     int      `yaml:"sample_every"`
-	SamplePrompts   []string `yaml:"sample_prompts,omitempty"`
-	SampleTokens    int      `yaml:"sample_tokens"`
+	// Passes over the training data (fractions allowed); max_steps wins when set.
+	Epochs float64 `yaml:"epochs"`
+	// Optimizer steps to run, whatever the epochs.
+	MaxSteps int `yaml:"max_steps"`
+	// Sequences per micro-batch (DPO: preference pairs).
+	MicroBatch int `yaml:"micro_batch"`
+	// Micro-batches whose gradients add up to one optimizer step.
+	GradAccum int `yaml:"grad_accum"`
+	// The peak learning rate.
+	LR float64 `yaml:"lr"`
+	// The learning rate after warm-up: constant | linear (to 0) | cosine (to 0).
+	Schedule string `yaml:"schedule"`
+	// Steps of linear warm-up from 0 to lr.
+	WarmupSteps int `yaml:"warmup_steps"`
+	// Warm-up as a fraction of all steps, when warmup_steps is 0.
+	WarmupRatio float64 `yaml:"warmup_ratio"`
+	// AdamW's decoupled weight decay (norms and biases are not decayed).
+	WeightDecay float64 `yaml:"weight_decay"`
+	// AdamW's first-moment decay.
+	Beta1 float64 `yaml:"beta1"`
+	// AdamW's second-moment decay.
+	Beta2 float64 `yaml:"beta2"`
+	// AdamW's epsilon.
+	Eps float64 `yaml:"eps"`
+	// Clips the gradients' global norm to this (0: no clipping).
+	MaxGradNorm float64 `yaml:"max_grad_norm"`
+	// The seed of the adapters' initialisation, the data order and dropout; a
+	// resumed run must keep it.
+	Seed int64 `yaml:"seed"`
+	// Reports a step event every this many steps.
+	LogEvery int `yaml:"log_every"`
+	// Evaluates on the held-out data every this many steps and at the end (0:
+	// never).
+	EvalEvery int `yaml:"eval_every"`
+	// Saves a checkpoint every this many steps (0: only when stopped and at the
+	// end).
+	SaveEvery int `yaml:"save_every"`
+	// How many of the newest checkpoints to keep.
+	KeepCheckpoints int `yaml:"keep_checkpoints"`
+	// Activation checkpointing: recomputes each layer's activations in the
+	// backward to save memory.
+	Checkpointing bool `yaml:"activation_checkpointing"`
+	// Generates from the sample prompts every this many steps and at the end (0:
+	// never).
+	SampleEvery int `yaml:"sample_every"`
+	// The prompts sampled during training. Empty: up to three from the evaluation
+	// data.
+	SamplePrompts []string `yaml:"sample_prompts,omitempty"`
+	// The most tokens per sample.
+	SampleTokens int `yaml:"sample_tokens"`
 }
 
 // DPOConfig holds the preference loss settings (TRL's names).
 type DPOConfig struct {
-	Beta           float64 `yaml:"beta"`
+	// DPO's β: how far the policy may move from the reference.
+	Beta float64 `yaml:"beta"`
+	// The assumed fraction of flipped preference labels (conservative DPO), in [0,
+	// 0.5).
 	LabelSmoothing float64 `yaml:"label_smoothing"`
-	LossType       string  `yaml:"loss_type"` // sigmoid | ipo
+	// The preference loss: sigmoid (DPO's) | ipo.
+	LossType string `yaml:"loss_type"`
 	// FullWeights trains every weight (the reference is then the model
 	// before training, cached); otherwise DPO trains LoRA adapters and the
 	// reference is the base with adapters off.
