@@ -134,10 +134,14 @@ func detect(d driver) (Report, error) {
 type Monitor struct{ d driver }
 
 // Open starts a monitor; close it with Close.
-func Open() (*Monitor, error) {
-	d := newDriver()
+func Open() (*Monitor, error) { return openMonitor(newDriver()) }
+
+func openMonitor(d driver) (*Monitor, error) {
 	if err := d.open(); err != nil {
-		return nil, fmt.Errorf("gpuinfo: %w", err)
+		if errors.Is(err, ErrNoDriver) {
+			return nil, err // already says gpuinfo: and why
+		}
+		return nil, fmt.Errorf("gpuinfo: initialising NVML: %w", err)
 	}
 	return &Monitor{d: d}, nil
 }

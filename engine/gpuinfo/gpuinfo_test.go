@@ -118,3 +118,17 @@ func FuzzParseMeminfo(f *testing.F) {
 		}
 	})
 }
+
+// Open's errors name the package once: "gpuinfo: NVIDIA driver not
+// available: ...", not "gpuinfo: gpuinfo: ...".
+func TestOpenErrorsSayGpuinfoOnce(t *testing.T) {
+	for _, openErr := range []error{
+		fmt.Errorf("%w: libnvidia-ml.so.1 not found", ErrNoDriver),
+		errors.New("nvmlInit_v2: Unknown Error (NVML error 999)"),
+	} {
+		_, err := openMonitor(&fakeDriver{openErr: openErr})
+		if err == nil || strings.Count(err.Error(), "gpuinfo:") != 1 || !errors.Is(err, openErr) {
+			t.Errorf("open failing with %q: err %v, want it wrapped with one gpuinfo: prefix", openErr, err)
+		}
+	}
+}
