@@ -320,7 +320,7 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		Sched: engine.Schedule{Kind: "constant", Total: total},
 		Cfg:   engine.TrainConfig{MaxSteps: total, MicroBatch: 1, GradAccum: 1, LR: 1e-5, MaxGradNorm: 1}}
 	var loss float64
-	done := 0
+	done, started := 0, time.Now()
 	step := func() error {
 		t0 := time.Now()
 		ev, err := tr.TrainStep()
@@ -340,11 +340,13 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 			}
 			fmt.Fprintf(env.progress, "bench: %s %s step %d/%d (%s) %.1f s, loss %.3f\n", name, method, done, total, phase, took.Seconds(), loss)
 		}
-		if done == 1 && total > 1 {
-			// The first step measured is a better estimate than the FLOP
-			// count: stop now rather than hours from now.
-			rest := time.Duration(total-1) * took
-			if err := env.checkTime(what, rest+took, fmt.Sprintf("the first step took %.1f s", took.Seconds())); err != nil {
+		if done == 2 && total > 2 {
+			// A measured step is a better estimate than the FLOP count
+			// (which assumes the GEMM rate throughout): stop now rather
+			// than hours from now. The second step, because the first
+			// also compiles the GPU kernels.
+			est := time.Since(started) + time.Duration(total-2)*took
+			if err := env.checkTime(what, est, fmt.Sprintf("the second step took %.1f s", took.Seconds())); err != nil {
 				return err
 			}
 		}

@@ -130,6 +130,13 @@ func TestBenchRefusesHoursOnCPU(t *testing.T) {
 	if !strings.Contains(errs, " hours ") && !strings.Contains(errs, " days ") {
 		t.Errorf("refusal gives no estimate in hours or days:\n%s", errs)
 	}
+	// Where the FLOP count underestimates (here a matmul rate given far too
+	// high), the second step's measured time stops the run.
+	code, _, errs = runCLI(t, "bench", "--backend", "cpu", "--model", "testdata/tiny-llama", "--seq", "16", "--batch", "1",
+		"--steps", "10", "--warmup", "1", "--peak-tflops", "1e9", "--max-time", "1us")
+	if code != 1 || !strings.Contains(errs, "the second step took") || strings.Contains(errs, "step 3/11") {
+		t.Errorf("measured refusal: exit %d, stderr %q; want a stop after step 2", code, errs)
+	}
 	code, _, errs = runCLI(t, "bench", "--backend", "cpu", "--decode", "64", "--seq", "8192", "--max-time", "1s")
 	if code != 1 || !strings.Contains(errs, "decode: 64 tokens after a 8192-token prompt would take about") {
 		t.Errorf("decode refusal: exit %d, stderr %q", code, errs)
