@@ -11,6 +11,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"whet/engine/hub"
+	"whet/engine/units"
 )
 
 // Hub is the Hugging Face Hub as the model page sees it: the models its
@@ -160,7 +161,7 @@ func rateText(r float64) string {
 	if r <= 0 {
 		return "–/s"
 	}
-	return hub.FormatBytes(int64(r)) + "/s"
+	return units.Bytes(int64(r)) + "/s"
 }
 
 // progressBar draws done of total in w cells with distinct glyphs for the
@@ -186,7 +187,7 @@ func pullView(st Styles, s pullState, w, h int) string {
 	if t.Total > 0 {
 		pct = int(t.Done * 100 / t.Total)
 	}
-	nums := fmt.Sprintf(" %3d%%  %s / %s", pct, hub.FormatBytes(t.Done), hub.FormatBytes(t.Total))
+	nums := fmt.Sprintf(" %3d%%  %s / %s", pct, units.Bytes(t.Done), units.Bytes(t.Total))
 	lines = append(lines, progressBar(st, t.Done, t.Total, max(w-len([]rune(nums)), 10))+nums)
 	lines = append(lines, st.Subtle.Render(fmt.Sprintf("%d of %d files · %s · ETA %s", t.FilesDone, t.Files, rateText(t.Rate), etaText(t.ETA))))
 	files := append([]hub.Progress(nil), s.files...)
@@ -203,7 +204,7 @@ func pullView(st Styles, s pullState, w, h int) string {
 		nums := make([]string, len(files))
 		numW := 0
 		for i, f := range files {
-			nums[i] = fmt.Sprintf("%s / %s  %s  ETA %s", hub.FormatBytes(f.FileDone), hub.FormatBytes(f.FileSize), rateText(f.FileRate), etaText(f.FileETA))
+			nums[i] = fmt.Sprintf("%s / %s  %s  ETA %s", units.Bytes(f.FileDone), units.Bytes(f.FileSize), rateText(f.FileRate), etaText(f.FileETA))
 			numW = max(numW, len([]rune(nums[i])))
 		}
 		for i, f := range files {

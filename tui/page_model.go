@@ -14,6 +14,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/hub"
+	"whet/engine/units"
 	"whet/tui/components/form"
 )
 
@@ -352,9 +353,9 @@ func (p *modelPage) pulled(msg pullDoneMsg) nav {
 		return next
 	case errors.Is(msg.err, context.Canceled):
 		t := p.progress.total
-		p.cancelled = fmt.Sprintf("Download of %s cancelled: %s kept in the cache; enter on it resumes.", job.ref, hub.FormatBytes(t.Done))
+		p.cancelled = fmt.Sprintf("Download of %s cancelled: %s kept in the cache; enter on it resumes.", job.ref, units.Bytes(t.Done))
 		if t.Total > 0 {
-			p.cancelled = fmt.Sprintf("Download of %s cancelled: %s of %s kept in the cache; enter on it resumes.", job.ref, hub.FormatBytes(t.Done), hub.FormatBytes(t.Total))
+			p.cancelled = fmt.Sprintf("Download of %s cancelled: %s of %s kept in the cache; enter on it resumes.", job.ref, units.Bytes(t.Done), units.Bytes(t.Total))
 		}
 	default:
 		p.pullErr = msg.err
@@ -548,7 +549,7 @@ func (p *modelPage) view() string {
 	for _, e := range es {
 		size := ""
 		if e.kind == kindCached {
-			size = hub.FormatBytes(e.size + e.partial)
+			size = units.Bytes(e.size + e.partial)
 		}
 		row := fmt.Sprintf("%-34s %6s  %-7s %10s", trimTo(e.Name, 34), formatParams(e.Params), e.label(), size)
 		items = append(items, strings.TrimRight(row, " "))
@@ -598,7 +599,7 @@ func (p *modelPage) details(e modelEntry) []string {
 	case e.kind == kindCatalog:
 		todo = fmt.Sprintf("Not on this machine: enter downloads it from %s.", p.hub.Settings().Endpoint)
 	case e.partial > 0:
-		todo = fmt.Sprintf("An interrupted download left %s: enter resumes it.", hub.FormatBytes(e.partial))
+		todo = fmt.Sprintf("An interrupted download left %s: enter resumes it.", units.Bytes(e.partial))
 	default:
 		todo = "Only config.json is cached (pulled for a fit check): enter downloads the weights."
 	}
@@ -627,9 +628,9 @@ func (p *modelPage) where() []string {
 	for _, m := range p.cached {
 		size += m.Size + m.Partial
 	}
-	cache := fmt.Sprintf("Hub cache: %d models, %s in %s", len(p.cached), hub.FormatBytes(size), s.CacheDir)
+	cache := fmt.Sprintf("Hub cache: %d models, %s in %s", len(p.cached), units.Bytes(size), s.CacheDir)
 	if len(p.cached) == 1 {
-		cache = fmt.Sprintf("Hub cache: 1 model, %s in %s", hub.FormatBytes(size), s.CacheDir)
+		cache = fmt.Sprintf("Hub cache: 1 model, %s in %s", units.Bytes(size), s.CacheDir)
 	}
 	if s.Offline {
 		cache += " (offline: HF_HUB_OFFLINE)"
