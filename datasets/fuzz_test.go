@@ -165,3 +165,37 @@ func FuzzCharmapReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzJSON feeds arbitrary bytes to the JSON reader: no panic, every error
+// names the file, no record keeps text that decoded to U+FFFD unless the
+// input spelled U+FFFD, and the strict reader fails only where the skipping
+// one found a bad row (or failed too).
+func FuzzJSON(f *testing.F) {
+	for _, name := range []string{"messages.json", "sharegpt.json", "one-row.json", "lines.json", "bad-items.json", "two-lists.json"} {
+		data, err := os.ReadFile(fixtures + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("[{\"text\": \"caf\xe9\"}, {\"text\": \"\\ud800\"}, {\"text\": \"ok\"}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		res, err := ReadJSON(bytes.NewReader(data), "fuzz.json", true)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.json") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		if !bytes.Contains(data, []byte("\uFFFD")) && !bytes.Contains(bytes.ToLower(data), []byte(`\ufffd`)) {
+			for _, r := range res.Records {
+				if s := fmt.Sprint(r.Fields); strings.ContainsRune(s, '\uFFFD') {
+					t.Fatalf("row %v kept U+FFFD: %q", r.Loc, s)
+				}
+			}
+		}
+		if _, err := ReadJSON(bytes.NewReader(data), "fuzz.json", false); err != nil && len(res.Bad) == 0 {
+			t.Fatalf("strict reader failed where the skipping one found no bad row: %v", err)
+		}
+	})
+}

@@ -359,8 +359,14 @@ func ReadJSON(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 	if bytes.HasPrefix(data, utf8BOM) {
 		data, bom = data[len(utf8BOM):], 1
 	}
-	// Checked before decoding, which would turn the bytes into U+FFFD.
-	// JSON text is UTF-8 as a whole, so this is the file's error.
+	// Checked before decoding, which would turn the bytes into U+FFFD. In
+	// a top-level array the row is found (and can be skipped); otherwise
+	// it is the file's error.
+	if at, _ := badJSONText(data); at >= 0 {
+		if res, ok, err := readJSONArrayWithBadText(data, name, int64(len(utf8BOM)*bom), skipBad); ok {
+			return res, err
+		}
+	}
 	if bad := invalidUTF8(data); bad >= 0 {
 		line, col := lineCol(data, int64(bad))
 		return nil, fmt.Errorf("%s:%d:%d: invalid UTF-8 at byte offset %d of the file; %s", name, line, col, bad+len(utf8BOM)*bom, strings.TrimSuffix(utf8Advice, ", or skip such rows with data.skip_bad_rows"))
@@ -419,6 +425,64 @@ func ReadJSON(r io.Reader, name string, skipBad bool) (*ReadResult, error) {
 		res.Records = append(res.Records, Record{Fields: obj, Loc: loc})
 	}
 	return res, nil
+}
+
+// badJSONText finds the first text in JSON bytes that would decode to
+// U+FFFD: a byte that is not UTF-8, or an escape of half a surrogate
+// pair. It returns its offset and what it is, or -1.
+func badJSONText(data []byte) (int, string) {
+	bad, half := invalidUTF8(data), loneSurrogate(data)
+	switch {
+	case bad >= 0 && (half < 0 || bad < half):
+		return bad, "invalid UTF-8"
+	case half >= 0:
+		return half, fmt.Sprintf("%s (half of a UTF-16 surrogate pair, which decodes to U+FFFD)", data[half:half+6])
+	}
+	return -1, ""
+}
+
+// readJSONArrayWithBadText reads a top-level JSON array element by
+// element, so that text that would decode to U+FFFD is reported with its
+// row (and skipped with skipBad) like any bad row. base is the offset of
+// data in the file (a BOM). ok is false when the root is not an array or
+// does not parse, for the caller to report the file as a whole.
+func readJSONArrayWithBadText(data []byte, name string, base int64, skipBad bool) (res *ReadResult, ok bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return nil, false, nil
+	}
+	res = &ReadResult{}
+	bad := badRows{skip: skipBad, res: res}
+	for i := 0; dec.More(); i++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, false, nil
+		}
+		start := dec.InputOffset() - int64(len(raw))
+		loc := Location{File: name, Row: i, kind: kindJSON}
+		var rowErr *RowError
+		var obj map[string]any
+		if at, what := badJSONText(raw); at >= 0 {
+			line, col := lineCol(data, start+int64(at))
+			rowErr = &RowError{Loc: loc, Reason: ReasonInvalidUTF8, Detail: fmt.Sprintf("%s at byte offset %d of the file (line %d, column %d); %s", what, base+start+int64(at), line, col, utf8Advice)}
+		} else {
+			obj, rowErr = decodeObject(raw, loc)
+		}
+		if rowErr != nil {
+			if e := bad.add(rowErr); e != nil {
+				return nil, true, e
+			}
+			continue
+		}
+		res.Records = append(res.Records, Record{Fields: obj, Loc: loc})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, false, nil
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, false, nil
+	}
+	return res, true, nil
 }
 
 // isSingleRow tells a file holding one conversation ({"messages": [{"role":
