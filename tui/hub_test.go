@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"whet/engine/hub"
 	"whet/engine/hub/hubtest"
@@ -138,7 +142,7 @@ func TestModelPagePullsTypedRepoID(t *testing.T) {
 	f.srv.BeforeStorage = func(string) { <-release }
 	d := newDriver(t, f.options(), 80, 24)
 	typeRepo(d, "whet-test/tiny")
-	d.waitScreen("0 of 3 files")
+	d.waitScreen(" of 3 files") // the weights wait for release; the small files may be done
 	s := d.screen()
 	for _, want := range []string{"Downloading whet-test/tiny at commit", "from " + f.srv.URL(), "into " + f.client.CacheDir, "esc cancels"} {
 		if !strings.Contains(s, want) {
@@ -165,19 +169,53 @@ func TestModelPagePullsTypedRepoID(t *testing.T) {
 	}
 }
 
+// bodyWatch is an HTTP transport that tells when the client comes back
+// for more of a file's bytes after at least `at` of them: the ones before
+// are on disk then, since the download writes each read before the next.
+type bodyWatch struct {
+	name    string
+	at      int64
+	reached chan struct{}
+	once    sync.Once
+}
+
+func (w *bodyWatch) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil && r.Method == http.MethodGet && r.URL.Query().Get("name") == w.name {
+		resp.Body = &watchedBody{ReadCloser: resp.Body, w: w}
+	}
+	return resp, err
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	w *bodyWatch
+	n int64
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	if b.n >= b.w.at {
+		b.w.once.Do(func() { close(b.w.reached) })
+	}
+	k, err := b.ReadCloser.Read(p)
+	b.n += int64(k)
+	return k, err
+}
+
 // A cancelled download keeps its bytes; the page lists the partial model
 // and enter on it resumes with a range request.
 func TestModelPageCancelKeepsAndResumes(t *testing.T) {
 	f := newHubFixture(t)
 	f.srv.StallAfter("model.safetensors", 20000)
+	watch := &bodyWatch{name: "model.safetensors", at: 20000, reached: make(chan struct{})}
+	f.client.HTTP = &http.Client{Transport: watch}
 	d := newDriver(t, f.options(), 80, 24)
 	typeRepo(d, "whet-test/tiny")
-	d.waitScreen("Downloading whet-test/tiny")
-	d.waitFor("the first 20000 bytes on disk", func() bool {
-		partial, _ := filepath.Glob(filepath.Join(f.client.CacheDir, "models--whet-test--tiny", "blobs", "*.incomplete"))
-		st, err := os.Stat(strings.Join(partial, ""))
-		return len(partial) == 1 && err == nil && st.Size() == 20000
-	})
+	select {
+	case <-watch.reached: // 20000 bytes are on disk and the server sends no more
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the download did not get its first 20000 bytes; screen:\n%s", d.screen())
+	}
 	d.keys("esc")
 	d.waitScreen("cancelled")
 	s := strings.Join(strings.Fields(d.screen()), " ")
