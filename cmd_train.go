@@ -49,7 +49,22 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return printEvents(events, stdout, *asJSON)
+	finished, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-ctx.Done():
+			// The first signal asks the trainer to stop with a checkpoint;
+			// giving the signals back lets a second one end the process.
+			cancel()
+			fmt.Fprintln(stderr, "whet train: stopping: finishing the current step and writing a checkpoint (Ctrl-C again to quit without it)")
+		case <-finished:
+		}
+	}()
+	err = printEvents(events, stdout, *asJSON)
+	close(finished)
+	<-watched
+	return err
 }
 
 // printEvents writes one line per event and returns the run's error.

@@ -70,6 +70,9 @@ train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad
 			if _, err := fmt.Sscanf(lastLine, "stopped at step %d", &step); err != nil || step == 0 {
 				t.Fatalf("last line %q, want \"stopped at step N\"; output:\n%s", lastLine, text)
 			}
+			if !strings.Contains(errOut.String(), "stopping: finishing the current step and writing a checkpoint") {
+				t.Errorf("stderr %q does not say that the run is stopping", errOut.String())
+			}
 			cps, err := engine.ListCheckpoints(filepath.Join(dir, "sigint", "checkpoints"))
 			if err != nil || len(cps) == 0 || cps[len(cps)-1].Step != step {
 				t.Fatalf("checkpoints %v (%v), want one at step %d", cps, err, step)
