@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	tea "charm.land/bubbletea/v2"
+
 	"whet/engine"
+	"whet/tui"
 	"whet/tui/fake"
 )
 
@@ -54,5 +58,20 @@ func TestUnavailableEngineSaysWhy(t *testing.T) {
 	_, _, err := unavailableEngine{err: errors.New("training engine not available")}.Start(context.Background(), engine.RunConfig{})
 	if err == nil || err.Error() != "training engine not available" {
 		t.Errorf("got %v", err)
+	}
+}
+
+// A malformed HF_ENDPOINT does not keep the studio from opening: the
+// model page says what is wrong where it lists the cache.
+func TestStudioHubBadEndpointIsShown(t *testing.T) {
+	t.Setenv("HF_ENDPOINT", "ftp:/nowhere")
+	h, err := newStudioHub()
+	if err == nil {
+		t.Fatalf("newStudioHub with a bad HF_ENDPOINT: %v, no error", h)
+	}
+	m := tui.New(tui.Options{Hub: unavailableHub{err: err}, RecentData: filepath.Join(t.TempDir(), "recent")})
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	if s := m.View().Content; !strings.Contains(s, "Hugging Face Hub: HF_ENDPOINT") {
+		t.Errorf("the model page should say why the Hub is not available:\n%s", s)
 	}
 }

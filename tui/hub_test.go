@@ -343,3 +343,39 @@ func TestModelPageListsCache(t *testing.T) {
 		t.Errorf("choosing a cached model should not ask the Hub (%d model-info requests)", n)
 	}
 }
+
+// A typed text that is neither a folder nor a valid Hub id is refused
+// with the reason the id is not one; nothing is downloaded.
+func TestModelPageRefusesBadRepoID(t *testing.T) {
+	h := goldenHub()
+	o := testOptions(&fake.Engine{})
+	o.Hub = h
+	d := newDriver(t, o, 80, 24)
+	typeRepo(d, "acme/two--dashes")
+	s := strings.Join(strings.Fields(d.screen()), " ")
+	if !strings.Contains(s, "acme/two--dashes is not a folder, nor a Hub id") || !strings.Contains(s, `"two--dashes" may hold only`) {
+		t.Errorf("a bad repo id should be refused with the reason:\n%s", d.screen())
+	}
+	if len(h.Pulls()) != 0 {
+		t.Errorf("nothing should be downloaded: %v", h.Pulls())
+	}
+}
+
+// The scripted downloads of --fake add up: every byte and file is
+// reported once, and the times left follow the rate.
+func TestFakePullScriptAddsUp(t *testing.T) {
+	files := []fake.PullFile{{Name: "config.json", Size: 600}, {Name: "model.safetensors", Size: 10 << 20}}
+	ps := fake.PullScript("acme/x", files, 1<<20, time.Second) // 1 MiB a report
+	first, last := ps[0], ps[len(ps)-1]
+	if first.Phase != hub.PhaseStart || last.Phase != hub.PhaseDone || last.Done != last.Total || last.Total != 600+10<<20 || last.FilesDone != 2 {
+		t.Fatalf("first %+v, last %+v", first, last)
+	}
+	if n := len(ps); n != 1+1+10+1 {
+		t.Errorf("%d reports, want start, config, ten of the weights, done", n)
+	}
+	for _, p := range ps[1 : len(ps)-1] {
+		if want := time.Duration(float64(p.Total-p.Done) / (1 << 20) * float64(time.Second)); p.ETA != want {
+			t.Errorf("%s at %d: ETA %v, want %v", p.File, p.Done, p.ETA, want)
+		}
+	}
+}
