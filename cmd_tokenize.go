@@ -48,6 +48,9 @@ func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 		return fmt.Errorf("read stdin: %w", err)
 	}
 	ids := tok.Encode(string(text), *special)
+	if err := tok.Err(); err != nil {
+		return err
+	}
 	out, err := json.Marshal(ids)
 	if err != nil {
 		return err

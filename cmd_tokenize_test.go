@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -99,5 +101,30 @@ func TestTokenizeCommandHelp(t *testing.T) {
 	code, stdout, _ := tokenizeCLI(t, "", "--help")
 	if code != 0 || !strings.Contains(stdout, "usage: whet tokenize") {
 		t.Fatalf("--help: exit %d, stdout %q", code, stdout)
+	}
+}
+
+// A tokenizer.json regex that gives up on the input (catastrophic
+// backtracking hits the match timeout) is an error naming the pattern,
+// never a silently short list of ids.
+func TestTokenizeCommandReportsARegexThatGivesUp(t *testing.T) {
+	raw, err := os.ReadFile("testdata/tiny-llama/tokenizer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tj map[string]any
+	if err := json.Unmarshal(raw, &tj); err != nil {
+		t.Fatal(err)
+	}
+	split := tj["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[0].(map[string]any)
+	split["pattern"] = map[string]any{"Regex": `(x+x+)+y`}
+	dir := t.TempDir()
+	raw, _ = json.Marshal(tj)
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := tokenizeCLI(t, strings.Repeat("x", 64), "--tokenizer", dir)
+	if code == 0 || stdout != "" || !strings.Contains(stderr, "(x+x+)+y") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

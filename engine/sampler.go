@@ -48,7 +48,7 @@ type Sampler struct {
 // encode renders one prompt as a user turn with the generation prompt.
 func (s *Sampler) encode(prompt string) ([]int32, error) {
 	if s.Template == nil {
-		return toInt32(s.Tok.Encode(prompt, true)), nil
+		return encodeChecked(s.Tok, prompt, true)
 	}
 	return EncodeChat(s.Tok, s.Template, []datasets.Message{{Role: "user", Content: prompt}})
 }
@@ -63,7 +63,17 @@ func EncodeChat(tok *tokenizer.Tokenizer, tpl *datasets.Template, msgs []dataset
 	if err != nil {
 		return nil, err
 	}
-	return toInt32(tok.Encode(r.Text, tpl.AddSpecialTokens)), nil
+	return encodeChecked(tok, r.Text, tpl.AddSpecialTokens)
+}
+
+// encodeChecked encodes text and fails when a tokenizer.json regex gave up
+// on it (the ids would be incomplete).
+func encodeChecked(tok *tokenizer.Tokenizer, text string, addSpecial bool) ([]int32, error) {
+	ids := tok.Encode(text, addSpecial)
+	if err := tok.Err(); err != nil {
+		return nil, err
+	}
+	return toInt32(ids), nil
 }
 
 func toInt32(ids []int) []int32 {
