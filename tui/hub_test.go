@@ -379,3 +379,25 @@ func TestFakePullScriptAddsUp(t *testing.T) {
 		}
 	}
 }
+
+// A model pulled for a fit check alone (config.json) is listed as such,
+// and choosing it downloads the rest before going on.
+func TestModelPageCompletesConfigOnlyModel(t *testing.T) {
+	f := newHubFixture(t)
+	if _, err := f.client.Pull(context.Background(), hub.Ref{Repo: "whet-test/tiny", Revision: "main"}, hub.PullOptions{Files: hub.ConfigOnly}); err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(t, f.options(), 80, 24)
+	s := strings.Join(strings.Fields(d.screen()), " ")
+	if !strings.Contains(s, "› whet-test/tiny 3.95M config") || !strings.Contains(s, "Only config.json is cached (pulled for a fit check): enter downloads the weights.") {
+		t.Fatalf("a config-only snapshot should be marked and offer the weights:\n%s", d.screen())
+	}
+	d.keys("enter")
+	d.waitScreen("How should it learn?")
+	if got := d.m.Config().Model; got != "whet-test/tiny" {
+		t.Errorf("Model = %q", got)
+	}
+	if n := f.srv.Requests("GET", "storage", "model.safetensors"); n != 1 {
+		t.Errorf("the weights were downloaded %d times, want once", n)
+	}
+}
