@@ -20,6 +20,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/atomicfile"
+	"whet/engine/worker"
 )
 
 func init() {
@@ -32,6 +33,9 @@ type runSummary struct {
 	step, total                int
 	lastLoss                   float64
 	hasLoss                    bool
+	// crash says, for a crashed run, its worker's last words and the
+	// checkpoint a new `whet train` resumes from.
+	crash string
 }
 
 func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -68,7 +72,15 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, steps, loss, orDash(r.method), orDash(r.model))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range runs {
+		if r.crash != "" {
+			fmt.Fprintf(stdout, "%s crashed: %s\n", r.name, r.crash)
+		}
+	}
+	return nil
 }
 
 func orDash(s string) string {
@@ -138,7 +150,8 @@ func readRun(run engine.RunDir) (r runSummary, isRun bool, warnings []string) {
 		warnings = append(warnings, err.Error())
 	}
 	if active := r.state == "running" || r.state == "paused"; active && known && !held {
-		r.state = "interrupted"
+		r.state = "crashed"
+		r.crash = crashReport(run)
 	} else if held && pid > 0 {
 		r.state += fmt.Sprintf(" (pid %d)", pid)
 	}
@@ -213,4 +226,23 @@ func lastMetric(path string) (step int, loss float64, ok bool, err error) {
 		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
 	}
 	return step, loss, ok, nil
+}
+
+// crashReport is what is known of a crashed run: the last line of its
+// worker's log (a detached run has one) and the checkpoint to resume from.
+func crashReport(run engine.RunDir) string {
+	var parts []string
+	if _, err := os.Stat(worker.Log(run)); err == nil {
+		parts = append(parts, "last words in "+worker.Log(run)+": "+lastLogLine(worker.Log(run)))
+	}
+	cps, err := engine.ListCheckpoints(run.Checkpoints())
+	switch {
+	case err != nil:
+		parts = append(parts, err.Error())
+	case len(cps) == 0:
+		parts = append(parts, "no checkpoint: whet train -c "+run.Config()+" starts it over")
+	default:
+		parts = append(parts, fmt.Sprintf("whet train -c %s resumes from %s (step %d)", run.Config(), cps[len(cps)-1].Path, cps[len(cps)-1].Step))
+	}
+	return strings.Join(parts, "; ")
 }

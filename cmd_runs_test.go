@@ -158,8 +158,8 @@ func TestRunsShowsNullLossAsNaN(t *testing.T) {
 }
 
 // A run that says "running" while no process holds its lock was killed:
-// it is shown as interrupted; one whose lock is held shows the pid.
-func TestRunsTellsInterruptedFromRunning(t *testing.T) {
+// it is shown as crashed, with what resumes it; one whose lock is held shows the pid.
+func TestRunsTellsCrashedFromRunning(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("run folder locks need a Unix system")
 	}
@@ -180,7 +180,7 @@ func TestRunsTellsInterruptedFromRunning(t *testing.T) {
 	if err != nil || len(warnings) > 0 || len(runs) != 2 {
 		t.Fatalf("listRuns = %v, %v, %v", runs, warnings, err)
 	}
-	if runs[0].name != "killed" || runs[0].state != "interrupted" {
+	if runs[0].name != "killed" || runs[0].state != "crashed" || !strings.Contains(runs[0].crash, "starts it over") {
 		t.Errorf("a running run nobody holds: %+v", runs[0])
 	}
 	if want := fmt.Sprintf("running (pid %d)", os.Getpid()); runs[1].state != want {

@@ -25,6 +25,9 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object per event instead of text lines")
 	backend := fs.String("backend", "", "override the run file's backend: auto, cpu or cuda")
 	resumeAnyway := fs.Bool("resume-anyway", false, "resume the run's checkpoints even though its data, model or settings changed since they were made")
+	name := fs.String("name", "", "override the run file's name (the run's folder in the runs folder)")
+	detach := fs.Bool("detach", false, "train in a worker process of its own that goes on when this terminal closes; follow it with whet attach NAME")
+	asWorker := fs.Bool("worker", false, "be the worker that --detach starts: train, write worker.log, serve the run's control socket")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,11 +42,20 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		cfg.Backend = *backend
 	}
 	cfg.ResumeAnyway = *resumeAnyway
+	if *name != "" {
+		cfg.Name = *name
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	// A Hub id is pulled here, with progress; the run keeps the id.
 	if _, err := pullModelArg(ctx, cfg.Model, nil, stderr); err != nil {
 		return err
+	}
+	switch {
+	case *detach:
+		return startDetached(ctx, cfg, *config, *backend, *resumeAnyway, stdout)
+	case *asWorker:
+		return serveWorker(ctx, cfg, stdout, *asJSON)
 	}
 	events, _, err := engine.Start(ctx, cfg)
 	if err != nil {

@@ -185,11 +185,14 @@ func checkResume(rd RunDir, cfg RunConfig, now RunInputs) error {
 	var changes []string
 	var saved *RunConfig
 	if raw, err := atomicfile.ReadFile(rd.Config()); err == nil {
-		saved = new(RunConfig)
-		if err := yaml.Unmarshal(raw, saved); err != nil {
+		// Read as a run file is read (its method's defaults, then every
+		// key it sets, zeros included): FillDefaults would turn the
+		// epochs: 0 of a max_steps run into 1 and refuse every resume.
+		was, err := DecodeRunConfig(raw)
+		if err != nil {
 			return fmt.Errorf("%s: %w", rd.Config(), err)
 		}
-		saved.FillDefaults()
+		saved = &was
 		changes = configChanges(*saved, cfg)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err

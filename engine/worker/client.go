@@ -1,0 +1,81 @@
+package worker
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+
+	"whet/engine"
+)
+
+// Conn is a viewer's connection to a worker: live events in, commands out.
+type Conn struct {
+	conn *net.UnixConn
+	mu   sync.Mutex
+	// Events carries the run's live events; it is closed when the worker
+	// goes away (or Close is called). Replies and errors from the worker
+	// arrive on Replies.
+	Events  <-chan engine.Event
+	Replies <-chan Message
+}
+
+// Dial connects to run folder rd's worker.
+func Dial(rd engine.RunDir) (*Conn, error) {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: Socket(rd), Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("attach to %s: %w", rd.Path(), err)
+	}
+	events := make(chan engine.Event, clientQueue)
+	replies := make(chan Message, 16)
+	go func() {
+		defer close(events)
+		defer close(replies)
+		r := bufio.NewReaderSize(c, 4096)
+		for {
+			line, err := readLine(r)
+			if err != nil {
+				return
+			}
+			var m Message
+			if json.Unmarshal(line, &m) != nil {
+				continue
+			}
+			if m.Event == "" {
+				select {
+				case replies <- m:
+				default:
+				}
+				continue
+			}
+			if ev, err := DecodeEvent(line); err == nil {
+				events <- ev
+			}
+		}
+	}()
+	return &Conn{conn: c, Events: events, Replies: replies}, nil
+}
+
+// Send sends one command (CmdPause, …); the worker's answer comes on Replies.
+func (c *Conn) Send(cmd string) error {
+	js, _ := json.Marshal(Request{Cmd: cmd})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.conn.Write(append(js, '\n')); err != nil {
+		return fmt.Errorf("send %s to the worker: %w", cmd, err)
+	}
+	return nil
+}
+
+// Pause, Resume, Checkpoint and Stop make a Conn an engine.RunControl, so
+// a viewer steers a detached run as it steers one in its own process.
+func (c *Conn) Pause()      { c.Send(CmdPause) }
+func (c *Conn) Resume()     { c.Send(CmdResume) }
+func (c *Conn) Checkpoint() { c.Send(CmdCheckpoint) }
+func (c *Conn) Stop()       { c.Send(CmdStop) }
+
+var _ engine.RunControl = (*Conn)(nil)
+
+// Close disconnects; the run goes on.
+func (c *Conn) Close() error { return c.conn.Close() }
