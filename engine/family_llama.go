@@ -60,8 +60,6 @@ var qwen2Family = &Family{
 		// Qwen2's attention always has q/k/v biases (and none on o_proj);
 		// its config has no switch for them.
 		c.AttentionBias = true
-		var err error
-		c.SlidingWindow, err = qwenSlidingWindow(j, c.NumLayers)
-		return err
+		return qwenSlidingWindow(j, c)
 	},
 }

@@ -19,8 +19,7 @@ var qwen3Family = &Family{
 		if bias {
 			return j.fieldErr("attention_bias", "true is not supported yet (it adds q/k/v/o biases)")
 		}
-		c.SlidingWindow, err = qwenSlidingWindow(j, c.NumLayers)
-		return err
+		return qwenSlidingWindow(j, c)
 	},
 }
 

@@ -19,7 +19,8 @@ import (
 
 // tinyFamilies are tiny config.json files of the 2025 families, written as
 // their published files are, each with the feature its family adds made to
-// matter: q/k norm and a head_dim of its own (Qwen3), (1 + w) norms,
+// matter: q/k norm, a head_dim of its own and a window on the layers from
+// max_window_layers on (Qwen3), (1 + w) norms,
 // sandwich norms, GELU-tanh, a window shorter than the batch's sequences
 // on some layers with their own rope base, linear scaling on the others
 // and query_pre_attn_scalar (Gemma 3), soft-caps small enough to bend the
@@ -29,7 +30,7 @@ var tinyFamilies = map[string]string{
 	"qwen3": `{"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 37,
 		"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
 		"num_key_value_heads": 2, "head_dim": 6, "rms_norm_eps": 1e-6, "rope_theta": 1000000,
-		"rope_scaling": null, "sliding_window": null, "use_sliding_window": false, "max_position_embeddings": 64,
+		"rope_scaling": null, "sliding_window": 3, "use_sliding_window": true, "max_window_layers": 1, "max_position_embeddings": 64,
 		"tie_word_embeddings": true, "attention_bias": false, "hidden_act": "silu"}`,
 	"gemma3": `{"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "vocab_size": 37,
 		"hidden_size": 12, "intermediate_size": 20, "num_hidden_layers": 3, "num_attention_heads": 2,
@@ -102,7 +103,7 @@ func newTinyFamilyWith(t *testing.T, name string, edit func(*engine.ModelConfig)
 // the decoder uses.
 func TestFamilyConfigs(t *testing.T) {
 	q := tinyFamilyConfig(t, "qwen3")
-	if q.HeadDim != 6 || q.QDim() != 24 || !q.TieWordEmbeddings || q.AttentionBias || q.SlidingWindow != 0 {
+	if q.HeadDim != 6 || q.QDim() != 24 || !q.TieWordEmbeddings || q.AttentionBias || q.LayerWindow(0) != 0 || q.LayerWindow(1) != 3 {
 		t.Errorf("qwen3: %+v", q)
 	}
 	g3 := tinyFamilyConfig(t, "gemma3")

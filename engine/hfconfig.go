@@ -419,49 +419,62 @@ func parseLayerTypes(j jsonObject, numLayers int) ([]string, bool, error) {
 	return types, true, nil
 }
 
-// qwenSlidingWindow returns the attention window shared by every layer of
-// a Qwen2 or Qwen3 model, or 0. Qwen uses sliding_window only with
-// use_sliding_window, and then only on layers from max_window_layers on
-// (transformers 5 spells this out per layer as layer_types); a model whose
-// layers disagree is refused.
-func qwenSlidingWindow(j jsonObject, numLayers int) (int, error) {
+// qwenSlidingWindow sets the attention windows of a Qwen2 or Qwen3 model.
+// Qwen uses sliding_window only with use_sliding_window, and then only on
+// layers from max_window_layers on (transformers 5 spells this out per
+// layer as layer_types). When every layer agrees, c.SlidingWindow alone
+// says it; otherwise c.LayerTypes names each layer's kind.
+func qwenSlidingWindow(j jsonObject, c *ModelConfig) error {
 	use, err := j.boolDefault("use_sliding_window", false)
 	if err != nil || !use {
-		return 0, err
+		return err
 	}
 	window, err := j.intDefault("sliding_window", 4096)
 	if err != nil || window == 0 {
-		return 0, err
+		return err
 	}
-	sliding, full := 0, 0
-	if types, ok, err := j.strList("layer_types"); err != nil {
-		return 0, err
-	} else if ok {
-		for i, t := range types {
-			switch t {
-			case SlidingAttention:
-				sliding++
-			case FullAttention:
-				full++
-			default:
-				return 0, j.fieldErr(fmt.Sprintf("layer_types[%d]", i), "unknown layer type %q", t)
-			}
-		}
-	} else {
+	types, ok, err := parseLayerTypes(j, c.NumLayers)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		first, err := j.intDefault("max_window_layers", 28)
 		if err != nil {
-			return 0, err
+			return err
 		}
-		first = min(max(first, 0), numLayers)
-		full, sliding = first, numLayers-first
+		first = min(max(first, 0), c.NumLayers)
+		switch {
+		case first == c.NumLayers:
+			return nil
+		case first == 0:
+			c.SlidingWindow = window
+			return nil
+		case c.NumLayers > maxLayerTypes:
+			return j.fieldErr("num_hidden_layers", "%d layers is more than the %d the engine lays out", c.NumLayers, maxLayerTypes)
+		}
+		types = make([]string, c.NumLayers)
+		for i := range types {
+			types[i] = FullAttention
+			if i >= first {
+				types[i] = SlidingAttention
+			}
+		}
 	}
-	switch {
-	case sliding == 0:
-		return 0, nil
-	case full == 0:
-		return window, nil
+	sliding := 0
+	for _, t := range types {
+		if t == SlidingAttention {
+			sliding++
+		}
 	}
-	return 0, j.fieldErr("use_sliding_window", "%d layers use a sliding window and %d full attention; a per-layer window is not supported for qwen", sliding, full)
+	switch sliding {
+	case 0:
+		return nil
+	case len(types):
+		c.SlidingWindow = window
+		return nil
+	}
+	c.SlidingWindow, c.LayerTypes = window, types
+	return nil
 }
 
 // Validate is the one set of rules a model config is held to, wherever it

@@ -143,6 +143,13 @@ func TestLoadModelConfigDefaults(t *testing.T) {
 			ModelConfig{NumKVHeads: 4, HeadDim: 16, RMSNormEps: 1e-6, RopeTheta: 10000, MaxPositions: 32768, AttentionBias: true, BOSTokenID: NoTokenID}},
 		{"qwen2", `, "num_key_value_heads": 4, "use_sliding_window": true, "sliding_window": 256, "layer_types": ["sliding_attention", "sliding_attention"]`,
 			ModelConfig{NumKVHeads: 4, HeadDim: 16, RMSNormEps: 1e-6, RopeTheta: 10000, MaxPositions: 32768, AttentionBias: true, SlidingWindow: 256, BOSTokenID: NoTokenID}},
+		// Layers from max_window_layers on slide; the first keep full attention.
+		{"qwen2", `, "num_key_value_heads": 4, "use_sliding_window": true, "max_window_layers": 1`,
+			ModelConfig{NumKVHeads: 4, HeadDim: 16, RMSNormEps: 1e-6, RopeTheta: 10000, MaxPositions: 32768, AttentionBias: true, SlidingWindow: 4096,
+				LayerTypes: []string{FullAttention, SlidingAttention}, BOSTokenID: NoTokenID}},
+		{"qwen3", `, "num_key_value_heads": 4, "head_dim": 8, "use_sliding_window": true, "sliding_window": 64, "layer_types": ["sliding_attention", "full_attention"]`,
+			ModelConfig{NumKVHeads: 4, HeadDim: 8, RMSNormEps: 1e-6, RopeTheta: 10000, MaxPositions: 32768, SlidingWindow: 64,
+				LayerTypes: []string{SlidingAttention, FullAttention}, BOSTokenID: NoTokenID}},
 	}
 	for _, tt := range tests {
 		cfg := `{"model_type": "` + tt.modelType + `", ` + sizes + tt.extra + `}`
@@ -216,8 +223,8 @@ func TestLoadModelConfigErrors(t *testing.T) {
 			[]string{"rope_scaling.factor", "missing"}},
 		{"llama3 factors reversed", `{"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1, "original_max_position_embeddings": 64}, ` + sizes + `}`, "", "config.json",
 			[]string{"rope_scaling.high_freq_factor"}},
-		{"mixed qwen2 window", `{"model_type": "qwen2", "use_sliding_window": true, "max_window_layers": 1, ` + sizes + `}`, "", "config.json",
-			[]string{"use_sliding_window", "per-layer"}},
+		{"qwen2 layer types", `{"model_type": "qwen2", "use_sliding_window": true, "layer_types": ["full_attention"], ` + sizes + `}`, "", "config.json",
+			[]string{"layer_types", "1 entries", "num_hidden_layers 2"}},
 		{"eos outside vocab", `{"model_type": "llama", "eos_token_id": 1000, ` + sizes + `}`, "", "config.json", []string{"eos_token_id", "1000"}},
 		{"bad eos list", `{"model_type": "llama", ` + sizes + `}`, `{"eos_token_id": [1, "x"]}`, "generation_config.json", []string{"eos_token_id"}},
 		{"bad eos element", `{"model_type": "llama", ` + sizes + `}`, `{"eos_token_id": [1, 2.5]}`, "generation_config.json", []string{"eos_token_id[1]"}},
