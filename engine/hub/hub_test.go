@@ -150,6 +150,22 @@ func TestPullFresh(t *testing.T) {
 	}
 }
 
+// The storage host may go by another name (as on the Hub), and the token
+// never goes there.
+func TestPullStorageByOtherName(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	srv.StorageURL = strings.Replace(srv.Storage.URL, "127.0.0.1", "localhost", 1)
+	srv.Token = "hf_good"
+	c.Token, c.TokenSource = "hf_good", "HF_TOKEN"
+	snap, err := pull(t, c, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(snap.Dir, "model.safetensors")); !bytes.Equal(got, weights) {
+		t.Fatal("weights differ")
+	}
+}
+
 func TestPullResumesAfterDroppedConnection(t *testing.T) {
 	srv, c, _ := fakeHub(t)
 	srv.DropAfter("model.safetensors", 300<<10)

@@ -92,6 +92,11 @@ type Server struct {
 	// BeforeStorage, if set, runs before the storage host answers a GET
 	// of a file's bytes (tests use it to hold a download open).
 	BeforeStorage func(name string)
+	// StorageURL is the base of the storage host's address in redirects;
+	// "" means Storage.URL. Clients that tell the Hub from the storage
+	// host by host name (huggingface_hub does) need another name than
+	// the API's, such as http://localhost:PORT beside http://127.0.0.1:PORT.
+	StorageURL string
 	// AfterResolve, if set, runs after the API host answered the resolve
 	// URL of a file (HEAD or GET), outside the server's lock.
 	AfterResolve func(method, name string)
@@ -521,7 +526,11 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request, id, rev, n
 		h.Set("ETag", `"`+gitBlob(file.pointer())+`"`)
 		h.Set("X-Linked-Etag", `"`+file.sha256()+`"`)
 		h.Set("X-Linked-Size", strconv.Itoa(len(file.Data)))
-		h.Set("Location", fmt.Sprintf("%s/blobs/%s?name=%s&expires=%d", s.Storage.URL, file.sha256(), url.QueryEscape(name), time.Now().Add(time.Hour).Unix()))
+		storage := s.StorageURL
+		if storage == "" {
+			storage = s.Storage.URL
+		}
+		h.Set("Location", fmt.Sprintf("%s/blobs/%s?name=%s&expires=%d", storage, file.sha256(), url.QueryEscape(name), time.Now().Add(time.Hour).Unix()))
 		h.Set("Content-Length", "0")
 		w.WriteHeader(http.StatusFound)
 		return true

@@ -44,6 +44,7 @@ func run() error {
 	apiAddr := flag.String("api", "127.0.0.1:0", "address of the Hub's API host")
 	storageAddr := flag.String("storage", "127.0.0.1:0", "address of the storage host LFS downloads are redirected to")
 	urlFile := flag.String("url-file", "", "write the endpoint URL to this file once serving")
+	storageName := flag.String("storage-name", "localhost", "host name of the storage host in redirects (must differ from the API's and reach the storage address)")
 	flag.Parse()
 	if len(repos) == 0 {
 		return fmt.Errorf("give at least one -repo ORG/NAME=DIR")
@@ -63,6 +64,11 @@ func run() error {
 	}
 	srv := hubtest.NewOn(apiLn, storageLn)
 	defer srv.Close()
+	// The storage host goes by another name than the API host, as on the
+	// Hub: huggingface_hub follows a redirect to the Hub's own host name and
+	// would then miss the Hub's headers on the storage host's answer.
+	_, port, _ := net.SplitHostPort(storageLn.Addr().String())
+	srv.StorageURL = "http://" + net.JoinHostPort(*storageName, port)
 	for _, spec := range repos {
 		id, dir, ok := strings.Cut(spec, "=")
 		if !ok {
