@@ -212,3 +212,5 @@ func TestKilledWorkerIsCrashedAndResumes(t *testing.T) {
 		t.Errorf("resumed at step %d (%v), want the newest checkpoint's %d:\n%s", step, err, newest.Step, text)
 	}
 }
+
+func killPID(pid int) { syscall.Kill(pid, syscall.SIGKILL) }

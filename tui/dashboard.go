@@ -50,8 +50,11 @@ type dashboard struct {
 
 	paused, stopping, quitAfter bool
 	ckptAsked                   bool
-	confirm                     confirmKind
-	done                        *engine.DoneEvent
+	// viewer is set when the run belongs to a worker process (whet
+	// attach): q then leaves the viewer and the run goes on.
+	viewer  bool
+	confirm confirmKind
+	done    *engine.DoneEvent
 }
 
 func newDashboard(c *common, cfg engine.RunConfig, events <-chan engine.Event, ctl engine.RunControl, gpu GPUSampler, every time.Duration) *dashboard {
@@ -174,6 +177,9 @@ func (d *dashboard) key(k tea.KeyPressMsg) tea.Cmd {
 			d.confirm = confirmStop
 		}
 	case "q", "ctrl+c":
+		if d.viewer {
+			return tea.Quit // the worker trains on
+		}
 		if d.stopping {
 			d.quitAfter = true // already stopping: leave when it ends
 		} else {
@@ -208,14 +214,21 @@ func (d *dashboard) status() string {
 }
 
 func (d *dashboard) help() []key.Binding {
+	quit := d.keys.Quit
+	if d.viewer {
+		quit = bind("q", "quit viewer (run goes on)")
+	}
 	if d.stopping {
+		if d.viewer {
+			return []key.Binding{quit}
+		}
 		return []key.Binding{bind("q", "exit when stopped")}
 	}
 	pause := d.keys.Pause
 	if d.paused {
 		pause = bind("p", "resume")
 	}
-	return []key.Binding{pause, d.keys.Checkpoint, bind("s", "stop (checkpoint first)"), d.keys.Quit}
+	return []key.Binding{pause, d.keys.Checkpoint, bind("s", "stop (checkpoint first)"), quit}
 }
 
 // footer is the confirm question or the help line.

@@ -51,6 +51,18 @@ type Options struct {
 	Context  context.Context  // passed to the engine and the checkers
 	GPUEvery time.Duration    // GPU sampling interval (default 1s)
 	Profile  colorprofile.Profile
+
+	// Attach opens the studio on the dashboard of a run that belongs to a
+	// worker process (whet attach): its history then live events, steered
+	// with the same keys; q leaves the viewer, the run goes on.
+	Attach *AttachedRun
+}
+
+// AttachedRun is a run the studio watches but does not own.
+type AttachedRun struct {
+	Config  engine.RunConfig
+	Events  <-chan engine.Event
+	Control engine.RunControl
 }
 
 // state is the screen the root shows.
@@ -136,18 +148,31 @@ func New(o Options) *Model {
 		newReviewPage(c, &cfg),
 	}}
 	m.wiz.current().enter()
+	if a := o.Attach; a != nil {
+		*m.cfg = a.Config
+		m.dash = newDashboard(c, a.Config, a.Events, a.Control, o.GPU, o.GPUEvery)
+		m.dash.viewer = true
+		m.state = stateDashboard
+	}
 	m.resize(c.width, c.height)
 	return m
 }
 
-// Init implements tea.Model.
-func (m *Model) Init() tea.Cmd { return nil }
+// Init implements tea.Model: an attached run's dashboard starts reading
+// its events.
+func (m *Model) Init() tea.Cmd {
+	if m.state == stateDashboard {
+		return m.dash.init()
+	}
+	return nil
+}
 
 // Running returns the events and control of a run that has not ended, so
 // the caller can stop it with a checkpoint if the program exits early
-// (SIGTERM, a closed terminal). Both are nil when no run is live.
+// (SIGTERM, a closed terminal). Both are nil when no run is live, and
+// for an attached run, which its worker keeps training.
 func (m *Model) Running() (<-chan engine.Event, engine.RunControl) {
-	if m.dash != nil && m.dash.done == nil {
+	if m.dash != nil && m.dash.done == nil && !m.dash.viewer {
 		return m.dash.events, m.dash.control
 	}
 	return nil, nil
@@ -295,8 +320,7 @@ func (m *Model) Close() {
 // the dashboard asks first (and a second ctrl+c confirms).
 func (m *Model) interrupt() tea.Cmd {
 	if m.state == stateDashboard && m.dash.done == nil {
-		m.dash.key(tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl})
-		return nil
+		return m.dash.key(tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl})
 	}
 	return tea.Quit
 }

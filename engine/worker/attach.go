@@ -1,0 +1,181 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+
+	"whet/engine"
+)
+
+// Attach opens run folder rd for a viewer: the channel first carries the
+// run's history replayed from the folder (metrics, samples, checkpoints),
+// then the worker's live events, without repeating a step, and ends with
+// a DoneEvent. A run no worker trains any more is replayed and ended
+// with what its status says. The RunControl steers the worker (a no-op
+// for a finished run). Warnings name lines of the folder's files that
+// could not be read.
+func Attach(rd engine.RunDir) (<-chan engine.Event, engine.RunControl, []string, error) {
+	st, err := rd.ReadStatus()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil, err
+	}
+	// Connect before reading the history: what happens while it is read
+	// waits in the connection and is deduplicated below.
+	conn, dialErr := Dial(rd)
+	pid, held, _, _ := rd.Holder()
+	if dialErr != nil && held {
+		return nil, nil, nil, fmt.Errorf("run %s is trained by process %d, which serves no control socket (%v); runs started with whet train --detach or from the studio can be attached to", rd.Path(), pid, dialErr)
+	}
+	history, warnings, err := replay(rd, st)
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, nil, nil, err
+	}
+	out := make(chan engine.Event, 64)
+	var last marks
+	for _, ev := range history {
+		last.see(ev)
+	}
+	go func() {
+		defer close(out)
+		for _, ev := range history {
+			out <- ev
+		}
+		if conn == nil {
+			out <- finished(rd, st, last.step)
+			return
+		}
+		defer conn.Close()
+		for ev := range conn.Events {
+			if !last.isNew(ev) {
+				continue
+			}
+			last.see(ev)
+			out <- ev
+			if _, ok := ev.(engine.DoneEvent); ok {
+				return
+			}
+		}
+		// The worker hung up without a DoneEvent: it ended between the
+		// history and now, or it was killed.
+		st, _ := rd.ReadStatus()
+		out <- finished(rd, st, last.step)
+	}()
+	var ctl engine.RunControl = finishedControl{}
+	if conn != nil {
+		ctl = conn
+	}
+	return out, ctl, warnings, nil
+}
+
+// finishedControl steers nothing: the run has ended.
+type finishedControl struct{}
+
+func (finishedControl) Pause()      {}
+func (finishedControl) Resume()     {}
+func (finishedControl) Checkpoint() {}
+func (finishedControl) Stop()       {}
+
+var _ engine.RunControl = finishedControl{}
+
+// marks is the newest step of each kind of event a viewer has shown.
+type marks struct{ step, eval, sample, ckpt int }
+
+func (m *marks) see(ev engine.Event) {
+	switch e := ev.(type) {
+	case engine.StepEvent:
+		m.step = max(m.step, e.Step)
+	case engine.EvalEvent:
+		m.eval = max(m.eval, e.Step)
+	case engine.SampleEvent:
+		m.sample = max(m.sample, e.Step)
+	case engine.CheckpointEvent:
+		m.ckpt = max(m.ckpt, e.Step)
+	}
+}
+
+// isNew says whether a live event was not in the replayed history.
+func (m *marks) isNew(ev engine.Event) bool {
+	switch e := ev.(type) {
+	case engine.StepEvent:
+		return e.Step > m.step
+	case engine.EvalEvent:
+		return e.Step > m.eval
+	case engine.SampleEvent:
+		return e.Step > m.sample
+	case engine.CheckpointEvent:
+		return e.Step > m.ckpt
+	}
+	return true
+}
+
+// replay is the run's history as events, in the order the trainer sent
+// them: each step's line, then its evaluation, samples and checkpoint.
+func replay(rd engine.RunDir, st engine.RunStatus) ([]engine.Event, []string, error) {
+	metrics, warnings, err := rd.ReadMetrics()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, warnings, err
+	}
+	samples, w, err := rd.ReadSamples()
+	warnings = append(warnings, w...)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, warnings, err
+	}
+	cps, err := engine.ListCheckpoints(rd.Checkpoints())
+	if err != nil {
+		return nil, warnings, err
+	}
+	type item struct {
+		step, order int
+		ev          engine.Event
+	}
+	var items []item
+	for _, m := range metrics {
+		ev := m.Event()
+		order := 0
+		if s, ok := ev.(engine.StepEvent); ok {
+			s.TotalSteps = st.Total
+			ev = s
+		} else {
+			order = 1
+		}
+		items = append(items, item{m.Step, order, ev})
+	}
+	for _, s := range samples {
+		items = append(items, item{s.Step, 2, s})
+	}
+	for _, c := range cps {
+		items = append(items, item{c.Step, 3, engine.CheckpointEvent{Step: c.Step, Path: c.Path}})
+	}
+	sort.SliceStable(items, func(i, j int) bool {
+		if items[i].step != items[j].step {
+			return items[i].step < items[j].step
+		}
+		return items[i].order < items[j].order
+	})
+	out := make([]engine.Event, len(items))
+	for i, it := range items {
+		out[i] = it.ev
+	}
+	return out, warnings, nil
+}
+
+// finished is the DoneEvent of a run no worker trains: what its status
+// says, or a crash.
+func finished(rd engine.RunDir, st engine.RunStatus, lastStep int) engine.DoneEvent {
+	d := engine.DoneEvent{Step: max(st.Step, lastStep), FinalDir: rd.Path()}
+	switch st.State {
+	case "done":
+	case "stopped":
+		d.Stopped = true
+	case "failed":
+		d.Err = fmt.Errorf("the run failed at step %d (its log: %s)", d.Step, Log(rd))
+	default:
+		d.Err = fmt.Errorf("no process trains run %s and its status says %q: it crashed; whet train -c %s resumes it from its newest checkpoint", rd.Path(), st.State, rd.Config())
+	}
+	return d
+}

@@ -1,0 +1,107 @@
+package tui_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"whet/engine"
+	"whet/engine/worker"
+	"whet/tui"
+)
+
+type recordingControl struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (r *recordingControl) add(s string) { r.mu.Lock(); r.cmds = append(r.cmds, s); r.mu.Unlock() }
+func (r *recordingControl) Pause()       { r.add("pause") }
+func (r *recordingControl) Resume()      { r.add("resume") }
+func (r *recordingControl) Checkpoint()  { r.add("checkpoint") }
+func (r *recordingControl) Stop()        { r.add("stop") }
+func (r *recordingControl) got() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.cmds, ",")
+}
+
+// serveAttached starts a worker control socket in a fresh run folder and
+// attaches a viewer to it.
+func serveAttached(t *testing.T) (*worker.Server, *recordingControl, <-chan engine.Event, engine.RunControl) {
+	t.Helper()
+	rd := engine.RunDir(t.TempDir())
+	ctl := &recordingControl{}
+	srv, err := worker.Listen(rd, ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	events, rc, _, err := worker.Attach(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; srv.Viewers() < 1; i++ {
+		if i > 10000 {
+			t.Fatal("the viewer never connected")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return srv, ctl, events, rc
+}
+
+// The dashboard and the summary of a run followed through its worker's
+// control socket are the very goldens of the same run in-process.
+func TestGoldenAttachedSameAsInProcess(t *testing.T) {
+	srv, _, events, _ := serveAttached(t)
+	sent := goldenEvents(true)
+	for _, ev := range sent {
+		srv.Broadcast(ev)
+	}
+	var got []engine.Event
+	for ev := range events {
+		got = append(got, ev)
+	}
+	if len(got) != len(sent) {
+		t.Fatalf("viewer got %d events, the run sent %d", len(got), len(sent))
+	}
+	gpu := &tui.GPUStats{Name: "NVIDIA H100 80GB HBM3", Util: 93, MemUsed: 21 << 30, MemTotal: 80 << 30, TempC: 64, PowerW: 455, PowerCapW: 700}
+	live := len(goldenEvents(false))
+	for _, sz := range sizes {
+		name := fmt.Sprintf("%dx%d", sz.w, sz.h)
+		golden(t, "dashboard_"+name, tui.RenderDashboard(goldenRun(), sz.w, sz.h, got[:live], gpu, nil))
+		golden(t, "summary_stopped_"+name, tui.RenderDashboard(goldenRun(), sz.w, sz.h, got, gpu, nil))
+	}
+}
+
+// An attached viewer steers the run with the dashboard's keys through the
+// socket; q leaves the viewer at once and never stops the run.
+func TestAttachedViewerKeys(t *testing.T) {
+	srv, ctl, events, rc := serveAttached(t)
+	o := testOptions(nil)
+	o.Attach = &tui.AttachedRun{Config: goldenRun(), Events: events, Control: rc}
+	d := newDriver(t, o, 80, 24)
+	d.run(d.m.Init())
+	for _, ev := range goldenEvents(false) {
+		srv.Broadcast(ev)
+	}
+	d.waitScreen("60/200")
+	golden(t, "dashboard_attached_80x24", d.view())
+	d.keys("p", "c")
+	for i := 0; ctl.got() != "pause,checkpoint"; i++ {
+		if i > 10000 {
+			t.Fatalf("worker got %q, want pause,checkpoint", ctl.got())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d.keys("q")
+	d.waitFor("the viewer to quit", func() bool { return d.quit })
+	if ev, _ := d.m.Running(); ev != nil {
+		t.Error("an attached run is reported as the studio's own, to be stopped on exit")
+	}
+	if ctl.got() != "pause,checkpoint" {
+		t.Errorf("worker got %q; quitting the viewer must not stop the run", ctl.got())
+	}
+}
