@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """DPO reference for whet: TRL's DPO loss written out in PyTorch on the tiny models.
 
-Usage:  python3 make_dpo_reference.py REPO_ROOT OUTDIR
+Usage:  python3 make_dpo_reference.py REPO_ROOT OUTDIR [MODEL ...]   (default: tiny-llama tiny-qwen2)
 
 For tiny-llama and tiny-qwen2 (from REPO_ROOT/testdata) it builds 3 preference pairs
 (a shared 3-token prompt, responses of 3-5 tokens, prompt targets masked), takes the
@@ -98,12 +98,15 @@ def main(argv):
     from safetensors.torch import load_file, save_file
 
     root, out = argv[1], argv[2]
+    names = argv[3:] or ["tiny-llama", "tiny-qwen2"]
+    every = dict(mr.MODELS, **mr.FAMILY_MODELS)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(mr.SEED)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     summary = {}
-    for name in ("tiny-llama", "tiny-qwen2"):
+    for name in names:
+        lora_targets = every[name].get("lora_targets", mr.LORA_TARGETS)
         model = mr.load_model(os.path.join(root, "testdata", name))
         mr.freeze(model)
         init = load_file(os.path.join(root, "testdata", "reference", name + ".safetensors"))
@@ -120,7 +123,7 @@ def main(argv):
             average = st["loss_type"] == "ipo"
             with torch.no_grad():
                 ref = seq_logps(model, ids, targets, positions, starts, average)
-            lora = mr.LoRA(model, init)
+            lora = mr.LoRA(model, init, lora_targets)
             policy = seq_logps(model, ids, targets, positions, starts, average)
             loss, metrics = dpo(policy, ref, st["beta"], st["label_smoothing"], st["loss_type"])
             loss.backward()
@@ -135,7 +138,7 @@ def main(argv):
             info[key] = {"loss": float(loss), **{m: float(v) for m, v in metrics.items()}}
         save_file(tensors, os.path.join(out, name + ".dpo.safetensors"))
         summary[name] = info
-    with open(os.path.join(out, "dpo.json"), "w") as f:
+    with open(os.path.join(out, "dpo.json" if names == ["tiny-llama", "tiny-qwen2"] else "dpo-" + "-".join(n.removeprefix("tiny-") for n in names) + ".json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary, indent=2))
 
