@@ -58,6 +58,28 @@ func (u unavailableHub) Pull(context.Context, hub.Ref, func(hub.Progress)) (*hub
 
 var _ tui.Hub = unavailableHub{}
 
+// fillStudioDeps wires the studio to the real engine, catalog, checks and
+// Hub (whet and every whet serve session).
+func fillStudioDeps(opts *tui.Options) {
+	eng, err := newStudioEngine()
+	if err != nil {
+		eng = unavailableEngine{err: err}
+	}
+	opts.Engine = eng
+	opts.Catalog = newStudioCatalog()
+	opts.Presets = newStudioPresets()
+	opts.Fit = newStudioFit()
+	opts.Data = newStudioPreviewer()
+	opts.GPU = newStudioGPU()
+	opts.Chat = newStudioChat()
+	opts.Exporter = newStudioExporter()
+	if h, err := newStudioHub(); err != nil {
+		opts.Hub = unavailableHub{err: err}
+	} else if h != nil {
+		opts.Hub = h
+	}
+}
+
 // unavailableEngine reports why no engine could be built when the user
 // starts a run, so the wizard still opens.
 type unavailableEngine struct{ err error }
@@ -102,23 +124,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		opts.Exporter = &fake.Exporter{Delay: 80 * time.Millisecond}
 		opts.Hub = fake.DemoHub()
 	} else {
-		eng, err := newStudioEngine()
-		if err != nil {
-			eng = unavailableEngine{err: err}
-		}
-		opts.Engine = eng
-		opts.Catalog = newStudioCatalog()
-		opts.Presets = newStudioPresets()
-		opts.Fit = newStudioFit()
-		opts.Data = newStudioPreviewer()
-		opts.GPU = newStudioGPU()
-		opts.Chat = newStudioChat()
-		opts.Exporter = newStudioExporter()
-		if h, err := newStudioHub(); err != nil {
-			opts.Hub = unavailableHub{err: err}
-		} else if h != nil {
-			opts.Hub = h
-		}
+		fillStudioDeps(&opts)
 	}
 
 	m := tui.New(opts)

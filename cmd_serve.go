@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"charm.land/ssh"
+	"charm.land/wish/v2"
+	"charm.land/wish/v2/bubbletea"
+
+	"whet/tui"
+)
+
+func init() {
+	register("serve", "serve the studio over SSH to the keys in an authorized_keys file: whet serve [--listen 127.0.0.1:2222]", runServe)
+}
+
+// serveConfig is what whet serve needs; its flags fill it.
+type serveConfig struct {
+	listen         string
+	authorizedKeys string
+	hostKey        string
+	idleTimeout    time.Duration
+	maxSessions    int
+	modelsDir      string
+	runsDir        string
+	dataDirs       []string
+}
+
+func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	home, _ := os.UserHomeDir()
+	confDir, _ := os.UserConfigDir()
+	var c serveConfig
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:2222", "address to listen on (loopback unless you say otherwise)")
+	fs.StringVar(&c.authorizedKeys, "authorized-keys", filepath.Join(home, ".ssh", "authorized_keys"), "the public keys that may connect (OpenSSH authorized_keys format); no passwords")
+	fs.StringVar(&c.hostKey, "host-key", filepath.Join(confDir, "whet", "ssh_host_ed25519_key"), "the server's private host key, made (mode 0600) on the first start")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 30*time.Minute, "close a connection idle this long (its runs go on)")
+	fs.IntVar(&c.maxSessions, "max-sessions", 20, "the most sessions at once; more are told to try later")
+	fs.StringVar(&c.modelsDir, "models", "models", "folder of local models for the studio")
+	fs.StringVar(&c.runsDir, "runs", "runs", "the runs folder")
+	dataDirs := fs.String("data", ".,testdata", "comma-separated folders the data page lists")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.dataDirs = strings.Split(*dataDirs, ",")
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	return serveStudio(ctx, c, stdout)
+}
+
+// serveStudio runs the SSH server until ctx ends. It prints the address
+// it listens on (the port is chosen when --listen ends in :0).
+func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
+	if c.maxSessions < 1 {
+		return fmt.Errorf("--max-sessions %d: at least 1", c.maxSessions)
+	}
+	if _, err := os.Stat(c.authorizedKeys); err != nil {
+		return fmt.Errorf("--authorized-keys %s: %w (whet serve lets in only the keys listed there)", c.authorizedKeys, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(c.hostKey), 0o700); err != nil {
+		return fmt.Errorf("host key folder: %w", err)
+	}
+	if st, err := os.Stat(c.hostKey); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("host key %s can be read by others (mode %04o); chmod 600 it", c.hostKey, st.Mode().Perm())
+	}
+	var sessions, conns atomic.Int64
+	srv, err := wish.NewServer(
+		wish.WithHostKeyPath(c.hostKey),
+		wish.WithAuthorizedKeys(c.authorizedKeys),
+		wish.WithIdleTimeout(c.idleTimeout),
+		wish.WithMiddleware(
+			bubbletea.Middleware(func(s ssh.Session) (tea.Model, []tea.ProgramOption) {
+				return tui.New(servedStudioOptions(c, s.Context())), nil
+			}),
+			// Outermost: a session over the bound is told so and closed
+			// before any studio is built for it.
+			func(next ssh.Handler) ssh.Handler {
+				return func(s ssh.Session) {
+					if n := sessions.Add(1); n > int64(c.maxSessions) {
+						sessions.Add(-1)
+						wish.Fatalf(s, "whet serve: %d sessions already (--max-sessions); try again later\r\n", c.maxSessions)
+						return
+					}
+					defer sessions.Add(-1)
+					next(s)
+				}
+			},
+		),
+	)
+	if err != nil {
+		return fmt.Errorf("ssh server: %w", err)
+	}
+	// Connections that have not opened a session yet are bounded too.
+	srv.ConnCallback = func(_ ssh.Context, conn net.Conn) net.Conn {
+		if conns.Add(1) > int64(4*c.maxSessions) {
+			conns.Add(-1)
+			return nil
+		}
+		return &countedConn{Conn: conn, n: &conns}
+	}
+	if err := os.Chmod(c.hostKey, 0o600); err != nil {
+		return fmt.Errorf("host key: %w", err)
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", c.listen, err)
+	}
+	fmt.Fprintf(stdout, "whet serve: listening on %s (keys from %s; host key %s)\n", ln.Addr(), c.authorizedKeys, c.hostKey)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("ssh server: %w", err)
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shut); err != nil && !errors.Is(err, ssh.ErrServerClosed) {
+		srv.Close()
+	}
+	return nil
+}
+
+// countedConn gives its place back when closed.
+type countedConn struct {
+	net.Conn
+	n    *atomic.Int64
+	once atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.once.CompareAndSwap(false, true) {
+		c.n.Add(-1)
+	}
+	return c.Conn.Close()
+}
+
+// servedStudioOptions is the studio one SSH session gets: the real
+// dependencies, as `whet` has them.
+func servedStudioOptions(c serveConfig, ctx context.Context) tui.Options {
+	opts := tui.Options{ModelsDir: c.modelsDir, RunsDir: c.runsDir, DataDirs: c.dataDirs}
+	fillStudioDeps(&opts)
+	// A run started from a session belongs to the server, not to the
+	// session: it goes on when the connection drops.
+	opts.Context = context.WithoutCancel(ctx)
+	return opts
+}

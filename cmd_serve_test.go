@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// syncBuffer is a bytes.Buffer safe to write from one goroutine while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type sshFixture struct {
+	dir, addr, port string
+	listed, other   string // private key files
+	hostKey         string
+}
+
+// startServe makes two client keys (one listed in authorized_keys), then
+// runs whet serve on a free loopback port until the test ends.
+func startServe(t *testing.T, maxSessions int) *sshFixture {
+	t.Helper()
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Skip("no OpenSSH client (tools/setup/openssh.sh installs it)")
+	}
+	f := &sshFixture{dir: t.TempDir()}
+	f.listed, f.other = filepath.Join(f.dir, "listed"), filepath.Join(f.dir, "other")
+	for _, k := range []string{f.listed, f.other} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(f.listed + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := filepath.Join(f.dir, "authorized_keys")
+	os.WriteFile(auth, append([]byte("# whet test\n"), pub...), 0o600)
+	f.hostKey = filepath.Join(f.dir, "host", "key")
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- serveStudio(ctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: auth, hostKey: f.hostKey,
+			idleTimeout: time.Minute, maxSessions: maxSessions, runsDir: filepath.Join(f.dir, "runs"),
+			modelsDir: filepath.Join(f.dir, "models"), dataDirs: []string{f.dir}}, out)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("whet serve: %v", err)
+		}
+	})
+	waitFor(t, "whet serve to listen", func() bool {
+		select {
+		case err := <-errc:
+			t.Fatalf("whet serve ended: %v", err)
+		default:
+		}
+		return strings.Contains(out.String(), "listening on ")
+	})
+	line := out.String()
+	f.addr = strings.Fields(line[strings.Index(line, "listening on ")+len("listening on "):])[0]
+	f.port = f.addr[strings.LastIndex(f.addr, ":")+1:]
+	return f
+}
+
+// ssh is the OpenSSH client against the fixture, with no user config and
+// no known_hosts; extra options come first.
+func (f *sshFixture) ssh(ctx context.Context, extra ...string) *exec.Cmd {
+	args := append([]string{"-F", "/dev/null", "-p", f.port, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"}, extra...)
+	return exec.CommandContext(ctx, "ssh", append(args, "whet@127.0.0.1")...)
+}
+
+// A listed key gets the studio through a real terminal: PTY, colours,
+// the client's size and its resizes; q leaves. The host key was made with
+// mode 0600.
+func TestServeListedKeyGetsTheStudio(t *testing.T) {
+	f := startServe(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := f.ssh(ctx, "-tt", "-i", f.listed)
+	cmd.Env = append(os.Environ(), "TERM=xterm-256color")
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	out := &syncBuffer{}
+	go io.Copy(out, tty)
+	waitOutput := func(what, s string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), s); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s over ssh; the session showed:\n%q", what, out.String())
+			}
+		}
+	}
+	waitOutput("studio", "Choose the base model")
+	if !strings.Contains(out.String(), "\x1b[38;") && !strings.Contains(out.String(), "\x1b[3") {
+		t.Errorf("no colours in the session:\n%q", out.String())
+	}
+	// Too small for the studio: it says so; back to 80x24: the studio again.
+	pty.Setsize(tty, &pty.Winsize{Rows: 10, Cols: 40})
+	waitOutput("too-small notice after a resize", "This one is 40×10")
+	pty.Setsize(tty, &pty.Winsize{Rows: 24, Cols: 80})
+	io.WriteString(tty, "q")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("ssh: %v\n%q", err, out.String())
+	}
+	st, err := os.Stat(f.hostKey)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("host key: %v %v, want mode 0600", st, err)
+	}
+}
+
+// An unlisted key, a password and no authentication at all are refused,
+// and the server offers public keys only.
+func TestServeRefusesOthers(t *testing.T) {
+	f := startServe(t, 4)
+	for name, extra := range map[string][]string{
+		"unlisted key": {"-i", f.other},
+		"password":     {"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"},
+		"none":         {"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=none"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := f.ssh(ctx, append(extra, "-T")...)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), "Permission denied (publickey)") {
+			t.Errorf("%s: %v\n%s; want Permission denied (publickey)", name, err, out)
+		}
+	}
+}
