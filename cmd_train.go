@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -146,6 +147,16 @@ func writeEventJSON(w io.Writer, ev engine.Event) {
 	default:
 		return
 	}
-	js, _ := json.Marshal(obj)
+	// JSON has no NaN or infinity: such values are written as null, as in
+	// metrics.jsonl, never dropped (json.Marshal would fail the whole line).
+	for k, v := range obj {
+		if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			obj[k] = nil
+		}
+	}
+	js, err := json.Marshal(obj)
+	if err != nil {
+		js, _ = json.Marshal(map[string]any{"event": "log", "text": "whet: an event could not be written as JSON: " + err.Error()})
+	}
 	fmt.Fprintf(w, "%s\n", js)
 }

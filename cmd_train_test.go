@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,5 +84,25 @@ train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad
 				t.Fatalf("status.json %s, want stopped at step %d", js, step)
 			}
 		})
+	}
+}
+
+// A NaN or infinite value in --json output is written as null, as in
+// metrics.jsonl; before, json.Marshal failed and the line came out empty.
+func TestTrainJSONWritesNaNAsNull(t *testing.T) {
+	var b bytes.Buffer
+	writeEventJSON(&b, engine.StepEvent{Step: 3, Loss: math.NaN(), GradNorm: math.Inf(1), LR: 1e-4,
+		Metrics: map[string]float64{"rewards/margins": math.NaN()}})
+	var got map[string]any
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatalf("line %q: %v", b.String(), err)
+	}
+	for _, k := range []string{"loss", "grad_norm", "rewards/margins"} {
+		if v, ok := got[k]; !ok || v != nil {
+			t.Errorf("%s = %v (present %v), want null", k, v, ok)
+		}
+	}
+	if got["step"] != float64(3) || got["lr"] != 1e-4 {
+		t.Errorf("other fields lost: %v", got)
 	}
 }
