@@ -157,3 +157,72 @@ func TestServeRefusesOthers(t *testing.T) {
 		}
 	}
 }
+
+// studioSession is one ssh client in a pty of its own.
+type studioSession struct {
+	cmd *exec.Cmd
+	tty *os.File
+	out *syncBuffer
+}
+
+func (f *sshFixture) open(t *testing.T, ctx context.Context) *studioSession {
+	t.Helper()
+	cmd := f.ssh(ctx, "-tt", "-i", f.listed)
+	cmd.Env = append(os.Environ(), "TERM=xterm-256color")
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &studioSession{cmd: cmd, tty: tty, out: &syncBuffer{}}
+	go io.Copy(s.out, tty)
+	t.Cleanup(func() { cmd.Process.Kill(); tty.Close() })
+	return s
+}
+
+func (s *studioSession) wait(t *testing.T, what, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(s.out.String(), text); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s; the session showed:\n%q", what, s.out.String())
+		}
+	}
+}
+
+// Up to --max-sessions sessions at once each get the studio; one more is
+// told to come back later; once one leaves, a new one gets in.
+func TestServeBoundsSessions(t *testing.T) {
+	const max = 6
+	f := startServe(t, max)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var sessions []*studioSession
+	for range max {
+		sessions = append(sessions, f.open(t, ctx))
+	}
+	for _, s := range sessions {
+		s.wait(t, "studio", "Choose the base model")
+	}
+	extra := f.open(t, ctx)
+	extra.wait(t, "refusal over the bound", "sessions already")
+	extra.cmd.Wait()
+	io.WriteString(sessions[0].tty, "q")
+	if err := sessions[0].cmd.Wait(); err != nil {
+		t.Fatalf("leaving: %v", err)
+	}
+	// The freed place is taken by the next session (bounded retries: the
+	// server counts the first one out as its handler returns).
+	for try := 0; ; try++ {
+		s := f.open(t, ctx)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if o := s.out.String(); strings.Contains(o, "Choose the base model") || strings.Contains(o, "sessions already") {
+				break
+			}
+		}
+		if strings.Contains(s.out.String(), "Choose the base model") {
+			break
+		}
+		if try == 20 {
+			t.Fatalf("no place freed after a session left:\n%q", s.out.String())
+		}
+	}
+}
