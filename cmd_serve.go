@@ -157,8 +157,11 @@ func (c *countedConn) Close() error {
 func servedStudioOptions(c serveConfig, ctx context.Context) tui.Options {
 	opts := tui.Options{ModelsDir: c.modelsDir, RunsDir: c.runsDir, DataDirs: c.dataDirs}
 	fillStudioDeps(&opts)
-	// A run started from a session belongs to the server, not to the
-	// session: it goes on when the connection drops.
+	// A run started from a session is a detached run: it goes on when the
+	// connection drops (or the server stops), and can be attached to.
+	if _, ok := opts.Engine.(unavailableEngine); !ok {
+		opts.Engine = detachedStudioEngine{}
+	}
 	opts.Context = context.WithoutCancel(ctx)
 	return opts
 }

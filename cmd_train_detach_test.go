@@ -214,3 +214,5 @@ func TestKilledWorkerIsCrashedAndResumes(t *testing.T) {
 }
 
 func killPID(pid int) { syscall.Kill(pid, syscall.SIGKILL) }
+
+func selfPID() int { return os.Getpid() }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"go.yaml.in/yaml/v3"
+
+	"whet/engine"
+	"whet/engine/hub"
+	"whet/engine/worker"
+	"whet/tui"
+)
+
+// detachedStudioEngine starts each studio run in a worker process of its
+// own (as whet train --detach does) and follows it through the run's
+// control socket: the run goes on when the session that started it ends,
+// and whet attach (or another session) can follow it.
+type detachedStudioEngine struct{}
+
+var _ tui.Engine = detachedStudioEngine{}
+
+func (detachedStudioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
+	if !hub.LooksLikeRef(cfg.Model) {
+		dir, err := modelDir(cfg.Model)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.Model = dir
+	}
+	// The worker reads the run from a file; paths in it are made absolute
+	// here, where they mean what the studio showed.
+	abs := func(p string) (string, error) {
+		if p == "" || filepath.IsAbs(p) {
+			return p, nil
+		}
+		return filepath.Abs(p)
+	}
+	var err error
+	for _, p := range []*string{&cfg.Data.Path, &cfg.Data.EvalPath} {
+		if *p, err = abs(*p); err != nil {
+			return nil, nil, err
+		}
+	}
+	if _, serr := os.Stat(cfg.Model); serr == nil {
+		if cfg.Model, err = abs(cfg.Model); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.RunsDir == "" {
+		cfg.RunsDir = engine.DefaultRunsDir
+	}
+	if cfg.RunsDir, err = abs(cfg.RunsDir); err != nil {
+		return nil, nil, err
+	}
+	js, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run file for the worker: %w", err)
+	}
+	f, err := os.CreateTemp("", "whet-run-*.yaml")
+	if err != nil {
+		return nil, nil, fmt.Errorf("run file for the worker: %w", err)
+	}
+	defer os.Remove(f.Name()) // the worker has read it once its socket is up
+	if _, err := f.Write(js); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("run file for the worker: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, nil, fmt.Errorf("run file for the worker: %w", err)
+	}
+	if err := startDetached(ctx, cfg, f.Name(), "", cfg.ResumeAnyway, io.Discard); err != nil {
+		return nil, nil, err
+	}
+	rd, err := engine.RunDirOf(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	events, ctl, _, err := worker.Attach(rd)
+	return events, ctl, err
+}
