@@ -27,13 +27,14 @@ func TestAttachDeduplicatesLiveAfterReplay(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	rc.Stop() // before the end: a viewer hangs up once it has the DoneEvent
+	waitCmds(t, ctl, "stop")
 	for step := 2; step <= 5; step++ {
 		s.Broadcast(engine.StepEvent{Step: step, TotalSteps: 9, Loss: 1})
 	}
 	s.Broadcast(engine.EvalEvent{Step: 2, Loss: 2.7})
 	s.Broadcast(engine.EvalEvent{Step: 4, Loss: 1.5})
 	s.Broadcast(engine.DoneEvent{Step: 5, Stopped: true})
-	rc.Stop()
 	var steps, evals []int
 	var samples int
 	var done *engine.DoneEvent
@@ -58,7 +59,6 @@ func TestAttachDeduplicatesLiveAfterReplay(t *testing.T) {
 	if done == nil || !done.Stopped {
 		t.Errorf("done %+v", done)
 	}
-	waitCmds(t, ctl, "stop")
 }
 
 func waitCmds(t *testing.T, ctl *fakeControl, want string) {
