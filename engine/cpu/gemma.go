@@ -53,29 +53,7 @@ func (b *Backend) GeGLU(out, gate, up engine.Tensor) error {
 // GeGLUBackward overwrites dGate = dOut*up*gelu_tanh'(g) and
 // dUp = dOut*gelu_tanh(g); outputs may be the inputs' own tensors.
 func (b *Backend) GeGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
-	c := check("GeGLUBackward")
-	dg := c.float("dGate", dGate)
-	du := c.float("dUp", dUp)
-	do := c.float("dOut", dOut)
-	g := c.float("gate", gate)
-	u := c.float("up", up)
-	c.SwiGLUGrads(dg, du, do, g, u)
-	if c.Err != nil {
-		return c.Err
-	}
-	dgd, dud, dod, gd, ud := dg.floats(), du.floats(), do.floats(), g.floats(), u.floats()
-	parallelFor(len(dod), 1<<14, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			y, dy := geluTanh(float64(gd[i]))
-			d := float64(dod[i])
-			up := float64(ud[i])
-			dud[i] = float32(d * y)
-			dgd[i] = float32(d * up * dy)
-		}
-	})
-	dg.settle()
-	du.settle()
-	return nil
+	return gatedBackward("GeGLUBackward", dGate, dUp, dOut, gate, up, geluTanh)
 }
 
 // SoftCap sets x = cap*tanh(x/cap) in place.

@@ -272,26 +272,35 @@ func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
 //	dUp   = dOut * silu(g)
 //	dGate = dOut * up * sigmoid(g) * (1 + g*(1-sigmoid(g)))
 func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
-	c := check("SwiGLUBackward")
+	return gatedBackward("SwiGLUBackward", dGate, dUp, dOut, gate, up, func(x float64) (y, dy float64) {
+		sig := 1 / (1 + math.Exp(-x))
+		return x * sig, sig * (1 + x*(1-sig))
+	})
+}
+
+// gatedBackward is the backward of out = act(gate)*up for any activation
+// act returning its value and derivative: dUp = dOut*act(g) and
+// dGate = dOut*up*act'(g). Each index reads gate, up and dOut before
+// writing dGate and dUp, so an output may be the very tensor of an input
+// (in place).
+func gatedBackward(name string, dGate, dUp, dOut, gate, up engine.Tensor, act func(x float64) (y, dy float64)) error {
+	c := check(name)
 	dg := c.float("dGate", dGate)
 	du := c.float("dUp", dUp)
 	do := c.float("dOut", dOut)
 	g := c.float("gate", gate)
 	u := c.float("up", up)
 	c.SwiGLUGrads(dg, du, do, g, u)
-	// Each index reads gate, up and dOut before writing dGate and dUp, so
-	// an output may be the very tensor of an input (in place).
 	if c.Err != nil {
 		return c.Err
 	}
 	dgd, dud, dod, gd, ud := dg.floats(), du.floats(), do.floats(), g.floats(), u.floats()
 	parallelFor(len(dod), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			x := float64(gd[i])
-			sig := 1 / (1 + math.Exp(-x))
-			dy := float64(dod[i])
-			dud[i] = float32(dy * x * sig)
-			dgd[i] = float32(dy * float64(ud[i]) * sig * (1 + x*(1-sig)))
+			y, dy := act(float64(gd[i]))
+			d := float64(dod[i])
+			dud[i] = float32(d * y)
+			dgd[i] = float32(d * float64(ud[i]) * dy)
 		}
 	})
 	dg.settle()
