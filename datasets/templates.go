@@ -103,6 +103,7 @@ var templateAliases = map[string]string{
 	"gemma-3n":  "gemma-3",
 	"mistral":   "mistral-v0.3",
 	"phi3":      "phi-3",
+	"phi4-mini": "phi-4-mini",
 }
 
 func register(t *Template) { templates[t.Name] = t }

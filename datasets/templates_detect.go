@@ -31,6 +31,7 @@ var signatures = []templateSignature{
 	{name: "gemma-2", all: []string{"<start_of_turn>", "System role not supported", "<end_of_turn>"},
 		none: []string{"first_user_prefix"}},
 	{name: "mistral-v0.3", all: []string{"[AVAILABLE_TOOLS]", `"[INST] " + system_message + "\n\n" + message["content"] + "[/INST]"`, `" " + message["content"]|trim + eos_token`}},
+	{name: "phi-4-mini", all: []string{`'<|' + message['role'] + '|>' + message['content'] + '<|end|>'`, `'<|assistant|>'`, "{{ eos_token }}"}},
 	{name: "phi-3.5", all: []string{`'<|system|>\n' + message['content'] + '<|end|>\n'`, `'<|assistant|>\n' + message['content'] + '<|end|>\n'`, "message['role'] == 'system' and message['content']", "{{ eos_token }}"}},
 	{name: "phi-3", all: []string{`'<|system|>\n' + message['content'] + '<|end|>\n'`, `'<|assistant|>\n' + message['content'] + '<|end|>\n'`, "{{ eos_token }}"},
 		none: []string{"message['role'] == 'system' and message['content']"}},

@@ -38,6 +38,10 @@ func init() {
 		StopTokens: phiStops, StopStrings: append(phiStops, "<|user|>"), render: renderPhi3(false)})
 	register(&Template{Name: "phi-3.5", BOS: "<s>", EOS: "<|endoftext|>",
 		StopTokens: phiStops, StopStrings: append(phiStops, "<|user|>"), render: renderPhi3(true)})
+	// Phi-4-mini's BOS and EOS are both <|endoftext|>; its tokenizer adds
+	// neither, and the template prints only the EOS.
+	register(&Template{Name: "phi-4-mini", BOS: "<|endoftext|>", EOS: "<|endoftext|>",
+		StopTokens: phiStops, StopStrings: append(phiStops, "<|user|>"), render: renderPhi4Mini})
 
 	register(&Template{Name: "alpaca", AddSpecialTokens: true, BOS: "<s>", EOS: "</s>",
 		StopTokens: nil, StopStrings: []string{"### Instruction:"}, render: renderAlpaca})
@@ -320,6 +324,30 @@ func renderPhi3(skipEmptySystem bool) func(*renderWriter, []Message, *RenderOpti
 		}
 		return nil
 	}
+}
+
+// renderPhi4Mini is Phi-4-mini-instruct: "<|role|>" + content + "<|end|>"
+// for every turn with no newlines, an empty system message kept, then
+// "<|assistant|>" or the EOS token. The template's tool list (a "tools" key
+// on the system message) is not rendered: Message has no such field.
+func renderPhi4Mini(w *renderWriter, msgs []Message, o *RenderOptions) error {
+	if err := checkRoles(msgs); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		w.text("<|", m.Role, "|>")
+		if m.Role == "assistant" {
+			w.assistant(m.Content, "<|end|>")
+		} else {
+			w.text(m.Content, "<|end|>")
+		}
+	}
+	if o.AddGenerationPrompt {
+		w.text("<|assistant|>")
+	} else {
+		w.text(o.EOS)
+	}
+	return nil
 }
 
 const alpacaPreamble = "Below is an instruction that describes a task. Write a response that appropriately completes the request."

@@ -35,6 +35,7 @@ func TestInterpretedTemplateSpansMatchBuiltins(t *testing.T) {
 		"gemma-3":      {"gemma-3.jinja", "<bos>", "<end_of_turn>", []string{"<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"}},
 		"mistral-v0.3": {"mistral-v0.3.jinja", "<s>", "</s>", []string{"<s>", "</s>", "[INST]", "[/INST]"}},
 		"phi-3.5":      {"phi-3.5.jinja", "<s>", "<|endoftext|>", []string{"<s>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"}},
+		"phi-4-mini":   {"phi-4-mini.jinja", "<|endoftext|>", "<|endoftext|>", []string{"<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"}},
 	}
 	now := func() time.Time { return time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC) }
 	compared := 0

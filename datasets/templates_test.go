@@ -30,7 +30,7 @@ var endOfTurn = map[string]string{
 	"llama-3.0": "<|eot_id|>", "llama-3.1": "<|eot_id|>", "llama-3.2": "<|eot_id|>",
 	"chatml": "<|im_end|>", "qwen-2.5": "<|im_end|>", "qwen-3": "<|im_end|>",
 	"gemma-2": "<end_of_turn>", "gemma-3": "<end_of_turn>",
-	"mistral-v0.3": "</s>", "phi-3": "<|end|>", "phi-3.5": "<|end|>", "alpaca": "</s>",
+	"mistral-v0.3": "</s>", "phi-3": "<|end|>", "phi-3.5": "<|end|>", "phi-4-mini": "<|end|>", "alpaca": "</s>",
 }
 
 func TestTemplatesMatchJinjaGoldens(t *testing.T) {

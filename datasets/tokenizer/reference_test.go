@@ -14,7 +14,7 @@ import (
 )
 
 // The four reference tokenizers, as fetched by tools/setup/tokenizers.sh.
-var referenceNames = []string{"llama3", "qwen3", "gemma3", "llama2"}
+var referenceNames = []string{"llama3", "qwen3", "gemma3", "llama2", "gpt4o"}
 
 // repoRoot finds the directory holding go.mod above the test's directory.
 func repoRoot(t testing.TB) string {

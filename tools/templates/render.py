@@ -46,6 +46,7 @@ SPECS = {
     "mistral-v0.3": ("mistral-v0.3.jinja", "<s>", "</s>"),
     "phi-3": ("phi-3.jinja", "<s>", "<|endoftext|>"),
     "phi-3.5": ("phi-3.5.jinja", "<s>", "<|endoftext|>"),
+    "phi-4-mini": ("phi-4-mini.jinja", "<|endoftext|>", "<|endoftext|>"),
     "alpaca": ("alpaca.jinja", "<s>", "</s>"),
 }
 

@@ -234,6 +234,13 @@ for (let n = 1; n <= 6; n++) {
   add("a" + s + "b", "a" + s + "!", "a" + s + "\n", s + "1", "." + s + "x");
 }
 
+// The o200k pattern (GPT-4o, Phi-4-mini) splits words at case changes,
+// counts combining marks as part of a word, lets contractions follow a
+// word of either case, and keeps "/" and line breaks after punctuation.
+add("HTTPServerError parseJSONToXML iPhone McDonald ABCdef", "DON'T Don'T don'T O'NEIL'S");
+add("naïve café résumé", "नमस्ते दुनिया", "ǅungla ǈubljana ǋeko", "x/y/z\n", "a.b/\r\n/c", "!/\n\n", "éÉ́é");
+add("<|user|>hi<|end|><|assistant|>", "<|endofprompt|> and <|endoftext|>");
+
 const lines = c.map((s) => JSON.stringify(s)).join("\n") + "\n";
 writeFileSync("testdata/tokenizer/corpus.jsonl", lines);
 console.log(`wrote ${c.length} strings`);

