@@ -65,6 +65,8 @@ You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
 {{ .Content }}<|end|>
 {{ end }}{{ end }}<|assistant|>
 `,
+	// Phi-4-mini: no newline after the role tag, an empty system kept.
+	"phi-4-mini": `{{- range .Messages }}<|{{ .Role }}|>{{ .Content }}<|end|>{{ end }}<|assistant|>`,
 	"alpaca": systemOfFirst + `{{ if $sys }}{{ $sys }}{{ else }}Below is an instruction that describes a task. Write a response that appropriately completes the request.{{ end }}
 
 ` + notFirstSystem(`{{ if eq $m.Role "user" }}### Instruction:
