@@ -1,25 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
-	"whet/engine"
-	"whet/engine/atomicfile"
 	"whet/engine/worker"
 )
 
@@ -90,159 +78,27 @@ func orDash(s string) string {
 	return s
 }
 
-// listRuns reads every run folder under dir. A folder counts as a run if
-// it holds run.yaml, status.json or metrics.jsonl. Problems with one run
-// become warnings naming the file, so one damaged run does not hide the
-// others.
+// listRuns reads every run folder under dir (worker.List) as rows of
+// whet runs.
 func listRuns(dir string) ([]runSummary, []string, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil
-	}
+	runs, warnings, err := worker.List(dir, runsNow())
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading runs directory %s: %w", dir, err)
+		return nil, warnings, err
 	}
-	var runs []runSummary
-	var warnings []string
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
+	out := make([]runSummary, len(runs))
+	for i, r := range runs {
+		s := runSummary{name: r.Name, state: r.State, method: r.Method, model: r.Model, step: r.Step, total: r.Total,
+			lastLoss: r.LastLoss, hasLoss: r.HasLoss, crash: r.Crash()}
+		switch {
+		case r.Silent > 0:
+			s.state = fmt.Sprintf("running? (no step for %dh%02dm)", int(r.Silent.Hours()), int(r.Silent.Minutes())%60)
+		case r.Live && r.PID > 0:
+			s.state += fmt.Sprintf(" (pid %d)", r.PID)
 		}
-		r, ok, warn := readRun(engine.RunDir(filepath.Join(dir, e.Name())))
-		warnings = append(warnings, warn...)
-		if ok {
-			r.name = e.Name()
-			runs = append(runs, r)
-		}
+		out[i] = s
 	}
-	sort.Slice(runs, func(i, j int) bool { return runs[i].name < runs[j].name })
-	return runs, warnings, nil
+	return out, warnings, nil
 }
 
-func readRun(run engine.RunDir) (r runSummary, isRun bool, warnings []string) {
-	r.state = "unknown"
-	if raw, err := atomicfile.ReadFile(run.Config()); err == nil {
-		isRun = true
-		var cfg engine.RunConfig
-		if err := yaml.Unmarshal(raw, &cfg); err != nil {
-			warnings = append(warnings, fmt.Sprintf("%s: %v", run.Config(), err))
-		} else {
-			r.method, r.model = cfg.Method, cfg.Model
-		}
-	}
-	if st, err := run.ReadStatus(); !errors.Is(err, fs.ErrNotExist) {
-		isRun = true
-		if err != nil {
-			r.state = "unreadable"
-			warnings = append(warnings, err.Error())
-		} else {
-			r.state, r.step, r.total = st.State, st.Step, st.Total
-			if st.LastLoss != 0 {
-				r.lastLoss, r.hasLoss = st.LastLoss, true
-			}
-		}
-	}
-	// A run killed without a chance to write its status still says
-	// "running" (or "paused"): the process that trains a run holds its
-	// lock, and the kernel dropped a killed one's.
-	pid, held, known, err := run.Holder()
-	if err != nil {
-		warnings = append(warnings, err.Error())
-	}
-	if active := r.state == "running" || r.state == "paused"; active && known && !held {
-		r.state = "crashed"
-		r.crash = crashReport(run)
-	} else if held && pid > 0 {
-		r.state += fmt.Sprintf(" (pid %d)", pid)
-	}
-	metricsPath := run.Metrics()
-	if st, err := os.Stat(metricsPath); err == nil {
-		// A run from before locks, or one whose process hangs: a long
-		// silence in its metrics gives it away.
-		if idle := runsNow().Sub(st.ModTime()); strings.HasPrefix(r.state, "running") && idle > staleAfter {
-			r.state = fmt.Sprintf("running? (no step for %dh%02dm)", int(idle.Hours()), int(idle.Minutes())%60)
-		}
-		isRun = true
-		step, loss, ok, err := lastMetric(metricsPath)
-		if err != nil {
-			warnings = append(warnings, err.Error())
-		} else if ok {
-			// metrics.jsonl is appended every step, so it is at least as
-			// fresh as status.json.
-			r.step = max(r.step, step)
-			r.lastLoss, r.hasLoss = loss, true
-		}
-	}
-	return r, isRun, warnings
-}
-
-// staleAfter is how long a "running" run may go without a metrics line
-// before `whet runs` doubts it; runsNow is the clock.
-var (
-	staleAfter = 15 * time.Minute
-	runsNow    = time.Now
-)
-
-// metricsTail is how much of the end of metrics.jsonl is read: far more
-// than one line, so a long run's file is not read whole.
-const metricsTail = 64 << 10
-
-// lastMetric returns the step and loss of the last training line of a
-// metrics.jsonl (eval lines carry eval_loss and no loss). A torn last line
-// from a run killed mid-write is skipped; a loss written as null (the run
-// diverged) is NaN.
-func lastMetric(path string) (step int, loss float64, ok bool, err error) {
-	f, err := atomicfile.Open(path)
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
-	}
-	off := max(st.Size()-metricsTail, 0)
-	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
-	}
-	if off > 0 { // drop the partial first line
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
-			buf = buf[i+1:]
-		}
-	}
-	sc := bufio.NewScanner(bytes.NewReader(buf))
-	sc.Buffer(make([]byte, 0, 64<<10), metricsTail)
-	for sc.Scan() {
-		m, err := engine.ParseMetricLine(sc.Bytes())
-		if err != nil {
-			continue
-		}
-		if l, isStep := m.Loss(); isStep { // null (a NaN loss) reads as NaN
-			step, loss, ok = m.Step, l, true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
-	}
-	return step, loss, ok, nil
-}
-
-// crashReport is what is known of a crashed run: the last line of its
-// worker's log (a detached run has one) and the checkpoint to resume from.
-func crashReport(run engine.RunDir) string {
-	var parts []string
-	if _, err := os.Stat(worker.Log(run)); err == nil {
-		parts = append(parts, "last words in "+worker.Log(run)+": "+lastLogLine(worker.Log(run)))
-	}
-	cps, err := engine.ListCheckpoints(run.Checkpoints())
-	switch {
-	case err != nil:
-		parts = append(parts, err.Error())
-	case len(cps) == 0:
-		parts = append(parts, "no checkpoint: whet train -c "+run.Config()+" starts it over")
-	default:
-		parts = append(parts, fmt.Sprintf("whet train -c %s resumes from %s (step %d)", run.Config(), cps[len(cps)-1].Path, cps[len(cps)-1].Step))
-	}
-	return strings.Join(parts, "; ")
-}
+// runsNow is the clock whet runs judges silences by.
+var runsNow = time.Now

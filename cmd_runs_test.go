@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"whet/engine"
+	"whet/engine/worker"
 )
 
 // writeRun makes a run folder with the given files (name → content).
@@ -102,7 +103,7 @@ func TestRunsReadsTailOfLongMetrics(t *testing.T) {
 		fmt.Fprintf(&b, "{\"step\":%d,\"epoch\":1,\"loss\":%.4f,\"lr\":0.0001,\"grad_norm\":0.5}\n", i, 3-float64(i)/5000)
 	}
 	writeRun(t, dir, "long", map[string]string{"metrics.jsonl": b.String()})
-	if len(b.String()) <= metricsTail {
+	if len(b.String()) <= worker.MetricsTail {
 		t.Fatalf("fixture too small (%d bytes) to exercise the tail read", len(b.String()))
 	}
 	runs, _, err := listRuns(dir)

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -90,7 +86,7 @@ func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backen
 				fmt.Fprintf(stdout, "run %s finished (%s at step %d)\n", cfg.Name, st.State, st.Step)
 				return nil
 			}
-			return fmt.Errorf("the worker for run %s ended (%v): %s", cfg.Name, err, lastLogLine(logPath))
+			return fmt.Errorf("the worker for run %s ended (%v): %s", cfg.Name, err, worker.LastLogLine(logPath))
 		case <-ctx.Done():
 			fmt.Fprintf(stdout, "the worker goes on; follow it with: whet attach %s\n", cfg.Name)
 			return nil
@@ -143,34 +139,4 @@ func serveWorker(ctx context.Context, cfg engine.RunConfig, stdout io.Writer, as
 		srv.Close()
 	}
 	return runErr
-}
-
-// lastLogLine is the last line of a worker's log that says something: a
-// crashed worker's last words.
-func lastLogLine(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "no worker log: " + err.Error()
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err.Error()
-	}
-	off := max(st.Size()-8<<10, 0)
-	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return err.Error()
-	}
-	last := ""
-	sc := bufio.NewScanner(bytes.NewReader(buf))
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" {
-			last = l
-		}
-	}
-	if last == "" {
-		return "the worker log " + path + " is empty"
-	}
-	return last
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +18,14 @@ import (
 // for a finished run). Warnings name lines of the folder's files that
 // could not be read.
 func Attach(rd engine.RunDir) (<-chan engine.Event, engine.RunControl, []string, error) {
+	return AttachContext(context.Background(), rd)
+}
+
+// AttachContext is Attach for a viewer that may leave before the run
+// ends: when ctx is done the connection is closed and the channel closed
+// (without a DoneEvent), so nothing is left waiting on a reader that went
+// away. The run goes on.
+func AttachContext(ctx context.Context, rd engine.RunDir) (<-chan engine.Event, engine.RunControl, []string, error) {
 	st, err := rd.ReadStatus()
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil, err
@@ -40,22 +49,46 @@ func Attach(rd engine.RunDir) (<-chan engine.Event, engine.RunControl, []string,
 	for _, ev := range history {
 		last.see(ev)
 	}
+	send := func(ev engine.Event) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	go func() {
 		defer close(out)
+		if conn != nil {
+			defer conn.Close()
+		}
 		for _, ev := range history {
-			out <- ev
+			if !send(ev) {
+				return
+			}
 		}
 		if conn == nil {
-			out <- finished(rd, st, last.step)
+			send(finished(rd, st, last.step))
 			return
 		}
-		defer conn.Close()
-		for ev := range conn.Events {
+		for {
+			var ev engine.Event
+			var ok bool
+			select {
+			case ev, ok = <-conn.Events:
+			case <-ctx.Done():
+				return
+			}
+			if !ok {
+				break
+			}
 			if !last.isNew(ev) {
 				continue
 			}
 			last.see(ev)
-			out <- ev
+			if !send(ev) {
+				return
+			}
 			if _, ok := ev.(engine.DoneEvent); ok {
 				return
 			}
@@ -63,7 +96,7 @@ func Attach(rd engine.RunDir) (<-chan engine.Event, engine.RunControl, []string,
 		// The worker hung up without a DoneEvent: it ended between the
 		// history and now, or it was killed.
 		st, _ := rd.ReadStatus()
-		out <- finished(rd, st, last.step)
+		send(finished(rd, st, last.step))
 	}()
 	var ctl engine.RunControl = finishedControl{}
 	if conn != nil {

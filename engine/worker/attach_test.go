@@ -1,8 +1,11 @@
 package worker
 
 import (
+	"context"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,5 +97,89 @@ func TestAttachFinishedAndCrashedRuns(t *testing.T) {
 		if d, ok := last.(engine.DoneEvent); n != 2 || !ok || !check(d) || d.Step != 1 {
 			t.Errorf("%s: %d events ending with %+v", state, n, last)
 		}
+	}
+}
+
+// A viewer that leaves mid-run (its context cancelled) stops reading:
+// the channel closes without a DoneEvent, its connection is closed (the
+// worker counts one viewer less) and the run is not stopped.
+func TestAttachContextLeaves(t *testing.T) {
+	s, ctl, rd := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	events, _, _, err := AttachContext(ctx, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; s.Viewers() < 1; i++ {
+		if i > 10000 {
+			t.Fatal("the viewer never connected")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// More events than any queue holds, none read: leaving must not hang.
+	for step := 1; step <= clientQueue+200; step++ {
+		s.Broadcast(engine.StepEvent{Step: step, TotalSteps: 1 << 20, Loss: 1})
+	}
+	if ev := <-events; ev.(engine.StepEvent).Step != 1 {
+		t.Fatalf("first event %+v", ev)
+	}
+	cancel()
+	for ev := range events {
+		if _, ok := ev.(engine.DoneEvent); ok {
+			t.Fatal("a viewer that left was told the run ended")
+		}
+	}
+	for i := 0; s.Viewers() > 0; i++ {
+		if i > 10000 {
+			t.Fatalf("%d viewers still connected after the viewer left", s.Viewers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if ctl.got() != "" {
+		t.Errorf("leaving sent %q to the run", ctl.got())
+	}
+}
+
+// List tells a live run (its lock held) from a crashed one (says running,
+// nobody holds its lock) and gives the crashed one's last words and the
+// checkpoint it resumes from.
+func TestListLiveAndCrashed(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name, status string) engine.RunDir {
+		rd := engine.RunDir(filepath.Join(dir, name))
+		ck := filepath.Join(rd.Checkpoints(), "step-000004")
+		os.MkdirAll(ck, 0o755)
+		os.WriteFile(filepath.Join(ck, "trainer_state.json"), []byte("{}"), 0o644)
+		os.WriteFile(rd.Config(), []byte("name: "+name+"\nmodel: m\nmethod: lora\n"), 0o644)
+		os.WriteFile(rd.Status(), []byte(status), 0o644)
+		os.WriteFile(rd.Metrics(), []byte("{\"step\":5,\"loss\":2.5}\n"), 0o644)
+		os.WriteFile(rd.LockFile(), []byte("999999\n"), 0o644)
+		os.WriteFile(Log(rd), []byte("step 5 loss 2.5\npanic: out of cheese\n\n"), 0o644)
+		return rd
+	}
+	mk("crashed", `{"state":"running","step":5,"total_steps":9,"last_loss":2.5}`)
+	live := mk("live", `{"state":"running","step":5,"total_steps":9,"last_loss":2.5}`)
+	mk("done", `{"state":"done","step":9,"total_steps":9,"last_loss":2}`)
+	l, err := live.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	runs, warnings, err := List(dir, time.Now())
+	if err != nil || len(warnings) > 0 || len(runs) != 3 {
+		t.Fatalf("List = %+v, %v, %v", runs, warnings, err)
+	}
+	c, d, lv := runs[0], runs[1], runs[2]
+	if c.State != "crashed" || c.Live || c.LastWords != "panic: out of cheese" || c.ResumeStep != 4 || !strings.HasSuffix(c.ResumeFrom, "step-000004") {
+		t.Errorf("crashed run: %+v", c)
+	}
+	if want := "resumes from " + c.ResumeFrom + " (step 4)"; !strings.Contains(c.Crash(), want) || !strings.Contains(c.Crash(), "out of cheese") {
+		t.Errorf("crash line %q lacks %q and the last words", c.Crash(), want)
+	}
+	if d.State != "done" || d.Live || d.Crash() != "" || d.Step != 9 {
+		t.Errorf("done run: %+v", d)
+	}
+	if lv.State != "running" || !lv.Live || lv.PID != os.Getpid() || lv.Crash() != "" {
+		t.Errorf("live run: %+v", lv)
 	}
 }

@@ -14,6 +14,10 @@ import (
 type Conn struct {
 	conn *net.UnixConn
 	mu   sync.Mutex
+	// done is closed by Close, so a reader blocked on a full Events queue
+	// nobody reads any more ends.
+	done chan struct{}
+	once sync.Once
 	// Events carries the run's live events; it is closed when the worker
 	// goes away (or Close is called). Replies and errors from the worker
 	// arrive on Replies.
@@ -29,6 +33,7 @@ func Dial(rd engine.RunDir) (*Conn, error) {
 	}
 	events := make(chan engine.Event, clientQueue)
 	replies := make(chan Message, 16)
+	done := make(chan struct{})
 	go func() {
 		defer close(events)
 		defer close(replies)
@@ -50,11 +55,15 @@ func Dial(rd engine.RunDir) (*Conn, error) {
 				continue
 			}
 			if ev, err := DecodeEvent(line); err == nil {
-				events <- ev
+				select {
+				case events <- ev:
+				case <-done:
+					return
+				}
 			}
 		}
 	}()
-	return &Conn{conn: c, Events: events, Replies: replies}, nil
+	return &Conn{conn: c, Events: events, Replies: replies, done: done}, nil
 }
 
 // Send sends one command (CmdPause, …); the worker's answer comes on Replies.
@@ -78,4 +87,7 @@ func (c *Conn) Stop()       { c.Send(CmdStop) }
 var _ engine.RunControl = (*Conn)(nil)
 
 // Close disconnects; the run goes on.
-func (c *Conn) Close() error { return c.conn.Close() }
+func (c *Conn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.conn.Close()
+}

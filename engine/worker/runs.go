@@ -1,0 +1,255 @@
+package worker
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"whet/engine"
+	"whet/engine/atomicfile"
+)
+
+// Run is one run folder as `whet runs` and the studio's runs page list
+// it. Whether a worker trains it is the run's lock (held by the process
+// that trains it, dropped by the kernel when that process dies), not a
+// guess from timestamps.
+type Run struct {
+	Name, Method, Model string
+	// State is the status file's word (running, paused, done, stopped,
+	// failed), "crashed" for a run that says running or paused while no
+	// process holds its lock, "unreadable" or "unknown".
+	State string
+	// Live: a process holds the run's lock now (PID, when known).
+	Live bool
+	PID  int
+	// Silent is how long a run that says running has written no metrics
+	// line, once that is longer than StaleAfter (a run from before locks,
+	// or a hung one); 0 otherwise.
+	Silent      time.Duration
+	Step, Total int
+	LastLoss    float64 // NaN for a loss written as null
+	HasLoss     bool
+	// For a crashed run: the last line of its worker's log ("" without
+	// one), and the checkpoint whet train resumes from ("" if none).
+	LastWords, LastWordsFile string
+	ResumeFrom               string
+	ResumeStep               int
+	// ResumeErr says why the checkpoints could not be listed.
+	ResumeErr string
+	Config    string // the run's run.yaml
+}
+
+// Crash is what is known of a crashed run in one line: its worker's last
+// words and the checkpoint a new `whet train` resumes from; "" for a run
+// that did not crash.
+func (r Run) Crash() string {
+	if r.State != "crashed" {
+		return ""
+	}
+	var parts []string
+	if r.LastWordsFile != "" {
+		parts = append(parts, "last words in "+r.LastWordsFile+": "+r.LastWords)
+	}
+	switch {
+	case r.ResumeErr != "":
+		parts = append(parts, r.ResumeErr)
+	case r.ResumeFrom == "":
+		parts = append(parts, "no checkpoint: whet train -c "+r.Config+" starts it over")
+	default:
+		parts = append(parts, fmt.Sprintf("whet train -c %s resumes from %s (step %d)", r.Config, r.ResumeFrom, r.ResumeStep))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// StaleAfter is how long a run that says running may go without a
+// metrics line before it is doubted (Run.Silent).
+const StaleAfter = 15 * time.Minute
+
+// MetricsTail is how much of the end of metrics.jsonl is read: far more
+// than one line, so a long run's file is not read whole.
+const MetricsTail = 64 << 10
+
+// List reads every run folder under dir, sorted by name. A folder counts
+// as a run if it holds run.yaml, status.json or metrics.jsonl. Problems
+// with one run become warnings naming the file, so one damaged run does
+// not hide the others; a missing dir has no runs.
+func List(dir string, now time.Time) ([]Run, []string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading runs directory %s: %w", dir, err)
+	}
+	var runs []Run
+	var warnings []string
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		r, ok, warn := Read(engine.RunDir(filepath.Join(dir, e.Name())), now)
+		warnings = append(warnings, warn...)
+		if ok {
+			r.Name = e.Name()
+			runs = append(runs, r)
+		}
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Name < runs[j].Name })
+	return runs, warnings, nil
+}
+
+// Read is one run folder's entry; isRun is false for a folder that holds
+// none of a run's files.
+func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []string) {
+	r.Name, r.State, r.Config = filepath.Base(run.Path()), "unknown", run.Config()
+	if raw, err := atomicfile.ReadFile(run.Config()); err == nil {
+		isRun = true
+		// Decoded as written (no defaults filled in): the list shows what
+		// the file says.
+		var cfg engine.RunConfig
+		if err := yaml.Unmarshal(raw, &cfg); err != nil {
+			warnings = append(warnings, fmt.Sprintf("%s: %v", run.Config(), err))
+		} else {
+			r.Method, r.Model = cfg.Method, cfg.Model
+		}
+	}
+	if st, err := run.ReadStatus(); !errors.Is(err, fs.ErrNotExist) {
+		isRun = true
+		if err != nil {
+			r.State = "unreadable"
+			warnings = append(warnings, err.Error())
+		} else {
+			r.State, r.Step, r.Total = st.State, st.Step, st.Total
+			if st.LastLoss != 0 {
+				r.LastLoss, r.HasLoss = st.LastLoss, true
+			}
+		}
+	}
+	// A run killed without a chance to write its status still says
+	// "running" (or "paused"): the process that trains a run holds its
+	// lock, and the kernel dropped a killed one's.
+	pid, held, known, err := run.Holder()
+	if err != nil {
+		warnings = append(warnings, err.Error())
+	}
+	r.Live, r.PID = held, pid
+	if active := r.State == "running" || r.State == "paused"; active && known && !held {
+		r.State = "crashed"
+		r.crashFacts(run)
+	}
+	metricsPath := run.Metrics()
+	if st, err := os.Stat(metricsPath); err == nil {
+		// A run from before locks, or one whose process hangs: a long
+		// silence in its metrics gives it away.
+		if idle := now.Sub(st.ModTime()); r.State == "running" && idle > StaleAfter {
+			r.Silent = idle
+		}
+		isRun = true
+		step, loss, ok, err := LastMetric(metricsPath)
+		if err != nil {
+			warnings = append(warnings, err.Error())
+		} else if ok {
+			// metrics.jsonl is appended every step, so it is at least as
+			// fresh as status.json.
+			r.Step = max(r.Step, step)
+			r.LastLoss, r.HasLoss = loss, true
+		}
+	}
+	return r, isRun, warnings
+}
+
+// crashFacts fills what is known of a crashed run: the last line of its
+// worker's log (a detached run has one) and the checkpoint to resume from.
+func (r *Run) crashFacts(run engine.RunDir) {
+	if _, err := os.Stat(Log(run)); err == nil {
+		r.LastWordsFile, r.LastWords = Log(run), LastLogLine(Log(run))
+	}
+	cps, err := engine.ListCheckpoints(run.Checkpoints())
+	switch {
+	case err != nil:
+		r.ResumeErr = err.Error()
+	case len(cps) > 0:
+		r.ResumeFrom, r.ResumeStep = cps[len(cps)-1].Path, cps[len(cps)-1].Step
+	}
+}
+
+// LastMetric returns the step and loss of the last training line of a
+// metrics.jsonl (eval lines carry eval_loss and no loss), reading only its
+// last MetricsTail bytes. A torn last line from a run killed mid-write is
+// skipped; a loss written as null (the run diverged) is NaN.
+func LastMetric(path string) (step int, loss float64, ok bool, err error) {
+	f, err := atomicfile.Open(path)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	off := max(st.Size()-MetricsTail, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	if off > 0 { // drop the partial first line
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[i+1:]
+		}
+	}
+	sc := bufio.NewScanner(bytes.NewReader(buf))
+	sc.Buffer(make([]byte, 0, 64<<10), MetricsTail)
+	for sc.Scan() {
+		m, err := engine.ParseMetricLine(sc.Bytes())
+		if err != nil {
+			continue
+		}
+		if l, isStep := m.Loss(); isStep { // null (a NaN loss) reads as NaN
+			step, loss, ok = m.Step, l, true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	return step, loss, ok, nil
+}
+
+// LastLogLine is the last line of a worker's log that says something: a
+// crashed worker's last words.
+func LastLogLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "no worker log: " + err.Error()
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	off := max(st.Size()-8<<10, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return err.Error()
+	}
+	last := ""
+	sc := bufio.NewScanner(bytes.NewReader(buf))
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			last = l
+		}
+	}
+	if last == "" {
+		return "the worker log " + path + " is empty"
+	}
+	return last
+}
