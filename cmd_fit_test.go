@@ -167,6 +167,29 @@ func TestFitListProfiles(t *testing.T) {
 	}
 }
 
+// Every trainable catalog model plans through whet fit (issue #17): the
+// breakdown names its parameter count, the peak and a verdict; a model
+// whet cannot train (mixture-of-experts, vision) is refused with its
+// reason.
+func TestFitPlansEveryCatalogModel(t *testing.T) {
+	models, err := presets.Models()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range models {
+		code, out, errs := runFitCLI(t, "--model", m.Name, "--method", "qlora", "--seq", "1024", "--checkpointing", "--gpu", "H200")
+		if !m.Trainable() {
+			if code == 0 || !strings.Contains(errs, "cannot be trained by whet yet") {
+				t.Errorf("%s (not trainable): exit %d, stderr %q; want a refusal with the reason", m.Name, code, errs)
+			}
+			continue
+		}
+		if code != 0 || !strings.Contains(out, m.Repo) || !strings.Contains(out, "peak (total)") || !strings.Contains(out, "verdict   fits") {
+			t.Errorf("%s: exit %d, stderr %q:\n%s\nwant a plan that fits an H200", m.Name, code, errs, out)
+		}
+	}
+}
+
 var updateFitDoc = flag.Bool("update-fit-doc", false, "rewrite the generated table in docs/fit.md")
 
 const (

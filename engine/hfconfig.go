@@ -71,6 +71,25 @@ func LoadModelConfig(dir string) (*ModelConfig, error) {
 	return cfg, nil
 }
 
+// ParseModelConfig reads a config.json held in memory (name labels it in
+// errors) with LoadModelConfig's defaults and rules, without a
+// generation_config.json. The model catalog builds its entries' configs
+// through it, so a catalog entry and the downloaded file are read alike.
+func ParseModelConfig(name string, raw []byte) (*ModelConfig, error) {
+	j, err := parseJSONObject(name, raw)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := parseModelConfig(j)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", name, err)
+	}
+	return cfg, nil
+}
+
 func parseModelConfig(j jsonObject) (*ModelConfig, error) {
 	modelType, err := j.str("model_type", "")
 	if err != nil {

@@ -9,9 +9,11 @@ package presets
 import (
 	"bytes"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,61 +33,127 @@ var methodsYAML []byte
 //go:embed hardware.yaml
 var hardwareYAML []byte
 
-// Templates are the built-in chat template names a catalog entry may use.
-var Templates = []string{"llama-3", "llama-3.1", "llama-3.2", "chatml", "qwen-3", "gemma", "mistral", "phi-3", "alpaca"}
-
 // Model is one catalog entry.
 type Model struct {
 	Name     string `yaml:"name"`     // short name, e.g. "qwen2.5-7b-instruct"
 	Repo     string `yaml:"repo"`     // Hugging Face repository id
 	Family   string `yaml:"family"`   // models of one family share a tokenizer and template
 	Instruct bool   `yaml:"instruct"` // instruction-tuned variant
-	Template string `yaml:"template"` // chat template name, one of Templates
+	Template string `yaml:"template"` // built-in chat template name (datasets.LookupTemplate)
 	Licence  string `yaml:"licence"`
-	// Params is the parameter count the model card publishes (rounded as
-	// published). CountParams recomputes it from Arch.
+	// Params is the parameter count the model card or report publishes
+	// (rounded as published). CountParams recomputes it from Arch.
 	Params float64 `yaml:"params"`
+	// ParamsNonEmbedding is the published count without the embedding and
+	// LM-head matrices, where the publisher gives one (0 otherwise).
+	ParamsNonEmbedding float64 `yaml:"params_non_embedding"`
 	// NotTrainable, when set, says why whet cannot train this model yet.
 	NotTrainable string `yaml:"not_trainable"`
 	Arch         Arch   `yaml:"arch"`
+
+	// cfg is Arch read by the engine's config.json reader (engine.ParseModelConfig)
+	// at load time: nil for an entry whose model type the engine does not run.
+	cfg *engine.ModelConfig
 }
 
-// Arch is the part of a config.json the memory plan needs, with the same
-// key names.
+// Arch is the part of a config.json the engine reads, with the same key
+// names (for a multimodal checkpoint: its text_config). Fields left out
+// take the defaults of the model type's config class, exactly as when the
+// engine reads a downloaded config.json.
 type Arch struct {
-	ModelType         string       `yaml:"model_type"`
-	VocabSize         int          `yaml:"vocab_size"`
-	HiddenSize        int          `yaml:"hidden_size"`
-	IntermediateSize  int          `yaml:"intermediate_size"`
-	NumLayers         int          `yaml:"num_hidden_layers"`
-	NumHeads          int          `yaml:"num_attention_heads"`
-	NumKVHeads        int          `yaml:"num_key_value_heads"`
-	HeadDim           int          `yaml:"head_dim"`
-	TieWordEmbeddings bool         `yaml:"tie_word_embeddings"`
-	AttentionBias     bool         `yaml:"attention_bias"`
-	MaxPositions      int          `yaml:"max_position_embeddings"`
-	RopeTheta         float64      `yaml:"rope_theta"`
-	RMSNormEps        float64      `yaml:"rms_norm_eps"`
-	SlidingWindow     int          `yaml:"sliding_window"`
-	RopeScaling       *RopeScaling `yaml:"rope_scaling"`
+	ModelType         string  `yaml:"model_type" json:"model_type"`
+	VocabSize         int     `yaml:"vocab_size" json:"vocab_size"`
+	HiddenSize        int     `yaml:"hidden_size" json:"hidden_size"`
+	IntermediateSize  int     `yaml:"intermediate_size" json:"intermediate_size"`
+	NumLayers         int     `yaml:"num_hidden_layers" json:"num_hidden_layers"`
+	NumHeads          int     `yaml:"num_attention_heads" json:"num_attention_heads"`
+	NumKVHeads        int     `yaml:"num_key_value_heads" json:"num_key_value_heads"`
+	HeadDim           int     `yaml:"head_dim" json:"head_dim"`
+	TieWordEmbeddings bool    `yaml:"tie_word_embeddings" json:"tie_word_embeddings"`
+	AttentionBias     bool    `yaml:"attention_bias" json:"attention_bias"`
+	MaxPositions      int     `yaml:"max_position_embeddings" json:"max_position_embeddings"`
+	RopeTheta         float64 `yaml:"rope_theta" json:"rope_theta"`
+	RMSNormEps        float64 `yaml:"rms_norm_eps" json:"rms_norm_eps"`
+	// SlidingWindow absent is config.json's null (no window): Mistral's
+	// class would otherwise assume 4096.
+	SlidingWindow *int         `yaml:"sliding_window" json:"sliding_window"`
+	RopeScaling   *RopeScaling `yaml:"rope_scaling" json:"rope_scaling,omitempty"`
+
+	// Gemma 2 and 3.
+	SlidingWindowPattern int     `yaml:"sliding_window_pattern" json:"sliding_window_pattern,omitempty"`
+	QueryPreAttnScalar   float64 `yaml:"query_pre_attn_scalar" json:"query_pre_attn_scalar,omitempty"`
+	RopeLocalBaseFreq    float64 `yaml:"rope_local_base_freq" json:"rope_local_base_freq,omitempty"`
+	AttnSoftCap          float64 `yaml:"attn_logit_softcapping" json:"attn_logit_softcapping,omitempty"`
+	FinalSoftCap         float64 `yaml:"final_logit_softcapping" json:"final_logit_softcapping,omitempty"`
+	// Phi-3 and Phi-4-mini.
+	PartialRotaryFactor           float64 `yaml:"partial_rotary_factor" json:"partial_rotary_factor,omitempty"`
+	OriginalMaxPositionEmbeddings int     `yaml:"original_max_position_embeddings" json:"original_max_position_embeddings,omitempty"`
 }
 
-// RopeScaling mirrors config.json's rope_scaling (Llama 3 keys).
+// RopeScaling mirrors config.json's rope_scaling: Llama 3's keys, linear's
+// factor, and LongRoPE's per-frequency factor lists.
 type RopeScaling struct {
-	Type                          string  `yaml:"rope_type"`
-	Factor                        float64 `yaml:"factor"`
-	LowFreqFactor                 float64 `yaml:"low_freq_factor"`
-	HighFreqFactor                float64 `yaml:"high_freq_factor"`
-	OriginalMaxPositionEmbeddings int     `yaml:"original_max_position_embeddings"`
+	Type                          string    `yaml:"rope_type" json:"rope_type"`
+	Factor                        float64   `yaml:"factor" json:"factor,omitempty"`
+	LowFreqFactor                 float64   `yaml:"low_freq_factor" json:"low_freq_factor,omitempty"`
+	HighFreqFactor                float64   `yaml:"high_freq_factor" json:"high_freq_factor,omitempty"`
+	OriginalMaxPositionEmbeddings int       `yaml:"original_max_position_embeddings" json:"original_max_position_embeddings,omitempty"`
+	ShortFactor                   []float64 `yaml:"short_factor" json:"short_factor,omitempty"`
+	LongFactor                    []float64 `yaml:"long_factor" json:"long_factor,omitempty"`
 }
 
 // Trainable reports whether whet's engine can train this model.
 func (m *Model) Trainable() bool { return m.NotTrainable == "" }
 
-// ToModelConfig returns the engine's view of the architecture. Token ids
-// (BOS/EOS) are not in the catalog: they come from the model's own files
-// once downloaded; planning does not need them.
+// ConfigJSON is the entry's architecture as a config.json: Arch's fields,
+// nested under text_config for a model type whose checkpoints keep the
+// language model's settings there (Gemma 3 4B and up).
+func (m *Model) ConfigJSON() ([]byte, error) {
+	text, err := json.Marshal(m.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if f := engine.FamilyOf(m.Arch.ModelType); f != nil && f.TextConfig {
+		return json.Marshal(map[string]any{"model_type": m.Arch.ModelType, "text_config": json.RawMessage(text)})
+	}
+	return text, nil
+}
+
+// parseArch reads the entry's architecture with the engine's config.json
+// reader. An entry whose model type the engine does not run must say why
+// it is not trainable; it has no engine config.
+func (m *Model) parseArch() error {
+	if engine.FamilyOf(m.Arch.ModelType) == nil {
+		if m.Trainable() {
+			return fmt.Errorf("presets: embedded models.yaml entry %s: model_type %q is not one the engine runs (%s); set not_trainable",
+				m.Name, m.Arch.ModelType, strings.Join(engine.SupportedModelTypes(), ", "))
+		}
+		return nil
+	}
+	raw, err := m.ConfigJSON()
+	if err != nil {
+		return fmt.Errorf("presets: embedded models.yaml entry %s: %w", m.Name, err)
+	}
+	cfg, err := engine.ParseModelConfig("models.yaml entry "+m.Name, raw)
+	if err != nil {
+		return fmt.Errorf("presets: embedded %w", err)
+	}
+	cfg.TorchDType = "bfloat16"
+	m.cfg = cfg
+	return nil
+}
+
+// ToModelConfig returns the engine's view of the architecture, read as the
+// engine reads a config.json (class defaults, per-layer attention kinds,
+// LongRoPE's attention factor). Token ids (BOS/EOS) are the class
+// defaults: the real ones come from the model's own files once
+// downloaded; planning does not need them. For an entry the engine cannot
+// run, the numbers are copied as they stand (enough to show them).
+// The result shares nothing with the catalog.
 func (m *Model) ToModelConfig() *engine.ModelConfig {
+	if m.cfg != nil {
+		return cloneConfig(m.cfg)
+	}
 	a := m.Arch
 	cfg := &engine.ModelConfig{
 		ModelType:         a.ModelType,
@@ -101,20 +169,27 @@ func (m *Model) ToModelConfig() *engine.ModelConfig {
 		MaxPositions:      a.MaxPositions,
 		TieWordEmbeddings: a.TieWordEmbeddings,
 		AttentionBias:     a.AttentionBias,
-		SlidingWindow:     a.SlidingWindow,
 		TorchDType:        "bfloat16",
+		BOSTokenID:        engine.NoTokenID,
 	}
-	if a.RopeScaling != nil {
-		rs := *a.RopeScaling
-		cfg.RopeScaling = &engine.RopeScaling{
-			Type:                          rs.Type,
-			Factor:                        rs.Factor,
-			LowFreqFactor:                 rs.LowFreqFactor,
-			HighFreqFactor:                rs.HighFreqFactor,
-			OriginalMaxPositionEmbeddings: rs.OriginalMaxPositionEmbeddings,
-		}
+	if a.SlidingWindow != nil {
+		cfg.SlidingWindow = *a.SlidingWindow
 	}
 	return cfg
+}
+
+// cloneConfig copies a config deeply.
+func cloneConfig(c *engine.ModelConfig) *engine.ModelConfig {
+	out := *c
+	out.LayerTypes = slices.Clone(c.LayerTypes)
+	out.EOSTokenIDs = slices.Clone(c.EOSTokenIDs)
+	if c.RopeScaling != nil {
+		rs := *c.RopeScaling
+		rs.ShortFactor = slices.Clone(rs.ShortFactor)
+		rs.LongFactor = slices.Clone(rs.LongFactor)
+		out.RopeScaling = &rs
+	}
+	return &out
 }
 
 // CountParams is the parameter count of a Llama-family decoder computed
@@ -219,6 +294,14 @@ func load() *catalog {
 			decodeStrict("hardware.yaml", hardwareYAML, &hw),
 		)
 		loaded.models, loaded.methods, loaded.hardware = m.Models, me.Methods, hw.Hardware
+		if loaded.err != nil {
+			return
+		}
+		var errs []error
+		for i := range loaded.models {
+			errs = append(errs, loaded.models[i].parseArch())
+		}
+		loaded.err = errors.Join(errs...)
 	})
 	return &loaded
 }

@@ -1,29 +1,90 @@
 package presets
 
 import (
+	"fmt"
 	"math"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"go.yaml.in/yaml/v3"
+
+	"whet/datasets"
 	"whet/engine"
 )
 
 // paramTolerance is how far the recomputed parameter count may be from the
-// published one. Model cards round to three significant digits ("0.49B",
-// "1.54B"), so a correct entry is within about 1%; a wrong width or layer
-// count is off by far more.
+// published one when the publisher gives three or more digits ("1.54B"): a
+// correct entry is then within about 1%, and a wrong width or layer count is
+// off by far more. A figure published with fewer digits ("1.7B") is held
+// to its own rounding instead (see publishedTolerance).
 const paramTolerance = 0.01
+
+// publishedTolerance is the relative tolerance for a count written as lit
+// in models.yaml: half a unit in its last published digit ("1.7e9" means
+// 1.65e9–1.75e9), or paramTolerance where that is tighter.
+func publishedTolerance(lit string) (float64, error) {
+	v, err := strconv.ParseFloat(lit, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("count %q is not a positive number", lit)
+	}
+	mant, expPart, _ := strings.Cut(strings.ToLower(lit), "e")
+	exp := 0
+	if expPart != "" {
+		if exp, err = strconv.Atoi(expPart); err != nil {
+			return 0, fmt.Errorf("count %q: exponent: %w", lit, err)
+		}
+	}
+	// The last written digit's place: digits after the point lower it.
+	if _, frac, ok := strings.Cut(mant, "."); ok {
+		exp -= len(frac)
+	}
+	half := 0.5 * math.Pow(10, float64(exp))
+	return max(paramTolerance, half/v), nil
+}
+
+// publishedCounts reads the params and params_non_embedding literals of
+// every entry as written in models.yaml (the decoded float has lost how
+// many digits were published).
+func publishedCounts(t *testing.T) map[string]map[string]string {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal(modelsYAML, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]string{}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "models" {
+			continue
+		}
+		for _, entry := range root.Content[i+1].Content {
+			fields := map[string]string{}
+			for k := 0; k+1 < len(entry.Content); k += 2 {
+				fields[entry.Content[k].Value] = entry.Content[k+1].Value
+			}
+			out[fields["name"]] = fields
+		}
+	}
+	return out
+}
+
+// headDimDerived are the model types whose config class derives head_dim
+// from hidden_size / num_attention_heads; the others (Qwen3, Gemma) set it
+// on its own.
+var headDimDerived = []string{"llama", "mistral", "qwen2", "phi3"}
 
 func TestCatalogEntriesAreConsistent(t *testing.T) {
 	models, err := Models()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(models) < 30 {
-		t.Fatalf("catalog has %d models, want at least the 30 listed in the issue", len(models))
+	if len(models) < 55 {
+		t.Fatalf("catalog has %d models, want at least the 55 of issues #17 and #19", len(models))
 	}
+	literals := publishedCounts(t)
 	names := map[string]bool{}
 	repos := map[string]bool{}
 	for _, m := range models {
@@ -45,44 +106,59 @@ func TestCatalogEntriesAreConsistent(t *testing.T) {
 		if !strings.Contains(m.Repo, "/") {
 			t.Errorf("%s: repo %q is not owner/name", where, m.Repo)
 		}
-		if !slices.Contains(Templates, m.Template) {
-			t.Errorf("%s: template %q is not one of %v", where, m.Template, Templates)
+		// The chat template is one the datasets package renders (names
+		// and aliases alike); an entry whet cannot train may have none.
+		if _, ok := datasets.LookupTemplate(m.Template); !ok && (m.Trainable() || m.Template != "") {
+			t.Errorf("%s: template %q is not a built-in template (%v)", where, m.Template, datasets.TemplateNames())
 		}
 
 		a := m.Arch
-		// The engine's one set of model-config rules, as for a config.json.
-		// An entry not trainable may use a rope scaling the engine lacks
-		// (Phi-3's longrope, one reason it is not trainable); its other
-		// numbers are held to the same rules.
 		cfg := m.ToModelConfig()
-		if !m.Trainable() {
-			cfg.RopeScaling = nil
-		}
 		if err := cfg.Validate(); err != nil {
 			t.Errorf("%s: arch: %v", where, err)
 		}
-		// Every family but Gemma 2 has heads × head_dim = hidden; Gemma 2
-		// sets head_dim 256 independently of the width.
-		if a.NumHeads*a.HeadDim != a.HiddenSize && a.ModelType != "gemma2" {
+		if slices.Contains(headDimDerived, a.ModelType) && a.NumHeads*a.HeadDim != a.HiddenSize {
 			t.Errorf("%s: heads %d × head_dim %d = %d, want hidden_size %d", where, a.NumHeads, a.HeadDim, a.NumHeads*a.HeadDim, a.HiddenSize)
 		}
 
 		if !m.Trainable() {
 			// Not trainable: the decoder formula does not describe it (a
-			// vision tower, cross-attention layers), so only the reason is
-			// checked.
+			// vision tower, cross-attention layers, experts), so only the
+			// reason is checked.
 			if len(m.NotTrainable) < 20 {
 				t.Errorf("%s: not_trainable needs a reason users can read, got %q", where, m.NotTrainable)
 			}
 			continue
 		}
-		got := float64(CountParams(m.ToModelConfig()))
-		if rel := math.Abs(got-m.Params) / m.Params; rel > paramTolerance {
-			t.Errorf("%s: recomputed %d parameters, published %.4g (%.2f%% apart, tolerance %.0f%%)", where, int64(got), m.Params, 100*rel, 100*paramTolerance)
+		if m.cfg == nil {
+			t.Errorf("%s: trainable, but the engine's config reader did not read it", where)
+			continue
+		}
+		total := CountParams(cfg)
+		embed := int64(cfg.VocabSize) * int64(cfg.HiddenSize)
+		if !cfg.TieWordEmbeddings {
+			embed *= 2
+		}
+		for _, c := range []struct {
+			key       string
+			published float64
+			got       int64
+		}{{"params", m.Params, total}, {"params_non_embedding", m.ParamsNonEmbedding, total - embed}} {
+			if c.published == 0 && c.key != "params" {
+				continue
+			}
+			tol, err := publishedTolerance(literals[m.Name][c.key])
+			if err != nil {
+				t.Errorf("%s: %s: %v", where, c.key, err)
+				continue
+			}
+			if rel := math.Abs(float64(c.got)-c.published) / c.published; rel > tol {
+				t.Errorf("%s: recomputed %s %d, published %s (%.2f%% apart, tolerance %.2f%%)", where, c.key, c.got, literals[m.Name][c.key], 100*rel, 100*tol)
+			}
 		}
 	}
 
-	// The issue's list, by short name.
+	// The lists of issues #17 and #19, by short name.
 	for _, want := range []string{
 		"llama-3.2-1b", "llama-3.2-1b-instruct", "llama-3.2-3b", "llama-3.2-3b-instruct",
 		"llama-3.1-8b", "llama-3.1-8b-instruct",
@@ -90,11 +166,101 @@ func TestCatalogEntriesAreConsistent(t *testing.T) {
 		"qwen2.5-3b", "qwen2.5-3b-instruct", "qwen2.5-7b", "qwen2.5-7b-instruct",
 		"qwen2.5-14b", "qwen2.5-14b-instruct", "qwen2.5-coder-1.5b", "qwen2.5-coder-7b",
 		"mistral-7b-v0.3", "smollm2-135m", "smollm2-360m", "smollm2-1.7b",
-		"gemma-2-2b", "gemma-2-9b", "phi-3.5-mini-instruct", "llama-3.2-11b-vision",
+		"qwen3-0.6b", "qwen3-0.6b-base", "qwen3-1.7b", "qwen3-1.7b-base", "qwen3-4b", "qwen3-4b-base",
+		"qwen3-8b", "qwen3-8b-base", "qwen3-14b", "qwen3-14b-base", "qwen3-32b",
+		"gemma-3-270m", "gemma-3-270m-it", "gemma-3-1b", "gemma-3-1b-it", "gemma-3-4b", "gemma-3-4b-it",
+		"gemma-3-12b", "gemma-3-12b-it", "gemma-3-27b", "gemma-3-27b-it",
+		"gemma-2-2b", "gemma-2-2b-it", "gemma-2-9b", "gemma-2-9b-it",
+		"phi-4-mini-instruct", "phi-3.5-mini-instruct",
 	} {
 		if !names[want] {
 			t.Errorf("catalog lacks %s", want)
+			continue
 		}
+		if m, _ := Lookup(want); m == nil || !m.Trainable() {
+			t.Errorf("%s is not trainable; the engine runs its family", want)
+		}
+	}
+	// Mixture-of-experts models are listed, and say why they cannot be trained.
+	for _, want := range []string{"qwen3-30b-a3b", "gpt-oss-20b"} {
+		m, err := Lookup(want)
+		if err != nil || m.Trainable() || !strings.Contains(m.NotTrainable, "mixture-of-experts") {
+			t.Errorf("%s: %v; want listed, not trainable, the reason naming mixture-of-experts", want, err)
+		}
+	}
+}
+
+func TestPublishedTolerance(t *testing.T) {
+	for lit, want := range map[string]float64{
+		"1.7e9": 0.05 / 1.7, "0.6e9": 0.05 / 0.6, "1.54e9": 0.01, "3209e6": 0.01, "1.000e9": 0.01, "270e6": 0.01, "21e9": 0.5 / 21,
+	} {
+		got, err := publishedTolerance(lit)
+		if err != nil || math.Abs(got-want) > 1e-12 {
+			t.Errorf("publishedTolerance(%q) = %v, %v; want %v", lit, got, err, want)
+		}
+	}
+	if _, err := publishedTolerance("lots"); err == nil {
+		t.Error("publishedTolerance(lots) succeeded")
+	}
+}
+
+// TestCatalogReadsAsConfigJSON: the engine reads each entry as a
+// config.json, so the settings a family derives (layer kinds, rotary
+// bases, scales, caps) come out as for the downloaded file.
+func TestCatalogReadsAsConfigJSON(t *testing.T) {
+	get := func(name string) *engine.ModelConfig {
+		t.Helper()
+		m, err := Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.ToModelConfig()
+	}
+	g := get("gemma-3-4b-it")
+	if g.ModelType != "gemma3" || g.VocabSize != 262208 || len(g.LayerTypes) != 34 || g.SlidingWindow != 1024 ||
+		g.RopeLocalTheta != 10000 || g.RopeTheta != 1e6 || g.RopeScaling == nil || g.RopeScaling.Type != "linear" || g.RopeScaling.Factor != 8 {
+		t.Errorf("gemma-3-4b-it read as %+v", g)
+	}
+	for l, typ := range g.LayerTypes {
+		want := engine.SlidingAttention
+		if (l+1)%6 == 0 {
+			want = engine.FullAttention
+		}
+		if typ != want {
+			t.Errorf("gemma-3-4b-it layer %d is %s, want %s", l, typ, want)
+		}
+	}
+	if g := get("gemma-3-27b"); math.Abs(g.AttnScale()-1/math.Sqrt(168)) > 1e-15 || g.HeadDim != 128 {
+		t.Errorf("gemma-3-27b attention scale %v head_dim %d, want 1/sqrt(168) and 128", g.AttnScale(), g.HeadDim)
+	}
+	if g := get("gemma-3-1b"); g.VocabSize != 262144 || g.SlidingWindow != 512 || g.RopeScaling != nil || g.FinalSoftCap != 0 {
+		t.Errorf("gemma-3-1b read as %+v", g)
+	}
+	g2 := get("gemma-2-9b")
+	if g2.AttnSoftCap != 50 || g2.FinalSoftCap != 30 || g2.LayerTypes[0] != engine.SlidingAttention || g2.LayerTypes[1] != engine.FullAttention {
+		t.Errorf("gemma-2-9b read as %+v", g2)
+	}
+	p := get("phi-4-mini-instruct")
+	rs := p.RopeScaling
+	if p.RotaryDim() != 96 || rs == nil || rs.Type != "longrope" || len(rs.LongFactor) != 48 || rs.LongFactor[47] != 47.77 ||
+		rs.OriginalMaxPositionEmbeddings != 4096 || math.Abs(rs.AttentionFactor-math.Sqrt(1+math.Log(32)/math.Log(4096))) > 1e-12 || !p.TieWordEmbeddings {
+		t.Errorf("phi-4-mini-instruct read as %+v rope %+v", p, rs)
+	}
+	if q := get("qwen3-8b"); q.HeadDim != 128 || q.QDim() != 4096 || q.TieWordEmbeddings || q.AttentionBias || q.MaxPositions != 40960 {
+		t.Errorf("qwen3-8b read as %+v", q)
+	}
+	if q := get("qwen3-0.6b-base"); q.QDim() != 2048 || q.HiddenSize != 1024 || q.MaxPositions != 32768 {
+		t.Errorf("qwen3-0.6b-base read as %+v", q)
+	}
+	// Mistral v0.3's config has "sliding_window": null (its class would
+	// otherwise assume 4096).
+	if m := get("mistral-7b-v0.3"); m.SlidingWindow != 0 {
+		t.Errorf("mistral-7b-v0.3 window %d, want none", m.SlidingWindow)
+	}
+	// A copy: changing it leaves the catalog alone.
+	p.RopeScaling.LongFactor[0] = 99
+	if get("phi-4-mini-instruct").RopeScaling.LongFactor[0] != 1 {
+		t.Error("ToModelConfig shares the LongRoPE factors with the catalog")
 	}
 }
 
