@@ -33,14 +33,7 @@ func loadRealTokenizer(t *testing.T, pkg string) *tokenizer.Tokenizer {
 // piecewise encoding at span edges agrees with it, so the trained tokens
 // decode to exactly the assistant text and its end token.
 func TestSpansOnRealTokenizers(t *testing.T) {
-	data, err := os.ReadFile("../testdata/templates/conversations.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var convs map[string][]datasets.Message
-	if err := json.Unmarshal(data, &convs); err != nil {
-		t.Fatal(err)
-	}
+	convs := loadGoldenConversations(t)
 	families := []struct {
 		pkg       string
 		templates []string
@@ -207,3 +200,145 @@ func BenchmarkPrepareRealTokenizers(b *testing.B) {
 
 // The real tokenizer reports a regex that gave up, so Prepare checks it.
 var _ datasets.FallibleEncoder = (*tokenizer.Tokenizer)(nil)
+
+// TestPrepareQwen3Reasoning prepares chat rows with and without reasoning
+// (a reasoning_content field, a <think> block inside the content, none) with
+// the real Qwen 3 tokenizer and checks what is trained on: the reasoning of
+// the reply after the last user turn, inside its <think> block, and none of
+// an earlier reply's reasoning, which Qwen 3's template drops; a reply
+// without reasoning still gets the template's empty <think> block.
+func TestPrepareQwen3Reasoning(t *testing.T) {
+	tok := loadRealTokenizer(t, "tokenizer-qwen3")
+	p, err := datasets.Prepare(datasets.Options{Path: "../testdata/datasets/reasoning.jsonl", Template: "qwen-3", MaxLength: 256}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int][]string{
+		1: {"<think>\n7 times 6 is 42.\n</think>\n\n42.<|im_end|>"},
+		2: {"<think>\nPeru's capital is Lima.\n</think>\n\nLima.<|im_end|>"},
+		3: {"4.<|im_end|>", "<think>\n3 plus 3 is 6.\n</think>\n\n6.<|im_end|>"},
+		4: {"<think>\n\n</think>\n\nHi!<|im_end|>"},
+	}
+	seen := map[int]bool{}
+	for _, s := range p.Train {
+		ids := make([]int, s.Len())
+		in := make([]bool, s.Len())
+		for i := range s.Tokens {
+			ids[i] = int(s.Tokens[i])
+			in[i] = s.Labels[i] != datasets.IgnoreIndex
+		}
+		runs := trainedRuns(tok, ids, in)
+		line := s.Source.Line
+		seen[line] = true
+		if strings.Join(runs, "\x00") != strings.Join(want[line], "\x00") {
+			t.Errorf("line %d: trained runs %q, want %q", line, runs, want[line])
+		}
+		if line == 3 && strings.Contains(tok.Decode(ids, false), "2 plus 2") {
+			t.Errorf("line 3: the earlier reply's reasoning was kept: %q", tok.Decode(ids, false))
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("prepared lines %v, want all %d", seen, len(want))
+	}
+}
+
+// phi4MiniTokenizer is the o200k tokenizer of the npm gpt4o package (the
+// BPE Phi-4-mini uses) with Phi-4-mini's chat markers added as special
+// tokens and its chat_template in tokenizer_config.json. The marker ids are
+// this test's own, above the o200k vocabulary.
+func phi4MiniTokenizer(t *testing.T) *tokenizer.Tokenizer {
+	t.Helper()
+	dir := filepath.Join("..", ".cache", "npm", "node_modules", "@lenml", "tokenizer-gpt4o", "models")
+	raw, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Skipf("tokenizer-gpt4o not fetched (run tools/setup/tokenizers.sh): %v", err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var added []map[string]any
+	if err := json.Unmarshal(doc["added_tokens"], &added); err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range []string{"<|assistant|>", "<|end|>", "<|user|>", "<|system|>"} {
+		added = append(added, map[string]any{"id": 200019 + i, "content": tok, "single_word": false,
+			"lstrip": false, "rstrip": false, "normalized": false, "special": true})
+	}
+	if doc["added_tokens"], err = json.Marshal(added); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	data, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := os.ReadFile("../testdata/templates/phi-4-mini.jinja")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(map[string]any{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+		"add_bos_token": false, "chat_template": string(tpl)})
+	if err := os.WriteFile(filepath.Join(out, "tokenizer.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "tokenizer_config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(out)
+	if err != nil {
+		t.Fatalf("load the Phi-4-mini-style tokenizer: %v", err)
+	}
+	return tok
+}
+
+// TestPrepareWithPhi4MiniTokenizer: the Phi-4-mini template is detected
+// from the tokenizer's chat_template, every golden conversation's label
+// spans are exact on the o200k BPE (piecewise encoding equals the whole
+// text), and each trained run is one reply with its <|end|>.
+func TestPrepareWithPhi4MiniTokenizer(t *testing.T) {
+	tok := phi4MiniTokenizer(t)
+	tpl, _ := datasets.LookupTemplate("phi-4-mini")
+	for cname, msgs := range loadGoldenConversations(t) {
+		r, err := tpl.Render(msgs, datasets.RenderOptions{EOS: "<|endoftext|>"})
+		if err != nil {
+			t.Fatalf("%s: %v", cname, err)
+		}
+		ids, in, ok := datasets.EncodeSpans(tok, r.Text, r.Assistant, tpl.AddSpecialTokens)
+		if !ok || !equal(ids, tok.Encode(r.Text, false)) {
+			t.Errorf("%s: spans not exact (ok=%v)", cname, ok)
+			continue
+		}
+		runs := trainedRuns(tok, ids, in)
+		for i, sp := range r.Assistant {
+			if i >= len(runs) || runs[i] != r.Text[sp.Start:sp.End] {
+				t.Errorf("%s: trained runs %q, want the spans of %q", cname, runs, r.Text)
+				break
+			}
+		}
+	}
+	p, err := datasets.Prepare(datasets.Options{Path: "../testdata/datasets/tiny-chat.jsonl", MaxLength: 512}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats.Template != "phi-4-mini" || !p.Stats.TemplateDetected || p.Stats.InexactSpanRows != 0 {
+		t.Errorf("template %s detected %v inexact rows %d", p.Stats.Template, p.Stats.TemplateDetected, p.Stats.InexactSpanRows)
+	}
+	end, _ := tok.TokenID("<|end|>")
+	if len(p.StopTokenIDs) == 0 || p.StopTokenIDs[0] != end {
+		t.Errorf("stop ids %v, want <|end|> (%d) first", p.StopTokenIDs, end)
+	}
+}
+
+func loadGoldenConversations(t *testing.T) map[string][]datasets.Message {
+	t.Helper()
+	data, err := os.ReadFile("../testdata/templates/conversations.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs map[string][]datasets.Message
+	if err := json.Unmarshal(data, &convs); err != nil {
+		t.Fatal(err)
+	}
+	return convs
+}
