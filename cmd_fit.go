@@ -301,17 +301,23 @@ func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, 
 	}
 }
 
+// listProfiles prints the hardware profiles: memory, the dense bf16 rate
+// and the memory bandwidth as the makers publish them, and the
+// architecture.
 func listProfiles(w io.Writer) error {
 	profiles, err := presets.HardwareProfiles()
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(w, "  %-24s %10s %11s %11s  %-7s\n", "profile", "memory", "bf16 dense", "bandwidth", "arch")
 	for _, p := range profiles {
 		note := ""
 		if p.Unified {
-			note = "  unified memory"
+			note = "  unified memory (CPU and GPU share it)"
 		}
-		fmt.Fprintf(w, "  %-14s %10s%s\n", p.Name, units.Bytes(p.MemoryBytes()), note)
+		fmt.Fprintf(w, "  %-24s %10s %7.0f TF/s %6.0f GB/s  %-7s%s\n", p.Name, units.Bytes(p.MemoryBytes()), p.BF16TFLOPs, p.BandwidthGBs,
+			"sm_"+strings.ReplaceAll(p.ComputeCapability, ".", ""), note)
 	}
+	fmt.Fprintln(w, "\n  (whet fit --gpu NAME plans against a profile's whole memory; figures and sources in presets/hardware.yaml)")
 	return nil
 }

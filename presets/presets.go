@@ -247,14 +247,18 @@ func init() {
 	}
 }
 
-// Hardware is a GPU (or unified-memory machine) to plan for.
+// Hardware is a GPU (or unified-memory machine) to plan for. Each figure
+// in hardware.yaml carries a comment naming its source.
 type Hardware struct {
-	Name      string   `yaml:"name"`
-	Aliases   []string `yaml:"aliases"`
-	MemoryMiB int64    `yaml:"memory_mib"`
-	// BF16TFLOPs is the dense bf16 tensor rate (fp32 accumulate); 0 when
-	// not recorded.
+	Name    string   `yaml:"name"`
+	Aliases []string `yaml:"aliases"`
+	// ComputeCapability is CUDA's sm_XY as "X.Y".
+	ComputeCapability string `yaml:"compute_capability"`
+	MemoryMiB         int64  `yaml:"memory_mib"`
+	// BF16TFLOPs is the dense bf16 tensor rate (fp32 accumulate).
 	BF16TFLOPs float64 `yaml:"bf16_tflops"`
+	// BandwidthGBs is the memory bandwidth in GB/s.
+	BandwidthGBs float64 `yaml:"bandwidth_gbs"`
 	// Unified is true where CPU and GPU share one memory pool.
 	Unified bool `yaml:"unified"`
 }

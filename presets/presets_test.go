@@ -438,8 +438,11 @@ func TestHardwareProfiles(t *testing.T) {
 	}
 	seen := map[string]string{}
 	for _, p := range profiles {
-		if p.MemoryMiB <= 0 {
-			t.Errorf("hardware %s: memory_mib %d", p.Name, p.MemoryMiB)
+		if p.MemoryMiB <= 0 || !(p.BF16TFLOPs > 0) || !(p.BandwidthGBs > 0) {
+			t.Errorf("hardware %s: memory_mib %d, bf16_tflops %v, bandwidth_gbs %v; all are required", p.Name, p.MemoryMiB, p.BF16TFLOPs, p.BandwidthGBs)
+		}
+		if cc, err := strconv.ParseFloat(p.ComputeCapability, 64); err != nil || cc < 8 || !strings.Contains(p.ComputeCapability, ".") {
+			t.Errorf("hardware %s: compute_capability %q, want X.Y of sm_80 or newer", p.Name, p.ComputeCapability)
 		}
 		for _, key := range append([]string{p.Name}, p.Aliases...) {
 			k := squash(key)
@@ -449,8 +452,16 @@ func TestHardwareProfiles(t *testing.T) {
 			seen[k] = p.Name
 		}
 	}
-	for name, wantGiB := range map[string]float64{
-		"RTX 4060": 8, "rtx 4090": 24, "RTX5090": 32, "RTX PRO 6000": 96, "DGX Spark": 128, "H100": 80, "h200": 141,
+	// The seed's machines (issue #19), with their marketed memory in GB,
+	// bandwidth in GB/s and architecture.
+	for name, want := range map[string]struct {
+		gb, bw float64
+		sm     string
+	}{
+		"RTX 5070": {12, 672, "12.0"}, "rtx 5070 ti": {16, 896, "12.0"}, "RTX5080": {16, 960, "12.0"}, "RTX 5090": {32, 1792, "12.0"},
+		"RTX 4060": {8, 272, "8.9"}, "rtx 4090": {24, 1008, "8.9"}, "RTX 3090": {24, 936, "8.6"},
+		"RTX PRO 6000": {96, 1792, "12.0"}, "DGX Spark": {128, 273, "12.1"},
+		"H100": {80, 3350, "9.0"}, "h200": {141, 4800, "9.0"}, "B200": {180, 8000, "10.0"},
 	} {
 		p, err := LookupHardware(name)
 		if err != nil {
@@ -461,12 +472,52 @@ func TestHardwareProfiles(t *testing.T) {
 		// the driver's reservation): within 5% of it.
 		gb := float64(p.MemoryBytes()) / 1e9
 		gib := float64(p.MemoryBytes()) / (1 << 30)
-		if math.Abs(gb-wantGiB)/wantGiB > 0.08 && math.Abs(gib-wantGiB)/wantGiB > 0.05 {
-			t.Errorf("%s: %.1f GB / %.1f GiB, want about %g", name, gb, gib, wantGiB)
+		if math.Abs(gb-want.gb)/want.gb > 0.08 && math.Abs(gib-want.gb)/want.gb > 0.05 {
+			t.Errorf("%s: %.1f GB / %.1f GiB, want about %g", name, gb, gib, want.gb)
 		}
+		if p.BandwidthGBs != want.bw || p.ComputeCapability != want.sm {
+			t.Errorf("%s: %v GB/s sm %s, want %v GB/s sm %s", name, p.BandwidthGBs, p.ComputeCapability, want.bw, want.sm)
+		}
+	}
+	if p, _ := LookupHardware("spark"); p == nil || !p.Unified {
+		t.Error("DGX Spark is not marked unified")
 	}
 	if _, err := LookupHardware("RTX 9999"); err == nil {
 		t.Error("LookupHardware(RTX 9999) succeeded")
+	}
+}
+
+// TestHardwareFiguresNameTheirSource: every memory, rate and bandwidth
+// figure in hardware.yaml carries a comment saying where it comes from
+// (data sheet, product page, whitepaper, nvidia-smi, or derived from which
+// published figure).
+func TestHardwareFiguresNameTheirSource(t *testing.T) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(hardwareYAML, &doc); err != nil {
+		t.Fatal(err)
+	}
+	root := doc.Content[0]
+	n := 0
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		for _, entry := range root.Content[i+1].Content {
+			name := ""
+			for k := 0; k+1 < len(entry.Content); k += 2 {
+				key, val := entry.Content[k], entry.Content[k+1]
+				switch key.Value {
+				case "name":
+					name = val.Value
+				case "memory_mib", "bf16_tflops", "bandwidth_gbs":
+					n++
+					c := strings.ToLower(val.LineComment)
+					if !strings.Contains(c, "nvidia") && !strings.Contains(c, "derived") && !strings.Contains(c, "whitepaper") {
+						t.Errorf("hardware.yaml line %d (%s %s): comment %q does not name the figure's source", val.Line, name, key.Value, val.LineComment)
+					}
+				}
+			}
+		}
+	}
+	if n < 36 {
+		t.Errorf("checked %d figures, want 3 for each of at least 12 profiles", n)
 	}
 }
 
