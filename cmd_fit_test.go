@@ -215,4 +215,3 @@ func TestFitPlansEveryCatalogModel(t *testing.T) {
 		}
 	}
 }
-
