@@ -92,6 +92,21 @@ func fileSHA256(path string) (string, error) {
 // SaveCheckpoint writes a checkpoint of m's trainable state into dir
 // (the run's checkpoints folder) and keeps only the newest keep (0 = all).
 func SaveCheckpoint(dir string, m *Model, st TrainerState, keep int) (string, error) {
+	parts := func(p *Param) [3]Tensor { return [3]Tensor{p.Master, p.M, p.V} }
+	return saveCheckpoint(dir, m, st, keep, func(p *Param, part int) ([]float32, error) {
+		v := make([]float32, numel(p.Shape))
+		return v, m.B.Download(parts(p)[part], v)
+	})
+}
+
+// checkpointSuffixes name a trainable parameter's three tensors in a
+// checkpoint (part 0, 1, 2): the master, then AdamW's moments.
+var checkpointSuffixes = [3]string{"", ".exp_avg", ".exp_avg_sq"}
+
+// saveCheckpoint is SaveCheckpoint with the values of each parameter's
+// parts read by values (from the device, or gathered from the ranks of a
+// data-parallel run).
+func saveCheckpoint(dir string, m *Model, st TrainerState, keep int, values func(p *Param, part int) ([]float32, error)) (string, error) {
 	if err := atomicfile.RealDir(dir); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
@@ -106,15 +121,12 @@ func SaveCheckpoint(dir string, m *Model, st TrainerState, keep int) (string, er
 	var tensors []safetensors.Tensor
 	params := m.TrainableParams()
 	for _, p := range params {
-		for _, part := range []struct {
-			suffix string
-			t      Tensor
-		}{{"", p.Master}, {".exp_avg", p.M}, {".exp_avg_sq", p.V}} {
-			v := make([]float32, numel(p.Shape))
-			if err := m.B.Download(part.t, v); err != nil {
-				return "", fmt.Errorf("checkpoint: download %s%s: %w", p.Name, part.suffix, err)
+		for part, suffix := range checkpointSuffixes {
+			v, err := values(p, part)
+			if err != nil {
+				return "", fmt.Errorf("checkpoint: download %s%s: %w", p.Name, suffix, err)
 			}
-			tensors = append(tensors, safetensors.F32Tensor(p.Name+part.suffix, p.Shape, v))
+			tensors = append(tensors, safetensors.F32Tensor(p.Name+suffix, p.Shape, v))
 		}
 	}
 	st.ModelType = m.Cfg.ModelType
@@ -241,6 +253,14 @@ func (e *DamagedCheckpointError) Unwrap() error { return e.Err }
 // checkpoint folder path and returns its trainer state. The tensors'
 // checksum is verified before anything is loaded.
 func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
+	return loadCheckpoint(path, m, func(p *Param, part int, v []float32) error {
+		return m.B.Upload([3]Tensor{p.Master, p.M, p.V}[part], v)
+	})
+}
+
+// loadCheckpoint is LoadCheckpoint with each parameter's part handed to
+// set (the parameter's tensors, or a data-parallel rank's shards).
+func loadCheckpoint(path string, m *Model, set func(p *Param, part int, v []float32) error) (TrainerState, error) {
 	var st TrainerState
 	damaged := func(err error) (TrainerState, error) { return st, &DamagedCheckpointError{Path: path, Err: err} }
 	js, err := atomicfile.ReadFile(filepath.Join(path, stateFile))
@@ -273,11 +293,8 @@ func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
 		return st, fmt.Errorf("checkpoint %s holds %d trainable tensors, this run has %d (different method or LoRA targets?)", path, st.Params, len(params))
 	}
 	for _, p := range params {
-		for _, part := range []struct {
-			suffix string
-			t      Tensor
-		}{{"", p.Master}, {".exp_avg", p.M}, {".exp_avg_sq", p.V}} {
-			name := p.Name + part.suffix
+		for part, suffix := range checkpointSuffixes {
+			name := p.Name + suffix
 			info, ok := f.Info(name)
 			if !ok {
 				return st, fmt.Errorf("%s: missing tensor %s", file, name)
@@ -289,7 +306,7 @@ func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
 			if err != nil {
 				return damaged(err)
 			}
-			if err := m.B.Upload(part.t, v); err != nil {
+			if err := set(p, part, v); err != nil {
 				return st, fmt.Errorf("checkpoint: upload %s: %w", name, err)
 			}
 		}

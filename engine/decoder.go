@@ -80,6 +80,10 @@ type Activations struct {
 	viewErr            error    // first failed view of a pass (a bug), see noteViewErr
 	owned              []Tensor
 	lastTargets, count int
+	// afterLayer, when set (the last micro-batch of a data-parallel
+	// rank's step), is called once a layer's backward has made its
+	// parameters' gradients final, so their reduction can start.
+	afterLayer func(l int) error
 }
 
 type layerActs struct {
@@ -1060,6 +1064,11 @@ func (a *Activations) backward() error {
 		}
 		if err := a.layerBackward(l, l > 0 || m.Embed.Trainable); err != nil {
 			return err
+		}
+		if a.afterLayer != nil {
+			if err := a.afterLayer(l); err != nil {
+				return err
+			}
 		}
 	}
 	if m.Embed.Trainable {

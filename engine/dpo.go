@@ -101,8 +101,12 @@ func (d DPOLoss) Compute(pol, ref []PairLogps) (loss float64, dChosen, dRejected
 		"rewards/chosen": rc / n, "rewards/rejected": rr / n, "rewards/margins": (rc - rr) / n,
 		"rewards/accuracies": acc / n, "logps/chosen": lc / n, "logps/rejected": lr / n,
 	}
+	// dpoMetricNames below lists these keys.
 	return loss, dChosen, dRejected, metrics
 }
+
+// dpoMetricNames are the keys of Compute's metrics.
+var dpoMetricNames = []string{"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"}
 
 // sequenceLogps sums (or averages) -token loss over each sequence's target
 // tokens; it also returns the target count of each sequence.
@@ -239,36 +243,41 @@ type dpoObjective struct {
 }
 
 func (d dpoObjective) accumulate(t *Trainer, cursor, n int) (stepLoss, error) {
-	type mbatch struct {
-		b   *datasets.Batch
-		ref []PairLogps
-	}
+	// Every rank reports every metric (0 without a micro-batch), so that
+	// a data-parallel run sums the same keys on every rank.
 	out := stepLoss{Metrics: map[string]float64{}}
-	var mbs []mbatch
-	pairs := 0
-	for i := 0; i < n; i++ {
-		b, rows, ep := t.microBatchRows(cursor + i)
+	for _, k := range dpoMetricNames {
+		out.Metrics[k] = 0
+	}
+	refs := func(rows []int) []PairLogps {
 		var ref []PairLogps
 		for _, r := range rows {
 			ref = append(ref, d.refTrain[r]...)
 		}
-		mbs = append(mbs, mbatch{b, ref})
-		pairs += len(ref)
-		out.Epoch = ep
+		return ref
 	}
-	for i, mb := range mbs {
-		w := float64(len(mb.ref)) / float64(pairs)
-		r, err := t.Acts.DPOForwardBackward(mb.b, mb.ref, d.loss, w, t.dropoutSeed(cursor+i))
+	// Weights are shares of the whole step's pairs (every rank's).
+	all, mine := t.stepBatches(cursor, n)
+	pairs := 0
+	for _, mb := range all {
+		pairs += len(refs(mb.rows))
+		out.Epoch = mb.epoch
+	}
+	err := t.forShare(mine, func(i int, mb stepBatch) error {
+		ref := refs(mb.rows)
+		w := float64(len(ref)) / float64(pairs)
+		r, err := t.Acts.DPOForwardBackward(mb.b, ref, d.loss, w, mb.seed)
 		if err != nil {
-			return out, fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
+			return fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
 		}
 		out.Loss += w * r.Loss
 		for k, v := range r.Metrics {
 			out.Metrics[k] += w * v
 		}
 		out.Tokens += mb.b.NumTokens()
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // evaluate is the mean DPO loss over the eval pairs.

@@ -3,8 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-
-	"whet/datasets"
 )
 
 // objective is what differs between training methods: what one optimizer
@@ -49,28 +47,29 @@ type tokenObjective struct{}
 
 func (tokenObjective) accumulate(t *Trainer, cursor, n int) (stepLoss, error) {
 	var out stepLoss
-	var batches []*datasets.Batch
+	// The step's mean is over every rank's targets (all of the step's
+	// micro-batches); this rank adds its share.
+	all, mine := t.stepBatches(cursor, n)
 	total := 0
-	for i := 0; i < n; i++ {
-		b, ep := t.microBatch(cursor + i)
-		batches = append(batches, b)
-		out.Epoch = ep
-		total += b.NumTargets()
+	for _, mb := range all {
+		out.Epoch = mb.epoch
+		total += mb.b.NumTargets()
 	}
 	if total == 0 {
 		return out, nil
 	}
 	var lossSum float64
-	for i, b := range batches {
-		r, err := t.Acts.ForwardBackward(b, float32(1/float64(total)), true, t.dropoutSeed(cursor+i))
+	err := t.forShare(mine, func(i int, mb stepBatch) error {
+		r, err := t.Acts.ForwardBackward(mb.b, float32(1/float64(total)), true, mb.seed)
 		if err != nil {
-			return out, fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
+			return fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
 		}
 		lossSum += r.LossSum
-		out.Tokens += b.NumTokens()
-	}
+		out.Tokens += mb.b.NumTokens()
+		return nil
+	})
 	out.Loss = lossSum / float64(total)
-	return out, nil
+	return out, err
 }
 
 func (tokenObjective) evaluate(t *Trainer) (float64, error) {

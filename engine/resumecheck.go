@@ -169,6 +169,9 @@ func resumeIgnored(c *RunConfig) {
 	c.Name, c.RunsDir, c.Backend = "", "", ""
 	c.Model, c.Data.Path, c.Data.EvalPath = "", "", "" // compared by content, in RunInputs
 	c.ResumeAnyway = false
+	// The ranks share the same global batches whatever their number, so
+	// a checkpoint resumes on any.
+	c.Parallel = ParallelConfig{}
 	t := &c.Train
 	t.LogEvery, t.EvalEvery, t.SaveEvery, t.KeepCheckpoints = 0, 0, 0, 0
 	t.SampleEvery, t.SamplePrompts, t.SampleTokens = 0, nil, 0

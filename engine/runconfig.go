@@ -29,6 +29,9 @@ type RunConfig struct {
 	Train TrainConfig `yaml:"train"`
 	// DPO holds preference-tuning settings (method dpo).
 	DPO DPOConfig `yaml:"dpo,omitempty"`
+	// Parallel spreads the run over several GPUs (or CPU ranks) with data
+	// parallelism; empty: one.
+	Parallel ParallelConfig `yaml:"parallel,omitempty"`
 
 	// ResumeAnyway resumes a run folder whose checkpoints were made with
 	// other data, model or settings instead of refusing (whet train
@@ -110,6 +113,22 @@ type TrainConfig struct {
 	SamplePrompts []string `yaml:"sample_prompts,omitempty"`
 	// The most tokens per sample.
 	SampleTokens int `yaml:"sample_tokens"`
+}
+
+// ParallelConfig sets data parallelism (docs/multi-gpu.md). The global
+// batch stays micro_batch × grad_accum rows: the ranks share it.
+type ParallelConfig struct {
+	// The GPUs to train on: all, a count (the first N), or a list of device
+	// indices such as 0,2,3. Empty: one GPU.
+	GPUs string `yaml:"gpus,omitempty"`
+	// Data-parallel ranks on the CPU backend (each with its own model copy), for
+	// testing the multi-GPU logic without GPUs. 0 or 1: one.
+	Ranks int `yaml:"ranks,omitempty"`
+	// How the ranks combine gradients: nccl (GPUs) | ring (in Go, through host
+	// memory). Empty: nccl for GPUs, ring for CPU ranks.
+	Collective string `yaml:"collective,omitempty"`
+	// Gradient bucket size in MiB (reduced while the backward goes on). 0: 25.
+	BucketMB float64 `yaml:"bucket_mb,omitempty"`
 }
 
 // DPOConfig holds the preference loss settings (TRL's names).

@@ -118,6 +118,9 @@ func (c *RunConfig) Validate() error {
 			return err
 		}
 	}
+	if err := c.Parallel.validate(c.Backend); err != nil {
+		return err
+	}
 	// The data pipeline's own rule for its settings (datasets.Options).
 	if err := c.Data.Validate(); err != nil {
 		return err

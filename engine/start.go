@@ -176,6 +176,10 @@ type Session struct {
 	lock *RunLock
 	// inputs fingerprints the data and model, for the folder's inputs.json.
 	inputs RunInputs
+	// followers are the data-parallel ranks other than 0 (Trainer is
+	// rank 0), each on one of followerBackends.
+	followers        []*Trainer
+	followerBackends []Backend
 }
 
 // Prepare builds everything a run needs and creates its run directory
@@ -263,23 +267,73 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if len(data.Train) == 0 {
 		return fail(fmt.Errorf("data.path %s: no training rows left after preparation", cfg.Data.Path))
 	}
-	m, err := LoadModelWith(modelDir, b, ModelOptions{NF4Linears: cfg.Method == "qlora"})
-	if err != nil {
-		return fail(err)
-	}
-	s.Model = m
-	seed := cfg.Train.Seed
 	if cfg.Method == "qlora" {
 		s.Notices = append(s.Notices, "qlora: decoder weights quantized to NF4 as they were loaded (block 64, fp32 absmax)")
 	}
+	group, err := s.openGroup(b)
+	if err != nil {
+		return fail(err)
+	}
+	t, err := s.newTrainer(s.Backend, data, group[0])
+	if err != nil {
+		return fail(err)
+	}
+	s.Model = t.Model
+	s.Trainer = t
+	t.Export = s.export
+	if cfg.Train.SampleEvery > 0 && data.Tokenizer != nil {
+		prompts := cfg.Train.SamplePrompts
+		if len(prompts) == 0 && len(data.EvalPrompts) > 0 {
+			prompts = data.EvalPrompts[:min(3, len(data.EvalPrompts))]
+		}
+		if len(prompts) > 0 {
+			t.Sampler = &Sampler{Model: t.Model, Tok: data.Tokenizer, Template: data.Template, Prompts: prompts, MaxTokens: cfg.Train.SampleTokens}
+		}
+	}
+	for i := 1; i < len(group); i++ {
+		f, err := s.newTrainer(s.followerBackends[i-1], data, group[i])
+		if err != nil {
+			return fail(fmt.Errorf("data-parallel rank %d: %w", i, err))
+		}
+		s.followers = append(s.followers, f)
+	}
+	if err := s.makeDir(); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// newTrainer loads the model onto b and makes a trainer of it: the
+// leader's, or (with c of rank > 0) a data-parallel follower's, which
+// writes nothing and samples nothing.
+func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trainer, error) {
+	cfg := s.Cfg
+	m, err := LoadModelWith(s.ModelDir, b, ModelOptions{NF4Linears: cfg.Method == "qlora"})
+	if err != nil {
+		return nil, err
+	}
+	t := &Trainer{Model: m, Cfg: cfg.Train, Train: data.Train, Eval: data.Eval, Seed: cfg.Train.Seed,
+		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay}}
+	fail := func(err error) (*Trainer, error) {
+		t.DP.Free()
+		m.Free()
+		return nil, err
+	}
 	if cfg.usesLoRA() {
 		err = m.AddLoRA(LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
-			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(seed)})
+			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(cfg.Train.Seed)})
 	} else {
 		err = m.MakeAllTrainable()
 	}
 	if err != nil {
 		return fail(err)
+	}
+	if c != nil {
+		// Before the activations: gradients (and, sharded, weights)
+		// move into the buckets.
+		if t.DP, err = NewDataParallel(m, c, !cfg.usesLoRA(), int(cfg.Parallel.BucketMB*(1<<20))); err != nil {
+			return fail(err)
+		}
 	}
 	capTokens := 0
 	for _, b := range data.Train {
@@ -289,31 +343,14 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	for _, b := range data.Eval {
 		capTokens = max(capTokens, len(b.Tokens))
 	}
-	acts, err := m.NewActivations(capTokens, cfg.Train.Checkpointing)
-	if err != nil {
+	if t.Acts, err = m.NewActivations(capTokens, cfg.Train.Checkpointing); err != nil {
 		return fail(err)
 	}
-	t := &Trainer{Model: m, Acts: acts, Cfg: cfg.Train, Train: data.Train, Eval: data.Eval, Seed: seed,
-		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay}}
 	t.Sched = NewSchedule(cfg.Train, t.TotalSteps())
-	s.Trainer = t
-	t.Export = s.export
 	if cfg.Method == "dpo" {
 		t.DPO = &DPOLoss{Beta: cfg.DPO.Beta, LabelSmoothing: cfg.DPO.LabelSmoothing, Type: cfg.DPO.LossType}
 	}
-	if cfg.Train.SampleEvery > 0 && data.Tokenizer != nil {
-		prompts := cfg.Train.SamplePrompts
-		if len(prompts) == 0 && len(data.EvalPrompts) > 0 {
-			prompts = data.EvalPrompts[:min(3, len(data.EvalPrompts))]
-		}
-		if len(prompts) > 0 {
-			t.Sampler = &Sampler{Model: m, Tok: data.Tokenizer, Template: data.Template, Prompts: prompts, MaxTokens: cfg.Train.SampleTokens}
-		}
-	}
-	if err := s.makeDir(); err != nil {
-		return fail(err)
-	}
-	return s, nil
+	return t, nil
 }
 
 // ExportDir is where an export of a run goes unless told otherwise:
@@ -362,6 +399,9 @@ func (s *Session) makeDir() error {
 	s.Notices = append(s.Notices, s.Trainer.ResumeNotes...)
 	if resumed {
 		s.Notices = append(s.Notices, fmt.Sprintf("resumed %s at step %d", s.Dir, s.Trainer.Step()))
+	}
+	if err := s.readyFollowers(); err != nil {
+		return err
 	}
 	js, err := yaml.Marshal(s.Cfg)
 	if err != nil {
@@ -476,6 +516,10 @@ func (s *Session) Close() {
 	if s.Trainer != nil && s.Trainer.Acts != nil {
 		s.Trainer.Acts.Free()
 	}
+	if s.Trainer != nil {
+		s.Trainer.DP.Free()
+	}
+	s.closeFollowers()
 	if s.Model != nil {
 		s.Model.Free()
 	}
@@ -502,7 +546,12 @@ func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error)
 		for _, n := range s.Notices {
 			ch <- LogEvent{Text: n}
 		}
-		if err := s.Trainer.Run(ctx, ch); err != nil {
+		wait := s.runFollowers()
+		err := s.Trainer.Run(ctx, ch)
+		if ferr := wait(); ferr != nil && err == nil {
+			ch <- LogEvent{Text: fmt.Sprintf("data parallel: %v", ferr)}
+		}
+		if err != nil {
 			ch <- DoneEvent{Step: s.Trainer.Step(), Err: err, FinalDir: s.Dir}
 		}
 	}()

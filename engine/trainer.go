@@ -40,6 +40,9 @@ type Trainer struct {
 	// Sampler, when set, makes greedy sample generations every
 	// Cfg.SampleEvery steps (and at the end).
 	Sampler *Sampler
+	// DP, when set, makes this trainer one rank of a data-parallel run
+	// (parallel.go): rank 0 runs Run, the others Follow.
+	DP *DataParallel
 
 	step, cursor int
 	// saved and savedStep say whether a checkpoint of some step was
@@ -190,32 +193,58 @@ func mix64(x uint64) uint64 {
 // AdamW at the scheduled rate. A non-finite loss or gradient leaves the
 // weights, the optimizer state and the counters as they were and returns
 // a *NonFiniteError.
+//
+// On the leader of a data-parallel run it first tells the other ranks to
+// step with it.
 func (t *Trainer) TrainStep() (StepEvent, error) {
+	if t.DP != nil && t.DP.leader() {
+		if _, err := t.DP.command(cmdStep); err != nil {
+			return StepEvent{}, err
+		}
+	}
+	ev, err := t.trainStep()
+	var nf *NonFiniteError
+	if err != nil && t.DP != nil && !errors.As(err, &nf) {
+		t.DP.abort(err)
+	}
+	return ev, err
+}
+
+func (t *Trainer) trainStep() (StepEvent, error) {
 	m := t.Model
 	began := time.Now()
 	accum := max(1, t.Cfg.GradAccum)
-	if err := m.ZeroGrads(); err != nil {
+	zero, norm2, clip, apply := m.ZeroGrads, func() (float64, error) { return GradNorm(m) },
+		func(n float64) error { return clipTo(m, n, t.Cfg.MaxGradNorm) }, func(lr float64) error { return t.Opt.Apply(m, lr) }
+	if d := t.DP; d != nil {
+		zero, norm2, clip, apply = d.zero, d.gradNorm,
+			func(n float64) error { return d.clip(n, t.Cfg.MaxGradNorm) }, func(lr float64) error { return d.apply(t.Opt, lr) }
+	}
+	if err := zero(); err != nil {
 		return StepEvent{}, err
 	}
 	r, err := t.objective().accumulate(t, t.cursor, accum)
+	if err == nil && t.DP != nil {
+		r, err = t.DP.finishStep(r)
+	}
 	if err != nil {
 		return StepEvent{}, err
 	}
 	if !finite(r.Loss) {
 		return StepEvent{}, t.nonFiniteLoss(r.Loss)
 	}
-	norm, err := GradNorm(m)
+	norm, err := norm2()
 	if err != nil {
 		return StepEvent{}, err
 	}
 	if !finite(norm) {
 		return StepEvent{}, t.nonFiniteGrads(norm)
 	}
-	if err := clipTo(m, norm, t.Cfg.MaxGradNorm); err != nil {
+	if err := clip(norm); err != nil {
 		return StepEvent{}, err
 	}
 	lr := t.LR(t.step)
-	if err := t.Opt.Apply(m, lr); err != nil {
+	if err := apply(lr); err != nil {
 		return StepEvent{}, err
 	}
 	t.cursor += accum
@@ -256,7 +285,7 @@ func (t *Trainer) Resume() (bool, error) {
 	var last CheckpointInfo
 	for i := len(all) - 1; i >= 0; i-- {
 		last = all[i]
-		st, err = LoadCheckpoint(last.Path, t.Model)
+		st, err = t.loadCheckpoint(last.Path)
 		var damaged *DamagedCheckpointError
 		if i > 0 && errors.As(err, &damaged) {
 			t.ResumeNotes = append(t.ResumeNotes, fmt.Sprintf("%v; resuming from %s instead", err, filepath.Base(all[i-1].Path)))
@@ -310,7 +339,7 @@ func (t *Trainer) Checkpoint() (string, error) {
 	if err := t.checkWeights(); err != nil {
 		return "", err
 	}
-	return SaveCheckpoint(RunDir(t.Dir).Checkpoints(), t.Model, t.state(), t.Cfg.KeepCheckpoints)
+	return t.saveCheckpoint()
 }
 
 // Step returns the number of optimizer steps done.
@@ -325,6 +354,10 @@ func (t *Trainer) Step() int { return t.step }
 // it closes it (out is the caller's; Run closes nothing).
 func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 	t.start = time.Now()
+	if t.DP != nil {
+		// However the run ends, the other ranks stop following it.
+		defer t.DP.end()
+	}
 	if t.ctl == nil {
 		t.ctl = newControl()
 	}
