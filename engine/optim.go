@@ -142,31 +142,56 @@ func (o *Optimizer) Apply(m *Model, lr float64) error {
 // applyAll is Apply through MultiAdamW: one call per weight-decay group,
 // each refreshing the compute copies of its masters as it goes.
 func (o *Optimizer) applyAll(m *Model, multi MultiAdamW, lr float64) error {
-	var decay, noDecay []AdamWSet
+	var sets []AdamWSet
+	var noDecay []bool
 	for _, p := range m.TrainableParams() {
 		set := AdamWSet{Param: p.Master, Grad: p.Grad, M: p.M, V: p.V}
 		if p.Master != p.W {
 			set.Out = p.W
 		}
-		if p.NoDecay && !o.DecayAll {
-			noDecay = append(noDecay, set)
-		} else {
-			decay = append(decay, set)
-		}
+		sets = append(sets, set)
+		noDecay = append(noDecay, p.NoDecay && !o.DecayAll)
 	}
-	for _, g := range []struct {
-		sets []AdamWSet
-		wd   float64
-	}{{decay, o.WeightDecay}, {noDecay, 0}} {
-		if len(g.sets) == 0 {
+	return o.stepSets(m.B, sets, noDecay, lr)
+}
+
+// stepSets takes one AdamW step (o.Step already counted) on sets, those
+// marked noDecay without weight decay: one MultiAdamW call per group where
+// the backend has it, else AdamW on each set.
+func (o *Optimizer) stepSets(b Backend, sets []AdamWSet, noDecay []bool, lr float64) error {
+	var groups [2][]AdamWSet // decayed, not decayed
+	for i, s := range sets {
+		k := 0
+		if noDecay[i] {
+			k = 1
+		}
+		groups[k] = append(groups[k], s)
+	}
+	for k, g := range groups {
+		if len(g) == 0 {
 			continue
 		}
-		err := multi.AdamWAll(g.sets, AdamWParams{
-			LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
-			Eps: float32(o.Eps), WeightDecay: float32(g.wd), Step: o.Step,
-		})
-		if err != nil {
-			return fmt.Errorf("adamw on %d tensors: %w", len(g.sets), err)
+		wd := o.WeightDecay
+		if k == 1 {
+			wd = 0
+		}
+		p := AdamWParams{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
+			Eps: float32(o.Eps), WeightDecay: float32(wd), Step: o.Step}
+		if multi, ok := b.(MultiAdamW); ok {
+			if err := multi.AdamWAll(g, p); err != nil {
+				return fmt.Errorf("adamw on %d tensors: %w", len(g), err)
+			}
+			continue
+		}
+		for _, s := range g {
+			if err := b.AdamW(s.Param, s.Grad, s.M, s.V, p); err != nil {
+				return fmt.Errorf("adamw: %w", err)
+			}
+			if s.Out != nil {
+				if err := b.Copy(s.Out, s.Param); err != nil {
+					return fmt.Errorf("adamw: refresh the compute copy: %w", err)
+				}
+			}
 		}
 	}
 	return nil

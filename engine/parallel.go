@@ -492,34 +492,16 @@ func (d *DataParallel) apply(o *Optimizer, lr float64) error {
 	}
 	o.Step++
 	B := d.m.B
-	var decay, noDecay []AdamWSet
+	var sets []AdamWSet
+	var noDecay []bool
 	for _, bk := range d.buckets {
 		for _, s := range bk.segs {
-			set := AdamWSet{Param: s.master, Grad: s.grad, M: s.m, V: s.v}
-			if s.p.NoDecay && !o.DecayAll {
-				noDecay = append(noDecay, set)
-			} else {
-				decay = append(decay, set)
-			}
+			sets = append(sets, AdamWSet{Param: s.master, Grad: s.grad, M: s.m, V: s.v})
+			noDecay = append(noDecay, s.p.NoDecay && !o.DecayAll)
 		}
 	}
-	for _, g := range []struct {
-		sets []AdamWSet
-		wd   float64
-	}{{decay, o.WeightDecay}, {noDecay, 0}} {
-		p := AdamWParams{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
-			Eps: float32(o.Eps), WeightDecay: float32(g.wd), Step: o.Step}
-		if multi, ok := B.(MultiAdamW); ok && len(g.sets) > 0 {
-			if err := multi.AdamWAll(g.sets, p); err != nil {
-				return fmt.Errorf("adamw on %d shard segments: %w", len(g.sets), err)
-			}
-			continue
-		}
-		for _, s := range g.sets {
-			if err := B.AdamW(s.Param, s.Grad, s.M, s.V, p); err != nil {
-				return fmt.Errorf("adamw on a shard: %w", err)
-			}
-		}
+	if err := o.stepSets(B, sets, noDecay, lr); err != nil {
+		return fmt.Errorf("shards: %w", err)
 	}
 	for _, bk := range d.buckets {
 		if d.m.Compute != F32 {
