@@ -12,7 +12,6 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"whet/engine"
-	"whet/engine/atomicfile"
 	"whet/engine/worker"
 	"whet/tui"
 )
@@ -38,18 +37,9 @@ func runAttach(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	rd, err := engine.NewRunDir(*dir, name)
+	rd, cfg, err := openRun(*dir, name)
 	if err != nil {
 		return err
-	}
-	if _, err := os.Stat(rd.Path()); err != nil {
-		return fmt.Errorf("no run %s in %s (whet runs --dir %s lists them)", name, *dir, *dir)
-	}
-	cfg := engine.RunConfig{Name: name, RunsDir: *dir}
-	if raw, err := atomicfile.ReadFile(rd.Config()); err == nil {
-		if saved, err := engine.DecodeRunConfig(raw); err == nil {
-			cfg = saved
-		}
 	}
 	events, ctl, warnings, err := worker.Attach(rd)
 	if err != nil {

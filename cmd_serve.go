@@ -156,12 +156,10 @@ func (c *countedConn) Close() error {
 // dependencies, as `whet` has them.
 func servedStudioOptions(c serveConfig, ctx context.Context) tui.Options {
 	opts := tui.Options{ModelsDir: c.modelsDir, RunsDir: c.runsDir, DataDirs: c.dataDirs}
+	// Runs started from a session are detached runs (fillStudioDeps): they
+	// go on when the connection drops or the server stops. The session's
+	// context ends its viewers' connections to them, and its checks.
 	fillStudioDeps(&opts)
-	// A run started from a session is a detached run: it goes on when the
-	// connection drops (or the server stops), and can be attached to.
-	if _, ok := opts.Engine.(unavailableEngine); !ok {
-		opts.Engine = detachedStudioEngine{}
-	}
-	opts.Context = context.WithoutCancel(ctx)
+	opts.Context = ctx
 	return opts
 }

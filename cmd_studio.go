@@ -58,14 +58,21 @@ func (u unavailableHub) Pull(context.Context, hub.Ref, func(hub.Progress)) (*hub
 
 var _ tui.Hub = unavailableHub{}
 
-// fillStudioDeps wires the studio to the real engine, catalog, checks and
-// Hub (whet and every whet serve session).
+// fillStudioDeps wires the studio to the real engine, catalog, checks,
+// Hub and runs folder (whet and every whet serve session); opts.RunsDir
+// is set first.
 func fillStudioDeps(opts *tui.Options) {
 	eng, err := newStudioEngine()
 	if err != nil {
 		eng = unavailableEngine{err: err}
+	} else {
+		// A studio run is a detached run: it trains in a worker process
+		// of its own and goes on when the studio quits or the connection
+		// drops; the studio (or another, or whet attach) follows it.
+		eng = detachedStudioEngine{}
 	}
 	opts.Engine = eng
+	opts.Runs = studioRuns{dir: opts.RunsDir}
 	opts.Catalog = newStudioCatalog()
 	opts.Presets = newStudioPresets()
 	opts.Fit = newStudioFit()

@@ -21,7 +21,13 @@ import (
 // and whet attach (or another session) can follow it.
 type detachedStudioEngine struct{}
 
-var _ tui.Engine = detachedStudioEngine{}
+var (
+	_ tui.Engine   = detachedStudioEngine{}
+	_ tui.Detacher = detachedStudioEngine{}
+)
+
+// Detached tells the studio that quitting leaves the run training.
+func (detachedStudioEngine) Detached() bool { return true }
 
 func (detachedStudioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
 	if !hub.LooksLikeRef(cfg.Model) {
@@ -79,6 +85,8 @@ func (detachedStudioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-
 	if err != nil {
 		return nil, nil, err
 	}
-	events, ctl, _, err := worker.Attach(rd)
+	// The viewer's connection ends with ctx (an SSH session's); the run
+	// does not.
+	events, ctl, _, err := worker.AttachContext(ctx, rd)
 	return events, ctl, err
 }

@@ -51,10 +51,12 @@ type dashboard struct {
 	paused, stopping, quitAfter bool
 	ckptAsked                   bool
 	// viewer is set when the run belongs to a worker process (whet
-	// attach): q then leaves the viewer and the run goes on.
-	viewer  bool
-	confirm confirmKind
-	done    *engine.DoneEvent
+	// attach, a detached studio run): q then leaves the viewer and the
+	// run goes on. backToRuns: the viewer was opened from the runs page,
+	// and q goes back there (left is set) rather than quitting.
+	viewer, backToRuns, left bool
+	confirm                  confirmKind
+	done                     *engine.DoneEvent
 }
 
 func newDashboard(c *common, cfg engine.RunConfig, events <-chan engine.Event, ctl engine.RunControl, gpu GPUSampler, every time.Duration) *dashboard {
@@ -63,7 +65,7 @@ func newDashboard(c *common, cfg engine.RunConfig, events <-chan engine.Event, c
 
 // init starts reading events and sampling the GPU.
 func (d *dashboard) init() tea.Cmd {
-	return tea.Batch(waitEvent(d.events), sampleGPU(d.gpu, 0))
+	return tea.Batch(waitEvent(d.events), sampleGPU(d.gpu, 0, d.events))
 }
 
 // update handles events and keys. finished is true once the DoneEvent has
@@ -71,6 +73,9 @@ func (d *dashboard) init() tea.Cmd {
 func (d *dashboard) update(msg tea.Msg) (cmd tea.Cmd, finished bool) {
 	switch msg := msg.(type) {
 	case engineEventMsg:
+		if msg.src != d.events {
+			return nil, false
+		}
 		if done, ok := msg.ev.(engine.DoneEvent); ok {
 			d.done = &done
 			return nil, true
@@ -78,19 +83,25 @@ func (d *dashboard) update(msg tea.Msg) (cmd tea.Cmd, finished bool) {
 		d.apply(msg.ev)
 		return waitEvent(d.events), false
 	case engineClosedMsg:
+		if msg.src != d.events {
+			return nil, false
+		}
 		d.done = &engine.DoneEvent{Err: fmt.Errorf("the engine closed its event stream without reporting the end of the run")}
 		if d.last != nil {
 			d.done.Step = d.last.Step
 		}
 		return nil, true
 	case gpuMsg:
+		if msg.src != d.events {
+			return nil, false // a left dashboard's sampling ends here
+		}
 		if msg.err != nil {
 			d.gpuErr = msg.err.Error()
 			return nil, false // no GPU: stop sampling
 		}
 		s := msg.stats
 		d.gpuStats, d.gpuErr = &s, ""
-		return sampleGPU(d.gpu, d.gpuEvery), false
+		return sampleGPU(d.gpu, d.gpuEvery, d.events), false
 	case tea.KeyPressMsg:
 		return d.key(msg), false
 	}
@@ -177,6 +188,10 @@ func (d *dashboard) key(k tea.KeyPressMsg) tea.Cmd {
 			d.confirm = confirmStop
 		}
 	case "q", "ctrl+c":
+		if d.viewer && d.backToRuns && s == "q" {
+			d.left = true // back to the runs page; the worker trains on
+			return nil
+		}
 		if d.viewer {
 			return tea.Quit // the worker trains on
 		}
@@ -217,6 +232,9 @@ func (d *dashboard) help() []key.Binding {
 	quit := d.keys.Quit
 	if d.viewer {
 		quit = bind("q", "quit viewer (run goes on)")
+		if d.backToRuns {
+			quit = bind("q", "runs (run goes on)")
+		}
 	}
 	if d.stopping {
 		if d.viewer {

@@ -35,7 +35,7 @@ func RenderDashboardProfile(p colorprofile.Profile, cfg engine.RunConfig, w, h i
 		d.update(gpuMsg{err: gpuErr})
 	}
 	for _, ev := range events {
-		if _, finished := d.update(engineEventMsg{ev: ev}); finished {
+		if _, finished := d.update(engineEventMsg{src: d.events, ev: ev}); finished {
 			return newSummary(d).view(w, h)
 		}
 	}

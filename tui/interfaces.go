@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"time"
 
 	"whet/engine"
 )
@@ -155,4 +156,45 @@ type Chatter interface {
 // outDir. Cancelling ctx abandons the export.
 type Exporter interface {
 	Export(ctx context.Context, runDir, format, quant, outDir string, progress func(done, total int, what string)) (files []string, err error)
+}
+
+// Detacher is an Engine whose runs belong to a worker process of their
+// own (whet train --detach): the studio only watches and steers them, so
+// quitting it leaves the run training. Checked by type assertion; an
+// engine without it runs in the studio's process, and quitting stops the
+// run with a checkpoint.
+type Detacher interface {
+	Detached() bool
+}
+
+// RunInfo is one run of the runs folder as the runs page lists it.
+type RunInfo struct {
+	Name, Method, Model string
+	// State: running, paused, done, stopped, failed, crashed (says
+	// running while no process holds its lock), unreadable or unknown.
+	State string
+	// Live: a worker holds the run's lock now; PID is its process.
+	Live bool
+	PID  int
+	// Silent is how long a run that says running has written no step,
+	// once that is suspiciously long (0 otherwise).
+	Silent      time.Duration
+	Step, Total int
+	LastLoss    float64
+	HasLoss     bool
+	// For a crashed run: the worker's last words (and the log they are
+	// from), and the checkpoint whet train -c Config resumes from.
+	LastWords, LastWordsFile string
+	ResumeFrom               string
+	ResumeStep               int
+	Config                   string
+}
+
+// RunBrowser lists the runs folder and opens a run for a viewer: its
+// history replayed from the folder, then, for a live run, its worker's
+// live events. Cancelling ctx leaves the run (the channel closes; the run
+// goes on).
+type RunBrowser interface {
+	List() (runs []RunInfo, warnings []string, err error)
+	Attach(ctx context.Context, name string) (AttachedRun, error)
 }

@@ -11,11 +11,16 @@ import (
 // Messages the studio sends itself. Each one carries the result of work
 // done in a tea.Cmd, so Update never blocks.
 type (
-	// engineEventMsg is one event from the running trainer.
-	engineEventMsg struct{ ev engine.Event }
+	// engineEventMsg is one event from the running trainer; src is the
+	// channel it came from, so a dashboard the user has left (a viewer
+	// of the runs page) never takes another's events.
+	engineEventMsg struct {
+		src <-chan engine.Event
+		ev  engine.Event
+	}
 	// engineClosedMsg says the event channel closed without a DoneEvent
-	// (an engine bug, reported as a failed run).
-	engineClosedMsg struct{}
+	// (an engine bug, reported as a failed run, or a viewer that left).
+	engineClosedMsg struct{ src <-chan engine.Event }
 	// runStartedMsg is the answer to starting a run.
 	runStartedMsg struct {
 		cfg     engine.RunConfig
@@ -37,8 +42,10 @@ type (
 		report FitReport
 		err    error
 	}
-	// gpuMsg is a GPU sample; the dashboard re-arms the next one.
+	// gpuMsg is a GPU sample; the dashboard whose events are src re-arms
+	// the next one (a left dashboard's samples end there).
 	gpuMsg struct {
+		src   <-chan engine.Event
 		stats GPUStats
 		err   error
 	}
@@ -50,20 +57,21 @@ func waitEvent(ch <-chan engine.Event) tea.Cmd {
 	return func() tea.Msg {
 		ev, ok := <-ch
 		if !ok {
-			return engineClosedMsg{}
+			return engineClosedMsg{src: ch}
 		}
-		return engineEventMsg{ev: ev}
+		return engineEventMsg{src: ch, ev: ev}
 	}
 }
 
-// sampleGPU reads the sampler after the interval (immediately when zero).
-func sampleGPU(g GPUSampler, every time.Duration) tea.Cmd {
+// sampleGPU reads the sampler after the interval (immediately when zero)
+// for the dashboard whose events are src.
+func sampleGPU(g GPUSampler, every time.Duration, src <-chan engine.Event) tea.Cmd {
 	if g == nil {
 		return nil
 	}
 	read := func(time.Time) tea.Msg {
 		s, err := g.Sample()
-		return gpuMsg{stats: s, err: err}
+		return gpuMsg{src: src, stats: s, err: err}
 	}
 	if every <= 0 {
 		return func() tea.Msg { return read(time.Time{}) }

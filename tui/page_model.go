@@ -23,6 +23,8 @@ import (
 // folder path or a Hub repo id, which it downloads with a progress bar.
 type modelPage struct {
 	*common
+	// runsKey: the studio has a runs page, opened with r from this page.
+	runsKey   bool
 	cfg       *engine.RunConfig
 	catalog   []ModelInfo
 	local     []ModelInfo
@@ -490,6 +492,12 @@ func (p *modelPage) setSize(w, h int) {
 
 func (p *modelPage) typing() bool { return p.typing_ || p.filtering }
 
+// plain: the list is shown with nothing typed, offered or downloading, so
+// a letter key is a command (r: the runs page).
+func (p *modelPage) plain() bool {
+	return p.pull == nil && !p.typing_ && !p.filtering && p.offer == nil
+}
+
 func (p *modelPage) help() []key.Binding {
 	switch {
 	case p.pull != nil:
@@ -501,7 +509,11 @@ func (p *modelPage) help() []key.Binding {
 	case p.offer != nil:
 		return []key.Binding{bind("enter", "use the cached snapshot"), bind("esc", "dismiss")}
 	}
-	return []key.Binding{p.keys.Up, bind("enter", "choose"), bind("/", "filter")}
+	keys := []key.Binding{p.keys.Up, bind("enter", "choose"), bind("/", "filter")}
+	if p.runsKey {
+		keys = append(keys, bind("r", "runs"))
+	}
+	return keys
 }
 
 func (p *modelPage) view() string {

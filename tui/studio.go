@@ -56,6 +56,9 @@ type Options struct {
 	// worker process (whet attach): its history then live events, steered
 	// with the same keys; q leaves the viewer, the run goes on.
 	Attach *AttachedRun
+	// Runs lists the runs folder on the runs page (r on the model page)
+	// and opens runs in a viewer; nil: no runs page.
+	Runs RunBrowser
 }
 
 // AttachedRun is a run the studio watches but does not own.
@@ -63,6 +66,9 @@ type AttachedRun struct {
 	Config  engine.RunConfig
 	Events  <-chan engine.Event
 	Control engine.RunControl
+	// Warnings name lines of the run's files that could not be replayed;
+	// the dashboard lists them with its log lines.
+	Warnings []string
 }
 
 // state is the screen the root shows.
@@ -74,6 +80,7 @@ const (
 	stateSummary
 	stateChat
 	stateExport
+	stateRuns
 )
 
 // Model is the root of the studio.
@@ -86,8 +93,11 @@ type Model struct {
 	sum   *summary
 	chat  *chatPage
 	exp   *exportPage
-	cfg   *engine.RunConfig
-	quit  bool
+	runs  *runsPage
+	// leaveRun ends the viewer of a run opened from the runs page.
+	leaveRun context.CancelFunc
+	cfg      *engine.RunConfig
+	quit     bool
 }
 
 // New builds the studio. It scans the models directory once; a scan error
@@ -139,6 +149,7 @@ func New(o Options) *Model {
 	}
 	m := &Model{c: c, opts: o, cfg: &cfg}
 	mp := newModelPage(c, &cfg, catalog, local, o.ModelsDir, scanErr, o.Hub)
+	mp.runsKey = o.Runs != nil
 	m.wiz = &wizard{common: c, cfg: &cfg, pages: []page{
 		mp,
 		newMethodPage(c, &cfg, o.Presets),
@@ -148,6 +159,9 @@ func New(o Options) *Model {
 		newReviewPage(c, &cfg),
 	}}
 	m.wiz.current().enter()
+	if o.Runs != nil {
+		m.runs = newRunsPage(c, o.Runs, o.RunsDir)
+	}
 	if a := o.Attach; a != nil {
 		*m.cfg = a.Config
 		m.dash = newDashboard(c, a.Config, a.Events, a.Control, o.GPU, o.GPUEvery)
@@ -178,9 +192,14 @@ func (m *Model) Running() (<-chan engine.Event, engine.RunControl) {
 	return nil, nil
 }
 
-// Outcome describes the run that ended in this session, for a line left
-// on the terminal after the studio closes ("" if no run ended).
+// Outcome describes the run that ended in this session, or one it left
+// training in its worker, for a line left on the terminal after the
+// studio closes ("" if neither).
 func (m *Model) Outcome() string {
+	if m.dash != nil && m.dash.viewer && m.dash.done == nil {
+		name := m.dash.cfg.Name
+		return fmt.Sprintf("run %s goes on in its worker; whet attach %s follows it again", name, name)
+	}
 	if m.dash == nil || m.dash.done == nil {
 		return ""
 	}
@@ -218,6 +237,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.interrupt()
 	case runStartedMsg:
 		return m, m.started(msg)
+	case runAttachedMsg:
+		return m, m.attached(msg)
+	case runsListMsg:
+		if m.runs != nil {
+			cmd, _ := m.runs.update(msg)
+			return m, cmd
+		}
+		return m, nil
 	case exportProgressMsg, exportDoneMsg:
 		// An export reports to its page whichever screen is showing.
 		if m.exp != nil {
@@ -244,6 +271,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if k, ok := msg.(tea.KeyPressMsg); ok && k.String() == "q" && !m.wiz.current().typing() {
 			return m, tea.Quit
 		}
+		if k, ok := msg.(tea.KeyPressMsg); ok && k.String() == "r" && m.runs != nil && m.wiz.at == 0 {
+			if mp, ok := m.wiz.current().(*modelPage); ok && mp.plain() {
+				m.state = stateRuns
+				return m, m.runs.refresh()
+			}
+		}
 		cmd, start := m.wiz.update(msg)
 		if start {
 			return m, tea.Batch(cmd, m.start())
@@ -254,6 +287,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		cmd, finished := m.dash.update(msg)
+		if m.dash.left {
+			return m, m.backToRuns()
+		}
 		if finished {
 			if m.dash.quitAfter {
 				return m, tea.Quit
@@ -261,6 +297,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.sum = newSummary(m.dash)
 			m.sum.chat = m.opts.Chat != nil
 			m.sum.export = m.opts.Exporter != nil
+			m.sum.backToRuns = m.dash.backToRuns
 			m.state = stateSummary
 		}
 		return m, cmd
@@ -269,6 +306,10 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			switch k.String() {
 			case "q":
 				return m, tea.Quit
+			case "esc":
+				if m.sum.backToRuns {
+					return m, m.backToRuns()
+				}
 			case "t", "enter":
 				if m.sum.canChat() {
 					if m.chat == nil {
@@ -301,13 +342,65 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.state = stateSummary
 		}
 		return m, cmd
+	case stateRuns:
+		cmd, act := m.runs.update(msg)
+		switch act {
+		case runsBack:
+			m.state = stateWizard
+		case runsQuit:
+			return m, tea.Quit
+		}
+		return m, cmd
 	}
 	return m, nil
+}
+
+// attached opens the viewer of a run chosen on the runs page.
+func (m *Model) attached(msg runAttachedMsg) tea.Cmd {
+	if m.runs == nil || m.runs.attaching != msg.name {
+		if msg.cancel != nil {
+			msg.cancel()
+		}
+		return nil
+	}
+	m.runs.attaching = ""
+	if msg.err != nil {
+		m.runs.err = msg.err.Error()
+		return nil
+	}
+	if m.state != stateRuns { // the user went elsewhere meanwhile
+		msg.cancel()
+		return nil
+	}
+	m.leaveRun = msg.cancel
+	*m.cfg = msg.run.Config
+	m.dash = attachedDashboard(m.c, msg.run, m.opts.GPU, m.opts.GPUEvery)
+	m.sum = nil
+	m.state = stateDashboard
+	return m.dash.init()
+}
+
+// backToRuns leaves the viewer of a run opened from the runs page (the
+// run goes on) and lists the runs again. The chat and export pages were
+// of that run: they are closed.
+func (m *Model) backToRuns() tea.Cmd {
+	if m.leaveRun != nil {
+		m.leaveRun()
+		m.leaveRun = nil
+	}
+	m.Close()
+	m.chat, m.exp = nil, nil
+	m.dash, m.sum = nil, nil
+	m.state = stateRuns
+	return m.runs.refresh()
 }
 
 // Close frees what the studio still holds (the chat's models). The
 // command that ran the program calls it after the program ends.
 func (m *Model) Close() {
+	if m.leaveRun != nil {
+		m.leaveRun()
+	}
 	if m.chat != nil {
 		m.chat.close()
 	}
@@ -352,6 +445,11 @@ func (m *Model) started(msg runStartedMsg) tea.Cmd {
 		return nil
 	}
 	m.dash = newDashboard(m.c, msg.cfg, msg.events, msg.control, m.opts.GPU, m.opts.GPUEvery)
+	// A run in a worker of its own is only watched: quitting leaves it
+	// training.
+	if d, ok := m.opts.Engine.(Detacher); ok && d.Detached() {
+		m.dash.viewer = true
+	}
 	m.state = stateDashboard
 	return m.dash.init()
 }
@@ -389,6 +487,8 @@ func (m *Model) render() string {
 		return m.chat.view(w, h)
 	case stateExport:
 		return m.exp.view(w, h)
+	case stateRuns:
+		return m.runs.view(w, h)
 	}
 	// A long error wraps onto up to three lines, taken from the bottom of
 	// the page (where pages keep their slack).

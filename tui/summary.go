@@ -24,6 +24,8 @@ type summary struct {
 	lastCkpt   *engine.CheckpointEvent
 	chat       bool // a chat page can be opened
 	export     bool // an export page can be opened
+	// backToRuns: opened from the runs page, to which esc goes back.
+	backToRuns bool
 }
 
 // canChat: the run ended cleanly or was stopped (both leave a result).
@@ -49,6 +51,9 @@ func (s *summary) help() []key.Binding {
 	}
 	if s.canExport() {
 		keys = append(keys, bind("e", "export"))
+	}
+	if s.backToRuns {
+		keys = append(keys, bind("esc", "runs"))
 	}
 	return append(keys, bind("q", "quit"))
 }

@@ -208,7 +208,11 @@ func finished(rd engine.RunDir, st engine.RunStatus, lastStep int) engine.DoneEv
 	case "failed":
 		d.Err = fmt.Errorf("the run failed at step %d (its log: %s)", d.Step, Log(rd))
 	default:
-		d.Err = fmt.Errorf("no process trains run %s and its status says %q: it crashed; whet train -c %s resumes it from its newest checkpoint", rd.Path(), st.State, rd.Config())
+		// What Run.Crash says in whet runs: the worker's last words and the
+		// checkpoint a new whet train starts from.
+		r := Run{State: "crashed", Config: rd.Config()}
+		r.crashFacts(rd)
+		d.Err = fmt.Errorf("no process trains run %s and its status says %q: it crashed; %s", rd.Path(), st.State, r.Crash())
 	}
 	return d
 }

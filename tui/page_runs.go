@@ -1,0 +1,310 @@
+package tui
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+
+	"whet/engine"
+)
+
+// runsPage lists the runs folder: which runs a worker trains now, which
+// ended and how, which crashed (with the worker's last words and the
+// checkpoint to resume from). Enter opens one in a viewer: its history,
+// then, for a live run, its live events, with the dashboard's keys.
+type runsPage struct {
+	*common
+	src      RunBrowser
+	dir      string
+	runs     []RunInfo
+	warnings []string
+	err      string
+	loaded   bool
+	at       int
+	seq      int
+	// attaching is the run being opened (enter pressed, no answer yet).
+	attaching string
+}
+
+// Messages of the runs page.
+type (
+	// runsListMsg is a listing of the runs folder; seq drops answers to
+	// superseded refreshes.
+	runsListMsg struct {
+		seq      int
+		runs     []RunInfo
+		warnings []string
+		err      error
+	}
+	// runAttachedMsg answers opening run name in a viewer; cancel leaves it.
+	runAttachedMsg struct {
+		name   string
+		run    AttachedRun
+		cancel context.CancelFunc
+		err    error
+	}
+)
+
+func newRunsPage(c *common, src RunBrowser, dir string) *runsPage {
+	return &runsPage{common: c, src: src, dir: dir}
+}
+
+// refresh lists the folder again (in a command: it reads files and probes
+// locks).
+func (p *runsPage) refresh() tea.Cmd {
+	p.seq++
+	seq, src := p.seq, p.src
+	return func() tea.Msg {
+		runs, warnings, err := src.List()
+		return runsListMsg{seq: seq, runs: runs, warnings: warnings, err: err}
+	}
+}
+
+// runsAction is what the root should do after a key on the runs page.
+type runsAction int
+
+const (
+	runsStay runsAction = iota
+	runsBack            // back to the wizard
+	runsQuit
+)
+
+func (p *runsPage) update(msg tea.Msg) (tea.Cmd, runsAction) {
+	switch msg := msg.(type) {
+	case runsListMsg:
+		if msg.seq != p.seq {
+			return nil, runsStay
+		}
+		p.loaded, p.runs, p.warnings, p.err = true, msg.runs, msg.warnings, ""
+		if msg.err != nil {
+			p.err = msg.err.Error()
+		}
+		p.at = min(p.at, max(len(p.runs)-1, 0))
+		return nil, runsStay
+	case tea.KeyPressMsg:
+		switch msg.String() {
+		case "up", "k":
+			p.at = max(p.at-1, 0)
+		case "down", "j":
+			p.at = min(p.at+1, max(len(p.runs)-1, 0))
+		case "home":
+			p.at = 0
+		case "end":
+			p.at = max(len(p.runs)-1, 0)
+		case "r":
+			return p.refresh(), runsStay
+		case "esc":
+			return nil, runsBack
+		case "q":
+			return nil, runsQuit
+		case "enter":
+			if p.attaching != "" || p.at >= len(p.runs) {
+				return nil, runsStay
+			}
+			return p.open(p.runs[p.at].Name), runsStay
+		}
+	}
+	return nil, runsStay
+}
+
+// open attaches to run name in a command.
+func (p *runsPage) open(name string) tea.Cmd {
+	p.attaching, p.err = name, ""
+	src, parent := p.src, p.ctx
+	return func() tea.Msg {
+		ctx, cancel := context.WithCancel(parent)
+		run, err := src.Attach(ctx, name)
+		if err != nil {
+			cancel()
+			return runAttachedMsg{name: name, err: err}
+		}
+		return runAttachedMsg{name: name, run: run, cancel: cancel}
+	}
+}
+
+func (p *runsPage) help() []key.Binding {
+	keys := []key.Binding{p.keys.Up}
+	if len(p.runs) > 0 {
+		label := "open"
+		if r := p.runs[min(p.at, len(p.runs)-1)]; r.Live {
+			label = "follow"
+		}
+		keys = append(keys, bind("enter", label))
+	}
+	return append(keys, bind("r", "refresh"), bind("esc", "wizard"), p.keys.Quit)
+}
+
+// stateLabel is a run's state in a word with its marker (colour is never
+// the only cue).
+func (p *runsPage) stateLabel(r RunInfo) string {
+	st := p.styles
+	switch {
+	case r.Live && r.State == "paused":
+		return st.Warn.Render("‖ paused")
+	case r.Live && (r.State == "running" || r.State == "unknown" || r.State == ""):
+		if r.Silent > 0 {
+			return st.Warn.Render("? silent")
+		}
+		return st.Good.Render("● training")
+	case r.Live:
+		return st.Good.Render("● ending")
+	case r.State == "running" && r.Silent > 0:
+		return st.Warn.Render("? silent")
+	case r.State == "crashed":
+		return st.Bad.Render("✗ crashed")
+	case r.State == "failed":
+		return st.Bad.Render("✗ failed")
+	case r.State == "done":
+		return st.Good.Render("✓ finished")
+	case r.State == "stopped":
+		return st.Warn.Render("■ stopped")
+	}
+	return st.Muted.Render("? " + orDefault(r.State, "unknown"))
+}
+
+// detail says, for the selected run, what state it is in and what enter
+// (or whet train) does with it.
+func (p *runsPage) detail(r RunInfo, w int) []string {
+	st := p.styles
+	var lines []string
+	add := func(style lipgloss.Style, s string) {
+		for _, l := range strings.Split(wrap(printable(s), w), "\n") {
+			lines = append(lines, style.Render(l))
+		}
+	}
+	resume := func() {
+		if r.ResumeFrom != "" {
+			add(st.Label, fmt.Sprintf("resume: whet train -c %s (from its checkpoint at step %d, %s)", r.Config, r.ResumeStep, r.ResumeFrom))
+		} else {
+			add(st.Label, fmt.Sprintf("no checkpoint: whet train -c %s starts it over", r.Config))
+		}
+	}
+	switch {
+	case r.Live:
+		who := "a worker"
+		if r.PID > 0 {
+			who = fmt.Sprintf("worker pid %d", r.PID)
+		}
+		add(st.Good, fmt.Sprintf("%s trains it now. enter follows it: its history, then live, with the dashboard's keys; q leaves it training.", who))
+		if r.Silent > 0 {
+			add(st.Warn, fmt.Sprintf("no step written for %s: it may be hung.", fmtDur(r.Silent)))
+		}
+	case r.State == "crashed":
+		add(st.Bad, "crashed: its status says it was training, but no process holds its lock.")
+		if r.LastWordsFile != "" {
+			add(st.Muted, "last words ("+r.LastWordsFile+"): "+r.LastWords)
+		} else {
+			add(st.Muted, "no worker log: it was trained in a process that left none.")
+		}
+		resume()
+	case r.State == "running" && r.Silent > 0:
+		add(st.Warn, fmt.Sprintf("says running but has written no step for %s, and no lock tells whether a process trains it.", fmtDur(r.Silent)))
+	case r.State == "done":
+		add(st.Muted, "finished. enter shows its loss history and summary (chat, export).")
+	case r.State == "stopped":
+		add(st.Muted, "stopped with a checkpoint. enter shows its loss history.")
+		resume()
+	case r.State == "failed":
+		add(st.Muted, "failed. enter shows its loss history and the error.")
+	default:
+		add(st.Muted, "enter shows what its folder holds.")
+	}
+	return lines
+}
+
+func (p *runsPage) view(w, h int) string {
+	st := p.styles
+	var out []string
+	title := st.Title.Render("whet") + "  " + st.Bold.Render("Runs") + st.Muted.Render(" in "+p.dir)
+	out = append(out, title, "")
+	var status []string
+	if p.err != "" {
+		status = append(status, st.Bad.Render(wrap("✗ "+oneLine(printable(p.err)), w)))
+	} else if p.attaching != "" {
+		status = append(status, st.Muted.Render("opening "+p.attaching+"…"))
+	} else if n := len(p.warnings); n > 0 {
+		status = append(status, st.Warn.Render(trimTo(oneLine(printable(p.warnings[n-1])), w)))
+	}
+	switch {
+	case !p.loaded && p.err == "":
+		out = append(out, st.Muted.Render("reading "+p.dir+"…"))
+	case len(p.runs) == 0 && p.err == "":
+		out = append(out, st.Muted.Render(wrap("No runs in "+p.dir+" yet. Start one from the wizard (esc), or with whet train -c run.yaml --detach.", w)))
+	case len(p.runs) > 0:
+		detail := p.detail(p.runs[min(p.at, len(p.runs)-1)], w-2)
+		room := h - len(out) - 1 /* header */ - 1 /* blank */ - len(detail) - len(status) - 1 /* help */
+		out = append(out, p.table(w, max(room, 1))...)
+		out = append(out, "")
+		for _, l := range detail {
+			out = append(out, "  "+l)
+		}
+	}
+	body := fitBlock(strings.Join(out, "\n"), w, h-1-len(status))
+	if len(status) > 0 {
+		body += "\n" + fitBlock(strings.Join(status, "\n"), w, len(status))
+	}
+	return body + "\n" + fitBlock(p.helpLine(p.help()...), w, 1)
+}
+
+// table is the header and up to room rows, scrolled to keep the cursor in
+// view.
+func (p *runsPage) table(w, room int) []string {
+	st := p.styles
+	nameW := len("NAME")
+	for _, r := range p.runs {
+		nameW = max(nameW, lipgloss.Width(r.Name))
+	}
+	nameW = min(nameW, max(w/3, 12))
+	const stateW, stepsW, lossW, methodW = 12, 11, 8, 6
+	modelW := max(w-2-nameW-stateW-stepsW-lossW-methodW-5, 4)
+	cell := func(s string, n int) string {
+		s = trimTo(s, n)
+		return s + strings.Repeat(" ", max(n-lipgloss.Width(s), 0))
+	}
+	head := "  " + cell("NAME", nameW) + " " + cell("STATE", stateW) + " " + cell("STEPS", stepsW) + " " + cell("LOSS", lossW) + " " + cell("METHOD", methodW) + " " + "MODEL"
+	lines := []string{st.Muted.Render(head)}
+	rows := room - 1
+	first := 0
+	if p.at >= rows {
+		first = p.at - rows + 1
+	}
+	for i := first; i < len(p.runs) && i < first+rows; i++ {
+		r := p.runs[i]
+		steps := fmt.Sprint(r.Step)
+		if r.Total > 0 {
+			steps = fmt.Sprintf("%d/%d", r.Step, r.Total)
+		}
+		loss := "–"
+		if r.HasLoss {
+			loss = fmt.Sprintf("%.4f", r.LastLoss)
+			if math.IsNaN(r.LastLoss) {
+				loss = "NaN"
+			}
+		}
+		name := cell(printable(r.Name), nameW)
+		mark := "  "
+		if i == p.at {
+			mark, name = st.Selected.Render("› "), st.Selected.Render(name)
+		}
+		state := p.stateLabel(r)
+		state += strings.Repeat(" ", max(stateW-lipgloss.Width(state), 0))
+		lines = append(lines, mark+name+" "+state+" "+cell(steps, stepsW)+" "+cell(loss, lossW)+" "+cell(orDefault(r.Method, "–"), methodW)+" "+trimTo(printable(orDefault(r.Model, "–")), modelW))
+	}
+	return lines
+}
+
+// attachedDashboard is the viewer of a run opened from the runs page.
+func attachedDashboard(c *common, a AttachedRun, gpu GPUSampler, every time.Duration) *dashboard {
+	d := newDashboard(c, a.Config, a.Events, a.Control, gpu, every)
+	d.viewer, d.backToRuns = true, true
+	for _, w := range a.Warnings {
+		d.apply(engine.LogEvent{Text: w})
+	}
+	return d
+}

@@ -1,0 +1,188 @@
+package tui_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"whet/engine"
+	"whet/tui"
+	"whet/tui/fake"
+)
+
+// scriptedRuns is a runs folder with a live run (its history, then it
+// trains on until the viewer leaves), a finished one, a crashed one with
+// a checkpoint and a stopped one.
+func scriptedRuns() *fake.Runs {
+	live := []fake.Step{}
+	for _, ev := range goldenEvents(false) {
+		if ck, ok := ev.(engine.CheckpointEvent); ok { // the fake puts it in the run's folder
+			ck.Path = strings.TrimPrefix(ck.Path, "runs/persona-lora/")
+			ev = ck
+		}
+		live = append(live, fake.Step{Event: ev})
+	}
+	live = append(live, fake.Step{After: time.Hour, Event: engine.StepEvent{Step: 61, TotalSteps: 200, Loss: 1}})
+	finished := []fake.Step{}
+	for i := 1; i <= 20; i++ {
+		finished = append(finished, fake.Step{Event: engine.StepEvent{Step: i, TotalSteps: 20, Loss: 3 - float64(i)*0.1, Elapsed: time.Duration(i) * time.Second}})
+	}
+	finished = append(finished, fake.Step{Event: engine.DoneEvent{Step: 20, Elapsed: 20 * time.Second, FinalDir: "runs/old-done"}})
+	crashed := []fake.Step{
+		{Event: engine.StepEvent{Step: 1, TotalSteps: 50, Loss: 2.9}},
+		{Event: engine.StepEvent{Step: 2, TotalSteps: 50, Loss: 2.7}},
+		{Event: engine.DoneEvent{Step: 2, Err: errors.New("no process trains run runs/crashed-run and its status says \"running\": it crashed; last words in runs/crashed-run/worker.log: cuda: an illegal memory access was encountered (700); whet train -c runs/crashed-run/run.yaml resumes from runs/crashed-run/checkpoints/step-000002 (step 2)")}},
+	}
+	return &fake.Runs{RunsDir: "runs", Runs: []tui.RunInfo{
+		{Name: "crashed-run", Method: "qlora", Model: "llama-3.2-1b-instruct", State: "crashed", Step: 2, Total: 50, LastLoss: 2.7, HasLoss: true,
+			LastWords: "cuda: an illegal memory access was encountered (700)", LastWordsFile: "runs/crashed-run/worker.log",
+			ResumeFrom: "runs/crashed-run/checkpoints/step-000002", ResumeStep: 2, Config: "runs/crashed-run/run.yaml"},
+		{Name: "old-done", Method: "lora", Model: "whet-demo-8m", State: "done", Step: 20, Total: 20, LastLoss: 1, HasLoss: true, Config: "runs/old-done/run.yaml"},
+		{Name: "persona-lora", Method: "lora", Model: "qwen2.5-0.5b-instruct", State: "running", Live: true, PID: 4242, Step: 60, Total: 200, LastLoss: 1.2, HasLoss: true, Config: "runs/persona-lora/run.yaml"},
+		{Name: "stopped-full", Method: "full", Model: "qwen2.5-0.5b-instruct", State: "stopped", Step: 40, Total: 500, LastLoss: 1.5, HasLoss: true, Config: "runs/stopped-full/run.yaml"},
+	}, Scripts: map[string][]fake.Step{"persona-lora": live, "old-done": finished, "crashed-run": crashed}}
+}
+
+// The runs page at both sizes: every state marked in words, the crashed
+// run's last words and the checkpoint it resumes from; the model page
+// offers it with r.
+func TestGoldenRunsPage(t *testing.T) {
+	for _, sz := range sizes {
+		name := fmt.Sprintf("%dx%d", sz.w, sz.h)
+		o := testOptions(&fake.Engine{})
+		o.Runs = scriptedRuns()
+		d := newDriver(t, o, sz.w, sz.h)
+		if sz.w == 80 {
+			golden(t, "wizard_1model_runs_"+name, d.view())
+		}
+		d.keys("r")
+		d.waitScreen("persona-lora")
+		checkSize(t, d.view(), sz.w, sz.h)
+		golden(t, "runs_crashed_"+name, d.view())
+		d.keys("down", "down")
+		checkSize(t, d.view(), sz.w, sz.h)
+		golden(t, "runs_live_"+name, d.view())
+	}
+	o := testOptions(&fake.Engine{})
+	o.Runs = &fake.Runs{RunsDir: "runs"}
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("No runs in runs yet")
+	golden(t, "runs_empty_80x24", d.view())
+}
+
+// From the runs page a live run opens in a viewer: its whole history
+// first, then live; the dashboard's keys steer it; q goes back to the
+// runs page, leaving the run training (the viewer's connection is
+// closed, nothing stops it). A finished run opens on its summary, and
+// esc goes back.
+func TestRunsPageFlow(t *testing.T) {
+	runs := scriptedRuns()
+	o := testOptions(&fake.Engine{})
+	o.Runs = runs
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("persona-lora")
+	d.keys("down", "down", "enter")
+	d.waitScreen("eval loss 1.1818") // the whole history: step 60's eval is its last event
+	if s := d.screen(); !strings.Contains(s, "q runs (run goes on)") || !strings.Contains(s, "checkpoint #1") {
+		t.Errorf("viewer of a live run:\n%s", s)
+	}
+	golden(t, "runs_viewer_80x24", d.view())
+	d.keys("p", "c")
+	if p, _, c, s := runs.Control("persona-lora").Counts(); p != 1 || c != 1 || s != 0 {
+		t.Errorf("pauses %d checkpoints %d stops %d, want 1 1 0", p, c, s)
+	}
+	d.keys("q")
+	d.waitScreen("Runs in runs")
+	poll(t, "the viewer to leave the run", func() bool { return runs.Left() == 1 })
+	if ev, _ := d.m.Running(); ev != nil || d.quit {
+		t.Fatal("leaving a viewer quit the studio or left a run to stop")
+	}
+	if _, _, _, s := runs.Control("persona-lora").Counts(); s != 0 {
+		t.Error("leaving the viewer stopped the run")
+	}
+	d.keys("up", "enter") // old-done
+	d.waitScreen("20 of 20 steps")
+	if s := d.screen(); !strings.Contains(s, "20 of 20 steps") || !strings.Contains(s, "esc runs") {
+		t.Errorf("summary of a finished run:\n%s", s)
+	}
+	d.keys("esc")
+	d.waitScreen("Runs in runs")
+	d.keys("up", "enter") // crashed-run: its history, then why it ended
+	d.waitScreen("2 of 50 steps")
+	if s := d.screen(); !strings.Contains(s, "crashed;") || !strings.Contains(s, "(step 2)") || !strings.Contains(s, "resume it: whet train -c runs/crashed-run/run.yaml") {
+		t.Errorf("summary of a crashed run:\n%s", s)
+	}
+	d.keys("esc")
+	d.waitScreen("Runs in runs")
+	d.keys("esc")
+	d.waitScreen("Choose the base model")
+	if got := strings.Join(runs.Attached(), ","); got != "persona-lora,old-done,crashed-run" {
+		t.Errorf("attached %s", got)
+	}
+	d.keys("q")
+	d.waitFor("q on the model page to quit", func() bool { return d.quit })
+}
+
+// An error listing the folder or opening a run is shown on the page.
+func TestRunsPageErrors(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Runs = &fake.Runs{RunsDir: "runs", ListErr: errors.New("reading runs directory runs: permission denied")}
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("permission denied")
+	runs := scriptedRuns()
+	o.Runs = runs
+	d = newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("persona-lora")
+	d.keys("end", "enter") // stopped-full has no script here: Attach fails
+	d.waitScreen("no run stopped-full in runs")
+	if !strings.Contains(d.screen(), "Runs in runs") {
+		t.Errorf("an attach error left the runs page:\n%s", d.screen())
+	}
+}
+
+// A run started from the wizard on an engine whose runs live in a worker
+// of their own is only watched: q leaves it training and the studio says
+// how to follow it again.
+func TestDetachedStudioRunIsWatchedOnly(t *testing.T) {
+	script := scriptSteps(3)
+	script = append(script, fake.Step{After: time.Hour, Event: engine.StepEvent{Step: 4, TotalSteps: 100}})
+	eng := &detachedFake{Engine: fake.Engine{Script: script}}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	d.run(d.m.Init())
+	startDefaultRun(t, d)
+	d.waitScreen("3/100")
+	if !strings.Contains(d.screen(), "quit viewer (run goes on)") {
+		t.Errorf("help line of a detached run's dashboard:\n%s", d.screen())
+	}
+	d.keys("q")
+	d.waitFor("q to leave the studio", func() bool { return d.quit })
+	if ev, _ := d.m.Running(); ev != nil {
+		t.Error("a detached run is handed back to be stopped on exit")
+	}
+	if _, _, _, stops := eng.LastControl().Counts(); stops != 0 {
+		t.Error("quitting stopped the detached run")
+	}
+	if got := d.m.Outcome(); !strings.Contains(got, "goes on in its worker; whet attach") {
+		t.Errorf("outcome %q", got)
+	}
+}
+
+type detachedFake struct{ fake.Engine }
+
+func (*detachedFake) Detached() bool { return true }
+
+// poll waits for cond, which no message of the studio's signals (bounded).
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
