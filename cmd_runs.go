@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -18,6 +17,7 @@ func init() {
 // runSummary is one row of `whet runs`.
 type runSummary struct {
 	name, state, method, model string
+	steps, loss                string
 	step, total                int
 	lastLoss                   float64
 	hasLoss                    bool
@@ -50,15 +50,7 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATUS\tSTEPS\tLAST LOSS\tMETHOD\tMODEL")
 	for _, r := range runs {
-		steps := strconv.Itoa(r.step)
-		if r.total > 0 {
-			steps = fmt.Sprintf("%d/%d", r.step, r.total)
-		}
-		loss := "–"
-		if r.hasLoss {
-			loss = fmt.Sprintf("%.4f", r.lastLoss)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, steps, loss, orDash(r.method), orDash(r.model))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, r.steps, r.loss, orDash(r.method), orDash(r.model))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -88,7 +80,7 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 	out := make([]runSummary, len(runs))
 	for i, r := range runs {
 		s := runSummary{name: r.Name, state: r.State, method: r.Method, model: r.Model, step: r.Step, total: r.Total,
-			lastLoss: r.LastLoss, hasLoss: r.HasLoss, crash: r.Crash()}
+			lastLoss: r.LastLoss, hasLoss: r.HasLoss, crash: r.Crash(), steps: r.Steps(), loss: r.Loss()}
 		switch {
 		case r.Silent > 0:
 			s.state = fmt.Sprintf("running? (no step for %dh%02dm)", int(r.Silent.Hours()), int(r.Silent.Minutes())%60)

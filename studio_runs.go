@@ -19,18 +19,7 @@ type studioRuns struct{ dir string }
 var _ tui.RunBrowser = studioRuns{}
 
 func (r studioRuns) List() ([]tui.RunInfo, []string, error) {
-	runs, warnings, err := worker.List(r.dir, time.Now())
-	out := make([]tui.RunInfo, len(runs))
-	for i, w := range runs {
-		out[i] = tui.RunInfo{Name: w.Name, Method: w.Method, Model: w.Model, State: w.State, Live: w.Live, PID: w.PID,
-			Silent: w.Silent, Step: w.Step, Total: w.Total, LastLoss: w.LastLoss, HasLoss: w.HasLoss,
-			LastWords: w.LastWords, LastWordsFile: w.LastWordsFile, ResumeFrom: w.ResumeFrom, ResumeStep: w.ResumeStep,
-			Config: w.Config}
-		if w.ResumeErr != "" {
-			out[i].LastWords = w.ResumeErr
-		}
-	}
-	return out, warnings, err
+	return worker.List(r.dir, time.Now())
 }
 
 func (r studioRuns) Attach(ctx context.Context, name string) (tui.AttachedRun, error) {

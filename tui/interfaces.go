@@ -2,9 +2,9 @@ package tui
 
 import (
 	"context"
-	"time"
 
 	"whet/engine"
+	"whet/engine/worker"
 )
 
 // The studio talks to the rest of whet through these small interfaces, so
@@ -167,28 +167,10 @@ type Detacher interface {
 	Detached() bool
 }
 
-// RunInfo is one run of the runs folder as the runs page lists it.
-type RunInfo struct {
-	Name, Method, Model string
-	// State: running, paused, done, stopped, failed, crashed (says
-	// running while no process holds its lock), unreadable or unknown.
-	State string
-	// Live: a worker holds the run's lock now; PID is its process.
-	Live bool
-	PID  int
-	// Silent is how long a run that says running has written no step,
-	// once that is suspiciously long (0 otherwise).
-	Silent      time.Duration
-	Step, Total int
-	LastLoss    float64
-	HasLoss     bool
-	// For a crashed run: the worker's last words (and the log they are
-	// from), and the checkpoint whet train -c Config resumes from.
-	LastWords, LastWordsFile string
-	ResumeFrom               string
-	ResumeStep               int
-	Config                   string
-}
+// RunInfo is one run of the runs folder as the runs page (and whet runs)
+// list it: its state from the worker's lock, and for a crashed run the
+// worker's last words and the checkpoint to resume from.
+type RunInfo = worker.Run
 
 // RunBrowser lists the runs folder and opens a run for a viewer: its
 // history replayed from the folder, then, for a live run, its worker's

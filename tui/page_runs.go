@@ -3,7 +3,6 @@ package tui
 import (
 	"context"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -276,17 +275,6 @@ func (p *runsPage) table(w, room int) []string {
 	}
 	for i := first; i < len(p.runs) && i < first+rows; i++ {
 		r := p.runs[i]
-		steps := fmt.Sprint(r.Step)
-		if r.Total > 0 {
-			steps = fmt.Sprintf("%d/%d", r.Step, r.Total)
-		}
-		loss := "–"
-		if r.HasLoss {
-			loss = fmt.Sprintf("%.4f", r.LastLoss)
-			if math.IsNaN(r.LastLoss) {
-				loss = "NaN"
-			}
-		}
 		name := cell(printable(r.Name), nameW)
 		mark := "  "
 		if i == p.at {
@@ -294,7 +282,7 @@ func (p *runsPage) table(w, room int) []string {
 		}
 		state := p.stateLabel(r)
 		state += strings.Repeat(" ", max(stateW-lipgloss.Width(state), 0))
-		lines = append(lines, mark+name+" "+state+" "+cell(steps, stepsW)+" "+cell(loss, lossW)+" "+cell(orDefault(r.Method, "–"), methodW)+" "+trimTo(printable(orDefault(r.Model, "–")), modelW))
+		lines = append(lines, mark+name+" "+state+" "+cell(r.Steps(), stepsW)+" "+cell(r.Loss(), lossW)+" "+cell(orDefault(r.Method, "–"), methodW)+" "+trimTo(printable(orDefault(r.Model, "–")), modelW))
 	}
 	return lines
 }

@@ -71,6 +71,23 @@ func (r Run) Crash() string {
 	return strings.Join(parts, "; ")
 }
 
+// Steps is how far the run got: "40/500", or "40" without a total.
+func (r Run) Steps() string {
+	if r.Total > 0 {
+		return fmt.Sprintf("%d/%d", r.Step, r.Total)
+	}
+	return fmt.Sprint(r.Step)
+}
+
+// Loss is the last loss to four places ("NaN" for a diverged run), or
+// "–" before the first step.
+func (r Run) Loss() string {
+	if !r.HasLoss {
+		return "–"
+	}
+	return fmt.Sprintf("%.4f", r.LastLoss)
+}
+
 // StaleAfter is how long a run that says running may go without a
 // metrics line before it is doubted (Run.Silent).
 const StaleAfter = 15 * time.Minute
