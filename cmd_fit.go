@@ -33,7 +33,13 @@ type fitTarget struct {
 	label     string
 	available int64
 	backend   memplan.Backend
+	// unified, when set, explains that the memory is shared by CPU and GPU.
+	unified string
 }
+
+// detectGPUs reads this machine's GPUs; tests replace it with a fake
+// device report.
+var detectGPUs = gpuinfo.Detect
 
 func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fit", flag.ContinueOnError)
@@ -161,13 +167,15 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 		if err != nil {
 			return fitTarget{}, fmt.Errorf("--gpu: %w", err)
 		}
-		label := p.Name + " profile, whole card free"
+		t := fitTarget{label: p.Name + " profile, whole card free", available: p.MemoryBytes(), backend: memplan.BackendCUDA}
 		if p.Unified {
-			label = p.Name + " profile, unified memory shared with the system"
+			t.label = p.Name + " profile, the whole pool"
+			t.unified = "CPU and GPU share this memory with the operating system and every other program; " +
+				"on the machine itself whet fit plans against what the system has available (MemAvailable), less than this total"
 		}
-		return fitTarget{label: label, available: p.MemoryBytes(), backend: memplan.BackendCUDA}, nil
+		return t, nil
 	}
-	r, err := gpuinfo.Detect()
+	r, err := detectGPUs()
 	if err != nil {
 		return fitTarget{}, fmt.Errorf("%w (plan for a profile instead with --gpu NAME)", err)
 	}
@@ -184,6 +192,15 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 		return fitTarget{}, fmt.Errorf("--device %d: this machine has %d GPU(s)", device, len(r.GPUs))
 	}
 	g := r.GPUs[device]
+	if g.Unified {
+		return fitTarget{
+			label: fmt.Sprintf("GPU %d %s: unified memory available now, of %s (driver %s, CUDA %s)",
+				g.Index, g.Name, units.Bytes(g.MemoryTotal), r.DriverVersion, r.CUDAVersion),
+			available: g.MemoryFree, backend: memplan.BackendCUDA,
+			unified: fmt.Sprintf("CPU and GPU share the system's memory (%s); the plan is checked against what the system "+
+				"has available now (MemAvailable), which other programs change: close them to free more", g.UnifiedReason),
+		}, nil
+	}
 	return fitTarget{
 		label:     fmt.Sprintf("GPU %d %s free, of %s (driver %s, CUDA %s)", g.Index, g.Name, units.Bytes(g.MemoryTotal), r.DriverVersion, r.CUDAVersion),
 		available: g.MemoryFree, backend: memplan.BackendCUDA,
@@ -283,6 +300,9 @@ func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, 
 	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 45))
 	fmt.Fprintf(w, "  %-32s %12s\n", "peak (total)", units.Bytes(peak))
 	fmt.Fprintf(w, "  %-32s %12s  %s\n\n", "available", units.Bytes(target.available), target.label)
+	if target.unified != "" {
+		fmt.Fprintf(w, "memory    unified: %s\n\n", target.unified)
+	}
 	if peak <= target.available {
 		fmt.Fprintf(w, "verdict   fits (%s to spare)\n", units.Bytes(target.available-peak))
 		return

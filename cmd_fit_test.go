@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -160,6 +161,65 @@ func TestFitDetectsThisMachine(t *testing.T) {
 
 // whet fit --gpu list shows every profile of the seed's machines with its
 // memory, rate, bandwidth and architecture.
+// A unified-memory machine (a fake DGX Spark report): whet fit plans
+// against the memory the system has available, and says the pool is shared.
+func TestFitUnifiedMemory(t *testing.T) {
+	old := detectGPUs
+	t.Cleanup(func() { detectGPUs = old })
+	detectGPUs = func() (gpuinfo.Report, error) {
+		return gpuinfo.Report{DriverVersion: "580.95.05", CUDAVersion: "13.0", RAMTotal: 128 << 30, RAMAvailable: 20 << 30,
+			GPUs: []gpuinfo.GPU{{Name: "NVIDIA GB10", ComputeMajor: 12, ComputeMinor: 1, Unified: true,
+				UnifiedReason: `the CUDA driver reports an integrated GPU; NVML reports its memory as "not supported"`,
+				MemoryTotal:   128 << 30, MemoryFree: 20 << 30, MemoryUsed: 108 << 30}}}, nil
+	}
+	code, out, errs := runFitCLI(t, "--model", "qwen3-8b", "--method", "qlora", "--seq", "1024", "--checkpointing")
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
+	}
+	for _, want := range []string{"20.0 GiB  GPU 0 NVIDIA GB10: unified memory available now, of 128 GiB", "memory    unified: CPU and GPU share",
+		"integrated GPU", "MemAvailable", "verdict   fits"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// With less available than the plan, the verdict follows MemAvailable,
+	// not the 128 GiB pool.
+	detectGPUs = func() (gpuinfo.Report, error) {
+		return gpuinfo.Report{GPUs: []gpuinfo.GPU{{Name: "NVIDIA GB10", Unified: true, UnifiedReason: "x", MemoryTotal: 128 << 30, MemoryFree: 4 << 30}}}, nil
+	}
+	if code, out, _ := runFitCLI(t, "--model", "qwen3-8b", "--method", "lora", "--seq", "1024"); code != 1 || !strings.Contains(out, "does not fit") {
+		t.Errorf("4 GiB available: exit %d, want 1 and does not fit:\n%s", code, out)
+	}
+	// The DGX Spark profile says the same about its pool.
+	if code, out, _ := runFitCLI(t, "--model", "qwen3-8b", "--method", "qlora", "--gpu", "DGX Spark"); code != 0 || !strings.Contains(out, "memory    unified:") {
+		t.Errorf("--gpu DGX Spark: exit %d:\n%s", code, out)
+	}
+}
+
+// The studio's fit check on the same fake unified-memory report: the page
+// gets the system's available memory and the reason to show.
+func TestStudioFitUnifiedMemory(t *testing.T) {
+	old := detectGPUs
+	t.Cleanup(func() { detectGPUs = old })
+	detectGPUs = func() (gpuinfo.Report, error) {
+		return gpuinfo.Report{GPUs: []gpuinfo.GPU{{Name: "NVIDIA GB10", Unified: true, UnifiedReason: "the CUDA driver reports an integrated GPU",
+			MemoryTotal: 128 << 30, MemoryFree: 90 << 30}}}, nil
+	}
+	m, err := presets.LookupMethod("qlora")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := m.RunConfig()
+	rc.Model, rc.Data.Path = "qwen3-4b", "data.jsonl"
+	rep, err := studioFit{}.Check(context.Background(), rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Unified != "the CUDA driver reports an integrated GPU" || rep.Free != 90<<30 || rep.Total != 128<<30 || !rep.Fits || rep.Device != "NVIDIA GB10" {
+		t.Errorf("report = %+v, want the unified GB10 planned against 90 GiB available", rep)
+	}
+}
+
 func TestFitListProfiles(t *testing.T) {
 	code, out, _ := runFitCLI(t, "--gpu", "list")
 	if code != 0 {

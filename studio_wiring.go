@@ -232,7 +232,7 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	if err != nil {
 		return rep, err
 	}
-	det, err := gpuinfo.Detect()
+	det, err := detectGPUs()
 	if err != nil {
 		return rep, err
 	}
@@ -243,7 +243,12 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	} else {
 		g := det.GPUs[0]
 		rep.Device = g.Name
+		// On a unified-memory GPU these are the system's MemAvailable and
+		// MemTotal (gpuinfo marks it).
 		rep.Free, rep.Total = uint64(g.MemoryFree), uint64(g.MemoryTotal)
+		if g.Unified {
+			rep.Unified = g.UnifiedReason
+		}
 	}
 	opts, err := memplan.FromRunConfig(&cfg)
 	if err != nil {

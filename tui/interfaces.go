@@ -64,6 +64,10 @@ type FitReport struct {
 	Verdict  string // one sentence
 	Advice   []Advice
 	Warnings []string
+	// Unified, when set, says the device shares the system's memory (CPU
+	// and GPU one pool: DGX Spark, integrated GPUs) and how that was
+	// detected; Free is then what the system has available now.
+	Unified string
 }
 
 // FitChecker plans a run's memory against the device it will use.

@@ -134,8 +134,17 @@ func (p *fitPage) view() string {
 		return b.String()
 	}
 	r := p.report
-	b.WriteString(wrap(fmt.Sprintf("%s free of %s on %s", units.Bytes(int64(r.Free)), units.Bytes(int64(r.Total)),
-		st.Value.Render(r.Device)), p.w) + "\n")
+	if r.Unified != "" {
+		// One pool for CPU and GPU: what is free is what the system has
+		// available now, which any other program changes.
+		b.WriteString(wrap(fmt.Sprintf("%s available of %s on %s · unified memory", units.Bytes(int64(r.Free)), units.Bytes(int64(r.Total)),
+			st.Value.Render(r.Device)), p.w) + "\n")
+		b.WriteString(st.Muted.Render(wrap("CPU and GPU share this memory ("+printable(r.Unified)+"): the plan is checked "+
+			"against what the system has available now; close other programs to free more.", p.w)) + "\n")
+	} else {
+		b.WriteString(wrap(fmt.Sprintf("%s free of %s on %s", units.Bytes(int64(r.Free)), units.Bytes(int64(r.Total)),
+			st.Value.Render(r.Device)), p.w) + "\n")
+	}
 	parts := make([]stackbar.Part, len(r.Parts))
 	for i, pp := range r.Parts {
 		parts[i] = stackbar.Part{Name: pp.Name, Bytes: pp.Bytes}

@@ -29,6 +29,18 @@ type GPU struct {
 	MemoryUsed   int64 // bytes
 	ComputeMajor int
 	ComputeMinor int
+	// Unified is true where the GPU has no memory of its own and allocates
+	// from the system's (DGX Spark's GB10, Jetson, integrated GPUs): one
+	// pool the operating system and every process draw from. MemoryTotal,
+	// MemoryFree and MemoryUsed are then the host's MemTotal, MemAvailable
+	// and their difference, the memory really free for this process.
+	// UnifiedReason says what showed it.
+	Unified       bool
+	UnifiedReason string
+
+	// nvmlNoMemory is set by the driver when NVML answers "not supported"
+	// for the device's memory, as it does on unified-memory systems.
+	nvmlNoMemory bool
 }
 
 // ComputeCapability is "major.minor", e.g. "9.0" for Hopper.
@@ -60,6 +72,9 @@ type Sample struct {
 	ClockMemoryMHz int
 	MemoryUsed     int64 // bytes
 	MemoryTotal    int64 // bytes
+	// HostMemory: NVML reports no memory for this GPU (unified memory), so
+	// MemoryUsed and MemoryTotal are the system's, from /proc/meminfo.
+	HostMemory bool
 }
 
 // ErrNoDriver means NVML could not be loaded or initialised: no NVIDIA
@@ -80,15 +95,25 @@ type driver interface {
 	sample(index int) (Sample, error)
 }
 
+// cudaProber asks the CUDA driver which GPUs are integrated
+// (CU_DEVICE_ATTRIBUTE_INTEGRATED: the device shares the host's memory),
+// keyed by NVML's spelling of their UUID. cudaprobe.go implements it on
+// Linux; tests use a fake.
+type cudaProber interface {
+	integrated() (map[string]bool, error)
+}
+
 // meminfoPath is read for the RAM figures; a variable so tests can point it
 // at a fixture.
 var meminfoPath = "/proc/meminfo"
 
 // Detect lists the GPUs. Without a driver it returns a CPU-mode report and
-// no error; an error means the driver is there but failed.
-func Detect() (Report, error) { return detect(newDriver()) }
+// no error; an error means the driver is there but failed. A GPU that
+// shares the system's memory is marked Unified, its memory figures the
+// host's (see GPU.Unified).
+func Detect() (Report, error) { return detect(newDriver(), newCUDAProber()) }
 
-func detect(d driver) (Report, error) {
+func detect(d driver, c cudaProber) (Report, error) {
 	var r Report
 	if total, avail, err := readMeminfo(meminfoPath); err == nil {
 		r.RAMTotal, r.RAMAvailable = total, avail
@@ -125,8 +150,48 @@ func detect(d driver) (Report, error) {
 	if len(r.GPUs) == 0 {
 		r.CPUMode = true
 		r.Reason = "the NVIDIA driver reports no GPU"
+		return r, nil
+	}
+	if err := markUnified(&r, c); err != nil {
+		return r, err
 	}
 	return r, nil
+}
+
+// markUnified finds the GPUs that share the system's memory, by either of
+// two signs: the CUDA driver calls the device integrated, or NVML answers
+// "not supported" for its memory (DGX Spark does both). For those the
+// memory to plan against is the host's MemAvailable: the CPU, the
+// operating system and other processes use the same pool, and NVML has no
+// free figure of its own.
+func markUnified(r *Report, c cudaProber) error {
+	var integrated map[string]bool
+	if c != nil {
+		// Without a CUDA driver library (or with one that fails) there is
+		// no evidence from it; NVML's answer below still counts.
+		integrated, _ = c.integrated()
+	}
+	for i := range r.GPUs {
+		g := &r.GPUs[i]
+		var why []string
+		if integrated[g.UUID] {
+			why = append(why, "the CUDA driver reports an integrated GPU")
+		}
+		if g.nvmlNoMemory {
+			why = append(why, `NVML reports its memory as "not supported"`)
+		}
+		if len(why) == 0 {
+			continue
+		}
+		if r.RAMTotal <= 0 {
+			return fmt.Errorf("gpuinfo: GPU %d (%s) shares the system's memory (%s), but %s could not be read for its size",
+				g.Index, g.Name, strings.Join(why, "; "), meminfoPath)
+		}
+		g.Unified, g.UnifiedReason = true, strings.Join(why, "; ")
+		g.MemoryTotal, g.MemoryFree = r.RAMTotal, r.RAMAvailable
+		g.MemoryUsed = g.MemoryTotal - g.MemoryFree
+	}
+	return nil
 }
 
 // Monitor keeps NVML open for repeated samples (the dashboard polls once a
@@ -146,11 +211,17 @@ func openMonitor(d driver) (*Monitor, error) {
 	return &Monitor{d: d}, nil
 }
 
-// Sample reads the live figures of GPU index.
+// Sample reads the live figures of GPU index. A GPU for which NVML
+// reports no memory (unified memory) gets the system's from /proc/meminfo.
 func (m *Monitor) Sample(index int) (Sample, error) {
 	s, err := m.d.sample(index)
 	if err != nil {
 		return s, fmt.Errorf("gpuinfo: sampling GPU %d: %w", index, err)
+	}
+	if s.MemoryTotal == 0 {
+		if total, avail, err := readMeminfo(meminfoPath); err == nil {
+			s.MemoryTotal, s.MemoryUsed, s.HostMemory = total, total-avail, true
+		}
 	}
 	return s, nil
 }

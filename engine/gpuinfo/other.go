@@ -23,3 +23,6 @@ func (noDriver) cudaVersion() (int, error)      { return 0, ErrNoDriver }
 func (noDriver) deviceCount() (int, error)      { return 0, ErrNoDriver }
 func (noDriver) device(int) (GPU, error)        { return GPU{}, ErrNoDriver }
 func (noDriver) sample(int) (Sample, error)     { return Sample{}, ErrNoDriver }
+
+// newCUDAProber: without Linux there is no CUDA driver to ask.
+func newCUDAProber() cudaProber { return nil }

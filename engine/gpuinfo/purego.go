@@ -173,10 +173,17 @@ func (d *puregoDriver) device(index int) (GPU, error) {
 		return g, err
 	}
 	var mem nvmlMemory
-	if err := d.check("nvmlDeviceGetMemoryInfo", d.memoryInfo(h, &mem)); err != nil {
-		return g, err
+	switch ret := d.memoryInfo(h, &mem); ret {
+	case nvmlNotSupported:
+		// A unified-memory GPU (DGX Spark) has no memory of its own to
+		// report; detect takes the system's figures instead.
+		g.nvmlNoMemory = true
+	default:
+		if err := d.check("nvmlDeviceGetMemoryInfo", ret); err != nil {
+			return g, err
+		}
+		g.MemoryTotal, g.MemoryFree, g.MemoryUsed = int64(mem.Total), int64(mem.Free), int64(mem.Used)
 	}
-	g.MemoryTotal, g.MemoryFree, g.MemoryUsed = int64(mem.Total), int64(mem.Free), int64(mem.Used)
 	var major, minor int32
 	if err := d.check("nvmlDeviceGetCudaComputeCapability", d.computeCapability(h, &major, &minor)); err != nil {
 		return g, err

@@ -251,6 +251,7 @@ var DemoCatalog = Catalog{
 type FitChecker struct {
 	Device      string
 	Free, Total uint64
+	Unified     string // the report's Unified: a unified-memory device
 	Params      func(model string) int64
 	Err         error
 }
@@ -290,7 +291,7 @@ func (f FitChecker) Check(_ context.Context, cfg engine.RunConfig) (tui.FitRepor
 	for _, p := range parts {
 		total += p.Bytes
 	}
-	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free}
+	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free, Unified: f.Unified}
 	if r.Fits {
 		r.Verdict = fmt.Sprintf("Fits: %s planned, %s free.", units.Bytes(int64(total)), units.Bytes(int64(f.Free)))
 	} else {

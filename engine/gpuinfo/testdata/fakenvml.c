@@ -4,6 +4,8 @@
  * used, compute capability 9.0, driver 580.82.07, CUDA 13.0. The purego
  * driver test compiles it with gcc and loads it in place of the real library,
  * which checks the argument types and struct layouts against the C ABI.
+ * Built with -DUNIFIED it is a "Fake GB10" (compute capability 12.1) whose
+ * memory NVML reports as not supported, as on DGX Spark.
  */
 #include <string.h>
 
@@ -36,11 +38,24 @@ int nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *d) {
 
 static int bad(nvmlDevice_t d) { return d != (nvmlDevice_t)&the_device; }
 
-int nvmlDeviceGetName(nvmlDevice_t d, char *s, unsigned int n) { return bad(d) ? 2 : copy(s, n, "Fake H100"); }
+#ifdef UNIFIED
+#define NAME "Fake GB10"
+#define MAJOR 12
+#define MINOR 1
+#else
+#define NAME "Fake H100"
+#define MAJOR 9
+#define MINOR 0
+#endif
+
+int nvmlDeviceGetName(nvmlDevice_t d, char *s, unsigned int n) { return bad(d) ? 2 : copy(s, n, NAME); }
 int nvmlDeviceGetUUID(nvmlDevice_t d, char *s, unsigned int n) { return bad(d) ? 2 : copy(s, n, "GPU-00000000-1111-2222-3333-444444444444"); }
 
 int nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
 	if (bad(d)) return 2;
+#ifdef UNIFIED
+	return 3; /* NVML_ERROR_NOT_SUPPORTED */
+#endif
 	m->total = 80ULL << 30;
 	m->used = 1ULL << 30;
 	m->free = m->total - m->used;
@@ -49,8 +64,8 @@ int nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
 
 int nvmlDeviceGetCudaComputeCapability(nvmlDevice_t d, int *major, int *minor) {
 	if (bad(d)) return 2;
-	*major = 9;
-	*minor = 0;
+	*major = MAJOR;
+	*minor = MINOR;
 	return 0;
 }
 

@@ -1,0 +1,31 @@
+package tui_test
+
+import (
+	"fmt"
+	"testing"
+
+	"whet/tui/fake"
+)
+
+// TestGoldenFitUnifiedMemory: on a unified-memory machine (a fake DGX Spark
+// report) the fit page says that CPU and GPU share the memory and that the
+// plan is checked against what the system has available, at both sizes.
+func TestGoldenFitUnifiedMemory(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{})
+			o.Fit = fake.FitChecker{Device: "NVIDIA GB10", Free: 96 << 30, Total: 119 << 30, Params: fake.DemoCatalog.Params,
+				Unified: `the CUDA driver reports an integrated GPU; NVML reports its memory as "not supported"`}
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("down", "down", "down", "enter") // model
+			d.keys("enter")                         // method
+			d.keys("enter")                         // the data file: its preview
+			d.waitScreen("format messages")
+			d.keys("enter") // data
+			d.keys("enter") // settings
+			d.waitScreen("Fits:")
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("fit_unified_%dx%d", sz.w, sz.h), d.view())
+		})
+	}
+}
