@@ -57,7 +57,11 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "JSON lines")
 	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s")
 	maxTime := fs.Duration("max-time", defaultBenchMaxTime, "refuse a workload estimated to run longer than this (0: no limit)")
+	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, _, err := memLimit.apply(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

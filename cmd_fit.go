@@ -57,6 +57,8 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	chunk := fs.Int("chunk", memplan.DefaultLogitsChunk, "tokens per LM-head logits chunk")
 	dpoBase := fs.String("dpo-base", "lora", "how DPO trains the policy: lora | qlora | full")
 	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")
+	maxSeq := fs.Bool("max-seq", false, "instead of checking --seq: find the longest sequence length that fits (binary search over the plan)")
+	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,12 +106,20 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	limit, source, err := memLimit.apply()
+	if err != nil {
+		return err
+	}
+	target = target.capped(limit, source)
 	opts.Backend = target.backend
 	if target.backend == memplan.BackendCPU {
 		// The CPU backend is the float32 reference.
 		opts.WeightDType = memplan.F32
 	}
 
+	if *maxSeq {
+		return fitMaxSeq(stdout, m, opts, target)
+	}
 	plan, err := memplan.Plan(m.config, opts)
 	if err != nil {
 		return err
@@ -207,6 +217,46 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 	}, nil
 }
 
+// capped applies a memory cap to a GPU target: the card is taken to have
+// no more than limit bytes (the CUDA backend refuses allocations past it).
+// The CPU backend has no cap, so a CPU-mode target is left as it is.
+func (t fitTarget) capped(limit int64, source string) fitTarget {
+	if limit <= 0 || t.backend != memplan.BackendCUDA {
+		return t
+	}
+	if limit < t.available {
+		t.available = limit
+	}
+	t.label += fmt.Sprintf(", capped at %s by %s", units.Bytes(limit), source)
+	return t
+}
+
+// fitMaxSeq prints the plan at the longest sequence length that fits the
+// target (exit status 1 when not even one token does).
+func fitMaxSeq(w io.Writer, m fitModel, opts memplan.Options, target fitTarget) error {
+	res, err := memplan.MaxSeqLen(m.config, opts, target.available)
+	if err != nil {
+		return err
+	}
+	if res.SeqLen == 0 {
+		printPlan(w, m, res.Next, target)
+		fmt.Fprintf(w, "longest   none: even 1 token per sequence needs %s more than available\n", units.Bytes(res.Next.Peak()-target.available))
+		return exitStatus(1)
+	}
+	printPlan(w, m, res.Plan, target)
+	switch {
+	case res.Capped:
+		fmt.Fprintf(w, "longest   at least %s tokens per sequence (the search stops there)\n", units.Count(int64(res.SeqLen)))
+	default:
+		fmt.Fprintf(w, "longest   %d tokens per sequence (%d would need %s more than available)\n",
+			res.SeqLen, res.SeqLen+1, units.Bytes(res.Next.Peak()-target.available))
+	}
+	if mp := m.config.MaxPositions; mp > 0 && res.SeqLen > mp {
+		fmt.Fprintf(w, "          beyond the %d positions the model was trained for (max_position_embeddings)\n", mp)
+	}
+	return nil
+}
+
 // familyGroup is the family without its version ("llama-3.1" → "llama",
 // "qwen2.5-coder" → "qwen2.5"): the advice prefers a smaller model that
 // shares tokenizer lineage and chat template.
@@ -290,19 +340,25 @@ func describeOptions(o memplan.Options) string {
 	return strings.Join(parts, ", ")
 }
 
-func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, advice []memplan.Advice) {
+// printPlan prints the model, the run, the plan's lines, its peak and the
+// memory available.
+func printPlan(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget) {
 	fmt.Fprintf(w, "model     %s, %s parameters (%s trainable)\n", m.label, units.Count(plan.Params), units.Count(plan.Trainable))
 	fmt.Fprintf(w, "run       %s\n\n", describeOptions(plan.Options))
 	for _, l := range plan.Lines() {
 		fmt.Fprintf(w, "  %-32s %12s\n", l.Label, units.Bytes(l.Bytes))
 	}
-	peak := plan.Peak()
 	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 45))
-	fmt.Fprintf(w, "  %-32s %12s\n", "peak (total)", units.Bytes(peak))
+	fmt.Fprintf(w, "  %-32s %12s\n", "peak (total)", units.Bytes(plan.Peak()))
 	fmt.Fprintf(w, "  %-32s %12s  %s\n\n", "available", units.Bytes(target.available), target.label)
 	if target.unified != "" {
 		fmt.Fprintf(w, "memory    unified: %s\n\n", target.unified)
 	}
+}
+
+func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, advice []memplan.Advice) {
+	printPlan(w, m, plan, target)
+	peak := plan.Peak()
 	if peak <= target.available {
 		fmt.Fprintf(w, "verdict   fits (%s to spare)\n", units.Bytes(target.available-peak))
 		return

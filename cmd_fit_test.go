@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"whet/engine"
 	"whet/engine/gpuinfo"
 	"whet/engine/units"
 	"whet/presets"
@@ -273,5 +274,56 @@ func TestFitPlansEveryCatalogModel(t *testing.T) {
 		if code != 0 || !strings.Contains(out, m.Repo) || !strings.Contains(out, "peak (total)") || !strings.Contains(out, "verdict   fits") {
 			t.Errorf("%s: exit %d, stderr %q:\n%s\nwant a plan that fits an H200", m.Name, code, errs, out)
 		}
+	}
+}
+
+// longestFromFit runs whet fit --max-seq and reads the length it reports.
+func longestFromFit(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	code, out, errs := runFitCLI(t, append(args, "--max-seq")...)
+	if code != 0 {
+		t.Fatalf("whet fit %v --max-seq: exit %d, stderr %q\n%s", args, code, errs, out)
+	}
+	var n int
+	i := strings.Index(out, "longest   ")
+	if i < 0 {
+		t.Fatalf("no longest line:\n%s", out)
+	}
+	if _, err := fmt.Sscanf(out[i:], "longest   %d tokens", &n); err != nil {
+		t.Fatalf("longest line: %v\n%s", err, out)
+	}
+	return n, out
+}
+
+// whet fit --max-seq answers the longest sequence length that fits: the
+// plan at that length fits (whet fit --seq N says so) and one token more
+// does not; a memory cap shortens it, and the plan for N is the one printed.
+func TestFitMaxSeq(t *testing.T) {
+	t.Setenv(engine.MemoryLimitEnv, "")
+	args := []string{"--model", "llama-3.1-8b", "--method", "qlora", "--rank", "32", "--checkpointing", "--gpu", "H200"}
+	n, out := longestFromFit(t, args...)
+	if !strings.Contains(out, fmt.Sprintf("micro-batch 1 sequences × %d tokens", n)) || !strings.Contains(out, "peak (total)") {
+		t.Errorf("the plan printed is not the one for %d tokens:\n%s", n, out)
+	}
+	if code, fit, _ := runFitCLI(t, append(args, "--seq", fmt.Sprint(n))...); code != 0 || !strings.Contains(fit, "verdict   fits") {
+		t.Errorf("--seq %d: exit %d\n%s", n, code, fit)
+	}
+	if code, fit, _ := runFitCLI(t, append(args, "--seq", fmt.Sprint(n+1))...); code != 1 || !strings.Contains(fit, "does not fit") {
+		t.Errorf("--seq %d: exit %d\n%s", n+1, code, fit)
+	}
+	capped, out := longestFromFit(t, append(args, "--memory-limit", "24GB")...)
+	if capped >= n || !strings.Contains(out, "capped at 22.4 GiB by --memory-limit") {
+		t.Errorf("capped at 24 GB: %d tokens (uncapped %d)\n%s", capped, n, out)
+	}
+	// The same cap from the environment.
+	t.Setenv(engine.MemoryLimitEnv, "24GB")
+	if env, out := longestFromFit(t, args...); env != capped || !strings.Contains(out, "by "+engine.MemoryLimitEnv) {
+		t.Errorf("from %s: %d tokens, want %d\n%s", engine.MemoryLimitEnv, env, capped, out)
+	}
+	// Nothing fits: exit 1 with the one-token plan and a clear line.
+	t.Setenv(engine.MemoryLimitEnv, "")
+	code, out, _ := runFitCLI(t, "--model", "llama-3.1-8b", "--method", "full", "--gpu", "RTX 4060", "--max-seq")
+	if code != 1 || !strings.Contains(out, "longest   none: even 1 token per sequence needs") {
+		t.Errorf("full 8B on an RTX 4060: exit %d\n%s", code, out)
 	}
 }

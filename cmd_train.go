@@ -29,7 +29,11 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	name := fs.String("name", "", "override the run file's name (the run's folder in the runs folder)")
 	detach := fs.Bool("detach", false, "train in a worker process of its own that goes on when this terminal closes; follow it with whet attach NAME")
 	asWorker := fs.Bool("worker", false, "be the worker that --detach starts: train, write worker.log, serve the run's control socket")
+	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, _, err := memLimit.apply(); err != nil {
 		return err
 	}
 	if *config == "" {

@@ -32,6 +32,11 @@ type Options struct {
 	// (slower, twice the memory): for checking the GPU against the CPU
 	// reference without bf16 rounding, e.g. token-for-token generation.
 	ComputeF32 bool
+	// MemoryLimit caps the device memory the backend holds, in bytes: an
+	// allocation past it fails as out of memory, and MemInfo reports the
+	// cap as the card's size. 0 means engine.MemoryLimit()
+	// (WHET_MEMORY_LIMIT), and no cap when that is unset.
+	MemoryLimit int64
 }
 
 // Backend is the CUDA implementation of engine.Backend: bf16, f32 and i32
@@ -75,6 +80,7 @@ type Backend struct {
 	scratch       uint64 // 8 bytes for float64 reductions
 
 	inUse, peak int64
+	limit       int64 // Options.MemoryLimit; 0 = none
 	live        map[*allocation]struct{}
 
 	// opScratch is device memory that ops needing a temporary buffer on
@@ -218,7 +224,12 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
-		computeF32: opts.ComputeF32,
+		computeF32: opts.ComputeF32, limit: opts.MemoryLimit,
+	}
+	if b.limit == 0 {
+		if b.limit, err = engine.MemoryLimit(); err != nil {
+			return nil, fmt.Errorf("cuda: %w", err)
+		}
 	}
 	if err := b.open(opts); err != nil {
 		b.release()
@@ -438,13 +449,22 @@ func (b *Backend) MemInfo() (free, total int64, err error) {
 	if err := b.drv.call("cuMemGetInfo_v2", b.drv.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t))); err != nil {
 		return 0, 0, err
 	}
-	return int64(f), int64(t), nil
+	free, total = int64(f), int64(t)
+	if b.limit > 0 {
+		// The card as the cap makes it: what is left under the cap, if
+		// the device itself has that much free.
+		free, total = min(free, max(b.limit-b.inUse, 0)), min(total, b.limit)
+	}
+	return free, total, nil
 }
 
 // rawAlloc takes device memory for bytes (rounded up to whole 32-bit
 // words, at least one, so that cuMemsetD32 can clear it) and counts the
 // bytes asked for. The caller holds the context.
 func (b *Backend) rawAlloc(bytes int64) (uint64, error) {
+	if err := overLimit(b.inUse, bytes, b.limit); err != nil {
+		return 0, err
+	}
 	var p uint64
 	if err := b.drv.call("cuMemAlloc_v2", b.drv.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(allocWords(bytes)*4)); err != nil {
 		return 0, err
@@ -454,6 +474,17 @@ func (b *Backend) rawAlloc(bytes int64) (uint64, error) {
 		b.peak = b.inUse
 	}
 	return p, nil
+}
+
+// overLimit refuses, as the driver's out-of-memory error (so that
+// IsOutOfMemory and every caller treat it alike), an allocation of bytes
+// that would take the memory held past the cap (0: none).
+func overLimit(inUse, bytes, limit int64) error {
+	if limit <= 0 || inUse+bytes <= limit {
+		return nil
+	}
+	return &Error{Call: "cuMemAlloc_v2", Code: cudaErrorOutOfMemory, Name: "CUDA_ERROR_OUT_OF_MEMORY",
+		Desc: fmt.Sprintf("over the memory limit of %s (%s): %s held, %s asked", units.Bytes(limit), engine.MemoryLimitEnv, units.Bytes(inUse), units.Bytes(bytes))}
 }
 
 // allocWords is the number of 32-bit words rawAlloc takes for bytes.

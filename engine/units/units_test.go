@@ -1,6 +1,7 @@
 package units
 
 import (
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -111,4 +112,44 @@ func TestOneFormatter(t *testing.T) {
 	if files < 100 {
 		t.Fatalf("scanned only %d Go files under %s", files, root)
 	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{
+		"85899345920": 85899345920, "80GB": 80e9, "80 GB": 80e9, "24gib": 24 << 30,
+		"81559MiB": 81559 << 20, "1.5TB": 1.5e12, "512 B": 512, " 2KiB ": 2048,
+	} {
+		got, err := ParseBytes(in)
+		if err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for in, wantErr := range map[string]string{
+		"": "empty", "80G": `unknown unit "G"`, "GB": "not start with a number", "1.5": "whole number", "x80GB": "not start with a number",
+		"1.2.3GB": "not a number", "99999999999TB": "too large", "-5GB": "negative", "-5": "negative",
+	} {
+		if _, err := ParseBytes(in); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("ParseBytes(%q): error %v, want one mentioning %q", in, err, wantErr)
+		}
+	}
+}
+
+// FuzzParseBytes: any input either fails with an error or gives a size
+// that is not negative, and that size written in bytes reads back as itself.
+func FuzzParseBytes(f *testing.F) {
+	for _, s := range []string{"80GB", "24GiB", "1.5 TB", "123", "80G", "", "1e9GB", ".5MiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseBytes(s)
+		if err != nil {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("ParseBytes(%q) = %d", s, n)
+		}
+		if back, err := ParseBytes(fmt.Sprint(n)); err != nil || back != n {
+			t.Fatalf("ParseBytes(%d) = %d, %v", n, back, err)
+		}
+	})
 }
