@@ -327,3 +327,19 @@ func TestFitMaxSeq(t *testing.T) {
 		t.Errorf("full 8B on an RTX 4060: exit %d\n%s", code, out)
 	}
 }
+
+// The studio's model list shows a mixture-of-experts entry with its
+// published parameter count (the dense formula would say about 2B for
+// Qwen3-30B-A3B) and why it cannot be trained.
+func TestStudioCatalogShowsMoEAsPublished(t *testing.T) {
+	for _, info := range (studioCatalog{}).Models() {
+		if info.Name != "qwen3-30b-a3b" {
+			continue
+		}
+		if info.Params != 30_500_000_000 || !strings.Contains(info.Note, "mixture-of-experts") {
+			t.Errorf("qwen3-30b-a3b listed as %+v, want 30.5B and the reason", info)
+		}
+		return
+	}
+	t.Error("qwen3-30b-a3b is not in the studio's model list")
+}

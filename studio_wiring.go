@@ -145,6 +145,9 @@ func (studioCatalog) Models() []tui.ModelInfo {
 		info := tui.ModelInfo{Name: m.Name, Repo: m.Repo, Params: presets.CountParams(m.ToModelConfig()), Template: m.Template,
 			Note: m.Licence}
 		if !m.Trainable() {
+			// The dense formula does not describe it (experts, a vision
+			// tower): show the publisher's count.
+			info.Params = int64(m.Params)
 			info.Note = "not trainable yet: " + m.NotTrainable
 		}
 		out = append(out, info)
