@@ -105,10 +105,10 @@ type RopeScaling struct {
 // Trainable reports whether whet's engine can train this model.
 func (m *Model) Trainable() bool { return m.NotTrainable == "" }
 
-// ConfigJSON is the entry's architecture as a config.json: Arch's fields,
+// configJSON is the entry's architecture as a config.json: Arch's fields,
 // nested under text_config for a model type whose checkpoints keep the
 // language model's settings there (Gemma 3 4B and up).
-func (m *Model) ConfigJSON() ([]byte, error) {
+func (m *Model) configJSON() ([]byte, error) {
 	text, err := json.Marshal(m.Arch)
 	if err != nil {
 		return nil, err
@@ -130,7 +130,7 @@ func (m *Model) parseArch() error {
 		}
 		return nil
 	}
-	raw, err := m.ConfigJSON()
+	raw, err := m.configJSON()
 	if err != nil {
 		return fmt.Errorf("presets: embedded models.yaml entry %s: %w", m.Name, err)
 	}
