@@ -30,6 +30,9 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	detach := fs.Bool("detach", false, "train in a worker process of its own that goes on when this terminal closes; follow it with whet attach NAME")
 	asWorker := fs.Bool("worker", false, "be the worker that --detach starts: train, write worker.log, serve the run's control socket")
 	memLimit := addMemoryLimitFlag(fs)
+	gpus := fs.String("gpus", "", "train on several GPUs with data parallelism: all, a count N (the first N) or device indices such as 0,2,3 (overrides parallel.gpus)")
+	ranks := fs.Int("ranks", 0, "data-parallel ranks on the CPU backend, for trying the multi-GPU logic without GPUs (overrides parallel.ranks)")
+	collective := fs.String("collective", "", "how ranks combine gradients: nccl or ring (overrides parallel.collective)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,6 +50,25 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		cfg.Backend = *backend
 	}
 	cfg.ResumeAnyway = *resumeAnyway
+	var parallelArgs []string
+	if *gpus != "" {
+		cfg.Parallel.GPUs = *gpus
+		parallelArgs = append(parallelArgs, "--gpus", *gpus)
+	}
+	if *ranks != 0 {
+		cfg.Parallel.Ranks = *ranks
+		parallelArgs = append(parallelArgs, "--ranks", fmt.Sprint(*ranks))
+	}
+	if *collective != "" {
+		cfg.Parallel.Collective = *collective
+		parallelArgs = append(parallelArgs, "--collective", *collective)
+	}
+	if len(parallelArgs) > 0 {
+		// The run file was checked before the flags changed it.
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+	}
 	if *name != "" {
 		cfg.Name = *name
 	}
@@ -58,7 +80,7 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case *detach:
-		return startDetached(ctx, cfg, *config, *backend, *resumeAnyway, stdout)
+		return startDetached(ctx, cfg, *config, *backend, *resumeAnyway, stdout, parallelArgs...)
 	case *asWorker:
 		return serveWorker(ctx, cfg, stdout, *asJSON)
 	}

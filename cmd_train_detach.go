@@ -30,7 +30,7 @@ var workerReadyTimeout = 10 * time.Minute
 // worker ignores SIGHUP too), with its output in the run folder's
 // worker.log, waits until it serves its control socket and returns. The
 // worker does not depend on this process: kill it and the run goes on.
-func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backend string, resumeAnyway bool, stdout io.Writer) error {
+func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backend string, resumeAnyway bool, stdout io.Writer, extra ...string) error {
 	if cfg.Name == "" {
 		cfg.Name = "run-" + time.Now().Format("20060102-150405")
 	}
@@ -66,6 +66,7 @@ func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backen
 	if resumeAnyway {
 		args = append(args, "--resume-anyway")
 	}
+	args = append(args, extra...) // --gpus, --ranks, --collective
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile // stdin: /dev/null
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -91,11 +91,8 @@ func (p ParallelConfig) validate(backend string) error {
 	if p.GPUs != "" && backend == "cpu" {
 		return errors.New("parallel.gpus: needs backend cuda or auto")
 	}
-	switch p.Collective {
-	case "", "ring", "nccl":
-	default:
-		return fmt.Errorf("parallel.collective: unknown %q (want nccl or ring)", p.Collective)
-	}
+	// parallel.collective names a registered collective (nccl, ring):
+	// an unknown name is refused when the run opens it, with the list.
 	if p.BucketMB < 0 {
 		return fmt.Errorf("parallel.bucket_mb: must be 0 or more, got %v", p.BucketMB)
 	}
@@ -162,7 +159,9 @@ func (s *Session) openGroup(b Backend) ([]Collective, error) {
 			}
 		}
 	}
-	if len(backends) == 1 {
+	if len(backends) == 1 && p.Collective == "" {
+		// One rank: no collective, unless one is named (a check of the
+		// data-parallel path on one GPU, as the NCCL test does).
 		return []Collective{nil}, nil
 	}
 	name := p.Collective

@@ -125,7 +125,8 @@ type ParallelConfig struct {
 	// testing the multi-GPU logic without GPUs. 0 or 1: one.
 	Ranks int `yaml:"ranks,omitempty"`
 	// How the ranks combine gradients: nccl (GPUs) | ring (in Go, through host
-	// memory). Empty: nccl for GPUs, ring for CPU ranks.
+	// memory). Empty: nccl for GPUs, ring for CPU ranks; named with one rank, the
+	// data-parallel path runs anyway (a check of it on one GPU).
 	Collective string `yaml:"collective,omitempty"`
 	// Gradient bucket size in MiB (reduced while the backward goes on). 0: 25.
 	BucketMB float64 `yaml:"bucket_mb,omitempty"`
