@@ -12,8 +12,10 @@ import (
 
 	"whet/engine"
 	"whet/engine/gpuinfo"
+	"whet/engine/memplan"
 	"whet/engine/units"
 	"whet/presets"
+	"whet/tui"
 )
 
 func runFitCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -218,6 +220,55 @@ func TestStudioFitUnifiedMemory(t *testing.T) {
 	}
 	if rep.Unified != "the CUDA driver reports an integrated GPU" || rep.Free != 90<<30 || rep.Total != 128<<30 || !rep.Fits || rep.Device != "NVIDIA GB10" {
 		t.Errorf("report = %+v, want the unified GB10 planned against 90 GiB available", rep)
+	}
+}
+
+// The studio's fit check offers the longest context that fits (the same
+// bisection as whet fit --max-seq) and plans against the memory cap.
+func TestStudioFitMaxSeqAndCap(t *testing.T) {
+	old := detectGPUs
+	t.Cleanup(func() { detectGPUs = old })
+	detectGPUs = func() (gpuinfo.Report, error) {
+		return gpuinfo.Report{GPUs: []gpuinfo.GPU{{Name: "NVIDIA H200", MemoryTotal: 141 << 30, MemoryFree: 140 << 30}}}, nil
+	}
+	m, err := presets.LookupMethod("qlora")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := m.RunConfig()
+	rc.Model, rc.Data.Path = "llama-3.1-8b", "data.jsonl"
+	check := func() tui.FitReport {
+		rep, err := studioFit{}.Check(context.Background(), rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	t.Setenv(engine.MemoryLimitEnv, "")
+	whole := check()
+	t.Setenv(engine.MemoryLimitEnv, "24GB")
+	capped := check()
+	if capped.Free != 24e9 || capped.Total != 24e9 || !strings.Contains(capped.Device, "capped at 22.4 GiB by "+engine.MemoryLimitEnv) {
+		t.Errorf("capped report: free %d total %d device %q", capped.Free, capped.Total, capped.Device)
+	}
+	if capped.MaxSeq <= 0 || capped.MaxSeq >= whole.MaxSeq {
+		t.Fatalf("longest context: %d capped, %d on the whole card", capped.MaxSeq, whole.MaxSeq)
+	}
+	// The same answer as the plan gives: the longest fits, one more does not.
+	opts, err := memplan.FromRunConfig(&rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := presets.Lookup(rc.Model)
+	for n, fits := range map[int]bool{capped.MaxSeq: true, capped.MaxSeq + 1: false} {
+		opts.SeqLen = n
+		p, err := memplan.Plan(e.ToModelConfig(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (p.Peak() <= 24e9) != fits {
+			t.Errorf("%d tokens: peak %d against 24 GB, want fits %v", n, p.Peak(), fits)
+		}
 	}
 }
 

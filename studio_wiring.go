@@ -252,6 +252,15 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 		if g.Unified {
 			rep.Unified = g.UnifiedReason
 		}
+		// The memory cap (WHET_MEMORY_LIMIT) is the card the run gets.
+		limit, err := engine.MemoryLimit()
+		if err != nil {
+			return rep, err
+		}
+		if limit > 0 {
+			rep.Free, rep.Total = min(rep.Free, uint64(limit)), min(rep.Total, uint64(limit))
+			rep.Device += fmt.Sprintf(" (capped at %s by %s)", units.Bytes(limit), engine.MemoryLimitEnv)
+		}
 	}
 	opts, err := memplan.FromRunConfig(&cfg)
 	if err != nil {
@@ -271,6 +280,11 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	} else {
 		rep.Verdict = fmt.Sprintf("does not fit: plan %s, %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
 	}
+	longest, err := memplan.MaxSeqLen(mc, opts, int64(rep.Free))
+	if err != nil {
+		return rep, err
+	}
+	rep.MaxSeq = longest.SeqLen
 	advice, err := memplan.Advise(mc, opts, int64(rep.Free), fitAlternatives(fitModel{config: mc}))
 	if err != nil {
 		return rep, err

@@ -68,6 +68,10 @@ type FitReport struct {
 	// and GPU one pool: DGX Spark, integrated GPUs) and how that was
 	// detected; Free is then what the system has available now.
 	Unified string
+	// MaxSeq is the longest max length (tokens per sequence) whose plan
+	// fits Free with everything else as configured; 0 when unknown or when
+	// not even one token fits. The page offers it with one key.
+	MaxSeq int
 }
 
 // FitChecker plans a run's memory against the device it will use.

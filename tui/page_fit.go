@@ -88,6 +88,13 @@ func (p *fitPage) update(msg tea.Msg) (tea.Cmd, nav) {
 			return nil, back
 		case "r":
 			return p.check(), stay
+		case "m":
+			if r := p.report; r != nil && !p.loading && r.MaxSeq > 0 && r.MaxSeq != p.cfg.Data.MaxLength {
+				p.cfg.Data.MaxLength = r.MaxSeq
+				cmd := p.check()
+				p.applied = fmt.Sprintf("max length %d tokens, the longest that fits", r.MaxSeq)
+				return cmd, stay
+			}
 		}
 		if len(s) == 1 && s[0] >= '1' && s[0] <= '9' && p.report != nil && !p.loading {
 			i := int(s[0] - '1')
@@ -111,6 +118,9 @@ func (p *fitPage) help() []key.Binding {
 	b := []key.Binding{bind("enter", "review")}
 	if p.report != nil && len(p.report.Advice) > 0 {
 		b = append(b, bind(fmt.Sprintf("1-%d", len(p.report.Advice)), "apply advice"))
+	}
+	if p.report != nil && p.report.MaxSeq > 0 && p.report.MaxSeq != p.cfg.Data.MaxLength {
+		b = append(b, bind("m", "longest context"))
 	}
 	return append(b, bind("r", "re-check"), p.keys.Back)
 }
@@ -159,6 +169,10 @@ func (p *fitPage) view() string {
 	}
 	for _, w := range r.Warnings {
 		b.WriteString(st.Warn.Render("! "+w) + "\n")
+	}
+	if r.MaxSeq > 0 && r.MaxSeq != p.cfg.Data.MaxLength {
+		b.WriteString(wrap(fmt.Sprintf("Longest context that fits: %s tokens per sequence — %s sets max length to it",
+			st.Value.Render(fmt.Sprint(r.MaxSeq)), st.Accent.Render("m")), p.w) + "\n")
 	}
 	if p.applied != "" {
 		b.WriteString(st.Muted.Render("applied: "+p.applied) + "\n")

@@ -2,6 +2,7 @@ package tui_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"whet/tui/fake"
@@ -26,6 +27,35 @@ func TestGoldenFitUnifiedMemory(t *testing.T) {
 			d.waitScreen("Fits:")
 			checkSize(t, d.view(), sz.w, sz.h)
 			golden(t, fmt.Sprintf("fit_unified_%dx%d", sz.w, sz.h), d.view())
+		})
+	}
+}
+
+// TestGoldenFitMaxSeq: the fit page offers the longest context that fits
+// (the plan's bisection, here the fake's linear plan) and m sets the max
+// length to it and re-checks; the golden views are before and after.
+func TestGoldenFitMaxSeq(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{})
+			o.Fit = fake.FitChecker{Device: "NVIDIA H100 80GB HBM3", Free: 24 << 30, Total: 80 << 30, Params: fake.DemoCatalog.Params, MaxSeq: true}
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("down", "down", "down", "enter") // model
+			d.keys("enter")                         // method
+			d.keys("enter")                         // the data file: its preview
+			d.waitScreen("format messages")
+			d.keys("enter") // data
+			d.keys("enter") // settings
+			d.waitScreen("Longest context that fits")
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("fit_maxseq_%dx%d", sz.w, sz.h), d.view())
+			d.keys("m")
+			d.waitScreen("applied: max length")
+			if strings.Contains(d.screen(), "Longest context that fits") {
+				t.Errorf("after m the max length is the longest, yet it is still offered:\n%s", d.screen())
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("fit_maxseq_applied_%dx%d", sz.w, sz.h), d.view())
 		})
 	}
 }

@@ -254,6 +254,9 @@ type FitChecker struct {
 	Unified     string // the report's Unified: a unified-memory device
 	Params      func(model string) int64
 	Err         error
+	// MaxSeq, when set, makes the report carry the longest max length that
+	// fits this stand-in plan (its activations grow linearly with it).
+	MaxSeq bool
 }
 
 const gib = 1 << 30
@@ -292,6 +295,9 @@ func (f FitChecker) Check(_ context.Context, cfg engine.RunConfig) (tui.FitRepor
 		total += p.Bytes
 	}
 	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free, Unified: f.Unified}
+	if perToken := act / uint64(max(cfg.Data.MaxLength, 1)); f.MaxSeq && perToken > 0 && total-act < f.Free {
+		r.MaxSeq = int((f.Free - (total - act)) / perToken)
+	}
 	if r.Fits {
 		r.Verdict = fmt.Sprintf("Fits: %s planned, %s free.", units.Bytes(int64(total)), units.Bytes(int64(f.Free)))
 	} else {
