@@ -36,6 +36,7 @@ func (s *syncBuffer) String() string {
 
 type sshFixture struct {
 	dir, addr, port string
+	runs            string // the sessions' runs folder
 	listed, other   string // private key files
 	hostKey         string
 }
@@ -44,10 +45,20 @@ type sshFixture struct {
 // runs whet serve on a free loopback port until the test ends.
 func startServe(t *testing.T, maxSessions int) *sshFixture {
 	t.Helper()
+	return startServeRuns(t, maxSessions, "")
+}
+
+// startServeRuns is startServe with the sessions' runs folder (default:
+// runs in the fixture's folder).
+func startServeRuns(t *testing.T, maxSessions int, runsDir string) *sshFixture {
+	t.Helper()
 	if _, err := exec.LookPath("ssh"); err != nil {
 		t.Skip("no OpenSSH client (tools/setup/openssh.sh installs it)")
 	}
-	f := &sshFixture{dir: t.TempDir()}
+	f := &sshFixture{dir: t.TempDir(), runs: runsDir}
+	if f.runs == "" {
+		f.runs = filepath.Join(f.dir, "runs")
+	}
 	f.listed, f.other = filepath.Join(f.dir, "listed"), filepath.Join(f.dir, "other")
 	for _, k := range []string{f.listed, f.other} {
 		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k).CombinedOutput(); err != nil {
@@ -66,7 +77,7 @@ func startServe(t *testing.T, maxSessions int) *sshFixture {
 	errc := make(chan error, 1)
 	go func() {
 		errc <- serveStudio(ctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: auth, hostKey: f.hostKey,
-			idleTimeout: time.Minute, maxSessions: maxSessions, runsDir: filepath.Join(f.dir, "runs"),
+			idleTimeout: time.Minute, maxSessions: maxSessions, runsDir: f.runs,
 			modelsDir: filepath.Join(f.dir, "models"), dataDirs: []string{f.dir}}, out)
 	}()
 	t.Cleanup(func() {

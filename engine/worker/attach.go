@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"time"
 
 	"whet/engine"
 )
@@ -68,7 +69,7 @@ func AttachContext(ctx context.Context, rd engine.RunDir) (<-chan engine.Event, 
 			}
 		}
 		if conn == nil {
-			send(finished(rd, st, last.step))
+			send(finished(rd, st, last))
 			return
 		}
 		for {
@@ -96,7 +97,7 @@ func AttachContext(ctx context.Context, rd engine.RunDir) (<-chan engine.Event, 
 		// The worker hung up without a DoneEvent: it ended between the
 		// history and now, or it was killed.
 		st, _ := rd.ReadStatus()
-		send(finished(rd, st, last.step))
+		send(finished(rd, st, last))
 	}()
 	var ctl engine.RunControl = finishedControl{}
 	if conn != nil {
@@ -115,13 +116,19 @@ func (finishedControl) Stop()       {}
 
 var _ engine.RunControl = finishedControl{}
 
-// marks is the newest step of each kind of event a viewer has shown.
-type marks struct{ step, eval, sample, ckpt int }
+// marks is the newest step of each kind of event a viewer has shown, and
+// the time the run had trained by its newest step.
+type marks struct {
+	step, eval, sample, ckpt int
+	elapsed                  time.Duration
+}
 
 func (m *marks) see(ev engine.Event) {
 	switch e := ev.(type) {
 	case engine.StepEvent:
-		m.step = max(m.step, e.Step)
+		if e.Step >= m.step {
+			m.step, m.elapsed = e.Step, e.Elapsed
+		}
 	case engine.EvalEvent:
 		m.eval = max(m.eval, e.Step)
 	case engine.SampleEvent:
@@ -198,9 +205,9 @@ func replay(rd engine.RunDir, st engine.RunStatus) ([]engine.Event, []string, er
 }
 
 // finished is the DoneEvent of a run no worker trains: what its status
-// says, or a crash.
-func finished(rd engine.RunDir, st engine.RunStatus, lastStep int) engine.DoneEvent {
-	d := engine.DoneEvent{Step: max(st.Step, lastStep), FinalDir: rd.Path()}
+// says, or a crash; its time is the newest step's.
+func finished(rd engine.RunDir, st engine.RunStatus, last marks) engine.DoneEvent {
+	d := engine.DoneEvent{Step: max(st.Step, last.step), FinalDir: rd.Path(), Elapsed: last.elapsed}
 	switch st.State {
 	case "done":
 	case "stopped":

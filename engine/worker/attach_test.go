@@ -83,7 +83,7 @@ func TestAttachFinishedAndCrashedRuns(t *testing.T) {
 		"running": func(d engine.DoneEvent) bool { return d.Err != nil },
 	} {
 		rd := engine.RunDir(t.TempDir())
-		os.WriteFile(rd.Metrics(), []byte("{\"step\":1,\"loss\":3}\n"), 0o644)
+		os.WriteFile(rd.Metrics(), []byte("{\"step\":1,\"loss\":3,\"elapsed_s\":2.5}\n"), 0o644)
 		os.WriteFile(rd.Status(), []byte(`{"state":"`+state+`","step":1,"total_steps":1,"last_loss":3}`), 0o644)
 		events, _, _, err := Attach(rd)
 		if err != nil {
@@ -94,7 +94,7 @@ func TestAttachFinishedAndCrashedRuns(t *testing.T) {
 		for ev := range events {
 			last, n = ev, n+1
 		}
-		if d, ok := last.(engine.DoneEvent); n != 2 || !ok || !check(d) || d.Step != 1 {
+		if d, ok := last.(engine.DoneEvent); n != 2 || !ok || !check(d) || d.Step != 1 || d.Elapsed != 2500*time.Millisecond {
 			t.Errorf("%s: %d events ending with %+v", state, n, last)
 		}
 	}
