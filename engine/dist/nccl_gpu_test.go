@@ -50,11 +50,15 @@ func loopbackNCCL(bs []engine.Backend) ([]engine.Collective, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- dist.ServeOn(ctx, ln, 2, id[:]) }()
-	got, err := dist.Fetch(ctx, ln.Addr().String(), 1, 2, 10*time.Millisecond)
+	go func() {
+		_, err := dist.ServeOn(ctx, ln, 2, id[:], 0)
+		served <- err
+	}()
+	roster, err := dist.Fetch(ctx, ln.Addr().String(), 1, 2, 0, 10*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}
+	got := roster.Payload
 	if err := <-served; err != nil {
 		return nil, err
 	}

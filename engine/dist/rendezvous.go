@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,73 +15,107 @@ import (
 )
 
 // The rendezvous passes what rank 0 makes (NCCL's unique id) to the other
-// nodes over TCP, before NCCL's own bootstrap takes over: node 0 listens
-// on --master-addr, every other node dials it (retrying until node 0 is
-// up or the context ends), says who it is, and reads the payload.
+// nodes over TCP, before NCCL's own bootstrap takes over, and tells every
+// node every other node's address (for the ring collective's links):
+// node 0 listens on --master-addr, every other node dials it (retrying
+// until node 0 is up or the context ends) and says who it is and where it
+// listens; once all nodes are in, node 0 answers each with the roster.
 //
 // The exchange, one connection per node:
 //
-//	node -> master: "whet-rendezvous 1 NODE NNODES\n"
-//	master -> node: uint32 big-endian length, then the payload
+//	node -> master: "whet-rendezvous 1 NODE NNODES PORT\n"
+//	master -> node: uint32 big-endian length, then the Roster as JSON
 //
-// The master refuses a node rank out of range or seen twice, and a node
-// that counts the nodes differently, with a line "error: ..." instead of
-// the payload, so a misconfigured launch fails on both sides with a reason.
+// A node's address is the IP its connection to node 0 came from (the
+// interface node 0 can reach it on) with the port it named. The master
+// refuses a node rank out of range or seen twice, and a node that counts
+// the nodes differently, with a line "error: ..." instead of the roster,
+// so a misconfigured launch fails on both sides with a reason.
 
 const rendezvousMagic = "whet-rendezvous 1"
 
-// maxPayload bounds what a node accepts (an NCCL id is 128 bytes).
-const maxPayload = 1 << 20
+// maxRoster bounds what a node accepts.
+const maxRoster = 1 << 20
 
-// Serve listens on addr and gives payload to each of the other nnodes-1
-// nodes. It returns once all have it, or with ctx's error.
-func Serve(ctx context.Context, addr string, nnodes int, payload []byte) error {
+// Roster is what every node learns: node 0's payload and each node's
+// address (HOST:PORT, by node rank; node 0's is the master address's host
+// with the port it named).
+type Roster struct {
+	Payload []byte   `json:"payload"`
+	Addrs   []string `json:"addrs"`
+}
+
+// Serve listens on addr and runs ServeOn.
+func Serve(ctx context.Context, addr string, nnodes int, payload []byte, port int) (Roster, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("rendezvous: listen on %s: %w", addr, err)
+		return Roster{}, fmt.Errorf("rendezvous: listen on %s: %w", addr, err)
 	}
-	return ServeOn(ctx, ln, nnodes, payload)
+	return ServeOn(ctx, ln, nnodes, payload, port)
 }
 
-// ServeOn is Serve on a listener already open (tests listen on port 0);
-// it closes ln.
-func ServeOn(ctx context.Context, ln net.Listener, nnodes int, payload []byte) error {
+// ServeOn is node 0's side on a listener already open (tests listen on
+// port 0); it closes ln. port is where node 0 itself listens for its
+// ring link (0: none).
+func ServeOn(ctx context.Context, ln net.Listener, nnodes int, payload []byte, port int) (Roster, error) {
 	defer ln.Close()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	seen := map[int]bool{}
-	for len(seen) < nnodes-1 {
+	roster := Roster{Payload: payload, Addrs: make([]string, nnodes)}
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	roster.Addrs[0] = net.JoinHostPort(host, strconv.Itoa(port))
+	conns := map[int]net.Conn{}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for len(conns) < nnodes-1 {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("rendezvous: %d of %d nodes joined before %w", len(seen)+1, nnodes, ctx.Err())
+				return roster, fmt.Errorf("rendezvous: %d of %d nodes joined before %w", len(conns)+1, nnodes, ctx.Err())
 			}
-			return fmt.Errorf("rendezvous: accept: %w", err)
+			return roster, fmt.Errorf("rendezvous: accept: %w", err)
 		}
-		node, err := serveOne(conn, nnodes, seen, payload)
-		conn.Close()
+		node, addr, err := readHello(conn, nnodes, conns)
 		if err != nil {
-			return err
+			conn.Close()
+			return roster, err
 		}
-		seen[node] = true
+		conns[node] = conn
+		roster.Addrs[node] = addr
 	}
-	return nil
+	js, err := json.Marshal(roster)
+	if err != nil {
+		return roster, err
+	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(js)))
+	for node, conn := range conns {
+		if _, err := conn.Write(append(hdr[:], js...)); err != nil {
+			return roster, fmt.Errorf("rendezvous: send to node %d: %w", node, err)
+		}
+	}
+	return roster, nil
 }
 
-// serveOne reads one node's hello and answers it.
-func serveOne(conn net.Conn, nnodes int, seen map[int]bool, payload []byte) (int, error) {
+// readHello reads one node's hello and checks it against the nodes
+// already in.
+func readHello(conn net.Conn, nnodes int, seen map[int]net.Conn) (int, string, error) {
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	defer conn.SetDeadline(time.Time{})
 	line, err := bufio.NewReader(io.LimitReader(conn, 256)).ReadString('\n')
 	if err != nil {
-		return 0, fmt.Errorf("rendezvous: read a node's hello from %s: %w", conn.RemoteAddr(), err)
+		return 0, "", fmt.Errorf("rendezvous: read a node's hello from %s: %w", conn.RemoteAddr(), err)
 	}
-	refuse := func(format string, args ...any) (int, error) {
+	refuse := func(format string, args ...any) (int, string, error) {
 		msg := fmt.Sprintf(format, args...)
 		fmt.Fprintf(conn, "error: %s\n", msg)
-		return 0, fmt.Errorf("rendezvous: %s (from %s)", msg, conn.RemoteAddr())
+		return 0, "", fmt.Errorf("rendezvous: %s (from %s)", msg, conn.RemoteAddr())
 	}
-	node, n, err := parseHello(line)
+	node, n, port, err := parseHello(line)
 	switch {
 	case err != nil:
 		return refuse("%v", err)
@@ -88,78 +123,81 @@ func serveOne(conn net.Conn, nnodes int, seen map[int]bool, payload []byte) (int
 		return refuse("node %d was started with --nnodes %d, node 0 with %d", node, n, nnodes)
 	case node < 1 || node >= nnodes:
 		return refuse("--node-rank %d is out of range 1..%d", node, nnodes-1)
-	case seen[node]:
+	case seen[node] != nil:
 		return refuse("two nodes were started with --node-rank %d", node)
 	}
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(payload)))
-	if _, err := conn.Write(append(hdr[:], payload...)); err != nil {
-		return 0, fmt.Errorf("rendezvous: send to node %d: %w", node, err)
-	}
-	return node, nil
+	host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
+	return node, net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
 
-// parseHello reads a node's hello line: its node rank and node count.
-func parseHello(line string) (node, nnodes int, err error) {
+// parseHello reads a node's hello line: its node rank, the node count
+// and the port it listens on.
+func parseHello(line string) (node, nnodes, port int, err error) {
 	rest, ok := strings.CutPrefix(strings.TrimSpace(line), rendezvousMagic+" ")
 	f := strings.Fields(rest)
-	if !ok || len(f) != 2 {
-		return 0, 0, fmt.Errorf("not a whet node: %q", strings.TrimSpace(line))
+	if !ok || len(f) != 3 {
+		return 0, 0, 0, fmt.Errorf("not a whet node: %q", strings.TrimSpace(line))
 	}
 	node, err1 := strconv.Atoi(f[0])
 	nnodes, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil || node < 0 || nnodes < 1 {
-		return 0, 0, fmt.Errorf("bad hello %q (want %q NODE NNODES)", strings.TrimSpace(line), rendezvousMagic)
+	port, err3 := strconv.Atoi(f[2])
+	if err1 != nil || err2 != nil || err3 != nil || node < 0 || nnodes < 1 || port < 0 || port > 65535 {
+		return 0, 0, 0, fmt.Errorf("bad hello %q (want %q NODE NNODES PORT)", strings.TrimSpace(line), rendezvousMagic)
 	}
-	return node, nnodes, nil
+	return node, nnodes, port, nil
 }
 
-// Fetch dials the master at addr as node node of nnodes and returns the
-// payload; it retries a refused connection every retry until ctx ends
-// (the master may not be listening yet).
-func Fetch(ctx context.Context, addr string, node, nnodes int, retry time.Duration) ([]byte, error) {
+// Fetch dials node 0 at addr as node node of nnodes, listening on port,
+// and returns the roster; it retries a refused connection every retry
+// until ctx ends (node 0 may not be listening yet).
+func Fetch(ctx context.Context, addr string, node, nnodes, port int, retry time.Duration) (Roster, error) {
 	var d net.Dialer
 	for {
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
 			defer conn.Close()
-			return fetchOne(conn, node, nnodes)
+			return fetchOne(ctx, conn, node, nnodes, port)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("rendezvous: node 0 at %s did not answer: %w (last: %v)", addr, ctx.Err(), err)
+			return Roster{}, fmt.Errorf("rendezvous: node 0 at %s did not answer: %w (last: %v)", addr, ctx.Err(), err)
 		case <-time.After(retry):
 		}
 	}
 }
 
-func fetchOne(conn net.Conn, node, nnodes int) ([]byte, error) {
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := fmt.Fprintf(conn, "%s %d %d\n", rendezvousMagic, node, nnodes); err != nil {
-		return nil, fmt.Errorf("rendezvous: %w", err)
+func fetchOne(ctx context.Context, conn net.Conn, node, nnodes, port int) (Roster, error) {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := fmt.Fprintf(conn, "%s %d %d %d\n", rendezvousMagic, node, nnodes, port); err != nil {
+		return Roster{}, fmt.Errorf("rendezvous: %w", err)
 	}
 	r := bufio.NewReader(conn)
 	head, err := r.Peek(4)
 	if err != nil {
-		return nil, fmt.Errorf("rendezvous: read from node 0: %w", err)
+		return Roster{}, fmt.Errorf("rendezvous: read from node 0: %w", err)
 	}
 	if string(head) == "erro" {
 		line, _ := r.ReadString('\n')
-		return nil, fmt.Errorf("rendezvous: node 0 refused: %s", strings.TrimPrefix(strings.TrimSpace(line), "error: "))
+		return Roster{}, fmt.Errorf("rendezvous: node 0 refused: %s", strings.TrimPrefix(strings.TrimSpace(line), "error: "))
 	}
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
+		return Roster{}, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n > maxPayload {
-		return nil, fmt.Errorf("rendezvous: node 0 announced %d bytes (more than %d)", n, maxPayload)
+	if n > maxRoster {
+		return Roster{}, fmt.Errorf("rendezvous: node 0 announced %d bytes (more than %d)", n, maxRoster)
 	}
-	out := make([]byte, n)
-	if _, err := io.ReadFull(r, out); err != nil {
-		return nil, fmt.Errorf("rendezvous: payload cut short: %w", err)
+	js := make([]byte, n)
+	if _, err := io.ReadFull(r, js); err != nil {
+		return Roster{}, fmt.Errorf("rendezvous: roster cut short: %w", err)
 	}
-	return out, nil
+	var roster Roster
+	if err := json.Unmarshal(js, &roster); err != nil || len(roster.Addrs) != nnodes {
+		return Roster{}, fmt.Errorf("rendezvous: node 0 sent a roster of %d nodes for %d (%v)", len(roster.Addrs), nnodes, err)
+	}
+	return roster, nil
 }
 
 // ErrBadAddr is wrapped when a --master-addr is not HOST:PORT.

@@ -24,12 +24,12 @@ func TestRendezvousNodeProcess(t *testing.T) {
 	node, _ := strconv.Atoi(os.Getenv("WHET_TEST_RDV_NODE"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	got, err := Fetch(ctx, addr, node, 3, 10*time.Millisecond)
+	got, err := Fetch(ctx, addr, node, 3, 1000+node, 10*time.Millisecond)
 	if err != nil {
 		fmt.Printf("NODE-ERROR %v\n", err)
 		return
 	}
-	fmt.Printf("NODE-GOT %x\n", got)
+	fmt.Printf("NODE-GOT %x %s\n", got.Payload, strings.Join(got.Addrs, ","))
 }
 
 // TestRendezvousAcrossProcesses: node 0 serves an NCCL-sized id on
@@ -46,7 +46,10 @@ func TestRendezvousAcrossProcesses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- ServeOn(ctx, ln, 3, id[:]) }()
+	go func() {
+		_, err := ServeOn(ctx, ln, 3, id[:], 999)
+		served <- err
+	}()
 	var outs []*bytes.Buffer
 	var cmds []*exec.Cmd
 	for node := 1; node <= 2; node++ {
@@ -63,7 +66,8 @@ func TestRendezvousAcrossProcesses(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("node %d: %v\n%s", i+1, err, outs[i])
 		}
-		if want := fmt.Sprintf("NODE-GOT %x", id[:]); !strings.Contains(outs[i].String(), want) {
+		// Every node learns the id and where each node listens.
+		if want := fmt.Sprintf("NODE-GOT %x 127.0.0.1:999,127.0.0.1:1001,127.0.0.1:1002", id[:]); !strings.Contains(outs[i].String(), want) {
 			t.Fatalf("node %d did not get the id:\n%s", i+1, outs[i])
 		}
 	}
@@ -90,11 +94,22 @@ func TestRendezvousRefusesMisconfiguredNodes(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		served := make(chan error, 1)
-		go func() { served <- ServeOn(ctx, ln, 3, []byte("id")) }()
-		var nodeErr error
+		go func() {
+			_, err := ServeOn(ctx, ln, 3, []byte("id"), 1)
+			served <- err
+		}()
+		// The nodes dial at once: node 0 answers only when all are in.
+		nodeErrs := make(chan error, len(c.nodes))
 		for _, n := range c.nodes {
-			if _, nodeErr = Fetch(ctx, ln.Addr().String(), n[0], n[1], time.Millisecond); nodeErr != nil {
-				break
+			go func() {
+				_, err := Fetch(ctx, ln.Addr().String(), n[0], n[1], 1, time.Millisecond)
+				nodeErrs <- err
+			}()
+		}
+		var nodeErr error
+		for range c.nodes {
+			if err := <-nodeErrs; err != nil && strings.Contains(err.Error(), c.reason) {
+				nodeErr = err
 			}
 		}
 		err = <-served
@@ -114,13 +129,13 @@ func TestCheckAddr(t *testing.T) {
 }
 
 func FuzzParseHello(f *testing.F) {
-	f.Add(rendezvousMagic + " 1 2\n")
-	f.Add("whet-rendezvous 1 -1 0")
+	f.Add(rendezvousMagic + " 1 2 29501\n")
+	f.Add("whet-rendezvous 1 -1 0 70000")
 	f.Add("GET / HTTP/1.1")
 	f.Fuzz(func(t *testing.T, line string) {
-		node, n, err := parseHello(line)
-		if err == nil && (node < 0 || n < 1) {
-			t.Fatalf("%q gave node %d of %d", line, node, n)
+		node, n, port, err := parseHello(line)
+		if err == nil && (node < 0 || n < 1 || port < 0 || port > 65535) {
+			t.Fatalf("%q gave node %d of %d, port %d", line, node, n, port)
 		}
 	})
 }

@@ -58,6 +58,17 @@ type abortState struct {
 	once sync.Once
 	done chan struct{}
 	err  error
+	// closers end what would keep other processes' ranks waiting (the
+	// TCP edges of a ring across nodes), so that they fail too.
+	mu      sync.Mutex
+	closers []func()
+}
+
+// onAbort registers f to run when the group is aborted.
+func (a *abortState) onAbort(f func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closers = append(a.closers, f)
 }
 
 func newAbortState() *abortState { return &abortState{done: make(chan struct{})} }
@@ -66,6 +77,11 @@ func (a *abortState) set(err error) {
 	a.once.Do(func() {
 		a.err = err
 		close(a.done)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for _, f := range a.closers {
+			f()
+		}
 	})
 }
 
@@ -118,8 +134,15 @@ func NewLocalRing(bs []engine.Backend) []*Ring {
 func (r *Ring) Rank() int { return r.rank }
 func (r *Ring) Size() int { return r.size }
 
-// Abort fails every rank's pending and later ops.
+// Abort fails every rank's pending and later ops (on other nodes too:
+// their TCP edges close).
 func (r *Ring) Abort(err error) { r.abort.set(err) }
+
+// Close ends the group, closing its TCP edges; ops fail afterwards.
+func (r *Ring) Close() error {
+	r.abort.set(errors.New("ring closed"))
+	return nil
+}
 
 // chunkBounds splits n elements into size near-equal chunks.
 func chunkBounds(n, size, c int) (int, int) {

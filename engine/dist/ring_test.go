@@ -48,75 +48,80 @@ func TestRingCollectivesMatchTheirDefinition(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 4} {
 		for _, length := range []int{n, 7 * n, 13} {
 			t.Run(fmt.Sprintf("ranks%d-len%d", n, length), func(t *testing.T) {
-				var sum []float32
-				for r := 0; r < n; r++ {
-					for i, x := range values(r, length) {
-						if r == 0 {
-							sum = append(sum, 0)
-						}
-						sum[i] += x
-					}
-				}
-				onRanks(t, n, func(r *Ring) error {
-					ten, _ := r.b.Alloc(engine.F32, length)
-					r.b.Upload(ten, values(r.Rank(), length))
-					if err := r.AllReduce(ten); err != nil {
-						return err
-					}
-					got := make([]float32, length)
-					r.b.Download(ten, got)
-					for i := range got {
-						if got[i] != sum[i] {
-							return fmt.Errorf("AllReduce[%d] = %v, want %v", i, got[i], sum[i])
-						}
-					}
-					if length%n != 0 {
-						if err := r.ReduceScatter(ten); err == nil {
-							return errors.New("ReduceScatter of uneven chunks passed")
-						}
-						return nil
-					}
-					chunk := length / n
-					r.b.Upload(ten, values(r.Rank(), length))
-					if err := r.ReduceScatter(ten); err != nil {
-						return err
-					}
-					r.b.Download(ten, got)
-					for i := r.Rank() * chunk; i < (r.Rank()+1)*chunk; i++ {
-						if got[i] != sum[i] {
-							return fmt.Errorf("ReduceScatter[%d] = %v, want %v", i, got[i], sum[i])
-						}
-					}
-					// AllGather: chunk r from rank r's values.
-					mine := make([]float32, length)
-					copy(mine[r.Rank()*chunk:], values(r.Rank(), length)[r.Rank()*chunk:(r.Rank()+1)*chunk])
-					r.b.Upload(ten, mine)
-					if err := r.AllGather(ten); err != nil {
-						return err
-					}
-					r.b.Download(ten, got)
-					for i := range got {
-						if want := values(i/chunk, length)[i]; got[i] != want {
-							return fmt.Errorf("AllGather[%d] = %v, want %v", i, got[i], want)
-						}
-					}
-					for root := 0; root < n; root++ {
-						r.b.Upload(ten, values(r.Rank(), length))
-						if err := r.Broadcast(ten, root); err != nil {
-							return err
-						}
-						r.b.Download(ten, got)
-						for i, want := range values(root, length) {
-							if got[i] != want {
-								return fmt.Errorf("Broadcast from %d: [%d] = %v, want %v", root, i, got[i], want)
-							}
-						}
-					}
-					return nil
-				})
+				onRanks(t, n, func(r *Ring) error { return checkCollectives(r, length) })
 			})
 		}
 	}
+}
+
+// checkCollectives runs each collective on rank r's values(rank) and
+// checks the result against its definition.
+func checkCollectives(r *Ring, length int) error {
+	n := r.Size()
+	var sum []float32
+	for k := 0; k < n; k++ {
+		for i, x := range values(k, length) {
+			if k == 0 {
+				sum = append(sum, 0)
+			}
+			sum[i] += x
+		}
+	}
+	ten, _ := r.b.Alloc(engine.F32, length)
+	r.b.Upload(ten, values(r.Rank(), length))
+	if err := r.AllReduce(ten); err != nil {
+		return err
+	}
+	got := make([]float32, length)
+	r.b.Download(ten, got)
+	for i := range got {
+		if got[i] != sum[i] {
+			return fmt.Errorf("AllReduce[%d] = %v, want %v", i, got[i], sum[i])
+		}
+	}
+	if length%n != 0 {
+		if err := r.ReduceScatter(ten); err == nil {
+			return errors.New("ReduceScatter of uneven chunks passed")
+		}
+		return nil
+	}
+	chunk := length / n
+	r.b.Upload(ten, values(r.Rank(), length))
+	if err := r.ReduceScatter(ten); err != nil {
+		return err
+	}
+	r.b.Download(ten, got)
+	for i := r.Rank() * chunk; i < (r.Rank()+1)*chunk; i++ {
+		if got[i] != sum[i] {
+			return fmt.Errorf("ReduceScatter[%d] = %v, want %v", i, got[i], sum[i])
+		}
+	}
+	// AllGather: chunk r from rank r's values.
+	mine := make([]float32, length)
+	copy(mine[r.Rank()*chunk:], values(r.Rank(), length)[r.Rank()*chunk:(r.Rank()+1)*chunk])
+	r.b.Upload(ten, mine)
+	if err := r.AllGather(ten); err != nil {
+		return err
+	}
+	r.b.Download(ten, got)
+	for i := range got {
+		if want := values(i/chunk, length)[i]; got[i] != want {
+			return fmt.Errorf("AllGather[%d] = %v, want %v", i, got[i], want)
+		}
+	}
+	for root := 0; root < n; root++ {
+		r.b.Upload(ten, values(r.Rank(), length))
+		if err := r.Broadcast(ten, root); err != nil {
+			return err
+		}
+		r.b.Download(ten, got)
+		for i, want := range values(root, length) {
+			if got[i] != want {
+				return fmt.Errorf("Broadcast from %d: [%d] = %v, want %v", root, i, got[i], want)
+			}
+		}
+	}
+	return nil
 }
 
 // TestRingAbortFreesWaitingRanks: a rank that fails aborts the group, and
