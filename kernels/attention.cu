@@ -8,7 +8,11 @@
 // Query head h reads key/value head h / (H/KVH) (grouped-query attention).
 // Token i attends to key j when both lie in the same sequence of the
 // packed batch (starts[s] <= j <= i < starts[s+1]) and, with a sliding
-// window W > 0, i - j < W. Scores are scale * q_i . k_j.
+// window W > 0, i - j < W. Scores are x_ij = scale * q_i . k_j, or, with a
+// soft-cap c > 0 (Gemma 2), s_ij = c * tanh(x_ij / c): the softmax sees the
+// capped score and the backward multiplies dS by ds/dx = 1 - tanh^2, so
+// dq, dk below stay "scale * sum dS' k" with dS' = dS * (1 - tanh^2).
+// softcap <= 0 means no cap (the plain kernels' arithmetic, unchanged).
 //
 // Forward (one block: 16 queries of one head; each warp owns 4 queries,
 // each lane one key of the current 32-key tile):
@@ -17,9 +21,9 @@
 //   out_i = acc_i / l_i (overwrite), lse_i = m_i + log(l_i) (overwrite).
 //
 // Backward recomputes the probabilities from lse instead of storing them:
-//   P_ij   = exp(scale*q_i.k_j - lse_i)
+//   P_ij   = exp(s_ij - lse_i)
 //   Delta_i = dOut_i . out_i                       (attention_backward_delta)
-//   dS_ij  = P_ij * (dOut_i . v_j - Delta_i)
+//   dS_ij  = P_ij * (dOut_i . v_j - Delta_i) * ds_ij/dx_ij
 //   dq_i   = scale * sum_j dS_ij k_j               (attention_backward_dq)
 //   dk_j   = scale * sum_{h in group, i} dS_ij q_i (attention_backward_dkv)
 //   dv_j   = sum_{h in group, i} P_ij dOut_i
@@ -67,12 +71,25 @@ __device__ __forceinline__ int end_query(const int* starts, int nseq, int j, int
     return hi;
 }
 
+// cap_score turns the scaled dot product x into the score the softmax
+// sees: x itself, or softcap * tanh(x / softcap) when softcap > 0. *dcap
+// receives the derivative of the score by x (1 without a cap).
+__device__ __forceinline__ float cap_score(float x, float softcap, float* dcap) {
+    if (softcap <= 0.0f) {
+        *dcap = 1.0f;
+        return x;
+    }
+    const float t = tanhf(x / softcap);
+    *dcap = 1.0f - t * t;
+    return softcap * t;
+}
+
 // attention_forward serves training (qOffset 0, Tq = T, starts given) and
 // decoding over a key/value cache (starts null: one sequence; query row r
 // is position qOffset + r; lse null: nothing saved).
 extern "C" __global__ void __launch_bounds__(128) attention_forward(
     void* out, int odt, float* lse, const void* q, int qdt, const void* k, int kdt, const void* v, int vdt,
-    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, int D, float scale, int window) {
+    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, int D, float scale, int window, float softcap) {
     extern __shared__ float smem[];
     const int Dp = D + 1;
     float* Ks = smem;           // [KT][Dp]
@@ -128,7 +145,8 @@ extern "C" __global__ void __launch_bounds__(128) attention_forward(
                 const float* kr = Ks + lane * Dp;
                 float d = 0.0f;
                 for (int c = 0; c < D; c++) d += qr[c] * kr[c];
-                s = d * scale;
+                float dcap;
+                s = cap_score(d * scale, softcap, &dcap);
             }
             const float mNew = fmaxf(m[qq], warp_max(s));
             const float corr = expf(m[qq] - mNew);
@@ -181,7 +199,7 @@ extern "C" __global__ void attention_backward_delta(float* delta, const void* do
 extern "C" __global__ void __launch_bounds__(128) attention_backward_dq(
     void* dq, int dqdt, const void* dout, int dodt, const void* q, int qdt, const void* k, int kdt, const void* v,
     int vdt, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH, int D,
-    float scale, int window) {
+    float scale, int window, float softcap) {
     extern __shared__ float smem[];
     const int Dp = D + 1;
     float* Ks = smem;            // [KT][Dp]
@@ -245,8 +263,9 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dq(
                     sdot += qr[c] * kr[c];
                     pdot += dor[c] * vr[c];
                 }
-                const float p = expf(sdot * scale - lq[qq]);
-                ds = p * (pdot - dl[qq]);
+                float dcap;
+                const float p = expf(cap_score(sdot * scale, softcap, &dcap) - lq[qq]);
+                ds = p * (pdot - dl[qq]) * dcap;
             }
             for (int jj = 0; jj < KT; jj++) {
                 const float dsj = __shfl_sync(0xffffffffu, ds, jj);
@@ -276,7 +295,7 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dq(
 extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv(
     void* dk, int dkdt, void* dv, int dvdt, const void* dout, int dodt, const void* q, int qdt, const void* k, int kdt,
     const void* v, int vdt, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH,
-    int D, float scale, int window) {
+    int D, float scale, int window, float softcap) {
     extern __shared__ float smem[];
     const int Dp = D + 1;
     float* Qs = smem;              // [KT][Dp]
@@ -343,8 +362,9 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv(
                         sdot += qr[c] * kr[c];
                         pdot += dor[c] * vr[c];
                     }
-                    p = expf(sdot * scale - lseS[lane]);
-                    ds = p * (pdot - deltaS[lane]);
+                    float dcap;
+                    p = expf(cap_score(sdot * scale, softcap, &dcap) - lseS[lane]);
+                    ds = p * (pdot - deltaS[lane]) * dcap;
                 }
                 for (int ii = 0; ii < KT; ii++) {
                     const float pi = __shfl_sync(0xffffffffu, p, ii);
@@ -395,7 +415,8 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv(
 // with 16-byte cp.async into two buffers, so the next tile loads while the
 // current one is multiplied. Shared rows are padded to D+8 bf16: the eight
 // 16-byte row reads of one ldmatrix phase then fall in distinct banks.
-// Softmax runs in base 2 (scores pre-multiplied by scale*log2(e)); the
+// Softmax runs in base 2 (scores pre-multiplied by scale*log2(e), or, with
+// a soft-cap, capped first by cap_tile and then multiplied by log2(e)); the
 // saved lse stays in natural log.
 //
 // Blocks run 4 warps, 16 rows (queries or keys) per warp. Causal masking
@@ -535,6 +556,25 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float sl2, float& mA
     mB = nB;
 }
 
+// cap_tile replaces N accumulator tiles of raw dot products q.k by their
+// capped scores softcap * tanh(scale * q.k / softcap). The backward reads
+// the derivative back from the capped score y as 1 - (y/softcap)^2
+// (cap_slope), so no second array of registers is needed.
+template <int N>
+__device__ __forceinline__ void cap_tile(float (*s)[4], float scale, float softcap) {
+#pragma unroll
+    for (int nt = 0; nt < N; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+    }
+}
+
+// cap_slope is d(capped score)/d(scaled score) at the capped score y.
+__device__ __forceinline__ float cap_slope(float y, float softcap) {
+    const float r = y / softcap;
+    return 1.0f - r * r;
+}
+
 // store_pair writes two adjacent output values (one register's worth).
 __device__ __forceinline__ void store_pair(void* p, int dt, i64 i, float a, float b) {
     if (dt == DT_BF16) {
@@ -632,7 +672,7 @@ template <int D, int MT>
 __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, const unsigned short* q,
                                             const unsigned short* k, const unsigned short* v, const int* starts,
                                             int nseq, const int* order, int Tq, int qOffset, int H, int KVH,
-                                            float scale, int window) {
+                                            float scale, int window, float softcap) {
     constexpr int BM = 64 * MT, BN = 64, DP = D + 8, WR = 16 * MT; // WR: rows per warp
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Qs = sh;               // [BM][DP]
@@ -672,7 +712,8 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
     const int warpLastPos = qOffset + min(warpRow0 + WR - 1, Tq - 1);
     const int warpMinLo = warpLive ? first_key(starts, nseq, warpFirstPos, window) : 0;
     const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLastPos, window) : 0;
-    const float sl2 = scale * LOG2E;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E; // capped scores are already scaled
 
     unsigned int qf[MT][D / 16][4];
     float o[MT][D / 8][4];
@@ -725,6 +766,7 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         const bool masked = kt < warpMaxLo || kt + BN - 1 > warpFirstPos; // some pair of this tile is masked
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
+            if (capped) cap_tile<BN / 8>(s[mt], scale, softcap);
             if (masked) {
 #pragma unroll
                 for (int nt = 0; nt < BN / 8; nt++) {
@@ -787,7 +829,7 @@ template <int D, int BN>
 __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned short* dout, const unsigned short* q,
                                            const unsigned short* k, const unsigned short* v, const float* lse,
                                            const float* delta, const int* starts, int nseq, const int* order, int T,
-                                           int H, int KVH, float scale, int window) {
+                                           int H, int KVH, float scale, int window, float softcap) {
     constexpr int BM = 64, DP = D + 8;
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Qs = sh;                // [BM][DP]
@@ -821,7 +863,8 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
     const int warpLast = min(warpRow0 + 15, T - 1);
     const int warpMinLo = warpLive ? first_key(starts, nseq, warpRow0, window) : 0;
     const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLast, window) : 0;
-    const float sl2 = scale * LOG2E;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E;
     float dQ[D / 8][4];
     zero_acc<D / 8>(dQ);
 
@@ -841,6 +884,7 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
 
         float s[BN / 8][4], dp[BN / 8][4];
         score_pair<D, BN>(s, dp, Qs, dOs, warp * 16, Kb, Vb, DP, lane);
+        if (capped) cap_tile<BN / 8>(s, scale, softcap);
         const bool masked = kt < warpMaxLo || kt + BN - 1 > warpRow0;
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++) {
@@ -850,7 +894,7 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
                 const bool isB = e >= 2;
                 const bool valid = !masked || (isB ? (key >= loB && key <= rowB) : (key >= loA && key <= rowA));
                 const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -(isB ? lB2 : lA2))) : 0.0f;
-                dp[nt][e] = p * (dp[nt][e] - (isB ? dlB : dlA));
+                dp[nt][e] = p * (dp[nt][e] - (isB ? dlB : dlA)) * (capped ? cap_slope(s[nt][e], softcap) : 1.0f);
             }
         }
 #pragma unroll
@@ -874,7 +918,8 @@ template <int D, int BQ>
 __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout,
                                             const unsigned short* q, const unsigned short* k, const unsigned short* v,
                                             const float* lse, const float* delta, const int* starts, int nseq,
-                                            const int* order, int T, int H, int KVH, float scale, int window) {
+                                            const int* order, int T, int H, int KVH, float scale, int window,
+                                            float softcap) {
     constexpr int BN = 64, DP = D + 8;
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Ks = sh;                 // [BN][DP]
@@ -917,7 +962,8 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
     const int warpKeyLast = min(warpKey0 + 15, T - 1);
     const int warpMinEnd = warpLive ? end_query(starts, nseq, warpKey0, window) : 0;
     const int warpMaxEnd = warpLive ? end_query(starts, nseq, warpKeyLast, window) : 0;
-    const float sl2 = scale * LOG2E;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E;
     float dK[D / 8][4], dV[D / 8][4];
     zero_acc<D / 8>(dK);
     zero_acc<D / 8>(dV);
@@ -936,6 +982,7 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
 
         float s[BQ / 8][4], dp[BQ / 8][4];
         score_pair<D, BQ>(s, dp, Ks, Vs, warp * 16, Qb, dOb, DP, lane);
+        if (capped) cap_tile<BQ / 8>(s, scale, softcap);
         // Unmasked when every query of the tile comes at or after every key
         // of the warp and before the first key's end.
         const bool masked = qt < warpKeyLast || qt + BQ > warpMinEnd;
@@ -948,8 +995,9 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
                 const bool isB = e >= 2;
                 const bool valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
                 const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -lseB[col] * LOG2E)) : 0.0f;
+                const float slope = capped ? cap_slope(s[nt][e], softcap) : 1.0f;
                 s[nt][e] = p;
-                dp[nt][e] = p * (dp[nt][e] - deltaB[col]);
+                dp[nt][e] = p * (dp[nt][e] - deltaB[col]) * slope;
             }
         }
 #pragma unroll
@@ -998,23 +1046,23 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
     extern "C" __global__ void __launch_bounds__(128, ATTN_FWD_MINB) attention_forward_tc_d##D(                        \
         void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,     \
         const int* starts, int nseq, const int* order, int Tq, int qOffset, int H, int KVH, float scale,               \
-        int window) {                                                                                                  \
+        int window, float softcap) {                                                                                   \
         attn_fwd_tc<D, ATTN_FWD_MT(D)>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H, KVH, scale,        \
-                                       window);                                                                        \
+                                       window, softcap);                                                               \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(128, ATTN_DQ_MINB) attention_backward_dq_tc_d##D(                     \
         void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
         const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, const int* order,  \
-        int T, int H, int KVH, float scale, int window) {                                                              \
+        int T, int H, int KVH, float scale, int window, float softcap) {                                               \
         attn_dq_tc<D, ATTN_BWD_TILE(D)>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H, KVH, scale,    \
-                                        window);                                                                       \
+                                        window, softcap);                                                              \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_backward_dkv_tc_d##D(                   \
         void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,                   \
         const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts,     \
-        int nseq, const int* order, int T, int H, int KVH, float scale, int window) {                                  \
+        int nseq, const int* order, int T, int H, int KVH, float scale, int window, float softcap) {                   \
         attn_dkv_tc<D, ATTN_BWD_TILE(D)>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H,     \
-                                         KVH, scale, window);                                                          \
+                                         KVH, scale, window, softcap);                                                 \
     }
 
 ATTN_TC_KERNELS(16)

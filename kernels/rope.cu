@@ -1,20 +1,24 @@
 // rope.cu: rotary position embedding, half-split layout (Hugging Face's
-// rotate_half). Within each head of x [T, nHeads*headDim], with x1 the
-// first half and x2 the second, and c, s row positions[t] of the
-// [maxPos, headDim/2] cos and sin tables:
+// rotate_half), over the first rot dimensions of each head (rot = headDim
+// for RoPE; rot < headDim for partial rotary, Phi-3's
+// partial_rotary_factor, whose other dimensions pass through untouched).
+// Within each head of x [T, nHeads*headDim], with x1 = dims [0, rot/2) and
+// x2 = dims [rot/2, rot), and c, s row positions[t] of the
+// [maxPos, rot/2] cos and sin tables:
 //   x1' = x1*c - x2*s
 //   x2' = x2*c + x1*s
 // x is rotated in place. The rotation is orthogonal, so its backward is the
 // rotation by the negative angle: the same kernel with sign = -1.
 // The host checks positions against the tables before launching. Heads
-// whose half is a multiple of 8 go 8 pairs a thread step (16-byte accesses).
+// whose rot/2 and headDim are multiples of 8 go 8 pairs a thread step
+// (16-byte accesses).
 #include "common.cuh"
 
 extern "C" __global__ void rope(void* x, int xdt, const int* positions, const void* cosT, int cdt, const void* sinT,
-                                int sdt, i64 tokens, int nHeads, int headDim, i64 maxPos, float sign) {
-    const int half = headDim / 2;
+                                int sdt, i64 tokens, int nHeads, int headDim, int rot, i64 maxPos, float sign) {
+    const int half = rot / 2;
     const i64 stride = (i64)gridDim.x * blockDim.x;
-    if ((half & 7) == 0 && aligned16(x) && aligned16(cosT) && aligned16(sinT)) {
+    if ((half & 7) == 0 && (headDim & 7) == 0 && aligned16(x) && aligned16(cosT) && aligned16(sinT)) {
         // 8 pairs a thread step, 16-byte accesses.
         const int h8 = half / 8;
         const i64 n8 = tokens * nHeads * h8;

@@ -132,6 +132,8 @@ func (m *mutant) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayou
 	case "attention_crosses_sequences":
 		seqs.Starts = []int32{0, int32(engine.Rows(q))}
 		seqs.MaxLen = engine.Rows(q)
+	case "attention_ignores_softcap":
+		p.SoftCap = 0
 	}
 	if err := m.Backend.Attention(out, lse, q, k, v, seqs, p); err != nil {
 		return err
@@ -140,8 +142,11 @@ func (m *mutant) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayou
 }
 
 func (m *mutant) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
-	if m.kind == "attention_kv_ignores_window" {
+	switch m.kind {
+	case "attention_kv_ignores_window":
 		p.Window = 0
+	case "attention_ignores_softcap":
+		p.SoftCap = 0
 	}
 	if err := m.Backend.AttentionKV(out, q, k, v, qOffset, p); err != nil {
 		return err
@@ -154,6 +159,9 @@ func (m *mutant) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Te
 		return m.accumulate(func(s []engine.Tensor) error {
 			return m.Backend.AttentionBackward(s[0], s[1], s[2], dOut, q, k, v, out, lse, seqs, p)
 		}, dq, dk, dv)
+	}
+	if m.kind == "attention_ignores_softcap" {
+		p.SoftCap = 0
 	}
 	if err := m.Backend.AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, seqs, p); err != nil {
 		return err
@@ -232,12 +240,13 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		{"bf16_noise", nil},
 		{"matmul_ignores_beta", []string{"MatMul", "Views"}},
 		{"embedding_backward_overwrites", []string{"EmbeddingBackward"}},
-		{"rmsnorm_backward_overwrites_dx", []string{"RMSNormBackward"}},
+		{"rmsnorm_backward_overwrites_dx", []string{"RMSNormBackward", "QKNorm"}},
 		{"rope_ignores_inverse", []string{"RoPE"}},
 		{"attention_ignores_window", []string{"Attention"}},
 		{"attention_crosses_sequences", []string{"Attention", "Views"}},
 		{"attention_backward_accumulates", []string{"AttentionBackward"}},
 		{"attention_kv_ignores_window", []string{"AttentionKV"}},
+		{"attention_ignores_softcap", []string{"Attention", "AttentionBackward", "AttentionKV"}},
 		{"cross_entropy_counts_ignored", []string{"SoftmaxCrossEntropy"}},
 		{"dropout_other_hash", []string{"Dropout"}},
 		{"adamw_no_bias_correction", []string{"AdamW"}},

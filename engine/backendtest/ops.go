@@ -25,6 +25,7 @@ var suite = []struct {
 	{"EmbeddingBackward", testEmbeddingBackward},
 	{"RMSNorm", testRMSNorm},
 	{"RMSNormBackward", testRMSNormBackward},
+	{"QKNorm", testQKNorm},
 	{"RoPE", testRoPE},
 	{"Attention", testAttention},
 	{"AttentionBackward", testAttentionBackward},
@@ -362,6 +363,38 @@ func testRMSNormBackward(h *harness) {
 	}
 }
 
+// testQKNorm is the per-head RMSNorm of Qwen3 and Gemma 3 (q_norm, k_norm)
+// as the decoder runs it: q [T, heads*headDim] viewed as [T*heads,
+// headDim], one weight of headDim shared by every head, forward then
+// backward with the weight's gradient summed over tokens and heads.
+func testQKNorm(h *harness) {
+	const tokens = 9
+	for _, c := range []struct{ heads, headDim int }{{4, 128}, {2, 256}, {3, 6}} {
+		h.sub(fmt.Sprintf("heads%d_headDim%d", c.heads, c.headDim), func(h *harness) {
+			rows := tokens * c.heads
+			q := h.randn(h.act, 2, tokens, c.heads*c.headDim)
+			w := h.normWeight(c.headDim)
+			out := h.output(h.act, tokens, c.heads*c.headDim)
+			rstd := h.output(engine.F32, rows)
+			x, o := h.view(q, 0, rows, c.headDim), h.view(out, 0, rows, c.headDim)
+			h.check("RMSNorm", h.dut.RMSNorm(o.dut, rstd.dut, x.dut, w.dut, 1e-6))
+			h.oracle("RMSNorm", h.ref.RMSNorm(o.ref, rstd.ref, x.ref, w.ref, 1e-6))
+			h.compare("out", out)
+			h.compare("rstd", rstd)
+			// The backward reads the oracle's rstd on both sides.
+			saved := h.input(engine.F32, h.refValues(rstd.ref), rows)
+			dOut := h.randn(h.act, 1, tokens, c.heads*c.headDim)
+			dq := h.output(h.act, tokens, c.heads*c.headDim)
+			dw := h.output(engine.F32, c.headDim)
+			dO, dx := h.view(dOut, 0, rows, c.headDim), h.view(dq, 0, rows, c.headDim)
+			h.check("RMSNormBackward", h.dut.RMSNormBackward(dx.dut, dw.dut, dO.dut, x.dut, w.dut, saved.dut))
+			h.oracle("RMSNormBackward", h.ref.RMSNormBackward(dx.ref, dw.ref, dO.ref, x.ref, w.ref, saved.ref))
+			h.compare("dq (accumulated)", dq)
+			h.compare("dWeight (accumulated)", dw)
+		})
+	}
+}
+
 // ropeTables are Hugging Face's default tables: angle = p * theta^(-2i/d).
 func (h *harness) ropeTables(maxPos, headDim int) (cos, sin pair) {
 	half := headDim / 2
@@ -429,6 +462,16 @@ var attnCases = []attnCase{
 	// Soft-capped scores (Gemma 2): caps near the scores' size bend them.
 	{"gqa4x2_d16_packed_softcap", []int32{0, 5, 13, 20}, 4, 2, 16, 0, 2, 1.5},
 	{"gqa8x2_d64_window32_softcap", []int32{0, 70, 71, 160}, 8, 2, 64, 32, 2, 3},
+	// A window longer than every sequence masks nothing beyond causality.
+	{"gqa4x2_d16_packed_window64_longer_than_seqs", []int32{0, 5, 13, 20}, 4, 2, 16, 64, 1, 0},
+	{"gqa8x2_d64_many_tiles_window500_longer_than_seqs", []int32{0, 300, 301, 557}, 8, 2, 64, 500, 1, 0},
+	// Windows and caps across many 64-row tiles, on the tensor-core path
+	// (bf16) and the float32 one.
+	{"gqa8x2_d64_many_tiles_window80_softcap", []int32{0, 300, 301, 557}, 8, 2, 64, 80, 2, 5},
+	{"gqa4x2_d128_many_tiles_window100_softcap", []int32{0, 260, 400}, 4, 2, 128, 100, 2, 4},
+	// Gemma's head dim 256 (no tensor-core instantiation): window and cap.
+	{"gqa4x1_d256_window24_softcap", []int32{0, 40, 90}, 4, 1, 256, 24, 1.5, 2},
+	{"gqa4x2_d256_window200_longer", []int32{0, 40, 90}, 4, 2, 256, 200, 1, 0},
 }
 
 func (c attnCase) layout() (engine.SeqLayout, engine.AttnParams, int) {
@@ -523,6 +566,10 @@ func testAttentionKV(h *harness) {
 		{"decode_mqa8x1_d64", 8, 1, 64, 30, 1, 0, 0},
 		{"decode_gqa4x2_d128_window8", 4, 2, 128, 25, 2, 8, 0},
 		{"decode_chunk_window4_softcap", 4, 2, 16, 12, 5, 4, 0.5},
+		{"decode_chunk_window64_longer_than_cache", 4, 2, 16, 12, 5, 64, 0},
+		{"decode_gqa8x2_d64_window8_softcap", 8, 2, 64, 30, 3, 8, 1},
+		{"prefill_gqa4x1_d256_window6_softcap", 4, 1, 256, 0, 17, 6, 0.8},
+		{"decode_gqa4x1_d256_window6_softcap", 4, 1, 256, 33, 1, 6, 0.8},
 	} {
 		h.sub(c.name, func(h *harness) {
 			p := engine.AttnParams{NHeads: c.heads, NKVHeads: c.kvHeads, HeadDim: c.headDim,
@@ -641,7 +688,7 @@ func testRoPEPartial(h *harness) {
 	if !ok {
 		h.t.Skipf("%s does not implement engine.PartialRoPE (Phi-4-mini's partial rotary)", h.dut.Name())
 	}
-	for _, c := range []struct{ headDim, rot int }{{16, 12}, {128, 96}, {64, 64}} {
+	for _, c := range []struct{ headDim, rot int }{{16, 12}, {128, 96}, {80, 48}, {64, 64}} {
 		for _, inverse := range []bool{false, true} {
 			h.sub(fmt.Sprintf("headDim%d_rot%d_inverse=%v", c.headDim, c.rot, inverse), func(h *harness) {
 				const heads, maxPos = 4, 4096

@@ -115,12 +115,12 @@ func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64,
 		return b.launch(op, "attention.cu", fmt.Sprintf("attention_forward_tc_d%d", D),
 			dim3{H, (Tq + rows - 1) / rows, 1}, dim3{128, 1, 1}, 2*(rows+4*attnTCKB)*(D+8),
 			ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
-			starts, int32(nseq), order, int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window))
+			starts, int32(nseq), order, int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 	}
 	return b.launch(op, "attention.cu", "attention_forward",
 		dim3{(Tq + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_forward", D),
 		ot.ptr(), dt(ot), lse, qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
-		starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
+		starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window), p.SoftCap)
 }
 
 // attnSmem is the dynamic shared memory of each float32 attention kernel.
@@ -138,9 +138,6 @@ func attnSmem(kernel string, d int) int {
 
 // Attention writes out and lse (see kernels/attention.cu for the maths).
 func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
-	if err := noSoftCap("Attention", p); err != nil {
-		return err
-	}
 	c := b.check("Attention")
 	ot := c.float("out", out)
 	lt := c.f32("lse", lse)
@@ -172,7 +169,7 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 		return err
 	}
 	defer exit()
-	op := fmt.Sprintf("Attention T=%d heads %d/%d dim %d window %d", g.T, g.H, g.KVH, g.D, p.Window)
+	op := fmt.Sprintf("Attention T=%d heads %d/%d dim %d window %d softcap %g", g.T, g.H, g.KVH, g.D, p.Window, p.SoftCap)
 	return b.forward(op, ot, qt, kt, vt, lt.ptr(), g.starts.ptr(), seqs.Starts, g.nseq, g.T, 0, p)
 }
 
@@ -182,9 +179,6 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 // nothing is saved for a backward. It runs the training forward kernels
 // with the query rows shifted to their positions.
 func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
-	if err := noSoftCap("AttentionKV", p); err != nil {
-		return err
-	}
 	c := b.check("AttentionKV")
 	ot, qt, kt, vt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v)
 	if c.Err != nil {
@@ -206,16 +200,13 @@ func (b *Backend) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.
 		return err
 	}
 	defer exit()
-	op := fmt.Sprintf("AttentionKV %d queries at %d heads %d/%d dim %d window %d", Tq, qOffset, H, KVH, D, p.Window)
+	op := fmt.Sprintf("AttentionKV %d queries at %d heads %d/%d dim %d window %d softcap %g", Tq, qOffset, H, KVH, D, p.Window, p.SoftCap)
 	return b.forward(op, ot, qt, kt, vt, 0, 0, nil, 1, Tq, qOffset, p)
 }
 
 // AttentionBackward overwrites dq, dk and dv, recomputing the attention
 // probabilities from lse.
 func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
-	if err := noSoftCap("AttentionBackward", p); err != nil {
-		return err
-	}
 	c := b.check("AttentionBackward")
 	dqt := c.float("dq", dq)
 	dkt := c.float("dk", dk)
@@ -259,7 +250,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		return err
 	}
 	defer exit()
-	op := fmt.Sprintf("AttentionBackward T=%d heads %d/%d dim %d window %d", T, H, KVH, D, p.Window)
+	op := fmt.Sprintf("AttentionBackward T=%d heads %d/%d dim %d window %d softcap %g", T, H, KVH, D, p.Window, p.SoftCap)
 	delta, err := b.scratchFor(op, int64(H)*int64(T)*4)
 	if err != nil {
 		return err
@@ -278,31 +269,22 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		if err := b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dq_tc_d%d", D),
 			dim3{H, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8),
 			dqt.ptr(), dt(dqt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
-			g.starts.ptr(), int32(g.nseq), qOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window)); err != nil {
+			g.starts.ptr(), int32(g.nseq), qOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap); err != nil {
 			return err
 		}
 		return b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dkv_tc_d%d", D),
 			dim3{KVH, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8)+4*tile*4,
 			dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
-			g.starts.ptr(), int32(g.nseq), kOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window))
+			g.starts.ptr(), int32(g.nseq), kOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 	}
 	if err := b.launch(op, "attention.cu", "attention_backward_dq",
 		dim3{(T + attnQB - 1) / attnQB, H, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dq", D),
 		dqt.ptr(), dt(dqt), dot.ptr(), dt(dot), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), lt.ptr(), delta,
-		g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window)); err != nil {
+		g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window), p.SoftCap); err != nil {
 		return err
 	}
 	return b.launch(op, "attention.cu", "attention_backward_dkv",
 		dim3{(T + attnQB - 1) / attnQB, KVH, 1}, dim3{128, 1, 1}, attnSmem("attention_backward_dkv", D),
 		dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), dt(dot), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt),
-		lt.ptr(), delta, g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window))
-}
-
-// noSoftCap refuses attention-score soft-capping (Gemma 2), which the
-// kernels do not compute yet: a clear error, never scores left uncapped.
-func noSoftCap(op string, p engine.AttnParams) error {
-	if p.SoftCap != 0 {
-		return fmt.Errorf("cuda: %s: attention soft-cap %g: %w", op, p.SoftCap, engine.ErrNotImplemented)
-	}
-	return nil
+		lt.ptr(), delta, g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window), p.SoftCap)
 }

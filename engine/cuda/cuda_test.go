@@ -243,7 +243,9 @@ func TestBadIndices(t *testing.T) {
 // TestAttentionMatchesCPU covers geometries the shared suite does not: a
 // head dim that is not a multiple of 32, the largest head dim, an empty
 // sequence inside the packing, many key tiles, a window across tiles, and
-// a block of queries that spans two sequences. With f32 inputs (the
+// a block of queries that spans two sequences, and Gemma 2's shapes (head
+// dim 256, windows, score soft-caps, on the float32 kernels; a cap on the
+// tensor-core ones at head dim 128). With f32 inputs (the
 // float32 kernels) the bound is float32 rounding; with bf16 inputs (the
 // tensor-core forward where the head dim allows) it is bf16's.
 func TestAttentionMatchesCPU(t *testing.T) {
@@ -253,32 +255,36 @@ func TestAttentionMatchesCPU(t *testing.T) {
 		name         string
 		starts       []int32
 		h, kvh, d, w int
+		softCap      float32
 	}{
-		{"d80_gqa6x2_empty_seq", []int32{0, 37, 37, 150, 200}, 6, 2, 80, 0},
-		{"d80_window50", []int32{0, 37, 37, 150, 200}, 6, 2, 80, 50},
-		{"d256_mqa", []int32{0, 70}, 2, 1, 256, 0},
-		{"d32_window1", []int32{0, 40, 41}, 2, 2, 32, 1},
-		{"d128_gqa4x1_long", []int32{0, 300, 301, 450}, 4, 1, 128, 0},
-		{"d64_window100", []int32{0, 400}, 2, 2, 64, 100},
-		{"d48_two_seqs_in_one_block", []int32{0, 30, 90}, 3, 1, 48, 0},
+		{"d80_gqa6x2_empty_seq", []int32{0, 37, 37, 150, 200}, 6, 2, 80, 0, 0},
+		{"d80_window50", []int32{0, 37, 37, 150, 200}, 6, 2, 80, 50, 0},
+		{"d256_mqa", []int32{0, 70}, 2, 1, 256, 0, 0},
+		{"d32_window1", []int32{0, 40, 41}, 2, 2, 32, 1, 0},
+		{"d128_gqa4x1_long", []int32{0, 300, 301, 450}, 4, 1, 128, 0, 0},
+		{"d64_window100", []int32{0, 400}, 2, 2, 64, 100, 0},
+		{"d48_two_seqs_in_one_block", []int32{0, 30, 90}, 3, 1, 48, 0, 0},
+		{"d256_gemma2_window64_softcap", []int32{0, 150, 151, 300}, 8, 4, 256, 64, 0.5},
+		{"d128_window70_softcap", []int32{0, 37, 37, 250}, 4, 2, 128, 70, 0.25},
+		{"d16_softcap_window_longer", []int32{0, 90, 200}, 4, 1, 16, 400, 0.3},
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, c := range cases {
 		for _, act := range []engine.DType{engine.F32, engine.BF16} {
 			t.Run(c.name+"_"+act.String(), func(t *testing.T) {
-				testAttentionCase(t, b, ref, rng, act, c.starts, c.h, c.kvh, c.d, c.w)
+				testAttentionCase(t, b, ref, rng, act, c.starts, c.h, c.kvh, c.d, c.w, c.softCap)
 			})
 		}
 	}
 }
 
-func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Rand, act engine.DType, starts []int32, h, kvh, d, w int) {
+func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Rand, act engine.DType, starts []int32, h, kvh, d, w int, softCap float32) {
 	T := int(starts[len(starts)-1])
 	maxLen := 0
 	for i := 0; i+1 < len(starts); i++ {
 		maxLen = max(maxLen, int(starts[i+1]-starts[i]))
 	}
-	p := engine.AttnParams{NHeads: h, NKVHeads: kvh, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d))), Window: w}
+	p := engine.AttnParams{NHeads: h, NKVHeads: kvh, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d))), Window: w, SoftCap: softCap}
 	qn, kvn := T*h*d, T*kvh*d
 	data := map[string][]float32{
 		"q": randVals(rng, qn), "k": randVals(rng, kvn), "v": randVals(rng, kvn), "dOut": randVals(rng, qn),

@@ -74,6 +74,31 @@
 // driver 580, NVRTC 13.0, cuBLASLt 13.1); see cuda_test.go for the tests
 // that run there and skip elsewhere.
 //
+// # The 2025 families (Qwen3, Gemma 3, Gemma 2, Phi-3/Phi-4-mini)
+//
+// Their ops are here: the GELU-tanh gated MLP (engine.GELUTanhGLU,
+// kernels/geglu.cu), the final-logit soft-cap (engine.SoftCapper,
+// kernels/softcap.cu), partial rotary embedding (engine.PartialRoPE, the
+// rot argument of kernels/rope.cu), and in every attention kernel (float32
+// and tensor-core; forward, both backward kernels, and AttentionKV) the
+// sliding window and Gemma 2's attention-score soft-cap (softcap * tanh,
+// its derivative applied to dS). Per-head q/k RMSNorm and Gemma's
+// embedding scale run on the existing RMSNorm and Scale kernels (the
+// decoder views q as [T*heads, headDim]). Head dim 256 (Gemma 2 and
+// Gemma 3 1B and up) has no tensor-core instantiation and takes the
+// float32 attention kernels: right, but slow.
+//
+// Checked here (no GPU): every .cu compiles with nvcc 11.8 for sm_90, the
+// launch sites match the kernels' signatures (launchargs_test.go), and
+// the shared conformance suite's new cases (windows shorter and longer
+// than the sequences, soft-caps on both attention paths and at head dim
+// 256, QKNorm, GeGLU, SoftCap, RoPEPartial) pass on engine/cpu and catch a
+// backend that ignores the soft-cap. Written for the GPU machine and not
+// yet seen to pass there as of this writing: TestConformance and
+// TestConformanceF32 with those cases, TestAttentionMatchesCPU's Gemma 2
+// shapes, TestFamilyTrainingMatchesCPU (50 steps of each family within 1%
+// of the CPU's loss) and TestFamilyGenerateMatchesCPU (family_test.go).
+//
 // # What does not, yet
 //
 //   - Speed beyond correctness (measured on an H200 with the benchmarks in

@@ -125,7 +125,7 @@ func TestKernelSignaturesParse(t *testing.T) {
 	if fill.file != "elementwise.cu" || got != "[{void* t} {int dt} {i64 n} {float v}]" {
 		t.Errorf("fill: %s %s", fill.file, got)
 	}
-	if d := sigs["attention_forward_tc_d#"]; len(d.params) != 15 || d.params[14] != (kernelParam{"int", "window"}) {
+	if d := sigs["attention_forward_tc_d#"]; len(d.params) != 16 || d.params[14] != (kernelParam{"int", "window"}) || d.params[15] != (kernelParam{"float", "softcap"}) {
 		t.Errorf("attention_forward_tc_d##D: %v", d.params)
 	}
 	for name, s := range sigs {

@@ -203,7 +203,18 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 // RoPE rotates x in place (half-split layout); inverse turns back, which
 // is the backward.
 func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
-	c := b.check("RoPE")
+	return b.rope("RoPE", x, positions, cos, sin, nHeads, headDim, headDim, inverse)
+}
+
+// RoPEPartial (engine.PartialRoPE) is RoPE over the first rot =
+// 2*Cols(cos) dimensions of each head; the others pass through.
+func (b *Backend) RoPEPartial(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
+	return b.rope("RoPEPartial", x, positions, cos, sin, nHeads, headDim, 2*engine.Cols(cos), inverse)
+}
+
+// rope checks and launches kernels/rope.cu over rot dimensions of each head.
+func (b *Backend) rope(op string, x, positions, cos, sin engine.Tensor, nHeads, headDim, rot int, inverse bool) error {
+	c := b.check(op)
 	xt := c.float("x", x)
 	pt := c.intTensor("positions", positions)
 	ct := c.float("cos", cos)
@@ -211,11 +222,11 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 	if c.Err != nil {
 		return c.Err
 	}
-	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 {
-		c.Failf("nHeads %d and headDim %d must be positive, headDim even", nHeads, headDim)
+	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 || rot <= 0 || rot > headDim {
+		c.Failf("nHeads %d and headDim %d must be positive, headDim even, and the rotary dimensions %d in (0, headDim]", nHeads, headDim, rot)
 		return c.Err
 	}
-	half := headDim / 2
+	half := rot / 2
 	rows := engine.Rows(xt)
 	c.Matrix("x", xt, rows, nHeads*headDim)
 	c.Length("positions", pt, rows)
@@ -230,8 +241,8 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 		return err
 	}
 	defer exit()
-	if err := b.checkIndices("RoPE", "positions", pt, maxPos, false, func(i int, v int32) error {
-		return fmt.Errorf("cuda: RoPE: positions[%d] = %d is outside the %d rows of the cos/sin tables", i, v, maxPos)
+	if err := b.checkIndices(op, "positions", pt, maxPos, false, func(i int, v int32) error {
+		return fmt.Errorf("cuda: %s: positions[%d] = %d is outside the %d rows of the cos/sin tables", op, i, v, maxPos)
 	}); err != nil {
 		return err
 	}
@@ -243,8 +254,8 @@ func (b *Backend) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim int
 	if inverse {
 		sign = -1
 	}
-	return b.launch(fmt.Sprintf("RoPE %s %v heads %d dim %d", xt.dt, xt.shape, nHeads, headDim), "rope.cu", "rope", b.gridFor(n), block256, 0,
-		xt.ptr(), dt(xt), pt.ptr(), ct.ptr(), dt(ct), st.ptr(), dt(st), int64(rows), int32(nHeads), int32(headDim), int64(maxPos), sign)
+	return b.launch(fmt.Sprintf("%s %s %v heads %d dim %d rotary %d", op, xt.dt, xt.shape, nHeads, headDim, rot), "rope.cu", "rope", b.gridFor(n), block256, 0,
+		xt.ptr(), dt(xt), pt.ptr(), ct.ptr(), dt(ct), st.ptr(), dt(st), int64(rows), int32(nHeads), int32(headDim), int32(rot), int64(maxPos), sign)
 }
 
 // SoftmaxCrossEntropy writes per-row losses and overwrites logits with

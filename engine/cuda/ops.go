@@ -446,7 +446,28 @@ func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) e
 
 // SwiGLU writes out = silu(gate)*up.
 func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
-	c := b.check("SwiGLU")
+	return b.gatedForward("SwiGLU", actSiLU, out, gate, up)
+}
+
+// SwiGLUBackward overwrites dGate and dUp (either may be the buffer of
+// gate or up: each element is read before it is written).
+func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
+	return b.gatedBackward("SwiGLUBackward", actSiLU, dGate, dUp, dOut, gate, up)
+}
+
+// gatedAct names the activation of a gated MLP: silu (swiglu.cu) or
+// GELU-tanh (geglu.cu, family.go). Both files' kernels take the same
+// parameters.
+type gatedAct int
+
+const (
+	actSiLU gatedAct = iota
+	actGELUTanh
+)
+
+// gatedForward checks and launches out = act(gate)*up.
+func (b *Backend) gatedForward(op string, act gatedAct, out, gate, up engine.Tensor) error {
+	c := b.check(op)
 	o := c.float("out", out)
 	g := c.float("gate", gate)
 	u := c.float("up", up)
@@ -463,14 +484,17 @@ func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
 		return err
 	}
 	defer exit()
-	return b.launch(fmt.Sprintf("SwiGLU %s %v", o.dt, o.shape), "swiglu.cu", "swiglu_forward", b.gridFor(o.n), block256, 0,
-		o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), int64(o.n))
+	desc, grid, n := fmt.Sprintf("%s %s %v", op, o.dt, o.shape), b.gridFor(o.n), int64(o.n)
+	if act == actGELUTanh {
+		return b.launch(desc, "geglu.cu", "geglu_forward", grid, block256, 0, o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), n)
+	}
+	return b.launch(desc, "swiglu.cu", "swiglu_forward", grid, block256, 0, o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), n)
 }
 
-// SwiGLUBackward overwrites dGate and dUp (either may be the buffer of
-// gate or up: each element is read before it is written).
-func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error {
-	c := b.check("SwiGLUBackward")
+// gatedBackward checks and launches the backward of gatedForward (dGate
+// and dUp overwritten).
+func (b *Backend) gatedBackward(op string, act gatedAct, dGate, dUp, dOut, gate, up engine.Tensor) error {
+	c := b.check(op)
 	dg := c.float("dGate", dGate)
 	du := c.float("dUp", dUp)
 	do := c.float("dOut", dOut)
@@ -488,8 +512,13 @@ func (b *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up engine.Tensor) error
 		return err
 	}
 	defer exit()
-	return b.launch(fmt.Sprintf("SwiGLUBackward %s %v", do.dt, do.shape), "swiglu.cu", "swiglu_backward", b.gridFor(do.n), block256, 0,
-		dg.ptr(), dt(dg), du.ptr(), dt(du), do.ptr(), dt(do), g.ptr(), dt(g), u.ptr(), dt(u), int64(do.n))
+	desc, grid, n := fmt.Sprintf("%s %s %v", op, do.dt, do.shape), b.gridFor(do.n), int64(do.n)
+	if act == actGELUTanh {
+		return b.launch(desc, "geglu.cu", "geglu_backward", grid, block256, 0,
+			dg.ptr(), dt(dg), du.ptr(), dt(du), do.ptr(), dt(do), g.ptr(), dt(g), u.ptr(), dt(u), n)
+	}
+	return b.launch(desc, "swiglu.cu", "swiglu_backward", grid, block256, 0,
+		dg.ptr(), dt(dg), du.ptr(), dt(du), do.ptr(), dt(do), g.ptr(), dt(g), u.ptr(), dt(u), n)
 }
 
 // Dropout writes out = x*keep/(1-p) with engine/cpu's counter-based mask,
