@@ -50,6 +50,13 @@ func (s *tmuxServer) session(f *sshFixture, name string) {
 	s.t.Helper()
 	line := fmt.Sprintf("exec ssh -F /dev/null -p %s -i %s -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -tt whet@127.0.0.1",
 		f.port, f.listed)
+	s.command(name, line)
+}
+
+// command opens terminal name running a shell command line in the
+// repository's folder.
+func (s *tmuxServer) command(name, line string) {
+	s.t.Helper()
 	s.tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", line)
 }
 
@@ -71,7 +78,7 @@ func (s *tmuxServer) wait(name string, texts ...string) string {
 		if all {
 			return scr
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || strings.Contains(scr, "no server running") || strings.Contains(scr, "can't find session") {
 			s.t.Fatalf("terminal %s never showed %q; it shows:\n%s", name, texts, scr)
 		}
 	}
@@ -107,6 +114,29 @@ func onlyRun(t *testing.T, dir string) engine.RunDir {
 	return rd
 }
 
+// startDemoRun walks the wizard in terminal name as a new user would (the
+// demo model is first, its data preselected), makes the run short on the
+// settings page (steps steps of micro-batch 1, no sample prompts), starts
+// it and waits for its first step on the dashboard.
+func startDemoRun(tm *tmuxServer, name string, steps int) {
+	tm.t.Helper()
+	tm.wait(name, "Choose the base model", "whet-demo")
+	tm.keys(name, "Enter")
+	tm.wait(name, "How should it learn?")
+	tm.keys(name, "Enter")
+	tm.wait(name, "format messages")
+	tm.keys(name, "Enter")
+	tm.wait(name, "Run settings")
+	tm.keys(name, "Down", "Right", "Down", "C-u", strconv.Itoa(steps), "Down", "Down", "C-u", "1", "Down", "Down", "Down", "Down", "C-u")
+	tm.wait(name, fmt.Sprintf("Max steps           %d\n", steps), "Micro-batch         1\n")
+	tm.keys(name, "Enter")
+	tm.wait(name, "fits")
+	tm.keys(name, "Enter")
+	tm.wait(name, "enter starts training")
+	tm.keys(name, "Enter")
+	tm.wait(name, fmt.Sprintf("step 1/%d", steps))
+}
+
 // A run started in a session over ssh (the demo model on the CPU, made
 // short on the settings page) goes on when the ssh client is killed
 // mid-run, and finishes; a new session opens it from the runs page and
@@ -119,24 +149,9 @@ func TestServeRunOutlivesTheClient(t *testing.T) {
 	t.Setenv(asWhetEnv, "1") // the worker is this test binary acting as whet
 	f := startServe(t, 4)
 	tm := startTmux(t)
-	tm.session(f, "a")
-	tm.wait("a", "Choose the base model", "whet-demo")
-	tm.keys("a", "Enter")
-	tm.wait("a", "How should it learn?")
-	tm.keys("a", "Enter")
-	tm.wait("a", "format messages")
-	tm.keys("a", "Enter")
-	tm.wait("a", "Run settings")
 	const steps = 12
-	// Length in steps: 12; micro-batch 1; no sample prompts.
-	tm.keys("a", "Down", "Right", "Down", "C-u", strconv.Itoa(steps), "Down", "Down", "C-u", "1", "Down", "Down", "Down", "Down", "C-u")
-	tm.wait("a", "Max steps           12", "Micro-batch         1\n")
-	tm.keys("a", "Enter")
-	tm.wait("a", "fits")
-	tm.keys("a", "Enter")
-	tm.wait("a", "enter starts training")
-	tm.keys("a", "Enter")
-	tm.wait("a", fmt.Sprintf("step 1/%d", steps))
+	tm.session(f, "a")
+	startDemoRun(tm, "a", steps)
 	rd := onlyRun(t, f.runs)
 	pid := workerPID(t, rd)
 	t.Cleanup(func() { killPID(pid) })
@@ -264,5 +279,54 @@ func TestServeTwentySessions(t *testing.T) {
 	})
 	if _, held, _, _ := rd.Holder(); !held {
 		t.Error("the run ended with the sessions")
+	}
+}
+
+// The plain studio (whet) starts its runs in a worker of their own: kill
+// -9 of the studio mid-run leaves the run training to its end, and whet
+// runs shows it finished.
+func TestStudioKilledRunGoesOn(t *testing.T) {
+	if _, ok := demoModelDir(); !ok {
+		t.Fatal("the demo model is missing")
+	}
+	t.Setenv(asWhetEnv, "1")
+	dir, err := os.MkdirTemp("", "ws") // short: the socket's path must fit
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := filepath.Join(dir, "runs")
+	tm := startTmux(t)
+	const steps = 12
+	tm.command("studio", fmt.Sprintf("exec env %s=1 %s --runs %s --models-dir %s --data-dirs %s", asWhetEnv, exe, runs, filepath.Join(dir, "models"), dir))
+	startDemoRun(tm, "studio", steps)
+	rd := onlyRun(t, runs)
+	pid := workerPID(t, rd)
+	t.Cleanup(func() { killPID(pid) })
+	studio := tm.pid("studio")
+	if pid == studio {
+		t.Fatal("the studio trains the run itself")
+	}
+	if err := syscall.Kill(studio, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := rd.ReadStatus(); st.Step >= steps {
+		t.Fatalf("the run had ended (step %d) before the studio was killed", st.Step)
+	}
+	waitFor(t, "the run to finish without its studio", func() bool {
+		st, err := rd.ReadStatus()
+		_, held, _, _ := rd.Holder()
+		return err == nil && st.State == "done" && !held
+	})
+	var out strings.Builder
+	if err := runRuns([]string{"--dir", runs}, nil, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("done     %d/%d", steps, steps); !strings.Contains(strings.Join(strings.Fields(out.String()), " "), strings.Join(strings.Fields(want), " ")) {
+		t.Errorf("whet runs after the run:\n%s", out.String())
 	}
 }
