@@ -39,8 +39,18 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rep := fs.Float64("repetition-penalty", 1.0, "penalise tokens already present (1 = off)")
 	seed := fs.Uint64("seed", 0, "sampling seed")
 	prompt := fs.String("prompt", "", "answer this one prompt and exit (otherwise read prompts from stdin)")
+	thinkingFlag := fs.String("thinking", "", "on or off: the template's enable_thinking (Qwen 3 reasons in a <think> block unless off); default: the template's own")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var thinking *bool
+	switch *thinkingFlag {
+	case "":
+	case "on", "off":
+		v := *thinkingFlag == "on"
+		thinking = &v
+	default:
+		return fmt.Errorf("--thinking %q: want on or off", *thinkingFlag)
 	}
 	nf4Base := false
 	if *run != "" {
@@ -74,7 +84,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, n := range notices {
 		fmt.Fprintln(stderr, n)
 	}
-	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base})
+	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking})
 	if err != nil {
 		return err
 	}

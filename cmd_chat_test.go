@@ -63,3 +63,16 @@ func mustRel(t *testing.T, base, target string) string {
 	}
 	return rel
 }
+
+// whet chat --thinking on|off sets the template's enable_thinking; any
+// other value is refused naming the flag.
+func TestChatThinkingFlag(t *testing.T) {
+	if code, _, errs := runCLI(t, "chat", "--model", "testdata/tiny-qwen2", "--thinking", "maybe", "--prompt", "hi"); code != 1 || !strings.Contains(errs, `--thinking "maybe": want on or off`) {
+		t.Errorf("--thinking maybe: exit %d, stderr %q", code, errs)
+	}
+	code, out, errs := runCLI(t, "chat", "--model", "testdata/tiny-qwen2", "--template", "qwen-3", "--thinking", "off",
+		"--backend", "cpu", "--max-new-tokens", "2", "--temperature", "0", "--prompt", "hi")
+	if code != 0 || !strings.Contains(out, "tokens") {
+		t.Errorf("--thinking off: exit %d, stderr %q\n%s", code, errs, out)
+	}
+}

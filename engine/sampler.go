@@ -57,8 +57,18 @@ func (s *Sampler) encode(prompt string) ([]int32, error) {
 // (the tokenizer's own BOS/EOS text in place) and tokenizes the result the
 // way transformers' apply_chat_template(tokenize=True) does.
 func EncodeChat(tok *tokenizer.Tokenizer, tpl *datasets.Template, msgs []datasets.Message) ([]int32, error) {
+	return EncodeChatThinking(tok, tpl, msgs, nil)
+}
+
+// EncodeChatThinking is EncodeChat with the template variable
+// enable_thinking set (Qwen 3: false closes an empty <think> block in the
+// generation prompt, so the model answers without reasoning); nil leaves
+// it undefined, the template's default. Templates without the variable
+// ignore it.
+func EncodeChatThinking(tok *tokenizer.Tokenizer, tpl *datasets.Template, msgs []datasets.Message, thinking *bool) ([]int32, error) {
 	ro := datasets.RenderOptionsFor(tok.Config())
 	ro.AddGenerationPrompt = true
+	ro.EnableThinking = thinking
 	r, err := tpl.Render(msgs, ro)
 	if err != nil {
 		return nil, err

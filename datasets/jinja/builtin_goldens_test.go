@@ -29,6 +29,7 @@ func TestInterpreterMatchesBuiltinFamilyGoldens(t *testing.T) {
 		"mistral-v0.3": {"mistral-v0.3.jinja", "<s>", "</s>"},
 		"phi-3":        {"phi-3.jinja", "<s>", "<|endoftext|>"},
 		"phi-3.5":      {"phi-3.5.jinja", "<s>", "<|endoftext|>"},
+		"phi-4-mini":   {"phi-4-mini.jinja", "<|endoftext|>", "<|endoftext|>"},
 		"alpaca":       {"alpaca.jinja", "<s>", "</s>"},
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "conversations.json"))

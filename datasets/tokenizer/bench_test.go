@@ -107,7 +107,7 @@ func BenchmarkEncodeLlama3Regexp2(b *testing.B) {
 // BenchmarkEncodeOthers is BenchmarkEncodeLlama3 for the other reference
 // tokenizers.
 func BenchmarkEncodeOthers(b *testing.B) {
-	for _, name := range []string{"qwen3", "gemma3", "llama2"} {
+	for _, name := range []string{"qwen3", "gemma3", "llama2", "gpt4o"} {
 		b.Run(name, func(b *testing.B) {
 			tok := referenceTokenizer(b, name)
 			text := benchText(b)

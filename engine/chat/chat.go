@@ -27,8 +27,9 @@ type Session struct {
 	HasAdapter bool
 	MaxLen     int
 
-	gen     *engine.Generator
-	stopIDs []int32
+	gen      *engine.Generator
+	stopIDs  []int32
+	thinking *bool // Options.Thinking
 }
 
 // Options says what to load.
@@ -41,6 +42,9 @@ type Options struct {
 	// trained its adapter over them, so the tuned model answers as it did
 	// in training (NF4Base is set for QLoRA runs: QLoRABase).
 	NF4Base bool
+	// Thinking sets the template's enable_thinking (Qwen 3's switch for
+	// reasoning before the answer); nil leaves the template's default.
+	Thinking *bool
 }
 
 // QLoRABase reports whether a run's chat loads its base in NF4: a QLoRA
@@ -61,7 +65,7 @@ func Open(b engine.Backend, o Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{Model: m, Tok: tok, Template: tpl}
+	s := &Session{Model: m, Tok: tok, Template: tpl, thinking: o.Thinking}
 	if o.AdapterDir != "" {
 		if _, err := engine.LoadAdapter(o.AdapterDir, m); err != nil {
 			m.Free()
@@ -126,7 +130,7 @@ type Reply struct {
 // Encode renders msgs with the generation prompt and tokenizes them the
 // way transformers' apply_chat_template(tokenize=True) does.
 func (s *Session) Encode(msgs []datasets.Message) ([]int32, error) {
-	return engine.EncodeChat(s.Tok, s.Template, msgs)
+	return engine.EncodeChatThinking(s.Tok, s.Template, msgs, s.thinking)
 }
 
 // Generate answers msgs. tuned selects the adapter (ignored without one).

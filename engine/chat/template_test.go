@@ -69,3 +69,33 @@ func toInts(ids []int32) []int {
 	}
 	return out
 }
+
+// Options.Thinking reaches the template: Qwen 3's prompt with thinking off
+// ends with the empty <think> block, with it on or unset it does not.
+func TestChatThinkingSwitch(t *testing.T) {
+	src := filepath.Join("..", "..", "testdata", "tiny-qwen2")
+	msgs := []datasets.Message{{Role: "user", Content: "hi"}}
+	for _, c := range []struct {
+		thinking *bool
+		suffix   string
+	}{
+		{nil, "<|im_start|>assistant\n"},
+		{ptr(true), "<|im_start|>assistant\n"},
+		{ptr(false), "<|im_start|>assistant\n<think>\n\n</think>\n\n"},
+	} {
+		s, err := Open(cpu.New(), Options{ModelDir: src, Template: "qwen-3", MaxLen: 64, Thinking: c.thinking})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := s.Encode(msgs)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text := s.Tok.Decode(toInts(ids), false); text != "<|im_start|>user\nhi<|im_end|>\n"+c.suffix {
+			t.Errorf("thinking %v: prompt %q", c.thinking, text)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
