@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"whet/tui"
 	"whet/tui/fake"
 )
 
@@ -17,18 +18,26 @@ func TestGoldenFitUnifiedMemory(t *testing.T) {
 			o := testOptions(&fake.Engine{})
 			o.Fit = fake.FitChecker{Device: "NVIDIA GB10", Free: 96 << 30, Total: 119 << 30, Params: fake.DemoCatalog.Params,
 				Unified: `the CUDA driver reports an integrated GPU; NVML reports its memory as "not supported"`}
-			d := newDriver(t, o, sz.w, sz.h)
-			d.keys("down", "down", "down", "enter") // model
-			d.keys("enter")                         // method
-			d.keys("enter")                         // the data file: its preview
-			d.waitScreen("format messages")
-			d.keys("enter") // data
-			d.keys("enter") // settings
+			d := toFitPage(t, o, sz.w, sz.h)
 			d.waitScreen("Fits:")
 			checkSize(t, d.view(), sz.w, sz.h)
 			golden(t, fmt.Sprintf("fit_unified_%dx%d", sz.w, sz.h), d.view())
 		})
 	}
+}
+
+// toFitPage walks the wizard to the fit page: the fourth model, its
+// method, the data file's preview, the data and settings pages.
+func toFitPage(t *testing.T, o tui.Options, w, h int) *driver {
+	t.Helper()
+	d := newDriver(t, o, w, h)
+	d.keys("down", "down", "down", "enter") // model
+	d.keys("enter")                         // method
+	d.keys("enter")                         // the data file: its preview
+	d.waitScreen("format messages")
+	d.keys("enter") // data
+	d.keys("enter") // settings
+	return d
 }
 
 // TestGoldenFitMaxSeq: the fit page offers the longest context that fits
@@ -39,13 +48,7 @@ func TestGoldenFitMaxSeq(t *testing.T) {
 		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
 			o := testOptions(&fake.Engine{})
 			o.Fit = fake.FitChecker{Device: "NVIDIA H100 80GB HBM3", Free: 24 << 30, Total: 80 << 30, Params: fake.DemoCatalog.Params, MaxSeq: true}
-			d := newDriver(t, o, sz.w, sz.h)
-			d.keys("down", "down", "down", "enter") // model
-			d.keys("enter")                         // method
-			d.keys("enter")                         // the data file: its preview
-			d.waitScreen("format messages")
-			d.keys("enter") // data
-			d.keys("enter") // settings
+			d := toFitPage(t, o, sz.w, sz.h)
 			d.waitScreen("Longest context that fits")
 			checkSize(t, d.view(), sz.w, sz.h)
 			golden(t, fmt.Sprintf("fit_maxseq_%dx%d", sz.w, sz.h), d.view())
