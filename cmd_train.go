@@ -33,6 +33,9 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	gpus := fs.String("gpus", "", "train on several GPUs with data parallelism: all, a count N (the first N) or device indices such as 0,2,3 (overrides parallel.gpus)")
 	ranks := fs.Int("ranks", 0, "data-parallel ranks on the CPU backend, for trying the multi-GPU logic without GPUs (overrides parallel.ranks)")
 	collective := fs.String("collective", "", "how ranks combine gradients: nccl or ring (overrides parallel.collective)")
+	nnodes := fs.Int("nnodes", 0, "machines in a multi-node run; each runs whet train with the same run file, its --node-rank and node 0's --master-addr")
+	nodeRank := fs.Int("node-rank", 0, "this machine's place in a multi-node run, 0 to nnodes-1 (node 0 writes the run folder)")
+	masterAddr := fs.String("master-addr", "", "HOST:PORT where node 0 listens for the other nodes of a multi-node run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,6 +65,10 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *collective != "" {
 		cfg.Parallel.Collective = *collective
 		parallelArgs = append(parallelArgs, "--collective", *collective)
+	}
+	if *nnodes > 1 || *nodeRank != 0 || *masterAddr != "" {
+		cfg.Parallel.Nodes = engine.NodeConfig{NNodes: *nnodes, NodeRank: *nodeRank, MasterAddr: *masterAddr}
+		parallelArgs = append(parallelArgs, "--nnodes", fmt.Sprint(*nnodes), "--node-rank", fmt.Sprint(*nodeRank), "--master-addr", *masterAddr)
 	}
 	if len(parallelArgs) > 0 {
 		// The run file was checked before the flags changed it.

@@ -732,6 +732,9 @@ func (t *Trainer) Follow() error {
 	if t.DP == nil || t.DP.leader() {
 		return errors.New("Follow is for the ranks other than 0 of a data-parallel run")
 	}
+	if err := t.DP.agree(t.step); err != nil {
+		return fmt.Errorf("rank %d: %w", t.DP.C.Rank(), err)
+	}
 	for {
 		c, err := t.DP.command(0)
 		if err != nil {

@@ -1,12 +1,15 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DeviceBackends opens a backend on one device of a kind (a CUDA GPU by
@@ -78,7 +81,11 @@ func ParseGPUs(spec string, count int) ([]int, error) {
 }
 
 // validate checks the settings that need no hardware to check.
-func (p ParallelConfig) validate(backend string) error {
+func (p ParallelConfig) validate(c *RunConfig) error {
+	backend := c.Backend
+	if p.Nodes.NNodes > 1 && c.Name == "" {
+		return errors.New("name: required for a multi-node run (every node must find the same run folder)")
+	}
 	if p.Ranks < 0 {
 		return fmt.Errorf("parallel.ranks: must be 0 or more, got %d", p.Ranks)
 	}
@@ -93,6 +100,17 @@ func (p ParallelConfig) validate(backend string) error {
 	}
 	// parallel.collective names a registered collective (nccl, ring):
 	// an unknown name is refused when the run opens it, with the list.
+	if n := p.Nodes; n.NNodes > 1 {
+		if n.NodeRank < 0 || n.NodeRank >= n.NNodes {
+			return fmt.Errorf("node-rank %d: out of range 0..%d for %d nodes", n.NodeRank, n.NNodes-1, n.NNodes)
+		}
+		host, port, err := net.SplitHostPort(n.MasterAddr)
+		if pn, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || pn < 1 || pn > 65535 {
+			return fmt.Errorf("master-addr %q: want HOST:PORT, where node 0 listens for the other nodes", n.MasterAddr)
+		}
+	} else if p.Nodes.NodeRank != 0 {
+		return fmt.Errorf("node-rank %d without nnodes", p.Nodes.NodeRank)
+	}
 	if p.BucketMB < 0 {
 		return fmt.Errorf("parallel.bucket_mb: must be 0 or more, got %v", p.BucketMB)
 	}
@@ -158,6 +176,9 @@ func (s *Session) openGroup(b Backend) ([]Collective, error) {
 				s.followerBackends = append(s.followerBackends, rb)
 			}
 		}
+	}
+	if p.Nodes.NNodes > 1 {
+		return s.openNodeGroup(backends, kind)
 	}
 	if len(backends) == 1 && p.Collective == "" {
 		// One rank: no collective, unless one is named (a check of the
@@ -239,4 +260,99 @@ func (s *Session) closeFollowers() {
 		}
 	}
 	s.followerBackends = nil
+}
+
+// NodeGroupFactory opens this node's ranks (one per backend) of a group
+// spanning n.NNodes processes with as many ranks each, meeting through
+// the rendezvous at n.MasterAddr.
+type NodeGroupFactory func(ctx context.Context, backends []Backend, n NodeConfig) ([]Collective, error)
+
+var nodeGroupReg = map[string]NodeGroupFactory{}
+
+// RegisterNodeCollective makes a multi-node collective available by name.
+func RegisterNodeCollective(name string, f NodeGroupFactory) {
+	groupMu.Lock()
+	defer groupMu.Unlock()
+	nodeGroupReg[name] = f
+}
+
+// nodeJoinTimeout is how long a node waits for the others to start.
+const nodeJoinTimeout = 10 * time.Minute
+
+// openNodeGroup joins the other nodes of a multi-node run.
+func (s *Session) openNodeGroup(backends []Backend, kind string) ([]Collective, error) {
+	p := s.Cfg.Parallel
+	name := p.Collective
+	if name == "" {
+		name = "ring"
+		if kind == "cuda" {
+			name = "nccl"
+		}
+	}
+	groupMu.Lock()
+	f, ok := nodeGroupReg[name]
+	groupMu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("parallel.collective: %q cannot span nodes in this program", name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), nodeJoinTimeout)
+	defer cancel()
+	group, err := f(ctx, backends, p.Nodes)
+	if err != nil {
+		return nil, fmt.Errorf("node %d of %d: %w", p.Nodes.NodeRank, p.Nodes.NNodes, err)
+	}
+	s.Notices = append(s.Notices, fmt.Sprintf("data parallel: node %d of %d, ranks %d-%d of %d (%s over TCP from %s); global batch %d rows per step as with one",
+		p.Nodes.NodeRank, p.Nodes.NNodes, group[0].Rank(), group[0].Rank()+len(group)-1, group[0].Size(), name, p.Nodes.MasterAddr,
+		s.Cfg.Train.MicroBatch*s.Cfg.Train.GradAccum))
+	return group, nil
+}
+
+// readyNode prepares the ranks of a node other than 0, which are all
+// followers: DPO's reference log-probs computed here (the same as node
+// 0's: the same model and data), and the run folder's newest checkpoint,
+// which must be on a filesystem every node sees.
+func (s *Session) readyNode() error {
+	rd, err := RunDirOf(s.Cfg)
+	if err != nil {
+		return err
+	}
+	s.Dir = rd.Path()
+	first := s.followers[0]
+	if first.DPO != nil {
+		if first.RefTrain, err = first.Acts.ReferenceLogprobs(first.Train, *first.DPO); err != nil {
+			return err
+		}
+		if first.RefEval, err = first.Acts.ReferenceLogprobs(first.Eval, *first.DPO); err != nil {
+			return err
+		}
+	}
+	for _, f := range s.followers {
+		f.RefTrain, f.RefEval = first.RefTrain, first.RefEval
+		if err := f.ResumeFollower(rd.Checkpoints()); err != nil {
+			return fmt.Errorf("data-parallel rank %d: resume: %w", f.DP.C.Rank(), err)
+		}
+	}
+	return nil
+}
+
+// agree checks, at the start, that every rank resumed at the leader's
+// step: rank 0 broadcasts its step and every rank adds whether its own
+// differs, so all fail together, with the reason, or none does.
+func (d *DataParallel) agree(step int) error {
+	lead, err := d.command(float32(step))
+	if err != nil {
+		return err
+	}
+	off := 0.0
+	if int(lead) != step {
+		off = 1
+	}
+	n, err := d.sum([]float64{off})
+	if err != nil {
+		return err
+	}
+	if n[0] > 0 {
+		return fmt.Errorf("%v of %d ranks resumed at another step than rank 0's %d: every node must see the run folder's checkpoints (a shared filesystem)", n[0], d.C.Size(), int(lead))
+	}
+	return nil
 }

@@ -130,6 +130,19 @@ type ParallelConfig struct {
 	Collective string `yaml:"collective,omitempty"`
 	// Gradient bucket size in MiB (reduced while the backward goes on). 0: 25.
 	BucketMB float64 `yaml:"bucket_mb,omitempty"`
+	// Nodes places this process among the machines of a multi-node run
+	// (whet train --nnodes --node-rank --master-addr): a choice for one
+	// start on one machine, never saved.
+	Nodes NodeConfig `yaml:"-"`
+}
+
+// NodeConfig places this process among the nodes of a multi-node run.
+// Every node runs the same run file with its GPUs (or CPU ranks); node 0
+// holds rank 0, which runs the run and writes the run folder.
+type NodeConfig struct {
+	NNodes     int    // machines in the run (0 or 1: this one only)
+	NodeRank   int    // this machine's place, 0 … NNodes-1
+	MasterAddr string // HOST:PORT where node 0 listens for the others
 }
 
 // DPOConfig holds the preference loss settings (TRL's names).

@@ -118,7 +118,7 @@ func (c *RunConfig) Validate() error {
 			return err
 		}
 	}
-	if err := c.Parallel.validate(c.Backend); err != nil {
+	if err := c.Parallel.validate(c); err != nil {
 		return err
 	}
 	// The data pipeline's own rule for its settings (datasets.Options).

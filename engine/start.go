@@ -189,7 +189,8 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		return nil, err
 	}
 	var lock *RunLock
-	if cfg.Name != "" {
+	// A node other than 0 only follows: node 0 holds the run folder.
+	if cfg.Name != "" && cfg.Parallel.Nodes.NodeRank == 0 {
 		// Before the slow part: a name that cannot be a folder, or a run
 		// folder another process is training in, fails now.
 		rd, err := RunDirOf(cfg)
@@ -277,6 +278,22 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	t, err := s.newTrainer(s.Backend, data, group[0])
 	if err != nil {
 		return fail(err)
+	}
+	if t.DP != nil && !t.DP.leader() {
+		// A node other than 0: every rank here follows node 0's rank 0,
+		// which writes the run folder.
+		s.followers = append(s.followers, t)
+		for i := 1; i < len(group); i++ {
+			f, err := s.newTrainer(s.followerBackends[i-1], data, group[i])
+			if err != nil {
+				return fail(fmt.Errorf("data-parallel rank %d: %w", group[i].Rank(), err))
+			}
+			s.followers = append(s.followers, f)
+		}
+		if err := s.readyNode(); err != nil {
+			return fail(err)
+		}
+		return s, nil
 	}
 	s.Model = t.Model
 	s.Trainer = t
@@ -539,7 +556,9 @@ func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error)
 	}
 	ch := make(chan Event, 64)
 	ctl := newControl()
-	s.Trainer.ctl = ctl
+	if s.Trainer != nil {
+		s.Trainer.ctl = ctl
+	}
 	go func() {
 		defer close(ch)
 		defer s.Close()
@@ -547,6 +566,12 @@ func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error)
 			ch <- LogEvent{Text: n}
 		}
 		wait := s.runFollowers()
+		if s.Trainer == nil {
+			// A node other than 0 follows until node 0's run ends.
+			err := wait()
+			ch <- DoneEvent{Step: s.followers[0].Step(), Err: err, FinalDir: s.Dir}
+			return
+		}
 		err := s.Trainer.Run(ctx, ch)
 		if ferr := wait(); ferr != nil && err == nil {
 			ch <- LogEvent{Text: fmt.Sprintf("data parallel: %v", ferr)}

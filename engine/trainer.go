@@ -357,6 +357,9 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 	if t.DP != nil {
 		// However the run ends, the other ranks stop following it.
 		defer t.DP.end()
+		if err := t.DP.agree(t.step); err != nil {
+			return err
+		}
 	}
 	if t.ctl == nil {
 		t.ctl = newControl()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -197,20 +196,11 @@ func fetchOne(ctx context.Context, conn net.Conn, node, nnodes, port int) (Roste
 	if err := json.Unmarshal(js, &roster); err != nil || len(roster.Addrs) != nnodes {
 		return Roster{}, fmt.Errorf("rendezvous: node 0 sent a roster of %d nodes for %d (%v)", len(roster.Addrs), nnodes, err)
 	}
+	// Node 0 is where this node reached it (node 0 may listen on a
+	// wildcard address it cannot name).
+	host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
+	if _, port, err := net.SplitHostPort(roster.Addrs[0]); err == nil {
+		roster.Addrs[0] = net.JoinHostPort(host, port)
+	}
 	return roster, nil
-}
-
-// ErrBadAddr is wrapped when a --master-addr is not HOST:PORT.
-var ErrBadAddr = errors.New("not HOST:PORT")
-
-// CheckAddr validates a --master-addr value.
-func CheckAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host == "" {
-		return fmt.Errorf("master-addr %q: %w", addr, ErrBadAddr)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("master-addr %q: port %q: %w", addr, port, ErrBadAddr)
-	}
-	return nil
 }

@@ -120,14 +120,6 @@ func TestRendezvousRefusesMisconfiguredNodes(t *testing.T) {
 	}
 }
 
-func TestCheckAddr(t *testing.T) {
-	for addr, ok := range map[string]bool{"10.0.0.1:29500": true, "[::1]:1": true, "host": false, ":29500": false, "h:0": false, "h:x": false} {
-		if err := CheckAddr(addr); (err == nil) != ok {
-			t.Errorf("CheckAddr(%q) = %v", addr, err)
-		}
-	}
-}
-
 func FuzzParseHello(f *testing.F) {
 	f.Add(rendezvousMagic + " 1 2 29501\n")
 	f.Add("whet-rendezvous 1 -1 0 70000")
