@@ -212,6 +212,13 @@ const (
 // looked for and where when a library or the GPU is missing; callers then
 // fall back to the CPU backend.
 func New(opts Options) (*Backend, error) {
+	limit := opts.MemoryLimit
+	if limit == 0 {
+		var err error
+		if limit, err = engine.MemoryLimit(); err != nil {
+			return nil, fmt.Errorf("cuda: %w", err)
+		}
+	}
 	drv, err := openDriver()
 	if err != nil {
 		return nil, fmt.Errorf("cuda: %w: %v", ErrNoGPU, err)
@@ -224,12 +231,7 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
-		computeF32: opts.ComputeF32, limit: opts.MemoryLimit,
-	}
-	if b.limit == 0 {
-		if b.limit, err = engine.MemoryLimit(); err != nil {
-			return nil, fmt.Errorf("cuda: %w", err)
-		}
+		computeF32: opts.ComputeF32, limit: limit,
 	}
 	if err := b.open(opts); err != nil {
 		b.release()

@@ -24,6 +24,16 @@ func TestOverLimit(t *testing.T) {
 	}
 }
 
+// A malformed WHET_MEMORY_LIMIT fails New before any driver call, naming
+// the variable (and is not mistaken for a missing GPU).
+func TestBadMemoryLimitEnv(t *testing.T) {
+	t.Setenv(engine.MemoryLimitEnv, "80G")
+	_, err := New(Options{CacheDir: "-"})
+	if err == nil || errors.Is(err, ErrNoGPU) || !strings.Contains(err.Error(), engine.MemoryLimitEnv+": size \"80G\"") {
+		t.Errorf("New with %s=80G: %v", engine.MemoryLimitEnv, err)
+	}
+}
+
 // On a GPU: a backend capped at 64 MiB (the 32 MiB cuBLASLt workspace is
 // already held) refuses a 40 MiB tensor as out of memory, holds nothing
 // more after it, reports the cap as the card's size, and takes 16 MiB.
