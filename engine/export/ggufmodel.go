@@ -48,6 +48,9 @@ func isLlamaCpp70B(arch string, c *engine.ModelConfig) bool {
 	return arch == "qwen2" || (arch == "llama" && c.NumKVHeads != c.NumHeads)
 }
 
+// isAttnV: llama-quantize gives a fused attn_qkv (Phi-3) attn_v's types.
+func isAttnV(role string) bool { return role == "attn_v" || role == "attn_qkv" }
+
 // blockFallback is llama.cpp's type for a tensor whose rows are not whole
 // blocks of the type it chose: a 32-value block format of about the same
 // precision (Q8_0 itself has none: llama.cpp refuses the tensor).
@@ -71,7 +74,8 @@ type tensorChoice struct {
 //   - 1-D tensors (norms, biases) stay F32;
 //   - Q4_K_M: the output head, and the token embedding when it is also the
 //     head (tied), take Q6_K, or Q8_0 when their rows are not whole
-//     256-value super-blocks; attn_v and ffn_down take Q6_K in the layers
+//     256-value super-blocks; attn_v (and a fused attn_qkv) and ffn_down
+//     take Q6_K in the layers
 //     useMoreBits picks; attn_v takes Q5_K in llama.cpp's 70B models;
 //     everything else Q4_K;
 //   - then llama.cpp's fallback for rows that are not whole blocks of the
@@ -91,9 +95,9 @@ func (q quantPlan) tensorType(arch string, c *engine.ModelConfig, role string, l
 			if width%gguf.QK_K != 0 {
 				t = gguf.Q8_0
 			}
-		case role == "attn_v" && useMoreBits(layer, c.NumLayers):
+		case isAttnV(role) && useMoreBits(layer, c.NumLayers):
 			t = gguf.Q6_K
-		case role == "attn_v" && isLlamaCpp70B(arch, c):
+		case isAttnV(role) && isLlamaCpp70B(arch, c):
 			t = gguf.Q5_K
 		case role == "ffn_down" && useMoreBits(layer, c.NumLayers):
 			t = gguf.Q6_K
@@ -156,21 +160,10 @@ func typeSummary(quant string, choices []tensorChoice, widths []int) string {
 	return out + "; llama.cpp's fallbacks for rows that are not whole blocks: " + strings.Join(fb, ", ")
 }
 
-// ggufArch is llama.cpp's architecture name for an HF model_type: Mistral
-// runs as llama; Qwen2 has its own (NEOX-style rope and q/k/v biases).
-func ggufArch(modelType string) (string, error) {
-	switch modelType {
-	case "llama", "mistral":
-		return "llama", nil
-	case "qwen2":
-		return "qwen2", nil
-	}
-	return "", fmt.Errorf("export: GGUF for model_type %q is not supported (llama, mistral, qwen2)", modelType)
-}
-
-// ggufName maps an HF tensor name to llama.cpp's, with the role used by
-// the quantization mix and the layer (-1 outside the blocks).
-func ggufName(hf string) (name, role string, layer int, err error) {
+// ggufName maps an HF tensor name of a model of family fam to llama.cpp's,
+// with the role used by the quantization mix and the layer (-1 outside
+// the blocks).
+func ggufName(fam *engine.Family, hf string) (name, role string, layer int, err error) {
 	switch hf {
 	case "model.embed_tokens.weight":
 		return "token_embd.weight", "token_embd", -1, nil
@@ -179,27 +172,15 @@ func ggufName(hf string) (name, role string, layer int, err error) {
 	case "lm_head.weight":
 		return "output.weight", "output", -1, nil
 	}
-	var rest string
 	if _, e := fmt.Sscanf(hf, "model.layers.%d.", &layer); e != nil {
 		return "", "", 0, fmt.Errorf("export: no GGUF name for tensor %s", hf)
 	}
-	rest = strings.TrimPrefix(hf, fmt.Sprintf("model.layers.%d.", layer))
-	parts := map[string]string{
-		"input_layernorm":          "attn_norm",
-		"post_attention_layernorm": "ffn_norm",
-		"self_attn.q_proj":         "attn_q",
-		"self_attn.k_proj":         "attn_k",
-		"self_attn.v_proj":         "attn_v",
-		"self_attn.o_proj":         "attn_output",
-		"mlp.gate_proj":            "ffn_gate",
-		"mlp.up_proj":              "ffn_up",
-		"mlp.down_proj":            "ffn_down",
-	}
+	rest := strings.TrimPrefix(hf, fmt.Sprintf("model.layers.%d.", layer))
 	dot := strings.LastIndexByte(rest, '.')
 	if dot < 0 {
 		return "", "", 0, fmt.Errorf("export: no GGUF name for tensor %s", hf)
 	}
-	role, ok := parts[rest[:dot]]
+	role, ok := ggufBlockRoles(fam.Names)[rest[:dot]]
 	if !ok {
 		return "", "", 0, fmt.Errorf("export: no GGUF name for tensor %s", hf)
 	}
@@ -275,10 +256,17 @@ func buildGGUF(src *Source, quant string) (*gguf.File, string, error) {
 // layOutGGUF is buildGGUF for a given plan (tests pass plans of their own).
 func layOutGGUF(src *Source, quant string, plan quantPlan) (*gguf.File, string, error) {
 	c := src.Model.Cfg
-	arch, err := ggufArch(c.ModelType)
+	spec, err := ggufArchOf(c.ModelType)
 	if err != nil {
 		return nil, "", err
 	}
+	if spec.check != nil {
+		if err := spec.check(&c); err != nil {
+			return nil, "", err
+		}
+	}
+	fam := src.Model.Family()
+	arch := spec.Name
 	vocab, err := readVocab(src.ModelDir, c.VocabSize)
 	if err != nil {
 		return nil, "", err
@@ -301,18 +289,32 @@ func layOutGGUF(src *Source, quant string, plan quantPlan) (*gguf.File, string, 
 	a("attention.value_length", uint32(c.HeadDim))
 	a("attention.layer_norm_rms_epsilon", float32(c.RMSNormEps))
 	a("rope.freq_base", float32(c.RopeTheta))
-	a("rope.dimension_count", uint32(c.HeadDim))
+	a("rope.dimension_count", uint32(c.RotaryDim()))
+	if rs := c.RopeScaling; rs != nil && rs.Type == "linear" {
+		// llama.cpp divides positions by the factor (Gemma 3: the global
+		// layers only; its sliding layers keep scale 1).
+		a("rope.scaling.type", "linear")
+		a("rope.scaling.factor", float32(rs.Factor))
+	}
 	a("vocab_size", uint32(c.VocabSize))
+	if spec.kv != nil {
+		spec.kv(&c, a)
+	}
 	if err := tokenizerKV(src, vocab, kv); err != nil {
 		return nil, "", err
 	}
 
 	m := src.Model
-	permute := arch == "llama"
 	var choices []tensorChoice
 	var widths []int
+	addF32 := func(name string, v []float32) {
+		f.Tensors = append(f.Tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(len(v))}, Type: gguf.F32,
+			Data: func() ([]byte, error) { return gguf.Encode(gguf.F32, v) }})
+		choices = append(choices, tensorChoice{gguf.F32, gguf.F32})
+		widths = append(widths, len(v))
+	}
 	for _, w := range Weights(m) {
-		name, role, layer, err := ggufName(w.Name)
+		name, role, layer, err := ggufName(fam, w.Name)
 		if err != nil {
 			return nil, "", err
 		}
@@ -325,13 +327,19 @@ func layOutGGUF(src *Source, quant string, plan quantPlan) (*gguf.File, string, 
 		choices = append(choices, choice)
 		widths = append(widths, w.Shape[len(w.Shape)-1])
 		heads := 0
-		if permute && len(w.Shape) == 2 {
+		if spec.PermuteQK && len(w.Shape) == 2 {
 			switch role {
 			case "attn_q":
 				heads = c.NumHeads
 			case "attn_k":
 				heads = c.NumKVHeads
 			}
+		}
+		// Gemma's RMSNorm scales by (1 + w); llama.cpp's by the stored
+		// weight, so its converter stores 1 + w.
+		var shift float32
+		if strings.HasSuffix(role, "norm") {
+			shift = fam.NormOffset
 		}
 		w := w
 		f.Tensors = append(f.Tensors, gguf.Tensor{Name: name, Dims: dims, Type: typ, Data: func() ([]byte, error) {
@@ -342,20 +350,38 @@ func layOutGGUF(src *Source, quant string, plan quantPlan) (*gguf.File, string, 
 			if heads > 0 {
 				v = permuteRoPE(v, heads, w.Shape[1])
 			}
+			if shift != 0 {
+				for i := range v {
+					v[i] += shift
+				}
+			}
 			return gguf.Encode(typ, v)
 		}})
 	}
-	if c.RopeScaling != nil && c.RopeScaling.Type == "llama3" {
+	if rs := c.RopeScaling; rs != nil && rs.Type == "llama3" {
 		if arch != "llama" {
 			return nil, "", fmt.Errorf("export: llama3 rope scaling on a %s model is not supported in GGUF", c.ModelType)
 		}
-		factors := llama3RopeFactors(&c)
-		f.Tensors = append(f.Tensors, gguf.Tensor{Name: "rope_freqs.weight", Dims: []uint64{uint64(len(factors))}, Type: gguf.F32,
-			Data: func() ([]byte, error) { return gguf.Encode(gguf.F32, factors) }})
-		choices = append(choices, tensorChoice{gguf.F32, gguf.F32})
-		widths = append(widths, len(factors))
+		addF32("rope_freqs.weight", llama3RopeFactors(&c))
+	}
+	if rs := c.RopeScaling; rs != nil && rs.Type == "longrope" {
+		if !spec.RopeFactors {
+			return nil, "", fmt.Errorf("export: longrope rope scaling on a %s model is not supported in GGUF", c.ModelType)
+		}
+		// One divisor per frequency pair: llama.cpp divides the base
+		// frequencies by them as transformers does.
+		addF32("rope_factors_long.weight", toF32(rs.LongFactor))
+		addF32("rope_factors_short.weight", toF32(rs.ShortFactor))
 	}
 	return f, typeSummary(quant, choices, widths), nil
+}
+
+func toF32(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
 }
 
 // tokenizerKV adds the tokenizer.ggml.* and chat template metadata.

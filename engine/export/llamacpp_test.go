@@ -201,55 +201,7 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 	replies := runLlama(t, jobs)
 
 	for i, c := range cases {
-		t.Run("greedy/"+c.name, func(t *testing.T) {
-			r := replies[i]
-			if r.Vocab != c.src.Model.Cfg.VocabSize {
-				t.Errorf("llama.cpp sees %d tokens, the model has %d", r.Vocab, c.src.Model.Cfg.VocabSize)
-			}
-			for p, prompt := range c.prompts {
-				// The first step's logits, as a numeric check beyond argmax.
-				logits := whetLogits(t, c.ref, prompt)
-				V := c.src.Model.Cfg.VocabSize
-				last := logits[(len(prompt)-1)*V:]
-				var maxDiff, maxAbs float64
-				for id, l := range r.Greedy[p].FirstLogits {
-					if l == nil {
-						t.Fatalf("llama.cpp gave no logit for token %d", id)
-					}
-					maxDiff = math.Max(maxDiff, math.Abs(*l-float64(last[id])))
-					maxAbs = math.Max(maxAbs, math.Abs(float64(last[id])))
-				}
-				tol := 0.005 * maxAbs // f16 weights and activations
-				if c.quant != "f16" {
-					// 8-bit mantissas (bf16), or 8-bit activations beside
-					// quantized weights (whet's side already holds the
-					// weights as stored).
-					tol = 0.05 * maxAbs
-				}
-				if maxDiff > tol {
-					t.Errorf("prompt %v: logits differ by up to %.4f (largest logit %.3f, tolerance %.4f)", prompt, maxDiff, maxAbs, tol)
-				}
-
-				// F16 must match token for token. BF16 keeps 8 bits of
-				// mantissa and Q8_0 also rounds the activations to 8 bits:
-				// on a random tiny model, whose logits are often near
-				// ties, the continuations must agree up to the first step
-				// where whet's top two logits are closer than twice what
-				// the rounding moved the first step's logits (the trained
-				// chat run below must agree everywhere, in F16, Q8_0 and
-				// Q4_K_M).
-				want := whetGreedy(t, c.ref, prompt, n, nil)
-				got := r.Greedy[p].Tokens
-				upTo := len(want)
-				if c.quant != "f16" {
-					upTo = firstNearTie(t, c.ref, prompt, want, 2*maxDiff)
-				}
-				t.Logf("prompt %v: first-step logits within %.4f of whet's (largest %.3f); %d of %d tokens compared", prompt, maxDiff, maxAbs, upTo, len(want))
-				if len(got) < upTo || !slices.Equal(got[:upTo], want[:upTo]) {
-					t.Errorf("prompt %v: llama.cpp continues %v, whet %v (compared %d tokens)", prompt, got, want, upTo)
-				}
-			}
-		})
+		t.Run("greedy/"+c.name, func(t *testing.T) { checkGreedy(t, c, replies[i], n) })
 	}
 
 	t.Run("stops at end of turn", func(t *testing.T) {
@@ -356,6 +308,60 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 	})
 }
 
+// checkGreedy compares llama.cpp's reply r to whet's for each prompt of c:
+// the first step's logits within the precision's tolerance, and the n-token
+// greedy continuation token for token (F16), or up to the first step where
+// whet's top two logits are closer than the rounding could move them.
+func checkGreedy(t *testing.T, c *greedyCase, r llamaReply, n int) {
+	t.Helper()
+	if r.Vocab != c.src.Model.Cfg.VocabSize {
+		t.Errorf("llama.cpp sees %d tokens, the model has %d", r.Vocab, c.src.Model.Cfg.VocabSize)
+	}
+	for p, prompt := range c.prompts {
+		// The first step's logits, as a numeric check beyond argmax.
+		logits := whetLogits(t, c.ref, prompt)
+		V := c.src.Model.Cfg.VocabSize
+		last := logits[(len(prompt)-1)*V:]
+		var maxDiff, maxAbs float64
+		for id, l := range r.Greedy[p].FirstLogits {
+			if l == nil {
+				t.Fatalf("llama.cpp gave no logit for token %d", id)
+			}
+			maxDiff = math.Max(maxDiff, math.Abs(*l-float64(last[id])))
+			maxAbs = math.Max(maxAbs, math.Abs(float64(last[id])))
+		}
+		tol := 0.005 * maxAbs // f16 weights and activations
+		if c.quant != "f16" {
+			// 8-bit mantissas (bf16), or 8-bit activations beside
+			// quantized weights (whet's side already holds the
+			// weights as stored).
+			tol = 0.05 * maxAbs
+		}
+		if maxDiff > tol {
+			t.Errorf("prompt %v: logits differ by up to %.4f (largest logit %.3f, tolerance %.4f)", prompt, maxDiff, maxAbs, tol)
+		}
+
+		// F16 must match token for token. BF16 keeps 8 bits of
+		// mantissa and Q8_0 also rounds the activations to 8 bits:
+		// on a random tiny model, whose logits are often near
+		// ties, the continuations must agree up to the first step
+		// where whet's top two logits are closer than twice what
+		// the rounding moved the first step's logits (the trained
+		// chat run below must agree everywhere, in F16, Q8_0 and
+		// Q4_K_M).
+		want := whetGreedy(t, c.ref, prompt, n, nil)
+		got := r.Greedy[p].Tokens
+		upTo := len(want)
+		if c.quant != "f16" {
+			upTo = firstNearTie(t, c.ref, prompt, want, 2*maxDiff)
+		}
+		t.Logf("prompt %v: first-step logits within %.4f of whet's (largest %.3f); %d of %d tokens compared", prompt, maxDiff, maxAbs, upTo, len(want))
+		if len(got) < upTo || !slices.Equal(got[:upTo], want[:upTo]) {
+			t.Errorf("prompt %v: llama.cpp continues %v, whet %v (compared %d tokens)", prompt, got, want, upTo)
+		}
+	}
+}
+
 func toInts(ids []int32) []int {
 	out := make([]int, len(ids))
 	for i, id := range ids {
@@ -400,7 +406,7 @@ func quantizedCopy(t *testing.T, src *Source, quant string) *engine.Model {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Free)
-	arch, err := ggufArch(src.Model.Cfg.ModelType)
+	arch, err := ggufArchName(src.Model.Cfg.ModelType)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +415,7 @@ func quantizedCopy(t *testing.T, src *Source, quant string) *engine.Model {
 		params[p.Name] = p
 	}
 	for _, w := range Weights(src.Model) {
-		_, role, layer, err := ggufName(w.Name)
+		_, role, layer, err := ggufName(src.Model.Family(), w.Name)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,222 @@
+package export
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	parser "github.com/gpustack/gguf-parser-go"
+
+	"whet/engine"
+	"whet/engine/gguf"
+)
+
+// TestFamilyGGUFInLlamaCpp exports a LoRA run on a tiny random model of
+// each 2025 family to GGUF (F16 and Q8_0) and runs it in llama.cpp's own
+// architecture for it (qwen3, gemma3, gemma2, phi3): the merged model
+// continues fixed prompts exactly as whet's generator does with the
+// unmerged adapter (F16), or up to a near tie (Q8_0, against whet running
+// the weights as the file stores them), and its first-step
+// logits agree within the precision's tolerance. The prompts and their 12
+// generated tokens pass Gemma's 4-token windows; phi3 stays below its
+// 512-token original context (short LongRoPE factors, as llama.cpp's
+// 256-token context does), phi3-long passes its 4-token one (long factors
+// in both).
+func TestFamilyGGUFInLlamaCpp(t *testing.T) {
+	tmp := t.TempDir()
+	prompts := [][]int32{{1, 328, 267, 201, 57}, {45, 300, 12, 7, 99, 410, 3}}
+	const n = 12
+	var cases []*greedyCase
+	var jobs []llamaJob
+	for i, name := range familyNames {
+		base := makeFamilyModel(t, filepath.Join(tmp, name, "base"), name)
+		run := familyLoRARun(t, filepath.Join(tmp, name, "run"), base, uint64(30+i))
+		src := loadRun(t, run)
+		for _, q := range []string{"f16", "q8_0"} {
+			out := filepath.Join(tmp, name, q)
+			if err := Run(Options{RunDir: run, Format: "gguf", Quant: q, OutDir: out}, nil); err != nil {
+				t.Fatalf("%s %s: %v", name, q, err)
+			}
+			c := &greedyCase{name: name + "/" + q, run: run, quant: q, prompts: prompts, src: src,
+				path: filepath.Join(out, "model.gguf"), ref: src.Model}
+			if q != "f16" {
+				// whet's side holds the weights as stored, so the check
+				// is of llama.cpp's reading of them.
+				c.ref = quantizedCopy(t, src, q)
+			}
+			cases = append(cases, c)
+			jobs = append(jobs, llamaJob{Model: c.path, Greedy: prompts, MaxTokens: n})
+		}
+	}
+	replies := runLlama(t, jobs)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) { checkGreedy(t, c, replies[i], n) })
+	}
+}
+
+// TestFamilyGGUFLayout reads each family's GGUF back: llama.cpp's
+// architecture, tensor names and count, Gemma's norms stored as 1 + w,
+// the metadata keys llama.cpp reads for windows, soft-caps, rope bases
+// and LongRoPE.
+func TestFamilyGGUFLayout(t *testing.T) {
+	tmp := t.TempDir()
+	for _, name := range familyNames {
+		t.Run(name, func(t *testing.T) {
+			base := makeFamilyModel(t, filepath.Join(tmp, name, "base"), name)
+			run := makeFullRun(t, filepath.Join(tmp, name, "run"), base)
+			out := filepath.Join(tmp, name, "gguf")
+			if err := Run(Options{RunDir: run, Format: "gguf", Quant: "f16", OutDir: out}, nil); err != nil {
+				t.Fatal(err)
+			}
+			src := loadRun(t, run)
+			c := src.Model.Cfg
+			gf, err := parser.ParseGGUFFile(filepath.Join(out, "model.gguf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv := gf.Header.MetadataKV
+			arch, _ := kv.Get("general.architecture")
+			wantArch := map[string]string{"qwen3": "qwen3", "gemma3": "gemma3", "gemma2": "gemma2", "phi3": "phi3", "phi3-long": "phi3"}[name]
+			if arch.ValueString() != wantArch {
+				t.Fatalf("architecture %q, want %q", arch.ValueString(), wantArch)
+			}
+			a := wantArch + "."
+			var names []string
+			for _, ti := range gf.TensorInfos {
+				names = append(names, ti.Name)
+			}
+			perLayer := map[string][]string{
+				"qwen3":  {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm", "attn_k_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"},
+				"gemma3": {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm", "attn_k_norm", "post_attention_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"},
+				"gemma2": {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "post_attention_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"},
+				"phi3":   {"attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"},
+			}[wantArch]
+			want := []string{"token_embd.weight", "output_norm.weight"}
+			if !c.TieWordEmbeddings {
+				want = append(want, "output.weight")
+			}
+			if wantArch == "phi3" {
+				want = append(want, "rope_factors_long.weight", "rope_factors_short.weight")
+			}
+			for l := 0; l < c.NumLayers; l++ {
+				for _, r := range perLayer {
+					want = append(want, fmt.Sprintf("blk.%d.%s.weight", l, r))
+				}
+			}
+			slices.Sort(want)
+			got := slices.Sorted(slices.Values(names))
+			if !slices.Equal(got, want) {
+				t.Errorf("tensors\n got %v\nwant %v", got, want)
+			}
+			// The stored norms: 1 + w for Gemma, w otherwise.
+			path := filepath.Join(out, "model.gguf")
+			stored := ggufF32(t, path, gf, "blk.0.attn_norm.weight")
+			w, _ := src.Model.WeightValues(paramNamed(t, src, "model.layers.0.input_layernorm.weight"))
+			off := src.Model.Family().NormOffset
+			for i := range w {
+				if stored[i] != w[i]+off {
+					t.Fatalf("attn_norm[%d] = %v, want %v + %v", i, stored[i], w[i], off)
+				}
+			}
+			u32 := func(k string) uint32 { v, _ := kv.Get(a + k); return v.ValueUint32() }
+			f32 := func(k string) float32 { v, _ := kv.Get(a + k); return v.ValueFloat32() }
+			has := func(k string) bool { _, ok := kv.Get(a + k); return ok }
+			if u32("rope.dimension_count") != uint32(c.RotaryDim()) || u32("attention.key_length") != uint32(c.HeadDim) {
+				t.Errorf("rope dims %d key length %d, want %d %d", u32("rope.dimension_count"), u32("attention.key_length"), c.RotaryDim(), c.HeadDim)
+			}
+			pattern := func() []bool {
+				v, ok := kv.Get(a + "attention.sliding_window_pattern")
+				if !ok {
+					return nil
+				}
+				var out []bool
+				for _, x := range v.ValueArray().Array {
+					out = append(out, x.(bool))
+				}
+				return out
+			}
+			switch name {
+			case "qwen3":
+				if has("attention.sliding_window") {
+					t.Error("qwen3 has a sliding window key")
+				}
+			case "gemma3":
+				if u32("attention.sliding_window") != 4 || !slices.Equal(pattern(), []bool{true, true, false}) {
+					t.Errorf("window %d pattern %v", u32("attention.sliding_window"), pattern())
+				}
+				if f32("rope.freq_base") != 1e6 || f32("rope.freq_base_swa") != 1e4 || f32("rope.scaling.factor") != 8 {
+					t.Errorf("rope bases %v %v, scaling %v", f32("rope.freq_base"), f32("rope.freq_base_swa"), f32("rope.scaling.factor"))
+				}
+				if has("attn_logit_softcapping") || has("final_logit_softcapping") {
+					t.Error("gemma3 has soft-cap keys")
+				}
+			case "gemma2":
+				if u32("attention.sliding_window") != 4 || !slices.Equal(pattern(), []bool{true, false}) {
+					t.Errorf("window %d pattern %v", u32("attention.sliding_window"), pattern())
+				}
+				if f32("attn_logit_softcapping") != 3 || f32("final_logit_softcapping") != 8 {
+					t.Errorf("soft-caps %v %v", f32("attn_logit_softcapping"), f32("final_logit_softcapping"))
+				}
+			case "phi3", "phi3-long":
+				rs := c.RopeScaling
+				if v, _ := kv.Get(a + "rope.scaling.type"); v.ValueString() != "longrope" ||
+					f32("rope.scaling.attn_factor") != float32(rs.AttentionFactor) ||
+					u32("rope.scaling.original_context_length") != uint32(rs.OriginalMaxPositionEmbeddings) {
+					t.Errorf("longrope keys: type %q attn_factor %v (want %v) original %d", v.ValueString(), f32("rope.scaling.attn_factor"), rs.AttentionFactor, u32("rope.scaling.original_context_length"))
+				}
+				if long := ggufF32(t, path, gf, "rope_factors_long.weight"); !slices.Equal(long, toF32(rs.LongFactor)) {
+					t.Errorf("rope_factors_long %v, want %v", long, rs.LongFactor)
+				}
+			}
+		})
+	}
+}
+
+// ggufF32 reads an F32 tensor of a GGUF file parsed by gguf-parser-go.
+func ggufF32(t *testing.T, path string, gf *parser.GGUFFile, name string) []float32 {
+	t.Helper()
+	for _, ti := range gf.TensorInfos {
+		if ti.Name != name {
+			continue
+		}
+		if gguf.TensorType(ti.Type) != gguf.F32 {
+			t.Fatalf("%s is %s, not F32", name, gguf.TensorType(ti.Type))
+		}
+		n := 1
+		for _, d := range ti.Dimensions {
+			n *= int(d)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, 4*n)
+		if _, err := f.ReadAt(buf, gf.TensorDataStartOffset+int64(ti.Offset)); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float32, n)
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
+		}
+		return out
+	}
+	t.Fatalf("%s has no tensor %s", path, name)
+	return nil
+}
+
+// paramNamed returns src's model parameter of that name.
+func paramNamed(t *testing.T, src *Source, name string) *engine.Param {
+	t.Helper()
+	for _, p := range src.Model.Params() {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no parameter %s", name)
+	return nil
+}
