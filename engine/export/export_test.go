@@ -433,9 +433,26 @@ func TestPermuteRoPEPairsHalves(t *testing.T) {
 }
 
 // ollamaData is what Ollama passes a TEMPLATE.
+// ollamaData is what Ollama gives a TEMPLATE: the messages (reasoning
+// apart in .Thinking) and whether the request set thinking on or off.
 type ollamaData struct {
-	System   string
-	Messages []datasets.Message
+	System            string
+	Messages          []ollamaMessage
+	Think, IsThinkSet bool
+}
+
+type ollamaMessage struct{ Role, Content, Thinking string }
+
+func toOllama(msgs []datasets.Message, think *bool) ollamaData {
+	d := ollamaData{IsThinkSet: think != nil, Think: think != nil && *think}
+	for _, m := range msgs {
+		om := ollamaMessage{Role: m.Role, Content: m.Content}
+		if m.Reasoning != nil {
+			om.Thinking = *m.Reasoning
+		}
+		d.Messages = append(d.Messages, om)
+	}
+	return d
 }
 
 // TestOllamaTemplatesMatchBuiltIns renders each TEMPLATE with Go's
@@ -460,13 +477,33 @@ func TestOllamaTemplatesMatchBuiltIns(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
+		type conv struct {
+			msgs  []datasets.Message
+			think *bool
+		}
+		var cs []conv
 		for _, msgs := range convs {
-			want, err := tpl.Render(msgs, datasets.RenderOptions{AddGenerationPrompt: true, DateString: "26 Jul 2024"})
+			cs = append(cs, conv{msgs: msgs})
+		}
+		if name == "qwen-3" {
+			// Reasoning after the last user turn is printed, earlier
+			// turns' is dropped; thinking off gives the empty block.
+			off, on := false, true
+			why, more := "The user greets me.", "Adding."
+			cs = append(cs,
+				conv{msgs: []datasets.Message{{Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello!", Reasoning: &why}, {Role: "user", Content: "2+2?"}}},
+				conv{msgs: []datasets.Message{{Role: "user", Content: "2+2?"}, {Role: "assistant", Content: "4", Reasoning: &more}}},
+				conv{msgs: []datasets.Message{{Role: "user", Content: "2+2?"}}, think: &off},
+				conv{msgs: []datasets.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "2+2?"}}, think: &on})
+		}
+		for _, c := range cs {
+			msgs := c.msgs
+			want, err := tpl.Render(msgs, datasets.RenderOptions{AddGenerationPrompt: true, DateString: "26 Jul 2024", EnableThinking: c.think})
 			if err != nil {
 				continue // the family refuses this conversation (e.g. Gemma 2 and system)
 			}
 			var b strings.Builder
-			if err := parsed.Execute(&b, ollamaData{Messages: msgs}); err != nil {
+			if err := parsed.Execute(&b, toOllama(msgs, c.think)); err != nil {
 				t.Errorf("%s: %v", name, err)
 				continue
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"whet/engine/atomicfile"
 	"whet/engine/gguf"
@@ -27,6 +28,10 @@ var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "specia
 func writeMerged(ctx context.Context, src *Source, dir, dtype string, progress Progress) error {
 	weights := Weights(src.Model)
 	total := len(weights) + 3
+	names, carried, err := checkpointNames(src, weights)
+	if err != nil {
+		return err
+	}
 	var tensors []safetensors.Tensor
 	for i, w := range weights {
 		if err := ctx.Err(); err != nil {
@@ -36,9 +41,10 @@ func writeMerged(ctx context.Context, src *Source, dir, dtype string, progress P
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		tensors = append(tensors, halfTensor(w.Name, w.Shape, v, dtype))
+		tensors = append(tensors, halfTensor(names[i], w.Shape, v, dtype))
 		progress(i+1, total, w.Name)
 	}
+	tensors = append(tensors, carried...)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
@@ -58,6 +64,53 @@ func writeMerged(ctx context.Context, src *Source, dir, dtype string, progress P
 	}
 	progress(total, total, "generation_config.json, tokenizer files")
 	return nil
+}
+
+// checkpointNames returns, for each weight, its name in the source
+// checkpoint, and for a multimodal checkpoint (a family whose settings sit
+// in text_config) the source's other tensors (the vision tower and
+// projector) as stored, so the merged folder is the same model with its
+// text part merged: transformers loads it with the source's config.json.
+func checkpointNames(src *Source, weights []Weight) ([]string, []safetensors.Tensor, error) {
+	names := make([]string, len(weights))
+	for i, w := range weights {
+		names[i] = w.Name
+	}
+	fam := src.Model.Family()
+	if fam == nil || !fam.TextConfig {
+		return names, nil, nil
+	}
+	set, err := safetensors.OpenDir(src.ModelDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("export: %w", err)
+	}
+	defer set.Close()
+	used := map[string]bool{}
+	for i, w := range weights {
+		if _, ok := set.Info(w.Name); !ok {
+			rest, _ := strings.CutPrefix(w.Name, "model.")
+			for _, a := range fam.WeightAliases {
+				if _, ok := set.Info(a + rest); ok {
+					names[i] = a + rest
+					break
+				}
+			}
+		}
+		used[names[i]] = true
+	}
+	var carried []safetensors.Tensor
+	for _, name := range set.Names() {
+		if used[name] {
+			continue
+		}
+		info, _ := set.Info(name)
+		raw, err := set.Raw(name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("export: %w", err)
+		}
+		carried = append(carried, safetensors.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), raw...)})
+	}
+	return names, carried, nil
 }
 
 // halfTensor rounds values to bf16 or f16 (nearest, ties to even).

@@ -40,7 +40,7 @@ const llama3Header = `<|start_header_id|>assistant<|end_header_id|>
 
 var ollamaTemplates = map[string]string{
 	"chatml": chatMLTurns,
-	"qwen-3": chatMLTurns,
+	"qwen-3": qwen3Template,
 	"qwen-2.5": `{{- if or (not .Messages) (ne (index .Messages 0).Role "system") }}<|im_start|>system
 You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
 {{ end }}` + chatMLTurns,
@@ -61,6 +61,8 @@ You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
 {{ .Content }}<|end|>
 {{ end }}<|assistant|>
 `,
+	// Phi-4-mini: no newline after the role tags.
+	"phi-4-mini": `{{- range .Messages }}<|{{ .Role }}|>{{ .Content }}<|end|>{{ end }}<|assistant|>`,
 	"phi-3.5": `{{- range .Messages }}{{ if or (ne .Role "system") .Content }}<|{{ .Role }}|>
 {{ .Content }}<|end|>
 {{ end }}{{ end }}<|assistant|>
@@ -77,6 +79,28 @@ You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
 
 {{ end }}`),
 }
+
+// qwen3Template is Qwen3's template for Ollama, whose messages carry the
+// reasoning apart (.Thinking) and whose .Think/.IsThinkSet say whether the
+// request asked for thinking: reasoning is printed only for assistant
+// turns after the last user turn (earlier turns' is dropped, as Qwen3's
+// template drops it), and a request with thinking off gets the empty
+// <think></think> block enable_thinking=false writes.
+const qwen3Template = `{{- $lastUser := -1 }}{{ range $i, $m := .Messages }}{{ if eq $m.Role "user" }}{{ $lastUser = $i }}{{ end }}{{ end }}
+{{- range $i, $m := .Messages }}{{ if eq $m.Role "assistant" }}<|im_start|>assistant
+{{ if and (gt $i $lastUser) (or $m.Thinking (eq (len (slice $.Messages $i)) 1)) }}<think>
+{{ $m.Thinking }}
+</think>
+
+{{ end }}{{ $m.Content }}<|im_end|>
+{{ else }}<|im_start|>{{ $m.Role }}
+{{ $m.Content }}<|im_end|>
+{{ end }}{{ end }}<|im_start|>assistant
+{{ if and .IsThinkSet (not .Think) }}<think>
+
+</think>
+
+{{ end }}`
 
 var llama31Template = systemOfFirst + `<|start_header_id|>system<|end_header_id|>
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,7 +22,16 @@ import (
 // ([out, r]) — the adapter name ("default") is dropped on save — and
 // adapter_config.json with peft_type LORA, r, lora_alpha, target_modules,
 // use_rslora and base_model_name_or_path (where the base is loaded from).
-var peftKey = regexp.MustCompile(`^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.lora_(A|B)\.weight$`)
+var peftKey = regexp.MustCompile(`^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(qkv|gate_up|q|k|v|o|gate|up|down)_proj\.lora_(A|B)\.weight$`)
+
+// peftBlock is the submodule a linear lives in.
+func peftBlock(short string) string {
+	switch short {
+	case "gate", "up", "down", "gate_up":
+		return "mlp"
+	}
+	return "self_attn"
+}
 
 // exportPEFT checks the run's adapter against its base model and writes a
 // copy that PEFT loads: base_model_name_or_path is the Hub id when the
@@ -62,15 +72,30 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 			cfg["base_model_name_or_path"] = abs
 		}
 	}
-	data, err := os.ReadFile(weights)
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
-	if err := writeFile(filepath.Join(dir, adapterWeights), data); err != nil {
-		return err
+	if prefix, ok := peftTextModule[base.ModelType]; ok {
+		// A multimodal checkpoint: PEFT names the text model's modules
+		// by their path inside the whole model, and target_modules must
+		// not reach the vision tower's own q_proj, k_proj, ...
+		if err := renamePEFTModules(weights, filepath.Join(dir, adapterWeights), prefix); err != nil {
+			return err
+		}
+		var mods []string
+		for _, m := range cfg["target_modules"].([]any) {
+			mods = append(mods, regexp.QuoteMeta(m.(string)))
+		}
+		sort.Strings(mods)
+		cfg["target_modules"] = `.*` + regexp.QuoteMeta(strings.TrimSuffix(prefix, ".")) + `\.layers\.\d+\.(self_attn|mlp)\.(` + strings.Join(mods, "|") + `)`
+	} else {
+		data, err := os.ReadFile(weights)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if err := writeFile(filepath.Join(dir, adapterWeights), data); err != nil {
+			return err
+		}
 	}
 	if err := writeJSON(filepath.Join(dir, adapterConfigFile), cfg); err != nil {
 		return err
@@ -83,6 +108,39 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 		return err
 	}
 	progress(3, 3, "tokenizer files")
+	return nil
+}
+
+// peftTextModule is, for a multimodal model_type whose text model whet
+// trains, the module path of that text model in transformers 5 (and 4.52
+// on): PEFT's keys are base_model.model.<path>layers.N... there
+// (Gemma3ForConditionalGeneration: model.language_model.).
+var peftTextModule = map[string]string{"gemma3": "model.language_model."}
+
+// renamePEFTModules copies the adapter file src to dst with each
+// base_model.model.model.X key renamed base_model.model.<prefix>X.
+func renamePEFTModules(src, dst, prefix string) error {
+	f, err := safetensors.Open(src)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer f.Close()
+	var ts []safetensors.Tensor
+	for _, name := range f.Names() {
+		info, _ := f.Info(name)
+		raw, err := f.Raw(name)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		rest, ok := strings.CutPrefix(name, "base_model.model.model.")
+		if !ok {
+			return fmt.Errorf("export: %s: tensor %s is not under base_model.model.model.", src, name)
+		}
+		ts = append(ts, safetensors.Tensor{Name: "base_model.model." + prefix + rest, DType: info.DType, Shape: info.Shape, Data: raw})
+	}
+	if err := safetensors.Write(dst, ts, map[string]string{"format": "pt"}); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
 	return nil
 }
 
@@ -149,7 +207,16 @@ func CheckPEFTWeights(path string, base *engine.ModelConfig, r int, targets map[
 	}
 	defer f.Close()
 	D, I, Q, KV := base.HiddenSize, base.IntermediateSize, base.QDim(), base.KVDim()
-	dims := map[string][2]int{"q": {Q, D}, "k": {KV, D}, "v": {KV, D}, "o": {D, Q}, "gate": {I, D}, "up": {I, D}, "down": {D, I}}
+	dims := map[string][2]int{"q": {Q, D}, "k": {KV, D}, "v": {KV, D}, "o": {D, Q}, "gate": {I, D}, "up": {I, D}, "down": {D, I},
+		"qkv": {Q + 2*KV, D}, "gate_up": {2 * I, D}}
+	if fam := engine.FamilyOf(base.ModelType); fam != nil {
+		has := fam.LoRATargets()
+		for short := range targets {
+			if !slices.Contains(has, short) {
+				return fmt.Errorf("export: %s: target_modules: %s has no %s_proj module (its linears: %s_proj)", path, base.ModelType, short, strings.Join(has, "_proj, "))
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for _, name := range f.Names() {
 		m := peftKey.FindStringSubmatch(name)
@@ -161,7 +228,7 @@ func CheckPEFTWeights(path string, base *engine.ModelConfig, r int, targets map[
 			return fmt.Errorf("export: %s: tensor %s: the base model has %d layers", path, name, base.NumLayers)
 		}
 		short := m[3]
-		if wantBlock := map[bool]string{true: "mlp", false: "self_attn"}[short == "gate" || short == "up" || short == "down"]; m[2] != wantBlock {
+		if wantBlock := peftBlock(short); m[2] != wantBlock {
 			return fmt.Errorf("export: %s: tensor %s: %s_proj lives under %s", path, name, short, wantBlock)
 		}
 		if !targets[short] {
@@ -181,10 +248,7 @@ func CheckPEFTWeights(path string, base *engine.ModelConfig, r int, targets map[
 	var missing []string
 	for l := 0; l < base.NumLayers; l++ {
 		for short := range targets {
-			block := "self_attn"
-			if short == "gate" || short == "up" || short == "down" {
-				block = "mlp"
-			}
+			block := peftBlock(short)
 			for _, ab := range []string{"A", "B"} {
 				name := fmt.Sprintf("base_model.model.model.layers.%d.%s.%s_proj.lora_%s.weight", l, block, short, ab)
 				if !seen[name] {

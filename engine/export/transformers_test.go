@@ -19,8 +19,12 @@ var transformersInputs = [][]int32{
 // WHET_EXPORT_DEV (e.g. .dev/export, git-ignored): for a LoRA run on each
 // tiny model, the base model, the PEFT export, the merged bf16 and f16
 // exports and whet's logits (adapter applied unmerged, float32, CPU) on
-// transformersInputs. It only runs when WHET_EXPORT_DEV is set: its output
-// is carried to the GPU machine, where transformers is installed.
+// transformersInputs. The models are tiny-llama and tiny-qwen2 (cases,
+// compared by TestTransformersReference) and a tiny random model of each
+// 2025 family plus Gemma 3's multimodal layout (families, compared by
+// TestFamilyTransformersReference). It only runs when WHET_EXPORT_DEV is
+// set: its output is carried to the GPU machine, where transformers is
+// installed.
 func TestWriteTransformersInputs(t *testing.T) {
 	out := os.Getenv("WHET_EXPORT_DEV")
 	if out == "" {
@@ -35,42 +39,49 @@ func TestWriteTransformersInputs(t *testing.T) {
 		Logits [][]float32 `json:"logits"` // per input, [T*V] row-major
 		Vocab  int         `json:"vocab"`
 	}
-	var cases []caseOut
-	for i, base := range []string{"tiny-llama", "tiny-qwen2"} {
-		dir := filepath.Join(out, base)
-		copyDir(t, testdata(base), filepath.Join(dir, "base"))
-		run := makeLoRARun(t, filepath.Join(dir, "run"), filepath.Join(dir, "base"), uint64(20+i))
+	write := func(name, base string, run func(dir, base string) string) caseOut {
+		dir := filepath.Join(out, name)
+		r := run(filepath.Join(dir, "run"), base)
 		for _, o := range []Options{
 			{Format: "peft", OutDir: filepath.Join(dir, "peft")},
 			{Format: "merged", Quant: "bf16", OutDir: filepath.Join(dir, "merged-bf16")},
 			{Format: "merged", Quant: "f16", OutDir: filepath.Join(dir, "merged-f16")},
 		} {
-			o.RunDir = run
+			o.RunDir = r
 			if err := Run(o, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
-		r, err := OpenRun(run)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src, err := r.Load()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := caseOut{Name: base, Inputs: transformersInputs, Vocab: src.Model.Cfg.VocabSize}
+		src := loadRun(t, r)
+		c := caseOut{Name: name, Inputs: transformersInputs, Vocab: src.Model.Cfg.VocabSize}
 		for _, ids := range transformersInputs {
 			c.Logits = append(c.Logits, whetLogits(t, src.Model, ids))
 		}
-		src.Close()
-		cases = append(cases, c)
+		return c
 	}
-	js, err := json.Marshal(map[string]any{"cases": cases})
-	if err != nil {
-		t.Fatal(err)
+	var cases, families []caseOut
+	for i, base := range []string{"tiny-llama", "tiny-qwen2"} {
+		dir := filepath.Join(out, base)
+		copyDir(t, testdata(base), filepath.Join(dir, "base"))
+		cases = append(cases, write(base, filepath.Join(dir, "base"), func(d, b string) string { return makeLoRARun(t, d, b, uint64(20+i)) }))
 	}
-	if err := os.WriteFile(filepath.Join(out, "whet_logits.json"), js, 0o644); err != nil {
-		t.Fatal(err)
+	for i, name := range append(familyNames, "gemma3-multimodal") {
+		base := filepath.Join(out, name, "base")
+		if name == "gemma3-multimodal" {
+			makeGemma3Multimodal(t, makeFamilyModel(t, filepath.Join(out, name, "text"), "gemma3"), base)
+		} else {
+			makeFamilyModel(t, base, name)
+		}
+		families = append(families, write(name, base, func(d, b string) string { return familyLoRARun(t, d, b, uint64(60+i)) }))
+	}
+	for file, cs := range map[string][]caseOut{"whet_logits.json": cases, "whet_logits_families.json": families} {
+		js, err := json.Marshal(map[string]any{"cases": cs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, file), js, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -80,6 +91,7 @@ type transformersResult struct {
 	Versions map[string]string `json:"versions"`
 	Cases    []struct {
 		Name   string `json:"name"`
+		Error  string `json:"error,omitempty"`
 		Checks []struct {
 			What       string  `json:"what"` // merged-bf16, merged-f16, peft
 			MaxAbsDiff float64 `json:"max_abs_diff"`
@@ -103,8 +115,22 @@ func TestTransformersReference(t *testing.T) {
 	if err := json.Unmarshal(data, &res); err != nil {
 		t.Fatalf("testdata/export/transformers.json: %v", err)
 	}
-	want := map[string]bool{"tiny-llama": true, "tiny-qwen2": true}
+	checkTransformersResult(t, res, []string{"tiny-llama", "tiny-qwen2"})
+}
+
+// checkTransformersResult holds each case's checks to their tolerances and
+// requires every named case.
+func checkTransformersResult(t *testing.T, res transformersResult, names []string) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
 	for _, c := range res.Cases {
+		if c.Error != "" {
+			t.Errorf("%s: transformers could not run it: %s", c.Name, c.Error)
+			continue
+		}
 		delete(want, c.Name)
 		seen := map[string]bool{}
 		for _, ch := range c.Checks {
@@ -133,6 +159,29 @@ func TestTransformersReference(t *testing.T) {
 		}
 	}
 	for n := range want {
-		t.Errorf("case %s missing from testdata/export/transformers.json", n)
+		t.Errorf("case %s missing", n)
 	}
+}
+
+// TestFamilyTransformersReference checks testdata/export/transformers-families.json,
+// written by check_transformers.py on the GPU machine from
+// TestWriteTransformersInputs' family models (Qwen3, Gemma 3, Gemma 2,
+// Phi-3 with short and long LongRoPE factors, Gemma 3's multimodal
+// layout): the merged bf16/f16 exports loaded by transformers, and the
+// base plus the PEFT export loaded by PEFT, give whet's logits within the
+// tolerances of TestTransformersReference.
+func TestFamilyTransformersReference(t *testing.T) {
+	path := testdata("export/transformers-families.json")
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		t.Skip("testdata/export/transformers-families.json has not been produced yet: check_transformers.py has not run on the GPU machine for the 2025 families")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res transformersResult
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	checkTransformersResult(t, res, append(familyNames, "gemma3-multimodal"))
 }

@@ -12,9 +12,16 @@ model), peft/ (the LoRA run's PEFT export), merged-bf16/ and merged-f16/
 base with the adapter applied, on fixed token ids). Then, where torch,
 transformers and peft are installed (the GPU machine):
 
-    python3 tools/export/check_transformers.py .dev/export testdata/export/transformers.json
+    python3 tools/export/check_transformers.py .dev/export testdata/export/transformers.json \
+        [whet_logits_families.json testdata/export/transformers-families.json]
 
-For each model it loads merged-bf16 and merged-f16 with AutoModelForCausalLM
+The optional pair compares the 2025 families' cases (Qwen3, Gemma 3, Gemma 2,
+Phi-3 with short and long LongRoPE factors, Gemma 3's multimodal layout) the
+same way; a case transformers cannot load or run is written with its error
+instead of checks, so the others still report.
+
+For each model it loads merged-bf16 and merged-f16 with the class named in
+config.json's architectures (AutoModelForCausalLM when it names none)
 (weights upcast to float32 so only the stored precision differs) and the
 base plus PeftModel.from_pretrained(base, peft/) in float32, runs the fixed
 ids, and writes the largest absolute logit difference from whet's, the
@@ -28,8 +35,20 @@ import sys
 import torch
 import transformers
 import peft
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 from peft import PeftModel
+
+
+def load(path, device):
+    """The model class config.json names (Gemma3ForConditionalGeneration for
+    a multimodal Gemma 3), in float32, on device."""
+    cfg = AutoConfig.from_pretrained(path)
+    cls = AutoModelForCausalLM
+    for name in getattr(cfg, "architectures", None) or []:
+        if hasattr(transformers, name):
+            cls = getattr(transformers, name)
+            break
+    return cls.from_pretrained(path, dtype=torch.float32).to(device)
 
 
 def logits_of(model, inputs):
@@ -52,29 +71,42 @@ def compare(name, got, want, vocab):
     return {"what": name, "max_abs_diff": max_diff, "max_abs_logit": max_abs, "argmax_agreement": agree / total}
 
 
+def run_cases(root, logits_file, device):
+    with open(os.path.join(root, logits_file)) as f:
+        ref = json.load(f)
+    out = []
+    for case in ref["cases"]:
+        d = os.path.join(root, case["name"])
+        try:
+            checks = []
+            for kind in ("merged-bf16", "merged-f16"):
+                m = load(os.path.join(d, kind), device).eval()
+                checks.append(compare(kind, logits_of(m, case["inputs"]), case["logits"], case["vocab"]))
+            base = load(os.path.join(d, "base"), device)
+            m = PeftModel.from_pretrained(base, os.path.join(d, "peft")).to(device).eval()
+            checks.append(compare("peft", logits_of(m, case["inputs"]), case["logits"], case["vocab"]))
+            out.append({"name": case["name"], "checks": checks})
+            for c in checks:
+                print(case["name"], c)
+        except Exception as e:  # report and go on with the other cases
+            print(case["name"], "ERROR", repr(e))
+            out.append({"name": case["name"], "error": repr(e)})
+    return out
+
+
 def main():
     root, out_path = sys.argv[1], sys.argv[2]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with open(os.path.join(root, "whet_logits.json")) as f:
-        ref = json.load(f)
-    result = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-                           "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"},
-              "cases": []}
-    for case in ref["cases"]:
-        d = os.path.join(root, case["name"])
-        checks = []
-        for kind in ("merged-bf16", "merged-f16"):
-            m = AutoModelForCausalLM.from_pretrained(os.path.join(d, kind), torch_dtype=torch.float32).to(device).eval()
-            checks.append(compare(kind, logits_of(m, case["inputs"]), case["logits"], case["vocab"]))
-        base = AutoModelForCausalLM.from_pretrained(os.path.join(d, "base"), torch_dtype=torch.float32).to(device)
-        m = PeftModel.from_pretrained(base, os.path.join(d, "peft")).to(device).eval()
-        checks.append(compare("peft", logits_of(m, case["inputs"]), case["logits"], case["vocab"]))
-        result["cases"].append({"name": case["name"], "checks": checks})
-        for c in checks:
-            print(case["name"], c)
-    with open(out_path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
+    jobs = [("whet_logits.json", out_path)]
+    if len(sys.argv) >= 5:
+        jobs.append((sys.argv[3], sys.argv[4]))
+    for logits_file, path in jobs:
+        result = {"versions": versions, "cases": run_cases(root, logits_file, device)}
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
 
 
 if __name__ == "__main__":
