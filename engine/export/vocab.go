@@ -43,6 +43,8 @@ type ggufVocab struct {
 var preTokenizerNames = map[string]string{
 	`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`: "llama-bpe",
 	`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`:      "qwen2",
+	// GPT-4o's o200k split, which Phi-4-mini's tokenizer uses too.
+	`[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`: "gpt-4o",
 }
 
 type tokJSON struct {
@@ -97,9 +99,14 @@ func readVocab(dir string, vocabSize int) (*ggufVocab, error) {
 			return nil, fmt.Errorf("export: %s: pre_tokenizer: %w", path, err)
 		}
 	}
-	name, byteLevel, metaspace, err := preTokenizerName(pre)
+	name, byteLevel, metaspace, spaceSplit, err := preTokenizerName(pre)
 	if err != nil {
 		return nil, fmt.Errorf("export: %s: pre_tokenizer: %w", path, err)
+	}
+	// Gemma 3 splits on " " after a normalizer that has already turned
+	// every space into "▁": the split never cuts, SentencePiece-style.
+	if spaceSplit && (byteLevel || !strings.Contains(string(tj.Normalizer), `"\u2581"`) && !strings.Contains(string(tj.Normalizer), "▁")) {
+		return nil, fmt.Errorf("export: %s: pre_tokenizer: a Split on \" \" is supported only after a normalizer that replaces spaces by \"▁\" (Gemma's)", path)
 	}
 	v := &ggufVocab{Model: "gpt2", Pre: name, Tokens: make([]string, vocabSize), Types: make([]int32, vocabSize), UnkID: -1}
 	if !byteLevel {
@@ -174,7 +181,7 @@ func readVocab(dir string, vocabSize int) (*ggufVocab, error) {
 // preTokenizerName finds the Split regex (or GPT-2's built-in one) and
 // whether a ByteLevel step, or a Metaspace step that prepends "▁", is
 // present.
-func preTokenizerName(p preTokJSON) (name string, byteLevel, metaspace bool, err error) {
+func preTokenizerName(p preTokJSON) (name string, byteLevel, metaspace, spaceSplit bool, err error) {
 	var walk func(p preTokJSON) error
 	walk = func(p preTokJSON) error {
 		switch p.Type {
@@ -192,11 +199,15 @@ func preTokenizerName(p preTokJSON) (name string, byteLevel, metaspace bool, err
 		case "Split":
 			re := p.Pattern.Regex
 			if re == "" {
+				if p.Pattern.String == " " {
+					spaceSplit = true
+					return nil
+				}
 				re = p.Pattern.String
 			}
 			n, ok := preTokenizerNames[re]
 			if !ok {
-				return fmt.Errorf("split pattern %q is not one whet can name for llama.cpp (known: Llama 3's and Qwen 2's)", re)
+				return fmt.Errorf("split pattern %q is not one whet can name for llama.cpp (known: Llama 3's, Qwen 2's and GPT-4o's)", re)
 			}
 			name = n
 		case "Metaspace":
@@ -208,12 +219,12 @@ func preTokenizerName(p preTokJSON) (name string, byteLevel, metaspace bool, err
 		return nil
 	}
 	if err := walk(p); err != nil {
-		return "", false, false, err
+		return "", false, false, false, err
 	}
 	if name == "" {
 		name = "default"
 	}
-	return name, byteLevel, metaspace, nil
+	return name, byteLevel, metaspace, spaceSplit, nil
 }
 
 // parseMerges accepts both layouts of model.merges: "a b" strings and
