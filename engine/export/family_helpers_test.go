@@ -114,39 +114,10 @@ func writeRandomModel(t *testing.T, dir, config string) {
 }
 
 // familyLoRARun makes a finished LoRA run on a family model with every
-// linear of the family adapted (Phi-3: qkv_proj, gate_up_proj) and random,
-// clearly non-zero adapters.
+// linear of the family adapted (Phi-3: qkv_proj, gate_up_proj).
 func familyLoRARun(t *testing.T, dir, base string, seed uint64) string {
 	t.Helper()
-	m, err := engine.LoadModel(base, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	targets := m.Family().LoRATargets()
-	opts := engine.LoRAOptions{Rank: 4, Alpha: 8, Targets: targets, Seed: seed}
-	if err := m.AddLoRA(opts); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(seed, 2))
-	for _, lin := range m.Linears() {
-		v := make([]float32, lin.Out*opts.Rank)
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * 0.05)
-		}
-		if err := m.B.Upload(lin.LoRA.B.Master, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := m.SyncFromMasters(); err != nil {
-		t.Fatal(err)
-	}
-	abs, _ := filepath.Abs(base)
-	if err := engine.SaveAdapter(filepath.Join(dir, "adapter"), m, opts, abs); err != nil {
-		t.Fatal(err)
-	}
-	writeRunYAML(t, dir, filepath.Base(dir), abs, "lora", engine.LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, TargetModules: targets})
-	return dir
+	return makeAdapterRun(t, dir, base, "lora", seed, nil)
 }
 
 // jsonString is v as JSON (for building configs in tests).

@@ -73,16 +73,30 @@ func writeRunYAML(t *testing.T, dir, name, model, method string, lora engine.LoR
 // would merge to the base model unchanged).
 func makeLoRARun(t *testing.T, dir, base string, seed uint64) string {
 	t.Helper()
-	m, err := engine.LoadModel(base, cpu.New())
+	return makeAdapterRun(t, dir, base, "lora", seed, []string{"q", "k", "v", "o", "gate", "up", "down"})
+}
+
+// makeAdapterRun makes a finished run of method (lora, or qlora: trained
+// over the base's linears in NF4, as whet train holds them) on base, with
+// an adapter on targets (nil: every linear of the model's family, Phi-3's
+// qkv_proj and gate_up_proj included) whose A and B are random and clearly
+// non-zero.
+func makeAdapterRun(t *testing.T, dir, base, method string, seed uint64, targets []string) string {
+	t.Helper()
+	m, err := engine.LoadModelWith(base, cpu.New(), engine.ModelOptions{NF4Linears: method == "qlora"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Free()
-	opts := engine.LoRAOptions{Rank: 4, Alpha: 8, Targets: []string{"q", "k", "v", "o", "gate", "up", "down"}, Seed: seed}
+	if targets == nil {
+		targets = m.Family().LoRATargets()
+	}
+	opts := engine.LoRAOptions{Rank: 4, Alpha: 8, Targets: targets, Seed: seed}
 	if err := m.AddLoRA(opts); err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(seed, 2))
+	stream := map[string]uint64{"lora": 2, "qlora": 3}[method]
+	rng := rand.New(rand.NewPCG(seed, stream))
 	for _, lin := range m.Linears() {
 		v := make([]float32, lin.Out*opts.Rank)
 		for i := range v {
@@ -99,7 +113,7 @@ func makeLoRARun(t *testing.T, dir, base string, seed uint64) string {
 	if err := engine.SaveAdapter(filepath.Join(dir, "adapter"), m, opts, abs); err != nil {
 		t.Fatal(err)
 	}
-	writeRunYAML(t, dir, filepath.Base(dir), abs, "lora", engine.LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, TargetModules: opts.Targets})
+	writeRunYAML(t, dir, filepath.Base(dir), abs, method, engine.LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, TargetModules: opts.Targets})
 	return dir
 }
 

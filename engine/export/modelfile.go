@@ -61,8 +61,6 @@ You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
 {{ .Content }}<|end|>
 {{ end }}<|assistant|>
 `,
-	// Phi-4-mini: no newline after the role tags.
-	"phi-4-mini": `{{- range .Messages }}<|{{ .Role }}|>{{ .Content }}<|end|>{{ end }}<|assistant|>`,
 	"phi-3.5": `{{- range .Messages }}{{ if or (ne .Role "system") .Content }}<|{{ .Role }}|>
 {{ .Content }}<|end|>
 {{ end }}{{ end }}<|assistant|>

@@ -2,7 +2,6 @@ package export
 
 import (
 	"math"
-	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,34 +15,7 @@ import (
 // has random, clearly non-zero A and B.
 func makeQLoRARun(t *testing.T, dir, base string, seed uint64) string {
 	t.Helper()
-	m, err := engine.LoadModelWith(base, cpu.New(), engine.ModelOptions{NF4Linears: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	opts := engine.LoRAOptions{Rank: 4, Alpha: 8, Targets: []string{"q", "k", "v", "o", "gate", "up", "down"}, Seed: seed}
-	if err := m.AddLoRA(opts); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(seed, 3))
-	for _, lin := range m.Linears() {
-		v := make([]float32, lin.Out*opts.Rank)
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * 0.05)
-		}
-		if err := m.B.Upload(lin.LoRA.B.Master, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := m.SyncFromMasters(); err != nil {
-		t.Fatal(err)
-	}
-	abs, _ := filepath.Abs(base)
-	if err := engine.SaveAdapter(filepath.Join(dir, "adapter"), m, opts, abs); err != nil {
-		t.Fatal(err)
-	}
-	writeRunYAML(t, dir, filepath.Base(dir), abs, "qlora", engine.LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, TargetModules: opts.Targets})
-	return dir
+	return makeAdapterRun(t, dir, base, "qlora", seed, []string{"q", "k", "v", "o", "gate", "up", "down"})
 }
 
 // maxDiff is the largest |a-b| and the largest |b|.
