@@ -379,6 +379,12 @@ func TestQ4KMTypesFollowLlamaCpp(t *testing.T) {
 			[]want{{"attn_v", 0, gguf.Q6_K}, {"attn_v", 10, gguf.Q5_K}, {"attn_v", 12, gguf.Q6_K}, {"attn_q", 10, gguf.Q4_K}, {"ffn_down", 10, gguf.Q4_K}, {"output", -1, gguf.Q6_K}}},
 		{"qwen2.5-72b", "qwen2", engine.ModelConfig{HiddenSize: 8192, IntermediateSize: 29568, NumLayers: 80, NumHeads: 64, NumKVHeads: 8, HeadDim: 128, VocabSize: 152064},
 			[]want{{"attn_v", 10, gguf.Q5_K}, {"ffn_down", 10, gguf.Q5_0}, {"ffn_down", 0, gguf.Q8_0}, {"ffn_up", 10, gguf.Q4_K}, {"token_embd", -1, gguf.Q4_K}}},
+		// Phi-4-mini: llama-quantize counts a fused attn_qkv as attn_v
+		// (llama-quant.cpp's category_is_attn_v), so it takes Q6_K in the
+		// same layers; the stacked gate/up stays Q4_K.
+		{"phi-4-mini", "phi3", engine.ModelConfig{HiddenSize: 3072, IntermediateSize: 8192, NumLayers: 32, NumHeads: 24, NumKVHeads: 8, HeadDim: 128, VocabSize: 200064, TieWordEmbeddings: true},
+			[]want{{"attn_qkv", 0, gguf.Q6_K}, {"attn_qkv", 4, gguf.Q4_K}, {"attn_qkv", 6, gguf.Q6_K}, {"attn_qkv", 28, gguf.Q6_K},
+				{"ffn_up", 6, gguf.Q4_K}, {"ffn_down", 6, gguf.Q6_K}, {"token_embd", -1, gguf.Q6_K}}},
 	} {
 		c := m.cfg
 		shapes := map[string][]int{
@@ -387,6 +393,10 @@ func TestQ4KMTypesFollowLlamaCpp(t *testing.T) {
 			"attn_output": {c.HiddenSize, c.QDim()}, "ffn_gate": {c.IntermediateSize, c.HiddenSize},
 			"ffn_up": {c.IntermediateSize, c.HiddenSize}, "ffn_down": {c.HiddenSize, c.IntermediateSize},
 			"attn_norm": {c.HiddenSize}, "output_norm": {c.HiddenSize},
+			"attn_qkv": {c.QDim() + 2*c.KVDim(), c.HiddenSize},
+		}
+		if m.arch == "phi3" {
+			shapes["ffn_up"] = []int{2 * c.IntermediateSize, c.HiddenSize}
 		}
 		for _, w := range m.want {
 			if got := plan.tensorType(m.arch, &c, w.role, w.layer, shapes[w.role]); got.Type != w.typ {

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -260,4 +261,40 @@ func TestGemma3MultimodalExports(t *testing.T) {
 		path: filepath.Join(gg, "model.gguf"), ref: src.Model}
 	replies := runLlama(t, []llamaJob{{Model: c.path, Greedy: c.prompts, MaxTokens: 12}})
 	checkGreedy(t, c, replies[0], 12)
+}
+
+// TestGGUFRefusesWhatLlamaCppComputesOtherwise: configs whose llama.cpp
+// graph would not compute what whet (and transformers) compute are refused
+// with the reason, not written.
+func TestGGUFRefusesWhatLlamaCppComputesOtherwise(t *testing.T) {
+	tmp := t.TempDir()
+	for _, c := range []struct {
+		name, family string
+		edit         func(map[string]any)
+		want         string
+	}{
+		{"qwen3 sliding window", "qwen3", func(c map[string]any) {
+			c["use_sliding_window"], c["sliding_window"], c["max_window_layers"] = true, 4, 1
+		}, "sliding window"},
+		{"gemma3 query_pre_attn_scalar", "gemma3", func(c map[string]any) { c["query_pre_attn_scalar"] = 32 }, "query_pre_attn_scalar"},
+		{"gemma3 attention soft-cap", "gemma3", func(c map[string]any) { c["attn_logit_softcapping"] = 50.0 }, "soft-cap"},
+		{"gemma2 without soft-caps", "gemma2", func(c map[string]any) { c["final_logit_softcapping"] = nil }, "soft-caps"},
+		{"gemma2 untied", "gemma2", func(c map[string]any) { c["tie_word_embeddings"] = false }, "tie_word_embeddings"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(tmp, strings.ReplaceAll(c.name, " ", "-"))
+			base := makeFamilyModel(t, filepath.Join(dir, "base"), c.family)
+			var cfg map[string]any
+			if err := json.Unmarshal([]byte(familyConfigs[c.family]), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			c.edit(cfg)
+			writeRandomModel(t, base, jsonString(t, cfg))
+			run := makeFullRun(t, filepath.Join(dir, "run"), base)
+			err := Run(Options{RunDir: run, Format: "gguf", Quant: "f16", OutDir: filepath.Join(dir, "out")}, nil)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want an error naming %q", err, c.want)
+			}
+		})
+	}
 }
