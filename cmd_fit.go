@@ -57,6 +57,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	chunk := fs.Int("chunk", memplan.DefaultLogitsChunk, "tokens per LM-head logits chunk")
 	dpoBase := fs.String("dpo-base", "lora", "how DPO trains the policy: lora | qlora | full")
 	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")
+	gpus := fs.Int("gpus", 1, "plan per GPU for a data-parallel run on this many GPUs (full fine-tuning shards its fp32 masters and AdamW moments across them)")
 	maxSeq := fs.Bool("max-seq", false, "instead of checking --seq: find the longest sequence length that fits (binary search over the plan)")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -88,6 +89,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		LoRATargets:   strings.Split(*targets, ","),
 		Checkpointing: *ckpt,
 		LogitsChunk:   *chunk,
+		GPUs:          *gpus,
 	}
 	if meth == memplan.DPO {
 		if opts.DPOBase, err = memplan.ParseMethod(*dpoBase); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sort"
 	"strconv"
@@ -78,6 +79,23 @@ func ParseGPUs(spec string, count int) ([]int, error) {
 	}
 	sort.Ints(out)
 	return out, nil
+}
+
+// PlannedRanks is the number of data-parallel ranks the run file asks
+// for where it can be told without the hardware (CPU ranks, a GPU count
+// or a list); 0 for "all" or nothing set (one, or as many as are found).
+func (p ParallelConfig) PlannedRanks() int {
+	if p.Ranks > 1 {
+		return p.Ranks
+	}
+	if p.GPUs == "" || p.GPUs == "all" {
+		return 0
+	}
+	ids, err := ParseGPUs(p.GPUs, math.MaxInt32)
+	if err != nil {
+		return 0
+	}
+	return len(ids)
 }
 
 // validate checks the settings that need no hardware to check.

@@ -542,6 +542,15 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	// Per trainable element: an fp32 master (skipped when the compute
 	// copy is already fp32), an fp32 gradient (accumulated over the
 	// micro-batches of a step), and AdamW's m and v in fp32.
+	// Data-parallel full fine-tuning keeps 1/GPUs of the masters and
+	// moments on each GPU (the rank's chunk of every gradient bucket),
+	// and gathers a checkpoint one bucket at a time through an fp32
+	// buffer of the largest bucket: layers, or the embeddings, final norm
+	// and head together.
+	shard := int64(1)
+	if o.GPUs > 1 && base == Full {
+		shard = int64(o.GPUs)
+	}
 	for _, b := range trainable {
 		p.Trainable += int64(b.Repeat) * b.Elems()
 		for _, side := range []struct {
@@ -553,8 +562,30 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 			}
 			c := b
 			c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
+			if shard > 1 && side.cat != Gradients {
+				c.Name += ".shard"
+				c.Shape, c.Repeat = []int64{(int64(b.Repeat)*b.Elems() + shard - 1) / shard}, 1
+			}
 			p.Buffers = append(p.Buffers, c)
 		}
+	}
+	if shard > 1 {
+		var layer, rest int64
+		for _, b := range trainable {
+			if strings.HasPrefix(b.Name, "layers.") {
+				layer += b.Elems()
+			} else {
+				rest += int64(b.Repeat) * b.Elems()
+			}
+		}
+		// As NewDataParallel fills buckets: whole layers until one holds
+		// engine.DefaultBucketBytes or more.
+		per := int64(1)
+		if layer > 0 {
+			per = min(int64(l), (engine.DefaultBucketBytes/4+layer-1)/layer)
+		}
+		gather := max(per*layer, rest)
+		p.Buffers = append(p.Buffers, Buffer{Name: "dp.checkpoint_gather", Category: OptimizerState, DType: F32, Shape: []int64{gather}, Repeat: 1})
 	}
 	p.Buffers = append(p.Buffers, Buffer{Name: "optim.grad_norm_partials", Category: OptimizerState, DType: F32, Shape: []int64{gradNormPartials}, Repeat: 1})
 

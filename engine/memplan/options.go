@@ -72,6 +72,11 @@ type Options struct {
 	// layout for when the engine has it.
 	DoubleQuant bool
 	Backend     Backend // cuda (default) or cpu
+	// GPUs is the data-parallel rank count the plan is per GPU for (0 or
+	// 1: one GPU). Each GPU holds the whole model and activations; full
+	// fine-tuning shards the fp32 masters and AdamW moments across the
+	// GPUs (docs/multi-gpu.md), so each holds 1/GPUs of them.
+	GPUs int
 }
 
 // Base is the way the weights are trained: the method itself, or for DPO
@@ -109,6 +114,9 @@ func (o Options) resolve() (Options, error) {
 	}
 	if o.GradAccum == 0 {
 		o.GradAccum = 1
+	}
+	if o.GPUs < 0 {
+		return o, fmt.Errorf("memplan: %d GPUs", o.GPUs)
 	}
 	if o.MicroBatch < 0 || o.GradAccum < 0 {
 		return o, fmt.Errorf("memplan: micro-batch %d and gradient accumulation %d must be positive", o.MicroBatch, o.GradAccum)
@@ -177,6 +185,7 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		LoRATargets:   rc.LoRA.TargetModules,
 		Checkpointing: rc.Train.Checkpointing,
 		DoubleQuant:   false, // engine/nf4.go keeps fp32 absmax
+		GPUs:          rc.Parallel.PlannedRanks(),
 	}
 	if m == DPO {
 		o.DPOBase = LoRA
