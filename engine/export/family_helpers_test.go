@@ -37,6 +37,13 @@ var familyConfigs = map[string]string{
 		"rope_theta": 10000.0, "sliding_window": 4, "attn_logit_softcapping": 3.0, "final_logit_softcapping": 8.0,
 		"hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 512,
 		"tie_word_embeddings": true, "eos_token_id": 2}`,
+	// Gemma 2 without a window: full attention in whet; llama.cpp's gemma2
+	// always slides, over the context length here.
+	"gemma2-full": `{"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "vocab_size": 512,
+		"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+		"num_key_value_heads": 2, "head_dim": 16, "query_pre_attn_scalar": 16, "rms_norm_eps": 1e-6,
+		"rope_theta": 10000.0, "sliding_window": null, "attn_logit_softcapping": 3.0, "final_logit_softcapping": 8.0,
+		"hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 512, "tie_word_embeddings": true, "eos_token_id": 2}`,
 	"phi3": `{"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": 512,
 		"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
 		"num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "partial_rotary_factor": 0.5,

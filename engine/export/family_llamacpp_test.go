@@ -29,14 +29,15 @@ import (
 // generated tokens pass Gemma's 4-token windows; phi3 stays below its
 // 512-token original context (short LongRoPE factors, as llama.cpp's
 // 256-token context does), phi3-long passes its 4-token one (long factors
-// in both).
+// in both); gemma2-full has no window (its sliding layers slide over the
+// whole context in llama.cpp).
 func TestFamilyGGUFInLlamaCpp(t *testing.T) {
 	tmp := t.TempDir()
 	prompts := [][]int32{{1, 328, 267, 201, 57}, {45, 300, 12, 7, 99, 410, 3}}
 	const n = 12
 	var cases []*greedyCase
 	var jobs []llamaJob
-	for i, name := range familyNames {
+	for i, name := range append(familyNames, "gemma2-full") {
 		base := makeFamilyModel(t, filepath.Join(tmp, name, "base"), name)
 		run := familyLoRARun(t, filepath.Join(tmp, name, "run"), base, uint64(30+i))
 		src := loadRun(t, run)

@@ -128,8 +128,8 @@ func checkGemma3(c *engine.ModelConfig) error {
 // gemmaKV writes the soft-caps, the window and which layers slide.
 // llama.cpp reads sliding_window_pattern as one flag per layer (or a
 // period); the flags are written as whet computes them from layer_types.
-// A Gemma 2 without a window gets the context length as its window, since
-// llama.cpp's gemma2 always slides (4096 by default).
+// A Gemma 2 without a window gets the context length as its window on its
+// sliding layers, since llama.cpp's gemma2 always slides (4096 by default).
 func gemmaKV(c *engine.ModelConfig, a func(string, any)) {
 	if c.AttnSoftCap > 0 {
 		a("attn_logit_softcapping", float32(c.AttnSoftCap))
@@ -139,15 +139,15 @@ func gemmaKV(c *engine.ModelConfig, a func(string, any)) {
 	}
 	pattern := make([]bool, c.NumLayers)
 	window, slides := c.SlidingWindow, false
-	for l := range pattern {
-		pattern[l] = c.LayerWindow(l) > 0
-		slides = slides || pattern[l]
+	gemma2NoWindow := c.ModelType == "gemma2" && window == 0
+	if gemma2NoWindow {
+		// llama.cpp's gemma2 always slides: its sliding layers get a
+		// window as long as the context, which hides nothing.
+		window = c.MaxPositions
 	}
-	if c.ModelType == "gemma2" {
-		if window == 0 {
-			window = c.MaxPositions
-		}
-		slides = true
+	for l := range pattern {
+		pattern[l] = c.LayerWindow(l) > 0 || (gemma2NoWindow && c.LayerTypes != nil && c.LayerTypes[l] == engine.SlidingAttention)
+		slides = slides || pattern[l] || c.ModelType == "gemma2"
 	}
 	if !slides {
 		return // gemma3 without a sliding_window key: no SWA
