@@ -153,7 +153,8 @@ func TestFamilyGGUFLayout(t *testing.T) {
 				if u32("attention.sliding_window") != 4 || !slices.Equal(pattern(), []bool{true, true, false}) {
 					t.Errorf("window %d pattern %v", u32("attention.sliding_window"), pattern())
 				}
-				if f32("rope.freq_base") != 1e6 || f32("rope.freq_base_swa") != 1e4 || f32("rope.scaling.factor") != 8 {
+				if f32("rope.freq_base") != 1e6 || f32("rope.freq_base_swa") != 1e4 || f32("rope.scaling.factor") != 8 ||
+					f32("rope.local.freq_base") != 1e4 || f32("rope.global.freq_base") != 1e6 {
 					t.Errorf("rope bases %v %v, scaling %v", f32("rope.freq_base"), f32("rope.freq_base_swa"), f32("rope.scaling.factor"))
 				}
 				if has("attn_logit_softcapping") || has("final_logit_softcapping") {

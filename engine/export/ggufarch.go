@@ -154,10 +154,17 @@ func gemmaKV(c *engine.ModelConfig, a func(string, any)) {
 	}
 	a("attention.sliding_window", uint32(window))
 	a("attention.sliding_window_pattern", pattern)
+	local := c.RopeTheta
 	if c.RopeLocalTheta > 0 {
-		a("rope.freq_base_swa", float32(c.RopeLocalTheta))
-	} else {
-		a("rope.freq_base_swa", float32(c.RopeTheta))
+		local = c.RopeLocalTheta
+	}
+	a("rope.freq_base_swa", float32(local))
+	if c.ModelType != "gemma2" {
+		// Ollama's own gemma3 engine reads these names for the two bases
+		// (its defaults are the published 10000 and 1e6); llama.cpp
+		// ignores them.
+		a("rope.local.freq_base", float32(local))
+		a("rope.global.freq_base", float32(c.RopeTheta))
 	}
 }
 
