@@ -48,7 +48,8 @@ def load(path, device):
         if hasattr(transformers, name):
             cls = getattr(transformers, name)
             break
-    return cls.from_pretrained(path, dtype=torch.float32).to(device)
+    # eager attention: the reference implementation (Gemma 2's soft-cap included)
+    return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").to(device)
 
 
 def logits_of(model, inputs):
