@@ -224,7 +224,8 @@ func TestStudioFitUnifiedMemory(t *testing.T) {
 }
 
 // The studio's fit check offers the longest context that fits (the same
-// bisection as whet fit --max-seq) and plans against the memory cap.
+// bisection as whet fit --max-seq, at most the model's positions: 131072
+// for Llama 3.1 on a whole H200) and plans against the memory cap.
 func TestStudioFitMaxSeqAndCap(t *testing.T) {
 	old := detectGPUs
 	t.Cleanup(func() { detectGPUs = old })
@@ -237,6 +238,7 @@ func TestStudioFitMaxSeqAndCap(t *testing.T) {
 	}
 	rc := m.RunConfig()
 	rc.Model, rc.Data.Path = "llama-3.1-8b", "data.jsonl"
+	rc.Train.Checkpointing, rc.Train.MicroBatch = true, 1
 	check := func() tui.FitReport {
 		rep, err := studioFit{}.Check(context.Background(), rc)
 		if err != nil {
@@ -251,15 +253,15 @@ func TestStudioFitMaxSeqAndCap(t *testing.T) {
 	if capped.Free != 24e9 || capped.Total != 24e9 || !strings.Contains(capped.Device, "capped at 22.4 GiB by "+engine.MemoryLimitEnv) {
 		t.Errorf("capped report: free %d total %d device %q", capped.Free, capped.Total, capped.Device)
 	}
-	if capped.MaxSeq <= 0 || capped.MaxSeq >= whole.MaxSeq {
-		t.Fatalf("longest context: %d capped, %d on the whole card", capped.MaxSeq, whole.MaxSeq)
+	e, _ := presets.Lookup(rc.Model)
+	if capped.MaxSeq <= 0 || capped.MaxSeq >= whole.MaxSeq || whole.MaxSeq != e.ToModelConfig().MaxPositions {
+		t.Fatalf("longest context: %d capped, %d on the whole card (the model's positions: %d)", capped.MaxSeq, whole.MaxSeq, e.ToModelConfig().MaxPositions)
 	}
 	// The same answer as the plan gives: the longest fits, one more does not.
 	opts, err := memplan.FromRunConfig(&rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, _ := presets.Lookup(rc.Model)
 	for n, fits := range map[int]bool{capped.MaxSeq: true, capped.MaxSeq + 1: false} {
 		opts.SeqLen = n
 		p, err := memplan.Plan(e.ToModelConfig(), opts)

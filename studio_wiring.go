@@ -284,7 +284,12 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	if err != nil {
 		return rep, err
 	}
+	// The wizard offers no max length beyond the positions the model was
+	// trained for (whet fit --max-seq reports the plan's raw answer).
 	rep.MaxSeq = longest.SeqLen
+	if mp := mc.MaxPositions; mp > 0 && rep.MaxSeq > mp {
+		rep.MaxSeq = mp
+	}
 	advice, err := memplan.Advise(mc, opts, int64(rep.Free), fitAlternatives(fitModel{config: mc}))
 	if err != nil {
 		return rep, err

@@ -69,8 +69,9 @@ type FitReport struct {
 	// detected; Free is then what the system has available now.
 	Unified string
 	// MaxSeq is the longest max length (tokens per sequence) whose plan
-	// fits Free with everything else as configured; 0 when unknown or when
-	// not even one token fits. The page offers it with one key.
+	// fits Free with everything else as configured, at most the model's
+	// trained positions; 0 when unknown or when not even one token fits.
+	// The page offers it with one key.
 	MaxSeq int
 }
 
