@@ -46,11 +46,14 @@ func init() {
 		if err != nil {
 			return nil
 		}
-		name := "GPU 0"
+		names := []string{"GPU 0"}
 		if r, err := gpuinfo.Detect(); err == nil && len(r.GPUs) > 0 {
-			name = strings.TrimSpace(r.GPUs[0].Name)
+			names = names[:0]
+			for _, g := range r.GPUs {
+				names = append(names, strings.TrimSpace(g.Name))
+			}
 		}
-		return studioGPU{m, name}
+		return studioGPU{m, names}
 	}
 }
 
@@ -386,17 +389,34 @@ func segments(tok *tokenizer.Tokenizer, s datasets.Sequence) []tui.Segment {
 }
 
 type studioGPU struct {
-	m    *gpuinfo.Monitor
-	name string
+	m     *gpuinfo.Monitor
+	names []string // by device index
 }
 
-func (g studioGPU) Sample() (tui.GPUStats, error) {
-	s, err := g.m.Sample(0)
+var _ tui.MultiGPUSampler = studioGPU{}
+
+func (g studioGPU) Sample() (tui.GPUStats, error) { return g.sample(0) }
+
+func (g studioGPU) sample(i int) (tui.GPUStats, error) {
+	s, err := g.m.Sample(i)
 	if err != nil {
 		return tui.GPUStats{}, err
 	}
-	return tui.GPUStats{Name: g.name, Util: float64(s.UtilGPU), MemUsed: uint64(s.MemoryUsed), MemTotal: uint64(s.MemoryTotal),
+	return tui.GPUStats{Name: g.names[i], Util: float64(s.UtilGPU), MemUsed: uint64(s.MemoryUsed), MemTotal: uint64(s.MemoryTotal),
 		TempC: float64(s.TemperatureC), PowerW: s.PowerW, PowerCapW: s.PowerLimitW}, nil
+}
+
+// SampleAll reads every GPU, for the dashboard of a run over several.
+func (g studioGPU) SampleAll() ([]tui.GPUStats, error) {
+	out := make([]tui.GPUStats, len(g.names))
+	for i := range out {
+		s, err := g.sample(i)
+		if err != nil {
+			return nil, fmt.Errorf("GPU %d: %w", i, err)
+		}
+		out[i] = s
+	}
+	return out, nil
 }
 
 type studioChatter struct{}

@@ -47,6 +47,11 @@ type dashboard struct {
 	logs        []string
 	gpuStats    *GPUStats
 	gpuErr      string
+	// gpuAll is every GPU of the machine (a sampler that reads them all),
+	// for a run over several; first is the first step seen, for the
+	// job's step rate.
+	gpuAll []GPUStats
+	first  *engine.StepEvent
 
 	paused, stopping, quitAfter bool
 	ckptAsked                   bool
@@ -100,7 +105,7 @@ func (d *dashboard) update(msg tea.Msg) (cmd tea.Cmd, finished bool) {
 			return nil, false // no GPU: stop sampling
 		}
 		s := msg.stats
-		d.gpuStats, d.gpuErr = &s, ""
+		d.gpuStats, d.gpuErr, d.gpuAll = &s, "", msg.all
 		return sampleGPU(d.gpu, d.gpuEvery, d.events), false
 	case tea.KeyPressMsg:
 		return d.key(msg), false
@@ -112,6 +117,10 @@ func (d *dashboard) apply(ev engine.Event) {
 	switch ev := ev.(type) {
 	case engine.StepEvent:
 		d.last = &ev
+		if d.first == nil {
+			first := ev
+			d.first = &first
+		}
 		d.train = appendBounded(d.train, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
 	case engine.EvalEvent:
 		d.eval = appendBounded(d.eval, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
@@ -323,6 +332,56 @@ func spread(left, right string, w int) string {
 	return left + strings.Repeat(" ", gap) + right
 }
 
+// parallel reports whether the run is spread over several GPUs or ranks.
+func (d *dashboard) parallel() bool {
+	p := d.cfg.Parallel
+	return p.Ranks > 1 || p.GPUs != "" || p.Nodes.NNodes > 1
+}
+
+// stepRate is the whole job's optimizer steps per second since the first
+// step this dashboard saw (every rank makes each step together).
+func (d *dashboard) stepRate() (float64, bool) {
+	if d.first == nil || d.last == nil || d.last.Step <= d.first.Step {
+		return 0, false
+	}
+	dt := (d.last.Elapsed - d.first.Elapsed).Seconds()
+	if dt <= 0 {
+		return 0, false
+	}
+	return float64(d.last.Step-d.first.Step) / dt, true
+}
+
+// runGPUs are the samples of the GPUs the run trains on, when the sampler
+// reads every GPU and the run names several (parallel.gpus).
+func (d *dashboard) runGPUs() []GPUStats {
+	if len(d.gpuAll) < 2 || d.cfg.Parallel.GPUs == "" {
+		return nil
+	}
+	ids, err := engine.ParseGPUs(d.cfg.Parallel.GPUs, len(d.gpuAll))
+	if err != nil {
+		return nil
+	}
+	out := make([]GPUStats, len(ids))
+	for i, id := range ids {
+		out[i] = d.gpuAll[id]
+	}
+	return out
+}
+
+// gpuRows is one compact line per GPU of the run: index, utilisation
+// gauge, memory and power.
+func (d *dashboard) gpuRows() []string {
+	st := d.styles
+	gs := d.runGPUs()
+	ids, _ := engine.ParseGPUs(d.cfg.Parallel.GPUs, len(d.gpuAll))
+	lines := []string{st.Subtle.Render(trimTo(fmt.Sprintf("%d× %s", len(gs), gs[0].Name), statsWidth-2))}
+	for i, g := range gs {
+		lines = append(lines, st.Label.Render(fmt.Sprintf("%-2d", ids[i]))+gauge(st, g.Util/100, 6)+
+			fmt.Sprintf(" %3.0f%% %2d/%dG %3.0fW", g.Util, g.MemUsed>>30, g.MemTotal>>30, g.PowerW))
+	}
+	return lines
+}
+
 // gauge is a filled bar of width w.
 func gauge(st Styles, frac float64, w int) string {
 	frac = math.Max(0, math.Min(1, frac))
@@ -349,6 +408,9 @@ func (d *dashboard) stats(h int) string {
 			row("lr", fmt.Sprintf("%.2e", l.LR)),
 			row("grad norm", fmt.Sprintf("%.3f", l.GradNorm)),
 			row("tokens/s", units.Count(int64(l.TokensPerSec))))
+		if rate, ok := d.stepRate(); ok && d.parallel() {
+			lines = append(lines, row("steps/s", fmt.Sprintf("%.3g", rate)))
+		}
 		for _, k := range sortedKeys(l.Metrics) {
 			lines = append(lines, row(trimTo(k, 10), fmt.Sprintf("%.4g", l.Metrics[k])))
 		}
@@ -357,6 +419,8 @@ func (d *dashboard) stats(h int) string {
 	}
 	lines = append(lines, "")
 	switch g := d.gpuStats; {
+	case len(d.runGPUs()) > 1:
+		lines = append(lines, d.gpuRows()...)
 	case g != nil:
 		lines = append(lines, st.Subtle.Render(trimTo(g.Name, statsWidth-2)))
 		gw := statsWidth - 23

@@ -41,3 +41,15 @@ func RenderDashboardProfile(p colorprofile.Profile, cfg engine.RunConfig, w, h i
 	}
 	return d.view(w, h)
 }
+
+// RenderDashboardGPUs renders the dashboard of cfg after events with
+// every GPU of the machine sampled (a run over several GPUs).
+func RenderDashboardGPUs(cfg engine.RunConfig, w, h int, events []engine.Event, gpus []GPUStats) string {
+	c := &common{width: w, height: h, styles: newStyles(colorprofile.TrueColor), keys: newKeyMap(), now: time.Now}
+	d := newDashboard(c, cfg, nil, nopControl{}, nil, time.Hour)
+	d.update(gpuMsg{stats: gpus[0], all: gpus})
+	for _, ev := range events {
+		d.update(engineEventMsg{src: d.events, ev: ev})
+	}
+	return d.view(w, h)
+}

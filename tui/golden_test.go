@@ -3,10 +3,12 @@ package tui_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"whet/engine"
 	"whet/tui"
@@ -80,6 +82,27 @@ func goldenEvents(stop bool) []engine.Event {
 			engine.DoneEvent{Step: 60, Stopped: true, Elapsed: 21 * time.Second, FinalDir: "runs/persona-lora"})
 	}
 	return evs
+}
+
+// TestGoldenDashboardSeveralGPUs: a run on GPUs 0,2,3 of a four-GPU
+// machine shows a line per GPU of the run (not GPU 1) and the job's step
+// rate (59 steps in 20.65 s: 2.86 steps/s).
+func TestGoldenDashboardSeveralGPUs(t *testing.T) {
+	cfg := goldenRun()
+	cfg.Parallel.GPUs = "0,2,3"
+	var gpus []tui.GPUStats
+	for i := 0; i < 4; i++ {
+		gpus = append(gpus, tui.GPUStats{Name: "NVIDIA H100 80GB HBM3", Util: float64(90 + i), MemUsed: uint64(20+i) << 30, MemTotal: 80 << 30, TempC: 60, PowerW: float64(450 + 10*i), PowerCapW: 700})
+	}
+	gpus[1].Util, gpus[1].MemUsed, gpus[1].PowerW = 0, 1<<30, 70 // another job's GPU, idle
+	for _, sz := range sizes {
+		v := tui.RenderDashboardGPUs(cfg, sz.w, sz.h, goldenEvents(false), gpus)
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, fmt.Sprintf("dashboard_gpus_%dx%d", sz.w, sz.h), v)
+		if v := ansi.Strip(v); !strings.Contains(v, "steps/s   2.86") || !strings.Contains(v, "3× NVIDIA H100") || strings.Contains(v, "1 ░░░░░░") {
+			t.Errorf("%dx%d: want 3 GPUs (0, 2, 3) and steps/s 2.86:\n%s", sz.w, sz.h, v)
+		}
+	}
 }
 
 func TestGoldenDashboard(t *testing.T) {

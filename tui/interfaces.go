@@ -126,6 +126,12 @@ type GPUSampler interface {
 	Sample() (GPUStats, error)
 }
 
+// MultiGPUSampler is implemented by samplers that read every GPU of the
+// machine, by device index, for the dashboard of a run over several GPUs.
+type MultiGPUSampler interface {
+	SampleAll() ([]GPUStats, error)
+}
+
 // ChatTurn is one message of a conversation (role system, user or
 // assistant).
 type ChatTurn struct {

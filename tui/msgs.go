@@ -47,6 +47,7 @@ type (
 	gpuMsg struct {
 		src   <-chan engine.Event
 		stats GPUStats
+		all   []GPUStats // every GPU, by device index, when the sampler reads them all
 		err   error
 	}
 )
@@ -70,6 +71,12 @@ func sampleGPU(g GPUSampler, every time.Duration, src <-chan engine.Event) tea.C
 		return nil
 	}
 	read := func(time.Time) tea.Msg {
+		if m, ok := g.(MultiGPUSampler); ok {
+			all, err := m.SampleAll()
+			if err == nil && len(all) > 1 {
+				return gpuMsg{src: src, stats: all[0], all: all}
+			}
+		}
 		s, err := g.Sample()
 		return gpuMsg{src: src, stats: s, err: err}
 	}
