@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -198,6 +199,33 @@ func TestKilledWorkerIsCrashedAndResumes(t *testing.T) {
 		if !strings.Contains(list.String(), want) {
 			t.Errorf("whet runs lacks %q:\n%s", want, list.String())
 		}
+	}
+	// The studio's runs page says the same, and opening the run replays
+	// it and ends it with that crash.
+	b := studioRuns{dir: filepath.Dir(rd.Path())}
+	runs, _, err := b.List()
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("runs page: %+v %v", runs, err)
+	}
+	if r := runs[0]; r.State != "crashed" || r.Live || r.ResumeFrom != newest.Path || r.ResumeStep != newest.Step || r.LastWordsFile != worker.Log(rd) {
+		t.Errorf("runs page lists the killed run as %+v", r)
+	}
+	a, err := b.Attach(context.Background(), "crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end engine.DoneEvent
+	replayed := 0
+	for ev := range a.Events {
+		switch e := ev.(type) {
+		case engine.StepEvent:
+			replayed++
+		case engine.DoneEvent:
+			end = e
+		}
+	}
+	if replayed == 0 || end.Err == nil || !strings.Contains(end.Err.Error(), fmt.Sprintf("resumes from %s (step %d)", newest.Path, newest.Step)) {
+		t.Errorf("opening the crashed run: %d steps replayed, end %v", replayed, end.Err)
 	}
 	// Resume in this process; SIGINT once it has resumed stops it cleanly.
 	w := &signalWriter{trigger: "resumed "}
