@@ -29,6 +29,10 @@ type runsPage struct {
 	seq      int
 	// attaching is the run being opened (enter pressed, no answer yet).
 	attaching string
+	// every is how often the shown list is read again; tickGen drops the
+	// ticks of a page that was left since.
+	every   time.Duration
+	tickGen int
 }
 
 // Messages of the runs page.
@@ -41,6 +45,8 @@ type (
 		warnings []string
 		err      error
 	}
+	// runsTickMsg reads the list again while the page is shown.
+	runsTickMsg struct{ gen int }
 	// runAttachedMsg answers opening run name in a viewer; cancel leaves it.
 	runAttachedMsg struct {
 		name   string
@@ -50,8 +56,23 @@ type (
 	}
 )
 
-func newRunsPage(c *common, src RunBrowser, dir string) *runsPage {
-	return &runsPage{common: c, src: src, dir: dir}
+func newRunsPage(c *common, src RunBrowser, dir string, every time.Duration) *runsPage {
+	return &runsPage{common: c, src: src, dir: dir, every: every}
+}
+
+// show is entering the page: the list is read now and then every
+// p.every while the page stays shown (runs start, end and crash meanwhile).
+func (p *runsPage) show() tea.Cmd {
+	p.tickGen++
+	return tea.Batch(p.refresh(), p.tick())
+}
+
+// hide is leaving the page: its pending tick is dropped.
+func (p *runsPage) hide() { p.tickGen++ }
+
+func (p *runsPage) tick() tea.Cmd {
+	gen := p.tickGen
+	return tea.Tick(p.every, func(time.Time) tea.Msg { return runsTickMsg{gen: gen} })
 }
 
 // refresh lists the folder again (in a command: it reads files and probes
@@ -76,6 +97,11 @@ const (
 
 func (p *runsPage) update(msg tea.Msg) (tea.Cmd, runsAction) {
 	switch msg := msg.(type) {
+	case runsTickMsg:
+		if msg.gen != p.tickGen {
+			return nil, runsStay
+		}
+		return tea.Batch(p.refresh(), p.tick()), runsStay
 	case runsListMsg:
 		if msg.seq != p.seq {
 			return nil, runsStay

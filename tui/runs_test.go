@@ -186,3 +186,25 @@ func poll(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// While shown, the runs page reads the folder again by itself: a run
+// that ends meanwhile is shown finished without a key.
+func TestRunsPageRefreshesItself(t *testing.T) {
+	runs := scriptedRuns()
+	o := testOptions(&fake.Engine{})
+	o.Runs, o.RunsEvery = runs, 10*time.Millisecond
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("● training")
+	list, _, _ := runs.List()
+	for i := range list {
+		if list[i].Name == "persona-lora" {
+			list[i].State, list[i].Live, list[i].Step = "done", false, 200
+		}
+	}
+	runs.SetRuns(list)
+	d.waitScreen("200/200")
+	if strings.Contains(d.screen(), "● training") {
+		t.Errorf("the ended run is still shown training:\n%s", d.screen())
+	}
+}

@@ -50,7 +50,10 @@ type Options struct {
 	Now      func() time.Time // names runs; injectable for tests
 	Context  context.Context  // passed to the engine and the checkers
 	GPUEvery time.Duration    // GPU sampling interval (default 1s)
-	Profile  colorprofile.Profile
+	// RunsEvery is how often the runs page reads the folder again while
+	// shown (default 2s).
+	RunsEvery time.Duration
+	Profile   colorprofile.Profile
 
 	// Attach opens the studio on the dashboard of a run that belongs to a
 	// worker process (whet attach): its history then live events, steered
@@ -121,6 +124,9 @@ func New(o Options) *Model {
 	if o.GPUEvery == 0 {
 		o.GPUEvery = time.Second
 	}
+	if o.RunsEvery == 0 {
+		o.RunsEvery = 2 * time.Second
+	}
 	if o.Profile == 0 {
 		o.Profile = colorprofile.TrueColor
 	}
@@ -160,7 +166,7 @@ func New(o Options) *Model {
 	}}
 	m.wiz.current().enter()
 	if o.Runs != nil {
-		m.runs = newRunsPage(c, o.Runs, o.RunsDir)
+		m.runs = newRunsPage(c, o.Runs, o.RunsDir, o.RunsEvery)
 	}
 	if a := o.Attach; a != nil {
 		*m.cfg = a.Config
@@ -239,7 +245,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.started(msg)
 	case runAttachedMsg:
 		return m, m.attached(msg)
-	case runsListMsg:
+	case runsListMsg, runsTickMsg:
 		if m.runs != nil {
 			cmd, _ := m.runs.update(msg)
 			return m, cmd
@@ -274,7 +280,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if k, ok := msg.(tea.KeyPressMsg); ok && k.String() == "r" && m.runs != nil && m.wiz.at == 0 {
 			if mp, ok := m.wiz.current().(*modelPage); ok && mp.plain() {
 				m.state = stateRuns
-				return m, m.runs.refresh()
+				return m, m.runs.show()
 			}
 		}
 		cmd, start := m.wiz.update(msg)
@@ -346,6 +352,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmd, act := m.runs.update(msg)
 		switch act {
 		case runsBack:
+			m.runs.hide()
 			m.state = stateWizard
 		case runsQuit:
 			return m, tea.Quit
@@ -372,6 +379,7 @@ func (m *Model) attached(msg runAttachedMsg) tea.Cmd {
 		msg.cancel()
 		return nil
 	}
+	m.runs.hide()
 	m.leaveRun = msg.cancel
 	*m.cfg = msg.run.Config
 	m.dash = attachedDashboard(m.c, msg.run, m.opts.GPU, m.opts.GPUEvery)
@@ -392,7 +400,7 @@ func (m *Model) backToRuns() tea.Cmd {
 	m.chat, m.exp = nil, nil
 	m.dash, m.sum = nil, nil
 	m.state = stateRuns
-	return m.runs.refresh()
+	return m.runs.show()
 }
 
 // Close frees what the studio still holds (the chat's models). The

@@ -30,20 +30,32 @@ var _ tui.RunBrowser = (*Runs)(nil)
 
 // List implements tui.RunBrowser.
 func (r *Runs) List() ([]tui.RunInfo, []string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.ListErr != nil {
 		return nil, nil, r.ListErr
 	}
 	return append([]tui.RunInfo(nil), r.Runs...), nil, nil
 }
 
+// SetRuns changes what List returns (a run ends, another starts).
+func (r *Runs) SetRuns(runs []tui.RunInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Runs = runs
+}
+
 // Attach implements tui.RunBrowser.
 func (r *Runs) Attach(ctx context.Context, name string) (tui.AttachedRun, error) {
 	var info *tui.RunInfo
+	r.mu.Lock()
 	for i := range r.Runs {
 		if r.Runs[i].Name == name {
-			info = &r.Runs[i]
+			c := r.Runs[i]
+			info = &c
 		}
 	}
+	r.mu.Unlock()
 	script, ok := r.Scripts[name]
 	if info == nil || !ok {
 		return tui.AttachedRun{}, fmt.Errorf("no run %s in %s", name, r.RunsDir)
