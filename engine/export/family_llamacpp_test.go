@@ -168,6 +168,16 @@ func TestFamilyGGUFLayout(t *testing.T) {
 					t.Errorf("soft-caps %v %v", f32("attn_logit_softcapping"), f32("final_logit_softcapping"))
 				}
 			case "phi3", "phi3-long":
+				// The Modelfile keeps llama.cpp on the short factors
+				// where a context can (512 tokens; none is short enough
+				// for an original context of 4).
+				mf, err := os.ReadFile(filepath.Join(out, "Modelfile"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if has := strings.Contains(string(mf), "PARAMETER num_ctx 512\n"); has != (name == "phi3") || (name == "phi3-long" && strings.Contains(string(mf), "num_ctx")) {
+					t.Errorf("Modelfile:\n%s", mf)
+				}
 				rs := c.RopeScaling
 				if v, _ := kv.Get(a + "rope.scaling.type"); v.ValueString() != "longrope" ||
 					f32("rope.scaling.attn_factor") != float32(rs.AttentionFactor) ||
@@ -242,6 +252,7 @@ func TestFamilyChatGGUF(t *testing.T) {
 	}
 	fams := []fam{
 		{"qwen3", "qwen3", "qwen-3", "<|im_end|>", []string{`PARAMETER stop "<|im_end|>"`, `PARAMETER stop "<|endoftext|>"`,
+			"PARAMETER temperature 0.6\nPARAMETER top_p 0.95\nPARAMETER top_k 20\n",
 			"<|im_start|>assistant\n{{ if and .IsThinkSet (not .Think) }}<think>"}},
 		{"gemma3", "gemma3", "gemma-3", "<end_of_turn>", []string{`PARAMETER stop "<end_of_turn>"`, `PARAMETER stop "<eos>"`,
 			"<start_of_turn>model\n\"\"\""}},
@@ -271,6 +282,12 @@ func TestFamilyChatGGUF(t *testing.T) {
 		}
 		cfg["eos_token_id"] = eotID
 		writeRandomModel(t, model, jsonString(t, cfg))
+		// The published sampling settings (Qwen3's), carried into the
+		// Modelfile.
+		gen := `{"do_sample": true, "temperature": 0.6, "top_k": 20, "top_p": 0.95}`
+		if err := os.WriteFile(filepath.Join(model, "generation_config.json"), []byte(gen), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		run := makeFullRun(t, filepath.Join(tmp, f.name, "run"), model)
 		out := filepath.Join(tmp, f.name, "gguf")
 		if err := Run(Options{RunDir: run, Format: "gguf", Quant: "f16", OutDir: out}, nil); err != nil {

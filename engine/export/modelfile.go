@@ -1,7 +1,10 @@
 package export
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -176,7 +179,56 @@ func Modelfile(src *Source, from string) (string, error) {
 	for _, s := range uniq {
 		fmt.Fprintf(&b, "PARAMETER stop %s\n", strconv.Quote(s))
 	}
+	params, err := samplingParameters(src.ModelDir)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range params {
+		fmt.Fprintf(&b, "PARAMETER %s %s\n", p[0], p[1])
+	}
+	if rs := src.Model.Cfg.RopeScaling; rs != nil && rs.Type == "longrope" && rs.OriginalMaxPositionEmbeddings > 0 {
+		// llama.cpp rounds its context up to a multiple of 256.
+		orig := rs.OriginalMaxPositionEmbeddings
+		fmt.Fprintf(&b, "# LongRoPE: llama.cpp turns every position by the long factors once its context (rounded up to\n")
+		fmt.Fprintf(&b, "# 256 tokens) is longer than the original %d (transformers only once a sequence is).\n", orig)
+		if ctx := orig / 256 * 256; ctx > 0 {
+			fmt.Fprintf(&b, "# This context keeps the short factors the model was trained with; raise it for longer prompts.\n")
+			fmt.Fprintf(&b, "PARAMETER num_ctx %d\n", ctx)
+		}
+	}
 	return b.String(), nil
+}
+
+// samplingParameters turns the sampling settings of the model's
+// generation_config.json (Qwen3 and Gemma 3 publish theirs) into Ollama
+// PARAMETER lines, in a fixed order; none unless it sets do_sample
+// (transformers' generate is greedy without it, and Ollama's defaults then
+// stand).
+func samplingParameters(modelDir string) ([][2]string, error) {
+	path := filepath.Join(modelDir, "generation_config.json")
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil
+	}
+	gen, err := readJSONMap(path)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	if sample, _ := gen["do_sample"].(bool); !sample {
+		return nil, nil
+	}
+	var out [][2]string
+	for _, k := range [][2]string{{"temperature", "temperature"}, {"top_p", "top_p"}, {"top_k", "top_k"}, {"min_p", "min_p"}, {"repetition_penalty", "repeat_penalty"}} {
+		v, ok := gen[k[0]]
+		if !ok || v == nil {
+			continue
+		}
+		n, ok := v.(json.Number)
+		if !ok {
+			return nil, fmt.Errorf("export: %s: %s: %v is not a number", path, k[0], v)
+		}
+		out = append(out, [2]string{k[1], n.String()})
+	}
+	return out, nil
 }
 
 // ollamaName lowercases a run name into what ollama create accepts.
