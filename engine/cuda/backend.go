@@ -272,9 +272,8 @@ func (b *Backend) open(opts Options) error {
 		return withOp("New", err)
 	}
 	b.name = name
-	b.arch = fmt.Sprintf("sm_%d%d", major, minor)
-	if major < 8 {
-		return fmt.Errorf("cuda: device %d (%s) has compute capability %d.%d; bf16 training needs 8.0 (Ampere) or newer", opts.Device, name, major, minor)
+	if b.arch, err = deviceArch(opts.Device, name, major, minor, os.Getenv(archOverrideEnv)); err != nil {
+		return err
 	}
 	if err := d.call("cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain, uintptr(unsafe.Pointer(&b.ctx)), uintptr(dev)); err != nil {
 		return withOp("New", err)
@@ -287,6 +286,9 @@ func (b *Backend) open(opts Options) error {
 	}
 	if b.rtc, err = openNVRTC(); err != nil {
 		return fmt.Errorf("cuda: %w", err)
+	}
+	if err := b.rtc.checkArch(b.arch); err != nil {
+		return fmt.Errorf("cuda: device %d (%s): %w", opts.Device, name, err)
 	}
 	if b.lt, err = openCublasLt(); err != nil {
 		return fmt.Errorf("cuda: %w", err)

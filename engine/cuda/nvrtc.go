@@ -3,10 +3,12 @@ package cuda
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -24,6 +26,8 @@ type nvrtc struct {
 	nvrtcCompileProgram                        uintptr
 	nvrtcGetProgramLogSize, nvrtcGetProgramLog uintptr
 	nvrtcGetCUBINSize, nvrtcGetCUBIN           uintptr
+	nvrtcGetNumSupportedArchs                  uintptr
+	nvrtcGetSupportedArchs                     uintptr
 }
 
 func openNVRTC() (*nvrtc, error) {
@@ -42,6 +46,9 @@ func openNVRTC() (*nvrtc, error) {
 		"nvrtcGetProgramLog":     &n.nvrtcGetProgramLog,
 		"nvrtcGetCUBINSize":      &n.nvrtcGetCUBINSize,
 		"nvrtcGetCUBIN":          &n.nvrtcGetCUBIN,
+		// Both since CUDA 11.2, so in every libnvrtc.so.12 and .13.
+		"nvrtcGetNumSupportedArchs": &n.nvrtcGetNumSupportedArchs,
+		"nvrtcGetSupportedArchs":    &n.nvrtcGetSupportedArchs,
 	})
 	if err != nil {
 		return nil, err
@@ -215,4 +222,138 @@ func (c kernelCache) store(name, key string, cubin []byte) {
 	if os.Rename(f.Name(), c.path(name, key)) != nil {
 		os.Remove(f.Name())
 	}
+}
+
+// --- Architectures ---
+//
+// The rules for which cards the backend runs on live here, in one place:
+// the oldest architecture it accepts, the ones its kernels are tested to
+// compile for, the override that pretends the device is another one, and
+// the check that the NVRTC found knows the device's architecture.
+
+// minArch is the oldest compute capability the kernels are written for:
+// Ampere (8.0) brought the bf16 tensor-core products (mma.sync m16n8k16
+// with bf16 operands) and the bf16 arithmetic and conversions that every
+// kernel's bf16 path uses; a Turing or older card has neither.
+const minArchMajor, minArchMinor = 8, 0
+
+// targetArchs are the architectures whet supports and tests: every kernel
+// must compile for each (TestKernelsCompileForEveryArch, run on a machine
+// whose NVRTC knows them all; NVRTC needs no such card). Ampere A100 and
+// GeForce RTX 30, Ada RTX 40, Hopper H100/H200, Blackwell B200, GeForce
+// RTX 50 and RTX PRO Blackwell, and the DGX Spark's GB10.
+var targetArchs = []string{"sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120", "sm_121"}
+
+// archOverrideEnv names the environment variable that makes the backend
+// take the device for another architecture, written as NVRTC spells it
+// (sm_75, sm_80, sm_121). It exists to test what a card one does not have
+// would get: an architecture older than minArch is refused exactly as
+// such a card is, and an older one of the same generation as the device
+// (sm_80 on an sm_86 card) has the kernels compiled for it, which the card
+// runs. Anything the device could not run is refused with a message.
+const archOverrideEnv = "WHET_CUDA_ARCH"
+
+// ErrUnsupportedArch is wrapped by New's error when the GPU is older than
+// the kernels need (see minArch). It is not ErrNoGPU: "auto" reports it
+// before it trains on the CPU, as the user has a GPU and would otherwise
+// not know why it is unused.
+var ErrUnsupportedArch = errors.New("GPU architecture not supported")
+
+// parseArch reads "sm_XY" (the last digit is the minor version: sm_90 is
+// 9.0, sm_121 is 12.1).
+func parseArch(s string) (major, minor int, err error) {
+	digits, ok := strings.CutPrefix(s, "sm_")
+	if !ok || len(digits) < 2 || len(digits) > 3 || strings.Trim(digits, "0123456789") != "" {
+		return 0, 0, fmt.Errorf("%q is not an architecture written as NVRTC names it (sm_75, sm_90, sm_121)", s)
+	}
+	major, _ = strconv.Atoi(digits[:len(digits)-1])
+	minor = int(digits[len(digits)-1] - '0')
+	return major, minor, nil
+}
+
+// archName spells compute capability major.minor as NVRTC does.
+func archName(major, minor int) string { return fmt.Sprintf("sm_%d%d", major, minor) }
+
+// deviceArch picks the architecture kernels are compiled for on device
+// ordinal dev (named name) of compute capability major.minor, after the
+// override (the value of WHET_CUDA_ARCH, "" for none), and refuses a card
+// older than minArch with one message that says what it needs.
+func deviceArch(dev int, name string, major, minor int, override string) (string, error) {
+	devArch := archName(major, minor)
+	how := fmt.Sprintf("compute capability %d.%d", major, minor)
+	if override != "" {
+		omaj, omin, err := parseArch(override)
+		if err != nil {
+			return "", fmt.Errorf("cuda: %s: %w", archOverrideEnv, err)
+		}
+		if omaj >= minArchMajor && (omaj != major || omin > minor) {
+			return "", fmt.Errorf("cuda: %s=%s: device %d (%s, %s) cannot run code built for %s; only an older architecture of its own generation (sm_%d0 to %s), or one older than sm_%d%d to see it refused, can stand in for it",
+				archOverrideEnv, override, dev, name, devArch, override, major, devArch, minArchMajor, minArchMinor)
+		}
+		how = fmt.Sprintf("compute capability %d.%d as %s=%s says; the device reports %d.%d", omaj, omin, archOverrideEnv, override, major, minor)
+		major, minor = omaj, omin
+	}
+	arch := archName(major, minor)
+	if major < minArchMajor || (major == minArchMajor && minor < minArchMinor) {
+		return "", fmt.Errorf("cuda: device %d (%s) is %s (%s): %w: whet's GPU kernels need sm_%d%d (Ampere) or newer, for bf16 tensor cores; train on the CPU backend (backend: cpu) or on a newer card",
+			dev, name, arch, how, ErrUnsupportedArch, minArchMajor, minArchMinor)
+	}
+	return arch, nil
+}
+
+// supportedArchs lists the real architectures this NVRTC can compile for,
+// as compute capability numbers (90 for sm_90, 121 for sm_121).
+func (n *nvrtc) supportedArchs() ([]int, error) {
+	var count int32
+	if err := n.call("nvrtcGetNumSupportedArchs", n.nvrtcGetNumSupportedArchs, uintptr(unsafe.Pointer(&count))); err != nil {
+		return nil, err
+	}
+	if count <= 0 {
+		return nil, nil
+	}
+	archs := make([]int32, count)
+	if err := n.call("nvrtcGetSupportedArchs", n.nvrtcGetSupportedArchs, uintptr(unsafe.Pointer(&archs[0]))); err != nil {
+		return nil, err
+	}
+	out := make([]int, len(archs))
+	for i, a := range archs {
+		out[i] = int(a)
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// firstNVRTC is the first CUDA release whose NVRTC compiles for an
+// architecture newer than CUDA 12.0 knew, for the message when the NVRTC
+// found is too old.
+var firstNVRTC = map[string]string{"sm_100": "12.8", "sm_120": "12.8", "sm_121": "12.9"}
+
+// checkArch fails, naming the library and what would work, when this
+// NVRTC cannot compile for arch: otherwise the first kernel's compile
+// would fail with NVRTC's terse "invalid value for --gpu-architecture".
+func (n *nvrtc) checkArch(arch string) error {
+	major, minor, err := parseArch(arch)
+	if err != nil {
+		return err
+	}
+	archs, err := n.supportedArchs()
+	if err != nil {
+		return err
+	}
+	want := major*10 + minor
+	for _, a := range archs {
+		if a == want {
+			return nil
+		}
+	}
+	known := "none"
+	if len(archs) > 0 {
+		known = fmt.Sprintf("sm_%d to sm_%d", archs[0], archs[len(archs)-1])
+	}
+	need := "a newer CUDA"
+	if v, ok := firstNVRTC[arch]; ok {
+		need = "CUDA " + v + " or newer"
+	}
+	return fmt.Errorf("NVRTC %d.%d (%s) cannot compile kernels for %s (it knows %s): install the libnvrtc of %s (the CUDA toolkit, or pip's nvidia-cuda-nvrtc wheel) where whet looks for it",
+		n.major, n.minor, n.lib.path, arch, known, need)
 }
