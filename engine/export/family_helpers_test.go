@@ -49,13 +49,13 @@ var familyConfigs = map[string]string{
 		"num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
 		"max_position_embeddings": 2048, "original_max_position_embeddings": 512,
 		"rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5, 2.0, 3.0], "long_factor": [1.0, 4.0, 9.0, 16.0]},
-		"sliding_window": 2047, "tie_word_embeddings": false, "hidden_act": "silu", "eos_token_id": 2}`,
+		"sliding_window": 2047, "tie_word_embeddings": false, "hidden_act": "silu", "eos_token_id": 2, "pad_token_id": null}`,
 	"phi3-long": `{"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": 512,
 		"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
 		"num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
 		"max_position_embeddings": 512, "original_max_position_embeddings": 4,
 		"rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5, 2.0, 3.0], "long_factor": [1.0, 4.0, 9.0, 16.0]},
-		"sliding_window": 2047, "tie_word_embeddings": true, "hidden_act": "silu", "eos_token_id": 2}`,
+		"sliding_window": 2047, "tie_word_embeddings": true, "hidden_act": "silu", "eos_token_id": 2, "pad_token_id": null}`,
 }
 
 // familyNames lists familyConfigs in a fixed order.

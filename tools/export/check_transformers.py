@@ -82,6 +82,7 @@ def run_cases(root, logits_file, device):
             checks = []
             for kind in ("merged-bf16", "merged-f16"):
                 m = load(os.path.join(d, kind), device).eval()
+                print(case["name"], kind, "attention:", m.config._attn_implementation)
                 checks.append(compare(kind, logits_of(m, case["inputs"]), case["logits"], case["vocab"]))
             base = load(os.path.join(d, "base"), device)
             m = PeftModel.from_pretrained(base, os.path.join(d, "peft")).to(device).eval()
