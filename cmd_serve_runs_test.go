@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,16 +192,7 @@ func TestServeRunOutlivesTheClient(t *testing.T) {
 // pause from one, both screens settle on the step the run's status says;
 // a stop from the other ends the run and both show the same summary.
 func TestServeTwoViewersSeeTheSameSteps(t *testing.T) {
-	cfgPath, rd := detachRunFile(t, "shared")
-	cfg, err := engine.LoadRunConfig(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := startDetached(context.Background(), cfg, cfgPath, "", false, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	pid := workerPID(t, rd)
-	t.Cleanup(func() { killPID(pid) })
+	rd, _ := startDetachedRun(t, "shared")
 	f := startServeRuns(t, 4, filepath.Dir(rd.Path()))
 	tm := startTmux(t)
 	for _, v := range []string{"a", "b"} {
@@ -237,16 +227,7 @@ func TestServeTwoViewersSeeTheSameSteps(t *testing.T) {
 // to come back later.
 func TestServeTwentySessions(t *testing.T) {
 	const n = 20
-	cfgPath, rd := detachRunFile(t, "busy")
-	cfg, err := engine.LoadRunConfig(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := startDetached(context.Background(), cfg, cfgPath, "", false, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	pid := workerPID(t, rd)
-	t.Cleanup(func() { killPID(pid) })
+	rd, _ := startDetachedRun(t, "busy")
 	f := startServeRuns(t, n, filepath.Dir(rd.Path()))
 	if !strings.HasPrefix(f.addr, "127.0.0.1:") {
 		t.Fatalf("whet serve listens on %s, want loopback", f.addr)

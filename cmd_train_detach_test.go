@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +88,23 @@ func nextEvent[T engine.Event](t *testing.T, c *worker.Conn) T {
 			t.Fatalf("no %T within a minute", *new(T))
 		}
 	}
+}
+
+// startDetachedRun starts detachRunFile's run in a worker, as whet train
+// --detach does, and kills the worker when the test ends.
+func startDetachedRun(t *testing.T, name string) (engine.RunDir, int) {
+	t.Helper()
+	cfgPath, rd := detachRunFile(t, name)
+	cfg, err := engine.LoadRunConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := startDetached(context.Background(), cfg, cfgPath, "", false, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	pid := workerPID(t, rd)
+	t.Cleanup(func() { killPID(pid) })
+	return rd, pid
 }
 
 func workerPID(t *testing.T, rd engine.RunDir) int {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"path/filepath"
 	"testing"
 
@@ -14,16 +13,7 @@ import (
 // and leaving (ctx cancelled) closes the viewer while the run trains on;
 // a second viewer then stops it, and the listing says stopped.
 func TestStudioRunsBrowsesAWorker(t *testing.T) {
-	cfgPath, rd := detachRunFile(t, "browse")
-	cfg, err := engine.LoadRunConfig(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := startDetached(context.Background(), cfg, cfgPath, "", false, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	pid := workerPID(t, rd)
-	t.Cleanup(func() { killPID(pid) })
+	rd, pid := startDetachedRun(t, "browse")
 	b := studioRuns{dir: filepath.Dir(rd.Path())}
 	runs, warnings, err := b.List()
 	if err != nil || len(warnings) > 0 || len(runs) != 1 {
