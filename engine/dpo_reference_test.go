@@ -22,7 +22,7 @@ func TestReferenceDPO(t *testing.T) {
 		"ipo":     {Beta: 0.1, Type: "ipo"},
 	}
 	metricOrder := []string{"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"}
-	for _, name := range referenceModels {
+	for _, name := range dpoReferenceModels {
 		for key, d := range settings {
 			t.Run(fmt.Sprintf("%s/%s", name, key), func(t *testing.T) {
 				rc := openReference(t, name)

@@ -18,7 +18,11 @@ import (
 
 // The reference files are made by tools/reference/make_reference.py with
 // PyTorch and transformers (float32, eager attention) on the GPU machine.
-var referenceModels = []string{"tiny-llama", "tiny-qwen2"}
+var referenceModels = []string{"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-gemma2", "tiny-phi3"}
+
+// The models with a DPO reference (tools/reference/make_dpo_reference.py): one of each
+// loss-relevant shape is enough, since DPO only adds a loss on top of the forward.
+var dpoReferenceModels = []string{"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"}
 
 const refTol = 1e-4
 
@@ -321,6 +325,10 @@ func TestReferenceRopeTables(t *testing.T) {
 		"rope.sliding_attention_inv_freq": {Local: true},
 		"rope.global_inv_freq":            {},
 		"rope.local_inv_freq":             {Local: true},
+		// transformers keeps a copy of each table as built, to restore it after a
+		// dynamic rope type has rescaled it; for static types it equals the table.
+		"rope.full_attention_original_inv_freq":    {},
+		"rope.sliding_attention_original_inv_freq": {Local: true},
 	}
 	for _, name := range referenceModels {
 		t.Run(name, func(t *testing.T) {
