@@ -18,10 +18,11 @@ const (
 	FormatText       Format = "text"       // text
 	FormatPreference Format = "preference" // prompt, chosen, rejected (strings or messages)
 	FormatCompletion Format = "completion" // prompt, completion (TRL's prompt-completion; strings or messages)
+	FormatPrompt     Format = "prompt"     // prompt (+ answer): prompt-only rows for GRPO, which generates the completions
 )
 
 // Formats lists the formats a user can name.
-var Formats = []Format{FormatAlpaca, FormatShareGPT, FormatMessages, FormatText, FormatPreference, FormatCompletion}
+var Formats = []Format{FormatAlpaca, FormatShareGPT, FormatMessages, FormatText, FormatPreference, FormatCompletion, FormatPrompt}
 
 // ParseFormat checks a format name; "" means auto.
 func ParseFormat(s string) (Format, error) {
@@ -40,6 +41,9 @@ func ParseFormat(s string) (Format, error) {
 	if f == "dpo" {
 		return FormatPreference, nil
 	}
+	if f == "grpo" || f == "prompt-only" {
+		return FormatPrompt, nil
+	}
 	names := make([]string, len(Formats))
 	for i, k := range Formats {
 		names[i] = string(k)
@@ -48,14 +52,15 @@ func ParseFormat(s string) (Format, error) {
 }
 
 // Objective is what a training method learns from: preference pairs
-// (DPO) or single answers (supervised fine-tuning). The empty Objective
-// accepts any data.
+// (DPO), prompts it answers itself (GRPO) or single answers (supervised
+// fine-tuning). The empty Objective accepts any data.
 type Objective string
 
 const (
 	ObjectiveAny        Objective = ""
 	ObjectivePreference Objective = "preference" // DPO: chosen and rejected answers to one prompt
 	ObjectiveSFT        Objective = "sft"        // every other method: one answer per prompt
+	ObjectivePrompts    Objective = "prompts"    // GRPO: prompts (with an answer column for the answer checks)
 )
 
 // Check is the one rule matching data to a method, used by Prepare (so
@@ -69,6 +74,10 @@ func (o Objective) Check(name string, f Format) error {
 		return fmt.Errorf("DPO needs preference data (prompt, chosen, rejected); %s is %s", name, f)
 	case o == ObjectiveSFT && f == FormatPreference:
 		return fmt.Errorf("%s holds preference pairs: choose the dpo method for it, or another file", name)
+	case o == ObjectivePrompts && f != FormatPrompt:
+		return fmt.Errorf("GRPO needs prompt-only data (a prompt column, and an answer column for the answer checks); %s is %s", name, f)
+	case o != ObjectivePrompts && o != ObjectiveAny && f == FormatPrompt:
+		return fmt.Errorf("%s holds prompts without answers: choose the grpo method for it, or another file", name)
 	}
 	return nil
 }
@@ -84,13 +93,17 @@ type Example struct {
 	// Chosen and Rejected are the preferred and dispreferred continuations
 	// of Messages (preference rows).
 	Chosen, Rejected []Message
+	// Answer is the answer column of prompt rows ("" when absent), and
+	// Fields the row's columns, for GRPO's reward functions.
+	Answer string
+	Fields map[string]any
 }
 
 // columnNames are the canonical column names a mapping may rename.
 var columnNames = []string{
 	"instruction", "input", "output", "system", "history",
 	"messages", "conversations", "role", "content", "from", "value",
-	"text", "prompt", "chosen", "rejected", "completion",
+	"text", "prompt", "chosen", "rejected", "completion", "answer",
 }
 
 // Columns renames canonical columns to the dataset's own names, e.g.
@@ -142,6 +155,8 @@ func DetectFormat(recs []Record, cols Columns) (Format, error) {
 		return FormatPreference, nil
 	case has("prompt") && has("completion"):
 		return FormatCompletion, nil
+	case has("prompt") && !has("messages") && !has("conversations") && !has("text"):
+		return FormatPrompt, nil
 	case has("conversations"):
 		return FormatShareGPT, nil
 	case has("messages"):
@@ -164,7 +179,7 @@ func DetectFormat(recs []Record, cols Columns) (Format, error) {
 	}
 	sort.Strings(seen)
 	return "", fmt.Errorf("%s: cannot tell the data format from the columns (%s); expected one of: "+
-		"instruction/input/output (alpaca), conversations (sharegpt), messages, text, prompt/completion, prompt/chosen/rejected (preference). "+
+		"instruction/input/output (alpaca), conversations (sharegpt), messages, text, prompt/completion, prompt/chosen/rejected (preference), prompt (+ answer, for grpo). "+
 		"Set data.format and map your column names with data.columns, e.g. columns: {instruction: question, output: answer}",
 		recs[0].Loc.File, strings.Join(seen, ", "))
 }
@@ -340,6 +355,9 @@ func ToExample(rec Record, f Format, cols Columns) (Example, *RowError) {
 		ex.Messages, ex.Chosen, ex.Rejected, err = r.preference()
 	case FormatCompletion:
 		ex.Messages, err = r.completion()
+	case FormatPrompt:
+		ex.Messages, ex.Answer, err = r.promptOnly()
+		ex.Fields = rec.Fields
 	default:
 		return ex, r.fail("", "unknown format", fmt.Sprintf("format %q cannot be read row by row", f))
 	}
@@ -458,6 +476,33 @@ func (r rowReader) completion() ([]Message, *RowError) {
 		return nil, r.fail(r.cols.name("completion"), ReasonEmpty, "prompt or completion is empty")
 	}
 	return append(prompt, completion...), nil
+}
+
+// promptOnly reads GRPO's rows: a prompt (text or messages, ending on a
+// user turn, since the model writes the answer) and an optional answer
+// column (text or a number) for the answer checks.
+func (r rowReader) promptOnly() ([]Message, string, *RowError) {
+	prompt, err := r.turns("prompt", "user")
+	if err != nil {
+		return nil, "", err
+	}
+	if system, has, err := r.str("system", false); err != nil {
+		return nil, "", err
+	} else if has && system != "" && (len(prompt) == 0 || prompt[0].Role != "system") {
+		prompt = append([]Message{{Role: "system", Content: system}}, prompt...)
+	}
+	pname := r.cols.name("prompt")
+	if emptyText(prompt) {
+		return nil, "", r.fail(pname, ReasonNoPrompt, "the prompt is empty: GRPO generates answers to it")
+	}
+	if last := prompt[len(prompt)-1]; last.Role == "assistant" {
+		return nil, "", r.fail(pname, ReasonWrongType, "the prompt ends with an assistant turn; GRPO's prompts end with the user's turn, which the model answers")
+	}
+	answer, _, err := r.str("answer", false)
+	if err != nil {
+		return nil, "", err
+	}
+	return prompt, answer, nil
 }
 
 // preference reads prompt/chosen/rejected given as strings or message

@@ -24,7 +24,7 @@ import (
 // a run file.
 type Options struct {
 	Path        string            `yaml:"path"`                    // a data file, a folder of shards, or a glob pattern
-	Format      string            `yaml:"format,omitempty"`        // auto | alpaca | sharegpt | messages | text | preference | completion
+	Format      string            `yaml:"format,omitempty"`        // auto | alpaca | sharegpt | messages | text | preference | completion | prompt (GRPO)
 	Columns     map[string]string `yaml:"columns,omitempty"`       // canonical column -> the file's column
 	Template    string            `yaml:"template,omitempty"`      // chat template name; empty = detect from the tokenizer
 	TrainOn     string            `yaml:"train_on,omitempty"`      // responses | all
@@ -426,7 +426,7 @@ func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
 			return nil
 		} else if f == FormatAlpaca {
 			name = "alpaca"
-		} else if f == FormatCompletion && tok.ChatTemplate() == "" {
+		} else if (f == FormatCompletion || f == FormatPrompt) && tok.ChatTemplate() == "" {
 			name = "plain"
 		} else {
 			return fmt.Errorf("data: the tokenizer has no chat template and %s data needs one; set data.template to one of: %s", f, strings.Join(TemplateNames(), ", "))

@@ -21,10 +21,13 @@ func DataOptions(cfg RunConfig) datasets.Options {
 }
 
 // DataObjective is what the run's method learns from: preference pairs for
-// DPO, single answers for the others.
+// DPO, prompts for GRPO, single answers for the others.
 func (c RunConfig) DataObjective() datasets.Objective {
-	if c.Method == "dpo" {
+	switch c.Method {
+	case "dpo":
 		return datasets.ObjectivePreference
+	case "grpo":
+		return datasets.ObjectivePrompts
 	}
 	return datasets.ObjectiveSFT
 }
@@ -45,6 +48,14 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 	tok, err := tokenizer.Load(cfg.Model)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Method == "grpo" {
+		// Prompts only: the completions are generated while training.
+		ps, err := datasets.PreparePrompts(DataOptions(cfg), tok)
+		if err != nil {
+			return nil, err
+		}
+		return &PreparedData{Tokenizer: tok, Template: ps.Template, Prompts: ps, Notes: StatsLines(ps.Stats)}, nil
 	}
 	p, err := datasets.Prepare(DataOptions(cfg), tok)
 	if err != nil {

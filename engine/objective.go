@@ -31,9 +31,13 @@ type stepLoss struct {
 	Metrics map[string]float64 // method-specific (DPO's rewards/…)
 }
 
-// objective picks the trainer's objective: preference pairs when DPO is
-// set, next-token cross-entropy otherwise.
+// objective picks the trainer's objective: sampled and scored completions
+// when GRPO is set, preference pairs when DPO is, next-token
+// cross-entropy otherwise.
 func (t *Trainer) objective() objective {
+	if t.GRPO != nil {
+		return grpoObjective{t.GRPO}
+	}
 	if t.DPO != nil {
 		return dpoObjective{loss: *t.DPO, refTrain: t.RefTrain, refEval: t.RefEval}
 	}

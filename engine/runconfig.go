@@ -16,7 +16,8 @@ type RunConfig struct {
 	// tokenizer), relative to the run file, or a Hub id (ORG/NAME).
 	Model string `yaml:"model"`
 	// What is trained: lora | qlora (LoRA over NF4-quantized weights) | full
-	// (every weight) | dpo (preference pairs, see dpo).
+	// (every weight) | dpo (preference pairs, see dpo) | grpo (reinforcement
+	// learning from reward functions, see grpo).
 	Method string `yaml:"method"`
 	// Where it runs: auto (CUDA when an NVIDIA GPU is usable, else the CPU) | cpu
 	// | cuda.
@@ -29,6 +30,8 @@ type RunConfig struct {
 	Train TrainConfig `yaml:"train"`
 	// DPO holds preference-tuning settings (method dpo).
 	DPO DPOConfig `yaml:"dpo,omitempty"`
+	// GRPO holds reinforcement-learning settings (method grpo).
+	GRPO GRPOConfig `yaml:"grpo,omitempty"`
 	// Parallel spreads the run over several GPUs (or CPU ranks) with data
 	// parallelism; empty: one.
 	Parallel ParallelConfig `yaml:"parallel,omitempty"`
@@ -184,11 +187,15 @@ type EvalEvent struct {
 	Loss float64
 }
 
-// SampleEvent carries a greedy generation made during training.
+// SampleEvent carries a greedy generation made during training, or (GRPO)
+// one of the step's sampled completions with its rewards.
 type SampleEvent struct {
 	Step   int
 	Prompt string
 	Text   string
+	// Rewards are a GRPO completion's rewards by function name, and "reward"
+	// for their weighted sum.
+	Rewards map[string]float64 `json:",omitempty"`
 }
 
 // CheckpointEvent is sent once a checkpoint is on disk.

@@ -90,9 +90,9 @@ func (c *RunConfig) Validate() error {
 		return errors.New("model: required (a Hugging Face model folder)")
 	}
 	switch c.Method {
-	case "lora", "qlora", "full", "dpo":
+	case "lora", "qlora", "full", "dpo", "grpo":
 	default:
-		return fmt.Errorf("method: unknown %q (want lora, qlora, full or dpo)", c.Method)
+		return fmt.Errorf("method: unknown %q (want lora, qlora, full, dpo or grpo)", c.Method)
 	}
 	switch c.Backend {
 	case "auto", "cpu", "cuda":
@@ -101,6 +101,11 @@ func (c *RunConfig) Validate() error {
 	}
 	if c.Method == "dpo" {
 		if err := (DPOLoss{Beta: c.DPO.Beta, LabelSmoothing: c.DPO.LabelSmoothing, Type: c.DPO.LossType}).Validate(); err != nil {
+			return err
+		}
+	}
+	if c.Method == "grpo" {
+		if err := c.GRPO.validate(c.Train); err != nil {
 			return err
 		}
 	}

@@ -176,7 +176,7 @@ func formatDefault(v reflect.Value) string {
 // defaults says what FillDefaults puts in a key left out, per method when
 // the methods differ: the reference states the engine's one rule.
 func defaults(k runFileKey) string {
-	methods := []string{"lora", "qlora", "full", "dpo"}
+	methods := []string{"lora", "qlora", "full", "dpo", "grpo"}
 	byValue := map[string][]string{}
 	var order []string
 	for _, m := range methods {

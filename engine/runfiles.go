@@ -106,9 +106,10 @@ func stepMetrics(ev StepEvent) MetricLine {
 
 // sampleLine is one line of samples.jsonl.
 type sampleLine struct {
-	Step   int    `json:"step"`
-	Prompt string `json:"prompt"`
-	Text   string `json:"text"`
+	Step    int                `json:"step"`
+	Prompt  string             `json:"prompt"`
+	Text    string             `json:"text"`
+	Rewards map[string]float64 `json:"rewards,omitempty"`
 }
 
 // jsonlWrite, when set (tests), stands in for the file's Write, so a test
@@ -247,7 +248,7 @@ func (d RunDir) ReadSamples() ([]SampleEvent, []string, error) {
 		if err := json.Unmarshal(line, &s); err != nil {
 			return err
 		}
-		out = append(out, SampleEvent{Step: s.Step, Prompt: s.Prompt, Text: s.Text})
+		out = append(out, SampleEvent{Step: s.Step, Prompt: s.Prompt, Text: s.Text, Rewards: s.Rewards})
 		return nil
 	})
 	return out, warnings, err

@@ -41,8 +41,11 @@ type Sampler struct {
 	Template  *datasets.Template // nil: prompts are raw text
 	Prompts   []string
 	MaxTokens int
-	gen       *Generator
-	stop      []int32
+	// Extra, when set, adds events after the greedy samples (GRPO: some of
+	// the step's sampled completions with their rewards).
+	Extra func(step int) []SampleEvent
+	gen   *Generator
+	stop  []int32
 }
 
 // encode renders one prompt as a user turn with the generation prompt.
@@ -135,6 +138,9 @@ func (s *Sampler) Run(ctx context.Context, step int) ([]SampleEvent, error) {
 			}
 		}
 		out = append(out, SampleEvent{Step: step, Prompt: s.Prompts[i], Text: strings.TrimSpace(text)})
+	}
+	if s.Extra != nil {
+		out = append(out, s.Extra(step)...)
 	}
 	return out, nil
 }

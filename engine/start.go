@@ -87,10 +87,11 @@ func (c *RunConfig) resolvePaths(base string, cwdFallback bool) error {
 	return nil
 }
 
-// usesLoRA says whether the run trains adapters (LoRA, and DPO unless it
-// asks for full weights).
+// usesLoRA says whether the run trains adapters (LoRA, and DPO or GRPO
+// unless it asks for full weights).
 func (c *RunConfig) usesLoRA() bool {
-	return c.Method == "lora" || c.Method == "qlora" || (c.Method == "dpo" && !c.DPO.FullWeights)
+	return c.Method == "lora" || c.Method == "qlora" || (c.Method == "dpo" && !c.DPO.FullWeights) ||
+		(c.Method == "grpo" && !c.GRPO.FullWeights)
 }
 
 // PreparedData is a run's tokenized, packed data.
@@ -102,6 +103,8 @@ type PreparedData struct {
 	// EvalPrompts are user turns from the eval rows, for samples when the
 	// run names no sample prompts.
 	EvalPrompts []string
+	// Prompts is GRPO's prompt-only data (Train and Eval are then empty).
+	Prompts *datasets.PromptSet
 }
 
 // PrepareData turns the run's data settings into packed batches for a
@@ -265,7 +268,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		return fail(err)
 	}
 	s.Notices = append(s.Notices, data.Notes...)
-	if len(data.Train) == 0 {
+	if len(data.Train) == 0 && data.Prompts == nil {
 		return fail(fmt.Errorf("data.path %s: no training rows left after preparation", cfg.Data.Path))
 	}
 	if cfg.Method == "qlora" {
@@ -274,6 +277,9 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	group, err := s.openGroup(b)
 	if err != nil {
 		return fail(err)
+	}
+	if cfg.Method == "grpo" && len(group) > 1 {
+		return fail(fmt.Errorf("parallel: grpo runs on one GPU for now (its generation is not spread over ranks); remove the parallel section"))
 	}
 	t, err := s.newTrainer(s.Backend, data, group[0])
 	if err != nil {
@@ -303,9 +309,15 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		if len(prompts) == 0 && len(data.EvalPrompts) > 0 {
 			prompts = data.EvalPrompts[:min(3, len(data.EvalPrompts))]
 		}
-		if len(prompts) > 0 {
+		if len(prompts) > 0 || t.GRPO != nil {
 			t.Sampler = &Sampler{Model: t.Model, Tok: data.Tokenizer, Template: data.Template, Prompts: prompts, MaxTokens: cfg.Train.SampleTokens}
 		}
+		if t.GRPO != nil {
+			t.Sampler.Extra = t.GRPO.Samples
+		}
+	}
+	if t.GRPO != nil {
+		s.Notices = append(s.Notices, t.GRPO.notice())
 	}
 	for i := 1; i < len(group); i++ {
 		f, err := s.newTrainer(s.followerBackends[i-1], data, group[i])
@@ -352,9 +364,17 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 			return fail(err)
 		}
 	}
+	if cfg.Method == "grpo" {
+		if t.GRPO, err = NewGRPORun(cfg.GRPO, data.Prompts.Train, data.Tokenizer, data.Template, cfg.Data.MaxLength); err != nil {
+			return fail(err)
+		}
+	}
 	capTokens := 0
 	for _, b := range data.Train {
 		capTokens = max(capTokens, len(b.Tokens))
+	}
+	if t.GRPO != nil {
+		capTokens = t.GRPO.MaxSeqTokens()
 	}
 	capTokens *= cfg.Train.MicroBatch
 	for _, b := range data.Eval {
@@ -529,6 +549,9 @@ func (s *Session) export() (string, error) {
 func (s *Session) Close() {
 	if s.Trainer != nil && s.Trainer.Sampler != nil {
 		s.Trainer.Sampler.Free()
+	}
+	if s.Trainer != nil && s.Trainer.GRPO != nil {
+		s.Trainer.GRPO.Free()
 	}
 	if s.Trainer != nil && s.Trainer.Acts != nil {
 		s.Trainer.Acts.Free()

@@ -37,6 +37,9 @@ type Trainer struct {
 	DPO      *DPOLoss
 	RefTrain [][]PairLogps
 	RefEval  [][]PairLogps
+	// GRPO, when set, trains on completions it samples and scores (Train
+	// and Eval are then empty).
+	GRPO *GRPORun
 	// Sampler, when set, makes greedy sample generations every
 	// Cfg.SampleEvery steps (and at the end).
 	Sampler *Sampler
@@ -112,7 +115,11 @@ func (c *control) setCancel(cancel context.CancelFunc) {
 // packed training rows makes.
 func (t *Trainer) microBatchesPerEpoch() int {
 	mb := max(1, t.Cfg.MicroBatch)
-	return (len(t.Train) + mb - 1) / mb
+	rows := len(t.Train)
+	if t.GRPO != nil {
+		rows = t.GRPO.rowsPerEpoch(mb, t.Cfg.GradAccum)
+	}
+	return (rows + mb - 1) / mb
 }
 
 // StepsPerEpoch is the number of optimizer steps in one epoch.
@@ -583,7 +590,7 @@ func (t *Trainer) logEval(step int, loss float64) error {
 func (t *Trainer) logSamples(samples []SampleEvent) error {
 	lines := make([]any, len(samples))
 	for i, s := range samples {
-		lines[i] = sampleLine{Step: s.Step, Prompt: s.Prompt, Text: s.Text}
+		lines[i] = sampleLine{Step: s.Step, Prompt: s.Prompt, Text: s.Text, Rewards: s.Rewards}
 	}
 	return t.appendRunFile(RunDir(t.Dir).Samples(), lines...)
 }

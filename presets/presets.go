@@ -22,6 +22,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/memplan"
+	"whet/engine/reward"
 )
 
 //go:embed models.yaml
@@ -216,6 +217,7 @@ func (m *Method) RunConfig() engine.RunConfig {
 	rc.Method = m.Name
 	rc.LoRA.TargetModules = append([]string(nil), m.Defaults.LoRA.TargetModules...)
 	rc.Train.SamplePrompts = append([]string(nil), m.Defaults.Train.SamplePrompts...)
+	rc.GRPO.Rewards = reward.CloneSpecs(m.Defaults.GRPO.Rewards)
 	if m.Defaults.Data.Columns != nil {
 		rc.Data.Columns = map[string]string{}
 		for k, v := range m.Defaults.Data.Columns {

@@ -364,8 +364,15 @@ func TestMethodPresets(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	if !slices.Equal(names, []string{"dpo", "full", "lora", "qlora"}) {
-		t.Errorf("methods = %v, want dpo, full, lora, qlora", names)
+	if !slices.Equal(names, []string{"dpo", "full", "grpo", "lora", "qlora"}) {
+		t.Errorf("methods = %v, want dpo, full, grpo, lora, qlora", names)
+	}
+	grpo, _ := LookupMethod("grpo")
+	// TRL's GRPOConfig defaults.
+	if rc := grpo.RunConfig(); rc.GRPO.NumGenerations != 8 || rc.GRPO.MaxCompletionLength != 256 || rc.GRPO.Temperature != 1 ||
+		rc.GRPO.TopP != 1 || rc.GRPO.Beta != 0 || rc.GRPO.Epsilon != 0.2 || rc.GRPO.NumIterations != 1 || rc.GRPO.LossType != "dapo" ||
+		rc.GRPO.ScaleRewards != "group" || rc.Train.LR != 1e-6 || rc.Train.MicroBatch != 8 || rc.Train.GradAccum != 1 {
+		t.Errorf("grpo preset = %+v %+v, want TRL's defaults", rc.GRPO, rc.Train)
 	}
 	lora, _ := LookupMethod("lora")
 	if rc := lora.RunConfig(); rc.LoRA.Rank != 16 || rc.LoRA.Alpha != 16 || rc.Train.LR != 2e-4 || len(rc.LoRA.TargetModules) != 7 ||

@@ -176,3 +176,21 @@ func (s Spec) build(field, name string) (Func, error) {
 	}
 	return nil, fmt.Errorf("%s.type: unknown %q (want one of %s)", field, s.Type, strings.Join(Types, ", "))
 }
+
+// CloneSpecs copies specs deeply (weights and command lists included), so
+// a preset's list is never shared with a run built from it.
+func CloneSpecs(specs []Spec) []Spec {
+	if specs == nil {
+		return nil
+	}
+	out := make([]Spec, len(specs))
+	for i, s := range specs {
+		if s.Weight != nil {
+			w := *s.Weight
+			s.Weight = &w
+		}
+		s.Command = append([]string(nil), s.Command...)
+		out[i] = s
+	}
+	return out
+}

@@ -132,7 +132,7 @@ func TestCommand(t *testing.T) {
 	}
 	for _, c := range []struct {
 		body, want string
-		timeout   float64
+		timeout    float64
 	}{
 		{`cat >/dev/null; echo "debug: scoring"; echo 1; echo 0`, `line 1: "debug: scoring" is not a number`, 0},
 		{`cat >/dev/null; echo oops >&2; exit 3`, "exit status 3; its stderr: oops", 0},

@@ -90,7 +90,8 @@ func EncodeEvent(ev engine.Event) (line []byte, ok bool) {
 	case engine.EvalEvent:
 		m = Message{Event: "eval", Step: e.Step, Loss: finite(e.Loss)}
 	case engine.SampleEvent:
-		m = Message{Event: "sample", Step: e.Step, Prompt: e.Prompt, Text: e.Text}
+		// A GRPO sample's rewards travel in metrics.
+		m = Message{Event: "sample", Step: e.Step, Prompt: e.Prompt, Text: e.Text, Metrics: e.Rewards}
 	case engine.CheckpointEvent:
 		m = Message{Event: "checkpoint", Step: e.Step, Path: e.Path}
 	case engine.LogEvent:
@@ -126,7 +127,7 @@ func DecodeEvent(line []byte) (engine.Event, error) {
 	case "eval":
 		return engine.EvalEvent{Step: m.Step, Loss: orNaN(m.Loss)}, nil
 	case "sample":
-		return engine.SampleEvent{Step: m.Step, Prompt: m.Prompt, Text: m.Text}, nil
+		return engine.SampleEvent{Step: m.Step, Prompt: m.Prompt, Text: m.Text, Rewards: m.Metrics}, nil
 	case "checkpoint":
 		return engine.CheckpointEvent{Step: m.Step, Path: m.Path}, nil
 	case "log":
