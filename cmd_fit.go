@@ -45,10 +45,10 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	model := fs.String("model", "", "catalog name, Hugging Face repo id, or a folder with config.json")
-	method := fs.String("method", "lora", "lora | qlora | full | dpo")
+	method := fs.String("method", "lora", "lora | qlora | full | dpo | grpo")
 	batch := fs.Int("batch", 1, "micro-batch size in sequences (DPO: preference pairs)")
 	accum := fs.Int("grad-accum", 1, "gradient accumulation steps (kept when the advice shrinks the micro-batch)")
-	seq := fs.Int("seq", 2048, "maximum sequence length in tokens")
+	seq := fs.Int("seq", 2048, "maximum sequence length in tokens (GRPO: prompt + completion)")
 	gpu := fs.String("gpu", "", `plan for a hardware profile instead of this machine (e.g. "RTX 4090", "H100"; "list" shows them)`)
 	device := fs.Int("device", 0, "which detected GPU to check against")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
@@ -96,6 +96,10 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--dpo-base: %w", err)
 		}
 		opts.DPOResidentReference = *dpoRef
+	}
+	if meth == memplan.GRPO {
+		// The sampler's KV cache holds a whole prompt and completion.
+		opts.GenerationTokens = *seq
 	}
 	if opts.Base() == memplan.QLoRA {
 		q, err := presets.LookupMethod("qlora")

@@ -112,7 +112,7 @@ func TestStudioPresetsKeepTheDemoPrompt(t *testing.T) {
 	if !ok {
 		t.Fatal("the demo model is missing")
 	}
-	for _, method := range []string{"lora", "qlora", "full", "dpo"} {
+	for _, method := range []string{"lora", "qlora", "full", "dpo", "grpo"} {
 		rc, err := studioPresets{}.Defaults(dir, method)
 		if err != nil {
 			t.Fatalf("%s: %v", method, err)

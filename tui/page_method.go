@@ -10,18 +10,20 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"whet/engine"
+	"whet/engine/reward"
 	"whet/presets"
 	"whet/tui/components/form"
 )
 
 // Methods the wizard offers, in the order shown.
-var methods = []string{"lora", "qlora", "full", "dpo"}
+var methods = []string{"lora", "qlora", "full", "dpo", "grpo"}
 
 var methodBlurb = map[string]string{
 	"lora":  "LoRA: small adapters on a frozen bf16 base. Fast, light, the usual choice.",
 	"qlora": "QLoRA: adapters on a 4-bit base. Least memory, a little slower.",
 	"full":  "Full fine-tuning: every weight trains. Most memory; best for tiny models.",
 	"dpo":   "DPO: preference tuning on chosen/rejected pairs, with LoRA adapters.",
+	"grpo":  "GRPO: the model answers each prompt several times; a reward scores the answers.",
 }
 
 // catalogPresets are the method defaults of presets/methods.yaml, the one
@@ -54,6 +56,7 @@ func applyMethodDefaults(cfg *engine.RunConfig, d engine.RunConfig, presetPrompt
 	cfg.Method = d.Method
 	cfg.LoRA = d.LoRA
 	cfg.DPO = d.DPO
+	cfg.GRPO = d.GRPO
 	cfg.Train = d.Train
 	cfg.Train.SamplePrompts = prompts
 	cfg.Data.TrainOn = d.Data.TrainOn
@@ -126,6 +129,18 @@ func (p *methodPage) enter() tea.Cmd {
 		{Key: "targets", Label: "Target modules", Kind: form.Text, Value: strings.Join(c.LoRA.TargetModules, ","), Hint: "comma list among q,k,v,o,gate,up,down"},
 		{Key: "beta", Label: "DPO beta", Kind: form.Float, Value: ftoa(c.DPO.Beta), Min: 0.0001, Max: 100, Hint: "strength of the pull towards the reference model"},
 		{Key: "loss", Label: "DPO loss", Kind: form.Choice, Value: orDefault(c.DPO.LossType, "sigmoid"), Options: []string{"sigmoid", "ipo"}},
+		{Key: "reward", Label: "Reward", Kind: form.Choice, Value: firstReward(c.GRPO).Type, Options: reward.Types, Hint: rewardHint},
+		{Key: "rewardarg", Label: "Reward setting", Kind: form.Text, Value: rewardArg(firstReward(c.GRPO)), Hint: rewardArgHint},
+		{Key: "gens", Label: "Answers per prompt", Kind: form.Int, Value: strconv.Itoa(c.GRPO.NumGenerations), Min: 2, Max: 1024, Hint: "G completions sampled per prompt; micro batch × grad accum must be a multiple"},
+		{Key: "maxcomp", Label: "Max answer tokens", Kind: form.Int, Value: strconv.Itoa(c.GRPO.MaxCompletionLength), Min: 1, Max: 1 << 20, Hint: "longer answers are cut"},
+		{Key: "temp", Label: "Temperature", Kind: form.Float, Value: ftoa(c.GRPO.Temperature), Min: 0.01, Max: 10, Hint: "sampling temperature of the answers"},
+		{Key: "klbeta", Label: "KL beta", Kind: form.Float, Value: ftoa(c.GRPO.Beta), Min: 0, Max: 100, Hint: "pull towards the base model (0: none, no reference pass)"},
+		{Key: "gloss", Label: "GRPO loss", Kind: form.Choice, Value: orDefault(c.GRPO.LossType, engine.GRPOLossTypes[0]), Options: engine.GRPOLossTypes, Hint: "how token losses are averaged (dapo: over the step's tokens)"},
+		{Key: "eps", Label: "Clip epsilon", Kind: form.Float, Value: ftoa(c.GRPO.Epsilon), Min: 0.001, Max: 0.999, Advanced: true, Hint: "the probability ratio is clipped to 1±epsilon"},
+		{Key: "epshigh", Label: "Clip epsilon high", Kind: form.Float, Value: ftoa(c.GRPO.EpsilonHigh), Min: 0, Max: 10, Advanced: true, Hint: "upper clip (0: epsilon; DAPO uses 0.28)"},
+		{Key: "iters", Label: "Iterations (μ)", Kind: form.Int, Value: strconv.Itoa(c.GRPO.NumIterations), Min: 1, Max: 64, Advanced: true, Hint: "optimizer steps on each batch of answers"},
+		{Key: "scale", Label: "Scale rewards", Kind: form.Choice, Value: orDefault(c.GRPO.ScaleRewards, engine.GRPOScaleRewards[0]), Options: engine.GRPOScaleRewards, Advanced: true, Hint: "divide advantages by the reward spread of each prompt, the step, or not"},
+		{Key: "topp", Label: "Top-p", Kind: form.Float, Value: ftoa(c.GRPO.TopP), Min: 0.01, Max: 1, Advanced: true, Hint: "nucleus sampling of the answers (1: off)"},
 		{Key: "rslora", Label: "rsLoRA", Kind: form.Bool, Value: yesNo(c.LoRA.RSLoRA), Advanced: true, Hint: "scale by alpha/√r instead of alpha/r (steadier at high rank)"},
 		{Key: "schedule", Label: "LR schedule", Kind: form.Choice, Value: orDefault(c.Train.Schedule, "cosine"), Options: []string{"cosine", "linear", "constant"}, Advanced: true},
 		{Key: "warmup", Label: "Warmup ratio", Kind: form.Float, Value: ftoa(c.Train.WarmupRatio), Min: 0, Max: 0.5, Advanced: true, Hint: "share of the steps spent ramping the learning rate up"},
@@ -159,6 +174,9 @@ func (p *methodPage) applyVisibility() {
 	for _, k := range []string{"beta", "loss"} {
 		p.form.SetHidden(k, m != "dpo")
 	}
+	for _, k := range grpoFields {
+		p.form.SetHidden(k, m != "grpo")
+	}
 }
 
 func (p *methodPage) leave() error {
@@ -187,6 +205,21 @@ func (p *methodPage) leave() error {
 		c.DPO = engine.DPOConfig{Beta: p.form.Float("beta"), LossType: p.form.Get("loss")}
 	} else {
 		c.DPO = engine.DPOConfig{}
+	}
+	if c.Method == "grpo" {
+		spec, err := rewardSpec(p.form.Get("reward"), p.form.Get("rewardarg"))
+		if err != nil {
+			p.form.FocusKey("rewardarg")
+			return err
+		}
+		g := &c.GRPO
+		g.Rewards = []reward.Spec{spec}
+		g.NumGenerations, g.MaxCompletionLength = p.form.Int("gens"), p.form.Int("maxcomp")
+		g.Temperature, g.Beta, g.LossType = p.form.Float("temp"), p.form.Float("klbeta"), p.form.Get("gloss")
+		g.Epsilon, g.EpsilonHigh, g.NumIterations = p.form.Float("eps"), p.form.Float("epshigh"), p.form.Int("iters")
+		g.ScaleRewards, g.TopP = p.form.Get("scale"), p.form.Float("topp")
+	} else {
+		c.GRPO = engine.GRPOConfig{}
 	}
 	c.Train.Schedule = p.form.Get("schedule")
 	// A warm-up ratio typed here replaces the preset's count of warm-up
@@ -269,4 +302,63 @@ func (p *methodPage) view() string {
 		b.WriteString("\n" + st.Warn.Render(p.err))
 	}
 	return b.String()
+}
+
+// grpoFields are the method page's GRPO rows.
+var grpoFields = []string{"reward", "rewardarg", "gens", "maxcomp", "temp", "klbeta", "gloss", "eps", "epshigh", "iters", "scale", "topp"}
+
+const (
+	rewardHint    = "exact_answer/numeric_answer: the data's answer column; regex: a pattern; length; json; command; http"
+	rewardArgHint = "regex: the pattern · answers: optional <answer>(.*)</answer> pattern · length: target tokens · command: program and args · http: URL"
+)
+
+// firstReward is the reward the studio edits: the run's first (a run file
+// may list several; the studio sets one).
+func firstReward(g engine.GRPOConfig) reward.Spec {
+	if len(g.Rewards) == 0 {
+		return reward.Spec{Type: reward.Types[0]}
+	}
+	return g.Rewards[0]
+}
+
+// rewardArg is a reward's one setting as the method page shows it.
+func rewardArg(s reward.Spec) string {
+	switch s.Type {
+	case "length":
+		if s.TargetLength > 0 {
+			return strconv.Itoa(s.TargetLength)
+		}
+		return ""
+	case "command":
+		return strings.Join(s.Command, " ")
+	case "http":
+		return s.URL
+	}
+	return s.Pattern
+}
+
+// rewardSpec builds the reward from the page's two rows, checked as the
+// engine checks a run file's.
+func rewardSpec(typ, arg string) (reward.Spec, error) {
+	arg = strings.TrimSpace(arg)
+	s := reward.Spec{Type: typ}
+	switch typ {
+	case "length":
+		n, err := strconv.Atoi(arg)
+		if err != nil || n <= 0 {
+			return s, fmt.Errorf("Reward setting: length needs a target number of tokens, e.g. 200")
+		}
+		s.TargetLength = n
+	case "command":
+		s.Command = strings.Fields(arg)
+	case "http":
+		s.URL = arg
+	case "json":
+	default:
+		s.Pattern = arg
+	}
+	if err := s.Validate("Reward"); err != nil {
+		return s, err
+	}
+	return s, nil
 }

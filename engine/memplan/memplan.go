@@ -84,6 +84,7 @@ const (
 	AttentionWorkspace                 // flash-style attention backward scratch
 	DequantWorkspace                   // one NF4 weight dequantized to bf16 (QLoRA)
 	GEMMWorkspace                      // cuBLASLt workspace
+	GenerationCache                    // GRPO: the sampler's key/value cache
 	numCategories
 )
 
@@ -102,6 +103,7 @@ var categoryNames = [numCategories]string{
 	AttentionWorkspace: "attention workspace",
 	DequantWorkspace:   "dequantize workspace",
 	GEMMWorkspace:      "cuBLASLt workspace",
+	GenerationCache:    "generation KV cache (GRPO)",
 }
 
 func (c Category) String() string {
@@ -536,6 +538,17 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 			p.Buffers = append(p.Buffers, a, b)
 			trainable = append(trainable, a, b)
 		}
+	}
+
+	// ---- generation ----------------------------------------------------
+	// GRPO samples its completions with a KV cache (engine/generate.go):
+	// per layer k and v [prompt + completion, KV] in the compute dtype.
+	if o.GenerationTokens > 0 {
+		kv := int64(cfg.KVDim())
+		g := int64(o.GenerationTokens)
+		p.Buffers = append(p.Buffers,
+			Buffer{Name: "gen.k_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l},
+			Buffer{Name: "gen.v_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l})
 	}
 
 	// ---- masters, gradients, AdamW moments ---------------------------

@@ -15,16 +15,17 @@ const (
 	QLoRA Method = "qlora"
 	Full  Method = "full"
 	DPO   Method = "dpo"
+	GRPO  Method = "grpo"
 )
 
-// ParseMethod accepts lora, qlora, full or dpo (any case).
+// ParseMethod accepts lora, qlora, full, dpo or grpo (any case).
 func ParseMethod(s string) (Method, error) {
 	m := Method(strings.ToLower(strings.TrimSpace(s)))
 	switch m {
-	case LoRA, QLoRA, Full, DPO:
+	case LoRA, QLoRA, Full, DPO, GRPO:
 		return m, nil
 	}
-	return "", fmt.Errorf("memplan: unknown method %q (want lora, qlora, full or dpo)", s)
+	return "", fmt.Errorf("memplan: unknown method %q (want lora, qlora, full, dpo or grpo)", s)
 }
 
 // Backend says where the run executes; the CPU backend has no CUDA
@@ -47,7 +48,13 @@ type Options struct {
 	// frozen copy of the weights kept on the device.
 	DPOBase              Method
 	DPOResidentReference bool
-	MicroBatch           int // sequences per micro-batch (default 1); DPO: preference pairs
+	// GRPOBase is how the GRPO policy is trained: lora (default) or full
+	// (then with beta 0: no reference). GenerationTokens is what the
+	// generator's KV cache holds: the longest prompt plus
+	// max_completion_length (GRPO samples its completions).
+	GRPOBase         Method
+	GenerationTokens int
+	MicroBatch       int // sequences per micro-batch (default 1); DPO: preference pairs
 	// GradAccum is the number of micro-batches per optimizer step (default
 	// 1). It does not change memory; the advice keeps MicroBatch·GradAccum
 	// constant when it shrinks the micro-batch.
@@ -82,8 +89,11 @@ type Options struct {
 // Base is the way the weights are trained: the method itself, or for DPO
 // its DPOBase.
 func (o Options) Base() Method {
-	if o.Method == DPO {
+	switch o.Method {
+	case DPO:
 		return o.DPOBase
+	case GRPO:
+		return o.GRPOBase
 	}
 	return o.Method
 }
@@ -95,6 +105,17 @@ func (o Options) resolve() (Options, error) {
 	}
 	if _, err := ParseMethod(string(o.Method)); err != nil {
 		return o, err
+	}
+	if o.Method == GRPO {
+		if o.GRPOBase == "" {
+			o.GRPOBase = LoRA
+		}
+		if o.GRPOBase != LoRA && o.GRPOBase != Full {
+			return o, fmt.Errorf("memplan: GRPO base %q: want lora or full", o.GRPOBase)
+		}
+	}
+	if o.GenerationTokens < 0 {
+		return o, fmt.Errorf("memplan: generation tokens %d, want >= 0", o.GenerationTokens)
 	}
 	if o.Method == DPO {
 		if o.DPOBase == "" {
@@ -192,6 +213,16 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		if rc.DPO.FullWeights {
 			o.DPOBase = Full
 		}
+	}
+	if m == GRPO {
+		// A training sequence is a prompt (up to data.max_length) and its
+		// completion; the generator caches keys and values for as many.
+		o.GRPOBase = LoRA
+		if rc.GRPO.FullWeights {
+			o.GRPOBase = Full
+		}
+		o.SeqLen = rc.Data.MaxLength + rc.GRPO.MaxCompletionLength
+		o.GenerationTokens = o.SeqLen
 	}
 	switch rc.Backend {
 	case "", "auto", "cuda":

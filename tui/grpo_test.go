@@ -1,0 +1,112 @@
+package tui_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"whet/engine/reward"
+	"whet/tui/fake"
+)
+
+// TestGoldenGRPOMethod renders the method page with GRPO chosen, folded
+// and with its advanced settings open, at both sizes.
+func TestGoldenGRPOMethod(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			d := newDriver(t, testOptions(&fake.Engine{}), sz.w, sz.h)
+			shot := func(name string) {
+				t.Helper()
+				checkSize(t, d.view(), sz.w, sz.h)
+				golden(t, fmt.Sprintf("wizard_%s_%dx%d", name, sz.w, sz.h), d.view())
+			}
+			d.keys("down", "down", "down", "enter")
+			d.keys("right", "right", "right", "right") // grpo
+			shot("2method_grpo")
+			for i := 0; i < 12; i++ {
+				d.keys("down")
+			}
+			d.keys("enter") // open the advanced section
+			shot("2method_grpo_advanced")
+		})
+	}
+}
+
+// grpoDriver is the studio at 80x24 with a prompt-only dataset previewed.
+func grpoDriver(t *testing.T, eng *fake.Engine) *driver {
+	o := testOptions(eng)
+	pr := fake.DemoPreview
+	pr.Format = "prompt"
+	o.Data = fake.Previewer{Preview0: pr}
+	return newDriver(t, o, 80, 24)
+}
+
+// TestGRPOFlow picks GRPO, a regex reward and fewer answers per prompt,
+// refuses a bad pattern on the spot, and starts the run with those
+// settings on prompt-only data.
+func TestGRPOFlow(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(2)}
+	d := grpoDriver(t, eng)
+	d.keys("enter")                            // model: the first entry
+	d.keys("right", "right", "right", "right") // method: grpo
+	if s := d.screen(); !strings.Contains(s, "GRPO: the model answers each prompt") || !strings.Contains(s, "exact_answer") {
+		t.Fatalf("expected the GRPO method with its reward:\n%s", s)
+	}
+	d.keys("down", "down", "down", "down", "down") // the reward row
+	d.keys("right", "right")                       // numeric_answer, regex
+	if !strings.Contains(d.screen(), "‹ regex ›") {
+		t.Fatalf("expected the regex reward:\n%s", d.screen())
+	}
+	d.keys("down") // its setting
+	d.typeText("(")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "How should it learn?") || !strings.Contains(s, "Reward.pattern: error parsing regexp") {
+		t.Fatalf("a bad pattern must be refused on the method page:\n%s", s)
+	}
+	d.keys("backspace")
+	d.typeText(`\?\s*$`)
+	d.keys("down") // answers per prompt
+	d.keys("backspace")
+	d.typeText("4")
+	d.keys("enter")
+	d.keys("enter") // data: preview the first file
+	d.waitScreen("format prompt")
+	d.keys("enter")
+	d.keys("enter") // settings
+	d.waitScreen("Fits:")
+	d.keys("enter") // review
+	d.keys("enter") // start
+	d.waitScreen("step 2/")
+	started := eng.Started()
+	if len(started) != 1 {
+		t.Fatalf("started %d runs", len(started))
+	}
+	g := started[0].GRPO
+	if started[0].Method != "grpo" || g.NumGenerations != 4 || len(g.Rewards) != 1 ||
+		g.Rewards[0].Type != "regex" || g.Rewards[0].Pattern != `\?\s*$` || g.LossType != "dapo" || g.Temperature != 1 {
+		t.Errorf("started %+v", started[0])
+	}
+	if fns, _, err := reward.Build(g.Rewards); err != nil || fns[0].Name() != "regex" {
+		t.Errorf("the studio's reward does not build: %v", err)
+	}
+}
+
+// TestGRPONeedsPrompts: GRPO refuses a chat file, and a prompt-only file
+// is refused for the other methods.
+func TestGRPONeedsPrompts(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "right", "right", "right", "right") // method: grpo
+	d.keys("enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "GRPO needs prompt-only data") {
+		t.Errorf("GRPO on a messages file should be refused:\n%s", s)
+	}
+	d = grpoDriver(t, &fake.Engine{})
+	d.keys("enter", "enter", "enter") // lora
+	d.waitScreen("format prompt")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "holds prompts without answers") {
+		t.Errorf("LoRA on prompt-only data should be refused:\n%s", s)
+	}
+}
