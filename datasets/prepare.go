@@ -223,46 +223,11 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 
 	p := &Prepared{}
 	st := statsBuilder{&p.Stats}
-	st.BadRowReasons = map[string]int{}
-	st.DroppedReasons = map[string]int{}
-
-	trainRecs, err := readRecords(opts.Path, opts.Encoding, opts.SkipBadRows, st)
+	format, trainEx, evalEx, rng, err := readSplitExamples(opts, format, cols, opts.Objective, st)
 	if err != nil {
 		return nil, err
 	}
-	var evalRecs []Record
-	if opts.EvalPath != "" {
-		if evalRecs, err = readRecords(opts.EvalPath, opts.Encoding, opts.SkipBadRows, st); err != nil {
-			return nil, err
-		}
-	}
-	if format == FormatAuto {
-		if format, err = DetectFormat(trainRecs, cols); err != nil {
-			return nil, fmt.Errorf("data: %w", err)
-		}
-	}
-	p.Format, p.Stats.Format = format, format
-	if err := opts.Objective.Check(opts.Path, format); err != nil {
-		return nil, fmt.Errorf("data: %w", err)
-	}
-
-	trainEx, err := toExamples(trainRecs, format, cols, opts.SkipBadRows, st)
-	if err != nil {
-		return nil, err
-	}
-	evalEx, err := toExamples(evalRecs, format, cols, opts.SkipBadRows, st)
-	if err != nil {
-		return nil, err
-	}
-
-	rng := NewRand(opts.Seed)
-	rng.Shuffle(len(trainEx), func(i, j int) { trainEx[i], trainEx[j] = trainEx[j], trainEx[i] })
-	if opts.EvalPath == "" && opts.EvalSplit > 0 && len(trainEx) > 1 {
-		n := int(math.Round(opts.EvalSplit * float64(len(trainEx))))
-		n = min(max(n, 1), len(trainEx)-1)
-		evalEx = trainEx[:n]
-		trainEx = trainEx[n:]
-	}
+	p.Format = format
 
 	tk := &tokenizing{tok: tok, trainOn: trainOn, maxLen: opts.MaxLength, st: st}
 	tk.render = RenderOptionsFor(tok.Config())
@@ -313,6 +278,51 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 	p.Stats.Train = splitStats(p.Train, p.TrainPairs, p.TrainBatches, opts.MaxLength)
 	p.Stats.Eval = splitStats(p.Eval, p.EvalPairs, p.EvalBatches, opts.MaxLength)
 	return p, nil
+}
+
+// readSplitExamples reads the training (and eval) files into examples, with
+// the format named or detected and checked against the objective, then
+// shuffles them with the data seed and holds out the eval split. The
+// shuffle's generator is returned for what comes next (batching).
+func readSplitExamples(opts Options, format Format, cols Columns, obj Objective, st statsBuilder) (Format, []Example, []Example, *rand.Rand, error) {
+	st.BadRowReasons = map[string]int{}
+	st.DroppedReasons = map[string]int{}
+	trainRecs, err := readRecords(opts.Path, opts.Encoding, opts.SkipBadRows, st)
+	if err != nil {
+		return format, nil, nil, nil, err
+	}
+	var evalRecs []Record
+	if opts.EvalPath != "" {
+		if evalRecs, err = readRecords(opts.EvalPath, opts.Encoding, opts.SkipBadRows, st); err != nil {
+			return format, nil, nil, nil, err
+		}
+	}
+	if format == FormatAuto {
+		if format, err = DetectFormat(trainRecs, cols); err != nil {
+			return format, nil, nil, nil, fmt.Errorf("data: %w", err)
+		}
+	}
+	st.Format = format
+	if err := obj.Check(opts.Path, format); err != nil {
+		return format, nil, nil, nil, fmt.Errorf("data: %w", err)
+	}
+	trainEx, err := toExamples(trainRecs, format, cols, opts.SkipBadRows, st)
+	if err != nil {
+		return format, nil, nil, nil, err
+	}
+	evalEx, err := toExamples(evalRecs, format, cols, opts.SkipBadRows, st)
+	if err != nil {
+		return format, nil, nil, nil, err
+	}
+	rng := NewRand(opts.Seed)
+	rng.Shuffle(len(trainEx), func(i, j int) { trainEx[i], trainEx[j] = trainEx[j], trainEx[i] })
+	if opts.EvalPath == "" && opts.EvalSplit > 0 && len(trainEx) > 1 {
+		n := int(math.Round(opts.EvalSplit * float64(len(trainEx))))
+		n = min(max(n, 1), len(trainEx)-1)
+		evalEx = trainEx[:n]
+		trainEx = trainEx[n:]
+	}
+	return format, trainEx, evalEx, rng, nil
 }
 
 // readRecords reads a data file, every data file under a folder (a

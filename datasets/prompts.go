@@ -1,9 +1,6 @@
 package datasets
 
-import (
-	"fmt"
-	"math"
-)
+import "fmt"
 
 // PromptSet is prompt-only data ready for GRPO: the rows in training order
 // (shuffled with the data seed) and the held-out ones, with the chat
@@ -26,43 +23,9 @@ func PreparePrompts(opts Options, tok Tokenizer) (*PromptSet, error) {
 	cols := Columns(opts.Columns)
 	p := &Prepared{}
 	st := statsBuilder{&p.Stats}
-	st.BadRowReasons = map[string]int{}
-	st.DroppedReasons = map[string]int{}
-	trainRecs, err := readRecords(opts.Path, opts.Encoding, opts.SkipBadRows, st)
+	format, trainEx, evalEx, _, err := readSplitExamples(opts, format, cols, ObjectivePrompts, st)
 	if err != nil {
 		return nil, err
-	}
-	var evalRecs []Record
-	if opts.EvalPath != "" {
-		if evalRecs, err = readRecords(opts.EvalPath, opts.Encoding, opts.SkipBadRows, st); err != nil {
-			return nil, err
-		}
-	}
-	if format == FormatAuto {
-		if format, err = DetectFormat(trainRecs, cols); err != nil {
-			return nil, fmt.Errorf("data: %w", err)
-		}
-	}
-	p.Stats.Format = format
-	if err := ObjectivePrompts.Check(opts.Path, format); err != nil {
-		return nil, fmt.Errorf("data: %w", err)
-	}
-	trainEx, err := toExamples(trainRecs, format, cols, opts.SkipBadRows, st)
-	if err != nil {
-		return nil, err
-	}
-	evalEx, err := toExamples(evalRecs, format, cols, opts.SkipBadRows, st)
-	if err != nil {
-		return nil, err
-	}
-	// The same shuffle and split as Prepare's.
-	rng := NewRand(opts.Seed)
-	rng.Shuffle(len(trainEx), func(i, j int) { trainEx[i], trainEx[j] = trainEx[j], trainEx[i] })
-	if opts.EvalPath == "" && opts.EvalSplit > 0 && len(trainEx) > 1 {
-		n := int(math.Round(opts.EvalSplit * float64(len(trainEx))))
-		n = min(max(n, 1), len(trainEx)-1)
-		evalEx = trainEx[:n]
-		trainEx = trainEx[n:]
 	}
 	if len(trainEx) == 0 {
 		return nil, fmt.Errorf("data: %s has no usable prompt rows", opts.Path)
