@@ -27,7 +27,7 @@ const (
 type seedClass struct {
 	label    string
 	method   memplan.Method
-	dpo      bool    // RL: planned as DPO on this base (whet plans no GRPO yet)
+	grpo     bool    // RL: planned as whet's GRPO preset
 	min, max float64 // parameter range, billions (min exclusive except 0)
 	gib      int64   // the guide's memory, read as GiB (a card marketed as 8 GB holds about 8 GiB)
 	models   []string
@@ -45,18 +45,30 @@ var seedClasses = []seedClass{
 		[]string{"gemma-3-270m-it", "qwen3-0.6b", "gemma-3-1b-it", "llama-3.2-1b-instruct", "qwen3-1.7b", "gemma-2-2b-it"}},
 	{"full 3–15B", memplan.Full, false, 3, 15, 80,
 		[]string{"llama-3.2-3b-instruct", "qwen3-4b", "phi-4-mini-instruct", "llama-3.1-8b-instruct", "qwen3-8b", "qwen3-14b"}},
-	{"RL ≤ 12B", memplan.QLoRA, true, 0, 12.5, 12,
+	{"RL ≤ 12B", memplan.GRPO, true, 0, 12.5, 12,
 		[]string{"qwen3-1.7b", "qwen3-4b", "llama-3.1-8b-instruct", "qwen3-8b", "gemma-3-12b-it"}},
 }
 
 // seedOptions are the settings every row is planned with: micro-batch 1,
-// 2048 tokens (RL: one preference pair of 1024-token sequences),
-// checkpointing on, LoRA r 16 on all seven projections, QLoRA with an fp32
-// absmax per 64 weights (engine/nf4.go), AdamW with fp32 moments.
-func seedOptions(c seedClass) memplan.Options {
-	o := memplan.Options{Method: c.method, MicroBatch: 1, SeqLen: 2048, Checkpointing: true}
-	if c.dpo {
-		o.Method, o.DPOBase, o.SeqLen = memplan.DPO, c.method, 1024
+// 2048 tokens, checkpointing on, LoRA r 16 on all seven projections, QLoRA
+// with an fp32 absmax per 64 weights (engine/nf4.go), AdamW with fp32
+// moments. RL is the grpo method preset as a run file gets it (a LoRA
+// policy, 8 completions a micro-batch, 512-token prompts and 256-token
+// completions, the generator's KV cache), with checkpointing on.
+func seedOptions(t *testing.T, c seedClass) memplan.Options {
+	t.Helper()
+	if !c.grpo {
+		return memplan.Options{Method: c.method, MicroBatch: 1, SeqLen: 2048, Checkpointing: true}
+	}
+	m, err := presets.LookupMethod(string(c.method))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := m.RunConfig()
+	rc.Train.Checkpointing = true
+	o, err := memplan.FromRunConfig(&rc)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return o
 }
@@ -91,7 +103,7 @@ func seedTable(t *testing.T) string {
 				fmt.Fprintf(&b, "%s — | — | **no**: whet cannot train it | %s |\n", row, reason)
 				continue
 			}
-			p, err := memplan.Plan(m.ToModelConfig(), seedOptions(c))
+			p, err := memplan.Plan(m.ToModelConfig(), seedOptions(t, c))
 			if err != nil {
 				t.Fatal(err)
 			}
