@@ -411,8 +411,8 @@ func (d *dashboard) stats(h int) string {
 		if rate, ok := d.stepRate(); ok && d.parallel() {
 			lines = append(lines, row("steps/s", fmt.Sprintf("%.3g", rate)))
 		}
-		for _, k := range sortedKeys(l.Metrics) {
-			lines = append(lines, row(trimTo(k, 10), fmt.Sprintf("%.4g", l.Metrics[k])))
+		for _, r := range metricRows(l.Metrics) {
+			lines = append(lines, row(r[0], r[1]))
 		}
 	} else {
 		lines = append(lines, st.Muted.Render("no step yet"))
@@ -484,7 +484,8 @@ func (d *dashboard) bottom(w, h int) string {
 		}
 		for i := n - 1; i >= 0 && room >= 2; i-- {
 			s := d.samples[i]
-			lines = append(lines, st.Accent.Render(fmt.Sprintf("sample · step %d", s.Step))+st.Muted.Render(" › "+trimTo(oneLine(printable(s.Prompt)), w-22)))
+			head := fmt.Sprintf("sample · step %d", s.Step) + sampleReward(s)
+			lines = append(lines, st.Accent.Render(head)+st.Muted.Render(" › "+trimTo(oneLine(printable(s.Prompt)), w-6-lipgloss.Width(head))))
 			room--
 			body := strings.Split(wrap(strings.TrimSpace(printable(s.Text)), w-2), "\n")
 			if len(body) > room {

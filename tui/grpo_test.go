@@ -4,8 +4,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/charmbracelet/x/ansi"
+
+	"whet/engine"
 	"whet/engine/reward"
+	"whet/tui"
 	"whet/tui/fake"
 )
 
@@ -108,5 +113,36 @@ func TestGRPONeedsPrompts(t *testing.T) {
 	d.keys("enter")
 	if s := d.screen(); !strings.Contains(s, "holds prompts without answers") {
 		t.Errorf("LoRA on prompt-only data should be refused:\n%s", s)
+	}
+}
+
+// grpoEvents is a fixed GRPO run: 40 steps of a rising reward with TRL's
+// metrics and a sampled completion with its rewards.
+func grpoEvents() []engine.Event {
+	var evs []engine.Event
+	for i := 1; i <= 40; i++ {
+		r := 0.2 + 0.7*float64(i)/40
+		evs = append(evs, engine.StepEvent{Step: i, TotalSteps: 100, Epoch: float64(i) / 50, Loss: 0.01 * float64((i*7)%5-2),
+			LR: 1e-6, GradNorm: 0.2, Tokens: 4096, TokensPerSec: 2100, Elapsed: time.Duration(i) * time.Second,
+			Metrics: map[string]float64{"reward": r + 0.5, "reward_std": 0.4, "rewards/regex/mean": r, "rewards/regex/std": 0.45,
+				"rewards/length/mean": 0.5, "rewards/length/std": 0.1, "kl": 0.0021, "clip_ratio/region_mean": 0.013,
+				"clip_ratio/low_mean": 0.004, "clip_ratio/high_mean": 0.009, "completions/mean_length": 41.5, "frac_reward_zero_std": 0.25}})
+	}
+	evs = append(evs, engine.SampleEvent{Step: 40, Prompt: "Why does bread rise?", Text: "Yeast eats sugar and breathes out gas. Would it rise in the cold?",
+		Rewards: map[string]float64{"regex": 1, "length": 0.5, "reward": 1.5}})
+	return evs
+}
+
+func TestGoldenGRPODashboard(t *testing.T) {
+	run := engine.RunConfig{Name: "demo-grpo", Model: "qwen2.5-0.5b-instruct", Method: "grpo", RunsDir: "runs"}
+	for _, sz := range sizes {
+		v := tui.RenderDashboard(run, sz.w, sz.h, grpoEvents(), nil, nil)
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, fmt.Sprintf("dashboard_grpo_%dx%d", sz.w, sz.h), v)
+		for _, want := range []string{"reward    1.400 ±0.400", "· regex", "clipped   1.3% of tokens", "reward 1.5"} {
+			if !strings.Contains(ansi.Strip(v), want) {
+				t.Errorf("%dx%d: no %q in\n%s", sz.w, sz.h, want, v)
+			}
+		}
 	}
 }
