@@ -14,6 +14,7 @@ import (
 	"whet/datasets"
 	"whet/engine"
 	"whet/engine/memplan"
+	"whet/engine/reward"
 	"whet/engine/units"
 	"whet/presets"
 )
@@ -57,6 +58,8 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "JSON lines")
 	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s")
 	maxTime := fs.Duration("max-time", defaultBenchMaxTime, "refuse a workload estimated to run longer than this (0: no limit)")
+	grpoG := fs.Int("grpo", 0, "instead of supervised steps: GRPO LoRA steps of this many completions per prompt (one prompt of --seq tokens a step) and report generation and update tokens/s")
+	completion := fs.Int("completion", 256, "with --grpo: tokens per completion (random weights never stop early)")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -93,6 +96,17 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if measured {
 			fmt.Fprintf(stderr, "bench: the %s backend multiplies at %.3g GFLOP/s (512³ GEMM)\n", b.Name(), *peak*1e3)
 		}
+	}
+	if *grpoG > 0 {
+		for _, name := range strings.Split(*models, ",") {
+			r, err := benchGRPO(env, name, *grpoG, *seq, *completion, *steps, *warmup, *rank)
+			if err != nil {
+				return fmt.Errorf("%s grpo: %w", name, err)
+			}
+			js, _ := json.Marshal(r)
+			fmt.Fprintf(stdout, "%s\n", js)
+		}
+		return nil
 	}
 	if *decode > 0 {
 		for _, name := range strings.Split(*models, ",") {
@@ -466,4 +480,108 @@ func benchDecode(env benchEnv, name string, prompt, newTokens int) (decodeResult
 	total := time.Since(t1)
 	return decodeResult{Model: name, Backend: b.Name(), Prompt: prompt, NewTokens: len(out), PrefillSec: prefill.Seconds(),
 		DecodePerSec: float64(len(out)-1) / (total - prefill).Seconds()}, nil
+}
+
+// grpoBenchResult is one GRPO workload's measurement.
+type grpoBenchResult struct {
+	Model          string  `json:"model"`
+	Backend        string  `json:"backend"`
+	Generations    int     `json:"num_generations"`
+	Prompt         int     `json:"prompt_tokens"`
+	Completion     int     `json:"completion_tokens"`
+	StepSeconds    float64 `json:"step_s"`
+	GenPerSec      float64 `json:"generation_tokens_per_sec"`
+	UpdatePerSec   float64 `json:"update_tokens_per_sec"`
+	GenShare       float64 `json:"generation_share"`
+	CompletionMean float64 `json:"completion_mean_tokens"`
+}
+
+// benchGRPO times GRPO LoRA steps on random weights: each step samples g
+// completions of a random prompt (one at a time, with the KV cache), scores
+// them with a length reward and trains on them (engine.Trainer.TrainStep).
+// Generation tokens/s counts the sampled tokens over the sampling time;
+// update tokens/s the trained tokens (prompt and completion of every
+// sequence) over the rest of the step.
+func benchGRPO(env benchEnv, name string, g, prompt, completion, steps, warmup, rank int) (grpoBenchResult, error) {
+	b := env.backend
+	cfg, err := benchModel(name)
+	if err != nil {
+		return grpoBenchResult{}, err
+	}
+	total := warmup + steps
+	if env.rate > 0 {
+		// Sampling: 2N FLOPs per token; the update: a LoRA step's 4N per token.
+		n := float64(memplan.ParamCount(cfg))
+		perStep := float64(g) * (2*n*float64(prompt+completion) + 4*n*float64(prompt+completion))
+		est := time.Duration(float64(total) * perStep / env.rate * float64(time.Second))
+		if err := env.checkTime(fmt.Sprintf("%d GRPO steps of %d×(%d+%d) tokens", total, g, prompt, completion), est, "at the measured matmul rate"); err != nil {
+			return grpoBenchResult{}, err
+		}
+	}
+	m, err := engine.NewModel(*cfg, b)
+	if err != nil {
+		return grpoBenchResult{}, err
+	}
+	defer m.Free()
+	if err := m.InitRandom(1, 0.02); err != nil {
+		return grpoBenchResult{}, err
+	}
+	if err := m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1}); err != nil {
+		return grpoBenchResult{}, err
+	}
+	preset, err := presets.LookupMethod("grpo")
+	if err != nil {
+		return grpoBenchResult{}, err
+	}
+	d := preset.RunConfig()
+	gc := d.GRPO
+	gc.NumGenerations, gc.MaxCompletionLength = g, completion
+	gc.Rewards = []reward.Spec{{Type: "length", TargetLength: max(1, completion/2)}}
+	rng := rand.New(rand.NewPCG(5, 5))
+	prompts := make([][]int32, total)
+	for i := range prompts {
+		for k := 0; k < prompt; k++ {
+			prompts[i] = append(prompts[i], int32(rng.IntN(cfg.VocabSize)))
+		}
+	}
+	run, err := engine.NewGRPORunTokens(gc, prompts)
+	if err != nil {
+		return grpoBenchResult{}, err
+	}
+	defer run.Free()
+	a, err := m.NewActivations(g*run.MaxSeqTokens(), false)
+	if err != nil {
+		return grpoBenchResult{}, err
+	}
+	defer a.Free()
+	tr := &engine.Trainer{Model: m, Acts: a, Seed: 1, GRPO: run,
+		Opt:   &engine.Optimizer{Beta1: d.Train.Beta1, Beta2: d.Train.Beta2, Eps: d.Train.Eps},
+		Sched: engine.Schedule{Kind: "constant", Total: total},
+		Cfg:   engine.TrainConfig{MaxSteps: total, MicroBatch: g, GradAccum: 1, LR: 1e-5, MaxGradNorm: 1}}
+	var stepSec, genSec float64
+	var genTok, trainTok int
+	for i := 0; i < total; i++ {
+		t0 := time.Now()
+		ev, err := tr.TrainStep()
+		if err != nil {
+			return grpoBenchResult{}, err
+		}
+		if err := b.Sync(); err != nil {
+			return grpoBenchResult{}, err
+		}
+		dt := time.Since(t0).Seconds()
+		if env.progress != nil {
+			fmt.Fprintf(env.progress, "bench: %s grpo step %d/%d: %.1f s (sampling %.1f s)\n", name, i+1, total, dt, run.GenSeconds)
+		}
+		if i < warmup {
+			continue
+		}
+		stepSec += dt
+		genSec += run.GenSeconds
+		genTok += run.GenTokens
+		trainTok += ev.Tokens
+	}
+	return grpoBenchResult{Model: name, Backend: b.Name(), Generations: g, Prompt: prompt, Completion: completion,
+		StepSeconds: stepSec / float64(steps), GenPerSec: float64(genTok) / genSec, UpdatePerSec: float64(trainTok) / (stepSec - genSec),
+		GenShare: genSec / stepSec, CompletionMean: float64(genTok) / float64(steps*g)}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"time"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
@@ -42,6 +43,11 @@ type GRPORun struct {
 	// TruncatedPrompts counts prompts cut (from the left, keeping their
 	// end) to data.max_length tokens.
 	TruncatedPrompts int
+
+	// GenSeconds and GenTokens time the last generation batch's sampling
+	// (whet bench reports generation and update rates apart).
+	GenSeconds float64
+	GenTokens  int
 
 	maxPrompt int
 	gen       *Generator
@@ -89,6 +95,28 @@ func NewGRPORun(cfg GRPOConfig, rows []datasets.Example, tok *tokenizer.Tokenize
 			}
 		}
 		g.Prompts = append(g.Prompts, GRPOPrompt{Text: text, IDs: ids, Answer: ex.Answer, Fields: ex.Fields})
+		g.maxPrompt = max(g.maxPrompt, len(ids))
+	}
+	if len(g.Prompts) == 0 {
+		return nil, fmt.Errorf("grpo: no prompts to train on")
+	}
+	return g, nil
+}
+
+// NewGRPORunTokens is a GRPO run over prompts given as token ids, without
+// a tokenizer: the reward functions see empty prompt and completion texts
+// and the completions' token counts (whet bench on random weights).
+func NewGRPORunTokens(cfg GRPOConfig, prompts [][]int32) (*GRPORun, error) {
+	funcs, weights, err := reward.Build(cfg.Rewards)
+	if err != nil {
+		return nil, err
+	}
+	g := &GRPORun{Cfg: cfg, Funcs: funcs, Weights: weights}
+	for _, ids := range prompts {
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("grpo: an empty prompt")
+		}
+		g.Prompts = append(g.Prompts, GRPOPrompt{IDs: ids})
 		g.maxPrompt = max(g.maxPrompt, len(ids))
 	}
 	if len(g.Prompts) == 0 {
@@ -230,6 +258,7 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 	var inputs []reward.Input
 	ctx := context.Background()
 	minLen, maxLen, truncated, total := math.MaxInt, 0, 0, 0
+	began := time.Now()
 	for k, p := range idx {
 		pr := g.Prompts[p]
 		for j := 0; j < G; j++ {
@@ -240,7 +269,10 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 				return nil, fmt.Errorf("generate completion %d of prompt %d: %w", j, p, err)
 			}
 			cut := len(ids) == c.MaxCompletionLength && !isStop(ids[len(ids)-1], g.stop)
-			text := g.Tok.Decode(toInts(ids), true)
+			text := ""
+			if g.Tok != nil {
+				text = g.Tok.Decode(toInts(ids), true)
+			}
 			inputs = append(inputs, reward.Input{Prompt: pr.Text, Completion: text, Answer: pr.Answer, Tokens: len(ids), Truncated: cut, Row: pr.Fields})
 			comp := grpoCompletion{batch: completionRow(pr.IDs, ids, cut && c.MaskTruncated), tokens: len(ids)}
 			if cut && c.MaskTruncated {
@@ -253,6 +285,7 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 			}
 		}
 	}
+	g.GenSeconds, g.GenTokens = time.Since(began).Seconds(), total
 	rewards := make([][]float64, len(inputs))
 	for i := range rewards {
 		rewards[i] = make([]float64, len(g.Funcs))
