@@ -43,7 +43,13 @@ type Server struct {
 	wg      sync.WaitGroup
 	// Refused counts connections refused for their peer (tests read it).
 	refused int
+	// logs is the run's newest log lines: a viewer that connects late
+	// gets them first (they are in no file of the run folder to replay).
+	logs [][]byte
 }
+
+// keepLogs is how many log lines a late viewer is given.
+const keepLogs = 20
 
 type client struct {
 	conn *net.UnixConn
@@ -116,6 +122,11 @@ func (s *Server) accept() {
 			return
 		}
 		s.clients[c] = struct{}{}
+		// Under the lock that Broadcast takes: the backlog comes before
+		// any line broadcast after it.
+		for _, line := range s.logs {
+			c.out <- line
+		}
 		s.mu.Unlock()
 		s.wg.Add(2)
 		go s.write(c)
@@ -264,6 +275,12 @@ func (s *Server) Broadcast(ev engine.Event) {
 	}
 	line := append(js, '\n')
 	s.mu.Lock()
+	if _, ok := ev.(engine.LogEvent); ok {
+		s.logs = append(s.logs, line)
+		if len(s.logs) > keepLogs {
+			s.logs = s.logs[len(s.logs)-keepLogs:]
+		}
+	}
 	cs := make([]*client, 0, len(s.clients))
 	for c := range s.clients {
 		cs = append(cs, c)

@@ -3,6 +3,7 @@ package worker
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net"
 	"os"
@@ -232,4 +233,34 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatal("nil event without an error")
 		}
 	})
+}
+
+// A viewer that connects after the run logged its first lines (the data
+// summary, the backend) gets the newest of them first, then live events.
+func TestLateViewerGetsTheLog(t *testing.T) {
+	s, _, rd := listen(t)
+	for i := 1; i <= keepLogs+3; i++ {
+		s.Broadcast(engine.LogEvent{Text: fmt.Sprintf("line %d", i)})
+	}
+	s.Broadcast(engine.StepEvent{Step: 1, Loss: 1}) // not kept: steps are replayed from metrics.jsonl
+	c, err := Dial(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 4; i <= keepLogs+3; i++ {
+		if ev := <-c.Events; ev != (engine.LogEvent{Text: fmt.Sprintf("line %d", i)}) {
+			t.Fatalf("backlog line %d: %+v", i, ev)
+		}
+	}
+	for i := 0; s.Viewers() < 1; i++ {
+		if i > 10000 {
+			t.Fatal("the viewer never connected")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.Broadcast(engine.StepEvent{Step: 2, Loss: 1})
+	if ev := <-c.Events; ev.(engine.StepEvent).Step != 2 {
+		t.Fatalf("after the backlog: %+v, want step 2", ev)
+	}
 }
