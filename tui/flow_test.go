@@ -515,3 +515,38 @@ func TestModelFilter(t *testing.T) {
 		t.Errorf("esc should clear the filter:\n%s", d.screen())
 	}
 }
+
+// TestSettingsGPUs: the advanced settings' GPUs field sets parallel.gpus
+// (a list of devices reaches the engine), and a device listed twice is
+// refused with a message naming the field.
+func TestSettingsGPUs(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(2)}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter") // settings
+	for i := 0; i < 9; i++ {
+		d.keys("down") // past the nine visible fields to the advanced row
+	}
+	d.keys("enter") // open it: six fields
+	for i := 0; i < 6; i++ {
+		d.keys("down") // to the last field, GPUs
+	}
+	if !strings.Contains(d.screen(), "› GPUs") {
+		t.Fatalf("the advanced settings should end with GPUs:\n%s", d.screen())
+	}
+	d.typeText("0,0")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "GPUs: device 0 listed twice") {
+		t.Fatalf("a device listed twice should be refused naming the field:\n%s", s)
+	}
+	d.keys("ctrl+u")
+	d.typeText("0,2")
+	d.keys("enter")
+	d.waitScreen("Fits:")
+	d.keys("enter", "enter")
+	d.waitFor("the engine to start", func() bool { return len(eng.Started()) == 1 })
+	if got := eng.Started()[0].Parallel.GPUs; got != "0,2" {
+		t.Fatalf("parallel.gpus = %q, want 0,2", got)
+	}
+}

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -60,6 +61,7 @@ func (p *settingsPage) enter() tea.Cmd {
 		{Key: "saveevery", Label: "Save every", Kind: form.Int, Value: strconv.Itoa(c.Train.SaveEvery), Min: 0, Max: 1e9, Advanced: true, Hint: "steps between checkpoints"},
 		{Key: "keep", Label: "Keep checkpoints", Kind: form.Int, Value: strconv.Itoa(c.Train.KeepCheckpoints), Min: 0, Max: 1000, Advanced: true, Hint: "the newest N are kept (0 = all)"},
 		{Key: "backend", Label: "Backend", Kind: form.Choice, Value: orDefault(c.Backend, "auto"), Options: []string{"auto", "cuda", "cpu"}, Advanced: true, Hint: "auto: CUDA when an NVIDIA GPU is present, else CPU"},
+		{Key: "gpus", Label: "GPUs", Kind: form.Text, Value: c.Parallel.GPUs, Advanced: true, Hint: "several GPUs (data parallel): all, a count, or devices such as 0,2,3; empty: one"},
 	}, formStyles(p.styles))
 	p.form.SetSize(p.w, max(p.h-3, 4))
 	p.visibility()
@@ -117,6 +119,15 @@ func (p *settingsPage) leave() error {
 	c.Train.SaveEvery = p.form.Int("saveevery")
 	c.Train.KeepCheckpoints = p.form.Int("keep")
 	c.Backend = p.form.Get("backend")
+	gpus := strings.ReplaceAll(p.form.Get("gpus"), " ", "")
+	if gpus != "" && gpus != "all" {
+		// The syntax here; the devices are counted when the run starts.
+		if _, err := engine.ParseGPUs(gpus, math.MaxInt32); err != nil {
+			p.form.FocusKey("gpus")
+			return fmt.Errorf("GPUs: %v", strings.TrimPrefix(err.Error(), "gpus: "))
+		}
+	}
+	c.Parallel.GPUs = gpus
 	return nil
 }
 
