@@ -12,7 +12,8 @@ import (
 )
 
 // TestReferenceDPOOnGPU repeats engine's TestReferenceDPO on the GPU in
-// bf16: loss, TRL's metrics and the LoRA gradients against the PyTorch
+// bf16, on Llama, Qwen2 and the 2025 families that have a DPO reference:
+// loss, TRL's metrics and the LoRA gradients against the PyTorch
 // implementation of TRL's formula (tools/reference/make_dpo_reference.py),
 // within bf16 tolerance.
 func TestReferenceDPOOnGPU(t *testing.T) {
@@ -27,7 +28,7 @@ func TestReferenceDPOOnGPU(t *testing.T) {
 	}
 	metrics := []string{"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"}
 	root := filepath.Join("..", "..", "testdata")
-	for _, name := range []string{"tiny-llama", "tiny-qwen2"} {
+	for _, name := range []string{"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"} {
 		for key, d := range settings {
 			t.Run(name+"/"+key, func(t *testing.T) {
 				ref, err := safetensors.Open(filepath.Join(root, "reference", name+".safetensors"))

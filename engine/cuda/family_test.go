@@ -307,20 +307,23 @@ func copyWeights(t *testing.T, dst, src *engine.Model) {
 
 // TestFamilyGenerateMatchesCPU: greedy decoding with the KV cache (a
 // prompt prefill, then one token at a time past every window) gives the
-// CPU's tokens exactly on the GPU in float32. The models are first fully
-// fine-tuned on the CPU for 200 steps on patternBatches, so that they
-// continue a counting prompt with varied tokens (a random Gemma only
-// repeats its last token: its embeddings, scaled by sqrt(hidden), swamp
-// the blocks' output and meet themselves in the tied head). In bf16 the tokens may part
+// CPU's tokens exactly on the GPU in float32. In bf16 the tokens may part
 // only where the CPU's logit of the GPU's token is within a few bf16
 // rounding steps of the CPU's best, or within the measured difference of
 // the two backends' logits there, which must itself stay at bf16's
 // accuracy (DESIGN.md: a near tie, never a fixed count); after that the
 // texts are different and no longer compared.
+//
+// Two kinds of model per family: gpuFamilies' shapes, first fully
+// fine-tuned on the CPU for 200 steps on patternBatches so that they
+// continue a counting prompt with varied tokens (a random Gemma only
+// repeats its last token: its embeddings, scaled by sqrt(hidden), swamp
+// the blocks' output and meet themselves in the tied head); and the
+// reference models transformers built (testdata/tiny-*), as loaded from
+// their folders.
 func TestFamilyGenerateMatchesCPU(t *testing.T) {
 	f32 := newGPU(t, cuda.Options{ComputeF32: true})
 	bf16 := newGPU(t, cuda.Options{})
-	const n = 40
 	for _, name := range gpuFamilyNames {
 		t.Run(name, func(t *testing.T) {
 			cfg := gpuFamilyConfig(t, name)
@@ -330,51 +333,73 @@ func TestFamilyGenerateMatchesCPU(t *testing.T) {
 				// matches only below the original context.
 				rs.OriginalMaxPositionEmbeddings = cfg.MaxPositions
 			}
-			prompt := []int32{5, 8, 11, 14, 17, 20, 23, 26}
 			ref := newFamilyModel(t, cfg, cpu.New(), 0.15)
 			trainFamily(t, ref, "full", patternBatches(cfg.VocabSize, 4), 200, 3e-3)
-			want := greedyFamily(t, ref, prompt, n)
-			t.Logf("cpu: %v", want)
 			gpuModel := func(b engine.Backend) *engine.Model {
 				m := newFamilyModel(t, cfg, b, 0.15)
 				copyWeights(t, m, ref)
 				return m
 			}
-			if got := greedyFamily(t, gpuModel(f32), prompt, n); fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("float32: GPU and CPU greedy tokens differ at %d\n cpu %v\n gpu %v", commonPrefix(got, want), want, got)
-			}
-			bf16Model := gpuModel(bf16)
-			got := greedyFamily(t, bf16Model, prompt, n)
-			same := commonPrefix(got, want)
-			t.Logf("bf16: %d of %d tokens equal the CPU's", same, n)
-			// The whole logit vector of the GPU's bf16 model over the
-			// prefix both texts share (all of it when they agree) must
-			// match the CPU's to bf16 accuracy: 3% of the largest logit.
-			ids := append(append([]int32{}, prompt...), want[:min(same, n-1)]...)
-			cpuL, gpuL := lastLogits(t, ref, ids), lastLogits(t, bf16Model, ids)
-			var worst, scale float64
-			for i := range cpuL {
-				worst = max(worst, math.Abs(float64(gpuL[i]-cpuL[i])))
-				scale = max(scale, math.Abs(float64(cpuL[i])))
-			}
-			t.Logf("bf16: logits after %d tokens differ from the CPU's by at most %.4f (largest logit %.3f)", len(ids), worst, scale)
-			if worst > 0.03*scale {
-				t.Errorf("bf16: the GPU's logits after %d tokens differ from the CPU's by %.4g, more than 3%% of %.4g", len(ids), worst, scale)
-			}
-			if len(got) != len(want) {
-				t.Errorf("bf16: %d tokens, the CPU gave %d", len(got), len(want))
-			} else if same < n {
-				// Where the texts part, the CPU's margin for its token over
-				// the GPU's must be within that measured error (or 4 bf16
-				// steps): a near tie.
-				top, alt := cpuL[want[same]], cpuL[got[same]]
-				gap := float64(top - alt)
-				t.Logf("bf16: parts at token %d: cpu logits %.5f (its token %d) and %.5f (the GPU's %d), gap %.4f", same, top, want[same], alt, got[same], gap)
-				if gap > max(2*worst, 4*bf16Ulp(top)) {
-					t.Errorf("bf16: the GPU's token %d at %d is %.4g below the CPU's best, more than its logits' error allows\n cpu %v\n gpu %v",
-						got[same], same, gap, want, got)
-				}
-			}
+			compareGreedy(t, ref, gpuModel(f32), gpuModel(bf16), []int32{5, 8, 11, 14, 17, 20, 23, 26}, 40)
 		})
+	}
+	for _, name := range []string{"tiny-qwen3", "tiny-gemma3", "tiny-gemma2", "tiny-phi3"} {
+		t.Run(name, func(t *testing.T) {
+			load := func(b engine.Backend) *engine.Model {
+				m, err := engine.LoadModel(filepath.Join("..", "..", "testdata", name), b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(m.Free)
+				return m
+			}
+			// 48 positions stay below tiny-phi3's original context (64).
+			compareGreedy(t, load(cpu.New()), load(f32), load(bf16), []int32{5, 77, 310, 12, 499, 3, 250, 18}, 40)
+		})
+	}
+}
+
+// compareGreedy decodes n tokens after prompt with each model and holds
+// the GPU's float32 model to the CPU's tokens exactly and its bf16 model
+// to them up to a near tie (see TestFamilyGenerateMatchesCPU).
+func compareGreedy(t *testing.T, ref, f32Model, bf16Model *engine.Model, prompt []int32, n int) {
+	t.Helper()
+	want := greedyFamily(t, ref, prompt, n)
+	t.Logf("cpu: %v", want)
+	if got := greedyFamily(t, f32Model, prompt, n); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("float32: GPU and CPU greedy tokens differ at %d\n cpu %v\n gpu %v", commonPrefix(got, want), want, got)
+	}
+	got := greedyFamily(t, bf16Model, prompt, n)
+	same := commonPrefix(got, want)
+	t.Logf("bf16: %d of %d tokens equal the CPU's", same, n)
+	// The whole logit vector of the GPU's bf16 model over the prefix both
+	// texts share (all of it when they agree) must match the CPU's to bf16
+	// accuracy: 3% of the largest logit.
+	ids := append(append([]int32{}, prompt...), want[:min(same, n-1)]...)
+	cpuL, gpuL := lastLogits(t, ref, ids), lastLogits(t, bf16Model, ids)
+	var worst, scale float64
+	for i := range cpuL {
+		worst = max(worst, math.Abs(float64(gpuL[i]-cpuL[i])))
+		scale = max(scale, math.Abs(float64(cpuL[i])))
+	}
+	t.Logf("bf16: logits after %d tokens differ from the CPU's by at most %.4f (largest logit %.3f)", len(ids), worst, scale)
+	if worst > 0.03*scale {
+		t.Errorf("bf16: the GPU's logits after %d tokens differ from the CPU's by %.4g, more than 3%% of %.4g", len(ids), worst, scale)
+	}
+	if len(got) != len(want) {
+		t.Errorf("bf16: %d tokens, the CPU gave %d", len(got), len(want))
+		return
+	}
+	if same == n {
+		return
+	}
+	// Where the texts part, the CPU's margin for its token over the GPU's
+	// must be within that measured error (or 4 bf16 steps): a near tie.
+	top, alt := cpuL[want[same]], cpuL[got[same]]
+	gap := float64(top - alt)
+	t.Logf("bf16: parts at token %d: cpu logits %.5f (its token %d) and %.5f (the GPU's %d), gap %.4f", same, top, want[same], alt, got[same], gap)
+	if gap > max(2*worst, 4*bf16Ulp(top)) {
+		t.Errorf("bf16: the GPU's token %d at %d is %.4g below the CPU's best, more than its logits' error allows\n cpu %v\n gpu %v",
+			got[same], same, gap, want, got)
 	}
 }

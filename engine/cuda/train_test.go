@@ -45,26 +45,45 @@ func TestTrainingMatchesCPU(t *testing.T) {
 	chat := engine.DataConfig{Path: abs("../../testdata/datasets/tiny-chat.jsonl"), MaxLength: 256, Packing: true, EvalSplit: 0.1, Seed: 1}
 	prefs := engine.DataConfig{Path: writePreferences(t, 16), MaxLength: 64, Packing: true, Seed: 1}
 	lora := engine.LoRAConfig{Rank: 8, Alpha: 16, Dropout: 0.05}
+	// Phi-3's projections are fused: its adapters go on qkv_proj and
+	// gate_up_proj (the method preset's q, k, v, ..., gate, up name modules
+	// it does not have).
+	phi3LoRA := lora
+	phi3LoRA.TargetModules = []string{"qkv", "o", "gate_up", "down"}
 	cases := []struct {
 		name, model, method string
 		data                engine.DataConfig
 		steps               int
 		lr                  float64
+		lora                *engine.LoRAConfig // nil: lora
 	}{
-		{"lora_llama", "tiny-llama", "lora", chat, 50, 1e-3},
-		{"lora_qwen2", "tiny-qwen2", "lora", chat, 50, 1e-3},
-		{"qlora_llama", "tiny-llama", "qlora", chat, 30, 1e-3},
-		{"full_llama", "tiny-llama", "full", chat, 50, 1e-4},
+		{"lora_llama", "tiny-llama", "lora", chat, 50, 1e-3, nil},
+		{"lora_qwen2", "tiny-qwen2", "lora", chat, 50, 1e-3, nil},
+		{"qlora_llama", "tiny-llama", "qlora", chat, 30, 1e-3, nil},
+		{"full_llama", "tiny-llama", "full", chat, 50, 1e-4, nil},
 		// A gentle rate keeps the DPO loss away from 0, where a relative
 		// comparison measures nothing but rounding.
-		{"dpo_qwen2", "tiny-qwen2", "dpo", prefs, 20, 5e-4},
+		{"dpo_qwen2", "tiny-qwen2", "dpo", prefs, 20, 5e-4, nil},
+		// The 2025 families, as transformers built them (tools/reference):
+		// q/k norm, sliding windows, GELU-tanh, soft-caps, fused and
+		// partial-rotary projections, each through its own tokenizer and
+		// chat template.
+		{"lora_qwen3", "tiny-qwen3", "lora", chat, 50, 1e-3, nil},
+		{"lora_gemma3", "tiny-gemma3", "lora", chat, 50, 1e-3, nil},
+		{"lora_gemma2", "tiny-gemma2", "lora", chat, 50, 1e-3, nil},
+		{"lora_phi3", "tiny-phi3", "lora", chat, 50, 1e-3, &phi3LoRA},
+		{"full_gemma3", "tiny-gemma3", "full", chat, 50, 1e-4, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			losses := map[string][]float64{}
+			runLoRA := lora
+			if c.lora != nil {
+				runLoRA = *c.lora
+			}
 			for _, backend := range []string{"cpu", "cuda"} {
 				cfg := engine.RunConfig{Name: c.name + "-" + backend, Model: abs("../../testdata/" + c.model), Method: c.method,
-					Backend: backend, RunsDir: t.TempDir(), LoRA: lora, DPO: engine.DPOConfig{Beta: 0.1}, Data: c.data,
+					Backend: backend, RunsDir: t.TempDir(), LoRA: runLoRA, DPO: engine.DPOConfig{Beta: 0.1}, Data: c.data,
 					Train: engine.TrainConfig{Epochs: 100, MaxSteps: c.steps, MicroBatch: 2, GradAccum: 1, LR: c.lr, Schedule: "cosine",
 						WarmupSteps: 2, MaxGradNorm: 1, Seed: 1}}
 				if err := cfg.FillDefaults(); err != nil {
