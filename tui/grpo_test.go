@@ -146,3 +146,26 @@ func TestGoldenGRPODashboard(t *testing.T) {
 		}
 	}
 }
+
+// TestGRPOSettingsNeedWholeGroups: a step must hold whole groups of
+// answers, so a micro batch that does not divide into them is refused on
+// the settings page.
+func TestGRPOSettingsNeedWholeGroups(t *testing.T) {
+	d := grpoDriver(t, &fake.Engine{})
+	d.keys("enter", "right", "right", "right", "right", "enter") // grpo, 8 answers per prompt
+	d.keys("enter")
+	d.waitScreen("format prompt")
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "Micro-batch") {
+		t.Fatalf("expected the settings page:\n%s", d.screen())
+	}
+	for i := 0; i < 8 && !strings.Contains(d.screen(), "› Micro-batch"); i++ {
+		d.keys("down")
+	}
+	d.keys("backspace")
+	d.typeText("3")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "= 3 answers a step: GRPO needs a multiple") {
+		t.Errorf("a micro batch of 3 should be refused:\n%s", s)
+	}
+}

@@ -102,6 +102,11 @@ func (p *settingsPage) leave() error {
 	c.Train.LR = p.form.Float("lr")
 	c.Train.MicroBatch = p.form.Int("batch")
 	c.Train.GradAccum = p.form.Int("accum")
+	if g := c.GRPO.NumGenerations; c.Method == "grpo" && g > 0 && (c.Train.MicroBatch*c.Train.GradAccum)%g != 0 {
+		// A step's completions are whole groups of answers to one prompt.
+		p.form.FocusKey("batch")
+		return fmt.Errorf("Micro-batch × grad accumulation = %d answers a step: GRPO needs a multiple of its %d answers per prompt", c.Train.MicroBatch*c.Train.GradAccum, g)
+	}
 	c.Data.MaxLength = p.form.Int("maxlen")
 	c.Data.EvalSplit = p.form.Float("eval")
 	c.Train.SamplePrompts = nil
