@@ -810,6 +810,9 @@ func (t *Trainer) saveCheckpoint() (string, error) {
 	}
 	state, err := t.DP.gatherState()
 	if err != nil {
+		// The followers may be inside a gather this rank left: fail
+		// them rather than let later collectives pair up wrongly.
+		t.DP.abort(err)
 		return "", err
 	}
 	return saveCheckpoint(dir, t.Model, t.state(), t.Cfg.KeepCheckpoints, func(p *Param, part int) ([]float32, error) {
