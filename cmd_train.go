@@ -132,12 +132,20 @@ func printEvents(events <-chan engine.Event, w io.Writer, asJSON bool) error {
 func writeEventText(w io.Writer, ev engine.Event) {
 	switch e := ev.(type) {
 	case engine.StepEvent:
-		fmt.Fprintf(w, "step %d/%d  epoch %.2f  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s\n",
-			e.Step, e.TotalSteps, e.Epoch, e.Loss, e.LR, e.GradNorm, e.TokensPerSec)
+		extra := ""
+		if r, ok := e.Metrics["reward"]; ok { // GRPO: the number to watch
+			extra = fmt.Sprintf("  reward %.3f ±%.3f", r, e.Metrics["reward_std"])
+		}
+		fmt.Fprintf(w, "step %d/%d  epoch %.2f  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s%s\n",
+			e.Step, e.TotalSteps, e.Epoch, e.Loss, e.LR, e.GradNorm, e.TokensPerSec, extra)
 	case engine.EvalEvent:
 		fmt.Fprintf(w, "eval  step %d  loss %.4f\n", e.Step, e.Loss)
 	case engine.SampleEvent:
-		fmt.Fprintf(w, "sample step %d  %q -> %q\n", e.Step, e.Prompt, e.Text)
+		reward := ""
+		if r, ok := e.Rewards["reward"]; ok {
+			reward = fmt.Sprintf("  reward %.3g", r)
+		}
+		fmt.Fprintf(w, "sample step %d  %q -> %q%s\n", e.Step, e.Prompt, e.Text, reward)
 	case engine.CheckpointEvent:
 		fmt.Fprintf(w, "checkpoint step %d  %s\n", e.Step, e.Path)
 	case engine.LogEvent:
@@ -167,6 +175,9 @@ func writeEventJSON(w io.Writer, ev engine.Event) {
 		obj = map[string]any{"event": "eval", "step": e.Step, "eval_loss": e.Loss}
 	case engine.SampleEvent:
 		obj = map[string]any{"event": "sample", "step": e.Step, "prompt": e.Prompt, "text": e.Text}
+		if e.Rewards != nil {
+			obj["rewards"] = e.Rewards
+		}
 	case engine.CheckpointEvent:
 		obj = map[string]any{"event": "checkpoint", "step": e.Step, "path": e.Path}
 	case engine.LogEvent:

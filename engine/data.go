@@ -79,6 +79,10 @@ func StatsLines(s datasets.Stats) []string {
 		fmt.Sprintf("data: %d rows, %d examples; train %d sequences (%d tokens, %d trained), eval %d sequences",
 			s.Rows, s.Examples, s.Train.Sequences, s.Train.Tokens, s.Train.TrainableTokens, s.Eval.Sequences),
 	}
+	if s.Format == datasets.FormatPrompt {
+		// GRPO's prompts: the tokens trained on are generated later.
+		lines[1] = fmt.Sprintf("data: %d rows; train %d prompts, eval %d prompts", s.Rows, s.Train.Sequences, s.Eval.Sequences)
+	}
 	if s.Truncated > 0 {
 		lines = append(lines, fmt.Sprintf("data: %d examples truncated to max_length (longest was %d tokens)", s.Truncated, s.LongestTokens))
 	}
