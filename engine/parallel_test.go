@@ -171,6 +171,20 @@ func TestDataParallelEqualsOneRank(t *testing.T) {
 	}
 }
 
+// TestDataParallelOneRankNamedCollective: naming a collective with one
+// rank runs the data-parallel path (buckets, commands, the sharded step)
+// on that rank, as the GPU test does with NCCL, and gives the plain run.
+func TestDataParallelOneRankNamedCollective(t *testing.T) {
+	for _, method := range []string{"lora", "full"} {
+		one := trainRanks(t, dpConfig(t, "plain", method, 1, 2), 1)
+		cfg := dpConfig(t, "ring1", method, 1, 2)
+		cfg.Parallel.Collective = "ring"
+		got := trainRanks(t, cfg, 1)
+		sameLosses(t, method+" ring of one", got.losses, one.losses)
+		sameCheckpoints(t, method+" ring of one", got, one, 3, weightTol(method))
+	}
+}
+
 // TestDataParallelCheckpointResumesOnOtherRankCounts: a checkpoint written
 // by 4 ranks (sharded full fine-tuning) resumes with 2 ranks and with 1,
 // and either run ends where the uninterrupted 4-rank run ended.

@@ -14,6 +14,7 @@ import (
 	"whet/engine"
 	"whet/engine/cuda"
 	"whet/engine/dist"
+	_ "whet/presets" // the method defaults FillDefaults reads
 )
 
 // TestNCCLAbsentIsExplained: without libnccl.so.2 every NCCL entry point
