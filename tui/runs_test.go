@@ -120,6 +120,9 @@ func TestRunsPageFlow(t *testing.T) {
 	d.waitScreen("Runs in runs")
 	d.keys("esc")
 	d.waitScreen("Choose the base model")
+	if cfg := d.m.Config(); cfg.Name != "run-20261126-120000" {
+		t.Errorf("viewing runs changed the wizard's config to %+v", cfg)
+	}
 	if got := strings.Join(runs.Attached(), ","); got != "persona-lora,old-done,crashed-run" {
 		t.Errorf("attached %s", got)
 	}

@@ -381,7 +381,8 @@ func (m *Model) attached(msg runAttachedMsg) tea.Cmd {
 	}
 	m.runs.hide()
 	m.leaveRun = msg.cancel
-	*m.cfg = msg.run.Config
+	// The wizard's config stays as the user left it: the viewer has the
+	// run's own.
 	m.dash = attachedDashboard(m.c, msg.run, m.opts.GPU, m.opts.GPUEvery)
 	m.sum = nil
 	m.state = stateDashboard
