@@ -121,7 +121,7 @@ func (d *dashboard) apply(ev engine.Event) {
 			first := ev
 			d.first = &first
 		}
-		d.train = appendBounded(d.train, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
+		d.train = appendBounded(d.train, lossplot.Point{X: float64(ev.Step), Y: plotValue(d.cfg.Method, ev)})
 	case engine.EvalEvent:
 		d.eval = appendBounded(d.eval, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
 		if ev.Loss < d.bestEval {
@@ -465,6 +465,9 @@ func trimTo(s string, w int) string {
 func (d *dashboard) chart(w, h int) string {
 	st := d.styles
 	title := st.BoxTitle.Render("loss") + st.Muted.Render("  ") + st.TrainLine.Render("⣿ train") + "  " + st.EvalLine.Render("◆ eval")
+	if d.cfg.Method == "grpo" {
+		title = st.BoxTitle.Render("reward") + st.Muted.Render("  ") + st.TrainLine.Render("⣿ mean reward of the sampled answers")
+	}
 	c := lossplot.Chart{Width: w - 2, Height: h - 3, AxisStyle: st.Muted, Series: []lossplot.Series{
 		{Name: "train", Points: d.train, Style: st.TrainLine},
 		{Name: "eval", Points: d.eval, Marker: '◆', Style: st.EvalLine},

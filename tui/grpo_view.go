@@ -52,3 +52,12 @@ func sampleReward(s engine.SampleEvent) string {
 	}
 	return fmt.Sprintf(" · reward %.3g", r)
 }
+
+// plotValue is what the dashboard's chart follows: GRPO's mean reward (its
+// loss stays near 0 by construction), every other method's loss.
+func plotValue(method string, ev engine.StepEvent) float64 {
+	if r, ok := ev.Metrics["reward"]; ok && method == "grpo" {
+		return r
+	}
+	return ev.Loss
+}
