@@ -55,7 +55,15 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &PreparedData{Tokenizer: tok, Template: ps.Template, Prompts: ps, Notes: StatsLines(ps.Stats)}, nil
+		out := &PreparedData{Tokenizer: tok, Template: ps.Template, Prompts: ps, Notes: StatsLines(ps.Stats)}
+		// Held-out prompts are answered greedily in the samples (GRPO has
+		// no eval loss to spend them on).
+		for _, ex := range ps.Eval {
+			if n := len(ex.Messages); n > 0 && ex.Messages[n-1].Role == "user" {
+				out.EvalPrompts = append(out.EvalPrompts, ex.Messages[n-1].Content)
+			}
+		}
+		return out, nil
 	}
 	p, err := datasets.Prepare(DataOptions(cfg), tok)
 	if err != nil {
