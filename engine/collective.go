@@ -28,6 +28,16 @@ type Collective interface {
 	Broadcast(t Tensor, root int) error
 }
 
+// AsyncCollective is implemented by collectives that can run a reduction
+// beside the rank's compute (NCCL on a second CUDA stream): the call
+// returns once the reduction is queued after every op before it, and wait
+// makes the rank's later backend ops wait for its result. Data-parallel
+// training reduces gradient buckets this way while the backward goes on.
+type AsyncCollective interface {
+	AllReduceAsync(t Tensor) (wait func() error, err error)
+	ReduceScatterAsync(t Tensor) (wait func() error, err error)
+}
+
 // CollectiveAborter is implemented by groups that can fail every rank's
 // pending and later ops at once: a rank that fails between collectives
 // calls it so that the others do not wait for it forever.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sort"
 	"sync"
 
@@ -51,8 +52,13 @@ type DataParallel struct {
 	cmd     Tensor
 	jobs    chan commJob
 	pending []chan error
-	ended   bool
-	closeMu sync.Once
+	// async is C's queued reductions (nil: reductions go through the
+	// communication goroutine); waits are those of this step.
+	async    AsyncCollective
+	waits    []func() error
+	asyncErr error
+	ended    bool
+	closeMu  sync.Once
 }
 
 // gradBucket is a run of trainable parameters whose gradients (and, when
@@ -103,6 +109,9 @@ func NewDataParallel(m *Model, c Collective, shard bool, bucketBytes int) (*Data
 		bucketBytes = DefaultBucketBytes
 	}
 	d := &DataParallel{C: c, Shard: shard, m: m, jobs: make(chan commJob, 64)}
+	if a, ok := c.(AsyncCollective); ok && os.Getenv("WHET_DP_NO_OVERLAP") != "1" {
+		d.async = a
+	}
 	var err error
 	if d.cmd, err = m.B.Alloc(F32, 1); err != nil {
 		return nil, fmt.Errorf("data parallel: %w", err)
@@ -302,9 +311,17 @@ func (d *DataParallel) launch(run func() error) {
 	d.jobs <- commJob{run: run, done: done}
 }
 
-// wait returns the first error of the launched collectives, once all ended.
+// wait returns the first error of the launched collectives, once all ended
+// (queued ones: once the rank's later ops wait for them).
 func (d *DataParallel) wait() error {
-	var first error
+	first := d.asyncErr
+	d.asyncErr = nil
+	for _, w := range d.waits {
+		if err := w(); err != nil && first == nil {
+			first = err
+		}
+	}
+	d.waits = d.waits[:0]
 	for _, c := range d.pending {
 		if err := <-c; err != nil && first == nil {
 			first = err
@@ -332,8 +349,25 @@ func (d *DataParallel) zero() error {
 	return nil
 }
 
-// reduce launches a bucket's reduction.
+// reduce launches a bucket's reduction: queued beside the compute when
+// the collective can, else on the communication goroutine.
 func (d *DataParallel) reduce(bk *gradBucket) {
+	if d.async != nil {
+		start := d.async.AllReduceAsync
+		if d.Shard {
+			start = d.async.ReduceScatterAsync
+		}
+		w, err := start(bk.grad)
+		if err != nil {
+			if d.asyncErr == nil {
+				d.asyncErr = err
+				d.abort(err) // the other ranks would wait for this one
+			}
+			return
+		}
+		d.waits = append(d.waits, w)
+		return
+	}
 	if d.Shard {
 		d.launch(func() error { return d.C.ReduceScatter(bk.grad) })
 	} else {
@@ -642,6 +676,9 @@ func (d *DataParallel) Free() {
 	}
 	d.closeMu.Do(func() {
 		close(d.jobs)
+		if c, ok := d.C.(Closer); ok {
+			c.Close()
+		}
 		B := d.m.B
 		for _, bk := range d.buckets {
 			for _, t := range []Tensor{bk.grad, bk.weight, bk.mom, bk.vel} {

@@ -18,9 +18,10 @@ import (
 // including the pip nvidia-nccl wheels' nvidia/nccl/lib). Each rank is a
 // communicator on one CUDA backend's device; collectives are enqueued on
 // that backend's stream, inside its lock, so they are ordered with the
-// rank's compute exactly as another kernel would be. (Overlap of the
-// reductions with the backward on the GPU would need a second stream and
-// events: not done, see docs/multi-gpu.md.)
+// rank's compute exactly as another kernel would be; the gradient buckets'
+// reductions instead go on a second stream of the rank (AsyncCollective),
+// after an event of the compute stream, so they run beside the backward,
+// and the compute stream waits for them only when the step needs the sums.
 
 // ncclUniqueIDBytes is NCCL_UNIQUE_ID_BYTES.
 const ncclUniqueIDBytes = 128
@@ -134,11 +135,13 @@ type NCCL struct {
 	rank, size int
 	b          *cuda.Backend
 	comm       uintptr
+	side       uintptr // the rank's communication stream, made on first use
 }
 
 var (
 	_ engine.Collective        = (*NCCL)(nil)
 	_ engine.CollectiveAborter = (*NCCL)(nil)
+	_ engine.AsyncCollective   = (*NCCL)(nil)
 )
 
 func init() {
@@ -266,10 +269,15 @@ func (c *NCCL) enqueue(name string, t engine.Tensor, f func(ptr uint64, dt uintp
 	return nil
 }
 
-func (c *NCCL) AllReduce(t engine.Tensor) error {
-	return c.enqueue("AllReduce", t, func(p uint64, dt, s uintptr) error {
+// allReduce is ncclAllReduce of t in place on a stream.
+func (c *NCCL) allReduce(t engine.Tensor) func(p uint64, dt, s uintptr) error {
+	return func(p uint64, dt, s uintptr) error {
 		return ncclL.call("ncclAllReduce", ncclL.allReduce, uintptr(p), uintptr(p), uintptr(t.Len()), dt, ncclSum, c.comm, s)
-	})
+	}
+}
+
+func (c *NCCL) AllReduce(t engine.Tensor) error {
+	return c.enqueue("AllReduce", t, c.allReduce(t))
 }
 
 func (c *NCCL) chunk(name string, t engine.Tensor) (int, error) {
@@ -279,17 +287,22 @@ func (c *NCCL) chunk(name string, t engine.Tensor) (int, error) {
 	return t.Len() / c.size, nil
 }
 
-// ReduceScatter in place: NCCL's in-place form has the receive buffer at
-// the rank's chunk of the send buffer.
+// reduceScatter is ncclReduceScatter of t's n-element chunks in place:
+// NCCL's in-place form has the receive buffer at the rank's chunk of the
+// send buffer.
+func (c *NCCL) reduceScatter(t engine.Tensor, n int) func(p uint64, dt, s uintptr) error {
+	return func(p uint64, dt, s uintptr) error {
+		recv := p + uint64(c.rank*n*t.DType().Size())
+		return ncclL.call("ncclReduceScatter", ncclL.reduceScatter, uintptr(p), uintptr(recv), uintptr(n), dt, ncclSum, c.comm, s)
+	}
+}
+
 func (c *NCCL) ReduceScatter(t engine.Tensor) error {
 	n, err := c.chunk("ReduceScatter", t)
 	if err != nil {
 		return err
 	}
-	return c.enqueue("ReduceScatter", t, func(p uint64, dt, s uintptr) error {
-		recv := p + uint64(c.rank*n*t.DType().Size())
-		return ncclL.call("ncclReduceScatter", ncclL.reduceScatter, uintptr(p), uintptr(recv), uintptr(n), dt, ncclSum, c.comm, s)
-	})
+	return c.enqueue("ReduceScatter", t, c.reduceScatter(t, n))
 }
 
 // AllGather in place: the send buffer is the rank's chunk of the receive
@@ -314,6 +327,123 @@ func (c *NCCL) Broadcast(t engine.Tensor, root int) error {
 	})
 }
 
+// streamAPI is the part of the driver API the side stream needs, bound
+// from libcuda.so.1 (already loaded by the CUDA backend).
+type streamAPI struct {
+	streamCreate, streamDestroy, eventCreate, eventRecord, eventDestroy, streamWaitEvent uintptr
+}
+
+var (
+	streamOnce sync.Once
+	streams    *streamAPI
+	streamsErr error
+)
+
+func bindStreams() (*streamAPI, error) {
+	streamOnce.Do(func() {
+		h, _, err := cuda.OpenLibrary("the NVIDIA driver library libcuda", "libcuda.so.1", "libcuda.so")
+		if err != nil {
+			streamsErr = err
+			return
+		}
+		a := &streamAPI{}
+		for name, dst := range map[string]*uintptr{
+			"cuStreamCreate": &a.streamCreate, "cuStreamDestroy_v2": &a.streamDestroy, "cuEventCreate": &a.eventCreate,
+			"cuEventRecord": &a.eventRecord, "cuEventDestroy_v2": &a.eventDestroy, "cuStreamWaitEvent": &a.streamWaitEvent,
+		} {
+			p, err := purego.Dlsym(h, name)
+			if err != nil || p == 0 {
+				streamsErr = fmt.Errorf("libcuda has no %s", name)
+				return
+			}
+			*dst = p
+		}
+		streams = a
+	})
+	return streams, streamsErr
+}
+
+// cu calls a driver function and names it in the error.
+func cu(name string, fn uintptr, args ...uintptr) error {
+	r, _, _ := purego.SyscallN(fn, args...)
+	if code := int32(uint32(r)); code != 0 {
+		return fmt.Errorf("%s: CUresult %d", name, code)
+	}
+	return nil
+}
+
+// CUDA flags (cuda.h).
+const (
+	cuStreamNonBlocking  = 1
+	cuEventDisableTiming = 2
+)
+
+// after makes stream wait for the work queued on from so far (an event
+// recorded there, released once the wait is queued: the driver frees it
+// when done).
+func after(a *streamAPI, stream, from uintptr) error {
+	var ev uintptr
+	if err := cu("cuEventCreate", a.eventCreate, uintptr(unsafe.Pointer(&ev)), cuEventDisableTiming); err != nil {
+		return err
+	}
+	defer cu("cuEventDestroy", a.eventDestroy, ev)
+	if err := cu("cuEventRecord", a.eventRecord, ev, from); err != nil {
+		return err
+	}
+	return cu("cuStreamWaitEvent", a.streamWaitEvent, stream, ev, 0)
+}
+
+// async queues a collective on the side stream after everything queued
+// on the compute stream so far; the returned wait makes the compute
+// stream wait for it.
+func (c *NCCL) async(name string, t engine.Tensor, f func(ptr uint64, dt uintptr, stream uintptr) error) (func() error, error) {
+	a, err := bindStreams()
+	if err != nil {
+		return nil, fmt.Errorf("nccl %s: %w", name, err)
+	}
+	var ev uintptr
+	err = c.enqueue(name, t, func(p uint64, dt, compute uintptr) error {
+		if c.side == 0 {
+			if err := cu("cuStreamCreate", a.streamCreate, uintptr(unsafe.Pointer(&c.side)), cuStreamNonBlocking); err != nil {
+				return err
+			}
+		}
+		if err := after(a, c.side, compute); err != nil {
+			return err
+		}
+		if err := f(p, dt, c.side); err != nil {
+			return err
+		}
+		if err := cu("cuEventCreate", a.eventCreate, uintptr(unsafe.Pointer(&ev)), cuEventDisableTiming); err != nil {
+			return err
+		}
+		return cu("cuEventRecord", a.eventRecord, ev, c.side)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		return c.b.WithStream(func(compute uintptr) error {
+			defer cu("cuEventDestroy", a.eventDestroy, ev)
+			return cu("cuStreamWaitEvent", a.streamWaitEvent, compute, ev, 0)
+		})
+	}, nil
+}
+
+// AllReduceAsync is AllReduce on the side stream.
+func (c *NCCL) AllReduceAsync(t engine.Tensor) (func() error, error) {
+	return c.async("AllReduce", t, c.allReduce(t))
+}
+
+// ReduceScatterAsync is ReduceScatter on the side stream.
+func (c *NCCL) ReduceScatterAsync(t engine.Tensor) (func() error, error) {
+	n, err := c.chunk("ReduceScatter", t)
+	if err != nil {
+		return nil, err
+	}
+	return c.async("ReduceScatter", t, c.reduceScatter(t, n))
+}
+
 // Abort ends the communicator at once (ncclCommAbort), failing the other
 // ranks' pending collectives, after an error on this rank.
 func (c *NCCL) Abort(error) {
@@ -328,7 +458,13 @@ func (c *NCCL) Close() error {
 	if c.comm == 0 {
 		return nil
 	}
-	err := c.b.WithStream(func(uintptr) error { return ncclL.call("ncclCommDestroy", ncclL.destroy, c.comm) })
+	err := c.b.WithStream(func(uintptr) error {
+		if c.side != 0 && streams != nil {
+			cu("cuStreamDestroy", streams.streamDestroy, c.side)
+			c.side = 0
+		}
+		return ncclL.call("ncclCommDestroy", ncclL.destroy, c.comm)
+	})
 	c.comm = 0
 	return err
 }

@@ -78,10 +78,23 @@ func init() { engine.RegisterCollective("nccl-loopback", loopbackNCCL) }
 
 // TestNCCLTrainingEqualsSingleGPU (GPU and NCCL; skips without them):
 // the data-parallel path with one rank through NCCL (ncclCommInitAll),
-// and through the TCP rendezvous on loopback (ncclCommInitRank with the
-// fetched id), trains LoRA and full fine-tuning (sharded: reduce-scatter,
-// all-gather) to the same losses as the plain single-GPU run.
+// with the buckets reduced in order on the compute stream
+// (WHET_DP_NO_OVERLAP=1), trains LoRA and full fine-tuning (sharded:
+// reduce-scatter, all-gather) to the same losses as the plain single-GPU
+// run; so does the TCP rendezvous on loopback (ncclCommInitRank with the
+// fetched id).
 func TestNCCLTrainingEqualsSingleGPU(t *testing.T) {
+	t.Setenv("WHET_DP_NO_OVERLAP", "1")
+	ncclTraining(t, "nccl", "nccl-loopback")
+}
+
+// TestNCCLOverlappedTrainingEqualsSingleGPU is the same with the buckets
+// reduced on a second stream beside the backward (the default).
+func TestNCCLOverlappedTrainingEqualsSingleGPU(t *testing.T) {
+	ncclTraining(t, "nccl", "nccl-loopback")
+}
+
+func ncclTraining(t *testing.T, collectives ...string) {
 	b, err := cuda.New(cuda.Options{})
 	if err != nil {
 		t.Skipf("no GPU: %v", err)
@@ -125,7 +138,7 @@ func TestNCCLTrainingEqualsSingleGPU(t *testing.T) {
 			return losses
 		}
 		base := run("")
-		for _, c := range []string{"nccl", "nccl-loopback"} {
+		for _, c := range collectives {
 			got := run(c)
 			if len(got) != len(base) {
 				t.Fatalf("%s %s: %d steps, want %d", method, c, len(got), len(base))
