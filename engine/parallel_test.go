@@ -233,3 +233,51 @@ func copyDir(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestDataParallelPauseCheckpointStop: a run of 2 CPU ranks (sharded full
+// fine-tuning) obeys pause, checkpoint and stop through rank 0's control
+// while the other rank follows: the stop writes a checkpoint of the last
+// step and the run ends (no rank is left waiting).
+func TestDataParallelPauseCheckpointStop(t *testing.T) {
+	cfg := dpConfig(t, "stop", "full", 1, 2)
+	cfg.Train.MaxSteps, cfg.Train.SaveEvery = 1000, 0
+	cfg.Parallel.Ranks = 2
+	events, ctl, err := engine.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var done engine.DoneEvent
+	var ckpts []int
+	steps := 0
+	for ev := range events {
+		switch e := ev.(type) {
+		case engine.StepEvent:
+			steps++
+			switch steps {
+			case 1:
+				ctl.Pause()
+				ctl.Checkpoint()
+				ctl.Resume()
+			case 3:
+				ctl.Stop()
+			}
+		case engine.CheckpointEvent:
+			ckpts = append(ckpts, e.Step)
+		case engine.DoneEvent:
+			done = e
+		}
+	}
+	if done.Err != nil || !done.Stopped {
+		t.Fatalf("run ended with %+v", done)
+	}
+	if len(ckpts) != 2 || ckpts[len(ckpts)-1] != done.Step {
+		t.Fatalf("checkpoints at %v, stopped at step %d: want one asked for and one at the stop", ckpts, done.Step)
+	}
+	// The stop's checkpoint holds every tensor, gathered from both ranks.
+	tensors := checkpointTensors(t, filepath.Join(cfg.RunsDir, cfg.Name), done.Step)
+	for name, v := range tensors {
+		if strings.HasSuffix(name, ".exp_avg_sq") && relDiff(v, make([]float32, len(v))) == 0 {
+			t.Errorf("%s is all zero in the stop's checkpoint", name)
+		}
+	}
+}
