@@ -237,7 +237,7 @@ func (a *Activations) GRPOForwardBackward(b *datasets.Batch, seqs []GRPOSeq, l G
 		if (sq.Old != nil && len(sq.Old) != len(lp)) || (sq.Ref != nil && len(sq.Ref) != len(lp)) {
 			return GRPOResult{}, fmt.Errorf("grpo: sequence %d has %d completion tokens but %d old and %d reference log-probs", s, len(lp), len(sq.Old), len(sq.Ref))
 		}
-		if l.Beta != 0 && sq.Ref == nil {
+		if l.Beta != 0 && len(sq.Ref) != len(lp) {
 			return GRPOResult{}, fmt.Errorf("grpo: sequence %d has no reference log-probs and beta is %g", s, l.Beta)
 		}
 		k := 0

@@ -124,3 +124,35 @@ func TestStartGRPORunEndToEnd(t *testing.T) {
 		t.Fatalf("status.json %s", js)
 	}
 }
+
+// TestGRPOMaskTruncated: with mask_truncated_completions every completion
+// cut at max_completion_length leaves the loss; the tiny random model never
+// stops within 2 tokens, so the loss and gradient are exactly 0 while the
+// metrics still count the cut completions.
+func TestGRPOMaskTruncated(t *testing.T) {
+	// Alternating rewards: every group has a spread, so an unmasked step
+	// always has a gradient.
+	script := filepath.Join(t.TempDir(), "alternate.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\ni=0; while IFS= read -r l; do echo $((i % 2)); i=$((i + 1)); done\n"), 0o755)
+	alternate := []reward.Spec{{Type: "command", Command: []string{script}}}
+	cfg := grpoRunConfig(t, t.TempDir(), 2)
+	cfg.GRPO.MaskTruncated, cfg.GRPO.MaxCompletionLength, cfg.GRPO.Rewards = true, 2, alternate
+	var steps []engine.StepEvent
+	for _, ev := range runToEnd(t, cfg) {
+		if e, ok := ev.(engine.StepEvent); ok {
+			steps = append(steps, e)
+		}
+	}
+	for _, e := range steps {
+		if e.Metrics["completions/clipped_ratio"] != 1 || e.Loss != 0 || e.GradNorm != 0 || e.Metrics["completions/mean_length"] != 2 {
+			t.Errorf("step %d: loss %g grad norm %g metrics %v", e.Step, e.Loss, e.GradNorm, e.Metrics)
+		}
+	}
+	cfg = grpoRunConfig(t, t.TempDir(), 2)
+	cfg.GRPO.MaxCompletionLength, cfg.GRPO.Rewards = 2, alternate
+	for _, ev := range runToEnd(t, cfg) {
+		if e, ok := ev.(engine.StepEvent); ok && e.GradNorm == 0 {
+			t.Errorf("unmasked step %d: loss %g grad norm %g", e.Step, e.Loss, e.GradNorm)
+		}
+	}
+}
