@@ -281,3 +281,54 @@ func TestDataParallelPauseCheckpointStop(t *testing.T) {
 		}
 	}
 }
+
+func TestParseGPUs(t *testing.T) {
+	for _, c := range []struct {
+		spec  string
+		count int
+		want  []int
+		err   string
+	}{
+		{"", 4, []int{0}, ""},
+		{"all", 3, []int{0, 1, 2}, ""},
+		{"2", 4, []int{0, 1}, ""},
+		{"3,0, 2", 4, []int{0, 2, 3}, ""},
+		{"all", 0, nil, "no GPU found"},
+		{"5", 4, nil, "5 asked for, 4 found"},
+		{"0,4", 4, nil, "device 4 asked for, 4 found"},
+		{"1,1", 4, nil, "device 1 listed twice"},
+		{"two", 4, nil, "not all, a count"},
+		{"0,-1", 4, nil, "not a device index"},
+	} {
+		got, err := engine.ParseGPUs(c.spec, c.count)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseGPUs(%q, %d) = %v, %v; want an error with %q", c.spec, c.count, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("ParseGPUs(%q, %d) = %v, %v; want %v", c.spec, c.count, got, err, c.want)
+		}
+	}
+}
+
+func FuzzParseGPUs(f *testing.F) {
+	for _, s := range []string{"", "all", "3", "0,2,3", "1,1", "-1", "0,,1"} {
+		f.Add(s, 4)
+	}
+	f.Fuzz(func(t *testing.T, spec string, count int) {
+		count %= 1024
+		ids, err := engine.ParseGPUs(spec, count)
+		if err != nil {
+			return
+		}
+		seen := map[int]bool{}
+		for i, id := range ids {
+			if id < 0 || id >= count || seen[id] || (i > 0 && id < ids[i-1]) {
+				t.Fatalf("ParseGPUs(%q, %d) = %v", spec, count, ids)
+			}
+			seen[id] = true
+		}
+	})
+}
