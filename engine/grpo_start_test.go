@@ -127,8 +127,9 @@ func TestStartGRPORunEndToEnd(t *testing.T) {
 
 // TestGRPOMaskTruncated: with mask_truncated_completions every completion
 // cut at max_completion_length leaves the loss; the tiny random model never
-// stops within 2 tokens, so the loss and gradient are exactly 0 while the
-// metrics still count the cut completions.
+// stops within 2 tokens with the seed below, so the loss and gradient are
+// exactly 0 while the
+// metrics still count the cut completions; the same run unmasked learns.
 func TestGRPOMaskTruncated(t *testing.T) {
 	// Alternating rewards: every group has a spread, so an unmasked step
 	// always has a gradient.
@@ -137,6 +138,9 @@ func TestGRPOMaskTruncated(t *testing.T) {
 	alternate := []reward.Spec{{Type: "command", Command: []string{script}}}
 	cfg := grpoRunConfig(t, t.TempDir(), 2)
 	cfg.GRPO.MaskTruncated, cfg.GRPO.MaxCompletionLength, cfg.GRPO.Rewards = true, 2, alternate
+	// With this seed no completion stops within 2 tokens (seed 1 samples
+	// one that does), so every one is cut.
+	cfg.Train.Seed = 2
 	var steps []engine.StepEvent
 	for _, ev := range runToEnd(t, cfg) {
 		if e, ok := ev.(engine.StepEvent); ok {
@@ -150,6 +154,7 @@ func TestGRPOMaskTruncated(t *testing.T) {
 	}
 	cfg = grpoRunConfig(t, t.TempDir(), 2)
 	cfg.GRPO.MaxCompletionLength, cfg.GRPO.Rewards = 2, alternate
+	cfg.Train.Seed = 2
 	for _, ev := range runToEnd(t, cfg) {
 		if e, ok := ev.(engine.StepEvent); ok && e.GradNorm == 0 {
 			t.Errorf("unmasked step %d: loss %g grad norm %g", e.Step, e.Loss, e.GradNorm)
