@@ -278,7 +278,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if cfg.Method == "grpo" && len(group) > 1 {
+	if cfg.Method == "grpo" && group[0] != nil && group[0].Size() > 1 { // ranks here or on other nodes
 		return fail(fmt.Errorf("parallel: grpo runs on one GPU for now (its generation is not spread over ranks); remove the parallel section"))
 	}
 	t, err := s.newTrainer(s.Backend, data, group[0])
