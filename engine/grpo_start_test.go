@@ -128,8 +128,8 @@ func TestStartGRPORunEndToEnd(t *testing.T) {
 // TestGRPOMaskTruncated: with mask_truncated_completions every completion
 // cut at max_completion_length leaves the loss; the tiny random model never
 // stops within 2 tokens with the seed below, so the loss and gradient are
-// exactly 0 while the
-// metrics still count the cut completions; the same run unmasked learns.
+// exactly 0 while the metrics still count the cut completions; the same
+// run unmasked learns.
 func TestGRPOMaskTruncated(t *testing.T) {
 	// Alternating rewards: every group has a spread, so an unmasked step
 	// always has a gradient.
