@@ -49,6 +49,29 @@
 // swapping the operands. Descriptors and the heuristic's choice of
 // algorithm are cached per shape.
 //
+// # Architectures
+//
+// The backend runs on sm_80 and newer: Ampere (A100 sm_80, RTX 30 sm_86),
+// Ada (RTX 40 sm_89), Hopper (H100/H200 sm_90), Blackwell (B200 sm_100,
+// RTX 50 and RTX PRO sm_120, DGX Spark's GB10 sm_121). An older card is
+// refused by New with one message wrapping ErrUnsupportedArch (the
+// kernels' bf16 tensor-core products and bf16 arithmetic need Ampere);
+// WHET_CUDA_ARCH=sm_75 makes any device stand in for such a card, to
+// test that message. NVRTC must know the device's architecture (CUDA 12.8
+// for sm_100 and sm_120, 12.9 for sm_121): New says so when it does not.
+// The rules live in nvrtc.go; TestKernelsCompileForEveryArch compiles
+// every kernel for every one of them, which NVRTC does without such a card.
+//
+// No Hopper-only instruction is used: no wgmma, no TMA (cp.async.bulk),
+// no clusters. Every tensor-core product is mma.sync m16n8k16, which all
+// of the architectures above run, so one source serves them all and the
+// cubin is compiled for the device's own architecture. A kernel that adds
+// wgmma must put it under #if defined(__CUDA_ARCH_FEAT_SM90_ALL) and the
+// backend must then compile for sm_90a on sm_90 devices (wgmma exists on
+// no other architecture, not even Blackwell); TMA and clusters go under
+// __CUDA_ARCH__ >= 900, with the mma.sync path in the #else branch.
+// TestHopperOnlyInstructionsAreGated holds the sources to that in CI.
+//
 // # Memory
 //
 // Tensors are plain device allocations (cuMemAlloc, never managed memory),
