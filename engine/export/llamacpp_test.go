@@ -96,6 +96,7 @@ type greedyCase struct {
 //     and the F16 export matches whet's perplexity of the original model;
 //   - llama.cpp's tokenizer, built from our metadata, encodes text as ours.
 func TestGGUFInLlamaCpp(t *testing.T) {
+	requireLlama(t) // before the exports, which take minutes under emulation
 	tmp := t.TempDir()
 	loraRun := makeLoRARun(t, filepath.Join(tmp, "lora-llama"), testdata("tiny-llama"), 11)
 	qwenRun := makeFullRun(t, filepath.Join(tmp, "full-qwen2"), testdata("tiny-qwen2"))

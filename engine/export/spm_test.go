@@ -30,6 +30,7 @@ import (
 // add_space_prefix), tokenizes the tokenizer test corpus exactly as whet's
 // tokenizer does.
 func TestGGUFRealTokenizersInLlamaCpp(t *testing.T) {
+	requireLlama(t) // before the exports, which take minutes under emulation
 	texts := corpusTexts(t)
 	tmp := t.TempDir()
 	var jobs []llamaJob

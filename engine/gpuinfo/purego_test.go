@@ -18,12 +18,17 @@ func fakeNVML(t *testing.T, defines ...string) string {
 }
 
 // fakeLib compiles one of testdata's fake driver libraries with the given
-// -D defines.
+// -D defines, with $CC when set (tools/arm64 sets the arm64 cross
+// compiler: the library must match the test binary's architecture), else gcc.
 func fakeLib(t *testing.T, source string, defines ...string) string {
 	t.Helper()
-	cc, err := exec.LookPath("gcc")
+	name := os.Getenv("CC")
+	if name == "" {
+		name = "gcc"
+	}
+	cc, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("gcc not found: cannot build %s", source)
+		t.Skipf("%s not found: cannot build %s", name, source)
 	}
 	lib := filepath.Join(t.TempDir(), strings.TrimSuffix(source, ".c")+".so")
 	args := []string{"-shared", "-fPIC", "-O1", "-o", lib}
