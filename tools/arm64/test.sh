@@ -9,8 +9,9 @@
 #      GGUF quantizers; the presets; purego calls into C, which pass
 #      arguments differently on arm64) run under qemu-aarch64.
 # tools/setup/arm64.sh installs qemu-user and the cross compiler. Emulation
-# costs 4-5x native time; the package list and -short keep this within a
-# few minutes (the log of one run is in docs/arm64.md). On an arm64 machine
+# runs CPU-bound Go code 15-30x slower than native; the package list, the
+# engine filter and -short keep this to about 7 minutes on a 2-core machine
+# with a cold build cache (docs/arm64.md has the measurements). On an arm64 machine
 # it returns at once: tools/test.sh's go test ./... runs everything natively.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
