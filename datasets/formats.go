@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"whet/datasets/vision"
 )
 
 // Format is the shape of a dataset's rows.
@@ -321,6 +323,9 @@ func messageContent(v any) (string, string) {
 			return "", fmt.Sprintf("part %d: want an object, got %s", i, jsonKind(p))
 		}
 		if t, _ := obj["type"].(string); t != "text" {
+			if vision.IsImagePartType(t) {
+				return "", fmt.Sprintf("part %d is an image: whet cannot train on images yet (see docs/vision.md)", i)
+			}
 			return "", fmt.Sprintf("part %d: type %q is not supported (text only)", i, t)
 		}
 		s, ok := obj["text"].(string)

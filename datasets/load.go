@@ -656,7 +656,11 @@ func ReadParquet(r io.ReaderAt, size int64, name string, skipBad bool) (*ReadRes
 			var field string
 			var at int
 			if fields[k], field, at = normalizeParquetValue(v, k); field != "" && rowErr == nil {
-				rowErr = &RowError{Loc: loc, Field: field, Reason: ReasonInvalidUTF8, Detail: fmt.Sprintf("invalid UTF-8 at byte offset %d of the value; %s", at, utf8Advice)}
+				detail := fmt.Sprintf("invalid UTF-8 at byte offset %d of the value; %s", at, utf8Advice)
+				if strings.HasSuffix(field, ".bytes") { // a {bytes, path} struct: an image column
+					detail = "binary data (an image column?): whet cannot train on images yet (see docs/vision.md)"
+				}
+				rowErr = &RowError{Loc: loc, Field: field, Reason: ReasonInvalidUTF8, Detail: detail}
 			}
 		}
 		if rowErr != nil {

@@ -1,0 +1,88 @@
+package vision
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// FuzzParseContent feeds arbitrary JSON to the content parser: it must
+// never panic, and what it accepts must be well formed (every part text
+// or an image with a source or marked as a placeholder).
+func FuzzParseContent(f *testing.F) {
+	for _, s := range []string{
+		`"plain text"`,
+		`[{"type": "text", "text": "hi"}, {"type": "image"}]`,
+		`[{"type": "image", "path": "a/b.png"}, {"type": "image", "image": {"bytes": "iVBORw0KGgo=", "path": "x.png"}}]`,
+		`[{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]`,
+		`[{"type": "image_url", "image_url": "https://example.invalid/x.png"}]`,
+		`[{"type": "image", "url": "file:///tmp/x.jpg"}, {"type": 3}]`,
+		`[{"type": "image", "image": {"bytes": 5}}]`,
+		`null`, `[[]]`, `{"type": "text"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var v any
+		if json.Unmarshal(data, &v) != nil {
+			return
+		}
+		parts, err := ParseContent(v)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		for i, p := range parts {
+			if !p.IsImage() {
+				continue
+			}
+			r := p.Image
+			if !r.Placeholder && r.Path == "" && len(r.Bytes) == 0 {
+				t.Fatalf("part %d: image without a source: %+v", i, r)
+			}
+			if r.Placeholder && (r.Path != "" || len(r.Bytes) > 0) {
+				t.Fatalf("part %d: placeholder with a source: %+v", i, r)
+			}
+			if strings.HasPrefix(r.Path, "http") && strings.Contains(r.Path, "://") {
+				t.Fatalf("part %d: remote URL accepted as a path: %q", i, r.Path)
+			}
+		}
+	})
+}
+
+// FuzzDecode feeds arbitrary bytes to the image decoder (with a small
+// pixel limit, so a forged header cannot ask for gigabytes): it must
+// never panic, and an image it accepts converts to RGB of its size under
+// both alpha rules and survives both processors' resize.
+func FuzzDecode(f *testing.F) {
+	for _, ti := range testImages() {
+		if ti.w*ti.h <= 4096 {
+			f.Add(ti.encode())
+		}
+	}
+	f.Add([]byte("GIF89a"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := decode(data, 4096)
+		if err != nil {
+			return
+		}
+		for _, a := range []AlphaRule{AlphaDrop, AlphaOverWhite} {
+			img := d.RGB(a, Gray16Clip)
+			if img.W != d.Width || img.H != d.Height || len(img.Pix) != 3*d.Width*d.Height {
+				t.Fatalf("RGB %dx%d with %d bytes for a %dx%d image", img.W, img.H, len(img.Pix), d.Width, d.Height)
+			}
+			if _, err := Resize(img, 7, 5, Bicubic); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := DefaultMllama()
+		m.TileSize = 8
+		// A strip far thinner than it is long can shrink to zero rows on
+		// the canvas; that is the one refusal allowed.
+		if _, err := m.Process(d); err != nil && !strings.Contains(err.Error(), "has no pixels") {
+			t.Fatal(err)
+		}
+	})
+}

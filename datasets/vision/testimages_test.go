@@ -1,0 +1,319 @@
+package vision
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/binary"
+	"flag"
+	"hash/crc32"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The committed test images in testdata/ are made by this file:
+//
+//	go test ./datasets/vision -run TestTestImages -write-images
+//
+// tools/reference/make_vision_reference.py runs transformers' processors
+// on the same files. The pixel values are plain arithmetic on x and y, so
+// a test can rebuild what each PNG must decode to.
+var writeImages = flag.Bool("write-images", false, "rewrite the test images in testdata/")
+
+const testdata = "testdata"
+
+type testImage struct {
+	name   string
+	mode   Mode
+	depth  int
+	w, h   int
+	encode func() []byte
+	// want is the pixel (straight RGBA) the file must decode to; nil for
+	// lossy JPEG.
+	want func(x, y int) (r, g, b, a uint8)
+}
+
+// pattern mixes smooth gradients with a hard edge and a one-pixel
+// checkerboard, so resampling errors show up in every filter tap.
+func pattern(x, y, w, h, c int) uint8 {
+	switch {
+	case (x/3+y/3)%5 == 0:
+		if (x+y)%2 == 0 {
+			return 255
+		}
+		return 0
+	case x < w/3:
+		return uint8((x*255/(w-1) + c*70) % 256)
+	default:
+		return uint8((y*255/(h-1)*(c+1) + x*7) % 256)
+	}
+}
+
+func gray16At(x, y int) uint16 {
+	if y < 4 { // a band below 256, where Pillow's clipping keeps the value
+		return uint16(x * 4)
+	}
+	return uint16((x*1021 + y*2663) % 65536)
+}
+
+var paletteColors = func() color.Palette {
+	var p color.Palette
+	for i := 0; i < 16; i++ {
+		r, g, b := uint8(i*17), uint8(255-i*13), uint8((i*97)%256)
+		if i%4 == 3 {
+			p = append(p, color.NRGBA{r, g, b, uint8(i * 15)}) // transparent entries: a tRNS chunk
+		} else {
+			p = append(p, color.RGBA{r, g, b, 255})
+		}
+	}
+	return p
+}()
+
+func testImages() []testImage {
+	rgbWant := func(w, h int) func(x, y int) (uint8, uint8, uint8, uint8) {
+		return func(x, y int) (uint8, uint8, uint8, uint8) {
+			return pattern(x, y, w, h, 0), pattern(x, y, w, h, 1), pattern(x, y, w, h, 2), 255
+		}
+	}
+	rgba := func(w, h int) *image.NRGBA {
+		m := image.NewNRGBA(image.Rect(0, 0, w, h))
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				r, g, b, _ := rgbWant(w, h)(x, y)
+				m.SetNRGBA(x, y, color.NRGBA{r, g, b, 255})
+			}
+		}
+		return m
+	}
+	alphaAt := func(x, y int) uint8 { return uint8((x*255/39 + y*3) % 256) }
+	grayAt := func(w, h int) func(x, y int) uint8 {
+		return func(x, y int) uint8 { return pattern(x, y, w, h, 1) }
+	}
+	var imgs []testImage
+	add := func(t testImage) { imgs = append(imgs, t) }
+
+	for _, sz := range [][2]int{{37, 23}, {700, 150}, {150, 700}} {
+		w, h := sz[0], sz[1]
+		add(testImage{name: "rgb8_" + dims(w, h) + ".png", mode: ModeRGB, depth: 8, w: w, h: h,
+			encode: func() []byte {
+				// Opaque NRGBA: Go's encoder writes colour type 2 (RGB).
+				return encodePNG(rgba(w, h))
+			}, want: rgbWant(w, h)})
+	}
+	add(testImage{name: "rgba8_40x30.png", mode: ModeRGBA, depth: 8, w: 40, h: 30,
+		encode: func() []byte {
+			m := rgba(40, 30)
+			for y := 0; y < 30; y++ {
+				for x := 0; x < 40; x++ {
+					m.Pix[m.PixOffset(x, y)+3] = alphaAt(x, y)
+				}
+			}
+			return encodePNG(m)
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			r, g, b, _ := rgbWant(40, 30)(x, y)
+			return r, g, b, alphaAt(x, y)
+		}})
+	add(testImage{name: "gray8_31x45.png", mode: ModeL, depth: 8, w: 31, h: 45,
+		encode: func() []byte {
+			m := image.NewGray(image.Rect(0, 0, 31, 45))
+			for y := 0; y < 45; y++ {
+				for x := 0; x < 31; x++ {
+					m.SetGray(x, y, color.Gray{grayAt(31, 45)(x, y)})
+				}
+			}
+			return encodePNG(m)
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			v := grayAt(31, 45)(x, y)
+			return v, v, v, 255
+		}})
+	add(testImage{name: "gray16_64x48.png", mode: ModeI16, depth: 16, w: 64, h: 48,
+		encode: func() []byte {
+			m := image.NewGray16(image.Rect(0, 0, 64, 48))
+			for y := 0; y < 48; y++ {
+				for x := 0; x < 64; x++ {
+					m.SetGray16(x, y, color.Gray16{gray16At(x, y)})
+				}
+			}
+			return encodePNG(m)
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			v := uint8(gray16At(x, y) >> 8)
+			return v, v, v, 255
+		}})
+	add(testImage{name: "palette_33x33.png", mode: ModeP, depth: 4, w: 33, h: 33,
+		encode: func() []byte {
+			m := image.NewPaletted(image.Rect(0, 0, 33, 33), paletteColors)
+			for y := 0; y < 33; y++ {
+				for x := 0; x < 33; x++ {
+					m.SetColorIndex(x, y, uint8((x/2+y/3)%16))
+				}
+			}
+			return encodePNG(m)
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			c := straight(paletteColors[(x/2+y/3)%16])
+			return c.R, c.G, c.B, c.A
+		}})
+	add(testImage{name: "la8_20x17.png", mode: ModeLA, depth: 8, w: 20, h: 17,
+		encode: func() []byte {
+			return rawPNG(20, 17, 8, 4, func(x, y int) []byte { return []byte{grayAt(20, 17)(x, y), alphaAt(x, y)} })
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			v := grayAt(20, 17)(x, y)
+			return v, v, v, alphaAt(x, y)
+		}})
+	add(testImage{name: "gray4_19x13.png", mode: ModeL, depth: 4, w: 19, h: 13,
+		encode: func() []byte {
+			return rawPNG(19, 13, 4, 0, func(x, y int) []byte { return []byte{uint8((x + 2*y) % 16)} })
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			v := uint8((x+2*y)%16) * 17
+			return v, v, v, 255
+		}})
+	add(testImage{name: "rgb16_25x19.png", mode: ModeRGB, depth: 16, w: 25, h: 19,
+		encode: func() []byte {
+			m := image.NewRGBA64(image.Rect(0, 0, 25, 19))
+			for y := 0; y < 19; y++ {
+				for x := 0; x < 25; x++ {
+					r, g, b, _ := rgbWant(25, 19)(x, y)
+					// low bytes vary too: Pillow and whet keep the high byte
+					m.SetRGBA64(x, y, color.RGBA64{uint16(r)<<8 | uint16(x*9), uint16(g)<<8 | uint16(y*13), uint16(b)<<8 | 0xff, 0xffff})
+				}
+			}
+			return encodePNG(m)
+		},
+		want: rgbWant(25, 19)})
+	add(testImage{name: "color_48x40.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
+		encode: func() []byte { return encodeJPEG(rgba(48, 40)) }})
+	add(testImage{name: "gray_30x50.jpg", mode: ModeL, depth: 8, w: 30, h: 50,
+		encode: func() []byte {
+			m := image.NewGray(image.Rect(0, 0, 30, 50))
+			for y := 0; y < 50; y++ {
+				for x := 0; x < 30; x++ {
+					m.SetGray(x, y, color.Gray{grayAt(30, 50)(x, y)})
+				}
+			}
+			return encodeJPEG(m)
+		}})
+	return imgs
+}
+
+func dims(w, h int) string {
+	return itoa(w) + "x" + itoa(h)
+}
+
+func itoa(n int) string {
+	return string(appendInt(nil, n))
+}
+
+func appendInt(b []byte, n int) []byte {
+	if n >= 10 {
+		b = appendInt(b, n/10)
+	}
+	return append(b, byte('0'+n%10))
+}
+
+func encodePNG(m image.Image) []byte {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, m); err != nil {
+		panic(err) // test helper: in-memory encoding of a valid image
+	}
+	return buf.Bytes()
+}
+
+func encodeJPEG(m image.Image) []byte {
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, m, &jpeg.Options{Quality: 90}); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+// rawPNG writes a PNG of a colour type and bit depth Go's encoder does not
+// produce (gray+alpha, 4-bit gray); px returns one pixel's samples (for
+// depths under 8, one sample in the low bits).
+func rawPNG(w, h, depth int, colorType byte, px func(x, y int) []byte) []byte {
+	var raw bytes.Buffer
+	for y := 0; y < h; y++ {
+		raw.WriteByte(0) // filter: none
+		if depth < 8 {
+			var acc, n int
+			for x := 0; x < w; x++ {
+				acc = acc<<depth | int(px(x, y)[0])
+				n += depth
+				if n == 8 {
+					raw.WriteByte(byte(acc))
+					acc, n = 0, 0
+				}
+			}
+			if n > 0 {
+				raw.WriteByte(byte(acc << (8 - n)))
+			}
+			continue
+		}
+		for x := 0; x < w; x++ {
+			raw.Write(px(x, y))
+		}
+	}
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write(raw.Bytes())
+	zw.Close()
+	var out bytes.Buffer
+	out.Write(pngSignature)
+	chunk := func(typ string, data []byte) {
+		binary.Write(&out, binary.BigEndian, uint32(len(data)))
+		c := crc32.NewIEEE()
+		c.Write([]byte(typ))
+		c.Write(data)
+		out.WriteString(typ)
+		out.Write(data)
+		binary.Write(&out, binary.BigEndian, c.Sum32())
+	}
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
+	ihdr[8], ihdr[9] = byte(depth), colorType
+	chunk("IHDR", ihdr)
+	chunk("IDAT", z.Bytes())
+	chunk("IEND", nil)
+	return out.Bytes()
+}
+
+// TestTestImages decodes every committed test image and checks its mode,
+// size and (for PNG) every pixel against the arithmetic that made it.
+func TestTestImages(t *testing.T) {
+	for _, ti := range testImages() {
+		path := filepath.Join(testdata, ti.name)
+		if *writeImages {
+			if err := os.WriteFile(path, ti.encode(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := DecodeFile(path)
+		if err != nil {
+			t.Fatalf("%v (regenerate with -write-images)", err)
+		}
+		if d.Mode != ti.mode || d.BitDepth != ti.depth || d.Width != ti.w || d.Height != ti.h {
+			t.Errorf("%s: mode %s depth %d size %dx%d, want %s %d %dx%d", ti.name, d.Mode, d.BitDepth, d.Width, d.Height, ti.mode, ti.depth, ti.w, ti.h)
+		}
+		if ti.want == nil {
+			continue
+		}
+		for y := 0; y < ti.h; y++ {
+			for x := 0; x < ti.w; x++ {
+				r, g, b, a := ti.want(x, y)
+				p := d.pix[4*(y*ti.w+x):]
+				if p[0] != r || p[1] != g || p[2] != b || p[3] != a {
+					t.Fatalf("%s (%d,%d) = %v, want %v", ti.name, x, y, p[:4], []uint8{r, g, b, a})
+				}
+			}
+		}
+	}
+}
