@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -152,7 +153,7 @@ func checkReference(t *testing.T, ref *refFile) {
 				}
 			}
 		}
-		if !equalInts(shape, c.Shape) {
+		if !slices.Equal(shape, c.Shape) {
 			t.Errorf("%s %s: shape %v, reference %v", c.Image, c.Config, shape, c.Shape)
 			continue
 		}
@@ -224,18 +225,6 @@ func hashFloats(v []float32) string {
 	}
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // colorJPEGMeanTolerance bounds the mean |whet - reference| on a colour
