@@ -141,6 +141,9 @@ func decode(data []byte, maxPixels int) (*Decoded, error) {
 	if err := d.fill(img); err != nil {
 		return nil, err
 	}
+	if ycc, ok := img.(*image.YCbCr); ok {
+		libjpegRGB(ycc, d.Width, d.Height, d.pix)
+	}
 	return d, nil
 }
 

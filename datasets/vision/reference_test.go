@@ -73,12 +73,13 @@ func refConfig(name string) (any, bool) {
 	return g, true
 }
 
-// grayJPEGTolerance bounds |whet - reference| on a grayscale JPEG after
-// normalisation: Go's image/jpeg and libjpeg (Pillow) round the inverse
-// DCT differently, so a decoded sample may differ by one level; 2 levels
-// of 255 under CLIP's smallest std (0.2613). Colour JPEGs differ more (see
-// colorJPEGMeanTolerance).
-const grayJPEGTolerance = 2.0 / 255 / 0.2613
+// jpegTolerance bounds |whet - reference| on JPEG inputs after
+// normalisation. Go's image/jpeg and libjpeg (under Pillow) round the
+// inverse DCT differently, so a decoded sample may differ by a level
+// (grayscale) or, after chroma upsampling and colour conversion (done the
+// libjpeg way, jpeg.go), by two or three; resampling can carry that to a
+// neighbour. 4 levels of 255 under CLIP's smallest std (0.2613).
+const jpegTolerance = 4.0 / 255 / 0.2613
 
 func TestMatchesReference(t *testing.T) {
 	found := false
@@ -172,11 +173,8 @@ func checkReference(t *testing.T, ref *refFile) {
 			worstJPEG = math.Max(worstJPEG, worst)
 			mean := sum / float64(len(idx))
 			t.Logf("%s %s: JPEG max %.4f mean %.5f", c.Image, c.Config, worst, mean)
-			if d.Mode == ModeL && worst > grayJPEGTolerance {
-				t.Errorf("%s %s: grayscale JPEG differs by %.4f (tolerance %.4f)", c.Image, c.Config, worst, grayJPEGTolerance)
-			}
-			if d.Mode != ModeL && mean > colorJPEGMeanTolerance {
-				t.Errorf("%s %s: colour JPEG differs by %.4f on average (tolerance %.4f)", c.Image, c.Config, mean, colorJPEGMeanTolerance)
+			if worst > jpegTolerance {
+				t.Errorf("%s %s: JPEG differs by %.4f at flat index %d (tolerance %.4f)", c.Image, c.Config, worst, at, jpegTolerance)
 			}
 			continue
 		}
@@ -226,11 +224,3 @@ func hashFloats(v []float32) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
-
-// colorJPEGMeanTolerance bounds the mean |whet - reference| on a colour
-// JPEG. Pixel by pixel the two decoders differ a lot at colour edges: for
-// 4:2:0 chroma Go's image/jpeg repeats each chroma sample over 2×2 pixels
-// where libjpeg interpolates ("fancy upsampling"), which on the test
-// image's one-pixel checkerboard moves a channel by up to ~50 levels.
-// docs/vision.md records this as not yet equal to transformers.
-const colorJPEGMeanTolerance = 0.12
