@@ -86,3 +86,37 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseProcessorConfig: any JSON must give a processor that can run
+// or an error, never a panic; an accepted processor runs on a test image.
+func FuzzParseProcessorConfig(f *testing.F) {
+	f.Add([]byte(gemma3Config))
+	f.Add([]byte(mllamaConfig))
+	f.Add([]byte(`{"image_processor_type": "Gemma3ImageProcessor", "size": {"height": 3, "width": 3}, "do_pan_and_scan": true, "pan_and_scan_min_crop_size": 1}`))
+	f.Add([]byte(`{"image_processor_type": "MllamaImageProcessorPil", "max_image_tiles": 9, "size": {"height": 2, "width": 2}, "image_mean": 1e308}`))
+	d := solid(23, 9, 200)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseProcessorConfig(data)
+		if err != nil {
+			return
+		}
+		switch {
+		case c.Gemma3 != nil:
+			g := *c.Gemma3
+			if g.Size > 64 {
+				g.Size = 64 // keep the fuzzer fast; the size is not what is tested
+			}
+			if _, err := g.Process(d); err != nil {
+				t.Fatalf("accepted config fails: %v", err)
+			}
+		case c.Mllama != nil:
+			m := *c.Mllama
+			m.TileSize = min(m.TileSize, 16) // the tile count is left as parsed: it must be bounded there
+			if _, err := m.Process(d); err != nil && !strings.Contains(err.Error(), "has no pixels") {
+				t.Fatalf("accepted config fails: %v", err)
+			}
+		default:
+			t.Fatal("no processor and no error")
+		}
+	})
+}
