@@ -28,6 +28,14 @@ type refFile struct {
 		Size [2]int `json:"size"`
 	} `json:"images"`
 	Cases []refCase `json:"cases"`
+	// CrossAttention holds Mllama's cross-attention masks for a few token
+	// sequences (transformers only).
+	CrossAttention []struct {
+		IDs      []int    `json:"ids"`
+		NumTiles []int    `json:"num_tiles"`
+		Spans    [][2]int `json:"spans"`
+		Dense    []uint8  `json:"dense"`
+	} `json:"cross_attention"`
 }
 
 type refCase struct {
@@ -106,6 +114,18 @@ func TestMatchesReference(t *testing.T) {
 
 func checkReference(t *testing.T, ref *refFile) {
 	t.Logf("reference made with %v", ref.Meta)
+	for _, c := range ref.CrossAttention {
+		spans := CrossAttentionSpans(c.IDs, 9)
+		if !slices.Equal(spans, c.Spans) {
+			t.Errorf("ids %v: spans %v, transformers %v", c.IDs, spans, c.Spans)
+			continue
+		}
+		if len(spans) > 0 {
+			if got := CrossAttentionMask(spans, c.NumTiles, 4, len(c.IDs)); !slices.Equal(got, c.Dense) {
+				t.Errorf("ids %v: mask %v, transformers %v", c.IDs, got, c.Dense)
+			}
+		}
+	}
 	decoded := map[string]*Decoded{}
 	worstJPEG := 0.0
 	exact := 0

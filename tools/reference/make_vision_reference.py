@@ -201,6 +201,31 @@ def hf_run(proc, im):
     return res
 
 
+# Token id sequences for Mllama's cross-attention mask (9 stands for
+# <|image|>), with each image's tile count; max 4 tiles.
+MASK_CASES = [
+    ([1, 2, 3], []),
+    ([9, 1, 2], [3]),
+    ([9, 1, 2, 9, 3], [1, 4]),
+    ([9, 9, 1, 2], [2, 2]),
+    ([1, 9, 9, 9, 2, 9, 3], [4, 1, 2, 3]),
+]
+
+
+def hf_cross_attention():
+    from transformers.models.mllama.processing_mllama import (
+        convert_sparse_cross_attention_mask_to_dense, get_cross_attention_token_mask)
+    out = []
+    for ids, tiles in MASK_CASES:
+        spans = get_cross_attention_token_mask(ids, 9)
+        case = {"ids": ids, "num_tiles": tiles, "spans": spans}
+        if spans:
+            dense = convert_sparse_cross_attention_mask_to_dense([spans], [tiles], 4, len(ids))
+            case["dense"] = np.asarray(dense)[0].reshape(-1).tolist()
+        out.append(case)
+    return out
+
+
 # ---------------------------------------------------------------- output
 
 def encode(name, cfg_name, source, res):
@@ -257,8 +282,14 @@ def main():
             elif not np.array_equal(a, b):
                 mismatches.append(f"{name} {cfg_name}: max |transformers - pil| = {float(np.abs(a - b).max())}")
     meta["transformers_vs_pil"] = mismatches
+    doc = {"meta": meta, "images": images, "cases": cases}
+    if not pil_only:
+        try:
+            doc["cross_attention"] = hf_cross_attention()
+        except Exception as e:
+            mismatches.append(f"cross-attention mask: {type(e).__name__}: {e}")
     with open(out_path, "w") as f:
-        json.dump({"meta": meta, "images": images, "cases": cases}, f, separators=(",", ":"))
+        json.dump(doc, f, separators=(",", ":"))
     print(f"{len(cases)} cases from {len(names)} images -> {out_path}")
     for m in mismatches:
         print("differs:", m)
