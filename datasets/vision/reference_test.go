@@ -138,6 +138,9 @@ func checkReference(t *testing.T, ref *refFile) {
 			}
 			decoded[c.Image] = d
 		}
+		if im, ok := ref.Images[c.Image]; !ok || !sameMode(im.Mode, d.Mode) || im.Size != [2]int{d.Width, d.Height} {
+			t.Errorf("%s: whet opens it as %s %dx%d, the reference as %q %v", c.Image, d.Mode, d.Width, d.Height, im.Mode, im.Size)
+		}
 		cfg, ok := refConfig(c.Config)
 		if !ok {
 			t.Fatalf("unknown configuration %q in the reference", c.Config)
@@ -243,4 +246,11 @@ func hashFloats(v []float32) string {
 	}
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// sameMode compares a PIL mode with whet's: Pillow before 10 opened
+// 16-bit grayscale PNGs as "I" (32-bit), later ones as "I;16"; both clip
+// the same way when converted to RGB.
+func sameMode(pil string, m Mode) bool {
+	return Mode(pil) == m || (pil == "I" && m == ModeI16)
 }
