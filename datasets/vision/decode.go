@@ -355,7 +355,10 @@ func (d *Decoded) RGB(alpha AlphaRule, g16 Gray16Rule) *RGB {
 			}
 			r, g, b = v, v, v
 		}
-		if alpha == AlphaOverWhite && a != 255 {
+		// Both processors return an image already in mode RGB untouched,
+		// so an RGB PNG's tRNS colour stays opaque even under Mllama's
+		// rule; every other mode goes through convert("RGBA").
+		if alpha == AlphaOverWhite && a != 255 && d.Mode != ModeRGB {
 			r, g, b = overWhite(r, a), overWhite(g, a), overWhite(b, a)
 		}
 		out.Pix[3*i], out.Pix[3*i+1], out.Pix[3*i+2] = r, g, b

@@ -189,6 +189,54 @@ func testImages() []testImage {
 			return encodePNG(m)
 		},
 		want: rgbWant(25, 19)})
+	add(testImage{name: "gray1_17x11.png", mode: ModeBilevel, depth: 1, w: 17, h: 11,
+		encode: func() []byte {
+			return rawPNG(17, 11, 1, 0, func(x, y int) []byte { return []byte{uint8((x*x + y) % 3 % 2)} })
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			v := uint8((x*x+y)%3%2) * 255
+			return v, v, v, 255
+		}})
+	// Gray and RGB with a tRNS colour: Pillow keeps mode L / RGB and the
+	// colour in info["transparency"], which convert("RGB") ignores and
+	// convert("RGBA") (Mllama) turns into alpha 0.
+	add(testImage{name: "graytrns_15x15.png", mode: ModeL, depth: 8, w: 15, h: 15,
+		encode: func() []byte {
+			return rawPNGWith(15, 15, 8, 0, []byte{0, 120}, func(x, y int) []byte { return []byte{uint8((x * y * 8) % 240)} })
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			v := uint8((x * y * 8) % 240)
+			if v == 120 {
+				return v, v, v, 0
+			}
+			return v, v, v, 255
+		}})
+	add(testImage{name: "rgbtrns_16x12.png", mode: ModeRGB, depth: 8, w: 16, h: 12,
+		encode: func() []byte {
+			return rawPNGWith(16, 12, 8, 2, []byte{0, 40, 0, 80, 0, 120}, func(x, y int) []byte { return rgbTrnsAt(x, y) })
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			p := rgbTrnsAt(x, y)
+			if p[0] == 40 && p[1] == 80 && p[2] == 120 {
+				return p[0], p[1], p[2], 0
+			}
+			return p[0], p[1], p[2], 255
+		}})
+	add(testImage{name: "rgba16_21x14.png", mode: ModeRGBA, depth: 16, w: 21, h: 14,
+		encode: func() []byte {
+			m := image.NewNRGBA64(image.Rect(0, 0, 21, 14))
+			for y := 0; y < 14; y++ {
+				for x := 0; x < 21; x++ {
+					r, g, b, _ := rgbWant(21, 14)(x, y)
+					m.SetNRGBA64(x, y, color.NRGBA64{uint16(r)<<8 | uint16(y), uint16(g)<<8 | 0x80, uint16(b) << 8, uint16(alphaAt(x, y))<<8 | uint16(x)})
+				}
+			}
+			return encodePNG(m)
+		},
+		want: func(x, y int) (uint8, uint8, uint8, uint8) {
+			r, g, b, _ := rgbWant(21, 14)(x, y)
+			return r, g, b, alphaAt(x, y)
+		}})
 	add(testImage{name: "color_48x40.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
 		encode: func() []byte { return encodeJPEG(rgba(48, 40)) }})
 	add(testImage{name: "gray_30x50.jpg", mode: ModeL, depth: 8, w: 30, h: 50,
@@ -202,6 +250,14 @@ func testImages() []testImage {
 			return encodeJPEG(m)
 		}})
 	return imgs
+}
+
+// rgbTrnsAt puts the tRNS colour (40, 80, 120) on a diagonal.
+func rgbTrnsAt(x, y int) []byte {
+	if x == y {
+		return []byte{40, 80, 120}
+	}
+	return []byte{uint8(x * 16), uint8(y * 20), uint8((x + y) * 7)}
 }
 
 func dims(w, h int) string {
@@ -239,6 +295,11 @@ func encodeJPEG(m image.Image) []byte {
 // produce (gray+alpha, 4-bit gray); px returns one pixel's samples (for
 // depths under 8, one sample in the low bits).
 func rawPNG(w, h, depth int, colorType byte, px func(x, y int) []byte) []byte {
+	return rawPNGWith(w, h, depth, colorType, nil, px)
+}
+
+// rawPNGWith also writes a tRNS chunk when trns is not nil.
+func rawPNGWith(w, h, depth int, colorType byte, trns []byte, px func(x, y int) []byte) []byte {
 	var raw bytes.Buffer
 	for y := 0; y < h; y++ {
 		raw.WriteByte(0) // filter: none
@@ -281,6 +342,9 @@ func rawPNG(w, h, depth int, colorType byte, px func(x, y int) []byte) []byte {
 	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
 	ihdr[8], ihdr[9] = byte(depth), colorType
 	chunk("IHDR", ihdr)
+	if trns != nil {
+		chunk("tRNS", trns)
+	}
 	chunk("IDAT", z.Bytes())
 	chunk("IEND", nil)
 	return out.Bytes()
