@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"whet/engine"
 	"whet/engine/gpuinfo"
@@ -35,6 +36,10 @@ type fitTarget struct {
 	backend   memplan.Backend
 	// unified, when set, explains that the memory is shared by CPU and GPU.
 	unified string
+	// tflops is a profile's dense bf16 rate (0: not known), for the
+	// step-time floor.
+	tflops float64
+	name   string
 }
 
 // detectGPUs reads this machine's GPUs; tests replace it with a fake
@@ -183,7 +188,8 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 		if err != nil {
 			return fitTarget{}, fmt.Errorf("--gpu: %w", err)
 		}
-		t := fitTarget{label: p.Name + " profile, whole card free", available: p.MemoryBytes(), backend: memplan.BackendCUDA}
+		t := fitTarget{label: p.Name + " profile, whole card free", available: p.MemoryBytes(), backend: memplan.BackendCUDA,
+			tflops: p.BF16TFLOPs, name: p.Name}
 		if p.Unified {
 			t.label = p.Name + " profile, the whole pool"
 			t.unified = "CPU and GPU share this memory with the operating system and every other program; " +
@@ -360,6 +366,23 @@ func printPlan(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget)
 	if target.unified != "" {
 		fmt.Fprintf(w, "memory    unified: %s\n\n", target.unified)
 	}
+	if f, ok := stepFloor(m.config, plan, target); ok {
+		fmt.Fprintf(w, "floor     a micro-batch of %d tokens takes at least %s at the %s's %.0f TFLOP/s dense bf16 (at most %s tokens/s; real runs reach a fraction of the rate)\n\n",
+			plan.Tokens, f.Round(time.Millisecond), target.name, target.tflops, units.Count(int64(float64(plan.Tokens)/f.Seconds())))
+	}
+}
+
+// stepFloor is the least time one micro-batch can take on a profile's
+// card: its training FLOPs (trainFLOPsPerToken, the count whet bench uses)
+// at the card's dense bf16 rate. Only for the methods whet bench measures
+// (LoRA, QLoRA, full); DPO and GRPO add passes it does not count.
+func stepFloor(cfg *engine.ModelConfig, plan *memplan.MemPlan, target fitTarget) (time.Duration, bool) {
+	o := plan.Options
+	if target.tflops <= 0 || cfg == nil || (o.Method != memplan.LoRA && o.Method != memplan.QLoRA && o.Method != memplan.Full) {
+		return 0, false
+	}
+	flops := float64(plan.Tokens) * trainFLOPsPerToken(cfg, plan.Params, o.Method == memplan.Full, o.SeqLen, o.Checkpointing)
+	return time.Duration(flops / (target.tflops * 1e12) * float64(time.Second)), true
 }
 
 func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, advice []memplan.Advice) {

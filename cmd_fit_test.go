@@ -396,3 +396,29 @@ func TestStudioCatalogShowsMoEAsPublished(t *testing.T) {
 	}
 	t.Error("qwen3-30b-a3b is not in the studio's model list")
 }
+
+// With a profile, whet fit prints the step-time floor from the profile's
+// dense bf16 rate and whet bench's FLOP count: 8192 tokens of Llama 3.2 1B
+// LoRA with checkpointing on an H100.
+func TestFitStepFloor(t *testing.T) {
+	code, out, errs := runFitCLI(t, "--model", "llama-3.2-1b", "--method", "lora", "--batch", "4", "--seq", "2048", "--checkpointing", "--gpu", "H100")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	m, err := presets.Lookup("llama-3.2-1b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.ToModelConfig()
+	secs := 8192 * trainFLOPsPerToken(cfg, presets.CountParams(cfg), false, 2048, true) / 989.4e12
+	want := fmt.Sprintf("floor     a micro-batch of 8192 tokens takes at least %s at the H100's 989 TFLOP/s dense bf16 (at most %s tokens/s",
+		time.Duration(secs*float64(time.Second)).Round(time.Millisecond), units.Count(int64(8192/secs)))
+	if !strings.Contains(out, want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+	// No floor without a rate (this machine) or for DPO, whose extra passes
+	// the count leaves out.
+	if _, out, _ := runFitCLI(t, "--model", "llama-3.2-1b", "--method", "dpo", "--gpu", "H100"); strings.Contains(out, "floor") {
+		t.Errorf("DPO printed a floor:\n%s", out)
+	}
+}
