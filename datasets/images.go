@@ -98,8 +98,8 @@ func imageRow(rec Record) (ImageRow, *RowError) {
 		return ImageRow{}, &RowError{Loc: rec.Loc, Field: field, Reason: reason, Detail: detail}
 	}
 	var placeholders []int // indices into row.Images
-	for _, conv := range []struct{ list, content string }{{"messages", "content"}, {"conversations", "value"}, {"conversations", "content"}} {
-		msgs, ok := rec.Fields[conv.list].([]any)
+	for _, list := range []string{"messages", "conversations"} {
+		msgs, ok := rec.Fields[list].([]any)
 		if !ok {
 			continue
 		}
@@ -108,11 +108,15 @@ func imageRow(rec Record) (ImageRow, *RowError) {
 			if !ok {
 				continue // the format reader reports the shape
 			}
-			c, ok := obj[conv.content]
+			key := "content" // OpenAI style; ShareGPT's turns hold "value"
+			c, ok := obj[key]
 			if !ok {
-				continue
+				key = "value"
+				if c, ok = obj[key]; !ok {
+					continue
+				}
 			}
-			field := fmt.Sprintf("%s[%d].%s", conv.list, i, conv.content)
+			field := fmt.Sprintf("%s[%d].%s", list, i, key)
 			parts, err := vision.ParseContent(c)
 			if err != nil {
 				return fail(field, ReasonWrongType, err.Error())

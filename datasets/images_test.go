@@ -48,6 +48,8 @@ func TestImageRowsJSONL(t *testing.T) {
 		`{"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "image"}]}, {"role": "assistant", "content": "two"}], "images": ["img/a.png"]}`,
 		`{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "` + dataURL + `"}}]}, {"role": "assistant", "content": "inline"}]}`,
 		`{"messages": [{"role": "user", "content": [{"type": "video", "path": "v.mp4"}]}, {"role": "assistant", "content": "no"}]}`,
+		`{"conversations": [{"from": "human", "value": [{"type": "image", "path": "img/a.png"}]}, {"from": "gpt", "value": "ShareGPT"}]}`,
+		`{"conversations": [{"role": "user", "content": [{"type": "image", "path": "img/a.png"}]}, {"role": "assistant", "content": "renamed list"}]}`,
 	}
 	path := filepath.Join(dir, "data.jsonl")
 	must(t, os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
@@ -56,7 +58,7 @@ func TestImageRowsJSONL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 6 || len(bad) != 2 {
+	if len(rows) != 8 || len(bad) != 2 {
 		t.Fatalf("%d rows, %d bad: %v", len(rows), len(bad), bad)
 	}
 	if bad[0].Reason != ReasonImageCount || bad[0].Loc.Line != 6 || !strings.Contains(bad[0].Error(), "2 image placeholder(s) in the conversation but 1 image(s)") {
@@ -70,6 +72,12 @@ func TestImageRowsJSONL(t *testing.T) {
 	}
 	if got := rows[4].Images; len(got) != 1 || got[0].Field != "image" {
 		t.Errorf("image column: %+v", got)
+	}
+	if got := rows[6].Images; len(got) != 1 || got[0].Field != "conversations[0].value[0]" {
+		t.Errorf("ShareGPT turn: %+v", got)
+	}
+	if got := rows[7].Images; len(got) != 1 || got[0].Field != "conversations[0].content[0]" {
+		t.Errorf("conversations with content: %+v", got)
 	}
 
 	problems := CheckImages(path, rows)
