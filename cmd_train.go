@@ -70,6 +70,10 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		cfg.Parallel.Nodes = engine.NodeConfig{NNodes: *nnodes, NodeRank: *nodeRank, MasterAddr: *masterAddr}
 		parallelArgs = append(parallelArgs, "--nnodes", fmt.Sprint(*nnodes), "--node-rank", fmt.Sprint(*nodeRank), "--master-addr", *masterAddr)
 	}
+	if *nodeRank > 0 && (*detach || *asWorker) {
+		// The run folder, its worker log and control socket are node 0's.
+		return errors.New("--detach is for node 0 of a multi-node run: the other nodes only follow it (keep them running with nohup, tmux or the cluster's launcher)")
+	}
 	if len(parallelArgs) > 0 {
 		// The run file was checked before the flags changed it.
 		if err := cfg.Validate(); err != nil {

@@ -42,6 +42,10 @@ train: {max_steps: 2, micro_batch: 1, grad_accum: 2, lr: 0.001, schedule: consta
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	code, out, errs = runCLI(t, "train", "-c", cfgPath, "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1:1", "--detach")
+	if code == 0 || !strings.Contains(out+errs, "--detach is for node 0") {
+		t.Fatalf("--detach on node 1: exit %d: %s%s", code, out, errs)
+	}
 	code, out, errs = runCLI(t, "train", "-c", cfgPath, "--gpus", "2")
 	if code == 0 || !strings.Contains(out+errs, "parallel.gpus: needs backend cuda or auto") {
 		t.Fatalf("--gpus on the CPU backend: exit %d: %s%s", code, out, errs)
