@@ -78,14 +78,20 @@ func ReadImageRows(path string) ([]ImageRow, []*RowError, error) {
 
 // CheckImages decodes every image of rows; each one that cannot be read
 // becomes a row error naming the row, the field and the file. dataPath is
-// the data file, whose folder relative paths start from.
-func CheckImages(dataPath string, rows []ImageRow) []*RowError {
+// the data file, whose folder relative paths start from. visit, when not
+// nil, sees each image that decodes (one at a time: none is kept).
+func CheckImages(dataPath string, rows []ImageRow, visit func(ImageRow, ImageAt, *vision.Decoded)) []*RowError {
 	dir := filepath.Dir(dataPath)
 	var bad []*RowError
 	for _, row := range rows {
 		for _, im := range row.Images {
-			if _, err := im.Ref.Load(dir); err != nil {
+			d, err := im.Ref.Load(dir)
+			if err != nil {
 				bad = append(bad, &RowError{Loc: row.Loc, Field: im.Field, Reason: ReasonBadImage, Detail: err.Error()})
+				continue
+			}
+			if visit != nil {
+				visit(row, im, d)
 			}
 		}
 	}

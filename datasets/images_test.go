@@ -80,7 +80,7 @@ func TestImageRowsJSONL(t *testing.T) {
 		t.Errorf("conversations with content: %+v", got)
 	}
 
-	problems := CheckImages(path, rows)
+	problems := CheckImages(path, rows, nil)
 	var msgs []string
 	for _, p := range problems {
 		msgs = append(msgs, p.Error())
@@ -166,7 +166,7 @@ func TestImageRowsParquet(t *testing.T) {
 	if im := got[0].Images[0]; len(im.Ref.Bytes) != len(png) || im.Ref.Path != "scan-001.png" {
 		t.Errorf("row 1 image: path %q, %d bytes", im.Ref.Path, len(im.Ref.Bytes))
 	}
-	problems := CheckImages(path, got)
+	problems := CheckImages(path, got, nil)
 	if len(problems) != 1 || !strings.Contains(problems[0].Error(), `train.parquet: row 3: field "messages[0].content[0] = images[0]": scan-003.png (100 embedded bytes): `) {
 		t.Errorf("problems: %v", problems)
 	}

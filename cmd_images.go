@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"whet/datasets"
+	"whet/datasets/vision"
+)
+
+func init() {
+	register("images", "check every image of a multimodal data file (vision training itself is not in whet yet)", runImages)
+}
+
+// runImages is `whet images [--processor gemma3|mllama|FILE] DATA`: it
+// reads the images a conversation data file refers to (image parts,
+// image/images columns, Parquet {bytes, path} structs), decodes each, and
+// reports the ones that cannot be read by row, field and file, so a
+// dataset can be cleaned before vision training exists (docs/vision.md).
+// With --processor it also says how the processor would cut the images
+// (Mllama tile grids, Gemma 3 pan-and-scan crops), from their sizes alone.
+func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("images", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	proc := fs.String("processor", "", "gemma3, mllama, or a model's preprocessor_config.json: also show the tiles or crops each image gets")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: whet images [--processor gemma3|mllama|FILE] DATA.jsonl|.json|.parquet")
+		fmt.Fprintln(stderr, "Exits 1 when some image cannot be read; each one is listed with its row, field and file.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("want one data file")
+	}
+	var cfg *vision.ProcessorConfig
+	switch *proc {
+	case "":
+	case "gemma3":
+		g := vision.DefaultGemma3()
+		cfg = &vision.ProcessorConfig{Type: "Gemma3ImageProcessor", Gemma3: &g}
+	case "mllama":
+		m := vision.DefaultMllama()
+		cfg = &vision.ProcessorConfig{Type: "MllamaImageProcessor", Mllama: &m}
+	default:
+		var err error
+		if cfg, err = vision.LoadProcessorConfig(*proc); err != nil {
+			return err
+		}
+	}
+	path := fs.Arg(0)
+	rows, bad, err := datasets.ReadImageRows(path)
+	if err != nil {
+		return err
+	}
+	modes := map[string]int{}
+	layouts := map[string]int{}
+	images, wide16 := 0, 0
+	withImages := 0
+	for _, r := range rows {
+		if len(r.Images) > 0 {
+			withImages++
+		}
+	}
+	bad = append(bad, datasets.CheckImages(path, rows, func(_ datasets.ImageRow, _ datasets.ImageAt, d *vision.Decoded) {
+		images++
+		modes[fmt.Sprintf("%s %s %d-bit", d.Format, d.Mode, d.BitDepth)]++
+		if d.Mode == vision.ModeI16 {
+			wide16++
+		}
+		if cfg != nil {
+			layouts[layout(cfg, d.Width, d.Height)]++
+		}
+	})...)
+	total := images
+	for _, b := range bad {
+		if b.Reason == datasets.ReasonBadImage {
+			total++
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %d rows, %d with images; %d images, %d readable\n", path, len(rows), withImages, total, images)
+	printCounts(stdout, "  ", modes)
+	if wide16 > 0 {
+		fmt.Fprintf(stdout, "  %d are 16-bit grayscale: whet keeps their high byte; transformers (Pillow) would clip every sample above 255 to white\n", wide16)
+	}
+	if cfg != nil {
+		fmt.Fprintf(stdout, "%s:\n", cfg.Type)
+		printCounts(stdout, "  ", layouts)
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.SliceStable(bad, func(i, j int) bool { // file order: JSONL lines, JSON and Parquet rows
+		a, b := bad[i].Loc, bad[j].Loc
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Row < b.Row
+	})
+	for _, b := range bad {
+		fmt.Fprintln(stdout, b.Error())
+	}
+	return fmt.Errorf("%d problem(s) with images in %s", len(bad), path)
+}
+
+// layout names what the processor makes of a w×h image.
+func layout(cfg *vision.ProcessorConfig, w, h int) string {
+	if m := cfg.Mllama; m != nil {
+		ch, cw := vision.OptimalCanvas(h, w, m.MaxTiles, m.TileSize)
+		return fmt.Sprintf("%d×%d tiles of %d", ch/m.TileSize, cw/m.TileSize, m.TileSize)
+	}
+	g := cfg.Gemma3
+	if !g.PanAndScan {
+		return fmt.Sprintf("one %d×%d image", g.Size, g.Size)
+	}
+	if cols, rows, _, _ := g.PanAndScanGrid(w, h); cols*rows > 0 {
+		return fmt.Sprintf("the image and %d crops", cols*rows)
+	}
+	return "the image alone (no pan-and-scan crops)"
+}
+
+func printCounts(w io.Writer, indent string, counts map[string]int) {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if counts[keys[i]] != counts[keys[j]] {
+			return counts[keys[i]] > counts[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, counts[k]))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintln(w, indent+strings.Join(parts, ", "))
+	}
+}

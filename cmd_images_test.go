@@ -1,0 +1,71 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestImagesCommand checks a small multimodal data file: a good PNG, a
+// 16-bit X-ray-like PNG, a missing file and a truncated one.
+func TestImagesCommand(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"rgb8_700x150.png", "gray16_64x48.png"} {
+		data, err := os.ReadFile(filepath.Join("datasets/vision/testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if name == "gray16_64x48.png" {
+			if err := os.WriteFile(filepath.Join(dir, "cut.png"), data[:len(data)-30], 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	row := func(img string) string {
+		return `{"messages": [{"role": "user", "content": [{"type": "image", "path": "` + img + `"}, {"type": "text", "text": "Findings?"}]}, {"role": "assistant", "content": "Normal."}]}`
+	}
+	data := filepath.Join(dir, "xrays.jsonl")
+	lines := []string{row("rgb8_700x150.png"), row("gray16_64x48.png"), row("missing.png"), row("cut.png")}
+	if err := os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI(t, "images", "--processor", "mllama", data)
+	if code != 1 || !strings.Contains(errs, "2 problem(s) with images in ") {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+	for _, want := range []string{
+		"xrays.jsonl: 4 rows, 4 with images; 4 images, 2 readable\n",
+		"png I;16 16-bit: 1, png RGB 8-bit: 1\n",
+		"1 are 16-bit grayscale: whet keeps their high byte",
+		"MllamaImageProcessor:\n  1×1 tiles of 560: 1, 1×2 tiles of 560: 1\n",
+		`xrays.jsonl:3: field "messages[0].content[0]": image missing.png: `,
+		`xrays.jsonl:4: field "messages[0].content[0]": `,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if i, j := strings.Index(out, "xrays.jsonl:3:"), strings.Index(out, "xrays.jsonl:4:"); i < 0 || j < i {
+		t.Errorf("problems not in file order:\n%s", out)
+	}
+
+	// A model's preprocessor_config.json; all images readable: exit 0.
+	cfg := filepath.Join(dir, "preprocessor_config.json")
+	if err := os.WriteFile(cfg, []byte(`{"image_processor_type": "Gemma3ImageProcessor", "do_pan_and_scan": true, "pan_and_scan_min_crop_size": 64}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(data, []byte(lines[0]+"\n"+lines[1]+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runCLI(t, "images", "--processor", cfg, data)
+	if code != 0 || errs != "" || !strings.Contains(out, "Gemma3ImageProcessor:\n  the image alone (no pan-and-scan crops): 1, the image and 4 crops: 1\n") {
+		t.Errorf("exit %d, stderr %q, output:\n%s", code, errs, out)
+	}
+	if code, _, errs := runCLI(t, "images", data, "extra"); code != 1 || !strings.Contains(errs, "want one data file") {
+		t.Errorf("two arguments: exit %d, %q", code, errs)
+	}
+}
