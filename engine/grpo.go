@@ -122,13 +122,25 @@ type GRPOSeq struct {
 	Old, Ref  []float64
 }
 
-// GRPOTokenStats are token sums a step turns into TRL's token-mean metrics.
+// GRPOTokenStats are token sums a step turns into TRL's token-mean
+// metrics, and the extremes over completions of their clipped shares
+// (TRL's clip_ratio/low_min and high_max; completions with no token in the
+// loss are left out).
 type GRPOTokenStats struct {
 	Tokens                int
 	KL, Low, High, Region float64
+	Seqs                  int // completions with tokens in the loss
+	LowMin, HighMax       float64
 }
 
 func (s *GRPOTokenStats) add(o GRPOTokenStats) {
+	if o.Seqs > 0 {
+		if s.Seqs == 0 {
+			s.LowMin, s.HighMax = o.LowMin, o.HighMax
+		}
+		s.LowMin, s.HighMax = math.Min(s.LowMin, o.LowMin), math.Max(s.HighMax, o.HighMax)
+	}
+	s.Seqs += o.Seqs
 	s.Tokens += o.Tokens
 	s.KL += o.KL
 	s.Low += o.Low
@@ -139,7 +151,8 @@ func (s *GRPOTokenStats) add(o GRPOTokenStats) {
 // Metrics are TRL's kl (only with β > 0) and clip ratios.
 func (s GRPOTokenStats) Metrics(beta float64) map[string]float64 {
 	n := float64(max(s.Tokens, 1))
-	m := map[string]float64{"clip_ratio/low_mean": s.Low / n, "clip_ratio/high_mean": s.High / n, "clip_ratio/region_mean": s.Region / n}
+	m := map[string]float64{"clip_ratio/low_mean": s.Low / n, "clip_ratio/high_mean": s.High / n, "clip_ratio/region_mean": s.Region / n,
+		"clip_ratio/low_min": s.LowMin, "clip_ratio/high_max": s.HighMax}
 	if beta != 0 {
 		m["kl"] = s.KL / n
 	}
@@ -240,6 +253,7 @@ func (a *Activations) GRPOForwardBackward(b *datasets.Batch, seqs []GRPOSeq, l G
 		if l.Beta != 0 && len(sq.Ref) != len(lp) {
 			return GRPOResult{}, fmt.Errorf("grpo: sequence %d has no reference log-probs and beta is %g", s, l.Beta)
 		}
+		var seq GRPOTokenStats
 		k := 0
 		for t := b.SeqStarts[s]; t < b.SeqStarts[s+1]; t++ {
 			if b.Targets[t] == datasets.IgnoreIndex {
@@ -256,19 +270,24 @@ func (a *Activations) GRPOForwardBackward(b *datasets.Batch, seqs []GRPOSeq, l G
 			res.Loss += weights[s] * li
 			// logp = -(token loss): dL/d(token loss) = -w g.
 			scales[t] = float32(-weights[s] * g)
-			res.Stats.Tokens++
-			res.Stats.KL += kl
+			seq.Tokens++
+			seq.KL += kl
 			if low {
-				res.Stats.Low++
+				seq.Low++
 			}
 			if high {
-				res.Stats.High++
+				seq.High++
 			}
 			if low || high {
-				res.Stats.Region++
+				seq.Region++
 			}
 			k++
 		}
+		if seq.Tokens > 0 {
+			seq.Seqs = 1
+			seq.LowMin, seq.HighMax = seq.Low/float64(seq.Tokens), seq.High/float64(seq.Tokens)
+		}
+		res.Stats.add(seq)
 	}
 	// Second pass over the head with a gradient scale per token, then the
 	// backward through the network.

@@ -112,8 +112,13 @@ func TestGRPOGradientFiniteDiff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Stats.Low == 0 || r.Stats.High == 0 || r.Stats.Tokens != tokens {
+		if r.Stats.Low == 0 || r.Stats.High == 0 || r.Stats.Tokens != tokens || r.Stats.Seqs != len(lens) {
 			t.Fatalf("%+v: want clipped tokens on both sides, got %+v", l, r.Stats)
+		}
+		// Per completion: the least low-clipped share and the most
+		// high-clipped one bound the batch's means.
+		if m := r.Stats.Metrics(l.Beta); !(m["clip_ratio/low_min"] <= m["clip_ratio/low_mean"]) || !(m["clip_ratio/high_max"] >= m["clip_ratio/high_mean"]) || m["clip_ratio/high_max"] > 1 {
+			t.Fatalf("%+v: clip extremes %v", l, m)
 		}
 		rng := rand.New(rand.NewPCG(4, 4))
 		var grads [][]float32
