@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -159,5 +160,55 @@ func TestGRPOMaskTruncated(t *testing.T) {
 		if e, ok := ev.(engine.StepEvent); ok && e.GradNorm == 0 {
 			t.Errorf("unmasked step %d: loss %g grad norm %g", e.Step, e.Loss, e.GradNorm)
 		}
+	}
+}
+
+// TestGRPOStopWhileSampling: a stop that comes while a step samples its
+// completions ends the run at once, at the previous step, with its
+// checkpoint and status "stopped" (a GRPO step may sample for minutes).
+func TestGRPOStopWhileSampling(t *testing.T) {
+	dir := t.TempDir()
+	cfg := grpoRunConfig(t, dir, 4)
+	cfg.GRPO.NumIterations = 1 // every step samples
+	s, err := engine.Prepare(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctl := engine.TrainerControl(s.Trainer)
+	steps := 0
+	engine.SetPhaseHook(s.Trainer, func(phase string) {
+		if phase == "step" {
+			if steps++; steps == 2 {
+				ctl.Stop() // the step has begun: its sampling sees the stop
+			}
+		}
+	})
+	ch := make(chan engine.Event, 256)
+	if err := s.Trainer.Run(context.Background(), ch); err != nil {
+		t.Fatal(err)
+	}
+	close(ch)
+	var done engine.DoneEvent
+	stepEvents := 0
+	for ev := range ch {
+		switch e := ev.(type) {
+		case engine.DoneEvent:
+			done = e
+		case engine.StepEvent:
+			stepEvents++
+		}
+	}
+	if !done.Stopped || done.Step != 1 || stepEvents != 1 {
+		t.Fatalf("done %+v after %d steps; want stopped at step 1", done, stepEvents)
+	}
+	var st engine.RunStatus
+	js, _ := os.ReadFile(filepath.Join(dir, "grpo", "status.json"))
+	json.Unmarshal(js, &st)
+	if st.State != "stopped" || st.Step != 1 {
+		t.Fatalf("status.json %s", js)
+	}
+	if cps, err := engine.ListCheckpoints(engine.RunDir(filepath.Join(dir, "grpo")).Checkpoints()); err != nil || len(cps) != 1 {
+		t.Fatalf("checkpoints %v %v", cps, err)
 	}
 }

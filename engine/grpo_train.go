@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -230,6 +231,21 @@ func (grpoObjective) evaluate(*Trainer) (float64, error) {
 	return 0, fmt.Errorf("grpo has no evaluation loss; watch the reward metrics")
 }
 
+// errStepStopped ends a step whose sampling a stop request interrupted:
+// nothing was updated, and Run stops at the previous step.
+var errStepStopped = errors.New("stopped while sampling")
+
+// stopRequested reports a Stop, which sampling checks between tokens (a
+// GRPO step can sample for minutes).
+func (c *control) stopRequested() bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stop
+}
+
 // grpoSeed is the sampling seed of one completion: fixed by the run seed
 // and the completion's place, so a resumed run samples the same batch.
 func grpoSeed(seed int64, epoch, block, i int) uint64 {
@@ -264,7 +280,14 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 		for j := 0; j < G; j++ {
 			o := SampleOptions{MaxNewTokens: c.MaxCompletionLength, Temperature: c.Temperature, TopK: c.TopK, TopP: c.TopP,
 				MinP: c.MinP, RepetitionPenalty: c.RepetitionPenalty, Seed: grpoSeed(t.Seed, epoch, block, k*G+j), StopIDs: g.stop}
-			ids, err := g.gen.Generate(ctx, pr.IDs, o, nil)
+			stopped := false
+			ids, err := g.gen.Generate(ctx, pr.IDs, o, func(int32) bool {
+				stopped = t.ctl.stopRequested()
+				return !stopped
+			})
+			if stopped {
+				return nil, errStepStopped
+			}
 			if err != nil {
 				return nil, fmt.Errorf("generate completion %d of prompt %d: %w", j, p, err)
 			}

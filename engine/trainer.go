@@ -411,6 +411,11 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 		}
 		t.enter(phaseStep)
 		ev, err := t.TrainStep()
+		if errors.Is(err, errStepStopped) {
+			// A stop while GRPO sampled: the step was dropped before any
+			// update, and the run stops like any other.
+			return t.stopped(send)
+		}
 		if err != nil {
 			return fail(err)
 		}
