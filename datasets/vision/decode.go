@@ -110,6 +110,19 @@ func decode(data []byte, maxPixels int) (*Decoded, error) {
 	if int64(cfg.Width)*int64(cfg.Height) > int64(maxPixels) {
 		return nil, fmt.Errorf("%dx%d is %d pixels, more than the %d whet accepts (Pillow's decompression-bomb limit); scale the image down first", cfg.Width, cfg.Height, int64(cfg.Width)*int64(cfg.Height), maxPixels)
 	}
+	if format == "jpeg" {
+		// libjpeg's own decoding where this package has it (jpegdec.go);
+		// anything else, and every error, goes to image/jpeg below.
+		if f, err := decodeJPEGFrame(data, maxPixels); err == nil && f.w == cfg.Width && f.h == cfg.Height {
+			d := &Decoded{Width: f.w, Height: f.h, Format: format, Mode: ModeRGB, BitDepth: 8, pix: make([]uint8, 4*f.w*f.h)}
+			if len(f.comps) == 1 {
+				d.Mode = ModeL
+			}
+			if libjpegPixels(f, d.pix) {
+				return d, nil
+			}
+		}
+	}
 	var img image.Image
 	if format == "png" {
 		img, err = png.Decode(bytes.NewReader(data))

@@ -2,6 +2,8 @@ package vision
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -58,8 +60,12 @@ func FuzzParseContent(f *testing.F) {
 // both alpha rules and survives both processors' resize.
 func FuzzDecode(f *testing.F) {
 	for _, ti := range testImages() {
-		if ti.w*ti.h <= 4096 {
-			f.Add(ti.encode())
+		if ti.w*ti.h <= 4096 && !strings.HasSuffix(ti.name, ".ppm") {
+			data, err := os.ReadFile(filepath.Join(testdata, ti.name))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
 		}
 	}
 	f.Add([]byte("GIF89a"))
@@ -118,5 +124,31 @@ func FuzzParseProcessorConfig(f *testing.F) {
 		default:
 			t.Fatal("no processor and no error")
 		}
+	})
+}
+
+// FuzzDecodeJPEG drives the libjpeg-compatible JPEG decoder directly (the
+// fuzzer rarely gets a JPEG past image/jpeg's header check in
+// FuzzDecode): it must never panic or loop, and a frame it returns has
+// planes that hold its size.
+func FuzzDecodeJPEG(f *testing.F) {
+	for _, name := range []string{"color_37x23.jpg", "color_37x23_progressive.jpg", "color_48x40_restart.jpg", "color422_48x40.jpg", "gray_30x50_progressive.jpg"} {
+		data, err := os.ReadFile(filepath.Join(testdata, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr, err := decodeJPEGFrame(data, 4096)
+		if err != nil {
+			return
+		}
+		for i, p := range fr.comps {
+			if p.w > p.stride || len(p.pix) < p.hgt*p.stride {
+				t.Fatalf("component %d: %dx%d samples in a plane of stride %d and %d bytes", i, p.w, p.hgt, p.stride, len(p.pix))
+			}
+		}
+		libjpegPixels(fr, make([]uint8, 4*fr.w*fr.h))
 	})
 }

@@ -2,18 +2,64 @@ package vision
 
 import "image"
 
-// libjpegRGB converts a colour JPEG as Go decoded it (Y, Cb, Cr planes at
-// their own resolutions) to straight RGBA the way libjpeg does by default,
-// which is what Pillow, and so transformers, sees: chroma subsampled 2×1
-// or 2×2 is interpolated ("fancy upsampling", jdsample.c's h2v1 and h2v2
-// triangle filters with their biased rounding and the edge sample
-// repeated), and YCbCr becomes RGB through jdcolor.c's fixed-point tables.
-// Go's own conversion repeats each chroma sample instead, which moves a
-// channel by tens of levels at colour edges. What remains different is the
-// inverse DCT's rounding (at most a level or two). ok is false for the
-// rarer subsamplings, left to Go's conversion.
-func libjpegRGB(m *image.YCbCr, w, h int, dst []uint8) (ok bool) {
-	var hs, vs int // chroma subsampling factors
+// After the inverse DCT libjpeg upsamples chroma and converts YCbCr to RGB
+// in its own way, and Pillow (so transformers) sees exactly that: chroma
+// subsampled 2×1 or 2×2 is interpolated ("fancy upsampling", jdsample.c's
+// h2v1 and h2v2 triangle filters with their biased rounding and the edge
+// sample repeated), and the colours go through jdcolor.c's fixed-point
+// tables. Go's own conversion repeats each chroma sample instead, which
+// moves a channel by tens of levels at colour edges.
+
+// libjpegPixels writes straight RGBA for a decoded frame; false for the
+// sampling layouts libjpeg would treat with other filters (left to Go).
+func libjpegPixels(f *jpegFrame, dst []uint8) bool {
+	w, h := f.w, f.h
+	if len(f.comps) == 1 {
+		p := f.comps[0]
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				v := p.pix[y*p.stride+x]
+				copy(dst[4*(y*w+x):], []uint8{v, v, v, 255})
+			}
+		}
+		return true
+	}
+	if len(f.comps) != 3 {
+		return false
+	}
+	y0, c1, c2 := f.comps[0], f.comps[1], f.comps[2]
+	if y0.h != f.hmax || y0.v != f.vmax || c1.h != c2.h || c1.v != c2.v || f.hmax%c1.h != 0 || f.vmax%c1.v != 0 {
+		return false
+	}
+	hs, vs := f.hmax/c1.h, f.vmax/c1.v
+	if !(hs == 1 && vs == 1 || hs == 2 && vs == 1 || hs == 2 && vs == 2) {
+		return false
+	}
+	a := upsample(c1, hs, vs, w, h)
+	b := upsample(c2, hs, vs, w, h)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			lum := y0.pix[y*y0.stride+x]
+			o := 4 * (y*w + x)
+			if f.rgb {
+				copy(dst[o:], []uint8{lum, a[y*w+x], b[y*w+x], 255})
+				continue
+			}
+			yy, cb, cr := int32(lum), int32(a[y*w+x]), int32(b[y*w+x])
+			dst[o] = clamp255(yy + crR[cr])
+			dst[o+1] = clamp255(yy + (cbG[cb]+crG[cr])>>16)
+			dst[o+2] = clamp255(yy + cbB[cb])
+			dst[o+3] = 255
+		}
+	}
+	return true
+}
+
+// libjpegRGB does the same for an image image/jpeg decoded (the fallback
+// path): its planes hold the same kind of samples, only with image/jpeg's
+// inverse DCT.
+func libjpegRGB(m *image.YCbCr, w, h int, dst []uint8) bool {
+	var hs, vs int
 	switch m.SubsampleRatio {
 	case image.YCbCrSubsampleRatio444:
 		hs, vs = 1, 1
@@ -24,31 +70,26 @@ func libjpegRGB(m *image.YCbCr, w, h int, dst []uint8) (ok bool) {
 	default:
 		return false
 	}
-	cw, ch := (w+hs-1)/hs, (h+vs-1)/vs // libjpeg's downsampled_width and _height
-	cb := upsample(m, m.Cb, cw, ch, hs, vs, w, h)
-	cr := upsample(m, m.Cr, cw, ch, hs, vs, w, h)
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			yy := int32(m.Y[m.YOffset(m.Rect.Min.X+x, m.Rect.Min.Y+y)])
-			b, r := int32(cb[y*w+x]), int32(cr[y*w+x])
-			o := 4 * (y*w + x)
-			dst[o] = clamp255(yy + crR[r])
-			dst[o+1] = clamp255(yy + (cbG[b]+crG[r])>>16)
-			dst[o+2] = clamp255(yy + cbB[b])
-			dst[o+3] = 255
-		}
+	if m.Rect.Min != (image.Point{}) {
+		return false
 	}
-	return true
+	cw, ch := (w+hs-1)/hs, (h+vs-1)/vs // libjpeg's downsampled_width and _height
+	f := &jpegFrame{w: w, h: h, hmax: hs, vmax: vs, comps: []jpegPlane{
+		{h: hs, v: vs, w: w, hgt: h, stride: m.YStride, pix: m.Y},
+		{h: 1, v: 1, w: cw, hgt: ch, stride: m.CStride, pix: m.Cb},
+		{h: 1, v: 1, w: cw, hgt: ch, stride: m.CStride, pix: m.Cr},
+	}}
+	return libjpegPixels(f, dst)
 }
 
-// upsample returns one chroma plane at full resolution (w×h). plane holds
-// the cw×ch samples the component really has (Go also decodes the padding
-// blocks, which libjpeg never reads), addressed through m's chroma stride.
-func upsample(m *image.YCbCr, plane []uint8, cw, ch, hs, vs, w, h int) []uint8 {
+// upsample returns one chroma plane at full resolution (w×h). Only the
+// p.w×p.hgt samples the component really has are read (the padding
+// blocks are decoded too, but libjpeg never reads them).
+func upsample(p jpegPlane, hs, vs, w, h int) []uint8 {
 	at := func(cx, cy int) int32 {
-		cx = min(max(cx, 0), cw-1) // libjpeg repeats the edge samples
-		cy = min(max(cy, 0), ch-1)
-		return int32(plane[cy*m.CStride+cx])
+		cx = min(max(cx, 0), p.w-1) // libjpeg repeats the edge samples
+		cy = min(max(cy, 0), p.hgt-1)
+		return int32(p.pix[cy*p.stride+cx])
 	}
 	out := make([]uint8, w*h)
 	for y := 0; y < h; y++ {

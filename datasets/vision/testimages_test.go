@@ -11,7 +11,9 @@ import (
 	"image/jpeg"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -35,6 +37,14 @@ type testImage struct {
 	// want is the pixel (straight RGBA) the file must decode to; nil for
 	// lossy JPEG.
 	want func(x, y int) (r, g, b, a uint8)
+	// tool, instead of encode, is the shell command (run in testdata/,
+	// with libjpeg-turbo's cjpeg and jpegtran) that made the file: Go's
+	// encoder writes only baseline 4:2:0 JPEGs.
+	tool string
+	// sameAs names an image whose decoded pixels this one must equal: a
+	// lossless jpegtran rewrite (progressive, restart markers) holds the
+	// same coefficients as its source.
+	sameAs string
 }
 
 // pattern mixes smooth gradients with a hard edge and a one-pixel
@@ -239,6 +249,17 @@ func testImages() []testImage {
 		}})
 	add(testImage{name: "color_48x40.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
 		encode: func() []byte { return encodeJPEG(rgba(48, 40)) }})
+	add(testImage{name: "color_37x23.jpg", mode: ModeRGB, depth: 8, w: 37, h: 23,
+		encode: func() []byte { return encodeJPEG(rgba(37, 23)) }}) // odd size: partial MCUs, edge chroma
+	add(testImage{name: "color_48x40.ppm", w: 48, h: 40, encode: func() []byte { return encodePPM(rgba(48, 40)) }})
+	add(testImage{name: "color422_48x40.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
+		tool: "cjpeg -quality 90 -sample 2x1 color_48x40.ppm"})
+	add(testImage{name: "color444_48x40.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
+		tool: "cjpeg -quality 90 -sample 1x1 color_48x40.ppm"})
+	add(testImage{name: "color_37x23_progressive.jpg", mode: ModeRGB, depth: 8, w: 37, h: 23,
+		tool: "jpegtran -progressive color_37x23.jpg", sameAs: "color_37x23.jpg"})
+	add(testImage{name: "color_48x40_restart.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
+		tool: "jpegtran -restart 3B color_48x40.jpg", sameAs: "color_48x40.jpg"})
 	add(testImage{name: "gray_30x50.jpg", mode: ModeL, depth: 8, w: 30, h: 50,
 		encode: func() []byte {
 			m := image.NewGray(image.Rect(0, 0, 30, 50))
@@ -249,6 +270,8 @@ func testImages() []testImage {
 			}
 			return encodeJPEG(m)
 		}})
+	add(testImage{name: "gray_30x50_progressive.jpg", mode: ModeL, depth: 8, w: 30, h: 50,
+		tool: "jpegtran -progressive gray_30x50.jpg", sameAs: "gray_30x50.jpg"})
 	return imgs
 }
 
@@ -279,6 +302,20 @@ func encodePNG(m image.Image) []byte {
 	var buf bytes.Buffer
 	if err := png.Encode(&buf, m); err != nil {
 		panic(err) // test helper: in-memory encoding of a valid image
+	}
+	return buf.Bytes()
+}
+
+// encodePPM writes binary PPM (P6), the input cjpeg reads.
+func encodePPM(m *image.NRGBA) []byte {
+	var buf bytes.Buffer
+	b := m.Bounds()
+	buf.WriteString("P6\n" + itoa(b.Dx()) + " " + itoa(b.Dy()) + "\n255\n")
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			o := m.PixOffset(x, y)
+			buf.Write(m.Pix[o : o+3])
+		}
 	}
 	return buf.Bytes()
 }
@@ -353,19 +390,45 @@ func rawPNGWith(w, h, depth int, colorType byte, trns []byte, px func(x, y int) 
 // TestTestImages decodes every committed test image and checks its mode,
 // size and (for PNG) every pixel against the arithmetic that made it.
 func TestTestImages(t *testing.T) {
-	for _, ti := range testImages() {
-		path := filepath.Join(testdata, ti.name)
-		if *writeImages {
-			if err := os.WriteFile(path, ti.encode(), 0o644); err != nil {
+	imgs := testImages()
+	if *writeImages {
+		for _, ti := range imgs {
+			path := filepath.Join(testdata, ti.name)
+			data := []byte(nil)
+			if ti.encode != nil {
+				data = ti.encode()
+			} else {
+				cmd := exec.Command("sh", "-c", ti.tool)
+				cmd.Dir = testdata
+				out, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("%s: %v", ti.tool, err)
+				}
+				data = out
+			}
+			if err := os.WriteFile(path, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
+	}
+	decoded := map[string]*Decoded{}
+	for _, ti := range imgs {
+		if strings.HasSuffix(ti.name, ".ppm") {
+			continue // cjpeg's input, not an image whet reads
+		}
+		path := filepath.Join(testdata, ti.name)
 		d, err := DecodeFile(path)
 		if err != nil {
 			t.Fatalf("%v (regenerate with -write-images)", err)
 		}
+		decoded[ti.name] = d
 		if d.Mode != ti.mode || d.BitDepth != ti.depth || d.Width != ti.w || d.Height != ti.h {
 			t.Errorf("%s: mode %s depth %d size %dx%d, want %s %d %dx%d", ti.name, d.Mode, d.BitDepth, d.Width, d.Height, ti.mode, ti.depth, ti.w, ti.h)
+		}
+		if ti.sameAs != "" {
+			if src := decoded[ti.sameAs]; src == nil || !bytes.Equal(src.pix, d.pix) {
+				t.Errorf("%s does not decode to the pixels of %s, whose coefficients it holds", ti.name, ti.sameAs)
+			}
 		}
 		if ti.want == nil {
 			continue
@@ -378,6 +441,30 @@ func TestTestImages(t *testing.T) {
 					t.Fatalf("%s (%d,%d) = %v, want %v", ti.name, x, y, p[:4], []uint8{r, g, b, a})
 				}
 			}
+		}
+	}
+}
+
+// TestJPEGsUseLibjpegDecoding: every test JPEG (baseline, progressive,
+// restart markers, 4:2:0, 4:2:2, 4:4:4, gray) goes through this
+// package's decoder, not the image/jpeg fallback, so the reference test
+// measures it.
+func TestJPEGsUseLibjpegDecoding(t *testing.T) {
+	for _, ti := range testImages() {
+		if !strings.HasSuffix(ti.name, ".jpg") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(testdata, ti.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := decodeJPEGFrame(data, MaxPixels)
+		if err != nil {
+			t.Errorf("%s: %v", ti.name, err)
+			continue
+		}
+		if px := make([]uint8, 4*f.w*f.h); !libjpegPixels(f, px) {
+			t.Errorf("%s: sampling left to image/jpeg", ti.name)
 		}
 	}
 }

@@ -8,7 +8,7 @@ datasets/vision/testdata, made by datasets/vision/testimages_test.go)
 through each processor configuration below and writes the outputs to
 OUT.json: pixel values (in full for the small configurations, every
 STRIDE-th value plus the float64 sum and a SHA-256 of the float32 bytes
-for the released sizes), num_crops, num_tiles, aspect ratio ids and masks.
+for the released sizes; float32 little-endian, base64), num_crops, num_tiles, aspect ratio ids and masks.
 
 Two sources, recorded per case:
 
@@ -43,13 +43,13 @@ STRIDE = 4999
 # name -> processor kwargs. The small sizes keep full tensors committable;
 # the *_default ones are the released preprocessor_config.json values.
 CONFIGS = {
-    "gemma3_small": dict(kind="gemma3", size=40),
+    "gemma3_small": dict(kind="gemma3", size=32),
     "gemma3_pan_and_scan": dict(kind="gemma3", size=24, do_pan_and_scan=True,
                                 pan_and_scan_min_crop_size=16, pan_and_scan_max_num_crops=4,
                                 pan_and_scan_min_ratio_to_activate=1.2),
-    "gemma3_bicubic": dict(kind="gemma3", size=40, resample=3),
+    "gemma3_bicubic": dict(kind="gemma3", size=32, resample=3),
     "gemma3_default": dict(kind="gemma3", size=896),
-    "mllama_small": dict(kind="mllama", size=24, max_image_tiles=4),
+    "mllama_small": dict(kind="mllama", size=16, max_image_tiles=4),
     "mllama_default": dict(kind="mllama", size=560, max_image_tiles=4),
 }
 FULL = {"gemma3_small", "gemma3_pan_and_scan", "gemma3_bicubic", "mllama_small"}
@@ -238,7 +238,7 @@ def encode(name, cfg_name, source, res):
         case["values_f32le_b64"] = base64.b64encode(flat.astype("<f4").tobytes()).decode()
     else:
         case["stride"] = STRIDE
-        case["sampled"] = [float(v) for v in flat[::STRIDE]]
+        case["sampled_f32le_b64"] = base64.b64encode(flat[::STRIDE].astype("<f4").tobytes()).decode()
     for k in ("num_crops", "num_tiles", "aspect_ratio_ids", "aspect_ratio_mask"):
         if k in res:
             case[k] = res[k]
