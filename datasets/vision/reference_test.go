@@ -48,37 +48,58 @@ type refCase struct {
 	Values     string    `json:"values_f32le_b64"`
 	Stride     int       `json:"stride"`
 	Sampled    string    `json:"sampled_f32le_b64"`
+	SampledOld []float64 `json:"sampled"` // the script's first format`
 	NumCrops   []int     `json:"num_crops"`
 	NumTiles   [][]int   `json:"num_tiles"`
 	AspectIDs  [][]int   `json:"aspect_ratio_ids"`
 	AspectMask [][][]int `json:"aspect_ratio_mask"`
 }
 
-// refConfig maps the script's configuration names onto processors run
-// with Pillow's 16-bit rule (Gray16Clip), which is what the reference
-// shows.
-func refConfig(name string) (any, bool) {
-	g := DefaultGemma3()
-	g.Gray16 = Gray16Clip
-	m := DefaultMllama()
-	m.Gray16 = Gray16Clip
-	switch name {
-	case "gemma3_small":
-		g.Size = 32
-	case "gemma3_pan_and_scan":
-		g.Size, g.PanAndScan, g.PanMinCrop, g.PanMaxCrops, g.PanMinRatio = 24, true, 16, 4, 1.2
-	case "gemma3_bicubic":
-		g.Size, g.Filter = 32, Bicubic
-	case "gemma3_default":
-	case "mllama_small":
-		m.TileSize = 16
-		return m, true
-	case "mllama_default":
-		return m, true
-	default:
+// refConfig builds the processor for one of the script's configurations
+// from the keyword arguments it recorded (meta.configs), so a reference
+// made by an older or newer script still maps onto the right sizes; run
+// with Pillow's 16-bit rule (Gray16Clip), which the reference shows.
+func refConfig(meta map[string]any, name string) (any, bool) {
+	cfgs, _ := meta["configs"].(map[string]any)
+	kw, ok := cfgs[name].(map[string]any)
+	if !ok {
 		return nil, false
 	}
-	return g, true
+	num := func(k string) (float64, bool) { v, ok := kw[k].(float64); return v, ok }
+	size, ok := num("size")
+	if !ok {
+		return nil, false
+	}
+	filter := Bilinear
+	if r, ok := num("resample"); ok {
+		filter = Filter(int(r))
+	}
+	switch kw["kind"] {
+	case "gemma3":
+		g := DefaultGemma3()
+		g.Gray16, g.Size, g.Filter = Gray16Clip, int(size), filter
+		if on, _ := kw["do_pan_and_scan"].(bool); on {
+			g.PanAndScan = true
+			if v, ok := num("pan_and_scan_min_crop_size"); ok {
+				g.PanMinCrop = int(v)
+			}
+			if v, ok := num("pan_and_scan_max_num_crops"); ok {
+				g.PanMaxCrops = int(v)
+			}
+			if v, ok := num("pan_and_scan_min_ratio_to_activate"); ok {
+				g.PanMinRatio = v
+			}
+		}
+		return g, true
+	case "mllama":
+		m := DefaultMllama()
+		m.Gray16, m.TileSize, m.Filter = Gray16Clip, int(size), filter
+		if v, ok := num("max_image_tiles"); ok {
+			m.MaxTiles = int(v)
+		}
+		return m, true
+	}
+	return nil, false
 }
 
 func TestMatchesReference(t *testing.T) {
@@ -132,7 +153,7 @@ func checkReference(t *testing.T, ref *refFile) {
 		if im, ok := ref.Images[c.Image]; !ok || !sameMode(im.Mode, d.Mode) || im.Size != [2]int{d.Width, d.Height} {
 			t.Errorf("%s: whet opens it as %s %dx%d, the reference as %q %v", c.Image, d.Mode, d.Width, d.Height, im.Mode, im.Size)
 		}
-		cfg, ok := refConfig(c.Config)
+		cfg, ok := refConfig(ref.Meta, c.Config)
 		if !ok {
 			t.Fatalf("unknown configuration %q in the reference", c.Config)
 		}
@@ -197,6 +218,15 @@ func refValues(t *testing.T, c refCase) ([]int, []float64) {
 		n *= s
 	}
 	var idx []int
+	if c.SampledOld != nil {
+		for i := 0; i < n && c.Stride > 0; i += c.Stride {
+			idx = append(idx, i)
+		}
+		if len(idx) != len(c.SampledOld) {
+			t.Fatalf("%s %s: %d samples for %d values at stride %d", c.Image, c.Config, len(c.SampledOld), n, c.Stride)
+		}
+		return idx, c.SampledOld
+	}
 	raw, stride := c.Values, 1
 	if raw == "" {
 		raw, stride = c.Sampled, c.Stride
