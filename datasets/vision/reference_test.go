@@ -48,7 +48,7 @@ type refCase struct {
 	Values     string    `json:"values_f32le_b64"`
 	Stride     int       `json:"stride"`
 	Sampled    string    `json:"sampled_f32le_b64"`
-	SampledOld []float64 `json:"sampled"` // the script's first format`
+	SampledOld []float64 `json:"sampled"` // the script's first format
 	NumCrops   []int     `json:"num_crops"`
 	NumTiles   [][]int   `json:"num_tiles"`
 	AspectIDs  [][]int   `json:"aspect_ratio_ids"`
