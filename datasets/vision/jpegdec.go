@@ -475,21 +475,15 @@ func (d *jpegDecoder) restart() error {
 }
 
 func (d *jpegDecoder) block(c *jpegComp, b []int32) error {
-	if !d.progressive {
-		return d.baseline(c, b)
+	if !d.progressive { // sequential: DC and AC of the block together, no EOB runs
+		if err := d.dcFirst(c, b, 0); err != nil {
+			return err
+		}
+		return d.acSpectral(c, b, 1, 63, 0, false)
 	}
 	switch {
 	case d.ss == 0 && d.ah == 0:
-		s, err := d.decode(d.dc[c.td])
-		if err != nil {
-			return err
-		}
-		v, err := d.receive(s)
-		if err != nil {
-			return err
-		}
-		c.pred += extend(v, s)
-		b[0] = c.pred << d.al
+		return d.dcFirst(c, b, d.al)
 	case d.ss == 0:
 		bit, err := d.bit()
 		if err != nil {
@@ -498,15 +492,20 @@ func (d *jpegDecoder) block(c *jpegComp, b []int32) error {
 		if bit != 0 {
 			b[0] |= 1 << d.al
 		}
+		return nil
 	case d.ah == 0:
-		return d.acFirst(c, b)
-	default:
-		return d.acRefine(c, b)
+		if d.eobrun > 0 {
+			d.eobrun--
+			return nil
+		}
+		return d.acSpectral(c, b, d.ss, d.se, d.al, true)
 	}
-	return nil
+	return d.acRefine(c, b)
 }
 
-func (d *jpegDecoder) baseline(c *jpegComp, b []int32) error {
+// dcFirst decodes a DC difference and adds it to the component's
+// prediction.
+func (d *jpegDecoder) dcFirst(c *jpegComp, b []int32, al int) error {
 	s, err := d.decode(d.dc[c.td])
 	if err != nil {
 		return err
@@ -516,39 +515,16 @@ func (d *jpegDecoder) baseline(c *jpegComp, b []int32) error {
 		return err
 	}
 	c.pred += extend(v, s)
-	b[0] = c.pred
-	for k := 1; k < 64; k++ {
-		rs, err := d.decode(d.ac[c.ta])
-		if err != nil {
-			return err
-		}
-		r, s := rs>>4, rs&15
-		if s == 0 {
-			if r != 15 {
-				break
-			}
-			k += 15
-			continue
-		}
-		k += r
-		if k > 63 {
-			return errJPEGFallback
-		}
-		v, err := d.receive(s)
-		if err != nil {
-			return err
-		}
-		b[jpegNatural[k]] = extend(v, s)
-	}
+	b[0] = c.pred << al
 	return nil
 }
 
-func (d *jpegDecoder) acFirst(c *jpegComp, b []int32) error {
-	if d.eobrun > 0 {
-		d.eobrun--
-		return nil
-	}
-	for k := d.ss; k <= d.se; k++ {
+// acSpectral decodes AC coefficients ss..se (libjpeg's decode_mcu_slow AC
+// loop and decode_mcu_AC_first): run/size symbols, ZRL skipping 16 zeros,
+// and an end of block, which in progressive scans (eobRuns) also starts
+// a run of empty blocks.
+func (d *jpegDecoder) acSpectral(c *jpegComp, b []int32, ss, se, al int, eobRuns bool) error {
+	for k := ss; k <= se; k++ {
 		rs, err := d.decode(d.ac[c.ta])
 		if err != nil {
 			return err
@@ -556,15 +532,17 @@ func (d *jpegDecoder) acFirst(c *jpegComp, b []int32) error {
 		r, s := rs>>4, rs&15
 		if s == 0 {
 			if r != 15 {
-				d.eobrun = 1 << r
-				if r > 0 {
-					v, err := d.receive(r)
-					if err != nil {
-						return err
+				if eobRuns {
+					d.eobrun = 1 << r
+					if r > 0 {
+						v, err := d.receive(r)
+						if err != nil {
+							return err
+						}
+						d.eobrun += v
 					}
-					d.eobrun += v
+					d.eobrun-- // this block is the run's first
 				}
-				d.eobrun--
 				break
 			}
 			k += 15
@@ -578,7 +556,7 @@ func (d *jpegDecoder) acFirst(c *jpegComp, b []int32) error {
 		if err != nil {
 			return err
 		}
-		b[jpegNatural[k]] = extend(v, s) << d.al
+		b[jpegNatural[k]] = extend(v, s) << al
 	}
 	return nil
 }
