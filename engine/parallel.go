@@ -163,6 +163,25 @@ func NewDataParallel(m *Model, c Collective, shard bool, bucketBytes int) (*Data
 	return d, nil
 }
 
+// MarkShardedTrainable prepares full fine-tuning for a data-parallel run
+// with sharded state: every base weight becomes trainable, but nothing is
+// allocated for it yet. NewDataParallel then gives each its gradient in a
+// bucket and this rank's chunk of masters and moments, so a rank never
+// holds the whole optimizer state, not even while the run starts
+// (MakeAllTrainable would allocate every master and moment first).
+func (m *Model) MarkShardedTrainable() error {
+	for _, p := range m.Params() {
+		if isLoRAName(p.Name) || p.Trainable {
+			continue
+		}
+		if p.Quant != nil {
+			return fmt.Errorf("%s is stored in NF4 and cannot be trained (QLoRA trains adapters only)", p.Name)
+		}
+		p.Trainable = true
+	}
+	return nil
+}
+
 // layerParams lists a decoder block's parameters (with its adapters).
 func layerParams(l *Layer, m *Model) []*Param {
 	var out []*Param
@@ -273,7 +292,13 @@ func (d *DataParallel) shardBucket(bk *gradBucket) error {
 				return err
 			}
 			if m.Compute != F32 {
-				src := view(p.Master, seg.paramOff, seg.n)
+				// From the fp32 master when the parameter has one, else
+				// from the weight as loaded (MarkShardedTrainable).
+				from := p.Master
+				if from == nil {
+					from = p.W
+				}
+				src := view(from, seg.paramOff, seg.n)
 				if err != nil {
 					return err
 				}
@@ -286,7 +311,7 @@ func (d *DataParallel) shardBucket(bk *gradBucket) error {
 		// The parameter's own copies go: its compute weight is the
 		// bucket's view (full after every all-gather), which also stands
 		// for its master wherever the model reads one (export, checks).
-		if p.Master != p.W {
+		if p.Master != nil && p.Master != p.W {
 			B.Free(p.Master)
 		}
 		B.Free(p.W)

@@ -351,6 +351,8 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 	if cfg.usesLoRA() {
 		err = m.AddLoRA(LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
 			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(cfg.Train.Seed)})
+	} else if c != nil {
+		err = m.MarkShardedTrainable() // NewDataParallel allocates the rank's share
 	} else {
 		err = m.MakeAllTrainable()
 	}
