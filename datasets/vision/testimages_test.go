@@ -232,6 +232,13 @@ func testImages() []testImage {
 			}
 			return p[0], p[1], p[2], 255
 		}})
+	add(testImage{name: "interlaced_rgb_23x19.png", mode: ModeRGB, depth: 8, w: 23, h: 19,
+		encode: func() []byte {
+			return rawPNGFull(23, 19, 8, 2, nil, true, func(x, y int) []byte {
+				r, g, b, _ := rgbWant(23, 19)(x, y)
+				return []byte{r, g, b}
+			})
+		}, want: rgbWant(23, 19)})
 	add(testImage{name: "rgba16_21x14.png", mode: ModeRGBA, depth: 16, w: 21, h: 14,
 		encode: func() []byte {
 			m := image.NewNRGBA64(image.Rect(0, 0, 21, 14))
@@ -337,7 +344,31 @@ func rawPNG(w, h, depth int, colorType byte, px func(x, y int) []byte) []byte {
 
 // rawPNGWith also writes a tRNS chunk when trns is not nil.
 func rawPNGWith(w, h, depth int, colorType byte, trns []byte, px func(x, y int) []byte) []byte {
+	return rawPNGFull(w, h, depth, colorType, trns, false, px)
+}
+
+// adam7 lists the interlace passes: x and y start, x and y step.
+var adam7 = [7][4]int{{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}}
+
+// rawPNGFull writes the image data rows, in Adam7 passes when interlaced
+// (each pass a small image of its own, empty passes left out).
+func rawPNGFull(w, h, depth int, colorType byte, trns []byte, interlaced bool, px func(x, y int) []byte) []byte {
+	passes := [][4]int{{0, 0, 1, 1}}
+	if interlaced {
+		passes = adam7[:]
+	}
 	var raw bytes.Buffer
+	for _, p := range passes {
+		pw, ph := (w-p[0]+p[2]-1)/p[2], (h-p[1]+p[3]-1)/p[3]
+		if pw <= 0 || ph <= 0 {
+			continue
+		}
+		writeRows(&raw, pw, ph, depth, func(x, y int) []byte { return px(p[0]+x*p[2], p[1]+y*p[3]) })
+	}
+	return pngChunks(w, h, depth, colorType, trns, interlaced, raw.Bytes())
+}
+
+func writeRows(raw *bytes.Buffer, w, h, depth int, px func(x, y int) []byte) {
 	for y := 0; y < h; y++ {
 		raw.WriteByte(0) // filter: none
 		if depth < 8 {
@@ -359,9 +390,12 @@ func rawPNGWith(w, h, depth int, colorType byte, trns []byte, px func(x, y int) 
 			raw.Write(px(x, y))
 		}
 	}
+}
+
+func pngChunks(w, h, depth int, colorType byte, trns []byte, interlaced bool, raw []byte) []byte {
 	var z bytes.Buffer
 	zw := zlib.NewWriter(&z)
-	zw.Write(raw.Bytes())
+	zw.Write(raw)
 	zw.Close()
 	var out bytes.Buffer
 	out.Write(pngSignature)
@@ -378,6 +412,9 @@ func rawPNGWith(w, h, depth int, colorType byte, trns []byte, px func(x, y int) 
 	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
 	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
 	ihdr[8], ihdr[9] = byte(depth), colorType
+	if interlaced {
+		ihdr[12] = 1
+	}
 	chunk("IHDR", ihdr)
 	if trns != nil {
 		chunk("tRNS", trns)
