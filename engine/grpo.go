@@ -159,7 +159,7 @@ func (s GRPOTokenStats) Metrics(beta float64) map[string]float64 {
 	return m
 }
 
-// grpoToken is the loss of one completion token and its derivative by the
+// token is the loss of one completion token and its derivative by the
 // token's log-prob, with whether it was clipped low or high.
 func (l GRPOLoss) token(lp, old, ref, adv float64, hasRef bool) (loss, grad, kl float64, low, high bool) {
 	lo, hi := 1-l.Epsilon, 1+l.epsHigh()
