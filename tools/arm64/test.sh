@@ -15,6 +15,7 @@
 # it returns at once: tools/test.sh's go test ./... runs everything natively.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+repo=$PWD
 case "$(uname -m)" in
   aarch64|arm64) echo "arm64/test.sh: this machine is arm64; go test ./... already ran natively"; exit 0 ;;
 esac
@@ -54,4 +55,20 @@ arm64test -skip '^TestHostileTemplatesStopAtLimits$' \
   ./presets/... ./datasets/... ./engine/export/... ./engine/gpuinfo/... ./engine/cuda/...
 stamp "engine's reference tests under qemu-aarch64"
 arm64test -run '^TestReference|FiniteDiff$' ./engine
+
+# The whole program on arm64: the tiny LoRA run of testdata/runs (12 steps
+# on the CPU, with evals, a sample, a checkpoint and the adapter written)
+# must end at the eval loss the native amd64 binary reaches, within 1e-4.
+stamp "testdata/runs/tiny-lora.yaml: arm64 under qemu-aarch64 against amd64 native"
+go build -o "$out/whet-native" .
+final_eval() { grep -o '"eval_loss":[-0-9.eE+]*' "$1/runs/tiny-lora/metrics.jsonl" | tail -1 | cut -d: -f2; }
+mkdir -p "$out/run-arm64" "$out/run-amd64"
+(cd "$out/run-arm64" && qemu-aarch64 "$out/whet-nocgo" train -c "$repo/testdata/runs/tiny-lora.yaml" > log 2>&1) ||
+  { cat "$out/run-arm64/log" >&2; echo "arm64/test.sh: the arm64 run failed" >&2; exit 1; }
+(cd "$out/run-amd64" && "$out/whet-native" train -c "$repo/testdata/runs/tiny-lora.yaml" > log 2>&1) ||
+  { cat "$out/run-amd64/log" >&2; echo "arm64/test.sh: the amd64 run failed" >&2; exit 1; }
+a=$(final_eval "$out/run-arm64") n=$(final_eval "$out/run-amd64")
+echo "final eval loss: arm64 $a, amd64 $n"
+awk -v a="$a" -v n="$n" 'BEGIN { d = a - n; if (d < 0) d = -d; exit !(a != "" && n != "" && d <= 1e-4 * (n < 0 ? -n : n)) }' ||
+  { echo "arm64/test.sh: the arm64 run's final eval loss $a is not within 1e-4 of amd64's $n" >&2; exit 1; }
 stamp "done"
