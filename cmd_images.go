@@ -64,7 +64,7 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	modes := map[string]int{}
 	layouts := map[string]int{}
-	images, wide16 := 0, 0
+	images, wide16, narrow16 := 0, 0, 0
 	withImages := 0
 	for _, r := range rows {
 		if len(r.Images) > 0 {
@@ -74,8 +74,11 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	bad = append(bad, datasets.CheckImages(path, rows, func(_ datasets.ImageRow, _ datasets.ImageAt, d *vision.Decoded) {
 		images++
 		modes[fmt.Sprintf("%s %s %d-bit", d.Format, d.Mode, d.BitDepth)]++
-		if d.Mode == vision.ModeI16 {
+		if m, ok := d.Max16(); ok {
 			wide16++
+			if m < 1<<12 {
+				narrow16++
+			}
 		}
 		if cfg != nil {
 			layouts[layout(cfg, d.Width, d.Height)]++
@@ -91,6 +94,9 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	printCounts(stdout, "  ", modes)
 	if wide16 > 0 {
 		fmt.Fprintf(stdout, "  %d are 16-bit grayscale: whet keeps their high byte; transformers (Pillow) would clip every sample above 255 to white\n", wide16)
+	}
+	if narrow16 > 0 {
+		fmt.Fprintf(stdout, "  %d of those use 12 bits or fewer (largest sample under 4096), so their high byte is nearly black: window them to 8 bits before training\n", narrow16)
 	}
 	if cfg != nil {
 		fmt.Fprintf(stdout, "%s:\n", cfg.Type)

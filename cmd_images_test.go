@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"image"
+	"image/color"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,11 +29,23 @@ func TestImagesCommand(t *testing.T) {
 			}
 		}
 	}
+	// A 12-bit X-ray in a 16-bit PNG: its high byte is nearly black.
+	xray := image.NewGray16(image.Rect(0, 0, 40, 30))
+	for i := 0; i < 40*30; i++ {
+		xray.SetGray16(i%40, i/40, color.Gray16{Y: uint16(i * 3 % 4096)})
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, xray); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "xray12.png"), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	row := func(img string) string {
 		return `{"messages": [{"role": "user", "content": [{"type": "image", "path": "` + img + `"}, {"type": "text", "text": "Findings?"}]}, {"role": "assistant", "content": "Normal."}]}`
 	}
 	data := filepath.Join(dir, "xrays.jsonl")
-	lines := []string{row("rgb8_700x150.png"), row("gray16_64x48.png"), row("missing.png"), row("cut.png")}
+	lines := []string{row("rgb8_700x150.png"), row("gray16_64x48.png"), row("missing.png"), row("cut.png"), row("xray12.png")}
 	if err := os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -38,10 +54,11 @@ func TestImagesCommand(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, errs)
 	}
 	for _, want := range []string{
-		"xrays.jsonl: 4 rows, 4 with images; 4 images, 2 readable\n",
-		"png I;16 16-bit: 1, png RGB 8-bit: 1\n",
-		"1 are 16-bit grayscale: whet keeps their high byte",
-		"MllamaImageProcessor:\n  1×1 tiles of 560: 1, 1×2 tiles of 560: 1\n",
+		"xrays.jsonl: 5 rows, 5 with images; 5 images, 3 readable\n",
+		"png I;16 16-bit: 2, png RGB 8-bit: 1\n",
+		"2 are 16-bit grayscale: whet keeps their high byte",
+		"1 of those use 12 bits or fewer",
+		"MllamaImageProcessor:\n  1×1 tiles of 560: 2, 1×2 tiles of 560: 1\n",
 		`xrays.jsonl:3: field "messages[0].content[0]": image missing.png: `,
 		`xrays.jsonl:4: field "messages[0].content[0]": `,
 	} {

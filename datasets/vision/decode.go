@@ -322,6 +322,22 @@ func muldiv255(a, b uint8) uint8 {
 	return uint8((t>>8 + t) >> 8)
 }
 
+// Max16 returns the largest sample of a 16-bit grayscale image (ok false
+// for other modes). Medical images often use 10 or 12 of the 16 bits:
+// then neither rule gives a useful picture (the high byte is nearly black,
+// Pillow's clip nearly white), and the data wants windowing first.
+func (d *Decoded) Max16() (max uint16, ok bool) {
+	if d.gray16 == nil {
+		return 0, false
+	}
+	for _, v := range d.gray16 {
+		if v > max {
+			max = v
+		}
+	}
+	return max, true
+}
+
 // Gray16Rule says what becomes of 16-bit grayscale samples (mode I;16).
 type Gray16Rule int
 
