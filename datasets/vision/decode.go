@@ -115,8 +115,11 @@ func decode(data []byte, maxPixels int) (*Decoded, error) {
 		// anything else, and every error, goes to image/jpeg below.
 		if f, err := decodeJPEGFrame(data, maxPixels); err == nil && f.w == cfg.Width && f.h == cfg.Height {
 			d := &Decoded{Width: f.w, Height: f.h, Format: format, Mode: ModeRGB, BitDepth: 8, pix: make([]uint8, 4*f.w*f.h)}
-			if len(f.comps) == 1 {
+			switch len(f.comps) {
+			case 1:
 				d.Mode = ModeL
+			case 4:
+				d.Mode = ModeCMYK
 			}
 			if libjpegPixels(f, d.pix) {
 				return d, nil

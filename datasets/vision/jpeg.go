@@ -24,6 +24,9 @@ func libjpegPixels(f *jpegFrame, dst []uint8) bool {
 		}
 		return true
 	}
+	if len(f.comps) == 4 {
+		return cmykPixels(f, dst)
+	}
 	if len(f.comps) != 3 {
 		return false
 	}
@@ -139,4 +142,26 @@ var crR, cbB, crG, cbG = func() (r, b, rg, bg [256]int32) {
 
 func clamp255(v int32) uint8 {
 	return uint8(min(max(v, 0), 255))
+}
+
+// cmykPixels handles a 4-component (CMYK) JPEG the way Pillow reads it:
+// libjpeg passes the samples through, Pillow's "CMYK;I" raw mode inverts
+// all four (it assumes Adobe's polarity, as Photoshop writes), and
+// convert("RGB") is cmyk2rgb. YCCK and subsampled CMYK files are left to
+// image/jpeg.
+func cmykPixels(f *jpegFrame, dst []uint8) bool {
+	if f.ycck || f.hmax != 1 || f.vmax != 1 {
+		return false
+	}
+	for y := 0; y < f.h; y++ {
+		for x := 0; x < f.w; x++ {
+			var s [4]uint8
+			for i, p := range f.comps {
+				s[i] = 255 - p.pix[y*p.stride+x]
+			}
+			r, g, b := cmykToRGB(s[0], s[1], s[2], s[3])
+			copy(dst[4*(y*f.w+x):], []uint8{r, g, b, 255})
+		}
+	}
+	return true
 }

@@ -12,8 +12,8 @@ import (
 // and its range-limit table). Go's image/jpeg rounds its inverse DCT
 // differently, which left decoded samples a level or three away from
 // Pillow's. Anything this decoder does not handle (arithmetic coding,
-// lossless or hierarchical frames, 4-component images, unusual sampling
-// factors) returns errJPEGFallback and is decoded by image/jpeg instead.
+// lossless or hierarchical frames, YCCK images, unusual sampling factors)
+// returns errJPEGFallback and is decoded by image/jpeg instead.
 
 var errJPEGFallback = errors.New("jpeg: left to image/jpeg")
 
@@ -95,6 +95,7 @@ type jpegFrame struct {
 	hmax, vmax int
 	comps      []jpegPlane
 	rgb        bool // Adobe transform 0 (or R, G, B component ids): no colour conversion
+	ycck       bool // 4 components with Adobe transform 2
 }
 
 type jpegPlane struct {
@@ -214,7 +215,7 @@ func (d *jpegDecoder) readSOF(progressive bool, maxPixels int) error {
 	d.h = int(seg[1])<<8 | int(seg[2])
 	d.w = int(seg[3])<<8 | int(seg[4])
 	n := int(seg[5])
-	if d.w == 0 || d.h == 0 || (n != 1 && n != 3) || len(seg) < 6+3*n || d.w*d.h > maxPixels {
+	if d.w == 0 || d.h == 0 || (n != 1 && n != 3 && n != 4) || len(seg) < 6+3*n || d.w*d.h > maxPixels {
 		return errJPEGFallback
 	}
 	d.hmax, d.vmax = 1, 1
@@ -648,6 +649,8 @@ func (d *jpegDecoder) finish() (*jpegFrame, error) {
 	f := &jpegFrame{w: d.w, h: d.h, hmax: d.hmax, vmax: d.vmax}
 	switch {
 	case len(d.comps) == 1:
+	case len(d.comps) == 4: // libjpeg: YCCK when an Adobe marker says transform 2 (or any non-zero), else CMYK
+		f.ycck = d.adobe && d.transform != 0
 	case d.jfif:
 	case d.adobe:
 		f.rgb = d.transform == 0

@@ -263,6 +263,12 @@ func testImages() []testImage {
 		tool: "cjpeg -quality 90 -sample 2x1 color_48x40.ppm"})
 	add(testImage{name: "color444_48x40.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
 		tool: "cjpeg -quality 90 -sample 1x1 color_48x40.ppm"})
+	// Pillow writes CMYK JPEGs (Go and cjpeg do not): the test pattern as
+	// inverted RGB with a K ramp.
+	add(testImage{name: "cmyk_48x40.jpg", mode: ModeCMYK, depth: 8, w: 48, h: 40,
+		tool: `/usr/bin/python3 -c 'from PIL import Image; import sys; im = Image.open("color_48x40.ppm"); p = im.load(); out = Image.new("CMYK", im.size); ` +
+			`q = out.load(); [q.__setitem__((x, y), tuple(255 - v for v in p[x, y]) + ((x + y) * 3 % 256,)) for y in range(im.size[1]) for x in range(im.size[0])]; ` +
+			`out.save(sys.stdout.buffer, "JPEG", quality=90)'`})
 	add(testImage{name: "color_37x23_progressive.jpg", mode: ModeRGB, depth: 8, w: 37, h: 23,
 		tool: "jpegtran -progressive color_37x23.jpg", sameAs: "color_37x23.jpg"})
 	add(testImage{name: "color_48x40_restart.jpg", mode: ModeRGB, depth: 8, w: 48, h: 40,
