@@ -4,13 +4,14 @@
 // (MllamaImageProcessor), and reads the image parts of multimodal
 // conversations.
 //
-// transformers works on PIL images: it opens the file with Pillow,
-// converts it to RGB (each processor its own way), resizes it with PIL's
-// Image.resize, and only then goes to float32. So this package copies
-// Pillow's steps one by one: the mode a PNG opens in, convert("RGB") (or
+// transformers works on PIL images: it opens the file with Pillow (so
+// with libjpeg for JPEGs), converts it to RGB (each processor its own
+// way), resizes it with PIL's Image.resize, and only then goes to
+// float32. So this package copies those steps one by one: the mode a PNG
+// opens in, libjpeg's decoding (jpegdec.go, jpeg.go), convert("RGB") (or
 // the alpha composite over white that Mllama uses), and Pillow's
 // fixed-point convolution resampler. See docs/vision.md for what is proven
-// against transformers and what is not.
+// against Pillow and transformers and what is not.
 package vision
 
 import (
