@@ -5,11 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
 	"whet/datasets"
 	"whet/datasets/vision"
+	"whet/tui/components/imageview"
 )
 
 func init() {
@@ -26,9 +29,11 @@ func init() {
 func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("images", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	proc := fs.String("processor", "", "gemma3, mllama, or a model's preprocessor_config.json: also show the tiles or crops each image gets")
+	proc := fs.String("processor", "", "gemma3, mllama, a model folder or its preprocessor_config.json: also show the tiles or crops each image gets")
+	show := fs.Int("show", 0, "draw the images of this row (its line in JSONL, its row number in Parquet, its index in JSON) with coloured half blocks instead")
+	cols := fs.Int("cols", 60, "with --show: the width to draw in, in terminal columns")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: whet images [--processor gemma3|mllama|FILE] DATA.jsonl|.json|.parquet")
+		fmt.Fprintln(stderr, "usage: whet images [--processor gemma3|mllama|MODEL_DIR|FILE] [--show ROW [--cols N]] DATA.jsonl|.json|.parquet")
 		fmt.Fprintln(stderr, "Exits 1 when some image cannot be read; each one is listed with its row, field and file.")
 		fs.PrintDefaults()
 	}
@@ -52,8 +57,12 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		m := vision.DefaultMllama()
 		cfg = &vision.ProcessorConfig{Type: "MllamaImageProcessor", Mllama: &m}
 	default:
+		file := *proc
+		if st, err := os.Stat(file); err == nil && st.IsDir() { // a model folder
+			file = filepath.Join(file, "preprocessor_config.json")
+		}
 		var err error
-		if cfg, err = vision.LoadProcessorConfig(*proc); err != nil {
+		if cfg, err = vision.LoadProcessorConfig(file); err != nil {
 			return err
 		}
 	}
@@ -61,6 +70,9 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rows, bad, err := datasets.ReadImageRows(path)
 	if err != nil {
 		return err
+	}
+	if *show != 0 {
+		return showRow(stdout, path, rows, *show, *cols)
 	}
 	modes := map[string]int{}
 	layouts := map[string]int{}
@@ -152,4 +164,34 @@ func printCounts(w io.Writer, indent string, counts map[string]int) {
 	if len(parts) > 0 {
 		fmt.Fprintln(w, indent+strings.Join(parts, ", "))
 	}
+}
+
+// showRow draws the images of one row, each under a line naming it.
+func showRow(w io.Writer, path string, rows []datasets.ImageRow, n, cols int) error {
+	if cols < 1 {
+		return fmt.Errorf("--cols %d: want at least 1", cols)
+	}
+	for _, r := range rows {
+		if r.Loc.Line != n && r.Loc.Row != n {
+			continue
+		}
+		if len(r.Images) == 0 {
+			return fmt.Errorf("%s has no images", r.Loc)
+		}
+		for _, im := range r.Images {
+			d, err := im.Ref.Load(filepath.Dir(path))
+			if err != nil {
+				return fmt.Errorf("%s: field %q: %w", r.Loc, im.Field, err)
+			}
+			fmt.Fprintf(w, "%s: %s: %s\n", r.Loc, im.Field, imageview.Placeholder(im.Ref.String(), d))
+			// Mllama's white-over-transparency is the friendlier preview.
+			art, err := imageview.HalfBlocks(d.RGB(vision.AlphaOverWhite, vision.Gray16Scale), cols, cols/2)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(w, art)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: no row %d with images (rows are counted as in the messages: JSONL lines, Parquet rows, JSON indices)", path, n)
 }

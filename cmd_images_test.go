@@ -78,9 +78,20 @@ func TestImagesCommand(t *testing.T) {
 	if err := os.WriteFile(data, []byte(lines[0]+"\n"+lines[1]+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errs = runCLI(t, "images", "--processor", cfg, data)
+	code, out, errs = runCLI(t, "images", "--processor", dir, data) // the folder holding preprocessor_config.json
 	if code != 0 || errs != "" || !strings.Contains(out, "Gemma3ImageProcessor:\n  the image alone (no pan-and-scan crops): 1, the image and 4 crops: 1\n") {
 		t.Errorf("exit %d, stderr %q, output:\n%s", code, errs, out)
+	}
+	code, out, errs = runCLI(t, "images", "--show", "2", "--cols", "16", data)
+	if code != 0 || errs != "" {
+		t.Fatalf("--show: exit %d, stderr %q", code, errs)
+	}
+	if first, art, _ := strings.Cut(out, "\n"); !strings.HasSuffix(first, `: messages[0].content[0]: [image gray16_64x48.png: 64x48 png I;16]`) ||
+		strings.Count(art, "\x1b[0m\n") != 6 || strings.Count(art, "▀") != 16*6 {
+		t.Errorf("--show output:\n%q", out)
+	}
+	if code, _, errs := runCLI(t, "images", "--show", "9", data); code != 1 || !strings.Contains(errs, "no row 9 with images") {
+		t.Errorf("--show of a missing row: exit %d, %q", code, errs)
 	}
 	if code, _, errs := runCLI(t, "images", data, "extra"); code != 1 || !strings.Contains(errs, "want one data file") {
 		t.Errorf("two arguments: exit %d, %q", code, errs)

@@ -647,6 +647,7 @@ func TestWanted(t *testing.T) {
 	for name, want := range map[string]bool{
 		"config.json": true, "model-00001-of-00002.safetensors": true, "model.safetensors.index.json": true,
 		"tokenizer.model": true, "chat_template.jinja": true, "special_tokens_map.json": true,
+		"preprocessor_config.json": true, "processor_config.json": true,
 		"pytorch_model.bin": false, "consolidated.00.pth": false, "original/model.safetensors": false,
 		"README.md": false, "model.gguf": false, "onnx/model.onnx": false, "training_args.bin": false,
 	} {
