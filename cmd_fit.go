@@ -61,6 +61,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	targets := fs.String("targets", "q,k,v,o,gate,up,down", "LoRA target projections, comma-separated")
 	chunk := fs.Int("chunk", memplan.DefaultLogitsChunk, "tokens per LM-head logits chunk")
 	dpoBase := fs.String("dpo-base", "lora", "how DPO trains the policy: lora | qlora | full")
+	generations := fs.Int("generations", 8, "GRPO: completions sampled together per prompt (one KV cache each)")
 	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")
 	gpus := fs.Int("gpus", 1, "plan per GPU for a data-parallel run on this many GPUs (full fine-tuning shards its fp32 masters and AdamW moments across them)")
 	maxSeq := fs.Bool("max-seq", false, "instead of checking --seq: find the longest sequence length that fits (binary search over the plan)")
@@ -104,7 +105,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	if meth == memplan.GRPO {
 		// The sampler's KV cache holds a whole prompt and completion.
-		opts.GenerationTokens = *seq
+		opts.GenerationTokens, opts.GenerationLanes = *seq, *generations
 	}
 	if opts.Base() == memplan.QLoRA {
 		q, err := presets.LookupMethod("qlora")

@@ -35,12 +35,19 @@ type kvCache struct {
 	k, v []Tensor // per layer [MaxLen, KVDim]
 	pos  int      // positions filled
 	kva  KVAttention
+	// lanes, when set, are sequences decoded together (GRPO's completions
+	// of one prompt): row i of a pass is lanes[i]'s next token, so the
+	// projections run on all rows at once and attention lane by lane.
+	lanes []*kvCache
 }
 
 // attend stores this chunk's k and v at the cache's next positions and
 // runs attention of the chunk's queries over everything cached so far.
 func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
-	B, T, kvd := a.m.B, a.t, a.m.Cfg.KVDim()
+	if c.lanes != nil {
+		return c.attendLanes(a, l, q, k, v, att)
+	}
+	B, T, kvd := a.m.B, Rows(k), a.m.Cfg.KVDim()
 	for _, pair := range [][2]Tensor{{c.k[l], k}, {c.v[l], v}} {
 		dst, err := B.View(pair[0], c.pos*kvd, T, kvd)
 		if err != nil {

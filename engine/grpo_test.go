@@ -1,8 +1,10 @@
 package engine_test
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"whet/datasets"
@@ -243,4 +245,48 @@ func TestGRPOLossValidate(t *testing.T) {
 	if err := (engine.GRPOLoss{Type: "dapo", Epsilon: 0.2}).Validate(); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestGroupGenerateMatchesOneByOne: sampling G continuations of a prompt
+// together (one row per lane) gives each lane the tokens the one-sequence
+// generator gives with the same options and seed.
+func TestGroupGenerateMatchesOneByOne(t *testing.T) {
+	m := newTiny(t, true, false)
+	rng := rand.New(rand.NewPCG(2, 2))
+	prompt := make([]int32, 5)
+	for i := range prompt {
+		prompt[i] = int32(rng.IntN(m.Cfg.VocabSize))
+	}
+	var opts []engine.SampleOptions
+	for i := 0; i < 4; i++ {
+		opts = append(opts, engine.SampleOptions{MaxNewTokens: 12, Temperature: 1, TopP: 0.95, RepetitionPenalty: 1.1, Seed: uint64(10 + i), StopIDs: []int32{3, 17}})
+	}
+	gen, err := m.NewGenerator(len(prompt) + 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Free()
+	group, err := m.NewGroupGenerator(4, len(prompt)+12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer group.Free()
+	got, err := group.Generate(context.Background(), prompt, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := 0
+	for i, o := range opts {
+		want, err := gen.Generate(context.Background(), prompt, o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got[i], want) {
+			t.Errorf("lane %d: %v, one by one %v", i, got[i], want)
+		}
+		if len(want) < 12 {
+			stopped++
+		}
+	}
+	t.Logf("%d of 4 lanes stopped early", stopped)
 }

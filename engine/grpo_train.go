@@ -51,7 +51,7 @@ type GRPORun struct {
 	GenTokens  int
 
 	maxPrompt int
-	gen       *Generator
+	gen       *GroupGenerator
 	stop      []int32
 	cur       *grpoRollout
 	samples   []SampleEvent
@@ -262,7 +262,7 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 	}
 	idx := order[lo:min(lo+pps, len(order))]
 	if g.gen == nil {
-		gen, err := t.Model.NewGenerator(g.MaxSeqTokens())
+		gen, err := t.Model.NewGroupGenerator(g.Cfg.NumGenerations, g.MaxSeqTokens())
 		if err != nil {
 			return nil, err
 		}
@@ -277,20 +277,25 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 	began := time.Now()
 	for k, p := range idx {
 		pr := g.Prompts[p]
-		for j := 0; j < G; j++ {
-			o := SampleOptions{MaxNewTokens: c.MaxCompletionLength, Temperature: c.Temperature, TopK: c.TopK, TopP: c.TopP,
+		// The prompt's G completions are sampled together, each with its
+		// own seed.
+		opts := make([]SampleOptions, G)
+		for j := range opts {
+			opts[j] = SampleOptions{MaxNewTokens: c.MaxCompletionLength, Temperature: c.Temperature, TopK: c.TopK, TopP: c.TopP,
 				MinP: c.MinP, RepetitionPenalty: c.RepetitionPenalty, Seed: grpoSeed(t.Seed, epoch, block, k*G+j), StopIDs: g.stop}
-			stopped := false
-			ids, err := g.gen.Generate(ctx, pr.IDs, o, func(int32) bool {
-				stopped = t.ctl.stopRequested()
-				return !stopped
-			})
-			if stopped {
-				return nil, errStepStopped
-			}
-			if err != nil {
-				return nil, fmt.Errorf("generate completion %d of prompt %d: %w", j, p, err)
-			}
+		}
+		stopped := false
+		all, err := g.gen.Generate(ctx, pr.IDs, opts, func() bool {
+			stopped = t.ctl.stopRequested()
+			return !stopped
+		})
+		if stopped {
+			return nil, errStepStopped
+		}
+		if err != nil {
+			return nil, fmt.Errorf("generate the completions of prompt %d: %w", p, err)
+		}
+		for _, ids := range all {
 			cut := len(ids) == c.MaxCompletionLength && !isStop(ids[len(ids)-1], g.stop)
 			text := ""
 			if g.Tok != nil {

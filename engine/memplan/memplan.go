@@ -541,14 +541,16 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	}
 
 	// ---- generation ----------------------------------------------------
-	// GRPO samples its completions with a KV cache (engine/generate.go):
-	// per layer k and v [prompt + completion, KV] in the compute dtype.
+	// GRPO samples a prompt's completions together (engine/grpo_generate.go),
+	// each lane with its KV cache: per lane and layer k and v [prompt +
+	// completion, KV] in the compute dtype.
 	if o.GenerationTokens > 0 {
 		kv := int64(cfg.KVDim())
 		g := int64(o.GenerationTokens)
+		lanes := max(1, o.GenerationLanes)
 		p.Buffers = append(p.Buffers,
-			Buffer{Name: "gen.k_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l},
-			Buffer{Name: "gen.v_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l})
+			Buffer{Name: "gen.k_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l * lanes},
+			Buffer{Name: "gen.v_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l * lanes})
 	}
 
 	// ---- masters, gradients, AdamW moments ---------------------------

@@ -49,11 +49,13 @@ type Options struct {
 	DPOBase              Method
 	DPOResidentReference bool
 	// GRPOBase is how the GRPO policy is trained: lora (default) or full
-	// (then with beta 0: no reference). GenerationTokens is what the
-	// generator's KV cache holds: the longest prompt plus
-	// max_completion_length (GRPO samples its completions).
+	// (then with beta 0: no reference). GenerationTokens is what each of
+	// the generator's GenerationLanes KV caches holds (default 1 lane): the
+	// longest prompt plus max_completion_length; GRPO samples a prompt's
+	// num_generations completions together, one lane each.
 	GRPOBase         Method
 	GenerationTokens int
+	GenerationLanes  int
 	MicroBatch       int // sequences per micro-batch (default 1); DPO: preference pairs
 	// GradAccum is the number of micro-batches per optimizer step (default
 	// 1). It does not change memory; the advice keeps MicroBatch·GradAccum
@@ -222,7 +224,7 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 			o.GRPOBase = Full
 		}
 		o.SeqLen = rc.Data.MaxLength + rc.GRPO.MaxCompletionLength
-		o.GenerationTokens = o.SeqLen
+		o.GenerationTokens, o.GenerationLanes = o.SeqLen, max(1, rc.GRPO.NumGenerations)
 	}
 	switch rc.Backend {
 	case "", "auto", "cuda":
