@@ -36,13 +36,14 @@ func TestReferenceGRPO(t *testing.T) {
 	metricOrder := []string{"reward", "reward_std", "rewards/f0/mean", "rewards/f0/std", "rewards/f1/mean", "rewards/f1/std",
 		"frac_reward_zero_std", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "completions/mean_length"}
 	const g = 3
-	for _, name := range referenceModels {
+	// The models make_grpo_reference.py covers.
+	for _, name := range []string{"tiny-llama", "tiny-qwen2"} {
 		path := filepath.Join("..", "testdata", "reference", name+".grpo.safetensors")
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			t.Skipf("%s not produced yet: run tools/reference/make_grpo_reference.py on the GPU machine (see tools/reference/README.md)", path)
-		}
 		for key, set := range settings {
 			t.Run(fmt.Sprintf("%s/%s", name, key), func(t *testing.T) {
+				if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+					t.Skipf("%s not produced yet: run tools/reference/make_grpo_reference.py on the GPU machine (see tools/reference/README.md)", path)
+				}
 				rc := openReference(t, name)
 				st, err := safetensors.Open(path)
 				if err != nil {
