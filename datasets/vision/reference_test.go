@@ -36,6 +36,16 @@ type refFile struct {
 		Spans    [][2]int `json:"spans"`
 		Dense    []uint8  `json:"dense"`
 	} `json:"cross_attention"`
+	// MllamaBatch is the Mllama processor's output for a batch of samples
+	// (transformers only).
+	MllamaBatch *struct {
+		Samples [][]string  `json:"samples"`
+		Shape   []int       `json:"shape"`
+		Values  string      `json:"values_f32le_b64"`
+		IDs     [][]int64   `json:"aspect_ratio_ids"`
+		Mask    [][][]int64 `json:"aspect_ratio_mask"`
+		Tiles   [][]int     `json:"num_tiles"`
+	} `json:"mllama_batch"`
 }
 
 type refCase struct {
@@ -127,6 +137,9 @@ func TestMatchesReference(t *testing.T) {
 
 func checkReference(t *testing.T, ref *refFile) {
 	t.Logf("reference made with %v", ref.Meta)
+	if ref.MllamaBatch != nil {
+		checkMllamaBatch(t, ref)
+	}
 	for _, c := range ref.CrossAttention {
 		spans := CrossAttentionSpans(c.IDs, 9)
 		if !slices.Equal(spans, c.Spans) {
@@ -259,4 +272,62 @@ func hashFloats(v []float32) string {
 // the same way when converted to RGB.
 func sameMode(pil string, m Mode) bool {
 	return Mode(pil) == m || (pil == "I" && m == ModeI16)
+}
+
+// checkMllamaBatch packs whet's per-image outputs like the processor's
+// batch and compares everything.
+func checkMllamaBatch(t *testing.T, ref *refFile) {
+	rb := ref.MllamaBatch
+	cfg, ok := refConfig(ref.Meta, "mllama_small")
+	if !ok {
+		t.Fatal("no mllama_small configuration in the reference")
+	}
+	m := cfg.(Mllama)
+	var samples [][]*MllamaOutput
+	for _, names := range rb.Samples {
+		var outs []*MllamaOutput
+		for _, n := range names {
+			d, err := DecodeFile(filepath.Join(testdata, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := m.Process(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs = append(outs, o)
+		}
+		samples = append(samples, outs)
+	}
+	b, err := PackMllama(samples, m.MaxTiles, m.TileSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rb.Shape, []int{b.Batch, b.MaxImages, b.MaxTiles, 3, b.TileSize, b.TileSize}) {
+		t.Fatalf("batch shape %v, whet %dx%dx%d", rb.Shape, b.Batch, b.MaxImages, b.MaxTiles)
+	}
+	var ids, mask []int64
+	for i := range rb.IDs {
+		ids = append(ids, rb.IDs[i]...)
+		for _, mm := range rb.Mask[i] {
+			mask = append(mask, mm...)
+		}
+	}
+	if !slices.Equal(ids, b.AspectRatioIDs) || !slices.Equal(mask, b.AspectRatioMask) {
+		t.Errorf("batch ids %v mask %v; whet %v %v", ids, mask, b.AspectRatioIDs, b.AspectRatioMask)
+	}
+	for i := range rb.Tiles {
+		if !slices.Equal(rb.Tiles[i], b.NumTiles[i]) {
+			t.Errorf("batch num_tiles %v, whet %v", rb.Tiles, b.NumTiles)
+		}
+	}
+	raw, err := base64.StdEncoding.DecodeString(rb.Values)
+	if err != nil || len(raw) != 4*len(b.PixelValues) {
+		t.Fatalf("batch values: %d bytes for %d floats: %v", len(raw), len(b.PixelValues), err)
+	}
+	for i, v := range b.PixelValues {
+		if w := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:])); math.Abs(float64(v-w)) > 1e-5 {
+			t.Fatalf("batch pixel %d: whet %v, transformers %v", i, v, w)
+		}
+	}
 }

@@ -226,6 +226,23 @@ def hf_cross_attention():
     return out
 
 
+# A batch of two samples with two images and one, through Mllama's
+# processor at the small configuration (padding of the image dimension).
+BATCH = [["gray8_31x45.png", "rgb8_700x150.png"], ["rgba8_40x30.png"]]
+
+
+def hf_mllama_batch(image_dir):
+    proc = hf_processor(CONFIGS["mllama_small"])
+    images = [[Image.open(os.path.join(image_dir, n)) for n in sample] for sample in BATCH]
+    out = proc(images=images, return_tensors="np")
+    pv = np.ascontiguousarray(out["pixel_values"], dtype=np.float32)
+    return {"samples": BATCH, "shape": list(pv.shape),
+            "values_f32le_b64": base64.b64encode(pv.reshape(-1).astype("<f4").tobytes()).decode(),
+            "aspect_ratio_ids": np.asarray(out["aspect_ratio_ids"]).tolist(),
+            "aspect_ratio_mask": np.asarray(out["aspect_ratio_mask"]).tolist(),
+            "num_tiles": [list(map(int, t)) for t in out["num_tiles"]]}
+
+
 # ---------------------------------------------------------------- output
 
 def encode(name, cfg_name, source, res):
@@ -288,6 +305,10 @@ def main():
             doc["cross_attention"] = hf_cross_attention()
         except Exception as e:
             mismatches.append(f"cross-attention mask: {type(e).__name__}: {e}")
+        try:
+            doc["mllama_batch"] = hf_mllama_batch(image_dir)
+        except Exception as e:
+            mismatches.append(f"mllama batch: {type(e).__name__}: {e}")
     with open(out_path, "w") as f:
         json.dump(doc, f, separators=(",", ":"))
     print(f"{len(cases)} cases from {len(names)} images -> {out_path}")
