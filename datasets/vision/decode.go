@@ -103,6 +103,11 @@ func decode(data []byte, maxPixels int) (*Decoded, error) {
 		cfg, err = jpeg.DecodeConfig(bytes.NewReader(data))
 	}
 	if err != nil {
+		if format == "jpeg" { // image/jpeg stops at frame types it does not know; say which
+			if _, jerr := decodeJPEGFrame(data, 0); errors.Is(jerr, errJPEGArithmetic) {
+				return nil, jerr
+			}
+		}
 		return nil, fmt.Errorf("corrupt %s: %w", format, err)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 {

@@ -17,6 +17,10 @@ import (
 
 var errJPEGFallback = errors.New("jpeg: left to image/jpeg")
 
+// errJPEGArithmetic marks an arithmetic-coded JPEG, which Pillow reads
+// (libjpeg-turbo decodes it) but neither this decoder nor image/jpeg does.
+var errJPEGArithmetic = fmt.Errorf("%w: arithmetic-coded JPEG (whet reads Huffman-coded JPEGs; rewrite it losslessly with: jpegtran -optimize in.jpg > out.jpg)", ErrUnsupported)
+
 // jpegNatural maps zigzag index to natural (row-major) position.
 var jpegNatural = [64]int{
 	0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5,
@@ -126,8 +130,10 @@ func decodeJPEGFrame(data []byte, maxPixels int) (*jpegFrame, error) {
 			if err := d.readSOF(m == 0xc2, maxPixels); err != nil {
 				return nil, err
 			}
+		case m == 0xc9 || m == 0xca || m == 0xcb || m == 0xcd || m == 0xce || m == 0xcf:
+			return nil, errJPEGArithmetic
 		case m >= 0xc3 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc:
-			return nil, errJPEGFallback // lossless, hierarchical or arithmetic-coded
+			return nil, errJPEGFallback // lossless or hierarchical
 		case m == 0xc4:
 			if err := d.readDHT(); err != nil {
 				return nil, err

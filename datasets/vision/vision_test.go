@@ -293,6 +293,15 @@ func TestDecodeErrors(t *testing.T) {
 			t.Errorf("gif: %v is not ErrUnsupported", err)
 		}
 	}
+	// An arithmetic-coded frame (SOF9 in place of SOF0) is named as such.
+	jpg, err := readTestImage("color_37x23.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	arith := bytes.Replace(jpg, []byte{0xff, 0xc0}, []byte{0xff, 0xc9}, 1)
+	if _, err := Decode(arith); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "arithmetic-coded JPEG") {
+		t.Errorf("arithmetic JPEG: %v", err)
+	}
 	if _, err := decode(png, 100); err == nil || !strings.Contains(err.Error(), "851 pixels") {
 		t.Errorf("size limit: %v", err)
 	}
