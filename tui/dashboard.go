@@ -377,7 +377,7 @@ func (d *dashboard) gpuRows() []string {
 	lines := []string{st.Subtle.Render(trimTo(fmt.Sprintf("%d× %s", len(gs), gs[0].Name), statsWidth-2))}
 	for i, g := range gs {
 		lines = append(lines, st.Label.Render(fmt.Sprintf("%-2d", ids[i]))+gauge(st, g.Util/100, 6)+
-			fmt.Sprintf(" %3.0f%% %2d/%dG %3.0fW", g.Util, g.MemUsed>>30, g.MemTotal>>30, g.PowerW))
+			fmt.Sprintf(" %3.0f%% %s %3.0fW", g.Util, units.BytesOf(int64(g.MemUsed), int64(g.MemTotal)), g.PowerW))
 	}
 	return lines
 }

@@ -532,7 +532,11 @@ def build_family_model(spec, model_dir, special_ids, seed):
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    published = dict(spec["published_config"], vocab_size=VOCAB_SIZE, bos_token_id=None, eos_token_id=special_ids["<|im_end|>"])
+    # pad_token_id is written as null: the published files say 0 (Gemma) or 199999 (Phi-4-mini),
+    # and transformers would then build the embedding with that padding_idx (its row gets no
+    # gradient, and an id past the tiny vocabulary is an error).
+    published = dict(spec["published_config"], vocab_size=VOCAB_SIZE, bos_token_id=None,
+                     eos_token_id=special_ids["<|im_end|>"], pad_token_id=None)
     os.makedirs(model_dir, exist_ok=True)
     cfg_path = os.path.join(model_dir, "config.json")
     write_json(cfg_path, dict(sorted(published.items())))
