@@ -52,6 +52,10 @@ var GRPOLossTypes = []string{"dapo", "grpo", "dr_grpo", "bnpo"}
 // GRPOScaleRewards are scale_rewards' choices, TRL's default first.
 var GRPOScaleRewards = []string{"group", "batch", "none"}
 
+// GRPOAggregations are multi_objective_aggregation's choices, TRL's
+// default first.
+var GRPOAggregations = []string{"sum_then_normalize", "normalize_then_sum"}
+
 func (l GRPOLoss) epsHigh() float64 {
 	if l.EpsilonHigh == 0 {
 		return l.Epsilon
@@ -323,8 +327,19 @@ func (a *Activations) headLossPerToken(scales []float32) error {
 
 // GRPOAdvantages turns the rewards of n = groups×g completions (rewards[i][k]
 // is function k's reward of completion i, NaN when it gave none) into
-// advantages, and TRL's reward metrics under the functions' names.
+// advantages, and TRL's reward metrics under the functions' names, with
+// TRL's default aggregation (sum_then_normalize).
 func GRPOAdvantages(rewards [][]float64, weights []float64, names []string, g int, scale string) ([]float64, map[string]float64, error) {
+	return GRPOAdvantagesWith(rewards, weights, names, g, scale, GRPOAggregations[0])
+}
+
+// GRPOAdvantagesWith is GRPOAdvantages with multi_objective_aggregation:
+// sum_then_normalize weighs and sums the rewards, then normalises the sum
+// per group as scale_rewards says; normalize_then_sum (GDPO) normalises each
+// function's rewards within each group (÷ std + 1e-4), sums them with the
+// weights, and normalises that sum over the whole batch (scale_rewards
+// plays no part).
+func GRPOAdvantagesWith(rewards [][]float64, weights []float64, names []string, g int, scale, aggregation string) ([]float64, map[string]float64, error) {
 	n := len(rewards)
 	if g <= 0 || n%g != 0 {
 		return nil, nil, fmt.Errorf("grpo: %d completions do not make groups of %d", n, g)
@@ -364,10 +379,23 @@ func GRPOAdvantages(rewards [][]float64, weights []float64, names []string, g in
 			}
 		}
 	}
+	// The weighted sums are what the metrics report, whatever advantages
+	// are made of.
+	scored := total
+	if aggregation == "normalize_then_sum" {
+		scored = normalizedSums(rewards, weights, g)
+		m, sd := nanMean(scored), nanStd(scored)
+		for i := range scored {
+			// Normalised over the batch; the zero-spread count follows
+			// the batch's spread.
+			mean[i], std[i] = m, sd
+		}
+		scale = "batch"
+	}
 	adv := make([]float64, n)
 	zero := 0
 	for i := range adv {
-		a := total[i] - mean[i]
+		a := scored[i] - mean[i]
 		if scale != "none" {
 			a /= std[i] + 1e-4
 		}
@@ -391,6 +419,39 @@ func GRPOAdvantages(rewards [][]float64, weights []float64, names []string, g in
 		metrics["rewards/"+name+"/std"] = zeroNaN(nanStd(col))
 	}
 	return adv, metrics, nil
+}
+
+// normalizedSums are normalize_then_sum's per-completion sums: each
+// function's rewards normalised within each group (NaN stays NaN and is
+// left out), weighted and summed; NaN when a completion has no reward.
+func normalizedSums(rewards [][]float64, weights []float64, g int) []float64 {
+	n := len(rewards)
+	out := make([]float64, n)
+	any := make([]bool, n)
+	col := make([]float64, g)
+	for k := range weights {
+		for s := 0; s < n; s += g {
+			for i := 0; i < g; i++ {
+				col[i] = rewards[s+i][k]
+			}
+			m, sd := nanMean(col), nanStd(col)
+			if g == 1 {
+				sd = 0
+			}
+			for i := 0; i < g; i++ {
+				if v := (col[i] - m) / (sd + 1e-4); !math.IsNaN(v) {
+					out[s+i] += weights[k] * v
+					any[s+i] = true
+				}
+			}
+		}
+	}
+	for i := range out {
+		if !any[i] {
+			out[i] = math.NaN()
+		}
+	}
+	return out
 }
 
 func nanMean(x []float64) float64 {

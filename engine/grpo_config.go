@@ -43,6 +43,10 @@ type GRPOConfig struct {
 	// How advantages are scaled: group (by each prompt's reward spread) |
 	// batch (by the whole step's) | none.
 	ScaleRewards string `yaml:"scale_rewards"`
+	// How several reward functions combine: sum_then_normalize (weigh, sum,
+	// then scale as scale_rewards says) | normalize_then_sum (normalise each
+	// function within its group, weigh and sum, normalise over the batch).
+	MultiObjectiveAggregation string `yaml:"multi_objective_aggregation"`
 	// Leaves completions cut at max_completion_length out of the loss.
 	MaskTruncated bool `yaml:"mask_truncated_completions,omitempty"`
 	// The reward functions, summed with their weights: each has a type
@@ -90,6 +94,9 @@ func (g GRPOConfig) validate(t TrainConfig) error {
 	}
 	if !oneOf(g.ScaleRewards, GRPOScaleRewards) {
 		return fmt.Errorf("grpo.scale_rewards: unknown %q (want one of %v)", g.ScaleRewards, GRPOScaleRewards)
+	}
+	if !oneOf(g.MultiObjectiveAggregation, GRPOAggregations) {
+		return fmt.Errorf("grpo.multi_objective_aggregation: unknown %q (want one of %v)", g.MultiObjectiveAggregation, GRPOAggregations)
 	}
 	if err := g.Loss().Validate(); err != nil {
 		return err

@@ -290,3 +290,28 @@ func TestGroupGenerateMatchesOneByOne(t *testing.T) {
 	}
 	t.Logf("%d of 4 lanes stopped early", stopped)
 }
+
+// TestGRPOAdvantagesNormalizeThenSum: TRL's normalize_then_sum normalises
+// each function within each group, weighs and sums, then normalises over
+// the batch; the logged rewards are the plain weighted sums either way.
+func TestGRPOAdvantagesNormalizeThenSum(t *testing.T) {
+	rewards := [][]float64{{1, 0}, {3, 0}, {2, 1}, {2, 5}}
+	adv, m, err := engine.GRPOAdvantagesWith(rewards, []float64{1, 2}, []string{"a", "b"}, 2, "none", "normalize_then_sum")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Group 1: a spreads ±1 (std √2), b not at all; group 2: the other
+	// way, b ±2 (std 2√2) with weight 2.
+	x := 1 / (math.Sqrt2 + 1e-4)
+	y := 2 * 2 / (2*math.Sqrt2 + 1e-4)
+	scored := []float64{-x, x, -y, y}
+	std := math.Sqrt((2*x*x + 2*y*y) / 3)
+	for i := range scored {
+		if want := scored[i] / (std + 1e-4); math.Abs(adv[i]-want) > 1e-12 {
+			t.Errorf("advantage %d = %.12g, want %.12g", i, adv[i], want)
+		}
+	}
+	if m["reward"] != (1+3+4+12)/4.0 || m["frac_reward_zero_std"] != 0 {
+		t.Errorf("metrics %v", m)
+	}
+}

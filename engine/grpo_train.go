@@ -330,7 +330,7 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 			rewards[i][k] = v
 		}
 	}
-	adv, metrics, err := GRPOAdvantages(rewards, g.Weights, g.Names(), G, c.ScaleRewards)
+	adv, metrics, err := GRPOAdvantagesWith(rewards, g.Weights, g.Names(), G, c.ScaleRewards, c.MultiObjectiveAggregation)
 	if err != nil {
 		return nil, err
 	}
