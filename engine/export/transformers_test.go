@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -184,4 +185,37 @@ func TestFamilyTransformersReference(t *testing.T) {
 		t.Fatalf("%s: %v", path, err)
 	}
 	checkTransformersResult(t, res, append(familyNames, "gemma3-multimodal"))
+}
+
+// TestFamilyTransformersFirstRun checks the one run of check_transformers.py
+// on the families that came back from the GPU machine
+// (testdata/export/transformers-families-run1.json, H100, transformers
+// 5.17, PEFT 0.21), from an earlier commit's inputs and script: Qwen3,
+// Gemma 3 and the multimodal Gemma 3 are within the merged and PEFT
+// tolerances. That run is no evidence for the rest: transformers picked
+// SDPA, which drops Gemma 2's attention soft-cap (whet without the cap
+// reproduces its 0.04185 gap exactly), and the Phi-3 configs' default pad
+// id kept transformers from building them; TestFamilyTransformersReference
+// is the check for all of them once a rerun is committed.
+func TestFamilyTransformersFirstRun(t *testing.T) {
+	data, err := os.ReadFile(testdata("export/transformers-families-run1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res transformersResult
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	verified := []string{"qwen3", "gemma3", "gemma3-multimodal"}
+	var kept []string
+	cases := res.Cases[:0]
+	for _, c := range res.Cases {
+		if slices.Contains(verified, c.Name) {
+			cases = append(cases, c)
+			kept = append(kept, c.Name)
+		}
+	}
+	res.Cases = cases
+	checkTransformersResult(t, res, verified)
+	t.Logf("verified against transformers in that run: %v", kept)
 }
