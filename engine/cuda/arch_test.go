@@ -5,7 +5,10 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -128,6 +131,73 @@ func TestOldGPURefused(t *testing.T) {
 	}
 	t.Logf("without the override: %s", b.Name())
 	b.Close()
+}
+
+// TestOldGPURefusedByFakeDriver runs New in a child process whose loader
+// finds testdata/fakecuda.c as libcuda.so.1 (a "Fake H100", compute
+// capability 9.0), so the architecture check is tested through New on
+// machines without a GPU: WHET_CUDA_ARCH=sm_75 is refused with the one
+// message, while without the override (or with sm_90) New passes the check
+// and stops at the fake's first context call.
+func TestOldGPURefusedByFakeDriver(t *testing.T) {
+	so := buildTestLib(t, "fakecuda.c", "libcuda.so.1")
+	for _, c := range []struct {
+		override    string
+		unsupported bool
+		want        string
+	}{
+		{"sm_75", true, "cuda: device 0 (Fake H100) is sm_75 (compute capability 7.5 as WHET_CUDA_ARCH=sm_75 says; the device reports 9.0): GPU architecture not supported: whet's GPU kernels need sm_80 (Ampere) or newer"},
+		{"sm_61", true, "device 0 (Fake H100) is sm_61"},
+		{"", false, "cuDevicePrimaryCtxRetain: CUDA_ERROR_UNKNOWN (999)"},
+		{"sm_90", false, "cuDevicePrimaryCtxRetain: CUDA_ERROR_UNKNOWN (999)"},
+		{"sm_100", false, "WHET_CUDA_ARCH=sm_100: device 0 (Fake H100, sm_90) cannot run code built for sm_100"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFakeDriverChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "WHET_TEST_FAKE_CUDA=1", "LD_LIBRARY_PATH="+filepath.Dir(so), archOverrideEnv+"="+c.override)
+		out, err := cmd.CombinedOutput()
+		if err != nil && strings.Contains(err.Error(), "exec format error") {
+			t.Skipf("cannot start the test binary again (%v): it runs under an emulator without binfmt", err)
+		}
+		if err != nil {
+			t.Fatalf("override %q: the child failed: %v\n%s", c.override, err, out)
+		}
+		got := string(out)
+		if !strings.Contains(got, "device 0: Fake H100") {
+			t.Fatalf("override %q: the child did not open the fake driver:\n%s", c.override, got)
+		}
+		if !strings.Contains(got, c.want) {
+			t.Errorf("override %q: New's error does not say %q:\n%s", c.override, c.want, got)
+		}
+		if strings.Contains(got, "ErrUnsupportedArch: true") != c.unsupported {
+			t.Errorf("override %q: want errors.Is(err, ErrUnsupportedArch) %v:\n%s", c.override, c.unsupported, got)
+		}
+	}
+}
+
+// TestFakeDriverChild is TestOldGPURefusedByFakeDriver's child: it reports
+// New's error. It does nothing when run on its own.
+func TestFakeDriverChild(t *testing.T) {
+	if os.Getenv("WHET_TEST_FAKE_CUDA") != "1" {
+		t.Skip("run by TestOldGPURefusedByFakeDriver")
+	}
+	d, err := openDriver()
+	if err != nil {
+		t.Fatalf("opening the fake driver (does testdata/fakecuda.c define every symbol openDriver binds?): %v", err)
+	}
+	if err := d.call("cuInit", d.cuInit, 0); err != nil {
+		t.Fatal(err)
+	}
+	name, err := d.deviceName(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("driver %s, device 0: %s\n", d.lib.path, name)
+	b, err := New(Options{CacheDir: "-"})
+	if err == nil {
+		b.Close()
+		t.Fatal("New succeeded on the fake driver")
+	}
+	fmt.Printf("New: %v\nErrUnsupportedArch: %v\n", err, errors.Is(err, ErrUnsupportedArch))
 }
 
 // TestKernelsCompileForEveryArch compiles every kernel file with NVRTC for

@@ -57,7 +57,8 @@
 // refused by New with one message wrapping ErrUnsupportedArch (the
 // kernels' bf16 tensor-core products and bf16 arithmetic need Ampere);
 // WHET_CUDA_ARCH=sm_75 makes any device stand in for such a card, to
-// test that message. NVRTC must know the device's architecture (CUDA 12.8
+// test that message (TestOldGPURefused on a GPU; TestOldGPURefusedByFakeDriver
+// through New with a fake libcuda built from testdata, without one). NVRTC must know the device's architecture (CUDA 12.8
 // for sm_100 and sm_120, 12.9 for sm_121): New says so when it does not.
 // The rules live in nvrtc.go; TestKernelsCompileForEveryArch compiles
 // every kernel for every one of them, which NVRTC does without such a card.
