@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"whet/engine/internal/cctest"
 	"whet/kernels"
 )
 
@@ -140,7 +141,7 @@ func TestOldGPURefused(t *testing.T) {
 // message, while without the override (or with sm_90) New passes the check
 // and stops at the fake's first context call.
 func TestOldGPURefusedByFakeDriver(t *testing.T) {
-	so := buildTestLib(t, "fakecuda.c", "libcuda.so.1")
+	so := cctest.SharedLib(t, "fakecuda.c", "libcuda.so.1")
 	for _, c := range []struct {
 		override    string
 		unsupported bool

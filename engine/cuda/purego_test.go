@@ -1,13 +1,12 @@
 package cuda
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+
+	"whet/engine/internal/cctest"
 )
 
 // TestWideCallsReachC calls C functions with the signatures of
@@ -17,7 +16,7 @@ import (
 // arm64 cross compiler, so this runs for linux/arm64 under emulation),
 // else gcc; it skips when neither is there.
 func TestWideCallsReachC(t *testing.T) {
-	so := buildTestLib(t, "wideargs.c", "libwideargs.so")
+	so := cctest.SharedLib(t, "wideargs.c", "libwideargs.so")
 	lib, err := openLibrary("the wide-argument test library", so)
 	if err != nil {
 		t.Fatal(err)
@@ -47,25 +46,4 @@ func TestWideCallsReachC(t *testing.T) {
 	if code := int32(uint32(r)); code != 0 {
 		t.Errorf("cublasLtMatmul's stand-in saw argument %d wrong", code-100)
 	}
-}
-
-// buildTestLib compiles testdata/source into a shared library named so in
-// a fresh folder, with $CC when set (tools/arm64 sets the arm64 cross
-// compiler: the library must match the test binary's architecture), else
-// gcc; it skips the test when neither is there.
-func buildTestLib(t *testing.T, source, so string) string {
-	t.Helper()
-	name := os.Getenv("CC")
-	if name == "" {
-		name = "gcc"
-	}
-	cc, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s not found: cannot build testdata/%s", name, source)
-	}
-	path := filepath.Join(t.TempDir(), so)
-	if out, err := exec.Command(cc, "-shared", "-fPIC", "-O1", "-o", path, filepath.Join("testdata", source)).CombinedOutput(); err != nil {
-		t.Fatalf("building testdata/%s: %v\n%s", source, err, out)
-	}
-	return path
 }

@@ -5,10 +5,11 @@ package gpuinfo
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"whet/engine/internal/cctest"
 )
 
 // fakeNVML compiles testdata/fakenvml.c into a shared library.
@@ -18,28 +19,10 @@ func fakeNVML(t *testing.T, defines ...string) string {
 }
 
 // fakeLib compiles one of testdata's fake driver libraries with the given
-// -D defines, with $CC when set (tools/arm64 sets the arm64 cross
-// compiler: the library must match the test binary's architecture), else gcc.
+// -D defines (with $CC when set, else gcc: see cctest.SharedLib).
 func fakeLib(t *testing.T, source string, defines ...string) string {
 	t.Helper()
-	name := os.Getenv("CC")
-	if name == "" {
-		name = "gcc"
-	}
-	cc, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s not found: cannot build %s", name, source)
-	}
-	lib := filepath.Join(t.TempDir(), strings.TrimSuffix(source, ".c")+".so")
-	args := []string{"-shared", "-fPIC", "-O1", "-o", lib}
-	for _, d := range defines {
-		args = append(args, "-D"+d)
-	}
-	out, err := exec.Command(cc, append(args, filepath.Join("testdata", source))...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("building %s: %v\n%s", source, err, out)
-	}
-	return lib
+	return cctest.SharedLib(t, source, strings.TrimSuffix(source, ".c")+".so", defines...)
 }
 
 // withMeminfo points the RAM figures at a fixture for one test.
