@@ -44,6 +44,10 @@ type GRPOLoss struct {
 	EpsilonHigh float64 // upper clip (0: Epsilon)
 	// MaxCompletion is dr_grpo's constant, max_completion_length.
 	MaxCompletion int
+	// Sequence takes one ratio per completion, exp of the mean of its
+	// tokens' log-ratios (importance_sampling_level "sequence", GSPO),
+	// instead of one per token; its clip ratios count completions.
+	Sequence bool
 }
 
 // GRPOLossTypes are the loss aggregations, TRL's default first.
@@ -135,6 +139,9 @@ type GRPOTokenStats struct {
 	KL, Low, High, Region float64
 	Seqs                  int // completions with tokens in the loss
 	LowMin, HighMax       float64
+	// ClipUnits is what Low, High and Region count among: tokens, or
+	// completions with sequence-level ratios.
+	ClipUnits float64
 }
 
 func (s *GRPOTokenStats) add(o GRPOTokenStats) {
@@ -145,6 +152,7 @@ func (s *GRPOTokenStats) add(o GRPOTokenStats) {
 		s.LowMin, s.HighMax = math.Min(s.LowMin, o.LowMin), math.Max(s.HighMax, o.HighMax)
 	}
 	s.Seqs += o.Seqs
+	s.ClipUnits += o.ClipUnits
 	s.Tokens += o.Tokens
 	s.KL += o.KL
 	s.Low += o.Low
@@ -154,8 +162,8 @@ func (s *GRPOTokenStats) add(o GRPOTokenStats) {
 
 // Metrics are TRL's kl (only with β > 0) and clip ratios.
 func (s GRPOTokenStats) Metrics(beta float64) map[string]float64 {
-	n := float64(max(s.Tokens, 1))
-	m := map[string]float64{"clip_ratio/low_mean": s.Low / n, "clip_ratio/high_mean": s.High / n, "clip_ratio/region_mean": s.Region / n,
+	n, c := float64(max(s.Tokens, 1)), math.Max(s.ClipUnits, 1)
+	m := map[string]float64{"clip_ratio/low_mean": s.Low / c, "clip_ratio/high_mean": s.High / c, "clip_ratio/region_mean": s.Region / c,
 		"clip_ratio/low_min": s.LowMin, "clip_ratio/high_max": s.HighMax}
 	if beta != 0 {
 		m["kl"] = s.KL / n
@@ -165,9 +173,13 @@ func (s GRPOTokenStats) Metrics(beta float64) map[string]float64 {
 
 // token is the loss of one completion token and its derivative by the
 // token's log-prob, with whether it was clipped low or high.
-func (l GRPOLoss) token(lp, old, ref, adv float64, hasRef bool) (loss, grad, kl float64, low, high bool) {
+//
+// r is the probability ratio: the token's own, exp(lp - old), or its
+// completion's with sequence-level ratios, where the completion's loss
+// -min(r A, clip(r) A) counted on each of its n tokens has the derivative
+// n · (-A r) · 1/n = -A r by each token's log-prob: the same form.
+func (l GRPOLoss) token(r, lp, ref, adv float64, hasRef bool) (loss, grad, kl float64, low, high bool) {
 	lo, hi := 1-l.Epsilon, 1+l.epsHigh()
-	r := math.Exp(lp - old)
 	c := math.Min(math.Max(r, lo), hi)
 	loss = -math.Min(r*adv, c*adv)
 	low = r < lo && adv < 0
@@ -258,6 +270,15 @@ func (a *Activations) GRPOForwardBackward(b *datasets.Batch, seqs []GRPOSeq, l G
 			return GRPOResult{}, fmt.Errorf("grpo: sequence %d has no reference log-probs and beta is %g", s, l.Beta)
 		}
 		var seq GRPOTokenStats
+		// Sequence-level ratio: exp of the mean log-ratio of the tokens.
+		seqRatio := 1.0
+		if l.Sequence && sq.Old != nil && len(lp) > 0 {
+			sum := 0.0
+			for k := range lp {
+				sum += lp[k] - sq.Old[k]
+			}
+			seqRatio = math.Exp(sum / float64(len(lp)))
+		}
 		k := 0
 		for t := b.SeqStarts[s]; t < b.SeqStarts[s+1]; t++ {
 			if b.Targets[t] == datasets.IgnoreIndex {
@@ -270,7 +291,11 @@ func (a *Activations) GRPOForwardBackward(b *datasets.Batch, seqs []GRPOSeq, l G
 			if sq.Ref != nil {
 				ref = sq.Ref[k]
 			}
-			li, g, kl, low, high := l.token(lp[k], old, ref, sq.Advantage, sq.Ref != nil)
+			r := math.Exp(lp[k] - old)
+			if l.Sequence {
+				r = seqRatio
+			}
+			li, g, kl, low, high := l.token(r, lp[k], ref, sq.Advantage, sq.Ref != nil)
 			res.Loss += weights[s] * li
 			// logp = -(token loss): dL/d(token loss) = -w g.
 			scales[t] = float32(-weights[s] * g)
@@ -287,9 +312,16 @@ func (a *Activations) GRPOForwardBackward(b *datasets.Batch, seqs []GRPOSeq, l G
 			}
 			k++
 		}
-		if seq.Tokens > 0 {
+		seq.ClipUnits = float64(seq.Tokens)
+		if l.Sequence {
+			// One clip decision per completion, counted once (TRL counts
+			// every completion, empty ones too).
+			seq.ClipUnits = 1
+			seq.Low, seq.High, seq.Region = min(seq.Low, 1), min(seq.High, 1), min(seq.Region, 1)
+		}
+		if seq.ClipUnits > 0 {
 			seq.Seqs = 1
-			seq.LowMin, seq.HighMax = seq.Low/float64(seq.Tokens), seq.High/float64(seq.Tokens)
+			seq.LowMin, seq.HighMax = seq.Low/seq.ClipUnits, seq.High/seq.ClipUnits
 		}
 		res.Stats.add(seq)
 	}

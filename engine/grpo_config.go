@@ -47,6 +47,9 @@ type GRPOConfig struct {
 	// then scale as scale_rewards says) | normalize_then_sum (normalise each
 	// function within its group, weigh and sum, normalise over the batch).
 	MultiObjectiveAggregation string `yaml:"multi_objective_aggregation"`
+	// One probability ratio per token | per sequence (GSPO: exp of the mean
+	// of the completion's token log-ratios, clipped as one).
+	ImportanceSamplingLevel string `yaml:"importance_sampling_level"`
 	// Leaves completions cut at max_completion_length out of the loss.
 	MaskTruncated bool `yaml:"mask_truncated_completions,omitempty"`
 	// The reward functions, summed with their weights: each has a type
@@ -60,7 +63,8 @@ type GRPOConfig struct {
 
 // Loss is the objective's settings.
 func (g GRPOConfig) Loss() GRPOLoss {
-	return GRPOLoss{Type: g.LossType, Beta: g.Beta, Epsilon: g.Epsilon, EpsilonHigh: g.EpsilonHigh, MaxCompletion: g.MaxCompletionLength}
+	return GRPOLoss{Type: g.LossType, Beta: g.Beta, Epsilon: g.Epsilon, EpsilonHigh: g.EpsilonHigh, MaxCompletion: g.MaxCompletionLength,
+		Sequence: g.ImportanceSamplingLevel == "sequence"}
 }
 
 // validate checks the settings against the training batch sizes.
@@ -94,6 +98,9 @@ func (g GRPOConfig) validate(t TrainConfig) error {
 	}
 	if !oneOf(g.ScaleRewards, GRPOScaleRewards) {
 		return fmt.Errorf("grpo.scale_rewards: unknown %q (want one of %v)", g.ScaleRewards, GRPOScaleRewards)
+	}
+	if g.ImportanceSamplingLevel != "token" && g.ImportanceSamplingLevel != "sequence" {
+		return fmt.Errorf("grpo.importance_sampling_level: unknown %q (want token or sequence)", g.ImportanceSamplingLevel)
 	}
 	if !oneOf(g.MultiObjectiveAggregation, GRPOAggregations) {
 		return fmt.Errorf("grpo.multi_objective_aggregation: unknown %q (want one of %v)", g.MultiObjectiveAggregation, GRPOAggregations)

@@ -91,64 +91,109 @@ func tokenCount(seqs []engine.GRPOSeq) ([]int, int) {
 // against finite differences of the GRPO loss, with clipping on both sides
 // and the KL term.
 func TestGRPOGradientFiniteDiff(t *testing.T) {
-	lens := []int{3, 5, 2, 4}
 	for _, l := range []engine.GRPOLoss{
 		{Type: "dapo", Epsilon: 0.2, EpsilonHigh: 0.28},
 		{Type: "grpo", Beta: 0.3, Epsilon: 0.2},
 		{Type: "dr_grpo", Beta: 0.1, Epsilon: 0.2, MaxCompletion: 6},
 		{Type: "bnpo", Beta: 0.2, Epsilon: 0.2, EpsilonHigh: 0.3},
 	} {
-		m, b, seqs := grpoFixture(t, lens)
-		a, _ := m.NewActivations(len(b.Tokens), false)
-		ls, tokens := tokenCount(seqs)
-		w := l.SeqWeights(ls, 1, tokens)
-		lossAt := func() float64 {
-			r, err := a.GRPOForwardBackward(b, seqs, l, w, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return r.Loss
+		stats, _, _ := checkGRPOFiniteDiff(t, l)
+		if stats.Low == 0 || stats.High == 0 {
+			t.Fatalf("%+v: want clipped tokens on both sides, got %+v", l, stats)
 		}
-		m.ZeroGrads()
+	}
+}
+
+// TestGRPOSequenceLevelFiniteDiff: with sequence-level ratios (GSPO) the
+// gradient still matches finite differences, and clipping counts whole
+// completions.
+func TestGRPOSequenceLevelFiniteDiff(t *testing.T) {
+	for _, l := range []engine.GRPOLoss{
+		{Type: "dapo", Epsilon: 0.05, Sequence: true},
+		{Type: "grpo", Beta: 0.2, Epsilon: 0.05, Sequence: true},
+	} {
+		stats, r, seqs := checkGRPOFiniteDiff(t, l)
+		if stats.Low == 0 || stats.ClipUnits != 4 || stats.Low != float64(int(stats.Low)) {
+			t.Fatalf("%+v: want whole completions clipped low, got %+v", l, stats)
+		}
+		if l.Beta != 0 {
+			continue
+		}
+		// dapo by hand: each completion's -min(r A, clip(r) A) on each of
+		// its tokens, r = exp(mean log-ratio), over the batch's tokens.
+		want, tokens := 0.0, 0
+		for s, lp := range r.Logps {
+			mean := 0.0
+			for k := range lp {
+				mean += (lp[k] - seqs[s].Old[k]) / float64(len(lp))
+			}
+			ratio, a := math.Exp(mean), seqs[s].Advantage
+			clipped := math.Min(math.Max(ratio, 1-l.Epsilon), 1+l.Epsilon)
+			want += float64(len(lp)) * -math.Min(ratio*a, clipped*a)
+			tokens += len(lp)
+		}
+		if want /= float64(tokens); math.Abs(r.Loss-want) > 1e-9 {
+			t.Errorf("sequence-level dapo loss %.9g, by hand %.9g", r.Loss, want)
+		}
+	}
+}
+
+// checkGRPOFiniteDiff compares the LoRA gradient of the GRPO loss with
+// finite differences on the fixture and returns the pass's statistics.
+func checkGRPOFiniteDiff(t *testing.T, l engine.GRPOLoss) (engine.GRPOTokenStats, engine.GRPOResult, []engine.GRPOSeq) {
+	t.Helper()
+	lens := []int{3, 5, 2, 4}
+	m, b, seqs := grpoFixture(t, lens)
+	a, _ := m.NewActivations(len(b.Tokens), false)
+	ls, tokens := tokenCount(seqs)
+	w := l.SeqWeights(ls, 1, tokens)
+	lossAt := func() float64 {
 		r, err := a.GRPOForwardBackward(b, seqs, l, w, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Stats.Low == 0 || r.Stats.High == 0 || r.Stats.Tokens != tokens || r.Stats.Seqs != len(lens) {
-			t.Fatalf("%+v: want clipped tokens on both sides, got %+v", l, r.Stats)
-		}
-		// Per completion: the least low-clipped share and the most
-		// high-clipped one bound the batch's means.
-		if m := r.Stats.Metrics(l.Beta); !(m["clip_ratio/low_min"] <= m["clip_ratio/low_mean"]) || !(m["clip_ratio/high_max"] >= m["clip_ratio/high_mean"]) || m["clip_ratio/high_max"] > 1 {
-			t.Fatalf("%+v: clip extremes %v", l, m)
-		}
-		rng := rand.New(rand.NewPCG(4, 4))
-		var grads [][]float32
-		for _, p := range m.TrainableParams() {
-			g := make([]float32, p.Grad.Len())
-			m.B.Download(p.Grad, g)
-			grads = append(grads, g)
-		}
-		for pi, p := range m.TrainableParams() {
-			w := make([]float32, p.W.Len())
-			m.B.Download(p.W, w)
-			i := rng.IntN(len(w))
-			const h = 3e-3
-			orig := w[i]
-			w[i] = orig + h
-			m.B.Upload(p.W, w)
-			lp := lossAt()
-			w[i] = orig - h
-			m.B.Upload(p.W, w)
-			lm := lossAt()
-			w[i] = orig
-			m.B.Upload(p.W, w)
-			fd := (lp - lm) / (2 * h)
-			if g := float64(grads[pi][i]); math.Abs(fd-g) > 1e-3+2e-2*math.Abs(fd) {
-				t.Errorf("%+v %s[%d]: analytic %.6g, finite difference %.6g", l, p.Name, i, g, fd)
-			}
+		return r.Loss
+	}
+	m.ZeroGrads()
+	r, err := a.GRPOForwardBackward(b, seqs, l, w, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Stats.Tokens != tokens || r.Stats.Seqs != len(lens) {
+		t.Fatalf("%+v: stats %+v", l, r.Stats)
+	}
+	// Per completion: the least low-clipped share and the most
+	// high-clipped one bound the batch's means.
+	if m := r.Stats.Metrics(l.Beta); !(m["clip_ratio/low_min"] <= m["clip_ratio/low_mean"]) || !(m["clip_ratio/high_max"] >= m["clip_ratio/high_mean"]) || m["clip_ratio/high_max"] > 1 {
+		t.Fatalf("%+v: clip extremes %v", l, m)
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	var grads [][]float32
+	for _, p := range m.TrainableParams() {
+		g := make([]float32, p.Grad.Len())
+		m.B.Download(p.Grad, g)
+		grads = append(grads, g)
+	}
+	for pi, p := range m.TrainableParams() {
+		w := make([]float32, p.W.Len())
+		m.B.Download(p.W, w)
+		i := rng.IntN(len(w))
+		const h = 3e-3
+		orig := w[i]
+		w[i] = orig + h
+		m.B.Upload(p.W, w)
+		lp := lossAt()
+		w[i] = orig - h
+		m.B.Upload(p.W, w)
+		lm := lossAt()
+		w[i] = orig
+		m.B.Upload(p.W, w)
+		fd := (lp - lm) / (2 * h)
+		if g := float64(grads[pi][i]); math.Abs(fd-g) > 1e-3+2e-2*math.Abs(fd) {
+			t.Errorf("%+v %s[%d]: analytic %.6g, finite difference %.6g", l, p.Name, i, g, fd)
 		}
 	}
+	return r.Stats, r, seqs
 }
 
 // TestGRPOAccumulation: with each loss type's weights, a step split into
