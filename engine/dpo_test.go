@@ -78,27 +78,7 @@ func TestDPOGradientFiniteDiff(t *testing.T) {
 		if math.Abs(r.Loss-lossAt()) > 1e-6 {
 			t.Fatalf("%+v: loss %g, recomputed %g", d, r.Loss, lossAt())
 		}
-		for _, p := range m.TrainableParams() {
-			grad := make([]float32, p.Grad.Len())
-			m.B.Download(p.Grad, grad)
-			w := make([]float32, p.W.Len())
-			m.B.Download(p.W, w)
-			i := rng.IntN(len(w))
-			const h = 3e-3
-			orig := w[i]
-			w[i] = orig + h
-			m.B.Upload(p.W, w)
-			lp := lossAt()
-			w[i] = orig - h
-			m.B.Upload(p.W, w)
-			lm := lossAt()
-			w[i] = orig
-			m.B.Upload(p.W, w)
-			fd := (lp - lm) / (2 * h)
-			if g := float64(grad[i]); math.Abs(fd-g) > 1e-3+2e-2*math.Abs(fd) {
-				t.Errorf("%+v %s[%d]: analytic %.6g, finite difference %.6g", d, p.Name, i, g, fd)
-			}
-		}
+		checkFiniteDiff(t, m, rng, trainableGrads(m), lossAt, d)
 	}
 }
 

@@ -167,32 +167,7 @@ func checkGRPOFiniteDiff(t *testing.T, l engine.GRPOLoss) (engine.GRPOTokenStats
 	if m := r.Stats.Metrics(l.Beta); !(m["clip_ratio/low_min"] <= m["clip_ratio/low_mean"]) || !(m["clip_ratio/high_max"] >= m["clip_ratio/high_mean"]) || m["clip_ratio/high_max"] > 1 {
 		t.Fatalf("%+v: clip extremes %v", l, m)
 	}
-	rng := rand.New(rand.NewPCG(4, 4))
-	var grads [][]float32
-	for _, p := range m.TrainableParams() {
-		g := make([]float32, p.Grad.Len())
-		m.B.Download(p.Grad, g)
-		grads = append(grads, g)
-	}
-	for pi, p := range m.TrainableParams() {
-		w := make([]float32, p.W.Len())
-		m.B.Download(p.W, w)
-		i := rng.IntN(len(w))
-		const h = 3e-3
-		orig := w[i]
-		w[i] = orig + h
-		m.B.Upload(p.W, w)
-		lp := lossAt()
-		w[i] = orig - h
-		m.B.Upload(p.W, w)
-		lm := lossAt()
-		w[i] = orig
-		m.B.Upload(p.W, w)
-		fd := (lp - lm) / (2 * h)
-		if g := float64(grads[pi][i]); math.Abs(fd-g) > 1e-3+2e-2*math.Abs(fd) {
-			t.Errorf("%+v %s[%d]: analytic %.6g, finite difference %.6g", l, p.Name, i, g, fd)
-		}
-	}
+	checkFiniteDiff(t, m, rand.New(rand.NewPCG(4, 4)), trainableGrads(m), lossAt, l)
 	return r.Stats, r, seqs
 }
 
