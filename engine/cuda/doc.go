@@ -129,14 +129,14 @@
 // at token 4 where the CPU's margin was 0.14 on a logit of 5.37 (more than
 // the first rule of 4 bf16 steps allowed); the test now measures the two
 // backends' logit difference there and judges the margin against it, a
-// rule that has not run on a GPU. Whether that parting is bf16 noise or a
-// fault in a bf16-only path Phi-3 takes is therefore open: its float32
-// tokens and its bf16 training curve matched, but engine/cpu holding the
-// same model in bf16 (weights and every activation rounded, as the GPU
-// holds them) keeps all 40 CPU tokens, so the GPU's bf16 logits moved
-// more than that rounding alone moves them; what engine/cpu does not
-// round is attention's probabilities (the tensor-core kernels round P to
-// bf16 before P V), the first place to look. Never run on a GPU (no
+// rule that has not run on a GPU. That parting is the tensor-core
+// kernels' documented numerics, not a fault: engine/cpu holding the same
+// model in bf16 (weights and every activation rounded) keeps all 40 CPU
+// tokens, but with attention's unnormalised probabilities also rounded
+// to bf16 before P V (as attention.cu's tensor-core kernels do, the sum
+// taken unrounded) it produces exactly the GPU's 40 bf16 tokens, the
+// parting at token 4 included (checked by hand on the development
+// machine with a throwaway wrapper backend). Never run on a GPU (no
 // device time was left for a second run): TestReferenceOnGPU (the
 // transformers-built tiny models in bf16 against transformers), the
 // families' DPO reference, TestTrainingMatchesCPU's lora_<family> and
