@@ -152,6 +152,7 @@ func (f *Family) resolveLoRATargets(targets []string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	norm = f.fuseTargets(norm)
 	for _, t := range norm {
 		if !slices.Contains(all, t) {
 			return nil, fmt.Errorf("lora target_modules: %s has no %s_proj module (its linears: %s_proj)",
@@ -159,6 +160,39 @@ func (f *Family) resolveLoRATargets(targets []string) ([]string, error) {
 		}
 	}
 	return norm, nil
+}
+
+// fuseTargets maps the separate projections onto a family's fused module
+// when all of its parts are asked for: q, k and v become qkv and gate and
+// up become gate_up, so the presets' every-linear list adapts Phi-3's fused
+// layers too. A part asked for alone stays as it is and is refused, since
+// an adapter on the fused module would also change its siblings.
+func (f *Family) fuseTargets(ts []string) []string {
+	fuse := func(ts []string, fused string, parts ...string) []string {
+		for _, p := range parts {
+			if !slices.Contains(ts, p) {
+				return ts
+			}
+		}
+		var out []string
+		for _, t := range ts {
+			switch {
+			case t == parts[0]:
+				out = append(out, fused)
+			case slices.Contains(parts, t):
+			default:
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	if f.Names.QKV != "" && f.Names.Q == "" {
+		ts = fuse(ts, "qkv", "q", "k", "v")
+	}
+	if f.Names.GateUp != "" && f.Names.Gate == "" {
+		ts = fuse(ts, "gate_up", "gate", "up")
+	}
+	return ts
 }
 
 func isAllLinear(s string) bool { return s == "all" || s == "all-linear" || s == "all_linear" }

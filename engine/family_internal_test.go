@@ -20,3 +20,41 @@ func TestEmbedScaleRounding(t *testing.T) {
 		t.Errorf("bf16 of 1+2^-8 = %v, want 1", got)
 	}
 }
+
+// TestFusedLoRATargets: the presets' every-linear list (q, k, v, o, gate,
+// up, down) adapts Phi-3's fused qkv_proj and gate_up_proj, where it used to
+// be refused ("phi3 has no q_proj module"); a part of a fused module asked
+// for alone is still refused, and Llama keeps its separate projections.
+func TestFusedLoRATargets(t *testing.T) {
+	preset := []string{"q", "k", "v", "o", "gate", "up", "down"}
+	got, err := phi3Family.resolveLoRATargets(preset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"qkv", "o", "gate_up", "down"}; !equalStrings(got, want) {
+		t.Errorf("phi3 preset targets = %v, want %v", got, want)
+	}
+	got, err = phi3Family.resolveLoRATargets([]string{"q_proj", "v_proj", "k_proj"})
+	if err != nil || !equalStrings(got, []string{"qkv"}) {
+		t.Errorf("phi3 q, v, k = %v, %v; want [qkv]", got, err)
+	}
+	if _, err := phi3Family.resolveLoRATargets([]string{"q", "v"}); err == nil {
+		t.Error("phi3 q and v alone: accepted, want a refusal (they live in qkv_proj with k)")
+	}
+	got, err = llamaFamily.resolveLoRATargets(preset)
+	if err != nil || !equalStrings(got, preset) {
+		t.Errorf("llama preset targets = %v, %v; want %v", got, err, preset)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
