@@ -162,20 +162,7 @@ func (e benchEnv) checkTime(what string, estimate time.Duration, basis string) e
 	}
 	return fmt.Errorf("%s would take about %s on the %s backend (%s), over --max-time %s; "+
 		"make it smaller (--seq, --batch, --steps, a smaller --model) or pass --max-time 0 to run it anyway",
-		what, formatEstimate(estimate), e.backend.Name(), basis, e.maxTime)
-}
-
-// formatEstimate rounds a duration for people: 3.2 hours, 14 minutes.
-func formatEstimate(d time.Duration) string {
-	switch {
-	case d >= 48*time.Hour:
-		return fmt.Sprintf("%.0f days", d.Hours()/24)
-	case d >= time.Hour:
-		return fmt.Sprintf("%.1f hours", d.Hours())
-	case d >= time.Minute:
-		return fmt.Sprintf("%.0f minutes", d.Minutes())
-	}
-	return d.Round(time.Second).String()
+		what, units.Approx(estimate), e.backend.Name(), basis, e.maxTime)
 }
 
 // benchModel resolves a catalog name, or a folder with a config.json.

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
-	"time"
 
 	"whet/engine"
 	"whet/engine/hub"
@@ -205,8 +204,8 @@ func (p *pullPrinter) report(pr hub.Progress) {
 		}
 		p.clear()
 		fmt.Fprintf(p.w, "  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
-			units.Bytes(pr.FileDone), units.Bytes(pr.FileSize), units.Bytes(int64(pr.FileRate)), clock(pr.FileETA),
-			units.Bytes(pr.Done), units.Bytes(pr.Total), clock(pr.ETA))
+			units.Bytes(pr.FileDone), units.Bytes(pr.FileSize), units.Bytes(int64(pr.FileRate)), units.ETA(pr.FileETA),
+			units.Bytes(pr.Done), units.Bytes(pr.Total), units.ETA(pr.ETA))
 		p.status = true
 	case hub.PhaseDone:
 		p.clear()
@@ -227,17 +226,6 @@ func (p *pullPrinter) finish() {
 		fmt.Fprintln(p.w)
 		p.status = false
 	}
-}
-
-func clock(d time.Duration) string {
-	if d <= 0 {
-		return "--:--"
-	}
-	s := int64(d.Round(time.Second) / time.Second)
-	if s >= 3600 {
-		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
-	}
-	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
 
 func isTerminal(w io.Writer) bool {

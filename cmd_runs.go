@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"whet/engine/units"
 	"whet/engine/worker"
 )
 
@@ -83,7 +84,7 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 			lastLoss: r.LastLoss, hasLoss: r.HasLoss, crash: r.Crash(), steps: r.Steps(), loss: r.Loss()}
 		switch {
 		case r.Silent > 0:
-			s.state = fmt.Sprintf("running? (no step for %dh%02dm)", int(r.Silent.Hours()), int(r.Silent.Minutes())%60)
+			s.state = "running? (no step for " + units.Duration(r.Silent) + ")"
 		case r.Live && r.PID > 0:
 			s.state += fmt.Sprintf(" (pid %d)", r.PID)
 		}

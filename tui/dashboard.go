@@ -269,25 +269,13 @@ func (d *dashboard) footer() string {
 	return d.helpLine(d.help()...)
 }
 
-func fmtDur(t time.Duration) string {
-	if t < 0 {
-		t = 0
-	}
-	t = t.Round(time.Second)
-	h, m, s := int(t.Hours()), int(t.Minutes())%60, int(t.Seconds())%60
-	if h > 0 {
-		return fmt.Sprintf("%dh%02dm", h, m)
-	}
-	return fmt.Sprintf("%dm%02ds", m, s)
-}
-
 func (d *dashboard) eta() string {
 	l := d.last
 	if l == nil || l.Step == 0 || l.TotalSteps == 0 {
 		return "–"
 	}
 	per := l.Elapsed / time.Duration(l.Step)
-	return fmtDur(per * time.Duration(l.TotalSteps-l.Step))
+	return units.Duration(per * time.Duration(max(l.TotalSteps-l.Step, 0)))
 }
 
 // header is two lines: what is training and how far it is.
@@ -308,7 +296,7 @@ func (d *dashboard) header(w int) string {
 
 	var prog string
 	if l := d.last; l != nil {
-		info := fmt.Sprintf("step %d/%d · epoch %.2f · elapsed %s · ETA %s ", l.Step, l.TotalSteps, l.Epoch, fmtDur(l.Elapsed), d.eta())
+		info := fmt.Sprintf("step %d/%d · epoch %.2f · elapsed %s · ETA %s ", l.Step, l.TotalSteps, l.Epoch, units.Duration(l.Elapsed), d.eta())
 		barW := w - lipgloss.Width(info) - 6
 		frac := 0.0
 		if l.TotalSteps > 0 {

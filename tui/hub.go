@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	tea "charm.land/bubbletea/v2"
 
@@ -144,18 +143,6 @@ func (j *pullJob) snapshot() pullState {
 	return s
 }
 
-// etaText writes a time left as m:ss or h:mm:ss; "--:--" when unknown.
-func etaText(d time.Duration) string {
-	if d <= 0 {
-		return "--:--"
-	}
-	s := int64(d.Round(time.Second) / time.Second)
-	if s >= 3600 {
-		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
-	}
-	return fmt.Sprintf("%d:%02d", s/60, s%60)
-}
-
 // rateText writes bytes per second; "" when nothing is measured yet.
 func rateText(r float64) string {
 	if r <= 0 {
@@ -189,7 +176,7 @@ func pullView(st Styles, s pullState, w, h int) string {
 	}
 	nums := fmt.Sprintf(" %3d%%  %s / %s", pct, units.Bytes(t.Done), units.Bytes(t.Total))
 	lines = append(lines, progressBar(st, t.Done, t.Total, max(w-len([]rune(nums)), 10))+nums)
-	lines = append(lines, st.Subtle.Render(fmt.Sprintf("%d of %d files · %s · ETA %s", t.FilesDone, t.Files, rateText(t.Rate), etaText(t.ETA))))
+	lines = append(lines, st.Subtle.Render(fmt.Sprintf("%d of %d files · %s · ETA %s", t.FilesDone, t.Files, rateText(t.Rate), units.ETA(t.ETA))))
 	files := append([]hub.Progress(nil), s.files...)
 	sort.SliceStable(files, func(i, j int) bool { return files[i].File < files[j].File })
 	room := h - len(lines) - 1
@@ -204,7 +191,7 @@ func pullView(st Styles, s pullState, w, h int) string {
 		nums := make([]string, len(files))
 		numW := 0
 		for i, f := range files {
-			nums[i] = fmt.Sprintf("%s / %s  %s  ETA %s", units.Bytes(f.FileDone), units.Bytes(f.FileSize), rateText(f.FileRate), etaText(f.FileETA))
+			nums[i] = fmt.Sprintf("%s / %s  %s  ETA %s", units.Bytes(f.FileDone), units.Bytes(f.FileSize), rateText(f.FileRate), units.ETA(f.FileETA))
 			numW = max(numW, len([]rune(nums[i])))
 		}
 		for i, f := range files {

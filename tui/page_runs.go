@@ -11,6 +11,7 @@ import (
 	"charm.land/lipgloss/v2"
 
 	"whet/engine"
+	"whet/engine/units"
 )
 
 // runsPage lists the runs folder: which runs a worker trains now, which
@@ -218,7 +219,7 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 		}
 		add(st.Good, fmt.Sprintf("%s trains it now. enter follows it: its history, then live, with the dashboard's keys; q leaves it training.", who))
 		if r.Silent > 0 {
-			add(st.Warn, fmt.Sprintf("no step written for %s: it may be hung.", fmtDur(r.Silent)))
+			add(st.Warn, fmt.Sprintf("no step written for %s: it may be hung.", units.Duration(r.Silent)))
 		}
 	case r.State == "crashed":
 		add(st.Bad, "crashed: its status says it was training, but no process holds its lock.")
@@ -229,7 +230,7 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 		}
 		resume()
 	case r.State == "running" && r.Silent > 0:
-		add(st.Warn, fmt.Sprintf("says running but has written no step for %s, and no lock tells whether a process trains it.", fmtDur(r.Silent)))
+		add(st.Warn, fmt.Sprintf("says running but has written no step for %s, and no lock tells whether a process trains it.", units.Duration(r.Silent)))
 	case r.State == "done":
 		add(st.Muted, "finished. enter shows its loss history and summary (chat, export).")
 	case r.State == "stopped":

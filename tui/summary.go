@@ -8,6 +8,7 @@ import (
 	"charm.land/bubbles/v2/key"
 
 	"whet/engine"
+	"whet/engine/units"
 	"whet/tui/components/lossplot"
 )
 
@@ -82,7 +83,7 @@ func (s *summary) view(w, h int) string {
 	if !math.IsInf(s.bestEval, 1) {
 		facts = append(facts, fmt.Sprintf("best eval %.4f at step %d", s.bestEval, s.bestEvalAt))
 	}
-	facts = append(facts, "time "+fmtDur(s.done.Elapsed))
+	facts = append(facts, "time "+units.Duration(s.done.Elapsed))
 	var lines []string
 	lines = append(lines, head, "", strings.Join(facts, " · "))
 	if s.done.Err != nil {

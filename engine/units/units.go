@@ -2,7 +2,7 @@
 // CLI, the studio and the engine's messages show them: binary units for
 // bytes ("14.9 GiB", as nvidia-smi users read memory) and decimal suffixes
 // for counts ("8.03B" parameters, "1.23M" tokens), both with three
-// significant digits.
+// significant digits; and spans of time ("3m05s", "1h02m", duration.go).
 package units
 
 import (

@@ -75,9 +75,16 @@ func humanSize(s string) string {
 	return ""
 }
 
-// TestOneFormatter: no code outside this package formats a size or a
-// count by hand (each place had its own rounding and units: "14.9 GiB" in
-// one view, "15 GiB" in the next, "1.2G" tokens beside "1.2B" parameters).
+// handDuration matches a hand-made clock or span format: "%d:%02d",
+// "%dh%02dm", "%dm%02ds", "%.1f hours", "%.0f minutes", "%d days". Decimal
+// seconds ("%.1f s" a bench step took) are a measurement printed to its
+// precision, not a span for people, and are not matched.
+var handDuration = regexp.MustCompile(`%[-+# 0-9.]*d:%0?2d|%[-+# 0-9.]*[dv][hm]%|%[-+# 0-9.]*[dfgv] ?(?:hours?|hrs?|minutes?|mins?|days?)\b`)
+
+// TestOneFormatter: no code outside this package formats a size, a count or
+// a span of time by hand (each place had its own rounding and units:
+// "14.9 GiB" in one view, "15 GiB" in the next, "1.2G" tokens beside "1.2B"
+// parameters; an ETA of "0:24" in the hub beside "0m49s" on the dashboard).
 func TestOneFormatter(t *testing.T) {
 	root := filepath.Join("..", "..")
 	self := filepath.Join(root, "engine", "units")
@@ -113,6 +120,9 @@ func TestOneFormatter(t *testing.T) {
 			}
 			if m := humanSize(s); m != "" {
 				t.Errorf("%s: %q formats a size or count by hand; use units.Bytes, units.BytesOf or units.Count", fset.Position(lit.Pos()), m)
+			}
+			if m := handDuration.FindString(s); m != "" {
+				t.Errorf("%s: %q formats a span of time by hand; use units.Duration, units.ETA or units.Approx", fset.Position(lit.Pos()), m)
 			}
 			return true
 		})
