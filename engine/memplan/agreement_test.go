@@ -17,50 +17,65 @@ import (
 // the engine from drifting apart: a buffer added to one and not the other
 // fails here.
 func TestPlanMatchesEngineAllocations(t *testing.T) {
-	cfg := engine.ModelConfig{ModelType: "llama", VocabSize: 4096, HiddenSize: 256, IntermediateSize: 704,
-		NumLayers: 4, NumHeads: 4, NumKVHeads: 2, HeadDim: 64, RMSNormEps: 1e-5, RopeTheta: 10000,
-		MaxPositions: 512, TieWordEmbeddings: true}
 	for _, method := range []string{"lora", "full"} {
 		for _, ckpt := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/checkpointing=%v", method, ckpt), func(t *testing.T) {
-				b := cpu.New()
-				m, err := engine.NewModel(cfg, b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer m.Free()
-				if method == "lora" {
-					err = m.AddLoRA(engine.LoRAOptions{Rank: 16, Alpha: 16})
-				} else {
-					err = m.MakeAllTrainable()
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				const batch, seq = 4, 256
-				a, err := m.NewActivations(batch*seq, ckpt)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer a.Free()
-				rc := engine.RunConfig{Method: method, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 16},
-					Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
-				o, err := memplan.FromRunConfig(&rc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := memplan.Plan(&cfg, o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, plan := b.PeakBytes(), p.Peak()
-				ratio := float64(plan) / float64(got)
-				t.Logf("engine allocated %d bytes, plan %d (%.3f)", got, plan, ratio)
-				if ratio < 0.95 || ratio > 1.05 {
-					t.Fatalf("plan %d bytes vs engine %d: off by %.1f%%", plan, got, 100*(ratio-1))
-				}
+				checkPlanAgreement(t, agreementLlama, method, ckpt)
 			})
 		}
+	}
+}
+
+// agreementLlama is the small Llama both agreement checks build (the
+// sharded one in parallel_agreement_test.go as well).
+var agreementLlama = engine.ModelConfig{ModelType: "llama", VocabSize: 4096, HiddenSize: 256, IntermediateSize: 704,
+	NumLayers: 4, NumHeads: 4, NumKVHeads: 2, HeadDim: 64, RMSNormEps: 1e-5, RopeTheta: 10000,
+	MaxPositions: 512, TieWordEmbeddings: true}
+
+// checkPlanAgreement builds cfg with LoRA (rank 16) or all of it trainable,
+// and activations for 4×256 tokens, on the CPU backend, and checks the
+// plan for the same run within 5% of the bytes the engine allocated and
+// counting the model's parameters.
+func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckpt bool) {
+	t.Helper()
+	b := cpu.New()
+	m, err := engine.NewModel(cfg, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if method == "lora" {
+		err = m.AddLoRA(engine.LoRAOptions{Rank: 16, Alpha: 16})
+	} else {
+		err = m.MakeAllTrainable()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batch, seq = 4, 256
+	a, err := m.NewActivations(batch*seq, ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Free()
+	rc := engine.RunConfig{Method: method, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 16},
+		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
+	o, err := memplan.FromRunConfig(&rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := memplan.Plan(&cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, plan := b.PeakBytes(), p.Peak()
+	ratio := float64(plan) / float64(got)
+	t.Logf("engine allocated %d bytes, plan %d (%.3f)", got, plan, ratio)
+	if ratio < 0.95 || ratio > 1.05 {
+		t.Fatalf("plan %d bytes vs engine %d: off by %.1f%%", plan, got, 100*(ratio-1))
+	}
+	if n := int64(m.NumParams()); p.Params != n {
+		t.Errorf("plan counts %d parameters, the model has %d", p.Params, n)
 	}
 }
 
@@ -87,45 +102,7 @@ func TestPlanMatchesEngineAllocationsFamilies(t *testing.T) {
 		for _, method := range []string{"lora", "full"} {
 			for _, ckpt := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%s/checkpointing=%v", cfg.ModelType, method, ckpt), func(t *testing.T) {
-					b := cpu.New()
-					m, err := engine.NewModel(cfg, b)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer m.Free()
-					if method == "lora" {
-						err = m.AddLoRA(engine.LoRAOptions{Rank: 16, Alpha: 16})
-					} else {
-						err = m.MakeAllTrainable()
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-					const batch, seq = 4, 256
-					a, err := m.NewActivations(batch*seq, ckpt)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer a.Free()
-					rc := engine.RunConfig{Method: method, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 16},
-						Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
-					o, err := memplan.FromRunConfig(&rc)
-					if err != nil {
-						t.Fatal(err)
-					}
-					p, err := memplan.Plan(&cfg, o)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got, plan := b.PeakBytes(), p.Peak()
-					ratio := float64(plan) / float64(got)
-					t.Logf("engine allocated %d bytes, plan %d (%.3f)", got, plan, ratio)
-					if ratio < 0.95 || ratio > 1.05 {
-						t.Fatalf("plan %d bytes vs engine %d: off by %.1f%%", plan, got, 100*(ratio-1))
-					}
-					if n := int64(m.NumParams()); p.Params != n {
-						t.Errorf("plan counts %d parameters, the model has %d", p.Params, n)
-					}
+					checkPlanAgreement(t, cfg, method, ckpt)
 				})
 			}
 		}

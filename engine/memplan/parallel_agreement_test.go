@@ -16,9 +16,7 @@ import (
 // moments, and no moment of the whole model allocated even while the run
 // starts.
 func TestShardedPlanMatchesRankAllocations(t *testing.T) {
-	cfg := engine.ModelConfig{ModelType: "llama", VocabSize: 4096, HiddenSize: 256, IntermediateSize: 704,
-		NumLayers: 4, NumHeads: 4, NumKVHeads: 2, HeadDim: 64, RMSNormEps: 1e-5, RopeTheta: 10000,
-		MaxPositions: 512, TieWordEmbeddings: true}
+	cfg := agreementLlama
 	bs := []engine.Backend{cpu.New(), cpu.New(), cpu.New(), cpu.New()}
 	ring := dist.NewLocalRing(bs)
 	b := bs[0].(*cpu.Backend)
