@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +43,16 @@ type benchResult struct {
 	PeakBytes     int64   `json:"peak_bytes"`
 	PlanBytes     int64   `json:"plan_bytes"` // memplan's peak for the same run`
 	Loss          float64 `json:"loss"`
+	// Data parallelism (--gpus, --ranks): Batch is per rank, the job's
+	// global batch Batch×Ranks rows; TokensPerSec is the job's rate,
+	// TFLOPs the job's, MFU per GPU (TFLOPs over Ranks×PeakTFLOPs).
+	// Efficiency is the rank's rate over the one-rank run's of the same
+	// invocation (absent without one).
+	Ranks       int      `json:"ranks"`
+	Collective  string   `json:"collective,omitempty"`
+	GlobalBatch int      `json:"global_batch"`
+	PerRankTPS  float64  `json:"tokens_per_sec_per_rank"`
+	Efficiency  *float64 `json:"scaling_efficiency,omitempty"`
 }
 
 func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -47,7 +60,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	models := fs.String("model", "llama-3.2-1b", "catalog names (or folders with a config.json), comma-separated")
 	methods := fs.String("method", "lora", "lora, full or both comma-separated")
-	batch := fs.Int("batch", 4, "sequences per step")
+	batch := fs.Int("batch", 4, "sequences per step (per GPU or rank with --gpus, --ranks)")
 	seq := fs.Int("seq", 2048, "tokens per sequence")
 	steps := fs.Int("steps", 10, "timed steps")
 	warmup := fs.Int("warmup", 2, "untimed steps first")
@@ -60,6 +73,9 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	maxTime := fs.Duration("max-time", defaultBenchMaxTime, "refuse a workload estimated to run longer than this (0: no limit)")
 	grpoG := fs.Int("grpo", 0, "instead of supervised steps: GRPO LoRA steps of this many completions per prompt (one prompt of --seq tokens a step) and report generation and update tokens/s")
 	completion := fs.Int("completion", 256, "with --grpo: tokens per completion (random weights never stop early)")
+	gpus := fs.String("gpus", "", "data-parallel GPU counts to measure, comma-separated (1,2,4,8): each runs --batch per GPU on GPUs 0..N-1; a count of 1 gives the others' scaling efficiency")
+	ranks := fs.String("ranks", "", "as --gpus, for ranks on the CPU backend (--backend cpu)")
+	collective := fs.String("collective", "", "with --gpus or --ranks: nccl (default on GPUs) or ring (the Go ring, default on the CPU)")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,9 +89,29 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *batch < 1 || *seq < 2 || *steps < 1 || *warmup < 0 {
 		return fmt.Errorf("--batch %d --seq %d --steps %d --warmup %d: want a batch and steps of at least 1, a sequence of at least 2 tokens", *batch, *seq, *steps, *warmup)
 	}
+	counts, err := benchRankCounts(*gpus, *ranks, *backend)
+	if err != nil {
+		return err
+	}
+	if (*grpoG > 0 || *decode > 0) && (len(counts) > 1 || counts[0] > 1) {
+		return errors.New("--gpus and --ranks measure supervised training steps; --grpo and --decode run on one GPU")
+	}
 	b, notices, err := engine.OpenBackend(*backend)
 	if err != nil {
 		return err
+	}
+	onGPU := strings.HasPrefix(b.Name(), "cuda")
+	if *gpus != "" && !onGPU {
+		return fmt.Errorf("--gpus %s: the backend is %s; for data parallelism on the CPU use --backend cpu --ranks", *gpus, b.Name())
+	}
+	if *ranks != "" && onGPU {
+		return fmt.Errorf("--ranks %s: CPU ranks need --backend cpu; on GPUs use --gpus", *ranks)
+	}
+	if *collective == "" {
+		*collective = "ring"
+		if onGPU {
+			*collective = "nccl"
+		}
 	}
 	for _, n := range notices {
 		fmt.Fprintln(stderr, n)
@@ -121,23 +157,72 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	for _, name := range strings.Split(*models, ",") {
 		for _, method := range strings.Split(*methods, ",") {
-			r, err := benchOne(env, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", name, method, err)
-			}
-			r.PeakTFLOPs = *peak
-			r.MFU = r.TFLOPs / *peak
-			if *asJSON {
-				js, _ := json.Marshal(r)
-				fmt.Fprintf(stdout, "%s\n", js)
-			} else {
-				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %s (plan %s), loss %.3f\n",
-					r.Model, r.Method, r.Backend, r.Batch, r.Seq, r.Checkpointing, r.TokensPerSec, r.StepSeconds, r.TFLOPs,
+			var one float64 // the one-rank rate, for the efficiency
+			for _, n := range counts {
+				r, err := benchOne(env, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt, n, *collective)
+				if err != nil {
+					return fmt.Errorf("%s %s on %d ranks: %w", name, method, n, err)
+				}
+				r.PeakTFLOPs = *peak
+				r.MFU = r.TFLOPs / (float64(n) * *peak)
+				if n == 1 {
+					one = r.PerRankTPS
+				}
+				if one > 0 && len(counts) > 1 {
+					e := r.PerRankTPS / one
+					r.Efficiency = &e
+				}
+				if *asJSON {
+					js, _ := json.Marshal(r)
+					fmt.Fprintf(stdout, "%s\n", js)
+					continue
+				}
+				par := ""
+				if n > 1 {
+					par = fmt.Sprintf(" ×%d ranks (%s, %.0f tok/s per rank", n, r.Collective, r.PerRankTPS)
+					if r.Efficiency != nil {
+						par += fmt.Sprintf(", scaling efficiency %.1f%%", 100**r.Efficiency)
+					}
+					par += ")"
+				}
+				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d%s ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %s (plan %s), loss %.3f\n",
+					r.Model, r.Method, r.Backend, r.Batch, r.Seq, par, r.Checkpointing, r.TokensPerSec, r.StepSeconds, r.TFLOPs,
 					100*r.MFU, *peak, units.Bytes(r.PeakBytes), units.Bytes(r.PlanBytes), r.Loss)
 			}
 		}
 	}
 	return nil
+}
+
+// benchRankCounts reads --gpus or --ranks: distinct counts of at least 1,
+// measured in increasing order so that the one-rank run (the scaling
+// efficiency's base) comes first. Neither flag: one rank.
+func benchRankCounts(gpus, ranks, backend string) ([]int, error) {
+	flag, spec := "--gpus", gpus
+	switch {
+	case gpus != "" && ranks != "":
+		return nil, errors.New("--gpus and --ranks cannot both be set (--ranks is for the CPU backend)")
+	case ranks != "":
+		flag, spec = "--ranks", ranks
+		if backend != "cpu" {
+			return nil, fmt.Errorf("--ranks %s: CPU ranks need --backend cpu; on GPUs use --gpus", ranks)
+		}
+	case gpus == "":
+		return []int{1}, nil
+	}
+	var out []int
+	for _, f := range strings.Split(spec, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s %s: %q is not a count of at least 1 (for example 1,2,4,8)", flag, spec, f)
+		}
+		if slices.Contains(out, n) {
+			return nil, fmt.Errorf("%s %s: %d listed twice", flag, spec, n)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // defaultBenchMaxTime bounds what whet bench starts without being told:
@@ -240,7 +325,14 @@ func trainFLOPsPerToken(cfg *engine.ModelConfig, n int64, full bool, seq int, ck
 	return f
 }
 
-func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank int, ckpt bool) (benchResult, error) {
+// benchOne measures training steps on random weights with batch×seq
+// tokens per rank. With ranks > 1 it runs the trainer's data-parallel path
+// (engine.MakeTrainable, Trainer.TrainStep on rank 0 and Trainer.Follow on
+// the others, each rank in its goroutine on its own backend, the
+// collective named by collective): the step's global batch is batch×ranks
+// rows, GradAccum micro-batches of batch rows dealt one per rank, as a
+// one-rank run with --batch B and grad_accum N takes them.
+func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank int, ckpt bool, ranks int, collective string) (benchResult, error) {
 	b := env.backend
 	cfg, err := benchModel(name)
 	if err != nil {
@@ -262,6 +354,9 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	var planBytes int64
 	if opts, err := memplan.FromRunConfig(&rc); err == nil {
 		opts.SeqLen, opts.MicroBatch = seq, batch
+		if ranks > 1 {
+			opts.GPUs = ranks // the plan of one rank
+		}
 		if p, err := memplan.Plan(cfg, opts); err == nil {
 			planBytes = p.Peak()
 		}
@@ -269,6 +364,12 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	flopsPerStep := float64(batch*seq) * trainFLOPsPerToken(cfg, memplan.ParamCount(cfg), method == "full", seq, ckpt)
 	total := warmup + steps
 	what := fmt.Sprintf("%d steps of %d×%d tokens", total, batch, seq)
+	if ranks > 1 {
+		what += fmt.Sprintf(" on each of %d ranks", ranks)
+		if kind == "cpu" {
+			flopsPerStep *= float64(ranks) // CPU ranks share the cores
+		}
+	}
 	if env.rate > 0 {
 		est := time.Duration(float64(total) * flopsPerStep / env.rate * float64(time.Second))
 		if err := env.checkTime(what, est, fmt.Sprintf("%.3g TFLOP a step at the measured %.3g GFLOP/s", flopsPerStep/1e12, env.rate/1e9)); err != nil {
@@ -276,54 +377,85 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		}
 	}
 
-	m, err := engine.NewModelWith(*cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer m.Free()
-	if err := m.InitRandom(1, 0.02); err != nil {
-		return benchResult{}, err
-	}
-	if method == "full" {
-		err = m.MakeAllTrainable()
-	} else {
-		err = m.AddLoRA(engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1})
-	}
-	if err != nil {
-		return benchResult{}, err
-	}
-	a, err := m.NewActivations(batch*seq, ckpt)
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer a.Free()
 	rng := rand.New(rand.NewPCG(7, 7))
-	bt := &datasets.Batch{SeqStarts: []int32{0}}
-	for s := 0; s < batch; s++ {
+	rows := make([]datasets.Batch, batch*ranks)
+	for r := range rows {
+		bt := &rows[r]
+		bt.SeqStarts = []int32{0, int32(seq)}
 		for i := 0; i < seq; i++ {
 			bt.Tokens = append(bt.Tokens, int32(rng.IntN(cfg.VocabSize)))
 			bt.Positions = append(bt.Positions, int32(i))
 		}
-		bt.SeqStarts = append(bt.SeqStarts, int32(len(bt.Tokens)))
+		bt.Targets = append(append(bt.Targets, bt.Tokens[1:]...), datasets.IgnoreIndex)
 	}
-	for i := range bt.Tokens {
-		if i+1 < len(bt.Tokens) && bt.Positions[i+1] != 0 {
-			bt.Targets = append(bt.Targets, bt.Tokens[i+1])
-		} else {
-			bt.Targets = append(bt.Targets, datasets.IgnoreIndex)
-		}
-	}
-	// Each step is training's own (engine.Trainer.TrainStep: the checks,
-	// clipping and AdamW at the method's settings) on the one random batch.
 	preset, err := presets.LookupMethod(method)
 	if err != nil {
 		return benchResult{}, err
 	}
-	d := preset.RunConfig().Train
-	tr := &engine.Trainer{Model: m, Acts: a, Train: []datasets.Batch{*bt}, Seed: 1,
-		Opt:   &engine.Optimizer{Beta1: d.Beta1, Beta2: d.Beta2, Eps: d.Eps},
-		Sched: engine.Schedule{Kind: "constant", Total: total},
-		Cfg:   engine.TrainConfig{MaxSteps: total, MicroBatch: 1, GradAccum: 1, LR: 1e-5, MaxGradNorm: 1}}
+	backends := []engine.Backend{b}
+	group := []engine.Collective{nil}
+	if ranks > 1 {
+		rest, err := engine.RankBackends(b, ranks)
+		if err != nil {
+			return benchResult{}, err
+		}
+		defer func() {
+			for _, rb := range rest {
+				if c, ok := rb.(engine.Closer); ok {
+					c.Close()
+				}
+			}
+		}()
+		backends = append(backends, rest...)
+		if group, err = engine.OpenGroup(collective, backends); err != nil {
+			return benchResult{}, fmt.Errorf("--collective %s: %w", collective, err)
+		}
+	}
+	// Every rank builds the same random model (the same seeds), as every
+	// rank of a run loads the same weights.
+	var trainers []*engine.Trainer
+	defer func() {
+		for _, t := range trainers {
+			if t.Acts != nil {
+				t.Acts.Free()
+			}
+			t.DP.Free()
+			t.Model.Free()
+		}
+	}()
+	for i, rb := range backends {
+		t, err := benchTrainer(*cfg, rb, group[i], method, rank, ckpt, batch, seq, ranks, total, preset.RunConfig().Train, rows)
+		if t != nil {
+			trainers = append(trainers, t)
+		}
+		if err != nil {
+			if i > 0 {
+				err = fmt.Errorf("rank %d: %w", i, err)
+			}
+			return benchResult{}, err
+		}
+	}
+	tr, m := trainers[0], trainers[0].Model
+	followed := make(chan error, len(trainers)-1)
+	if ranks > 1 {
+		for _, f := range trainers[1:] {
+			go func() { followed <- f.Follow() }()
+		}
+		end, err := tr.Lead()
+		// However the steps end, the followers stop and are waited for
+		// before anything is freed.
+		defer func() {
+			if end != nil {
+				end()
+			}
+			for range trainers[1:] {
+				<-followed
+			}
+		}()
+		if err != nil {
+			return benchResult{}, err
+		}
+	}
 	var loss float64
 	done, started := 0, time.Now()
 	step := func() error {
@@ -384,14 +516,46 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		}
 	}
 	n := m.NumParams()
-	tps := float64(batch*seq) / dt
+	tps := float64(batch*seq*ranks) / dt
 	r := benchResult{Model: name, Method: method, Backend: b.Name(), Batch: batch, Seq: seq, Checkpointing: ckpt,
 		Params: n, TokensPerSec: tps, StepSeconds: dt, Loss: loss, PlanBytes: planBytes,
-		TFLOPs: tps * trainFLOPsPerToken(cfg, n, method == "full", seq, ckpt) / 1e12}
+		TFLOPs: tps * trainFLOPsPerToken(cfg, n, method == "full", seq, ckpt) / 1e12,
+		Ranks:  ranks, GlobalBatch: batch * ranks, PerRankTPS: tps / float64(ranks)}
+	if ranks > 1 {
+		r.Collective = collective
+	}
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()
 	}
 	return r, nil
+}
+
+// benchTrainer builds one rank's random-weights model and trainer (c nil:
+// the only rank); on error it returns what it made, for the caller to
+// free. Each step is training's own (engine.Trainer.TrainStep: the
+// checks, clipping and AdamW at the method's settings).
+func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective, method string, rank int, ckpt bool,
+	batch, seq, ranks, total int, d engine.TrainConfig, rows []datasets.Batch) (*engine.Trainer, error) {
+	m, err := engine.NewModelWith(cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
+	if err != nil {
+		return nil, err
+	}
+	t := &engine.Trainer{Model: m, Train: rows, Seed: 1,
+		Opt:   &engine.Optimizer{Beta1: d.Beta1, Beta2: d.Beta2, Eps: d.Eps},
+		Sched: engine.Schedule{Kind: "constant", Total: total},
+		Cfg:   engine.TrainConfig{MaxSteps: total, MicroBatch: batch, GradAccum: ranks, LR: 1e-5, MaxGradNorm: 1}}
+	if err := m.InitRandom(1, 0.02); err != nil {
+		return t, err
+	}
+	var lora *engine.LoRAOptions
+	if method != "full" {
+		lora = &engine.LoRAOptions{Rank: rank, Alpha: float64(rank), Seed: 1}
+	}
+	if t.DP, err = engine.MakeTrainable(m, lora, c, 0); err != nil {
+		return t, err
+	}
+	t.Acts, err = m.NewActivations(batch*seq, ckpt)
+	return t, err
 }
 
 // decodeResult is one greedy-decoding measurement.

@@ -719,6 +719,47 @@ func (d *DataParallel) Free() {
 	})
 }
 
+// MakeTrainable makes m's trainable parameters for training: LoRA
+// adapters when lora is set, else every weight (full fine-tuning). With a
+// collective c it also makes m one rank of c's group (full fine-tuning
+// then shards the optimizer state and masters, so the weights are only
+// marked and NewDataParallel allocates the rank's share) and returns the
+// rank's DataParallel; without, nil. Run preparation and whet bench both
+// go through it, so a benchmark measures what a run does.
+func MakeTrainable(m *Model, lora *LoRAOptions, c Collective, bucketBytes int) (*DataParallel, error) {
+	var err error
+	switch {
+	case lora != nil:
+		err = m.AddLoRA(*lora)
+	case c != nil:
+		err = m.MarkShardedTrainable()
+	default:
+		err = m.MakeAllTrainable()
+	}
+	if err != nil || c == nil {
+		return nil, err
+	}
+	// Before the activations: gradients (and, sharded, weights) move into
+	// the buckets.
+	return NewDataParallel(m, c, lora == nil, bucketBytes)
+}
+
+// Lead readies the leader (rank 0) of a data-parallel group to be driven
+// step by step with TrainStep outside Run (whet bench), as Run does when
+// it starts: every rank checks that it is at the same step. end tells the
+// followers (running Follow) that the work is over; call it once done,
+// whatever happened.
+func (t *Trainer) Lead() (end func(), err error) {
+	if t.DP == nil || !t.DP.leader() {
+		return nil, errors.New("Lead is for rank 0 of a data-parallel group")
+	}
+	if err := t.DP.agree(t.step); err != nil {
+		t.DP.end()
+		return nil, err
+	}
+	return t.DP.end, nil
+}
+
 // stepBatch is one micro-batch of an optimizer step.
 type stepBatch struct {
 	b     *datasets.Batch

@@ -149,14 +149,12 @@ func (s *Session) openGroup(b Backend) ([]Collective, error) {
 	case kind == "cpu" && p.GPUs != "" && p.GPUs != "1" && p.GPUs != "0":
 		return nil, fmt.Errorf("parallel.gpus %q: the run is on the CPU backend (%s); no GPU is usable", p.GPUs, b.Name())
 	case kind == "cpu":
-		for i := 1; i < p.Ranks; i++ {
-			rb, _, err := OpenBackend("cpu")
-			if err != nil {
-				return nil, fmt.Errorf("data-parallel rank %d: %w", i, err)
-			}
-			backends = append(backends, rb)
-			s.followerBackends = append(s.followerBackends, rb)
+		rest, err := RankBackends(b, p.Ranks)
+		if err != nil {
+			return nil, err
 		}
+		backends = append(backends, rest...)
+		s.followerBackends = append(s.followerBackends, rest...)
 	default:
 		devicesMu.Lock()
 		dev, ok := devicesReg["cuda"]
@@ -225,6 +223,58 @@ func (s *Session) openGroup(b Backend) ([]Collective, error) {
 	s.Notices = append(s.Notices, fmt.Sprintf("data parallel: %d ranks on %s (%s)%s; global batch %d rows per step as with one",
 		len(backends), kind, what, shard, s.Cfg.Train.MicroBatch*s.Cfg.Train.GradAccum))
 	return group, nil
+}
+
+// RankBackends opens the backends of ranks 1 to n-1 of a data-parallel
+// group whose rank 0 runs on first: more CPU backends, or for a CUDA
+// backend (on device 0) the devices 1 to n-1 through the per-device
+// factory registered as "cuda". whet bench uses it; a run picks its
+// devices with parallel.gpus instead. On error nothing stays open; the
+// caller closes what it gets.
+func RankBackends(first Backend, n int) ([]Backend, error) {
+	var out []Backend
+	fail := func(err error) ([]Backend, error) {
+		for _, b := range out {
+			if c, ok := b.(Closer); ok {
+				c.Close()
+			}
+		}
+		return nil, err
+	}
+	if _, ok := first.(ComputeDTyper); !ok && !strings.HasPrefix(first.Name(), "cuda") {
+		for i := 1; i < n; i++ {
+			rb, _, err := OpenBackend("cpu")
+			if err != nil {
+				return fail(fmt.Errorf("data-parallel rank %d: %w", i, err))
+			}
+			out = append(out, rb)
+		}
+		return out, nil
+	}
+	if n <= 1 {
+		return nil, nil
+	}
+	devicesMu.Lock()
+	dev, ok := devicesReg["cuda"]
+	devicesMu.Unlock()
+	if !ok {
+		return nil, errors.New("this program has no per-device CUDA backend linked in")
+	}
+	count, err := dev.Count()
+	if err != nil {
+		return nil, fmt.Errorf("count GPUs: %w", err)
+	}
+	if n > count {
+		return nil, fmt.Errorf("%d GPUs asked for, %d found", n, count)
+	}
+	for i := 1; i < n; i++ {
+		rb, err := dev.Open(i)
+		if err != nil {
+			return fail(fmt.Errorf("GPU %d: %w", i, err))
+		}
+		out = append(out, rb)
+	}
+	return out, nil
 }
 
 // readyFollowers gives the followers what the leader computed or read

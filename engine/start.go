@@ -348,23 +348,13 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 		m.Free()
 		return nil, err
 	}
+	var lora *LoRAOptions
 	if cfg.usesLoRA() {
-		err = m.AddLoRA(LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
-			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(cfg.Train.Seed)})
-	} else if c != nil {
-		err = m.MarkShardedTrainable() // NewDataParallel allocates the rank's share
-	} else {
-		err = m.MakeAllTrainable()
+		lora = &LoRAOptions{Rank: cfg.LoRA.Rank, Alpha: cfg.LoRA.Alpha, Dropout: cfg.LoRA.Dropout,
+			Targets: cfg.LoRA.TargetModules, RSLoRA: cfg.LoRA.RSLoRA, Seed: uint64(cfg.Train.Seed)}
 	}
-	if err != nil {
+	if t.DP, err = MakeTrainable(m, lora, c, int(cfg.Parallel.BucketMB*(1<<20))); err != nil {
 		return fail(err)
-	}
-	if c != nil {
-		// Before the activations: gradients (and, sharded, weights)
-		// move into the buckets.
-		if t.DP, err = NewDataParallel(m, c, !cfg.usesLoRA(), int(cfg.Parallel.BucketMB*(1<<20))); err != nil {
-			return fail(err)
-		}
 	}
 	if cfg.Method == "grpo" {
 		if t.GRPO, err = NewGRPORun(cfg.GRPO, data.Prompts.Train, data.Tokenizer, data.Template, cfg.Data.MaxLength); err != nil {
