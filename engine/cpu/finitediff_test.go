@@ -77,23 +77,49 @@ func TestFiniteDiffRMSNorm(t *testing.T) {
 
 func TestFiniteDiffRoPE(t *testing.T) {
 	b := New()
-	rng := rand.New(rand.NewPCG(5, 6))
+	checkRoPEFiniteDiff(t, b, rand.New(rand.NewPCG(5, 6)), 8, 1, b.RoPE)
+}
+
+// checkRoPEFiniteDiff checks a rotation (RoPE, RoPEPartial) of 6 packed
+// tokens (positions restart), 3 heads of 8 dimensions, the first rot of
+// them rotated by tables scaled by factor, against central differences;
+// its backward is the inverse rotation. Dimensions past rot must pass
+// through unchanged.
+func checkRoPEFiniteDiff(t *testing.T, b *Backend, rng *rand.Rand, rot int, factor float32,
+	rope func(x, positions, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error) {
+	t.Helper()
 	const T, heads, headDim, maxPos = 6, 3, 8, 16
 	positions := []int32{0, 1, 2, 0, 1, 9} // packed: positions restart
-	cos, sin := ropeTables(maxPos, headDim, 10000)
+	cos, sin := ropeTables(maxPos, rot, 10000)
+	for i := range cos {
+		cos[i] *= factor
+		sin[i] *= factor
+	}
 	x := randn(rng, T*heads*headDim, 1)
 	r := randn(rng, T*heads*headDim, 1)
 	posT := intsOf(t, b, positions)
-	cosT, sinT := tensorOf(t, b, cos, maxPos, headDim/2), tensorOf(t, b, sin, maxPos, headDim/2)
+	cosT, sinT := tensorOf(t, b, cos, maxPos, rot/2), tensorOf(t, b, sin, maxPos, rot/2)
 	xT := zeros(t, b, T, heads*headDim)
 	loss := func() float64 {
 		must(t, b.Upload(xT, x))
-		must(t, b.RoPE(xT, posT, cosT, sinT, heads, headDim, false))
+		must(t, rope(xT, posT, cosT, sinT, heads, headDim, false))
 		return weightedSum(values(t, b, xT), r)
 	}
 	num := numericGrad(x, loss)
+	loss()
+	got := values(t, b, xT)
+	for tok := 0; tok < T; tok++ {
+		for h := 0; h < heads; h++ {
+			for d := rot; d < headDim; d++ {
+				i := (tok*heads+h)*headDim + d
+				if got[i] != x[i] {
+					t.Fatalf("dimension %d of head %d changed: %v -> %v", d, h, x[i], got[i])
+				}
+			}
+		}
+	}
 	g := tensorOf(t, b, r, T, heads*headDim)
-	must(t, b.RoPE(g, posT, cosT, sinT, heads, headDim, true))
+	must(t, rope(g, posT, cosT, sinT, heads, headDim, true))
 	checkGrad(t, "dx", values(t, b, g), num)
 }
 
@@ -155,7 +181,16 @@ func TestFiniteDiffAttention(t *testing.T) {
 
 func TestFiniteDiffSwiGLU(t *testing.T) {
 	b := New()
-	rng := rand.New(rand.NewPCG(9, 10))
+	checkGatedFiniteDiff(t, b, rand.New(rand.NewPCG(9, 10)), b.SwiGLU, b.SwiGLUBackward)
+}
+
+// checkGatedFiniteDiff checks a gated activation out = act(gate)*up and
+// its backward (SwiGLU, GeGLU) on 40 values, gates drawn twice as wide as
+// the rest so the activation's curve is crossed; the backward's outputs
+// start as garbage and must be overwritten.
+func checkGatedFiniteDiff(t *testing.T, b *Backend, rng *rand.Rand,
+	forward func(out, gate, up engine.Tensor) error, backward func(dGate, dUp, dOut, gate, up engine.Tensor) error) {
+	t.Helper()
 	const n = 40
 	gate := randn(rng, n, 2)
 	up := randn(rng, n, 1)
@@ -164,7 +199,7 @@ func TestFiniteDiffSwiGLU(t *testing.T) {
 	loss := func() float64 {
 		must(t, b.Upload(gT, gate))
 		must(t, b.Upload(uT, up))
-		must(t, b.SwiGLU(out, gT, uT))
+		must(t, forward(out, gT, uT))
 		return weightedSum(values(t, b, out), r)
 	}
 	numG := numericGrad(gate, loss)
@@ -172,7 +207,7 @@ func TestFiniteDiffSwiGLU(t *testing.T) {
 	loss()
 	dg := tensorOf(t, b, randn(rng, n, 1), n)
 	du := tensorOf(t, b, randn(rng, n, 1), n)
-	must(t, b.SwiGLUBackward(dg, du, tensorOf(t, b, r, n), gT, uT))
+	must(t, backward(dg, du, tensorOf(t, b, r, n), gT, uT))
 	checkGrad(t, "dGate", values(t, b, dg), numG)
 	checkGrad(t, "dUp", values(t, b, du), numU)
 }
@@ -347,69 +382,17 @@ func abs64(x float64) float64 {
 
 func TestFiniteDiffRoPEPartial(t *testing.T) {
 	b := New()
-	rng := rand.New(rand.NewPCG(5, 7))
-	const T, heads, headDim, rot, maxPos = 6, 3, 8, 6, 16
-	positions := []int32{0, 1, 2, 0, 1, 9}
-	cos, sin := ropeTables(maxPos, rot, 10000)
-	for i := range cos { // a LongRoPE-style attention factor scales both
-		cos[i] *= 1.2
-		sin[i] *= 1.2
-	}
-	x := randn(rng, T*heads*headDim, 1)
-	r := randn(rng, T*heads*headDim, 1)
-	posT := intsOf(t, b, positions)
-	cosT, sinT := tensorOf(t, b, cos, maxPos, rot/2), tensorOf(t, b, sin, maxPos, rot/2)
-	xT := zeros(t, b, T, heads*headDim)
-	loss := func() float64 {
-		must(t, b.Upload(xT, x))
-		must(t, b.RoPEPartial(xT, posT, cosT, sinT, heads, headDim, false))
-		return weightedSum(values(t, b, xT), r)
-	}
-	num := numericGrad(x, loss)
-	// The dimensions past rot pass through.
-	loss()
-	got := values(t, b, xT)
-	for tok := 0; tok < T; tok++ {
-		for h := 0; h < heads; h++ {
-			for d := rot; d < headDim; d++ {
-				i := (tok*heads+h)*headDim + d
-				if got[i] != x[i] {
-					t.Fatalf("dimension %d of head %d changed: %v -> %v", d, h, x[i], got[i])
-				}
-			}
-		}
-	}
-	g := tensorOf(t, b, r, T, heads*headDim)
-	must(t, b.RoPEPartial(g, posT, cosT, sinT, heads, headDim, true))
-	checkGrad(t, "dx", values(t, b, g), num)
+	// 6 of 8 dimensions rotated, by tables a LongRoPE-style attention factor scales.
+	checkRoPEFiniteDiff(t, b, rand.New(rand.NewPCG(5, 7)), 6, 1.2, b.RoPEPartial)
 }
 
 func TestFiniteDiffGeGLU(t *testing.T) {
-	b := New()
-	rng := rand.New(rand.NewPCG(9, 11))
-	const n = 40
-	gate := randn(rng, n, 2)
-	up := randn(rng, n, 1)
-	r := randn(rng, n, 1)
-	gT, uT, out := zeros(t, b, n), zeros(t, b, n), zeros(t, b, n)
-	loss := func() float64 {
-		must(t, b.Upload(gT, gate))
-		must(t, b.Upload(uT, up))
-		must(t, b.GeGLU(out, gT, uT))
-		return weightedSum(values(t, b, out), r)
-	}
-	numG := numericGrad(gate, loss)
-	numU := numericGrad(up, loss)
-	loss()
 	// gelu_pytorch_tanh(1) = 0.841192 (torch.nn.functional.gelu(approximate="tanh")).
 	if y, _ := geluTanh(1); math.Abs(y-0.8411920) > 1e-6 {
 		t.Errorf("gelu_tanh(1) = %.7f, want 0.8411920", y)
 	}
-	dg := tensorOf(t, b, randn(rng, n, 1), n)
-	du := tensorOf(t, b, randn(rng, n, 1), n)
-	must(t, b.GeGLUBackward(dg, du, tensorOf(t, b, r, n), gT, uT))
-	checkGrad(t, "dGate", values(t, b, dg), numG)
-	checkGrad(t, "dUp", values(t, b, du), numU)
+	b := New()
+	checkGatedFiniteDiff(t, b, rand.New(rand.NewPCG(9, 11)), b.GeGLU, b.GeGLUBackward)
 }
 
 func TestFiniteDiffSoftCap(t *testing.T) {
