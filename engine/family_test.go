@@ -207,30 +207,7 @@ func TestFamilyFiniteDiff(t *testing.T) {
 				if _, err := a.ForwardBackward(b, float32(1/float64(b.NumTargets())), true, 0); err != nil {
 					t.Fatal(err)
 				}
-				rng := rand.New(rand.NewPCG(5, 5))
-				for _, p := range m.TrainableParams() {
-					grad := make([]float32, p.Grad.Len())
-					m.B.Download(p.Grad, grad)
-					w := make([]float32, p.W.Len())
-					m.B.Download(p.W, w)
-					for k := 0; k < 3; k++ {
-						i := rng.IntN(len(w))
-						const h = 1e-2
-						orig := w[i]
-						w[i] = orig + h
-						m.B.Upload(p.W, w)
-						lp := lossOf(t, a, b)
-						w[i] = orig - h
-						m.B.Upload(p.W, w)
-						lm := lossOf(t, a, b)
-						w[i] = orig
-						m.B.Upload(p.W, w)
-						fd := (lp - lm) / (2 * h)
-						if g := float64(grad[i]); math.Abs(fd-g) > 2e-3+2e-2*math.Abs(fd) {
-							t.Errorf("%s[%d]: analytic %.6g, finite difference %.6g", p.Name, i, g, fd)
-						}
-					}
-				}
+				checkFiniteDiffAt(t, m, rand.New(rand.NewPCG(5, 5)), trainableGrads(m), func() float64 { return lossOf(t, a, b) }, "", wholeModelFD)
 			})
 		}
 	}

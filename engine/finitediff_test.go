@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -24,23 +25,41 @@ func trainableGrads(m *engine.Model) [][]float32 {
 // difference of lossAt, within 1e-3 + 2% (float32 on the CPU).
 func checkFiniteDiff(t *testing.T, m *engine.Model, rng *rand.Rand, grads [][]float32, lossAt func() float64, what any) {
 	t.Helper()
+	checkFiniteDiffAt(t, m, rng, grads, lossAt, fmt.Sprintf("%+v ", what), fdStep{h: 3e-3, tol: 1e-3, coords: 1})
+}
+
+// fdStep is how a finite-difference check probes: the step h, the
+// absolute tolerance (plus 2% of the difference) and how many random
+// coordinates of each parameter.
+type fdStep struct {
+	h, tol float64
+	coords int
+}
+
+// checkFiniteDiffAt compares step.coords random elements of each trainable
+// parameter's gradient (grads, in TrainableParams order, read before any
+// probe) with the central difference of lossAt, within step.tol + 2%;
+// what prefixes each error.
+func checkFiniteDiffAt(t *testing.T, m *engine.Model, rng *rand.Rand, grads [][]float32, lossAt func() float64, what string, step fdStep) {
+	t.Helper()
 	for pi, p := range m.TrainableParams() {
 		w := make([]float32, p.W.Len())
 		m.B.Download(p.W, w)
-		i := rng.IntN(len(w))
-		const h = 3e-3
-		orig := w[i]
-		w[i] = orig + h
-		m.B.Upload(p.W, w)
-		lp := lossAt()
-		w[i] = orig - h
-		m.B.Upload(p.W, w)
-		lm := lossAt()
-		w[i] = orig
-		m.B.Upload(p.W, w)
-		fd := (lp - lm) / (2 * h)
-		if g := float64(grads[pi][i]); math.Abs(fd-g) > 1e-3+2e-2*math.Abs(fd) {
-			t.Errorf("%+v %s[%d]: analytic %.6g, finite difference %.6g", what, p.Name, i, g, fd)
+		for range step.coords {
+			i := rng.IntN(len(w))
+			orig := w[i]
+			w[i] = orig + float32(step.h)
+			m.B.Upload(p.W, w)
+			lp := lossAt()
+			w[i] = orig - float32(step.h)
+			m.B.Upload(p.W, w)
+			lm := lossAt()
+			w[i] = orig
+			m.B.Upload(p.W, w)
+			fd := (lp - lm) / (2 * step.h)
+			if g := float64(grads[pi][i]); math.Abs(fd-g) > step.tol+2e-2*math.Abs(fd) {
+				t.Errorf("%s%s[%d]: analytic %.6g, finite difference %.6g", what, p.Name, i, g, fd)
+			}
 		}
 	}
 }

@@ -1,7 +1,7 @@
 package engine_test
 
 import (
-	"math"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -77,6 +77,10 @@ func lossOf(t *testing.T, a *engine.Activations, b *datasets.Batch) float64 {
 	return r.LossSum / float64(r.Count)
 }
 
+// wholeModelFD probes three coordinates of every parameter of a whole
+// model's backward, with a step wide enough for float32 losses.
+var wholeModelFD = fdStep{h: 1e-2, tol: 2e-3, coords: 3}
+
 // TestModelFiniteDiff checks the whole decoder's backward (every layer
 // chained: embedding, norms, projections with bias, rope, GQA attention
 // over packed sequences, SwiGLU, head, cross-entropy) against central
@@ -100,31 +104,7 @@ func TestModelFiniteDiff(t *testing.T) {
 			if _, err := a.ForwardBackward(b, float32(1/float64(b.NumTargets())), true, 0); err != nil {
 				t.Fatal(err)
 			}
-			rng := rand.New(rand.NewPCG(5, 5))
-			for _, p := range m.TrainableParams() {
-				grad := make([]float32, p.Grad.Len())
-				m.B.Download(p.Grad, grad)
-				w := make([]float32, p.W.Len())
-				m.B.Download(p.W, w)
-				for k := 0; k < 3; k++ {
-					i := rng.IntN(len(w))
-					const h = 1e-2
-					orig := w[i]
-					w[i] = orig + h
-					m.B.Upload(p.W, w)
-					lp := lossOf(t, a, b)
-					w[i] = orig - h
-					m.B.Upload(p.W, w)
-					lm := lossOf(t, a, b)
-					w[i] = orig
-					m.B.Upload(p.W, w)
-					fd := (lp - lm) / (2 * h)
-					g := float64(grad[i])
-					if math.Abs(fd-g) > 2e-3+2e-2*math.Abs(fd) {
-						t.Errorf("%s[%d]: analytic %.6g, finite difference %.6g", p.Name, i, g, fd)
-					}
-				}
-			}
+			checkFiniteDiffAt(t, m, rand.New(rand.NewPCG(5, 5)), trainableGrads(m), func() float64 { return lossOf(t, a, b) }, "", wholeModelFD)
 		})
 	}
 }
@@ -164,28 +144,11 @@ func TestLoRAFiniteDiff(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, p := range m.TrainableParams() {
-			if p.Trainable && len(p.Shape) == 2 && p.W.Len() > 0 {
-				grad := make([]float32, p.Grad.Len())
-				m.B.Download(p.Grad, grad)
-				w := make([]float32, p.W.Len())
-				m.B.Download(p.W, w)
-				i := rng.IntN(len(w))
-				const h = 1e-2
-				orig := w[i]
-				w[i] = orig + h
-				m.B.Upload(p.W, w)
-				lp := loss()
-				w[i] = orig - h
-				m.B.Upload(p.W, w)
-				lm := loss()
-				w[i] = orig
-				m.B.Upload(p.W, w)
-				fd := (lp - lm) / (2 * h)
-				if g := float64(grad[i]); math.Abs(fd-g) > 2e-3+2e-2*math.Abs(fd) {
-					t.Errorf("dropout %.1f %s[%d]: analytic %.6g, finite difference %.6g", drop, p.Name, i, g, fd)
-				}
+			if len(p.Shape) != 2 || p.W.Len() == 0 {
+				t.Fatalf("trainable %s %v is no adapter matrix", p.Name, p.Shape)
 			}
 		}
+		checkFiniteDiffAt(t, m, rng, trainableGrads(m), loss, fmt.Sprintf("dropout %.1f ", drop), fdStep{h: 1e-2, tol: 2e-3, coords: 1})
 	}
 }
 
