@@ -42,12 +42,8 @@ func DecodeRunConfig(data []byte) (RunConfig, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("method: %w", err)
 	}
-	if h := head.Train; h.WarmupSteps != nil || h.WarmupRatio != nil {
-		cfg.Train.WarmupSteps, cfg.Train.WarmupRatio = 0, 0
-	}
-	if h := head.Train; h.Epochs != nil || h.MaxSteps != nil {
-		cfg.Train.Epochs, cfg.Train.MaxSteps = 0, 0
-	}
+	h := head.Train
+	cfg.Train.dropDefaultAlternatives(h.WarmupSteps != nil || h.WarmupRatio != nil, h.Epochs != nil || h.MaxSteps != nil)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && err != io.EOF {
@@ -56,16 +52,36 @@ func DecodeRunConfig(data []byte) (RunConfig, error) {
 	return cfg, nil
 }
 
+// dropDefaultAlternatives is the one rule for settings a run can give two
+// ways (warm-up as warmup_steps or warmup_ratio, length as epochs or
+// max_steps), applied to a method's defaults t before the caller's values
+// go on top: where the caller gave either way, the defaults keep neither,
+// so the caller's choice is the one that counts (the full preset's
+// warmup_ratio does not clash with a caller's warmup_steps). A caller that
+// gives both ways itself still gets Validate's error naming both fields.
+func (t *TrainConfig) dropDefaultAlternatives(warmupGiven, lengthGiven bool) {
+	if warmupGiven {
+		t.WarmupSteps, t.WarmupRatio = 0, 0
+	}
+	if lengthGiven {
+		t.Epochs, t.MaxSteps = 0, 0
+	}
+}
+
 // FillDefaults is for Go code that builds a RunConfig field by field
 // (tests, tools), where a zero field means "not given": it sets every zero
-// field from the method's defaults. Run files (DecodeRunConfig) and the
-// studio never go through it, so there a 0 stays 0 and Validate rejects
-// it where it cannot work.
+// field from the method's defaults, except that a warm-up or length the
+// caller gave one way is not joined by the default's other way
+// (dropDefaultAlternatives, as in run files). Run files (DecodeRunConfig)
+// and the studio never go through it, so there a 0 stays 0 and Validate
+// rejects it where it cannot work.
 func (c *RunConfig) FillDefaults() error {
 	d, err := MethodDefaults(c.Method)
 	if err != nil {
 		return fmt.Errorf("method: %w", err)
 	}
+	t := c.Train
+	d.Train.dropDefaultAlternatives(t.WarmupSteps != 0 || t.WarmupRatio != 0, t.Epochs != 0 || t.MaxSteps != 0)
 	fillZero(reflect.ValueOf(c).Elem(), reflect.ValueOf(d))
 	return nil
 }

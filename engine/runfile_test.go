@@ -100,6 +100,42 @@ func TestRunFileChoosesItsOwnWarmupAndLength(t *testing.T) {
 	}
 }
 
+// TestFillDefaultsKeepsTheCallersWarmup: Go code that names a warm-up in
+// steps gets no preset warmup_ratio beside it (full and dpo count warm-up
+// as a ratio), and one that names a ratio gets no preset warmup_steps
+// (lora); a caller naming both is still refused, naming both fields.
+func TestFillDefaultsKeepsTheCallersWarmup(t *testing.T) {
+	model, data := abs("../testdata/tiny-llama"), abs("../testdata/datasets/tiny-chat.jsonl")
+	for _, method := range []string{"lora", "full", "dpo"} {
+		for _, tc := range []engine.TrainConfig{{WarmupSteps: 2}, {WarmupRatio: 0.2}, {MaxSteps: 7}} {
+			cfg := engine.RunConfig{Model: model, Method: method, Data: engine.DataConfig{Path: data}, Train: tc}
+			if err := cfg.FillDefaults(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("%s with %+v: %v", method, tc, err)
+			}
+			got := cfg.Train
+			if tc.WarmupSteps != 0 || tc.WarmupRatio != 0 {
+				if got.WarmupSteps != tc.WarmupSteps || got.WarmupRatio != tc.WarmupRatio {
+					t.Errorf("%s: warm-up %d steps, ratio %g; want the caller's %d, %g", method, got.WarmupSteps, got.WarmupRatio, tc.WarmupSteps, tc.WarmupRatio)
+				}
+			}
+			if tc.MaxSteps != 0 && (got.MaxSteps != 7 || got.Epochs != 0) {
+				t.Errorf("%s: %d steps, %g epochs; want the caller's 7 steps alone", method, got.MaxSteps, got.Epochs)
+			}
+		}
+		cfg := engine.RunConfig{Model: model, Method: method, Data: engine.DataConfig{Path: data},
+			Train: engine.TrainConfig{WarmupSteps: 2, WarmupRatio: 0.2}}
+		if err := cfg.FillDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "train.warmup_steps and train.warmup_ratio") {
+			t.Errorf("%s with both warm-ups: error %v, want one naming both fields", method, err)
+		}
+	}
+}
+
 // TestSavedRunFileRoundTrips: what a run directory keeps as run.yaml reads
 // back to the same settings, zeros included (a field the saved file left
 // out would come back as the method's default).

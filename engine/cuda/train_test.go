@@ -89,10 +89,6 @@ func TestTrainingMatchesCPU(t *testing.T) {
 				if err := cfg.FillDefaults(); err != nil {
 					t.Fatal(err)
 				}
-				// The warm-up is given in steps; the full and dpo presets'
-				// warmup_ratio, which FillDefaults adds, would conflict with
-				// it (a run file naming either replaces both).
-				cfg.Train.WarmupRatio = 0
 				s, err := engine.Prepare(cfg)
 				if err != nil {
 					t.Fatalf("%s: Prepare: %v", backend, err)
