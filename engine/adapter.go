@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -77,14 +78,23 @@ func SaveAdapter(dir string, m *Model, opts LoRAOptions, baseModel string) error
 // LoadAdapter reads a PEFT adapter folder and attaches it to m (which must
 // have no adapters yet). Errors name the file and the tensor.
 func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
-	var cfg PEFTConfig
+	// target_modules is a list of module names or, as PEFT also allows
+	// (and whet's export of a multimodal Gemma 3 writes), one pattern.
+	var onDisk struct {
+		PEFTConfig
+		TargetModules json.RawMessage `json:"target_modules"`
+	}
 	cfgPath := filepath.Join(dir, "adapter_config.json")
 	js, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return LoRAOptions{}, fmt.Errorf("adapter: %w", err)
 	}
-	if err := json.Unmarshal(js, &cfg); err != nil {
+	if err := json.Unmarshal(js, &onDisk); err != nil {
 		return LoRAOptions{}, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	cfg := onDisk.PEFTConfig
+	if cfg.TargetModules, err = peftTargets(onDisk.TargetModules, m); err != nil {
+		return LoRAOptions{}, fmt.Errorf("%s: target_modules: %w", cfgPath, err)
 	}
 	if cfg.PEFTType != "" && cfg.PEFTType != "LORA" {
 		return LoRAOptions{}, fmt.Errorf("%s: peft_type %q is not LORA", cfgPath, cfg.PEFTType)
@@ -102,20 +112,13 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 		return opts, err
 	}
 	defer f.Close()
+	aliases := familyAliases(m)
 	for _, lin := range m.Linears() {
 		if lin.LoRA == nil {
 			continue
 		}
 		for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
-			name := peftPrefix + p.Name
-			info, ok := f.Info(name)
-			if !ok {
-				// Some tools save with the adapter name kept.
-				alt := strings.Replace(name, ".weight", ".default.weight", 1)
-				if info, ok = f.Info(alt); ok {
-					name = alt
-				}
-			}
+			name, info, ok := peftTensor(f, p.Name, aliases)
 			if !ok {
 				return opts, fmt.Errorf("%s: missing tensor %s", file, name)
 			}
@@ -132,6 +135,81 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 		}
 	}
 	return opts, m.SyncFromMasters()
+}
+
+// familyAliases is m's family's other spellings of "model." (a multimodal
+// Gemma 3 keeps its text model under model.language_model.).
+func familyAliases(m *Model) []string {
+	if fam := m.Family(); fam != nil {
+		return fam.WeightAliases
+	}
+	return nil
+}
+
+// peftTensor finds the adapter tensor whet calls name
+// (model.layers.N....lora_A.weight) in f: under PEFT's prefix, spelt as
+// whet spells it or as the family's checkpoints do (PEFT names a module
+// by its path in the whole model, base_model.model.model.language_model.
+// layers.N... in Gemma3ForConditionalGeneration), with or without the
+// adapter name "default" that some tools keep. It returns the first
+// spelling tried when none is there.
+func peftTensor(f *safetensors.File, name string, aliases []string) (string, safetensors.TensorInfo, bool) {
+	var first string
+	for _, n := range spellings(name, aliases) {
+		for _, key := range []string{peftPrefix + n, peftPrefix + strings.Replace(n, ".weight", ".default.weight", 1)} {
+			if first == "" {
+				first = key
+			}
+			if info, ok := f.Info(key); ok {
+				return key, info, true
+			}
+		}
+	}
+	return first, safetensors.TensorInfo{}, false
+}
+
+// peftTargets reads adapter_config.json's target_modules: a list of module
+// names, or a pattern that PEFT matches whole against each module's path,
+// which becomes the list of m's linears it matches under any of the
+// family's spellings (a pattern that matched none would otherwise mean
+// "all").
+func peftTargets(raw json.RawMessage, m *Model) ([]string, error) {
+	var pattern string
+	if len(raw) == 0 || raw[0] != '"' {
+		var list []string
+		if len(raw) > 0 && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return nil, fmt.Errorf("want a list of module names or a pattern: %w", err)
+			}
+		}
+		return list, nil
+	}
+	if err := json.Unmarshal(raw, &pattern); err != nil {
+		return nil, err
+	}
+	re, err := regexp.Compile(`^(?:` + pattern + `)$`)
+	if err != nil {
+		return nil, fmt.Errorf("pattern %q: %w", pattern, err)
+	}
+	aliases := familyAliases(m)
+	seen := map[string]bool{}
+	var out []string
+	for _, lin := range m.Linears() {
+		if lin.Short == "lm_head" || seen[lin.Short] {
+			continue
+		}
+		for _, n := range spellings(lin.Module, aliases) {
+			if re.MatchString(n) {
+				seen[lin.Short] = true
+				out = append(out, lin.Short+"_proj")
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("pattern %q matches none of the model's linear modules (such as model.layers.0.self_attn.q_proj)", pattern)
+	}
+	return out, nil
 }
 
 // SaveModel writes every base weight of m as bf16 safetensors into dir

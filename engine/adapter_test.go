@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"whet/engine"
@@ -67,5 +68,41 @@ func TestAdapterRoundTrip(t *testing.T) {
 	json.Unmarshal(js, &cfg)
 	if cfg["peft_type"] != "LORA" || cfg["r"].(float64) != 2 || cfg["lora_alpha"].(float64) != 4 {
 		t.Fatalf("adapter_config.json = %s", js)
+	}
+}
+
+// TestAdapterTargetPattern: adapter_config.json's target_modules may be a
+// pattern (PEFT matches it whole against module paths); one that reaches
+// the adapted linears loads, one that reaches none is refused naming the
+// file and the field rather than read as "every linear".
+func TestAdapterTargetPattern(t *testing.T) {
+	tr := tinyTrainer(t, "")
+	dir := t.TempDir()
+	if err := engine.SaveAdapter(dir, tr.Model, engine.LoRAOptions{Rank: 2, Alpha: 4}, "tiny"); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "adapter_config.json")
+	js, _ := os.ReadFile(cfgPath)
+	var cfg map[string]any
+	if err := json.Unmarshal(js, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for pattern, want := range map[string]string{
+		`.*\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj`: "",
+		`.*vision_tower.*`: "adapter_config.json: target_modules: pattern",
+		`(`:                "adapter_config.json: target_modules: pattern",
+	} {
+		cfg["target_modules"] = pattern
+		js, _ := json.Marshal(cfg)
+		if err := os.WriteFile(cfgPath, js, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := engine.LoadAdapter(dir, newTiny(t, true, false))
+		if want == "" && err != nil {
+			t.Errorf("%s: %v", pattern, err)
+		}
+		if want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: error %v, want …%s…", pattern, err, want)
+		}
 	}
 }

@@ -212,15 +212,23 @@ func withAliases(src WeightSource, fam *Family) WeightSource {
 	return aliasSource{src, fam.WeightAliases}
 }
 
-func (s aliasSource) resolve(name string) string {
-	if _, ok := s.WeightSource.Shape(name); ok {
-		return name
-	}
+// spellings is name followed by its other spellings under aliases (each
+// alias in place of a leading "model."): where a checkpoint, or a PEFT
+// adapter of it, may keep the weight or module whet calls name.
+func spellings(name string, aliases []string) []string {
+	out := []string{name}
 	if rest, ok := strings.CutPrefix(name, "model."); ok {
-		for _, a := range s.aliases {
-			if _, ok := s.WeightSource.Shape(a + rest); ok {
-				return a + rest
-			}
+		for _, a := range aliases {
+			out = append(out, a+rest)
+		}
+	}
+	return out
+}
+
+func (s aliasSource) resolve(name string) string {
+	for _, n := range spellings(name, s.aliases) {
+		if _, ok := s.WeightSource.Shape(n); ok {
+			return n
 		}
 	}
 	return name

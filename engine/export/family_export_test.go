@@ -194,7 +194,8 @@ func makeGemma3Multimodal(t *testing.T, textDir, dir string) string {
 //   - a PEFT adapter whose keys name the modules where PEFT finds them in
 //     Gemma3ForConditionalGeneration (base_model.model.model.language_model.
 //     layers.N...), with a target_modules pattern that reaches the text
-//     model's linears and not the vision tower's q_proj/k_proj/...;
+//     model's linears and not the vision tower's q_proj/k_proj/..., and
+//     that whet's own LoadAdapter reads back with the run's logits;
 //   - a merged folder with the checkpoint's own tensor names and its vision
 //     tower carried over as stored, whose text model whet reloads with the
 //     run's logits;
@@ -239,6 +240,16 @@ func TestGemma3MultimodalExports(t *testing.T) {
 		if re.MatchString(mod) != want {
 			t.Errorf("target_modules %q matches %s: %v, want %v", pattern, mod, !want, want)
 		}
+	}
+	// whet's own adapter loader (whet chat --adapter) reads the export
+	// back onto the multimodal base: its keys and pattern, the run's logits.
+	back, err := LoadSource(base, peft, "", "reloaded")
+	if err != nil {
+		t.Fatalf("reloading the PEFT export: %v", err)
+	}
+	defer back.Close()
+	if got := whetLogits(t, back.Model, transformersInputs[0]); !slices.Equal(got, want) {
+		t.Errorf("the reloaded PEFT export's logits differ from the run's")
 	}
 
 	merged := filepath.Join(tmp, "merged")
