@@ -61,11 +61,8 @@ func TestMergeLoRAMatchesAdapterForward(t *testing.T) {
 		}
 	}
 	got := whetLogits(t, base, ids)
-	var diff, moved float64
-	for i := range want {
-		diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
-		moved = math.Max(moved, math.Abs(float64(before[i]-want[i])))
-	}
+	diff, _ := maxDiff(got, want)
+	moved, _ := maxDiff(before, want)
 	if diff > 1e-4 {
 		t.Errorf("merged model's logits differ from base+adapter by %g", diff)
 	}
@@ -134,11 +131,7 @@ func TestMergedExport(t *testing.T) {
 		}
 		got := whetLogits(t, m, transformersInputs[1])
 		m.Free()
-		var diff, top float64
-		for i := range want {
-			diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
-			top = math.Max(top, math.Abs(float64(want[i])))
-		}
+		diff, top := maxDiff(got, want)
 		if diff > q.tol*top {
 			t.Errorf("%s: reloaded merged model's logits differ by %g (largest %g)", q.quant, diff, top)
 		}

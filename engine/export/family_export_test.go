@@ -2,7 +2,6 @@ package export
 
 import (
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -127,11 +126,7 @@ func checkMergedLike(t *testing.T, base, merged string, src *Source, want []floa
 	}
 	defer m.Free()
 	got := whetLogits(t, m, transformersInputs[0])
-	var diff, top float64
-	for i := range want {
-		diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
-		top = math.Max(top, math.Abs(float64(want[i])))
-	}
+	diff, top := maxDiff(got, want)
 	if diff > 0.02*top {
 		t.Errorf("reloaded merged model's logits differ by %g (largest %g)", diff, top)
 	}

@@ -69,12 +69,38 @@ func writeRunYAML(t *testing.T, dir, name, model, method string, lora engine.LoR
 	}
 }
 
+// everyLlamaLinear is the adapter targets makeLoRARun and makeQLoRARun use:
+// all seven linears of a Llama-style layer.
+var everyLlamaLinear = []string{"q", "k", "v", "o", "gate", "up", "down"}
+
 // makeLoRARun makes a finished LoRA run on base whose adapter has random,
 // clearly non-zero A and B (a freshly initialised adapter has B = 0 and
 // would merge to the base model unchanged).
 func makeLoRARun(t *testing.T, dir, base string, seed uint64) string {
 	t.Helper()
-	return makeAdapterRun(t, dir, base, "lora", seed, []string{"q", "k", "v", "o", "gate", "up", "down"})
+	return makeAdapterRun(t, dir, base, "lora", seed, everyLlamaLinear)
+}
+
+// makeQLoRARun makes a finished QLoRA run on base: the adapter was
+// trained over the base's linears in NF4, as whet train holds them, and
+// has random, clearly non-zero A and B.
+func makeQLoRARun(t *testing.T, dir, base string, seed uint64) string {
+	t.Helper()
+	return makeAdapterRun(t, dir, base, "qlora", seed, everyLlamaLinear)
+}
+
+// maxDiff is the largest |a-b| and the largest |b| (b is the reference,
+// so diff/scale is the error relative to its largest value); an infinite
+// diff when the lengths differ, so no tolerance passes.
+func maxDiff(a, b []float32) (diff, scale float64) {
+	if len(a) != len(b) {
+		return math.Inf(1), 0
+	}
+	for i := range a {
+		diff = math.Max(diff, math.Abs(float64(a[i]-b[i])))
+		scale = math.Max(scale, math.Abs(float64(b[i])))
+	}
+	return diff, scale
 }
 
 // makeAdapterRun makes a finished run of method (lora, or qlora: trained

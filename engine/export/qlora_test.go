@@ -1,7 +1,6 @@
 package export
 
 import (
-	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,23 +8,6 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 )
-
-// makeQLoRARun makes a finished QLoRA run on base: the adapter was
-// trained over the base's linears in NF4, as whet train holds them, and
-// has random, clearly non-zero A and B.
-func makeQLoRARun(t *testing.T, dir, base string, seed uint64) string {
-	t.Helper()
-	return makeAdapterRun(t, dir, base, "qlora", seed, []string{"q", "k", "v", "o", "gate", "up", "down"})
-}
-
-// maxDiff is the largest |a-b| and the largest |b|.
-func maxDiff(a, b []float32) (diff, scale float64) {
-	for i := range a {
-		diff = math.Max(diff, math.Abs(float64(a[i]-b[i])))
-		scale = math.Max(scale, math.Abs(float64(b[i])))
-	}
-	return diff, scale
-}
 
 // A QLoRA run merged into the NF4 weights it was trained on computes what
 // the training model (NF4 base + adapter) computes, on the CPU: in float32
