@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"whet/engine"
 	"whet/engine/cuda"
 	"whet/engine/dist"
+	"whet/engine/gpuinfo"
 	_ "whet/presets" // the method defaults FillDefaults reads
 )
 
@@ -95,6 +97,53 @@ func TestNCCLOverlappedTrainingEqualsSingleGPU(t *testing.T) {
 }
 
 func ncclTraining(t *testing.T, collectives ...string) {
+	ncclReady(t)
+	for _, method := range []string{"lora", "full"} {
+		base := ncclRun(t, method, engine.ParallelConfig{BucketMB: 0.05}, 2)
+		for _, c := range collectives {
+			got := ncclRun(t, method, engine.ParallelConfig{Collective: c, BucketMB: 0.05}, 2)
+			sameLossCurve(t, method+" "+c, got, base)
+		}
+	}
+}
+
+// The GPUs of a data-parallel run (parallel.gpus), as the whet program
+// registers them.
+func init() {
+	engine.RegisterDevices("cuda", engine.DeviceBackends{
+		Count: func() (int, error) {
+			r, err := gpuinfo.Detect()
+			return len(r.GPUs), err
+		},
+		Open: func(device int) (engine.Backend, error) { return cuda.New(cuda.Options{Device: device}) },
+	})
+}
+
+// TestNCCLRanksEqualOneGPU (2+ GPUs and NCCL; skips without them): a run
+// over 2, 4 and 8 GPUs (as many as the machine has; parallel.gpus, NCCL,
+// buckets reduced beside the backward) takes the one-GPU run's global
+// batch (grad_accum 8) and makes its losses, for LoRA and sharded full
+// fine-tuning.
+func TestNCCLRanksEqualOneGPU(t *testing.T) {
+	ncclReady(t)
+	r, err := gpuinfo.Detect()
+	if err != nil || len(r.GPUs) < 2 {
+		t.Skipf("needs 2 GPUs or more: %d found (%v)", len(r.GPUs), err)
+	}
+	for _, method := range []string{"lora", "full"} {
+		base := ncclRun(t, method, engine.ParallelConfig{}, 8)
+		for _, n := range []int{2, 4, 8} {
+			if n > len(r.GPUs) {
+				break
+			}
+			got := ncclRun(t, method, engine.ParallelConfig{GPUs: strconv.Itoa(n), BucketMB: 0.05}, 8)
+			sameLossCurve(t, fmt.Sprintf("%s on %d GPUs", method, n), got, base)
+		}
+	}
+}
+
+// ncclReady skips without a GPU or NCCL.
+func ncclReady(t *testing.T) {
 	b, err := cuda.New(cuda.Options{})
 	if err != nil {
 		t.Skipf("no GPU: %v", err)
@@ -106,49 +155,54 @@ func ncclTraining(t *testing.T, collectives ...string) {
 		t.Skipf("no NCCL: %v", err)
 	}
 	t.Logf("NCCL %d from %s", ver, path)
+}
+
+// ncclRun trains tiny Qwen2 on the GPU for 5 steps of accum micro-batches
+// with the parallel settings given and returns the losses.
+func ncclRun(t *testing.T, method string, par engine.ParallelConfig, accum int) []float64 {
+	t.Helper()
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	for _, method := range []string{"lora", "full"} {
-		run := func(collective string) []float64 {
-			cfg := engine.RunConfig{Name: "r", Model: abs("../../testdata/tiny-qwen2"), Method: method, Backend: "cuda", RunsDir: t.TempDir(),
-				LoRA:     engine.LoRAConfig{Rank: 4, Alpha: 8},
-				Data:     engine.DataConfig{Path: abs("../../testdata/datasets/tiny-chat.jsonl"), MaxLength: 64, Packing: true, Seed: 1},
-				Train:    engine.TrainConfig{MaxSteps: 5, MicroBatch: 1, GradAccum: 2, LR: 1e-3, Schedule: "constant", Seed: 3, MaxGradNorm: 1, SaveEvery: 2},
-				Parallel: engine.ParallelConfig{Collective: collective, BucketMB: 0.05}}
-			if err := cfg.FillDefaults(); err != nil {
-				t.Fatal(err)
+	what := fmt.Sprintf("%s %+v", method, par)
+	cfg := engine.RunConfig{Name: "r", Model: abs("../../testdata/tiny-qwen2"), Method: method, Backend: "cuda", RunsDir: t.TempDir(),
+		LoRA:     engine.LoRAConfig{Rank: 4, Alpha: 8},
+		Data:     engine.DataConfig{Path: abs("../../testdata/datasets/tiny-chat.jsonl"), MaxLength: 64, Packing: true, Seed: 1},
+		Train:    engine.TrainConfig{MaxSteps: 5, MicroBatch: 1, GradAccum: accum, LR: 1e-3, Schedule: "constant", Seed: 3, MaxGradNorm: 1, SaveEvery: 2},
+		Parallel: par}
+	if err := cfg.FillDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Train.WarmupSteps, cfg.Train.WarmupRatio = 0, 0
+	events, _, err := engine.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	var losses []float64
+	for ev := range events {
+		switch e := ev.(type) {
+		case engine.StepEvent:
+			losses = append(losses, e.Loss)
+		case engine.LogEvent:
+			t.Logf("%s: %s", what, e.Text)
+		case engine.DoneEvent:
+			if e.Err != nil {
+				t.Fatalf("%s: %v", what, e.Err)
 			}
-			cfg.Train.WarmupSteps, cfg.Train.WarmupRatio = 0, 0
-			events, _, err := engine.Start(context.Background(), cfg)
-			if err != nil {
-				t.Fatalf("%s %q: %v", method, collective, err)
-			}
-			var losses []float64
-			for ev := range events {
-				switch e := ev.(type) {
-				case engine.StepEvent:
-					losses = append(losses, e.Loss)
-				case engine.LogEvent:
-					t.Logf("%s %q: %s", method, collective, e.Text)
-				case engine.DoneEvent:
-					if e.Err != nil {
-						t.Fatalf("%s %q: %v", method, collective, e.Err)
-					}
-				}
-			}
-			return losses
-		}
-		base := run("")
-		for _, c := range collectives {
-			got := run(c)
-			if len(got) != len(base) {
-				t.Fatalf("%s %s: %d steps, want %d", method, c, len(got), len(base))
-			}
-			for i := range base {
-				if d := math.Abs(got[i]-base[i]) / base[i]; !(d <= 1e-3) {
-					t.Errorf("%s %s: step %d loss %.6f, single GPU %.6f", method, c, i+1, got[i], base[i])
-				}
-			}
-			t.Logf("%s %s: losses %v, single GPU %v", method, c, got, base)
 		}
 	}
+	return losses
+}
+
+// sameLossCurve holds every step's loss within 1e-3 (relative) of the
+// single-GPU run's.
+func sameLossCurve(t *testing.T, what string, got, base []float64) {
+	t.Helper()
+	if len(got) != len(base) {
+		t.Fatalf("%s: %d steps, want %d", what, len(got), len(base))
+	}
+	for i := range base {
+		if d := math.Abs(got[i]-base[i]) / base[i]; !(d <= 1e-3) {
+			t.Errorf("%s: step %d loss %.6f, single GPU %.6f", what, i+1, got[i], base[i])
+		}
+	}
+	t.Logf("%s: losses %v, single GPU %v", what, got, base)
 }

@@ -41,30 +41,36 @@ def build(name):
 
 
 class LoRALinear:
-    """Adds x A^T B^T * scale to a frozen nn.Linear through a forward hook."""
+    """Adds x A^T B^T * scale to a frozen nn.Linear through a forward hook. A and B are
+    registered on the linear layer (lora_a, lora_b), so that they are the model's
+    parameters (DistributedDataParallel reduces only those)."""
 
     def __init__(self, mod, r, alpha):
         import torch
 
         self.a = torch.nn.Parameter(torch.randn(r, mod.in_features, device="cuda", dtype=torch.bfloat16) * 0.01)
         self.b = torch.nn.Parameter(torch.zeros(mod.out_features, r, device="cuda", dtype=torch.bfloat16))
+        mod.lora_a, mod.lora_b = self.a, self.b
         self.scale = alpha / r
         mod.register_forward_hook(lambda m, args, out: out + (args[0] @ self.a.t() @ self.b.t()) * self.scale)
 
 
-def main():
-    import torch
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="llama-3.2-1b")
+def add_args(ap):
+    """The workload's arguments (reference.py's and ddp_reference.py's)."""
+    ap.add_argument("--model", default="llama-3.2-1b", choices=sorted(ARCH))
     ap.add_argument("--method", default="lora", choices=["lora", "full"])
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4, help="sequences per step (per GPU under DDP)")
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--checkpointing", action="store_true")
-    a = ap.parse_args()
+
+
+def prepare(a):
+    """The model (seed 0: the same weights in every process) and its trainable
+    parameters for the arguments: LoRA adapters on the frozen model, or every weight."""
+    import torch
 
     torch.manual_seed(0)
     model = build(a.model)
@@ -74,7 +80,7 @@ def main():
     if a.method == "lora":
         for p in model.parameters():
             p.requires_grad_(False)
-        adapters = [LoRALinear(m, a.rank, a.rank) for n, m in model.named_modules() if n.split(".")[-1] in TARGETS]
+        adapters = [LoRALinear(m, a.rank, a.rank) for n, m in list(model.named_modules()) if n.split(".")[-1] in TARGETS]
         params = [p for ad in adapters for p in (ad.a, ad.b)]
         if a.checkpointing:
             model.enable_input_require_grads()
@@ -83,14 +89,21 @@ def main():
         # model trains in bf16 autocast over fp32 parameters.
         model = model.float()
         params = list(model.parameters())
+    return model, params
+
+
+def measure(a, forward, params, ids, before_timing=None):
+    """Times a.steps training steps after a.warmup untimed ones: forward(ids) is the
+    model (or its DDP wrapper); fused AdamW, clipping at 1. Returns seconds per step
+    and the last loss."""
+    import torch
+
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (a.batch, a.seq), device="cuda")
 
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(a.method == "full")):
-            out = model(input_ids=ids, labels=ids, use_cache=False)
+            out = forward(input_ids=ids, labels=ids, use_cache=False)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -99,15 +112,28 @@ def main():
     for _ in range(a.warmup):
         step()
     torch.cuda.synchronize()
+    if before_timing:
+        before_timing()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
     torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / a.steps
+    return (time.perf_counter() - t0) / a.steps, loss.detach().float()
+
+
+def main():
+    import torch
+
+    ap = argparse.ArgumentParser()
+    add_args(ap)
+    a = ap.parse_args()
+    model, params = prepare(a)
+    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq), device="cuda")
+    dt, loss = measure(a, model, params, ids)
     print(json.dumps({"impl": "pytorch", "model": a.model, "method": a.method, "batch": a.batch, "seq": a.seq,
                       "checkpointing": a.checkpointing, "tokens_per_sec": a.batch * a.seq / dt, "step_s": dt,
-                      "peak_bytes": torch.cuda.max_memory_allocated(), "loss": float(loss.detach()),
+                      "peak_bytes": torch.cuda.max_memory_allocated(), "loss": float(loss),
                       "torch": torch.__version__}))
 
 
