@@ -199,15 +199,7 @@ func TestFamilyFiniteDiff(t *testing.T) {
 				} else if err := m.MakeAllTrainable(); err != nil {
 					t.Fatal(err)
 				}
-				b := tinyBatch(m.Cfg.VocabSize, 1)
-				a, err := m.NewActivations(len(b.Tokens), mode == "full-checkpointing")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := a.ForwardBackward(b, float32(1/float64(b.NumTargets())), true, 0); err != nil {
-					t.Fatal(err)
-				}
-				checkFiniteDiffAt(t, m, rand.New(rand.NewPCG(5, 5)), trainableGrads(m), func() float64 { return lossOf(t, a, b) }, "", wholeModelFD)
+				checkWholeModelFD(t, m, mode == "full-checkpointing")
 			})
 		}
 	}
@@ -236,35 +228,14 @@ func TestFamilyGenerateMatchesForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ids := slices.Clone(prompt)
-			V := m.Cfg.VocabSize
-			for range got {
-				b := tinyBatchOf(ids)
-				a, err := m.NewActivations(len(ids), false)
-				if err != nil {
-					t.Fatal(err)
-				}
-				logits, err := a.Logits(b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				last := logits[(len(ids)-1)*V:]
-				best := 0
-				for i, x := range last {
-					if x > last[best] {
-						best = i
-					}
-				}
-				ids = append(ids, int32(best))
-				a.Free()
-			}
-			if want := ids[len(prompt):]; !slices.Equal(got, want) {
+			if want := greedyNoCache(t, m, prompt, len(got)); !slices.Equal(got, want) {
 				t.Errorf("cached greedy %v, full forward %v", got, want)
 			}
 		})
 	}
 }
 
+// tinyBatchOf is ids as one sequence with no targets, for logits.
 func tinyBatchOf(ids []int32) *datasets.Batch {
 	b := &datasets.Batch{Tokens: ids, SeqStarts: []int32{0, int32(len(ids))}}
 	for i := range ids {

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"whet/datasets"
 	"whet/engine"
 )
 
@@ -20,12 +19,7 @@ func greedyNoCache(t *testing.T, m *engine.Model, prompt []int32, n int) []int32
 	V := m.Cfg.VocabSize
 	var out []int32
 	for i := 0; i < n; i++ {
-		b := &datasets.Batch{Tokens: seq, SeqStarts: []int32{0, int32(len(seq))}}
-		for p := range seq {
-			b.Targets = append(b.Targets, datasets.IgnoreIndex)
-			b.Positions = append(b.Positions, int32(p))
-		}
-		logits, err := a.Logits(b)
+		logits, err := a.Logits(tinyBatchOf(seq))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -77,9 +77,23 @@ func lossOf(t *testing.T, a *engine.Activations, b *datasets.Batch) float64 {
 	return r.LossSum / float64(r.Count)
 }
 
-// wholeModelFD probes three coordinates of every parameter of a whole
-// model's backward, with a step wide enough for float32 losses.
-var wholeModelFD = fdStep{h: 1e-2, tol: 2e-3, coords: 3}
+// checkWholeModelFD runs m's backward once on tinyBatch(…, 1) (mean
+// token loss, checkpointing as ckpt says) and checks three coordinates of
+// every trainable parameter's gradient against central differences of the
+// loss, with a step wide enough for float32 losses.
+func checkWholeModelFD(t *testing.T, m *engine.Model, ckpt bool) {
+	t.Helper()
+	b := tinyBatch(m.Cfg.VocabSize, 1)
+	a, err := m.NewActivations(len(b.Tokens), ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ForwardBackward(b, float32(1/float64(b.NumTargets())), true, 0); err != nil {
+		t.Fatal(err)
+	}
+	checkFiniteDiffAt(t, m, rand.New(rand.NewPCG(5, 5)), trainableGrads(m), func() float64 { return lossOf(t, a, b) }, "",
+		fdStep{h: 1e-2, tol: 2e-3, coords: 3})
+}
 
 // TestModelFiniteDiff checks the whole decoder's backward (every layer
 // chained: embedding, norms, projections with bias, rope, GQA attention
@@ -96,15 +110,7 @@ func TestModelFiniteDiff(t *testing.T) {
 			if err := m.MakeAllTrainable(); err != nil {
 				t.Fatal(err)
 			}
-			b := tinyBatch(m.Cfg.VocabSize, 1)
-			a, err := m.NewActivations(len(b.Tokens), tc.ckpt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := a.ForwardBackward(b, float32(1/float64(b.NumTargets())), true, 0); err != nil {
-				t.Fatal(err)
-			}
-			checkFiniteDiffAt(t, m, rand.New(rand.NewPCG(5, 5)), trainableGrads(m), func() float64 { return lossOf(t, a, b) }, "", wholeModelFD)
+			checkWholeModelFD(t, m, tc.ckpt)
 		})
 	}
 }
