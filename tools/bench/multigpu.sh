@@ -42,7 +42,7 @@ ddp() {
 
 case $part in
 tests)
-	# TestNCCLRanksEqualOneGPU needs 2+ GPUs; the others run on one.
+	# TestNCCLRanksEqualOneGPU and TestNCCLCheckpointResumesOnOneGPU need 2+ GPUs; the others run on one.
 	(cd engine/dist && timeout 500 ../../$BIN/dist.test -test.run 'TestNCCL' -test.v) >"$out/dist-tests.log" 2>&1
 	grep -E "^(\s*--- |ok|FAIL|PASS)" "$out/dist-tests.log"
 	;;
