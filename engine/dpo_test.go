@@ -54,13 +54,7 @@ func TestDPOGradientFiniteDiff(t *testing.T) {
 			t.Fatal(err)
 		}
 		rng := rand.New(rand.NewPCG(8, 8))
-		for _, lin := range m.Linears() {
-			v := make([]float32, lin.LoRA.B.W.Len())
-			for i := range v {
-				v[i] = float32(rng.NormFloat64() * 0.3)
-			}
-			m.B.Upload(lin.LoRA.B.W, v)
-		}
+		randomLoRAB(t, m, rng)
 		a, _ = m.NewActivations(len(b.Tokens), false)
 		lossAt := func() float64 {
 			pol, err := a.PairLogprobs(b, d)

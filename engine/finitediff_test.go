@@ -20,6 +20,21 @@ func trainableGrads(m *engine.Model) [][]float32 {
 	return out
 }
 
+// randomLoRAB sets every adapter's B to N(0, 0.3²) draws from rng (PEFT
+// starts B at zero, where A's gradient vanishes and a wrong one would pass).
+func randomLoRAB(t *testing.T, m *engine.Model, rng *rand.Rand) {
+	t.Helper()
+	for _, lin := range m.Linears() {
+		v := make([]float32, lin.LoRA.B.W.Len())
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.3)
+		}
+		if err := m.B.Upload(lin.LoRA.B.W, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // checkFiniteDiff compares one random element of each trainable
 // parameter's gradient (grads, in TrainableParams order) with the central
 // difference of lossAt, within 1e-3 + 2% (float32 on the CPU).

@@ -51,13 +51,7 @@ func grpoFixture(t *testing.T, lens []int) (*engine.Model, *datasets.Batch, []en
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(8, 8))
-	for _, lin := range m.Linears() {
-		v := make([]float32, lin.LoRA.B.W.Len())
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * 0.3)
-		}
-		m.B.Upload(lin.LoRA.B.W, v)
-	}
+	randomLoRAB(t, m, rng)
 	a, _ = m.NewActivations(len(b.Tokens), false)
 	pol, err := a.CompletionLogprobs(b)
 	if err != nil {

@@ -124,13 +124,7 @@ func TestLoRAFiniteDiff(t *testing.T) {
 			t.Fatal(err)
 		}
 		rng := rand.New(rand.NewPCG(6, 6))
-		for _, lin := range m.Linears() {
-			v := make([]float32, lin.LoRA.B.W.Len())
-			for i := range v {
-				v[i] = float32(rng.NormFloat64() * 0.3)
-			}
-			m.B.Upload(lin.LoRA.B.W, v)
-		}
+		randomLoRAB(t, m, rng)
 		b := tinyBatch(m.Cfg.VocabSize, 2)
 		a, err := m.NewActivations(len(b.Tokens), false)
 		if err != nil {
