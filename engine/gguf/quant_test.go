@@ -115,39 +115,54 @@ func TestQ8_0ErrorBound(t *testing.T) {
 	}
 }
 
-func TestQ4KLayoutByHand(t *testing.T) {
-	// A block built byte by byte from the format's definition: sub-block j
-	// has scale sc=j+1 (j<4) or 40+j (j>=4, needing the high bits) and min
-	// m=2j+1 (j<4) or 50+j; value l of sub-block j is q=(l+j)%16.
-	blk := make([]byte, 144)
+// kScales and kMins are the by-hand K-quant blocks' sub-block scales and
+// mins: sc = j+1 (j<4) or 40+j (j>=4, needing the high bits) and
+// m = 2j+1 (j<4) or 50+j.
+var kScales, kMins = [8]int{1, 2, 3, 4, 44, 45, 46, 47}, [8]int{1, 3, 5, 7, 54, 55, 56, 57}
+
+// kQuantHeader writes the header Q4_K and Q5_K share into blk: d = 0.5,
+// dmin = 0.25 and kScales, kMins packed in 12 bytes as the format defines.
+func kQuantHeader(blk []byte) {
 	binary.LittleEndian.PutUint16(blk[0:], 0x3800) // d = 0.5
 	binary.LittleEndian.PutUint16(blk[2:], 0x3400) // dmin = 0.25
-	sc := [8]int{1, 2, 3, 4, 44, 45, 46, 47}
-	mn := [8]int{1, 3, 5, 7, 54, 55, 56, 57}
-	s := blk[4:16]
+	sc, mn, s := kScales, kMins, blk[4:16]
 	for j := 0; j < 4; j++ {
 		s[j] = byte(sc[j]) | byte(sc[j+4]>>4)<<6
 		s[j+4] = byte(mn[j]) | byte(mn[j+4]>>4)<<6
 		s[j+8] = byte(sc[j+4]&15) | byte(mn[j+4]&15)<<4
 	}
+}
+
+// checkKByHand decodes the one-block blk of typ and checks value l of
+// sub-block j is d*sc[j]*q(j, l) - dmin*m[j] exactly.
+func checkKByHand(t *testing.T, typ TensorType, blk []byte, q func(j, l int) int) {
+	t.Helper()
+	got, err := Decode(typ, blk, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < 8; j++ {
+		for l := 0; l < 32; l++ {
+			want := 0.5*float32(kScales[j])*float32(q(j, l)) - 0.25*float32(kMins[j])
+			if g := got[32*j+l]; g != want {
+				t.Fatalf("%s sub-block %d value %d: got %g, want %g", typ, j, l, g, want)
+			}
+		}
+	}
+}
+
+func TestQ4KLayoutByHand(t *testing.T) {
+	// A block built byte by byte from the format's definition (the header
+	// with kScales and kMins); value l of sub-block j is q=(l+j)%16.
+	blk := make([]byte, 144)
+	kQuantHeader(blk)
 	for c := 0; c < 4; c++ {
 		for l := 0; l < 32; l++ {
 			lo, hi := (l+2*c)%16, (l+2*c+1)%16
 			blk[16+32*c+l] = byte(lo | hi<<4)
 		}
 	}
-	got, err := Decode(Q4_K, blk, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for j := 0; j < 8; j++ {
-		for l := 0; l < 32; l++ {
-			want := 0.5*float32(sc[j])*float32((l+j)%16) - 0.25*float32(mn[j])
-			if g := got[32*j+l]; g != want {
-				t.Fatalf("sub-block %d value %d: got %g, want %g", j, l, g, want)
-			}
-		}
-	}
+	checkKByHand(t, Q4_K, blk, func(j, l int) int { return (l + j) % 16 })
 }
 
 // checkOnGrid checks that every value went to the nearest point of its
@@ -358,19 +373,10 @@ func TestQ5LayoutByHand(t *testing.T) {
 }
 
 func TestQ5KLayoutByHand(t *testing.T) {
-	// Q4_K's header (scales as in TestQ4KLayoutByHand); value l of
+	// Q4_K's header (kQuantHeader); value l of
 	// sub-block j has q = (l+3j)%32, its fifth bit in bit j of qh[l].
 	blk := make([]byte, 176)
-	binary.LittleEndian.PutUint16(blk[0:], 0x3800) // d = 0.5
-	binary.LittleEndian.PutUint16(blk[2:], 0x3400) // dmin = 0.25
-	sc := [8]int{1, 2, 3, 4, 44, 45, 46, 47}
-	mn := [8]int{1, 3, 5, 7, 54, 55, 56, 57}
-	s := blk[4:16]
-	for j := 0; j < 4; j++ {
-		s[j] = byte(sc[j]) | byte(sc[j+4]>>4)<<6
-		s[j+4] = byte(mn[j]) | byte(mn[j+4]>>4)<<6
-		s[j+8] = byte(sc[j+4]&15) | byte(mn[j+4]&15)<<4
-	}
+	kQuantHeader(blk)
 	q := func(j, l int) int { return (l + 3*j) % 32 }
 	qh, qs := blk[16:48], blk[48:]
 	for j := 0; j < 8; j++ {
@@ -379,18 +385,7 @@ func TestQ5KLayoutByHand(t *testing.T) {
 			qs[32*(j/2)+l] |= byte(q(j, l)&15) << (4 * (j % 2))
 		}
 	}
-	got, err := Decode(Q5_K, blk, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for j := 0; j < 8; j++ {
-		for l := 0; l < 32; l++ {
-			want := 0.5*float32(sc[j])*float32(q(j, l)) - 0.25*float32(mn[j])
-			if g := got[32*j+l]; g != want {
-				t.Fatalf("sub-block %d value %d: got %g, want %g", j, l, g, want)
-			}
-		}
-	}
+	checkKByHand(t, Q5_K, blk, q)
 }
 
 // The 5-bit formats put every value at the nearest point of its block's
