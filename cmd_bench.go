@@ -332,7 +332,7 @@ func trainFLOPsPerToken(cfg *engine.ModelConfig, n int64, full bool, seq int, ck
 // collective named by collective): the step's global batch is batch×ranks
 // rows, GradAccum micro-batches of batch rows dealt one per rank, as a
 // one-rank run with --batch B and grad_accum N takes them.
-func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank int, ckpt bool, ranks int, collective string) (benchResult, error) {
+func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank int, ckpt bool, ranks int, collective string) (_ benchResult, retErr error) {
 	b := env.backend
 	cfg, err := benchModel(name)
 	if err != nil {
@@ -443,13 +443,17 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		}
 		end, err := tr.Lead()
 		// However the steps end, the followers stop and are waited for
-		// before anything is freed.
+		// before anything is freed. When rank 0 failed, a follower's own
+		// error (out of memory on its GPU, say) is the likelier cause
+		// than rank 0's failed collective: both are told.
 		defer func() {
 			if end != nil {
 				end()
 			}
 			for range trainers[1:] {
-				<-followed
+				if ferr := <-followed; ferr != nil && retErr != nil {
+					retErr = errors.Join(retErr, ferr)
+				}
 			}
 		}()
 		if err != nil {
