@@ -34,8 +34,10 @@ func tinyTrainer(t *testing.T, dir string) *engine.Trainer {
 	return tr
 }
 
-func TestCheckpointResumeIsExact(t *testing.T) {
-	// Uninterrupted run.
+// uninterruptedLosses is the loss of every step of a tinyTrainer run
+// that is never stopped.
+func uninterruptedLosses(t *testing.T) []float64 {
+	t.Helper()
 	ref := tinyTrainer(t, "")
 	var want []float64
 	for i := 0; i < ref.TotalSteps(); i++ {
@@ -45,6 +47,27 @@ func TestCheckpointResumeIsExact(t *testing.T) {
 		}
 		want = append(want, ev.Loss)
 	}
+	return want
+}
+
+// checkGoesOnAsUninterrupted trains tr from the step it resumed at to the
+// end and checks every loss equals the uninterrupted run's to the bit.
+func checkGoesOnAsUninterrupted(t *testing.T, tr *engine.Trainer, want []float64, when string) {
+	t.Helper()
+	for i := tr.Step(); i < len(want); i++ {
+		ev, err := tr.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Loss != want[i] {
+			t.Errorf("step %d %s: loss %.9g, uninterrupted %.9g", i+1, when, ev.Loss, want[i])
+		}
+	}
+}
+
+func TestCheckpointResumeIsExact(t *testing.T) {
+	// Uninterrupted run.
+	want := uninterruptedLosses(t)
 	// Run 4 steps, checkpoint, then resume in a fresh trainer.
 	dir := t.TempDir()
 	a := tinyTrainer(t, dir)
@@ -64,15 +87,7 @@ func TestCheckpointResumeIsExact(t *testing.T) {
 	if b.Step() != 4 {
 		t.Fatalf("resumed at step %d, want 4", b.Step())
 	}
-	for i := 4; i < len(want); i++ {
-		ev, err := b.TrainStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Loss != want[i] {
-			t.Errorf("step %d after resume: loss %.9g, uninterrupted %.9g", i+1, ev.Loss, want[i])
-		}
-	}
+	checkGoesOnAsUninterrupted(t, b, want, "after resume")
 }
 
 func TestCheckpointInterruptedWriteKeepsPrevious(t *testing.T) {
@@ -248,15 +263,7 @@ func TestResaveSameStepKeepsOldUntilNewInPlace(t *testing.T) {
 // checksum; the resume says so and falls back to the one before it,
 // and from there goes on exactly as an uninterrupted run.
 func TestDamagedCheckpointFallsBackToPrevious(t *testing.T) {
-	ref := tinyTrainer(t, "")
-	var want []float64
-	for i := 0; i < ref.TotalSteps(); i++ {
-		ev, err := ref.TrainStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, ev.Loss)
-	}
+	want := uninterruptedLosses(t)
 	dir := t.TempDir()
 	a := tinyTrainer(t, dir)
 	for i := 0; i < 4; i++ {
@@ -295,15 +302,7 @@ func TestDamagedCheckpointFallsBackToPrevious(t *testing.T) {
 	if len(b2.ResumeNotes) != 1 || !strings.Contains(b2.ResumeNotes[0], "step-00000004") || !strings.Contains(b2.ResumeNotes[0], "step-00000003 instead") {
 		t.Errorf("resume notes %q, want the damaged checkpoint and the fallback named", b2.ResumeNotes)
 	}
-	for i := 3; i < len(want); i++ {
-		ev, err := b2.TrainStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Loss != want[i] {
-			t.Errorf("step %d after the fallback: loss %.9g, uninterrupted %.9g", i+1, ev.Loss, want[i])
-		}
-	}
+	checkGoesOnAsUninterrupted(t, b2, want, "after the fallback")
 	// When every checkpoint is damaged the resume refuses rather than
 	// start over silently.
 	os.WriteFile(filepath.Join(all[0].Path, "trainer_state.json"), []byte("{"), 0o644)
