@@ -33,6 +33,10 @@ type ImageAt struct {
 	Ref   vision.Ref
 }
 
+// imageColumns are the columns a row's {"type": "image"} placeholders
+// are bound to, in the order imageRow looks for them.
+var imageColumns = []string{"images", "image"}
+
 // ImageRow is one row's images in the order the conversation shows them:
 // inline parts in message order, placeholders ({"type": "image"}) bound
 // in order to the image or images column; column images without

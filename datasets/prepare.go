@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -150,6 +151,10 @@ type Stats struct {
 	// encoding text prefixes because piecewise encoding disagreed with the whole-text
 	// encoding (see EncodeSpans).
 	InexactSpanRows int
+
+	// Warnings are things in the data the run reads past without an
+	// error that the user may expect it to use (an image column).
+	Warnings []string
 
 	Train, Eval SplitStats
 }
@@ -297,6 +302,7 @@ func readSplitExamples(opts Options, format Format, cols Columns, obj Objective,
 			return format, nil, nil, nil, err
 		}
 	}
+	warnUnusedImages(slices.Concat(trainRecs, evalRecs), cols, st)
 	if format == FormatAuto {
 		if format, err = DetectFormat(trainRecs, cols); err != nil {
 			return format, nil, nil, nil, fmt.Errorf("data: %w", err)
@@ -323,6 +329,55 @@ func readSplitExamples(opts Options, format Format, cols Columns, obj Objective,
 		trainEx = trainEx[n:]
 	}
 	return format, trainEx, evalEx, rng, nil
+}
+
+// warnUnusedImages says once, naming the first row (its file and line) and
+// the column, that
+// rows carry an image column (imageColumns) the text pipeline does not
+// read: such a dataset trains on its text alone, which is easy to miss
+// when the messages themselves hold no image parts (those are refused).
+func warnUnusedImages(recs []Record, cols Columns, st statsBuilder) {
+	mapped := map[string]bool{}
+	for _, c := range cols {
+		mapped[c] = true
+	}
+	files := map[string]bool{}
+	var first Record
+	var column string
+	for _, r := range recs {
+		for _, c := range imageColumns {
+			if !mapped[c] && holdsSomething(r.Fields[c]) {
+				if column == "" {
+					first, column = r, c
+				}
+				files[r.Loc.File] = true
+				break
+			}
+		}
+	}
+	if column == "" {
+		return
+	}
+	more := ""
+	if n := len(files) - 1; n > 0 {
+		more = fmt.Sprintf(", and in %d more files", n)
+	}
+	st.Warnings = append(st.Warnings, fmt.Sprintf("%s: column %q is not read (in this row and any later one%s): whet trains on the text alone, it cannot train on images yet (docs/vision.md)",
+		first.Loc, column, more))
+}
+
+// holdsSomething is false for a missing, null, empty-text or empty-list
+// value: a column that is there but names no image.
+func holdsSomething(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return false
+	case string:
+		return v != ""
+	case []any:
+		return len(v) > 0
+	}
+	return true
 }
 
 // readRecords reads a data file, every data file under a folder (a

@@ -430,3 +430,46 @@ func TestPrepareChecksTheObjective(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepareWarnsOfAnUnreadImageColumn: plain-text messages beside an
+// image or images column train on the text, and the stats say so once,
+// naming the file and line of the first row and the column; a column that names no
+// image (null, empty) or that the run maps to a role says nothing.
+func TestPrepareWarnsOfAnUnreadImageColumn(t *testing.T) {
+	dir := t.TempDir()
+	row := func(images string) string {
+		return `{"messages": [{"role": "user", "content": "What is shown?"}, {"role": "assistant", "content": "A cat."}]` + images + "}\n"
+	}
+	write := func(name string, rows ...string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(strings.Join(rows, "")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	tok := chatmlTok("")
+	for _, tc := range []struct {
+		path, want string
+		cols       Columns
+	}{
+		{write("images.jsonl", row(""), row(`, "images": ["a.png", "b.png"]`), row(`, "images": ["c.png"]`)), filepath.Join(dir, "images.jsonl") + `:2: column "images" is not read`, nil},
+		{write("image.jsonl", row(`, "image": "a.png"`)), filepath.Join(dir, "image.jsonl") + `:1: column "image" is not read`, nil},
+		{write("none.jsonl", row(`, "images": []`), row(`, "image": null`), row(`, "image": ""`)), "", nil},
+		{write("mapped.jsonl", `{"prompt": "Describe", "image": "a cat on a mat"}`+"\n"), "", Columns{"completion": "image"}},
+	} {
+		p, err := Prepare(Options{Path: tc.path, Template: "chatml", MaxLength: 64, Columns: tc.cols}, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := p.Stats.Warnings
+		if tc.want == "" && len(w) != 0 {
+			t.Errorf("%s: warnings %q, want none", tc.path, w)
+		}
+		if tc.want != "" && (len(w) != 1 || !strings.Contains(w[0], tc.want) || !strings.Contains(w[0], "cannot train on images")) {
+			t.Errorf("%s: warnings %q, want one with …%s…", tc.path, w, tc.want)
+		}
+		if len(p.Train) == 0 {
+			t.Errorf("%s: nothing trained", tc.path)
+		}
+	}
+}

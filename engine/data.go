@@ -109,5 +109,8 @@ func StatsLines(s datasets.Stats) []string {
 		sort.Strings(rs)
 		lines = append(lines, fmt.Sprintf("data: %d rows %s: %s", group.n, group.what, strings.Join(rs, "; ")))
 	}
+	for _, w := range s.Warnings {
+		lines = append(lines, "data: warning: "+w)
+	}
 	return lines
 }

@@ -38,6 +38,43 @@ func TestPrepareRefusesDataOfTheOtherMethod(t *testing.T) {
 	}
 }
 
+// TestPrepareWarnsOfAnImageColumn: whet train's notices say, once, that
+// the data file's image column is not read and the run trains on the text.
+func TestPrepareWarnsOfAnImageColumn(t *testing.T) {
+	src, err := os.ReadFile(abs("../testdata/datasets/tiny-chat.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, line := range strings.Split(strings.TrimSpace(string(src)), "\n") {
+		rows = append(rows, strings.TrimSuffix(line, "}")+`, "images": ["photo.png"]}`)
+	}
+	data := filepath.Join(t.TempDir(), "captions.jsonl")
+	if err := os.WriteFile(data, []byte(strings.Join(rows, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.RunConfig{Model: abs("../testdata/tiny-qwen2"), Method: "lora", Backend: "cpu", RunsDir: t.TempDir(),
+		Data: engine.DataConfig{Path: data, MaxLength: 64}}
+	s, err := engine.Prepare(withDefaults(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := "data: warning: " + data + `:1: column "images" is not read`
+	n := 0
+	for _, line := range s.Notices {
+		if strings.HasPrefix(line, "data: warning:") {
+			n++
+			if !strings.HasPrefix(line, want) {
+				t.Errorf("notice %q, want one starting %q", line, want)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d image warnings in notices %q, want 1", n, s.Notices)
+	}
+}
+
 // TestRunFileDataSectionIsDatasetsOptions: the data section of a run file
 // is datasets.Options itself (one declaration of every data setting), its
 // YAML keys are the ones run files have always used, the fields the
