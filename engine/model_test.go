@@ -44,14 +44,25 @@ func tinyBatch(vocab int, seed uint64) *datasets.Batch {
 
 func newTiny(t *testing.T, bias, tied bool) *engine.Model {
 	t.Helper()
-	m, err := engine.NewModel(tinyConfig(bias, tied), cpu.New())
+	return newRandomModel(t, tinyConfig(bias, tied), func(v []float32, rng *rand.Rand) {
+		for i := range v {
+			v[i] += float32(rng.NormFloat64() * 0.2)
+		}
+	})
+}
+
+// newRandomModel builds cfg on the CPU with InitRandom(3, 0.3) weights,
+// then passes every vector parameter (norm weights, biases: constant or
+// zero at init) to perturb with one rng, so that their gradients matter.
+func newRandomModel(t *testing.T, cfg engine.ModelConfig, perturb func(v []float32, rng *rand.Rand)) *engine.Model {
+	t.Helper()
+	m, err := engine.NewModel(cfg, cpu.New())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := m.InitRandom(3, 0.3); err != nil {
 		t.Fatal(err)
 	}
-	// Non-trivial norm weights and biases so their gradients matter.
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, p := range m.Params() {
 		if len(p.Shape) == 1 {
@@ -59,10 +70,10 @@ func newTiny(t *testing.T, bias, tied bool) *engine.Model {
 			if err := m.B.Download(p.W, v); err != nil {
 				t.Fatal(err)
 			}
-			for i := range v {
-				v[i] += float32(rng.NormFloat64() * 0.2)
+			perturb(v, rng)
+			if err := m.B.Upload(p.W, v); err != nil {
+				t.Fatal(err)
 			}
-			m.B.Upload(p.W, v)
 		}
 	}
 	return m
