@@ -21,27 +21,22 @@ const respelledChatML = "{% for message in messages %}{{ '<|im_start|>' ~ messag
 func modelWithTemplate(t *testing.T, tmpl string) string {
 	t.Helper()
 	dir := t.TempDir()
-	src := "../testdata/tiny-qwen2"
-	entries, err := os.ReadDir(src)
+	copyDir(t, "../testdata/tiny-qwen2", dir)
+	path := filepath.Join(dir, "tokenizer_config.json")
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Name() == "tokenizer_config.json" {
-			var cfg map[string]any
-			if err := json.Unmarshal(data, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			cfg["chat_template"] = tmpl
-			data, _ = json.Marshal(cfg)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	var cfg map[string]any
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["chat_template"] = tmpl
+	if data, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
