@@ -310,17 +310,12 @@ func TestGGUFMetadataReadsBack(t *testing.T) {
 		if merges.ValueArray().Len == 0 {
 			t.Errorf("%s: no merges", q.quant)
 		}
-		types := map[string]gguf.TensorType{}
+		types := ggufTypes(gf)
 		var names []string
 		for _, ti := range gf.TensorInfos {
-			types[ti.Name] = gguf.TensorType(ti.Type)
 			names = append(names, ti.Name)
 		}
-		for name, want := range q.types {
-			if types[name] != want {
-				t.Errorf("%s: %s stored as %s, want %s", q.quant, name, types[name], want)
-			}
-		}
+		checkGGUFTypes(t, q.quant, types, q.types)
 		if types["rope_freqs.weight"] != gguf.F32 || !slices.Contains(names, "output.weight") {
 			t.Errorf("%s: tensors %v lack rope_freqs (llama3 scaling) or output", q.quant, names)
 		}

@@ -13,11 +13,13 @@ import (
 	"runtime"
 	"testing"
 
+	parser "github.com/gpustack/gguf-parser-go"
 	"go.yaml.in/yaml/v3"
 
 	"whet/datasets"
 	"whet/engine"
 	"whet/engine/cpu"
+	"whet/engine/gguf"
 	"whet/engine/safetensors"
 )
 
@@ -87,6 +89,27 @@ func makeLoRARun(t *testing.T, dir, base string, seed uint64) string {
 func makeQLoRARun(t *testing.T, dir, base string, seed uint64) string {
 	t.Helper()
 	return makeAdapterRun(t, dir, base, "qlora", seed, everyLlamaLinear)
+}
+
+// ggufTypes maps each tensor of a GGUF file parsed by gguf-parser-go to
+// its stored type.
+func ggufTypes(gf *parser.GGUFFile) map[string]gguf.TensorType {
+	types := map[string]gguf.TensorType{}
+	for _, ti := range gf.TensorInfos {
+		types[ti.Name] = gguf.TensorType(ti.Type)
+	}
+	return types
+}
+
+// checkGGUFTypes checks the stored type of each tensor named in want;
+// what prefixes each error.
+func checkGGUFTypes(t *testing.T, what string, types, want map[string]gguf.TensorType) {
+	t.Helper()
+	for name, w := range want {
+		if types[name] != w {
+			t.Errorf("%s: %s stored as %s, want %s", what, name, types[name], w)
+		}
+	}
 }
 
 // maxDiff is the largest |a-b| and the largest |b| (b is the reference,

@@ -247,17 +247,9 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		types := map[string]gguf.TensorType{}
-		for _, ti := range gf.TensorInfos {
-			types[ti.Name] = gguf.TensorType(ti.Type)
-		}
-		for name, want := range map[string]gguf.TensorType{"token_embd.weight": gguf.Q8_0, "blk.0.attn_q.weight": gguf.Q5_0,
+		checkGGUFTypes(t, "Q4_K_M of tiny-qwen2", ggufTypes(gf), map[string]gguf.TensorType{"token_embd.weight": gguf.Q8_0, "blk.0.attn_q.weight": gguf.Q5_0,
 			"blk.0.attn_v.weight": gguf.Q5_0, "blk.2.attn_v.weight": gguf.Q8_0, "blk.1.ffn_down.weight": gguf.Q5_0,
-			"blk.2.ffn_down.weight": gguf.Q8_0, "blk.1.ffn_up.weight": gguf.Q5_0, "blk.0.attn_norm.weight": gguf.F32} {
-			if types[name] != want {
-				t.Errorf("Q4_K_M of tiny-qwen2: %s stored as %s, want %s", name, types[name], want)
-			}
-		}
+			"blk.2.ffn_down.weight": gguf.Q8_0, "blk.1.ffn_up.weight": gguf.Q5_0, "blk.0.attn_norm.weight": gguf.F32})
 	})
 
 	t.Run("q4_k_m perplexity", func(t *testing.T) {
@@ -267,17 +259,9 @@ func TestGGUFInLlamaCpp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		types := map[string]gguf.TensorType{}
-		for _, ti := range gf.TensorInfos {
-			types[ti.Name] = gguf.TensorType(ti.Type)
-		}
-		for name, want := range map[string]gguf.TensorType{"token_embd.weight": gguf.Q4_K, "blk.0.attn_q.weight": gguf.Q4_K,
+		checkGGUFTypes(t, "Q4_K_M", ggufTypes(gf), map[string]gguf.TensorType{"token_embd.weight": gguf.Q4_K, "blk.0.attn_q.weight": gguf.Q4_K,
 			"blk.0.attn_v.weight": gguf.Q4_K, "blk.0.ffn_down.weight": gguf.Q4_K, "blk.1.attn_v.weight": gguf.Q6_K,
-			"blk.1.ffn_down.weight": gguf.Q6_K, "output.weight": gguf.Q6_K, "blk.0.attn_output.weight": gguf.Q4_K} {
-			if types[name] != want {
-				t.Errorf("Q4_K_M: %s stored as %s, want %s", name, types[name], want)
-			}
-		}
+			"blk.1.ffn_down.weight": gguf.Q6_K, "output.weight": gguf.Q6_K, "blk.0.attn_output.weight": gguf.Q4_K})
 		f16, q4 := replies[len(replies)-2].Perplexity, replies[len(replies)-1].Perplexity
 		for i, path := range pure5 {
 			p := replies[firstPure+i].Perplexity
