@@ -2,6 +2,7 @@ package datasets
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -53,7 +54,7 @@ func EncodeSpans(enc Encoder, text string, spans []Span, addSpecial bool) (ids [
 	if len(spans) == 0 {
 		return ids, inSpan, true
 	}
-	if pieceIDs, pieceIn := encodePieces(enc, text, spans, addSpecial); equalInts(pieceIDs, ids) {
+	if pieceIDs, pieceIn := encodePieces(enc, text, spans, addSpecial); slices.Equal(pieceIDs, ids) {
 		return ids, pieceIn, true
 	}
 	markByPrefixes(enc, text, ids, spans, addSpecial, inSpan)
@@ -117,18 +118,6 @@ func markByPrefixes(enc Encoder, text string, ids []int, spans []Span, addSpecia
 			inSpan[t] = true
 		}
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TrainOn says which tokens carry a loss.

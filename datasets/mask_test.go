@@ -1,6 +1,7 @@
 package datasets
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -40,12 +41,12 @@ func TestEncodeSpansExactWhenPiecesAgree(t *testing.T) {
 		t.Fatal("llama-3 headers end in \\n\\n, which the pieces keep apart: want the exact path")
 	}
 	// The ids are the whole-text encoding...
-	if got := tok.Encode(r.Text, false); !equalInts(ids, got) {
+	if got := tok.Encode(r.Text, false); !slices.Equal(ids, got) {
 		t.Fatal("EncodeSpans ids differ from encoding the whole text")
 	}
 	// ...and the piecewise encoding agrees with it token for token.
 	pieces, _ := encodePieces(tok, r.Text, r.Assistant, false)
-	if !equalInts(pieces, ids) {
+	if !slices.Equal(pieces, ids) {
 		t.Fatal("piecewise ids differ from whole-text ids")
 	}
 	got := spanTokens(tok, ids, in)
@@ -65,14 +66,14 @@ func TestEncodeSpansFallsBackWhenAMergeCrossesAnEdge(t *testing.T) {
 	// The fake glues the header's "\n" to "Paris", as a merge can.
 	pieces, _ := encodePieces(tok, r.Text, r.Assistant, false)
 	whole := tok.Encode(r.Text, false)
-	if equalInts(pieces, whole) {
+	if slices.Equal(pieces, whole) {
 		t.Fatal("test premise: piecewise encoding should differ here")
 	}
 	ids, in, exact := EncodeSpans(tok, r.Text, r.Assistant, false)
 	if exact {
 		t.Error("want the prefix-encoding path")
 	}
-	if !equalInts(ids, whole) {
+	if !slices.Equal(ids, whole) {
 		t.Fatal("ids must be the whole-text encoding")
 	}
 	// The straddling token "\nParis" counts as trained; the header and the

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func TestSpansOnRealTokenizers(t *testing.T) {
 				}
 				rendered++
 				ids, in, ok := datasets.EncodeSpans(tok, r.Text, r.Assistant, tpl.AddSpecialTokens)
-				if whole := tok.Encode(r.Text, tpl.AddSpecialTokens); !equal(ids, whole) {
+				if whole := tok.Encode(r.Text, tpl.AddSpecialTokens); !slices.Equal(ids, whole) {
 					t.Fatalf("%s/%s/%s: EncodeSpans ids differ from the whole-text encoding", fam.pkg, name, cname)
 				}
 				if tpl.RendersBOS {
@@ -122,18 +123,6 @@ func trainedRuns(tok *tokenizer.Tokenizer, ids []int, in []bool) []string {
 		runs = append(runs, tok.Decode(cur, false))
 	}
 	return runs
-}
-
-func equal(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestPrepareWithRealQwen3 runs the whole pipeline on the tiny chat set
@@ -305,7 +294,7 @@ func TestPrepareWithPhi4MiniTokenizer(t *testing.T) {
 			t.Fatalf("%s: %v", cname, err)
 		}
 		ids, in, ok := datasets.EncodeSpans(tok, r.Text, r.Assistant, tpl.AddSpecialTokens)
-		if !ok || !equal(ids, tok.Encode(r.Text, false)) {
+		if !ok || !slices.Equal(ids, tok.Encode(r.Text, false)) {
 			t.Errorf("%s: spans not exact (ok=%v)", cname, ok)
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -122,7 +123,7 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 			if !ok {
 				return opts, fmt.Errorf("%s: missing tensor %s", file, name)
 			}
-			if !sameShape(info.Shape, p.Shape) {
+			if !slices.Equal(info.Shape, p.Shape) {
 				return opts, fmt.Errorf("%s: tensor %s has shape %v, want %v", file, name, info.Shape, p.Shape)
 			}
 			v, err := f.Float32(name)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -299,7 +300,7 @@ func loadCheckpoint(path string, m *Model, set func(p *Param, part int, v []floa
 			if !ok {
 				return st, fmt.Errorf("%s: missing tensor %s", file, name)
 			}
-			if !sameShape(info.Shape, p.Shape) {
+			if !slices.Equal(info.Shape, p.Shape) {
 				return st, fmt.Errorf("%s: tensor %s has shape %v, the model needs %v", file, name, info.Shape, p.Shape)
 			}
 			v, err := f.Float32(name)

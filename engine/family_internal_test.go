@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -31,30 +32,18 @@ func TestFusedLoRATargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"qkv", "o", "gate_up", "down"}; !equalStrings(got, want) {
+	if want := []string{"qkv", "o", "gate_up", "down"}; !slices.Equal(got, want) {
 		t.Errorf("phi3 preset targets = %v, want %v", got, want)
 	}
 	got, err = phi3Family.resolveLoRATargets([]string{"q_proj", "v_proj", "k_proj"})
-	if err != nil || !equalStrings(got, []string{"qkv"}) {
+	if err != nil || !slices.Equal(got, []string{"qkv"}) {
 		t.Errorf("phi3 q, v, k = %v, %v; want [qkv]", got, err)
 	}
 	if _, err := phi3Family.resolveLoRATargets([]string{"q", "v"}); err == nil {
 		t.Error("phi3 q and v alone: accepted, want a refusal (they live in qkv_proj with k)")
 	}
 	got, err = llamaFamily.resolveLoRATargets(preset)
-	if err != nil || !equalStrings(got, preset) {
+	if err != nil || !slices.Equal(got, preset) {
 		t.Errorf("llama preset targets = %v, %v; want %v", got, err, preset)
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

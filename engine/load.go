@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 
 	"whet/engine/units"
@@ -315,7 +316,7 @@ func checkWeightShape(src WeightSource, p *Param, modelType string) error {
 	if !ok {
 		return fmt.Errorf("%s: missing tensor %s (a %s model needs it)", src.Where(p.Name), p.Name, modelType)
 	}
-	if !sameShape(shape, p.Shape) {
+	if !slices.Equal(shape, p.Shape) {
 		return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", src.Where(p.Name), p.Name, shape, p.Shape)
 	}
 	return nil
@@ -341,18 +342,6 @@ func (m *Model) LoadWeights(src WeightSource) error {
 		}
 	}
 	return nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // InitRandom fills the base weights with seeded random values (normal with

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -135,18 +136,6 @@ func readReference(t testing.TB, name string, n int) []referenceIDs {
 	return out
 }
 
-func equalIDs(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // TestReferenceIDs: ids equal the reference encoder's for every corpus
 // string, with and without special tokens, for all four tokenizers.
 func TestReferenceIDs(t *testing.T) {
@@ -165,7 +154,7 @@ func TestReferenceIDs(t *testing.T) {
 					want    []int
 				}{{false, ref[i].Plain}, {true, ref[i].Special}} {
 					got := tok.Encode(text, c.special)
-					if !equalIDs(got, c.want) {
+					if !slices.Equal(got, c.want) {
 						bad++
 						if bad <= 10 {
 							t.Errorf("corpus line %d %q special=%v:\n got %v\nwant %v", i+1, text, c.special, got, c.want)
