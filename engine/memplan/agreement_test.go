@@ -60,14 +60,7 @@ func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckp
 	defer a.Free()
 	rc := engine.RunConfig{Method: method, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 16},
 		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
-	o, err := memplan.FromRunConfig(&rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := memplan.Plan(&cfg, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := planOf(t, cfg, &rc)
 	got, plan := b.PeakBytes(), p.Peak()
 	ratio := float64(plan) / float64(got)
 	t.Logf("engine allocated %d bytes, plan %d (%.3f)", got, plan, ratio)
@@ -107,4 +100,18 @@ func TestPlanMatchesEngineAllocationsFamilies(t *testing.T) {
 			}
 		}
 	}
+}
+
+// planOf is memplan's plan for the run rc on the model cfg.
+func planOf(t *testing.T, cfg engine.ModelConfig, rc *engine.RunConfig) *memplan.MemPlan {
+	t.Helper()
+	o, err := memplan.FromRunConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := memplan.Plan(&cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -6,7 +6,6 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/dist"
-	"whet/engine/memplan"
 )
 
 // TestShardedPlanMatchesRankAllocations builds rank 0 of a 4-rank
@@ -41,14 +40,7 @@ func TestShardedPlanMatchesRankAllocations(t *testing.T) {
 	defer a.Free()
 	rc := engine.RunConfig{Method: "full", Backend: "cpu", Data: engine.DataConfig{MaxLength: seq},
 		Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1}, Parallel: engine.ParallelConfig{Ranks: 4}}
-	o, err := memplan.FromRunConfig(&rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := memplan.Plan(&cfg, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := planOf(t, cfg, &rc)
 	// The plan also holds the buffer a checkpoint gathers through, which
 	// this rank allocates only while a checkpoint is written (by hand in
 	// TestPlanFullShardedByHand).
