@@ -3,6 +3,7 @@ package datasets
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -523,7 +524,7 @@ func (r rowReader) preference() (prompt, chosen, rejected []Message, err *RowErr
 	pname := r.cols.name("prompt")
 	if r.rec.Fields[pname] == nil {
 		n := 0
-		for n < len(chosen) && n < len(rejected) && chosen[n] == rejected[n] && chosen[n].Role != "assistant" {
+		for n < len(chosen) && n < len(rejected) && sameMessage(chosen[n], rejected[n]) && chosen[n].Role != "assistant" {
 			n++
 		}
 		if n == 0 {
@@ -571,4 +572,10 @@ func sameMessages(a, b []Message) bool {
 		}
 	}
 	return true
+}
+
+// sameMessage is Message equality as == gave it before Parts (a slice)
+// made Message incomparable: the same role, text, reasoning pointer and parts.
+func sameMessage(a, b Message) bool {
+	return a.Role == b.Role && a.Content == b.Content && a.Reasoning == b.Reasoning && slices.Equal(a.Parts, b.Parts)
 }

@@ -112,7 +112,7 @@ func TestChatRows(t *testing.T) {
 	rec := Record{Fields: map[string]any{"messages": []any{
 		map[string]any{"from": "human", "value": "a"}, map[string]any{"from": "gpt", "value": "b"}}}}
 	ex, err := ToExample(rec, FormatMessages, nil)
-	if err != nil || ex.Messages[1] != (Message{Role: "assistant", Content: "b"}) {
+	if err != nil || !sameMessage(ex.Messages[1], Message{Role: "assistant", Content: "b"}) {
 		t.Errorf("messages with from/value: %+v %v", ex, err)
 	}
 }
@@ -206,7 +206,7 @@ func TestCompletionRows(t *testing.T) {
 // Snappy pages, dictionary-encoded strings, a null content.
 func TestArrowStyleParquet(t *testing.T) {
 	exs, bad := readExamples(t, "messages-arrow.parquet", FormatAuto, nil)
-	if len(exs) != 2 || len(exs[1].Messages) != 3 || exs[1].Messages[2] != (Message{Role: "assistant", Content: "4"}) {
+	if len(exs) != 2 || len(exs[1].Messages) != 3 || !sameMessage(exs[1].Messages[2], Message{Role: "assistant", Content: "4"}) {
 		t.Errorf("examples %+v", exs)
 	}
 	if len(bad) != 1 || !strings.Contains(bad[0].Error(), `messages-arrow.parquet: row 3: field "messages[1].content": want text or a list of text parts, got null`) {

@@ -276,3 +276,22 @@ func markBinary(v any) any {
 	}
 	return v
 }
+
+// ContentParts turns a multimodal message's parsed content
+// (vision.ParseContent) into the parts a chat template renders: each image,
+// whatever its source, becomes an "image" part, where gemma-3 writes
+// <start_of_image> and Llama 3.2 Vision's template <|image|>. The images
+// themselves stay with the caller, in the same order, for the processor
+// (vision.ExpandGemma3Images replaces the placeholders in that order).
+// Nothing in training calls this yet: whet cannot train on images.
+func ContentParts(parts []vision.Part) []ContentPart {
+	out := make([]ContentPart, len(parts))
+	for i, p := range parts {
+		if p.IsImage() {
+			out[i] = ContentPart{Type: "image"}
+		} else {
+			out[i] = ContentPart{Type: "text", Text: p.Text}
+		}
+	}
+	return out
+}

@@ -15,6 +15,30 @@ type Message struct {
 	// Reasoning is Qwen 3's reasoning_content: when set, the template uses it
 	// instead of splitting a <think> block out of Content.
 	Reasoning *string `json:"reasoning_content,omitempty"`
+	// Parts, when set, is the content as a list of text and image parts
+	// (Content is then ignored), as Hugging Face processors pass it: the
+	// templates that know images (gemma-3, and interpreted ones such as
+	// Llama 3.2 Vision's) write their image token where each image part
+	// is. Other built-in families refuse it.
+	Parts []ContentPart `json:"-"`
+}
+
+// ContentPart is one part of a content list: Type "text" with Text, or
+// Type "image" (the template writes the model's image placeholder; the
+// pixels travel separately, see datasets/vision).
+type ContentPart struct {
+	Type string
+	Text string
+}
+
+// hasParts reports whether any message carries a content list.
+func hasParts(msgs []Message) bool {
+	for _, m := range msgs {
+		if m.Parts != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Span is a byte range [Start, End) of rendered text.
@@ -76,6 +100,10 @@ type Template struct {
 	StopStrings []string
 
 	render func(w *renderWriter, msgs []Message, opts *RenderOptions) error
+	// parts is true for built-in families whose real template renders
+	// content lists (Message.Parts); the others refuse them rather than
+	// print something the real template would not.
+	parts bool
 	// source is the Jinja text of an interpreted template (empty for the
 	// built-in families, whose text is known by name).
 	source string
@@ -149,6 +177,9 @@ func RenderWith(name string, msgs []Message, opts RenderOptions) (Rendered, erro
 func (t *Template) Render(msgs []Message, opts RenderOptions) (Rendered, error) {
 	if len(msgs) == 0 {
 		return Rendered{}, errors.New("chat template " + t.Name + ": conversation has no messages")
+	}
+	if !t.parts && !t.Interpreted() && hasParts(msgs) {
+		return Rendered{}, fmt.Errorf("chat template %s: content lists (text and image parts) are not supported by this built-in template; gemma-3 and interpreted templates render them", t.Name)
 	}
 	if opts.BOS == "" {
 		opts.BOS = t.BOS

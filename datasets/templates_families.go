@@ -28,7 +28,7 @@ func init() {
 	register(&Template{Name: "gemma-2", RendersBOS: true, BOS: "<bos>", EOS: "<eos>",
 		StopTokens: gemmaStops, StopStrings: gemmaStops, render: renderGemma(false)})
 	register(&Template{Name: "gemma-3", RendersBOS: true, BOS: "<bos>", EOS: "<end_of_turn>",
-		StopTokens: gemmaStops, StopStrings: gemmaStops, render: renderGemma(true)})
+		StopTokens: gemmaStops, StopStrings: gemmaStops, render: renderGemma(true), parts: true})
 
 	register(&Template{Name: "mistral-v0.3", RendersBOS: true, BOS: "<s>", EOS: "</s>",
 		StopTokens: []string{"</s>"}, StopStrings: []string{"</s>", "[INST]"}, render: renderMistral})
@@ -232,6 +232,13 @@ func renderGemma(foldSystem bool) func(*renderWriter, []Message, *RenderOptions)
 				return fmt.Errorf("system role not supported")
 			}
 			prefix = msgs[0].Content + "\n\n"
+			if msgs[0].Parts != nil {
+				// The template reads content[0]['text'] of a list, untrimmed.
+				if len(msgs[0].Parts) == 0 || msgs[0].Parts[0].Type != "text" {
+					return fmt.Errorf("a system message given as a list must start with a text part")
+				}
+				prefix = msgs[0].Parts[0].Text + "\n\n"
+			}
 			msgs = msgs[1:]
 		}
 		for i, m := range msgs {
@@ -246,11 +253,25 @@ func renderGemma(foldSystem bool) func(*renderWriter, []Message, *RenderOptions)
 			if i == 0 {
 				w.text(prefix)
 			}
+			out := w.text
 			if m.Role == "assistant" {
-				w.assistant(pyStrip(m.Content), "<end_of_turn>")
-			} else {
-				w.text(pyStrip(m.Content), "<end_of_turn>")
+				out = w.assistant
 			}
+			if m.Parts == nil {
+				out(pyStrip(m.Content))
+			} else {
+				// Gemma 3's template: <start_of_image> where an image part
+				// is, each text part trimmed on its own, other types skipped.
+				for _, p := range m.Parts {
+					switch p.Type {
+					case "image":
+						out("<start_of_image>")
+					case "text":
+						out(pyStrip(p.Text))
+					}
+				}
+			}
+			out("<end_of_turn>")
 			w.text("\n")
 		}
 		if o.AddGenerationPrompt {

@@ -51,7 +51,20 @@ func (jt *jinjaTemplate) vars(msgs []Message, o *RenderOptions, gen bool) map[st
 	for i, m := range msgs {
 		d := jinja.NewDict()
 		d.Set("role", m.Role)
-		d.Set("content", m.Content)
+		if m.Parts != nil {
+			parts := make([]any, len(m.Parts))
+			for j, p := range m.Parts {
+				pd := jinja.NewDict()
+				pd.Set("type", p.Type)
+				if p.Type == "text" {
+					pd.Set("text", p.Text)
+				}
+				parts[j] = pd
+			}
+			d.Set("content", &jinja.List{Items: parts})
+		} else {
+			d.Set("content", m.Content)
+		}
 		if m.Reasoning != nil {
 			d.Set("reasoning_content", *m.Reasoning)
 		}
@@ -128,6 +141,7 @@ func (jt *jinjaTemplate) spans(msgs []Message, o *RenderOptions, text string) ([
 		}
 		marked := append([]Message(nil), msgs...)
 		marked[i].Content = spanMarker(i)
+		marked[i].Parts = nil // a content list's place is found as one string
 		probe, err := jt.run(marked, o, o.AddGenerationPrompt)
 		if err != nil {
 			return nil, fmt.Errorf("finding assistant turn %d: %w", i+1, err)
