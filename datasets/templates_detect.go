@@ -20,7 +20,11 @@ var signatures = []templateSignature{
 	// Plain ChatML; Qwen 2's variant adds "You are a helpful assistant." and is not this.
 	{name: "chatml", all: []string{`'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'`, `'<|im_start|>assistant\n'`},
 		none: []string{"You are", "<think>", "bos_token", "tools"}},
-	{name: "llama-3.2", all: []string{"<|start_header_id|>", "Cutting Knowledge Date: December 2023", "strftime_now", "date_string"}},
+	// Llama 3.2 Vision's template shares these phrases but writes <|image|>,
+	// leaves content untrimmed and refuses a system message next to images:
+	// the interpreter renders it.
+	{name: "llama-3.2", all: []string{"<|start_header_id|>", "Cutting Knowledge Date: December 2023", "strftime_now", "date_string"},
+		none: []string{"<|image|>"}},
 	{name: "llama-3.1", all: []string{"<|start_header_id|>", "Cutting Knowledge Date: December 2023", "date_string", "builtin_tools"},
 		none: []string{"strftime_now"}},
 	// Llama 3.0; the variant that appends the assistant header unconditionally
