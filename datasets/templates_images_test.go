@@ -201,3 +201,55 @@ func TestGemma3RenderFeedsImageExpansion(t *testing.T) {
 		t.Error("two images for three placeholders accepted")
 	}
 }
+
+// DetectTemplate leaves Llama 3.2 Vision's template to the interpreter, so
+// train_on: responses depends on the interpreter's marker spans for it:
+// one per assistant turn, each the reply (untrimmed, as this template
+// prints it) and <|eot_id|>.
+func TestMllamaInterpretedSpans(t *testing.T) {
+	convs := loadImageConversations(t)
+	src, err := os.ReadFile("../testdata/templates/llama-3.2-vision.jinja")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := NewJinjaTemplate(string(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := RenderOptions{BOS: "<|begin_of_text|>", EOS: "<|eot_id|>", Now: goldenNow,
+		SpecialTokens: []string{"<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|image|>"}}
+	spans := 0
+	for name, msgs := range convs {
+		r, err := tpl.Render(msgs, opts)
+		if err != nil {
+			if strings.Contains(err.Error(), "incompatible with system messages") {
+				continue
+			}
+			t.Fatalf("%s: %v", name, err)
+		}
+		var answers []string
+		for _, m := range msgs {
+			if m.Role != "assistant" {
+				continue
+			}
+			a := m.Content
+			for _, p := range m.Parts {
+				a += p.Text
+			}
+			answers = append(answers, a)
+		}
+		if len(r.Assistant) != len(answers) {
+			t.Errorf("%s: spans %q for %d replies", name, pieces(r), len(answers))
+			continue
+		}
+		for k, s := range r.Assistant {
+			if got := r.Text[s.Start:s.End]; got != answers[k]+"<|eot_id|>" {
+				t.Errorf("%s: span %d %q, want %q", name, k, got, answers[k]+"<|eot_id|>")
+			}
+			spans++
+		}
+	}
+	if spans < 8 {
+		t.Fatalf("only %d spans checked", spans)
+	}
+}
