@@ -63,15 +63,20 @@ type Activations struct {
 	capped Tensor
 
 	// backward scratch
-	dres, dh           Tensor // [Cap, D]
-	dtmp               Tensor // [Cap, D]: sandwich norms' output and input gradients
-	datt, dq, dq2      Tensor // [Cap, QDim] (dq2: before the q norm)
-	dk, dv, dk2        Tensor // [Cap, KVDim]
-	ds, dg, du         Tensor // [Cap, I]
-	dxa                Tensor // [Cap, maxRank]
-	scratchIn          Tensor // [Cap, maxIn] (dropout recompute, LoRA dx)
-	wScratch           Tensor // one dequantized NF4 weight at a time (QLoRA)
-	t                  int    // tokens in the current batch
+	dres, dh      Tensor // [Cap, D]
+	dtmp          Tensor // [Cap, D]: sandwich norms' output and input gradients
+	datt, dq, dq2 Tensor // [Cap, QDim] (dq2: before the q norm)
+	dk, dv, dk2   Tensor // [Cap, KVDim]
+	ds, dg, du    Tensor // [Cap, I]
+	dxa           Tensor // [Cap, maxRank]
+	scratchIn     Tensor // [Cap, maxIn] (dropout recompute, LoRA dx)
+	wScratch      Tensor // one dequantized NF4 weight at a time (QLoRA)
+	t             int    // tokens in the current batch (of the tile, inside an MLP tile)
+	r0            int    // first row of the current MLP tile (0 outside one)
+	// mlpChunk is how many rows the MLP runs at once (MLPRowChunk): g, u,
+	// s, dg, du and ds hold that many rows, and the backward recomputes
+	// gate/up per tile when it is below Cap.
+	mlpChunk           int
 	seqs               SeqLayout
 	lossesHost         []float32
 	dropoutSeed        uint64
@@ -93,8 +98,18 @@ type layerActs struct {
 	xa                                                     map[*Linear]Tensor // LoRA x@A^T [Cap, r]
 }
 
-// NewActivations sizes the buffers for batches of up to capTokens tokens.
+// NewActivations sizes the buffers for batches of up to capTokens tokens,
+// with the MLP tiled as MLPRowChunk's default rule says.
 func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations, error) {
+	return m.NewActivationsTiled(capTokens, checkpointing, 0)
+}
+
+// NewActivationsTiled is NewActivations with the MLP's row tile chosen by
+// MLPRowChunk(capTokens, I, mlpChunk) (mlpChunk 0: the default rule).
+func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, mlpChunk int) (*Activations, error) {
+	if mlpChunk < 0 {
+		return nil, fmt.Errorf("engine: MLP row chunk %d: want 0 (automatic) or a positive row count", mlpChunk)
+	}
 	a := &Activations{m: m, Cap: capTokens, Checkpointing: checkpointing, fam: m.Family(), embedScale: 1}
 	if a.fam == nil {
 		return nil, checkSupported(m.Cfg.ModelType)
@@ -157,15 +172,25 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 	if checkpointing {
 		nSets = 1
 	}
-	swigluOut := alloc(cd, T, I) // shared by every layer, recomputed in the backward
+	a.mlpChunk = MLPRowChunk(T, I, mlpChunk)
+	swigluOut := alloc(cd, a.mlpChunk, I) // shared by every layer, recomputed in the backward
+	// Tiled, gate and up are one tile's rows, shared by every layer: the
+	// backward recomputes them per tile from h2.
+	var tileG, tileU Tensor
+	if a.mlpChunk < T {
+		tileG, tileU = alloc(cd, a.mlpChunk, I), alloc(cd, a.mlpChunk, I)
+	}
 	for l := 0; l < nSets; l++ {
 		la := &layerActs{
 			h1: alloc(cd, T, D), rstd1: alloc(F32, T),
 			q: alloc(cd, T, Q), k: alloc(cd, T, KV), v: alloc(cd, T, KV),
 			att: alloc(cd, T, Q), lse: alloc(F32, c.NumHeads, T),
 			xmid: alloc(cd, T, D), h2: alloc(cd, T, D), rstd2: alloc(F32, T),
-			g: alloc(cd, T, I), u: alloc(cd, T, I), s: swigluOut,
+			g: tileG, u: tileU, s: swigluOut,
 			xa: map[*Linear]Tensor{},
+		}
+		if a.mlpChunk >= T {
+			la.g, la.u = alloc(cd, T, I), alloc(cd, T, I)
 		}
 		if fam.QKNorm {
 			la.qraw, la.kraw = alloc(cd, T, Q), alloc(cd, T, KV)
@@ -221,9 +246,9 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 		a.dtmp = alloc(cd, T, D)
 	}
 	a.dv = alloc(cd, T, KV)
-	a.ds = alloc(cd, T, I)
-	a.dg = alloc(cd, T, I)
-	a.du = alloc(cd, T, I)
+	a.ds = alloc(cd, a.mlpChunk, I)
+	a.dg = alloc(cd, a.mlpChunk, I)
+	a.du = alloc(cd, a.mlpChunk, I)
 	a.dxa = alloc(cd, T, maxRank)
 	a.scratchIn = alloc(cd, T, maxIn)
 	maxW := 0
@@ -240,6 +265,25 @@ func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations,
 		return nil, err
 	}
 	return a, nil
+}
+
+// MLPRowChunk picks how many rows (tokens) the MLP runs at once for
+// batches of up to T tokens and intermediate size I: requested when
+// positive, else every row while T·I stays within 2^26 elements (as
+// LogitsChunk's bound: 128 MiB of bf16 per [rows, I] buffer), else
+// 2^26/I rows (4681 for Llama 3 8B's 14336). Below T, the six [rows, I]
+// buffers (gate, up, their product and the three gradients) stop growing
+// with the sequence, at the cost of recomputing gate/up in the backward.
+// The memory plan uses the same rule.
+func MLPRowChunk(T, I, requested int) int {
+	c := requested
+	if c <= 0 {
+		c = T
+		if int64(T)*int64(I) > 1<<26 {
+			c = max(1, (1<<26)/I)
+		}
+	}
+	return max(1, min(c, T))
 }
 
 // LogitsChunk picks how many rows of logits exist at once: at most 2^26
@@ -497,6 +541,9 @@ func (a *Activations) geglu() (GELUTanhGLU, error) {
 func (a *Activations) seed(layer int, lin *Linear) uint64 {
 	h := a.dropoutSeed ^ 0x9e3779b97f4a7c15
 	h ^= uint64(layer)*0xbf58476d1ce4e5b9 + uint64(len(lin.Short))*0x94d049bb133111eb + uint64(lin.Short[0])
+	// An MLP tile's rows get their own mask (the same in the forward and
+	// the backward's recompute); untiled, r0 is 0 and nothing changes.
+	h ^= uint64(a.r0) * 0xd6e8feb86659fd93
 	h ^= h >> 31
 	return h * 0x9e3779b97f4a7c15
 }
@@ -583,7 +630,7 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 				return fmt.Errorf("%s lora dropout: %w", lin.Module, err)
 			}
 		}
-		xa := a.rows(set.xa[lin], a.t)
+		xa := a.rowRange(set.xa[lin], a.r0, a.r0+a.t)
 		if err := B.MatMul(xa, xd, lo.A.W, false, true, 1, 0); err != nil {
 			return fmt.Errorf("%s lora A: %w", lin.Module, err)
 		}
@@ -679,7 +726,7 @@ func (a *Activations) linearBackward(lin *Linear, x Tensor, dys []Tensor, dx Ten
 func (a *Activations) loraBackward(lin *Linear, x Tensor, dys []Tensor, dx Tensor, beta float32, layer int, set *layerActs) (float32, error) {
 	B, lo := a.m.B, lin.LoRA
 	whole := lin.Parts == nil
-	xa := a.rows(set.xa[lin], a.t)
+	xa := a.rowRange(set.xa[lin], a.r0, a.r0+a.t)
 	dxa := a.rowsCols(a.dxa, lo.Rank)
 	for i, p := range lin.parts() {
 		if err := B.MatMul(a.rowsOf(lo.B.Grad, p, lo.Rank, whole), dys[i], xa, true, false, lo.Scale, 1); err != nil {
@@ -742,7 +789,6 @@ func (a *Activations) layerForward(l int) error {
 	q, k, v := a.rows(s.q, T), a.rows(s.k, T), a.rows(s.v, T)
 	att, lse := a.rows(s.att, T), a.lseView(s.lse)
 	xmid, h2, rstd2 := a.rows(s.xmid, T), a.rows(s.h2, T), a.rows(s.rstd2, T)
-	g, u, sw := a.rows(s.g, T), a.rows(s.u, T), a.rows(s.s, T)
 	xout := a.rows(a.resid[l+1], T)
 	// The projections write q and k here; the q/k norm moves them on.
 	qIn, kIn := q, k
@@ -797,20 +843,12 @@ func (a *Activations) layerForward(l int) error {
 		add("o", func() error { return a.linearForward(L.O, att, []Tensor{xmid}, true, l, s) })
 	}
 	add("mlp norm", func() error { return a.norm(h2, rstd2, xmid, L.MLPNorm) })
-	if L.GateUp != nil {
-		add("gate_up", func() error { return a.linearForward(L.GateUp, h2, []Tensor{g, u}, false, l, s) })
-	} else {
-		add("gate", func() error { return a.linearForward(L.Gate, h2, []Tensor{g}, false, l, s) })
-		add("up", func() error { return a.linearForward(L.Up, h2, []Tensor{u}, false, l, s) })
-	}
-	add("activation", func() error { return a.activation(sw, g, u) })
 	if fam.SandwichNorms {
-		mo := a.rows(s.mo, T)
-		add("down", func() error { return a.linearForward(L.Down, sw, []Tensor{mo}, false, l, s) })
-		residual("mlp output norm", xout, xmid, mo, a.rows(s.rstdMO, T), L.MLPOutNorm)
+		add("mlp", func() error { return a.mlpForward(l, s, s.mo, false) })
+		residual("mlp output norm", xout, xmid, a.rows(s.mo, T), a.rows(s.rstdMO, T), L.MLPOutNorm)
 	} else {
 		add("residual", func() error { return B.Copy(xout, xmid) })
-		add("down", func() error { return a.linearForward(L.Down, sw, []Tensor{xout}, true, l, s) })
+		add("mlp", func() error { return a.mlpForward(l, s, a.resid[l+1], true) })
 	}
 	for _, st := range steps {
 		if err := st.f(); err != nil {
@@ -818,6 +856,109 @@ func (a *Activations) layerForward(l int) error {
 		}
 	}
 	return nil
+}
+
+// mlpTiles calls f on each tile of the batch's rows, [r0, r0+n) with n at
+// most mlpChunk (one tile of T rows untiled), with a.t = n and a.r0 = r0
+// so that the linears address the tile's rows of their LoRA
+// intermediates and draw the tile's dropout mask.
+func (a *Activations) mlpTiles(f func(r0, n int) error) error {
+	T := a.t
+	defer func() { a.t, a.r0 = T, 0 }()
+	for r0 := 0; r0 < T; r0 += a.mlpChunk {
+		n := min(a.mlpChunk, T-r0)
+		a.t, a.r0 = n, r0
+		if err := f(r0, n); err != nil {
+			if n < T {
+				return fmt.Errorf("rows %d-%d: %w", r0, r0+n, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// gateUp runs layer l's gate and up projections of h2 into g and u.
+func (a *Activations) gateUp(l int, s *layerActs, h2, g, u Tensor) error {
+	L := a.m.Layers[l]
+	if L.GateUp != nil {
+		if err := a.linearForward(L.GateUp, h2, []Tensor{g, u}, false, l, s); err != nil {
+			return fmt.Errorf("gate_up: %w", err)
+		}
+		return nil
+	}
+	if err := a.linearForward(L.Gate, h2, []Tensor{g}, false, l, s); err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
+	if err := a.linearForward(L.Up, h2, []Tensor{u}, false, l, s); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	return nil
+}
+
+// mlpForward runs layer l's MLP, down(act(gate(h2)) * up(h2)), tile by
+// tile into the same rows of out (a [Cap, D] buffer), adding to them with
+// accumulate. Each tile's gate, up and product live in the [mlpChunk, I]
+// buffers, so nothing here grows with tokens × I once tiled.
+func (a *Activations) mlpForward(l int, s *layerActs, out Tensor, accumulate bool) error {
+	L := a.m.Layers[l]
+	return a.mlpTiles(func(r0, n int) error {
+		g, u, sw := a.rows(s.g, n), a.rows(s.u, n), a.rows(s.s, n)
+		if err := a.gateUp(l, s, a.rowRange(s.h2, r0, r0+n), g, u); err != nil {
+			return err
+		}
+		if err := a.activation(sw, g, u); err != nil {
+			return fmt.Errorf("activation: %w", err)
+		}
+		if err := a.linearForward(L.Down, sw, []Tensor{a.rowRange(out, r0, r0+n)}, accumulate, l, s); err != nil {
+			return fmt.Errorf("down: %w", err)
+		}
+		return nil
+	})
+}
+
+// mlpBackward takes dDown (a [Cap, D] buffer: dL/d down's output) and
+// writes dL/dh2 into dh, tile by tile, accumulating the MLP's parameter
+// gradients. Untiled, gate and up are this layer's saved ones and only
+// the shared product is rebuilt (a checkpointing recompute has just
+// written it); tiled, each tile recomputes gate and up from h2 first.
+func (a *Activations) mlpBackward(l int, s *layerActs, dDown Tensor) error {
+	L := a.m.Layers[l]
+	tiled := a.mlpChunk < a.t
+	return a.mlpTiles(func(r0, n int) error {
+		g, u, sw := a.rows(s.g, n), a.rows(s.u, n), a.rows(s.s, n)
+		ds, dg, du := a.rows(a.ds, n), a.rows(a.dg, n), a.rows(a.du, n)
+		h2, dh := a.rowRange(s.h2, r0, r0+n), a.rowRange(a.dh, r0, r0+n)
+		if tiled {
+			if err := a.gateUp(l, s, h2, g, u); err != nil {
+				return fmt.Errorf("recompute %w", err)
+			}
+		}
+		if tiled || !a.Checkpointing {
+			if err := a.activation(sw, g, u); err != nil {
+				return fmt.Errorf("activation recompute: %w", err)
+			}
+		}
+		if err := a.linearBackward(L.Down, sw, []Tensor{a.rowRange(dDown, r0, r0+n)}, ds, false, l, s); err != nil {
+			return fmt.Errorf("down: %w", err)
+		}
+		if err := a.activationBackward(dg, du, ds, g, u); err != nil {
+			return fmt.Errorf("activation: %w", err)
+		}
+		if L.GateUp != nil {
+			if err := a.linearBackward(L.GateUp, h2, []Tensor{dg, du}, dh, false, l, s); err != nil {
+				return fmt.Errorf("gate_up: %w", err)
+			}
+			return nil
+		}
+		if err := a.linearBackward(L.Gate, h2, []Tensor{dg}, dh, false, l, s); err != nil {
+			return fmt.Errorf("gate: %w", err)
+		}
+		if err := a.linearBackward(L.Up, h2, []Tensor{du}, dh, true, l, s); err != nil {
+			return fmt.Errorf("up: %w", err)
+		}
+		return nil
+	})
 }
 
 // lseView is the [NHeads, T] block of an [NHeads, Cap] lse buffer. The
@@ -843,11 +984,9 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 	h1, rstd1 := a.rows(s.h1, T), a.rows(s.rstd1, T)
 	q, k, v := a.rows(s.q, T), a.rows(s.k, T), a.rows(s.v, T)
 	att, lse := a.rows(s.att, T), a.lseView(s.lse)
-	xmid, h2, rstd2 := a.rows(s.xmid, T), a.rows(s.h2, T), a.rows(s.rstd2, T)
-	g, u, sw := a.rows(s.g, T), a.rows(s.u, T), a.rows(s.s, T)
+	xmid, rstd2 := a.rows(s.xmid, T), a.rows(s.rstd2, T)
 	dres, dh := a.rows(a.dres, T), a.rows(a.dh, T)
 	datt, dq, dk, dv := a.rows(a.datt, T), a.rows(a.dq, T), a.rows(a.dk, T), a.rows(a.dv, T)
-	ds, dg, du := a.rows(a.ds, T), a.rows(a.dg, T), a.rows(a.du, T)
 	// The projections' output gradients: before the q/k norm when there is one.
 	dqIn, dkIn := dq, dk
 	if fam.QKNorm {
@@ -855,14 +994,6 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 	}
 	var steps []step
 	add := func(what string, f func() error) { steps = append(steps, step{what, f}) }
-	// s is shared by every layer's forward: rebuild this layer's (a
-	// checkpointing recompute has just written it).
-	add("activation recompute", func() error {
-		if a.Checkpointing {
-			return nil
-		}
-		return a.activation(sw, g, u)
-	})
 	// sandwich: with out = in + norm(f) and dres = dL/dout, write dL/df
 	// into dtmp; dres stays the residual part of dL/din.
 	sandwich := func(name string, f, rstd Tensor, w *Param) Tensor {
@@ -875,18 +1006,12 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 		})
 		return df
 	}
-	dDown := dres // x_{l+1} = x_mid + down(s): dres already is dL/dx_mid's residual part.
+	dDown := a.dres // x_{l+1} = x_mid + down(s): dres already is dL/dx_mid's residual part.
 	if fam.SandwichNorms {
-		dDown = sandwich("mlp output norm", a.rows(s.mo, T), a.rows(s.rstdMO, T), L.MLPOutNorm)
+		sandwich("mlp output norm", a.rows(s.mo, T), a.rows(s.rstdMO, T), L.MLPOutNorm)
+		dDown = a.dtmp
 	}
-	add("down", func() error { return a.linearBackward(L.Down, sw, []Tensor{dDown}, ds, false, l, s) })
-	add("activation", func() error { return a.activationBackward(dg, du, ds, g, u) })
-	if L.GateUp != nil {
-		add("gate_up", func() error { return a.linearBackward(L.GateUp, h2, []Tensor{dg, du}, dh, false, l, s) })
-	} else {
-		add("gate", func() error { return a.linearBackward(L.Gate, h2, []Tensor{dg}, dh, false, l, s) })
-		add("up", func() error { return a.linearBackward(L.Up, h2, []Tensor{du}, dh, true, l, s) })
-	}
+	add("mlp", func() error { return a.mlpBackward(l, s, dDown) })
 	add("mlp norm", func() error { return a.normBackward(dres, dh, xmid, rstd2, L.MLPNorm) })
 	// x_mid = x_l + o(att): dres is now dL/dx_mid.
 	dO := dres

@@ -108,6 +108,12 @@ type TrainConfig struct {
 	// Activation checkpointing: recomputes each layer's activations in the
 	// backward to save memory.
 	Checkpointing bool `yaml:"activation_checkpointing"`
+	// Rows (tokens) the MLP runs at once: gate/up, the gated activation and
+	// down go over tiles of this many rows, so their buffers hold mlp_chunk ×
+	// intermediate_size values instead of tokens × intermediate_size, and the
+	// backward recomputes gate/up per tile. 0: the engine's rule
+	// (engine.MLPRowChunk: untiled up to 2^26 values a buffer).
+	MLPChunk int `yaml:"mlp_chunk,omitempty"`
 	// Generates from the sample prompts every this many steps and at the end (0:
 	// never).
 	SampleEvery int `yaml:"sample_every"`

@@ -199,7 +199,8 @@ func (t TrainConfig) validate() error {
 		field string
 		v     int
 	}{{"train.eval_every", t.EvalEvery}, {"train.save_every", t.SaveEvery}, {"train.sample_every", t.SampleEvery},
-		{"train.keep_checkpoints", t.KeepCheckpoints}, {"train.sample_tokens", t.SampleTokens}} {
+		{"train.keep_checkpoints", t.KeepCheckpoints}, {"train.sample_tokens", t.SampleTokens},
+		{"train.mlp_chunk", t.MLPChunk}} {
 		if f.v < 0 {
 			return fmt.Errorf("%s: must not be negative, got %d", f.field, f.v)
 		}

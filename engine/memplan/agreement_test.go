@@ -20,8 +20,28 @@ func TestPlanMatchesEngineAllocations(t *testing.T) {
 	for _, method := range []string{"lora", "full"} {
 		for _, ckpt := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/checkpointing=%v", method, ckpt), func(t *testing.T) {
-				checkPlanAgreement(t, agreementLlama, method, ckpt)
+				checkPlanAgreement(t, agreementLlama, method, ckpt, 0)
 			})
+		}
+	}
+}
+
+// TestPlanMatchesEngineAllocationsTiledMLP is the same check with the MLP
+// in tiles of 128 of the 1024 tokens (engine and plan both drop the
+// [tokens, I] buffers), on Llama, Gemma 2 (sandwich norms, GeGLU) and
+// Phi-3 (fused gate_up).
+func TestPlanMatchesEngineAllocationsTiledMLP(t *testing.T) {
+	gemma2, phi3 := agreementLlama, agreementLlama
+	gemma2.ModelType, gemma2.AttnSoftCap, gemma2.FinalSoftCap, gemma2.SlidingWindow = "gemma2", 50, 30, 64
+	gemma2.LayerTypes = []string{"sliding_attention", "full_attention", "sliding_attention", "full_attention"}
+	phi3.ModelType, phi3.TieWordEmbeddings, phi3.PartialRotaryFactor = "phi3", false, 0.75
+	for _, cfg := range []engine.ModelConfig{agreementLlama, gemma2, phi3} {
+		for _, method := range []string{"lora", "full"} {
+			for _, ckpt := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/checkpointing=%v", cfg.ModelType, method, ckpt), func(t *testing.T) {
+					checkPlanAgreement(t, cfg, method, ckpt, 128)
+				})
+			}
 		}
 	}
 }
@@ -36,7 +56,7 @@ var agreementLlama = engine.ModelConfig{ModelType: "llama", VocabSize: 4096, Hid
 // and activations for 4×256 tokens, on the CPU backend, and checks the
 // plan for the same run within 5% of the bytes the engine allocated and
 // counting the model's parameters.
-func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckpt bool) {
+func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckpt bool, mlpChunk int) {
 	t.Helper()
 	b := cpu.New()
 	m, err := engine.NewModel(cfg, b)
@@ -53,13 +73,13 @@ func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckp
 		t.Fatal(err)
 	}
 	const batch, seq = 4, 256
-	a, err := m.NewActivations(batch*seq, ckpt)
+	a, err := m.NewActivationsTiled(batch*seq, ckpt, mlpChunk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Free()
 	rc := engine.RunConfig{Method: method, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 16},
-		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
+		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt, MLPChunk: mlpChunk}}
 	p := planOf(t, cfg, &rc)
 	got, plan := b.PeakBytes(), p.Peak()
 	ratio := float64(plan) / float64(got)
@@ -95,7 +115,7 @@ func TestPlanMatchesEngineAllocationsFamilies(t *testing.T) {
 		for _, method := range []string{"lora", "full"} {
 			for _, ckpt := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%s/checkpointing=%v", cfg.ModelType, method, ckpt), func(t *testing.T) {
-					checkPlanAgreement(t, cfg, method, ckpt)
+					checkPlanAgreement(t, cfg, method, ckpt, 0)
 				})
 			}
 		}

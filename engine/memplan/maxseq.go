@@ -27,8 +27,13 @@ type MaxSeq struct {
 // MaxSeqLen finds, by binary search over the plan, the longest sequence
 // length (opts.SeqLen is ignored) whose peak fits in available bytes with
 // every other option as given. Every buffer of the plan grows with the
-// sequence length or stays the same, so the peak never falls as it grows,
-// which is what the search relies on (TestPeakGrowsWithSeqLen checks it).
+// sequence length or stays the same, so the peak never falls as it grows
+// (TestPeakGrowsWithSeqLen checks it) but at one place: where the
+// engine's default MLP tiling (engine.MLPRowChunk, Options.MLPChunk 0)
+// starts, gate and up stop being saved per layer and the peak drops. So
+// with that default the search first finds the switch, then searches the
+// tiled lengths past it, and the untiled ones before it only when the
+// first tiled length does not fit.
 //
 // The answer is what the memory plan models, no more: the engine keeps
 // checkpoints on the device and materialises per-layer MLP and logits
@@ -43,7 +48,48 @@ func MaxSeqLen(cfg *engine.ModelConfig, opts Options, available int64) (MaxSeq, 
 		}
 		return p, nil
 	}
-	lo, err := plan(1)
+	from, to := 1, MaxSearchSeqLen
+	if opts.MLPChunk == 0 {
+		tiled := func(p *MemPlan) bool { return mlpRows(cfg, p.Options, p.Tokens) < p.Tokens }
+		last, err := plan(MaxSearchSeqLen)
+		if err != nil {
+			return MaxSeq{}, err
+		}
+		if tiled(last) {
+			// The first tiled length: untiled lo, tiled hi.
+			lo, hi := 0, MaxSearchSeqLen
+			for hi-lo > 1 {
+				mid := lo + (hi-lo)/2
+				p, err := plan(mid)
+				if err != nil {
+					return MaxSeq{}, err
+				}
+				if tiled(p) {
+					hi = mid
+				} else {
+					lo = mid
+				}
+			}
+			p, err := plan(hi)
+			if err != nil {
+				return MaxSeq{}, err
+			}
+			if p.Peak() <= available {
+				from = hi
+			} else if hi > 1 {
+				to = hi - 1
+			} else {
+				return MaxSeq{Next: p}, nil
+			}
+		}
+	}
+	return longestFit(plan, from, to, available)
+}
+
+// longestFit bisects [from, to], over which the peak never falls, for the
+// longest length that fits; from fits unless it is 1.
+func longestFit(plan func(int) (*MemPlan, error), from, to int, available int64) (MaxSeq, error) {
+	lo, err := plan(from)
 	if err != nil {
 		return MaxSeq{}, err
 	}
@@ -52,12 +98,12 @@ func MaxSeqLen(cfg *engine.ModelConfig, opts Options, available int64) (MaxSeq, 
 	}
 	// Grow an upper bound that does not fit, then bisect: good fits, bad
 	// does not.
-	good, goodPlan := 1, lo
+	good, goodPlan := from, lo
 	bad := 0
 	var badPlan *MemPlan
-	for t := 2; ; t *= 2 {
-		if t > MaxSearchSeqLen {
-			t = MaxSearchSeqLen
+	for t := from * 2; ; t *= 2 {
+		if t > to {
+			t = to
 		}
 		p, err := plan(t)
 		if err != nil {
@@ -68,8 +114,16 @@ func MaxSeqLen(cfg *engine.ModelConfig, opts Options, available int64) (MaxSeq, 
 			break
 		}
 		good, goodPlan = t, p
-		if t == MaxSearchSeqLen {
-			return MaxSeq{SeqLen: t, Plan: p, Capped: true}, nil
+		if t == to {
+			if to == MaxSearchSeqLen {
+				return MaxSeq{SeqLen: t, Plan: p, Capped: true}, nil
+			}
+			// to is the last untiled length and the first tiled one did not fit.
+			next, err := plan(to + 1)
+			if err != nil {
+				return MaxSeq{}, err
+			}
+			return MaxSeq{SeqLen: t, Plan: p, Next: next}, nil
 		}
 	}
 	for bad-good > 1 {

@@ -715,7 +715,9 @@ func quantized(w Buffer, double bool) []Buffer {
 //
 // The SwiGLU output (down_proj's input) is not among them: one [N, I]
 // buffer serves every layer, and the backward recomputes it from gate and
-// up (see activationBuffers).
+// up (see activationBuffers). With the MLP tiled (mlpRows below N) gate
+// and up are not saved either: one [tile, I] pair serves every layer and
+// the backward recomputes them per tile from ln2_out.
 //
 // Gemma 2 also normalizes the attention and MLP outputs: their inputs
 // (o_proj and down_proj outputs) [N, H] and rstd [N] are saved too. LoRA
@@ -739,8 +741,9 @@ func layerActivations(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		b("resid_mid", dt, n, h),
 		b("ln2_rstd", F32, n),
 		b("ln2_out", dt, n, h),
-		b("gate", dt, n, i),
-		b("up", dt, n, i),
+	}
+	if mlpRows(cfg, o, n) == n {
+		bufs = append(bufs, b("gate", dt, n, i), b("up", dt, n, i))
 	}
 	if normsPerLayer(cfg) == 4 {
 		bufs = append(bufs,
@@ -760,6 +763,12 @@ func layerActivations(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 	return bufs
 }
 
+// mlpRows is how many of the n tokens the MLP runs at once, by the
+// engine's rule (engine.MLPRowChunk) or Options.MLPChunk.
+func mlpRows(cfg *engine.ModelConfig, o Options, n int64) int64 {
+	return int64(engine.MLPRowChunk(int(n), cfg.IntermediateSize, o.MLPChunk))
+}
+
 // activationBuffers lays out the saved activations for the whole model and
 // the backward scratch.
 //
@@ -777,8 +786,8 @@ func layerActivations(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 //	grad.ln_out    [N, H]       gradient at an RMSNorm output
 //	grad.qkv       [N, Q+2·KV]
 //	grad.attn_out  [N, Q]
-//	grad.swiglu    [N, I]
-//	grad.gate_up   [N, 2·I]
+//	grad.swiglu    [tile, I]    tile = N untiled (mlpRows)
+//	grad.gate_up   [tile, 2·I]
 //	grad.lora_xa   [N, r]       LoRA: one target's intermediate at a time
 //	grad.lm_head_in [N, H]      gradient the chunked LM head writes
 func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
@@ -808,10 +817,17 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 			bufs = append(bufs, b)
 		}
 	}
+	c := mlpRows(cfg, o, n)
+	if c < n {
+		bufs = append(bufs,
+			Buffer{Name: "acts.mlp_tile.gate", Category: Activations, DType: dt, Shape: []int64{c, i}, Repeat: 1},
+			Buffer{Name: "acts.mlp_tile.up", Category: Activations, DType: dt, Shape: []int64{c, i}, Repeat: 1})
+	}
 	bufs = append(bufs,
-		// silu(gate)*up of the layer being run: written by each forward and
-		// recomputed by each backward (cheaper than keeping L of them).
-		Buffer{Name: "acts.swiglu_out", Category: Activations, DType: dt, Shape: []int64{n, i}, Repeat: 1},
+		// silu(gate)*up of the layer (tile) being run: written by each
+		// forward and recomputed by each backward (cheaper than keeping L
+		// of them).
+		Buffer{Name: "acts.swiglu_out", Category: Activations, DType: dt, Shape: []int64{c, i}, Repeat: 1},
 		Buffer{Name: "acts.resid_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},
 		Buffer{Name: "acts.final_rstd", Category: Activations, DType: F32, Shape: []int64{n}, Repeat: 1},
 		Buffer{Name: "acts.final_norm_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},
@@ -824,8 +840,8 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		g("ln_out", n, h),
 		g("qkv", n, q+2*kv),
 		g("attn_out", n, q),
-		g("swiglu", n, i),
-		g("gate_up", n, 2*i),
+		g("swiglu", c, i),
+		g("gate_up", c, 2*i),
 		g("lm_head_in", n, h),
 	)
 	if (o.Base() == LoRA || o.Base() == QLoRA) && len(o.LoRATargets) > 0 {

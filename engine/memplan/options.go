@@ -75,6 +75,10 @@ type Options struct {
 	// LogitsChunk is the number of tokens whose logits exist at once
 	// (0: the engine's rule, engine.LogitsChunk).
 	LogitsChunk int
+	// MLPChunk is the rows the MLP runs at once (0: the engine's rule,
+	// engine.MLPRowChunk); below the tokens, the [tokens, I] buffers
+	// become [MLPChunk, I] ones.
+	MLPChunk int
 	// DoubleQuant quantizes the NF4 absmax scales to 8 bits (QLoRA's
 	// double quantization). engine/nf4.go keeps fp32 absmax, so the qlora
 	// preset and the advice leave it off; it plans the bitsandbytes
@@ -207,6 +211,7 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		LoRARank:      rc.LoRA.Rank,
 		LoRATargets:   rc.LoRA.TargetModules,
 		Checkpointing: rc.Train.Checkpointing,
+		MLPChunk:      rc.Train.MLPChunk,
 		DoubleQuant:   false, // engine/nf4.go keeps fp32 absmax
 		GPUs:          rc.Parallel.PlannedRanks(),
 	}
