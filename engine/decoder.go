@@ -76,7 +76,10 @@ type Activations struct {
 	// mlpChunk is how many rows the MLP runs at once (MLPRowChunk): g, u,
 	// s, dg, du and ds hold that many rows, and the backward recomputes
 	// gate/up per tile when it is below Cap.
-	mlpChunk           int
+	mlpChunk int
+	// recomputing is set while a checkpointed layer's forward is rerun
+	// before its backward.
+	recomputing        bool
 	seqs               SeqLayout
 	lossesHost         []float32
 	dropoutSeed        uint64
@@ -623,16 +626,9 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 		beta = 1
 	}
 	if lo := lin.LoRA; lo != nil && lo.Enabled {
-		xd := x
-		if a.dropout(lo) {
-			xd = a.rowsCols(a.scratchIn, lin.In)
-			if err := B.Dropout(xd, x, lo.Dropout, a.seed(layer, lin)); err != nil {
-				return fmt.Errorf("%s lora dropout: %w", lin.Module, err)
-			}
-		}
-		xa := a.rowRange(set.xa[lin], a.r0, a.r0+a.t)
-		if err := B.MatMul(xa, xd, lo.A.W, false, true, 1, 0); err != nil {
-			return fmt.Errorf("%s lora A: %w", lin.Module, err)
+		xa, err := a.loraXA(lin, x, layer, set)
+		if err != nil {
+			return err
 		}
 		for i, p := range parts {
 			if err := B.MatMul(ys[i], xa, a.rowsOf(lo.B.W, p, lo.Rank, whole), false, true, lo.Scale, beta); err != nil {
@@ -659,6 +655,24 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 }
 
 func (a *Activations) dropout(lo *LoRA) bool { return a.training && lo.Dropout > 0 }
+
+// loraXA writes lin's LoRA intermediate (dropout(x)) Aᵀ for the current
+// rows into set.xa[lin] and returns that view.
+func (a *Activations) loraXA(lin *Linear, x Tensor, layer int, set *layerActs) (Tensor, error) {
+	B, lo := a.m.B, lin.LoRA
+	xd := x
+	if a.dropout(lo) {
+		xd = a.rowsCols(a.scratchIn, lin.In)
+		if err := B.Dropout(xd, x, lo.Dropout, a.seed(layer, lin)); err != nil {
+			return nil, fmt.Errorf("%s lora dropout: %w", lin.Module, err)
+		}
+	}
+	xa := a.rowRange(set.xa[lin], a.r0, a.r0+a.t)
+	if err := B.MatMul(xa, xd, lo.A.W, false, true, 1, 0); err != nil {
+		return nil, fmt.Errorf("%s lora A: %w", lin.Module, err)
+	}
+	return xa, nil
+}
 
 // rowsCols is a [t, cols] view at the start of a wider scratch buffer.
 func (a *Activations) rowsCols(t Tensor, cols int) Tensor {
@@ -846,7 +860,10 @@ func (a *Activations) layerForward(l int) error {
 	if fam.SandwichNorms {
 		add("mlp", func() error { return a.mlpForward(l, s, s.mo, false) })
 		residual("mlp output norm", xout, xmid, a.rows(s.mo, T), a.rows(s.rstdMO, T), L.MLPOutNorm)
-	} else {
+	} else if !a.recomputing || a.mlpChunk >= T {
+		// A checkpointing recompute of a tiled MLP without sandwich norms
+		// is skipped: the backward recomputes each tile itself and nothing
+		// reads this layer's output again (the forward left it in place).
 		add("residual", func() error { return B.Copy(xout, xmid) })
 		add("mlp", func() error { return a.mlpForward(l, s, a.resid[l+1], true) })
 	}
@@ -937,6 +954,14 @@ func (a *Activations) mlpBackward(l int, s *layerActs, dDown Tensor) error {
 		if tiled || !a.Checkpointing {
 			if err := a.activation(sw, g, u); err != nil {
 				return fmt.Errorf("activation recompute: %w", err)
+			}
+		}
+		if lo := L.Down.LoRA; tiled && a.Checkpointing && !a.fam.SandwichNorms && lo != nil && lo.Enabled {
+			// The recompute skipped this MLP (layerForward): down's
+			// adapter intermediate, shared by every layer, is another
+			// layer's; rebuild this tile's.
+			if _, err := a.loraXA(L.Down, sw, l, s); err != nil {
+				return fmt.Errorf("down recompute: %w", err)
 			}
 		}
 		if err := a.linearBackward(L.Down, sw, []Tensor{a.rowRange(dDown, r0, r0+n)}, ds, false, l, s); err != nil {
@@ -1183,7 +1208,10 @@ func (a *Activations) backward() error {
 	}
 	for l := len(m.Layers) - 1; l >= 0; l-- {
 		if a.Checkpointing {
-			if err := a.layerForward(l); err != nil {
+			a.recomputing = true
+			err := a.layerForward(l)
+			a.recomputing = false
+			if err != nil {
 				return fmt.Errorf("recompute: %w", err)
 			}
 		}
