@@ -127,9 +127,16 @@ func TestModelFiniteDiff(t *testing.T) {
 }
 
 // TestLoRAFiniteDiff checks adapter gradients (with a non-zero B, with and
-// without dropout) against finite differences.
+// without dropout) against finite differences; also with the MLP in tiles
+// of 5 rows and checkpointing, where each tile's dropout mask must be the
+// same in the forward and in the backward's recomputes.
 func TestLoRAFiniteDiff(t *testing.T) {
-	for _, drop := range []float64{0, 0.3} {
+	for _, tc := range []struct {
+		drop  float64
+		chunk int
+		ckpt  bool
+	}{{0, 0, false}, {0.3, 0, false}, {0.3, 5, true}} {
+		drop := tc.drop
 		m := newTiny(t, true, false)
 		if err := m.AddLoRA(engine.LoRAOptions{Rank: 2, Alpha: 4, Dropout: drop, Seed: 4}); err != nil {
 			t.Fatal(err)
@@ -137,7 +144,7 @@ func TestLoRAFiniteDiff(t *testing.T) {
 		rng := rand.New(rand.NewPCG(6, 6))
 		randomLoRAB(t, m, rng)
 		b := tinyBatch(m.Cfg.VocabSize, 2)
-		a, err := m.NewActivations(len(b.Tokens), false)
+		a, err := m.NewActivationsTiled(len(b.Tokens), tc.ckpt, tc.chunk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +166,7 @@ func TestLoRAFiniteDiff(t *testing.T) {
 				t.Fatalf("trainable %s %v is no adapter matrix", p.Name, p.Shape)
 			}
 		}
-		checkFiniteDiffAt(t, m, rng, trainableGrads(m), loss, fmt.Sprintf("dropout %.1f ", drop), fdStep{h: 1e-2, tol: 2e-3, coords: 1})
+		checkFiniteDiffAt(t, m, rng, trainableGrads(m), loss, fmt.Sprintf("dropout %.1f mlp chunk %d checkpointing %v ", drop, tc.chunk, tc.ckpt), fdStep{h: 1e-2, tol: 2e-3, coords: 1})
 	}
 }
 
