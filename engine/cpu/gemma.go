@@ -30,24 +30,10 @@ func geluTanh(x float64) (y, dy float64) {
 
 // GeGLU writes out = gelu_tanh(gate)*up.
 func (b *Backend) GeGLU(out, gate, up engine.Tensor) error {
-	c := check("GeGLU")
-	o := c.float("out", out)
-	g := c.float("gate", gate)
-	u := c.float("up", up)
-	c.SameLen("out", o, "gate", g)
-	c.SameLen("out", o, "up", u)
-	if c.Err != nil {
-		return c.Err
-	}
-	od, gd, ud := o.floats(), g.floats(), u.floats()
-	parallelFor(len(od), 1<<14, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			y, _ := geluTanh(float64(gd[i]))
-			od[i] = float32(y * float64(ud[i]))
-		}
+	return gatedForward("GeGLU", out, gate, up, func(g, u float32) float32 {
+		y, _ := geluTanh(float64(g))
+		return float32(y * float64(u))
 	})
-	o.settle()
-	return nil
 }
 
 // GeGLUBackward overwrites dGate = dOut*up*gelu_tanh'(g) and

@@ -248,7 +248,13 @@ func (b *Backend) rope(op string, x, positions, cos, sin engine.Tensor, nHeads, 
 
 // SwiGLU writes out = silu(gate)*up, silu(g) = g*sigmoid(g).
 func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
-	c := check("SwiGLU")
+	return gatedForward("SwiGLU", out, gate, up, func(g, u float32) float32 { return silu(g) * u })
+}
+
+// gatedForward writes out = act(gate)*up, each element by product (which
+// keeps the op's own precision: SwiGLU's in float32, GeGLU's in float64).
+func gatedForward(name string, out, gate, up engine.Tensor, product func(g, u float32) float32) error {
+	c := check(name)
 	o := c.float("out", out)
 	g := c.float("gate", gate)
 	u := c.float("up", up)
@@ -260,7 +266,7 @@ func (b *Backend) SwiGLU(out, gate, up engine.Tensor) error {
 	od, gd, ud := o.floats(), g.floats(), u.floats()
 	parallelFor(len(od), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			od[i] = silu(gd[i]) * ud[i]
+			od[i] = product(gd[i], ud[i])
 		}
 	})
 	o.settle()
