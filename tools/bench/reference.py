@@ -3,7 +3,7 @@
 
 Usage: python3 reference.py --model llama-3.2-1b --method lora --batch 4 --seq 2048 [--checkpointing]
 
-A LlamaForCausalLM / Qwen2ForCausalLM built from the architecture numbers (random init,
+A Llama / Qwen2 / Qwen3 / Gemma 3 causal LM built from the architecture numbers (random init,
 bf16 on the GPU, SDPA attention), trained on random tokens: LoRA r16 on all seven linear
 layers as plain adapter layers (y = base(x) + (x A^T B^T) * alpha/r, the base frozen), or
 full fine-tuning; fused AdamW; the loss normalised over the batch's tokens. Prints one JSON
@@ -21,19 +21,27 @@ ARCH = {
     "llama-3.1-8b": ("llama", 128256, 4096, 14336, 32, 32, 8, 128, False, 500000.0),
     "qwen2.5-0.5b": ("qwen2", 151936, 896, 4864, 24, 14, 2, 64, True, 1000000.0),
     "qwen2.5-1.5b": ("qwen2", 151936, 1536, 8960, 28, 12, 2, 128, True, 1000000.0),
+    "qwen3-1.7b": ("qwen3", 151936, 2048, 6144, 28, 16, 8, 128, True, 1000000.0),
+    "gemma-3-1b": ("gemma3_text", 262144, 1152, 6912, 26, 4, 1, 256, True, 1000000.0),
+}
+# Settings beyond the shared numbers, as presets/models.yaml has them.
+EXTRA = {
+    "gemma-3-1b": dict(query_pre_attn_scalar=256, sliding_window=512, rope_local_base_freq=10000.0,
+                       max_position_embeddings=32768),
 }
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def build(name):
     import torch
-    from transformers import LlamaConfig, Qwen2Config, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     mt, vocab, hidden, inter, layers, heads, kv, hd, tied, theta = ARCH[name]
     kw = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
               num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd, tie_word_embeddings=tied,
               rope_theta=theta, max_position_embeddings=8192)
-    cfg = LlamaConfig(**kw) if mt == "llama" else Qwen2Config(**kw)
+    kw.update(EXTRA.get(name, {}))
+    cfg = AutoConfig.for_model(mt, **kw)
     cfg._attn_implementation = "sdpa"
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="sdpa")
