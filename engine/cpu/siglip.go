@@ -1,0 +1,430 @@
+package cpu
+
+import (
+	"math"
+
+	"whet/engine"
+)
+
+// Gemma 3's vision ops (engine/siglip_ops.go): LayerNorm with a bias and the
+// plain GELU-tanh of the SigLIP tower, and attention with bidirectional
+// image groups.
+
+var (
+	_ engine.LayerNormer    = (*Backend)(nil)
+	_ engine.GELUTanhAct    = (*Backend)(nil)
+	_ engine.GroupAttention = (*Backend)(nil)
+)
+
+// LayerNorm writes out = (x-mean)*rstd*weight + bias row by row, in
+// float64 within a row, and saves mean and rstd (f32, one per row).
+func (b *Backend) LayerNorm(out, mean, rstd, x, weight, bias engine.Tensor, eps float32) error {
+	c := check("LayerNorm")
+	o := c.float("out", out)
+	mt := c.f32("mean", mean)
+	rs := c.f32("rstd", rstd)
+	xt := c.float("x", x)
+	w := c.float("weight", weight)
+	bt := c.float("bias", bias)
+	if c.Err != nil {
+		return c.Err
+	}
+	rows, dim := engine.Rows(xt), engine.Cols(xt)
+	c.Matrix("out", o, rows, dim)
+	c.Length("mean", mt, rows)
+	c.Length("rstd", rs, rows)
+	c.Length("weight", w, dim)
+	c.Length("bias", bt, dim)
+	if c.Err == nil && !(eps >= 0) {
+		c.Failf("eps %v must not be negative", eps)
+	}
+	if c.Err != nil {
+		return c.Err
+	}
+	od, md, rd, xd, wd, bd := o.floats(), mt.floats(), rs.floats(), xt.floats(), w.floats(), bt.floats()
+	parallelFor(rows, 64, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr := xd[r*dim : (r+1)*dim]
+			var s float64
+			for _, v := range xr {
+				s += float64(v)
+			}
+			mu := s / float64(dim)
+			var ss float64
+			for _, v := range xr {
+				d := float64(v) - mu
+				ss += d * d
+			}
+			inv := 1 / math.Sqrt(ss/float64(dim)+float64(eps))
+			md[r], rd[r] = float32(mu), float32(inv)
+			or := od[r*dim : (r+1)*dim]
+			for j, v := range xr {
+				or[j] = float32((float64(v)-mu)*inv*float64(wd[j]) + float64(bd[j]))
+			}
+		}
+	})
+	o.settle()
+	return nil
+}
+
+// LayerNormBackward adds the gradients. With xh = (x-mean)*r and
+// g_j = w_j*dy_j:
+//
+//	dx_j += r * (g_j - mean_k(g_k) - xh_j * mean_k(g_k*xh_k))
+//	dw_j += sum over rows of dy_j*xh_j ; db_j += sum over rows of dy_j
+//
+// dWeight and dBias may be nil (frozen).
+func (b *Backend) LayerNormBackward(dx, dWeight, dBias, dOut, x, weight, mean, rstd engine.Tensor) error {
+	c := check("LayerNormBackward")
+	var dxt, dwt, dbt *Tensor
+	if !isNil(dx) {
+		dxt = c.float("dx", dx)
+	}
+	if !isNil(dWeight) {
+		dwt = c.float("dWeight", dWeight)
+	}
+	if !isNil(dBias) {
+		dbt = c.float("dBias", dBias)
+	}
+	do := c.float("dOut", dOut)
+	xt := c.float("x", x)
+	w := c.float("weight", weight)
+	mt := c.f32("mean", mean)
+	rs := c.f32("rstd", rstd)
+	if c.Err != nil {
+		return c.Err
+	}
+	rows, dim := engine.Rows(xt), engine.Cols(xt)
+	c.Matrix("dOut", do, rows, dim)
+	c.Length("weight", w, dim)
+	c.Length("mean", mt, rows)
+	c.Length("rstd", rs, rows)
+	if dxt != nil {
+		c.Matrix("dx", dxt, rows, dim)
+	}
+	if dwt != nil {
+		c.Length("dWeight", dwt, dim)
+	}
+	if dbt != nil {
+		c.Length("dBias", dbt, dim)
+	}
+	if c.Err != nil {
+		return c.Err
+	}
+	dod, xd, wd, md, rd := do.floats(), xt.floats(), w.floats(), mt.floats(), rs.floats()
+	if dxt != nil {
+		dxd := dxt.floats()
+		parallelFor(rows, 64, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				xr, dor, dxr := xd[r*dim:(r+1)*dim], dod[r*dim:(r+1)*dim], dxd[r*dim:(r+1)*dim]
+				mu, inv := float64(md[r]), float64(rd[r])
+				var sg, sgx float64
+				for j := range xr {
+					g := float64(wd[j]) * float64(dor[j])
+					sg += g
+					sgx += g * (float64(xr[j]) - mu) * inv
+				}
+				sg /= float64(dim)
+				sgx /= float64(dim)
+				for j := range xr {
+					g := float64(wd[j]) * float64(dor[j])
+					xh := (float64(xr[j]) - mu) * inv
+					dxr[j] += float32(inv * (g - sg - xh*sgx))
+				}
+			}
+		})
+		dxt.settle()
+	}
+	if dwt != nil || dbt != nil {
+		var dwd, dbd []float32
+		if dwt != nil {
+			dwd = dwt.floats()
+		}
+		if dbt != nil {
+			dbd = dbt.floats()
+		}
+		parallelFor(dim, 16, func(lo, hi int) {
+			accW := make([]float64, hi-lo)
+			accB := make([]float64, hi-lo)
+			for r := 0; r < rows; r++ {
+				mu, inv := float64(md[r]), float64(rd[r])
+				for j := lo; j < hi; j++ {
+					d := float64(dod[r*dim+j])
+					accW[j-lo] += d * (float64(xd[r*dim+j]) - mu) * inv
+					accB[j-lo] += d
+				}
+			}
+			for j := lo; j < hi; j++ {
+				if dwd != nil {
+					dwd[j] += float32(accW[j-lo])
+				}
+				if dbd != nil {
+					dbd[j] += float32(accB[j-lo])
+				}
+			}
+		})
+		if dwt != nil {
+			dwt.settle()
+		}
+		if dbt != nil {
+			dbt.settle()
+		}
+	}
+	return nil
+}
+
+// GELUTanh writes out = gelu_tanh(x) (transformers' gelu_pytorch_tanh).
+func (b *Backend) GELUTanh(out, x engine.Tensor) error {
+	c := check("GELUTanh")
+	o := c.float("out", out)
+	xt := c.float("x", x)
+	c.SameLen("out", o, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	od, xd := o.floats(), xt.floats()
+	parallelFor(len(xd), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			y, _ := geluTanh(float64(xd[i]))
+			od[i] = float32(y)
+		}
+	})
+	o.settle()
+	return nil
+}
+
+// GELUTanhBackward overwrites dx = dOut*gelu_tanh'(x); dx may be dOut.
+func (b *Backend) GELUTanhBackward(dx, dOut, x engine.Tensor) error {
+	c := check("GELUTanhBackward")
+	dxt := c.float("dx", dx)
+	do := c.float("dOut", dOut)
+	xt := c.float("x", x)
+	c.SameLen("dx", dxt, "x", xt)
+	c.SameLen("dOut", do, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	c.disjoint("dx", dxt, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	dxd, dod, xd := dxt.floats(), do.floats(), xt.floats()
+	parallelFor(len(xd), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			_, dy := geluTanh(float64(xd[i]))
+			dxd[i] = float32(float64(dod[i]) * dy)
+		}
+	})
+	dxt.settle()
+	return nil
+}
+
+// groupGeometry is attnGeometry plus each token's group.
+type groupGeometry struct {
+	*attnGeometry
+	groups []int32
+}
+
+// sees reports whether query i attends to key j of its sequence.
+func (g *groupGeometry) sees(i, j int) bool {
+	if gi := g.groups[i]; gi >= 0 && gi == g.groups[j] {
+		return true
+	}
+	return j <= i && (g.window <= 0 || j > i-g.window)
+}
+
+func (c *checker) groupGeometry(q, k, v engine.Tensor, groups engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) *groupGeometry {
+	qt := c.float("q", q)
+	kt := c.float("k", k)
+	vt := c.float("v", v)
+	gt := c.intTensor("groups", groups)
+	g := c.attnGeometry(qt, kt, vt, seqs, p)
+	if c.Err != nil {
+		return nil
+	}
+	c.Length("groups", gt, g.T)
+	if c.Err != nil {
+		return nil
+	}
+	return &groupGeometry{g, gt.ints()}
+}
+
+// AttentionGroups writes out and lse (engine.GroupAttention).
+func (b *Backend) AttentionGroups(out, lse, q, k, v, groups engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	c := check("AttentionGroups")
+	ot := c.float("out", out)
+	lt := c.f32("lse", lse)
+	g := c.groupGeometry(q, k, v, groups, seqs, p)
+	if c.Err != nil {
+		return c.Err
+	}
+	T, H, KVH, D := g.T, g.H, g.KVH, g.D
+	c.Matrix("out", ot, T, H*D)
+	c.Length("lse", lt, H*T)
+	qt, kt, vt := q.(*Tensor), k.(*Tensor), v.(*Tensor)
+	for _, in := range []struct {
+		name string
+		t    *Tensor
+	}{{"q", qt}, {"k", kt}, {"v", vt}} {
+		c.disjoint("out", ot, in.name, in.t)
+		c.disjoint("lse", lt, in.name, in.t)
+	}
+	c.disjoint("out", ot, "lse", lt)
+	if c.Err != nil {
+		return c.Err
+	}
+	od, ld, qd, kd, vd := ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
+	parallelFor(H*T, 8, func(lo, hi int) {
+		prob := make([]float64, g.maxLen)
+		acc := make([]float64, D)
+		for r := lo; r < hi; r++ {
+			h, i := r/T, r%T
+			kvh := h / g.group
+			qi := qd[(i*H+h)*D : (i*H+h+1)*D]
+			j0, j1 := g.seqStart[i], g.seqEnd[i]
+			m := math.Inf(-1)
+			for j := j0; j < j1; j++ {
+				if !g.sees(i, j) {
+					continue
+				}
+				s, _ := g.score(dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D]))
+				prob[j-j0] = s
+				m = max(m, s)
+			}
+			var sum float64
+			for j := j0; j < j1; j++ {
+				if g.sees(i, j) {
+					e := math.Exp(prob[j-j0] - m)
+					prob[j-j0] = e
+					sum += e
+				}
+			}
+			clear(acc)
+			for j := j0; j < j1; j++ {
+				if !g.sees(i, j) {
+					continue
+				}
+				w := prob[j-j0] / sum
+				for d, x := range vd[(j*KVH+kvh)*D : (j*KVH+kvh+1)*D] {
+					acc[d] += w * float64(x)
+				}
+			}
+			oi := od[(i*H+h)*D : (i*H+h+1)*D]
+			for d := range oi {
+				oi[d] = float32(acc[d])
+			}
+			ld[h*T+i] = float32(m + math.Log(sum))
+		}
+	})
+	ot.settle()
+	return nil
+}
+
+// AttentionGroupsBackward overwrites dq, dk and dv: Attention's backward
+// (attention.go) over the pairs sees admits.
+func (b *Backend) AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, out, lse, groups engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) error {
+	c := check("AttentionGroupsBackward")
+	dqt := c.float("dq", dq)
+	dkt := c.float("dk", dk)
+	dvt := c.float("dv", dv)
+	dot := c.float("dOut", dOut)
+	ot := c.float("out", out)
+	lt := c.f32("lse", lse)
+	g := c.groupGeometry(q, k, v, groups, seqs, p)
+	if c.Err != nil {
+		return c.Err
+	}
+	T, H, KVH, D := g.T, g.H, g.KVH, g.D
+	c.AttentionGrads(T, H, KVH, D, dqt, dkt, dvt, dot, ot, lt)
+	qt, kt, vt := q.(*Tensor), k.(*Tensor), v.(*Tensor)
+	outs := []struct {
+		name string
+		t    *Tensor
+	}{{"dq", dqt}, {"dk", dkt}, {"dv", dvt}}
+	ins := []struct {
+		name string
+		t    *Tensor
+	}{{"dOut", dot}, {"q", qt}, {"k", kt}, {"v", vt}, {"out", ot}, {"lse", lt}}
+	for i, o := range outs {
+		for _, in := range ins {
+			c.disjoint(o.name, o.t, in.name, in.t)
+		}
+		for _, o2 := range outs[i+1:] {
+			c.disjoint(o.name, o.t, o2.name, o2.t)
+		}
+	}
+	if c.Err != nil {
+		return c.Err
+	}
+	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()
+	dod, qd, kd, vd, od, ld := dot.floats(), qt.floats(), kt.floats(), vt.floats(), ot.floats(), lt.floats()
+	row := func(x []float32, t, heads, h int) []float32 { return x[(t*heads+h)*D : (t*heads+h+1)*D] }
+
+	delta := make([]float64, H*T)
+	parallelFor(H*T, 64, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			h, i := r/T, r%T
+			delta[r] = dot64(row(dod, i, H, h), row(od, i, H, h))
+		}
+	})
+	parallelFor(H*T, 8, func(lo, hi int) {
+		acc := make([]float64, D)
+		for r := lo; r < hi; r++ {
+			h, i := r/T, r%T
+			kvh := h / g.group
+			qi, doi := row(qd, i, H, h), row(dod, i, H, h)
+			lse := float64(ld[h*T+i])
+			clear(acc)
+			for j := g.seqStart[i]; j < g.seqEnd[i]; j++ {
+				if !g.sees(i, j) {
+					continue
+				}
+				kj := row(kd, j, KVH, kvh)
+				sc, dsc := g.score(dot64(qi, kj))
+				pr := math.Exp(sc - lse)
+				ds := pr * (dot64(doi, row(vd, j, KVH, kvh)) - delta[r]) * dsc
+				for d, x := range kj {
+					acc[d] += ds * float64(x)
+				}
+			}
+			dqi := row(dqd, i, H, h)
+			for d := range dqi {
+				dqi[d] = float32(g.scale * acc[d])
+			}
+		}
+	})
+	parallelFor(KVH*T, 8, func(lo, hi int) {
+		accK := make([]float64, D)
+		accV := make([]float64, D)
+		for r := lo; r < hi; r++ {
+			kvh, j := r/T, r%T
+			kj, vj := row(kd, j, KVH, kvh), row(vd, j, KVH, kvh)
+			clear(accK)
+			clear(accV)
+			for h := kvh * g.group; h < (kvh+1)*g.group; h++ {
+				for i := g.seqStart[j]; i < g.seqEnd[j]; i++ {
+					if !g.sees(i, j) {
+						continue
+					}
+					qi, doi := row(qd, i, H, h), row(dod, i, H, h)
+					sc, dsc := g.score(dot64(qi, kj))
+					pr := math.Exp(sc - float64(ld[h*T+i]))
+					ds := pr * (dot64(doi, vj) - delta[h*T+i]) * dsc
+					for d := range accK {
+						accV[d] += pr * float64(doi[d])
+						accK[d] += ds * float64(qi[d])
+					}
+				}
+			}
+			dkj, dvj := row(dkd, j, KVH, kvh), row(dvd, j, KVH, kvh)
+			for d := range dkj {
+				dkj[d] = float32(g.scale * accK[d])
+				dvj[d] = float32(accV[d])
+			}
+		}
+	})
+	dqt.settle()
+	dkt.settle()
+	dvt.settle()
+	return nil
+}
