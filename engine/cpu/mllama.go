@@ -1,0 +1,407 @@
+package cpu
+
+import (
+	"math"
+
+	"whet/engine"
+)
+
+// The ops of Llama 3.2 Vision (engine.MllamaOps): LayerNorm, exact GELU
+// and attention under an additive bias.
+
+var _ engine.MllamaOps = (*Backend)(nil)
+
+// LayerNorm writes out = (x-mean)*rstd*w + b for each row, saving mean and rstd.
+func (b *Backend) LayerNorm(out, mean, rstd, x, weight, bias engine.Tensor, eps float32) error {
+	c := check("LayerNorm")
+	o := c.float("out", out)
+	mt := c.f32("mean", mean)
+	rs := c.f32("rstd", rstd)
+	xt := c.float("x", x)
+	w := c.float("weight", weight)
+	bt := c.float("bias", bias)
+	if c.Err != nil {
+		return c.Err
+	}
+	rows, dim := engine.Rows(xt), engine.Cols(xt)
+	c.Matrix("out", o, rows, dim)
+	c.Length("mean", mt, rows)
+	c.Length("rstd", rs, rows)
+	c.Length("weight", w, dim)
+	c.Length("bias", bt, dim)
+	if c.Err != nil {
+		return c.Err
+	}
+	od, md, rd, xd, wd, bd := o.floats(), mt.floats(), rs.floats(), xt.floats(), w.floats(), bt.floats()
+	parallelFor(rows, 64, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr := xd[r*dim : (r+1)*dim]
+			var s float64
+			for _, v := range xr {
+				s += float64(v)
+			}
+			mu := s / float64(dim)
+			var ss float64
+			for _, v := range xr {
+				d := float64(v) - mu
+				ss += d * d
+			}
+			inv := 1 / math.Sqrt(ss/float64(dim)+float64(eps))
+			md[r], rd[r] = float32(mu), float32(inv)
+			or := od[r*dim : (r+1)*dim]
+			for j, v := range xr {
+				or[j] = float32((float64(v)-mu)*inv)*wd[j] + bd[j]
+			}
+		}
+	})
+	o.settle()
+	return nil
+}
+
+// LayerNormBackward adds into dx, dWeight and dBias (the last two unless
+// nil). With xh = (x-mean)*rstd and g = dy*w:
+//
+//	dx_j += rstd * (g_j - mean(g) - xh_j*mean(g*xh))
+//	dw_j += sum over rows of dy_j*xh_j,  db_j += sum over rows of dy_j
+func (b *Backend) LayerNormBackward(dx, dWeight, dBias, dOut, x, weight, mean, rstd engine.Tensor) error {
+	c := check("LayerNormBackward")
+	dxt := c.float("dx", dx)
+	var dwt, dbt *Tensor
+	if !isNil(dWeight) {
+		dwt = c.float("dWeight", dWeight)
+	}
+	if !isNil(dBias) {
+		dbt = c.float("dBias", dBias)
+	}
+	do := c.float("dOut", dOut)
+	xt := c.float("x", x)
+	w := c.float("weight", weight)
+	mt := c.f32("mean", mean)
+	rs := c.f32("rstd", rstd)
+	if c.Err != nil {
+		return c.Err
+	}
+	rows, dim := engine.Rows(xt), engine.Cols(xt)
+	c.Matrix("dx", dxt, rows, dim)
+	c.Matrix("dOut", do, rows, dim)
+	c.Length("weight", w, dim)
+	c.Length("mean", mt, rows)
+	c.Length("rstd", rs, rows)
+	if dwt != nil {
+		c.Length("dWeight", dwt, dim)
+	}
+	if dbt != nil {
+		c.Length("dBias", dbt, dim)
+	}
+	if c.Err != nil {
+		return c.Err
+	}
+	dxd, dod, xd, wd, md, rd := dxt.floats(), do.floats(), xt.floats(), w.floats(), mt.floats(), rs.floats()
+	parallelFor(rows, 64, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, dor, dxr := xd[r*dim:(r+1)*dim], dod[r*dim:(r+1)*dim], dxd[r*dim:(r+1)*dim]
+			mu, inv := float64(md[r]), float64(rd[r])
+			var sg, sgx float64
+			for j := range xr {
+				g := float64(dor[j]) * float64(wd[j])
+				sg += g
+				sgx += g * (float64(xr[j]) - mu) * inv
+			}
+			sg /= float64(dim)
+			sgx /= float64(dim)
+			for j := range xr {
+				g := float64(dor[j]) * float64(wd[j])
+				xh := (float64(xr[j]) - mu) * inv
+				dxr[j] += float32(inv * (g - sg - xh*sgx))
+			}
+		}
+	})
+	dxt.settle()
+	if dwt != nil || dbt != nil {
+		parallelFor(dim, 16, func(lo, hi int) {
+			aw := make([]float64, hi-lo)
+			ab := make([]float64, hi-lo)
+			for r := 0; r < rows; r++ {
+				mu, inv := float64(md[r]), float64(rd[r])
+				for j := lo; j < hi; j++ {
+					dy := float64(dod[r*dim+j])
+					aw[j-lo] += dy * (float64(xd[r*dim+j]) - mu) * inv
+					ab[j-lo] += dy
+				}
+			}
+			for j := lo; j < hi; j++ {
+				if dwt != nil {
+					dwt.floats()[j] += float32(aw[j-lo])
+				}
+				if dbt != nil {
+					dbt.floats()[j] += float32(ab[j-lo])
+				}
+			}
+		})
+		if dwt != nil {
+			dwt.settle()
+		}
+		if dbt != nil {
+			dbt.settle()
+		}
+	}
+	return nil
+}
+
+// gelu returns torch's exact gelu(x) and its derivative.
+func gelu(x float64) (y, dy float64) {
+	cdf := 0.5 * (1 + math.Erf(x/math.Sqrt2))
+	return x * cdf, cdf + x*math.Exp(-x*x/2)/math.Sqrt(2*math.Pi)
+}
+
+// GELU writes out = gelu(x); out may be x.
+func (b *Backend) GELU(out, x engine.Tensor) error {
+	c := check("GELU")
+	o := c.float("out", out)
+	xt := c.float("x", x)
+	c.SameLen("out", o, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	od, xd := o.floats(), xt.floats()
+	parallelFor(len(od), 1<<12, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			y, _ := gelu(float64(xd[i]))
+			od[i] = float32(y)
+		}
+	})
+	o.settle()
+	return nil
+}
+
+// GELUBackward overwrites dx = dOut*gelu'(x); dx may be dOut.
+func (b *Backend) GELUBackward(dx, dOut, x engine.Tensor) error {
+	c := check("GELUBackward")
+	dt := c.float("dx", dx)
+	do := c.float("dOut", dOut)
+	xt := c.float("x", x)
+	c.SameLen("dx", dt, "dOut", do)
+	c.SameLen("dx", dt, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	dd, dod, xd := dt.floats(), do.floats(), xt.floats()
+	parallelFor(len(dd), 1<<12, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			_, g := gelu(float64(xd[i]))
+			dd[i] = float32(float64(dod[i]) * g)
+		}
+	})
+	dt.settle()
+	return nil
+}
+
+// biasAttn holds the checked geometry of one BiasAttention call.
+type biasAttn struct {
+	T, S, H, KVH, D int
+	scale           float64
+	bias            []float32 // nil: none
+}
+
+func (c *checker) biasAttnGeometry(q, k, v, bias *Tensor, hasBias bool, p engine.AttnParams) *biasAttn {
+	if c.Err != nil {
+		return nil
+	}
+	if p.NHeads <= 0 || p.NKVHeads <= 0 || p.HeadDim <= 0 || p.NHeads%p.NKVHeads != 0 {
+		c.Failf("heads %d, kv heads %d, head dim %d", p.NHeads, p.NKVHeads, p.HeadDim)
+		return nil
+	}
+	if p.Window != 0 || p.SoftCap != 0 {
+		c.Failf("window %d and soft-cap %v are not supported here", p.Window, p.SoftCap)
+		return nil
+	}
+	g := &biasAttn{T: engine.Rows(q), S: engine.Rows(k), H: p.NHeads, KVH: p.NKVHeads, D: p.HeadDim, scale: float64(p.Scale)}
+	c.Matrix("q", q, g.T, g.H*g.D)
+	c.Matrix("k", k, g.S, g.KVH*g.D)
+	c.Matrix("v", v, g.S, g.KVH*g.D)
+	if hasBias {
+		c.Matrix("bias", bias, g.T, g.S)
+		if c.Err == nil {
+			g.bias = bias.floats()
+		}
+	}
+	if c.Err != nil {
+		return nil
+	}
+	return g
+}
+
+// scores writes row t of head h's biased, scaled scores into s and
+// returns their maximum (-Inf when every one is masked).
+func (g *biasAttn) scores(s []float32, qd, kd []float32, h, t int) float64 {
+	kh := h / (g.H / g.KVH)
+	qr := qd[t*g.H*g.D+h*g.D : t*g.H*g.D+(h+1)*g.D]
+	mx := math.Inf(-1)
+	for j := 0; j < g.S; j++ {
+		kr := kd[j*g.KVH*g.D+kh*g.D : j*g.KVH*g.D+(kh+1)*g.D]
+		var dot float64
+		for i, x := range qr {
+			dot += float64(x) * float64(kr[i])
+		}
+		v := dot * g.scale
+		if g.bias != nil {
+			v += float64(g.bias[t*g.S+j])
+		}
+		s[j] = float32(v)
+		if v > mx {
+			mx = v
+		}
+	}
+	return mx
+}
+
+// BiasAttention is full (non-causal) attention with an additive bias.
+func (b *Backend) BiasAttention(out, lse, q, k, v, bias engine.Tensor, p engine.AttnParams) error {
+	c := check("BiasAttention")
+	o := c.float("out", out)
+	lt := c.f32("lse", lse)
+	qt, kt, vt := c.float("q", q), c.float("k", k), c.float("v", v)
+	var bt *Tensor
+	if !isNil(bias) {
+		bt = c.f32("bias", bias)
+	}
+	g := c.biasAttnGeometry(qt, kt, vt, bt, bt != nil, p)
+	if c.Err != nil {
+		return c.Err
+	}
+	c.Matrix("out", o, g.T, g.H*g.D)
+	c.Length("lse", lt, g.H*g.T)
+	c.disjoint("out", o, "q", qt)
+	if c.Err != nil {
+		return c.Err
+	}
+	od, ld, qd, kd, vd := o.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
+	parallelFor(g.H*g.T, 4, func(lo, hi int) {
+		s := make([]float32, g.S)
+		acc := make([]float64, g.D)
+		for ht := lo; ht < hi; ht++ {
+			h, t := ht/g.T, ht%g.T
+			kh := h / (g.H / g.KVH)
+			mx := g.scores(s, qd, kd, h, t)
+			or := od[t*g.H*g.D+h*g.D : t*g.H*g.D+(h+1)*g.D]
+			if math.IsInf(mx, -1) {
+				for i := range or {
+					or[i] = 0
+				}
+				ld[h*g.T+t] = float32(math.Inf(-1))
+				continue
+			}
+			clear(acc)
+			var sum float64
+			for j := 0; j < g.S; j++ {
+				e := math.Exp(float64(s[j]) - mx)
+				sum += e
+				vr := vd[j*g.KVH*g.D+kh*g.D : j*g.KVH*g.D+(kh+1)*g.D]
+				for i, x := range vr {
+					acc[i] += e * float64(x)
+				}
+			}
+			for i := range or {
+				or[i] = float32(acc[i] / sum)
+			}
+			ld[h*g.T+t] = float32(mx + math.Log(sum))
+		}
+	})
+	o.settle()
+	return nil
+}
+
+// BiasAttentionBackward: with P = exp(s - lse), dP = dOut v^T and
+// D = rowsum(dOut*out): dS = P*(dP - D), dq = scale*dS k,
+// dk = scale*dS^T q, dv = P^T dOut (summed over the heads sharing a kv head).
+func (b *Backend) BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, bias engine.Tensor, p engine.AttnParams) error {
+	c := check("BiasAttentionBackward")
+	dqt, dkt, dvt := c.float("dq", dq), c.float("dk", dk), c.float("dv", dv)
+	do, ot := c.float("dOut", dOut), c.float("out", out)
+	lt := c.f32("lse", lse)
+	qt, kt, vt := c.float("q", q), c.float("k", k), c.float("v", v)
+	var bt *Tensor
+	if !isNil(bias) {
+		bt = c.f32("bias", bias)
+	}
+	g := c.biasAttnGeometry(qt, kt, vt, bt, bt != nil, p)
+	if c.Err != nil {
+		return c.Err
+	}
+	c.Matrix("dq", dqt, g.T, g.H*g.D)
+	c.Matrix("dk", dkt, g.S, g.KVH*g.D)
+	c.Matrix("dv", dvt, g.S, g.KVH*g.D)
+	c.Matrix("dOut", do, g.T, g.H*g.D)
+	c.Matrix("out", ot, g.T, g.H*g.D)
+	c.Length("lse", lt, g.H*g.T)
+	if c.Err != nil {
+		return c.Err
+	}
+	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()
+	dod, od, ld, qd, kd, vd := do.floats(), ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
+	group := g.H / g.KVH
+	// One kv head per task: its heads' dk and dv rows are written by it alone.
+	parallelFor(g.KVH, 1, func(lo, hi int) {
+		s := make([]float32, g.S)
+		ds := make([]float64, g.S)
+		dkAcc := make([]float64, g.S*g.D)
+		dvAcc := make([]float64, g.S*g.D)
+		for kh := lo; kh < hi; kh++ {
+			clear(dkAcc)
+			clear(dvAcc)
+			for h := kh * group; h < (kh+1)*group; h++ {
+				for t := 0; t < g.T; t++ {
+					dqr := dqd[t*g.H*g.D+h*g.D : t*g.H*g.D+(h+1)*g.D]
+					l := float64(ld[h*g.T+t])
+					if math.IsInf(l, -1) {
+						clear(dqr)
+						continue
+					}
+					g.scores(s, qd, kd, h, t)
+					dor := dod[t*g.H*g.D+h*g.D : t*g.H*g.D+(h+1)*g.D]
+					orow := od[t*g.H*g.D+h*g.D : t*g.H*g.D+(h+1)*g.D]
+					var dsum float64
+					for i := range dor {
+						dsum += float64(dor[i]) * float64(orow[i])
+					}
+					for j := 0; j < g.S; j++ {
+						pj := math.Exp(float64(s[j]) - l)
+						vr := vd[j*g.KVH*g.D+kh*g.D : j*g.KVH*g.D+(kh+1)*g.D]
+						var dp float64
+						for i, x := range vr {
+							dp += float64(dor[i]) * float64(x)
+							dvAcc[j*g.D+i] += pj * float64(dor[i])
+						}
+						ds[j] = pj * (dp - dsum)
+					}
+					qr := qd[t*g.H*g.D+h*g.D : t*g.H*g.D+(h+1)*g.D]
+					for i := range dqr {
+						var a float64
+						for j := 0; j < g.S; j++ {
+							a += ds[j] * float64(kd[j*g.KVH*g.D+kh*g.D+i])
+						}
+						dqr[i] = float32(a * g.scale)
+					}
+					for j := 0; j < g.S; j++ {
+						if ds[j] == 0 {
+							continue
+						}
+						for i, x := range qr {
+							dkAcc[j*g.D+i] += ds[j] * float64(x) * g.scale
+						}
+					}
+				}
+			}
+			for j := 0; j < g.S; j++ {
+				for i := 0; i < g.D; i++ {
+					dkd[j*g.KVH*g.D+kh*g.D+i] = float32(dkAcc[j*g.D+i])
+					dvd[j*g.KVH*g.D+kh*g.D+i] = float32(dvAcc[j*g.D+i])
+				}
+			}
+		}
+	})
+	dqt.settle()
+	dkt.settle()
+	dvt.settle()
+	return nil
+}

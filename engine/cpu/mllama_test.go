@@ -1,0 +1,166 @@
+package cpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"whet/engine"
+)
+
+// Finite-difference checks of the Mllama ops (engine.MllamaOps), in the
+// style of finitediff_test.go: L = sum(out*R), accumulating backwards
+// start from a random prefill that the check subtracts.
+
+func TestFiniteDiffLayerNorm(t *testing.T) {
+	b := New()
+	rng := rand.New(rand.NewPCG(41, 42))
+	const rows, dim = 5, 9
+	const eps = 1e-5
+	x, w, bias := randn(rng, rows*dim, 1), randn(rng, dim, 1), randn(rng, dim, 1)
+	r := randn(rng, rows*dim, 1)
+	xT, wT, bT := zeros(t, b, rows, dim), zeros(t, b, dim), zeros(t, b, dim)
+	out, mean, rstd := zeros(t, b, rows, dim), zeros(t, b, rows), zeros(t, b, rows)
+	loss := func() float64 {
+		must(t, b.Upload(xT, x))
+		must(t, b.Upload(wT, w))
+		must(t, b.Upload(bT, bias))
+		must(t, b.LayerNorm(out, mean, rstd, xT, wT, bT, eps))
+		return weightedSum(values(t, b, out), r)
+	}
+	numX, numW, numB := numericGrad(x, loss), numericGrad(w, loss), numericGrad(bias, loss)
+	loss()
+	// The forward against the definition, row 0.
+	got := values(t, b, out)
+	var mu, v float64
+	for j := 0; j < dim; j++ {
+		mu += float64(x[j]) / dim
+	}
+	for j := 0; j < dim; j++ {
+		v += (float64(x[j]) - mu) * (float64(x[j]) - mu) / dim
+	}
+	for j := 0; j < dim; j++ {
+		want := (float64(x[j])-mu)/math.Sqrt(v+eps)*float64(w[j]) + float64(bias[j])
+		if math.Abs(float64(got[j])-want) > 1e-5 {
+			t.Fatalf("LayerNorm out[0,%d] = %v, want %v", j, got[j], want)
+		}
+	}
+	pdx, pdw, pdb := randn(rng, rows*dim, 1), randn(rng, dim, 1), randn(rng, dim, 1)
+	dx, dw, db := tensorOf(t, b, pdx, rows, dim), tensorOf(t, b, pdw, dim), tensorOf(t, b, pdb, dim)
+	must(t, b.LayerNormBackward(dx, dw, db, tensorOf(t, b, r, rows, dim), xT, wT, mean, rstd))
+	checkGrad(t, "dx", minus(values(t, b, dx), pdx), numX)
+	checkGrad(t, "dWeight", minus(values(t, b, dw), pdw), numW)
+	checkGrad(t, "dBias", minus(values(t, b, db), pdb), numB)
+	dx2 := tensorOf(t, b, pdx, rows, dim)
+	var typedNil *Tensor
+	must(t, b.LayerNormBackward(dx2, nil, typedNil, tensorOf(t, b, r, rows, dim), xT, wT, mean, rstd))
+	checkGrad(t, "dx (frozen)", minus(values(t, b, dx2), pdx), numX)
+}
+
+func TestFiniteDiffGELU(t *testing.T) {
+	b := New()
+	rng := rand.New(rand.NewPCG(43, 44))
+	const n = 40
+	x := randn(rng, n, 2)
+	r := randn(rng, n, 1)
+	xT, out := zeros(t, b, n), zeros(t, b, n)
+	loss := func() float64 {
+		must(t, b.Upload(xT, x))
+		must(t, b.GELU(out, xT))
+		return weightedSum(values(t, b, out), r)
+	}
+	num := numericGrad(x, loss)
+	loss()
+	got := values(t, b, out)
+	for i, v := range x {
+		want := 0.5 * float64(v) * (1 + math.Erf(float64(v)/math.Sqrt2))
+		if math.Abs(float64(got[i])-want) > 1e-6 {
+			t.Fatalf("GELU(%v) = %v, want %v", v, got[i], want)
+		}
+	}
+	dx := zeros(t, b, n)
+	must(t, b.GELUBackward(dx, tensorOf(t, b, r, n), xT))
+	checkGrad(t, "dx", values(t, b, dx), num)
+}
+
+func TestFiniteDiffBiasAttention(t *testing.T) {
+	b := New()
+	rng := rand.New(rand.NewPCG(45, 46))
+	for _, tc := range []struct {
+		name           string
+		T, S, H, KVH   int
+		bias, maskRows bool
+	}{
+		{"no bias", 5, 7, 4, 2, false, false},
+		{"bias with -Inf and a fully masked row", 6, 8, 2, 1, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const D = 4
+			q := randn(rng, tc.T*tc.H*D, 1)
+			k := randn(rng, tc.S*tc.KVH*D, 1)
+			v := randn(rng, tc.S*tc.KVH*D, 1)
+			r := randn(rng, tc.T*tc.H*D, 1)
+			var biasT *Tensor
+			if tc.bias {
+				bias := randn(rng, tc.T*tc.S, 1)
+				for i := range bias {
+					if rng.IntN(3) == 0 {
+						bias[i] = float32(math.Inf(-1))
+					}
+				}
+				for j := 0; j < tc.S; j++ {
+					bias[j] = 0 // row 0 sees everything
+					if tc.maskRows {
+						bias[(tc.T-1)*tc.S+j] = float32(math.Inf(-1)) // the last sees nothing
+					}
+				}
+				biasT = tensorOf(t, b, bias, tc.T, tc.S).(*Tensor)
+			}
+			p := attnParamsOf(tc.H, tc.KVH, D)
+			qT, kT, vT := zeros(t, b, tc.T, tc.H*D), zeros(t, b, tc.S, tc.KVH*D), zeros(t, b, tc.S, tc.KVH*D)
+			out, lse := zeros(t, b, tc.T, tc.H*D), zeros(t, b, tc.H*tc.T)
+			loss := func() float64 {
+				must(t, b.Upload(qT, q))
+				must(t, b.Upload(kT, k))
+				must(t, b.Upload(vT, v))
+				must(t, b.BiasAttention(out, lse, qT, kT, vT, biasT, p))
+				return weightedSum(values(t, b, out), r)
+			}
+			numQ, numK, numV := numericGrad(q, loss), numericGrad(k, loss), numericGrad(v, loss)
+			loss()
+			if tc.maskRows {
+				o := values(t, b, out)
+				for _, x := range o[(tc.T-1)*tc.H*D:] {
+					if x != 0 {
+						t.Fatalf("a fully masked row's output is %v, want 0", x)
+					}
+				}
+			}
+			dq, dk, dv := zeros(t, b, tc.T, tc.H*D), zeros(t, b, tc.S, tc.KVH*D), zeros(t, b, tc.S, tc.KVH*D)
+			must(t, b.BiasAttentionBackward(dq, dk, dv, tensorOf(t, b, r, tc.T, tc.H*D), qT, kT, vT, out, lse, biasT, p))
+			checkGrad(t, "dq", values(t, b, dq), numQ)
+			checkGrad(t, "dk", values(t, b, dk), numK)
+			checkGrad(t, "dv", values(t, b, dv), numV)
+		})
+	}
+}
+
+func TestBiasAttentionRefusesBadShapes(t *testing.T) {
+	b := New()
+	p := attnParamsOf(2, 1, 4)
+	q, k, v := zeros(t, b, 3, 8), zeros(t, b, 5, 4), zeros(t, b, 5, 4)
+	out, lse := zeros(t, b, 3, 8), zeros(t, b, 6)
+	err := b.BiasAttention(out, lse, q, k, v, zeros(t, b, 3, 4), p)
+	if err == nil || !strings.Contains(err.Error(), "bias") {
+		t.Fatalf("a [3, 4] bias for 3x5 scores: err = %v, want one naming bias", err)
+	}
+	p.Window = 2
+	if err := b.BiasAttention(out, lse, q, k, v, nil, p); err == nil {
+		t.Fatal("a sliding window was accepted")
+	}
+}
+
+func attnParamsOf(h, kvh, d int) engine.AttnParams {
+	return engine.AttnParams{NHeads: h, NKVHeads: kvh, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d)))}
+}

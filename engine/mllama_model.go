@@ -1,0 +1,436 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"whet/engine/safetensors"
+)
+
+// MllamaModel is a bound Llama 3.2 Vision model on a backend. Parameters
+// carry the released checkpoint's tensor names (language_model.model.*,
+// language_model.lm_head.weight, vision_model.*, multi_modal_projector.*);
+// transformers 5's spellings (model.language_model.*, lm_head.weight,
+// model.vision_model.*, model.multi_modal_projector.*) load too. It runs in
+// float32 on a backend with MllamaOps (the CPU backend).
+type MllamaModel struct {
+	Cfg MllamaConfig
+	B   Backend
+	ops MllamaOps
+
+	Embed  *Param // [vocab+8, D]
+	Layers []*MllamaTextLayer
+	Norm   *Param
+	Head   *Linear
+
+	Vision    *MllamaVision
+	Projector *Linear // [D, vision OutputDim] with bias
+
+	params []*Param
+	// gates caches tanh of every scalar gate (frozen gates only: the
+	// vision tower's, and the text gates until they are made trainable).
+	gates map[*Param]float32
+}
+
+// MllamaTextLayer is one language-model layer: a Llama self-attention
+// block, or (Cross) a cross-attention block whose q/k/v/o are
+// cross_attn.*, with per-head q/k norms and tanh gates on both branches.
+type MllamaTextLayer struct {
+	Index             int
+	Cross             bool
+	AttnNorm, MLPNorm *Param
+	QNorm, KNorm      *Param // cross only, [head_dim]
+	Q, K, V, O        *Linear
+	Gate, Up, Down    *Linear
+	AttnGate, MLPGate *Param // cross only, [1]
+}
+
+func (l *MllamaTextLayer) linears() []*Linear {
+	return []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down}
+}
+
+// MllamaVision is the vision tower.
+type MllamaVision struct {
+	PatchEmbed *Param // [hidden, channels, patch, patch]
+	Class      *Param // [hidden]
+	// gated_positional_embedding: (1 - tanh g) * PosEmbed + tanh g * TileEmbed[aspect id].
+	PosGate, PosEmbed, TileEmbed *Param
+	// pre/post_tile_positional_embedding: tanh g * Embedding[aspect id][tile].
+	PreTile, PreTileGate, PostTile, PostTileGate *Param
+	LNPreW, LNPreB, LNPostW, LNPostB             *Param
+	Local, Global                                []*MllamaVisionLayer
+}
+
+// MllamaVisionLayer is one encoder layer (pre-LayerNorm, exact-GELU MLP
+// with biases; the global ones gate both branches with tanh).
+type MllamaVisionLayer struct {
+	LN1W, LN1B, LN2W, LN2B *Param
+	Q, K, V, O, FC1, FC2   *Linear
+	GateAttn, GateFFN      *Param // global layers only
+}
+
+// mllamaSpellings maps a released-checkpoint name to the other spellings
+// a checkpoint may use (transformers 5's).
+func mllamaSpellings(name string) []string {
+	out := []string{name}
+	for _, p := range [][2]string{
+		{"language_model.model.", "model.language_model."},
+		{"language_model.lm_head.", "lm_head."},
+		{"vision_model.", "model.vision_model."},
+		{"multi_modal_projector.", "model.multi_modal_projector."},
+	} {
+		if rest, ok := strings.CutPrefix(name, p[0]); ok {
+			out = append(out, p[1]+rest)
+		}
+	}
+	return out
+}
+
+// layoutMllama names and shapes every parameter; nothing is allocated.
+func layoutMllama(cfg MllamaConfig) *MllamaModel {
+	m := &MllamaModel{Cfg: cfg, gates: map[*Param]float32{}}
+	p := func(name string, shape ...int) *Param {
+		pr := &Param{Name: name, Shape: shape}
+		m.params = append(m.params, pr)
+		return pr
+	}
+	nd := func(name string, shape ...int) *Param {
+		pr := p(name, shape...)
+		pr.NoDecay = true
+		return pr
+	}
+	lin := func(module, short string, out, in int, bias bool) *Linear {
+		l := &Linear{Module: module, Short: short, In: in, Out: out, W: p(module+".weight", out, in)}
+		if bias {
+			l.B = nd(module+".bias", out)
+		}
+		return l
+	}
+	t := &cfg.Text
+	D, hd := t.HiddenSize, t.HeadDim
+	m.Embed = p("language_model.model.embed_tokens.weight", cfg.EmbedRows(), D)
+	for i := 0; i < t.NumLayers; i++ {
+		pre := fmt.Sprintf("language_model.model.layers.%d.", i)
+		L := &MllamaTextLayer{Index: i, Cross: cfg.IsCross(i)}
+		L.AttnNorm = nd(pre+"input_layernorm.weight", D)
+		att := pre + "self_attn."
+		if L.Cross {
+			att = pre + "cross_attn."
+		}
+		L.Q = lin(att+"q_proj", "q", t.NumHeads*hd, D, false)
+		L.K = lin(att+"k_proj", "k", t.KVDim(), D, false)
+		L.V = lin(att+"v_proj", "v", t.KVDim(), D, false)
+		L.O = lin(att+"o_proj", "o", D, t.NumHeads*hd, false)
+		if L.Cross {
+			L.QNorm = nd(att+"q_norm.weight", hd)
+			L.KNorm = nd(att+"k_norm.weight", hd)
+			L.AttnGate = nd(pre+"cross_attn_attn_gate", 1)
+		}
+		L.MLPNorm = nd(pre+"post_attention_layernorm.weight", D)
+		L.Gate = lin(pre+"mlp.gate_proj", "gate", t.IntermediateSize, D, false)
+		L.Up = lin(pre+"mlp.up_proj", "up", t.IntermediateSize, D, false)
+		L.Down = lin(pre+"mlp.down_proj", "down", D, t.IntermediateSize, false)
+		if L.Cross {
+			L.MLPGate = nd(pre+"cross_attn_mlp_gate", 1)
+		}
+		m.Layers = append(m.Layers, L)
+	}
+	m.Norm = nd("language_model.model.norm.weight", D)
+	m.Head = lin("language_model.lm_head", "lm_head", t.VocabSize, D, false)
+
+	v := &cfg.Vision
+	H, P := v.Hidden, v.Patches()
+	nAR := len(v.AspectRatios) + 1
+	V := &MllamaVision{}
+	V.PatchEmbed = p("vision_model.patch_embedding.weight", H, v.Channels, v.PatchSize, v.PatchSize)
+	V.Class = p("vision_model.class_embedding", H)
+	V.PosGate = nd("vision_model.gated_positional_embedding.gate", 1)
+	V.PosEmbed = p("vision_model.gated_positional_embedding.embedding", P, H)
+	V.TileEmbed = p("vision_model.gated_positional_embedding.tile_embedding.weight", nAR, v.MaxTiles*P*H)
+	V.PreTile = p("vision_model.pre_tile_positional_embedding.embedding.weight", nAR, v.MaxTiles*H)
+	V.PreTileGate = nd("vision_model.pre_tile_positional_embedding.gate", 1)
+	V.PostTile = p("vision_model.post_tile_positional_embedding.embedding.weight", nAR, v.MaxTiles*H)
+	V.PostTileGate = nd("vision_model.post_tile_positional_embedding.gate", 1)
+	V.LNPreW, V.LNPreB = nd("vision_model.layernorm_pre.weight", H), nd("vision_model.layernorm_pre.bias", H)
+	V.LNPostW, V.LNPostB = nd("vision_model.layernorm_post.weight", H), nd("vision_model.layernorm_post.bias", H)
+	enc := func(name string, n int, gated bool) []*MllamaVisionLayer {
+		var out []*MllamaVisionLayer
+		for i := 0; i < n; i++ {
+			pre := fmt.Sprintf("vision_model.%s.layers.%d.", name, i)
+			L := &MllamaVisionLayer{}
+			L.Q = lin(pre+"self_attn.q_proj", "q", H, H, false)
+			L.K = lin(pre+"self_attn.k_proj", "k", H, H, false)
+			L.V = lin(pre+"self_attn.v_proj", "v", H, H, false)
+			L.O = lin(pre+"self_attn.o_proj", "o", H, H, false)
+			L.FC1 = lin(pre+"mlp.fc1", "fc1", v.Intermediate, H, true)
+			L.FC2 = lin(pre+"mlp.fc2", "fc2", H, v.Intermediate, true)
+			L.LN1W, L.LN1B = nd(pre+"input_layernorm.weight", H), nd(pre+"input_layernorm.bias", H)
+			L.LN2W, L.LN2B = nd(pre+"post_attention_layernorm.weight", H), nd(pre+"post_attention_layernorm.bias", H)
+			if gated {
+				L.GateAttn, L.GateFFN = nd(pre+"gate_attn", 1), nd(pre+"gate_ffn", 1)
+			}
+			out = append(out, L)
+		}
+		return out
+	}
+	V.Local = enc("transformer", v.Layers, false)
+	V.Global = enc("global_transformer", v.GlobalLayers, true)
+	m.Vision = V
+	m.Projector = lin("multi_modal_projector", "projector", D, v.OutputDim, true)
+	return m
+}
+
+// Params lists every base parameter (in checkpoint order) and then the
+// LoRA adapters.
+func (m *MllamaModel) Params() []*Param {
+	out := append([]*Param(nil), m.params...)
+	for _, lin := range m.loraLinears() {
+		if lin.LoRA != nil {
+			out = append(out, lin.LoRA.A, lin.LoRA.B)
+		}
+	}
+	return out
+}
+
+// loraLinears are the linears LoRA may adapt: every language-model layer's
+// q/k/v/o/gate/up/down (cross-attention layers included), then the projector.
+func (m *MllamaModel) loraLinears() []*Linear {
+	var out []*Linear
+	for _, L := range m.Layers {
+		out = append(out, L.linears()...)
+	}
+	return append(out, m.Projector)
+}
+
+// NewMllamaModel allocates an unbound model (every base weight, float32).
+func NewMllamaModel(cfg MllamaConfig, b Backend) (*MllamaModel, error) {
+	return newMllama(cfg, b, nil)
+}
+
+func newMllama(cfg MllamaConfig, b Backend, src WeightSource) (*MllamaModel, error) {
+	ops, ok := b.(MllamaOps)
+	if !ok {
+		return nil, fmt.Errorf("backend %s cannot run Llama 3.2 Vision (Mllama): it lacks the vision ops (LayerNorm, GELU, attention under a mask)", b.Name())
+	}
+	m := layoutMllama(cfg)
+	m.B, m.ops = b, ops
+	if src != nil {
+		for _, p := range m.params {
+			if err := checkMllamaShape(src, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, p := range m.params {
+		t, err := b.Alloc(F32, p.Shape...)
+		if err != nil {
+			m.Free()
+			return nil, fmt.Errorf("allocate %s %v: %w", p.Name, p.Shape, err)
+		}
+		p.W = t
+	}
+	return m, nil
+}
+
+// resolveMllama finds the spelling of name that src holds.
+func resolveMllama(src WeightSource, name string) (string, []int, bool) {
+	for _, n := range mllamaSpellings(name) {
+		if s, ok := src.Shape(n); ok {
+			return n, s, true
+		}
+	}
+	return name, nil, false
+}
+
+func checkMllamaShape(src WeightSource, p *Param) error {
+	n, shape, ok := resolveMllama(src, p.Name)
+	if !ok {
+		return fmt.Errorf("%s: missing tensor %s (an Mllama checkpoint has it; also looked for %s)",
+			src.Where(n), p.Name, strings.Join(mllamaSpellings(p.Name)[1:], ", "))
+	}
+	if !slices.Equal(shape, p.Shape) {
+		return fmt.Errorf("%s: tensor %s has shape %v, config.json asks for %v", src.Where(n), n, shape, p.Shape)
+	}
+	return nil
+}
+
+// LoadWeights uploads every base weight from src (shapes checked first).
+func (m *MllamaModel) LoadWeights(src WeightSource) error {
+	for _, p := range m.params {
+		if err := checkMllamaShape(src, p); err != nil {
+			return err
+		}
+	}
+	for _, p := range m.params {
+		n, _, _ := resolveMllama(src, p.Name)
+		v, err := src.Float32(n)
+		if err != nil {
+			return fmt.Errorf("%s: tensor %s: %w", src.Where(n), n, err)
+		}
+		if err := m.B.Upload(p.W, v); err != nil {
+			return fmt.Errorf("upload %s: %w", p.Name, err)
+		}
+	}
+	return m.cacheGates()
+}
+
+// cacheGates reads every scalar gate's tanh.
+func (m *MllamaModel) cacheGates() error {
+	v := m.Vision
+	gs := []*Param{v.PosGate, v.PreTileGate, v.PostTileGate}
+	for _, L := range v.Global {
+		gs = append(gs, L.GateAttn, L.GateFFN)
+	}
+	for _, L := range m.Layers {
+		if L.Cross {
+			gs = append(gs, L.AttnGate, L.MLPGate)
+		}
+	}
+	for _, g := range gs {
+		x := make([]float32, 1)
+		if err := m.B.Download(g.W, x); err != nil {
+			return fmt.Errorf("read gate %s: %w", g.Name, err)
+		}
+		if math.IsNaN(float64(x[0])) || math.IsInf(float64(x[0]), 0) {
+			return fmt.Errorf("gate %s is %v", g.Name, x[0])
+		}
+		m.gates[g] = float32(math.Tanh(float64(x[0])))
+	}
+	return nil
+}
+
+// LoadMllama reads an Mllama folder's config.json and safetensors weights onto b.
+func LoadMllama(dir string, b Backend) (*MllamaModel, error) {
+	cfg, err := LoadMllamaConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	m, err := newMllama(*cfg, b, safetensorsSource{set})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.LoadWeights(safetensorsSource{set}); err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
+}
+
+// MllamaLoRA says which linears get adapters: the language model's
+// q/k/v/o/gate/up/down (Targets as short names; empty means all) and,
+// with Projector, multi_modal_projector. The vision tower stays frozen.
+type MllamaLoRA struct {
+	Rank      int
+	Alpha     float32
+	Targets   []string
+	Projector bool
+}
+
+// AddLoRA adds adapters (scale Alpha/Rank) whose A and B start at zero;
+// the caller uploads their initial values. The base stays frozen.
+func (m *MllamaModel) AddLoRA(o MllamaLoRA) error {
+	if o.Rank <= 0 {
+		return fmt.Errorf("lora rank %d must be positive", o.Rank)
+	}
+	targets := o.Targets
+	if len(targets) == 0 || slices.ContainsFunc(targets, isAllLinear) {
+		targets = []string{"q", "k", "v", "o", "gate", "up", "down"}
+	} else {
+		var err error
+		if targets, err = NormalizeTargets(targets); err != nil {
+			return err
+		}
+		for _, t := range targets {
+			if !slices.Contains([]string{"q", "k", "v", "o", "gate", "up", "down"}, t) {
+				return fmt.Errorf("lora target_modules: Mllama's language model has no %s_proj", t)
+			}
+		}
+	}
+	for _, lin := range m.loraLinears() {
+		if lin == m.Projector && !o.Projector || lin != m.Projector && !slices.Contains(targets, lin.Short) {
+			continue
+		}
+		lo := &LoRA{Rank: o.Rank, Scale: o.Alpha / float32(o.Rank), Enabled: true,
+			A: &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, Trainable: true},
+			B: &Param{Name: lin.Module + ".lora_B.weight", Shape: []int{lin.Out, o.Rank}, Trainable: true}}
+		for _, p := range []*Param{lo.A, lo.B} {
+			var err error
+			if p.W, err = m.B.Alloc(F32, p.Shape...); err == nil {
+				err = m.B.Fill(p.W, 0)
+			}
+			if err == nil {
+				p.Master = p.W
+				if p.Grad, err = m.B.Alloc(F32, p.Shape...); err == nil {
+					err = m.B.Fill(p.Grad, 0)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("allocate %s: %w", p.Name, err)
+			}
+		}
+		lin.LoRA = lo
+	}
+	return nil
+}
+
+// Param returns the parameter (base or adapter) of that name, or nil.
+func (m *MllamaModel) Param(name string) *Param {
+	for _, p := range m.Params() {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// MakeTrainable gives p a gradient (zeroed); float32 weights are their
+// own master. A trainable gate is read from W at every pass.
+func (m *MllamaModel) MakeTrainable(p *Param) error {
+	if p.Trainable {
+		return nil
+	}
+	g, err := m.B.Alloc(F32, p.Shape...)
+	if err != nil {
+		return fmt.Errorf("allocate gradient of %s: %w", p.Name, err)
+	}
+	if err := m.B.Fill(g, 0); err != nil {
+		return err
+	}
+	p.Grad, p.Master, p.Trainable = g, p.W, true
+	delete(m.gates, p)
+	return nil
+}
+
+// ZeroGrads clears every gradient.
+func (m *MllamaModel) ZeroGrads() error {
+	for _, p := range m.Params() {
+		if p.Grad != nil {
+			if err := m.B.Fill(p.Grad, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Free releases every tensor.
+func (m *MllamaModel) Free() {
+	if m == nil || m.B == nil {
+		return
+	}
+	for _, p := range m.Params() {
+		for _, t := range []Tensor{p.W, p.Grad, p.M, p.V} {
+			if t != nil {
+				m.B.Free(t)
+			}
+		}
+		p.W, p.Grad, p.M, p.V, p.Master = nil, nil, nil, nil, nil
+	}
+}
