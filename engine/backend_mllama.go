@@ -1,17 +1,13 @@
 package engine
 
 // MllamaOps are the operations Llama 3.2 Vision (Mllama) adds to the
-// Llama set: the vision tower's LayerNorm (with bias) and exact GELU, and
+// Llama set: the vision tower's LayerNorm (with bias, siglip_ops.go's
+// LayerNormer) and exact GELU, and
 // attention without the causal rule under an additive bias (the vision
 // tower's tile mask, the text's cross-attention mask). Backends without
 // them cannot run an Mllama model.
 type MllamaOps interface {
-	// LayerNorm: out = (x - mean) * rstd * weight + bias over each row of
-	// x [N, D], mean and rstd (F32 [N]) saved for the backward, rstd =
-	// 1/sqrt(var + eps) with the biased variance (torch.nn.LayerNorm).
-	LayerNorm(out, mean, rstd, x, weight, bias Tensor, eps float32) error
-	// LayerNormBackward accumulates dx, and dWeight and dBias unless nil.
-	LayerNormBackward(dx, dWeight, dBias, dOut, x, weight, mean, rstd Tensor) error
+	LayerNormer
 
 	// GELU: out = x/2 * (1 + erf(x/sqrt 2)) (torch's exact "gelu").
 	GELU(out, x Tensor) error

@@ -13,51 +13,6 @@ import (
 // style of finitediff_test.go: L = sum(out*R), accumulating backwards
 // start from a random prefill that the check subtracts.
 
-func TestFiniteDiffLayerNorm(t *testing.T) {
-	b := New()
-	rng := rand.New(rand.NewPCG(41, 42))
-	const rows, dim = 5, 9
-	const eps = 1e-5
-	x, w, bias := randn(rng, rows*dim, 1), randn(rng, dim, 1), randn(rng, dim, 1)
-	r := randn(rng, rows*dim, 1)
-	xT, wT, bT := zeros(t, b, rows, dim), zeros(t, b, dim), zeros(t, b, dim)
-	out, mean, rstd := zeros(t, b, rows, dim), zeros(t, b, rows), zeros(t, b, rows)
-	loss := func() float64 {
-		must(t, b.Upload(xT, x))
-		must(t, b.Upload(wT, w))
-		must(t, b.Upload(bT, bias))
-		must(t, b.LayerNorm(out, mean, rstd, xT, wT, bT, eps))
-		return weightedSum(values(t, b, out), r)
-	}
-	numX, numW, numB := numericGrad(x, loss), numericGrad(w, loss), numericGrad(bias, loss)
-	loss()
-	// The forward against the definition, row 0.
-	got := values(t, b, out)
-	var mu, v float64
-	for j := 0; j < dim; j++ {
-		mu += float64(x[j]) / dim
-	}
-	for j := 0; j < dim; j++ {
-		v += (float64(x[j]) - mu) * (float64(x[j]) - mu) / dim
-	}
-	for j := 0; j < dim; j++ {
-		want := (float64(x[j])-mu)/math.Sqrt(v+eps)*float64(w[j]) + float64(bias[j])
-		if math.Abs(float64(got[j])-want) > 1e-5 {
-			t.Fatalf("LayerNorm out[0,%d] = %v, want %v", j, got[j], want)
-		}
-	}
-	pdx, pdw, pdb := randn(rng, rows*dim, 1), randn(rng, dim, 1), randn(rng, dim, 1)
-	dx, dw, db := tensorOf(t, b, pdx, rows, dim), tensorOf(t, b, pdw, dim), tensorOf(t, b, pdb, dim)
-	must(t, b.LayerNormBackward(dx, dw, db, tensorOf(t, b, r, rows, dim), xT, wT, mean, rstd))
-	checkGrad(t, "dx", minus(values(t, b, dx), pdx), numX)
-	checkGrad(t, "dWeight", minus(values(t, b, dw), pdw), numW)
-	checkGrad(t, "dBias", minus(values(t, b, db), pdb), numB)
-	dx2 := tensorOf(t, b, pdx, rows, dim)
-	var typedNil *Tensor
-	must(t, b.LayerNormBackward(dx2, nil, typedNil, tensorOf(t, b, r, rows, dim), xT, wT, mean, rstd))
-	checkGrad(t, "dx (frozen)", minus(values(t, b, dx2), pdx), numX)
-}
-
 func TestFiniteDiffGELU(t *testing.T) {
 	b := New()
 	rng := rand.New(rand.NewPCG(43, 44))
