@@ -1,0 +1,68 @@
+package memplan
+
+import (
+	"math"
+	"testing"
+
+	"whet/engine"
+)
+
+// The released Llama-3.2-11B-Vision config.json.
+const released11BVision = `{"architectures": ["MllamaForConditionalGeneration"], "image_token_index": 128256, "model_type": "mllama",
+ "text_config": {"cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38], "hidden_act": "silu", "hidden_size": 4096,
+  "intermediate_size": 14336, "max_position_embeddings": 131072, "model_type": "mllama_text_model",
+  "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 128256},
+ "vision_config": {"attention_heads": 16, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 560,
+  "intermediate_layers_indices": [3, 7, 15, 23, 30], "intermediate_size": 5120, "max_num_tiles": 4,
+  "norm_eps": 1e-05, "num_channels": 3, "num_global_layers": 8, "num_hidden_layers": 32,
+  "patch_size": 14, "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]], "vision_output_dim": 7680}}`
+
+func TestPlanMllama11BVision(t *testing.T) {
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(released11BVision))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Method: QLoRA, SeqLen: 1024, MicroBatch: 1, Checkpointing: true, Backend: BackendCUDA}
+	p, err := PlanMllama(cfg, opts, MllamaOptions{Images: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Meta publishes 10.6B parameters (model card); the count here is
+	// derived from the shapes alone.
+	if got := float64(p.Params); math.Abs(got-10.67e9) > 0.01e9 {
+		t.Errorf("parameters %.4g, want 10.67e9 (10.6B published)", got)
+	}
+	text, err := Plan(&cfg.Text, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One 560x560 image is 4 tiles of 1601 positions padded to 1608: a
+	// 6432x6432 fp32 mask, and 6404 image tokens each cross layer reads.
+	mask, ok := p.Find("vision.mask")
+	if !ok || mask.Bytes() != 6432*6432*4 {
+		t.Errorf("vision mask %+v", mask)
+	}
+	if k, ok := p.Find("cross.k"); !ok || k.Shape[0] != 6404 || k.Repeat != 8 {
+		t.Errorf("cross-attention keys %+v", k)
+	}
+	vision := p.Bytes(Weights) - text.Bytes(Weights)
+	// About 0.9B frozen bf16 vision and projector weights.
+	if vision < 1.7e9 || vision > 1.9e9 {
+		t.Errorf("vision and projector weights take %d bytes, want about 1.8e9", vision)
+	}
+	if p.Peak() <= text.Peak()+vision {
+		t.Errorf("peak %d is not above the text plan's %d plus the vision weights %d", p.Peak(), text.Peak(), vision)
+	}
+	two, err := PlanMllama(cfg, opts, MllamaOptions{Images: 2, Projector: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if two.Peak() <= p.Peak() || two.Trainable != p.Trainable+int64(16*(7680+4096)) {
+		t.Errorf("two images with a projector adapter: peak %d (one image %d), trainable %d (one %d)", two.Peak(), p.Peak(), two.Trainable, p.Trainable)
+	}
+	if _, err := PlanMllama(cfg, Options{Method: Full, SeqLen: 16}, MllamaOptions{}); err == nil {
+		t.Error("full fine-tuning of the vision model was planned")
+	}
+}
