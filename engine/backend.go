@@ -186,6 +186,11 @@ type MemoryReporter interface {
 	InUseBytes() int64
 }
 
+// PeakResetter is implemented by memory reporters whose peak can start
+// again from the memory held now, so that one process measures the peaks
+// of several workloads in turn (whet bench --model a,b).
+type PeakResetter interface{ ResetPeak() }
+
 // AdamWSet is one tensor's AdamW state for MultiAdamW. Out, when not nil,
 // receives the updated Param in its own dtype (the compute copy of an fp32
 // master, which SyncFromMasters would otherwise refresh).

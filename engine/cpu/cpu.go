@@ -40,6 +40,7 @@ func New() *Backend { return &Backend{} }
 var (
 	_ engine.Backend            = (*Backend)(nil)
 	_ engine.MemoryReporter     = (*Backend)(nil)
+	_ engine.PeakResetter       = (*Backend)(nil)
 	_ engine.FreeMemoryReporter = (*Backend)(nil)
 )
 
@@ -62,6 +63,13 @@ func (b *Backend) MemInfo() (free, total int64, err error) {
 		return 0, 0, fmt.Errorf("cpu: host memory: %v: %w", err, engine.ErrNotImplemented)
 	}
 	return free, total, nil
+}
+
+// ResetPeak starts PeakBytes again from the memory held now.
+func (b *Backend) ResetPeak() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.peak = b.inUse
 }
 
 // InUseBytes is the device-equivalent size of the tensors allocated and not

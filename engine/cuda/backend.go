@@ -174,6 +174,7 @@ func (t *Tensor) bytes() int64 { return int64(t.n) * int64(t.dt.Size()) }
 var (
 	_ engine.Backend            = (*Backend)(nil)
 	_ engine.MemoryReporter     = (*Backend)(nil)
+	_ engine.PeakResetter       = (*Backend)(nil)
 	_ engine.FreeMemoryReporter = (*Backend)(nil)
 	_ engine.Closer             = (*Backend)(nil)
 	_ engine.KVAttention        = (*Backend)(nil)
@@ -432,6 +433,13 @@ func (b *Backend) PeakBytes() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.peak
+}
+
+// ResetPeak starts PeakBytes again from the memory held now.
+func (b *Backend) ResetPeak() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.peak = b.inUse
 }
 
 // InUseBytes is the device memory this backend holds now.

@@ -177,7 +177,7 @@ func TestOutOfMemory(t *testing.T) {
 	if !IsOutOfMemory(err) {
 		t.Errorf("IsOutOfMemory(%v) = false", err)
 	}
-	for _, want := range []string{"Alloc bf16 [1099511627776]", "2048.00 GiB", "cuMemAlloc_v2", "CUDA_ERROR_OUT_OF_MEMORY", "free of"} {
+	for _, want := range []string{"Alloc bf16 [1099511627776]", "(2.00 TiB)", "cuMemAlloc_v2", "CUDA_ERROR_OUT_OF_MEMORY", "free of"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -98,7 +98,8 @@ func TestReferenceDPOOnGPU(t *testing.T) {
 				}
 				// Per tensor, bf16 activations through attention leave up
 				// to ~8% relative error on the smallest gradients; over all
-				// adapters together the error must stay within 3%.
+				// adapters together the error must stay within 3% (Gemma 3:
+				// 4.5%, bf16ReferenceBounds says why).
 				var allNum, allDen float64
 				for _, p := range m.TrainableParams() {
 					got := make([]float32, p.Grad.Len())
@@ -120,8 +121,8 @@ func TestReferenceDPOOnGPU(t *testing.T) {
 				}
 				e := math.Sqrt(allNum / allDen)
 				t.Logf("all LoRA gradients: relative error %.3g", e)
-				if e > 3e-2 {
-					t.Errorf("LoRA gradients overall: relative error %.3g > 3e-2", e)
+				if lim := bf16ReferenceBounds(name).overall; e > lim {
+					t.Errorf("LoRA gradients overall: relative error %.3g > %.3g", e, lim)
 				}
 			})
 		}
