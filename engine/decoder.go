@@ -92,6 +92,8 @@ type Activations struct {
 	// rank's step), is called once a layer's backward has made its
 	// parameters' gradients final, so their reduction can start.
 	afterLayer func(l int) error
+	// img holds the batch's images for a Gemma 3 vision model (gemma3_vision_acts.go).
+	img *gemma3ImageActs
 }
 
 type layerActs struct {
@@ -314,6 +316,7 @@ func (a *Activations) Free() {
 		}
 	}
 	a.owned = nil
+	a.freeImages()
 }
 
 // rows is a view of the first n rows of t.
@@ -420,7 +423,7 @@ func (a *Activations) setBatch(b *datasets.Batch) error {
 	}
 	a.seqs = SeqLayout{Starts: b.SeqStarts, Dev: a.rows(a.seqStarts, ns), MaxLen: maxLen}
 	a.lastTargets = b.NumTargets()
-	return nil
+	return a.setImageTokens(b)
 }
 
 func (a *Activations) set(l int) *layerActs {
@@ -833,7 +836,7 @@ func (a *Activations) layerForward(l int) error {
 		if a.kv != nil {
 			return a.kv.attend(a, l, q, k, v, att)
 		}
-		return B.Attention(att, lse, q, k, v, a.seqs, a.attnParams(l))
+		return a.attention(l, att, lse, q, k, v)
 	})
 	// residual: out = in + f, or in + norm(f) with sandwich norms.
 	residual := func(name string, out, in, f, rstd Tensor, w *Param) {
@@ -1045,7 +1048,7 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 	}
 	add("o", func() error { return a.linearBackward(L.O, att, []Tensor{dO}, datt, false, l, s) })
 	add("attention", func() error {
-		return B.AttentionBackward(dq, dk, dv, datt, q, k, v, att, lse, a.seqs, a.attnParams(l))
+		return a.attentionBackward(l, dq, dk, dv, datt, q, k, v, att, lse)
 	})
 	add("rope q", func() error { return a.rope(dq, c.NumHeads, l, true) })
 	add("rope k", func() error { return a.rope(dk, c.NumKVHeads, l, true) })
@@ -1093,6 +1096,9 @@ func (a *Activations) forward() error {
 		if err := B.Scale(a.rows(a.resid[0], T), a.embedScale); err != nil {
 			return fmt.Errorf("embedding scale: %w", err)
 		}
+	}
+	if err := a.mergeImages(); err != nil {
+		return err
 	}
 	for l := range m.Layers {
 		if err := a.layerForward(l); err != nil {
@@ -1215,7 +1221,7 @@ func (a *Activations) backward() error {
 				return fmt.Errorf("recompute: %w", err)
 			}
 		}
-		if err := a.layerBackward(l, l > 0 || m.Embed.Trainable); err != nil {
+		if err := a.layerBackward(l, l > 0 || m.Embed.Trainable || a.imagesNeedGrad()); err != nil {
 			return err
 		}
 		if a.afterLayer != nil {
@@ -1223,6 +1229,9 @@ func (a *Activations) backward() error {
 				return err
 			}
 		}
+	}
+	if err := a.imagesBackward(dres); err != nil {
+		return err
 	}
 	if m.Embed.Trainable {
 		if a.embedScale != 1 {

@@ -86,6 +86,9 @@ type Model struct {
 	Head    *Linear // Head.W is Embed when the embeddings are tied
 	// Tied is true when the LM head reads the embedding matrix.
 	Tied bool
+	// Gemma3Vision is the SigLIP tower and projector of a Gemma 3
+	// multimodal model whose files hold them (nil otherwise).
+	Gemma3Vision *Gemma3Vision
 }
 
 // ComputeDTyper lets a backend pick the dtype of weights and activations
@@ -150,13 +153,16 @@ func (m *Model) Params() []*Param {
 	if !m.Tied && m.Head != nil {
 		add(m.Head.W)
 	}
+	if m.Gemma3Vision != nil {
+		ps = append(ps, m.Gemma3Vision.baseParams()...)
+	}
 	for _, lin := range m.Linears() {
 		if lin.LoRA != nil {
 			add(lin.LoRA.A)
 			add(lin.LoRA.B)
 		}
 	}
-	return ps
+	return append(ps, m.Gemma3Vision.loraParams()...)
 }
 
 // TrainableParams lists the parameters the optimizer updates.

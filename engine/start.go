@@ -160,6 +160,10 @@ func LoadModelWith(dir string, b Backend, o ModelOptions) (*Model, error) {
 		m.Free()
 		return nil, err
 	}
+	if err := m.loadGemma3Vision(dir, safetensorsSource{set}); err != nil {
+		m.Free()
+		return nil, err
+	}
 	return m, nil
 }
 
