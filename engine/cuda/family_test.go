@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"whet/datasets"
@@ -256,9 +257,9 @@ func greedyFamily(t *testing.T, m *engine.Model, prompt []int32, n int) []int32 
 	return out
 }
 
-// lastLogits runs m over ids (one sequence, full forward) and returns the
-// logits of the last position.
-func lastLogits(t *testing.T, m *engine.Model, ids []int32) []float32 {
+// allLogits runs m over ids (one sequence, full forward) and returns the
+// logits of every position, [len(ids), vocab].
+func allLogits(t *testing.T, m *engine.Model, ids []int32) []float32 {
 	t.Helper()
 	b := &datasets.Batch{Tokens: ids, SeqStarts: []int32{0, int32(len(ids))}}
 	for i := range ids {
@@ -274,7 +275,13 @@ func lastLogits(t *testing.T, m *engine.Model, ids []int32) []float32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return logits[(len(ids)-1)*m.Cfg.VocabSize:]
+	return logits
+}
+
+// lastLogits is allLogits of the last position.
+func lastLogits(t *testing.T, m *engine.Model, ids []int32) []float32 {
+	t.Helper()
+	return allLogits(t, m, ids)[(len(ids)-1)*m.Cfg.VocabSize:]
 }
 
 // bf16Ulp is the spacing of bf16 values at x's magnitude (8 significant
@@ -311,8 +318,10 @@ func copyWeights(t *testing.T, dst, src *engine.Model) {
 // only where the CPU's logit of the GPU's token is within a few bf16
 // rounding steps of the CPU's best, or within the measured difference of
 // the two backends' logits there, which must itself stay at bf16's
-// accuracy (DESIGN.md: a near tie, never a fixed count); after that the
-// texts are different and no longer compared.
+// accuracy for that model (DESIGN.md: a near tie, never a fixed count);
+// after that the texts are different and no longer compared. The bf16
+// logits at every position of the prompt and the CPU's text are held to
+// the same accuracy (comparePositions).
 //
 // Two kinds of model per family: gpuFamilies' shapes, first fully
 // fine-tuned on the CPU for 200 steps on patternBatches so that they
@@ -340,7 +349,9 @@ func TestFamilyGenerateMatchesCPU(t *testing.T) {
 				copyWeights(t, m, ref)
 				return m
 			}
-			compareGreedy(t, ref, gpuModel(f32), gpuModel(bf16), []int32{5, 8, 11, 14, 17, 20, 23, 26}, 40)
+			bf16Model, prompt := gpuModel(bf16), []int32{5, 8, 11, 14, 17, 20, 23, 26}
+			want := compareGreedy(t, ref, gpuModel(f32), bf16Model, prompt, 40)
+			comparePositions(t, ref, bf16Model, append(prompt, want...))
 		})
 	}
 	for _, name := range []string{"tiny-qwen3", "tiny-gemma3", "tiny-gemma2", "tiny-phi3"} {
@@ -354,7 +365,9 @@ func TestFamilyGenerateMatchesCPU(t *testing.T) {
 				return m
 			}
 			// 48 positions stay below tiny-phi3's original context (64).
-			compareGreedy(t, load(cpu.New()), load(f32), load(bf16), []int32{5, 77, 310, 12, 499, 3, 250, 18}, 40)
+			ref, bf16Model, prompt := load(cpu.New()), load(bf16), []int32{5, 77, 310, 12, 499, 3, 250, 18}
+			want := compareGreedy(t, ref, load(f32), bf16Model, prompt, 40)
+			comparePositions(t, ref, bf16Model, append(prompt, want...))
 		})
 	}
 }
@@ -362,9 +375,26 @@ func TestFamilyGenerateMatchesCPU(t *testing.T) {
 // compareGreedy decodes n tokens after prompt with each model and holds
 // the GPU's float32 model to the CPU's tokens exactly and its bf16 model
 // to them up to a near tie (see TestFamilyGenerateMatchesCPU).
-func compareGreedy(t *testing.T, ref, f32Model, bf16Model *engine.Model, prompt []int32, n int) {
+//
+// bf16's accuracy is the model's own: what rounding to bf16 costs a model
+// depends on how its weights amplify small changes (the phi3 model of
+// gpuFamilies, after its 200 CPU steps, loses 3% of its largest logit
+// after 12 tokens to its weights' storage in bf16 alone, with float32
+// arithmetic, where qwen3's loses 1%; layer 0's input, the embeddings and
+// the attention norm, carries most of it). So the bound is measured on the
+// CPU: engine/cpu holding the same weights in bf16 with every activation
+// rounded where this backend rounds it and attention's P rounded as the
+// tensor-core kernels round it (pRoundCPU) differs from the float32 CPU by
+// emu; the GPU may differ by 3% of the largest logit or by twice emu,
+// whichever is more. The factor 2 leaves room for what emu does not model,
+// the GPU kernels' own orders of summation: on an H100 (2026-12-07) the
+// GPU differed by 1.0 to 1.4 times emu at the measured points (phi3 after
+// 12 tokens 0.2407 against emu's 0.2008 on a largest logit of 5.374;
+// qwen3, gemma3, gemma2 after 47 tokens 0.0768/0.0656, 0.0383/0.0383,
+// 0.0145/0.0107).
+func compareGreedy(t *testing.T, ref, f32Model, bf16Model *engine.Model, prompt []int32, n int) (want []int32) {
 	t.Helper()
-	want := greedyFamily(t, ref, prompt, n)
+	want = greedyFamily(t, ref, prompt, n)
 	t.Logf("cpu: %v", want)
 	if got := greedyFamily(t, f32Model, prompt, n); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("float32: GPU and CPU greedy tokens differ at %d\n cpu %v\n gpu %v", commonPrefix(got, want), want, got)
@@ -372,26 +402,38 @@ func compareGreedy(t *testing.T, ref, f32Model, bf16Model *engine.Model, prompt 
 	got := greedyFamily(t, bf16Model, prompt, n)
 	same := commonPrefix(got, want)
 	t.Logf("bf16: %d of %d tokens equal the CPU's", same, n)
+	emuModel := cloneModel(t, ref, pRoundCPU{bf16CPU{cpu.New()}})
+	if emuGot := greedyFamily(t, emuModel, prompt, n); fmt.Sprint(emuGot) == fmt.Sprint(got) {
+		t.Logf("bf16: the CPU's model of the GPU's rounding gives the GPU's %d tokens", n)
+	} else {
+		t.Logf("bf16: the CPU's model of the GPU's rounding gives %d of %d of the CPU's tokens and parts from the GPU's at %d\n emu %v\n gpu %v",
+			commonPrefix(emuGot, want), n, commonPrefix(emuGot, got), emuGot, got)
+	}
 	// The whole logit vector of the GPU's bf16 model over the prefix both
-	// texts share (all of it when they agree) must match the CPU's to bf16
-	// accuracy: 3% of the largest logit.
+	// texts share (all of it when they agree) against the CPU's.
 	ids := append(append([]int32{}, prompt...), want[:min(same, n-1)]...)
 	cpuL, gpuL := lastLogits(t, ref, ids), lastLogits(t, bf16Model, ids)
-	var worst, scale float64
-	for i := range cpuL {
-		worst = max(worst, math.Abs(float64(gpuL[i]-cpuL[i])))
-		scale = max(scale, math.Abs(float64(cpuL[i])))
+	emuL := lastLogits(t, emuModel, ids)
+	weightsL := lastLogits(t, bf16WeightsModel(t, ref), ids)
+	actsL := lastLogits(t, cloneModel(t, ref, bf16CPU{cpu.New()}), ids)
+	worst, emu := maxAbsDiff(gpuL, cpuL), maxAbsDiff(emuL, cpuL)
+	var scale float64
+	for _, x := range cpuL {
+		scale = max(scale, math.Abs(float64(x)))
 	}
-	t.Logf("bf16: logits after %d tokens differ from the CPU's by at most %.4f (largest logit %.3f)", len(ids), worst, scale)
-	if worst > 0.03*scale {
-		t.Errorf("bf16: the GPU's logits after %d tokens differ from the CPU's by %.4g, more than 3%% of %.4g", len(ids), worst, scale)
+	t.Logf("bf16: logits after %d tokens differ from the CPU's by at most %.4f (largest logit %.3f, %.2f%%)", len(ids), worst, scale, 100*worst/scale)
+	t.Logf("bf16: on the CPU, weights in bf16 alone: %.4f; weights and activations: %.4f; and attention's P (emu): %.4f (%.2f%%); GPU against emu: %.4f",
+		maxAbsDiff(weightsL, cpuL), maxAbsDiff(actsL, cpuL), emu, 100*emu/scale, maxAbsDiff(gpuL, emuL))
+	if bound := max(0.03*scale, 2*emu); worst > bound {
+		t.Errorf("bf16: the GPU's logits after %d tokens differ from the CPU's by %.4g, more than %.4g (3%% of %.4g, or twice the %.4g that bf16 rounding costs this model on the CPU)",
+			len(ids), worst, bound, scale, emu)
 	}
 	if len(got) != len(want) {
 		t.Errorf("bf16: %d tokens, the CPU gave %d", len(got), len(want))
-		return
+		return want
 	}
 	if same == n {
-		return
+		return want
 	}
 	// Where the texts part, the CPU's margin for its token over the GPU's
 	// must be within that measured error (or 4 bf16 steps): a near tie.
@@ -402,4 +444,37 @@ func compareGreedy(t *testing.T, ref, f32Model, bf16Model *engine.Model, prompt 
 		t.Errorf("bf16: the GPU's token %d at %d is %.4g below the CPU's best, more than its logits' error allows\n cpu %v\n gpu %v",
 			got[same], same, gap, want, got)
 	}
+	return want
+}
+
+// comparePositions holds the bf16 model's logits at every position of ids
+// (the prompt and the CPU's greedy text, one full forward) to the CPU's by
+// compareGreedy's rule, each position against its own scale and its own
+// measured rounding cost (emu), and logs how the differences spread.
+func comparePositions(t *testing.T, ref, bf16Model *engine.Model, ids []int32) {
+	t.Helper()
+	V := ref.Cfg.VocabSize
+	cpuL, gpuL := allLogits(t, ref, ids), allLogits(t, bf16Model, ids)
+	emuL := allLogits(t, cloneModel(t, ref, pRoundCPU{bf16CPU{cpu.New()}}), ids)
+	var gpuRel, emuRel, ratio []float64
+	for p := range ids {
+		c, g, e := cpuL[p*V:(p+1)*V], gpuL[p*V:(p+1)*V], emuL[p*V:(p+1)*V]
+		var scale float64
+		for _, x := range c {
+			scale = max(scale, math.Abs(float64(x)))
+		}
+		worst, emu := maxAbsDiff(g, c), maxAbsDiff(e, c)
+		gpuRel, emuRel, ratio = append(gpuRel, 100*worst/scale), append(emuRel, 100*emu/scale), append(ratio, worst/emu)
+		if bound := max(0.03*scale, 2*emu); worst > bound || math.IsNaN(worst) {
+			t.Errorf("bf16: logits at position %d differ from the CPU's by %.4g, more than %.4g (3%% of %.4g, or twice emu's %.4g)", p, worst, bound, scale, emu)
+		}
+	}
+	t.Logf("bf16 at all %d positions, %% of each position's largest logit: GPU %s; emu %s; GPU/emu %s", len(ids), spread(gpuRel), spread(emuRel), spread(ratio))
+}
+
+// spread describes values by their median, 90th percentile and largest.
+func spread(v []float64) string {
+	s := append([]float64(nil), v...)
+	slices.Sort(s)
+	return fmt.Sprintf("median %.2f, p90 %.2f, max %.2f", s[len(s)/2], s[len(s)*9/10], s[len(s)-1])
 }
