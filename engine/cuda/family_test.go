@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/cuda"
+	"whet/engine/safetensors"
 )
 
 // gpuFamilies are tiny random models of the 2025 families at shapes where
@@ -352,6 +354,9 @@ func TestFamilyGenerateMatchesCPU(t *testing.T) {
 			bf16Model, prompt := gpuModel(bf16), []int32{5, 8, 11, 14, 17, 20, 23, 26}
 			want := compareGreedy(t, ref, gpuModel(f32), bf16Model, prompt, 40)
 			comparePositions(t, ref, bf16Model, append(prompt, want...))
+			if dir := os.Getenv("WHET_FAMILY_DUMP"); dir != "" {
+				dumpFamily(t, filepath.Join(dir, name), name, ref, bf16Model, append(prompt, want...))
+			}
 		})
 	}
 	for _, name := range []string{"tiny-qwen3", "tiny-gemma3", "tiny-gemma2", "tiny-phi3"} {
@@ -477,4 +482,53 @@ func spread(v []float64) string {
 	s := append([]float64(nil), v...)
 	slices.Sort(s)
 	return fmt.Sprintf("median %.2f, p90 %.2f, max %.2f", s[len(s)/2], s[len(s)*9/10], s[len(s)-1])
+}
+
+// dumpFamily writes the CPU-trained model of gpuFamilies[name] as a
+// transformers folder (float32 weights; LongRoPE's original context and
+// attention factor as the test sets them) with whet.json: the ids and the
+// logits of every position from the float32 CPU, its bf16 model (emu) and
+// the GPU's bf16 model, for a transformers run of the same model in bf16
+// (WHET_FAMILY_DUMP on the GPU machine).
+func dumpFamily(t *testing.T, dir, name string, ref, bf16Model *engine.Model, ids []int32) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal([]byte(gpuFamilies[name]), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if rs := ref.Cfg.RopeScaling; rs != nil && rs.Type == "longrope" {
+		cfg["original_max_position_embeddings"] = rs.OriginalMaxPositionEmbeddings
+		cfg["rope_scaling"].(map[string]any)["attention_factor"] = rs.AttentionFactor
+	}
+	raw, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ts []safetensors.Tensor
+	for _, p := range ref.Params() {
+		v, err := ref.WeightValues(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, safetensors.F32Tensor(p.Name, p.Shape, v))
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]any{
+		"ids": ids, "cpu": allLogits(t, ref, ids), "gpu_bf16": allLogits(t, bf16Model, ids),
+		"emu": allLogits(t, cloneModel(t, ref, pRoundCPU{bf16CPU{cpu.New()}}), ids),
+	}
+	if raw, err = json.Marshal(out); err == nil {
+		err = os.WriteFile(filepath.Join(dir, "whet.json"), raw, 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
