@@ -265,3 +265,47 @@ type SoftCapper interface {
 type PartialRoPE interface {
 	RoPEPartial(x, positions, cos, sin Tensor, nHeads, headDim int, inverse bool) error
 }
+
+// DeviceDecoder is implemented by backends that decode one token at a time
+// with the position kept in device memory (an I32 tensor of one element,
+// pos), so that a decoding step needs nothing from the host and the same
+// sequence of ops serves every position (StepRecorder can then record it
+// once and replay it). pos is read by the device when the op runs.
+type DeviceDecoder interface {
+	// KVAppend copies x [1, C] into row pos[0] of cache [rows, C].
+	KVAppend(cache, x, pos Tensor) error
+	// AttentionDecode is AttentionKV for one query row q [1, NHeads*HeadDim]
+	// at position pos[0] over rows 0..pos[0] of k and v (caches of
+	// [rows, NKVHeads*HeadDim]); out is overwritten.
+	AttentionDecode(out, q, k, v, pos Tensor, p AttnParams) error
+	// Argmax writes into ids[0] (I32) the column of the largest value of
+	// logits [1, V], the lowest one on ties (as Sample's greedy choice).
+	Argmax(ids, logits Tensor) error
+	// AdvancePosition adds 1 to pos[0] while the result stays below limit.
+	AdvancePosition(pos Tensor, limit int) error
+}
+
+// StepRecorder is implemented by backends that can record the ops f
+// queues (a CUDA graph) and replay them later at a fraction of the
+// launch cost. The recorded ops read and write the same tensors on every
+// replay; values that change from one replay to the next must live in
+// device memory (DeviceDecoder). Ops that need the host (reading a tensor
+// back, taking scratch memory) fail while recording.
+type StepRecorder interface {
+	Record(f func() error) (Recording, error)
+}
+
+// Recording is a recorded sequence of ops.
+type Recording interface {
+	Replay() error
+	Free()
+}
+
+// NF4MatVec is implemented by backends that multiply one row by an NF4
+// weight without expanding it: y [1, out] = x [1, in] @ W^T (+ y when
+// accumulate), W [out, in] held as NF4 codes and absmax as QuantState
+// keeps them. Decoding reads each weight once per token, so this reads a
+// quarter of the bytes of the expanded bf16 weight (and never writes it).
+type NF4MatVec interface {
+	MatVecNF4(y, x, packed, absmax Tensor, accumulate bool) error
+}

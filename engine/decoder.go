@@ -85,6 +85,10 @@ type Activations struct {
 	dropoutSeed        uint64
 	training           bool     // dropout only applies while training
 	kv                 *kvCache // set while generating
+	// matVec lets single-row products of NF4 linears run on the codes
+	// (NF4MatVec) instead of expanding the weight: the generator's fast
+	// decoding sets it.
+	matVec bool
 	viewErr            error    // first failed view of a pass (a bug), see noteViewErr
 	owned              []Tensor
 	lastTargets, count int
@@ -640,6 +644,9 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 		}
 		beta = 1
 	}
+	if done, err := a.matVecNF4(lin, x, ys, beta == 1); done || err != nil {
+		return err
+	}
 	W, err := a.weight(lin)
 	if err != nil {
 		return err
@@ -655,6 +662,38 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 		}
 	}
 	return nil
+}
+
+// matVecNF4 runs the base product of an NF4 linear over a single row
+// straight from its codes (NF4MatVec), when the generator asked for it
+// (a.matVec) and the backend has it; done is false when the caller must
+// expand the weight and multiply as usual.
+func (a *Activations) matVecNF4(lin *Linear, x Tensor, ys []Tensor, accumulate bool) (done bool, err error) {
+	q := lin.W.Quant
+	mv, ok := a.m.B.(NF4MatVec)
+	if q == nil || !a.matVec || !ok || Rows(x) != 1 {
+		return false, nil
+	}
+	B := a.m.B
+	for i, p := range lin.parts() {
+		pk, err := B.View(q.Packed, p.off*lin.In/8, p.n*lin.In/8)
+		if err != nil {
+			return true, fmt.Errorf("%s nf4 codes of rows %d-%d: %w", lin.Module, p.off, p.off+p.n, err)
+		}
+		am, err := B.View(q.Absmax, p.off*lin.In/NF4BlockSize, p.n*lin.In/NF4BlockSize)
+		if err != nil {
+			return true, fmt.Errorf("%s nf4 absmax of rows %d-%d: %w", lin.Module, p.off, p.off+p.n, err)
+		}
+		if err := mv.MatVecNF4(ys[i], x, pk, am, accumulate); err != nil {
+			return true, fmt.Errorf("%s forward (nf4 matvec): %w", lin.Module, err)
+		}
+		if lin.B != nil {
+			if err := B.AddBias(ys[i], a.rowsOf(lin.B.W, p, 0, lin.Parts == nil)); err != nil {
+				return true, fmt.Errorf("%s bias: %w", lin.Module, err)
+			}
+		}
+	}
+	return true, nil
 }
 
 func (a *Activations) dropout(lo *LoRA) bool { return a.training && lo.Dropout > 0 }

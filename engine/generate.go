@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"sort"
+	"strings"
 
 	"whet/datasets"
 )
@@ -35,6 +37,10 @@ type kvCache struct {
 	k, v []Tensor // per layer [MaxLen, KVDim]
 	pos  int      // positions filled
 	kva  KVAttention
+	// devPos, while a device step runs, is the position (an I32 tensor of
+	// one element on the device) at which attend stores k and v and up to
+	// which it attends (DeviceDecoder).
+	devPos Tensor
 	// lanes, when set, are sequences decoded together (GRPO's completions
 	// of one prompt): row i of a pass is lanes[i]'s next token, so the
 	// projections run on all rows at once and attention lane by lane.
@@ -46,6 +52,16 @@ type kvCache struct {
 func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
 	if c.lanes != nil {
 		return c.attendLanes(a, l, q, k, v, att)
+	}
+	if c.devPos != nil {
+		dd := a.m.B.(DeviceDecoder)
+		if err := dd.KVAppend(c.k[l], k, c.devPos); err != nil {
+			return fmt.Errorf("kv append of k: %w", err)
+		}
+		if err := dd.KVAppend(c.v[l], v, c.devPos); err != nil {
+			return fmt.Errorf("kv append of v: %w", err)
+		}
+		return dd.AttentionDecode(att, q, c.k[l], c.v[l], c.devPos, a.attnParams(l))
 	}
 	B, T, kvd := a.m.B, Rows(k), a.m.Cfg.KVDim()
 	for _, pair := range [][2]Tensor{{c.k[l], k}, {c.v[l], v}} {
@@ -71,12 +87,58 @@ func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
 // Generator decodes with a KV cache: one prefill over the prompt, then one
 // token at a time. It shares the model's weights (and adapters: switch
 // them with Model.SetLoRAEnabled to talk to the base or the tuned model).
+//
+// How a token is decoded is its Mode (DecodeModeFromEnv by default):
+// DecodePlain uploads each token and its position and reads the logits
+// back; DecodeDevice keeps the token, its position and the cache length in
+// device memory (DeviceDecoder) and reads back only the chosen id, the
+// greedy argmax running on the device; DecodeGraph also records one
+// decoding step (StepRecorder, a CUDA graph) and replays it for every
+// token. Each falls back to the one before it on a backend without the
+// ops; Used says what the last Generate ran.
 type Generator struct {
 	m      *Model
 	acts   *Activations
 	cache  *kvCache
 	MaxLen int
 	host   []float32
+	// Mode is the decoding path asked for; Used the one the last Generate
+	// took, and Fallback why it is not Mode (empty when it is).
+	Mode     DecodeMode
+	Used     DecodeMode
+	Fallback string
+
+	pos, tok Tensor // views of the first position and token (device decoding)
+	idHost   []float32
+	rec      Recording // the recorded decoding step (DecodeGraph)
+	recKey   string    // what rec was recorded for (recordKey)
+	recErr   error     // why recording failed for recKey, if it did
+	eager    int       // device steps run without recording since NewGenerator
+}
+
+// DecodeMode is how a Generator decodes after the prefill.
+type DecodeMode string
+
+const (
+	DecodePlain  DecodeMode = "plain"  // host uploads and logits read-back every token
+	DecodeDevice DecodeMode = "device" // position and token in device memory, argmax on the device
+	DecodeGraph  DecodeMode = "graph"  // DecodeDevice with each step replayed from a recording
+)
+
+// DecodeModeEnv names the environment variable that picks the decoding
+// path (plain, device or graph; graph when unset), for comparing them.
+const DecodeModeEnv = "WHET_DECODE"
+
+// DecodeModeFromEnv reads DecodeModeEnv.
+func DecodeModeFromEnv() (DecodeMode, error) {
+	switch v := DecodeMode(os.Getenv(DecodeModeEnv)); v {
+	case "":
+		return DecodeGraph, nil
+	case DecodePlain, DecodeDevice, DecodeGraph:
+		return v, nil
+	default:
+		return "", fmt.Errorf("%s=%q: want plain, device or graph", DecodeModeEnv, string(v))
+	}
 }
 
 // NewGenerator plans buffers for prompt + new tokens up to maxLen.
@@ -85,11 +147,16 @@ func (m *Model) NewGenerator(maxLen int) (*Generator, error) {
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot generate: it has no cached attention", m.B.Name())
 	}
+	mode, err := DecodeModeFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	acts, err := m.NewActivations(maxLen, true)
 	if err != nil {
 		return nil, err
 	}
-	g := &Generator{m: m, acts: acts, MaxLen: maxLen, cache: &kvCache{kva: kva}, host: make([]float32, m.Cfg.VocabSize)}
+	g := &Generator{m: m, acts: acts, MaxLen: maxLen, cache: &kvCache{kva: kva}, host: make([]float32, m.Cfg.VocabSize),
+		Mode: mode, idHost: make([]float32, 1)}
 	for range m.Layers {
 		for _, dst := range []*[]Tensor{&g.cache.k, &g.cache.v} {
 			t, err := m.B.Alloc(m.Compute, maxLen, m.Cfg.KVDim())
@@ -100,11 +167,22 @@ func (m *Model) NewGenerator(maxLen int) (*Generator, error) {
 			*dst = append(*dst, t)
 		}
 	}
+	if g.pos, err = m.B.View(acts.positions, 0, 1); err == nil {
+		g.tok, err = m.B.View(acts.tokens, 0, 1)
+	}
+	if err != nil {
+		g.Free()
+		return nil, fmt.Errorf("generation: position and token views: %w", err)
+	}
 	return g, nil
 }
 
 // Free releases the generator's buffers.
 func (g *Generator) Free() {
+	if g.rec != nil {
+		g.rec.Free()
+		g.rec = nil
+	}
 	g.acts.Free()
 	for _, t := range append(g.cache.k, g.cache.v...) {
 		g.m.B.Free(t)
@@ -112,10 +190,10 @@ func (g *Generator) Free() {
 	g.cache.k, g.cache.v = nil, nil
 }
 
-// step feeds tokens at the cache's next positions and returns the logits
-// of the last one (in g.host).
-func (g *Generator) step(tokens []int32) ([]float32, error) {
-	a, B := g.acts, g.m.B
+// run feeds tokens at the cache's next positions and leaves the logits of
+// the last one in the first row of the logits buffer, which it returns.
+func (g *Generator) run(tokens []int32) (Tensor, error) {
+	a := g.acts
 	p0 := g.cache.pos
 	if p0+len(tokens) > g.MaxLen {
 		return nil, fmt.Errorf("generation: %d tokens exceed the planned %d", p0+len(tokens), g.MaxLen)
@@ -136,16 +214,26 @@ func (g *Generator) step(tokens []int32) ([]float32, error) {
 		return nil, err
 	}
 	g.cache.pos += len(tokens)
-	V := g.m.Cfg.VocabSize
-	logits, err := B.View(a.logits, 0, 1, V)
+	return g.head(len(tokens) - 1)
+}
+
+// head runs the LM head on row r of the final norm's output into the
+// first row of the logits buffer.
+func (g *Generator) head(r int) (Tensor, error) {
+	a, B := g.acts, g.m.B
+	logits, err := B.View(a.logits, 0, 1, g.m.Cfg.VocabSize)
 	if err != nil {
 		return nil, err
 	}
-	last := a.rowRange(a.hN, len(tokens)-1, len(tokens))
-	if err := B.MatMul(logits, last, g.m.Head.W.W, false, true, 1, 0); err != nil {
+	if err := B.MatMul(logits, a.rowRange(a.hN, r, r+1), g.m.Head.W.W, false, true, 1, 0); err != nil {
 		return nil, fmt.Errorf("lm head: %w", err)
 	}
-	if err := B.Download(logits, g.host); err != nil {
+	return logits, a.viewError()
+}
+
+// download reads logits back into g.host, soft-capped for Gemma 2.
+func (g *Generator) download(logits Tensor) ([]float32, error) {
+	if err := g.m.B.Download(logits, g.host); err != nil {
 		return nil, err
 	}
 	if c := g.m.Cfg.FinalSoftCap; c > 0 {
@@ -155,6 +243,123 @@ func (g *Generator) step(tokens []int32) ([]float32, error) {
 		}
 	}
 	return g.host, nil
+}
+
+// step feeds tokens at the cache's next positions and returns the logits
+// of the last one (in g.host).
+func (g *Generator) step(tokens []int32) ([]float32, error) {
+	logits, err := g.run(tokens)
+	if err != nil {
+		return nil, err
+	}
+	return g.download(logits)
+}
+
+// mode is the decoding path this generator can take, and why it is not
+// g.Mode when it is not.
+func (g *Generator) mode() (DecodeMode, string) {
+	if g.Mode == DecodePlain || g.Mode == "" {
+		return DecodePlain, ""
+	}
+	if _, ok := g.m.B.(DeviceDecoder); !ok {
+		return DecodePlain, fmt.Sprintf("backend %s has no device-side decoding ops", g.m.B.Name())
+	}
+	if g.Mode == DecodeDevice {
+		return DecodeDevice, ""
+	}
+	if _, ok := g.m.B.(StepRecorder); !ok {
+		return DecodeDevice, fmt.Sprintf("backend %s cannot record a step", g.m.B.Name())
+	}
+	return DecodeGraph, ""
+}
+
+// deviceStep decodes one token at the position held on the device: the
+// token in g.tok goes through the model, its k and v into the cache at
+// g.pos, the argmax of its logits into g.tok, and g.pos moves on. It
+// reads nothing from the host, so a recording of it serves every position.
+func (g *Generator) deviceStep() error {
+	a, B := g.acts, g.m.B
+	dd := B.(DeviceDecoder)
+	a.t, a.r0 = 1, 0
+	a.training = false
+	a.kv = g.cache
+	g.cache.devPos = g.pos
+	err := a.forward()
+	a.kv, g.cache.devPos = nil, nil
+	if err != nil {
+		return err
+	}
+	logits, err := g.head(0)
+	if err != nil {
+		return err
+	}
+	if err := dd.Argmax(g.tok, logits); err != nil {
+		return fmt.Errorf("argmax: %w", err)
+	}
+	if err := dd.AdvancePosition(g.pos, a.Cap); err != nil {
+		return fmt.Errorf("advance position: %w", err)
+	}
+	return nil
+}
+
+// recordKey describes what a recorded step depends on beyond the
+// buffers: every parameter's storage, the adapters' switches and scales,
+// and the rotary table in use.
+func (g *Generator) recordKey() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "long=%v;", g.acts.longRope)
+	for _, p := range g.m.Params() {
+		fmt.Fprintf(&sb, "%p", p.W)
+		if p.Quant != nil {
+			fmt.Fprintf(&sb, "/%p/%p", p.Quant.Packed, p.Quant.Absmax)
+		}
+		sb.WriteByte(',')
+	}
+	for _, lin := range g.m.Linears() {
+		if lo := lin.LoRA; lo != nil {
+			fmt.Fprintf(&sb, "%v:%g,", lo.Enabled, lo.Scale)
+		}
+	}
+	return sb.String()
+}
+
+// decodeStep runs one device step the way mode says: recorded once and
+// replayed (DecodeGraph, after one step run directly so that kernels are
+// loaded and plans made before recording), or run directly. A recording
+// that fails leaves the step run directly, with the reason in g.Fallback.
+func (g *Generator) decodeStep(mode DecodeMode) error {
+	a := g.acts
+	if rs := g.m.Cfg.RopeScaling; rs != nil && rs.Type == "longrope" {
+		a.longRope = g.cache.pos+1 > rs.OriginalMaxPositionEmbeddings
+	}
+	if mode != DecodeGraph || g.eager < 1 {
+		g.eager++
+		return g.deviceStep()
+	}
+	key := g.recordKey()
+	if g.rec == nil || g.recKey != key {
+		if g.rec != nil {
+			g.rec.Free()
+			g.rec = nil
+		}
+		if g.recKey != key || g.recErr == nil {
+			g.recKey = key
+			g.rec, g.recErr = g.m.B.(StepRecorder).Record(g.deviceStep)
+		}
+	}
+	if g.rec == nil {
+		g.Used, g.Fallback = DecodeDevice, fmt.Sprintf("recording the step failed: %v", g.recErr)
+		return g.deviceStep()
+	}
+	return g.rec.Replay()
+}
+
+// readID reads the token id the device chose (g.tok).
+func (g *Generator) readID() (int32, error) {
+	if err := g.m.B.Download(g.tok, g.idHost); err != nil {
+		return 0, fmt.Errorf("read the chosen token: %w", err)
+	}
+	return int32(g.idHost[0]), nil
 }
 
 // Generate continues prompt and returns the new token ids. onToken, when
@@ -176,16 +381,47 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 	for _, id := range prompt {
 		seen[id] = true
 	}
-	logits, err := g.step(prompt)
+	mode, why := g.mode()
+	g.Used, g.Fallback = mode, why
+	g.acts.matVec = mode != DecodePlain
+	// The greedy choice without a repetition penalty is an argmax, which
+	// the device makes; anything else samples from logits read back.
+	// (Gemma 2's final soft-cap is monotonic, so the argmax of the capped
+	// logits is that of the raw ones.)
+	onDevice := mode != DecodePlain && o.Temperature <= 0 && (o.RepetitionPenalty == 0 || o.RepetitionPenalty == 1)
+	dd, _ := g.m.B.(DeviceDecoder)
+	choose := func(logits Tensor) (int32, error) {
+		if onDevice {
+			if err := dd.Argmax(g.tok, logits); err != nil {
+				return 0, fmt.Errorf("argmax: %w", err)
+			}
+			return g.readID()
+		}
+		host, err := g.download(logits)
+		if err != nil {
+			return 0, err
+		}
+		return Sample(host, o, seen, rng), nil
+	}
+	logits, err := g.run(prompt)
 	if err != nil {
 		return nil, err
+	}
+	id, err := choose(logits)
+	if err != nil {
+		return nil, err
+	}
+	if mode != DecodePlain {
+		// The device steps read their position from the first slot.
+		if err := g.m.B.UploadInt32(g.pos, []int32{int32(g.cache.pos)}); err != nil {
+			return nil, fmt.Errorf("generation: set the position: %w", err)
+		}
 	}
 	var out []int32
 	for len(out) < o.MaxNewTokens {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		id := Sample(logits, o, seen, rng)
 		out = append(out, id)
 		seen[id] = true
 		if onToken != nil && !onToken(id) {
@@ -194,11 +430,51 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 		if isStop(id, o.StopIDs) || len(out) == o.MaxNewTokens {
 			break
 		}
-		if logits, err = g.step([]int32{id}); err != nil {
+		if mode == DecodePlain {
+			if logits, err = g.run([]int32{id}); err != nil {
+				return out, err
+			}
+			if id, err = choose(logits); err != nil {
+				return out, err
+			}
+			continue
+		}
+		if g.cache.pos+1 > g.MaxLen {
+			return out, fmt.Errorf("generation: %d tokens exceed the planned %d", g.cache.pos+1, g.MaxLen)
+		}
+		if !onDevice {
+			if err := g.m.B.UploadInt32(g.tok, []int32{id}); err != nil {
+				return out, fmt.Errorf("generation: set the token: %w", err)
+			}
+		}
+		if err := g.decodeStep(mode); err != nil {
+			return out, err
+		}
+		g.cache.pos++
+		if onDevice {
+			id, err = g.readID()
+		} else {
+			var host []float32
+			if host, err = g.download(g.logitsRow()); err == nil {
+				id = Sample(host, o, seen, rng)
+			}
+		}
+		if err != nil {
 			return out, err
 		}
 	}
 	return out, nil
+}
+
+// logitsRow is the first row of the logits buffer, where a device step
+// leaves its logits.
+func (g *Generator) logitsRow() Tensor {
+	v, err := g.m.B.View(g.acts.logits, 0, 1, g.m.Cfg.VocabSize)
+	if err != nil {
+		g.acts.noteViewErr(err)
+		return g.acts.logits
+	}
+	return v
 }
 
 func isStop(id int32, stops []int32) bool {

@@ -1,0 +1,251 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"whet/engine"
+	"whet/engine/cpu"
+)
+
+// replayCPU is the CPU backend with a StepRecorder that behaves like a
+// CUDA graph: recording queues each op with the arguments it was called
+// with, runs nothing, and refuses host transfers; a replay runs the queue
+// again with those same arguments. A decoding step that baked a
+// host-side position or length into an op would replay it unchanged and
+// decode wrong tokens, as it would on a GPU.
+type replayCPU struct {
+	*cpu.Backend
+	queue     *[]func() error // non-nil while recording
+	recorded  int             // recordings made
+	replays   int
+	hostWhile error // a host transfer attempted while recording
+}
+
+type replayRecording struct {
+	r   *replayCPU
+	ops []func() error
+}
+
+func (rc *replayRecording) Replay() error {
+	rc.r.replays++
+	for _, op := range rc.ops {
+		if err := op(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rc *replayRecording) Free() {}
+
+func (r *replayCPU) Record(f func() error) (engine.Recording, error) {
+	var q []func() error
+	r.queue = &q
+	err := f()
+	r.queue = nil
+	if err == nil {
+		err = r.hostWhile
+	}
+	r.hostWhile = nil
+	if err != nil {
+		return nil, err
+	}
+	r.recorded++
+	return &replayRecording{r: r, ops: q}, nil
+}
+
+// op runs f now, or queues it while recording.
+func (r *replayCPU) op(f func() error) error {
+	if r.queue != nil {
+		*r.queue = append(*r.queue, f)
+		return nil
+	}
+	return f()
+}
+
+func (r *replayCPU) host(what string) error {
+	if r.queue != nil {
+		r.hostWhile = fmt.Errorf("%s while recording", what)
+		return r.hostWhile
+	}
+	return nil
+}
+
+func (r *replayCPU) Upload(dst engine.Tensor, src []float32) error {
+	if err := r.host("Upload"); err != nil {
+		return err
+	}
+	return r.Backend.Upload(dst, src)
+}
+
+func (r *replayCPU) UploadInt32(dst engine.Tensor, src []int32) error {
+	if err := r.host("UploadInt32"); err != nil {
+		return err
+	}
+	return r.Backend.UploadInt32(dst, src)
+}
+
+func (r *replayCPU) Download(src engine.Tensor, dst []float32) error {
+	if err := r.host("Download"); err != nil {
+		return err
+	}
+	return r.Backend.Download(src, dst)
+}
+
+func (r *replayCPU) Embedding(out, table, ids engine.Tensor) error {
+	return r.op(func() error { return r.Backend.Embedding(out, table, ids) })
+}
+func (r *replayCPU) Scale(t engine.Tensor, s float32) error {
+	return r.op(func() error { return r.Backend.Scale(t, s) })
+}
+func (r *replayCPU) Fill(t engine.Tensor, v float32) error {
+	return r.op(func() error { return r.Backend.Fill(t, v) })
+}
+func (r *replayCPU) Copy(dst, src engine.Tensor) error {
+	return r.op(func() error { return r.Backend.Copy(dst, src) })
+}
+func (r *replayCPU) AddScaled(dst, src engine.Tensor, alpha float32) error {
+	return r.op(func() error { return r.Backend.AddScaled(dst, src, alpha) })
+}
+func (r *replayCPU) AddBias(out, bias engine.Tensor) error {
+	return r.op(func() error { return r.Backend.AddBias(out, bias) })
+}
+func (r *replayCPU) RMSNorm(out, rstd, x, w engine.Tensor, eps float32) error {
+	return r.op(func() error { return r.Backend.RMSNorm(out, rstd, x, w, eps) })
+}
+func (r *replayCPU) MatMul(c, a, b engine.Tensor, ta, tb bool, alpha, beta float32) error {
+	return r.op(func() error { return r.Backend.MatMul(c, a, b, ta, tb, alpha, beta) })
+}
+func (r *replayCPU) RoPE(x, pos, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
+	return r.op(func() error { return r.Backend.RoPE(x, pos, cos, sin, nHeads, headDim, inverse) })
+}
+func (r *replayCPU) RoPEPartial(x, pos, cos, sin engine.Tensor, nHeads, headDim int, inverse bool) error {
+	return r.op(func() error { return r.Backend.RoPEPartial(x, pos, cos, sin, nHeads, headDim, inverse) })
+}
+func (r *replayCPU) SwiGLU(out, g, u engine.Tensor) error {
+	return r.op(func() error { return r.Backend.SwiGLU(out, g, u) })
+}
+func (r *replayCPU) GeGLU(out, g, u engine.Tensor) error {
+	return r.op(func() error { return r.Backend.GeGLU(out, g, u) })
+}
+func (r *replayCPU) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
+	return r.op(func() error { return r.Backend.AttentionKV(out, q, k, v, qOffset, p) })
+}
+func (r *replayCPU) KVAppend(cache, x, pos engine.Tensor) error {
+	return r.op(func() error { return r.Backend.KVAppend(cache, x, pos) })
+}
+func (r *replayCPU) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.AttnParams) error {
+	return r.op(func() error { return r.Backend.AttentionDecode(out, q, k, v, pos, p) })
+}
+func (r *replayCPU) Argmax(ids, logits engine.Tensor) error {
+	return r.op(func() error { return r.Backend.Argmax(ids, logits) })
+}
+func (r *replayCPU) AdvancePosition(pos engine.Tensor, limit int) error {
+	return r.op(func() error { return r.Backend.AdvancePosition(pos, limit) })
+}
+
+// decodeWith loads the tiny family model on b (the same weights for every
+// backend: the CPU builds them, b gets a copy) and decodes with mode.
+func decodeWith(t *testing.T, m *engine.Model, mode engine.DecodeMode, prompt []int32, o engine.SampleOptions) ([]int32, *engine.Generator) {
+	t.Helper()
+	g, err := m.NewGenerator(len(prompt) + o.MaxNewTokens + 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Free)
+	g.Mode = mode
+	out, err := g.Generate(context.Background(), prompt, o, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", mode, err)
+	}
+	// A second call starts over and must give the same tokens.
+	again, err := g.Generate(context.Background(), prompt, o, nil)
+	if err != nil {
+		t.Fatalf("%s again: %v", mode, err)
+	}
+	if !slices.Equal(out, again) {
+		t.Fatalf("%s: a second generation gave %v after %v", mode, again, out)
+	}
+	return out, g
+}
+
+// TestDecodeModesAgree: decoding with the position in device memory, and
+// replaying a recorded step, give the plain path's tokens exactly, greedy
+// and sampled, for each family (Gemma 2's window and soft-caps, Phi-3's
+// fused projections and LongRoPE switch, which forces a new recording
+// when the decode crosses the original context).
+func TestDecodeModesAgree(t *testing.T) {
+	for _, name := range []string{"llama", "qwen3", "gemma2", "phi3"} {
+		t.Run(name, func(t *testing.T) {
+			var m *engine.Model
+			if name == "llama" {
+				m = newTiny(t, true, false)
+			} else {
+				m = newTinyFamily(t, name)
+			}
+			rb := &replayCPU{Backend: m.B.(*cpu.Backend)}
+			m.B = rb
+			prompt := []int32{3, 1, 4, 1}
+			for _, o := range []engine.SampleOptions{
+				engine.Greedy(12, nil),
+				{MaxNewTokens: 12, Temperature: 0.9, TopK: 8, Seed: 7},
+				{MaxNewTokens: 12, RepetitionPenalty: 1.3},
+			} {
+				want, _ := decodeWith(t, m, engine.DecodePlain, prompt, o)
+				for _, mode := range []engine.DecodeMode{engine.DecodeDevice, engine.DecodeGraph} {
+					rec0, rep0 := rb.recorded, rb.replays
+					got, g := decodeWith(t, m, mode, prompt, o)
+					if !slices.Equal(got, want) {
+						t.Errorf("%+v %s: %v, plain %v", o, mode, got, want)
+					}
+					if g.Used != mode || g.Fallback != "" {
+						t.Errorf("%s: used %s (%s)", mode, g.Used, g.Fallback)
+					}
+					if mode == engine.DecodeGraph && (rb.recorded == rec0 || rb.replays-rep0 < 2*(len(got)-2)) {
+						t.Errorf("graph: %d recordings and %d replays for 2×%d tokens", rb.recorded-rec0, rb.replays-rep0, len(got))
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestDecodeRecordingFailureFallsBack: a step that cannot be recorded is
+// run directly, with the reason kept, and the tokens do not change.
+func TestDecodeRecordingFailureFallsBack(t *testing.T) {
+	m := newTiny(t, true, false)
+	m.B = failingRecorder{m.B.(*cpu.Backend)}
+	prompt := []int32{3, 1, 4, 1}
+	want, _ := decodeWith(t, m, engine.DecodePlain, prompt, engine.Greedy(8, nil))
+	got, g := decodeWith(t, m, engine.DecodeGraph, prompt, engine.Greedy(8, nil))
+	if !slices.Equal(got, want) {
+		t.Errorf("after a failed recording: %v, plain %v", got, want)
+	}
+	if g.Used != engine.DecodeDevice || g.Fallback == "" {
+		t.Errorf("used %s, fallback %q; want device with a reason", g.Used, g.Fallback)
+	}
+}
+
+type failingRecorder struct{ *cpu.Backend }
+
+func (failingRecorder) Record(func() error) (engine.Recording, error) {
+	return nil, errors.New("no graphs here")
+}
+
+// TestDecodeModeFromEnv reads the switch.
+func TestDecodeModeFromEnv(t *testing.T) {
+	for v, want := range map[string]engine.DecodeMode{"": engine.DecodeGraph, "plain": engine.DecodePlain, "device": engine.DecodeDevice, "graph": engine.DecodeGraph} {
+		t.Setenv(engine.DecodeModeEnv, v)
+		if got, err := engine.DecodeModeFromEnv(); err != nil || got != want {
+			t.Errorf("%q: %s, %v", v, got, err)
+		}
+	}
+	t.Setenv(engine.DecodeModeEnv, "fast")
+	if _, err := engine.DecodeModeFromEnv(); err == nil {
+		t.Error("an unknown mode was accepted")
+	}
+}
