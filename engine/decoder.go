@@ -79,17 +79,17 @@ type Activations struct {
 	mlpChunk int
 	// recomputing is set while a checkpointed layer's forward is rerun
 	// before its backward.
-	recomputing        bool
-	seqs               SeqLayout
-	lossesHost         []float32
-	dropoutSeed        uint64
-	training           bool     // dropout only applies while training
-	kv                 *kvCache // set while generating
+	recomputing bool
+	seqs        SeqLayout
+	lossesHost  []float32
+	dropoutSeed uint64
+	training    bool     // dropout only applies while training
+	kv          *kvCache // set while generating
 	// matVec lets single-row products of NF4 linears run on the codes
 	// (NF4MatVec) instead of expanding the weight: the generator's fast
 	// decoding sets it.
-	matVec bool
-	viewErr            error    // first failed view of a pass (a bug), see noteViewErr
+	matVec             bool
+	viewErr            error // first failed view of a pass (a bug), see noteViewErr
 	owned              []Tensor
 	lastTargets, count int
 	// afterLayer, when set (the last micro-batch of a data-parallel
