@@ -10,6 +10,17 @@
 // word into 8 values (one 16-byte store for an aligned bf16 out), looking
 // the levels up in shared memory. The level table is engine.NF4Levels, written with
 // the same decimal literals so that both round to the same float32.
+//
+// matvec_nf4 multiplies one row by such a weight without expanding it
+// (decoding a QLoRA model reads each weight once per token):
+//   y[r] = sum_c x[c] * w(r, c) (+ y[r] when accumulate)     w [n, k]
+// with w(r, c) the value dequantize_nf4 would write, rounded to wdt (the
+// compute dtype) as the expanded weight would hold it. One warp per row,
+// 8 rows per 256-thread block; with k a multiple of 32 and aligned codes
+// and x each lane takes 16 bytes of codes (32 values of one absmax block)
+// at a time, else one word. k must be a multiple of 8 (a word's 8 values
+// then share a block). There is no backward (the weight is frozen and
+// decoding takes no gradient).
 #include "common.cuh"
 
 #define NF4_BLOCK 64
@@ -45,5 +56,57 @@ extern "C" __global__ void dequantize_nf4(void* out, int odt, const unsigned int
 #pragma unroll
             for (int k = 0; k < 8; k++) st(out, odt, 8 * w + k, v[k]);
         }
+    }
+}
+
+__device__ __forceinline__ float nf4_weight(const float* levels, unsigned int code, float s, int wdt) {
+    const float w = levels[code] * s;
+    return wdt == DT_BF16 ? bf16_to_f32(f32_to_bf16(w)) : w;
+}
+
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4(void* y, int ydt, const void* x, int xdt, const unsigned int* packed,
+                                                             const float* absmax, i64 n, i64 k, int accumulate, int wdt) {
+    __shared__ float levels[16];
+    if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= n) return;
+    const i64 kw = k / 8; // words per row
+    const unsigned int* pr = packed + row * kw;
+    float acc = 0.0f;
+    if ((k & 31) == 0 && aligned16(packed) && aligned16(x)) {
+        const u32x4* pv = (const u32x4*)pr;
+        for (i64 c = lane; c < kw / 4; c += 32) {
+            const u32x4 q = pv[c];
+            const float s = absmax[(row * k + c * 32) / NF4_BLOCK];
+            const unsigned int words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int wi = 0; wi < 4; wi++) {
+                float xv[8];
+                ld8(x, xdt, c * 32 + wi * 8, xv);
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    const unsigned int by = (words[wi] >> (8 * b)) & 0xffu;
+                    acc += nf4_weight(levels, by >> 4, s, wdt) * xv[2 * b] + nf4_weight(levels, by & 15u, s, wdt) * xv[2 * b + 1];
+                }
+            }
+        }
+    } else {
+        for (i64 c = lane; c < kw; c += 32) {
+            const unsigned int word = pr[c];
+            const float s = absmax[(row * k + c * 8) / NF4_BLOCK];
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const unsigned int by = (word >> (8 * b)) & 0xffu;
+                acc += nf4_weight(levels, by >> 4, s, wdt) * ld(x, xdt, c * 8 + 2 * b) +
+                       nf4_weight(levels, by & 15u, s, wdt) * ld(x, xdt, c * 8 + 2 * b + 1);
+            }
+        }
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) {
+        if (accumulate) acc += ld(y, ydt, row);
+        st(y, ydt, row, acc);
     }
 }

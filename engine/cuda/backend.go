@@ -93,6 +93,18 @@ type Backend struct {
 	chunkTables    []chunkTable // multi-tensor kernels' chunk tables (multitensor.go)
 
 	indexReads int // index tensors read back for checking (for tests)
+
+	// capturing is set while Record captures the stream's work into a
+	// graph (graph.go): ops that would wait for the device, move data
+	// from or to the host, or take and free memory fail instead, and
+	// same-dtype copies go onto the stream.
+	capturing bool
+	// gemvDisabled sends one-row products to cuBLASLt (GEMVEnv=0).
+	gemvDisabled bool
+	// decodeScratch holds AttentionDecode's partial results and per-head
+	// counters (decode.go), grown outside a capture.
+	decodeScratch      uint64
+	decodeScratchBytes int64
 }
 
 // function is a loaded kernel and the dynamic shared memory it was opened to.
@@ -232,7 +244,7 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
-		computeF32: opts.ComputeF32, limit: limit,
+		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(),
 	}
 	if err := b.open(opts); err != nil {
 		b.release()
@@ -331,6 +343,8 @@ func (b *Backend) release() {
 	}
 	b.rawFree(b.opScratch, b.opScratchBytes)
 	b.opScratch, b.opScratchBytes = 0, 0
+	b.rawFree(b.decodeScratch, b.decodeScratchBytes)
+	b.decodeScratch, b.decodeScratchBytes = 0, 0
 	b.rawFree(b.attnOrder.ptr, b.attnOrder.bytes)
 	b.attnOrder = attnOrder{}
 	for _, t := range b.chunkTables {
@@ -660,6 +674,9 @@ func (b *Backend) htod(op string, d *Tensor, host []byte, known *intSummary) err
 		return err
 	}
 	defer exit()
+	if b.capturing {
+		return fmt.Errorf("cuda: %s %s %v: %w", op, d.dt, d.shape, errCapturing)
+	}
 	d.alloc.known = nil
 	if err := b.drv.call("cuMemcpyHtoD_v2", b.drv.cuMemcpyHtoD, uintptr(d.ptr()), uintptr(unsafe.Pointer(&host[0])), uintptr(len(host))); err != nil {
 		return withOp(fmt.Sprintf("%s %s %v", op, d.dt, d.shape), err)
@@ -713,6 +730,9 @@ func (b *Backend) Download(src engine.Tensor, dst []float32) error {
 
 // dtoh copies device memory to host memory after the stream's work.
 func (b *Backend) dtoh(dst unsafe.Pointer, src uint64, bytes int) error {
+	if b.capturing {
+		return fmt.Errorf("reading %d bytes back: %w", bytes, errCapturing)
+	}
 	if err := b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream); err != nil {
 		return err
 	}

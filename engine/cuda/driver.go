@@ -73,6 +73,14 @@ type driver struct {
 	cuFuncSetAttribute, cuLaunchKernel                         uintptr
 	cuStreamCreate, cuStreamDestroy, cuStreamSynchronize       uintptr
 	cuGetErrorName, cuGetErrorString, cuDriverGetVersion       uintptr
+
+	// Stream capture and graphs (graph.go), and a stream-ordered copy
+	// for use while capturing; optional: 0 when the driver lacks them,
+	// and Record then says so.
+	cuStreamBeginCapture, cuStreamEndCapture   uintptr
+	cuGraphInstantiateWithFlags, cuGraphLaunch uintptr
+	cuGraphExecDestroy, cuGraphDestroy         uintptr
+	cuMemcpyDtoDAsync                          uintptr
 }
 
 func openDriver() (*driver, error) {
@@ -110,6 +118,17 @@ func openDriver() (*driver, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	for name, dst := range map[string]*uintptr{
+		"cuStreamBeginCapture_v2":     &d.cuStreamBeginCapture,
+		"cuStreamEndCapture":          &d.cuStreamEndCapture,
+		"cuGraphInstantiateWithFlags": &d.cuGraphInstantiateWithFlags,
+		"cuGraphLaunch":               &d.cuGraphLaunch,
+		"cuGraphExecDestroy":          &d.cuGraphExecDestroy,
+		"cuGraphDestroy":              &d.cuGraphDestroy,
+		"cuMemcpyDtoDAsync_v2":        &d.cuMemcpyDtoDAsync,
+	} {
+		*dst, _ = lib.sym(name) // optional
 	}
 	return d, nil
 }

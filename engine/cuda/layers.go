@@ -26,6 +26,9 @@ func (b *Backend) checkIndices(op, what string, t *Tensor, limit int, allowIgnor
 			return nil
 		}
 	}
+	if b.capturing {
+		return fmt.Errorf("cuda: %s: checking %s would read them back: %w", op, what, errCapturing)
+	}
 	b.indexReads++
 	h, err := b.downloadInt32(t)
 	if err != nil {

@@ -23,6 +23,9 @@ const (
 // reported with the op and size, and the op frees what it took before
 // returning, so a failed op leaves the backend as it found it.
 func (b *Backend) temp(op string, bytes int64) (uint64, func(), error) {
+	if b.capturing {
+		return 0, nil, fmt.Errorf("cuda: %s: scratch of %s: %w", op, units.Bytes(bytes), errCapturing)
+	}
 	p, err := b.rawAlloc(bytes)
 	if err != nil {
 		return 0, nil, withOp(fmt.Sprintf("%s: scratch of %s", op, units.Bytes(bytes)), err)
@@ -36,6 +39,9 @@ func (b *Backend) temp(op string, bytes int64) (uint64, func(), error) {
 func (b *Backend) scratchFor(op string, bytes int64) (uint64, error) {
 	if bytes <= b.opScratchBytes {
 		return b.opScratch, nil
+	}
+	if b.capturing {
+		return 0, fmt.Errorf("cuda: %s: scratch of %s: %w", op, units.Bytes(bytes), errCapturing)
 	}
 	b.rawFree(b.opScratch, b.opScratchBytes)
 	b.opScratch, b.opScratchBytes = 0, 0
@@ -110,6 +116,10 @@ func (b *Backend) copyLocked(op string, dst uint64, ddt engine.DType, src uint64
 	if ddt == sdt {
 		if dst == src {
 			return nil
+		}
+		if b.capturing {
+			// The legacy stream cannot join a capture: copy on ours.
+			return withOp(op, b.drv.call("cuMemcpyDtoDAsync_v2", b.drv.cuMemcpyDtoDAsync, uintptr(dst), uintptr(src), uintptr(n*ddt.Size()), b.stream))
 		}
 		// cuMemcpyDtoD runs on the legacy stream, which waits for ours.
 		return withOp(op, b.drv.call("cuMemcpyDtoD_v2", b.drv.cuMemcpyDtoD, uintptr(dst), uintptr(src), uintptr(n*ddt.Size())))
@@ -321,6 +331,9 @@ func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, bet
 			return b.launch(op, fileElementwise, "fill", b.gridFor(ct.n), block256, 0, ct.ptr(), dt(ct), int64(ct.n), float32(0))
 		}
 		return b.launch(op, fileElementwise, "scale", b.gridFor(ct.n), block256, 0, ct.ptr(), dt(ct), int64(ct.n), beta)
+	}
+	if ok, err := b.gemv(op, ct, at, bt, m, n, k, transA, transB, alpha, beta); ok {
+		return err
 	}
 	abType := engine.BF16
 	if at.dt != engine.BF16 || bt.dt != engine.BF16 {

@@ -39,3 +39,7 @@ struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
 struct __attribute__((aligned(8))) uint2 { unsigned x, y; };
 __device__ inline float4 make_float4(float a, float b, float c, float d) { float4 r; r.x=a; r.y=b; r.z=c; r.w=d; return r; }
 __device__ double atomicAdd(double*,double); __device__ double __shfl_xor_sync(unsigned,double,int,int=32);
+extern "C" __device__ float tanhf(float);
+__device__ void __threadfence();
+__device__ unsigned atomicAdd(unsigned*,unsigned);
+__device__ int __shfl_xor_sync(unsigned,int,int,int=32);

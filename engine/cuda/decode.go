@@ -1,0 +1,268 @@
+package cuda
+
+import (
+	"fmt"
+	"os"
+
+	"whet/engine"
+	"whet/engine/units"
+)
+
+// Decoding ops (engine.DeviceDecoder, engine.NF4MatVec) and the GEMV
+// that MatMul takes for one row: kernels/decode.cu, kernels/gemv.cu and
+// kernels/nf4.cu. None reads anything back, so a decoding step made of
+// them can be recorded (graph.go).
+
+var (
+	_ engine.DeviceDecoder = (*Backend)(nil)
+	_ engine.NF4MatVec     = (*Backend)(nil)
+)
+
+// GEMVEnv turns off the GEMV kernel for one-row products when set to 0
+// (cuBLASLt then takes them, as before), for comparison.
+const GEMVEnv = "WHET_CUDA_GEMV"
+
+// gemvOff reads GEMVEnv once per backend.
+func gemvOff() bool { return os.Getenv(GEMVEnv) == "0" }
+
+// rowsPerBlock is the GEMV kernels' rows per 256-thread block (a warp each).
+const rowsPerBlock = 8
+
+// checkPos checks the position tensor (one I32 element) against rows from
+// what the host knows of it, reading it back only when nothing is known
+// (which fails while recording).
+func (b *Backend) checkPos(op string, pt *Tensor, rows int) error {
+	return b.checkIndices(op, "pos", pt, rows, false, func(i int, v int32) error {
+		return fmt.Errorf("cuda: %s: pos[0] = %d is outside the %d rows of the cache", op, v, rows)
+	})
+}
+
+// bound records that an I32 tensor holds values in [0, limit): a kernel
+// the host launched wrote it and keeps it there.
+func bound(t *Tensor, limit int) {
+	t.alloc.known = &intSummary{off: t.off, n: t.n, min: 0, max: int32(limit - 1), lo: 0, hi: int32(limit - 1), others: true}
+}
+
+// KVAppend copies x [1, C] into row pos[0] of cache [rows, C].
+func (b *Backend) KVAppend(cache, x, pos engine.Tensor) error {
+	c := b.check("KVAppend")
+	ct, xt, pt := c.float("cache", cache), c.float("x", x), c.intTensor("pos", pos)
+	if c.Err != nil {
+		return c.Err
+	}
+	rows, cols := engine.Rows(ct), engine.Cols(ct)
+	c.Matrix("x", xt, 1, cols)
+	c.Length("pos", pt, 1)
+	c.disjoint("cache", ct, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	if err := b.checkPos("KVAppend", pt, rows); err != nil {
+		return err
+	}
+	return b.launch(fmt.Sprintf("KVAppend %s [1 %d] into %v", xt.dt, cols, ct.shape), "decode.cu", "kv_append", b.gridFor(cols), block256, 0,
+		ct.ptr(), dt(ct), xt.ptr(), dt(xt), pt.ptr(), int64(rows), int64(cols))
+}
+
+// decodeSplits is how many blocks share one head's keys in
+// attention_decode, from the cache's rows (fixed for a recording): about
+// 128 keys each, at most 64.
+func decodeSplits(rows int) (splits, chunk int) {
+	splits = min(max((rows+127)/128, 1), 64)
+	return splits, (rows + splits - 1) / splits
+}
+
+// AttentionDecode is attention of the one query row q at position pos[0]
+// over rows 0..pos[0] of the caches k and v (kernels/decode.cu).
+func (b *Backend) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.AttnParams) error {
+	c := b.check("AttentionDecode")
+	ot, qt, kt, vt, pt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v), c.intTensor("pos", pos)
+	if c.Err != nil {
+		return c.Err
+	}
+	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
+	if H <= 0 || KVH <= 0 || D <= 0 || H%KVH != 0 || D > attnMaxHeadDim {
+		c.Failf("heads %d/%d of dim %d: want positive counts, query heads a multiple of kv heads, dim at most %d", H, KVH, D, attnMaxHeadDim)
+		return c.Err
+	}
+	rows := engine.Rows(kt)
+	c.Matrix("q", qt, 1, H*D)
+	c.Matrix("out", ot, 1, H*D)
+	c.Matrix("k", kt, rows, KVH*D)
+	c.Matrix("v", vt, rows, KVH*D)
+	c.Length("pos", pt, 1)
+	if c.Err == nil && kt.dt != vt.dt {
+		c.Failf("k is %s and v %s", kt.dt, vt.dt)
+	}
+	for _, in := range []struct {
+		name string
+		t    *Tensor
+	}{{"q", qt}, {"k", kt}, {"v", vt}} {
+		c.disjoint("out", ot, in.name, in.t)
+	}
+	if c.Err != nil {
+		return c.Err
+	}
+	if rows == 0 {
+		c.Failf("the caches have no rows")
+		return c.Err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	op := fmt.Sprintf("AttentionDecode heads %d/%d dim %d over %d rows window %d softcap %g", H, KVH, D, rows, p.Window, p.SoftCap)
+	if err := b.checkPos(op, pt, rows); err != nil {
+		return err
+	}
+	splits, chunk := decodeSplits(rows)
+	var part, count uint64
+	if splits > 1 {
+		// Partial results [H, splits, D+2] f32, then H u32 counters that
+		// the kernels leave at 0.
+		partBytes := int64(H) * int64(splits) * int64(D+2) * 4
+		need := partBytes + int64(H)*4
+		if need > b.decodeScratchBytes {
+			if b.capturing {
+				return fmt.Errorf("cuda: %s: scratch of %s: %w", op, units.Bytes(need), errCapturing)
+			}
+			b.rawFree(b.decodeScratch, b.decodeScratchBytes)
+			b.decodeScratch, b.decodeScratchBytes = 0, 0
+			p, err := b.rawAlloc(need)
+			if err != nil {
+				return withOp(fmt.Sprintf("%s: scratch of %s", op, units.Bytes(need)), err)
+			}
+			if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(p), 0, uintptr(allocWords(need))); err != nil {
+				b.rawFree(p, need)
+				return withOp(op, err)
+			}
+			b.decodeScratch, b.decodeScratchBytes = p, need
+		}
+		part, count = b.decodeScratch, b.decodeScratch+uint64(partBytes)
+	}
+	smem := 4 * (D + chunk + 256 + 32)
+	return b.launch(op, "decode.cu", "attention_decode", dim3{H, splits, 1}, block256, smem,
+		ot.ptr(), dt(ot), qt.ptr(), dt(qt), kt.ptr(), vt.ptr(), dt(kt), pt.ptr(), int64(rows),
+		int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window), p.SoftCap, int32(chunk), part, count)
+}
+
+// Argmax writes the column of the largest logit (the lowest on ties)
+// into ids[0].
+func (b *Backend) Argmax(ids, logits engine.Tensor) error {
+	c := b.check("Argmax")
+	it, lt := c.intTensor("ids", ids), c.float("logits", logits)
+	if c.Err != nil {
+		return c.Err
+	}
+	V := engine.Cols(lt)
+	c.Length("ids", it, 1)
+	c.Matrix("logits", lt, 1, V)
+	if c.Err != nil {
+		return c.Err
+	}
+	if V == 0 || V > 1<<31-1 {
+		c.Failf("%d logits: want 1 to 2^31-1", V)
+		return c.Err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	if err := b.launch(fmt.Sprintf("Argmax of %s %v", lt.dt, lt.shape), "decode.cu", "argmax", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0,
+		it.ptr(), lt.ptr(), dt(lt), int64(V)); err != nil {
+		return err
+	}
+	bound(it, V)
+	return nil
+}
+
+// AdvancePosition adds 1 to pos[0] while it stays below limit.
+func (b *Backend) AdvancePosition(pos engine.Tensor, limit int) error {
+	c := b.check("AdvancePosition")
+	pt := c.intTensor("pos", pos)
+	if c.Err != nil {
+		return c.Err
+	}
+	c.Length("pos", pt, 1)
+	if c.Err != nil {
+		return c.Err
+	}
+	if limit < 1 || limit > 1<<31-1 {
+		c.Failf("limit %d: want 1 to 2^31-1", limit)
+		return c.Err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	// pos starts within [0, limit) and the kernel keeps it there.
+	if err := b.checkPos("AdvancePosition", pt, limit); err != nil {
+		return err
+	}
+	if err := b.launch("AdvancePosition", "decode.cu", "advance_position", dim3{1, 1, 1}, dim3{32, 1, 1}, 0, pt.ptr(), int32(limit)); err != nil {
+		return err
+	}
+	bound(pt, limit)
+	return nil
+}
+
+// MatVecNF4 computes y [1, out] = x [1, in] @ W^T (+ y when accumulate)
+// from W's NF4 codes (kernels/nf4.cu, matvec_nf4), each value rounded to
+// x's dtype as DequantizeNF4 would store it.
+func (b *Backend) MatVecNF4(y, x, packed, absmax engine.Tensor, accumulate bool) error {
+	c := b.check("MatVecNF4")
+	yt, xt, pt, at := c.float("y", y), c.float("x", x), c.intTensor("packed", packed), c.f32("absmax", absmax)
+	if c.Err != nil {
+		return c.Err
+	}
+	n, k := yt.n, xt.n
+	c.Matrix("y", yt, 1, n)
+	c.Matrix("x", xt, 1, k)
+	if c.Err != nil {
+		return c.Err
+	}
+	if k%8 != 0 || pt.n*8 != n*k || at.n*nf4Block != n*k {
+		c.Failf("W [%d %d] needs in a multiple of 8, %d packed words and %d absmax values, got %d and %d", n, k, n*k/8, n*k/nf4Block, pt.n, at.n)
+		return c.Err
+	}
+	c.disjoint("y", yt, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	if n == 0 {
+		return nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	acc := int32(0)
+	if accumulate {
+		acc = 1
+	}
+	return b.launch(fmt.Sprintf("MatVecNF4 %s [1 %d] = %s [1 %d] @ nf4 [%d %d]ᵀ", yt.dt, n, xt.dt, k, n, k), "nf4.cu", "matvec_nf4",
+		dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
+		yt.ptr(), dt(yt), xt.ptr(), dt(xt), pt.ptr(), at.ptr(), int64(n), int64(k), acc, dt(xt))
+}
+
+// gemv runs c [1, n] = alpha * a [1, k] @ bm [n, k]^T + beta * c through
+// kernels/gemv.cu when it can (bf16 operands, k a multiple of 8, 16-byte
+// aligned operands, GEMVEnv not 0); ok is false when cuBLASLt must take
+// it. The caller holds the context.
+func (b *Backend) gemv(op string, ct, at, bt *Tensor, m, n, k int, transA, transB bool, alpha, beta float32) (ok bool, err error) {
+	if b.gemvDisabled || m != 1 || transA || !transB || at.dt != engine.BF16 || bt.dt != engine.BF16 || k%8 != 0 ||
+		alignment(at.ptr()) < 16 || alignment(bt.ptr()) < 16 || alignment(ct.ptr()) < ct.dt.Size() {
+		return false, nil
+	}
+	return true, b.launch(op, "gemv.cu", "gemv_bf16", dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
+		ct.ptr(), dt(ct), at.ptr(), bt.ptr(), int64(n), int64(k), alpha, beta)
+}

@@ -1,0 +1,336 @@
+package cuda_test
+
+import (
+	"context"
+
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/engine/cuda"
+)
+
+// upload puts vals into a new tensor of dt on b.
+func upload(t *testing.T, b engine.Backend, dt engine.DType, vals []float32, shape ...int) engine.Tensor {
+	t.Helper()
+	x, err := b.Alloc(dt, shape...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Free(x) })
+	if err := b.Upload(x, vals); err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+func download(t *testing.T, b engine.Backend, x engine.Tensor) []float32 {
+	t.Helper()
+	out := make([]float32, x.Len())
+	if err := b.Download(x, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func randomVals(rng *rand.Rand, n int, std float64) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64() * std)
+	}
+	return v
+}
+
+// closeTo fails when got and want differ by more than tol times the
+// largest |want| (and names the worst element).
+func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	var scale, worst float64
+	wi := 0
+	for i := range want {
+		scale = max(scale, math.Abs(float64(want[i])))
+		if d := math.Abs(float64(got[i] - want[i])); d > worst || math.IsNaN(d) {
+			worst, wi = d, i
+		}
+	}
+	if worst > tol*max(scale, 1e-6) || math.IsNaN(worst) {
+		t.Errorf("%s: element %d is %g, want %g (worst difference %.3g, %.3g of the largest %.3g)", what, wi, got[wi], want[wi], worst, worst/scale, scale)
+	}
+}
+
+// TestAttentionDecodeMatchesCPU: the split-over-keys decode kernel gives
+// the CPU's cached attention for one query at positions on both sides of
+// a split, with GQA, a window, a soft-cap and an odd head dim, in float32
+// and bf16; KVAppend writes the row at pos.
+func TestAttentionDecodeMatchesCPU(t *testing.T) {
+	g := newGPU(t, cuda.Options{})
+	c := cpu.New()
+	rng := rand.New(rand.NewPCG(21, 1))
+	cases := []struct {
+		H, KVH, D, rows, window int
+		softcap                 float32
+	}{
+		{4, 2, 64, 300, 0, 0},
+		{4, 2, 64, 300, 50, 0},
+		{8, 8, 128, 40, 0, 5},
+		{2, 1, 80, 200, 0, 0},
+		{4, 1, 256, 1000, 0, 0},
+	}
+	for _, tc := range cases {
+		for _, dt := range []engine.DType{engine.F32, engine.BF16} {
+			for _, pos := range []int{0, 1, 127, 128, tc.rows - 1} {
+				if pos >= tc.rows {
+					continue
+				}
+				name := fmt.Sprintf("%s H%d/%d D%d rows%d win%d cap%g pos%d", dt, tc.H, tc.KVH, tc.D, tc.rows, tc.window, tc.softcap, pos)
+				p := engine.AttnParams{NHeads: tc.H, NKVHeads: tc.KVH, HeadDim: tc.D, Scale: float32(1 / math.Sqrt(float64(tc.D))), Window: tc.window, SoftCap: tc.softcap}
+				qv := randomVals(rng, tc.H*tc.D, 1)
+				kv := randomVals(rng, tc.rows*tc.KVH*tc.D, 1)
+				vv := randomVals(rng, tc.rows*tc.KVH*tc.D, 1)
+				xv := randomVals(rng, tc.KVH*tc.D, 1)
+				var outs [2][]float32
+				var rowsAt [2][]float32
+				for i, b := range []engine.Backend{c, g} {
+					q := upload(t, b, dt, qv, 1, tc.H*tc.D)
+					k := upload(t, b, dt, kv, tc.rows, tc.KVH*tc.D)
+					v := upload(t, b, dt, vv, tc.rows, tc.KVH*tc.D)
+					x := upload(t, b, dt, xv, 1, tc.KVH*tc.D)
+					out := upload(t, b, dt, make([]float32, tc.H*tc.D), 1, tc.H*tc.D)
+					pt, _ := b.Alloc(engine.I32, 1)
+					t.Cleanup(func() { b.Free(pt) })
+					if err := b.UploadInt32(pt, []int32{int32(pos)}); err != nil {
+						t.Fatal(err)
+					}
+					dd := b.(engine.DeviceDecoder)
+					if err := dd.KVAppend(k, x, pt); err != nil {
+						t.Fatalf("%s %s: %v", name, b.Name(), err)
+					}
+					if err := dd.AttentionDecode(out, q, k, v, pt, p); err != nil {
+						t.Fatalf("%s %s: %v", name, b.Name(), err)
+					}
+					outs[i] = download(t, b, out)
+					rowsAt[i] = download(t, b, k)[pos*tc.KVH*tc.D : (pos+1)*tc.KVH*tc.D]
+				}
+				tol := 1e-5
+				if dt == engine.BF16 {
+					tol = 2e-2
+				}
+				closeTo(t, name, outs[1], outs[0], tol)
+				if !slices.Equal(rowsAt[0], rowsAt[1]) {
+					t.Errorf("%s: KVAppend wrote %v, the CPU %v", name, rowsAt[1][:4], rowsAt[0][:4])
+				}
+			}
+		}
+	}
+}
+
+// TestArgmaxAndAdvance: the device argmax picks the largest logit and the
+// lowest index among equal ones, over a Llama-3-sized row and a tiny one;
+// AdvancePosition stops below its limit.
+func TestArgmaxAndAdvance(t *testing.T) {
+	b := newGPU(t, cuda.Options{})
+	rng := rand.New(rand.NewPCG(21, 2))
+	for _, V := range []int{37, 128256} {
+		for _, dt := range []engine.DType{engine.F32, engine.BF16} {
+			vals := randomVals(rng, V, 3)
+			top := V * 2 / 3
+			vals[top], vals[V-1] = 100, 100 // a tie: the lower index wins
+			vals[V/5] = float32(math.Inf(-1))
+			lg := upload(t, b, dt, vals, 1, V)
+			ids, _ := b.Alloc(engine.I32, 1)
+			if err := b.Argmax(ids, lg); err != nil {
+				t.Fatal(err)
+			}
+			if got := download(t, b, ids)[0]; int(got) != top {
+				t.Errorf("V=%d %s: argmax %g, want %d", V, dt, got, top)
+			}
+			b.Free(ids)
+		}
+	}
+	pos, _ := b.Alloc(engine.I32, 1)
+	defer b.Free(pos)
+	if err := b.UploadInt32(pos, []int32{5}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := b.AdvancePosition(pos, 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := download(t, b, pos)[0]; got != 6 {
+		t.Errorf("5 advanced 3 times below 7: %g, want 6", got)
+	}
+}
+
+// TestMatVecKernels: the NF4 mat-vec equals expanding the weight and
+// multiplying, and the bf16 GEMV equals cuBLASLt's product (GEMVEnv=0),
+// with and without accumulation, for the head's f32 output too.
+func TestMatVecKernels(t *testing.T) {
+	b := newGPU(t, cuda.Options{})
+	t.Setenv(cuda.GEMVEnv, "0")
+	ref := newGPU(t, cuda.Options{})
+	rng := rand.New(rand.NewPCG(21, 3))
+	for _, sz := range [][2]int{{24, 128}, {520, 2048}, {8, 72}} {
+		n, k := sz[0], sz[1]
+		xv, wv, yv := randomVals(rng, k, 1), randomVals(rng, n*k, 0.05), randomVals(rng, n, 1)
+		packed, absmax, err := engine.QuantizeNF4(wv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		words := engine.PackNF4Words(packed)
+		for _, dt := range []engine.DType{engine.F32, engine.BF16} {
+			for _, acc := range []bool{false, true} {
+				name := fmt.Sprintf("[%d %d] %s accumulate=%v", n, k, dt, acc)
+				// NF4: the kernel against DequantizeNF4 + MatMul on cuBLASLt.
+				x := upload(t, b, dt, xv, 1, k)
+				y := upload(t, b, dt, yv, 1, n)
+				pk, _ := b.Alloc(engine.I32, n*k/8)
+				am, _ := b.Alloc(engine.F32, n*k/64)
+				if err := b.UploadInt32(pk, words); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Upload(am, absmax); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.MatVecNF4(y, x, pk, am, acc); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				got := download(t, b, y)
+				b.Free(pk)
+				b.Free(am)
+				rx := upload(t, ref, dt, xv, 1, k)
+				ry := upload(t, ref, dt, yv, 1, n)
+				w := upload(t, ref, dt, make([]float32, n*k), n, k)
+				rpk, _ := ref.Alloc(engine.I32, n*k/8)
+				ram, _ := ref.Alloc(engine.F32, n*k/64)
+				ref.UploadInt32(rpk, words)
+				ref.Upload(ram, absmax)
+				if err := ref.DequantizeNF4(w, rpk, ram); err != nil {
+					t.Fatal(err)
+				}
+				beta := float32(0)
+				if acc {
+					beta = 1
+				}
+				if err := ref.MatMul(ry, rx, w, false, true, 1, beta); err != nil {
+					t.Fatal(err)
+				}
+				want := download(t, ref, ry)
+				tol := 1e-5
+				if dt == engine.BF16 {
+					tol = 1e-2
+				}
+				closeTo(t, "nf4 "+name, got, want, tol)
+				// bf16 GEMV against cuBLASLt, into bf16 and f32 outputs.
+				if dt != engine.BF16 {
+					continue
+				}
+				for _, ydt := range []engine.DType{engine.BF16, engine.F32} {
+					gy := upload(t, b, ydt, yv, 1, n)
+					gw := upload(t, b, engine.BF16, wv, n, k)
+					if err := b.MatMul(gy, x, gw, false, true, 0.5, beta); err != nil {
+						t.Fatal(err)
+					}
+					ry := upload(t, ref, ydt, yv, 1, n)
+					rw := upload(t, ref, engine.BF16, wv, n, k)
+					if err := ref.MatMul(ry, rx, rw, false, true, 0.5, beta); err != nil {
+						t.Fatal(err)
+					}
+					closeTo(t, fmt.Sprintf("gemv %s into %s", name, ydt), download(t, b, gy), download(t, ref, ry), 1e-2)
+				}
+			}
+		}
+	}
+}
+
+// TestRecordRefusesHostWork: an op that needs the host while recording
+// fails the recording with the reason, and the backend works afterwards.
+func TestRecordRefusesHostWork(t *testing.T) {
+	b := newGPU(t, cuda.Options{})
+	x := upload(t, b, engine.F32, []float32{1, 2, 3}, 3)
+	_, err := b.Record(func() error {
+		if err := b.Scale(x, 2); err != nil {
+			return err
+		}
+		_, err := b.SumSquares(x)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "recording") {
+		t.Fatalf("recording a read-back: %v, want a refusal", err)
+	}
+	if got := download(t, b, x); !slices.Equal(got, []float32{1, 2, 3}) {
+		t.Errorf("after the failed recording x is %v; nothing recorded may run", got)
+	}
+	rec, err := b.Record(func() error { return b.Scale(x, 2) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Free()
+	for i := 0; i < 3; i++ {
+		if err := rec.Replay(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := download(t, b, x); !slices.Equal(got, []float32{8, 16, 24}) {
+		t.Errorf("three replays of x *= 2: %v", got)
+	}
+}
+
+// TestGenerateGraphEqualsPlain: decoding from a recorded step (a CUDA
+// graph) gives the tokens of the same steps run directly, exactly, and in
+// float32 the plain path's tokens too, for the tiny reference models, the
+// 2025 families and an NF4 (QLoRA) model; the graph is used, not fallen
+// back from.
+func TestGenerateGraphEqualsPlain(t *testing.T) {
+	f32 := newGPU(t, cuda.Options{ComputeF32: true})
+	bf16 := newGPU(t, cuda.Options{})
+	prompt := []int32{5, 77, 310, 12, 499, 3, 250, 18}
+	for _, name := range []string{"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma2", "tiny-phi3"} {
+		for _, nf4 := range []bool{false, true} {
+			for _, b := range []*cuda.Backend{f32, bf16} {
+				what := fmt.Sprintf("%s nf4=%v %s", name, nf4, b.ComputeDType())
+				m, err := engine.LoadModelWith(filepath.Join("..", "..", "testdata", name), b, engine.ModelOptions{NF4Linears: nf4})
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				toks := map[engine.DecodeMode][]int32{}
+				for _, mode := range []engine.DecodeMode{engine.DecodePlain, engine.DecodeDevice, engine.DecodeGraph} {
+					g, err := m.NewGenerator(len(prompt) + 48)
+					if err != nil {
+						t.Fatal(err)
+					}
+					g.Mode = mode
+					for rep := 0; rep < 2; rep++ { // the second call replays the same recording
+						out, err := g.Generate(context.Background(), prompt, engine.Greedy(40, nil), nil)
+						if err != nil {
+							t.Fatalf("%s %s: %v", what, mode, err)
+						}
+						if rep == 1 && !slices.Equal(out, toks[mode]) {
+							t.Errorf("%s %s: a second generation gave %v after %v", what, mode, out, toks[mode])
+						}
+						toks[mode] = out
+					}
+					if g.Used != mode || g.Fallback != "" {
+						t.Errorf("%s: asked for %s, used %s (%s)", what, mode, g.Used, g.Fallback)
+					}
+					g.Free()
+				}
+				m.Free()
+				if !slices.Equal(toks[engine.DecodeGraph], toks[engine.DecodeDevice]) {
+					t.Errorf("%s: graph %v, direct %v", what, toks[engine.DecodeGraph], toks[engine.DecodeDevice])
+				}
+				n := commonPrefix(toks[engine.DecodeGraph], toks[engine.DecodePlain])
+				t.Logf("%s: graph and plain agree on %d of 40 tokens", what, n)
+				if b == f32 && n != 40 {
+					t.Errorf("%s float32: graph %v, plain %v", what, toks[engine.DecodeGraph], toks[engine.DecodePlain])
+				}
+			}
+		}
+	}
+}
