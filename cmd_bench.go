@@ -69,13 +69,14 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
 	asJSON := fs.Bool("json", false, "JSON lines")
-	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s")
+	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s (the base model; --method qlora stores its linears in NF4; "+engine.DecodeModeEnv+"=plain|device|graph picks the decoding path)")
 	maxTime := fs.Duration("max-time", defaultBenchMaxTime, "refuse a workload estimated to run longer than this (0: no limit)")
 	grpoG := fs.Int("grpo", 0, "instead of supervised steps: GRPO LoRA steps of this many completions per prompt (one prompt of --seq tokens a step) and report generation and update tokens/s")
 	completion := fs.Int("completion", 256, "with --grpo: tokens per completion (random weights never stop early)")
 	gpus := fs.String("gpus", "", "data-parallel GPU counts to measure, comma-separated (1,2,4,8): each runs --batch per GPU on GPUs 0..N-1; a count of 1 gives the others' scaling efficiency")
 	ranks := fs.String("ranks", "", "as --gpus, for ranks on the CPU backend (--backend cpu)")
 	collective := fs.String("collective", "", "with --gpus or --ranks: nccl (default on GPUs) or ring (the Go ring, default on the CPU)")
+	decodeModes := fs.String("decode-modes", "", "with --decode: decoding paths to time one after another on the same model, comma-separated: plain, device or graph, each optionally +cublas (one-row products on cuBLASLt instead of the GEMV kernel); default: the "+engine.DecodeModeEnv+" environment's")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -145,13 +146,21 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	}
 	if *decode > 0 {
+		var modes []string
+		if *decodeModes != "" {
+			modes = strings.Split(*decodeModes, ",")
+		}
 		for _, name := range strings.Split(*models, ",") {
-			r, err := benchDecode(env, name, *seq, *decode)
-			if err != nil {
-				return fmt.Errorf("%s decode: %w", name, err)
+			for _, method := range strings.Split(*methods, ",") {
+				rs, err := benchDecode(env, name, method, *seq, *decode, modes)
+				for _, r := range rs {
+					js, _ := json.Marshal(r)
+					fmt.Fprintf(stdout, "%s\n", js)
+				}
+				if err != nil {
+					return fmt.Errorf("%s %s decode: %w", name, method, err)
+				}
 			}
-			js, _ := json.Marshal(r)
-			fmt.Fprintf(stdout, "%s\n", js)
 		}
 		return nil
 	}
@@ -569,20 +578,53 @@ func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective,
 // decodeResult is one greedy-decoding measurement.
 type decodeResult struct {
 	Model        string  `json:"model"`
+	Method       string  `json:"method"`
 	Backend      string  `json:"backend"`
 	Prompt       int     `json:"prompt_tokens"`
 	NewTokens    int     `json:"new_tokens"`
 	PrefillSec   float64 `json:"prefill_s"`
 	DecodePerSec float64 `json:"decode_tokens_per_sec"`
+	// Mode is the decoding path taken (engine.DecodeMode), Fallback why
+	// it is not the one asked for.
+	Mode     string `json:"decode_mode"`
+	Fallback string `json:"fallback,omitempty"`
+	// GEMV says whether one-row products ran on the backend's GEMV kernel
+	// (false: cuBLASLt); absent for a backend without one.
+	GEMV *bool `json:"gemv_kernel,omitempty"`
+	// WeightBytes is what one token reads of the weights: every linear
+	// (NF4 codes and absmax for QLoRA), the norms and the LM head, but of
+	// an untied embedding table only its one row. The memory-bandwidth
+	// bound on tokens/s is the card's bandwidth over this.
+	WeightBytes int64 `json:"weight_bytes_per_token"`
+}
+
+// decodeWeightBytes is the weight bytes one decoding step reads.
+func decodeWeightBytes(m *engine.Model) int64 {
+	var n int64
+	for _, p := range m.Params() {
+		if p == m.Embed && !m.Tied {
+			continue // one row per token
+		}
+		if q := p.Quant; q != nil {
+			n += int64(q.Packed.Len())*4 + int64(q.Absmax.Len())*4
+			continue
+		}
+		if p.W != nil {
+			n += int64(p.W.Len()) * int64(p.W.DType().Size())
+		}
+	}
+	return n
 }
 
 // benchDecode times greedy decoding with the KV cache on random weights:
-// the prefill of a prompt, then newTokens single-token steps.
-func benchDecode(env benchEnv, name string, prompt, newTokens int) (decodeResult, error) {
+// the prefill of a prompt, then newTokens single-token steps. method
+// qlora stores the decoder's linears in NF4 (no adapters: the base
+// model's speed); lora and full keep them in the compute dtype.
+func benchDecode(env benchEnv, name, method string, prompt, newTokens int, modes []string) ([]decodeResult, error) {
 	b := env.backend
 	cfg, err := benchModel(name)
 	if err != nil {
-		return decodeResult{}, err
+		return nil, err
 	}
 	// Three prompts are read (warm-up, prefill alone, prefill and
 	// decoding) and 2N FLOPs spent per token.
@@ -592,7 +634,7 @@ func benchDecode(env benchEnv, name string, prompt, newTokens int) (decodeResult
 		est := time.Duration(flops / env.rate * float64(time.Second))
 		what := fmt.Sprintf("%d tokens after a %d-token prompt", newTokens, prompt)
 		if err := env.checkTime(what, est, fmt.Sprintf("%.3g TFLOP at the measured %.3g GFLOP/s", flops/1e12, env.rate/1e9)); err != nil {
-			return decodeResult{}, err
+			return nil, err
 		}
 	}
 	say := func(format string, args ...any) {
@@ -600,45 +642,96 @@ func benchDecode(env benchEnv, name string, prompt, newTokens int) (decodeResult
 			fmt.Fprintf(env.progress, "bench: %s decode: "+format+"\n", append([]any{name}, args...)...)
 		}
 	}
-	m, err := engine.NewModel(*cfg, b)
+	switch method {
+	case "lora", "qlora", "full":
+	default:
+		return nil, fmt.Errorf("unknown method %q (lora, qlora or full)", method)
+	}
+	m, err := engine.NewModelWith(*cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
 	if err != nil {
-		return decodeResult{}, err
+		return nil, err
 	}
 	defer m.Free()
+	say("random weights")
 	if err := m.InitRandom(1, 0.02); err != nil {
-		return decodeResult{}, err
+		return nil, err
 	}
-	g, err := m.NewGenerator(prompt + newTokens)
-	if err != nil {
-		return decodeResult{}, err
-	}
-	defer g.Free()
 	rng := rand.New(rand.NewPCG(3, 3))
 	ids := make([]int32, prompt)
 	for i := range ids {
 		ids[i] = int32(rng.IntN(cfg.VocabSize))
 	}
-	// Warm up (kernel compilation, allocations), then time prefill alone
-	// and prefill plus decoding; the difference is the decoding.
-	say("warm-up")
+	if len(modes) == 0 {
+		modes = []string{""}
+	}
+	var rs []decodeResult
+	for _, mode := range modes {
+		r, err := benchDecodeMode(m, ids, newTokens, mode, say)
+		if err != nil {
+			return rs, fmt.Errorf("decode mode %q: %w", mode, err)
+		}
+		r.Model, r.Method = name, method
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+// gemvSwitch is a backend whose one-row products can go to cuBLASLt
+// instead of its GEMV kernel (engine/cuda).
+type gemvSwitch interface{ SetGEMV(on bool) }
+
+// benchDecodeMode times one decoding path on m: mode is an
+// engine.DecodeMode ("" for the environment's), "+cublas" after it sending
+// one-row products to cuBLASLt instead of the GEMV kernel ("plain+cublas"
+// is the path before graphs and GEMV kernels).
+func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, say func(string, ...any)) (decodeResult, error) {
+	b := m.B
+	name, cublas := strings.CutSuffix(mode, "+cublas")
+	var gemv *bool
+	if sw, ok := b.(gemvSwitch); ok {
+		on := !cublas
+		gemv = &on
+		sw.SetGEMV(on)
+		defer sw.SetGEMV(true)
+	} else if cublas {
+		return decodeResult{}, fmt.Errorf("backend %s has no GEMV kernel to turn off", b.Name())
+	}
+	g, err := m.NewGenerator(len(ids) + max(newTokens, 4)) // the warm-up decodes 4
+	if err != nil {
+		return decodeResult{}, err
+	}
+	defer g.Free()
+	if name != "" {
+		switch dm := engine.DecodeMode(name); dm {
+		case engine.DecodePlain, engine.DecodeDevice, engine.DecodeGraph:
+			g.Mode = dm
+		default:
+			return decodeResult{}, fmt.Errorf("unknown decoding path %q: want plain, device or graph, optionally with +cublas", mode)
+		}
+	}
+	// Warm up (kernel compilation, allocations, the recording), then time
+	// prefill alone and prefill plus decoding; the difference is the
+	// decoding.
+	say("%s warm-up", mode)
 	if _, err := g.Generate(context.Background(), ids, engine.Greedy(4, nil), nil); err != nil {
 		return decodeResult{}, err
 	}
-	say("prefill of %d tokens", prompt)
+	say("%s prefill of %d tokens", mode, len(ids))
 	t0 := time.Now()
 	if _, err := g.Generate(context.Background(), ids, engine.Greedy(1, nil), nil); err != nil {
 		return decodeResult{}, err
 	}
 	prefill := time.Since(t0)
-	say("prefill took %.1f s; decoding %d tokens", prefill.Seconds(), newTokens)
+	say("%s prefill took %.1f s; decoding %d tokens", mode, prefill.Seconds(), newTokens)
 	t1 := time.Now()
 	out, err := g.Generate(context.Background(), ids, engine.Greedy(newTokens, nil), nil)
 	if err != nil {
 		return decodeResult{}, err
 	}
 	total := time.Since(t1)
-	return decodeResult{Model: name, Backend: b.Name(), Prompt: prompt, NewTokens: len(out), PrefillSec: prefill.Seconds(),
-		DecodePerSec: float64(len(out)-1) / (total - prefill).Seconds()}, nil
+	return decodeResult{Backend: b.Name(), Prompt: len(ids), NewTokens: len(out), PrefillSec: prefill.Seconds(),
+		DecodePerSec: float64(len(out)-1) / (total - prefill).Seconds(), Mode: string(g.Used), GEMV: gemv, Fallback: g.Fallback,
+		WeightBytes: decodeWeightBytes(m)}, nil
 }
 
 // grpoBenchResult is one GRPO workload's measurement.

@@ -634,9 +634,7 @@ func (b *Backend) Upload(dst engine.Tensor, src []float32) error {
 		host = unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src))
 	case engine.BF16:
 		h := make([]uint16, len(src))
-		for i, v := range src {
-			h[i] = bf16Bits(v)
-		}
+		toBF16(h, src)
 		host = unsafe.Slice((*byte)(unsafe.Pointer(&h[0])), 2*len(h))
 	case engine.I32:
 		h := make([]int32, len(src))
@@ -777,4 +775,31 @@ func bf16Bits(f float32) uint16 {
 
 func bf16Value(h uint16) float32 {
 	return math.Float32frombits(uint32(h) << 16)
+}
+
+// toBF16 rounds src into dst, on every CPU for a large tensor (a model's
+// weights: converting 8 billion values on one core takes seconds).
+func toBF16(dst []uint16, src []float32) {
+	const chunk = 1 << 20
+	if len(src) <= chunk {
+		for i, v := range src {
+			dst[i] = bf16Bits(v)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.NumCPU())
+	for c0 := 0; c0 < len(src); c0 += chunk {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(c0 int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c1 := min(c0+chunk, len(src))
+			for i, v := range src[c0:c1] {
+				dst[c0+i] = bf16Bits(v)
+			}
+		}(c0)
+	}
+	wg.Wait()
 }

@@ -266,3 +266,12 @@ func (b *Backend) gemv(op string, ct, at, bt *Tensor, m, n, k int, transA, trans
 	return true, b.launch(op, "gemv.cu", "gemv_bf16", dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
 		ct.ptr(), dt(ct), at.ptr(), bt.ptr(), int64(n), int64(k), alpha, beta)
 }
+
+// SetGEMV sends one-row products to the GEMV kernel (on, the default
+// unless GEMVEnv is 0) or to cuBLASLt, for comparing them. A recording
+// keeps the choice it was made with.
+func (b *Backend) SetGEMV(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gemvDisabled = !on
+}

@@ -25,6 +25,24 @@
 // Options.SyncEachOp (or WHET_CUDA_SYNC=1) waits after every launch so that
 // an asynchronous fault is blamed on the op that caused it.
 //
+// # Decoding
+//
+// Batch-1 generation (engine.Generator) decodes with the token, its
+// position and the cache length in device memory (engine.DeviceDecoder,
+// kernels/decode.cu: kv_append, a split-over-keys attention_decode,
+// argmax, advance_position), so a step reads back only the chosen id.
+// Record captures one such step into a CUDA graph (cuStreamBeginCapture
+// on the backend's stream, cuGraphInstantiateWithFlags) and the generator
+// replays it for every token with one cuGraphLaunch, instead of about 17
+// launches per layer each paying Go, purego and driver overhead. While
+// capturing, ops that would wait for the device, move data to or from
+// the host or take scratch memory fail (and the generator falls back to
+// running the step directly), and same-dtype copies go onto the stream
+// instead of the legacy stream. One-row products of bf16 operands run on
+// kernels/gemv.cu (WHET_CUDA_GEMV=0, or SetGEMV, sends them to cuBLASLt),
+// and NF4 weights multiply one row straight from their codes (MatVecNF4,
+// kernels/nf4.cu). WHET_DECODE=plain|device|graph picks the path.
+//
 // # Kernels
 //
 // The kernels are the CUDA C files of package kernels, one layer per file.
