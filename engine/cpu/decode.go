@@ -40,8 +40,11 @@ func (b *Backend) KVAppend(cache, x, pos engine.Tensor) error {
 	if !ok {
 		return c.Err
 	}
-	copy(ct.floats()[p*cols:(p+1)*cols], xt.floats())
-	ct.settle()
+	row := ct.floats()[p*cols : (p+1)*cols]
+	copy(row, xt.floats())
+	if ct.dt == engine.BF16 {
+		roundSliceBF16(row) // only the row written
+	}
 	return nil
 }
 
