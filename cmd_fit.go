@@ -59,7 +59,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
 	rank := fs.Int("rank", 16, "LoRA rank r")
 	targets := fs.String("targets", "q,k,v,o,gate,up,down", "LoRA target projections, comma-separated")
-	chunk := fs.Int("chunk", memplan.DefaultLogitsChunk, "tokens per LM-head logits chunk")
+	chunk := fs.Int("chunk", 0, "tokens per LM-head logits chunk (train.logits_chunk; 0: the engine's rule, as many as 2^26 logits hold)")
 	dpoBase := fs.String("dpo-base", "lora", "how DPO trains the policy: lora | qlora | full")
 	generations := fs.Int("generations", 8, "GRPO: completions sampled together per prompt (one KV cache each)")
 	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")

@@ -233,6 +233,19 @@ type CrossEntropyInto interface {
 	SoftmaxCrossEntropyInto(grad, logits, labels, losses Tensor, gradScale float32) error
 }
 
+// CappedCrossEntropy is implemented by backends that fuse Gemma 2's final
+// logit soft-cap into the cross-entropy, so the LM head keeps no capped
+// copy of its logits chunk and runs no separate cap passes. From raw
+// logits x [N, V] it takes y = c*tanh(x/c), writes losses[n] =
+// -log softmax(y[n])[label] (0 when ignored) and writes into grad the
+// gradient of gradScale*sum(losses) with respect to x,
+// gradScale*(softmax(y) - onehot)*(1 - (y/c)^2), 0 on ignored rows. grad
+// is logits itself (in place) or a separate [N, V] tensor (the compute
+// dtype), and then logits are left as they were. c > 0.
+type CappedCrossEntropy interface {
+	SoftmaxCrossEntropyCapped(grad, logits, labels, losses Tensor, gradScale, c float32) error
+}
+
 // KVAttention is decode-time attention over a key/value cache, for
 // generation: q holds Tq queries of one sequence at positions
 // qOffset..qOffset+Tq-1; k and v hold that sequence's first Tk =

@@ -57,10 +57,9 @@ type Activations struct {
 	logits Tensor // F32 [chunk, V]
 	// dlogits is the logits gradient in the compute dtype, when that is not F32.
 	dlogits Tensor
-	chunk   int
-
-	// capped holds soft-capped logits for the backward [chunk, V].
-	capped Tensor
+	// chunk is how many rows the LM head and cross-entropy run at once
+	// (LogitsChunk): logits and dlogits hold that many rows.
+	chunk int
 
 	// backward scratch
 	dres, dh      Tensor // [Cap, D]
@@ -108,16 +107,31 @@ type layerActs struct {
 }
 
 // NewActivations sizes the buffers for batches of up to capTokens tokens,
-// with the MLP tiled as MLPRowChunk's default rule says.
+// with the MLP and the LM head tiled as MLPRowChunk's and LogitsChunk's
+// default rules say.
 func (m *Model) NewActivations(capTokens int, checkpointing bool) (*Activations, error) {
-	return m.NewActivationsTiled(capTokens, checkpointing, 0)
+	return m.NewActivationsTiled(capTokens, checkpointing, Tiling{})
+}
+
+// Tiling says how many rows (tokens) the row-tiled parts of a pass run at
+// once; 0 takes the default rule. These are the run config's
+// train.mlp_chunk and train.logits_chunk.
+type Tiling struct {
+	// MLPRows: gate/up, the gated activation and down (MLPRowChunk).
+	MLPRows int
+	// LogitsRows: the LM head and cross-entropy (LogitsChunk).
+	LogitsRows int
 }
 
 // NewActivationsTiled is NewActivations with the MLP's row tile chosen by
-// MLPRowChunk(capTokens, I, mlpChunk) (mlpChunk 0: the default rule).
-func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, mlpChunk int) (*Activations, error) {
-	if mlpChunk < 0 {
-		return nil, fmt.Errorf("engine: MLP row chunk %d: want 0 (automatic) or a positive row count", mlpChunk)
+// MLPRowChunk(capTokens, I, tiling.MLPRows) and the LM head's by
+// LogitsChunk(capTokens, V, tiling.LogitsRows).
+func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, tiling Tiling) (*Activations, error) {
+	if tiling.MLPRows < 0 {
+		return nil, fmt.Errorf("engine: MLP row chunk %d: want 0 (automatic) or a positive row count", tiling.MLPRows)
+	}
+	if tiling.LogitsRows < 0 {
+		return nil, fmt.Errorf("engine: logits chunk %d: want 0 (automatic) or a positive row count", tiling.LogitsRows)
 	}
 	a := &Activations{m: m, Cap: capTokens, Checkpointing: checkpointing, fam: m.Family(), embedScale: 1}
 	if a.fam == nil {
@@ -181,7 +195,7 @@ func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, mlpChunk 
 	if checkpointing {
 		nSets = 1
 	}
-	a.mlpChunk = MLPRowChunk(T, I, mlpChunk)
+	a.mlpChunk = MLPRowChunk(T, I, tiling.MLPRows)
 	swigluOut := alloc(cd, a.mlpChunk, I) // shared by every layer, recomputed in the backward
 	// Tiled, gate and up are one tile's rows, shared by every layer: the
 	// backward recomputes them per tile from h2.
@@ -232,14 +246,13 @@ func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, mlpChunk 
 	a.hN = alloc(cd, T, D)
 	a.rstdN = alloc(F32, T)
 	a.losses = alloc(F32, T)
-	a.chunk = LogitsChunk(T, c.VocabSize)
+	a.chunk = LogitsChunk(T, c.VocabSize, tiling.LogitsRows)
 	// Logits and the cross-entropy are float32 whatever the compute dtype,
 	// as transformers upcasts logits before the loss; the gradient goes
-	// back through the head in the compute dtype (dlogits).
+	// back through the head in the compute dtype (dlogits). A final
+	// soft-cap is applied inside the cross-entropy (CappedCrossEntropy), so
+	// no capped copy is kept.
 	a.logits = alloc(F32, a.chunk, c.VocabSize)
-	if c.FinalSoftCap > 0 {
-		a.capped = alloc(F32, a.chunk, c.VocabSize)
-	}
 	if cd != F32 {
 		a.dlogits = alloc(cd, a.chunk, c.VocabSize)
 	}
@@ -295,21 +308,22 @@ func MLPRowChunk(T, I, requested int) int {
 	return max(1, min(c, T))
 }
 
-// LogitsChunk picks how many rows of logits exist at once: at most 2^26
-// elements (256 MiB of float32 logits, 523 rows of Llama 3's vocabulary),
-// so the full [T, V] matrix is never materialised while the head's matrix
-// products stay large enough to run near the GPU's peak (at 2^24 elements,
-// 130-row chunks made the head and its cross-entropy a fifth of a 1B
-// LoRA step). The memory plan uses the same rule.
-func LogitsChunk(T, V int) int {
-	c := (1 << 26) / V
-	if c < 1 {
-		c = 1
+// LogitsChunk picks how many rows (tokens) the LM head and its
+// cross-entropy run at once for batches of up to T tokens and a
+// vocabulary of V: requested when positive, else as many rows as fit in
+// 2^26 logits (256 MiB of float32 logits plus 128 MiB of their bf16
+// gradient; 523 rows of Llama 3's vocabulary, 441 of Qwen 2.5's), so no
+// buffer grows with tokens × vocabulary while the head's matrix products
+// stay large enough to run near the GPU's peak (at 2^24 elements, 130-row
+// chunks made the head and its cross-entropy a fifth of a 1B LoRA step).
+// Never more than T, never less than 1. The memory plan uses the same rule
+// (run config: train.logits_chunk).
+func LogitsChunk(T, V, requested int) int {
+	c := requested
+	if c <= 0 {
+		c = (1 << 26) / max(V, 1)
 	}
-	if c > T {
-		c = T
-	}
-	return c
+	return max(1, min(c, T))
 }
 
 // Free releases the buffers.
@@ -1189,18 +1203,27 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 		if err := B.MatMul(logits, h, W.W, false, true, 1, 0); err != nil {
 			return fmt.Errorf("lm head rows %d-%d: %w", r0, r1, err)
 		}
-		var capped Tensor
-		if a.capped != nil {
-			if capped, err = B.View(a.capped, 0, n, V); err != nil {
-				return err
-			}
-			if err := a.softCapLogits(logits, capped, backward); err != nil {
-				return fmt.Errorf("final soft-cap rows %d-%d: %w", r0, r1, err)
-			}
-		}
 		labels, losses := a.rowRange(a.targets, r0, r1), a.rowRange(a.losses, r0, r1)
 		dl := logits
-		if ce, ok := B.(CrossEntropyInto); ok && backward && a.dlogits != nil {
+		if capValue := m.Cfg.FinalSoftCap; capValue > 0 {
+			// The cap, the loss and the cap's backward in one pass: the
+			// gradient with respect to the raw logits lands in dl.
+			ce, ok := B.(CappedCrossEntropy)
+			if !ok {
+				return fmt.Errorf("backend %s has no soft-capped cross-entropy (%s needs it): %w", B.Name(), m.Cfg.ModelType, ErrNotImplemented)
+			}
+			if backward && a.dlogits != nil {
+				if dl, err = B.View(a.dlogits, 0, n, V); err != nil {
+					return err
+				}
+			}
+			if err := ce.SoftmaxCrossEntropyCapped(dl, logits, labels, losses, gradScale, float32(capValue)); err != nil {
+				return fmt.Errorf("soft-capped cross-entropy rows %d-%d: %w", r0, r1, err)
+			}
+			if !backward {
+				continue
+			}
+		} else if ce, ok := B.(CrossEntropyInto); ok && backward && a.dlogits != nil {
 			// The gradient goes straight into the compute dtype.
 			if dl, err = B.View(a.dlogits, 0, n, V); err != nil {
 				return err
@@ -1222,11 +1245,6 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 				if err := B.Copy(dl, logits); err != nil {
 					return fmt.Errorf("cast logits gradient rows %d-%d: %w", r0, r1, err)
 				}
-			}
-		}
-		if capped != nil {
-			if err := a.capper().SoftCapBackward(dl, capped, float32(m.Cfg.FinalSoftCap)); err != nil {
-				return fmt.Errorf("final soft-cap backward rows %d-%d: %w", r0, r1, err)
 			}
 		}
 		if err := B.MatMul(a.rowRange(a.dh, r0, r1), dl, W.W, false, false, 1, 0); err != nil {
@@ -1359,8 +1377,8 @@ func (a *Activations) Logits(b *datasets.Batch) ([]float32, error) {
 		if err := B.MatMul(logits, a.rowRange(a.hN, r0, r1), m.Head.W.W, false, true, 1, 0); err != nil {
 			return nil, err
 		}
-		if a.capped != nil {
-			if err := a.softCapLogits(logits, nil, false); err != nil {
+		if m.Cfg.FinalSoftCap > 0 {
+			if err := a.softCapLogits(logits); err != nil {
 				return nil, err
 			}
 		}
@@ -1372,20 +1390,14 @@ func (a *Activations) Logits(b *datasets.Batch) ([]float32, error) {
 }
 
 // softCapLogits caps logits in place at c*tanh(x/c) (Gemma 2's final
-// soft-cap) and, for the backward, keeps a copy in capped: the
-// cross-entropy overwrites logits with its gradient.
-func (a *Activations) softCapLogits(logits, capped Tensor, keep bool) error {
+// soft-cap), for callers that read the logits themselves; the loss caps
+// inside the cross-entropy (CappedCrossEntropy).
+func (a *Activations) softCapLogits(logits Tensor) error {
 	sc := a.capper()
 	if sc == nil {
 		return fmt.Errorf("backend %s has no logit soft-cap (%s needs it): %w", a.m.B.Name(), a.m.Cfg.ModelType, ErrNotImplemented)
 	}
-	if err := sc.SoftCap(logits, float32(a.m.Cfg.FinalSoftCap)); err != nil {
-		return err
-	}
-	if keep {
-		return a.m.B.Copy(capped, logits)
-	}
-	return nil
+	return sc.SoftCap(logits, float32(a.m.Cfg.FinalSoftCap))
 }
 
 func (a *Activations) capper() SoftCapper {

@@ -37,7 +37,7 @@ func TestTiledMLPMatchesUntiled(t *testing.T) {
 					}
 					b := tinyBatch(m.Cfg.VocabSize, 1)
 					run := func(chunk int) (float64, [][]float32) {
-						a, err := m.NewActivationsTiled(len(b.Tokens), ckpt, chunk)
+						a, err := m.NewActivationsTiled(len(b.Tokens), ckpt, engine.Tiling{MLPRows: chunk})
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -91,7 +91,7 @@ func TestMLPRowChunkRule(t *testing.T) {
 		}
 	}
 	m := newTiny(t, false, true)
-	if _, err := m.NewActivationsTiled(12, false, -1); err == nil {
+	if _, err := m.NewActivationsTiled(12, false, engine.Tiling{MLPRows: -1}); err == nil {
 		t.Error("a negative MLP chunk was accepted")
 	}
 }

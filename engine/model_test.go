@@ -144,7 +144,7 @@ func TestLoRAFiniteDiff(t *testing.T) {
 		rng := rand.New(rand.NewPCG(6, 6))
 		randomLoRAB(t, m, rng)
 		b := tinyBatch(m.Cfg.VocabSize, 2)
-		a, err := m.NewActivationsTiled(len(b.Tokens), tc.ckpt, tc.chunk)
+		a, err := m.NewActivationsTiled(len(b.Tokens), tc.ckpt, engine.Tiling{MLPRows: tc.chunk})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -114,6 +114,12 @@ type TrainConfig struct {
 	// backward recomputes gate/up per tile. 0: the engine's rule
 	// (engine.MLPRowChunk: untiled up to 2^26 values a buffer).
 	MLPChunk int `yaml:"mlp_chunk,omitempty"`
+	// Rows (tokens) the LM head and cross-entropy run at once: logits, their
+	// loss and gradient exist for logits_chunk × vocab_size values at a time
+	// instead of tokens × vocab_size, and the head's input and weight
+	// gradients are summed chunk by chunk. 0: the engine's rule
+	// (engine.LogitsChunk: as many rows as 2^26 logits hold).
+	LogitsChunk int `yaml:"logits_chunk,omitempty"`
 	// Generates from the sample prompts every this many steps and at the end (0:
 	// never).
 	SampleEvery int `yaml:"sample_every"`
@@ -238,4 +244,10 @@ type RunControl interface {
 	Checkpoint()
 	// Stop writes a checkpoint, then ends the run with DoneEvent{Stopped: true}.
 	Stop()
+}
+
+// Tiling is the row tiling the train section asks for (train.mlp_chunk,
+// train.logits_chunk), for NewActivationsTiled.
+func (t TrainConfig) Tiling() Tiling {
+	return Tiling{MLPRows: t.MLPChunk, LogitsRows: t.LogitsChunk}
 }

@@ -200,7 +200,7 @@ func (t TrainConfig) validate() error {
 		v     int
 	}{{"train.eval_every", t.EvalEvery}, {"train.save_every", t.SaveEvery}, {"train.sample_every", t.SampleEvery},
 		{"train.keep_checkpoints", t.KeepCheckpoints}, {"train.sample_tokens", t.SampleTokens},
-		{"train.mlp_chunk", t.MLPChunk}} {
+		{"train.mlp_chunk", t.MLPChunk}, {"train.logits_chunk", t.LogitsChunk}} {
 		if f.v < 0 {
 			return fmt.Errorf("%s: must not be negative, got %d", f.field, f.v)
 		}

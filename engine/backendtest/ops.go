@@ -39,6 +39,7 @@ var suite = []struct {
 	{"RoPEPartial", testRoPEPartial},
 	{"SoftmaxCrossEntropy", testSoftmaxCrossEntropy},
 	{"SoftmaxCrossEntropyInto", testSoftmaxCrossEntropyInto},
+	{"SoftmaxCrossEntropyCapped", testSoftmaxCrossEntropyCapped},
 	{"Dropout", testDropout},
 	{"AdamW", testAdamW},
 	{"AdamWAll", testAdamWAll},
@@ -776,6 +777,59 @@ func testSoftmaxCrossEntropyInto(h *harness) {
 			h.compare("losses (overwritten)", losses)
 			h.compareValues("grad (overwritten)", h.held(grad.dut), h.refValues(lg.ref), h.tol)
 			h.compareValues("logits (unchanged)", h.held(lg.dut), logits, Tol{})
+		})
+	}
+}
+
+// testSoftmaxCrossEntropyCapped covers the optional
+// engine.CappedCrossEntropy (Gemma 2's final soft-cap fused into the
+// loss) against the oracle's three separate ops: SoftCap in place, the
+// in-place SoftmaxCrossEntropy of the capped logits, and SoftCapBackward
+// at the capped values. In place (grad = logits, either dtype) and into
+// a separate gradient of the activation dtype from float32 logits, which
+// must stay as they were.
+func testSoftmaxCrossEntropyCapped(h *harness) {
+	ce, ok := h.dut.(engine.CappedCrossEntropy)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.CappedCrossEntropy (Gemma 2's final logits)", h.dut.Name())
+	}
+	const n, capValue = 37, 30
+	oracle := func(h *harness, lg, lb, losses pair, scale float32) {
+		h.oracle("SoftCap", h.ref.SoftCap(lg.ref, capValue))
+		capped := h.input(engine.F32, h.refValues(lg.ref), n, engine.Cols(lg.ref))
+		h.oracle("SoftmaxCrossEntropy", h.ref.SoftmaxCrossEntropy(lg.ref, lb.ref, losses.ref, scale))
+		h.oracle("SoftCapBackward", h.ref.SoftCapBackward(lg.ref, capped.ref, capValue))
+	}
+	for _, vocab := range []int{1000, 1003} {
+		// In place on float32 logits only: the engine's logits are float32,
+		// and bf16 ones would be rounded once more after the oracle's cap.
+		h.sub(fmt.Sprintf("in_place_f32_vocab%d", vocab), func(h *harness) {
+			logits, labels, scale := crossEntropyCase(h, n, vocab)
+			lg := h.input(engine.F32, logits, n, vocab)
+			lb := h.ints(labels)
+			losses := h.output(engine.F32, n)
+			h.check("SoftmaxCrossEntropyCapped", ce.SoftmaxCrossEntropyCapped(lg.dut, lg.dut, lb.dut, losses.dut, scale, capValue))
+			oracle(h, lg, lb, losses, scale)
+			h.compare("losses (overwritten)", losses)
+			h.compare("logits gradient (in place)", lg)
+		})
+		h.sub(fmt.Sprintf("grad_%s_vocab%d", h.act, vocab), func(h *harness) {
+			logits, labels, scale := crossEntropyCase(h, n, vocab)
+			lg := h.input(engine.F32, logits, n, vocab)
+			lb := h.ints(labels)
+			losses := h.output(engine.F32, n)
+			grad := h.output(h.act, n, vocab)
+			h.check("SoftmaxCrossEntropyCapped", ce.SoftmaxCrossEntropyCapped(grad.dut, lg.dut, lb.dut, losses.dut, scale, capValue))
+			oracle(h, lg, lb, losses, scale)
+			h.compare("losses (overwritten)", losses)
+			h.compareValues("grad (overwritten)", h.held(grad.dut), h.refValues(lg.ref), h.tol)
+			h.compareValues("logits (unchanged)", h.held(lg.dut), logits, Tol{})
+			got := h.held(losses.dut)
+			for i, l := range labels {
+				if l == -100 && got[i] != 0 {
+					h.t.Errorf("ignored row %d has loss %g, want 0", i, got[i])
+				}
+			}
 		})
 	}
 }

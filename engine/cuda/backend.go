@@ -192,6 +192,7 @@ var (
 	_ engine.KVAttention        = (*Backend)(nil)
 	_ engine.ComputeDTyper      = (*Backend)(nil)
 	_ engine.CrossEntropyInto   = (*Backend)(nil)
+	_ engine.CappedCrossEntropy = (*Backend)(nil)
 )
 
 // The program picks backends through engine's registry; importing this

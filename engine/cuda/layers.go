@@ -267,7 +267,7 @@ func (b *Backend) rope(op string, x, positions, cos, sin engine.Tensor, nHeads, 
 func (b *Backend) SoftmaxCrossEntropy(logits, labels, losses engine.Tensor, gradScale float32) error {
 	c := b.check("SoftmaxCrossEntropy")
 	lg := c.float("logits", logits)
-	return b.crossEntropy(&c, lg, lg, labels, losses, gradScale)
+	return b.crossEntropy(&c, lg, lg, labels, losses, gradScale, 0)
 }
 
 // SoftmaxCrossEntropyInto (engine.CrossEntropyInto) is SoftmaxCrossEntropy
@@ -280,12 +280,35 @@ func (b *Backend) SoftmaxCrossEntropyInto(grad, logits, labels, losses engine.Te
 		c.Matrix("grad", gt, engine.Rows(lg), engine.Cols(lg))
 		c.disjoint("grad", gt, "logits", lg)
 	}
-	return b.crossEntropy(&c, gt, lg, labels, losses, gradScale)
+	return b.crossEntropy(&c, gt, lg, labels, losses, gradScale, 0)
+}
+
+// SoftmaxCrossEntropyCapped (engine.CappedCrossEntropy) is the
+// cross-entropy of the soft-capped logits capValue*tanh(x/capValue) with
+// the gradient taken with respect to the raw logits x, written to grad
+// (the logits themselves, or a separate tensor of any float dtype, the
+// logits then left as they were): the cap, the loss and the cap's
+// backward in one kernel, with no capped copy of the logits.
+func (b *Backend) SoftmaxCrossEntropyCapped(grad, logits, labels, losses engine.Tensor, gradScale, capValue float32) error {
+	c := b.check("SoftmaxCrossEntropyCapped")
+	gt := c.float("grad", grad)
+	lg := c.float("logits", logits)
+	if c.Err == nil && !(capValue > 0) {
+		c.Failf("cap %v must be positive", capValue)
+	}
+	if c.Err == nil {
+		c.Matrix("grad", gt, engine.Rows(lg), engine.Cols(lg))
+		if gt != lg {
+			c.disjoint("grad", gt, "logits", lg)
+		}
+	}
+	return b.crossEntropy(&c, gt, lg, labels, losses, gradScale, capValue)
 }
 
 // crossEntropy checks labels and losses and launches the kernel, which
-// writes the gradient to gt (lg itself for the in-place op).
-func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine.Tensor, gradScale float32) error {
+// writes the gradient to gt (lg itself for the in-place op), soft-capping
+// the logits on the fly when capValue > 0.
+func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine.Tensor, gradScale, capValue float32) error {
 	lb := c.intTensor("labels", labels)
 	ls := c.f32("losses", losses)
 	if c.Err != nil {
@@ -313,6 +336,6 @@ func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine
 	if n == 0 {
 		return nil
 	}
-	return b.launch(fmt.Sprintf("%s %s %v into %s", c.Op, lg.dt, lg.shape, gt.dt), "crossentropy.cu", "softmax_cross_entropy",
-		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, gt.ptr(), dt(gt), lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale)
+	return b.launch(fmt.Sprintf("%s %s %v into %s cap %g", c.Op, lg.dt, lg.shape, gt.dt, capValue), "crossentropy.cu", "softmax_cross_entropy",
+		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, gt.ptr(), dt(gt), lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale, capValue)
 }

@@ -20,7 +20,7 @@ func TestPlanMatchesEngineAllocations(t *testing.T) {
 	for _, method := range []string{"lora", "full"} {
 		for _, ckpt := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/checkpointing=%v", method, ckpt), func(t *testing.T) {
-				checkPlanAgreement(t, agreementLlama, method, ckpt, 0)
+				checkPlanAgreement(t, agreementLlama, method, ckpt, engine.Tiling{})
 			})
 		}
 	}
@@ -39,9 +39,33 @@ func TestPlanMatchesEngineAllocationsTiledMLP(t *testing.T) {
 		for _, method := range []string{"lora", "full"} {
 			for _, ckpt := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%s/checkpointing=%v", cfg.ModelType, method, ckpt), func(t *testing.T) {
-					checkPlanAgreement(t, cfg, method, ckpt, 128)
+					checkPlanAgreement(t, cfg, method, ckpt, engine.Tiling{MLPRows: 128})
 				})
 			}
+		}
+	}
+}
+
+// TestPlanMatchesEngineAllocationsLogitsChunk: with the LM head in chunks
+// of 100 of the 1024 tokens the plan stays within 5% of the engine on
+// Llama and Gemma 2 (final soft-cap), LoRA and full, and the plan's drop
+// from the one-chunk run (1024 rows of logits) equals the engine's within
+// 1%: both hold [100, V] logits and Gemma 2 keeps no capped copy in either.
+func TestPlanMatchesEngineAllocationsLogitsChunk(t *testing.T) {
+	gemma2 := agreementLlama
+	gemma2.ModelType, gemma2.AttnSoftCap, gemma2.FinalSoftCap, gemma2.SlidingWindow = "gemma2", 50, 30, 64
+	gemma2.LayerTypes = []string{"sliding_attention", "full_attention", "sliding_attention", "full_attention"}
+	for _, cfg := range []engine.ModelConfig{agreementLlama, gemma2} {
+		for _, method := range []string{"lora", "full"} {
+			t.Run(fmt.Sprintf("%s/%s", cfg.ModelType, method), func(t *testing.T) {
+				whole := checkPlanAgreement(t, cfg, method, false, engine.Tiling{LogitsRows: 1024})
+				chunked := checkPlanAgreement(t, cfg, method, false, engine.Tiling{LogitsRows: 100})
+				// The CPU plans fp32: logits only, no separate gradient.
+				drop := int64(1024-100) * int64(cfg.VocabSize) * 4
+				if d := whole - chunked; d < -drop/100 || d > drop/100 {
+					t.Errorf("engine minus plan: %d bytes with one chunk, %d in chunks of 100 (the chunking saves %d)", whole, chunked, drop)
+				}
+			})
 		}
 	}
 }
@@ -53,10 +77,11 @@ var agreementLlama = engine.ModelConfig{ModelType: "llama", VocabSize: 4096, Hid
 	MaxPositions: 512, TieWordEmbeddings: true}
 
 // checkPlanAgreement builds cfg with LoRA (rank 16) or all of it trainable,
-// and activations for 4×256 tokens, on the CPU backend, and checks the
-// plan for the same run within 5% of the bytes the engine allocated and
-// counting the model's parameters.
-func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckpt bool, mlpChunk int) {
+// and activations for 4×256 tokens tiled as tiling says, on the CPU
+// backend, and checks the plan for the same run within 5% of the bytes the
+// engine allocated and counting the model's parameters. It returns the
+// engine's bytes less the plan's.
+func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckpt bool, tiling engine.Tiling) int64 {
 	t.Helper()
 	b := cpu.New()
 	m, err := engine.NewModel(cfg, b)
@@ -73,13 +98,14 @@ func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckp
 		t.Fatal(err)
 	}
 	const batch, seq = 4, 256
-	a, err := m.NewActivationsTiled(batch*seq, ckpt, mlpChunk)
+	a, err := m.NewActivationsTiled(batch*seq, ckpt, tiling)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Free()
 	rc := engine.RunConfig{Method: method, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 16},
-		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt, MLPChunk: mlpChunk}}
+		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt,
+			MLPChunk: tiling.MLPRows, LogitsChunk: tiling.LogitsRows}}
 	p := planOf(t, cfg, &rc)
 	got, plan := b.PeakBytes(), p.Peak()
 	ratio := float64(plan) / float64(got)
@@ -90,6 +116,7 @@ func checkPlanAgreement(t *testing.T, cfg engine.ModelConfig, method string, ckp
 	if n := int64(m.NumParams()); p.Params != n {
 		t.Errorf("plan counts %d parameters, the model has %d", p.Params, n)
 	}
+	return got - plan
 }
 
 // TestPlanMatchesEngineAllocationsFamilies is the same check on the 2025
@@ -115,7 +142,7 @@ func TestPlanMatchesEngineAllocationsFamilies(t *testing.T) {
 		for _, method := range []string{"lora", "full"} {
 			for _, ckpt := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%s/checkpointing=%v", cfg.ModelType, method, ckpt), func(t *testing.T) {
-					checkPlanAgreement(t, cfg, method, ckpt, 0)
+					checkPlanAgreement(t, cfg, method, ckpt, engine.Tiling{})
 				})
 			}
 		}

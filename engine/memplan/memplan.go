@@ -170,9 +170,6 @@ const (
 	// DoubleQuantBlockSize is the number of 8-bit absmax values sharing one
 	// fp32 scale under double quantization (bitsandbytes' nested blocks).
 	DoubleQuantBlockSize = 256
-	// DefaultLogitsChunk is kept for callers that name a chunk; the plan
-	// follows engine.LogitsChunk when Options.LogitsChunk is 0.
-	DefaultLogitsChunk = 512
 	// gradNormPartials is the number of per-block partial sums the
 	// grad-norm reduction writes before its final pass.
 	gradNormPartials = 1024
@@ -616,23 +613,18 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	p.Buffers = append(p.Buffers, activationBuffers(cfg, o, n)...)
 
 	// ---- LM head: logits chunk ------------------------------------------
-	// The LM head and cross-entropy run over C = min(chunk, N) tokens at a
-	// time: logits [C, V] in fp32 (softmax and loss in place, then the
-	// logit gradient overwrites them), and a bf16 copy of that gradient
-	// for the two backward GEMMs (input gradient and lm_head gradient).
-	// With no chunk set, the engine's own rule (engine.LogitsChunk) decides.
-	c := int64(engine.LogitsChunk(int(n), cfg.VocabSize))
-	if o.LogitsChunk > 0 {
-		c = min(int64(o.LogitsChunk), n)
-	}
+	// The LM head and cross-entropy run over C tokens at a time, C =
+	// engine.LogitsChunk(N, V, Options.LogitsChunk) (the run config's
+	// train.logits_chunk; 0: as many rows as 2^26 logits hold): logits
+	// [C, V] in fp32 (the soft-cap of Gemma 2, the softmax and the loss
+	// are computed from them in one kernel that writes the logit
+	// gradient), and a bf16 [C, V] gradient for the two backward GEMMs
+	// (input gradient and lm_head gradient). Nothing is [N, V].
+	c := int64(engine.LogitsChunk(int(n), cfg.VocabSize, o.LogitsChunk))
 	v := int64(cfg.VocabSize)
 	p.Buffers = append(p.Buffers, Buffer{Name: "logits.f32", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
 	if dt != F32 {
 		p.Buffers = append(p.Buffers, Buffer{Name: "logits.grad", Category: Logits, DType: dt, Shape: []int64{c, v}, Repeat: 1})
-	}
-	if cfg.FinalSoftCap > 0 {
-		// Gemma 2's capped logits, kept for the cap's backward.
-		p.Buffers = append(p.Buffers, Buffer{Name: "logits.capped", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
 	}
 
 	// ---- inputs and per-token results ----------------------------------

@@ -73,7 +73,8 @@ type Options struct {
 	// OptimizerBits is the AdamW state precision; only 32 is implemented.
 	OptimizerBits int
 	// LogitsChunk is the number of tokens whose logits exist at once
-	// (0: the engine's rule, engine.LogitsChunk).
+	// (0: the engine's rule, engine.LogitsChunk; the run config's
+	// train.logits_chunk).
 	LogitsChunk int
 	// MLPChunk is the rows the MLP runs at once (0: the engine's rule,
 	// engine.MLPRowChunk); below the tokens, the [tokens, I] buffers
@@ -212,6 +213,7 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		LoRATargets:   rc.LoRA.TargetModules,
 		Checkpointing: rc.Train.Checkpointing,
 		MLPChunk:      rc.Train.MLPChunk,
+		LogitsChunk:   rc.Train.LogitsChunk,
 		DoubleQuant:   false, // engine/nf4.go keeps fp32 absmax
 		GPUs:          rc.Parallel.PlannedRanks(),
 	}
