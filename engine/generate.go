@@ -112,7 +112,11 @@ type Generator struct {
 	idHost   []float32
 	rec      Recording // the recorded decoding step (DecodeGraph)
 	recKey   string    // what rec was recorded for (recordKey)
+	recLong  bool      // and with which rotary table (LongRoPE's long factors)
 	recErr   error     // why recording failed for recKey, if it did
+	// paramsKey is recordKey's description of the weights and adapters,
+	// taken once per Generate (they do not change during one).
+	paramsKey string
 	eager    int       // device steps run without recording since NewGenerator
 }
 
@@ -303,11 +307,10 @@ func (g *Generator) deviceStep() error {
 }
 
 // recordKey describes what a recorded step depends on beyond the
-// buffers: every parameter's storage, the adapters' switches and scales,
-// and the rotary table in use.
+// buffers: every parameter's storage and the adapters' switches and
+// scales (the rotary table in use is added per step).
 func (g *Generator) recordKey() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "long=%v;", g.acts.longRope)
 	for _, p := range g.m.Params() {
 		fmt.Fprintf(&sb, "%p", p.W)
 		if p.Quant != nil {
@@ -336,14 +339,14 @@ func (g *Generator) decodeStep(mode DecodeMode) error {
 		g.eager++
 		return g.deviceStep()
 	}
-	key := g.recordKey()
-	if g.rec == nil || g.recKey != key {
+	same := g.recKey == g.paramsKey && g.recLong == a.longRope
+	if g.rec == nil || !same {
 		if g.rec != nil {
 			g.rec.Free()
 			g.rec = nil
 		}
-		if g.recKey != key || g.recErr == nil {
-			g.recKey = key
+		if !same || g.recErr == nil {
+			g.recKey, g.recLong = g.paramsKey, a.longRope
 			g.rec, g.recErr = g.m.B.(StepRecorder).Record(g.deviceStep)
 		}
 	}
@@ -383,6 +386,9 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 	}
 	mode, why := g.mode()
 	g.Used, g.Fallback = mode, why
+	if mode == DecodeGraph {
+		g.paramsKey = g.recordKey()
+	}
 	g.acts.matVec = mode != DecodePlain
 	// The greedy choice without a repetition penalty is an argmax, which
 	// the device makes; anything else samples from logits read back.
