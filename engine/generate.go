@@ -117,7 +117,7 @@ type Generator struct {
 	// paramsKey is recordKey's description of the weights and adapters,
 	// taken once per Generate (they do not change during one).
 	paramsKey string
-	eager    int       // device steps run without recording since NewGenerator
+	eager     int // device steps run without recording since NewGenerator
 }
 
 // DecodeMode is how a Generator decodes after the prefill.
