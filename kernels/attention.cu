@@ -401,8 +401,12 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_dkv(
 // ---------------------------------------------------------------------------
 // Tensor-core kernels, for bf16 q, k, v (and dOut) with a head dim D that
 // has an instantiation below (16, 32, 64, 80, 96, 128: every Llama, Qwen
-// and Mistral size) and 16-byte aligned rows. Same maths and contract as
-// the float32 kernels above; other inputs take those.
+// and Mistral size; 256: Gemma 2 and 3, with smaller tiles and dK, dV in
+// two launches) and 16-byte aligned rows. Same maths and contract as the
+// float32 kernels above; other inputs take those. At head dim 256 every
+// kernel takes 2 * (128 + 4*16) * 264 = 2 * (64 + 4*32) * 264 bytes =
+// 99 KB of dynamic shared memory: the most sm_86/89/120 allow a block (one
+// block an SM there and on sm_80, two on sm_90).
 //
 // Every product is mma.sync m16n8k16 (bf16 in, f32 accumulate). With
 // g = lane/4 and t = lane%4, a thread holds rows g and g+8 of a 16-row
@@ -651,6 +655,19 @@ __device__ __forceinline__ void score_pair(float (*s)[4], float (*dp)[4], const 
     }
 }
 
+// score_one is score_pair's first product alone: s = a1 b1^T.
+template <int D, int N>
+__device__ __forceinline__ void score_one(float (*s)[4], const unsigned short* a1, int r0, const unsigned short* b1,
+                                          int DP, int lane) {
+    zero_acc<N / 8>(s);
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++) {
+        unsigned int x[4];
+        ldsm_x4(x, frag_a_addr(a1, DP, r0, kc * 16, lane));
+        mma_cols<N>(s, x, b1, DP, kc * 16, lane);
+    }
+}
+
 // store_acc writes a thread's rows A and B (below `rows`) of a [16, D]
 // accumulator, row r at p + r*stride + col0, scaled by sA and sB.
 template <int D>
@@ -667,13 +684,17 @@ __device__ __forceinline__ void store_acc(void* p, int dt, const float (*acc)[4]
 // attn_fwd_tc: a block holds 64*MT queries of one head, 16*MT per warp
 // (MT row tiles of 16, so that every K and V fragment read from shared
 // memory feeds MT products); keys and values stream through shared memory
-// 64 at a time, double-buffered. out and lse are overwritten.
-template <int D, int MT>
+// BN at a time, double-buffered. out and lse are overwritten. Up to head
+// dim 128 each warp keeps its Q fragments in registers; above, the output
+// accumulators alone take D/2 registers a thread, so Q fragments are read
+// from shared memory again for every key tile.
+template <int D, int MT, int BN>
 __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, const unsigned short* q,
                                             const unsigned short* k, const unsigned short* v, const int* starts,
                                             int nseq, const int* order, int Tq, int qOffset, int H, int KVH,
                                             float scale, int window, float softcap) {
-    constexpr int BM = 64 * MT, BN = 64, DP = D + 8, WR = 16 * MT; // WR: rows per warp
+    constexpr int BM = 64 * MT, DP = D + 8, WR = 16 * MT; // WR: rows per warp
+    constexpr bool QREG = D <= 128;                        // Q fragments held in registers
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Qs = sh;               // [BM][DP]
     unsigned short* Ks = Qs + BM * DP;     // [2][BN][DP]
@@ -715,7 +736,7 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
     const bool capped = softcap > 0.0f;
     const float sl2 = capped ? LOG2E : scale * LOG2E; // capped scores are already scaled
 
-    unsigned int qf[MT][D / 16][4];
+    unsigned int qf[MT][QREG ? D / 16 : 1][4];
     float o[MT][D / 8][4];
     float mA[MT], mB[MT], lA[MT], lB[MT];
 #pragma unroll
@@ -729,7 +750,7 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         const int kt = kStart + it * BN;
         cp_async_wait_all();
         __syncthreads(); // tile `it` is in; every warp is done with tile it-1
-        if (it == 0) {
+        if (QREG && it == 0) {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -752,14 +773,20 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         for (int mt = 0; mt < MT; mt++) zero_acc<BN / 8>(s[mt]);
 #pragma unroll
         for (int kc = 0; kc < D / 16; kc++) {
+            unsigned int qa[MT][4];
+            if (!QREG) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) ldsm_x4(qa[mt], frag_a_addr(Qs, DP, warp * WR + mt * 16, kc * 16, lane));
+            }
 #pragma unroll
             for (int np = 0; np < BN / 16; np++) {
                 unsigned int b[4];
                 ldsm_x4(b, frag_b2_addr(Kb, DP, np * 16, kc * 16, lane));
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16_16816(s[mt][2 * np], qf[mt][kc], b);
-                    mma_bf16_16816(s[mt][2 * np + 1], qf[mt][kc], b + 2);
+                    const unsigned int* a = QREG ? qf[mt][kc % (QREG ? D / 16 : 1)] : qa[mt];
+                    mma_bf16_16816(s[mt][2 * np], a, b);
+                    mma_bf16_16816(s[mt][2 * np + 1], a, b + 2);
                 }
             }
         }
@@ -914,20 +941,35 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
 // S^T = K Q^T and dP^T = V dO^T, so P^T and dS^T come out of the
 // accumulators as A fragments for dV += P^T dO and dK += dS^T Q.
 // dk = scale * dK and dv = dV are overwritten.
-template <int D, int BQ>
+// DK and DV choose what one launch computes: both up to head dim 128;
+// above, the two [16, D] accumulators would not fit a thread's registers,
+// so one launch computes dV (S^T, dV) and a second dK (S^T, dP^T, dK):
+// five products instead of four. There the tiles' lse and delta live in
+// the padding columns D..D+7 of the query tile's rows (bytes 0-3 and 4-7;
+// ldmatrix never reads them), so that the shared memory is exactly
+// 2 * (2*64 + 4*BQ) * (D+8) bytes.
+template <int D, int BQ, bool DK, bool DV>
 __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout,
                                             const unsigned short* q, const unsigned short* k, const unsigned short* v,
                                             const float* lse, const float* delta, const int* starts, int nseq,
                                             const int* order, int T, int H, int KVH, float scale, int window,
                                             float softcap) {
     constexpr int BN = 64, DP = D + 8;
+    constexpr bool PAD = D > 128; // lse and delta in the query rows' padding
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Ks = sh;                 // [BN][DP]
     unsigned short* Vs = Ks + BN * DP;       // [BN][DP]
     unsigned short* Qs = Vs + BN * DP;       // [2][BQ][DP]
     unsigned short* dOs = Qs + 2 * BQ * DP;  // [2][BQ][DP]
-    float* lseS = (float*)(dOs + 2 * BQ * DP); // [2][BQ]
-    float* deltaS = lseS + 2 * BQ;           // [2][BQ]
+    float* lseS = (float*)(dOs + 2 * BQ * DP); // [2][BQ] (PAD: unused)
+    float* deltaS = lseS + 2 * BQ;           // [2][BQ] (PAD: unused)
+    // lse_at and delta_at address query `col` of buffer nb's lse, delta.
+    auto lse_at = [&](int nb, int col) -> float* {
+        return PAD ? (float*)(Qs + (nb * BQ + col) * DP + D) : lseS + nb * BQ + col;
+    };
+    auto delta_at = [&](int nb, int col) -> float* {
+        return PAD ? (float*)(Qs + (nb * BQ + col) * DP + D + 2) : deltaS + nb * BQ + col;
+    };
     const int kvh = blockIdx.x, group = H / KVH;
     const int j0 = order[blockIdx.y] * BN;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
@@ -945,12 +987,12 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         if (tid < BQ) {
             const int i = qt + tid;
             const bool ok = i < qEnd;
-            cp_async4(lseS + nb * BQ + tid, ok ? lse + (i64)hq * T + i : lse, ok);
-            cp_async4(deltaS + nb * BQ + tid, ok ? delta + (i64)hq * T + i : delta, ok);
+            cp_async4(lse_at(nb, tid), ok ? lse + (i64)hq * T + i : lse, ok);
+            if (DK) cp_async4(delta_at(nb, tid), ok ? delta + (i64)hq * T + i : delta, ok);
         }
     };
     load_rows_async<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
-    load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
+    if (DK) load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
     if (nTiles > 0) load_q(0, 0);
     cp_async_commit();
 
@@ -964,7 +1006,7 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
     const int warpMaxEnd = warpLive ? end_query(starts, nseq, warpKeyLast, window) : 0;
     const bool capped = softcap > 0.0f;
     const float sl2 = capped ? LOG2E : scale * LOG2E;
-    float dK[D / 8][4], dV[D / 8][4];
+    float dK[D / 8][4], dV[D / 8][4]; // the compiler drops the one a launch does not compute
     zero_acc<D / 8>(dK);
     zero_acc<D / 8>(dV);
 
@@ -975,13 +1017,16 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         if (it + 1 < nTiles) load_q((it + 1) & 1, it + 1);
         cp_async_commit();
         if (!warpLive || qt >= warpMaxEnd || qt + BQ - 1 < warpKey0) continue; // warp-uniform
-        const unsigned short* Qb = Qs + (it & 1) * BQ * DP;
-        const unsigned short* dOb = dOs + (it & 1) * BQ * DP;
-        const float* lseB = lseS + (it & 1) * BQ;
-        const float* deltaB = deltaS + (it & 1) * BQ;
+        const int cb = it & 1;
+        const unsigned short* Qb = Qs + cb * BQ * DP;
+        const unsigned short* dOb = dOs + cb * BQ * DP;
 
         float s[BQ / 8][4], dp[BQ / 8][4];
-        score_pair<D, BQ>(s, dp, Ks, Vs, warp * 16, Qb, dOb, DP, lane);
+        if (DK) {
+            score_pair<D, BQ>(s, dp, Ks, Vs, warp * 16, Qb, dOb, DP, lane);
+        } else {
+            score_one<D, BQ>(s, Ks, warp * 16, Qb, DP, lane);
+        }
         if (capped) cap_tile<BQ / 8>(s, scale, softcap);
         // Unmasked when every query of the tile comes at or after every key
         // of the warp and before the first key's end.
@@ -994,24 +1039,30 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
                 const int i = qt + col;
                 const bool isB = e >= 2;
                 const bool valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
-                const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -lseB[col] * LOG2E)) : 0.0f;
-                const float slope = capped ? cap_slope(s[nt][e], softcap) : 1.0f;
+                const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -*lse_at(cb, col) * LOG2E)) : 0.0f;
+                if (DK) {
+                    const float slope = capped ? cap_slope(s[nt][e], softcap) : 1.0f;
+                    dp[nt][e] = p * (dp[nt][e] - *delta_at(cb, col)) * slope;
+                }
                 s[nt][e] = p;
-                dp[nt][e] = p * (dp[nt][e] - deltaB[col]) * slope;
             }
         }
 #pragma unroll
         for (int kc = 0; kc < BQ / 16; kc++) {
             unsigned int pa[4], da[4];
-            acc_to_a(pa, s, kc);
-            acc_to_a(da, dp, kc);
-            mma_rows_t<D>(dV, pa, dOb, DP, kc * 16, lane);
-            mma_rows_t<D>(dK, da, Qb, DP, kc * 16, lane);
+            if (DV) {
+                acc_to_a(pa, s, kc);
+                mma_rows_t<D>(dV, pa, dOb, DP, kc * 16, lane);
+            }
+            if (DK) {
+                acc_to_a(da, dp, kc);
+                mma_rows_t<D>(dK, da, Qb, DP, kc * 16, lane);
+            }
         }
     }
     cp_async_wait_all();
-    store_acc<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, scale, t);
-    store_acc<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, 1.0f, t);
+    if (DK) store_acc<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, scale, t);
+    if (DV) store_acc<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, 1.0f, t);
 }
 
 // Blocks per SM each tensor-core kernel is compiled for (the second
@@ -1033,22 +1084,34 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
 #endif
 
 // The tile of the dq kernel's keys and of the dK/dV kernel's queries:
-// 64, or 32 above head dim 64 to keep the accumulators in registers.
+// 64, or 32 above head dim 64 to keep the accumulators in registers, and
+// 16 above head dim 128, where the 64-row tiles of q and dOut (dq) or k
+// and v (dK/dV) plus two buffers of 16 rows fill 99 KB of shared memory,
+// the most a block may have on sm_86/89/120 (2 * (128 + 64) * 264 bytes).
 // engine/cuda/attention.go computes the same sizes for shared memory.
-#define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : 32)
+#define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : (D) <= 128 ? 32 : 16)
+
+// Keys per tile of the forward: 64, or 32 above head dim 128 (then the
+// 64 query rows and two buffers of 32 keys and values fill the same 99 KB).
+#define ATTN_FWD_BN(D) ((D) <= 128 ? 64 : 32)
 
 // Row tiles of 16 per warp in the forward: 2 up to head dim 64 (128-query
 // blocks), 1 above, where two tiles' accumulators would spill registers.
 // engine/cuda/attention.go (attnFwdRows) uses the same block sizes.
 #define ATTN_FWD_MT(D) ((D) <= 64 ? 2 : 1)
 
-#define ATTN_TC_KERNELS(D)                                                                                             \
+// The tensor-core kernels of head dim D: ATTN_TC_FWD_DQ(D) the forward and
+// dq kernels, and for dK and dV either ATTN_TC_DKV(D), one launch for both
+// (head dims up to 128), or ATTN_TC_DK_DV(D), two launches writing one
+// gradient each (attention_backward_dk_tc_d<D>, attention_backward_dv_tc_d<D>;
+// above head dim 128, see attn_dkv_tc).
+#define ATTN_TC_FWD_DQ(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(128, ATTN_FWD_MINB) attention_forward_tc_d##D(                        \
         void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,     \
         const int* starts, int nseq, const int* order, int Tq, int qOffset, int H, int KVH, float scale,               \
         int window, float softcap) {                                                                                   \
-        attn_fwd_tc<D, ATTN_FWD_MT(D)>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H, KVH, scale,        \
-                                       window, softcap);                                                               \
+        attn_fwd_tc<D, ATTN_FWD_MT(D), ATTN_FWD_BN(D)>(out, odt, lse, q, k, v, starts, nseq, order, Tq, qOffset, H,    \
+                                                       KVH, scale, window, softcap);                                   \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(128, ATTN_DQ_MINB) attention_backward_dq_tc_d##D(                     \
         void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
@@ -1056,18 +1119,44 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         int T, int H, int KVH, float scale, int window, float softcap) {                                               \
         attn_dq_tc<D, ATTN_BWD_TILE(D)>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H, KVH, scale,    \
                                         window, softcap);                                                              \
-    }                                                                                                                  \
+    }
+
+#define ATTN_TC_DKV(D)                                                                                                 \
     extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_backward_dkv_tc_d##D(                   \
         void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,                   \
         const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts,     \
         int nseq, const int* order, int T, int H, int KVH, float scale, int window, float softcap) {                   \
-        attn_dkv_tc<D, ATTN_BWD_TILE(D)>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, order, T, H,     \
-                                         KVH, scale, window, softcap);                                                 \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D), true, true>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq,      \
+                                                     order, T, H, KVH, scale, window, softcap);                        \
     }
 
-ATTN_TC_KERNELS(16)
-ATTN_TC_KERNELS(32)
-ATTN_TC_KERNELS(64)
-ATTN_TC_KERNELS(80)
-ATTN_TC_KERNELS(96)
-ATTN_TC_KERNELS(128)
+#define ATTN_TC_DK_DV(D)                                                                                               \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_backward_dk_tc_d##D(                    \
+        void* dk, int dkdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
+        const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, const int* order,  \
+        int T, int H, int KVH, float scale, int window, float softcap) {                                               \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D), true, false>(dk, dkdt, nullptr, 0, dout, q, k, v, lse, delta, starts, nseq,   \
+                                                      order, T, H, KVH, scale, window, softcap);                       \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_backward_dv_tc_d##D(                    \
+        void* dv, int dvdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
+        const float* lse, const int* starts, int nseq, const int* order, int T, int H, int KVH, float scale,           \
+        int window, float softcap) {                                                                                   \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D), false, true>(nullptr, 0, dv, dvdt, dout, q, k, nullptr, lse, nullptr, starts, \
+                                                      nseq, order, T, H, KVH, scale, window, softcap);                 \
+    }
+
+ATTN_TC_FWD_DQ(16)
+ATTN_TC_DKV(16)
+ATTN_TC_FWD_DQ(32)
+ATTN_TC_DKV(32)
+ATTN_TC_FWD_DQ(64)
+ATTN_TC_DKV(64)
+ATTN_TC_FWD_DQ(80)
+ATTN_TC_DKV(80)
+ATTN_TC_FWD_DQ(96)
+ATTN_TC_DKV(96)
+ATTN_TC_FWD_DQ(128)
+ATTN_TC_DKV(128)
+ATTN_TC_FWD_DQ(256)
+ATTN_TC_DK_DV(256)

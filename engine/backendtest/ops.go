@@ -470,9 +470,13 @@ var attnCases = []attnCase{
 	// (bf16) and the float32 one.
 	{"gqa8x2_d64_many_tiles_window80_softcap", []int32{0, 300, 301, 557}, 8, 2, 64, 80, 2, 5},
 	{"gqa4x2_d128_many_tiles_window100_softcap", []int32{0, 260, 400}, 4, 2, 128, 100, 2, 4},
-	// Gemma's head dim 256 (no tensor-core instantiation): window and cap.
+	// Gemma's head dim 256 (its own tensor-core tiles: 32-key forward
+	// tiles, 16-row backward tiles, dK and dV in two launches): window and
+	// cap, and many tiles of every kernel with GQA and packing.
 	{"gqa4x1_d256_window24_softcap", []int32{0, 40, 90}, 4, 1, 256, 24, 1.5, 2},
 	{"gqa4x2_d256_window200_longer", []int32{0, 40, 90}, 4, 2, 256, 200, 1, 0},
+	{"gqa4x1_d256_many_tiles_window100_softcap", []int32{0, 260, 400}, 4, 1, 256, 100, 2, 4},
+	{"gqa8x2_d256_many_tiles_packed", []int32{0, 200, 201, 330}, 8, 2, 256, 0, 1, 0},
 }
 
 func (c attnCase) layout() (engine.SeqLayout, engine.AttnParams, int) {
@@ -571,6 +575,8 @@ func testAttentionKV(h *harness) {
 		{"decode_gqa8x2_d64_window8_softcap", 8, 2, 64, 30, 3, 8, 1},
 		{"prefill_gqa4x1_d256_window6_softcap", 4, 1, 256, 0, 17, 6, 0.8},
 		{"decode_gqa4x1_d256_window6_softcap", 4, 1, 256, 33, 1, 6, 0.8},
+		{"prefill_gqa4x2_d256_two_key_tiles", 4, 2, 256, 0, 40, 0, 0},
+		{"decode_chunk_gqa4x1_d256_window24_softcap", 4, 1, 256, 8, 32, 24, 0.6},
 	} {
 		h.sub(c.name, func(h *harness) {
 			p := engine.AttnParams{NHeads: c.heads, NKVHeads: c.kvHeads, HeadDim: c.headDim,

@@ -46,16 +46,26 @@ func (c *checker) attnGeometry(q, k, v *Tensor, seqs engine.SeqLayout, p engine.
 }
 
 // Tensor-core kernels (kernels/attention.cu, attention_*_tc_d<D>): blocks of
-// 64 queries (forward, dq) or 64 keys (dK/dV) over 4 warps, 64-key tiles in
-// the forward, and backward tiles of attnTCBwdTile(D); bf16 inputs, head
-// dims with an instantiation, 16-byte aligned rows.
+// 64 queries (forward, dq) or 64 keys (dK/dV) over 4 warps, key tiles of
+// attnFwdKeys(D) in the forward, and backward tiles of attnTCBwdTile(D);
+// bf16 inputs, head dims with an instantiation, 16-byte aligned rows.
+// Above head dim attnTCSplitDim dK and dV come from two launches.
 const (
-	attnTCRows = 64
-	attnTCKB   = 64
+	attnTCRows     = 64
+	attnTCSplitDim = 128
 )
 
 // attnTCHeadDims are the head dims with tensor-core kernels.
-var attnTCHeadDims = map[int]bool{16: true, 32: true, 64: true, 80: true, 96: true, 128: true}
+var attnTCHeadDims = map[int]bool{16: true, 32: true, 64: true, 80: true, 96: true, 128: true, 256: true}
+
+// attnFwdKeys is ATTN_FWD_BN of kernels/attention.cu: the forward's keys
+// per shared-memory tile.
+func attnFwdKeys(d int) int {
+	if d <= 128 {
+		return 64
+	}
+	return 32
+}
 
 // attnFwdRows is the tensor-core forward's query rows per block: 64 times
 // ATTN_FWD_MT of kernels/attention.cu.
@@ -69,10 +79,30 @@ func attnFwdRows(d int) int {
 // attnTCBwdTile is ATTN_BWD_TILE of kernels/attention.cu: the dq kernel's
 // key tile and the dK/dV kernel's query tile.
 func attnTCBwdTile(d int) int {
-	if d <= 64 {
+	switch {
+	case d <= 64:
 		return 64
+	case d <= 128:
+		return 32
 	}
-	return 32
+	return 16
+}
+
+// attnTCSmem is the dynamic shared memory of tensor-core kernel
+// "forward", "dq", "dkv" (both gradients, head dims up to attnTCSplitDim)
+// or "dk"/"dv" (one each, above) at head dim d: bf16 tiles of d+8 values
+// a row, plus, in "dkv", lse and delta of two query tiles (the split
+// kernels keep those in the rows' padding).
+func attnTCSmem(kernel string, d int) int {
+	tile := attnTCBwdTile(d)
+	switch kernel {
+	case "forward":
+		return 2 * (attnFwdRows(d) + 4*attnFwdKeys(d)) * (d + 8)
+	case "dkv":
+		return 2*(2*attnTCRows+4*tile)*(d+8) + 4*tile*4
+	default: // dq, dk, dv
+		return 2 * (2*attnTCRows + 4*tile) * (d + 8)
+	}
 }
 
 // useTensorCores reports whether the tensor-core kernels can take these
@@ -113,7 +143,7 @@ func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64,
 			}
 		}
 		return b.launch(op, "attention.cu", fmt.Sprintf("attention_forward_tc_d%d", D),
-			dim3{H, (Tq + rows - 1) / rows, 1}, dim3{128, 1, 1}, 2*(rows+4*attnTCKB)*(D+8),
+			dim3{H, (Tq + rows - 1) / rows, 1}, dim3{128, 1, 1}, attnTCSmem("forward", D),
 			ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
 			starts, int32(nseq), order, int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 	}
@@ -261,19 +291,28 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		return err
 	}
 	if useTensorCores(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
-		tile := attnTCBwdTile(D)
 		qOrder, kOrder, err := b.attnBlockOrder(op, seqs.Starts, p.Window)
 		if err != nil {
 			return err
 		}
 		if err := b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dq_tc_d%d", D),
-			dim3{H, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8),
+			dim3{H, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, attnTCSmem("dq", D),
 			dqt.ptr(), dt(dqt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
 			g.starts.ptr(), int32(g.nseq), qOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap); err != nil {
 			return err
 		}
-		return b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dkv_tc_d%d", D),
-			dim3{KVH, (T + attnTCRows - 1) / attnTCRows, 1}, dim3{128, 1, 1}, 2*(2*attnTCRows+4*tile)*(D+8)+4*tile*4,
+		kvGrid := dim3{KVH, (T + attnTCRows - 1) / attnTCRows, 1}
+		if D > attnTCSplitDim {
+			if err := b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dv_tc_d%d", D), kvGrid, dim3{128, 1, 1}, attnTCSmem("dv", D),
+				dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), lt.ptr(),
+				g.starts.ptr(), int32(g.nseq), kOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap); err != nil {
+				return err
+			}
+			return b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dk_tc_d%d", D), kvGrid, dim3{128, 1, 1}, attnTCSmem("dk", D),
+				dkt.ptr(), dt(dkt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
+				g.starts.ptr(), int32(g.nseq), kOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
+		}
+		return b.launch(op, "attention.cu", fmt.Sprintf("attention_backward_dkv_tc_d%d", D), kvGrid, dim3{128, 1, 1}, attnTCSmem("dkv", D),
 			dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
 			g.starts.ptr(), int32(g.nseq), kOrder, int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 	}

@@ -62,10 +62,15 @@ func BenchmarkMatMulBF16(b *testing.B) {
 
 // attention at Llama-3.2-1B's geometry (4 sequences of 2048 tokens, 32
 // query heads, 8 key/value heads, head dim 64) or Llama-3.1-8B's (2
-// sequences, head dim 128).
+// sequences, head dim 128), the same heads at head dim 256, and
+// Gemma-3-1B's (4 sequences, 4 query heads, 1 key/value head, head dim 256).
 func benchAttention(b *testing.B, backward bool, seqs, D int) {
+	benchAttentionHeads(b, backward, seqs, D, 32, 8)
+}
+
+func benchAttentionHeads(b *testing.B, backward bool, seqs, D, H, KVH int) {
 	be := benchBackend(b)
-	const S, H, KVH = 2048, 32, 8
+	const S = 2048
 	T := seqs * S
 	starts := make([]int32, seqs+1)
 	for i := range starts {
@@ -113,7 +118,7 @@ func benchAttention(b *testing.B, backward bool, seqs, D int) {
 	if backward {
 		products = 5
 	}
-	flops := products * 2 * float64(seqs) * float64(S) * float64(S) / 2 * float64(D) * H
+	flops := products * 2 * float64(seqs) * float64(S) * float64(S) / 2 * float64(D) * float64(H)
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
 }
 
@@ -121,6 +126,12 @@ func BenchmarkAttentionForward(b *testing.B)      { benchAttention(b, false, 4, 
 func BenchmarkAttentionBackward(b *testing.B)     { benchAttention(b, true, 4, 64) }
 func BenchmarkAttentionForwardD128(b *testing.B)  { benchAttention(b, false, 2, 128) }
 func BenchmarkAttentionBackwardD128(b *testing.B) { benchAttention(b, true, 2, 128) }
+func BenchmarkAttentionForwardD256(b *testing.B)  { benchAttention(b, false, 2, 256) }
+func BenchmarkAttentionBackwardD256(b *testing.B) { benchAttention(b, true, 2, 256) }
+func BenchmarkAttentionForwardGemma3(b *testing.B) {
+	benchAttentionHeads(b, false, 4, 256, 4, 1)
+}
+func BenchmarkAttentionBackwardGemma3(b *testing.B) { benchAttentionHeads(b, true, 4, 256, 4, 1) }
 
 func BenchmarkRMSNorm(b *testing.B) {
 	be := benchBackend(b)

@@ -244,8 +244,9 @@ func TestBadIndices(t *testing.T) {
 // head dim that is not a multiple of 32, the largest head dim, an empty
 // sequence inside the packing, many key tiles, a window across tiles, and
 // a block of queries that spans two sequences, and Gemma 2's shapes (head
-// dim 256, windows, score soft-caps, on the float32 kernels; a cap on the
-// tensor-core ones at head dim 128). With f32 inputs (the
+// dim 256, windows, score soft-caps; with bf16 inputs on the head-dim-256
+// tensor-core kernels, over many of their tiles, with GQA and packing; a
+// cap at head dim 128 too). With f32 inputs (the
 // float32 kernels) the bound is float32 rounding; with bf16 inputs (the
 // tensor-core forward where the head dim allows) it is bf16's.
 func TestAttentionMatchesCPU(t *testing.T) {
@@ -267,6 +268,9 @@ func TestAttentionMatchesCPU(t *testing.T) {
 		{"d256_gemma2_window64_softcap", []int32{0, 150, 151, 300}, 8, 4, 256, 64, 0.5},
 		{"d128_window70_softcap", []int32{0, 37, 37, 250}, 4, 2, 128, 70, 0.25},
 		{"d16_softcap_window_longer", []int32{0, 90, 200}, 4, 1, 16, 400, 0.3},
+		{"d256_gqa4x1_long", []int32{0, 300, 301, 450}, 4, 1, 256, 0, 0},
+		{"d256_gemma3_gqa4x1_window130", []int32{0, 37, 37, 560}, 4, 1, 256, 130, 0},
+		{"d256_gqa8x2_window300_softcap_long", []int32{0, 610}, 8, 2, 256, 300, 1},
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, c := range cases {
@@ -319,6 +323,15 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 				t.Fatal(err)
 			}
 			ref.Upload(host[name], v)
+		}
+	}
+	if act == engine.BF16 && attnTCHeadDims[d] {
+		var outs []*Tensor
+		for _, n := range []string{"out", "dq", "dk", "dv"} {
+			outs = append(outs, dev[n].(*Tensor))
+		}
+		if !useTensorCores(d, T, outs, dev["q"].(*Tensor), dev["k"].(*Tensor), dev["v"].(*Tensor), dev["dOut"].(*Tensor)) {
+			t.Fatalf("bf16 head dim %d does not take the tensor-core kernels", d)
 		}
 	}
 	sd, _ := b.Alloc(engine.I32, len(starts))
@@ -660,25 +673,46 @@ func TestTensorCoreAttentionInstantiated(t *testing.T) {
 		declared[name] = true
 	}
 	for d := range attnTCHeadDims {
-		if !declared[fmt.Sprintf("attention_backward_dkv_tc_d%d", d)] {
-			t.Errorf("head dim %d takes the tensor-core kernels, but kernels/attention.cu has no ATTN_TC_KERNELS(%d)", d, d)
+		kvNames := []string{"attention_backward_dkv_tc_d%d"}
+		if d > attnTCSplitDim {
+			kvNames = []string{"attention_backward_dk_tc_d%d", "attention_backward_dv_tc_d%d"}
 		}
-		if want := attnTCBwdTile(d); (d <= 64) != (want == 64) {
+		for _, n := range append([]string{"attention_forward_tc_d%d", "attention_backward_dq_tc_d%d"}, kvNames...) {
+			if !declared[fmt.Sprintf(n, d)] {
+				t.Errorf("head dim %d takes the tensor-core kernels, but kernels/attention.cu has no %s", d, fmt.Sprintf(n, d))
+			}
+		}
+		if want, rule := attnTCBwdTile(d), map[bool]int{true: 64, false: 32}[d <= 64]; d <= 128 && want != rule || d > 128 && want != 16 {
 			t.Errorf("head dim %d: backward tile %d disagrees with ATTN_BWD_TILE", d, want)
+		}
+		if keys := attnFwdKeys(d); (d <= 128) != (keys == 64) {
+			t.Errorf("head dim %d: forward key tile %d disagrees with ATTN_FWD_BN", d, keys)
 		}
 		if rows := attnFwdRows(d); (d <= 64) != (rows == 128) {
 			t.Errorf("head dim %d: forward block of %d rows disagrees with ATTN_FWD_MT", d, rows)
 		}
+		// Every kernel must fit the 99 KB a block may have on sm_86/89/120.
+		for _, k := range []string{"forward", "dq", "dkv", "dk", "dv"} {
+			if (k == "dkv") == (d > attnTCSplitDim) {
+				continue
+			}
+			if smem := attnTCSmem(k, d); smem > 99<<10 {
+				t.Errorf("head dim %d: %s kernel needs %d bytes of shared memory, over 99 KB", d, k, smem)
+			}
+		}
 	}
-	// attention.go mirrors these two rules in attnTCBwdTile and attnFwdRows.
-	for _, rule := range []string{"#define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : 32)", "#define ATTN_FWD_MT(D) ((D) <= 64 ? 2 : 1)"} {
+	// attention.go mirrors these rules in attnTCBwdTile, attnFwdKeys and attnFwdRows.
+	for _, rule := range []string{"#define ATTN_BWD_TILE(D) ((D) <= 64 ? 64 : (D) <= 128 ? 32 : 16)",
+		"#define ATTN_FWD_BN(D) ((D) <= 128 ? 64 : 32)", "#define ATTN_FWD_MT(D) ((D) <= 64 ? 2 : 1)",
+		"constexpr bool PAD = D > 128;"} {
 		if !strings.Contains(cu, rule) {
 			t.Errorf("kernels/attention.cu no longer says %q: update attention.go's block sizes with it", rule)
 		}
 	}
-	for _, name := range []string{"attention_forward_tc_d", "attention_backward_dq_tc_d", "attention_backward_dkv_tc_d"} {
+	for _, name := range []string{"attention_forward_tc_d", "attention_backward_dq_tc_d", "attention_backward_dkv_tc_d",
+		"attention_backward_dk_tc_d", "attention_backward_dv_tc_d"} {
 		if !strings.Contains(cu, name+"##D(") {
-			t.Errorf("kernels/attention.cu does not define %s<D> in ATTN_TC_KERNELS", name)
+			t.Errorf("kernels/attention.cu does not define %s<D> in ATTN_TC_FWD_DQ, ATTN_TC_DKV or ATTN_TC_DK_DV", name)
 		}
 	}
 }

@@ -26,11 +26,12 @@ import (
 // embeddings and query_pre_attn_scalar, with a window of 8 on two layers of
 // three (their own rope base) and linear scaling on the global one; Gemma
 // 2's attention and final-logit soft-caps, small enough to bend the
-// numbers, at its real head dim 256 (the float32 attention kernels) with a
-// window on alternate layers; Phi-3's fused projections, partial rotary
-// (16 of 32 dimensions) and LongRoPE with an original context of 16 that
-// the 64-token batches pass. The other head dims (32) take the tensor-core
-// attention kernels in bf16. Sequences run longer than every window.
+// numbers, at its real head dim 256 (the head-dim-256 tensor-core kernels
+// in bf16) with a window on alternate layers; Phi-3's fused projections,
+// partial rotary (16 of 32 dimensions) and LongRoPE with an original
+// context of 16 that the 64-token batches pass. The other head dims (32)
+// take the tensor-core attention kernels in bf16 too. Sequences run longer
+// than every window.
 var gpuFamilies = map[string]string{
 	"qwen3": `{"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 160,
 		"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
