@@ -41,6 +41,7 @@ type gemma3ImageActs struct {
 	dfeats, dnormed, dpooled, dxa  Tensor // [cap*M, Dt], [cap*M, D], [cap*M, D], [cap*M, r]
 	dy                             Tensor // [cap*P, D]
 	loraRank                       int
+	kvLSE                          Tensor // F32 [H*Cap]: a generation prefill's lse
 	featsReady, needGrad, towerRan bool
 }
 
@@ -209,10 +210,10 @@ func (ia *gemma3ImageActs) ensure(B Backend, dt DType, n int, keep bool) error {
 	if ia.cap >= n && ia.keep == keep && ia.loraRank == rank && ia.pool != nil {
 		return nil
 	}
-	// Keep the groups tensor (sized by the language model), free the rest.
+	// Keep the tensors sized by the language model, free the rest.
 	var kept []Tensor
 	for _, t := range ia.owned {
-		if t == ia.groups {
+		if t == ia.groups || t == ia.kvLSE {
 			kept = append(kept, t)
 		} else {
 			B.Free(t)
@@ -801,4 +802,63 @@ func (a *Activations) imageBuffer(pick func(*gemma3ImageActs) (Tensor, int)) ([]
 	}
 	out := make([]float32, v.Len())
 	return out, a.m.B.Download(v, out)
+}
+
+// SetImages gives the next Generate's prompt its images (pixels [n, C, S,
+// S], one per run of image tokens in the prompt); the prompt's prefill
+// uses them up.
+func (g *Generator) SetImages(pixels []float32, n int) error { return g.acts.SetImages(pixels, n) }
+
+// imagePrefillAttention runs layer l's attention for a prefill whose
+// prompt holds image tokens: the cache takes k and v as usual, and the
+// prompt attends with its image groups (decoding steps after it see the
+// cached image tokens causally, as transformers' mask lets them). It
+// reports whether it handled the call.
+func (a *Activations) imagePrefillAttention(c *kvCache, l int, q, k, v, att Tensor) (bool, error) {
+	if a.img == nil || len(a.img.runs) == 0 || c.lanes != nil || c.devPos != nil {
+		return false, nil
+	}
+	if c.pos != 0 {
+		return true, fmt.Errorf("generation: image tokens must come in the first chunk of a prompt (the cache holds %d tokens)", c.pos)
+	}
+	ga, err := a.groupAttention()
+	if err != nil {
+		return true, err
+	}
+	B, T, kvd := a.m.B, Rows(k), a.m.Cfg.KVDim()
+	for _, pair := range [][2]Tensor{{c.k[l], k}, {c.v[l], v}} {
+		dst, err := B.View(pair[0], 0, T, kvd)
+		if err != nil {
+			return true, err
+		}
+		if err := B.Copy(dst, pair[1]); err != nil {
+			return true, err
+		}
+	}
+	ia := a.img
+	H := a.m.Cfg.NumHeads
+	if ia.kvLSE == nil || ia.kvLSE.Len() < H*T {
+		if ia.kvLSE != nil {
+			B.Free(ia.kvLSE)
+		}
+		t, err := B.Alloc(F32, H*a.Cap)
+		if err != nil {
+			return true, fmt.Errorf("allocate prefill lse: %w", err)
+		}
+		ia.kvLSE = t
+		ia.owned = append(ia.owned, t)
+	}
+	lse, err := B.View(ia.kvLSE, 0, H, T)
+	if err != nil {
+		return true, err
+	}
+	return true, ga.AttentionGroups(att, lse, q, k, v, a.rows(ia.groups, T), a.seqs, a.attnParams(l))
+}
+
+// imagesUsed forgets a prefill's images and image tokens, so the decoding
+// steps after it run as text.
+func (a *Activations) imagesUsed() {
+	if a.img != nil {
+		a.img.runs, a.img.n, a.img.patchesHost = nil, 0, nil
+	}
 }

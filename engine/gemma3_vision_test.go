@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -315,6 +317,95 @@ func TestGemma3VisionFiniteDiff(t *testing.T) {
 	}
 }
 
+// greedyByRecompute decodes n tokens greedily by running the whole prefix
+// through Logits each time (no cache), the image given to every pass.
+func greedyByRecompute(t *testing.T, m *engine.Model, prompt []int32, px []float32, nImages, n int) []int32 {
+	t.Helper()
+	acts, err := m.NewActivations(len(prompt)+n, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acts.Free()
+	if err := acts.SetImages(px, nImages); err != nil {
+		t.Fatal(err)
+	}
+	ids := append([]int32(nil), prompt...)
+	V := m.Cfg.VocabSize
+	for range n {
+		b := &datasets.Batch{Tokens: ids, SeqStarts: []int32{0, int32(len(ids))}}
+		for i := range ids {
+			b.Positions = append(b.Positions, int32(i))
+			b.Targets = append(b.Targets, datasets.IgnoreIndex)
+		}
+		logits, err := acts.Logits(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := logits[(len(ids)-1)*V:]
+		best := 0
+		for j, v := range row {
+			if v > row[best] {
+				best = j
+			}
+		}
+		ids = append(ids, int32(best))
+	}
+	return ids[len(prompt):]
+}
+
+// generateWithImage decodes greedily with the KV-cache generator.
+func generateWithImage(t *testing.T, m *engine.Model, prompt []int32, px []float32, nImages, n int) []int32 {
+	t.Helper()
+	g, err := m.NewGenerator(len(prompt) + n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free()
+	if err := g.SetImages(px, nImages); err != nil {
+		t.Fatal(err)
+	}
+	out, err := g.Generate(context.Background(), prompt, engine.Greedy(n, nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestGemma3VisionGenerate: the KV-cache generator with an image (the
+// prefill attending with the image groups, the steps after it causally)
+// decodes what recomputing the whole prefix each step decodes, in every
+// decoding mode; a second prompt without images runs as text.
+func TestGemma3VisionGenerate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 24))
+	m := loadGemma3Vision(t, writeRandomGemma3Vision(t, tinyGemma3VisionConfig, false, "", nil))
+	prompt := []int32{37, 100, 7, g3BOI, g3Image, g3Image, g3Image, g3Image, g3EOI, 55}
+	px := randomPixels(rng, 1)
+	want := greedyByRecompute(t, m, prompt, px, 1, 8)
+	for _, mode := range []string{"plain", "device", "graph"} {
+		t.Setenv(engine.DecodeModeEnv, mode)
+		if got := generateWithImage(t, m, prompt, px, 1, 8); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: generated %v, recomputed %v", mode, got, want)
+		}
+	}
+	g, err := m.NewGenerator(20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free()
+	if err := g.SetImages(px, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Generate(context.Background(), prompt, engine.Greedy(3, nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Generate(context.Background(), []int32{37, 100, 7}, engine.Greedy(3, nil), nil); err != nil {
+		t.Errorf("a text prompt after an image prompt: %v", err)
+	}
+	if _, err := g.Generate(context.Background(), prompt, engine.Greedy(3, nil), nil); err == nil || !strings.Contains(err.Error(), "image tokens") {
+		t.Errorf("image tokens without images: %v", err)
+	}
+}
+
 func TestGemma3VisionLoadErrors(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -447,6 +538,16 @@ func TestReferenceGemma3Vision(t *testing.T) {
 		want := float64(mustF32(t, rc.state, "loss")[0])
 		if got := r.LossSum / float64(r.Count); math.Abs(got-want)/want > refTol {
 			t.Errorf("loss %.7f, transformers %.7f", got, want)
+		}
+	})
+
+	t.Run("generate", func(t *testing.T) {
+		m := loadGemma3Vision(t, rc.dir)
+		prompt := mustI32(t, rc.state, "gen_prompt")
+		want := mustI32(t, rc.state, "gen_output")
+		got := generateWithImage(t, m, prompt, pixels[:len(pixels)/nImages], 1, len(want))
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("greedy ids with the first image\n got %v\nwant %v", got, want)
 		}
 	})
 

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -140,8 +141,8 @@ func logaddexp(a, b float64) float64 {
 	return a + math.Log1p(math.Exp(b-a))
 }
 
-// greedyCaption describes one image: greedy decoding by full recomputation
-// from "prompt <image>" until eos or 4 tokens.
+// greedyCaption describes one image: "prompt <image>" and greedy decoding
+// with the KV-cache generator until eos or 4 tokens.
 func greedyCaption(t *testing.T, m *engine.Model, s shapeSample, tokensPerImage int) []int32 {
 	t.Helper()
 	ids := []int32{shapePrompt, g3BOI}
@@ -149,39 +150,19 @@ func greedyCaption(t *testing.T, m *engine.Model, s shapeSample, tokensPerImage 
 		ids = append(ids, g3Image)
 	}
 	ids = append(ids, g3EOI)
-	start := len(ids)
-	acts, err := m.NewActivations(start+4, false)
+	g, err := m.NewGenerator(len(ids) + 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer acts.Free()
-	if err := acts.SetImages(s.pixels, 1); err != nil {
+	defer g.Free()
+	if err := g.SetImages(s.pixels, 1); err != nil {
 		t.Fatal(err)
 	}
-	V := m.Cfg.VocabSize
-	for len(ids) < start+4 {
-		b := &datasets.Batch{Tokens: ids, SeqStarts: []int32{0, int32(len(ids))}}
-		for i := range ids {
-			b.Positions = append(b.Positions, int32(i))
-			b.Targets = append(b.Targets, datasets.IgnoreIndex)
-		}
-		logits, err := acts.Logits(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		row := logits[(len(ids)-1)*V:]
-		best := 0
-		for j, v := range row {
-			if v > row[best] {
-				best = j
-			}
-		}
-		ids = append(ids, int32(best))
-		if best == shapeEOS {
-			break
-		}
+	out, err := g.Generate(context.Background(), ids, engine.Greedy(4, []int32{shapeEOS}), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ids[start:]
+	return out
 }
 
 // TestGemma3VisionLearnsShapes trains LoRA on the language model and the

@@ -50,6 +50,9 @@ type kvCache struct {
 // attend stores this chunk's k and v at the cache's next positions and
 // runs attention of the chunk's queries over everything cached so far.
 func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
+	if done, err := a.imagePrefillAttention(c, l, q, k, v, att); done {
+		return err
+	}
 	if c.lanes != nil {
 		return c.attendLanes(a, l, q, k, v, att)
 	}
@@ -214,6 +217,7 @@ func (g *Generator) run(tokens []int32) (Tensor, error) {
 	a.kv = g.cache
 	err := a.forward()
 	a.kv = nil
+	a.imagesUsed()
 	if err != nil {
 		return nil, err
 	}
