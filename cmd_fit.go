@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -27,6 +29,9 @@ type fitModel struct {
 	label  string
 	entry  *presets.Model // nil for a folder
 	config *engine.ModelConfig
+	// mllama is set for Llama 3.2 Vision (config is then its language
+	// model): planned by memplan.PlanMllama, see fitMllama.
+	mllama *engine.MllamaConfig
 }
 
 // fitTarget is the memory the plan is checked against.
@@ -64,6 +69,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	generations := fs.Int("generations", 8, "GRPO: completions sampled together per prompt (one KV cache each)")
 	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")
 	gpus := fs.Int("gpus", 1, "plan per GPU for a data-parallel run on this many GPUs (full fine-tuning shards its fp32 masters and AdamW moments across them)")
+	images := fs.Int("images", 1, "Llama 3.2 Vision: images per sequence")
 	maxSeq := fs.Bool("max-seq", false, "instead of checking --seq: find the longest sequence length that fits (binary search over the plan)")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +135,12 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		opts.WeightDType = memplan.F32
 	}
 
+	if m.mllama != nil {
+		if *maxSeq {
+			return fmt.Errorf("--max-seq is not available for Llama 3.2 Vision yet")
+		}
+		return fitMllama(stdout, m, opts, target, *images)
+	}
 	if *maxSeq {
 		return fitMaxSeq(stdout, m, opts, target)
 	}
@@ -153,6 +165,13 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 // the catalog.
 func resolveFitModel(name string) (fitModel, error) {
 	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		if raw, err := os.ReadFile(filepath.Join(name, "config.json")); err == nil && engine.IsMllamaConfig(raw) {
+			cfg, err := engine.LoadMllamaConfig(name)
+			if err != nil {
+				return fitModel{}, err
+			}
+			return fitModel{label: name, config: &cfg.Text, mllama: cfg}, nil
+		}
 		cfg, err := engine.LoadModelConfig(name)
 		if err != nil {
 			return fitModel{}, err
@@ -175,10 +194,42 @@ func resolveFitModel(name string) (fitModel, error) {
 	if err != nil {
 		return fitModel{}, fmt.Errorf("%w; or pass a folder that holds a config.json, or a Hugging Face repo id", err)
 	}
+	if e.Arch.ModelType == "mllama" {
+		// The catalog keeps the language model's fields; the vision tower
+		// is the released one.
+		text, err := json.Marshal(e.Arch)
+		if err != nil {
+			return fitModel{}, err
+		}
+		raw := fmt.Sprintf(`{"model_type": "mllama", "text_config": %s, "vision_config": %s}`, text, engine.MllamaReleasedVisionConfig)
+		cfg, err := engine.ParseMllamaConfig(e.Name, []byte(raw))
+		if err != nil {
+			return fitModel{}, err
+		}
+		return fitModel{label: fmt.Sprintf("%s (%s)", e.Name, e.Repo), entry: e, config: &cfg.Text, mllama: cfg}, nil
+	}
 	if !e.Trainable() {
 		return fitModel{}, fmt.Errorf("%s cannot be trained by whet yet: %s", e.Name, e.NotTrainable)
 	}
 	return fitModel{label: fmt.Sprintf("%s (%s)", e.Name, e.Repo), entry: e, config: e.ToModelConfig()}, nil
+}
+
+// fitMllama plans Llama 3.2 Vision (memplan.PlanMllama: vision tower
+// frozen), prints it, and says that whet cannot train it yet.
+func fitMllama(w io.Writer, m fitModel, opts memplan.Options, target fitTarget, images int) error {
+	plan, err := memplan.PlanMllama(m.mllama, opts, memplan.MllamaOptions{Images: images})
+	if err != nil {
+		return err
+	}
+	printFit(w, m, plan, target, nil)
+	v := &m.mllama.Vision
+	fmt.Fprintf(w, "vision    %d image(s) of %d tiles x %d positions (padded to %d), vision tower frozen in bf16; no advice for vision models yet\n",
+		images, v.MaxTiles, v.Patches(), v.PaddedPatches())
+	fmt.Fprintln(w, "note      whet runs Llama 3.2 Vision on the CPU backend only (engine.LoadMllama) and cannot train it yet: no trainer, CUDA ops or NF4 path for it")
+	if plan.Peak() > target.available {
+		return exitStatus(1)
+	}
+	return nil
 }
 
 // resolveFitTarget picks the memory to check against: a named profile, the

@@ -129,7 +129,8 @@ func TestFitErrors(t *testing.T) {
 	}{
 		{[]string{"--gpu", "RTX 4090"}, "--model is required"},
 		{[]string{"--model", "gpt-5", "--gpu", "RTX 4090"}, `no model "gpt-5"`},
-		{[]string{"--model", "llama-3.2-11b-vision", "--gpu", "RTX 4090"}, "cannot be trained by whet yet"},
+		{[]string{"--model", "llama-3.2-11b-vision", "--gpu", "H100", "--max-seq"}, "not available for Llama 3.2 Vision"},
+		{[]string{"--model", "llama-3.2-11b-vision", "--gpu", "H100", "--method", "full"}, "lora or qlora"},
 		{[]string{"--model", "llama-3.2-1b", "--method", "ppo", "--gpu", "RTX 4090"}, "unknown method"},
 		{[]string{"--model", "llama-3.2-1b", "--gpu", "RTX 9090"}, "no hardware profile"},
 		{[]string{"--model", "llama-3.2-1b", "--seq", "0", "--gpu", "H100"}, "sequence length"},
@@ -318,6 +319,9 @@ func TestFitPlansEveryCatalogModel(t *testing.T) {
 	}
 	for _, m := range models {
 		code, out, errs := runFitCLI(t, "--model", m.Name, "--method", "qlora", "--seq", "1024", "--checkpointing", "--gpu", "H200")
+		if m.Arch.ModelType == "mllama" {
+			continue // planned by TestFitLlama32Vision
+		}
 		if !m.Trainable() {
 			if code == 0 || !strings.Contains(errs, "cannot be trained by whet yet") {
 				t.Errorf("%s (not trainable): exit %d, stderr %q; want a refusal with the reason", m.Name, code, errs)
@@ -420,5 +424,44 @@ func TestFitStepFloor(t *testing.T) {
 	// the count leaves out.
 	if _, out, _ := runFitCLI(t, "--model", "llama-3.2-1b", "--method", "dpo", "--gpu", "H100"); strings.Contains(out, "floor") {
 		t.Errorf("DPO printed a floor:\n%s", out)
+	}
+}
+
+// Llama 3.2 Vision plans with its vision tower (issue 24): QLoRA at batch
+// 1 with one 560x560 image and 1024 tokens, from the catalog and from a
+// folder holding the released config.json, and says it cannot train yet.
+func TestFitLlama32Vision(t *testing.T) {
+	code, out, errs := runFitCLI(t, "--model", "llama-3.2-11b-vision", "--method", "qlora", "--batch", "1", "--seq", "1024", "--gpu", "H100")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q:\n%s", code, errs, out)
+	}
+	for _, want := range []string{"10.7B parameters", "quantized weights (NF4)", "verdict   fits",
+		"vision    1 image(s) of 4 tiles x 1601 positions (padded to 1608)", "cannot train it yet"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	peak := func(out string) string {
+		i := strings.Index(out, "peak (total)")
+		if i < 0 {
+			return ""
+		}
+		return strings.Fields(out[i+len("peak (total)"):])[0]
+	}
+	dir := t.TempDir()
+	cfg := `{"model_type": "mllama", "text_config": {"cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38], "hidden_size": 4096,
+	 "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+	 "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+	 "rope_theta": 500000.0, "vocab_size": 128256, "max_position_embeddings": 131072}, "vision_config": ` + engine.MllamaReleasedVisionConfig + `}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, folder, errs := runFitCLI(t, "--model", dir, "--method", "qlora", "--batch", "1", "--seq", "1024", "--gpu", "H100")
+	if code != 0 || peak(folder) == "" || peak(folder) != peak(out) {
+		t.Errorf("the released config.json in a folder: exit %d, stderr %q, peak %q (catalog %q)", code, errs, peak(folder), peak(out))
+	}
+	_, two, _ := runFitCLI(t, "--model", "llama-3.2-11b-vision", "--method", "qlora", "--seq", "1024", "--gpu", "H100", "--images", "2")
+	if peak(two) == peak(out) {
+		t.Errorf("two images plan the same peak as one (%s)", peak(two))
 	}
 }

@@ -64,6 +64,13 @@ func (c *MllamaConfig) IsCross(l int) bool { return slices.Contains(c.CrossLayer
 // rows past vocab_size (the image token is one of them).
 func (c *MllamaConfig) EmbedRows() int { return c.Text.VocabSize + 8 }
 
+// MllamaReleasedVisionConfig is the vision_config of the released
+// Llama-3.2-11B-Vision and -90B-Vision checkpoints (the same tower).
+const MllamaReleasedVisionConfig = `{"attention_heads": 16, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 560,
+ "intermediate_layers_indices": [3, 7, 15, 23, 30], "intermediate_size": 5120, "max_num_tiles": 4,
+ "norm_eps": 1e-05, "num_channels": 3, "num_global_layers": 8, "num_hidden_layers": 32, "patch_size": 14,
+ "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]], "vision_output_dim": 7680}`
+
 // LoadMllamaConfig reads dir/config.json.
 func LoadMllamaConfig(dir string) (*MllamaConfig, error) {
 	j, err := readJSONObject(filepath.Join(dir, "config.json"))
@@ -149,29 +156,30 @@ func parseMllamaConfig(j jsonObject) (*MllamaConfig, error) {
 }
 
 func parseMllamaVision(j jsonObject, v *MllamaVisionConfig) error {
+	// Bounds far above any released model keep the products below in int.
 	ints := []struct {
-		key string
-		dst *int
-		def int
+		key      string
+		dst      *int
+		def, top int
 	}{
-		{"hidden_size", &v.Hidden, 1280},
-		{"attention_heads", &v.Heads, 16},
-		{"intermediate_size", &v.Intermediate, 5120},
-		{"num_hidden_layers", &v.Layers, 32},
-		{"num_global_layers", &v.GlobalLayers, 8},
-		{"image_size", &v.ImageSize, 448},
-		{"patch_size", &v.PatchSize, 14},
-		{"num_channels", &v.Channels, 3},
-		{"max_num_tiles", &v.MaxTiles, 4},
-		{"vision_output_dim", &v.OutputDim, 7680},
+		{"hidden_size", &v.Hidden, 1280, 1 << 15},
+		{"attention_heads", &v.Heads, 16, 1 << 10},
+		{"intermediate_size", &v.Intermediate, 5120, 1 << 17},
+		{"num_hidden_layers", &v.Layers, 32, 1 << 10},
+		{"num_global_layers", &v.GlobalLayers, 8, 1 << 10},
+		{"image_size", &v.ImageSize, 448, 1 << 13},
+		{"patch_size", &v.PatchSize, 14, 1 << 13},
+		{"num_channels", &v.Channels, 3, 16},
+		{"max_num_tiles", &v.MaxTiles, 4, 64},
+		{"vision_output_dim", &v.OutputDim, 7680, 1 << 20},
 	}
 	for _, f := range ints {
 		x, err := j.intDefault(f.key, f.def)
 		if err != nil {
 			return err
 		}
-		if x <= 0 || x > 1<<20 {
-			return j.fieldErr(f.key, "%d is out of range", x)
+		if x <= 0 || x > f.top {
+			return j.fieldErr(f.key, "%d is out of range (1 to %d)", x, f.top)
 		}
 		*f.dst = x
 	}
@@ -213,10 +221,56 @@ func parseMllamaVision(j jsonObject, v *MllamaVisionConfig) error {
 		return j.fieldErr("patch_size", "%d does not divide image_size %d", v.PatchSize, v.ImageSize)
 	case v.OutputDim != v.Hidden*(1+len(v.Intermediates)):
 		return j.fieldErr("vision_output_dim", "%d is not hidden_size %d times 1 + %d intermediate layers", v.OutputDim, v.Hidden, len(v.Intermediates))
-	case len(v.AspectRatios) == 0:
-		return j.fieldErr("supported_aspect_ratios", "empty")
+	case len(v.AspectRatios) == 0 || len(v.AspectRatios) > 1024:
+		return j.fieldErr("supported_aspect_ratios", "%d grids (want 1 to 1024)", len(v.AspectRatios))
+	case v.Patches() > 1<<16:
+		return j.fieldErr("patch_size", "%d patches of %d pixels in a %d-pixel tile is too many", v.Patches(), v.PatchSize, v.ImageSize)
 	}
 	return nil
+}
+
+// weightBytes is what the model's float32 weights take, or false when
+// that overflows.
+func (c *MllamaConfig) weightBytes() (int64, bool) {
+	var n int64
+	ok := true
+	mul := func(xs ...int) int64 {
+		r := int64(1)
+		for _, x := range xs {
+			var good bool
+			if r, good = checkedMul(r, int64(x)); !good {
+				ok = false
+				return 0
+			}
+		}
+		return r
+	}
+	addTo := func(x int64) {
+		var good bool
+		if n, good = checkedAdd(n, x); !good {
+			ok = false
+		}
+	}
+	t, v := &c.Text, &c.Vision
+	D, I, hd := t.HiddenSize, t.IntermediateSize, t.HeadDim
+	addTo(mul(c.EmbedRows(), D))
+	addTo(mul(t.VocabSize, D))
+	addTo(int64(D)) // final norm
+	perLayer := mul(D, t.NumHeads*hd) * 2
+	perLayer += mul(D, t.KVDim()) * 2
+	perLayer += mul(D, I) * 3
+	addTo(mul(t.NumLayers) * (perLayer + int64(2*D)))
+	addTo(mul(len(c.CrossLayers)) * int64(2*hd+2)) // q/k norms and gates
+	P, H, nAR := v.Patches(), v.Hidden, len(v.AspectRatios)+1
+	addTo(mul(nAR, v.MaxTiles, P, H) + mul(2, nAR, v.MaxTiles, H)) // tile and pre/post tile embeddings
+	addTo(mul(v.Layers+v.GlobalLayers) * (mul(4, H, H) + mul(2, H, v.Intermediate) + int64(v.Intermediate+5*H)))
+	addTo(int64(2 * v.GlobalLayers))                                                 // gate_attn, gate_ffn
+	addTo(mul(H, v.Channels, v.PatchSize, v.PatchSize) + mul(P, H) + int64(H+3+4*H)) // patches, positions, class, gates, layernorms
+	addTo(mul(D, v.OutputDim) + int64(D))                                            // projector
+	if b, good := checkedMul(n, 4); ok && good {
+		return b, true
+	}
+	return 0, false
 }
 
 // intListField reads a list of integers, def when absent or null.

@@ -214,6 +214,16 @@ func newMllama(cfg MllamaConfig, b Backend, src WeightSource) (*MllamaModel, err
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot run Llama 3.2 Vision (Mllama): it lacks the vision ops (LayerNorm, GELU, attention under a mask)", b.Name())
 	}
+	// Counted before the layout, which takes host memory per layer.
+	bytes, ok := cfg.weightBytes()
+	if !ok {
+		return nil, fmt.Errorf("model config: the Mllama weights' size overflows")
+	}
+	if fr, isFR := b.(FreeMemoryReporter); isFR {
+		if free, _, err := fr.MemInfo(); err == nil && bytes > free {
+			return nil, fmt.Errorf("the Mllama model's float32 weights need %d bytes, but backend %s has %d free", bytes, b.Name(), free)
+		}
+	}
 	m := layoutMllama(cfg)
 	m.B, m.ops = b, ops
 	if src != nil {
