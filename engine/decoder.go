@@ -22,6 +22,16 @@ import (
 //	g, u = h2 Wg^T, h2 Wu^T ; s = act(g)*u saved: g, u (act: silu or gelu-tanh)
 //	x_{l+1} = x_mid + s Wd^T                [Gemma: x_mid + rmsnorm(s Wd^T)]
 //
+// After the last layer the LM head runs over chunks of C rows (C =
+// LogitsChunk; headLossRange), each chunk's buffers reused by the next:
+//
+//	hN = rmsnorm(x_L) [C, D]               saved: rstdN (the rows' only trace)
+//	logits = hN W^T [C, V] (f32)
+//	loss, dlogits = cross-entropy          one kernel; Gemma 2's soft-cap inside
+//	dh = dlogits W [C, D] ; dW += dlogits^T hN
+//
+// so nothing [T, V], and no [T, D] norm output, exists.
+//
 // s is not saved: one buffer serves every layer's forward and the backward
 // recomputes it from g and u (an elementwise pass, instead of keeping L
 // buffers of [T, I], the largest activation). With activation
@@ -51,7 +61,7 @@ type Activations struct {
 
 	resid  []Tensor // [L+1] x_l, [Cap, D]
 	layers []*layerActs
-	hN     Tensor // final norm output [Cap, D]
+	hN     Tensor // final norm output of one LM-head chunk [chunk, D] (finalNorm)
 	rstdN  Tensor // F32 [Cap]
 	losses Tensor // F32 [Cap]
 	logits Tensor // F32 [chunk, V]
@@ -243,10 +253,12 @@ func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, tiling Ti
 			}
 		}
 	}
-	a.hN = alloc(cd, T, D)
 	a.rstdN = alloc(F32, T)
 	a.losses = alloc(F32, T)
 	a.chunk = LogitsChunk(T, c.VocabSize, tiling.LogitsRows)
+	// The final norm runs chunk by chunk in front of the head (finalNorm):
+	// its output is [chunk, D], its backward reads the saved rstd.
+	a.hN = alloc(cd, a.chunk, D)
 	// Logits and the cross-entropy are float32 whatever the compute dtype,
 	// as transformers upcasts logits before the loss; the gradient goes
 	// back through the head in the compute dtype (dlogits). A final
@@ -1158,10 +1170,23 @@ func (a *Activations) forward() error {
 			return err
 		}
 	}
-	if err := a.norm(a.rows(a.hN, T), a.rows(a.rstdN, T), a.rows(a.resid[len(m.Layers)], T), m.Norm); err != nil {
-		return fmt.Errorf("final norm: %w", err)
-	}
 	return a.viewError()
+}
+
+// finalNorm runs the final norm over rows [r0, r1) of the last layer's
+// output (at most chunk rows) into the head's input buffer, saving their
+// rstd for the backward, and returns the view of its first r1-r0 rows.
+// The forward leaves the final norm to the LM head's chunks, so no
+// [tokens, D] norm output is kept.
+func (a *Activations) finalNorm(r0, r1 int) (Tensor, error) {
+	if r1-r0 > a.chunk {
+		return nil, fmt.Errorf("final norm of rows %d-%d: more than the head's chunk of %d rows", r0, r1, a.chunk)
+	}
+	h := a.rows(a.hN, r1-r0)
+	if err := a.norm(h, a.rowRange(a.rstdN, r0, r1), a.rowRange(a.resid[len(a.m.Layers)], r0, r1), a.m.Norm); err != nil {
+		return nil, fmt.Errorf("final norm rows %d-%d: %w", r0, r1, err)
+	}
+	return h, a.viewError()
 }
 
 // headLoss runs the LM head and cross-entropy over chunks of rows. With
@@ -1199,7 +1224,10 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 		if err != nil {
 			return err
 		}
-		h := a.rowRange(a.hN, r0, r1)
+		h, err := a.finalNorm(r0, r1)
+		if err != nil {
+			return err
+		}
 		if err := B.MatMul(logits, h, W.W, false, true, 1, 0); err != nil {
 			return fmt.Errorf("lm head rows %d-%d: %w", r0, r1, err)
 		}
@@ -1374,7 +1402,11 @@ func (a *Activations) Logits(b *datasets.Batch) ([]float32, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := B.MatMul(logits, a.rowRange(a.hN, r0, r1), m.Head.W.W, false, true, 1, 0); err != nil {
+		h, err := a.finalNorm(r0, r1)
+		if err != nil {
+			return nil, err
+		}
+		if err := B.MatMul(logits, h, m.Head.W.W, false, true, 1, 0); err != nil {
 			return nil, err
 		}
 		if m.Cfg.FinalSoftCap > 0 {

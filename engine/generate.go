@@ -233,7 +233,11 @@ func (g *Generator) head(r int) (Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := B.MatMul(logits, a.rowRange(a.hN, r, r+1), g.m.Head.W.W, false, true, 1, 0); err != nil {
+	h, err := a.finalNorm(r, r+1)
+	if err != nil {
+		return nil, err
+	}
+	if err := B.MatMul(logits, h, g.m.Head.W.W, false, true, 1, 0); err != nil {
 		return nil, fmt.Errorf("lm head: %w", err)
 	}
 	return logits, a.viewError()

@@ -126,7 +126,11 @@ func (g *GroupGenerator) pass(c *kvCache, tokens, positions []int32, starts []in
 			return nil, err
 		}
 		first := len(tokens) - rows + r0
-		if err := B.MatMul(logits, a.rowRange(a.hN, first, first+n), g.m.Head.W.W, false, true, 1, 0); err != nil {
+		h, err := a.finalNorm(first, first+n)
+		if err != nil {
+			return nil, err
+		}
+		if err := B.MatMul(logits, h, g.m.Head.W.W, false, true, 1, 0); err != nil {
 			return nil, fmt.Errorf("lm head: %w", err)
 		}
 		if err := B.Download(logits, out[r0*V:(r0+n)*V]); err != nil {

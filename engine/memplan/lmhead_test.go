@@ -7,8 +7,9 @@ import (
 )
 
 // TestLogitsChunkPlan: the plan's LM head holds one chunk of engine.LogitsChunk
-// rows, fp32 logits and a bf16 gradient, 6·C·V bytes, for the default rule
-// and a requested chunk, and no buffer grows with tokens × vocabulary;
+// rows, fp32 logits and a bf16 gradient, 6·C·V bytes, and the final norm's
+// output for those C rows, for the default rule and a requested chunk, and
+// no buffer grows with tokens × vocabulary;
 // Gemma 2's final soft-cap adds nothing (the cap is applied inside the
 // cross-entropy, no capped copy is kept).
 func TestLogitsChunkPlan(t *testing.T) {
@@ -31,6 +32,9 @@ func TestLogitsChunkPlan(t *testing.T) {
 			}
 			if got, want := p.ExactBytes(Logits), 6*c.rows*v; got != want {
 				t.Errorf("%s seq %d chunk %d: logits %d bytes, want %d (%d rows)", cfg.ModelType, c.seq, c.req, got, want, c.rows)
+			}
+			if b, ok := p.Find("acts.final_norm_out"); !ok || b.Shape[0] != c.rows || b.Shape[1] != int64(cfg.HiddenSize) {
+				t.Errorf("%s seq %d chunk %d: final norm output %+v, want [%d, %d] (one chunk)", cfg.ModelType, c.seq, c.req, b, c.rows, cfg.HiddenSize)
 			}
 			for _, b := range p.Buffers {
 				for k, d := range b.Shape {

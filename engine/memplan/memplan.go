@@ -770,7 +770,8 @@ func mlpRows(cfg *engine.ModelConfig, o Options, n int64) int64 {
 // and differentiated (Repeat = 1).
 //
 // After the last layer: its output [N, H] (final RMSNorm input), that
-// norm's rstd [N] and output [N, H] (the LM head input).
+// norm's rstd [N], and its output for one LM-head chunk [C, H] (the head
+// normalises each chunk's rows just before its GEMM; C as the logits).
 //
 // The backward scratch holds the gradients of one layer at a time:
 //
@@ -822,7 +823,7 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		Buffer{Name: "acts.swiglu_out", Category: Activations, DType: dt, Shape: []int64{c, i}, Repeat: 1},
 		Buffer{Name: "acts.resid_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},
 		Buffer{Name: "acts.final_rstd", Category: Activations, DType: F32, Shape: []int64{n}, Repeat: 1},
-		Buffer{Name: "acts.final_norm_out", Category: Activations, DType: dt, Shape: []int64{n, h}, Repeat: 1},
+		Buffer{Name: "acts.final_norm_out", Category: Activations, DType: dt, Shape: []int64{int64(engine.LogitsChunk(int(n), cfg.VocabSize, o.LogitsChunk)), h}, Repeat: 1},
 	)
 	g := func(name string, shape ...int64) Buffer {
 		return Buffer{Name: "grad." + name, Category: BackwardScratch, DType: dt, Shape: shape, Repeat: 1}

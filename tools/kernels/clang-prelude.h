@@ -24,7 +24,6 @@ extern "C" __device__ float fminf(float,float);
 extern "C" __device__ float sqrtf(float);
 extern "C" __device__ float rsqrtf(float);
 extern "C" __device__ float fabsf(float);
-extern "C" __device__ float tanhf(float);
 __device__ int min(int,int); __device__ int max(int,int);
 __device__ long long min(long long,long long); __device__ long long max(long long,long long);
 __device__ void __syncthreads();
