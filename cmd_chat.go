@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"whet/datasets"
+	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/chat"
 )
@@ -39,6 +40,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rep := fs.Float64("repetition-penalty", 1.0, "penalise tokens already present (1 = off)")
 	seed := fs.Uint64("seed", 0, "sampling seed")
 	prompt := fs.String("prompt", "", "answer this one prompt and exit (otherwise read prompts from stdin)")
+	imageFlag := fs.String("image", "", "image file (PNG or JPEG) for the first message (Gemma 3 vision models); in the chat, /image PATH attaches one to the next message")
 	thinkingFlag := fs.String("thinking", "", "on or off: the template's enable_thinking (Qwen 3 reasons in a <think> block unless off); default: the template's own")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -98,8 +100,32 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *system != "" {
 		history = append(history, datasets.Message{Role: "system", Content: *system})
 	}
+	// Images of the conversation (every turn re-reads the whole history)
+	// and those waiting for the next message.
+	var images, pending []*vision.Gemma3Output
+	attach := func(path string) error {
+		im, err := gemma3ChatImage(s, modelDir, path)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, im)
+		return nil
+	}
+	if *imageFlag != "" {
+		if err := attach(*imageFlag); err != nil {
+			return err
+		}
+	}
 	answer := func(line string) error {
-		msgs := append(append([]datasets.Message(nil), history...), datasets.Message{Role: "user", Content: line})
+		user := datasets.Message{Role: "user", Content: line}
+		if len(pending) > 0 {
+			for range pending {
+				user.Parts = append(user.Parts, datasets.ContentPart{Type: "image"})
+			}
+			user.Parts = append(user.Parts, datasets.ContentPart{Type: "text", Text: line})
+		}
+		msgs := append(append([]datasets.Message(nil), history...), user)
+		all := append(append([]*vision.Gemma3Output(nil), images...), pending...)
 		var last chat.Reply
 		variants := []bool{s.HasAdapter}
 		if *compare && s.HasAdapter {
@@ -113,7 +139,13 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 				}
 				fmt.Fprintf(stdout, "[%s] ", label)
 			}
-			r, err := s.Generate(ctx, msgs, opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
+			var r chat.Reply
+			var err error
+			if len(all) > 0 {
+				r, err = s.GenerateWithImages(ctx, msgs, all, opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
+			} else {
+				r, err = s.Generate(ctx, msgs, opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
+			}
 			if err != nil {
 				return err
 			}
@@ -121,6 +153,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			last = r
 		}
 		history = append(msgs, datasets.Message{Role: "assistant", Content: last.Text})
+		images, pending = all, nil
 		return nil
 	}
 	if *prompt != "" {
@@ -138,6 +171,14 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" {
 			return nil
+		}
+		if path, ok := strings.CutPrefix(line, "/image "); ok {
+			if err := attach(strings.TrimSpace(path)); err != nil {
+				fmt.Fprintln(stdout, "image:", err)
+			} else {
+				fmt.Fprintf(stdout, "image %s attached to your next message\n", strings.TrimSpace(path))
+			}
+			continue
 		}
 		if err := answer(line); err != nil {
 			return err
