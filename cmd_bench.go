@@ -28,12 +28,15 @@ func init() {
 
 // benchResult is one workload's measurement, printed as a line or JSON.
 type benchResult struct {
-	Model         string  `json:"model"`
-	Method        string  `json:"method"`
-	Backend       string  `json:"backend"`
-	Batch         int     `json:"batch"`
-	Seq           int     `json:"seq"`
-	Checkpointing bool    `json:"checkpointing"`
+	Model         string `json:"model"`
+	Method        string `json:"method"`
+	Backend       string `json:"backend"`
+	Batch         int    `json:"batch"`
+	Seq           int    `json:"seq"`
+	Checkpointing bool   `json:"checkpointing"`
+	// MasterWeights is train.master_weights (fp32 or bf16) for full
+	// fine-tuning; empty for the adapter methods.
+	MasterWeights string  `json:"master_weights,omitempty"`
 	Params        int64   `json:"params"`
 	TokensPerSec  float64 `json:"tokens_per_sec"`
 	StepSeconds   float64 `json:"step_s"`
@@ -65,6 +68,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 10, "timed steps")
 	warmup := fs.Int("warmup", 2, "untimed steps first")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
+	masters := fs.String("master-weights", engine.DefaultMasterWeights, "the trained weights' masters: fp32 or bf16 (train.master_weights)")
 	rank := fs.Int("rank", 16, "LoRA rank (all linear layers)")
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
@@ -89,6 +93,9 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	if *batch < 1 || *seq < 2 || *steps < 1 || *warmup < 0 {
 		return fmt.Errorf("--batch %d --seq %d --steps %d --warmup %d: want a batch and steps of at least 1, a sequence of at least 2 tokens", *batch, *seq, *steps, *warmup)
+	}
+	if _, err := engine.MasterWeights(*masters); err != nil {
+		return fmt.Errorf("--master-weights: %w", err)
 	}
 	counts, err := benchRankCounts(*gpus, *ranks, *backend)
 	if err != nil {
@@ -168,7 +175,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		for _, method := range strings.Split(*methods, ",") {
 			var one float64 // the one-rank rate, for the efficiency
 			for _, n := range counts {
-				r, err := benchOne(env, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt, n, *collective)
+				r, err := benchOne(env, name, method, *batch, *seq, *steps, *warmup, *rank, *ckpt, *masters, n, *collective)
 				if err != nil {
 					return fmt.Errorf("%s %s on %d ranks: %w", name, method, n, err)
 				}
@@ -341,7 +348,7 @@ func trainFLOPsPerToken(cfg *engine.ModelConfig, n int64, full bool, seq int, ck
 // collective named by collective): the step's global batch is batch×ranks
 // rows, GradAccum micro-batches of batch rows dealt one per rank, as a
 // one-rank run with --batch B and grad_accum N takes them.
-func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank int, ckpt bool, ranks int, collective string) (_ benchResult, retErr error) {
+func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank int, ckpt bool, masters string, ranks int, collective string) (_ benchResult, retErr error) {
 	b := env.backend
 	cfg, err := benchModel(name)
 	if err != nil {
@@ -359,7 +366,7 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		kind = "cuda"
 	}
 	rc := engine.RunConfig{Method: method, Backend: kind, LoRA: engine.LoRAConfig{Rank: rank},
-		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt}}
+		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt, MasterWeights: masters}}
 	var planBytes int64
 	if opts, err := memplan.FromRunConfig(&rc); err == nil {
 		opts.SeqLen, opts.MicroBatch = seq, batch
@@ -437,7 +444,7 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		}
 	}()
 	for i, rb := range backends {
-		t, err := benchTrainer(*cfg, rb, group[i], method, rank, ckpt, batch, seq, ranks, total, preset.RunConfig().Train, rows)
+		t, err := benchTrainer(*cfg, rb, group[i], method, rank, ckpt, masters, batch, seq, ranks, total, preset.RunConfig().Train, rows)
 		if t != nil {
 			trainers = append(trainers, t)
 		}
@@ -541,6 +548,9 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	if ranks > 1 {
 		r.Collective = collective
 	}
+	if method == "full" {
+		r.MasterWeights = masters
+	}
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()
 	}
@@ -551,17 +561,20 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 // the only rank); on error it returns what it made, for the caller to
 // free. Each step is training's own (engine.Trainer.TrainStep: the
 // checks, clipping and AdamW at the method's settings).
-func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective, method string, rank int, ckpt bool,
+func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective, method string, rank int, ckpt bool, masters string,
 	batch, seq, ranks, total int, d engine.TrainConfig, rows []datasets.Batch) (*engine.Trainer, error) {
 	m, err := engine.NewModelWith(cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
 	if err != nil {
 		return nil, err
 	}
 	t := &engine.Trainer{Model: m, Train: rows, Seed: 1,
-		Opt:   &engine.Optimizer{Beta1: d.Beta1, Beta2: d.Beta2, Eps: d.Eps},
+		Opt:   &engine.Optimizer{Beta1: d.Beta1, Beta2: d.Beta2, Eps: d.Eps, Seed: 1},
 		Sched: engine.Schedule{Kind: "constant", Total: total},
 		Cfg:   engine.TrainConfig{MaxSteps: total, MicroBatch: batch, GradAccum: ranks, LR: 1e-5, MaxGradNorm: 1}}
 	if err := m.InitRandom(1, 0.02); err != nil {
+		return t, err
+	}
+	if m.BF16Masters, err = engine.MasterWeights(masters); err != nil {
 		return t, err
 	}
 	var lora *engine.LoRAOptions

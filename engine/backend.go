@@ -97,6 +97,27 @@ type AttnParams struct {
 type AdamWParams struct {
 	LR, Beta1, Beta2, Eps, WeightDecay float32
 	Step                               int // 1-based, for bias correction
+	// GradScale multiplies every gradient element (in float32, rounded
+	// before it is used) as the step reads it: gradient clipping's
+	// coefficient, folded into the update instead of a pass of its own.
+	// 0 means 1.
+	GradScale float32
+	// RoundSeed, when not 0, rounds the updated param to bfloat16
+	// stochastically (RoundBF16Stochastic) with the random bits
+	// StochasticBits(StepSeed(RoundSeed, Step), i) for element i: bf16
+	// master weights. RoundSeed is the tensor's key, the same every step.
+	// The param may then be BF16 (stored so) or F32 (holding bf16
+	// values); a BF16 param without it is rounded to nearest. AdamWAll
+	// takes each set's own AdamWSet.RoundSeed instead.
+	RoundSeed uint64
+}
+
+// GradMultiplier is p.GradScale with 0 read as 1.
+func (p AdamWParams) GradMultiplier() float32 {
+	if p.GradScale == 0 {
+		return 1
+	}
+	return p.GradScale
 }
 
 // Backend is the set of device operations the model code calls. Every op
@@ -172,7 +193,8 @@ type Backend interface {
 	// dOut gives the backward.
 	Dropout(out, x Tensor, p float32, seed uint64) error
 
-	// AdamW updates param (F32 master) in place from grad, m and v.
+	// AdamW updates param (F32 master, or a bf16 one with p.RoundSeed)
+	// in place from grad (times p.GradScale), m and v.
 	AdamW(param, grad, m, v Tensor, p AdamWParams) error
 }
 
@@ -196,6 +218,9 @@ type PeakResetter interface{ ResetPeak() }
 // master, which SyncFromMasters would otherwise refresh).
 type AdamWSet struct {
 	Param, Grad, M, V, Out Tensor
+	// RoundSeed is AdamWParams.RoundSeed for this set (0: none). A set
+	// with a seed is a bf16 master, its own compute copy: Out is nil.
+	RoundSeed uint64
 }
 
 // MultiAdamW is implemented by backends that step many tensors with the

@@ -58,6 +58,9 @@ type Optimizer struct {
 	// in transformers' Trainer.
 	DecayAll bool
 	Step     int // optimizer steps taken
+	// Seed is the run's seed, which bf16 masters' stochastic rounding
+	// draws from (with the step and the parameter's name).
+	Seed uint64
 }
 
 // GradNorm is the global L2 norm of every trainable gradient.
@@ -94,34 +97,53 @@ func ClipGrads(m *Model, maxNorm float64) (float64, error) {
 
 // clipTo is ClipGrads for gradients whose global norm is already known.
 func clipTo(m *Model, norm, maxNorm float64) error {
-	if maxNorm <= 0 {
-		return nil
-	}
-	coef := maxNorm / (norm + 1e-6)
-	if coef >= 1 {
+	coef := ClipCoef(norm, maxNorm)
+	if coef == 1 {
 		return nil
 	}
 	params := m.TrainableParams()
 	if all, ok := m.B.(ScaleOfAll); ok {
-		if err := all.ScaleAll(grads(params), float32(coef)); err != nil {
+		if err := all.ScaleAll(grads(params), coef); err != nil {
 			return fmt.Errorf("clip grads: %w", err)
 		}
 		return nil
 	}
 	for _, p := range params {
-		if err := m.B.Scale(p.Grad, float32(coef)); err != nil {
+		if err := m.B.Scale(p.Grad, coef); err != nil {
 			return fmt.Errorf("clip %s: %w", p.Name, err)
 		}
 	}
 	return nil
 }
 
+// ClipCoef is the factor torch.nn.utils.clip_grad_norm_ scales gradients
+// of global norm norm by: maxNorm/(norm+1e-6) in float32 when that is
+// below 1, else 1 (also when maxNorm is not positive: no clipping). The
+// trainer hands it to the AdamW step (AdamWParams.GradScale) instead of
+// scaling the gradients in a pass of their own; ClipGrads scales them.
+func ClipCoef(norm, maxNorm float64) float32 {
+	if maxNorm <= 0 {
+		return 1
+	}
+	coef := maxNorm / (norm + 1e-6)
+	if coef >= 1 {
+		return 1
+	}
+	return float32(coef)
+}
+
 // Apply takes one AdamW step at learning rate lr and refreshes the compute
 // copies of the weights.
-func (o *Optimizer) Apply(m *Model, lr float64) error {
+func (o *Optimizer) Apply(m *Model, lr float64) error { return o.ApplyScaled(m, lr, 1) }
+
+// ApplyScaled is Apply on the gradients times gradScale (ClipCoef): the
+// step reads each gradient once and scales it as it goes, and the
+// gradients themselves stay as they were. The result is bit-equal to
+// scaling the gradients first (ClipGrads) and then calling Apply.
+func (o *Optimizer) ApplyScaled(m *Model, lr float64, gradScale float32) error {
 	o.Step++
 	if multi, ok := m.B.(MultiAdamW); ok {
-		return o.applyAll(m, multi, lr)
+		return o.applyAll(m, multi, lr, gradScale)
 	}
 	for _, p := range m.TrainableParams() {
 		wd := o.WeightDecay
@@ -130,7 +152,8 @@ func (o *Optimizer) Apply(m *Model, lr float64) error {
 		}
 		err := m.B.AdamW(p.Master, p.Grad, p.M, p.V, AdamWParams{
 			LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
-			Eps: float32(o.Eps), WeightDecay: float32(wd), Step: o.Step,
+			Eps: float32(o.Eps), WeightDecay: float32(wd), Step: o.Step, GradScale: gradScale,
+			RoundSeed: o.roundSeed(m, p),
 		})
 		if err != nil {
 			return fmt.Errorf("adamw on %s: %w", p.Name, err)
@@ -139,26 +162,36 @@ func (o *Optimizer) Apply(m *Model, lr float64) error {
 	return m.SyncFromMasters()
 }
 
-// applyAll is Apply through MultiAdamW: one call per weight-decay group,
-// each refreshing the compute copies of its masters as it goes.
-func (o *Optimizer) applyAll(m *Model, multi MultiAdamW, lr float64) error {
+// roundSeed is p's stochastic-rounding key: 0 (round to nearest) unless
+// the model keeps bf16 masters.
+func (o *Optimizer) roundSeed(m *Model, p *Param) uint64 {
+	if !m.BF16Masters {
+		return 0
+	}
+	return roundKey(o.Seed, p.Name)
+}
+
+// applyAll is ApplyScaled through MultiAdamW: one call per weight-decay
+// group, each refreshing the compute copies of its masters as it goes.
+func (o *Optimizer) applyAll(m *Model, multi MultiAdamW, lr float64, gradScale float32) error {
 	var sets []AdamWSet
 	var noDecay []bool
 	for _, p := range m.TrainableParams() {
-		set := AdamWSet{Param: p.Master, Grad: p.Grad, M: p.M, V: p.V}
+		set := AdamWSet{Param: p.Master, Grad: p.Grad, M: p.M, V: p.V, RoundSeed: o.roundSeed(m, p)}
 		if p.Master != p.W {
 			set.Out = p.W
 		}
 		sets = append(sets, set)
 		noDecay = append(noDecay, p.NoDecay && !o.DecayAll)
 	}
-	return o.stepSets(m.B, sets, noDecay, lr)
+	return o.stepSets(m.B, sets, noDecay, lr, gradScale)
 }
 
 // stepSets takes one AdamW step (o.Step already counted) on sets, those
-// marked noDecay without weight decay: one MultiAdamW call per group where
-// the backend has it, else AdamW on each set.
-func (o *Optimizer) stepSets(b Backend, sets []AdamWSet, noDecay []bool, lr float64) error {
+// marked noDecay without weight decay, with the gradients times
+// gradScale: one MultiAdamW call per group where the backend has it, else
+// AdamW on each set.
+func (o *Optimizer) stepSets(b Backend, sets []AdamWSet, noDecay []bool, lr float64, gradScale float32) error {
 	var groups [2][]AdamWSet // decayed, not decayed
 	for i, s := range sets {
 		k := 0
@@ -176,7 +209,7 @@ func (o *Optimizer) stepSets(b Backend, sets []AdamWSet, noDecay []bool, lr floa
 			wd = 0
 		}
 		p := AdamWParams{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
-			Eps: float32(o.Eps), WeightDecay: float32(wd), Step: o.Step}
+			Eps: float32(o.Eps), WeightDecay: float32(wd), Step: o.Step, GradScale: gradScale}
 		if multi, ok := b.(MultiAdamW); ok {
 			if err := multi.AdamWAll(g, p); err != nil {
 				return fmt.Errorf("adamw on %d tensors: %w", len(g), err)
@@ -184,6 +217,7 @@ func (o *Optimizer) stepSets(b Backend, sets []AdamWSet, noDecay []bool, lr floa
 			continue
 		}
 		for _, s := range g {
+			p.RoundSeed = s.RoundSeed
 			if err := b.AdamW(s.Param, s.Grad, s.M, s.V, p); err != nil {
 				return fmt.Errorf("adamw: %w", err)
 			}

@@ -170,6 +170,9 @@ func NewDataParallel(m *Model, c Collective, shard bool, bucketBytes int) (*Data
 // holds the whole optimizer state, not even while the run starts
 // (MakeAllTrainable would allocate every master and moment first).
 func (m *Model) MarkShardedTrainable() error {
+	if m.BF16Masters {
+		return fmt.Errorf("train.master_weights: %s is not supported with data-parallel full fine-tuning (its masters are sharded fp32); use %s", MastersBF16, MastersFP32)
+	}
 	for _, p := range m.Params() {
 		if isLoRAName(p.Name) || p.Trainable {
 			continue
@@ -518,36 +521,13 @@ func (d *DataParallel) gradNorm() (float64, error) {
 	return math.Sqrt(sums[0]), nil
 }
 
-// clip scales the gradients as clipTo does.
-func (d *DataParallel) clip(norm, maxNorm float64) error {
-	if !d.Shard {
-		return clipTo(d.m, norm, maxNorm)
-	}
-	if maxNorm <= 0 {
-		return nil
-	}
-	coef := maxNorm / (norm + 1e-6)
-	if coef >= 1 {
-		return nil
-	}
-	ts, err := d.ownGrads()
-	if err != nil {
-		return err
-	}
-	for _, t := range ts {
-		if err := d.m.B.Scale(t, float32(coef)); err != nil {
-			return fmt.Errorf("clip grads: %w", err)
-		}
-	}
-	return nil
-}
-
 // apply takes the AdamW step: on every rank alike when not sharded (the
 // gradients are the same everywhere), else on this rank's chunks, whose
-// new weights the ranks then all-gather.
-func (d *DataParallel) apply(o *Optimizer, lr float64) error {
+// new weights the ranks then all-gather. The gradients are read times
+// gradScale (clipping's coefficient).
+func (d *DataParallel) apply(o *Optimizer, lr float64, gradScale float32) error {
 	if !d.Shard {
-		return o.Apply(d.m, lr)
+		return o.ApplyScaled(d.m, lr, gradScale)
 	}
 	o.Step++
 	B := d.m.B
@@ -559,7 +539,7 @@ func (d *DataParallel) apply(o *Optimizer, lr float64) error {
 			noDecay = append(noDecay, s.p.NoDecay && !o.DecayAll)
 		}
 	}
-	if err := o.stepSets(B, sets, noDecay, lr); err != nil {
+	if err := o.stepSets(B, sets, noDecay, lr, gradScale); err != nil {
 		return fmt.Errorf("shards: %w", err)
 	}
 	for _, bk := range d.buckets {

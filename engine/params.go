@@ -89,6 +89,11 @@ type Model struct {
 	// Gemma3Vision is the SigLIP tower and projector of a Gemma 3
 	// multimodal model whose files hold them (nil otherwise).
 	Gemma3Vision *Gemma3Vision
+	// BF16Masters makes each trainable weight's compute copy its master
+	// (train.master_weights: bf16, engine/masters.go): MakeTrainable
+	// allocates no fp32 master and AdamW rounds the updated weight to
+	// bf16 stochastically. Set it before making parameters trainable.
+	BF16Masters bool
 }
 
 // ComputeDTyper lets a backend pick the dtype of weights and activations
@@ -229,9 +234,17 @@ func (m *Model) MakeTrainable(p *Param) error {
 		}
 		return t
 	}
-	if p.W.DType() == F32 {
+	switch {
+	case m.BF16Masters:
+		// The compute copy is the master: bf16 values, also where the
+		// backend stores them in fp32.
 		p.Master = p.W
-	} else {
+		if p.W.DType() == F32 {
+			err = roundToBF16(m.B, p.W)
+		}
+	case p.W.DType() == F32:
+		p.Master = p.W
+	default:
 		p.Master = alloc()
 		if err == nil {
 			err = m.B.Copy(p.Master, p.W)
@@ -245,6 +258,20 @@ func (m *Model) MakeTrainable(p *Param) error {
 	}
 	p.Trainable = true
 	return nil
+}
+
+// roundToBF16 rounds an F32 tensor's values to bfloat16 (to nearest even)
+// through a BF16 scratch copy.
+func roundToBF16(b Backend, t Tensor) error {
+	tmp, err := b.Alloc(BF16, t.Shape()...)
+	if err != nil {
+		return err
+	}
+	defer b.Free(tmp)
+	if err := b.Copy(tmp, t); err != nil {
+		return err
+	}
+	return b.Copy(t, tmp)
 }
 
 // LoRAOptions configures adapters as PEFT does.

@@ -120,6 +120,10 @@ type TrainConfig struct {
 	// gradients are summed chunk by chunk. 0: the engine's rule
 	// (engine.LogitsChunk: as many rows as 2^26 logits hold).
 	LogitsChunk int `yaml:"logits_chunk,omitempty"`
+	// The trained weights' master copies: fp32 (an fp32 master beside each bf16
+	// compute copy) | bf16 (the bf16 compute copy is the master, updated with
+	// stochastic rounding: 4 bytes less per trained parameter). Empty: fp32.
+	MasterWeights string `yaml:"master_weights,omitempty"`
 	// Generates from the sample prompts every this many steps and at the end (0:
 	// never).
 	SampleEvery int `yaml:"sample_every"`

@@ -162,6 +162,9 @@ func (t TrainConfig) validate() error {
 	if err := ValidSchedule(t.Schedule); err != nil {
 		return err
 	}
+	if _, err := MasterWeights(t.MasterWeights); err != nil {
+		return err
+	}
 	for _, r := range []struct {
 		field      string
 		v, lo, hi  float64

@@ -346,11 +346,15 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 		return nil, err
 	}
 	t := &Trainer{Model: m, Cfg: cfg.Train, Train: data.Train, Eval: data.Eval, Seed: cfg.Train.Seed,
-		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay}}
+		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay,
+			Seed: uint64(cfg.Train.Seed)}}
 	fail := func(err error) (*Trainer, error) {
 		t.DP.Free()
 		m.Free()
 		return nil, err
+	}
+	if m.BF16Masters, err = MasterWeights(cfg.Train.MasterWeights); err != nil {
+		return fail(err)
 	}
 	var lora *LoRAOptions
 	if cfg.usesLoRA() {

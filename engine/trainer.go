@@ -221,11 +221,14 @@ func (t *Trainer) trainStep() (StepEvent, error) {
 	m := t.Model
 	began := time.Now()
 	accum := max(1, t.Cfg.GradAccum)
-	zero, norm2, clip, apply := m.ZeroGrads, func() (float64, error) { return GradNorm(m) },
-		func(n float64) error { return clipTo(m, n, t.Cfg.MaxGradNorm) }, func(lr float64) error { return t.Opt.Apply(m, lr) }
+	// Clipping is folded into the AdamW step: apply reads each gradient
+	// once, times the clipping coefficient (bit-equal to scaling the
+	// gradients first).
+	zero, norm2, apply := m.ZeroGrads, func() (float64, error) { return GradNorm(m) },
+		func(lr float64, coef float32) error { return t.Opt.ApplyScaled(m, lr, coef) }
 	if d := t.DP; d != nil {
-		zero, norm2, clip, apply = d.zero, d.gradNorm,
-			func(n float64) error { return d.clip(n, t.Cfg.MaxGradNorm) }, func(lr float64) error { return d.apply(t.Opt, lr) }
+		zero, norm2 = d.zero, d.gradNorm
+		apply = func(lr float64, coef float32) error { return d.apply(t.Opt, lr, coef) }
 	}
 	if err := zero(); err != nil {
 		return StepEvent{}, err
@@ -247,11 +250,8 @@ func (t *Trainer) trainStep() (StepEvent, error) {
 	if !finite(norm) {
 		return StepEvent{}, t.nonFiniteGrads(norm)
 	}
-	if err := clip(norm); err != nil {
-		return StepEvent{}, err
-	}
 	lr := t.LR(t.step)
-	if err := apply(lr); err != nil {
+	if err := apply(lr, ClipCoef(norm, t.Cfg.MaxGradNorm)); err != nil {
 		return StepEvent{}, err
 	}
 	t.cursor += accum

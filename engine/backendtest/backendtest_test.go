@@ -213,8 +213,13 @@ func (m *mutant) Dropout(out, x engine.Tensor, p float32, seed uint64) error {
 }
 
 func (m *mutant) AdamW(param, grad, mom, v engine.Tensor, p engine.AdamWParams) error {
-	if m.kind == "adamw_no_bias_correction" {
+	switch {
+	case m.kind == "adamw_no_bias_correction":
 		p.Step = 1 << 20 // 1-beta^step is 1: no correction
+	case m.kind == "adamw_ignores_grad_scale":
+		p.GradScale = 1
+	case m.kind == "adamw_other_rounding_bits" && p.RoundSeed != 0:
+		p.RoundSeed += 2
 	}
 	return m.Backend.AdamW(param, grad, mom, v, p)
 }
@@ -249,7 +254,9 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		{"attention_ignores_softcap", []string{"Attention", "AttentionBackward", "AttentionKV"}},
 		{"cross_entropy_counts_ignored", []string{"SoftmaxCrossEntropy"}},
 		{"dropout_other_hash", []string{"Dropout"}},
-		{"adamw_no_bias_correction", []string{"AdamW"}},
+		{"adamw_no_bias_correction", []string{"AdamW", "AdamWBF16Master"}},
+		{"adamw_ignores_grad_scale", []string{"AdamW", "AdamWBF16Master"}},
+		{"adamw_other_rounding_bits", []string{"AdamWBF16Master"}},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			t.Parallel()

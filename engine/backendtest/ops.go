@@ -43,6 +43,8 @@ var suite = []struct {
 	{"Dropout", testDropout},
 	{"AdamW", testAdamW},
 	{"AdamWAll", testAdamWAll},
+	{"AdamWBF16Master", testAdamWBF16Master},
+	{"AdamWAllBF16Master", testAdamWAllBF16Master},
 	{"Views", testViews},
 }
 
@@ -874,7 +876,8 @@ func testAdamW(h *harness) {
 			}
 			v := h.input(engine.F32, vv, n)
 			before := h.held(param.dut)
-			hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Step: 5}
+			// GradScale: clipping's coefficient, folded into the step.
+			hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Step: 5, GradScale: 0.37}
 			h.check("AdamW", h.dut.AdamW(param.dut, grad.dut, m.dut, v.dut, hp))
 			h.oracle("AdamW", h.ref.AdamW(param.ref, grad.ref, m.ref, v.ref, hp))
 			// Compare the update, not the parameter: the step is small
@@ -891,6 +894,70 @@ func testAdamW(h *harness) {
 	}
 }
 
+// testAdamWBF16Master is AdamW on a bf16 master weight with stochastic
+// rounding (train.master_weights: bf16): the moments within tolerance,
+// and the weights equal to the oracle's but for the rare element whose
+// f32 result lands on the other side of its rounding threshold (the
+// random bits are the same function of (key, step, index) everywhere, so
+// a different generator would part about half of them), those one bf16
+// step apart.
+func testAdamWBF16Master(h *harness) {
+	for _, pdt := range []engine.DType{engine.BF16, engine.F32} {
+		h.sub("param_"+pdt.String(), func(h *harness) {
+			const n = 70001
+			param := h.randn(engine.BF16, 0.1, n) // bf16 values, also in an F32 tensor
+			if pdt == engine.F32 {
+				param = h.input(engine.F32, h.held(param.dut), n)
+			}
+			grad := h.randn(h.act, 0.01, n)
+			m := h.randn(engine.F32, 0.01, n)
+			vv := make([]float32, n)
+			for i := range vv {
+				g := 0.01 * h.rng.NormFloat64()
+				vv[i] = float32(g * g)
+			}
+			v := h.input(engine.F32, vv, n)
+			for step := 4; step <= 5; step++ {
+				hp := engine.AdamWParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Step: step,
+					GradScale: 0.61, RoundSeed: 0x5eed1}
+				h.check("AdamW", h.dut.AdamW(param.dut, grad.dut, m.dut, v.dut, hp))
+				h.oracle("AdamW", h.ref.AdamW(param.ref, grad.ref, m.ref, v.ref, hp))
+			}
+			h.compareRounded("param", h.held(param.dut), h.refValues(param.ref))
+			h.compare("m", m)
+			h.compare("v", v)
+		})
+	}
+}
+
+// compareRounded checks stochastically rounded bf16 values: each a bf16
+// value, equal to the oracle's or one bf16 step away, at most 1 in 1000
+// of them apart.
+func (h *harness) compareRounded(name string, got, want []float32) {
+	h.t.Helper()
+	apart := 0
+	for i := range want {
+		g, w := got[i], want[i]
+		if g != engine.RoundBF16Stochastic(g, 0) {
+			h.t.Fatalf("%s[%d] = %g is not a bf16 value", name, i, g)
+		}
+		if g == w {
+			continue
+		}
+		apart++
+		lo, hi := math.Float32bits(w)&^0xffff-0x10000, math.Float32bits(w)&^0xffff+0x10000
+		if u := math.Float32bits(g); u != lo && u != hi {
+			h.t.Errorf("%s[%d] = %g, oracle %g: more than one bf16 step apart", name, i, g, w)
+			return
+		}
+	}
+	if apart > len(want)/1000 {
+		h.t.Errorf("%s: %d of %d values rounded otherwise than the oracle (bound %d): not the same random bits?", name, apart, len(want), len(want)/1000)
+		return
+	}
+	h.t.Logf("%s: %d of %d values one bf16 step from the oracle's", name, apart, len(want))
+}
+
 // testAdamWAll covers the optional engine.MultiAdamW: tensors of several
 // sizes (one larger than a launch chunk), with and without a compute copy
 // to refresh, against the oracle's AdamW and Copy tensor by tensor.
@@ -899,7 +966,7 @@ func testAdamWAll(h *harness) {
 	if !ok {
 		h.t.Skipf("%s does not implement engine.MultiAdamW (optional)", h.dut.Name())
 	}
-	hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 3}
+	hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 3, GradScale: 0.83}
 	type state struct{ param, grad, m, v, out pair }
 	var states []state
 	var sets []engine.AdamWSet
@@ -941,6 +1008,67 @@ func testAdamWAll(h *harness) {
 	}
 	if err := multi.AdamWAll(nil, hp); err != nil {
 		h.t.Errorf("AdamWAll of no tensors: %v", err)
+	}
+}
+
+// testAdamWAllBF16Master is engine.MultiAdamW over bf16 masters (one
+// larger than a launch chunk, so the rounding's counter must carry the
+// chunk's offset) beside an f32 master with a compute copy, against the
+// oracle's AdamW tensor by tensor.
+func testAdamWAllBF16Master(h *harness) {
+	multi, ok := h.dut.(engine.MultiAdamW)
+	if !ok {
+		h.t.Skipf("%s does not implement engine.MultiAdamW (optional)", h.dut.Name())
+	}
+	hp := engine.AdamWParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 7, GradScale: 0.5}
+	type state struct {
+		param, grad, m, v, out pair
+		key                    uint64
+	}
+	var states []state
+	var sets []engine.AdamWSet
+	for i, n := range []int{70001, 4099, 33, 1 << 16} {
+		st := state{grad: h.randn(h.act, 0.01, n), m: h.randn(engine.F32, 0.01, n)}
+		vv := make([]float32, n)
+		for j := range vv {
+			g := 0.01 * h.rng.NormFloat64()
+			vv[j] = float32(g * g)
+		}
+		st.v = h.input(engine.F32, vv, n)
+		set := engine.AdamWSet{Grad: st.grad.dut, M: st.m.dut, V: st.v.dut}
+		if i == 1 { // an f32 master with its compute copy
+			st.param = h.randn(engine.F32, 0.1, n)
+			st.out = h.output(h.act, n)
+			set.Out = st.out.dut
+		} else {
+			st.param = h.randn(h.act, 0.1, n)
+			st.key = uint64(1000 + 2*i + 1)
+			set.RoundSeed = st.key
+		}
+		set.Param = st.param.dut
+		states = append(states, st)
+		sets = append(sets, set)
+	}
+	h.check("AdamWAll", multi.AdamWAll(sets, hp))
+	for i, st := range states {
+		p := hp
+		p.RoundSeed = st.key
+		h.oracle("AdamW", h.ref.AdamW(st.param.ref, st.grad.ref, st.m.ref, st.v.ref, p))
+		if st.key != 0 {
+			h.compareRounded(fmt.Sprintf("tensor %d bf16 master", i), h.held(st.param.dut), h.refValues(st.param.ref))
+		} else {
+			h.compare(fmt.Sprintf("tensor %d param", i), st.param)
+			h.oracle("Copy", h.ref.Copy(st.out.ref, st.param.ref))
+			h.compare(fmt.Sprintf("tensor %d compute copy", i), st.out)
+		}
+		h.compare(fmt.Sprintf("tensor %d m", i), st.m)
+		h.compare(fmt.Sprintf("tensor %d v", i), st.v)
+	}
+	copyOut := h.output(h.act, states[0].param.dut.Len())
+	bad := []engine.AdamWSet{{Param: states[0].param.dut, Grad: states[0].grad.dut, M: states[0].m.dut, V: states[0].v.dut,
+		Out: copyOut.dut, RoundSeed: 3}}
+	if err := multi.AdamWAll(bad, hp); err == nil {
+		h.t.Error("AdamWAll took a bf16 master (RoundSeed set) with a compute copy to refresh")
 	}
 }
 

@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"unsafe"
 
@@ -43,13 +42,15 @@ func chunks(table []uint64, t *Tensor) []uint64 {
 }
 
 // AdamWAll (engine.MultiAdamW) runs AdamW on every set in one launch and
-// writes each updated param into its Out where set.
+// writes each updated param into its Out where set: the gradients' scale
+// (clipping), the update and the refresh of the compute copies in one
+// pass over the tensors.
 func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 	c := b.check("AdamWAll")
 	var table []uint64
 	for i, s := range sets {
 		name := func(what string) string { return fmt.Sprintf("sets[%d].%s", i, what) }
-		pt := c.f32(name("Param"), s.Param)
+		pt := c.float(name("Param"), s.Param)
 		gt := c.float(name("Grad"), s.Grad)
 		mt := c.f32(name("M"), s.M)
 		vt := c.f32(name("V"), s.V)
@@ -58,6 +59,9 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 		c.SameLen(name("Param"), pt, name("V"), vt)
 		var ot *Tensor
 		if !isNil(s.Out) {
+			if s.RoundSeed != 0 {
+				c.Failf("%s: a bf16 master (RoundSeed set) is its own compute copy: Out must be nil", name("Out"))
+			}
 			ot = c.float(name("Out"), s.Out)
 			c.SameLen(name("Param"), pt, name("Out"), ot)
 			c.disjoint(name("Out"), ot, name("Param"), pt)
@@ -65,14 +69,16 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 		if c.Err != nil {
 			return c.Err
 		}
+		ps := uint64(pt.dt.Size())
 		for off := 0; off < pt.n; off += multiChunk {
 			n := min(multiChunk, pt.n-off)
 			out, odt := uint64(0), uint64(0)
 			if ot != nil {
 				out, odt = ot.ptr()+uint64(off*ot.dt.Size()), uint64(ot.dt)
 			}
-			table = append(table, pt.ptr()+uint64(4*off), gt.ptr()+uint64(off*gt.dt.Size()),
-				mt.ptr()+uint64(4*off), vt.ptr()+uint64(4*off), out, uint64(n), uint64(gt.dt)|odt<<32)
+			table = append(table, pt.ptr()+ps*uint64(off), gt.ptr()+uint64(off*gt.dt.Size()),
+				mt.ptr()+uint64(4*off), vt.ptr()+uint64(4*off), out, uint64(n),
+				uint64(gt.dt)|uint64(pt.dt)<<16|odt<<32, s.RoundSeed, uint64(off))
 		}
 	}
 	if c.Err == nil && p.Step < 1 {
@@ -89,10 +95,9 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 		return err
 	}
 	defer exit()
-	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
-	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
-	return b.launchTable(fmt.Sprintf("AdamWAll of %d tensors", len(sets)), "adamw.cu", "adamw_multi", table, 7,
-		1-p.LR*p.WeightDecay, 1-p.Beta1, p.Beta2, 1-p.Beta2, float32(float64(p.LR)/bc1), float32(math.Sqrt(bc2)), p.Eps)
+	h := adamwHyperOf(p)
+	return b.launchTable(fmt.Sprintf("AdamWAll of %d tensors", len(sets)), "adamw.cu", "adamw_multi", table, 9,
+		h.decay, h.b1c, h.b2, h.b2c, h.stepSize, h.bc2Sqrt, h.eps, h.gscale, uint64(p.Step))
 }
 
 // launchTable launches a multi-tensor kernel over table (words 64-bit

@@ -431,11 +431,12 @@ func (b *Backend) gemm(op string, c uint64, cType engine.DType, a, bm uint64, ab
 	return nil
 }
 
-// AdamW updates param (F32 master) in place from grad, m and v, as
-// torch.optim.AdamW does; see kernels/adamw.cu.
+// AdamW updates param (F32 master, or with p.RoundSeed a BF16 one) in
+// place from grad times p.GradScale, m and v, as torch.optim.AdamW does;
+// see kernels/adamw.cu.
 func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) error {
 	c := b.check("AdamW")
-	pt := c.f32("param", param)
+	pt := c.float("param", param)
 	gt := c.float("grad", grad)
 	mt := c.f32("m", m)
 	vt := c.f32("v", v)
@@ -445,16 +446,27 @@ func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) e
 	if pt.n == 0 {
 		return nil
 	}
-	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
-	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
 	exit, err := b.enter()
 	if err != nil {
 		return err
 	}
 	defer exit()
+	h := adamwHyperOf(p)
 	return b.launch(fmt.Sprintf("AdamW %v", pt.shape), "adamw.cu", "adamw", b.gridFor(pt.n), block256, 0,
-		pt.ptr(), gt.ptr(), dt(gt), mt.ptr(), vt.ptr(), int64(pt.n),
-		1-p.LR*p.WeightDecay, 1-p.Beta1, p.Beta2, 1-p.Beta2, float32(float64(p.LR)/bc1), float32(math.Sqrt(bc2)), p.Eps)
+		pt.ptr(), dt(pt), gt.ptr(), dt(gt), mt.ptr(), vt.ptr(), int64(pt.n),
+		h.decay, h.b1c, h.b2, h.b2c, h.stepSize, h.bc2Sqrt, h.eps, h.gscale, p.RoundSeed, uint64(p.Step))
+}
+
+// adamwHyper are adamw.cu's float arguments (its AdamWHyper).
+type adamwHyper struct{ decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, gscale float32 }
+
+// adamwHyperOf computes them for p: the bias corrections in float64, the
+// gradient's scale with 0 read as 1.
+func adamwHyperOf(p engine.AdamWParams) adamwHyper {
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	return adamwHyper{1 - p.LR*p.WeightDecay, 1 - p.Beta1, p.Beta2, 1 - p.Beta2, float32(float64(p.LR) / bc1),
+		float32(math.Sqrt(bc2)), p.Eps, p.GradMultiplier()}
 }
 
 // SwiGLU writes out = silu(gate)*up.

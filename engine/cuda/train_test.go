@@ -56,23 +56,28 @@ func TestTrainingMatchesCPU(t *testing.T) {
 		steps               int
 		lr                  float64
 		lora                *engine.LoRAConfig // nil: lora
+		masters             string             // train.master_weights
 	}{
-		{"lora_llama", "tiny-llama", "lora", chat, 50, 1e-3, nil},
-		{"lora_qwen2", "tiny-qwen2", "lora", chat, 50, 1e-3, nil},
-		{"qlora_llama", "tiny-llama", "qlora", chat, 30, 1e-3, nil},
-		{"full_llama", "tiny-llama", "full", chat, 50, 1e-4, nil},
+		{"lora_llama", "tiny-llama", "lora", chat, 50, 1e-3, nil, ""},
+		{"lora_qwen2", "tiny-qwen2", "lora", chat, 50, 1e-3, nil, ""},
+		{"qlora_llama", "tiny-llama", "qlora", chat, 30, 1e-3, nil, ""},
+		{"full_llama", "tiny-llama", "full", chat, 50, 1e-4, nil, ""},
+		// bf16 masters with stochastic rounding: the same random bits on
+		// both backends (bf16 weights on the GPU, bf16 values in fp32 on
+		// the CPU).
+		{"full_llama_bf16_masters", "tiny-llama", "full", chat, 50, 1e-4, nil, "bf16"},
 		// A gentle rate keeps the DPO loss away from 0, where a relative
 		// comparison measures nothing but rounding.
-		{"dpo_qwen2", "tiny-qwen2", "dpo", prefs, 20, 5e-4, nil},
+		{"dpo_qwen2", "tiny-qwen2", "dpo", prefs, 20, 5e-4, nil, ""},
 		// The 2025 families, as transformers built them (tools/reference):
 		// q/k norm, sliding windows, GELU-tanh, soft-caps, fused and
 		// partial-rotary projections, each through its own tokenizer and
 		// chat template.
-		{"lora_qwen3", "tiny-qwen3", "lora", chat, 50, 1e-3, nil},
-		{"lora_gemma3", "tiny-gemma3", "lora", chat, 50, 1e-3, nil},
-		{"lora_gemma2", "tiny-gemma2", "lora", chat, 50, 1e-3, nil},
-		{"lora_phi3", "tiny-phi3", "lora", chat, 50, 1e-3, &phi3LoRA},
-		{"full_gemma3", "tiny-gemma3", "full", chat, 50, 1e-4, nil},
+		{"lora_qwen3", "tiny-qwen3", "lora", chat, 50, 1e-3, nil, ""},
+		{"lora_gemma3", "tiny-gemma3", "lora", chat, 50, 1e-3, nil, ""},
+		{"lora_gemma2", "tiny-gemma2", "lora", chat, 50, 1e-3, nil, ""},
+		{"lora_phi3", "tiny-phi3", "lora", chat, 50, 1e-3, &phi3LoRA, ""},
+		{"full_gemma3", "tiny-gemma3", "full", chat, 50, 1e-4, nil, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -85,7 +90,7 @@ func TestTrainingMatchesCPU(t *testing.T) {
 				cfg := engine.RunConfig{Name: c.name + "-" + backend, Model: abs("../../testdata/" + c.model), Method: c.method,
 					Backend: backend, RunsDir: t.TempDir(), LoRA: runLoRA, DPO: engine.DPOConfig{Beta: 0.1}, Data: c.data,
 					Train: engine.TrainConfig{Epochs: 100, MaxSteps: c.steps, MicroBatch: 2, GradAccum: 1, LR: c.lr, Schedule: "cosine",
-						WarmupSteps: 2, MaxGradNorm: 1, Seed: 1}}
+						WarmupSteps: 2, MaxGradNorm: 1, Seed: 1, MasterWeights: c.masters}}
 				if err := cfg.FillDefaults(); err != nil {
 					t.Fatal(err)
 				}

@@ -552,7 +552,8 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 
 	// ---- masters, gradients, AdamW moments ---------------------------
 	// Per trainable element: an fp32 master (skipped when the compute
-	// copy is already fp32), an fp32 gradient (accumulated over the
+	// copy is already fp32, or is the master: Options.BF16Masters), an
+	// fp32 gradient (accumulated over the
 	// micro-batches of a step), and AdamW's m and v in fp32.
 	// Data-parallel full fine-tuning keeps 1/GPUs of the masters and
 	// moments on each GPU (the rank's chunk of every gradient bucket),
@@ -569,7 +570,7 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 			prefix string
 			cat    Category
 		}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
-			if side.cat == Masters && dt == F32 {
+			if side.cat == Masters && (dt == F32 || o.BF16Masters) {
 				continue
 			}
 			c := b

@@ -169,6 +169,36 @@ func TestPlanFullByHand(t *testing.T) {
 	}
 }
 
+// train.master_weights: bf16 plans no fp32 masters: the peak drops by
+// exactly the masters' arena, every other category stays.
+func TestPlanBF16Masters(t *testing.T) {
+	f32, err := Plan(tiny(), Options{Method: Full, SeqLen: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &engine.RunConfig{Method: "full", Backend: "cuda"}
+	rc.Train.MicroBatch, rc.Train.GradAccum, rc.Train.MasterWeights = 1, 1, "bf16"
+	rc.Data.MaxLength = 8
+	o, err := FromRunConfig(rc)
+	if err != nil || !o.BF16Masters {
+		t.Fatalf("FromRunConfig with master_weights bf16: %+v, %v", o, err)
+	}
+	b16, err := Plan(tiny(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b16.ExactBytes(Masters) != 0 || f32.ExactBytes(Masters) != 26944 {
+		t.Errorf("masters: %d with bf16 masters (want 0), %d with fp32 (want 26944)", b16.ExactBytes(Masters), f32.ExactBytes(Masters))
+	}
+	if d := f32.Peak() - b16.Peak(); d != f32.Bytes(Masters) {
+		t.Errorf("peak falls by %d, want the masters' arena %d", d, f32.Bytes(Masters))
+	}
+	rc.Train.MasterWeights = "fp8"
+	if _, err := FromRunConfig(rc); err == nil || !strings.Contains(err.Error(), "master_weights") {
+		t.Errorf("master_weights fp8: err = %v", err)
+	}
+}
+
 // DPO doubles the tokens (chosen and rejected); with full fine-tuning it
 // caches the reference log-probs before training (nothing resident)
 // unless a resident frozen copy is asked for; with LoRA nothing.

@@ -86,6 +86,10 @@ type Options struct {
 	// layout for when the engine has it.
 	DoubleQuant bool
 	Backend     Backend // cuda (default) or cpu
+	// BF16Masters plans train.master_weights: bf16 (engine/masters.go):
+	// the compute copy of each trained weight is its master, so no fp32
+	// masters are planned.
+	BF16Masters bool
 	// GPUs is the data-parallel rank count the plan is per GPU for (0 or
 	// 1: one GPU). Each GPU holds the whole model and activations; full
 	// fine-tuning shards the fp32 masters and AdamW moments across the
@@ -216,6 +220,9 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		LogitsChunk:   rc.Train.LogitsChunk,
 		DoubleQuant:   false, // engine/nf4.go keeps fp32 absmax
 		GPUs:          rc.Parallel.PlannedRanks(),
+	}
+	if o.BF16Masters, err = engine.MasterWeights(rc.Train.MasterWeights); err != nil {
+		return Options{}, fmt.Errorf("memplan: run config: %w", err)
 	}
 	if m == DPO {
 		o.DPOBase = LoRA

@@ -24,9 +24,13 @@ small)
 		bench --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5 --checkpointing
 		bench --model llama-3.2-1b --method full --batch 4 --seq 1024 --steps 5
 		bench --model llama-3.2-1b --method full --batch 4 --seq 1024 --steps 5 --checkpointing
+		bench --model llama-3.2-1b --method full --batch 4 --seq 2048 --steps 5
+		bench --model llama-3.2-1b --method full --batch 4 --seq 2048 --steps 5 --master-weights bf16
 		ref --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5
 		ref --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5 --checkpointing
 		ref --model llama-3.2-1b --method full --batch 4 --seq 1024 --steps 5
+		ref --model llama-3.2-1b --method full --batch 4 --seq 2048 --steps 5
+		ref --model llama-3.2-1b --method full --batch 4 --seq 2048 --steps 5 --pure-bf16
 		timeout 200 $W bench --backend cuda --model llama-3.2-1b --decode 256 --seq 128 2>>"$out/bench.err"
 		timeout 200 python3 tools/bench/generate_reference.py --model llama-3.2-1b --prompt 128 --new 256 2>>"$out/ref.err" | tail -1
 	} | tee "$out/results-small.jsonl"

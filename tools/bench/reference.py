@@ -2,12 +2,17 @@
 """PyTorch + transformers reference for `whet bench`: the same workload, measured the same way.
 
 Usage: python3 reference.py --model llama-3.2-1b --method lora --batch 4 --seq 2048 [--checkpointing]
+       python3 reference.py --model llama-3.2-1b --method full --batch 4 --seq 2048 [--pure-bf16]
 
 A Llama / Qwen2 / Qwen3 / Gemma 3 causal LM built from the architecture numbers (random init,
 bf16 on the GPU, SDPA attention), trained on random tokens: LoRA r16 on all seven linear
 layers as plain adapter layers (y = base(x) + (x A^T B^T) * alpha/r, the base frozen), or
-full fine-tuning; fused AdamW; the loss normalised over the batch's tokens. Prints one JSON
-line: tokens/s, seconds per step and torch.cuda.max_memory_allocated.
+full fine-tuning; fused AdamW; the loss normalised over the batch's tokens. Full fine-tuning
+runs fp32 weights under bf16 autocast (fp32 masters, as whet's default), or with --pure-bf16
+bf16 weights with no autocast and fused AdamW on the bf16 weights (its moments bf16 too, the
+update rounded to nearest: PyTorch's fastest full fine-tuning, and the nearest to whet's
+train.master_weights: bf16). Prints one JSON line: tokens/s, seconds per step and
+torch.cuda.max_memory_allocated.
 """
 
 import argparse
@@ -73,6 +78,8 @@ def add_args(ap):
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--checkpointing", action="store_true")
+    ap.add_argument("--pure-bf16", action="store_true",
+                    help="full fine-tuning in bf16 throughout: bf16 weights, no autocast, fused AdamW on the bf16 weights")
 
 
 def prepare(a):
@@ -92,6 +99,10 @@ def prepare(a):
         params = [p for ad in adapters for p in (ad.a, ad.b)]
         if a.checkpointing:
             model.enable_input_require_grads()
+    elif a.pure_bf16:
+        # Pure bf16: the weights stay bf16, the optimizer steps them in
+        # place (its state in the parameters' dtype).
+        params = list(model.parameters())
     else:
         # Full fine-tuning keeps fp32 master weights, as whet does: the
         # model trains in bf16 autocast over fp32 parameters.
@@ -110,7 +121,7 @@ def measure(a, forward, params, ids, before_timing=None):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(a.method == "full")):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(a.method == "full" and not a.pure_bf16)):
             out = forward(input_ids=ids, labels=ids, use_cache=False)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -136,11 +147,13 @@ def main():
     ap = argparse.ArgumentParser()
     add_args(ap)
     a = ap.parse_args()
+    if a.pure_bf16 and a.method != "full":
+        ap.error("--pure-bf16 is a way of full fine-tuning: use it with --method full")
     model, params = prepare(a)
     ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq), device="cuda")
     dt, loss = measure(a, model, params, ids)
     print(json.dumps({"impl": "pytorch", "model": a.model, "method": a.method, "batch": a.batch, "seq": a.seq,
-                      "checkpointing": a.checkpointing, "tokens_per_sec": a.batch * a.seq / dt, "step_s": dt,
+                      "checkpointing": a.checkpointing, "pure_bf16": a.pure_bf16, "tokens_per_sec": a.batch * a.seq / dt, "step_s": dt,
                       "peak_bytes": torch.cuda.max_memory_allocated(), "loss": float(loss),
                       "torch": torch.__version__}))
 

@@ -22,6 +22,7 @@ extern "C" __device__ float log2f(float);
 extern "C" __device__ float fmaxf(float,float);
 extern "C" __device__ float fminf(float,float);
 extern "C" __device__ float sqrtf(float);
+extern "C" __device__ float __fmul_rn(float,float);
 extern "C" __device__ float rsqrtf(float);
 extern "C" __device__ float fabsf(float);
 __device__ int min(int,int); __device__ int max(int,int);
