@@ -45,7 +45,10 @@ type benchResult struct {
 	PeakTFLOPs    float64 `json:"peak_tflops"`
 	PeakBytes     int64   `json:"peak_bytes"`
 	PlanBytes     int64   `json:"plan_bytes"` // memplan's peak for the same run`
-	Loss          float64 `json:"loss"`
+	// The row tiles the step ran with (engine.LogitsChunk, engine.MLPRowChunk).
+	LogitsChunk int     `json:"logits_chunk,omitempty"`
+	MLPChunk    int     `json:"mlp_chunk,omitempty"`
+	Loss        float64 `json:"loss"`
 	// Data parallelism (--gpus, --ranks): Batch is per rank, the job's
 	// global batch Batch×Ranks rows; TokensPerSec is the job's rate,
 	// TFLOPs the job's, MFU per GPU (TFLOPs over Ranks×PeakTFLOPs).
@@ -69,6 +72,8 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	warmup := fs.Int("warmup", 2, "untimed steps first")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
 	masters := fs.String("master-weights", engine.DefaultMasterWeights, "the trained weights' masters: fp32 or bf16 (train.master_weights)")
+	logitsChunk := fs.Int("logits-chunk", 0, "rows the LM head and cross-entropy run at once (train.logits_chunk; 0: the engine's rule)")
+	mlpChunk := fs.Int("mlp-chunk", 0, "rows the MLP runs at once (train.mlp_chunk; 0: the engine's rule)")
 	rank := fs.Int("rank", 16, "LoRA rank (all linear layers)")
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
@@ -133,7 +138,11 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	env := benchEnv{backend: b, rate: *peak * 1e12, maxTime: *maxTime, log: stderr}
+	if *logitsChunk < 0 || *mlpChunk < 0 {
+		return fmt.Errorf("--logits-chunk %d, --mlp-chunk %d: want 0 (the engine's rule) or a row count", *logitsChunk, *mlpChunk)
+	}
+	env := benchEnv{backend: b, rate: *peak * 1e12, maxTime: *maxTime, log: stderr,
+		tiling: engine.Tiling{MLPRows: *mlpChunk, LogitsRows: *logitsChunk}}
 	// The CPU takes seconds to minutes a step: say where the run is.
 	if b.Name() == "cpu" {
 		env.progress = stderr
@@ -253,6 +262,7 @@ type benchEnv struct {
 	maxTime  time.Duration // 0: no limit
 	progress io.Writer     // per-step lines; nil on fast backends
 	log      io.Writer     // notices and the CUDA profile (stderr)
+	tiling   engine.Tiling // --mlp-chunk, --logits-chunk
 }
 
 // checkTime refuses a workload whose estimate passes the limit, saying how
@@ -366,7 +376,8 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		kind = "cuda"
 	}
 	rc := engine.RunConfig{Method: method, Backend: kind, LoRA: engine.LoRAConfig{Rank: rank},
-		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt, MasterWeights: masters}}
+		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt, MasterWeights: masters,
+			MLPChunk: env.tiling.MLPRows, LogitsChunk: env.tiling.LogitsRows}}
 	var planBytes int64
 	if opts, err := memplan.FromRunConfig(&rc); err == nil {
 		opts.SeqLen, opts.MicroBatch = seq, batch
@@ -444,7 +455,9 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		}
 	}()
 	for i, rb := range backends {
-		t, err := benchTrainer(*cfg, rb, group[i], method, rank, ckpt, masters, batch, seq, ranks, total, preset.RunConfig().Train, rows)
+		d := preset.RunConfig().Train
+		d.MLPChunk, d.LogitsChunk = env.tiling.MLPRows, env.tiling.LogitsRows
+		t, err := benchTrainer(*cfg, rb, group[i], method, rank, ckpt, masters, batch, seq, ranks, total, d, rows)
 		if t != nil {
 			trainers = append(trainers, t)
 		}
@@ -545,6 +558,8 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		Params: n, TokensPerSec: tps, StepSeconds: dt, Loss: loss, PlanBytes: planBytes,
 		TFLOPs: tps * trainFLOPsPerToken(cfg, n, method == "full", seq, ckpt) / 1e12,
 		Ranks:  ranks, GlobalBatch: batch * ranks, PerRankTPS: tps / float64(ranks)}
+	r.LogitsChunk = engine.LogitsChunk(batch*seq, cfg.VocabSize, env.tiling.LogitsRows)
+	r.MLPChunk = engine.MLPRowChunk(batch*seq, cfg.IntermediateSize, env.tiling.MLPRows)
 	if ranks > 1 {
 		r.Collective = collective
 	}
@@ -584,7 +599,7 @@ func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective,
 	if t.DP, err = engine.MakeTrainable(m, lora, c, 0); err != nil {
 		return t, err
 	}
-	t.Acts, err = m.NewActivations(batch*seq, ckpt)
+	t.Acts, err = m.NewActivationsTiled(batch*seq, ckpt, d.Tiling())
 	return t, err
 }
 
