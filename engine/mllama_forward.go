@@ -265,14 +265,6 @@ func (m *MllamaModel) checkSample(s MllamaSample) error {
 			return fmt.Errorf("image %d: aspect-ratio id %d is outside 0..%d", i, a, len(v.AspectRatios))
 		}
 	}
-	hasCross := false
-	for _, c := range s.CrossMask {
-		hasCross = hasCross || c != 0
-	}
-	if s.Images == 0 || !hasCross {
-		// transformers skips the cross-attention layers without images.
-		return fmt.Errorf("a sample without images (or whose tokens see none) is not supported yet")
-	}
 	for t, id := range s.IDs {
 		if id < 0 || int(id) >= m.Cfg.EmbedRows() {
 			return fmt.Errorf("token %d: id %d is outside the %d embedding rows", t, id, m.Cfg.EmbedRows())
@@ -297,9 +289,15 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	P := v.Patches()
 	nkv := s.Images * v.MaxTiles * P
 
-	visOut := p.vision(s)
-	cs := p.upload(visOut, nkv, v.OutputDim)
-	C, csXA := p.linear(m.Projector, cs)
+	// Without images transformers skips the cross-attention layers.
+	images := s.Images > 0
+	var visOut []float32
+	var cs, C, csXA, crossBias Tensor
+	if images {
+		visOut = p.vision(s)
+		cs = p.upload(visOut, nkv, v.OutputDim)
+		C, csXA = p.linear(m.Projector, cs)
+	}
 
 	// The cross-attention bias: a token sees the tiles its mask row
 	// allows; a row that allows none sees everything (transformers' full
@@ -330,7 +328,9 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 			}
 		}
 	}
-	crossBias := p.upload(bias, T, nkv)
+	if images {
+		crossBias = p.upload(bias, T, nkv)
+	}
 
 	tokens := p.ints(s.IDs)
 	targets := p.ints(s.Targets)
@@ -350,6 +350,9 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	acts := make([]*textActs, len(m.Layers))
 	heads := func(t Tensor, n int) Tensor { return p.view(t, 0, Rows(t)*n, hd) }
 	for l, L := range m.Layers {
+		if L.Cross && !images {
+			continue
+		}
 		a := &textActs{x: x, xa: map[*Linear]Tensor{}}
 		acts[l] = a
 		a.h1, a.rstd1 = p.alloc(T, D), p.alloc(T)
@@ -432,9 +435,15 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	p.linearBack(m.Head, hN, nil, logits, dh, false)
 	dres := p.zeros(T, D)
 	p.do("final norm backward", func() error { return p.B.RMSNormBackward(dres, gradOf(m.Norm), dh, x, m.Norm.W, rstdN) })
-	dC := p.zeros(nkv, D)
+	var dC Tensor
+	if images {
+		dC = p.zeros(nkv, D)
+	}
 	for l := len(m.Layers) - 1; l >= 0; l-- {
 		L, a := m.Layers[l], acts[l]
+		if a == nil {
+			continue // a cross-attention layer skipped without images
+		}
 		// MLP branch: x_out = x_mid + g * mask * mo.
 		dmo := dres
 		if L.Cross {
@@ -506,7 +515,9 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	if m.Embed.Trainable {
 		p.do("embedding backward", func() error { return p.B.EmbeddingBackward(m.Embed.Grad, dres, tokens) })
 	}
-	p.linearBack(m.Projector, cs, csXA, dC, nil, false)
+	if images {
+		p.linearBack(m.Projector, cs, csXA, dC, nil, false)
+	}
 	return loss, logitsHost, visOut
 }
 
