@@ -46,9 +46,15 @@ type benchResult struct {
 	PeakBytes     int64   `json:"peak_bytes"`
 	PlanBytes     int64   `json:"plan_bytes"` // memplan's peak for the same run`
 	// The row tiles the step ran with (engine.LogitsChunk, engine.MLPRowChunk).
-	LogitsChunk int     `json:"logits_chunk,omitempty"`
-	MLPChunk    int     `json:"mlp_chunk,omitempty"`
-	Loss        float64 `json:"loss"`
+	LogitsChunk int `json:"logits_chunk,omitempty"`
+	MLPChunk    int `json:"mlp_chunk,omitempty"`
+	// Offload: the activation checkpoints went to pinned host memory
+	// (--offload); HostBytes is what the backend pinned for them and
+	// PlanHostBytes the plan's count.
+	Offload       bool    `json:"offload_checkpoints"`
+	HostBytes     int64   `json:"host_bytes"`
+	PlanHostBytes int64   `json:"plan_host_bytes"`
+	Loss          float64 `json:"loss"`
 	// Data parallelism (--gpus, --ranks): Batch is per rank, the job's
 	// global batch Batch×Ranks rows; TokensPerSec is the job's rate,
 	// TFLOPs the job's, MFU per GPU (TFLOPs over Ranks×PeakTFLOPs).
@@ -74,6 +80,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	masters := fs.String("master-weights", engine.DefaultMasterWeights, "the trained weights' masters: fp32 or bf16 (train.master_weights)")
 	logitsChunk := fs.Int("logits-chunk", 0, "rows the LM head and cross-entropy run at once (train.logits_chunk; 0: the engine's rule)")
 	mlpChunk := fs.Int("mlp-chunk", 0, "rows the MLP runs at once (train.mlp_chunk; 0: the engine's rule)")
+	offload := fs.String("offload", "auto", "with --checkpointing, activation checkpoints in pinned host memory: auto (only when they do not fit the GPU) | on | off")
 	rank := fs.Int("rank", 16, "LoRA rank (all linear layers)")
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
@@ -141,8 +148,11 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *logitsChunk < 0 || *mlpChunk < 0 {
 		return fmt.Errorf("--logits-chunk %d, --mlp-chunk %d: want 0 (the engine's rule) or a row count", *logitsChunk, *mlpChunk)
 	}
+	if _, err := engine.ParseOffloadMode(*offload); err != nil {
+		return fmt.Errorf("--offload: %w", err)
+	}
 	env := benchEnv{backend: b, rate: *peak * 1e12, maxTime: *maxTime, log: stderr,
-		tiling: engine.Tiling{MLPRows: *mlpChunk, LogitsRows: *logitsChunk}}
+		tiling: engine.Tiling{MLPRows: *mlpChunk, LogitsRows: *logitsChunk}, offload: *offload}
 	// The CPU takes seconds to minutes a step: say where the run is.
 	if b.Name() == "cpu" {
 		env.progress = stderr
@@ -210,6 +220,9 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 					}
 					par += ")"
 				}
+				if r.Offload {
+					par += fmt.Sprintf(" (checkpoints offloaded: %s pinned, plan %s)", units.Bytes(r.HostBytes), units.Bytes(r.PlanHostBytes))
+				}
 				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d%s ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %s (plan %s), loss %.3f\n",
 					r.Model, r.Method, r.Backend, r.Batch, r.Seq, par, r.Checkpointing, r.TokensPerSec, r.StepSeconds, r.TFLOPs,
 					100*r.MFU, *peak, units.Bytes(r.PeakBytes), units.Bytes(r.PlanBytes), r.Loss)
@@ -263,6 +276,7 @@ type benchEnv struct {
 	progress io.Writer     // per-step lines; nil on fast backends
 	log      io.Writer     // notices and the CUDA profile (stderr)
 	tiling   engine.Tiling // --mlp-chunk, --logits-chunk
+	offload  string        // --offload: train.offload_checkpoints
 }
 
 // checkTime refuses a workload whose estimate passes the limit, saying how
@@ -378,15 +392,25 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	rc := engine.RunConfig{Method: method, Backend: kind, LoRA: engine.LoRAConfig{Rank: rank},
 		Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1, Checkpointing: ckpt, MasterWeights: masters,
 			MLPChunk: env.tiling.MLPRows, LogitsChunk: env.tiling.LogitsRows}}
-	var planBytes int64
-	if opts, err := memplan.FromRunConfig(&rc); err == nil {
+	// planOf is the plan with the checkpoints where the engine put them.
+	planOf := func(offloaded bool) (device, host int64) {
+		opts, err := memplan.FromRunConfig(&rc)
+		if err != nil {
+			return 0, 0
+		}
 		opts.SeqLen, opts.MicroBatch = seq, batch
 		if ranks > 1 {
 			opts.GPUs = ranks // the plan of one rank
 		}
-		if p, err := memplan.Plan(cfg, opts); err == nil {
-			planBytes = p.Peak()
+		opts.OffloadCheckpoints = engine.OffloadOff
+		if offloaded {
+			opts.OffloadCheckpoints = engine.OffloadOn
 		}
+		p, err := memplan.Plan(cfg, opts)
+		if err != nil {
+			return 0, 0
+		}
+		return p.Peak(), p.HostPeak()
 	}
 	flopsPerStep := float64(batch*seq) * trainFLOPsPerToken(cfg, memplan.ParamCount(cfg), method == "full", seq, ckpt)
 	total := warmup + steps
@@ -457,7 +481,8 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	for i, rb := range backends {
 		d := preset.RunConfig().Train
 		d.MLPChunk, d.LogitsChunk = env.tiling.MLPRows, env.tiling.LogitsRows
-		t, err := benchTrainer(*cfg, rb, group[i], method, rank, ckpt, masters, batch, seq, ranks, total, d, rows)
+		t, err := benchTrainer(*cfg, rb, group[i], method, rank, engine.ActivationOptions{Checkpointing: ckpt, Offload: env.offload},
+			masters, batch, seq, ranks, total, d, rows)
 		if t != nil {
 			trainers = append(trainers, t)
 		}
@@ -554,8 +579,11 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	}
 	n := m.NumParams()
 	tps := float64(batch*seq*ranks) / dt
+	offloaded := tr.Acts.OffloadsCheckpoints()
+	planBytes, planHost := planOf(offloaded)
 	r := benchResult{Model: name, Method: method, Backend: b.Name(), Batch: batch, Seq: seq, Checkpointing: ckpt,
 		Params: n, TokensPerSec: tps, StepSeconds: dt, Loss: loss, PlanBytes: planBytes,
+		Offload: offloaded, HostBytes: tr.Acts.HostBytes(), PlanHostBytes: planHost,
 		TFLOPs: tps * trainFLOPsPerToken(cfg, n, method == "full", seq, ckpt) / 1e12,
 		Ranks:  ranks, GlobalBatch: batch * ranks, PerRankTPS: tps / float64(ranks)}
 	r.LogitsChunk = engine.LogitsChunk(batch*seq, cfg.VocabSize, env.tiling.LogitsRows)
@@ -576,7 +604,7 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 // the only rank); on error it returns what it made, for the caller to
 // free. Each step is training's own (engine.Trainer.TrainStep: the
 // checks, clipping and AdamW at the method's settings).
-func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective, method string, rank int, ckpt bool, masters string,
+func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective, method string, rank int, acts engine.ActivationOptions, masters string,
 	batch, seq, ranks, total int, d engine.TrainConfig, rows []datasets.Batch) (*engine.Trainer, error) {
 	m, err := engine.NewModelWith(cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
 	if err != nil {
@@ -599,7 +627,8 @@ func benchTrainer(cfg engine.ModelConfig, b engine.Backend, c engine.Collective,
 	if t.DP, err = engine.MakeTrainable(m, lora, c, 0); err != nil {
 		return t, err
 	}
-	t.Acts, err = m.NewActivationsTiled(batch*seq, ckpt, d.Tiling())
+	acts.Tiling = d.Tiling()
+	t.Acts, err = m.NewActivationsWith(batch*seq, acts)
 	return t, err
 }
 

@@ -45,6 +45,39 @@ type fitTarget struct {
 	// step-time floor.
 	tflops float64
 	name   string
+	// host is the host memory offloaded checkpoints may pin (0: unknown,
+	// not checked), described by hostLabel.
+	host      int64
+	hostLabel string
+}
+
+// withHost sets the host memory from --host-memory, or else (planning
+// for this machine, not a profile) its available RAM.
+func (t fitTarget) withHost(flagValue string, profile bool) (fitTarget, error) {
+	if flagValue != "" {
+		n, err := units.ParseBytes(flagValue)
+		if err != nil || n <= 0 {
+			return t, fmt.Errorf("--host-memory %q: want a size such as 128GiB", flagValue)
+		}
+		t.host, t.hostLabel = n, "--host-memory"
+		return t, nil
+	}
+	if profile {
+		return t, nil // a profile is a card, not a machine: --host-memory says the host
+	}
+	if _, avail, err := hostMemory(); err == nil && avail > 0 {
+		t.host, t.hostLabel = avail, "this machine's RAM available now (MemAvailable)"
+	}
+	return t, nil
+}
+
+// hostMemory reads this machine's RAM; tests replace it.
+var hostMemory = gpuinfo.HostMemory
+
+// fits reports whether plan fits the device and, for offloaded
+// checkpoints, the host memory.
+func (t fitTarget) fits(plan *memplan.MemPlan) bool {
+	return plan.Peak() <= t.available && (t.host <= 0 || plan.HostPeak() <= t.host)
 }
 
 // detectGPUs reads this machine's GPUs; tests replace it with a fake
@@ -62,6 +95,8 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	gpu := fs.String("gpu", "", `plan for a hardware profile instead of this machine (e.g. "RTX 4090", "H100"; "list" shows them)`)
 	device := fs.Int("device", 0, "which detected GPU to check against")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
+	offload := fs.String("offload", "auto", "with --checkpointing, keep the checkpoints in pinned host memory: auto (only when they do not fit the GPU) | on | off")
+	hostMem := fs.String("host-memory", "", "host memory the offloaded checkpoints may pin (e.g. 128GiB; default: this machine's available RAM)")
 	rank := fs.Int("rank", 16, "LoRA rank r")
 	targets := fs.String("targets", "q,k,v,o,gate,up,down", "LoRA target projections, comma-separated")
 	chunk := fs.Int("chunk", 0, "tokens per LM-head logits chunk (train.logits_chunk; 0: the engine's rule, as many as 2^26 logits hold)")
@@ -93,15 +128,16 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	opts := memplan.Options{
-		Method:        meth,
-		MicroBatch:    *batch,
-		GradAccum:     *accum,
-		SeqLen:        *seq,
-		LoRARank:      *rank,
-		LoRATargets:   strings.Split(*targets, ","),
-		Checkpointing: *ckpt,
-		LogitsChunk:   *chunk,
-		GPUs:          *gpus,
+		Method:             meth,
+		MicroBatch:         *batch,
+		GradAccum:          *accum,
+		SeqLen:             *seq,
+		LoRARank:           *rank,
+		LoRATargets:        strings.Split(*targets, ","),
+		Checkpointing:      *ckpt,
+		OffloadCheckpoints: *offload,
+		LogitsChunk:        *chunk,
+		GPUs:               *gpus,
 	}
 	if meth == memplan.DPO {
 		if opts.DPOBase, err = memplan.ParseMethod(*dpoBase); err != nil {
@@ -129,6 +165,9 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	target = target.capped(limit, source)
+	if target, err = target.withHost(*hostMem, *gpu != ""); err != nil {
+		return err
+	}
 	opts.Backend = target.backend
 	if target.backend == memplan.BackendCPU {
 		// The CPU backend is the float32 reference.
@@ -144,6 +183,9 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *maxSeq {
 		return fitMaxSeq(stdout, m, opts, target)
 	}
+	if opts, err = memplan.ResolveOffload(m.config, opts, target.available); err != nil {
+		return err
+	}
 	plan, err := memplan.Plan(m.config, opts)
 	if err != nil {
 		return err
@@ -153,7 +195,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	printFit(stdout, m, plan, target, advice)
-	if plan.Peak() > target.available {
+	if !target.fits(plan) {
 		// The verdict and the advice are printed; scripts read the status
 		// (whet fit ... && whet train ...).
 		return exitStatus(1)
@@ -298,13 +340,13 @@ func (t fitTarget) capped(limit int64, source string) fitTarget {
 // fitMaxSeq prints the plan at the longest sequence length that fits the
 // target (exit status 1 when not even one token does).
 func fitMaxSeq(w io.Writer, m fitModel, opts memplan.Options, target fitTarget) error {
-	res, err := memplan.MaxSeqLen(m.config, opts, target.available)
+	res, err := memplan.MaxSeqLenHost(m.config, opts, target.available, target.host)
 	if err != nil {
 		return err
 	}
 	if res.SeqLen == 0 {
 		printPlan(w, m, res.Next, target)
-		fmt.Fprintf(w, "longest   none: even 1 token per sequence needs %s more than available\n", units.Bytes(res.Next.Peak()-target.available))
+		fmt.Fprintf(w, "longest   none: even 1 token per sequence needs %s\n", target.shortfall(res.Next))
 		return exitStatus(1)
 	}
 	printPlan(w, m, res.Plan, target)
@@ -312,13 +354,22 @@ func fitMaxSeq(w io.Writer, m fitModel, opts memplan.Options, target fitTarget) 
 	case res.Capped:
 		fmt.Fprintf(w, "longest   at least %s tokens per sequence (the search stops there)\n", units.Count(int64(res.SeqLen)))
 	default:
-		fmt.Fprintf(w, "longest   %d tokens per sequence (%d would need %s more than available)\n",
-			res.SeqLen, res.SeqLen+1, units.Bytes(res.Next.Peak()-target.available))
+		fmt.Fprintf(w, "longest   %d tokens per sequence (%d would need %s)\n",
+			res.SeqLen, res.SeqLen+1, target.shortfall(res.Next))
 	}
 	if mp := m.config.MaxPositions; mp > 0 && res.SeqLen > mp {
 		fmt.Fprintf(w, "          beyond the %d positions the model was trained for (max_position_embeddings)\n", mp)
 	}
 	return nil
+}
+
+// shortfall says what plan needs beyond the target: device memory, or
+// host memory for its offloaded checkpoints.
+func (t fitTarget) shortfall(plan *memplan.MemPlan) string {
+	if d := plan.Peak() - t.available; d > 0 {
+		return units.Bytes(d) + " more than available"
+	}
+	return fmt.Sprintf("%s more host memory than available for its offloaded checkpoints", units.Bytes(plan.HostPeak()-t.host))
 }
 
 // familyGroup is the family without its version ("llama-3.1" → "llama",
@@ -415,6 +466,17 @@ func printPlan(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget)
 	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 45))
 	fmt.Fprintf(w, "  %-32s %12s\n", "peak (total)", units.Bytes(plan.Peak()))
 	fmt.Fprintf(w, "  %-32s %12s  %s\n\n", "available", units.Bytes(target.available), target.label)
+	if hl := plan.HostLines(); len(hl) > 0 {
+		fmt.Fprintln(w, "  host memory (pinned):")
+		for _, l := range hl {
+			fmt.Fprintf(w, "  %-32s %12s\n", l.Label, units.Bytes(l.Bytes))
+		}
+		if target.host > 0 {
+			fmt.Fprintf(w, "  %-32s %12s  %s\n\n", "host available", units.Bytes(target.host), target.hostLabel)
+		} else {
+			fmt.Fprintf(w, "  %-32s %12s\n\n", "host available", "not checked (--host-memory SIZE checks it)")
+		}
+	}
 	if target.unified != "" {
 		fmt.Fprintf(w, "memory    unified: %s\n\n", target.unified)
 	}
@@ -440,6 +502,12 @@ func stepFloor(cfg *engine.ModelConfig, plan *memplan.MemPlan, target fitTarget)
 func printFit(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget, advice []memplan.Advice) {
 	printPlan(w, m, plan, target)
 	peak := plan.Peak()
+	if peak <= target.available && !target.fits(plan) {
+		fmt.Fprintf(w, "verdict   does not fit: the offloaded checkpoints need %s of host memory, %s available (%s); "+
+			"shorten the sequence or the micro-batch, or free host memory\n",
+			units.Bytes(plan.HostPeak()), units.Bytes(target.host), target.hostLabel)
+		return
+	}
 	if peak <= target.available {
 		fmt.Fprintf(w, "verdict   fits (%s to spare)\n", units.Bytes(target.available-peak))
 		return

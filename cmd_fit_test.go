@@ -233,6 +233,10 @@ func TestStudioFitMaxSeqAndCap(t *testing.T) {
 	detectGPUs = func() (gpuinfo.Report, error) {
 		return gpuinfo.Report{GPUs: []gpuinfo.GPU{{Name: "NVIDIA H200", MemoryTotal: 141 << 30, MemoryFree: 140 << 30}}}, nil
 	}
+	oldHost := hostMemory
+	t.Cleanup(func() { hostMemory = oldHost })
+	const hostRAM = 16 << 30 // the limit under the 24 GB cap, below the model's 131072 positions
+	hostMemory = func() (int64, int64, error) { return 128 << 30, hostRAM, nil }
 	m, err := presets.LookupMethod("qlora")
 	if err != nil {
 		t.Fatal(err)
@@ -258,19 +262,28 @@ func TestStudioFitMaxSeqAndCap(t *testing.T) {
 	if capped.MaxSeq <= 0 || capped.MaxSeq >= whole.MaxSeq || whole.MaxSeq != e.ToModelConfig().MaxPositions {
 		t.Fatalf("longest context: %d capped, %d on the whole card (the model's positions: %d)", capped.MaxSeq, whole.MaxSeq, e.ToModelConfig().MaxPositions)
 	}
-	// The same answer as the plan gives: the longest fits, one more does not.
+	// The same answer as the plan gives: the longest fits, one more does
+	// not, with the checkpoints offloaded (offload_checkpoints auto decides
+	// so at these lengths) and the host's 16 GiB checked too.
 	opts, err := memplan.FromRunConfig(&rc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for n, fits := range map[int]bool{capped.MaxSeq: true, capped.MaxSeq + 1: false} {
 		opts.SeqLen = n
-		p, err := memplan.Plan(e.ToModelConfig(), opts)
+		o, err := memplan.ResolveOffload(e.ToModelConfig(), opts, 24e9)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (p.Peak() <= 24e9) != fits {
-			t.Errorf("%d tokens: peak %d against 24 GB, want fits %v", n, p.Peak(), fits)
+		p, err := memplan.Plan(e.ToModelConfig(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Offloaded() {
+			t.Errorf("%d tokens under 24 GB: auto did not offload the checkpoints", n)
+		}
+		if (p.Peak() <= 24e9 && p.HostPeak() <= hostRAM) != fits {
+			t.Errorf("%d tokens: peak %d against 24 GB, host %d against %d, want fits %v", n, p.Peak(), p.HostPeak(), int64(hostRAM), fits)
 		}
 	}
 }
@@ -463,5 +476,44 @@ func TestFitLlama32Vision(t *testing.T) {
 	_, two, _ := runFitCLI(t, "--model", "llama-3.2-11b-vision", "--method", "qlora", "--seq", "1024", "--gpu", "H100", "--images", "2")
 	if peak(two) == peak(out) {
 		t.Errorf("two images plan the same peak as one (%s)", peak(two))
+	}
+}
+
+// The long-context goals, as the plan answers them: Llama-3.1-8B
+// QLoRA r32, batch 1, checkpointing, with the checkpoints offloaded
+// (offload auto turns it on at these lengths) and a host of 120 GiB,
+// trains at least 350,000 tokens under an 80 GB H100's 81559 MiB and
+// 80,000 under 24 GB, where keeping them on the device reaches far less.
+// A host too small for them is the limit the answer names, and whet fit
+// --seq refuses a length whose checkpoints the host cannot hold.
+func TestFitMaxSeqOffload(t *testing.T) {
+	t.Setenv(engine.MemoryLimitEnv, "")
+	args := []string{"--model", "llama-3.1-8b", "--method", "qlora", "--rank", "32", "--checkpointing", "--gpu", "H100", "--host-memory", "120GiB"}
+	for _, c := range []struct {
+		limit string
+		goal  int
+	}{{"81559MiB", 350_000}, {"24GB", 80_000}} {
+		n, out := longestFromFit(t, append(args, "--memory-limit", c.limit)...)
+		if n < c.goal || !strings.Contains(out, "offloaded checkpoints (host)") || !strings.Contains(out, "host available") {
+			t.Errorf("%s: %d tokens (goal %d)\n%s", c.limit, n, c.goal, out)
+		}
+		kept, out := longestFromFit(t, append(args, "--memory-limit", c.limit, "--offload", "off")...)
+		if kept >= c.goal || kept >= n || strings.Contains(out, "offloaded checkpoints") {
+			t.Errorf("%s with --offload off: %d tokens (offloaded %d)\n%s", c.limit, kept, n, out)
+		}
+	}
+	small, out := longestFromFit(t, append(args, "--memory-limit", "24GB", "--host-memory", "8GiB")...)
+	if !strings.Contains(out, "more host memory than available") {
+		t.Errorf("8 GiB of host: %d tokens\n%s", small, out)
+	}
+	code, fit, _ := runFitCLI(t, append(args, "--memory-limit", "24GB", "--host-memory", "8GiB", "--seq", fmt.Sprint(small+1))...)
+	if code != 1 || !strings.Contains(fit, "verdict   does not fit: the offloaded checkpoints need") {
+		t.Errorf("--seq %d with 8 GiB of host: exit %d\n%s", small+1, code, fit)
+	}
+	if code, fit, _ := runFitCLI(t, append(args, "--memory-limit", "24GB", "--host-memory", "8GiB", "--seq", fmt.Sprint(small))...); code != 0 {
+		t.Errorf("--seq %d with 8 GiB of host: exit %d\n%s", small, code, fit)
+	}
+	if code, _, errs := runFitCLI(t, append(args, "--offload", "sometimes")...); code == 0 || !strings.Contains(errs, "auto, on or off") {
+		t.Errorf("--offload sometimes: exit %d, %q", code, errs)
 	}
 }

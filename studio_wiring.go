@@ -269,6 +269,17 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	if err != nil {
 		return rep, err
 	}
+	// train.offload_checkpoints auto: decided as the engine will, against
+	// the memory free (per length for the longest context, from asked);
+	// offloaded checkpoints pin host memory.
+	asked := opts
+	if opts, err = memplan.ResolveOffload(mc, opts, int64(rep.Free)); err != nil {
+		return rep, err
+	}
+	var host int64
+	if _, avail, err := hostMemory(); err == nil {
+		host = avail
+	}
 	plan, err := memplan.Plan(mc, opts)
 	if err != nil {
 		return rep, err
@@ -283,7 +294,14 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	} else {
 		rep.Verdict = fmt.Sprintf("does not fit: plan %s, %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
 	}
-	longest, err := memplan.MaxSeqLen(mc, opts, int64(rep.Free))
+	if hp := plan.HostPeak(); hp > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("activation checkpoints offloaded to host memory: %s pinned, %s available", units.Bytes(hp), units.Bytes(host)))
+		if host > 0 && hp > host {
+			rep.Fits = false
+			rep.Verdict = fmt.Sprintf("does not fit: the offloaded checkpoints need %s of host memory, %s available", units.Bytes(hp), units.Bytes(host))
+		}
+	}
+	longest, err := memplan.MaxSeqLenHost(mc, asked, int64(rep.Free), host)
 	if err != nil {
 		return rep, err
 	}

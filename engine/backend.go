@@ -347,3 +347,41 @@ type Recording interface {
 type NF4MatVec interface {
 	MatVecNF4(y, x, packed, absmax Tensor, accumulate bool) error
 }
+
+// HostOffloader is implemented by a backend that can keep tensors in host
+// memory (page-locked on a GPU, so the copies run asynchronously) and copy
+// to and from it while compute goes on. The decoder uses it to move
+// activation checkpoints out of device memory (train.offload_checkpoints,
+// see OffloadCheckpoints).
+//
+// Ordering contract: a copy starts only once every op queued before it
+// has finished (so it reads or overwrites what that work left), runs
+// alongside the ops queued after it, and is guaranteed finished only for
+// ops queued after an AwaitCopies of its device tensor. Copies run in the
+// order they were queued. A backend may run them at any moment inside
+// that window: the CPU backend runs each at the latest one, so a missing
+// AwaitCopies changes results there instead of only racing on a GPU.
+type HostOffloader interface {
+	// AllocHost returns a host tensor whose contents are undefined until
+	// a copy writes them (pinning tens of GB is slow enough without
+	// clearing them). It is not a device tensor: only the copies below
+	// and FreeHost take it.
+	AllocHost(dt DType, shape ...int) (Tensor, error)
+	// FreeHost releases a tensor from AllocHost (waiting for its copies).
+	FreeHost(t Tensor)
+	// CopyToHost queues a copy of device tensor src into the first
+	// src.Len() elements of host tensor dst (same dtype).
+	CopyToHost(dst, src Tensor) error
+	// CopyFromHost queues a copy of the first dst.Len() elements of host
+	// tensor src into device tensor dst (same dtype).
+	CopyFromHost(dst, src Tensor) error
+	// AwaitCopies makes every op queued after it wait for the copies
+	// queued so far to or from the memory of device tensor t.
+	AwaitCopies(t Tensor) error
+	// HostBytes is the host memory AllocHost holds now.
+	HostBytes() int64
+	// OffloadSavesDevice is false where host memory and device memory are
+	// one (the CPU backend): offloading works there but saves nothing, so
+	// the automatic choice never takes it.
+	OffloadSavesDevice() bool
+}

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"whet/datasets"
+	"whet/engine/units"
 )
 
 // The decoder, llm.c style: an explicit forward that saves what the
@@ -78,7 +79,7 @@ type Activations struct {
 	dk, dv, dk2   Tensor // [Cap, KVDim]
 	ds, dg, du    Tensor // [Cap, I]
 	dxa           Tensor // [Cap, maxRank]
-	scratchIn     Tensor // [Cap, maxIn] (dropout recompute, LoRA dx)
+	scratchIn     Tensor // DropoutScratch elements (LoRA dropout only)
 	wScratch      Tensor // one dequantized NF4 weight at a time (QLoRA)
 	t             int    // tokens in the current batch (of the tile, inside an MLP tile)
 	r0            int    // first row of the current MLP tile (0 outside one)
@@ -107,6 +108,20 @@ type Activations struct {
 	afterLayer func(l int) error
 	// img holds the batch's images for a Gemma 3 vision model (gemma3_vision_acts.go).
 	img *gemma3ImageActs
+	// off is set when the checkpoints live in host memory (offload.go).
+	off *ckptOffload
+}
+
+// ActivationOptions choose how a pass saves what its backward needs.
+type ActivationOptions struct {
+	// Checkpointing keeps only each layer's input and recomputes the rest.
+	Checkpointing bool
+	// Tiling is the MLP's and the LM head's row tiles (0: the default rules).
+	Tiling Tiling
+	// Offload is train.offload_checkpoints: auto, on or off (empty: auto),
+	// decided by OffloadCheckpoints. It needs checkpointing and a backend
+	// with host memory (HostOffloader); "on" without one is an error.
+	Offload string
 }
 
 type layerActs struct {
@@ -137,6 +152,17 @@ type Tiling struct {
 // MLPRowChunk(capTokens, I, tiling.MLPRows) and the LM head's by
 // LogitsChunk(capTokens, V, tiling.LogitsRows).
 func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, tiling Tiling) (*Activations, error) {
+	return m.NewActivationsWith(capTokens, ActivationOptions{Checkpointing: checkpointing, Tiling: tiling, Offload: OffloadOff})
+}
+
+// NewActivationsWith sizes the buffers for batches of up to capTokens
+// tokens with the options o.
+func (m *Model) NewActivationsWith(capTokens int, o ActivationOptions) (*Activations, error) {
+	checkpointing, tiling := o.Checkpointing, o.Tiling
+	mode, err := ParseOffloadMode(o.Offload)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	if tiling.MLPRows < 0 {
 		return nil, fmt.Errorf("engine: MLP row chunk %d: want 0 (automatic) or a positive row count", tiling.MLPRows)
 	}
@@ -147,7 +173,6 @@ func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, tiling Ti
 	if a.fam == nil {
 		return nil, checkSupported(m.Cfg.ModelType)
 	}
-	var err error
 	alloc := func(dt DType, shape ...int) Tensor {
 		if err != nil {
 			return nil
@@ -186,16 +211,13 @@ func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, tiling Ti
 	if fam.EmbedScale {
 		a.embedScale = roundTo(cd, float32(math.Sqrt(float64(D))))
 	}
-	for l := 0; l <= c.NumLayers; l++ {
-		a.resid = append(a.resid, alloc(cd, T, D))
+	// The residual streams x_0..x_L: the first OffloadSlots now, the rest
+	// at the end, on the device or (offloaded) as aliases of these slots.
+	a.resid = make([]Tensor, c.NumLayers+1)
+	for l := 0; l <= c.NumLayers && l < OffloadSlots; l++ {
+		a.resid[l] = alloc(cd, T, D)
 	}
-	maxRank, maxIn := 1, D
-	if I > maxIn {
-		maxIn = I
-	}
-	if Q > maxIn {
-		maxIn = Q
-	}
+	maxRank := 0
 	for _, lin := range m.Linears() {
 		if lin.LoRA != nil && lin.LoRA.Rank > maxRank {
 			maxRank = lin.LoRA.Rank
@@ -283,8 +305,15 @@ func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, tiling Ti
 	a.ds = alloc(cd, a.mlpChunk, I)
 	a.dg = alloc(cd, a.mlpChunk, I)
 	a.du = alloc(cd, a.mlpChunk, I)
-	a.dxa = alloc(cd, T, maxRank)
-	a.scratchIn = alloc(cd, T, maxIn)
+	if maxRank > 0 {
+		a.dxa = alloc(cd, T, maxRank)
+	}
+	for _, lin := range m.Linears() {
+		if lin.LoRA != nil && lin.LoRA.Dropout > 0 {
+			a.scratchIn = alloc(cd, DropoutScratch(&c, T, a.mlpChunk))
+			break
+		}
+	}
 	maxW := 0
 	for _, lin := range m.Linears() {
 		if lin.W.Quant != nil {
@@ -294,11 +323,105 @@ func (m *Model) NewActivationsTiled(capTokens int, checkpointing bool, tiling Ti
 	if maxW > 0 {
 		a.wScratch = alloc(cd, maxW)
 	}
+	if err == nil {
+		err = a.placeCheckpoints(mode, alloc)
+	}
 	if err != nil {
 		a.Free()
 		return nil, err
 	}
 	return a, nil
+}
+
+// placeCheckpoints allocates the residual streams past the first
+// OffloadSlots: on the device, or, when OffloadCheckpoints says so, as
+// host buffers the streams are copied to while the slots rotate. For
+// "auto" the need is those streams plus the attention backward's
+// workspace (allocated by the backend on first use) against the device
+// memory free now, every other buffer being allocated already.
+func (a *Activations) placeCheckpoints(mode string, alloc func(DType, ...int) Tensor) error {
+	m, c := a.m, &a.m.Cfg
+	T, D, cd := a.Cap, c.HiddenSize, m.Compute
+	extra := c.NumLayers + 1 - OffloadSlots
+	if extra <= 0 {
+		return nil
+	}
+	h, canOffload := m.B.(HostOffloader)
+	offload := false
+	switch {
+	case !a.Checkpointing:
+	case mode == OffloadOn:
+		if !canOffload {
+			return fmt.Errorf("engine: offload_checkpoints on: backend %s has no host memory to offload to: %w", m.B.Name(), ErrNotImplemented)
+		}
+		offload = true
+	case mode == OffloadAuto && canOffload && h.OffloadSavesDevice():
+		var free int64
+		if fr, ok := m.B.(FreeMemoryReporter); ok {
+			if f, _, err := fr.MemInfo(); err == nil {
+				free = f
+			}
+		}
+		need := int64(extra) * int64(T) * int64(D) * int64(cd.Size())
+		// delta [nh, T] and, with GQA, the dK/dV accumulators [T, 2·KV], fp32.
+		need += 4 * int64(T) * int64(c.NumHeads)
+		if c.NumKVHeads < c.NumHeads {
+			need += 8 * int64(T) * int64(c.KVDim())
+		}
+		offload = OffloadCheckpoints(mode, true, need, free)
+	}
+	if !offload {
+		for l := OffloadSlots; l <= c.NumLayers; l++ {
+			a.resid[l] = alloc(cd, T, D)
+		}
+		return nil
+	}
+	host := int64(OffloadedLayers(c.NumLayers)) * int64(T) * int64(D) * int64(cd.Size())
+	if err := checkHostMemory(host); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	o := &ckptOffload{h: h, slots: a.resid[:OffloadSlots:OffloadSlots], holds: make([]int, OffloadSlots)}
+	for i := range o.holds {
+		o.holds[i] = -1
+	}
+	a.off = o // before the host allocations, so that Free releases them
+	for l := OffloadSlots; l <= c.NumLayers; l++ {
+		a.resid[l] = o.slots[l%OffloadSlots]
+	}
+	for j := 0; j < OffloadedLayers(c.NumLayers); j++ {
+		t, err := h.AllocHost(cd, T, D)
+		if err != nil {
+			return fmt.Errorf("engine: host memory for offloaded checkpoint %d of %d (%s each): %w",
+				j+1, OffloadedLayers(c.NumLayers), units.Bytes(int64(T)*int64(D)*int64(cd.Size())), err)
+		}
+		o.host = append(o.host, t)
+	}
+	return nil
+}
+
+// OffloadsCheckpoints reports whether the checkpoints live in host memory.
+func (a *Activations) OffloadsCheckpoints() bool { return a.off != nil }
+
+// HostBytes is the host memory the offloaded checkpoints take (0 when
+// they stay on the device).
+func (a *Activations) HostBytes() int64 {
+	if a.off == nil {
+		return 0
+	}
+	var n int64
+	for _, t := range a.off.host {
+		n += int64(t.Len()) * int64(t.DType().Size())
+	}
+	return n
+}
+
+// DropoutScratch is the size, in elements, of the buffer LoRA dropout
+// works in (the dropped input of an adapter, and the input gradient
+// through the mask): [tokens, in] for the attention projections (in = D
+// or Q), [tile, in] inside an MLP tile of mlpRows rows (in = D or I). Only
+// a run with LoRA dropout allocates it. The memory plan uses it too.
+func DropoutScratch(c *ModelConfig, tokens, mlpRows int) int {
+	return max(tokens*max(c.HiddenSize, c.QDim()), mlpRows*max(c.HiddenSize, c.IntermediateSize))
 }
 
 // MLPRowChunk picks how many rows (tokens) the MLP runs at once for
@@ -340,6 +463,12 @@ func LogitsChunk(T, V, requested int) int {
 
 // Free releases the buffers.
 func (a *Activations) Free() {
+	if a.off != nil {
+		for _, t := range a.off.host {
+			a.off.h.FreeHost(t)
+		}
+		a.off.host = nil
+	}
 	for _, t := range a.owned {
 		if t != nil {
 			a.m.B.Free(t)
@@ -1154,6 +1283,9 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 // batch already set.
 func (a *Activations) forward() error {
 	m, B, T := a.m, a.m.B, a.t
+	if err := a.offloadStart(); err != nil {
+		return err
+	}
 	if err := B.Embedding(a.rows(a.resid[0], T), m.Embed.W, a.rows(a.tokens, T)); err != nil {
 		return fmt.Errorf("embedding: %w", err)
 	}
@@ -1166,7 +1298,13 @@ func (a *Activations) forward() error {
 		return err
 	}
 	for l := range m.Layers {
+		if err := a.offloadBefore(l); err != nil {
+			return err
+		}
 		if err := a.layerForward(l); err != nil {
+			return err
+		}
+		if err := a.offloadAfter(l); err != nil {
 			return err
 		}
 	}
@@ -1297,7 +1435,13 @@ func (a *Activations) backward() error {
 	if err := a.normBackward(dres, a.rows(a.dh, T), a.rows(a.resid[len(m.Layers)], T), a.rows(a.rstdN, T), m.Norm); err != nil {
 		return fmt.Errorf("final norm backward: %w", err)
 	}
+	if a.off != nil && !a.off.saved {
+		return fmt.Errorf("engine: backward after a forward that did not keep its offloaded checkpoints (not training)")
+	}
 	for l := len(m.Layers) - 1; l >= 0; l-- {
+		if err := a.fetchAhead(l); err != nil {
+			return err
+		}
 		if a.Checkpointing {
 			a.recomputing = true
 			err := a.layerForward(l)
@@ -1447,4 +1591,88 @@ func roundTo(dt DType, v float32) float32 {
 	b := math.Float32bits(v)
 	b += 0x7fff + (b>>16)&1
 	return math.Float32frombits(b &^ 0xffff)
+}
+
+// Offloaded checkpoints (a.off, see ckptOffload): stream j lives in
+// slot j % OffloadSlots. The forward writes stream l+1 into the slot of
+// stream l-2, whose copy to the host was queued after layer l-2 and has
+// had layer l-1 to run in; the backward fetches stream l-1 back into the
+// slot of stream l+2 (free once layer l+1's backward is queued) while
+// layer l runs. Every method here is a no-op without offload.
+
+// offloadStart readies the slots for a forward: any copy still running
+// from the last pass is waited for before the embedding writes stream 0.
+func (a *Activations) offloadStart() error {
+	o := a.off
+	if o == nil {
+		return nil
+	}
+	for i, s := range o.slots {
+		if err := o.h.AwaitCopies(s); err != nil {
+			return fmt.Errorf("offloaded checkpoints: await slot %d: %w", i, err)
+		}
+		o.holds[i] = -1
+	}
+	o.holds[0] = 0
+	o.saved = a.training
+	return nil
+}
+
+// offloadBefore waits, before layer l writes stream l+1, for the copy out
+// of the stream that slot held.
+func (a *Activations) offloadBefore(l int) error {
+	o := a.off
+	if o == nil {
+		return nil
+	}
+	i := (l + 1) % OffloadSlots
+	if err := o.h.AwaitCopies(o.slots[i]); err != nil {
+		return fmt.Errorf("layer %d: offloaded checkpoints: await slot %d: %w", l, i, err)
+	}
+	o.holds[i] = l + 1
+	return nil
+}
+
+// offloadAfter queues the copy of layer l's input to the host once the
+// layer's forward (queued before it) is done, when a later stream will
+// overwrite it and a backward will need it.
+func (a *Activations) offloadAfter(l int) error {
+	o := a.off
+	if o == nil || !o.saved || l >= len(o.host) {
+		return nil
+	}
+	if err := o.h.CopyToHost(o.host[l], a.rows(a.resid[l], a.t)); err != nil {
+		return fmt.Errorf("layer %d: offload checkpoint: %w", l, err)
+	}
+	return nil
+}
+
+// fetchAhead, before layer l's backward, makes sure stream l is in its
+// slot (fetched during layer l+1's backward, or never overwritten) and
+// queues the fetch of stream l-1, which layer l's work then overlaps.
+func (a *Activations) fetchAhead(l int) error {
+	o := a.off
+	if o == nil {
+		return nil
+	}
+	for _, j := range []int{l, l - 1} {
+		if j < 0 {
+			break
+		}
+		i := j % OffloadSlots
+		if o.holds[i] == j {
+			continue
+		}
+		if j >= len(o.host) {
+			return fmt.Errorf("layer %d: offloaded checkpoints: stream %d is neither in slot %d (which holds %d) nor on the host", l, j, i, o.holds[i])
+		}
+		if err := o.h.CopyFromHost(a.rows(o.slots[i], a.t), o.host[j]); err != nil {
+			return fmt.Errorf("layer %d: fetch checkpoint %d: %w", l, j, err)
+		}
+		o.holds[i] = j
+	}
+	if err := o.h.AwaitCopies(o.slots[l%OffloadSlots]); err != nil {
+		return fmt.Errorf("layer %d: offloaded checkpoints: await slot %d: %w", l, l%OffloadSlots, err)
+	}
+	return nil
 }

@@ -727,6 +727,11 @@ func RopeTablesOf(cfg *ModelConfig, k RopeKind, maxPos int) (cos, sin []float32)
 }
 
 // ropeKinds lists the tables a model's layers read.
+// RopeTables is how many rotary tables (cos and sin, [tokens, RotaryDim/2]
+// float32 each) the decoder keeps: one, plus Gemma 3's local one and
+// LongRoPE's long one.
+func (c *ModelConfig) RopeTables() int { return len(c.ropeKinds()) }
+
 func (c *ModelConfig) ropeKinds() []RopeKind {
 	kinds := []RopeKind{{}}
 	if c.RopeLocalTheta > 0 {

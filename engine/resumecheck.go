@@ -175,7 +175,7 @@ func resumeIgnored(c *RunConfig) {
 	t := &c.Train
 	t.LogEvery, t.EvalEvery, t.SaveEvery, t.KeepCheckpoints = 0, 0, 0, 0
 	t.SampleEvery, t.SamplePrompts, t.SampleTokens = 0, nil, 0
-	t.Checkpointing = false
+	t.Checkpointing, t.OffloadCheckpoints = false, "" // offloaded checkpoints are bit-equal to kept ones
 }
 
 // checkResume compares a run folder that holds checkpoints with the run

@@ -124,6 +124,12 @@ type TrainConfig struct {
 	// compute copy) | bf16 (the bf16 compute copy is the master, updated with
 	// stochastic rounding: 4 bytes less per trained parameter). Empty: fp32.
 	MasterWeights string `yaml:"master_weights,omitempty"`
+	// With activation checkpointing, moves each layer's saved input to host
+	// memory (pinned, copied while the GPU computes) and fetches it back one
+	// layer ahead in the backward: auto | on | off. auto: on only when the
+	// checkpoints would not fit the GPU (engine.OffloadCheckpoints). Empty:
+	// auto.
+	OffloadCheckpoints string `yaml:"offload_checkpoints,omitempty"`
 	// Generates from the sample prompts every this many steps and at the end (0:
 	// never).
 	SampleEvery int `yaml:"sample_every"`

@@ -208,6 +208,9 @@ func (t TrainConfig) validate() error {
 			return fmt.Errorf("%s: must not be negative, got %d", f.field, f.v)
 		}
 	}
+	if _, err := ParseOffloadMode(t.OffloadCheckpoints); err != nil {
+		return fmt.Errorf("train.%w", err)
+	}
 	if t.SampleEvery > 0 && t.SampleTokens < 1 {
 		return fmt.Errorf("train.sample_tokens: must be at least 1 when train.sample_every is set, got %d", t.SampleTokens)
 	}

@@ -380,7 +380,8 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 	for _, b := range data.Eval {
 		capTokens = max(capTokens, len(b.Tokens))
 	}
-	if t.Acts, err = m.NewActivationsTiled(capTokens, cfg.Train.Checkpointing, cfg.Train.Tiling()); err != nil {
+	if t.Acts, err = m.NewActivationsWith(capTokens, ActivationOptions{Checkpointing: cfg.Train.Checkpointing,
+		Tiling: cfg.Train.Tiling(), Offload: cfg.Train.OffloadCheckpoints}); err != nil {
 		return fail(err)
 	}
 	t.Sched = NewSchedule(cfg.Train, t.TotalSteps())

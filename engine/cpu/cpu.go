@@ -32,6 +32,10 @@ type Backend struct {
 	mu    sync.Mutex
 	inUse int64
 	peak  int64
+	// hostInUse counts AllocHost's tensors; copies are the queued,
+	// deferred host copies (offload.go).
+	hostInUse int64
+	copies    []pendingCopy
 }
 
 // New returns a CPU backend.
@@ -189,6 +193,7 @@ func (b *Backend) Free(t engine.Tensor) {
 	if !ok || ct == nil || !ct.owner || ct.buf.freed {
 		return
 	}
+	b.flushCopies(len(b.copies))
 	ct.buf.freed = true
 	ct.buf.f, ct.buf.i = nil, nil
 	b.mu.Lock()
@@ -306,8 +311,11 @@ func (b *Backend) Copy(dst, src engine.Tensor) error {
 	return nil
 }
 
-// Sync returns at once: CPU ops are synchronous.
-func (b *Backend) Sync() error { return nil }
+// Sync runs the queued host copies (offload.go); CPU ops are synchronous.
+func (b *Backend) Sync() error {
+	b.flushCopies(len(b.copies))
+	return nil
+}
 
 // RoundBF16 rounds a float32 to the nearest bfloat16 value (ties to even),
 // returned as a float32. NaN stays NaN.

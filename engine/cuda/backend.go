@@ -105,6 +105,8 @@ type Backend struct {
 	// counters (decode.go), grown outside a capture.
 	decodeScratch      uint64
 	decodeScratchBytes int64
+
+	hc *hostCopier // pinned host memory and the copy stream (offload.go), made on first use
 }
 
 // function is a loaded kernel and the dynamic shared memory it was opened to.
@@ -337,6 +339,7 @@ func (b *Backend) release() {
 	if b.lt != nil {
 		b.lt.destroy()
 	}
+	b.releaseCopier()
 	for a := range b.live {
 		b.rawFree(a.ptr, a.bytes)
 		a.freed = true
@@ -610,6 +613,7 @@ func (b *Backend) Free(t engine.Tensor) {
 	if ct.alloc.freed {
 		return
 	}
+	b.forgetCopies(ct.alloc)
 	ct.alloc.freed = true
 	delete(b.live, ct.alloc)
 	b.rawFree(ct.alloc.ptr, ct.alloc.bytes)
@@ -756,6 +760,11 @@ func (b *Backend) Sync() error {
 	defer exit()
 	if err := b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.stream); err != nil {
 		return withOp("Sync", err)
+	}
+	if b.hc != nil {
+		if err := b.drv.call("cuStreamSynchronize", b.drv.cuStreamSynchronize, b.hc.stream); err != nil {
+			return withOp("Sync: copy stream", err)
+		}
 	}
 	if b.prof != nil {
 		return withOp("Sync", b.prof.collect(b.drv))

@@ -162,3 +162,86 @@ func planOf(t *testing.T, cfg engine.ModelConfig, rc *engine.RunConfig) *memplan
 	}
 	return p
 }
+
+// TestActivationsMatchPlanExactly: every byte the engine allocates for a
+// pass's buffers (NewActivationsWith on the CPU backend: saved
+// activations, backward scratch, logits, inputs and rotary tables) is the
+// plan's Activations, BackwardScratch, Logits and Inputs categories to
+// the byte, and the host memory of offloaded checkpoints its
+// HostCheckpoints, for four families with an intermediate size several
+// times the hidden one (so that a buffer sized by the wrong width shows),
+// LoRA with and without dropout and full fine-tuning, checkpointing off,
+// on and offloaded, the MLP whole and in tiles of 96 rows.
+func TestActivationsMatchPlanExactly(t *testing.T) {
+	base := engine.ModelConfig{VocabSize: 512, HiddenSize: 64, IntermediateSize: 448,
+		NumLayers: 5, NumHeads: 4, NumKVHeads: 2, HeadDim: 16, RMSNormEps: 1e-6, RopeTheta: 10000,
+		MaxPositions: 512, TieWordEmbeddings: true, BOSTokenID: 1, EOSTokenIDs: []int{2}}
+	llama := base
+	llama.ModelType = "llama"
+	qwen3 := base
+	qwen3.ModelType, qwen3.HeadDim = "qwen3", 24
+	gemma2 := base
+	gemma2.ModelType, gemma2.AttnSoftCap, gemma2.FinalSoftCap, gemma2.SlidingWindow = "gemma2", 50, 30, 64
+	gemma2.LayerTypes = []string{"sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention"}
+	phi3 := base
+	phi3.ModelType, phi3.TieWordEmbeddings, phi3.PartialRotaryFactor = "phi3", false, 0.75
+	const batch, seq = 2, 192
+	for _, cfg := range []engine.ModelConfig{llama, qwen3, gemma2, phi3} {
+		for _, method := range []string{"lora", "lora-dropout", "full"} {
+			for _, ck := range []string{"off", "on", "offload"} {
+				for _, chunk := range []int{0, 96} {
+					name := fmt.Sprintf("%s/%s/checkpointing=%s/mlp_chunk=%d", cfg.ModelType, method, ck, chunk)
+					t.Run(name, func(t *testing.T) {
+						b := cpu.New()
+						m, err := engine.NewModel(cfg, b)
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer m.Free()
+						dropout := 0.0
+						if method == "lora-dropout" {
+							dropout = 0.1
+						}
+						if method == "full" {
+							err = m.MakeAllTrainable()
+						} else {
+							err = m.AddLoRA(engine.LoRAOptions{Rank: 8, Alpha: 16, Dropout: dropout})
+						}
+						if err != nil {
+							t.Fatal(err)
+						}
+						mode := engine.OffloadOff
+						if ck == "offload" {
+							mode = engine.OffloadOn
+						}
+						before := b.InUseBytes()
+						a, err := m.NewActivationsWith(batch*seq, engine.ActivationOptions{Checkpointing: ck != "off", Tiling: engine.Tiling{MLPRows: chunk}, Offload: mode})
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer a.Free()
+						got := b.InUseBytes() - before
+						rcMethod := method
+						if method != "full" {
+							rcMethod = "lora"
+						}
+						rc := engine.RunConfig{Method: rcMethod, Backend: "cpu", LoRA: engine.LoRAConfig{Rank: 8, Dropout: dropout},
+							Data: engine.DataConfig{MaxLength: seq}, Train: engine.TrainConfig{MicroBatch: batch, GradAccum: 1,
+								Checkpointing: ck != "off", MLPChunk: chunk, OffloadCheckpoints: mode}}
+						p := planOf(t, cfg, &rc)
+						var want int64
+						for _, c := range []memplan.Category{memplan.Activations, memplan.BackwardScratch, memplan.Logits, memplan.Inputs} {
+							want += p.ExactBytes(c)
+						}
+						if got != want {
+							t.Errorf("engine allocated %d bytes for the pass, the plan counts %d (%+d)", got, want, want-got)
+						}
+						if h, w := a.HostBytes(), p.ExactBytes(memplan.HostCheckpoints); h != w || (ck == "offload") != (w > 0) {
+							t.Errorf("host memory: engine %d bytes, plan %d", h, w)
+						}
+					})
+				}
+			}
+		}
+	}
+}

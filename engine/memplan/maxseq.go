@@ -39,15 +39,31 @@ type MaxSeq struct {
 // checkpoints on the device and materialises per-layer MLP and logits
 // chunks as the plan says; see docs/fit.md for what it does not model.
 func MaxSeqLen(cfg *engine.ModelConfig, opts Options, available int64) (MaxSeq, error) {
+	return MaxSeqLenHost(cfg, opts, available, 0)
+}
+
+// MaxSeqLenHost is MaxSeqLen with host memory as well: a plan fits when
+// its Peak is within device bytes and its HostPeak (the offloaded
+// checkpoints) within host bytes (host 0 or less: not checked). With
+// OffloadCheckpoints "auto" each length is planned as ResolveOffload
+// decides it: the checkpoints on the device while that fits, else
+// offloaded. Both the device-only and the offloaded plan grow with the
+// sequence, so "either fits" still turns false only once.
+func MaxSeqLenHost(cfg *engine.ModelConfig, opts Options, device, host int64) (MaxSeq, error) {
 	plan := func(t int) (*MemPlan, error) {
 		o := opts
 		o.SeqLen = t
-		p, err := Plan(cfg, o)
+		var p *MemPlan
+		var err error
+		if o, err = ResolveOffload(cfg, o, device); err == nil {
+			p, err = Plan(cfg, o)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("memplan: max sequence length, at %d tokens: %w", t, err)
 		}
 		return p, nil
 	}
+	fits := func(p *MemPlan) bool { return p.Peak() <= device && (host <= 0 || p.HostPeak() <= host) }
 	from, to := 1, MaxSearchSeqLen
 	if opts.MLPChunk == 0 {
 		tiled := func(p *MemPlan) bool { return mlpRows(cfg, p.Options, p.Tokens) < p.Tokens }
@@ -74,7 +90,7 @@ func MaxSeqLen(cfg *engine.ModelConfig, opts Options, available int64) (MaxSeq, 
 			if err != nil {
 				return MaxSeq{}, err
 			}
-			if p.Peak() <= available {
+			if fits(p) {
 				from = hi
 			} else if hi > 1 {
 				to = hi - 1
@@ -83,17 +99,17 @@ func MaxSeqLen(cfg *engine.ModelConfig, opts Options, available int64) (MaxSeq, 
 			}
 		}
 	}
-	return longestFit(plan, from, to, available)
+	return longestFit(plan, from, to, fits)
 }
 
-// longestFit bisects [from, to], over which the peak never falls, for the
+// longestFit bisects [from, to], over which the peaks never fall, for the
 // longest length that fits; from fits unless it is 1.
-func longestFit(plan func(int) (*MemPlan, error), from, to int, available int64) (MaxSeq, error) {
+func longestFit(plan func(int) (*MemPlan, error), from, to int, fits func(*MemPlan) bool) (MaxSeq, error) {
 	lo, err := plan(from)
 	if err != nil {
 		return MaxSeq{}, err
 	}
-	if lo.Peak() > available {
+	if !fits(lo) {
 		return MaxSeq{Next: lo}, nil
 	}
 	// Grow an upper bound that does not fit, then bisect: good fits, bad
@@ -109,7 +125,7 @@ func longestFit(plan func(int) (*MemPlan, error), from, to int, available int64)
 		if err != nil {
 			return MaxSeq{}, err
 		}
-		if p.Peak() > available {
+		if !fits(p) {
 			bad, badPlan = t, p
 			break
 		}
@@ -132,7 +148,7 @@ func longestFit(plan func(int) (*MemPlan, error), from, to int, available int64)
 		if err != nil {
 			return MaxSeq{}, err
 		}
-		if p.Peak() > available {
+		if !fits(p) {
 			bad, badPlan = mid, p
 		} else {
 			good, goodPlan = mid, p

@@ -85,8 +85,13 @@ const (
 	DequantWorkspace                   // one NF4 weight dequantized to bf16 (QLoRA)
 	GEMMWorkspace                      // cuBLASLt workspace
 	GenerationCache                    // GRPO: the sampler's key/value cache
+	HostCheckpoints                    // offloaded activation checkpoints, in pinned host memory
 	numCategories
 )
+
+// Host reports a category that lives in host memory, not on the device:
+// Peak leaves it out and HostPeak adds it up.
+func (c Category) Host() bool { return c == HostCheckpoints }
 
 var categoryNames = [numCategories]string{
 	Weights:            "weights",
@@ -104,6 +109,7 @@ var categoryNames = [numCategories]string{
 	DequantWorkspace:   "dequantize workspace",
 	GEMMWorkspace:      "cuBLASLt workspace",
 	GenerationCache:    "generation KV cache (GRPO)",
+	HostCheckpoints:    "offloaded checkpoints (host)",
 }
 
 func (c Category) String() string {
@@ -210,13 +216,16 @@ func (p *MemPlan) ExactBytes(c Category) int64 {
 	return n
 }
 
-// Peak is the memory the run needs at its peak: every buffer is live for
-// the whole step (nothing is freed and reused between phases), so the peak
-// is the sum of all arenas plus the overheads.
+// Peak is the device memory the run needs at its peak: every buffer is
+// live for the whole step (nothing is freed and reused between phases), so
+// the peak is the sum of all device arenas plus the overheads. Host
+// buffers (Category.Host) are HostPeak's.
 func (p *MemPlan) Peak() int64 {
 	var n int64
 	for _, b := range p.Buffers {
-		n += b.ArenaBytes()
+		if !b.Category.Host() {
+			n += b.ArenaBytes()
+		}
 	}
 	for _, o := range p.Overheads {
 		n += o.Bytes
@@ -224,19 +233,36 @@ func (p *MemPlan) Peak() int64 {
 	return n
 }
 
+// HostPeak is the host memory the run pins for the whole step: the
+// offloaded activation checkpoints (0 when they stay on the device).
+func (p *MemPlan) HostPeak() int64 {
+	var n int64
+	for _, b := range p.Buffers {
+		if b.Category.Host() {
+			n += b.ArenaBytes()
+		}
+	}
+	return n
+}
+
+// Offloaded reports whether the plan keeps its activation checkpoints in
+// host memory.
+func (p *MemPlan) Offloaded() bool { return p.HostPeak() > 0 || p.Options.offload() }
+
 // Line is one printed row of the plan.
 type Line struct {
 	Label string
 	Bytes int64
 }
 
-// Lines lists the non-empty categories in a fixed order, then overheads.
-// Labels carry the dtype where a category has one.
+// Lines lists the non-empty device categories in a fixed order, then
+// overheads. Labels carry the dtype where a category has one. HostLines
+// lists the host categories.
 func (p *MemPlan) Lines() []Line {
 	var out []Line
 	for c := Category(0); c < numCategories; c++ {
 		n := p.Bytes(c)
-		if n == 0 {
+		if n == 0 || c.Host() {
 			continue
 		}
 		label := c.String()
@@ -248,6 +274,17 @@ func (p *MemPlan) Lines() []Line {
 	}
 	for _, o := range p.Overheads {
 		out = append(out, Line{Label: o.Name, Bytes: o.Bytes})
+	}
+	return out
+}
+
+// HostLines lists the non-empty host categories (pinned host memory).
+func (p *MemPlan) HostLines() []Line {
+	var out []Line
+	for c := Category(0); c < numCategories; c++ {
+		if n := p.Bytes(c); n > 0 && c.Host() {
+			out = append(out, Line{Label: c.String() + " (" + p.Options.WeightDType.String() + ")", Bytes: n})
+		}
 	}
 	return out
 }
@@ -634,7 +671,11 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 		Buffer{Name: "inputs.targets", Category: Inputs, DType: I32, Shape: []int64{n}, Repeat: 1},
 		Buffer{Name: "inputs.positions", Category: Inputs, DType: I32, Shape: []int64{n}, Repeat: 1},
 		// Sequence start offsets for packed variable-length attention.
-		Buffer{Name: "inputs.seq_starts", Category: Inputs, DType: I32, Shape: []int64{seqs + 1}, Repeat: 1},
+		// (room for one sequence per token: the engine sizes it before
+		// it sees a batch).
+		Buffer{Name: "inputs.seq_starts", Category: Inputs, DType: I32, Shape: []int64{n + 1}, Repeat: 1},
+		// The rotary tables, cos and sin per kind (engine.ModelConfig.RopeTables).
+		Buffer{Name: "inputs.rope_tables", Category: Inputs, DType: F32, Shape: []int64{2 * int64(cfg.RopeTables()), n, int64(cfg.RotaryDim() / 2)}, Repeat: 1},
 		// Log-probability of each target token (loss, DPO sums).
 		Buffer{Name: "loss.token_logprobs", Category: Inputs, DType: F32, Shape: []int64{n}, Repeat: 1},
 	)
@@ -769,6 +810,10 @@ func mlpRows(cfg *engine.ModelConfig, o Options, n int64) int64 {
 // checkpointing only each layer's input resid_in is kept (Repeat = L), and
 // one layer's set, minus that input, exists for the layer being recomputed
 // and differentiated (Repeat = 1).
+// With the checkpoints offloaded (Options.OffloadCheckpoints "on") the
+// device keeps engine.OffloadSlots residual streams (acts.checkpoint.slots
+// and acts.resid_out) and pinned host memory the other L+1-OffloadSlots
+// (host.checkpoint.resid_in, category HostCheckpoints, outside Peak).
 //
 // After the last layer: its output [N, H] (final RMSNorm input), that
 // norm's rstd [N], and its output for one LM-head chunk [C, H] (the head
@@ -783,7 +828,11 @@ func mlpRows(cfg *engine.ModelConfig, o Options, n int64) int64 {
 //	grad.swiglu    [tile, I]    tile = N untiled (mlpRows)
 //	grad.gate_up   [tile, 2·I]
 //	grad.lora_xa   [N, r]       LoRA: one target's intermediate at a time
-//	grad.lm_head_in [N, H]      gradient the chunked LM head writes
+//	grad.lora_dropout_in        LoRA dropout only: max(N·max(H, Q), tile·max(H, I))
+//	                            (engine.DropoutScratch)
+//
+// The chunked LM head writes its input gradient into grad.ln_out, which
+// the final norm's backward reads before the layers reuse it.
 func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 	h, q, kv, i := int64(cfg.HiddenSize), int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.IntermediateSize)
 	dt := o.WeightDType
@@ -792,9 +841,24 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 	var bufs []Buffer
 	if o.Checkpointing {
 		for _, b := range set {
-			if b.Name == "acts.resid_in" {
+			if b.Name != "acts.resid_in" {
+				continue
+			}
+			if !o.offload() {
 				b.Name = "acts.checkpoint.resid_in"
 				b.Repeat = l
+				bufs = append(bufs, b)
+				continue
+			}
+			// Offloaded: the residual streams 0..L rotate through
+			// engine.OffloadSlots device buffers (one of them is
+			// acts.resid_out below) and all but the last OffloadSlots
+			// streams are copied to pinned host buffers.
+			b.Name = "acts.checkpoint.slots"
+			b.Repeat = min(engine.OffloadSlots, l+1) - 1
+			bufs = append(bufs, b)
+			if h := engine.OffloadedLayers(l); h > 0 {
+				b.Name, b.Category, b.Repeat = "host.checkpoint.resid_in", HostCheckpoints, h
 				bufs = append(bufs, b)
 			}
 		}
@@ -826,6 +890,10 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		Buffer{Name: "acts.final_rstd", Category: Activations, DType: F32, Shape: []int64{n}, Repeat: 1},
 		Buffer{Name: "acts.final_norm_out", Category: Activations, DType: dt, Shape: []int64{int64(engine.LogitsChunk(int(n), cfg.VocabSize, o.LogitsChunk)), h}, Repeat: 1},
 	)
+	if f := engine.FamilyOf(cfg.ModelType); f != nil && f.NormOffset != 0 {
+		// (1 + w) of the norm being run, for families that store w around 0.
+		bufs = append(bufs, Buffer{Name: "acts.norm_weight", Category: Activations, DType: dt, Shape: []int64{max(h, int64(cfg.HeadDim))}, Repeat: 1})
+	}
 	g := func(name string, shape ...int64) Buffer {
 		return Buffer{Name: "grad." + name, Category: BackwardScratch, DType: dt, Shape: shape, Repeat: 1}
 	}
@@ -836,10 +904,12 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		g("attn_out", n, q),
 		g("swiglu", c, i),
 		g("gate_up", c, 2*i),
-		g("lm_head_in", n, h),
 	)
 	if (o.Base() == LoRA || o.Base() == QLoRA) && len(o.LoRATargets) > 0 {
 		bufs = append(bufs, g("lora_xa", n, int64(o.LoRARank)))
+		if o.LoRADropout > 0 {
+			bufs = append(bufs, g("lora_dropout_in", int64(engine.DropoutScratch(cfg, int(n), int(c)))))
+		}
 	}
 	if qkNorm(cfg) {
 		bufs = append(bufs, g("q_raw", n, q), g("k_raw", n, kv))

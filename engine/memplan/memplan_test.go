@@ -61,13 +61,15 @@ func TestPlanLoRAByHand(t *testing.T) {
 		// layer: resid_out 256 + final rstd 32 + final_norm_out of one
 		// logits chunk, 4·16 × 2 = 128, = 416 → 7392
 		Activations: 7392,
-		// resid 128, ln_out 128, qkv 8·32 = 256, attn_out 128, swiglu 256,
-		// gate_up 512, lm_head_in 128, lora_xa 16 = 1552 × 2
-		BackwardScratch: 3104,
+		// resid 128, ln_out 128 (also the LM head's input gradient), qkv
+		// 8·32 = 256, attn_out 128, swiglu 256, gate_up 512, lora_xa 16 =
+		// 1424 × 2
+		BackwardScratch: 2848,
 		// 4 × 64 fp32 = 1024, bf16 gradient copy 512
 		Logits: 1536,
-		// tokens, targets, positions, log-probs 4 × 32; seq_starts 2 × 4
-		Inputs: 136,
+		// tokens, targets, positions, log-probs 4 × 32; seq_starts (8+1) × 4;
+		// rope cos and sin 2 × 8 × head_dim/2 (2) fp32 = 128
+		Inputs: 292,
 		// delta 4·8 fp32 = 128; GQA dK/dV accumulators 8·16 fp32 = 512
 		AttentionWorkspace: 640,
 		GEMMWorkspace:      32 << 20,

@@ -64,9 +64,19 @@ type Options struct {
 	SeqLen    int // tokens per sequence (the maximum length), required
 	// LoRARank is r (default 16); LoRATargets the adapted projections,
 	// short or PEFT names (default all seven).
-	LoRARank      int
-	LoRATargets   []string
+	LoRARank    int
+	LoRATargets []string
+	// LoRADropout is lora.dropout: above 0 the engine keeps a buffer for
+	// the dropped adapter inputs (engine.DropoutScratch).
+	LoRADropout   float64
 	Checkpointing bool // keep only layer inputs, recompute the rest in backward
+	// OffloadCheckpoints is train.offload_checkpoints: with checkpointing,
+	// "on" plans the layer inputs in pinned host memory (all but
+	// engine.OffloadSlots of them), "off" and "auto" on the device. Plan
+	// does not know the memory available; ResolveOffload decides "auto"
+	// with engine.OffloadCheckpoints and returns the options with "on" or
+	// "off". Empty: auto.
+	OffloadCheckpoints string
 	// WeightDType is the compute dtype of weights and activations: BF16
 	// (default, the GPU path) or F32 (the CPU reference backend).
 	WeightDType DType
@@ -173,7 +183,7 @@ func (o Options) resolve() (Options, error) {
 		}
 		o.LoRATargets = norm
 	} else {
-		o.LoRARank, o.LoRATargets = 0, nil
+		o.LoRARank, o.LoRATargets, o.LoRADropout = 0, nil, 0
 	}
 	if o.Base() != QLoRA {
 		o.DoubleQuant = false
@@ -193,9 +203,14 @@ func (o Options) resolve() (Options, error) {
 	if o.Backend == "" {
 		o.Backend = BackendCUDA
 	}
+	mode, err := engine.ParseOffloadMode(o.OffloadCheckpoints)
+	if err != nil {
+		return o, fmt.Errorf("memplan: %w", err)
+	}
 	if o.Backend != BackendCUDA && o.Backend != BackendCPU {
 		return o, fmt.Errorf("memplan: backend %q: want cuda or cpu", o.Backend)
 	}
+	o.OffloadCheckpoints = mode
 	return o, nil
 }
 
@@ -209,17 +224,19 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		return Options{}, fmt.Errorf("memplan: run config method: %w", err)
 	}
 	o := Options{
-		Method:        m,
-		MicroBatch:    rc.Train.MicroBatch,
-		GradAccum:     rc.Train.GradAccum,
-		SeqLen:        rc.Data.MaxLength,
-		LoRARank:      rc.LoRA.Rank,
-		LoRATargets:   rc.LoRA.TargetModules,
-		Checkpointing: rc.Train.Checkpointing,
-		MLPChunk:      rc.Train.MLPChunk,
-		LogitsChunk:   rc.Train.LogitsChunk,
-		DoubleQuant:   false, // engine/nf4.go keeps fp32 absmax
-		GPUs:          rc.Parallel.PlannedRanks(),
+		Method:             m,
+		MicroBatch:         rc.Train.MicroBatch,
+		GradAccum:          rc.Train.GradAccum,
+		SeqLen:             rc.Data.MaxLength,
+		LoRARank:           rc.LoRA.Rank,
+		LoRATargets:        rc.LoRA.TargetModules,
+		LoRADropout:        rc.LoRA.Dropout,
+		Checkpointing:      rc.Train.Checkpointing,
+		MLPChunk:           rc.Train.MLPChunk,
+		LogitsChunk:        rc.Train.LogitsChunk,
+		OffloadCheckpoints: rc.Train.OffloadCheckpoints,
+		DoubleQuant:        false, // engine/nf4.go keeps fp32 absmax
+		GPUs:               rc.Parallel.PlannedRanks(),
 	}
 	if o.BF16Masters, err = engine.MasterWeights(rc.Train.MasterWeights); err != nil {
 		return Options{}, fmt.Errorf("memplan: run config: %w", err)
@@ -249,4 +266,37 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		return Options{}, fmt.Errorf("memplan: run config backend %q: want auto, cpu or cuda", rc.Backend)
 	}
 	return o.resolve()
+}
+
+// offload reports whether the plan puts the checkpoints in host memory.
+func (o Options) offload() bool {
+	return o.Checkpointing && o.OffloadCheckpoints == engine.OffloadOn
+}
+
+// ResolveOffload decides OffloadCheckpoints "auto" for a device with
+// available bytes by the engine's rule (engine.OffloadCheckpoints): on
+// when the plan with the checkpoints on the device does not fit (never on
+// the CPU backend). The returned options say "on" or "off".
+func ResolveOffload(cfg *engine.ModelConfig, opts Options, available int64) (Options, error) {
+	o, err := opts.resolve()
+	if err != nil {
+		return opts, err
+	}
+	if o.OffloadCheckpoints != engine.OffloadAuto {
+		return o, nil
+	}
+	o.OffloadCheckpoints = engine.OffloadOff
+	if !o.Checkpointing || o.Backend == BackendCPU {
+		// The CPU backend's host memory is its device memory: offloading
+		// saves nothing there (engine.HostOffloader.OffloadSavesDevice).
+		return o, nil
+	}
+	kept, err := Plan(cfg, o)
+	if err != nil {
+		return opts, err
+	}
+	if engine.OffloadCheckpoints(engine.OffloadAuto, true, kept.Peak(), available) {
+		o.OffloadCheckpoints = engine.OffloadOn
+	}
+	return o, nil
 }
