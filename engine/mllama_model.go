@@ -444,3 +444,34 @@ func (m *MllamaModel) Free() {
 		p.W, p.Grad, p.M, p.V, p.Master = nil, nil, nil, nil, nil
 	}
 }
+
+// AdamW steps every trainable parameter (PyTorch's AdamW: decoupled
+// weight decay, bias correction by the 1-based step), creating the
+// moments on first use. Norm weights, biases and gates take no decay.
+func (m *MllamaModel) AdamW(p AdamWParams) error {
+	for _, q := range m.Params() {
+		if !q.Trainable {
+			continue
+		}
+		for _, t := range []*Tensor{&q.M, &q.V} {
+			if *t == nil {
+				x, err := m.B.Alloc(F32, q.Shape...)
+				if err == nil {
+					err = m.B.Fill(x, 0)
+				}
+				if err != nil {
+					return fmt.Errorf("AdamW moments of %s: %w", q.Name, err)
+				}
+				*t = x
+			}
+		}
+		pp := p
+		if q.NoDecay {
+			pp.WeightDecay = 0
+		}
+		if err := m.B.AdamW(q.W, q.Grad, q.M, q.V, pp); err != nil {
+			return fmt.Errorf("AdamW %s: %w", q.Name, err)
+		}
+	}
+	return nil
+}
