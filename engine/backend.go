@@ -310,12 +310,15 @@ type PartialRoPE interface {
 // sequence of ops serves every position (StepRecorder can then record it
 // once and replay it). pos is read by the device when the op runs.
 type DeviceDecoder interface {
-	// KVAppend copies x [1, C] into row pos[0] of cache [rows, C].
-	KVAppend(cache, x, pos Tensor) error
-	// AttentionDecode is AttentionKV for one query row q [1, NHeads*HeadDim]
-	// at position pos[0] over rows 0..pos[0] of k and v (caches of
-	// [rows, NKVHeads*HeadDim]); out is overwritten.
-	AttentionDecode(out, q, k, v, pos Tensor, p AttnParams) error
+	// AttentionDecode is the attention of one new token at position
+	// p = pos[0]: q [1, NHeads*HeadDim] and k [1, NKVHeads*HeadDim] turned
+	// by RoPEPartial's rotation at p (the first 2*Cols(cos) dims of each
+	// head, tables [maxPos, Cols]), the turned k and v stored in row p of
+	// kCache and vCache ([rows, NKVHeads*HeadDim]), then AttentionKV of the
+	// turned q over cache rows 0..p into out (overwritten). q, k and v are
+	// left as they were. One op instead of five keeps a decoding step
+	// short.
+	AttentionDecode(out, q, k, v, kCache, vCache, pos, cos, sin Tensor, p AttnParams) error
 	// Argmax writes into ids[0] (I32) the column of the largest value of
 	// logits [1, V], the lowest one on ties (as Sample's greedy choice).
 	Argmax(ids, logits Tensor) error
@@ -384,4 +387,13 @@ type HostOffloader interface {
 	// one (the CPU backend): offloading works there but saves nothing, so
 	// the automatic choice never takes it.
 	OffloadSavesDevice() bool
+}
+
+// MatVecs is implemented by backends that multiply one row by several
+// weights that share it (q, k and v; gate and up) in one launch:
+// ys[i] [1, n_i] = x [1, k] @ ws[i]^T, added to ys[i] when accumulate. ok
+// is false, with nothing done, when the backend cannot take these operands
+// (the caller then multiplies them one by one).
+type MatVecs interface {
+	MatVecs(ys []Tensor, x Tensor, ws []Tensor, accumulate bool) (ok bool, err error)
 }

@@ -22,6 +22,7 @@ type replayCPU struct {
 	queue     *[]func() error // non-nil while recording
 	recorded  int             // recordings made
 	replays   int
+	matVecs   int   // MatVecs calls
 	hostWhile error // a host transfer attempted while recording
 }
 
@@ -135,11 +136,23 @@ func (r *replayCPU) GeGLU(out, g, u engine.Tensor) error {
 func (r *replayCPU) AttentionKV(out, q, k, v engine.Tensor, qOffset int, p engine.AttnParams) error {
 	return r.op(func() error { return r.Backend.AttentionKV(out, q, k, v, qOffset, p) })
 }
-func (r *replayCPU) KVAppend(cache, x, pos engine.Tensor) error {
-	return r.op(func() error { return r.Backend.KVAppend(cache, x, pos) })
+func (r *replayCPU) AttentionDecode(out, q, k, v, kc, vc, pos, cos, sin engine.Tensor, p engine.AttnParams) error {
+	return r.op(func() error { return r.Backend.AttentionDecode(out, q, k, v, kc, vc, pos, cos, sin, p) })
 }
-func (r *replayCPU) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.AttnParams) error {
-	return r.op(func() error { return r.Backend.AttentionDecode(out, q, k, v, pos, p) })
+
+// MatVecs takes the shared-input path through MatMul, one by one.
+func (r *replayCPU) MatVecs(ys []engine.Tensor, x engine.Tensor, ws []engine.Tensor, accumulate bool) (bool, error) {
+	r.matVecs++
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	for i := range ws {
+		if err := r.MatMul(ys[i], x, ws[i], false, true, 1, beta); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 func (r *replayCPU) Argmax(ids, logits engine.Tensor) error {
 	return r.op(func() error { return r.Backend.Argmax(ids, logits) })
@@ -204,6 +217,9 @@ func TestDecodeModesAgree(t *testing.T) {
 					}
 					if g.Used != mode || g.Fallback != "" {
 						t.Errorf("%s: used %s (%s)", mode, g.Used, g.Fallback)
+					}
+					if rb.matVecs == 0 && name != "phi3" { // phi3 fuses its projections
+						t.Errorf("%s: q, k, v and gate, up never went through MatVecs", mode)
 					}
 					if mode == engine.DecodeGraph && (rb.recorded == rec0 || rb.replays-rep0 < 2*(len(got)-2)) {
 						t.Errorf("graph: %d recordings and %d replays for 2×%d tokens", rb.recorded-rec0, rb.replays-rep0, len(got))

@@ -599,10 +599,16 @@ func (a *Activations) attnParams(l int) AttnParams {
 		Scale: float32(c.AttnScale()), Window: c.LayerWindow(l), SoftCap: float32(c.AttnSoftCap)}
 }
 
+// ropeTable is layer l's cos and sin tables.
+func (a *Activations) ropeTable(l int) [2]Tensor {
+	c := &a.m.Cfg
+	return a.ropes[RopeKind{Local: c.LayerLocalRope(l), Long: a.longRope}]
+}
+
 // rope turns x's heads by layer l's table (the backward with inverse).
 func (a *Activations) rope(x Tensor, nHeads, l int, inverse bool) error {
 	c := &a.m.Cfg
-	tab := a.ropes[RopeKind{Local: c.LayerLocalRope(l), Long: a.longRope}]
+	tab := a.ropeTable(l)
 	pos := a.rows(a.positions, a.t)
 	if c.RotaryDim() == c.HeadDim {
 		return a.m.B.RoPE(x, pos, tab[0], tab[1], nHeads, c.HeadDim, inverse)
@@ -819,6 +825,67 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 	return nil
 }
 
+// sharedMatVecs reports whether the single-row products of lins, which
+// share their input, can go to the backend's MatVecs in one launch: the
+// generator asked for it (a.matVec), one row, plain weights (not NF4,
+// not fused, no bias) and their adapters all on or all off.
+func (a *Activations) sharedMatVecs(lins ...*Linear) bool {
+	if _, ok := a.m.B.(MatVecs); !ok || !a.matVec || a.t != 1 {
+		return false
+	}
+	lora := func(lin *Linear) bool { return lin.LoRA != nil && lin.LoRA.Enabled }
+	for _, lin := range lins {
+		if lin.W.Quant != nil || lin.Parts != nil || lin.B != nil || lora(lin) != lora(lins[0]) {
+			return false
+		}
+	}
+	return true
+}
+
+// linearsForward is linearForward (overwriting ys) of linears that share
+// x, their base products in one MatVecs call (sharedMatVecs said it can),
+// after each adapter's term; the backend may still refuse the operands,
+// and then each linear runs alone.
+func (a *Activations) linearsForward(lins []*Linear, x Tensor, ys []Tensor, layer int, set *layerActs) error {
+	B := a.m.B
+	accumulate := false
+	ws := make([]Tensor, len(lins))
+	for i, lin := range lins {
+		ws[i] = lin.W.W
+		if lo := lin.LoRA; lo != nil && lo.Enabled {
+			xa, err := a.loraXA(lin, x, layer, set)
+			if err != nil {
+				return err
+			}
+			if err := B.MatMul(ys[i], xa, lo.B.W, false, true, lo.Scale, 0); err != nil {
+				return fmt.Errorf("%s lora B: %w", lin.Module, err)
+			}
+			accumulate = true
+		}
+	}
+	ok, err := B.(MatVecs).MatVecs(ys, x, ws, accumulate)
+	if err != nil {
+		return fmt.Errorf("%s: %w", lins[0].Module, err)
+	}
+	if ok {
+		return nil
+	}
+	for i, lin := range lins {
+		W, err := a.weight(lin)
+		if err != nil {
+			return err
+		}
+		beta := float32(0)
+		if accumulate {
+			beta = 1
+		}
+		if err := B.MatMul(ys[i], x, W, false, true, 1, beta); err != nil {
+			return fmt.Errorf("%s forward: %w", lin.Module, err)
+		}
+	}
+	return nil
+}
+
 // matVecNF4 runs the base product of an NF4 linear over a single row
 // straight from its codes (NF4MatVec), when the generator asked for it
 // (a.matVec) and the backend has it; done is false when the caller must
@@ -1011,6 +1078,8 @@ func (a *Activations) layerForward(l int) error {
 	add("attention norm", func() error { return a.norm(h1, rstd1, x, L.AttnNorm) })
 	if L.QKV != nil {
 		add("qkv", func() error { return a.linearForward(L.QKV, h1, []Tensor{qIn, kIn, v}, false, l, s) })
+	} else if a.sharedMatVecs(L.Q, L.K, L.V) {
+		add("q k v", func() error { return a.linearsForward([]*Linear{L.Q, L.K, L.V}, h1, []Tensor{qIn, kIn, v}, l, s) })
 	} else {
 		add("q", func() error { return a.linearForward(L.Q, h1, []Tensor{qIn}, false, l, s) })
 		add("k", func() error { return a.linearForward(L.K, h1, []Tensor{kIn}, false, l, s) })
@@ -1024,8 +1093,11 @@ func (a *Activations) layerForward(l int) error {
 			return a.norm(a.heads(k, c.NumKVHeads), a.rows(s.rstdK, T*c.NumKVHeads), a.heads(kIn, c.NumKVHeads), L.KNorm)
 		})
 	}
-	add("rope q", func() error { return a.rope(q, c.NumHeads, l, false) })
-	add("rope k", func() error { return a.rope(k, c.NumKVHeads, l, false) })
+	// Decoding on the device, the attention op turns q and k itself.
+	if a.kv == nil || a.kv.devPos == nil {
+		add("rope q", func() error { return a.rope(q, c.NumHeads, l, false) })
+		add("rope k", func() error { return a.rope(k, c.NumKVHeads, l, false) })
+	}
 	add("attention", func() error {
 		if a.kv != nil {
 			return a.kv.attend(a, l, q, k, v, att)
@@ -1098,6 +1170,12 @@ func (a *Activations) gateUp(l int, s *layerActs, h2, g, u Tensor) error {
 	if L.GateUp != nil {
 		if err := a.linearForward(L.GateUp, h2, []Tensor{g, u}, false, l, s); err != nil {
 			return fmt.Errorf("gate_up: %w", err)
+		}
+		return nil
+	}
+	if a.sharedMatVecs(L.Gate, L.Up) {
+		if err := a.linearsForward([]*Linear{L.Gate, L.Up}, h2, []Tensor{g, u}, l, s); err != nil {
+			return fmt.Errorf("gate, up: %w", err)
 		}
 		return nil
 	}

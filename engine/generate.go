@@ -57,14 +57,10 @@ func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
 		return c.attendLanes(a, l, q, k, v, att)
 	}
 	if c.devPos != nil {
-		dd := a.m.B.(DeviceDecoder)
-		if err := dd.KVAppend(c.k[l], k, c.devPos); err != nil {
-			return fmt.Errorf("kv append of k: %w", err)
-		}
-		if err := dd.KVAppend(c.v[l], v, c.devPos); err != nil {
-			return fmt.Errorf("kv append of v: %w", err)
-		}
-		return dd.AttentionDecode(att, q, c.k[l], c.v[l], c.devPos, a.attnParams(l))
+		// q and k come unturned (layerForward leaves the rotation to this
+		// op while decoding on the device).
+		tab := a.ropeTable(l)
+		return a.m.B.(DeviceDecoder).AttentionDecode(att, q, k, v, c.k[l], c.v[l], c.devPos, tab[0], tab[1], a.attnParams(l))
 	}
 	B, T, kvd := a.m.B, Rows(k), a.m.Cfg.KVDim()
 	for _, pair := range [][2]Tensor{{c.k[l], k}, {c.v[l], v}} {

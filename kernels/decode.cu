@@ -1,16 +1,23 @@
 // decode.cu: one-token decoding steps whose position lives in device memory,
 // so that a recorded step (a CUDA graph) serves every position. pos is an
 // int32 of one element, read when the kernel runs; the host checks it
-// against the cache before launching and the kernels clamp it anyway.
+// against the cache and the rotary tables before launching and the kernels
+// clamp it anyway.
 //
-// kv_append: cache[pos, :] = x[0, :]                       (cache [rows, C])
-//
-// attention_decode: one query row q (H heads of D) at position p = pos[0]
-// over keys and values 0..p of the caches k, v ([rows, KVH*D], GQA: query
-// head h reads kv head h / (H/KVH)), with the training kernels' maths:
-//   x_j = scale * q . k_j, capped to softcap * tanh(x_j / softcap) when
-//   softcap > 0, over j in [first, p] where first = p - window + 1 when a
-//   window is set (else 0);  out = sum_j softmax(x)_j v_j   (overwrite)
+// attention_decode: the attention of one new token at position p = pos[0]:
+//   1. rotary embedding of its q (H heads of D) and new k (KVH heads) at
+//      position p, as rope.cu does (half-split over the first rot dims of
+//      each head, c and s row p of the [maxPos, rot/2] cos and sin tables),
+//      each value rounded to its tensor's dtype as rope.cu's in-place
+//      result would be;
+//   2. the rotated k and the new v stored in row p of the caches k and v
+//      ([rows, KVH*D]) by one block per kv head;
+//   3. out = sum_j softmax(x)_j v_j over keys j in [first, p] (first =
+//      p - window + 1 when a window is set, else 0), with the training
+//      kernels' scores x_j = scale * q . k_j, capped to
+//      softcap * tanh(x_j / softcap) when softcap > 0; GQA: query head h
+//      reads kv head h / (H/KVH). Row p comes from the new k and v, not
+//      the cache, so no block reads what another writes.
 // Split over keys, flash-decoding style: block (h, s) of gridDim.y = S
 // takes keys [s*chunk, (s+1)*chunk) of that range and writes its running
 // max m, its sum l = sum exp(x_j - m) and acc = sum exp(x_j - m) v_j to
@@ -18,7 +25,8 @@
 // from count[h], which it resets to 0) combines them:
 //   M = max_s m_s,  out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s.
 // With S = 1 the block writes out directly. Dynamic shared memory:
-// (D + chunk + 256 + 32) floats. blockDim.x = 256.
+// (2*D + chunk + 256 + 32) floats. blockDim.x = 256. q, k and v (the new
+// rows) are read only; out is overwritten.
 //
 // argmax: ids[0] = the index of the largest of logits[0..n), the lowest index
 // on ties (as the host's greedy choice); NaNs are never chosen over a
@@ -27,52 +35,72 @@
 // advance_position: pos[0] += 1 while the result stays below limit.
 #include "common.cuh"
 
-extern "C" __global__ void kv_append(void* cache, int cdt, const void* x, int xdt, const int* pos, i64 rows, i64 cols) {
-    int p = pos[0];
-    if (p < 0) p = 0;
-    if (p >= rows) p = (int)rows - 1;
-    const i64 base = (i64)p * cols;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < cols; i += (i64)gridDim.x * blockDim.x) {
-        st(cache, cdt, base + i, ld(x, xdt, i));
+// round_to is v as a tensor of dtype dt would hold it.
+__device__ __forceinline__ float round_to(int dt, float v) { return dt == DT_BF16 ? bf16_to_f32(f32_to_bf16(v)) : v; }
+
+// rope_row writes head hd of x (D values at x + hd*D, dtype xdt) turned by
+// row p of the tables into dst[0..D), rounded to xdt.
+__device__ __forceinline__ void rope_row(float* dst, const void* x, int xdt, i64 off, int D, int rot, const void* cosT,
+                                         const void* sinT, int cdt, i64 p) {
+    const int half = rot / 2;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float y = ld(x, xdt, off + d);
+        if (d < rot) {
+            const int i = d < half ? d : d - half;
+            const float c = ld(cosT, cdt, p * half + i), sn = ld(sinT, cdt, p * half + i);
+            const float x1 = ld(x, xdt, off + i), x2 = ld(x, xdt, off + i + half);
+            y = d < half ? x1 * c - x2 * sn : x2 * c + x1 * sn;
+        }
+        dst[d] = round_to(xdt, y);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) attention_decode(void* out, int odt, const void* q, int qdt, const void* k, const void* v,
-                                                                   int kvdt, const int* pos, i64 rows, int H, int KVH, int D, float scale,
-                                                                   int window, float softcap, int chunk, float* part, unsigned int* count) {
+extern "C" __global__ void __launch_bounds__(256) attention_decode(void* out, int odt, const void* q, int qdt, const void* kn, const void* vn, int ndt, void* k, void* v, int kvdt,
+                     const int* pos, i64 rows, const void* cosT, const void* sinT, int cdt, int rot, i64 maxPos, int H, int KVH, int D,
+                     float scale, int window, float softcap, int chunk, float* part, unsigned int* count) {
     extern __shared__ float sm[];
-    float* qs = sm;               // [D]
-    float* sc = sm + D;           // [chunk] scores, then their exponentials
-    float* red = sc + chunk;      // [256] partial sums of the output
-    float* tmp = red + 256;       // [32] block reductions
+    float* qs = sm;          // [D] rotated q
+    float* ks = qs + D;      // [D] rotated new k
+    float* sc = ks + D;      // [chunk] scores, then their exponentials
+    float* red = sc + chunk; // [256] partial sums of the output
+    float* tmp = red + 256;  // [32] block reductions
     __shared__ int last;
     const int h = blockIdx.x, s = blockIdx.y, S = gridDim.y, tid = threadIdx.x;
-    int p = pos[0];
+    i64 p = pos[0];
     if (p < 0) p = 0;
-    if (p >= rows) p = (int)rows - 1;
-    int first = 0;
+    if (p >= rows) p = rows - 1;
+    if (p >= maxPos) p = maxPos - 1;
+    i64 first = 0;
     if (window > 0 && p - window + 1 > 0) first = p - window + 1;
-    const int lo = max(first, s * chunk), hi = min(p + 1, (s + 1) * chunk);
+    const i64 lo = max(first, (i64)s * chunk), hi = min(p + 1, (i64)(s + 1) * chunk);
     const int kvh = h / (H / KVH);
     const i64 ld_kv = (i64)KVH * D;
-    const void* kh = (const char*)k + (i64)kvh * D * (kvdt == DT_BF16 ? 2 : 4);
-    const void* vh = (const char*)v + (i64)kvh * D * (kvdt == DT_BF16 ? 2 : 4);
-    for (int d = tid; d < D; d += blockDim.x) qs[d] = ld(q, qdt, (i64)h * D + d);
+    const i64 hoff = (i64)kvh * D;
+    rope_row(qs, q, qdt, (i64)h * D, D, rot, cosT, sinT, cdt, p);
+    rope_row(ks, kn, ndt, hoff, D, rot, cosT, sinT, cdt, p);
     __syncthreads();
+    if (s == 0 && h % (H / KVH) == 0) {
+        for (int d = tid; d < D; d += blockDim.x) {
+            st(k, kvdt, p * ld_kv + hoff + d, ks[d]);
+            st(v, kvdt, p * ld_kv + hoff + d, ld(vn, ndt, hoff + d));
+        }
+    }
     // Scores, one key per thread.
-    const bool vec = (D & 7) == 0 && kvdt == DT_BF16 && aligned16(k) && (ld_kv & 7) == 0 && ((i64)kvh * D & 7) == 0;
+    const bool vec = (D & 7) == 0 && kvdt == DT_BF16 && aligned16(k) && (ld_kv & 7) == 0 && (hoff & 7) == 0;
     float mloc = NEG_INF;
-    for (int j = lo + tid; j < hi; j += blockDim.x) {
+    for (i64 j = lo + tid; j < hi; j += blockDim.x) {
         float dot = 0.0f;
-        if (vec) {
+        if (j == p) {
+            for (int d = 0; d < D; d++) dot += qs[d] * round_to(kvdt, ks[d]);
+        } else if (vec) {
             for (int d = 0; d < D; d += 8) {
                 float kk[8];
-                ld8(kh, kvdt, (i64)j * ld_kv + d, kk);
+                ld8(k, kvdt, j * ld_kv + hoff + d, kk);
 #pragma unroll
                 for (int e = 0; e < 8; e++) dot += qs[d + e] * kk[e];
             }
         } else {
-            for (int d = 0; d < D; d++) dot += qs[d] * ld(kh, kvdt, (i64)j * ld_kv + d);
+            for (int d = 0; d < D; d++) dot += qs[d] * ld(k, kvdt, j * ld_kv + hoff + d);
         }
         float x = dot * scale;
         if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
@@ -81,21 +109,24 @@ extern "C" __global__ void __launch_bounds__(256) attention_decode(void* out, in
     }
     const float m = block_max(mloc, tmp);
     float lloc = 0.0f;
-    for (int j = lo + tid; j < hi; j += blockDim.x) {
+    for (i64 j = lo + tid; j < hi; j += blockDim.x) {
         const float e = expf(sc[j - lo] - m);
         sc[j - lo] = e;
         lloc += e;
     }
-    const float l = block_sum(lloc, tmp); // ends with __syncthreads before the sum's reads; sc is complete
+    const float l = block_sum(lloc, tmp);
     __syncthreads();
     // acc[d] over the block's keys: G groups of D threads, group g taking
     // keys lo+g, lo+g+G, ...; then the groups are added up.
     const int G = D <= (int)blockDim.x ? (int)blockDim.x / D : 1;
     for (int d0 = 0; d0 < D; d0 += (int)blockDim.x) { // one pass unless D > blockDim
         const int d = d0 + tid % D, g = tid / D;
-        float acc = 0.0f;
         if (g < G && d < D) {
-            for (int j = lo + g; j < hi; j += G) acc += sc[j - lo] * ld(vh, kvdt, (i64)j * ld_kv + d);
+            float acc = 0.0f;
+            for (i64 j = lo + g; j < hi; j += G) {
+                const float vj = j == p ? round_to(kvdt, ld(vn, ndt, hoff + d)) : ld(v, kvdt, j * ld_kv + hoff + d);
+                acc += sc[j - lo] * vj;
+            }
             red[g * D + (d - d0)] = acc;
         }
         __syncthreads();

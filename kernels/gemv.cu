@@ -7,7 +7,8 @@
 // One warp per row, 8 rows per 256-thread block; each lane reads 16 bytes
 // of w and of x at a time, four pieces in flight. The host launches it
 // only for k a multiple of 8 and 16-byte aligned w and x (cuBLASLt
-// takes the rest); there is no backward (decoding only).
+// takes the rest); there is no backward (decoding only). gemv_bf16_multi
+// does the same for up to three weights sharing x in one launch.
 #include "common.cuh"
 
 __device__ __forceinline__ float dot8_bf16(u32x4 a, u32x4 b) {
@@ -21,11 +22,10 @@ __device__ __forceinline__ float dot8_bf16(u32x4 a, u32x4 b) {
     return s;
 }
 
-extern "C" __global__ void __launch_bounds__(256) gemv_bf16(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 n, i64 k,
-                                                            float alpha, float beta) {
+// gemv_row is one warp's row: y[row] = alpha * w[row, :] . x + beta * y[row].
+__device__ __forceinline__ void gemv_row(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 row, i64 k, float alpha,
+                                         float beta) {
     const int lane = threadIdx.x & 31;
-    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= n) return;
     const u32x4* wr = (const u32x4*)(w + row * k);
     const u32x4* xv = (const u32x4*)x;
     const i64 k8 = k / 8;
@@ -43,4 +43,30 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16(void* y, int ydt, co
         if (beta != 0.0f) r += beta * ld(y, ydt, row);
         st(y, ydt, row, r);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 n, i64 k,
+                                                            float alpha, float beta) {
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row < n) gemv_row(y, ydt, x, w, row, k, alpha, beta);
+}
+
+// gemv_bf16_multi is gemv_bf16 (alpha 1) for up to three weights that
+// share x (q, k and v; gate and up), their rows numbered one after the
+// other across the grid: one launch instead of three.
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16_multi(const unsigned short* x, i64 k, int ydt, float beta, void* y0,
+                                                                  const unsigned short* w0, i64 n0, void* y1, const unsigned short* w1,
+                                                                  i64 n1, void* y2, const unsigned short* w2, i64 n2) {
+    i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row < n0) {
+        gemv_row(y0, ydt, x, w0, row, k, 1.0f, beta);
+        return;
+    }
+    row -= n0;
+    if (row < n1) {
+        gemv_row(y1, ydt, x, w1, row, k, 1.0f, beta);
+        return;
+    }
+    row -= n1;
+    if (row < n2) gemv_row(y2, ydt, x, w2, row, k, 1.0f, beta);
 }

@@ -27,49 +27,71 @@ func devicePos(c *checker, pos engine.Tensor, rows int) (int, bool) {
 	return p, true
 }
 
-// KVAppend copies x [1, C] into row pos[0] of cache [rows, C].
-func (b *Backend) KVAppend(cache, x, pos engine.Tensor) error {
-	c := check("KVAppend")
-	ct, xt := c.float("cache", cache), c.float("x", x)
-	if c.Err != nil {
-		return c.Err
-	}
-	cols := engine.Cols(ct)
-	c.Matrix("x", xt, 1, cols)
-	p, ok := devicePos(&c, pos, engine.Rows(ct))
-	if !ok {
-		return c.Err
-	}
-	row := ct.floats()[p*cols : (p+1)*cols]
-	copy(row, xt.floats())
-	if ct.dt == engine.BF16 {
+// storeRow copies x [1, C] into row p of cache [rows, C], rounded to the
+// cache's dtype.
+func storeRow(cache, x *Tensor, p int) {
+	cols := x.n
+	row := cache.floats()[p*cols : (p+1)*cols]
+	copy(row, x.floats())
+	if cache.dt == engine.BF16 {
 		roundSliceBF16(row) // only the row written
 	}
-	return nil
 }
 
-// AttentionDecode is AttentionKV for the one query at position pos[0]
-// over rows 0..pos[0] of the caches k and v.
-func (b *Backend) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.AttnParams) error {
+// AttentionDecode turns q and k by RoPEPartial at pos[0] (in copies),
+// stores the turned k and v in that row of the caches and attends over
+// rows 0..pos[0] (AttentionKV).
+func (b *Backend) AttentionDecode(out, q, k, v, kCache, vCache, pos, cos, sin engine.Tensor, p engine.AttnParams) error {
 	c := check("AttentionDecode")
-	kt := c.float("k", k)
+	qt, kt, vt := c.float("q", q), c.float("k", k), c.float("v", v)
+	kc, vc, ct := c.float("kCache", kCache), c.float("vCache", vCache), c.float("cos", cos)
 	if c.Err != nil {
 		return c.Err
 	}
-	at, ok := devicePos(&c, pos, engine.Rows(kt))
+	kd := p.NKVHeads * p.HeadDim
+	rows := engine.Rows(kc)
+	c.Matrix("k", kt, 1, kd)
+	c.Matrix("v", vt, 1, kd)
+	c.Matrix("kCache", kc, rows, kd)
+	c.Matrix("vCache", vc, rows, kd)
+	if c.Err != nil {
+		return c.Err
+	}
+	at, ok := devicePos(&c, pos, min(rows, engine.Rows(ct)))
 	if !ok {
 		return c.Err
 	}
-	kd := engine.Cols(kt)
-	kv, err := b.View(k, 0, at+1, kd)
+	turned := func(x *Tensor, heads int) (*Tensor, error) {
+		t, err := b.Alloc(x.dt, x.shape...)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Copy(t, x); err != nil {
+			return nil, err
+		}
+		return t.(*Tensor), b.RoPEPartial(t, pos, cos, sin, heads, p.HeadDim, false)
+	}
+	qr, err := turned(qt, p.NHeads)
+	if err != nil {
+		return fmt.Errorf("cpu: AttentionDecode: turn q: %w", err)
+	}
+	defer b.Free(qr)
+	kr, err := turned(kt, p.NKVHeads)
+	if err != nil {
+		return fmt.Errorf("cpu: AttentionDecode: turn k: %w", err)
+	}
+	defer b.Free(kr)
+	storeRow(kc, kr, at)
+	storeRow(vc, vt, at)
+	kv, err := b.View(kc, 0, at+1, kd)
 	if err != nil {
 		return fmt.Errorf("cpu: AttentionDecode: %w", err)
 	}
-	vv, err := b.View(v, 0, at+1, kd)
+	vv, err := b.View(vc, 0, at+1, kd)
 	if err != nil {
 		return fmt.Errorf("cpu: AttentionDecode: %w", err)
 	}
-	return b.AttentionKV(out, q, kv, vv, at, p)
+	return b.AttentionKV(out, qr, kv, vv, at, p)
 }
 
 // Argmax writes the column of the largest logit (the lowest on ties) into

@@ -43,32 +43,6 @@ func bound(t *Tensor, limit int) {
 	t.alloc.known = &intSummary{off: t.off, n: t.n, min: 0, max: int32(limit - 1), lo: 0, hi: int32(limit - 1), others: true}
 }
 
-// KVAppend copies x [1, C] into row pos[0] of cache [rows, C].
-func (b *Backend) KVAppend(cache, x, pos engine.Tensor) error {
-	c := b.check("KVAppend")
-	ct, xt, pt := c.float("cache", cache), c.float("x", x), c.intTensor("pos", pos)
-	if c.Err != nil {
-		return c.Err
-	}
-	rows, cols := engine.Rows(ct), engine.Cols(ct)
-	c.Matrix("x", xt, 1, cols)
-	c.Length("pos", pt, 1)
-	c.disjoint("cache", ct, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	if err := b.checkPos("KVAppend", pt, rows); err != nil {
-		return err
-	}
-	return b.launch(fmt.Sprintf("KVAppend %s [1 %d] into %v", xt.dt, cols, ct.shape), "decode.cu", "kv_append", b.gridFor(cols), block256, 0,
-		ct.ptr(), dt(ct), xt.ptr(), dt(xt), pt.ptr(), int64(rows), int64(cols))
-}
-
 // decodeSplits is how many blocks share one head's keys in
 // attention_decode, from the cache's rows (fixed for a recording): about
 // 128 keys each, at most 64.
@@ -77,11 +51,14 @@ func decodeSplits(rows int) (splits, chunk int) {
 	return splits, (rows + splits - 1) / splits
 }
 
-// AttentionDecode is attention of the one query row q at position pos[0]
-// over rows 0..pos[0] of the caches k and v (kernels/decode.cu).
-func (b *Backend) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.AttnParams) error {
+// AttentionDecode turns q and k by the rotary tables at pos[0], stores
+// the turned k and v in that row of the caches and attends over rows
+// 0..pos[0], all in one launch (kernels/decode.cu, attention_decode).
+func (b *Backend) AttentionDecode(out, q, k, v, kCache, vCache, pos, cos, sin engine.Tensor, p engine.AttnParams) error {
 	c := b.check("AttentionDecode")
-	ot, qt, kt, vt, pt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v), c.intTensor("pos", pos)
+	ot, qt, kt, vt := c.float("out", out), c.float("q", q), c.float("k", k), c.float("v", v)
+	kc, vc, pt := c.float("kCache", kCache), c.float("vCache", vCache), c.intTensor("pos", pos)
+	ct, st := c.float("cos", cos), c.float("sin", sin)
 	if c.Err != nil {
 		return c.Err
 	}
@@ -90,26 +67,41 @@ func (b *Backend) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.Attn
 		c.Failf("heads %d/%d of dim %d: want positive counts, query heads a multiple of kv heads, dim at most %d", H, KVH, D, attnMaxHeadDim)
 		return c.Err
 	}
-	rows := engine.Rows(kt)
+	rows, half := engine.Rows(kc), engine.Cols(ct)
+	maxPos := engine.Rows(ct)
+	if rot := 2 * half; rot <= 0 || rot > D {
+		c.Failf("cos %v: %d rotary dims for heads of %d", ct.shape, rot, D)
+		return c.Err
+	}
 	c.Matrix("q", qt, 1, H*D)
 	c.Matrix("out", ot, 1, H*D)
-	c.Matrix("k", kt, rows, KVH*D)
-	c.Matrix("v", vt, rows, KVH*D)
+	c.Matrix("k", kt, 1, KVH*D)
+	c.Matrix("v", vt, 1, KVH*D)
+	c.Matrix("kCache", kc, rows, KVH*D)
+	c.Matrix("vCache", vc, rows, KVH*D)
+	c.Matrix("sin", st, maxPos, half)
 	c.Length("pos", pt, 1)
-	if c.Err == nil && kt.dt != vt.dt {
-		c.Failf("k is %s and v %s", kt.dt, vt.dt)
+	if c.Err == nil && (kc.dt != vc.dt || kt.dt != vt.dt || ct.dt != st.dt) {
+		c.Failf("the caches are %s and %s, the new k and v %s and %s, cos and sin %s and %s: want pairs alike", kc.dt, vc.dt, kt.dt, vt.dt, ct.dt, st.dt)
 	}
-	for _, in := range []struct {
+	for _, o := range []struct {
 		name string
 		t    *Tensor
-	}{{"q", qt}, {"k", kt}, {"v", vt}} {
-		c.disjoint("out", ot, in.name, in.t)
+	}{{"out", ot}, {"kCache", kc}, {"vCache", vc}} {
+		for _, in := range []struct {
+			name string
+			t    *Tensor
+		}{{"q", qt}, {"k", kt}, {"v", vt}} {
+			c.disjoint(o.name, o.t, in.name, in.t)
+		}
 	}
+	c.disjoint("out", ot, "kCache", kc)
+	c.disjoint("out", ot, "vCache", vc)
 	if c.Err != nil {
 		return c.Err
 	}
-	if rows == 0 {
-		c.Failf("the caches have no rows")
+	if rows == 0 || maxPos == 0 {
+		c.Failf("the caches have %d rows and the tables %d", rows, maxPos)
 		return c.Err
 	}
 	exit, err := b.enter()
@@ -117,8 +109,8 @@ func (b *Backend) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.Attn
 		return err
 	}
 	defer exit()
-	op := fmt.Sprintf("AttentionDecode heads %d/%d dim %d over %d rows window %d softcap %g", H, KVH, D, rows, p.Window, p.SoftCap)
-	if err := b.checkPos(op, pt, rows); err != nil {
+	op := fmt.Sprintf("AttentionDecode heads %d/%d dim %d rotary %d over %d rows window %d softcap %g", H, KVH, D, 2*half, rows, p.Window, p.SoftCap)
+	if err := b.checkPos(op, pt, min(rows, maxPos)); err != nil {
 		return err
 	}
 	splits, chunk := decodeSplits(rows)
@@ -146,9 +138,10 @@ func (b *Backend) AttentionDecode(out, q, k, v, pos engine.Tensor, p engine.Attn
 		}
 		part, count = b.decodeScratch, b.decodeScratch+uint64(partBytes)
 	}
-	smem := 4 * (D + chunk + 256 + 32)
+	smem := 4 * (2*D + chunk + 256 + 32)
 	return b.launch(op, "decode.cu", "attention_decode", dim3{H, splits, 1}, block256, smem,
-		ot.ptr(), dt(ot), qt.ptr(), dt(qt), kt.ptr(), vt.ptr(), dt(kt), pt.ptr(), int64(rows),
+		ot.ptr(), dt(ot), qt.ptr(), dt(qt), kt.ptr(), vt.ptr(), dt(kt), kc.ptr(), vc.ptr(), dt(kc), pt.ptr(), int64(rows),
+		ct.ptr(), st.ptr(), dt(ct), int32(2*half), int64(maxPos),
 		int32(H), int32(KVH), int32(D), p.Scale, int32(p.Window), p.SoftCap, int32(chunk), part, count)
 }
 
@@ -274,4 +267,67 @@ func (b *Backend) SetGEMV(on bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.gemvDisabled = !on
+}
+
+var _ engine.MatVecs = (*Backend)(nil)
+
+// MatVecs multiplies the one row x by up to three bf16 weights that share
+// it, in one launch of kernels/gemv.cu's gemv_bf16_multi (engine.MatVecs).
+// It declines (ok false) what the kernel cannot take: other dtypes, more
+// than three weights, unaligned operands, outputs of different dtypes, or
+// the GEMV kernel turned off.
+func (b *Backend) MatVecs(ys []engine.Tensor, x engine.Tensor, ws []engine.Tensor, accumulate bool) (bool, error) {
+	c := b.check("MatVecs")
+	xt := c.float("x", x)
+	if c.Err != nil {
+		return false, c.Err
+	}
+	if len(ys) != len(ws) || len(ws) == 0 {
+		c.Failf("%d outputs for %d weights", len(ys), len(ws))
+		return false, c.Err
+	}
+	k := xt.n
+	c.Matrix("x", xt, 1, k)
+	var yts, wts []*Tensor
+	for i := range ws {
+		wt, yt := c.float(fmt.Sprintf("ws[%d]", i), ws[i]), c.float(fmt.Sprintf("ys[%d]", i), ys[i])
+		if c.Err != nil {
+			return false, c.Err
+		}
+		n := engine.Rows(wt)
+		c.Matrix(fmt.Sprintf("ws[%d]", i), wt, n, k)
+		c.Matrix(fmt.Sprintf("ys[%d]", i), yt, 1, n)
+		c.disjoint(fmt.Sprintf("ys[%d]", i), yt, "x", xt)
+		c.disjoint(fmt.Sprintf("ys[%d]", i), yt, fmt.Sprintf("ws[%d]", i), wt)
+		yts, wts = append(yts, yt), append(wts, wt)
+	}
+	if c.Err != nil {
+		return false, c.Err
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return false, err
+	}
+	defer exit()
+	if b.gemvDisabled || len(ws) > 3 || xt.dt != engine.BF16 || k%8 != 0 || alignment(xt.ptr()) < 16 {
+		return false, nil
+	}
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	var yp, wp [3]uint64
+	var np [3]int64
+	rows := 0
+	for i := range ws {
+		yt, wt := yts[i], wts[i]
+		if wt.dt != engine.BF16 || alignment(wt.ptr()) < 16 || yt.dt != yts[0].dt || alignment(yt.ptr()) < yt.dt.Size() {
+			return false, nil
+		}
+		rows += yt.n
+		yp[i], wp[i], np[i] = yt.ptr(), wt.ptr(), int64(yt.n)
+	}
+	op := fmt.Sprintf("MatVecs of %d weights, %d rows over %d", len(ws), rows, k)
+	return true, b.launch(op, "gemv.cu", "gemv_bf16_multi", dim3{(rows + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
+		xt.ptr(), int64(k), dt(yts[0]), beta, yp[0], wp[0], np[0], yp[1], wp[1], np[1], yp[2], wp[2], np[2])
 }

@@ -64,66 +64,77 @@ func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
 	}
 }
 
-// TestAttentionDecodeMatchesCPU: the split-over-keys decode kernel gives
-// the CPU's cached attention for one query at positions on both sides of
-// a split, with GQA, a window, a soft-cap and an odd head dim, in float32
-// and bf16; KVAppend writes the row at pos.
+// TestAttentionDecodeMatchesCPU: the fused decode kernel (rotary turn of
+// q and the new k, their store into the caches, split-over-keys attention)
+// gives the CPU's result for one query at positions on both sides of a
+// split, with GQA, a window, a soft-cap, partial rotary dims and an odd
+// head dim, in float32 and bf16; the cache rows it writes are the CPU's.
 func TestAttentionDecodeMatchesCPU(t *testing.T) {
 	g := newGPU(t, cuda.Options{})
 	c := cpu.New()
 	rng := rand.New(rand.NewPCG(21, 1))
 	cases := []struct {
-		H, KVH, D, rows, window int
-		softcap                 float32
+		H, KVH, D, rot, rows, window int
+		softcap                      float32
 	}{
-		{4, 2, 64, 300, 0, 0},
-		{4, 2, 64, 300, 50, 0},
-		{8, 8, 128, 40, 0, 5},
-		{2, 1, 80, 200, 0, 0},
-		{4, 1, 256, 1000, 0, 0},
+		{4, 2, 64, 64, 300, 0, 0},
+		{4, 2, 64, 32, 300, 50, 0},
+		{8, 8, 128, 128, 40, 0, 5},
+		{2, 1, 80, 80, 200, 0, 0},
+		{4, 1, 256, 256, 1000, 0, 0},
 	}
 	for _, tc := range cases {
+		half := tc.rot / 2
+		cosv, sinv := make([]float32, tc.rows*half), make([]float32, tc.rows*half)
+		for pp := 0; pp < tc.rows; pp++ {
+			for i := 0; i < half; i++ {
+				a := float64(pp) * math.Pow(10000, -float64(2*i)/float64(tc.rot))
+				cosv[pp*half+i], sinv[pp*half+i] = float32(math.Cos(a)), float32(math.Sin(a))
+			}
+		}
 		for _, dt := range []engine.DType{engine.F32, engine.BF16} {
 			for _, pos := range []int{0, 1, 127, 128, tc.rows - 1} {
 				if pos >= tc.rows {
 					continue
 				}
-				name := fmt.Sprintf("%s H%d/%d D%d rows%d win%d cap%g pos%d", dt, tc.H, tc.KVH, tc.D, tc.rows, tc.window, tc.softcap, pos)
+				name := fmt.Sprintf("%s H%d/%d D%d rot%d rows%d win%d cap%g pos%d", dt, tc.H, tc.KVH, tc.D, tc.rot, tc.rows, tc.window, tc.softcap, pos)
 				p := engine.AttnParams{NHeads: tc.H, NKVHeads: tc.KVH, HeadDim: tc.D, Scale: float32(1 / math.Sqrt(float64(tc.D))), Window: tc.window, SoftCap: tc.softcap}
-				qv := randomVals(rng, tc.H*tc.D, 1)
-				kv := randomVals(rng, tc.rows*tc.KVH*tc.D, 1)
-				vv := randomVals(rng, tc.rows*tc.KVH*tc.D, 1)
-				xv := randomVals(rng, tc.KVH*tc.D, 1)
-				var outs [2][]float32
-				var rowsAt [2][]float32
+				kd := tc.KVH * tc.D
+				qv, kv, vv := randomVals(rng, tc.H*tc.D, 1), randomVals(rng, tc.rows*kd, 1), randomVals(rng, tc.rows*kd, 1)
+				kn, vn := randomVals(rng, kd, 1), randomVals(rng, kd, 1)
+				var outs, kRows, vRows [2][]float32
 				for i, b := range []engine.Backend{c, g} {
 					q := upload(t, b, dt, qv, 1, tc.H*tc.D)
-					k := upload(t, b, dt, kv, tc.rows, tc.KVH*tc.D)
-					v := upload(t, b, dt, vv, tc.rows, tc.KVH*tc.D)
-					x := upload(t, b, dt, xv, 1, tc.KVH*tc.D)
+					kc := upload(t, b, dt, kv, tc.rows, kd)
+					vc := upload(t, b, dt, vv, tc.rows, kd)
+					k := upload(t, b, dt, kn, 1, kd)
+					v := upload(t, b, dt, vn, 1, kd)
+					cs := upload(t, b, engine.F32, cosv, tc.rows, half)
+					sn := upload(t, b, engine.F32, sinv, tc.rows, half)
 					out := upload(t, b, dt, make([]float32, tc.H*tc.D), 1, tc.H*tc.D)
 					pt, _ := b.Alloc(engine.I32, 1)
 					t.Cleanup(func() { b.Free(pt) })
 					if err := b.UploadInt32(pt, []int32{int32(pos)}); err != nil {
 						t.Fatal(err)
 					}
-					dd := b.(engine.DeviceDecoder)
-					if err := dd.KVAppend(k, x, pt); err != nil {
-						t.Fatalf("%s %s: %v", name, b.Name(), err)
-					}
-					if err := dd.AttentionDecode(out, q, k, v, pt, p); err != nil {
+					if err := b.(engine.DeviceDecoder).AttentionDecode(out, q, k, v, kc, vc, pt, cs, sn, p); err != nil {
 						t.Fatalf("%s %s: %v", name, b.Name(), err)
 					}
 					outs[i] = download(t, b, out)
-					rowsAt[i] = download(t, b, k)[pos*tc.KVH*tc.D : (pos+1)*tc.KVH*tc.D]
+					kRows[i] = download(t, b, kc)[pos*kd : (pos+1)*kd]
+					vRows[i] = download(t, b, vc)[pos*kd : (pos+1)*kd]
+					if got := download(t, b, q); !slices.Equal(got, download(t, c, upload(t, c, dt, qv, 1, tc.H*tc.D))) {
+						t.Errorf("%s %s: q was changed", name, b.Name())
+					}
 				}
 				tol := 1e-5
 				if dt == engine.BF16 {
 					tol = 2e-2
 				}
 				closeTo(t, name, outs[1], outs[0], tol)
-				if !slices.Equal(rowsAt[0], rowsAt[1]) {
-					t.Errorf("%s: KVAppend wrote %v, the CPU %v", name, rowsAt[1][:4], rowsAt[0][:4])
+				closeTo(t, name+" k row", kRows[1], kRows[0], tol)
+				if !slices.Equal(vRows[0], vRows[1]) {
+					t.Errorf("%s: v row %v, the CPU's %v", name, vRows[1][:4], vRows[0][:4])
 				}
 			}
 		}
@@ -246,6 +257,50 @@ func TestMatVecKernels(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestMatVecsMatchesMatMul: the shared-input GEMV of q, k, v (or gate,
+// up) in one launch equals cuBLASLt's products one by one, overwriting and
+// accumulating; it declines float32 operands.
+func TestMatVecsMatchesMatMul(t *testing.T) {
+	b := newGPU(t, cuda.Options{})
+	t.Setenv(cuda.GEMVEnv, "0")
+	ref := newGPU(t, cuda.Options{})
+	rng := rand.New(rand.NewPCG(21, 5))
+	const k = 2048
+	ns := []int{2048, 512, 512}
+	xv := randomVals(rng, k, 1)
+	for _, acc := range []bool{false, true} {
+		var ys, rys, ws, rws []engine.Tensor
+		var yvs [][]float32
+		for _, n := range ns {
+			wv, yv := randomVals(rng, n*k, 0.05), randomVals(rng, n, 1)
+			yvs = append(yvs, yv)
+			ws, rws = append(ws, upload(t, b, engine.BF16, wv, n, k)), append(rws, upload(t, ref, engine.BF16, wv, n, k))
+			ys, rys = append(ys, upload(t, b, engine.BF16, yv, 1, n)), append(rys, upload(t, ref, engine.BF16, yv, 1, n))
+		}
+		x, rx := upload(t, b, engine.BF16, xv, 1, k), upload(t, ref, engine.BF16, xv, 1, k)
+		ok, err := b.MatVecs(ys, x, ws, acc)
+		if err != nil || !ok {
+			t.Fatalf("MatVecs: %v, %v", ok, err)
+		}
+		beta := float32(0)
+		if acc {
+			beta = 1
+		}
+		for i := range ns {
+			if err := ref.MatMul(rys[i], rx, rws[i], false, true, 1, beta); err != nil {
+				t.Fatal(err)
+			}
+			closeTo(t, fmt.Sprintf("weight %d accumulate=%v", i, acc), download(t, b, ys[i]), download(t, ref, rys[i]), 1e-2)
+		}
+	}
+	x32 := upload(t, b, engine.F32, xv, 1, k)
+	w32 := upload(t, b, engine.F32, make([]float32, 8*k), 8, k)
+	y32 := upload(t, b, engine.F32, make([]float32, 8), 1, 8)
+	if ok, err := b.MatVecs([]engine.Tensor{y32}, x32, []engine.Tensor{w32}, false); ok || err != nil {
+		t.Errorf("float32 operands: ok %v, %v; want declined", ok, err)
 	}
 }
 
