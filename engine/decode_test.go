@@ -265,3 +265,58 @@ func TestDecodeModeFromEnv(t *testing.T) {
 		t.Error("an unknown mode was accepted")
 	}
 }
+
+// TestGenerateManyMatchesOneByOne: prompts of different lengths decoded
+// together, one row per lane at its own position, give each lane the
+// tokens the one-sequence generator gives its prompt alone: greedy,
+// sampled, with stop ids and different limits (lanes finish at different
+// passes), for a plain model and Gemma 2's window and soft-caps.
+func TestGenerateManyMatchesOneByOne(t *testing.T) {
+	for _, name := range []string{"llama", "gemma2"} {
+		t.Run(name, func(t *testing.T) {
+			var m *engine.Model
+			if name == "llama" {
+				m = newTiny(t, true, false)
+			} else {
+				m = newTinyFamily(t, name)
+			}
+			prompts := [][]int32{{3, 1, 4}, {2, 7, 1, 8, 2, 8, 1}, {5}, {9, 9, 8, 7, 6}}
+			opts := []engine.SampleOptions{
+				engine.Greedy(10, nil),
+				{MaxNewTokens: 6, Temperature: 0.9, TopK: 8, Seed: 7},
+				{MaxNewTokens: 12, Temperature: 1, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 3, StopIDs: []int32{4, 11}},
+				engine.Greedy(3, nil),
+			}
+			group, err := m.NewGroupGenerator(5, 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer group.Free()
+			got, err := group.GenerateMany(context.Background(), prompts, opts, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			one, err := m.NewGenerator(20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer one.Free()
+			one.Mode = engine.DecodePlain
+			for i := range prompts {
+				want, err := one.Generate(context.Background(), prompts[i], opts[i], nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got[i], want) {
+					t.Errorf("lane %d: together %v, alone %v", i, got[i], want)
+				}
+			}
+			if _, err := group.GenerateMany(context.Background(), [][]int32{{1}}, opts, nil); err == nil {
+				t.Error("one prompt with four options was accepted")
+			}
+			if _, err := group.GenerateMany(context.Background(), [][]int32{make([]int32, 15)}, opts[:1], nil); err == nil {
+				t.Error("a prompt of 15 + 10 new tokens fit a 20-token plan")
+			}
+		})
+	}
+}

@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+)
+
+// GenerateMany continues several prompts together, lane i continuing
+// prompts[i] with opts[i] (its own seed, length limit and stop ids; a
+// limit of 0 means up to MaxLen). Each prompt's prefill runs alone in its
+// lane; then every pass decodes one token of every lane at once: the
+// projections and the LM head read each weight once for all lanes, and
+// attention runs lane by lane over the lane's own cache, at its own
+// position. A lane that samples a stop id or reaches its limit is done
+// (it keeps a row, at a position that no longer moves, whose output is
+// ignored) while the others go on. Each lane gets the tokens that
+// Generator.Generate gives its prompt alone with the same options. For
+// side-by-side chat (base and tuned model, or several prompts) and for
+// samples during training. onToken, when set, is called after each pass
+// and may return false to end every lane.
+func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, opts []SampleOptions, onToken func() bool) ([][]int32, error) {
+	n := len(prompts)
+	if n == 0 || n > len(g.lanes) || len(opts) != n {
+		return nil, fmt.Errorf("generation: %d prompts with %d options for %d lanes", n, len(opts), len(g.lanes))
+	}
+	opts = append([]SampleOptions(nil), opts...)
+	for i, p := range prompts {
+		if len(p) == 0 {
+			return nil, fmt.Errorf("generation: prompt %d is empty", i)
+		}
+		if opts[i].MaxNewTokens <= 0 {
+			opts[i].MaxNewTokens = g.MaxLen - len(p)
+		}
+		if len(p)+opts[i].MaxNewTokens > g.MaxLen {
+			return nil, fmt.Errorf("generation: prompt %d of %d tokens + %d new exceeds the planned %d", i, len(p), opts[i].MaxNewTokens, g.MaxLen)
+		}
+	}
+	V := g.m.Cfg.VocabSize
+	rows := make([][]float32, n) // each lane's latest logits
+	rngs := make([]*rand.Rand, n)
+	seen := make([]map[int32]bool, n)
+	for i, p := range prompts {
+		lane := g.lanes[i]
+		lane.pos = 0
+		pos := make([]int32, len(p))
+		for j := range pos {
+			pos[j] = int32(j)
+		}
+		logits, err := g.pass(lane, p, pos, []int32{0, int32(len(p))}, 1)
+		if err != nil {
+			return nil, fmt.Errorf("prompt %d: %w", i, err)
+		}
+		lane.pos = len(p)
+		rows[i] = append([]float32(nil), logits[:V]...)
+		rngs[i] = rand.New(rand.NewPCG(opts[i].Seed, 0x6e6))
+		seen[i] = map[int32]bool{}
+		for _, id := range p {
+			seen[i][id] = true
+		}
+	}
+	group := &kvCache{lanes: g.lanes[:n]}
+	tokens := make([]int32, n)
+	positions := make([]int32, n)
+	starts := make([]int32, n+1)
+	for i := range starts {
+		starts[i] = int32(i)
+	}
+	out := make([][]int32, n)
+	done := make([]bool, n)
+	for {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		live := 0
+		for i := 0; i < n; i++ {
+			if done[i] {
+				continue
+			}
+			id := Sample(rows[i], opts[i], seen[i], rngs[i])
+			out[i] = append(out[i], id)
+			seen[i][id] = true
+			if isStop(id, opts[i].StopIDs) || len(out[i]) == opts[i].MaxNewTokens {
+				done[i] = true
+			} else {
+				live++
+			}
+		}
+		if onToken != nil && !onToken() {
+			break
+		}
+		if live == 0 {
+			break
+		}
+		for i, lane := range g.lanes[:n] {
+			tokens[i] = out[i][len(out[i])-1]
+			positions[i] = int32(lane.pos)
+		}
+		logits, err := g.pass(group, tokens, positions, starts, n)
+		if err != nil {
+			return out, err
+		}
+		for i, lane := range g.lanes[:n] {
+			if done[i] {
+				// Its row wrote this slot again; the position stays, so
+				// a finished lane never runs past its planned length.
+				continue
+			}
+			copy(rows[i], logits[i*V:(i+1)*V])
+			lane.pos++
+		}
+	}
+	return out, nil
+}
