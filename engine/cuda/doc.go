@@ -120,7 +120,9 @@
 //
 // Their ops are here: the GELU-tanh gated MLP (engine.GELUTanhGLU,
 // kernels/geglu.cu), the final-logit soft-cap (engine.SoftCapper,
-// kernels/softcap.cu), partial rotary embedding (engine.PartialRoPE, the
+// kernels/softcap.cu, for generation's logits; training fuses it into the
+// cross-entropy, engine.CappedCrossEntropy, kernels/crossentropy.cu's cap
+// argument), partial rotary embedding (engine.PartialRoPE, the
 // rot argument of kernels/rope.cu), and in every attention kernel (float32
 // and tensor-core; forward, both backward kernels, and AttentionKV) the
 // sliding window and Gemma 2's attention-score soft-cap (softcap * tanh,
