@@ -688,14 +688,12 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	}
 
 	// ---- attention backward workspace ------------------------------------
-	// delta = rowsum(dO ∘ O) per head and token, fp32 [nh, N]. With GQA
-	// several query heads add into one key/value head, so dK and dV are
-	// accumulated in fp32 [N, 2·KV] before the cast to bf16.
-	nh, kv := int64(cfg.NumHeads), int64(cfg.KVDim())
+	// delta = rowsum(dO ∘ O) per head and token, fp32 [nh, N], the CUDA
+	// backward's one scratch (engine/cuda/attention.go). With GQA the
+	// dK/dV kernel sums a key/value head's query heads inside one block
+	// and writes dK and dV in the compute dtype: no fp32 accumulator.
+	nh := int64(cfg.NumHeads)
 	p.Buffers = append(p.Buffers, Buffer{Name: "attn.delta", Category: AttentionWorkspace, DType: F32, Shape: []int64{nh, n}, Repeat: 1})
-	if cfg.NumKVHeads < cfg.NumHeads {
-		p.Buffers = append(p.Buffers, Buffer{Name: "attn.dkv_accum", Category: AttentionWorkspace, DType: F32, Shape: []int64{n, 2 * kv}, Repeat: 1})
-	}
 
 	if o.Backend == BackendCUDA {
 		p.Buffers = append(p.Buffers, Buffer{Name: "cublaslt.workspace", Category: GEMMWorkspace, DType: U8, Shape: []int64{CuBLASLtWorkspaceBytes}, Repeat: 1})
