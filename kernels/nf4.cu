@@ -14,16 +14,23 @@
 // matvec_nf4 multiplies one row by such a weight without expanding it
 // (decoding a QLoRA model reads each weight once per token):
 //   y[r] = sum_c x[c] * w(r, c) (+ y[r] when accumulate)     w [n, k]
-// with w(r, c) the value dequantize_nf4 would write, rounded to wdt (the
-// compute dtype) as the expanded weight would hold it. One warp per row,
-// 8 rows per 256-thread block; with k a multiple of 32 and aligned codes
-// and x each lane takes 16 bytes of codes (32 values of one absmax block)
-// at a time, else one word. k must be a multiple of 8 (a word's 8 values
-// then share a block). There is no backward (the weight is frozen and
-// decoding takes no gradient).
+// with w(r, c) = NF4_LEVELS[code] * absmax in float32, summed as
+// absmax * sum(level * x) over each run of values sharing an absmax. (The
+// expanded bf16 weight of dequantize_nf4 rounds each w to bf16 first; in
+// float32 the two are the same numbers.) One warp per row, 8 rows per
+// 256-thread block; with k a multiple of 32 and aligned codes and x each
+// lane takes 16 bytes of codes (32 values of one absmax block) at a time,
+// else one word. k must be a multiple of 8 (a word's 8 values then share a
+// block). There is no backward (the weight is frozen and decoding takes
+// no gradient).
 #include "common.cuh"
 
 #define NF4_BLOCK 64
+
+// Two floats in one 8-byte access (no CUDA header here).
+struct __attribute__((aligned(8))) f32x2 {
+    float x, y;
+};
 
 __constant__ float NF4_LEVELS[16] = {
     -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
@@ -59,15 +66,15 @@ extern "C" __global__ void dequantize_nf4(void* out, int odt, const unsigned int
     }
 }
 
-__device__ __forceinline__ float nf4_weight(const float* levels, unsigned int code, float s, int wdt) {
-    const float w = levels[code] * s;
-    return wdt == DT_BF16 ? bf16_to_f32(f32_to_bf16(w)) : w;
-}
-
 extern "C" __global__ void __launch_bounds__(256) matvec_nf4(void* y, int ydt, const void* x, int xdt, const unsigned int* packed,
-                                                             const float* absmax, i64 n, i64 k, int accumulate, int wdt) {
-    __shared__ float levels[16];
-    if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
+                                                             const float* absmax, i64 n, i64 k, int accumulate) {
+    // pair[b] holds the levels of both codes of byte b (high nibble first),
+    // so each byte of codes costs one 8-byte shared load.
+    __shared__ f32x2 pair[256];
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) {
+        pair[b].x = NF4_LEVELS[b >> 4];
+        pair[b].y = NF4_LEVELS[b & 15];
+    }
     __syncthreads();
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -81,27 +88,30 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4(void* y, int ydt, c
             const u32x4 q = pv[c];
             const float s = absmax[(row * k + c * 32) / NF4_BLOCK];
             const unsigned int words[4] = {q.x, q.y, q.z, q.w};
+            float part = 0.0f; // sum of level * x over the 32 values, times s once
 #pragma unroll
             for (int wi = 0; wi < 4; wi++) {
                 float xv[8];
                 ld8(x, xdt, c * 32 + wi * 8, xv);
 #pragma unroll
                 for (int b = 0; b < 4; b++) {
-                    const unsigned int by = (words[wi] >> (8 * b)) & 0xffu;
-                    acc += nf4_weight(levels, by >> 4, s, wdt) * xv[2 * b] + nf4_weight(levels, by & 15u, s, wdt) * xv[2 * b + 1];
+                    const f32x2 l = pair[(words[wi] >> (8 * b)) & 0xffu];
+                    part += l.x * xv[2 * b] + l.y * xv[2 * b + 1];
                 }
             }
+            acc += s * part;
         }
     } else {
         for (i64 c = lane; c < kw; c += 32) {
             const unsigned int word = pr[c];
             const float s = absmax[(row * k + c * 8) / NF4_BLOCK];
+            float part = 0.0f;
 #pragma unroll
             for (int b = 0; b < 4; b++) {
-                const unsigned int by = (word >> (8 * b)) & 0xffu;
-                acc += nf4_weight(levels, by >> 4, s, wdt) * ld(x, xdt, c * 8 + 2 * b) +
-                       nf4_weight(levels, by & 15u, s, wdt) * ld(x, xdt, c * 8 + 2 * b + 1);
+                const f32x2 l = pair[(word >> (8 * b)) & 0xffu];
+                part += l.x * ld(x, xdt, c * 8 + 2 * b) + l.y * ld(x, xdt, c * 8 + 2 * b + 1);
             }
+            acc += s * part;
         }
     }
     acc = warp_sum(acc);

@@ -208,8 +208,8 @@ func (b *Backend) AdvancePosition(pos engine.Tensor, limit int) error {
 }
 
 // MatVecNF4 computes y [1, out] = x [1, in] @ W^T (+ y when accumulate)
-// from W's NF4 codes (kernels/nf4.cu, matvec_nf4), each value rounded to
-// x's dtype as DequantizeNF4 would store it.
+// from W's NF4 codes (kernels/nf4.cu, matvec_nf4), the weight's values in
+// float32 (DequantizeNF4 into bf16 would round them).
 func (b *Backend) MatVecNF4(y, x, packed, absmax engine.Tensor, accumulate bool) error {
 	c := b.check("MatVecNF4")
 	yt, xt, pt, at := c.float("y", y), c.float("x", x), c.intTensor("packed", packed), c.f32("absmax", absmax)
@@ -244,7 +244,7 @@ func (b *Backend) MatVecNF4(y, x, packed, absmax engine.Tensor, accumulate bool)
 	}
 	return b.launch(fmt.Sprintf("MatVecNF4 %s [1 %d] = %s [1 %d] @ nf4 [%d %d]ᵀ", yt.dt, n, xt.dt, k, n, k), "nf4.cu", "matvec_nf4",
 		dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
-		yt.ptr(), dt(yt), xt.ptr(), dt(xt), pt.ptr(), at.ptr(), int64(n), int64(k), acc, dt(xt))
+		yt.ptr(), dt(yt), xt.ptr(), dt(xt), pt.ptr(), at.ptr(), int64(n), int64(k), acc)
 }
 
 // gemv runs c [1, n] = alpha * a [1, k] @ bm [n, k]^T + beta * c through
