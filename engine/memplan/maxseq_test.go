@@ -104,3 +104,63 @@ func TestMaxSeqLenEnds(t *testing.T) {
 		t.Error("unknown method accepted")
 	}
 }
+
+// TestMaxSeqLenOffload: with the checkpoints offloaded ("auto" resolved
+// per length) the longest context beats the one with them on the device;
+// the answer's resolved plan fits device and host and one token more does
+// not; a host budget below the offloaded plan's need makes the host the
+// limit, never below the on-device answer; the CPU backend never
+// offloads.
+func TestMaxSeqLenOffload(t *testing.T) {
+	cfg := tiny()
+	cfg.NumLayers = 8
+	base := Options{Method: LoRA, Checkpointing: true, MicroBatch: 2}
+	off := base
+	off.OffloadCheckpoints = "off"
+	o := base
+	o.SeqLen = 4096
+	p, err := Plan(cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	device := p.Peak()
+	kept, err := MaxSeqLen(cfg, off, device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolved := func(n int) *MemPlan {
+		t.Helper()
+		q := base
+		q.SeqLen = n
+		r, err := ResolveOffload(cfg, q, device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := Plan(cfg, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pl
+	}
+	for _, host := range []int64{0, 1 << 20, 1 << 30} {
+		got, err := MaxSeqLenHost(cfg, base, device, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fits := func(pl *MemPlan) bool { return pl.Peak() <= device && (host <= 0 || pl.HostPeak() <= host) }
+		if got.SeqLen < kept.SeqLen || !fits(resolved(got.SeqLen)) || fits(resolved(got.SeqLen+1)) {
+			t.Errorf("host %d: %d tokens (kept on the device %d)", host, got.SeqLen, kept.SeqLen)
+		}
+		if host == 0 && (got.SeqLen <= kept.SeqLen || !got.Plan.Offloaded()) {
+			t.Errorf("unlimited host: %d tokens, kept %d, offloaded %v", got.SeqLen, kept.SeqLen, got.Plan.Offloaded())
+		}
+		if host == 1<<20 && got.SeqLen != kept.SeqLen {
+			t.Errorf("1 MiB of host: %d tokens, want the on-device %d", got.SeqLen, kept.SeqLen)
+		}
+	}
+	cpuOpts := base
+	cpuOpts.Backend, cpuOpts.WeightDType, cpuOpts.SeqLen = BackendCPU, F32, 1 << 20
+	if r, err := ResolveOffload(cfg, cpuOpts, 1); err != nil || r.OffloadCheckpoints != "off" {
+		t.Errorf("CPU backend resolved to %q (%v)", r.OffloadCheckpoints, err)
+	}
+}
