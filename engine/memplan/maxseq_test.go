@@ -159,7 +159,7 @@ func TestMaxSeqLenOffload(t *testing.T) {
 		}
 	}
 	cpuOpts := base
-	cpuOpts.Backend, cpuOpts.WeightDType, cpuOpts.SeqLen = BackendCPU, F32, 1 << 20
+	cpuOpts.Backend, cpuOpts.WeightDType, cpuOpts.SeqLen = BackendCPU, F32, 1<<20
 	if r, err := ResolveOffload(cfg, cpuOpts, 1); err != nil || r.OffloadCheckpoints != "off" {
 		t.Errorf("CPU backend resolved to %q (%v)", r.OffloadCheckpoints, err)
 	}
