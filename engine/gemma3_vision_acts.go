@@ -30,6 +30,7 @@ type gemma3ImageActs struct {
 	pool        Tensor    // [M, P]
 	vgroups     Tensor    // I32 [cap*P]: image index of each patch
 	vseqs       []int32
+	vstarts     Tensor // I32 [cap+1]: vseqs on the device (SeqLayout.Dev)
 
 	x                              []Tensor // residual stream: L+1 (keep) or 2 buffers [cap*P, D]
 	sets                           []*sigLIPActs
@@ -239,6 +240,7 @@ func (ia *gemma3ImageActs) ensure(B Backend, dt DType, n int, keep bool) error {
 	ia.patches = alloc(dt, NP, K)
 	ia.pool = alloc(dt, M, P)
 	ia.vgroups = alloc(I32, NP)
+	ia.vstarts = alloc(I32, n+1)
 	nx := 2
 	if keep {
 		nx = L + 1
@@ -383,7 +385,14 @@ func (a *Activations) visionForward() error {
 		seqs[i] = int32(i * P)
 	}
 	ia.vseqs = seqs
-	vs := SeqLayout{Starts: seqs, MaxLen: P}
+	starts := rows(ia.vstarts, n+1)
+	if e != nil {
+		return e
+	}
+	if err := B.UploadInt32(starts, seqs); err != nil {
+		return fmt.Errorf("upload image starts: %w", err)
+	}
+	vs := SeqLayout{Starts: seqs, Dev: starts, MaxLen: P}
 	groups := rows(ia.vgroups, NP)
 	pw, err := B.View(v.PatchW.W, 0, c.Hidden, c.PatchDim())
 	if err != nil {
@@ -711,7 +720,7 @@ func (a *Activations) towerBackward(dpooled Tensor) error {
 	if err := ln.LayerNormBackward(dx, gradOf(v.PostW), gradOf(v.PostB), dy, xL, v.PostW.W, rows(ia.meanP, NP), rows(ia.rstdP, NP)); err != nil {
 		return fmt.Errorf("post_layernorm backward: %w", err)
 	}
-	vs := SeqLayout{Starts: ia.vseqs, MaxLen: P}
+	vs := SeqLayout{Starts: ia.vseqs, Dev: rows(ia.vstarts, n+1), MaxLen: P}
 	groups := rows(ia.vgroups, NP)
 	ap := c.attnParams()
 	for l := len(v.Layers) - 1; l >= 0; l-- {
