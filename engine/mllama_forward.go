@@ -528,3 +528,47 @@ func gradOf(p *Param) Tensor {
 	}
 	return nil
 }
+
+// Greedy extends s's ids by up to n argmax tokens, stopping after one of
+// stop, recomputing the whole sequence at each step (no cache: the CPU
+// oracle's generation). Each new token sees the images the last image
+// token's span gives it (the processor's rule: the last image's span runs
+// to the end).
+func (m *MllamaModel) Greedy(s MllamaSample, n int, stop []int32) ([]int32, error) {
+	v := &m.Cfg.Vision
+	per := s.Images * v.MaxTiles
+	var out []int32
+	for len(out) < n {
+		T := len(s.IDs)
+		cur := s
+		cur.Targets = make([]int32, T)
+		for i := range cur.Targets {
+			cur.Targets[i] = -100
+		}
+		cur.Targets[T-1] = 0 // Run wants one target; its loss is not used
+		r, err := m.Run([]MllamaSample{cur}, false, true)
+		if err != nil {
+			return out, err
+		}
+		V := m.Cfg.Text.VocabSize
+		row := r.Logits[0][(T-1)*V : T*V]
+		best := 0
+		for j, x := range row {
+			if x > row[best] {
+				best = j
+			}
+		}
+		out = append(out, int32(best))
+		for _, st := range stop {
+			if int32(best) == st {
+				return out, nil
+			}
+		}
+		// The new token's cross-attention row repeats the last one's.
+		s.IDs = append(append([]int32(nil), s.IDs...), int32(best))
+		if per > 0 {
+			s.CrossMask = append(append([]int32(nil), s.CrossMask...), s.CrossMask[(T-1)*per:T*per]...)
+		}
+	}
+	return out, nil
+}

@@ -142,4 +142,21 @@ func TestMllamaLearnsShapes(t *testing.T) {
 	if correct1 < 20 || correct1 <= correct0 || loss1 >= loss0/2 {
 		t.Errorf("held-out shapes: loss %.3f -> %.3f, named %d -> %d of %d; want at least 20 and the loss halved", loss0, loss1, correct0, correct1, len(heldOut))
 	}
+	// Describe held-out pictures: the prompt up to "5", then greedy tokens.
+	right := 0
+	for _, s := range heldOut[:6] {
+		in := mllamaShapeSample(cfg, s)
+		in.IDs, in.Targets, in.CrossMask = in.IDs[:3], in.Targets[:3], in.CrossMask[:3*4]
+		got, err := m.Greedy(in, 4, []int32{shapeEOS})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) >= 2 && got[0] == colourToken[s.colour] && got[1] == shapeTokens[s.shape] {
+			right++
+		}
+	}
+	t.Logf("greedy captions with colour and shape right: %d of 6", right)
+	if right < 4 {
+		t.Errorf("greedy captions right for %d of 6 held-out pictures, want at least 4", right)
+	}
 }
