@@ -260,10 +260,28 @@ func checkMllamaShape(src WeightSource, p *Param) error {
 		return fmt.Errorf("%s: missing tensor %s (an Mllama checkpoint has it; also looked for %s)",
 			src.Where(n), p.Name, strings.Join(mllamaSpellings(p.Name)[1:], ", "))
 	}
-	if !slices.Equal(shape, p.Shape) {
+	if !slices.Equal(shape, p.Shape) && !sameRows(shape, p.Shape, p.Name) {
 		return fmt.Errorf("%s: tensor %s has shape %v, config.json asks for %v", src.Where(n), n, shape, p.Shape)
 	}
 	return nil
+}
+
+// sameRows accepts the aspect-ratio embedding tables written with their
+// rows unflattened (early conversions kept tile_embedding as
+// [ids, tiles, patches, hidden] and the tile embeddings as [ids, tiles, 1,
+// hidden]): the same values in the same order.
+func sameRows(got, want []int, name string) bool {
+	if !strings.HasSuffix(name, "embedding.weight") || len(got) < 2 || len(want) != 2 || got[0] != want[0] {
+		return false
+	}
+	n := 1
+	for _, d := range got[1:] {
+		if d <= 0 || n > want[1] {
+			return false
+		}
+		n *= d
+	}
+	return n == want[1]
 }
 
 // LoadWeights uploads every base weight from src (shapes checked first).

@@ -308,6 +308,23 @@ func TestMllamaCheckpointNames(t *testing.T) {
 		}
 	}
 
+	// The aspect-ratio tables with unflattened rows load the same.
+	unflat := map[string]safetensors.Tensor{}
+	for k, x := range tensors {
+		unflat[k] = x
+	}
+	for name, shape := range map[string][]int{
+		"vision_model.gated_positional_embedding.tile_embedding.weight": {9, 4, 5, 32},
+		"vision_model.pre_tile_positional_embedding.embedding.weight":   {9, 4, 1, 32},
+	} {
+		x := unflat[name]
+		x.Shape = shape
+		unflat[name] = x
+	}
+	if got := logitsOf(unflat); got[1][7] != want[1][7] {
+		t.Errorf("unflattened aspect-ratio tables: logit %v, want %v", got[1][7], want[1][7])
+	}
+
 	missing := map[string]safetensors.Tensor{}
 	for k, x := range tensors {
 		missing[k] = x
