@@ -63,6 +63,20 @@ func TestGemma3VisionReleasedShapes(t *testing.T) {
 			if n := len(got); n != 27*16+7 {
 				t.Errorf("%d tensors, the released tower and projector have %d", n, 27*16+7)
 			}
+			if tc.name != "gemma-3-4b-it" {
+				return
+			}
+			// The whole 4B model, language model included: its safetensors
+			// index says total_size 8,600,158,944 bytes of bf16.
+			cfg, err := ParseModelConfig("config.json", []byte(released))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := layoutModel(*cfg, nil, ModelOptions{})
+			m.Gemma3Vision = v
+			if n := m.NumParams(); n != 4_300_079_472 {
+				t.Errorf("gemma-3-4b-it: %d parameters, the checkpoint holds 4,300,079,472", n)
+			}
 		})
 	}
 }
