@@ -104,7 +104,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	generations := fs.Int("generations", 8, "GRPO: completions sampled together per prompt (one KV cache each)")
 	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")
 	gpus := fs.Int("gpus", 1, "plan per GPU for a data-parallel run on this many GPUs (full fine-tuning shards its fp32 masters and AdamW moments across them)")
-	images := fs.Int("images", 1, "Llama 3.2 Vision: images per sequence")
+	images := fs.Int("images", 1, "Llama 3.2 Vision: images per sequence; Gemma 3: setting it plans the vision tower with that many")
 	maxSeq := fs.Bool("max-seq", false, "instead of checking --seq: find the longest sequence length that fits (binary search over the plan)")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -179,6 +179,12 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--max-seq is not available for Llama 3.2 Vision yet")
 		}
 		return fitMllama(stdout, m, opts, target, *images)
+	}
+	if imagesSet := flagSet(fs, "images"); imagesSet && m.config.ModelType == "gemma3" {
+		if *maxSeq {
+			return fmt.Errorf("--max-seq is not available for Gemma 3 with images yet")
+		}
+		return fitGemma3Vision(stdout, m, opts, target, *images)
 	}
 	if *maxSeq {
 		return fitMaxSeq(stdout, m, opts, target)
