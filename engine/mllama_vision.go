@@ -69,8 +69,10 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 	w := p.view(V.PatchEmbed.W, 0, H, feat)
 	p.do("patch embedding", func() error { return p.B.MatMul(pe, xu, w, false, true, 1, 0) })
 	peH := p.host(pe)
-	pre, cls := p.host(V.PreTile.W), p.host(V.Class.W)
-	pos, tile := p.host(V.PosEmbed.W), p.host(V.TileEmbed.W)
+	// Only this aspect ratio's rows of the tables.
+	pre := p.host(p.view(V.PreTile.W, ar*A*H, A*H))
+	tile := p.host(p.view(V.TileEmbed.W, ar*A*P*H, A*P*H))
+	cls, pos := p.host(V.Class.W), p.host(V.PosEmbed.W)
 	if p.err != nil {
 		return nil
 	}
@@ -85,10 +87,10 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 				if j == 0 {
 					x = cls[d]
 				} else {
-					x = peH[(t*np+j-1)*H+d] + float32(pre[ar*A*H+t*H+d]*gPre)
+					x = peH[(t*np+j-1)*H+d] + float32(pre[t*H+d]*gPre)
 				}
 				x += float32(oneMinus * pos[j*H+d])
-				x += float32(gPos * tile[ar*A*P*H+(t*P+j)*H+d])
+				x += float32(gPos * tile[(t*P+j)*H+d])
 				h[(t*P+j)*H+d] = x
 			}
 		}
@@ -152,7 +154,7 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 	}
 	post := p.alloc(N, H)
 	p.do("layernorm_post", func() error { return p.ops.LayerNorm(post, p.alloc(N), p.alloc(N), x, V.LNPostW.W, V.LNPostB.W, eps) })
-	postTile, gPost := p.host(V.PostTile.W), p.gate(V.PostTileGate)
+	postTile, gPost := p.host(p.view(V.PostTile.W, ar*A*H, A*H)), p.gate(V.PostTileGate)
 	if p.err != nil {
 		return nil
 	}
@@ -160,7 +162,7 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 	for t := 0; t < A; t++ {
 		for j := 0; j < Pp; j++ {
 			for d := 0; d < H; d++ {
-				add[(t*Pp+j)*H+d] = postTile[ar*A*H+t*H+d] * gPost
+				add[(t*Pp+j)*H+d] = postTile[t*H+d] * gPost
 			}
 		}
 	}
