@@ -1,9 +1,13 @@
 package engine_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"whet/datasets"
@@ -181,5 +185,71 @@ func TestOffloadRule(t *testing.T) {
 	}
 	if _, err := engine.ParseOffloadMode("yes"); err == nil {
 		t.Error("ParseOffloadMode accepted yes")
+	}
+}
+
+// TestStartOffloadedRunEqualsKept trains a five-layer Llama from a run
+// config, as whet train does, with train.offload_checkpoints on and off:
+// every step's loss is the same to the bit, and only the offloaded run
+// says (in its log) that the checkpoints went to host memory.
+func TestStartOffloadedRunEqualsKept(t *testing.T) {
+	src := t.TempDir()
+	copyDir(t, "../testdata/tiny-llama", src)
+	raw, err := os.ReadFile(filepath.Join(src, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js map[string]any
+	if err := json.Unmarshal(raw, &js); err != nil {
+		t.Fatal(err)
+	}
+	js["num_hidden_layers"] = 5
+	if raw, err = json.Marshal(js); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "config.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := engine.LoadModelConfig(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.NewModel(*cfg, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.InitRandom(5, 0.1); err != nil {
+		t.Fatal(err)
+	}
+	model := t.TempDir()
+	if err := engine.SaveModel(model, m, src); err != nil {
+		t.Fatal(err)
+	}
+	m.Free()
+	run := func(mode string) ([]float64, bool) {
+		rc := engine.RunConfig{Name: "offload-" + mode, Model: model, Method: "lora", Backend: "cpu", RunsDir: t.TempDir(),
+			LoRA: engine.LoRAConfig{Rank: 4, Alpha: 8, Dropout: 0.1},
+			Data: engine.DataConfig{Path: abs("../testdata/datasets/tiny-chat.jsonl"), MaxLength: 128, Packing: true, Seed: 1},
+			Train: engine.TrainConfig{MaxSteps: 4, MicroBatch: 2, GradAccum: 2, LR: 1e-3, Schedule: "constant", MaxGradNorm: 1, Seed: 1,
+				Checkpointing: true, OffloadCheckpoints: mode}}
+		var losses []float64
+		said := false
+		for _, ev := range runToEnd(t, noWarmupNoDecay(withDefaults(t, rc))) {
+			switch e := ev.(type) {
+			case engine.StepEvent:
+				losses = append(losses, e.Loss)
+			case engine.LogEvent:
+				said = said || strings.Contains(e.Text, "activation checkpoints offloaded to host memory (train.offload_checkpoints on)")
+			}
+		}
+		return losses, said
+	}
+	kept, saidKept := run(engine.OffloadOff)
+	off, saidOff := run(engine.OffloadOn)
+	if len(kept) != 4 || !slices.Equal(kept, off) {
+		t.Errorf("losses with the checkpoints kept %v, offloaded %v", kept, off)
+	}
+	if saidKept || !saidOff {
+		t.Errorf("offload notice: kept run %v, offloaded run %v", saidKept, saidOff)
 	}
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"whet/engine/atomicfile"
 	"whet/engine/hub"
 	"whet/engine/safetensors"
+	"whet/engine/units"
 )
 
 // LoadRunConfig reads a run.yaml on top of its method's defaults
@@ -322,6 +324,10 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	}
 	if t.GRPO != nil {
 		s.Notices = append(s.Notices, t.GRPO.notice())
+	}
+	if t.Acts.OffloadsCheckpoints() {
+		s.Notices = append(s.Notices, fmt.Sprintf("activation checkpoints offloaded to host memory (train.offload_checkpoints %s): %s pinned",
+			cmp.Or(cfg.Train.OffloadCheckpoints, OffloadAuto), units.Bytes(t.Acts.HostBytes())))
 	}
 	for i := 1; i < len(group); i++ {
 		f, err := s.newTrainer(s.followerBackends[i-1], data, group[i])
