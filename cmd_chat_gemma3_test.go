@@ -102,7 +102,7 @@ func TestChatWithImageFlagAndCommand(t *testing.T) {
 	}
 	in := strings.NewReader("/image " + filepath.Join(dir, "missing.png") + "\n/image " + img + "\nwhat is this?\nand now?\n\n")
 	var o, e bytes.Buffer
-	if code := runMain([]string{"chat", "--model", dir, "--template", "gemma-3", "--backend", "cpu",
+	if code := runMain([]string{"chat", "--model", dir, "--template", "gemma-3", "--backend", "cpu", "--vision",
 		"--max-new-tokens", "3", "--temperature", "0"}, in, &o, &e); code != 0 {
 		t.Fatalf("/image: exit %d, stderr %q\n%s", code, e.String(), o.String())
 	}
@@ -115,7 +115,14 @@ func TestChatWithImageFlagAndCommand(t *testing.T) {
 		t.Errorf("%d replies, want 2 (the second turn re-reads the image with the history):\n%s", n, o.String())
 	}
 	code, _, errs = runCLI(t, "chat", "--model", "testdata/tiny-gemma3", "--backend", "cpu", "--image", img, "--prompt", "hi")
-	if code != 1 || !strings.Contains(errs, "no vision tower") {
+	if code != 1 || !strings.Contains(errs, "vision tower") {
 		t.Errorf("--image on a text model: exit %d, stderr %q", code, errs)
+	}
+	// Without --vision the tower is not loaded: /image says how to get it.
+	o.Reset()
+	in = strings.NewReader("/image " + img + "\n\n")
+	if code := runMain([]string{"chat", "--model", dir, "--template", "gemma-3", "--backend", "cpu"}, in, &o, &e); code != 0 ||
+		!strings.Contains(o.String(), "--vision") {
+		t.Errorf("/image without --vision: exit %d\n%s", code, o.String())
 	}
 }

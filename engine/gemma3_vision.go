@@ -297,13 +297,23 @@ func HasGemma3VisionWeights(src WeightSource) bool {
 	return ok
 }
 
+// LoadGemma3Vision loads a Gemma 3 multimodal folder with its vision
+// tower and projector (LoadModelWith with ModelOptions.Gemma3Vision).
+func LoadGemma3Vision(dir string, b Backend, o ModelOptions) (*Model, error) {
+	o.Gemma3Vision = true
+	return LoadModelWith(dir, b, o)
+}
+
 // loadGemma3Vision attaches the vision tower and projector of a Gemma 3
-// multimodal folder to m, when its config is one (model_type gemma3) and
-// its files hold the tower; other models are left as they are. Every
-// tensor is checked (name and shape) before anything is allocated.
+// multimodal folder to m; a folder that is not one (model_type gemma3 with
+// the tower's tensors) is refused by name. Every tensor is checked (name
+// and shape) before anything is allocated.
 func (m *Model) loadGemma3Vision(dir string, src WeightSource) error {
-	if m.Cfg.ModelType != "gemma3" || !HasGemma3VisionWeights(src) {
-		return nil
+	if m.Cfg.ModelType != "gemma3" {
+		return fmt.Errorf("%s: model_type %s has no Gemma 3 vision tower (want gemma3)", dir, m.Cfg.ModelType)
+	}
+	if !HasGemma3VisionWeights(src) {
+		return fmt.Errorf("%s: no vision tower: missing tensor %sembeddings.patch_embedding.weight (a text-only Gemma 3 checkpoint?)", dir, gemma3VisionPrefix)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {

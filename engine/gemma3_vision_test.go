@@ -157,7 +157,7 @@ func randomPixels(rng *rand.Rand, n int) []float32 {
 
 func loadGemma3Vision(t *testing.T, dir string) *engine.Model {
 	t.Helper()
-	m, err := engine.LoadModel(dir, cpu.New())
+	m, err := engine.LoadGemma3Vision(dir, cpu.New(), engine.ModelOptions{})
 	if err != nil {
 		t.Fatalf("load %s: %v", dir, err)
 	}
@@ -437,7 +437,7 @@ func TestGemma3VisionLoadErrors(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := engine.LoadModel(dir, cpu.New())
+			_, err := engine.LoadGemma3Vision(dir, cpu.New(), engine.ModelOptions{})
 			if err == nil {
 				t.Fatal("loaded")
 			}
@@ -632,4 +632,29 @@ func TestReferenceGemma3Vision(t *testing.T) {
 			t.Errorf("%d LoRA tensors trainable, the reference has %d", n, inFile)
 		}
 	})
+}
+
+// TestGemma3VisionIsOptIn: LoadModel of a Gemma 3 vision folder loads the
+// text model alone, as before the tower existed (no vision weights on the
+// device, the text memory plan unchanged); LoadGemma3Vision attaches it,
+// and refuses a text-only folder naming the missing tensor.
+func TestGemma3VisionIsOptIn(t *testing.T) {
+	dir := writeRandomGemma3Vision(t, tinyGemma3VisionConfig, false, "", nil)
+	m, err := engine.LoadModel(dir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if m.Gemma3Vision != nil {
+		t.Error("LoadModel attached the vision tower")
+	}
+	for _, p := range m.Params() {
+		if strings.Contains(p.Name, "vision_tower") || strings.Contains(p.Name, "multi_modal_projector") {
+			t.Errorf("LoadModel holds %s", p.Name)
+		}
+	}
+	_, err = engine.LoadGemma3Vision(filepath.Join("..", "testdata", "tiny-gemma3"), cpu.New(), engine.ModelOptions{})
+	if err == nil || !strings.Contains(err.Error(), "vision") {
+		t.Errorf("a text-only Gemma 3 folder: %v", err)
+	}
 }

@@ -34,6 +34,11 @@ type ModelOptions struct {
 	// (QLoRA): they are quantized on the host as they are loaded, so the
 	// full-precision weights never reach the device.
 	NF4Linears bool
+	// Gemma3Vision attaches the SigLIP tower and projector of a Gemma 3
+	// multimodal folder (model_type gemma3 with vision_tower.* tensors);
+	// without it such a folder loads as its text model alone, as before
+	// (gemma3_vision.go).
+	Gemma3Vision bool
 }
 
 // NewModelWith is NewModel with options.

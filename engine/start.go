@@ -162,9 +162,11 @@ func LoadModelWith(dir string, b Backend, o ModelOptions) (*Model, error) {
 		m.Free()
 		return nil, err
 	}
-	if err := m.loadGemma3Vision(dir, safetensorsSource{set}); err != nil {
-		m.Free()
-		return nil, err
+	if o.Gemma3Vision {
+		if err := m.loadGemma3Vision(dir, safetensorsSource{set}); err != nil {
+			m.Free()
+			return nil, err
+		}
 	}
 	return m, nil
 }

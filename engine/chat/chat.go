@@ -42,6 +42,9 @@ type Options struct {
 	// trained its adapter over them, so the tuned model answers as it did
 	// in training (NF4Base is set for QLoRA runs: QLoRABase).
 	NF4Base bool
+	// Gemma3Vision loads a Gemma 3 model's vision tower, so that
+	// GenerateWithImages can look at images.
+	Gemma3Vision bool
 	// Thinking sets the template's enable_thinking (Qwen 3's switch for
 	// reasoning before the answer); nil leaves the template's default.
 	Thinking *bool
@@ -61,7 +64,7 @@ func Open(b engine.Backend, o Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := engine.LoadModelWith(o.ModelDir, b, engine.ModelOptions{NF4Linears: o.NF4Base})
+	m, err := engine.LoadModelWith(o.ModelDir, b, engine.ModelOptions{NF4Linears: o.NF4Base, Gemma3Vision: o.Gemma3Vision})
 	if err != nil {
 		return nil, err
 	}

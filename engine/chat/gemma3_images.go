@@ -22,7 +22,7 @@ import (
 func (s *Session) Gemma3Processor(modelDir string) (vision.Gemma3, error) {
 	v := s.Model.Gemma3Vision
 	if v == nil {
-		return vision.Gemma3{}, fmt.Errorf("model %s has no vision tower: it cannot look at images", s.Model.Cfg.ModelType)
+		return vision.Gemma3{}, fmt.Errorf("model %s has no vision tower loaded: it cannot look at images (open the session with Options.Gemma3Vision; whet chat --vision or --image)", s.Model.Cfg.ModelType)
 	}
 	p := vision.DefaultGemma3()
 	p.Size = v.Cfg.ImageSize
@@ -56,7 +56,7 @@ type ImagePrompt struct {
 func (s *Session) EncodeWithImages(msgs []datasets.Message, images []*vision.Gemma3Output) (*ImagePrompt, error) {
 	v := s.Model.Gemma3Vision
 	if v == nil {
-		return nil, fmt.Errorf("model %s has no vision tower: it cannot look at images", s.Model.Cfg.ModelType)
+		return nil, fmt.Errorf("model %s has no vision tower loaded: it cannot look at images (open the session with Options.Gemma3Vision; whet chat --vision or --image)", s.Model.Cfg.ModelType)
 	}
 	ro := datasets.RenderOptionsFor(s.Tok.Config())
 	ro.AddGenerationPrompt = true

@@ -115,7 +115,7 @@ func writeTestPNG(t *testing.T, dir string, w, h int) string {
 // whole prefix with that image gives.
 func TestChatWithImage(t *testing.T) {
 	dir := writeChatVisionModel(t)
-	s, err := Open(cpu.New(), Options{ModelDir: dir, Template: "gemma-3", MaxLen: 96})
+	s, err := Open(cpu.New(), Options{ModelDir: dir, Template: "gemma-3", MaxLen: 96, Gemma3Vision: true})
 	if err != nil {
 		t.Fatal(err)
 	}
