@@ -80,7 +80,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	masters := fs.String("master-weights", engine.DefaultMasterWeights, "the trained weights' masters: fp32 or bf16 (train.master_weights)")
 	logitsChunk := fs.Int("logits-chunk", 0, "rows the LM head and cross-entropy run at once (train.logits_chunk; 0: the engine's rule)")
 	mlpChunk := fs.Int("mlp-chunk", 0, "rows the MLP runs at once (train.mlp_chunk; 0: the engine's rule)")
-	offload := fs.String("offload", "auto", "with --checkpointing, activation checkpoints in pinned host memory: auto (only when they do not fit the GPU) | on | off")
+	offload := fs.String("offload", "off", "with --checkpointing, activation checkpoints in pinned host memory: auto (only when they do not fit the GPU) | on | off")
 	rank := fs.Int("rank", 16, "LoRA rank (all linear layers)")
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")

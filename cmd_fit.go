@@ -95,7 +95,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	gpu := fs.String("gpu", "", `plan for a hardware profile instead of this machine (e.g. "RTX 4090", "H100"; "list" shows them)`)
 	device := fs.Int("device", 0, "which detected GPU to check against")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
-	offload := fs.String("offload", "auto", "with --checkpointing, keep the checkpoints in pinned host memory: auto (only when they do not fit the GPU) | on | off")
+	offload := fs.String("offload", "off", "with --checkpointing, keep the checkpoints in pinned host memory: auto (only when they do not fit the GPU) | on | off (train.offload_checkpoints; off by default until it has run on a GPU)")
 	hostMem := fs.String("host-memory", "", "host memory the offloaded checkpoints may pin (e.g. 128GiB; default: this machine's available RAM)")
 	rank := fs.Int("rank", 16, "LoRA rank r")
 	targets := fs.String("targets", "q,k,v,o,gate,up,down", "LoRA target projections, comma-separated")

@@ -243,7 +243,7 @@ func TestStudioFitMaxSeqAndCap(t *testing.T) {
 	}
 	rc := m.RunConfig()
 	rc.Model, rc.Data.Path = "llama-3.1-8b", "data.jsonl"
-	rc.Train.Checkpointing, rc.Train.MicroBatch = true, 1
+	rc.Train.Checkpointing, rc.Train.MicroBatch, rc.Train.OffloadCheckpoints = true, 1, engine.OffloadAuto
 	check := func() tui.FitReport {
 		rep, err := studioFit{}.Check(context.Background(), rc)
 		if err != nil {
@@ -488,7 +488,7 @@ func TestFitLlama32Vision(t *testing.T) {
 // --seq refuses a length whose checkpoints the host cannot hold.
 func TestFitMaxSeqOffload(t *testing.T) {
 	t.Setenv(engine.MemoryLimitEnv, "")
-	args := []string{"--model", "llama-3.1-8b", "--method", "qlora", "--rank", "32", "--checkpointing", "--gpu", "H100", "--host-memory", "120GiB"}
+	args := []string{"--model", "llama-3.1-8b", "--method", "qlora", "--rank", "32", "--checkpointing", "--gpu", "H100", "--host-memory", "120GiB", "--offload", "auto"}
 	for _, c := range []struct {
 		limit string
 		goal  int

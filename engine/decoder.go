@@ -118,7 +118,7 @@ type ActivationOptions struct {
 	Checkpointing bool
 	// Tiling is the MLP's and the LM head's row tiles (0: the default rules).
 	Tiling Tiling
-	// Offload is train.offload_checkpoints: auto, on or off (empty: auto),
+	// Offload is train.offload_checkpoints: auto, on or off (empty: off),
 	// decided by OffloadCheckpoints. It needs checkpointing and a backend
 	// with host memory (HostOffloader); "on" without one is an error.
 	Offload string

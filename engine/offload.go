@@ -10,17 +10,19 @@ import (
 
 // The values of train.offload_checkpoints.
 const (
-	OffloadAuto = "auto" // on only where the checkpoints would not fit the device (the default)
+	OffloadAuto = "auto" // on only where the checkpoints would not fit the device
 	OffloadOn   = "on"   // always, with activation checkpointing
-	OffloadOff  = "off"  // never
+	OffloadOff  = "off"  // never (the default)
 )
 
-// ParseOffloadMode accepts auto, on or off (any case; empty is auto).
+// ParseOffloadMode accepts auto, on or off (any case). Empty is off: the
+// CUDA side of offloading (pinned buffers, the copy stream) has not run on
+// a GPU yet, so it is opt-in until it has.
 func ParseOffloadMode(s string) (string, error) {
 	switch m := strings.ToLower(strings.TrimSpace(s)); m {
-	case "", OffloadAuto:
-		return OffloadAuto, nil
-	case OffloadOn, OffloadOff:
+	case "", OffloadOff:
+		return OffloadOff, nil
+	case OffloadOn, OffloadAuto:
 		return m, nil
 	}
 	return "", fmt.Errorf("offload_checkpoints %q: want auto, on or off", s)
@@ -34,7 +36,7 @@ func ParseOffloadMode(s string) (string, error) {
 // and then not). The memory plan applies it to its peak and the memory
 // of the card (memplan.ResolveOffload); the engine to the checkpoints it
 // is about to allocate and the device's free memory
-// (Model.NewActivationsWith). An unknown mode counts as auto.
+// (Model.NewActivationsWith). Any other mode (empty: the default) is off.
 func OffloadCheckpoints(mode string, checkpointing bool, need, available int64) bool {
 	if !checkpointing {
 		return false
@@ -42,10 +44,10 @@ func OffloadCheckpoints(mode string, checkpointing bool, need, available int64) 
 	switch mode {
 	case OffloadOn:
 		return true
-	case OffloadOff:
-		return false
+	case OffloadAuto:
+		return available > 0 && need > available
 	}
-	return available > 0 && need > available
+	return false
 }
 
 // OffloadSlots is how many layer inputs stay on the device when the

@@ -173,12 +173,13 @@ func TestOffloadRule(t *testing.T) {
 		{engine.OffloadAuto, true, 100, 100, false},
 		{engine.OffloadAuto, false, 200, 100, false},
 		{engine.OffloadAuto, true, 200, 0, false}, // unknown memory: keep it simple
+		{"", true, 200, 100, false},               // the default is off
 	} {
 		if got := engine.OffloadCheckpoints(c.mode, c.ckpt, c.need, c.avail); got != c.want {
 			t.Errorf("OffloadCheckpoints(%q, %v, %d, %d) = %v, want %v", c.mode, c.ckpt, c.need, c.avail, got, c.want)
 		}
 	}
-	for in, want := range map[string]string{"": "auto", "AUTO": "auto", " on ": "on", "off": "off"} {
+	for in, want := range map[string]string{"": "off", "AUTO": "auto", " on ": "on", "off": "off"} {
 		if got, err := engine.ParseOffloadMode(in); err != nil || got != want {
 			t.Errorf("ParseOffloadMode(%q) = %q, %v", in, got, err)
 		}

@@ -128,7 +128,7 @@ type TrainConfig struct {
 	// memory (pinned, copied while the GPU computes) and fetches it back one
 	// layer ahead in the backward: auto | on | off. auto: on only when the
 	// checkpoints would not fit the GPU (engine.OffloadCheckpoints). Empty:
-	// auto.
+	// off (the GPU side has not run on a GPU yet).
 	OffloadCheckpoints string `yaml:"offload_checkpoints,omitempty"`
 	// Generates from the sample prompts every this many steps and at the end (0:
 	// never).

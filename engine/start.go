@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -329,7 +328,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	}
 	if t.Acts.OffloadsCheckpoints() {
 		s.Notices = append(s.Notices, fmt.Sprintf("activation checkpoints offloaded to host memory (train.offload_checkpoints %s): %s pinned",
-			cmp.Or(cfg.Train.OffloadCheckpoints, OffloadAuto), units.Bytes(t.Acts.HostBytes())))
+			cfg.Train.OffloadCheckpoints, units.Bytes(t.Acts.HostBytes())))
 	}
 	for i := 1; i < len(group); i++ {
 		f, err := s.newTrainer(s.followerBackends[i-1], data, group[i])

@@ -114,7 +114,7 @@ func TestMaxSeqLenEnds(t *testing.T) {
 func TestMaxSeqLenOffload(t *testing.T) {
 	cfg := tiny()
 	cfg.NumLayers = 8
-	base := Options{Method: LoRA, Checkpointing: true, MicroBatch: 2}
+	base := Options{Method: LoRA, Checkpointing: true, MicroBatch: 2, OffloadCheckpoints: "auto"}
 	off := base
 	off.OffloadCheckpoints = "off"
 	o := base

@@ -75,7 +75,7 @@ type Options struct {
 	// engine.OffloadSlots of them), "off" and "auto" on the device. Plan
 	// does not know the memory available; ResolveOffload decides "auto"
 	// with engine.OffloadCheckpoints and returns the options with "on" or
-	// "off". Empty: auto.
+	// "off". Empty: off, as the engine's default.
 	OffloadCheckpoints string
 	// WeightDType is the compute dtype of weights and activations: BF16
 	// (default, the GPU path) or F32 (the CPU reference backend).
