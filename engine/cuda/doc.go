@@ -170,7 +170,11 @@
 // (LongRoPE's factors and attention factor in them) and rounds once, and
 // the KV cache copies bf16 k and v unchanged. The bf16 bound is now the
 // model's own (compareGreedy: 3% or twice the emulated error, at the
-// measured point and at every position). Never run on a GPU (no
+// measured point and at every position); that rule, comparePositions and
+// the transformers bf16 comparison of the same models (WHET_FAMILY_DUMP
+// with the coordinator's .dev/gpu/phi3bf16/run.sh and hf_bf16.py) have
+// not run on a GPU yet: the device was refused for the rest of that
+// session. Never run on a GPU (no
 // device time was left for a second run): TestReferenceOnGPU (the
 // transformers-built tiny models in bf16 against transformers), the
 // families' DPO reference, TestTrainingMatchesCPU's lora_<family> and
