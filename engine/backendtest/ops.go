@@ -478,9 +478,10 @@ var attnCases = []attnCase{
 	// (bf16) and the float32 one.
 	{"gqa8x2_d64_many_tiles_window80_softcap", []int32{0, 300, 301, 557}, 8, 2, 64, 80, 2, 5},
 	{"gqa4x2_d128_many_tiles_window100_softcap", []int32{0, 260, 400}, 4, 2, 128, 100, 2, 4},
-	// Gemma's head dim 256 (its own tensor-core tiles: 32-key forward
-	// tiles, 16-row backward tiles, dK and dV in two launches): window and
-	// cap, and many tiles of every kernel with GQA and packing.
+	// Gemma's head dim 256 (on engine/cuda with WHET_ATTN_TC256=1 its own
+	// tensor-core tiles: 32-key forward tiles, 16-row backward tiles, dK and
+	// dV in two launches): window and cap, and many tiles of every kernel
+	// with GQA and packing.
 	{"gqa4x1_d256_window24_softcap", []int32{0, 40, 90}, 4, 1, 256, 24, 1.5, 2},
 	{"gqa4x2_d256_window200_longer", []int32{0, 40, 90}, 4, 2, 256, 200, 1, 0},
 	{"gqa4x1_d256_many_tiles_window100_softcap", []int32{0, 260, 400}, 4, 1, 256, 100, 2, 4},

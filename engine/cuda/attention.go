@@ -55,7 +55,15 @@ const (
 	attnTCSplitDim = 128
 )
 
-// attnTCHeadDims are the head dims with tensor-core kernels.
+// AttnTC256Env, set to 1, sends head dim 256 (Gemma 2 and 3) to its
+// tensor-core attention kernels. They have not run on a GPU yet, so the
+// default stays the float32 kernels for that head dim until a GPU run of
+// the conformance tests and TestAttentionMatchesCPU (which turns them on
+// for its bf16 cases) has passed with them.
+const AttnTC256Env = "WHET_ATTN_TC256"
+
+// attnTCHeadDims are the head dims with tensor-core kernels (above
+// attnTCSplitDim only with Backend.attnTC256).
 var attnTCHeadDims = map[int]bool{16: true, 32: true, 64: true, 80: true, 96: true, 128: true, 256: true}
 
 // attnFwdKeys is ATTN_FWD_BN of kernels/attention.cu: the forward's keys
@@ -108,9 +116,10 @@ func attnTCSmem(kernel string, d int) int {
 // useTensorCores reports whether the tensor-core kernels can take these
 // tensors: all bf16 with 16-byte aligned storage (cp.async copies 16-byte
 // pieces of each row), outputs 4-byte aligned, an instantiated head dim
-// and at most 65535 blocks of rows; others take the float32 kernels.
-func useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
-	if !attnTCHeadDims[d] || (rows+attnTCRows-1)/attnTCRows > 65535 { // grid y limit
+// and at most 65535 blocks of rows (head dim 256 only with AttnTC256Env);
+// others take the float32 kernels.
+func (b *Backend) useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
+	if !attnTCHeadDims[d] || d > attnTCSplitDim && !b.attnTC256 || (rows+attnTCRows-1)/attnTCRows > 65535 { // grid y limit
 		return false
 	}
 	for _, o := range outs { // results are stored two values at a time
@@ -133,7 +142,7 @@ func useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
 // blocks heaviest first (attnorder.go).
 func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, hostStarts []int32, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
-	if useTensorCores(D, Tq, []*Tensor{ot}, qt, kt, vt) {
+	if b.useTensorCores(D, Tq, []*Tensor{ot}, qt, kt, vt) {
 		rows := attnFwdRows(D)
 		var order uint64
 		if hostStarts != nil && rows == attnTCRows { // the order table counts 64-row blocks
@@ -290,7 +299,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		delta, dot.ptr(), dt(dot), ot.ptr(), dt(ot), int32(T), int32(H), int32(D)); err != nil {
 		return err
 	}
-	if useTensorCores(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
+	if b.useTensorCores(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
 		qOrder, kOrder, err := b.attnBlockOrder(op, seqs.Starts, p.Window)
 		if err != nil {
 			return err

@@ -70,6 +70,7 @@ type Backend struct {
 	smCount, maxSmemOptin int
 	cache                 kernelCache
 	syncEachOp            bool
+	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
 	prof                  *profiler // nil unless profiling
 
 	modules map[string]uintptr   // kernel file -> CUmodule
@@ -247,7 +248,7 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
-		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(),
+		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), attnTC256: os.Getenv(AttnTC256Env) == "1",
 	}
 	if err := b.open(opts); err != nil {
 		b.release()

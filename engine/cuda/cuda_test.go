@@ -245,8 +245,9 @@ func TestBadIndices(t *testing.T) {
 // sequence inside the packing, many key tiles, a window across tiles, and
 // a block of queries that spans two sequences, and Gemma 2's shapes (head
 // dim 256, windows, score soft-caps; with bf16 inputs on the head-dim-256
-// tensor-core kernels, over many of their tiles, with GQA and packing; a
-// cap at head dim 128 too). With f32 inputs (the
+// tensor-core kernels, which this test turns on whatever WHET_ATTN_TC256
+// says, over many of their tiles, with GQA and packing; a cap at head dim
+// 128 too). With f32 inputs (the
 // float32 kernels) the bound is float32 rounding; with bf16 inputs (the
 // tensor-core forward where the head dim allows) it is bf16's.
 func TestAttentionMatchesCPU(t *testing.T) {
@@ -325,12 +326,17 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 			ref.Upload(host[name], v)
 		}
 	}
+	if act == engine.BF16 && d > attnTCSplitDim && attnTCHeadDims[d] {
+		// Opt-in by default (AttnTC256Env); this test always checks them.
+		defer func(was bool) { b.attnTC256 = was }(b.attnTC256)
+		b.attnTC256 = true
+	}
 	if act == engine.BF16 && attnTCHeadDims[d] {
 		var outs []*Tensor
 		for _, n := range []string{"out", "dq", "dk", "dv"} {
 			outs = append(outs, dev[n].(*Tensor))
 		}
-		if !useTensorCores(d, T, outs, dev["q"].(*Tensor), dev["k"].(*Tensor), dev["v"].(*Tensor), dev["dOut"].(*Tensor)) {
+		if !b.useTensorCores(d, T, outs, dev["q"].(*Tensor), dev["k"].(*Tensor), dev["v"].(*Tensor), dev["dOut"].(*Tensor)) {
 			t.Fatalf("bf16 head dim %d does not take the tensor-core kernels", d)
 		}
 	}
