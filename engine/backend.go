@@ -4,7 +4,10 @@
 // engine/cpu is the float32 oracle, engine/cuda the fast path.
 package engine
 
-import "errors"
+import (
+	"errors"
+	"os"
+)
 
 // DType is the element type of a Tensor.
 type DType uint8
@@ -267,8 +270,27 @@ type CrossEntropyInto interface {
 // gradScale*(softmax(y) - onehot)*(1 - (y/c)^2), 0 on ignored rows. grad
 // is logits itself (in place) or a separate [N, V] tensor (the compute
 // dtype), and then logits are left as they were. c > 0.
+//
+// FusedSoftCap says whether the decoder is to use it: a backend may keep
+// it behind a switch (FusedSoftCapOn) until it has run on its device; the
+// decoder then caps the logits with SoftCapper around the plain
+// cross-entropy, keeping a capped [chunk, V] copy.
 type CappedCrossEntropy interface {
 	SoftmaxCrossEntropyCapped(grad, logits, labels, losses Tensor, gradScale, c float32) error
+	FusedSoftCap() bool
+}
+
+// FusedSoftCapEnv set to 1 turns on the fused soft-capped cross-entropy on
+// the CUDA backend (engine.CappedCrossEntropy), which stays opt-in until
+// it has run on a GPU.
+const FusedSoftCapEnv = "WHET_FUSED_SOFTCAP_CE"
+
+// FusedSoftCapOn is the one rule for whether Gemma 2's final soft-cap is
+// fused into the cross-entropy: always on the CPU backend (cpu true),
+// elsewhere only with FusedSoftCapEnv=1. The backends' FusedSoftCap and
+// the memory plan (which counts the capped copy otherwise) both ask it.
+func FusedSoftCapOn(cpu bool) bool {
+	return cpu || os.Getenv(FusedSoftCapEnv) == "1"
 }
 
 // KVAttention is decode-time attention over a key/value cache, for

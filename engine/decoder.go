@@ -71,6 +71,12 @@ type Activations struct {
 	// chunk is how many rows the LM head and cross-entropy run at once
 	// (LogitsChunk): logits and dlogits hold that many rows.
 	chunk int
+	// fusedCap: Gemma 2's final soft-cap runs inside the cross-entropy
+	// (CappedCrossEntropy, where the backend's FusedSoftCap says so);
+	// otherwise capped keeps the capped logits [chunk, V] for the cap's
+	// backward.
+	fusedCap bool
+	capped   Tensor
 
 	// backward scratch
 	dres, dh      Tensor // [Cap, D]
@@ -284,9 +290,15 @@ func (m *Model) NewActivationsWith(capTokens int, o ActivationOptions) (*Activat
 	// Logits and the cross-entropy are float32 whatever the compute dtype,
 	// as transformers upcasts logits before the loss; the gradient goes
 	// back through the head in the compute dtype (dlogits). A final
-	// soft-cap is applied inside the cross-entropy (CappedCrossEntropy), so
-	// no capped copy is kept.
+	// soft-cap is applied inside the cross-entropy where the backend fuses
+	// it (CappedCrossEntropy), with no capped copy; else around it.
 	a.logits = alloc(F32, a.chunk, c.VocabSize)
+	if c.FinalSoftCap > 0 {
+		ce, ok := m.B.(CappedCrossEntropy)
+		if a.fusedCap = ok && ce.FusedSoftCap(); !a.fusedCap {
+			a.capped = alloc(F32, a.chunk, c.VocabSize)
+		}
+	}
 	if cd != F32 {
 		a.dlogits = alloc(cd, a.chunk, c.VocabSize)
 	}
@@ -1447,15 +1459,27 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 		if err := B.MatMul(logits, h, W.W, false, true, 1, 0); err != nil {
 			return fmt.Errorf("lm head rows %d-%d: %w", r0, r1, err)
 		}
+		var capped Tensor
+		if a.capped != nil {
+			// Unfused soft-cap: cap in place, keep a copy for its backward.
+			if capped, err = B.View(a.capped, 0, n, V); err != nil {
+				return err
+			}
+			if err := a.softCapLogits(logits); err != nil {
+				return fmt.Errorf("final soft-cap rows %d-%d: %w", r0, r1, err)
+			}
+			if backward {
+				if err := B.Copy(capped, logits); err != nil {
+					return fmt.Errorf("final soft-cap rows %d-%d: %w", r0, r1, err)
+				}
+			}
+		}
 		labels, losses := a.rowRange(a.targets, r0, r1), a.rowRange(a.losses, r0, r1)
 		dl := logits
-		if capValue := m.Cfg.FinalSoftCap; capValue > 0 {
+		if capValue := m.Cfg.FinalSoftCap; capValue > 0 && a.fusedCap {
 			// The cap, the loss and the cap's backward in one pass: the
 			// gradient with respect to the raw logits lands in dl.
-			ce, ok := B.(CappedCrossEntropy)
-			if !ok {
-				return fmt.Errorf("backend %s has no soft-capped cross-entropy (%s needs it): %w", B.Name(), m.Cfg.ModelType, ErrNotImplemented)
-			}
+			ce := B.(CappedCrossEntropy)
 			if backward && a.dlogits != nil {
 				if dl, err = B.View(a.dlogits, 0, n, V); err != nil {
 					return err
@@ -1489,6 +1513,11 @@ func (a *Activations) headLossRange(from, to int, gradScale float32, backward bo
 				if err := B.Copy(dl, logits); err != nil {
 					return fmt.Errorf("cast logits gradient rows %d-%d: %w", r0, r1, err)
 				}
+			}
+		}
+		if capped != nil {
+			if err := a.capper().SoftCapBackward(dl, capped, float32(m.Cfg.FinalSoftCap)); err != nil {
+				return fmt.Errorf("final soft-cap backward rows %d-%d: %w", r0, r1, err)
 			}
 		}
 		if err := B.MatMul(a.rowRange(a.dh, r0, r1), dl, W.W, false, false, 1, 0); err != nil {
@@ -1644,8 +1673,9 @@ func (a *Activations) Logits(b *datasets.Batch) ([]float32, error) {
 }
 
 // softCapLogits caps logits in place at c*tanh(x/c) (Gemma 2's final
-// soft-cap), for callers that read the logits themselves; the loss caps
-// inside the cross-entropy (CappedCrossEntropy).
+// soft-cap), for callers that read the logits themselves and for the
+// unfused loss; the fused loss caps inside the cross-entropy
+// (CappedCrossEntropy).
 func (a *Activations) softCapLogits(logits Tensor) error {
 	sc := a.capper()
 	if sc == nil {

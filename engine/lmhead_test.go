@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"whet/engine"
+	"whet/engine/cpu"
 )
 
 // headPass is what one pass over the head reports for the comparison:
@@ -204,5 +205,60 @@ func TestLogitsChunkRule(t *testing.T) {
 	m := newTiny(t, false, true)
 	if _, err := m.NewActivationsTiled(12, false, engine.Tiling{LogitsRows: -1}); err == nil {
 		t.Error("a negative logits chunk was accepted")
+	}
+}
+
+// unfusedCPU is the CPU backend declining the fused soft-capped
+// cross-entropy, as CUDA does without WHET_FUSED_SOFTCAP_CE=1: the
+// decoder then caps around the plain cross-entropy.
+type unfusedCPU struct{ *cpu.Backend }
+
+func (unfusedCPU) FusedSoftCap() bool { return false }
+
+// TestSoftCapFusedMatchesUnfused: Gemma 2 (final cap 2) trained one pass
+// with the cap fused into the cross-entropy and one with SoftCap, the
+// plain cross-entropy and SoftCapBackward around it (the path CUDA takes
+// by default) give the same loss and gradients within 1e-6 relative, in
+// one chunk and in chunks of 5, LoRA and full.
+func TestSoftCapFusedMatchesUnfused(t *testing.T) {
+	cfg := *tinyFamilyConfig(t, "gemma2")
+	for _, method := range []string{"lora", "full"} {
+		pass := func(b engine.Backend, rows int) (*engine.Model, headPass) {
+			m, err := engine.NewModel(cfg, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.InitRandom(3, 0.3); err != nil {
+				t.Fatal(err)
+			}
+			if method == "lora" {
+				if err := m.AddLoRA(engine.LoRAOptions{Rank: 2, Alpha: 4, Seed: 4}); err != nil {
+					t.Fatal(err)
+				}
+				randomLoRAB(t, m, rand.New(rand.NewPCG(6, 6)))
+			} else if err := m.MakeAllTrainable(); err != nil {
+				t.Fatal(err)
+			}
+			bt := tinyBatch(m.Cfg.VocabSize, 1)
+			a, err := m.NewActivationsTiled(len(bt.Tokens), false, engine.Tiling{LogitsRows: rows})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Free()
+			r, err := a.ForwardBackward(bt, float32(1/float64(bt.NumTargets())), true, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := a.TokenLosses()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m, headPass{r.LossSum, append([]float32(nil), tok...), trainableGrads(m)}
+		}
+		for _, rows := range []int{0, 5} {
+			m, fused := pass(cpu.New(), rows)
+			_, unfused := pass(unfusedCPU{cpu.New()}, rows)
+			compareHeadPasses(t, m, fmt.Sprintf("%s, chunks of %d: fused vs unfused", method, rows), fused, unfused)
+		}
 	}
 }

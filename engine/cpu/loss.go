@@ -46,6 +46,9 @@ func (b *Backend) SoftmaxCrossEntropyCapped(grad, logits, labels, losses engine.
 	return crossEntropy(&c, gt, lg, labels, losses, gradScale, float64(capValue))
 }
 
+// FusedSoftCap (engine.CappedCrossEntropy): the CPU backend always fuses.
+func (b *Backend) FusedSoftCap() bool { return engine.FusedSoftCapOn(true) }
+
 // crossEntropy checks the labels and losses and computes the loss of
 // each row of lg (soft-capped first when cp > 0) and its gradient into gt,
 // which is lg itself or disjoint from it.

@@ -120,9 +120,10 @@
 //
 // Their ops are here: the GELU-tanh gated MLP (engine.GELUTanhGLU,
 // kernels/geglu.cu), the final-logit soft-cap (engine.SoftCapper,
-// kernels/softcap.cu, for generation's logits; training fuses it into the
-// cross-entropy, engine.CappedCrossEntropy, kernels/crossentropy.cu's cap
-// argument), partial rotary embedding (engine.PartialRoPE, the
+// kernels/softcap.cu; training runs it around the cross-entropy, or, with
+// WHET_FUSED_SOFTCAP_CE=1, inside it: engine.CappedCrossEntropy,
+// softmax_cross_entropy_capped in kernels/crossentropy.cu, not yet run on
+// a GPU), partial rotary embedding (engine.PartialRoPE, the
 // rot argument of kernels/rope.cu), and in every attention kernel (float32
 // and tensor-core; forward, both backward kernels, and AttentionKV) the
 // sliding window and Gemma 2's attention-score soft-cap (softcap * tanh,

@@ -290,6 +290,16 @@ func (b *Backend) SoftmaxCrossEntropyInto(grad, logits, labels, losses engine.Te
 // logits then left as they were): the cap, the loss and the cap's
 // backward in one kernel, with no capped copy of the logits.
 func (b *Backend) SoftmaxCrossEntropyCapped(grad, logits, labels, losses engine.Tensor, gradScale, capValue float32) error {
+	return b.softmaxCrossEntropyCapped(grad, logits, labels, losses, gradScale, capValue)
+}
+
+// FusedSoftCap (engine.CappedCrossEntropy) says whether the decoder takes
+// the fused op: only when WHET_FUSED_SOFTCAP_CE=1 (engine.FusedSoftCapOn),
+// until softmax_cross_entropy_capped has run on a GPU; otherwise Gemma 2
+// trains on SoftCap, the plain kernel and SoftCapBackward, as before.
+func (b *Backend) FusedSoftCap() bool { return engine.FusedSoftCapOn(false) }
+
+func (b *Backend) softmaxCrossEntropyCapped(grad, logits, labels, losses engine.Tensor, gradScale, capValue float32) error {
 	c := b.check("SoftmaxCrossEntropyCapped")
 	gt := c.float("grad", grad)
 	lg := c.float("logits", logits)
@@ -336,6 +346,10 @@ func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine
 	if n == 0 {
 		return nil
 	}
-	return b.launch(fmt.Sprintf("%s %s %v into %s cap %g", c.Op, lg.dt, lg.shape, gt.dt, capValue), "crossentropy.cu", "softmax_cross_entropy",
-		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, gt.ptr(), dt(gt), lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale, capValue)
+	if capValue > 0 {
+		return b.launch(fmt.Sprintf("%s %s %v into %s cap %g", c.Op, lg.dt, lg.shape, gt.dt, capValue), "crossentropy.cu", "softmax_cross_entropy_capped",
+			dim3{n, 1, 1}, dim3{512, 1, 1}, 0, gt.ptr(), dt(gt), lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale, capValue)
+	}
+	return b.launch(fmt.Sprintf("%s %s %v into %s", c.Op, lg.dt, lg.shape, gt.dt), "crossentropy.cu", "softmax_cross_entropy",
+		dim3{n, 1, 1}, dim3{512, 1, 1}, 0, gt.ptr(), dt(gt), lg.ptr(), dt(lg), lb.ptr(), ls.ptr(), int64(vocab), gradScale)
 }

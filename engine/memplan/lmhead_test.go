@@ -9,9 +9,8 @@ import (
 // TestLogitsChunkPlan: the plan's LM head holds one chunk of engine.LogitsChunk
 // rows, fp32 logits and a bf16 gradient, 6·C·V bytes, and the final norm's
 // output for those C rows, for the default rule and a requested chunk, and
-// no buffer grows with tokens × vocabulary;
-// Gemma 2's final soft-cap adds nothing (the cap is applied inside the
-// cross-entropy, no capped copy is kept).
+// no buffer grows with tokens × vocabulary; Gemma 2 adds its capped copy
+// only where the cap is not fused (TestCappedLogitsPlan).
 func TestLogitsChunkPlan(t *testing.T) {
 	llama := tiny()
 	llama.VocabSize = 1 << 20 // the default rule: 64 rows
@@ -30,7 +29,11 @@ func TestLogitsChunkPlan(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, want := p.ExactBytes(Logits), 6*c.rows*v; got != want {
+			want := 6 * c.rows * v
+			if cfg.FinalSoftCap > 0 && !engine.FusedSoftCapOn(false) {
+				want += 4 * c.rows * v // CUDA's default: the capped copy
+			}
+			if got := p.ExactBytes(Logits); got != want {
 				t.Errorf("%s seq %d chunk %d: logits %d bytes, want %d (%d rows)", cfg.ModelType, c.seq, c.req, got, want, c.rows)
 			}
 			if b, ok := p.Find("acts.final_norm_out"); !ok || b.Shape[0] != c.rows || b.Shape[1] != int64(cfg.HiddenSize) {
@@ -47,6 +50,30 @@ func TestLogitsChunkPlan(t *testing.T) {
 	}
 	if _, err := Plan(llama, Options{Method: LoRA, MicroBatch: 1, SeqLen: 64, LogitsChunk: -1}); err == nil {
 		t.Error("a negative logits chunk was planned")
+	}
+}
+
+// TestCappedLogitsPlan: Gemma 2's capped [C, V] copy is planned on CUDA
+// by default and not with WHET_FUSED_SOFTCAP_CE=1, nor on the CPU, which
+// always fuses the cap into the cross-entropy.
+func TestCappedLogitsPlan(t *testing.T) {
+	cfg := *tiny()
+	cfg.ModelType, cfg.FinalSoftCap = "gemma2", 30
+	has := func(backend Backend) bool {
+		p, err := Plan(&cfg, Options{Method: LoRA, MicroBatch: 1, SeqLen: 64, Backend: backend})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := p.Find("logits.capped")
+		return ok
+	}
+	t.Setenv(engine.FusedSoftCapEnv, "")
+	if !has(BackendCUDA) || has(BackendCPU) {
+		t.Errorf("capped copy planned on cuda %v, cpu %v; want true, false", has(BackendCUDA), has(BackendCPU))
+	}
+	t.Setenv(engine.FusedSoftCapEnv, "1")
+	if has(BackendCUDA) {
+		t.Error("capped copy planned on cuda with the fused cross-entropy turned on")
 	}
 }
 

@@ -654,15 +654,22 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	// The LM head and cross-entropy run over C tokens at a time, C =
 	// engine.LogitsChunk(N, V, Options.LogitsChunk) (the run config's
 	// train.logits_chunk; 0: as many rows as 2^26 logits hold): logits
-	// [C, V] in fp32 (the soft-cap of Gemma 2, the softmax and the loss
-	// are computed from them in one kernel that writes the logit
-	// gradient), and a bf16 [C, V] gradient for the two backward GEMMs
-	// (input gradient and lm_head gradient). Nothing is [N, V].
+	// [C, V] in fp32 (the softmax and the loss are computed from them in
+	// one kernel that writes the logit gradient, with Gemma 2's soft-cap
+	// inside it where engine.FusedSoftCapOn says so), and a bf16 [C, V]
+	// gradient for the two backward GEMMs (input gradient and lm_head
+	// gradient). Nothing is [N, V].
 	c := int64(engine.LogitsChunk(int(n), cfg.VocabSize, o.LogitsChunk))
 	v := int64(cfg.VocabSize)
 	p.Buffers = append(p.Buffers, Buffer{Name: "logits.f32", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
 	if dt != F32 {
 		p.Buffers = append(p.Buffers, Buffer{Name: "logits.grad", Category: Logits, DType: dt, Shape: []int64{c, v}, Repeat: 1})
+	}
+	if cfg.FinalSoftCap > 0 && !engine.FusedSoftCapOn(o.Backend == BackendCPU) {
+		// Gemma 2's capped logits, kept for the cap's backward where the
+		// cap is not fused into the cross-entropy (CUDA without
+		// WHET_FUSED_SOFTCAP_CE=1).
+		p.Buffers = append(p.Buffers, Buffer{Name: "logits.capped", Category: Logits, DType: F32, Shape: []int64{c, v}, Repeat: 1})
 	}
 
 	// ---- inputs and per-token results ----------------------------------
