@@ -85,14 +85,14 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
 	asJSON := fs.Bool("json", false, "JSON lines")
-	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s (the base model; --method qlora stores its linears in NF4; "+engine.DecodeModeEnv+"=plain|device|graph picks the decoding path)")
+	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s (the base model; --method qlora stores its linears in NF4; "+engine.DecodeModeEnv+"=plain|device|graph picks the decoding path, plain by default)")
 	maxTime := fs.Duration("max-time", defaultBenchMaxTime, "refuse a workload estimated to run longer than this (0: no limit)")
 	grpoG := fs.Int("grpo", 0, "instead of supervised steps: GRPO LoRA steps of this many completions per prompt (one prompt of --seq tokens a step) and report generation and update tokens/s")
 	completion := fs.Int("completion", 256, "with --grpo: tokens per completion (random weights never stop early)")
 	gpus := fs.String("gpus", "", "data-parallel GPU counts to measure, comma-separated (1,2,4,8): each runs --batch per GPU on GPUs 0..N-1; a count of 1 gives the others' scaling efficiency")
 	ranks := fs.String("ranks", "", "as --gpus, for ranks on the CPU backend (--backend cpu)")
 	collective := fs.String("collective", "", "with --gpus or --ranks: nccl (default on GPUs) or ring (the Go ring, default on the CPU)")
-	decodeModes := fs.String("decode-modes", "", "with --decode: decoding paths to time one after another on the same model, comma-separated: plain, device or graph, each optionally +cublas (one-row products on cuBLASLt instead of the GEMV kernel); default: the "+engine.DecodeModeEnv+" environment's")
+	decodeModes := fs.String("decode-modes", "", "with --decode: decoding paths to time one after another on the same model, comma-separated: plain, device or graph, each optionally +cublas (one-row products on cuBLASLt instead of the GEMV kernel, which device and graph turn on); default: the "+engine.DecodeModeEnv+" environment's")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -735,7 +735,10 @@ func benchDecode(env benchEnv, name, method string, prompt, newTokens int, modes
 
 // gemvSwitch is a backend whose one-row products can go to cuBLASLt
 // instead of its GEMV kernel (engine/cuda).
-type gemvSwitch interface{ SetGEMV(on bool) }
+type gemvSwitch interface {
+	SetGEMV(on bool)
+	GEMV() bool
+}
 
 // benchDecodeMode times one decoding path on m: mode is an
 // engine.DecodeMode ("" for the environment's), "+cublas" after it sending
@@ -746,10 +749,20 @@ func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, s
 	name, cublas := strings.CutSuffix(mode, "+cublas")
 	var gemv *bool
 	if sw, ok := b.(gemvSwitch); ok {
-		on := !cublas
+		// A named path other than plain runs the GEMV kernels unless
+		// +cublas says otherwise; plain and the environment's keep the
+		// backend's setting (WHET_CUDA_GEMV).
+		on := sw.GEMV()
+		if name != "" && name != string(engine.DecodePlain) {
+			on = true
+		}
+		if cublas {
+			on = false
+		}
+		was := sw.GEMV()
 		gemv = &on
 		sw.SetGEMV(on)
-		defer sw.SetGEMV(true)
+		defer sw.SetGEMV(was)
 	} else if cublas {
 		return decodeResult{}, fmt.Errorf("backend %s has no GEMV kernel to turn off", b.Name())
 	}

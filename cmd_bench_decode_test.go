@@ -9,8 +9,7 @@ import (
 
 // TestBenchDecode: whet bench --decode on the CPU reports one line per
 // method with the decoding path taken (the CPU has no recorder, so graph
-// falls back to device, saying why; WHET_DECODE=plain takes the plain
-// path) and the weight bytes a token reads: NF4 linears (qlora) read far
+// falls back to device, saying why; by default the plain path) and the weight bytes a token reads: NF4 linears (qlora) read far
 // fewer than bf16 ones.
 func TestBenchDecode(t *testing.T) {
 	run := func(env string) []decodeResult {
@@ -41,11 +40,11 @@ func TestBenchDecode(t *testing.T) {
 		}
 		return rs
 	}
-	if rs := run(""); rs[0].Mode != "device" || !strings.Contains(rs[0].Fallback, "cannot record") {
-		t.Errorf("default on the CPU: mode %q (%q), want device with the reason", rs[0].Mode, rs[0].Fallback)
+	if rs := run("graph"); rs[0].Mode != "device" || !strings.Contains(rs[0].Fallback, "cannot record") {
+		t.Errorf("WHET_DECODE=graph on the CPU: mode %q (%q), want device with the reason", rs[0].Mode, rs[0].Fallback)
 	}
-	if rs := run("plain"); rs[0].Mode != "plain" || rs[0].Fallback != "" {
-		t.Errorf("WHET_DECODE=plain: mode %q (%q)", rs[0].Mode, rs[0].Fallback)
+	if rs := run(""); rs[0].Mode != "plain" || rs[0].Fallback != "" {
+		t.Errorf("default: mode %q (%q), want plain", rs[0].Mode, rs[0].Fallback)
 	}
 	// --decode-modes times several paths on one model, a line each.
 	var out, errs bytes.Buffer

@@ -87,7 +87,8 @@ func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
 // token at a time. It shares the model's weights (and adapters: switch
 // them with Model.SetLoRAEnabled to talk to the base or the tuned model).
 //
-// How a token is decoded is its Mode (DecodeModeFromEnv by default):
+// How a token is decoded is its Mode (DecodeModeFromEnv: plain unless
+// WHET_DECODE says otherwise):
 // DecodePlain uploads each token and its position and reads the logits
 // back; DecodeDevice keeps the token, its position and the cache length in
 // device memory (DeviceDecoder) and reads back only the chosen id, the
@@ -129,14 +130,16 @@ const (
 )
 
 // DecodeModeEnv names the environment variable that picks the decoding
-// path (plain, device or graph; graph when unset), for comparing them.
+// path: plain (the default), device or graph. The device and graph paths
+// are opt-in until they have run on a GPU (their CUDA kernels and graph
+// capture have only been compile-checked; see docs/performance.md).
 const DecodeModeEnv = "WHET_DECODE"
 
 // DecodeModeFromEnv reads DecodeModeEnv.
 func DecodeModeFromEnv() (DecodeMode, error) {
 	switch v := DecodeMode(os.Getenv(DecodeModeEnv)); v {
 	case "":
-		return DecodeGraph, nil
+		return DecodePlain, nil
 	case DecodePlain, DecodeDevice, DecodeGraph:
 		return v, nil
 	default:

@@ -18,12 +18,13 @@ var (
 	_ engine.NF4MatVec     = (*Backend)(nil)
 )
 
-// GEMVEnv turns off the GEMV kernel for one-row products when set to 0
-// (cuBLASLt then takes them, as before), for comparison.
+// GEMVEnv set to 1 sends one-row bf16 products to the GEMV kernels
+// (kernels/gemv.cu) instead of cuBLASLt, and lets MatVecs take shared-input
+// products. Off by default until the kernels have run on a GPU.
 const GEMVEnv = "WHET_CUDA_GEMV"
 
 // gemvOff reads GEMVEnv once per backend.
-func gemvOff() bool { return os.Getenv(GEMVEnv) == "0" }
+func gemvOff() bool { return os.Getenv(GEMVEnv) != "1" }
 
 // rowsPerBlock is the GEMV kernels' rows per 256-thread block (a warp each).
 const rowsPerBlock = 8
@@ -249,8 +250,8 @@ func (b *Backend) MatVecNF4(y, x, packed, absmax engine.Tensor, accumulate bool)
 
 // gemv runs c [1, n] = alpha * a [1, k] @ bm [n, k]^T + beta * c through
 // kernels/gemv.cu when it can (bf16 operands, k a multiple of 8, 16-byte
-// aligned operands, GEMVEnv not 0); ok is false when cuBLASLt must take
-// it. The caller holds the context.
+// aligned operands, the kernel turned on: GEMVEnv=1 or SetGEMV); ok is
+// false when cuBLASLt must take it. The caller holds the context.
 func (b *Backend) gemv(op string, ct, at, bt *Tensor, m, n, k int, transA, transB bool, alpha, beta float32) (ok bool, err error) {
 	if b.gemvDisabled || m != 1 || transA || !transB || at.dt != engine.BF16 || bt.dt != engine.BF16 || k%8 != 0 ||
 		alignment(at.ptr()) < 16 || alignment(bt.ptr()) < 16 || alignment(ct.ptr()) < ct.dt.Size() {
@@ -260,13 +261,20 @@ func (b *Backend) gemv(op string, ct, at, bt *Tensor, m, n, k int, transA, trans
 		ct.ptr(), dt(ct), at.ptr(), bt.ptr(), int64(n), int64(k), alpha, beta)
 }
 
-// SetGEMV sends one-row products to the GEMV kernel (on, the default
-// unless GEMVEnv is 0) or to cuBLASLt, for comparing them. A recording
+// SetGEMV sends one-row products to the GEMV kernel (on; off by default
+// unless GEMVEnv is 1) or to cuBLASLt, for comparing them. A recording
 // keeps the choice it was made with.
 func (b *Backend) SetGEMV(on bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.gemvDisabled = !on
+}
+
+// GEMV reports whether one-row products go to the GEMV kernel.
+func (b *Backend) GEMV() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.gemvDisabled
 }
 
 var _ engine.MatVecs = (*Backend)(nil)

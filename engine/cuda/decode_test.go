@@ -180,9 +180,10 @@ func TestArgmaxAndAdvance(t *testing.T) {
 }
 
 // TestMatVecKernels: the NF4 mat-vec equals expanding the weight and
-// multiplying, and the bf16 GEMV equals cuBLASLt's product (GEMVEnv=0),
+// multiplying, and the bf16 GEMV (GEMVEnv=1) equals cuBLASLt's product,
 // with and without accumulation, for the head's f32 output too.
 func TestMatVecKernels(t *testing.T) {
+	t.Setenv(cuda.GEMVEnv, "1")
 	b := newGPU(t, cuda.Options{})
 	t.Setenv(cuda.GEMVEnv, "0")
 	ref := newGPU(t, cuda.Options{})
@@ -264,6 +265,7 @@ func TestMatVecKernels(t *testing.T) {
 // up) in one launch equals cuBLASLt's products one by one, overwriting and
 // accumulating; it declines float32 operands.
 func TestMatVecsMatchesMatMul(t *testing.T) {
+	t.Setenv(cuda.GEMVEnv, "1")
 	b := newGPU(t, cuda.Options{})
 	t.Setenv(cuda.GEMVEnv, "0")
 	ref := newGPU(t, cuda.Options{})
@@ -343,6 +345,7 @@ func TestRecordRefusesHostWork(t *testing.T) {
 // 2025 families and an NF4 (QLoRA) model; the graph is used, not fallen
 // back from.
 func TestGenerateGraphEqualsPlain(t *testing.T) {
+	t.Setenv(cuda.GEMVEnv, "1") // the opt-in kernels too
 	f32 := newGPU(t, cuda.Options{ComputeF32: true})
 	bf16 := newGPU(t, cuda.Options{})
 	prompt := []int32{5, 77, 310, 12, 499, 3, 250, 18}

@@ -27,21 +27,24 @@
 //
 // # Decoding
 //
-// Batch-1 generation (engine.Generator) decodes with the token, its
-// position and the cache length in device memory (engine.DeviceDecoder,
-// kernels/decode.cu: kv_append, a split-over-keys attention_decode,
-// argmax, advance_position), so a step reads back only the chosen id.
-// Record captures one such step into a CUDA graph (cuStreamBeginCapture
-// on the backend's stream, cuGraphInstantiateWithFlags) and the generator
-// replays it for every token with one cuGraphLaunch, instead of about 17
-// launches per layer each paying Go, purego and driver overhead. While
-// capturing, ops that would wait for the device, move data to or from
-// the host or take scratch memory fail (and the generator falls back to
-// running the step directly), and same-dtype copies go onto the stream
-// instead of the legacy stream. One-row products of bf16 operands run on
-// kernels/gemv.cu (WHET_CUDA_GEMV=0, or SetGEMV, sends them to cuBLASLt),
-// and NF4 weights multiply one row straight from their codes (MatVecNF4,
-// kernels/nf4.cu). WHET_DECODE=plain|device|graph picks the path.
+// Opt-in, and not yet run on a GPU (compile-checked only): with
+// WHET_DECODE=device, batch-1 generation (engine.Generator) decodes with
+// the token, its position and the cache length in device memory
+// (engine.DeviceDecoder, kernels/decode.cu: attention_decode, which turns q
+// and the new k, stores k and v and attends split over keys; argmax;
+// advance_position), so a step reads back only the chosen id; with
+// WHET_DECODE=graph, Record captures one such step into a CUDA graph
+// (cuStreamBeginCapture on the backend's stream, cuGraphInstantiateWithFlags)
+// and the generator replays it for every token with one cuGraphLaunch
+// instead of about 17 launches per layer, each paying Go, purego and
+// driver overhead. While capturing, ops that would wait for the device,
+// move data to or from the host or take scratch memory fail (the
+// generator then runs the step directly), and same-dtype copies go onto
+// the stream instead of the legacy stream. NF4 weights multiply one row
+// straight from their codes (MatVecNF4, kernels/nf4.cu) on those paths.
+// WHET_CUDA_GEMV=1 (or SetGEMV) sends one-row bf16 products to
+// kernels/gemv.cu instead of cuBLASLt and lets MatVecs do q, k, v (and
+// gate, up) in one launch. The default stays the GPU-tested plain path.
 //
 // # Kernels
 //
