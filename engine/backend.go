@@ -233,6 +233,15 @@ type MultiAdamW interface {
 	AdamWAll(sets []AdamWSet, p AdamWParams) error
 }
 
+// GradScaleFolder is implemented by backends that say whether their AdamW
+// should be handed clipping's coefficient (AdamWParams.GradScale, one pass
+// over the gradients fewer) or the gradients scaled first. Backends
+// without it get the gradients scaled first. (The CUDA backend folds only
+// with its fused kernels switched on: WHET_CUDA_FUSED_ADAMW=1.)
+type GradScaleFolder interface {
+	FoldsGradScale() bool
+}
+
 // SumSquaresOfAll is implemented by backends that can sum the squares of
 // many tensors with one wait for the device (a gradient norm over hundreds
 // of adapter tensors would otherwise wait once per tensor).

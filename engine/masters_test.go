@@ -437,3 +437,57 @@ func TestPreparedRunTakesMasterWeights(t *testing.T) {
 		t.Errorf("data-parallel full run with bf16 masters: %v, want an error naming train.master_weights", err)
 	}
 }
+
+// noFold is the CPU backend saying it does not fold clipping into AdamW,
+// as the CUDA backend says by default: the trainer scales the gradients in
+// a pass of their own.
+type noFold struct{ *cpu.Backend }
+
+func (noFold) FoldsGradScale() bool { return false }
+
+// The trainer's two ways of clipping (folded into AdamW, or a pass of its
+// own before it, per engine.GradScaleFolder) train to the same losses and
+// weights, bit for bit, on steps where the clip bites.
+func TestTrainerClipsAlikeFoldedOrNot(t *testing.T) {
+	run := func(fold bool) ([]float64, [][]float32) {
+		tr := fullTinyTrainer(t, "", false, 6)
+		tr.Cfg.MaxGradNorm = 0.05
+		if !fold {
+			tr.Model.B = noFold{tr.Model.B.(*cpu.Backend)}
+		}
+		var losses []float64
+		for i := 0; i < 6; i++ {
+			ev, err := tr.TrainStep()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.GradNorm <= tr.Cfg.MaxGradNorm {
+				t.Fatalf("step %d: norm %g does not clip", i+1, ev.GradNorm)
+			}
+			losses = append(losses, ev.Loss)
+		}
+		var w [][]float32
+		for _, p := range tr.Model.TrainableParams() {
+			v, err := tr.Model.WeightValues(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w = append(w, v)
+		}
+		return losses, w
+	}
+	la, wa := run(true)
+	lb, wb := run(false)
+	for i := range la {
+		if la[i] != lb[i] {
+			t.Fatalf("step %d: loss %.9g folded, %.9g clipped first", i+1, la[i], lb[i])
+		}
+	}
+	for i := range wa {
+		for j := range wa[i] {
+			if wa[i][j] != wb[i][j] {
+				t.Fatalf("param %d element %d: %g folded, %g clipped first", i, j, wa[i][j], wb[i][j])
+			}
+		}
+	}
+}

@@ -97,7 +97,11 @@ func ClipGrads(m *Model, maxNorm float64) (float64, error) {
 
 // clipTo is ClipGrads for gradients whose global norm is already known.
 func clipTo(m *Model, norm, maxNorm float64) error {
-	coef := ClipCoef(norm, maxNorm)
+	return scaleGrads(m, ClipCoef(norm, maxNorm))
+}
+
+// scaleGrads multiplies every trainable gradient by coef (nothing when 1).
+func scaleGrads(m *Model, coef float32) error {
 	if coef == 1 {
 		return nil
 	}

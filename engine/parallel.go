@@ -521,6 +521,28 @@ func (d *DataParallel) gradNorm() (float64, error) {
 	return math.Sqrt(sums[0]), nil
 }
 
+// clip scales the gradients by coef (ClipCoef) in a pass of their own,
+// for backends whose AdamW does not fold it in: all of them, or sharded
+// this rank's chunks.
+func (d *DataParallel) clip(coef float32) error {
+	if !d.Shard {
+		return scaleGrads(d.m, coef)
+	}
+	if coef == 1 {
+		return nil
+	}
+	ts, err := d.ownGrads()
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if err := d.m.B.Scale(t, coef); err != nil {
+			return fmt.Errorf("clip grads: %w", err)
+		}
+	}
+	return nil
+}
+
 // apply takes the AdamW step: on every rank alike when not sharded (the
 // gradients are the same everywhere), else on this rank's chunks, whose
 // new weights the ranks then all-gather. The gradients are read times

@@ -221,13 +221,15 @@ func (t *Trainer) trainStep() (StepEvent, error) {
 	m := t.Model
 	began := time.Now()
 	accum := max(1, t.Cfg.GradAccum)
-	// Clipping is folded into the AdamW step: apply reads each gradient
-	// once, times the clipping coefficient (bit-equal to scaling the
-	// gradients first).
-	zero, norm2, apply := m.ZeroGrads, func() (float64, error) { return GradNorm(m) },
+	// Clipping is folded into the AdamW step where the backend says so
+	// (GradScaleFolder): apply reads each gradient once, times the
+	// clipping coefficient, bit-equal to scaling the gradients first, which
+	// clip does otherwise.
+	zero, norm2, clip, apply := m.ZeroGrads, func() (float64, error) { return GradNorm(m) },
+		func(coef float32) error { return scaleGrads(m, coef) },
 		func(lr float64, coef float32) error { return t.Opt.ApplyScaled(m, lr, coef) }
 	if d := t.DP; d != nil {
-		zero, norm2 = d.zero, d.gradNorm
+		zero, norm2, clip = d.zero, d.gradNorm, d.clip
 		apply = func(lr float64, coef float32) error { return d.apply(t.Opt, lr, coef) }
 	}
 	if err := zero(); err != nil {
@@ -250,8 +252,15 @@ func (t *Trainer) trainStep() (StepEvent, error) {
 	if !finite(norm) {
 		return StepEvent{}, t.nonFiniteGrads(norm)
 	}
+	coef := ClipCoef(norm, t.Cfg.MaxGradNorm)
+	if f, ok := m.B.(GradScaleFolder); coef != 1 && (!ok || !f.FoldsGradScale()) {
+		if err := clip(coef); err != nil {
+			return StepEvent{}, err
+		}
+		coef = 1
+	}
 	lr := t.LR(t.step)
-	if err := apply(lr, ClipCoef(norm, t.Cfg.MaxGradNorm)); err != nil {
+	if err := apply(lr, coef); err != nil {
 		return StepEvent{}, err
 	}
 	t.cursor += accum

@@ -8,28 +8,77 @@
 //
 // with stepSize = lr/(1-b1^step) and bc2Sqrt = sqrt(1-b2^step) computed on
 // the host in float64. m and v are f32 and updated in place; grad is f32
-// or bf16 and only read; g is rounded to f32 before use (__fmul_rn: never
-// contracted into what follows), so the step is bit-equal to scaling the
-// gradients in a pass of their own first. param is an f32 master, or a
-// bf16 one (train.master_weights: bf16): then, with a rounding key (the
+// or bf16 and only read.
+//
+// Two generations of the kernels live here:
+//
+// adamw and adamw_multi (the default, run on GPUs): param is an f32
+// master, gscale is 1 (the trainer scales the gradients for clipping in a
+// pass of their own, scale_multi). adamw_multi steps many tensors in one
+// launch: block b takes chunk b of a table the host builds
+// (engine/cuda/multitensor.go, AdamWAll), seven 64-bit words per chunk:
+// param, grad, m, v, out (0: none) addresses of the chunk's first element,
+// its length, and grad dtype | out dtype << 32. Where out is set it is
+// overwritten with the updated param in its dtype (the compute copy of a
+// master weight).
+//
+// adamw_fused and adamw_multi_fused (NOT YET RUN ON A GPU: the backend
+// takes them for a gscale other than 1, for bf16 masters, and for every
+// step with WHET_CUDA_FUSED_ADAMW=1): g is grad * gscale rounded to f32
+// before use (__fmul_rn: never contracted into what follows), so the step
+// is bit-equal to scaling the gradients first; param is an f32 master, or
+// a bf16 one (train.master_weights: bf16): then, with a rounding key (the
 // tensor's, fixed over steps; 0: round to nearest), the updated value is
 // rounded to bf16 stochastically, adding the top 16 bits of
 // splitmix64(step_seed(key, step), index) to the 16 bits that bf16 drops
-// (engine.RoundBF16Stochastic, StochasticBits and StepSeed).
-//
-// Memory: one read of grad, m, v and param and one write of m, v, param and
-// the compute copy per element: the whole optimizer step (clipping, update,
-// refresh of the bf16 weights) is this one pass.
-//
-// adamw_multi steps many tensors in one launch: block b takes chunk b of
-// a table the host builds (engine/cuda/multitensor.go, AdamWAll), nine
-// 64-bit words per chunk: param, grad, m, v, out (0: none) addresses of the
-// chunk's first element, its length, grad dtype | param dtype << 16 | out
-// dtype << 32, the tensor's rounding key (0: none) and the chunk's first
-// element's index in its tensor (the rounding's counter). Where out is set
-// it is overwritten with the updated param in its dtype (the compute copy
-// of an f32 master).
+// (engine.RoundBF16Stochastic, StochasticBits and StepSeed). Memory: one
+// read of grad, m, v and param and one write of m, v, param and the compute
+// copy per element, with 16-byte accesses where every pointer allows: the
+// whole optimizer step (clipping, update, refresh of the bf16 weights) is
+// one pass. adamw_multi_fused's table has nine words per chunk: the seven
+// above (with param dtype << 16 in the dtype word), the tensor's rounding
+// key (0: none) and the chunk's first element's index in its tensor (the
+// rounding's counter).
 #include "common.cuh"
+
+
+// adamw_element steps element i (and writes it to out, when not null).
+__device__ __forceinline__ void adamw_element(float* param, const void* grad, int gdt, float* m, float* v, i64 i,
+                                              float decay, float b1c, float b2, float b2c, float stepSize,
+                                              float bc2Sqrt, float eps, void* out, int odt) {
+    float g = ld(grad, gdt, i);
+    float p = param[i] * decay;
+    float mi = m[i] + b1c * (g - m[i]);
+    float vi = b2 * v[i] + b2c * g * g;
+    p -= stepSize * mi / (sqrtf(vi) / bc2Sqrt + eps);
+    param[i] = p;
+    m[i] = mi;
+    v[i] = vi;
+    if (out != nullptr) st(out, odt, i, p);
+}
+
+extern "C" __global__ void adamw(float* param, const void* grad, int gdt, float* m, float* v, i64 n,
+                                 float decay, float b1c, float b2, float b2c, float stepSize, float bc2Sqrt, float eps) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        adamw_element(param, grad, gdt, m, v, i, decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, nullptr, 0);
+    }
+}
+
+extern "C" __global__ void adamw_multi(const unsigned long long* table, float decay, float b1c, float b2, float b2c,
+                                       float stepSize, float bc2Sqrt, float eps) {
+    const unsigned long long* c = table + 7 * (i64)blockIdx.x;
+    float* param = (float*)c[0];
+    const void* grad = (const void*)c[1];
+    float* m = (float*)c[2];
+    float* v = (float*)c[3];
+    void* out = (void*)c[4];
+    const i64 n = (i64)c[5];
+    const int gdt = (int)(c[6] & 0xffffffffull), odt = (int)(c[6] >> 32);
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
+        adamw_element(param, grad, gdt, m, v, i, decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, out, odt);
+    }
+}
+
 
 struct AdamWHyper {
     float decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, gscale;
@@ -75,7 +124,7 @@ __device__ __forceinline__ float adamw_value(float p, float g, float& m, float& 
     return p;
 }
 
-extern "C" __global__ void adamw(void* param, int pdt, const void* grad, int gdt, float* m, float* v, i64 n,
+extern "C" __global__ void adamw_fused(void* param, int pdt, const void* grad, int gdt, float* m, float* v, i64 n,
                                  float decay, float b1c, float b2, float b2c, float stepSize, float bc2Sqrt, float eps,
                                  float gscale, unsigned long long key, unsigned long long step) {
     const AdamWHyper h = {decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, gscale};
@@ -91,7 +140,7 @@ extern "C" __global__ void adamw(void* param, int pdt, const void* grad, int gdt
     }
 }
 
-extern "C" __global__ void adamw_multi(const unsigned long long* table, float decay, float b1c, float b2, float b2c,
+extern "C" __global__ void adamw_multi_fused(const unsigned long long* table, float decay, float b1c, float b2, float b2c,
                                        float stepSize, float bc2Sqrt, float eps, float gscale, unsigned long long step) {
     const AdamWHyper h = {decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, gscale};
     const unsigned long long* c = table + 9 * (i64)blockIdx.x;

@@ -870,8 +870,22 @@ func testDropout(h *harness) {
 }
 
 func testAdamW(h *harness) {
-	for _, gdt := range h.dtypes() {
-		h.sub("grad_"+gdt.String(), func(h *harness) {
+	for _, sc := range []float32{0, 0.37} {
+		for _, gdt := range h.dtypes() {
+			testAdamWCase(h, gdt, sc)
+		}
+	}
+}
+
+// testAdamWCase is AdamW with grad of dtype gdt and GradScale sc (0: none;
+// otherwise clipping's coefficient, folded into the step).
+func testAdamWCase(h *harness, gdt engine.DType, sc float32) {
+	name := "grad_" + gdt.String()
+	if sc != 0 {
+		name += "_scaled"
+	}
+	{
+		h.sub(name, func(h *harness) {
 			const n = 4099
 			param := h.randn(engine.F32, 0.1, n)
 			grad := h.randn(gdt, 0.01, n)
@@ -883,8 +897,7 @@ func testAdamW(h *harness) {
 			}
 			v := h.input(engine.F32, vv, n)
 			before := h.held(param.dut)
-			// GradScale: clipping's coefficient, folded into the step.
-			hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Step: 5, GradScale: 0.37}
+			hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Step: 5, GradScale: sc}
 			h.check("AdamW", h.dut.AdamW(param.dut, grad.dut, m.dut, v.dut, hp))
 			h.oracle("AdamW", h.ref.AdamW(param.ref, grad.ref, m.ref, v.ref, hp))
 			// Compare the update, not the parameter: the step is small
@@ -973,7 +986,7 @@ func testAdamWAll(h *harness) {
 	if !ok {
 		h.t.Skipf("%s does not implement engine.MultiAdamW (optional)", h.dut.Name())
 	}
-	hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 3, GradScale: 0.83}
+	hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 3}
 	type state struct{ param, grad, m, v, out pair }
 	var states []state
 	var sets []engine.AdamWSet

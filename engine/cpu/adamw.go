@@ -57,3 +57,7 @@ func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) e
 	pt.settle() // a BF16 param without a key: to nearest
 	return nil
 }
+
+// FoldsGradScale (engine.GradScaleFolder): the CPU's AdamW applies the
+// gradients' scale in its one pass.
+func (b *Backend) FoldsGradScale() bool { return true }

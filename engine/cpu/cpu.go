@@ -46,6 +46,7 @@ var (
 	_ engine.MemoryReporter     = (*Backend)(nil)
 	_ engine.PeakResetter       = (*Backend)(nil)
 	_ engine.FreeMemoryReporter = (*Backend)(nil)
+	_ engine.GradScaleFolder    = (*Backend)(nil)
 )
 
 // Name identifies the backend in logs and reports.

@@ -28,6 +28,13 @@ type Options struct {
 	// (ProfileReport gives the table; whet bench prints it). The
 	// environment variable WHET_CUDA_PROFILE=1 sets it too.
 	Profile bool
+	// FusedAdamW steps every AdamW with the fused kernels (kernels/adamw.cu:
+	// adamw_multi_fused, clipping's scale folded into the update, 16-byte
+	// accesses), which have not yet run on a GPU; the default keeps the
+	// kernels that have, and scales the gradients for clipping in a pass of
+	// their own. bf16 master weights take the fused kernels regardless. The
+	// environment variable WHET_CUDA_FUSED_ADAMW=1 sets it too.
+	FusedAdamW bool
 	// ComputeF32 keeps weights and activations in float32 instead of bf16
 	// (slower, twice the memory): for checking the GPU against the CPU
 	// reference without bf16 rounding, e.g. token-for-token generation.
@@ -71,6 +78,7 @@ type Backend struct {
 	cache                 kernelCache
 	syncEachOp            bool
 	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
+	fusedAdamW            bool      // Options.FusedAdamW
 	prof                  *profiler // nil unless profiling
 
 	modules map[string]uintptr   // kernel file -> CUmodule
@@ -249,6 +257,7 @@ func New(opts Options) (*Backend, error) {
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), attnTC256: os.Getenv(AttnTC256Env) == "1",
+		fusedAdamW: opts.FusedAdamW || os.Getenv("WHET_CUDA_FUSED_ADAMW") == "1",
 	}
 	if err := b.open(opts); err != nil {
 		b.release()

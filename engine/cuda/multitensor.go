@@ -23,6 +23,7 @@ var (
 	_ engine.SumSquaresOfAll = (*Backend)(nil)
 	_ engine.FillOfAll       = (*Backend)(nil)
 	_ engine.ScaleOfAll      = (*Backend)(nil)
+	_ engine.GradScaleFolder = (*Backend)(nil)
 )
 
 // chunkTable is one such table on the device.
@@ -47,6 +48,12 @@ func chunks(table []uint64, t *Tensor) []uint64 {
 // pass over the tensors.
 func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 	c := b.check("AdamWAll")
+	// The kernel that has run on GPUs (adamw_multi) unless the fused one
+	// is asked for or needed: a gradient scale, bf16 masters.
+	fused := b.fusedAdamW || p.GradMultiplier() != 1
+	for _, s := range sets {
+		fused = fused || s.RoundSeed != 0 || (!isNil(s.Param) && s.Param.DType() != engine.F32)
+	}
 	var table []uint64
 	for i, s := range sets {
 		name := func(what string) string { return fmt.Sprintf("sets[%d].%s", i, what) }
@@ -76,6 +83,11 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 			if ot != nil {
 				out, odt = ot.ptr()+uint64(off*ot.dt.Size()), uint64(ot.dt)
 			}
+			if !fused {
+				table = append(table, pt.ptr()+uint64(4*off), gt.ptr()+uint64(off*gt.dt.Size()),
+					mt.ptr()+uint64(4*off), vt.ptr()+uint64(4*off), out, uint64(n), uint64(gt.dt)|odt<<32)
+				continue
+			}
 			table = append(table, pt.ptr()+ps*uint64(off), gt.ptr()+uint64(off*gt.dt.Size()),
 				mt.ptr()+uint64(4*off), vt.ptr()+uint64(4*off), out, uint64(n),
 				uint64(gt.dt)|uint64(pt.dt)<<16|odt<<32, s.RoundSeed, uint64(off))
@@ -96,7 +108,12 @@ func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 	}
 	defer exit()
 	h := adamwHyperOf(p)
-	return b.launchTable(fmt.Sprintf("AdamWAll of %d tensors", len(sets)), "adamw.cu", "adamw_multi", table, 9,
+	op := fmt.Sprintf("AdamWAll of %d tensors", len(sets))
+	if !fused {
+		return b.launchTable(op, "adamw.cu", "adamw_multi", table, 7,
+			h.decay, h.b1c, h.b2, h.b2c, h.stepSize, h.bc2Sqrt, h.eps)
+	}
+	return b.launchTable(op, "adamw.cu", "adamw_multi_fused", table, 9,
 		h.decay, h.b1c, h.b2, h.b2c, h.stepSize, h.bc2Sqrt, h.eps, h.gscale, uint64(p.Step))
 }
 

@@ -452,10 +452,21 @@ func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) e
 	}
 	defer exit()
 	h := adamwHyperOf(p)
-	return b.launch(fmt.Sprintf("AdamW %v", pt.shape), "adamw.cu", "adamw", b.gridFor(pt.n), block256, 0,
+	if !b.fusedAdamW && h.gscale == 1 && p.RoundSeed == 0 && pt.dt == engine.F32 {
+		// The kernel that has run on GPUs.
+		return b.launch(fmt.Sprintf("AdamW %v", pt.shape), "adamw.cu", "adamw", b.gridFor(pt.n), block256, 0,
+			pt.ptr(), gt.ptr(), dt(gt), mt.ptr(), vt.ptr(), int64(pt.n),
+			h.decay, h.b1c, h.b2, h.b2c, h.stepSize, h.bc2Sqrt, h.eps)
+	}
+	return b.launch(fmt.Sprintf("AdamW %v", pt.shape), "adamw.cu", "adamw_fused", b.gridFor(pt.n), block256, 0,
 		pt.ptr(), dt(pt), gt.ptr(), dt(gt), mt.ptr(), vt.ptr(), int64(pt.n),
 		h.decay, h.b1c, h.b2, h.b2c, h.stepSize, h.bc2Sqrt, h.eps, h.gscale, p.RoundSeed, uint64(p.Step))
 }
+
+// FoldsGradScale (engine.GradScaleFolder) tells the trainer whether to hand
+// clipping's coefficient to AdamW (the fused kernels, Options.FusedAdamW)
+// or to scale the gradients first (the default).
+func (b *Backend) FoldsGradScale() bool { return b.fusedAdamW }
 
 // adamwHyper are adamw.cu's float arguments (its AdamWHyper).
 type adamwHyper struct{ decay, b1c, b2, b2c, stepSize, bc2Sqrt, eps, gscale float32 }
