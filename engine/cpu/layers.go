@@ -273,6 +273,51 @@ func gatedForward(name string, out, gate, up engine.Tensor, product func(g, u fl
 	return nil
 }
 
+// activationForward writes out = act(x) for an activation returning its
+// value and derivative (GELU, GELUTanh); out may be x.
+func activationForward(name string, out, x engine.Tensor, act func(x float64) (y, dy float64)) error {
+	c := check(name)
+	o := c.float("out", out)
+	xt := c.float("x", x)
+	c.SameLen("out", o, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	od, xd := o.floats(), xt.floats()
+	parallelFor(len(od), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			y, _ := act(float64(xd[i]))
+			od[i] = float32(y)
+		}
+	})
+	o.settle()
+	return nil
+}
+
+// activationBackward overwrites dx = dOut*act'(x), the backward of
+// activationForward; dx may be dOut, never x.
+func activationBackward(name string, dx, dOut, x engine.Tensor, act func(x float64) (y, dy float64)) error {
+	c := check(name)
+	dxt := c.float("dx", dx)
+	do := c.float("dOut", dOut)
+	xt := c.float("x", x)
+	c.SameLen("dx", dxt, "x", xt)
+	c.SameLen("dOut", do, "x", xt)
+	c.disjoint("dx", dxt, "x", xt)
+	if c.Err != nil {
+		return c.Err
+	}
+	dxd, dod, xd := dxt.floats(), do.floats(), xt.floats()
+	parallelFor(len(xd), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			_, dy := act(float64(xd[i]))
+			dxd[i] = float32(float64(dod[i]) * dy)
+		}
+	})
+	dxt.settle()
+	return nil
+}
+
 // SwiGLUBackward overwrites dGate and dUp:
 //
 //	dUp   = dOut * silu(g)

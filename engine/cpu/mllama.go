@@ -19,44 +19,12 @@ func gelu(x float64) (y, dy float64) {
 
 // GELU writes out = gelu(x); out may be x.
 func (b *Backend) GELU(out, x engine.Tensor) error {
-	c := check("GELU")
-	o := c.float("out", out)
-	xt := c.float("x", x)
-	c.SameLen("out", o, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	od, xd := o.floats(), xt.floats()
-	parallelFor(len(od), 1<<12, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			y, _ := gelu(float64(xd[i]))
-			od[i] = float32(y)
-		}
-	})
-	o.settle()
-	return nil
+	return activationForward("GELU", out, x, gelu)
 }
 
 // GELUBackward overwrites dx = dOut*gelu'(x); dx may be dOut.
 func (b *Backend) GELUBackward(dx, dOut, x engine.Tensor) error {
-	c := check("GELUBackward")
-	dt := c.float("dx", dx)
-	do := c.float("dOut", dOut)
-	xt := c.float("x", x)
-	c.SameLen("dx", dt, "dOut", do)
-	c.SameLen("dx", dt, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	dd, dod, xd := dt.floats(), do.floats(), xt.floats()
-	parallelFor(len(dd), 1<<12, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			_, g := gelu(float64(xd[i]))
-			dd[i] = float32(float64(dod[i]) * g)
-		}
-	})
-	dt.settle()
-	return nil
+	return activationBackward("GELUBackward", dx, dOut, x, gelu)
 }
 
 // biasAttn holds the checked geometry of one BiasAttention call.

@@ -175,48 +175,12 @@ func (b *Backend) LayerNormBackward(dx, dWeight, dBias, dOut, x, weight, mean, r
 
 // GELUTanh writes out = gelu_tanh(x) (transformers' gelu_pytorch_tanh).
 func (b *Backend) GELUTanh(out, x engine.Tensor) error {
-	c := check("GELUTanh")
-	o := c.float("out", out)
-	xt := c.float("x", x)
-	c.SameLen("out", o, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	od, xd := o.floats(), xt.floats()
-	parallelFor(len(xd), 1<<14, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			y, _ := geluTanh(float64(xd[i]))
-			od[i] = float32(y)
-		}
-	})
-	o.settle()
-	return nil
+	return activationForward("GELUTanh", out, x, geluTanh)
 }
 
 // GELUTanhBackward overwrites dx = dOut*gelu_tanh'(x); dx may be dOut.
 func (b *Backend) GELUTanhBackward(dx, dOut, x engine.Tensor) error {
-	c := check("GELUTanhBackward")
-	dxt := c.float("dx", dx)
-	do := c.float("dOut", dOut)
-	xt := c.float("x", x)
-	c.SameLen("dx", dxt, "x", xt)
-	c.SameLen("dOut", do, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	c.disjoint("dx", dxt, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	dxd, dod, xd := dxt.floats(), do.floats(), xt.floats()
-	parallelFor(len(xd), 1<<14, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			_, dy := geluTanh(float64(xd[i]))
-			dxd[i] = float32(float64(dod[i]) * dy)
-		}
-	})
-	dxt.settle()
-	return nil
+	return activationBackward("GELUTanhBackward", dx, dOut, x, geluTanh)
 }
 
 // groupGeometry is attnGeometry plus each token's group.
