@@ -18,7 +18,7 @@ step cuda.test-all
 rm -rf /tmp/phi3dump
 (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_FAMILY_DUMP=/tmp/phi3dump timeout 170 $B/cuda.test -test.skip 'TestKernelsCompileForEveryArch' -test.v -test.count=1) >$O/cuda-tests.log 2>&1; echo "cuda.test rc=$?" >>$S
 grep -E "^(--- |ok|FAIL|PASS)" $O/cuda-tests.log >>$S
-(timeout 60 python3 .dev/gpu/all-checks/hf_bf16.py /tmp/phi3dump $O/hf_summary.json >$O/hf.log 2>&1; echo "hf rc=$?" >>$O/bg.txt; tar -C /tmp -czf $O/phi3dump.tgz phi3dump) &
+(timeout 60 python3 .dev/gpu/phi3-bf16/hf_bf16.py /tmp/phi3dump $O/hf_summary.json >$O/hf.log 2>&1; echo "hf rc=$?" >>$O/bg.txt; tar -C /tmp -czf $O/phi3dump.tgz phi3dump) &
 step decode
 timeout 30 $W bench --backend cuda --json --peak-tflops 989 --model llama-3.2-1b --method lora --decode 256 --seq 128 --decode-modes graph,graph+cublas,device,plain+cublas >$O/decode-1b.jsonl 2>$O/decode-1b.err; echo "decode-1b rc=$?" >>$S
 timeout 25 python3 tools/bench/generate_reference.py --model llama-3.2-1b --prompt 128 --new 128 2>$O/ref-1b.err | tail -1 >$O/ref-1b.jsonl; echo "ref-1b rc=$?" >>$S
