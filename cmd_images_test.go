@@ -86,7 +86,7 @@ func TestImagesCommand(t *testing.T) {
 	if code != 0 || errs != "" {
 		t.Fatalf("--show: exit %d, stderr %q", code, errs)
 	}
-	if first, art, _ := strings.Cut(out, "\n"); !strings.HasSuffix(first, `: messages[0].content[0]: [image gray16_64x48.png: 64x48 png I;16]`) ||
+	if first, art, _ := strings.Cut(out, "\n"); !strings.HasSuffix(first, `: messages[0].content[0]: [image: gray16_64x48.png 64×48 gray16]`) ||
 		strings.Count(art, "\x1b[0m\n") != 6 || strings.Count(art, "▀") != 16*6 {
 		t.Errorf("--show output:\n%q", out)
 	}

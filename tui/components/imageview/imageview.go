@@ -1,10 +1,10 @@
 // Package imageview draws an image in a terminal with coloured half
 // blocks: each cell shows two pixels, the upper one as the foreground of
 // "▀" and the lower one as the background, in 24-bit colour. Cells are
-// about twice as high as wide, so the pixels come out square. It is the
-// fallback preview of issue 24 (no kitty or iTerm2 graphics yet) and is
-// used by `whet images --show`; the studio's data page does not show
-// images yet.
+// about twice as high as wide, so the pixels come out square. graphics.go
+// adds the kitty and iTerm2 image protocols and Detect, which picks one
+// of them, half blocks, or a placeholder line from the environment. Used
+// by `whet images --show` and the studio's data page and chat.
 package imageview
 
 import (
@@ -70,7 +70,8 @@ func HalfBlocks(img *vision.RGB, cols, rows int) (string, error) {
 	return b.String(), nil
 }
 
-// Placeholder is the one-line stand-in for terminals without colour.
+// Placeholder is the one-line stand-in for an image where it cannot be
+// drawn: [image: xray/001.png 1024×1024 gray16].
 func Placeholder(name string, d *vision.Decoded) string {
-	return fmt.Sprintf("[image %s: %dx%d %s %s]", name, d.Width, d.Height, d.Format, d.Mode)
+	return fmt.Sprintf("[image: %s %d×%d %s]", name, d.Width, d.Height, ModeName(d))
 }
