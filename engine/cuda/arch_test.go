@@ -411,3 +411,46 @@ func TestHopperOnlyInstructionsAreGated(t *testing.T) {
 		}
 	}
 }
+
+// TestHopperAttentionCompiles compiles kernels/attention_hopper.cu for
+// sm_90a, as the backend does on an sm_90 card with AttnHopperEnv set
+// (TestKernelsCompileForEveryArch builds it for plain sm_90, where the
+// kernels are traps), checks that its kernels are in the cubin, and logs
+// NVRTC's messages and, from a second compile with ptxas -v, the
+// registers and spills of each kernel. Needs libnvrtc, not a GPU; skips
+// without it (unless WHET_CUDA_REQUIRE=1).
+func TestHopperAttentionCompiles(t *testing.T) {
+	n, err := openNVRTC()
+	if err != nil {
+		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipping: needs NVRTC: %v", err)
+	}
+	src, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cubin, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a")
+	if err != nil {
+		t.Fatal(err) // carries NVRTC's whole log
+	}
+	if log != "" {
+		t.Logf("NVRTC %d.%d log for %s (sm_90a):\n%s", n.major, n.minor, attnHopperFile, log)
+	}
+	flags, funcs, err := cubinInfo(cubin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kernels.Declared(src) {
+		if !funcs[k] {
+			t.Errorf("kernel %s is not in the sm_90a cubin", k)
+		}
+	}
+	t.Logf("%s for sm_90a: cubin %d bytes, ELF flags %#x", attnHopperFile, len(cubin), flags)
+	if _, vlog, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", "--ptxas-options=-v"); err != nil {
+		t.Logf("compile with ptxas -v (for register counts only): %v", err)
+	} else {
+		t.Logf("ptxas -v:\n%s", vlog)
+	}
+}

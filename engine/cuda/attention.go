@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"os"
 
 	"whet/engine"
 )
@@ -135,6 +136,61 @@ func (b *Backend) useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bo
 	return true
 }
 
+// AttnHopperEnv, set to 1, sends the training attention forward at head
+// dims 64 and 128 on sm_90 cards to kernels/attention_hopper.cu (wgmma,
+// compiled for sm_90a), as Options.AttnHopper does. Opt-in until a GPU run
+// of the attention tests with it has passed (tools/gpu/attention-hopper).
+const AttnHopperEnv = "WHET_ATTN_HOPPER"
+
+// attnHopperFile holds the Hopper kernels; fileArch compiles it for sm_90a.
+const attnHopperFile = "attention_hopper.cu"
+
+// attnHopperHeadDims are the head dims with a Hopper forward kernel
+// (attention_forward_hopper_d<D>); attnHopperRows is its query rows per
+// block (HOP_BM; keys per tile, HOP_BN, are the same).
+var attnHopperHeadDims = map[int]bool{64: true, 128: true}
+
+const attnHopperRows = 128
+
+// attnHopperSmem is the Hopper forward's dynamic shared memory at head dim
+// d: the 128-row Q tile and two stages of 128-row K and V tiles in bf16,
+// plus 1024 bytes to align the swizzled tiles to 1024 bytes.
+func attnHopperSmem(d int) int { return 1024 + 2*(attnHopperRows+4*attnHopperRows)*d }
+
+// fileArch is the architecture kernel file is compiled for: the device's,
+// except the Hopper attention kernels, which need sm_90a (wgmma exists
+// only there) and are built for it on sm_90 devices.
+func (b *Backend) fileArch(file string) string {
+	if file == attnHopperFile && b.arch == "sm_90" {
+		return "sm_90a"
+	}
+	return b.arch
+}
+
+// useHopperAttention reports whether the training forward at head dim d
+// over these tensors takes the Hopper kernel: opted in, not switched off
+// by a failed compile, an sm_90 device, a head dim with a kernel, and
+// tensors the tensor-core kernels take (the same bf16 and alignment
+// rules; useTensorCores).
+func (b *Backend) useHopperAttention(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
+	return b.attnHopper && b.attnHopperOff == "" && b.arch == "sm_90" && attnHopperHeadDims[d] &&
+		(rows+attnHopperRows-1)/attnHopperRows <= 65535 && b.useTensorCores(d, rows, outs, ins...)
+}
+
+// hopperKernel returns the Hopper forward kernel for head dim d, compiling
+// attention_hopper.cu on first use. If that fails, the Hopper kernels are
+// switched off for the backend's life with the reason written once to
+// standard error, and ok is false: the caller takes the mma.sync kernels.
+func (b *Backend) hopperKernel(d int) (name string, ok bool) {
+	name = fmt.Sprintf("attention_forward_hopper_d%d", d)
+	if _, err := b.function(attnHopperFile, name); err != nil {
+		b.attnHopperOff = err.Error()
+		fmt.Fprintf(os.Stderr, "whet: cuda: %s=1 asked for the Hopper attention kernels, but they are unavailable; using the mma.sync kernels: %v\n", AttnHopperEnv, err)
+		return "", false
+	}
+	return name, true
+}
+
 // forward launches the attention forward over Tq query rows at positions
 // qOffset.., on the tensor cores when it can. starts 0 means one sequence
 // (decoding); lse 0 means nothing saved.
@@ -142,6 +198,13 @@ func (b *Backend) useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bo
 // blocks heaviest first (attnorder.go).
 func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, hostStarts []int32, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
+	if hostStarts != nil && b.useHopperAttention(D, Tq, []*Tensor{ot}, qt, kt, vt) {
+		if name, ok := b.hopperKernel(D); ok {
+			return b.launch(op, attnHopperFile, name, dim3{H, (Tq + attnHopperRows - 1) / attnHopperRows, 1}, dim3{256, 1, 1},
+				attnHopperSmem(D), ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
+				starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
+		}
+	}
 	if b.useTensorCores(D, Tq, []*Tensor{ot}, qt, kt, vt) {
 		rows := attnFwdRows(D)
 		var order uint64

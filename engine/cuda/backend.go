@@ -35,6 +35,14 @@ type Options struct {
 	// their own. bf16 master weights take the fused kernels regardless. The
 	// environment variable WHET_CUDA_FUSED_ADAMW=1 sets it too.
 	FusedAdamW bool
+	// AttnHopper sends the training attention forward at head dims 64 and
+	// 128 on an sm_90 card (H100, H200) to the Hopper kernels of
+	// kernels/attention_hopper.cu (wgmma, compiled for sm_90a), which have
+	// not yet run on a GPU; everything else, the backward included, keeps
+	// the mma.sync kernels. If they do not compile, the backend says why on
+	// standard error once and keeps the mma.sync kernels. The environment
+	// variable WHET_ATTN_HOPPER=1 (AttnHopperEnv) sets it too.
+	AttnHopper bool
 	// ComputeF32 keeps weights and activations in float32 instead of bf16
 	// (slower, twice the memory): for checking the GPU against the CPU
 	// reference without bf16 rounding, e.g. token-for-token generation.
@@ -79,6 +87,8 @@ type Backend struct {
 	syncEachOp            bool
 	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
 	fusedAdamW            bool      // Options.FusedAdamW
+	attnHopper            bool      // Options.AttnHopper
+	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
 	prof                  *profiler // nil unless profiling
 
 	modules map[string]uintptr   // kernel file -> CUmodule
@@ -258,6 +268,7 @@ func New(opts Options) (*Backend, error) {
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), attnTC256: os.Getenv(AttnTC256Env) == "1",
 		fusedAdamW: opts.FusedAdamW || os.Getenv("WHET_CUDA_FUSED_ADAMW") == "1",
+		attnHopper: opts.AttnHopper || os.Getenv(AttnHopperEnv) == "1",
 	}
 	if err := b.open(opts); err != nil {
 		b.release()

@@ -105,6 +105,14 @@ func benchAttentionHeads(b *testing.B, backward bool, seqs, D, H, KVH int) {
 	}
 	run()
 	be.Sync()
+	if be.attnHopper && be.arch == "sm_90" && attnHopperHeadDims[D] {
+		if be.attnHopperOff != "" {
+			b.Fatalf("%s=1, but the Hopper attention kernels were switched off: %s", AttnHopperEnv, be.attnHopperOff)
+		}
+		if !backward {
+			b.Logf("forward on attention_forward_hopper_d%d", D)
+		}
+	}
 	b.ResetTimer()
 	for range b.N {
 		run()

@@ -272,6 +272,9 @@ func TestAttentionMatchesCPU(t *testing.T) {
 		{"d256_gqa4x1_long", []int32{0, 300, 301, 450}, 4, 1, 256, 0, 0},
 		{"d256_gemma3_gqa4x1_window130", []int32{0, 37, 37, 560}, 4, 1, 256, 130, 0},
 		{"d256_gqa8x2_window300_softcap_long", []int32{0, 610}, 8, 2, 256, 300, 1},
+		// Several 128-row query blocks and key tiles, sequences crossing them.
+		{"d64_gqa8x2_packed", []int32{0, 130, 130, 385, 400, 700}, 8, 2, 64, 0, 0},
+		{"d128_mqa_window200", []int32{0, 260, 520}, 4, 1, 128, 200, 0},
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, c := range cases {
@@ -349,6 +352,13 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 	seqsRef := engine.SeqLayout{Starts: starts, MaxLen: maxLen}
 	if err := b.Attention(dev["out"], dev["lse"], dev["q"], dev["k"], dev["v"], seqs, p); err != nil {
 		t.Fatal(err)
+	}
+	if act == engine.BF16 && b.attnHopper && b.arch == "sm_90" && attnHopperHeadDims[d] {
+		// Asked for (AttnHopperEnv): this case must have run the Hopper forward.
+		if b.attnHopperOff != "" {
+			t.Fatalf("the Hopper attention kernels were switched off: %s", b.attnHopperOff)
+		}
+		t.Logf("forward on attention_forward_hopper_d%d", d)
 	}
 	if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {
 		t.Fatal(err)
@@ -720,6 +730,60 @@ func TestTensorCoreAttentionInstantiated(t *testing.T) {
 		if !strings.Contains(cu, name+"##D(") {
 			t.Errorf("kernels/attention.cu does not define %s<D> in ATTN_TC_FWD_DQ, ATTN_TC_DKV or ATTN_TC_DK_DV", name)
 		}
+	}
+}
+
+// TestHopperAttentionInstantiated: every head dim attention.go sends to
+// the Hopper forward has its kernel in kernels/attention_hopper.cu, the
+// block sizes agree, its shared memory fits an H100 block (227 KB), and
+// only that file is compiled for sm_90a, and only on sm_90 devices.
+func TestHopperAttentionInstantiated(t *testing.T) {
+	cu, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	for _, name := range declaredKernels(cu) {
+		declared[name] = true
+	}
+	for d := range attnHopperHeadDims {
+		if name := fmt.Sprintf("attention_forward_hopper_d%d", d); !declared[name] {
+			t.Errorf("head dim %d takes the Hopper forward, but kernels/%s has no %s", d, attnHopperFile, name)
+		}
+		if smem := attnHopperSmem(d); smem > 227<<10 {
+			t.Errorf("head dim %d: the Hopper forward needs %d bytes of shared memory, over 227 KB", d, smem)
+		}
+		if !attnTCHeadDims[d] {
+			t.Errorf("head dim %d has a Hopper forward but no mma.sync kernels to fall back on", d)
+		}
+	}
+	for _, rule := range []string{fmt.Sprintf("#define HOP_BM %d", attnHopperRows), fmt.Sprintf("#define HOP_BN %d", attnHopperRows)} {
+		if !strings.Contains(cu, rule) {
+			t.Errorf("kernels/%s no longer says %q: update attnHopperRows and attnHopperSmem", attnHopperFile, rule)
+		}
+	}
+	for _, c := range []struct{ arch, file, want string }{
+		{"sm_90", attnHopperFile, "sm_90a"}, {"sm_90", "attention.cu", "sm_90"},
+		{"sm_80", attnHopperFile, "sm_80"}, {"sm_100", attnHopperFile, "sm_100"}, {"sm_120", attnHopperFile, "sm_120"},
+	} {
+		if got := (&Backend{arch: c.arch}).fileArch(c.file); got != c.want {
+			t.Errorf("on %s, kernels/%s compiles for %s, want %s", c.arch, c.file, got, c.want)
+		}
+	}
+	off := &Backend{arch: "sm_90", attnHopper: false}
+	if off.useHopperAttention(128, 4096, nil) {
+		t.Error("the Hopper forward is used without being asked for")
+	}
+	for _, b := range []*Backend{{arch: "sm_80", attnHopper: true}, {arch: "sm_90", attnHopper: true, attnHopperOff: "no"}} {
+		if b.useHopperAttention(128, 4096, nil) {
+			t.Errorf("the Hopper forward is used on %s (switched off: %q)", b.arch, b.attnHopperOff)
+		}
+	}
+	if (&Backend{arch: "sm_90", attnHopper: true}).useHopperAttention(80, 4096, nil) {
+		t.Error("the Hopper forward is used at head dim 80, which has no kernel")
+	}
+	if !(&Backend{arch: "sm_90", attnHopper: true}).useHopperAttention(128, 4096, nil) {
+		t.Error("the Hopper forward is not used at head dim 128 on sm_90 when asked for")
 	}
 }
 

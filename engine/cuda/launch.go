@@ -27,25 +27,26 @@ func (b *Backend) function(file, name string) (*function, error) {
 			return nil, err
 		}
 		headers := kernels.Headers()
-		key := cacheKey(file, src, headers, b.arch, b.rtc.major, b.rtc.minor)
+		arch := b.fileArch(file)
+		key := cacheKey(file, src, headers, arch, b.rtc.major, b.rtc.minor)
 		cubin := b.cache.load(file, key)
 		fromCache := cubin != nil
 		if cubin == nil {
-			if cubin, err = b.rtc.compile(file, src, headers, b.arch); err != nil {
+			if cubin, err = b.rtc.compile(file, src, headers, arch); err != nil {
 				return nil, err
 			}
 		}
 		err = b.drv.call("cuModuleLoadData", b.drv.cuModuleLoadData, uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0])))
 		if err != nil && fromCache {
 			// A damaged cache entry: compile afresh and try once more.
-			if cubin, err = b.rtc.compile(file, src, headers, b.arch); err != nil {
+			if cubin, err = b.rtc.compile(file, src, headers, arch); err != nil {
 				return nil, err
 			}
 			fromCache = false
 			err = b.drv.call("cuModuleLoadData", b.drv.cuModuleLoadData, uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0])))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("loading kernels/%s for %s: %w", file, b.arch, err)
+			return nil, fmt.Errorf("loading kernels/%s for %s: %w", file, arch, err)
 		}
 		if !fromCache {
 			b.cache.store(file, key, cubin)

@@ -94,6 +94,14 @@ func compileOptions(arch string) []string {
 // compile turns one kernel source (with the headers it includes) into a
 // cubin for arch (e.g. "sm_90"). A compile error carries NVRTC's log.
 func (n *nvrtc) compile(name, src string, headers map[string]string, arch string) ([]byte, error) {
+	cubin, _, err := n.compileLog(name, src, headers, arch)
+	return cubin, err
+}
+
+// compileLog is compile with extra NVRTC options after compileOptions (for
+// tests: "--ptxas-options=-v" for register counts), returning NVRTC's log
+// on success too (ptxas warnings, such as wgmma serialisation, land there).
+func (n *nvrtc) compileLog(name, src string, headers map[string]string, arch string, extra ...string) ([]byte, string, error) {
 	names := make([]string, 0, len(headers))
 	for h := range headers {
 		names = append(names, h)
@@ -112,11 +120,11 @@ func (n *nvrtc) compile(name, src string, headers map[string]string, arch string
 	if err := n.call("nvrtcCreateProgram", n.nvrtcCreateProgram,
 		uintptr(unsafe.Pointer(&prog)), uintptr(unsafe.Pointer(&srcC[0])), uintptr(unsafe.Pointer(&nameC[0])),
 		uintptr(len(names)), uintptr(unsafe.Pointer(&hdrC[0])), uintptr(unsafe.Pointer(&incC[0]))); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer purego.SyscallN(n.nvrtcDestroyProgram, uintptr(unsafe.Pointer(&prog)))
 
-	opts := compileOptions(arch)
+	opts := append(compileOptions(arch), extra...)
 	optC := make([]*byte, len(opts))
 	for i, o := range opts {
 		b := cBytes(o)
@@ -125,20 +133,20 @@ func (n *nvrtc) compile(name, src string, headers map[string]string, arch string
 	cerr := n.call("nvrtcCompileProgram", n.nvrtcCompileProgram, prog, uintptr(len(opts)), uintptr(unsafe.Pointer(&optC[0])))
 	if cerr != nil {
 		log := n.log(prog)
-		return nil, fmt.Errorf("compiling kernels/%s for %s with NVRTC %d.%d: %w\n%s", name, arch, n.major, n.minor, cerr, log)
+		return nil, log, fmt.Errorf("compiling kernels/%s for %s with NVRTC %d.%d: %w\n%s", name, arch, n.major, n.minor, cerr, log)
 	}
 	var size uintptr
 	if err := n.call("nvrtcGetCUBINSize", n.nvrtcGetCUBINSize, prog, uintptr(unsafe.Pointer(&size))); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if size == 0 {
-		return nil, fmt.Errorf("compiling kernels/%s for %s: NVRTC returned an empty cubin", name, arch)
+		return nil, "", fmt.Errorf("compiling kernels/%s for %s: NVRTC returned an empty cubin", name, arch)
 	}
 	cubin := make([]byte, size)
 	if err := n.call("nvrtcGetCUBIN", n.nvrtcGetCUBIN, prog, uintptr(unsafe.Pointer(&cubin[0]))); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return cubin, nil
+	return cubin, n.log(prog), nil
 }
 
 func (n *nvrtc) log(prog uintptr) string {

@@ -1,0 +1,413 @@
+// attention_hopper.cu: the attention forward of attention.cu (same maths,
+// masks and outputs: causal over packed sequences, sliding window,
+// soft-cap, grouped-query heads; out and lse overwritten) on Hopper's
+// warpgroup instructions (sm_90a only): wgmma mma_async with the score
+// product's operands (Q and K) read from shared memory through matrix
+// descriptors, and P V with P in registers and V in shared memory.
+//
+// Opt-in (WHET_ATTN_HOPPER=1, engine/cuda Options.AttnHopper) and compiled
+// for sm_90a only: on any other architecture the kernels below compile to a
+// trap, and engine/cuda never launches them there. The mma.sync kernels of
+// attention.cu stay the default and the deterministic path.
+//
+// One block: 128 queries of one head, two warpgroups of 64 rows (256
+// threads). Keys and values stream through shared memory in tiles of 128
+// rows, double-buffered with cp.async (every thread copies; no producer
+// warp yet). Per key tile and warpgroup:
+//   S = Q K^T           head dim / 16 wgmma m64n128k16, both from shared memory
+//   mask, online softmax (base 2, as attention.cu), rescale O
+//   O += P V            8 wgmma m64n<D>k16, P from registers (bf16)
+// The accumulator layout of wgmma m64nNk16 is, per warp of the
+// warpgroup, the mma.sync m16n8 layout repeated over N/8 column tiles: a
+// thread holds rows g = lane/4 and g+8 of its warp's 16, columns 8j+2t and
+// 8j+2t+1 (t = lane%4) in registers 4j..4j+3. So the softmax and masking
+// below are attention.cu's, and P's A fragments are packed from S's
+// accumulators exactly as there.
+//
+// Shared-memory tiles use the 128-byte swizzle of wgmma descriptors: a tile
+// of R rows and D columns is D/64 panels of R rows x 128 bytes (64 bf16),
+// panels 1024-byte aligned; 16-byte chunk c of row r is stored at chunk
+// c ^ (r % 8). Q and K are read K-major (rows = M or N, 64-column panels
+// along the head dim), V N-major (rows = keys = K, 64-column panels along
+// the head dim = N); the same physical layout serves both.
+#include "common.cuh"
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// Queries per block and keys per tile.
+#define HOP_BM 128
+#define HOP_BN 128
+
+// seq_bounds, first_key: as in attention.cu (the last s with starts[s] <=
+// i; the first key position i sees).
+__device__ __forceinline__ void seq_bounds(const int* starts, int nseq, int i, int* lo, int* hi) {
+    int a = 0, b = nseq - 1;
+    while (a < b) {
+        int mid = (a + b + 1) >> 1;
+        if (starts[mid] <= i) a = mid; else b = mid - 1;
+    }
+    *lo = starts[a];
+    *hi = starts[a + 1];
+}
+
+__device__ __forceinline__ int first_key(const int* starts, int nseq, int i, int window) {
+    int lo = 0, hi;
+    if (starts != nullptr) seq_bounds(starts, nseq, i, &lo, &hi);
+    if (window > 0 && i - window + 1 > lo) lo = i - window + 1;
+    return lo;
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+__device__ __forceinline__ unsigned int smem_u32(const void* p) {
+    unsigned int a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// cp_async16 copies 16 bytes from global memory to shared address dst, or
+// writes 16 zero bytes when ok is false (src is then not read).
+__device__ __forceinline__ void cp_async16(unsigned int dst, const void* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// fence_async_smem makes this thread's shared-memory writes (cp.async,
+// generic proxy) visible to wgmma's operand reads (async proxy); a barrier
+// after it publishes them to the other threads' wgmma.
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// hold_regs keeps the compiler from moving reads of accumulators that a
+// wgmma writes asynchronously above the wgmma_wait_all that completes them.
+template <int N>
+__device__ __forceinline__ void hold_regs(float* r) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+// smem_desc is the wgmma matrix descriptor of a 128-byte-swizzled operand at
+// shared address addr: start address (bits 0-13, in 16-byte units), leading
+// byte offset lbo (bits 16-29: unused for K-major swizzled operands; the
+// distance between 64-column panels for N-major ones), stride byte offset
+// 1024 (bits 32-45: between groups of 8 rows, or of 8 K rows for N-major),
+// base offset 0 (panels are 1024-byte aligned), swizzle mode 1 = 128 bytes
+// (bits 62-63).
+__device__ __forceinline__ unsigned long long smem_desc(unsigned int addr, unsigned int lbo) {
+    return (unsigned long long)((addr & 0x3ffff) >> 4) | ((unsigned long long)((lbo & 0x3ffff) >> 4) << 16) |
+           ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// wgmma_ss_n128: d[0..64) += A B, A (64 x 16) and B (16 x 128) both in shared memory
+// (descriptors da, db), both K-major.
+__device__ __forceinline__ void wgmma_ss_n128(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(1));
+}
+
+// wgmma_rs_n64: d[0..32) += A B, A (64 x 16) in registers a[0..4) (the mma.sync
+// A fragment of each warp's 16 rows), B (16 x 64) in shared memory, N-major (descriptor db).
+__device__ __forceinline__ void wgmma_rs_n64(float* d, const unsigned int* a, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+// wgmma_rs_n128: d[0..64) += A B, A (64 x 16) in registers a[0..4) (the mma.sync
+// A fragment of each warp's 16 rows), B (16 x 128) in shared memory, N-major (descriptor db).
+__device__ __forceinline__ void wgmma_rs_n128(float* d, const unsigned int* a, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+
+// load_tile copies rows [r0, r0+R) of one head (column offset col0, row
+// stride `stride` elements, D columns) into the swizzled tile at shared
+// address tile (see the head of this file); rows at or past rowEnd are
+// zero-filled, so that masked keys never meet stale values (0 * inf).
+template <int D, int R>
+__device__ __forceinline__ void load_tile(unsigned int tile, const unsigned short* src, i64 stride, i64 col0, int r0,
+                                          int rowEnd, int tid) {
+    constexpr int CH = D / 8; // 16-byte chunks a row
+
+    for (int c = tid; c < R * CH; c += 256) {
+        const int r = c / CH, ch = c % CH, i = r0 + r;
+        const bool ok = i < rowEnd;
+        const unsigned int dst = tile + (unsigned int)((ch >> 3) * (R * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
+        cp_async16(dst, ok ? src + (i64)i * stride + col0 + ch * 8 : src, ok);
+    }
+}
+
+// softmax_tile is attention.cu's: the score accumulators of one tile (rows
+// A = g, B = g+8 of the warp) become probabilities in place, updating the
+// running max (base 2) and this thread's partial row sums; cA, cB receive
+// the factors that rescale the output accumulators. Masked scores are -inf.
+template <int NT>
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float sl2, float& mA, float& mB, float& lA, float& lB,
+                                             float& cA, float& cB) {
+    float tA = NEG_INF, tB = NEG_INF;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        tA = fmaxf(tA, fmaxf(s[nt][0], s[nt][1]));
+        tB = fmaxf(tB, fmaxf(s[nt][2], s[nt][3]));
+    }
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 1));
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
+    const float nA = fmaxf(mA, tA * sl2), nB = fmaxf(mB, tB * sl2);
+    cA = nA == NEG_INF ? 1.0f : exp2_approx(mA - nA);
+    cB = nB == NEG_INF ? 1.0f : exp2_approx(mB - nB);
+    const float uA = nA == NEG_INF ? 0.0f : nA, uB = nB == NEG_INF ? 0.0f : nB;
+    float sumA = 0.0f, sumB = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        s[nt][0] = exp2_approx(fmaf(s[nt][0], sl2, -uA));
+        s[nt][1] = exp2_approx(fmaf(s[nt][1], sl2, -uA));
+        s[nt][2] = exp2_approx(fmaf(s[nt][2], sl2, -uB));
+        s[nt][3] = exp2_approx(fmaf(s[nt][3], sl2, -uB));
+        sumA += s[nt][0] + s[nt][1];
+        sumB += s[nt][2] + s[nt][3];
+    }
+    lA = lA * cA + sumA;
+    lB = lB * cB + sumB;
+    mA = nA;
+    mB = nB;
+}
+
+// store_pair writes two adjacent output values (one register's worth).
+__device__ __forceinline__ void store_pair(void* p, int dt, i64 i, float a, float b) {
+    if (dt == DT_BF16) {
+        *(unsigned int*)((unsigned short*)p + i) = pack_bf16(a, b);
+    } else {
+        st(p, dt, i, a);
+        st(p, dt, i + 1, b);
+    }
+}
+
+// attn_fwd_hopper: see the head of this file. Block y takes query block
+// gridDim.y-1-y (the last, heaviest, first).
+template <int D>
+__device__ __forceinline__ void attn_fwd_hopper(void* out, int odt, float* lse, const unsigned short* q,
+                                                const unsigned short* k, const unsigned short* v, const int* starts,
+                                                int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window,
+                                                float softcap) {
+    constexpr int BM = HOP_BM, BN = HOP_BN;
+    constexpr unsigned int QBYTES = BM * D * 2, KVBYTES = BN * D * 2;
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    // Swizzled panels need 1024-byte alignment; the launch adds 1024 bytes for it.
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Qs = base, Ks = base + QBYTES, Vs = Ks + 2 * KVBYTES; // K, V: two stages each
+    const int h = blockIdx.x, kvh = h / (H / KVH);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kEnd = qOffset + min(q0 + BM, Tq) - 1; // last key any query of the block sees
+    const int kStart = first_key(starts, nseq, qOffset + q0, window);
+    const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
+    load_tile<D, BM>(Qs, q, qStride, (i64)h * D, q0, Tq, tid);
+    if (nTiles > 0) {
+        load_tile<D, BN>(Ks, k, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
+        load_tile<D, BN>(Vs, v, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
+    }
+    cp_async_commit();
+
+    // This thread's rows A and B (positions, first visible keys; rows past
+    // Tq see nothing), and its warpgroup's 64 rows.
+    const int rowA = q0 + 64 * wg + 16 * (warp & 3) + g, rowB = rowA + 8;
+    const int posA = qOffset + rowA, posB = qOffset + rowB;
+    const int loA = rowA < Tq ? first_key(starts, nseq, posA, window) : 0x7fffffff;
+    const int loB = rowB < Tq ? first_key(starts, nseq, posB, window) : 0x7fffffff;
+    const int wgRow0 = q0 + 64 * wg;
+    const bool wgLive = wgRow0 < Tq;
+    const int wgFirstPos = qOffset + wgRow0;
+    const int wgLastPos = qOffset + min(wgRow0 + 63, Tq - 1);
+    const int wgMinLo = wgLive ? first_key(starts, nseq, wgFirstPos, window) : 0;
+    const int wgMaxLo = wgLive ? first_key(starts, nseq, wgLastPos, window) : 0;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E; // capped scores are already scaled
+    const unsigned int qRows = Qs + 64 * wg * 128;    // this warpgroup's rows in each Q panel
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
+
+    for (int it = 0; it < nTiles; it++) {
+        const int kt = kStart + it * BN;
+        cp_async_wait_all();
+        fence_async_smem();
+        __syncthreads(); // tile `it` is in; every warpgroup is done with tile it-1
+        if (it + 1 < nTiles) {
+            const unsigned int nb = ((it + 1) & 1) * KVBYTES;
+            load_tile<D, BN>(Ks + nb, k, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
+            load_tile<D, BN>(Vs + nb, v, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
+        }
+        cp_async_commit();
+        if (!wgLive || kt > wgLastPos || kt + BN - 1 < wgMinLo) continue; // warpgroup-uniform
+        const unsigned int Kb = Ks + (it & 1) * KVBYTES, Vb = Vs + (it & 1) * KVBYTES;
+
+        // S = Q K^T: head dim / 16 steps of 16 columns, 4 per 64-column panel
+        // (32 bytes apart inside the swizzled rows).
+        float s[BN / 8][4];
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        wgmma_fence();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+            const unsigned int col = (kc & 3) * 32;
+            wgmma_ss_n128(&s[0][0], smem_desc(qRows + (kc >> 2) * (BM * 128) + col, 16),
+                          smem_desc(Kb + (kc >> 2) * (BN * 128) + col, 16));
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<BN / 2>(&s[0][0]);
+
+        if (capped) {
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+            }
+        }
+        if (kt < wgMaxLo || kt + BN - 1 > wgFirstPos) { // some pair of this tile is masked
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int key = kt + nt * 8 + 2 * t + (e & 1);
+                    const bool valid = e < 2 ? (key >= loA && key <= posA) : (key >= loB && key <= posB);
+                    if (!valid) s[nt][e] = NEG_INF;
+                }
+            }
+        }
+        float cA, cB;
+        softmax_tile<BN / 8>(s, sl2, mA, mB, lA, lB, cA, cB);
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            o[dn][0] *= cA;
+            o[dn][1] *= cA;
+            o[dn][2] *= cB;
+            o[dn][3] *= cB;
+        }
+        // P's A fragments for the 16-key steps: the accumulators of column
+        // tiles 2kc and 2kc+1, rounded to bf16.
+        unsigned int pa[BN / 16][4];
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; kc++) {
+            pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+            pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+            pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+            pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+        }
+        // O += P V: V's rows are the reduction (16 keys = 2048 bytes a step),
+        // its 64-column panels BN * 128 bytes apart (the leading byte offset).
+        wgmma_fence();
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; kc++) {
+            const unsigned long long dv = smem_desc(Vb + kc * 2048, BN * 128);
+            if constexpr (D == 64) {
+                wgmma_rs_n64(&o[0][0], pa[kc], dv);
+            } else {
+                wgmma_rs_n128(&o[0][0], pa[kc], dv);
+            }
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<D / 2>(&o[0][0]);
+    }
+    cp_async_wait_all();
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    const float iA = lA > 0.0f ? 1.0f / lA : 0.0f, iB = lB > 0.0f ? 1.0f / lB : 0.0f;
+    const i64 col0 = (i64)h * D;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int d = dn * 8 + 2 * t;
+        if (rowA < Tq) store_pair(out, odt, (i64)rowA * qStride + col0 + d, o[dn][0] * iA, o[dn][1] * iA);
+        if (rowB < Tq) store_pair(out, odt, (i64)rowB * qStride + col0 + d, o[dn][2] * iB, o[dn][3] * iB);
+    }
+    if (lse != nullptr && t == 0) {
+        if (rowA < Tq) lse[(i64)h * Tq + rowA] = (mA + log2f(lA)) * LN2;
+        if (rowB < Tq) lse[(i64)h * Tq + rowB] = (mB + log2f(lB)) * LN2;
+    }
+}
+
+#define HOP_FWD_BODY(D)                                                                                                \
+    attn_fwd_hopper<D>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window, softcap)
+
+#else // not sm_90a: the kernels exist (every file declares the same kernels on every architecture) but trap.
+
+#define HOP_FWD_BODY(D) asm volatile("trap;")
+
+#endif
+
+// attention_forward_hopper_d<D>: grid (H, ceil(Tq / 128)), 256 threads,
+// dynamic shared memory 1024 + 2 * (128 + 4 * 128) * D bytes
+// (engine/cuda/attention.go, attnHopperSmem).
+extern "C" __global__ void __launch_bounds__(256, 1) attention_forward_hopper_d64(
+    void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
+    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window, float softcap) {
+    HOP_FWD_BODY(64);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_forward_hopper_d128(
+    void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
+    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window, float softcap) {
+    HOP_FWD_BODY(128);
+}

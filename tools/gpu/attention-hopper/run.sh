@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# attention-hopper: the Hopper (sm_90a, wgmma) attention forward, opt-in with
+# WHET_ATTN_HOPPER=1. Runs from the repo root on an H100/H200; writes only
+# under $OUT/attention-hopper. Read summary.txt first (see tools/gpu/README.md).
+set -u
+O=$OUT/attention-hopper; mkdir -p $O
+B=$PWD/.dev/gpu/common
+S=$O/summary.txt
+step() { echo "== $(date -u +%T) $*" >>$S; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
+cat .dev/gpu/common/COMMIT >>$O/gpu.txt 2>/dev/null
+step start; cat $O/gpu.txt >>$S
+
+# 1. NVRTC for sm_90a: the whole log (errors, ptxas warnings such as wgmma
+#    serialisation) and ptxas -v registers/spills per kernel.
+step compile-sm90a
+(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 60 $B/cuda.test -test.run '^TestHopperAttentionCompiles$' -test.v -test.count=1) >$O/compile.log 2>&1
+echo "compile rc=$?" >>$S
+cat $O/compile.log >>$S
+
+# 2. Attention against the CPU and the conformance suite with the Hopper
+#    forward on (each bf16 d64/d128 case fails if the kernel was switched off).
+step tests-hopper
+echo "cmd: cd engine/cuda && WHET_ATTN_HOPPER=1 cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance\$|TestHopperAttentionInstantiated' -test.v" >>$S
+(cd engine/cuda && WHET_ATTN_HOPPER=1 WHET_CUDA_REQUIRE=1 timeout 40 $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestHopperAttentionInstantiated' -test.v -test.count=1) >$O/tests-hopper.log 2>&1
+echo "tests (hopper) rc=$?" >>$S
+grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|hopper|Hopper|worst error|NaN" $O/tests-hopper.log | head -80 >>$S
+grep -E -- "--- FAIL" -A6 $O/tests-hopper.log | head -60 >>$S
+
+# 3. The same with WHET_CUDA_SYNC=1 only if the first run failed: names the
+#    launch that faults.
+if ! grep -q "^ok\|^PASS" $O/tests-hopper.log; then
+	step tests-hopper-sync
+	(cd engine/cuda && WHET_ATTN_HOPPER=1 WHET_CUDA_SYNC=1 WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestAttentionMatchesCPU/d128_gqa4x1_long_bf16' -test.v -test.count=1) >$O/tests-hopper-sync.log 2>&1
+	echo "sync rerun rc=$?" >>$S; tail -20 $O/tests-hopper-sync.log >>$S
+fi
+
+# 4. Kernel benchmarks (the docs/performance.md attention rows), mma.sync then Hopper.
+step bench
+echo "cmd: cd engine/cuda && [WHET_ATTN_HOPPER=1] cuda.test -test.run '^\$' -test.bench 'AttentionForward(D128)?\$' -test.benchtime 30x" >>$S
+(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^$' -test.bench 'AttentionForward(D128)?$' -test.benchtime 30x -test.count=2) >$O/bench-mmasync.log 2>&1
+echo "bench mma.sync rc=$?" >>$S; grep -E "Benchmark|FAIL|ok" $O/bench-mmasync.log >>$S
+(cd engine/cuda && WHET_ATTN_HOPPER=1 WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^$' -test.bench 'AttentionForward(D128)?$' -test.benchtime 30x -test.count=2 -test.v) >$O/bench-hopper.log 2>&1
+echo "bench hopper rc=$?" >>$S; grep -E "Benchmark|FAIL|ok|hopper|Hopper" $O/bench-hopper.log >>$S
+step end
