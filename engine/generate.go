@@ -45,6 +45,10 @@ type kvCache struct {
 	// of one prompt): row i of a pass is lanes[i]'s next token, so the
 	// projections run on all rows at once and attention lane by lane.
 	lanes []*kvCache
+	// pool, when set, holds this lane's keys and values in the blocks of
+	// table (a paged lane of a GroupGenerator; k and v are unused).
+	pool  *kvPool
+	table []int
 }
 
 // attend stores this chunk's k and v at the cache's next positions and
@@ -55,6 +59,9 @@ func (c *kvCache) attend(a *Activations, l int, q, k, v, att Tensor) error {
 	}
 	if c.lanes != nil {
 		return c.attendLanes(a, l, q, k, v, att)
+	}
+	if c.pool != nil {
+		return c.attendPaged(a, l, q, k, v, att)
 	}
 	if c.devPos != nil {
 		// q and k come unturned (layerForward leaves the rotation to this

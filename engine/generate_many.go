@@ -36,6 +36,13 @@ func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, op
 			return nil, fmt.Errorf("generation: prompt %d of %d tokens + %d new exceeds the planned %d", i, len(p), opts[i].MaxNewTokens, g.MaxLen)
 		}
 	}
+	needs := make([]int, n)
+	for i, p := range prompts {
+		needs[i] = len(p) + opts[i].MaxNewTokens
+	}
+	if err := g.reserve(needs); err != nil {
+		return nil, err
+	}
 	V := g.m.Cfg.VocabSize
 	rows := make([][]float32, n) // each lane's latest logits
 	rngs := make([]*rand.Rand, n)

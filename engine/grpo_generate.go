@@ -54,6 +54,7 @@ type GroupGenerator struct {
 	lanes  []*kvCache
 	MaxLen int
 	host   []float32
+	pool   *kvPool // the lanes' paged cache (NewPagedGroupGenerator), else nil
 }
 
 // NewGroupGenerator plans n lanes of maxLen tokens (prompt and
@@ -88,9 +89,83 @@ func (m *Model) NewGroupGenerator(n, maxLen int) (*GroupGenerator, error) {
 	return g, nil
 }
 
+// NewPagedGroupGenerator plans n lanes of up to maxLen tokens whose keys
+// and values share a pool of blocks of blockTokens tokens (0: the
+// default, DefaultKVBlockTokens): each generation reserves for each lane
+// the blocks its own prompt and limit need, and fails before running
+// anything when the pool cannot hold them all.
+func (m *Model) NewPagedGroupGenerator(n, maxLen, blockTokens, blocks int) (*GroupGenerator, error) {
+	kva, ok := m.B.(KVAttention)
+	if !ok {
+		return nil, fmt.Errorf("backend %s cannot generate: it has no cached attention", m.B.Name())
+	}
+	if n < 1 {
+		return nil, fmt.Errorf("generation: %d lanes", n)
+	}
+	if blockTokens == 0 {
+		blockTokens = DefaultKVBlockTokens
+	}
+	pool, err := newKVPool(m, blocks, blockTokens, maxLen)
+	if err != nil {
+		return nil, err
+	}
+	acts, err := m.NewActivations(max(maxLen, n), true)
+	if err != nil {
+		pool.freeAll()
+		return nil, err
+	}
+	g := &GroupGenerator{m: m, acts: acts, MaxLen: maxLen, host: make([]float32, n*m.Cfg.VocabSize), pool: pool}
+	for i := 0; i < n; i++ {
+		g.lanes = append(g.lanes, &kvCache{kva: kva, pool: pool})
+	}
+	return g, nil
+}
+
+// KVBlocks is the paged cache's pool: blocks of blockTokens tokens (0, 0
+// for a generator with contiguous caches).
+func (g *GroupGenerator) KVBlocks() (blocks, blockTokens int) {
+	if g.pool == nil {
+		return 0, 0
+	}
+	return g.pool.blocks, g.pool.blockTokens
+}
+
+// reserve gives lane i of a paged generator the blocks for needs[i]
+// positions, after taking back every lane's blocks; a generator with
+// contiguous caches holds MaxLen per lane already.
+func (g *GroupGenerator) reserve(needs []int) error {
+	p := g.pool
+	if p == nil {
+		return nil
+	}
+	for _, lane := range g.lanes {
+		p.release(lane.table)
+		lane.table = nil
+	}
+	total := 0
+	for _, n := range needs {
+		total += p.blocksFor(n)
+	}
+	if total > len(p.free) {
+		return fmt.Errorf("kv pool exhausted: %d sequences of %v tokens need %d blocks of %d tokens, the pool has %d", len(needs), needs, total, p.blockTokens, p.blocks)
+	}
+	for i, n := range needs {
+		t, err := p.reserve(p.blocksFor(n))
+		if err != nil {
+			return fmt.Errorf("lane %d: %w", i, err)
+		}
+		g.lanes[i].table = t
+	}
+	return nil
+}
+
 // Free releases the buffers.
 func (g *GroupGenerator) Free() {
 	g.acts.Free()
+	if g.pool != nil {
+		g.pool.freeAll()
+		g.pool = nil
+	}
 	for _, lane := range g.lanes {
 		for _, t := range append(lane.k, lane.v...) {
 			g.m.B.Free(t)
@@ -163,6 +238,13 @@ func (g *GroupGenerator) Generate(ctx context.Context, prompt []int32, opts []Sa
 		return nil, fmt.Errorf("generation: prompt of %d tokens + %d new exceeds the planned %d", len(prompt), maxNew, g.MaxLen)
 	}
 	B, V, kvd := g.m.B, g.m.Cfg.VocabSize, g.m.Cfg.KVDim()
+	needs := make([]int, n)
+	for i := range needs {
+		needs[i] = len(prompt) + max(maxNew, 1)
+	}
+	if err := g.reserve(needs); err != nil {
+		return nil, err
+	}
 	// The prompt once, into lane 0; then its keys and values into the rest.
 	first := g.lanes[0]
 	first.pos = 0
@@ -176,20 +258,8 @@ func (g *GroupGenerator) Generate(ctx context.Context, prompt []int32, opts []Sa
 	}
 	first.pos = len(prompt)
 	for _, lane := range g.lanes[1:n] {
-		for l := range g.m.Layers {
-			for _, pair := range [][2]Tensor{{lane.k[l], first.k[l]}, {lane.v[l], first.v[l]}} {
-				dst, err := B.View(pair[0], 0, len(prompt), kvd)
-				if err != nil {
-					return nil, err
-				}
-				src, err := B.View(pair[1], 0, len(prompt), kvd)
-				if err != nil {
-					return nil, err
-				}
-				if err := B.Copy(dst, src); err != nil {
-					return nil, err
-				}
-			}
+		if err := lane.copyPrefix(B, len(g.m.Layers), kvd, len(prompt), first); err != nil {
+			return nil, err
 		}
 		lane.pos = len(prompt)
 	}

@@ -44,7 +44,7 @@ type Sampler struct {
 	// Extra, when set, adds events after the greedy samples (GRPO: some of
 	// the step's sampled completions with their rewards).
 	Extra func(step int) []SampleEvent
-	gen   *Generator
+	gen   *GroupGenerator
 	stop  []int32
 }
 
@@ -103,7 +103,7 @@ func (s *Sampler) Run(ctx context.Context, step int) ([]SampleEvent, error) {
 		s.MaxTokens = 48
 	}
 	var encoded [][]int32
-	longest := 0
+	longest, blocks := 0, 0
 	for _, p := range s.Prompts {
 		ids, err := s.encode(p)
 		if err != nil {
@@ -111,24 +111,41 @@ func (s *Sampler) Run(ctx context.Context, step int) ([]SampleEvent, error) {
 		}
 		encoded = append(encoded, ids)
 		longest = max(longest, len(ids))
+		blocks += (len(ids) + s.MaxTokens + DefaultKVBlockTokens - 1) / DefaultKVBlockTokens
 	}
-	if s.gen == nil || s.gen.MaxLen < longest+s.MaxTokens {
-		if s.gen != nil {
-			s.gen.Free()
+	if len(encoded) == 0 {
+		if s.Extra != nil {
+			return s.Extra(step), nil
 		}
-		g, err := s.Model.NewGenerator(longest + s.MaxTokens)
+		return nil, nil
+	}
+	// Every prompt is answered in one batched generation (GenerateMany:
+	// the weights are read once per token for all prompts), its keys and
+	// values in a paged cache holding each prompt's own length.
+	if s.gen != nil {
+		if have, _ := s.gen.KVBlocks(); len(s.gen.lanes) < len(encoded) || s.gen.MaxLen < longest+s.MaxTokens || have < blocks {
+			s.gen.Free()
+			s.gen = nil
+		}
+	}
+	if s.gen == nil {
+		g, err := s.Model.NewPagedGroupGenerator(len(encoded), longest+s.MaxTokens, DefaultKVBlockTokens, blocks)
 		if err != nil {
 			return nil, err
 		}
 		s.gen = g
 		s.stop = StopIDs(s.Tok, s.Template)
 	}
+	opts := make([]SampleOptions, len(encoded))
+	for i := range opts {
+		opts[i] = Greedy(s.MaxTokens, s.stop)
+	}
+	gens, err := s.gen.GenerateMany(ctx, encoded, opts, nil)
+	if err != nil {
+		return nil, fmt.Errorf("samples: %w", err)
+	}
 	var out []SampleEvent
-	for i, ids := range encoded {
-		gen, err := s.gen.Generate(ctx, ids, Greedy(s.MaxTokens, s.stop), nil)
-		if err != nil {
-			return out, fmt.Errorf("sample %d: %w", i, err)
-		}
+	for i, gen := range gens {
 		text := s.Tok.Decode(toInts(gen), true)
 		if s.Template != nil {
 			for _, ss := range s.Template.StopStrings {
