@@ -26,7 +26,8 @@ type MllamaResult struct {
 	// samples divided by their Count.
 	Loss  float64
 	Count int
-	// Logits [T, vocab] per sample, when asked for.
+	// Logits [T, vocab] per sample, when asked for (host memory, copied
+	// chunk by chunk: the backend holds LogitsChunk rows at a time).
 	Logits [][]float32
 	// VisionOut [Images*MaxTiles*Patches, vision OutputDim] per sample:
 	// the vision tower's output (the projector's input), when logits are
@@ -413,15 +414,54 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 		p.do("residual", func() error { return p.B.AddScaled(next, mo, g) })
 		x = next
 	}
-	hN, rstdN := p.alloc(T, D), p.alloc(T)
-	p.do("final norm", func() error { return p.B.RMSNorm(hN, rstdN, x, m.Norm.W, eps) })
-	logits, _ := p.linear(m.Head, hN)
+	// The final norm, the LM head and the cross-entropy run over
+	// LogitsChunk rows at a time (the text path's rule and the run
+	// config's train.logits_chunk, which memplan.Plan counts too): no
+	// buffer is [T, vocab]. With backward each chunk's logit gradient goes
+	// through the head at once, into dh.
+	V := c.VocabSize
+	chunk := LogitsChunk(T, V, m.LogitsRows)
+	rstdN := p.alloc(T)
+	hN, logits := p.alloc(chunk, D), p.alloc(chunk, V)
+	losses := p.alloc(T)
+	var dh Tensor
+	if backward {
+		dh = p.alloc(T, D)
+	}
 	var logitsHost []float32
 	if keep {
-		logitsHost = p.host(logits)
+		logitsHost = make([]float32, 0, T*V)
 	}
-	losses := p.alloc(T)
-	p.do("cross-entropy", func() error { return p.B.SoftmaxCrossEntropy(logits, targets, losses, gradScale) })
+	if m.Head.LoRA != nil || m.Head.B != nil {
+		p.fail("lm head", fmt.Errorf("the chunked LM head takes no adapter or bias"))
+	}
+	for r0 := 0; r0 < T && p.err == nil; r0 += chunk {
+		r1 := min(r0+chunk, T)
+		n := r1 - r0
+		h, lg := p.view(hN, 0, n, D), p.view(logits, 0, n, V)
+		p.do(fmt.Sprintf("final norm rows %d-%d", r0, r1), func() error {
+			return p.B.RMSNorm(h, p.view(rstdN, r0, n), p.view(x, r0*D, n, D), m.Norm.W, eps)
+		})
+		p.do(fmt.Sprintf("lm head rows %d-%d", r0, r1), func() error { return p.B.MatMul(lg, h, m.Head.W.W, false, true, 1, 0) })
+		if keep {
+			logitsHost = append(logitsHost, p.host(lg)...)
+		}
+		p.do(fmt.Sprintf("cross-entropy rows %d-%d", r0, r1), func() error {
+			return p.B.SoftmaxCrossEntropy(lg, p.view(targets, r0, n), p.view(losses, r0, n), gradScale)
+		})
+		if !backward {
+			continue
+		}
+		// lg now holds dL/dlogits.
+		p.do(fmt.Sprintf("lm head input grad rows %d-%d", r0, r1), func() error {
+			return p.B.MatMul(p.view(dh, r0*D, n, D), lg, m.Head.W.W, false, false, 1, 0)
+		})
+		if m.Head.W.Trainable {
+			p.do(fmt.Sprintf("lm head weight grad rows %d-%d", r0, r1), func() error {
+				return p.B.MatMul(m.Head.W.Grad, lg, h, true, false, 1, 1)
+			})
+		}
+	}
 	var loss float64
 	for _, l := range p.host(losses) {
 		loss += float64(l)
@@ -430,9 +470,7 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 		return loss, logitsHost, visOut
 	}
 
-	// Backward: logits now hold dL/dlogits.
-	dh := p.alloc(T, D)
-	p.linearBack(m.Head, hN, nil, logits, dh, false)
+	// Backward: dh holds dL/dhN.
 	dres := p.zeros(T, D)
 	p.do("final norm backward", func() error { return p.B.RMSNormBackward(dres, gradOf(m.Norm), dh, x, m.Norm.W, rstdN) })
 	var dC Tensor

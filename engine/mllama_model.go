@@ -14,7 +14,7 @@ import (
 // language_model.lm_head.weight, vision_model.*, multi_modal_projector.*);
 // transformers 5's spellings (model.language_model.*, lm_head.weight,
 // model.vision_model.*, model.multi_modal_projector.*) load too. It runs in
-// float32 on a backend with MllamaOps (the CPU backend).
+// float32 on a backend with MllamaOps (the CPU and CUDA backends).
 type MllamaModel struct {
 	Cfg MllamaConfig
 	B   Backend
@@ -27,6 +27,12 @@ type MllamaModel struct {
 
 	Vision    *MllamaVision
 	Projector *Linear // [D, vision OutputDim] with bias
+
+	// LogitsRows is the rows the final norm, the LM head and the
+	// cross-entropy run at once, LogitsChunk's request: the run config's
+	// train.logits_chunk (memplan.Options.LogitsChunk), 0 for the
+	// engine's rule. Run never holds [tokens, vocab] logits on the backend.
+	LogitsRows int
 
 	params []*Param
 	// gates caches tanh of every scalar gate (frozen gates only: the

@@ -268,6 +268,92 @@ func TestMllamaFiniteDiff(t *testing.T) {
 	}
 }
 
+// TestMllamaLogitsChunks: the final norm, LM head and cross-entropy run
+// over LogitsChunk rows at a time; chunks of 1, 5 and 64 rows (one chunk:
+// the 12-token samples are shorter) give the same loss, logits and
+// gradients (the head's weight and the final norm's included, which every
+// chunk adds into).
+func TestMllamaLogitsChunks(t *testing.T) {
+	m, cfg := loadTinyMllama(t, 11)
+	rng := rand.New(rand.NewPCG(12, 13))
+	samples := append(tinyMllamaSamples(cfg, rng), mllamaSample(cfg, rng, 7, nil, nil, 1))
+	if err := m.AddLoRA(engine.MllamaLoRA{Rank: 2, Alpha: 4, Projector: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range m.Params() {
+		if strings.Contains(p.Name, "lora_") {
+			uploadRandom(t, m, p, rng, 0.15)
+		}
+	}
+	for _, p := range []*engine.Param{m.Head.W, m.Norm} {
+		if err := m.MakeTrainable(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type run struct {
+		loss   float64
+		logits [][]float32
+		grads  map[string][]float32
+	}
+	do := func(rows int) run {
+		m.LogitsRows = rows
+		if err := m.ZeroGrads(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Run(samples, true, false); err != nil {
+			t.Fatalf("chunk %d: %v", rows, err)
+		}
+		r, err := m.Run(samples, false, true)
+		if err != nil {
+			t.Fatalf("chunk %d: %v", rows, err)
+		}
+		out := run{loss: r.Loss, logits: r.Logits, grads: map[string][]float32{}}
+		for _, p := range m.Params() {
+			if p.Trainable {
+				g := make([]float32, p.Grad.Len())
+				if err := m.B.Download(p.Grad, g); err != nil {
+					t.Fatal(err)
+				}
+				out.grads[p.Name] = g
+			}
+		}
+		return out
+	}
+	if got := engine.LogitsChunk(12, cfg.Text.VocabSize, 0); got != 12 {
+		t.Fatalf("LogitsChunk(12, %d, 0) = %d: the engine's rule should take the whole sample", cfg.Text.VocabSize, got)
+	}
+	want := do(0)
+	close := func(a, b float32) bool { return math.Abs(float64(a-b)) <= 1e-6+1e-5*math.Abs(float64(b)) }
+	for _, rows := range []int{1, 5, 64} {
+		got := do(rows)
+		if math.Abs(got.loss-want.loss) > 1e-6*math.Abs(want.loss) {
+			t.Errorf("chunk %d: loss %v, one chunk %v", rows, got.loss, want.loss)
+		}
+		for i := range want.logits {
+			if len(got.logits[i]) != len(want.logits[i]) || len(want.logits[i]) != len(samples[i].IDs)*cfg.Text.VocabSize {
+				t.Fatalf("chunk %d: sample %d has %d logits, one chunk %d, want tokens x vocab", rows, i, len(got.logits[i]), len(want.logits[i]))
+			}
+			for j, v := range want.logits[i] {
+				if !close(got.logits[i][j], v) {
+					t.Errorf("chunk %d: sample %d logit %d = %v, one chunk %v", rows, i, j, got.logits[i][j], v)
+					break
+				}
+			}
+		}
+		if len(got.grads) != len(want.grads) || len(want.grads) == 0 {
+			t.Fatalf("chunk %d: %d gradients, one chunk %d", rows, len(got.grads), len(want.grads))
+		}
+		for name, w := range want.grads {
+			for j, v := range w {
+				if !close(got.grads[name][j], v) {
+					t.Errorf("chunk %d: %s grad[%d] = %v, one chunk %v", rows, name, j, got.grads[name][j], v)
+					break
+				}
+			}
+		}
+	}
+}
+
 // TestMllamaCheckpointNames: a checkpoint under transformers 5's names
 // loads and runs the same; a missing or mis-shaped tensor is refused by name.
 func TestMllamaCheckpointNames(t *testing.T) {

@@ -30,6 +30,8 @@ type MllamaOptions struct {
 //	                        over the K = images·A·P image tokens, their LoRA
 //	                        intermediates; once: the projected states and their
 //	                        gradient [K, D], the [N, K] fp32 bias
+//	LM head                 Plan's: engine.LogitsChunk rows of logits at a time
+//	                        (Options.LogitsChunk, the engine's MllamaModel.LogitsRows)
 //
 // Every buffer counts for the whole step (as Plan assumes): the vision
 // tower's forward buffers are freed before the language model's backward

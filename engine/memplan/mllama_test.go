@@ -62,6 +62,29 @@ func TestPlanMllama11BVision(t *testing.T) {
 	if two.Peak() <= p.Peak() || two.Trainable != p.Trainable+int64(16*(7680+4096)) {
 		t.Errorf("two images with a projector adapter: peak %d (one image %d), trainable %d (one %d)", two.Peak(), p.Peak(), two.Trainable, p.Trainable)
 	}
+	// The LM head runs over engine.LogitsChunk rows, as the Mllama engine
+	// runs it (MllamaModel.LogitsRows = Options.LogitsChunk): nothing is
+	// [tokens, vocab].
+	for _, c := range []struct{ request, rows int }{{0, (1 << 26) / 128256}, {100, 100}, {4096, 1024}} {
+		o := opts
+		o.LogitsChunk = c.request
+		pc, err := PlanMllama(cfg, o, MllamaOptions{Images: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := engine.LogitsChunk(1024, 128256, c.request); got != c.rows {
+			t.Fatalf("engine.LogitsChunk(1024, 128256, %d) = %d, want %d", c.request, got, c.rows)
+		}
+		lg, ok := pc.Find("logits.f32")
+		if !ok || lg.Shape[0] != int64(c.rows) || lg.Shape[1] != 128256 {
+			t.Errorf("logits chunk %d: logits buffer %+v, want [%d 128256]", c.request, lg, c.rows)
+		}
+		for _, b := range pc.Buffers {
+			if c.rows < 1024 && b.Category >= Activations && b.Elems() >= 1024*128256 {
+				t.Errorf("logits chunk %d: buffer %s %v (category %d) holds tokens x vocab values", c.request, b.Name, b.Shape, b.Category)
+			}
+		}
+	}
 	if _, err := PlanMllama(cfg, Options{Method: Full, SeqLen: 16}, MllamaOptions{}); err == nil {
 		t.Error("full fine-tuning of the vision model was planned")
 	}
