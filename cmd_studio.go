@@ -18,6 +18,7 @@ import (
 	"whet/engine"
 	"whet/engine/hub"
 	"whet/tui"
+	"whet/tui/components/imageview"
 	"whet/tui/fake"
 )
 
@@ -116,7 +117,9 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 
+	images, _ := imageview.Detect(os.Getenv)
 	opts := tui.Options{
+		Images:    images,
 		ModelsDir: *modelsDir,
 		RunsDir:   *runsDir,
 		DataDirs:  strings.Split(*dataDirs, ","),

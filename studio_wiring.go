@@ -365,6 +365,12 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 	cfg.Model = dir
 	p, err := datasets.Prepare(engine.DataOptions(cfg), tok)
 	if err != nil {
+		// A file with images cannot be trained on yet, but its rows and
+		// images can be looked at, with the loader's refusal above them.
+		if ipv, ok := imagePreview(cfg.Data.Path, 3); ok {
+			ipv.Unusable = err.Error()
+			return ipv, nil
+		}
 		return pv, err
 	}
 	pv.Format = string(p.Format)

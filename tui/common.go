@@ -10,6 +10,8 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/colorprofile"
 	"github.com/charmbracelet/x/ansi"
+
+	"whet/tui/components/imageview"
 )
 
 // MinWidth and MinHeight are the smallest terminal the studio draws in;
@@ -27,6 +29,12 @@ type common struct {
 	keys          keyMap
 	now           func() time.Time
 	ctx           context.Context
+	// imageMode is how images are drawn (imageProtocol of the detected
+	// protocol and the colour profile); kittyImages keeps what kitty
+	// needs sent.
+	imageDetected imageview.Protocol
+	imageMode     imageview.Protocol
+	kittyImages   imageCache
 }
 
 // Styles holds every style the studio draws with. They are rebuilt when

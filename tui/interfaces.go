@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 
+	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/worker"
 )
@@ -102,8 +103,30 @@ type DataStats struct {
 type DataPreview struct {
 	Format   string // alpaca | sharegpt | messages | text | preference
 	Examples [][]Segment
+	// Images holds each example's images (Images[i] goes with
+	// Examples[i]); nil for text data.
+	Images   [][]PreviewImage
 	Stats    DataStats
 	Warnings []string
+	// Unusable, when set, says why training cannot use the file although
+	// it could be previewed (an image dataset: whet cannot train on images
+	// yet); the page shows it and does not go on with the file.
+	Unusable string
+}
+
+// PreviewImage is one image of a previewed example, or why it could not
+// be read.
+type PreviewImage struct {
+	// Info names the image for a placeholder line:
+	// "[image: xray/001.png 1024×1024 gray16]".
+	Info string
+	// Img is the picture, already shrunk for the terminal (a few hundred
+	// pixels a side is plenty); nil when Err is set.
+	Img *vision.RGB
+	// Err says why the image cannot be shown, naming the row, the field
+	// and the file: "data.jsonl:3: field \"messages[0].content[0]\": image
+	// img/missing.png: open …: no such file or directory".
+	Err string
 }
 
 // DataPreviewer loads a dataset the way training will (cfg.Data, the

@@ -17,6 +17,7 @@ import (
 	"whet/engine"
 	"whet/engine/units"
 	"whet/tui/components/form"
+	"whet/tui/components/imageview"
 )
 
 // findDatasets lists the files the loaders read under the dirs (two
@@ -301,6 +302,9 @@ func (p *dataPage) leave() error {
 	if p.err != "" && p.previewer != nil {
 		return fmt.Errorf("%s cannot be used: %s", p.selected, p.err)
 	}
+	if pr := p.preview; pr != nil && pr.Unusable != "" {
+		return fmt.Errorf("%s cannot be used: %s", p.selected, pr.Unusable)
+	}
 	if pr := p.preview; pr != nil && pr.Format != "" {
 		// DPO learns from pairs; other methods from single answers.
 		if err := engine.CheckDataFormat(*p.cfg, p.selected, pr.Format); err != nil {
@@ -576,15 +580,23 @@ func (p *dataPage) previewView(h int) string {
 	if s.Skipped > 0 {
 		head += st.Warn.Render(fmt.Sprintf(" (%d skipped)", s.Skipped))
 	}
-	head += fmt.Sprintf(" · %s tokens, %s with loss", units.Count(int64(s.Tokens)), units.Count(int64(s.TrainTokens)))
-	lines = append(lines, head)
-	lens := fmt.Sprintf("length mean %.0f · max %d", s.MeanLen, s.MaxLen)
-	if s.Truncated > 0 {
-		lens += st.Warn.Render(fmt.Sprintf(" · %d rows longer than max length %d (cut)", s.Truncated, p.cfg.Data.MaxLength))
+	if pr.Unusable != "" && s.Tokens == 0 {
+		// Read but not tokenized (an image dataset): no token counts.
+		lines = append(lines, head)
+	} else {
+		head += fmt.Sprintf(" · %s tokens, %s with loss", units.Count(int64(s.Tokens)), units.Count(int64(s.TrainTokens)))
+		lines = append(lines, head)
+		lens := fmt.Sprintf("length mean %.0f · max %d", s.MeanLen, s.MaxLen)
+		if s.Truncated > 0 {
+			lens += st.Warn.Render(fmt.Sprintf(" · %d rows longer than max length %d (cut)", s.Truncated, p.cfg.Data.MaxLength))
+		}
+		lines = append(lines, lens)
 	}
-	lines = append(lines, lens)
+	if pr.Unusable != "" {
+		lines = append(lines, strings.Split(st.Bad.Render(wrap("✗ "+printable(pr.Unusable), p.w)), "\n")...)
+	}
 	for _, w := range pr.Warnings {
-		lines = append(lines, st.Warn.Render("! "+w))
+		lines = append(lines, st.Warn.Render(trimTo("! "+printable(w), p.w)))
 	}
 	if len(pr.Examples) == 0 {
 		return strings.Join(append(lines, st.Muted.Render("no examples")), "\n")
@@ -609,9 +621,71 @@ func (p *dataPage) previewView(h int) string {
 			title += " (←/→)"
 		}
 		lines = append(lines, st.Accent.Render(title)+"  "+legend)
-		lines = append(lines, renderExample(st, pr.Examples[i], p.w-2, perEx)...)
+		var images []PreviewImage
+		if i < len(pr.Images) {
+			images = pr.Images[i]
+		}
+		lines = append(lines, p.exampleWithImages(pr.Examples[i], images, perEx)...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// exampleWithImages draws an example in h lines: its text alone, or with
+// its images in a column on the right (below the text in a narrow
+// window), each under a line naming it.
+func (p *dataPage) exampleWithImages(segs []Segment, images []PreviewImage, h int) []string {
+	if len(images) == 0 {
+		return renderExample(p.styles, segs, p.w-2, h)
+	}
+	if p.w < 60 || p.imageMode == imageview.Text {
+		// Placeholder lines, or too narrow for two columns: the text,
+		// then the images.
+		textH := max(h/2, 1)
+		text := renderExample(p.styles, segs, p.w-2, textH)
+		for _, l := range p.imageColumn(images, p.w-2, h-len(text)) {
+			text = append(text, "  "+l)
+		}
+		return text
+	}
+	imgW := min(max(p.w/3, 24), 48)
+	textW := p.w - 2 - imgW - 2
+	text := renderExample(p.styles, segs, textW, h)
+	imgs := p.imageColumn(images, imgW, h)
+	out := make([]string, max(len(text), len(imgs)))
+	for i := range out {
+		var l, r string
+		if i < len(text) {
+			l = text[i]
+		}
+		if i < len(imgs) {
+			r = imgs[i]
+		}
+		out[i] = padCell(l, textW+2) + "  " + r
+	}
+	return out
+}
+
+// imageColumn stacks images in w×h cells, sharing the height; when the
+// last line is reached with several left, it counts them.
+func (p *dataPage) imageColumn(images []PreviewImage, w, h int) []string {
+	per := max(h/max(len(images), 1), min(h, 3))
+	var out []string
+	for i := range images {
+		left := h - len(out)
+		if left <= 0 {
+			break
+		}
+		if left == 1 && i < len(images)-1 {
+			out = append(out, p.styles.Muted.Render(trimTo(fmt.Sprintf("+%d more images", len(images)-i), w)))
+			break
+		}
+		room := min(per, left)
+		if i == len(images)-1 {
+			room = left
+		}
+		out = append(out, p.drawImage(&images[i], w, room)...)
+	}
+	return out
 }
 
 // renderExample draws segments wrapped to w, masked ones dimmed, cut to h

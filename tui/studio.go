@@ -20,6 +20,7 @@ import (
 	"github.com/charmbracelet/colorprofile"
 
 	"whet/engine"
+	"whet/tui/components/imageview"
 )
 
 // Options wires the studio to its dependencies. Nil dependencies are
@@ -54,6 +55,10 @@ type Options struct {
 	// shown (default 2s).
 	RunsEvery time.Duration
 	Profile   colorprofile.Profile
+	// Images is how the terminal can show images (imageview.Detect): the
+	// data page's preview and the chat draw them with it, as the colour
+	// profile allows (the zero value is text placeholders).
+	Images imageview.Protocol
 
 	// Attach opens the studio on the dashboard of a run that belongs to a
 	// worker process (whet attach): its history then live events, steered
@@ -130,7 +135,8 @@ func New(o Options) *Model {
 	if o.Profile == 0 {
 		o.Profile = colorprofile.TrueColor
 	}
-	c := &common{styles: newStyles(o.Profile), keys: newKeyMap(), now: o.Now, ctx: o.Context, width: MinWidth, height: MinHeight}
+	c := &common{styles: newStyles(o.Profile), keys: newKeyMap(), now: o.Now, ctx: o.Context, width: MinWidth, height: MinHeight,
+		imageDetected: o.Images, imageMode: imageProtocol(o.Images, o.Profile)}
 
 	cfg, err := o.Presets.Defaults("", "lora")
 	if err != nil {
@@ -238,6 +244,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case tea.ColorProfileMsg:
 		m.c.styles = newStyles(msg.Profile)
+		m.c.imageMode = imageProtocol(m.c.imageDetected, msg.Profile)
 		return m, nil
 	case tea.InterruptMsg:
 		return m, m.interrupt()

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/units"
 	"whet/tui"
@@ -550,4 +551,46 @@ func (e *Exporter) Export(ctx context.Context, runDir, format, quant, outDir str
 		}
 	}
 	return files, nil
+}
+
+// ShapeImage draws a w×h picture: a filled circle of colour fg on bg, the
+// kind of picture the vision tests train on.
+func ShapeImage(w, h int, fg, bg [3]uint8) *vision.RGB {
+	img := &vision.RGB{W: w, H: h, Pix: make([]uint8, 3*w*h)}
+	cx, cy, r := float64(w)/2, float64(h)/2, float64(min(w, h))*0.4
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			c := bg
+			if dx, dy := float64(x)+0.5-cx, float64(y)+0.5-cy; dx*dx+dy*dy <= r*r {
+				c = fg
+			}
+			copy(img.Pix[3*(y*w+x):], c[:])
+		}
+	}
+	return img
+}
+
+// ImagePreview is an image dataset as the studio previews one: a picture
+// with its caption, a row whose image file is missing (its error, by
+// row, field and file), a row with two pictures, and the refusal of the
+// text loader (whet cannot train on images yet).
+func ImagePreview() tui.DataPreview {
+	red, blue, green, white := [3]uint8{220, 40, 40}, [3]uint8{30, 60, 200}, [3]uint8{40, 180, 60}, [3]uint8{240, 240, 240}
+	ask := func(q string) tui.Segment { return tui.Segment{Text: "user: [image] " + q + "\n", Masked: true} }
+	return tui.DataPreview{
+		Format: "messages",
+		Examples: [][]tui.Segment{
+			{ask("What is in the picture?"), {Text: "assistant: A red circle on a blue background."}},
+			{ask("What is in the picture?"), {Text: "assistant: A green circle."}},
+			{ask("Which two shapes are these?"), {Text: "assistant: A green circle, then a red one."}},
+		},
+		Images: [][]tui.PreviewImage{
+			{{Info: "[image: shapes/red-circle.png 48×32 rgb]", Img: ShapeImage(48, 32, red, blue)}},
+			{{Err: `shapes.jsonl:2: field "messages[0].content[0]": image shapes/missing.png: open shapes/missing.png: no such file or directory`}},
+			{{Info: "[image: shapes/green.png 32×32 gray]", Img: ShapeImage(32, 32, green, white)},
+				{Info: "[image: shapes/red.png 32×32 rgb]", Img: ShapeImage(32, 32, red, white)}},
+		},
+		Stats:    tui.DataStats{Rows: 3},
+		Unusable: `shapes.jsonl:1: field "messages[0].content": part 0 is an image: whet cannot train on images yet (see docs/vision.md)`,
+	}
 }

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"whet/engine"
+	"whet/tui"
+)
+
+// writeShapePNG writes a w×h PNG, red on its left half, blue on the right.
+func writeShapePNG(t *testing.T, path string, w, h int) {
+	t.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			c := color.NRGBA{200, 30, 30, 255}
+			if x >= w/2 {
+				c = color.NRGBA{30, 30, 200, 255}
+			}
+			img.Set(x, y, c)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStudioPreviewOfImageData: the studio's previewer shows an image
+// dataset (which the loader refuses) row by row with its images, a large
+// one shrunk, a missing one as its row, field and file, and the refusal.
+func TestStudioPreviewOfImageData(t *testing.T) {
+	dir := t.TempDir()
+	writeShapePNG(t, filepath.Join(dir, "img", "wide.png"), 800, 400)
+	data := filepath.Join(dir, "data.jsonl")
+	rows := `{"messages": [{"role": "user", "content": [{"type": "image", "path": "img/wide.png"}, {"type": "text", "text": "What is this?"}]}, {"role": "assistant", "content": "Red, then blue."}]}
+{"messages": [{"role": "user", "content": [{"type": "image", "path": "img/missing.png"}, {"type": "text", "text": "And this?"}]}, {"role": "assistant", "content": "Nothing."}]}
+`
+	if err := os.WriteFile(data, []byte(rows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model, _ := filepath.Abs("testdata/tiny-llama")
+	cfg := engine.RunConfig{Model: model}
+	cfg.Data.Path = data
+	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(pv.Unusable, "whet cannot train on images yet") || pv.Stats.Rows != 2 || len(pv.Examples) != 2 || len(pv.Images) != 2 {
+		t.Fatalf("preview = unusable %q, stats %+v, %d examples, %d image lists", pv.Unusable, pv.Stats, len(pv.Examples), len(pv.Images))
+	}
+	want := []tui.Segment{{Text: "user: [image] What is this?\n", Masked: true}, {Text: "assistant: Red, then blue."}}
+	if len(pv.Examples[0]) != 2 || pv.Examples[0][0] != want[0] || pv.Examples[0][1] != want[1] {
+		t.Errorf("example 1 = %+v, want %+v", pv.Examples[0], want)
+	}
+	im := pv.Images[0][0]
+	if im.Err != "" || im.Img == nil || im.Img.W != 320 || im.Img.H != 160 || im.Info != "[image: img/wide.png 800×400 rgb]" {
+		t.Errorf("image 1: %q %q %v", im.Info, im.Err, im.Img != nil)
+	} else if o := 3 * (80*320 + 300); im.Img.Pix[o+2] < 150 || im.Img.Pix[o] > 80 { // the right half stays blue
+		t.Errorf("shrunk image lost its colours: %v", im.Img.Pix[o:o+3])
+	}
+	bad := pv.Images[1][0]
+	if bad.Img != nil || !strings.Contains(bad.Err, `data.jsonl:2: field "messages[0].content[0]": image img/missing.png:`) {
+		t.Errorf("missing image: %q", bad.Err)
+	}
+
+	// A text file's loader error is not turned into an image preview.
+	text := filepath.Join(dir, "text.jsonl")
+	if err := os.WriteFile(text, []byte(`{"messages": "not a list"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Data.Path = text
+	if _, err := (studioPreviewer{}).Preview(context.Background(), cfg); err == nil {
+		t.Error("a broken text file previewed without an error")
+	}
+}
