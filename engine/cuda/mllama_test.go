@@ -1,0 +1,259 @@
+package cuda_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"whet/datasets/vision"
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/engine/cuda"
+)
+
+// gpuTinyMllama is engine's tiny Llama 3.2 Vision (engine/mllama_test.go,
+// tools/reference/make_mllama_reference.py): 16-pixel tiles of 8-pixel
+// patches (5 positions padded to 8), up to 4 tiles, vision hidden 32 (head
+// dim 8) with 3 local and 2 global layers and intermediate layers [0, 2];
+// text hidden 64 (head dim 16, GQA 4/2), 3 layers with cross-attention at
+// layer 1, vocab 256 (+8 embedding rows, image token 256).
+const gpuTinyMllama = `{
+  "architectures": ["MllamaForConditionalGeneration"], "image_token_index": 256, "model_type": "mllama",
+  "text_config": {
+    "bos_token_id": 1, "cross_attention_layers": [1], "dropout": 0, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 96,
+    "max_position_embeddings": 512, "model_type": "mllama_text_model",
+    "num_attention_heads": 4, "num_hidden_layers": 3, "num_key_value_heads": 2,
+    "pad_token_id": null, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+      "original_max_position_embeddings": 64, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 256
+  },
+  "vision_config": {
+    "attention_heads": 4, "hidden_act": "gelu", "hidden_size": 32, "image_size": 16,
+    "intermediate_layers_indices": [0, 2], "intermediate_size": 64, "max_num_tiles": 4,
+    "model_type": "mllama_vision_model", "norm_eps": 1e-05, "num_channels": 3,
+    "num_global_layers": 2, "num_hidden_layers": 3, "patch_size": 8,
+    "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
+    "vision_output_dim": 96
+  }
+}`
+
+// newGPUMllama builds the tiny model on b with seeded weights (norms
+// 1 + N(0, 0.1²), gates 0.5 + N(0, 0.3²), the rest N(0, 0.1²), as the
+// reference script draws them), LoRA rank 8 on every language-model
+// linear and the projector (A random, B zero) and the final norm
+// trainable: the same values whatever the backend.
+func newGPUMllama(t *testing.T, b engine.Backend) (*engine.MllamaModel, *engine.MllamaConfig) {
+	t.Helper()
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(gpuTinyMllama))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.NewMllamaModel(*cfg, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Free)
+	rng := rand.New(rand.NewPCG(41, 1))
+	upload := func(p *engine.Param, draw func() float32) {
+		v := make([]float32, p.W.Len())
+		for i := range v {
+			v[i] = draw()
+		}
+		if err := b.Upload(p.W, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range m.Params() {
+		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
+		switch {
+		case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
+			upload(p, func() float32 { return 0.5 + 0.3*float32(rng.NormFloat64()) })
+		case strings.Contains(p.Name, "norm") && leaf == "weight":
+			upload(p, func() float32 { return 1 + 0.1*float32(rng.NormFloat64()) })
+		default:
+			upload(p, func() float32 { return 0.1 * float32(rng.NormFloat64()) })
+		}
+	}
+	if err := m.AddLoRA(engine.MllamaLoRA{Rank: 8, Alpha: 16, Projector: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range m.Params() {
+		if strings.HasSuffix(p.Name, "lora_A.weight") {
+			upload(p, func() float32 { return 0.1 * float32(rng.NormFloat64()) })
+		}
+	}
+	if err := m.MakeTrainable(m.Norm); err != nil {
+		t.Fatal(err)
+	}
+	// Chunks of 5 rows: the LM head's chunk loop runs on the backend too.
+	m.LogitsRows = 5
+	return m, cfg
+}
+
+// gpuMllamaSamples are n samples of up to 2 images of 1 to 4 tiles, with
+// the processor's cross-attention mask (datasets/vision) and targets that
+// copy a token 3 places back, so the curve has something to learn; a
+// text-only sample every fourth.
+func gpuMllamaSamples(cfg *engine.MllamaConfig, n int) []engine.MllamaSample {
+	rng := rand.New(rand.NewPCG(42, 2))
+	v := &cfg.Vision
+	per := v.Channels * v.ImageSize * v.ImageSize
+	grids := [][2]int{{1, 1}, {2, 2}, {5, 2}, {6, 4}, {4, 4}} // aspect-ratio id (1-based), tiles
+	var out []engine.MllamaSample
+	for i := range n {
+		T := 10 + rng.IntN(8)
+		images := 1 + i%2
+		if i%4 == 3 {
+			images = 0
+		}
+		ids := make([]int, T)
+		for j := range ids {
+			ids[j] = 3 + rng.IntN(40)
+		}
+		ids[0] = 1
+		s := engine.MllamaSample{Images: images, Pixels: make([]float32, images*v.MaxTiles*per)}
+		var tiles []int
+		for im := range images {
+			ids[1+4*im] = cfg.ImageToken
+			g := grids[rng.IntN(len(grids))]
+			s.AspectRatioIDs = append(s.AspectRatioIDs, int32(g[0]))
+			for tile := range v.MaxTiles {
+				on := int32(0)
+				if tile < g[1] {
+					on = 1
+					for j := range per {
+						s.Pixels[(im*v.MaxTiles+tile)*per+j] = float32(rng.NormFloat64())
+					}
+				}
+				s.AspectRatioMask = append(s.AspectRatioMask, on)
+			}
+			tiles = append(tiles, g[1])
+		}
+		for _, b := range vision.CrossAttentionMask(vision.CrossAttentionSpans(ids, cfg.ImageToken), tiles, v.MaxTiles, T) {
+			s.CrossMask = append(s.CrossMask, int32(b))
+		}
+		for j, id := range ids {
+			s.IDs = append(s.IDs, int32(id))
+			tg := int32(-100)
+			if j >= 3 && ids[j] != cfg.ImageToken && ids[j-2] != cfg.ImageToken {
+				tg = int32(ids[j-2])
+			}
+			s.Targets = append(s.Targets, tg)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// trainMllama runs steps AdamW steps of 2 samples each (clipped at norm 1)
+// and returns every step's loss.
+func trainMllama(t *testing.T, m *engine.MllamaModel, samples []engine.MllamaSample, steps int, lr float64) []float64 {
+	t.Helper()
+	var losses []float64
+	for s := range steps {
+		batch := []engine.MllamaSample{samples[(2*s)%len(samples)], samples[(2*s+1)%len(samples)]}
+		if err := m.ZeroGrads(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := m.Run(batch, true, false)
+		if err != nil {
+			t.Fatalf("%s: step %d: %v", m.B.Name(), s+1, err)
+		}
+		var ss float64
+		var grads []engine.Tensor
+		for _, p := range m.Params() {
+			if p.Trainable {
+				n, err := m.B.SumSquares(p.Grad)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ss += n
+				grads = append(grads, p.Grad)
+			}
+		}
+		if norm := math.Sqrt(ss); norm > 1 {
+			for _, g := range grads {
+				if err := m.B.Scale(g, float32(1/norm)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := m.AdamW(engine.AdamWParams{LR: float32(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: s + 1}); err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, r.Loss)
+	}
+	return losses
+}
+
+// relMax is the largest |a-b| over the largest |b|.
+func relMax(a, b []float32) float64 {
+	var d, ref float64
+	for i := range b {
+		d = max(d, math.Abs(float64(a[i])-float64(b[i])))
+		ref = max(ref, math.Abs(float64(b[i])))
+	}
+	if len(a) != len(b) || math.IsNaN(d) {
+		return math.Inf(1)
+	}
+	return d / ref
+}
+
+// TestMllamaMatchesCPU runs the tiny Llama 3.2 Vision end to end on the
+// GPU (float32, the vision tower's embedding stage on the host) from the
+// CPU's weights: the vision tower's output and every logit of a forward
+// pass within 1e-4 of the largest, then 40 LoRA steps (language model,
+// cross-attention layer and projector; final norm) whose every loss stays
+// within 1 % of the CPU's.
+func TestMllamaMatchesCPU(t *testing.T) {
+	gpu := newGPU(t, cuda.Options{})
+	ref, cfg := newGPUMllama(t, cpu.New())
+	dut, _ := newGPUMllama(t, gpu)
+	samples := gpuMllamaSamples(cfg, 12)
+
+	want, err := ref.Run(samples[:3], false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := dut.Run(samples[:3], false, true)
+	if err != nil {
+		t.Fatalf("cuda: %v", err)
+	}
+	for i := range want.Logits {
+		if d := relMax(got.VisionOut[i], want.VisionOut[i]); d > 1e-4 {
+			t.Errorf("sample %d: vision tower output differs from the CPU's by %.3g of its largest value", i, d)
+		}
+		if d := relMax(got.Logits[i], want.Logits[i]); d > 1e-4 {
+			t.Errorf("sample %d: logits differ from the CPU's by %.3g of the largest", i, d)
+		}
+	}
+	if math.Abs(got.Loss-want.Loss) > 1e-4*math.Abs(want.Loss) {
+		t.Errorf("forward loss cuda %.6f, cpu %.6f", got.Loss, want.Loss)
+	}
+	if t.Failed() {
+		return
+	}
+
+	const steps = 40
+	wl := trainMllama(t, ref, samples, steps, 3e-3)
+	gl := trainMllama(t, dut, samples, steps, 3e-3)
+	worst, at := 0.0, 0
+	for i := range steps {
+		d := math.Abs(gl[i]-wl[i]) / (0.01 * math.Abs(wl[i]))
+		if d > worst || math.IsNaN(gl[i]) {
+			worst, at = d, i
+		}
+	}
+	t.Logf("loss cpu  %.4f -> %.4f", wl[0], wl[steps-1])
+	t.Logf("loss cuda %.4f -> %.4f; largest difference %.2f of the 1%% bound, at step %d (cpu %.5f, cuda %.5f)",
+		gl[0], gl[steps-1], worst, at+1, wl[at], gl[at])
+	if !(wl[steps-1] < wl[0]) {
+		t.Errorf("the CPU's loss did not fall (%.4f -> %.4f): the comparison would measure nothing", wl[0], wl[steps-1])
+	}
+	if worst > 1 || math.IsNaN(worst) {
+		t.Errorf("GPU loss curve leaves 1%% of the CPU's at step %d\ncpu  %v\ncuda %v", at+1, wl, gl)
+	}
+}
