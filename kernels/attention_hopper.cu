@@ -1,35 +1,44 @@
-// attention_hopper.cu: the attention forward of attention.cu (same maths,
+// attention_hopper.cu: training attention of attention.cu (same maths,
 // masks and outputs: causal over packed sequences, sliding window,
-// soft-cap, grouped-query heads; out and lse overwritten) on Hopper's
-// warpgroup instructions (sm_90a only): wgmma mma_async with the score
-// product's operands (Q and K) read from shared memory through matrix
-// descriptors, and P V with P in registers and V in shared memory.
+// soft-cap, grouped-query heads; out, lse, dq, dk and dv overwritten) on
+// Hopper's warpgroup instructions (sm_90a only): wgmma mma_async with
+// operands read from shared memory through matrix descriptors, or the
+// left operand (P, dS) from registers.
 //
 // Opt-in (WHET_ATTN_HOPPER=1, engine/cuda Options.AttnHopper) and compiled
 // for sm_90a only: on any other architecture the kernels below compile to a
 // trap, and engine/cuda never launches them there. The mma.sync kernels of
-// attention.cu stay the default and the deterministic path.
+// attention.cu stay the default. Like them, these add no atomics: every
+// output element is written by one thread, so reruns are bit-equal.
 //
-// One block: 128 queries of one head, two warpgroups of 64 rows (256
-// threads). Keys and values stream through shared memory in tiles of 128
-// rows, double-buffered with cp.async (every thread copies; no producer
-// warp yet). Per key tile and warpgroup:
+// Forward, one block: 128 queries of one head, two warpgroups of 64 rows
+// (256 threads). Keys and values stream through shared memory in tiles of
+// 128 rows, double-buffered with cp.async (every thread copies; no
+// producer warp yet). Per key tile and warpgroup:
 //   S = Q K^T           head dim / 16 wgmma m64n128k16, both from shared memory
 //   mask, online softmax (base 2, as attention.cu), rescale O
 //   O += P V            8 wgmma m64n<D>k16, P from registers (bf16)
+// Backward: attention_backward_dq_hopper (128 queries a block, 64-key
+// tiles: S, dP = dO V^T, dS, dQ += dS K) and attention_backward_dkv_hopper
+// (128 keys a block, 64-query tiles of every query head of the group: S^T,
+// dP^T, dV += P^T dO, dK += dS^T Q), as attention.cu splits them.
+//
 // The accumulator layout of wgmma m64nNk16 is, per warp of the
 // warpgroup, the mma.sync m16n8 layout repeated over N/8 column tiles: a
 // thread holds rows g = lane/4 and g+8 of its warp's 16, columns 8j+2t and
 // 8j+2t+1 (t = lane%4) in registers 4j..4j+3. So the softmax and masking
-// below are attention.cu's, and P's A fragments are packed from S's
-// accumulators exactly as there.
+// below are attention.cu's, and the A fragments of P and dS are packed
+// from the accumulators exactly as there.
 //
 // Shared-memory tiles use the 128-byte swizzle of wgmma descriptors: a tile
 // of R rows and D columns is D/64 panels of R rows x 128 bytes (64 bf16),
 // panels 1024-byte aligned; 16-byte chunk c of row r is stored at chunk
-// c ^ (r % 8). Q and K are read K-major (rows = M or N, 64-column panels
-// along the head dim), V N-major (rows = keys = K, 64-column panels along
-// the head dim = N); the same physical layout serves both.
+// c ^ (r % 8). A tile whose rows are the product's M or N rows is read
+// K-major (64-column panels along the head dim, which is the reduction);
+// one whose rows are the reduction (V in P V, K in dS K, dO and Q in the
+// dK/dV products) is read N-major: 16 rows a step (2048 bytes), panels
+// R * 128 bytes apart (the descriptor's leading byte offset). The same
+// physical layout serves both.
 #include "common.cuh"
 
 #define LOG2E 1.4426950408889634f
@@ -56,6 +65,14 @@ __device__ __forceinline__ int first_key(const int* starts, int nseq, int i, int
     if (starts != nullptr) seq_bounds(starts, nseq, i, &lo, &hi);
     if (window > 0 && i - window + 1 > lo) lo = i - window + 1;
     return lo;
+}
+
+// end_query is one past the last query that sees key j (attention.cu's).
+__device__ __forceinline__ int end_query(const int* starts, int nseq, int j, int window) {
+    int lo, hi;
+    seq_bounds(starts, nseq, j, &lo, &hi);
+    if (window > 0 && j + window < hi) hi = j + window;
+    return hi;
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -133,6 +150,21 @@ __device__ __forceinline__ void wgmma_ss_n128(float* d, unsigned long long da, u
                    "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
                    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
                    "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(1));
+}
+
+// wgmma_ss_n64: d[0..32) += A B, A (64 x 16) and B (16 x 64) both in shared memory
+// (descriptors da, db), both K-major.
+__device__ __forceinline__ void wgmma_ss_n64(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "l"(da), "l"(db), "r"(1));
 }
 
@@ -388,12 +420,336 @@ __device__ __forceinline__ void attn_fwd_hopper(void* out, int odt, float* lse, 
     }
 }
 
+// wgmma_rs_d adds A (registers) times the N-major tile of D columns at
+// descriptor db into d[0..D/2).
+template <int D>
+__device__ __forceinline__ void wgmma_rs_d(float* d, const unsigned int* a, unsigned long long db) {
+    if constexpr (D == 64) {
+        wgmma_rs_n64(d, a, db);
+    } else {
+        wgmma_rs_n128(d, a, db);
+    }
+}
+
+// cp_async4 copies one 4-byte word, or writes a zero word when ok is false.
+__device__ __forceinline__ void cp_async4(unsigned int dst, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0));
+}
+
+// store_rows writes a thread's rows A and B (below `rows`) of a [64, D]
+// warpgroup accumulator, row r at p + r*stride + col0, times sc.
+template <int D>
+__device__ __forceinline__ void store_rows(void* p, int dt, const float (*acc)[4], int rowA, int rowB, int rows,
+                                           i64 stride, i64 col0, float sc, int t) {
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int d = dn * 8 + 2 * t;
+        if (rowA < rows) store_pair(p, dt, (i64)rowA * stride + col0 + d, acc[dn][0] * sc, acc[dn][1] * sc);
+        if (rowB < rows) store_pair(p, dt, (i64)rowB * stride + col0 + d, acc[dn][2] * sc, acc[dn][3] * sc);
+    }
+}
+
+// Backward (attention.cu's maths: P = exp(s - lse), dS = P (dO.v - delta)
+// ds/dx; delta from attention_backward_delta). Key or query tiles here
+// are 64 rows (HOP_BT).
+#define HOP_BT 64
+
+// attn_dq_hopper: a block holds 128 queries of one head (two warpgroups of
+// 64) and walks key tiles of 64, double-buffered: S = Q K^T and dP = dO V^T
+// (both operands in shared memory, K-major), dS in registers, then
+// dQ += dS K with K read N-major. dq = scale * dQ (overwritten). Block y
+// takes query block gridDim.y-1-y.
+template <int D>
+__device__ __forceinline__ void attn_dq_hopper(void* dq, int dqdt, const unsigned short* dout,
+                                               const unsigned short* q, const unsigned short* k,
+                                               const unsigned short* v, const float* lse, const float* delta,
+                                               const int* starts, int nseq, int T, int H, int KVH, float scale,
+                                               int window, float softcap) {
+    constexpr int BM = HOP_BM, BN = HOP_BT;
+    constexpr unsigned int QBYTES = BM * D * 2, KVBYTES = BN * D * 2;
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Qs = base, dOs = base + QBYTES, Ks = dOs + QBYTES, Vs = Ks + 2 * KVBYTES;
+    const int h = blockIdx.x, kvh = h / (H / KVH);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kEnd = min(q0 + BM, T) - 1;
+    const int kStart = first_key(starts, nseq, q0, window);
+    const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
+    load_tile<D, BM>(Qs, q, qStride, (i64)h * D, q0, T, tid);
+    load_tile<D, BM>(dOs, dout, qStride, (i64)h * D, q0, T, tid);
+    if (nTiles > 0) {
+        load_tile<D, BN>(Ks, k, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
+        load_tile<D, BN>(Vs, v, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
+    }
+    cp_async_commit();
+
+    const int rowA = q0 + 64 * wg + 16 * (warp & 3) + g, rowB = rowA + 8;
+    const int loA = rowA < T ? first_key(starts, nseq, rowA, window) : 0x7fffffff;
+    const int loB = rowB < T ? first_key(starts, nseq, rowB, window) : 0x7fffffff;
+    const float lA2 = rowA < T ? lse[(i64)h * T + rowA] * LOG2E : 0.0f;
+    const float lB2 = rowB < T ? lse[(i64)h * T + rowB] * LOG2E : 0.0f;
+    const float dlA = rowA < T ? delta[(i64)h * T + rowA] : 0.0f, dlB = rowB < T ? delta[(i64)h * T + rowB] : 0.0f;
+    const int wgRow0 = q0 + 64 * wg;
+    const bool wgLive = wgRow0 < T;
+    const int wgLast = min(wgRow0 + 63, T - 1);
+    const int wgMinLo = wgLive ? first_key(starts, nseq, wgRow0, window) : 0;
+    const int wgMaxLo = wgLive ? first_key(starts, nseq, wgLast, window) : 0;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E;
+    const unsigned int qRows = Qs + 64 * wg * 128, dORows = dOs + 64 * wg * 128;
+
+    float dQ[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) dQ[i][0] = dQ[i][1] = dQ[i][2] = dQ[i][3] = 0.0f;
+
+    for (int it = 0; it < nTiles; it++) {
+        const int kt = kStart + it * BN;
+        cp_async_wait_all();
+        fence_async_smem();
+        __syncthreads();
+        if (it + 1 < nTiles) {
+            const unsigned int nb = ((it + 1) & 1) * KVBYTES;
+            load_tile<D, BN>(Ks + nb, k, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
+            load_tile<D, BN>(Vs + nb, v, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
+        }
+        cp_async_commit();
+        if (!wgLive || kt > wgLast || kt + BN - 1 < wgMinLo) continue; // warpgroup-uniform
+        const unsigned int Kb = Ks + (it & 1) * KVBYTES, Vb = Vs + (it & 1) * KVBYTES;
+
+        float s[BN / 8][4], dp[BN / 8][4];
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++) {
+            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+            dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+            const unsigned int col = (kc >> 2) * (BM * 128) + (kc & 3) * 32;
+            const unsigned int kcol = (kc >> 2) * (BN * 128) + (kc & 3) * 32;
+            wgmma_ss_n64(&s[0][0], smem_desc(qRows + col, 16), smem_desc(Kb + kcol, 16));
+            wgmma_ss_n64(&dp[0][0], smem_desc(dORows + col, 16), smem_desc(Vb + kcol, 16));
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<BN / 2>(&s[0][0]);
+        hold_regs<BN / 2>(&dp[0][0]);
+
+        if (capped) {
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+            }
+        }
+        const bool masked = kt < wgMaxLo || kt + BN - 1 > wgRow0;
+        unsigned int da[BN / 16][4];
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = kt + nt * 8 + 2 * t + (e & 1);
+                const bool isB = e >= 2;
+                const bool valid = !masked || (isB ? (key >= loB && key <= rowB) : (key >= loA && key <= rowA));
+                const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -(isB ? lB2 : lA2))) : 0.0f;
+                float slope = 1.0f;
+                if (capped) {
+                    const float r = s[nt][e] / softcap;
+                    slope = 1.0f - r * r;
+                }
+                dp[nt][e] = p * (dp[nt][e] - (isB ? dlB : dlA)) * slope;
+            }
+        }
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; kc++) {
+            da[kc][0] = pack_bf16(dp[2 * kc][0], dp[2 * kc][1]);
+            da[kc][1] = pack_bf16(dp[2 * kc][2], dp[2 * kc][3]);
+            da[kc][2] = pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]);
+            da[kc][3] = pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3]);
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&dQ[0][0], da[kc], smem_desc(Kb + kc * 2048, BN * 128));
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<D / 2>(&dQ[0][0]);
+    }
+    cp_async_wait_all();
+    store_rows<D>(dq, dqdt, dQ, rowA, rowB, T, qStride, (i64)h * D, scale, t);
+}
+
+// attn_dkv_hopper: a block holds 128 keys of one key/value head (two
+// warpgroups of 64) and walks the query heads of its group in query tiles
+// of 64 (q, dOut, lse and delta double-buffered). With rows = keys:
+// S^T = K Q^T and dP^T = V dO^T (K-major operands in shared memory), P^T
+// and dS^T in registers, then dV += P^T dO and dK += dS^T Q with dO and Q
+// read N-major. dk = scale * dK and dv = dV (overwritten). Block y takes
+// key block y (the first keys of a sequence, which every later query
+// sees, come first).
+template <int D>
+__device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout,
+                                                const unsigned short* q, const unsigned short* k,
+                                                const unsigned short* v, const float* lse, const float* delta,
+                                                const int* starts, int nseq, int T, int H, int KVH, float scale,
+                                                int window, float softcap) {
+    constexpr int BN = HOP_BM, BQ = HOP_BT;
+    constexpr unsigned int KBYTES = BN * D * 2, QBYTES = BQ * D * 2;
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Ks = base, Vs = base + KBYTES, Qs = Vs + KBYTES, dOs = Qs + 2 * QBYTES;
+    const unsigned int lseS = dOs + 2 * QBYTES, deltaS = lseS + 2 * BQ * 4; // [2][BQ] floats each
+    // The same arrays as generic pointers, for reading.
+    const float* lseP = (const float*)(hop_smem + (lseS - smem_u32(hop_smem)));
+    const float* deltaP = (const float*)(hop_smem + (deltaS - smem_u32(hop_smem)));
+    const int kvh = blockIdx.x, group = H / KVH;
+    const int j0 = blockIdx.y * BN;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kLast = min(j0 + BN, T) - 1;
+    const int qEnd = end_query(starts, nseq, kLast, window); // one past the last query any key here sees
+    const int nQT = qEnd > j0 ? (qEnd - j0 + BQ - 1) / BQ : 0;
+    const int nTiles = nQT * group;
+    // load_q fills stage nb with query tile `it` (head, first query).
+    auto load_q = [&](int nb, int it) {
+        const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
+        load_tile<D, BQ>(Qs + nb * QBYTES, q, qStride, (i64)hq * D, qt, qEnd, tid);
+        load_tile<D, BQ>(dOs + nb * QBYTES, dout, qStride, (i64)hq * D, qt, qEnd, tid);
+        if (tid < 2 * BQ) {
+            const int c = tid & (BQ - 1), i = qt + c;
+            const bool ok = i < qEnd;
+            const float* src = tid < BQ ? lse : delta;
+            const unsigned int dst = (tid < BQ ? lseS : deltaS) + (nb * BQ + c) * 4;
+            cp_async4(dst, ok ? src + (i64)hq * T + i : src, ok);
+        }
+    };
+    load_tile<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
+    load_tile<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
+    if (nTiles > 0) load_q(0, 0);
+    cp_async_commit();
+
+    const int keyA = j0 + 64 * wg + 16 * (warp & 3) + g, keyB = keyA + 8;
+    const int endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
+    const int endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
+    const int wgKey0 = j0 + 64 * wg;
+    const bool wgLive = wgKey0 < T;
+    const int wgKeyLast = min(wgKey0 + 63, T - 1);
+    const int wgMinEnd = wgLive ? end_query(starts, nseq, wgKey0, window) : 0;
+    const int wgMaxEnd = wgLive ? end_query(starts, nseq, wgKeyLast, window) : 0;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E;
+    const unsigned int kRows = Ks + 64 * wg * 128, vRows = Vs + 64 * wg * 128;
+
+    float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) {
+        dK[i][0] = dK[i][1] = dK[i][2] = dK[i][3] = 0.0f;
+        dV[i][0] = dV[i][1] = dV[i][2] = dV[i][3] = 0.0f;
+    }
+
+    for (int it = 0; it < nTiles; it++) {
+        const int qt = j0 + (it % nQT) * BQ;
+        cp_async_wait_all();
+        fence_async_smem();
+        __syncthreads();
+        if (it + 1 < nTiles) load_q((it + 1) & 1, it + 1);
+        cp_async_commit();
+        if (!wgLive || qt >= wgMaxEnd || qt + BQ - 1 < wgKey0) continue; // warpgroup-uniform
+        const int cb = it & 1;
+        const unsigned int Qb = Qs + cb * QBYTES, dOb = dOs + cb * QBYTES;
+
+        float s[BQ / 8][4], dp[BQ / 8][4];
+#pragma unroll
+        for (int i = 0; i < BQ / 8; i++) {
+            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+            dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+            const unsigned int col = (kc >> 2) * (BN * 128) + (kc & 3) * 32;
+            const unsigned int qcol = (kc >> 2) * (BQ * 128) + (kc & 3) * 32;
+            wgmma_ss_n64(&s[0][0], smem_desc(kRows + col, 16), smem_desc(Qb + qcol, 16));
+            wgmma_ss_n64(&dp[0][0], smem_desc(vRows + col, 16), smem_desc(dOb + qcol, 16));
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<BQ / 2>(&s[0][0]);
+        hold_regs<BQ / 2>(&dp[0][0]);
+
+        if (capped) {
+#pragma unroll
+            for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+            }
+        }
+        // Unmasked when every query of the tile comes at or after every key
+        // of the warpgroup and before the first key's end.
+        const bool masked = qt < wgKeyLast || qt + BQ > wgMinEnd;
+        const float* lseB = lseP + cb * BQ;
+        const float* deltaB = deltaP + cb * BQ;
+#pragma unroll
+        for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int col = nt * 8 + 2 * t + (e & 1);
+                const int i = qt + col;
+                const bool isB = e >= 2;
+                const bool valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
+                const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -lseB[col] * LOG2E)) : 0.0f;
+                float slope = 1.0f;
+                if (capped) {
+                    const float r = s[nt][e] / softcap;
+                    slope = 1.0f - r * r;
+                }
+                dp[nt][e] = p * (dp[nt][e] - deltaB[col]) * slope;
+                s[nt][e] = p;
+            }
+        }
+        unsigned int pa[BQ / 16][4], da[BQ / 16][4];
+#pragma unroll
+        for (int kc = 0; kc < BQ / 16; kc++) {
+            pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+            pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+            pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+            pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            da[kc][0] = pack_bf16(dp[2 * kc][0], dp[2 * kc][1]);
+            da[kc][1] = pack_bf16(dp[2 * kc][2], dp[2 * kc][3]);
+            da[kc][2] = pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]);
+            da[kc][3] = pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3]);
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kc = 0; kc < BQ / 16; kc++) {
+            wgmma_rs_d<D>(&dV[0][0], pa[kc], smem_desc(dOb + kc * 2048, BQ * 128));
+            wgmma_rs_d<D>(&dK[0][0], da[kc], smem_desc(Qb + kc * 2048, BQ * 128));
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<D / 2>(&dK[0][0]);
+        hold_regs<D / 2>(&dV[0][0]);
+    }
+    cp_async_wait_all();
+    store_rows<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, t);
+    store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
+}
+
 #define HOP_FWD_BODY(D)                                                                                                \
     attn_fwd_hopper<D>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window, softcap)
+#define HOP_DQ_BODY(D)                                                                                                 \
+    attn_dq_hopper<D>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale, window, softcap)
+#define HOP_DKV_BODY(D)                                                                                                \
+    attn_dkv_hopper<D>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale, window, softcap)
 
 #else // not sm_90a: the kernels exist (every file declares the same kernels on every architecture) but trap.
 
 #define HOP_FWD_BODY(D) asm volatile("trap;")
+#define HOP_DQ_BODY(D) asm volatile("trap;")
+#define HOP_DKV_BODY(D) asm volatile("trap;")
 
 #endif
 
@@ -410,4 +766,36 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_forward_hopper_d1
     void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
     const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window, float softcap) {
     HOP_FWD_BODY(128);
+}
+
+// attention_backward_dq_hopper_d<D>: grid (H, ceil(T / 128)), 256 threads,
+// dynamic shared memory 1024 + 1024 * D bytes (attnHopperSmem "dq").
+extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dq_hopper_d64(
+    void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,
+    const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH,
+    float scale, int window, float softcap) {
+    HOP_DQ_BODY(64);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dq_hopper_d128(
+    void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,
+    const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq, int T, int H, int KVH,
+    float scale, int window, float softcap) {
+    HOP_DQ_BODY(128);
+}
+
+// attention_backward_dkv_hopper_d<D>: grid (KVH, ceil(T / 128)), 256
+// threads, dynamic shared memory 2048 + 1024 * D bytes (attnHopperSmem "dkv").
+extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopper_d64(
+    void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
+    const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
+    int T, int H, int KVH, float scale, int window, float softcap) {
+    HOP_DKV_BODY(64);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopper_d128(
+    void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
+    const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
+    int T, int H, int KVH, float scale, int window, float softcap) {
+    HOP_DKV_BODY(128);
 }

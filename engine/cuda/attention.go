@@ -136,26 +136,47 @@ func (b *Backend) useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bo
 	return true
 }
 
-// AttnHopperEnv, set to 1, sends the training attention forward at head
-// dims 64 and 128 on sm_90 cards to kernels/attention_hopper.cu (wgmma,
-// compiled for sm_90a), as Options.AttnHopper does. Opt-in until a GPU run
+// AttnHopperEnv, set to 1, sends training attention (forward and
+// backward) at head dims 64 and 128 on sm_90 cards to
+// kernels/attention_hopper.cu (wgmma, compiled for sm_90a), as
+// Options.AttnHopper does. The backward there adds dK and dV of a key
+// block in one block's registers and dq per query block, so it is
+// deterministic too. Opt-in until a GPU run
 // of the attention tests with it has passed (tools/gpu/attention-hopper).
 const AttnHopperEnv = "WHET_ATTN_HOPPER"
 
 // attnHopperFile holds the Hopper kernels; fileArch compiles it for sm_90a.
 const attnHopperFile = "attention_hopper.cu"
 
-// attnHopperHeadDims are the head dims with a Hopper forward kernel
-// (attention_forward_hopper_d<D>); attnHopperRows is its query rows per
-// block (HOP_BM; keys per tile, HOP_BN, are the same).
+// attnHopperHeadDims are the head dims with Hopper kernels
+// (attention_forward_hopper_d<D>, attention_backward_dq_hopper_d<D>,
+// attention_backward_dkv_hopper_d<D>); attnHopperRows is their rows per
+// block (HOP_BM: queries, or keys in dkv; the forward's keys per tile,
+// HOP_BN, are the same).
 var attnHopperHeadDims = map[int]bool{64: true, 128: true}
 
 const attnHopperRows = 128
 
-// attnHopperSmem is the Hopper forward's dynamic shared memory at head dim
-// d: the 128-row Q tile and two stages of 128-row K and V tiles in bf16,
-// plus 1024 bytes to align the swizzled tiles to 1024 bytes.
-func attnHopperSmem(d int) int { return 1024 + 2*(attnHopperRows+4*attnHopperRows)*d }
+// attnHopperTile is the backward's other tile (HOP_BT): the dq kernel's
+// keys and the dK/dV kernel's queries per step.
+const attnHopperTile = 64
+
+// attnHopperSmem is the dynamic shared memory of Hopper kernel "forward",
+// "dq" or "dkv" at head dim d: bf16 tiles of d columns (forward: 128 rows
+// of Q, two stages of 128-row K and V; dq: 128 rows of Q and dOut, two
+// stages of 64-row K and V; dkv: 128 rows of K and V, two stages of 64-row
+// Q and dOut plus their lse and delta), and 1024 bytes to align the
+// swizzled tiles to 1024 bytes.
+func attnHopperSmem(kernel string, d int) int {
+	switch kernel {
+	case "forward":
+		return 1024 + 2*(attnHopperRows+4*attnHopperRows)*d
+	case "dq":
+		return 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d
+	default: // dkv
+		return 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d + 2*2*attnHopperTile*4
+	}
+}
 
 // fileArch is the architecture kernel file is compiled for: the device's,
 // except the Hopper attention kernels, which need sm_90a (wgmma exists
@@ -167,8 +188,8 @@ func (b *Backend) fileArch(file string) string {
 	return b.arch
 }
 
-// useHopperAttention reports whether the training forward at head dim d
-// over these tensors takes the Hopper kernel: opted in, not switched off
+// useHopperAttention reports whether training attention at head dim d
+// over these tensors takes the Hopper kernels: opted in, not switched off
 // by a failed compile, an sm_90 device, a head dim with a kernel, and
 // tensors the tensor-core kernels take (the same bf16 and alignment
 // rules; useTensorCores).
@@ -177,12 +198,13 @@ func (b *Backend) useHopperAttention(d, rows int, outs []*Tensor, ins ...*Tensor
 		(rows+attnHopperRows-1)/attnHopperRows <= 65535 && b.useTensorCores(d, rows, outs, ins...)
 }
 
-// hopperKernel returns the Hopper forward kernel for head dim d, compiling
-// attention_hopper.cu on first use. If that fails, the Hopper kernels are
-// switched off for the backend's life with the reason written once to
-// standard error, and ok is false: the caller takes the mma.sync kernels.
-func (b *Backend) hopperKernel(d int) (name string, ok bool) {
-	name = fmt.Sprintf("attention_forward_hopper_d%d", d)
+// hopperKernel returns the name of Hopper kernel "forward", "backward_dq"
+// or "backward_dkv" for head dim d, compiling attention_hopper.cu on first
+// use. If that fails, the Hopper kernels are switched off for the backend's
+// life with the reason written once to standard error, and ok is false:
+// the caller takes the mma.sync kernels.
+func (b *Backend) hopperKernel(kind string, d int) (name string, ok bool) {
+	name = fmt.Sprintf("attention_%s_hopper_d%d", kind, d)
 	if _, err := b.function(attnHopperFile, name); err != nil {
 		b.attnHopperOff = err.Error()
 		fmt.Fprintf(os.Stderr, "whet: cuda: %s=1 asked for the Hopper attention kernels, but they are unavailable; using the mma.sync kernels: %v\n", AttnHopperEnv, err)
@@ -199,9 +221,9 @@ func (b *Backend) hopperKernel(d int) (name string, ok bool) {
 func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, hostStarts []int32, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
 	if hostStarts != nil && b.useHopperAttention(D, Tq, []*Tensor{ot}, qt, kt, vt) {
-		if name, ok := b.hopperKernel(D); ok {
+		if name, ok := b.hopperKernel("forward", D); ok {
 			return b.launch(op, attnHopperFile, name, dim3{H, (Tq + attnHopperRows - 1) / attnHopperRows, 1}, dim3{256, 1, 1},
-				attnHopperSmem(D), ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
+				attnHopperSmem("forward", D), ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
 				starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 		}
 	}
@@ -361,6 +383,24 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	if err := b.launch(op, "attention.cu", "attention_backward_delta", dim3{min((warps+7)/8, b.smCount*32), 1, 1}, dim3{256, 1, 1}, 0,
 		delta, dot.ptr(), dt(dot), ot.ptr(), dt(ot), int32(T), int32(H), int32(D)); err != nil {
 		return err
+	}
+	if b.useHopperAttention(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
+		dqName, ok1 := b.hopperKernel("backward_dq", D)
+		dkvName, ok2 := "", false
+		if ok1 {
+			dkvName, ok2 = b.hopperKernel("backward_dkv", D)
+		}
+		if ok2 {
+			blocks := (T + attnHopperRows - 1) / attnHopperRows
+			if err := b.launch(op, attnHopperFile, dqName, dim3{H, blocks, 1}, dim3{256, 1, 1}, attnHopperSmem("dq", D),
+				dqt.ptr(), dt(dqt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
+				g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap); err != nil {
+				return err
+			}
+			return b.launch(op, attnHopperFile, dkvName, dim3{KVH, blocks, 1}, dim3{256, 1, 1}, attnHopperSmem("dkv", D),
+				dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
+				g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
+		}
 	}
 	if b.useTensorCores(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
 		qOrder, kOrder, err := b.attnBlockOrder(op, seqs.Starts, p.Window)

@@ -35,11 +35,11 @@ type Options struct {
 	// their own. bf16 master weights take the fused kernels regardless. The
 	// environment variable WHET_CUDA_FUSED_ADAMW=1 sets it too.
 	FusedAdamW bool
-	// AttnHopper sends the training attention forward at head dims 64 and
-	// 128 on an sm_90 card (H100, H200) to the Hopper kernels of
-	// kernels/attention_hopper.cu (wgmma, compiled for sm_90a), which have
-	// not yet run on a GPU; everything else, the backward included, keeps
-	// the mma.sync kernels. If they do not compile, the backend says why on
+	// AttnHopper sends training attention (forward and backward) at head
+	// dims 64 and 128 on an sm_90 card (H100, H200) to the Hopper kernels
+	// of kernels/attention_hopper.cu (wgmma, compiled for sm_90a), which
+	// have not yet run on a GPU; decoding and other head dims keep the
+	// mma.sync kernels. If they do not compile, the backend says why on
 	// standard error once and keeps the mma.sync kernels. The environment
 	// variable WHET_ATTN_HOPPER=1 (AttnHopperEnv) sets it too.
 	AttnHopper bool

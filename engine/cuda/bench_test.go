@@ -109,9 +109,7 @@ func benchAttentionHeads(b *testing.B, backward bool, seqs, D, H, KVH int) {
 		if be.attnHopperOff != "" {
 			b.Fatalf("%s=1, but the Hopper attention kernels were switched off: %s", AttnHopperEnv, be.attnHopperOff)
 		}
-		if !backward {
-			b.Logf("forward on attention_forward_hopper_d%d", D)
-		}
+		b.Logf("on the Hopper kernels (attention_*_hopper_d%d)", D)
 	}
 	b.ResetTimer()
 	for range b.N {

@@ -354,11 +354,11 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 		t.Fatal(err)
 	}
 	if act == engine.BF16 && b.attnHopper && b.arch == "sm_90" && attnHopperHeadDims[d] {
-		// Asked for (AttnHopperEnv): this case must have run the Hopper forward.
+		// Asked for (AttnHopperEnv): this case must have run the Hopper kernels.
 		if b.attnHopperOff != "" {
 			t.Fatalf("the Hopper attention kernels were switched off: %s", b.attnHopperOff)
 		}
-		t.Logf("forward on attention_forward_hopper_d%d", d)
+		t.Logf("forward and backward on the Hopper kernels (attention_*_hopper_d%d)", d)
 	}
 	if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {
 		t.Fatal(err)
@@ -747,17 +747,22 @@ func TestHopperAttentionInstantiated(t *testing.T) {
 		declared[name] = true
 	}
 	for d := range attnHopperHeadDims {
-		if name := fmt.Sprintf("attention_forward_hopper_d%d", d); !declared[name] {
-			t.Errorf("head dim %d takes the Hopper forward, but kernels/%s has no %s", d, attnHopperFile, name)
+		for _, kind := range []string{"forward", "backward_dq", "backward_dkv"} {
+			if name := fmt.Sprintf("attention_%s_hopper_d%d", kind, d); !declared[name] {
+				t.Errorf("head dim %d takes the Hopper kernels, but kernels/%s has no %s", d, attnHopperFile, name)
+			}
 		}
-		if smem := attnHopperSmem(d); smem > 227<<10 {
-			t.Errorf("head dim %d: the Hopper forward needs %d bytes of shared memory, over 227 KB", d, smem)
+		for _, k := range []string{"forward", "dq", "dkv"} {
+			if smem := attnHopperSmem(k, d); smem > 227<<10 {
+				t.Errorf("head dim %d: the Hopper %s kernel needs %d bytes of shared memory, over 227 KB", d, k, smem)
+			}
 		}
 		if !attnTCHeadDims[d] {
 			t.Errorf("head dim %d has a Hopper forward but no mma.sync kernels to fall back on", d)
 		}
 	}
-	for _, rule := range []string{fmt.Sprintf("#define HOP_BM %d", attnHopperRows), fmt.Sprintf("#define HOP_BN %d", attnHopperRows)} {
+	for _, rule := range []string{fmt.Sprintf("#define HOP_BM %d", attnHopperRows), fmt.Sprintf("#define HOP_BN %d", attnHopperRows),
+		fmt.Sprintf("#define HOP_BT %d", attnHopperTile)} {
 		if !strings.Contains(cu, rule) {
 			t.Errorf("kernels/%s no longer says %q: update attnHopperRows and attnHopperSmem", attnHopperFile, rule)
 		}
