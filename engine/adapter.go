@@ -36,6 +36,9 @@ type PEFTConfig struct {
 	InitLoRAWeights   bool     `json:"init_lora_weights"`
 	ModulesToSave     []string `json:"modules_to_save"`
 	LayersToTransform []int    `json:"layers_to_transform"`
+	// TargetParameters names bare parameters PEFT adapts (Gemma 3's
+	// projector matrix, Gemma3ProjectorPEFTParameter).
+	TargetParameters []string `json:"target_parameters,omitempty"`
 }
 
 // SaveAdapter writes m's LoRA adapters as a PEFT adapter folder.
@@ -58,6 +61,15 @@ func SaveAdapter(dir string, m *Model, opts LoRAOptions, baseModel string) error
 			tensors = append(tensors, safetensors.F32Tensor(peftPrefix+p.Name, p.Shape, v))
 		}
 	}
+	proj, projLoRA, err := m.gemma3ProjectorAdapterTensors()
+	if err != nil {
+		return err
+	}
+	if projLoRA != nil && (projLoRA.Rank != opts.Rank || projLoRA.Scale != opts.LoRAScale()) {
+		return fmt.Errorf("adapter: the projector adapter has rank %d and scale %g, the language model's options rank %d and scale %g (PEFT's adapter_config.json holds one r and lora_alpha)",
+			projLoRA.Rank, projLoRA.Scale, opts.Rank, opts.LoRAScale())
+	}
+	tensors = append(tensors, proj...)
 	if len(tensors) == 0 {
 		return fmt.Errorf("adapter: the model has no LoRA adapters")
 	}
@@ -69,6 +81,11 @@ func SaveAdapter(dir string, m *Model, opts LoRAOptions, baseModel string) error
 	cfg := PEFTConfig{PEFTType: "LORA", TaskType: "CAUSAL_LM", BaseModel: baseModel, R: opts.Rank,
 		LoRAAlpha: opts.Alpha, LoRADropout: opts.Dropout, TargetModules: names, UseRSLoRA: opts.RSLoRA,
 		Bias: "none", InferenceMode: true, InitLoRAWeights: true}
+	if projLoRA != nil {
+		// PEFT's ParamWrapper refuses dropout (see vision_adapter.go).
+		cfg.TargetParameters = []string{Gemma3ProjectorPEFTParameter}
+		cfg.LoRADropout = 0
+	}
 	if err := safetensors.Write(filepath.Join(dir, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
@@ -104,8 +121,10 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 		return LoRAOptions{}, fmt.Errorf("%s: fan_in_fan_out adapters are not supported", cfgPath)
 	}
 	opts := LoRAOptions{Rank: cfg.R, Alpha: cfg.LoRAAlpha, Targets: cfg.TargetModules, RSLoRA: cfg.UseRSLoRA}
-	if err := m.AddLoRA(opts); err != nil {
-		return opts, fmt.Errorf("%s: %w", cfgPath, err)
+	for i, p := range cfg.TargetParameters {
+		if p != Gemma3ProjectorPEFTParameter && p != "multi_modal_projector.mm_input_projection_weight" {
+			return opts, fmt.Errorf("%s: target_parameters[%d]: whet adapts no parameter %q (only Gemma 3's %s)", cfgPath, i, p, Gemma3ProjectorPEFTParameter)
+		}
 	}
 	file := filepath.Join(dir, "adapter_model.safetensors")
 	f, err := safetensors.Open(file)
@@ -113,6 +132,20 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 		return opts, err
 	}
 	defer f.Close()
+	// An adapter of the projector alone has no target_modules (an empty
+	// list would mean every linear to AddLoRA).
+	if len(cfg.TargetModules) > 0 || len(cfg.TargetParameters) == 0 {
+		if err := m.AddLoRA(opts); err != nil {
+			return opts, fmt.Errorf("%s: %w", cfgPath, err)
+		}
+	}
+	hasProj, err := m.loadGemma3ProjectorAdapter(f, file, opts)
+	if err != nil {
+		return opts, err
+	}
+	if len(cfg.TargetParameters) > 0 && !hasProj {
+		return opts, fmt.Errorf("%s: missing tensor %s (target_parameters names the projector)", file, Gemma3ProjectorPEFTKey("A"))
+	}
 	aliases := familyAliases(m)
 	for _, lin := range m.Linears() {
 		if lin.LoRA == nil {

@@ -201,7 +201,15 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 			progress(0, 0, "QLoRA run: merging the adapter into the full-precision base weights, not the NF4 ones it was trained on (--qlora-base nf4 reproduces the trained model)")
 		}
 	}
-	src, err := run.load(nf4)
+	mo := engine.ModelOptions{NF4Linears: nf4}
+	if o.Format == "gguf" {
+		// A Gemma 3 checkpoint with its vision tower gets the mmproj file
+		// beside the language model's GGUF.
+		if mo.Gemma3Vision, err = hasGemma3Tower(run.ModelDir); err != nil {
+			return err
+		}
+	}
+	src, err := loadSource(run.ModelDir, run.AdapterDir, run.Cfg.Data.Template, runName(run), mo)
 	if err != nil {
 		return err
 	}
@@ -306,6 +314,14 @@ func LoadSource(modelDir, adapterDir, template, name string) (*Source, error) {
 }
 
 func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOptions) (*Source, error) {
+	if adapterDir != "" && !mo.Gemma3Vision {
+		// An adapter of Gemma 3's vision projector needs the tower loaded.
+		has, err := engine.AdapterHasGemma3Projector(adapterDir)
+		if err != nil {
+			return nil, fmt.Errorf("export: %w", err)
+		}
+		mo.Gemma3Vision = has
+	}
 	tok, err := tokenizer.Load(modelDir)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)

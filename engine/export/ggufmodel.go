@@ -314,6 +314,9 @@ func layOutGGUF(src *Source, quant string, plan quantPlan) (*gguf.File, string, 
 		widths = append(widths, len(v))
 	}
 	for _, w := range Weights(m) {
+		if v := m.Gemma3Vision; v != nil && isVisionWeight(v, w.param) {
+			continue // the mmproj file's (mmproj.go)
+		}
 		name, role, layer, err := ggufName(fam, w.Name)
 		if err != nil {
 			return nil, "", err
@@ -467,6 +470,11 @@ func writeGGUFExport(ctx context.Context, src *Source, dir, quant string, progre
 			return fmt.Errorf("export cancelled (%s not written): %w", path, ctx.Err())
 		}
 		return fmt.Errorf("export: %w", err)
+	}
+	if src.Model.Gemma3Vision != nil {
+		if err := writeMMProj(ctx, src, dir, progress); err != nil {
+			return err
+		}
 	}
 	mf, err := Modelfile(src, "./model.gguf")
 	if err != nil {

@@ -14,6 +14,9 @@ type Weight struct {
 	Shape []int // PyTorch order: [out, in] for a linear
 	param *engine.Param
 	lin   *engine.Linear // set for a linear's weight, to merge its adapter
+	// proj marks Gemma 3's projector matrix, whose adapter is merged as
+	// W' = W + s·Aᵀ·Bᵀ ([Dv, Dt]; A [r, Dv], B [Dt, r]).
+	proj *engine.LoRA
 }
 
 // Weights lists the model's base tensors in Hugging Face order (the tied
@@ -28,12 +31,19 @@ func Weights(m *engine.Model) []Weight {
 		if p.Name == "" || isAdapter(p, m) {
 			continue
 		}
-		out = append(out, Weight{Name: p.Name, Shape: append([]int(nil), p.Shape...), param: p, lin: linOf[p]})
+		w := Weight{Name: p.Name, Shape: append([]int(nil), p.Shape...), param: p, lin: linOf[p]}
+		if v := m.Gemma3Vision; v != nil && p == v.Proj && v.ProjLoRA != nil && v.ProjLoRA.Enabled {
+			w.proj = v.ProjLoRA
+		}
+		out = append(out, w)
 	}
 	return out
 }
 
 func isAdapter(p *engine.Param, m *engine.Model) bool {
+	if v := m.Gemma3Vision; v != nil && v.ProjLoRA != nil && (p == v.ProjLoRA.A || p == v.ProjLoRA.B) {
+		return true
+	}
 	for _, lin := range m.Linears() {
 		if lin.LoRA != nil && (lin.LoRA.A == p || lin.LoRA.B == p) {
 			return true
@@ -50,13 +60,35 @@ func (w Weight) Values(m *engine.Model) ([]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", w.Name, err)
 	}
+	if w.proj != nil {
+		// [Dv, Dt] += s·Aᵀ·Bᵀ is, transposed, [Dt, Dv] += s·B·A.
+		Dv, Dt := w.Shape[0], w.Shape[1]
+		a, b, err := adapterValues(m, w.proj, Dv, Dt)
+		if err != nil {
+			return nil, err
+		}
+		t := transposeF32(v, Dv, Dt)
+		mergeLoRA(t, a, b, Dt, Dv, w.proj.Rank, w.proj.Scale)
+		merged := transposeF32(t, Dt, Dv)
+		return merged, checkFinite(w.Name, merged)
+	}
 	if w.lin == nil || w.lin.LoRA == nil || !w.lin.LoRA.Enabled {
 		return v, checkFinite(w.Name, v)
 	}
 	lo := w.lin.LoRA
-	out, in, r := w.lin.Out, w.lin.In, lo.Rank
-	a := make([]float32, r*in)
-	b := make([]float32, out*r)
+	out, in := w.lin.Out, w.lin.In
+	a, b, err := adapterValues(m, lo, in, out)
+	if err != nil {
+		return nil, err
+	}
+	mergeLoRA(v, a, b, out, in, lo.Rank, lo.Scale)
+	return v, checkFinite(w.Name, v)
+}
+
+// adapterValues downloads an adapter's A [r, in] and B [out, r].
+func adapterValues(m *engine.Model, lo *engine.LoRA, in, out int) (a, b []float32, err error) {
+	a = make([]float32, lo.Rank*in)
+	b = make([]float32, out*lo.Rank)
 	for _, t := range []struct {
 		p   *engine.Param
 		dst []float32
@@ -66,11 +98,21 @@ func (w Weight) Values(m *engine.Model) ([]float32, error) {
 			src = t.p.Master
 		}
 		if err := m.B.Download(src, t.dst); err != nil {
-			return nil, fmt.Errorf("read adapter %s: %w", t.p.Name, err)
+			return nil, nil, fmt.Errorf("read adapter %s: %w", t.p.Name, err)
 		}
 	}
-	mergeLoRA(v, a, b, out, in, r, lo.Scale)
-	return v, checkFinite(w.Name, v)
+	return a, b, nil
+}
+
+// transposeF32 returns the [cols, rows] transpose of v ([rows, cols]).
+func transposeF32(v []float32, rows, cols int) []float32 {
+	out := make([]float32, len(v))
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			out[c*rows+r] = v[r*cols+c]
+		}
+	}
+	return out
 }
 
 // checkFinite refuses NaN and infinite weights (a diverged run): no format

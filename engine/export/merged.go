@@ -62,6 +62,9 @@ func writeMerged(ctx context.Context, src *Source, dir, dtype string, progress P
 	if err := copyTokenizerFiles(src.ModelDir, dir); err != nil {
 		return err
 	}
+	if err := copyPreprocessorConfig(src.ModelDir, dir); err != nil {
+		return err
+	}
 	progress(total, total, "generation_config.json, tokenizer files")
 	return nil
 }
@@ -88,6 +91,13 @@ func checkpointNames(src *Source, weights []Weight) ([]string, []safetensors.Ten
 	used := map[string]bool{}
 	for i, w := range weights {
 		if _, ok := set.Info(w.Name); !ok {
+			// The vision tower and projector (vision_tower.…,
+			// multi_modal_projector.…) under transformers 5's model. prefix.
+			if _, ok := set.Info("model." + w.Name); ok && !strings.HasPrefix(w.Name, "model.") {
+				names[i] = "model." + w.Name
+				used[names[i]] = true
+				continue
+			}
 			rest, _ := strings.CutPrefix(w.Name, "model.")
 			for _, a := range fam.WeightAliases {
 				if _, ok := set.Info(a + rest); ok {

@@ -38,7 +38,7 @@ func ownFile(name string) bool {
 		return false
 	}
 	switch name {
-	case ggufFile, modelfileFile, configFile, generationFile, adapterWeights, adapterConfigFile,
+	case ggufFile, modelfileFile, configFile, generationFile, adapterWeights, adapterConfigFile, mmprojFile, preprocessFile,
 		mergedBaseName + ".safetensors", mergedBaseName + ".safetensors.index.json":
 		return true
 	}

@@ -59,6 +59,9 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if err := CheckPEFTWeights(weights, base, r, targets); err != nil {
 		return err
 	}
+	if err := checkGemma3ProjectorWeights(weights, run.ModelDir, base, r, cfg); err != nil {
+		return err
+	}
 	progress(1, 3, "adapter_model.safetensors")
 	if ref, ok := hubModel(run.Cfg.Model); ok {
 		// From the Hub: the id loads on any machine (PEFT, vLLM), and
@@ -83,11 +86,14 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 			return err
 		}
 		var mods []string
-		for _, m := range cfg["target_modules"].([]any) {
+		list, _ := cfg["target_modules"].([]any)
+		for _, m := range list {
 			mods = append(mods, regexp.QuoteMeta(m.(string)))
 		}
 		sort.Strings(mods)
-		cfg["target_modules"] = `.*` + regexp.QuoteMeta(strings.TrimSuffix(prefix, ".")) + `\.layers\.\d+\.(self_attn|mlp)\.(` + strings.Join(mods, "|") + `)`
+		if len(mods) > 0 {
+			cfg["target_modules"] = `.*` + regexp.QuoteMeta(strings.TrimSuffix(prefix, ".")) + `\.layers\.\d+\.(self_attn|mlp)\.(` + strings.Join(mods, "|") + `)`
+		}
 	} else {
 		data, err := os.ReadFile(weights)
 		if err != nil {
@@ -105,6 +111,9 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 		return fmt.Errorf("export cancelled: %w", err)
 	}
 	if err := copyTokenizerFiles(run.ModelDir, dir); err != nil {
+		return err
+	}
+	if err := copyPreprocessorConfig(run.ModelDir, dir); err != nil {
 		return err
 	}
 	progress(3, 3, "tokenizer files")
@@ -131,6 +140,11 @@ func renamePEFTModules(src, dst, prefix string) error {
 		raw, err := f.Raw(name)
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
+		}
+		if engine.IsGemma3ProjectorPEFTKey(name) {
+			// Already PEFT's name in Gemma3ForConditionalGeneration.
+			ts = append(ts, safetensors.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: raw})
+			continue
 		}
 		rest, ok := strings.CutPrefix(name, "base_model.model.model.")
 		if !ok {
@@ -179,7 +193,13 @@ func checkPEFTConfig(path string, cfg map[string]any) (int, map[string]bool, err
 		}
 	}
 	list, ok := cfg["target_modules"].([]any)
-	if !ok || len(list) == 0 {
+	params, _ := cfg["target_parameters"].([]any)
+	for i, p := range params {
+		if p != engine.Gemma3ProjectorPEFTParameter {
+			return 0, nil, bad(fmt.Sprintf("target_parameters[%d]", i), "%v is not %s, the one parameter whet adapts", p, engine.Gemma3ProjectorPEFTParameter)
+		}
+	}
+	if (!ok || len(list) == 0) && len(params) == 0 {
 		return 0, nil, bad("target_modules", "missing or empty")
 	}
 	targets := map[string]bool{}
@@ -219,6 +239,9 @@ func CheckPEFTWeights(path string, base *engine.ModelConfig, r int, targets map[
 	}
 	seen := map[string]bool{}
 	for _, name := range f.Names() {
+		if base.ModelType == "gemma3" && engine.IsGemma3ProjectorPEFTKey(name) {
+			continue // checkGemma3ProjectorWeights
+		}
 		m := peftKey.FindStringSubmatch(name)
 		if m == nil {
 			return fmt.Errorf("export: %s: tensor %s does not follow PEFT's naming (base_model.model.model.layers.N.<self_attn|mlp>.<module>.lora_A|lora_B.weight)", path, name)
@@ -260,6 +283,59 @@ func CheckPEFTWeights(path string, base *engine.ModelConfig, r int, targets map[
 	if len(missing) > 0 {
 		sort.Strings(missing)
 		return fmt.Errorf("export: %s: %d adapter tensors missing, first %s", path, len(missing), missing[0])
+	}
+	return nil
+}
+
+// checkGemma3ProjectorWeights checks the Gemma 3 projector adapter an
+// adapter file holds (engine/vision_adapter.go: lora_A [r, Dt], lora_B
+// [Dv, r]) against the base model's config.json, and that it is there
+// exactly when target_parameters names it.
+func checkGemma3ProjectorWeights(path, modelDir string, base *engine.ModelConfig, r int, cfg map[string]any) error {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer f.Close()
+	var keys []string
+	for _, n := range f.Names() {
+		if engine.IsGemma3ProjectorPEFTKey(n) {
+			keys = append(keys, n)
+		}
+	}
+	params, _ := cfg["target_parameters"].([]any)
+	if len(keys) == 0 {
+		if len(params) > 0 {
+			return fmt.Errorf("export: %s: target_parameters names %v, but the adapter has no tensor %s", path, params[0], engine.Gemma3ProjectorPEFTKey("A"))
+		}
+		return nil
+	}
+	if base.ModelType != "gemma3" {
+		return fmt.Errorf("export: %s: tensor %s adapts a Gemma 3 vision projector, but the base model is %s", path, keys[0], base.ModelType)
+	}
+	if len(params) == 0 {
+		return fmt.Errorf("export: %s: tensor %s adapts the vision projector, but adapter_config.json's target_parameters does not name %s", path, keys[0], engine.Gemma3ProjectorPEFTParameter)
+	}
+	data, err := os.ReadFile(filepath.Join(modelDir, "config.json"))
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	vc, err := engine.ParseGemma3VisionConfig(data, base.HiddenSize)
+	if err != nil {
+		return fmt.Errorf("export: %s: %w", modelDir, err)
+	}
+	want := map[string][]int{engine.Gemma3ProjectorPEFTKey("A"): {r, vc.TextHidden}, engine.Gemma3ProjectorPEFTKey("B"): {vc.Hidden, r}}
+	for k, shape := range want {
+		info, ok := f.Info(k)
+		if !ok {
+			return fmt.Errorf("export: %s: missing tensor %s", path, k)
+		}
+		if !slices.Equal(info.Shape, shape) {
+			return fmt.Errorf("export: %s: tensor %s has shape %v, want %v (r=%d)", path, k, info.Shape, shape, r)
+		}
+	}
+	if len(keys) != 2 {
+		return fmt.Errorf("export: %s: %d projector adapter tensors (%s), want lora_A and lora_B under %s", path, len(keys), strings.Join(keys, ", "), engine.Gemma3ProjectorPEFTKey("A"))
 	}
 	return nil
 }

@@ -1,0 +1,507 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"whet/engine/atomicfile"
+	"whet/engine/safetensors"
+)
+
+// PEFT's names for the vision models' adapters (issue 24).
+//
+// Gemma3ForConditionalGeneration's projector matrix is not a linear module
+// but a bare parameter (Gemma3MultiModalProjector.mm_input_projection_weight,
+// [Dv, Dt], used as z @ W), which PEFT adapts through
+// LoraConfig.target_parameters: its ParamWrapper wraps the projector module
+// and treats the parameter as a linear of in_features = shape[1] = Dt and
+// out_features = shape[0] = Dv, so it saves
+//
+//	base_model.model.model.multi_modal_projector.lora_A.weight  [r, Dt]
+//	base_model.model.model.multi_modal_projector.lora_B.weight  [Dv, r]
+//
+// and adds scale·lora_B·lora_A ([Dv, Dt]) to the parameter. whet's adapter
+// (f += s·x Aᵀ Bᵀ with A [r, Dv], B [Dt, r]) is the same update
+// ΔW = s·Aᵀ Bᵀ, so PEFT's lora_A is whet's Bᵀ and PEFT's lora_B whet's Aᵀ.
+// PEFT refuses lora_dropout on a ParamWrapper, so an adapter with the
+// projector is saved with lora_dropout 0 (dropout is a training setting;
+// the saved weights do not depend on it).
+const (
+	// Gemma3ProjectorPEFTParameter is target_parameters' entry.
+	Gemma3ProjectorPEFTParameter = "model.multi_modal_projector.mm_input_projection_weight"
+	gemma3ProjectorPEFTModule    = "model.multi_modal_projector"
+)
+
+// gemma3ProjectorPEFTKeys are the spellings of the projector adapter's
+// lora_A key (transformers 5 and 4.52 on, then transformers 4's, where the
+// projector sat at the top of Gemma3ForConditionalGeneration).
+var gemma3ProjectorPEFTKeys = []string{peftPrefix + gemma3ProjectorPEFTModule + ".", peftPrefix + "multi_modal_projector."}
+
+// Gemma3ProjectorPEFTKey is the key of the projector adapter's lora_A or
+// lora_B ("A" or "B") as whet saves it.
+func Gemma3ProjectorPEFTKey(ab string) string {
+	return gemma3ProjectorPEFTKeys[0] + "lora_" + ab + ".weight"
+}
+
+// IsGemma3ProjectorPEFTKey reports whether an adapter key is the Gemma 3
+// projector's (under either spelling, with or without the adapter name).
+func IsGemma3ProjectorPEFTKey(key string) bool {
+	for _, p := range gemma3ProjectorPEFTKeys {
+		if rest, ok := strings.CutPrefix(key, p); ok {
+			switch rest {
+			case "lora_A.weight", "lora_B.weight", "lora_A.default.weight", "lora_B.default.weight":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// transpose returns the [cols, rows] transpose of v ([rows, cols]).
+func transpose(v []float32, rows, cols int) []float32 {
+	out := make([]float32, len(v))
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			out[c*rows+r] = v[r*cols+c]
+		}
+	}
+	return out
+}
+
+// gemma3ProjectorAdapterTensors returns the projector adapter in PEFT's
+// layout, or nil when there is none.
+func (m *Model) gemma3ProjectorAdapterTensors() ([]safetensors.Tensor, *LoRA, error) {
+	v := m.Gemma3Vision
+	if v == nil || v.ProjLoRA == nil {
+		return nil, nil, nil
+	}
+	lo := v.ProjLoRA
+	r, Dv, Dt := lo.Rank, v.Cfg.Hidden, v.Cfg.TextHidden
+	a := make([]float32, r*Dv)
+	b := make([]float32, Dt*r)
+	for _, t := range []struct {
+		p   *Param
+		dst []float32
+	}{{lo.A, a}, {lo.B, b}} {
+		src := t.p.W
+		if t.p.Master != nil {
+			src = t.p.Master
+		}
+		if err := m.B.Download(src, t.dst); err != nil {
+			return nil, nil, fmt.Errorf("adapter: download %s: %w", t.p.Name, err)
+		}
+	}
+	return []safetensors.Tensor{
+		safetensors.F32Tensor(Gemma3ProjectorPEFTKey("A"), []int{r, Dt}, transpose(b, Dt, r)),
+		safetensors.F32Tensor(Gemma3ProjectorPEFTKey("B"), []int{Dv, r}, transpose(a, r, Dv)),
+	}, lo, nil
+}
+
+// loadGemma3ProjectorAdapter attaches the projector adapter an adapter file
+// holds (PEFT's layout), if it holds one. m must have its vision tower.
+func (m *Model) loadGemma3ProjectorAdapter(f *safetensors.File, file string, opts LoRAOptions) (bool, error) {
+	find := func(ab string) (string, safetensors.TensorInfo, bool) {
+		for _, p := range gemma3ProjectorPEFTKeys {
+			for _, k := range []string{p + "lora_" + ab + ".weight", p + "lora_" + ab + ".default.weight"} {
+				if info, ok := f.Info(k); ok {
+					return k, info, true
+				}
+			}
+		}
+		return Gemma3ProjectorPEFTKey(ab), safetensors.TensorInfo{}, false
+	}
+	ka, ia, okA := find("A")
+	kb, ib, okB := find("B")
+	if !okA && !okB {
+		return false, nil
+	}
+	if !okA || !okB {
+		missing := ka
+		if okA {
+			missing = kb
+		}
+		return false, fmt.Errorf("%s: missing tensor %s (the projector adapter needs lora_A and lora_B)", file, missing)
+	}
+	v := m.Gemma3Vision
+	if v == nil {
+		return false, fmt.Errorf("%s: the adapter adapts the Gemma 3 vision projector (%s), but the model was loaded without its vision tower (engine.LoadGemma3Vision)", file, ka)
+	}
+	Dv, Dt := v.Cfg.Hidden, v.Cfg.TextHidden
+	if len(ia.Shape) != 2 || ia.Shape[1] != Dt || ia.Shape[0] <= 0 {
+		return false, fmt.Errorf("%s: tensor %s has shape %v, want [r, %d] (PEFT's lora_A of mm_input_projection_weight [%d, %d])", file, ka, ia.Shape, Dt, Dv, Dt)
+	}
+	r := ia.Shape[0]
+	if !slices.Equal(ib.Shape, []int{Dv, r}) {
+		return false, fmt.Errorf("%s: tensor %s has shape %v, want [%d, %d]", file, kb, ib.Shape, Dv, r)
+	}
+	if opts.Rank != r {
+		return false, fmt.Errorf("%s: tensor %s has rank %d, adapter_config.json's r is %d", file, ka, r, opts.Rank)
+	}
+	pa, err := f.Float32(ka)
+	if err != nil {
+		return false, err
+	}
+	pb, err := f.Float32(kb)
+	if err != nil {
+		return false, err
+	}
+	if err := m.AddGemma3ProjectorLoRA(opts); err != nil {
+		return false, fmt.Errorf("%s: %w", file, err)
+	}
+	lo := v.ProjLoRA
+	// whet's A [r, Dv] is PEFT's lora_B [Dv, r] transposed; whet's B [Dt, r] is lora_A [r, Dt] transposed.
+	for _, t := range []struct {
+		p *Param
+		v []float32
+	}{{lo.A, transpose(pb, Dv, r)}, {lo.B, transpose(pa, r, Dt)}} {
+		if err := m.B.Upload(t.p.W, t.v); err != nil {
+			return false, err
+		}
+		if t.p.Master != nil && t.p.Master != t.p.W {
+			if err := m.B.Upload(t.p.Master, t.v); err != nil {
+				return false, err
+			}
+		}
+	}
+	return true, nil
+}
+
+// AdapterHasGemma3Projector reports whether the adapter folder dir adapts
+// Gemma 3's vision projector (its adapter_model.safetensors holds the
+// projector's PEFT keys), so a caller knows to load the vision tower.
+func AdapterHasGemma3Projector(dir string) (bool, error) {
+	f, err := safetensors.Open(filepath.Join(dir, "adapter_model.safetensors"))
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	for _, n := range f.Names() {
+		if IsGemma3ProjectorPEFTKey(n) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Mllama (MllamaForConditionalGeneration) in transformers 5 (and 4.52 on):
+// model.language_model.layers.N.{self_attn|cross_attn|mlp}.X_proj,
+// model.multi_modal_projector (an nn.Linear), lm_head at the top; before,
+// language_model.model.layers.N... and multi_modal_projector at the top.
+// PEFT names the adapters by those paths.
+
+// mllamaPEFTName is the transformers 5 module path of an Mllama linear
+// whose whet (released) name is module.
+func mllamaPEFTName(module string) string {
+	if sp := mllamaSpellings(module); len(sp) > 1 {
+		return sp[1]
+	}
+	return module
+}
+
+// MllamaPEFTTargetPattern is the target_modules pattern of an Mllama
+// adapter on the language model's linears short (q, k, ...; their _proj
+// module names) and, with projector, on multi_modal_projector: it reaches
+// neither the vision tower's own q_proj/k_proj/v_proj/o_proj nor lm_head.
+func MllamaPEFTTargetPattern(short []string, projector bool) string {
+	var alts []string
+	if len(short) > 0 {
+		mods := make([]string, len(short))
+		for i, s := range short {
+			mods[i] = regexp.QuoteMeta(s + "_proj")
+		}
+		sort.Strings(mods)
+		alts = append(alts, `.*language_model(\.model)?\.layers\.\d+\.(self_attn|cross_attn|mlp)\.(`+strings.Join(mods, "|")+`)`)
+	}
+	if projector {
+		alts = append(alts, `(.*\.)?multi_modal_projector`)
+	}
+	return strings.Join(alts, "|")
+}
+
+// SaveMllamaAdapter writes m's adapters as a PEFT adapter folder with
+// transformers 5's module names (base_model.model.model.language_model.
+// layers.N..., base_model.model.model.multi_modal_projector) and
+// target_modules as a pattern (MllamaPEFTTargetPattern).
+func SaveMllamaAdapter(dir string, m *MllamaModel, o MllamaLoRA, baseModel string) error {
+	var tensors []safetensors.Tensor
+	short := map[string]bool{}
+	projector := false
+	rank := 0
+	for _, lin := range m.loraLinears() {
+		if lin.LoRA == nil {
+			continue
+		}
+		if rank == 0 {
+			rank = lin.LoRA.Rank
+		} else if lin.LoRA.Rank != rank {
+			return fmt.Errorf("adapter: %s has rank %d, the others %d (PEFT's adapter_config.json holds one r)", lin.Module, lin.LoRA.Rank, rank)
+		}
+		if lin == m.Projector {
+			projector = true
+		} else {
+			short[lin.Short] = true
+		}
+		for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
+			v := make([]float32, numel(p.Shape))
+			if err := m.B.Download(p.W, v); err != nil {
+				return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+			}
+			tensors = append(tensors, safetensors.F32Tensor(peftPrefix+mllamaPEFTName(p.Name), p.Shape, v))
+		}
+	}
+	if len(tensors) == 0 {
+		return fmt.Errorf("adapter: the Mllama model has no LoRA adapters")
+	}
+	if o.Rank != rank {
+		return fmt.Errorf("adapter: the adapters have rank %d, the options say %d", rank, o.Rank)
+	}
+	var names []string
+	for s := range short {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	cfg := map[string]any{"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": baseModel,
+		"r": o.Rank, "lora_alpha": o.Alpha, "lora_dropout": 0.0, "target_modules": MllamaPEFTTargetPattern(names, projector),
+		"use_rslora": false, "bias": "none", "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true}
+	if err := os.MkdirAll(dir, atomicfile.DirPerm); err != nil {
+		return fmt.Errorf("adapter: %w", err)
+	}
+	if err := safetensors.Write(filepath.Join(dir, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
+		return fmt.Errorf("adapter: %w", err)
+	}
+	js, _ := json.MarshalIndent(cfg, "", "  ")
+	return writeFileAtomic(filepath.Join(dir, "adapter_config.json"), js)
+}
+
+// LoadMllamaAdapter reads a PEFT adapter folder onto m (which must have no
+// adapters yet): keys under transformers 5's or 4's module names (with or
+// without the adapter name "default"), target_modules a list or a pattern.
+// The linears adapted are those the file holds adapters for; every one
+// target_modules names must be there. Errors name the file and the tensor.
+func LoadMllamaAdapter(dir string, m *MllamaModel) (MllamaLoRA, error) {
+	cfgPath := filepath.Join(dir, "adapter_config.json")
+	js, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return MllamaLoRA{}, fmt.Errorf("adapter: %w", err)
+	}
+	o, re, err := ParseMllamaAdapterConfig(cfgPath, js)
+	if err != nil {
+		return o, err
+	}
+	file := filepath.Join(dir, "adapter_model.safetensors")
+	f, err := safetensors.Open(file)
+	if err != nil {
+		return o, err
+	}
+	defer f.Close()
+	find := func(name string) (string, safetensors.TensorInfo, bool) {
+		var first string
+		for _, n := range mllamaSpellings(name) {
+			for _, k := range []string{peftPrefix + n, peftPrefix + strings.Replace(n, ".weight", ".default.weight", 1)} {
+				if first == "" {
+					first = k
+				}
+				if info, ok := f.Info(k); ok {
+					return k, info, true
+				}
+			}
+		}
+		return first, safetensors.TensorInfo{}, false
+	}
+	// Which linears: those target_modules matches (under either spelling).
+	var picked []*Linear
+	shorts := map[string]bool{}
+	for _, lin := range m.loraLinears() {
+		match := false
+		for _, n := range mllamaSpellings(lin.Module) {
+			if re(n) {
+				match = true
+			}
+		}
+		if !match {
+			continue
+		}
+		picked = append(picked, lin)
+		if lin == m.Projector {
+			o.Projector = true
+		} else {
+			shorts[lin.Short] = true
+		}
+	}
+	if len(picked) == 0 {
+		return o, fmt.Errorf("%s: target_modules matches none of the Mllama model's adaptable linears (such as model.language_model.layers.0.self_attn.q_proj, model.multi_modal_projector)", cfgPath)
+	}
+	for s := range shorts {
+		o.Targets = append(o.Targets, s)
+	}
+	sort.Strings(o.Targets)
+	// Every key of the file must be one of the picked adapters.
+	want := map[string]bool{}
+	for _, lin := range picked {
+		for _, ab := range []string{"A", "B"} {
+			k, _, ok := find(lin.Module + ".lora_" + ab + ".weight")
+			if !ok {
+				return o, fmt.Errorf("%s: missing tensor %s", file, k)
+			}
+			want[k] = true
+		}
+	}
+	for _, n := range f.Names() {
+		if !want[n] {
+			return o, fmt.Errorf("%s: tensor %s is not an adapter of a module target_modules names", file, n)
+		}
+	}
+	if err := m.addLoRAOn(picked, o); err != nil {
+		return o, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	for _, lin := range picked {
+		for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
+			k, info, _ := find(p.Name)
+			if !slices.Equal(info.Shape, p.Shape) {
+				return o, fmt.Errorf("%s: tensor %s has shape %v, want %v", file, k, info.Shape, p.Shape)
+			}
+			v, err := f.Float32(k)
+			if err != nil {
+				return o, err
+			}
+			if err := m.B.Upload(p.W, v); err != nil {
+				return o, err
+			}
+		}
+	}
+	return o, nil
+}
+
+// ParseMllamaAdapterConfig reads an Mllama adapter_config.json: r,
+// lora_alpha, target_modules (a list of module names, matched as PEFT
+// matches them, by the last part of the module path or the whole path, or
+// a pattern PEFT matches whole); it returns the options (Targets left
+// empty) and the module matcher.
+func ParseMllamaAdapterConfig(path string, js []byte) (MllamaLoRA, func(string) bool, error) {
+	var c struct {
+		PEFTType      string          `json:"peft_type"`
+		R             json.Number     `json:"r"`
+		Alpha         json.Number     `json:"lora_alpha"`
+		TargetModules json.RawMessage `json:"target_modules"`
+		UseRSLoRA     bool            `json:"use_rslora"`
+		FanInFanOut   bool            `json:"fan_in_fan_out"`
+		UseDoRA       bool            `json:"use_dora"`
+		RankPattern   map[string]any  `json:"rank_pattern"`
+		AlphaPattern  map[string]any  `json:"alpha_pattern"`
+	}
+	if err := json.Unmarshal(js, &c); err != nil {
+		return MllamaLoRA{}, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%s: field %s: %s", path, field, fmt.Sprintf(format, args...))
+	}
+	if c.PEFTType != "" && c.PEFTType != "LORA" {
+		return MllamaLoRA{}, nil, bad("peft_type", "%q is not LORA", c.PEFTType)
+	}
+	for _, f := range []struct {
+		name string
+		on   bool
+	}{{"use_rslora", c.UseRSLoRA}, {"fan_in_fan_out", c.FanInFanOut}, {"use_dora", c.UseDoRA},
+		{"rank_pattern", len(c.RankPattern) > 0}, {"alpha_pattern", len(c.AlphaPattern) > 0}} {
+		if f.on {
+			return MllamaLoRA{}, nil, bad(f.name, "is set: whet's Mllama adapters do not support it")
+		}
+	}
+	r, err := c.R.Int64()
+	if err != nil || r <= 0 || r > 1<<16 {
+		return MllamaLoRA{}, nil, bad("r", "%q is not a positive integer", c.R.String())
+	}
+	alpha, err := c.Alpha.Float64()
+	if err != nil {
+		return MllamaLoRA{}, nil, bad("lora_alpha", "%q is not a number", c.Alpha.String())
+	}
+	o := MllamaLoRA{Rank: int(r), Alpha: float32(alpha)}
+	raw := c.TargetModules
+	if len(raw) > 0 && raw[0] == '"' {
+		var pattern string
+		if err := json.Unmarshal(raw, &pattern); err != nil {
+			return o, nil, bad("target_modules", "%v", err)
+		}
+		re, err := regexp.Compile(`^(?:` + pattern + `)$`)
+		if err != nil {
+			return o, nil, bad("target_modules", "pattern %q: %v", pattern, err)
+		}
+		return o, re.MatchString, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil || len(list) == 0 {
+		return o, nil, bad("target_modules", "want a non-empty list of module names or a pattern")
+	}
+	return o, func(module string) bool {
+		// PEFT: the whole path, or its last part(s) after a dot. A bare
+		// q_proj would also reach the vision tower, which whet keeps frozen:
+		// only language-model and projector modules are asked about here.
+		for _, t := range list {
+			if module == t || strings.HasSuffix(module, "."+t) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// addLoRAOn puts zero adapters (scale Alpha/Rank) on the given linears.
+func (m *MllamaModel) addLoRAOn(lins []*Linear, o MllamaLoRA) error {
+	for _, lin := range lins {
+		if lin.LoRA != nil {
+			return fmt.Errorf("%s already has a LoRA adapter", lin.Module)
+		}
+	}
+	for _, lin := range lins {
+		lo := &LoRA{Rank: o.Rank, Scale: o.Alpha / float32(o.Rank), Enabled: true,
+			A: &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, Trainable: true},
+			B: &Param{Name: lin.Module + ".lora_B.weight", Shape: []int{lin.Out, o.Rank}, Trainable: true}}
+		for _, p := range []*Param{lo.A, lo.B} {
+			var err error
+			if p.W, err = m.B.Alloc(F32, p.Shape...); err == nil {
+				err = m.B.Fill(p.W, 0)
+			}
+			if err == nil {
+				p.Master = p.W
+				if p.Grad, err = m.B.Alloc(F32, p.Shape...); err == nil {
+					err = m.B.Fill(p.Grad, 0)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("allocate %s: %w", p.Name, err)
+			}
+		}
+		lin.LoRA = lo
+	}
+	return nil
+}
+
+// MllamaWeight is one base tensor of an Mllama model for export: its
+// released name, PyTorch shape and float32 values with any adapter merged
+// (W' = W + s·B·A for a linear).
+type MllamaWeight struct {
+	Name  string
+	Shape []int
+	Param *Param
+	Lin   *Linear
+}
+
+// MllamaWeights lists the base tensors in checkpoint order, each with the
+// linear it belongs to (for merging its adapter).
+func (m *MllamaModel) MllamaWeights() []MllamaWeight {
+	linOf := map[*Param]*Linear{}
+	for _, lin := range m.loraLinears() {
+		linOf[lin.W] = lin
+	}
+	var out []MllamaWeight
+	for _, p := range m.params {
+		out = append(out, MllamaWeight{Name: p.Name, Shape: append([]int(nil), p.Shape...), Param: p, Lin: linOf[p]})
+	}
+	return out
+}
