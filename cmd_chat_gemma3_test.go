@@ -21,6 +21,14 @@ import (
 // tiny-gemma3's tokenizer plus the three image tokens (ids 512-514).
 func gemma3ChatModel(t *testing.T) string {
 	t.Helper()
+	return gemma3TinyVisionModel(t, 0.1)
+}
+
+// gemma3TinyVisionModel is gemma3ChatModel with the token embeddings drawn
+// with standard deviation embedStd (the tied head reads them: at 0.1 over
+// 32 values no logit can stand far above 514 others).
+func gemma3TinyVisionModel(t *testing.T, embedStd float64) string {
+	t.Helper()
 	const config = `{"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
   "boi_token_index": 512, "eoi_token_index": 513, "image_token_index": 514, "mm_tokens_per_image": 4,
   "text_config": {"model_type": "gemma3_text", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -50,6 +58,9 @@ func gemma3ChatModel(t *testing.T) string {
 		v := make([]float32, p.W.Len())
 		for i := range v {
 			v[i] = float32(rng.NormFloat64() * 0.1)
+			if p.Name == "model.embed_tokens.weight" {
+				v[i] = float32(rng.NormFloat64() * embedStd)
+			}
 			if strings.Contains(p.Name, "layer_norm") || strings.Contains(p.Name, "layernorm.") {
 				v[i]++
 			}

@@ -17,6 +17,10 @@ type Batch struct {
 	Targets   []int32
 	Positions []int32 // restart at 0 for each sequence
 	SeqStarts []int32 // len = number of sequences + 1; last = len(Tokens)
+	// Images are the images of a vision run's sequences, in token order
+	// (nil for text): the pixels are made from them as the batch runs,
+	// so that a dataset of thousands of X-rays need not sit in memory.
+	Images []BatchImage
 }
 
 // NumTokens is the number of positions in the batch.

@@ -100,6 +100,9 @@ type Example struct {
 	// Fields the row's columns, for GRPO's reward functions.
 	Answer string
 	Fields map[string]any
+	// Images are the row's images in the order of the image parts of
+	// Messages (Options.Vision runs; ImagesOf fills it).
+	Images []ImageAt
 }
 
 // columnNames are the canonical column names a mapping may rename.
@@ -295,11 +298,11 @@ func (r rowReader) messages(field string, list []any, roleKey, contentKey string
 		if !ok {
 			return nil, r.fail(where+"."+contentKey, ReasonMissingField, "missing")
 		}
-		content, err := messageContent(cv)
+		content, parts, err := messageContent(cv)
 		if err != "" {
 			return nil, r.fail(where+"."+contentKey, ReasonWrongType, err)
 		}
-		m := Message{Role: role, Content: content}
+		m := Message{Role: role, Content: content, Parts: parts}
 		if rc, ok := obj["reasoning_content"].(string); ok && role == "assistant" {
 			m.Reasoning = &rc
 		}
@@ -308,34 +311,45 @@ func (r rowReader) messages(field string, list []any, roleKey, contentKey string
 	return out, nil
 }
 
-// messageContent accepts a string, or OpenAI-style parts of type text.
-func messageContent(v any) (string, string) {
+// messageContent accepts a string, or OpenAI-style parts of type text
+// and image. A content list that holds an image comes back as parts too
+// (Message.Parts, with the text parts joined in content): whether the run
+// can use them is Prepare's to say (Options.Vision).
+func messageContent(v any) (string, []ContentPart, string) {
 	if s, bad := scalarText(v); bad == "" {
-		return s, ""
+		return s, nil, ""
 	}
 	parts, ok := v.([]any)
 	if !ok {
-		return "", "want text or a list of text parts, got " + jsonKind(v)
+		return "", nil, "want text or a list of text parts, got " + jsonKind(v)
 	}
 	var b strings.Builder
+	var out []ContentPart
+	images := false
 	for i, p := range parts {
 		obj, ok := p.(map[string]any)
 		if !ok {
-			return "", fmt.Sprintf("part %d: want an object, got %s", i, jsonKind(p))
+			return "", nil, fmt.Sprintf("part %d: want an object, got %s", i, jsonKind(p))
 		}
 		if t, _ := obj["type"].(string); t != "text" {
 			if vision.IsImagePartType(t) {
-				return "", fmt.Sprintf("part %d is an image: whet cannot train on images yet (see docs/vision.md)", i)
+				images = true
+				out = append(out, ContentPart{Type: "image"})
+				continue
 			}
-			return "", fmt.Sprintf("part %d: type %q is not supported (text only)", i, t)
+			return "", nil, fmt.Sprintf("part %d: type %q is not supported (text and image only)", i, t)
 		}
 		s, ok := obj["text"].(string)
 		if !ok {
-			return "", fmt.Sprintf("part %d: want a text string", i)
+			return "", nil, fmt.Sprintf("part %d: want a text string", i)
 		}
 		b.WriteString(s)
+		out = append(out, ContentPart{Type: "text", Text: s})
 	}
-	return b.String(), ""
+	if !images {
+		out = nil
+	}
+	return b.String(), out, ""
 }
 
 // ToExample converts one record in the given (non-auto) format.

@@ -14,9 +14,9 @@ import (
 	"whet/datasets/vision"
 )
 
-// Image rows are the data side of vision fine-tuning (issue 24), which is
-// only begun: whet can read and check the images of a multimodal data
-// file, but no model or template consumes them yet (docs/vision.md).
+// Image rows are the data side of vision fine-tuning (issue 24): whet
+// reads and checks the images of a multimodal data file (whet images), and
+// Prepare with Options.Vision trains on them (vision_prepare.go).
 
 // ReasonBadImage is the row error reason for an image that is missing,
 // truncated, corrupt or of an unsupported format; ReasonImageCount for
@@ -283,7 +283,6 @@ func markBinary(v any) any {
 // <start_of_image> and Llama 3.2 Vision's template <|image|>. The images
 // themselves stay with the caller, in the same order, for the processor
 // (vision.ExpandGemma3Images replaces the placeholders in that order).
-// Nothing in training calls this yet: whet cannot train on images.
 func ContentParts(parts []vision.Part) []ContentPart {
 	out := make([]ContentPart, len(parts))
 	for i, p := range parts {

@@ -103,17 +103,20 @@ func TestImageRowsJSONL(t *testing.T) {
 	}
 }
 
-// TestTextLoaderRefusesImageParts: until vision training exists, the
-// text format reader refuses image parts with a message that says so,
-// instead of calling the type unknown.
+// TestTextLoaderRefusesImageParts: the format reader keeps image parts
+// (Message.Parts); a run that cannot use them refuses the row by name.
 func TestTextLoaderRefusesImageParts(t *testing.T) {
 	rec := Record{Fields: map[string]any{"messages": []any{
 		map[string]any{"role": "user", "content": []any{map[string]any{"type": "image", "path": "x.png"}}},
 		map[string]any{"role": "assistant", "content": "hi"},
 	}}, Loc: Location{File: "d.jsonl", Line: 1, kind: kindJSONL}}
-	_, err := ToExample(rec, FormatMessages, nil)
-	if err == nil || !strings.Contains(err.Error(), "part 0 is an image: whet cannot train on images yet") {
-		t.Errorf("got %v", err)
+	ex, err := ToExample(rec, FormatMessages, nil)
+	if err != nil || len(ex.Messages[0].Parts) != 1 || ex.Messages[0].Parts[0].Type != "image" {
+		t.Fatalf("got %+v, %v", ex, err)
+	}
+	rowErr := refuseImages(ex, "")
+	if rowErr == nil || !strings.Contains(rowErr.Error(), "d.jsonl:1") || !strings.Contains(rowErr.Error(), "does not read images") {
+		t.Errorf("got %v", rowErr)
 	}
 }
 

@@ -658,7 +658,7 @@ func ReadParquet(r io.ReaderAt, size int64, name string, skipBad bool) (*ReadRes
 			if fields[k], field, at = normalizeParquetValue(v, k); field != "" && rowErr == nil {
 				detail := fmt.Sprintf("invalid UTF-8 at byte offset %d of the value; %s", at, utf8Advice)
 				if strings.HasSuffix(field, ".bytes") { // a {bytes, path} struct: an image column
-					detail = "binary data (an image column?): whet cannot train on images yet (see docs/vision.md)"
+					detail = "binary data (an image column?): images are read only when training a vision model (see docs/vision.md)"
 				}
 				rowErr = &RowError{Loc: loc, Field: field, Reason: ReasonInvalidUTF8, Detail: detail}
 			}

@@ -24,6 +24,8 @@ type Sequence struct {
 	Source Location
 	// Truncated is set when the example was cut to the maximum length.
 	Truncated bool
+	// Images are the sequence's images in token order (vision runs).
+	Images []BatchImage
 }
 
 // Len is the number of tokens.

@@ -115,6 +115,7 @@ func layOut(seqs []Sequence, pad *padSpec) Batch {
 	for i := range seqs {
 		s := &seqs[i]
 		b.SeqStarts = append(b.SeqStarts, int32(len(b.Tokens)))
+		b.Images = append(b.Images, s.Images...)
 		n := len(s.Tokens)
 		for t := 0; t < n; t++ {
 			b.Tokens = append(b.Tokens, s.Tokens[t])

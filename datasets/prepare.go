@@ -52,6 +52,11 @@ type Options struct {
 	// Now is the clock for templates that print today's date (Llama 3.2);
 	// nil means time.Now.
 	Now func() time.Time `yaml:"-"`
+	// Vision, when set, reads the rows' images for a vision model
+	// (vision_prepare.go); without it a conversation with an image part is
+	// refused, with NoImages as the reason ("" gives a general one).
+	Vision   *VisionOptions `yaml:"-"`
+	NoImages string         `yaml:"-"`
 }
 
 // Validate checks every setting a run file's data section can hold, naming
@@ -135,6 +140,7 @@ type Stats struct {
 	Rows     int // rows read from the files
 	BadRows  int // rows skipped as unreadable (SkipBadRows)
 	Examples int // rows that became training examples
+	Images   int // images of the examples (vision runs)
 
 	// BadRowReasons and DroppedReasons count rows per reason;
 	// the Samples keep the first few messages in full.
@@ -225,6 +231,9 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 	if opts.BatchTokens < opts.MaxLength {
 		return nil, fmt.Errorf("data: batch token budget %d is below max_length %d", opts.BatchTokens, opts.MaxLength)
 	}
+	if opts.Vision != nil && opts.Packing {
+		return nil, fmt.Errorf("data.packing: sequences with images are not packed (each image run must stay in its own sequence); set data.packing: false")
+	}
 
 	p := &Prepared{}
 	st := statsBuilder{&p.Stats}
@@ -235,6 +244,11 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 	p.Format = format
 
 	tk := &tokenizing{tok: tok, trainOn: trainOn, maxLen: opts.MaxLength, st: st}
+	if opts.Vision != nil {
+		if tk.vision, err = newVisionTokens(opts.Vision, tok); err != nil {
+			return nil, err
+		}
+	}
 	tk.render = RenderOptionsFor(tok.Config())
 	tk.render.Now = opts.Now
 	tk.eos = tk.render.EOS
@@ -269,6 +283,11 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 		return nil, err
 	}
 	p.Stats.Examples = len(p.Train) + len(p.Eval) + len(p.TrainPairs) + len(p.EvalPairs)
+	for _, split := range [][]Sequence{p.Train, p.Eval} {
+		for i := range split {
+			p.Stats.Images += len(split[i].Images)
+		}
+	}
 	if len(p.Train) == 0 && len(p.TrainPairs) == 0 {
 		return nil, p.noTrainableError(opts, trainOn)
 	}
@@ -292,17 +311,20 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 func readSplitExamples(opts Options, format Format, cols Columns, obj Objective, st statsBuilder) (Format, []Example, []Example, *rand.Rand, error) {
 	st.BadRowReasons = map[string]int{}
 	st.DroppedReasons = map[string]int{}
-	trainRecs, err := readRecords(opts.Path, opts.Encoding, opts.SkipBadRows, st)
+	binary := opts.Vision != nil // Parquet image columns keep their bytes
+	trainRecs, err := readRecords(opts.Path, opts.Encoding, opts.SkipBadRows, binary, st)
 	if err != nil {
 		return format, nil, nil, nil, err
 	}
 	var evalRecs []Record
 	if opts.EvalPath != "" {
-		if evalRecs, err = readRecords(opts.EvalPath, opts.Encoding, opts.SkipBadRows, st); err != nil {
+		if evalRecs, err = readRecords(opts.EvalPath, opts.Encoding, opts.SkipBadRows, binary, st); err != nil {
 			return format, nil, nil, nil, err
 		}
 	}
-	warnUnusedImages(slices.Concat(trainRecs, evalRecs), cols, st)
+	if opts.Vision == nil {
+		warnUnusedImages(slices.Concat(trainRecs, evalRecs), cols, st)
+	}
 	if format == FormatAuto {
 		if format, err = DetectFormat(trainRecs, cols); err != nil {
 			return format, nil, nil, nil, fmt.Errorf("data: %w", err)
@@ -312,13 +334,23 @@ func readSplitExamples(opts Options, format Format, cols Columns, obj Objective,
 	if err := obj.Check(opts.Path, format); err != nil {
 		return format, nil, nil, nil, fmt.Errorf("data: %w", err)
 	}
-	trainEx, err := toExamples(trainRecs, format, cols, opts.SkipBadRows, st)
+	trainEx, err := toExamples(trainRecs, format, cols, opts, st)
 	if err != nil {
 		return format, nil, nil, nil, err
 	}
-	evalEx, err := toExamples(evalRecs, format, cols, opts.SkipBadRows, st)
+	evalEx, err := toExamples(evalRecs, format, cols, opts, st)
 	if err != nil {
 		return format, nil, nil, nil, err
+	}
+	if opts.Vision != nil {
+		// Every image is decoded once before anything is tokenized: a
+		// bad one is reported by row, field and file now, not mid-run.
+		if trainEx, err = dropBadImages(trainEx, opts.SkipBadRows, st); err != nil {
+			return format, nil, nil, nil, err
+		}
+		if evalEx, err = dropBadImages(evalEx, opts.SkipBadRows, st); err != nil {
+			return format, nil, nil, nil, err
+		}
 	}
 	rng := NewRand(opts.Seed)
 	rng.Shuffle(len(trainEx), func(i, j int) { trainEx[i], trainEx[j] = trainEx[j], trainEx[i] })
@@ -362,7 +394,7 @@ func warnUnusedImages(recs []Record, cols Columns, st statsBuilder) {
 	if n := len(files) - 1; n > 0 {
 		more = fmt.Sprintf(", and in %d more files", n)
 	}
-	st.Warnings = append(st.Warnings, fmt.Sprintf("%s: column %q is not read (in this row and any later one%s): whet trains on the text alone, it cannot train on images yet (docs/vision.md)",
+	st.Warnings = append(st.Warnings, fmt.Sprintf("%s: column %q is not read (in this row and any later one%s): whet trains on the text alone: images are read only when training a vision model (docs/vision.md)",
 		first.Loc, column, more))
 }
 
@@ -382,7 +414,7 @@ func holdsSomething(v any) bool {
 
 // readRecords reads a data file, every data file under a folder (a
 // dataset split into shards), or the files a glob pattern matches.
-func readRecords(path, encoding string, skip bool, st statsBuilder) ([]Record, error) {
+func readRecords(path, encoding string, skip, binary bool, st statsBuilder) ([]Record, error) {
 	files, err := DataFiles(path)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
@@ -390,7 +422,15 @@ func readRecords(path, encoding string, skip bool, st statsBuilder) ([]Record, e
 	var recs []Record
 	var bad []*RowError
 	for _, f := range files {
-		res, err := ReadFileEncoded(f, encoding, skip)
+		var res *ReadResult
+		if kind, _, _ := kindOf(f); binary && kind == kindParquet {
+			var prs []Record
+			if prs, err = readParquetBinary(f); err == nil {
+				res = &ReadResult{Records: prs}
+			}
+		} else {
+			res, err = ReadFileEncoded(f, encoding, skip)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("data: %w", err)
 		}
@@ -457,10 +497,16 @@ func DataFiles(path string) ([]string, error) {
 	return files, nil
 }
 
-func toExamples(recs []Record, f Format, cols Columns, skip bool, st statsBuilder) ([]Example, error) {
+func toExamples(recs []Record, f Format, cols Columns, opts Options, st statsBuilder) ([]Example, error) {
+	skip := opts.SkipBadRows
 	out := make([]Example, 0, len(recs))
 	for _, r := range recs {
 		ex, rowErr := ToExample(r, f, cols)
+		if rowErr == nil && opts.Vision != nil {
+			rowErr = attachImages(r, &ex)
+		} else if rowErr == nil {
+			rowErr = refuseImages(ex, opts.NoImages)
+		}
 		if rowErr != nil {
 			if !skip {
 				return nil, fmt.Errorf("data (%s format): %w", f, rowErr)
@@ -516,6 +562,7 @@ type tokenizing struct {
 	eos     string
 	textEOS int
 	st      statsBuilder
+	vision  *visionTokens // vision runs
 }
 
 // tokenized is the outcome for one example; examples are tokenized in
@@ -600,8 +647,20 @@ func (t *tokenizing) encodeChat(ex *Example, msgs []Message, firstTrained int, o
 		firstTrained = len(spans)
 	}
 	spans = spans[firstTrained:]
-	ids, in, exact := EncodeSpans(t.tok, r.Text, spans, t.tpl.AddSpecialTokens)
-	return toSequence(ids, in, on, ex.Loc), !exact, nil
+	text := r.Text
+	if t.vision != nil {
+		if text, spans, err = t.vision.expand(text, spans, len(ex.Images)); err != nil {
+			return Sequence{}, false, &RowError{Loc: ex.Loc, Reason: ReasonTemplate, Detail: err.Error()}
+		}
+	}
+	ids, in, exact := EncodeSpans(t.tok, text, spans, t.tpl.AddSpecialTokens)
+	seq := toSequence(ids, in, on, ex.Loc)
+	if t.vision != nil {
+		if rowErr := t.vision.finish(&seq, ex); rowErr != nil {
+			return Sequence{}, false, rowErr
+		}
+	}
+	return seq, !exact, nil
 }
 
 func (t *tokenizing) sequence(ex *Example) tokenized {
@@ -619,6 +678,11 @@ func (t *tokenizing) sequence(ex *Example) tokenized {
 	hadLabels := r.seq.NumTrainable() > 0
 	r.seq.truncate(t.maxLen)
 	r.truncated = r.seq.Truncated
+	if t.vision != nil && r.truncated {
+		if r.err = t.vision.checkTruncated(&r.seq, ex, t.maxLen); r.err != nil {
+			return r
+		}
+	}
 	if r.seq.NumTrainable() == 0 {
 		switch {
 		case !hasAssistant(ex.Messages) && t.tpl != nil:

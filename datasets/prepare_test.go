@@ -465,7 +465,7 @@ func TestPrepareWarnsOfAnUnreadImageColumn(t *testing.T) {
 		if tc.want == "" && len(w) != 0 {
 			t.Errorf("%s: warnings %q, want none", tc.path, w)
 		}
-		if tc.want != "" && (len(w) != 1 || !strings.Contains(w[0], tc.want) || !strings.Contains(w[0], "cannot train on images")) {
+		if tc.want != "" && (len(w) != 1 || !strings.Contains(w[0], tc.want) || !strings.Contains(w[0], "images are read only when training a vision model")) {
 			t.Errorf("%s: warnings %q, want one with …%s…", tc.path, w, tc.want)
 		}
 		if len(p.Train) == 0 {

@@ -50,8 +50,12 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 		return nil, err
 	}
 	if cfg.Method == "grpo" {
+		opts := DataOptions(cfg)
+		if _, err := visionDataSettings(&opts, cfg.Method, cfg.Model); err != nil {
+			return nil, err
+		}
 		// Prompts only: the completions are generated while training.
-		ps, err := datasets.PreparePrompts(DataOptions(cfg), tok)
+		ps, err := datasets.PreparePrompts(opts, tok)
 		if err != nil {
 			return nil, err
 		}
@@ -65,12 +69,22 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 		}
 		return out, nil
 	}
-	p, err := datasets.Prepare(DataOptions(cfg), tok)
+	opts := DataOptions(cfg)
+	kind, err := visionDataSettings(&opts, cfg.Method, cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	p, err := datasets.Prepare(opts, tok)
 	if err != nil {
 		return nil, err
 	}
 	out := &PreparedData{Train: p.TrainBatches, Eval: p.EvalBatches, Tokenizer: tok, Template: p.Template,
-		Notes: StatsLines(p.Stats)}
+		Notes: StatsLines(p.Stats), Images: p.Stats.Images}
+	// A Gemma 3 vision model with text data trains as a text model, as
+	// before; Mllama has no text-only loader, so it always trains as itself.
+	if kind == VisionMllama || kind != "" && p.Stats.Images > 0 {
+		out.Vision = kind
+	}
 	return out, nil
 }
 

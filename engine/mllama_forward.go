@@ -203,6 +203,13 @@ func (p *mpass) gateGrad(g *Param, dOut, f Tensor) {
 // adds the gradient of Loss to every trainable parameter. The vision
 // tower runs without gradients: it must be frozen.
 func (m *MllamaModel) Run(samples []MllamaSample, backward, keepLogits bool) (*MllamaResult, error) {
+	return m.run(samples, backward, keepLogits, 0)
+}
+
+// run is Run with the gradient of gradScale × the summed loss instead of
+// the mean (gradScale 0: 1/Count, Run's mean), for a trainer step whose
+// mean runs over several micro-batches.
+func (m *MllamaModel) run(samples []MllamaSample, backward, keepLogits bool, gradScale float32) (*MllamaResult, error) {
 	if backward {
 		for _, q := range m.params {
 			if q.Trainable && strings.HasPrefix(q.Name, "vision_model.") {
@@ -227,7 +234,11 @@ func (m *MllamaModel) Run(samples []MllamaSample, backward, keepLogits bool) (*M
 	var sum float64
 	for i, s := range samples {
 		p := &mpass{m: m, B: m.B, ops: m.ops}
-		loss, logits, vis := p.sample(s, backward, keepLogits, float32(1/float64(res.Count)))
+		scale := gradScale
+		if scale == 0 {
+			scale = float32(1 / float64(res.Count))
+		}
+		loss, logits, vis := p.sample(s, backward, keepLogits, scale)
 		p.free()
 		if p.err != nil {
 			return nil, fmt.Errorf("sample %d: %w", i, p.err)

@@ -64,7 +64,7 @@ func (tokenObjective) accumulate(t *Trainer, cursor, n int) (stepLoss, error) {
 	}
 	var lossSum float64
 	err := t.forShare(mine, func(i int, mb stepBatch) error {
-		r, err := t.Acts.ForwardBackward(mb.b, float32(1/float64(total)), true, mb.seed)
+		r, err := t.forwardBackward(mb.b, float32(1/float64(total)), true, mb.seed)
 		if err != nil {
 			return fmt.Errorf("step %d micro-batch %d: %w", t.step+1, i, err)
 		}
@@ -80,7 +80,7 @@ func (tokenObjective) evaluate(t *Trainer) (float64, error) {
 	var sum float64
 	n := 0
 	for i := range t.Eval {
-		r, err := t.Acts.ForwardBackward(&t.Eval[i], 0, false, 0)
+		r, err := t.forwardBackward(&t.Eval[i], 0, false, 0)
 		if err != nil {
 			return 0, fmt.Errorf("eval row %d: %w", i, err)
 		}

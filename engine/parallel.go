@@ -821,7 +821,9 @@ func (t *Trainer) forShare(mine []stepBatch, fn func(i int, mb stepBatch) error)
 			t.Acts.afterLayer = t.DP.afterLayer
 		}
 		err := fn(i, mb)
-		t.Acts.afterLayer = nil
+		if t.Acts != nil { // nil for Llama 3.2 Vision (train_vision.go)
+			t.Acts.afterLayer = nil
+		}
 		if err != nil {
 			return err
 		}

@@ -94,6 +94,10 @@ type Model struct {
 	// allocates no fp32 master and AdamW rounds the updated weight to
 	// bf16 stochastically. Set it before making parameters trainable.
 	BF16Masters bool
+	// mllama, when set, makes this Model the trainer's view of a Llama 3.2
+	// Vision model (train_vision.go): its parameters are mllama's, so
+	// clipping, AdamW and checkpoints work on them unchanged.
+	mllama *MllamaModel
 }
 
 // ComputeDTyper lets a backend pick the dtype of weights and activations
@@ -167,7 +171,11 @@ func (m *Model) Params() []*Param {
 			add(lin.LoRA.B)
 		}
 	}
-	return append(ps, m.Gemma3Vision.loraParams()...)
+	ps = append(ps, m.Gemma3Vision.loraParams()...)
+	if m.mllama != nil {
+		ps = append(ps, m.mllama.Params()...)
+	}
+	return ps
 }
 
 // TrainableParams lists the parameters the optimizer updates.

@@ -56,6 +56,10 @@ type LoRAConfig struct {
 	TargetModules []string `yaml:"target_modules"`
 	// Rank-stabilised LoRA: scale by alpha/√r instead of alpha/r.
 	RSLoRA bool `yaml:"use_rslora"`
+	// Projector also puts an adapter on a vision model's multimodal
+	// projector (Unsloth's projector LoRA) when the run trains on images;
+	// the vision tower itself stays frozen.
+	Projector bool `yaml:"projector,omitempty"`
 }
 
 // DataConfig says where the data is and how to turn it into tokens. It is

@@ -106,6 +106,10 @@ type PreparedData struct {
 	EvalPrompts []string
 	// Prompts is GRPO's prompt-only data (Train and Eval are then empty).
 	Prompts *datasets.PromptSet
+	// Vision is the vision model kind (VisionGemma3, VisionMllama) when the
+	// run trains it with images (train_vision.go); Images counts them.
+	Vision string
+	Images int
 }
 
 // PrepareData turns the run's data settings into packed batches for a
@@ -278,6 +282,12 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if len(data.Train) == 0 && data.Prompts == nil {
 		return fail(fmt.Errorf("data.path %s: no training rows left after preparation", cfg.Data.Path))
 	}
+	if err := checkVisionRun(cfg, VisionModelKind(modelDir), data.Images > 0, b); err != nil {
+		return fail(err)
+	}
+	if data.Vision != "" {
+		s.Notices = append(s.Notices, visionNotices(cfg, data.Vision, data)...)
+	}
 	if cfg.Method == "qlora" {
 		s.Notices = append(s.Notices, "qlora: decoder weights quantized to NF4 as they were loaded (block 64, fp32 absmax)")
 	}
@@ -311,7 +321,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	s.Model = t.Model
 	s.Trainer = t
 	t.Export = s.export
-	if cfg.Train.SampleEvery > 0 && data.Tokenizer != nil {
+	if cfg.Train.SampleEvery > 0 && data.Tokenizer != nil && t.Acts != nil {
 		prompts := cfg.Train.SamplePrompts
 		if len(prompts) == 0 && len(data.EvalPrompts) > 0 {
 			prompts = data.EvalPrompts[:min(3, len(data.EvalPrompts))]
@@ -326,7 +336,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if t.GRPO != nil {
 		s.Notices = append(s.Notices, t.GRPO.notice())
 	}
-	if t.Acts.OffloadsCheckpoints() {
+	if t.Acts != nil && t.Acts.OffloadsCheckpoints() {
 		s.Notices = append(s.Notices, fmt.Sprintf("activation checkpoints offloaded to host memory (train.offload_checkpoints %s): %s pinned",
 			cfg.Train.OffloadCheckpoints, units.Bytes(t.Acts.HostBytes())))
 	}
@@ -348,7 +358,10 @@ func Prepare(cfg RunConfig) (*Session, error) {
 // writes nothing and samples nothing.
 func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trainer, error) {
 	cfg := s.Cfg
-	m, err := LoadModelWith(s.ModelDir, b, ModelOptions{NF4Linears: cfg.Method == "qlora"})
+	if data.Vision == VisionMllama {
+		return s.newMllamaTrainer(b, data)
+	}
+	m, err := LoadModelWith(s.ModelDir, b, ModelOptions{NF4Linears: cfg.Method == "qlora", Gemma3Vision: data.Vision == VisionGemma3})
 	if err != nil {
 		return nil, err
 	}
@@ -370,6 +383,18 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 	}
 	if t.DP, err = MakeTrainable(m, lora, c, int(cfg.Parallel.BucketMB*(1<<20))); err != nil {
 		return fail(err)
+	}
+	if data.Vision == VisionGemma3 {
+		proc, err := Gemma3ImageProcessor(s.ModelDir, &m.Gemma3Vision.Cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if cfg.LoRA.Projector {
+			if err := m.AddGemma3ProjectorLoRA(*lora); err != nil {
+				return fail(fmt.Errorf("lora.projector: %w", err))
+			}
+		}
+		t.images = &gemma3Runner{proc: proc, cache: processedImages{limit: imageCacheBytes}}
 	}
 	if cfg.Method == "grpo" {
 		if t.GRPO, err = NewGRPORun(cfg.GRPO, data.Prompts.Train, data.Tokenizer, data.Template, cfg.Data.MaxLength); err != nil {
@@ -547,7 +572,11 @@ func (s *Session) export() (string, error) {
 	}
 	l := s.Cfg.LoRA
 	opts := LoRAOptions{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.TargetModules, RSLoRA: l.RSLoRA}
-	if err := SaveAdapter(dir, s.Model, opts, s.Cfg.Model); err != nil {
+	save := SaveAdapter
+	if s.Model.mllama != nil || s.Model.Gemma3Vision != nil {
+		save = saveVisionAdapters
+	}
+	if err := save(dir, s.Model, opts, s.Cfg.Model); err != nil {
 		return "", err
 	}
 	return "adapter saved to " + dir, nil

@@ -46,6 +46,9 @@ type Trainer struct {
 	// DP, when set, makes this trainer one rank of a data-parallel run
 	// (parallel.go): rank 0 runs Run, the others Follow.
 	DP *DataParallel
+	// images, when set, runs a vision run's micro-batches with their
+	// images (train_vision.go); nil for text.
+	images imageRunner
 
 	step, cursor int
 	// saved and savedStep say whether a checkpoint of some step was
@@ -178,6 +181,7 @@ func JoinBatches(rows []*datasets.Batch) *datasets.Batch {
 		out.Tokens = append(out.Tokens, r.Tokens...)
 		out.Targets = append(out.Targets, r.Targets...)
 		out.Positions = append(out.Positions, r.Positions...)
+		out.Images = append(out.Images, r.Images...)
 		for _, s := range r.SeqStarts[1:] {
 			out.SeqStarts = append(out.SeqStarts, off+s)
 		}

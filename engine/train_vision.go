@@ -1,0 +1,531 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"whet/datasets"
+	"whet/datasets/vision"
+	"whet/engine/safetensors"
+)
+
+// Training on images through whet train (issue 24). A run whose model
+// folder is a vision model (VisionModelKind) reads its data with the
+// images (datasets.Options.Vision); when the data holds images the run
+// trains the vision model, through the same Trainer, loop, checkpoints
+// and resume as a text run:
+//
+//   - Gemma 3 (Gemma3ForConditionalGeneration): the Model is loaded with
+//     its tower (ModelOptions.Gemma3Vision); each micro-batch's images go
+//     through the model's processor and Activations.SetImages before the
+//     usual ForwardBackward (gemma3Runner).
+//   - Llama 3.2 Vision (Mllama): the MllamaModel is wrapped in a Model
+//     whose parameters are its own (Model.mllama), so that clipping,
+//     AdamW and checkpoints need no change; each micro-batch becomes
+//     MllamaSamples with the processor's tiles, aspect-ratio ids and the
+//     cross-attention mask (mllamaRunner).
+//
+// Both keep the vision tower frozen: LoRA (QLoRA for Gemma 3) on the
+// language model, and with lora.projector an adapter on the projector.
+//
+// What a run writes for the exporters: every trainable tensor (the
+// language model's adapters, the projector's, their AdamW moments) is in
+// each checkpoint's trainable.safetensors under whet's parameter names;
+// the run's adapter folder (RunDir.Adapter) holds the PEFT adapter of the
+// language model (adapter_model.safetensors, adapter_config.json) and,
+// for Gemma 3 with lora.projector, the projector's adapter in
+// projector_lora.safetensors (PEFT has no module name for Gemma 3's
+// projector matrix, a bare parameter); Mllama's projector is a linear, so
+// its adapter is in adapter_model.safetensors with the others.
+
+// Vision model kinds, as VisionModelKind names them.
+const (
+	VisionGemma3 = "gemma3"
+	VisionMllama = "mllama"
+)
+
+// ProjectorLoRAFile is the file of a run's adapter folder that holds
+// Gemma 3's projector adapter (lora.projector).
+const ProjectorLoRAFile = "projector_lora.safetensors"
+
+// VisionModelKind says whether a model folder is a vision model whet can
+// train on images: "gemma3" (model_type gemma3 with a vision_config),
+// "mllama", or "" (a text model, or a folder without config.json).
+func VisionModelKind(dir string) string {
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		ModelType    string          `json:"model_type"`
+		VisionConfig json.RawMessage `json:"vision_config"`
+	}
+	if json.Unmarshal(data, &c) != nil {
+		return ""
+	}
+	switch {
+	case c.ModelType == "mllama":
+		return VisionMllama
+	case c.ModelType == "gemma3" && len(c.VisionConfig) > 0 && string(c.VisionConfig) != "null":
+		return VisionGemma3
+	}
+	return ""
+}
+
+// visionDataOptions are the data options of a vision run on the model in
+// dir (what the chat template writes for an image, and the image tokens'
+// count and names).
+func visionDataOptions(dir, kind string) (*datasets.VisionOptions, error) {
+	switch kind {
+	case VisionGemma3:
+		mc, err := LoadModelConfig(dir)
+		if err != nil {
+			return nil, err
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+		if err != nil {
+			return nil, err
+		}
+		vc, err := ParseGemma3VisionConfig(data, mc.HiddenSize)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		tokens := vision.DefaultGemma3Tokens()
+		tokens.SeqLen = vc.TokensPerImage
+		return &datasets.VisionOptions{Model: "Gemma 3", Gemma3: &tokens, ImageToken: tokens.Image,
+			NoLabel: []string{tokens.BOI, tokens.EOI}}, nil
+	case VisionMllama:
+		return &datasets.VisionOptions{Model: "Llama 3.2 Vision", ImageToken: "<|image|>"}, nil
+	}
+	return nil, fmt.Errorf("%s is not a vision model", dir)
+}
+
+// visionDataSettings fills o's image settings for a run of method on the
+// model in dir: a vision model read with its images for the supervised
+// methods, and otherwise the reason images are refused.
+func visionDataSettings(o *datasets.Options, method, dir string) (string, error) {
+	kind := VisionModelKind(dir)
+	switch {
+	case kind == "":
+		o.NoImages = fmt.Sprintf("the model %s is a text model (whet trains on images with Gemma 3 vision and Llama 3.2 Vision models)", filepath.Base(dir))
+	case method == "dpo" || method == "grpo":
+		o.NoImages = fmt.Sprintf("method %s does not train on images yet (lora and qlora do)", method)
+	default:
+		v, err := visionDataOptions(dir, kind)
+		if err != nil {
+			return "", err
+		}
+		o.Vision = v
+	}
+	return kind, nil
+}
+
+// checkVisionRun refuses, by name, what a run on images cannot do yet.
+// kind is the model's; images is whether the data has any.
+func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) error {
+	if kind == VisionMllama {
+		if cfg.Method == "qlora" {
+			return fmt.Errorf("method qlora: Llama 3.2 Vision (Mllama) trains in float32 without NF4 weights yet; use method lora")
+		}
+		if !cfg.usesLoRA() {
+			return fmt.Errorf("method %s: Llama 3.2 Vision (Mllama) trains LoRA adapters only (method lora); full fine-tuning is not supported", cfg.Method)
+		}
+		if _, ok := backend.(MllamaOps); !ok {
+			return fmt.Errorf("backend %s cannot train Llama 3.2 Vision (Mllama): it lacks the Mllama ops (engine.MllamaOps: exact GELU, attention under a bias, LayerNorm), which only the CPU backend has so far; use backend: cpu", backend.Name())
+		}
+	}
+	if kind == "" || !images {
+		if cfg.LoRA.Projector {
+			return fmt.Errorf("lora.projector: the run has no images to train a projector on (a vision model and data with images are needed)")
+		}
+		return nil
+	}
+	if cfg.Method == "full" {
+		return fmt.Errorf("method full with images: whet keeps the vision tower frozen and trains adapters (method lora or qlora)")
+	}
+	if p := cfg.Parallel; p.Ranks > 1 || p.GPUs != "" || p.Nodes.NNodes > 1 {
+		return fmt.Errorf("parallel: training on images runs on one device for now; remove the parallel section")
+	}
+	if cfg.Train.OffloadCheckpoints != "" && cfg.Train.OffloadCheckpoints != "off" {
+		return fmt.Errorf("train.offload_checkpoints %s: not with images yet (the vision tower's activations are not offloaded); remove it", cfg.Train.OffloadCheckpoints)
+	}
+	if kind == VisionGemma3 && backend.Name() != "cpu" && os.Getenv("WHET_CUDA_VISION") != "1" {
+		return fmt.Errorf("backend %s: the Gemma 3 vision ops (LayerNorm, GELU-tanh, group attention) have not run on a GPU yet; set WHET_CUDA_VISION=1 to try them, or use backend: cpu", backend.Name())
+	}
+	return nil
+}
+
+// imageRunner runs a vision run's micro-batch with its images.
+type imageRunner interface {
+	forwardBackward(t *Trainer, b *datasets.Batch, gradScale float32, backward bool, seed uint64) (StepResult, error)
+}
+
+// forwardBackward runs one micro-batch: with its images on a vision run,
+// else as text.
+func (t *Trainer) forwardBackward(b *datasets.Batch, gradScale float32, backward bool, seed uint64) (StepResult, error) {
+	if t.images != nil {
+		return t.images.forwardBackward(t, b, gradScale, backward, seed)
+	}
+	return t.Acts.ForwardBackward(b, gradScale, backward, seed)
+}
+
+// processedImages keeps processor outputs between epochs, up to a byte
+// budget (a big dataset is processed again each time it is read).
+type processedImages struct {
+	mu    sync.Mutex
+	byKey map[string]any
+	bytes int
+	limit int
+}
+
+// get is the processor's output for im, from the cache or made by
+// process (size is its size in bytes).
+func (c *processedImages) get(im datasets.BatchImage, process func(*vision.Decoded) (any, int, error)) (any, error) {
+	key := im.Where
+	c.mu.Lock()
+	v, ok := c.byKey[key]
+	c.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	d, err := im.Load()
+	if err != nil {
+		return nil, err
+	}
+	v, size, err := process(d)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", im.Where, err)
+	}
+	c.mu.Lock()
+	if c.byKey == nil {
+		c.byKey = map[string]any{}
+	}
+	if c.bytes+size <= c.limit {
+		c.byKey[key] = v
+		c.bytes += size
+	}
+	c.mu.Unlock()
+	return v, nil
+}
+
+// imageCacheBytes is how much processed pixel data a run keeps.
+const imageCacheBytes = 1 << 30
+
+// gemma3Runner feeds Gemma 3's micro-batches their pixel values.
+type gemma3Runner struct {
+	proc  vision.Gemma3
+	cache processedImages
+}
+
+// Pixels are the pixel values of b's images ([n, 3, S, S]) as the model's
+// processor makes them.
+func (g *gemma3Runner) pixels(b *datasets.Batch) ([]float32, error) {
+	var px []float32
+	for _, im := range b.Images {
+		v, err := g.cache.get(im, func(d *vision.Decoded) (any, int, error) {
+			out, err := g.proc.Process(d)
+			if err != nil {
+				return nil, 0, err
+			}
+			if out.NumCrops != 0 || len(out.PixelValues) != 1 {
+				return nil, 0, fmt.Errorf("pan-and-scan crops are not supported for training")
+			}
+			return out.PixelValues[0], 4 * len(out.PixelValues[0]), nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		px = append(px, v.([]float32)...)
+	}
+	return px, nil
+}
+
+func (g *gemma3Runner) forwardBackward(t *Trainer, b *datasets.Batch, gradScale float32, backward bool, seed uint64) (StepResult, error) {
+	px, err := g.pixels(b)
+	if err != nil {
+		return StepResult{}, err
+	}
+	if err := t.Acts.SetImages(px, len(b.Images)); err != nil {
+		return StepResult{}, err
+	}
+	return t.Acts.ForwardBackward(b, gradScale, backward, seed)
+}
+
+// Gemma3ImageProcessor is the image processor of a Gemma 3 vision model
+// folder: its preprocessor_config.json when there is one, else the
+// released defaults at the tower's image size. Pan-and-scan is refused:
+// training does not expand crops yet.
+func Gemma3ImageProcessor(dir string, v *Gemma3VisionConfig) (vision.Gemma3, error) {
+	p := vision.DefaultGemma3()
+	p.Size = v.ImageSize
+	path := filepath.Join(dir, "preprocessor_config.json")
+	if _, err := os.Stat(path); err == nil {
+		pc, err := vision.LoadProcessorConfig(path)
+		if err != nil {
+			return p, err
+		}
+		if pc.Gemma3 == nil {
+			return p, fmt.Errorf("%s: image processor %q is not Gemma 3's", path, pc.Type)
+		}
+		p = *pc.Gemma3
+		if p.Size != v.ImageSize {
+			return p, fmt.Errorf("%s: size %d, but the vision tower takes %d×%d images", path, p.Size, v.ImageSize, v.ImageSize)
+		}
+		if p.PanAndScan {
+			return p, fmt.Errorf("%s: do_pan_and_scan is on, which whet does not train with yet; set it to false", path)
+		}
+	}
+	return p, nil
+}
+
+// MllamaImageProcessor is the image processor of an Mllama folder: its
+// preprocessor_config.json when there is one, else the released defaults
+// at the tower's tile size and tile count.
+func MllamaImageProcessor(dir string, v *MllamaVisionConfig) (vision.Mllama, error) {
+	p := vision.DefaultMllama()
+	p.TileSize, p.MaxTiles = v.ImageSize, v.MaxTiles
+	path := filepath.Join(dir, "preprocessor_config.json")
+	if _, err := os.Stat(path); err == nil {
+		pc, err := vision.LoadProcessorConfig(path)
+		if err != nil {
+			return p, err
+		}
+		if pc.Mllama == nil {
+			return p, fmt.Errorf("%s: image processor %q is not Mllama's", path, pc.Type)
+		}
+		p = *pc.Mllama
+		if p.TileSize != v.ImageSize || p.MaxTiles != v.MaxTiles {
+			return p, fmt.Errorf("%s: tiles of %d pixels, at most %d, but the vision tower takes %d-pixel tiles, at most %d", path, p.TileSize, p.MaxTiles, v.ImageSize, v.MaxTiles)
+		}
+	}
+	return p, nil
+}
+
+// mllamaRunner runs Llama 3.2 Vision's micro-batches.
+type mllamaRunner struct {
+	m     *MllamaModel
+	proc  vision.Mllama
+	cache processedImages
+}
+
+// samples cuts b into its sequences, each with its images processed, the
+// aspect-ratio ids and masks and the cross-attention mask.
+func (r *mllamaRunner) samples(b *datasets.Batch) ([]MllamaSample, error) {
+	var out []MllamaSample
+	next := 0
+	imageID := int32(r.m.Cfg.ImageToken)
+	for s := 0; s+1 < len(b.SeqStarts); s++ {
+		lo, hi := int(b.SeqStarts[s]), int(b.SeqStarts[s+1])
+		smp := MllamaSample{IDs: b.Tokens[lo:hi], Targets: b.Targets[lo:hi]}
+		ids := make([]int, hi-lo)
+		for i, id := range smp.IDs {
+			ids[i] = int(id)
+			if id == imageID {
+				smp.Images++
+			}
+		}
+		if next+smp.Images > len(b.Images) {
+			return nil, fmt.Errorf("sequence %d has %d image tokens, but the batch has %d images left", s, smp.Images, len(b.Images)-next)
+		}
+		var tiles []int
+		for _, im := range b.Images[next : next+smp.Images] {
+			v, err := r.cache.get(im, func(d *vision.Decoded) (any, int, error) {
+				o, err := r.proc.Process(d)
+				if err != nil {
+					return nil, 0, err
+				}
+				return o, 4 * len(o.PixelValues), nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			o := v.(*vision.MllamaOutput)
+			smp.Pixels = append(smp.Pixels, o.PixelValues...)
+			smp.AspectRatioIDs = append(smp.AspectRatioIDs, int32(o.AspectRatioID))
+			for _, k := range o.AspectRatioMask {
+				smp.AspectRatioMask = append(smp.AspectRatioMask, int32(k))
+			}
+			tiles = append(tiles, o.NumTiles)
+		}
+		next += smp.Images
+		if smp.Images > 0 {
+			for _, k := range vision.CrossAttentionMask(vision.CrossAttentionSpans(ids, int(imageID)), tiles, r.proc.MaxTiles, len(ids)) {
+				smp.CrossMask = append(smp.CrossMask, int32(k))
+			}
+		}
+		out = append(out, smp)
+	}
+	if next != len(b.Images) {
+		return nil, fmt.Errorf("the batch has %d images but its sequences %d image tokens", len(b.Images), next)
+	}
+	return out, nil
+}
+
+func (r *mllamaRunner) forwardBackward(t *Trainer, b *datasets.Batch, gradScale float32, backward bool, seed uint64) (StepResult, error) {
+	samples, err := r.samples(b)
+	if err != nil {
+		return StepResult{}, err
+	}
+	if b.NumTargets() == 0 {
+		return StepResult{}, nil
+	}
+	res, err := r.m.run(samples, backward, false, gradScale)
+	if err != nil {
+		return StepResult{}, err
+	}
+	return StepResult{LossSum: res.Loss * float64(res.Count), Count: res.Count}, nil
+}
+
+// newMllamaTrainer loads a Llama 3.2 Vision folder and makes a LoRA
+// trainer of it (checkVisionRun has refused what it cannot do).
+func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, error) {
+	cfg := s.Cfg
+	mm, err := LoadMllama(s.ModelDir, b)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Trainer, error) {
+		mm.Free()
+		return nil, err
+	}
+	proc, err := MllamaImageProcessor(s.ModelDir, &mm.Cfg.Vision)
+	if err != nil {
+		return fail(err)
+	}
+	l := cfg.LoRA
+	// MllamaLoRA scales by Alpha/Rank; rsLoRA's alpha/√r is that of
+	// alpha·√r.
+	alpha := l.Alpha
+	if l.RSLoRA {
+		alpha *= math.Sqrt(float64(l.Rank))
+	}
+	if err := mm.AddLoRA(MllamaLoRA{Rank: l.Rank, Alpha: float32(alpha), Targets: l.TargetModules, Projector: l.Projector}); err != nil {
+		return fail(fmt.Errorf("lora: %w", err))
+	}
+	// PEFT's initialisation: A uniform in ±1/√in (kaiming_uniform with
+	// a=√5), B zero, so training starts from the base model.
+	for i, lin := range mm.loraLinears() {
+		if lin.LoRA == nil {
+			continue
+		}
+		rng := rand.New(rand.NewPCG(uint64(cfg.Train.Seed), uint64(i)+0x11a))
+		bound := 1 / math.Sqrt(float64(lin.In))
+		vals := make([]float32, numel(lin.LoRA.A.Shape))
+		for j := range vals {
+			vals[j] = float32((rng.Float64()*2 - 1) * bound)
+		}
+		if err := b.Upload(lin.LoRA.A.W, vals); err != nil {
+			return fail(err)
+		}
+	}
+	for _, p := range mm.Params() {
+		if !p.Trainable {
+			continue
+		}
+		for _, t := range []*Tensor{&p.M, &p.V} {
+			x, err := b.Alloc(F32, p.Shape...)
+			if err == nil {
+				err = b.Fill(x, 0)
+			}
+			if err != nil {
+				return fail(fmt.Errorf("AdamW moments of %s: %w", p.Name, err))
+			}
+			*t = x
+		}
+	}
+	m := &Model{Cfg: mm.Cfg.Text, B: b, Compute: F32, mllama: mm}
+	m.Cfg.ModelType = "mllama"
+	t := &Trainer{Model: m, Cfg: cfg.Train, Train: data.Train, Eval: data.Eval, Seed: cfg.Train.Seed,
+		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay,
+			Seed: uint64(cfg.Train.Seed)},
+		images: &mllamaRunner{m: mm, proc: proc, cache: processedImages{limit: imageCacheBytes}}}
+	t.Sched = NewSchedule(cfg.Train, t.TotalSteps())
+	return t, nil
+}
+
+// visionNotices say what a vision run does, for the log.
+func visionNotices(cfg RunConfig, kind string, data *PreparedData) []string {
+	what := "Gemma 3"
+	if kind == VisionMllama {
+		what = "Llama 3.2 Vision"
+	}
+	targets := "the language model"
+	if cfg.LoRA.Projector {
+		targets += " and the projector"
+	}
+	out := []string{fmt.Sprintf("vision: %s trains on %d images; LoRA on %s, the vision tower frozen", what, data.Images, targets)}
+	if kind == VisionMllama {
+		if cfg.LoRA.Dropout > 0 {
+			out = append(out, fmt.Sprintf("vision: lora.dropout %g is not applied: Llama 3.2 Vision's trainer has no adapter dropout yet", cfg.LoRA.Dropout))
+		}
+		if cfg.Train.SampleEvery > 0 {
+			out = append(out, "vision: no samples are generated while Llama 3.2 Vision trains (train.sample_every is not used)")
+		}
+	}
+	return out
+}
+
+// saveVisionAdapters writes the adapters whet's PEFT writer (SaveAdapter)
+// does not: all of Mllama's (its names are the released checkpoint's,
+// language_model.model.… and multi_modal_projector), or Gemma 3's
+// projector adapter beside the language model's.
+func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string) error {
+	if m.mllama != nil {
+		var tensors []safetensors.Tensor
+		targets := map[string]bool{}
+		for _, lin := range m.mllama.loraLinears() {
+			if lin.LoRA == nil {
+				continue
+			}
+			targets[lin.Module[strings.LastIndex(lin.Module, ".")+1:]] = true
+			for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
+				v := make([]float32, numel(p.Shape))
+				if err := m.B.Download(p.W, v); err != nil {
+					return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+				}
+				tensors = append(tensors, safetensors.F32Tensor(peftPrefix+p.Name, p.Shape, v))
+			}
+		}
+		var names []string
+		for t := range targets {
+			names = append(names, t)
+		}
+		sort.Strings(names)
+		if err := safetensors.Write(filepath.Join(dir, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
+			return fmt.Errorf("adapter: %w", err)
+		}
+		cfg := PEFTConfig{PEFTType: "LORA", TaskType: "CAUSAL_LM", BaseModel: baseModel, R: opts.Rank,
+			LoRAAlpha: opts.Alpha, TargetModules: names, UseRSLoRA: opts.RSLoRA,
+			Bias: "none", InferenceMode: true, InitLoRAWeights: true}
+		js, _ := json.MarshalIndent(cfg, "", "  ")
+		return writeFileAtomic(filepath.Join(dir, "adapter_config.json"), js)
+	}
+	if err := SaveAdapter(dir, m, opts, baseModel); err != nil {
+		return err
+	}
+	v := m.Gemma3Vision
+	if v == nil || v.ProjLoRA == nil {
+		return nil
+	}
+	var tensors []safetensors.Tensor
+	for _, p := range []*Param{v.ProjLoRA.A, v.ProjLoRA.B} {
+		vals := make([]float32, numel(p.Shape))
+		if err := m.B.Download(p.Master, vals); err != nil {
+			return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+		}
+		tensors = append(tensors, safetensors.F32Tensor(p.Name, p.Shape, vals))
+	}
+	meta := map[string]string{"format": "whet-projector-lora", "lora_alpha": fmt.Sprint(opts.Alpha), "r": fmt.Sprint(opts.Rank),
+		"use_rslora": fmt.Sprint(opts.RSLoRA)}
+	if err := safetensors.Write(filepath.Join(dir, ProjectorLoRAFile), tensors, meta); err != nil {
+		return fmt.Errorf("adapter: %w", err)
+	}
+	return nil
+}
