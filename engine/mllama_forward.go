@@ -111,6 +111,26 @@ func (p *mpass) view(t Tensor, off int, shape ...int) Tensor {
 	return v
 }
 
+// release frees the tensors allocated since mark (len(p.owned) then),
+// except keep, which stay owned.
+func (p *mpass) release(mark int, keep ...Tensor) {
+	var kept []Tensor
+	for _, t := range p.owned[mark:] {
+		held := false
+		for _, k := range keep {
+			if t == k {
+				held = true
+			}
+		}
+		if held {
+			kept = append(kept, t)
+		} else {
+			p.B.Free(t)
+		}
+	}
+	p.owned = append(p.owned[:mark], kept...)
+}
+
 func (p *mpass) free() {
 	for _, t := range p.owned {
 		p.B.Free(t)

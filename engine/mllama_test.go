@@ -354,6 +354,46 @@ func TestMllamaLogitsChunks(t *testing.T) {
 	}
 }
 
+// TestMllamaVisionMemory: the vision tower holds one encoder layer's
+// buffers at a time and frees all of them before the language model runs
+// (as memplan.PlanMllama counts it), so a tower of 9 local layers peaks no
+// higher than one of 3, and a Run leaves nothing allocated.
+func TestMllamaVisionMemory(t *testing.T) {
+	peak := func(config string) int64 {
+		cfg, err := engine.ParseMllamaConfig("config.json", []byte(config))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := cpu.New()
+		m, err := engine.LoadMllama(writeMllama(t, config, randomMllamaTensors(t, cfg, rand.New(rand.NewPCG(3, 1)))), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Free()
+		rng := rand.New(rand.NewPCG(4, 5))
+		samples := []engine.MllamaSample{mllamaSample(cfg, rng, 11, []int{3, 7}, [][2]int{{1, 1}, {6, 4}}, 5)}
+		before := b.InUseBytes()
+		b.ResetPeak()
+		if _, err := m.Run(samples, false, false); err != nil {
+			t.Fatal(err)
+		}
+		if after := b.InUseBytes(); after != before {
+			t.Errorf("%d bytes in use after Run, %d before", after, before)
+		}
+		return b.PeakBytes() - before
+	}
+	three := peak(tinyMllamaConfig)
+	deep := strings.Replace(tinyMllamaConfig, `"num_hidden_layers": 3, "patch_size"`, `"num_hidden_layers": 9, "patch_size"`, 1)
+	if deep == tinyMllamaConfig {
+		t.Fatal("the config has no vision num_hidden_layers to change")
+	}
+	nine := peak(deep)
+	t.Logf("peak above the weights: %d bytes with 3 local vision layers, %d with 9", three, nine)
+	if nine != three {
+		t.Errorf("a 9-layer vision tower peaks at %d bytes above the weights, a 3-layer one at %d: the tower keeps buffers per layer", nine, three)
+	}
+}
+
 // TestMllamaCheckpointNames: a checkpoint under transformers 5's names
 // loads and runs the same; a missing or mis-shaped tensor is refused by name.
 func TestMllamaCheckpointNames(t *testing.T) {

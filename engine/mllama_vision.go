@@ -37,7 +37,13 @@ func (p *mpass) vision(s MllamaSample) []float32 {
 	return out
 }
 
+// visionImage runs one image through the tower. Its device buffers live
+// one encoder layer at a time (each layer's are freed once the next
+// hidden state exists: the kept intermediate layers are on the host), and
+// none outlives the call, as memplan.PlanMllama counts them.
 func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
+	start := len(p.owned)
+	defer p.release(start)
 	v, V := &p.m.Cfg.Vision, p.m.Vision
 	A, H, P, Pp := v.MaxTiles, v.Hidden, v.Patches(), v.PaddedPatches()
 	side, ps, ch := v.ImageSize, v.PatchSize, v.Channels
@@ -133,6 +139,8 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 		}
 	}
 	mask := p.upload(bias, N, N)
+	p.release(start, x, mask) // the embedding stage's buffers
+	layerMark := len(p.owned)
 
 	hidden := map[int][]float32{}
 	keepHidden := func(idx int) {
@@ -147,6 +155,7 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 	for l, L := range V.Local {
 		x = p.visionLayer(L, x, mask, 1, 1)
 		keepHidden(l + 1)
+		p.release(layerMark, x)
 		if p.err != nil {
 			p.err = fmt.Errorf("local layer %d: %w", l, p.err)
 			return nil
@@ -169,8 +178,10 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 	addT := p.upload(add, N, H)
 	p.do("post-tile embedding", func() error { return p.B.AddScaled(post, addT, 1) })
 	x = post
+	p.release(layerMark, x)
 	for l, L := range V.Global {
 		x = p.visionLayer(L, x, mask, p.gate(L.GateAttn), p.gate(L.GateFFN))
+		p.release(layerMark, x)
 		if p.err != nil {
 			p.err = fmt.Errorf("global layer %d: %w", l, p.err)
 			return nil
