@@ -738,8 +738,214 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
     store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
 }
 
+// HOP_FWD_OVERLAP=1 (WHET_NVRTC_DEFINES, engine/cuda/nvrtc.go) selects the
+// forward below instead of attn_fwd_hopper: an experiment, compiled only
+// when asked for, so that an error in it cannot cost the other kernels.
+#ifndef HOP_FWD_OVERLAP
+#define HOP_FWD_OVERLAP 0
+#endif
+
+#if HOP_FWD_OVERLAP
+__device__ __forceinline__ void wgmma_wait_one() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+
+// hop_softmax_step turns the raw scores s of the key tile at kt into
+// probabilities (cap, mask, online softmax; attn_fwd_hopper's steps).
+template <int BN>
+__device__ __forceinline__ void hop_softmax_step(float (*s)[4], int kt, int t, int loA, int loB, int posA, int posB,
+                                                 bool masked, bool capped, float scale, float softcap, float sl2,
+                                                 float& mA, float& mB, float& lA, float& lB, float& cA, float& cB) {
+    if (capped) {
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+        }
+    }
+    if (masked) {
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = kt + nt * 8 + 2 * t + (e & 1);
+                const bool valid = e < 2 ? (key >= loA && key <= posA) : (key >= loB && key <= posB);
+                if (!valid) s[nt][e] = NEG_INF;
+            }
+        }
+    }
+    softmax_tile<BN / 8>(s, sl2, mA, mB, lA, lB, cA, cB);
+}
+
+// hop_load_kv fills stage j % 3 (of 2 * 128 * D bytes each: K, then V,
+// from shared address st0) with key tile j of the block.
+template <int D>
+__device__ __forceinline__ void hop_load_kv(unsigned int st0, const unsigned short* k, const unsigned short* v,
+                                            i64 kvStride, i64 col0, int kStart, int kEnd, int j, int tid) {
+    const unsigned int st = st0 + (unsigned int)(j % 3) * (2 * HOP_BN * D * 2);
+    load_tile<D, HOP_BN>(st, k, kvStride, col0, kStart + j * HOP_BN, kEnd + 1, tid);
+    load_tile<D, HOP_BN>(st + HOP_BN * D * 2, v, kvStride, col0, kStart + j * HOP_BN, kEnd + 1, tid);
+}
+
+// hop_issue_s starts S = Q K^T (no commit) of the warpgroup's Q rows at
+// qRows against the K tile at Kb into s.
+template <int D>
+__device__ __forceinline__ void hop_issue_s(float (*s)[4], unsigned int qRows, unsigned int Kb) {
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++) {
+        const unsigned int col = (kc & 3) * 32;
+        wgmma_ss_n128(&s[0][0], smem_desc(qRows + (kc >> 2) * (HOP_BM * 128) + col, 16),
+                      smem_desc(Kb + (kc >> 2) * (HOP_BN * 128) + col, 16));
+    }
+}
+
+// attn_fwd_hopper_ov: attn_fwd_hopper with FlashAttention-3's overlap
+// inside a warpgroup: while P(j) V(j) runs on the tensor cores, the
+// warpgroup takes the softmax of tile j+1, whose S = Q K(j+1)^T was issued
+// just before. Three stages of K and V (tile j+2 loads while j and j+1 are
+// in use): 1024 + 2 * (128 + 6 * 128) * D bytes of shared memory.
+template <int D>
+__device__ __forceinline__ void attn_fwd_hopper_ov(void* out, int odt, float* lse, const unsigned short* q,
+                                                   const unsigned short* k, const unsigned short* v,
+                                                   const int* starts, int nseq, int Tq, int qOffset, int H, int KVH,
+                                                   float scale, int window, float softcap) {
+    constexpr int BM = HOP_BM, BN = HOP_BN;
+    constexpr unsigned int QBYTES = BM * D * 2, KVBYTES = BN * D * 2, STAGE = 2 * KVBYTES; // K, then V
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Qs = base, St = base + QBYTES;
+    const int h = blockIdx.x, kvh = h / (H / KVH);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kEnd = qOffset + min(q0 + BM, Tq) - 1;
+    const int kStart = first_key(starts, nseq, qOffset + q0, window);
+    const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
+    load_tile<D, BM>(Qs, q, qStride, (i64)h * D, q0, Tq, tid);
+    if (nTiles > 0) hop_load_kv<D>(St, k, v, kvStride, (i64)kvh * D, kStart, kEnd, 0, tid);
+    cp_async_commit();
+    if (nTiles > 1) hop_load_kv<D>(St, k, v, kvStride, (i64)kvh * D, kStart, kEnd, 1, tid);
+    cp_async_commit();
+
+    const int rowA = q0 + 64 * wg + 16 * (warp & 3) + g, rowB = rowA + 8;
+    const int posA = qOffset + rowA, posB = qOffset + rowB;
+    const int loA = rowA < Tq ? first_key(starts, nseq, posA, window) : 0x7fffffff;
+    const int loB = rowB < Tq ? first_key(starts, nseq, posB, window) : 0x7fffffff;
+    const int wgRow0 = q0 + 64 * wg;
+    const bool wgLive = wgRow0 < Tq;
+    const int wgFirstPos = qOffset + wgRow0;
+    const int wgLastPos = qOffset + min(wgRow0 + 63, Tq - 1);
+    const int wgMinLo = wgLive ? first_key(starts, nseq, wgFirstPos, window) : 0;
+    const int wgMaxLo = wgLive ? first_key(starts, nseq, wgLastPos, window) : 0;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E;
+    const unsigned int qRows = Qs + 64 * wg * 128;
+
+    float o[D / 8][4], s[BN / 8][4];
+    unsigned int pa[BN / 16][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
+    bool haveP = false; // pa holds P of the current tile
+
+    for (int j = 0; j < nTiles; j++) {
+        const int kt = kStart + j * BN;
+        cp_async_wait_all();
+        fence_async_smem();
+        __syncthreads(); // tiles j and j+1 are in; every warpgroup is done with tile j-1 (stage (j+2) % 3)
+        if (j + 2 < nTiles) hop_load_kv<D>(St, k, v, kvStride, (i64)kvh * D, kStart, kEnd, j + 2, tid);
+        cp_async_commit();
+        // The tiles this warpgroup sees form one run.
+        if (!wgLive || kt > wgLastPos || kt + BN - 1 < wgMinLo) continue; // warpgroup-uniform
+        const int kn = kt + BN;
+        const bool next = j + 1 < nTiles && kn <= wgLastPos && kn + BN - 1 >= wgMinLo;
+        float cA, cB;
+        if (!haveP) { // the warpgroup's first tile: S and softmax without overlap
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+            wgmma_fence();
+            hop_issue_s<D>(s, qRows, St + (unsigned int)(j % 3) * STAGE);
+            wgmma_commit();
+            wgmma_wait_all();
+            hold_regs<BN / 2>(&s[0][0]);
+            hop_softmax_step<BN>(s, kt, t, loA, loB, posA, posB, kt < wgMaxLo || kt + BN - 1 > wgFirstPos, capped,
+                                 scale, softcap, sl2, mA, mB, lA, lB, cA, cB);
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) {
+                pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+                pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+                pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+                pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            }
+            haveP = true; // o is still zero: nothing to rescale
+        }
+        if (next) {
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        }
+        wgmma_fence();
+        if (next) {
+            hop_issue_s<D>(s, qRows, St + (unsigned int)((j + 1) % 3) * STAGE);
+            wgmma_commit();
+        }
+        const unsigned int Vb = St + (unsigned int)(j % 3) * STAGE + KVBYTES;
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+        wgmma_commit();
+        if (next) {
+            wgmma_wait_one(); // S of tile j+1 is in; P(j) V(j) may still run
+            hold_regs<BN / 2>(&s[0][0]);
+            hop_softmax_step<BN>(s, kn, t, loA, loB, posA, posB, kn < wgMaxLo || kn + BN - 1 > wgFirstPos, capped,
+                                 scale, softcap, sl2, mA, mB, lA, lB, cA, cB);
+        }
+        wgmma_wait_all();
+        hold_regs<D / 2>(&o[0][0]);
+        if (next) {
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                o[dn][0] *= cA;
+                o[dn][1] *= cA;
+                o[dn][2] *= cB;
+                o[dn][3] *= cB;
+            }
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) {
+                pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+                pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+                pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+                pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            }
+        } else {
+            haveP = false;
+        }
+    }
+    cp_async_wait_all();
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    const float iA = lA > 0.0f ? 1.0f / lA : 0.0f, iB = lB > 0.0f ? 1.0f / lB : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        o[dn][0] *= iA;
+        o[dn][1] *= iA;
+        o[dn][2] *= iB;
+        o[dn][3] *= iB;
+    }
+    store_rows<D>(out, odt, o, rowA, rowB, Tq, qStride, (i64)h * D, 1.0f, t);
+    if (lse != nullptr && t == 0) {
+        if (rowA < Tq) lse[(i64)h * Tq + rowA] = (mA + log2f(lA)) * LN2;
+        if (rowB < Tq) lse[(i64)h * Tq + rowB] = (mB + log2f(lB)) * LN2;
+    }
+}
+#endif
+
+#if HOP_FWD_OVERLAP
+#define HOP_FWD_BODY(D)                                                                                                \
+    attn_fwd_hopper_ov<D>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window, softcap)
+#else
 #define HOP_FWD_BODY(D)                                                                                                \
     attn_fwd_hopper<D>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window, softcap)
+#endif
 #define HOP_DQ_BODY(D)                                                                                                 \
     attn_dq_hopper<D>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale, window, softcap)
 #define HOP_DKV_BODY(D)                                                                                                \

@@ -454,3 +454,26 @@ func TestHopperAttentionCompiles(t *testing.T) {
 		t.Logf("ptxas -v:\n%s", vlog)
 	}
 }
+
+// TestHopperAttentionOverlapCompiles compiles the experimental overlapped
+// Hopper forward (-DHOP_FWD_OVERLAP=1, selected at run time through
+// WHET_NVRTC_DEFINES) for sm_90a, logging ptxas -v. A separate test so that
+// its failure is not taken for the default Hopper kernels'.
+func TestHopperAttentionOverlapCompiles(t *testing.T) {
+	n, err := openNVRTC()
+	if err != nil {
+		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipping: needs NVRTC: %v", err)
+	}
+	src, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", "-DHOP_FWD_OVERLAP=1", "--ptxas-options=-v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("HOP_FWD_OVERLAP=1, ptxas -v:\n%s", log)
+}

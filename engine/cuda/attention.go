@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"whet/engine"
 )
@@ -163,19 +164,34 @@ const attnHopperTile = 64
 
 // attnHopperSmem is the dynamic shared memory of Hopper kernel "forward",
 // "dq" or "dkv" at head dim d: bf16 tiles of d columns (forward: 128 rows
-// of Q, two stages of 128-row K and V; dq: 128 rows of Q and dOut, two
+// of Q, two stages of 128-row K and V, three with hopperOverlap; dq: 128 rows of Q and dOut, two
 // stages of 64-row K and V; dkv: 128 rows of K and V, two stages of 64-row
 // Q and dOut plus their lse and delta), and 1024 bytes to align the
 // swizzled tiles to 1024 bytes.
 func attnHopperSmem(kernel string, d int) int {
 	switch kernel {
 	case "forward":
+		if hopperOverlap() { // three stages of K and V
+			return 1024 + 2*(attnHopperRows+6*attnHopperRows)*d
+		}
 		return 1024 + 2*(attnHopperRows+4*attnHopperRows)*d
 	case "dq":
 		return 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d
 	default: // dkv
 		return 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d + 2*2*attnHopperTile*4
 	}
+}
+
+// hopperOverlap reports whether WHET_NVRTC_DEFINES selects the experimental
+// overlapped Hopper forward (HOP_FWD_OVERLAP=1 in kernels/attention_hopper.cu),
+// which keeps three stages of K and V in shared memory instead of two.
+func hopperOverlap() bool {
+	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
+		if strings.TrimSpace(d) == "HOP_FWD_OVERLAP=1" {
+			return true
+		}
+	}
+	return false
 }
 
 // fileArch is the architecture kernel file is compiled for: the device's,

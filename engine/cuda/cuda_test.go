@@ -752,9 +752,15 @@ func TestHopperAttentionInstantiated(t *testing.T) {
 				t.Errorf("head dim %d takes the Hopper kernels, but kernels/%s has no %s", d, attnHopperFile, name)
 			}
 		}
-		for _, k := range []string{"forward", "dq", "dkv"} {
-			if smem := attnHopperSmem(k, d); smem > 227<<10 {
-				t.Errorf("head dim %d: the Hopper %s kernel needs %d bytes of shared memory, over 227 KB", d, k, smem)
+		for _, overlap := range []string{"", "HOP_FWD_OVERLAP=1"} {
+			t.Setenv("WHET_NVRTC_DEFINES", overlap)
+			if hopperOverlap() != (overlap != "") {
+				t.Errorf("WHET_NVRTC_DEFINES=%q: hopperOverlap() = %v", overlap, hopperOverlap())
+			}
+			for _, k := range []string{"forward", "dq", "dkv"} {
+				if smem := attnHopperSmem(k, d); smem > 227<<10 {
+					t.Errorf("head dim %d (defines %q): the Hopper %s kernel needs %d bytes of shared memory, over 227 KB", d, overlap, k, smem)
+				}
 			}
 		}
 		if !attnTCHeadDims[d] {
@@ -762,7 +768,7 @@ func TestHopperAttentionInstantiated(t *testing.T) {
 		}
 	}
 	for _, rule := range []string{fmt.Sprintf("#define HOP_BM %d", attnHopperRows), fmt.Sprintf("#define HOP_BN %d", attnHopperRows),
-		fmt.Sprintf("#define HOP_BT %d", attnHopperTile)} {
+		fmt.Sprintf("#define HOP_BT %d", attnHopperTile), "#if HOP_FWD_OVERLAP", "(j % 3)"} {
 		if !strings.Contains(cu, rule) {
 			t.Errorf("kernels/%s no longer says %q: update attnHopperRows and attnHopperSmem", attnHopperFile, rule)
 		}
