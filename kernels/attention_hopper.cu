@@ -738,6 +738,76 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
     store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
 }
 
+// hop_probe checks the building blocks alone (engine/cuda
+// TestHopperWgmmaProbe): one warpgroup computes S = Q K^T (64 x 128, Q
+// [64][D] and K [128][D] from swizzled shared memory, K-major) into sOut
+// [64][128], then O = bf16(S) V (V [128][D] read N-major) into oOut [64][D].
+template <int D>
+__device__ __forceinline__ void hop_probe(float* sOut, float* oOut, const unsigned short* q, const unsigned short* k,
+                                          const unsigned short* v) {
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Qs = base, Ks = Qs + 64 * D * 2, Vs = Ks + 128 * D * 2;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    load_tile<D, 64>(Qs, q, D, 0, 0, 64, tid);
+    load_tile<D, 128>(Ks, k, D, 0, 0, 128, tid);
+    load_tile<D, 128>(Vs, v, D, 0, 0, 128, tid);
+    cp_async_commit();
+    cp_async_wait_all();
+    fence_async_smem();
+    __syncthreads();
+    if (warp >= 4) return; // the first warpgroup computes
+    float s[16][4];
+#pragma unroll
+    for (int i = 0; i < 16; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++) {
+        const unsigned int col = (kc & 3) * 32;
+        wgmma_ss_n128(&s[0][0], smem_desc(Qs + (kc >> 2) * (64 * 128) + col, 16),
+                      smem_desc(Ks + (kc >> 2) * (128 * 128) + col, 16));
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    hold_regs<64>(&s[0][0]);
+    const int rowA = 16 * warp + g, rowB = rowA + 8;
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++) {
+        const int c = nt * 8 + 2 * t;
+        sOut[rowA * 128 + c] = s[nt][0];
+        sOut[rowA * 128 + c + 1] = s[nt][1];
+        sOut[rowB * 128 + c] = s[nt][2];
+        sOut[rowB * 128 + c + 1] = s[nt][3];
+    }
+    unsigned int pa[8][4];
+#pragma unroll
+    for (int kc = 0; kc < 8; kc++) {
+        pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+        pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+        pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+        pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+    }
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < 8; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vs + kc * 2048, 128 * 128));
+    wgmma_commit();
+    wgmma_wait_all();
+    hold_regs<D / 2>(&o[0][0]);
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int c = dn * 8 + 2 * t;
+        oOut[rowA * D + c] = o[dn][0];
+        oOut[rowA * D + c + 1] = o[dn][1];
+        oOut[rowB * D + c] = o[dn][2];
+        oOut[rowB * D + c + 1] = o[dn][3];
+    }
+}
+
+#define HOP_PROBE_BODY(D) hop_probe<D>(sOut, oOut, q, k, v)
+
 // HOP_FWD_OVERLAP=1 (WHET_NVRTC_DEFINES, engine/cuda/nvrtc.go) selects the
 // forward below instead of attn_fwd_hopper: an experiment, compiled only
 // when asked for, so that an error in it cannot cost the other kernels.
@@ -956,6 +1026,7 @@ __device__ __forceinline__ void attn_fwd_hopper_ov(void* out, int odt, float* ls
 #define HOP_FWD_BODY(D) asm volatile("trap;")
 #define HOP_DQ_BODY(D) asm volatile("trap;")
 #define HOP_DKV_BODY(D) asm volatile("trap;")
+#define HOP_PROBE_BODY(D) asm volatile("trap;")
 
 #endif
 
@@ -1004,4 +1075,20 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
     const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
     int T, int H, int KVH, float scale, int window, float softcap) {
     HOP_DKV_BODY(128);
+}
+
+// attention_hopper_probe_d<D>: one block of 256 threads, dynamic shared
+// memory 1024 + 640 * D bytes (see hop_probe; for tests only).
+extern "C" __global__ void __launch_bounds__(256, 1) attention_hopper_probe_d64(float* sOut, float* oOut,
+                                                                               const unsigned short* q,
+                                                                               const unsigned short* k,
+                                                                               const unsigned short* v) {
+    HOP_PROBE_BODY(64);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_hopper_probe_d128(float* sOut, float* oOut,
+                                                                                const unsigned short* q,
+                                                                                const unsigned short* k,
+                                                                                const unsigned short* v) {
+    HOP_PROBE_BODY(128);
 }

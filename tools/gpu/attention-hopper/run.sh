@@ -20,14 +20,15 @@ CMP=$!
 (cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 60 $B/cuda.test -test.run '^TestHopperAttentionOverlapCompiles$' -test.v -test.count=1) >$O/compile-overlap.log 2>&1 &
 OVC=$!
 
-# 2. Attention against the CPU (out, lse, dq, dk, dv) and the conformance
-#    suite with the Hopper kernels on (each bf16 d64/d128 case fails if they
-#    were switched off).
+# 2. The wgmma probe (S = Q K^T and O = P V alone, one warpgroup; its
+#    errors say where each wrong value belongs), then attention against the
+#    CPU (out, lse, dq, dk, dv) and the conformance suite with the Hopper
+#    kernels on (each bf16 d64/d128 case fails if they were switched off).
 step tests-hopper
-echo "cmd: cd engine/cuda && WHET_ATTN_HOPPER=1 cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance\$|TestHopperAttentionInstantiated' -test.v" >>$S
-(cd engine/cuda && WHET_ATTN_HOPPER=1 WHET_CUDA_REQUIRE=1 timeout 35 $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestHopperAttentionInstantiated' -test.v -test.count=1) >$O/tests-hopper.log 2>&1
+echo "cmd: cd engine/cuda && WHET_ATTN_HOPPER=1 cuda.test -test.run 'TestHopperWgmmaProbe|TestAttentionMatchesCPU|TestConformance\$|TestHopperAttentionInstantiated' -test.v" >>$S
+(cd engine/cuda && WHET_ATTN_HOPPER=1 WHET_CUDA_REQUIRE=1 timeout 40 $B/cuda.test -test.run 'TestHopperWgmmaProbe|TestAttentionMatchesCPU|TestConformance$|TestHopperAttentionInstantiated' -test.v -test.count=1) >$O/tests-hopper.log 2>&1
 echo "tests (hopper) rc=$?" >>$S
-grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|hopper|Hopper|worst error|NaN" $O/tests-hopper.log | head -80 >>$S
+grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|hopper|Hopper|worst error|NaN|Q K\^T|P V:" $O/tests-hopper.log | head -100 >>$S
 grep -E -- "--- FAIL" -A6 $O/tests-hopper.log | head -60 >>$S
 
 # 3. The same with WHET_CUDA_SYNC=1 only if the first run failed: names the
