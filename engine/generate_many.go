@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 )
 
 // GenerateMany continues several prompts together, lane i continuing
@@ -15,7 +16,9 @@ import (
 // position. A lane that samples a stop id or reaches its limit is done
 // (it keeps a row, at a position that no longer moves, whose output is
 // ignored) while the others go on. Each lane gets the tokens that
-// Generator.Generate gives its prompt alone with the same options. For
+// Generator.Generate gives its prompt alone with the same options. A
+// prompt equal to an earlier one is run once: the later lane starts from
+// a copy of the earlier lane's keys and values. For
 // side-by-side chat (base and tuned model, or several prompts) and for
 // samples during training. onToken, when set, is called after each pass
 // and may return false to end every lane.
@@ -50,16 +53,26 @@ func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, op
 	for i, p := range prompts {
 		lane := g.lanes[i]
 		lane.pos = 0
-		pos := make([]int32, len(p))
-		for j := range pos {
-			pos[j] = int32(j)
-		}
-		logits, err := g.pass(lane, p, pos, []int32{0, int32(len(p))}, 1)
-		if err != nil {
-			return nil, fmt.Errorf("prompt %d: %w", i, err)
+		// A prompt equal to an earlier one (GRPO's completions of one
+		// prompt) is not run again: its keys, values and logits are
+		// copied from that lane.
+		if j := slices.IndexFunc(prompts[:i], func(q []int32) bool { return slices.Equal(q, p) }); j >= 0 {
+			if err := lane.copyPrefix(g.m.B, len(g.m.Layers), g.m.Cfg.KVDim(), len(p), g.lanes[j]); err != nil {
+				return nil, fmt.Errorf("prompt %d: %w", i, err)
+			}
+			rows[i] = slices.Clone(rows[j])
+		} else {
+			pos := make([]int32, len(p))
+			for j := range pos {
+				pos[j] = int32(j)
+			}
+			logits, err := g.pass(lane, p, pos, []int32{0, int32(len(p))}, 1)
+			if err != nil {
+				return nil, fmt.Errorf("prompt %d: %w", i, err)
+			}
+			rows[i] = append([]float32(nil), logits[:V]...)
 		}
 		lane.pos = len(p)
-		rows[i] = append([]float32(nil), logits[:V]...)
 		rngs[i] = rand.New(rand.NewPCG(opts[i].Seed, 0x6e6))
 		seen[i] = map[int32]bool{}
 		for _, id := range p {

@@ -261,31 +261,52 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 		return nil, fmt.Errorf("grpo: generation batch %d starts past the %d prompts", block, len(order))
 	}
 	idx := order[lo:min(lo+pps, len(order))]
+	c := g.Cfg
+	G := c.NumGenerations
 	if g.gen == nil {
-		gen, err := t.Model.NewGroupGenerator(g.Cfg.NumGenerations, g.MaxSeqTokens())
+		// The completions of several prompts are sampled together, in a
+		// paged cache as large as the G contiguous lanes of one longest
+		// prompt would be (the memory plan's): prompts shorter than the
+		// longest leave room for more of them in one pass.
+		lanes := G * max(1, min(pps, g.MaxSeqTokens()/G))
+		perLane := (g.MaxSeqTokens() + DefaultKVBlockTokens - 1) / DefaultKVBlockTokens
+		gen, err := t.Model.NewPagedGroupGenerator(lanes, g.MaxSeqTokens(), DefaultKVBlockTokens, G*perLane)
 		if err != nil {
 			return nil, err
 		}
 		g.gen = gen
 	}
-	c := g.Cfg
-	G := c.NumGenerations
 	r := &grpoRollout{epoch: epoch, block: block}
 	var inputs []reward.Input
 	ctx := context.Background()
 	minLen, maxLen, truncated, total := math.MaxInt, 0, 0, 0
 	began := time.Now()
-	for k, p := range idx {
-		pr := g.Prompts[p]
-		// The prompt's G completions are sampled together, each with its
-		// own seed.
-		opts := make([]SampleOptions, G)
-		for j := range opts {
-			opts[j] = SampleOptions{MaxNewTokens: c.MaxCompletionLength, Temperature: c.Temperature, TopK: c.TopK, TopP: c.TopP,
-				MinP: c.MinP, RepetitionPenalty: c.RepetitionPenalty, Seed: grpoSeed(t.Seed, epoch, block, k*G+j), StopIDs: g.stop}
+	poolBlocks, blockTokens := g.gen.KVBlocks()
+	for a := 0; a < len(idx); {
+		// A pack of prompts whose G completions each fit the lanes and
+		// the pool, at least one.
+		b, used := a, 0
+		for b < len(idx) && (b-a+1)*G <= len(g.gen.lanes) {
+			need := G * ((len(g.Prompts[idx[b]].IDs) + c.MaxCompletionLength + blockTokens - 1) / blockTokens)
+			if b > a && used+need > poolBlocks {
+				break
+			}
+			used += need
+			b++
+		}
+		var prompts [][]int32
+		var opts []SampleOptions
+		for k := a; k < b; k++ {
+			// Each completion with its own seed, by its place in the
+			// generation batch.
+			for j := 0; j < G; j++ {
+				prompts = append(prompts, g.Prompts[idx[k]].IDs)
+				opts = append(opts, SampleOptions{MaxNewTokens: c.MaxCompletionLength, Temperature: c.Temperature, TopK: c.TopK, TopP: c.TopP,
+					MinP: c.MinP, RepetitionPenalty: c.RepetitionPenalty, Seed: grpoSeed(t.Seed, epoch, block, k*G+j), StopIDs: g.stop})
+			}
 		}
 		stopped := false
-		all, err := g.gen.Generate(ctx, pr.IDs, opts, func() bool {
+		outs, err := g.gen.GenerateMany(ctx, prompts, opts, func() bool {
 			stopped = t.ctl.stopRequested()
 			return !stopped
 		})
@@ -293,25 +314,29 @@ func (g *GRPORun) rollout(t *Trainer, epoch, block, pps int) (*grpoRollout, erro
 			return nil, errStepStopped
 		}
 		if err != nil {
-			return nil, fmt.Errorf("generate the completions of prompt %d: %w", p, err)
+			return nil, fmt.Errorf("generate the completions of prompts %v: %w", idx[a:b], err)
 		}
-		for _, ids := range all {
-			cut := len(ids) == c.MaxCompletionLength && !isStop(ids[len(ids)-1], g.stop)
-			text := ""
-			if g.Tok != nil {
-				text = g.Tok.Decode(toInts(ids), true)
-			}
-			inputs = append(inputs, reward.Input{Prompt: pr.Text, Completion: text, Answer: pr.Answer, Tokens: len(ids), Truncated: cut, Row: pr.Fields})
-			comp := grpoCompletion{batch: completionRow(pr.IDs, ids, cut && c.MaskTruncated), tokens: len(ids)}
-			if cut && c.MaskTruncated {
-				comp.tokens = 0
-			}
-			r.comps = append(r.comps, comp)
-			minLen, maxLen, total = min(minLen, len(ids)), max(maxLen, len(ids)), total+len(ids)
-			if cut {
-				truncated++
+		for k := a; k < b; k++ {
+			pr := g.Prompts[idx[k]]
+			for _, ids := range outs[(k-a)*G : (k-a+1)*G] {
+				cut := len(ids) == c.MaxCompletionLength && !isStop(ids[len(ids)-1], g.stop)
+				text := ""
+				if g.Tok != nil {
+					text = g.Tok.Decode(toInts(ids), true)
+				}
+				inputs = append(inputs, reward.Input{Prompt: pr.Text, Completion: text, Answer: pr.Answer, Tokens: len(ids), Truncated: cut, Row: pr.Fields})
+				comp := grpoCompletion{batch: completionRow(pr.IDs, ids, cut && c.MaskTruncated), tokens: len(ids)}
+				if cut && c.MaskTruncated {
+					comp.tokens = 0
+				}
+				r.comps = append(r.comps, comp)
+				minLen, maxLen, total = min(minLen, len(ids)), max(maxLen, len(ids)), total+len(ids)
+				if cut {
+					truncated++
+				}
 			}
 		}
+		a = b
 	}
 	g.GenSeconds, g.GenTokens = time.Since(began).Seconds(), total
 	rewards := make([][]float64, len(inputs))

@@ -180,3 +180,47 @@ func TestPagedPoolExhausted(t *testing.T) {
 		t.Error("a pool of 0 blocks was accepted")
 	}
 }
+
+// TestGenerateManySharedPrompts: GRPO's rollout samples the completions
+// of several prompts in one GenerateMany call, each prompt repeated once
+// per completion; a repeated prompt is run once and copied, and every
+// completion is the one the one-sequence generator samples for its
+// prompt alone with the same seed (paged cache, prompts of different lengths).
+func TestGenerateManySharedPrompts(t *testing.T) {
+	m := newTiny(t, true, false)
+	a, b := []int32{3, 1, 4, 1, 5}, []int32{2, 7}
+	var prompts [][]int32
+	var opts []engine.SampleOptions
+	for i := 0; i < 6; i++ {
+		p := a
+		if i >= 3 {
+			p = b
+		}
+		prompts = append(prompts, p)
+		opts = append(opts, engine.SampleOptions{MaxNewTokens: 7, Temperature: 1, TopP: 0.95, Seed: uint64(100 + i), StopIDs: []int32{5}})
+	}
+	paged, err := m.NewPagedGroupGenerator(6, 12, 4, 18)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer paged.Free()
+	got, err := paged.GenerateMany(context.Background(), prompts, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := m.NewGenerator(12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Free()
+	one.Mode = engine.DecodePlain
+	for i := range prompts {
+		want, err := one.Generate(context.Background(), prompts[i], opts[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got[i], want) {
+			t.Errorf("completion %d: together %v, alone %v", i, got[i], want)
+		}
+	}
+}

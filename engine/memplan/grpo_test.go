@@ -8,9 +8,12 @@ import (
 )
 
 // TestGRPOPlan: a GRPO run plans LoRA training over prompt + completion
-// tokens and the generator's KV caches, one per completion of a prompt:
-// 3 lanes · 2 (k, v) · L 2 · 96 tokens · KV 8 · 2 bytes (bf16) = 18432
-// bytes; the same run as plain LoRA has none.
+// tokens and the generator's paged KV cache, as many blocks as one lane
+// per completion of a prompt: 3 lanes · 2 (k, v) · L 2 · 96 tokens (6
+// blocks of 16) · KV 8 · 2 bytes (bf16) = 18432 bytes, and the gather
+// span, 2 · 96 · 8 · 2 = 3072; the same run as plain LoRA has none. A
+// completion of 33 tokens rounds the pool up to 7 blocks (112 tokens)
+// per lane: 3 · 2 · 2 · 112 · 8 · 2 + 2 · 97 · 8 · 2.
 func TestGRPOPlan(t *testing.T) {
 	rc := &engine.RunConfig{Method: "grpo", Backend: "cuda", LoRA: engine.LoRAConfig{Rank: 4},
 		Data: engine.DataConfig{MaxLength: 64}, Train: engine.TrainConfig{MicroBatch: 8, GradAccum: 1},
@@ -26,9 +29,15 @@ func TestGRPOPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := p.ExactBytes(GenerationCache); got != 18432 {
-		t.Errorf("generation cache %d bytes, want 18432", got)
+	if got := p.ExactBytes(GenerationCache); got != 18432+3072 {
+		t.Errorf("generation cache %d bytes, want %d", got, 18432+3072)
 	}
+	rc.GRPO.MaxCompletionLength = 33
+	o, _ = FromRunConfig(rc)
+	if p, _ := Plan(tiny(), o); p.ExactBytes(GenerationCache) != 3*2*2*112*8*2+2*97*8*2 {
+		t.Errorf("generation cache %d bytes for 97 tokens, want %d", p.ExactBytes(GenerationCache), 3*2*2*112*8*2+2*97*8*2)
+	}
+	rc.GRPO.MaxCompletionLength = 32
 	if p.Bytes(Adapters) == 0 || p.Bytes(Gradients) == 0 {
 		t.Errorf("a GRPO LoRA run trains adapters: %+v", p.Lines())
 	}

@@ -575,16 +575,21 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	}
 
 	// ---- generation ----------------------------------------------------
-	// GRPO samples a prompt's completions together (engine/grpo_generate.go),
-	// each lane with its KV cache: per lane and layer k and v [prompt +
-	// completion, KV] in the compute dtype.
+	// GRPO samples completions together (engine/grpo_generate.go) over a
+	// paged KV cache (engine/kv_paged.go) of as many blocks as the lanes
+	// of one longest prompt need: per layer k and v [lanes · prompt +
+	// completion rounded up to whole blocks, KV] in the compute dtype,
+	// and one gather span [prompt + completion, KV] each for k and v.
 	if o.GenerationTokens > 0 {
 		kv := int64(cfg.KVDim())
 		g := int64(o.GenerationTokens)
+		bt := int64(engine.DefaultKVBlockTokens)
+		pooled := (g + bt - 1) / bt * bt
 		lanes := max(1, o.GenerationLanes)
 		p.Buffers = append(p.Buffers,
-			Buffer{Name: "gen.k_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l * lanes},
-			Buffer{Name: "gen.v_cache", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: l * lanes})
+			Buffer{Name: "gen.k_cache", Category: GenerationCache, DType: dt, Shape: []int64{pooled, kv}, Repeat: l * lanes},
+			Buffer{Name: "gen.v_cache", Category: GenerationCache, DType: dt, Shape: []int64{pooled, kv}, Repeat: l * lanes},
+			Buffer{Name: "gen.kv_gather", Category: GenerationCache, DType: dt, Shape: []int64{g, kv}, Repeat: 2})
 	}
 
 	// ---- masters, gradients, AdamW moments ---------------------------
