@@ -169,6 +169,38 @@ func (m *mutant) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.Te
 	return m.jitter(dq, dk, dv)
 }
 
+func (m *mutant) BiasAttention(out, lse, q, k, v, bias engine.Tensor, p engine.AttnParams) error {
+	if m.kind == "bias_attention_ignores_bias" {
+		bias = nil
+	}
+	if err := m.Backend.BiasAttention(out, lse, q, k, v, bias, p); err != nil {
+		return err
+	}
+	return m.jitter(out)
+}
+
+func (m *mutant) BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, bias engine.Tensor, p engine.AttnParams) error {
+	switch m.kind {
+	case "bias_attention_ignores_bias":
+		bias = nil
+	case "bias_attention_backward_accumulates":
+		return m.accumulate(func(s []engine.Tensor) error {
+			return m.Backend.BiasAttentionBackward(s[0], s[1], s[2], dOut, q, k, v, out, lse, bias, p)
+		}, dq, dk, dv)
+	}
+	if err := m.Backend.BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, bias, p); err != nil {
+		return err
+	}
+	return m.jitter(dq, dk, dv)
+}
+
+func (m *mutant) GELU(out, x engine.Tensor) error {
+	if err := m.Backend.GELU(out, x); err != nil {
+		return err
+	}
+	return m.jitter(out)
+}
+
 func (m *mutant) SwiGLU(out, gate, up engine.Tensor) error {
 	if err := m.Backend.SwiGLU(out, gate, up); err != nil {
 		return err
@@ -257,6 +289,8 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		{"adamw_no_bias_correction", []string{"AdamW", "AdamWBF16Master"}},
 		{"adamw_ignores_grad_scale", []string{"AdamW", "AdamWBF16Master"}},
 		{"adamw_other_rounding_bits", []string{"AdamWBF16Master"}},
+		{"bias_attention_ignores_bias", []string{"BiasAttention", "BiasAttentionBackward"}},
+		{"bias_attention_backward_accumulates", []string{"BiasAttentionBackward"}},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			t.Parallel()
