@@ -448,6 +448,15 @@ func TestHopperAttentionCompiles(t *testing.T) {
 		}
 	}
 	t.Logf("%s for sm_90a: cubin %d bytes, ELF flags %#x", attnHopperFile, len(cubin), flags)
+	// For plain sm_90 the kernels are traps; if sm_90a gave no more code,
+	// NVRTC did not define __CUDA_ARCH_FEAT_SM90_ALL and every kernel traps.
+	if plain, err := n.compile(attnHopperFile, src, kernels.Headers(), "sm_90"); err != nil {
+		t.Errorf("compiling for plain sm_90 (the trap kernels): %v", err)
+	} else if len(cubin) < 4*len(plain) {
+		t.Errorf("the sm_90a cubin (%d bytes) is not much larger than the plain sm_90 one of trap kernels (%d bytes): the wgmma branch (#if defined(__CUDA_ARCH_FEAT_SM90_ALL)) was not compiled", len(cubin), len(plain))
+	} else {
+		t.Logf("sm_90 cubin of trap kernels: %d bytes", len(plain))
+	}
 	if _, vlog, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", "--ptxas-options=-v"); err != nil {
 		t.Logf("compile with ptxas -v (for register counts only): %v", err)
 	} else {
