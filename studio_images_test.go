@@ -88,3 +88,59 @@ func TestStudioPreviewOfImageData(t *testing.T) {
 		t.Error("a broken text file previewed without an error")
 	}
 }
+
+// TestStudioChatWithImage: the studio's chat opens a Gemma 3 vision run
+// with its tower; /image's check processes the file, a missing file is
+// named, and a turn carrying the image is answered through the image API.
+// A text-only model says it has no vision tower.
+func TestStudioChatWithImage(t *testing.T) {
+	model := gemma3ChatModel(t)
+	run := t.TempDir()
+	if err := os.Symlink(model, filepath.Join(run, "model")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.RunConfig{Backend: "cpu", Method: "full"}
+	cfg.Data.Template = "gemma-3"
+	s, err := (studioChatter{}).OpenChat(context.Background(), run, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ic, ok := s.(tui.ImageChat)
+	if !ok {
+		t.Fatal("the studio's chat session cannot take images")
+	}
+	img := filepath.Join(model, "look.png")
+	if err := ic.CheckImage(img); err != nil {
+		t.Fatalf("CheckImage(%s): %v", img, err)
+	}
+	if err := ic.CheckImage(filepath.Join(model, "missing.png")); err == nil || !strings.Contains(err.Error(), "missing.png") {
+		t.Errorf("a missing image: %v", err)
+	}
+	o := engine.SampleOptions{MaxNewTokens: 3, Temperature: 0}
+	turns := []tui.ChatTurn{{Role: "user", Content: "what is this?", Images: []string{img}}}
+	withImage, err := s.Generate(context.Background(), turns, o, false, func(string) {})
+	if err != nil || withImage.Tokens == 0 {
+		t.Fatalf("answer with an image: %+v, %v", withImage, err)
+	}
+	// The turn's images are read by Generate (a missing one fails it).
+	turns[0].Images = []string{filepath.Join(model, "missing.png")}
+	if _, err := s.Generate(context.Background(), turns, o, false, func(string) {}); err == nil || !strings.Contains(err.Error(), "missing.png") {
+		t.Errorf("a turn with a missing image answered: %v", err)
+	}
+
+	text := t.TempDir()
+	abs, _ := filepath.Abs("testdata/tiny-gemma3")
+	if err := os.Symlink(abs, filepath.Join(text, "model")); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Data.Template = ""
+	ts, err := (studioChatter{}).OpenChat(context.Background(), text, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	if err := ts.(tui.ImageChat).CheckImage(img); err == nil || !strings.Contains(err.Error(), "has no vision tower") {
+		t.Errorf("a text-only model should say it has no vision tower: %v", err)
+	}
+}

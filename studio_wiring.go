@@ -2,17 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
+	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/chat"
 	"whet/engine/export"
@@ -466,33 +469,109 @@ func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.Run
 	} else {
 		o.ModelDir = engine.RunDir(runDir).Model()
 	}
+	// A Gemma 3 folder with a vision tower is opened with it, so that
+	// /image works; if the tower cannot be loaded the text model still
+	// chats (and /image says there is no tower).
+	o.Gemma3Vision = hasGemma3VisionConfig(o.ModelDir)
 	s, err := chat.Open(b, o)
+	if err != nil && o.Gemma3Vision {
+		o.Gemma3Vision = false
+		s, err = chat.Open(b, o)
+	}
 	if err != nil {
 		if c, ok := b.(engine.Closer); ok {
 			c.Close()
 		}
 		return nil, err
 	}
-	return studioChat{s: s, b: b}, nil
+	return &studioChat{s: s, b: b, modelDir: o.ModelDir}, nil
+}
+
+// hasGemma3VisionConfig reports whether a model folder's config.json is a
+// Gemma 3 multimodal one (model_type gemma3 with a vision_config).
+func hasGemma3VisionConfig(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return false
+	}
+	var c struct {
+		ModelType    string          `json:"model_type"`
+		VisionConfig json.RawMessage `json:"vision_config"`
+	}
+	return json.Unmarshal(data, &c) == nil && c.ModelType == "gemma3" && len(c.VisionConfig) > 0 && string(c.VisionConfig) != "null"
 }
 
 type studioChat struct {
-	s *chat.Session
-	b engine.Backend
+	s        *chat.Session
+	b        engine.Backend
+	modelDir string
+
+	mu     sync.Mutex
+	images map[string]*vision.Gemma3Output // processed, by path
 }
 
-func (c studioChat) HasTuned() bool { return c.s.HasAdapter }
+var _ tui.ImageChat = (*studioChat)(nil)
 
-func (c studioChat) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
+func (c *studioChat) HasTuned() bool { return c.s.HasAdapter }
+
+// CheckImage runs the model's image processor on the file (/image in the
+// studio's chat); a model without a vision tower says so.
+func (c *studioChat) CheckImage(path string) error {
+	_, err := c.image(path)
+	return err
+}
+
+func (c *studioChat) image(path string) (*vision.Gemma3Output, error) {
+	if c.s.Model.Gemma3Vision == nil {
+		return nil, fmt.Errorf("model %s (%s) has no vision tower: it cannot look at images (/image needs a Gemma 3 vision model)", filepath.Base(c.modelDir), c.s.Model.Cfg.ModelType)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if im, ok := c.images[path]; ok {
+		return im, nil
+	}
+	im, err := gemma3ChatImage(c.s, c.modelDir, path)
+	if err != nil {
+		return nil, err
+	}
+	if c.images == nil {
+		c.images = map[string]*vision.Gemma3Output{}
+	}
+	c.images[path] = im
+	return im, nil
+}
+
+// Generate answers the turns; a user turn's images come before its text,
+// as whet chat's /image puts them.
+func (c *studioChat) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
 	msgs := make([]datasets.Message, len(turns))
+	var images []*vision.Gemma3Output
 	for i, t := range turns {
 		msgs[i] = datasets.Message{Role: t.Role, Content: t.Content}
+		if len(t.Images) == 0 {
+			continue
+		}
+		for _, path := range t.Images {
+			im, err := c.image(path)
+			if err != nil {
+				return tui.ChatReply{}, err
+			}
+			images = append(images, im)
+			msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "image"})
+		}
+		msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "text", Text: t.Content})
 	}
-	r, err := c.s.Generate(ctx, msgs, o, tuned, onText)
+	var r chat.Reply
+	var err error
+	if len(images) > 0 {
+		r, err = c.s.GenerateWithImages(ctx, msgs, images, o, tuned, onText)
+	} else {
+		r, err = c.s.Generate(ctx, msgs, o, tuned, onText)
+	}
 	return tui.ChatReply{Text: r.Text, Tokens: r.Tokens, TokensPerSec: r.TokensPerSec, Stop: r.Stop}, err
 }
 
-func (c studioChat) Close() {
+func (c *studioChat) Close() {
 	c.s.Close()
 	if cl, ok := c.b.(engine.Closer); ok {
 		cl.Close()

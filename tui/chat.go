@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -10,8 +11,10 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"whet/datasets/vision"
 	"whet/engine"
 	"whet/tui/components/form"
+	"whet/tui/components/imageview"
 )
 
 // Chat messages: the session opening, streamed pieces and the end of an
@@ -35,9 +38,11 @@ type (
 
 // chatSide is one column: the conversation with one model.
 type chatSide struct {
-	turns   []ChatTurn // user and assistant turns (the system prompt is added per request)
-	partial string     // the answer being streamed
-	stat    string     // tokens, speed and stop reason of the last answer
+	turns []ChatTurn // user and assistant turns (the system prompt is added per request)
+	// shown are the placeholder lines of each user turn's images, by turn.
+	shown   map[int][]string
+	partial string // the answer being streamed
+	stat    string // tokens, speed and stop reason of the last answer
 }
 
 // chatPage asks the base and the tuned model the same question and shows
@@ -59,12 +64,18 @@ type chatPage struct {
 	pieces      chan tea.Msg
 	cancel      context.CancelFunc
 	w, h        int
+	// images wait for the next message (/image PATH): the files, and the
+	// placeholder lines the transcript shows for them.
+	images, imageLines []string
+	note               string // what /image did, or why it did not
+	noteBad            bool
+	attachLater        string // /image typed while the models load
 }
 
 func newChatPage(c *common, ch Chatter, cfg engine.RunConfig, dir string) *chatPage {
 	p := &chatPage{common: c, chatter: ch, cfg: cfg, dir: dir}
 	p.form = form.New([]form.Field{
-		{Key: "prompt", Label: "Ask both", Kind: form.Text, Hint: "enter sends the prompt to both models; esc stops an answer or goes back"},
+		{Key: "prompt", Label: "Ask both", Kind: form.Text, Hint: "enter asks both models; /image PATH attaches a picture; esc stops or goes back"},
 		{Key: "system", Label: "System prompt", Kind: form.Text, Advanced: true},
 		{Key: "temp", Label: "Temperature", Kind: form.Float, Value: "0.7", Min: 0, Max: 5, Advanced: true, Hint: "0 is greedy"},
 		{Key: "topp", Label: "Top-p", Kind: form.Float, Value: "0.9", Min: 0, Max: 1, Advanced: true},
@@ -112,17 +123,77 @@ func (p *chatPage) ask() tea.Cmd {
 	if prompt == "" || p.streaming {
 		return nil
 	}
+	if prompt == "/image" || strings.HasPrefix(prompt, "/image ") {
+		p.attach(strings.TrimSpace(strings.TrimPrefix(prompt, "/image")))
+		return nil
+	}
 	if p.session == nil {
 		p.pending = p.loading // asked while the models load: ask once they are in
 		return nil
 	}
 	p.pending = false
 	p.form.Set("prompt", "")
-	p.base.turns = append(p.base.turns, ChatTurn{Role: "user", Content: prompt})
-	if p.session.HasTuned() {
-		p.tuned.turns = append(p.tuned.turns, ChatTurn{Role: "user", Content: prompt})
+	p.note = ""
+	turn := ChatTurn{Role: "user", Content: prompt, Images: p.images}
+	for _, side := range []*chatSide{&p.base, &p.tuned} {
+		if side == &p.tuned && !p.session.HasTuned() {
+			break
+		}
+		if len(p.imageLines) > 0 {
+			if side.shown == nil {
+				side.shown = map[int][]string{}
+			}
+			side.shown[len(side.turns)] = p.imageLines
+		}
+		side.turns = append(side.turns, turn)
 	}
+	p.images, p.imageLines = nil, nil
 	return p.generate(false)
+}
+
+// attach handles /image PATH: the image (relative to the working folder,
+// ~ for the home folder) goes with the next message to both models, if the
+// model can look at images and the file can be read.
+func (p *chatPage) attach(typed string) {
+	p.noteBad = true
+	switch {
+	case typed == "":
+		p.note = "/image needs a file: /image path/to/picture.png"
+		return
+	case p.session == nil:
+		// Attached once the models are in (or refused then).
+		p.attachLater, p.noteBad = typed, false
+		p.note = "the image is attached once the models are in"
+		return
+	}
+	ic, ok := p.session.(ImageChat)
+	if !ok {
+		p.note = "✗ this model has no vision tower: it cannot look at images (/image needs a vision model such as Gemma 3)"
+		return
+	}
+	path := expandHome(typed)
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	// The session first: a model without a vision tower says so
+	// whatever the file.
+	err := ic.CheckImage(path)
+	var d *vision.Decoded
+	if err == nil {
+		d, err = vision.DecodeFile(path)
+	}
+	if err != nil {
+		p.note = "✗ /image " + typed + ": " + err.Error()
+		return
+	}
+	p.images = append(p.images, path)
+	p.imageLines = append(p.imageLines, imageview.Placeholder(typed, d))
+	p.form.Set("prompt", "")
+	p.noteBad = false
+	p.note = fmt.Sprintf("%s goes with your next message", imageview.Placeholder(typed, d))
+	if n := len(p.images); n > 1 {
+		p.note = fmt.Sprintf("%d images go with your next message; the last: %s", n, imageview.Placeholder(typed, d))
+	}
 }
 
 func (p *chatPage) options() engine.SampleOptions {
@@ -169,6 +240,11 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 			return nil, false
 		}
 		p.session = msg.session
+		if p.attachLater != "" {
+			typed := p.attachLater
+			p.attachLater = ""
+			p.attach(typed)
+		}
 		if p.pending {
 			return p.ask(), false
 		}
@@ -241,12 +317,15 @@ func (p *chatPage) help() []key.Binding {
 func (p *chatPage) exchanges(s chatSide, active bool, w int) [][]string {
 	st := p.styles
 	var out [][]string
-	for _, t := range s.turns {
+	for i, t := range s.turns {
 		if t.Role == "user" || len(out) == 0 {
 			out = append(out, nil)
 		}
 		ex := &out[len(out)-1]
 		if t.Role == "user" {
+			for _, l := range s.shown[i] {
+				*ex = append(*ex, st.Muted.Render(trimTo(printable(l), w)))
+			}
 			*ex = append(*ex, strings.Split(wrap(st.Accent.Render("you › ")+printable(t.Content), w), "\n")...)
 			continue
 		}
@@ -347,6 +426,20 @@ func (p *chatPage) view(w, h int) string {
 	}
 	p.form.SetSize(w, formH)
 	bodyH := h - 2 - formH - 1
+	// What /image did stands under the conversation, at most two lines.
+	var note []string
+	if p.note != "" {
+		style := st.Accent
+		if p.noteBad {
+			style = st.Bad
+		}
+		note = strings.Split(wrap(printable(p.note), w), "\n")
+		note = note[:min(len(note), 2)]
+		for i := range note {
+			note[i] = style.Render(note[i])
+		}
+		bodyH -= len(note)
+	}
 	var body string
 	switch {
 	case p.err != "":
@@ -361,6 +454,10 @@ func (p *chatPage) view(w, h int) string {
 		body = p.sideBySide((w-3)/2, bodyH)
 	default:
 		body = p.column("model", p.base, p.streaming, w, bodyH)
+	}
+	if note != nil {
+		body = fitBlock(body, w, bodyH) + "\n" + strings.Join(note, "\n")
+		bodyH += len(note)
 	}
 	out := head + "\n\n" + fitBlock(body, w, bodyH) + "\n" + fitBlock(p.form.View(), w, formH) + "\n" + p.helpLine(p.help()...)
 	return fitBlock(out, w, h)

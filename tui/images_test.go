@@ -2,6 +2,9 @@ package tui_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -89,5 +92,110 @@ func TestDataImagesBrowseAndRefuse(t *testing.T) {
 	}
 	if s := ansi.Strip(d.view()); strings.Contains(s, "Batch") {
 		t.Errorf("went on to the settings:\n%s", s)
+	}
+}
+
+// TestChatImage: /image PATH (relative to the working folder, or with ~)
+// attaches an image to the next message, which both models get; the
+// transcript shows its placeholder line; a bad path is named and nothing
+// is attached.
+func TestChatImage(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	pic, err := os.ReadFile("../datasets/vision/testdata/gray16_64x48.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "xray.png"), pic, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+			ch := testChat()
+			ch.Vision = true
+			o.Chat = ch
+			d := finishRun(t, o)
+			d.send(windowSize(sz.w, sz.h))
+			d.keys("t")
+			d.waitScreen("tuned (this run)") // the models are in
+
+			d.typeText("/image missing/nope.png")
+			d.keys("enter")
+			if s := d.screen(); !strings.Contains(s, "✗ /image missing/nope.png:") || !strings.Contains(s, "no such") || strings.Count(s, "/image missing/nope.png") != 2 {
+				t.Errorf("a missing file should be named and the prompt kept:\n%s", s)
+			}
+			d.keys("ctrl+u")
+			const rel = "../datasets/vision/testdata/rgb8_37x23.png"
+			d.typeText("/image " + rel)
+			d.keys("enter")
+			d.typeText("/image ~/xray.png")
+			d.keys("enter")
+			d.waitScreen("2 images go with your next message; the last: [image: ~/xray.png 64×48 gray16]")
+			d.typeText("What is in these pictures?")
+			d.keys("enter")
+			d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("chat_image_%dx%d", sz.w, sz.h), d.view())
+
+			abs, _ := filepath.Abs(rel)
+			want := []string{abs, filepath.Join(home, "xray.png")}
+			reqs := ch.Recorded()
+			if len(reqs) != 2 {
+				t.Fatalf("%d requests, want base and tuned", len(reqs))
+			}
+			for _, r := range reqs {
+				last := r.Turns[len(r.Turns)-1]
+				if !reflect.DeepEqual(last.Images, want) || last.Content != "What is in these pictures?" {
+					t.Errorf("tuned=%v: turn %+v, want images %v", r.Tuned, last, want)
+				}
+			}
+			s := d.screen()
+			if n := strings.Count(s, "[image: ../datasets/vision/testdata/rgb8_37x23.png 37×23"); n != 2 && sz.w >= 120 {
+				t.Errorf("the placeholder line should stand in both columns (%d):\n%s", n, s)
+			}
+			if n := strings.Count(s, "[image: ~/xray.png 64×48 gray16]"); n != 2 {
+				t.Errorf("the second image's line should stand in both columns (%d):\n%s", n, s)
+			}
+
+			// The next message carries no new image; the history keeps it.
+			d.typeText("And now?")
+			d.keys("enter")
+			d.waitFor("the second answers", func() bool {
+				return len(ch.Recorded()) == 4 && strings.Count(d.screen(), "tok/s") == 2 && !strings.Contains(d.screen(), "answering")
+			})
+			r := ch.Recorded()[3]
+			if len(r.Turns) != 3 || len(r.Turns[0].Images) != 2 || r.Turns[2].Images != nil {
+				t.Errorf("second question: %+v", r.Turns)
+			}
+		})
+	}
+}
+
+// TestChatImageOnATextModel: a model without a vision tower says so, and
+// the message goes without an image.
+func TestChatImageOnATextModel(t *testing.T) {
+	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+	ch := testChat()
+	o.Chat = ch
+	d := finishRun(t, o)
+	d.keys("t")
+	d.waitScreen("Ask both")
+	d.typeText("/image ../datasets/vision/testdata/rgb8_37x23.png")
+	d.keys("enter")
+	d.waitScreen("vision tower: it cannot look at images")
+	checkSize(t, d.view(), 80, 24)
+	golden(t, "chat_image_text_model_80x24", d.view())
+	d.keys("ctrl+u")
+	d.typeText("Hello?")
+	d.keys("enter")
+	d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
+	for _, r := range ch.Recorded() {
+		if imgs := r.Turns[len(r.Turns)-1].Images; imgs != nil {
+			t.Errorf("a text model got images %v", imgs)
+		}
+	}
+	if strings.Contains(d.screen(), "[image:") {
+		t.Errorf("no image line should stand in the transcript:\n%s", d.screen())
 	}
 }

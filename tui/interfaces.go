@@ -156,9 +156,11 @@ type MultiGPUSampler interface {
 }
 
 // ChatTurn is one message of a conversation (role system, user or
-// assistant).
+// assistant). Images are the image files a user turn carries (attached
+// with /image; absolute paths), shown to the model before the text.
 type ChatTurn struct {
 	Role, Content string
+	Images        []string
 }
 
 // ChatReply is how one generated answer ended.
@@ -178,6 +180,15 @@ type ChatSession interface {
 	// and returns when it ends or ctx is cancelled.
 	Generate(ctx context.Context, turns []ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (ChatReply, error)
 	Close()
+}
+
+// ImageChat is implemented by chat sessions that can look at images (a
+// vision model). CheckImage reads and prepares the image file at path for
+// the next message, so that a bad file, or a model without a vision
+// tower, is reported when the image is attached; Generate then finds the
+// path in the turn's Images.
+type ImageChat interface {
+	CheckImage(path string) error
 }
 
 // Chatter opens a chat over a run that has ended (its adapter or model is

@@ -381,6 +381,9 @@ type Chat struct {
 	Delay       time.Duration // between words
 	OpenErr     error
 	NoTuned     bool
+	// Vision makes the session look at images: CheckImage decodes the
+	// file; without it CheckImage says the model has no vision tower.
+	Vision bool
 
 	mu       sync.Mutex
 	Requests []ChatRequest
@@ -411,7 +414,16 @@ func (c *Chat) Recorded() []ChatRequest {
 type chatSession struct{ c *Chat }
 
 func (s chatSession) HasTuned() bool { return !s.c.NoTuned }
-func (s chatSession) Close()         {}
+
+// CheckImage implements tui.ImageChat.
+func (s chatSession) CheckImage(path string) error {
+	if !s.c.Vision {
+		return errors.New("model fake-text has no vision tower: it cannot look at images")
+	}
+	_, err := vision.DecodeFile(path)
+	return err
+}
+func (s chatSession) Close() {}
 
 func (s chatSession) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
 	s.c.mu.Lock()
