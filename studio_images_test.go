@@ -60,7 +60,7 @@ func TestStudioPreviewOfImageData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(pv.Unusable, "whet cannot train on images yet") || pv.Stats.Rows != 2 || len(pv.Examples) != 2 || len(pv.Images) != 2 {
+	if !strings.Contains(pv.Unusable, "does not read images") || pv.Stats.Rows != 2 || len(pv.Examples) != 2 || len(pv.Images) != 2 {
 		t.Fatalf("preview = unusable %q, stats %+v, %d examples, %d image lists", pv.Unusable, pv.Stats, len(pv.Examples), len(pv.Images))
 	}
 	want := []tui.Segment{{Text: "user: [image] What is this?\n", Masked: true}, {Text: "assistant: Red, then blue."}}
