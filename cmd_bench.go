@@ -36,15 +36,18 @@ type benchResult struct {
 	Checkpointing bool   `json:"checkpointing"`
 	// MasterWeights is train.master_weights (fp32 or bf16) for full
 	// fine-tuning; empty for the adapter methods.
-	MasterWeights string  `json:"master_weights,omitempty"`
-	Params        int64   `json:"params"`
-	TokensPerSec  float64 `json:"tokens_per_sec"`
-	StepSeconds   float64 `json:"step_s"`
-	TFLOPs        float64 `json:"tflops"`
-	MFU           float64 `json:"mfu"`
-	PeakTFLOPs    float64 `json:"peak_tflops"`
-	PeakBytes     int64   `json:"peak_bytes"`
-	PlanBytes     int64   `json:"plan_bytes"` // memplan's peak for the same run`
+	MasterWeights string `json:"master_weights,omitempty"`
+	// LoRAFused: the adapters of q, k, v and of gate, up were stacked
+	// (engine.LoRAFusedEnv=1; adapter methods only).
+	LoRAFused    bool    `json:"lora_fused,omitempty"`
+	Params       int64   `json:"params"`
+	TokensPerSec float64 `json:"tokens_per_sec"`
+	StepSeconds  float64 `json:"step_s"`
+	TFLOPs       float64 `json:"tflops"`
+	MFU          float64 `json:"mfu"`
+	PeakTFLOPs   float64 `json:"peak_tflops"`
+	PeakBytes    int64   `json:"peak_bytes"`
+	PlanBytes    int64   `json:"plan_bytes"` // memplan's peak for the same run`
 	// The row tiles the step ran with (engine.LogitsChunk, engine.MLPRowChunk).
 	LogitsChunk int `json:"logits_chunk,omitempty"`
 	MLPChunk    int `json:"mlp_chunk,omitempty"`
@@ -593,6 +596,8 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	}
 	if method == "full" {
 		r.MasterWeights = masters
+	} else {
+		r.LoRAFused = engine.LoRAFusedOn(false)
 	}
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()

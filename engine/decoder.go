@@ -116,6 +116,8 @@ type Activations struct {
 	img *gemma3ImageActs
 	// off is set when the checkpoints live in host memory (offload.go).
 	off *ckptOffload
+	// stackedProducts counts the stacked adapter products run (tests).
+	stackedProducts int
 }
 
 // ActivationOptions choose how a pass saves what its backward needs.
@@ -135,6 +137,10 @@ type layerActs struct {
 	qraw, kraw, rstdQ, rstdK                               Tensor             // q/k norm: input and rstd
 	ao, rstdAO, mo, rstdMO                                 Tensor             // sandwich norms: inputs and rstd
 	xa                                                     map[*Linear]Tensor // LoRA x@A^T [Cap, r]
+	// stackXA is each stacked adapter group's intermediate, Cap·R
+	// elements (lorafuse.go); its members' xa are views of the same memory,
+	// used when a pass runs them unstacked.
+	stackXA map[*loraStack]Tensor
 }
 
 // NewActivations sizes the buffers for batches of up to capTokens tokens,
@@ -229,6 +235,11 @@ func (m *Model) NewActivationsWith(capTokens int, o ActivationOptions) (*Activat
 			maxRank = lin.LoRA.Rank
 		}
 	}
+	for _, l := range m.Layers {
+		for _, st := range l.loraStacks {
+			maxRank = max(maxRank, st.rows) // the intermediate gradient scratch holds a stack's
+		}
+	}
 	nSets := c.NumLayers
 	if checkpointing {
 		nSets = 1
@@ -248,7 +259,7 @@ func (m *Model) NewActivationsWith(capTokens int, o ActivationOptions) (*Activat
 			att: alloc(cd, T, Q), lse: alloc(F32, c.NumHeads, T),
 			xmid: alloc(cd, T, D), h2: alloc(cd, T, D), rstd2: alloc(F32, T),
 			g: tileG, u: tileU, s: swigluOut,
-			xa: map[*Linear]Tensor{},
+			xa: map[*Linear]Tensor{}, stackXA: map[*loraStack]Tensor{},
 		}
 		if a.mlpChunk >= T {
 			la.g, la.u = alloc(cd, T, I), alloc(cd, T, I)
@@ -270,7 +281,25 @@ func (m *Model) NewActivationsWith(capTokens int, o ActivationOptions) (*Activat
 		if !checkpointing {
 			set = a.layers[li]
 		}
+		for j, st := range layer.loraStacks {
+			n, offs := stackXABuffer(st, T)
+			buf := Tensor(nil)
+			if checkpointing && li > 0 && j < len(m.Layers[0].loraStacks) && m.Layers[0].loraStacks[j].rows == st.rows {
+				buf = set.stackXA[m.Layers[0].loraStacks[j]]
+			} else {
+				buf = alloc(cd, n)
+			}
+			set.stackXA[st] = buf
+			for i, lin := range st.lins {
+				if err == nil {
+					set.xa[lin], err = m.B.View(buf, offs[i], T, lin.LoRA.Rank)
+				}
+			}
+		}
 		for i, lin := range layer.linears() {
+			if _, done := set.xa[lin]; done && lin.LoRA != nil && lin.LoRA.stack != nil {
+				continue
+			}
 			if lin.LoRA != nil {
 				if checkpointing && li > 0 {
 					// share the buffer of the same module in layer 0
@@ -806,12 +835,20 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 		beta = 1
 	}
 	if lo := lin.LoRA; lo != nil && lo.Enabled {
-		xa, err := a.loraXA(lin, x, layer, set)
-		if err != nil {
-			return err
+		// Stacked (lorafuse.go), the group's product has run: the
+		// intermediate is xaᵀ, this adapter's rows of the stack's.
+		var xa Tensor
+		transXA := false
+		if st := a.stacked(lin); st != nil {
+			xa, transXA = a.memberRows(st, lin, set), true
+		} else {
+			var err error
+			if xa, err = a.loraXA(lin, x, layer, set); err != nil {
+				return err
+			}
 		}
 		for i, p := range parts {
-			if err := B.MatMul(ys[i], xa, a.rowsOf(lo.B.W, p, lo.Rank, whole), false, true, lo.Scale, beta); err != nil {
+			if err := B.MatMul(ys[i], xa, a.rowsOf(lo.B.W, p, lo.Rank, whole), transXA, true, lo.Scale, beta); err != nil {
 				return fmt.Errorf("%s lora B: %w", lin.Module, err)
 			}
 		}
@@ -988,7 +1025,8 @@ func (a *Activations) linearBackward(lin *Linear, x Tensor, dys []Tensor, dx Ten
 	if accumulate {
 		beta = 1
 	}
-	if lo := lin.LoRA; lo != nil && lo.Enabled {
+	// A stacked adapter's backward ran with its group's (stackBackward).
+	if lo := lin.LoRA; lo != nil && lo.Enabled && a.stacked(lin) == nil {
 		var err error
 		if beta, err = a.loraBackward(lin, x, dys, dx, beta, layer, set); err != nil {
 			return err
@@ -1093,6 +1131,7 @@ func (a *Activations) layerForward(l int) error {
 	} else if a.sharedMatVecs(L.Q, L.K, L.V) {
 		add("q k v", func() error { return a.linearsForward([]*Linear{L.Q, L.K, L.V}, h1, []Tensor{qIn, kIn, v}, l, s) })
 	} else {
+		add("q k v stacked lora", func() error { return a.stackXA([]*Linear{L.Q, L.K, L.V}, h1, s) })
 		add("q", func() error { return a.linearForward(L.Q, h1, []Tensor{qIn}, false, l, s) })
 		add("k", func() error { return a.linearForward(L.K, h1, []Tensor{kIn}, false, l, s) })
 		add("v", func() error { return a.linearForward(L.V, h1, []Tensor{v}, false, l, s) })
@@ -1191,6 +1230,9 @@ func (a *Activations) gateUp(l int, s *layerActs, h2, g, u Tensor) error {
 		}
 		return nil
 	}
+	if err := a.stackXA([]*Linear{L.Gate, L.Up}, h2, s); err != nil {
+		return fmt.Errorf("gate, up: %w", err)
+	}
 	if err := a.linearForward(L.Gate, h2, []Tensor{g}, false, l, s); err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
@@ -1263,7 +1305,13 @@ func (a *Activations) mlpBackward(l int, s *layerActs, dDown Tensor) error {
 			}
 			return nil
 		}
-		if err := a.linearBackward(L.Gate, h2, []Tensor{dg}, dh, false, l, s); err != nil {
+		// Stacked adapters write their part of dh first, the base
+		// products add to it.
+		wrote, err := a.stackBackward([]*Linear{L.Gate, L.Up}, h2, []Tensor{dg, du}, dh, false, s)
+		if err != nil {
+			return fmt.Errorf("gate, up: %w", err)
+		}
+		if err := a.linearBackward(L.Gate, h2, []Tensor{dg}, dh, wrote, l, s); err != nil {
 			return fmt.Errorf("gate: %w", err)
 		}
 		if err := a.linearBackward(L.Up, h2, []Tensor{du}, dh, true, l, s); err != nil {
@@ -1351,7 +1399,14 @@ func (a *Activations) layerBackward(l int, needInputGrad bool) error {
 	if L.QKV != nil {
 		add("qkv", func() error { return a.linearBackward(L.QKV, h1, []Tensor{dqIn, dkIn, dv}, dh, false, l, s) })
 	} else {
-		add("q", func() error { return a.linearBackward(L.Q, h1, []Tensor{dqIn}, dh, false, l, s) })
+		// Stacked adapters write their part of dh first, the base
+		// products add to it.
+		wrote := false
+		add("q k v stacked lora", func() (err error) {
+			wrote, err = a.stackBackward([]*Linear{L.Q, L.K, L.V}, h1, []Tensor{dqIn, dkIn, dv}, dh, false, s)
+			return err
+		})
+		add("q", func() error { return a.linearBackward(L.Q, h1, []Tensor{dqIn}, dh, wrote, l, s) })
 		add("k", func() error { return a.linearBackward(L.K, h1, []Tensor{dkIn}, dh, true, l, s) })
 		add("v", func() error { return a.linearBackward(L.V, h1, []Tensor{dv}, dh, true, l, s) })
 	}

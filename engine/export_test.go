@@ -19,3 +19,18 @@ func (g *GroupGenerator) FragmentKVPool() {
 // KVGathers counts the spans g's paged cache gathered rather than viewed
 // in place.
 func (g *GroupGenerator) KVGathers() int { return g.pool.gathers }
+
+// LoRAStackRows lists the rows (sum of ranks) of each stacked adapter group
+// of m, layer by layer.
+func LoRAStackRows(m *Model) []int {
+	var out []int
+	for _, l := range m.Layers {
+		for _, st := range l.loraStacks {
+			out = append(out, st.rows)
+		}
+	}
+	return out
+}
+
+// StackedProducts is how many stacked adapter products a's passes ran.
+func StackedProducts(a *Activations) int { return a.stackedProducts }

@@ -199,8 +199,21 @@ func layerParams(l *Layer, m *Model) []*Param {
 				out = append(out, p)
 			}
 		}
-		if lin.LoRA != nil {
-			out = append(out, lin.LoRA.A, lin.LoRA.B)
+		lo := lin.LoRA
+		switch {
+		case lo == nil:
+		case lo.stack == nil:
+			out = append(out, lo.A, lo.B)
+		default:
+			// Stacked adapters (lorafuse.go): the group's A matrices side
+			// by side, where its first member's would be, so that their
+			// gradients stay one stack inside the bucket.
+			if lo.stack.lins[0] == lin {
+				for _, m := range lo.stack.lins {
+					out = append(out, m.LoRA.A)
+				}
+			}
+			out = append(out, lo.B)
 		}
 	}
 	return out
@@ -238,7 +251,7 @@ func (d *DataParallel) addBucket(params []*Param, ready int) error {
 		p.Grad = views[i]
 	}
 	_ = rank
-	return nil
+	return d.m.restackGrads(bk)
 }
 
 // shardBucket gives a bucket its flat compute weights and this rank's

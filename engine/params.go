@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 )
 
@@ -51,6 +52,10 @@ type LoRA struct {
 	Dropout float32
 	// Enabled switches the adapter off (base model) without freeing it.
 	Enabled bool
+	// stack, when set, holds A.W and A.Grad as rows [stackRow,
+	// stackRow+Rank) of its tensors (stacked adapters, lorafuse.go).
+	stack    *loraStack
+	stackRow int
 }
 
 // Layer is one decoder block. Which fields are set follows the family:
@@ -62,6 +67,8 @@ type Layer struct {
 	QNorm, KNorm                               *Param
 	Q, K, V, QKV, O                            *Linear
 	Gate, Up, GateUp, Down                     *Linear
+	// loraStacks are the block's stacked adapter groups (lorafuse.go).
+	loraStacks []*loraStack
 }
 
 // linears lists the block's linears in order (those that exist).
@@ -223,7 +230,11 @@ func (m *Model) newParam(name string, shape ...int) (*Param, error) {
 }
 
 // MakeTrainable gives p its master copy, gradient and AdamW moments.
-func (m *Model) MakeTrainable(p *Param) error {
+func (m *Model) MakeTrainable(p *Param) error { return m.makeTrainable(p, nil) }
+
+// makeTrainable is MakeTrainable with the gradient grad (zero, p's shape)
+// when not nil, instead of a new one.
+func (m *Model) makeTrainable(p *Param, grad Tensor) error {
 	if p.Trainable {
 		return nil
 	}
@@ -258,7 +269,9 @@ func (m *Model) MakeTrainable(p *Param) error {
 			err = m.B.Copy(p.Master, p.W)
 		}
 	}
-	p.Grad = alloc()
+	if p.Grad = grad; grad == nil {
+		p.Grad = alloc()
+	}
 	p.M = alloc()
 	p.V = alloc()
 	if err != nil {
@@ -290,6 +303,11 @@ type LoRAOptions struct {
 	Targets []string // short names: q k v o gate up down (qkv, gate_up when fused); none: all
 	RSLoRA  bool
 	Seed    uint64
+	// Fused stacks the A matrices of the adapters that share an input (q,
+	// k, v; gate, up) so that their thin products run as one GEMM each
+	// (lorafuse.go); also on with WHET_LORA_FUSED=1. The Params and what
+	// checkpoints and adapter files hold are the same either way.
+	Fused bool
 }
 
 // LoRAScale is alpha/r, or alpha/sqrt(r) with rsLoRA.
@@ -352,13 +370,36 @@ func (m *Model) AddLoRA(o LoRAOptions) error {
 	for _, t := range targets {
 		want[t] = true
 	}
+	// Stacked groups (opt-in): each member's A is a view of its stack.
+	inStack := map[*Linear]*loraStack{}
+	if LoRAFusedOn(o.Fused) {
+		for _, l := range m.Layers {
+			for _, lins := range m.stackGroups(l, want) {
+				st, err := m.newLoRAStack(lins, o.Rank)
+				if err != nil {
+					return err
+				}
+				l.loraStacks = append(l.loraStacks, st)
+				for _, lin := range lins {
+					inStack[lin] = st
+				}
+			}
+		}
+	}
 	rng := rand.New(rand.NewPCG(o.Seed, 0x10a))
 	for _, lin := range m.Linears() {
 		if !want[lin.Short] {
 			continue
 		}
-		a, err := m.newParam(lin.Module+".lora_A.weight", o.Rank, lin.In)
-		if err != nil {
+		st := inStack[lin]
+		var a *Param
+		var grad Tensor
+		var err error
+		if st != nil {
+			i := slices.Index(st.lins, lin)
+			a = &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, W: st.ws[i]}
+			grad = st.grads[i]
+		} else if a, err = m.newParam(lin.Module+".lora_A.weight", o.Rank, lin.In); err != nil {
 			return err
 		}
 		b, err := m.newParam(lin.Module+".lora_B.weight", lin.Out, o.Rank)
@@ -376,13 +417,16 @@ func (m *Model) AddLoRA(o LoRAOptions) error {
 		if err := m.B.Fill(b.W, 0); err != nil {
 			return err
 		}
-		if err := m.MakeTrainable(a); err != nil {
+		if err := m.makeTrainable(a, grad); err != nil {
 			return err
 		}
 		if err := m.MakeTrainable(b); err != nil {
 			return err
 		}
 		lin.LoRA = &LoRA{A: a, B: b, Rank: o.Rank, Scale: o.LoRAScale(), Dropout: float32(o.Dropout), Enabled: true}
+		if st != nil {
+			lin.LoRA.stack, lin.LoRA.stackRow = st, st.offs[slices.Index(st.lins, lin)]
+		}
 	}
 	return nil
 }
@@ -475,6 +519,16 @@ func (m *Model) Free() {
 		free(p.V)
 		// Forget the freed tensors, so that a second Free frees nothing.
 		p.W, p.Master, p.Grad, p.M, p.V = nil, nil, nil, nil, nil
+	}
+	// Stacked adapters: their A weights and gradients were views.
+	for _, l := range m.Layers {
+		if l == nil {
+			continue
+		}
+		for _, st := range l.loraStacks {
+			st.free(m.B)
+		}
+		l.loraStacks = nil
 	}
 }
 

@@ -378,6 +378,30 @@ func familyTargets(cfg *engine.ModelConfig, targets []string) []string {
 	return out
 }
 
+// loraStackWidth is how many adapters the largest stacked group of the
+// targets holds (engine's stacked adapters: q, k, v and gate, up, when
+// engine.LoRAFusedOn), or 1.
+func loraStackWidth(cfg *engine.ModelConfig, targets []string) int {
+	f := engine.FamilyOf(cfg.ModelType)
+	if f == nil || !engine.LoRAFusedOn(false) {
+		return 1
+	}
+	have := familyTargets(cfg, targets)
+	w := 1
+	for _, g := range f.LoRAStackGroups() {
+		n := 0
+		for _, t := range g {
+			if slices.Contains(have, t) {
+				n++
+			}
+		}
+		if n >= 2 {
+			w = max(w, n)
+		}
+	}
+	return w
+}
+
 // AllTargets lists the seven linear projections of a decoder layer, in
 // layer order.
 var AllTargets = []string{"q", "k", "v", "o", "gate", "up", "down"}
@@ -916,7 +940,9 @@ func activationBuffers(cfg *engine.ModelConfig, o Options, n int64) []Buffer {
 		g("gate_up", c, 2*i),
 	)
 	if (o.Base() == LoRA || o.Base() == QLoRA) && len(o.LoRATargets) > 0 {
-		bufs = append(bufs, g("lora_xa", n, int64(o.LoRARank)))
+		// Stacked adapters (engine.LoRAFusedOn) hold a whole group's
+		// intermediate gradient at once.
+		bufs = append(bufs, g("lora_xa", n, int64(o.LoRARank*loraStackWidth(cfg, o.LoRATargets))))
 		if o.LoRADropout > 0 {
 			bufs = append(bufs, g("lora_dropout_in", int64(engine.DropoutScratch(cfg, int(n), int(c)))))
 		}

@@ -38,6 +38,7 @@ func TestParamCountTiny(t *testing.T) {
 // TestPlanLoRAByHand: LoRA r 2 on all seven projections, B 1, T 8
 // (N 8), no checkpointing, logits chunk 4, bf16, CUDA.
 func TestPlanLoRAByHand(t *testing.T) {
+	t.Setenv(engine.LoRAFusedEnv, "") // the default layout; stacked: TestPlanLoRAStackedScratch
 	p, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -338,5 +339,36 @@ func TestFromRunConfig(t *testing.T) {
 	rc.Backend, rc.Data.MaxLength = "cuda", 0
 	if _, err := FromRunConfig(rc); err == nil || !strings.Contains(err.Error(), "sequence length") {
 		t.Errorf("no max length: err = %v", err)
+	}
+}
+
+// TestPlanLoRAStackedScratch: with stacked adapters (engine.LoRAFusedEnv)
+// the adapters' intermediate gradient holds the largest stacked group's
+// ranks: 3r with q, k, v adapted, 2r with only gate and up among them, r
+// with no group.
+func TestPlanLoRAStackedScratch(t *testing.T) {
+	scratch := func(targets []string) int64 {
+		p, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4, LoRATargets: targets})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range p.Buffers {
+			if b.Name == "grad.lora_xa" {
+				return b.Bytes()
+			}
+		}
+		t.Fatal("no grad.lora_xa buffer")
+		return 0
+	}
+	t.Setenv(engine.LoRAFusedEnv, "")
+	plain := scratch(nil)
+	t.Setenv(engine.LoRAFusedEnv, "1")
+	for _, c := range []struct {
+		targets []string
+		times   int64
+	}{{nil, 3}, {[]string{"q", "v", "down"}, 2}, {[]string{"gate", "up", "o"}, 2}, {[]string{"q", "o", "up"}, 1}} {
+		if got := scratch(c.targets); got != c.times*plain {
+			t.Errorf("targets %v: %d bytes of scratch, want %d × %d", c.targets, got, c.times, plain)
+		}
 	}
 }
