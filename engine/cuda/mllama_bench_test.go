@@ -46,7 +46,7 @@ type mllama11B struct {
 // TestMllama11BVisionStep measures Llama-3.2-11B-Vision at its released
 // shape (random weights) on the GPU: LoRA r16 on every language-model
 // linear, batch 1, one 560x560 image (4 tiles, 6404 image tokens) and 1024
-// text tokens: a warm-up step, then two timed steps (forward, backward,
+// text tokens: a warm-up step, then one timed step (forward, backward,
 // AdamW); peak device memory against memplan.PlanMllama and tok/s, as
 // JSON into the file WHET_MLLAMA_11B names. The Mllama engine runs in
 // float32 throughout (weights included: about 43 GB) and keeps every
@@ -64,14 +64,17 @@ func TestMllama11BVisionStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := &mllama11B{GPU: gpu.Name(), Tokens: 1024, ImageTokens: cfg.Vision.MaxTiles * cfg.Vision.Patches()}
-	defer func() {
+	// Written after each stage, so a run cut short by its time limit
+	// still says how far it got.
+	save := func(stage string) {
 		b, _ := json.Marshal(res)
-		t.Logf("mllama11b %s", b)
+		t.Logf("mllama11b %s: %s", stage, b)
 		if err := os.WriteFile(outPath, append(b, '\n'), 0o644); err != nil {
 			t.Errorf("write %s: %v", outPath, err)
 		}
-	}()
-	measureMllamaStep(t, gpu, cfg, res)
+	}
+	defer save("end")
+	measureMllamaStep(t, gpu, cfg, res, save)
 }
 
 // peakBackend is a backend that reports and resets its peak memory.
@@ -83,7 +86,7 @@ type peakBackend interface {
 
 // measureMllamaStep fills res for cfg on gpu (res.Tokens text tokens, one
 // image of 4 tiles).
-func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, res *mllama11B) {
+func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, res *mllama11B, save func(stage string)) {
 	T := res.Tokens
 	var err error
 	base := memplan.Options{Method: memplan.LoRA, SeqLen: T, MicroBatch: 1, LoRARank: 16, Backend: memplan.BackendCUDA}
@@ -170,6 +173,7 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		}
 	}
 	res.WeightBytes = gpu.InUseBytes()
+	save("weights")
 
 	v := &cfg.Vision
 	s := engine.MllamaSample{Images: 1, AspectRatioIDs: []int32{6}, AspectRatioMask: []int32{1, 1, 1, 1},
@@ -211,6 +215,8 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		res.PeakBytes = gpu.PeakBytes()
 		t.Fatalf("warm-up step: %v", err)
 	}
+	res.PeakBytes = gpu.PeakBytes()
+	save("warm-up step")
 	gpu.ResetPeak()
 	t0 := time.Now()
 	if _, err := m.Run(batch, false, false); err != nil {
@@ -221,7 +227,8 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		t.Fatal(err)
 	}
 	res.ForwardSeconds = time.Since(t0).Seconds()
-	const steps = 2
+	save("forward")
+	const steps = 1
 	t0 = time.Now()
 	for range steps {
 		if err := step(); err != nil {
@@ -247,9 +254,10 @@ func TestMllamaStepMeasureCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := &mllama11B{Tokens: 64}
-	measureMllamaStep(t, cpu.New(), cfg, res)
+	stages := 0
+	measureMllamaStep(t, cpu.New(), cfg, res, func(string) { stages++ })
 	t.Logf("%+v", *res)
-	if res.Error != "" || res.PeakBytes <= 0 || res.TokensPerSec <= 0 || res.PlanLoRAF32 <= 0 || res.PlanQLoRA <= 0 {
+	if stages != 3 || res.Error != "" || res.PeakBytes <= 0 || res.TokensPerSec <= 0 || res.PlanLoRAF32 <= 0 || res.PlanQLoRA <= 0 {
 		t.Errorf("measurement %+v", *res)
 	}
 }

@@ -18,19 +18,19 @@ OPS='^(GELU|GELUBackward|BiasAttention|BiasAttentionBackward|LayerNorm|LayerNorm
 RUN="^(TestConformance|TestConformanceF32|TestMllamaMatchesCPU|TestGemma3VisionTrainingMatchesCPU)\$/$OPS"
 step cuda.test
 echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 cuda.test -test.run '$RUN' -test.v" >>$S
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 80 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/cuda-tests.log 2>&1; echo "cuda.test rc=$?" >>$S
+(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 60 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/cuda-tests.log 2>&1; echo "cuda.test rc=$?" >>$S
 grep -E "^(--- |ok|FAIL|PASS)|^    --- (FAIL|SKIP)|loss cpu|loss cuda" $O/cuda-tests.log >>$S
 grep -E -- "--- FAIL" -A6 $O/cuda-tests.log | head -60 >>$S
 # On a failure, the same tests with a sync after every launch name a faulting kernel.
 if grep -q -- "--- FAIL" $O/cuda-tests.log; then
   step cuda.test-sync
-  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_CUDA_SYNC=1 timeout 30 $B/cuda.test -test.run "$RUN" -test.v -test.count=1 -test.failfast) >$O/cuda-tests-sync.log 2>&1; echo "sync rc=$?" >>$S
+  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_CUDA_SYNC=1 timeout 20 $B/cuda.test -test.run "$RUN" -test.v -test.count=1 -test.failfast) >$O/cuda-tests-sync.log 2>&1; echo "sync rc=$?" >>$S
   grep -E -- "--- FAIL" -A6 $O/cuda-tests-sync.log | head -30 >>$S
 fi
 if (cd engine/cuda && $B/cuda.test -test.list 'TestMllama11BVisionStep' 2>/dev/null | grep -q TestMllama11BVisionStep); then
   step mllama-11b
   echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_MLLAMA_11B=$O/mllama-11b.json cuda.test -test.run '^TestMllama11BVisionStep\$' -test.v" >>$S
-  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_MLLAMA_11B=$O/mllama-11b.json timeout 60 $B/cuda.test -test.run '^TestMllama11BVisionStep$' -test.v -test.count=1) >$O/mllama-11b.log 2>&1; echo "11b rc=$?" >>$S
+  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_MLLAMA_11B=$O/mllama-11b.json timeout 65 $B/cuda.test -test.run '^TestMllama11BVisionStep$' -test.v -test.count=1) >$O/mllama-11b.log 2>&1; echo "11b rc=$?" >>$S
   grep -E "^(--- |ok|FAIL|PASS)|mllama11b|    " $O/mllama-11b.log | tail -20 >>$S
   cat $O/mllama-11b.json >>$S 2>/dev/null
 fi
