@@ -234,6 +234,9 @@ func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
 	}
 	defer exit()
 	op := fmt.Sprintf("SumSquares %s %v", d.dt, d.shape)
+	if b.capturing { // its answer is read back, and the synchronous memset would break the capture
+		return 0, fmt.Errorf("cuda: %s: %w", op, errCapturing)
+	}
 	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(b.scratch), 0, 2); err != nil {
 		return 0, withOp(op, err)
 	}
@@ -269,6 +272,9 @@ func (b *Backend) SumSquaresAll(ts []engine.Tensor) (float64, error) {
 	}
 	defer exit()
 	op := fmt.Sprintf("SumSquaresAll of %d tensors", len(ts))
+	if b.capturing { // as SumSquares
+		return 0, fmt.Errorf("cuda: %s: %w", op, errCapturing)
+	}
 	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(b.scratch), 0, 2); err != nil {
 		return 0, withOp(op, err)
 	}
