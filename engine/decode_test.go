@@ -254,7 +254,7 @@ func (failingRecorder) Record(func() error) (engine.Recording, error) {
 
 // TestDecodeModeFromEnv reads the switch.
 func TestDecodeModeFromEnv(t *testing.T) {
-	for v, want := range map[string]engine.DecodeMode{"": engine.DecodePlain, "plain": engine.DecodePlain, "device": engine.DecodeDevice, "graph": engine.DecodeGraph} {
+	for v, want := range map[string]engine.DecodeMode{"": engine.DecodeGraph, "plain": engine.DecodePlain, "device": engine.DecodeDevice, "graph": engine.DecodeGraph} {
 		t.Setenv(engine.DecodeModeEnv, v)
 		if got, err := engine.DecodeModeFromEnv(); err != nil || got != want {
 			t.Errorf("%q: %s, %v", v, got, err)

@@ -27,7 +27,7 @@
 //
 // # Decoding
 //
-// Opt-in, and not yet run on a GPU (compile-checked only): with
+// The default (WHET_DECODE=graph; GPU-tested on an H100, 2026-12-07): with
 // WHET_DECODE=device, batch-1 generation (engine.Generator) decodes with
 // the token, its position and the cache length in device memory
 // (engine.DeviceDecoder, kernels/decode.cu: attention_decode, which turns q
@@ -42,9 +42,9 @@
 // generator then runs the step directly), and same-dtype copies go onto
 // the stream instead of the legacy stream. NF4 weights multiply one row
 // straight from their codes (MatVecNF4, kernels/nf4.cu) on those paths.
-// WHET_CUDA_GEMV=1 (or SetGEMV) sends one-row bf16 products to
-// kernels/gemv.cu instead of cuBLASLt and lets MatVecs do q, k, v (and
-// gate, up) in one launch. The default stays the GPU-tested plain path.
+// One-row bf16 products go to kernels/gemv.cu instead of cuBLASLt and
+// MatVecs does q, k, v (and gate, up) in one launch, unless WHET_CUDA_GEMV=0
+// (or SetGEMV(false)). WHET_DECODE=plain is the path before all of this.
 //
 // # Kernels
 //
