@@ -81,16 +81,34 @@ func previewImage(r datasets.ImageRow, im datasets.ImageAt, dir string) tui.Prev
 		e := &datasets.RowError{Loc: r.Loc, Field: im.Field, Reason: datasets.ReasonBadImage, Detail: err.Error()}
 		return tui.PreviewImage{Err: e.Error()}
 	}
-	rgb := d.RGB(vision.AlphaOverWhite, vision.Gray16Scale)
-	if s := max(rgb.W, rgb.H); s > previewImageSide {
-		w, h := max(rgb.W*previewImageSide/s, 1), max(rgb.H*previewImageSide/s, 1)
-		small, err := vision.Resize(rgb, w, h, vision.Bilinear)
-		if err != nil {
-			return tui.PreviewImage{Err: fmt.Sprintf("%s: field %q: %s: shrinking for the preview: %v", r.Loc, im.Field, im.Ref, err)}
-		}
-		rgb = small
+	rgb, err := previewRGB(d)
+	if err != nil {
+		return tui.PreviewImage{Err: fmt.Sprintf("%s: field %q: %s: shrinking for the preview: %v", r.Loc, im.Field, im.Ref, err)}
 	}
 	return tui.PreviewImage{Info: imageview.Placeholder(im.Ref.String(), d), Img: rgb}
+}
+
+// batchPreviewImage decodes one image of a prepared vision sequence.
+func batchPreviewImage(b datasets.BatchImage) tui.PreviewImage {
+	d, err := b.Load()
+	if err != nil {
+		return tui.PreviewImage{Err: err.Error()}
+	}
+	rgb, err := previewRGB(d)
+	if err != nil {
+		return tui.PreviewImage{Err: fmt.Sprintf("%s: %s: shrinking for the preview: %v", b.Where, b.Ref, err)}
+	}
+	return tui.PreviewImage{Info: imageview.Placeholder(b.Ref.String(), d), Img: rgb}
+}
+
+// previewRGB is a decoded image as the preview keeps it: RGB over white,
+// at most previewImageSide pixels a side.
+func previewRGB(d *vision.Decoded) (*vision.RGB, error) {
+	rgb := d.RGB(vision.AlphaOverWhite, vision.Gray16Scale)
+	if s := max(rgb.W, rgb.H); s > previewImageSide {
+		return vision.Resize(rgb, max(rgb.W*previewImageSide/s, 1), max(rgb.H*previewImageSide/s, 1), vision.Bilinear)
+	}
+	return rgb, nil
 }
 
 // messageSegments writes a row's conversation as text, one message a

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"whet/datasets"
+	"whet/datasets/tokenizer"
 	"whet/engine"
 	"whet/tui"
 )
@@ -60,7 +62,7 @@ func TestStudioPreviewOfImageData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(pv.Unusable, "does not read images") || pv.Stats.Rows != 2 || len(pv.Examples) != 2 || len(pv.Images) != 2 {
+	if !strings.Contains(pv.Unusable, "the model tiny-llama is a text model") || pv.Stats.Rows != 2 || len(pv.Examples) != 2 || len(pv.Images) != 2 {
 		t.Fatalf("preview = unusable %q, stats %+v, %d examples, %d image lists", pv.Unusable, pv.Stats, len(pv.Examples), len(pv.Images))
 	}
 	want := []tui.Segment{{Text: "user: [image] What is this?\n", Masked: true}, {Text: "assistant: Red, then blue."}}
@@ -142,5 +144,69 @@ func TestStudioChatWithImage(t *testing.T) {
 	defer ts.Close()
 	if err := ts.(tui.ImageChat).CheckImage(img); err == nil || !strings.Contains(err.Error(), "has no vision tower") {
 		t.Errorf("a text-only model should say it has no vision tower: %v", err)
+	}
+}
+
+// TestStudioPreviewOfVisionRun: with a Gemma 3 vision model the preview
+// reads the images as training will: the tokenized example and its image,
+// nothing refused.
+func TestStudioPreviewOfVisionRun(t *testing.T) {
+	model := gemma3ChatModel(t)
+	dir := t.TempDir()
+	writeShapePNG(t, filepath.Join(dir, "a.png"), 40, 20)
+	data := filepath.Join(dir, "data.jsonl")
+	row := `{"messages": [{"role": "user", "content": [{"type": "image", "path": "a.png"}, {"type": "text", "text": "What is this?"}]}, {"role": "assistant", "content": "Red and blue."}]}` + "\n"
+	if err := os.WriteFile(data, []byte(row+row), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.RunConfig{Model: model, Method: "lora"}
+	cfg.Data.Path, cfg.Data.Template, cfg.Data.MaxLength = data, "gemma-3", 256
+	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pv.Unusable != "" || len(pv.Examples) == 0 || len(pv.Images) == 0 || len(pv.Images[0]) != 1 || pv.Stats.Tokens == 0 {
+		t.Fatalf("preview: unusable %q, %d examples, images %v, stats %+v", pv.Unusable, len(pv.Examples), pv.Images, pv.Stats)
+	}
+	if im := pv.Images[0][0]; im.Img == nil || im.Img.W != 40 || im.Info != "[image: a.png 40×20 rgb]" {
+		t.Errorf("image: %q %q", im.Info, im.Err)
+	}
+	var text strings.Builder
+	for _, s := range pv.Examples[0] {
+		text.WriteString(s.Text)
+	}
+	if !strings.Contains(text.String(), "What is this?") || !strings.Contains(text.String(), "Red and blue.") {
+		t.Errorf("example text: %q", text.String())
+	}
+}
+
+// TestSegmentsFoldImageTokenRuns: in a sequence with images a run of one
+// token (the image tokens) shows once with its count; text sequences are
+// decoded as they are.
+func TestSegmentsFoldImageTokenRuns(t *testing.T) {
+	tok, err := tokenizer.Load("testdata/tiny-llama")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []int32{40, 41}
+	for i := 0; i < 12; i++ {
+		ids = append(ids, 50)
+	}
+	ids = append(ids, 42)
+	labels := make([]int32, len(ids))
+	for i := range labels {
+		labels[i] = datasets.IgnoreIndex
+	}
+	seq := datasets.Sequence{Tokens: ids, Labels: labels}
+	plain := segments(tok, seq)
+	seq.Images = []datasets.BatchImage{{}}
+	folded := segments(tok, seq)
+	one := tok.Decode([]int{50}, false)
+	want := tok.Decode([]int{40, 41}, false) + one + "×12" + tok.Decode([]int{42}, false)
+	if len(folded) != 1 || folded[0].Text != want || !folded[0].Masked {
+		t.Errorf("folded = %+v, want %q", folded, want)
+	}
+	if len(plain) != 1 || strings.Contains(plain[0].Text, "×") || strings.Count(plain[0].Text, one) < 12 {
+		t.Errorf("a text sequence should not be folded: %+v", plain)
 	}
 }

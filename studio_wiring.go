@@ -366,7 +366,13 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 		cfg.Data.MaxLength = 2048
 	}
 	cfg.Model = dir
-	p, err := datasets.Prepare(engine.DataOptions(cfg), tok)
+	opts := engine.DataOptions(cfg)
+	// Images as the run will read them: a vision model's image tokens, or
+	// the reason a text model (or DPO/GRPO) refuses them.
+	if _, err := engine.VisionDataSettings(&opts, cfg.Method, dir); err != nil {
+		return pv, err
+	}
+	p, err := datasets.Prepare(opts, tok)
 	if err != nil {
 		// A file with images cannot be trained on yet, but its rows and
 		// images can be looked at, with the loader's refusal above them.
@@ -383,6 +389,16 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 	}
 	for i := 0; i < len(seqs) && i < 3; i++ {
 		pv.Examples = append(pv.Examples, segments(tok, seqs[i]))
+		if len(seqs[i].Images) > 0 { // a vision run: the example's images
+			for len(pv.Images) < i {
+				pv.Images = append(pv.Images, nil)
+			}
+			var ims []tui.PreviewImage
+			for _, b := range seqs[i].Images {
+				ims = append(ims, batchPreviewImage(b))
+			}
+			pv.Images = append(pv.Images, ims)
+		}
 	}
 	s := p.Stats
 	pv.Stats = tui.DataStats{Rows: s.Rows, Skipped: s.BadRows + s.Dropped, Tokens: s.Train.Tokens + s.Eval.Tokens,
@@ -392,16 +408,32 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 	return pv, nil
 }
 
-// segments decodes a sequence in runs of trained and untrained tokens.
+// segments decodes a sequence in runs of trained and untrained tokens. In
+// a sequence with images, a run of 8 or more of one token (Gemma 3's 256
+// image tokens per image) shows as that token once and ×count.
 func segments(tok *tokenizer.Tokenizer, s datasets.Sequence) []tui.Segment {
 	var out []tui.Segment
 	var run []int
 	masked := false
 	flush := func() {
-		if len(run) > 0 {
-			out = append(out, tui.Segment{Text: tok.Decode(run, false), Masked: masked})
-			run = run[:0]
+		if len(run) == 0 {
+			return
 		}
+		var b strings.Builder
+		from := 0
+		for i := 0; i <= len(run); i++ {
+			if i < len(run) && run[i] == run[from] {
+				continue
+			}
+			if n := i - from; n >= 8 && len(s.Images) > 0 {
+				b.WriteString(tok.Decode(run[from:from+1], false) + fmt.Sprintf("×%d", n))
+			} else {
+				b.WriteString(tok.Decode(run[from:i], false))
+			}
+			from = i
+		}
+		out = append(out, tui.Segment{Text: b.String(), Masked: masked})
+		run = run[:0]
 	}
 	for i, id := range s.Tokens {
 		m := s.Labels[i] == datasets.IgnoreIndex
