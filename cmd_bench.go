@@ -95,6 +95,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	gpus := fs.String("gpus", "", "data-parallel GPU counts to measure, comma-separated (1,2,4,8): each runs --batch per GPU on GPUs 0..N-1; a count of 1 gives the others' scaling efficiency")
 	ranks := fs.String("ranks", "", "as --gpus, for ranks on the CPU backend (--backend cpu)")
 	collective := fs.String("collective", "", "with --gpus or --ranks: nccl (default on GPUs) or ring (the Go ring, default on the CPU)")
+	decodeBatch := fs.Int("decode-batch", 0, "with --decode: also time N prompts (lengths --seq down to about half of it) generated one after another with the one-sequence generator against all N in one batched call (engine.GroupGenerator.GenerateMany over a paged KV cache), each --decode tokens, and say whether their greedy tokens agree")
 	decodeModes := fs.String("decode-modes", "", "with --decode: decoding paths to time one after another on the same model, comma-separated: plain, device or graph, each optionally +cublas (one-row products on cuBLASLt instead of the GEMV kernel, which device and graph turn on); default: the "+engine.DecodeModeEnv+" environment's")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -115,6 +116,9 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	counts, err := benchRankCounts(*gpus, *ranks, *backend)
 	if err != nil {
 		return err
+	}
+	if *decodeBatch < 0 || (*decodeBatch > 0 && *decode == 0) {
+		return fmt.Errorf("--decode-batch %d: want a number of prompts, with --decode", *decodeBatch)
 	}
 	if (*grpoG > 0 || *decode > 0) && (len(counts) > 1 || counts[0] > 1) {
 		return errors.New("--gpus and --ranks measure supervised training steps; --grpo and --decode run on one GPU")
@@ -181,9 +185,13 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		for _, name := range strings.Split(*models, ",") {
 			for _, method := range strings.Split(*methods, ",") {
-				rs, err := benchDecode(env, name, method, *seq, *decode, modes)
+				rs, br, err := benchDecode(env, name, method, *seq, *decode, modes, *decodeBatch)
 				for _, r := range rs {
 					js, _ := json.Marshal(r)
+					fmt.Fprintf(stdout, "%s\n", js)
+				}
+				if br != nil {
+					js, _ := json.Marshal(br)
 					fmt.Fprintf(stdout, "%s\n", js)
 				}
 				if err != nil {
@@ -682,21 +690,22 @@ func decodeWeightBytes(m *engine.Model) int64 {
 // the prefill of a prompt, then newTokens single-token steps. method
 // qlora stores the decoder's linears in NF4 (no adapters: the base
 // model's speed); lora and full keep them in the compute dtype.
-func benchDecode(env benchEnv, name, method string, prompt, newTokens int, modes []string) ([]decodeResult, error) {
+func benchDecode(env benchEnv, name, method string, prompt, newTokens int, modes []string, batch int) ([]decodeResult, *decodeBatchResult, error) {
 	b := env.backend
 	cfg, err := benchModel(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Three prompts are read (warm-up, prefill alone, prefill and
-	// decoding) and 2N FLOPs spent per token.
-	tokens := 3*prompt + 4 + 1 + newTokens
+	// decoding) and 2N FLOPs spent per token; with a batch, each of its
+	// prompts and tokens twice more (alone and together) and a warm-up.
+	tokens := 3*prompt + 4 + 1 + newTokens + batch*(3*prompt+2*newTokens+4)
 	flops := 2 * float64(memplan.ParamCount(cfg)) * float64(tokens)
 	if env.rate > 0 {
 		est := time.Duration(flops / env.rate * float64(time.Second))
 		what := fmt.Sprintf("%d tokens after a %d-token prompt", newTokens, prompt)
 		if err := env.checkTime(what, est, fmt.Sprintf("%.3g TFLOP at the measured %.3g GFLOP/s", flops/1e12, env.rate/1e9)); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	say := func(format string, args ...any) {
@@ -707,16 +716,16 @@ func benchDecode(env benchEnv, name, method string, prompt, newTokens int, modes
 	switch method {
 	case "lora", "qlora", "full":
 	default:
-		return nil, fmt.Errorf("unknown method %q (lora, qlora or full)", method)
+		return nil, nil, fmt.Errorf("unknown method %q (lora, qlora or full)", method)
 	}
 	m, err := engine.NewModelWith(*cfg, b, engine.ModelOptions{NF4Linears: method == "qlora"})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer m.Free()
 	say("random weights")
 	if err := m.InitRandom(1, 0.02); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rng := rand.New(rand.NewPCG(3, 3))
 	ids := make([]int32, prompt)
@@ -730,12 +739,132 @@ func benchDecode(env benchEnv, name, method string, prompt, newTokens int, modes
 	for _, mode := range modes {
 		r, err := benchDecodeMode(m, ids, newTokens, mode, say)
 		if err != nil {
-			return rs, fmt.Errorf("decode mode %q: %w", mode, err)
+			return rs, nil, fmt.Errorf("decode mode %q: %w", mode, err)
 		}
 		r.Model, r.Method = name, method
 		rs = append(rs, r)
 	}
-	return rs, nil
+	if batch == 0 {
+		return rs, nil, nil
+	}
+	br, err := benchDecodeBatch(m, rng, prompt, newTokens, batch, modes[0], say)
+	if err != nil {
+		return rs, nil, fmt.Errorf("decode batch of %d: %w", batch, err)
+	}
+	br.Model, br.Method = name, method
+	return rs, br, nil
+}
+
+// decodeBatchResult compares generating several prompts one after another
+// with generating them in one batched call.
+type decodeBatchResult struct {
+	Model     string `json:"model"`
+	Method    string `json:"method"`
+	Backend   string `json:"backend"`
+	Batch     int    `json:"decode_batch"`
+	Prompts   []int  `json:"prompt_tokens"`
+	NewTokens int    `json:"new_tokens_each"`
+	// The rates are all prompts' new tokens over the time of the whole
+	// round (prefills included), as samples during training cost.
+	SequentialSec    float64 `json:"sequential_s"`
+	SequentialPerSec float64 `json:"sequential_tokens_per_sec"`
+	SequentialMode   string  `json:"sequential_decode_mode"`
+	BatchedSec       float64 `json:"batched_s"`
+	BatchedPerSec    float64 `json:"batched_tokens_per_sec"`
+	Speedup          float64 `json:"speedup"`
+	KVBlocks         int     `json:"kv_blocks"`
+	KVBlockTokens    int     `json:"kv_block_tokens"`
+	// GreedySame says whether every prompt's tokens agree; Differ, the
+	// first prompt and step where they do not (rounding in a batched
+	// product can differ from a one-row one on a GPU).
+	GreedySame bool   `json:"greedy_same"`
+	Differ     string `json:"differ,omitempty"`
+}
+
+// benchDecodeBatch times batch prompts of random ids, from prompt tokens
+// down to about half, each greedy-decoded for newTokens: one after another
+// on the one-sequence generator (decoding path mode, as benchDecodeMode
+// names it without +cublas), then together in one GenerateMany call over
+// a paged KV cache sized to their own lengths.
+func benchDecodeBatch(m *engine.Model, rng *rand.Rand, prompt, newTokens, batch int, mode string, say func(string, ...any)) (*decodeBatchResult, error) {
+	r := &decodeBatchResult{Backend: m.B.Name(), Batch: batch, NewTokens: newTokens, KVBlockTokens: engine.DefaultKVBlockTokens}
+	prompts := make([][]int32, batch)
+	longest := 0
+	for i := range prompts {
+		n := max(1, prompt-i*prompt/(2*batch))
+		prompts[i] = make([]int32, n)
+		for j := range prompts[i] {
+			prompts[i][j] = int32(rng.IntN(m.Cfg.VocabSize))
+		}
+		r.Prompts = append(r.Prompts, n)
+		r.KVBlocks += (n + newTokens + engine.DefaultKVBlockTokens - 1) / engine.DefaultKVBlockTokens
+		longest = max(longest, n)
+	}
+	one, err := m.NewGenerator(longest + newTokens)
+	if err != nil {
+		return nil, err
+	}
+	defer one.Free()
+	name, _ := strings.CutSuffix(mode, "+cublas")
+	if name != "" {
+		one.Mode = engine.DecodeMode(name)
+	}
+	group, err := m.NewPagedGroupGenerator(batch, longest+newTokens, engine.DefaultKVBlockTokens, r.KVBlocks)
+	if err != nil {
+		return nil, err
+	}
+	defer group.Free()
+	ctx := context.Background()
+	opts := make([]engine.SampleOptions, batch)
+	for i := range opts {
+		opts[i] = engine.Greedy(2, nil)
+	}
+	say("batch of %d: warm-up", batch)
+	if _, err := one.Generate(ctx, prompts[0], opts[0], nil); err != nil {
+		return nil, err
+	}
+	if _, err := group.GenerateMany(ctx, prompts, opts, nil); err != nil {
+		return nil, err
+	}
+	say("batch of %d: one after another, %d tokens each", batch, newTokens)
+	seq := make([][]int32, batch)
+	t0 := time.Now()
+	for i, p := range prompts {
+		if seq[i], err = one.Generate(ctx, p, engine.Greedy(newTokens, nil), nil); err != nil {
+			return nil, err
+		}
+	}
+	r.SequentialSec = time.Since(t0).Seconds()
+	r.SequentialMode = string(one.Used)
+	for i := range opts {
+		opts[i] = engine.Greedy(newTokens, nil)
+	}
+	say("batch of %d: together", batch)
+	t1 := time.Now()
+	got, err := group.GenerateMany(ctx, prompts, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.BatchedSec = time.Since(t1).Seconds()
+	total := 0
+	r.GreedySame = true
+	for i := range got {
+		total += len(got[i])
+		if r.GreedySame {
+			if k := slices.Compare(got[i], seq[i]); k != 0 {
+				r.GreedySame = false
+				step := 0
+				for step < min(len(got[i]), len(seq[i])) && got[i][step] == seq[i][step] {
+					step++
+				}
+				r.Differ = fmt.Sprintf("prompt %d, token %d", i, step)
+			}
+		}
+	}
+	r.SequentialPerSec = float64(total) / r.SequentialSec
+	r.BatchedPerSec = float64(total) / r.BatchedSec
+	r.Speedup = r.SequentialSec / r.BatchedSec
+	return r, nil
 }
 
 // gemvSwitch is a backend whose one-row products can go to cuBLASLt

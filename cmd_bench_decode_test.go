@@ -65,3 +65,35 @@ func TestBenchDecode(t *testing.T) {
 		t.Errorf("plain+cublas on the CPU: %v", err)
 	}
 }
+
+// TestBenchDecodeBatch: --decode-batch N adds a line comparing N prompts
+// of different lengths generated one after another with the same N in
+// one batched call; on the CPU their greedy tokens agree. Without
+// --decode it is refused.
+func TestBenchDecodeBatch(t *testing.T) {
+	var out, errs bytes.Buffer
+	args := []string{"--decode", "5", "--decode-batch", "3", "--model", "testdata/tiny-llama", "--seq", "12", "--backend", "cpu", "--peak-tflops", "1", "--json"}
+	if err := runBench(args, nil, &out, &errs); err != nil {
+		t.Fatalf("whet bench: %v\n%s", err, errs.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want the decode line and the batch line: %q", len(lines), out.String())
+	}
+	var r decodeBatchResult
+	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Batch != 3 || len(r.Prompts) != 3 || r.Prompts[0] != 12 || r.Prompts[2] >= r.Prompts[0] || r.NewTokens != 5 {
+		t.Errorf("%+v: want 3 prompts from 12 tokens down, 5 new each", r)
+	}
+	if !r.GreedySame || r.Differ != "" {
+		t.Errorf("batched and one-by-one greedy tokens differ on the CPU: %s", r.Differ)
+	}
+	if r.SequentialSec <= 0 || r.BatchedSec <= 0 || r.KVBlocks != 4 || r.SequentialMode != "plain" {
+		t.Errorf("%+v: want times, 4 blocks of 16 (12+5 tokens take two, 10+5 and 8+5 one), the plain path", r)
+	}
+	if err := runBench([]string{"--decode-batch", "2", "--model", "testdata/tiny-llama", "--backend", "cpu"}, nil, &out, &errs); err == nil || !strings.Contains(err.Error(), "with --decode") {
+		t.Errorf("--decode-batch without --decode: %v", err)
+	}
+}

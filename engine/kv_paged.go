@@ -268,3 +268,20 @@ func (c *kvCache) rowsAt(B Backend, l, kv, pos, n, kvd int) (Tensor, int, error)
 	t, err := B.View(st, pos*kvd, n, kvd)
 	return t, n, err
 }
+
+// ScatterKVBlocks takes every other free block of a paged generator's
+// pool out of use for good, so that no lane's blocks are consecutive and
+// attention gathers them every time: for checking the gather path on a
+// backend (tests). It does nothing to a generator with contiguous caches.
+func (g *GroupGenerator) ScatterKVBlocks() {
+	if g.pool == nil {
+		return
+	}
+	var keep []int
+	for i, id := range g.pool.free {
+		if i%2 == 0 {
+			keep = append(keep, id)
+		}
+	}
+	g.pool.free = keep
+}

@@ -63,7 +63,7 @@ func TestPagedGenerateManyMatchesContiguous(t *testing.T) {
 				}
 				defer paged.Free()
 				if fragmented {
-					paged.FragmentKVPool()
+					paged.ScatterKVBlocks()
 				}
 				for round := 0; round < 2; round++ { // the second reuses the pool
 					got, err := paged.GenerateMany(context.Background(), prompts, opts, nil)
@@ -126,7 +126,7 @@ func TestPagedGroupGenerateMatchesContiguous(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer paged.Free()
-	paged.FragmentKVPool() // 8 blocks left: 4 lanes of 15 tokens need 4 each
+	paged.ScatterKVBlocks() // 8 blocks left: 4 lanes of 15 tokens need 4 each
 	if _, err := paged.Generate(context.Background(), prompt, opts, nil); err == nil || !strings.Contains(err.Error(), "kv pool exhausted") {
 		t.Fatalf("4 lanes of 4 blocks fit 8 blocks: %v", err)
 	}
