@@ -18,6 +18,3 @@ func LoRAStackRows(m *Model) []int {
 	}
 	return out
 }
-
-// StackedProducts is how many stacked adapter products a's passes ran.
-func StackedProducts(a *Activations) int { return a.stackedProducts }

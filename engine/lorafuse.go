@@ -353,3 +353,7 @@ func stackXABuffer(st *loraStack, T int) (n int, offs []int) {
 	}
 	return max(n, T*st.rows), offs
 }
+
+// StackedLoRAProducts is how many stacked adapter products (one per group
+// and pass) a's passes have run: 0 when no pass ran its adapters stacked.
+func (a *Activations) StackedLoRAProducts() int { return a.stackedProducts }

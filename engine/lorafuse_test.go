@@ -109,10 +109,10 @@ func TestLoRAFusedMatchesUnfused(t *testing.T) {
 					t.Fatal(err)
 				}
 				closeSlices(t, "logits", lf, lr, 1e-5)
-				if got := engine.StackedProducts(af) > 0; got != (c.stacks > 0) {
-					t.Fatalf("stacked products in the forward: %d, stacks %d", engine.StackedProducts(af), c.stacks)
+				if got := af.StackedLoRAProducts() > 0; got != (c.stacks > 0) {
+					t.Fatalf("stacked products in the forward: %d, stacks %d", af.StackedLoRAProducts(), c.stacks)
 				}
-				before := engine.StackedProducts(af)
+				before := af.StackedLoRAProducts()
 				scale := float32(1 / float64(b.NumTargets()))
 				rr, err := ar.ForwardBackward(b, scale, true, 77)
 				if err != nil {
@@ -130,7 +130,7 @@ func TestLoRAFusedMatchesUnfused(t *testing.T) {
 				if _, err := af.ForwardBackward(b2, scale, true, 78); err != nil {
 					t.Fatal(err)
 				}
-				if ran := engine.StackedProducts(af) > before; ran != (v.wantRuns && c.stacks > 0) {
+				if ran := af.StackedLoRAProducts() > before; ran != (v.wantRuns && c.stacks > 0) {
 					t.Fatalf("stacked products while training: %v (dropout %v, stacks %d)", ran, v.drop, c.stacks)
 				}
 				if math.Abs(rr.LossSum-rf.LossSum) > 1e-5*math.Abs(rr.LossSum) || rr.Count != rf.Count {
