@@ -92,26 +92,34 @@ func (c *common) drawImage(im *PreviewImage, cols, rows int) []string {
 		lines := strings.Split(st.Bad.Render(wrap("✗ "+printable(msg), cols)), "\n")
 		return lines[:min(len(lines), rows)]
 	}
-	caption := st.Muted.Render(trimTo(printable(im.Info), cols))
 	p := c.imageMode
 	if p == imageview.Text || rows < 3 || cols < 4 {
-		return []string{caption}
+		return []string{st.Muted.Render(trimTo(printable(im.Info), cols))}
 	}
+	// The name on up to two lines when the picture keeps three rows.
+	var caption []string
+	for _, l := range strings.Split(wrap(printable(im.Info), cols), "\n") {
+		caption = append(caption, st.Muted.Render(trimTo(l, cols)))
+	}
+	if len(caption) > 2 || rows-len(caption) < 3 {
+		caption = []string{st.Muted.Render(trimTo(printable(im.Info), cols))}
+	}
+	rows -= len(caption) - 1
 	var lines []string
 	switch p {
 	case imageview.Kitty:
 		cc, rr := imageview.Cells(im.Img.W, im.Img.H, min(cols, imageview.MaxKittyCells), min(rows-1, imageview.MaxKittyCells))
 		k, err := c.kittyImages.kitty(im, cc, rr)
 		if err != nil {
-			return []string{caption, st.Bad.Render(trimTo("✗ "+err.Error(), cols))}
+			return append(caption, st.Bad.Render(trimTo("✗ "+err.Error(), cols)))
 		}
 		lines = k
 	default:
 		art, err := imageview.HalfBlocks(im.Img, cols, rows-1)
 		if err != nil {
-			return []string{caption, st.Bad.Render(trimTo("✗ "+err.Error(), cols))}
+			return append(caption, st.Bad.Render(trimTo("✗ "+err.Error(), cols)))
 		}
 		lines = strings.Split(strings.TrimSuffix(art, "\n"), "\n")
 	}
-	return append([]string{caption}, lines...)
+	return append(caption, lines...)
 }

@@ -1,15 +1,23 @@
 package tui_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
 	"github.com/charmbracelet/x/ansi"
 
+	"whet/tui"
 	"whet/tui/components/imageview"
 	"whet/tui/fake"
 )
@@ -39,7 +47,7 @@ func TestGoldenDataImages(t *testing.T) {
 				checkSize(t, v, sz.w, sz.h)
 				golden(t, fmt.Sprintf("data_images_%v_%dx%d", p, sz.w, sz.h), v)
 				s := d.screen()
-				for _, want := range []string{"[image: shapes/red-circle", "part 0 is an image: whet cannot"} {
+				for _, want := range []string{"circle.png 48×32 rgb]", "part 0 is an image: whet cannot"} {
 					if !strings.Contains(s, want) {
 						t.Errorf("screen lacks %q:\n%s", want, s)
 					}
@@ -82,7 +90,7 @@ func TestDataImagesBrowseAndRefuse(t *testing.T) {
 	}
 	checkSize(t, d.view(), 80, 24)
 	d.keys("right")
-	if s := d.screen(); !strings.Contains(s, "[image: shapes/green.png") || !strings.Contains(s, "[image: shapes/red.png") {
+	if s := d.screen(); !strings.Contains(s, "shapes/green.png") || !strings.Contains(s, "shapes/red.png") {
 		t.Errorf("example 3 should show both images:\n%s", s)
 	}
 	checkSize(t, d.view(), 80, 24)
@@ -197,5 +205,67 @@ func TestChatImageOnATextModel(t *testing.T) {
 	}
 	if strings.Contains(d.screen(), "[image:") {
 		t.Errorf("no image line should stand in the transcript:\n%s", d.screen())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while the program writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestProgramSendsKittyImages: through Bubble Tea's real renderer, the
+// kitty transmission in front of the first placeholder cell reaches the
+// terminal once (the renderer repaints a cell only when it changes), and
+// the placeholder cells follow it.
+func TestProgramSendsKittyImages(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Data = fake.Previewer{Preview0: fake.ImagePreview()}
+	o.Images = imageview.Kitty
+	m := tui.New(o)
+	in, keys := io.Pipe()
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p := tea.NewProgram(m, tea.WithInput(in), tea.WithOutput(&out), tea.WithWindowSize(80, 24),
+		tea.WithoutSignals(), tea.WithContext(ctx), tea.WithColorProfile(colorprofile.TrueColor))
+	done := make(chan error, 1)
+	go func() { _, err := p.Run(); done <- err }()
+	go keys.Write([]byte("\r\r\r")) // model, method, preview the first file
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), "\U0010EEEE") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // more frames
+	p.Quit()
+	if err := <-done; err != nil {
+		t.Fatalf("program: %v", err)
+	}
+	s := out.String()
+	if n := strings.Count(s, "\x1b_Ga=T,U=1,f=100,t=d,i=1,"); n != 1 {
+		t.Errorf("the image was sent %d times, want once", n)
+	}
+	at := strings.Index(s, "\x1b_Ga=T")
+	if at < 0 {
+		t.Fatalf("no kitty transmission reached the terminal")
+	}
+	end := strings.Index(s[at:], "m=0;")
+	if end < 0 || !strings.Contains(s[at+end:], "\x1b\\\U0010EEEE\u0305\u0305") {
+		t.Errorf("the transmission does not end in front of the first placeholder cell")
+	}
+	if strings.Count(s, "\U0010EEEE") < 24*7 { // 24×7 cells at 80×24 (the golden's)
+		t.Errorf("%d placeholder cells reached the terminal", strings.Count(s, "\U0010EEEE"))
 	}
 }

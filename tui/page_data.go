@@ -631,26 +631,53 @@ func (p *dataPage) previewView(h int) string {
 }
 
 // exampleWithImages draws an example in h lines: its text alone, or with
-// its images in a column on the right (below the text in a narrow
-// window), each under a line naming it.
+// its images in a column on the right (below the text in a narrow window
+// or as placeholder lines), each under a line naming it. The errors of
+// images that cannot be read follow the text, where there is room to
+// read them.
 func (p *dataPage) exampleWithImages(segs []Segment, images []PreviewImage, h int) []string {
+	st := p.styles
 	if len(images) == 0 {
-		return renderExample(p.styles, segs, p.w-2, h)
+		return renderExample(st, segs, p.w-2, h)
 	}
-	if p.w < 60 || p.imageMode == imageview.Text {
-		// Placeholder lines, or too narrow for two columns: the text,
-		// then the images.
-		textH := max(h/2, 1)
-		text := renderExample(p.styles, segs, p.w-2, textH)
-		for _, l := range p.imageColumn(images, p.w-2, h-len(text)) {
+	var good []PreviewImage
+	var errs []string
+	for _, im := range images {
+		switch {
+		case im.Err != "":
+			errs = append(errs, im.Err)
+		case im.Img == nil:
+			errs = append(errs, "image not read: "+im.Info)
+		default:
+			good = append(good, im)
+		}
+	}
+	twoCols := p.w >= 60 && p.imageMode != imageview.Text && len(good) > 0
+	textW, imgW := p.w-2, 0
+	if twoCols {
+		imgW = min(max(p.w/3, 24), 48)
+		textW = p.w - 2 - imgW - 2
+	}
+	var errLines []string
+	for _, e := range errs {
+		for _, l := range strings.Split(wrap("✗ "+printable(e), textW), "\n") {
+			errLines = append(errLines, "  "+st.Bad.Render(l))
+		}
+	}
+	textH := h
+	if !twoCols && len(good) > 0 {
+		textH = max(h/2, 1) // the images below
+	}
+	text := renderExample(st, segs, textW, max(textH-len(errLines), 1))
+	text = append(text, errLines...)
+	text = text[:min(len(text), textH)]
+	if !twoCols {
+		for _, l := range p.imageColumn(good, p.w-2, h-len(text)) {
 			text = append(text, "  "+l)
 		}
 		return text
 	}
-	imgW := min(max(p.w/3, 24), 48)
-	textW := p.w - 2 - imgW - 2
-	text := renderExample(p.styles, segs, textW, h)
-	imgs := p.imageColumn(images, imgW, h)
+	imgs := p.imageColumn(good, imgW, h)
 	out := make([]string, max(len(text), len(imgs)))
 	for i := range out {
 		var l, r string
