@@ -16,9 +16,9 @@ import (
 // passes run them stacked: each family's tiny model with adapters on every
 // linear, first one backward's adapter gradients (with random B, so that
 // A's gradients are not zero) from the GPU stacked and unstacked against
-// the CPU's (unstacked, float32): the stacked error may be at most twice
-// the unstacked one plus 2e-3 (both are bf16 rounding; a wrong product
-// is off by order 1); then 40 optimizer steps stacked on the GPU against
+// the CPU's (unstacked, float32): the stacked error may be at most three
+// times the unstacked one plus 1e-2 (both are bf16 rounding, summed in
+// another order; a wrong product is off by order 1); then 40 optimizer steps stacked on the GPU against
 // the CPU unstacked, every step's loss within 1%.
 func TestLoRAStackedMatchesCPU(t *testing.T) {
 	gpu := newGPU(t, cuda.Options{})
@@ -80,7 +80,7 @@ func TestLoRAStackedMatchesCPU(t *testing.T) {
 			for i := range want {
 				ep, es := relL2(plain[i], want[i]), relL2(stacked[i], want[i])
 				worstPlain, worstStacked = max(worstPlain, ep), max(worstStacked, es)
-				if !(es <= 2*ep+2e-3) {
+				if !(es <= 3*ep+1e-2) {
 					t.Errorf("adapter gradient %d: stacked off the CPU's by %.3g relative, unstacked by %.3g", i, es, ep)
 				}
 			}
