@@ -30,7 +30,7 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("images", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	proc := fs.String("processor", "", "gemma3, mllama, a model folder or its preprocessor_config.json: also show the tiles or crops each image gets")
-	show := fs.Int("show", 0, "draw the images of this row (its line in JSONL, its row number in Parquet, its index in JSON) with coloured half blocks instead")
+	show := fs.Int("show", 0, "draw the images of this row (its line in JSONL, its row number in Parquet, its index in JSON) instead: kitty or iTerm2 graphics where the terminal has them, else coloured half blocks (WHET_IMAGES=kitty|iterm2|blocks|text chooses)")
 	cols := fs.Int("cols", 60, "with --show: the width to draw in, in terminal columns")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: whet images [--processor gemma3|mllama|MODEL_DIR|FILE] [--show ROW [--cols N]] DATA.jsonl|.json|.parquet")
@@ -72,7 +72,8 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *show != 0 {
-		return showRow(stdout, path, rows, *show, *cols)
+		p, note := showProtocol(stdout)
+		return showRow(stdout, path, rows, *show, *cols, p, note)
 	}
 	modes := map[string]int{}
 	layouts := map[string]int{}
@@ -166,8 +167,23 @@ func printCounts(w io.Writer, indent string, counts map[string]int) {
 	}
 }
 
-// showRow draws the images of one row, each under a line naming it.
-func showRow(w io.Writer, path string, rows []datasets.ImageRow, n, cols int) error {
+// showProtocol is how --show draws: as imageview.Detect says when stdout
+// is a terminal, half blocks into a file or a pipe.
+func showProtocol(w io.Writer) (imageview.Protocol, string) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return imageview.Blocks, ""
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return imageview.Blocks, ""
+	}
+	return imageview.Detect(os.Getenv)
+}
+
+// showRow draws the images of one row, each under a line naming it, with
+// the protocol p (note says why it was chosen; for text, why nothing is
+// drawn).
+func showRow(w io.Writer, path string, rows []datasets.ImageRow, n, cols int, p imageview.Protocol, note string) error {
 	if cols < 1 {
 		return fmt.Errorf("--cols %d: want at least 1", cols)
 	}
@@ -178,14 +194,36 @@ func showRow(w io.Writer, path string, rows []datasets.ImageRow, n, cols int) er
 		if len(r.Images) == 0 {
 			return fmt.Errorf("%s has no images", r.Loc)
 		}
-		for _, im := range r.Images {
+		for i, im := range r.Images {
 			d, err := im.Ref.Load(filepath.Dir(path))
 			if err != nil {
 				return fmt.Errorf("%s: field %q: %w", r.Loc, im.Field, err)
 			}
 			fmt.Fprintf(w, "%s: %s: %s\n", r.Loc, im.Field, imageview.Placeholder(im.Ref.String(), d))
 			// Mllama's white-over-transparency is the friendlier preview.
-			art, err := imageview.HalfBlocks(d.RGB(vision.AlphaOverWhite, vision.Gray16Scale), cols, cols/2)
+			rgb := d.RGB(vision.AlphaOverWhite, vision.Gray16Scale)
+			c, rr := imageview.Cells(rgb.W, rgb.H, cols, cols/2)
+			var art string
+			switch p {
+			case imageview.Kitty:
+				c, rr = imageview.Cells(rgb.W, rgb.H, min(cols, imageview.MaxKittyCells), min(cols/2, imageview.MaxKittyCells))
+				id := uint32(i%255 + 1)
+				if art, err = imageview.KittyTransmit(rgb, id, c, rr); err == nil {
+					var cells string
+					cells, err = imageview.KittyPlaceholders(id, c, rr)
+					art += cells
+				}
+			case imageview.ITerm2:
+				if art, err = imageview.ITerm2Inline(rgb, filepath.Base(im.Ref.Path), c, rr); err == nil {
+					art += "\n"
+				}
+			case imageview.Text:
+				if i == 0 {
+					art = "(not drawn: " + note + "; WHET_IMAGES=blocks draws it anyway)\n"
+				}
+			default:
+				art, err = imageview.HalfBlocks(rgb, cols, cols/2)
+			}
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"whet/datasets/tokenizer"
 	"whet/engine"
 	"whet/tui"
+	"whet/tui/components/imageview"
 )
 
 // writeShapePNG writes a w×h PNG, red on its left half, blue on the right.
@@ -208,5 +209,43 @@ func TestSegmentsFoldImageTokenRuns(t *testing.T) {
 	}
 	if len(plain) != 1 || strings.Contains(plain[0].Text, "×") || strings.Count(plain[0].Text, one) < 12 {
 		t.Errorf("a text sequence should not be folded: %+v", plain)
+	}
+}
+
+// TestShowRowProtocols: whet images --show draws with kitty graphics,
+// iTerm2 inline images, half blocks, or not at all (text), as the terminal
+// allows.
+func TestShowRowProtocols(t *testing.T) {
+	dir := t.TempDir()
+	writeShapePNG(t, filepath.Join(dir, "a.png"), 40, 20)
+	data := filepath.Join(dir, "data.jsonl")
+	row := `{"messages": [{"role": "user", "content": [{"type": "image", "path": "a.png"}, {"type": "text", "text": "?"}]}, {"role": "assistant", "content": "!"}]}` + "\n"
+	if err := os.WriteFile(data, []byte(row), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rows, _, err := datasets.ReadImageRows(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		p          imageview.Protocol
+		want, dont string
+	}{
+		{imageview.Kitty, "\x1b_Ga=T,U=1,f=100,t=d,i=1,c=20,r=5,q=2,", "▀"},
+		{imageview.ITerm2, "\x1b]1337;File=name=YS5wbmc=;", "▀"},
+		{imageview.Blocks, "▀", "\x1b_G"},
+		{imageview.Text, "(not drawn: NO_COLOR is set;", "▀"},
+	} {
+		var out strings.Builder
+		if err := showRow(&out, data, rows, 1, 20, tc.p, "NO_COLOR is set"); err != nil {
+			t.Fatalf("%v: %v", tc.p, err)
+		}
+		s := out.String()
+		if !strings.HasPrefix(s, data+":1: messages[0].content[0]: [image: a.png 40×20 rgb]\n") || !strings.Contains(s, tc.want) || strings.Contains(s, tc.dont) {
+			t.Errorf("%v: %q", tc.p, s[:min(len(s), 300)])
+		}
+		if tc.p == imageview.Kitty && strings.Count(s, "\U0010EEEE") != 20*5 {
+			t.Errorf("kitty: %d placeholder cells, want 20×5", strings.Count(s, "\U0010EEEE"))
+		}
 	}
 }
