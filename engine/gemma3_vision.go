@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -267,20 +268,61 @@ func (v *Gemma3Vision) loraParams() []*Param {
 	return []*Param{v.ProjLoRA.A, v.ProjLoRA.B}
 }
 
-// gemma3VisionSource finds a tower or projector tensor under its released
-// name (vision_tower.…, multi_modal_projector.…) or transformers 5's
-// (model.vision_tower.…, model.multi_modal_projector.…).
-type gemma3VisionSource struct{ WeightSource }
+// gemma3VisionLayouts is every place a checkpoint keeps the tower and the
+// projector: whet's names are the released checkpoints' (the first row);
+// a file is read in the first layout whose patch embedding it holds, and
+// every other tower and projector tensor must then be under that layout.
+var gemma3VisionLayouts = []struct{ what, tower, projector string }{
+	{"the released checkpoints' names (transformers 4)", gemma3VisionPrefix, gemma3ProjectorPrefix},
+	{"transformers 5's module names", "model." + gemma3VisionPrefix, "model." + gemma3ProjectorPrefix},
+	// transformers 5.17 keeps SigLIP's layers on SiglipVisionModel itself
+	// (no vision_model. under vision_tower.) and saves them so.
+	{"transformers 5.17's saved names", "vision_tower.", gemma3ProjectorPrefix},
+	{"transformers 5.17's module names", "model.vision_tower.", "model." + gemma3ProjectorPrefix},
+}
 
-func (s gemma3VisionSource) resolve(name string) string {
-	if _, ok := s.WeightSource.Shape(name); ok {
-		return name
+// gemma3VisionFileName is the name of whet's tower or projector tensor in
+// layout l (whet's name unchanged when it is neither).
+func gemma3VisionFileName(l int, name string) string {
+	if rest, ok := strings.CutPrefix(name, gemma3VisionPrefix); ok {
+		return gemma3VisionLayouts[l].tower + rest
 	}
-	if _, ok := s.WeightSource.Shape("model." + name); ok {
-		return "model." + name
+	if rest, ok := strings.CutPrefix(name, gemma3ProjectorPrefix); ok {
+		return gemma3VisionLayouts[l].projector + rest
 	}
 	return name
 }
+
+// Gemma3VisionLayout finds the layout of src's tower (the first row of
+// gemma3VisionLayouts whose patch embedding src holds): its index and a
+// description, or ok false when src holds no tower under any of them.
+func Gemma3VisionLayout(has func(name string) bool) (layout int, what string, ok bool) {
+	for i, l := range gemma3VisionLayouts {
+		if has(gemma3VisionFileName(i, gemma3VisionPrefix+"embeddings.patch_embedding.weight")) {
+			return i, l.what, true
+		}
+	}
+	return 0, "", false
+}
+
+// Gemma3VisionFileName maps whet's name of a tower or projector tensor
+// (vision_tower.vision_model.…, multi_modal_projector.…) to its name in
+// the file whose layout Gemma3VisionLayout found.
+func Gemma3VisionFileName(layout int, name string) string { return gemma3VisionFileName(layout, name) }
+
+// gemma3VisionSource reads whet's tower and projector tensors from a file
+// in one of gemma3VisionLayouts.
+type gemma3VisionSource struct {
+	WeightSource
+	layout int
+}
+
+func newGemma3VisionSource(src WeightSource) (gemma3VisionSource, bool) {
+	l, _, ok := Gemma3VisionLayout(func(n string) bool { _, ok := src.Shape(n); return ok })
+	return gemma3VisionSource{src, l}, ok
+}
+
+func (s gemma3VisionSource) resolve(name string) string { return gemma3VisionFileName(s.layout, name) }
 
 func (s gemma3VisionSource) Shape(name string) ([]int, bool) {
 	return s.WeightSource.Shape(s.resolve(name))
@@ -290,10 +332,23 @@ func (s gemma3VisionSource) Float32(name string) ([]float32, error) {
 }
 func (s gemma3VisionSource) Where(name string) string { return s.WeightSource.Where(s.resolve(name)) }
 
+// check names the file's tensor when it is missing or misshapen.
+func (s gemma3VisionSource) check(p *Param) error {
+	fn := s.resolve(p.Name)
+	shape, ok := s.WeightSource.Shape(fn)
+	if !ok {
+		return fmt.Errorf("%s: missing tensor %s (a gemma3 (vision) model needs it; the file keeps its tower in %s)", s.Where(p.Name), fn, gemma3VisionLayouts[s.layout].what)
+	}
+	if !slices.Equal(shape, p.Shape) {
+		return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", s.Where(p.Name), fn, shape, p.Shape)
+	}
+	return nil
+}
+
 // HasGemma3VisionWeights reports whether src holds a Gemma 3 vision tower
-// (its patch embedding) under either spelling.
+// (its patch embedding) in any of the known layouts.
 func HasGemma3VisionWeights(src WeightSource) bool {
-	_, ok := gemma3VisionSource{src}.Shape(gemma3VisionPrefix + "embeddings.patch_embedding.weight")
+	_, ok := newGemma3VisionSource(src)
 	return ok
 }
 
@@ -313,7 +368,11 @@ func (m *Model) loadGemma3Vision(dir string, src WeightSource) error {
 		return fmt.Errorf("%s: model_type %s has no Gemma 3 vision tower (want gemma3)", dir, m.Cfg.ModelType)
 	}
 	if !HasGemma3VisionWeights(src) {
-		return fmt.Errorf("%s: no vision tower: missing tensor %sembeddings.patch_embedding.weight (a text-only Gemma 3 checkpoint?)", dir, gemma3VisionPrefix)
+		var names []string
+		for i := range gemma3VisionLayouts {
+			names = append(names, gemma3VisionFileName(i, gemma3VisionPrefix+"embeddings.patch_embedding.weight"))
+		}
+		return fmt.Errorf("%s: no vision tower: missing tensor %s (a text-only Gemma 3 checkpoint?)", dir, strings.Join(names, " or "))
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
@@ -341,12 +400,16 @@ func (m *Model) AttachGemma3Vision(cfg *Gemma3VisionConfig, src WeightSource) er
 	}
 	v := cfg.layout()
 	if src != nil {
-		src = gemma3VisionSource{src}
+		vs, ok := newGemma3VisionSource(src)
+		if !ok {
+			return fmt.Errorf("%s: missing tensor %sembeddings.patch_embedding.weight (a gemma3 (vision) model needs it)", src.Where(gemma3VisionPrefix+"embeddings.patch_embedding.weight"), gemma3VisionPrefix)
+		}
 		for _, p := range v.baseParams() {
-			if err := checkWeightShape(src, p, "gemma3 (vision)"); err != nil {
+			if err := vs.check(p); err != nil {
 				return err
 			}
 		}
+		src = vs
 	}
 	var done []*Param
 	for _, p := range v.baseParams() {

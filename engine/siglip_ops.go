@@ -27,12 +27,16 @@ type GELUTanhAct interface {
 // GroupAttention is Attention with bidirectional groups: groups (I32,
 // one per token) marks the tokens of one image with the image's number
 // and every other token with -1. Token i sees token j of its sequence
-// when j <= i (within p.Window when set), as in Attention, or when
-// groups[i] = groups[j] >= 0, whatever the window: transformers' Gemma 3
-// mask (token_type_ids_mask_function, or-ed with the causal and sliding
-// masks). A sequence whose tokens all share one group attends both ways
-// throughout, which is the SigLIP encoder's unmasked attention. lse and
-// the backward's outputs are as in Attention.
+// when j <= i or groups[i] = groups[j] >= 0, and, when p.Window is set,
+// j > i - p.Window: transformers 5's Gemma 3 mask (masking_utils'
+// AND(sliding_window_overlay, OR(causal, blockwise_overlay)) on sliding
+// layers, OR(causal, blockwise_overlay) on full ones). transformers 4 let
+// the group reach past the window (its token_type_ids_mask_function was
+// or-ed after the window); the two differ only when a window is shorter
+// than an image's tokens, never in the released models (window 1024, 256
+// tokens per image). A sequence whose tokens all share one group attends
+// both ways throughout, which is the SigLIP encoder's unmasked attention.
+// lse and the backward's outputs are as in Attention.
 type GroupAttention interface {
 	AttentionGroups(out, lse, q, k, v, groups Tensor, seqs SeqLayout, p AttnParams) error
 	AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, out, lse, groups Tensor, seqs SeqLayout, p AttnParams) error

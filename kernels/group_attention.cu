@@ -2,8 +2,8 @@
 // image tokens seeing each other both ways inside the causal/sliding mask, and the SigLIP
 // tower's unmasked attention (every token of an image in one group).
 //
-// Mask: query i sees key j of its sequence (starts) when groups[i] = groups[j] >= 0, or
-// when j <= i and (window <= 0 or j > i - window). Scores s = scale*q.k, capped at
+// Mask: query i sees key j of its sequence (starts) when j <= i or groups[i] = groups[j] >= 0,
+// and (window <= 0 or j > i - window): transformers 5's AND(window, OR(causal, group)). Scores s = scale*q.k, capped at
 // cap*tanh(s/cap) when cap > 0. Layout: q, out [T, H*D], k, v [T, KVH*D], lse [H, T] (f32),
 // query head h reads kv head h / (H/KVH).
 // Forward: out_i = sum_j P_ij v_j with P = softmax over the keys i sees; lse_i = log sum exp s_ij.
@@ -31,9 +31,9 @@ __device__ __forceinline__ void ga_bounds(const int* starts, int nseq, int i, in
 }
 
 __device__ __forceinline__ bool ga_sees(const int* groups, int i, int j, int window) {
+    if (window > 0 && j <= i - window) return false;
     int gi = groups[i];
-    if (gi >= 0 && gi == groups[j]) return true;
-    return j <= i && (window <= 0 || j > i - window);
+    return j <= i || (gi >= 0 && gi == groups[j]);
 }
 
 __device__ __forceinline__ float ga_score(float dot, float scale, float cap, float* dsc) {

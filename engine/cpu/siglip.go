@@ -189,12 +189,15 @@ type groupGeometry struct {
 	groups []int32
 }
 
-// sees reports whether query i attends to key j of its sequence.
+// sees reports whether query i attends to key j of its sequence: causal
+// or in i's group, and within the window when one is set
+// (engine.GroupAttention).
 func (g *groupGeometry) sees(i, j int) bool {
-	if gi := g.groups[i]; gi >= 0 && gi == g.groups[j] {
-		return true
+	if g.window > 0 && j <= i-g.window {
+		return false
 	}
-	return j <= i && (g.window <= 0 || j > i-g.window)
+	gi := g.groups[i]
+	return j <= i || (gi >= 0 && gi == g.groups[j])
 }
 
 func (c *checker) groupGeometry(q, k, v engine.Tensor, groups engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) *groupGeometry {

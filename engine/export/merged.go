@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"whet/engine"
 	"whet/engine/atomicfile"
 	"whet/engine/gguf"
 	"whet/engine/safetensors"
@@ -89,13 +90,15 @@ func checkpointNames(src *Source, weights []Weight) ([]string, []safetensors.Ten
 	}
 	defer set.Close()
 	used := map[string]bool{}
+	has := func(n string) bool { _, ok := set.Info(n); return ok }
+	layout, _, tower := engine.Gemma3VisionLayout(has)
 	for i, w := range weights {
 		if _, ok := set.Info(w.Name); !ok {
-			// The vision tower and projector (vision_tower.…,
-			// multi_modal_projector.…) under transformers 5's model. prefix.
-			if _, ok := set.Info("model." + w.Name); ok && !strings.HasPrefix(w.Name, "model.") {
-				names[i] = "model." + w.Name
-				used[names[i]] = true
+			// The vision tower and projector (vision_tower.vision_model.…,
+			// multi_modal_projector.…) as the source file names them.
+			if n := engine.Gemma3VisionFileName(layout, w.Name); tower && n != w.Name && has(n) {
+				names[i] = n
+				used[n] = true
 				continue
 			}
 			rest, _ := strings.CutPrefix(w.Name, "model.")

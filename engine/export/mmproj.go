@@ -42,8 +42,8 @@ const (
 )
 
 // hasGemma3Tower reports whether a model folder is a Gemma 3 checkpoint
-// with its vision tower (the patch embedding under the released or
-// transformers 5 name).
+// with its vision tower (the patch embedding in any layout the engine
+// reads).
 func hasGemma3Tower(dir string) (bool, error) {
 	cfg, err := engine.LoadModelConfig(dir)
 	if err != nil || cfg.ModelType != "gemma3" {
@@ -54,13 +54,8 @@ func hasGemma3Tower(dir string) (bool, error) {
 		return false, fmt.Errorf("export: %w", err)
 	}
 	defer set.Close()
-	const patch = "vision_tower.vision_model.embeddings.patch_embedding.weight"
-	for _, n := range []string{patch, "model." + patch} {
-		if _, ok := set.Info(n); ok {
-			return true, nil
-		}
-	}
-	return false, nil
+	_, _, ok := engine.Gemma3VisionLayout(func(n string) bool { _, ok := set.Info(n); return ok })
+	return ok, nil
 }
 
 // mmprojNormalize is the mean and std the model's preprocessor_config.json
