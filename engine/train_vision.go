@@ -138,7 +138,10 @@ func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) er
 			return fmt.Errorf("method %s: Llama 3.2 Vision (Mllama) trains LoRA adapters only (method lora); full fine-tuning is not supported", cfg.Method)
 		}
 		if _, ok := backend.(MllamaOps); !ok {
-			return fmt.Errorf("backend %s cannot train Llama 3.2 Vision (Mllama): it lacks the Mllama ops (engine.MllamaOps: exact GELU, attention under a bias, LayerNorm), which only the CPU backend has so far; use backend: cpu", backend.Name())
+			return fmt.Errorf("backend %s cannot train Llama 3.2 Vision (Mllama): it lacks the Mllama ops (engine.MllamaOps: exact GELU, attention under a bias, LayerNorm); use backend: cpu", backend.Name())
+		}
+		if err := cudaVisionOptIn(backend, "Llama 3.2 Vision (exact GELU, attention under a bias, LayerNorm)"); err != nil {
+			return err
 		}
 	}
 	if kind == "" || !images {
@@ -156,10 +159,19 @@ func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) er
 	if cfg.Train.OffloadCheckpoints != "" && cfg.Train.OffloadCheckpoints != "off" {
 		return fmt.Errorf("train.offload_checkpoints %s: not with images yet (the vision tower's activations are not offloaded); remove it", cfg.Train.OffloadCheckpoints)
 	}
-	if kind == VisionGemma3 && backend.Name() != "cpu" && os.Getenv("WHET_CUDA_VISION") != "1" {
-		return fmt.Errorf("backend %s: the Gemma 3 vision ops (LayerNorm, GELU-tanh, group attention) have not run on a GPU yet; set WHET_CUDA_VISION=1 to try them, or use backend: cpu", backend.Name())
+	if kind == VisionGemma3 {
+		return cudaVisionOptIn(backend, "Gemma 3 vision (LayerNorm, GELU-tanh, group attention)")
 	}
 	return nil
+}
+
+// cudaVisionOptIn refuses a GPU backend for a vision model's ops, which
+// have not run on a GPU yet, unless WHET_CUDA_VISION=1 asks for them.
+func cudaVisionOptIn(backend Backend, ops string) error {
+	if backend.Name() == "cpu" || os.Getenv("WHET_CUDA_VISION") == "1" {
+		return nil
+	}
+	return fmt.Errorf("backend %s: the ops of %s have not run on a GPU yet; set WHET_CUDA_VISION=1 to try them, or use backend: cpu", backend.Name(), ops)
 }
 
 // imageRunner runs a vision run's micro-batch with its images.
