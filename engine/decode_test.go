@@ -270,9 +270,11 @@ func TestDecodeModeFromEnv(t *testing.T) {
 // together, one row per lane at its own position, give each lane the
 // tokens the one-sequence generator gives its prompt alone: greedy,
 // sampled, with stop ids and different limits (lanes finish at different
-// passes), for a plain model and Gemma 2's window and soft-caps.
+// passes), for a plain model, Gemma 2's window and soft-caps, and Phi-3's
+// LongRoPE (lanes within and past the original context in one step are
+// decoded in separate passes).
 func TestGenerateManyMatchesOneByOne(t *testing.T) {
-	for _, name := range []string{"llama", "gemma2"} {
+	for _, name := range []string{"llama", "gemma2", "phi3"} {
 		t.Run(name, func(t *testing.T) {
 			var m *engine.Model
 			if name == "llama" {

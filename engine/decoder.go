@@ -104,7 +104,11 @@ type Activations struct {
 	// matVec lets single-row products of NF4 linears run on the codes
 	// (NF4MatVec) instead of expanding the weight: the generator's fast
 	// decoding sets it.
-	matVec             bool
+	matVec bool
+	// loraFrom, when > 0, runs the adapters on rows [loraFrom, t) only:
+	// the rows before it are the base model's (side-by-side generation,
+	// GroupGenerator.TunedFrom).
+	loraFrom           int
 	viewErr            error // first failed view of a pass (a bug), see noteViewErr
 	owned              []Tensor
 	lastTargets, count int
@@ -848,7 +852,14 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 			}
 		}
 		for i, p := range parts {
-			if err := B.MatMul(ys[i], xa, a.rowsOf(lo.B.W, p, lo.Rank, whole), transXA, true, lo.Scale, beta); err != nil {
+			y, xr := ys[i], xa
+			if a.loraFrom > 0 {
+				var err error
+				if y, xr, err = a.tunedRows(lin, ys[i], xa, transXA, beta == 0); err != nil {
+					return err
+				}
+			}
+			if err := B.MatMul(y, xr, a.rowsOf(lo.B.W, p, lo.Rank, whole), transXA, true, lo.Scale, beta); err != nil {
 				return fmt.Errorf("%s lora B: %w", lin.Module, err)
 			}
 		}
@@ -874,12 +885,41 @@ func (a *Activations) linearForward(lin *Linear, x Tensor, ys []Tensor, accumula
 	return nil
 }
 
+// tunedRows narrows an adapter's product to the rows that take it
+// (a.loraFrom on): the views of y and xa from that row. The rows before
+// it, when y is being written rather than added to, are zeroed, so that
+// the base product adding into them leaves exactly x·Wᵀ, as without
+// adapters; the tuned rows get the adapter's term first and the base
+// product added, as every row does with adapters on.
+func (a *Activations) tunedRows(lin *Linear, y, xa Tensor, transXA, zero bool) (Tensor, Tensor, error) {
+	B, from := a.m.B, a.loraFrom
+	n, cols := Rows(y), Cols(y)
+	if transXA || from >= n || a.r0 != 0 || n != a.t {
+		return nil, nil, fmt.Errorf("%s: adapters from row %d of rows [%d, %d) of %d (stacked %v): want a plain adapter on a whole pass with some rows taking it", lin.Module, from, a.r0, a.r0+n, a.t, transXA)
+	}
+	if zero {
+		base, err := B.View(y, 0, from, cols)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := B.Fill(base, 0); err != nil {
+			return nil, nil, fmt.Errorf("%s: clear the base rows: %w", lin.Module, err)
+		}
+	}
+	yt, err := B.View(y, from*cols, n-from, cols)
+	if err != nil {
+		return nil, nil, err
+	}
+	xt, err := B.View(xa, from*Cols(xa), n-from, Cols(xa))
+	return yt, xt, err
+}
+
 // sharedMatVecs reports whether the single-row products of lins, which
 // share their input, can go to the backend's MatVecs in one launch: the
 // generator asked for it (a.matVec), one row, plain weights (not NF4,
 // not fused, no bias) and their adapters all on or all off.
 func (a *Activations) sharedMatVecs(lins ...*Linear) bool {
-	if _, ok := a.m.B.(MatVecs); !ok || !a.matVec || a.t != 1 {
+	if _, ok := a.m.B.(MatVecs); !ok || !a.matVec || a.t != 1 || a.loraFrom > 0 {
 		return false
 	}
 	lora := func(lin *Linear) bool { return lin.LoRA != nil && lin.LoRA.Enabled }

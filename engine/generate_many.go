@@ -46,6 +46,10 @@ func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, op
 	if err := g.reserve(needs); err != nil {
 		return nil, err
 	}
+	tuned := func(i int) bool { return g.TunedFrom > 0 && i >= g.TunedFrom }
+	if g.TunedFrom > 0 {
+		defer g.m.SetLoRAEnabled(g.m.loraOn())
+	}
 	V := g.m.Cfg.VocabSize
 	rows := make([][]float32, n) // each lane's latest logits
 	rngs := make([]*rand.Rand, n)
@@ -56,7 +60,11 @@ func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, op
 		// A prompt equal to an earlier one (GRPO's completions of one
 		// prompt) is not run again: its keys, values and logits are
 		// copied from that lane.
-		if j := slices.IndexFunc(prompts[:i], func(q []int32) bool { return slices.Equal(q, p) }); j >= 0 {
+		if g.TunedFrom > 0 {
+			g.m.SetLoRAEnabled(tuned(i))
+		}
+		j := slices.IndexFunc(prompts[:i], func(q []int32) bool { return slices.Equal(q, p) })
+		if j >= 0 && tuned(j) == tuned(i) {
 			if err := lane.copyPrefix(g.m.B, len(g.m.Layers), g.m.Cfg.KVDim(), len(p), g.lanes[j]); err != nil {
 				return nil, fmt.Errorf("prompt %d: %w", i, err)
 			}
@@ -79,13 +87,6 @@ func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, op
 			seen[i][id] = true
 		}
 	}
-	group := &kvCache{lanes: g.lanes[:n]}
-	tokens := make([]int32, n)
-	positions := make([]int32, n)
-	starts := make([]int32, n+1)
-	for i := range starts {
-		starts[i] = int32(i)
-	}
 	out := make([][]int32, n)
 	done := make([]bool, n)
 	for {
@@ -100,7 +101,8 @@ func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, op
 			id := Sample(rows[i], opts[i], seen[i], rngs[i])
 			out[i] = append(out[i], id)
 			seen[i][id] = true
-			if isStop(id, opts[i].StopIDs) || len(out[i]) == opts[i].MaxNewTokens {
+			keep := g.LaneToken == nil || g.LaneToken(i, id)
+			if !keep || isStop(id, opts[i].StopIDs) || len(out[i]) == opts[i].MaxNewTokens {
 				done[i] = true
 			} else {
 				live++
@@ -112,23 +114,77 @@ func (g *GroupGenerator) GenerateMany(ctx context.Context, prompts [][]int32, op
 		if live == 0 {
 			break
 		}
-		for i, lane := range g.lanes[:n] {
-			tokens[i] = out[i][len(out[i])-1]
-			positions[i] = int32(lane.pos)
-		}
-		logits, err := g.pass(group, tokens, positions, starts, n)
-		if err != nil {
-			return out, err
-		}
-		for i, lane := range g.lanes[:n] {
-			if done[i] {
-				// Its row wrote this slot again; the position stays, so
-				// a finished lane never runs past its planned length.
-				continue
+		for _, idx := range g.passGroups(n) {
+			if err := g.decodePass(idx, out, done, rows, tuned); err != nil {
+				return out, err
 			}
-			copy(rows[i], logits[i*V:(i+1)*V])
-			lane.pos++
 		}
 	}
 	return out, nil
+}
+
+// passGroups splits lanes [0, n) into the groups decoded in one pass
+// each: all of them, except that under LongRoPE, whose factors a forward
+// picks by its positions (past the original context or not, as
+// transformers and the one-sequence generator do), the lanes within the
+// original context and those past it are apart.
+func (g *GroupGenerator) passGroups(n int) [][]int {
+	var within, past []int
+	rs := g.m.Cfg.RopeScaling
+	for i, lane := range g.lanes[:n] {
+		if rs != nil && rs.Type == "longrope" && lane.pos+1 > rs.OriginalMaxPositionEmbeddings {
+			past = append(past, i)
+		} else {
+			within = append(within, i)
+		}
+	}
+	var out [][]int
+	for _, idx := range [][]int{within, past} {
+		if len(idx) > 0 {
+			out = append(out, idx)
+		}
+	}
+	return out
+}
+
+// decodePass runs the latest token of each lane of idx (ascending) at its
+// position in one pass and keeps the logits of those not done, moving
+// them on; a done lane's row writes its slot again, at a position that no
+// longer moves, so it never runs past its planned length. With TunedFrom
+// the base lanes' rows come first and the adapters run on the rest.
+func (g *GroupGenerator) decodePass(idx []int, out [][]int32, done []bool, rows [][]float32, tuned func(int) bool) error {
+	k := len(idx)
+	lanes := make([]*kvCache, k)
+	tokens := make([]int32, k)
+	positions := make([]int32, k)
+	starts := make([]int32, k+1)
+	base := 0
+	for r, i := range idx {
+		lanes[r] = g.lanes[i]
+		tokens[r] = out[i][len(out[i])-1]
+		positions[r] = int32(g.lanes[i].pos)
+		starts[r+1] = int32(r + 1)
+		if !tuned(i) {
+			base++
+		}
+	}
+	if g.TunedFrom > 0 {
+		g.m.SetLoRAEnabled(base < k)
+		if base > 0 && base < k {
+			g.acts.loraFrom = base
+		}
+	}
+	logits, err := g.pass(&kvCache{lanes: lanes}, tokens, positions, starts, k)
+	g.acts.loraFrom = 0
+	if err != nil {
+		return err
+	}
+	V := g.m.Cfg.VocabSize
+	for r, i := range idx {
+		if !done[i] {
+			copy(rows[i], logits[r*V:(r+1)*V])
+			g.lanes[i].pos++
+		}
+	}
+	return nil
 }

@@ -55,6 +55,16 @@ type GroupGenerator struct {
 	MaxLen int
 	host   []float32
 	pool   *kvPool // the lanes' paged cache (NewPagedGroupGenerator), else nil
+	// TunedFrom, when > 0, makes GenerateMany run lanes [0, TunedFrom)
+	// without the model's adapters and the lanes from it with them, in
+	// the same passes (side-by-side chat: the base and the tuned answer
+	// in one batch; the adapters' switches are restored after); 0 leaves
+	// every lane to the switches as they stand.
+	TunedFrom int
+	// LaneToken, when set, sees each lane's new token as GenerateMany
+	// chooses it (before the stop ids are checked) and may return false
+	// to end that lane, as a stop id does.
+	LaneToken func(lane int, id int32) bool
 }
 
 // NewGroupGenerator plans n lanes of maxLen tokens (prompt and

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -222,5 +223,79 @@ func TestGenerateManySharedPrompts(t *testing.T) {
 		if !slices.Equal(got[i], want) {
 			t.Errorf("completion %d: together %v, alone %v", i, got[i], want)
 		}
+	}
+}
+
+// TestGenerateManyBaseAndTuned: with TunedFrom the base and the tuned
+// model answer in the same passes (the adapters' term added only to the
+// tuned rows); each lane gives, token for token, what the one-sequence
+// generator gives with the adapters off (base lanes) or on (tuned
+// lanes): a prompt asked of both (not shared between the sides), prompts
+// of different lengths, greedy and sampled, a lane ended by LaneToken.
+// The adapters' switches are as before afterwards.
+func TestGenerateManyBaseAndTuned(t *testing.T) {
+	for _, name := range []string{"llama", "phi3"} {
+		t.Run(name, func(t *testing.T) {
+			var m *engine.Model
+			if name == "llama" {
+				m = newTiny(t, true, false)
+			} else {
+				m = newTinyFamily(t, name) // fused qkv and gate_up: adapter parts
+			}
+			if err := m.AddLoRA(engine.LoRAOptions{Rank: 4, Alpha: 8, Seed: 2}); err != nil {
+				t.Fatal(err)
+			}
+			randomLoRAB(t, m, rand.New(rand.NewPCG(4, 4)))
+			a, b := []int32{3, 1, 4, 1, 5}, []int32{2, 7, 1}
+			prompts := [][]int32{a, b, a, b}
+			opts := []engine.SampleOptions{engine.Greedy(9, nil), {MaxNewTokens: 7, Temperature: 1, TopK: 10, Seed: 5}, engine.Greedy(9, nil), {MaxNewTokens: 7, Temperature: 1, TopK: 10, Seed: 5}}
+			g, err := m.NewPagedGroupGenerator(4, 16, 4, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Free()
+			g.TunedFrom = 2
+			seen := map[int]int{}
+			g.LaneToken = func(lane int, id int32) bool {
+				seen[lane]++
+				return lane != 3 || seen[lane] < 4 // lane 3 ends at its fourth token
+			}
+			got, err := g.GenerateMany(context.Background(), prompts, opts, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, lin := range m.Linears() {
+				if !lin.LoRA.Enabled {
+					t.Fatalf("%s: the adapter is off after a side-by-side generation", lin.Module)
+				}
+			}
+			one, err := m.NewGenerator(16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer one.Free()
+			one.Mode = engine.DecodePlain
+			alone := make([][]int32, 4)
+			for i := range prompts {
+				m.SetLoRAEnabled(i >= 2)
+				o := opts[i]
+				if i == 3 {
+					o.MaxNewTokens = 4
+				}
+				if alone[i], err = one.Generate(context.Background(), prompts[i], o, nil); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got[i], alone[i]) {
+					t.Errorf("lane %d (tuned %v): together %v, alone %v", i, i >= 2, got[i], alone[i])
+				}
+			}
+			m.SetLoRAEnabled(true)
+			if slices.Equal(alone[0], alone[2]) && slices.Equal(alone[1][:4], alone[3]) {
+				t.Errorf("the adapter changes nothing (%v, %v): the test cannot tell base from tuned", alone[0], alone[1])
+			}
+			if len(got[3]) != 4 || seen[3] != 4 {
+				t.Errorf("lane 3: %v after %d calls, want LaneToken to end it at 4", got[3], seen[3])
+			}
+		})
 	}
 }

@@ -440,6 +440,16 @@ func (m *Model) SetLoRAEnabled(on bool) {
 	}
 }
 
+// loraOn reports whether any adapter is switched on.
+func (m *Model) loraOn() bool {
+	for _, lin := range m.Linears() {
+		if lin.LoRA != nil && lin.LoRA.Enabled {
+			return true
+		}
+	}
+	return false
+}
+
 // MakeAllTrainable prepares full fine-tuning.
 func (m *Model) MakeAllTrainable() error {
 	for _, p := range m.Params() {

@@ -28,6 +28,7 @@ type Session struct {
 	MaxLen     int
 
 	gen      *engine.Generator
+	both     *engine.GroupGenerator // GenerateBoth's two lanes, made on first use
 	stopIDs  []int32
 	thinking *bool // Options.Thinking
 }
@@ -118,6 +119,9 @@ func (s *Session) Close() {
 	if s.gen != nil {
 		s.gen.Free()
 	}
+	if s.both != nil {
+		s.both.Free()
+	}
 	s.Model.Free()
 }
 
@@ -148,45 +152,141 @@ func (s *Session) Generate(ctx context.Context, msgs []datasets.Message, o engin
 
 // Continue generates after prompt ids.
 func (s *Session) Continue(ctx context.Context, prompt []int32, o engine.SampleOptions, tuned bool, onText func(string)) (Reply, error) {
+	o, err := s.replyOptions(prompt, o)
+	if err != nil {
+		return Reply{}, err
+	}
+	s.Model.SetLoRAEnabled(tuned && s.HasAdapter)
+	defer s.Model.SetLoRAEnabled(true)
+
+	r := s.newReply(o.StopIDs, onText)
+	start := time.Now()
+	out, err := s.gen.Generate(ctx, prompt, o, r.token)
+	if err != nil {
+		if ctx.Err() != nil {
+			r.stop = "cancelled"
+		} else {
+			return Reply{}, err
+		}
+	}
+	return r.finish(len(out), time.Since(start).Seconds()), nil
+}
+
+// replyOptions checks that prompt leaves room in the session and fits the
+// options to it: the reply's limit within MaxLen, the template's stop ids
+// added.
+func (s *Session) replyOptions(prompt []int32, o engine.SampleOptions) (engine.SampleOptions, error) {
 	if len(prompt) >= s.MaxLen {
-		return Reply{}, fmt.Errorf("the conversation is %d tokens; this session holds %d (start a new chat or raise the limit)", len(prompt), s.MaxLen)
+		return o, fmt.Errorf("the conversation is %d tokens; this session holds %d (start a new chat or raise the limit)", len(prompt), s.MaxLen)
 	}
 	if o.MaxNewTokens <= 0 || len(prompt)+o.MaxNewTokens > s.MaxLen {
 		o.MaxNewTokens = s.MaxLen - len(prompt)
 	}
 	o.StopIDs = append(append([]int32(nil), o.StopIDs...), s.stopIDs...)
-	s.Model.SetLoRAEnabled(tuned && s.HasAdapter)
-	defer s.Model.SetLoRAEnabled(true)
+	return o, nil
+}
 
-	var ids []int
-	stop := "length"
-	ts := &textStream{stops: s.Template.StopStrings, emit: onText}
-	start := time.Now()
-	onToken := func(id int32) bool {
-		for _, sid := range o.StopIDs {
-			if id == sid {
-				stop = "eos"
-				return false
-			}
-		}
-		ids = append(ids, int(id))
-		if ts.push(s.Tok.Decode(ids, true)) {
-			stop = "stop string"
+// reply follows one answer as its tokens come: the text streamed, and why
+// it ended.
+type reply struct {
+	s     *Session
+	stops []int32
+	ids   []int
+	stop  string
+	ts    *textStream
+}
+
+func (s *Session) newReply(stops []int32, onText func(string)) *reply {
+	return &reply{s: s, stops: stops, stop: "length", ts: &textStream{stops: s.Template.StopStrings, emit: onText}}
+}
+
+// token takes the next token and says whether the answer goes on.
+func (r *reply) token(id int32) bool {
+	for _, sid := range r.stops {
+		if id == sid {
+			r.stop = "eos"
 			return false
 		}
-		return true
 	}
-	out, err := s.gen.Generate(ctx, prompt, o, onToken)
-	if err != nil {
-		if ctx.Err() != nil {
-			stop = "cancelled"
-		} else {
-			return Reply{}, err
+	r.ids = append(r.ids, int(id))
+	if r.ts.push(r.s.Tok.Decode(r.ids, true)) {
+		r.stop = "stop string"
+		return false
+	}
+	return true
+}
+
+// finish flushes the text and makes the Reply of tokens generated in dt
+// seconds.
+func (r *reply) finish(tokens int, dt float64) Reply {
+	r.ts.flush()
+	return Reply{Text: r.ts.text, Tokens: tokens, TokensPerSec: float64(tokens) / dt, Stop: r.stop}
+}
+
+// GenerateBoth answers the base model's conversation and the tuned
+// model's (each side keeps its own history) together: one batched
+// generation (engine.GroupGenerator.GenerateMany) whose first lane runs
+// without the adapter and second with it (TunedFrom), so each token reads
+// the weights once for both answers. Each reply is, token for token, what
+// Generate gives its side alone with the same options. onText receives
+// each side's text as it grows. Both replies' TokensPerSec count their
+// own tokens over the shared time. Without an adapter it is an error.
+// The two lanes' KV cache (a pool of blocks for MaxLen tokens each) is
+// allocated on the first call and kept.
+func (s *Session) GenerateBoth(ctx context.Context, baseMsgs, tunedMsgs []datasets.Message, o engine.SampleOptions, onText func(tuned bool, piece string)) (base, tuned Reply, err error) {
+	if !s.HasAdapter {
+		return Reply{}, Reply{}, fmt.Errorf("no adapter loaded: there is no tuned model to answer beside the base")
+	}
+	var prompts [][]int32
+	var opts []engine.SampleOptions
+	replies := make([]*reply, 2)
+	for i, msgs := range [][]datasets.Message{baseMsgs, tunedMsgs} {
+		p, err := s.Encode(msgs)
+		if err != nil {
+			return Reply{}, Reply{}, err
+		}
+		lo, err := s.replyOptions(p, o)
+		if err != nil {
+			return Reply{}, Reply{}, err
+		}
+		prompts, opts = append(prompts, p), append(opts, lo)
+		side := i == 1
+		emit := func(piece string) {
+			if onText != nil {
+				onText(side, piece)
+			}
+		}
+		replies[i] = s.newReply(lo.StopIDs, emit)
+	}
+	if s.both == nil {
+		blocks := 2 * ((s.MaxLen + engine.DefaultKVBlockTokens - 1) / engine.DefaultKVBlockTokens)
+		if s.both, err = s.Model.NewPagedGroupGenerator(2, s.MaxLen, engine.DefaultKVBlockTokens, blocks); err != nil {
+			return Reply{}, Reply{}, err
 		}
 	}
-	ts.flush()
+	s.both.TunedFrom = 1
+	s.both.LaneToken = func(lane int, id int32) bool { return replies[lane].token(id) }
+	start := time.Now()
+	out, err := s.both.GenerateMany(ctx, prompts, opts, nil)
+	s.both.LaneToken = nil
+	if err != nil {
+		if ctx.Err() == nil {
+			return Reply{}, Reply{}, err
+		}
+		for _, r := range replies {
+			if r.stop == "length" { // still going when cancelled
+				r.stop = "cancelled"
+			}
+		}
+	}
 	dt := time.Since(start).Seconds()
-	return Reply{Text: ts.text, Tokens: len(out), TokensPerSec: float64(len(out)) / dt, Stop: stop}, nil
+	n := func(i int) int {
+		if i < len(out) {
+			return len(out[i])
+		}
+		return 0
+	}
+	return replies[0].finish(n(0), dt), replies[1].finish(n(1), dt), nil
 }
 
 // textStream turns the growing decoded text of a reply into pieces for
