@@ -398,8 +398,8 @@ backend: cpu
 runs_dir: %s
 method: lora
 lora: {r: 4, alpha: 8, dropout: 0, projector: true%s}
-data: {path: %s, max_length: 128, packing: false, seed: 1}
-train: {max_steps: %d, micro_batch: 4, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 3, log_every: 1, sample_every: 0}
+data: {path: %s, max_length: 128, packing: false, seed: 1, eval_split: 0.25}
+train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 3, log_every: 1, eval_every: 6, sample_every: 0}
 `, modelDir, dir, extra, filepath.Join(dir, "train.jsonl"), steps)
 		p := filepath.Join(dir, "run.yaml")
 		if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
@@ -412,7 +412,7 @@ train: {max_steps: %d, micro_batch: 4, lr: 0.01, schedule: constant, warmup_step
 		t.Fatalf("first run: %v\n%s", err, out.String())
 	}
 	first := out.String()
-	if !strings.Contains(first, "vision: Llama 3.2 Vision trains on 24 images") || !strings.Contains(first, "template jinja") {
+	if !strings.Contains(first, "vision: Llama 3.2 Vision trains on 24 images") || !strings.Contains(first, "template jinja") || !strings.Contains(first, "eval 6 sequences") {
 		t.Errorf("the log does not say the run trains on images:\n%s", first)
 	}
 	out.Reset()
@@ -421,6 +421,18 @@ train: {max_steps: %d, micro_batch: 4, lr: 0.01, schedule: constant, warmup_step
 	}
 	if !strings.Contains(out.String(), "at step 6") || strings.Contains(out.String(), "step 1/") {
 		t.Errorf("the second run did not resume at step 6:\n%s", out.String())
+	}
+	// The held-out quarter is scored with its images at steps 6 and 12.
+	var evals []float64
+	for _, line := range strings.Split(first+out.String(), "\n") {
+		var step int
+		var loss float64
+		if n, _ := fmt.Sscanf(line, "eval  step %d  loss %f", &step, &loss); n == 2 {
+			evals = append(evals, loss)
+		}
+	}
+	if len(evals) != 2 || !(evals[1] < evals[0]) {
+		t.Errorf("eval losses %v: want two, falling", evals)
 	}
 	var losses []float64
 	for _, line := range strings.Split(first+out.String(), "\n") {

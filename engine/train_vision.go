@@ -407,6 +407,7 @@ func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, err
 		mm.Free()
 		return nil, err
 	}
+	mm.LogitsRows = cfg.Train.LogitsChunk
 	proc, err := MllamaImageProcessor(s.ModelDir, &mm.Cfg.Vision)
 	if err != nil {
 		return fail(err)
