@@ -266,9 +266,7 @@ func SaveMllamaAdapter(dir string, m *MllamaModel, o MllamaLoRA, baseModel strin
 		names = append(names, s)
 	}
 	sort.Strings(names)
-	cfg := map[string]any{"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": baseModel,
-		"r": o.Rank, "lora_alpha": o.Alpha, "lora_dropout": 0.0, "target_modules": MllamaPEFTTargetPattern(names, projector),
-		"use_rslora": false, "bias": "none", "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true}
+	cfg := mllamaPEFTConfig(MllamaLoRA{Rank: o.Rank, Alpha: o.Alpha, Targets: names, Projector: projector}, baseModel)
 	if err := os.MkdirAll(dir, atomicfile.DirPerm); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
@@ -282,24 +280,101 @@ func SaveMllamaAdapter(dir string, m *MllamaModel, o MllamaLoRA, baseModel strin
 // LoadMllamaAdapter reads a PEFT adapter folder onto m (which must have no
 // adapters yet): keys under transformers 5's or 4's module names (with or
 // without the adapter name "default"), target_modules a list or a pattern.
-// The linears adapted are those the file holds adapters for; every one
-// target_modules names must be there. Errors name the file and the tensor.
+// The linears adapted are those target_modules matches; each must have its
+// lora_A and lora_B, and the file nothing else. Errors name the file and
+// the tensor.
 func LoadMllamaAdapter(dir string, m *MllamaModel) (MllamaLoRA, error) {
-	cfgPath := filepath.Join(dir, "adapter_config.json")
-	js, err := os.ReadFile(cfgPath)
+	plan, err := planMllamaAdapter(dir, m)
 	if err != nil {
-		return MllamaLoRA{}, fmt.Errorf("adapter: %w", err)
+		return plan.opts, err
 	}
-	o, re, err := ParseMllamaAdapterConfig(cfgPath, js)
+	defer plan.f.Close()
+	if err := m.addLoRAOn(plan.linears, plan.opts); err != nil {
+		return plan.opts, fmt.Errorf("%s: %w", plan.cfgPath, err)
+	}
+	for _, lin := range plan.linears {
+		for i, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
+			v, err := plan.f.Float32(plan.keys[lin][i])
+			if err != nil {
+				return plan.opts, err
+			}
+			if err := m.B.Upload(p.W, v); err != nil {
+				return plan.opts, err
+			}
+		}
+	}
+	return plan.opts, nil
+}
+
+// ConvertMllamaAdapter checks the PEFT adapter folder src against an
+// Mllama config (every tensor's name and shape, nothing allocated) and
+// writes it into dst as SaveMllamaAdapter names it (transformers 5's
+// module names, target_modules a pattern, base_model_name_or_path
+// baseModel), the values unchanged.
+func ConvertMllamaAdapter(src, dst string, cfg *MllamaConfig, baseModel string) (MllamaLoRA, error) {
+	plan, err := planMllamaAdapter(src, layoutMllama(*cfg))
 	if err != nil {
-		return o, err
+		return plan.opts, err
+	}
+	defer plan.f.Close()
+	var tensors []safetensors.Tensor
+	for _, lin := range plan.linears {
+		for i, ab := range []string{"A", "B"} {
+			k := plan.keys[lin][i]
+			info, _ := plan.f.Info(k)
+			raw, err := plan.f.Raw(k)
+			if err != nil {
+				return plan.opts, err
+			}
+			tensors = append(tensors, safetensors.Tensor{Name: peftPrefix + mllamaPEFTName(lin.Module+".lora_"+ab+".weight"),
+				DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), raw...)})
+		}
+	}
+	if err := os.MkdirAll(dst, atomicfile.DirPerm); err != nil {
+		return plan.opts, fmt.Errorf("adapter: %w", err)
+	}
+	if err := safetensors.Write(filepath.Join(dst, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
+		return plan.opts, fmt.Errorf("adapter: %w", err)
+	}
+	js, _ := json.MarshalIndent(mllamaPEFTConfig(plan.opts, baseModel), "", "  ")
+	return plan.opts, writeFileAtomic(filepath.Join(dst, "adapter_config.json"), js)
+}
+
+// mllamaPEFTConfig is adapter_config.json for o.
+func mllamaPEFTConfig(o MllamaLoRA, baseModel string) map[string]any {
+	return map[string]any{"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": baseModel,
+		"r": o.Rank, "lora_alpha": o.Alpha, "lora_dropout": 0.0, "target_modules": MllamaPEFTTargetPattern(o.Targets, o.Projector),
+		"use_rslora": false, "bias": "none", "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true}
+}
+
+// mllamaAdapterPlan is what an adapter folder adapts: the options, the
+// linears and, per linear, the keys of its lora_A and lora_B in the file.
+type mllamaAdapterPlan struct {
+	opts    MllamaLoRA
+	cfgPath string
+	f       *safetensors.File
+	linears []*Linear
+	keys    map[*Linear][2]string
+}
+
+// planMllamaAdapter reads and checks an adapter folder against m's layout
+// (m's weights need not be allocated). On success the caller closes plan.f.
+func planMllamaAdapter(dir string, m *MllamaModel) (mllamaAdapterPlan, error) {
+	plan := mllamaAdapterPlan{cfgPath: filepath.Join(dir, "adapter_config.json"), keys: map[*Linear][2]string{}}
+	js, err := os.ReadFile(plan.cfgPath)
+	if err != nil {
+		return plan, fmt.Errorf("adapter: %w", err)
+	}
+	o, match, err := ParseMllamaAdapterConfig(plan.cfgPath, js)
+	plan.opts = o
+	if err != nil {
+		return plan, err
 	}
 	file := filepath.Join(dir, "adapter_model.safetensors")
 	f, err := safetensors.Open(file)
 	if err != nil {
-		return o, err
+		return plan, err
 	}
-	defer f.Close()
 	find := func(name string) (string, safetensors.TensorInfo, bool) {
 		var first string
 		for _, n := range mllamaSpellings(name) {
@@ -314,68 +389,54 @@ func LoadMllamaAdapter(dir string, m *MllamaModel) (MllamaLoRA, error) {
 		}
 		return first, safetensors.TensorInfo{}, false
 	}
-	// Which linears: those target_modules matches (under either spelling).
-	var picked []*Linear
+	fail := func(err error) (mllamaAdapterPlan, error) {
+		f.Close()
+		return plan, err
+	}
 	shorts := map[string]bool{}
+	used := map[string]bool{}
 	for _, lin := range m.loraLinears() {
-		match := false
-		for _, n := range mllamaSpellings(lin.Module) {
-			if re(n) {
-				match = true
-			}
-		}
-		if !match {
+		if !slices.ContainsFunc(mllamaSpellings(lin.Module), match) {
 			continue
 		}
-		picked = append(picked, lin)
+		var keys [2]string
+		for i, ab := range []string{"A", "B"} {
+			k, info, ok := find(lin.Module + ".lora_" + ab + ".weight")
+			if !ok {
+				return fail(fmt.Errorf("%s: missing tensor %s (target_modules names %s)", file, k, mllamaPEFTName(lin.Module)))
+			}
+			want := []int{o.Rank, lin.In}
+			if ab == "B" {
+				want = []int{lin.Out, o.Rank}
+			}
+			if !slices.Equal(info.Shape, want) {
+				return fail(fmt.Errorf("%s: tensor %s has shape %v, want %v (r=%d)", file, k, info.Shape, want, o.Rank))
+			}
+			keys[i] = k
+			used[k] = true
+		}
+		plan.keys[lin] = keys
+		plan.linears = append(plan.linears, lin)
 		if lin == m.Projector {
-			o.Projector = true
+			plan.opts.Projector = true
 		} else {
 			shorts[lin.Short] = true
 		}
 	}
-	if len(picked) == 0 {
-		return o, fmt.Errorf("%s: target_modules matches none of the Mllama model's adaptable linears (such as model.language_model.layers.0.self_attn.q_proj, model.multi_modal_projector)", cfgPath)
-	}
-	for s := range shorts {
-		o.Targets = append(o.Targets, s)
-	}
-	sort.Strings(o.Targets)
-	// Every key of the file must be one of the picked adapters.
-	want := map[string]bool{}
-	for _, lin := range picked {
-		for _, ab := range []string{"A", "B"} {
-			k, _, ok := find(lin.Module + ".lora_" + ab + ".weight")
-			if !ok {
-				return o, fmt.Errorf("%s: missing tensor %s", file, k)
-			}
-			want[k] = true
-		}
+	if len(plan.linears) == 0 {
+		return fail(fmt.Errorf("%s: target_modules matches none of the Mllama model's adaptable linears (such as model.language_model.layers.0.self_attn.q_proj, model.multi_modal_projector)", plan.cfgPath))
 	}
 	for _, n := range f.Names() {
-		if !want[n] {
-			return o, fmt.Errorf("%s: tensor %s is not an adapter of a module target_modules names", file, n)
+		if !used[n] {
+			return fail(fmt.Errorf("%s: tensor %s is not an adapter of a module target_modules names", file, n))
 		}
 	}
-	if err := m.addLoRAOn(picked, o); err != nil {
-		return o, fmt.Errorf("%s: %w", cfgPath, err)
+	for s := range shorts {
+		plan.opts.Targets = append(plan.opts.Targets, s)
 	}
-	for _, lin := range picked {
-		for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
-			k, info, _ := find(p.Name)
-			if !slices.Equal(info.Shape, p.Shape) {
-				return o, fmt.Errorf("%s: tensor %s has shape %v, want %v", file, k, info.Shape, p.Shape)
-			}
-			v, err := f.Float32(k)
-			if err != nil {
-				return o, err
-			}
-			if err := m.B.Upload(p.W, v); err != nil {
-				return o, err
-			}
-		}
-	}
-	return o, nil
+	sort.Strings(plan.opts.Targets)
+	plan.f = f
+	return plan, nil
 }
 
 // ParseMllamaAdapterConfig reads an Mllama adapter_config.json: r,
@@ -505,3 +566,7 @@ func (m *MllamaModel) MllamaWeights() []MllamaWeight {
 	}
 	return out
 }
+
+// MllamaCheckpointNames lists the spellings a released Mllama tensor name
+// may have in a checkpoint (itself, then transformers 5's).
+func MllamaCheckpointNames(name string) []string { return mllamaSpellings(name) }

@@ -171,6 +171,12 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	if err != nil {
 		return err
 	}
+	mllama := isMllamaFolder(run.ModelDir)
+	if mllama {
+		if err := checkMllamaRun(run, o); err != nil {
+			return err
+		}
+	}
 	nf4 := false
 	if run.Cfg.Method == "qlora" && o.Format != "peft" {
 		nf4 = o.qloraBase() == QLoRABaseNF4
@@ -190,6 +196,9 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 				os.Remove(o.OutDir) // only if empty: complete files stay
 			}
 		}()
+	}
+	if mllama {
+		return exportMllama(ctx, run, o, progress)
 	}
 	if o.Format == "peft" {
 		return exportPEFT(ctx, run, o.OutDir, progress)

@@ -1,11 +1,15 @@
 package export
 
 import (
+	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -330,6 +334,13 @@ func TestGemma3VisionExports(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkGemma3MMProj(t, filepath.Join(gg, "mmproj-model.gguf"), src)
+	checkMMProjInGGML(t, filepath.Join(gg, "mmproj-model.gguf"), src)
+	// llama.cpp (node-llama-cpp has no multimodal API, see docs/export.md)
+	// runs the language model's GGUF on a text prompt as whet does.
+	c := &greedyCase{name: "gemma3-vision/f16", quant: "f16", prompts: [][]int32{{45, 300, 12, 7, 99, 410, 3}}, src: src,
+		path: filepath.Join(gg, "model.gguf"), ref: src.Model}
+	replies := runLlama(t, []llamaJob{{Model: c.path, Greedy: c.prompts, MaxTokens: 12}})
+	checkGreedy(t, c, replies[0], 12)
 	lm, err := parser.ParseGGUFFile(filepath.Join(gg, "model.gguf"))
 	if err != nil {
 		t.Fatal(err)
@@ -507,4 +518,105 @@ func ggufF16(t *testing.T, path string, gf *parser.GGUFFile, name string) []floa
 	}
 	t.Fatalf("%s has no tensor %s", path, name)
 	return nil
+}
+
+// checkMMProjInGGML reads the mmproj file with ggml's own GGUF reader
+// (testdata/ggufdump.c, built with gcc against the libggml-base that
+// node-llama-cpp bundles: the reader clip.cpp loads an mmproj with) and
+// checks that it accepts the file, that every key clip.cpp reads for a
+// gemma3 projector has the type clip.cpp's getters ask for (gguf_get_val_u32
+// and friends abort on another type), and that the tensors' ggml shapes and
+// F32 values are the model's.
+func checkMMProjInGGML(t *testing.T, path string, src *Source) {
+	t.Helper()
+	requireLlama(t)
+	platform := map[string]string{"amd64": "linux-x64", "arm64": "linux-arm64"}[runtime.GOARCH]
+	lib := filepath.Join(repoRoot, ".cache/npm-llama/node_modules/@node-llama-cpp", platform, "bins", platform)
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Fatalf("gcc is required to build testdata/ggufdump.c against llama.cpp's libggml-base: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "ggufdump")
+	if out, err := exec.Command(gcc, "-O1", "-o", bin, "testdata/ggufdump.c", "-L"+lib, "-l:libggml-base.so", "-Wl,-rpath,"+lib).CombinedOutput(); err != nil {
+		t.Fatalf("building ggufdump: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ggml could not read %s: %v\n%s", path, err, out)
+	}
+	kvs := map[string][]string{}
+	tensors := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "kv":
+			kvs[f[1]] = f[2:]
+		case len(f) >= 7 && f[0] == "tensor":
+			if f[1] != "GGUF" { // ggml's own blob of all tensor data ("GGUF tensor data binary blob")
+				tensors[f[1]] = f[2:]
+			}
+		default:
+			t.Fatalf("ggufdump line %q", line)
+		}
+	}
+	const u32, f32, boolean, str, arr = "4", "6", "7", "8", "9"
+	for key, want := range map[string][]string{
+		"general.architecture": {str, "clip"}, "clip.projector_type": {str, "gemma3"},
+		"clip.has_vision_encoder": {boolean, "1"}, "clip.use_gelu": {boolean, "1"},
+		"clip.vision.image_size": {u32, "32"}, "clip.vision.patch_size": {u32, "8"},
+		"clip.vision.embedding_length": {u32, "32"}, "clip.vision.feed_forward_length": {u32, "64"},
+		"clip.vision.projection_dim": {u32, "64"}, "clip.vision.block_count": {u32, "2"},
+		"clip.vision.attention.head_count": {u32, "2"}, "clip.vision.attention.layer_norm_epsilon": {f32, "9.99999997e-07"},
+		"clip.vision.projector.scale_factor": {u32, "2"},
+		"clip.vision.image_mean":             {arr, f32, "3", "0.5", "0.5", "0.5"}, "clip.vision.image_std": {arr, f32, "3", "0.5", "0.5", "0.5"},
+	} {
+		if got := kvs[key]; !slices.Equal(got, want) {
+			t.Errorf("ggml reads %s as %v, want %v", key, got, want)
+		}
+	}
+	v := src.Model.Gemma3Vision
+	for name, p := range map[string]*engine.Param{"v.position_embd.weight": v.PosEmb, "v.patch_embd.weight": v.PatchW,
+		"v.blk.1.ln2.bias": v.Layers[1].LN2B, "v.post_ln.weight": v.PostW} {
+		f, ok := tensors[name]
+		if !ok {
+			t.Errorf("ggml finds no tensor %s", name)
+			continue
+		}
+		// ggml's ne is the PyTorch shape reversed, padded with 1s.
+		var ne []int
+		for _, d := range f[1:5] {
+			n, _ := strconv.Atoi(d)
+			ne = append(ne, n)
+		}
+		want := slices.Clone(p.Shape)
+		slices.Reverse(want)
+		for len(want) < 4 {
+			want = append(want, 1)
+		}
+		if f[0] != "0" || !slices.Equal(ne, want) {
+			t.Errorf("ggml reads %s as type %s ne %v, want F32 (0) ne %v", name, f[0], ne, want)
+			continue
+		}
+		vals, err := src.Model.WeightValues(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f[5:]) != len(vals) {
+			t.Errorf("%s: ggml gives %d values, want %d", name, len(f[5:]), len(vals))
+			continue
+		}
+		for i, s := range f[5:] {
+			x, _ := strconv.ParseFloat(s, 32)
+			if float32(x) != vals[i] && !(math.IsNaN(x) && math.IsNaN(float64(vals[i]))) {
+				t.Errorf("%s[%d]: ggml reads %v, want %v", name, i, x, vals[i])
+				break
+			}
+		}
+	}
+	if f := tensors["mm.input_projection.weight"]; len(f) < 5 || f[0] != "1" || f[1] != "64" || f[2] != "32" {
+		t.Errorf("ggml reads mm.input_projection as %v, want F16 (1) ne [64 32 1 1]", f)
+	}
+	if len(tensors) != 2*16+7 {
+		t.Errorf("ggml finds %d tensors, want %d", len(tensors), 2*16+7)
+	}
 }
