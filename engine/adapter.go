@@ -143,7 +143,13 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 	if err != nil {
 		return opts, err
 	}
-	if len(cfg.TargetParameters) > 0 && !hasProj {
+	if !hasProj {
+		// whet train's own copy of the projector adapter (ProjectorLoRAFile).
+		if hasProj, err = m.loadWhetProjectorLoRA(dir, opts); err != nil {
+			return opts, err
+		}
+	}
+	if len(cfg.TargetParameters) > 0 && !hasProj && m.Gemma3Vision != nil {
 		return opts, fmt.Errorf("%s: missing tensor %s (target_parameters names the projector)", file, Gemma3ProjectorPEFTKey("A"))
 	}
 	aliases := familyAliases(m)

@@ -1,8 +1,12 @@
 package engine
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -103,9 +107,83 @@ func (m *Model) gemma3ProjectorAdapterTensors() ([]safetensors.Tensor, *LoRA, er
 	}, lo, nil
 }
 
+// tensorReader is what loadGemma3ProjectorAdapter reads: a safetensors
+// file, or tensors converted in memory.
+type tensorReader interface {
+	Info(name string) (safetensors.TensorInfo, bool)
+	Float32(name string) ([]float32, error)
+}
+
+// memTensors is a tensorReader over float32 tensors held in memory.
+type memTensors map[string]safetensors.Tensor
+
+func (m memTensors) Info(name string) (safetensors.TensorInfo, bool) {
+	t, ok := m[name]
+	return safetensors.TensorInfo{DType: t.DType, Shape: t.Shape}, ok
+}
+
+func (m memTensors) Float32(name string) ([]float32, error) {
+	t, ok := m[name]
+	if !ok {
+		return nil, fmt.Errorf("no tensor %s", name)
+	}
+	out := make([]float32, len(t.Data)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	}
+	return out, nil
+}
+
+// Gemma3ProjectorLoRAAsPEFT reads the projector adapter that whet train
+// also writes in whet's own layout (ProjectorLoRAFile in the adapter
+// folder dir: A [r, Dv] and B [Dt, r] under
+// multi_modal_projector.mm_input_projection.lora_A/B.weight) and returns it
+// in PEFT's layout and names (lora_A = Bᵀ [r, Dt], lora_B = Aᵀ [Dv, r]);
+// ok is false when the file is not there.
+func Gemma3ProjectorLoRAAsPEFT(dir string) (ts []safetensors.Tensor, ok bool, err error) {
+	path := filepath.Join(dir, ProjectorLoRAFile)
+	f, err := safetensors.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	get := func(ab string) ([]float32, []int, error) {
+		name := Gemma3ProjectorModule + ".lora_" + ab + ".weight"
+		info, ok := f.Info(name)
+		if !ok {
+			return nil, nil, fmt.Errorf("%s: missing tensor %s", path, name)
+		}
+		if len(info.Shape) != 2 || info.Shape[0] <= 0 || info.Shape[1] <= 0 {
+			return nil, nil, fmt.Errorf("%s: tensor %s has shape %v, want 2 dimensions", path, name, info.Shape)
+		}
+		v, err := f.Float32(name)
+		return v, info.Shape, err
+	}
+	a, sa, err := get("A") // [r, Dv]
+	if err != nil {
+		return nil, false, err
+	}
+	b, sb, err := get("B") // [Dt, r]
+	if err != nil {
+		return nil, false, err
+	}
+	if sb[1] != sa[0] {
+		return nil, false, fmt.Errorf("%s: lora_A %v and lora_B %v disagree on the rank", path, sa, sb)
+	}
+	r, Dv, Dt := sa[0], sa[1], sb[0]
+	return []safetensors.Tensor{
+		safetensors.F32Tensor(Gemma3ProjectorPEFTKey("A"), []int{r, Dt}, transpose(b, Dt, r)),
+		safetensors.F32Tensor(Gemma3ProjectorPEFTKey("B"), []int{Dv, r}, transpose(a, r, Dv)),
+	}, true, nil
+}
+
 // loadGemma3ProjectorAdapter attaches the projector adapter an adapter file
-// holds (PEFT's layout), if it holds one. m must have its vision tower.
-func (m *Model) loadGemma3ProjectorAdapter(f *safetensors.File, file string, opts LoRAOptions) (bool, error) {
+// holds (PEFT's layout), if it holds one and m has its vision tower; it
+// reports whether it attached one.
+func (m *Model) loadGemma3ProjectorAdapter(f tensorReader, file string, opts LoRAOptions) (bool, error) {
 	find := func(ab string) (string, safetensors.TensorInfo, bool) {
 		for _, p := range gemma3ProjectorPEFTKeys {
 			for _, k := range []string{p + "lora_" + ab + ".weight", p + "lora_" + ab + ".default.weight"} {
@@ -130,7 +208,10 @@ func (m *Model) loadGemma3ProjectorAdapter(f *safetensors.File, file string, opt
 	}
 	v := m.Gemma3Vision
 	if v == nil {
-		return false, fmt.Errorf("%s: the adapter adapts the Gemma 3 vision projector (%s), but the model was loaded without its vision tower (engine.LoadGemma3Vision)", file, ka)
+		// Without its tower the model sees no image, and the projector
+		// only acts on images: the text model computes the same with or
+		// without this adapter (whet chat without --vision, the text GGUF).
+		return false, nil
 	}
 	Dv, Dt := v.Cfg.Hidden, v.Cfg.TextHidden
 	if len(ia.Shape) != 2 || ia.Shape[1] != Dt || ia.Shape[0] <= 0 {
@@ -186,7 +267,26 @@ func AdapterHasGemma3Projector(dir string) (bool, error) {
 			return true, nil
 		}
 	}
-	return false, nil
+	_, err = os.Stat(filepath.Join(dir, ProjectorLoRAFile))
+	return err == nil, nil
+}
+
+// loadWhetProjectorLoRA attaches the projector adapter of dir's
+// ProjectorLoRAFile (whet train's own layout), when m has its tower and
+// the file is there.
+func (m *Model) loadWhetProjectorLoRA(dir string, opts LoRAOptions) (bool, error) {
+	if m.Gemma3Vision == nil {
+		return false, nil
+	}
+	ts, ok, err := Gemma3ProjectorLoRAAsPEFT(dir)
+	if err != nil || !ok {
+		return false, err
+	}
+	mem := memTensors{}
+	for _, t := range ts {
+		mem[t.Name] = t
+	}
+	return m.loadGemma3ProjectorAdapter(mem, filepath.Join(dir, ProjectorLoRAFile), opts)
 }
 
 // Mllama (MllamaForConditionalGeneration) in transformers 5 (and 4.52 on):

@@ -59,7 +59,14 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if err := CheckPEFTWeights(weights, base, r, targets); err != nil {
 		return err
 	}
-	if err := checkGemma3ProjectorWeights(weights, run.ModelDir, base, r, cfg); err != nil {
+	// whet train also keeps the projector adapter in its own layout
+	// (engine.ProjectorLoRAFile); an adapter without PEFT's projector keys
+	// gets them from there.
+	extra, err := projectorFallback(weights, run.AdapterDir, cfg)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := checkGemma3ProjectorWeights(weights, run.ModelDir, base, r, cfg, extra); err != nil {
 		return err
 	}
 	progress(1, 3, "adapter_model.safetensors")
@@ -82,7 +89,7 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 		// A multimodal checkpoint: PEFT names the text model's modules
 		// by their path inside the whole model, and target_modules must
 		// not reach the vision tower's own q_proj, k_proj, ...
-		if err := renamePEFTModules(weights, filepath.Join(dir, adapterWeights), prefix); err != nil {
+		if err := renamePEFTModules(weights, filepath.Join(dir, adapterWeights), prefix, extra); err != nil {
 			return err
 		}
 		var mods []string
@@ -95,6 +102,9 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 			cfg["target_modules"] = `.*` + regexp.QuoteMeta(strings.TrimSuffix(prefix, ".")) + `\.layers\.\d+\.(self_attn|mlp)\.(` + strings.Join(mods, "|") + `)`
 		}
 	} else {
+		if len(extra) > 0 {
+			return fmt.Errorf("export: %s: %s adapts a Gemma 3 projector, but the base model is %s", run.AdapterDir, engine.ProjectorLoRAFile, base.ModelType)
+		}
 		data, err := os.ReadFile(weights)
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
@@ -128,7 +138,7 @@ var peftTextModule = map[string]string{"gemma3": "model.language_model."}
 
 // renamePEFTModules copies the adapter file src to dst with each
 // base_model.model.model.X key renamed base_model.model.<prefix>X.
-func renamePEFTModules(src, dst, prefix string) error {
+func renamePEFTModules(src, dst, prefix string, extra []safetensors.Tensor) error {
 	f, err := safetensors.Open(src)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
@@ -152,6 +162,7 @@ func renamePEFTModules(src, dst, prefix string) error {
 		}
 		ts = append(ts, safetensors.Tensor{Name: "base_model.model." + prefix + rest, DType: info.DType, Shape: info.Shape, Data: raw})
 	}
+	ts = append(ts, extra...)
 	if err := safetensors.Write(dst, ts, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -291,17 +302,24 @@ func CheckPEFTWeights(path string, base *engine.ModelConfig, r int, targets map[
 // adapter file holds (engine/vision_adapter.go: lora_A [r, Dt], lora_B
 // [Dv, r]) against the base model's config.json, and that it is there
 // exactly when target_parameters names it.
-func checkGemma3ProjectorWeights(path, modelDir string, base *engine.ModelConfig, r int, cfg map[string]any) error {
+func checkGemma3ProjectorWeights(path, modelDir string, base *engine.ModelConfig, r int, cfg map[string]any, extra []safetensors.Tensor) error {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	defer f.Close()
+	shapes := map[string][]int{}
 	var keys []string
 	for _, n := range f.Names() {
 		if engine.IsGemma3ProjectorPEFTKey(n) {
 			keys = append(keys, n)
+			info, _ := f.Info(n)
+			shapes[n] = info.Shape
 		}
+	}
+	for _, t := range extra {
+		keys = append(keys, t.Name)
+		shapes[t.Name] = t.Shape
 	}
 	params, _ := cfg["target_parameters"].([]any)
 	if len(keys) == 0 {
@@ -326,16 +344,41 @@ func checkGemma3ProjectorWeights(path, modelDir string, base *engine.ModelConfig
 	}
 	want := map[string][]int{engine.Gemma3ProjectorPEFTKey("A"): {r, vc.TextHidden}, engine.Gemma3ProjectorPEFTKey("B"): {vc.Hidden, r}}
 	for k, shape := range want {
-		info, ok := f.Info(k)
+		got, ok := shapes[k]
 		if !ok {
 			return fmt.Errorf("export: %s: missing tensor %s", path, k)
 		}
-		if !slices.Equal(info.Shape, shape) {
-			return fmt.Errorf("export: %s: tensor %s has shape %v, want %v (r=%d)", path, k, info.Shape, shape, r)
+		if !slices.Equal(got, shape) {
+			return fmt.Errorf("export: %s: tensor %s has shape %v, want %v (r=%d)", path, k, got, shape, r)
 		}
 	}
 	if len(keys) != 2 {
 		return fmt.Errorf("export: %s: %d projector adapter tensors (%s), want lora_A and lora_B under %s", path, len(keys), strings.Join(keys, ", "), engine.Gemma3ProjectorPEFTKey("A"))
 	}
 	return nil
+}
+
+// projectorFallback returns the projector adapter of the adapter folder's
+// engine.ProjectorLoRAFile in PEFT's layout when the adapter file itself has
+// no PEFT projector keys, and then names it in cfg (target_parameters,
+// lora_dropout 0 as PEFT's ParamWrapper wants).
+func projectorFallback(weights, adapterDir string, cfg map[string]any) ([]safetensors.Tensor, error) {
+	f, err := safetensors.Open(weights)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range f.Names() {
+		if engine.IsGemma3ProjectorPEFTKey(n) {
+			f.Close()
+			return nil, nil
+		}
+	}
+	f.Close()
+	ts, ok, err := engine.Gemma3ProjectorLoRAAsPEFT(adapterDir)
+	if err != nil || !ok {
+		return nil, err
+	}
+	cfg["target_parameters"] = []any{engine.Gemma3ProjectorPEFTParameter}
+	cfg["lora_dropout"] = 0
+	return ts, nil
 }

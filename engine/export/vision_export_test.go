@@ -620,3 +620,98 @@ func checkMMProjInGGML(t *testing.T, path string, src *Source) {
 		t.Errorf("ggml finds %d tensors, want %d", len(tensors), 2*16+7)
 	}
 }
+
+// TestGemma3VisionProjectorFile: a run whose adapter keeps the projector's
+// adapter only in whet train's own file (engine.ProjectorLoRAFile: A [r, Dv],
+// B [Dt, r] under whet's names) and not under PEFT's keys loads with the
+// training model's logits, and its PEFT export gets the projector in PEFT's
+// layout, equal to what SaveAdapter writes.
+func TestGemma3VisionProjectorFile(t *testing.T) {
+	tmp := t.TempDir()
+	base := makeGemma3VisionModel(t, filepath.Join(tmp, "base"))
+	run, want := makeGemma3VisionRun(t, filepath.Join(tmp, "run"), base, true)
+	adapter := filepath.Join(run, "adapter")
+	f, err := safetensors.Open(filepath.Join(adapter, adapterWeights))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []safetensors.Tensor
+	peftProj := map[string][]float32{}
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		raw, _ := f.Raw(n)
+		if engine.IsGemma3ProjectorPEFTKey(n) {
+			peftProj[n], _ = f.Float32(n)
+			continue
+		}
+		keep = append(keep, safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), raw...)})
+	}
+	f.Close()
+	if len(peftProj) != 2 {
+		t.Fatalf("SaveAdapter wrote %d projector tensors", len(peftProj))
+	}
+	if err := safetensors.Write(filepath.Join(adapter, adapterWeights), keep, map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := readJSONMap(filepath.Join(adapter, adapterConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(cfg, "target_parameters")
+	if err := writeJSON(filepath.Join(adapter, adapterConfigFile), cfg); err != nil {
+		t.Fatal(err)
+	}
+	// whet's A [r, Dv] is PEFT's lora_B [Dv, r] transposed, B [Dt, r] lora_A [r, Dt] transposed.
+	tr := func(v []float32, rows, cols int) []float32 {
+		out := make([]float32, len(v))
+		for i := 0; i < rows; i++ {
+			for j := 0; j < cols; j++ {
+				out[j*rows+i] = v[i*cols+j]
+			}
+		}
+		return out
+	}
+	a := tr(peftProj["base_model.model.model.multi_modal_projector.lora_B.weight"], 32, 4)
+	b := tr(peftProj["base_model.model.model.multi_modal_projector.lora_A.weight"], 4, 64)
+	if err := safetensors.Write(filepath.Join(adapter, engine.ProjectorLoRAFile), []safetensors.Tensor{
+		safetensors.F32Tensor("multi_modal_projector.mm_input_projection.lora_A.weight", []int{4, 32}, a),
+		safetensors.F32Tensor("multi_modal_projector.mm_input_projection.lora_B.weight", []int{64, 4}, b),
+	}, map[string]string{"format": "whet-projector-lora"}); err != nil {
+		t.Fatal(err)
+	}
+	src := loadRun(t, run)
+	if src.Model.Gemma3Vision == nil || src.Model.Gemma3Vision.ProjLoRA == nil {
+		t.Fatal("the projector adapter of projector_lora.safetensors was not loaded")
+	}
+	if got := visionLogits(t, src.Model); !slices.Equal(got, want) {
+		t.Errorf("logits differ from the training model's")
+	}
+	peft := filepath.Join(tmp, "peft")
+	if err := Run(Options{RunDir: run, Format: "peft", OutDir: peft}, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := safetensors.Open(filepath.Join(peft, adapterWeights))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range peftProj {
+		got, err := out.Float32(k)
+		if err != nil || !slices.Equal(got, v) {
+			t.Errorf("PEFT export's %s differs from SaveAdapter's (%v)", k, err)
+		}
+	}
+	out.Close()
+	c, _ := readJSONMap(filepath.Join(peft, adapterConfigFile))
+	if tp, _ := c["target_parameters"].([]any); len(tp) != 1 {
+		t.Errorf("target_parameters %v", c["target_parameters"])
+	}
+	// A model loaded without its tower leaves the projector adapter out.
+	m, err := engine.LoadModel(base, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if _, err := engine.LoadAdapter(peft, m); err != nil {
+		t.Errorf("the text model refuses the adapter with a projector: %v", err)
+	}
+}
