@@ -18,3 +18,7 @@ func LoRAStackRows(m *Model) []int {
 	}
 	return out
 }
+
+// RanBatched says whether the sampler's last Run generated its prompts in
+// one batch.
+func (s *Sampler) RanBatched() bool { return s.ranBatched }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"whet/datasets"
@@ -45,8 +46,19 @@ type Sampler struct {
 	// the step's sampled completions with their rewards).
 	Extra func(step int) []SampleEvent
 	gen   *GroupGenerator
+	one   *Generator // one prompt, or SamplesBatchEnv=0
 	stop  []int32
+	// ranBatched says whether the last Run was batched (tests).
+	ranBatched bool
 }
+
+// SamplesBatchEnv set to 0 makes the samples during training one prompt
+// after another on the one-sequence generator (its decoding path, graph
+// on a GPU by default) instead of all prompts in one batched generation
+// (plain passes, one row per prompt); a single prompt always goes that
+// way. Which is faster depends on the number of prompts and the card
+// (whet bench --decode-batch measures both).
+const SamplesBatchEnv = "WHET_SAMPLES_BATCH"
 
 // encode renders one prompt as a user turn with the generation prompt.
 func (s *Sampler) encode(prompt string) ([]int32, error) {
@@ -119,30 +131,19 @@ func (s *Sampler) Run(ctx context.Context, step int) ([]SampleEvent, error) {
 		}
 		return nil, nil
 	}
-	// Every prompt is answered in one batched generation (GenerateMany:
-	// the weights are read once per token for all prompts), its keys and
-	// values in a paged cache holding each prompt's own length.
-	if s.gen != nil {
-		if have, _ := s.gen.KVBlocks(); len(s.gen.lanes) < len(encoded) || s.gen.MaxLen < longest+s.MaxTokens || have < blocks {
-			s.gen.Free()
-			s.gen = nil
-		}
-	}
-	if s.gen == nil {
-		g, err := s.Model.NewPagedGroupGenerator(len(encoded), longest+s.MaxTokens, DefaultKVBlockTokens, blocks)
-		if err != nil {
-			return nil, err
-		}
-		s.gen = g
+	if s.stop == nil {
 		s.stop = StopIDs(s.Tok, s.Template)
 	}
-	opts := make([]SampleOptions, len(encoded))
-	for i := range opts {
-		opts[i] = Greedy(s.MaxTokens, s.stop)
+	var gens [][]int32
+	var err error
+	s.ranBatched = len(encoded) > 1 && os.Getenv(SamplesBatchEnv) != "0"
+	if !s.ranBatched {
+		gens, err = s.oneByOne(ctx, encoded, longest)
+	} else {
+		gens, err = s.batched(ctx, encoded, longest, blocks)
 	}
-	gens, err := s.gen.GenerateMany(ctx, encoded, opts, nil)
 	if err != nil {
-		return nil, fmt.Errorf("samples: %w", err)
+		return nil, err
 	}
 	var out []SampleEvent
 	for i, gen := range gens {
@@ -162,11 +163,66 @@ func (s *Sampler) Run(ctx context.Context, step int) ([]SampleEvent, error) {
 	return out, nil
 }
 
-// Free releases the sampler's generator.
+// batched answers every prompt in one batched generation (GenerateMany:
+// the weights are read once per token for all prompts), their keys and
+// values in a paged cache holding each prompt's own length.
+func (s *Sampler) batched(ctx context.Context, encoded [][]int32, longest, blocks int) ([][]int32, error) {
+	if s.gen != nil {
+		if have, _ := s.gen.KVBlocks(); len(s.gen.lanes) < len(encoded) || s.gen.MaxLen < longest+s.MaxTokens || have < blocks {
+			s.gen.Free()
+			s.gen = nil
+		}
+	}
+	if s.gen == nil {
+		g, err := s.Model.NewPagedGroupGenerator(len(encoded), longest+s.MaxTokens, DefaultKVBlockTokens, blocks)
+		if err != nil {
+			return nil, err
+		}
+		s.gen = g
+	}
+	opts := make([]SampleOptions, len(encoded))
+	for i := range opts {
+		opts[i] = Greedy(s.MaxTokens, s.stop)
+	}
+	gens, err := s.gen.GenerateMany(ctx, encoded, opts, nil)
+	if err != nil {
+		return nil, fmt.Errorf("samples: %w", err)
+	}
+	return gens, nil
+}
+
+// oneByOne answers the prompts one after another.
+func (s *Sampler) oneByOne(ctx context.Context, encoded [][]int32, longest int) ([][]int32, error) {
+	if s.one == nil || s.one.MaxLen < longest+s.MaxTokens {
+		if s.one != nil {
+			s.one.Free()
+		}
+		g, err := s.Model.NewGenerator(longest + s.MaxTokens)
+		if err != nil {
+			return nil, err
+		}
+		s.one = g
+	}
+	var out [][]int32
+	for i, ids := range encoded {
+		gen, err := s.one.Generate(ctx, ids, Greedy(s.MaxTokens, s.stop), nil)
+		if err != nil {
+			return nil, fmt.Errorf("sample %d: %w", i, err)
+		}
+		out = append(out, gen)
+	}
+	return out, nil
+}
+
+// Free releases the sampler's generators.
 func (s *Sampler) Free() {
 	if s.gen != nil {
 		s.gen.Free()
 		s.gen = nil
+	}
+	if s.one != nil {
+		s.one.Free()
+		s.one = nil
 	}
 }
 

@@ -19,7 +19,8 @@ import (
 // generator gives that prompt alone: on the shipped demo model with its
 // chat template, prompts of different lengths, some ending on the
 // template's stop token before the limit and some at it. A second run
-// reuses the generator and gives the same answers.
+// reuses the generator and gives the same answers; WHET_SAMPLES_BATCH=0,
+// and a single prompt, go one prompt after another with the same answers.
 func TestSamplerBatchedMatchesOneByOne(t *testing.T) {
 	dir := filepath.Join("..", "presets", "demo", "model")
 	m, err := engine.LoadModel(dir, cpu.New())
@@ -86,6 +87,9 @@ func TestSamplerBatchedMatchesOneByOne(t *testing.T) {
 	if stopped == 0 || stopped == len(prompts) {
 		t.Errorf("%d of %d answers ended on a stop token before the limit (lengths %v): the test wants both kinds", stopped, len(prompts), lengths)
 	}
+	if !s.RanBatched() {
+		t.Error("four prompts were not generated in one batch")
+	}
 	again, err := s.Run(context.Background(), 4)
 	if err != nil {
 		t.Fatal(err)
@@ -94,5 +98,30 @@ func TestSamplerBatchedMatchesOneByOne(t *testing.T) {
 		if again[i].Text != got[i].Text {
 			t.Errorf("prompt %d: second run %q, first %q", i, again[i].Text, got[i].Text)
 		}
+	}
+	// WHET_SAMPLES_BATCH=0 goes one prompt after another, as one prompt
+	// always does: the same answers.
+	t.Setenv(engine.SamplesBatchEnv, "0")
+	seq, err := s.Run(context.Background(), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RanBatched() {
+		t.Errorf("%s=0: the samples ran batched", engine.SamplesBatchEnv)
+	}
+	for i := range seq {
+		if seq[i].Text != got[i].Text {
+			t.Errorf("prompt %d: one by one %q, batched %q", i, seq[i].Text, got[i].Text)
+		}
+	}
+	t.Setenv(engine.SamplesBatchEnv, "")
+	single := &engine.Sampler{Model: m, Tok: tok, Template: tpl, Prompts: prompts[1:2], MaxTokens: maxTokens}
+	defer single.Free()
+	alone1, err := single.Run(context.Background(), 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if single.RanBatched() || len(alone1) != 1 || alone1[0].Text != got[1].Text {
+		t.Errorf("one prompt: batched %v, %+v, want %q one by one", single.RanBatched(), alone1, got[1].Text)
 	}
 }
