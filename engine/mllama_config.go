@@ -26,6 +26,14 @@ type MllamaVisionConfig struct {
 	// states (0: its input, i: layer i-1's output) whose values are
 	// concatenated to the output, interleaved feature by feature.
 	Intermediates []int
+	// TapLayerOutputs reads index i of Intermediates as local layer i's
+	// output instead (its input plus one), as transformers 5 does
+	// (checked on 5.17.0: its MllamaVisionEncoder collects the hidden
+	// states after each layer, without the input). Meta's reference code,
+	// which trained the released weights, and transformers 4 take layer
+	// i's input, so whet does by default; set this to reproduce transformers
+	// 5 (TestReferenceMllama does). Not read from config.json.
+	TapLayerOutputs bool
 	// AspectRatios are the tile grids [rows, cols]; aspect-ratio id i+1
 	// means AspectRatios[i] and 0 a padding image.
 	AspectRatios [][2]int

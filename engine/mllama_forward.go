@@ -327,6 +327,9 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	var cs, C, csXA, crossBias Tensor
 	if images {
 		visOut = p.vision(s)
+		if p.err != nil {
+			return 0, nil, nil
+		}
 		cs = p.upload(visOut, nkv, v.OutputDim)
 		C, csXA = p.linear(m.Projector, cs)
 	}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -549,38 +550,30 @@ func TestReferenceMllama(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	var meta struct {
+		Lora struct {
+			R     int     `json:"r"`
+			Alpha float32 `json:"alpha"`
+		} `json:"lora"`
+		Versions struct {
+			Transformers string `json:"transformers"`
+		} `json:"versions"`
+	}
+	if raw, err := os.ReadFile(filepath.Join(root, "reference", "tiny-mllama.json")); err != nil || json.Unmarshal(raw, &meta) != nil || meta.Lora.R == 0 {
+		t.Fatalf("reference tiny-mllama.json: lora settings unreadable (%v)", err)
+	}
+	// transformers 5 concatenates local layer i's output where the
+	// released model (and transformers 4) take its input
+	// (MllamaVisionConfig.TapLayerOutputs); compare like with like.
+	tap5 := !strings.HasPrefix(meta.Versions.Transformers, "4.")
 	m, err := engine.LoadMllama(filepath.Join(root, "tiny-mllama"), cpu.New())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Free()
 	cfg := &m.Cfg
-	var samples []engine.MllamaSample
-	for i := 0; i < 2; i++ {
-		pre := "s" + string(rune('0'+i)) + "."
-		s := engine.MllamaSample{IDs: mustI32(t, st, pre+"input_ids"), Targets: mustI32(t, st, pre+"targets"),
-			Pixels: mustF32(t, st, pre+"pixel_values"), AspectRatioIDs: mustI32(t, st, pre+"aspect_ratio_ids"),
-			AspectRatioMask: mustI32(t, st, pre+"aspect_ratio_mask"), CrossMask: mustI32(t, st, pre+"cross_attention_mask")}
-		s.Images = len(s.AspectRatioIDs)
-		// The processor's mask is datasets/vision's.
-		ids := make([]int, len(s.IDs))
-		for j, id := range s.IDs {
-			ids[j] = int(id)
-		}
-		tiles := make([]int, s.Images)
-		for j := range tiles {
-			for k := 0; k < cfg.Vision.MaxTiles; k++ {
-				tiles[j] += int(s.AspectRatioMask[j*cfg.Vision.MaxTiles+k])
-			}
-		}
-		mine := vision.CrossAttentionMask(vision.CrossAttentionSpans(ids, cfg.ImageToken), tiles, cfg.Vision.MaxTiles, len(ids))
-		for j := range mine {
-			if int32(mine[j]) != s.CrossMask[j] {
-				t.Fatalf("sample %d: datasets/vision's cross-attention mask differs from the processor's at %d", i, j)
-			}
-		}
-		samples = append(samples, s)
-	}
+	cfg.Vision.TapLayerOutputs = tap5
+	samples := referenceMllamaSamples(t, st, cfg)
 	compare := func(name string, got, want []float32) {
 		t.Helper()
 		if len(got) != len(want) {
@@ -640,15 +633,7 @@ func TestReferenceMllama(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m2.Free()
-	var meta struct {
-		Lora struct {
-			R     int     `json:"r"`
-			Alpha float32 `json:"alpha"`
-		} `json:"lora"`
-	}
-	if raw, err := os.ReadFile(filepath.Join(root, "reference", "tiny-mllama.json")); err != nil || json.Unmarshal(raw, &meta) != nil || meta.Lora.R == 0 {
-		t.Fatalf("reference tiny-mllama.json: lora settings unreadable (%v)", err)
-	}
+	m2.Cfg.Vision.TapLayerOutputs = tap5
 	if err := m2.AddLoRA(engine.MllamaLoRA{Rank: meta.Lora.R, Alpha: meta.Lora.Alpha, Projector: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -673,5 +658,105 @@ func TestReferenceMllama(t *testing.T) {
 		g := make([]float32, p.Grad.Len())
 		m2.B.Download(p.Grad, g)
 		compare("lora_grad."+p.Name, g, mustF32(t, st, "lora_grad."+p.Name))
+	}
+}
+
+// referenceMllamaSamples reads the reference's two samples, checking that
+// datasets/vision builds the processor's cross-attention masks.
+func referenceMllamaSamples(t *testing.T, st *safetensors.File, cfg *engine.MllamaConfig) []engine.MllamaSample {
+	t.Helper()
+	var samples []engine.MllamaSample
+	for i := 0; i < 2; i++ {
+		pre := "s" + string(rune('0'+i)) + "."
+		s := engine.MllamaSample{IDs: mustI32(t, st, pre+"input_ids"), Targets: mustI32(t, st, pre+"targets"),
+			Pixels: mustF32(t, st, pre+"pixel_values"), AspectRatioIDs: mustI32(t, st, pre+"aspect_ratio_ids"),
+			AspectRatioMask: mustI32(t, st, pre+"aspect_ratio_mask"), CrossMask: mustI32(t, st, pre+"cross_attention_mask")}
+		s.Images = len(s.AspectRatioIDs)
+		// The processor's mask is datasets/vision's.
+		ids := make([]int, len(s.IDs))
+		for j, id := range s.IDs {
+			ids[j] = int(id)
+		}
+		tiles := make([]int, s.Images)
+		for j := range tiles {
+			for k := 0; k < cfg.Vision.MaxTiles; k++ {
+				tiles[j] += int(s.AspectRatioMask[j*cfg.Vision.MaxTiles+k])
+			}
+		}
+		mine := vision.CrossAttentionMask(vision.CrossAttentionSpans(ids, cfg.ImageToken), tiles, cfg.Vision.MaxTiles, len(ids))
+		for j := range mine {
+			if int32(mine[j]) != s.CrossMask[j] {
+				t.Fatalf("sample %d: datasets/vision's cross-attention mask differs from the processor's at %d", i, j)
+			}
+		}
+		samples = append(samples, s)
+	}
+	return samples
+}
+
+// TestMllamaIntermediateTaps: by default the vision output concatenates
+// the local encoder's input to layer i for intermediate index i (Meta's
+// code, transformers 4), with TapLayerOutputs layer i's output
+// (transformers 5); checked against transformers' recorded output of
+// local layer 1, which is the input of layer 2 (index 2 of the tiny
+// model's [0, 2]). The final (global) features do not depend on the tap,
+// and an index past the last layer's output is refused with the flag.
+func TestMllamaIntermediateTaps(t *testing.T) {
+	root := filepath.Join("..", "testdata")
+	refPath := filepath.Join(root, "reference", "tiny-mllama.safetensors")
+	if _, err := os.Stat(refPath); err != nil {
+		t.Skipf("%s not present", refPath)
+	}
+	st, err := safetensors.Open(refPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m, err := engine.LoadMllama(filepath.Join(root, "tiny-mllama"), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	v := &m.Cfg.Vision
+	if fmt.Sprint(v.Intermediates) != "[0 2]" {
+		t.Fatalf("tiny-mllama's intermediate_layers_indices %v, the test expects [0 2]", v.Intermediates)
+	}
+	samples := referenceMllamaSamples(t, st, &m.Cfg)
+	run := func(tap bool) [][]float32 {
+		v.TapLayerOutputs = tap
+		r, err := m.Run(samples, false, true) // the vision output comes with the logits
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.VisionOut
+	}
+	def, tap5 := run(false), run(true)
+	H, P, Pp, K := v.Hidden, v.Patches(), v.PaddedPatches(), len(v.Intermediates)
+	for i := range samples {
+		pre := fmt.Sprintf("s%d.", i)
+		layer1 := mustF32(t, st, pre+"vision_local.1") // [images, tiles*Pp, H]
+		var worstFinal, worstTap float64
+		for row := 0; row < len(def[i])/v.OutputDim; row++ {
+			img, tj := row/(v.MaxTiles*P), row%(v.MaxTiles*P)
+			tile, j := tj/P, tj%P
+			for d := 0; d < H; d++ {
+				a, b := def[i][row*v.OutputDim+d], tap5[i][row*v.OutputDim+d]
+				worstFinal = max(worstFinal, math.Abs(float64(a-b)))
+				got := def[i][row*v.OutputDim+H+d*K+1]
+				want := layer1[((img*v.MaxTiles+tile)*Pp+j)*H+d]
+				worstTap = max(worstTap, math.Abs(float64(got-want)))
+			}
+		}
+		if worstFinal != 0 {
+			t.Errorf("sample %d: the final features change with the tap (max |diff| %g)", i, worstFinal)
+		}
+		if worstTap > 1e-4 {
+			t.Errorf("sample %d: index 2 differs from transformers' local layer 1 output by %g", i, worstTap)
+		}
+	}
+	v.Intermediates = []int{0, v.Layers}
+	v.TapLayerOutputs = true
+	if _, err := m.Run(samples, false, false); err == nil || !strings.Contains(err.Error(), "intermediate_layers_indices 3") {
+		t.Errorf("index %d with TapLayerOutputs: err = %v", v.Layers, err)
 	}
 }

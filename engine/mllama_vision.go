@@ -12,7 +12,8 @@ import (
 //	h        = patches + tanh(g_pre) * PreTile[a][tile]
 //	h        = [class; h] + (1 - tanh(g_pos)) * PosEmbed + tanh(g_pos) * TileEmbed[a][tile]
 //	x        = LayerNorm_pre(h), each tile padded with zero rows to a multiple of 8
-//	x        = local encoder (hidden states 0..Layers kept where Intermediates asks)
+//	x        = local encoder (hidden states 0..Layers kept where Intermediates asks:
+//	           state i is layer i's input, or with TapLayerOutputs its output)
 //	x        = LayerNorm_post(x) + tanh(g_post) * PostTile[a][tile]
 //	x        = global encoder (tanh-gated layers)
 //	out      = [x, intermediates interleaved feature by feature] without the padding rows
@@ -142,11 +143,26 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 	p.release(start, x, mask) // the embedding stage's buffers
 	layerMark := len(p.owned)
 
+	// hidden[s] is hidden state s of the local encoder: 0 its input, l+1
+	// layer l's output; intermediate index i is state i, or i+1 with
+	// TapLayerOutputs (transformers 5).
+	state := func(i int) int {
+		if v.TapLayerOutputs {
+			return i + 1
+		}
+		return i
+	}
+	for _, i := range v.Intermediates {
+		if state(i) > len(V.Local) {
+			p.err = fmt.Errorf("intermediate_layers_indices %d: the local encoder has %d layers, so no layer %d output", i, len(V.Local), i)
+			return nil
+		}
+	}
 	hidden := map[int][]float32{}
-	keepHidden := func(idx int) {
-		for _, k := range v.Intermediates {
-			if k == idx {
-				hidden[idx] = p.host(x)
+	keepHidden := func(s int) {
+		for _, i := range v.Intermediates {
+			if state(i) == s {
+				hidden[s] = p.host(x)
 				return
 			}
 		}
@@ -200,7 +216,7 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 			copy(dst[:H], final[src:src+H])
 			for d := 0; d < H; d++ {
 				for q, idx := range v.Intermediates {
-					dst[H+d*k+q] = hidden[idx][src+d]
+					dst[H+d*k+q] = hidden[state(idx)][src+d]
 				}
 			}
 		}
