@@ -391,9 +391,7 @@ func (c *checker) intTensor(name string, t engine.Tensor) *Tensor {
 // disjoint fails when an output shares memory with an input the op still
 // reads after it starts writing.
 func (c *checker) disjoint(outName string, out *Tensor, inName string, in *Tensor) {
-	if c.Err == nil && overlaps(out, in) {
-		c.Failf("output %s %v overlaps input %s %v", outName, out.shape, inName, in.shape)
-	}
+	c.Overlap(outName, out, inName, in, c.Err == nil && overlaps(out, in))
 }
 
 // isNil reports an absent optional tensor, either a nil interface or a nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"whet/engine"
+	"whet/engine/opcheck"
 )
 
 // Gemma 3's vision ops (engine/siglip_ops.go): LayerNorm with a bias
@@ -29,16 +30,8 @@ func (b *Backend) LayerNorm(out, mean, rstd, x, weight, bias engine.Tensor, eps 
 	if c.Err != nil {
 		return c.Err
 	}
-	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.Matrix("out", o, rows, dim)
-	c.Length("mean", mt, rows)
-	c.Length("rstd", rs, rows)
-	c.Length("weight", w, dim)
-	c.Length("bias", bt, dim)
-	if c.Err == nil && !(eps >= 0) {
-		c.Failf("eps %v must not be negative", eps)
-	}
-	if c.Err != nil {
+	rows, dim, ok := c.LayerNorm(o, mt, rs, xt, w, bt, eps)
+	if !ok {
 		return c.Err
 	}
 	if rows == 0 || dim == 0 {
@@ -75,21 +68,8 @@ func (b *Backend) LayerNormBackward(dx, dWeight, dBias, dOut, x, weight, mean, r
 	if c.Err != nil {
 		return c.Err
 	}
-	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.Matrix("dOut", do, rows, dim)
-	c.Length("weight", w, dim)
-	c.Length("mean", mt, rows)
-	c.Length("rstd", rs, rows)
-	if dxt != nil {
-		c.Matrix("dx", dxt, rows, dim)
-	}
-	if dwt != nil {
-		c.Length("dWeight", dwt, dim)
-	}
-	if dbt != nil {
-		c.Length("dBias", dbt, dim)
-	}
-	if c.Err != nil {
+	rows, dim, ok := opcheck.LayerNormGrads(&c.Checker, dxt, dwt, dbt, do, xt, w, mt, rs)
+	if !ok {
 		return c.Err
 	}
 	if rows == 0 || dim == 0 {
@@ -195,15 +175,9 @@ func (b *Backend) AttentionGroups(out, lse, q, k, v, groups engine.Tensor, seqs 
 	}
 	c.Matrix("out", ot, g.T, g.H*g.D)
 	c.Length("lse", lt, g.H*g.T)
-	for _, in := range []struct {
-		name string
-		t    *Tensor
-	}{{"q", qt}, {"k", kt}, {"v", vt}} {
-		c.disjoint("out", ot, in.name, in.t)
-		c.disjoint("lse", lt, in.name, in.t)
-	}
-	c.disjoint("out", ot, "lse", lt)
-	if c.Err != nil {
+	if !opcheck.Disjoint(&c.Checker, overlaps,
+		[]string{"out", "lse"}, []*Tensor{ot, lt},
+		[]string{"q", "k", "v"}, []*Tensor{qt, kt, vt}) {
 		return c.Err
 	}
 	if g.T == 0 {
@@ -233,23 +207,9 @@ func (b *Backend) AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, out, lse, g
 		return c.Err
 	}
 	c.AttentionGrads(g.T, g.H, g.KVH, g.D, dqt, dkt, dvt, dot, ot, lt)
-	outs := []struct {
-		name string
-		t    *Tensor
-	}{{"dq", dqt}, {"dk", dkt}, {"dv", dvt}}
-	ins := []struct {
-		name string
-		t    *Tensor
-	}{{"dOut", dot}, {"q", qt}, {"k", kt}, {"v", vt}, {"out", ot}, {"lse", lt}}
-	for i, o := range outs {
-		for _, in := range ins {
-			c.disjoint(o.name, o.t, in.name, in.t)
-		}
-		for _, o2 := range outs[i+1:] {
-			c.disjoint(o.name, o.t, o2.name, o2.t)
-		}
-	}
-	if c.Err != nil {
+	if !opcheck.Disjoint(&c.Checker, overlaps,
+		[]string{"dq", "dk", "dv"}, []*Tensor{dqt, dkt, dvt},
+		[]string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}) {
 		return c.Err
 	}
 	if g.T == 0 {

@@ -177,3 +177,74 @@ func (c *Checker) SwiGLUGrads(dGate, dUp, dOut, gate, up engine.Tensor) bool {
 	c.SameLen("dOut", dOut, "dUp", dUp)
 	return c.Err == nil
 }
+
+// LayerNorm checks LayerNorm's shapes (engine.LayerNormer): x [rows, dim],
+// out like x, mean and rstd [rows] (the saved statistics), weight and bias
+// [dim], and an eps that is not negative. It returns rows and dim.
+func (c *Checker) LayerNorm(out, mean, rstd, x, weight, bias engine.Tensor, eps float32) (rows, dim int, ok bool) {
+	rows, dim = engine.Rows(x), engine.Cols(x)
+	c.Matrix("out", out, rows, dim)
+	c.Length("mean", mean, rows)
+	c.Length("rstd", rstd, rows)
+	c.Length("weight", weight, dim)
+	c.Length("bias", bias, dim)
+	if c.Err == nil && !(eps >= 0) {
+		c.Failf("eps %v must not be negative", eps)
+	}
+	return rows, dim, c.Err == nil
+}
+
+// LayerNormGrads checks LayerNorm's backward: dOut like x, weight [dim],
+// mean and rstd [rows], and the optional gradients dx like x and dWeight,
+// dBias [dim]. A gradient equal to T's zero value (a nil *Tensor) is
+// absent and not checked. It returns rows and dim.
+func LayerNormGrads[T interface {
+	engine.Tensor
+	comparable
+}](c *Checker, dx, dWeight, dBias, dOut, x, weight, mean, rstd T) (rows, dim int, ok bool) {
+	var absent T
+	rows, dim = engine.Rows(x), engine.Cols(x)
+	c.Matrix("dOut", dOut, rows, dim)
+	c.Length("weight", weight, dim)
+	c.Length("mean", mean, rows)
+	c.Length("rstd", rstd, rows)
+	if dx != absent {
+		c.Matrix("dx", dx, rows, dim)
+	}
+	if dWeight != absent {
+		c.Length("dWeight", dWeight, dim)
+	}
+	if dBias != absent {
+		c.Length("dBias", dBias, dim)
+	}
+	return rows, dim, c.Err == nil
+}
+
+// Overlap records that output out shares memory with input in, which the
+// op still reads after it starts writing; the backend decides overlapping
+// from its own storage.
+func (c *Checker) Overlap(outName string, out engine.Tensor, inName string, in engine.Tensor, overlapping bool) {
+	if c.Err == nil && overlapping {
+		c.Failf("output %s %v overlaps input %s %v", outName, out.Shape(), inName, in.Shape())
+	}
+}
+
+// Disjoint requires every output to be disjoint from every input and from
+// every other output (overlaps is the backend's storage test; outNames and
+// inNames name outs and ins in order). It checks the outputs in order, each
+// against the inputs and then the later outputs, and records the first
+// overlap.
+func Disjoint[T engine.Tensor](c *Checker, overlaps func(a, b T) bool, outNames []string, outs []T, inNames []string, ins []T) bool {
+	if len(outNames) != len(outs) || len(inNames) != len(ins) {
+		c.Failf("internal: Disjoint has %d names for %d outputs and %d names for %d inputs", len(outNames), len(outs), len(inNames), len(ins))
+	}
+	for i, o := range outs {
+		for j, in := range ins {
+			c.Overlap(outNames[i], o, inNames[j], in, c.Err == nil && overlaps(o, in))
+		}
+		for j := i + 1; j < len(outs); j++ {
+			c.Overlap(outNames[i], o, outNames[j], outs[j], c.Err == nil && overlaps(o, outs[j]))
+		}
+	}
+	return c.Err == nil
+}

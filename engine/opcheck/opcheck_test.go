@@ -67,6 +67,15 @@ func TestRulesAndMessages(t *testing.T) {
 		{"decode offset", func(c *Checker) {
 			c.AttentionKV(fake{[]int{2, 32}, engine.BF16}, fake{[]int{2, 32}, engine.BF16}, kv, kv, 7, good, 0)
 		}, "qOffset 7 + 2 queries must equal the 10 cached keys"},
+		{"layernorm ok", func(c *Checker) {
+			c.LayerNorm(x, fake{[]int{4}, engine.F32}, fake{[]int{4}, engine.F32}, x, fake{[]int{6}, engine.BF16}, fake{[]int{6}, engine.BF16}, 1e-6)
+		}, ""},
+		{"layernorm bias", func(c *Checker) {
+			c.LayerNorm(x, fake{[]int{4}, engine.F32}, fake{[]int{4}, engine.F32}, x, fake{[]int{6}, engine.BF16}, fake{[]int{7}, engine.BF16}, 1e-6)
+		}, "bias has shape [7] (7 elements), want 6 elements"},
+		{"layernorm eps", func(c *Checker) {
+			c.LayerNorm(x, fake{[]int{4}, engine.F32}, fake{[]int{4}, engine.F32}, x, fake{[]int{6}, engine.BF16}, fake{[]int{6}, engine.BF16}, -1)
+		}, "eps -1 must not be negative"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ch := &Checker{Backend: "cpu", Op: "Op"}
@@ -87,3 +96,38 @@ func TestRulesAndMessages(t *testing.T) {
 }
 
 func posInf() float64 { var z float64; return 1 / z }
+
+func TestLayerNormGradsSkipsAbsent(t *testing.T) {
+	x, w := &fake{[]int{4, 6}, engine.BF16}, &fake{[]int{6}, engine.BF16}
+	stat := &fake{[]int{4}, engine.F32}
+	ch := &Checker{Backend: "cpu", Op: "LayerNormBackward"}
+	if rows, dim, ok := LayerNormGrads(ch, nil, nil, nil, x, x, w, stat, stat); !ok || rows != 4 || dim != 6 {
+		t.Fatalf("all gradients absent: rows %d dim %d ok %v err %v", rows, dim, ok, ch.Err)
+	}
+	LayerNormGrads(ch, x, w, &fake{[]int{5}, engine.F32}, x, x, w, stat, stat)
+	if ch.Err == nil || !strings.Contains(ch.Err.Error(), "dBias has shape [5] (5 elements), want 6 elements") {
+		t.Errorf("short dBias: error %v", ch.Err)
+	}
+}
+
+func TestDisjointReportsFirstOverlap(t *testing.T) {
+	a, b, c := &fake{[]int{2}, engine.F32}, &fake{[]int{3}, engine.F32}, &fake{[]int{4}, engine.F32}
+	same := func(x, y *fake) bool { return x == y }
+	ch := &Checker{Backend: "cuda", Op: "Op"}
+	if !Disjoint(ch, same, []string{"out"}, []*fake{a}, []string{"x", "y"}, []*fake{b, c}) {
+		t.Fatalf("distinct tensors: %v", ch.Err)
+	}
+	Disjoint(ch, same, []string{"o1", "o2"}, []*fake{a, b}, []string{"x"}, []*fake{c})
+	if ch.Err != nil {
+		t.Fatalf("distinct outputs: %v", ch.Err)
+	}
+	Disjoint(ch, same, []string{"o1", "o2"}, []*fake{a, a}, []string{"x", "y"}, []*fake{b, b})
+	if want := "cuda: Op: output o1 [2] overlaps input o2 [2]"; ch.Err == nil || ch.Err.Error() != want {
+		t.Errorf("two outputs in one place: error %v, want %q", ch.Err, want)
+	}
+	ch = &Checker{Backend: "cpu", Op: "Op"}
+	Disjoint(ch, same, []string{"out"}, []*fake{a}, []string{"x", "y"}, []*fake{b, a})
+	if want := "cpu: Op: output out [2] overlaps input y [2]"; ch.Err == nil || ch.Err.Error() != want {
+		t.Errorf("output on an input: error %v, want %q", ch.Err, want)
+	}
+}
