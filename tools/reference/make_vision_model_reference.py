@@ -6,7 +6,10 @@ Usage:  python3 make_vision_model_reference.py OUTDIR
 Writes, all under OUTDIR:
   tiny-gemma3-vision/   Gemma3ForConditionalGeneration (SigLIP tower, projector, Gemma 3 text model),
                         f32 weights under the tensor names of the released checkpoints
-                        (language_model.model.*, vision_tower.vision_model.*, multi_modal_projector.*)
+                        (language_model.model.*, vision_tower.vision_model.*, multi_modal_projector.*);
+                        only the model. prefix is rewritten, so a transformers whose SiglipVisionModel
+                        holds its layers itself (5.17) saves vision_tower.embeddings.* etc., which
+                        whet reads too
   reference/tiny-gemma3-vision.safetensors and .json
 
 The batch is two sequences, each run as its own batch row (positions from 0): the first holds one
