@@ -33,19 +33,10 @@ func (b *Backend) SoftCap(x engine.Tensor, capValue float32) error {
 	c := b.check("SoftCap")
 	xt := c.float("x", x)
 	checkCap(&c, capValue)
-	if c.Err != nil {
-		return c.Err
-	}
-	if xt.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("SoftCap %s %v cap %g", xt.dt, xt.shape, capValue), "softcap.cu", "softcap_forward", b.gridFor(xt.n), block256, 0,
-		xt.ptr(), dt(xt), int64(xt.n), capValue)
+	return b.launchOver(&c, xt, func() error {
+		return b.launch(fmt.Sprintf("SoftCap %s %v cap %g", xt.dt, xt.shape, capValue), "softcap.cu", "softcap_forward", b.gridFor(xt.n), block256, 0,
+			xt.ptr(), dt(xt), int64(xt.n), capValue)
+	})
 }
 
 // SoftCapBackward multiplies dx in place by 1 - (y/c)^2, y the capped
@@ -56,19 +47,10 @@ func (b *Backend) SoftCapBackward(dx, y engine.Tensor, capValue float32) error {
 	yt := c.float("y", y)
 	c.SameLen("dx", d, "y", yt)
 	checkCap(&c, capValue)
-	if c.Err != nil {
-		return c.Err
-	}
-	if d.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("SoftCapBackward %s %v cap %g", d.dt, d.shape, capValue), "softcap.cu", "softcap_backward", b.gridFor(d.n), block256, 0,
-		d.ptr(), dt(d), yt.ptr(), dt(yt), int64(d.n), capValue)
+	return b.launchOver(&c, d, func() error {
+		return b.launch(fmt.Sprintf("SoftCapBackward %s %v cap %g", d.dt, d.shape, capValue), "softcap.cu", "softcap_backward", b.gridFor(d.n), block256, 0,
+			d.ptr(), dt(d), yt.ptr(), dt(yt), int64(d.n), capValue)
+	})
 }
 
 // checkCap refuses a cap that is not a positive number (as engine/cpu does).

@@ -19,19 +19,10 @@ func (b *Backend) GELU(out, x engine.Tensor) error {
 	o := c.float("out", out)
 	xt := c.float("x", x)
 	c.SameLen("out", o, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	if xt.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("GELU %s %v", xt.dt, xt.shape), "gelu.cu", "gelu_forward", b.gridFor(xt.n), block256, 0,
-		o.ptr(), dt(o), xt.ptr(), dt(xt), int64(xt.n))
+	return b.launchOver(&c, xt, func() error {
+		return b.launch(fmt.Sprintf("GELU %s %v", xt.dt, xt.shape), "gelu.cu", "gelu_forward", b.gridFor(xt.n), block256, 0,
+			o.ptr(), dt(o), xt.ptr(), dt(xt), int64(xt.n))
+	})
 }
 
 // GELUBackward overwrites dx = dOut*gelu'(x); dx may be dOut, not x.
@@ -46,19 +37,10 @@ func (b *Backend) GELUBackward(dx, dOut, x engine.Tensor) error {
 		return c.Err
 	}
 	c.disjoint("dx", dxt, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	if xt.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("GELUBackward %s %v", xt.dt, xt.shape), "gelu.cu", "gelu_backward", b.gridFor(xt.n), block256, 0,
-		dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), int64(xt.n))
+	return b.launchOver(&c, xt, func() error {
+		return b.launch(fmt.Sprintf("GELUBackward %s %v", xt.dt, xt.shape), "gelu.cu", "gelu_backward", b.gridFor(xt.n), block256, 0,
+			dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), int64(xt.n))
+	})
 }
 
 // biasGeometry is the checked shape of one BiasAttention call.

@@ -133,38 +133,20 @@ func (b *Backend) AddScaled(dst, src engine.Tensor, alpha float32) error {
 	d := c.float("dst", dst)
 	s := c.float("src", src)
 	c.SameLen("dst", d, "src", s)
-	if c.Err != nil {
-		return c.Err
-	}
-	if d.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("AddScaled %s %v += %g * %s %v", d.dt, d.shape, alpha, s.dt, s.shape), fileElementwise, "add_scaled",
-		b.gridFor(d.n), block256, 0, d.ptr(), dt(d), s.ptr(), dt(s), int64(d.n), alpha)
+	return b.launchOver(&c, d, func() error {
+		return b.launch(fmt.Sprintf("AddScaled %s %v += %g * %s %v", d.dt, d.shape, alpha, s.dt, s.shape), fileElementwise, "add_scaled",
+			b.gridFor(d.n), block256, 0, d.ptr(), dt(d), s.ptr(), dt(s), int64(d.n), alpha)
+	})
 }
 
 // Scale computes t *= s.
 func (b *Backend) Scale(t engine.Tensor, s float32) error {
 	c := b.check("Scale")
 	d := c.float("t", t)
-	if c.Err != nil {
-		return c.Err
-	}
-	if d.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("Scale %s %v", d.dt, d.shape), fileElementwise, "scale", b.gridFor(d.n), block256, 0,
-		d.ptr(), dt(d), int64(d.n), s)
+	return b.launchOver(&c, d, func() error {
+		return b.launch(fmt.Sprintf("Scale %s %v", d.dt, d.shape), fileElementwise, "scale", b.gridFor(d.n), block256, 0,
+			d.ptr(), dt(d), int64(d.n), s)
+	})
 }
 
 // AddBias adds bias to every row of out.
@@ -177,19 +159,10 @@ func (b *Backend) AddBias(out, bias engine.Tensor) error {
 	}
 	cols := engine.Cols(o)
 	c.Length("bias", bs, cols)
-	if c.Err != nil {
-		return c.Err
-	}
-	if o.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("AddBias %s %v", o.dt, o.shape), fileElementwise, "add_bias", b.gridFor(o.n), block256, 0,
-		o.ptr(), dt(o), bs.ptr(), dt(bs), int64(engine.Rows(o)), int64(cols))
+	return b.launchOver(&c, o, func() error {
+		return b.launch(fmt.Sprintf("AddBias %s %v", o.dt, o.shape), fileElementwise, "add_bias", b.gridFor(o.n), block256, 0,
+			o.ptr(), dt(o), bs.ptr(), dt(bs), int64(engine.Rows(o)), int64(cols))
+	})
 }
 
 // BiasBackward adds the column sums of dOut to dBias.
@@ -515,22 +488,13 @@ func (b *Backend) gatedForward(op string, act gatedAct, out, gate, up engine.Ten
 	u := c.float("up", up)
 	c.SameLen("out", o, "gate", g)
 	c.SameLen("out", o, "up", u)
-	if c.Err != nil {
-		return c.Err
-	}
-	if o.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	desc, grid, n := fmt.Sprintf("%s %s %v", op, o.dt, o.shape), b.gridFor(o.n), int64(o.n)
-	if act == actGELUTanh {
-		return b.launch(desc, "geglu.cu", "geglu_forward", grid, block256, 0, o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), n)
-	}
-	return b.launch(desc, "swiglu.cu", "swiglu_forward", grid, block256, 0, o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), n)
+	return b.launchOver(&c, o, func() error {
+		desc, grid, n := fmt.Sprintf("%s %s %v", op, o.dt, o.shape), b.gridFor(o.n), int64(o.n)
+		if act == actGELUTanh {
+			return b.launch(desc, "geglu.cu", "geglu_forward", grid, block256, 0, o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), n)
+		}
+		return b.launch(desc, "swiglu.cu", "swiglu_forward", grid, block256, 0, o.ptr(), dt(o), g.ptr(), dt(g), u.ptr(), dt(u), n)
+	})
 }
 
 // gatedBackward checks and launches the backward of gatedForward (dGate
@@ -543,24 +507,15 @@ func (b *Backend) gatedBackward(op string, act gatedAct, dGate, dUp, dOut, gate,
 	g := c.float("gate", gate)
 	u := c.float("up", up)
 	c.SwiGLUGrads(dg, du, do, g, u)
-	if c.Err != nil {
-		return c.Err
-	}
-	if do.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	desc, grid, n := fmt.Sprintf("%s %s %v", op, do.dt, do.shape), b.gridFor(do.n), int64(do.n)
-	if act == actGELUTanh {
-		return b.launch(desc, "geglu.cu", "geglu_backward", grid, block256, 0,
+	return b.launchOver(&c, do, func() error {
+		desc, grid, n := fmt.Sprintf("%s %s %v", op, do.dt, do.shape), b.gridFor(do.n), int64(do.n)
+		if act == actGELUTanh {
+			return b.launch(desc, "geglu.cu", "geglu_backward", grid, block256, 0,
+				dg.ptr(), dt(dg), du.ptr(), dt(du), do.ptr(), dt(do), g.ptr(), dt(g), u.ptr(), dt(u), n)
+		}
+		return b.launch(desc, "swiglu.cu", "swiglu_backward", grid, block256, 0,
 			dg.ptr(), dt(dg), du.ptr(), dt(du), do.ptr(), dt(do), g.ptr(), dt(g), u.ptr(), dt(u), n)
-	}
-	return b.launch(desc, "swiglu.cu", "swiglu_backward", grid, block256, 0,
-		dg.ptr(), dt(dg), du.ptr(), dt(du), do.ptr(), dt(do), g.ptr(), dt(g), u.ptr(), dt(u), n)
+	})
 }
 
 // Dropout writes out = x*keep/(1-p) with engine/cpu's counter-based mask,

@@ -110,19 +110,10 @@ func (b *Backend) GELUTanh(out, x engine.Tensor) error {
 	o := c.float("out", out)
 	xt := c.float("x", x)
 	c.SameLen("out", o, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	if xt.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("GELUTanh %s %v", xt.dt, xt.shape), "gelu_tanh.cu", "gelu_tanh_forward", b.gridFor(xt.n), block256, 0,
-		o.ptr(), dt(o), xt.ptr(), dt(xt), int64(xt.n))
+	return b.launchOver(&c, xt, func() error {
+		return b.launch(fmt.Sprintf("GELUTanh %s %v", xt.dt, xt.shape), "gelu_tanh.cu", "gelu_tanh_forward", b.gridFor(xt.n), block256, 0,
+			o.ptr(), dt(o), xt.ptr(), dt(xt), int64(xt.n))
+	})
 }
 
 // GELUTanhBackward overwrites dx = dOut*gelu_tanh'(x); dx may be dOut.
@@ -137,19 +128,10 @@ func (b *Backend) GELUTanhBackward(dx, dOut, x engine.Tensor) error {
 		return c.Err
 	}
 	c.disjoint("dx", dxt, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	if xt.n == 0 {
-		return nil
-	}
-	exit, err := b.enter()
-	if err != nil {
-		return err
-	}
-	defer exit()
-	return b.launch(fmt.Sprintf("GELUTanhBackward %s %v", xt.dt, xt.shape), "gelu_tanh.cu", "gelu_tanh_backward", b.gridFor(xt.n), block256, 0,
-		dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), int64(xt.n))
+	return b.launchOver(&c, xt, func() error {
+		return b.launch(fmt.Sprintf("GELUTanhBackward %s %v", xt.dt, xt.shape), "gelu_tanh.cu", "gelu_tanh_backward", b.gridFor(xt.n), block256, 0,
+			dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), int64(xt.n))
+	})
 }
 
 // groupGeometry is attnGeometry plus the groups tensor.
