@@ -546,3 +546,25 @@ func TestTrainGemma3VisionModelOnText(t *testing.T) {
 		t.Errorf("text data on a vision model:\n%s", out.String())
 	}
 }
+
+// QLoRA on a Gemma 3 vision model with images: the language model's
+// linears in NF4, the tower and projector as loaded, two steps.
+func TestTrainGemma3VisionQLoRA(t *testing.T) {
+	dir := t.TempDir()
+	writeShapeData(t, dir, "train.jsonl", 7, 0, 4)
+	run := fmt.Sprintf("name: q\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, projector: true}\ndata: {path: %s, template: gemma-3, max_length: 96}\ntrain: {max_steps: 2, micro_batch: 2, lr: 0.01, seed: 1, sample_every: 0}\n",
+		gemma3ChatModel(t), dir, filepath.Join(dir, "train.jsonl"))
+	p := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []string{"vision: Gemma 3 trains on 4 images", "qlora: decoder weights quantized", "step 2/2"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -20,7 +20,7 @@ import (
 
 // gemma3VisionTokenizer is tiny-gemma3's tokenizer with Gemma 3's three
 // image tokens added (ids 512-514).
-func gemma3VisionTokenizer(t *testing.T) *tokenizer.Tokenizer {
+func gemma3VisionTokenizer(t testing.TB) *tokenizer.Tokenizer {
 	t.Helper()
 	dir := t.TempDir()
 	data, err := os.ReadFile(filepath.Join("..", "testdata", "tiny-gemma3", "tokenizer.json"))
@@ -54,7 +54,7 @@ func gemma3VisionTokenizer(t *testing.T) *tokenizer.Tokenizer {
 	return tok
 }
 
-func pngBytes(t *testing.T, w, h int) []byte {
+func pngBytes(t testing.TB, w, h int) []byte {
 	t.Helper()
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	for y := 0; y < h; y++ {
@@ -197,4 +197,43 @@ func TestPrepareVisionImageColumn(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "d.jsonl:1") || !strings.Contains(err.Error(), "cuts into the row's image tokens") {
 		t.Errorf("max_length through the image: %v", err)
 	}
+}
+
+// FuzzPrepareVision feeds arbitrary JSONL to Prepare with Gemma 3's image
+// options: it must never panic, and every sequence it makes must hold
+// exactly its images' tokens, none of them with a label.
+func FuzzPrepareVision(f *testing.F) {
+	f.Add([]byte(`{"messages": [{"role": "user", "content": [{"type": "image", "path": "p.png"}, {"type": "text", "text": "What?"}]}, {"role": "assistant", "content": "Stripes."}]}`), false)
+	f.Add([]byte(`{"messages": [{"role": "user", "content": "Look <start_of_image>"}, {"role": "assistant", "content": "x"}], "images": ["p.png", "p.png"]}`), true)
+	f.Add([]byte(`{"conversations": [{"from": "human", "value": [{"type": "image"}]}, {"from": "gpt", "value": "a"}], "image": "missing.png"}`), true)
+	dir := f.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.png"), pngBytes(f, 6, 5), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	tok := gemma3VisionTokenizer(f)
+	f.Fuzz(func(t *testing.T, data []byte, skip bool) {
+		path := filepath.Join(dir, "fuzz.jsonl")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := datasets.Prepare(datasets.Options{Path: path, Template: "gemma-3", MaxLength: 64, SkipBadRows: skip, TrainOn: "all",
+			Vision: gemma3VisionOptions()}, tok)
+		if err != nil {
+			return
+		}
+		for _, seq := range append(p.Train, p.Eval...) {
+			soft := 0
+			for i, id := range seq.Tokens {
+				if id == 514 {
+					soft++
+				}
+				if id >= 512 && id <= 514 && seq.Labels[i] != datasets.IgnoreIndex {
+					t.Fatalf("image token %d at %d has a label", id, i)
+				}
+			}
+			if soft != 4*len(seq.Images) {
+				t.Fatalf("%d image tokens for %d images", soft, len(seq.Images))
+			}
+		}
+	})
 }
