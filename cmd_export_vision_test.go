@@ -76,8 +76,12 @@ func TestExportVisionRuns(t *testing.T) {
 		if c.quant != "" {
 			args = append(args, "--quant", c.quant)
 		}
-		if code, stdout, stderr := runExportCLI(t, args...); code != 0 {
+		code, stdout, stderr := runExportCLI(t, args...)
+		if code != 0 {
 			t.Fatalf("whet export %v: exit %d\n%s%s", args, code, stdout, stderr)
+		}
+		if c.format == "gguf" && !strings.Contains(stdout, "--mmproj mmproj-model.gguf") {
+			t.Errorf("the GGUF export does not say how to use the mmproj file:\n%s", stdout)
 		}
 	}
 	keys := func(path string) []string {

@@ -206,6 +206,7 @@ func writeMMProj(ctx context.Context, src *Source, dir string, progress Progress
 		return err
 	}
 	path := filepath.Join(dir, mmprojFile)
+	progress(0, 0, mmprojFile+": the vision tower and projector (F16 matrices, F32 embeddings and norms) for llama.cpp's multimodal tools: llama-mtmd-cli -m model.gguf --mmproj "+mmprojFile)
 	total := len(f.Tensors)
 	if err := f.WriteFileContext(ctx, path, func(done, _ int, name string) { progress(done, total, "mmproj: "+name) }); err != nil {
 		if ctx.Err() != nil {

@@ -715,3 +715,43 @@ func TestGemma3VisionProjectorFile(t *testing.T) {
 		t.Errorf("the text model refuses the adapter with a projector: %v", err)
 	}
 }
+
+// TestGemma3VisionQLoRAExports: a QLoRA run of the vision model (the
+// language model's linears in NF4, the tower and projector not) exports
+// GGUF into the NF4 base with the mmproj file, whose projection is the same
+// merged projector as a LoRA run's, and merged safetensors into the full base.
+func TestGemma3VisionQLoRAExports(t *testing.T) {
+	tmp := t.TempDir()
+	base := makeGemma3VisionModel(t, filepath.Join(tmp, "base"))
+	run, _ := makeGemma3VisionRun(t, filepath.Join(tmp, "run"), base, true)
+	lora := filepath.Join(tmp, "lora-gguf")
+	if err := Run(Options{RunDir: run, Format: "gguf", Quant: "f16", OutDir: lora}, nil); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(base)
+	writeRunYAML(t, run, "run", abs, "qlora", engine.LoRAConfig{Rank: 4, Alpha: 8})
+	q := filepath.Join(tmp, "qlora-gguf")
+	if err := Run(Options{RunDir: run, Format: "gguf", Quant: "f16", OutDir: q}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var proj [][]float32
+	for _, dir := range []string{lora, q} {
+		path := filepath.Join(dir, "mmproj-model.gguf")
+		gf, err := parser.ParseGGUFFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proj = append(proj, ggufF16(t, path, gf, "mm.input_projection.weight"))
+	}
+	if !slices.Equal(proj[0], proj[1]) {
+		t.Errorf("the QLoRA run's mmproj projection differs from the LoRA run's (the projector is not quantized)")
+	}
+	if err := Run(Options{RunDir: run, Format: "merged", OutDir: filepath.Join(tmp, "merged")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.LoadGemma3Vision(filepath.Join(tmp, "merged"), cpu.New(), engine.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Free()
+}
