@@ -23,6 +23,25 @@
 // else one word. k must be a multiple of 8 (a word's 8 values then share a
 // block). There is no backward (the weight is frozen and decoding takes
 // no gradient).
+//
+// matvec_nf4_v2 is the same product laid out for memory bandwidth (opt-in,
+// NF4MatVecEnv in engine/cuda/nf4matvec.go), for up to three weights that
+// share x (q, k, v; gate, up) in one launch, their rows numbered one after
+// the other:  y_j[r] = sum_c x[c] * w_j(r, c) (+ y_j[r])   r < n_j.
+// A 256-thread block takes NF4V2_ROWS consecutive rows and splits k among
+// all its threads: thread t reads word t, t + 256, ... (8 codes each) of
+// every row, so a warp's code loads are 128 contiguous bytes and a thread
+// keeps 2 * NF4V2_ROWS independent loads in flight. Each word's 8 x
+// values are one 16-byte load, shared by the NF4V2_ROWS rows; x (8 to 28
+// KB at 8B-model widths) stays in L1 across the blocks of an SM, so it is
+// read from L2 once per SM rather than staged per block. The levels are a
+// 16-float shared table: a warp's lookups hit at most 16 distinct words
+// in 16 banks, one pass each (the 256-pair table of matvec_nf4 conflicts).
+// A word's 8 values share one absmax, (r * k + 8 * word) / 64, loaded with
+// the word. Each thread's per-row sums go through warp_sum and then the 8
+// warps' partials through shared memory. k must be a multiple of 8 and
+// n0 > 0; rows past the last weight's end read row 0 of w_0 and write
+// nothing.
 #include "common.cuh"
 
 #define NF4_BLOCK 64
@@ -118,5 +137,120 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4(void* y, int ydt, c
     if (lane == 0) {
         if (accumulate) acc += ld(y, ydt, row);
         st(y, ydt, row, acc);
+    }
+}
+
+// Rows per block of matvec_nf4_v2 (nf4V2Rows in engine/cuda/nf4matvec.go).
+#define NF4V2_ROWS 4
+
+// nf4v2_dot8 adds sum_e level(code_e) * x[e] over the 8 codes of word,
+// high nibble of each byte first.
+__device__ __forceinline__ float nf4v2_dot8(const float* levels, unsigned int word, const float* xv) {
+    float d = 0.0f;
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        d += levels[(word >> (8 * b + 4)) & 15u] * xv[2 * b];
+        d += levels[(word >> (8 * b)) & 15u] * xv[2 * b + 1];
+    }
+    return d;
+}
+
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
+                                                                const unsigned int* p0, const float* a0, i64 n0, void* y1,
+                                                                const unsigned int* p1, const float* a1, i64 n1, void* y2,
+                                                                const unsigned int* p2, const float* a2, i64 n2) {
+    __shared__ float levels[16];
+    __shared__ float partial[NF4V2_ROWS][8];
+    if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
+    const i64 kw = k / 8; // words per row
+    // This block's rows: codes, absmax base, output and row within its
+    // weight; a row past the end reads row 0 of weight 0 (the host passes
+    // n0 > 0) and writes nothing.
+    const unsigned int* codes[NF4V2_ROWS];
+    const float* scale[NF4V2_ROWS];
+    i64 first[NF4V2_ROWS]; // row * k: the row's first value in its weight
+    void* yr[NF4V2_ROWS];
+    i64 rr[NF4V2_ROWS];
+    bool live[NF4V2_ROWS];
+#pragma unroll
+    for (int r = 0; r < NF4V2_ROWS; r++) {
+        i64 g = (i64)blockIdx.x * NF4V2_ROWS + r;
+        live[r] = true;
+        if (g < n0) {
+            codes[r] = p0, scale[r] = a0, yr[r] = y0;
+        } else if ((g -= n0) < n1) {
+            codes[r] = p1, scale[r] = a1, yr[r] = y1;
+        } else if ((g -= n1) < n2) {
+            codes[r] = p2, scale[r] = a2, yr[r] = y2;
+        } else {
+            live[r] = false;
+            codes[r] = p0, scale[r] = a0, yr[r] = y0, g = 0;
+        }
+        rr[r] = g;
+        first[r] = g * k;
+        codes[r] += g * kw;
+    }
+    __syncthreads(); // levels
+    float acc[NF4V2_ROWS];
+#pragma unroll
+    for (int r = 0; r < NF4V2_ROWS; r++) acc[r] = 0.0f;
+    const bool vec = aligned16(x);
+    i64 w = threadIdx.x;
+    // Two words per row at a time: 2 * NF4V2_ROWS code loads in flight.
+    for (; w + 256 < kw; w += 512) {
+        unsigned int c0[NF4V2_ROWS], c1[NF4V2_ROWS];
+        float s0[NF4V2_ROWS], s1[NF4V2_ROWS];
+#pragma unroll
+        for (int r = 0; r < NF4V2_ROWS; r++) {
+            c0[r] = codes[r][w];
+            c1[r] = codes[r][w + 256];
+            s0[r] = scale[r][(first[r] + 8 * w) >> 6];
+            s1[r] = scale[r][(first[r] + 8 * (w + 256)) >> 6];
+        }
+        float x0[8], x1[8];
+        if (vec) {
+            ld8(x, xdt, 8 * w, x0);
+            ld8(x, xdt, 8 * (w + 256), x1);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * w + e), x1[e] = ld(x, xdt, 8 * (w + 256) + e);
+        }
+#pragma unroll
+        for (int r = 0; r < NF4V2_ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0) + s1[r] * nf4v2_dot8(levels, c1[r], x1);
+    }
+    if (w < kw) {
+        unsigned int c0[NF4V2_ROWS];
+        float s0[NF4V2_ROWS];
+#pragma unroll
+        for (int r = 0; r < NF4V2_ROWS; r++) {
+            c0[r] = codes[r][w];
+            s0[r] = scale[r][(first[r] + 8 * w) >> 6];
+        }
+        float x0[8];
+        if (vec) {
+            ld8(x, xdt, 8 * w, x0);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * w + e);
+        }
+#pragma unroll
+        for (int r = 0; r < NF4V2_ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int r = 0; r < NF4V2_ROWS; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) partial[r][warp] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < NF4V2_ROWS) {
+        const int r = threadIdx.x;
+        if (live[r]) {
+            float v = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) v += partial[r][i];
+            if (accumulate) v += ld(yr[r], ydt, rr[r]);
+            st(yr[r], ydt, rr[r], v);
+        }
     }
 }

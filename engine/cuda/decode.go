@@ -211,28 +211,17 @@ func (b *Backend) AdvancePosition(pos engine.Tensor, limit int) error {
 }
 
 // MatVecNF4 computes y [1, out] = x [1, in] @ W^T (+ y when accumulate)
-// from W's NF4 codes (kernels/nf4.cu, matvec_nf4), the weight's values in
-// float32 (DequantizeNF4 into bf16 would round them).
+// from W's NF4 codes (kernels/nf4.cu, matvec_nf4, or matvec_nf4_v2 when
+// NF4MatVecEnv is "v2"), the weight's values in float32 (DequantizeNF4
+// into bf16 would round them).
 func (b *Backend) MatVecNF4(y, x, packed, absmax engine.Tensor, accumulate bool) error {
 	c := b.check("MatVecNF4")
-	yt, xt, pt, at := c.float("y", y), c.float("x", x), c.intTensor("packed", packed), c.f32("absmax", absmax)
+	xt, ops := checkNF4Operands(&c, []engine.Tensor{y}, x, []engine.Tensor{packed}, []engine.Tensor{absmax})
 	if c.Err != nil {
 		return c.Err
 	}
+	yt, pt, at := ops[0].y, ops[0].packed, ops[0].absmax
 	n, k := yt.n, xt.n
-	c.Matrix("y", yt, 1, n)
-	c.Matrix("x", xt, 1, k)
-	if c.Err != nil {
-		return c.Err
-	}
-	if k%8 != 0 || pt.n*8 != n*k || at.n*nf4Block != n*k {
-		c.Failf("W [%d %d] needs in a multiple of 8, %d packed words and %d absmax values, got %d and %d", n, k, n*k/8, n*k/nf4Block, pt.n, at.n)
-		return c.Err
-	}
-	c.disjoint("y", yt, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
 	if n == 0 {
 		return nil
 	}
@@ -241,11 +230,15 @@ func (b *Backend) MatVecNF4(y, x, packed, absmax engine.Tensor, accumulate bool)
 		return err
 	}
 	defer exit()
+	op := fmt.Sprintf("MatVecNF4 %s [1 %d] = %s [1 %d] @ nf4 [%d %d]ᵀ", yt.dt, n, xt.dt, k, n, k)
+	if nf4V2() {
+		return b.launchNF4V2(op+" (v2)", xt, ops, accumulate)
+	}
 	acc := int32(0)
 	if accumulate {
 		acc = 1
 	}
-	return b.launch(fmt.Sprintf("MatVecNF4 %s [1 %d] = %s [1 %d] @ nf4 [%d %d]ᵀ", yt.dt, n, xt.dt, k, n, k), "nf4.cu", "matvec_nf4",
+	return b.launch(op, "nf4.cu", "matvec_nf4",
 		dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
 		yt.ptr(), dt(yt), xt.ptr(), dt(xt), pt.ptr(), at.ptr(), int64(n), int64(k), acc)
 }

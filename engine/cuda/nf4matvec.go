@@ -1,0 +1,135 @@
+package cuda
+
+import (
+	"fmt"
+	"os"
+
+	"whet/engine"
+)
+
+// NF4MatVecEnv set to "v2" sends MatVecNF4 to kernels/nf4.cu's
+// matvec_nf4_v2 (a block of 256 threads over nf4V2Rows rows, k split among
+// all its threads) instead of matvec_nf4 (a warp per row), and lets
+// MatVecsNF4 take up to three NF4 weights sharing x in one launch. Off
+// by default until TestNF4MatVecV2 passes on a GPU (tools/gpu/nf4-matvec).
+// It is read at each call, so a test can compare the two on one backend;
+// a recording keeps the kernel it was made with.
+const NF4MatVecEnv = "WHET_NF4_MATVEC"
+
+// nf4V2 reports whether NF4MatVecEnv asks for matvec_nf4_v2.
+func nf4V2() bool { return os.Getenv(NF4MatVecEnv) == "v2" }
+
+// nf4V2Rows is matvec_nf4_v2's rows per block (NF4V2_ROWS in kernels/nf4.cu).
+const nf4V2Rows = 4
+
+// nf4V2Grid is matvec_nf4_v2's grid for rows rows in all: one block per
+// nf4V2Rows rows, the last one partly empty.
+func nf4V2Grid(rows int) dim3 { return dim3{(rows + nf4V2Rows - 1) / nf4V2Rows, 1, 1} }
+
+// nf4Operand is one NF4 weight of a mat-vec: its output, codes and scales.
+type nf4Operand struct {
+	y, packed, absmax *Tensor
+}
+
+// checkNF4Operands checks ys[i] [1, n_i] = x [1, k] @ W_i^T for the NF4
+// weights (packed, absmax): matching counts, k a multiple of 8, every
+// output disjoint from x and of one dtype (the kernel takes one).
+func checkNF4Operands(c *checker, ys []engine.Tensor, x engine.Tensor, packed, absmax []engine.Tensor) (*Tensor, []nf4Operand) {
+	xt := c.float("x", x)
+	if c.Err != nil {
+		return nil, nil
+	}
+	if len(ys) == 0 || len(ys) != len(packed) || len(ys) != len(absmax) {
+		c.Failf("%d outputs, %d packed and %d absmax tensors: want as many of each, at least one", len(ys), len(packed), len(absmax))
+		return nil, nil
+	}
+	k := xt.n
+	c.Matrix("x", xt, 1, k)
+	var ops []nf4Operand
+	for i := range ys {
+		yn, pn, an := fmt.Sprintf("ys[%d]", i), fmt.Sprintf("packed[%d]", i), fmt.Sprintf("absmax[%d]", i)
+		yt, pt, at := c.float(yn, ys[i]), c.intTensor(pn, packed[i]), c.f32(an, absmax[i])
+		if c.Err != nil {
+			return nil, nil
+		}
+		n := yt.n
+		c.Matrix(yn, yt, 1, n)
+		if c.Err != nil {
+			return nil, nil
+		}
+		if k%8 != 0 || pt.n*8 != n*k || at.n*nf4Block != n*k {
+			c.Failf("W%d [%d %d] needs in a multiple of 8, %d packed words and %d absmax values, got %d and %d", i, n, k, n*k/8, n*k/nf4Block, pt.n, at.n)
+			return nil, nil
+		}
+		if len(ops) > 0 && yt.dt != ops[0].y.dt {
+			c.Failf("%s is %s and ys[0] %s: want one dtype", yn, yt.dt, ops[0].y.dt)
+			return nil, nil
+		}
+		c.disjoint(yn, yt, "x", xt)
+		for j := range ops {
+			c.disjoint(yn, yt, fmt.Sprintf("ys[%d]", j), ops[j].y)
+		}
+		ops = append(ops, nf4Operand{yt, pt, at})
+	}
+	return xt, ops
+}
+
+// launchNF4V2 launches matvec_nf4_v2 over ops (at most three, the empty
+// ones left out so that the first the kernel sees has rows). The caller
+// holds the context.
+func (b *Backend) launchNF4V2(op string, xt *Tensor, ops []nf4Operand, accumulate bool) error {
+	var live []nf4Operand
+	for _, o := range ops {
+		if o.y.n > 0 {
+			live = append(live, o)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	if len(live) > 3 {
+		return fmt.Errorf("cuda: %s: %d weights in one launch, the kernel takes at most 3", op, len(live))
+	}
+	var y, p, a [3]uint64
+	var n [3]int64
+	rows := 0
+	for i, o := range live {
+		y[i], p[i], a[i], n[i] = o.y.ptr(), o.packed.ptr(), o.absmax.ptr(), int64(o.y.n)
+		rows += o.y.n
+	}
+	acc := int32(0)
+	if accumulate {
+		acc = 1
+	}
+	return b.launch(op, "nf4.cu", "matvec_nf4_v2", nf4V2Grid(rows), block256, 0,
+		xt.ptr(), dt(xt), int64(xt.n), dt(live[0].y), acc,
+		y[0], p[0], a[0], n[0], y[1], p[1], a[1], n[1], y[2], p[2], a[2], n[2])
+}
+
+// MatVecsNF4 multiplies the one row x by up to three NF4 weights that
+// share it (q, k, v; gate, up) in one launch of matvec_nf4_v2:
+// ys[i] [1, n_i] = x [1, k] @ W_i^T (+ ys[i] when accumulate), W_i held as
+// packed[i] and absmax[i] (as MatVecNF4 takes them). ok is false, with
+// nothing done, unless NF4MatVecEnv is "v2" and there are at most three
+// weights; operands that are wrong are an error.
+func (b *Backend) MatVecsNF4(ys []engine.Tensor, x engine.Tensor, packed, absmax []engine.Tensor, accumulate bool) (bool, error) {
+	c := b.check("MatVecsNF4")
+	xt, ops := checkNF4Operands(&c, ys, x, packed, absmax)
+	if c.Err != nil {
+		return false, c.Err
+	}
+	if !nf4V2() || len(ops) > 3 {
+		return false, nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return false, err
+	}
+	defer exit()
+	rows := 0
+	for _, o := range ops {
+		rows += o.y.n
+	}
+	op := fmt.Sprintf("MatVecsNF4 of %d weights, %d rows over %d (%s)", len(ops), rows, xt.n, xt.dt)
+	return true, b.launchNF4V2(op, xt, ops, accumulate)
+}
