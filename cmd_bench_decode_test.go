@@ -10,8 +10,9 @@ import (
 
 // TestBenchDecode: whet bench --decode on the CPU reports one line per
 // method with the decoding path taken (the CPU has no recorder, so graph
-// falls back to device, saying why; by default the plain path) and the weight bytes a token reads: NF4 linears (qlora) read far
-// fewer than bf16 ones.
+// falls back to device, saying why, and graph is the default; plain is
+// asked for by name) and the weight bytes a token reads: NF4 linears
+// (qlora) read far fewer than bf16 ones.
 func TestBenchDecode(t *testing.T) {
 	run := func(env string) []decodeResult {
 		t.Setenv("WHET_DECODE", env)
@@ -46,8 +47,13 @@ func TestBenchDecode(t *testing.T) {
 	if rs := run("graph"); rs[0].Mode != "device" || !strings.Contains(rs[0].Fallback, "cannot record") {
 		t.Errorf("WHET_DECODE=graph on the CPU: mode %q (%q), want device with the reason", rs[0].Mode, rs[0].Fallback)
 	}
-	if rs := run(""); rs[0].Mode != "plain" || rs[0].Fallback != "" {
-		t.Errorf("default: mode %q (%q), want plain", rs[0].Mode, rs[0].Fallback)
+	// The default is graph (since the GPU call of 2026-12-07), which the
+	// CPU runs as device; plain is asked for by name.
+	if rs := run(""); rs[0].Mode != "device" || !strings.Contains(rs[0].Fallback, "cannot record") {
+		t.Errorf("default: mode %q (%q), want graph falling back to device", rs[0].Mode, rs[0].Fallback)
+	}
+	if rs := run("plain"); rs[0].Mode != "plain" || rs[0].Fallback != "" {
+		t.Errorf("WHET_DECODE=plain: mode %q (%q), want plain", rs[0].Mode, rs[0].Fallback)
 	}
 	// --decode-modes times several paths on one model, a line each.
 	var out, errs bytes.Buffer
@@ -72,7 +78,7 @@ func TestBenchDecode(t *testing.T) {
 // --decode it is refused.
 func TestBenchDecodeBatch(t *testing.T) {
 	var out, errs bytes.Buffer
-	args := []string{"--decode", "5", "--decode-batch", "3", "--model", "testdata/tiny-llama", "--seq", "12", "--backend", "cpu", "--peak-tflops", "1", "--json"}
+	args := []string{"--decode", "5", "--decode-modes", "plain", "--decode-batch", "3", "--model", "testdata/tiny-llama", "--seq", "12", "--backend", "cpu", "--peak-tflops", "1", "--json"}
 	if err := runBench(args, nil, &out, &errs); err != nil {
 		t.Fatalf("whet bench: %v\n%s", err, errs.String())
 	}
