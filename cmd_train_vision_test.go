@@ -467,6 +467,12 @@ train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_step
 	if err := runTrain([]string{"-c", p}, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "method qlora: Llama 3.2 Vision") {
 		t.Errorf("qlora on Mllama: %v", err)
 	}
+	if err := os.WriteFile(p, []byte(strings.Replace(strings.Replace(string(data), "method: lora", "method: full", 1), "name: mllama", "name: f", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := runTrain([]string{"-c", p}, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "method full: Llama 3.2 Vision (Mllama) trains with method lora only") {
+		t.Errorf("full on Mllama: %v", err)
+	}
 }
 
 // Image data that a run cannot use is refused before any step, by name:

@@ -131,11 +131,12 @@ func visionDataSettings(o *datasets.Options, method, dir string) (string, error)
 // kind is the model's; images is whether the data has any.
 func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) error {
 	if kind == VisionMllama {
-		if cfg.Method == "qlora" {
+		switch cfg.Method {
+		case "lora":
+		case "qlora":
 			return fmt.Errorf("method qlora: Llama 3.2 Vision (Mllama) trains in float32 without NF4 weights yet; use method lora")
-		}
-		if !cfg.usesLoRA() {
-			return fmt.Errorf("method %s: Llama 3.2 Vision (Mllama) trains LoRA adapters only (method lora); full fine-tuning is not supported", cfg.Method)
+		default:
+			return fmt.Errorf("method %s: Llama 3.2 Vision (Mllama) trains with method lora only (no full fine-tuning, dpo or grpo yet)", cfg.Method)
 		}
 		if _, ok := backend.(MllamaOps); !ok {
 			return fmt.Errorf("backend %s cannot train Llama 3.2 Vision (Mllama): it lacks the Mllama ops (engine.MllamaOps: exact GELU, attention under a bias, LayerNorm); use backend: cpu", backend.Name())
