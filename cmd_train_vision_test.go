@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"image"
 	"image/color"
@@ -572,5 +573,51 @@ func TestTrainGemma3VisionQLoRA(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+var writeVisionTestdata = flag.Bool("write-vision-testdata", false,
+	"write testdata/tiny-gemma3-vision-shapes and testdata/datasets/shapes, which the GPU batch tools/gpu/vtrain trains on")
+
+// The committed tiny Gemma 3 vision model and shapes dataset (made by
+// this test with -write-vision-testdata: gemma3TinyVisionModel(t, 1) and
+// writeShapeData's 72 training pictures) train through whet train; the GPU
+// batch tools/gpu/vtrain runs the same run on the CPU and on CUDA.
+func TestVisionTestdata(t *testing.T) {
+	model, data := filepath.Join("testdata", "tiny-gemma3-vision-shapes"), filepath.Join("testdata", "datasets", "shapes")
+	if *writeVisionTestdata {
+		src := gemma3TinyVisionModel(t, 1)
+		if err := os.MkdirAll(model, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+			b, err := os.ReadFile(filepath.Join(src, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(model, f), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeShapeData(t, data, "train.jsonl", 7, 0, 72)
+	}
+	dir := t.TempDir()
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	run := fmt.Sprintf("name: shapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: lora\nlora: {r: 8, alpha: 16, dropout: 0, projector: true}\n"+
+		"data: {path: %s, template: gemma-3, max_length: 96, packing: false, seed: 1}\ntrain: {max_steps: 2, micro_batch: 6, lr: 0.02, seed: 1, sample_every: 0}\n",
+		abs(model), dir, abs(filepath.Join(data, "train.jsonl")))
+	p := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
+		t.Fatalf("%v (write the files with go test . -run TestVisionTestdata -write-vision-testdata)\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "vision: Gemma 3 trains on 72 images") || !strings.Contains(out.String(), "step 2/2") {
+		t.Errorf("output:\n%s", out.String())
 	}
 }
