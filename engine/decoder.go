@@ -915,16 +915,25 @@ func (a *Activations) tunedRows(lin *Linear, y, xa Tensor, transXA, zero bool) (
 }
 
 // sharedMatVecs reports whether the single-row products of lins, which
-// share their input, can go to the backend's MatVecs in one launch: the
-// generator asked for it (a.matVec), one row, plain weights (not NF4,
-// not fused, no bias) and their adapters all on or all off.
+// share their input, can go to the backend in one launch: the generator
+// asked for it (a.matVec), one row, weights all plain (MatVecs) or all NF4
+// (NF4MatVecs, while the backend has it on), none fused or with a bias,
+// and their adapters all on or all off.
 func (a *Activations) sharedMatVecs(lins ...*Linear) bool {
-	if _, ok := a.m.B.(MatVecs); !ok || !a.matVec || a.t != 1 || a.loraFrom > 0 {
+	if !a.matVec || a.t != 1 || a.loraFrom > 0 {
+		return false
+	}
+	quant := lins[0].W.Quant != nil
+	if quant {
+		if mv, ok := a.m.B.(NF4MatVecs); !ok || !mv.NF4MatVecsOn() {
+			return false
+		}
+	} else if _, ok := a.m.B.(MatVecs); !ok {
 		return false
 	}
 	lora := func(lin *Linear) bool { return lin.LoRA != nil && lin.LoRA.Enabled }
 	for _, lin := range lins {
-		if lin.W.Quant != nil || lin.Parts != nil || lin.B != nil || lora(lin) != lora(lins[0]) {
+		if (lin.W.Quant != nil) != quant || lin.Parts != nil || lin.B != nil || lora(lin) != lora(lins[0]) {
 			return false
 		}
 	}
@@ -932,15 +941,20 @@ func (a *Activations) sharedMatVecs(lins ...*Linear) bool {
 }
 
 // linearsForward is linearForward (overwriting ys) of linears that share
-// x, their base products in one MatVecs call (sharedMatVecs said it can),
-// after each adapter's term; the backend may still refuse the operands,
-// and then each linear runs alone.
+// x, their base products in one MatVecs (or, for NF4 weights, MatVecsNF4)
+// call (sharedMatVecs said it can), after each adapter's term; the backend
+// may still refuse the operands, and then each linear runs alone.
 func (a *Activations) linearsForward(lins []*Linear, x Tensor, ys []Tensor, layer int, set *layerActs) error {
 	B := a.m.B
 	accumulate := false
+	quant := lins[0].W.Quant != nil
 	ws := make([]Tensor, len(lins))
+	var packed, absmax []Tensor
 	for i, lin := range lins {
 		ws[i] = lin.W.W
+		if q := lin.W.Quant; q != nil {
+			packed, absmax = append(packed, q.Packed), append(absmax, q.Absmax)
+		}
 		if lo := lin.LoRA; lo != nil && lo.Enabled {
 			xa, err := a.loraXA(lin, x, layer, set)
 			if err != nil {
@@ -952,7 +966,13 @@ func (a *Activations) linearsForward(lins []*Linear, x Tensor, ys []Tensor, laye
 			accumulate = true
 		}
 	}
-	ok, err := B.(MatVecs).MatVecs(ys, x, ws, accumulate)
+	var ok bool
+	var err error
+	if quant {
+		ok, err = B.(NF4MatVecs).MatVecsNF4(ys, x, packed, absmax, accumulate)
+	} else {
+		ok, err = B.(MatVecs).MatVecs(ys, x, ws, accumulate)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", lins[0].Module, err)
 	}
@@ -960,6 +980,12 @@ func (a *Activations) linearsForward(lins []*Linear, x Tensor, ys []Tensor, laye
 		return nil
 	}
 	for i, lin := range lins {
+		if done, err := a.matVecNF4(lin, x, ys[i:i+1], accumulate); done || err != nil {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		W, err := a.weight(lin)
 		if err != nil {
 			return err

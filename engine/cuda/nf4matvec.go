@@ -10,7 +10,7 @@ import (
 // NF4MatVecEnv set to "v2" sends MatVecNF4 to kernels/nf4.cu's
 // matvec_nf4_v2 (a block of 256 threads over nf4V2Rows rows, k split among
 // all its threads) instead of matvec_nf4 (a warp per row), and lets
-// MatVecsNF4 take up to three NF4 weights sharing x in one launch. Off
+// MatVecsNF4 (engine/decoder.go's q/k/v and gate/up) take up to three NF4 weights sharing x in one launch. Off
 // by default until TestNF4MatVecV2 passes on a GPU (tools/gpu/nf4-matvec).
 // It is read at each call, so a test can compare the two on one backend;
 // a recording keeps the kernel it was made with.
@@ -18,6 +18,12 @@ const NF4MatVecEnv = "WHET_NF4_MATVEC"
 
 // nf4V2 reports whether NF4MatVecEnv asks for matvec_nf4_v2.
 func nf4V2() bool { return os.Getenv(NF4MatVecEnv) == "v2" }
+
+var _ engine.NF4MatVecs = (*Backend)(nil)
+
+// NF4MatVecsOn reports whether MatVecsNF4 takes shared products now
+// (NF4MatVecEnv is "v2"; engine.NF4MatVecs).
+func (b *Backend) NF4MatVecsOn() bool { return nf4V2() }
 
 // nf4V2Rows is matvec_nf4_v2's rows per block (NF4V2_ROWS in kernels/nf4.cu).
 const nf4V2Rows = 4
