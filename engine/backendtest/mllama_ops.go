@@ -1,7 +1,6 @@
 package backendtest
 
 import (
-	"fmt"
 	"math"
 
 	"whet/engine"
@@ -13,19 +12,8 @@ import (
 // name.
 
 func testGELU(h *harness) {
-	ge, ok := h.dut.(engine.MllamaOps)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.MllamaOps (Llama 3.2 Vision)", h.dut.Name())
-	}
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			x := h.randn(h.act, 3, 9, cols)
-			out := h.output(h.act, 9, cols)
-			h.check("GELU", ge.GELU(out.dut, x.dut))
-			h.oracle("GELU", h.ref.GELU(out.ref, x.ref))
-			h.compare("out", out)
-		})
-	}
+	ge := optional[engine.MllamaOps](h, "engine.MllamaOps (Llama 3.2 Vision)")
+	testActivation(h, "GELU", ge.GELU, h.ref.GELU)
 	// In place, as the vision MLP runs it.
 	h.sub("in_place", func(h *harness) {
 		x := h.randn(h.act, 3, 5, 40)
@@ -36,19 +24,8 @@ func testGELU(h *harness) {
 }
 
 func testGELUBackward(h *harness) {
-	ge, ok := h.dut.(engine.MllamaOps)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.MllamaOps (Llama 3.2 Vision)", h.dut.Name())
-	}
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			x, dOut := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols)
-			dx := h.output(h.act, 9, cols)
-			h.check("GELUBackward", ge.GELUBackward(dx.dut, dOut.dut, x.dut))
-			h.oracle("GELUBackward", h.ref.GELUBackward(dx.ref, dOut.ref, x.ref))
-			h.compare("dx (overwritten)", dx)
-		})
-	}
+	ge := optional[engine.MllamaOps](h, "engine.MllamaOps (Llama 3.2 Vision)")
+	testActivationBackward(h, "GELUBackward", ge.GELUBackward, h.ref.GELUBackward)
 	h.sub("dx_is_dOut", func(h *harness) {
 		x, dOut := h.randn(h.act, 3, 5, 40), h.randn(h.act, 1, 5, 40)
 		h.check("GELUBackward", ge.GELUBackward(dOut.dut, dOut.dut, x.dut))
@@ -141,10 +118,7 @@ func (h *harness) biasInputs(c biasCase) (q, k, v, bias pair, p engine.AttnParam
 }
 
 func testBiasAttention(h *harness) {
-	ops, ok := h.dut.(engine.MllamaOps)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.MllamaOps (Llama 3.2 Vision)", h.dut.Name())
-	}
+	ops := optional[engine.MllamaOps](h, "engine.MllamaOps (Llama 3.2 Vision)")
 	for _, c := range biasCases {
 		h.sub(c.name, func(h *harness) {
 			q, k, v, bias, p := h.biasInputs(c)
@@ -170,10 +144,7 @@ func slicesContainsInf(v []float32) bool {
 }
 
 func testBiasAttentionBackward(h *harness) {
-	ops, ok := h.dut.(engine.MllamaOps)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.MllamaOps (Llama 3.2 Vision)", h.dut.Name())
-	}
+	ops := optional[engine.MllamaOps](h, "engine.MllamaOps (Llama 3.2 Vision)")
 	for _, c := range biasCases {
 		h.sub(c.name, func(h *harness) {
 			q, k, v, bias, p := h.biasInputs(c)

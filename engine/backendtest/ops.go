@@ -220,10 +220,7 @@ func testSumSquares(h *harness) {
 		})
 	}
 	h.sub("all_of_several", func(h *harness) {
-		all, ok := h.dut.(engine.SumSquaresOfAll)
-		if !ok {
-			h.t.Skipf("%s does not implement engine.SumSquaresOfAll (optional)", h.dut.Name())
-		}
+		all := optional[engine.SumSquaresOfAll](h, "engine.SumSquaresOfAll (optional)")
 		var duts []engine.Tensor
 		var want float64
 		for i, n := range []int{333, 1, 4096, 0, 17} {
@@ -245,10 +242,7 @@ func testSumSquares(h *harness) {
 // testScaleAll covers the optional engine.ScaleOfAll: every tensor (one
 // larger than a launch chunk), of each float dtype, scaled as Scale would.
 func testScaleAll(h *harness) {
-	all, ok := h.dut.(engine.ScaleOfAll)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.ScaleOfAll (optional)", h.dut.Name())
-	}
+	all := optional[engine.ScaleOfAll](h, "engine.ScaleOfAll (optional)")
 	var ts []pair
 	var duts []engine.Tensor
 	for i, n := range []int{333, 1, 70000, 17} {
@@ -269,10 +263,7 @@ func testScaleAll(h *harness) {
 // testFillAll covers the optional engine.FillOfAll: every element of every
 // tensor (one larger than a launch chunk), of each dtype, takes the value.
 func testFillAll(h *harness) {
-	all, ok := h.dut.(engine.FillOfAll)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.FillOfAll (optional)", h.dut.Name())
-	}
+	all := optional[engine.FillOfAll](h, "engine.FillOfAll (optional)")
 	var ts []pair
 	var duts []engine.Tensor
 	for i, n := range []int{333, 1, 70000, 17} {
@@ -567,10 +558,7 @@ func testAttentionBackward(h *harness) {
 // attention of Tq new tokens over a cache whose first qOffset+Tq rows are
 // filled, read through views of a larger cache as generation does.
 func testAttentionKV(h *harness) {
-	kva, ok := h.dut.(engine.KVAttention)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.KVAttention (optional)", h.dut.Name())
-	}
+	kva := optional[engine.KVAttention](h, "engine.KVAttention (optional)")
 	const cacheRows = 40
 	for _, c := range []struct {
 		name                     string
@@ -610,71 +598,28 @@ func testAttentionKV(h *harness) {
 var swigluCols = []int{301, 64}
 
 func testSwiGLU(h *harness) {
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			gate, up := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols)
-			out := h.output(h.act, 9, cols)
-			h.check("SwiGLU", h.dut.SwiGLU(out.dut, gate.dut, up.dut))
-			h.oracle("SwiGLU", h.ref.SwiGLU(out.ref, gate.ref, up.ref))
-			h.compare("out", out)
-		})
-	}
+	testGated(h, "SwiGLU", h.dut.SwiGLU, h.ref.SwiGLU)
 }
 
 func testSwiGLUBackward(h *harness) {
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			gate, up, dOut := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols), h.randn(h.act, 1, 9, cols)
-			dGate, dUp := h.output(h.act, 9, cols), h.output(h.act, 9, cols)
-			h.check("SwiGLUBackward", h.dut.SwiGLUBackward(dGate.dut, dUp.dut, dOut.dut, gate.dut, up.dut))
-			h.oracle("SwiGLUBackward", h.ref.SwiGLUBackward(dGate.ref, dUp.ref, dOut.ref, gate.ref, up.ref))
-			h.compare("dGate (overwritten)", dGate)
-			h.compare("dUp (overwritten)", dUp)
-		})
-	}
+	testGatedBackward(h, "SwiGLUBackward", h.dut.SwiGLUBackward, h.ref.SwiGLUBackward)
 }
 
 // testGeGLU and the ops after it cover the optional family ops
 // (engine.GELUTanhGLU, engine.SoftCapper, engine.PartialRoPE); a backend
 // without one skips it, and the model refuses the families that need it.
 func testGeGLU(h *harness) {
-	ge, ok := h.dut.(engine.GELUTanhGLU)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.GELUTanhGLU (Gemma's MLP)", h.dut.Name())
-	}
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			gate, up := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols)
-			out := h.output(h.act, 9, cols)
-			h.check("GeGLU", ge.GeGLU(out.dut, gate.dut, up.dut))
-			h.oracle("GeGLU", h.ref.GeGLU(out.ref, gate.ref, up.ref))
-			h.compare("out", out)
-		})
-	}
+	ge := optional[engine.GELUTanhGLU](h, "engine.GELUTanhGLU (Gemma's MLP)")
+	testGated(h, "GeGLU", ge.GeGLU, h.ref.GeGLU)
 }
 
 func testGeGLUBackward(h *harness) {
-	ge, ok := h.dut.(engine.GELUTanhGLU)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.GELUTanhGLU (Gemma's MLP)", h.dut.Name())
-	}
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			gate, up, dOut := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols), h.randn(h.act, 1, 9, cols)
-			dGate, dUp := h.output(h.act, 9, cols), h.output(h.act, 9, cols)
-			h.check("GeGLUBackward", ge.GeGLUBackward(dGate.dut, dUp.dut, dOut.dut, gate.dut, up.dut))
-			h.oracle("GeGLUBackward", h.ref.GeGLUBackward(dGate.ref, dUp.ref, dOut.ref, gate.ref, up.ref))
-			h.compare("dGate (overwritten)", dGate)
-			h.compare("dUp (overwritten)", dUp)
-		})
-	}
+	ge := optional[engine.GELUTanhGLU](h, "engine.GELUTanhGLU (Gemma's MLP)")
+	testGatedBackward(h, "GeGLUBackward", ge.GeGLUBackward, h.ref.GeGLUBackward)
 }
 
 func testSoftCap(h *harness) {
-	sc, ok := h.dut.(engine.SoftCapper)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.SoftCapper (Gemma 2's final logits)", h.dut.Name())
-	}
+	sc := optional[engine.SoftCapper](h, "engine.SoftCapper (Gemma 2's final logits)")
 	for _, dt := range h.dtypes() {
 		h.sub(dt.String(), func(h *harness) {
 			x := h.randn(dt, 40, 7, 301) // logits of tens, capped at 30
@@ -686,10 +631,7 @@ func testSoftCap(h *harness) {
 }
 
 func testSoftCapBackward(h *harness) {
-	sc, ok := h.dut.(engine.SoftCapper)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.SoftCapper (Gemma 2's final logits)", h.dut.Name())
-	}
+	sc := optional[engine.SoftCapper](h, "engine.SoftCapper (Gemma 2's final logits)")
 	for _, dt := range h.dtypes() {
 		h.sub(dt.String(), func(h *harness) {
 			y := h.randn(engine.F32, 10, 7, 301)
@@ -704,10 +646,7 @@ func testSoftCapBackward(h *harness) {
 }
 
 func testRoPEPartial(h *harness) {
-	pr, ok := h.dut.(engine.PartialRoPE)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.PartialRoPE (Phi-4-mini's partial rotary)", h.dut.Name())
-	}
+	pr := optional[engine.PartialRoPE](h, "engine.PartialRoPE (Phi-4-mini's partial rotary)")
 	for _, c := range []struct{ headDim, rot int }{{16, 12}, {128, 96}, {80, 48}, {64, 64}} {
 		for _, inverse := range []bool{false, true} {
 			h.sub(fmt.Sprintf("headDim%d_rot%d_inverse=%v", c.headDim, c.rot, inverse), func(h *harness) {
@@ -779,10 +718,7 @@ func testSoftmaxCrossEntropy(h *harness) {
 // float32 logits stay as they were, the gradient lands in grad (of the
 // activation dtype), and both equal the oracle's in-place results.
 func testSoftmaxCrossEntropyInto(h *harness) {
-	ce, ok := h.dut.(engine.CrossEntropyInto)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.CrossEntropyInto (optional)", h.dut.Name())
-	}
+	ce := optional[engine.CrossEntropyInto](h, "engine.CrossEntropyInto (optional)")
 	const n = 37
 	for _, vocab := range []int{1000, 1003} {
 		h.sub(fmt.Sprintf("grad_%s_vocab%d", h.act, vocab), func(h *harness) {
@@ -808,10 +744,7 @@ func testSoftmaxCrossEntropyInto(h *harness) {
 // a separate gradient of the activation dtype from float32 logits, which
 // must stay as they were.
 func testSoftmaxCrossEntropyCapped(h *harness) {
-	ce, ok := h.dut.(engine.CappedCrossEntropy)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.CappedCrossEntropy (Gemma 2's final logits)", h.dut.Name())
-	}
+	ce := optional[engine.CappedCrossEntropy](h, "engine.CappedCrossEntropy (Gemma 2's final logits)")
 	const n, capValue = 37, 30
 	oracle := func(h *harness, lg, lb, losses pair, scale float32) {
 		h.oracle("SoftCap", h.ref.SoftCap(lg.ref, capValue))
@@ -986,10 +919,7 @@ func (h *harness) compareRounded(name string, got, want []float32) {
 // sizes (one larger than a launch chunk), with and without a compute copy
 // to refresh, against the oracle's AdamW and Copy tensor by tensor.
 func testAdamWAll(h *harness) {
-	multi, ok := h.dut.(engine.MultiAdamW)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.MultiAdamW (optional)", h.dut.Name())
-	}
+	multi := optional[engine.MultiAdamW](h, "engine.MultiAdamW (optional)")
 	hp := engine.AdamWParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 3}
 	type state struct{ param, grad, m, v, out pair }
 	var states []state
@@ -1040,10 +970,7 @@ func testAdamWAll(h *harness) {
 // chunk's offset) beside an f32 master with a compute copy, against the
 // oracle's AdamW tensor by tensor.
 func testAdamWAllBF16Master(h *harness) {
-	multi, ok := h.dut.(engine.MultiAdamW)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.MultiAdamW (optional)", h.dut.Name())
-	}
+	multi := optional[engine.MultiAdamW](h, "engine.MultiAdamW (optional)")
 	hp := engine.AdamWParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.05, Step: 7, GradScale: 0.5}
 	type state struct {
 		param, grad, m, v, out pair

@@ -12,10 +12,7 @@ import (
 // vision tower and image tokens refuse it by name.
 
 func testLayerNorm(h *harness) {
-	ln, ok := h.dut.(engine.LayerNormer)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.LayerNormer (the SigLIP tower)", h.dut.Name())
-	}
+	ln := optional[engine.LayerNormer](h, "engine.LayerNormer (the SigLIP tower)")
 	for _, dim := range []int{64, 1152, 61} {
 		h.sub(fmt.Sprintf("dim%d", dim), func(h *harness) {
 			x := h.layerNormInput(11, dim)
@@ -40,10 +37,7 @@ func (h *harness) layerNormInput(rows, dim int) pair {
 }
 
 func testLayerNormBackward(h *harness) {
-	ln, ok := h.dut.(engine.LayerNormer)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.LayerNormer (the SigLIP tower)", h.dut.Name())
-	}
+	ln := optional[engine.LayerNormer](h, "engine.LayerNormer (the SigLIP tower)")
 	const rows = 11
 	for _, c := range []struct {
 		name          string
@@ -97,35 +91,13 @@ func testLayerNormBackward(h *harness) {
 }
 
 func testGELUTanh(h *harness) {
-	ge, ok := h.dut.(engine.GELUTanhAct)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.GELUTanhAct (the SigLIP MLP)", h.dut.Name())
-	}
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			x := h.randn(h.act, 3, 9, cols)
-			out := h.output(h.act, 9, cols)
-			h.check("GELUTanh", ge.GELUTanh(out.dut, x.dut))
-			h.oracle("GELUTanh", h.ref.GELUTanh(out.ref, x.ref))
-			h.compare("out", out)
-		})
-	}
+	ge := optional[engine.GELUTanhAct](h, "engine.GELUTanhAct (the SigLIP MLP)")
+	testActivation(h, "GELUTanh", ge.GELUTanh, h.ref.GELUTanh)
 }
 
 func testGELUTanhBackward(h *harness) {
-	ge, ok := h.dut.(engine.GELUTanhAct)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.GELUTanhAct (the SigLIP MLP)", h.dut.Name())
-	}
-	for _, cols := range swigluCols {
-		h.sub(fmt.Sprintf("9x%d", cols), func(h *harness) {
-			x, dOut := h.randn(h.act, 3, 9, cols), h.randn(h.act, 1, 9, cols)
-			dx := h.output(h.act, 9, cols)
-			h.check("GELUTanhBackward", ge.GELUTanhBackward(dx.dut, dOut.dut, x.dut))
-			h.oracle("GELUTanhBackward", h.ref.GELUTanhBackward(dx.ref, dOut.ref, x.ref))
-			h.compare("dx (overwritten)", dx)
-		})
-	}
+	ge := optional[engine.GELUTanhAct](h, "engine.GELUTanhAct (the SigLIP MLP)")
+	testActivationBackward(h, "GELUTanhBackward", ge.GELUTanhBackward, h.ref.GELUTanhBackward)
 }
 
 // groupCase is one attention geometry with image groups.
@@ -181,10 +153,7 @@ func (h *harness) groupLayout(c groupCase) (T int, groups pair, sd, sr engine.Se
 }
 
 func testAttentionGroups(h *harness) {
-	ga, ok := h.dut.(engine.GroupAttention)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.GroupAttention (Gemma 3's image tokens and SigLIP)", h.dut.Name())
-	}
+	ga := optional[engine.GroupAttention](h, "engine.GroupAttention (Gemma 3's image tokens and SigLIP)")
 	for _, c := range groupCases {
 		h.sub(c.name, func(h *harness) {
 			T, g, sd, sr, p := h.groupLayout(c)
@@ -201,10 +170,7 @@ func testAttentionGroups(h *harness) {
 }
 
 func testAttentionGroupsBackward(h *harness) {
-	ga, ok := h.dut.(engine.GroupAttention)
-	if !ok {
-		h.t.Skipf("%s does not implement engine.GroupAttention (Gemma 3's image tokens and SigLIP)", h.dut.Name())
-	}
+	ga := optional[engine.GroupAttention](h, "engine.GroupAttention (Gemma 3's image tokens and SigLIP)")
 	for _, c := range groupCases {
 		h.sub(c.name, func(h *harness) {
 			T, g, sd, sr, p := h.groupLayout(c)
