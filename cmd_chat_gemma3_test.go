@@ -2,19 +2,12 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"image"
 	"image/color"
-	"image/png"
-	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"whet/engine"
-	"whet/engine/cpu"
-	"whet/engine/safetensors"
+	"whet/engine/testmodels"
 )
 
 // gemma3ChatModel writes a tiny random Gemma 3 vision model with
@@ -37,67 +30,15 @@ func gemma3TinyVisionModel(t *testing.T, embedStd float64) string {
   "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
     "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "vision_use_head": false}}`
 	dir := t.TempDir()
-	check := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
+	g := testmodels.Gemma3Vision{Config: config, TokenizerDir: filepath.Join("testdata", "tiny-gemma3"), Seed: [2]uint64{6, 24}, EmbedStd: embedStd}
+	if err := g.Write(dir); err != nil {
+		t.Fatal(err)
 	}
-	check(os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o644))
-	cfg, err := engine.LoadModelConfig(dir)
-	check(err)
-	m, err := engine.NewModel(*cfg, cpu.New())
-	check(err)
-	defer m.Free()
-	vc, err := engine.ParseGemma3VisionConfig([]byte(config), cfg.HiddenSize)
-	check(err)
-	check(m.AttachGemma3Vision(vc, nil))
-	rng := rand.New(rand.NewPCG(6, 24))
-	var ts []safetensors.Tensor
-	for _, p := range m.Params() {
-		v := make([]float32, p.W.Len())
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * 0.1)
-			if p.Name == "model.embed_tokens.weight" {
-				v[i] = float32(rng.NormFloat64() * embedStd)
-			}
-			if strings.Contains(p.Name, "layer_norm") || strings.Contains(p.Name, "layernorm.") {
-				v[i]++
-			}
-		}
-		name := p.Name
-		if rest, ok := strings.CutPrefix(name, "model."); ok {
-			name = "language_model.model." + rest
-		}
-		ts = append(ts, safetensors.F32Tensor(name, p.Shape, v))
+	if err := testmodels.WritePNG(filepath.Join(dir, "look.png"), 40, 30, func(x, y int) color.RGBA {
+		return color.RGBA{uint8(6 * x), uint8(8 * y), 90, 255}
+	}); err != nil {
+		t.Fatal(err)
 	}
-	check(safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil))
-	data, err := os.ReadFile(filepath.Join("testdata", "tiny-gemma3", "tokenizer.json"))
-	check(err)
-	var tj map[string]any
-	check(json.Unmarshal(data, &tj))
-	added := tj["added_tokens"].([]any)
-	for i, s := range []string{"<start_of_image>", "<end_of_image>", "<image_soft_token>"} {
-		added = append(added, map[string]any{"id": 512 + i, "content": s, "single_word": false, "lstrip": false,
-			"rstrip": false, "normalized": false, "special": true})
-	}
-	tj["added_tokens"] = added
-	data, err = json.Marshal(tj)
-	check(err)
-	check(os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644))
-	data, err = os.ReadFile(filepath.Join("testdata", "tiny-gemma3", "tokenizer_config.json"))
-	check(err)
-	check(os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), data, 0o644))
-
-	img := image.NewRGBA(image.Rect(0, 0, 40, 30))
-	for y := 0; y < 30; y++ {
-		for x := 0; x < 40; x++ {
-			img.Set(x, y, color.RGBA{uint8(6 * x), uint8(8 * y), 90, 255})
-		}
-	}
-	var buf bytes.Buffer
-	check(png.Encode(&buf, img))
-	check(os.WriteFile(filepath.Join(dir, "look.png"), buf.Bytes(), 0o644))
 	return dir
 }
 

@@ -2,12 +2,7 @@ package chat
 
 import (
 	"context"
-	"encoding/json"
-	"image"
 	"image/color"
-	"image/png"
-	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,7 +12,7 @@ import (
 	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/cpu"
-	"whet/engine/safetensors"
+	"whet/engine/testmodels"
 )
 
 // A tiny random Gemma 3 vision model with tiny-gemma3's byte-level
@@ -36,74 +31,19 @@ const chatVisionConfig = `{
 func writeChatVisionModel(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
+	g := testmodels.Gemma3Vision{Config: chatVisionConfig, TokenizerDir: filepath.Join("..", "..", "testdata", "tiny-gemma3"), Seed: [2]uint64{5, 24}}
+	if err := g.Write(dir); err != nil {
+		t.Fatal(err)
 	}
-	must(os.WriteFile(filepath.Join(dir, "config.json"), []byte(chatVisionConfig), 0o644))
-	cfg, err := engine.LoadModelConfig(dir)
-	must(err)
-	m, err := engine.NewModel(*cfg, cpu.New())
-	must(err)
-	defer m.Free()
-	vc, err := engine.ParseGemma3VisionConfig([]byte(chatVisionConfig), cfg.HiddenSize)
-	must(err)
-	must(m.AttachGemma3Vision(vc, nil))
-	rng := rand.New(rand.NewPCG(5, 24))
-	var ts []safetensors.Tensor
-	for _, p := range m.Params() {
-		v := make([]float32, p.W.Len())
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * 0.1)
-			if strings.Contains(p.Name, "layer_norm") || strings.Contains(p.Name, "layernorm.") {
-				v[i]++
-			}
-		}
-		name := p.Name
-		if rest, ok := strings.CutPrefix(name, "model."); ok {
-			name = "language_model.model." + rest
-		}
-		ts = append(ts, safetensors.F32Tensor(name, p.Shape, v))
-	}
-	must(safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil))
-
-	src := filepath.Join("..", "..", "testdata", "tiny-gemma3")
-	data, err := os.ReadFile(filepath.Join(src, "tokenizer.json"))
-	must(err)
-	var tj map[string]any
-	must(json.Unmarshal(data, &tj))
-	added := tj["added_tokens"].([]any)
-	for i, s := range []string{"<start_of_image>", "<end_of_image>", "<image_soft_token>"} {
-		added = append(added, map[string]any{"id": 512 + i, "content": s, "single_word": false, "lstrip": false,
-			"rstrip": false, "normalized": false, "special": true})
-	}
-	tj["added_tokens"] = added
-	data, err = json.Marshal(tj)
-	must(err)
-	must(os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644))
-	data, err = os.ReadFile(filepath.Join(src, "tokenizer_config.json"))
-	must(err)
-	must(os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), data, 0o644))
 	return dir
 }
 
 func writeTestPNG(t *testing.T, dir string, w, h int) string {
 	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			img.Set(x, y, color.RGBA{uint8(4 * x), uint8(3 * y), 200, 255})
-		}
-	}
 	path := filepath.Join(dir, "look.png")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := png.Encode(f, img); err != nil {
+	if err := testmodels.WritePNG(path, w, h, func(x, y int) color.RGBA {
+		return color.RGBA{uint8(4 * x), uint8(3 * y), 200, 255}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return path

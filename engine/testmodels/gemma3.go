@@ -1,0 +1,138 @@
+// Package testmodels writes tiny random models and pictures for tests in
+// other packages (whet chat, engine/chat, whet studio); nothing outside a
+// test imports it.
+package testmodels
+
+import (
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/engine/safetensors"
+)
+
+// Gemma3Vision describes a tiny random Gemma 3 vision model.
+type Gemma3Vision struct {
+	Config       string    // config.json's text (Gemma3ForConditionalGeneration, vocab 515)
+	TokenizerDir string    // tiny-gemma3's tokenizer.json and tokenizer_config.json
+	Seed         [2]uint64 // the PCG seed of the weights
+	// EmbedStd > 0 draws the token embeddings again with this standard
+	// deviation (the tied head reads them); 0 leaves them at 0.1 as every
+	// other weight.
+	EmbedStd float64
+}
+
+// Write writes the model into dir: config.json, model.safetensors under
+// the released names (N(0, 0.1²) weights, norm weights around 1) and the
+// tokenizer plus the three image tokens <start_of_image>,
+// <end_of_image> and <image_soft_token> (ids 512-514).
+func (g Gemma3Vision) Write(dir string) error {
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(g.Config), 0o644); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	cfg, err := engine.LoadModelConfig(dir)
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	m, err := engine.NewModel(*cfg, cpu.New())
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	defer m.Free()
+	vc, err := engine.ParseGemma3VisionConfig([]byte(g.Config), cfg.HiddenSize)
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if err := m.AttachGemma3Vision(vc, nil); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	rng := rand.New(rand.NewPCG(g.Seed[0], g.Seed[1]))
+	var ts []safetensors.Tensor
+	for _, p := range m.Params() {
+		v := make([]float32, p.W.Len())
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.1)
+			if g.EmbedStd > 0 && p.Name == "model.embed_tokens.weight" {
+				v[i] = float32(rng.NormFloat64() * g.EmbedStd)
+			}
+			if strings.Contains(p.Name, "layer_norm") || strings.Contains(p.Name, "layernorm.") {
+				v[i]++
+			}
+		}
+		name := p.Name
+		if rest, ok := strings.CutPrefix(name, "model."); ok {
+			name = "language_model.model." + rest
+		}
+		ts = append(ts, safetensors.F32Tensor(name, p.Shape, v))
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	return writeImageTokenizer(dir, g.TokenizerDir)
+}
+
+// writeImageTokenizer copies src's tokenizer into dir with the three image
+// tokens added after its own.
+func writeImageTokenizer(dir, src string) error {
+	path := filepath.Join(src, "tokenizer.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	var tj map[string]any
+	if err := json.Unmarshal(data, &tj); err != nil {
+		return fmt.Errorf("testmodels: %s: %w", path, err)
+	}
+	added, ok := tj["added_tokens"].([]any)
+	if !ok {
+		return fmt.Errorf("testmodels: %s: added_tokens is %T, want a list", path, tj["added_tokens"])
+	}
+	for i, s := range []string{"<start_of_image>", "<end_of_image>", "<image_soft_token>"} {
+		added = append(added, map[string]any{"id": 512 + i, "content": s, "single_word": false, "lstrip": false,
+			"rstrip": false, "normalized": false, "special": true})
+	}
+	tj["added_tokens"] = added
+	if data, err = json.Marshal(tj); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if data, err = os.ReadFile(filepath.Join(src, "tokenizer_config.json")); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), data, 0o644); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	return nil
+}
+
+// WritePNG writes a w x h RGBA picture to path, each pixel pixel(x, y).
+func WritePNG(path string, w, h int, pixel func(x, y int) color.RGBA) error {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, pixel(x, y))
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return fmt.Errorf("testmodels: %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	return nil
+}
