@@ -155,6 +155,26 @@ __device__ __forceinline__ float nf4v2_dot8(const float* levels, unsigned int wo
     return d;
 }
 
+// nf4v2_row finds row g of the concatenated weights: its codes, absmax,
+// output and row within its weight; false past the last one.
+__device__ __forceinline__ bool nf4v2_row(i64 g, void* y0, const unsigned int* p0, const float* a0, i64 n0, void* y1,
+                                          const unsigned int* p1, const float* a1, i64 n1, void* y2, const unsigned int* p2,
+                                          const float* a2, i64 n2, void** y, const unsigned int** p, const float** a, i64* row) {
+    if (g < n0) {
+        *y = y0, *p = p0, *a = a0, *row = g;
+        return true;
+    }
+    if ((g -= n0) < n1) {
+        *y = y1, *p = p1, *a = a1, *row = g;
+        return true;
+    }
+    if ((g -= n1) < n2) {
+        *y = y2, *p = p2, *a = a2, *row = g;
+        return true;
+    }
+    return false;
+}
+
 extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
                                                                 const unsigned int* p0, const float* a0, i64 n0, void* y1,
                                                                 const unsigned int* p1, const float* a1, i64 n1, void* y2,
@@ -162,40 +182,31 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
     __shared__ float levels[16];
     __shared__ float partial[NF4V2_ROWS][8];
     if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
-    const i64 kw = k / 8; // words per row
-    // This block's rows: codes, absmax base, output and row within its
-    // weight; a row past the end reads row 0 of weight 0 (the host passes
+    const int kw = (int)(k / 8); // words per row (the host keeps k below 2^31)
+    // This block's rows: their codes, and absmax from the block holding
+    // the row's first value, off values into it (k need not be a multiple
+    // of 64). A row past the end reads row 0 of weight 0 (the host passes
     // n0 > 0) and writes nothing.
     const unsigned int* codes[NF4V2_ROWS];
     const float* scale[NF4V2_ROWS];
-    i64 first[NF4V2_ROWS]; // row * k: the row's first value in its weight
-    void* yr[NF4V2_ROWS];
-    i64 rr[NF4V2_ROWS];
-    bool live[NF4V2_ROWS];
+    int off[NF4V2_ROWS];
 #pragma unroll
     for (int r = 0; r < NF4V2_ROWS; r++) {
-        i64 g = (i64)blockIdx.x * NF4V2_ROWS + r;
-        live[r] = true;
-        if (g < n0) {
-            codes[r] = p0, scale[r] = a0, yr[r] = y0;
-        } else if ((g -= n0) < n1) {
-            codes[r] = p1, scale[r] = a1, yr[r] = y1;
-        } else if ((g -= n1) < n2) {
-            codes[r] = p2, scale[r] = a2, yr[r] = y2;
-        } else {
-            live[r] = false;
-            codes[r] = p0, scale[r] = a0, yr[r] = y0, g = 0;
-        }
-        rr[r] = g;
-        first[r] = g * k;
-        codes[r] += g * kw;
+        void* y;
+        const unsigned int* p;
+        const float* a;
+        i64 g;
+        if (!nf4v2_row((i64)blockIdx.x * NF4V2_ROWS + r, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, &y, &p, &a, &g)) p = p0, a = a0, g = 0;
+        codes[r] = p + g * kw;
+        scale[r] = a + ((g * k) >> 6);
+        off[r] = (int)((g * k) & 63);
     }
     __syncthreads(); // levels
     float acc[NF4V2_ROWS];
 #pragma unroll
     for (int r = 0; r < NF4V2_ROWS; r++) acc[r] = 0.0f;
     const bool vec = aligned16(x);
-    i64 w = threadIdx.x;
+    int w = threadIdx.x;
     // Two words per row at a time: 2 * NF4V2_ROWS code loads in flight.
     for (; w + 256 < kw; w += 512) {
         unsigned int c0[NF4V2_ROWS], c1[NF4V2_ROWS];
@@ -204,16 +215,16 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
         for (int r = 0; r < NF4V2_ROWS; r++) {
             c0[r] = codes[r][w];
             c1[r] = codes[r][w + 256];
-            s0[r] = scale[r][(first[r] + 8 * w) >> 6];
-            s1[r] = scale[r][(first[r] + 8 * (w + 256)) >> 6];
+            s0[r] = scale[r][(off[r] + 8 * w) >> 6];
+            s1[r] = scale[r][(off[r] + 8 * (w + 256)) >> 6];
         }
         float x0[8], x1[8];
         if (vec) {
-            ld8(x, xdt, 8 * w, x0);
-            ld8(x, xdt, 8 * (w + 256), x1);
+            ld8(x, xdt, 8 * (i64)w, x0);
+            ld8(x, xdt, 8 * (i64)(w + 256), x1);
         } else {
 #pragma unroll
-            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * w + e), x1[e] = ld(x, xdt, 8 * (w + 256) + e);
+            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * (i64)w + e), x1[e] = ld(x, xdt, 8 * (i64)(w + 256) + e);
         }
 #pragma unroll
         for (int r = 0; r < NF4V2_ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0) + s1[r] * nf4v2_dot8(levels, c1[r], x1);
@@ -224,14 +235,14 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
 #pragma unroll
         for (int r = 0; r < NF4V2_ROWS; r++) {
             c0[r] = codes[r][w];
-            s0[r] = scale[r][(first[r] + 8 * w) >> 6];
+            s0[r] = scale[r][(off[r] + 8 * w) >> 6];
         }
         float x0[8];
         if (vec) {
-            ld8(x, xdt, 8 * w, x0);
+            ld8(x, xdt, 8 * (i64)w, x0);
         } else {
 #pragma unroll
-            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * w + e);
+            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * (i64)w + e);
         }
 #pragma unroll
         for (int r = 0; r < NF4V2_ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0);
@@ -243,14 +254,16 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
         if (lane == 0) partial[r][warp] = v;
     }
     __syncthreads();
-    if (threadIdx.x < NF4V2_ROWS) {
-        const int r = threadIdx.x;
-        if (live[r]) {
-            float v = 0.0f;
+    void* y;
+    const unsigned int* p;
+    const float* a;
+    i64 row;
+    if (threadIdx.x < NF4V2_ROWS &&
+        nf4v2_row((i64)blockIdx.x * NF4V2_ROWS + threadIdx.x, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, &y, &p, &a, &row)) {
+        float v = 0.0f;
 #pragma unroll
-            for (int i = 0; i < 8; i++) v += partial[r][i];
-            if (accumulate) v += ld(yr[r], ydt, rr[r]);
-            st(yr[r], ydt, rr[r], v);
-        }
+        for (int i = 0; i < 8; i++) v += partial[threadIdx.x][i];
+        if (accumulate) v += ld(y, ydt, row);
+        st(y, ydt, row, v);
     }
 }

@@ -51,6 +51,9 @@ func checkNF4Operands(c *checker, ys []engine.Tensor, x engine.Tensor, packed, a
 	}
 	k := xt.n
 	c.Matrix("x", xt, 1, k)
+	if c.Err == nil && k > 1<<30 {
+		c.Failf("x has %d columns: the kernels take at most 2^30", k)
+	}
 	var ops []nf4Operand
 	for i := range ys {
 		yn, pn, an := fmt.Sprintf("ys[%d]", i), fmt.Sprintf("packed[%d]", i), fmt.Sprintf("absmax[%d]", i)
