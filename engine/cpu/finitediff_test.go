@@ -212,6 +212,31 @@ func checkGatedFiniteDiff(t *testing.T, b *Backend, rng *rand.Rand,
 	checkGrad(t, "dUp", values(t, b, du), numU)
 }
 
+// checkActivationFiniteDiff checks an activation out = act(x) and its
+// backward (GELU, GELU-tanh) on 40 values drawn twice as wide as the
+// weights R, so the curve is crossed; the backward's dx starts as garbage
+// and must be overwritten. It returns x and act(x) for the caller's own
+// checks of the values.
+func checkActivationFiniteDiff(t *testing.T, b *Backend, rng *rand.Rand,
+	forward func(out, x engine.Tensor) error, backward func(dx, dOut, x engine.Tensor) error) (x, out []float32) {
+	t.Helper()
+	const n = 40
+	x = randn(rng, n, 2)
+	r := randn(rng, n, 1)
+	xT, outT := zeros(t, b, n), zeros(t, b, n)
+	loss := func() float64 {
+		must(t, b.Upload(xT, x))
+		must(t, forward(outT, xT))
+		return weightedSum(values(t, b, outT), r)
+	}
+	num := numericGrad(x, loss)
+	loss()
+	dx := tensorOf(t, b, randn(rng, n, 1), n)
+	must(t, backward(dx, tensorOf(t, b, r, n), xT))
+	checkGrad(t, "dx", values(t, b, dx), num)
+	return x, values(t, b, outT)
+}
+
 func TestFiniteDiffSoftmaxCrossEntropy(t *testing.T) {
 	b := New()
 	rng := rand.New(rand.NewPCG(11, 12))

@@ -15,28 +15,13 @@ import (
 
 func TestFiniteDiffGELU(t *testing.T) {
 	b := New()
-	rng := rand.New(rand.NewPCG(43, 44))
-	const n = 40
-	x := randn(rng, n, 2)
-	r := randn(rng, n, 1)
-	xT, out := zeros(t, b, n), zeros(t, b, n)
-	loss := func() float64 {
-		must(t, b.Upload(xT, x))
-		must(t, b.GELU(out, xT))
-		return weightedSum(values(t, b, out), r)
-	}
-	num := numericGrad(x, loss)
-	loss()
-	got := values(t, b, out)
+	x, got := checkActivationFiniteDiff(t, b, rand.New(rand.NewPCG(43, 44)), b.GELU, b.GELUBackward)
 	for i, v := range x {
 		want := 0.5 * float64(v) * (1 + math.Erf(float64(v)/math.Sqrt2))
 		if math.Abs(float64(got[i])-want) > 1e-6 {
 			t.Fatalf("GELU(%v) = %v, want %v", v, got[i], want)
 		}
 	}
-	dx := zeros(t, b, n)
-	must(t, b.GELUBackward(dx, tensorOf(t, b, r, n), xT))
-	checkGrad(t, "dx", values(t, b, dx), num)
 }
 
 func TestFiniteDiffBiasAttention(t *testing.T) {
