@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"whet/engine"
+	"whet/engine/opcheck"
 )
 
 // ignoreLabel marks a token that the loss skips, as in PyTorch.
@@ -136,11 +137,8 @@ func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error
 	if c.Err != nil {
 		return c.Err
 	}
-	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.Matrix("out", o, rows, dim)
-	c.Length("rstd", rs, rows)
-	c.Length("weight", w, dim)
-	if c.Err != nil {
+	rows, dim, ok := c.RMSNorm(o, rs, xt, w)
+	if !ok {
 		return c.Err
 	}
 	if rows == 0 || dim == 0 {
@@ -171,15 +169,8 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 	if c.Err != nil {
 		return c.Err
 	}
-	rows, dim := engine.Rows(xt), engine.Cols(xt)
-	c.Matrix("dx", dxt, rows, dim)
-	c.Matrix("dOut", do, rows, dim)
-	c.Length("weight", w, dim)
-	c.Length("rstd", rs, rows)
-	if dwt != nil {
-		c.Length("dWeight", dwt, dim)
-	}
-	if c.Err != nil {
+	rows, dim, ok := opcheck.RMSNormGrads(&c.Checker, dxt, dwt, do, xt, w, rs)
+	if !ok {
 		return c.Err
 	}
 	if rows == 0 || dim == 0 {

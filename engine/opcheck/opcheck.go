@@ -248,3 +248,32 @@ func Disjoint[T engine.Tensor](c *Checker, overlaps func(a, b T) bool, outNames 
 	}
 	return c.Err == nil
 }
+
+// RMSNorm checks RMSNorm's shapes: x [rows, dim], out like x, rstd [rows]
+// and weight [dim]. It returns rows and dim.
+func (c *Checker) RMSNorm(out, rstd, x, weight engine.Tensor) (rows, dim int, ok bool) {
+	rows, dim = engine.Rows(x), engine.Cols(x)
+	c.Matrix("out", out, rows, dim)
+	c.Length("rstd", rstd, rows)
+	c.Length("weight", weight, dim)
+	return rows, dim, c.Err == nil
+}
+
+// RMSNormGrads checks RMSNorm's backward: dx and dOut like x, weight
+// [dim], rstd [rows] and the optional dWeight [dim], absent when it equals
+// T's zero value (a nil *Tensor). It returns rows and dim.
+func RMSNormGrads[T interface {
+	engine.Tensor
+	comparable
+}](c *Checker, dx, dWeight, dOut, x, weight, rstd T) (rows, dim int, ok bool) {
+	var absent T
+	rows, dim = engine.Rows(x), engine.Cols(x)
+	c.Matrix("dx", dx, rows, dim)
+	c.Matrix("dOut", dOut, rows, dim)
+	c.Length("weight", weight, dim)
+	c.Length("rstd", rstd, rows)
+	if dWeight != absent {
+		c.Length("dWeight", dWeight, dim)
+	}
+	return rows, dim, c.Err == nil
+}

@@ -131,3 +131,24 @@ func TestDisjointReportsFirstOverlap(t *testing.T) {
 		t.Errorf("output on an input: error %v, want %q", ch.Err, want)
 	}
 }
+
+func TestRMSNormShapes(t *testing.T) {
+	x, w := &fake{[]int{4, 6}, engine.BF16}, &fake{[]int{6}, engine.BF16}
+	stat := &fake{[]int{4}, engine.F32}
+	ch := &Checker{Backend: "cpu", Op: "RMSNorm"}
+	if rows, dim, ok := ch.RMSNorm(x, stat, x, w); !ok || rows != 4 || dim != 6 {
+		t.Fatalf("good shapes: rows %d dim %d ok %v err %v", rows, dim, ok, ch.Err)
+	}
+	ch.RMSNorm(x, &fake{[]int{5}, engine.F32}, x, w)
+	if ch.Err == nil || !strings.Contains(ch.Err.Error(), "cpu: RMSNorm: rstd has shape [5] (5 elements), want 4 elements") {
+		t.Errorf("short rstd: error %v", ch.Err)
+	}
+	ch = &Checker{Backend: "cuda", Op: "RMSNormBackward"}
+	if _, _, ok := RMSNormGrads(ch, x, nil, x, x, w, stat); !ok {
+		t.Fatalf("frozen weight: %v", ch.Err)
+	}
+	RMSNormGrads(ch, x, &fake{[]int{7}, engine.F32}, x, x, w, stat)
+	if ch.Err == nil || !strings.Contains(ch.Err.Error(), "dWeight has shape [7] (7 elements), want 6 elements") {
+		t.Errorf("long dWeight: error %v", ch.Err)
+	}
+}
