@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"whet/engine"
+	"whet/engine/opcheck"
 )
 
 // Attention semantics (the contract engine/cuda must match):
@@ -102,15 +103,9 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 	}
 	c.Matrix("out", ot, g.T, g.H*g.D)
 	c.Length("lse", lt, g.H*g.T)
-	for _, in := range []struct {
-		name string
-		t    *Tensor
-	}{{"q", qt}, {"k", kt}, {"v", vt}} {
-		c.disjoint("out", ot, in.name, in.t)
-		c.disjoint("lse", lt, in.name, in.t)
-	}
-	c.disjoint("out", ot, "lse", lt)
-	if c.Err != nil {
+	if !opcheck.Disjoint(&c.Checker, overlaps,
+		[]string{"out", "lse"}, []*Tensor{ot, lt},
+		[]string{"q", "k", "v"}, []*Tensor{qt, kt, vt}) {
 		return c.Err
 	}
 	od, ld, qd, kd, vd := ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
@@ -180,23 +175,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	}
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	c.AttentionGrads(T, H, KVH, D, dqt, dkt, dvt, dot, ot, lt)
-	outs := []struct {
-		name string
-		t    *Tensor
-	}{{"dq", dqt}, {"dk", dkt}, {"dv", dvt}}
-	ins := []struct {
-		name string
-		t    *Tensor
-	}{{"dOut", dot}, {"q", qt}, {"k", kt}, {"v", vt}, {"out", ot}, {"lse", lt}}
-	for i, o := range outs {
-		for _, in := range ins {
-			c.disjoint(o.name, o.t, in.name, in.t)
-		}
-		for _, o2 := range outs[i+1:] {
-			c.disjoint(o.name, o.t, o2.name, o2.t)
-		}
-	}
-	if c.Err != nil {
+	if !opcheck.Disjoint(&c.Checker, overlaps,
+		[]string{"dq", "dk", "dv"}, []*Tensor{dqt, dkt, dvt},
+		[]string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}) {
 		return c.Err
 	}
 	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"whet/engine"
+	"whet/engine/opcheck"
 )
 
 // Tile sizes of kernels/attention.cu (QB queries or keys per block, KT per
@@ -290,15 +291,9 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 	}
 	c.Matrix("out", ot, g.T, g.H*g.D)
 	c.Length("lse", lt, g.H*g.T)
-	for _, in := range []struct {
-		name string
-		t    *Tensor
-	}{{"q", qt}, {"k", kt}, {"v", vt}} {
-		c.disjoint("out", ot, in.name, in.t)
-		c.disjoint("lse", lt, in.name, in.t)
-	}
-	c.disjoint("out", ot, "lse", lt)
-	if c.Err != nil {
+	if !opcheck.Disjoint(&c.Checker, overlaps,
+		[]string{"out", "lse"}, []*Tensor{ot, lt},
+		[]string{"q", "k", "v"}, []*Tensor{qt, kt, vt}) {
 		return c.Err
 	}
 	if g.T == 0 {
@@ -363,23 +358,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	}
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	c.AttentionGrads(T, H, KVH, D, dqt, dkt, dvt, dot, ot, lt)
-	outs := []struct {
-		name string
-		t    *Tensor
-	}{{"dq", dqt}, {"dk", dkt}, {"dv", dvt}}
-	ins := []struct {
-		name string
-		t    *Tensor
-	}{{"dOut", dot}, {"q", qt}, {"k", kt}, {"v", vt}, {"out", ot}, {"lse", lt}}
-	for i, o := range outs {
-		for _, in := range ins {
-			c.disjoint(o.name, o.t, in.name, in.t)
-		}
-		for _, o2 := range outs[i+1:] {
-			c.disjoint(o.name, o.t, o2.name, o2.t)
-		}
-	}
-	if c.Err != nil {
+	if !opcheck.Disjoint(&c.Checker, overlaps,
+		[]string{"dq", "dk", "dv"}, []*Tensor{dqt, dkt, dvt},
+		[]string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}) {
 		return c.Err
 	}
 	if T == 0 {
