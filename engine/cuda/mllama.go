@@ -15,32 +15,12 @@ var _ engine.MllamaOps = (*Backend)(nil)
 
 // GELU writes out = x*Phi(x) (torch's exact gelu); out may be x.
 func (b *Backend) GELU(out, x engine.Tensor) error {
-	c := b.check("GELU")
-	o := c.float("out", out)
-	xt := c.float("x", x)
-	c.SameLen("out", o, "x", xt)
-	return b.launchOver(&c, xt, func() error {
-		return b.launch(fmt.Sprintf("GELU %s %v", xt.dt, xt.shape), "gelu.cu", "gelu_forward", b.gridFor(xt.n), block256, 0,
-			o.ptr(), dt(o), xt.ptr(), dt(xt), int64(xt.n))
-	})
+	return b.geluForward("GELU", geluExact, out, x)
 }
 
 // GELUBackward overwrites dx = dOut*gelu'(x); dx may be dOut, not x.
 func (b *Backend) GELUBackward(dx, dOut, x engine.Tensor) error {
-	c := b.check("GELUBackward")
-	dxt := c.float("dx", dx)
-	do := c.float("dOut", dOut)
-	xt := c.float("x", x)
-	c.SameLen("dx", dxt, "x", xt)
-	c.SameLen("dOut", do, "x", xt)
-	if c.Err != nil {
-		return c.Err
-	}
-	c.disjoint("dx", dxt, "x", xt)
-	return b.launchOver(&c, xt, func() error {
-		return b.launch(fmt.Sprintf("GELUBackward %s %v", xt.dt, xt.shape), "gelu.cu", "gelu_backward", b.gridFor(xt.n), block256, 0,
-			dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), int64(xt.n))
-	})
+	return b.geluBackward("GELUBackward", geluExact, dx, dOut, x)
 }
 
 // biasGeometry is the checked shape of one BiasAttention call.

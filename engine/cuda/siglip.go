@@ -106,19 +106,37 @@ func (b *Backend) LayerNormBackward(dx, dWeight, dBias, dOut, x, weight, mean, r
 
 // GELUTanh writes out = gelu_tanh(x).
 func (b *Backend) GELUTanh(out, x engine.Tensor) error {
-	c := b.check("GELUTanh")
+	return b.geluForward("GELUTanh", geluTanh, out, x)
+}
+
+// geluKind picks a GELU's kernels: torch's exact one (kernels/gelu.cu,
+// Mllama) or the tanh approximation (kernels/gelu_tanh.cu, SigLIP).
+type geluKind int
+
+const (
+	geluExact geluKind = iota
+	geluTanh
+)
+
+// geluForward checks and launches out = gelu(x); out may be x.
+func (b *Backend) geluForward(op string, kind geluKind, out, x engine.Tensor) error {
+	c := b.check(op)
 	o := c.float("out", out)
 	xt := c.float("x", x)
 	c.SameLen("out", o, "x", xt)
 	return b.launchOver(&c, xt, func() error {
-		return b.launch(fmt.Sprintf("GELUTanh %s %v", xt.dt, xt.shape), "gelu_tanh.cu", "gelu_tanh_forward", b.gridFor(xt.n), block256, 0,
-			o.ptr(), dt(o), xt.ptr(), dt(xt), int64(xt.n))
+		desc, grid, n := fmt.Sprintf("%s %s %v", op, xt.dt, xt.shape), b.gridFor(xt.n), int64(xt.n)
+		if kind == geluTanh {
+			return b.launch(desc, "gelu_tanh.cu", "gelu_tanh_forward", grid, block256, 0, o.ptr(), dt(o), xt.ptr(), dt(xt), n)
+		}
+		return b.launch(desc, "gelu.cu", "gelu_forward", grid, block256, 0, o.ptr(), dt(o), xt.ptr(), dt(xt), n)
 	})
 }
 
-// GELUTanhBackward overwrites dx = dOut*gelu_tanh'(x); dx may be dOut.
-func (b *Backend) GELUTanhBackward(dx, dOut, x engine.Tensor) error {
-	c := b.check("GELUTanhBackward")
+// geluBackward checks and launches dx = dOut*gelu'(x), overwritten; dx
+// may be dOut, not x.
+func (b *Backend) geluBackward(op string, kind geluKind, dx, dOut, x engine.Tensor) error {
+	c := b.check(op)
 	dxt := c.float("dx", dx)
 	do := c.float("dOut", dOut)
 	xt := c.float("x", x)
@@ -129,9 +147,19 @@ func (b *Backend) GELUTanhBackward(dx, dOut, x engine.Tensor) error {
 	}
 	c.disjoint("dx", dxt, "x", xt)
 	return b.launchOver(&c, xt, func() error {
-		return b.launch(fmt.Sprintf("GELUTanhBackward %s %v", xt.dt, xt.shape), "gelu_tanh.cu", "gelu_tanh_backward", b.gridFor(xt.n), block256, 0,
-			dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), int64(xt.n))
+		desc, grid, n := fmt.Sprintf("%s %s %v", op, xt.dt, xt.shape), b.gridFor(xt.n), int64(xt.n)
+		if kind == geluTanh {
+			return b.launch(desc, "gelu_tanh.cu", "gelu_tanh_backward", grid, block256, 0,
+				dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), n)
+		}
+		return b.launch(desc, "gelu.cu", "gelu_backward", grid, block256, 0,
+			dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), n)
 	})
+}
+
+// GELUTanhBackward overwrites dx = dOut*gelu_tanh'(x); dx may be dOut.
+func (b *Backend) GELUTanhBackward(dx, dOut, x engine.Tensor) error {
+	return b.geluBackward("GELUTanhBackward", geluTanh, dx, dOut, x)
 }
 
 // groupGeometry is attnGeometry plus the groups tensor.
