@@ -42,6 +42,8 @@
 // warps' partials through shared memory. k must be a multiple of 8 and
 // n0 > 0; rows past the last weight's end read row 0 of w_0 and write
 // nothing.
+// matvec_nf4_v2_r8 is the same kernel with 8 rows a block (NF4V2_ROWS_WIDE:
+// x loaded once for 8 rows, half the blocks), to compare on a GPU.
 #include "common.cuh"
 
 #define NF4_BLOCK 64
@@ -140,8 +142,10 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4(void* y, int ydt, c
     }
 }
 
-// Rows per block of matvec_nf4_v2 (nf4V2Rows in engine/cuda/nf4matvec.go).
+// Rows per block of matvec_nf4_v2 (nf4V2Rows in engine/cuda/nf4matvec.go);
+// matvec_nf4_v2_r8 takes 8 (nf4V2RowsWide), to compare on a GPU.
 #define NF4V2_ROWS 4
+#define NF4V2_ROWS_WIDE 8
 
 // nf4v2_dot8 adds sum_e level(code_e) * x[e] over the 8 codes of word,
 // high nibble of each byte first.
@@ -175,44 +179,43 @@ __device__ __forceinline__ bool nf4v2_row(i64 g, void* y0, const unsigned int* p
     return false;
 }
 
-extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
-                                                                const unsigned int* p0, const float* a0, i64 n0, void* y1,
-                                                                const unsigned int* p1, const float* a1, i64 n1, void* y2,
-                                                                const unsigned int* p2, const float* a2, i64 n2) {
-    __shared__ float levels[16];
-    __shared__ float partial[NF4V2_ROWS][8];
+// nf4v2_matvec is matvec_nf4_v2's body for ROWS rows a block.
+template <int ROWS>
+__device__ __forceinline__ void nf4v2_matvec(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0, const unsigned int* p0,
+                                             const float* a0, i64 n0, void* y1, const unsigned int* p1, const float* a1, i64 n1,
+                                             void* y2, const unsigned int* p2, const float* a2, i64 n2, float* levels, float (*partial)[8]) {
     if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
     const int kw = (int)(k / 8); // words per row (the host keeps k below 2^31)
     // This block's rows: their codes, and absmax from the block holding
     // the row's first value, off values into it (k need not be a multiple
     // of 64). A row past the end reads row 0 of weight 0 (the host passes
     // n0 > 0) and writes nothing.
-    const unsigned int* codes[NF4V2_ROWS];
-    const float* scale[NF4V2_ROWS];
-    int off[NF4V2_ROWS];
+    const unsigned int* codes[ROWS];
+    const float* scale[ROWS];
+    int off[ROWS];
 #pragma unroll
-    for (int r = 0; r < NF4V2_ROWS; r++) {
+    for (int r = 0; r < ROWS; r++) {
         void* y;
         const unsigned int* p;
         const float* a;
         i64 g;
-        if (!nf4v2_row((i64)blockIdx.x * NF4V2_ROWS + r, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, &y, &p, &a, &g)) p = p0, a = a0, g = 0;
+        if (!nf4v2_row((i64)blockIdx.x * ROWS + r, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, &y, &p, &a, &g)) p = p0, a = a0, g = 0;
         codes[r] = p + g * kw;
         scale[r] = a + ((g * k) >> 6);
         off[r] = (int)((g * k) & 63);
     }
     __syncthreads(); // levels
-    float acc[NF4V2_ROWS];
+    float acc[ROWS];
 #pragma unroll
-    for (int r = 0; r < NF4V2_ROWS; r++) acc[r] = 0.0f;
+    for (int r = 0; r < ROWS; r++) acc[r] = 0.0f;
     const bool vec = aligned16(x);
     int w = threadIdx.x;
-    // Two words per row at a time: 2 * NF4V2_ROWS code loads in flight.
+    // Two words per row at a time: 2 * ROWS code loads in flight.
     for (; w + 256 < kw; w += 512) {
-        unsigned int c0[NF4V2_ROWS], c1[NF4V2_ROWS];
-        float s0[NF4V2_ROWS], s1[NF4V2_ROWS];
+        unsigned int c0[ROWS], c1[ROWS];
+        float s0[ROWS], s1[ROWS];
 #pragma unroll
-        for (int r = 0; r < NF4V2_ROWS; r++) {
+        for (int r = 0; r < ROWS; r++) {
             c0[r] = codes[r][w];
             c1[r] = codes[r][w + 256];
             s0[r] = scale[r][(off[r] + 8 * w) >> 6];
@@ -227,13 +230,13 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
             for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * (i64)w + e), x1[e] = ld(x, xdt, 8 * (i64)(w + 256) + e);
         }
 #pragma unroll
-        for (int r = 0; r < NF4V2_ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0) + s1[r] * nf4v2_dot8(levels, c1[r], x1);
+        for (int r = 0; r < ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0) + s1[r] * nf4v2_dot8(levels, c1[r], x1);
     }
     if (w < kw) {
-        unsigned int c0[NF4V2_ROWS];
-        float s0[NF4V2_ROWS];
+        unsigned int c0[ROWS];
+        float s0[ROWS];
 #pragma unroll
-        for (int r = 0; r < NF4V2_ROWS; r++) {
+        for (int r = 0; r < ROWS; r++) {
             c0[r] = codes[r][w];
             s0[r] = scale[r][(off[r] + 8 * w) >> 6];
         }
@@ -245,11 +248,11 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
             for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * (i64)w + e);
         }
 #pragma unroll
-        for (int r = 0; r < NF4V2_ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0);
+        for (int r = 0; r < ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0);
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-    for (int r = 0; r < NF4V2_ROWS; r++) {
+    for (int r = 0; r < ROWS; r++) {
         const float v = warp_sum(acc[r]);
         if (lane == 0) partial[r][warp] = v;
     }
@@ -258,12 +261,30 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
     const unsigned int* p;
     const float* a;
     i64 row;
-    if (threadIdx.x < NF4V2_ROWS &&
-        nf4v2_row((i64)blockIdx.x * NF4V2_ROWS + threadIdx.x, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, &y, &p, &a, &row)) {
+    if (threadIdx.x < ROWS &&
+        nf4v2_row((i64)blockIdx.x * ROWS + threadIdx.x, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, &y, &p, &a, &row)) {
         float v = 0.0f;
 #pragma unroll
         for (int i = 0; i < 8; i++) v += partial[threadIdx.x][i];
         if (accumulate) v += ld(y, ydt, row);
         st(y, ydt, row, v);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
+                                                                const unsigned int* p0, const float* a0, i64 n0, void* y1,
+                                                                const unsigned int* p1, const float* a1, i64 n1, void* y2,
+                                                                const unsigned int* p2, const float* a2, i64 n2) {
+    __shared__ float levels[16];
+    __shared__ float partial[NF4V2_ROWS][8];
+    nf4v2_matvec<NF4V2_ROWS>(x, xdt, k, ydt, accumulate, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, levels, partial);
+}
+
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2_r8(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
+                                                                   const unsigned int* p0, const float* a0, i64 n0, void* y1,
+                                                                   const unsigned int* p1, const float* a1, i64 n1, void* y2,
+                                                                   const unsigned int* p2, const float* a2, i64 n2) {
+    __shared__ float levels[16];
+    __shared__ float partial[NF4V2_ROWS_WIDE][8];
+    nf4v2_matvec<NF4V2_ROWS_WIDE>(x, xdt, k, ydt, accumulate, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, levels, partial);
 }

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"whet/engine"
@@ -10,9 +11,10 @@ import (
 
 // BenchmarkNF4MatVec: the NF4 mat-vec of decoding at Llama-3.1-8B's shapes
 // (q and o 4096×4096, k and v 1024×4096, gate and up 14336×4096, down
-// 4096×14336), the current kernel (v1: matvec_nf4) against matvec_nf4_v2,
-// and v2 taking q/k/v and gate/up in one launch (MatVecsNF4). GB/s counts
-// the bytes the product must read: codes, absmax, x, and y written.
+// 4096×14336), the current kernel (v1: matvec_nf4) against matvec_nf4_v2
+// (and _r8, 8 rows a block), and v2 taking q/k/v and gate/up in one
+// launch (MatVecsNF4). GB/s counts the bytes the product must read:
+// codes, absmax, x, and y written.
 func BenchmarkNF4MatVec(b *testing.B) {
 	be := benchBackend(b)
 	type weight struct{ n, k int }
@@ -74,19 +76,19 @@ func BenchmarkNF4MatVec(b *testing.B) {
 				}
 			}
 		})
-		kernels := []string{"v1", "v2"}
+		kernels := []string{"v1", "v2", "v2r8"}
 		if len(c.ws) > 1 {
-			kernels = append(kernels, "v2fused")
+			kernels = append(kernels, "v2fused", "v2r8fused")
 		}
 		for _, kern := range kernels {
 			b.Run(fmt.Sprintf("%s/%s", c.name, kern), func(b *testing.B) {
-				env := ""
-				if kern != "v1" {
-					env = "v2"
+				env := strings.TrimSuffix(kern, "fused")
+				if env == "v1" {
+					env = ""
 				}
 				b.Setenv(NF4MatVecEnv, env)
 				run := func(s copySet) error {
-					if kern == "v2fused" {
+					if strings.HasSuffix(kern, "fused") {
 						ok, err := be.MatVecsNF4(s.ys, x, s.pks, s.ams, false)
 						if err == nil && !ok {
 							err = fmt.Errorf("MatVecsNF4 declined")

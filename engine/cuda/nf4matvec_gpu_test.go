@@ -53,10 +53,10 @@ func (c nf4Case) want(x []float32, acc bool) []float32 {
 	return out
 }
 
-// TestNF4MatVecV2: matvec_nf4_v2 (NF4MatVecEnv=v2) equals the expanded
-// weight times x on the CPU and the current kernel (matvec_nf4), for f32
+// TestNF4MatVecV2: matvec_nf4_v2 (NF4MatVecEnv=v2) and _r8 (v2r8) equal the expanded
+// weight times x on the CPU (and v2 the current kernel, matvec_nf4), for f32
 // and bf16, overwriting and accumulating, on shapes that do not fill its
-// blocks: rows not a multiple of its 4 rows a block, k = 64 times an odd
+// blocks: rows not a multiple of 4 or 8 rows a block, k = 64 times an odd
 // number, k = 72 (absmax blocks straddling rows), k past 256 words a row
 // with an odd tail, an x not 16-byte aligned; and MatVecsNF4 (q, k, v in
 // one launch, and two weights) equals the products one by one, declines
@@ -87,7 +87,7 @@ func TestNF4MatVecV2(t *testing.T) {
 						}
 						return download(t, b, y)
 					}
-					v1, v2 := run(""), run("v2")
+					v1, v2, v2r8 := run(""), run("v2"), run("v2r8")
 					tol := 1e-5
 					if dt == engine.BF16 {
 						tol = 1e-2
@@ -96,6 +96,7 @@ func TestNF4MatVecV2(t *testing.T) {
 					closeTo(t, "v2 against the CPU "+name, v2, want, tol)
 					closeTo(t, "v1 against the CPU "+name, v1, want, tol)
 					closeTo(t, "v2 against v1 "+name, v2, v1, tol)
+					closeTo(t, "v2r8 against the CPU "+name, v2r8, want, tol)
 				}
 			}
 		}
@@ -121,17 +122,24 @@ func TestNF4MatVecV2(t *testing.T) {
 				if ok, err := b.MatVecsNF4(ys, x, pks, ams, acc); ok || err != nil {
 					t.Fatalf("MatVecsNF4 %v with the env var unset: ok %v, err %v; want declined", ns, ok, err)
 				}
-				t.Setenv(cuda.NF4MatVecEnv, "v2")
-				ok, err := b.MatVecsNF4(ys, x, pks, ams, acc)
-				if err != nil || !ok {
-					t.Fatalf("MatVecsNF4 %v: ok %v, err %v", ns, ok, err)
-				}
-				tol := 1e-5
-				if dt == engine.BF16 {
-					tol = 1e-2
-				}
-				for i, c := range cs {
-					closeTo(t, fmt.Sprintf("MatVecsNF4 %v %s accumulate=%v: weight %d", ns, dt, acc, i), download(t, b, ys[i]), c.want(xs, acc), tol)
+				for _, env := range []string{"v2", "v2r8"} {
+					for i, c := range cs {
+						if err := b.Upload(ys[i], c.yv); err != nil {
+							t.Fatal(err)
+						}
+					}
+					t.Setenv(cuda.NF4MatVecEnv, env)
+					ok, err := b.MatVecsNF4(ys, x, pks, ams, acc)
+					if err != nil || !ok {
+						t.Fatalf("MatVecsNF4 %v (%s): ok %v, err %v", ns, env, ok, err)
+					}
+					tol := 1e-5
+					if dt == engine.BF16 {
+						tol = 1e-2
+					}
+					for i, c := range cs {
+						closeTo(t, fmt.Sprintf("MatVecsNF4 %s %v %s accumulate=%v: weight %d", env, ns, dt, acc, i), download(t, b, ys[i]), c.want(xs, acc), tol)
+					}
 				}
 			}
 		}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # nf4-matvec (issue 21, NF4 decoding): the bandwidth-laid-out NF4 mat-vec matvec_nf4_v2
 # (WHET_NF4_MATVEC=v2, kernels/nf4.cu) against the current matvec_nf4 and the CPU
-# (TestNF4MatVecV2) and in greedy decoding of tiny-llama in NF4 (TestGenerateNF4V2), the kernel benchmark of both at Llama-3.1-8B's shapes (GB/s), then
+# (TestNF4MatVecV2) and in greedy decoding of tiny-llama in NF4 (TestGenerateNF4V2), the
+# kernel benchmark of v1, v2 and v2r8 (8 rows a block) at Llama-3.1-8B's shapes (GB/s), then
 # Llama-3.1-8B QLoRA decoding (graph mode) without and with the env var.
 # Runs from the repository root; writes only under $OUT/nf4-matvec.
 set -u
