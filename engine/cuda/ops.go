@@ -279,20 +279,8 @@ func (b *Backend) MatMul(c, a, bm engine.Tensor, transA, transB bool, alpha, bet
 	if ch.Err != nil {
 		return ch.Err
 	}
-	m, k := engine.Rows(at), engine.Cols(at)
-	if transA {
-		m, k = k, m
-	}
-	kb, n := engine.Rows(bt), engine.Cols(bt)
-	if transB {
-		kb, n = n, kb
-	}
-	if k != kb {
-		ch.Failf("inner dimensions differ: op(a) is %dx%d (a %v, transA=%v), op(b) is %dx%d (b %v, transB=%v)",
-			m, k, at.shape, transA, kb, n, bt.shape, transB)
-	}
-	ch.Matrix("c", ct, m, n)
-	if ch.Err != nil {
+	m, k, n, ok := ch.MatMul(ct, at, bt, transA, transB)
+	if !ok {
 		return ch.Err
 	}
 	if m == 0 || n == 0 {

@@ -277,3 +277,22 @@ func RMSNormGrads[T interface {
 	}
 	return rows, dim, c.Err == nil
 }
+
+// MatMul checks c = op(a)@op(b): op(a) is m x k (a transposed when
+// transA), op(b) is k x n, and c is m x n. It returns m, k and n.
+func (c *Checker) MatMul(ct, a, b engine.Tensor, transA, transB bool) (m, k, n int, ok bool) {
+	m, k = engine.Rows(a), engine.Cols(a)
+	if transA {
+		m, k = k, m
+	}
+	kb, n := engine.Rows(b), engine.Cols(b)
+	if transB {
+		kb, n = n, kb
+	}
+	if c.Err == nil && k != kb {
+		c.Failf("inner dimensions differ: op(a) is %dx%d (a %v, transA=%v), op(b) is %dx%d (b %v, transB=%v)",
+			m, k, a.Shape(), transA, kb, n, b.Shape(), transB)
+	}
+	c.Matrix("c", ct, m, n)
+	return m, k, n, c.Err == nil
+}

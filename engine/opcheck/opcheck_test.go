@@ -152,3 +152,20 @@ func TestRMSNormShapes(t *testing.T) {
 		t.Errorf("long dWeight: error %v", ch.Err)
 	}
 }
+
+func TestMatMulShapes(t *testing.T) {
+	a, b := fake{[]int{3, 5}, engine.F32}, fake{[]int{4, 5}, engine.BF16}
+	ch := &Checker{Backend: "cpu", Op: "MatMul"}
+	if m, k, n, ok := ch.MatMul(fake{[]int{3, 4}, engine.F32}, a, b, false, true); !ok || m != 3 || k != 5 || n != 4 {
+		t.Fatalf("a@b^T: m %d k %d n %d ok %v err %v", m, k, n, ok, ch.Err)
+	}
+	ch.MatMul(fake{[]int{3, 4}, engine.F32}, a, b, false, false)
+	if want := "cpu: MatMul: inner dimensions differ: op(a) is 3x5 (a [3 5], transA=false), op(b) is 4x5 (b [4 5], transB=false)"; ch.Err == nil || ch.Err.Error() != want {
+		t.Errorf("a@b: error %v, want %q", ch.Err, want)
+	}
+	ch = &Checker{Backend: "cuda", Op: "MatMul"}
+	ch.MatMul(fake{[]int{4, 4}, engine.F32}, a, a, true, false)
+	if want := "cuda: MatMul: c has shape [4 4] (4x4), want 5x5"; ch.Err == nil || ch.Err.Error() != want {
+		t.Errorf("a^T@a into a 4x4 c: error %v, want %q", ch.Err, want)
+	}
+}
