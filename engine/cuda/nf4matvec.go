@@ -48,8 +48,9 @@ type nf4Operand struct {
 }
 
 // checkNF4Operands checks ys[i] [1, n_i] = x [1, k] @ W_i^T for the NF4
-// weights (packed, absmax): matching counts, k a multiple of 8, every
-// output disjoint from x and of one dtype (the kernel takes one).
+// weights (packed, absmax): matching counts, k a multiple of 8 (at most
+// 2^30), every output disjoint from the inputs and the other outputs and
+// of one dtype (the kernel takes one).
 func checkNF4Operands(c *checker, ys []engine.Tensor, x engine.Tensor, packed, absmax []engine.Tensor) (*Tensor, []nf4Operand) {
 	xt := c.float("x", x)
 	if c.Err != nil {
@@ -85,6 +86,8 @@ func checkNF4Operands(c *checker, ys []engine.Tensor, x engine.Tensor, packed, a
 			return nil, nil
 		}
 		c.disjoint(yn, yt, "x", xt)
+		c.disjoint(yn, yt, pn, pt)
+		c.disjoint(yn, yt, an, at)
 		for j := range ops {
 			c.disjoint(yn, yt, fmt.Sprintf("ys[%d]", j), ops[j].y)
 		}
@@ -93,9 +96,9 @@ func checkNF4Operands(c *checker, ys []engine.Tensor, x engine.Tensor, packed, a
 	return xt, ops
 }
 
-// launchNF4V2 launches matvec_nf4_v2 (or _r8) over ops (at most three, the empty
-// ones left out so that the first the kernel sees has rows). The caller
-// holds the context.
+// launchNF4V2 launches matvec_nf4_v2 (or _r8) over ops (at most three,
+// the empty ones left out so that the first the kernel sees has rows).
+// The caller holds the context.
 func (b *Backend) launchNF4V2(op string, xt *Tensor, ops []nf4Operand, accumulate bool) error {
 	var live []nf4Operand
 	for _, o := range ops {
@@ -134,8 +137,8 @@ func (b *Backend) launchNF4V2(op string, xt *Tensor, ops []nf4Operand, accumulat
 // share it (q, k, v; gate, up) in one launch of matvec_nf4_v2:
 // ys[i] [1, n_i] = x [1, k] @ W_i^T (+ ys[i] when accumulate), W_i held as
 // packed[i] and absmax[i] (as MatVecNF4 takes them). ok is false, with
-// nothing done, unless NF4MatVecEnv is "v2" (or "v2r8") and there are at most three
-// weights; operands that are wrong are an error.
+// nothing done, unless NF4MatVecEnv is "v2" (or "v2r8") and there are at
+// most three weights; operands that are wrong are an error.
 func (b *Backend) MatVecsNF4(ys []engine.Tensor, x engine.Tensor, packed, absmax []engine.Tensor, accumulate bool) (bool, error) {
 	c := b.check("MatVecsNF4")
 	xt, ops := checkNF4Operands(&c, ys, x, packed, absmax)
