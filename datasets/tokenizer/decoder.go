@@ -160,21 +160,11 @@ func parseDecoder(raw json.RawMessage, path string, fault *regexFault) (decoder,
 	}
 	switch typ {
 	case "Sequence":
-		var items []json.RawMessage
-		if err := field(obj, "decoders", &items, path); err != nil {
+		seq, err := sequence(obj, "decoders", path, fault, parseDecoder)
+		if err != nil {
 			return nil, err
 		}
-		var seq decoderSeq
-		for i, it := range items {
-			d, err := parseDecoder(it, fmt.Sprintf("%s.decoders[%d]", path, i), fault)
-			if err != nil {
-				return nil, err
-			}
-			if d != nil {
-				seq = append(seq, d)
-			}
-		}
-		return seq, nil
+		return decoderSeq(seq), nil
 	case "ByteLevel":
 		return byteLevelDecoder{}, nil
 	case "ByteFallback":

@@ -217,3 +217,26 @@ func (f *regexFault) err() error {
 	}
 	return nil
 }
+
+// sequence parses the list obj[key] of a "Sequence" component at path,
+// each item with parse (item paths path.key[i], for messages); items that
+// parse to nil (null) are left out.
+func sequence[T comparable](obj map[string]json.RawMessage, key, path string, fault *regexFault,
+	parse func(json.RawMessage, string, *regexFault) (T, error)) ([]T, error) {
+	var items []json.RawMessage
+	if err := field(obj, key, &items, path); err != nil {
+		return nil, err
+	}
+	var none T
+	var seq []T
+	for i, it := range items {
+		c, err := parse(it, fmt.Sprintf("%s.%s[%d]", path, key, i), fault)
+		if err != nil {
+			return nil, err
+		}
+		if c != none {
+			seq = append(seq, c)
+		}
+	}
+	return seq, nil
+}

@@ -67,21 +67,11 @@ func parseNormalizer(raw json.RawMessage, path string, fault *regexFault) (norma
 	}
 	switch typ {
 	case "Sequence":
-		var items []json.RawMessage
-		if err := field(obj, "normalizers", &items, path); err != nil {
+		seq, err := sequence(obj, "normalizers", path, fault, parseNormalizer)
+		if err != nil {
 			return nil, err
 		}
-		var seq normalizerSeq
-		for i, it := range items {
-			n, err := parseNormalizer(it, fmt.Sprintf("%s.normalizers[%d]", path, i), fault)
-			if err != nil {
-				return nil, err
-			}
-			if n != nil {
-				seq = append(seq, n)
-			}
-		}
-		return seq, nil
+		return normalizerSeq(seq), nil
 	case "NFC":
 		return unicodeNormalizer{norm.NFC}, nil
 	case "NFD":

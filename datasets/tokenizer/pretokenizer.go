@@ -189,21 +189,11 @@ func parsePreTokenizer(raw json.RawMessage, path string, fault *regexFault) (pre
 	}
 	switch typ {
 	case "Sequence":
-		var items []json.RawMessage
-		if err := field(obj, "pretokenizers", &items, path); err != nil {
+		seq, err := sequence(obj, "pretokenizers", path, fault, parsePreTokenizer)
+		if err != nil {
 			return nil, err
 		}
-		var seq preTokenizerSeq
-		for i, it := range items {
-			p, err := parsePreTokenizer(it, fmt.Sprintf("%s.pretokenizers[%d]", path, i), fault)
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				seq = append(seq, p)
-			}
-		}
-		return seq, nil
+		return preTokenizerSeq(seq), nil
 	case "Split":
 		p := &splitPreTokenizer{}
 		if p.pat, err = parsePattern(obj, path, fault); err != nil {
