@@ -131,19 +131,9 @@ func overlaps(a, b *Tensor) bool {
 	return a.buf == b.buf && a.off < b.off+b.n && b.off < a.off+a.n
 }
 
-func shapeLen(shape []int) (int, error) {
-	n := 1
-	for _, d := range shape {
-		if d < 0 {
-			return 0, fmt.Errorf("negative dimension in shape %v", shape)
-		}
-		if d != 0 && n > math.MaxInt32*64/d {
-			return 0, fmt.Errorf("shape %v is too large", shape)
-		}
-		n *= d
-	}
-	return n, nil
-}
+// shapeLen is opcheck.ShapeLen with the CPU backend's limit,
+// math.MaxInt32*64 elements.
+func shapeLen(shape []int) (int, error) { return opcheck.ShapeLen(shape, math.MaxInt32*64) }
 
 // Alloc returns a zeroed tensor.
 func (b *Backend) Alloc(dt engine.DType, shape ...int) (engine.Tensor, error) {

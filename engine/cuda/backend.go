@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"whet/engine"
+	"whet/engine/opcheck"
 	"whet/engine/units"
 )
 
@@ -549,19 +550,9 @@ func (b *Backend) rawFree(p uint64, bytes int64) {
 	b.inUse -= bytes
 }
 
-func shapeLen(shape []int) (int, error) {
-	n := 1
-	for _, d := range shape {
-		if d < 0 {
-			return 0, fmt.Errorf("negative dimension in shape %v", shape)
-		}
-		if d != 0 && n > (1<<62)/d {
-			return 0, fmt.Errorf("shape %v is too large", shape)
-		}
-		n *= d
-	}
-	return n, nil
-}
+// shapeLen is opcheck.ShapeLen with the CUDA backend's limit, 1<<62
+// elements.
+func shapeLen(shape []int) (int, error) { return opcheck.ShapeLen(shape, 1<<62) }
 
 // Alloc returns a zeroed tensor in its own device allocation. Out of
 // memory is an error naming the dtype, shape, size and the device's free

@@ -296,3 +296,19 @@ func (c *Checker) MatMul(ct, a, b engine.Tensor, transA, transB bool) (m, k, n i
 	c.Matrix("c", ct, m, n)
 	return m, k, n, c.Err == nil
 }
+
+// ShapeLen is the number of elements of shape, refusing a negative
+// dimension and a count above limit (the backend's largest tensor).
+func ShapeLen(shape []int, limit int) (int, error) {
+	n := 1
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension in shape %v", shape)
+		}
+		if d != 0 && n > limit/d {
+			return 0, fmt.Errorf("shape %v is too large", shape)
+		}
+		n *= d
+	}
+	return n, nil
+}

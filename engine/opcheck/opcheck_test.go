@@ -169,3 +169,26 @@ func TestMatMulShapes(t *testing.T) {
 		t.Errorf("a^T@a into a 4x4 c: error %v, want %q", ch.Err, want)
 	}
 }
+
+func TestShapeLen(t *testing.T) {
+	for _, c := range []struct {
+		shape []int
+		limit int
+		want  int
+		err   string
+	}{
+		{[]int{3, 4}, 12, 12, ""},
+		{[]int{}, 1, 1, ""},
+		{[]int{0, 5}, 1, 0, ""},
+		{[]int{3, -1}, 100, 0, "negative dimension in shape [3 -1]"},
+		{[]int{3, 5}, 14, 0, "shape [3 5] is too large"},
+	} {
+		n, err := ShapeLen(c.shape, c.limit)
+		switch {
+		case c.err == "" && (err != nil || n != c.want):
+			t.Errorf("ShapeLen(%v, %d) = %d, %v; want %d", c.shape, c.limit, n, err, c.want)
+		case c.err != "" && (err == nil || err.Error() != c.err):
+			t.Errorf("ShapeLen(%v, %d): error %v, want %q", c.shape, c.limit, err, c.err)
+		}
+	}
+}
