@@ -473,7 +473,7 @@ var attnCases = []attnCase{
 	// (bf16) and the float32 one.
 	{"gqa8x2_d64_many_tiles_window80_softcap", []int32{0, 300, 301, 557}, 8, 2, 64, 80, 2, 5},
 	{"gqa4x2_d128_many_tiles_window100_softcap", []int32{0, 260, 400}, 4, 2, 128, 100, 2, 4},
-	// Gemma's head dim 256 (on engine/cuda with WHET_ATTN_TC256=1 its own
+	// Gemma's head dim 256 (on engine/cuda, unless WHET_ATTN_TC256=0, its own
 	// tensor-core tiles: 32-key forward tiles, 16-row backward tiles, dK and
 	// dV in two launches): window and cap, and many tiles of every kernel
 	// with GQA and packing.

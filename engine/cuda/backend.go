@@ -267,7 +267,7 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
-		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), attnTC256: os.Getenv(AttnTC256Env) == "1",
+		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), attnTC256: os.Getenv(AttnTC256Env) != "0",
 		fusedAdamW: opts.FusedAdamW || os.Getenv("WHET_CUDA_FUSED_ADAMW") == "1",
 		attnHopper: opts.AttnHopper || os.Getenv(AttnHopperEnv) == "1",
 	}

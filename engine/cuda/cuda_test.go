@@ -330,7 +330,7 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 		}
 	}
 	if act == engine.BF16 && d > attnTCSplitDim && attnTCHeadDims[d] {
-		// Opt-in by default (AttnTC256Env); this test always checks them.
+		// On unless AttnTC256Env=0; this test always checks them.
 		defer func(was bool) { b.attnTC256 = was }(b.attnTC256)
 		b.attnTC256 = true
 	}

@@ -27,7 +27,7 @@ import (
 // three (their own rope base) and linear scaling on the global one; Gemma
 // 2's attention and final-logit soft-caps, small enough to bend the
 // numbers, at its real head dim 256 (the float32 attention kernels, or the
-// head-dim-256 tensor-core ones with WHET_ATTN_TC256=1) with a window on
+// head-dim-256 tensor-core ones, the default; WHET_ATTN_TC256=0 for the float32 ones) with a window on
 // alternate layers; Phi-3's fused projections,
 // partial rotary (16 of 32 dimensions) and LongRoPE with an original
 // context of 16 that the 64-token batches pass. The other head dims (32)
