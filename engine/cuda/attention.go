@@ -231,6 +231,21 @@ func (b *Backend) hopperKernel(kind string, d int) (name string, ok bool) {
 	return name, true
 }
 
+// hopperProbe launches attention_hopper_probe_d<d> (kernels/attention_hopper.cu):
+// one warpgroup computes S = Q·Kᵀ into sOut [64, 128] and O = P·V into oOut
+// [64, d] through the same descriptors and swizzle as the attention kernels,
+// so that TestHopperWgmmaProbe can tell a layout error from an attention bug.
+// q is [64, d], k and v [128, d], all bf16.
+func (b *Backend) hopperProbe(sOut, oOut, q, k, v *Tensor, d int) error {
+	exit, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	return b.launch("wgmma probe", attnHopperFile, fmt.Sprintf("attention_hopper_probe_d%d", d), dim3{1, 1, 1}, dim3{256, 1, 1},
+		1024+640*d, sOut.ptr(), oOut.ptr(), q.ptr(), k.ptr(), v.ptr())
+}
+
 // forward launches the attention forward over Tq query rows at positions
 // qOffset.., on the tensor cores when it can. starts 0 means one sequence
 // (decoding); lse 0 means nothing saved.
@@ -239,8 +254,8 @@ func (b *Backend) hopperKernel(kind string, d int) (name string, ok bool) {
 func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, hostStarts []int32, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
 	if hostStarts != nil && b.useHopperAttention(D, Tq, []*Tensor{ot}, qt, kt, vt) {
-		if name, ok := b.hopperKernel("forward", D); ok {
-			return b.launch(op, attnHopperFile, name, dim3{H, (Tq + attnHopperRows - 1) / attnHopperRows, 1}, dim3{256, 1, 1},
+		if _, ok := b.hopperKernel("forward", D); ok {
+			return b.launch(op, attnHopperFile, fmt.Sprintf("attention_forward_hopper_d%d", D), dim3{H, (Tq + attnHopperRows - 1) / attnHopperRows, 1}, dim3{256, 1, 1},
 				attnHopperSmem("forward", D), ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
 				starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 		}
@@ -383,19 +398,19 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		return err
 	}
 	if b.useHopperAttention(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
-		dqName, ok1 := b.hopperKernel("backward_dq", D)
-		dkvName, ok2 := "", false
+		_, ok1 := b.hopperKernel("backward_dq", D)
+		ok2 := false
 		if ok1 {
-			dkvName, ok2 = b.hopperKernel("backward_dkv", D)
+			_, ok2 = b.hopperKernel("backward_dkv", D)
 		}
 		if ok2 {
 			blocks := (T + attnHopperRows - 1) / attnHopperRows
-			if err := b.launch(op, attnHopperFile, dqName, dim3{H, blocks, 1}, dim3{256, 1, 1}, attnHopperSmem("dq", D),
+			if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_dq_hopper_d%d", D), dim3{H, blocks, 1}, dim3{256, 1, 1}, attnHopperSmem("dq", D),
 				dqt.ptr(), dt(dqt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
 				g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap); err != nil {
 				return err
 			}
-			return b.launch(op, attnHopperFile, dkvName, dim3{KVH, blocks, 1}, dim3{256, 1, 1}, attnHopperSmem("dkv", D),
+			return b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_dkv_hopper_d%d", D), dim3{KVH, blocks, 1}, dim3{256, 1, 1}, attnHopperSmem("dkv", D),
 				dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
 				g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 		}

@@ -49,14 +49,7 @@ func TestHopperWgmmaProbe(t *testing.T) {
 			sOut, _ := b.Alloc(engine.F32, 64, 128)
 			oOut, _ := b.Alloc(engine.F32, 64, d)
 			t.Cleanup(func() { b.Free(sOut); b.Free(oOut) })
-			exit, err := b.enter()
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = b.launch("wgmma probe", attnHopperFile, fmt.Sprintf("attention_hopper_probe_d%d", d), dim3{1, 1, 1}, dim3{256, 1, 1},
-				1024+640*d, sOut.(*Tensor).ptr(), oOut.(*Tensor).ptr(), q.ptr(), k.ptr(), v.ptr())
-			exit()
-			if err != nil {
+			if err := b.hopperProbe(sOut.(*Tensor), oOut.(*Tensor), q, k, v, d); err != nil {
 				t.Fatal(err)
 			}
 			if err := b.Sync(); err != nil {
