@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"whet/engine"
+	"whet/engine/opcheck"
 )
 
 // Llama 3.2 Vision's ops (engine.MllamaOps): LayerNorm is siglip.go's,
@@ -83,22 +84,11 @@ func (b *Backend) BiasAttention(out, lse, q, k, v, bias engine.Tensor, p engine.
 	}
 	c.Matrix("out", ot, g.T, g.H*g.D)
 	c.Length("lse", lt, g.H*g.T)
-	ins := []struct {
-		name string
-		t    *Tensor
-	}{{"q", qt}, {"k", kt}, {"v", vt}}
+	inNames, ins := []string{"q", "k", "v"}, []*Tensor{qt, kt, vt}
 	if g.bias != nil {
-		ins = append(ins, struct {
-			name string
-			t    *Tensor
-		}{"bias", g.bias})
+		inNames, ins = append(inNames, "bias"), append(ins, g.bias)
 	}
-	for _, in := range ins {
-		c.disjoint("out", ot, in.name, in.t)
-		c.disjoint("lse", lt, in.name, in.t)
-	}
-	c.disjoint("out", ot, "lse", lt)
-	if c.Err != nil {
+	if !opcheck.Disjoint(&c.Checker, overlaps, []string{"out", "lse"}, []*Tensor{ot, lt}, inNames, ins) {
 		return c.Err
 	}
 	if g.T == 0 {
@@ -146,31 +136,19 @@ func (b *Backend) BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, bia
 	c.Matrix("dOut", dot, g.T, g.H*g.D)
 	c.Matrix("out", ot, g.T, g.H*g.D)
 	c.Length("lse", lt, g.H*g.T)
-	type named struct {
-		name string
-		t    *Tensor
-	}
-	outs := []named{{"dq", dqt}, {"dk", dkt}, {"dv", dvt}}
-	ins := []named{{"dOut", dot}, {"q", qt}, {"k", kt}, {"v", vt}, {"out", ot}, {"lse", lt}}
+	inNames, ins := []string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}
 	if g.bias != nil {
-		ins = append(ins, named{"bias", g.bias})
+		inNames, ins = append(inNames, "bias"), append(ins, g.bias)
 	}
-	for i, o := range outs {
-		for _, in := range ins {
-			c.disjoint(o.name, o.t, in.name, in.t)
-		}
-		for _, o2 := range outs[i+1:] {
-			c.disjoint(o.name, o.t, o2.name, o2.t)
-		}
-	}
-	if c.Err != nil {
+	outs := []*Tensor{dqt, dkt, dvt}
+	if !opcheck.Disjoint(&c.Checker, overlaps, []string{"dq", "dk", "dv"}, outs, inNames, ins) {
 		return c.Err
 	}
 	if g.T == 0 || g.S == 0 {
 		// Nothing attends: every gradient is zero.
 		for _, o := range outs {
-			if o.t.n > 0 {
-				if err := b.Fill(o.t, 0); err != nil {
+			if o.n > 0 {
+				if err := b.Fill(o, 0); err != nil {
 					return err
 				}
 			}
