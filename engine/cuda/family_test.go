@@ -160,9 +160,8 @@ func patternBatches(vocab, n int) []*datasets.Batch {
 	return out
 }
 
-// trainFamily runs steps optimizer steps of one micro-batch each (cycling
-// through batches), with gradient clipping at 1 and AdamW, and returns
-// every step's mean token loss.
+// trainFamily sets method up ("lora": rank 8 adapters with dropout;
+// "full": every weight trainable) and trains as trainLoRA does.
 func trainFamily(t *testing.T, m *engine.Model, method string, batches []*datasets.Batch, steps int, lr float64) []float64 {
 	t.Helper()
 	switch method {
@@ -177,31 +176,7 @@ func trainFamily(t *testing.T, m *engine.Model, method string, batches []*datase
 	default:
 		t.Fatalf("method %q", method)
 	}
-	a, err := m.NewActivations(len(batches[0].Tokens), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Free()
-	opt := &engine.Optimizer{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
-	var losses []float64
-	for s := range steps {
-		b := batches[s%len(batches)]
-		if err := m.ZeroGrads(); err != nil {
-			t.Fatal(err)
-		}
-		res, err := a.ForwardBackward(b, float32(1/float64(b.NumTargets())), true, uint64(1000+s))
-		if err != nil {
-			t.Fatalf("%s: step %d: %v", m.B.Name(), s+1, err)
-		}
-		if _, err := engine.ClipGrads(m, 1); err != nil {
-			t.Fatal(err)
-		}
-		if err := opt.Apply(m, lr); err != nil {
-			t.Fatal(err)
-		}
-		losses = append(losses, res.LossSum/float64(res.Count))
-	}
-	return losses
+	return trainLoRA(t, m, batches, steps, lr)
 }
 
 // TestFamilyTrainingMatchesCPU trains each family's tiny model for 50

@@ -106,7 +106,10 @@ func TestLoRAStackedMatchesCPU(t *testing.T) {
 	}
 }
 
-// trainLoRA is trainFamily for a model whose adapters are made already.
+// trainLoRA runs steps optimizer steps of one micro-batch each (cycling
+// through batches) on a model whose adapters (or trainable weights) are
+// made already, with gradient clipping at 1 and AdamW, and returns every
+// step's mean token loss. trainFamily sets the method up, then calls it.
 func trainLoRA(t *testing.T, m *engine.Model, batches []*datasets.Batch, steps int, lr float64) []float64 {
 	t.Helper()
 	a, err := m.NewActivations(len(batches[0].Tokens), false)
