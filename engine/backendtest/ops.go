@@ -243,13 +243,7 @@ func testSumSquares(h *harness) {
 // larger than a launch chunk), of each float dtype, scaled as Scale would.
 func testScaleAll(h *harness) {
 	all := optional[engine.ScaleOfAll](h, "engine.ScaleOfAll (optional)")
-	var ts []pair
-	var duts []engine.Tensor
-	for i, n := range []int{333, 1, 70000, 17} {
-		x := h.randn(h.dtypes()[i%len(h.dtypes())], 2, n)
-		ts = append(ts, x)
-		duts = append(duts, x.dut)
-	}
+	ts, duts := h.severalTensors(2)
 	h.check("ScaleAll", all.ScaleAll(duts, -0.37))
 	for i, x := range ts {
 		h.oracle("Scale", h.ref.Scale(x.ref, -0.37))
@@ -260,17 +254,23 @@ func testScaleAll(h *harness) {
 	}
 }
 
+// severalTensors draws one tensor of each of 333, 1, 70000 (larger than
+// a launch chunk) and 17 elements, the dtypes in turn, with standard
+// deviation scale; duts are the backend under test's sides.
+func (h *harness) severalTensors(scale float32) (ts []pair, duts []engine.Tensor) {
+	for i, n := range []int{333, 1, 70000, 17} {
+		x := h.randn(h.dtypes()[i%len(h.dtypes())], scale, n)
+		ts = append(ts, x)
+		duts = append(duts, x.dut)
+	}
+	return ts, duts
+}
+
 // testFillAll covers the optional engine.FillOfAll: every element of every
 // tensor (one larger than a launch chunk), of each dtype, takes the value.
 func testFillAll(h *harness) {
 	all := optional[engine.FillOfAll](h, "engine.FillOfAll (optional)")
-	var ts []pair
-	var duts []engine.Tensor
-	for i, n := range []int{333, 1, 70000, 17} {
-		x := h.randn(h.dtypes()[i%len(h.dtypes())], 1, n)
-		ts = append(ts, x)
-		duts = append(duts, x.dut)
-	}
+	ts, duts := h.severalTensors(1)
 	h.check("FillAll", all.FillAll(duts, -1.5))
 	for i, x := range ts {
 		for j, v := range h.held(x.dut) {
