@@ -216,20 +216,11 @@ func (b *Backend) rope(op string, x, positions, cos, sin engine.Tensor, nHeads, 
 	if c.Err != nil {
 		return c.Err
 	}
-	if nHeads <= 0 || headDim <= 0 || headDim%2 != 0 || rot <= 0 || rot > headDim {
-		c.Failf("nHeads %d and headDim %d must be positive, headDim even, and the rotary dimensions %d in (0, headDim]", nHeads, headDim, rot)
+	rows, maxPos, ok := c.RoPE(xt, pt, ct, st, nHeads, headDim, rot)
+	if !ok {
 		return c.Err
 	}
 	half := rot / 2
-	rows := engine.Rows(xt)
-	c.Matrix("x", xt, rows, nHeads*headDim)
-	c.Length("positions", pt, rows)
-	maxPos := engine.Rows(ct)
-	c.Matrix("cos", ct, maxPos, half)
-	c.Matrix("sin", st, maxPos, half)
-	if c.Err != nil {
-		return c.Err
-	}
 	exit, err := b.enter()
 	if err != nil {
 		return err

@@ -312,3 +312,25 @@ func ShapeLen(shape []int, limit int) (int, error) {
 	}
 	return n, nil
 }
+
+// RoPE checks a rotary embedding over the first rot dimensions of each of
+// nHeads heads of headDim: positive head counts and dims, headDim even,
+// rot in (0, headDim]; x [rows, nHeads*headDim], positions [rows], cos
+// and sin [maxPos, rot/2]. It returns rows and maxPos (the positions'
+// values are the backend's to check: they live in its memory).
+func (c *Checker) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim, rot int) (rows, maxPos int, ok bool) {
+	if c.Err == nil && (nHeads <= 0 || headDim <= 0 || headDim%2 != 0 || rot <= 0 || rot > headDim) {
+		c.Failf("nHeads %d and headDim %d must be positive, headDim even, and the rotary dimensions %d in (0, headDim]", nHeads, headDim, rot)
+	}
+	if c.Err != nil {
+		return 0, 0, false
+	}
+	half := rot / 2
+	rows = engine.Rows(x)
+	c.Matrix("x", x, rows, nHeads*headDim)
+	c.Length("positions", positions, rows)
+	maxPos = engine.Rows(cos)
+	c.Matrix("cos", cos, maxPos, half)
+	c.Matrix("sin", sin, maxPos, half)
+	return rows, maxPos, c.Err == nil
+}

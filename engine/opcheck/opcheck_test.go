@@ -192,3 +192,21 @@ func TestShapeLen(t *testing.T) {
 		}
 	}
 }
+
+func TestRoPEShapes(t *testing.T) {
+	x, pos := fake{[]int{5, 3 * 8}, engine.BF16}, fake{[]int{5}, engine.I32}
+	tab := fake{[]int{100, 3}, engine.F32}
+	ch := &Checker{Backend: "cpu", Op: "RoPEPartial"}
+	if rows, maxPos, ok := ch.RoPE(x, pos, tab, tab, 3, 8, 6); !ok || rows != 5 || maxPos != 100 {
+		t.Fatalf("6 of 8 dims rotated: rows %d maxPos %d ok %v err %v", rows, maxPos, ok, ch.Err)
+	}
+	ch.RoPE(x, pos, tab, tab, 3, 8, 10)
+	if ch.Err == nil || !strings.Contains(ch.Err.Error(), "the rotary dimensions 10 in (0, headDim]") {
+		t.Errorf("rot above headDim: error %v", ch.Err)
+	}
+	ch = &Checker{Backend: "cuda", Op: "RoPE"}
+	ch.RoPE(x, pos, tab, tab, 3, 8, 8)
+	if want := "cuda: RoPE: cos has shape [100 3] (100x3), want 100x4"; ch.Err == nil || ch.Err.Error() != want {
+		t.Errorf("tables for 6 dims, 8 rotated: error %v, want %q", ch.Err, want)
+	}
+}
