@@ -19,7 +19,9 @@ installed (the GPU machine, batch tools/gpu/vision-export):
 
 For each model it runs, in float32 with eager attention on the CPU: the base,
 base + PeftModel.from_pretrained(peft/), and merged-bf16 (upcast), and writes
-the largest |logit - whet's|, the largest logit, the argmax agreement, and
+the largest |logit - whet's|, the largest logit, the argmax agreement (for
+Mllama also against whet's logits with TapLayerOutputs: base_tap_outputs,
+peft_tap_outputs, merged_bf16_tap_outputs), and
 which adapter keys PEFT did not take (file keys missing from the PEFT model's
 state dict, and the reverse). A model that fails is written with its error.
 TestVisionExportTransformersReference checks the file once it is committed
@@ -64,17 +66,27 @@ def check(d, name):
     inp = json.load(open(f"{d}/{name}/inputs.json"))
     kw = kwargs_of(name, inp)
     out = {}
+    # Mllama's inputs also hold whet's logits with the intermediate vision
+    # layers tapped at their outputs (MllamaVisionConfig.TapLayerOutputs), as
+    # transformers 5 taps them; each run is compared with both.
+    tap = inp.get("logits_tap_outputs")
+
+    def record(key, logits):
+        out[key] = compare(logits, inp["logits"])
+        if tap is not None:
+            out[key + "_tap_outputs"] = compare(logits, tap)
+
     with torch.no_grad():
         base = load(name, f"{d}/{name}/base")
-        out["base"] = compare(base(**kw).logits, inp["logits"])
+        record("base", base(**kw).logits)
         pm = PeftModel.from_pretrained(base, f"{d}/{name}/peft").eval()
         file_keys = set(load_file(f"{d}/{name}/peft/adapter_model.safetensors").keys())
         model_keys = set(peft.get_peft_model_state_dict(pm).keys())
         out["keys_in_file_not_model"] = sorted(file_keys - model_keys)
         out["keys_in_model_not_file"] = sorted(model_keys - file_keys)
-        out["peft"] = compare(pm(**kw).logits, inp["logits"])
+        record("peft", pm(**kw).logits)
         merged = load(name, f"{d}/{name}/merged-bf16")
-        out["merged_bf16"] = compare(merged(**kw).logits, inp["logits"])
+        record("merged_bf16", merged(**kw).logits)
     return out
 
 
