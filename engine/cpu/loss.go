@@ -58,9 +58,7 @@ func crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine.Tensor, grad
 	if c.Err != nil {
 		return c.Err
 	}
-	n, vocab := engine.Rows(lg), engine.Cols(lg)
-	c.Length("labels", lb, n)
-	c.Length("losses", ls, n)
+	n, vocab, _ := c.CrossEntropy(lg, lb, ls)
 	c.disjoint("losses", ls, "logits", lg)
 	c.disjoint("losses", ls, "grad", gt)
 	if c.Err != nil {
@@ -69,9 +67,7 @@ func crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine.Tensor, grad
 	ld := lb.ints()
 	for i, y := range ld {
 		if y != IgnoreLabel && (y < 0 || int(y) >= vocab) {
-			c.Failf("labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
-				i, y, vocab, lg.shape, IgnoreLabel)
-			return c.Err
+			return c.BadLabel(i, y, vocab, lg, IgnoreLabel)
 		}
 	}
 	xd, gd, lossd := lg.floats(), gt.floats(), ls.floats()

@@ -306,9 +306,7 @@ func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine
 	if c.Err != nil {
 		return c.Err
 	}
-	n, vocab := engine.Rows(lg), engine.Cols(lg)
-	c.Length("labels", lb, n)
-	c.Length("losses", ls, n)
+	n, vocab, _ := c.CrossEntropy(lg, lb, ls)
 	c.disjoint("losses", ls, "logits", lg)
 	c.disjoint("losses", ls, "grad", gt)
 	if c.Err != nil {
@@ -320,8 +318,7 @@ func (b *Backend) crossEntropy(c *checker, gt, lg *Tensor, labels, losses engine
 	}
 	defer exit()
 	if err := b.checkIndices(c.Op, "labels", lb, vocab, true, func(i int, y int32) error {
-		return fmt.Errorf("cuda: %s: labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
-			c.Op, i, y, vocab, lg.shape, ignoreLabel)
+		return c.BadLabel(i, y, vocab, lg, ignoreLabel)
 	}); err != nil {
 		return err
 	}

@@ -334,3 +334,20 @@ func (c *Checker) RoPE(x, positions, cos, sin engine.Tensor, nHeads, headDim, ro
 	c.Matrix("sin", sin, maxPos, half)
 	return rows, maxPos, c.Err == nil
 }
+
+// CrossEntropy checks a cross-entropy over the rows of logits [n, vocab]:
+// labels and losses hold n values. It returns n and vocab.
+func (c *Checker) CrossEntropy(logits, labels, losses engine.Tensor) (n, vocab int, ok bool) {
+	n, vocab = engine.Rows(logits), engine.Cols(logits)
+	c.Length("labels", labels, n)
+	c.Length("losses", losses, n)
+	return n, vocab, c.Err == nil
+}
+
+// BadLabel records that labels[i] = y is neither in [0, vocab) nor the
+// ignore label, and returns the error.
+func (c *Checker) BadLabel(i int, y int32, vocab int, logits engine.Tensor, ignore int32) error {
+	c.Failf("labels[%d] = %d is outside the vocabulary of %d (logits %v); use %d to ignore a token",
+		i, y, vocab, logits.Shape(), ignore)
+	return c.Err
+}

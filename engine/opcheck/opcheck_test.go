@@ -210,3 +210,20 @@ func TestRoPEShapes(t *testing.T) {
 		t.Errorf("tables for 6 dims, 8 rotated: error %v, want %q", ch.Err, want)
 	}
 }
+
+func TestCrossEntropyShapesAndLabels(t *testing.T) {
+	logits := fake{[]int{4, 9}, engine.BF16}
+	ch := &Checker{Backend: "cuda", Op: "SoftmaxCrossEntropy"}
+	if n, vocab, ok := ch.CrossEntropy(logits, fake{[]int{4}, engine.I32}, fake{[]int{4}, engine.F32}); !ok || n != 4 || vocab != 9 {
+		t.Fatalf("good shapes: n %d vocab %d ok %v err %v", n, vocab, ok, ch.Err)
+	}
+	err := ch.BadLabel(2, 9, 9, logits, -100)
+	if want := "cuda: SoftmaxCrossEntropy: labels[2] = 9 is outside the vocabulary of 9 (logits [4 9]); use -100 to ignore a token"; err == nil || err.Error() != want || ch.Err != err {
+		t.Errorf("bad label: error %v (recorded %v), want %q", err, ch.Err, want)
+	}
+	ch = &Checker{Backend: "cpu", Op: "SoftmaxCrossEntropy"}
+	ch.CrossEntropy(logits, fake{[]int{4}, engine.I32}, fake{[]int{3}, engine.F32})
+	if ch.Err == nil || !strings.Contains(ch.Err.Error(), "losses has shape [3] (3 elements), want 4 elements") {
+		t.Errorf("short losses: error %v", ch.Err)
+	}
+}
