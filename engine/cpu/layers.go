@@ -113,10 +113,7 @@ func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error
 func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tensor) error {
 	c := check("RMSNormBackward")
 	dxt := c.float("dx", dx)
-	var dwt *Tensor
-	if !isNil(dWeight) {
-		dwt = c.float("dWeight", dWeight)
-	}
+	dwt := c.optFloat("dWeight", dWeight)
 	do := c.float("dOut", dOut)
 	xt := c.float("x", x)
 	w := c.float("weight", weight)

@@ -69,16 +69,9 @@ func (b *Backend) LayerNorm(out, mean, rstd, x, weight, bias engine.Tensor, eps 
 // dWeight and dBias may be nil (frozen).
 func (b *Backend) LayerNormBackward(dx, dWeight, dBias, dOut, x, weight, mean, rstd engine.Tensor) error {
 	c := check("LayerNormBackward")
-	var dxt, dwt, dbt *Tensor
-	if !isNil(dx) {
-		dxt = c.float("dx", dx)
-	}
-	if !isNil(dWeight) {
-		dwt = c.float("dWeight", dWeight)
-	}
-	if !isNil(dBias) {
-		dbt = c.float("dBias", dBias)
-	}
+	dxt := c.optFloat("dx", dx)
+	dwt := c.optFloat("dWeight", dWeight)
+	dbt := c.optFloat("dBias", dBias)
 	do := c.float("dOut", dOut)
 	xt := c.float("x", x)
 	w := c.float("weight", weight)

@@ -47,6 +47,15 @@ func (c *checker) float(name string, t engine.Tensor) *Tensor {
 	return nil
 }
 
+// optFloat unwraps an optional F32 or BF16 tensor (a frozen weight's
+// gradient, say): nil when absent.
+func (c *checker) optFloat(name string, t engine.Tensor) *Tensor {
+	if isNil(t) {
+		return nil
+	}
+	return c.float(name, t)
+}
+
 // f32 unwraps an F32 tensor (optimizer state, saved statistics).
 func (c *checker) f32(name string, t engine.Tensor) *Tensor {
 	if ct := c.tensor(name, t); ct != nil && c.DType(name, ct, engine.F32) {

@@ -158,10 +158,7 @@ func (b *Backend) RMSNorm(out, rstd, x, weight engine.Tensor, eps float32) error
 func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tensor) error {
 	c := b.check("RMSNormBackward")
 	dxt := c.float("dx", dx)
-	var dwt *Tensor
-	if !isNil(dWeight) {
-		dwt = c.float("dWeight", dWeight)
-	}
+	dwt := c.optFloat("dWeight", dWeight)
 	do := c.float("dOut", dOut)
 	xt := c.float("x", x)
 	w := c.float("weight", weight)
