@@ -2,6 +2,7 @@ package memplan
 
 import (
 	"fmt"
+	"strings"
 
 	"whet/engine"
 )
@@ -16,26 +17,37 @@ type MllamaOptions struct {
 }
 
 // PlanMllama plans LoRA or QLoRA of a Llama 3.2 Vision model (the vision
-// tower frozen, as whet trains it): the language model as Plan plans a
-// Llama of all its layers (a cross-attention layer holds the same
-// projections as a self-attention one), plus
+// tower frozen, as whet trains it): the language model's weights,
+// adapters, gradients and AdamW moments as Plan plans a Llama of all its
+// layers (a cross-attention layer holds the same projections as a
+// self-attention one), plus
 //
-//	vision tower weights    bf16 (not quantized: whet's NF4 covers the language model)
+//	vision tower weights    frozen, in the weight dtype (whet's NF4 covers the language model)
 //	projector               [D, OutputDim] + bias in the weight dtype, LoRA when asked
 //	vision activations      one image at a time, forward only: one encoder
 //	                        layer's buffers over A·Pp rows (A tiles of Pp padded
-//	                        patches), the [A·Pp, A·Pp] fp32 mask, the kept
-//	                        intermediate layers, and the output of every image
-//	cross-attention         per cross layer k (before and after its norm) and v
-//	                        over the K = images·A·P image tokens, their LoRA
-//	                        intermediates; once: the projected states and their
-//	                        gradient [K, D], the [N, K] fp32 bias
-//	LM head                 Plan's: engine.LogitsChunk rows of logits at a time
-//	                        (Options.LogitsChunk, the engine's MllamaModel.LogitsRows)
+//	                        patches) and the [A·Pp, A·Pp] fp32 mask (the kept
+//	                        intermediate layers go to the host), and the
+//	                        output of every image
+//
+// Without checkpointing the activations are what the Mllama engine
+// allocates (mllamaEngineActivations): it keeps every forward tensor and
+// every layer's backward tensors until the sample's backward ends, so the
+// backward's activation gradients count once per layer, not once, and the
+// cross-attention layers' keys, values and their gradients over the image
+// tokens once per cross layer; TestPlanMllamaMatchesEngine holds this
+// within 5% of the CPU engine's measured peak. With checkpointing (which
+// the Mllama engine does not implement) the language model's activations
+// are Plan's for a checkpointed Llama, plus per cross layer k (before and
+// after its norm) and v over the K = images·A·P image tokens and their
+// LoRA intermediates; once: the projected states and their gradient
+// [K, D], the [N, K] fp32 bias. The LM head is Plan's in both:
+// engine.LogitsChunk rows of logits at a time (Options.LogitsChunk, the
+// engine's MllamaModel.LogitsRows).
 //
 // Every buffer counts for the whole step (as Plan assumes): the vision
-// tower's forward buffers are freed before the language model's backward
-// in practice, so the peak is an upper bound by at most their size.
+// tower's forward buffers are freed before the language model runs, so
+// the peak is an upper bound by at most their size.
 func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemPlan, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("memplan: no Mllama config")
@@ -121,22 +133,27 @@ func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemP
 	}
 
 	// ---- vision activations (one image at a time, no gradients) ----------
+	// What visionImage holds inside an encoder layer, its largest stage:
+	// the layer's input and output, both norms' outputs and statistics,
+	// q/k/v, the attention output, its projection, fc2's output, the MLP
+	// hidden state and the [A·Pp, A·Pp] mask (the kept intermediate
+	// layers are copied to the host).
 	n := A * Pp
-	nside := int64(v.ImageSize / v.PatchSize)
-	add("vision.pixels_unfolded", Activations, dt, 1, A*nside*nside, int64(v.Channels*v.PatchSize*v.PatchSize))
-	add("vision.hidden", Activations, dt, 2, n, hv) // layer input and output
-	add("vision.norm_out", Activations, dt, 1, n, hv)
-	add("vision.norm_stats", Activations, F32, 2, n)
+	add("vision.hidden", Activations, dt, 2, n, hv)
+	add("vision.norm_out", Activations, dt, 2, n, hv)
+	add("vision.norm_stats", Activations, F32, 4, n)
 	add("vision.qkv", Activations, dt, 3, n, hv)
-	add("vision.attention_out", Activations, dt, 1, n, hv)
+	add("vision.attention_out", Activations, dt, 3, n, hv) // attention, o_proj, fc2
 	add("vision.attention_lse", Activations, F32, 1, int64(v.Heads), n)
 	add("vision.mlp_hidden", Activations, dt, 1, n, iv)
 	add("vision.mask", Activations, F32, 1, n, n)
-	if k := len(v.Intermediates); k > 0 {
-		add("vision.intermediate_layers", Activations, dt, k, n, hv)
-	}
 	kTok := int64(mo.Images) * A * P
 	add("vision.output", Activations, dt, 1, kTok, out)
+
+	if !o.Checkpointing {
+		mllamaEngineActivations(p, cfg, o, mo, kTok)
+		return p, nil
+	}
 
 	// ---- cross-attention over the image tokens ---------------------------
 	kv := int64(text.KVDim())
@@ -155,4 +172,137 @@ func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemP
 		add("projector.lora_xa", Activations, dt, 1, kTok, r)
 	}
 	return p, nil
+}
+
+// mllamaEngineActivations replaces Plan's text activations with what the
+// Mllama engine (engine/mllama_forward.go) allocates for one training pass
+// without checkpointing. It runs the micro-batch's samples one at a time,
+// each of SeqLen tokens, and frees a sample's tensors only when its
+// backward is done: every forward tensor, and every backward one (each
+// layer's activation gradients and LoRA scratch) stays allocated until
+// then, so all of them count at once. kTok is the sample's image tokens.
+func mllamaEngineActivations(p *MemPlan, cfg *engine.MllamaConfig, o Options, mo MllamaOptions, kTok int64) {
+	kept := p.Buffers[:0]
+	for _, b := range p.Buffers {
+		switch b.Category {
+		case Activations, BackwardScratch, Logits, Inputs, AttentionWorkspace:
+			if !strings.HasPrefix(b.Name, "vision.") {
+				continue
+			}
+		}
+		kept = append(kept, b)
+	}
+	p.Buffers = kept
+	add := func(name string, c Category, d DType, repeat int, shape ...int64) {
+		if repeat > 0 {
+			p.Buffers = append(p.Buffers, Buffer{Name: name, Category: c, DType: d, Shape: shape, Repeat: repeat})
+		}
+	}
+	text := &cfg.Text
+	dt := o.WeightDType
+	T := int64(o.SeqLen)
+	D, I, V := int64(text.HiddenSize), int64(text.IntermediateSize), int64(text.VocabSize)
+	qd, kv := int64(text.NumHeads*text.HeadDim), int64(text.KVDim())
+	nh, nkvh := int64(text.NumHeads), int64(text.NumKVHeads)
+	nc := len(cfg.CrossLayers)
+	ns := text.NumLayers - nc
+	r := int64(0)
+	targets := map[string]bool{}
+	if o.Method == LoRA || o.Method == QLoRA {
+		r = int64(o.LoRARank)
+		ts := o.LoRATargets
+		if len(ts) == 0 {
+			ts = []string{"q", "k", "v", "o", "gate", "up", "down"}
+		}
+		for _, t := range ts {
+			targets[strings.TrimSuffix(t, "_proj")] = true
+		}
+	}
+	// lora counts the adapted linears among names, n rows each, times repeat.
+	lora := func(name string, c Category, repeat int, rows int64, names ...string) {
+		k := 0
+		for _, n := range names {
+			if targets[n] {
+				k++
+			}
+		}
+		if r > 0 && k > 0 {
+			add(name, c, dt, repeat*k, rows, r)
+		}
+	}
+
+	// Inputs, the embedding and the image side.
+	add("inputs.tokens_targets_positions", Inputs, I32, 1, 3, T)
+	add("inputs.seq_starts", Inputs, I32, 1, 2)
+	add("inputs.rope_tables", Inputs, F32, 1, 2, T, int64(text.HeadDim/2))
+	add("loss.token_losses", Inputs, F32, 1, T)
+	add("acts.embedding", Activations, dt, 1, T, D)
+	images := kTok > 0 && nc > 0
+	if images {
+		add("cross.states", Activations, dt, 1, kTok, D) // the projector's output
+		if mo.Projector {
+			add("projector.lora_xa", Activations, dt, 1, kTok, r)
+			add("backward.projector.lora_dxa", BackwardScratch, dt, 1, kTok, r)
+		}
+		add("cross.bias", Activations, F32, 1, T, kTok)
+		add("backward.cross.states_grad", BackwardScratch, dt, 1, kTok, D)
+	}
+	if !images {
+		nc = 0 // the cross-attention layers are skipped
+	}
+
+	// Every layer: the attention norm's output and statistics, the
+	// residual copies (x_mid and the layer's output), the MLP norm, gate,
+	// up, their SwiGLU, down's output, the attention output and its
+	// log-sum-exp, q; LoRA's x·Aᵀ of q/o/gate/up/down over the text rows.
+	L := ns + nc
+	add("acts.norm_out", Activations, dt, 2*L, T, D) // attention and MLP norms
+	add("acts.norm_rstd", Activations, F32, 2*L, T)
+	add("acts.residual", Activations, dt, 2*L, T, D) // x_mid and the layer's output
+	add("acts.mlp_gate_up_swiglu", Activations, dt, 3*L, T, I)
+	add("acts.mlp_down_out", Activations, dt, L, T, D)
+	add("acts.attention_out", Activations, dt, L, T, qd)
+	add("acts.attention_lse", Activations, F32, L, nh, T)
+	add("acts.q", Activations, dt, L, T, qd)
+	add("acts.o_proj_out", Activations, dt, L, T, D)
+	lora("acts.lora_xa", Activations, L, T, "q", "o", "gate", "up", "down")
+	// Self-attention layers: k and v over the text, their LoRA x·Aᵀ.
+	add("acts.kv", Activations, dt, 2*ns, T, kv)
+	lora("acts.lora_xa_kv", Activations, ns, T, "k", "v")
+	// Cross-attention layers: q before its norm and the norm's statistics,
+	// k before and after its norm, v, over the K image tokens, k's
+	// statistics, their LoRA x·Aᵀ over the image tokens.
+	add("cross.q_raw", Activations, dt, nc, T, qd)
+	add("cross.q_rstd", Activations, F32, nc, T, nh)
+	add("cross.k_raw", Activations, dt, nc, kTok, kv)
+	add("cross.k", Activations, dt, nc, kTok, kv)
+	add("cross.v", Activations, dt, nc, kTok, kv)
+	add("cross.k_rstd", Activations, F32, nc, kTok, nkvh)
+	lora("cross.lora_xa", Activations, nc, kTok, "k", "v")
+
+	// The final norm and the LM head in chunks.
+	chunk := int64(engine.LogitsChunk(int(T), int(V), o.LogitsChunk))
+	add("acts.final_rstd", Activations, F32, 1, T)
+	add("acts.final_norm_out", Activations, dt, 1, chunk, D)
+	add("logits.f32", Logits, F32, 1, chunk, V)
+	add("backward.final_norm_grad", BackwardScratch, dt, 1, T, D)
+
+	// The backward: the residual gradient, then per layer (none freed
+	// before the sample ends) down's input gradient, gate's and up's,
+	// the MLP norm's input gradient, the attention output's, q's, the
+	// attention norm's input gradient; k/v over the text (self) or over
+	// the image tokens with k before its norm and q before its norm
+	// (cross), the gated branches' scaled copies (cross); each adapted
+	// linear's dy·B.
+	add("backward.residual_grad", BackwardScratch, dt, 1, T, D)
+	add("backward.mlp_grads", BackwardScratch, dt, 3*L, T, I)
+	add("backward.norm_input_grads", BackwardScratch, dt, 2*L, T, D)
+	add("backward.attention_q_grads", BackwardScratch, dt, 2*L, T, qd)
+	lora("backward.lora_dxa", BackwardScratch, L, T, "q", "o", "gate", "up", "down")
+	add("backward.kv_grads", BackwardScratch, dt, 2*ns, T, kv)
+	lora("backward.lora_dxa_kv", BackwardScratch, ns, T, "k", "v")
+	add("backward.cross.gated_grads", BackwardScratch, dt, 2*nc, T, D)
+	add("backward.cross.q_raw_grad", BackwardScratch, dt, nc, T, qd)
+	add("backward.cross.dk_dv_dkraw", BackwardScratch, dt, 3*nc, kTok, kv)
+	lora("backward.cross.lora_dxa", BackwardScratch, nc, kTok, "k", "v")
 }
