@@ -43,6 +43,9 @@ type mpass struct {
 	ops   MllamaOps
 	owned []Tensor
 	err   error
+	// wScratch holds one NF4 linear's weight expanded for its products
+	// (the largest such weight's size, allocated on first use).
+	wScratch Tensor
 }
 
 func (p *mpass) fail(what string, err error) {
@@ -136,6 +139,42 @@ func (p *mpass) free() {
 		p.B.Free(t)
 	}
 	p.owned = nil
+	if p.wScratch != nil {
+		p.B.Free(p.wScratch)
+		p.wScratch = nil
+	}
+}
+
+// weight returns the tensor holding lin's weight for the maths: W itself,
+// or for an NF4 weight its expansion into the pass's one scratch buffer
+// (as the text decoder's Activations.weight does), so only one linear's
+// weight is ever expanded.
+func (p *mpass) weight(lin *Linear) Tensor {
+	q := lin.W.Quant
+	if q == nil || p.err != nil {
+		return lin.W.W
+	}
+	if p.wScratch == nil {
+		maxW := 0
+		for _, L := range p.m.Layers {
+			for _, l := range L.linears() {
+				if l.W.Quant != nil {
+					maxW = max(maxW, l.In*l.Out)
+				}
+			}
+		}
+		t, err := p.B.Alloc(F32, maxW)
+		if err != nil {
+			p.fail("allocate the nf4 weight scratch", err)
+			return nil
+		}
+		p.wScratch = t
+	}
+	w := p.view(p.wScratch, 0, lin.Out, lin.In)
+	p.do(lin.Module+" dequantize", func() error {
+		return p.B.(NF4Dequantizer).DequantizeNF4(w, q.Packed, q.Absmax)
+	})
+	return w
 }
 
 // do runs one op unless an earlier one failed.
@@ -149,7 +188,8 @@ func (p *mpass) do(what string, f func() error) {
 func (p *mpass) linear(lin *Linear, x Tensor) (y, xa Tensor) {
 	n := Rows(x)
 	y = p.alloc(n, lin.Out)
-	p.do(lin.Module, func() error { return p.B.MatMul(y, x, lin.W.W, false, true, 1, 0) })
+	w := p.weight(lin)
+	p.do(lin.Module, func() error { return p.B.MatMul(y, x, w, false, true, 1, 0) })
 	if lin.B != nil {
 		p.do(lin.Module+" bias", func() error { return p.B.AddBias(y, lin.B.W) })
 	}
@@ -169,7 +209,8 @@ func (p *mpass) linearBack(lin *Linear, x, xa, dy, dx Tensor, accumulate bool) {
 		if accumulate {
 			beta = 1
 		}
-		p.do(lin.Module+" dx", func() error { return p.B.MatMul(dx, dy, lin.W.W, false, false, 1, beta) })
+		w := p.weight(lin)
+		p.do(lin.Module+" dx", func() error { return p.B.MatMul(dx, dy, w, false, false, 1, beta) })
 	}
 	if lin.W.Trainable {
 		p.do(lin.Module+" dW", func() error { return p.B.MatMul(lin.W.Grad, dy, x, true, false, 1, 1) })

@@ -34,7 +34,7 @@ func FuzzParseMllamaConfig(f *testing.F) {
 			return
 		}
 		var n int64
-		for _, p := range layoutMllama(*cfg).params {
+		for _, p := range layoutMllama(*cfg, MllamaOptions{}).params {
 			e := int64(1)
 			for _, d := range p.Shape {
 				e *= int64(d)

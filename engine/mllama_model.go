@@ -94,8 +94,19 @@ func mllamaSpellings(name string) []string {
 	return out
 }
 
+// MllamaOptions change how an Mllama model's weights are held.
+type MllamaOptions struct {
+	// NF4Linears stores the frozen language-model linears (self- and
+	// cross-attention q/k/v/o, gate/up/down of every layer) in NF4, as
+	// ModelOptions.NF4Linears does for a text model (QLoRA): quantized on
+	// the host as they are loaded, expanded one at a time for the products.
+	// The embeddings, norms, gates, LM head, projector and vision tower
+	// stay float32.
+	NF4Linears bool
+}
+
 // layoutMllama names and shapes every parameter; nothing is allocated.
-func layoutMllama(cfg MllamaConfig) *MllamaModel {
+func layoutMllama(cfg MllamaConfig, o MllamaOptions) *MllamaModel {
 	m := &MllamaModel{Cfg: cfg, gates: map[*Param]float32{}}
 	p := func(name string, shape ...int) *Param {
 		pr := &Param{Name: name, Shape: shape}
@@ -120,6 +131,15 @@ func layoutMllama(cfg MllamaConfig) *MllamaModel {
 	for i := 0; i < t.NumLayers; i++ {
 		pre := fmt.Sprintf("language_model.model.layers.%d.", i)
 		L := &MllamaTextLayer{Index: i, Cross: cfg.IsCross(i)}
+		lin := lin
+		if o.NF4Linears {
+			f32 := lin
+			lin = func(module, short string, out, in int, bias bool) *Linear {
+				l := f32(module, short, out, in, bias)
+				l.W.Quant = &QuantState{} // W stays nil
+				return l
+			}
+		}
 		L.AttnNorm = nd(pre+"input_layernorm.weight", D)
 		att := pre + "self_attn."
 		if L.Cross {
@@ -212,26 +232,50 @@ func (m *MllamaModel) loraLinears() []*Linear {
 
 // NewMllamaModel allocates an unbound model (every base weight, float32).
 func NewMllamaModel(cfg MllamaConfig, b Backend) (*MllamaModel, error) {
-	return newMllama(cfg, b, nil)
+	return newMllama(cfg, b, nil, MllamaOptions{})
 }
 
-func newMllama(cfg MllamaConfig, b Backend, src WeightSource) (*MllamaModel, error) {
+// NewMllamaModelWith is NewMllamaModel with options.
+func NewMllamaModelWith(cfg MllamaConfig, b Backend, o MllamaOptions) (*MllamaModel, error) {
+	return newMllama(cfg, b, nil, o)
+}
+
+func newMllama(cfg MllamaConfig, b Backend, src WeightSource, o MllamaOptions) (*MllamaModel, error) {
 	ops, ok := b.(MllamaOps)
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot run Llama 3.2 Vision (Mllama): it lacks the vision ops (LayerNorm, GELU, attention under a mask)", b.Name())
+	}
+	if _, ok := b.(NF4Dequantizer); o.NF4Linears && !ok {
+		return nil, fmt.Errorf("backend %s cannot dequantize NF4 weights (QLoRA)", b.Name())
 	}
 	// Counted before the layout, which takes host memory per layer.
 	bytes, ok := cfg.weightBytes()
 	if !ok {
 		return nil, fmt.Errorf("model config: the Mllama weights' size overflows")
 	}
+	what := "float32"
+	if o.NF4Linears {
+		// The language model's linears take half a byte a value and a
+		// float32 absmax a block, not 4 bytes (their count is part of
+		// weightBytes', so it does not overflow).
+		t := &cfg.Text
+		D := int64(t.HiddenSize)
+		n := int64(t.NumLayers) * (2*D*int64(t.NumHeads*t.HeadDim) + 2*D*int64(t.KVDim()) + 3*D*int64(t.IntermediateSize))
+		bytes -= 4*n - n/2 - 4*(n/NF4BlockSize)
+		what = "NF4 and float32"
+	}
 	if fr, isFR := b.(FreeMemoryReporter); isFR {
 		if free, _, err := fr.MemInfo(); err == nil && bytes > free {
-			return nil, fmt.Errorf("the Mllama model's float32 weights need %d bytes, but backend %s has %d free", bytes, b.Name(), free)
+			return nil, fmt.Errorf("the Mllama model's %s weights need %d bytes, but backend %s has %d free", what, bytes, b.Name(), free)
 		}
 	}
-	m := layoutMllama(cfg)
+	m := layoutMllama(cfg, o)
 	m.B, m.ops = b, ops
+	for _, p := range m.params {
+		if n := numel(p.Shape); p.Quant != nil && n%NF4BlockSize != 0 {
+			return nil, fmt.Errorf("qlora: %s %v holds %d values, not a whole number of %d-value NF4 blocks", p.Name, p.Shape, n, NF4BlockSize)
+		}
+	}
 	if src != nil {
 		for _, p := range m.params {
 			if err := checkMllamaShape(src, p); err != nil {
@@ -240,6 +284,18 @@ func newMllama(cfg MllamaConfig, b Backend, src WeightSource) (*MllamaModel, err
 		}
 	}
 	for _, p := range m.params {
+		if p.Quant != nil {
+			n := numel(p.Shape)
+			var err error
+			if p.Quant.Packed, err = b.Alloc(I32, n/8); err == nil {
+				p.Quant.Absmax, err = b.Alloc(F32, n/NF4BlockSize)
+			}
+			if err != nil {
+				m.Free()
+				return nil, fmt.Errorf("allocate %s (nf4): %w", p.Name, err)
+			}
+			continue
+		}
 		t, err := b.Alloc(F32, p.Shape...)
 		if err != nil {
 			m.Free()
@@ -303,11 +359,58 @@ func (m *MllamaModel) LoadWeights(src WeightSource) error {
 		if err != nil {
 			return fmt.Errorf("%s: tensor %s: %w", src.Where(n), n, err)
 		}
-		if err := m.B.Upload(p.W, v); err != nil {
-			return fmt.Errorf("upload %s: %w", p.Name, err)
+		if err := m.setValues(p, v); err != nil {
+			return err
 		}
 	}
 	return m.cacheGates()
+}
+
+// setValues writes host values into a base weight: uploaded as they are,
+// or, for an NF4 one, quantized on the host and stored packed (the text
+// model's QuantizeNF4 and layout).
+func (m *MllamaModel) setValues(p *Param, v []float32) error {
+	if p.Quant == nil {
+		if err := m.B.Upload(p.W, v); err != nil {
+			return fmt.Errorf("upload %s: %w", p.Name, err)
+		}
+		return nil
+	}
+	packed, absmax, err := QuantizeNF4(v)
+	if err != nil {
+		return fmt.Errorf("qlora: %s: %w", p.Name, err)
+	}
+	if err := m.B.UploadInt32(p.Quant.Packed, PackNF4Words(packed)); err != nil {
+		return fmt.Errorf("upload %s (nf4): %w", p.Name, err)
+	}
+	if err := m.B.Upload(p.Quant.Absmax, absmax); err != nil {
+		return fmt.Errorf("upload %s (nf4 absmax): %w", p.Name, err)
+	}
+	return nil
+}
+
+// WeightValues returns a base weight's values on the host: the dequantized
+// values of an NF4 one, else W.
+func (m *MllamaModel) WeightValues(p *Param) ([]float32, error) {
+	v := make([]float32, numel(p.Shape))
+	if p.Quant == nil {
+		if err := m.B.Download(p.W, v); err != nil {
+			return nil, fmt.Errorf("download %s: %w", p.Name, err)
+		}
+		return v, nil
+	}
+	tmp, err := m.B.Alloc(F32, len(v))
+	if err != nil {
+		return nil, fmt.Errorf("dequantize %s: %w", p.Name, err)
+	}
+	defer m.B.Free(tmp)
+	if err := m.B.(NF4Dequantizer).DequantizeNF4(tmp, p.Quant.Packed, p.Quant.Absmax); err != nil {
+		return nil, fmt.Errorf("dequantize %s: %w", p.Name, err)
+	}
+	if err := m.B.Download(tmp, v); err != nil {
+		return nil, fmt.Errorf("download %s: %w", p.Name, err)
+	}
+	return v, nil
 }
 
 // cacheGates reads every scalar gate's tanh.
@@ -337,6 +440,11 @@ func (m *MllamaModel) cacheGates() error {
 
 // LoadMllama reads an Mllama folder's config.json and safetensors weights onto b.
 func LoadMllama(dir string, b Backend) (*MllamaModel, error) {
+	return LoadMllamaWith(dir, b, MllamaOptions{})
+}
+
+// LoadMllamaWith is LoadMllama with options (NF4Linears: QLoRA's base).
+func LoadMllamaWith(dir string, b Backend, o MllamaOptions) (*MllamaModel, error) {
 	cfg, err := LoadMllamaConfig(dir)
 	if err != nil {
 		return nil, err
@@ -346,7 +454,7 @@ func LoadMllama(dir string, b Backend) (*MllamaModel, error) {
 		return nil, err
 	}
 	defer set.Close()
-	m, err := newMllama(*cfg, b, safetensorsSource{set})
+	m, err := newMllama(*cfg, b, safetensorsSource{set}, o)
 	if err != nil {
 		return nil, err
 	}
@@ -430,6 +538,9 @@ func (m *MllamaModel) MakeTrainable(p *Param) error {
 	if p.Trainable {
 		return nil
 	}
+	if p.Quant != nil {
+		return fmt.Errorf("qlora: %s is held in NF4; only the adapters, norms, gates and float32 weights can be trained", p.Name)
+	}
 	g, err := m.B.Alloc(F32, p.Shape...)
 	if err != nil {
 		return fmt.Errorf("allocate gradient of %s: %w", p.Name, err)
@@ -466,6 +577,14 @@ func (m *MllamaModel) Free() {
 			}
 		}
 		p.W, p.Grad, p.M, p.V, p.Master = nil, nil, nil, nil, nil
+		if q := p.Quant; q != nil {
+			for _, t := range []Tensor{q.Packed, q.Absmax} {
+				if t != nil {
+					m.B.Free(t)
+				}
+			}
+			q.Packed, q.Absmax = nil, nil
+		}
 	}
 }
 

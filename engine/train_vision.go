@@ -132,11 +132,9 @@ func visionDataSettings(o *datasets.Options, method, dir string) (string, error)
 func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) error {
 	if kind == VisionMllama {
 		switch cfg.Method {
-		case "lora":
-		case "qlora":
-			return fmt.Errorf("method qlora: Llama 3.2 Vision (Mllama) trains in float32 without NF4 weights yet; use method lora")
+		case "lora", "qlora":
 		default:
-			return fmt.Errorf("method %s: Llama 3.2 Vision (Mllama) trains with method lora only (no full fine-tuning, dpo or grpo yet)", cfg.Method)
+			return fmt.Errorf("method %s: Llama 3.2 Vision (Mllama) trains with method lora or qlora only (no full fine-tuning, dpo or grpo yet)", cfg.Method)
 		}
 		if _, ok := backend.(MllamaOps); !ok {
 			return fmt.Errorf("backend %s cannot train Llama 3.2 Vision (Mllama): it lacks the Mllama ops (engine.MllamaOps: exact GELU, attention under a bias, LayerNorm); use backend: cpu", backend.Name())
@@ -400,7 +398,8 @@ func (r *mllamaRunner) forwardBackward(t *Trainer, b *datasets.Batch, gradScale 
 // trainer of it (checkVisionRun has refused what it cannot do).
 func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, error) {
 	cfg := s.Cfg
-	mm, err := LoadMllama(s.ModelDir, b)
+	// qlora: the language model's linears in NF4 (MllamaOptions.NF4Linears).
+	mm, err := LoadMllamaWith(s.ModelDir, b, MllamaOptions{NF4Linears: cfg.Method == "qlora"})
 	if err != nil {
 		return nil, err
 	}
@@ -476,6 +475,9 @@ func visionNotices(cfg RunConfig, kind string, data *PreparedData) []string {
 	}
 	out := []string{fmt.Sprintf("vision: %s trains on %d images; LoRA on %s, the vision tower frozen", what, data.Images, targets)}
 	if kind == VisionMllama {
+		if cfg.Method == "qlora" {
+			out = append(out, "vision: qlora holds Llama 3.2 Vision's language-model linears in NF4; the vision tower, projector, embeddings and LM head stay float32")
+		}
 		if cfg.LoRA.Dropout > 0 {
 			out = append(out, fmt.Sprintf("vision: lora.dropout %g is not applied: Llama 3.2 Vision's trainer has no adapter dropout yet", cfg.LoRA.Dropout))
 		}

@@ -412,7 +412,7 @@ func LoadMllamaAdapter(dir string, m *MllamaModel) (MllamaLoRA, error) {
 // module names, target_modules a pattern, base_model_name_or_path
 // baseModel), the values unchanged.
 func ConvertMllamaAdapter(src, dst string, cfg *MllamaConfig, baseModel string) (MllamaLoRA, error) {
-	plan, err := planMllamaAdapter(src, layoutMllama(*cfg))
+	plan, err := planMllamaAdapter(src, layoutMllama(*cfg, MllamaOptions{}))
 	if err != nil {
 		return plan.opts, err
 	}

@@ -42,7 +42,7 @@ func checkMllamaRun(run *RunFiles, o Options) error {
 	case o.Format == "gguf":
 		return errMllamaGGUF
 	case run.Cfg.Method == "qlora":
-		return fmt.Errorf("export: %s: a QLoRA run of Llama 3.2 Vision (mllama): whet has no NF4 path for it", run.Dir)
+		return fmt.Errorf("export: %s: a QLoRA run of Llama 3.2 Vision (mllama): its export is not written yet (the run's adapter/ folder holds its PEFT adapter)", run.Dir)
 	case run.Cfg.Method == "full":
 		return fmt.Errorf("export: %s: full fine-tuning of Llama 3.2 Vision (mllama) is not something whet trains; only LoRA runs export", run.Dir)
 	}

@@ -63,6 +63,15 @@ func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemP
 	if err != nil {
 		return nil, err
 	}
+	// QLoRA: Plan's NF4 codes and fp32 absmax of the language model's
+	// linears are what engine.MllamaOptions.NF4Linears allocates; the
+	// Mllama engine computes in float32, so each weight is expanded into
+	// an fp32 buffer (not bf16) the size of the largest linear.
+	for i := range p.Buffers {
+		if p.Buffers[i].Category == DequantWorkspace {
+			p.Buffers[i].DType = F32
+		}
+	}
 	o := p.Options
 	dt := o.WeightDType
 	v := &cfg.Vision
