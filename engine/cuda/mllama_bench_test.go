@@ -29,18 +29,24 @@ const released11BVision = `{"architectures": ["MllamaForConditionalGeneration"],
 
 // mllama11B is what TestMllama11BVisionStep writes.
 type mllama11B struct {
-	GPU            string  `json:"gpu"`
-	Tokens         int     `json:"tokens"`
-	ImageTokens    int     `json:"image_tokens"`
-	WeightBytes    int64   `json:"weight_bytes"`  // after NewMllamaModel and AddLoRA
-	PeakBytes      int64   `json:"peak_bytes"`    // the backend's peak over the measured steps
-	PlanLoRAF32    int64   `json:"plan_lora_f32"` // memplan.PlanMllama: lora, f32 weights and activations, no checkpointing
-	PlanQLoRA      int64   `json:"plan_qlora"`    // memplan.PlanMllama: qlora, bf16, checkpointing (the product's target)
-	PeakOverPlan   float64 `json:"peak_over_plan_lora_f32"`
-	StepSeconds    float64 `json:"step_s"`
-	TokensPerSec   float64 `json:"tok_s"`
-	ForwardSeconds float64 `json:"forward_s"` // one forward-only Run (vision tower included)
-	Error          string  `json:"error,omitempty"`
+	GPU          string  `json:"gpu"`
+	Tokens       int     `json:"tokens"`
+	ImageTokens  int     `json:"image_tokens"`
+	WeightBytes  int64   `json:"weight_bytes"`  // after NewMllamaModel and AddLoRA
+	PeakBytes    int64   `json:"peak_bytes"`    // the backend's peak over the measured steps
+	PlanLoRAF32  int64   `json:"plan_lora_f32"` // memplan.PlanMllama: lora, f32 weights and activations, no checkpointing
+	PlanQLoRA    int64   `json:"plan_qlora"`    // memplan.PlanMllama: qlora, bf16, checkpointing (the product's target)
+	PeakOverPlan float64 `json:"peak_over_plan_lora_f32"`
+	// QLoRA: the language model's linears in NF4 (MllamaOptions.NF4Linears),
+	// the rest float32 as the engine holds it; its peak is held against
+	// PlanQLoRAF32 (qlora, f32 weights and activations, no checkpointing).
+	QLoRA             bool    `json:"qlora,omitempty"`
+	PlanQLoRAF32      int64   `json:"plan_qlora_f32,omitempty"`
+	PeakOverPlanQLoRA float64 `json:"peak_over_plan_qlora_f32,omitempty"`
+	StepSeconds       float64 `json:"step_s"`
+	TokensPerSec      float64 `json:"tok_s"`
+	ForwardSeconds    float64 `json:"forward_s"` // one forward-only Run (vision tower included)
+	Error             string  `json:"error,omitempty"`
 }
 
 // TestMllama11BVisionStep measures Llama-3.2-11B-Vision at its released
@@ -77,6 +83,34 @@ func TestMllama11BVisionStep(t *testing.T) {
 	measureMllamaStep(t, gpu, cfg, res, save)
 }
 
+// TestMllama11BVisionQLoRAStep is TestMllama11BVisionStep with the
+// language model's linears in NF4 (method qlora's engine.MllamaOptions
+// NF4Linears; the vision tower, projector, embeddings and head float32):
+// peak against memplan.PlanMllama's qlora plan with f32 weights and no
+// checkpointing (what this engine holds), and tok/s, as JSON into the file
+// WHET_MLLAMA_11B_QLORA names. Skipped unless it is set.
+func TestMllama11BVisionQLoRAStep(t *testing.T) {
+	outPath := os.Getenv("WHET_MLLAMA_11B_QLORA")
+	if outPath == "" {
+		t.Skip("set WHET_MLLAMA_11B_QLORA=<output json> to measure Llama-3.2-11B-Vision QLoRA on the GPU (about 25 GB)")
+	}
+	gpu := newGPU(t, cuda.Options{})
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(released11BVision))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &mllama11B{GPU: gpu.Name(), Tokens: 1024, ImageTokens: cfg.Vision.MaxTiles * cfg.Vision.Patches(), QLoRA: true}
+	save := func(stage string) {
+		b, _ := json.Marshal(res)
+		t.Logf("mllama11b-qlora %s: %s", stage, b)
+		if err := os.WriteFile(outPath, append(b, '\n'), 0o644); err != nil {
+			t.Errorf("write %s: %v", outPath, err)
+		}
+	}
+	defer save("end")
+	measureMllamaStep(t, gpu, cfg, res, save)
+}
+
 // peakBackend is a backend that reports and resets its peak memory.
 type peakBackend interface {
 	engine.Backend
@@ -104,8 +138,17 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 	} else {
 		t.Errorf("plan qlora: %v", err)
 	}
+	if res.QLoRA {
+		qf := f32
+		qf.Method = memplan.QLoRA
+		if p, err := memplan.PlanMllama(cfg, qf, memplan.MllamaOptions{Images: 1}); err == nil {
+			res.PlanQLoRAF32 = p.Peak()
+		} else {
+			t.Errorf("plan qlora f32: %v", err)
+		}
+	}
 
-	m, err := engine.NewMllamaModel(*cfg, gpu)
+	m, err := engine.NewMllamaModelWith(*cfg, gpu, engine.MllamaOptions{NF4Linears: res.QLoRA})
 	if err != nil {
 		res.Error = err.Error()
 		t.Fatal(err)
@@ -145,7 +188,57 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		}
 		return nil
 	}
+	// NF4 weights: the block quantized once on the host, its codes and
+	// absmax copied chunk by chunk into every NF4 weight.
+	packed, absmax, err := engine.QuantizeNF4(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	words := engine.PackNF4Words(packed)
+	srcCodes, err := gpu.Alloc(engine.I32, len(words))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gpu.Free(srcCodes)
+	srcAbsmax, err := gpu.Alloc(engine.F32, len(absmax))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gpu.Free(srcAbsmax)
+	if err := gpu.UploadInt32(srcCodes, words); err != nil {
+		t.Fatal(err)
+	}
+	if err := gpu.Upload(srcAbsmax, absmax); err != nil {
+		t.Fatal(err)
+	}
+	fillChunks := func(w, src engine.Tensor) error {
+		n, c := w.Len(), src.Len()
+		for off := 0; off < n; off += c {
+			k := min(c, n-off)
+			dst, err := gpu.View(w, off, k)
+			if err != nil {
+				return err
+			}
+			s, err := gpu.View(src, 0, k)
+			if err != nil {
+				return err
+			}
+			if err := gpu.Copy(dst, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for _, p := range m.Params() {
+		if p.Quant != nil {
+			if err := fillChunks(p.Quant.Packed, srcCodes); err != nil {
+				t.Fatalf("%s codes: %v", p.Name, err)
+			}
+			if err := fillChunks(p.Quant.Absmax, srcAbsmax); err != nil {
+				t.Fatalf("%s absmax: %v", p.Name, err)
+			}
+			continue
+		}
 		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
 		switch {
 		case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
@@ -239,8 +332,11 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 	res.StepSeconds = time.Since(t0).Seconds() / steps
 	res.TokensPerSec = float64(T) / res.StepSeconds
 	res.PeakBytes = gpu.PeakBytes()
-	if res.PlanLoRAF32 > 0 {
+	if res.PlanLoRAF32 > 0 && !res.QLoRA {
 		res.PeakOverPlan = float64(res.PeakBytes) / float64(res.PlanLoRAF32)
+	}
+	if res.PlanQLoRAF32 > 0 {
+		res.PeakOverPlanQLoRA = float64(res.PeakBytes) / float64(res.PlanQLoRAF32)
 	}
 }
 
@@ -253,11 +349,19 @@ func TestMllamaStepMeasureCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := &mllama11B{Tokens: 64}
-	stages := 0
-	measureMllamaStep(t, cpu.New(), cfg, res, func(string) { stages++ })
-	t.Logf("%+v", *res)
-	if stages != 3 || res.Error != "" || res.PeakBytes <= 0 || res.TokensPerSec <= 0 || res.PlanLoRAF32 <= 0 || res.PlanQLoRA <= 0 {
-		t.Errorf("measurement %+v", *res)
+	var weights [2]int64
+	for i, qlora := range []bool{false, true} {
+		res := &mllama11B{Tokens: 64, QLoRA: qlora}
+		stages := 0
+		measureMllamaStep(t, cpu.New(), cfg, res, func(string) { stages++ })
+		t.Logf("%+v", *res)
+		if stages != 3 || res.Error != "" || res.PeakBytes <= 0 || res.TokensPerSec <= 0 || res.PlanLoRAF32 <= 0 || res.PlanQLoRA <= 0 ||
+			qlora && (res.PlanQLoRAF32 <= 0 || res.PeakOverPlanQLoRA <= 0) {
+			t.Errorf("measurement %+v", *res)
+		}
+		weights[i] = res.WeightBytes
+	}
+	if weights[1] >= weights[0] {
+		t.Errorf("the NF4 model holds %d bytes of weights, the float32 one %d", weights[1], weights[0])
 	}
 }
