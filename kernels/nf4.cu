@@ -24,7 +24,7 @@
 // block). There is no backward (the weight is frozen and decoding takes
 // no gradient).
 //
-// matvec_nf4_v2 is the same product laid out for memory bandwidth (opt-in,
+// matvec_nf4_split is the same product laid out for memory bandwidth (opt-in,
 // NF4MatVecEnv in engine/cuda/nf4matvec.go), for up to three weights that
 // share x (q, k, v; gate, up) in one launch, their rows numbered one after
 // the other:  y_j[r] = sum_c x[c] * w_j(r, c) (+ y_j[r])   r < n_j.
@@ -42,7 +42,7 @@
 // warps' partials through shared memory. k must be a multiple of 8 and
 // n0 > 0; rows past the last weight's end read row 0 of w_0 and write
 // nothing.
-// matvec_nf4_v2_r8 is the same kernel with 8 rows a block (NF4V2_ROWS_WIDE:
+// matvec_nf4_split_wide is the same kernel with 8 rows a block (NF4V2_ROWS_WIDE:
 // x loaded once for 8 rows, half the blocks), to compare on a GPU.
 #include "common.cuh"
 
@@ -142,8 +142,8 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4(void* y, int ydt, c
     }
 }
 
-// Rows per block of matvec_nf4_v2 (nf4V2Rows in engine/cuda/nf4matvec.go);
-// matvec_nf4_v2_r8 takes 8 (nf4V2RowsWide), to compare on a GPU.
+// Rows per block of matvec_nf4_split (nf4V2Rows in engine/cuda/nf4matvec.go);
+// matvec_nf4_split_wide takes 8 (nf4V2RowsWide), to compare on a GPU.
 #define NF4V2_ROWS 4
 #define NF4V2_ROWS_WIDE 8
 
@@ -179,7 +179,7 @@ __device__ __forceinline__ bool nf4v2_row(i64 g, void* y0, const unsigned int* p
     return false;
 }
 
-// nf4v2_matvec is matvec_nf4_v2's body for ROWS rows a block.
+// nf4v2_matvec is matvec_nf4_split's body for ROWS rows a block.
 template <int ROWS>
 __device__ __forceinline__ void nf4v2_matvec(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0, const unsigned int* p0,
                                              const float* a0, i64 n0, void* y1, const unsigned int* p1, const float* a1, i64 n1,
@@ -271,7 +271,7 @@ __device__ __forceinline__ void nf4v2_matvec(const void* x, int xdt, i64 k, int 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
                                                                 const unsigned int* p0, const float* a0, i64 n0, void* y1,
                                                                 const unsigned int* p1, const float* a1, i64 n1, void* y2,
                                                                 const unsigned int* p2, const float* a2, i64 n2) {
@@ -280,7 +280,7 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2(const void* x, i
     nf4v2_matvec<NF4V2_ROWS>(x, xdt, k, ydt, accumulate, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, levels, partial);
 }
 
-extern "C" __global__ void __launch_bounds__(256) matvec_nf4_v2_r8(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split_wide(const void* x, int xdt, i64 k, int ydt, int accumulate, void* y0,
                                                                    const unsigned int* p0, const float* a0, i64 n0, void* y1,
                                                                    const unsigned int* p1, const float* a1, i64 n1, void* y2,
                                                                    const unsigned int* p2, const float* a2, i64 n2) {

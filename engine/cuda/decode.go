@@ -211,7 +211,7 @@ func (b *Backend) AdvancePosition(pos engine.Tensor, limit int) error {
 }
 
 // MatVecNF4 computes y [1, out] = x [1, in] @ W^T (+ y when accumulate)
-// from W's NF4 codes (kernels/nf4.cu, matvec_nf4, or matvec_nf4_v2 when
+// from W's NF4 codes (kernels/nf4.cu, matvec_nf4, or matvec_nf4_split when
 // NF4MatVecEnv is "v2"), the weight's values in float32 (DequantizeNF4
 // into bf16 would round them).
 func (b *Backend) MatVecNF4(y, x, packed, absmax engine.Tensor, accumulate bool) error {

@@ -8,25 +8,25 @@ import (
 )
 
 // NF4MatVecEnv set to "v2" sends MatVecNF4 to kernels/nf4.cu's
-// matvec_nf4_v2 (a block of 256 threads over nf4V2Rows rows, k split among
+// matvec_nf4_split (a block of 256 threads over nf4V2Rows rows, k split among
 // all its threads) instead of matvec_nf4 (a warp per row), and lets
 // MatVecsNF4 (engine/decoder.go's q/k/v and gate/up) take up to three NF4
 // weights sharing x in one launch; "v2r8" does the same with
-// matvec_nf4_v2_r8 (nf4V2RowsWide rows a block), to compare the two on a
+// matvec_nf4_split_wide (nf4V2RowsWide rows a block), to compare the two on a
 // GPU. Off by default until TestNF4MatVecV2 passes on a GPU
 // (tools/gpu/nf4-matvec). It is read at each call, so a test can compare
 // the kernels on one backend; a recording keeps the kernel it was made
 // with.
 const NF4MatVecEnv = "WHET_NF4_MATVEC"
 
-// nf4V2 reports whether NF4MatVecEnv asks for matvec_nf4_v2 (or _r8).
+// nf4V2 reports whether NF4MatVecEnv asks for matvec_nf4_split (or _r8).
 func nf4V2() bool { v := os.Getenv(NF4MatVecEnv); return v == "v2" || v == "v2r8" }
 
-// nf4V2Wide reports whether NF4MatVecEnv asks for matvec_nf4_v2_r8.
+// nf4V2Wide reports whether NF4MatVecEnv asks for matvec_nf4_split_wide.
 func nf4V2Wide() bool { return os.Getenv(NF4MatVecEnv) == "v2r8" }
 
-// nf4V2Rows and nf4V2RowsWide are the rows per block of matvec_nf4_v2 and
-// matvec_nf4_v2_r8 (NF4V2_ROWS and NF4V2_ROWS_WIDE in kernels/nf4.cu).
+// nf4V2Rows and nf4V2RowsWide are the rows per block of matvec_nf4_split and
+// matvec_nf4_split_wide (NF4V2_ROWS and NF4V2_ROWS_WIDE in kernels/nf4.cu).
 const (
 	nf4V2Rows     = 4
 	nf4V2RowsWide = 8
@@ -96,7 +96,7 @@ func checkNF4Operands(c *checker, ys []engine.Tensor, x engine.Tensor, packed, a
 	return xt, ops
 }
 
-// launchNF4V2 launches matvec_nf4_v2 (or _r8) over ops (at most three,
+// launchNF4V2 launches matvec_nf4_split (or _r8) over ops (at most three,
 // the empty ones left out so that the first the kernel sees has rows).
 // The caller holds the context.
 func (b *Backend) launchNF4V2(op string, xt *Tensor, ops []nf4Operand, accumulate bool) error {
@@ -124,17 +124,17 @@ func (b *Backend) launchNF4V2(op string, xt *Tensor, ops []nf4Operand, accumulat
 		acc = 1
 	}
 	if nf4V2Wide() {
-		return b.launch(op, "nf4.cu", "matvec_nf4_v2_r8", nf4V2Grid(rows, nf4V2RowsWide), block256, 0,
+		return b.launch(op, "nf4.cu", "matvec_nf4_split_wide", nf4V2Grid(rows, nf4V2RowsWide), block256, 0,
 			xt.ptr(), dt(xt), int64(xt.n), dt(live[0].y), acc,
 			y[0], p[0], a[0], n[0], y[1], p[1], a[1], n[1], y[2], p[2], a[2], n[2])
 	}
-	return b.launch(op, "nf4.cu", "matvec_nf4_v2", nf4V2Grid(rows, nf4V2Rows), block256, 0,
+	return b.launch(op, "nf4.cu", "matvec_nf4_split", nf4V2Grid(rows, nf4V2Rows), block256, 0,
 		xt.ptr(), dt(xt), int64(xt.n), dt(live[0].y), acc,
 		y[0], p[0], a[0], n[0], y[1], p[1], a[1], n[1], y[2], p[2], a[2], n[2])
 }
 
 // MatVecsNF4 multiplies the one row x by up to three NF4 weights that
-// share it (q, k, v; gate, up) in one launch of matvec_nf4_v2:
+// share it (q, k, v; gate, up) in one launch of matvec_nf4_split:
 // ys[i] [1, n_i] = x [1, k] @ W_i^T (+ ys[i] when accumulate), W_i held as
 // packed[i] and absmax[i] (as MatVecNF4 takes them). ok is false, with
 // nothing done, unless NF4MatVecEnv is "v2" (or "v2r8") and there are at

@@ -11,7 +11,7 @@ import (
 
 // BenchmarkNF4MatVec: the NF4 mat-vec of decoding at Llama-3.1-8B's shapes
 // (q and o 4096×4096, k and v 1024×4096, gate and up 14336×4096, down
-// 4096×14336), the current kernel (v1: matvec_nf4) against matvec_nf4_v2
+// 4096×14336), the current kernel (v1: matvec_nf4) against matvec_nf4_split
 // (and _r8, 8 rows a block), and v2 taking q/k/v and gate/up in one
 // launch (MatVecsNF4). GB/s counts the bytes the product must read:
 // codes, absmax, x, and y written.

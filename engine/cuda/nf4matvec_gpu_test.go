@@ -53,7 +53,7 @@ func (c nf4Case) want(x []float32, acc bool) []float32 {
 	return out
 }
 
-// TestNF4MatVecV2: matvec_nf4_v2 (NF4MatVecEnv=v2) and _r8 (v2r8) equal the expanded
+// TestNF4MatVecV2: matvec_nf4_split (NF4MatVecEnv=v2) and _r8 (v2r8) equal the expanded
 // weight times x on the CPU (and v2 the current kernel, matvec_nf4), for f32
 // and bf16, overwriting and accumulating, on shapes that do not fill its
 // blocks: rows not a multiple of 4 or 8 rows a block, k = 64 times an odd
@@ -178,7 +178,7 @@ func greedyNF4(t *testing.T, b engine.Backend) []int32 {
 	return out
 }
 
-// TestGenerateNF4V2: greedy decoding of an NF4 model with matvec_nf4_v2
+// TestGenerateNF4V2: greedy decoding of an NF4 model with matvec_nf4_split
 // gives, in float32, the CPU's 64 tokens (the CPU expands the weight);
 // in bf16 the same first 32 tokens as the current kernel (the sums run
 // in another order, so near-tied logits of the random model may flip

@@ -9,7 +9,7 @@ import (
 	"whet/kernels"
 )
 
-// TestNF4V2LaunchShape: the launches of matvec_nf4_v2 and _r8 agree with
+// TestNF4V2LaunchShape: the launches of matvec_nf4_split and _r8 agree with
 // the kernels on the CPU. Rows per block (NF4V2_ROWS, NF4V2_ROWS_WIDE) are
 // the host's nf4V2Rows and nf4V2RowsWide, the
 // grid covers every row with no empty block, the block is the 256 threads
@@ -23,7 +23,7 @@ func TestNF4V2LaunchShape(t *testing.T) {
 	for _, k := range []struct {
 		kernel, define string
 		rows           int
-	}{{"matvec_nf4_v2", "NF4V2_ROWS", nf4V2Rows}, {"matvec_nf4_v2_r8", "NF4V2_ROWS_WIDE", nf4V2RowsWide}} {
+	}{{"matvec_nf4_split", "NF4V2_ROWS", nf4V2Rows}, {"matvec_nf4_split_wide", "NF4V2_ROWS_WIDE", nf4V2RowsWide}} {
 		m := regexp.MustCompile(`(?m)^#define ` + k.define + ` (\d+)$`).FindStringSubmatch(src)
 		if m == nil {
 			t.Fatalf("kernels/nf4.cu: no #define %s", k.define)
