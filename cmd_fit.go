@@ -263,7 +263,7 @@ func resolveFitModel(name string) (fitModel, error) {
 }
 
 // fitMllama plans Llama 3.2 Vision (memplan.PlanMllama: vision tower
-// frozen), prints it, and says that whet cannot train it yet.
+// frozen), prints it, and says how far whet trains it.
 func fitMllama(w io.Writer, m fitModel, opts memplan.Options, target fitTarget, images int) error {
 	plan, err := memplan.PlanMllama(m.mllama, opts, memplan.MllamaOptions{Images: images})
 	if err != nil {
@@ -271,9 +271,9 @@ func fitMllama(w io.Writer, m fitModel, opts memplan.Options, target fitTarget, 
 	}
 	printFit(w, m, plan, target, nil)
 	v := &m.mllama.Vision
-	fmt.Fprintf(w, "vision    %d image(s) of %d tiles x %d positions (padded to %d), vision tower frozen in bf16; no advice for vision models yet\n",
+	fmt.Fprintf(w, "vision    %d image(s) of %d tiles x %d positions (padded to %d), vision tower frozen; no advice for vision models yet\n",
 		images, v.MaxTiles, v.Patches(), v.PaddedPatches())
-	fmt.Fprintln(w, "note      whet runs Llama 3.2 Vision on the CPU backend only (engine.LoadMllama) and cannot train it yet: no trainer, CUDA ops or NF4 path for it")
+	fmt.Fprintln(w, "note      whet trains Llama 3.2 Vision with lora or qlora (float32 compute, every activation kept); on a GPU only with WHET_CUDA_VISION=1, not yet run there with whet train")
 	if plan.Peak() > target.available {
 		return exitStatus(1)
 	}
