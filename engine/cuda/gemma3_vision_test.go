@@ -3,16 +3,13 @@ package cuda_test
 import (
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"whet/datasets"
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/cuda"
-	"whet/engine/safetensors"
+	"whet/engine/testmodels"
 )
 
 // gpuTinyGemma3Vision is engine's tiny Gemma3ForConditionalGeneration
@@ -46,42 +43,7 @@ const gpuG3Image, gpuG3BOI, gpuG3EOI = 511, 509, 510
 func writeGPUGemma3Vision(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(gpuTinyGemma3Vision), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := engine.LoadModelConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := engine.NewModel(*cfg, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	vc, err := engine.ParseGemma3VisionConfig([]byte(gpuTinyGemma3Vision), cfg.HiddenSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.AttachGemma3Vision(vc, nil); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(24, 5))
-	var ts []safetensors.Tensor
-	for _, p := range m.Params() {
-		v := make([]float32, p.W.Len())
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * 0.1)
-			if strings.Contains(p.Name, "layer_norm") || strings.Contains(p.Name, "layernorm.") {
-				v[i]++
-			}
-		}
-		name := p.Name
-		if strings.HasPrefix(name, "model.") {
-			name = "language_model.model." + strings.TrimPrefix(name, "model.")
-		}
-		ts = append(ts, safetensors.F32Tensor(name, p.Shape, v))
-	}
-	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+	if err := (testmodels.Gemma3Vision{Config: gpuTinyGemma3Vision, Seed: [2]uint64{24, 5}}).Write(dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir

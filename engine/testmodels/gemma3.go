@@ -22,7 +22,7 @@ import (
 // Gemma3Vision describes a tiny random Gemma 3 vision model.
 type Gemma3Vision struct {
 	Config       string    // config.json's text (Gemma3ForConditionalGeneration, vocab 515)
-	TokenizerDir string    // tiny-gemma3's tokenizer.json and tokenizer_config.json
+	TokenizerDir string    // tiny-gemma3's tokenizer.json and tokenizer_config.json; "" writes none
 	Seed         [2]uint64 // the PCG seed of the weights
 	// EmbedStd > 0 draws the token embeddings again with this standard
 	// deviation (the tied head reads them); 0 leaves them at 0.1 as every
@@ -32,8 +32,8 @@ type Gemma3Vision struct {
 
 // Write writes the model into dir: config.json, model.safetensors under
 // the released names (N(0, 0.1²) weights, norm weights around 1) and the
-// tokenizer plus the three image tokens <start_of_image>,
-// <end_of_image> and <image_soft_token> (ids 512-514).
+// tokenizer (unless TokenizerDir is "") plus the three image tokens
+// <start_of_image>, <end_of_image> and <image_soft_token> (ids 512-514).
 func (g Gemma3Vision) Write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(g.Config), 0o644); err != nil {
 		return fmt.Errorf("testmodels: %w", err)
@@ -75,6 +75,9 @@ func (g Gemma3Vision) Write(dir string) error {
 	}
 	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
 		return fmt.Errorf("testmodels: %w", err)
+	}
+	if g.TokenizerDir == "" {
+		return nil
 	}
 	return writeImageTokenizer(dir, g.TokenizerDir)
 }
