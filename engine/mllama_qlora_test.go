@@ -9,6 +9,7 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/memplan"
+	"whet/engine/testmodels"
 )
 
 // loadTinyMllamaNF4 loads the tiny Mllama of seed twice from the same
@@ -17,7 +18,7 @@ import (
 func loadTinyMllamaNF4(t *testing.T, seed uint64) (q, f *engine.MllamaModel, cfg *engine.MllamaConfig) {
 	t.Helper()
 	cfg = tinyMllamaConfigParsed(t)
-	dir := writeMllama(t, tinyMllamaConfig, randomMllamaTensors(t, cfg, rand.New(rand.NewPCG(seed, 1))))
+	dir := writeMllama(t, testmodels.TinyMllamaConfig, randomMllamaTensors(t, cfg, rand.New(rand.NewPCG(seed, 1))))
 	q, err := engine.LoadMllamaWith(dir, cpu.New(), engine.MllamaOptions{NF4Linears: true})
 	if err != nil {
 		t.Fatal(err)

@@ -14,36 +14,8 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/safetensors"
+	"whet/engine/testmodels"
 )
-
-// The tiny Llama 3.2 Vision of tools/reference/make_mllama_reference.py:
-// 16-pixel tiles of 8-pixel patches (5 positions, padded to 8), up to 4
-// tiles, vision hidden 32 with 3 local and 2 global layers and
-// intermediate layers [0, 2]; text hidden 64, 3 layers, cross-attention
-// at layer 1, vocab 256 (+8 embedding rows, image token 256).
-const tinyMllamaConfig = `{
-  "architectures": ["MllamaForConditionalGeneration"],
-  "image_token_index": 256,
-  "model_type": "mllama",
-  "text_config": {
-    "bos_token_id": 1, "cross_attention_layers": [1], "dropout": 0, "eos_token_id": 2,
-    "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 96,
-    "max_position_embeddings": 512, "model_type": "mllama_text_model",
-    "num_attention_heads": 4, "num_hidden_layers": 3, "num_key_value_heads": 2,
-    "pad_token_id": null, "rms_norm_eps": 1e-05,
-    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-      "original_max_position_embeddings": 64, "rope_type": "llama3"},
-    "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 256
-  },
-  "vision_config": {
-    "attention_heads": 4, "hidden_act": "gelu", "hidden_size": 32, "image_size": 16,
-    "intermediate_layers_indices": [0, 2], "intermediate_size": 64, "max_num_tiles": 4,
-    "model_type": "mllama_vision_model", "norm_eps": 1e-05, "num_channels": 3,
-    "num_global_layers": 2, "num_hidden_layers": 3, "patch_size": 8,
-    "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
-    "vision_output_dim": 96
-  }
-}`
 
 // randomMllamaTensors draws every weight of cfg as the reference script
 // does (norms 1 + N(0, 0.1²), gates 0.5 + N(0, 0.3²), the rest N(0, 0.1²)),
@@ -98,7 +70,7 @@ func writeMllama(t *testing.T, config string, tensors map[string]safetensors.Ten
 
 func tinyMllamaConfigParsed(t *testing.T) *engine.MllamaConfig {
 	t.Helper()
-	cfg, err := engine.ParseMllamaConfig("config.json", []byte(tinyMllamaConfig))
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(testmodels.TinyMllamaConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +133,7 @@ func tinyMllamaSamples(cfg *engine.MllamaConfig, rng *rand.Rand) []engine.Mllama
 func loadTinyMllama(t *testing.T, seed uint64) (*engine.MllamaModel, *engine.MllamaConfig) {
 	t.Helper()
 	cfg := tinyMllamaConfigParsed(t)
-	dir := writeMllama(t, tinyMllamaConfig, randomMllamaTensors(t, cfg, rand.New(rand.NewPCG(seed, 1))))
+	dir := writeMllama(t, testmodels.TinyMllamaConfig, randomMllamaTensors(t, cfg, rand.New(rand.NewPCG(seed, 1))))
 	m, err := engine.LoadMllama(dir, cpu.New())
 	if err != nil {
 		t.Fatal(err)
@@ -383,9 +355,9 @@ func TestMllamaVisionMemory(t *testing.T) {
 		}
 		return b.PeakBytes() - before
 	}
-	three := peak(tinyMllamaConfig)
-	deep := strings.Replace(tinyMllamaConfig, `"num_hidden_layers": 3, "patch_size"`, `"num_hidden_layers": 9, "patch_size"`, 1)
-	if deep == tinyMllamaConfig {
+	three := peak(testmodels.TinyMllamaConfig)
+	deep := strings.Replace(testmodels.TinyMllamaConfig, `"num_hidden_layers": 3, "patch_size"`, `"num_hidden_layers": 9, "patch_size"`, 1)
+	if deep == testmodels.TinyMllamaConfig {
 		t.Fatal("the config has no vision num_hidden_layers to change")
 	}
 	nine := peak(deep)
@@ -402,7 +374,7 @@ func TestMllamaCheckpointNames(t *testing.T) {
 	tensors := randomMllamaTensors(t, cfg, rand.New(rand.NewPCG(11, 12)))
 	samples := tinyMllamaSamples(cfg, rand.New(rand.NewPCG(13, 14)))
 	logitsOf := func(ts map[string]safetensors.Tensor) [][]float32 {
-		m, err := engine.LoadMllama(writeMllama(t, tinyMllamaConfig, ts), cpu.New())
+		m, err := engine.LoadMllama(writeMllama(t, testmodels.TinyMllamaConfig, ts), cpu.New())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -458,7 +430,7 @@ func TestMllamaCheckpointNames(t *testing.T) {
 	}
 	gone := "vision_model.gated_positional_embedding.tile_embedding.weight"
 	delete(missing, gone)
-	if _, err := engine.LoadMllama(writeMllama(t, tinyMllamaConfig, missing), cpu.New()); err == nil || !strings.Contains(err.Error(), "missing tensor "+gone) {
+	if _, err := engine.LoadMllama(writeMllama(t, testmodels.TinyMllamaConfig, missing), cpu.New()); err == nil || !strings.Contains(err.Error(), "missing tensor "+gone) {
 		t.Errorf("without %s: err = %v", gone, err)
 	}
 	bad := map[string]safetensors.Tensor{}
@@ -467,7 +439,7 @@ func TestMllamaCheckpointNames(t *testing.T) {
 	}
 	q := "language_model.model.layers.1.cross_attn.q_norm.weight"
 	bad[q] = safetensors.F32Tensor(q, []int{8}, make([]float32, 8))
-	if _, err := engine.LoadMllama(writeMllama(t, tinyMllamaConfig, bad), cpu.New()); err == nil ||
+	if _, err := engine.LoadMllama(writeMllama(t, testmodels.TinyMllamaConfig, bad), cpu.New()); err == nil ||
 		!strings.Contains(err.Error(), q) || !strings.Contains(err.Error(), "[8]") || !strings.Contains(err.Error(), "[16]") {
 		t.Errorf("q_norm of 8 values for head_dim 16: err = %v", err)
 	}

@@ -10,35 +10,8 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/cuda"
+	"whet/engine/testmodels"
 )
-
-// gpuTinyMllama is engine's tiny Llama 3.2 Vision (engine/mllama_test.go,
-// tools/reference/make_mllama_reference.py): 16-pixel tiles of 8-pixel
-// patches (5 positions padded to 8), up to 4 tiles, vision hidden 32 (head
-// dim 8) with 3 local and 2 global layers and intermediate layers [0, 2];
-// text hidden 64 (head dim 16, GQA 4/2), 3 layers with cross-attention at
-// layer 1, vocab 256 (+8 embedding rows, image token 256).
-const gpuTinyMllama = `{
-  "architectures": ["MllamaForConditionalGeneration"], "image_token_index": 256, "model_type": "mllama",
-  "text_config": {
-    "bos_token_id": 1, "cross_attention_layers": [1], "dropout": 0, "eos_token_id": 2,
-    "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 96,
-    "max_position_embeddings": 512, "model_type": "mllama_text_model",
-    "num_attention_heads": 4, "num_hidden_layers": 3, "num_key_value_heads": 2,
-    "pad_token_id": null, "rms_norm_eps": 1e-05,
-    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-      "original_max_position_embeddings": 64, "rope_type": "llama3"},
-    "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 256
-  },
-  "vision_config": {
-    "attention_heads": 4, "hidden_act": "gelu", "hidden_size": 32, "image_size": 16,
-    "intermediate_layers_indices": [0, 2], "intermediate_size": 64, "max_num_tiles": 4,
-    "model_type": "mllama_vision_model", "norm_eps": 1e-05, "num_channels": 3,
-    "num_global_layers": 2, "num_hidden_layers": 3, "patch_size": 8,
-    "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
-    "vision_output_dim": 96
-  }
-}`
 
 // newGPUMllama builds the tiny model on b with seeded weights (norms
 // 1 + N(0, 0.1²), gates 0.5 + N(0, 0.3²), the rest N(0, 0.1²), as the
@@ -47,7 +20,7 @@ const gpuTinyMllama = `{
 // trainable: the same values whatever the backend.
 func newGPUMllama(t *testing.T, b engine.Backend) (*engine.MllamaModel, *engine.MllamaConfig) {
 	t.Helper()
-	cfg, err := engine.ParseMllamaConfig("config.json", []byte(gpuTinyMllama))
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(testmodels.TinyMllamaConfig))
 	if err != nil {
 		t.Fatal(err)
 	}

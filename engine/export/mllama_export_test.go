@@ -14,32 +14,8 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/safetensors"
+	"whet/engine/testmodels"
 )
-
-// tinyMllamaConfig is the engine tests' tiny Llama 3.2 Vision (16-pixel
-// tiles of 8-pixel patches, up to 4 tiles; text hidden 64, 3 layers with
-// cross-attention at layer 1, vocab 256, image token 256).
-const tinyMllamaConfig = `{
-  "architectures": ["MllamaForConditionalGeneration"], "image_token_index": 256, "model_type": "mllama",
-  "text_config": {
-    "bos_token_id": 1, "cross_attention_layers": [1], "dropout": 0, "eos_token_id": 2,
-    "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 96,
-    "max_position_embeddings": 512, "model_type": "mllama_text_model",
-    "num_attention_heads": 4, "num_hidden_layers": 3, "num_key_value_heads": 2,
-    "pad_token_id": null, "rms_norm_eps": 1e-05,
-    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-      "original_max_position_embeddings": 64, "rope_type": "llama3"},
-    "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 256
-  },
-  "vision_config": {
-    "attention_heads": 4, "hidden_act": "gelu", "hidden_size": 32, "image_size": 16,
-    "intermediate_layers_indices": [0, 2], "intermediate_size": 64, "max_num_tiles": 4,
-    "model_type": "mllama_vision_model", "norm_eps": 1e-05, "num_channels": 3,
-    "num_global_layers": 2, "num_hidden_layers": 3, "patch_size": 8,
-    "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
-    "vision_output_dim": 96
-  }
-}`
 
 // makeMllamaModel writes the tiny model with random weights under
 // transformers 5's names (model.language_model.*, lm_head.weight,
@@ -47,7 +23,7 @@ const tinyMllamaConfig = `{
 // preprocessor_config.json.
 func makeMllamaModel(t *testing.T, dir string) (string, *engine.MllamaConfig) {
 	t.Helper()
-	cfg, err := engine.ParseMllamaConfig("config.json", []byte(tinyMllamaConfig))
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(testmodels.TinyMllamaConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +57,7 @@ func makeMllamaModel(t *testing.T, dir string) (string, *engine.MllamaConfig) {
 	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string]string{"config.json": tinyMllamaConfig,
+	for name, data := range map[string]string{"config.json": testmodels.TinyMllamaConfig,
 		"preprocessor_config.json": `{"image_processor_type": "MllamaImageProcessor", "size": {"height": 16, "width": 16}, "max_image_tiles": 4}`} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)

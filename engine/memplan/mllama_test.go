@@ -5,22 +5,11 @@ import (
 	"testing"
 
 	"whet/engine"
+	"whet/engine/testmodels"
 )
 
-// The released Llama-3.2-11B-Vision config.json.
-const released11BVision = `{"architectures": ["MllamaForConditionalGeneration"], "image_token_index": 128256, "model_type": "mllama",
- "text_config": {"cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38], "hidden_act": "silu", "hidden_size": 4096,
-  "intermediate_size": 14336, "max_position_embeddings": 131072, "model_type": "mllama_text_model",
-  "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
-  "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-  "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 128256},
- "vision_config": {"attention_heads": 16, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 560,
-  "intermediate_layers_indices": [3, 7, 15, 23, 30], "intermediate_size": 5120, "max_num_tiles": 4,
-  "norm_eps": 1e-05, "num_channels": 3, "num_global_layers": 8, "num_hidden_layers": 32,
-  "patch_size": 14, "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]], "vision_output_dim": 7680}}`
-
 func TestPlanMllama11BVision(t *testing.T) {
-	cfg, err := engine.ParseMllamaConfig("config.json", []byte(released11BVision))
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(testmodels.Released11BVisionConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
