@@ -266,6 +266,29 @@ func TestDecodeModeFromEnv(t *testing.T) {
 	}
 }
 
+// generateManyCase is the batched generators' test case: the tiny model
+// of the family ("llama" or a newTinyFamily name), four prompts of
+// different lengths, and their options: greedy, sampled with top-k,
+// sampled with top-p, a repetition penalty and stop ids, and a short
+// greedy limit, so that lanes finish at different passes.
+func generateManyCase(t *testing.T, family string) (*engine.Model, [][]int32, []engine.SampleOptions) {
+	t.Helper()
+	var m *engine.Model
+	if family == "llama" {
+		m = newTiny(t, true, false)
+	} else {
+		m = newTinyFamily(t, family)
+	}
+	prompts := [][]int32{{3, 1, 4}, {2, 7, 1, 8, 2, 8, 1}, {5}, {9, 9, 8, 7, 6}}
+	opts := []engine.SampleOptions{
+		engine.Greedy(10, nil),
+		{MaxNewTokens: 6, Temperature: 0.9, TopK: 8, Seed: 7},
+		{MaxNewTokens: 12, Temperature: 1, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 3, StopIDs: []int32{4, 11}},
+		engine.Greedy(3, nil),
+	}
+	return m, prompts, opts
+}
+
 // TestGenerateManyMatchesOneByOne: prompts of different lengths decoded
 // together, one row per lane at its own position, give each lane the
 // tokens the one-sequence generator gives its prompt alone: greedy,
@@ -276,19 +299,7 @@ func TestDecodeModeFromEnv(t *testing.T) {
 func TestGenerateManyMatchesOneByOne(t *testing.T) {
 	for _, name := range []string{"llama", "gemma2", "phi3"} {
 		t.Run(name, func(t *testing.T) {
-			var m *engine.Model
-			if name == "llama" {
-				m = newTiny(t, true, false)
-			} else {
-				m = newTinyFamily(t, name)
-			}
-			prompts := [][]int32{{3, 1, 4}, {2, 7, 1, 8, 2, 8, 1}, {5}, {9, 9, 8, 7, 6}}
-			opts := []engine.SampleOptions{
-				engine.Greedy(10, nil),
-				{MaxNewTokens: 6, Temperature: 0.9, TopK: 8, Seed: 7},
-				{MaxNewTokens: 12, Temperature: 1, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 3, StopIDs: []int32{4, 11}},
-				engine.Greedy(3, nil),
-			}
+			m, prompts, opts := generateManyCase(t, name)
 			group, err := m.NewGroupGenerator(5, 20)
 			if err != nil {
 				t.Fatal(err)

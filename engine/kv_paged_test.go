@@ -22,19 +22,7 @@ func TestPagedGenerateManyMatchesContiguous(t *testing.T) {
 	for _, name := range []string{"llama", "gemma2"} {
 		for _, fragmented := range []bool{false, true} {
 			t.Run(name+map[bool]string{false: "/consecutive", true: "/fragmented"}[fragmented], func(t *testing.T) {
-				var m *engine.Model
-				if name == "llama" {
-					m = newTiny(t, true, false)
-				} else {
-					m = newTinyFamily(t, name)
-				}
-				prompts := [][]int32{{3, 1, 4}, {2, 7, 1, 8, 2, 8, 1}, {5}, {9, 9, 8, 7, 6}}
-				opts := []engine.SampleOptions{
-					engine.Greedy(10, nil),
-					{MaxNewTokens: 6, Temperature: 0.9, TopK: 8, Seed: 7},
-					{MaxNewTokens: 12, Temperature: 1, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 3, StopIDs: []int32{4, 11}},
-					engine.Greedy(3, nil),
-				}
+				m, prompts, opts := generateManyCase(t, name)
 				// A greedy lane that ends on a stop id before its limit:
 				// lane 0's prompt and first token, stopping at what lane 0
 				// samples third (it comes within two tokens).
