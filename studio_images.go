@@ -16,7 +16,8 @@ import (
 const previewImageSide = 320
 
 // imagePreview previews a data file whose conversations hold images,
-// which the text loader refuses (whet cannot train on images yet): the
+// which the loader refuses for this model or method (a text model, DPO,
+// GRPO): the
 // first n rows with images, their messages as text with [image] where an
 // image stands, and the images decoded and shrunk for the terminal; an
 // image that cannot be read carries its row, field and file instead. ok

@@ -47,7 +47,7 @@ func TestGoldenDataImages(t *testing.T) {
 				checkSize(t, v, sz.w, sz.h)
 				golden(t, fmt.Sprintf("data_images_%v_%dx%d", p, sz.w, sz.h), v)
 				s := d.screen()
-				for _, want := range []string{"circle.png 48×32 rgb]", "part 0 is an image: whet cannot"} {
+				for _, want := range []string{"circle.png 48×32 rgb]", "the conversation holds an image: the model"} {
 					if !strings.Contains(s, want) {
 						t.Errorf("screen lacks %q:\n%s", want, s)
 					}

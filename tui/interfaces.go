@@ -109,8 +109,8 @@ type DataPreview struct {
 	Stats    DataStats
 	Warnings []string
 	// Unusable, when set, says why training cannot use the file although
-	// it could be previewed (an image dataset: whet cannot train on images
-	// yet); the page shows it and does not go on with the file.
+	// it could be previewed (images for a text model, DPO or GRPO); the
+	// page shows it and does not go on with the file.
 	Unusable string
 }
 

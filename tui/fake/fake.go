@@ -584,8 +584,8 @@ func ShapeImage(w, h int, fg, bg [3]uint8) *vision.RGB {
 
 // ImagePreview is an image dataset as the studio previews one: a picture
 // with its caption, a row whose image file is missing (its error, by
-// row, field and file), a row with two pictures, and the refusal of the
-// text loader (whet cannot train on images yet).
+// row, field and file), a row with two pictures, and the loader's refusal
+// of images for a text model.
 func ImagePreview() tui.DataPreview {
 	red, blue, green, white := [3]uint8{220, 40, 40}, [3]uint8{30, 60, 200}, [3]uint8{40, 180, 60}, [3]uint8{240, 240, 240}
 	ask := func(q string) tui.Segment { return tui.Segment{Text: "user: [image] " + q + "\n", Masked: true} }
@@ -603,6 +603,6 @@ func ImagePreview() tui.DataPreview {
 				{Info: "[image: shapes/red.png 32×32 rgb]", Img: ShapeImage(32, 32, red, white)}},
 		},
 		Stats:    tui.DataStats{Rows: 3},
-		Unusable: `shapes.jsonl:1: field "messages[0].content": part 0 is an image: whet cannot train on images yet (see docs/vision.md)`,
+		Unusable: `shapes.jsonl:1: field "messages": the conversation holds an image: the model tiny-llama is a text model (whet trains on images with Gemma 3 vision and Llama 3.2 Vision models)`,
 	}
 }
