@@ -16,7 +16,7 @@ import (
 )
 
 func init() {
-	register("images", "check every image of a multimodal data file (vision training itself is not in whet yet)", runImages)
+	register("images", "check every image of a multimodal data file: formats, sizes, unreadable rows (whet train trains on them)", runImages)
 }
 
 // runImages is `whet images [--processor gemma3|mllama|FILE] DATA`: it
