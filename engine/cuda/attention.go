@@ -139,13 +139,11 @@ func (b *Backend) useTensorCores(d, rows int, outs []*Tensor, ins ...*Tensor) bo
 	return true
 }
 
-// AttnHopperEnv, set to 1, sends training attention (forward and
-// backward) at head dims 64 and 128 on sm_90 cards to
-// kernels/attention_hopper.cu (wgmma, compiled for sm_90a), as
-// Options.AttnHopper does. The backward there adds dK and dV of a key
-// block in one block's registers and dq per query block, so it is
-// deterministic too. Opt-in until a GPU run
-// of the attention tests with it has passed (tools/gpu/attention-hopper).
+// AttnHopperEnv, set to 0, keeps training attention on sm_90 cards on the
+// mma.sync kernels (Options.MMASyncAttention); unset, attention at head
+// dims 64 and 128 there takes kernels/attention_hopper.cu (wgmma). The
+// backward there adds dK and dV of a key block in one block's registers
+// and dq per query block, so it is deterministic like the mma.sync one.
 const AttnHopperEnv = "WHET_ATTN_HOPPER"
 
 // attnHopperFile holds the Hopper kernels; fileArch compiles it for sm_90a.
@@ -207,7 +205,7 @@ func (b *Backend) fileArch(file string) string {
 }
 
 // useHopperAttention reports whether training attention at head dim d
-// over these tensors takes the Hopper kernels: opted in, not switched off
+// over these tensors takes the Hopper kernels: not turned off, not switched off
 // by a failed compile, an sm_90 device, a head dim with a kernel, and
 // tensors the tensor-core kernels take (the same bf16 and alignment
 // rules; useTensorCores).

@@ -36,14 +36,17 @@ type Options struct {
 	// their own. bf16 master weights take the fused kernels regardless. The
 	// environment variable WHET_CUDA_FUSED_ADAMW=1 sets it too.
 	FusedAdamW bool
-	// AttnHopper sends training attention (forward and backward) at head
-	// dims 64 and 128 on an sm_90 card (H100, H200) to the Hopper kernels
-	// of kernels/attention_hopper.cu (wgmma, compiled for sm_90a), which
-	// have not yet run on a GPU; decoding and other head dims keep the
-	// mma.sync kernels. If they do not compile, the backend says why on
-	// standard error once and keeps the mma.sync kernels. The environment
-	// variable WHET_ATTN_HOPPER=1 (AttnHopperEnv) sets it too.
-	AttnHopper bool
+	// MMASyncAttention keeps training attention at head dims 64 and 128 on
+	// an sm_90 card (H100, H200) on the mma.sync kernels instead of the
+	// Hopper kernels of kernels/attention_hopper.cu (wgmma, compiled for
+	// sm_90a), which are the default there since they passed the attention
+	// tests on an H100 and ran 1.5x faster at head dim 128
+	// (tools/gpu/attention-hopper, 2026-12-07; docs/performance.md). If the
+	// Hopper kernels do not compile, the backend says why on standard error
+	// once and keeps the mma.sync kernels. Both are deterministic (no
+	// atomics: a rerun is bit-equal). The environment variable
+	// WHET_ATTN_HOPPER=0 (AttnHopperEnv) sets it too.
+	MMASyncAttention bool
 	// ComputeF32 keeps weights and activations in float32 instead of bf16
 	// (slower, twice the memory): for checking the GPU against the CPU
 	// reference without bf16 rounding, e.g. token-for-token generation.
@@ -88,7 +91,7 @@ type Backend struct {
 	syncEachOp            bool
 	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
 	fusedAdamW            bool      // Options.FusedAdamW
-	attnHopper            bool      // Options.AttnHopper
+	attnHopper            bool      // not Options.MMASyncAttention
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
 	prof                  *profiler // nil unless profiling
 
@@ -269,7 +272,7 @@ func New(opts Options) (*Backend, error) {
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), attnTC256: os.Getenv(AttnTC256Env) != "0",
 		fusedAdamW: opts.FusedAdamW || os.Getenv("WHET_CUDA_FUSED_ADAMW") == "1",
-		attnHopper: opts.AttnHopper || os.Getenv(AttnHopperEnv) == "1",
+		attnHopper: !opts.MMASyncAttention && os.Getenv(AttnHopperEnv) != "0",
 	}
 	if err := b.open(opts); err != nil {
 		b.release()

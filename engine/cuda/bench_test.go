@@ -107,7 +107,7 @@ func benchAttentionHeads(b *testing.B, backward bool, seqs, D, H, KVH int) {
 	be.Sync()
 	if be.attnHopper && be.arch == "sm_90" && attnHopperHeadDims[D] {
 		if be.attnHopperOff != "" {
-			b.Fatalf("%s=1, but the Hopper attention kernels were switched off: %s", AttnHopperEnv, be.attnHopperOff)
+			b.Fatalf("the Hopper attention kernels are on (%s is not 0) but were switched off: %s", AttnHopperEnv, be.attnHopperOff)
 		}
 		b.Logf("on the Hopper kernels (attention_*_hopper_d%d)", D)
 	}

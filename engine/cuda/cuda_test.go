@@ -354,7 +354,7 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 		t.Fatal(err)
 	}
 	if act == engine.BF16 && b.attnHopper && b.arch == "sm_90" && attnHopperHeadDims[d] {
-		// Asked for (AttnHopperEnv): this case must have run the Hopper kernels.
+		// On (the default on sm_90; AttnHopperEnv=0 turns it off): this case must have run the Hopper kernels.
 		if b.attnHopperOff != "" {
 			t.Fatalf("the Hopper attention kernels were switched off: %s", b.attnHopperOff)
 		}

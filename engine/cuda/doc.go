@@ -88,9 +88,9 @@
 // (cp.async.bulk), no clusters. Every tensor-core product is mma.sync
 // m16n8k16, which all of the architectures above run, so one source serves
 // them all and the cubin is compiled for the device's own architecture.
-// The one exception is opt-in: kernels/attention_hopper.cu (training
-// attention on wgmma at head dims 64 and 128, Options.AttnHopper or
-// WHET_ATTN_HOPPER=1) is compiled for sm_90a on sm_90 devices (fileArch)
+// The one exception: kernels/attention_hopper.cu (training attention on
+// wgmma at head dims 64 and 128, the default on sm_90 since 2026-12-07;
+// Options.MMASyncAttention or WHET_ATTN_HOPPER=0 turn it off) is compiled for sm_90a on sm_90 devices (fileArch)
 // and falls back to the mma.sync kernels, saying why, if that fails. A kernel that adds
 // wgmma must put it under #if defined(__CUDA_ARCH_FEAT_SM90_ALL) and the
 // backend must then compile for sm_90a on sm_90 devices (wgmma exists on

@@ -7,22 +7,24 @@ import (
 	"whet/engine"
 )
 
-// NF4MatVecEnv set to "v2" sends MatVecNF4 to kernels/nf4.cu's
-// matvec_nf4_split (a block of 256 threads over nf4V2Rows rows, k split among
-// all its threads) instead of matvec_nf4 (a warp per row), and lets
-// MatVecsNF4 (engine/decoder.go's q/k/v and gate/up) take up to three NF4
-// weights sharing x in one launch; "v2r8" does the same with
-// matvec_nf4_split_wide (nf4V2RowsWide rows a block), to compare the two on a
-// GPU. Off by default until TestNF4MatVecV2 passes on a GPU
-// (tools/gpu/nf4-matvec). It is read at each call, so a test can compare
-// the kernels on one backend; a recording keeps the kernel it was made
-// with.
+// NF4MatVecEnv picks the NF4 mat-vec kernel of decoding. By default (unset,
+// or "v2") MatVecNF4 takes kernels/nf4.cu's matvec_nf4_split (a block of
+// 256 threads over nf4V2Rows rows, k split among all its threads) and
+// MatVecsNF4 (engine/decoder.go's q/k/v and gate/up) takes up to three NF4
+// weights sharing x in one launch; "v1" keeps matvec_nf4 (a warp per row)
+// and declines MatVecsNF4; "v2r8" takes matvec_nf4_split_wide
+// (nf4V2RowsWide rows a block). The split kernel became the default after
+// tools/gpu/nf4-matvec passed on an H100 (2026-12-07: TestNF4MatVecV2,
+// TestGenerateNF4V2; 1.6-2.0x matvec_nf4's GB/s at Llama-3.1-8B's shapes,
+// v2r8 between the two; docs/performance.md). It is read at each call, so
+// a test can compare the kernels on one backend; a recording keeps the
+// kernel it was made with.
 const NF4MatVecEnv = "WHET_NF4_MATVEC"
 
-// nf4V2 reports whether NF4MatVecEnv asks for matvec_nf4_split (or _r8).
-func nf4V2() bool { v := os.Getenv(NF4MatVecEnv); return v == "v2" || v == "v2r8" }
+// nf4V2 reports whether NF4MatVecEnv leaves matvec_nf4_split (or _r8) on:
+// anything but "v1".
+func nf4V2() bool { return os.Getenv(NF4MatVecEnv) != "v1" }
 
-// nf4V2Wide reports whether NF4MatVecEnv asks for matvec_nf4_split_wide.
 func nf4V2Wide() bool { return os.Getenv(NF4MatVecEnv) == "v2r8" }
 
 // nf4V2Rows and nf4V2RowsWide are the rows per block of matvec_nf4_split and

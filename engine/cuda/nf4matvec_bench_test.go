@@ -83,9 +83,6 @@ func BenchmarkNF4MatVec(b *testing.B) {
 		for _, kern := range kernels {
 			b.Run(fmt.Sprintf("%s/%s", c.name, kern), func(b *testing.B) {
 				env := strings.TrimSuffix(kern, "fused")
-				if env == "v1" {
-					env = ""
-				}
 				b.Setenv(NF4MatVecEnv, env)
 				run := func(s copySet) error {
 					if strings.HasSuffix(kern, "fused") {

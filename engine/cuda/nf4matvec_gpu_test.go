@@ -53,14 +53,14 @@ func (c nf4Case) want(x []float32, acc bool) []float32 {
 	return out
 }
 
-// TestNF4MatVecV2: matvec_nf4_split (NF4MatVecEnv=v2) and _r8 (v2r8) equal the expanded
-// weight times x on the CPU (and v2 the current kernel, matvec_nf4), for f32
+// TestNF4MatVecV2: matvec_nf4_split (NF4MatVecEnv=v2, the default) and _r8 (v2r8) equal the expanded
+// weight times x on the CPU (and v2 the former kernel, matvec_nf4: v1), for f32
 // and bf16, overwriting and accumulating, on shapes that do not fill its
 // blocks: rows not a multiple of 4 or 8 rows a block, k = 64 times an odd
 // number, k = 72 (absmax blocks straddling rows), k past 256 words a row
 // with an odd tail, an x not 16-byte aligned; and MatVecsNF4 (q, k, v in
 // one launch, and two weights) equals the products one by one, declines
-// with the env var unset, and refuses outputs of different dtypes.
+// with v1, and refuses outputs of different dtypes.
 func TestNF4MatVecV2(t *testing.T) {
 	b := newGPU(t, cuda.Options{})
 	rng := rand.New(rand.NewPCG(21, 9))
@@ -87,7 +87,7 @@ func TestNF4MatVecV2(t *testing.T) {
 						}
 						return download(t, b, y)
 					}
-					v1, v2, v2r8 := run(""), run("v2"), run("v2r8")
+					v1, v2, v2r8, def := run("v1"), run("v2"), run("v2r8"), run("")
 					tol := 1e-5
 					if dt == engine.BF16 {
 						tol = 1e-2
@@ -97,6 +97,7 @@ func TestNF4MatVecV2(t *testing.T) {
 					closeTo(t, "v1 against the CPU "+name, v1, want, tol)
 					closeTo(t, "v2 against v1 "+name, v2, v1, tol)
 					closeTo(t, "v2r8 against the CPU "+name, v2r8, want, tol)
+					closeTo(t, "the default (env unset) against v2 "+name, def, v2, 0)
 				}
 			}
 		}
@@ -118,9 +119,9 @@ func TestNF4MatVecV2(t *testing.T) {
 					ys = append(ys, upload(t, b, dt, c.yv, 1, c.n))
 					pks, ams = append(pks, c.pk), append(ams, c.am)
 				}
-				t.Setenv(cuda.NF4MatVecEnv, "")
+				t.Setenv(cuda.NF4MatVecEnv, "v1")
 				if ok, err := b.MatVecsNF4(ys, x, pks, ams, acc); ok || err != nil {
-					t.Fatalf("MatVecsNF4 %v with the env var unset: ok %v, err %v; want declined", ns, ok, err)
+					t.Fatalf("MatVecsNF4 %v with v1: ok %v, err %v; want declined", ns, ok, err)
 				}
 				for _, env := range []string{"v2", "v2r8"} {
 					for i, c := range cs {
@@ -192,7 +193,7 @@ func TestGenerateNF4V2(t *testing.T) {
 		t.Errorf("float32 v2: GPU and CPU greedy tokens differ at %d\n cpu %v\n gpu %v", commonPrefix(got, want), want, got)
 	}
 	v2 := greedyNF4(t, bf16)
-	t.Setenv(cuda.NF4MatVecEnv, "")
+	t.Setenv(cuda.NF4MatVecEnv, "v1")
 	v1 := greedyNF4(t, bf16)
 	n := commonPrefix(v1, v2)
 	t.Logf("bf16: first %d of 64 tokens of v2 equal v1's", n)

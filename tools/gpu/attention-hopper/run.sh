@@ -43,8 +43,8 @@ fi
 # 4. Kernel benchmarks (the docs/performance.md attention rows: d64 at
 #    Llama-3.2-1B's heads, d128 at Llama-3.1-8B's), mma.sync then Hopper.
 step bench
-echo "cmd: cd engine/cuda && [WHET_ATTN_HOPPER=1] cuda.test -test.run '^\$' -test.bench 'Attention(Forward|Backward)(D128)?\$' -test.benchtime 20x" >>$S
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run '^$' -test.bench 'Attention(Forward|Backward)(D128)?$' -test.benchtime 20x -test.count=1) >$O/bench-mmasync.log 2>&1
+echo "cmd: cd engine/cuda && WHET_ATTN_HOPPER=0|1 cuda.test -test.run '^\$' -test.bench 'Attention(Forward|Backward)(D128)?\$' -test.benchtime 20x" >>$S
+(cd engine/cuda && WHET_ATTN_HOPPER=0 WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run '^$' -test.bench 'Attention(Forward|Backward)(D128)?$' -test.benchtime 20x -test.count=1) >$O/bench-mmasync.log 2>&1
 echo "bench mma.sync rc=$?" >>$S; grep -E "Benchmark|FAIL|ok" $O/bench-mmasync.log >>$S
 (cd engine/cuda && WHET_ATTN_HOPPER=1 WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run '^$' -test.bench 'Attention(Forward|Backward)(D128)?$' -test.benchtime 20x -test.count=1 -test.v) >$O/bench-hopper.log 2>&1
 echo "bench hopper rc=$?" >>$S; grep -E "^Benchmark.*(ns/op|TFLOP)|FAIL|^ok|switched off|on the Hopper kernels" $O/bench-hopper.log >>$S

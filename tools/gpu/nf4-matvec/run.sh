@@ -29,8 +29,7 @@ grep -E "^Benchmark|FAIL|panic" $O/kernel-bench.log >>$S
 W=$B/whet
 for kern in v1 v2; do
   step "bench-8b-qlora $kern"
-  env=""; [ $kern = v2 ] && env=v2
-  WHET_NF4_MATVEC=$env timeout 27 $W bench --backend cuda --json --model llama-3.1-8b --method qlora --decode 256 --seq 128 \
+  WHET_NF4_MATVEC=$kern timeout 60 $W bench --backend cuda --json --model llama-3.1-8b --method qlora --decode 256 --seq 128 \
     --decode-modes graph >$O/bench-8b-$kern.jsonl 2>$O/bench-8b-$kern.err
   echo "bench-8b $kern rc=$?" >>$S
   cat $O/bench-8b-$kern.jsonl >>$S
