@@ -25,6 +25,23 @@
 
 typedef long long i64;
 
+// Programmatic dependent launch (engine/cuda/pdl.go), compiled in only when
+// the backend defines WHET_PDL (WHET_CUDA_PDL=1) and the target is sm_90 or
+// newer. A kernel the backend may launch that way calls PDL_WAIT() before
+// touching any memory another kernel writes (it returns once the kernel
+// before it on the stream has finished and its writes are visible; without
+// a programmatic launch it returns at once), and PDL_TRIGGER() only after
+// that, to let the next kernel be scheduled while this one runs.
+#if defined(WHET_PDL) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+#define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define PDL_TRIGGER() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#define PDL_ON 1
+#else
+#define PDL_WAIT() ((void)0)
+#define PDL_TRIGGER() ((void)0)
+#define PDL_ON 0
+#endif
+
 // Vector types for 8- and 16-byte memory accesses, declared here because
 // NVRTC compiles with no CUDA header (the pointer must be aligned to the
 // type's size).

@@ -58,6 +58,8 @@ __device__ __forceinline__ void rope_row(float* dst, const void* x, int xdt, i64
 extern "C" __global__ void __launch_bounds__(256) attention_decode(void* out, int odt, const void* q, int qdt, const void* kn, const void* vn, int ndt, void* k, void* v, int kvdt,
                      const int* pos, i64 rows, const void* cosT, const void* sinT, int cdt, int rot, i64 maxPos, int H, int KVH, int D,
                      float scale, int window, float softcap, int chunk, float* part, unsigned int* count) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     extern __shared__ float sm[];
     float* qs = sm;          // [D] rotated q
     float* ks = qs + D;      // [D] rotated new k
@@ -180,6 +182,8 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
 }
 
 extern "C" __global__ void __launch_bounds__(1024) argmax(int* ids, const void* logits, int ldt, i64 n) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     __shared__ float sv[32];
     __shared__ int si[32];
     float bv = NEG_INF;
@@ -209,5 +213,7 @@ extern "C" __global__ void __launch_bounds__(1024) argmax(int* ids, const void* 
 }
 
 extern "C" __global__ void advance_position(int* pos, int limit) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     if (blockIdx.x == 0 && threadIdx.x == 0 && pos[0] + 1 < limit) pos[0] = pos[0] + 1;
 }

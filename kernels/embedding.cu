@@ -12,6 +12,8 @@
 
 extern "C" __global__ void embedding_forward(void* out, int odt, const void* table, int tdt, const int* ids,
                                              i64 tokens, i64 dim, i64 vocab) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     i64 n = tokens * dim;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         i64 t = i / dim, c = i % dim;

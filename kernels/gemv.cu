@@ -45,9 +45,29 @@ __device__ __forceinline__ void gemv_row(void* y, int ydt, const unsigned short*
     }
 }
 
+// GEMV_PREFETCH is how many bytes at the start of its row each warp asks L2
+// for before PDL_WAIT() when the kernels are built for programmatic
+// dependent launch (common.cuh): the weights are read-only for the whole
+// decoding step, so their fetch may overlap the previous kernel's tail.
+// 0 turns it off (WHET_NVRTC_DEFINES=GEMV_PREFETCH=0).
+#ifndef GEMV_PREFETCH
+#define GEMV_PREFETCH 8192
+#endif
+
+__device__ __forceinline__ void gemv_prefetch(const unsigned short* w, i64 row, i64 k) {
+#if PDL_ON
+    const char* p = (const char*)(w + row * k);
+    const i64 bytes = 2 * k < (i64)GEMV_PREFETCH ? 2 * k : (i64)GEMV_PREFETCH;
+    for (i64 o = (i64)(threadIdx.x & 31) * 128; o < bytes; o += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + o));
+#endif
+}
+
 extern "C" __global__ void __launch_bounds__(256) gemv_bf16(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 n, i64 k,
                                                             float alpha, float beta) {
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row < n) gemv_prefetch(w, row, k);
+    PDL_WAIT();
+    PDL_TRIGGER();
     if (row < n) gemv_row(y, ydt, x, w, row, k, alpha, beta);
 }
 
@@ -58,6 +78,18 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_multi(const unsigned
                                                                   const unsigned short* w0, i64 n0, void* y1, const unsigned short* w1,
                                                                   i64 n1, void* y2, const unsigned short* w2, i64 n2) {
     i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+#if PDL_ON
+    void* y = y0;
+    const unsigned short* w = w0;
+    if (row >= n0) {
+        row -= n0, y = y1, w = w1;
+        if (row >= n1) row -= n1, y = y2, w = w2, row = row < n2 ? row : -1;
+    }
+    if (row >= 0) gemv_prefetch(w, row, k);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    if (row >= 0) gemv_row(y, ydt, x, w, row, k, 1.0f, beta);
+#else
     if (row < n0) {
         gemv_row(y0, ydt, x, w0, row, k, 1.0f, beta);
         return;
@@ -69,4 +101,5 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_multi(const unsigned
     }
     row -= n1;
     if (row < n2) gemv_row(y2, ydt, x, w2, row, k, 1.0f, beta);
+#endif
 }

@@ -57,6 +57,8 @@ __device__ __forceinline__ void gemv2_row(void* y, int ydt, const unsigned short
 
 extern "C" __global__ void __launch_bounds__(256) gemv2_bf16(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 n, i64 k,
                                                              float alpha, float beta) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row < n) gemv2_row(y, ydt, x, w, row, k, alpha, beta);
 }
@@ -64,6 +66,8 @@ extern "C" __global__ void __launch_bounds__(256) gemv2_bf16(void* y, int ydt, c
 extern "C" __global__ void __launch_bounds__(256) gemv2_bf16_multi(const unsigned short* x, i64 k, int ydt, float beta, void* y0,
                                                                    const unsigned short* w0, i64 n0, void* y1, const unsigned short* w1,
                                                                    i64 n1, void* y2, const unsigned short* w2, i64 n2) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row < n0) {
         gemv2_row(y0, ydt, x, w0, row, k, 1.0f, beta);

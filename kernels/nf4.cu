@@ -275,6 +275,8 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split(const void* x
                                                                 const unsigned int* p0, const float* a0, i64 n0, void* y1,
                                                                 const unsigned int* p1, const float* a1, i64 n1, void* y2,
                                                                 const unsigned int* p2, const float* a2, i64 n2) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     __shared__ float levels[16];
     __shared__ float partial[NF4V2_ROWS][8];
     nf4v2_matvec<NF4V2_ROWS>(x, xdt, k, ydt, accumulate, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, levels, partial);
@@ -284,6 +286,8 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split_wide(const vo
                                                                    const unsigned int* p0, const float* a0, i64 n0, void* y1,
                                                                    const unsigned int* p1, const float* a1, i64 n1, void* y2,
                                                                    const unsigned int* p2, const float* a2, i64 n2) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     __shared__ float levels[16];
     __shared__ float partial[NF4V2_ROWS_WIDE][8];
     nf4v2_matvec<NF4V2_ROWS_WIDE>(x, xdt, k, ydt, accumulate, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, levels, partial);

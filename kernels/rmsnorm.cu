@@ -21,6 +21,8 @@ __device__ __forceinline__ bool rows_vec8(i64 dim, const void* a, const void* b,
 
 extern "C" __global__ void rmsnorm_forward(void* out, int odt, float* rstd, const void* x, int xdt,
                                            const void* weight, int wdt, i64 dim, float eps) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     __shared__ float scratch[32];
     const i64 row = blockIdx.x;
     const i64 base = row * dim;

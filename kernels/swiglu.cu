@@ -14,6 +14,8 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf
 // of 8 go 8 elements per thread step (16-byte bf16 accesses).
 
 extern "C" __global__ void swiglu_forward(void* out, int odt, const void* gate, int gdt, const void* up, int udt, i64 n) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     const i64 stride = (i64)gridDim.x * blockDim.x;
     if ((n & 7) == 0 && aligned16(out) && aligned16(gate) && aligned16(up)) {
         for (i64 c = blockIdx.x * (i64)blockDim.x + threadIdx.x; c < n / 8; c += stride) {

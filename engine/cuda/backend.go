@@ -124,6 +124,9 @@ type Backend struct {
 	capturing bool
 	// gemvDisabled sends one-row products to cuBLASLt (GEMVEnv=0).
 	gemvDisabled bool
+	// pdl launches the kernels of pdlKernels with programmatic dependent
+	// launch (PDLEnv=1 on sm_90 and newer with cuLaunchKernelEx; pdl.go).
+	pdl bool
 	// decodeScratch holds AttentionDecode's partial results and per-head
 	// counters (decode.go), grown outside a capture.
 	decodeScratch      uint64
@@ -316,6 +319,7 @@ func (b *Backend) open(opts Options) error {
 	if b.arch, err = deviceArch(opts.Device, name, major, minor, os.Getenv(archOverrideEnv)); err != nil {
 		return err
 	}
+	b.pdl = pdlOn() && pdlArch(b.arch) && d.cuLaunchKernelEx != 0
 	if err := d.call("cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain, uintptr(unsafe.Pointer(&b.ctx)), uintptr(dev)); err != nil {
 		return withOp("New", err)
 	}

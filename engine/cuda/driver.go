@@ -81,6 +81,10 @@ type driver struct {
 	cuGraphInstantiateWithFlags, cuGraphLaunch uintptr
 	cuGraphExecDestroy, cuGraphDestroy         uintptr
 	cuMemcpyDtoDAsync                          uintptr
+
+	// cuLaunchKernelEx (CUDA 12.0+), for programmatic dependent launch
+	// (pdl.go); optional: 0 when the driver lacks it.
+	cuLaunchKernelEx uintptr
 }
 
 func openDriver() (*driver, error) {
@@ -127,6 +131,7 @@ func openDriver() (*driver, error) {
 		"cuGraphExecDestroy":          &d.cuGraphExecDestroy,
 		"cuGraphDestroy":              &d.cuGraphDestroy,
 		"cuMemcpyDtoDAsync_v2":        &d.cuMemcpyDtoDAsync,
+		"cuLaunchKernelEx":            &d.cuLaunchKernelEx,
 	} {
 		*dst, _ = lib.sym(name) // optional
 	}

@@ -108,6 +108,9 @@ func (b *Backend) launch(op, file, name string, grid, block dim3, smem int, args
 		params = uintptr(unsafe.Pointer(&ptrs[0]))
 	}
 	run := func() error {
+		if b.pdl && pdlKernels[name] {
+			return b.launchPDL(f, grid, block, smem, params)
+		}
 		return b.drv.call("cuLaunchKernel", b.drv.cuLaunchKernel, f.handle,
 			uintptr(grid.x), uintptr(grid.y), uintptr(grid.z), uintptr(block.x), uintptr(block.y), uintptr(block.z),
 			uintptr(smem), b.stream, params, 0)

@@ -76,13 +76,18 @@ func (n *nvrtc) call(name string, fn uintptr, args ...uintptr) error {
 }
 
 // compileOptions are passed to every compilation; they are part of the
-// cache key. No fast-math: the kernels must match the float32 reference.
+// cache key. PDLEnv=1 adds -DWHET_PDL=1. No fast-math: the kernels must match the float32 reference.
 // WHET_NVRTC_DEFINES (comma-separated NAME=VALUE) adds -D options: a
 // tuning knob for kernel constants that have a default in the source
 // (e.g. ATTN_FWD_MINB, the blocks per SM attention's forward is compiled
 // for), used to compare variants on a GPU without rebuilding whet.
 func compileOptions(arch string) []string {
 	opts := []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "--fmad=true"}
+	if pdlOn() {
+		// The kernels' griddepcontrol instructions (pdl.go); they compile
+		// to nothing below sm_90.
+		opts = append(opts, "-DWHET_PDL=1")
+	}
 	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
 		if d = strings.TrimSpace(d); d != "" {
 			opts = append(opts, "-D"+d)
