@@ -353,14 +353,47 @@ func (m *Model) LoadWeights(src WeightSource) error {
 // the given std for matrices, 1 for norm weights, 0 for biases): benchmarks
 // and tests use it where no weights exist. Values are drawn in parallel, in
 // chunks with their own seeded streams, so an 8B model takes seconds and the
-// result does not depend on the number of cores.
+// result does not depend on the number of cores. An NF4 weight is quantized
+// chunk by chunk as its values are drawn (a chunk is a whole number of NF4
+// blocks), by the same cores and without a full-precision copy of the
+// tensor: the same codes as drawing all values and then quantizing them
+// (TestInitRandomNF4EqualsQuantizeAfter).
 func (m *Model) InitRandom(seed uint64, std float64) error {
-	const chunk = 1 << 20
+	const chunk = initRandomChunk
 	for pi, p := range m.Params() {
 		if isLoRAName(p.Name) {
 			continue
 		}
-		v := make([]float32, numel(p.Shape))
+		n := numel(p.Shape)
+		// draw fills v with chunk c0's values.
+		draw := func(v []float32, c0 int) {
+			rng := rand.New(rand.NewPCG(seed, uint64(pi)<<32|uint64(c0/chunk)))
+			for i := range v {
+				v[i] = float32(rng.NormFloat64() * std)
+			}
+		}
+		matrix := !(len(p.Shape) == 1 && p.NoDecay && !isBias(p.Name)) && !isBias(p.Name)
+		if matrix && p.Quant != nil {
+			if n%NF4BlockSize != 0 {
+				return fmt.Errorf("qlora: %s %v: nf4: %d values are not a whole number of %d-value blocks", p.Name, p.Shape, n, NF4BlockSize)
+			}
+			words, absmax := make([]int32, n/8), make([]float32, n/NF4BlockSize)
+			parallelChunks(n, chunk, func(c0, c1 int) {
+				buf := chunkPool.Get().(*[]float32)
+				defer chunkPool.Put(buf)
+				v := (*buf)[:c1-c0]
+				draw(v, c0)
+				for b := 0; b < len(v)/NF4BlockSize; b++ {
+					at := c0/NF4BlockSize + b
+					quantizeBlockWords(v[b*NF4BlockSize:(b+1)*NF4BlockSize], words[at*NF4BlockSize/8:(at+1)*NF4BlockSize/8], &absmax[at])
+				}
+			})
+			if err := m.setQuantized(p, words, absmax); err != nil {
+				return err
+			}
+			continue
+		}
+		v := make([]float32, n)
 		switch {
 		case len(p.Shape) == 1 && p.NoDecay && !isBias(p.Name):
 			for i := range v {
@@ -368,27 +401,37 @@ func (m *Model) InitRandom(seed uint64, std float64) error {
 			}
 		case isBias(p.Name):
 		default:
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, runtime.NumCPU())
-			for c0 := 0; c0 < len(v); c0 += chunk {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func(c0 int) {
-					defer wg.Done()
-					defer func() { <-sem }()
-					rng := rand.New(rand.NewPCG(seed, uint64(pi)<<32|uint64(c0/chunk)))
-					for i := c0; i < min(len(v), c0+chunk); i++ {
-						v[i] = float32(rng.NormFloat64() * std)
-					}
-				}(c0)
-			}
-			wg.Wait()
+			parallelChunks(n, chunk, func(c0, c1 int) { draw(v[c0:c1], c0) })
 		}
 		if err := m.setValues(p, v); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// initRandomChunk is how many values InitRandom draws from one seeded
+// stream: a multiple of NF4BlockSize.
+const initRandomChunk = 1 << 20
+
+// chunkPool holds InitRandom's per-chunk buffers for NF4 weights.
+var chunkPool = sync.Pool{New: func() any { b := make([]float32, initRandomChunk); return &b }}
+
+// parallelChunks runs f(c0, c1) for each chunk [c0, c1) of n values, at
+// most one goroutine per core at a time.
+func parallelChunks(n, chunk int, f func(c0, c1 int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.NumCPU())
+	for c0 := 0; c0 < n; c0 += chunk {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(c0 int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f(c0, min(n, c0+chunk))
+		}(c0)
+	}
+	wg.Wait()
 }
 
 // setValues writes host values into a parameter: uploaded as they are, or
@@ -400,11 +443,16 @@ func (m *Model) setValues(p *Param, v []float32) error {
 		}
 		return nil
 	}
-	packed, absmax, err := QuantizeNF4(v)
+	words, absmax, err := QuantizeNF4Words(v)
 	if err != nil {
 		return fmt.Errorf("qlora: %s: %w", p.Name, err)
 	}
-	if err := m.B.UploadInt32(p.Quant.Packed, PackNF4Words(packed)); err != nil {
+	return m.setQuantized(p, words, absmax)
+}
+
+// setQuantized uploads an NF4 weight's code words and absmax.
+func (m *Model) setQuantized(p *Param, words []int32, absmax []float32) error {
+	if err := m.B.UploadInt32(p.Quant.Packed, words); err != nil {
 		return fmt.Errorf("upload %s (nf4): %w", p.Name, err)
 	}
 	if err := m.B.Upload(p.Quant.Absmax, absmax); err != nil {

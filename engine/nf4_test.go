@@ -188,3 +188,57 @@ func TestLoadQuantizedEqualsQuantizeAfter(t *testing.T) {
 		t.Fatal("full fine-tuning of an NF4 model must be refused")
 	}
 }
+
+// TestInitRandomNF4EqualsQuantizeAfter: InitRandom of an NF4 model, which
+// quantizes each chunk of values as it draws them, gives the codes of
+// drawing the full-precision model with the same seed and quantizing it
+// afterwards, and the same unquantized weights. The linears span several
+// of InitRandom's chunks (2^20 values), the last one partial.
+func TestInitRandomNF4EqualsQuantizeAfter(t *testing.T) {
+	cfg := engine.ModelConfig{ModelType: "qwen2", VocabSize: 40, HiddenSize: 1024, IntermediateSize: 2112,
+		NumLayers: 2, NumHeads: 8, NumKVHeads: 4, HeadDim: 128, RMSNormEps: 1e-6, RopeTheta: 10000,
+		MaxPositions: 64, AttentionBias: true}
+	build := func(nf4 bool) *engine.Model {
+		m, err := engine.NewModelWith(cfg, cpu.New(), engine.ModelOptions{NF4Linears: nf4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.InitRandom(11, 0.02); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	direct, after := build(true), build(false)
+	if err := after.QuantizeBase(); err != nil {
+		t.Fatal(err)
+	}
+	dp, ap := direct.Params(), after.Params()
+	if len(dp) != len(ap) {
+		t.Fatalf("%d parameters, %d quantized after", len(dp), len(ap))
+	}
+	quantized := 0
+	for i, p := range dp {
+		if (p.Quant != nil) != (ap[i].Quant != nil) || p.Name != ap[i].Name {
+			t.Fatalf("parameter %d: %s (nf4 %v), quantized after: %s (nf4 %v)", i, p.Name, p.Quant != nil, ap[i].Name, ap[i].Quant != nil)
+		}
+		if p.Quant != nil {
+			quantized++
+		}
+		x, err := direct.WeightValues(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := after.WeightValues(ap[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range x {
+			if math.Float32bits(x[j]) != math.Float32bits(y[j]) {
+				t.Fatalf("%s[%d]: %g drawn as NF4, %g quantized after", p.Name, j, x[j], y[j])
+			}
+		}
+	}
+	if quantized != 7*cfg.NumLayers {
+		t.Fatalf("%d NF4 weights, want %d", quantized, 7*cfg.NumLayers)
+	}
+}
