@@ -50,6 +50,15 @@ func (d DType) String() string {
 	return fmt.Sprintf("DType(%d)", int(d))
 }
 
+// EngineDType is the plan's dtype for an engine compute dtype (a Model's
+// Compute, or engine.VisionComputeDType): F32 for engine.F32, else BF16.
+func EngineDType(d engine.DType) DType {
+	if d == engine.F32 {
+		return F32
+	}
+	return BF16
+}
+
 // Size is the number of bytes n elements take.
 func (d DType) Size(n int64) int64 {
 	switch d {
