@@ -738,6 +738,302 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
     store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
 }
 
+// Fused backward (FlashAttention 3's; opt-in with HOP_BWD_FUSED=1 in
+// WHET_NVRTC_DEFINES, engine/cuda AttnBwdFusedEnv; not yet run on a GPU):
+// attention_backward_fused_hopper_d<D> is attn_dkv_hopper (a block holds 128
+// keys of one key/value head, two warpgroups of 64, and walks the query
+// heads of its group in 64-query tiles) plus dQ: per tile, each warpgroup
+// stores its dS^T transposed into shared memory (dS, 64 queries x 128 keys,
+// two 128-byte-swizzled panels of 64 keys, panel w from warpgroup w) and
+//   D = 64:  warpgroup w adds dS[:, its keys] K[its keys, :] (64 x 64),
+//   D = 128: warpgroup w adds dS[:, all 128 keys] K[:, 64w..64w+63],
+// both as m64n64 wgmma from shared memory (dS K-major, K N-major), and adds
+// the result into dqAcc (fp32, [T][H*D], zeroed before) with red.global.add.
+// 5 matrix products instead of the split's 7 (S and dP are computed once),
+// one kernel instead of two; the order of the fp32 additions into dqAcc
+// varies from run to run, so dq is not bit-equal across reruns (the split
+// kernels stay the deterministic path). attention_dq_convert_hopper then
+// writes dq = scale * dqAcc.
+//   HOP_BWD_STS=1     stores dS with 16-bit st.shared instead of stmatrix.trans
+//   HOP_BWD_RED_V2=1  adds pairs with red.global.add.v2.f32 (sm_90) instead of two scalar reds
+#ifndef HOP_BWD_FUSED
+#define HOP_BWD_FUSED 0
+#endif
+#ifndef HOP_BWD_STS
+#define HOP_BWD_STS 0
+#endif
+#ifndef HOP_BWD_RED_V2
+#define HOP_BWD_RED_V2 0
+#endif
+#if HOP_BWD_FUSED
+
+// wgmma_ss_n64_bt: d[0..32) += A B, A (64 x 16) K-major and B (16 x 64)
+// N-major, both in shared memory (descriptors da, db).
+__device__ __forceinline__ void wgmma_ss_n64_bt(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(1));
+}
+
+// bar_sync_n waits at named barrier id (1..15; __syncthreads is 0) for n
+// threads, a multiple of 32.
+__device__ __forceinline__ void bar_sync_n(int id, int n) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+// stmatrix_x4_trans stores four 8x8 bf16 matrices, transposed: register
+// r[i] of lane l holds row l/4, columns 2(l%4), 2(l%4)+1 of matrix i, which
+// become column l/4 of rows 2(l%4), 2(l%4)+1 at the 16-byte rows whose
+// addresses lanes 8i..8i+7 give (row j of matrix i from lane 8i+j).
+__device__ __forceinline__ void stmatrix_x4_trans(unsigned int addr, const unsigned int* r) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r[0]),
+                 "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+}
+
+// st_shared_bf16 stores v, rounded to bf16 as pack_bf16 rounds, at shared address addr.
+__device__ __forceinline__ void st_shared_bf16(unsigned int addr, float v) {
+    unsigned short h;
+    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(h) : "f"(v));
+    asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"(h) : "memory");
+}
+
+// red_add2 adds a and b into p[0] and p[1] (global memory, fp32).
+__device__ __forceinline__ void red_add2(float* p, float a, float b) {
+#if HOP_BWD_RED_V2
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
+#else
+    asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p), "f"(a) : "memory");
+    asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p + 1), "f"(b) : "memory");
+#endif
+}
+
+// attn_bwd_fused_hopper: see above. Block y takes key block y.
+template <int D>
+__device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, int dkdt, void* dv, int dvdt,
+                                                      const unsigned short* dout, const unsigned short* q,
+                                                      const unsigned short* k, const unsigned short* v,
+                                                      const float* lse, const float* delta, const int* starts,
+                                                      int nseq, int T, int H, int KVH, float scale, int window,
+                                                      float softcap) {
+    constexpr int BN = HOP_BM, BQ = HOP_BT;
+    constexpr unsigned int KBYTES = BN * D * 2, QBYTES = BQ * D * 2, DSBYTES = BQ * BN * 2;
+    // D = 128: dQ's columns split between the warpgroups (both read all of
+    // dS, a barrier of the block); D = 64: its keys (each warpgroup reads
+    // its own panel, a barrier of the warpgroup; twice the additions).
+    constexpr bool splitN = D == 128;
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Ks = base, Vs = base + KBYTES, Qs = Vs + KBYTES, dOs = Qs + 2 * QBYTES;
+    const unsigned int dSs = dOs + 2 * QBYTES;
+    const unsigned int lseS = dSs + DSBYTES, deltaS = lseS + 2 * BQ * 4; // [2][BQ] floats each
+    const float* lseP = (const float*)(hop_smem + (lseS - smem_u32(hop_smem)));
+    const float* deltaP = (const float*)(hop_smem + (deltaS - smem_u32(hop_smem)));
+    const int kvh = blockIdx.x, group = H / KVH;
+    const int j0 = blockIdx.y * BN;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kLast = min(j0 + BN, T) - 1;
+    const int qEnd = end_query(starts, nseq, kLast, window);
+    const int nQT = qEnd > j0 ? (qEnd - j0 + BQ - 1) / BQ : 0;
+    const int nTiles = nQT * group;
+    auto load_q = [&](int nb, int it) {
+        const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
+        load_tile<D, BQ>(Qs + nb * QBYTES, q, qStride, (i64)hq * D, qt, qEnd, tid);
+        load_tile<D, BQ>(dOs + nb * QBYTES, dout, qStride, (i64)hq * D, qt, qEnd, tid);
+        if (tid < 2 * BQ) {
+            const int c = tid & (BQ - 1), i = qt + c;
+            const bool ok = i < qEnd;
+            const float* src = tid < BQ ? lse : delta;
+            const unsigned int dst = (tid < BQ ? lseS : deltaS) + (nb * BQ + c) * 4;
+            cp_async4(dst, ok ? src + (i64)hq * T + i : src, ok);
+        }
+    };
+    load_tile<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
+    load_tile<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
+    if (nTiles > 0) load_q(0, 0);
+    cp_async_commit();
+
+    const int keyA = j0 + 64 * wg + 16 * (warp & 3) + g, keyB = keyA + 8;
+    const int endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
+    const int endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
+    const int wgKey0 = j0 + 64 * wg;
+    const int wgKeyLast = min(wgKey0 + 63, T - 1);
+    const int wgMinEnd = wgKey0 < T ? end_query(starts, nseq, wgKey0, window) : 0;
+    // One past the last query that any key of warpgroup 0 or 1 sees (0: no keys).
+    const int maxEnd0 = end_query(starts, nseq, min(j0 + 63, T - 1), window);
+    const int maxEnd1 = j0 + 64 < T ? end_query(starts, nseq, min(j0 + 127, T - 1), window) : 0;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E;
+    const unsigned int kRows = Ks + 64 * wg * 128, vRows = Vs + 64 * wg * 128;
+    // This thread's stmatrix row address (kc = 0) in its warpgroup's dS panel.
+    const int si = lane >> 3, sj = lane & 7;
+    const unsigned int stAddr = dSs + wg * (BQ * 128) + (8 * (si >> 1) + sj) * 128 + (((2 * (warp & 3) + (si & 1)) ^ sj) << 4);
+
+    float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) {
+        dK[i][0] = dK[i][1] = dK[i][2] = dK[i][3] = 0.0f;
+        dV[i][0] = dV[i][1] = dV[i][2] = dV[i][3] = 0.0f;
+    }
+
+    for (int it = 0; it < nTiles; it++) {
+        const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
+        cp_async_wait_all();
+        fence_async_smem();
+        __syncthreads();
+        if (it + 1 < nTiles) load_q((it + 1) & 1, it + 1);
+        cp_async_commit();
+        // Whether a query of the tile sees a key of warpgroup 0 or 1 (block-uniform).
+        const bool live0 = qt < maxEnd0 && qt + BQ - 1 >= j0;
+        const bool live1 = qt < maxEnd1 && qt + BQ - 1 >= j0 + 64;
+        const bool mine = wg ? live1 : live0;
+        if (splitN ? !(live0 || live1) : !mine) continue; // block- or warpgroup-uniform
+        const int cb = it & 1;
+        const unsigned int Qb = Qs + cb * QBYTES, dOb = dOs + cb * QBYTES;
+
+        if (mine) { // warpgroup-uniform
+            float s[BQ / 8][4], dp[BQ / 8][4];
+#pragma unroll
+            for (int i = 0; i < BQ / 8; i++) {
+                s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+                dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+            }
+            wgmma_fence();
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc++) {
+                const unsigned int col = (kc >> 2) * (BN * 128) + (kc & 3) * 32;
+                const unsigned int qcol = (kc >> 2) * (BQ * 128) + (kc & 3) * 32;
+                wgmma_ss_n64(&s[0][0], smem_desc(kRows + col, 16), smem_desc(Qb + qcol, 16));
+                wgmma_ss_n64(&dp[0][0], smem_desc(vRows + col, 16), smem_desc(dOb + qcol, 16));
+            }
+            wgmma_commit();
+            wgmma_wait_all();
+            hold_regs<BQ / 2>(&s[0][0]);
+            hold_regs<BQ / 2>(&dp[0][0]);
+
+            if (capped) {
+#pragma unroll
+                for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+                }
+            }
+            const bool masked = qt < wgKeyLast || qt + BQ > wgMinEnd;
+            const float* lseB = lseP + cb * BQ;
+            const float* deltaB = deltaP + cb * BQ;
+#pragma unroll
+            for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int col = nt * 8 + 2 * t + (e & 1);
+                    const int i = qt + col;
+                    const bool isB = e >= 2;
+                    const bool valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
+                    const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -lseB[col] * LOG2E)) : 0.0f;
+                    float slope = 1.0f;
+                    if (capped) {
+                        const float r = s[nt][e] / softcap;
+                        slope = 1.0f - r * r;
+                    }
+                    dp[nt][e] = p * (dp[nt][e] - deltaB[col]) * slope;
+                    s[nt][e] = p;
+                }
+            }
+            unsigned int pa[BQ / 16][4], da[BQ / 16][4];
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) {
+                pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+                pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+                pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+                pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+                da[kc][0] = pack_bf16(dp[2 * kc][0], dp[2 * kc][1]);
+                da[kc][1] = pack_bf16(dp[2 * kc][2], dp[2 * kc][3]);
+                da[kc][2] = pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]);
+                da[kc][3] = pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3]);
+            }
+            // dS^T (rows: this warp's 16 keys) into the panel as dS (rows: queries).
+#if HOP_BWD_STS
+#pragma unroll
+            for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int qr = nt * 8 + 2 * t + (e & 1), kl = 16 * (warp & 3) + g + 8 * (e >> 1);
+                    st_shared_bf16(dSs + wg * (BQ * 128) + qr * 128 + ((((kl >> 3) ^ (qr & 7)) << 4) | ((kl & 7) << 1)),
+                                   dp[nt][e]);
+                }
+            }
+#else
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) stmatrix_x4_trans(stAddr + kc * (16 * 128), da[kc]);
+#endif
+            fence_async_smem();
+            wgmma_fence();
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) {
+                wgmma_rs_d<D>(&dV[0][0], pa[kc], smem_desc(dOb + kc * 2048, BQ * 128));
+                wgmma_rs_d<D>(&dK[0][0], da[kc], smem_desc(Qb + kc * 2048, BQ * 128));
+            }
+            wgmma_commit();
+        }
+        if (splitN) {
+            bar_sync_n(1, 256);
+        } else {
+            bar_sync_n(1 + wg, 128);
+        }
+
+        float dQ[8][4];
+#pragma unroll
+        for (int i = 0; i < 8; i++) dQ[i][0] = dQ[i][1] = dQ[i][2] = dQ[i][3] = 0.0f;
+        wgmma_fence();
+        if (splitN) {
+            const unsigned int kp = Ks + wg * (BN * 128); // K's columns 64wg..64wg+63
+            if (live0) {
+#pragma unroll
+                for (int kc = 0; kc < 4; kc++)
+                    wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + kc * 32, 16), smem_desc(kp + kc * 2048, BN * 128));
+            }
+            if (live1) {
+#pragma unroll
+                for (int kc = 4; kc < 8; kc++)
+                    wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + BQ * 128 + (kc & 3) * 32, 16),
+                                    smem_desc(kp + kc * 2048, BN * 128));
+            }
+        } else {
+#pragma unroll
+            for (int kc = 0; kc < 4; kc++)
+                wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + wg * (BQ * 128) + kc * 32, 16),
+                                smem_desc(kRows + kc * 2048, BN * 128));
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<32>(&dQ[0][0]);
+        hold_regs<D / 2>(&dK[0][0]);
+        hold_regs<D / 2>(&dV[0][0]);
+
+        const int qrA = qt + 16 * (warp & 3) + g, qrB = qrA + 8;
+        float* acc = dqAcc + (i64)hq * D + (splitN ? 64 * wg : 0);
+#pragma unroll
+        for (int dn = 0; dn < 8; dn++) {
+            const int c = dn * 8 + 2 * t;
+            if (qrA < qEnd) red_add2(acc + (i64)qrA * qStride + c, dQ[dn][0], dQ[dn][1]);
+            if (qrB < qEnd) red_add2(acc + (i64)qrB * qStride + c, dQ[dn][2], dQ[dn][3]);
+        }
+    }
+    cp_async_wait_all();
+    store_rows<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, t);
+    store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
+}
+#endif // HOP_BWD_FUSED
+
 // hop_probe checks the building blocks alone (engine/cuda
 // TestHopperWgmmaProbe): one warpgroup computes S = Q K^T (64 x 128, Q
 // [64][D] and K [128][D] from swizzled shared memory, K-major) into sOut
@@ -1075,6 +1371,43 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
     const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
     int T, int H, int KVH, float scale, int window, float softcap) {
     HOP_DKV_BODY(128);
+}
+
+// attention_backward_fused_hopper_d<D>: grid (KVH, ceil(T / 128)), 256
+// threads, dynamic shared memory 1024 + 1024 * D + 16384 + 1024 bytes
+// (attnHopperSmem "fused"); a trap unless compiled with HOP_BWD_FUSED=1.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED
+#define HOP_BWD_BODY(D)                                                                                                \
+    attn_bwd_fused_hopper<D>(dqAcc, dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale,     \
+                             window, softcap)
+#else
+#define HOP_BWD_BODY(D) asm volatile("trap;")
+#endif
+extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_fused_hopper_d64(
+    float* dqAcc, void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
+    const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
+    int T, int H, int KVH, float scale, int window, float softcap) {
+    HOP_BWD_BODY(64);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_fused_hopper_d128(
+    float* dqAcc, void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
+    const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
+    int T, int H, int KVH, float scale, int window, float softcap) {
+    HOP_BWD_BODY(128);
+}
+
+// attention_dq_zero_hopper clears the fused backward's dq accumulator (n
+// floats, n a multiple of 4, 16-byte aligned); attention_dq_convert_hopper
+// then writes dq[i] = scale * acc[i]. Grid-stride, any grid.
+extern "C" __global__ void attention_dq_zero_hopper(float* acc, i64 n) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n / 4; i += (i64)gridDim.x * blockDim.x)
+        ((float4*)acc)[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+}
+
+extern "C" __global__ void attention_dq_convert_hopper(void* dq, int dqdt, const float* acc, i64 n, float scale) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+        st(dq, dqdt, i, acc[i] * scale);
 }
 
 // attention_hopper_probe_d<D>: one block of 256 threads, dynamic shared

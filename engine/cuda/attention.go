@@ -386,7 +386,16 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	}
 	defer exit()
 	op := fmt.Sprintf("AttentionBackward T=%d heads %d/%d dim %d window %d softcap %g", T, H, KVH, D, p.Window, p.SoftCap)
-	delta, err := b.scratchFor(op, int64(H)*int64(T)*4)
+	// The fused Hopper backward (opt-in, AttnBwdFusedDefine) also needs an
+	// fp32 dq accumulator, after delta in the same scratch.
+	hopper := b.useHopperAttention(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot)
+	fused := hopper && b.useFusedBackward()
+	deltaBytes := int64(H) * int64(T) * 4
+	scratch := deltaBytes
+	if fused {
+		scratch = attnFusedAccOffset(deltaBytes) + int64(T)*int64(H)*int64(D)*4
+	}
+	delta, err := b.scratchFor(op, scratch)
 	if err != nil {
 		return err
 	}
@@ -395,7 +404,13 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 		delta, dot.ptr(), dt(dot), ot.ptr(), dt(ot), int32(T), int32(H), int32(D)); err != nil {
 		return err
 	}
-	if b.useHopperAttention(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
+	if fused {
+		if _, ok := b.hopperKernel("backward_fused", D); ok {
+			acc := delta + uint64(attnFusedAccOffset(deltaBytes))
+			return b.fusedBackward(op, dqt, dkt, dvt, dot, qt, kt, vt, lt, delta, acc, g, p.Scale, p.Window, p.SoftCap)
+		}
+	}
+	if hopper {
 		_, ok1 := b.hopperKernel("backward_dq", D)
 		ok2 := false
 		if ok1 {

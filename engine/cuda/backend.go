@@ -47,6 +47,14 @@ type Options struct {
 	// atomics: a rerun is bit-equal). The environment variable
 	// WHET_ATTN_HOPPER=0 (AttnHopperEnv) sets it too.
 	MMASyncAttention bool
+	// Deterministic keeps to kernels whose results are bit-equal from run
+	// to run: the attention backward then takes the split dq / dK-dV
+	// kernels (no atomics) even where the fused Hopper backward, which adds
+	// dq through fp32 atomics in an order that varies, is selected
+	// (AttnBwdFusedDefine). Every other kernel is deterministic already.
+	// The run file's train.deterministic sets it (SetDeterministic), and so
+	// does the environment variable WHET_DETERMINISTIC=1 (DeterministicEnv).
+	Deterministic bool
 	// ComputeF32 keeps weights and activations in float32 instead of bf16
 	// (slower, twice the memory): for checking the GPU against the CPU
 	// reference without bf16 rounding, e.g. token-for-token generation.
@@ -93,6 +101,9 @@ type Backend struct {
 	fusedAdamW            bool      // Options.FusedAdamW
 	attnHopper            bool      // not Options.MMASyncAttention
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
+	attnBwdFused          bool      // AttnBwdFusedDefine in WHET_NVRTC_DEFINES: the fused Hopper backward is compiled and asked for
+	attnBwdFusedRuns      int       // fused Hopper backwards launched (for tests)
+	deterministic         bool      // Options.Deterministic, DeterministicEnv or SetDeterministic
 	prof                  *profiler // nil unless profiling
 
 	modules map[string]uintptr   // kernel file -> CUmodule
@@ -277,6 +288,8 @@ func New(opts Options) (*Backend, error) {
 		fusedAdamW: opts.FusedAdamW || os.Getenv("WHET_CUDA_FUSED_ADAMW") == "1",
 		attnHopper: !opts.MMASyncAttention && os.Getenv(AttnHopperEnv) != "0",
 	}
+	b.attnBwdFused = nvrtcDefined(AttnBwdFusedDefine)
+	b.deterministic = opts.Deterministic || os.Getenv(DeterministicEnv) == "1"
 	if err := b.open(opts); err != nil {
 		b.release()
 		return nil, err

@@ -111,6 +111,12 @@ func benchAttentionHeads(b *testing.B, backward bool, seqs, D, H, KVH int) {
 		}
 		b.Logf("on the Hopper kernels (attention_*_hopper_d%d)", D)
 	}
+	if backward && fusedBackwardExpected(be, engine.BF16, D) {
+		if be.attnBwdFusedRuns == 0 {
+			b.Fatalf("the fused Hopper backward was asked for (%s) but did not run", AttnBwdFusedDefine)
+		}
+		b.Logf("on the fused Hopper backward (attention_backward_fused_hopper_d%d)", D)
+	}
 	b.ResetTimer()
 	for range b.N {
 		run()

@@ -153,7 +153,9 @@ func TestCompileAllKernels(t *testing.T) {
 // activations.
 func TestConformance(t *testing.T) {
 	newTestBackend(t) // skips without a GPU
-	backendtest.Run(t, func() (engine.Backend, error) { return New(Options{CacheDir: testCacheDir}) }, backendtest.DefaultBF16())
+	var made fusedBackends
+	backendtest.Run(t, made.open, backendtest.DefaultBF16())
+	made.check(t)
 }
 
 // TestConformanceF32 runs the suite with f32 activations, which exercises
@@ -363,9 +365,11 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 	if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {
 		t.Fatal(err)
 	}
+	fusedBefore := b.attnBwdFusedRuns
 	if err := b.AttentionBackward(dev["dq"], dev["dk"], dev["dv"], dev["dOut"], dev["q"], dev["k"], dev["v"], dev["out"], dev["lse"], seqs, p); err != nil {
 		t.Fatal(err)
 	}
+	checkFusedBackwardRan(t, b, act, d, fusedBefore)
 	if err := ref.AttentionBackward(host["dq"], host["dk"], host["dv"], host["dOut"], host["q"], host["k"], host["v"], host["out"], host["lse"], seqsRef, p); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,92 @@
+package cuda
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// AttnBwdFusedDefine, one of the comma-separated WHET_NVRTC_DEFINES,
+// compiles the fused Hopper attention backward (kernels/attention_hopper.cu,
+// attention_backward_fused_hopper_d<D>: FlashAttention 3's, one kernel per
+// key block computing dK and dV and adding dq through fp32 atomics; 5
+// matrix products instead of the split kernels' 7) and selects it for
+// training attention at head dims 64 and 128 on sm_90 wherever the Hopper
+// kernels run, unless Options.Deterministic (or DeterministicEnv, or
+// SetDeterministic) asks for bit-equal reruns: its dq is summed in an order
+// that varies from run to run. Opt-in: it has not run on a GPU yet
+// (tools/gpu/attention-bwd checks it).
+const AttnBwdFusedDefine = "HOP_BWD_FUSED=1"
+
+// DeterministicEnv, set to 1, is Options.Deterministic.
+const DeterministicEnv = "WHET_DETERMINISTIC"
+
+// nvrtcDefined reports whether def (NAME=VALUE) is one of the
+// comma-separated WHET_NVRTC_DEFINES, which every kernel file is compiled
+// with (nvrtc.go).
+func nvrtcDefined(def string) bool {
+	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
+		if strings.TrimSpace(d) == def {
+			return true
+		}
+	}
+	return false
+}
+
+// SetDeterministic turns Options.Deterministic on or off for the ops that
+// follow (engine.DeterministicBackend; the trainer calls it for a run file's
+// train.deterministic); DeterministicEnv=1 keeps it on.
+func (b *Backend) SetDeterministic(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.deterministic = on || os.Getenv(DeterministicEnv) == "1"
+}
+
+// Deterministic reports whether the backend keeps to kernels whose results
+// are bit-equal from run to run.
+func (b *Backend) Deterministic() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.deterministic
+}
+
+// useFusedBackward reports whether an attention backward that takes the
+// Hopper kernels takes the fused one: compiled in and asked for
+// (AttnBwdFusedDefine), and no bit-equal reruns asked for.
+func (b *Backend) useFusedBackward() bool {
+	return b.attnBwdFused && !b.deterministic
+}
+
+// attnHopperFusedSmem is the dynamic shared memory of the fused Hopper
+// backward at head dim d: the dK/dV kernel's (128 rows of K and V, two
+// stages of 64-row Q and dOut, their lse and delta), dS (64 x 128 bf16)
+// and 1024 bytes to align the swizzled tiles.
+func attnHopperFusedSmem(d int) int {
+	return 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d + 2*attnHopperTile*attnHopperRows + 2*2*attnHopperTile*4
+}
+
+// attnFusedAccOffset is where the fused backward's fp32 dq accumulator
+// starts in the backward's scratch, after delta (deltaBytes), 256-byte aligned.
+func attnFusedAccOffset(deltaBytes int64) int64 { return (deltaBytes + 255) &^ 255 }
+
+// fusedBackward runs the fused Hopper backward for head dim D: clears the
+// fp32 dq accumulator acc ([T][H*D]), launches
+// attention_backward_fused_hopper_d<D> (grid KVH x key blocks of 128),
+// which overwrites dk and dv and adds into acc, then writes dq = scale *
+// acc. delta is attention_backward_delta's output.
+func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *Tensor, delta, acc uint64, g *attnGeometry, scale float32, window int, softcap float32) error {
+	T, H, KVH, D := g.T, g.H, g.KVH, g.D
+	n := int64(T) * int64(H) * int64(D)
+	grid := func(items int64) dim3 { return dim3{int(min((items+255)/256, int64(b.smCount)*16)), 1, 1} }
+	if err := b.launch(op, attnHopperFile, "attention_dq_zero_hopper", grid(n/4), dim3{256, 1, 1}, 0, acc, n); err != nil {
+		return err
+	}
+	blocks := (T + attnHopperRows - 1) / attnHopperRows
+	if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D), dim3{KVH, blocks, 1}, dim3{256, 1, 1}, attnHopperFusedSmem(D),
+		acc, dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
+		g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), scale, int32(window), softcap); err != nil {
+		return err
+	}
+	b.attnBwdFusedRuns++
+	return b.launch(op, attnHopperFile, "attention_dq_convert_hopper", grid(n), dim3{256, 1, 1}, 0, dqt.ptr(), dt(dqt), acc, n, scale)
+}

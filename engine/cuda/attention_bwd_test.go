@@ -1,0 +1,300 @@
+package cuda
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"whet/engine"
+	"whet/kernels"
+)
+
+// fusedBackwardExpected reports whether an attention backward at head dim
+// d with act inputs must take the fused Hopper kernel on b: the Hopper
+// kernels on and not switched off, an sm_90 card, a head dim they have, bf16,
+// and the fused kernel compiled and asked for without Deterministic.
+func fusedBackwardExpected(b *Backend, act engine.DType, d int) bool {
+	return act == engine.BF16 && b.attnHopper && b.arch == "sm_90" && attnHopperHeadDims[d] && b.useFusedBackward()
+}
+
+// checkFusedBackwardRan fails the test if the backward just run should
+// have taken the fused Hopper kernel (WHET_NVRTC_DEFINES=HOP_BWD_FUSED=1)
+// but did not (before: b.attnBwdFusedRuns before it), so that a silent fall
+// back to the split kernels cannot pass for the fused kernel's success.
+func checkFusedBackwardRan(t *testing.T, b *Backend, act engine.DType, d, before int) {
+	t.Helper()
+	if !fusedBackwardExpected(b, act, d) {
+		return
+	}
+	if b.attnHopperOff != "" {
+		t.Fatalf("the fused Hopper backward was asked for (%s) but the Hopper kernels were switched off: %s", AttnBwdFusedDefine, b.attnHopperOff)
+	}
+	if b.attnBwdFusedRuns == before {
+		t.Fatalf("the fused Hopper backward was asked for (%s) but this backward did not run it", AttnBwdFusedDefine)
+	}
+	t.Logf("backward on the fused Hopper kernel (attention_backward_fused_hopper_d%d)", d)
+}
+
+// fusedBackends opens the conformance suite's backends and, after it,
+// fails if the fused Hopper backward was asked for on an sm_90 card but no
+// backward took it (or the Hopper kernels were switched off).
+type fusedBackends struct {
+	mu   sync.Mutex
+	made []*Backend
+}
+
+func (f *fusedBackends) open() (engine.Backend, error) {
+	b, err := New(Options{CacheDir: testCacheDir})
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.made = append(f.made, b)
+	f.mu.Unlock()
+	return b, nil
+}
+
+func (f *fusedBackends) check(t *testing.T) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	asked, runs := false, 0
+	for _, b := range f.made {
+		if fusedBackwardExpected(b, engine.BF16, 64) {
+			asked = true
+			if b.attnHopperOff != "" {
+				t.Errorf("the fused Hopper backward was asked for (%s) but the Hopper kernels were switched off: %s", AttnBwdFusedDefine, b.attnHopperOff)
+			}
+		}
+		runs += b.attnBwdFusedRuns
+	}
+	switch {
+	case asked && runs == 0:
+		t.Errorf("the fused Hopper backward was asked for (%s) but no attention backward of the suite ran it", AttnBwdFusedDefine)
+	case asked:
+		t.Logf("%d attention backwards of the suite ran on the fused Hopper kernel", runs)
+	}
+}
+
+// TestFusedBackwardSelection: the fused Hopper backward is taken only when
+// WHET_NVRTC_DEFINES names AttnBwdFusedDefine and no bit-equal reruns are
+// asked for (Options.Deterministic, DeterministicEnv, SetDeterministic),
+// and only where the Hopper kernels run.
+func TestFusedBackwardSelection(t *testing.T) {
+	for _, c := range []struct {
+		defines string
+		want    bool
+	}{
+		{"", false}, {"HOP_BWD_FUSED=0", false}, {"HOP_BWD_FUSED=1", true}, {"HOP_FWD_OVERLAP=1, HOP_BWD_FUSED=1", true},
+		{"HOP_BWD_FUSED=10", false}, {"XHOP_BWD_FUSED=1", false},
+	} {
+		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
+		if got := nvrtcDefined(AttnBwdFusedDefine); got != c.want {
+			t.Errorf("WHET_NVRTC_DEFINES=%q: nvrtcDefined(%q) = %v, want %v", c.defines, AttnBwdFusedDefine, got, c.want)
+		}
+	}
+	t.Setenv(DeterministicEnv, "")
+	b := &Backend{arch: "sm_90", attnHopper: true}
+	if b.useFusedBackward() {
+		t.Error("the fused backward is used without being asked for")
+	}
+	b.attnBwdFused = true
+	if !b.useFusedBackward() {
+		t.Error("the fused backward is not used when asked for")
+	}
+	b.SetDeterministic(true)
+	if b.useFusedBackward() || !b.Deterministic() {
+		t.Error("the fused backward is used after SetDeterministic(true)")
+	}
+	b.SetDeterministic(false)
+	if !b.useFusedBackward() || b.Deterministic() {
+		t.Error("SetDeterministic(false) did not give the fused backward back")
+	}
+	t.Setenv(DeterministicEnv, "1")
+	b.SetDeterministic(false)
+	if b.useFusedBackward() {
+		t.Errorf("%s=1 did not keep the deterministic kernels", DeterministicEnv)
+	}
+	if (&Backend{arch: "sm_90", attnHopper: true, attnBwdFused: true, deterministic: true}).useFusedBackward() {
+		t.Error("Options.Deterministic does not keep the split backward")
+	}
+	// The fused kernel runs only where the Hopper kernels do.
+	for _, b := range []*Backend{{arch: "sm_80", attnHopper: true, attnBwdFused: true}, {arch: "sm_90", attnHopper: false, attnBwdFused: true}} {
+		if fusedBackwardExpected(b, engine.BF16, 64) {
+			t.Errorf("the fused backward is expected on %s with the Hopper kernels %v", b.arch, b.attnHopper)
+		}
+	}
+	if fusedBackwardExpected(&Backend{arch: "sm_90", attnHopper: true, attnBwdFused: true}, engine.BF16, 80) {
+		t.Error("the fused backward is expected at head dim 80, which has no Hopper kernel")
+	}
+}
+
+// TestFusedBackwardLayout: attnHopperFusedSmem follows the shared-memory
+// layout of kernels/attention_hopper.cu's fused backward and fits an sm_90
+// block (227 KiB), and the file declares the kernels fusedBackward launches.
+func TestFusedBackwardLayout(t *testing.T) {
+	src, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rule := range []string{
+		"KBYTES = BN * D * 2, QBYTES = BQ * D * 2, DSBYTES = BQ * BN * 2",
+		"Ks = base, Vs = base + KBYTES, Qs = Vs + KBYTES, dOs = Qs + 2 * QBYTES",
+		"dSs = dOs + 2 * QBYTES",
+		"lseS = dSs + DSBYTES, deltaS = lseS + 2 * BQ * 4",
+		"#define HOP_BT 64", "#define HOP_BM 128",
+	} {
+		if !strings.Contains(src, rule) {
+			t.Errorf("kernels/%s no longer says %q: update attnHopperFusedSmem", attnHopperFile, rule)
+		}
+	}
+	for d, want := range map[int]int{64: 1024 + 2*512*64 + 16384 + 1024, 128: 1024 + 2*512*128 + 16384 + 1024} {
+		if got := attnHopperFusedSmem(d); got != want {
+			t.Errorf("attnHopperFusedSmem(%d) = %d, want %d", d, got, want)
+		}
+		if got := attnHopperFusedSmem(d); got > 227*1024 {
+			t.Errorf("attnHopperFusedSmem(%d) = %d bytes, more than an sm_90 block may have", d, got)
+		}
+	}
+	declared := kernels.Declared(src)
+	for _, k := range []string{"attention_backward_fused_hopper_d64", "attention_backward_fused_hopper_d128", "attention_dq_zero_hopper", "attention_dq_convert_hopper"} {
+		if !slices.Contains(declared, k) {
+			t.Errorf("kernels/%s does not declare %s", attnHopperFile, k)
+		}
+	}
+	if off := attnFusedAccOffset(4 * 3 * 100); off%256 != 0 || off < 1200 || off >= 1200+256 {
+		t.Errorf("attnFusedAccOffset(1200) = %d, want the next multiple of 256", off)
+	}
+}
+
+// TestAttentionBackwardDeterministic (GPU): with Deterministic on, two
+// backwards over the same inputs at head dims 64 and 128 give bit-equal dq,
+// dk and dv and never take the fused kernel, even when WHET_NVRTC_DEFINES
+// compiles it in. When it does, the fused backward then runs twice on the
+// same inputs: it must run (checkFusedBackwardRan), agree with the
+// deterministic result to bf16 tolerance, and the test logs whether its
+// reruns were bit-equal (they need not be: dq is summed by atomics).
+func TestAttentionBackwardDeterministic(t *testing.T) {
+	b := newTestBackend(t)
+	rng := rand.New(rand.NewPCG(3, 9))
+	for _, d := range []int{64, 128} {
+		t.Run(map[int]string{64: "d64", 128: "d128"}[d], func(t *testing.T) {
+			starts := []int32{0, 600, 601, 1024}
+			T, h, kvh := 1024, 8, 2
+			p := engine.AttnParams{NHeads: h, NKVHeads: kvh, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d)))}
+			alloc := func(dt engine.DType, shape ...int) engine.Tensor {
+				x, err := b.Alloc(dt, shape...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { b.Free(x) })
+				return x
+			}
+			in := map[string]engine.Tensor{}
+			for name, n := range map[string]int{"q": h, "k": kvh, "v": kvh, "dOut": h} {
+				in[name] = alloc(engine.BF16, T, n*d)
+				if err := b.Upload(in[name], randVals(rng, T*n*d)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, lse := alloc(engine.BF16, T, h*d), alloc(engine.F32, h, T)
+			sd := alloc(engine.I32, len(starts))
+			if err := b.UploadInt32(sd, starts); err != nil {
+				t.Fatal(err)
+			}
+			seqs := engine.SeqLayout{Starts: starts, MaxLen: 600, Dev: sd}
+			if err := b.Attention(out, lse, in["q"], in["k"], in["v"], seqs, p); err != nil {
+				t.Fatal(err)
+			}
+			grads := func() map[string][]float32 {
+				g := map[string]engine.Tensor{"dq": alloc(engine.BF16, T, h*d), "dk": alloc(engine.BF16, T, kvh*d), "dv": alloc(engine.BF16, T, kvh*d)}
+				if err := b.AttentionBackward(g["dq"], g["dk"], g["dv"], in["dOut"], in["q"], in["k"], in["v"], out, lse, seqs, p); err != nil {
+					t.Fatal(err)
+				}
+				host := map[string][]float32{}
+				for name, x := range g {
+					host[name] = make([]float32, x.Len())
+					if err := b.Download(x, host[name]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return host
+			}
+			fusedAsked := fusedBackwardExpected(b, engine.BF16, d)
+			b.SetDeterministic(true)
+			before := b.attnBwdFusedRuns
+			first, second := grads(), grads()
+			if b.attnBwdFusedRuns != before {
+				t.Fatal("with Deterministic on, the attention backward took the fused kernel")
+			}
+			for _, name := range []string{"dq", "dk", "dv"} {
+				for i := range first[name] {
+					if math.Float32bits(first[name][i]) != math.Float32bits(second[name][i]) {
+						t.Fatalf("deterministic backward: %s[%d] is %g, then %g on a rerun", name, i, first[name][i], second[name][i])
+					}
+				}
+			}
+			t.Logf("deterministic backward (Hopper kernels: %v): two runs bit-equal", b.useHopperAttention(d, T, nil))
+			b.SetDeterministic(false)
+			if !fusedAsked {
+				return
+			}
+			before = b.attnBwdFusedRuns
+			f1 := grads()
+			checkFusedBackwardRan(t, b, engine.BF16, d, before)
+			f2 := grads()
+			for _, name := range []string{"dq", "dk", "dv"} {
+				var worst, scale, rerun float64
+				for i, want := range first[name] {
+					if math.IsNaN(float64(f1[name][i])) {
+						t.Fatalf("fused backward: %s[%d] is NaN", name, i)
+					}
+					worst = max(worst, math.Abs(float64(f1[name][i]-want)))
+					scale = max(scale, math.Abs(float64(want)))
+					rerun = max(rerun, math.Abs(float64(f1[name][i]-f2[name][i])))
+				}
+				if worst > 3e-2*scale+1e-3 {
+					t.Errorf("fused backward: %s differs from the deterministic one by up to %g (scale %g)", name, worst, scale)
+				}
+				t.Logf("fused backward: %s within %g of the deterministic one (scale %g); two fused runs differ by up to %g", name, worst, scale, rerun)
+			}
+		})
+	}
+}
+
+// TestHopperAttentionFusedCompiles compiles kernels/attention_hopper.cu for
+// sm_90a with the fused backward (-DHOP_BWD_FUSED=1, selected at run time
+// through WHET_NVRTC_DEFINES) and its two alternatives (16-bit stores of
+// dS, paired fp32 reductions), logging ptxas -v (registers, spills) for
+// each. Separate from TestHopperAttentionCompiles so that its failure is
+// not taken for the default kernels'. Needs libnvrtc, not a GPU.
+func TestHopperAttentionFusedCompiles(t *testing.T) {
+	n, err := openNVRTC()
+	if err != nil {
+		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipping: needs NVRTC: %v", err)
+	}
+	src, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, defs := range [][]string{
+		{"-DHOP_BWD_FUSED=1"},
+		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_STS=1"},
+		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_RED_V2=1"},
+	} {
+		t.Run(strings.Join(defs, "_"), func(t *testing.T) {
+			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", append(defs, "--ptxas-options=-v")...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%v, ptxas -v:\n%s", defs, log)
+		})
+	}
+}
