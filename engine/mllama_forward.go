@@ -36,7 +36,10 @@ type MllamaResult struct {
 }
 
 // mpass holds one Run's tensors; the first failed op is kept in err and
-// later ops are skipped.
+// later ops are skipped. Activations are in the model's compute dtype
+// (alloc, upload); norm statistics, lse, logits, losses, the attention
+// biases and the RoPE tables are float32 (alloc32, upload32), as in the
+// text decoder.
 type mpass struct {
 	m     *MllamaModel
 	B     Backend
@@ -54,11 +57,17 @@ func (p *mpass) fail(what string, err error) {
 	}
 }
 
-func (p *mpass) alloc(shape ...int) Tensor {
+// alloc allocates an activation in the compute dtype.
+func (p *mpass) alloc(shape ...int) Tensor { return p.allocAs(p.m.Compute, shape...) }
+
+// alloc32 allocates a float32 tensor (statistics, lse, logits, losses).
+func (p *mpass) alloc32(shape ...int) Tensor { return p.allocAs(F32, shape...) }
+
+func (p *mpass) allocAs(dt DType, shape ...int) Tensor {
 	if p.err != nil {
 		return nil
 	}
-	t, err := p.B.Alloc(F32, shape...)
+	t, err := p.B.Alloc(dt, shape...)
 	if err != nil {
 		p.fail(fmt.Sprintf("allocate %v", shape), err)
 		return nil
@@ -88,8 +97,15 @@ func (p *mpass) ints(v []int32) Tensor {
 	return t
 }
 
-func (p *mpass) upload(v []float32, shape ...int) Tensor {
-	t := p.alloc(shape...)
+// upload uploads host values into a new tensor in the compute dtype
+// (rounded to bf16 in a bf16 model).
+func (p *mpass) upload(v []float32, shape ...int) Tensor { return p.uploadAs(p.m.Compute, v, shape...) }
+
+// upload32 uploads host values into a new float32 tensor.
+func (p *mpass) upload32(v []float32, shape ...int) Tensor { return p.uploadAs(F32, v, shape...) }
+
+func (p *mpass) uploadAs(dt DType, v []float32, shape ...int) Tensor {
+	t := p.allocAs(dt, shape...)
 	if p.err == nil {
 		p.fail("upload", p.B.Upload(t, v))
 	}
@@ -163,7 +179,7 @@ func (p *mpass) weight(lin *Linear) Tensor {
 				}
 			}
 		}
-		t, err := p.B.Alloc(F32, maxW)
+		t, err := p.B.Alloc(p.m.Compute, maxW)
 		if err != nil {
 			p.fail("allocate the nf4 weight scratch", err)
 			return nil
@@ -405,7 +421,7 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 		}
 	}
 	if images {
-		crossBias = p.upload(bias, T, nkv)
+		crossBias = p.upload32(bias, T, nkv)
 	}
 
 	tokens := p.ints(s.IDs)
@@ -416,7 +432,7 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	}
 	positions := p.ints(pos)
 	cosH, sinH := RopeTables(c, T)
-	cos, sin := p.upload(cosH, T, hd/2), p.upload(sinH, T, hd/2)
+	cos, sin := p.upload32(cosH, T, hd/2), p.upload32(sinH, T, hd/2)
 	seqs := SeqLayout{Starts: []int32{0, int32(T)}, Dev: p.ints([]int32{0, int32(T)}), MaxLen: T}
 	selfP := AttnParams{NHeads: c.NumHeads, NKVHeads: c.NumKVHeads, HeadDim: hd, Scale: float32(1 / math.Sqrt(float64(hd)))}
 	eps := float32(c.RMSNormEps)
@@ -431,7 +447,7 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 		}
 		a := &textActs{x: x, xa: map[*Linear]Tensor{}}
 		acts[l] = a
-		a.h1, a.rstd1 = p.alloc(T, D), p.alloc(T)
+		a.h1, a.rstd1 = p.alloc(T, D), p.alloc32(T)
 		p.do(fmt.Sprintf("layer %d attention norm", l), func() error { return p.B.RMSNorm(a.h1, a.rstd1, x, L.AttnNorm.W, eps) })
 		a.xmid = p.alloc(T, D)
 		p.do("copy", func() error { return p.B.Copy(a.xmid, x) })
@@ -441,7 +457,7 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 			a.v, a.xa[L.V] = p.linear(L.V, a.h1)
 			p.do("rope q", func() error { return p.B.RoPE(a.q, positions, cos, sin, c.NumHeads, hd, false) })
 			p.do("rope k", func() error { return p.B.RoPE(a.k, positions, cos, sin, c.NumKVHeads, hd, false) })
-			a.att, a.lse = p.alloc(T, c.NumHeads*hd), p.alloc(c.NumHeads*T)
+			a.att, a.lse = p.alloc(T, c.NumHeads*hd), p.alloc32(c.NumHeads*T)
 			p.do(fmt.Sprintf("layer %d attention", l), func() error { return p.B.Attention(a.att, a.lse, a.q, a.k, a.v, seqs, selfP) })
 			o, xa := p.linear(L.O, a.att)
 			a.xa[L.O] = xa
@@ -450,15 +466,15 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 			a.qraw, a.xa[L.Q] = p.linear(L.Q, a.h1)
 			a.kraw, a.xa[L.K] = p.linear(L.K, C)
 			a.v, a.xa[L.V] = p.linear(L.V, C)
-			a.q, a.rstdQ = p.alloc(T, c.NumHeads*hd), p.alloc(T*c.NumHeads)
-			a.k, a.rstdK = p.alloc(nkv, c.KVDim()), p.alloc(nkv*c.NumKVHeads)
+			a.q, a.rstdQ = p.alloc(T, c.NumHeads*hd), p.alloc32(T*c.NumHeads)
+			a.k, a.rstdK = p.alloc(nkv, c.KVDim()), p.alloc32(nkv*c.NumKVHeads)
 			p.do("q norm", func() error {
 				return p.B.RMSNorm(heads(a.q, c.NumHeads), a.rstdQ, heads(a.qraw, c.NumHeads), L.QNorm.W, eps)
 			})
 			p.do("k norm", func() error {
 				return p.B.RMSNorm(heads(a.k, c.NumKVHeads), a.rstdK, heads(a.kraw, c.NumKVHeads), L.KNorm.W, eps)
 			})
-			a.att, a.lse = p.alloc(T, c.NumHeads*hd), p.alloc(c.NumHeads*T)
+			a.att, a.lse = p.alloc(T, c.NumHeads*hd), p.alloc32(c.NumHeads*T)
 			p.do(fmt.Sprintf("layer %d cross-attention", l), func() error {
 				return p.ops.BiasAttention(a.att, a.lse, a.q, a.k, a.v, crossBias, selfP)
 			})
@@ -466,7 +482,7 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 			g := p.gate(L.AttnGate)
 			p.do("gated residual", func() error { return p.B.AddScaled(a.xmid, a.a, g) })
 		}
-		a.h2, a.rstd2 = p.alloc(T, D), p.alloc(T)
+		a.h2, a.rstd2 = p.alloc(T, D), p.alloc32(T)
 		p.do(fmt.Sprintf("layer %d mlp norm", l), func() error { return p.B.RMSNorm(a.h2, a.rstd2, a.xmid, L.MLPNorm.W, eps) })
 		a.g, a.xa[L.Gate] = p.linear(L.Gate, a.h2)
 		a.u, a.xa[L.Up] = p.linear(L.Up, a.h2)
@@ -496,12 +512,18 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	// through the head at once, into dh.
 	V := c.VocabSize
 	chunk := LogitsChunk(T, V, m.LogitsRows)
-	rstdN := p.alloc(T)
-	hN, logits := p.alloc(chunk, D), p.alloc(chunk, V)
-	losses := p.alloc(T)
-	var dh Tensor
+	// Logits and the cross-entropy are float32 whatever the compute
+	// dtype (the text decoder's rule); in a bf16 model the logits'
+	// gradient goes back through the head in bf16 (dlogits).
+	rstdN := p.alloc32(T)
+	hN, logits := p.alloc(chunk, D), p.alloc32(chunk, V)
+	losses := p.alloc32(T)
+	var dh, dlogits Tensor
 	if backward {
 		dh = p.alloc(T, D)
+		if m.Compute != F32 {
+			dlogits = p.alloc(chunk, V)
+		}
 	}
 	var logitsHost []float32
 	if keep {
@@ -521,19 +543,33 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 		if keep {
 			logitsHost = append(logitsHost, p.host(lg)...)
 		}
-		p.do(fmt.Sprintf("cross-entropy rows %d-%d", r0, r1), func() error {
-			return p.B.SoftmaxCrossEntropy(lg, p.view(targets, r0, n), p.view(losses, r0, n), gradScale)
-		})
+		dl := lg // dL/dlogits after the cross-entropy
+		ce, into := p.B.(CrossEntropyInto)
+		switch {
+		case backward && dlogits != nil && into:
+			// The gradient goes straight into the compute dtype.
+			dl = p.view(dlogits, 0, n, V)
+			p.do(fmt.Sprintf("cross-entropy rows %d-%d", r0, r1), func() error {
+				return ce.SoftmaxCrossEntropyInto(dl, lg, p.view(targets, r0, n), p.view(losses, r0, n), gradScale)
+			})
+		default:
+			p.do(fmt.Sprintf("cross-entropy rows %d-%d", r0, r1), func() error {
+				return p.B.SoftmaxCrossEntropy(lg, p.view(targets, r0, n), p.view(losses, r0, n), gradScale)
+			})
+			if backward && dlogits != nil {
+				dl = p.view(dlogits, 0, n, V)
+				p.do(fmt.Sprintf("cast logits gradient rows %d-%d", r0, r1), func() error { return p.B.Copy(dl, lg) })
+			}
+		}
 		if !backward {
 			continue
 		}
-		// lg now holds dL/dlogits.
 		p.do(fmt.Sprintf("lm head input grad rows %d-%d", r0, r1), func() error {
-			return p.B.MatMul(p.view(dh, r0*D, n, D), lg, m.Head.W.W, false, false, 1, 0)
+			return p.B.MatMul(p.view(dh, r0*D, n, D), dl, m.Head.W.W, false, false, 1, 0)
 		})
 		if m.Head.W.Trainable {
 			p.do(fmt.Sprintf("lm head weight grad rows %d-%d", r0, r1), func() error {
-				return p.B.MatMul(m.Head.W.Grad, lg, h, true, false, 1, 1)
+				return p.B.MatMul(m.Head.W.Grad, dl, h, true, false, 1, 1)
 			})
 		}
 	}

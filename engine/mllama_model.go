@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strings"
 
@@ -13,12 +14,18 @@ import (
 // carry the released checkpoint's tensor names (language_model.model.*,
 // language_model.lm_head.weight, vision_model.*, multi_modal_projector.*);
 // transformers 5's spellings (model.language_model.*, lm_head.weight,
-// model.vision_model.*, model.multi_modal_projector.*) load too. It runs in
-// float32 on a backend with MllamaOps (the CPU and CUDA backends).
+// model.vision_model.*, model.multi_modal_projector.*) load too. It runs on
+// a backend with MllamaOps (the CPU and CUDA backends) in float32, or, with
+// MllamaOptions.Compute BF16, with its weights and activations in bf16
+// (the text families' rules: float32 masters, gradients and moments for
+// what trains, float32 norm statistics, lse, logits and losses).
 type MllamaModel struct {
 	Cfg MllamaConfig
 	B   Backend
 	ops MllamaOps
+	// Compute is the dtype of the base weights (NF4 ones aside), the
+	// adapters' compute copies and the activations: F32 or BF16.
+	Compute DType
 
 	Embed  *Param // [vocab+8, D]
 	Layers []*MllamaTextLayer
@@ -101,8 +108,29 @@ type MllamaOptions struct {
 	// ModelOptions.NF4Linears does for a text model (QLoRA): quantized on
 	// the host as they are loaded, expanded one at a time for the products.
 	// The embeddings, norms, gates, LM head, projector and vision tower
-	// stay float32.
+	// stay in the compute dtype.
 	NF4Linears bool
+	// Compute is the dtype the model computes in: F32 (the zero value:
+	// float32 throughout, the CPU oracle's) or BF16 (weights and
+	// activations bf16 with float32 accumulation, as the text families
+	// and Gemma 3 vision run on CUDA; MllamaComputeDType picks it).
+	Compute DType
+}
+
+// MllamaBF16Env is the environment variable that opts Llama 3.2 Vision
+// into bf16 compute on a backend that computes in bf16 (the CUDA
+// backend): WHET_MLLAMA_BF16=1. The bf16 path has not run on a GPU yet,
+// so float32 stays the default.
+const MllamaBF16Env = "WHET_MLLAMA_BF16"
+
+// MllamaComputeDType is the dtype an Mllama model computes in on b: BF16
+// when WHET_MLLAMA_BF16=1 and b computes in bf16 (engine.ComputeDTyper),
+// else F32. A memory plan for an Mllama run should count this dtype.
+func MllamaComputeDType(b Backend) DType {
+	if os.Getenv(MllamaBF16Env) == "1" && computeDType(b) == BF16 {
+		return BF16
+	}
+	return F32
 }
 
 // layoutMllama names and shapes every parameter; nothing is allocated.
@@ -248,21 +276,29 @@ func newMllama(cfg MllamaConfig, b Backend, src WeightSource, o MllamaOptions) (
 	if _, ok := b.(NF4Dequantizer); o.NF4Linears && !ok {
 		return nil, fmt.Errorf("backend %s cannot dequantize NF4 weights (QLoRA)", b.Name())
 	}
+	if o.Compute != F32 && o.Compute != BF16 {
+		return nil, fmt.Errorf("mllama: compute dtype %s: want f32 or bf16", o.Compute)
+	}
 	// Counted before the layout, which takes host memory per layer.
 	bytes, ok := cfg.weightBytes()
 	if !ok {
 		return nil, fmt.Errorf("model config: the Mllama weights' size overflows")
 	}
 	what := "float32"
+	if o.Compute == BF16 {
+		// weightBytes counts 4 bytes a value; bf16 takes 2.
+		bytes /= 2
+		what = "bf16"
+	}
 	if o.NF4Linears {
 		// The language model's linears take half a byte a value and a
-		// float32 absmax a block, not 4 bytes (their count is part of
-		// weightBytes', so it does not overflow).
+		// float32 absmax a block, not 2 or 4 bytes (their count is part
+		// of weightBytes', so it does not overflow).
 		t := &cfg.Text
 		D := int64(t.HiddenSize)
 		n := int64(t.NumLayers) * (2*D*int64(t.NumHeads*t.HeadDim) + 2*D*int64(t.KVDim()) + 3*D*int64(t.IntermediateSize))
-		bytes -= 4*n - n/2 - 4*(n/NF4BlockSize)
-		what = "NF4 and float32"
+		bytes -= int64(o.Compute.Size())*n - n/2 - 4*(n/NF4BlockSize)
+		what = "NF4 and " + what
 	}
 	if fr, isFR := b.(FreeMemoryReporter); isFR {
 		if free, _, err := fr.MemInfo(); err == nil && bytes > free {
@@ -270,7 +306,7 @@ func newMllama(cfg MllamaConfig, b Backend, src WeightSource, o MllamaOptions) (
 		}
 	}
 	m := layoutMllama(cfg, o)
-	m.B, m.ops = b, ops
+	m.B, m.ops, m.Compute = b, ops, o.Compute
 	for _, p := range m.params {
 		if n := numel(p.Shape); p.Quant != nil && n%NF4BlockSize != 0 {
 			return nil, fmt.Errorf("qlora: %s %v holds %d values, not a whole number of %d-value NF4 blocks", p.Name, p.Shape, n, NF4BlockSize)
@@ -296,7 +332,7 @@ func newMllama(cfg MllamaConfig, b Backend, src WeightSource, o MllamaOptions) (
 			}
 			continue
 		}
-		t, err := b.Alloc(F32, p.Shape...)
+		t, err := b.Alloc(o.Compute, p.Shape...)
 		if err != nil {
 			m.Free()
 			return nil, fmt.Errorf("allocate %s %v: %w", p.Name, p.Shape, err)
@@ -359,20 +395,32 @@ func (m *MllamaModel) LoadWeights(src WeightSource) error {
 		if err != nil {
 			return fmt.Errorf("%s: tensor %s: %w", src.Where(n), n, err)
 		}
-		if err := m.setValues(p, v); err != nil {
+		if err := m.SetValues(p, v); err != nil {
 			return err
 		}
 	}
 	return m.cacheGates()
 }
 
-// setValues writes host values into a base weight: uploaded as they are,
-// or, for an NF4 one, quantized on the host and stored packed (the text
-// model's QuantizeNF4 and layout).
-func (m *MllamaModel) setValues(p *Param, v []float32) error {
+// SetValues writes host values into a parameter: a base weight's are
+// uploaded as they are (rounded to bf16 in a bf16 model), or, for an NF4
+// one, quantized on the host and stored packed (the text model's
+// QuantizeNF4 and layout); a trainable one with a float32 master (an
+// adapter of a bf16 model) gets them in its master and its compute copy
+// refreshed from it.
+func (m *MllamaModel) SetValues(p *Param, v []float32) error {
 	if p.Quant == nil {
-		if err := m.B.Upload(p.W, v); err != nil {
+		dst := p.W
+		if p.Master != nil {
+			dst = p.Master
+		}
+		if err := m.B.Upload(dst, v); err != nil {
 			return fmt.Errorf("upload %s: %w", p.Name, err)
+		}
+		if dst != p.W {
+			if err := m.B.Copy(p.W, dst); err != nil {
+				return fmt.Errorf("upload %s: refresh its compute copy: %w", p.Name, err)
+			}
 		}
 		return nil
 	}
@@ -389,12 +437,16 @@ func (m *MllamaModel) setValues(p *Param, v []float32) error {
 	return nil
 }
 
-// WeightValues returns a base weight's values on the host: the dequantized
-// values of an NF4 one, else W.
+// WeightValues returns a parameter's values on the host: the dequantized
+// values of an NF4 one, a trainable one's float32 master, else W.
 func (m *MllamaModel) WeightValues(p *Param) ([]float32, error) {
 	v := make([]float32, numel(p.Shape))
 	if p.Quant == nil {
-		if err := m.B.Download(p.W, v); err != nil {
+		src := p.W
+		if p.Master != nil {
+			src = p.Master
+		}
+		if err := m.B.Download(src, v); err != nil {
 			return nil, fmt.Errorf("download %s: %w", p.Name, err)
 		}
 		return v, nil
@@ -503,21 +555,44 @@ func (m *MllamaModel) AddLoRA(o MllamaLoRA) error {
 			A: &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, Trainable: true},
 			B: &Param{Name: lin.Module + ".lora_B.weight", Shape: []int{lin.Out, o.Rank}, Trainable: true}}
 		for _, p := range []*Param{lo.A, lo.B} {
-			var err error
-			if p.W, err = m.B.Alloc(F32, p.Shape...); err == nil {
-				err = m.B.Fill(p.W, 0)
-			}
-			if err == nil {
-				p.Master = p.W
-				if p.Grad, err = m.B.Alloc(F32, p.Shape...); err == nil {
-					err = m.B.Fill(p.Grad, 0)
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("allocate %s: %w", p.Name, err)
+			if err := m.allocAdapter(p); err != nil {
+				return err
 			}
 		}
 		lin.LoRA = lo
+	}
+	return nil
+}
+
+// allocAdapter gives an adapter matrix p its zero compute copy W (in
+// m.Compute), its float32 master (W itself in a float32 model, else a
+// float32 tensor of its own, as the text families keep one for a bf16
+// weight) and its zero float32 gradient. SetValues writes its values.
+func (m *MllamaModel) allocAdapter(p *Param) error {
+	alloc := func(dt DType) (Tensor, error) {
+		t, err := m.B.Alloc(dt, p.Shape...)
+		if err == nil {
+			if err = m.B.Fill(t, 0); err != nil {
+				m.B.Free(t)
+			}
+		}
+		return t, err
+	}
+	var err error
+	if p.W, err = alloc(m.Compute); err != nil {
+		p.W = nil
+		return fmt.Errorf("allocate %s: %w", p.Name, err)
+	}
+	p.Master = p.W
+	if m.Compute != F32 {
+		if p.Master, err = alloc(F32); err != nil {
+			p.Master = nil
+			return fmt.Errorf("allocate the float32 master of %s: %w", p.Name, err)
+		}
+	}
+	if p.Grad, err = alloc(F32); err != nil {
+		p.Grad = nil
+		return fmt.Errorf("allocate the gradient of %s: %w", p.Name, err)
 	}
 	return nil
 }
@@ -533,22 +608,36 @@ func (m *MllamaModel) Param(name string) *Param {
 }
 
 // MakeTrainable gives p a gradient (zeroed); float32 weights are their
-// own master. A trainable gate is read from W at every pass.
+// own master, a bf16 one gets a float32 master copied from it. A
+// trainable gate is read from W at every pass.
 func (m *MllamaModel) MakeTrainable(p *Param) error {
 	if p.Trainable {
 		return nil
 	}
 	if p.Quant != nil {
-		return fmt.Errorf("qlora: %s is held in NF4; only the adapters, norms, gates and float32 weights can be trained", p.Name)
+		return fmt.Errorf("qlora: %s is held in NF4; only the adapters, norms, gates and float32 or bf16 weights can be trained", p.Name)
 	}
 	g, err := m.B.Alloc(F32, p.Shape...)
 	if err != nil {
 		return fmt.Errorf("allocate gradient of %s: %w", p.Name, err)
 	}
 	if err := m.B.Fill(g, 0); err != nil {
+		m.B.Free(g)
 		return err
 	}
-	p.Grad, p.Master, p.Trainable = g, p.W, true
+	master := p.W
+	if p.W.DType() != F32 {
+		if master, err = m.B.Alloc(F32, p.Shape...); err == nil {
+			if err = m.B.Copy(master, p.W); err != nil {
+				m.B.Free(master)
+			}
+		}
+		if err != nil {
+			m.B.Free(g)
+			return fmt.Errorf("allocate the float32 master of %s: %w", p.Name, err)
+		}
+	}
+	p.Grad, p.Master, p.Trainable = g, master, true
 	delete(m.gates, p)
 	return nil
 }
@@ -571,6 +660,9 @@ func (m *MllamaModel) Free() {
 		return
 	}
 	for _, p := range m.Params() {
+		if p.Master != nil && p.Master != p.W {
+			m.B.Free(p.Master)
+		}
 		for _, t := range []Tensor{p.W, p.Grad, p.M, p.V} {
 			if t != nil {
 				m.B.Free(t)
@@ -588,9 +680,10 @@ func (m *MllamaModel) Free() {
 	}
 }
 
-// AdamW steps every trainable parameter (PyTorch's AdamW: decoupled
-// weight decay, bias correction by the 1-based step), creating the
-// moments on first use. Norm weights, biases and gates take no decay.
+// AdamW steps every trainable parameter's float32 master (PyTorch's
+// AdamW: decoupled weight decay, bias correction by the 1-based step),
+// creating the moments on first use, and refreshes a separate compute
+// copy (bf16) from it. Norm weights, biases and gates take no decay.
 func (m *MllamaModel) AdamW(p AdamWParams) error {
 	for _, q := range m.Params() {
 		if !q.Trainable {
@@ -612,8 +705,17 @@ func (m *MllamaModel) AdamW(p AdamWParams) error {
 		if q.NoDecay {
 			pp.WeightDecay = 0
 		}
-		if err := m.B.AdamW(q.W, q.Grad, q.M, q.V, pp); err != nil {
+		master := q.Master
+		if master == nil {
+			master = q.W
+		}
+		if err := m.B.AdamW(master, q.Grad, q.M, q.V, pp); err != nil {
 			return fmt.Errorf("AdamW %s: %w", q.Name, err)
+		}
+		if master != q.W {
+			if err := m.B.Copy(q.W, master); err != nil {
+				return fmt.Errorf("AdamW %s: refresh the compute copy: %w", q.Name, err)
+			}
 		}
 	}
 	return nil

@@ -103,7 +103,7 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 		}
 	}
 	h0 := p.upload(h, A*P, H)
-	ln, mean, rstd := p.alloc(A*P, H), p.alloc(A*P), p.alloc(A*P)
+	ln, mean, rstd := p.alloc(A*P, H), p.alloc32(A*P), p.alloc32(A*P)
 	eps := float32(v.NormEps)
 	p.do("layernorm_pre", func() error { return p.ops.LayerNorm(ln, mean, rstd, h0, V.LNPreW.W, V.LNPreB.W, eps) })
 	lnH := p.host(ln)
@@ -139,7 +139,7 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 			}
 		}
 	}
-	mask := p.upload(bias, N, N)
+	mask := p.upload32(bias, N, N)
 	p.release(start, x, mask) // the embedding stage's buffers
 	layerMark := len(p.owned)
 
@@ -178,7 +178,9 @@ func (p *mpass) visionImage(s MllamaSample, img int) []float32 {
 		}
 	}
 	post := p.alloc(N, H)
-	p.do("layernorm_post", func() error { return p.ops.LayerNorm(post, p.alloc(N), p.alloc(N), x, V.LNPostW.W, V.LNPostB.W, eps) })
+	p.do("layernorm_post", func() error {
+		return p.ops.LayerNorm(post, p.alloc32(N), p.alloc32(N), x, V.LNPostW.W, V.LNPostB.W, eps)
+	})
 	postTile, gPost := p.host(p.view(V.PostTile.W, ar*A*H, A*H)), p.gate(V.PostTileGate)
 	if p.err != nil {
 		return nil
@@ -232,12 +234,12 @@ func (p *mpass) visionLayer(L *MllamaVisionLayer, x, mask Tensor, gAttn, gFFN fl
 	N, H := Rows(x), v.Hidden
 	eps := float32(v.NormEps)
 	h1 := p.alloc(N, H)
-	p.do("input_layernorm", func() error { return p.ops.LayerNorm(h1, p.alloc(N), p.alloc(N), x, L.LN1W.W, L.LN1B.W, eps) })
+	p.do("input_layernorm", func() error { return p.ops.LayerNorm(h1, p.alloc32(N), p.alloc32(N), x, L.LN1W.W, L.LN1B.W, eps) })
 	q, _ := p.linear(L.Q, h1)
 	k, _ := p.linear(L.K, h1)
 	vv, _ := p.linear(L.V, h1)
 	hd := H / v.Heads
-	att, lse := p.alloc(N, H), p.alloc(v.Heads*N)
+	att, lse := p.alloc(N, H), p.alloc32(v.Heads*N)
 	ap := AttnParams{NHeads: v.Heads, NKVHeads: v.Heads, HeadDim: hd, Scale: float32(1 / math.Sqrt(float64(hd)))}
 	p.do("attention", func() error { return p.ops.BiasAttention(att, lse, q, k, vv, mask, ap) })
 	o, _ := p.linear(L.O, att)
@@ -245,7 +247,7 @@ func (p *mpass) visionLayer(L *MllamaVisionLayer, x, mask Tensor, gAttn, gFFN fl
 	p.do("copy", func() error { return p.B.Copy(mid, x) })
 	p.do("attention residual", func() error { return p.B.AddScaled(mid, o, gAttn) })
 	h2 := p.alloc(N, H)
-	p.do("post_attention_layernorm", func() error { return p.ops.LayerNorm(h2, p.alloc(N), p.alloc(N), mid, L.LN2W.W, L.LN2B.W, eps) })
+	p.do("post_attention_layernorm", func() error { return p.ops.LayerNorm(h2, p.alloc32(N), p.alloc32(N), mid, L.LN2W.W, L.LN2B.W, eps) })
 	f1, _ := p.linear(L.FC1, h2)
 	p.do("gelu", func() error { return p.ops.GELU(f1, f1) })
 	f2, _ := p.linear(L.FC2, f1)

@@ -398,8 +398,10 @@ func (r *mllamaRunner) forwardBackward(t *Trainer, b *datasets.Batch, gradScale 
 // trainer of it (checkVisionRun has refused what it cannot do).
 func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, error) {
 	cfg := s.Cfg
-	// qlora: the language model's linears in NF4 (MllamaOptions.NF4Linears).
-	mm, err := LoadMllamaWith(s.ModelDir, b, MllamaOptions{NF4Linears: cfg.Method == "qlora"})
+	// qlora: the language model's linears in NF4 (MllamaOptions.NF4Linears);
+	// bf16 compute where WHET_MLLAMA_BF16=1 asks for it on a bf16 backend
+	// (MllamaComputeDType), else float32.
+	mm, err := LoadMllamaWith(s.ModelDir, b, MllamaOptions{NF4Linears: cfg.Method == "qlora", Compute: MllamaComputeDType(b)})
 	if err != nil {
 		return nil, err
 	}
@@ -434,7 +436,7 @@ func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, err
 		for j := range vals {
 			vals[j] = float32((rng.Float64()*2 - 1) * bound)
 		}
-		if err := b.Upload(lin.LoRA.A.W, vals); err != nil {
+		if err := mm.SetValues(lin.LoRA.A, vals); err != nil {
 			return fail(err)
 		}
 	}
@@ -453,7 +455,7 @@ func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, err
 			*t = x
 		}
 	}
-	m := &Model{Cfg: mm.Cfg.Text, B: b, Compute: F32, mllama: mm}
+	m := &Model{Cfg: mm.Cfg.Text, B: b, Compute: mm.Compute, mllama: mm}
 	m.Cfg.ModelType = "mllama"
 	t := &Trainer{Model: m, Cfg: cfg.Train, Train: data.Train, Eval: data.Eval, Seed: cfg.Train.Seed,
 		Opt: &Optimizer{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, WeightDecay: cfg.Train.WeightDecay,
@@ -503,7 +505,7 @@ func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string
 			targets[lin.Module[strings.LastIndex(lin.Module, ".")+1:]] = true
 			for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
 				v := make([]float32, numel(p.Shape))
-				if err := m.B.Download(p.W, v); err != nil {
+				if err := m.B.Download(p.Master, v); err != nil { // float32, also in a bf16 model
 					return fmt.Errorf("adapter: download %s: %w", p.Name, err)
 				}
 				tensors = append(tensors, safetensors.F32Tensor(peftPrefix+p.Name, p.Shape, v))

@@ -348,9 +348,9 @@ func SaveMllamaAdapter(dir string, m *MllamaModel, o MllamaLoRA, baseModel strin
 			short[lin.Short] = true
 		}
 		for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
-			v := make([]float32, numel(p.Shape))
-			if err := m.B.Download(p.W, v); err != nil {
-				return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+			v, err := m.WeightValues(p) // the float32 master, also in a bf16 model
+			if err != nil {
+				return fmt.Errorf("adapter: %w", err)
 			}
 			tensors = append(tensors, safetensors.F32Tensor(peftPrefix+mllamaPEFTName(p.Name), p.Shape, v))
 		}
@@ -398,7 +398,7 @@ func LoadMllamaAdapter(dir string, m *MllamaModel) (MllamaLoRA, error) {
 			if err != nil {
 				return plan.opts, err
 			}
-			if err := m.B.Upload(p.W, v); err != nil {
+			if err := m.SetValues(p, v); err != nil {
 				return plan.opts, err
 			}
 		}
@@ -624,18 +624,8 @@ func (m *MllamaModel) addLoRAOn(lins []*Linear, o MllamaLoRA) error {
 			A: &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, Trainable: true},
 			B: &Param{Name: lin.Module + ".lora_B.weight", Shape: []int{lin.Out, o.Rank}, Trainable: true}}
 		for _, p := range []*Param{lo.A, lo.B} {
-			var err error
-			if p.W, err = m.B.Alloc(F32, p.Shape...); err == nil {
-				err = m.B.Fill(p.W, 0)
-			}
-			if err == nil {
-				p.Master = p.W
-				if p.Grad, err = m.B.Alloc(F32, p.Shape...); err == nil {
-					err = m.B.Fill(p.Grad, 0)
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("allocate %s: %w", p.Name, err)
+			if err := m.allocAdapter(p); err != nil {
+				return err
 			}
 		}
 		lin.LoRA = lo
