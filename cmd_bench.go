@@ -58,6 +58,22 @@ type benchResult struct {
 	HostBytes     int64   `json:"host_bytes"`
 	PlanHostBytes int64   `json:"plan_host_bytes"`
 	Loss          float64 `json:"loss"`
+	// Losses is every step's loss in order, warm-up steps first, and
+	// StepTimes their seconds (each until the backend is idle);
+	// SetupSeconds is what came before the first step: the random model,
+	// its adapters and optimizer state, the activations (and the pinned
+	// host memory of offloaded checkpoints).
+	Losses       []float64 `json:"losses"`
+	StepTimes    []float64 `json:"step_times_s"`
+	SetupSeconds float64   `json:"setup_s"`
+	// PrefixLoss (--loss-prefix N) is the first step's mean token loss
+	// over positions 0..N-1 of the first sequence, before any update. The
+	// model is causal and the random tokens of a shorter --seq are this
+	// run's first ones (the same seeds), so a run of --seq N+1 or more
+	// must give the same number up to the backend's rounding: the long
+	// context changes nothing about the prefix.
+	PrefixTokens int      `json:"prefix_tokens,omitempty"`
+	PrefixLoss   *float64 `json:"prefix_loss,omitempty"`
 	// Data parallelism (--gpus, --ranks): Batch is per rank, the job's
 	// global batch Batch×Ranks rows; TokensPerSec is the job's rate,
 	// TFLOPs the job's, MFU per GPU (TFLOPs over Ranks×PeakTFLOPs).
@@ -96,6 +112,8 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	ranks := fs.String("ranks", "", "as --gpus, for ranks on the CPU backend (--backend cpu)")
 	collective := fs.String("collective", "", "with --gpus or --ranks: nccl (default on GPUs) or ring (the Go ring, default on the CPU)")
 	decodeBatch := fs.Int("decode-batch", 0, "with --decode: also time N prompts (lengths --seq down to about half of it) generated one after another with the one-sequence generator against all N in one batched call (engine.GroupGenerator.GenerateMany over a paged KV cache), each --decode tokens, and say whether their greedy tokens agree")
+	lossPrefix := fs.Int("loss-prefix", 0, "report the first step's mean token loss over the first N positions of the first sequence (prefix_loss), which a run with a shorter --seq of at least N+1 must match: the model is causal and the random tokens are the same")
+	lossPrefixOut := fs.String("loss-prefix-out", "", "with --loss-prefix: also write those N per-token losses to this file, one a line")
 	decodeModes := fs.String("decode-modes", "", "with --decode: decoding paths to time one after another on the same model, comma-separated: plain, device or graph, each optionally +cublas (one-row products on cuBLASLt instead of the GEMV kernel, which device and graph turn on); default: the "+engine.DecodeModeEnv+" environment's")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -116,6 +134,18 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	counts, err := benchRankCounts(*gpus, *ranks, *backend)
 	if err != nil {
 		return err
+	}
+	if *lossPrefix < 0 || *lossPrefix > *seq-1 {
+		return fmt.Errorf("--loss-prefix %d: want a number of positions from 1 to --seq − 1 = %d (the last position has no target)", *lossPrefix, *seq-1)
+	}
+	if *lossPrefixOut != "" && *lossPrefix == 0 {
+		return errors.New("--loss-prefix-out: give --loss-prefix N too")
+	}
+	if *lossPrefix > 0 && (*decode > 0 || *grpoG > 0 || len(counts) > 1 || counts[0] > 1) {
+		return errors.New("--loss-prefix: for supervised steps on one GPU or rank (not --decode, --grpo, --gpus or --ranks)")
+	}
+	if *lossPrefixOut != "" && (strings.Contains(*models, ",") || strings.Contains(*methods, ",")) {
+		return errors.New("--loss-prefix-out: one --model and one --method (each workload would write the same file)")
 	}
 	if *decodeBatch < 0 || (*decodeBatch > 0 && *decode == 0) {
 		return fmt.Errorf("--decode-batch %d: want a number of prompts, with --decode", *decodeBatch)
@@ -159,10 +189,14 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--offload: %w", err)
 	}
 	env := benchEnv{backend: b, rate: *peak * 1e12, maxTime: *maxTime, log: stderr,
-		tiling: engine.Tiling{MLPRows: *mlpChunk, LogitsRows: *logitsChunk}, offload: *offload}
-	// The CPU takes seconds to minutes a step: say where the run is.
-	if b.Name() == "cpu" {
+		tiling: engine.Tiling{MLPRows: *mlpChunk, LogitsRows: *logitsChunk}, offload: *offload,
+		lossPrefix: *lossPrefix, lossPrefixOut: *lossPrefixOut}
+	// The CPU takes seconds to minutes a step, and so does a long context
+	// on a GPU: say where the run is.
+	if b.Name() == "cpu" || *batch**seq >= longBenchTokens {
 		env.progress = stderr
+	}
+	if b.Name() == "cpu" {
 		if measured {
 			fmt.Fprintf(stderr, "bench: the %s backend multiplies at %.3g GFLOP/s (512³ GEMM)\n", b.Name(), *peak*1e3)
 		}
@@ -237,6 +271,9 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stdout, "%-14s %-5s %s b%d×%d%s ckpt=%v: %.0f tok/s, %.3f s/step, %.1f TFLOP/s, MFU %.1f%% (peak %.3g TFLOP/s), peak memory %s (plan %s), loss %.3f\n",
 					r.Model, r.Method, r.Backend, r.Batch, r.Seq, par, r.Checkpointing, r.TokensPerSec, r.StepSeconds, r.TFLOPs,
 					100*r.MFU, *peak, units.Bytes(r.PeakBytes), units.Bytes(r.PlanBytes), r.Loss)
+				if r.PrefixLoss != nil {
+					fmt.Fprintf(stdout, "%-14s first step's loss over the first %d positions: %.6f (the whole step's: %.6f)\n", r.Model, r.PrefixTokens, *r.PrefixLoss, r.Losses[0])
+				}
 			}
 		}
 	}
@@ -288,7 +325,14 @@ type benchEnv struct {
 	log      io.Writer     // notices and the CUDA profile (stderr)
 	tiling   engine.Tiling // --mlp-chunk, --logits-chunk
 	offload  string        // --offload: train.offload_checkpoints
+	// --loss-prefix, --loss-prefix-out
+	lossPrefix    int
+	lossPrefixOut string
 }
+
+// longBenchTokens is the step size from which whet bench reports each
+// step's time and loss and the setup's on stderr, as it does on the CPU.
+const longBenchTokens = 65536
 
 // checkTime refuses a workload whose estimate passes the limit, saying how
 // the estimate was made and what to change.
@@ -443,6 +487,7 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	if pr, ok := b.(engine.PeakResetter); ok {
 		pr.ResetPeak()
 	}
+	setupStart := time.Now()
 	rng := rand.New(rand.NewPCG(7, 7))
 	rows := make([]datasets.Batch, batch*ranks)
 	for r := range rows {
@@ -529,7 +574,13 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 			return benchResult{}, err
 		}
 	}
+	setup := time.Since(setupStart)
+	if env.progress != nil {
+		fmt.Fprintf(env.progress, "bench: %s %s setup (random weights, adapters, activations) %.1f s\n", name, method, setup.Seconds())
+	}
 	var loss float64
+	var losses, times []float64
+	var prefixLoss *float64
 	done, started := 0, time.Now()
 	step := func() error {
 		t0 := time.Now()
@@ -543,6 +594,14 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		}
 		done++
 		took := time.Since(t0)
+		losses, times = append(losses, loss), append(times, took.Seconds())
+		if done == 1 && env.lossPrefix > 0 {
+			p, err := benchPrefixLoss(tr.Acts, env.lossPrefix, env.lossPrefixOut)
+			if err != nil {
+				return err
+			}
+			prefixLoss = &p
+		}
 		if env.progress != nil {
 			phase := "timed"
 			if done <= warmup {
@@ -594,9 +653,13 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	planBytes, planHost := planOf(offloaded)
 	r := benchResult{Model: name, Method: method, Backend: b.Name(), Batch: batch, Seq: seq, Checkpointing: ckpt,
 		Params: n, TokensPerSec: tps, StepSeconds: dt, Loss: loss, PlanBytes: planBytes,
+		Losses: losses, StepTimes: times, SetupSeconds: setup.Seconds(), PrefixLoss: prefixLoss,
 		Offload: offloaded, HostBytes: tr.Acts.HostBytes(), PlanHostBytes: planHost,
 		TFLOPs: tps * trainFLOPsPerToken(cfg, n, method == "full", seq, ckpt) / 1e12,
 		Ranks:  ranks, GlobalBatch: batch * ranks, PerRankTPS: tps / float64(ranks)}
+	if prefixLoss != nil {
+		r.PrefixTokens = env.lossPrefix
+	}
 	r.LogitsChunk = engine.LogitsChunk(batch*seq, cfg.VocabSize, env.tiling.LogitsRows)
 	r.MLPChunk = engine.MLPRowChunk(batch*seq, cfg.IntermediateSize, env.tiling.MLPRows)
 	if ranks > 1 {
@@ -611,6 +674,33 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		r.PeakBytes = mr.PeakBytes()
 	}
 	return r, nil
+}
+
+// benchPrefixLoss is the mean of the last pass's token losses over its
+// first n positions (the first sequence's, all with a target), written to
+// out one a line when out is set.
+func benchPrefixLoss(a *engine.Activations, n int, out string) (float64, error) {
+	ls, err := a.TokenLosses()
+	if err != nil {
+		return 0, fmt.Errorf("--loss-prefix: %w", err)
+	}
+	if n > len(ls) {
+		return 0, fmt.Errorf("--loss-prefix %d: the step has %d positions", n, len(ls))
+	}
+	var sum float64
+	var text strings.Builder
+	for _, l := range ls[:n] {
+		sum += float64(l)
+		if out != "" {
+			fmt.Fprintf(&text, "%.9g\n", l)
+		}
+	}
+	if out != "" {
+		if err := os.WriteFile(out, []byte(text.String()), 0o644); err != nil {
+			return 0, fmt.Errorf("--loss-prefix-out: %w", err)
+		}
+	}
+	return sum / float64(n), nil
 }
 
 // benchTrainer builds one rank's random-weights model and trainer (c nil:
