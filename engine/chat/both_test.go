@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"whet/datasets"
@@ -16,7 +17,10 @@ import (
 // reason, what Generate gives each side alone: each side with its own
 // history (prompts of different lengths), greedy and sampled, an adapter
 // whose B is not zero (so base and tuned differ), and the adapter is on
-// afterwards. Without an adapter GenerateBoth is refused.
+// afterwards. onDone receives each side's reply once, the one returned;
+// a side that ends first (the base model's greedy answer, ended early by
+// a stop id that only it samples) is reported while the other still
+// streams. Without an adapter GenerateBoth is refused.
 func TestGenerateBothMatchesEachAlone(t *testing.T) {
 	base := filepath.Join("..", "..", "testdata", "tiny-llama")
 	trained, err := engine.LoadModel(base, cpu.New())
@@ -52,18 +56,53 @@ func TestGenerateBothMatchesEachAlone(t *testing.T) {
 	defer s.Close()
 	baseMsgs := []datasets.Message{{Role: "user", Content: "hello there"}}
 	tunedMsgs := []datasets.Message{{Role: "user", Content: "hello there"}, {Role: "assistant", Content: "an earlier tuned answer"}, {Role: "user", Content: "and again"}}
+	// A stop id that ends the base side's greedy answer after 6 tokens
+	// and that the tuned side does not sample in its first 12.
+	greedyIDs := func(msgs []datasets.Message, tuned bool) []int32 {
+		p, err := s.Encode(msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Model.SetLoRAEnabled(tuned)
+		defer s.Model.SetLoRAEnabled(true)
+		ids, err := s.gen.Generate(context.Background(), p, engine.Greedy(24, nil), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	bIDs, tIDs := greedyIDs(baseMsgs, false), greedyIDs(tunedMsgs, true)
+	early := bIDs[5]
+	if slices.Contains(bIDs[:5], early) || slices.Contains(tIDs[:12], early) {
+		t.Fatalf("pick another stop id: base %v, tuned %v", bIDs, tIDs)
+	}
 	differ := false
-	for _, o := range []engine.SampleOptions{engine.Greedy(24, nil), {MaxNewTokens: 20, Temperature: 0.8, TopP: 0.9, Seed: 3}} {
+	for _, o := range []engine.SampleOptions{engine.Greedy(24, nil), {MaxNewTokens: 20, Temperature: 0.8, TopP: 0.9, Seed: 3}, engine.Greedy(24, []int32{early})} {
 		var pieces [2]string
+		var dones [2][]Reply
+		var tunedAfterBase string // tuned text streamed after the base ended
 		b, tu, err := s.GenerateBoth(context.Background(), baseMsgs, tunedMsgs, o, func(tuned bool, piece string) {
 			if tuned {
 				pieces[1] += piece
+				if len(dones[0]) > 0 {
+					tunedAfterBase += piece
+				}
 			} else {
 				pieces[0] += piece
 			}
+		}, func(tuned bool, r Reply) {
+			i := map[bool]int{false: 0, true: 1}[tuned]
+			dones[i] = append(dones[i], r)
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if len(dones[0]) != 1 || len(dones[1]) != 1 || dones[0][0] != b || dones[1][0] != tu {
+			t.Errorf("%+v: onDone got %+v, want once each %+v and %+v", o, dones, b, tu)
+		}
+		if len(o.StopIDs) > 0 && (b.Tokens != 6 || b.Stop != "eos" || tu.Tokens != 24 || tunedAfterBase == "") {
+			t.Errorf("%+v: the base side should end first (6 tokens, eos) while the tuned one streams on to 24: base %+v, tuned %+v, tuned text after the base ended %q",
+				o, b, tu, tunedAfterBase)
 		}
 		for _, lin := range s.Model.Linears() {
 			if lin.LoRA != nil && !lin.LoRA.Enabled {
@@ -103,7 +142,7 @@ func TestGenerateBothMatchesEachAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	if _, _, err := plain.GenerateBoth(context.Background(), baseMsgs, baseMsgs, engine.Greedy(4, nil), nil); err == nil {
+	if _, _, err := plain.GenerateBoth(context.Background(), baseMsgs, baseMsgs, engine.Greedy(4, nil), nil, nil); err == nil {
 		t.Error("GenerateBoth without an adapter was accepted")
 	}
 }

@@ -229,11 +229,15 @@ func (r *reply) finish(tokens int, dt float64) Reply {
 // without the adapter and second with it (TunedFrom), so each token reads
 // the weights once for both answers. Each reply is, token for token, what
 // Generate gives its side alone with the same options. onText receives
-// each side's text as it grows. Both replies' TokensPerSec count their
-// own tokens over the shared time. Without an adapter it is an error.
+// each side's text as it grows; onDone, when set, receives each side's
+// reply as soon as that side has ended (a stop id, a stop string or its
+// length), while the other may go on: each reply's TokensPerSec counts
+// its own tokens over the time until it ended. A side still going when
+// ctx is cancelled ends with Stop "cancelled" and no error, as Generate
+// does; onDone is not called for it. Without an adapter it is an error.
 // The two lanes' KV cache (a pool of blocks for MaxLen tokens each) is
 // allocated on the first call and kept.
-func (s *Session) GenerateBoth(ctx context.Context, baseMsgs, tunedMsgs []datasets.Message, o engine.SampleOptions, onText func(tuned bool, piece string)) (base, tuned Reply, err error) {
+func (s *Session) GenerateBoth(ctx context.Context, baseMsgs, tunedMsgs []datasets.Message, o engine.SampleOptions, onText func(tuned bool, piece string), onDone func(tuned bool, r Reply)) (base, tuned Reply, err error) {
 	if !s.HasAdapter {
 		return Reply{}, Reply{}, fmt.Errorf("no adapter loaded: there is no tuned model to answer beside the base")
 	}
@@ -265,8 +269,23 @@ func (s *Session) GenerateBoth(ctx context.Context, baseMsgs, tunedMsgs []datase
 		}
 	}
 	s.both.TunedFrom = 1
-	s.both.LaneToken = func(lane int, id int32) bool { return replies[lane].token(id) }
 	start := time.Now()
+	// A lane ends where GenerateMany ends it: its reply refuses the token
+	// (a stop id or a stop string) or it reaches its limit.
+	ended := make([]*Reply, 2)
+	counts := make([]int, 2)
+	s.both.LaneToken = func(lane int, id int32) bool {
+		keep := replies[lane].token(id)
+		counts[lane]++
+		if !keep || counts[lane] == opts[lane].MaxNewTokens {
+			r := replies[lane].finish(counts[lane], time.Since(start).Seconds())
+			ended[lane] = &r
+			if onDone != nil {
+				onDone(lane == 1, r)
+			}
+		}
+		return keep
+	}
 	out, err := s.both.GenerateMany(ctx, prompts, opts, nil)
 	s.both.LaneToken = nil
 	if err != nil {
@@ -280,13 +299,17 @@ func (s *Session) GenerateBoth(ctx context.Context, baseMsgs, tunedMsgs []datase
 		}
 	}
 	dt := time.Since(start).Seconds()
-	n := func(i int) int {
-		if i < len(out) {
-			return len(out[i])
+	result := func(i int) Reply {
+		if ended[i] != nil {
+			return *ended[i]
 		}
-		return 0
+		n := 0
+		if i < len(out) {
+			n = len(out[i])
+		}
+		return replies[i].finish(n, dt)
 	}
-	return replies[0].finish(n(0), dt), replies[1].finish(n(1), dt), nil
+	return result(0), result(1), nil
 }
 
 // textStream turns the growing decoded text of a reply into pieces for
