@@ -542,7 +542,10 @@ type studioChat struct {
 	images map[string]*vision.Gemma3Output // processed, by path
 }
 
-var _ tui.ImageChat = (*studioChat)(nil)
+var (
+	_ tui.ImageChat = (*studioChat)(nil)
+	_ tui.BothChat  = (*studioChat)(nil)
+)
 
 func (c *studioChat) HasTuned() bool { return c.s.HasAdapter }
 
@@ -601,6 +604,54 @@ func (c *studioChat) Generate(ctx context.Context, turns []tui.ChatTurn, o engin
 		r, err = c.s.Generate(ctx, msgs, o, tuned, onText)
 	}
 	return tui.ChatReply{Text: r.Text, Tokens: r.Tokens, TokensPerSec: r.TokensPerSec, Stop: r.Stop}, err
+}
+
+// GenerateBoth answers the base and the tuned side of the studio's chat
+// together: one batched generation over the shared base weights, the
+// adapter on the tuned row only (chat.Session.GenerateBoth), so both
+// stream at once. A conversation that carries images goes one side at a
+// time (the batched generator has no image prefill): the base, then the
+// tuned model unless the base was cancelled or failed.
+func (c *studioChat) GenerateBoth(ctx context.Context, base, tuned []tui.ChatTurn, o engine.SampleOptions, onText func(bool, string), onDone func(bool, tui.ChatReply)) (tui.ChatReply, tui.ChatReply, error) {
+	if hasImages(base) || hasImages(tuned) {
+		var replies [2]tui.ChatReply
+		for i, turns := range [][]tui.ChatTurn{base, tuned} {
+			side := i == 1
+			r, err := c.Generate(ctx, turns, o, side, func(piece string) { onText(side, piece) })
+			if err != nil || r.Stop == "cancelled" {
+				if side {
+					replies[1] = r
+				} else {
+					replies[0], replies[1] = r, tui.ChatReply{Stop: "cancelled"}
+				}
+				return replies[0], replies[1], err
+			}
+			replies[i] = r
+			onDone(side, r)
+		}
+		return replies[0], replies[1], nil
+	}
+	msgs := func(turns []tui.ChatTurn) []datasets.Message {
+		out := make([]datasets.Message, len(turns))
+		for i, t := range turns {
+			out[i] = datasets.Message{Role: t.Role, Content: t.Content}
+		}
+		return out
+	}
+	reply := func(r chat.Reply) tui.ChatReply {
+		return tui.ChatReply{Text: r.Text, Tokens: r.Tokens, TokensPerSec: r.TokensPerSec, Stop: r.Stop}
+	}
+	b, t, err := c.s.GenerateBoth(ctx, msgs(base), msgs(tuned), o, onText, func(side bool, r chat.Reply) { onDone(side, reply(r)) })
+	return reply(b), reply(t), err
+}
+
+func hasImages(turns []tui.ChatTurn) bool {
+	for _, t := range turns {
+		if len(t.Images) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *studioChat) Close() {

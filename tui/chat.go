@@ -58,12 +58,19 @@ type chatPage struct {
 	err         string
 	form        form.Model
 	base, tuned chatSide
-	streaming   bool
-	pending     bool // a prompt waits for the models to load
-	current     bool // the side being generated: false base, true tuned
+	streaming   bool    // an answer is under way (until every side has ended)
+	busy        [2]bool // the sides answering now: base, tuned
+	stopped     bool    // esc stopped this question's answers
+	oneByOne    bool    // this question goes to the base, then to the tuned model
+	pending     bool    // a prompt waits for the models to load
 	pieces      chan tea.Msg
 	cancel      context.CancelFunc
-	w, h        int
+	// genDone is closed when the generation goroutine no longer uses the
+	// models; closed is closed when the page lets them go (close), so that
+	// a goroutine never waits on a screen that has gone.
+	genDone chan struct{}
+	closed  chan struct{}
+	w, h    int
 	// images wait for the next message (/image PATH): the files, and the
 	// placeholder lines the transcript shows for them.
 	images, imageLines []string
@@ -73,7 +80,7 @@ type chatPage struct {
 }
 
 func newChatPage(c *common, ch Chatter, cfg engine.RunConfig, dir string) *chatPage {
-	p := &chatPage{common: c, chatter: ch, cfg: cfg, dir: dir}
+	p := &chatPage{common: c, chatter: ch, cfg: cfg, dir: dir, closed: make(chan struct{})}
 	p.form = form.New([]form.Field{
 		{Key: "prompt", Label: "Ask both", Kind: form.Text, Hint: "enter asks both models; /image PATH attaches a picture; esc stops or goes back"},
 		{Key: "system", Label: "System prompt", Kind: form.Text, Advanced: true},
@@ -98,10 +105,19 @@ func (p *chatPage) open() tea.Cmd {
 	}
 }
 
-// close ends a running answer and frees the models.
+// close ends a running answer and frees the models once the answer's
+// goroutine has let go of them (it stops at its next token).
 func (p *chatPage) close() {
+	select {
+	case <-p.closed:
+	default:
+		close(p.closed)
+	}
 	if p.cancel != nil {
 		p.cancel()
+	}
+	if p.genDone != nil {
+		<-p.genDone
 	}
 	if p.session != nil {
 		p.session.Close()
@@ -113,8 +129,9 @@ func listenChat(ch chan tea.Msg) tea.Cmd {
 	return func() tea.Msg { return <-ch }
 }
 
-// ask sends the prompt to the base model first; the tuned model follows
-// when the base has finished (one set of weights serves both).
+// ask sends the prompt to both models: together when the session can
+// (BothChat), else to the base model first and to the tuned one when the
+// base has finished (one set of weights serves both).
 func (p *chatPage) ask() tea.Cmd {
 	if err := p.form.Validate(); err != nil {
 		return nil
@@ -148,6 +165,12 @@ func (p *chatPage) ask() tea.Cmd {
 		side.turns = append(side.turns, turn)
 	}
 	p.images, p.imageLines = nil, nil
+	p.stopped = false
+	if bc, ok := p.session.(BothChat); ok && p.session.HasTuned() {
+		p.oneByOne = false
+		return p.generateBoth(bc)
+	}
+	p.oneByOne = p.session.HasTuned()
 	return p.generate(false)
 }
 
@@ -201,33 +224,107 @@ func (p *chatPage) options() engine.SampleOptions {
 		TopP: p.form.Float("topp"), Seed: uint64(p.form.Int("seed"))}
 }
 
-func (p *chatPage) generate(tuned bool) tea.Cmd {
-	side := &p.base
-	if tuned {
-		side = &p.tuned
-	}
+// request is what a side sends: the system prompt, then the side's own
+// conversation.
+func (p *chatPage) request(side *chatSide) []ChatTurn {
 	var turns []ChatTurn
 	if sys := strings.TrimSpace(p.form.Get("system")); sys != "" {
 		turns = append(turns, ChatTurn{Role: "system", Content: sys})
 	}
-	turns = append(turns, side.turns...)
+	return append(turns, side.turns...)
+}
+
+func (p *chatPage) side(tuned bool) *chatSide {
+	if tuned {
+		return &p.tuned
+	}
+	return &p.base
+}
+
+// start begins an answer of the given sides: a fresh context (esc cancels
+// it), a fresh channel for its messages, and the goroutine run, which
+// sends through send and must not use the models once it returns.
+func (p *chatPage) start(sides []bool, run func(ctx context.Context, send func(msg tea.Msg, piece bool))) tea.Cmd {
 	ctx, cancel := context.WithCancel(p.ctx)
 	p.cancel = cancel
-	p.streaming, p.current = true, tuned
-	side.partial, side.stat = "", ""
+	p.streaming = true
+	for _, tuned := range sides {
+		p.busy[b2i(tuned)] = true
+		side := p.side(tuned)
+		side.partial, side.stat = "", ""
+	}
 	ch := make(chan tea.Msg, 64)
 	p.pieces = ch
-	s, opts := p.session, p.options()
+	done := make(chan struct{})
+	var closed <-chan struct{} = p.closed
+	p.genDone = done
+	// Pieces are dropped once the answer is cancelled; the end of a side
+	// always reaches the page, which waits for it, unless the page is gone.
+	send := func(msg tea.Msg, piece bool) {
+		stop := closed
+		if piece {
+			stop = ctx.Done()
+		}
+		select {
+		case ch <- msg:
+		case <-stop:
+		}
+	}
 	go func() {
-		r, err := s.Generate(ctx, turns, opts, tuned, func(piece string) {
-			select {
-			case ch <- chatPieceMsg{tuned: tuned, text: piece}:
-			case <-ctx.Done():
-			}
-		})
-		ch <- chatDoneMsg{tuned: tuned, reply: r, err: err}
+		defer close(done)
+		run(ctx, send)
 	}()
 	return listenChat(ch)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// generate answers one side alone.
+func (p *chatPage) generate(tuned bool) tea.Cmd {
+	turns, s, opts := p.request(p.side(tuned)), p.session, p.options()
+	return p.start([]bool{tuned}, func(ctx context.Context, send func(tea.Msg, bool)) {
+		r, err := s.Generate(ctx, turns, opts, tuned, func(piece string) {
+			send(chatPieceMsg{tuned: tuned, text: piece}, true)
+		})
+		send(chatDoneMsg{tuned: tuned, reply: r, err: err}, false)
+	})
+}
+
+// generateBoth answers both sides in one batched generation.
+//
+// Why one batch rather than two generators stepping in lockstep: the base
+// and the tuned model are one set of base weights with the adapter
+// switched on for the tuned one, and the engine can apply the adapter to
+// some rows of a batch only (GroupGenerator.TunedFrom, behind
+// chat.Session.GenerateBoth). A batch of two rows reads each weight once
+// per token for both answers, where two generators would read them twice
+// and, on one backend stream, interleave their kernels without running
+// them at the same time; it needs no coordination between goroutines, and
+// the engine's tests prove each row equals its model alone. A side that
+// ends first closes its column while the other streams on.
+func (p *chatPage) generateBoth(bc BothChat) tea.Cmd {
+	baseTurns, tunedTurns, opts := p.request(&p.base), p.request(&p.tuned), p.options()
+	return p.start([]bool{false, true}, func(ctx context.Context, send func(tea.Msg, bool)) {
+		var ended [2]bool
+		b, t, err := bc.GenerateBoth(ctx, baseTurns, tunedTurns, opts, func(tuned bool, piece string) {
+			send(chatPieceMsg{tuned: tuned, text: piece}, true)
+		}, func(tuned bool, r ChatReply) {
+			if !ended[b2i(tuned)] {
+				ended[b2i(tuned)] = true
+				send(chatDoneMsg{tuned: tuned, reply: r}, false)
+			}
+		})
+		for i, r := range []ChatReply{b, t} {
+			if !ended[i] {
+				send(chatDoneMsg{tuned: i == 1, reply: r, err: err}, false)
+			}
+		}
+	})
 }
 
 // update returns back=true when the user leaves the page.
@@ -256,27 +353,33 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 		}
 		return listenChat(p.pieces), false
 	case chatDoneMsg:
-		side := &p.base
-		if msg.tuned {
-			side = &p.tuned
-		}
+		side := p.side(msg.tuned)
 		text := side.partial
 		if msg.reply.Text != "" {
 			text = msg.reply.Text
 		}
 		side.turns = append(side.turns, ChatTurn{Role: "assistant", Content: text})
 		side.partial = ""
-		if msg.err != nil {
+		// The engine ends a cancelled answer with Stop "cancelled" and
+		// no error; other sessions return the context's error.
+		cancelled := msg.reply.Stop == "cancelled" || (msg.err != nil && errorsIsCanceled(msg.err))
+		switch {
+		case cancelled:
+			side.stat = "stopped by you"
+		case msg.err != nil:
 			side.stat = "stopped: " + msg.err.Error()
-			if errorsIsCanceled(msg.err) {
-				side.stat = "stopped by you"
-			}
-		} else {
+		default:
 			side.stat = fmt.Sprintf("%d tokens · %.1f tok/s · %s", msg.reply.Tokens, msg.reply.TokensPerSec, msg.reply.Stop)
+		}
+		p.busy[b2i(msg.tuned)] = false
+		if p.busy[0] || p.busy[1] {
+			return listenChat(p.pieces), false // the other side streams on
 		}
 		p.cancel()
 		p.streaming = false
-		if !msg.tuned && msg.err == nil && p.session != nil && p.session.HasTuned() {
+		// One side at a time: the tuned model follows the base, unless
+		// the base failed or esc stopped it.
+		if p.oneByOne && !msg.tuned && msg.err == nil && !cancelled && !p.stopped && p.session != nil {
 			return p.generate(true), false
 		}
 	case tea.PasteMsg:
@@ -285,6 +388,7 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 		switch msg.String() {
 		case "esc":
 			if p.streaming {
+				p.stopped = true
 				p.cancel()
 				return nil, false
 			}
@@ -307,7 +411,11 @@ func errorsIsCanceled(err error) bool {
 
 func (p *chatPage) help() []key.Binding {
 	if p.streaming {
-		return []key.Binding{bind("esc", "stop the answer"), bind("ctrl+c", "quit")}
+		what := "stop the answer"
+		if p.busy[0] && p.busy[1] {
+			what = "stop both answers"
+		}
+		return []key.Binding{bind("esc", what), bind("ctrl+c", "quit")}
 	}
 	return []key.Binding{bind("enter", "ask"), bind("↑/↓", "settings"), bind("esc", "back"), bind("ctrl+c", "quit")}
 }
@@ -379,7 +487,7 @@ func (p *chatPage) column(title string, s chatSide, active bool, w, h int) strin
 // whatever the lengths of the answers, and both scroll together.
 func (p *chatPage) sideBySide(cw, h int) string {
 	st := p.styles
-	baseActive, tunedActive := p.streaming && !p.current, p.streaming && p.current
+	baseActive, tunedActive := p.busy[0], p.busy[1]
 	left, right := p.exchanges(p.base, baseActive, cw), p.exchanges(p.tuned, tunedActive, cw)
 	var l, r []string
 	for i := 0; i < max(len(left), len(right)); i++ {
@@ -453,7 +561,7 @@ func (p *chatPage) view(w, h int) string {
 	case p.session.HasTuned():
 		body = p.sideBySide((w-3)/2, bodyH)
 	default:
-		body = p.column("model", p.base, p.streaming, w, bodyH)
+		body = p.column("model", p.base, p.busy[0], w, bodyH)
 	}
 	if note != nil {
 		body = fitBlock(body, w, bodyH) + "\n" + strings.Join(note, "\n")

@@ -27,9 +27,21 @@ func finishRun(t *testing.T, o tui.Options) *driver {
 	return d
 }
 
+// TestChatAsksBaseAndTunedSideBySide: both models answer the question,
+// each side with its own history; a session that can answers both at once
+// (one GenerateBoth), another the base first and then the tuned model.
 func TestChatAsksBaseAndTunedSideBySide(t *testing.T) {
+	for _, oneAtATime := range []bool{false, true} {
+		t.Run(map[bool]string{false: "together", true: "one at a time"}[oneAtATime], func(t *testing.T) {
+			testChatSideBySide(t, oneAtATime)
+		})
+	}
+}
+
+func testChatSideBySide(t *testing.T, oneAtATime bool) {
 	o := testOptions(&fake.Engine{Script: scriptSteps(3)})
 	ch := testChat()
+	ch.OneAtATime = oneAtATime
 	o.Chat = ch
 	d := finishRun(t, o)
 	if !strings.Contains(d.screen(), "t chat: base vs tuned") {
@@ -59,6 +71,9 @@ func TestChatAsksBaseAndTunedSideBySide(t *testing.T) {
 		t.Fatalf("want one base then one tuned request, got %+v", reqs)
 	}
 	for _, r := range reqs {
+		if r.Together == oneAtATime {
+			t.Errorf("request %+v: asked together = %v, want %v", r, r.Together, !oneAtATime)
+		}
 		if r.Turns[0].Role != "system" || r.Turns[0].Content != "Be brief." {
 			t.Errorf("the system prompt should lead the turns: %+v", r.Turns)
 		}
@@ -110,27 +125,167 @@ func TestGoldenChat(t *testing.T) {
 	}
 }
 
+// TestChatEscStopsAnAnswer: esc stops the answers under way, and the
+// chat takes a new question afterwards. Asked together, both sides stop
+// (the base's short answer has ended already and keeps its numbers; the
+// tuned one says it was stopped); one at a time, esc during the base's
+// answer stops it and the tuned model is not asked, and esc during the
+// tuned answer stops that one.
 func TestChatEscStopsAnAnswer(t *testing.T) {
-	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
-	ch := testChat()
-	ch.Tuned = func(string) string { return strings.Repeat("word ", 500) }
-	ch.Delay = 5 * time.Millisecond
-	o.Chat = ch
-	d := finishRun(t, o)
-	d.keys("t")
-	d.waitScreen("Ask both")
-	d.typeText("Talk for a long time")
-	d.keys("enter")
-	d.waitScreen("answering…")
-	d.waitFor("the tuned answer to start", func() bool { return len(ch.Recorded()) == 2 })
-	d.keys("esc")
-	d.waitScreen("stopped by you")
-	if !strings.Contains(d.screen(), "Ask both") {
-		t.Errorf("after stopping an answer the chat stays open:\n%s", d.screen())
+	long := strings.Repeat("word ", 500)
+	t.Run("together", func(t *testing.T) {
+		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+		ch := testChat()
+		ch.Base = func(string) string { return "A short one." }
+		ch.Tuned = func(string) string { return long }
+		ch.HoldAfter = 8
+		o.Chat = ch
+		d := finishRun(t, o)
+		d.keys("t")
+		d.waitScreen("Ask both")
+		d.typeText("Talk for a long time")
+		d.keys("enter")
+		d.waitFor("the tuned answer to reach its hold", func() bool {
+			return strings.Count(d.screen(), "word") == 8 && strings.Contains(d.screen(), "3 tokens · 42.0 tok/s · eos")
+		})
+		if !strings.Contains(d.screen(), "esc stop the answer") {
+			t.Errorf("while only the tuned side answers, esc stops the answer:\n%s", d.screen())
+		}
+		d.keys("esc")
+		d.waitScreen("stopped by you")
+		s := d.screen()
+		if strings.Count(s, "stopped by you") != 1 || !strings.Contains(s, "3 tokens · 42.0 tok/s · eos") || strings.Contains(s, "answering") || !strings.Contains(s, "Ask both") {
+			t.Errorf("after esc the tuned side is stopped, the base keeps its numbers, the chat stays open:\n%s", s)
+		}
+		d.typeText("Short one")
+		d.keys("enter")
+		d.waitFor("a new question after a stopped answer", func() bool { return len(ch.Recorded()) == 4 })
+	})
+	t.Run("together, both under way", func(t *testing.T) {
+		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+		ch := testChat()
+		ch.CancelAsStop = true
+		ch.Base = func(string) string { return long }
+		ch.Tuned = func(string) string { return long }
+		ch.HoldAfter = 4
+		o.Chat = ch
+		d := finishRun(t, o)
+		d.keys("t")
+		d.waitScreen("Ask both")
+		d.typeText("Talk")
+		d.keys("enter")
+		d.waitFor("both answers to reach their hold", func() bool { return strings.Count(d.screen(), "word") == 8 })
+		if strings.Count(d.screen(), "answering…") != 2 || !strings.Contains(d.screen(), "esc stop both answers") {
+			t.Errorf("both sides should be answering, esc stopping both:\n%s", d.screen())
+		}
+		d.keys("esc")
+		d.waitFor("both sides to stop", func() bool { return strings.Count(d.screen(), "stopped by you") == 2 })
+		if got := len(ch.Recorded()); got != 2 {
+			t.Errorf("esc should ask nothing more: %d requests", got)
+		}
+	})
+	t.Run("one at a time", func(t *testing.T) {
+		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+		ch := testChat()
+		ch.OneAtATime = true
+		ch.CancelAsStop = true // as the engine's chat ends a cancelled answer
+		ch.Base = func(string) string { return long }
+		ch.Tuned = func(string) string { return long }
+		ch.HoldAfter = 4
+		o.Chat = ch
+		d := finishRun(t, o)
+		d.keys("t")
+		d.waitScreen("Ask both")
+		d.typeText("Talk")
+		d.keys("enter")
+		d.waitScreen("answering…")
+		d.keys("esc")
+		d.waitScreen("stopped by you")
+		if reqs := ch.Recorded(); len(reqs) != 1 || strings.Contains(d.screen(), "answering") {
+			t.Fatalf("esc during the base's answer should stop the question, not ask the tuned model: %+v\n%s", reqs, d.screen())
+		}
+		ch.Base = func(string) string { return "Short." }
+		d.typeText("Again")
+		d.keys("enter")
+		d.waitFor("the tuned answer to start", func() bool { return len(ch.Recorded()) == 3 && strings.Contains(d.screen(), "answering…") })
+		d.keys("esc")
+		d.waitFor("the tuned answer to stop", func() bool { return !strings.Contains(d.screen(), "answering") })
+		if s := d.screen(); !strings.Contains(s, "1 tokens · 42.0 tok/s · eos") || !strings.Contains(s, "stopped by you") || len(ch.Recorded()) != 3 {
+			t.Errorf("the base's answer keeps its numbers and the tuned one is stopped:\n%s", s)
+		}
+	})
+}
+
+// TestChatStreamsBothAtOnce: asked together, both answers grow in their
+// columns at the same time; a side that ends first shows its numbers
+// while the other still answers (golden views of that moment).
+func TestChatStreamsBothAtOnce(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+			ch := testChat()
+			ch.Base = func(string) string { return "Gravity and the seasons." }
+			ch.Tuned = func(string) string {
+				return "A tree lets go of what it cannot feed through the winter, so that it can grow again in spring. What would you let go of?"
+			}
+			ch.HoldAfter = 12 // words: "A tree … through the winter,"
+			ch.Delay = 2 * time.Millisecond
+			o.Chat = ch
+			d := newDriver(t, o, sz.w, sz.h)
+			startDefaultRun(t, d)
+			d.waitScreen("✓ finished")
+			d.keys("t")
+			d.waitScreen("Ask both")
+			d.typeText("Why do leaves fall?")
+			d.keys("enter")
+			// Midway both columns have pieces and both are answering.
+			d.waitFor("both answers midway", func() bool {
+				s := d.screen()
+				return strings.Contains(s, "Gravity and") && strings.Contains(s, "A tree lets") && strings.Count(s, "answering…") == 2
+			})
+			d.waitFor("the base to end while the tuned answer goes on", func() bool {
+				s := d.screen()
+				return strings.Contains(s, "4 tokens · 42.0 tok/s · eos") && strings.Contains(s, "the winter,") && strings.Count(s, "answering…") == 1
+			})
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("chat_streaming_%dx%d", sz.w, sz.h), d.view())
+			d.keys("esc")
+			d.waitScreen("stopped by you")
+		})
 	}
-	d.typeText("Short one")
-	d.keys("enter")
-	d.waitFor("a new question after a stopped answer", func() bool { return len(ch.Recorded()) >= 3 })
+}
+
+// TestChatQuitWaitsForTheAnswer: ctrl+c while both models answer stops
+// the answer, and the studio frees the models only once the generation
+// has let go of them.
+func TestChatQuitWaitsForTheAnswer(t *testing.T) {
+	for _, oneAtATime := range []bool{false, true} {
+		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+		ch := testChat()
+		ch.OneAtATime = oneAtATime
+		ch.Tuned = func(string) string { return strings.Repeat("word ", 50) }
+		ch.Base = ch.Tuned
+		ch.HoldAfter = 3
+		o.Chat = ch
+		d := finishRun(t, o)
+		d.keys("t")
+		d.waitScreen("Ask both")
+		d.typeText("Talk")
+		d.keys("enter")
+		d.waitFor("the answer to reach its hold", func() bool { return strings.Count(d.screen(), "word") >= 3 })
+		d.keys("ctrl+c")
+		d.waitFor("ctrl+c to quit", func() bool { return d.quit })
+		done := make(chan struct{})
+		go func() { d.m.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("closing the studio did not end the answer")
+		}
+		if closed, live := ch.Closed(); closed != 1 || live != 0 {
+			t.Errorf("one at a time %v: %d sessions closed, %d of them while an answer ran", oneAtATime, closed, live)
+		}
+	}
 }
 
 // The two columns keep their place whatever the answers' lengths: the

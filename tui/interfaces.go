@@ -182,6 +182,21 @@ type ChatSession interface {
 	Close()
 }
 
+// BothChat is implemented by chat sessions that answer the base model's
+// conversation and the tuned model's together (the side-by-side chat):
+// one batched generation whose rows share the base weights, the adapter
+// applied to the tuned row only, so both answers stream at once and each
+// step reads the weights once for both. Each answer is, token for token,
+// what Generate gives its side alone with the same options. onText
+// receives each side's pieces as they come; onDone receives each side's
+// reply as soon as that side has ended, while the other may go on. It
+// returns both replies when both have ended, when ctx is cancelled (a side
+// still going then is not passed to onDone: it is in the returned replies,
+// or the error says it was cancelled), or when it fails.
+type BothChat interface {
+	GenerateBoth(ctx context.Context, base, tuned []ChatTurn, o engine.SampleOptions, onText func(tuned bool, piece string), onDone func(tuned bool, r ChatReply)) (baseReply, tunedReply ChatReply, err error)
+}
+
 // ImageChat is implemented by chat sessions that can look at images (a
 // vision model). CheckImage reads and prepares the image file at path for
 // the next message, so that a bad file, or a model without a vision

@@ -375,25 +375,90 @@ func (c Catalog) Params(name string) int64 {
 
 // Chat answers with canned text, word by word: Base for the base model
 // and Tuned for the tuned one (a function of the last user turn). It
-// records the turns and options of every request.
+// records the turns and options of every request. Its session answers
+// both sides together (tui.BothChat), a word of each per step, unless
+// OneAtATime.
 type Chat struct {
 	Base, Tuned func(prompt string) string
 	Delay       time.Duration // between words
 	OpenErr     error
 	NoTuned     bool
+	OneAtATime  bool // the session has no GenerateBoth
+	// HoldAfter > 0 stops an answer after that many words (of each side)
+	// until its context is cancelled, like a long answer caught midway.
+	HoldAfter int
+	// CancelAsStop ends a cancelled answer as the engine's chat does:
+	// Stop "cancelled" and no error (else the context's error).
+	CancelAsStop bool
 	// Vision makes the session look at images: CheckImage decodes the
 	// file; without it CheckImage says the model has no vision tower.
 	Vision bool
 
 	mu       sync.Mutex
 	Requests []ChatRequest
+	live     int // answers being generated
+	closed   int
+	// closedLive counts the sessions closed while an answer still ran.
+	closedLive int
 }
 
-// ChatRequest is one Generate call the fake received.
+// Closed says how many sessions were closed, and how many of those while
+// an answer was still being generated (the models freed under it).
+func (c *Chat) Closed() (closed, whileAnswering int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed, c.closedLive
+}
+
+// begin counts an answer in progress; the returned func ends it.
+func (c *Chat) begin() func() {
+	c.mu.Lock()
+	c.live++
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		c.live--
+		c.mu.Unlock()
+	}
+}
+
+// cancelled ends an answer cancelled after words.
+func (c *Chat) cancelled(ctx context.Context, words []string) (tui.ChatReply, error) {
+	r := tui.ChatReply{Text: strings.Join(words, "")}
+	if c.CancelAsStop {
+		r.Tokens, r.Stop = len(words), "cancelled"
+		return r, nil
+	}
+	return r, ctx.Err()
+}
+
+// next waits before an answer's next word (the words-th): Delay, or
+// until ctx ends when the answer is held there (HoldAfter). It reports
+// false when ctx has ended.
+func (c *Chat) next(ctx context.Context, words int) bool {
+	if c.HoldAfter > 0 && words == c.HoldAfter {
+		<-ctx.Done()
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	if c.Delay > 0 {
+		select {
+		case <-time.After(c.Delay):
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// ChatRequest is one side's request the fake received: a Generate call,
+// or one side of a GenerateBoth call (Together; the base side first).
 type ChatRequest struct {
-	Turns []tui.ChatTurn
-	Opts  engine.SampleOptions
-	Tuned bool
+	Turns    []tui.ChatTurn
+	Opts     engine.SampleOptions
+	Tuned    bool
+	Together bool
 }
 
 // OpenChat implements tui.Chatter.
@@ -401,7 +466,10 @@ func (c *Chat) OpenChat(context.Context, string, engine.RunConfig) (tui.ChatSess
 	if c.OpenErr != nil {
 		return nil, c.OpenErr
 	}
-	return chatSession{c}, nil
+	if c.OneAtATime || c.NoTuned {
+		return chatSession{c}, nil
+	}
+	return bothSession{chatSession{c}}, nil
 }
 
 // Recorded returns the requests so far.
@@ -423,11 +491,19 @@ func (s chatSession) CheckImage(path string) error {
 	_, err := vision.DecodeFile(path)
 	return err
 }
-func (s chatSession) Close() {}
-
-func (s chatSession) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
+func (s chatSession) Close() {
 	s.c.mu.Lock()
-	s.c.Requests = append(s.c.Requests, ChatRequest{Turns: append([]tui.ChatTurn(nil), turns...), Opts: o, Tuned: tuned})
+	defer s.c.mu.Unlock()
+	s.c.closed++
+	if s.c.live > 0 {
+		s.c.closedLive++
+	}
+}
+
+// answer records a request and returns its answer's words.
+func (s chatSession) answer(turns []tui.ChatTurn, o engine.SampleOptions, tuned, together bool) []string {
+	s.c.mu.Lock()
+	s.c.Requests = append(s.c.Requests, ChatRequest{Turns: append([]tui.ChatTurn(nil), turns...), Opts: o, Tuned: tuned, Together: together})
 	s.c.mu.Unlock()
 	prompt := ""
 	if n := len(turns); n > 0 {
@@ -437,19 +513,59 @@ func (s chatSession) Generate(ctx context.Context, turns []tui.ChatTurn, o engin
 	if tuned {
 		answer = s.c.Tuned
 	}
-	text := answer(prompt)
-	words := strings.SplitAfter(text, " ")
+	return strings.SplitAfter(answer(prompt), " ")
+}
+
+func (s chatSession) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
+	defer s.c.begin()()
+	words := s.answer(turns, o, tuned, false)
+	text := strings.Join(words, "")
 	for i, w := range words {
-		if s.c.Delay > 0 {
-			select {
-			case <-time.After(s.c.Delay):
-			case <-ctx.Done():
-				return tui.ChatReply{Text: strings.Join(words[:i], "")}, ctx.Err()
-			}
+		if !s.c.next(ctx, i) {
+			return s.c.cancelled(ctx, words[:i])
 		}
 		onText(w)
 	}
 	return tui.ChatReply{Text: text, Tokens: len(words), TokensPerSec: 42, Stop: "eos"}, nil
+}
+
+// bothSession also answers both sides together, as the engine's batched
+// generation does: each step gives the next word of every side still
+// going (base first), a side that has no more words ends at once
+// (onDone) while the other goes on; a cancel ends the sides still going
+// with the context's error.
+type bothSession struct{ chatSession }
+
+var _ tui.BothChat = bothSession{}
+
+func (s bothSession) GenerateBoth(ctx context.Context, base, tuned []tui.ChatTurn, o engine.SampleOptions, onText func(bool, string), onDone func(bool, tui.ChatReply)) (tui.ChatReply, tui.ChatReply, error) {
+	defer s.c.begin()()
+	words := [2][]string{s.answer(base, o, false, true), s.answer(tuned, o, true, true)}
+	var replies [2]tui.ChatReply
+	var ended [2]bool
+	for step := 0; !ended[0] || !ended[1]; step++ {
+		if !s.c.next(ctx, step) {
+			var err error
+			for i := range replies {
+				if !ended[i] {
+					replies[i], err = s.c.cancelled(ctx, words[i][:step])
+				}
+			}
+			return replies[0], replies[1], err
+		}
+		for i := range words {
+			if ended[i] {
+				continue
+			}
+			onText(i == 1, words[i][step])
+			if step+1 == len(words[i]) {
+				ended[i] = true
+				replies[i] = tui.ChatReply{Text: strings.Join(words[i], ""), Tokens: len(words[i]), TokensPerSec: 42, Stop: "eos"}
+				onDone(i == 1, replies[i])
+			}
+		}
+	}
+	return replies[0], replies[1], nil
 }
 
 // DemoChat answers plainly as the base and as the mentor persona tuned.

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/tui"
+)
+
+// adapterRun writes a run folder for testdata/tiny-llama whose adapter
+// (r 4 on q, v and down) has B drawn at random, not zero, so that the
+// tuned model answers otherwise than the base. It returns the folder and
+// its config.
+func adapterRun(t *testing.T) (string, engine.RunConfig) {
+	t.Helper()
+	base, err := filepath.Abs(filepath.Join("testdata", "tiny-llama"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.LoadModel(base, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	lo := engine.LoRAOptions{Rank: 4, Alpha: 8, Targets: []string{"q", "v", "down"}, Seed: 1}
+	if err := m.AddLoRA(lo); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, lin := range m.Linears() {
+		if lin.LoRA == nil {
+			continue
+		}
+		v := make([]float32, lin.LoRA.B.W.Len())
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.5)
+		}
+		if err := m.B.Upload(lin.LoRA.B.W, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := t.TempDir()
+	if err := engine.SaveAdapter(engine.RunDir(run).Adapter(), m, lo, base); err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.RunConfig{Backend: "cpu", Method: "lora", Model: base}
+	cfg.Data.Template = "chatml"
+	return run, cfg
+}
+
+// TestStudioChatAnswersBothTogether: the studio's chat session answers
+// the base and the tuned side in one batched generation, and each answer
+// (text, tokens, stop reason, and the pieces streamed) is what its side
+// gives alone through Generate, greedy: each side with its own history,
+// over a real adapter on the CPU backend. Each side is reported once as it
+// ends. A cancelled context stops both.
+func TestStudioChatAnswersBothTogether(t *testing.T) {
+	run, cfg := adapterRun(t)
+	s, err := (studioChatter{}).OpenChat(context.Background(), run, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bc, ok := s.(tui.BothChat)
+	if !ok || !s.HasTuned() {
+		t.Fatalf("the studio's chat over an adapter run should answer both sides together (BothChat %v, tuned %v)", ok, s.HasTuned())
+	}
+	baseTurns := []tui.ChatTurn{{Role: "user", Content: "Why do leaves fall?"}}
+	tunedTurns := []tui.ChatTurn{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "hello"}, {Role: "user", Content: "Why do leaves fall?"}}
+	o := engine.SampleOptions{MaxNewTokens: 20}
+	var pieces [2]string
+	var dones [2]int
+	b, tu, err := bc.GenerateBoth(context.Background(), baseTurns, tunedTurns, o,
+		func(tuned bool, p string) { pieces[map[bool]int{false: 0, true: 1}[tuned]] += p },
+		func(tuned bool, r tui.ChatReply) { dones[map[bool]int{false: 0, true: 1}[tuned]]++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dones != [2]int{1, 1} {
+		t.Errorf("each side should be reported once as it ends: %v", dones)
+	}
+	alone := func(turns []tui.ChatTurn, tuned bool) (tui.ChatReply, string) {
+		var text string
+		r, err := s.Generate(context.Background(), turns, o, tuned, func(p string) { text += p })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, text
+	}
+	wantB, streamedB := alone(baseTurns, false)
+	wantT, streamedT := alone(tunedTurns, true)
+	for _, c := range []struct {
+		side                string
+		got, want           tui.ChatReply
+		streamed, streamed1 string
+	}{{"base", b, wantB, pieces[0], streamedB}, {"tuned", tu, wantT, pieces[1], streamedT}} {
+		if c.got.Text != c.want.Text || c.got.Tokens != c.want.Tokens || c.got.Stop != c.want.Stop || c.streamed != c.streamed1 {
+			t.Errorf("%s: together %q (%d tokens, %s, streamed %q); alone %q (%d tokens, %s, streamed %q)", c.side,
+				c.got.Text, c.got.Tokens, c.got.Stop, c.streamed, c.want.Text, c.want.Tokens, c.want.Stop, c.streamed1)
+		}
+	}
+	if other, _ := alone(baseTurns, true); other.Text == wantB.Text {
+		t.Error("the adapter changes nothing: the test cannot tell base from tuned")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b, tu, err = bc.GenerateBoth(ctx, baseTurns, tunedTurns, o, func(bool, string) {}, func(bool, tui.ChatReply) {})
+	if err != nil || b.Stop != "cancelled" || tu.Stop != "cancelled" {
+		t.Errorf("cancelled: base %+v, tuned %+v, %v; want both stopped as cancelled", b, tu, err)
+	}
+}
