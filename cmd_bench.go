@@ -39,7 +39,10 @@ type benchResult struct {
 	MasterWeights string `json:"master_weights,omitempty"`
 	// LoRAFused: the adapters of q, k, v and of gate, up were stacked
 	// (engine.LoRAFusedEnv=1; adapter methods only).
-	LoRAFused    bool    `json:"lora_fused,omitempty"`
+	LoRAFused bool `json:"lora_fused,omitempty"`
+	// GEMMTuned: the CUDA backend timed cuBLASLt's candidate algorithms
+	// per product and kept the fastest (WHET_GEMM_TUNE=1).
+	GEMMTuned    bool    `json:"gemm_tuned,omitempty"`
 	Params       int64   `json:"params"`
 	TokensPerSec float64 `json:"tokens_per_sec"`
 	StepSeconds  float64 `json:"step_s"`
@@ -669,6 +672,9 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 		r.MasterWeights = masters
 	} else {
 		r.LoRAFused = engine.LoRAFusedOn(false)
+	}
+	if t, ok := b.(interface{ GEMMTuned() bool }); ok {
+		r.GEMMTuned = t.GEMMTuned()
 	}
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()

@@ -55,6 +55,12 @@ type Options struct {
 	// The run file's train.deterministic sets it (SetDeterministic), and so
 	// does the environment variable WHET_DETERMINISTIC=1 (DeterministicEnv).
 	Deterministic bool
+	// TuneGEMM times cuBLASLt's candidate algorithms on the first call of
+	// each matrix product and keeps the fastest (gemmtune.go); not yet run
+	// on a GPU. A tuned run is not bit-equal to an untuned one, nor
+	// always to another tuned run, so Deterministic turns tuning off. The
+	// environment variable WHET_GEMM_TUNE=1 (GEMMTuneEnv) sets it too.
+	TuneGEMM bool
 	// ComputeF32 keeps weights and activations in float32 instead of bf16
 	// (slower, twice the memory): for checking the GPU against the CPU
 	// reference without bf16 rounding, e.g. token-for-token generation.
@@ -105,6 +111,8 @@ type Backend struct {
 	attnBwdFusedRuns      int       // fused Hopper backwards launched (for tests)
 	deterministic         bool      // Options.Deterministic, DeterministicEnv or SetDeterministic
 	prof                  *profiler // nil unless profiling
+	tuner                 *profiler // CUDA events for timing GEMM candidates; nil unless tuning (gemmtune.go)
+	tuneLog               []tuneRecord
 
 	modules map[string]uintptr   // kernel file -> CUmodule
 	funcs   map[string]*function // kernel name -> function
@@ -296,6 +304,12 @@ func New(opts Options) (*Backend, error) {
 	}
 	if opts.Profile || os.Getenv("WHET_CUDA_PROFILE") == "1" {
 		if b.prof, err = newProfiler(drv); err != nil {
+			b.release()
+			return nil, err
+		}
+	}
+	if gemmTuneOn(opts.TuneGEMM) {
+		if b.tuner, err = newProfiler(drv); err != nil {
 			b.release()
 			return nil, err
 		}

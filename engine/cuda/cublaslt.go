@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"fmt"
 	"unsafe"
 
@@ -132,6 +133,8 @@ type matmulPlan struct {
 	desc, layA, layB, layC uintptr
 	algo                   [matmulAlgoSize]byte
 	workspace              int
+	tuned                  bool             // tuning has run for this plan (gemmtune.go)
+	first                  *heuristicResult // the heuristic's choice, when tuning replaced it
 }
 
 func (p *matmulPlan) destroy(c *cublasLt) {
@@ -204,34 +207,70 @@ func (c *cublasLt) plan(key matmulKey, lda, ldb, ldc int, workspace int) (*matmu
 	if err := mk(&p.layC, key.typeCD, key.m, key.n, ldc); err != nil {
 		return fail(err)
 	}
+	res, err := c.heuristics(p, key, workspace, 1)
+	if err != nil {
+		return fail(err)
+	}
+	p.algo, p.workspace = res[0].algo, res[0].workspace
+	c.plans[key] = p
+	return p, nil
+}
+
+// heuristicResult is one entry of cublasLtMatmulAlgoGetHeuristic's answer
+// (cublasLtMatmulHeuristicResult_t).
+type heuristicResult struct {
+	algo      [matmulAlgoSize]byte
+	workspace int
+	state     int32 // cublasStatus_t: 0 when the algorithm is usable
+}
+
+// parseHeuristics reads count results from buf, laid out as
+// cublasLtMatmulHeuristicResult_t: the algorithm (64 bytes), its
+// workspace (size_t), its state (int32), then wavesCount and reserved
+// words.
+func parseHeuristics(buf []byte, count int) ([]heuristicResult, error) {
+	if count < 0 || count*heuristicResultSize > len(buf) {
+		return nil, fmt.Errorf("cuBLASLt reported %d heuristic results, room for %d", count, len(buf)/heuristicResultSize)
+	}
+	out := make([]heuristicResult, count)
+	for i := range out {
+		r := buf[i*heuristicResultSize : (i+1)*heuristicResultSize]
+		copy(out[i].algo[:], r[:matmulAlgoSize])
+		out[i].workspace = int(binary.LittleEndian.Uint64(r[matmulAlgoSize:]))
+		out[i].state = int32(binary.LittleEndian.Uint32(r[matmulAlgoSize+8:]))
+	}
+	return out, nil
+}
+
+// heuristics asks cuBLASLt for up to count algorithms for p's problem
+// (key's alignments, at most workspace bytes of workspace), best first by
+// its own estimate; at least one, or an error.
+func (c *cublasLt) heuristics(p *matmulPlan, key matmulKey, workspace, count int) ([]heuristicResult, error) {
 	var pref uintptr
 	if err := c.call("cublasLtMatmulPreferenceCreate", c.cublasLtMatmulPreferenceCreate, uintptr(unsafe.Pointer(&pref))); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	defer purego.SyscallN(c.cublasLtMatmulPreferenceDestroy, pref)
 	ws := uint64(workspace)
 	if err := c.call("cublasLtMatmulPreferenceSetAttribute", c.cublasLtMatmulPreferenceSetAttribute, pref, prefMaxWorkspaceBytes, uintptr(unsafe.Pointer(&ws)), 8); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	for i, a := range []int{key.alignA, key.alignB, key.alignC, key.alignC} {
 		v := uint32(a)
 		if err := c.call("cublasLtMatmulPreferenceSetAttribute", c.cublasLtMatmulPreferenceSetAttribute, pref, uintptr(prefMinAlignA+i), uintptr(unsafe.Pointer(&v)), 4); err != nil {
-			return fail(err)
+			return nil, err
 		}
 	}
-	var results [heuristicResultSize]byte
-	var count int32
-	if err := c.call("cublasLtMatmulAlgoGetHeuristic", c.cublasLtMatmulAlgoGetHeuristic, c.handle, p.desc, p.layA, p.layB, p.layC, p.layC, pref, 1, uintptr(unsafe.Pointer(&results[0])), uintptr(unsafe.Pointer(&count))); err != nil {
-		return fail(err)
+	results := make([]byte, count*heuristicResultSize)
+	var got int32
+	if err := c.call("cublasLtMatmulAlgoGetHeuristic", c.cublasLtMatmulAlgoGetHeuristic, c.handle, p.desc, p.layA, p.layB, p.layC, p.layC, pref, uintptr(count), uintptr(unsafe.Pointer(&results[0])), uintptr(unsafe.Pointer(&got))); err != nil {
+		return nil, err
 	}
-	if count < 1 {
-		return fail(fmt.Errorf("cublasLtMatmulAlgoGetHeuristic found no algorithm for m=%d n=%d k=%d (types %d/%d, alignment %d/%d/%d bytes)",
-			key.m, key.n, key.k, key.typeAB, key.typeCD, key.alignA, key.alignB, key.alignC))
+	if got < 1 {
+		return nil, fmt.Errorf("cublasLtMatmulAlgoGetHeuristic found no algorithm for m=%d n=%d k=%d (types %d/%d, alignment %d/%d/%d bytes)",
+			key.m, key.n, key.k, key.typeAB, key.typeCD, key.alignA, key.alignB, key.alignC)
 	}
-	copy(p.algo[:], results[:matmulAlgoSize])
-	p.workspace = int(*(*uint64)(unsafe.Pointer(&results[matmulAlgoSize])))
-	c.plans[key] = p
-	return p, nil
+	return parseHeuristics(results, int(got))
 }
 
 // matmul runs D = alpha*op(A)@op(B) + beta*C with C and D the same buffer.

@@ -383,9 +383,24 @@ func (b *Backend) gemm(op string, c uint64, cType engine.DType, a, bm uint64, ab
 	if err != nil {
 		return withOp(op, err)
 	}
+	name := func() string {
+		return fmt.Sprintf("gemm %dx%dx%d %s->%s tA=%v tB=%v", m, n, k, abType, cType, transA, transB)
+	}
+	if b.tuner != nil && !b.deterministic && !p.tuned && !b.capturing {
+		if err := b.tunePlan(op, name(), p, key, bm, a, c, int64(m)*int64(n)*int64(cType.Size()), alpha, beta); err != nil {
+			return err
+		}
+	}
+	if b.deterministic && p.first != nil {
+		// Tuned before the backend was made deterministic: the
+		// heuristic's choice, which does not depend on timings.
+		q := *p
+		q.algo, q.workspace = p.first.algo, p.first.workspace
+		p = &q
+	}
 	run := func() error { return b.lt.matmul(p, alpha, beta, bm, a, c, b.workspace, b.workspaceSize, b.stream) }
 	if b.prof != nil {
-		err = b.prof.around(b.drv, b.stream, fmt.Sprintf("gemm %dx%dx%d %s->%s tA=%v tB=%v", m, n, k, abType, cType, transA, transB), run)
+		err = b.prof.around(b.drv, b.stream, name(), run)
 	} else {
 		err = run()
 	}

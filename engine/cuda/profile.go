@@ -124,7 +124,8 @@ func (p *profiler) report() string {
 }
 
 // ProfileReport returns the per-kernel device times gathered since the
-// last report (and resets them), or "" when profiling is off.
+// last report (and resets them), or "" when profiling is off. With GEMM
+// tuning on, the table of every problem tuned so far follows.
 func (b *Backend) ProfileReport() (string, error) {
 	if b.prof == nil {
 		return "", nil
@@ -140,5 +141,5 @@ func (b *Backend) ProfileReport() (string, error) {
 	if err := b.prof.collect(b.drv); err != nil {
 		return "", withOp("ProfileReport", err)
 	}
-	return b.prof.report(), nil
+	return b.prof.report() + tuneReport(b.tuneLog), nil
 }
