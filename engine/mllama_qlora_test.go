@@ -229,4 +229,14 @@ func TestPlanMllamaQLoRAMatchesEngine(t *testing.T) {
 	if !ok || ws.DType != memplan.F32 || ws.Elems() != int64(maxW) {
 		t.Errorf("dequantize workspace %+v, want %d float32 values", ws, maxW)
 	}
+	// In bf16 compute (engine.MllamaOptions.Compute) the engine expands
+	// into bf16, as the bf16 plan counts.
+	plan, err = memplan.PlanMllama(cfg, memplan.Options{Method: memplan.QLoRA, SeqLen: 16, MicroBatch: 1, LoRARank: 2,
+		Backend: memplan.BackendCUDA, WeightDType: memplan.BF16}, memplan.MllamaOptions{Images: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws, ok := plan.Find("nf4.dequantized"); !ok || ws.DType != memplan.BF16 || ws.Elems() != int64(maxW) {
+		t.Errorf("bf16 plan: dequantize workspace %+v, want %d bf16 values", ws, maxW)
+	}
 }

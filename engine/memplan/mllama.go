@@ -65,11 +65,12 @@ func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemP
 	}
 	// QLoRA: Plan's NF4 codes and fp32 absmax of the language model's
 	// linears are what engine.MllamaOptions.NF4Linears allocates; the
-	// Mllama engine computes in float32, so each weight is expanded into
-	// an fp32 buffer (not bf16) the size of the largest linear.
+	// Mllama engine expands each weight into a buffer of its compute dtype
+	// the size of the largest linear: fp32 when it computes in float32
+	// (its default), bf16 with engine.MllamaOptions.Compute BF16.
 	for i := range p.Buffers {
 		if p.Buffers[i].Category == DequantWorkspace {
-			p.Buffers[i].DType = F32
+			p.Buffers[i].DType = p.Options.WeightDType
 		}
 	}
 	o := p.Options

@@ -39,37 +39,61 @@ func TestPlanMllamaMatchesEngine(t *testing.T) {
 		targets        []string
 	}{{1, 256, false, nil}, {2, 256, false, nil}, {1, 512, true, nil}, {2, 128, true, []string{"q", "v", "down"}}} {
 		t.Run(fmt.Sprintf("images=%d/tokens=%d/projector=%v/targets=%v", c.images, c.tokens, c.projector, c.targets), func(t *testing.T) {
-			checkMllamaAgreement(t, c.images, c.tokens, c.projector, c.targets)
+			checkMllamaAgreement(t, c.images, c.tokens, c.projector, c.targets, engine.F32, false)
 		})
 	}
 }
 
-func checkMllamaAgreement(t *testing.T, images, T int, projector bool, targets []string) {
+// TestPlanMllamaBF16MatchesEngine is TestPlanMllamaMatchesEngine for the
+// engine's opt-in bf16 compute (engine.MllamaOptions.Compute BF16: bf16
+// weights and activations, float32 masters, gradients and moments for the
+// adapters) against PlanMllama with WeightDType bf16, no checkpointing,
+// for LoRA and QLoRA (NF4 language-model linears).
+func TestPlanMllamaBF16MatchesEngine(t *testing.T) {
+	for _, c := range []struct {
+		images, tokens int
+		projector, nf4 bool
+	}{{1, 256, false, false}, {2, 256, true, false}, {1, 256, false, true}, {1, 512, true, true}} {
+		t.Run(fmt.Sprintf("images=%d/tokens=%d/projector=%v/qlora=%v", c.images, c.tokens, c.projector, c.nf4), func(t *testing.T) {
+			checkMllamaAgreement(t, c.images, c.tokens, c.projector, nil, engine.BF16, c.nf4)
+		})
+	}
+}
+
+func checkMllamaAgreement(t *testing.T, images, T int, projector bool, targets []string, compute engine.DType, nf4 bool) {
 	t.Helper()
 	cfg, err := engine.ParseMllamaConfig("config.json", []byte(agreementMllama))
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := memplan.Options{Method: memplan.LoRA, SeqLen: T, MicroBatch: 1, LoRARank: 16,
-		WeightDType: memplan.F32, Backend: memplan.BackendCPU, LoRATargets: targets}
+	wdt := memplan.F32
+	if compute == engine.BF16 {
+		wdt = memplan.BF16
+	}
+	method := memplan.LoRA
+	if nf4 {
+		method = memplan.QLoRA
+	}
+	opts := memplan.Options{Method: method, SeqLen: T, MicroBatch: 1, LoRARank: 16,
+		WeightDType: wdt, Backend: memplan.BackendCPU, LoRATargets: targets}
 	p, err := memplan.PlanMllama(cfg, opts, memplan.MllamaOptions{Images: images, Projector: projector})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	b := cpu.New()
-	m, err := engine.NewMllamaModel(*cfg, b)
+	m, err := engine.NewMllamaModelWith(*cfg, b, engine.MllamaOptions{Compute: compute, NF4Linears: nf4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Free()
 	rng := rand.New(rand.NewPCG(24, uint64(T)))
 	for _, q := range m.Params() {
-		h := make([]float32, q.W.Len())
+		h := make([]float32, elems(q.Shape))
 		for i := range h {
 			h[i] = float32(rng.NormFloat64() * 0.05)
 		}
-		if err := b.Upload(q.W, h); err != nil {
+		if err := m.SetValues(q, h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -123,11 +147,20 @@ func checkMllamaAgreement(t *testing.T, images, T int, projector bool, targets [
 	}
 	var params int64
 	for _, q := range m.Params() {
-		if q.W != nil && !q.Trainable {
-			params += int64(q.W.Len())
+		if !q.Trainable {
+			params += int64(elems(q.Shape))
 		}
 	}
 	if p.Params != params {
 		t.Errorf("plan counts %d parameters, the model has %d", p.Params, params)
 	}
+}
+
+// elems is the number of values of a shape.
+func elems(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
 }
