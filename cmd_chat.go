@@ -31,7 +31,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	template := fs.String("template", "", "chat template name (default: detected from the tokenizer)")
 	system := fs.String("system", "", "system prompt")
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
-	compare := fs.Bool("compare", false, "answer each prompt with the base model and then the tuned one")
+	compare := fs.Bool("compare", false, "answer each prompt with the base model and with the tuned one (generated together, printed base first)")
 	maxNew := fs.Int("max-new-tokens", 256, "most tokens per reply")
 	temp := fs.Float64("temperature", 0.7, "sampling temperature; 0 is greedy")
 	topK := fs.Int("top-k", 0, "keep the k most likely tokens (0 = off)")
@@ -129,6 +129,15 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		msgs := append(append([]datasets.Message(nil), history...), user)
 		all := append(append([]*vision.Gemma3Output(nil), images...), pending...)
 		var last chat.Reply
+		if *compare && s.HasAdapter && len(all) == 0 {
+			r, err := compareBoth(ctx, s, msgs, opts, stdout)
+			if err != nil {
+				return err
+			}
+			history = append(msgs, datasets.Message{Role: "assistant", Content: r.Text})
+			pending = nil
+			return nil
+		}
 		variants := []bool{s.HasAdapter}
 		if *compare && s.HasAdapter {
 			variants = []bool{false, true}
@@ -186,4 +195,58 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+}
+
+// compareBoth answers msgs with the base and the tuned model in one
+// batched generation (chat.Session.GenerateBoth) and prints what the
+// one-after-the-other --compare printed: the base's answer streamed as it
+// comes, its numbers, then the tuned one's. The tuned answer's pieces wait
+// while the base still answers, and stream live once it has ended. It
+// returns the tuned reply (the history goes on with it).
+func compareBoth(ctx context.Context, s *chat.Session, msgs []datasets.Message, opts engine.SampleOptions, w io.Writer) (chat.Reply, error) {
+	stat := func(r chat.Reply) string {
+		return fmt.Sprintf("\n  (%d tokens, %.1f tok/s, %s)\n", r.Tokens, r.TokensPerSec, r.Stop)
+	}
+	var held strings.Builder // the tuned side's output while the base answers
+	baseEnded, tunedEnded := false, false
+	fmt.Fprint(w, "[base] ")
+	held.WriteString("[tuned] ")
+	endBase := func(r chat.Reply) {
+		baseEnded = true
+		fmt.Fprint(w, stat(r))
+		fmt.Fprint(w, held.String())
+		held.Reset()
+	}
+	b, t, err := s.GenerateBoth(ctx, msgs, msgs, opts, func(tuned bool, piece string) {
+		switch {
+		case !tuned:
+			fmt.Fprint(w, piece)
+		case baseEnded:
+			fmt.Fprint(w, piece)
+		default:
+			held.WriteString(piece)
+		}
+	}, func(tuned bool, r chat.Reply) {
+		if tuned {
+			tunedEnded = true
+			if baseEnded {
+				fmt.Fprint(w, stat(r))
+			} else {
+				held.WriteString(stat(r))
+			}
+			return
+		}
+		endBase(r)
+	})
+	if err != nil {
+		return chat.Reply{}, err
+	}
+	// Sides still going when ctx was cancelled were not reported.
+	if !baseEnded {
+		endBase(b)
+	}
+	if !tunedEnded {
+		fmt.Fprint(w, stat(t))
+	}
+	return t, nil
 }

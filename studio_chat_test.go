@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"whet/engine"
@@ -112,5 +115,36 @@ func TestStudioChatAnswersBothTogether(t *testing.T) {
 	b, tu, err = bc.GenerateBoth(ctx, baseTurns, tunedTurns, o, func(bool, string) {}, func(bool, tui.ChatReply) {})
 	if err != nil || b.Stop != "cancelled" || tu.Stop != "cancelled" {
 		t.Errorf("cancelled: base %+v, tuned %+v, %v; want both stopped as cancelled", b, tu, err)
+	}
+}
+
+// whet chat --compare answers each prompt with both models in one batch
+// and prints what each model prints alone (whet chat with and without the
+// adapter), base first, the speeds aside; an interactive chat goes on
+// after a compared answer.
+func TestChatCompareAnswersBoth(t *testing.T) {
+	run, cfg := adapterRun(t)
+	adapter := engine.RunDir(run).Adapter()
+	args := []string{"chat", "--model", cfg.Model, "--backend", "cpu", "--template", "chatml", "--max-new-tokens", "12", "--temperature", "0"}
+	ask := func(extra ...string) string {
+		t.Helper()
+		code, out, errs := runCLI(t, append(append([]string(nil), args...), extra...)...)
+		if code != 0 {
+			t.Fatalf("whet chat %v: exit %d: %s", extra, code, errs)
+		}
+		return regexp.MustCompile(`[0-9.]+ tok/s`).ReplaceAllString(out, "N tok/s")
+	}
+	q := []string{"--prompt", "Why do leaves fall?"}
+	base := ask(q...)
+	tuned := ask(append([]string{"--adapter", adapter}, q...)...)
+	got := ask(append([]string{"--adapter", adapter, "--compare"}, q...)...)
+	if want := "[base] " + base + "[tuned] " + tuned; got != want || base == tuned {
+		t.Errorf("--compare printed\n%q\nwant the base alone then the tuned alone\n%q", got, want)
+	}
+
+	in := strings.NewReader("Hi\nAnd then?\n\n")
+	var o, e bytes.Buffer
+	if code := runMain(append(append([]string(nil), args...), "--adapter", adapter, "--compare"), in, &o, &e); code != 0 || strings.Count(o.String(), "tok/s") != 4 {
+		t.Errorf("two compared turns: exit %d, stderr %q\n%s", code, e.String(), o.String())
 	}
 }
