@@ -48,6 +48,48 @@
 #define HOP_BM 128
 #define HOP_BN 128
 
+// The warp-specialised forward's knobs (HOP_FWD_WS, see attn_fwd_hopper_ws;
+// engine/cuda/attention.go mirrors them): consumer warpgroups at head dim
+// 64 (128 is always 2), K/V stages, pingpong, setmaxnreg's registers.
+#ifndef HOP_FWD_WS
+#define HOP_FWD_WS 0
+#endif
+#ifndef HOP_WS_WG64
+#define HOP_WS_WG64 2
+#endif
+#ifndef HOP_WS_STAGES
+#define HOP_WS_STAGES 2
+#endif
+#ifndef HOP_WS_PINGPONG
+#define HOP_WS_PINGPONG 1
+#endif
+#define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)
+// setmaxnreg (HOP_FWD_WS=2) for 2 and 3 consumer warpgroups: a block of
+// 384 threads is compiled for 168 registers each, of 512 for 128, and
+// producer + consumers must add up to that: 40 + 2 * 232 = 3 * 168,
+// 32 + 3 * 160 = 4 * 128.
+#ifndef HOP_WS_PREG2
+#define HOP_WS_PREG2 40
+#endif
+#ifndef HOP_WS_CREG2
+#define HOP_WS_CREG2 232
+#endif
+#ifndef HOP_WS_PREG3
+#define HOP_WS_PREG3 32
+#endif
+#ifndef HOP_WS_CREG3
+#define HOP_WS_CREG3 160
+#endif
+// The forward kernels' block sizes (no parentheses inside __launch_bounds__:
+// kernels.Declared reads the declarations).
+#if HOP_FWD_WS
+#define HOP_FWD_THREADS(D) (128 * (HOP_WS_WG(D) + 1))
+#else
+#define HOP_FWD_THREADS(D) 256
+#endif
+#define HOP_FWD_THREADS_D64 HOP_FWD_THREADS(64)
+#define HOP_FWD_THREADS_D128 HOP_FWD_THREADS(128)
+
 // seq_bounds, first_key: as in attention.cu (the last s with starts[s] <=
 // i; the first key position i sees).
 __device__ __forceinline__ void seq_bounds(const int* starts, int nseq, int i, int* lo, int* hi) {
@@ -1305,7 +1347,307 @@ __device__ __forceinline__ void attn_fwd_hopper_ov(void* out, int odt, float* ls
 }
 #endif
 
+// HOP_FWD_WS=1 or 2 (WHET_NVRTC_DEFINES; engine/cuda/attention.go reads
+// the same defines for the launch) selects the warp-specialised forward
+// below instead of attn_fwd_hopper: an experiment, compiled only when asked
+// for. FlashAttention 3's structure on cp.async instead of TMA:
+//   warpgroup 0, the producer, copies Q once and then K and V tiles of
+//   128 keys into HOP_WS_STAGES stages with cp.async; each copy signals
+//   its stage's "full" mbarrier on completion
+//   (cp.async.mbarrier.arrive.noinc), so no thread waits for its own copies;
+//   warpgroups 1..NC, the consumers, hold 64 query rows each (NC = 2, or
+//   HOP_WS_WG64 at head dim 64: 128 or 192 rows a block) and never copy:
+//   they wait on the full barriers and give a stage back through its
+//   "empty" mbarrier (one arrival per consumer warp) once their wgmma has
+//   read it. There is no block-wide barrier in the loop.
+// Per key tile j a consumer issues S(j) = Q K(j)^T and P(j-1) V(j-1)
+// together, then takes the softmax of S(j) while P(j-1) V(j-1) runs
+// (the intra-warpgroup overlap of attn_fwd_hopper_ov), and with
+// HOP_WS_PINGPONG=1 (the default) the consumers take turns issuing through
+// named barriers 1..NC (a ring), so one warpgroup's softmax runs while
+// another's products use the tensor cores (the inter-warpgroup pingpong).
+// HOP_FWD_WS=2 also moves registers from the producer to the consumers
+// with setmaxnreg (HOP_WS_PREG2/CREG2 for 2 consumers, PREG3/CREG3 for 3;
+// producer + NC consumers must add up to what ptxas gave every thread of the
+// block times NC + 1, or setmaxnreg.inc waits for registers that never come).
+// Every consumer waits for and gives back every tile of the block, also the
+// ones its rows do not see, and takes a turn for each, so that the barrier
+// counts hold whatever the mask.
+#if HOP_FWD_WS
 #if HOP_FWD_OVERLAP
+#error "HOP_FWD_WS and HOP_FWD_OVERLAP are two different forwards: set one"
+#endif
+
+__device__ __forceinline__ void mbar_init(unsigned int bar, unsigned int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+
+// mbar_wait returns once the phase of the mbarrier at bar with parity
+// `parity` has completed (acquire: the writes released into it are visible).
+__device__ __forceinline__ void mbar_wait(unsigned int bar, unsigned int parity) {
+    unsigned int done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
+__device__ __forceinline__ void mbar_arrive(unsigned int bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+
+// cp_async_mbar_arrive makes the mbarrier at bar receive one arrival once
+// every cp.async this thread issued before has landed (the arrival is one
+// of the barrier's expected count: .noinc).
+__device__ __forceinline__ void cp_async_mbar_arrive(unsigned int bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+__device__ __forceinline__ void named_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_wait_one_ws() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+
+// ws_load_tile is load_tile for the producer's 128 threads (ptid 0..127).
+template <int D, int R>
+__device__ __forceinline__ void ws_load_tile(unsigned int tile, const unsigned short* src, i64 stride, i64 col0, int r0,
+                                             int rowEnd, int ptid) {
+    constexpr int CH = D / 8;
+#pragma unroll 4
+    for (int c = ptid; c < R * CH; c += 128) {
+        const int r = c / CH, ch = c % CH, i = r0 + r;
+        const bool ok = i < rowEnd;
+        const unsigned int dst = tile + (unsigned int)((ch >> 3) * (R * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
+        cp_async16(dst, ok ? src + (i64)i * stride + col0 + ch * 8 : src, ok);
+    }
+}
+
+template <int D, int NC>
+__device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* lse, const unsigned short* q,
+                                                   const unsigned short* k, const unsigned short* v,
+                                                   const int* starts, int nseq, int Tq, int qOffset, int H, int KVH,
+                                                   float scale, int window, float softcap) {
+    constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;
+    constexpr unsigned int QBYTES = BM * D * 2, KVBYTES = BN * D * 2;
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Qs = base, Ks = Qs + QBYTES, Vs = Ks + S * KVBYTES;
+    // mbarriers (8 bytes each): Q full, then K full, V full, K empty, V empty [S] each.
+    const unsigned int qFull = Vs + S * KVBYTES, kFull = qFull + 8, vFull = kFull + 8 * S, kEmpty = vFull + 8 * S,
+                       vEmpty = kEmpty + 8 * S;
+    const int h = blockIdx.x, kvh = h / (H / KVH);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kEnd = qOffset + min(q0 + BM, Tq) - 1; // last key any query of the block sees
+    const int kStart = first_key(starts, nseq, qOffset + q0, window);
+    const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
+
+    if (tid == 0) {
+        mbar_init(qFull, 128);
+        for (int s = 0; s < S; s++) {
+            mbar_init(kFull + 8 * s, 128);
+            mbar_init(vFull + 8 * s, 128);
+            mbar_init(kEmpty + 8 * s, 4 * NC);
+            mbar_init(vEmpty + 8 * s, 4 * NC);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) { // the producer
+#if HOP_FWD_WS == 2
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(NC == 3 ? HOP_WS_PREG3 : HOP_WS_PREG2));
+#endif
+        const int ptid = tid;
+        const i64 kvCol = (i64)kvh * D;
+        ws_load_tile<D, BM>(Qs, q, qStride, (i64)h * D, q0, Tq, ptid);
+        cp_async_mbar_arrive(qFull);
+        for (int j = 0; j < nTiles; j++) {
+            const int st = j % S, kt = kStart + j * BN;
+            const unsigned int par = ((j / S) & 1) ^ 1; // the consumers' release of tile j - S
+            if (j >= S) mbar_wait(kEmpty + 8 * st, par);
+            ws_load_tile<D, BN>(Ks + st * KVBYTES, k, kvStride, kvCol, kt, kEnd + 1, ptid);
+            cp_async_mbar_arrive(kFull + 8 * st);
+            if (j >= S) mbar_wait(vEmpty + 8 * st, par);
+            ws_load_tile<D, BN>(Vs + st * KVBYTES, v, kvStride, kvCol, kt, kEnd + 1, ptid);
+            cp_async_mbar_arrive(vFull + 8 * st);
+        }
+        cp_async_wait_all();
+        return;
+    }
+
+#if HOP_FWD_WS == 2
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(NC == 3 ? HOP_WS_CREG3 : HOP_WS_CREG2));
+#endif
+    const int c = wg - 1, g = lane >> 2, t = lane & 3; // consumer c: rows 64c..64c+63 of the block
+    const int rowA = q0 + 64 * c + 16 * (warp & 3) + g, rowB = rowA + 8;
+    const int posA = qOffset + rowA, posB = qOffset + rowB;
+    const int loA = rowA < Tq ? first_key(starts, nseq, posA, window) : 0x7fffffff;
+    const int loB = rowB < Tq ? first_key(starts, nseq, posB, window) : 0x7fffffff;
+    const int wgRow0 = q0 + 64 * c;
+    const bool wgLive = wgRow0 < Tq;
+    const int wgFirstPos = qOffset + wgRow0;
+    const int wgLastPos = qOffset + min(wgRow0 + 63, Tq - 1);
+    const int wgMinLo = wgLive ? first_key(starts, nseq, wgFirstPos, window) : 0;
+    const int wgMaxLo = wgLive ? first_key(starts, nseq, wgLastPos, window) : 0;
+    const bool capped = softcap > 0.0f;
+    const float sl2 = capped ? LOG2E : scale * LOG2E; // capped scores are already scaled
+    const unsigned int qRows = Qs + 64 * c * 128;     // this warpgroup's rows in each Q panel
+#if HOP_WS_PINGPONG
+    const int myTurn = 1 + c, nextTurn = 1 + (c + 1) % NC;
+    if (c == NC - 1 && nTiles > 0) named_arrive(1, 256); // consumer 0 goes first
+#endif
+
+    float o[D / 8][4], s[BN / 8][4];
+    unsigned int pa[BN / 16][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
+    bool haveP = false; // pa holds P of tile j-1, whose P V is still to do
+    if (nTiles > 0) {
+        mbar_wait(qFull, 0);
+        fence_async_smem();
+    }
+
+    for (int j = 0; j < nTiles; j++) {
+        const int st = j % S, kt = kStart + j * BN;
+        const unsigned int par = (j / S) & 1;
+        const bool vis = wgLive && kt <= wgLastPos && kt + BN - 1 >= wgMinLo; // warpgroup-uniform
+        const int pst = (j + S - 1) % S;                                         // tile j-1's stage
+        const unsigned int ppar = ((j - 1) / S) & 1;
+        mbar_wait(kFull + 8 * st, par);
+        if (haveP) mbar_wait(vFull + 8 * pst, ppar);
+        fence_async_smem();
+        if (vis) {
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        }
+#if HOP_WS_PINGPONG
+        named_sync(myTurn, 256);
+#endif
+        if (vis || haveP) wgmma_fence();
+        if (vis) {
+            const unsigned int Kb = Ks + st * KVBYTES;
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc++) {
+                const unsigned int col = (kc & 3) * 32;
+                wgmma_ss_n128(&s[0][0], smem_desc(qRows + (kc >> 2) * (BM * 128) + col, 16),
+                              smem_desc(Kb + (kc >> 2) * (BN * 128) + col, 16));
+            }
+            wgmma_commit();
+        }
+        if (haveP) {
+            const unsigned int Vb = Vs + pst * KVBYTES;
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+            wgmma_commit();
+        }
+#if HOP_WS_PINGPONG
+        if (!(c == NC - 1 && j == nTiles - 1)) named_arrive(nextTurn, 256);
+#endif
+        float cA = 1.0f, cB = 1.0f;
+        if (vis) {
+            if (haveP) {
+                wgmma_wait_one_ws(); // S(j) is in; P(j-1) V(j-1) may still run
+            } else {
+                wgmma_wait_all();
+            }
+            hold_regs<BN / 2>(&s[0][0]);
+        }
+        if (lane == 0) mbar_arrive(kEmpty + 8 * st); // done with K(j)
+        if (vis) {
+            if (capped) {
+#pragma unroll
+                for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+                }
+            }
+            if (kt < wgMaxLo || kt + BN - 1 > wgFirstPos) { // some pair of this tile is masked
+#pragma unroll
+                for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int key = kt + nt * 8 + 2 * t + (e & 1);
+                        const bool valid = e < 2 ? (key >= loA && key <= posA) : (key >= loB && key <= posB);
+                        if (!valid) s[nt][e] = NEG_INF;
+                    }
+                }
+            }
+            softmax_tile<BN / 8>(s, sl2, mA, mB, lA, lB, cA, cB);
+        }
+        if (haveP) {
+            wgmma_wait_all();
+            hold_regs<D / 2>(&o[0][0]);
+            if (lane == 0) mbar_arrive(vEmpty + 8 * pst); // done with V(j-1)
+        }
+        if (vis) {
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                o[dn][0] *= cA;
+                o[dn][1] *= cA;
+                o[dn][2] *= cB;
+                o[dn][3] *= cB;
+            }
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) {
+                pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+                pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+                pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+                pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            }
+        } else {
+            // Rows that do not see tile j: give its V back once it is in.
+            mbar_wait(vFull + 8 * st, par);
+            if (lane == 0) mbar_arrive(vEmpty + 8 * st);
+        }
+        haveP = vis;
+    }
+    if (haveP) { // P V of the last tile
+        const int pst = (nTiles - 1) % S;
+        mbar_wait(vFull + 8 * pst, ((nTiles - 1) / S) & 1);
+        fence_async_smem();
+        const unsigned int Vb = Vs + pst * KVBYTES;
+        wgmma_fence();
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+        wgmma_commit();
+        wgmma_wait_all();
+        hold_regs<D / 2>(&o[0][0]);
+    }
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    const float iA = lA > 0.0f ? 1.0f / lA : 0.0f, iB = lB > 0.0f ? 1.0f / lB : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        o[dn][0] *= iA;
+        o[dn][1] *= iA;
+        o[dn][2] *= iB;
+        o[dn][3] *= iB;
+    }
+    store_rows<D>(out, odt, o, rowA, rowB, Tq, qStride, (i64)h * D, 1.0f, t);
+    if (lse != nullptr && t == 0) {
+        if (rowA < Tq) lse[(i64)h * Tq + rowA] = (mA + log2f(lA)) * LN2;
+        if (rowB < Tq) lse[(i64)h * Tq + rowB] = (mB + log2f(lB)) * LN2;
+    }
+}
+#endif
+
+#if HOP_FWD_WS
+#define HOP_FWD_BODY(D)                                                                                                \
+    attn_fwd_hopper_ws<D, HOP_WS_WG(D)>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window,    \
+                                        softcap)
+#elif HOP_FWD_OVERLAP
 #define HOP_FWD_BODY(D)                                                                                                \
     attn_fwd_hopper_ov<D>(out, odt, lse, q, k, v, starts, nseq, Tq, qOffset, H, KVH, scale, window, softcap)
 #else
@@ -1328,14 +1670,16 @@ __device__ __forceinline__ void attn_fwd_hopper_ov(void* out, int odt, float* ls
 
 // attention_forward_hopper_d<D>: grid (H, ceil(Tq / 128)), 256 threads,
 // dynamic shared memory 1024 + 2 * (128 + 4 * 128) * D bytes
-// (engine/cuda/attention.go, attnHopperSmem).
-extern "C" __global__ void __launch_bounds__(256, 1) attention_forward_hopper_d64(
+// (engine/cuda/attention.go, attnHopperSmem). With HOP_FWD_WS: grid
+// (H, ceil(Tq / (64 * HOP_WS_WG(D)))), HOP_FWD_THREADS_D<D> threads, 1024 +
+// 2 * D * (64 * HOP_WS_WG(D) + 2 * HOP_WS_STAGES * 128) + 128 bytes.
+extern "C" __global__ void __launch_bounds__(HOP_FWD_THREADS_D64, 1) attention_forward_hopper_d64(
     void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
     const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window, float softcap) {
     HOP_FWD_BODY(64);
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1) attention_forward_hopper_d128(
+extern "C" __global__ void __launch_bounds__(HOP_FWD_THREADS_D128, 1) attention_forward_hopper_d128(
     void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
     const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window, float softcap) {
     HOP_FWD_BODY(128);

@@ -3,7 +3,9 @@ package cuda
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"unsafe"
 
 	"whet/engine"
 	"whet/engine/opcheck"
@@ -171,6 +173,9 @@ const attnHopperTile = 64
 func attnHopperSmem(kernel string, d int) int {
 	switch kernel {
 	case "forward":
+		if ws := hopperFwdWS(); ws.mode != 0 { // Q, ws.stages stages of K and V, the mbarriers
+			return 1024 + 2*d*(ws.rows(d)+2*ws.stages*attnHopperRows) + 128
+		}
 		if hopperOverlap() { // three stages of K and V
 			return 1024 + 2*(attnHopperRows+6*attnHopperRows)*d
 		}
@@ -192,6 +197,97 @@ func hopperOverlap() bool {
 		}
 	}
 	return false
+}
+
+// nvrtcDefine returns the value WHET_NVRTC_DEFINES gives define name
+// ("NAME=VALUE", comma-separated; engine/cuda/nvrtc.go passes each as -D).
+func nvrtcDefine(name string) (string, bool) {
+	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(d), "="); ok && k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// hopperWS is the warp-specialised Hopper forward's configuration
+// (attn_fwd_hopper_ws in kernels/attention_hopper.cu), read from the same
+// WHET_NVRTC_DEFINES the kernel is compiled with: mode HOP_FWD_WS (0: off,
+// 1: producer warpgroup + consumers, 2: also setmaxnreg), wg64 consumer
+// warpgroups at head dim 64 (HOP_WS_WG64; 2 at 128), stages of K and V
+// (HOP_WS_STAGES). err says which define is malformed.
+type hopperWS struct {
+	mode, wg64, stages int
+	err                error
+}
+
+func hopperFwdWS() hopperWS {
+	ws := hopperWS{wg64: 2, stages: 2}
+	for _, f := range []struct {
+		name     string
+		dst      *int
+		min, max int
+	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 3}} {
+		v, ok := nvrtcDefine(f.name)
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < f.min || n > f.max {
+			ws.err = fmt.Errorf("WHET_NVRTC_DEFINES: %s=%q: want an integer from %d to %d", f.name, v, f.min, f.max)
+			ws.mode = 0
+			return ws
+		}
+		*f.dst = n
+	}
+	return ws
+}
+
+// wg is the number of consumer warpgroups at head dim d.
+func (ws hopperWS) wg(d int) int {
+	if d == 64 {
+		return ws.wg64
+	}
+	return 2
+}
+
+// rows is the forward's query rows per block at head dim d, threads its
+// block size (a producer warpgroup and the consumers).
+func (ws hopperWS) rows(d int) int {
+	if ws.mode == 0 {
+		return attnHopperRows
+	}
+	return 64 * ws.wg(d)
+}
+
+func (ws hopperWS) threads(d int) int {
+	if ws.mode == 0 {
+		return 256
+	}
+	return 128 * (ws.wg(d) + 1)
+}
+
+// hopperWSCheck refuses the setmaxnreg variant (mode 2) of forward kernel
+// f at head dim d unless ptxas gave it the registers its producer and
+// consumers redistribute (HOP_WS_PREG2/CREG2, PREG3/CREG3 add up to 168 a
+// thread for 384 threads, 128 for 512): with fewer, setmaxnreg.inc would
+// wait for ever. Without cuFuncGetAttribute it cannot tell and says so.
+func (b *Backend) hopperWSCheck(f *function, ws hopperWS, d int) error {
+	if ws.mode != 2 {
+		return nil
+	}
+	want := 65536 / ws.threads(d) / 8 * 8
+	if b.drv.cuFuncGetAttribute == 0 {
+		return fmt.Errorf("HOP_FWD_WS=2 needs cuFuncGetAttribute to check that %s has %d registers a thread; the driver lacks it", f.name, want)
+	}
+	var regs int32
+	if err := b.drv.call("cuFuncGetAttribute", b.drv.cuFuncGetAttribute, uintptr(unsafe.Pointer(&regs)), funcAttrNumRegs, f.handle); err != nil {
+		return err
+	}
+	if int(regs) != want {
+		return fmt.Errorf("HOP_FWD_WS=2: %s has %d registers a thread, not the %d its setmaxnreg counts assume (a block of %d threads); use HOP_FWD_WS=1", f.name, regs, want, ws.threads(d))
+	}
+	return nil
 }
 
 // fileArch is the architecture kernel file is compiled for: the device's,
@@ -252,8 +348,25 @@ func (b *Backend) hopperProbe(sOut, oOut, q, k, v *Tensor, d int) error {
 func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64, hostStarts []int32, nseq, Tq, qOffset int, p engine.AttnParams) error {
 	H, KVH, D := p.NHeads, p.NKVHeads, p.HeadDim
 	if hostStarts != nil && b.useHopperAttention(D, Tq, []*Tensor{ot}, qt, kt, vt) {
-		if _, ok := b.hopperKernel("forward", D); ok {
-			return b.launch(op, attnHopperFile, fmt.Sprintf("attention_forward_hopper_d%d", D), dim3{H, (Tq + attnHopperRows - 1) / attnHopperRows, 1}, dim3{256, 1, 1},
+		if name, ok := b.hopperKernel("forward", D); ok {
+			// The warp-specialised forward (HOP_FWD_WS) has its own block
+			// shape; a bad define or the register check is an error, never
+			// a quiet fallback, since the define also changed the kernel.
+			ws := hopperFwdWS()
+			if ws.err != nil {
+				return withOp(op, ws.err)
+			}
+			if ws.mode != 0 {
+				f, err := b.function(attnHopperFile, name)
+				if err != nil {
+					return withOp(op, err)
+				}
+				if err := b.hopperWSCheck(f, ws, D); err != nil {
+					return withOp(op, err)
+				}
+			}
+			rows := ws.rows(D)
+			return b.launch(op, attnHopperFile, fmt.Sprintf("attention_forward_hopper_d%d", D), dim3{H, (Tq + rows - 1) / rows, 1}, dim3{ws.threads(D), 1, 1},
 				attnHopperSmem("forward", D), ot.ptr(), dt(ot), lse, qt.ptr(), kt.ptr(), vt.ptr(),
 				starts, int32(nseq), int32(Tq), int32(qOffset), int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap)
 		}

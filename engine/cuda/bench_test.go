@@ -110,6 +110,9 @@ func benchAttentionHeads(b *testing.B, backward bool, seqs, D, H, KVH int) {
 			b.Fatalf("the Hopper attention kernels are on (%s is not 0) but were switched off: %s", AttnHopperEnv, be.attnHopperOff)
 		}
 		b.Logf("on the Hopper kernels (attention_*_hopper_d%d)", D)
+		if ws := hopperFwdWS(); ws.mode != 0 && !backward {
+			b.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block)", ws.mode, ws.threads(D), ws.rows(D))
+		}
 	}
 	if backward && fusedBackwardExpected(be, engine.BF16, D) {
 		if be.attnBwdFusedRuns == 0 {

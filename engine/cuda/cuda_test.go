@@ -361,6 +361,9 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 			t.Fatalf("the Hopper attention kernels were switched off: %s", b.attnHopperOff)
 		}
 		t.Logf("forward and backward on the Hopper kernels (attention_*_hopper_d%d)", d)
+		if ws := hopperFwdWS(); ws.mode != 0 {
+			t.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block)", ws.mode, ws.threads(d), ws.rows(d))
+		}
 	}
 	if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {
 		t.Fatal(err)

@@ -85,6 +85,10 @@ type driver struct {
 	// cuLaunchKernelEx (CUDA 12.0+), for programmatic dependent launch
 	// (pdl.go); optional: 0 when the driver lacks it.
 	cuLaunchKernelEx uintptr
+
+	// cuFuncGetAttribute (optional): the warp-specialised Hopper forward
+	// checks the registers ptxas gave it (attention.go, hopperWSCheck).
+	cuFuncGetAttribute uintptr
 }
 
 func openDriver() (*driver, error) {
@@ -132,6 +136,7 @@ func openDriver() (*driver, error) {
 		"cuGraphDestroy":              &d.cuGraphDestroy,
 		"cuMemcpyDtoDAsync_v2":        &d.cuMemcpyDtoDAsync,
 		"cuLaunchKernelEx":            &d.cuLaunchKernelEx,
+		"cuFuncGetAttribute":          &d.cuFuncGetAttribute,
 	} {
 		*dst, _ = lib.sym(name) // optional
 	}
@@ -195,6 +200,7 @@ const (
 	attrComputeCapabilityMinor   = 76
 	attrMaxSharedPerBlockOptin   = 97
 	funcAttrMaxDynamicSharedSize = 8 // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+	funcAttrNumRegs              = 4 // CU_FUNC_ATTRIBUTE_NUM_REGS
 )
 
 func (d *driver) deviceAttr(dev int32, attr int) (int, error) {

@@ -1,0 +1,316 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/kernels"
+)
+
+// hopperWSVariants are the warp-specialised forward's define sets that
+// tools/gpu/attention-fwd runs: producer + 2 consumers (both head dims),
+// with setmaxnreg, 3 consumers at d64, no pingpong, 3 stages.
+var hopperWSVariants = []string{
+	"HOP_FWD_WS=1",
+	"HOP_FWD_WS=2",
+	"HOP_FWD_WS=2,HOP_WS_WG64=3",
+	"HOP_FWD_WS=2,HOP_WS_PINGPONG=0",
+	"HOP_FWD_WS=2,HOP_WS_STAGES=3",
+}
+
+// TestHopperWSConfig: the launch shape attention.go derives from
+// WHET_NVRTC_DEFINES for the warp-specialised Hopper forward (rows,
+// threads, shared memory) agrees with kernels/attention_hopper.cu's
+// defaults and formulas, fits an H100 block, leaves the default forward
+// alone when the defines are absent, and a malformed define is an error
+// that names it.
+func TestHopperWSConfig(t *testing.T) {
+	cu, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rule := range []string{"#define HOP_FWD_WS 0", "#define HOP_WS_WG64 2", "#define HOP_WS_STAGES 2",
+		"#define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)", "#define HOP_FWD_THREADS(D) (128 * (HOP_WS_WG(D) + 1))",
+		"constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;",
+		"#define HOP_WS_PREG2 40", "#define HOP_WS_CREG2 232", "#define HOP_WS_PREG3 32", "#define HOP_WS_CREG3 160"} {
+		if !strings.Contains(cu, rule) {
+			t.Errorf("kernels/%s no longer says %q: update hopperFwdWS and attnHopperSmem", attnHopperFile, rule)
+		}
+	}
+	// setmaxnreg's counts must add up to what a block of 384 (512) threads gets.
+	if 40+2*232 != 3*(65536/384/8*8) || 32+3*160 != 4*(65536/512/8*8) {
+		t.Error("HOP_WS_PREG/CREG no longer add up to the block's registers")
+	}
+
+	t.Setenv("WHET_NVRTC_DEFINES", "")
+	if ws := hopperFwdWS(); ws.mode != 0 || ws.err != nil || ws.rows(64) != attnHopperRows || ws.threads(128) != 256 {
+		t.Errorf("no defines: %+v, rows %d, threads %d; want the default forward", ws, ws.rows(64), ws.threads(128))
+	}
+	if got, want := attnHopperSmem("forward", 128), 1024+2*(attnHopperRows+4*attnHopperRows)*128; got != want {
+		t.Errorf("no defines: forward shared memory %d, want %d", got, want)
+	}
+
+	for _, c := range []struct {
+		defines             string
+		rows64, threads64   int
+		smem64, smem128     int
+		mode, stages, wg64  int
+		rows128, threads128 int
+	}{
+		{"HOP_FWD_WS=1", 128, 384, 1024 + 128*(128+512) + 128, 1024 + 256*(128+512) + 128, 1, 2, 2, 128, 384},
+		{"HOP_FWD_WS=2,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 128, 1024 + 256*(128+512) + 128, 2, 2, 3, 128, 384},
+		{" HOP_FWD_WS=2 , HOP_WS_STAGES=3", 128, 384, 1024 + 128*(128+768) + 128, 1024 + 256*(128+768) + 128, 2, 3, 2, 128, 384},
+	} {
+		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
+		ws := hopperFwdWS()
+		if ws.err != nil || ws.mode != c.mode || ws.stages != c.stages || ws.wg64 != c.wg64 {
+			t.Errorf("%q: parsed %+v", c.defines, ws)
+		}
+		if ws.rows(64) != c.rows64 || ws.threads(64) != c.threads64 || ws.rows(128) != c.rows128 || ws.threads(128) != c.threads128 {
+			t.Errorf("%q: d64 %d rows %d threads, d128 %d rows %d threads; want %d/%d, %d/%d", c.defines,
+				ws.rows(64), ws.threads(64), ws.rows(128), ws.threads(128), c.rows64, c.threads64, c.rows128, c.threads128)
+		}
+		if got := attnHopperSmem("forward", 64); got != c.smem64 {
+			t.Errorf("%q: d64 forward shared memory %d, want %d", c.defines, got, c.smem64)
+		}
+		if got := attnHopperSmem("forward", 128); got != c.smem128 {
+			t.Errorf("%q: d128 forward shared memory %d, want %d", c.defines, got, c.smem128)
+		}
+	}
+	for _, defines := range hopperWSVariants {
+		t.Setenv("WHET_NVRTC_DEFINES", defines)
+		for d := range attnHopperHeadDims {
+			if smem := attnHopperSmem("forward", d); smem > 227<<10 {
+				t.Errorf("%q: the d%d forward needs %d bytes of shared memory, over 227 KB", defines, d, smem)
+			}
+		}
+	}
+	for _, bad := range []string{"HOP_FWD_WS=3", "HOP_FWD_WS=yes", "HOP_FWD_WS=1,HOP_WS_WG64=4", "HOP_FWD_WS=1,HOP_WS_STAGES=1"} {
+		t.Setenv("WHET_NVRTC_DEFINES", bad)
+		ws := hopperFwdWS()
+		name, _, _ := strings.Cut(bad[strings.LastIndex(bad, ",")+1:], "=")
+		if ws.err == nil || ws.mode != 0 || !strings.Contains(ws.err.Error(), name) {
+			t.Errorf("%q: %+v; want an error naming %s", bad, ws, name)
+		}
+	}
+}
+
+// ptxasRegs maps each entry function in a ptxas -v log to its registers
+// and spill-store bytes.
+func ptxasRegs(log string) (regs, spills map[string]int) {
+	regs, spills = map[string]int{}, map[string]int{}
+	entry := regexp.MustCompile(`Compiling entry function '(\w+)'`)
+	used := regexp.MustCompile(`Used (\d+) registers`)
+	spill := regexp.MustCompile(`(\d+) bytes spill stores`)
+	fn := ""
+	for _, line := range strings.Split(log, "\n") {
+		if m := entry.FindStringSubmatch(line); m != nil {
+			fn = m[1]
+		} else if m := spill.FindStringSubmatch(line); m != nil && fn != "" {
+			spills[fn], _ = strconv.Atoi(m[1])
+		} else if m := used.FindStringSubmatch(line); m != nil && fn != "" {
+			regs[fn], _ = strconv.Atoi(m[1])
+		}
+	}
+	return regs, spills
+}
+
+func TestPtxasRegs(t *testing.T) {
+	log := `ptxas info    : Compiling entry function 'attention_forward_hopper_d64' for 'sm_90a'
+ptxas info    : Function properties for attention_forward_hopper_d64
+ptxas         .     0 bytes stack frame, 12 bytes spill stores, 8 bytes spill loads
+ptxas info    : Used 128 registers, used 3 barriers
+ptxas info    : Compiling entry function 'attention_forward_hopper_d128' for 'sm_90a'
+ptxas info    : Function properties for attention_forward_hopper_d128
+ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 168 registers, used 3 barriers`
+	regs, spills := ptxasRegs(log)
+	if regs["attention_forward_hopper_d64"] != 128 || regs["attention_forward_hopper_d128"] != 168 ||
+		spills["attention_forward_hopper_d64"] != 12 || spills["attention_forward_hopper_d128"] != 0 {
+		t.Errorf("ptxasRegs: %v %v", regs, spills)
+	}
+}
+
+// TestHopperAttentionWSCompiles compiles kernels/attention_hopper.cu for
+// sm_90a with each warp-specialised forward variant (needs NVRTC; skips
+// without), logging ptxas -v. With setmaxnreg (HOP_FWD_WS=2) the forward
+// kernels must have exactly the registers the producer and consumers
+// redistribute (168 a thread at 384 threads, 128 at 512), or
+// setmaxnreg.inc would wait for ever; attention.go refuses such a kernel
+// at run time too (hopperWSCheck).
+func TestHopperAttentionWSCompiles(t *testing.T) {
+	n, err := openNVRTC()
+	if err != nil {
+		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipping: needs NVRTC: %v", err)
+	}
+	src, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, defines := range hopperWSVariants {
+		t.Run(defines, func(t *testing.T) {
+			t.Setenv("WHET_NVRTC_DEFINES", defines)
+			ws := hopperFwdWS()
+			t.Setenv("WHET_NVRTC_DEFINES", "") // compileOptions would add them a second time
+			opts := []string{"--ptxas-options=-v"}
+			for _, d := range strings.Split(defines, ",") {
+				opts = append(opts, "-D"+d)
+			}
+			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s, ptxas -v:\n%s", defines, log)
+			regs, spills := ptxasRegs(log)
+			for d := range attnHopperHeadDims {
+				name := fmt.Sprintf("attention_forward_hopper_d%d", d)
+				r, ok := regs[name]
+				if !ok {
+					t.Errorf("no register count for %s in the ptxas log", name)
+					continue
+				}
+				t.Logf("%s: %d registers, %d bytes of spill stores (block of %d threads, %d rows)", name, r, spills[name], ws.threads(d), ws.rows(d))
+				if want := 65536 / ws.threads(d) / 8 * 8; ws.mode == 2 && r != want {
+					t.Errorf("%s has %d registers with setmaxnreg, want %d (the producer's and consumers' counts add up to that)", name, r, want)
+				}
+			}
+		})
+	}
+}
+
+// TestHopperForwardLongMatchesMMASync runs the Hopper forward as
+// configured (the default one, or the warp-specialised one under
+// HOP_FWD_WS) at sequence lengths the CPU comparison of
+// TestAttentionMatchesCPU does not reach (up to 1,600 tokens: a dozen key
+// tiles a block, so every stage of the pipeline is reused several times and
+// the mbarrier phases wrap), packed sequences and a window (warpgroups that
+// skip tiles), against the mma.sync forward on the same inputs: out and lse
+// must agree to bf16 rounding. Needs an sm_90 card (skips elsewhere).
+func TestHopperForwardLongMatchesMMASync(t *testing.T) {
+	b := newTestBackend(t)
+	if b.arch != "sm_90" || !b.attnHopper {
+		t.Skipf("skipping: needs an sm_90 card with the Hopper kernels on (this is %s, on: %v)", b.arch, b.attnHopper)
+	}
+	if ws := hopperFwdWS(); ws.mode != 0 {
+		t.Logf("warp-specialised forward (HOP_FWD_WS=%d)", ws.mode)
+	}
+	rng := rand.New(rand.NewPCG(5, 9))
+	for _, c := range []struct {
+		name         string
+		starts       []int32
+		h, kvh, d, w int
+	}{
+		{"d64_gqa4x1_packed", []int32{0, 1000, 1001, 2600}, 8, 2, 64, 0},
+		{"d64_window700", []int32{0, 1700}, 4, 2, 64, 700},
+		{"d128_gqa4x1_packed", []int32{0, 1000, 1001, 2600}, 8, 2, 128, 0},
+		{"d128_window333", []int32{0, 1111, 1650}, 4, 1, 128, 333},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			T := int(c.starts[len(c.starts)-1])
+			maxLen := 0
+			for i := 0; i+1 < len(c.starts); i++ {
+				maxLen = max(maxLen, int(c.starts[i+1]-c.starts[i]))
+			}
+			p := engine.AttnParams{NHeads: c.h, NKVHeads: c.kvh, HeadDim: c.d, Scale: float32(1 / math.Sqrt(float64(c.d))), Window: c.w}
+			var free []engine.Tensor
+			defer func() {
+				for _, x := range free {
+					b.Free(x)
+				}
+			}()
+			alloc := func(dt engine.DType, vals []float32, shape ...int) engine.Tensor {
+				x, err := b.Alloc(dt, shape...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				free = append(free, x)
+				if vals != nil {
+					if err := b.Upload(x, vals); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return x
+			}
+			bf := func(n int) []float32 {
+				v := randVals(rng, n)
+				for i := range v {
+					v[i] = cpu.RoundBF16(v[i])
+				}
+				return v
+			}
+			q := alloc(engine.BF16, bf(T*c.h*c.d), T, c.h*c.d)
+			k := alloc(engine.BF16, bf(T*c.kvh*c.d), T, c.kvh*c.d)
+			v := alloc(engine.BF16, bf(T*c.kvh*c.d), T, c.kvh*c.d)
+			sd, err := b.Alloc(engine.I32, len(c.starts))
+			if err != nil {
+				t.Fatal(err)
+			}
+			free = append(free, sd)
+			if err := b.UploadInt32(sd, c.starts); err != nil {
+				t.Fatal(err)
+			}
+			seqs := engine.SeqLayout{Starts: c.starts, MaxLen: maxLen, Dev: sd}
+			run := func(hopper bool) (out, lse []float32) {
+				defer func(was bool) { b.attnHopper = was }(b.attnHopper)
+				b.attnHopper = hopper
+				o := alloc(engine.BF16, nil, T, c.h*c.d)
+				l := alloc(engine.F32, nil, c.h, T)
+				if err := b.Attention(o, l, q, k, v, seqs, p); err != nil {
+					t.Fatal(err)
+				}
+				if hopper && b.attnHopperOff != "" {
+					t.Fatalf("the Hopper attention kernels were switched off: %s", b.attnHopperOff)
+				}
+				out, lse = make([]float32, o.Len()), make([]float32, l.Len())
+				if err := b.Download(o, out); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Download(l, lse); err != nil {
+					t.Fatal(err)
+				}
+				return out, lse
+			}
+			gotO, gotL := run(true)
+			wantO, wantL := run(false)
+			// Element by element: two bf16 roundings of out (0.4 % each)
+			// and P rounded to bf16 at different rescale points, plus a
+			// floor for outputs near 0. A misplaced tile or row moves
+			// long-row outputs (of order 0.03 here) by their own size.
+			for _, x := range []struct {
+				name      string
+				got, want []float32
+				rel, abs  float64
+			}{{"out", gotO, wantO, 1.6e-2, 2e-3}, {"lse", gotL, wantL, 1e-3, 1e-3}} {
+				worst, at := 0.0, 0
+				for i := range x.got {
+					if math.IsNaN(float64(x.got[i])) {
+						t.Fatalf("%s[%d] is NaN (mma.sync: %g)", x.name, i, x.want[i])
+					}
+					d := math.Abs(float64(x.got[i] - x.want[i]))
+					if r := d / (x.rel*math.Abs(float64(x.want[i])) + x.abs); r > worst {
+						worst, at = r, i
+					}
+				}
+				t.Logf("%s: worst difference %.3g of the tolerance, at %d (got %g, mma.sync %g)", x.name, worst, at, x.got[at], x.want[at])
+				if worst > 1 {
+					row := at / (len(x.got) / T) // out is [T, h*d]
+					if x.name == "lse" {
+						row = at % T // lse is [h, T]
+					}
+					t.Errorf("%s: differs from the mma.sync forward by %.3g times the tolerance at %d (query row %d): got %g, want %g", x.name, worst, at, row, x.got[at], x.want[at])
+				}
+			}
+		})
+	}
+}
