@@ -43,6 +43,9 @@ func fitGemma3Vision(w io.Writer, m fitModel, opts memplan.Options, target fitTa
 		return fmt.Errorf("--images %d: want at least 1", images)
 	}
 	batch := max(opts.MicroBatch, 1)
+	// The engine's compute dtype on the target (bf16 on CUDA, float32 on
+	// the CPU), as whet train runs it.
+	opts, notes := memplan.ForVisionEngine(engine.VisionGemma3, opts)
 	plan, err := memplan.PlanGemma3Vision(m.config, vis, opts, memplan.Gemma3VisionOptions{Images: images * batch})
 	if err != nil {
 		return err
@@ -50,7 +53,10 @@ func fitGemma3Vision(w io.Writer, m fitModel, opts memplan.Options, target fitTa
 	printFit(w, m, plan, target, nil)
 	fmt.Fprintf(w, "vision    %d image(s) per sequence of %d×%d patches pooled to %d tokens, vision tower frozen; no advice for vision models yet\n",
 		images, vis.PatchesPerSide(), vis.PatchesPerSide(), vis.TokensPerImage)
-	fmt.Fprintln(w, "note      whet trains Gemma 3 on images through its engine API and chats with them (whet chat --image); whet train cannot read image datasets yet")
+	for _, n := range notes {
+		fmt.Fprintf(w, "note      %s\n", n)
+	}
+	fmt.Fprintln(w, "note      whet train trains Gemma 3 on images (lora or qlora, the tower frozen); on a GPU only with WHET_CUDA_VISION=1, not yet run there with whet train")
 	if !target.fits(plan) {
 		return exitStatus(1)
 	}

@@ -237,10 +237,6 @@ func planConfig(name string) (*engine.ModelConfig, error) {
 
 func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport, error) {
 	var rep tui.FitReport
-	mc, err := planConfig(cfg.Model)
-	if err != nil {
-		return rep, err
-	}
 	det, err := detectGPUs()
 	if err != nil {
 		return rep, err
@@ -272,6 +268,18 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	if err != nil {
 		return rep, err
 	}
+	// A vision run is planned as its engine runs it (studio_fit_vision.go).
+	if plan, notes, ok, err := studioVisionPlan(cfg, opts); err != nil {
+		return rep, err
+	} else if ok {
+		fitVerdict(&rep, plan)
+		rep.Warnings = append(rep.Warnings, notes...)
+		return rep, nil
+	}
+	mc, err := planConfig(cfg.Model)
+	if err != nil {
+		return rep, err
+	}
 	// train.offload_checkpoints auto: decided as the engine will, against
 	// the memory free (per length for the longest context, from asked);
 	// offloaded checkpoints pin host memory.
@@ -287,16 +295,8 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	if err != nil {
 		return rep, err
 	}
-	for _, l := range plan.Lines() {
-		rep.Parts = append(rep.Parts, tui.PlanPart{Name: l.Label, Bytes: uint64(l.Bytes)})
-	}
+	fitVerdict(&rep, plan)
 	peak := plan.Peak()
-	rep.Fits = peak <= int64(rep.Free)
-	if rep.Fits {
-		rep.Verdict = fmt.Sprintf("fits: plan %s of %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
-	} else {
-		rep.Verdict = fmt.Sprintf("does not fit: plan %s, %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
-	}
 	if hp := plan.HostPeak(); hp > 0 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("activation checkpoints offloaded to host memory: %s pinned, %s available", units.Bytes(hp), units.Bytes(host)))
 		if host > 0 && hp > host {
@@ -324,6 +324,20 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 			Apply: func(rc *engine.RunConfig) { applyAdvice(rc, a) }})
 	}
 	return rep, nil
+}
+
+// fitVerdict puts plan's lines and its verdict against rep.Free into rep.
+func fitVerdict(rep *tui.FitReport, plan *memplan.MemPlan) {
+	for _, l := range plan.Lines() {
+		rep.Parts = append(rep.Parts, tui.PlanPart{Name: l.Label, Bytes: uint64(l.Bytes)})
+	}
+	peak := plan.Peak()
+	rep.Fits = peak <= int64(rep.Free)
+	if rep.Fits {
+		rep.Verdict = fmt.Sprintf("fits: plan %s of %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
+	} else {
+		rep.Verdict = fmt.Sprintf("does not fit: plan %s, %s free", units.Bytes(peak), units.Bytes(int64(rep.Free)))
+	}
 }
 
 // applyAdvice writes an advice's options back into a run config.

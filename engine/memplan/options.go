@@ -300,3 +300,29 @@ func ResolveOffload(cfg *engine.ModelConfig, opts Options, available int64) (Opt
 	}
 	return o, nil
 }
+
+// ForVisionEngine returns o as the engine of a vision model of kind
+// (engine.VisionGemma3, engine.VisionMllama) runs it on o.Backend: its
+// compute dtype (engine.VisionComputeDType) and, for an engine without
+// checkpointing (engine.VisionCheckpointing), none. notes says what
+// differs from o, for the user; empty when nothing does.
+func ForVisionEngine(kind string, o Options) (Options, []string) {
+	var notes []string
+	backend := string(o.Backend)
+	if backend == "" {
+		backend = string(BackendCUDA)
+	}
+	what := "Gemma 3 vision"
+	if kind == engine.VisionMllama {
+		what = "Llama 3.2 Vision"
+	}
+	if dt := EngineDType(engine.VisionComputeDType(kind, backend)); dt != o.WeightDType {
+		notes = append(notes, fmt.Sprintf("planned in %s, as whet's %s engine computes on %s (not %s)", dt, what, backend, o.WeightDType))
+		o.WeightDType = dt
+	}
+	if o.Checkpointing && !engine.VisionCheckpointing(kind) {
+		notes = append(notes, fmt.Sprintf("planned without checkpointing: whet's %s engine keeps every activation until the backward (train.checkpointing is not applied)", what))
+		o.Checkpointing = false
+	}
+	return o, notes
+}

@@ -1,0 +1,32 @@
+package engine
+
+// What the vision engines hold, for the memory plans that whet fit and
+// the studio's fit page show: they must plan what the engine does, not
+// what a GPU run of a text model would do.
+
+// VisionComputeDType is the dtype in which the engine of a vision model of
+// kind (VisionGemma3, VisionMllama) holds its weights and activations on
+// a backend of the named kind ("cuda" or "cpu", as RunConfig.Backend and
+// memplan's Backend name them; "" and "auto" are cuda):
+//
+//   - Gemma 3 trains through the text engine's Model, in the backend's
+//     compute dtype: bf16 on CUDA, float32 on the CPU.
+//   - Llama 3.2 Vision computes in float32 on every backend: MllamaModel
+//     has no bf16 path (newMllamaTrainer's Model says Compute F32), and its
+//     QLoRA holds only the language model's linears in NF4.
+//
+// This is the one place that says so: a bf16 Mllama path changes the
+// answer here (for the backends and the switch that select it), and the
+// plans follow.
+func VisionComputeDType(kind, backend string) DType {
+	if kind == VisionMllama || backend == "cpu" {
+		return F32
+	}
+	return BF16
+}
+
+// VisionCheckpointing reports whether the engine of a vision model of kind
+// honours train.checkpointing: Gemma 3's (the text engine) does; Llama 3.2
+// Vision's keeps every forward and backward tensor of a sample until its
+// backward ends, whatever train.checkpointing says.
+func VisionCheckpointing(kind string) bool { return kind != VisionMllama }
