@@ -176,6 +176,8 @@ func resumeIgnored(c *RunConfig) {
 	t.LogEvery, t.EvalEvery, t.SaveEvery, t.KeepCheckpoints = 0, 0, 0, 0
 	t.SampleEvery, t.SamplePrompts, t.SampleTokens = 0, nil, 0
 	t.Checkpointing, t.OffloadCheckpoints = false, "" // offloaded checkpoints are bit-equal to kept ones
+	// Which kernels sum the same values, not what is trained.
+	t.Deterministic = false
 }
 
 // checkResume compares a run folder that holds checkpoints with the run

@@ -295,6 +295,9 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if all := append([]Backend{s.Backend}, s.followerBackends...); cfg.Train.Deterministic {
+		s.Notices = append(s.Notices, deterministicNotice(applyDeterministic(cfg.Train, all), len(all)))
+	}
 	if cfg.Method == "grpo" && group[0] != nil && group[0].Size() > 1 { // ranks here or on other nodes
 		return fail(fmt.Errorf("parallel: grpo runs on one GPU for now (its generation is not spread over ranks); remove the parallel section"))
 	}
