@@ -32,10 +32,18 @@ type mllama11B struct {
 	QLoRA             bool    `json:"qlora,omitempty"`
 	PlanQLoRAF32      int64   `json:"plan_qlora_f32,omitempty"`
 	PeakOverPlanQLoRA float64 `json:"peak_over_plan_qlora_f32,omitempty"`
-	StepSeconds       float64 `json:"step_s"`
-	TokensPerSec      float64 `json:"tok_s"`
-	ForwardSeconds    float64 `json:"forward_s"` // one forward-only Run (vision tower included)
-	Error             string  `json:"error,omitempty"`
+	// BF16: the opt-in bf16 compute (engine.MllamaOptions.Compute BF16,
+	// WHET_MLLAMA_BF16=1 in whet train): weights (NF4 ones aside) and
+	// activations bf16; its peak is held against PlanQLoRABF16 (qlora,
+	// bf16, no checkpointing: what this engine holds), PlanQLoRA (with
+	// checkpointing, which the Mllama engine lacks) recorded beside it.
+	BF16                  bool    `json:"bf16,omitempty"`
+	PlanQLoRABF16         int64   `json:"plan_qlora_bf16_nockpt,omitempty"`
+	PeakOverPlanQLoRABF16 float64 `json:"peak_over_plan_qlora_bf16_nockpt,omitempty"`
+	StepSeconds           float64 `json:"step_s"`
+	TokensPerSec          float64 `json:"tok_s"`
+	ForwardSeconds        float64 `json:"forward_s"` // one forward-only Run (vision tower included)
+	Error                 string  `json:"error,omitempty"`
 }
 
 // TestMllama11BVisionStep measures Llama-3.2-11B-Vision at its released
@@ -100,6 +108,37 @@ func TestMllama11BVisionQLoRAStep(t *testing.T) {
 	measureMllamaStep(t, gpu, cfg, res, save)
 }
 
+// TestMllama11BVisionQLoRABF16Step is TestMllama11BVisionQLoRAStep in
+// the opt-in bf16 compute (engine.MllamaOptions.Compute BF16: the tower,
+// projector, embeddings, head, norms and activations bf16, the language
+// model's linears NF4 expanded into bf16, the adapters' masters, gradients
+// and moments float32): peak against memplan.PlanMllama's qlora bf16 plan
+// without checkpointing (PeakOverPlanQLoRABF16; the product's 12.5 GB plan
+// with checkpointing is PlanQLoRA), the forward's and the step's time and
+// tok/s, as JSON into the file WHET_MLLAMA_11B_QLORA_BF16 names. Skipped
+// unless it is set.
+func TestMllama11BVisionQLoRABF16Step(t *testing.T) {
+	outPath := os.Getenv("WHET_MLLAMA_11B_QLORA_BF16")
+	if outPath == "" {
+		t.Skip("set WHET_MLLAMA_11B_QLORA_BF16=<output json> to measure Llama-3.2-11B-Vision QLoRA in bf16 on the GPU (about 24 GB)")
+	}
+	gpu := newGPU(t, cuda.Options{})
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(testmodels.Released11BVisionConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &mllama11B{GPU: gpu.Name(), Tokens: 1024, ImageTokens: cfg.Vision.MaxTiles * cfg.Vision.Patches(), QLoRA: true, BF16: true}
+	save := func(stage string) {
+		b, _ := json.Marshal(res)
+		t.Logf("mllama11b-qlora-bf16 %s: %s", stage, b)
+		if err := os.WriteFile(outPath, append(b, '\n'), 0o644); err != nil {
+			t.Errorf("write %s: %v", outPath, err)
+		}
+	}
+	defer save("end")
+	measureMllamaStep(t, gpu, cfg, res, save)
+}
+
 // peakBackend is a backend that reports and resets its peak memory.
 type peakBackend interface {
 	engine.Backend
@@ -127,7 +166,15 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 	} else {
 		t.Errorf("plan qlora: %v", err)
 	}
-	if res.QLoRA {
+	if res.BF16 {
+		qb := base
+		qb.Method, qb.WeightDType = memplan.QLoRA, memplan.BF16
+		if p, err := memplan.PlanMllama(cfg, qb, memplan.MllamaOptions{Images: 1}); err == nil {
+			res.PlanQLoRABF16 = p.Peak()
+		} else {
+			t.Errorf("plan qlora bf16: %v", err)
+		}
+	} else if res.QLoRA {
 		qf := f32
 		qf.Method = memplan.QLoRA
 		if p, err := memplan.PlanMllama(cfg, qf, memplan.MllamaOptions{Images: 1}); err == nil {
@@ -137,7 +184,11 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		}
 	}
 
-	m, err := engine.NewMllamaModelWith(*cfg, gpu, engine.MllamaOptions{NF4Linears: res.QLoRA})
+	compute := engine.F32
+	if res.BF16 {
+		compute = engine.BF16
+	}
+	m, err := engine.NewMllamaModelWith(*cfg, gpu, engine.MllamaOptions{NF4Linears: res.QLoRA, Compute: compute})
 	if err != nil {
 		res.Error = err.Error()
 		t.Fatal(err)
@@ -252,6 +303,11 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 			if err := fillRandom(p.W); err != nil {
 				t.Fatal(err)
 			}
+			if p.Master != p.W { // a bf16 model's float32 master
+				if err := gpu.Copy(p.Master, p.W); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
 	res.WeightBytes = gpu.InUseBytes()
@@ -327,6 +383,9 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 	if res.PlanQLoRAF32 > 0 {
 		res.PeakOverPlanQLoRA = float64(res.PeakBytes) / float64(res.PlanQLoRAF32)
 	}
+	if res.PlanQLoRABF16 > 0 {
+		res.PeakOverPlanQLoRABF16 = float64(res.PeakBytes) / float64(res.PlanQLoRABF16)
+	}
 }
 
 // TestMllamaStepMeasureCPU runs TestMllama11BVisionStep's measurement on
@@ -338,19 +397,23 @@ func TestMllamaStepMeasureCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var weights [2]int64
-	for i, qlora := range []bool{false, true} {
-		res := &mllama11B{Tokens: 64, QLoRA: qlora}
+	var weights [3]int64
+	for i, c := range []struct{ qlora, bf16 bool }{{false, false}, {true, false}, {true, true}} {
+		res := &mllama11B{Tokens: 64, QLoRA: c.qlora, BF16: c.bf16}
 		stages := 0
 		measureMllamaStep(t, cpu.New(), cfg, res, func(string) { stages++ })
 		t.Logf("%+v", *res)
 		if stages != 3 || res.Error != "" || res.PeakBytes <= 0 || res.TokensPerSec <= 0 || res.PlanLoRAF32 <= 0 || res.PlanQLoRA <= 0 ||
-			qlora && (res.PlanQLoRAF32 <= 0 || res.PeakOverPlanQLoRA <= 0) {
+			c.qlora && !c.bf16 && (res.PlanQLoRAF32 <= 0 || res.PeakOverPlanQLoRA <= 0) ||
+			c.bf16 && (res.PlanQLoRABF16 <= 0 || res.PeakOverPlanQLoRABF16 <= 0) {
 			t.Errorf("measurement %+v", *res)
 		}
 		weights[i] = res.WeightBytes
 	}
 	if weights[1] >= weights[0] {
 		t.Errorf("the NF4 model holds %d bytes of weights, the float32 one %d", weights[1], weights[0])
+	}
+	if weights[2] >= weights[1] {
+		t.Errorf("the NF4 + bf16 model holds %d bytes of weights, NF4 + float32 %d", weights[2], weights[1])
 	}
 }
