@@ -72,47 +72,61 @@ func TestStudioChatAnswersBothTogether(t *testing.T) {
 	if !ok || !s.HasTuned() {
 		t.Fatalf("the studio's chat over an adapter run should answer both sides together (BothChat %v, tuned %v)", ok, s.HasTuned())
 	}
-	baseTurns := []tui.ChatTurn{{Role: "user", Content: "Why do leaves fall?"}}
-	tunedTurns := []tui.ChatTurn{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "hello"}, {Role: "user", Content: "Why do leaves fall?"}}
-	o := engine.SampleOptions{MaxNewTokens: 20}
-	var pieces [2]string
-	var dones [2]int
-	b, tu, err := bc.GenerateBoth(context.Background(), baseTurns, tunedTurns, o,
-		func(tuned bool, p string) { pieces[map[bool]int{false: 0, true: 1}[tuned]] += p },
-		func(tuned bool, r tui.ChatReply) { dones[map[bool]int{false: 0, true: 1}[tuned]]++ })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dones != [2]int{1, 1} {
-		t.Errorf("each side should be reported once as it ends: %v", dones)
-	}
-	alone := func(turns []tui.ChatTurn, tuned bool) (tui.ChatReply, string) {
-		var text string
-		r, err := s.Generate(context.Background(), turns, o, tuned, func(p string) { text += p })
+	var baseTurns []tui.ChatTurn
+	tunedTurns := []tui.ChatTurn{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "hello"}}
+	// Four questions, each side going on from its own answers, so that
+	// the later prompts run to hundreds of tokens (many cache blocks,
+	// and the sides' prompts of different lengths).
+	for round, q := range []string{"Why do leaves fall?", "Tell me more", "And in winter?", "Why?"} {
+		baseTurns = append(baseTurns, tui.ChatTurn{Role: "user", Content: q})
+		tunedTurns = append(tunedTurns, tui.ChatTurn{Role: "user", Content: q})
+		o := engine.SampleOptions{MaxNewTokens: 20 + 60*round}
+		var pieces [2]string
+		var dones [2]int
+		b, tu, err := bc.GenerateBoth(context.Background(), baseTurns, tunedTurns, o,
+			func(tuned bool, p string) { pieces[map[bool]int{false: 0, true: 1}[tuned]] += p },
+			func(tuned bool, r tui.ChatReply) { dones[map[bool]int{false: 0, true: 1}[tuned]]++ })
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r, text
-	}
-	wantB, streamedB := alone(baseTurns, false)
-	wantT, streamedT := alone(tunedTurns, true)
-	for _, c := range []struct {
-		side                string
-		got, want           tui.ChatReply
-		streamed, streamed1 string
-	}{{"base", b, wantB, pieces[0], streamedB}, {"tuned", tu, wantT, pieces[1], streamedT}} {
-		if c.got.Text != c.want.Text || c.got.Tokens != c.want.Tokens || c.got.Stop != c.want.Stop || c.streamed != c.streamed1 {
-			t.Errorf("%s: together %q (%d tokens, %s, streamed %q); alone %q (%d tokens, %s, streamed %q)", c.side,
-				c.got.Text, c.got.Tokens, c.got.Stop, c.streamed, c.want.Text, c.want.Tokens, c.want.Stop, c.streamed1)
+		if dones != [2]int{1, 1} {
+			t.Errorf("round %d: each side should be reported once as it ends: %v", round, dones)
 		}
+		alone := func(turns []tui.ChatTurn, tuned bool) (tui.ChatReply, string) {
+			var text string
+			r, err := s.Generate(context.Background(), turns, o, tuned, func(p string) { text += p })
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r, text
+		}
+		wantB, streamedB := alone(baseTurns, false)
+		wantT, streamedT := alone(tunedTurns, true)
+		for _, c := range []struct {
+			side                string
+			got, want           tui.ChatReply
+			streamed, streamed1 string
+		}{{"base", b, wantB, pieces[0], streamedB}, {"tuned", tu, wantT, pieces[1], streamedT}} {
+			if c.got.Text != c.want.Text || c.got.Tokens != c.want.Tokens || c.got.Stop != c.want.Stop || c.streamed != c.streamed1 {
+				t.Errorf("round %d, %s: together %q (%d tokens, %s, streamed %q); alone %q (%d tokens, %s, streamed %q)", round, c.side,
+					c.got.Text, c.got.Tokens, c.got.Stop, c.streamed, c.want.Text, c.want.Tokens, c.want.Stop, c.streamed1)
+			}
+		}
+		t.Logf("round %d: base %d tokens (%s), tuned %d tokens (%s)", round, b.Tokens, b.Stop, tu.Tokens, tu.Stop)
+		baseTurns = append(baseTurns, tui.ChatTurn{Role: "assistant", Content: b.Text})
+		tunedTurns = append(tunedTurns, tui.ChatTurn{Role: "assistant", Content: tu.Text})
 	}
-	if other, _ := alone(baseTurns, true); other.Text == wantB.Text {
+	baseTurns = baseTurns[:1]
+	o := engine.SampleOptions{MaxNewTokens: 20}
+	plainB, err1 := s.Generate(context.Background(), baseTurns, o, false, func(string) {})
+	plainT, err2 := s.Generate(context.Background(), baseTurns, o, true, func(string) {})
+	if err1 != nil || err2 != nil || plainT.Text == plainB.Text {
 		t.Error("the adapter changes nothing: the test cannot tell base from tuned")
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	b, tu, err = bc.GenerateBoth(ctx, baseTurns, tunedTurns, o, func(bool, string) {}, func(bool, tui.ChatReply) {})
+	b, tu, err := bc.GenerateBoth(ctx, baseTurns, tunedTurns, o, func(bool, string) {}, func(bool, tui.ChatReply) {})
 	if err != nil || b.Stop != "cancelled" || tu.Stop != "cancelled" {
 		t.Errorf("cancelled: base %+v, tuned %+v, %v; want both stopped as cancelled", b, tu, err)
 	}
