@@ -60,6 +60,9 @@
 #ifndef HOP_WS_STAGES
 #define HOP_WS_STAGES 2
 #endif
+#ifndef HOP_WS_INTRA
+#define HOP_WS_INTRA 1
+#endif
 #ifndef HOP_WS_PINGPONG
 #define HOP_WS_PINGPONG 1
 #endif
@@ -1366,6 +1369,8 @@ __device__ __forceinline__ void attn_fwd_hopper_ov(void* out, int odt, float* ls
 // HOP_WS_PINGPONG=1 (the default) the consumers take turns issuing through
 // named barriers 1..NC (a ring), so one warpgroup's softmax runs while
 // another's products use the tensor cores (the inter-warpgroup pingpong).
+// HOP_WS_INTRA=0 (an experiment) does P(j) V(j) right after the softmax of
+// S(j) instead, waiting for it, outside the turns.
 // HOP_FWD_WS=2 also moves registers from the producer to the consumers
 // with setmaxnreg (HOP_WS_PREG2/CREG2 for 2 consumers, PREG3/CREG3 for 3;
 // producer + NC consumers must add up to what ptxas gave every thread of the
@@ -1610,6 +1615,21 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
             if (lane == 0) mbar_arrive(vEmpty + 8 * st);
         }
         haveP = vis;
+#if !HOP_WS_INTRA
+        if (vis) { // HOP_WS_INTRA=0: P(j) V(j) at once, not overlapped with the softmax of S(j+1)
+            mbar_wait(vFull + 8 * st, par);
+            fence_async_smem();
+            wgmma_fence();
+            const unsigned int Vb = Vs + st * KVBYTES;
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+            wgmma_commit();
+            wgmma_wait_all();
+            hold_regs<D / 2>(&o[0][0]);
+            if (lane == 0) mbar_arrive(vEmpty + 8 * st);
+            haveP = false;
+        }
+#endif
     }
     if (haveP) { // P V of the last tile
         const int pst = (nTiles - 1) % S;

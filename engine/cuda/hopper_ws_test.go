@@ -17,13 +17,15 @@ import (
 
 // hopperWSVariants are the warp-specialised forward's define sets that
 // tools/gpu/attention-fwd runs: producer + 2 consumers (both head dims),
-// with setmaxnreg, 3 consumers at d64, no pingpong, 3 stages.
+// with setmaxnreg, 3 consumers at d64, no pingpong, 3 stages, no
+// intra-warpgroup overlap.
 var hopperWSVariants = []string{
 	"HOP_FWD_WS=1",
 	"HOP_FWD_WS=2",
 	"HOP_FWD_WS=2,HOP_WS_WG64=3",
 	"HOP_FWD_WS=2,HOP_WS_PINGPONG=0",
 	"HOP_FWD_WS=2,HOP_WS_STAGES=3",
+	"HOP_FWD_WS=2,HOP_WS_INTRA=0",
 }
 
 // TestHopperWSConfig: the launch shape attention.go derives from
@@ -37,7 +39,7 @@ func TestHopperWSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, rule := range []string{"#define HOP_FWD_WS 0", "#define HOP_WS_WG64 2", "#define HOP_WS_STAGES 2",
+	for _, rule := range []string{"#define HOP_FWD_WS 0", "#define HOP_WS_WG64 2", "#define HOP_WS_STAGES 2", "#define HOP_WS_INTRA 1",
 		"#define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)", "#define HOP_FWD_THREADS(D) (128 * (HOP_WS_WG(D) + 1))",
 		"constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;",
 		"#define HOP_WS_PREG2 40", "#define HOP_WS_CREG2 232", "#define HOP_WS_PREG3 32", "#define HOP_WS_CREG3 160"} {

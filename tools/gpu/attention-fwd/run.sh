@@ -18,7 +18,7 @@ left() { echo $((190 - ($(date +%s) - T0))); } # seconds left of LIM (200), with
 # 1. NVRTC for sm_90a of every variant, in the background (CPU only): ptxas -v registers and
 #    spills of the forward kernels, serialisation warnings; with setmaxnreg (HOP_FWD_WS=2) the
 #    test fails unless the kernel got exactly 168 (384 threads) or 128 (512) registers.
-T 100 $B/cuda.test -test.run '^TestHopperAttentionWSCompiles$' -test.v -test.count=1 >$O/compile.log 2>&1 &
+T 150 $B/cuda.test -test.run '^TestHopperAttentionWSCompiles$' -test.v -test.count=1 >$O/compile.log 2>&1 &
 CMP=$!
 
 # 2. Correctness per variant, cheapest first: the long forward against the mma.sync one
@@ -60,7 +60,8 @@ echo "variants that passed:${PASSED:- none}" >>$S
 
 # 3. Forward benchmarks (docs/performance.md's rows: d64 at Llama-3.2-1B's 4x2048, 32/8 heads;
 #    d128 at Llama-3.1-8B's 2x2048), the default Hopper forward first, then each variant that
-#    passed, and for the best candidate's knobs: no pingpong, three stages.
+#    passed, and the knobs one at a time on HOP_FWD_WS=2 (or =1 if only it passed): no
+#    pingpong, no intra-warpgroup overlap (P V right after each softmax), three stages.
 step bench
 echo "cmd: cd engine/cuda && WHET_NVRTC_DEFINES=<variant> cuda.test -test.run '^\$' -test.bench 'AttentionForward(D128)?\$' -test.benchtime 20x" >>$S
 bench() {
@@ -71,10 +72,21 @@ bench() {
 }
 bench "" default
 for V in $PASSED; do bench $V ${V//[=,]/_}; done
-case " $PASSED " in *" HOP_FWD_WS=2 "*)
-	bench HOP_FWD_WS=2,HOP_WS_PINGPONG=0 ws2_nopingpong
-	bench HOP_FWD_WS=2,HOP_WS_STAGES=3 ws2_stages3 ;;
-esac
+# A knob's variant is benchmarked only after the long forward test passed with it.
+checkbench() {
+	if [ $(left) -lt 35 ]; then echo "$1 skipped: $(left) s left" >>$S; return; fi
+	T 25 env WHET_NVRTC_DEFINES=$1 $B/cuda.test -test.run 'TestHopperForwardLongMatchesMMASync' -test.v -test.count=1 >$O/long-$2.log 2>&1
+	rc=$?; echo "long forward vs mma.sync ($1) rc=$rc" >>$S
+	grep -E "^(--- FAIL|FAIL|panic)|differs|NaN" $O/long-$2.log | head -8 >>$S
+	[ $rc = 0 ] && bench $1 $2
+}
+BASE=""
+case " $PASSED " in *" HOP_FWD_WS=2 "*) BASE=HOP_FWD_WS=2 ;; *" HOP_FWD_WS=1 "*) BASE=HOP_FWD_WS=1 ;; esac
+if [ -n "$BASE" ]; then
+	checkbench $BASE,HOP_WS_PINGPONG=0 nopingpong
+	checkbench $BASE,HOP_WS_INTRA=0 nointra
+	checkbench $BASE,HOP_WS_STAGES=3 stages3
+fi
 
 step compile
 wait $CMP; echo "compile rc=$?" >>$S
