@@ -12,7 +12,7 @@ for n in "$@"; do
   if [ $lim -lt 20 ]; then echo "$n skipped: no time left" | tee -a $OUT/dispatch.txt; continue; fi
   mkdir -p $OUT/$n
   s=$(date +%s)
-  timeout -k 5 $lim bash .dev/gpu/$n/run.sh >$OUT/$n/run.log 2>&1
+  LIMIT=$lim timeout -k 5 $lim bash .dev/gpu/$n/run.sh >$OUT/$n/run.log 2>&1 # LIMIT: the seconds it got
   echo "$n rc=$? took $(( $(date +%s) - s ))s (limit $lim)" | tee -a $OUT/dispatch.txt
   tar -C $OUT -czf $OUT/$n.tgz $n && rm -rf $OUT/$n
 done

@@ -24,7 +24,10 @@
 # extrapolates the 350,000-token step from the two measured lengths (a*s^2 + b*s).
 # Memory at 350,000 (plan): `whet fit --max-seq` at this cap answers ~524,000-559,000 tokens
 # with a 120-128 GiB host (the host's pinned checkpoints are the limit, not the card), so
-# 350,000 fits; SEQ=350000 runs it where a call may take ~800 s.
+# 350,000 fits; LONG_SEQ=350000 runs it where a call may take ~800 s.
+# With long-context in the same call (go.sh gives this batch what is left, ~370 s, in LIMIT):
+#   LONG_SEQ=160000 bash .dev/gpu/common/go.sh long-context long-350k
+# (160,000 tokens: ~150 s of attention + ~18 s a step, ~210 s with the short run and setup).
 HERE=$(cd "$(dirname "$0")" && pwd)
-N=long-350k CAP=${CAP:-80GB} SEQ=${SEQ:-240000} STEPS=1 WARMUP=0 LONGMAX=100000 EXTRA=0 \
+N=long-350k CAP=${CAP:-80GB} SEQ=${LONG_SEQ:-240000} STEPS=1 WARMUP=0 LONGMAX=100000 EXTRA=0 \
   LIMIT=${LIMIT:-$(cat $HERE/LIM)} exec bash "$PWD/tools/gpu/long-context/run.sh"
