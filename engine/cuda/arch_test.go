@@ -316,6 +316,10 @@ var hopperOnly = []struct {
 	{regexp.MustCompile(`\bcp\.(reduce\.)?async\.bulk\b`), "__CUDA_ARCH__"},
 	{regexp.MustCompile(`\bmbarrier\.[a-z_.]*expect_tx\b`), "__CUDA_ARCH__"},
 	{regexp.MustCompile(`\bbarrier\.cluster\b|%cluster_ctarank|\bmapa\.`), "__CUDA_ARCH__"},
+	// stmatrix and vector fp32 reductions (the fused attention backward's)
+	// need sm_90: __CUDA_ARCH__ >= 900 or the sm_90a feature macro.
+	{regexp.MustCompile(`\bstmatrix\.`), "__CUDA_ARCH"},
+	{regexp.MustCompile(`\bred\.[a-z:.]*\.v[24]\.f32\b`), "__CUDA_ARCH"},
 }
 
 // ungatedHopperCode lists the lines of src that use a Hopper-only
@@ -394,7 +398,9 @@ func TestHopperOnlyInstructionsAreGated(t *testing.T) {
 	}
 	// The scanner itself.
 	gated := "#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\nasm(\"wgmma.fence.sync.aligned;\");\n#else\nmma();\n#endif\n" +
-		"#if __CUDA_ARCH__ >= 900\nasm(\"cp.async.bulk.tensor.2d.shared::cluster.global [%0], [%1];\");\n#endif\n"
+		"#if __CUDA_ARCH__ >= 900\nasm(\"cp.async.bulk.tensor.2d.shared::cluster.global [%0], [%1];\");\n#endif\n" +
+		"#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED\nasm(\"stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\");\n#endif\n" +
+		"#if __CUDA_ARCH__ >= 900\nasm(\"red.global.add.v2.f32 [%0], {%1, %2};\");\n#endif\nasm(\"red.global.add.f32 [%0], %1;\");\n"
 	if bad := ungatedHopperCode(gated); len(bad) != 0 {
 		t.Errorf("gated code flagged: %v", bad)
 	}
@@ -405,6 +411,8 @@ func TestHopperOnlyInstructionsAreGated(t *testing.T) {
 		"#if __CUDA_ARCH__ >= 900\nasm(\"wgmma.fence.sync.aligned;\");\n#endif\n", // sm_90 is not sm_90a
 		"#ifndef __CUDA_ARCH_FEAT_SM90_ALL\nasm(\"wgmma.fence.sync.aligned;\");\n#endif\n",
 		"#if !defined(__CUDA_ARCH_FEAT_SM90_ALL)\nasm(\"wgmma.fence.sync.aligned;\");\n#endif\n",
+		"asm(\"stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\");\n",
+		"#if HOP_BWD_FUSED\nasm(\"red.global.add.v2.f32 [%0], {%1, %2};\");\n#endif\n",
 	} {
 		if bad := ungatedHopperCode(src); len(bad) != 1 {
 			t.Errorf("ungated code not flagged once (%v):\n%s", bad, src)
