@@ -54,6 +54,7 @@ type cublasLt struct {
 	cublasLtGetVersion                                              uintptr
 
 	plans map[matmulKey]*matmulPlan
+	split splitFns // split-K variants for tuning (gemmtune.go)
 }
 
 func openCublasLt() (*cublasLt, error) {

@@ -15,8 +15,9 @@ import (
 // third to a half of the card's bandwidth, where the choice of tile and
 // split-K decides the rate. With tuning on, the first call of each problem
 // (each plan: sizes, transposes, types and alignments) asks the heuristic
-// for up to tuneCandidates algorithms, times each on the call's own
-// operands and keeps the fastest for the rest of the run.
+// for up to tuneCandidates algorithms (and, for a small output over a long
+// reduction, split-K variants of the first few: splitVariants), times each
+// on the call's own operands and keeps the fastest for the rest of the run.
 //
 // The timing runs write into the call's output when it is overwritten
 // (beta 0; the real product follows and overwrites it again) and into a
@@ -86,7 +87,11 @@ func (b *Backend) tunePlan(op, name string, p *matmulPlan, key matmulKey, ltA, l
 	rec := tuneRecord{name: name}
 	defer func() { b.tuneLog = append(b.tuneLog, rec) }()
 	cands, err := b.lt.heuristics(p, key, b.workspaceSize, tuneCandidates)
-	if err != nil || len(cands) < 2 {
+	if err != nil {
+		return nil
+	}
+	cands = append(cands, b.lt.splitVariants(p, key, cands, b.workspaceSize)...)
+	if len(cands) < 2 {
 		rec.candidates = len(cands)
 		return nil
 	}
@@ -214,4 +219,130 @@ func tuneReport(recs []tuneRecord) string {
 		fmt.Fprintf(&sb, "%-60s %6d %10s %10s %6s\n", x.rec.name, x.rec.candidates, us(x.first), us(x.chose), pick)
 	}
 	return sb.String()
+}
+
+// Split-K variants. For a product whose output is small against its
+// reduction (LoRA's dA = dxaᵀ·x is 16 x in over 8,192 tokens; dB is out x 16)
+// the work is in a few output tiles, and how many parts the reduction is
+// cut into decides how many SMs take part. The heuristic's candidates come
+// with the split it thought best; tuning also times copies of the first
+// few with other splits, where the algorithm allows them.
+const (
+	algoCapSplitKSupport = 0       // CUBLASLT_ALGO_CAP_SPLITK_SUPPORT (int32)
+	algoCapReductionMask = 1       // CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK (uint32)
+	algoConfigSplitKNum  = 2       // CUBLASLT_ALGO_CONFIG_SPLITK_NUM (uint32)
+	algoConfigReduction  = 3       // CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME (uint32)
+	reductionInPlace     = 1       // CUBLASLT_REDUCTION_SCHEME_INPLACE
+	reductionComputeType = 2       // CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE
+	reductionOutputType  = 4       // CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE
+	splitVariantsOf      = 4       // first candidates given other splits
+	splitMaxOutput       = 1 << 21 // output elements up to which splits are tried
+	splitMinK            = 1024    // reduction length from which they are
+	splitMinPart         = 256     // shortest part of the reduction
+	attrSize32           = 4
+)
+
+// splitChoices is the splits to try for a reduction of k and the scheme
+// that adds the parts, from the algorithm's mask of schemes: float32
+// partial sums (compute type) where it can, in place otherwise; a sum in
+// the output type only for a float32 output, since a bf16 one would round
+// every part. No splits (nil) when the algorithm offers no such scheme.
+func splitChoices(k int, mask uint32, outF32 bool) (splits []uint32, scheme uint32) {
+	switch {
+	case mask&reductionComputeType != 0:
+		scheme = reductionComputeType
+	case mask&reductionInPlace != 0:
+		scheme = reductionInPlace
+	case mask&reductionOutputType != 0 && outF32:
+		scheme = reductionOutputType
+	default:
+		return nil, 0
+	}
+	for s := uint32(2); s <= 32 && k/int(s) >= splitMinPart; s *= 2 {
+		splits = append(splits, s)
+	}
+	return splits, scheme
+}
+
+// wantsSplits reports whether tuning tries split-K variants for key: a
+// small output over a long reduction.
+func wantsSplits(key matmulKey) bool {
+	return key.m*key.n <= splitMaxOutput && key.k >= splitMinK
+}
+
+// splitFns are the cuBLASLt entry points the variants need, bound on first
+// use; bindErr is set when the library lacks them (no variants then).
+type splitFns struct {
+	capGet, configSet, check uintptr
+	bound                    bool
+	bindErr                  error
+}
+
+// splitVariants returns copies of the first splitVariantsOf usable
+// candidates with each other split the algorithm supports, each checked
+// by cuBLASLt (cublasLtMatmulAlgoCheck) for p's problem and workspace.
+// Variants it refuses are left out; an empty answer is not an error.
+func (c *cublasLt) splitVariants(p *matmulPlan, key matmulKey, cands []heuristicResult, workspace int) []heuristicResult {
+	f := &c.split
+	if !f.bound {
+		f.bound = true
+		f.bindErr = c.lib.bind(map[string]*uintptr{
+			"cublasLtMatmulAlgoCapGetAttribute":    &f.capGet,
+			"cublasLtMatmulAlgoConfigSetAttribute": &f.configSet,
+			"cublasLtMatmulAlgoCheck":              &f.check,
+		})
+	}
+	if f.bindErr != nil || !wantsSplits(key) {
+		return nil
+	}
+	seen := map[[matmulAlgoSize]byte]bool{}
+	for _, h := range cands {
+		seen[h.algo] = true
+	}
+	var out []heuristicResult
+	used := 0
+	for _, h := range cands {
+		if used == splitVariantsOf {
+			break
+		}
+		if h.state != 0 {
+			continue
+		}
+		used++
+		var support int32
+		var mask uint32
+		var written uint64
+		if c.call("cublasLtMatmulAlgoCapGetAttribute", f.capGet, uintptr(unsafe.Pointer(&h.algo[0])), algoCapSplitKSupport, uintptr(unsafe.Pointer(&support)), 4, uintptr(unsafe.Pointer(&written))) != nil || support == 0 {
+			continue
+		}
+		if c.call("cublasLtMatmulAlgoCapGetAttribute", f.capGet, uintptr(unsafe.Pointer(&h.algo[0])), algoCapReductionMask, uintptr(unsafe.Pointer(&mask)), 4, uintptr(unsafe.Pointer(&written))) != nil {
+			continue
+		}
+		splits, scheme := splitChoices(key.k, mask, key.typeCD == cudaR32F)
+		for _, s := range splits {
+			v := heuristicResult{algo: h.algo}
+			if c.call("cublasLtMatmulAlgoConfigSetAttribute", f.configSet, uintptr(unsafe.Pointer(&v.algo[0])), algoConfigSplitKNum, uintptr(unsafe.Pointer(&s)), attrSize32) != nil {
+				continue
+			}
+			sc := scheme
+			if c.call("cublasLtMatmulAlgoConfigSetAttribute", f.configSet, uintptr(unsafe.Pointer(&v.algo[0])), algoConfigReduction, uintptr(unsafe.Pointer(&sc)), attrSize32) != nil {
+				continue
+			}
+			if seen[v.algo] {
+				continue
+			}
+			var res [heuristicResultSize]byte
+			if c.call("cublasLtMatmulAlgoCheck", f.check, c.handle, p.desc, p.layA, p.layB, p.layC, p.layC, uintptr(unsafe.Pointer(&v.algo[0])), uintptr(unsafe.Pointer(&res[0]))) != nil {
+				continue
+			}
+			chk, err := parseHeuristics(res[:], 1)
+			if err != nil || chk[0].state != 0 || chk[0].workspace > workspace {
+				continue
+			}
+			v.workspace = chk[0].workspace
+			seen[v.algo] = true
+			out = append(out, v)
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package cuda
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -107,5 +108,53 @@ func TestGEMMTuneOn(t *testing.T) {
 	t.Setenv(GEMMTuneEnv, "0")
 	if gemmTuneOn(false) {
 		t.Errorf("%s=0: tuning on", GEMMTuneEnv)
+	}
+}
+
+func TestSplitChoices(t *testing.T) {
+	for _, c := range []struct {
+		k          int
+		mask       uint32
+		outF32     bool
+		wantSplits []uint32
+		wantScheme uint32
+	}{
+		// LoRA's dA/dB: 8,192 tokens; float32 partial sums preferred.
+		{8192, reductionInPlace | reductionComputeType | reductionOutputType, false, []uint32{2, 4, 8, 16, 32}, reductionComputeType},
+		{8192, reductionInPlace, false, []uint32{2, 4, 8, 16, 32}, reductionInPlace},
+		// Parts no shorter than splitMinPart.
+		{2048, reductionComputeType, true, []uint32{2, 4, 8}, reductionComputeType},
+		{1024, reductionComputeType, true, []uint32{2, 4}, reductionComputeType},
+		{300, reductionComputeType, true, nil, reductionComputeType},
+		// Sums in the output type: only for a float32 output.
+		{8192, reductionOutputType, true, []uint32{2, 4, 8, 16, 32}, reductionOutputType},
+		{8192, reductionOutputType, false, nil, 0},
+		{8192, 0, true, nil, 0},
+	} {
+		splits, scheme := splitChoices(c.k, c.mask, c.outF32)
+		if scheme != c.wantScheme || !slices.Equal(splits, c.wantSplits) {
+			t.Errorf("splitChoices(%d, %#x, f32 %v) = %v, scheme %d; want %v, scheme %d", c.k, c.mask, c.outF32, splits, scheme, c.wantSplits, c.wantScheme)
+		}
+	}
+}
+
+// TestWantsSplits: the 1B LoRA row's reductions over 8,192 tokens get split
+// variants; its K=16 products and the base GEMMs do not. Sizes are the
+// column-major call's (gemm swaps the backend's m and n).
+func TestWantsSplits(t *testing.T) {
+	for _, c := range []struct {
+		m, n, k int
+		want    bool
+	}{
+		{2048, 16, 8192, true},  // dA of q/k/v/o/gate/up: [16, 2048] over tokens
+		{16, 512, 8192, true},   // dB of k and v
+		{16, 8192, 8192, true},  // dB of gate and up
+		{2048, 8192, 16, false}, // B product (K = rank)
+		{2048, 8192, 2048, false},
+		{128256, 523, 2048, false}, // LM head chunk
+	} {
+		if got := wantsSplits(matmulKey{m: c.m, n: c.n, k: c.k}); got != c.want {
+			t.Errorf("wantsSplits(m %d n %d k %d) = %v, want %v", c.m, c.n, c.k, got, c.want)
+		}
 	}
 }
