@@ -17,7 +17,7 @@ step start; cat $O/gpu.txt >>$S
 #    is tuned on its first call, so a candidate computing a wrong product
 #    (or one the timing runs disturbed) fails its case here.
 step conformance
-(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run '^TestConformance(F32)?$' -test.count=1) >$O/conformance.log 2>&1
+(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^TestConformance(F32)?$' -test.count=1) >$O/conformance.log 2>&1
 echo "TestConformance(F32) (WHET_GEMM_TUNE=1) rc=$?" >>$S
 grep -E "^(--- FAIL|ok|FAIL|panic)|^    --- FAIL" $O/conformance.log | head -20 >>$S
 
@@ -25,38 +25,41 @@ grep -E "^(--- FAIL|ok|FAIL|panic)|^    --- FAIL" $O/conformance.log | head -20 
 #    40-step curve, then the LoRA/QLoRA training curves (plain and stacked
 #    storage).
 step lora-tests
-(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 30 $B/cuda.test -test.run 'TestLoRAStackedMatchesCPU' -test.v -test.count=1) >$O/stacked.log 2>&1
+(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestLoRAStackedMatchesCPU' -test.v -test.count=1) >$O/stacked.log 2>&1
 echo "TestLoRAStackedMatchesCPU (WHET_GEMM_TUNE=1) rc=$?" >>$S
 grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- |relative|loss cpu" $O/stacked.log | head -30 >>$S
-(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 45 $B/cuda.test -test.run '^(TestFamilyTrainingMatchesCPU|TestTrainingMatchesCPU)$/^(.*_lora|lora_llama|lora_qwen2|qlora_llama|lora_qwen3)$' -test.v -test.count=1) >$O/curves.log 2>&1
+(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 40 $B/cuda.test -test.run '^(TestFamilyTrainingMatchesCPU|TestTrainingMatchesCPU)$/^(.*_lora|lora_llama|lora_qwen2|qlora_llama|lora_qwen3)$' -test.v -test.count=1) >$O/curves.log 2>&1
 echo "training curves (WHET_GEMM_TUNE=1) rc=$?" >>$S
 grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- |largest difference" $O/curves.log | head -30 >>$S
 
-# 3. Llama-3.2-1B LoRA r16 4x2048 (docs/performance.md's row) without, then
-#    with tuning, same card. The second JSON line says gemm_tuned; the two
+# 3. Llama-3.2-1B LoRA r16 4x2048 (docs/performance.md's row): plain, tuned,
+#    and tuned with the stacked adapters (WHET_LORA_FUSED=1, also opt-in),
+#    same card, one JSON line each (gemm_tuned, lora_fused say which). The
 #    losses must agree to bf16 noise (same seed and weights).
 step bench
 BENCH="bench --backend cuda --json --model llama-3.2-1b --method lora --batch 4 --seq 2048"
-echo "cmd: [WHET_GEMM_TUNE=1] whet $BENCH --steps 5 --warmup 2" >>$S
+echo "cmd: [WHET_LORA_FUSED=1] [WHET_GEMM_TUNE=1] whet $BENCH --steps 5 --warmup 2" >>$S
 timeout 25 $W $BENCH --steps 5 --warmup 2 >$O/bench.jsonl 2>$O/bench-plain.err
 echo "bench plain rc=$?" >>$S
 WHET_GEMM_TUNE=1 timeout 25 $W $BENCH --steps 5 --warmup 2 >>$O/bench.jsonl 2>$O/bench-tuned.err
 echo "bench tuned rc=$?" >>$S
-grep -o '"gemm_tuned":true\|"tokens_per_sec":[0-9.]*\|"step_s":[0-9.]*\|"peak_bytes":[0-9]*\|"loss":[0-9.]*' $O/bench.jsonl | paste -sd' ' >>$S
-for f in bench-plain bench-tuned; do echo "-- $f.err (last lines):" >>$S; tail -n 3 $O/$f.err >>$S; done
+WHET_LORA_FUSED=1 WHET_GEMM_TUNE=1 timeout 25 $W $BENCH --steps 5 --warmup 2 >>$O/bench.jsonl 2>$O/bench-fused-tuned.err
+echo "bench stacked+tuned rc=$?" >>$S
+while read -r l; do echo "$l" | grep -o '"lora_fused":true\|"gemm_tuned":true\|"tokens_per_sec":[0-9.]*\|"step_s":[0-9.]*\|"peak_bytes":[0-9]*\|"loss":[0-9.]*' | paste -sd' '; done <$O/bench.jsonl >>$S
+for f in bench-plain bench-tuned bench-fused-tuned; do echo "-- $f.err (last lines):" >>$S; tail -n 3 $O/$f.err >>$S; done
 
 # 4. Per-kernel profiles of 2 timed steps each (WHET_CUDA_PROFILE=1; the
 #    table goes to standard error; with tuning on it ends with the tuned
 #    products: the heuristic's first choice against the chosen one, in µs).
 step profiles
-WHET_CUDA_PROFILE=1 timeout 20 $W $BENCH --steps 2 --warmup 1 >$O/profile.jsonl 2>$O/profile-plain.txt
+WHET_CUDA_PROFILE=1 timeout 18 $W $BENCH --steps 2 --warmup 1 >$O/profile.jsonl 2>$O/profile-plain.txt
 echo "profile plain rc=$?" >>$S
-WHET_CUDA_PROFILE=1 WHET_GEMM_TUNE=1 timeout 20 $W $BENCH --steps 2 --warmup 1 >>$O/profile.jsonl 2>$O/profile-tuned.txt
+WHET_CUDA_PROFILE=1 WHET_GEMM_TUNE=1 timeout 18 $W $BENCH --steps 2 --warmup 1 >>$O/profile.jsonl 2>$O/profile-tuned.txt
 echo "profile tuned rc=$?" >>$S
 for f in profile-plain profile-tuned; do
 	echo "-- $f.txt: products and total" >>$S
-	grep -E "^gemm [0-9]+x[0-9]+x16 |^gemm 16x|^gemm [0-9]+x16x|^total device time" $O/$f.txt | head -24 >>$S
+	sed '/^gemm tuning/,$d' $O/$f.txt | grep -E "^gemm [0-9]+x[0-9]+x16 |^gemm 16x|^gemm [0-9]+x16x|^total device time" | head -24 >>$S
 done
 echo "-- tuned products, largest saving first:" >>$S
-sed -n '/^gemm tuning/,$p' $O/profile-tuned.txt | head -30 >>$S
+sed -n '/^gemm tuning/,$p' $O/profile-tuned.txt | grep -E '^(gemm|product)' | head -30 >>$S
 step end
