@@ -31,7 +31,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	template := fs.String("template", "", "chat template name (default: detected from the tokenizer)")
 	system := fs.String("system", "", "system prompt")
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
-	compare := fs.Bool("compare", false, "answer each prompt with the base model and with the tuned one (generated together, printed base first)")
+	compare := fs.Bool("compare", false, "answer each prompt with the base model and with the tuned one (generated together where "+chat.BothTogetherEnv+" allows, printed base first)")
 	maxNew := fs.Int("max-new-tokens", 256, "most tokens per reply")
 	temp := fs.Float64("temperature", 0.7, "sampling temperature; 0 is greedy")
 	topK := fs.Int("top-k", 0, "keep the k most likely tokens (0 = off)")
@@ -129,7 +129,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		msgs := append(append([]datasets.Message(nil), history...), user)
 		all := append(append([]*vision.Gemma3Output(nil), images...), pending...)
 		var last chat.Reply
-		if *compare && s.HasAdapter && len(all) == 0 {
+		if *compare && s.HasAdapter && len(all) == 0 && s.BothTogether() {
 			r, err := compareBoth(ctx, s, msgs, opts, stdout)
 			if err != nil {
 				return err

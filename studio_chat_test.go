@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"whet/engine"
+	"whet/engine/chat"
 	"whet/engine/cpu"
 	"whet/tui"
 )
@@ -124,6 +125,20 @@ func TestStudioChatAnswersBothTogether(t *testing.T) {
 		t.Error("the adapter changes nothing: the test cannot tell base from tuned")
 	}
 
+	// WHET_CHAT_BATCH=0 (and a GPU, unless it is 1) gives a session that
+	// answers one side at a time: the page asks the base, then the tuned.
+	t.Setenv(chat.BothTogetherEnv, "0")
+	one, err := (studioChatter{}).OpenChat(context.Background(), run, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, together := one.(tui.BothChat)
+	_, images := one.(tui.ImageChat)
+	one.Close()
+	if together || !images || !one.HasTuned() {
+		t.Errorf("%s=0: the session answers together %v (want false), takes images %v, has the tuned model %v", chat.BothTogetherEnv, together, images, one.HasTuned())
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	b, tu, err := bc.GenerateBoth(ctx, baseTurns, tunedTurns, o, func(bool, string) {}, func(bool, tui.ChatReply) {})
@@ -155,6 +170,13 @@ func TestChatCompareAnswersBoth(t *testing.T) {
 	if want := "[base] " + base + "[tuned] " + tuned; got != want || base == tuned {
 		t.Errorf("--compare printed\n%q\nwant the base alone then the tuned alone\n%q", got, want)
 	}
+
+	// One after the other (as on a GPU by default) prints the same.
+	t.Setenv(chat.BothTogetherEnv, "0")
+	if seq := ask(append([]string{"--adapter", adapter, "--compare"}, q...)...); seq != got {
+		t.Errorf("--compare one after the other printed\n%q\ntogether\n%q", seq, got)
+	}
+	t.Setenv(chat.BothTogetherEnv, "")
 
 	in := strings.NewReader("Hi\nAnd then?\n\n")
 	var o, e bytes.Buffer

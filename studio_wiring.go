@@ -530,7 +530,22 @@ func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.Run
 		}
 		return nil, err
 	}
-	return &studioChat{s: s, b: b, modelDir: o.ModelDir}, nil
+	c := &studioChat{s: s, b: b, modelDir: o.ModelDir}
+	if !s.BothTogether() {
+		return oneAtATimeChat{c}, nil
+	}
+	return c, nil
+}
+
+// oneAtATimeChat is the studio's chat without GenerateBoth: the page asks
+// the base model and then the tuned one (chat.BothTogetherEnv).
+type oneAtATimeChat struct{ c *studioChat }
+
+func (o oneAtATimeChat) HasTuned() bool               { return o.c.HasTuned() }
+func (o oneAtATimeChat) CheckImage(path string) error { return o.c.CheckImage(path) }
+func (o oneAtATimeChat) Close()                       { o.c.Close() }
+func (o oneAtATimeChat) Generate(ctx context.Context, turns []tui.ChatTurn, opts engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
+	return o.c.Generate(ctx, turns, opts, tuned, onText)
 }
 
 // hasGemma3VisionConfig reports whether a model folder's config.json is a

@@ -146,3 +146,19 @@ func TestGenerateBothMatchesEachAlone(t *testing.T) {
 		t.Error("GenerateBoth without an adapter was accepted")
 	}
 }
+
+// TestBothTogether: the side-by-side chats answer both sides together on
+// the CPU by default; WHET_CHAT_BATCH=0 or 1 decides on any backend.
+func TestBothTogether(t *testing.T) {
+	s, err := Open(cpu.New(), Options{ModelDir: filepath.Join("..", "..", "testdata", "tiny-llama"), Template: "chatml", MaxLen: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for env, want := range map[string]bool{"": true, "0": false, "1": true} {
+		t.Setenv(BothTogetherEnv, env)
+		if got := s.BothTogether(); got != want {
+			t.Errorf("%s=%q on the CPU: together %v, want %v", BothTogetherEnv, env, got, want)
+		}
+	}
+}

@@ -312,6 +312,26 @@ func (s *Session) GenerateBoth(ctx context.Context, baseMsgs, tunedMsgs []datase
 	return result(0), result(1), nil
 }
 
+// BothTogetherEnv chooses whether the side-by-side chats (the studio's
+// and whet chat --compare) answer the base and the tuned side together
+// (GenerateBoth) or one after the other: 1 together on every backend, 0
+// one after the other. Unset, they go together on the CPU backend, whose
+// tests prove each side equal to its model alone, and one after the other
+// on a GPU until tools/gpu/chat-both has checked the batch there (the
+// adapter on some rows only has not run on a GPU).
+const BothTogetherEnv = "WHET_CHAT_BATCH"
+
+// BothTogether applies BothTogetherEnv to the session's backend.
+func (s *Session) BothTogether() bool {
+	switch os.Getenv(BothTogetherEnv) {
+	case "1":
+		return true
+	case "0":
+		return false
+	}
+	return s.Model.B.Name() == "cpu"
+}
+
 // textStream turns the growing decoded text of a reply into pieces for
 // the screen. It cuts the reply before a stop string, and holds back an
 // incomplete UTF-8 sequence (decoded as U+FFFD) and any tail that could
