@@ -801,6 +801,9 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 // writes dq = scale * dqAcc.
 //   HOP_BWD_STS=1     stores dS with 16-bit st.shared instead of stmatrix.trans
 //   HOP_BWD_RED_V2=1  adds pairs with red.global.add.v2.f32 (sm_90) instead of two scalar reds
+//   HOP_BWD_DQ_BULK=1 stages each warpgroup's 64 x 64 dQ in shared memory (rows 272 bytes
+//                     apart) and adds it row by row with bulk async reductions (256 bytes an
+//                     operation, issued by the warpgroup's first warp) instead of red.global
 #ifndef HOP_BWD_FUSED
 #define HOP_BWD_FUSED 0
 #endif
@@ -810,6 +813,11 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 #ifndef HOP_BWD_RED_V2
 #define HOP_BWD_RED_V2 0
 #endif
+#ifndef HOP_BWD_DQ_BULK
+#define HOP_BWD_DQ_BULK 0
+#endif
+// HOP_DQ_ROW: the byte stride of the dQ staging rows (HOP_BWD_DQ_BULK).
+#define HOP_DQ_ROW 272
 #if HOP_BWD_FUSED
 
 // wgmma_ss_n64_bt: d[0..32) += A B, A (64 x 16) K-major and B (16 x 64)
@@ -860,6 +868,26 @@ __device__ __forceinline__ void red_add2(float* p, float a, float b) {
 #endif
 }
 
+#if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
+// bulk_reduce_add adds bytes (a multiple of 16) of fp32 at shared address src
+// into global p (16-byte aligned), asynchronously (bulk async-group).
+__device__ __forceinline__ void bulk_reduce_add(float* p, unsigned int src, unsigned int bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(p), "r"(src),
+                 "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// bulk_wait_read waits until this thread's bulk reductions have read their
+// shared-memory source; bulk_wait_all until they are done.
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+#endif
+
+// st_shared_f32x2 stores a and b at shared address addr (8-byte aligned).
+__device__ __forceinline__ void st_shared_f32x2(unsigned int addr, float a, float b) {
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(a), "f"(b) : "memory");
+}
+
 // attn_bwd_fused_hopper: see above. Block y takes key block y.
 template <int D>
 __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, int dkdt, void* dv, int dvdt,
@@ -879,6 +907,8 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
     const unsigned int Ks = base, Vs = base + KBYTES, Qs = Vs + KBYTES, dOs = Qs + 2 * QBYTES;
     const unsigned int dSs = dOs + 2 * QBYTES;
     const unsigned int lseS = dSs + DSBYTES, deltaS = lseS + 2 * BQ * 4; // [2][BQ] floats each
+    // dQ staging (HOP_BWD_DQ_BULK): [2 warpgroups][64 rows] of HOP_DQ_ROW bytes.
+    const unsigned int dQs = deltaS + 2 * BQ * 4;
     const float* lseP = (const float*)(hop_smem + (lseS - smem_u32(hop_smem)));
     const float* deltaP = (const float*)(hop_smem + (deltaS - smem_u32(hop_smem)));
     const int kvh = blockIdx.x, group = H / KVH;
@@ -1029,6 +1059,9 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
             }
             wgmma_commit();
         }
+#if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
+        if ((warp & 3) == 0) bulk_wait_read(); // the previous tile's reductions have read the staging
+#endif
         if (splitN) {
             bar_sync_n(1, 256);
         } else {
@@ -1064,15 +1097,38 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
         hold_regs<D / 2>(&dK[0][0]);
         hold_regs<D / 2>(&dV[0][0]);
 
-        const int qrA = qt + 16 * (warp & 3) + g, qrB = qrA + 8;
         float* acc = dqAcc + (i64)hq * D + (splitN ? 64 * wg : 0);
+#if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
+        {
+            const unsigned int st = dQs + wg * (BQ * HOP_DQ_ROW) + (16 * (warp & 3) + g) * HOP_DQ_ROW + 8 * t;
+#pragma unroll
+            for (int dn = 0; dn < 8; dn++) {
+                st_shared_f32x2(st + dn * 32, dQ[dn][0], dQ[dn][1]);
+                st_shared_f32x2(st + 8 * HOP_DQ_ROW + dn * 32, dQ[dn][2], dQ[dn][3]);
+            }
+            fence_async_smem();
+            bar_sync_n(3 + wg, 128);
+            if ((warp & 3) == 0) { // lane l adds rows 2l and 2l+1
+#pragma unroll
+                for (int r = 2 * lane; r < 2 * lane + 2; r++)
+                    if (qt + r < qEnd)
+                        bulk_reduce_add(acc + (i64)(qt + r) * qStride, dQs + wg * (BQ * HOP_DQ_ROW) + r * HOP_DQ_ROW, 256);
+                bulk_commit();
+            }
+        }
+#else
+        const int qrA = qt + 16 * (warp & 3) + g, qrB = qrA + 8;
 #pragma unroll
         for (int dn = 0; dn < 8; dn++) {
             const int c = dn * 8 + 2 * t;
             if (qrA < qEnd) red_add2(acc + (i64)qrA * qStride + c, dQ[dn][0], dQ[dn][1]);
             if (qrB < qEnd) red_add2(acc + (i64)qrB * qStride + c, dQ[dn][2], dQ[dn][3]);
         }
+#endif
     }
+#if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
+    if ((warp & 3) == 0) bulk_wait_all();
+#endif
     cp_async_wait_all();
     store_rows<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, t);
     store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
@@ -1738,8 +1794,9 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
 }
 
 // attention_backward_fused_hopper_d<D>: grid (KVH, ceil(T / 128)), 256
-// threads, dynamic shared memory 1024 + 1024 * D + 16384 + 1024 bytes
-// (attnHopperSmem "fused"); a trap unless compiled with HOP_BWD_FUSED=1.
+// threads, dynamic shared memory 1024 + 1024 * D + 16384 + 1024 bytes,
+// 34816 more with HOP_BWD_DQ_BULK=1
+// (attnHopperFusedSmem); a trap unless compiled with HOP_BWD_FUSED=1.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED
 #define HOP_BWD_BODY(D)                                                                                                \
     attn_bwd_fused_hopper<D>(dqAcc, dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale,     \
