@@ -63,6 +63,9 @@
 #ifndef HOP_WS_INTRA
 #define HOP_WS_INTRA 1
 #endif
+#ifndef HOP_WS_TMA
+#define HOP_WS_TMA 0
+#endif
 #ifndef HOP_WS_PINGPONG
 #define HOP_WS_PINGPONG 1
 #endif
@@ -1434,6 +1437,9 @@ __device__ __forceinline__ void attn_fwd_hopper_ov(void* out, int odt, float* ls
 // Every consumer waits for and gives back every tile of the block, also the
 // ones its rows do not see, and takes a turn for each, so that the barrier
 // counts hold whatever the mask.
+#if HOP_WS_TMA && !HOP_FWD_WS
+#error "HOP_WS_TMA is a knob of the warp-specialised forward: set HOP_FWD_WS too"
+#endif
 #if HOP_FWD_WS
 #if HOP_FWD_OVERLAP
 #error "HOP_FWD_WS and HOP_FWD_OVERLAP are two different forwards: set one"
@@ -1489,6 +1495,35 @@ __device__ __forceinline__ void ws_load_tile(unsigned int tile, const unsigned s
     }
 }
 
+#if HOP_WS_TMA && __CUDA_ARCH__ >= 900
+// HOP_WS_TMA=1: the producer copies with TMA (cp.async.bulk.tensor) instead
+// of cp.async. Its tensor maps (Q, K, V: 3-D bf16 maps of [rows][heads][D]
+// with 64-column boxes and the 128-byte swizzle, encoded on the host by
+// cuTensorMapEncodeTiled) live in this module's global memory, written
+// before the forward by attention_hopper_tmap_store in stream order.
+__device__ __attribute__((aligned(64))) unsigned long long hop_tmaps[3][16];
+
+__device__ __forceinline__ void tmap_acquire(unsigned long long tmap) {
+    asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(tmap) : "memory");
+}
+
+__device__ __forceinline__ void mbar_expect_tx(unsigned int bar, unsigned int bytes) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+
+// tma_load_3d copies the box at coordinates (c0 = column, c1 = head, c2 =
+// first row) of the tensor map at tmap to shared address dst; rows past
+// the tensor's end arrive as zeros. Completes tx bytes on the mbarrier bar.
+__device__ __forceinline__ void tma_load_3d(unsigned int dst, unsigned long long tmap, int c0, int c1, int c2,
+                                            unsigned int bar) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+                 "%4}], [%5];\n" ::"r"(dst),
+                 "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+}
+#endif
+
 template <int D, int NC>
 __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* lse, const unsigned short* q,
                                                    const unsigned short* k, const unsigned short* v,
@@ -1496,6 +1531,9 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
                                                    float scale, int window, float softcap) {
     constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;
     constexpr unsigned int QBYTES = BM * D * 2, KVBYTES = BN * D * 2;
+    // Arrivals that complete a full barrier: every producer thread's
+    // cp.async, or the one thread that issues the TMA copies.
+    constexpr unsigned int FULL = HOP_WS_TMA ? 1 : 128;
     extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
     const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
     const unsigned int Qs = base, Ks = Qs + QBYTES, Vs = Ks + S * KVBYTES;
@@ -1512,10 +1550,10 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
     const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
 
     if (tid == 0) {
-        mbar_init(qFull, 128);
+        mbar_init(qFull, FULL);
         for (int s = 0; s < S; s++) {
-            mbar_init(kFull + 8 * s, 128);
-            mbar_init(vFull + 8 * s, 128);
+            mbar_init(kFull + 8 * s, FULL);
+            mbar_init(vFull + 8 * s, FULL);
             mbar_init(kEmpty + 8 * s, 4 * NC);
             mbar_init(vEmpty + 8 * s, 4 * NC);
         }
@@ -1528,6 +1566,36 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(NC == 3 ? HOP_WS_PREG3 : HOP_WS_PREG2));
 #endif
         const int ptid = tid;
+#if HOP_WS_TMA && __CUDA_ARCH__ >= 900
+        // One thread issues every copy: Q once, then K and V per tile, each
+        // 64-column panel one TMA box (the tensor maps swizzle as the
+        // descriptors expect); the full barrier expects the bytes.
+        if (ptid == 0) {
+            const unsigned long long tq = (unsigned long long)&hop_tmaps[0][0], tk = (unsigned long long)&hop_tmaps[1][0],
+                                     tv = (unsigned long long)&hop_tmaps[2][0];
+            tmap_acquire(tq);
+            tmap_acquire(tk);
+            tmap_acquire(tv);
+            mbar_expect_tx(qFull, QBYTES);
+#pragma unroll
+            for (int p = 0; p < D / 64; p++) tma_load_3d(Qs + p * (BM * 128), tq, 64 * p, h, q0, qFull);
+            for (int j = 0; j < nTiles; j++) {
+                const int st = j % S, kt = kStart + j * BN;
+                const unsigned int par = ((j / S) & 1) ^ 1; // the consumers' release of tile j - S
+                if (j >= S) mbar_wait(kEmpty + 8 * st, par);
+                mbar_expect_tx(kFull + 8 * st, KVBYTES);
+#pragma unroll
+                for (int p = 0; p < D / 64; p++)
+                    tma_load_3d(Ks + st * KVBYTES + p * (BN * 128), tk, 64 * p, kvh, kt, kFull + 8 * st);
+                if (j >= S) mbar_wait(vEmpty + 8 * st, par);
+                mbar_expect_tx(vFull + 8 * st, KVBYTES);
+#pragma unroll
+                for (int p = 0; p < D / 64; p++)
+                    tma_load_3d(Vs + st * KVBYTES + p * (BN * 128), tv, 64 * p, kvh, kt, vFull + 8 * st);
+            }
+        }
+        return;
+#endif
         const i64 kvCol = (i64)kvh * D;
         ws_load_tile<D, BM>(Qs, q, qStride, (i64)h * D, q0, Tq, ptid);
         cp_async_mbar_arrive(qFull);
@@ -1759,6 +1827,30 @@ extern "C" __global__ void __launch_bounds__(HOP_FWD_THREADS_D128, 1) attention_
     void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
     const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window, float softcap) {
     HOP_FWD_BODY(128);
+}
+
+// attention_hopper_tmap_store (HOP_WS_TMA=1 only; a trap otherwise, and
+// never launched then): one thread writes the 16 words w0..w15 of tensor map
+// `slot` (0 Q, 1 K, 2 V; engine/cuda/attention.go encodes them) into this
+// module's hop_tmaps, in stream order before the forward that reads them.
+extern "C" __global__ void attention_hopper_tmap_store(int slot, unsigned long long w0, unsigned long long w1,
+                                                       unsigned long long w2, unsigned long long w3,
+                                                       unsigned long long w4, unsigned long long w5,
+                                                       unsigned long long w6, unsigned long long w7,
+                                                       unsigned long long w8, unsigned long long w9,
+                                                       unsigned long long w10, unsigned long long w11,
+                                                       unsigned long long w12, unsigned long long w13,
+                                                       unsigned long long w14, unsigned long long w15) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_WS_TMA && __CUDA_ARCH__ >= 900
+    if (threadIdx.x == 0 && slot >= 0 && slot < 3) {
+        unsigned long long* d = hop_tmaps[slot];
+        d[0] = w0, d[1] = w1, d[2] = w2, d[3] = w3, d[4] = w4, d[5] = w5, d[6] = w6, d[7] = w7;
+        d[8] = w8, d[9] = w9, d[10] = w10, d[11] = w11, d[12] = w12, d[13] = w13, d[14] = w14, d[15] = w15;
+        asm volatile("fence.proxy.tensormap::generic.release.gpu;\n" ::: "memory");
+    }
+#else
+    asm volatile("trap;");
+#endif
 }
 
 // attention_backward_dq_hopper_d<D>: grid (H, ceil(T / 128)), 256 threads,

@@ -218,6 +218,7 @@ func nvrtcDefine(name string) (string, bool) {
 // (HOP_WS_STAGES). err says which define is malformed.
 type hopperWS struct {
 	mode, wg64, stages int
+	tma                int // HOP_WS_TMA: 1 = the producer copies with TMA (hopperTmaps)
 	err                error
 }
 
@@ -227,7 +228,7 @@ func hopperFwdWS() hopperWS {
 		name     string
 		dst      *int
 		min, max int
-	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 3}} {
+	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 3}, {"HOP_WS_TMA", &ws.tma, 0, 1}} {
 		v, ok := nvrtcDefine(f.name)
 		if !ok {
 			continue
@@ -240,7 +241,55 @@ func hopperFwdWS() hopperWS {
 		}
 		*f.dst = n
 	}
+	if ws.tma != 0 && ws.mode == 0 {
+		return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: HOP_WS_TMA=%d is a knob of the warp-specialised forward: set HOP_FWD_WS=1 or 2 too", ws.tma)}
+	}
 	return ws
+}
+
+// hopperTmaps encodes the TMA tensor maps of the warp-specialised forward's
+// HOP_WS_TMA=1 (slot 0: q, 1: k, 2: v; each a 3-D bf16 map of [rows][heads][d]
+// whose boxes are 64 columns of one head by `rows` rows (q) or 128 (k, v),
+// with the 128-byte swizzle of the shared tiles and zeros past the last row)
+// and writes each one that changed into the module with
+// attention_hopper_tmap_store, in stream order before the forward.
+func (b *Backend) hopperTmaps(op string, qt, kt, vt *Tensor, H, KVH, D, qRows int) error {
+	if b.drv.cuTensorMapEncodeTiled == 0 {
+		return fmt.Errorf("cuda: %s: HOP_WS_TMA=1 needs cuTensorMapEncodeTiled (a CUDA 12 driver); this driver lacks it", op)
+	}
+	const (
+		bf16Type     = 9 // CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+		swizzle128   = 3 // CU_TENSOR_MAP_SWIZZLE_128B
+		l2Promote256 = 3 // CU_TENSOR_MAP_L2_PROMOTION_L2_256B
+	)
+	for slot, x := range []struct {
+		t          *Tensor
+		heads, box int
+	}{{qt, H, qRows}, {kt, KVH, attnHopperRows}, {vt, KVH, attnHopperRows}} {
+		rows := x.t.Len() / (x.heads * D)
+		buf := new([24]uint64) // a CUtensorMap is 128 bytes, 64-byte aligned
+		off := int((64 - uintptr(unsafe.Pointer(&buf[0]))%64) % 64 / 8)
+		dims := [3]uint64{uint64(D), uint64(x.heads), uint64(rows)}
+		strides := [2]uint64{uint64(2 * D), uint64(2 * x.heads * D)} // bytes, of dims 1 and 2
+		box := [3]uint32{64, 1, uint32(x.box)}
+		elem := [3]uint32{1, 1, 1}
+		if err := b.drv.call("cuTensorMapEncodeTiled", b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), bf16Type, 3,
+			uintptr(x.t.ptr()), uintptr(unsafe.Pointer(&dims[0])), uintptr(unsafe.Pointer(&strides[0])), uintptr(unsafe.Pointer(&box[0])),
+			uintptr(unsafe.Pointer(&elem[0])), 0, swizzle128, l2Promote256, 0); err != nil {
+			return withOp(fmt.Sprintf("%s: tensor map %d (%d rows, %d heads, d %d)", op, slot, rows, x.heads, D), err)
+		}
+		var w [16]uint64
+		copy(w[:], buf[off:off+16])
+		if b.hopTmapsSet[slot] && b.hopTmaps[slot] == w {
+			continue
+		}
+		if err := b.launch(op, attnHopperFile, "attention_hopper_tmap_store", dim3{1, 1, 1}, dim3{32, 1, 1}, 0, int32(slot),
+			w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15]); err != nil {
+			return err
+		}
+		b.hopTmaps[slot], b.hopTmapsSet[slot] = w, true
+	}
+	return nil
 }
 
 // wg is the number of consumer warpgroups at head dim d.
@@ -363,6 +412,11 @@ func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64,
 				}
 				if err := b.hopperWSCheck(f, ws, D); err != nil {
 					return withOp(op, err)
+				}
+				if ws.tma == 1 {
+					if err := b.hopperTmaps(op, qt, kt, vt, H, KVH, D, ws.rows(D)); err != nil {
+						return err
+					}
 				}
 			}
 			rows := ws.rows(D)

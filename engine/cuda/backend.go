@@ -152,6 +152,11 @@ type Backend struct {
 	decodeScratchBytes int64
 
 	hc *hostCopier // pinned host memory and the copy stream (offload.go), made on first use
+
+	// The tensor maps attention_hopper_tmap_store last wrote into the
+	// module (HOP_WS_TMA, attention.go), so unchanged ones are not written again.
+	hopTmaps    [3][16]uint64
+	hopTmapsSet [3]bool
 }
 
 // function is a loaded kernel and the dynamic shared memory it was opened to.

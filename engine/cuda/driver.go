@@ -89,6 +89,10 @@ type driver struct {
 	// cuFuncGetAttribute (optional): the warp-specialised Hopper forward
 	// checks the registers ptxas gave it (attention.go, hopperWSCheck).
 	cuFuncGetAttribute uintptr
+
+	// cuTensorMapEncodeTiled (CUDA 12.0+; optional): TMA tensor maps for the
+	// warp-specialised Hopper forward's HOP_WS_TMA=1 (attention.go).
+	cuTensorMapEncodeTiled uintptr
 }
 
 func openDriver() (*driver, error) {
@@ -137,6 +141,7 @@ func openDriver() (*driver, error) {
 		"cuMemcpyDtoDAsync_v2":        &d.cuMemcpyDtoDAsync,
 		"cuLaunchKernelEx":            &d.cuLaunchKernelEx,
 		"cuFuncGetAttribute":          &d.cuFuncGetAttribute,
+		"cuTensorMapEncodeTiled":      &d.cuTensorMapEncodeTiled,
 	} {
 		*dst, _ = lib.sym(name) // optional
 	}

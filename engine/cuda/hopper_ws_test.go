@@ -18,7 +18,7 @@ import (
 // hopperWSVariants are the warp-specialised forward's define sets that
 // tools/gpu/attention-fwd runs: producer + 2 consumers (both head dims),
 // with setmaxnreg, 3 consumers at d64, no pingpong, 3 stages, no
-// intra-warpgroup overlap.
+// intra-warpgroup overlap, TMA copies.
 var hopperWSVariants = []string{
 	"HOP_FWD_WS=1",
 	"HOP_FWD_WS=2",
@@ -26,6 +26,7 @@ var hopperWSVariants = []string{
 	"HOP_FWD_WS=2,HOP_WS_PINGPONG=0",
 	"HOP_FWD_WS=2,HOP_WS_STAGES=3",
 	"HOP_FWD_WS=2,HOP_WS_INTRA=0",
+	"HOP_FWD_WS=2,HOP_WS_TMA=1",
 }
 
 // TestHopperWSConfig: the launch shape attention.go derives from
@@ -39,7 +40,7 @@ func TestHopperWSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, rule := range []string{"#define HOP_FWD_WS 0", "#define HOP_WS_WG64 2", "#define HOP_WS_STAGES 2", "#define HOP_WS_INTRA 1",
+	for _, rule := range []string{"#define HOP_FWD_WS 0", "#define HOP_WS_WG64 2", "#define HOP_WS_STAGES 2", "#define HOP_WS_INTRA 1", "#define HOP_WS_TMA 0",
 		"#define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)", "#define HOP_FWD_THREADS(D) (128 * (HOP_WS_WG(D) + 1))",
 		"constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;",
 		"#define HOP_WS_PREG2 40", "#define HOP_WS_CREG2 232", "#define HOP_WS_PREG3 32", "#define HOP_WS_CREG3 160"} {
@@ -70,6 +71,7 @@ func TestHopperWSConfig(t *testing.T) {
 		{"HOP_FWD_WS=1", 128, 384, 1024 + 128*(128+512) + 128, 1024 + 256*(128+512) + 128, 1, 2, 2, 128, 384},
 		{"HOP_FWD_WS=2,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 128, 1024 + 256*(128+512) + 128, 2, 2, 3, 128, 384},
 		{" HOP_FWD_WS=2 , HOP_WS_STAGES=3", 128, 384, 1024 + 128*(128+768) + 128, 1024 + 256*(128+768) + 128, 2, 3, 2, 128, 384},
+		{"HOP_FWD_WS=2,HOP_WS_TMA=1,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 128, 1024 + 256*(128+512) + 128, 2, 2, 3, 128, 384},
 	} {
 		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
 		ws := hopperFwdWS()
@@ -95,7 +97,11 @@ func TestHopperWSConfig(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{"HOP_FWD_WS=3", "HOP_FWD_WS=yes", "HOP_FWD_WS=1,HOP_WS_WG64=4", "HOP_FWD_WS=1,HOP_WS_STAGES=1"} {
+	t.Setenv("WHET_NVRTC_DEFINES", "HOP_FWD_WS=1,HOP_WS_TMA=1")
+	if ws := hopperFwdWS(); ws.err != nil || ws.tma != 1 {
+		t.Errorf("HOP_FWD_WS=1,HOP_WS_TMA=1: %+v", ws)
+	}
+	for _, bad := range []string{"HOP_FWD_WS=3", "HOP_FWD_WS=yes", "HOP_FWD_WS=1,HOP_WS_WG64=4", "HOP_FWD_WS=1,HOP_WS_STAGES=1", "HOP_WS_TMA=1", "HOP_FWD_WS=1,HOP_WS_TMA=2"} {
 		t.Setenv("WHET_NVRTC_DEFINES", bad)
 		ws := hopperFwdWS()
 		name, _, _ := strings.Cut(bad[strings.LastIndex(bad, ",")+1:], "=")
