@@ -43,6 +43,7 @@ func cpuOnly(t *testing.T) {
 // the bf16 one a text run on the card would get.
 func TestFitVisionPlansTheEnginePrecision(t *testing.T) {
 	t.Setenv(engine.MemoryLimitEnv, "")
+	t.Setenv(engine.MllamaBF16Env, "")
 	e, err := presets.Lookup("llama-3.2-11b-vision")
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +77,17 @@ func TestFitVisionPlansTheEnginePrecision(t *testing.T) {
 			t.Errorf("%s --checkpointing: peak %q, want %s without checkpointing:\n%s", method, fitPeak(ck), want, ck)
 		}
 	}
+	// WHET_MLLAMA_BF16=1 puts the Mllama engine in bf16 on a CUDA card
+	// (engine.MllamaComputeDType): the bf16 plan, still without
+	// checkpointing.
+	t.Setenv(engine.MllamaBF16Env, "1")
+	for _, args := range [][]string{{}, {"--checkpointing"}} {
+		_, out, _ := runFitCLI(t, append([]string{"--model", "llama-3.2-11b-vision", "--method", "qlora", "--seq", "1024", "--gpu", "H100"}, args...)...)
+		if want := plan(memplan.QLoRA, memplan.BF16, memplan.BackendCUDA, false); fitPeak(out) != want || !strings.Contains(out, "bf16 compute") {
+			t.Errorf("%s=1 %v: peak %q, want the bf16 plan without checkpointing, %s:\n%s", engine.MllamaBF16Env, args, fitPeak(out), want, out)
+		}
+	}
+	t.Setenv(engine.MllamaBF16Env, "")
 	// The 11B QLoRA plan measured on an H100 (docs/vision.md): 40.26 GB.
 	if got := plan(memplan.QLoRA, memplan.F32, memplan.BackendCUDA, false); got != units.Bytes(40258116352) {
 		t.Errorf("the 11B f32 QLoRA plan is %s, the one measured against on the H100 was %s", got, units.Bytes(40258116352))
@@ -130,6 +142,7 @@ func gemma3Released4B(t *testing.T) (*engine.ModelConfig, *engine.Gemma3VisionCo
 // holds images, as text when it holds none.
 func TestStudioFitVisionRuns(t *testing.T) {
 	t.Setenv(engine.MemoryLimitEnv, "")
+	t.Setenv(engine.MllamaBF16Env, "")
 	old := detectGPUs
 	t.Cleanup(func() { detectGPUs = old })
 	detectGPUs = func() (gpuinfo.Report, error) {

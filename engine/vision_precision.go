@@ -1,5 +1,7 @@
 package engine
 
+import "os"
+
 // What the vision engines hold, for the memory plans that whet fit and
 // the studio's fit page show: they must plan what the engine does, not
 // what a GPU run of a text model would do.
@@ -11,15 +13,18 @@ package engine
 //
 //   - Gemma 3 trains through the text engine's Model, in the backend's
 //     compute dtype: bf16 on CUDA, float32 on the CPU.
-//   - Llama 3.2 Vision computes in float32 on every backend: MllamaModel
-//     has no bf16 path (newMllamaTrainer's Model says Compute F32), and its
-//     QLoRA holds only the language model's linears in NF4.
+//   - Llama 3.2 Vision computes in float32 (its QLoRA holds only the
+//     language model's linears in NF4), unless WHET_MLLAMA_BF16=1 opts a
+//     bf16 backend into its bf16 path: MllamaComputeDType, which
+//     newMllamaTrainer loads the model with.
 //
-// This is the one place that says so: a bf16 Mllama path changes the
-// answer here (for the backends and the switch that select it), and the
-// plans follow.
+// The plans follow this answer, so it must stay MllamaComputeDType's for
+// the backend of that kind (TestVisionComputeDTypeIsTheEngines).
 func VisionComputeDType(kind, backend string) DType {
-	if kind == VisionMllama || backend == "cpu" {
+	if backend == "cpu" {
+		return F32
+	}
+	if kind == VisionMllama && os.Getenv(MllamaBF16Env) != "1" {
 		return F32
 	}
 	return BF16
