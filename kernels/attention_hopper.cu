@@ -807,6 +807,9 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 //   HOP_BWD_DQ_BULK=1 stages each warpgroup's 64 x 64 dQ in shared memory (rows 272 bytes
 //                     apart) and adds it row by row with bulk async reductions (256 bytes an
 //                     operation, issued by the warpgroup's first warp) instead of red.global
+//   HOP_BWD_DQ_XCHG=1 at D = 64: the warpgroups swap halves of their dQ (each over its own
+//                     keys) through shared memory, and each adds the sum of its 32 columns,
+//                     so dqAcc takes one addition per element and key block instead of two
 #ifndef HOP_BWD_FUSED
 #define HOP_BWD_FUSED 0
 #endif
@@ -818,6 +821,9 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 #endif
 #ifndef HOP_BWD_DQ_BULK
 #define HOP_BWD_DQ_BULK 0
+#endif
+#ifndef HOP_BWD_DQ_XCHG
+#define HOP_BWD_DQ_XCHG 0
 #endif
 // HOP_DQ_ROW: the byte stride of the dQ staging rows (HOP_BWD_DQ_BULK).
 #define HOP_DQ_ROW 272
@@ -886,6 +892,16 @@ __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.w
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 #endif
 
+// st_shared_f32 / ld_shared_f32 store and load one float at shared address addr.
+__device__ __forceinline__ void st_shared_f32(unsigned int addr, float a) {
+    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(a) : "memory");
+}
+__device__ __forceinline__ float ld_shared_f32(unsigned int addr) {
+    float a;
+    asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(a) : "r"(addr) : "memory");
+    return a;
+}
+
 // st_shared_f32x2 stores a and b at shared address addr (8-byte aligned).
 __device__ __forceinline__ void st_shared_f32x2(unsigned int addr, float a, float b) {
     asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(a), "f"(b) : "memory");
@@ -905,6 +921,8 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
     // dS, a barrier of the block); D = 64: its keys (each warpgroup reads
     // its own panel, a barrier of the warpgroup; twice the additions).
     constexpr bool splitN = D == 128;
+    // xchg (HOP_BWD_DQ_XCHG, D = 64): the warpgroups swap halves of dQ.
+    constexpr bool xchg = !splitN && HOP_BWD_DQ_XCHG;
     extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
     const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
     const unsigned int Ks = base, Vs = base + KBYTES, Qs = Vs + KBYTES, dOs = Qs + 2 * QBYTES;
@@ -912,6 +930,8 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
     const unsigned int lseS = dSs + DSBYTES, deltaS = lseS + 2 * BQ * 4; // [2][BQ] floats each
     // dQ staging (HOP_BWD_DQ_BULK): [2 warpgroups][64 rows] of HOP_DQ_ROW bytes.
     const unsigned int dQs = deltaS + 2 * BQ * 4;
+    // dQ halves swapped (HOP_BWD_DQ_XCHG): [2 warpgroups][16 values][128 threads] floats.
+    const unsigned int xch = dQs + 2 * BQ * HOP_DQ_ROW;
     const float* lseP = (const float*)(hop_smem + (lseS - smem_u32(hop_smem)));
     const float* deltaP = (const float*)(hop_smem + (deltaS - smem_u32(hop_smem)));
     const int kvh = blockIdx.x, group = H / KVH;
@@ -974,7 +994,7 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
         const bool live0 = qt < maxEnd0 && qt + BQ - 1 >= j0;
         const bool live1 = qt < maxEnd1 && qt + BQ - 1 >= j0 + 64;
         const bool mine = wg ? live1 : live0;
-        if (splitN ? !(live0 || live1) : !mine) continue; // block- or warpgroup-uniform
+        if (splitN || xchg ? !(live0 || live1) : !mine) continue; // block- or warpgroup-uniform
         const int cb = it & 1;
         const unsigned int Qb = Qs + cb * QBYTES, dOb = dOs + cb * QBYTES;
 
@@ -1067,7 +1087,7 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #endif
         if (splitN) {
             bar_sync_n(1, 256);
-        } else {
+        } else if (mine) { // always, unless xchg
             bar_sync_n(1 + wg, 128);
         }
 
@@ -1088,7 +1108,7 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
                     wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + BQ * 128 + (kc & 3) * 32, 16),
                                     smem_desc(kp + kc * 2048, BN * 128));
             }
-        } else {
+        } else if (mine) {
 #pragma unroll
             for (int kc = 0; kc < 4; kc++)
                 wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + wg * (BQ * 128) + kc * 32, 16),
@@ -1099,6 +1119,29 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
         hold_regs<32>(&dQ[0][0]);
         hold_regs<D / 2>(&dK[0][0]);
         hold_regs<D / 2>(&dV[0][0]);
+        // own(dn): whether column tile dn is this thread's to add into dqAcc.
+        auto own = [&](int dn) { return !xchg || (dn >> 2) == wg; };
+        if (xchg) {
+            // Thread i of warpgroup w leaves its 16 values of the other half at
+            // xch + w*8192 + v*512 + 4i; thread i of the other warpgroup holds the
+            // same rows and columns and adds them to its half.
+            const unsigned int slot = xch + (unsigned int)(tid & 127) * 4;
+            if (mine) {
+#pragma unroll
+                for (int dn = 0; dn < 8; dn++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (!own(dn)) st_shared_f32(slot + wg * 8192 + ((dn & 3) * 4 + e) * 512, dQ[dn][e]);
+            }
+            bar_sync_n(5, 256);
+            if (wg ? live0 : live1) {
+#pragma unroll
+                for (int dn = 0; dn < 8; dn++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (own(dn)) dQ[dn][e] += ld_shared_f32(slot + (wg ^ 1) * 8192 + ((dn & 3) * 4 + e) * 512);
+            }
+        }
 
         float* acc = dqAcc + (i64)hq * D + (splitN ? 64 * wg : 0);
 #if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
@@ -1106,16 +1149,19 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
             const unsigned int st = dQs + wg * (BQ * HOP_DQ_ROW) + (16 * (warp & 3) + g) * HOP_DQ_ROW + 8 * t;
 #pragma unroll
             for (int dn = 0; dn < 8; dn++) {
+                if (!own(dn)) continue;
                 st_shared_f32x2(st + dn * 32, dQ[dn][0], dQ[dn][1]);
                 st_shared_f32x2(st + 8 * HOP_DQ_ROW + dn * 32, dQ[dn][2], dQ[dn][3]);
             }
             fence_async_smem();
             bar_sync_n(3 + wg, 128);
-            if ((warp & 3) == 0) { // lane l adds rows 2l and 2l+1
+            if ((warp & 3) == 0) { // lane l adds rows 2l and 2l+1 (xchg: their 32 columns of this warpgroup)
+                const unsigned int c0 = xchg ? 128 * wg : 0, bytes = xchg ? 128 : 256;
 #pragma unroll
                 for (int r = 2 * lane; r < 2 * lane + 2; r++)
                     if (qt + r < qEnd)
-                        bulk_reduce_add(acc + (i64)(qt + r) * qStride, dQs + wg * (BQ * HOP_DQ_ROW) + r * HOP_DQ_ROW, 256);
+                        bulk_reduce_add(acc + (i64)(qt + r) * qStride + c0 / 4,
+                                        dQs + wg * (BQ * HOP_DQ_ROW) + r * HOP_DQ_ROW + c0, bytes);
                 bulk_commit();
             }
         }
@@ -1124,6 +1170,7 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #pragma unroll
         for (int dn = 0; dn < 8; dn++) {
             const int c = dn * 8 + 2 * t;
+            if (!own(dn)) continue;
             if (qrA < qEnd) red_add2(acc + (i64)qrA * qStride + c, dQ[dn][0], dQ[dn][1]);
             if (qrB < qEnd) red_add2(acc + (i64)qrB * qStride + c, dQ[dn][2], dQ[dn][3]);
         }
@@ -1886,8 +1933,8 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
 }
 
 // attention_backward_fused_hopper_d<D>: grid (KVH, ceil(T / 128)), 256
-// threads, dynamic shared memory 1024 + 1024 * D + 16384 + 1024 bytes,
-// 34816 more with HOP_BWD_DQ_BULK=1
+// threads, dynamic shared memory 1024 + 1024 * D + 16384 + 1024 + 34816 +
+// 16384 bytes (the last two: dQ staging and swapped halves)
 // (attnHopperFusedSmem); a trap unless compiled with HOP_BWD_FUSED=1.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED
 #define HOP_BWD_BODY(D)                                                                                                \

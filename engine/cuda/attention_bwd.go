@@ -59,26 +59,19 @@ func (b *Backend) useFusedBackward() bool {
 
 // attnHopperFusedSmem is the dynamic shared memory of the fused Hopper
 // backward at head dim d: the dK/dV kernel's (128 rows of K and V, two
-// stages of 64-row Q and dOut, their lse and delta), dS (64 x 128 bf16)
-// and 1024 bytes to align the swizzled tiles; with bulk dq reductions
-// (HOP_BWD_DQ_BULK=1), the staging of two warpgroups' 64 x 64 fp32 dQ in
-// rows of attnDQRow bytes.
-func attnHopperFusedSmem(d int, bulk bool) int {
-	n := 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d + 2*attnHopperTile*attnHopperRows + 2*2*attnHopperTile*4
-	if bulk {
-		n += 2 * attnHopperTile * attnDQRow
-	}
-	return n
+// stages of 64-row Q and dOut, their lse and delta), dS (64 x 128 bf16),
+// 1024 bytes to align the swizzled tiles, and the regions only some
+// defines use (fixed offsets in every build): the dQ staging of
+// HOP_BWD_DQ_BULK (two warpgroups' 64 rows of attnDQRow bytes) and the
+// halves HOP_BWD_DQ_XCHG swaps (2 x 16 x 128 floats).
+func attnHopperFusedSmem(d int) int {
+	return 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d + 2*attnHopperTile*attnHopperRows + 2*2*attnHopperTile*4 +
+		2*attnHopperTile*attnDQRow + 2*16*128*4
 }
 
 // attnDQRow is HOP_DQ_ROW: the byte stride of the fused backward's dQ
 // staging rows (64 fp32 and 16 bytes against bank conflicts).
 const attnDQRow = 272
-
-// AttnBwdDQBulkDefine, with AttnBwdFusedDefine, makes the fused backward
-// add dq through bulk asynchronous reductions of staged 64 x 64 tiles
-// instead of per-element red.global.add.
-const AttnBwdDQBulkDefine = "HOP_BWD_DQ_BULK=1"
 
 // attnFusedAccOffset is where the fused backward's fp32 dq accumulator
 // starts in the backward's scratch, after delta (deltaBytes), 256-byte aligned.
@@ -97,7 +90,7 @@ func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *T
 		return err
 	}
 	blocks := (T + attnHopperRows - 1) / attnHopperRows
-	if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D), dim3{KVH, blocks, 1}, dim3{256, 1, 1}, attnHopperFusedSmem(D, nvrtcDefined(AttnBwdDQBulkDefine)),
+	if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D), dim3{KVH, blocks, 1}, dim3{256, 1, 1}, attnHopperFusedSmem(D),
 		acc, dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
 		g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), scale, int32(window), softcap); err != nil {
 		return err

@@ -149,21 +149,19 @@ func TestFusedBackwardLayout(t *testing.T) {
 		"lseS = dSs + DSBYTES, deltaS = lseS + 2 * BQ * 4",
 		"#define HOP_BT 64", "#define HOP_BM 128",
 		"const unsigned int dQs = deltaS + 2 * BQ * 4;", fmt.Sprintf("#define HOP_DQ_ROW %d", attnDQRow),
-		"dQs + wg * (BQ * HOP_DQ_ROW)",
+		"dQs + wg * (BQ * HOP_DQ_ROW)", "const unsigned int xch = dQs + 2 * BQ * HOP_DQ_ROW;",
+		"slot + wg * 8192 + ((dn & 3) * 4 + e) * 512",
 	} {
 		if !strings.Contains(src, rule) {
 			t.Errorf("kernels/%s no longer says %q: update attnHopperFusedSmem", attnHopperFile, rule)
 		}
 	}
-	for d, want := range map[int]int{64: 1024 + 2*512*64 + 16384 + 1024, 128: 1024 + 2*512*128 + 16384 + 1024} {
-		if got := attnHopperFusedSmem(d, false); got != want {
-			t.Errorf("attnHopperFusedSmem(%d, false) = %d, want %d", d, got, want)
+	for d, want := range map[int]int{64: 1024 + 2*512*64 + 16384 + 1024 + 2*64*272 + 16384, 128: 1024 + 2*512*128 + 16384 + 1024 + 2*64*272 + 16384} {
+		if got := attnHopperFusedSmem(d); got != want {
+			t.Errorf("attnHopperFusedSmem(%d) = %d, want %d", d, got, want)
 		}
-		if got := attnHopperFusedSmem(d, true); got != want+2*64*272 {
-			t.Errorf("attnHopperFusedSmem(%d, true) = %d, want %d", d, got, want+2*64*272)
-		}
-		if got := attnHopperFusedSmem(d, true); got > 227*1024 {
-			t.Errorf("attnHopperFusedSmem(%d, true) = %d bytes, more than an sm_90 block may have", d, got)
+		if got := attnHopperFusedSmem(d); got > 227*1024 {
+			t.Errorf("attnHopperFusedSmem(%d) = %d bytes, more than an sm_90 block may have", d, got)
 		}
 	}
 	declared := kernels.Declared(src)
@@ -274,8 +272,8 @@ func TestAttentionBackwardDeterministic(t *testing.T) {
 
 // TestHopperAttentionFusedCompiles compiles kernels/attention_hopper.cu for
 // sm_90a with the fused backward (-DHOP_BWD_FUSED=1, selected at run time
-// through WHET_NVRTC_DEFINES) and its three alternatives (16-bit stores of
-// dS, paired fp32 reductions, bulk dq reductions), logging ptxas -v (registers, spills) for
+// through WHET_NVRTC_DEFINES) and its alternatives (16-bit stores of dS,
+// paired fp32 reductions, bulk dq reductions, swapped dQ halves), logging ptxas -v (registers, spills) for
 // each. Separate from TestHopperAttentionCompiles so that its failure is
 // not taken for the default kernels'. Needs libnvrtc, not a GPU.
 func TestHopperAttentionFusedCompiles(t *testing.T) {
@@ -295,6 +293,8 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_STS=1"},
 		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_RED_V2=1"},
 		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_DQ_BULK=1"},
+		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_DQ_XCHG=1"},
+		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_DQ_XCHG=1", "-DHOP_BWD_DQ_BULK=1"},
 	} {
 		t.Run(strings.Join(defs, "_"), func(t *testing.T) {
 			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", append(defs, "--ptxas-options=-v")...)

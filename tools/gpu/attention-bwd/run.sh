@@ -18,8 +18,9 @@ step start; cat $O/gpu.txt >>$S
 # 1. NVRTC for sm_90a with the fused backward, in the background (CPU only):
 #    the whole log and ptxas -v (registers, spills) for -DHOP_BWD_FUSED=1
 #    alone, with HOP_BWD_STS=1 (16-bit stores of dS instead of
-#    stmatrix.trans), HOP_BWD_RED_V2=1 (red.global.add.v2.f32) and
-#    HOP_BWD_DQ_BULK=1 (dQ staged in shared memory, bulk reductions).
+#    stmatrix.trans), HOP_BWD_RED_V2=1 (red.global.add.v2.f32),
+#    HOP_BWD_DQ_BULK=1 (dQ staged in shared memory, bulk reductions),
+#    HOP_BWD_DQ_XCHG=1 (d64: swapped dQ halves) and the last two together.
 (cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 90 $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile.log 2>&1 &
 CMP=$!
 
@@ -50,9 +51,10 @@ if ! grep -q "^ok\|^PASS" $O/tests-fused.log; then
 fi
 
 # 3b. The fused kernel's alternatives on the d64/d128 bf16 cases:
-#     paired reductions (HOP_BWD_RED_V2=1) and bulk dq reductions from
-#     shared memory (HOP_BWD_DQ_BULK=1).
-for v in v2:HOP_BWD_RED_V2=1 bulk:HOP_BWD_DQ_BULK=1; do
+#     paired reductions (HOP_BWD_RED_V2=1), bulk dq reductions from
+#     shared memory (HOP_BWD_DQ_BULK=1), swapped dQ halves at d64
+#     (HOP_BWD_DQ_XCHG=1), and the last two together.
+for v in v2:HOP_BWD_RED_V2=1 bulk:HOP_BWD_DQ_BULK=1 xchg:HOP_BWD_DQ_XCHG=1 xchg-bulk:HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1; do
 	name=${v%%:*} def=${v#*:}
 	step tests-fused-$name
 	(cd engine/cuda && WHET_NVRTC_DEFINES=$F,$def WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestAttentionMatchesCPU/^d(64|128)_.*_bf16$|TestAttentionBackwardDeterministic' -test.v -test.count=1) >$O/tests-fused-$name.log 2>&1
@@ -67,10 +69,11 @@ echo "determinism (default kernels) rc=$?" >>$S; grep -E "^(--- |ok|FAIL|PASS|pa
 
 # 5. Backward benchmarks (d64 at Llama-3.2-1B's 4x2048, 32/8 heads; d128 at
 #    8B's 2x2048): the default split Hopper kernels, then the fused one,
-#    then fused with paired reductions and with bulk dq reductions, on the same card.
+#    then each alternative of the fused one (step 3b), on the same card.
 step bench
 echo "cmd: cd engine/cuda && [WHET_NVRTC_DEFINES=...] cuda.test -test.run '^\$' -test.bench 'AttentionBackward(D128)?\$' -test.benchtime 20x" >>$S
-for v in default:"" fused:"$F" fused-v2:"$F,HOP_BWD_RED_V2=1" fused-bulk:"$F,HOP_BWD_DQ_BULK=1"; do
+for v in default:"" fused:"$F" fused-v2:"$F,HOP_BWD_RED_V2=1" fused-bulk:"$F,HOP_BWD_DQ_BULK=1" \
+	fused-xchg:"$F,HOP_BWD_DQ_XCHG=1" fused-xchg-bulk:"$F,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1"; do
 	name=${v%%:*} defs=${v#*:}
 	(cd engine/cuda && WHET_NVRTC_DEFINES=$defs WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run '^$' -test.bench 'AttentionBackward(D128)?$' -test.benchtime 20x -test.count=1 -test.v) >$O/bench-$name.log 2>&1
 	echo "bench $name [WHET_NVRTC_DEFINES=$defs] rc=$?" >>$S; grep -E "^Benchmark.*(ns/op|TFLOP)|FAIL|^ok|fused|switched off" $O/bench-$name.log >>$S
