@@ -1498,13 +1498,25 @@ __device__ __forceinline__ void mbar_init(unsigned int bar, unsigned int count) 
 
 // mbar_wait returns once the phase of the mbarrier at bar with parity
 // `parity` has completed (acquire: the writes released into it are visible).
+// With HOP_WS_WATCHDOG (the default) a wait that lasts 2^22 polls (a tenth
+// of a second at the least; every real wait here is microseconds) traps, so
+// that a barrier that never completes fails the launch instead of hanging.
+#ifndef HOP_WS_WATCHDOG
+#define HOP_WS_WATCHDOG 1
+#endif
 __device__ __forceinline__ void mbar_wait(unsigned int bar, unsigned int parity) {
     unsigned int done;
+#if HOP_WS_WATCHDOG
+    unsigned int polls = 0;
+#endif
     do {
         asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
                      : "=r"(done)
                      : "r"(bar), "r"(parity)
                      : "memory");
+#if HOP_WS_WATCHDOG
+        if (!done && ++polls == (1u << 22)) asm volatile("trap;");
+#endif
     } while (!done);
 }
 

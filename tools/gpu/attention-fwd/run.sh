@@ -26,7 +26,8 @@ CMP=$!
 #    (up to 1,600 tokens, packed, windowed), then TestAttentionMatchesCPU (out, lse and the
 #    backward after it; every bf16 d64/d128 case fails if the Hopper kernels were switched off,
 #    and logs "forward on the warp-specialised Hopper kernel" when this forward ran), then
-#    TestConformance. A hang (consumers waiting on a barrier) shows as rc=124. Later steps of a
+#    TestConformance. A barrier that never completes traps after ~2^22 polls (HOP_WS_WATCHDOG:
+#    CUDA_ERROR_ILLEGAL_INSTRUCTION in the log); a hang past that shows as rc=124. Later steps of a
 #    variant run only if the earlier passed; variants that pass go to the benchmarks.
 PASSED=""
 HUNG=0
@@ -37,7 +38,7 @@ for V in HOP_FWD_WS=1 HOP_FWD_WS=2 HOP_FWD_WS=2,HOP_WS_TMA=1 HOP_FWD_WS=2,HOP_WS
 	step "tests $V"
 	T 30 env WHET_NVRTC_DEFINES=$V $B/cuda.test -test.run 'TestHopperForwardLongMatchesMMASync' -test.v -test.count=1 >$O/long-$n.log 2>&1
 	rc=$?; echo "long forward vs mma.sync ($V) rc=$rc" >>$S
-	grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- |worst difference|differs|NaN|warp-specialised|switched off|registers" $O/long-$n.log | head -20 >>$S
+	grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- |worst difference|differs|NaN|warp-specialised|switched off|registers|CUDA_ERROR|illegal" $O/long-$n.log | head -20 >>$S
 	[ $rc = 124 ] && [ $V = HOP_FWD_WS=1 ] && HUNG=1
 	if [ $rc != 0 ]; then
 		step "sync rerun $V"
