@@ -339,6 +339,30 @@ func (b *Backend) hopperWSCheck(f *function, ws hopperWS, d int) error {
 	return nil
 }
 
+// hopperFwdBlock reports the block size the loaded Hopper forward kernel at
+// head dim d was compiled for (its __launch_bounds__, which the
+// warp-specialised forward raises to 384 or 512 threads), so that a test can
+// tell which forward the module holds. Needs cuFuncGetAttribute.
+func (b *Backend) hopperFwdBlock(d int) (int, error) {
+	exit, err := b.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer exit()
+	f, err := b.function(attnHopperFile, fmt.Sprintf("attention_forward_hopper_d%d", d))
+	if err != nil {
+		return 0, err
+	}
+	if b.drv.cuFuncGetAttribute == 0 {
+		return 0, fmt.Errorf("the driver lacks cuFuncGetAttribute")
+	}
+	var n int32
+	if err := b.drv.call("cuFuncGetAttribute", b.drv.cuFuncGetAttribute, uintptr(unsafe.Pointer(&n)), funcAttrMaxThreadsPerBlock, f.handle); err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
 // fileArch is the architecture kernel file is compiled for: the device's,
 // except the Hopper attention kernels, which need sm_90a (wgmma exists
 // only there) and are built for it on sm_90 devices.

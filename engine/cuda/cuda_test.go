@@ -362,6 +362,11 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 		}
 		t.Logf("forward and backward on the Hopper kernels (attention_*_hopper_d%d)", d)
 		if ws := hopperFwdWS(); ws.mode != 0 {
+			// The module must hold the warp-specialised forward (its launch
+			// bounds say so), not a default one built without the defines.
+			if n, err := b.hopperFwdBlock(d); err != nil || n != ws.threads(d) {
+				t.Fatalf("HOP_FWD_WS=%d: the loaded forward kernel takes %d threads a block (%v), want the warp-specialised %d", ws.mode, n, err, ws.threads(d))
+			}
 			t.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block)", ws.mode, ws.threads(d), ws.rows(d))
 		}
 	}

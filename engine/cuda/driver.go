@@ -206,6 +206,7 @@ const (
 	attrMaxSharedPerBlockOptin   = 97
 	funcAttrMaxDynamicSharedSize = 8 // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 	funcAttrNumRegs              = 4 // CU_FUNC_ATTRIBUTE_NUM_REGS
+	funcAttrMaxThreadsPerBlock   = 0 // CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
 )
 
 func (d *driver) deviceAttr(dev int32, attr int) (int, error) {

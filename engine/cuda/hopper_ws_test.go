@@ -210,9 +210,7 @@ func TestHopperForwardLongMatchesMMASync(t *testing.T) {
 	if b.arch != "sm_90" || !b.attnHopper {
 		t.Skipf("skipping: needs an sm_90 card with the Hopper kernels on (this is %s, on: %v)", b.arch, b.attnHopper)
 	}
-	if ws := hopperFwdWS(); ws.mode != 0 {
-		t.Logf("warp-specialised forward (HOP_FWD_WS=%d)", ws.mode)
-	}
+	ws := hopperFwdWS()
 	rng := rand.New(rand.NewPCG(5, 9))
 	for _, c := range []struct {
 		name         string
@@ -290,6 +288,12 @@ func TestHopperForwardLongMatchesMMASync(t *testing.T) {
 				return out, lse
 			}
 			gotO, gotL := run(true)
+			if ws.mode != 0 {
+				if n, err := b.hopperFwdBlock(c.d); err != nil || n != ws.threads(c.d) {
+					t.Fatalf("HOP_FWD_WS=%d: the loaded forward kernel takes %d threads a block (%v), want the warp-specialised %d", ws.mode, n, err, ws.threads(c.d))
+				}
+				t.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block)", ws.mode, ws.threads(c.d), ws.rows(c.d))
+			}
 			wantO, wantL := run(false)
 			// Element by element: two bf16 roundings of out (0.4 % each)
 			// and P rounded to bf16 at different rescale points, plus a
