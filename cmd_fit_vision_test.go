@@ -88,9 +88,14 @@ func TestFitVisionPlansTheEnginePrecision(t *testing.T) {
 		}
 	}
 	t.Setenv(engine.MllamaBF16Env, "")
-	// The 11B QLoRA plan measured on an H100 (docs/vision.md): 40.26 GB.
-	if got := plan(memplan.QLoRA, memplan.F32, memplan.BackendCUDA, false); got != units.Bytes(40258116352) {
-		t.Errorf("the 11B f32 QLoRA plan is %s, the one measured against on the H100 was %s", got, units.Bytes(40258116352))
+	// The 11B f32 QLoRA plan. The H100 run (docs/vision.md) peaked at
+	// 39.17 GB against 40.26 GB planned when the Mllama engine kept every
+	// layer's backward tensors until the sample's end; it now frees each
+	// layer's once its backward is done, and the plan (held within 3 % of
+	// the CPU engine by memplan's TestPlanMllamaMatchesEngine) is 29.58 GB,
+	// not yet measured on a GPU (tools/gpu/mllama-qlora).
+	if got := plan(memplan.QLoRA, memplan.F32, memplan.BackendCUDA, false); got != units.Bytes(29576285440) {
+		t.Errorf("the 11B f32 QLoRA plan is %s, want %s", got, units.Bytes(29576285440))
 	}
 
 	// Gemma 3 with its tower: bf16 on the card, no note.

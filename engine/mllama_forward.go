@@ -440,8 +440,14 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	x := p.alloc(T, D)
 	p.do("embedding", func() error { return p.B.Embedding(x, m.Embed.W, tokens) })
 	acts := make([]*textActs, len(m.Layers))
+	// marks[l] is len(p.owned) before layer l's forward: once its
+	// backward is done, everything allocated from there on (its forward
+	// tensors, its output, which the next layer read, and its backward
+	// ones) is freed but the running gradients dres and dC.
+	marks := make([]int, len(m.Layers))
 	heads := func(t Tensor, n int) Tensor { return p.view(t, 0, Rows(t)*n, hd) }
 	for l, L := range m.Layers {
+		marks[l] = len(p.owned)
 		if L.Cross && !images {
 			continue
 		}
@@ -660,6 +666,9 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 		p.do(fmt.Sprintf("layer %d attention norm backward", l), func() error {
 			return p.B.RMSNormBackward(dres, gradOf(L.AttnNorm), dh1, a.x, L.AttnNorm.W, a.rstd1)
 		})
+		// Layer l is done: its tensors (and the head's, the first time)
+		// go, so only one layer's backward tensors exist at once.
+		p.release(marks[l], dres, dC)
 	}
 	if m.Embed.Trainable {
 		p.do("embedding backward", func() error { return p.B.EmbeddingBackward(m.Embed.Grad, dres, tokens) })

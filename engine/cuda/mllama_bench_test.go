@@ -120,7 +120,7 @@ func TestMllama11BVisionQLoRAStep(t *testing.T) {
 func TestMllama11BVisionQLoRABF16Step(t *testing.T) {
 	outPath := os.Getenv("WHET_MLLAMA_11B_QLORA_BF16")
 	if outPath == "" {
-		t.Skip("set WHET_MLLAMA_11B_QLORA_BF16=<output json> to measure Llama-3.2-11B-Vision QLoRA in bf16 on the GPU (about 24 GB)")
+		t.Skip("set WHET_MLLAMA_11B_QLORA_BF16=<output json> to measure Llama-3.2-11B-Vision QLoRA in bf16 on the GPU (about 19 GB)")
 	}
 	gpu := newGPU(t, cuda.Options{})
 	cfg, err := engine.ParseMllamaConfig("config.json", []byte(testmodels.Released11BVisionConfig))

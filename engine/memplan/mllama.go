@@ -31,12 +31,13 @@ type MllamaOptions struct {
 //	                        output of every image
 //
 // Without checkpointing the activations are what the Mllama engine
-// allocates (mllamaEngineActivations): it keeps every forward tensor and
-// every layer's backward tensors until the sample's backward ends, so the
-// backward's activation gradients count once per layer, not once, and the
-// cross-attention layers' keys, values and their gradients over the image
-// tokens once per cross layer; TestPlanMllamaMatchesEngine holds this
-// within 5% of the CPU engine's measured peak. With checkpointing (which
+// allocates (mllamaEngineActivations): every forward tensor (the
+// cross-attention layers' keys and values over the image tokens once per
+// cross layer) and one layer's backward tensors, as the engine frees a
+// layer's forward and backward tensors once its backward is done;
+// TestPlanMllamaMatchesEngine (float32) and TestPlanMllamaBF16MatchesEngine
+// (the engine's opt-in bf16 compute) hold this within 5% of the CPU
+// engine's measured peak. With checkpointing (which
 // the Mllama engine does not implement) the language model's activations
 // are Plan's for a checkpointed Llama, plus per cross layer k (before and
 // after its norm) and v over the K = images·A·P image tokens and their
@@ -187,10 +188,10 @@ func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemP
 // mllamaEngineActivations replaces Plan's text activations with what the
 // Mllama engine (engine/mllama_forward.go) allocates for one training pass
 // without checkpointing. It runs the micro-batch's samples one at a time,
-// each of SeqLen tokens, and frees a sample's tensors only when its
-// backward is done: every forward tensor, and every backward one (each
-// layer's activation gradients and LoRA scratch) stays allocated until
-// then, so all of them count at once. kTok is the sample's image tokens.
+// each of SeqLen tokens; a layer's tensors, forward and backward, are
+// freed once its backward is done, so its peak is in the last layer's
+// backward: every forward tensor, the head's, and one layer's backward
+// tensors. kTok is the sample's image tokens.
 func mllamaEngineActivations(p *MemPlan, cfg *engine.MllamaConfig, o Options, mo MllamaOptions, kTok int64) {
 	kept := p.Buffers[:0]
 	for _, b := range p.Buffers {
@@ -295,24 +296,41 @@ func mllamaEngineActivations(p *MemPlan, cfg *engine.MllamaConfig, o Options, mo
 	add("acts.final_rstd", Activations, F32, 1, T)
 	add("acts.final_norm_out", Activations, dt, 1, chunk, D)
 	add("logits.f32", Logits, F32, 1, chunk, V)
+	if dt != F32 {
+		// bf16 compute: the logits' gradient goes through the head in bf16.
+		add("logits.grad", Logits, dt, 1, chunk, V)
+	}
 	add("backward.final_norm_grad", BackwardScratch, dt, 1, T, D)
 
-	// The backward: the residual gradient, then per layer (none freed
-	// before the sample ends) down's input gradient, gate's and up's,
-	// the MLP norm's input gradient, the attention output's, q's, the
-	// attention norm's input gradient; k/v over the text (self) or over
-	// the image tokens with k before its norm and q before its norm
-	// (cross), the gated branches' scaled copies (cross); each adapted
-	// linear's dy·B.
+	// The backward: the residual gradient, then one layer's tensors at a
+	// time (the engine frees a layer's forward and backward tensors once
+	// its backward is done, and its peak is the last layer's backward,
+	// every forward tensor still held): down's input gradient, gate's and
+	// up's, the MLP norm's input gradient, the attention output's, q's,
+	// the attention norm's input gradient, each adapted linear's dy·B;
+	// then a self layer's k/v gradients over the text or a cross layer's
+	// gated branches' scaled copies, q before its norm, k (before and
+	// after its norm) and v over the image tokens, whichever is larger.
 	add("backward.residual_grad", BackwardScratch, dt, 1, T, D)
-	add("backward.mlp_grads", BackwardScratch, dt, 3*L, T, I)
-	add("backward.norm_input_grads", BackwardScratch, dt, 2*L, T, D)
-	add("backward.attention_q_grads", BackwardScratch, dt, 2*L, T, qd)
-	lora("backward.lora_dxa", BackwardScratch, L, T, "q", "o", "gate", "up", "down")
-	add("backward.kv_grads", BackwardScratch, dt, 2*ns, T, kv)
-	lora("backward.lora_dxa_kv", BackwardScratch, ns, T, "k", "v")
-	add("backward.cross.gated_grads", BackwardScratch, dt, 2*nc, T, D)
-	add("backward.cross.q_raw_grad", BackwardScratch, dt, nc, T, qd)
-	add("backward.cross.dk_dv_dkraw", BackwardScratch, dt, 3*nc, kTok, kv)
-	lora("backward.cross.lora_dxa", BackwardScratch, nc, kTok, "k", "v")
+	add("backward.mlp_grads", BackwardScratch, dt, 3, T, I)
+	add("backward.norm_input_grads", BackwardScratch, dt, 2, T, D)
+	add("backward.attention_q_grads", BackwardScratch, dt, 2, T, qd)
+	lora("backward.lora_dxa", BackwardScratch, 1, T, "q", "o", "gate", "up", "down")
+	loraKV := int64(0)
+	for _, n := range []string{"k", "v"} {
+		if r > 0 && targets[n] {
+			loraKV += r
+		}
+	}
+	selfExtra := 2*T*kv + T*loraKV // elements, all in dt
+	crossExtra := 2*T*D + T*qd + 3*kTok*kv + kTok*loraKV
+	if nc > 0 && (ns == 0 || crossExtra >= selfExtra) {
+		add("backward.cross.gated_grads", BackwardScratch, dt, 2, T, D)
+		add("backward.cross.q_raw_grad", BackwardScratch, dt, 1, T, qd)
+		add("backward.cross.dk_dv_dkraw", BackwardScratch, dt, 3, kTok, kv)
+		lora("backward.cross.lora_dxa", BackwardScratch, 1, kTok, "k", "v")
+	} else if ns > 0 {
+		add("backward.kv_grads", BackwardScratch, dt, 2, T, kv)
+		lora("backward.lora_dxa_kv", BackwardScratch, 1, T, "k", "v")
+	}
 }

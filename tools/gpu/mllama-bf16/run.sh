@@ -10,7 +10,7 @@
 #     the released shape, random weights, NF4 language-model linears, the rest bf16, LoRA r16,
 #     batch 1, one 560x560 image (4 tiles) and 1024 tokens: warm-up step, forward, one timed step;
 #     peak against memplan.PlanMllama's qlora bf16 plan without checkpointing
-#     (peak_over_plan_qlora_bf16_nockpt; the plan says 23.6 GB) and the 12.4 GB plan with
+#     (peak_over_plan_qlora_bf16_nockpt; the plan says 18.4 GB) and the 12.4 GB plan with
 #     checkpointing (plan_qlora, which the Mllama engine does not implement), forward_s, tok_s,
 #     into mllama-11b-qlora-bf16.json. The float32 run (mllama-qlora, H100): 39.17 GB, 46.8 tok/s,
 #     forward 16 s.
