@@ -30,7 +30,7 @@ train: {max_steps: 1, micro_batch: 1, grad_accum: 1, lr: 0.001, schedule: consta
 	if code != 0 {
 		t.Fatalf("exit %d: %s%s", code, out, errs)
 	}
-	if !strings.Contains(out+errs, "train.deterministic: bit-equal reruns") {
+	if !strings.Contains(out+errs, "train.deterministic: this backend has no fused attention backward") {
 		t.Errorf("whet train --deterministic does not say so:\n%s%s", out, errs)
 	}
 	code, out, errs = runCLI(t, "train", "-c", cfgPath, "--name", "det-off")

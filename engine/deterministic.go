@@ -34,7 +34,7 @@ func applyDeterministic(t TrainConfig, backends []Backend) int {
 // backends took the request out of n.
 func deterministicNotice(set, n int) string {
 	if set == 0 {
-		return "train.deterministic: bit-equal reruns (this backend has no non-deterministic kernels to avoid)"
+		return "train.deterministic: this backend has no fused attention backward to avoid (its kernels are the deterministic ones)"
 	}
-	return fmt.Sprintf("train.deterministic: bit-equal reruns (%d of %d backends on their deterministic kernels, which may be slower)", set, n)
+	return fmt.Sprintf("train.deterministic: the attention backward on its deterministic kernels, which may be slower (%d of %d backends)", set, n)
 }

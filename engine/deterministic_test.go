@@ -65,10 +65,10 @@ func TestDeterministicRunFileKey(t *testing.T) {
 // TestDeterministicNotice: the run says whether any backend changed
 // kernels for train.deterministic.
 func TestDeterministicNotice(t *testing.T) {
-	if got := deterministicNotice(0, 1); !strings.Contains(got, "no non-deterministic kernels") {
+	if got := deterministicNotice(0, 1); !strings.Contains(got, "no fused attention backward to avoid") {
 		t.Errorf("notice without a backend that has the choice: %q", got)
 	}
-	if got := deterministicNotice(2, 2); !strings.Contains(got, "2 of 2 backends on their deterministic kernels") {
+	if got := deterministicNotice(2, 2); !strings.Contains(got, "deterministic kernels, which may be slower (2 of 2 backends)") {
 		t.Errorf("notice for two GPU ranks: %q", got)
 	}
 }

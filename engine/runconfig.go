@@ -134,10 +134,12 @@ type TrainConfig struct {
 	// checkpoints would not fit the GPU (engine.OffloadCheckpoints). Empty:
 	// off (the GPU side has not run on a GPU yet).
 	OffloadCheckpoints string `yaml:"offload_checkpoints,omitempty"`
-	// Bit-equal reruns: keeps the GPU on kernels whose results do not vary
-	// from run to run (engine/cuda's split attention backward instead of a
-	// fused one that sums dq with atomics). Off: the fastest kernels.
-	// whet train --deterministic sets it too.
+	// Bit-equal reruns: keeps the GPU's attention backward on kernels whose
+	// results do not vary from run to run (engine/cuda's split kernels instead
+	// of a fused one that sums dq with atomics). Off: the fastest kernels.
+	// Not covered yet: the embedding gradient of full fine-tuning and the
+	// gradient norm still sum with atomics. whet train --deterministic sets it
+	// too.
 	Deterministic bool `yaml:"deterministic,omitempty"`
 	// Generates from the sample prompts every this many steps and at the end (0:
 	// never).

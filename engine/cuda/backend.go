@@ -51,7 +51,11 @@ type Options struct {
 	// to run: the attention backward then takes the split dq / dK-dV
 	// kernels (no atomics) even where the fused Hopper backward, which adds
 	// dq through fp32 atomics in an order that varies, is selected
-	// (AttnBwdFusedDefine). Every other kernel is deterministic already.
+	// (AttnBwdFusedDefine). Two other kernels still sum with atomics and
+	// are not switched: the embedding gradient (kernels/embedding.cu, when
+	// a token repeats; only full fine-tuning trains the embeddings) and the
+	// gradient norm's float64 block sums (kernels/reduce.cu, last bits of a
+	// float64).
 	// The run file's train.deterministic sets it (SetDeterministic), and so
 	// does the environment variable WHET_DETERMINISTIC=1 (DeterministicEnv).
 	Deterministic bool
