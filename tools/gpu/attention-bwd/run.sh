@@ -57,7 +57,7 @@ fi
 for v in v2:HOP_BWD_RED_V2=1 bulk:HOP_BWD_DQ_BULK=1 xchg:HOP_BWD_DQ_XCHG=1 xchg-bulk:HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1; do
 	name=${v%%:*} def=${v#*:}
 	step tests-fused-$name
-	(cd engine/cuda && WHET_NVRTC_DEFINES=$F,$def WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestAttentionMatchesCPU/^d(64|128)_.*_bf16$|TestAttentionBackwardDeterministic' -test.v -test.count=1) >$O/tests-fused-$name.log 2>&1
+	(cd engine/cuda && WHET_NVRTC_DEFINES=$F,$def WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestAttention(MatchesCPU|BackwardDeterministic)/^d(64|128)(_.*_bf16)?$' -test.v -test.count=1) >$O/tests-fused-$name.log 2>&1
 	echo "tests (fused, $def) rc=$?" >>$S; grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|worst error|NaN|fused backward:" $O/tests-fused-$name.log | head -20 >>$S
 done
 
