@@ -428,3 +428,22 @@ type HostOffloader interface {
 type MatVecs interface {
 	MatVecs(ys []Tensor, x Tensor, ws []Tensor, accumulate bool) (ok bool, err error)
 }
+
+// FusedMatVecs is implemented by backends with fused one-row products for
+// decoding (DecodeFuseEnv): each does in one launch what the ops it names
+// would do, with the same result, and writes only its outputs. ok is false,
+// with nothing done, when the backend cannot take these operands; the
+// caller then runs the unfused ops.
+type FusedMatVecs interface {
+	// MatVecAdd: y [1, n] = x [1, k] @ w^T + r [1, n], as Copy(y, r) then
+	// MatMul(y, x, w, false, true, 1, 1).
+	MatVecAdd(y, x, w, r Tensor) (ok bool, err error)
+	// MatVecsNorm: what RMSNorm(h, rstd, x, normW, eps) (x [1, k]) and
+	// then MatVecs(ys, h, ws, false) give in ys; h, the buffer RMSNorm
+	// would write, gives the norm's dtype and is not written, nor is rstd
+	// saved.
+	MatVecsNorm(ys []Tensor, h, x, normW Tensor, eps float32, ws []Tensor) (ok bool, err error)
+	// MatVecSwiGLUAdd: what SwiGLU(s, g, u) and then MatVecAdd(y, s, w, r)
+	// give in y; s gives the activation's dtype and is not written.
+	MatVecSwiGLUAdd(y, s, g, u, w, r Tensor) (ok bool, err error)
+}

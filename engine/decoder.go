@@ -105,6 +105,9 @@ type Activations struct {
 	// (NF4MatVec) instead of expanding the weight: the generator's fast
 	// decoding sets it.
 	matVec bool
+	// fuse lets a one-row decoding pass take the backend's fused ops
+	// (FusedMatVecs): the generator sets it from DecodeFuseEnv.
+	fuse bool
 	// loraFrom, when > 0, runs the adapters on rows [loraFrom, t) only:
 	// the rows before it are the base model's (side-by-side generation,
 	// GroupGenerator.TunedFrom).
@@ -1191,12 +1194,21 @@ func (a *Activations) layerForward(l int) error {
 	}
 	var steps []step
 	add := func(what string, f func() error) { steps = append(steps, step{what, f}) }
-	add("attention norm", func() error { return a.norm(h1, rstd1, x, L.AttnNorm) })
-	if L.QKV != nil {
+	fm := a.fusedMatVecs()
+	switch {
+	case fm != nil && L.QKV == nil && plainLinears(L.Q, L.K, L.V):
+		// Decoding one row: the norm inside the q/k/v product.
+		add("attention norm, q k v", func() error {
+			return a.fusedNormMatVecs(fm, h1, rstd1, x, L.AttnNorm, []*Linear{L.Q, L.K, L.V}, []Tensor{qIn, kIn, v}, l, s)
+		})
+	case L.QKV != nil:
+		add("attention norm", func() error { return a.norm(h1, rstd1, x, L.AttnNorm) })
 		add("qkv", func() error { return a.linearForward(L.QKV, h1, []Tensor{qIn, kIn, v}, false, l, s) })
-	} else if a.sharedMatVecs(L.Q, L.K, L.V) {
+	case a.sharedMatVecs(L.Q, L.K, L.V):
+		add("attention norm", func() error { return a.norm(h1, rstd1, x, L.AttnNorm) })
 		add("q k v", func() error { return a.linearsForward([]*Linear{L.Q, L.K, L.V}, h1, []Tensor{qIn, kIn, v}, l, s) })
-	} else {
+	default:
+		add("attention norm", func() error { return a.norm(h1, rstd1, x, L.AttnNorm) })
 		add("q k v stacked lora", func() error { return a.stackXA([]*Linear{L.Q, L.K, L.V}, h1, s) })
 		add("q", func() error { return a.linearForward(L.Q, h1, []Tensor{qIn}, false, l, s) })
 		add("k", func() error { return a.linearForward(L.K, h1, []Tensor{kIn}, false, l, s) })
@@ -1238,9 +1250,40 @@ func (a *Activations) layerForward(l int) error {
 		ao := a.rows(s.ao, T)
 		add("o", func() error { return a.linearForward(L.O, att, []Tensor{ao}, false, l, s) })
 		residual("attention output norm", xmid, x, ao, a.rows(s.rstdAO, T), L.AttnOutNorm)
+	} else if fm != nil && plainLinears(L.O) {
+		add("o + residual", func() error {
+			if ok, err := fm.MatVecAdd(xmid, att, L.O.W.W, x); ok || err != nil {
+				return err
+			}
+			if err := B.Copy(xmid, x); err != nil {
+				return err
+			}
+			return a.linearForward(L.O, att, []Tensor{xmid}, true, l, s)
+		})
 	} else {
 		add("residual", func() error { return B.Copy(xmid, x) })
 		add("o", func() error { return a.linearForward(L.O, att, []Tensor{xmid}, true, l, s) })
+	}
+	if fm != nil && !fam.SandwichNorms && fam.Activation == SiLU && L.GateUp == nil && plainLinears(L.Gate, L.Up, L.Down) {
+		// Decoding one row: the norm inside the gate/up product, the
+		// activation and the residual inside the down product.
+		g, u, sw := a.rows(s.g, 1), a.rows(s.u, 1), a.rows(s.s, 1)
+		add("mlp norm, gate up", func() error {
+			return a.fusedNormMatVecs(fm, h2, rstd2, xmid, L.MLPNorm, []*Linear{L.Gate, L.Up}, []Tensor{g, u}, l, s)
+		})
+		add("mlp down + residual", func() error {
+			if ok, err := fm.MatVecSwiGLUAdd(xout, sw, g, u, L.Down.W.W, xmid); ok || err != nil {
+				return err
+			}
+			if err := a.activation(sw, g, u); err != nil {
+				return fmt.Errorf("activation: %w", err)
+			}
+			if err := B.Copy(xout, xmid); err != nil {
+				return err
+			}
+			return a.linearForward(L.Down, sw, []Tensor{xout}, true, l, s)
+		})
+		return a.runSteps(l, steps)
 	}
 	add("mlp norm", func() error { return a.norm(h2, rstd2, xmid, L.MLPNorm) })
 	if fam.SandwichNorms {
@@ -1253,9 +1296,65 @@ func (a *Activations) layerForward(l int) error {
 		add("residual", func() error { return B.Copy(xout, xmid) })
 		add("mlp", func() error { return a.mlpForward(l, s, a.resid[l+1], true) })
 	}
+	return a.runSteps(l, steps)
+}
+
+// runSteps runs layer l's steps in order.
+func (a *Activations) runSteps(l int, steps []step) error {
 	for _, st := range steps {
 		if err := st.f(); err != nil {
 			return fmt.Errorf("layer %d %s: %w", l, st.what, err)
+		}
+	}
+	return nil
+}
+
+// fusedMatVecs is the backend's fused decoding ops when the generator
+// asked for them (a.fuse) and this pass decodes one row of one sequence,
+// else nil.
+func (a *Activations) fusedMatVecs() FusedMatVecs {
+	if !a.fuse || a.t != 1 || a.kv == nil || a.kv.lanes != nil || a.loraFrom > 0 || a.training {
+		return nil
+	}
+	f, _ := a.m.B.(FusedMatVecs)
+	return f
+}
+
+// plainLinears reports whether lins multiply by their weight alone: no NF4
+// codes, parts, bias or adapter turned on.
+func plainLinears(lins ...*Linear) bool {
+	for _, lin := range lins {
+		if lin == nil || lin.W.Quant != nil || lin.Parts != nil || lin.B != nil || (lin.LoRA != nil && lin.LoRA.Enabled) {
+			return false
+		}
+	}
+	return true
+}
+
+// fusedNormMatVecs writes ys = norm(x) @ W^T for the plain linears lins
+// in one fused op, or, when the backend declines, runs the norm into h
+// (saving rstd) and then the products as layerForward would.
+func (a *Activations) fusedNormMatVecs(fm FusedMatVecs, h, rstd, x Tensor, w *Param, lins []*Linear, ys []Tensor, l int, s *layerActs) error {
+	nw, err := a.normWeight(w)
+	if err != nil {
+		return err
+	}
+	ws := make([]Tensor, len(lins))
+	for i, lin := range lins {
+		ws[i] = lin.W.W
+	}
+	if ok, err := fm.MatVecsNorm(ys, h, x, nw, float32(a.m.Cfg.RMSNormEps), ws); ok || err != nil {
+		return err
+	}
+	if err := a.m.B.RMSNorm(h, rstd, x, nw, float32(a.m.Cfg.RMSNormEps)); err != nil {
+		return err
+	}
+	if a.sharedMatVecs(lins...) {
+		return a.linearsForward(lins, h, ys, l, s)
+	}
+	for i, lin := range lins {
+		if err := a.linearForward(lin, h, ys[i:i+1], false, l, s); err != nil {
+			return err
 		}
 	}
 	return nil

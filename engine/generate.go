@@ -114,6 +114,10 @@ type Generator struct {
 	Mode     DecodeMode
 	Used     DecodeMode
 	Fallback string
+	// Fuse lets one-token passes take the backend's fused ops
+	// (FusedMatVecs), from DecodeFuseEnv; a backend without them, or
+	// operands they do not take, run the ops one by one.
+	Fuse bool
 
 	pos, tok Tensor // views of the first position and token (device decoding)
 	idHost   []float32
@@ -143,6 +147,12 @@ const (
 // (the CPU) falls back to plain, with the reason in Generator.Fallback.
 const DecodeModeEnv = "WHET_DECODE"
 
+// DecodeFuseEnv set to 1 lets decoding take the backend's fused one-row
+// ops (FusedMatVecs: the RMSNorm inside the q/k/v and gate/up products,
+// SwiGLU and the residual adds inside the down and o products). Opt-in
+// until the CUDA kernels have run on a GPU.
+const DecodeFuseEnv = "WHET_DECODE_FUSE"
+
 // DecodeModeFromEnv reads DecodeModeEnv.
 func DecodeModeFromEnv() (DecodeMode, error) {
 	switch v := DecodeMode(os.Getenv(DecodeModeEnv)); v {
@@ -170,7 +180,7 @@ func (m *Model) NewGenerator(maxLen int) (*Generator, error) {
 		return nil, err
 	}
 	g := &Generator{m: m, acts: acts, MaxLen: maxLen, cache: &kvCache{kva: kva}, host: make([]float32, m.Cfg.VocabSize),
-		Mode: mode, idHost: make([]float32, 1)}
+		Mode: mode, idHost: make([]float32, 1), Fuse: os.Getenv(DecodeFuseEnv) == "1"}
 	for range m.Layers {
 		for _, dst := range []*[]Tensor{&g.cache.k, &g.cache.v} {
 			t, err := m.B.Alloc(m.Compute, maxLen, m.Cfg.KVDim())
@@ -322,10 +332,12 @@ func (g *Generator) deviceStep() error {
 }
 
 // recordKey describes what a recorded step depends on beyond the
-// buffers: every parameter's storage and the adapters' switches and
-// scales (the rotary table in use is added per step).
+// buffers: whether it takes the fused ops (Fuse), every parameter's
+// storage and the adapters' switches and scales (the rotary table in use
+// is added per step).
 func (g *Generator) recordKey() string {
 	var sb strings.Builder
+	fmt.Fprintf(&sb, "fuse=%v;", g.Fuse)
 	for _, p := range g.m.Params() {
 		fmt.Fprintf(&sb, "%p", p.W)
 		if p.Quant != nil {
@@ -405,6 +417,7 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 		g.paramsKey = g.recordKey()
 	}
 	g.acts.matVec = mode != DecodePlain
+	g.acts.fuse = g.Fuse
 	// The greedy choice without a repetition penalty is an argmax, which
 	// the device makes; anything else samples from logits read back.
 	// (Gemma 2's final soft-cap is monotonic, so the argmax of the capped

@@ -103,3 +103,131 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_multi(const unsigned
     if (row < n2) gemv_row(y2, ydt, x, w2, row, k, 1.0f, beta);
 #endif
 }
+
+// The fused decode GEMVs (WHET_DECODE_FUSE=1, engine.FusedMatVecs): each
+// gives the bits of the unfused ops it replaces, for the operands the host
+// lets through (bf16 weights, k a multiple of 8, 16-byte aligned vectors).
+//
+// gemv_dot is gemv_row's sum (the same pieces in the same order), returned
+// to every lane; x may be in shared memory.
+__device__ __forceinline__ float gemv_dot(const unsigned short* x, const unsigned short* w, i64 row, i64 k) {
+    const int lane = threadIdx.x & 31;
+    const u32x4* wr = (const u32x4*)(w + row * k);
+    const u32x4* xv = (const u32x4*)x;
+    const i64 k8 = k / 8;
+    float acc = 0.0f;
+    i64 i = lane;
+    for (; i + 96 < k8; i += 128) {
+        const u32x4 a0 = wr[i], a1 = wr[i + 32], a2 = wr[i + 64], a3 = wr[i + 96];
+        const u32x4 b0 = xv[i], b1 = xv[i + 32], b2 = xv[i + 64], b3 = xv[i + 96];
+        acc += dot8_bf16(a0, b0) + dot8_bf16(a1, b1) + dot8_bf16(a2, b2) + dot8_bf16(a3, b3);
+    }
+    for (; i < k8; i += 32) acc += dot8_bf16(wr[i], xv[i]);
+    return warp_sum(acc);
+}
+
+// gemv_bf16_add: y[r] = w[r, :] . x + res[r] (y and res [n]): the residual
+// add of the o and down projections without the copy of res into y first
+// (gemv_bf16 with beta 1 over y = res gives the same bits).
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16_add(void* y, int ydt, const unsigned short* x, const unsigned short* w,
+                                                                const void* res, int rdt, i64 n, i64 k) {
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row < n) gemv_prefetch(w, row, k);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    if (row >= n) return;
+    const float acc = gemv_dot(x, w, row, k);
+    if ((threadIdx.x & 31) == 0) st(y, ydt, row, acc + ld(res, rdt, row));
+}
+
+__device__ __forceinline__ float gemv_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// gemv_bf16_swiglu_add: y[r] = w[r, :] . s + res[r] with s = silu(g) * u
+// rounded to bf16, as swiglu_forward writes it (g and u [k], dtype gdt,
+// 16-byte aligned). Each block forms all of s in shared memory (dynamic,
+// 2k bytes) before its rows: the MLP's activation without its launch and
+// without s going through memory.
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16_swiglu_add(void* y, int ydt, const void* g, const void* u, int gdt,
+                                                                       const unsigned short* w, const void* res, int rdt, i64 n,
+                                                                       i64 k) {
+    extern __shared__ u32x4 gemv_smem[];
+    unsigned short* s = (unsigned short*)gemv_smem;
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row < n) gemv_prefetch(w, row, k);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    for (i64 c = threadIdx.x; c < k / 8; c += blockDim.x) {
+        float gv[8], uv[8], o[8];
+        ld8(g, gdt, 8 * c, gv);
+        ld8(u, gdt, 8 * c, uv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = gv[e] * gemv_sigmoid(gv[e]) * uv[e];
+        st8(s, DT_BF16, 8 * c, o);
+    }
+    __syncthreads();
+    if (row >= n) return;
+    const float acc = gemv_dot(s, w, row, k);
+    if ((threadIdx.x & 31) == 0) st(y, ydt, row, acc + ld(res, rdt, row));
+}
+
+// gemv_bf16_norm_multi: gemv_bf16_multi (beta 0) of h = RMSNorm(x) * nw
+// rounded to bf16, which each block forms in shared memory (dynamic, 2k
+// bytes) from x [k] (16-byte aligned, dtype xdt) and the norm weight nw [k]:
+// the norm before q/k/v or gate/up without its launch. The sum of squares
+// is taken as rmsnorm_forward takes it with nt threads (the host passes
+// its block size, at most 1024): each of the 256 threads here plays up to
+// four of those threads and their warps are summed in the same tree, so
+// rstd, and h, have the same bits.
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16_norm_multi(const void* x, int xdt, const void* nw, int nwdt, float eps, int nt,
+                                                                       i64 k, int ydt, void* y0, const unsigned short* w0, i64 n0,
+                                                                       void* y1, const unsigned short* w1, i64 n1, void* y2,
+                                                                       const unsigned short* w2, i64 n2) {
+    extern __shared__ u32x4 gemv_smem[];
+    __shared__ float scratch[32];
+    unsigned short* h = (unsigned short*)gemv_smem;
+    i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    void* y = y0;
+    const unsigned short* w = w0;
+    if (row >= n0) {
+        row -= n0, y = y1, w = w1;
+        if (row >= n1) row -= n1, y = y2, w = w2, row = row < n2 ? row : -1;
+    }
+    if (row >= 0) gemv_prefetch(w, row, k);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    const i64 k8 = k / 8;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int v = 0; v < 4; v++) {
+        // Thread j = threadIdx.x + 256 v of rmsnorm_forward's nt.
+        const int j = threadIdx.x + 256 * v;
+        float part = 0.0f;
+        if (j < nt) {
+            for (i64 c = j; c < k8; c += nt) {
+                float xv[8];
+                ld8(x, xdt, 8 * c, xv);
+#pragma unroll
+                for (int e = 0; e < 8; e++) part += xv[e] * xv[e];
+            }
+        }
+        part = warp_sum(part);
+        if (lane == 0 && 256 * v < nt) scratch[warp + 8 * v] = part;
+    }
+    __syncthreads();
+    const int nwarps = nt >> 5;
+    float ss = lane < nwarps ? scratch[lane] : 0.0f;
+    ss = warp_sum(ss);
+    const float r = rsqrtf(ss / (float)k + eps);
+    for (i64 c = threadIdx.x; c < k8; c += blockDim.x) {
+        float xv[8], wv[8];
+        ld8(x, xdt, 8 * c, xv);
+        ld8(nw, nwdt, 8 * c, wv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) xv[e] = xv[e] * r * wv[e];
+        st8(h, DT_BF16, 8 * c, xv);
+    }
+    __syncthreads();
+    if (row < 0) return;
+    const float acc = gemv_dot(h, w, row, k);
+    if (lane == 0) st(y, ydt, row, acc);
+}
