@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"whet/engine"
 )
+
+var _ engine.DeterministicBackend = (*Backend)(nil)
 
 // AttnBwdFusedDefine, one of the comma-separated WHET_NVRTC_DEFINES,
 // compiles the fused Hopper attention backward (kernels/attention_hopper.cu,
