@@ -13,13 +13,17 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$
 cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
 step start; cat $O/gpu.txt >>$S
 
-# 1. Every op's conformance with tuning on: each product shape of the suite
-#    is tuned on its first call, so a candidate computing a wrong product
-#    (or one the timing runs disturbed) fails its case here.
+# 1. TestGEMMTuneMatchesReference (LoRA's thin products, scaled down, on a
+#    tuning backend against float64 sums; beta-1 products run twice from a
+#    filled output; logs the tuning table), then every op's conformance with
+#    tuning on: each product shape of the suite is tuned on its first call,
+#    so a candidate computing a wrong product (or one the timing runs
+#    disturbed) fails its case here.
 step conformance
-(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^TestConformance(F32)?$' -test.count=1) >$O/conformance.log 2>&1
-echo "TestConformance(F32) (WHET_GEMM_TUNE=1) rc=$?" >>$S
-grep -E "^(--- FAIL|ok|FAIL|panic)|^    --- FAIL" $O/conformance.log | head -20 >>$S
+(cd engine/cuda && WHET_GEMM_TUNE=1 WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^(TestGEMMTuneMatchesReference|TestConformance|TestConformanceF32)$' -test.v -test.count=1) >$O/conformance.log 2>&1
+echo "TestGEMMTuneMatchesReference, TestConformance(F32) (WHET_GEMM_TUNE=1) rc=$?" >>$S
+grep -E "^(--- |ok|FAIL|panic)|^    --- (FAIL|PASS: TestGEMMTune)|worst error" $O/conformance.log | head -24 >>$S
+sed -n '/gemm tuning/,/^---/p' $O/conformance.log | head -12 >>$S
 
 # 2. LoRA against the CPU with tuning on: stacked adapters' gradients and
 #    40-step curve, then the LoRA/QLoRA training curves (plain and stacked
