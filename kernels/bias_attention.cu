@@ -65,6 +65,98 @@ extern "C" __global__ void bias_attention_forward(void* out, int odt, float* lse
     if (tid == 0) lse[(i64)h * T + t] = none ? NEG_INF : m + logf(l);
 }
 
+// bias_attention_forward_q8: the same forward (the same outputs, up to the order of the
+// float32 sums over the head dimension, which is the same) for BA_QB consecutive queries of one
+// head per block: grid (ceil(T/BA_QB), H). Each key's row of k and each value's row of v is read
+// once for the block's BA_QB queries instead of once per query, dividing the loads that bound
+// the forward at the vision tower's size (6432 queries x 6432 keys x 16 heads per layer) by
+// BA_QB. Rows t >= T (the last block's) see no key and are not written. Opt-in
+// (engine/cuda: WHET_BIAS_ATTN_Q8=1) until its conformance cases pass on a GPU.
+// Memory: 2*BA_QB*256 + 32 shared floats (16.5 KB) per block; registers hold BA_QB running
+// maxima, sums and accumulators per thread.
+#define BA_QB 8
+
+extern "C" __global__ void bias_attention_forward_q8(void* out, int odt, float* lse, const void* q, int qdt,
+                                                     const void* k, int kdt, const void* v, int vdt, const float* bias,
+                                                     int T, int S, int H, int KVH, int D, float scale) {
+    __shared__ float qs[BA_QB][BA_THREADS];
+    __shared__ float p[BA_QB][BA_THREADS];
+    __shared__ float scratch[32];
+    const int t0 = blockIdx.x * BA_QB, h = blockIdx.y, kvh = h / (H / KVH), tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < BA_QB; i++) {
+        const int t = t0 + i;
+        if (tid < D) qs[i][tid] = t < T ? ld(q, qdt, ((i64)t * H + h) * D + tid) : 0.0f;
+    }
+    __syncthreads();
+    float m[BA_QB], l[BA_QB], acc[BA_QB];
+#pragma unroll
+    for (int i = 0; i < BA_QB; i++) {
+        m[i] = NEG_INF;
+        l[i] = 0.0f;
+        acc[i] = 0.0f;
+    }
+    for (int c0 = 0; c0 < S; c0 += BA_THREADS) {
+        const int j = c0 + tid;
+        float s[BA_QB];
+        bool any = false;
+#pragma unroll
+        for (int i = 0; i < BA_QB; i++) {
+            const int t = t0 + i;
+            s[i] = NEG_INF;
+            if (j < S && t < T) s[i] = bias ? bias[(i64)t * S + j] : 0.0f; // the bias for now, -inf masks
+            any = any || s[i] != NEG_INF;
+        }
+        if (any) {
+            float dot[BA_QB];
+#pragma unroll
+            for (int i = 0; i < BA_QB; i++) dot[i] = 0.0f;
+            for (int d = 0; d < D; d++) {
+                const float kd = ld(k, kdt, ((i64)j * KVH + kvh) * D + d);
+#pragma unroll
+                for (int i = 0; i < BA_QB; i++) dot[i] += qs[i][d] * kd;
+            }
+#pragma unroll
+            for (int i = 0; i < BA_QB; i++) {
+                if (s[i] != NEG_INF) s[i] = scale * dot[i] + s[i];
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < BA_QB; i++) {
+            const float cm = block_max(s[i], scratch);
+            if (cm == NEG_INF) { // the same for every thread of the block
+                p[i][tid] = 0.0f;
+                continue;
+            }
+            const float mn = fmaxf(m[i], cm);
+            const float corr = m[i] == NEG_INF ? 0.0f : expf(m[i] - mn);
+            const float e = s[i] == NEG_INF ? 0.0f : expf(s[i] - mn);
+            p[i][tid] = e;
+            l[i] = l[i] * corr + block_sum(e, scratch);
+            acc[i] *= corr;
+            m[i] = mn;
+        }
+        __syncthreads(); // publishes p
+        if (tid < D) {
+            const int n = min(BA_THREADS, S - c0);
+            for (int jj = 0; jj < n; jj++) {
+                const float vd = ld(v, vdt, ((i64)(c0 + jj) * KVH + kvh) * D + tid);
+#pragma unroll
+                for (int i = 0; i < BA_QB; i++) acc[i] += p[i][jj] * vd;
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < BA_QB; i++) {
+        const int t = t0 + i;
+        if (t >= T) continue;
+        const bool none = m[i] == NEG_INF;
+        if (tid < D) st(out, odt, ((i64)t * H + h) * D + tid, none ? 0.0f : acc[i] / l[i]);
+        if (tid == 0) lse[(i64)h * T + t] = none ? NEG_INF : m[i] + logf(l[i]);
+    }
+}
+
 extern "C" __global__ void bias_attention_backward_dq(void* dq, int dqdt, const void* dout, int dodt, const void* q, int qdt,
                                                       const void* k, int kdt, const void* v, int vdt, const void* out, int odt,
                                                       const float* lse, const float* bias, int T, int S, int H, int KVH,

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"os"
 
 	"whet/engine"
 	"whet/engine/opcheck"
@@ -23,6 +24,19 @@ func (b *Backend) GELU(out, x engine.Tensor) error {
 func (b *Backend) GELUBackward(dx, dOut, x engine.Tensor) error {
 	return b.geluBackward("GELUBackward", geluExact, dx, dOut, x)
 }
+
+// BiasAttnQ8Env set to 1 runs BiasAttention's forward through
+// bias_attention_forward_q8 (kernels/bias_attention.cu): eight queries of
+// a head per block share every load of k and v, where the plain kernel
+// reads them once per query (Llama 3.2 Vision's tower attends 6432 rows to
+// 6432 per layer: its forward was 16 s of the 11B step on an H100). The
+// same outputs; off until its conformance cases pass on a GPU
+// (tools/gpu/mllama-bf16).
+const BiasAttnQ8Env = "WHET_BIAS_ATTN_Q8"
+
+// biasAttnQ8Rows is the queries a block of bias_attention_forward_q8
+// takes (BA_QB there).
+const biasAttnQ8Rows = 8
 
 // biasGeometry is the checked shape of one BiasAttention call.
 type biasGeometry struct {
@@ -104,7 +118,14 @@ func (b *Backend) BiasAttention(out, lse, q, k, v, bias engine.Tensor, p engine.
 		return err
 	}
 	defer exit()
-	return b.launch(fmt.Sprintf("BiasAttention T=%d S=%d heads %d/%d dim %d", g.T, g.S, g.H, g.KVH, g.D),
+	desc := fmt.Sprintf("BiasAttention T=%d S=%d heads %d/%d dim %d", g.T, g.S, g.H, g.KVH, g.D)
+	if os.Getenv(BiasAttnQ8Env) == "1" {
+		return b.launch(desc+" q8", "bias_attention.cu", "bias_attention_forward_q8",
+			dim3{(g.T + biasAttnQ8Rows - 1) / biasAttnQ8Rows, g.H, 1}, block256, 0,
+			ot.ptr(), dt(ot), lt.ptr(), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), g.biasPtr(),
+			int32(g.T), int32(g.S), int32(g.H), int32(g.KVH), int32(g.D), p.Scale)
+	}
+	return b.launch(desc,
 		"bias_attention.cu", "bias_attention_forward", dim3{g.T, g.H, 1}, block256, 0,
 		ot.ptr(), dt(ot), lt.ptr(), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), g.biasPtr(),
 		int32(g.T), int32(g.S), int32(g.H), int32(g.KVH), int32(g.D), p.Scale)
