@@ -286,7 +286,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		return fail(err)
 	}
 	if data.Vision != "" {
-		s.Notices = append(s.Notices, visionNotices(cfg, data.Vision, data)...)
+		s.Notices = append(s.Notices, visionNotices(cfg, data.Vision, data, b)...)
 	}
 	if cfg.Method == "qlora" {
 		s.Notices = append(s.Notices, "qlora: decoder weights quantized to NF4 as they were loaded (block 64, fp32 absmax)")

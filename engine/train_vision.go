@@ -465,8 +465,8 @@ func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, err
 	return t, nil
 }
 
-// visionNotices say what a vision run does, for the log.
-func visionNotices(cfg RunConfig, kind string, data *PreparedData) []string {
+// visionNotices say what a vision run does on backend b, for the log.
+func visionNotices(cfg RunConfig, kind string, data *PreparedData, b Backend) []string {
 	what := "Gemma 3"
 	if kind == VisionMllama {
 		what = "Llama 3.2 Vision"
@@ -477,8 +477,13 @@ func visionNotices(cfg RunConfig, kind string, data *PreparedData) []string {
 	}
 	out := []string{fmt.Sprintf("vision: %s trains on %d images; LoRA on %s, the vision tower frozen", what, data.Images, targets)}
 	if kind == VisionMllama {
+		rest := "float32"
+		if MllamaComputeDType(b) == BF16 {
+			rest = "bf16"
+			out = append(out, fmt.Sprintf("vision: Llama 3.2 Vision computes in bf16 (%s=1: weights and activations bf16, the adapters' masters, gradients and moments float32); this path has not been checked on a GPU yet", MllamaBF16Env))
+		}
 		if cfg.Method == "qlora" {
-			out = append(out, "vision: qlora holds Llama 3.2 Vision's language-model linears in NF4; the vision tower, projector, embeddings and LM head stay float32")
+			out = append(out, "vision: qlora holds Llama 3.2 Vision's language-model linears in NF4; the vision tower, projector, embeddings and LM head stay "+rest)
 		}
 		if cfg.LoRA.Dropout > 0 {
 			out = append(out, fmt.Sprintf("vision: lora.dropout %g is not applied: Llama 3.2 Vision's trainer has no adapter dropout yet", cfg.LoRA.Dropout))

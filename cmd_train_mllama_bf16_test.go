@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/engine/safetensors"
+)
+
+// bf16CPUBackend is engine/cpu claiming bf16 compute
+// (engine.ComputeDTyper), as the CUDA backend does, so that whet train's
+// Llama 3.2 Vision path takes its opt-in bf16 compute on a machine without
+// a GPU (engine/cpu holds bf16 tensors as rounded float32 values). Its
+// Name is still "cpu", which the vision runs accept without
+// WHET_CUDA_VISION.
+type bf16CPUBackend struct{ *cpu.Backend }
+
+func (bf16CPUBackend) ComputeDType() engine.DType { return engine.BF16 }
+
+// withBF16CPU makes run files' "backend: cpu" open bf16CPUBackend until
+// the test ends (then backends.go's plain CPU factory again).
+func withBF16CPU(t *testing.T) {
+	engine.RegisterBackend("cpu", func() (engine.Backend, error) { return bf16CPUBackend{cpu.New()}, nil })
+	t.Cleanup(func() { engine.RegisterBackend("cpu", func() (engine.Backend, error) { return cpu.New(), nil }) })
+}
+
+// whet train with WHET_MLLAMA_BF16=1 on a bf16 backend trains Llama 3.2
+// Vision in bf16 (QLoRA, projector adapter): the log says so, the four
+// steps' losses (two, then a resume from the step-2 checkpoint for two
+// more) stay within 2 % of the same run in float32 on the CPU while they
+// fall, and the adapter holds float32 values that are not all bf16 ones
+// (the masters, not the compute copies). Without the variable the same
+// backend trains in float32, with the same losses as the CPU backend.
+func TestTrainMllamaVisionBF16(t *testing.T) {
+	modelDir := mllamaTinyModel(t)
+	train := func(name string) ([]float64, string, string) {
+		dir := t.TempDir()
+		writeShapeData(t, dir, "train.jsonl", 7, 0, 12)
+		runFile := func(steps int) string {
+			run := fmt.Sprintf(`name: %s
+model: %s
+backend: cpu
+runs_dir: %s
+method: qlora
+lora: {r: 4, alpha: 8, dropout: 0, projector: true}
+data: {path: %s, max_length: 128, packing: false, seed: 1}
+train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 2, log_every: 1, sample_every: 0}
+`, name, modelDir, dir, filepath.Join(dir, "train.jsonl"), steps)
+			p := filepath.Join(dir, "run.yaml")
+			if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		var out bytes.Buffer
+		if err := runTrain([]string{"-c", runFile(2)}, nil, &out, &out); err != nil {
+			t.Fatalf("%s: first run: %v\n%s", name, err, out.String())
+		}
+		log := out.String()
+		out.Reset()
+		if err := runTrain([]string{"-c", runFile(4), "--resume-anyway"}, nil, &out, &out); err != nil {
+			t.Fatalf("%s: resumed run: %v\n%s", name, err, out.String())
+		}
+		if !strings.Contains(out.String(), "at step 2") || !strings.Contains(out.String(), "step 4/4") {
+			t.Errorf("%s: the second run did not resume at step 2:\n%s", name, out.String())
+		}
+		log += out.String()
+		var losses []float64
+		for _, line := range strings.Split(log, "\n") {
+			var step, total int
+			var loss float64
+			if n, _ := fmt.Sscanf(line, "step %d/%d  epoch %f  loss %f", &step, &total, new(float64), &loss); n == 4 {
+				losses = append(losses, loss)
+			}
+		}
+		if len(losses) != 4 {
+			t.Fatalf("%s: %d step lines, want 4:\n%s", name, len(losses), log)
+		}
+		return losses, log, filepath.Join(engine.RunDir(filepath.Join(dir, name)).Adapter(), "adapter_model.safetensors")
+	}
+	bf16Notice := "vision: Llama 3.2 Vision computes in bf16"
+
+	t.Setenv(engine.MllamaBF16Env, "")
+	ref, refLog, _ := train("mf")
+	withBF16CPU(t)
+	same, sameLog, _ := train("mf2")
+	if strings.Contains(refLog, bf16Notice) || strings.Contains(sameLog, bf16Notice) || !strings.Contains(sameLog, "LM head stay float32") {
+		t.Errorf("without %s the runs must say float32:\n%s\n%s", engine.MllamaBF16Env, refLog, sameLog)
+	}
+	for i := range ref {
+		if same[i] != ref[i] {
+			t.Errorf("without %s, step %d: loss %v on the bf16 backend, %v on the CPU (want the same float32 run)", engine.MllamaBF16Env, i+1, same[i], ref[i])
+		}
+	}
+
+	t.Setenv(engine.MllamaBF16Env, "1")
+	got, log, adapter := train("mb")
+	if !strings.Contains(log, bf16Notice) || !strings.Contains(log, "LM head stay bf16") {
+		t.Errorf("the bf16 run's log does not say it computes in bf16:\n%s", log)
+	}
+	t.Logf("losses f32 %v", ref)
+	t.Logf("losses bf16 %v", got)
+	differ := false
+	for i := range ref {
+		if d := math.Abs(got[i]-ref[i]) / ref[i]; d > 2e-2 || math.IsNaN(d) {
+			t.Errorf("step %d: bf16 loss %.5f, float32 %.5f", i+1, got[i], ref[i])
+		}
+		differ = differ || got[i] != ref[i]
+	}
+	if !differ {
+		t.Errorf("the bf16 run's losses equal float32's exactly: it did not compute in bf16")
+	}
+	if !(got[3] < got[0]) {
+		t.Errorf("bf16 losses %v: want the last below the first", got)
+	}
+	f, err := safetensors.Open(adapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	name := "base_model.model.multi_modal_projector.lora_A.weight"
+	v, err := f.Float32(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notBF16 := 0
+	for _, x := range v {
+		if x != cpu.RoundBF16(x) {
+			notBF16++
+		}
+	}
+	if notBF16 == 0 {
+		t.Errorf("%s holds only bf16 values: the adapter was written from the compute copies, not the float32 masters", name)
+	}
+}
