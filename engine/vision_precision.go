@@ -32,6 +32,7 @@ func VisionComputeDType(kind, backend string) DType {
 
 // VisionCheckpointing reports whether the engine of a vision model of kind
 // honours train.checkpointing: Gemma 3's (the text engine) does; Llama 3.2
-// Vision's keeps every forward and backward tensor of a sample until its
-// backward ends, whatever train.checkpointing says.
+// Vision's keeps every forward tensor of a sample until that layer's
+// backward is done (and one layer's backward tensors at a time), whatever
+// train.checkpointing says.
 func VisionCheckpointing(kind string) bool { return kind != VisionMllama }
