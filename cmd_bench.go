@@ -996,7 +996,17 @@ func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, s
 	} else if cublas {
 		return decodeResult{}, fmt.Errorf("backend %s has no GEMV kernel to turn off", b.Name())
 	}
-	g, err := m.NewGenerator(len(ids) + max(newTokens, 4)) // the warm-up decodes 4
+	steps, err := engine.DecodeStepsFromEnv()
+	if err != nil {
+		return decodeResult{}, err
+	}
+	// The warm-up decodes 4 tokens, and with several steps a replay
+	// (engine.DecodeStepsEnv) enough more that it records a chunk of them.
+	warm := 4
+	if steps > 1 {
+		warm = 2 + steps
+	}
+	g, err := m.NewGenerator(len(ids) + max(newTokens, warm))
 	if err != nil {
 		return decodeResult{}, err
 	}
@@ -1013,7 +1023,7 @@ func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, s
 	// prefill alone and prefill plus decoding; the difference is the
 	// decoding.
 	say("%s warm-up", mode)
-	if _, err := g.Generate(context.Background(), ids, engine.Greedy(4, nil), nil); err != nil {
+	if _, err := g.Generate(context.Background(), ids, engine.Greedy(warm, nil), nil); err != nil {
 		return decodeResult{}, err
 	}
 	say("%s prefill of %d tokens", mode, len(ids))

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"whet/datasets"
@@ -118,6 +119,13 @@ type Generator struct {
 	// (FusedMatVecs), from DecodeFuseEnv; a backend without them, or
 	// operands they do not take, run the ops one by one.
 	Fuse bool
+	// Steps is how many greedy tokens one replay decodes in graph mode
+	// (DecodeStepsEnv; 1, the default, replays one step a token): the
+	// recording holds Steps steps, each copying its chosen id into a slot
+	// of ids, which the host reads once per replay.
+	Steps int
+	// Chunks counts the multi-step replays of the last Generate.
+	Chunks int
 
 	pos, tok Tensor // views of the first position and token (device decoding)
 	idHost   []float32
@@ -129,6 +137,12 @@ type Generator struct {
 	// taken once per Generate (they do not change during one).
 	paramsKey string
 	eager     int // device steps run without recording since NewGenerator
+
+	chunkRec Recording // Steps steps recorded together (decodeChunk)
+	chunkKey string    // what chunkRec was recorded for
+	chunkErr error     // why recording them failed for chunkKey
+	ids      Tensor    // I32 [Steps]: the ids a chunk chose
+	idsHost  []float32
 }
 
 // DecodeMode is how a Generator decodes after the prefill.
@@ -153,6 +167,26 @@ const DecodeModeEnv = "WHET_DECODE"
 // until the CUDA kernels have run on a GPU.
 const DecodeFuseEnv = "WHET_DECODE_FUSE"
 
+// DecodeStepsEnv sets Generator.Steps: how many greedy tokens one replay
+// of the recorded graph decodes (1 to 64; 1 when unset). More than one
+// saves the host round trip (a graph launch and a wait for the chosen id)
+// of all but one token of each replay; the tokens after a stop are
+// computed and dropped. Opt-in until measured on a GPU.
+const DecodeStepsEnv = "WHET_DECODE_STEPS"
+
+// DecodeStepsFromEnv reads DecodeStepsEnv (1 when unset).
+func DecodeStepsFromEnv() (int, error) {
+	v := os.Getenv(DecodeStepsEnv)
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 64 {
+		return 0, fmt.Errorf("%s=%q: want a whole number from 1 to 64", DecodeStepsEnv, v)
+	}
+	return n, nil
+}
+
 // DecodeModeFromEnv reads DecodeModeEnv.
 func DecodeModeFromEnv() (DecodeMode, error) {
 	switch v := DecodeMode(os.Getenv(DecodeModeEnv)); v {
@@ -175,12 +209,16 @@ func (m *Model) NewGenerator(maxLen int) (*Generator, error) {
 	if err != nil {
 		return nil, err
 	}
+	steps, err := DecodeStepsFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	acts, err := m.NewActivations(maxLen, true)
 	if err != nil {
 		return nil, err
 	}
 	g := &Generator{m: m, acts: acts, MaxLen: maxLen, cache: &kvCache{kva: kva}, host: make([]float32, m.Cfg.VocabSize),
-		Mode: mode, idHost: make([]float32, 1), Fuse: os.Getenv(DecodeFuseEnv) == "1"}
+		Mode: mode, idHost: make([]float32, 1), Fuse: os.Getenv(DecodeFuseEnv) == "1", Steps: steps}
 	for range m.Layers {
 		for _, dst := range []*[]Tensor{&g.cache.k, &g.cache.v} {
 			t, err := m.B.Alloc(m.Compute, maxLen, m.Cfg.KVDim())
@@ -206,6 +244,14 @@ func (g *Generator) Free() {
 	if g.rec != nil {
 		g.rec.Free()
 		g.rec = nil
+	}
+	if g.chunkRec != nil {
+		g.chunkRec.Free()
+		g.chunkRec = nil
+	}
+	if g.ids != nil {
+		g.m.B.Free(g.ids)
+		g.ids = nil
 	}
 	g.acts.Free()
 	for _, t := range append(g.cache.k, g.cache.v...) {
@@ -384,6 +430,80 @@ func (g *Generator) decodeStep(mode DecodeMode) error {
 	return g.rec.Replay()
 }
 
+// chunkable reports whether the next tokens may come from a multi-step
+// replay: graph mode choosing on the device, Steps > 1, a step already run
+// directly (kernels loaded), room in the cache and need (tokens still to
+// produce) for all of them, no recording of them already failed, and no
+// LongRoPE switch that a position inside the chunk could cross.
+func (g *Generator) chunkable(mode DecodeMode, onDevice bool, need int) bool {
+	if mode != DecodeGraph || !onDevice || g.Steps < 2 || need < g.Steps || g.eager < 1 || g.cache.pos+g.Steps > g.MaxLen {
+		return false
+	}
+	if rs := g.m.Cfg.RopeScaling; rs != nil && rs.Type == "longrope" {
+		return false
+	}
+	return g.chunkErr == nil || g.chunkKey != g.paramsKey
+}
+
+// decodeChunk decodes g.Steps tokens with one replay of a recording of that
+// many device steps, each copying the id it chose into its slot of g.ids,
+// and returns the ids (nil, with no error, when recording failed: the
+// caller decodes step by step, and chunkErr keeps why).
+func (g *Generator) decodeChunk() ([]int32, error) {
+	B, n := g.m.B, g.Steps
+	if g.ids == nil {
+		ids, err := B.Alloc(I32, n)
+		if err != nil {
+			return nil, fmt.Errorf("generation: ids of %d steps: %w", n, err)
+		}
+		g.ids, g.idsHost = ids, make([]float32, n)
+	}
+	if g.chunkRec == nil || g.chunkKey != g.paramsKey {
+		if g.chunkRec != nil {
+			g.chunkRec.Free()
+			g.chunkRec = nil
+		}
+		g.chunkKey = g.paramsKey
+		slots := make([]Tensor, n)
+		for j := range slots {
+			v, err := B.View(g.ids, j, 1)
+			if err != nil {
+				return nil, fmt.Errorf("generation: id slot %d: %w", j, err)
+			}
+			slots[j] = v
+		}
+		g.chunkRec, g.chunkErr = B.(StepRecorder).Record(func() error {
+			for j := range slots {
+				if err := g.deviceStep(); err != nil {
+					return fmt.Errorf("step %d of %d: %w", j+1, n, err)
+				}
+				if err := B.Copy(slots[j], g.tok); err != nil {
+					return fmt.Errorf("step %d of %d: keep the id: %w", j+1, n, err)
+				}
+			}
+			return nil
+		})
+		if g.chunkRec == nil {
+			if g.Fallback == "" {
+				g.Fallback = fmt.Sprintf("recording %d steps together failed (decoding step by step): %v", n, g.chunkErr)
+			}
+			return nil, nil
+		}
+	}
+	if err := g.chunkRec.Replay(); err != nil {
+		return nil, err
+	}
+	if err := B.Download(g.ids, g.idsHost); err != nil {
+		return nil, fmt.Errorf("read the chosen tokens: %w", err)
+	}
+	out := make([]int32, n)
+	for j, v := range g.idsHost {
+		out[j] = int32(v)
+	}
+	g.Chunks++
+	return out, nil
+}
+
 // readID reads the token id the device chose (g.tok).
 func (g *Generator) readID() (int32, error) {
 	if err := g.m.B.Download(g.tok, g.idHost); err != nil {
@@ -418,6 +538,7 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 	}
 	g.acts.matVec = mode != DecodePlain
 	g.acts.fuse = g.Fuse
+	g.Chunks = 0
 	// The greedy choice without a repetition penalty is an argmax, which
 	// the device makes; anything else samples from logits read back.
 	// (Gemma 2's final soft-cap is monotonic, so the argmax of the capped
@@ -452,6 +573,7 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 		}
 	}
 	var out []int32
+	var pending []int32 // ids a multi-step replay chose, not yet taken
 	for len(out) < o.MaxNewTokens {
 		if err := ctx.Err(); err != nil {
 			return out, err
@@ -472,6 +594,21 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 				return out, err
 			}
 			continue
+		}
+		if len(pending) > 0 {
+			id, pending = pending[0], pending[1:]
+			continue
+		}
+		if g.chunkable(mode, onDevice, o.MaxNewTokens-len(out)) {
+			ids, err := g.decodeChunk()
+			if err != nil {
+				return out, err
+			}
+			if ids != nil {
+				g.cache.pos += len(ids)
+				id, pending = ids[0], ids[1:]
+				continue
+			}
 		}
 		if g.cache.pos+1 > g.MaxLen {
 			return out, fmt.Errorf("generation: %d tokens exceed the planned %d", g.cache.pos+1, g.MaxLen)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # decode-fast-8b (issue 21): the 8B half of tools/gpu/decode-fast: Llama-3.1-8B decoding (graph
-# mode, 256 new tokens after 128) in bf16 and in NF4 (qlora) with WHET_CUDA_PDL=1 and
-# WHET_DECODE_FUSE=1, then bf16 without them as the time allows (making the 8B random model
+# mode, 256 new tokens after 128) in bf16 and in NF4 (qlora) with WHET_CUDA_PDL=1,
+# WHET_DECODE_FUSE=1 and WHET_DECODE_STEPS=8, then bf16 without them as the time allows (making the 8B random model
 # takes ~30 s a run). Runs from the repository root; writes only under $OUT/decode-fast-8b.
 set -u
 O=$OUT/decode-fast-8b; mkdir -p $O
@@ -22,8 +22,8 @@ bench() { # label, method, env...
   cat $O/bench-$label.jsonl >>$S
   tail -3 $O/bench-$label.err >>$S
 }
-bench 8b-both lora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1
-bench 8b-qlora-both qlora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1
+bench 8b-both lora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1 WHET_DECODE_STEPS=8
+bench 8b-qlora-both qlora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1 WHET_DECODE_STEPS=8
 [ $SECONDS -lt 135 ] && bench 8b-base lora X=0
 rm -rf $O/xdg $O/tmp
 step end

@@ -6,9 +6,12 @@
 #   WHET_DECODE_FUSE=1  fused decode ops (engine.FusedMatVecs, kernels/gemv.cu): the RMSNorm
 #                       inside the q/k/v and gate/up GEMVs, SwiGLU inside the down GEMV, the
 #                       residual adds inside the o and down GEMVs (10 launches a layer -> 5)
-# First the decoding tests with both on (a failure names the test; TestDecodeFused* are the
-# fusion's, the rest would point at PDL too), then
-# whet bench --decode for Llama-3.2-1B bf16 in graph mode with none, each and both, then a
+#   WHET_DECODE_STEPS=8 eight greedy tokens a graph replay (engine/generate.go decodeChunk): one
+#                       host round trip (graph launch + wait for the ids) per 8 tokens
+# First the decoding tests with all three on (WHET_DECODE_STEPS=4; a failure names the test:
+# TestDecodeFused* are the fusion's; in TestGenerateGraphEqualsPlain graph mode then replays
+# 4-step chunks and must equal device mode), then
+# whet bench --decode for Llama-3.2-1B bf16 in graph mode with none, each, PDL+fuse and all, then a
 # per-kernel profile of one step (device mode with WHET_CUDA_PROFILE=1), then, as the 200 s
 # allow, nsys over the graph (when the device has it) and the GEMV prefetch's share.
 # The 8B rows are tools/gpu/decode-fast-8b.
@@ -34,10 +37,11 @@ tests() { # name, env...
   grep -E -A8 -- "--- FAIL|panic" $O/tests-$name.log | head -40 >>$S
   return $rc
 }
-tests both WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1
+tests all WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1 WHET_DECODE_STEPS=4
 W=$B/whet
 bench() { # label, seconds, model, method, env...
   local label=$1 secs=$2 model=$3 method=$4; shift 4
+  if [ $SECONDS -gt $((195 - secs)) ]; then echo "bench $label skipped: ${SECONDS}s of 200 used" >>$S; return; fi
   step "bench $label"
   env "$@" timeout $secs $W bench --backend cuda --json --model $model --method $method --decode 256 --seq 128 \
     --decode-modes graph >$O/bench-$label.jsonl 2>$O/bench-$label.err
@@ -49,6 +53,8 @@ bench 1b-base 30 llama-3.2-1b lora X=0
 bench 1b-pdl 30 llama-3.2-1b lora WHET_CUDA_PDL=1
 bench 1b-fuse 30 llama-3.2-1b lora WHET_DECODE_FUSE=1
 bench 1b-both 30 llama-3.2-1b lora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1
+bench 1b-steps 30 llama-3.2-1b lora WHET_DECODE_STEPS=8
+bench 1b-all 30 llama-3.2-1b lora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1 WHET_DECODE_STEPS=8
 table() {
 step table
 python3 - $O/bench-*.jsonl <<'PY' | tee -a $S
@@ -70,12 +76,12 @@ PY
 }
 step profile
 # Per-kernel times of one decoding step without the graph (CUDA events around each launch).
-WHET_CUDA_PROFILE=1 timeout 30 $W bench --backend cuda --model llama-3.2-1b --method lora --decode 16 --seq 128 \
+[ $SECONDS -lt 150 ] && WHET_CUDA_PROFILE=1 timeout 20 $W bench --backend cuda --model llama-3.2-1b --method lora --decode 16 --seq 128 \
   --decode-modes device >$O/profile-device.txt 2>&1; echo "profile device rc=$?" >>$S
-WHET_CUDA_PROFILE=1 WHET_DECODE_FUSE=1 timeout 30 $W bench --backend cuda --model llama-3.2-1b --method lora --decode 16 --seq 128 \
+[ $SECONDS -lt 165 ] && WHET_CUDA_PROFILE=1 WHET_DECODE_FUSE=1 timeout 20 $W bench --backend cuda --model llama-3.2-1b --method lora --decode 16 --seq 128 \
   --decode-modes device >$O/profile-device-fuse.txt 2>&1; echo "profile device fuse rc=$?" >>$S
-if [ $SECONDS -lt 120 ]; then
-  bench 1b-both-noprefetch 30 llama-3.2-1b lora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1 WHET_NVRTC_DEFINES=GEMV_PREFETCH=0
+if [ $SECONDS -lt 115 ]; then
+  bench 1b-all-noprefetch 30 llama-3.2-1b lora WHET_CUDA_PDL=1 WHET_DECODE_FUSE=1 WHET_DECODE_STEPS=8 WHET_NVRTC_DEFINES=GEMV_PREFETCH=0
 fi
 if [ $SECONDS -lt 140 ] && command -v nsys >/dev/null; then
   for v in base both; do
