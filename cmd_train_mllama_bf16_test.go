@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -138,5 +139,49 @@ train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_step
 	}
 	if notBF16 == 0 {
 		t.Errorf("%s holds only bf16 values: the adapter was written from the compute copies, not the float32 masters", name)
+	}
+}
+
+var writeMllamaTestdata = flag.Bool("write-mllama-testdata", false,
+	"write testdata/tiny-mllama-shapes, which the GPU batch tools/gpu/mllama-vtrain trains on")
+
+// The committed tiny Llama 3.2 Vision folder with its tokenizer and chat
+// template (made by this test with -write-mllama-testdata: mllamaTinyModel's
+// files) trains QLoRA with the projector adapter on the committed shapes
+// dataset (testdata/datasets/shapes) through whet train; the GPU batch
+// tools/gpu/mllama-vtrain runs the same run on the CPU and on CUDA, in
+// float32 and with WHET_MLLAMA_BF16=1.
+func TestMllamaVisionTestdata(t *testing.T) {
+	model, data := filepath.Join("testdata", "tiny-mllama-shapes"), filepath.Join("testdata", "datasets", "shapes")
+	if *writeMllamaTestdata {
+		src := mllamaTinyModel(t)
+		if err := os.MkdirAll(model, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+			b, err := os.ReadFile(filepath.Join(src, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(model, f), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := t.TempDir()
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	run := fmt.Sprintf("name: mshapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, dropout: 0, projector: true}\n"+
+		"data: {path: %s, max_length: 128, packing: false, seed: 1}\ntrain: {max_steps: 2, micro_batch: 3, lr: 0.01, seed: 1, sample_every: 0}\n",
+		abs(model), dir, abs(filepath.Join(data, "train.jsonl")))
+	p := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
+		t.Fatalf("%v (write the files with go test . -run TestMllamaVisionTestdata -write-mllama-testdata)\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "vision: Llama 3.2 Vision trains on 72 images") || !strings.Contains(out.String(), "step 2/2") {
+		t.Errorf("output:\n%s", out.String())
 	}
 }
