@@ -1,0 +1,123 @@
+package testmodels
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"whet/engine"
+	"whet/engine/cpu"
+	"whet/engine/safetensors"
+)
+
+// TinyMllamaChatConfig is a tiny Llama 3.2 Vision config.json that goes
+// with tiny-llama's tokenizer plus Llama 3's header tokens and <|image|>
+// (MllamaChat): vocab 520, image token 520 (in the 8 embedding rows past
+// the vocabulary, as in the released model), 16-pixel tiles, up to 4, text
+// hidden 64 with a cross-attention layer at 1.
+const TinyMllamaChatConfig = `{"architectures": ["MllamaForConditionalGeneration"], "image_token_index": 520, "model_type": "mllama",
+  "text_config": {"bos_token_id": 516, "cross_attention_layers": [1], "eos_token_id": 515, "hidden_act": "silu",
+    "hidden_size": 64, "intermediate_size": 96, "max_position_embeddings": 512, "model_type": "mllama_text_model",
+    "num_attention_heads": 4, "num_hidden_layers": 3, "num_key_value_heads": 2, "pad_token_id": null, "rms_norm_eps": 1e-05,
+    "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 520},
+  "vision_config": {"attention_heads": 4, "hidden_act": "gelu", "hidden_size": 32, "image_size": 16,
+    "intermediate_layers_indices": [0, 2], "intermediate_size": 64, "max_num_tiles": 4, "model_type": "mllama_vision_model",
+    "norm_eps": 1e-05, "num_channels": 3, "num_global_layers": 2, "num_hidden_layers": 3, "patch_size": 8,
+    "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]], "vision_output_dim": 96}}`
+
+// MllamaChat describes a tiny random Llama 3.2 Vision folder that chats:
+// TinyMllamaChatConfig, random weights, tiny-llama's tokenizer with the
+// Llama 3 tokens and Llama 3.2 Vision's chat template.
+type MllamaChat struct {
+	// TestdataDir is the repository's testdata folder (tiny-llama's
+	// tokenizer, templates/llama-3.2-vision.jinja).
+	TestdataDir string
+	Seed        [2]uint64
+}
+
+// Write writes config.json, model.safetensors (under the released names:
+// norms 1 + N(0, 0.1²), gates 0.5 + N(0, 0.3²), the embeddings and LM
+// head N(0, 1) so that the next token is confident, the rest N(0, 0.1²)),
+// tokenizer.json and tokenizer_config.json into dir.
+func (g MllamaChat) Write(dir string) error {
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(TinyMllamaChatConfig), 0o644); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(TinyMllamaChatConfig))
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	m, err := engine.NewMllamaModel(*cfg, cpu.New())
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	defer m.Free()
+	rng := rand.New(rand.NewPCG(g.Seed[0], g.Seed[1]))
+	var ts []safetensors.Tensor
+	for _, p := range m.Params() {
+		n := 1
+		for _, d := range p.Shape {
+			n *= d
+		}
+		v := make([]float32, n)
+		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
+		for i := range v {
+			r := float32(rng.NormFloat64())
+			switch {
+			case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
+				v[i] = 0.5 + 0.3*r
+			case strings.Contains(p.Name, "norm") && leaf == "weight":
+				v[i] = 1 + 0.1*r
+			case strings.Contains(p.Name, "embed_tokens") || strings.Contains(p.Name, "lm_head"):
+				v[i] = r
+			default:
+				v[i] = 0.1 * r
+			}
+		}
+		ts = append(ts, safetensors.F32Tensor(p.Name, p.Shape, v))
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	path := filepath.Join(g.TestdataDir, "tiny-llama", "tokenizer.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	var tj map[string]any
+	if err := json.Unmarshal(data, &tj); err != nil {
+		return fmt.Errorf("testmodels: %s: %w", path, err)
+	}
+	added, ok := tj["added_tokens"].([]any)
+	if !ok {
+		return fmt.Errorf("testmodels: %s: no added_tokens list", path)
+	}
+	for _, id := range []int{513, 514, 515, 516, 520} {
+		s := map[int]string{513: "<|start_header_id|>", 514: "<|end_header_id|>", 515: "<|eot_id|>", 516: "<|begin_of_text|>", 520: "<|image|>"}[id]
+		added = append(added, map[string]any{"id": id, "content": s, "single_word": false, "lstrip": false,
+			"rstrip": false, "normalized": false, "special": true})
+	}
+	tj["added_tokens"] = added
+	if data, err = json.Marshal(tj); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	tpl, err := os.ReadFile(filepath.Join(g.TestdataDir, "templates", "llama-3.2-vision.jinja"))
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	tc, err := json.Marshal(map[string]any{"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "add_bos_token": false,
+		"chat_template": string(tpl), "tokenizer_class": "PreTrainedTokenizerFast"})
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), tc, 0o644); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	return nil
+}
