@@ -40,8 +40,8 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rep := fs.Float64("repetition-penalty", 1.0, "penalise tokens already present (1 = off)")
 	seed := fs.Uint64("seed", 0, "sampling seed")
 	prompt := fs.String("prompt", "", "answer this one prompt and exit (otherwise read prompts from stdin)")
-	imageFlag := fs.String("image", "", "image file (PNG or JPEG) for the first message (Gemma 3 vision models; implies --vision)")
-	visionFlag := fs.Bool("vision", false, "load a Gemma 3 model's vision tower, so that /image PATH in the chat attaches an image to the next message")
+	imageFlag := fs.String("image", "", "image file (PNG or JPEG) for the first message (Gemma 3 vision models, implies --vision; Llama 3.2 Vision)")
+	visionFlag := fs.Bool("vision", false, "load a Gemma 3 model's vision tower, so that /image PATH in the chat attaches an image to the next message (Llama 3.2 Vision always loads its own)")
 	thinkingFlag := fs.String("thinking", "", "on or off: the template's enable_thinking (Qwen 3 reasons in a <think> block unless off); default: the template's own")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -87,16 +87,21 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, n := range notices {
 		fmt.Fprintln(stderr, n)
 	}
+	opts := engine.SampleOptions{MaxNewTokens: *maxNew, Temperature: *temp, TopK: *topK, TopP: *topP,
+		MinP: *minP, RepetitionPenalty: *rep, Seed: *seed}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	if chat.IsMllama(modelDir) {
+		// Llama 3.2 Vision always loads its vision tower.
+		c := mllamaChat{model: *model, adapter: *adapter, system: *system, prompt: *prompt, image: *imageFlag, compare: *compare, opts: opts}
+		return c.run(ctx, b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking}, stdin, stdout)
+	}
 	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking,
 		Gemma3Vision: *visionFlag || *imageFlag != ""})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	opts := engine.SampleOptions{MaxNewTokens: *maxNew, Temperature: *temp, TopK: *topK, TopP: *topP,
-		MinP: *minP, RepetitionPenalty: *rep, Seed: *seed}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer cancel()
 
 	var history []datasets.Message
 	if *system != "" {

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"whet/datasets"
+	"whet/datasets/vision"
+	"whet/engine"
+	"whet/engine/chat"
+)
+
+// mllamaChat is whet chat on a Llama 3.2 Vision folder (chat.IsMllama):
+// the model is opened with its vision tower (chat.OpenMllama), --image and
+// /image PATH attach images to the next message, and every turn re-reads
+// the history's images. --compare answers with the base and then the
+// tuned model (no batched generation for Mllama).
+type mllamaChat struct {
+	model, adapter string
+	system, prompt string
+	image          string
+	compare        bool
+	opts           engine.SampleOptions
+}
+
+func (c mllamaChat) run(ctx context.Context, b engine.Backend, o chat.Options, stdin io.Reader, stdout io.Writer) error {
+	s, err := chat.OpenMllama(b, o)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	var history []datasets.Message
+	if c.system != "" {
+		history = append(history, datasets.Message{Role: "system", Content: c.system})
+	}
+	var images, pending []*vision.MllamaOutput
+	attach := func(path string) error {
+		im, err := s.ProcessImage(path)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, im)
+		return nil
+	}
+	if c.image != "" {
+		if err := attach(c.image); err != nil {
+			return err
+		}
+	}
+	answer := func(line string) error {
+		user := datasets.Message{Role: "user", Content: line}
+		if len(pending) > 0 {
+			for range pending {
+				user.Parts = append(user.Parts, datasets.ContentPart{Type: "image"})
+			}
+			user.Parts = append(user.Parts, datasets.ContentPart{Type: "text", Text: line})
+		}
+		msgs := append(append([]datasets.Message(nil), history...), user)
+		all := append(append([]*vision.MllamaOutput(nil), images...), pending...)
+		variants := []bool{s.HasAdapter}
+		if c.compare && s.HasAdapter {
+			variants = []bool{false, true}
+		}
+		var last chat.Reply
+		for _, tuned := range variants {
+			if len(variants) > 1 {
+				fmt.Fprintf(stdout, "[%s] ", map[bool]string{false: "base", true: "tuned"}[tuned])
+			}
+			r, err := s.Generate(ctx, msgs, all, c.opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "\n  (%d tokens, %.1f tok/s, %s)\n", r.Tokens, r.TokensPerSec, r.Stop)
+			last = r
+		}
+		history = append(msgs, datasets.Message{Role: "assistant", Content: last.Text})
+		images, pending = all, nil
+		return nil
+	}
+	if c.prompt != "" {
+		return answer(c.prompt)
+	}
+	fmt.Fprintf(stdout, "chatting with %s (Llama 3.2 Vision, template %s%s); /image PATH attaches an image; empty line or ctrl+d ends\n", c.model, s.Template.Name,
+		map[bool]string{true: ", adapter " + c.adapter, false: ""}[s.HasAdapter])
+	sc := bufio.NewScanner(stdin)
+	for {
+		fmt.Fprint(stdout, "> ")
+		if !sc.Scan() {
+			fmt.Fprintln(stdout)
+			return sc.Err()
+		}
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			return nil
+		}
+		if path, ok := strings.CutPrefix(line, "/image "); ok {
+			if err := attach(strings.TrimSpace(path)); err != nil {
+				fmt.Fprintln(stdout, "image:", err)
+			} else {
+				fmt.Fprintf(stdout, "image %s attached to your next message\n", strings.TrimSpace(path))
+			}
+			continue
+		}
+		if err := answer(line); err != nil {
+			return err
+		}
+	}
+}
