@@ -69,6 +69,11 @@
 #ifndef HOP_WS_PINGPONG
 #define HOP_WS_PINGPONG 1
 #endif
+// HOP_WS_NOSER=1: the consumers' straight-line loop (see attn_fwd_hopper_ws),
+// which ptxas compiles without serialising the wgmma (C75xx warnings).
+#ifndef HOP_WS_NOSER
+#define HOP_WS_NOSER 0
+#endif
 #define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)
 // setmaxnreg (HOP_FWD_WS=2) for 2 and 3 consumer warpgroups: a block of
 // 384 threads is compiled for 168 registers each, of 512 for 128, and
@@ -1487,6 +1492,9 @@ __device__ __forceinline__ void attn_fwd_hopper_ov(void* out, int odt, float* ls
 #if HOP_WS_TMA && !HOP_FWD_WS
 #error "HOP_WS_TMA is a knob of the warp-specialised forward: set HOP_FWD_WS too"
 #endif
+#if HOP_WS_NOSER && !HOP_FWD_WS
+#error "HOP_WS_NOSER is a knob of the warp-specialised forward: set HOP_FWD_WS too"
+#endif
 #if HOP_FWD_WS
 #if HOP_FWD_OVERLAP
 #error "HOP_FWD_WS and HOP_FWD_OVERLAP are two different forwards: set one"
@@ -1539,6 +1547,150 @@ __device__ __forceinline__ void named_arrive(int id, int threads) {
 }
 
 __device__ __forceinline__ void wgmma_wait_one_ws() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+
+#if HOP_WS_NOSER
+// wgmma_ss_n128_first: d[0..64) = A B (scale-d = 0: the old values of d
+// are neither read nor kept), A (64 x 16) and B (16 x 128) K-major in
+// shared memory. The first step of S = Q K^T: no instruction zeroes the
+// accumulators between wgmma.fence and the wgmma (which ptxas would
+// answer by serialising), and the compiler sees d as written here only,
+// so the last tile's probabilities are not operands of this wgmma.
+__device__ __forceinline__ void wgmma_ss_n128_first(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]),
+                   "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]),
+                   "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]),
+                   "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]),
+                   "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]),
+                   "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]),
+                   "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]),
+                   "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
+                 : "l"(da), "l"(db), "r"(0));
+}
+
+// hold_u32 is hold_regs for 32-bit registers (the A fragments of P): their
+// last definition is an asm volatile, which the compiler keeps on its side
+// of the wgmma.fence (asm volatile too), so the packing of P never lands
+// between the fence and the wgmma that reads it.
+template <int N>
+__device__ __forceinline__ void hold_u32(unsigned int* r) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+// named_arrive_if and mbar_arrive_if are named_arrive and mbar_arrive as
+// predicated instructions (no branch): they sit between a wgmma's issue and
+// its wait, where the consumer loop keeps the control flow straight.
+__device__ __forceinline__ void named_arrive_if(int id, int threads, bool cond) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p bar.arrive %0, %1;\n}\n" ::"r"(id), "r"(threads),
+                 "r"((int)cond)
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_if(unsigned int bar, bool cond) {
+    asm volatile("{\n.reg .pred p;\n.reg .b64 st;\nsetp.ne.b32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar),
+                 "r"((int)cond)
+                 : "memory");
+}
+
+// ws_issue_s issues S = Q K^T (no commit) of the warpgroup's Q rows at
+// qRows (in Q panels of BM rows) against the K tile at Kb into s, the
+// first step with scale-d = 0.
+template <int D, int BM>
+__device__ __forceinline__ void ws_issue_s(float (*s)[4], unsigned int qRows, unsigned int Kb) {
+    wgmma_ss_n128_first(&s[0][0], smem_desc(qRows, 16), smem_desc(Kb, 16));
+#pragma unroll
+    for (int kc = 1; kc < D / 16; kc++) {
+        const unsigned int col = (kc & 3) * 32;
+        wgmma_ss_n128(&s[0][0], smem_desc(qRows + (kc >> 2) * (BM * 128) + col, 16),
+                      smem_desc(Kb + (kc >> 2) * (HOP_BN * 128) + col, 16));
+    }
+}
+
+// ws_softmax turns the raw scores s of the key tile at kt into
+// probabilities: soft-cap, mask (when `masked`: some pair of the tile is
+// outside a row's keys), online softmax; the loop's steps of the same names.
+template <int BN>
+__device__ __forceinline__ void ws_softmax(float (*s)[4], int kt, int t, int loA, int loB, int posA, int posB,
+                                           bool masked, bool capped, float scale, float softcap, float sl2, float& mA,
+                                           float& mB, float& lA, float& lB, float& cA, float& cB) {
+    if (capped) {
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = softcap * tanhf(s[nt][e] * scale / softcap);
+        }
+    }
+    if (masked) {
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = kt + nt * 8 + 2 * t + (e & 1);
+                const bool valid = e < 2 ? (key >= loA && key <= posA) : (key >= loB && key <= posB);
+                if (!valid) s[nt][e] = NEG_INF;
+            }
+        }
+    }
+    softmax_tile<BN / 8>(s, sl2, mA, mB, lA, lB, cA, cB);
+}
+
+// ws_pack_p packs P's A fragments for the 16-key steps: the accumulators
+// of column tiles 2kc and 2kc+1, rounded to bf16.
+template <int BN>
+__device__ __forceinline__ void ws_pack_p(unsigned int (*pa)[4], const float (*s)[4]) {
+#pragma unroll
+    for (int kc = 0; kc < BN / 16; kc++) {
+        pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+        pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+        pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+        pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+    }
+}
+
+// ws_pv_alone does O += P V for the V tile in stage st (waiting for it,
+// parity par) and gives the stage back: issue, wait, release, with nothing
+// else in flight.
+template <int D>
+__device__ __forceinline__ void ws_pv_alone(float (*o)[4], unsigned int (*pa)[4], unsigned int Vs, unsigned int vFull,
+                                            unsigned int vEmpty, int st, unsigned int par, int lane) {
+    const unsigned int Vb = Vs + (unsigned int)st * (HOP_BN * D * 2);
+    mbar_wait(vFull + 8 * st, par);
+    fence_async_smem();
+    hold_regs<D / 2>(&o[0][0]);
+    hold_u32<HOP_BN / 4>(&pa[0][0]);
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < HOP_BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, HOP_BN * 128));
+    wgmma_commit();
+    wgmma_wait_all();
+    hold_regs<D / 2>(&o[0][0]);
+    mbar_arrive_if(vEmpty + 8 * st, lane == 0); // done with V
+}
+
+// ws_skip_tile is a consumer's part in key tile j when none of its rows
+// sees it: wait for K(j), take the pingpong turn (consumer c of NC), give
+// K(j) back, wait for V(j) and give it back.
+template <int S>
+__device__ __forceinline__ void ws_skip_tile(int j, int nTiles, unsigned int kFull, unsigned int vFull,
+                                             unsigned int kEmpty, unsigned int vEmpty, int lane, int c, int NC) {
+    const int st = j % S;
+    const unsigned int par = (j / S) & 1;
+    mbar_wait(kFull + 8 * st, par);
+#if HOP_WS_PINGPONG
+    named_sync(1 + c, 256);
+    named_arrive_if(1 + (c + 1) % NC, 256, !(c == NC - 1 && j == nTiles - 1));
+#endif
+    mbar_arrive_if(kEmpty + 8 * st, lane == 0);
+    mbar_wait(vFull + 8 * st, par);
+    mbar_arrive_if(vEmpty + 8 * st, lane == 0);
+}
+#endif
 
 // ws_load_tile is load_tile for the producer's 128 threads (ptid 0..127).
 template <int D, int R>
@@ -1602,6 +1754,13 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
     const int h = blockIdx.x, kvh = h / (H / KVH);
     const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+#if HOP_WS_NOSER
+    // The warpgroup index, broadcast from lane 0 so that ptxas knows it (and
+    // what follows from it) is the same across the warp.
+    const int wgU = __shfl_sync(0xffffffffu, wg, 0);
+#else
+    const int wgU = wg;
+#endif
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
 
     const int kEnd = qOffset + min(q0 + BM, Tq) - 1; // last key any query of the block sees
@@ -1620,7 +1779,7 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
     }
     __syncthreads();
 
-    if (wg == 0) { // the producer
+    if (wgU == 0) { // the producer
 #if HOP_FWD_WS == 2
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(NC == 3 ? HOP_WS_PREG3 : HOP_WS_PREG2));
 #endif
@@ -1675,7 +1834,7 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
 #if HOP_FWD_WS == 2
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(NC == 3 ? HOP_WS_CREG3 : HOP_WS_CREG2));
 #endif
-    const int c = wg - 1, g = lane >> 2, t = lane & 3; // consumer c: rows 64c..64c+63 of the block
+    const int c = wgU - 1, g = lane >> 2, t = lane & 3; // consumer c: rows 64c..64c+63 of the block
     const int rowA = q0 + 64 * c + 16 * (warp & 3) + g, rowB = rowA + 8;
     const int posA = qOffset + rowA, posB = qOffset + rowB;
     const int loA = rowA < Tq ? first_key(starts, nseq, posA, window) : 0x7fffffff;
@@ -1699,11 +1858,126 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
 #pragma unroll
     for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
     float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
-    bool haveP = false; // pa holds P of tile j-1, whose P V is still to do
     if (nTiles > 0) {
         mbar_wait(qFull, 0);
         fence_async_smem();
     }
+#if HOP_WS_NOSER
+    // HOP_WS_NOSER=1: the same steps and order of arithmetic as the loop
+    // below, but no wgmma, wgmma.fence, commit or wait sits under a
+    // condition inside the loop, nor does any instruction that writes a
+    // wgmma operand between a fence and its wgmma: ptxas then has nothing
+    // to guard with its own WG.AR / WG.DP (warpgroup arrive / wait) in a
+    // path it cannot prove uniform, which it answers by serialising every
+    // wgmma of the kernel (ptxas's C7518/C7520; tools/gpu/attention-fwd
+    // found them in the loop below). The tiles this warpgroup sees form one
+    // run [jLo, jHi); the tiles before and after it are only waited for,
+    // given back and given their pingpong turn (ws_skip_tile), so the
+    // barrier counts hold as below. In the run: S(jLo) alone, then per tile
+    // j S(j) and P(j-1) V(j-1) issued together, the softmax of S(j) after
+    // wait_group 1, the rescale of O and the packing of P(j) after
+    // wait_group 0, and P(jHi-1) V(jHi-1) after the loop. S's first step
+    // has scale-d = 0 instead of zeroed accumulators; O and P are pinned
+    // (hold_regs, hold_u32) before each wgmma.fence.
+    int jLo = 0, jHi = 0;
+    if (wgLive) { // kStart <= wgMinLo <= wgLastPos <= kEnd
+        jLo = (wgMinLo - kStart) / BN;
+        jHi = max(jLo, min(nTiles, (wgLastPos - kStart) / BN + 1));
+    }
+    for (int j = 0; j < jLo; j++) ws_skip_tile<S>(j, nTiles, kFull, vFull, kEmpty, vEmpty, lane, c, NC);
+    if (jLo < jHi) {
+        { // S(jLo), its softmax and P(jLo); o is still zero
+            const int j = jLo, st = j % S, kt = kStart + j * BN;
+            const unsigned int par = (j / S) & 1;
+            mbar_wait(kFull + 8 * st, par);
+            fence_async_smem();
+#if HOP_WS_PINGPONG
+            named_sync(myTurn, 256);
+#endif
+            wgmma_fence();
+            ws_issue_s<D, BM>(s, qRows, Ks + st * KVBYTES);
+            wgmma_commit();
+#if HOP_WS_PINGPONG
+            named_arrive_if(nextTurn, 256, !(c == NC - 1 && j == nTiles - 1));
+#endif
+            wgmma_wait_all();
+            hold_regs<BN / 2>(&s[0][0]);
+            mbar_arrive_if(kEmpty + 8 * st, lane == 0); // done with K(j)
+            float cA, cB;
+            ws_softmax<BN>(s, kt, t, loA, loB, posA, posB, kt < wgMaxLo || kt + BN - 1 > wgFirstPos, capped, scale,
+                           softcap, sl2, mA, mB, lA, lB, cA, cB);
+            ws_pack_p<BN>(pa, s);
+#if !HOP_WS_INTRA
+            ws_pv_alone<D>(o, pa, Vs, vFull, vEmpty, st, par, lane);
+#endif
+        }
+        for (int j = jLo + 1; j < jHi; j++) {
+            const int st = j % S, kt = kStart + j * BN;
+            const unsigned int par = (j / S) & 1;
+            mbar_wait(kFull + 8 * st, par);
+#if HOP_WS_INTRA
+            const int pst = (j + S - 1) % S; // tile j-1's stage
+            const unsigned int ppar = ((j - 1) / S) & 1;
+            mbar_wait(vFull + 8 * pst, ppar);
+#endif
+            fence_async_smem();
+            hold_regs<D / 2>(&o[0][0]);
+            hold_u32<BN / 4>(&pa[0][0]);
+#if HOP_WS_PINGPONG
+            named_sync(myTurn, 256);
+#endif
+            wgmma_fence();
+            ws_issue_s<D, BM>(s, qRows, Ks + st * KVBYTES);
+            wgmma_commit();
+#if HOP_WS_INTRA
+            {
+                const unsigned int Vb = Vs + pst * KVBYTES;
+#pragma unroll
+                for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+            }
+            wgmma_commit();
+#endif
+#if HOP_WS_PINGPONG
+            named_arrive_if(nextTurn, 256, !(c == NC - 1 && j == nTiles - 1));
+#endif
+#if HOP_WS_INTRA
+            wgmma_wait_one_ws(); // S(j) is in; P(j-1) V(j-1) may still run
+#else
+            wgmma_wait_all();
+#endif
+            hold_regs<BN / 2>(&s[0][0]);
+            mbar_arrive_if(kEmpty + 8 * st, lane == 0); // done with K(j)
+            float cA, cB;
+            ws_softmax<BN>(s, kt, t, loA, loB, posA, posB, kt < wgMaxLo || kt + BN - 1 > wgFirstPos, capped, scale,
+                           softcap, sl2, mA, mB, lA, lB, cA, cB);
+#if HOP_WS_INTRA
+            wgmma_wait_all(); // P(j-1) V(j-1) is in
+            hold_regs<D / 2>(&o[0][0]);
+            hold_regs<BN / 2>(&s[0][0]);
+            mbar_arrive_if(vEmpty + 8 * pst, lane == 0); // done with V(j-1)
+#endif
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                o[dn][0] *= cA;
+                o[dn][1] *= cA;
+                o[dn][2] *= cB;
+                o[dn][3] *= cB;
+            }
+            ws_pack_p<BN>(pa, s);
+#if !HOP_WS_INTRA
+            ws_pv_alone<D>(o, pa, Vs, vFull, vEmpty, st, par, lane);
+#endif
+        }
+#if HOP_WS_INTRA
+        { // P(jHi-1) V(jHi-1)
+            const int j = jHi - 1, st = j % S;
+            ws_pv_alone<D>(o, pa, Vs, vFull, vEmpty, st, (j / S) & 1, lane);
+        }
+#endif
+    }
+    for (int j = jHi; j < nTiles; j++) ws_skip_tile<S>(j, nTiles, kFull, vFull, kEmpty, vEmpty, lane, c, NC);
+#else
+    bool haveP = false; // pa holds P of tile j-1, whose P V is still to do
 
     for (int j = 0; j < nTiles; j++) {
         const int st = j % S, kt = kStart + j * BN;
@@ -1826,6 +2100,7 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
         wgmma_wait_all();
         hold_regs<D / 2>(&o[0][0]);
     }
+#endif // HOP_WS_NOSER
     lA += __shfl_xor_sync(0xffffffffu, lA, 1);
     lA += __shfl_xor_sync(0xffffffffu, lA, 2);
     lB += __shfl_xor_sync(0xffffffffu, lB, 1);

@@ -425,7 +425,9 @@ func TestHopperOnlyInstructionsAreGated(t *testing.T) {
 // (TestKernelsCompileForEveryArch builds it for plain sm_90, where the
 // kernels are traps), checks that its kernels are in the cubin, and logs
 // NVRTC's messages and, from a second compile with ptxas -v, the
-// registers and spills of each kernel. Needs libnvrtc, not a GPU; skips
+// registers and spills of each kernel; it fails when ptxas serialises the
+// wgmma of any kernel ("wgmma.mma_async instructions are serialized",
+// C75xx: checkNotSerialized). Needs libnvrtc, not a GPU; skips
 // without it (unless WHET_CUDA_REQUIRE=1).
 func TestHopperAttentionCompiles(t *testing.T) {
 	n, err := openNVRTC()
@@ -466,9 +468,10 @@ func TestHopperAttentionCompiles(t *testing.T) {
 		t.Logf("sm_90 cubin of trap kernels: %d bytes", len(plain))
 	}
 	if _, vlog, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", "--ptxas-options=-v"); err != nil {
-		t.Logf("compile with ptxas -v (for register counts only): %v", err)
+		t.Errorf("compile with ptxas -v (register counts, serialised wgmma): %v", err)
 	} else {
 		t.Logf("ptxas -v:\n%s", vlog)
+		checkNotSerialized(t, "default defines", vlog)
 	}
 }
 

@@ -219,6 +219,7 @@ func nvrtcDefine(name string) (string, bool) {
 type hopperWS struct {
 	mode, wg64, stages int
 	tma                int // HOP_WS_TMA: 1 = the producer copies with TMA (hopperTmaps)
+	noser              int // HOP_WS_NOSER: 1 = the consumers' straight-line loop (no wgmma serialised by ptxas)
 	err                error
 }
 
@@ -228,7 +229,7 @@ func hopperFwdWS() hopperWS {
 		name     string
 		dst      *int
 		min, max int
-	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 3}, {"HOP_WS_TMA", &ws.tma, 0, 1}} {
+	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 3}, {"HOP_WS_TMA", &ws.tma, 0, 1}, {"HOP_WS_NOSER", &ws.noser, 0, 1}} {
 		v, ok := nvrtcDefine(f.name)
 		if !ok {
 			continue
@@ -243,6 +244,9 @@ func hopperFwdWS() hopperWS {
 	}
 	if ws.tma != 0 && ws.mode == 0 {
 		return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: HOP_WS_TMA=%d is a knob of the warp-specialised forward: set HOP_FWD_WS=1 or 2 too", ws.tma)}
+	}
+	if ws.noser != 0 && ws.mode == 0 {
+		return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: HOP_WS_NOSER=%d is a knob of the warp-specialised forward: set HOP_FWD_WS=1 or 2 too", ws.noser)}
 	}
 	return ws
 }

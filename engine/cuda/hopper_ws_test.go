@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,17 +17,29 @@ import (
 )
 
 // hopperWSVariants are the warp-specialised forward's define sets that
-// tools/gpu/attention-fwd runs: producer + 2 consumers (both head dims),
-// with setmaxnreg, 3 consumers at d64, no pingpong, 3 stages, no
-// intra-warpgroup overlap, TMA copies.
+// tools/gpu/attention-fwd runs, all with the straight-line consumer loop
+// (HOP_WS_NOSER=1), which ptxas must compile without serialising a wgmma
+// (TestHopperAttentionWSCompiles fails otherwise): producer + 2 consumers
+// (both head dims), with setmaxnreg, 3 consumers at d64, no pingpong, 3
+// stages, no intra-warpgroup overlap, TMA copies.
 var hopperWSVariants = []string{
-	"HOP_FWD_WS=1",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_WG64=3",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_PINGPONG=0",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_STAGES=3",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_INTRA=0",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_TMA=1",
+}
+
+// hopperWSSerialVariants keep the first consumer loop (HOP_WS_NOSER=0),
+// whose wgmma ptxas serialises (C7520, and C7518 without the intra
+// overlap; the GPU run of tools/gpu/attention-fwd on an H100):
+// TestHopperAttentionWSCompiles compiles them and logs what ptxas says,
+// for comparison, without failing on it.
+var hopperWSSerialVariants = []string{
 	"HOP_FWD_WS=2",
-	"HOP_FWD_WS=2,HOP_WS_WG64=3",
-	"HOP_FWD_WS=2,HOP_WS_PINGPONG=0",
-	"HOP_FWD_WS=2,HOP_WS_STAGES=3",
 	"HOP_FWD_WS=2,HOP_WS_INTRA=0",
-	"HOP_FWD_WS=2,HOP_WS_TMA=1",
 }
 
 // TestHopperWSConfig: the launch shape attention.go derives from
@@ -43,7 +56,7 @@ func TestHopperWSConfig(t *testing.T) {
 	for _, rule := range []string{"#define HOP_FWD_WS 0", "#define HOP_WS_WG64 2", "#define HOP_WS_STAGES 2", "#define HOP_WS_INTRA 1", "#define HOP_WS_TMA 0",
 		"#define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)", "#define HOP_FWD_THREADS(D) (128 * (HOP_WS_WG(D) + 1))",
 		"constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;",
-		"#define HOP_WS_PREG2 40", "#define HOP_WS_CREG2 232", "#define HOP_WS_PREG3 32", "#define HOP_WS_CREG3 160"} {
+		"#define HOP_WS_NOSER 0", "#define HOP_WS_PREG2 40", "#define HOP_WS_CREG2 232", "#define HOP_WS_PREG3 32", "#define HOP_WS_CREG3 160"} {
 		if !strings.Contains(cu, rule) {
 			t.Errorf("kernels/%s no longer says %q: update hopperFwdWS and attnHopperSmem", attnHopperFile, rule)
 		}
@@ -101,7 +114,12 @@ func TestHopperWSConfig(t *testing.T) {
 	if ws := hopperFwdWS(); ws.err != nil || ws.tma != 1 {
 		t.Errorf("HOP_FWD_WS=1,HOP_WS_TMA=1: %+v", ws)
 	}
-	for _, bad := range []string{"HOP_FWD_WS=3", "HOP_FWD_WS=yes", "HOP_FWD_WS=1,HOP_WS_WG64=4", "HOP_FWD_WS=1,HOP_WS_STAGES=1", "HOP_WS_TMA=1", "HOP_FWD_WS=1,HOP_WS_TMA=2"} {
+	t.Setenv("WHET_NVRTC_DEFINES", "HOP_FWD_WS=2,HOP_WS_NOSER=1")
+	if ws := hopperFwdWS(); ws.err != nil || ws.noser != 1 || ws.mode != 2 {
+		t.Errorf("HOP_FWD_WS=2,HOP_WS_NOSER=1: %+v", ws)
+	}
+	for _, bad := range []string{"HOP_FWD_WS=3", "HOP_FWD_WS=yes", "HOP_FWD_WS=1,HOP_WS_WG64=4", "HOP_FWD_WS=1,HOP_WS_STAGES=1", "HOP_WS_TMA=1", "HOP_FWD_WS=1,HOP_WS_TMA=2",
+		"HOP_WS_NOSER=1", "HOP_FWD_WS=2,HOP_WS_NOSER=2"} {
 		t.Setenv("WHET_NVRTC_DEFINES", bad)
 		ws := hopperFwdWS()
 		name, _, _ := strings.Cut(bad[strings.LastIndex(bad, ",")+1:], "=")
@@ -131,6 +149,81 @@ func ptxasRegs(log string) (regs, spills map[string]int) {
 	return regs, spills
 }
 
+// ptxasSerialized maps each function of a ptxas -v log to the codes
+// (C7515, C7518, C7520, ...) of its "wgmma.mma_async instructions are
+// serialized" messages, one entry a message: ptxas then makes every wgmma
+// of the function wait for the one before, so nothing overlaps them.
+func ptxasSerialized(log string) map[string][]string {
+	ser := map[string][]string{}
+	re := regexp.MustCompile(`\((C\d+)\)[^\n]*wgmma\.mma_async instructions are serialized[^\n]*in the function '(\w+)'`)
+	for _, m := range re.FindAllStringSubmatch(log, -1) {
+		ser[m[2]] = append(ser[m[2]], m[1])
+	}
+	return ser
+}
+
+// serializedSummary is ptxasSerialized's result in one line, functions in
+// order, each with its codes counted ("none" when empty).
+func serializedSummary(ser map[string][]string) string {
+	if len(ser) == 0 {
+		return "none"
+	}
+	var fns []string
+	for fn := range ser {
+		fns = append(fns, fn)
+	}
+	sort.Strings(fns)
+	var parts []string
+	for _, fn := range fns {
+		n := map[string]int{}
+		var codes []string
+		for _, c := range ser[fn] {
+			if n[c] == 0 {
+				codes = append(codes, c)
+			}
+			n[c]++
+		}
+		sort.Strings(codes)
+		for _, c := range codes {
+			parts = append(parts, fmt.Sprintf("%s %s x%d", fn, c, n[c]))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// checkNotSerialized fails t for each function of the ptxas -v log whose
+// wgmma ptxas serialises, naming the function and the codes.
+func checkNotSerialized(t *testing.T, what, log string) {
+	t.Helper()
+	ser := ptxasSerialized(log)
+	t.Logf("%s: serialised wgmma: %s", what, serializedSummary(ser))
+	for fn, codes := range ser {
+		t.Errorf("%s: ptxas serialises the wgmma.mma_async of %s (%s): every wgmma waits for the one before, no overlap with the softmax", what, fn, strings.Join(codes, ", "))
+	}
+}
+
+func TestPtxasSerialized(t *testing.T) {
+	log := `    hopper_ws_test.go:176: HOP_FWD_WS=2, ptxas -v:
+        ptxas info    : (C7520) Potential Performance Loss: wgmma.mma_async instructions are serialized due to program dependence on compiler-inserted WG.AR in divergent path in the function 'attention_forward_hopper_d128'
+        ptxas info    : (C7518) Potential Performance Loss: wgmma.mma_async instructions are serialized due to program dependence on compiler-inserted WG.DP in divergent path in the function 'attention_forward_hopper_d128'
+        ptxas info    : (C7520) Potential Performance Loss: wgmma.mma_async instructions are serialized due to program dependence on compiler-inserted WG.AR in divergent path in the function 'attention_forward_hopper_d128'
+        ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator registers of a wgmma between start and end of the pipeline stage in the function 'attention_backward_fused_hopper_d128'
+        ptxas info    : 1 bytes gmem
+        ptxas info    : Compiling entry function 'attention_forward_hopper_d64' for 'sm_90a'
+        ptxas info    : Used 168 registers, used 16 barriers`
+	ser := ptxasSerialized(log)
+	if len(ser) != 2 || strings.Join(ser["attention_forward_hopper_d128"], " ") != "C7520 C7518 C7520" ||
+		strings.Join(ser["attention_backward_fused_hopper_d128"], " ") != "C7515" {
+		t.Errorf("ptxasSerialized: %v", ser)
+	}
+	if got, want := serializedSummary(ser), "attention_backward_fused_hopper_d128 C7515 x1, attention_forward_hopper_d128 C7518 x1, attention_forward_hopper_d128 C7520 x2"; got != want {
+		t.Errorf("serializedSummary: %q, want %q", got, want)
+	}
+	if ser := ptxasSerialized("ptxas info    : Used 168 registers, used 16 barriers\nptxas info    : (C7509) Potential Performance Loss: setmaxnreg ignored"); len(ser) != 0 || serializedSummary(ser) != "none" {
+		t.Errorf("a log without serialised wgmma: %v", ser)
+	}
+}
+
 func TestPtxasRegs(t *testing.T) {
 	log := `ptxas info    : Compiling entry function 'attention_forward_hopper_d64' for 'sm_90a'
 ptxas info    : Function properties for attention_forward_hopper_d64
@@ -149,7 +242,8 @@ ptxas info    : Used 168 registers, used 3 barriers`
 
 // TestHopperAttentionWSCompiles compiles kernels/attention_hopper.cu for
 // sm_90a with each warp-specialised forward variant (needs NVRTC; skips
-// without), logging ptxas -v. With setmaxnreg (HOP_FWD_WS=2) the forward
+// without), logging ptxas -v, and fails when ptxas serialises the wgmma of
+// any kernel (checkNotSerialized; hopperWSSerialVariants are only logged). With setmaxnreg (HOP_FWD_WS=2) the forward
 // kernels must have exactly the registers the producer and consumers
 // redistribute (168 a thread at 384 threads, 128 at 512), or
 // setmaxnreg.inc would wait for ever; attention.go refuses such a kernel
@@ -180,6 +274,7 @@ func TestHopperAttentionWSCompiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s, ptxas -v:\n%s", defines, log)
+			checkNotSerialized(t, defines, log)
 			regs, spills := ptxasRegs(log)
 			for d := range attnHopperHeadDims {
 				name := fmt.Sprintf("attention_forward_hopper_d%d", d)
@@ -193,6 +288,21 @@ func TestHopperAttentionWSCompiles(t *testing.T) {
 					t.Errorf("%s has %d registers with setmaxnreg, want %d (the producer's and consumers' counts add up to that)", name, r, want)
 				}
 			}
+		})
+	}
+	// The first consumer loop, for comparison: logged, not checked.
+	for _, defines := range hopperWSSerialVariants {
+		t.Run(defines, func(t *testing.T) {
+			opts := []string{"--ptxas-options=-v"}
+			for _, d := range strings.Split(defines, ",") {
+				opts = append(opts, "-D"+d)
+			}
+			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s (HOP_WS_NOSER=0), ptxas -v:\n%s", defines, log)
+			t.Logf("%s: serialised wgmma: %s (expected without HOP_WS_NOSER=1; not checked)", defines, serializedSummary(ptxasSerialized(log)))
 		})
 	}
 }
