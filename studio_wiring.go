@@ -515,6 +515,17 @@ func (studioChatter) OpenChat(ctx context.Context, runDir string, cfg engine.Run
 	} else {
 		o.ModelDir = engine.RunDir(runDir).Model()
 	}
+	if chat.IsMllama(o.ModelDir) {
+		// Llama 3.2 Vision has its own session (always with its tower).
+		s, err := chat.OpenMllama(b, o)
+		if err != nil {
+			if c, ok := b.(engine.Closer); ok {
+				c.Close()
+			}
+			return nil, err
+		}
+		return &studioMllamaChat{s: s, b: b}, nil
+	}
 	// A Gemma 3 folder with a vision tower is opened with it, so that
 	// /image works; if the tower cannot be loaded the text model still
 	// chats (and /image says there is no tower).
@@ -587,7 +598,7 @@ func (c *studioChat) CheckImage(path string) error {
 
 func (c *studioChat) image(path string) (*vision.Gemma3Output, error) {
 	if c.s.Model.Gemma3Vision == nil {
-		return nil, fmt.Errorf("model %s (%s) has no vision tower: it cannot look at images (/image needs a Gemma 3 vision model)", filepath.Base(c.modelDir), c.s.Model.Cfg.ModelType)
+		return nil, fmt.Errorf("model %s (%s) has no vision tower: it cannot look at images (/image needs a Gemma 3 vision or Llama 3.2 Vision model)", filepath.Base(c.modelDir), c.s.Model.Cfg.ModelType)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
