@@ -815,6 +815,16 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 //   HOP_BWD_DQ_XCHG=1 at D = 64: the warpgroups swap halves of their dQ (each over its own
 //                     keys) through shared memory, and each adds the sum of its 32 columns,
 //                     so dqAcc takes one addition per element and key block instead of two
+//   HOP_BWD_ZINIT=1   no zeroing of S, dP and dQ: their first wgmma has scale-d = 0 (writes
+//                     A B instead of adding it), so no non-wgmma instruction defines an
+//                     accumulator while the dK/dV wgmma are in flight (ptxas C7515/C7519 at
+//                     D = 128: it serialised the wgmma)
+//   HOP_BWD_DKV_WAIT=1 waits for the dK/dV wgmma before the dQ wgmma: their register
+//                     operands (P, dS: 32 registers) are free before dQ's 32 accumulators
+//                     are live (register pressure at D = 128, 76 bytes spilled)
+//   HOP_BWD_DK_SS=1   dK = dS^T Q reads dS^T from the warpgroup's dS panel in shared memory
+//                     (M-major A, after a barrier of the warpgroup) instead of registers:
+//                     16 fewer registers live during the dK/dV wgmma
 #ifndef HOP_BWD_FUSED
 #define HOP_BWD_FUSED 0
 #endif
@@ -829,6 +839,15 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 #endif
 #ifndef HOP_BWD_DQ_XCHG
 #define HOP_BWD_DQ_XCHG 0
+#endif
+#ifndef HOP_BWD_ZINIT
+#define HOP_BWD_ZINIT 0
+#endif
+#ifndef HOP_BWD_DKV_WAIT
+#define HOP_BWD_DKV_WAIT 0
+#endif
+#ifndef HOP_BWD_DK_SS
+#define HOP_BWD_DK_SS 0
 #endif
 // HOP_DQ_ROW: the byte stride of the dQ staging rows (HOP_BWD_DQ_BULK).
 #define HOP_DQ_ROW 272
@@ -847,6 +866,71 @@ __device__ __forceinline__ void wgmma_ss_n64_bt(float* d, unsigned long long da,
                    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
                    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "l"(da), "l"(db), "r"(1));
+}
+
+// wgmma_ss_n64_z: wgmma_ss_n64 with scale-d: accum 0 writes d = A B
+// without reading d (HOP_BWD_ZINIT), 1 adds.
+__device__ __forceinline__ void wgmma_ss_n64_z(float* d, unsigned long long da, unsigned long long db, int accum) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(accum));
+}
+
+// wgmma_ss_n64_bt_z: wgmma_ss_n64_bt with scale-d (see wgmma_ss_n64_z).
+__device__ __forceinline__ void wgmma_ss_n64_bt_z(float* d, unsigned long long da, unsigned long long db, int accum) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(accum));
+}
+
+// wgmma_ss_tn_d: d[0..D/2) += A B with A (64 x 16) M-major and B (16 x D)
+// N-major, both in shared memory (descriptors da, db): dK = dS^T Q from the
+// dS panel (HOP_BWD_DK_SS).
+template <int D>
+__device__ __forceinline__ void wgmma_ss_tn_d(float* d, unsigned long long da, unsigned long long db) {
+    if constexpr (D == 64) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                     "}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                       "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                       "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                       "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                     : "l"(da), "l"(db), "r"(1));
+    } else {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                     "}, %64, %65, p, 1, 1, 1, 1;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                       "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                       "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                       "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                       "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                       "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                       "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                       "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                     : "l"(da), "l"(db), "r"(1));
+    }
 }
 
 // bar_sync_n waits at named barrier id (1..15; __syncthreads is 0) for n
@@ -1005,18 +1089,21 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 
         if (mine) { // warpgroup-uniform
             float s[BQ / 8][4], dp[BQ / 8][4];
+#if !HOP_BWD_ZINIT
 #pragma unroll
             for (int i = 0; i < BQ / 8; i++) {
                 s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
                 dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
             }
+#endif
             wgmma_fence();
 #pragma unroll
             for (int kc = 0; kc < D / 16; kc++) {
                 const unsigned int col = (kc >> 2) * (BN * 128) + (kc & 3) * 32;
                 const unsigned int qcol = (kc >> 2) * (BQ * 128) + (kc & 3) * 32;
-                wgmma_ss_n64(&s[0][0], smem_desc(kRows + col, 16), smem_desc(Qb + qcol, 16));
-                wgmma_ss_n64(&dp[0][0], smem_desc(vRows + col, 16), smem_desc(dOb + qcol, 16));
+                const int accum = !HOP_BWD_ZINIT || kc > 0;
+                wgmma_ss_n64_z(&s[0][0], smem_desc(kRows + col, 16), smem_desc(Qb + qcol, 16), accum);
+                wgmma_ss_n64_z(&dp[0][0], smem_desc(vRows + col, 16), smem_desc(dOb + qcol, 16), accum);
             }
             wgmma_commit();
             wgmma_wait_all();
@@ -1079,13 +1166,27 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
             for (int kc = 0; kc < BQ / 16; kc++) stmatrix_x4_trans(stAddr + kc * (16 * 128), da[kc]);
 #endif
             fence_async_smem();
+#if HOP_BWD_DK_SS
+            bar_sync_n(6 + wg, 128); // the warpgroup's dS panel is written (dK reads it)
+#endif
             wgmma_fence();
 #pragma unroll
             for (int kc = 0; kc < BQ / 16; kc++) {
                 wgmma_rs_d<D>(&dV[0][0], pa[kc], smem_desc(dOb + kc * 2048, BQ * 128));
+#if HOP_BWD_DK_SS
+                // A = dS^T: rows kc*16.. of the panel are queries (K), its 64 keys (M) contiguous.
+                wgmma_ss_tn_d<D>(&dK[0][0], smem_desc(dSs + wg * (BQ * 128) + kc * 2048, BQ * 128),
+                                 smem_desc(Qb + kc * 2048, BQ * 128));
+#else
                 wgmma_rs_d<D>(&dK[0][0], da[kc], smem_desc(Qb + kc * 2048, BQ * 128));
+#endif
             }
             wgmma_commit();
+#if HOP_BWD_DKV_WAIT
+            wgmma_wait_all();
+            hold_regs<D / 2>(&dK[0][0]);
+            hold_regs<D / 2>(&dV[0][0]);
+#endif
         }
 #if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
         if ((warp & 3) == 0) bulk_wait_read(); // the previous tile's reductions have read the staging
@@ -1096,28 +1197,35 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
             bar_sync_n(1 + wg, 128);
         }
 
+        // HOP_BWD_ZINIT: dQ is not zeroed; its first wgmma writes it (at
+        // D = 128 the first of warpgroup 0's keys if live0, else of 1's; every
+        // tile that gets here has one). A thread of a warpgroup with no
+        // work (D = 64, xchg) then holds no dQ of its own (see below).
         float dQ[8][4];
+#if !HOP_BWD_ZINIT
 #pragma unroll
         for (int i = 0; i < 8; i++) dQ[i][0] = dQ[i][1] = dQ[i][2] = dQ[i][3] = 0.0f;
+#endif
         wgmma_fence();
         if (splitN) {
             const unsigned int kp = Ks + wg * (BN * 128); // K's columns 64wg..64wg+63
             if (live0) {
 #pragma unroll
                 for (int kc = 0; kc < 4; kc++)
-                    wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + kc * 32, 16), smem_desc(kp + kc * 2048, BN * 128));
+                    wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(dSs + kc * 32, 16), smem_desc(kp + kc * 2048, BN * 128),
+                                      !HOP_BWD_ZINIT || kc > 0);
             }
             if (live1) {
 #pragma unroll
                 for (int kc = 4; kc < 8; kc++)
-                    wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + BQ * 128 + (kc & 3) * 32, 16),
-                                    smem_desc(kp + kc * 2048, BN * 128));
+                    wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(dSs + BQ * 128 + (kc & 3) * 32, 16),
+                                      smem_desc(kp + kc * 2048, BN * 128), !HOP_BWD_ZINIT || live0 || kc > 4);
             }
         } else if (mine) {
 #pragma unroll
             for (int kc = 0; kc < 4; kc++)
-                wgmma_ss_n64_bt(&dQ[0][0], smem_desc(dSs + wg * (BQ * 128) + kc * 32, 16),
-                                smem_desc(kRows + kc * 2048, BN * 128));
+                wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(dSs + wg * (BQ * 128) + kc * 32, 16),
+                                  smem_desc(kRows + kc * 2048, BN * 128), !HOP_BWD_ZINIT || kc > 0);
         }
         wgmma_commit();
         wgmma_wait_all();
@@ -1144,7 +1252,11 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
                 for (int dn = 0; dn < 8; dn++)
 #pragma unroll
                     for (int e = 0; e < 4; e++)
-                        if (own(dn)) dQ[dn][e] += ld_shared_f32(slot + (wg ^ 1) * 8192 + ((dn & 3) * 4 + e) * 512);
+                        if (own(dn)) {
+                            const float x = ld_shared_f32(slot + (wg ^ 1) * 8192 + ((dn & 3) * 4 + e) * 512);
+                            // HOP_BWD_ZINIT: without work of its own, dQ was never written.
+                            dQ[dn][e] = HOP_BWD_ZINIT && !mine ? x : dQ[dn][e] + x;
+                        }
             }
         }
 

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"whet/engine"
@@ -16,7 +17,7 @@ var _ engine.DeterministicBackend = (*Backend)(nil)
 // key block computing dK and dV and adding dq through fp32 atomics; 5
 // matrix products instead of the split kernels' 7) and selects it for
 // training attention at head dims 64 and 128 on sm_90 wherever the Hopper
-// kernels run, unless Options.Deterministic (or DeterministicEnv, or
+// kernels run (AttnBwdFusedEnv=1 adds it with the best variant's defines), unless Options.Deterministic (or DeterministicEnv, or
 // SetDeterministic) asks for bit-equal reruns: its dq is summed in an order
 // that varies from run to run. Opt-in: it has not run on a GPU yet
 // (tools/gpu/attention-bwd checks it).
@@ -25,16 +26,70 @@ const AttnBwdFusedDefine = "HOP_BWD_FUSED=1"
 // DeterministicEnv, set to 1, is Options.Deterministic.
 const DeterministicEnv = "WHET_DETERMINISTIC"
 
-// nvrtcDefined reports whether def (NAME=VALUE) is one of the
-// comma-separated WHET_NVRTC_DEFINES, which every kernel file is compiled
-// with (nvrtc.go).
-func nvrtcDefined(def string) bool {
+// AttnBwdFusedEnv chooses the fused Hopper backward without
+// WHET_NVRTC_DEFINES: 1 compiles kernels/attention_hopper.cu with
+// attnBwdFusedDefines (the fused kernel's best variant) and takes it for
+// every training attention backward the Hopper kernels run where
+// Deterministic is off; 0 keeps the split kernels (unless
+// WHET_NVRTC_DEFINES names AttnBwdFusedDefine); unset, attnBwdFusedDefault
+// decides. A define of attnBwdFusedDefines whose name WHET_NVRTC_DEFINES
+// sets is left to it.
+const AttnBwdFusedEnv = "WHET_ATTN_BWD_FUSED"
+
+// attnBwdFusedDefault is whether the fused Hopper backward is the default
+// when AttnBwdFusedEnv is unset. false: the variants of attnBwdFusedDefines
+// have not all run on a GPU yet (tools/gpu/attention-bwd tests and times
+// them with AttnBwdFusedEnv=1); set it to true once they pass and beat the
+// split kernels.
+const attnBwdFusedDefault = false
+
+// attnBwdFusedDefines are the defines AttnBwdFusedEnv (or
+// attnBwdFusedDefault) compiles the fused backward with: scale-d = 0 in
+// place of zeroed accumulators (HOP_BWD_ZINIT, no wgmma serialisation) and
+// paired fp32 reductions of dq (HOP_BWD_RED_V2, the fastest variant of the
+// first GPU run: d64 136, d128 190 TFLOP/s against the split kernels' 106
+// and 168 on an H100).
+var attnBwdFusedDefines = []string{AttnBwdFusedDefine, "HOP_BWD_ZINIT=1", "HOP_BWD_RED_V2=1"}
+
+// attnBwdFusedAuto reports whether AttnBwdFusedEnv (or, unset,
+// attnBwdFusedDefault) asks for the fused backward.
+func attnBwdFusedAuto() bool {
+	switch os.Getenv(AttnBwdFusedEnv) {
+	case "1":
+		return true
+	case "0":
+		return false
+	}
+	return attnBwdFusedDefault
+}
+
+// nvrtcDefines returns the NAME=VALUE defines every kernel file is
+// compiled with (nvrtc.go): the comma-separated WHET_NVRTC_DEFINES, then,
+// if attnBwdFusedAuto, those of attnBwdFusedDefines whose name
+// WHET_NVRTC_DEFINES does not set.
+func nvrtcDefines() []string {
+	var defs []string
+	named := map[string]bool{}
 	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
-		if strings.TrimSpace(d) == def {
-			return true
+		if d = strings.TrimSpace(d); d != "" {
+			defs = append(defs, d)
+			name, _, _ := strings.Cut(d, "=")
+			named[name] = true
 		}
 	}
-	return false
+	if attnBwdFusedAuto() {
+		for _, d := range attnBwdFusedDefines {
+			if name, _, _ := strings.Cut(d, "="); !named[name] {
+				defs = append(defs, d)
+			}
+		}
+	}
+	return defs
+}
+
+// nvrtcDefined reports whether def (NAME=VALUE) is one of nvrtcDefines.
+func nvrtcDefined(def string) bool {
+	return slices.Contains(nvrtcDefines(), def)
 }
 
 // SetDeterministic turns Options.Deterministic on or off for the ops that

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -93,11 +94,41 @@ func TestFusedBackwardSelection(t *testing.T) {
 		{"", false}, {"HOP_BWD_FUSED=0", false}, {"HOP_BWD_FUSED=1", true}, {"HOP_FWD_OVERLAP=1, HOP_BWD_FUSED=1", true},
 		{"HOP_BWD_FUSED=10", false}, {"XHOP_BWD_FUSED=1", false},
 	} {
+		t.Setenv(AttnBwdFusedEnv, "")
 		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
-		if got := nvrtcDefined(AttnBwdFusedDefine); got != c.want {
+		if got := nvrtcDefined(AttnBwdFusedDefine); got != c.want && !attnBwdFusedDefault {
 			t.Errorf("WHET_NVRTC_DEFINES=%q: nvrtcDefined(%q) = %v, want %v", c.defines, AttnBwdFusedDefine, got, c.want)
 		}
 	}
+	// AttnBwdFusedEnv: 1 adds attnBwdFusedDefines, except the names
+	// WHET_NVRTC_DEFINES sets; 0 adds nothing.
+	for _, c := range []struct {
+		env, defines string
+		want         []string
+	}{
+		{"1", "", attnBwdFusedDefines},
+		{"0", "", nil},
+		{"0", "HOP_BWD_FUSED=1", []string{"HOP_BWD_FUSED=1"}},
+		{"1", "HOP_BWD_FUSED=0", append([]string{"HOP_BWD_FUSED=0"}, attnBwdFusedDefines[1:]...)},
+		{"1", "HOP_BWD_RED_V2=0, HOP_FWD_OVERLAP=1", []string{"HOP_BWD_RED_V2=0", "HOP_FWD_OVERLAP=1", "HOP_BWD_FUSED=1", "HOP_BWD_ZINIT=1"}},
+	} {
+		t.Setenv(AttnBwdFusedEnv, c.env)
+		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
+		if got := nvrtcDefines(); !slices.Equal(got, c.want) {
+			t.Errorf("%s=%s WHET_NVRTC_DEFINES=%q: nvrtcDefines() = %q, want %q", AttnBwdFusedEnv, c.env, c.defines, got, c.want)
+		}
+		if got, want := nvrtcDefined(AttnBwdFusedDefine), slices.Contains(c.want, AttnBwdFusedDefine); got != want {
+			t.Errorf("%s=%s WHET_NVRTC_DEFINES=%q: nvrtcDefined(%q) = %v, want %v", AttnBwdFusedEnv, c.env, c.defines, AttnBwdFusedDefine, got, want)
+		}
+		opts := compileOptions("sm_90a")
+		for _, d := range c.want {
+			if !slices.Contains(opts, "-D"+d) {
+				t.Errorf("%s=%s WHET_NVRTC_DEFINES=%q: compileOptions %q lacks -D%s", AttnBwdFusedEnv, c.env, c.defines, opts, d)
+			}
+		}
+	}
+	t.Setenv(AttnBwdFusedEnv, "")
+	t.Setenv("WHET_NVRTC_DEFINES", "")
 	t.Setenv(DeterministicEnv, "")
 	b := &Backend{arch: "sm_90", attnHopper: true}
 	if b.useFusedBackward() {
@@ -270,11 +301,77 @@ func TestAttentionBackwardDeterministic(t *testing.T) {
 	}
 }
 
+// fusedCompileVariants are the define sets TestHopperAttentionFusedCompiles
+// compiles. strict: ptxas must not serialise the fused kernels' wgmma
+// (the sets with HOP_BWD_ZINIT, meant to have no accumulator written
+// outside a wgmma in a pipeline stage); the others only log it (the first
+// GPU run found C7515 in attention_backward_fused_hopper_d128 for them).
+var fusedCompileVariants = []struct {
+	defines string
+	strict  bool
+}{
+	{"HOP_BWD_FUSED=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_STS=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_RED_V2=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_DQ_BULK=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,HOP_BWD_DKV_WAIT=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1,HOP_BWD_DKV_WAIT=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_BULK=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1", true},
+}
+
+// ptxasNote is one of ptxas's numbered notes about a kernel: code (C7515),
+// the function it names, and whether it says that wgmma are serialised.
+type ptxasNote struct {
+	code, kernel string
+	serialized   bool
+}
+
+var ptxasNoteRE = regexp.MustCompile(`\((C\d{4})\)(.*)'(\w+)'`)
+
+// ptxasNotes returns the numbered notes of a ptxas log that name a
+// function, such as (C7515) "wgmma.mma_async instructions are serialized
+// due to ... in the function 'attention_backward_fused_hopper_d128'" or
+// (C7519) "warpgroup.arrive is injected ... in function '...'".
+func ptxasNotes(log string) []ptxasNote {
+	var notes []ptxasNote
+	for _, line := range strings.Split(log, "\n") {
+		if m := ptxasNoteRE.FindStringSubmatch(line); m != nil {
+			notes = append(notes, ptxasNote{code: m[1], kernel: m[3], serialized: strings.Contains(m[2], "wgmma.mma_async instructions are serialized")})
+		}
+	}
+	return notes
+}
+
+func TestPtxasNotes(t *testing.T) {
+	log := `ptxas info    : (C7519) warpgroup.arrive is injected in around line 47178 by compiler to allow use of registers in GMMA in function 'attention_backward_fused_hopper_d128'
+ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator registers of a wgmma between start and end of the pipeline stage in the function 'attention_backward_fused_hopper_d128'
+ptxas info    : (C7520) Potential Performance Loss: wgmma.mma_async instructions are serialized due to the presence of Extern calls in the function 'attention_forward_hopper_d64'
+ptxas info    : Compiling entry function 'attention_backward_fused_hopper_d64' for 'sm_90a'
+ptxas info    : Used 213 registers, used 1 barriers`
+	got := ptxasNotes(log)
+	want := []ptxasNote{
+		{"C7519", "attention_backward_fused_hopper_d128", false},
+		{"C7515", "attention_backward_fused_hopper_d128", true},
+		{"C7520", "attention_forward_hopper_d64", true},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("ptxasNotes = %v, want %v", got, want)
+	}
+}
+
 // TestHopperAttentionFusedCompiles compiles kernels/attention_hopper.cu for
-// sm_90a with the fused backward (-DHOP_BWD_FUSED=1, selected at run time
-// through WHET_NVRTC_DEFINES) and its alternatives (16-bit stores of dS,
-// paired fp32 reductions, bulk dq reductions, swapped dQ halves), logging ptxas -v (registers, spills) for
-// each. Separate from TestHopperAttentionCompiles so that its failure is
+// sm_90a with each define set of fusedCompileVariants (the fused backward
+// and its alternatives, selected at run time through WHET_NVRTC_DEFINES),
+// in parallel, logging ptxas -v (registers, spills) and a summary line per
+// fused kernel; a strict set fails if ptxas says that a fused backward
+// kernel's wgmma are serialised (C7515 and the like), naming kernel and
+// code. Separate from TestHopperAttentionCompiles so that its failure is
 // not taken for the default kernels'. Needs libnvrtc, not a GPU.
 func TestHopperAttentionFusedCompiles(t *testing.T) {
 	n, err := openNVRTC()
@@ -288,20 +385,45 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, defs := range [][]string{
-		{"-DHOP_BWD_FUSED=1"},
-		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_STS=1"},
-		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_RED_V2=1"},
-		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_DQ_BULK=1"},
-		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_DQ_XCHG=1"},
-		{"-DHOP_BWD_FUSED=1", "-DHOP_BWD_DQ_XCHG=1", "-DHOP_BWD_DQ_BULK=1"},
-	} {
-		t.Run(strings.Join(defs, "_"), func(t *testing.T) {
-			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", append(defs, "--ptxas-options=-v")...)
+	// compileOptions would add these a second time.
+	t.Setenv("WHET_NVRTC_DEFINES", "")
+	t.Setenv(AttnBwdFusedEnv, "0")
+	for _, v := range fusedCompileVariants {
+		t.Run(strings.ReplaceAll(v.defines, ",", "_"), func(t *testing.T) {
+			t.Parallel()
+			opts := []string{"--ptxas-options=-v"}
+			for _, d := range strings.Split(v.defines, ",") {
+				opts = append(opts, "-D"+d)
+			}
+			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%v, ptxas -v:\n%s", defs, log)
+			t.Logf("%s, ptxas -v:\n%s", v.defines, log)
+			regs, spills := ptxasRegs(log)
+			notes := ptxasNotes(log)
+			for _, d := range []int{64, 128} {
+				name := fmt.Sprintf("attention_backward_fused_hopper_d%d", d)
+				var ser, other []string
+				for _, nt := range notes {
+					if nt.kernel != name {
+						continue
+					}
+					if nt.serialized {
+						ser = append(ser, nt.code)
+					} else {
+						other = append(other, nt.code)
+					}
+				}
+				t.Logf("fused-summary %s %s: %d registers, %d bytes spilled, serialized %d %v, other notes %d %v",
+					v.defines, name, regs[name], spills[name], len(ser), ser, len(other), other)
+				if _, ok := regs[name]; !ok {
+					t.Errorf("no register count for %s in the ptxas log", name)
+				}
+				if v.strict && len(ser) > 0 {
+					t.Errorf("%s with %s: ptxas serialises its wgmma (%s)", name, v.defines, strings.Join(ser, ", "))
+				}
+			}
 		})
 	}
 }

@@ -80,7 +80,8 @@ func (n *nvrtc) call(name string, fn uintptr, args ...uintptr) error {
 // WHET_NVRTC_DEFINES (comma-separated NAME=VALUE) adds -D options: a
 // tuning knob for kernel constants that have a default in the source
 // (e.g. ATTN_FWD_MINB, the blocks per SM attention's forward is compiled
-// for), used to compare variants on a GPU without rebuilding whet.
+// for), used to compare variants on a GPU without rebuilding whet;
+// AttnBwdFusedEnv adds the fused attention backward's (nvrtcDefines).
 func compileOptions(arch string) []string {
 	opts := []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "--fmad=true"}
 	if pdlOn() {
@@ -88,10 +89,8 @@ func compileOptions(arch string) []string {
 		// to nothing below sm_90.
 		opts = append(opts, "-DWHET_PDL=1")
 	}
-	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			opts = append(opts, "-D"+d)
-		}
+	for _, d := range nvrtcDefines() { // WHET_NVRTC_DEFINES, and AttnBwdFusedEnv's
+		opts = append(opts, "-D"+d)
 	}
 	return opts
 }

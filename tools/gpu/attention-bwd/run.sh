@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # attention-bwd: the fused Hopper attention backward (FlashAttention 3's:
 # one kernel per 128-key block, dK/dV in registers, dq through fp32
-# atomics; WHET_NVRTC_DEFINES=HOP_BWD_FUSED=1, kernels/attention_hopper.cu
-# attn_bwd_fused_hopper) and the deterministic switch (Options.Deterministic,
-# WHET_DETERMINISTIC=1). Runs from the repo root on an H100/H200; writes
-# only under $OUT/attention-bwd. Read summary.txt first (tools/gpu/README.md).
+# reductions; kernels/attention_hopper.cu attn_bwd_fused_hopper) and its
+# variants, and the switch that would make it the default
+# (WHET_ATTN_BWD_FUSED=1: HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,
+# engine/cuda attnBwdFusedDefines). Runs from the repo root on an
+# H100/H200; writes only under $OUT/attention-bwd. Read summary.txt first
+# (tools/gpu/README.md). Order: compile (ptxas serialisation per kernel and
+# variant), correctness per variant, benchmarks, whet bench last.
 set -u
 O=$OUT/attention-bwd; mkdir -p $O
 B=$PWD/.dev/gpu/common
@@ -15,86 +18,78 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$
 cat .dev/gpu/common/COMMIT >>$O/gpu.txt 2>/dev/null
 step start; cat $O/gpu.txt >>$S
 
-# 1. NVRTC for sm_90a with the fused backward, in the background (CPU only):
-#    the whole log and ptxas -v (registers, spills) for -DHOP_BWD_FUSED=1
-#    alone, with HOP_BWD_STS=1 (16-bit stores of dS instead of
-#    stmatrix.trans), HOP_BWD_RED_V2=1 (red.global.add.v2.f32),
-#    HOP_BWD_DQ_BULK=1 (dQ staged in shared memory, bulk reductions),
-#    HOP_BWD_DQ_XCHG=1 (d64: swapped dQ halves) and the last two together.
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 90 $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile.log 2>&1 &
+# 1. NVRTC for sm_90a, every define set of fusedCompileVariants in
+#    parallel (CPU only, background): ptxas -v and a 'fused-summary' line
+#    per fused kernel (registers, spill bytes, serialisation notes C75xx);
+#    the HOP_BWD_ZINIT sets FAIL on any "wgmma ... serialized" note.
+(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 100 $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile.log 2>&1 &
 CMP=$!
 
-# 2. Attention against the CPU (out, lse, dq, dk, dv), the conformance suite
-#    and the determinism test with the fused backward on: each bf16 d64/d128
-#    backward fails if it did not take the fused kernel (attnBwdFusedRuns),
-#    TestAttentionBackwardDeterministic checks bit-equal reruns with
-#    Deterministic on (the split kernels, even with the define) and the
-#    fused dq/dk/dv against them, and logs the fused reruns' spread.
-step tests-fused
-echo "cmd: cd engine/cuda && WHET_NVRTC_DEFINES=$F cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance\$|TestAttentionBackwardDeterministic' -test.v" >>$S
-(cd engine/cuda && WHET_NVRTC_DEFINES=$F WHET_CUDA_REQUIRE=1 timeout 50 $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1) >$O/tests-fused.log 2>&1
-echo "tests (fused) rc=$?" >>$S
-grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|fused|switched off|worst error|NaN|bit-equal|rerun" $O/tests-fused.log | head -80 >>$S
-echo "-- failures in full:" >>$S
-grep -E -A6 -- "--- FAIL" $O/tests-fused.log | head -60 >>$S
+# 2. The would-be default (WHET_ATTN_BWD_FUSED=1): attention against the
+#    CPU, the conformance suite and the determinism test (fused dq/dk/dv
+#    against the split kernels, which Deterministic keeps, bit-equal reruns
+#    there); a bf16 d64/d128 backward fails if it did not take the fused kernel.
+step tests-auto
+echo "cmd: cd engine/cuda && WHET_ATTN_BWD_FUSED=1 cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance\$|TestAttentionBackwardDeterministic' -test.v" >>$S
+(cd engine/cuda && WHET_ATTN_BWD_FUSED=1 WHET_CUDA_REQUIRE=1 timeout 50 $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1) >$O/tests-auto.log 2>&1
+echo "tests (auto) rc=$?" >>$S
+grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|switched off|worst error|NaN|bit-equal|fused backward:|suite ran" $O/tests-auto.log | head -40 >>$S
+grep -E -A6 -- "--- FAIL" $O/tests-auto.log | head -40 >>$S
 
-# 3. Only if that failed: a WHET_CUDA_SYNC=1 rerun of one d64 and one d128
-#    case (names a faulting launch), and the same cases with HOP_BWD_STS=1:
-#    if those pass, the stmatrix.trans store of dS is the bug.
-if ! grep -q "^ok\|^PASS" $O/tests-fused.log; then
-	step tests-fused-sync
-	(cd engine/cuda && WHET_NVRTC_DEFINES=$F WHET_CUDA_SYNC=1 WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestAttentionMatchesCPU/^d(64_gqa8x2_packed|128_gqa4x1_long)_bf16$' -test.v -test.count=1) >$O/tests-fused-sync.log 2>&1
-	echo "sync rerun rc=$?" >>$S; tail -25 $O/tests-fused-sync.log >>$S
-	step tests-fused-sts
-	(cd engine/cuda && WHET_NVRTC_DEFINES=$F,HOP_BWD_STS=1 WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestAttentionMatchesCPU/^d(64|128)_.*_bf16$' -test.v -test.count=1) >$O/tests-fused-sts.log 2>&1
-	echo "tests (fused, HOP_BWD_STS=1) rc=$?" >>$S; grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- |worst error|NaN" $O/tests-fused-sts.log | head -30 >>$S
-fi
-
-# 3b. The fused kernel's alternatives on the d64/d128 bf16 cases:
-#     paired reductions (HOP_BWD_RED_V2=1), bulk dq reductions from
-#     shared memory (HOP_BWD_DQ_BULK=1), swapped dQ halves at d64
-#     (HOP_BWD_DQ_XCHG=1), and the last two together.
-for v in v2:HOP_BWD_RED_V2=1 bulk:HOP_BWD_DQ_BULK=1 xchg:HOP_BWD_DQ_XCHG=1 xchg-bulk:HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1; do
-	name=${v%%:*} def=${v#*:}
-	step tests-fused-$name
-	(cd engine/cuda && WHET_NVRTC_DEFINES=$F,$def WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run 'TestAttention(MatchesCPU|BackwardDeterministic)/^d(64|128)(_.*_bf16)?$' -test.v -test.count=1) >$O/tests-fused-$name.log 2>&1
-	echo "tests (fused, $def) rc=$?" >>$S; grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|worst error|NaN|fused backward:" $O/tests-fused-$name.log | head -20 >>$S
-done
-
-# 4. The deterministic path without the define (today's default kernels):
-#    two backwards bit-equal at d64 and d128.
-step determinism-default
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^TestAttentionBackwardDeterministic$' -test.v -test.count=1) >$O/determinism-default.log 2>&1
-echo "determinism (default kernels) rc=$?" >>$S; grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- |bit-equal|rerun" $O/determinism-default.log | head -12 >>$S
-
-# 5. Backward benchmarks (d64 at Llama-3.2-1B's 4x2048, 32/8 heads; d128 at
-#    8B's 2x2048): the default split Hopper kernels, then the fused one,
-#    then each alternative of the fused one (step 3b), on the same card.
-step bench
-echo "cmd: cd engine/cuda && [WHET_NVRTC_DEFINES=...] cuda.test -test.run '^\$' -test.bench 'AttentionBackward(D128)?\$' -test.benchtime 20x" >>$S
-for v in default:"" fused:"$F" fused-v2:"$F,HOP_BWD_RED_V2=1" fused-bulk:"$F,HOP_BWD_DQ_BULK=1" \
-	fused-xchg:"$F,HOP_BWD_DQ_XCHG=1" fused-xchg-bulk:"$F,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1"; do
-	name=${v%%:*} defs=${v#*:}
-	(cd engine/cuda && WHET_NVRTC_DEFINES=$defs WHET_CUDA_REQUIRE=1 timeout 25 $B/cuda.test -test.run '^$' -test.bench 'AttentionBackward(D128)?$' -test.benchtime 20x -test.count=1 -test.v) >$O/bench-$name.log 2>&1
-	echo "bench $name [WHET_NVRTC_DEFINES=$defs] rc=$?" >>$S; grep -E "^Benchmark.*(ns/op|TFLOP)|FAIL|^ok|fused|switched off" $O/bench-$name.log >>$S
-done
-
-step compile-fused
+step compile
 wait $CMP; echo "compile rc=$?" >>$S
-grep -E "^(=== RUN|--- |ok|FAIL)|error|serializ" $O/compile.log | head -40 >>$S
-# registers and spills of the fused kernels only, per define set (=== RUN names it)
-awk '/^=== RUN/{print} /Compiling entry function/{f=/fused/} f && /Compiling entry|Used|spill/' $O/compile.log | head -80 >>$S
+grep -E "^(--- |ok|FAIL)|^    --- |fused-summary|serialises|error" $O/compile.log | head -60 >>$S
 
-# 6. Only if the fused tests passed: the Llama-3.2-1B LoRA 4x2048 step
-#    (random weights) with the default kernels, then with the fused
-#    backward, tok/s side by side (last: the batch may run out of time here).
-if grep -q "^ok\|^PASS" $O/tests-fused.log; then
-	for v in default:"" fused:"$F"; do
-		name=${v%%:*} defs=${v#*:}
+# 3. Each variant (auto = FUSED,ZINIT,RED_V2 ran in step 2; v2, the old
+#    best, passed on 2026-12-07) on the d64/d128 bf16 cases and the determinism test
+#    (name:defines, WHET_ATTN_BWD_FUSED=0 so that only these apply).
+VARS="v2:$F,HOP_BWD_RED_V2=1
+zv2-wait:$F,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,HOP_BWD_DKV_WAIT=1
+zv2-dkss:$F,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1
+z-xchg-bulk:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1
+z-xchg-v2-dkss:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1"
+PASSED="auto"
+grep -q "^ok\|^PASS" $O/tests-auto.log || PASSED=""
+for v in $VARS; do
+	name=${v%%:*} def=${v#*:}
+	[ "$name" = v2 ] && { PASSED="$PASSED v2"; continue; } # passed on 2026-12-07 (H100)
+	step tests-$name
+	(cd engine/cuda && WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run 'TestAttention(MatchesCPU|BackwardDeterministic)/^d(64|128)(_.*_bf16)?$' -test.v -test.count=1) >$O/tests-$name.log 2>&1
+	rc=$?; echo "tests ($name: $def) rc=$rc" >>$S
+	grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|worst error|NaN|fused backward:" $O/tests-$name.log | head -12 >>$S
+	[ $rc = 0 ] && PASSED="$PASSED $name"
+done
+echo "variants that passed: $PASSED" >>$S
+
+# 4. BenchmarkAttentionBackward (d64 at Llama-3.2-1B's 4x2048, 32/8 heads)
+#    and ...D128 (8B's 2x2048): the default split kernels, then the
+#    would-be default (auto), then each variant that passed, same card.
+step bench
+echo "cmd: cd engine/cuda && [env] cuda.test -test.run '^\$' -test.bench 'AttentionBackward(D128)?\$' -test.benchtime 20x" >>$S
+bench() { # name, env...
+	local name=$1; shift
+	(cd engine/cuda && env "$@" WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^$' -test.bench 'AttentionBackward(D128)?$' -test.benchtime 20x -test.count=1 -test.v) >$O/bench-$name.log 2>&1
+	echo "bench $name [$*] rc=$?" >>$S; grep -E "^Benchmark.*(ns/op|TFLOP)|FAIL|switched off" $O/bench-$name.log >>$S
+}
+bench default WHET_ATTN_BWD_FUSED=0
+for name in $PASSED; do
+	if [ $name = auto ]; then bench auto WHET_ATTN_BWD_FUSED=1; continue; fi
+	def=$(printf '%s\n' "$VARS" | sed -n "s/^$name://p")
+	bench $name WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def
+done
+# the fastest passing variant at d64 (the 1B step's attention)
+best=$(for name in $PASSED; do awk -v n=$name '/^BenchmarkAttentionBackward-/{print $(NF-1), n}' $O/bench-$name.log; done | sort -g | tail -1 | cut -d' ' -f2)
+echo "fastest at d64: ${best:-none}" >>$S
+
+# 5. Last: Llama-3.2-1B LoRA 4x2048 (random weights) with the default
+#    backward, then the fastest passing variant, tok/s side by side.
+if [ -n "$best" ]; then
+	if [ $best = auto ]; then benv="WHET_ATTN_BWD_FUSED=1"; else benv="WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$(printf '%s\n' "$VARS" | sed -n "s/^$best://p")"; fi
+	for v in "default|WHET_ATTN_BWD_FUSED=0" "$best|$benv"; do
+		name=${v%%|*} e=${v#*|}
 		step "1b-lora $name"
-		WHET_NVRTC_DEFINES=$defs timeout 45 $B/whet bench --backend cuda --json --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5 --warmup 2 >$O/1b-lora-$name.json 2>$O/1b-lora-$name.err
-		echo "1b-lora $name [WHET_NVRTC_DEFINES=$defs] rc=$?" >>$S; tail -1 $O/1b-lora-$name.json >>$S; tail -3 $O/1b-lora-$name.err >>$S
+		env $e timeout 40 $B/whet bench --backend cuda --json --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5 --warmup 2 >$O/1b-lora-$name.json 2>$O/1b-lora-$name.err
+		echo "1b-lora $name [$e] rc=$?" >>$S; tail -1 $O/1b-lora-$name.json >>$S; tail -3 $O/1b-lora-$name.err >>$S
 	done
 fi
-
 step end
