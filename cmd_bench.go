@@ -833,7 +833,7 @@ func benchDecode(env benchEnv, name, method string, prompt, newTokens int, modes
 	}
 	var rs []decodeResult
 	for _, mode := range modes {
-		r, err := benchDecodeMode(m, ids, newTokens, mode, say)
+		r, err := benchDecodeMode(m, ids, newTokens, mode, say, env.log)
 		if err != nil {
 			return rs, nil, fmt.Errorf("decode mode %q: %w", mode, err)
 		}
@@ -974,7 +974,7 @@ type gemvSwitch interface {
 // engine.DecodeMode ("" for the environment's), "+cublas" after it sending
 // one-row products to cuBLASLt instead of the GEMV kernel ("plain+cublas"
 // is the path before graphs and GEMV kernels).
-func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, say func(string, ...any)) (decodeResult, error) {
+func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, say func(string, ...any), log io.Writer) (decodeResult, error) {
 	b := m.B
 	name, cublas := strings.CutSuffix(mode, "+cublas")
 	var gemv *bool
@@ -1033,12 +1033,28 @@ func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, s
 	}
 	prefill := time.Since(t0)
 	say("%s prefill took %.1f s; decoding %d tokens", mode, prefill.Seconds(), newTokens)
+	// WHET_CUDA_PROFILE=1 (device time per kernel, which no recording
+	// allows: graph mode runs its steps directly): the report covers the
+	// timed generation, its prefill and its decoding steps.
+	prof, profiling := b.(interface{ ProfileReport() (string, error) })
+	if profiling {
+		if _, err := prof.ProfileReport(); err != nil { // drop the warm-up's times
+			return decodeResult{}, err
+		}
+	}
 	t1 := time.Now()
 	out, err := g.Generate(context.Background(), ids, engine.Greedy(newTokens, nil), nil)
 	if err != nil {
 		return decodeResult{}, err
 	}
 	total := time.Since(t1)
+	if profiling {
+		if rep, err := prof.ProfileReport(); err != nil {
+			return decodeResult{}, err
+		} else if rep != "" && log != nil {
+			fmt.Fprintf(log, "bench: %s decode profile (%s) of a prefill of %d tokens and %d decoding steps:\n%s", m.Cfg.ModelType, mode, len(ids), len(out)-1, rep)
+		}
+	}
 	return decodeResult{Backend: b.Name(), Prompt: len(ids), NewTokens: len(out), PrefillSec: prefill.Seconds(),
 		DecodePerSec: float64(len(out)-1) / (total - prefill).Seconds(), Mode: string(g.Used), GEMV: gemv, Fallback: g.Fallback,
 		WeightBytes: decodeWeightBytes(m)}, nil
