@@ -815,6 +815,10 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 //   HOP_BWD_DQ_XCHG=1 at D = 64: the warpgroups swap halves of their dQ (each over its own
 //                     keys) through shared memory, and each adds the sum of its 32 columns,
 //                     so dqAcc takes one addition per element and key block instead of two
+//   HOP_BWD_RED_V4=1  adds four floats a red.global.add.v4.f32 (sm_90): lanes t and t^1 of a
+//                     quad swap one pair (shfl.xor 1), so the even lane holds 4 columns of
+//                     its row A and the odd one 4 of its row B; a quarter of the scalar
+//                     reductions (dqAcc's reductions bound the d64 kernel: v2 gave +25 %)
 //   HOP_BWD_ZINIT=1   no zeroing of S, dP and dQ: their first wgmma has scale-d = 0 (writes
 //                     A B instead of adding it), so no non-wgmma instruction defines an
 //                     accumulator while the dK/dV wgmma are in flight (ptxas C7515/C7519 at
@@ -842,6 +846,9 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 #endif
 #ifndef HOP_BWD_ZINIT
 #define HOP_BWD_ZINIT 0
+#endif
+#ifndef HOP_BWD_RED_V4
+#define HOP_BWD_RED_V4 0
 #endif
 #ifndef HOP_BWD_DKV_WAIT
 #define HOP_BWD_DKV_WAIT 0
@@ -964,6 +971,11 @@ __device__ __forceinline__ void red_add2(float* p, float a, float b) {
     asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p), "f"(a) : "memory");
     asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p + 1), "f"(b) : "memory");
 #endif
+}
+
+// red_add4 adds a, b, c, d into p[0..3] (global memory, fp32, 16-byte aligned).
+__device__ __forceinline__ void red_add4(float* p, float a, float b, float c, float d) {
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
 }
 
 #if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
@@ -1287,9 +1299,21 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #pragma unroll
         for (int dn = 0; dn < 8; dn++) {
             const int c = dn * 8 + 2 * t;
-            if (!own(dn)) continue;
+            if (!own(dn)) continue; // warp-uniform
+#if HOP_BWD_RED_V4
+            // The even lane of a pair sends its row-B pair, the odd one its row-A pair.
+            const bool odd = t & 1;
+            const float r0 = __shfl_xor_sync(0xffffffffu, odd ? dQ[dn][0] : dQ[dn][2], 1);
+            const float r1 = __shfl_xor_sync(0xffffffffu, odd ? dQ[dn][1] : dQ[dn][3], 1);
+            if (!odd) { // row A, columns c..c+3
+                if (qrA < qEnd) red_add4(acc + (i64)qrA * qStride + c, dQ[dn][0], dQ[dn][1], r0, r1);
+            } else { // row B, columns c-2..c+1
+                if (qrB < qEnd) red_add4(acc + (i64)qrB * qStride + c - 2, r0, r1, dQ[dn][2], dQ[dn][3]);
+            }
+#else
             if (qrA < qEnd) red_add2(acc + (i64)qrA * qStride + c, dQ[dn][0], dQ[dn][1]);
             if (qrB < qEnd) red_add2(acc + (i64)qrB * qStride + c, dQ[dn][2], dQ[dn][3]);
+#endif
         }
 #endif
     }

@@ -323,6 +323,9 @@ var fusedCompileVariants = []struct {
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_BULK=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V4=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1", true},
 }
 
 // ptxasNote is one of ptxas's numbered notes about a kernel: code (C7515),

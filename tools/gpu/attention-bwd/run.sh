@@ -7,7 +7,8 @@
 # engine/cuda attnBwdFusedDefines). Runs from the repo root on an
 # H100/H200; writes only under $OUT/attention-bwd. Read summary.txt first
 # (tools/gpu/README.md). Order: compile (ptxas serialisation per kernel and
-# variant), correctness per variant, benchmarks, whet bench last.
+# variant), correctness per variant, benchmarks; the 1B LoRA step with
+# the fastest variant is the next batch, attention-bwd-e2e (best.env).
 set -u
 O=$OUT/attention-bwd; mkdir -p $O
 B=$PWD/.dev/gpu/common
@@ -44,10 +45,12 @@ grep -E "^(--- |ok|FAIL)|^    --- |fused-summary|serialises|error" $O/compile.lo
 #    best, passed on 2026-12-07) on the d64/d128 bf16 cases and the determinism test
 #    (name:defines, WHET_ATTN_BWD_FUSED=0 so that only these apply).
 VARS="v2:$F,HOP_BWD_RED_V2=1
+zv4:$F,HOP_BWD_ZINIT=1,HOP_BWD_RED_V4=1
+z-xchg-v4:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1
+z-xchg-bulk:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1
 zv2-wait:$F,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,HOP_BWD_DKV_WAIT=1
 zv2-dkss:$F,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1
-z-xchg-bulk:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_DQ_BULK=1
-z-xchg-v2-dkss:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V2=1,HOP_BWD_DK_SS=1"
+z-xchg-v4-dkss:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1"
 PASSED="auto"
 grep -q "^ok\|^PASS" $O/tests-auto.log || PASSED=""
 for v in $VARS; do
@@ -81,15 +84,11 @@ done
 best=$(for name in $PASSED; do awk -v n=$name '/^BenchmarkAttentionBackward-/{print $(NF-1), n}' $O/bench-$name.log; done | sort -g | tail -1 | cut -d' ' -f2)
 echo "fastest at d64: ${best:-none}" >>$S
 
-# 5. Last: Llama-3.2-1B LoRA 4x2048 (random weights) with the default
-#    backward, then the fastest passing variant, tok/s side by side.
+# 5. For tools/gpu/attention-bwd-e2e (next in the same call): the env of
+#    the fastest passing variant.
 if [ -n "$best" ]; then
-	if [ $best = auto ]; then benv="WHET_ATTN_BWD_FUSED=1"; else benv="WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$(printf '%s\n' "$VARS" | sed -n "s/^$best://p")"; fi
-	for v in "default|WHET_ATTN_BWD_FUSED=0" "$best|$benv"; do
-		name=${v%%|*} e=${v#*|}
-		step "1b-lora $name"
-		env $e timeout 40 $B/whet bench --backend cuda --json --model llama-3.2-1b --method lora --batch 4 --seq 2048 --steps 5 --warmup 2 >$O/1b-lora-$name.json 2>$O/1b-lora-$name.err
-		echo "1b-lora $name [$e] rc=$?" >>$S; tail -1 $O/1b-lora-$name.json >>$S; tail -3 $O/1b-lora-$name.err >>$S
-	done
+	if [ $best = auto ]; then echo "WHET_ATTN_BWD_FUSED=1" >$O/best.env
+	else echo "WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$(printf '%s\n' "$VARS" | sed -n "s/^$best://p")" >$O/best.env; fi
+	echo "best.env: $(cat $O/best.env)" >>$S
 fi
 step end
