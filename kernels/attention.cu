@@ -511,13 +511,15 @@ __device__ __forceinline__ const unsigned short* frag_bt2_addr(const unsigned sh
 // load_rows_async copies rows [r0, r0+R) of one head (column offset col0,
 // row stride `stride` elements) into a [R][DP] tile; rows at or past
 // rowEnd are zero-filled.
-template <int D, int R>
+// With DD < D (a stored head dim padded up to the computed D, a multiple
+// of 8) columns DD..D-1 are zero-filled too.
+template <int D, int R, int DD = D>
 __device__ __forceinline__ void load_rows_async(unsigned short* tile, const unsigned short* src, i64 stride, i64 col0,
                                                 int r0, int rowEnd, int tid) {
     constexpr int DP = D + 8, CH = D / 8;
     for (int c = tid; c < R * CH; c += 128) {
         const int r = c / CH, col = (c % CH) * 8, i = r0 + r;
-        const bool ok = i < rowEnd;
+        const bool ok = i < rowEnd && (DD == D || col < DD);
         cp_async16(tile + r * DP + col, ok ? src + (i64)i * stride + col0 + col : src, ok);
     }
 }
@@ -670,12 +672,14 @@ __device__ __forceinline__ void score_one(float (*s)[4], const unsigned short* a
 
 // store_acc writes a thread's rows A and B (below `rows`) of a [16, D]
 // accumulator, row r at p + r*stride + col0, scaled by sA and sB.
-template <int D>
+// (Columns at or past DD, a padded head dim's, are not stored.)
+template <int D, int DD = D>
 __device__ __forceinline__ void store_acc(void* p, int dt, const float (*acc)[4], int rowA, int rowB, int rows,
                                           i64 stride, i64 col0, float sA, float sB, int t) {
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) {
         const int d = dn * 8 + 2 * t;
+        if (DD != D && d >= DD) continue;
         if (rowA < rows) store_pair(p, dt, (i64)rowA * stride + col0 + d, acc[dn][0] * sA, acc[dn][1] * sA);
         if (rowB < rows) store_pair(p, dt, (i64)rowB * stride + col0 + d, acc[dn][2] * sB, acc[dn][3] * sB);
     }
@@ -688,11 +692,29 @@ __device__ __forceinline__ void store_acc(void* p, int dt, const float (*acc)[4]
 // dim 128 each warp keeps its Q fragments in registers; above, the output
 // accumulators alone take D/2 registers a thread, so Q fragments are read
 // from shared memory again for every key tile.
-template <int D, int MT, int BN>
+//
+// MODE (default ATTN_CAUSAL) picks the mask; the other modes serve the
+// vision models (engine/cuda/vision_attention.go) and take order = null:
+//   ATTN_GROUPS: engine.GroupAttention's, query i sees key j of its
+//     sequence (and window) when j <= i or groups[i] = groups[j] >= 0;
+//     last[i] >= every key i sees (vision_last in group_attention.cu)
+//     bounds the key tiles, and tiles past the causal diagonal test each
+//     pair's groups.
+//   ATTN_BIAS: engine.MllamaOps.BiasAttention's, every query row of q
+//     sees all S keys of k, v (no starts, no window, no soft-cap), with
+//     scale*q.k + bias[row, key] (bias f32 [Tq, S] or null; -inf masks;
+//     scale > 0).
+// DD is the stored head dim (row strides H*DD, KVH*DD) when D pads it up
+// to an instantiated one (SigLIP's 72 computed as 80 with zero columns).
+#define ATTN_CAUSAL 0
+#define ATTN_GROUPS 1
+#define ATTN_BIAS 2
+template <int D, int MT, int BN, int MODE = ATTN_CAUSAL, int DD = D>
 __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, const unsigned short* q,
                                             const unsigned short* k, const unsigned short* v, const int* starts,
                                             int nseq, const int* order, int Tq, int qOffset, int H, int KVH,
-                                            float scale, int window, float softcap) {
+                                            float scale, int window, float softcap, const int* groups = nullptr,
+                                            const int* last = nullptr, const float* bias = nullptr, int S = 0) {
     constexpr int BM = 64 * MT, DP = D + 8, WR = 16 * MT; // WR: rows per warp
     constexpr bool QREG = D <= 128;                        // Q fragments held in registers
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
@@ -702,37 +724,80 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
     const int h = blockIdx.x, kvh = h / (H / KVH);
     const int q0 = (order != nullptr ? order[blockIdx.y] : gridDim.y - 1 - blockIdx.y) * BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+    const i64 qStride = (i64)H * DD, kvStride = (i64)KVH * DD;
 
-    const int kEnd = qOffset + min(q0 + BM, Tq) - 1; // last key any query of the block sees
-    const int kStart = first_key(starts, nseq, qOffset + q0, window);
+    int kEnd, kStart; // last key any query of the block sees; the first
+    if constexpr (MODE == ATTN_CAUSAL) {
+        kEnd = qOffset + min(q0 + BM, Tq) - 1;
+        kStart = first_key(starts, nseq, qOffset + q0, window);
+    } else if constexpr (MODE == ATTN_GROUPS) {
+        __shared__ int blockLast;
+        if (tid == 0) blockLast = -1;
+        __syncthreads();
+        if (tid < BM && q0 + tid < Tq) atomicMax(&blockLast, last[q0 + tid]);
+        __syncthreads();
+        kEnd = blockLast;
+        kStart = first_key(starts, nseq, q0, window);
+    } else {
+        kEnd = S - 1;
+        kStart = 0;
+    }
     const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
-    load_rows_async<D, BM>(Qs, q, qStride, (i64)h * D, q0, Tq, tid);
+    load_rows_async<D, BM, DD>(Qs, q, qStride, (i64)h * DD, q0, Tq, tid);
     if (nTiles > 0) {
-        load_rows_async<D, BN>(Ks, k, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
-        load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, kStart, kEnd + 1, tid);
+        load_rows_async<D, BN, DD>(Ks, k, kvStride, (i64)kvh * DD, kStart, kEnd + 1, tid);
+        load_rows_async<D, BN, DD>(Vs, v, kvStride, (i64)kvh * DD, kStart, kEnd + 1, tid);
     }
     cp_async_commit();
 
     // Rows of this thread in row tile mt: A = row g, B = row g+8 of the
     // tile (positions posA, posB; first visible keys loA, loB; rows past Tq
     // see nothing).
+    // (ATTN_GROUPS: lastA, lastB and gA, gB the rows' last keys and
+    // groups; ATTN_BIAS: every row sees keys 0..S-1, pos = S-1.)
     int rowA[MT], rowB[MT], posA[MT], posB[MT], loA[MT], loB[MT];
+    int lastA[MT], lastB[MT], gA[MT], gB[MT];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
         rowA[mt] = q0 + warp * WR + mt * 16 + g;
         rowB[mt] = rowA[mt] + 8;
-        posA[mt] = qOffset + rowA[mt];
-        posB[mt] = qOffset + rowB[mt];
-        loA[mt] = rowA[mt] < Tq ? first_key(starts, nseq, posA[mt], window) : 0x7fffffff;
-        loB[mt] = rowB[mt] < Tq ? first_key(starts, nseq, posB[mt], window) : 0x7fffffff;
+        if constexpr (MODE == ATTN_BIAS) {
+            posA[mt] = posB[mt] = S - 1;
+            loA[mt] = rowA[mt] < Tq ? 0 : 0x7fffffff;
+            loB[mt] = rowB[mt] < Tq ? 0 : 0x7fffffff;
+        } else {
+            posA[mt] = qOffset + rowA[mt];
+            posB[mt] = qOffset + rowB[mt];
+            loA[mt] = rowA[mt] < Tq ? first_key(starts, nseq, posA[mt], window) : 0x7fffffff;
+            loB[mt] = rowB[mt] < Tq ? first_key(starts, nseq, posB[mt], window) : 0x7fffffff;
+        }
+        if constexpr (MODE == ATTN_GROUPS) {
+            lastA[mt] = rowA[mt] < Tq ? last[rowA[mt]] : -1;
+            lastB[mt] = rowB[mt] < Tq ? last[rowB[mt]] : -1;
+            gA[mt] = rowA[mt] < Tq ? groups[rowA[mt]] : -1;
+            gB[mt] = rowB[mt] < Tq ? groups[rowB[mt]] : -1;
+        }
     }
     const int warpRow0 = q0 + warp * WR;
     const bool warpLive = warpRow0 < Tq;
-    const int warpFirstPos = qOffset + warpRow0;
-    const int warpLastPos = qOffset + min(warpRow0 + WR - 1, Tq - 1);
-    const int warpMinLo = warpLive ? first_key(starts, nseq, warpFirstPos, window) : 0;
-    const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLastPos, window) : 0;
+    int warpFirstPos, warpLastPos, warpMinLo, warpMaxLo;
+    if constexpr (MODE == ATTN_BIAS) {
+        warpFirstPos = warpLastPos = S - 1;
+        warpMinLo = warpMaxLo = 0;
+    } else {
+        warpFirstPos = qOffset + warpRow0;
+        warpLastPos = qOffset + min(warpRow0 + WR - 1, Tq - 1);
+        warpMinLo = warpLive ? first_key(starts, nseq, warpFirstPos, window) : 0;
+        warpMaxLo = warpLive ? first_key(starts, nseq, warpLastPos, window) : 0;
+    }
+    if constexpr (MODE == ATTN_GROUPS) { // the last key any row of the warp sees
+        int wl = -1;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) wl = max(wl, max(lastA[mt], lastB[mt]));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) wl = max(wl, __shfl_xor_sync(0xffffffffu, wl, o));
+        warpLastPos = max(warpLastPos, wl);
+    }
     const bool capped = softcap > 0.0f;
     const float sl2 = capped ? LOG2E : scale * LOG2E; // capped scores are already scaled
 
@@ -794,13 +859,34 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
             if (capped) cap_tile<BN / 8>(s[mt], scale, softcap);
+            if constexpr (MODE == ATTN_BIAS) {
+                if (bias != nullptr) { // scale * (s + bias/scale) is the biased score
+                    const float inv = 1.0f / scale;
+#pragma unroll
+                    for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int key = kt + nt * 8 + 2 * t + (e & 1), row = e < 2 ? rowA[mt] : rowB[mt];
+                            if (key < S && row < Tq) s[mt][nt][e] += bias[(i64)row * S + key] * inv;
+                        }
+                    }
+                }
+            }
             if (masked) {
 #pragma unroll
                 for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int key = kt + nt * 8 + 2 * t + (e & 1);
-                        const bool valid = e < 2 ? (key >= loA[mt] && key <= posA[mt]) : (key >= loB[mt] && key <= posB[mt]);
+                        bool valid = e < 2 ? (key >= loA[mt] && key <= posA[mt]) : (key >= loB[mt] && key <= posB[mt]);
+                        if constexpr (MODE == ATTN_GROUPS) {
+                            // Past the diagonal: the same group, up to the row's last key.
+                            if (!valid && key < Tq) {
+                                const int gr = e < 2 ? gA[mt] : gB[mt];
+                                valid = (e < 2 ? key >= loA[mt] && key <= lastA[mt] : key >= loB[mt] && key <= lastB[mt]) &&
+                                        gr >= 0 && groups[key] == gr;
+                            }
+                        }
                         if (!valid) s[mt][nt][e] = NEG_INF;
                     }
                 }
@@ -841,7 +927,7 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         lb += __shfl_xor_sync(0xffffffffu, lb, 1);
         lb += __shfl_xor_sync(0xffffffffu, lb, 2);
         const float iA = la > 0.0f ? 1.0f / la : 0.0f, iB = lb > 0.0f ? 1.0f / lb : 0.0f;
-        store_acc<D>(out, odt, o[mt], rowA[mt], rowB[mt], Tq, qStride, (i64)h * D, iA, iB, t);
+        store_acc<D, DD>(out, odt, o[mt], rowA[mt], rowB[mt], Tq, qStride, (i64)h * DD, iA, iB, t);
         if (lse != nullptr && t == 0) {
             if (rowA[mt] < Tq) lse[(i64)h * Tq + rowA[mt]] = (mA[mt] + log2f(la)) * LN2;
             if (rowB[mt] < Tq) lse[(i64)h * Tq + rowB[mt]] = (mB[mt] + log2f(lb)) * LN2;
@@ -1160,3 +1246,30 @@ ATTN_TC_FWD_DQ(128)
 ATTN_TC_DKV(128)
 ATTN_TC_FWD_DQ(256)
 ATTN_TC_DK_DV(256)
+
+// The vision models' forwards (see attn_fwd_tc's MODE): head dims 72
+// (SigLIP, computed at 80) and 256 (Gemma 3's language model) with image
+// groups, 80 (Mllama's tower) and 128 (its cross-attention) under a bias.
+// Opt-in until they pass on a GPU (engine/cuda/vision_attention.go).
+#define ATTN_TC_GROUPS_FWD(D, DD)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_FWD_MINB) attention_groups_forward_tc_d##DD(                \
+        void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,     \
+        const int* groups, const int* last, const int* starts, int nseq, int T, int H, int KVH, float scale,           \
+        int window, float softcap) {                                                                                   \
+        attn_fwd_tc<D, ATTN_FWD_MT(D), ATTN_FWD_BN(D), ATTN_GROUPS, DD>(out, odt, lse, q, k, v, starts, nseq, nullptr, \
+                                                                        T, 0, H, KVH, scale, window, softcap, groups,  \
+                                                                        last, nullptr, 0);                             \
+    }
+#define ATTN_TC_BIAS_FWD(D)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_FWD_MINB) attention_bias_forward_tc_d##D(                   \
+        void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,     \
+        const float* bias, int T, int S, int H, int KVH, float scale) {                                                \
+        attn_fwd_tc<D, ATTN_FWD_MT(D), ATTN_FWD_BN(D), ATTN_BIAS, D>(out, odt, lse, q, k, v, nullptr, 0, nullptr, T, 0, \
+                                                                     H, KVH, scale, 0, 0.0f, nullptr, nullptr, bias, S); \
+    }
+
+ATTN_TC_GROUPS_FWD(80, 72)
+ATTN_TC_GROUPS_FWD(80, 80)
+ATTN_TC_GROUPS_FWD(256, 256)
+ATTN_TC_BIAS_FWD(80)
+ATTN_TC_BIAS_FWD(128)

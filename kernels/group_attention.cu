@@ -188,3 +188,25 @@ extern "C" __global__ void group_attention_backward_dkv(void* dk, int dkdt, void
         st(dv, dvdt, r, accV);
     }
 }
+
+// vision_last writes last[i], the last key that query i can see under the groups: the last
+// token of i's sequence in i's group, or i itself when that is later or i has no group. The
+// tensor-core group forward (attention_groups_forward_tc_d*, kernels/attention.cu) reads it
+// to bound its key tiles. One thread a token, scanning its sequence back from the end.
+extern "C" __global__ void vision_last(int* last, const int* groups, const int* starts, int nseq, int T) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= T) return;
+    int lo, hi;
+    ga_bounds(starts, nseq, i, &lo, &hi);
+    const int gi = groups[i];
+    int r = i;
+    if (gi >= 0) {
+        for (int j = hi - 1; j > i; j--) {
+            if (groups[j] == gi) {
+                r = j;
+                break;
+            }
+        }
+    }
+    last[i] = r;
+}

@@ -102,6 +102,10 @@ var biasCases = []biasCase{
 	// Cross-attention: GQA, rows seeing one image, both, or none.
 	{"cross_gqa4x2_d32", 9, 40, 4, 2, 32, crossMask(map[int][][2]int{0: nil, 1: nil, 3: {{0, 20}}, 4: {{0, 20}}, 6: {{0, 40}}, 8: {{20, 40}}}), true},
 	{"cross_gqa8x2_d128_long", 17, 300, 8, 2, 128, crossMask(map[int][][2]int{2: {{0, 150}}, 5: {{150, 300}}, 16: nil}), true},
+	// Several 64-row query blocks and key tiles for the tensor-core forward (engine/cuda
+	// WHET_VISION_ATTN_TC): the tower at head dim 80 with 3 of 4 tiles on, cross-attention at 128.
+	{"tower_mha2_d80_4tiles", 4 * 72, 4 * 72, 2, 2, 80, tileMask(4, 72, 65, 3), false},
+	{"cross_gqa4x1_d128_blocks", 150, 230, 4, 1, 128, crossMask(map[int][][2]int{0: nil, 70: {{0, 100}}, 71: {{100, 230}}, 149: {{5, 6}}}), true},
 	// No bias at all.
 	{"nobias_mqa2x1_d64", 7, 270, 2, 1, 64, nil, false},
 }

@@ -136,6 +136,18 @@ var groupCases = []groupCase{
 	// The SigLIP tower: each image one group, attending both ways (the released head dim 72).
 	{"tower_mha4_d72_3images", []int32{0, 64, 128, 192}, runs([2]int{0, 64}, [2]int{64, 128}, [2]int{128, 192}), 4, 4, 72, 0, 0},
 	{"tower_mha2_d16_300patches", []int32{0, 300}, runs([2]int{0, 300}), 2, 2, 16, 0, 0},
+	// Cases for the tensor-core forwards (engine/cuda WHET_VISION_ATTN_TC): several 64-row
+	// blocks, a run ending inside a block, a group split in two runs (groups need not be
+	// contiguous), a window cutting into a run, head dims 72, 80 and 256.
+	{"tower_mha2_d72_2images_uneven", []int32{0, 150, 350}, runs([2]int{0, 150}, [2]int{150, 350}), 2, 2, 72, 0, 0},
+	{"lm_gqa4x2_d80_split_group", []int32{0, 230}, func(T int) []int32 {
+		g := runs([2]int{20, 100}, [2]int{130, 200})(T)
+		for i := 150; i < 170; i++ {
+			g[i] = 0 // group 0 again, after group 1 began
+		}
+		return g
+	}, 4, 2, 80, 0, 0},
+	{"lm_gqa4x2_d256_runs_window50", []int32{0, 100, 260}, runs([2]int{10, 90}, [2]int{130, 230}), 4, 2, 256, 50, 0},
 }
 
 func (h *harness) groupLayout(c groupCase) (T int, groups pair, sd, sr engine.SeqLayout, p engine.AttnParams) {

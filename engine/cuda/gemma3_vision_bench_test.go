@@ -315,6 +315,8 @@ func measureGemma3VisionStep(t *testing.T, b peakBackend, text *engine.ModelConf
 	}
 	res.WarmupPeakBytes = b.PeakBytes()
 	save("warm-up step")
+	prof := newStepProfiler(t, b, fmt.Sprintf("gemma3-vision %s %s", res.Method, res.Compute))
+	prof.drop()
 	b.ResetPeak()
 	t0 := time.Now()
 	if _, err := pass(false); err != nil {
@@ -322,6 +324,7 @@ func measureGemma3VisionStep(t *testing.T, b peakBackend, text *engine.ModelConf
 		t.Fatal(err)
 	}
 	res.ForwardSeconds = time.Since(t0).Seconds()
+	prof.report("forward", res.ForwardSeconds)
 	save("forward")
 	t0 = time.Now()
 	loss, err := pass(true)
@@ -330,6 +333,7 @@ func measureGemma3VisionStep(t *testing.T, b peakBackend, text *engine.ModelConf
 		t.Fatal(err)
 	}
 	res.StepSeconds = time.Since(t0).Seconds()
+	prof.report("step", res.StepSeconds)
 	res.TokensPerSec = float64(T) / res.StepSeconds
 	res.Loss = loss
 	res.PeakBytes = b.PeakBytes()

@@ -119,6 +119,9 @@ func (b *Backend) BiasAttention(out, lse, q, k, v, bias engine.Tensor, p engine.
 	}
 	defer exit()
 	desc := fmt.Sprintf("BiasAttention T=%d S=%d heads %d/%d dim %d", g.T, g.S, g.H, g.KVH, g.D)
+	if ok, err := b.biasForwardTC(desc, ot, lt, qt, kt, vt, g, p); ok {
+		return err
+	}
 	if os.Getenv(BiasAttnQ8Env) == "1" {
 		return b.launch(desc+" q8", "bias_attention.cu", "bias_attention_forward_q8",
 			dim3{(g.T + biasAttnQ8Rows - 1) / biasAttnQ8Rows, g.H, 1}, block256, 0,

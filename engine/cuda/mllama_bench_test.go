@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -355,6 +356,8 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 	}
 	res.PeakBytes = gpu.PeakBytes()
 	save("warm-up step")
+	prof := newStepProfiler(t, gpu, fmt.Sprintf("mllama qlora=%v WHET_MLLAMA_BF16=%q", res.QLoRA, os.Getenv("WHET_MLLAMA_BF16")))
+	prof.drop()
 	gpu.ResetPeak()
 	t0 := time.Now()
 	if _, err := m.Run(batch, false, false); err != nil {
@@ -365,6 +368,7 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		t.Fatal(err)
 	}
 	res.ForwardSeconds = time.Since(t0).Seconds()
+	prof.report("forward", res.ForwardSeconds)
 	save("forward")
 	const steps = 1
 	t0 = time.Now()
@@ -375,6 +379,7 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		}
 	}
 	res.StepSeconds = time.Since(t0).Seconds() / steps
+	prof.report("step", res.StepSeconds)
 	res.TokensPerSec = float64(T) / res.StepSeconds
 	res.PeakBytes = gpu.PeakBytes()
 	if res.PlanLoRAF32 > 0 && !res.QLoRA {

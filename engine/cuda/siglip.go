@@ -191,8 +191,11 @@ func (b *Backend) AttentionGroups(out, lse, q, k, v, groups engine.Tensor, seqs 
 		return err
 	}
 	defer exit()
-	return b.launch(fmt.Sprintf("AttentionGroups T=%d heads %d/%d dim %d window %d", g.T, g.H, g.KVH, g.D, p.Window),
-		"group_attention.cu", "group_attention_forward", dim3{g.T, g.H, 1}, block256, 0,
+	op := fmt.Sprintf("AttentionGroups T=%d heads %d/%d dim %d window %d", g.T, g.H, g.KVH, g.D, p.Window)
+	if ok, err := b.groupsForwardTC(op, ot, lt, qt, kt, vt, gt, g, p); ok {
+		return err
+	}
+	return b.launch(op, "group_attention.cu", "group_attention_forward", dim3{g.T, g.H, 1}, block256, 0,
 		ot.ptr(), dt(ot), lt.ptr(), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), gt.ptr(), g.starts.ptr(), int32(g.nseq),
 		int32(g.T), int32(g.H), int32(g.KVH), int32(g.D), p.Scale, int32(p.Window), p.SoftCap)
 }
