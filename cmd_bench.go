@@ -42,7 +42,11 @@ type benchResult struct {
 	LoRAFused bool `json:"lora_fused,omitempty"`
 	// GEMMTuned: the CUDA backend timed cuBLASLt's candidate algorithms
 	// per product and kept the fastest (WHET_GEMM_TUNE=1).
-	GEMMTuned    bool    `json:"gemm_tuned,omitempty"`
+	GEMMTuned bool `json:"gemm_tuned,omitempty"`
+	// AttnBwdFused: attention backwards of the run (warm-up included)
+	// that took the CUDA backend's fused Hopper kernel (WHET_ATTN_BWD_FUSED,
+	// WHET_NVRTC_DEFINES=HOP_BWD_FUSED=1); 0 with the split kernels.
+	AttnBwdFused int     `json:"attn_bwd_fused,omitempty"`
 	Params       int64   `json:"params"`
 	TokensPerSec float64 `json:"tokens_per_sec"`
 	StepSeconds  float64 `json:"step_s"`
@@ -675,6 +679,9 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 	}
 	if t, ok := b.(interface{ GEMMTuned() bool }); ok {
 		r.GEMMTuned = t.GEMMTuned()
+	}
+	if f, ok := b.(interface{ AttnBwdFusedRuns() int }); ok {
+		r.AttnBwdFused = f.AttnBwdFusedRuns()
 	}
 	if mr, ok := b.(engine.MemoryReporter); ok {
 		r.PeakBytes = mr.PeakBytes()

@@ -109,6 +109,14 @@ func (b *Backend) Deterministic() bool {
 	return b.deterministic
 }
 
+// AttnBwdFusedRuns is the number of attention backwards that took the
+// fused Hopper kernel so far (whet bench reports it).
+func (b *Backend) AttnBwdFusedRuns() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.attnBwdFusedRuns
+}
+
 // useFusedBackward reports whether an attention backward that takes the
 // Hopper kernels takes the fused one: compiled in and asked for
 // (AttnBwdFusedDefine), and no bit-equal reruns asked for.

@@ -430,3 +430,12 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 		})
 	}
 }
+
+// TestAttnBwdFusedRunsReported: whet bench reads the fused backward's
+// launch count through this method (cmd_bench.go's attn_bwd_fused).
+func TestAttnBwdFusedRunsReported(t *testing.T) {
+	var r interface{ AttnBwdFusedRuns() int } = &Backend{attnBwdFusedRuns: 3}
+	if got := r.AttnBwdFusedRuns(); got != 3 {
+		t.Errorf("AttnBwdFusedRuns() = %d, want 3", got)
+	}
+}

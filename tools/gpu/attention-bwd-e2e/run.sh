@@ -4,7 +4,9 @@
 # (random weights, 5 timed steps after 2 warm-up) with the default split
 # backward, then with the fastest fused variant that passed there
 # (best.env in $OUT/attention-bwd.tgz; without it WHET_ATTN_BWD_FUSED=1,
-# the would-be default). Writes only under $OUT/attention-bwd-e2e.
+# the would-be default). The JSON's attn_bwd_fused counts the fused
+# backward's launches (absent: the split kernels ran). Writes only under
+# $OUT/attention-bwd-e2e.
 set -u
 O=$OUT/attention-bwd-e2e; mkdir -p $O
 B=$PWD/.dev/gpu/common
