@@ -34,6 +34,9 @@ type MllamaGenerator struct {
 	visOut  []float32
 	visDone bool
 
+	// VisionRuns counts the vision tower's runs (once per new image set).
+	VisionRuns int
+
 	// OnLogits, when set, sees every step's last-row logits (a copy; tests).
 	OnLogits func([]float32)
 }
@@ -212,6 +215,7 @@ func (g *MllamaGenerator) prepare(p *mpass, s MllamaSample) (*mllamaGenState, er
 			return nil, fmt.Errorf("mllama generation: vision tower: %w", p.err)
 		}
 		g.visOut = out
+		g.VisionRuns++
 		g.visKey = mllamaImageKey{images: s.Images, pixels: slices.Clone(s.Pixels), ar: slices.Clone(s.AspectRatioIDs), arMask: slices.Clone(s.AspectRatioMask)}
 		g.visDone = true
 	}

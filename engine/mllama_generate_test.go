@@ -154,8 +154,18 @@ func TestMllamaGeneratorMatchesGreedy(t *testing.T) {
 		t.Fatal("the adapter changed no case's tokens: the test cannot tell tuned from base")
 	}
 
-	// A stop id ends the reply with it; a prompt that does not fit is refused.
+	// The tower runs once per new image set: three replies to one image
+	// after another image run it once.
+	generateMllama(t, g, cases["two images"], engine.Greedy(2, nil))
+	runs := g.VisionRuns
 	s := cases["one image"]
+	for range 3 {
+		generateMllama(t, g, s, engine.Greedy(2, nil))
+	}
+	if g.VisionRuns != runs+1 {
+		t.Errorf("three replies to the same image ran the vision tower %d times, want once", g.VisionRuns-runs)
+	}
+	// A stop id ends the reply with it; a prompt that does not fit is refused.
 	full, _ := generateMllama(t, g, s, engine.Greedy(n, nil))
 	stopped, err := g.Generate(context.Background(), s, engine.Greedy(n, []int32{full[3]}), nil)
 	if err != nil {
