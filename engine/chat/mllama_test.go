@@ -158,6 +158,13 @@ func TestChatMllamaWithImage(t *testing.T) {
 	follow := append(slices.Clone(msgs), datasets.Message{Role: "assistant", Content: tuned.Text}, datasets.Message{Role: "user", Content: "and?"})
 	answer(s, follow, images, true)
 	answer(s, []datasets.Message{{Role: "user", Content: "hi"}}, nil, true)
+	// Cancelled after the first piece: the reply ends "cancelled", no error.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := s.Generate(ctx, msgs, images, engine.SampleOptions{MaxNewTokens: 50}, true, func(string) { cancel() })
+	if err != nil || r.Stop != "cancelled" || r.Tokens >= 50 {
+		t.Errorf("cancelled reply: %+v, %v", r, err)
+	}
 	if _, err := s.Generate(context.Background(), msgs, nil, engine.SampleOptions{MaxNewTokens: 2}, false, nil); err == nil || !strings.Contains(err.Error(), "1 image parts but 0 images") {
 		t.Errorf("an image part without an image: %v", err)
 	}
