@@ -822,7 +822,8 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 //   HOP_BWD_ZINIT=1   no zeroing of S, dP and dQ: their first wgmma has scale-d = 0 (writes
 //                     A B instead of adding it), so no non-wgmma instruction defines an
 //                     accumulator while the dK/dV wgmma are in flight (ptxas C7515/C7519 at
-//                     D = 128: it serialised the wgmma)
+//                     D = 128: it serialised the wgmma); P and dS's packed registers are
+//                     pinned before wgmma.fence (hold_regs_u)
 //   HOP_BWD_DKV_WAIT=1 waits for the dK/dV wgmma before the dQ wgmma: their register
 //                     operands (P, dS: 32 registers) are free before dQ's 32 accumulators
 //                     are live (register pressure at D = 128, 76 bytes spilled)
@@ -938,6 +939,16 @@ __device__ __forceinline__ void wgmma_ss_tn_d(float* d, unsigned long long da, u
                        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
                      : "l"(da), "l"(db), "r"(1));
     }
+}
+
+// hold_regs_u pins the definitions of r[0..N) (wgmma register operands)
+// before the next volatile asm: pack_bf16 is a plain asm, which the
+// compiler may otherwise sink past wgmma_fence to its wgmma, where ptxas
+// injects a warpgroup.arrive (C7519) and may serialise (HOP_BWD_ZINIT).
+template <int N>
+__device__ __forceinline__ void hold_regs_u(unsigned int* r) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
 }
 
 // bar_sync_n waits at named barrier id (1..15; __syncthreads is 0) for n
@@ -1176,6 +1187,12 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #else
 #pragma unroll
             for (int kc = 0; kc < BQ / 16; kc++) stmatrix_x4_trans(stAddr + kc * (16 * 128), da[kc]);
+#endif
+#if HOP_BWD_ZINIT
+            hold_regs_u<BQ / 4>(&pa[0][0]);
+#if !HOP_BWD_DK_SS
+            hold_regs_u<BQ / 4>(&da[0][0]);
+#endif
 #endif
             fence_async_smem();
 #if HOP_BWD_DK_SS
