@@ -185,3 +185,48 @@ func TestMllamaVisionTestdata(t *testing.T) {
 		t.Errorf("output:\n%s", out.String())
 	}
 }
+
+// whet train with train.activation_checkpointing on Llama 3.2 Vision
+// reruns each text layer's forward in the backward
+// (engine.MllamaModel.Checkpointing): on the committed tiny model and
+// shapes data its loss lines equal those of the run without, step for
+// step, in float32 and in bf16 compute.
+func TestTrainMllamaVisionCheckpointing(t *testing.T) {
+	model, data := filepath.Join("testdata", "tiny-mllama-shapes"), filepath.Join("testdata", "datasets", "shapes")
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	train := func(ckpt bool) []string {
+		dir := t.TempDir()
+		run := fmt.Sprintf("name: mc\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, dropout: 0, projector: true}\n"+
+			"data: {path: %s, max_length: 128, packing: false, seed: 1}\ntrain: {max_steps: 3, micro_batch: 3, lr: 0.01, seed: 1, sample_every: 0, log_every: 1, activation_checkpointing: %v}\n",
+			abs(model), dir, abs(filepath.Join(data, "train.jsonl")), ckpt)
+		p := filepath.Join(dir, "run.yaml")
+		if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
+			t.Fatalf("checkpointing %v: %v\n%s", ckpt, err, out.String())
+		}
+		var losses []string
+		for _, line := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(line); len(f) > 5 && strings.HasPrefix(line, "step ") {
+				losses = append(losses, f[5])
+			}
+		}
+		if len(losses) != 3 {
+			t.Fatalf("checkpointing %v: %d step lines:\n%s", ckpt, len(losses), out.String())
+		}
+		return losses
+	}
+	for _, bf16 := range []bool{false, true} {
+		if bf16 {
+			withBF16CPU(t)
+			t.Setenv(engine.MllamaBF16Env, "1")
+		}
+		off, on := train(false), train(true)
+		t.Logf("bf16 %v: losses %v without checkpointing, %v with", bf16, off, on)
+		if strings.Join(off, " ") != strings.Join(on, " ") {
+			t.Errorf("bf16 %v: losses %v with checkpointing, %v without", bf16, on, off)
+		}
+	}
+}

@@ -446,13 +446,10 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	// ones) is freed but the running gradients dres and dC.
 	marks := make([]int, len(m.Layers))
 	heads := func(t Tensor, n int) Tensor { return p.view(t, 0, Rows(t)*n, hd) }
-	for l, L := range m.Layers {
-		marks[l] = len(p.owned)
-		if L.Cross && !images {
-			continue
-		}
+	// layer runs layer l's forward from its input x: its saved tensors
+	// and its output.
+	layer := func(l int, L *MllamaTextLayer, x Tensor) (*textActs, Tensor) {
 		a := &textActs{x: x, xa: map[*Linear]Tensor{}}
-		acts[l] = a
 		a.h1, a.rstd1 = p.alloc(T, D), p.alloc32(T)
 		p.do(fmt.Sprintf("layer %d attention norm", l), func() error { return p.B.RMSNorm(a.h1, a.rstd1, x, L.AttnNorm.W, eps) })
 		a.xmid = p.alloc(T, D)
@@ -509,6 +506,23 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 			g = p.gate(L.MLPGate)
 		}
 		p.do("residual", func() error { return p.B.AddScaled(next, mo, g) })
+		return a, next
+	}
+	// With m.Checkpointing only each layer's input survives its forward;
+	// the backward runs the layer's forward again from it.
+	inputs := make([]Tensor, len(m.Layers))
+	for l, L := range m.Layers {
+		marks[l] = len(p.owned)
+		if L.Cross && !images {
+			continue
+		}
+		a, next := layer(l, L, x)
+		if m.Checkpointing && backward {
+			inputs[l] = x
+			p.release(marks[l], next)
+		} else {
+			acts[l] = a
+		}
 		x = next
 	}
 	// The final norm, the LM head and the cross-entropy run over
@@ -596,6 +610,9 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 	}
 	for l := len(m.Layers) - 1; l >= 0; l-- {
 		L, a := m.Layers[l], acts[l]
+		if a == nil && inputs[l] != nil {
+			a, _ = layer(l, L, inputs[l]) // checkpointing: recompute
+		}
 		if a == nil {
 			continue // a cross-attention layer skipped without images
 		}

@@ -35,6 +35,12 @@ type MllamaModel struct {
 	Vision    *MllamaVision
 	Projector *Linear // [D, vision OutputDim] with bias
 
+	// Checkpointing keeps only each language-model layer's input through
+	// a training pass's forward and runs the layer's forward again in the
+	// backward (train.checkpointing): one layer's activations at a time
+	// instead of every layer's. Forward-only runs are unaffected.
+	Checkpointing bool
+
 	// LogitsRows is the rows the final norm, the LM head and the
 	// cross-entropy run at once, LogitsChunk's request: the run config's
 	// train.logits_chunk (memplan.Options.LogitsChunk), 0 for the

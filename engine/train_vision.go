@@ -410,6 +410,9 @@ func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, err
 		return nil, err
 	}
 	mm.LogitsRows = cfg.Train.LogitsChunk
+	// train.activation_checkpointing: each text layer's forward runs
+	// again in the backward (MllamaModel.Checkpointing).
+	mm.Checkpointing = cfg.Train.Checkpointing
 	proc, err := MllamaImageProcessor(s.ModelDir, &mm.Cfg.Vision)
 	if err != nil {
 		return fail(err)

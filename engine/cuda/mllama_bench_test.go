@@ -41,6 +41,11 @@ type mllama11B struct {
 	BF16                  bool    `json:"bf16,omitempty"`
 	PlanQLoRABF16         int64   `json:"plan_qlora_bf16_nockpt,omitempty"`
 	PeakOverPlanQLoRABF16 float64 `json:"peak_over_plan_qlora_bf16_nockpt,omitempty"`
+	// Checkpointing: engine.MllamaModel.Checkpointing (each text layer's
+	// forward rerun in the backward); the peak is then held against
+	// PlanQLoRA (qlora, bf16, checkpointing).
+	Checkpointing         bool    `json:"checkpointing,omitempty"`
+	PeakOverPlanQLoRACkpt float64 `json:"peak_over_plan_qlora,omitempty"`
 	StepSeconds           float64 `json:"step_s"`
 	TokensPerSec          float64 `json:"tok_s"`
 	ForwardSeconds        float64 `json:"forward_s"` // one forward-only Run (vision tower included)
@@ -140,6 +145,34 @@ func TestMllama11BVisionQLoRABF16Step(t *testing.T) {
 	measureMllamaStep(t, gpu, cfg, res, save)
 }
 
+// TestMllama11BVisionQLoRABF16CkptStep is TestMllama11BVisionQLoRABF16Step
+// with activation checkpointing (engine.MllamaModel.Checkpointing, what
+// train.activation_checkpointing sets): peak against memplan.PlanMllama's
+// qlora bf16 plan with checkpointing (PeakOverPlanQLoRACkpt; 12.2 GB),
+// forward and step time, tok/s, as JSON into the file
+// WHET_MLLAMA_11B_QLORA_BF16_CKPT names. Skipped unless it is set.
+func TestMllama11BVisionQLoRABF16CkptStep(t *testing.T) {
+	outPath := os.Getenv("WHET_MLLAMA_11B_QLORA_BF16_CKPT")
+	if outPath == "" {
+		t.Skip("set WHET_MLLAMA_11B_QLORA_BF16_CKPT=<output json> to measure Llama-3.2-11B-Vision QLoRA in bf16 with checkpointing on the GPU (about 13 GB)")
+	}
+	gpu := newGPU(t, cuda.Options{})
+	cfg, err := engine.ParseMllamaConfig("config.json", []byte(testmodels.Released11BVisionConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &mllama11B{GPU: gpu.Name(), Tokens: 1024, ImageTokens: cfg.Vision.MaxTiles * cfg.Vision.Patches(), QLoRA: true, BF16: true, Checkpointing: true}
+	save := func(stage string) {
+		b, _ := json.Marshal(res)
+		t.Logf("mllama11b-qlora-bf16-ckpt %s: %s", stage, b)
+		if err := os.WriteFile(outPath, append(b, '\n'), 0o644); err != nil {
+			t.Errorf("write %s: %v", outPath, err)
+		}
+	}
+	defer save("end")
+	measureMllamaStep(t, gpu, cfg, res, save)
+}
+
 // peakBackend is a backend that reports and resets its peak memory.
 type peakBackend interface {
 	engine.Backend
@@ -195,6 +228,7 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 		t.Fatal(err)
 	}
 	defer m.Free()
+	m.Checkpointing = res.Checkpointing
 	// Random weights without 11e9 host draws: one block of N(0, 0.02²)
 	// values copied on the device into every weight; norms 1, gates 0.5.
 	block := min(1<<24, 1<<20*max(1, cfg.Text.HiddenSize/256))
@@ -388,8 +422,11 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 	if res.PlanQLoRAF32 > 0 {
 		res.PeakOverPlanQLoRA = float64(res.PeakBytes) / float64(res.PlanQLoRAF32)
 	}
-	if res.PlanQLoRABF16 > 0 {
+	if res.PlanQLoRABF16 > 0 && !res.Checkpointing {
 		res.PeakOverPlanQLoRABF16 = float64(res.PeakBytes) / float64(res.PlanQLoRABF16)
+	}
+	if res.Checkpointing && res.PlanQLoRA > 0 {
+		res.PeakOverPlanQLoRACkpt = float64(res.PeakBytes) / float64(res.PlanQLoRA)
 	}
 }
 
@@ -402,15 +439,16 @@ func TestMllamaStepMeasureCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var weights [3]int64
-	for i, c := range []struct{ qlora, bf16 bool }{{false, false}, {true, false}, {true, true}} {
-		res := &mllama11B{Tokens: 64, QLoRA: c.qlora, BF16: c.bf16}
+	var weights [4]int64
+	for i, c := range []struct{ qlora, bf16, ckpt bool }{{false, false, false}, {true, false, false}, {true, true, false}, {true, true, true}} {
+		res := &mllama11B{Tokens: 64, QLoRA: c.qlora, BF16: c.bf16, Checkpointing: c.ckpt}
 		stages := 0
 		measureMllamaStep(t, cpu.New(), cfg, res, func(string) { stages++ })
 		t.Logf("%+v", *res)
 		if stages != 3 || res.Error != "" || res.PeakBytes <= 0 || res.TokensPerSec <= 0 || res.PlanLoRAF32 <= 0 || res.PlanQLoRA <= 0 ||
 			c.qlora && !c.bf16 && (res.PlanQLoRAF32 <= 0 || res.PeakOverPlanQLoRA <= 0) ||
-			c.bf16 && (res.PlanQLoRABF16 <= 0 || res.PeakOverPlanQLoRABF16 <= 0) {
+			c.bf16 && !c.ckpt && (res.PlanQLoRABF16 <= 0 || res.PeakOverPlanQLoRABF16 <= 0) ||
+			c.ckpt && res.PeakOverPlanQLoRACkpt <= 0 {
 			t.Errorf("measurement %+v", *res)
 		}
 		weights[i] = res.WeightBytes

@@ -161,27 +161,7 @@ func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemP
 	kTok := int64(mo.Images) * A * P
 	add("vision.output", Activations, dt, 1, kTok, out)
 
-	if !o.Checkpointing {
-		mllamaEngineActivations(p, cfg, o, mo, kTok)
-		return p, nil
-	}
-
-	// ---- cross-attention over the image tokens ---------------------------
-	kv := int64(text.KVDim())
-	add("cross.states", Activations, dt, 1, kTok, D)
-	add("backward.cross.states_grad", BackwardScratch, dt, 1, kTok, D)
-	add("cross.bias", Activations, F32, 1, p.Tokens, kTok)
-	if nc > 0 {
-		add("cross.k_raw", Activations, dt, nc, kTok, kv)
-		add("cross.k", Activations, dt, nc, kTok, kv)
-		add("cross.v", Activations, dt, nc, kTok, kv)
-		add("cross.k_rstd", Activations, F32, nc, kTok, int64(text.NumKVHeads))
-		add("cross.lora_xa", Activations, dt, 2*nc, kTok, r)
-		add("backward.cross.dk_dv", BackwardScratch, dt, 3, kTok, kv)
-	}
-	if mo.Projector {
-		add("projector.lora_xa", Activations, dt, 1, kTok, r)
-	}
+	mllamaEngineActivations(p, cfg, o, mo, kTok)
 	return p, nil
 }
 
@@ -266,7 +246,30 @@ func mllamaEngineActivations(p *MemPlan, cfg *engine.MllamaConfig, o Options, mo
 	// residual copies (x_mid and the layer's output), the MLP norm, gate,
 	// up, their SwiGLU, down's output, the attention output and its
 	// log-sum-exp, q; LoRA's x·Aᵀ of q/o/gate/up/down over the text rows.
+	// With checkpointing (engine.MllamaModel.Checkpointing) every layer's
+	// output is kept and one layer's tensors exist at a time (the one whose
+	// forward the backward reruns): the larger of a self layer's and a
+	// cross layer's own tensors.
 	L := ns + nc
+	if o.Checkpointing {
+		add("acts.layer_outputs", Activations, dt, L, T, D)
+		loraKV := int64(0)
+		for _, n := range []string{"k", "v"} {
+			if r > 0 && targets[n] {
+				loraKV += r
+			}
+		}
+		// Bytes of a self layer's own tensors and of a cross layer's.
+		sz := dt.Size(1)
+		self := sz * (2*T*kv + T*loraKV)
+		cross := sz*(T*qd+3*kTok*kv+kTok*loraKV) + 4*(T*nh+kTok*nkvh)
+		L = 1
+		if nc > 0 && (ns == 0 || cross >= self) {
+			ns, nc = 0, 1
+		} else {
+			ns, nc = 1, 0
+		}
+	}
 	add("acts.norm_out", Activations, dt, 2*L, T, D) // attention and MLP norms
 	add("acts.norm_rstd", Activations, F32, 2*L, T)
 	add("acts.residual", Activations, dt, 2*L, T, D) // x_mid and the layer's output

@@ -60,7 +60,25 @@ func TestPlanMllamaBF16MatchesEngine(t *testing.T) {
 	}
 }
 
+// TestPlanMllamaCheckpointingMatchesEngine: PlanMllama with checkpointing
+// against the engine's peak with MllamaModel.Checkpointing.
+func TestPlanMllamaCheckpointingMatchesEngine(t *testing.T) {
+	for _, c := range []struct {
+		images, tokens int
+		compute        engine.DType
+		nf4            bool
+	}{{1, 256, engine.F32, false}, {1, 512, engine.BF16, true}, {2, 256, engine.BF16, false}} {
+		t.Run(fmt.Sprintf("images=%d/tokens=%d/%s/qlora=%v", c.images, c.tokens, c.compute, c.nf4), func(t *testing.T) {
+			checkMllamaAgreementCkpt(t, c.images, c.tokens, false, nil, c.compute, c.nf4, true)
+		})
+	}
+}
+
 func checkMllamaAgreement(t *testing.T, images, T int, projector bool, targets []string, compute engine.DType, nf4 bool) {
+	checkMllamaAgreementCkpt(t, images, T, projector, targets, compute, nf4, false)
+}
+
+func checkMllamaAgreementCkpt(t *testing.T, images, T int, projector bool, targets []string, compute engine.DType, nf4, ckpt bool) {
 	t.Helper()
 	cfg, err := engine.ParseMllamaConfig("config.json", []byte(agreementMllama))
 	if err != nil {
@@ -75,7 +93,7 @@ func checkMllamaAgreement(t *testing.T, images, T int, projector bool, targets [
 		method = memplan.QLoRA
 	}
 	opts := memplan.Options{Method: method, SeqLen: T, MicroBatch: 1, LoRARank: 16,
-		WeightDType: wdt, Backend: memplan.BackendCPU, LoRATargets: targets}
+		WeightDType: wdt, Backend: memplan.BackendCPU, LoRATargets: targets, Checkpointing: ckpt}
 	p, err := memplan.PlanMllama(cfg, opts, memplan.MllamaOptions{Images: images, Projector: projector})
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +105,7 @@ func checkMllamaAgreement(t *testing.T, images, T int, projector bool, targets [
 		t.Fatal(err)
 	}
 	defer m.Free()
+	m.Checkpointing = ckpt
 	rng := rand.New(rand.NewPCG(24, uint64(T)))
 	for _, q := range m.Params() {
 		h := make([]float32, elems(q.Shape))

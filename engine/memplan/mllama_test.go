@@ -33,8 +33,18 @@ func TestPlanMllama11BVision(t *testing.T) {
 	if !ok || mask.Bytes() != 6432*6432*4 {
 		t.Errorf("vision mask %+v", mask)
 	}
-	if k, ok := p.Find("cross.k"); !ok || k.Shape[0] != 6404 || k.Repeat != 8 {
-		t.Errorf("cross-attention keys %+v", k)
+	// With checkpointing the engine holds one layer's tensors at a time
+	// (engine.MllamaModel.Checkpointing): one cross layer's keys; without,
+	// all 8 cross layers'.
+	if k, ok := p.Find("cross.k"); !ok || k.Shape[0] != 6404 || k.Repeat != 1 {
+		t.Errorf("cross-attention keys with checkpointing %+v", k)
+	}
+	noCkpt := opts
+	noCkpt.Checkpointing = false
+	if pn, err := PlanMllama(cfg, noCkpt, MllamaOptions{Images: 1}); err != nil {
+		t.Fatal(err)
+	} else if k, ok := pn.Find("cross.k"); !ok || k.Shape[0] != 6404 || k.Repeat != 8 {
+		t.Errorf("cross-attention keys without checkpointing %+v", k)
 	}
 	vision := p.Bytes(Weights) - text.Bytes(Weights)
 	// About 0.9B frozen bf16 vision and projector weights.
