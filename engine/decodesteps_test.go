@@ -115,8 +115,15 @@ func TestDecodeStepsRecordingFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got, want) || g.Chunks != 0 || g.Fallback == "" {
-		t.Errorf("%v in %d chunks, fallback %q; want %v step by step with a reason", got, g.Chunks, g.Fallback, want)
+	for call := 1; call <= 2; call++ { // the second call does not retry, and still says why
+		if call == 2 {
+			if got, err = g.Generate(context.Background(), prompt, engine.Greedy(12, nil), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.Equal(got, want) || g.Chunks != 0 || g.Fallback == "" {
+			t.Errorf("call %d: %v in %d chunks, fallback %q; want %v step by step with a reason", call, got, g.Chunks, g.Fallback, want)
+		}
 	}
 }
 

@@ -535,6 +535,9 @@ func (g *Generator) Generate(ctx context.Context, prompt []int32, o SampleOption
 	g.Used, g.Fallback = mode, why
 	if mode == DecodeGraph {
 		g.paramsKey = g.recordKey()
+		if g.Steps > 1 && g.chunkErr != nil && g.chunkKey == g.paramsKey {
+			g.Fallback = fmt.Sprintf("recording %d steps together failed (decoding step by step): %v", g.Steps, g.chunkErr)
+		}
 	}
 	g.acts.matVec = mode != DecodePlain
 	g.acts.fuse = g.Fuse
