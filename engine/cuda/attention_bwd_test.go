@@ -371,12 +371,21 @@ ptxas info    : Used 213 registers, used 1 barriers`
 // TestHopperAttentionFusedCompiles compiles kernels/attention_hopper.cu for
 // sm_90a with each define set of fusedCompileVariants (the fused backward
 // and its alternatives, selected at run time through WHET_NVRTC_DEFINES),
-// in parallel, logging ptxas -v (registers, spills) and a summary line per
+// logging ptxas -v (registers, spills) and a summary line per
 // fused kernel; a strict set fails if ptxas says that a fused backward
 // kernel's wgmma are serialised (C7515 and the like), naming kernel and
 // code. Separate from TestHopperAttentionCompiles so that its failure is
 // not taken for the default kernels'. Needs libnvrtc, not a GPU.
+// WHET_FUSED_COMPILE_SHARD=i/n compiles only the sets k with k % n == i,
+// so that a GPU batch can run n processes side by side (one NVRTC
+// compilation at a time in each).
 func TestHopperAttentionFusedCompiles(t *testing.T) {
+	shard, shards := 0, 1
+	if v := os.Getenv("WHET_FUSED_COMPILE_SHARD"); v != "" {
+		if _, err := fmt.Sscanf(v, "%d/%d", &shard, &shards); err != nil || shards < 1 || shard < 0 || shard >= shards {
+			t.Fatalf("WHET_FUSED_COMPILE_SHARD=%q: want i/n with 0 <= i < n", v)
+		}
+	}
 	n, err := openNVRTC()
 	if err != nil {
 		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
@@ -391,9 +400,11 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 	// compileOptions would add these a second time.
 	t.Setenv("WHET_NVRTC_DEFINES", "")
 	t.Setenv(AttnBwdFusedEnv, "0")
-	for _, v := range fusedCompileVariants {
+	for k, v := range fusedCompileVariants {
+		if k%shards != shard {
+			continue
+		}
 		t.Run(strings.ReplaceAll(v.defines, ",", "_"), func(t *testing.T) {
-			t.Parallel()
 			opts := []string{"--ptxas-options=-v"}
 			for _, d := range strings.Split(v.defines, ",") {
 				opts = append(opts, "-D"+d)

@@ -19,12 +19,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$
 cat .dev/gpu/common/COMMIT >>$O/gpu.txt 2>/dev/null
 step start; cat $O/gpu.txt >>$S
 
-# 1. NVRTC for sm_90a, every define set of fusedCompileVariants in
-#    parallel (CPU only, background): ptxas -v and a 'fused-summary' line
-#    per fused kernel (registers, spill bytes, serialisation notes C75xx);
-#    the HOP_BWD_ZINIT sets FAIL on any "wgmma ... serialized" note.
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 100 $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile.log 2>&1 &
-CMP=$!
+# 1. NVRTC for sm_90a, every define set of fusedCompileVariants, in 8
+#    processes side by side (CPU only, background): ptxas -v and a
+#    'fused-summary' line per fused kernel (registers, spill bytes,
+#    serialisation notes C75xx); the HOP_BWD_ZINIT sets FAIL on any
+#    "wgmma ... serialized" note.
+CMP=""
+for i in 0 1 2 3 4 5 6 7; do
+	(cd engine/cuda && WHET_FUSED_COMPILE_SHARD=$i/8 WHET_CUDA_REQUIRE=1 timeout 100 $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile-$i.log 2>&1 &
+	CMP="$CMP $!"
+done
 
 # 2. The would-be default (WHET_ATTN_BWD_FUSED=1): attention against the
 #    CPU, the conformance suite and the determinism test (fused dq/dk/dv
@@ -38,8 +42,9 @@ grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|switched off|worst error|NaN|b
 grep -E -A6 -- "--- FAIL" $O/tests-auto.log | head -40 >>$S
 
 step compile
-wait $CMP; echo "compile rc=$?" >>$S
-grep -E "^(--- |ok|FAIL)|^    --- |fused-summary|serialises|error" $O/compile.log | head -60 >>$S
+for p in $CMP; do wait $p; echo "compile rc=$?" >>$S; done
+cat $O/compile-[0-7].log >$O/compile.log
+grep -E "^    --- |fused-summary|serialises|error" $O/compile.log | head -70 >>$S
 
 # 3. Each variant (auto = FUSED,ZINIT,RED_V2 ran in step 2; v2, the old
 #    best, passed on 2026-12-07) on the d64/d128 bf16 cases and the determinism test
