@@ -938,11 +938,15 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
 // attn_dq_tc: a block holds 64 queries of one head and walks key tiles of
 // BN, double-buffered: S = Q K^T, dP = dO V^T, dS = P (dP - delta),
 // dq = scale * dS K (overwritten).
-template <int D, int BN>
+// MODE and its arguments are attn_fwd_tc's (order null in the vision
+// modes; ATTN_BIAS: S keys, rows with lse -inf get dq 0).
+template <int D, int BN, int MODE = ATTN_CAUSAL>
 __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned short* dout, const unsigned short* q,
                                            const unsigned short* k, const unsigned short* v, const float* lse,
                                            const float* delta, const int* starts, int nseq, const int* order, int T,
-                                           int H, int KVH, float scale, int window, float softcap) {
+                                           int H, int KVH, float scale, int window, float softcap,
+                                           const int* groups = nullptr, const int* last = nullptr,
+                                           const float* bias = nullptr, int S = 0) {
     constexpr int BM = 64, DP = D + 8;
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
     unsigned short* Qs = sh;                // [BM][DP]
@@ -950,12 +954,26 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
     unsigned short* Ks = dOs + BM * DP;     // [2][BN][DP]
     unsigned short* Vs = Ks + 2 * BN * DP;  // [2][BN][DP]
     const int h = blockIdx.x, kvh = h / (H / KVH);
-    const int q0 = order[blockIdx.y] * BM;
+    const int q0 = (MODE == ATTN_CAUSAL ? order[blockIdx.y] : (int)blockIdx.y) * BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
 
-    const int kEnd = min(q0 + BM, T) - 1;
-    const int kStart = first_key(starts, nseq, q0, window);
+    int kEnd, kStart;
+    if constexpr (MODE == ATTN_CAUSAL) {
+        kEnd = min(q0 + BM, T) - 1;
+        kStart = first_key(starts, nseq, q0, window);
+    } else if constexpr (MODE == ATTN_GROUPS) {
+        __shared__ int blockLast;
+        if (tid == 0) blockLast = -1;
+        __syncthreads();
+        if (tid < BM && q0 + tid < T) atomicMax(&blockLast, last[q0 + tid]);
+        __syncthreads();
+        kEnd = blockLast;
+        kStart = first_key(starts, nseq, q0, window);
+    } else {
+        kEnd = S - 1;
+        kStart = 0;
+    }
     const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
     load_rows_async<D, BM>(Qs, q, qStride, (i64)h * D, q0, T, tid);
     load_rows_async<D, BM>(dOs, dout, qStride, (i64)h * D, q0, T, tid);
@@ -966,16 +984,37 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
     cp_async_commit();
 
     const int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
-    const int loA = rowA < T ? first_key(starts, nseq, rowA, window) : 0x7fffffff;
-    const int loB = rowB < T ? first_key(starts, nseq, rowB, window) : 0x7fffffff;
+    int loA, loB, posA = rowA, posB = rowB, lastA = -1, lastB = -1, gA = -1, gB = -1;
+    if constexpr (MODE == ATTN_BIAS) {
+        loA = rowA < T ? 0 : 0x7fffffff;
+        loB = rowB < T ? 0 : 0x7fffffff;
+        posA = posB = S - 1;
+    } else {
+        loA = rowA < T ? first_key(starts, nseq, rowA, window) : 0x7fffffff;
+        loB = rowB < T ? first_key(starts, nseq, rowB, window) : 0x7fffffff;
+    }
+    if constexpr (MODE == ATTN_GROUPS) {
+        if (rowA < T) lastA = last[rowA], gA = groups[rowA];
+        if (rowB < T) lastB = last[rowB], gB = groups[rowB];
+    }
     const float lA2 = rowA < T ? lse[(i64)h * T + rowA] * LOG2E : 0.0f;
     const float lB2 = rowB < T ? lse[(i64)h * T + rowB] * LOG2E : 0.0f;
     const float dlA = rowA < T ? delta[(i64)h * T + rowA] : 0.0f, dlB = rowB < T ? delta[(i64)h * T + rowB] : 0.0f;
     const int warpRow0 = q0 + warp * 16;
     const bool warpLive = warpRow0 < T;
-    const int warpLast = min(warpRow0 + 15, T - 1);
-    const int warpMinLo = warpLive ? first_key(starts, nseq, warpRow0, window) : 0;
-    const int warpMaxLo = warpLive ? first_key(starts, nseq, warpLast, window) : 0;
+    int warpLast = min(warpRow0 + 15, T - 1);
+    int warpMinLo = warpLive ? first_key(starts, nseq, warpRow0, window) : 0;
+    int warpMaxLo = warpLive ? first_key(starts, nseq, warpLast, window) : 0;
+    int warpDiag = warpRow0; // keys past it may be masked
+    if constexpr (MODE == ATTN_BIAS) {
+        warpLast = warpDiag = S - 1;
+        warpMinLo = warpMaxLo = 0;
+    } else if constexpr (MODE == ATTN_GROUPS) {
+        int wl = max(lastA, lastB);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) wl = max(wl, __shfl_xor_sync(0xffffffffu, wl, o));
+        warpLast = max(warpLast, wl);
+    }
     const bool capped = softcap > 0.0f;
     const float sl2 = capped ? LOG2E : scale * LOG2E;
     float dQ[D / 8][4];
@@ -998,14 +1037,26 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
         float s[BN / 8][4], dp[BN / 8][4];
         score_pair<D, BN>(s, dp, Qs, dOs, warp * 16, Kb, Vb, DP, lane);
         if (capped) cap_tile<BN / 8>(s, scale, softcap);
-        const bool masked = kt < warpMaxLo || kt + BN - 1 > warpRow0;
+        const bool masked = kt < warpMaxLo || kt + BN - 1 > warpDiag;
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int key = kt + nt * 8 + 2 * t + (e & 1);
                 const bool isB = e >= 2;
-                const bool valid = !masked || (isB ? (key >= loB && key <= rowB) : (key >= loA && key <= rowA));
+                bool valid = !masked || (isB ? (key >= loB && key <= posB) : (key >= loA && key <= posA));
+                if constexpr (MODE == ATTN_GROUPS) {
+                    if (!valid && key < T) {
+                        const int gr = isB ? gB : gA;
+                        valid = (isB ? key >= loB && key <= lastB : key >= loA && key <= lastA) && gr >= 0 && groups[key] == gr;
+                    }
+                }
+                if constexpr (MODE == ATTN_BIAS) {
+                    // A row that sees no key (lse -inf) has no gradient.
+                    valid = valid && (isB ? lB2 : lA2) != NEG_INF;
+                    const int row = isB ? rowB : rowA;
+                    if (valid && bias != nullptr && key < S && row < T) s[nt][e] += bias[(i64)row * S + key] / scale;
+                }
                 const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -(isB ? lB2 : lA2))) : 0.0f;
                 dp[nt][e] = p * (dp[nt][e] - (isB ? dlB : dlA)) * (capped ? cap_slope(s[nt][e], softcap) : 1.0f);
             }
@@ -1034,12 +1085,16 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
 // the padding columns D..D+7 of the query tile's rows (bytes 0-3 and 4-7;
 // ldmatrix never reads them), so that the shared memory is exactly
 // 2 * (2*64 + 4*BQ) * (D+8) bytes.
-template <int D, int BQ, bool DK, bool DV>
+// MODE is attn_fwd_tc's (order null in the vision modes): ATTN_GROUPS
+// also reads first[j], the first query that sees key j (vision_last);
+// ATTN_BIAS has S keys (rows of k, v, dk, dv) and T queries.
+template <int D, int BQ, bool DK, bool DV, int MODE = ATTN_CAUSAL>
 __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout,
                                             const unsigned short* q, const unsigned short* k, const unsigned short* v,
                                             const float* lse, const float* delta, const int* starts, int nseq,
                                             const int* order, int T, int H, int KVH, float scale, int window,
-                                            float softcap) {
+                                            float softcap, const int* groups = nullptr, const int* first = nullptr,
+                                            const float* bias = nullptr, int S = 0) {
     constexpr int BN = 64, DP = D + 8;
     constexpr bool PAD = D > 128; // lse and delta in the query rows' padding
     extern __shared__ __attribute__((aligned(16))) unsigned short sh[];
@@ -1057,17 +1112,32 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         return PAD ? (float*)(Qs + (nb * BQ + col) * DP + D + 2) : deltaS + nb * BQ + col;
     };
     const int kvh = blockIdx.x, group = H / KVH;
-    const int j0 = order[blockIdx.y] * BN;
+    const int j0 = (MODE == ATTN_CAUSAL ? order[blockIdx.y] : (int)blockIdx.y) * BN;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+    const int KN = MODE == ATTN_BIAS ? S : T; // keys
 
-    const int kLast = min(j0 + BN, T) - 1;
-    const int qEnd = end_query(starts, nseq, kLast, window); // one past the last query any key here sees
-    const int nQT = qEnd > j0 ? (qEnd - j0 + BQ - 1) / BQ : 0;
+    const int kLast = min(j0 + BN, KN) - 1;
+    int qBeg = j0, qEnd; // the queries any key here sees: [qBeg, qEnd)
+    if constexpr (MODE == ATTN_BIAS) {
+        qBeg = 0;
+        qEnd = T;
+    } else {
+        qEnd = end_query(starts, nseq, kLast, window);
+    }
+    if constexpr (MODE == ATTN_GROUPS) {
+        __shared__ int blockFirst;
+        if (tid == 0) blockFirst = j0;
+        __syncthreads();
+        if (tid < BN && j0 + tid < T) atomicMin(&blockFirst, first[j0 + tid]);
+        __syncthreads();
+        qBeg = blockFirst;
+    }
+    const int nQT = qEnd > qBeg ? (qEnd - qBeg + BQ - 1) / BQ : 0;
     const int nTiles = nQT * group;
     // load_q fills buffer nb with query tile `it` (head, first query).
     auto load_q = [&](int nb, int it) {
-        const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
+        const int hq = kvh * group + it / nQT, qt = qBeg + (it % nQT) * BQ;
         load_rows_async<D, BQ>(Qs + nb * BQ * DP, q, qStride, (i64)hq * D, qt, qEnd, tid);
         load_rows_async<D, BQ>(dOs + nb * BQ * DP, dout, qStride, (i64)hq * D, qt, qEnd, tid);
         if (tid < BQ) {
@@ -1077,19 +1147,36 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
             if (DK) cp_async4(delta_at(nb, tid), ok ? delta + (i64)hq * T + i : delta, ok);
         }
     };
-    load_rows_async<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
-    if (DK) load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
+    load_rows_async<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, KN, tid);
+    if (DK) load_rows_async<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, KN, tid);
     if (nTiles > 0) load_q(0, 0);
     cp_async_commit();
 
     const int keyA = j0 + warp * 16 + g, keyB = keyA + 8;
-    const int endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
-    const int endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
     const int warpKey0 = j0 + warp * 16;
-    const bool warpLive = warpKey0 < T;
-    const int warpKeyLast = min(warpKey0 + 15, T - 1);
-    const int warpMinEnd = warpLive ? end_query(starts, nseq, warpKey0, window) : 0;
-    const int warpMaxEnd = warpLive ? end_query(starts, nseq, warpKeyLast, window) : 0;
+    const bool warpLive = warpKey0 < KN;
+    const int warpKeyLast = min(warpKey0 + 15, KN - 1);
+    int endA, endB, warpMinEnd, warpMaxEnd, warpQ0 = warpKey0, diag = warpKeyLast;
+    int firstA = 0x7fffffff, firstB = 0x7fffffff, gA = -1, gB = -1;
+    if constexpr (MODE == ATTN_BIAS) {
+        endA = keyA < KN ? T : 0;
+        endB = keyB < KN ? T : 0;
+        warpMinEnd = warpMaxEnd = T;
+        warpQ0 = diag = 0;
+    } else {
+        endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
+        endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
+        warpMinEnd = warpLive ? end_query(starts, nseq, warpKey0, window) : 0;
+        warpMaxEnd = warpLive ? end_query(starts, nseq, warpKeyLast, window) : 0;
+    }
+    if constexpr (MODE == ATTN_GROUPS) {
+        if (keyA < T) firstA = first[keyA], gA = groups[keyA];
+        if (keyB < T) firstB = first[keyB], gB = groups[keyB];
+        int wf = min(firstA, firstB);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) wf = min(wf, __shfl_xor_sync(0xffffffffu, wf, o));
+        warpQ0 = min(warpQ0, wf);
+    }
     const bool capped = softcap > 0.0f;
     const float sl2 = capped ? LOG2E : scale * LOG2E;
     float dK[D / 8][4], dV[D / 8][4]; // the compiler drops the one a launch does not compute
@@ -1097,12 +1184,12 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
     zero_acc<D / 8>(dV);
 
     for (int it = 0; it < nTiles; it++) {
-        const int qt = j0 + (it % nQT) * BQ;
+        const int qt = qBeg + (it % nQT) * BQ;
         cp_async_wait_all();
         __syncthreads();
         if (it + 1 < nTiles) load_q((it + 1) & 1, it + 1);
         cp_async_commit();
-        if (!warpLive || qt >= warpMaxEnd || qt + BQ - 1 < warpKey0) continue; // warp-uniform
+        if (!warpLive || qt >= warpMaxEnd || qt + BQ - 1 < warpQ0) continue; // warp-uniform
         const int cb = it & 1;
         const unsigned short* Qb = Qs + cb * BQ * DP;
         const unsigned short* dOb = dOs + cb * BQ * DP;
@@ -1116,7 +1203,7 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         if (capped) cap_tile<BQ / 8>(s, scale, softcap);
         // Unmasked when every query of the tile comes at or after every key
         // of the warp and before the first key's end.
-        const bool masked = qt < warpKeyLast || qt + BQ > warpMinEnd;
+        const bool masked = qt < diag || qt + BQ > warpMinEnd;
 #pragma unroll
         for (int nt = 0; nt < BQ / 8; nt++) {
 #pragma unroll
@@ -1124,7 +1211,21 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
                 const int col = nt * 8 + 2 * t + (e & 1);
                 const int i = qt + col;
                 const bool isB = e >= 2;
-                const bool valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
+                bool valid;
+                if constexpr (MODE == ATTN_BIAS) {
+                    // Every query sees every key, but a query that sees none (lse -inf) adds nothing.
+                    valid = (isB ? keyB : keyA) < KN && i < T && *lse_at(cb, col) != NEG_INF;
+                    if (valid && bias != nullptr) s[nt][e] += bias[(i64)i * S + (isB ? keyB : keyA)] / scale;
+                } else {
+                    valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
+                }
+                if constexpr (MODE == ATTN_GROUPS) {
+                    // Before the key: a query of the key's group.
+                    if (!valid && i < (isB ? keyB : keyA) && i >= (isB ? firstB : firstA)) {
+                        const int gk = isB ? gB : gA;
+                        valid = gk >= 0 && groups[i] == gk;
+                    }
+                }
                 const float p = valid ? exp2_approx(fmaf(s[nt][e], sl2, -*lse_at(cb, col) * LOG2E)) : 0.0f;
                 if (DK) {
                     const float slope = capped ? cap_slope(s[nt][e], softcap) : 1.0f;
@@ -1147,8 +1248,8 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         }
     }
     cp_async_wait_all();
-    if (DK) store_acc<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, scale, t);
-    if (DV) store_acc<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, 1.0f, t);
+    if (DK) store_acc<D>(dk, dkdt, dK, keyA, keyB, KN, kvStride, (i64)kvh * D, scale, scale, t);
+    if (DV) store_acc<D>(dv, dvdt, dV, keyA, keyB, KN, kvStride, (i64)kvh * D, 1.0f, 1.0f, t);
 }
 
 // Blocks per SM each tensor-core kernel is compiled for (the second
@@ -1273,3 +1374,50 @@ ATTN_TC_GROUPS_FWD(80, 80)
 ATTN_TC_GROUPS_FWD(256, 256)
 ATTN_TC_BIAS_FWD(80)
 ATTN_TC_BIAS_FWD(128)
+
+// The vision models' backward passes (opt-in, engine/cuda/vision_attention.go): Gemma 3's
+// language model over image groups at head dim 256 (dk and dv in two launches, as
+// ATTN_TC_DK_DV) and Mllama's cross-attention under its bias at 128.
+#define ATTN_TC_GROUPS_BWD_SPLIT(D)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DQ_MINB) attention_groups_backward_dq_tc_d##D(              \
+        void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
+        const unsigned short* v, const float* lse, const float* delta, const int* groups, const int* last,             \
+        const int* starts, int nseq, int T, int H, int KVH, float scale, int window, float softcap) {                  \
+        attn_dq_tc<D, ATTN_BWD_TILE(D), ATTN_GROUPS>(dq, dqdt, dout, q, k, v, lse, delta, starts, nseq, nullptr, T, H, \
+                                                     KVH, scale, window, softcap, groups, last, nullptr, 0);           \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_groups_backward_dk_tc_d##D(             \
+        void* dk, int dkdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
+        const unsigned short* v, const float* lse, const float* delta, const int* groups, const int* first,            \
+        const int* starts, int nseq, int T, int H, int KVH, float scale, int window, float softcap) {                  \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D), true, false, ATTN_GROUPS>(dk, dkdt, nullptr, 0, dout, q, k, v, lse, delta,    \
+                                                                   starts, nseq, nullptr, T, H, KVH, scale, window,    \
+                                                                   softcap, groups, first, nullptr, 0);                \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_groups_backward_dv_tc_d##D(             \
+        void* dv, int dvdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
+        const float* lse, const int* groups, const int* first, const int* starts, int nseq, int T, int H, int KVH,     \
+        float scale, int window, float softcap) {                                                                      \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D), false, true, ATTN_GROUPS>(nullptr, 0, dv, dvdt, dout, q, k, nullptr, lse,     \
+                                                                   nullptr, starts, nseq, nullptr, T, H, KVH, scale,   \
+                                                                   window, softcap, groups, first, nullptr, 0);        \
+    }
+#define ATTN_TC_BIAS_BWD(D)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DQ_MINB) attention_bias_backward_dq_tc_d##D(                \
+        void* dq, int dqdt, const unsigned short* dout, const unsigned short* q, const unsigned short* k,              \
+        const unsigned short* v, const float* lse, const float* delta, const float* bias, int T, int S, int H,         \
+        int KVH, float scale) {                                                                                        \
+        attn_dq_tc<D, ATTN_BWD_TILE(D), ATTN_BIAS>(dq, dqdt, dout, q, k, v, lse, delta, nullptr, 0, nullptr, T, H, KVH, \
+                                                   scale, 0, 0.0f, nullptr, nullptr, bias, S);                         \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128, ATTN_DKV_MINB) attention_bias_backward_dkv_tc_d##D(              \
+        void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,                   \
+        const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const float* bias,     \
+        int T, int S, int H, int KVH, float scale) {                                                                   \
+        attn_dkv_tc<D, ATTN_BWD_TILE(D), true, true, ATTN_BIAS>(dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, nullptr, \
+                                                                0, nullptr, T, H, KVH, scale, 0, 0.0f, nullptr,        \
+                                                                nullptr, bias, S);                                     \
+    }
+
+ATTN_TC_GROUPS_BWD_SPLIT(256)
+ATTN_TC_BIAS_BWD(128)

@@ -190,16 +190,18 @@ extern "C" __global__ void group_attention_backward_dkv(void* dk, int dkdt, void
 }
 
 // vision_last writes last[i], the last key that query i can see under the groups: the last
-// token of i's sequence in i's group, or i itself when that is later or i has no group. The
-// tensor-core group forward (attention_groups_forward_tc_d*, kernels/attention.cu) reads it
-// to bound its key tiles. One thread a token, scanning its sequence back from the end.
-extern "C" __global__ void vision_last(int* last, const int* groups, const int* starts, int nseq, int T) {
+// token of i's sequence in i's group, or i itself when that is later or i has no group; and,
+// when first is not null, first[i], the first query that sees key i: the first token of its
+// sequence in its group, or i. The tensor-core group kernels (attention_groups_*_tc_d*,
+// kernels/attention.cu) read them to bound their tiles. One thread a token, scanning its
+// sequence from the ends.
+extern "C" __global__ void vision_last(int* last, int* first, const int* groups, const int* starts, int nseq, int T) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= T) return;
     int lo, hi;
     ga_bounds(starts, nseq, i, &lo, &hi);
     const int gi = groups[i];
-    int r = i;
+    int r = i, f = i;
     if (gi >= 0) {
         for (int j = hi - 1; j > i; j--) {
             if (groups[j] == gi) {
@@ -207,6 +209,15 @@ extern "C" __global__ void vision_last(int* last, const int* groups, const int* 
                 break;
             }
         }
+        if (first != nullptr) {
+            for (int j = lo; j < i; j++) {
+                if (groups[j] == gi) {
+                    f = j;
+                    break;
+                }
+            }
+        }
     }
     last[i] = r;
+    if (first != nullptr) first[i] = f;
 }

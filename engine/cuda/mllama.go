@@ -185,6 +185,9 @@ func (b *Backend) BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, bia
 	}
 	defer exit()
 	op := fmt.Sprintf("BiasAttentionBackward T=%d S=%d heads %d/%d dim %d", g.T, g.S, g.H, g.KVH, g.D)
+	if ok, err := b.biasBackwardTC(op, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt, g, p); ok {
+		return err
+	}
 	if err := b.launch(op, "bias_attention.cu", "bias_attention_backward_dq", dim3{g.T, g.H, 1}, block256, 0,
 		dqt.ptr(), dt(dqt), dot.ptr(), dt(dot), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), ot.ptr(), dt(ot),
 		lt.ptr(), g.biasPtr(), int32(g.T), int32(g.S), int32(g.H), int32(g.KVH), int32(g.D), p.Scale); err != nil {

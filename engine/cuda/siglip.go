@@ -227,6 +227,9 @@ func (b *Backend) AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, out, lse, g
 	}
 	defer exit()
 	op := fmt.Sprintf("AttentionGroupsBackward T=%d heads %d/%d dim %d window %d", g.T, g.H, g.KVH, g.D, p.Window)
+	if ok, err := b.groupsBackwardTC(op, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt, gt, g, p); ok {
+		return err
+	}
 	if err := b.launch(op, "group_attention.cu", "group_attention_backward_dq", dim3{g.T, g.H, 1}, block256, 0,
 		dqt.ptr(), dt(dqt), dot.ptr(), dt(dot), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), ot.ptr(), dt(ot),
 		lt.ptr(), gt.ptr(), g.starts.ptr(), int32(g.nseq), int32(g.T), int32(g.H), int32(g.KVH), int32(g.D),

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -9,13 +10,15 @@ import (
 	"whet/engine"
 )
 
-// TestVisionAttentionTC runs the vision models' attention forwards at
-// their released sizes twice on the GPU, with the plain kernels
+// TestVisionAttentionTC runs the vision models' attention at their
+// released sizes twice on the GPU, with the plain kernels
 // (group_attention.cu, bias_attention.cu; checked against the CPU by
-// TestConformance) and with VisionAttnTCEnv's tensor-core kernels, and
-// compares: out within 3 % of the plain output's largest value, lse
-// within 0.05. It logs both kernels' device times (the backend profiles)
-// and fails when the tensor-core kernel did not run.
+// TestConformance) and with the tensor-core kernels (VisionAttnTCEnv for
+// the forwards, VisionAttnTCBwdEnv for the backward passes at head dims
+// 256 and 128, both from the plain forward's out and lse), and compares:
+// bf16 results within 3 % of the plain result's largest value, lse within
+// 0.05. It logs both kernels' device times (the backend profiles) and
+// fails when the tensor-core kernels did not run.
 func TestVisionAttentionTC(t *testing.T) {
 	newTestBackend(t) // skips without a GPU
 	b, err := New(Options{CacheDir: testCacheDir, Profile: true})
@@ -41,72 +44,100 @@ func TestVisionAttentionTC(t *testing.T) {
 		}
 		return v
 	}
-	type run struct {
-		out, lse []float32
-		report   string
+	// outSpec is one output of the op under test: its name, length and
+	// dtype (f32: an lse, compared absolutely; bf16: relatively).
+	type outSpec struct {
+		name string
+		n    int
+		dt   engine.DType
 	}
-	// compare runs f (allocating its own outputs of outLen and lseLen)
-	// without and with the tensor-core kernels.
-	compare := func(t *testing.T, outLen, lseLen int, f func(out, lse engine.Tensor) error) {
-		var res [2]run
-		for i, env := range []string{"", "1"} {
-			t.Setenv(VisionAttnTCEnv, env)
-			out, err := b.Alloc(engine.BF16, outLen)
-			if err != nil {
-				t.Fatal(err)
+	// compare runs f (on freshly allocated outputs) with the switches in
+	// envs off, then on, and compares the outputs.
+	compare := func(t *testing.T, envs []string, specs []outSpec, f func(outs []engine.Tensor) error) {
+		var res [2][][]float32
+		var reports [2]string
+		for i, on := range []string{"", "1"} {
+			for _, e := range envs {
+				t.Setenv(e, on)
 			}
-			defer b.Free(out)
-			lse, err := b.Alloc(engine.F32, lseLen)
-			if err != nil {
-				t.Fatal(err)
+			outs := make([]engine.Tensor, len(specs))
+			for j, sp := range specs {
+				x, err := b.Alloc(sp.dt, sp.n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer b.Free(x)
+				outs[j] = x
 			}
-			defer b.Free(lse)
 			if _, err := b.ProfileReport(); err != nil {
 				t.Fatal(err)
 			}
 			for range 2 { // the first compiles
-				if err := f(out, lse); err != nil {
-					t.Fatalf("%s=%q: %v", VisionAttnTCEnv, env, err)
+				if err := f(outs); err != nil {
+					t.Fatalf("%v=%q: %v", envs, on, err)
 				}
 			}
 			rep, err := b.ProfileReport()
 			if err != nil {
 				t.Fatal(err)
 			}
-			res[i] = run{make([]float32, outLen), make([]float32, lseLen), rep}
-			if err := b.Download(out, res[i].out); err != nil {
-				t.Fatal(err)
+			reports[i] = rep
+			for j, sp := range specs {
+				host := make([]float32, sp.n)
+				if err := b.Download(outs[j], host); err != nil {
+					t.Fatal(err)
+				}
+				res[i] = append(res[i], host)
 			}
-			if err := b.Download(lse, res[i].lse); err != nil {
-				t.Fatal(err)
+			t.Logf("%v=%q (2 calls):\n%s", envs, on, rep)
+		}
+		if strings.Contains(reports[0], "_tc_d") || !strings.Contains(reports[1], "_tc_d") {
+			t.Errorf("the tensor-core kernels ran without the switch or did not run with it")
+		}
+		for j, sp := range specs {
+			scale, worst := 0.0, 0.0
+			for i, w := range res[0][j] {
+				g := res[1][j][i]
+				d := math.Abs(float64(g - w))
+				if sp.dt == engine.F32 && math.IsInf(float64(w), -1) && math.IsInf(float64(g), -1) {
+					d = 0
+				}
+				if math.IsNaN(d) || math.IsNaN(float64(g)) {
+					d = math.Inf(1)
+				}
+				worst = max(worst, d)
+				if !math.IsInf(float64(w), 0) {
+					scale = max(scale, math.Abs(float64(w)))
+				}
 			}
-			t.Logf("%s=%q (2 calls):\n%s", VisionAttnTCEnv, env, rep)
-		}
-		if strings.Contains(res[0].report, "forward_tc_d") || !strings.Contains(res[1].report, "forward_tc_d") {
-			t.Errorf("the tensor-core kernel ran without the switch or did not run with it")
-		}
-		scale, worst, worstLSE := 0.0, 0.0, 0.0
-		for i, w := range res[0].out {
-			scale = max(scale, math.Abs(float64(w)))
-			worst = max(worst, math.Abs(float64(res[1].out[i]-w)))
-			if math.IsNaN(float64(res[1].out[i])) {
-				worst = math.Inf(1)
+			bound := 0.03 * scale
+			if sp.dt == engine.F32 {
+				bound = 0.05
+			}
+			t.Logf("%s: worst difference %.3g (bound %.3g, scale %.3g)", sp.name, worst, bound, scale)
+			if !(worst <= bound) {
+				t.Errorf("%s: the tensor-core result differs by %.3g, above %.3g", sp.name, worst, bound)
 			}
 		}
-		for i, w := range res[0].lse {
-			d := math.Abs(float64(res[1].lse[i] - w))
-			if math.IsInf(float64(w), -1) && math.IsInf(float64(res[1].lse[i]), -1) {
-				d = 0
-			}
-			if math.IsNaN(d) {
-				d = math.Inf(1)
-			}
-			worstLSE = max(worstLSE, d)
+	}
+	fwd := []string{VisionAttnTCEnv}
+	bwd := []string{VisionAttnTCBwdEnv}
+	// forward returns the plain kernels' out and lse (both switches off).
+	forward := func(t *testing.T, outLen, lseLen int, f func(out, lse engine.Tensor) error) (engine.Tensor, engine.Tensor) {
+		t.Setenv(VisionAttnTCEnv, "")
+		out, err := b.Alloc(engine.BF16, outLen)
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("out: worst difference %.3g of a scale %.3g; lse: worst %.3g", worst, scale, worstLSE)
-		if !(worst <= 0.03*scale) || !(worstLSE <= 0.05) {
-			t.Errorf("tensor-core forward differs: out %.3g (scale %.3g), lse %.3g", worst, scale, worstLSE)
+		lse, err := b.Alloc(engine.F32, lseLen)
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { b.Free(out); b.Free(lse) })
+		if err := f(out, lse); err != nil {
+			t.Fatal(err)
+		}
+		return out, lse
 	}
 	groups := func(name string, starts []int32, runs [][2]int, H, KVH, D, window int) {
 		t.Run(name, func(t *testing.T) {
@@ -146,7 +177,7 @@ func TestVisionAttentionTC(t *testing.T) {
 			defer b.Free(k)
 			defer b.Free(v)
 			p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(float64(D))), Window: window}
-			compare(t, T*H*D, H*T, func(out, lse engine.Tensor) error {
+			run := func(out, lse engine.Tensor) error {
 				o, err := b.View(out, 0, T, H*D)
 				if err != nil {
 					return err
@@ -156,7 +187,27 @@ func TestVisionAttentionTC(t *testing.T) {
 					return err
 				}
 				return b.AttentionGroups(o, l, q, k, v, gt, seqs, p)
-			})
+			}
+			compare(t, fwd, []outSpec{{"out", T * H * D, engine.BF16}, {"lse", H * T, engine.F32}},
+				func(o []engine.Tensor) error { return run(o[0], o[1]) })
+			if D != 256 {
+				return // the backward's tensor-core kernels are at head dim 256
+			}
+			out, lse := forward(t, T*H*D, H*T, run)
+			dOut := upload(randn(T*H*D), T, H*D)
+			defer b.Free(dOut)
+			compare(t, bwd, []outSpec{{"dq", T * H * D, engine.BF16}, {"dk", T * KVH * D, engine.BF16}, {"dv", T * KVH * D, engine.BF16}},
+				func(o []engine.Tensor) error {
+					dq, e1 := b.View(o[0], 0, T, H*D)
+					dk, e2 := b.View(o[1], 0, T, KVH*D)
+					dv, e3 := b.View(o[2], 0, T, KVH*D)
+					ov, e4 := b.View(out, 0, T, H*D)
+					lv, e5 := b.View(lse, 0, H, T)
+					if err := errors.Join(e1, e2, e3, e4, e5); err != nil {
+						return err
+					}
+					return b.AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, ov, lv, gt, seqs, p)
+				})
 		})
 	}
 	// SigLIP at 896x896: 4096 patches, 16 heads of 72; two images.
@@ -190,7 +241,7 @@ func TestVisionAttentionTC(t *testing.T) {
 			defer b.Free(k)
 			defer b.Free(v)
 			p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(float64(D)))}
-			compare(t, T*H*D, H*T, func(out, lse engine.Tensor) error {
+			run := func(out, lse engine.Tensor) error {
 				o, err := b.View(out, 0, T, H*D)
 				if err != nil {
 					return err
@@ -200,7 +251,27 @@ func TestVisionAttentionTC(t *testing.T) {
 					return err
 				}
 				return b.BiasAttention(o, l, q, k, v, bt, p)
-			})
+			}
+			compare(t, fwd, []outSpec{{"out", T * H * D, engine.BF16}, {"lse", H * T, engine.F32}},
+				func(o []engine.Tensor) error { return run(o[0], o[1]) })
+			if D != 128 {
+				return // the backward's tensor-core kernels are at head dim 128
+			}
+			out, lse := forward(t, T*H*D, H*T, run)
+			dOut := upload(randn(T*H*D), T, H*D)
+			defer b.Free(dOut)
+			compare(t, bwd, []outSpec{{"dq", T * H * D, engine.BF16}, {"dk", S * KVH * D, engine.BF16}, {"dv", S * KVH * D, engine.BF16}},
+				func(o []engine.Tensor) error {
+					dq, e1 := b.View(o[0], 0, T, H*D)
+					dk, e2 := b.View(o[1], 0, S, KVH*D)
+					dv, e3 := b.View(o[2], 0, S, KVH*D)
+					ov, e4 := b.View(out, 0, T, H*D)
+					lv, e5 := b.View(lse, 0, H, T)
+					if err := errors.Join(e1, e2, e3, e4, e5); err != nil {
+						return err
+					}
+					return b.BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, ov, lv, bt, p)
+				})
 		})
 	}
 	// Mllama's tower: 4 tiles of 1601 patches padded to 1608, 16 heads of 80,

@@ -44,5 +44,6 @@ extern "C" __device__ float tanhf(float);
 __device__ void __threadfence();
 __device__ unsigned atomicAdd(unsigned*,unsigned);
 __device__ int atomicMax(int*,int);
+__device__ int atomicMin(int*,int);
 __device__ int __shfl_xor_sync(unsigned,int,int,int=32);
 extern "C" __device__ float erff(float);

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# vision-speed: the tensor-core forwards for the vision models' attention (WHET_VISION_ATTN_TC=1,
-# engine/cuda/vision_attention.go; kernels/attention.cu attn_fwd_tc's ATTN_GROUPS and ATTN_BIAS
-# modes, never run on a GPU) and per-kernel profiles of the two vision steps. Runs from the repo
+# vision-speed: the tensor-core kernels for the vision models' attention (WHET_VISION_ATTN_TC=1
+# the forwards, WHET_VISION_ATTN_TC_BWD=1 the backward passes at head dims 256 and 128;
+# engine/cuda/vision_attention.go; kernels/attention.cu attn_fwd_tc / attn_dq_tc / attn_dkv_tc in
+# their ATTN_GROUPS and ATTN_BIAS modes, never run on a GPU) and per-kernel profiles of the two
+# vision steps. Runs from the repo
 # root. Reading the code: the vision attention ran on group_attention.cu / bias_attention.cu, one
 # 256-thread block per (query, head) with scalar float32 dot products: SigLIP's 27 layers at 4096
 # patches are ~1e12 scalar multiply-adds in the forward, Mllama's 40 tower layers at 6432 rows
 # ~4e12; these are the expected bulk of Gemma 3's 2.6 s and Mllama's 11 s forwards.
-#  1. with it on: TestConformance's AttentionGroups and BiasAttention cases (bf16: new cases at
-#     head dims 72/80/256 over several 64-row blocks, a group split in two runs, windows, masks),
+#  1. with both on: TestConformance's AttentionGroups(Backward) and BiasAttention(Backward) cases
+#     (bf16: new cases at head dims 72/80/256 over several 64-row blocks, a group split in two
+#     runs, windows, masks),
 #     then TestVisionAttentionTC (the released sizes: SigLIP 4096x16x72, two images, Gemma 3's LM
 #     1024 tokens 8/4x256 with an image run, Mllama's tower 6432 rows 16x80 under its padding mask,
 #     its cross-attention 1024x6404 32/8x128: the tensor-core output against the plain kernel's,
-#     both kernels' device times in the log), then TestGemma3VisionTrainingMatchesCPU and
-#     TestMllamaBF16MatchesCPU (tiny models, end to end). A failure reruns with WHET_CUDA_SYNC=1
-#     and stops before the benches.
+#     both kernels' device times in the log; the backward passes at Gemma 3's LM and Mllama's
+#     cross-attention sizes likewise), then TestGemma3VisionTrainingMatchesCPU and
+#     TestMllamaBF16MatchesCPU (tiny models, end to end). A failure reruns with WHET_CUDA_SYNC=1;
+#     the benches then run without the switches only (the profile of today's kernels).
 #  2. TestGemma3Vision4BStep with the profiler on (WHET_CUDA_PROFILE=1; tables of the timed
-#     forward and step into profile-*.txt via WHET_VISION_PROFILE), without and with the switch.
-#  3. if time is left, TestMllama11BVisionQLoRABF16Step (WHET_MLLAMA_BF16=1) with the switch and
-#     the profiler (the run without it: tools/gpu/mllama-bf16, forward 11.0 s, step 15.7 s).
+#     forward and step into profile-*.txt via WHET_VISION_PROFILE), without and with the switches.
+#  3. if time is left, TestMllama11BVisionQLoRABF16Step (WHET_MLLAMA_BF16=1) with the switches
+#     and the profiler (the run without them: tools/gpu/mllama-bf16, forward 11.0 s, step 15.7 s).
 set -u
 O=$OUT/vision-speed; mkdir -p $O
 B=$PWD/.dev/gpu/common
@@ -31,17 +35,19 @@ if ! (cd engine/cuda && $B/cuda.test -test.list '^TestVisionAttentionTC$' 2>/dev
   echo "cuda.test lacks TestVisionAttentionTC: rebuild it from a main that has engine/cuda/vision_attention.go" >>$S
   step end; exit 0
 fi
-RUN='^TestConformance$/^(AttentionGroups|BiasAttention)$|^(TestVisionAttentionTC|TestGemma3VisionTrainingMatchesCPU|TestMllamaBF16MatchesCPU)$'
+RUN='^TestConformance$/^(AttentionGroups|AttentionGroupsBackward|BiasAttention|BiasAttentionBackward)$|^(TestVisionAttentionTC|TestGemma3VisionTrainingMatchesCPU|TestMllamaBF16MatchesCPU)$'
 step tests-tc
-echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 cuda.test -test.run '$RUN' -test.v" >>$S
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 timeout 50 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tests.log 2>&1; echo "tests rc=$?" >>$S
-grep -E "^(--- |ok|FAIL|PASS)|^    --- (FAIL|SKIP)|worst difference|forward loss" $O/tests.log >>$S
+echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 cuda.test -test.run '$RUN' -test.v" >>$S
+(cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 timeout 50 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tests.log 2>&1; echo "tests rc=$?" >>$S
+grep -E "^(--- |ok|FAIL|PASS)|^    --- (FAIL|SKIP)|^        --- FAIL|worst difference|forward loss" $O/tests.log >>$S
 grep -E -- "--- FAIL" -A8 $O/tests.log | head -50 >>$S
 if grep -q -- "--- FAIL" $O/tests.log || ! grep -q '^ok' $O/tests.log; then
   step tests-tc-sync
-  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_CUDA_SYNC=1 timeout 30 $B/cuda.test -test.run "$RUN" -test.v -test.count=1 -test.failfast) >$O/tests-sync.log 2>&1; echo "sync rc=$?" >>$S
+  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 WHET_CUDA_SYNC=1 timeout 30 $B/cuda.test -test.run "$RUN" -test.v -test.count=1 -test.failfast) >$O/tests-sync.log 2>&1; echo "sync rc=$?" >>$S
   grep -E -- "--- FAIL" -A8 $O/tests-sync.log | head -30 >>$S
-  step end; exit 0
+  TC=0
+else
+  TC=1
 fi
 bench() { # name timeout test env-var extra-env...
   local name=$1 to=$2 test=$3 var=$4; shift 4
@@ -54,11 +60,11 @@ bench() { # name timeout test env-var extra-env...
   # the top of each table: the stage's header and its 12 longest kernels
   awk '/^== /{n=0} {if (n++ < 14) print}' $O/profile-$name.txt >>$S 2>/dev/null
 }
-bench gemma3-4b 35 TestGemma3Vision4BStep WHET_GEMMA3_4B WHET_VISION_ATTN_TC=0
-bench gemma3-4b-tc 30 TestGemma3Vision4BStep WHET_GEMMA3_4B WHET_VISION_ATTN_TC=1
-LEFT=$((170 - ($(date +%s) - T0)))
-if [ $LEFT -ge 45 ]; then
-  bench mllama-11b-bf16-tc $LEFT TestMllama11BVisionQLoRABF16Step WHET_MLLAMA_11B_QLORA_BF16 WHET_MLLAMA_BF16=1 WHET_VISION_ATTN_TC=1
+bench gemma3-4b 35 TestGemma3Vision4BStep WHET_GEMMA3_4B WHET_VISION_ATTN_TC=0 WHET_VISION_ATTN_TC_BWD=0
+[ $TC = 1 ] && bench gemma3-4b-tc 30 TestGemma3Vision4BStep WHET_GEMMA3_4B WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1
+LEFT=$((172 - ($(date +%s) - T0)))
+if [ $LEFT -ge 40 ]; then
+  bench mllama-11b-bf16-tc$TC $LEFT TestMllama11BVisionQLoRABF16Step WHET_MLLAMA_11B_QLORA_BF16 WHET_MLLAMA_BF16=1 WHET_VISION_ATTN_TC=$TC WHET_VISION_ATTN_TC_BWD=$TC
 else
   step "mllama skipped: $LEFT s left"
 fi
