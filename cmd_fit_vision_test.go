@@ -36,10 +36,10 @@ func cpuOnly(t *testing.T) {
 
 // whet fit plans a vision model in the precision its engine computes in
 // (engine.VisionComputeDType), not in the target's text precision: Llama
-// 3.2 Vision LoRA and QLoRA in float32 on a CUDA card (the Mllama engine
-// has no bf16 path) and without checkpointing (it keeps every
-// activation), Gemma 3 with its tower in bf16 there; both in float32 on
-// the CPU. The printed peak is the plan of those options, and differs from
+// 3.2 Vision LoRA and QLoRA in float32 on a CUDA card (the Mllama engine's
+// bf16 path is opt-in), with checkpointing when asked (the engine
+// recomputes each layer), Gemma 3 with its tower in bf16 there; both in
+// float32 on the CPU. The printed peak is the plan of those options, and differs from
 // the bf16 one a text run on the card would get.
 func TestFitVisionPlansTheEnginePrecision(t *testing.T) {
 	t.Setenv(engine.MemoryLimitEnv, "")
@@ -71,20 +71,25 @@ func TestFitVisionPlansTheEnginePrecision(t *testing.T) {
 		if code != 0 || fitPeak(out) != want || !strings.Contains(out, "planned in f32") || !strings.Contains(out, "weights (f32)") {
 			t.Errorf("%s on the H100 profile: exit %d (%q), peak %q, want the f32 plan's %s:\n%s", method, code, errs, fitPeak(out), want, out)
 		}
-		// --checkpointing: the Mllama engine has none, so the plan is the same.
+		// --checkpointing: the Mllama engine recomputes each layer, so the
+		// plan is the f32 one with checkpointing, smaller than without.
 		_, ck, _ := runFitCLI(t, "--model", "llama-3.2-11b-vision", "--method", string(method), "--seq", "1024", "--gpu", "H100", "--checkpointing")
-		if fitPeak(ck) != want || !strings.Contains(ck, "planned without checkpointing") {
-			t.Errorf("%s --checkpointing: peak %q, want %s without checkpointing:\n%s", method, fitPeak(ck), want, ck)
+		if wantCk := plan(method, memplan.F32, memplan.BackendCUDA, true); wantCk == want || fitPeak(ck) != wantCk || strings.Contains(ck, "without checkpointing") {
+			t.Errorf("%s --checkpointing: peak %q, want the f32 plan with checkpointing, %s (without: %s):\n%s", method, fitPeak(ck), wantCk, want, ck)
 		}
 	}
 	// WHET_MLLAMA_BF16=1 puts the Mllama engine in bf16 on a CUDA card
-	// (engine.MllamaComputeDType): the bf16 plan, still without
-	// checkpointing.
+	// (engine.MllamaComputeDType): the bf16 plan, with checkpointing when
+	// asked.
 	t.Setenv(engine.MllamaBF16Env, "1")
-	for _, args := range [][]string{{}, {"--checkpointing"}} {
-		_, out, _ := runFitCLI(t, append([]string{"--model", "llama-3.2-11b-vision", "--method", "qlora", "--seq", "1024", "--gpu", "H100"}, args...)...)
-		if want := plan(memplan.QLoRA, memplan.BF16, memplan.BackendCUDA, false); fitPeak(out) != want || !strings.Contains(out, "bf16 compute") {
-			t.Errorf("%s=1 %v: peak %q, want the bf16 plan without checkpointing, %s:\n%s", engine.MllamaBF16Env, args, fitPeak(out), want, out)
+	for _, ckpt := range []bool{false, true} {
+		args := []string{"--model", "llama-3.2-11b-vision", "--method", "qlora", "--seq", "1024", "--gpu", "H100"}
+		if ckpt {
+			args = append(args, "--checkpointing")
+		}
+		_, out, _ := runFitCLI(t, args...)
+		if want := plan(memplan.QLoRA, memplan.BF16, memplan.BackendCUDA, ckpt); fitPeak(out) != want || !strings.Contains(out, "bf16 compute") {
+			t.Errorf("%s=1 checkpointing %v: peak %q, want the bf16 plan, %s:\n%s", engine.MllamaBF16Env, ckpt, fitPeak(out), want, out)
 		}
 	}
 	t.Setenv(engine.MllamaBF16Env, "")
@@ -141,9 +146,9 @@ func gemma3Released4B(t *testing.T) (*engine.ModelConfig, *engine.Gemma3VisionCo
 }
 
 // The studio's fit page plans vision runs as whet train runs them: a Llama
-// 3.2 Vision folder through PlanMllama in float32 without checkpointing on
-// a CUDA card (it used to get the text plan of its language model, or an
-// error), a Gemma 3 vision folder with its tower in bf16 when the data
+// 3.2 Vision folder through PlanMllama in float32 on a CUDA card, with
+// checkpointing when the run asks (it used to get the text plan of its
+// language model, or an error), a Gemma 3 vision folder with its tower in bf16 when the data
 // holds images, as text when it holds none.
 func TestStudioFitVisionRuns(t *testing.T) {
 	t.Setenv(engine.MemoryLimitEnv, "")
@@ -205,11 +210,12 @@ func TestStudioFitVisionRuns(t *testing.T) {
 		}
 		return units.Bytes(p.Peak())
 	}
-	want, bf16 := mplan(opts(memplan.F32, false)), mplan(opts(memplan.BF16, true))
+	bf16 := mplan(opts(memplan.BF16, true))
 	for _, ckpt := range []bool{false, true} {
+		want := mplan(opts(memplan.F32, ckpt))
 		verdict, warnings := check(mllamaDir, images, ckpt)
 		if !strings.Contains(verdict, "plan "+want+" ") || strings.Contains(verdict, bf16) || !strings.Contains(strings.Join(warnings, "\n"), "planned in f32") {
-			t.Errorf("Llama 3.2 Vision QLoRA (checkpointing %v): %q %q, want the f32 plan without checkpointing, %s (bf16 with checkpointing: %s)", ckpt, verdict, warnings, want, bf16)
+			t.Errorf("Llama 3.2 Vision QLoRA (checkpointing %v): %q %q, want the f32 plan, %s (bf16 with checkpointing: %s)", ckpt, verdict, warnings, want, bf16)
 		}
 	}
 	gtext, gvis := gemma3Released4B(t)

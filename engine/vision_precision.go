@@ -29,12 +29,3 @@ func VisionComputeDType(kind, backend string) DType {
 	}
 	return BF16
 }
-
-// VisionCheckpointing reports whether the engine of a vision model of kind
-// honours train.checkpointing: Gemma 3's (the text engine) does. Llama 3.2
-// Vision's engine honours it too now (newMllamaTrainer sets
-// MllamaModel.Checkpointing; PlanMllama with Checkpointing counts it, within
-// 3 % of the CPU engine), but this still answers false for it, so whet fit
-// plans Mllama without checkpointing (an over-estimate with it) until the
-// fit side is switched.
-func VisionCheckpointing(kind string) bool { return kind != VisionMllama }

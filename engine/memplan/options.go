@@ -302,10 +302,11 @@ func ResolveOffload(cfg *engine.ModelConfig, opts Options, available int64) (Opt
 }
 
 // ForVisionEngine returns o as the engine of a vision model of kind
-// (engine.VisionGemma3, engine.VisionMllama) runs it on o.Backend: its
-// compute dtype (engine.VisionComputeDType) and, for an engine without
-// checkpointing (engine.VisionCheckpointing), none. notes says what
-// differs from o, for the user; empty when nothing does.
+// (engine.VisionGemma3, engine.VisionMllama) runs it on o.Backend: in its
+// compute dtype (engine.VisionComputeDType). Both engines honour
+// train.checkpointing (Mllama's since its per-layer recompute; PlanMllama
+// counts it within 3 % of the CPU engine), so o.Checkpointing stays. notes
+// says what differs from o, for the user; empty when nothing does.
 func ForVisionEngine(kind string, o Options) (Options, []string) {
 	var notes []string
 	backend := string(o.Backend)
@@ -319,10 +320,6 @@ func ForVisionEngine(kind string, o Options) (Options, []string) {
 	if dt := EngineDType(engine.VisionComputeDType(kind, backend)); dt != o.WeightDType {
 		notes = append(notes, fmt.Sprintf("planned in %s, as whet's %s engine computes on %s (not %s)", dt, what, backend, o.WeightDType))
 		o.WeightDType = dt
-	}
-	if o.Checkpointing && !engine.VisionCheckpointing(kind) {
-		notes = append(notes, fmt.Sprintf("planned without checkpointing: whet's %s engine keeps every activation until the backward (train.checkpointing is not applied)", what))
-		o.Checkpointing = false
 	}
 	return o, notes
 }
