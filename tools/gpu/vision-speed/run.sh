@@ -40,11 +40,11 @@ step tests-tc
 echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 cuda.test -test.run '$RUN' -test.v" >>$S
 (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 timeout 50 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tests.log 2>&1; echo "tests rc=$?" >>$S
 grep -E "^(--- |ok|FAIL|PASS)|^    --- (FAIL|SKIP)|^        --- FAIL|worst difference|forward loss" $O/tests.log >>$S
-grep -E -- "--- FAIL" -A8 $O/tests.log | head -50 >>$S
+grep -E -A8 -- "--- FAIL" $O/tests.log | head -50 >>$S
 if grep -q -- "--- FAIL" $O/tests.log || ! grep -q '^ok' $O/tests.log; then
   step tests-tc-sync
   (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 WHET_CUDA_SYNC=1 timeout 30 $B/cuda.test -test.run "$RUN" -test.v -test.count=1 -test.failfast) >$O/tests-sync.log 2>&1; echo "sync rc=$?" >>$S
-  grep -E -- "--- FAIL" -A8 $O/tests-sync.log | head -30 >>$S
+  grep -E -A8 -- "--- FAIL" $O/tests-sync.log | head -30 >>$S
   TC=0
 else
   TC=1
