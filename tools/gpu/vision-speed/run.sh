@@ -38,7 +38,7 @@ fi
 RUN='^TestConformance$/^(AttentionGroups|AttentionGroupsBackward|BiasAttention|BiasAttentionBackward)$|^(TestVisionAttentionTC|TestGemma3VisionTrainingMatchesCPU|TestMllamaBF16MatchesCPU)$'
 step tests-tc
 echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 cuda.test -test.run '$RUN' -test.v" >>$S
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 timeout 50 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tests.log 2>&1; echo "tests rc=$?" >>$S
+(cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 timeout 70 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tests.log 2>&1; echo "tests rc=$?" >>$S
 grep -E "^(--- |ok|FAIL|PASS)|^    --- (FAIL|SKIP)|^        --- FAIL|worst difference|forward loss" $O/tests.log >>$S
 grep -E -A8 -- "--- FAIL" $O/tests.log | head -50 >>$S
 if grep -q -- "--- FAIL" $O/tests.log || ! grep -q '^ok' $O/tests.log; then
