@@ -819,6 +819,12 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 //                     quad swap one pair (shfl.xor 1), so the even lane holds 4 columns of
 //                     its row A and the odd one 4 of its row B; a quarter of the scalar
 //                     reductions (dqAcc's reductions bound the d64 kernel: v2 gave +25 %)
+//   HOP_BWD_Q128=1    at D = 64: 128-query tiles (FlashAttention 3's d64 shape): S^T and dP^T
+//                     are 64 keys x 128 queries a warpgroup (m64n128), dK/dV take 8 k-steps a
+//                     tile, and warpgroup w computes dQ for the tile's query rows 64w..64w+63
+//                     over all 128 keys (both dS panels, a barrier of the block), so each dqAcc
+//                     element takes one addition per key block and the per-tile barriers and
+//                     waits are spread over twice the work; not with HOP_BWD_DQ_BULK / _XCHG
 //   HOP_BWD_ZINIT=1   no zeroing of S, dP and dQ: their first wgmma has scale-d = 0 (writes
 //                     A B instead of adding it), so no non-wgmma instruction defines an
 //                     accumulator while the dK/dV wgmma are in flight (ptxas C7515/C7519 at
@@ -850,6 +856,12 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 #endif
 #ifndef HOP_BWD_RED_V4
 #define HOP_BWD_RED_V4 0
+#endif
+#ifndef HOP_BWD_Q128
+#define HOP_BWD_Q128 0
+#endif
+#if HOP_BWD_Q128 && (HOP_BWD_DQ_BULK || HOP_BWD_DQ_XCHG)
+#error "HOP_BWD_Q128 does not combine with HOP_BWD_DQ_BULK or HOP_BWD_DQ_XCHG"
 #endif
 #ifndef HOP_BWD_DKV_WAIT
 #define HOP_BWD_DKV_WAIT 0
@@ -889,6 +901,37 @@ __device__ __forceinline__ void wgmma_ss_n64_z(float* d, unsigned long long da, 
                    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
                    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "l"(da), "l"(db), "r"(accum));
+}
+
+// wgmma_ss_n128_z: wgmma_ss_n128 with scale-d (see wgmma_ss_n64_z).
+__device__ __forceinline__ void wgmma_ss_n128_z(float* d, unsigned long long da, unsigned long long db, int accum) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(accum));
+}
+
+// wgmma_ss_nq_z: the S^T / dP^T product of the fused backward, N = BQ
+// (64 or 128 queries), with scale-d.
+template <int BQ>
+__device__ __forceinline__ void wgmma_ss_nq_z(float* d, unsigned long long da, unsigned long long db, int accum) {
+    if constexpr (BQ == 128) {
+        wgmma_ss_n128_z(d, da, db, accum);
+    } else {
+        wgmma_ss_n64_z(d, da, db, accum);
+    }
 }
 
 // wgmma_ss_n64_bt_z: wgmma_ss_n64_bt with scale-d (see wgmma_ss_n64_z).
@@ -1027,7 +1070,9 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
                                                       const float* lse, const float* delta, const int* starts,
                                                       int nseq, int T, int H, int KVH, float scale, int window,
                                                       float softcap) {
-    constexpr int BN = HOP_BM, BQ = HOP_BT;
+    // HOP_BWD_Q128 at D = 64: 128-query tiles, dQ split by query rows (splitM).
+    constexpr bool splitM = D == 64 && HOP_BWD_Q128;
+    constexpr int BN = HOP_BM, BQ = splitM ? 2 * HOP_BT : HOP_BT;
     constexpr unsigned int KBYTES = BN * D * 2, QBYTES = BQ * D * 2, DSBYTES = BQ * BN * 2;
     // D = 128: dQ's columns split between the warpgroups (both read all of
     // dS, a barrier of the block); D = 64: its keys (each warpgroup reads
@@ -1106,7 +1151,7 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
         const bool live0 = qt < maxEnd0 && qt + BQ - 1 >= j0;
         const bool live1 = qt < maxEnd1 && qt + BQ - 1 >= j0 + 64;
         const bool mine = wg ? live1 : live0;
-        if (splitN || xchg ? !(live0 || live1) : !mine) continue; // block- or warpgroup-uniform
+        if (splitN || splitM || xchg ? !(live0 || live1) : !mine) continue; // block- or warpgroup-uniform
         const int cb = it & 1;
         const unsigned int Qb = Qs + cb * QBYTES, dOb = dOs + cb * QBYTES;
 
@@ -1125,8 +1170,8 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
                 const unsigned int col = (kc >> 2) * (BN * 128) + (kc & 3) * 32;
                 const unsigned int qcol = (kc >> 2) * (BQ * 128) + (kc & 3) * 32;
                 const int accum = !HOP_BWD_ZINIT || kc > 0;
-                wgmma_ss_n64_z(&s[0][0], smem_desc(kRows + col, 16), smem_desc(Qb + qcol, 16), accum);
-                wgmma_ss_n64_z(&dp[0][0], smem_desc(vRows + col, 16), smem_desc(dOb + qcol, 16), accum);
+                wgmma_ss_nq_z<BQ>(&s[0][0], smem_desc(kRows + col, 16), smem_desc(Qb + qcol, 16), accum);
+                wgmma_ss_nq_z<BQ>(&dp[0][0], smem_desc(vRows + col, 16), smem_desc(dOb + qcol, 16), accum);
             }
             wgmma_commit();
             wgmma_wait_all();
@@ -1220,7 +1265,7 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
         if ((warp & 3) == 0) bulk_wait_read(); // the previous tile's reductions have read the staging
 #endif
-        if (splitN) {
+        if (splitN || splitM) {
             bar_sync_n(1, 256);
         } else if (mine) { // always, unless xchg
             bar_sync_n(1 + wg, 128);
@@ -1249,6 +1294,22 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
                 for (int kc = 4; kc < 8; kc++)
                     wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(dSs + BQ * 128 + (kc & 3) * 32, 16),
                                       smem_desc(kp + kc * 2048, BN * 128), !HOP_BWD_ZINIT || live0 || kc > 4);
+            }
+        } else if (splitM) {
+            // Query rows 64wg..64wg+63 of the tile over all 128 keys: panel p
+            // holds keys 64p..64p+63 (written only if that warpgroup had work).
+            const unsigned int rows = dSs + wg * (64 * 128);
+            if (live0) {
+#pragma unroll
+                for (int kc = 0; kc < 4; kc++)
+                    wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(rows + kc * 32, 16), smem_desc(Ks + kc * 2048, BN * 128),
+                                      !HOP_BWD_ZINIT || kc > 0);
+            }
+            if (live1) {
+#pragma unroll
+                for (int kc = 4; kc < 8; kc++)
+                    wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(rows + BQ * 128 + (kc & 3) * 32, 16),
+                                      smem_desc(Ks + kc * 2048, BN * 128), !HOP_BWD_ZINIT || live0 || kc > 4);
             }
         } else if (mine) {
 #pragma unroll
@@ -1312,7 +1373,7 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
             }
         }
 #else
-        const int qrA = qt + 16 * (warp & 3) + g, qrB = qrA + 8;
+        const int qrA = qt + (splitM ? 64 * wg : 0) + 16 * (warp & 3) + g, qrB = qrA + 8;
 #pragma unroll
         for (int dn = 0; dn < 8; dn++) {
             const int c = dn * 8 + 2 * t;

@@ -131,10 +131,19 @@ func (b *Backend) useFusedBackward() bool {
 // defines use (fixed offsets in every build): the dQ staging of
 // HOP_BWD_DQ_BULK (two warpgroups' 64 rows of attnDQRow bytes) and the
 // halves HOP_BWD_DQ_XCHG swaps (2 x 16 x 128 floats).
+// With HOP_BWD_Q128 (attnBwdQ128Define) the d64 kernel's query tiles are
+// 128 rows instead of attnHopperTile.
 func attnHopperFusedSmem(d int) int {
-	return 1024 + 2*(2*attnHopperRows+4*attnHopperTile)*d + 2*attnHopperTile*attnHopperRows + 2*2*attnHopperTile*4 +
-		2*attnHopperTile*attnDQRow + 2*16*128*4
+	bq := attnHopperTile
+	if d == 64 && nvrtcDefined(attnBwdQ128Define) {
+		bq = 2 * attnHopperTile
+	}
+	return 1024 + 2*(2*attnHopperRows+4*bq)*d + 2*bq*attnHopperRows + 2*2*bq*4 +
+		2*bq*attnDQRow + 2*16*128*4
 }
+
+// attnBwdQ128Define gives the fused backward at d64 128-query tiles.
+const attnBwdQ128Define = "HOP_BWD_Q128=1"
 
 // attnDQRow is HOP_DQ_ROW: the byte stride of the fused backward's dQ
 // staging rows (64 fp32 and 16 bytes against bank conflicts).

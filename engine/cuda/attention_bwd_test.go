@@ -195,6 +195,21 @@ func TestFusedBackwardLayout(t *testing.T) {
 			t.Errorf("attnHopperFusedSmem(%d) = %d bytes, more than an sm_90 block may have", d, got)
 		}
 	}
+	// HOP_BWD_Q128: the d64 kernel's Q/dO tiles, dS, lse/delta and dQ staging
+	// regions are sized for 128 queries (BQ = 2 * HOP_BT); d128 is unchanged.
+	t.Setenv(AttnBwdFusedEnv, "0")
+	t.Setenv("WHET_NVRTC_DEFINES", "HOP_BWD_FUSED=1,"+attnBwdQ128Define)
+	if got, want := attnHopperFusedSmem(64), 1024+2*(256+512)*64+2*128*128+2*2*128*4+2*128*272+16384; got != want || got > 227*1024 {
+		t.Errorf("with %s attnHopperFusedSmem(64) = %d, want %d (at most %d)", attnBwdQ128Define, got, want, 227*1024)
+	}
+	if got, want := attnHopperFusedSmem(128), 1024+2*512*128+16384+1024+2*64*272+16384; got != want {
+		t.Errorf("with %s attnHopperFusedSmem(128) = %d, want %d", attnBwdQ128Define, got, want)
+	}
+	for _, rule := range []string{"BQ = splitM ? 2 * HOP_BT : HOP_BT", "constexpr bool splitM = D == 64 && HOP_BWD_Q128;"} {
+		if !strings.Contains(src, rule) {
+			t.Errorf("kernels/%s no longer says %q: update attnHopperFusedSmem", attnHopperFile, rule)
+		}
+	}
 	declared := kernels.Declared(src)
 	for _, k := range []string{"attention_backward_fused_hopper_d64", "attention_backward_fused_hopper_d128", "attention_dq_zero_hopper", "attention_dq_convert_hopper"} {
 		if !slices.Contains(declared, k) {
@@ -326,6 +341,8 @@ var fusedCompileVariants = []struct {
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V4=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_Q128=1,HOP_BWD_RED_V4=1", true},
+	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_Q128=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1", true},
 }
 
 // ptxasNote is one of ptxas's numbered notes about a kernel: code (C7515),
