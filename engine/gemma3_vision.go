@@ -260,12 +260,17 @@ func (v *Gemma3Vision) TowerParams() []*Param {
 // ProjectorParams lists mm_soft_emb_norm's weight and the projection.
 func (v *Gemma3Vision) ProjectorParams() []*Param { return []*Param{v.ProjNorm, v.Proj} }
 
-// loraParams lists the projector adapter's A and B, if any.
+// loraParams lists the projector adapter's A and B, if any, then the
+// tower adapters' (lora.vision_layers).
 func (v *Gemma3Vision) loraParams() []*Param {
-	if v == nil || v.ProjLoRA == nil {
+	if v == nil {
 		return nil
 	}
-	return []*Param{v.ProjLoRA.A, v.ProjLoRA.B}
+	var ps []*Param
+	if v.ProjLoRA != nil {
+		ps = append(ps, v.ProjLoRA.A, v.ProjLoRA.B)
+	}
+	return append(ps, v.towerLoRAParams()...)
 }
 
 // gemma3VisionLayouts is every place a checkpoint keeps the tower and the
@@ -481,6 +486,108 @@ func (m *Model) AddGemma3ProjectorLoRA(o LoRAOptions) error {
 		}
 	}
 	v.ProjLoRA = &LoRA{A: a, B: b, Rank: o.Rank, Scale: o.LoRAScale(), Enabled: true}
+	return nil
+}
+
+// Gemma3VisionLayersModule is the prefix of the tower's linear layers' names
+// (whet's and the released checkpoints'), for LoRA on them.
+const Gemma3VisionLayersModule = gemma3VisionPrefix + "encoder.layers."
+
+// TowerLinears lists the tower's linear layers (q, k, v, out_proj, fc1,
+// fc2 of each encoder layer, in order).
+func (v *Gemma3Vision) TowerLinears() []*Linear {
+	var out []*Linear
+	for _, l := range v.Layers {
+		out = append(out, l.Q, l.K, l.V, l.O, l.FC1, l.FC2)
+	}
+	return out
+}
+
+// towerLoRARank is the rank of the tower's adapters (0 without any).
+func (v *Gemma3Vision) towerLoRARank() int {
+	for _, lin := range v.TowerLinears() {
+		if lin.LoRA != nil {
+			return lin.LoRA.Rank
+		}
+	}
+	return 0
+}
+
+// HasTowerLoRA reports whether the tower's linear layers carry adapters
+// (lora.vision_layers).
+func (v *Gemma3Vision) HasTowerLoRA() bool { return v != nil && v.towerLoRARank() > 0 }
+
+// towerLoRAParams lists the tower adapters' A and B, layer by layer.
+func (v *Gemma3Vision) towerLoRAParams() []*Param {
+	if v == nil {
+		return nil
+	}
+	var ps []*Param
+	for _, lin := range v.TowerLinears() {
+		if lin.LoRA != nil {
+			ps = append(ps, lin.LoRA.A, lin.LoRA.B)
+		}
+	}
+	return ps
+}
+
+// AddGemma3VisionLayersLoRA puts a LoRA adapter on every linear layer of
+// the vision tower (attention q/k/v/out_proj and the MLP's fc1/fc2: Unsloth's
+// finetune_vision_layers; o.Targets is not read): A [r, in] random as PEFT
+// initialises it, B zero, no dropout. The tower's weights stay frozen;
+// the tower then keeps its activations for the backward.
+func (m *Model) AddGemma3VisionLayersLoRA(o LoRAOptions) error {
+	v := m.Gemma3Vision
+	if v == nil {
+		return fmt.Errorf("the model has no Gemma 3 vision tower to adapt")
+	}
+	if v.HasTowerLoRA() {
+		return fmt.Errorf("the vision tower's layers already have LoRA adapters")
+	}
+	if o.Rank <= 0 {
+		return fmt.Errorf("lora rank %d must be positive", o.Rank)
+	}
+	rng := rand.New(rand.NewPCG(o.Seed, 0x51e))
+	var made []*Param
+	fail := func(err error) error {
+		for _, p := range made {
+			m.B.Free(p.W)
+		}
+		return err
+	}
+	for _, lin := range v.TowerLinears() {
+		a, err := m.newParam(lin.Module+".lora_A.weight", o.Rank, lin.In)
+		if err != nil {
+			return fail(err)
+		}
+		made = append(made, a)
+		b, err := m.newParam(lin.Module+".lora_B.weight", lin.Out, o.Rank)
+		if err != nil {
+			return fail(err)
+		}
+		made = append(made, b)
+		bound := 1 / math.Sqrt(float64(lin.In))
+		vals := make([]float32, o.Rank*lin.In)
+		for i := range vals {
+			vals[i] = float32((rng.Float64()*2 - 1) * bound)
+		}
+		if err := m.B.Upload(a.W, vals); err != nil {
+			return fail(err)
+		}
+		if err := m.B.Fill(b.W, 0); err != nil {
+			return fail(err)
+		}
+	}
+	// Only now trainable (a failure above leaves the model as it was).
+	for i, lin := range v.TowerLinears() {
+		a, b := made[2*i], made[2*i+1]
+		for _, p := range []*Param{a, b} {
+			if err := m.MakeTrainable(p); err != nil {
+				return fmt.Errorf("vision layers' lora: %w", err)
+			}
+		}
+		lin.LoRA = &LoRA{A: a, B: b, Rank: o.Rank, Scale: o.LoRAScale(), Enabled: true}
+	}
 	return nil
 }
 

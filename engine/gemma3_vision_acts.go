@@ -42,6 +42,8 @@ type gemma3ImageActs struct {
 	dfeats, dnormed, dpooled, dxa  Tensor // [cap*M, Dt], [cap*M, D], [cap*M, D], [cap*M, r]
 	dy                             Tensor // [cap*P, D]
 	loraRank                       int
+	towerRank                      int    // the tower adapters' rank (0: none)
+	txa, tdxa                      Tensor // [cap*P, towerRank]: a tower adapter's x Aᵀ and its gradient
 	kvLSE                          Tensor // F32 [H*Cap]: a generation prefill's lse
 	featsReady, needGrad, towerRan bool
 }
@@ -168,8 +170,14 @@ func (a *Activations) groupAttention() (GroupAttention, error) {
 	return ga, nil
 }
 
-// towerTrainable: some weight of the tower is trained.
+// towerTrainable: some weight of the tower, or an adapter on its layers,
+// is trained.
 func (v *Gemma3Vision) towerTrainable() bool {
+	for _, lin := range v.TowerLinears() {
+		if lo := lin.LoRA; lo != nil && lo.Enabled && (lo.A.Trainable || lo.B.Trainable) {
+			return true
+		}
+	}
 	for _, p := range v.TowerParams() {
 		if p.Trainable {
 			return true
@@ -208,7 +216,8 @@ func (ia *gemma3ImageActs) ensure(B Backend, dt DType, n int, keep bool) error {
 	if ia.v.ProjLoRA != nil {
 		rank = ia.v.ProjLoRA.Rank
 	}
-	if ia.cap >= n && ia.keep == keep && ia.loraRank == rank && ia.pool != nil {
+	trank := ia.v.towerLoRARank()
+	if ia.cap >= n && ia.keep == keep && ia.loraRank == rank && ia.towerRank == trank && ia.pool != nil {
 		return nil
 	}
 	// Keep the tensors sized by the language model, free the rest.
@@ -269,6 +278,12 @@ func (ia *gemma3ImageActs) ensure(B Backend, dt DType, n int, keep bool) error {
 	if rank > 0 {
 		ia.xa, ia.dxa = alloc(dt, NM, rank), alloc(dt, NM, rank)
 	}
+	if trank > 0 {
+		ia.txa = alloc(dt, NP, trank)
+		if keep {
+			ia.tdxa = alloc(dt, NP, trank)
+		}
+	}
 	if keep {
 		ia.dx, ia.dh, ia.dq, ia.dk, ia.dv, ia.datt = alloc(dt, NP, D), alloc(dt, NP, D), alloc(dt, NP, D), alloc(dt, NP, D), alloc(dt, NP, D), alloc(dt, NP, D)
 		ia.dI, ia.dy = alloc(dt, NP, I), alloc(dt, NP, D)
@@ -286,7 +301,7 @@ func (ia *gemma3ImageActs) ensure(B Backend, dt DType, n int, keep bool) error {
 	if err := B.UploadInt32(ia.vgroups, vg); err != nil {
 		return fmt.Errorf("upload patch groups: %w", err)
 	}
-	ia.cap, ia.keep, ia.loraRank = n, keep, rank
+	ia.cap, ia.keep, ia.loraRank, ia.towerRank = n, keep, rank, trank
 	return nil
 }
 
@@ -418,6 +433,12 @@ func (a *Activations) visionForward() error {
 		}
 	}
 	ap := c.attnParams()
+	var txa Tensor
+	if ia.towerRank > 0 {
+		txa = rows(ia.txa, NP)
+	}
+	lin := func(l *Linear, x, y Tensor) error { return sigLinear(B, l, x, y, txa) }
+	linAdd := func(l *Linear, x, y Tensor) error { return sigLinearAdd(B, l, x, y, txa) }
 	for l, L := range v.Layers {
 		s := ia.set(l)
 		x, xo := rows(ia.xAt(l), NP), rows(ia.xAt(l+1), NP)
@@ -430,24 +451,24 @@ func (a *Activations) visionForward() error {
 		}
 		steps := []step{
 			{"layer_norm1", func() error { return ln.LayerNorm(h1, m1, r1, x, L.LN1W.W, L.LN1B.W, eps) }},
-			{"q", func() error { return sigLinear(B, L.Q, h1, q) }},
-			{"k", func() error { return sigLinear(B, L.K, h1, k) }},
-			{"v", func() error { return sigLinear(B, L.V, h1, vv) }},
+			{"q", func() error { return lin(L.Q, h1, q) }},
+			{"k", func() error { return lin(L.K, h1, k) }},
+			{"v", func() error { return lin(L.V, h1, vv) }},
 			{"attention", func() error { return ga.AttentionGroups(att, lse, q, k, vv, groups, vs, ap) }},
 			{"out_proj", func() error {
 				if err := B.Copy(x2, x); err != nil {
 					return err
 				}
-				return sigLinearAdd(B, L.O, att, x2)
+				return linAdd(L.O, att, x2)
 			}},
 			{"layer_norm2", func() error { return ln.LayerNorm(h2, m2, r2, x2, L.LN2W.W, L.LN2B.W, eps) }},
-			{"fc1", func() error { return sigLinear(B, L.FC1, h2, f) }},
+			{"fc1", func() error { return lin(L.FC1, h2, f) }},
 			{"gelu", func() error { return ge.GELUTanh(g, f) }},
 			{"fc2", func() error {
 				if err := B.Copy(xo, x2); err != nil {
 					return err
 				}
-				return sigLinearAdd(B, L.FC2, g, xo)
+				return linAdd(L.FC2, g, xo)
 			}},
 		}
 		for _, st := range steps {
@@ -520,25 +541,51 @@ func (ia *gemma3ImageActs) xAt(l int) Tensor {
 	return ia.x[l%2]
 }
 
-// sigLinear: y = x W^T + b.
-func sigLinear(B Backend, lin *Linear, x, y Tensor) error {
+// sigLinear: y = x W^T + b (+ the adapter's s x Aᵀ Bᵀ, xa [rows, r]
+// its scratch).
+func sigLinear(B Backend, lin *Linear, x, y, xa Tensor) error {
 	if err := B.MatMul(y, x, lin.W.W, false, true, 1, 0); err != nil {
 		return err
 	}
-	return B.AddBias(y, lin.B.W)
+	if err := B.AddBias(y, lin.B.W); err != nil {
+		return err
+	}
+	return sigLoRA(B, lin, x, y, xa)
 }
 
-// sigLinearAdd: y += x W^T + b.
-func sigLinearAdd(B Backend, lin *Linear, x, y Tensor) error {
+// sigLinearAdd: y += x W^T + b (+ the adapter's).
+func sigLinearAdd(B Backend, lin *Linear, x, y, xa Tensor) error {
 	if err := B.MatMul(y, x, lin.W.W, false, true, 1, 1); err != nil {
 		return err
 	}
-	return B.AddBias(y, lin.B.W)
+	if err := B.AddBias(y, lin.B.W); err != nil {
+		return err
+	}
+	return sigLoRA(B, lin, x, y, xa)
 }
 
-// sigLinearBackward: the weight and bias gradients (when trained) and
-// dx = dy W (+= when accumulate).
-func sigLinearBackward(B Backend, lin *Linear, x, dy, dx Tensor, accumulate bool) error {
+// sigLoRA: y += s (x Aᵀ) Bᵀ when lin has an enabled adapter.
+func sigLoRA(B Backend, lin *Linear, x, y, xa Tensor) error {
+	lo := lin.LoRA
+	if lo == nil || !lo.Enabled {
+		return nil
+	}
+	if xa == nil {
+		return fmt.Errorf("%s: no buffer for its adapter", lin.Module)
+	}
+	if err := B.MatMul(xa, x, lo.A.W, false, true, 1, 0); err != nil {
+		return fmt.Errorf("%s lora A: %w", lin.Module, err)
+	}
+	if err := B.MatMul(y, xa, lo.B.W, false, true, lo.Scale, 1); err != nil {
+		return fmt.Errorf("%s lora B: %w", lin.Module, err)
+	}
+	return nil
+}
+
+// sigLinearBackward: the weight and bias gradients (when trained), the
+// adapter's (its x Aᵀ recomputed into xa, dxa its gradient) and dx = dy W
+// (+ dy's share through the adapter; += when accumulate).
+func sigLinearBackward(B Backend, lin *Linear, x, dy, dx, xa, dxa Tensor, accumulate bool) error {
 	if lin.W.Trainable {
 		if err := B.MatMul(lin.W.Grad, dy, x, true, false, 1, 1); err != nil {
 			return err
@@ -553,7 +600,36 @@ func sigLinearBackward(B Backend, lin *Linear, x, dy, dx Tensor, accumulate bool
 	if accumulate {
 		beta = 1
 	}
-	return B.MatMul(dx, dy, lin.W.W, false, false, 1, beta)
+	if err := B.MatMul(dx, dy, lin.W.W, false, false, 1, beta); err != nil {
+		return err
+	}
+	lo := lin.LoRA
+	if lo == nil || !lo.Enabled {
+		return nil
+	}
+	if xa == nil || dxa == nil {
+		return fmt.Errorf("%s: no buffers for its adapter's backward", lin.Module)
+	}
+	if lo.B.Trainable {
+		if err := B.MatMul(xa, x, lo.A.W, false, true, 1, 0); err != nil {
+			return fmt.Errorf("%s lora A (recomputed): %w", lin.Module, err)
+		}
+		if err := B.MatMul(lo.B.Grad, dy, xa, true, false, lo.Scale, 1); err != nil {
+			return fmt.Errorf("%s lora B grad: %w", lin.Module, err)
+		}
+	}
+	if err := B.MatMul(dxa, dy, lo.B.W, false, false, lo.Scale, 0); err != nil {
+		return fmt.Errorf("%s lora dxa: %w", lin.Module, err)
+	}
+	if lo.A.Trainable {
+		if err := B.MatMul(lo.A.Grad, dxa, x, true, false, 1, 1); err != nil {
+			return fmt.Errorf("%s lora A grad: %w", lin.Module, err)
+		}
+	}
+	if err := B.MatMul(dx, dxa, lo.A.W, false, false, 1, 1); err != nil {
+		return fmt.Errorf("%s lora input grad: %w", lin.Module, err)
+	}
+	return nil
 }
 
 // imagesBackward takes the image tokens' rows of dres (dL/d merged
@@ -723,6 +799,13 @@ func (a *Activations) towerBackward(dpooled Tensor) error {
 	vs := SeqLayout{Starts: ia.vseqs, Dev: rows(ia.vstarts, n+1), MaxLen: P}
 	groups := rows(ia.vgroups, NP)
 	ap := c.attnParams()
+	var txa, tdxa Tensor
+	if ia.towerRank > 0 {
+		txa, tdxa = rows(ia.txa, NP), rows(ia.tdxa, NP)
+	}
+	back := func(lin *Linear, x, dy, dx Tensor, acc bool) error {
+		return sigLinearBackward(B, lin, x, dy, dx, txa, tdxa, acc)
+	}
 	for l := len(v.Layers) - 1; l >= 0; l-- {
 		L, s := v.Layers[l], ia.set(l)
 		x := rows(ia.xAt(l), NP)
@@ -735,20 +818,20 @@ func (a *Activations) towerBackward(dpooled Tensor) error {
 		}
 		// dx holds dL/dx_{l+1}; x_{l+1} = x2 + fc2(gelu(fc1(ln2(x2)))).
 		steps := []step{
-			{"fc2", func() error { return sigLinearBackward(B, L.FC2, g, dx, dI, false) }},
+			{"fc2", func() error { return back(L.FC2, g, dx, dI, false) }},
 			{"gelu", func() error { return ge.GELUTanhBackward(dI, dI, f) }},
-			{"fc1", func() error { return sigLinearBackward(B, L.FC1, h2, dI, dh, false) }},
+			{"fc1", func() error { return back(L.FC1, h2, dI, dh, false) }},
 			{"layer_norm2", func() error {
 				return ln.LayerNormBackward(dx, gradOf(L.LN2W), gradOf(L.LN2B), dh, x2, L.LN2W.W, m2, r2)
 			}},
 			// dx is dL/dx2; x2 = x + out_proj(attention(ln1(x))).
-			{"out_proj", func() error { return sigLinearBackward(B, L.O, att, dx, datt, false) }},
+			{"out_proj", func() error { return back(L.O, att, dx, datt, false) }},
 			{"attention", func() error {
 				return ga.AttentionGroupsBackward(dq, dk, dv, datt, q, k, vv, att, lse, groups, vs, ap)
 			}},
-			{"q", func() error { return sigLinearBackward(B, L.Q, h1, dq, dh, false) }},
-			{"k", func() error { return sigLinearBackward(B, L.K, h1, dk, dh, true) }},
-			{"v", func() error { return sigLinearBackward(B, L.V, h1, dv, dh, true) }},
+			{"q", func() error { return back(L.Q, h1, dq, dh, false) }},
+			{"k", func() error { return back(L.K, h1, dk, dh, true) }},
+			{"v", func() error { return back(L.V, h1, dv, dh, true) }},
 			{"layer_norm1", func() error {
 				return ln.LayerNormBackward(dx, gradOf(L.LN1W), gradOf(L.LN1B), dh, x, L.LN1W.W, m1, r1)
 			}},

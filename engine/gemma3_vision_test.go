@@ -267,18 +267,44 @@ func TestGemma3VisionImagesMatter(t *testing.T) {
 
 // TestGemma3VisionFiniteDiff: every trainable tensor's gradient (language
 // model, projector and tower; then LoRA on the language model and the
-// projector) against central differences of the loss.
+// projector; then LoRA on the language model and the tower's linear
+// layers, lora.vision_layers) against central differences of the loss.
 func TestGemma3VisionFiniteDiff(t *testing.T) {
-	for _, mode := range []string{"full", "lora"} {
+	for _, mode := range []string{"full", "lora", "vision_layers"} {
 		t.Run(mode, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(3, 24))
 			batch := gemma3VisionBatch(rng, 4)
 			m := loadGemma3Vision(t, writeRandomGemma3Vision(t, tinyGemma3VisionConfig, false, "", nil))
-			if mode == "full" {
+			switch mode {
+			case "full":
 				if err := m.MakeAllTrainable(); err != nil {
 					t.Fatal(err)
 				}
-			} else {
+			case "vision_layers":
+				if err := m.AddLoRA(engine.LoRAOptions{Rank: 2, Alpha: 4, Seed: 5}); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.AddGemma3VisionLayersLoRA(engine.LoRAOptions{Rank: 2, Alpha: 4, Seed: 7}); err != nil {
+					t.Fatal(err)
+				}
+				randomLoRAB(t, m, rng)
+				lins := m.Gemma3Vision.TowerLinears()
+				if len(lins) != 12 {
+					t.Fatalf("%d tower linears, want 2 layers × 6", len(lins))
+				}
+				for _, lin := range lins {
+					v := make([]float32, lin.LoRA.B.W.Len())
+					for i := range v {
+						v[i] = float32(rng.NormFloat64() * 0.3)
+					}
+					if err := m.B.Upload(lin.LoRA.B.W, v); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n := len(m.TrainableParams()); n != 2*len(m.Linears())+2*12 {
+					t.Fatalf("%d trainable tensors, want the language model's and 24 tower adapters'", n)
+				}
+			default:
 				if err := m.AddLoRA(engine.LoRAOptions{Rank: 2, Alpha: 4, Seed: 5}); err != nil {
 					t.Fatal(err)
 				}
