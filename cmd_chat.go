@@ -124,14 +124,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 	}
 	answer := func(line string) error {
-		user := datasets.Message{Role: "user", Content: line}
-		if len(pending) > 0 {
-			for range pending {
-				user.Parts = append(user.Parts, datasets.ContentPart{Type: "image"})
-			}
-			user.Parts = append(user.Parts, datasets.ContentPart{Type: "text", Text: line})
-		}
-		msgs := append(append([]datasets.Message(nil), history...), user)
+		msgs := append(append([]datasets.Message(nil), history...), userTurn(line, len(pending)))
 		all := append(append([]*vision.Gemma3Output(nil), images...), pending...)
 		var last chat.Reply
 		if *compare && s.HasAdapter && len(all) == 0 && s.BothTogether() {
@@ -143,17 +136,10 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			pending = nil
 			return nil
 		}
-		variants := []bool{s.HasAdapter}
-		if *compare && s.HasAdapter {
-			variants = []bool{false, true}
-		}
+		variants := replyVariants(*compare, s.HasAdapter)
 		for _, tuned := range variants {
 			if len(variants) > 1 {
-				label := "base"
-				if tuned {
-					label = "tuned"
-				}
-				fmt.Fprintf(stdout, "[%s] ", label)
+				fmt.Fprintf(stdout, "[%s] ", variantLabel(tuned))
 			}
 			var r chat.Reply
 			var err error
@@ -165,7 +151,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "\n  (%d tokens, %.1f tok/s, %s)\n", r.Tokens, r.TokensPerSec, r.Stop)
+			fmt.Fprint(stdout, replyStats(r))
 			last = r
 		}
 		history = append(msgs, datasets.Message{Role: "assistant", Content: last.Text})
@@ -177,6 +163,14 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "chatting with %s (template %s%s); empty line or ctrl+d ends\n", *model, s.Template.Name,
 		map[bool]string{true: ", adapter " + *adapter, false: ""}[s.HasAdapter])
+	return readPrompts(stdin, stdout, attach, answer)
+}
+
+// readPrompts is the terminal side of whet chat: it prompts with "> ",
+// ends on an empty line or the end of stdin, hands /image PATH to attach
+// (an error is printed and the chat goes on) and every other line to
+// answer.
+func readPrompts(stdin io.Reader, stdout io.Writer, attach, answer func(string) error) error {
 	sc := bufio.NewScanner(stdin)
 	for {
 		fmt.Fprint(stdout, "> ")
@@ -202,6 +196,42 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 }
 
+// userTurn is the user's message: with images waiting, one image part
+// for each, then the text.
+func userTurn(line string, images int) datasets.Message {
+	user := datasets.Message{Role: "user", Content: line}
+	if images > 0 {
+		for range images {
+			user.Parts = append(user.Parts, datasets.ContentPart{Type: "image"})
+		}
+		user.Parts = append(user.Parts, datasets.ContentPart{Type: "text", Text: line})
+	}
+	return user
+}
+
+// replyVariants lists which models answer a turn, as the tuned flag of
+// each generation: the adapter's (or the base alone), or with --compare
+// and an adapter the base and then the tuned model.
+func replyVariants(compare, hasAdapter bool) []bool {
+	if compare && hasAdapter {
+		return []bool{false, true}
+	}
+	return []bool{hasAdapter}
+}
+
+// variantLabel names the model of one --compare answer.
+func variantLabel(tuned bool) string {
+	if tuned {
+		return "tuned"
+	}
+	return "base"
+}
+
+// replyStats is the line printed after each answer.
+func replyStats(r chat.Reply) string {
+	return fmt.Sprintf("\n  (%d tokens, %.1f tok/s, %s)\n", r.Tokens, r.TokensPerSec, r.Stop)
+}
+
 // compareBoth answers msgs with the base and the tuned model in one
 // batched generation (chat.Session.GenerateBoth) and prints what the
 // one-after-the-other --compare printed: the base's answer streamed as it
@@ -209,16 +239,13 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 // while the base still answers, and stream live once it has ended. It
 // returns the tuned reply (the history goes on with it).
 func compareBoth(ctx context.Context, s *chat.Session, msgs []datasets.Message, opts engine.SampleOptions, w io.Writer) (chat.Reply, error) {
-	stat := func(r chat.Reply) string {
-		return fmt.Sprintf("\n  (%d tokens, %.1f tok/s, %s)\n", r.Tokens, r.TokensPerSec, r.Stop)
-	}
 	var held strings.Builder // the tuned side's output while the base answers
 	baseEnded, tunedEnded := false, false
 	fmt.Fprint(w, "[base] ")
 	held.WriteString("[tuned] ")
 	endBase := func(r chat.Reply) {
 		baseEnded = true
-		fmt.Fprint(w, stat(r))
+		fmt.Fprint(w, replyStats(r))
 		fmt.Fprint(w, held.String())
 		held.Reset()
 	}
@@ -235,9 +262,9 @@ func compareBoth(ctx context.Context, s *chat.Session, msgs []datasets.Message, 
 		if tuned {
 			tunedEnded = true
 			if baseEnded {
-				fmt.Fprint(w, stat(r))
+				fmt.Fprint(w, replyStats(r))
 			} else {
-				held.WriteString(stat(r))
+				held.WriteString(replyStats(r))
 			}
 			return
 		}
@@ -251,7 +278,7 @@ func compareBoth(ctx context.Context, s *chat.Session, msgs []datasets.Message, 
 		endBase(b)
 	}
 	if !tunedEnded {
-		fmt.Fprint(w, stat(t))
+		fmt.Fprint(w, replyStats(t))
 	}
 	return t, nil
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"whet/datasets"
 	"whet/datasets/vision"
@@ -51,29 +49,19 @@ func (c mllamaChat) run(ctx context.Context, b engine.Backend, o chat.Options, s
 		}
 	}
 	answer := func(line string) error {
-		user := datasets.Message{Role: "user", Content: line}
-		if len(pending) > 0 {
-			for range pending {
-				user.Parts = append(user.Parts, datasets.ContentPart{Type: "image"})
-			}
-			user.Parts = append(user.Parts, datasets.ContentPart{Type: "text", Text: line})
-		}
-		msgs := append(append([]datasets.Message(nil), history...), user)
+		msgs := append(append([]datasets.Message(nil), history...), userTurn(line, len(pending)))
 		all := append(append([]*vision.MllamaOutput(nil), images...), pending...)
-		variants := []bool{s.HasAdapter}
-		if c.compare && s.HasAdapter {
-			variants = []bool{false, true}
-		}
+		variants := replyVariants(c.compare, s.HasAdapter)
 		var last chat.Reply
 		for _, tuned := range variants {
 			if len(variants) > 1 {
-				fmt.Fprintf(stdout, "[%s] ", map[bool]string{false: "base", true: "tuned"}[tuned])
+				fmt.Fprintf(stdout, "[%s] ", variantLabel(tuned))
 			}
 			r, err := s.Generate(ctx, msgs, all, c.opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "\n  (%d tokens, %.1f tok/s, %s)\n", r.Tokens, r.TokensPerSec, r.Stop)
+			fmt.Fprint(stdout, replyStats(r))
 			last = r
 		}
 		history = append(msgs, datasets.Message{Role: "assistant", Content: last.Text})
@@ -85,27 +73,5 @@ func (c mllamaChat) run(ctx context.Context, b engine.Backend, o chat.Options, s
 	}
 	fmt.Fprintf(stdout, "chatting with %s (Llama 3.2 Vision, template %s%s); /image PATH attaches an image; empty line or ctrl+d ends\n", c.model, s.Template.Name,
 		map[bool]string{true: ", adapter " + c.adapter, false: ""}[s.HasAdapter])
-	sc := bufio.NewScanner(stdin)
-	for {
-		fmt.Fprint(stdout, "> ")
-		if !sc.Scan() {
-			fmt.Fprintln(stdout)
-			return sc.Err()
-		}
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			return nil
-		}
-		if path, ok := strings.CutPrefix(line, "/image "); ok {
-			if err := attach(strings.TrimSpace(path)); err != nil {
-				fmt.Fprintln(stdout, "image:", err)
-			} else {
-				fmt.Fprintf(stdout, "image %s attached to your next message\n", strings.TrimSpace(path))
-			}
-			continue
-		}
-		if err := answer(line); err != nil {
-			return err
-		}
-	}
+	return readPrompts(stdin, stdout, attach, answer)
 }
