@@ -152,16 +152,33 @@ func (s *Session) Generate(ctx context.Context, msgs []datasets.Message, o engin
 
 // Continue generates after prompt ids.
 func (s *Session) Continue(ctx context.Context, prompt []int32, o engine.SampleOptions, tuned bool, onText func(string)) (Reply, error) {
+	return s.answer(ctx, prompt, o, s.Model, tuned && s.HasAdapter, onText, func(o engine.SampleOptions, onToken func(int32) bool) ([]int32, error) {
+		return s.gen.Generate(ctx, prompt, o, onToken)
+	})
+}
+
+// loraSwitch is a model whose adapter can be switched off for an answer
+// of the base model.
+type loraSwitch interface {
+	SetLoRAEnabled(bool)
+}
+
+// answer is one reply after prompt, shared by the text and the Mllama
+// sessions: the options fitted to the session (replyOptions), the adapter
+// of m on only when tuned (and on again after), the tokens of generate
+// streamed as text, and a cancelled ctx reported as stop "cancelled".
+func (s *Session) answer(ctx context.Context, prompt []int32, o engine.SampleOptions, m loraSwitch, tuned bool, onText func(string),
+	generate func(o engine.SampleOptions, onToken func(int32) bool) ([]int32, error)) (Reply, error) {
 	o, err := s.replyOptions(prompt, o)
 	if err != nil {
 		return Reply{}, err
 	}
-	s.Model.SetLoRAEnabled(tuned && s.HasAdapter)
-	defer s.Model.SetLoRAEnabled(true)
+	m.SetLoRAEnabled(tuned)
+	defer m.SetLoRAEnabled(true)
 
 	r := s.newReply(o.StopIDs, onText)
 	start := time.Now()
-	out, err := s.gen.Generate(ctx, prompt, o, r.token)
+	out, err := generate(o, r.token)
 	if err != nil {
 		if ctx.Err() != nil {
 			r.stop = "cancelled"

@@ -3,8 +3,6 @@ package chat
 import (
 	"context"
 	"fmt"
-	"slices"
-	"time"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
@@ -181,21 +179,7 @@ func (s *MllamaSession) Generate(ctx context.Context, msgs []datasets.Message, i
 
 // Continue generates after a prepared sample (Encode's).
 func (s *MllamaSession) Continue(ctx context.Context, smp engine.MllamaSample, o engine.SampleOptions, tuned bool, onText func(string)) (Reply, error) {
-	o, err := s.text.replyOptions(smp.IDs, o)
-	if err != nil {
-		return Reply{}, err
-	}
-	s.Model.SetLoRAEnabled(tuned && s.HasAdapter)
-	defer s.Model.SetLoRAEnabled(true)
-	r := s.text.newReply(slices.Clone(o.StopIDs), onText)
-	start := time.Now()
-	out, err := s.gen.Generate(ctx, smp, o, r.token)
-	if err != nil {
-		if ctx.Err() != nil {
-			r.stop = "cancelled"
-		} else {
-			return Reply{}, err
-		}
-	}
-	return r.finish(len(out), time.Since(start).Seconds()), nil
+	return s.text.answer(ctx, smp.IDs, o, s.Model, tuned && s.HasAdapter, onText, func(o engine.SampleOptions, onToken func(int32) bool) ([]int32, error) {
+		return s.gen.Generate(ctx, smp, o, onToken)
+	})
 }
