@@ -33,10 +33,7 @@ lora: {r: 4, alpha: 8, dropout: 0, projector: true}
 data: {path: %s, %smax_length: 128, packing: false, seed: 1}
 train: {max_steps: 2, micro_batch: 3, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 2, log_every: 1, sample_every: 0}
 `, name, modelDir, dir, filepath.Join(dir, "train.jsonl"), tmpl)
-	p := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := writeRunYAML(t, dir, run)
 	var out strings.Builder
 	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
 		t.Fatalf("whet train: %v\n%s", err, out.String())

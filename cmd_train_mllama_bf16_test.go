@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,11 +53,7 @@ lora: {r: 4, alpha: 8, dropout: 0, projector: true}
 data: {path: %s, max_length: 128, packing: false, seed: 1}
 train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 2, log_every: 1, sample_every: 0}
 `, name, modelDir, dir, filepath.Join(dir, "train.jsonl"), steps)
-			p := filepath.Join(dir, "run.yaml")
-			if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			return p
+			return writeRunYAML(t, dir, run)
 		}
 		var out bytes.Buffer
 		if err := runTrain([]string{"-c", runFile(2)}, nil, &out, &out); err != nil {
@@ -155,28 +150,14 @@ func TestMllamaVisionTestdata(t *testing.T) {
 	model, data := filepath.Join("testdata", "tiny-mllama-shapes"), filepath.Join("testdata", "datasets", "shapes")
 	if *writeMllamaTestdata {
 		src := mllamaTinyModel(t)
-		if err := os.MkdirAll(model, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
-			b, err := os.ReadFile(filepath.Join(src, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(model, f), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		copyModelFiles(t, src, model)
 	}
 	dir := t.TempDir()
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	run := fmt.Sprintf("name: mshapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, dropout: 0, projector: true}\n"+
 		"data: {path: %s, max_length: 128, packing: false, seed: 1}\ntrain: {max_steps: 2, micro_batch: 3, lr: 0.01, seed: 1, sample_every: 0}\n",
 		abs(model), dir, abs(filepath.Join(data, "train.jsonl")))
-	p := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := writeRunYAML(t, dir, run)
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
 		t.Fatalf("%v (write the files with go test . -run TestMllamaVisionTestdata -write-mllama-testdata)\n%s", err, out.String())
@@ -199,10 +180,7 @@ func TestTrainMllamaVisionCheckpointing(t *testing.T) {
 		run := fmt.Sprintf("name: mc\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, dropout: 0, projector: true}\n"+
 			"data: {path: %s, max_length: 128, packing: false, seed: 1}\ntrain: {max_steps: 3, micro_batch: 3, lr: 0.01, seed: 1, sample_every: 0, log_every: 1, activation_checkpointing: %v}\n",
 			abs(model), dir, abs(filepath.Join(data, "train.jsonl")), ckpt)
-		p := filepath.Join(dir, "run.yaml")
-		if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		p := writeRunYAML(t, dir, run)
 		var out bytes.Buffer
 		if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
 			t.Fatalf("checkpointing %v: %v\n%s", ckpt, err, out.String())

@@ -21,6 +21,7 @@ import (
 	"whet/engine"
 	"whet/engine/cpu"
 	"whet/engine/safetensors"
+	"whet/engine/testmodels"
 )
 
 // The shapes task through whet train: 32×32 PNGs of a circle, a square or
@@ -245,11 +246,7 @@ lora: {r: 8, alpha: 16, dropout: 0, projector: true}
 data: {path: %s, template: gemma-3, max_length: 96, packing: false, seed: 1}
 train: {max_steps: %d, micro_batch: 6, lr: 0.02, schedule: constant, warmup_steps: 0, seed: 1, save_every: 20, log_every: 10, sample_every: 0}
 `, modelDir, dir, filepath.Join(dir, "train.jsonl"), steps)
-		p := filepath.Join(dir, "run.yaml")
-		if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return writeRunYAML(t, dir, run)
 	}
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", runFile(40), "--json"}, nil, &out, &out); err != nil {
@@ -308,79 +305,45 @@ train: {max_steps: %d, micro_batch: 6, lr: 0.02, schedule: constant, warmup_step
 	}
 }
 
-// mllamaTinyModel writes a tiny random Llama 3.2 Vision folder (16-pixel
-// tiles, up to 4; text hidden 64 with a cross-attention layer at 1) with
-// tiny-llama's tokenizer plus Llama 3's header tokens and <|image|> (id
-// 520, in the 8 embedding rows past the vocabulary, as in the released
-// model), and Llama 3.2 Vision's chat template.
-func mllamaTinyModel(t *testing.T) string {
+// writeRunYAML writes run as dir/run.yaml and returns its path.
+func writeRunYAML(t *testing.T, dir, run string) string {
 	t.Helper()
-	const config = `{"architectures": ["MllamaForConditionalGeneration"], "image_token_index": 520, "model_type": "mllama",
-  "text_config": {"bos_token_id": 516, "cross_attention_layers": [1], "eos_token_id": 515, "hidden_act": "silu",
-    "hidden_size": 64, "intermediate_size": 96, "max_position_embeddings": 512, "model_type": "mllama_text_model",
-    "num_attention_heads": 4, "num_hidden_layers": 3, "num_key_value_heads": 2, "pad_token_id": null, "rms_norm_eps": 1e-05,
-    "rope_theta": 500000.0, "tie_word_embeddings": false, "vocab_size": 520},
-  "vision_config": {"attention_heads": 4, "hidden_act": "gelu", "hidden_size": 32, "image_size": 16,
-    "intermediate_layers_indices": [0, 2], "intermediate_size": 64, "max_num_tiles": 4, "model_type": "mllama_vision_model",
-    "norm_eps": 1e-05, "num_channels": 3, "num_global_layers": 2, "num_hidden_layers": 3, "patch_size": 8,
-    "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]], "vision_output_dim": 96}}`
-	dir := t.TempDir()
-	check := func(err error) {
-		t.Helper()
+	p := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// copyModelFiles copies a tiny model folder's config.json,
+// model.safetensors and tokenizer files from src into dst (made if
+// missing): how the -write-*-testdata flags commit a generated model.
+func copyModelFiles(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	check(os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o644))
-	cfg, err := engine.ParseMllamaConfig("config.json", []byte(config))
-	check(err)
-	m, err := engine.NewMllamaModel(*cfg, cpu.New())
-	check(err)
-	defer m.Free()
-	rng := rand.New(rand.NewPCG(9, 24))
-	var ts []safetensors.Tensor
-	for _, p := range m.Params() {
-		n := 1
-		for _, d := range p.Shape {
-			n *= d
+		if err := os.WriteFile(filepath.Join(dst, f), b, 0o644); err != nil {
+			t.Fatal(err)
 		}
-		v := make([]float32, n)
-		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
-		for i := range v {
-			r := float32(rng.NormFloat64())
-			switch {
-			case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
-				v[i] = 0.5 + 0.3*r
-			case strings.Contains(p.Name, "norm") && leaf == "weight":
-				v[i] = 1 + 0.1*r
-			case strings.Contains(p.Name, "embed_tokens") || strings.Contains(p.Name, "lm_head"):
-				v[i] = r // wide enough for a confident next token (see gemma3TinyVisionModel)
-			default:
-				v[i] = 0.1 * r
-			}
-		}
-		ts = append(ts, safetensors.F32Tensor(p.Name, p.Shape, v))
 	}
-	check(safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil))
-	data, err := os.ReadFile(filepath.Join("testdata", "tiny-llama", "tokenizer.json"))
-	check(err)
-	var tj map[string]any
-	check(json.Unmarshal(data, &tj))
-	added := tj["added_tokens"].([]any)
-	for id, s := range map[int]string{513: "<|start_header_id|>", 514: "<|end_header_id|>", 515: "<|eot_id|>", 516: "<|begin_of_text|>", 520: "<|image|>"} {
-		added = append(added, map[string]any{"id": id, "content": s, "single_word": false, "lstrip": false,
-			"rstrip": false, "normalized": false, "special": true})
+}
+
+// mllamaTinyModel writes a tiny random Llama 3.2 Vision folder that chats
+// (testmodels.MllamaChat: 16-pixel tiles, up to 4; text hidden 64 with a
+// cross-attention layer at 1; tiny-llama's tokenizer plus Llama 3's
+// header tokens and <|image|>; Llama 3.2 Vision's chat template).
+func mllamaTinyModel(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := (testmodels.MllamaChat{TestdataDir: "testdata", Seed: [2]uint64{9, 24}}).Write(dir); err != nil {
+		t.Fatal(err)
 	}
-	tj["added_tokens"] = added
-	data, err = json.Marshal(tj)
-	check(err)
-	check(os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644))
-	tpl, err := os.ReadFile(filepath.Join("testdata", "templates", "llama-3.2-vision.jinja"))
-	check(err)
-	tc, err := json.Marshal(map[string]any{"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "add_bos_token": false,
-		"chat_template": string(tpl), "tokenizer_class": "PreTrainedTokenizerFast"})
-	check(err)
-	check(os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), tc, 0o644))
 	return dir
 }
 
@@ -402,11 +365,7 @@ lora: {r: 4, alpha: 8, dropout: 0, projector: true%s}
 data: {path: %s, max_length: 128, packing: false, seed: 1, eval_split: 0.25}
 train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 3, log_every: 1, eval_every: 6, sample_every: 0}
 `, modelDir, dir, extra, filepath.Join(dir, "train.jsonl"), steps)
-		p := filepath.Join(dir, "run.yaml")
-		if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return writeRunYAML(t, dir, run)
 	}
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", runFile(6, "")}, nil, &out, &out); err != nil {
@@ -487,11 +446,7 @@ lora: {r: 4, alpha: 8, dropout: 0, projector: true}
 data: {path: %s, max_length: 128, packing: false, seed: 1}
 train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 2, log_every: 1, sample_every: 0}
 `, modelDir, dir, filepath.Join(dir, "train.jsonl"), steps)
-		p := filepath.Join(dir, "run.yaml")
-		if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return writeRunYAML(t, dir, run)
 	}
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", runFile(2)}, nil, &out, &out); err != nil {
@@ -569,10 +524,7 @@ method: lora
 data: {path: %s, template: gemma-3, %smax_length: 96}
 train: {max_steps: 1, seed: 1}
 `, strings.ReplaceAll(tc.name, " ", "-"), tc.model, dir, filepath.Join(dir, tc.data), tc.extra)
-			p := filepath.Join(dir, "run.yaml")
-			if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			p := writeRunYAML(t, dir, run)
 			var out bytes.Buffer
 			err := runTrain([]string{"-c", p}, nil, &out, &out)
 			if err == nil {
@@ -600,10 +552,7 @@ func TestTrainGemma3VisionModelOnText(t *testing.T) {
 	}
 	run := fmt.Sprintf("name: text\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: lora\ndata: {path: %s, template: gemma-3, max_length: 96}\ntrain: {max_steps: 1, seed: 1}\n",
 		gemma3ChatModel(t), dir, filepath.Join(dir, "text.jsonl"))
-	p := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := writeRunYAML(t, dir, run)
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -620,10 +569,7 @@ func TestTrainGemma3VisionQLoRA(t *testing.T) {
 	writeShapeData(t, dir, "train.jsonl", 7, 0, 4)
 	run := fmt.Sprintf("name: q\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, projector: true}\ndata: {path: %s, template: gemma-3, max_length: 96}\ntrain: {max_steps: 2, micro_batch: 2, lr: 0.01, seed: 1, sample_every: 0}\n",
 		gemma3ChatModel(t), dir, filepath.Join(dir, "train.jsonl"))
-	p := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := writeRunYAML(t, dir, run)
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -646,18 +592,7 @@ func TestVisionTestdata(t *testing.T) {
 	model, data := filepath.Join("testdata", "tiny-gemma3-vision-shapes"), filepath.Join("testdata", "datasets", "shapes")
 	if *writeVisionTestdata {
 		src := gemma3TinyVisionModel(t, 1)
-		if err := os.MkdirAll(model, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
-			b, err := os.ReadFile(filepath.Join(src, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(model, f), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		copyModelFiles(t, src, model)
 		if err := os.MkdirAll(data, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -668,10 +603,7 @@ func TestVisionTestdata(t *testing.T) {
 	run := fmt.Sprintf("name: shapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: lora\nlora: {r: 8, alpha: 16, dropout: 0, projector: true}\n"+
 		"data: {path: %s, template: gemma-3, max_length: 96, packing: false, seed: 1}\ntrain: {max_steps: 2, micro_batch: 6, lr: 0.02, seed: 1, sample_every: 0}\n",
 		abs(model), dir, abs(filepath.Join(data, "train.jsonl")))
-	p := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := writeRunYAML(t, dir, run)
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
 		t.Fatalf("%v (write the files with go test . -run TestVisionTestdata -write-vision-testdata)\n%s", err, out.String())
