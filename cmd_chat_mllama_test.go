@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"image/color"
-	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,28 +25,7 @@ func mllamaChatFolder(t *testing.T) (model, adapter, img string) {
 	if err := (testmodels.MllamaChat{TestdataDir: "testdata", Seed: [2]uint64{9, 24}}).Write(model); err != nil {
 		t.Fatal(err)
 	}
-	m, err := engine.LoadMllama(model, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	o := engine.MllamaLoRA{Rank: 4, Alpha: 8, Projector: true}
-	if err := m.AddLoRA(o); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	for _, p := range m.Params() {
-		if p.Trainable {
-			v := make([]float32, p.W.Len())
-			for i := range v {
-				v[i] = float32(rng.NormFloat64() * 0.5)
-			}
-			if err := m.SetValues(p, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := engine.SaveMllamaAdapter(adapter, m, o, model); err != nil {
+	if err := (testmodels.MllamaChatAdapter{Seed: [2]uint64{3, 4}, Scale: 0.5}).Write(adapter, model); err != nil {
 		t.Fatal(err)
 	}
 	img = filepath.Join(model, "look.png")

@@ -2,7 +2,6 @@ package chat
 
 import (
 	"context"
-	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,30 +27,8 @@ func writeChatMllama(t *testing.T) string {
 // linear and the projector) for the model in modelDir.
 func writeMllamaAdapter(t *testing.T, modelDir string) string {
 	t.Helper()
-	m, err := engine.LoadMllama(modelDir, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	o := engine.MllamaLoRA{Rank: 4, Alpha: 8, Projector: true}
-	if err := m.AddLoRA(o); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	for _, p := range m.Params() {
-		if !p.Trainable {
-			continue
-		}
-		v := make([]float32, p.W.Len())
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * 0.5)
-		}
-		if err := m.SetValues(p, v); err != nil {
-			t.Fatal(err)
-		}
-	}
 	dir := t.TempDir()
-	if err := engine.SaveMllamaAdapter(dir, m, o, modelDir); err != nil {
+	if err := (testmodels.MllamaChatAdapter{Seed: [2]uint64{3, 4}, Scale: 0.5}).Write(dir, modelDir); err != nil {
 		t.Fatal(err)
 	}
 	return dir

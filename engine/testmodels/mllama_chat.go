@@ -121,3 +121,42 @@ func (g MllamaChat) Write(dir string) error {
 	}
 	return nil
 }
+
+// MllamaChatAdapter describes a random PEFT adapter for a tiny Mllama
+// folder (MllamaChat's): rank 4, alpha 8, on every language-model linear
+// and the projector, every value Scale·N(0, 1) drawn from Seed, saved as
+// whet train saves one (engine.SaveMllamaAdapter).
+type MllamaChatAdapter struct {
+	Seed  [2]uint64
+	Scale float64
+}
+
+// Write saves the adapter for the model in modelDir into dir.
+func (a MllamaChatAdapter) Write(dir, modelDir string) error {
+	m, err := engine.LoadMllama(modelDir, cpu.New())
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	defer m.Free()
+	o := engine.MllamaLoRA{Rank: 4, Alpha: 8, Projector: true}
+	if err := m.AddLoRA(o); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	rng := rand.New(rand.NewPCG(a.Seed[0], a.Seed[1]))
+	for _, p := range m.Params() {
+		if !p.Trainable {
+			continue
+		}
+		v := make([]float32, p.W.Len())
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * a.Scale)
+		}
+		if err := m.SetValues(p, v); err != nil {
+			return fmt.Errorf("testmodels: %s: %w", p.Name, err)
+		}
+	}
+	if err := engine.SaveMllamaAdapter(dir, m, o, modelDir); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	return nil
+}
