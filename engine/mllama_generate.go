@@ -234,7 +234,7 @@ func (g *MllamaGenerator) prepare(p *mpass, s MllamaSample) (*mllamaGenState, er
 		st.crossV[l], _ = p.linear(L.V, C)
 		st.crossK[l] = p.alloc(st.nkv, c.KVDim())
 		rstd := p.alloc32(st.nkv * c.NumKVHeads)
-		p.do(fmt.Sprintf("layer %d k norm", l), func() error {
+		p.do(fmt.Sprintf("k norm of layer %d", l), func() error {
 			return p.B.RMSNorm(heads(st.crossK[l], c.NumKVHeads), rstd, heads(kraw, c.NumKVHeads), L.KNorm.W, float32(c.RMSNormEps))
 		})
 		keep = append(keep, st.crossK[l], st.crossV[l])
