@@ -209,13 +209,7 @@ func TestFakeDriverChild(t *testing.T) {
 // split (-test.run 'TestKernelsCompileForEveryArch/^sm_121$'). Needs
 // libnvrtc; skips without it (unless WHET_CUDA_REQUIRE=1).
 func TestKernelsCompileForEveryArch(t *testing.T) {
-	n, err := openNVRTC()
-	if err != nil {
-		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: needs NVRTC: %v", err)
-	}
+	n := openNVRTCOrSkip(t)
 	known, err := n.supportedArchs()
 	if err != nil {
 		t.Fatal(err)
@@ -420,6 +414,47 @@ func TestHopperOnlyInstructionsAreGated(t *testing.T) {
 	}
 }
 
+// openNVRTCOrSkip opens NVRTC for a compile test, which needs libnvrtc
+// but no GPU: without it the test skips (fails with WHET_CUDA_REQUIRE=1).
+func openNVRTCOrSkip(t *testing.T) *nvrtc {
+	t.Helper()
+	n, err := openNVRTC()
+	if err != nil {
+		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipping: needs NVRTC: %v", err)
+	}
+	return n
+}
+
+// hopperSource is kernels/attention_hopper.cu's source.
+func hopperSource(t *testing.T) string {
+	t.Helper()
+	src, err := kernels.Source(attnHopperFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// compileHopperVerbose compiles src as attention_hopper.cu for sm_90a with
+// ptxas -v and -D for each of the comma-separated defines, and returns
+// NVRTC's log (registers, spills, serialised wgmma); a failed compile
+// fails the test.
+func compileHopperVerbose(t *testing.T, n *nvrtc, src, defines string) string {
+	t.Helper()
+	opts := []string{"--ptxas-options=-v"}
+	for _, d := range strings.Split(defines, ",") {
+		opts = append(opts, "-D"+d)
+	}
+	_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log
+}
+
 // TestHopperAttentionCompiles compiles kernels/attention_hopper.cu for
 // sm_90a, as the backend does on an sm_90 card with AttnHopperEnv set
 // (TestKernelsCompileForEveryArch builds it for plain sm_90, where the
@@ -430,17 +465,7 @@ func TestHopperOnlyInstructionsAreGated(t *testing.T) {
 // C75xx: checkNotSerialized). Needs libnvrtc, not a GPU; skips
 // without it (unless WHET_CUDA_REQUIRE=1).
 func TestHopperAttentionCompiles(t *testing.T) {
-	n, err := openNVRTC()
-	if err != nil {
-		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: needs NVRTC: %v", err)
-	}
-	src, err := kernels.Source(attnHopperFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, src := openNVRTCOrSkip(t), hopperSource(t)
 	cubin, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a")
 	if err != nil {
 		t.Fatal(err) // carries NVRTC's whole log
@@ -480,17 +505,7 @@ func TestHopperAttentionCompiles(t *testing.T) {
 // WHET_NVRTC_DEFINES) for sm_90a, logging ptxas -v. A separate test so that
 // its failure is not taken for the default Hopper kernels'.
 func TestHopperAttentionOverlapCompiles(t *testing.T) {
-	n, err := openNVRTC()
-	if err != nil {
-		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: needs NVRTC: %v", err)
-	}
-	src, err := kernels.Source(attnHopperFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, src := openNVRTCOrSkip(t), hopperSource(t)
 	_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", "-DHOP_FWD_OVERLAP=1", "--ptxas-options=-v")
 	if err != nil {
 		t.Fatal(err)

@@ -403,17 +403,7 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 			t.Fatalf("WHET_FUSED_COMPILE_SHARD=%q: want i/n with 0 <= i < n", v)
 		}
 	}
-	n, err := openNVRTC()
-	if err != nil {
-		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: needs NVRTC: %v", err)
-	}
-	src, err := kernels.Source(attnHopperFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, src := openNVRTCOrSkip(t), hopperSource(t)
 	// compileOptions would add these a second time.
 	t.Setenv("WHET_NVRTC_DEFINES", "")
 	t.Setenv(AttnBwdFusedEnv, "0")
@@ -422,14 +412,7 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 			continue
 		}
 		t.Run(strings.ReplaceAll(v.defines, ",", "_"), func(t *testing.T) {
-			opts := []string{"--ptxas-options=-v"}
-			for _, d := range strings.Split(v.defines, ",") {
-				opts = append(opts, "-D"+d)
-			}
-			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			log := compileHopperVerbose(t, n, src, v.defines)
 			t.Logf("%s, ptxas -v:\n%s", v.defines, log)
 			regs, spills := ptxasRegs(log)
 			notes := ptxasNotes(log)

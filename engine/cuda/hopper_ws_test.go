@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -249,30 +248,13 @@ ptxas info    : Used 168 registers, used 3 barriers`
 // setmaxnreg.inc would wait for ever; attention.go refuses such a kernel
 // at run time too (hopperWSCheck).
 func TestHopperAttentionWSCompiles(t *testing.T) {
-	n, err := openNVRTC()
-	if err != nil {
-		if os.Getenv("WHET_CUDA_REQUIRE") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: needs NVRTC: %v", err)
-	}
-	src, err := kernels.Source(attnHopperFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, src := openNVRTCOrSkip(t), hopperSource(t)
 	for _, defines := range hopperWSVariants {
 		t.Run(defines, func(t *testing.T) {
 			t.Setenv("WHET_NVRTC_DEFINES", defines)
 			ws := hopperFwdWS()
 			t.Setenv("WHET_NVRTC_DEFINES", "") // compileOptions would add them a second time
-			opts := []string{"--ptxas-options=-v"}
-			for _, d := range strings.Split(defines, ",") {
-				opts = append(opts, "-D"+d)
-			}
-			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			log := compileHopperVerbose(t, n, src, defines)
 			t.Logf("%s, ptxas -v:\n%s", defines, log)
 			checkNotSerialized(t, defines, log)
 			regs, spills := ptxasRegs(log)
@@ -293,14 +275,7 @@ func TestHopperAttentionWSCompiles(t *testing.T) {
 	// The first consumer loop, for comparison: logged, not checked.
 	for _, defines := range hopperWSSerialVariants {
 		t.Run(defines, func(t *testing.T) {
-			opts := []string{"--ptxas-options=-v"}
-			for _, d := range strings.Split(defines, ",") {
-				opts = append(opts, "-D"+d)
-			}
-			_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			log := compileHopperVerbose(t, n, src, defines)
 			t.Logf("%s (HOP_WS_NOSER=0), ptxas -v:\n%s", defines, log)
 			t.Logf("%s: serialised wgmma: %s (expected without HOP_WS_NOSER=1; not checked)", defines, serializedSummary(ptxasSerialized(log)))
 		})
