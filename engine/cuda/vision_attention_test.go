@@ -139,6 +139,48 @@ func TestVisionAttentionTC(t *testing.T) {
 		}
 		return out, lse
 	}
+	// attend compares one attention op, queries [T, H·D] over keys and
+	// values [S, KVH·D] (drawn here, in that order): its forward, then, at
+	// head dim bwdD, its backward from the plain forward's out and lse.
+	attend := func(t *testing.T, T, S, H, KVH, D, bwdD int,
+		fwdOp func(out, lse, q, k, v engine.Tensor) error,
+		bwdOp func(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor) error) {
+		q, k, v := upload(randn(T*H*D), T, H*D), upload(randn(S*KVH*D), S, KVH*D), upload(randn(S*KVH*D), S, KVH*D)
+		defer b.Free(q)
+		defer b.Free(k)
+		defer b.Free(v)
+		run := func(out, lse engine.Tensor) error {
+			o, err := b.View(out, 0, T, H*D)
+			if err != nil {
+				return err
+			}
+			l, err := b.View(lse, 0, H, T)
+			if err != nil {
+				return err
+			}
+			return fwdOp(o, l, q, k, v)
+		}
+		compare(t, fwd, []outSpec{{"out", T * H * D, engine.BF16}, {"lse", H * T, engine.F32}},
+			func(o []engine.Tensor) error { return run(o[0], o[1]) })
+		if D != bwdD {
+			return
+		}
+		out, lse := forward(t, T*H*D, H*T, run)
+		dOut := upload(randn(T*H*D), T, H*D)
+		defer b.Free(dOut)
+		compare(t, bwd, []outSpec{{"dq", T * H * D, engine.BF16}, {"dk", S * KVH * D, engine.BF16}, {"dv", S * KVH * D, engine.BF16}},
+			func(o []engine.Tensor) error {
+				dq, e1 := b.View(o[0], 0, T, H*D)
+				dk, e2 := b.View(o[1], 0, S, KVH*D)
+				dv, e3 := b.View(o[2], 0, S, KVH*D)
+				ov, e4 := b.View(out, 0, T, H*D)
+				lv, e5 := b.View(lse, 0, H, T)
+				if err := errors.Join(e1, e2, e3, e4, e5); err != nil {
+					return err
+				}
+				return bwdOp(dq, dk, dv, dOut, q, k, v, ov, lv)
+			})
+	}
 	groups := func(name string, starts []int32, runs [][2]int, H, KVH, D, window int) {
 		t.Run(name, func(t *testing.T) {
 			T := int(starts[len(starts)-1])
@@ -172,41 +214,13 @@ func TestVisionAttentionTC(t *testing.T) {
 				maxLen = max(maxLen, int(starts[i+1]-starts[i]))
 			}
 			seqs := engine.SeqLayout{Starts: starts, Dev: st, MaxLen: maxLen}
-			q, k, v := upload(randn(T*H*D), T, H*D), upload(randn(T*KVH*D), T, KVH*D), upload(randn(T*KVH*D), T, KVH*D)
-			defer b.Free(q)
-			defer b.Free(k)
-			defer b.Free(v)
 			p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(float64(D))), Window: window}
-			run := func(out, lse engine.Tensor) error {
-				o, err := b.View(out, 0, T, H*D)
-				if err != nil {
-					return err
-				}
-				l, err := b.View(lse, 0, H, T)
-				if err != nil {
-					return err
-				}
-				return b.AttentionGroups(o, l, q, k, v, gt, seqs, p)
-			}
-			compare(t, fwd, []outSpec{{"out", T * H * D, engine.BF16}, {"lse", H * T, engine.F32}},
-				func(o []engine.Tensor) error { return run(o[0], o[1]) })
-			if D != 256 {
-				return // the backward's tensor-core kernels are at head dim 256
-			}
-			out, lse := forward(t, T*H*D, H*T, run)
-			dOut := upload(randn(T*H*D), T, H*D)
-			defer b.Free(dOut)
-			compare(t, bwd, []outSpec{{"dq", T * H * D, engine.BF16}, {"dk", T * KVH * D, engine.BF16}, {"dv", T * KVH * D, engine.BF16}},
-				func(o []engine.Tensor) error {
-					dq, e1 := b.View(o[0], 0, T, H*D)
-					dk, e2 := b.View(o[1], 0, T, KVH*D)
-					dv, e3 := b.View(o[2], 0, T, KVH*D)
-					ov, e4 := b.View(out, 0, T, H*D)
-					lv, e5 := b.View(lse, 0, H, T)
-					if err := errors.Join(e1, e2, e3, e4, e5); err != nil {
-						return err
-					}
-					return b.AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, ov, lv, gt, seqs, p)
+			attend(t, T, T, H, KVH, D, 256, // the backward's tensor-core kernels are at head dim 256
+				func(out, lse, q, k, v engine.Tensor) error {
+					return b.AttentionGroups(out, lse, q, k, v, gt, seqs, p)
+				},
+				func(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor) error {
+					return b.AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, out, lse, gt, seqs, p)
 				})
 		})
 	}
@@ -236,41 +250,13 @@ func TestVisionAttentionTC(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			q, k, v := upload(randn(T*H*D), T, H*D), upload(randn(S*KVH*D), S, KVH*D), upload(randn(S*KVH*D), S, KVH*D)
-			defer b.Free(q)
-			defer b.Free(k)
-			defer b.Free(v)
 			p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(float64(D)))}
-			run := func(out, lse engine.Tensor) error {
-				o, err := b.View(out, 0, T, H*D)
-				if err != nil {
-					return err
-				}
-				l, err := b.View(lse, 0, H, T)
-				if err != nil {
-					return err
-				}
-				return b.BiasAttention(o, l, q, k, v, bt, p)
-			}
-			compare(t, fwd, []outSpec{{"out", T * H * D, engine.BF16}, {"lse", H * T, engine.F32}},
-				func(o []engine.Tensor) error { return run(o[0], o[1]) })
-			if D != 128 {
-				return // the backward's tensor-core kernels are at head dim 128
-			}
-			out, lse := forward(t, T*H*D, H*T, run)
-			dOut := upload(randn(T*H*D), T, H*D)
-			defer b.Free(dOut)
-			compare(t, bwd, []outSpec{{"dq", T * H * D, engine.BF16}, {"dk", S * KVH * D, engine.BF16}, {"dv", S * KVH * D, engine.BF16}},
-				func(o []engine.Tensor) error {
-					dq, e1 := b.View(o[0], 0, T, H*D)
-					dk, e2 := b.View(o[1], 0, S, KVH*D)
-					dv, e3 := b.View(o[2], 0, S, KVH*D)
-					ov, e4 := b.View(out, 0, T, H*D)
-					lv, e5 := b.View(lse, 0, H, T)
-					if err := errors.Join(e1, e2, e3, e4, e5); err != nil {
-						return err
-					}
-					return b.BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, ov, lv, bt, p)
+			attend(t, T, S, H, KVH, D, 128, // the backward's tensor-core kernels are at head dim 128
+				func(out, lse, q, k, v engine.Tensor) error {
+					return b.BiasAttention(out, lse, q, k, v, bt, p)
+				},
+				func(dq, dk, dv, dOut, q, k, v, out, lse engine.Tensor) error {
+					return b.BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, bt, p)
 				})
 		})
 	}
