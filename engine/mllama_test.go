@@ -18,8 +18,8 @@ import (
 )
 
 // randomMllamaTensors draws every weight of cfg as the reference script
-// does (norms 1 + N(0, 0.1²), gates 0.5 + N(0, 0.3²), the rest N(0, 0.1²)),
-// under the released checkpoint's names.
+// does (testmodels.MllamaWeightDraw), under the released checkpoint's
+// names.
 func randomMllamaTensors(t *testing.T, cfg *engine.MllamaConfig, rng *rand.Rand) map[string]safetensors.Tensor {
 	t.Helper()
 	m, err := engine.NewMllamaModel(*cfg, cpu.New())
@@ -34,17 +34,9 @@ func randomMllamaTensors(t *testing.T, cfg *engine.MllamaConfig, rng *rand.Rand)
 			n *= d
 		}
 		v := make([]float32, n)
-		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
+		mean, std := testmodels.MllamaWeightDraw(p.Name)
 		for i := range v {
-			r := float32(rng.NormFloat64())
-			switch {
-			case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
-				v[i] = 0.5 + 0.3*r
-			case strings.Contains(p.Name, "norm") && leaf == "weight":
-				v[i] = 1 + 0.1*r
-			default:
-				v[i] = 0.1 * r
-			}
+			v[i] = mean + std*float32(rng.NormFloat64())
 		}
 		out[p.Name] = safetensors.F32Tensor(p.Name, p.Shape, v)
 	}

@@ -13,11 +13,10 @@ import (
 	"whet/engine/testmodels"
 )
 
-// newGPUMllama builds the tiny model on b with seeded weights (norms
-// 1 + N(0, 0.1²), gates 0.5 + N(0, 0.3²), the rest N(0, 0.1²), as the
-// reference script draws them), LoRA rank 8 on every language-model
-// linear and the projector (A random, B zero) and the final norm
-// trainable: the same values whatever the backend.
+// newGPUMllama builds the tiny model on b with seeded weights (as the
+// reference script draws them: testmodels.MllamaWeightDraw), LoRA rank 8
+// on every language-model linear and the projector (A random, B zero) and
+// the final norm trainable: the same values whatever the backend.
 func newGPUMllama(t *testing.T, b engine.Backend) (*engine.MllamaModel, *engine.MllamaConfig) {
 	return newGPUMllamaIn(t, b, engine.F32)
 }
@@ -47,15 +46,8 @@ func newGPUMllamaIn(t *testing.T, b engine.Backend, dt engine.DType) (*engine.Ml
 		}
 	}
 	for _, p := range m.Params() {
-		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
-		switch {
-		case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
-			upload(p, func() float32 { return 0.5 + 0.3*float32(rng.NormFloat64()) })
-		case strings.Contains(p.Name, "norm") && leaf == "weight":
-			upload(p, func() float32 { return 1 + 0.1*float32(rng.NormFloat64()) })
-		default:
-			upload(p, func() float32 { return 0.1 * float32(rng.NormFloat64()) })
-		}
+		mean, std := testmodels.MllamaWeightDraw(p.Name)
+		upload(p, func() float32 { return mean + std*float32(rng.NormFloat64()) })
 	}
 	if err := m.AddLoRA(engine.MllamaLoRA{Rank: 8, Alpha: 16, Projector: true}); err != nil {
 		t.Fatal(err)

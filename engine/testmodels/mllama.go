@@ -1,5 +1,7 @@
 package testmodels
 
+import "strings"
+
 // TinyMllamaConfig is the tests' tiny Llama 3.2 Vision config.json: 16-pixel
 // tiles of 8-pixel patches (5 positions, padded to 8), up to 4 tiles,
 // vision hidden 32 with 3 local and 2 global layers and intermediate layers
@@ -38,3 +40,20 @@ const Released11BVisionConfig = `{"architectures": ["MllamaForConditionalGenerat
   "intermediate_layers_indices": [3, 7, 15, 23, 30], "intermediate_size": 5120, "max_num_tiles": 4,
   "norm_eps": 1e-05, "num_channels": 3, "num_global_layers": 8, "num_hidden_layers": 32,
   "patch_size": 14, "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]], "vision_output_dim": 7680}}`
+
+// MllamaWeightDraw is how the reference script draws each value of a tiny
+// Mllama's weight named name (the released checkpoint's or the engine's
+// parameter name): mean + std·N(0, 1), with gates (gate, gate_attn,
+// gate_ffn) 0.5 and 0.3, norm weights 1 and 0.1, every other weight 0 and
+// 0.1.
+func MllamaWeightDraw(name string) (mean, std float32) {
+	leaf := name[strings.LastIndex(name, ".")+1:]
+	switch {
+	case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
+		return 0.5, 0.3
+	case strings.Contains(name, "norm") && leaf == "weight":
+		return 1, 0.1
+	default:
+		return 0, 0.1
+	}
+}

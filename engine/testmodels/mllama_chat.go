@@ -63,19 +63,12 @@ func (g MllamaChat) Write(dir string) error {
 			n *= d
 		}
 		v := make([]float32, n)
-		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
+		mean, std := MllamaWeightDraw(p.Name)
+		if strings.Contains(p.Name, "embed_tokens") || strings.Contains(p.Name, "lm_head") {
+			mean, std = 0, 1
+		}
 		for i := range v {
-			r := float32(rng.NormFloat64())
-			switch {
-			case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
-				v[i] = 0.5 + 0.3*r
-			case strings.Contains(p.Name, "norm") && leaf == "weight":
-				v[i] = 1 + 0.1*r
-			case strings.Contains(p.Name, "embed_tokens") || strings.Contains(p.Name, "lm_head"):
-				v[i] = r
-			default:
-				v[i] = 0.1 * r
-			}
+			v[i] = mean + std*float32(rng.NormFloat64())
 		}
 		ts = append(ts, safetensors.F32Tensor(p.Name, p.Shape, v))
 	}
