@@ -85,7 +85,29 @@ func (g Gemma3Vision) Write(dir string) error {
 // writeImageTokenizer copies src's tokenizer into dir with the three image
 // tokens added after its own.
 func writeImageTokenizer(dir, src string) error {
-	path := filepath.Join(src, "tokenizer.json")
+	if err := writeTokenizerWith(dir, filepath.Join(src, "tokenizer.json"),
+		[]specialToken{{512, "<start_of_image>"}, {513, "<end_of_image>"}, {514, "<image_soft_token>"}}); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(filepath.Join(src, "tokenizer_config.json"))
+	if err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), data, 0o644); err != nil {
+		return fmt.Errorf("testmodels: %w", err)
+	}
+	return nil
+}
+
+// specialToken is a token added to a tokenizer: its id and text.
+type specialToken struct {
+	id      int
+	content string
+}
+
+// writeTokenizerWith writes the tokenizer.json at path into dir with
+// tokens added as special tokens after its own added_tokens.
+func writeTokenizerWith(dir, path string, tokens []specialToken) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("testmodels: %w", err)
@@ -98,8 +120,8 @@ func writeImageTokenizer(dir, src string) error {
 	if !ok {
 		return fmt.Errorf("testmodels: %s: added_tokens is %T, want a list", path, tj["added_tokens"])
 	}
-	for i, s := range []string{"<start_of_image>", "<end_of_image>", "<image_soft_token>"} {
-		added = append(added, map[string]any{"id": 512 + i, "content": s, "single_word": false, "lstrip": false,
+	for _, tok := range tokens {
+		added = append(added, map[string]any{"id": tok.id, "content": tok.content, "single_word": false, "lstrip": false,
 			"rstrip": false, "normalized": false, "special": true})
 	}
 	tj["added_tokens"] = added
@@ -107,12 +129,6 @@ func writeImageTokenizer(dir, src string) error {
 		return fmt.Errorf("testmodels: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644); err != nil {
-		return fmt.Errorf("testmodels: %w", err)
-	}
-	if data, err = os.ReadFile(filepath.Join(src, "tokenizer_config.json")); err != nil {
-		return fmt.Errorf("testmodels: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), data, 0o644); err != nil {
 		return fmt.Errorf("testmodels: %w", err)
 	}
 	return nil

@@ -75,30 +75,9 @@ func (g MllamaChat) Write(dir string) error {
 	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
 		return fmt.Errorf("testmodels: %w", err)
 	}
-	path := filepath.Join(g.TestdataDir, "tiny-llama", "tokenizer.json")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("testmodels: %w", err)
-	}
-	var tj map[string]any
-	if err := json.Unmarshal(data, &tj); err != nil {
-		return fmt.Errorf("testmodels: %s: %w", path, err)
-	}
-	added, ok := tj["added_tokens"].([]any)
-	if !ok {
-		return fmt.Errorf("testmodels: %s: no added_tokens list", path)
-	}
-	for _, id := range []int{513, 514, 515, 516, 520} {
-		s := map[int]string{513: "<|start_header_id|>", 514: "<|end_header_id|>", 515: "<|eot_id|>", 516: "<|begin_of_text|>", 520: "<|image|>"}[id]
-		added = append(added, map[string]any{"id": id, "content": s, "single_word": false, "lstrip": false,
-			"rstrip": false, "normalized": false, "special": true})
-	}
-	tj["added_tokens"] = added
-	if data, err = json.Marshal(tj); err != nil {
-		return fmt.Errorf("testmodels: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644); err != nil {
-		return fmt.Errorf("testmodels: %w", err)
+	if err := writeTokenizerWith(dir, filepath.Join(g.TestdataDir, "tiny-llama", "tokenizer.json"), []specialToken{
+		{513, "<|start_header_id|>"}, {514, "<|end_header_id|>"}, {515, "<|eot_id|>"}, {516, "<|begin_of_text|>"}, {520, "<|image|>"}}); err != nil {
+		return err
 	}
 	tpl, err := os.ReadFile(filepath.Join(g.TestdataDir, "templates", "llama-3.2-vision.jinja"))
 	if err != nil {
