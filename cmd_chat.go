@@ -126,7 +126,6 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	answer := func(line string) error {
 		msgs := append(append([]datasets.Message(nil), history...), userTurn(line, len(pending)))
 		all := append(append([]*vision.Gemma3Output(nil), images...), pending...)
-		var last chat.Reply
 		if *compare && s.HasAdapter && len(all) == 0 && s.BothTogether() {
 			r, err := compareBoth(ctx, s, msgs, opts, stdout)
 			if err != nil {
@@ -136,23 +135,14 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			pending = nil
 			return nil
 		}
-		variants := replyVariants(*compare, s.HasAdapter)
-		for _, tuned := range variants {
-			if len(variants) > 1 {
-				fmt.Fprintf(stdout, "[%s] ", variantLabel(tuned))
-			}
-			var r chat.Reply
-			var err error
+		last, err := printAnswers(stdout, *compare, s.HasAdapter, func(tuned bool, onText func(string)) (chat.Reply, error) {
 			if len(all) > 0 {
-				r, err = s.GenerateWithImages(ctx, msgs, all, opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
-			} else {
-				r, err = s.Generate(ctx, msgs, opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
+				return s.GenerateWithImages(ctx, msgs, all, opts, tuned, onText)
 			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(stdout, replyStats(r))
-			last = r
+			return s.Generate(ctx, msgs, opts, tuned, onText)
+		})
+		if err != nil {
+			return err
 		}
 		history = append(msgs, datasets.Message{Role: "assistant", Content: last.Text})
 		images, pending = all, nil
@@ -209,22 +199,33 @@ func userTurn(line string, images int) datasets.Message {
 	return user
 }
 
-// replyVariants lists which models answer a turn, as the tuned flag of
-// each generation: the adapter's (or the base alone), or with --compare
-// and an adapter the base and then the tuned model.
-func replyVariants(compare, hasAdapter bool) []bool {
+// printAnswers answers a turn with each model that replies: the adapter's
+// (or the base alone), or with --compare and an adapter the base and then
+// the tuned model, each labelled. generate streams one model's answer to
+// onText; each answer is followed by its stats line. It returns the last
+// reply (the history goes on with it).
+func printAnswers(w io.Writer, compare, hasAdapter bool, generate func(tuned bool, onText func(string)) (chat.Reply, error)) (chat.Reply, error) {
+	variants := []bool{hasAdapter}
 	if compare && hasAdapter {
-		return []bool{false, true}
+		variants = []bool{false, true}
 	}
-	return []bool{hasAdapter}
-}
-
-// variantLabel names the model of one --compare answer.
-func variantLabel(tuned bool) string {
-	if tuned {
-		return "tuned"
+	var last chat.Reply
+	for _, tuned := range variants {
+		if len(variants) > 1 {
+			label := "base"
+			if tuned {
+				label = "tuned"
+			}
+			fmt.Fprintf(w, "[%s] ", label)
+		}
+		r, err := generate(tuned, func(piece string) { fmt.Fprint(w, piece) })
+		if err != nil {
+			return chat.Reply{}, err
+		}
+		fmt.Fprint(w, replyStats(r))
+		last = r
 	}
-	return "base"
+	return last, nil
 }
 
 // replyStats is the line printed after each answer.

@@ -51,18 +51,11 @@ func (c mllamaChat) run(ctx context.Context, b engine.Backend, o chat.Options, s
 	answer := func(line string) error {
 		msgs := append(append([]datasets.Message(nil), history...), userTurn(line, len(pending)))
 		all := append(append([]*vision.MllamaOutput(nil), images...), pending...)
-		variants := replyVariants(c.compare, s.HasAdapter)
-		var last chat.Reply
-		for _, tuned := range variants {
-			if len(variants) > 1 {
-				fmt.Fprintf(stdout, "[%s] ", variantLabel(tuned))
-			}
-			r, err := s.Generate(ctx, msgs, all, c.opts, tuned, func(piece string) { fmt.Fprint(stdout, piece) })
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(stdout, replyStats(r))
-			last = r
+		last, err := printAnswers(stdout, c.compare, s.HasAdapter, func(tuned bool, onText func(string)) (chat.Reply, error) {
+			return s.Generate(ctx, msgs, all, c.opts, tuned, onText)
+		})
+		if err != nil {
+			return err
 		}
 		history = append(msgs, datasets.Message{Role: "assistant", Content: last.Text})
 		images, pending = all, nil
