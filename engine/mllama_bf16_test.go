@@ -130,6 +130,21 @@ func maxAbsRel(a, b []float32) float64 {
 	return d / ref
 }
 
+// gradGap is how far model b's gradient of the parameter name is from
+// model f's, the reference (relErr: the relative norm of the difference).
+func gradGap(t *testing.T, f, b *engine.MllamaModel, name string) float64 {
+	t.Helper()
+	p, q := f.Param(name), b.Param(name)
+	gw, gg := make([]float32, p.Grad.Len()), make([]float32, p.Grad.Len())
+	if err := f.B.Download(p.Grad, gw); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.B.Download(q.Grad, gg); err != nil {
+		t.Fatal(err)
+	}
+	return relErr(gg, gw)
+}
+
 // TestMllamaBF16MatchesF32 runs the tiny Llama 3.2 Vision in bf16 compute
 // (MllamaOptions.Compute) on the CPU against the float32 model from the
 // same weights: the layout (bf16 weights and activations, float32 masters
@@ -172,15 +187,7 @@ func TestMllamaBF16MatchesF32(t *testing.T) {
 		if !p.Trainable {
 			continue
 		}
-		q := b.Param(p.Name)
-		gw, gg := make([]float32, p.Grad.Len()), make([]float32, p.Grad.Len())
-		if err := f.B.Download(p.Grad, gw); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.B.Download(q.Grad, gg); err != nil {
-			t.Fatal(err)
-		}
-		if d := relErr(gg, gw); d > 5e-2 || math.IsNaN(d) {
+		if d := gradGap(t, f, b, p.Name); d > 5e-2 || math.IsNaN(d) {
 			t.Errorf("%s: bf16 gradient differs from float32's by %.3g (relative norm)", p.Name, d)
 		}
 		nGrads++
@@ -294,15 +301,7 @@ func TestMllamaBF16QLoRA(t *testing.T) {
 		t.Errorf("loss nf4+bf16 %.6f, nf4+f32 %.6f (want within 1 %%, not equal)", got.Loss, want.Loss)
 	}
 	for _, name := range []string{"language_model.model.layers.1.cross_attn.q_proj.lora_B.weight", "multi_modal_projector.lora_A.weight", "language_model.model.norm.weight"} {
-		p, q := f.Param(name), b.Param(name)
-		gw, gg := make([]float32, p.Grad.Len()), make([]float32, p.Grad.Len())
-		if err := f.B.Download(p.Grad, gw); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.B.Download(q.Grad, gg); err != nil {
-			t.Fatal(err)
-		}
-		if d := relErr(gg, gw); d > 5e-2 || math.IsNaN(d) {
+		if d := gradGap(t, f, b, name); d > 5e-2 || math.IsNaN(d) {
 			t.Errorf("%s: gradient differs by %.3g (relative norm)", name, d)
 		}
 	}
