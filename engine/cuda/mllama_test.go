@@ -174,6 +174,30 @@ func relMax(a, b []float32) float64 {
 	return d / ref
 }
 
+// lossGap is the largest difference between two loss curves, step by
+// step, in units of frac of want's loss, and the step where it is (0-based;
+// a NaN in got takes the place of the largest).
+func lossGap(got, want []float64, frac float64) (worst float64, at int) {
+	for i := range want {
+		d := math.Abs(got[i]-want[i]) / (frac * math.Abs(want[i]))
+		if d > worst || math.IsNaN(got[i]) {
+			worst, at = d, i
+		}
+	}
+	return worst, at
+}
+
+// TestLossGap: the GPU Mllama tests' curve comparison finds the step
+// furthest from the reference, in units of the bound, and a NaN.
+func TestLossGap(t *testing.T) {
+	if w, at := lossGap([]float64{2, 4.02, 1}, []float64{2, 4, 1.001}, 0.01); at != 1 || math.Abs(w-0.5) > 1e-9 {
+		t.Errorf("lossGap = %v at %d, want 0.5 at 1", w, at)
+	}
+	if w, at := lossGap([]float64{2, math.NaN(), 1}, []float64{2, 4, 1}, 0.01); at != 1 || !math.IsNaN(w) {
+		t.Errorf("lossGap with a NaN = %v at %d, want NaN at 1", w, at)
+	}
+}
+
 // TestMllamaMatchesCPU runs the tiny Llama 3.2 Vision end to end on the
 // GPU (float32, the vision tower's embedding stage on the host) from the
 // CPU's weights: the vision tower's output and every logit of a forward
@@ -212,13 +236,7 @@ func TestMllamaMatchesCPU(t *testing.T) {
 	const steps = 40
 	wl := trainMllama(t, ref, samples, steps, 3e-3)
 	gl := trainMllama(t, dut, samples, steps, 3e-3)
-	worst, at := 0.0, 0
-	for i := range steps {
-		d := math.Abs(gl[i]-wl[i]) / (0.01 * math.Abs(wl[i]))
-		if d > worst || math.IsNaN(gl[i]) {
-			worst, at = d, i
-		}
-	}
+	worst, at := lossGap(gl, wl, 0.01)
 	t.Logf("loss cpu  %.4f -> %.4f", wl[0], wl[steps-1])
 	t.Logf("loss cuda %.4f -> %.4f; largest difference %.2f of the 1%% bound, at step %d (cpu %.5f, cuda %.5f)",
 		gl[0], gl[steps-1], worst, at+1, wl[at], gl[at])
@@ -284,12 +302,9 @@ func TestMllamaBF16MatchesCPU(t *testing.T) {
 	wl := trainMllama(t, ref, samples, steps, 3e-3)
 	bl := trainMllama(t, emu, samples, steps, 3e-3)
 	gl := trainMllama(t, dut, samples, steps, 3e-3)
-	worst, at, worstEmu := 0.0, 0, 0.0
+	worst, at := lossGap(gl, wl, 0.03)
+	worstEmu := 0.0
 	for i := range steps {
-		d := math.Abs(gl[i]-wl[i]) / (0.03 * math.Abs(wl[i]))
-		if d > worst || math.IsNaN(gl[i]) {
-			worst, at = d, i
-		}
 		worstEmu = max(worstEmu, math.Abs(bl[i]-wl[i])/(0.03*math.Abs(wl[i])))
 	}
 	t.Logf("loss cpu-f32   %.4f -> %.4f", wl[0], wl[steps-1])
