@@ -38,7 +38,7 @@ type Options struct {
 	ModelDir   string
 	AdapterDir string // PEFT adapter folder; "" for none
 	Template   string // template name; "" = detect from tokenizer_config.json
-	MaxLen     int    // prompt + reply tokens; 0 = 2048 or the model's limit
+	MaxLen     int    // prompt + reply tokens; 0 = defaultMaxLen or the model's limit
 	// NF4Base holds the decoder's linear weights in NF4, as a QLoRA run
 	// trained its adapter over them, so the tuned model answers as it did
 	// in training (NF4Base is set for QLoRA runs: QLoRABase).
@@ -57,11 +57,7 @@ func QLoRABase(method, adapterDir string) bool { return method == "qlora" && ada
 
 // Open loads the model (and adapter) on b with its tokenizer and template.
 func Open(b engine.Backend, o Options) (*Session, error) {
-	tok, err := tokenizer.Load(o.ModelDir)
-	if err != nil {
-		return nil, err
-	}
-	tpl, err := pickTemplate(tok, o.Template, o.ModelDir)
+	tok, tpl, err := loadTokenizer(o)
 	if err != nil {
 		return nil, err
 	}
@@ -77,19 +73,43 @@ func Open(b engine.Backend, o Options) (*Session, error) {
 		}
 		s.HasAdapter = true
 	}
-	s.MaxLen = o.MaxLen
-	if s.MaxLen <= 0 {
-		s.MaxLen = 2048
-		if mp := m.Cfg.MaxPositions; mp > 0 && mp < s.MaxLen {
-			s.MaxLen = mp
-		}
-	}
+	s.MaxLen = sessionLen(o.MaxLen, m.Cfg.MaxPositions)
 	if s.gen, err = m.NewGenerator(s.MaxLen); err != nil {
 		m.Free()
 		return nil, err
 	}
 	s.stopIDs = engine.StopIDs(tok, tpl)
 	return s, nil
+}
+
+// defaultMaxLen is a session's length in tokens (prompt and reply) when
+// Options.MaxLen leaves it open.
+const defaultMaxLen = 2048
+
+// sessionLen is a session's length: maxLen when set, else defaultMaxLen
+// within the model's maxPositions (0: no limit known).
+func sessionLen(maxLen, maxPositions int) int {
+	if maxLen > 0 {
+		return maxLen
+	}
+	if maxPositions > 0 && maxPositions < defaultMaxLen {
+		return maxPositions
+	}
+	return defaultMaxLen
+}
+
+// loadTokenizer loads the model folder's tokenizer and the chat template
+// the session uses (pickTemplate).
+func loadTokenizer(o Options) (*tokenizer.Tokenizer, *datasets.Template, error) {
+	tok, err := tokenizer.Load(o.ModelDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	tpl, err := pickTemplate(tok, o.Template, o.ModelDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tok, tpl, nil
 }
 
 // pickTemplate honours an explicit name, else recognises the tokenizer's

@@ -47,11 +47,7 @@ func OpenMllama(b engine.Backend, o Options) (*MllamaSession, error) {
 	if err := engine.MllamaGenerationOptIn(b); err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(o.ModelDir)
-	if err != nil {
-		return nil, err
-	}
-	tpl, err := pickTemplate(tok, o.Template, o.ModelDir)
+	tok, tpl, err := loadTokenizer(o)
 	if err != nil {
 		return nil, err
 	}
@@ -73,13 +69,7 @@ func OpenMllama(b engine.Backend, o Options) (*MllamaSession, error) {
 		}
 		s.HasAdapter = true
 	}
-	s.MaxLen = o.MaxLen
-	if s.MaxLen <= 0 {
-		s.MaxLen = 2048
-		if mp := m.Cfg.Text.MaxPositions; mp > 0 && mp < s.MaxLen {
-			s.MaxLen = mp
-		}
-	}
+	s.MaxLen = sessionLen(o.MaxLen, m.Cfg.Text.MaxPositions)
 	if s.gen, err = m.NewGenerator(s.MaxLen); err != nil {
 		return fail(err)
 	}

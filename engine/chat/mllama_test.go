@@ -146,3 +146,23 @@ func TestChatMllamaWithImage(t *testing.T) {
 		t.Errorf("an image part without an image: %v", err)
 	}
 }
+
+// TestSessionLen: Options.MaxLen when set, else defaultMaxLen within the
+// model's positions; the tiny Mllama (512 positions) opens with 512.
+func TestSessionLen(t *testing.T) {
+	for _, c := range []struct{ maxLen, positions, want int }{
+		{100, 512, 100}, {4096, 512, 4096}, {0, 512, 512}, {0, 0, defaultMaxLen}, {0, 8192, defaultMaxLen},
+	} {
+		if got := sessionLen(c.maxLen, c.positions); got != c.want {
+			t.Errorf("sessionLen(%d, %d) = %d, want %d", c.maxLen, c.positions, got, c.want)
+		}
+	}
+	s, err := OpenMllama(cpu.New(), Options{ModelDir: writeChatMllama(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.MaxLen != 512 {
+		t.Errorf("the tiny Mllama opens with MaxLen %d, want its 512 positions", s.MaxLen)
+	}
+}
