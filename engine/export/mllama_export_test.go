@@ -36,17 +36,9 @@ func makeMllamaModel(t *testing.T, dir string) (string, *engine.MllamaConfig) {
 	var ts []safetensors.Tensor
 	for _, p := range m.Params() {
 		v := make([]float32, numel(p.Shape))
-		leaf := p.Name[strings.LastIndex(p.Name, ".")+1:]
+		mean, std := testmodels.MllamaWeightDraw(p.Name)
 		for i := range v {
-			r := float32(rng.NormFloat64())
-			switch {
-			case strings.HasSuffix(leaf, "gate") || leaf == "gate_attn" || leaf == "gate_ffn":
-				v[i] = 0.5 + 0.3*r
-			case strings.Contains(p.Name, "norm") && leaf == "weight":
-				v[i] = 1 + 0.1*r
-			default:
-				v[i] = 0.1 * r
-			}
+			v[i] = mean + std*float32(rng.NormFloat64())
 		}
 		names := engine.MllamaCheckpointNames(p.Name)
 		ts = append(ts, safetensors.F32Tensor(names[len(names)-1], p.Shape, v))
