@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -21,20 +22,39 @@ import (
 // answer. Pieces come through a channel read by a re-arming command, like
 // the engine's events.
 type (
+	//
+	// Each names its page: the studio hands it to that page whichever
+	// screen shows (the user may have gone back to the summary while the
+	// models load), and drops it once the page has been closed.
 	chatOpenedMsg struct {
-		session ChatSession
-		err     error
+		page *chatPage
+		err  error // the session itself waits in page.opened
 	}
 	chatPieceMsg struct {
+		page  *chatPage
 		tuned bool
 		text  string
 	}
 	chatDoneMsg struct {
+		page  *chatPage
 		tuned bool
 		reply ChatReply
 		err   error
 	}
 )
+
+// chatMsgPage is the page a chat message is for (nil: not a chat message).
+func chatMsgPage(msg tea.Msg) *chatPage {
+	switch msg := msg.(type) {
+	case chatOpenedMsg:
+		return msg.page
+	case chatPieceMsg:
+		return msg.page
+	case chatDoneMsg:
+		return msg.page
+	}
+	return nil
+}
 
 // chatSide is one column: the conversation with one model.
 type chatSide struct {
@@ -70,7 +90,14 @@ type chatPage struct {
 	// a goroutine never waits on a screen that has gone.
 	genDone chan struct{}
 	closed  chan struct{}
-	w, h    int
+	// mu guards closed's closing and opened: the session the loading
+	// command has opened and update has not yet taken. The command hands
+	// the session over under mu, or closes it itself when the page has
+	// been closed meanwhile, so that a session loaded after the user left
+	// is always freed, whenever it arrives.
+	mu     sync.Mutex
+	opened ChatSession
+	w, h   int
 	// images wait for the next message (/image PATH): the files, and the
 	// placeholder lines the transcript shows for them.
 	images, imageLines []string
@@ -101,17 +128,43 @@ func (p *chatPage) open() tea.Cmd {
 	ch, ctx, dir, cfg := p.chatter, p.ctx, p.dir, p.cfg
 	return func() tea.Msg {
 		s, err := ch.OpenChat(ctx, dir, cfg)
-		return chatOpenedMsg{session: s, err: err}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.isClosed() {
+			if s != nil {
+				s.Close() // the user left before the models came in
+			}
+			return nil
+		}
+		if err == nil {
+			p.opened = s
+		}
+		return chatOpenedMsg{page: p, err: err}
+	}
+}
+
+// isClosed says whether close has run.
+func (p *chatPage) isClosed() bool {
+	select {
+	case <-p.closed:
+		return true
+	default:
+		return false
 	}
 }
 
 // close ends a running answer and frees the models once the answer's
 // goroutine has let go of them (it stops at its next token).
 func (p *chatPage) close() {
-	select {
-	case <-p.closed:
-	default:
+	p.mu.Lock()
+	if !p.isClosed() {
 		close(p.closed)
+	}
+	loaded := p.opened // loaded, never shown
+	p.opened = nil
+	p.mu.Unlock()
+	if loaded != nil {
+		loaded.Close()
 	}
 	if p.cancel != nil {
 		p.cancel()
@@ -125,8 +178,17 @@ func (p *chatPage) close() {
 	}
 }
 
-func listenChat(ch chan tea.Msg) tea.Cmd {
-	return func() tea.Msg { return <-ch }
+// listenChat reads the next message of an answer, or nothing once the
+// page is closed (the answer's goroutine then sends no more).
+func listenChat(ch chan tea.Msg, closed <-chan struct{}) tea.Cmd {
+	return func() tea.Msg {
+		select {
+		case msg := <-ch:
+			return msg
+		case <-closed:
+			return nil
+		}
+	}
 }
 
 // ask sends the prompt to both models: together when the session can
@@ -274,7 +336,7 @@ func (p *chatPage) start(sides []bool, run func(ctx context.Context, send func(m
 		defer close(done)
 		run(ctx, send)
 	}()
-	return listenChat(ch)
+	return listenChat(ch, closed)
 }
 
 func b2i(b bool) int {
@@ -289,9 +351,9 @@ func (p *chatPage) generate(tuned bool) tea.Cmd {
 	turns, s, opts := p.request(p.side(tuned)), p.session, p.options()
 	return p.start([]bool{tuned}, func(ctx context.Context, send func(tea.Msg, bool)) {
 		r, err := s.Generate(ctx, turns, opts, tuned, func(piece string) {
-			send(chatPieceMsg{tuned: tuned, text: piece}, true)
+			send(chatPieceMsg{page: p, tuned: tuned, text: piece}, true)
 		})
-		send(chatDoneMsg{tuned: tuned, reply: r, err: err}, false)
+		send(chatDoneMsg{page: p, tuned: tuned, reply: r, err: err}, false)
 	})
 }
 
@@ -312,16 +374,16 @@ func (p *chatPage) generateBoth(bc BothChat) tea.Cmd {
 	return p.start([]bool{false, true}, func(ctx context.Context, send func(tea.Msg, bool)) {
 		var ended [2]bool
 		b, t, err := bc.GenerateBoth(ctx, baseTurns, tunedTurns, opts, func(tuned bool, piece string) {
-			send(chatPieceMsg{tuned: tuned, text: piece}, true)
+			send(chatPieceMsg{page: p, tuned: tuned, text: piece}, true)
 		}, func(tuned bool, r ChatReply) {
 			if !ended[b2i(tuned)] {
 				ended[b2i(tuned)] = true
-				send(chatDoneMsg{tuned: tuned, reply: r}, false)
+				send(chatDoneMsg{page: p, tuned: tuned, reply: r}, false)
 			}
 		})
 		for i, r := range []ChatReply{b, t} {
 			if !ended[i] {
-				send(chatDoneMsg{tuned: i == 1, reply: r, err: err}, false)
+				send(chatDoneMsg{page: p, tuned: i == 1, reply: r, err: err}, false)
 			}
 		}
 	})
@@ -331,12 +393,19 @@ func (p *chatPage) generateBoth(bc BothChat) tea.Cmd {
 func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 	switch msg := msg.(type) {
 	case chatOpenedMsg:
+		p.mu.Lock()
+		s := p.opened
+		p.opened = nil
+		p.mu.Unlock()
 		p.loading = false
 		if msg.err != nil {
 			p.err = msg.err.Error()
 			return nil, false
 		}
-		p.session = msg.session
+		if s == nil { // closed meanwhile: close freed it
+			return nil, false
+		}
+		p.session = s
 		if p.attachLater != "" {
 			typed := p.attachLater
 			p.attachLater = ""
@@ -351,7 +420,7 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 		} else {
 			p.base.partial += msg.text
 		}
-		return listenChat(p.pieces), false
+		return listenChat(p.pieces, p.closed), false
 	case chatDoneMsg:
 		side := p.side(msg.tuned)
 		text := side.partial
@@ -373,7 +442,7 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 		}
 		p.busy[b2i(msg.tuned)] = false
 		if p.busy[0] || p.busy[1] {
-			return listenChat(p.pieces), false // the other side streams on
+			return listenChat(p.pieces, p.closed), false // the other side streams on
 		}
 		p.cancel()
 		p.streaming = false
@@ -392,6 +461,9 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 				p.cancel()
 				return nil, false
 			}
+			// A question typed while the models load is not asked
+			// behind the user's back: it stays in the prompt.
+			p.pending = false
 			return nil, true
 		case "enter":
 			if p.form.Focused() == "" { // the fold row

@@ -344,3 +344,109 @@ func TestChatColumnsStayAligned(t *testing.T) {
 		})
 	}
 }
+
+// chatFromRuns opens the finished run old-done from the runs page and its
+// chat, whose models load until gate is closed.
+func chatFromRuns(t *testing.T, gate chan struct{}) (*driver, *fake.Chat) {
+	t.Helper()
+	o := testOptions(&fake.Engine{})
+	o.Runs = scriptedRuns()
+	ch := testChat()
+	ch.OpenGate = gate
+	o.Chat = ch
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("persona-lora")
+	d.keys("down", "enter") // old-done
+	d.waitScreen("20 of 20 steps")
+	d.keys("t")
+	d.waitScreen("loading the base model")
+	return d, ch
+}
+
+// TestChatLoadedAfterLeavingIsClosed: models that finish loading after
+// the user went back to the runs list (which closes the run's pages), or
+// quit, are freed at once and never shown.
+func TestChatLoadedAfterLeavingIsClosed(t *testing.T) {
+	t.Run("back to the runs list", func(t *testing.T) {
+		gate := make(chan struct{})
+		d, ch := chatFromRuns(t, gate)
+		d.keys("esc") // the summary
+		d.waitScreen("20 of 20 steps")
+		d.keys("esc") // the runs list
+		d.waitScreen("Runs in runs")
+		close(gate)
+		poll(t, "the late session to be closed", func() bool { c, _ := ch.Closed(); return c == 1 })
+		// Whatever still arrives (nothing should) leaves the runs list be.
+		select {
+		case msg := <-d.msgs:
+			d.send(msg)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if s := d.screen(); !strings.Contains(s, "Runs in runs") || strings.Contains(s, "Ask both") {
+			t.Errorf("the late session should not be shown:\n%s", s)
+		}
+		if ch.Opens() != 1 {
+			t.Errorf("%d sessions opened, want 1", ch.Opens())
+		}
+		// A chat opened again on the same run loads afresh and works.
+		d.keys("enter") // old-done again: the list keeps its place
+		d.waitScreen("20 of 20 steps")
+		d.keys("t")
+		d.waitScreen("Ask both")
+		d.typeText("Hello")
+		d.keys("enter")
+		d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
+		if c, _ := ch.Closed(); c != 1 || ch.Opens() != 2 {
+			t.Errorf("opens %d closed %d, want 2 and 1", ch.Opens(), c)
+		}
+	})
+	t.Run("quit while loading", func(t *testing.T) {
+		gate := make(chan struct{})
+		d, ch := chatFromRuns(t, gate)
+		d.keys("ctrl+c")
+		d.waitFor("ctrl+c to quit", func() bool { return d.quit })
+		d.m.Close()
+		close(gate)
+		poll(t, "the late session to be closed", func() bool { c, _ := ch.Closed(); return c == 1 })
+	})
+}
+
+// TestChatLoadsOnWhileOnTheSummary: esc back to the summary while the
+// models load does not lose them: they are in when the user comes back
+// (not loading forever), a question typed meanwhile is not asked behind
+// the user's back but stays in the prompt, and leaving the run frees them.
+func TestChatLoadsOnWhileOnTheSummary(t *testing.T) {
+	gate := make(chan struct{})
+	d, ch := chatFromRuns(t, gate)
+	d.typeText("Asked meanwhile")
+	d.keys("enter")
+	d.waitScreen("your question is asked once they are in")
+	d.keys("esc")
+	d.waitScreen("20 of 20 steps")
+	close(gate)
+	poll(t, "the session to open", func() bool { return ch.Opens() == 1 })
+	d.waitFor("the loaded session to reach its page", func() bool {
+		select {
+		case msg := <-d.msgs:
+			d.send(msg)
+			return true
+		case <-time.After(time.Second):
+			return false
+		}
+	})
+	d.keys("t")
+	d.waitScreen("Ask both")
+	if s := d.screen(); strings.Contains(s, "loading") || !strings.Contains(s, "Asked meanwhile") || len(ch.Recorded()) != 0 {
+		t.Fatalf("back on the chat the models are in, the question waits in the prompt, nothing asked (%d requests):\n%s", len(ch.Recorded()), s)
+	}
+	d.keys("enter")
+	d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
+	d.keys("esc")
+	d.waitScreen("20 of 20 steps")
+	d.keys("esc")
+	d.waitScreen("Runs in runs")
+	if c, _ := ch.Closed(); c != 1 || ch.Opens() != 1 {
+		t.Errorf("opens %d closed %d, want 1 and 1", ch.Opens(), c)
+	}
+}

@@ -258,6 +258,17 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, cmd
 		}
 		return m, nil
+	case chatOpenedMsg, chatPieceMsg, chatDoneMsg:
+		// The chat's models load (and its answers end) in the background:
+		// its page takes them whichever screen shows, so that it is not
+		// left loading when the user went back to the summary meanwhile.
+		// A page closed since (backToRuns) has freed what it loaded
+		// (chatPage.open, close), and its messages are dropped.
+		if m.chat == nil || chatMsgPage(msg) != m.chat {
+			return m, nil
+		}
+		cmd, _ := m.chat.update(msg)
+		return m, cmd
 	case exportProgressMsg, exportDoneMsg:
 		// An export reports to its page whichever screen is showing.
 		if m.exp != nil {

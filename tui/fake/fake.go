@@ -393,8 +393,12 @@ type Chat struct {
 	// Vision makes the session look at images: CheckImage decodes the
 	// file; without it CheckImage says the model has no vision tower.
 	Vision bool
+	// OpenGate, when set, holds OpenChat until it is closed (or sent
+	// to), like models that take a while to load.
+	OpenGate chan struct{}
 
 	mu       sync.Mutex
+	opens    int // sessions opened
 	Requests []ChatRequest
 	live     int // answers being generated
 	closed   int
@@ -463,13 +467,26 @@ type ChatRequest struct {
 
 // OpenChat implements tui.Chatter.
 func (c *Chat) OpenChat(context.Context, string, engine.RunConfig) (tui.ChatSession, error) {
+	if c.OpenGate != nil {
+		<-c.OpenGate
+	}
 	if c.OpenErr != nil {
 		return nil, c.OpenErr
 	}
+	c.mu.Lock()
+	c.opens++
+	c.mu.Unlock()
 	if c.OneAtATime || c.NoTuned {
 		return chatSession{c}, nil
 	}
 	return bothSession{chatSession{c}}, nil
+}
+
+// Opens says how many sessions OpenChat has opened.
+func (c *Chat) Opens() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opens
 }
 
 // Recorded returns the requests so far.
