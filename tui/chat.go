@@ -98,6 +98,14 @@ type chatPage struct {
 	mu     sync.Mutex
 	opened ChatSession
 	w, h   int
+	// The transcript's scroll: scrolled is set while the user has moved
+	// it off the newest lines (pgup), top is then its first line shown
+	// and stays put as an answer streams below. Unscrolled, the view
+	// follows the newest line. rows, above and below are what the last
+	// view showed: its height, and the lines hidden above and below.
+	scrolled           bool
+	top                int
+	rows, above, below int
 	// images wait for the next message (/image PATH): the files, and the
 	// placeholder lines the transcript shows for them.
 	images, imageLines []string
@@ -228,6 +236,7 @@ func (p *chatPage) ask() tea.Cmd {
 	}
 	p.images, p.imageLines = nil, nil
 	p.stopped = false
+	p.scrolled = false // a new question shows its answers as they come
 	if bc, ok := p.session.(BothChat); ok && p.session.HasTuned() {
 		p.oneByOne = false
 		return p.generateBoth(bc)
@@ -465,6 +474,9 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 			// behind the user's back: it stays in the prompt.
 			p.pending = false
 			return nil, true
+		case "pgup", "pgdown":
+			p.scroll(msg.String() == "pgup")
+			return nil, false
 		case "enter":
 			if p.form.Focused() == "" { // the fold row
 				p.form, _ = p.form.Update(msg)
@@ -477,6 +489,73 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 	return nil, false
 }
 
+// scroll moves the transcript a page (less one line, kept for context)
+// up or down from where the last view showed it; down to the newest line
+// it follows the answers again.
+func (p *chatPage) scroll(up bool) {
+	step := max(p.rows-1, 1)
+	top := p.top
+	if !p.scrolled {
+		top = p.above // the view's first line, following the newest
+	}
+	last := p.above + p.below // the top that shows the newest line
+	if up {
+		if p.above == 0 {
+			return
+		}
+		p.top, p.scrolled = max(top-step, 0), true
+		return
+	}
+	if top+step >= last {
+		p.scrolled = false
+		return
+	}
+	p.top = top + step
+}
+
+// window picks the rows of a transcript of n lines that show in rows
+// lines: from top when the user has scrolled, else the newest. It notes
+// what it hid for the indicator and for scroll.
+func (p *chatPage) window(n, rows int) (from, to int) {
+	last := max(n-rows, 0)
+	from = last
+	if p.scrolled {
+		from = min(p.top, last)
+		p.top = from
+	}
+	p.rows, p.above, p.below = rows, from, max(n-from-rows, 0)
+	return from, min(from+rows, n)
+}
+
+// scrollNote is the line over the transcript: lines hidden below (the
+// user scrolled back; an answer may be streaming there) or above.
+func (p *chatPage) scrollNote(w int) string {
+	st := p.styles
+	switch {
+	case p.below > 0:
+		more := ""
+		if p.streaming {
+			more = ", still answering"
+		}
+		up := ""
+		if p.above > 0 {
+			up = fmt.Sprintf(" · ↑ %d above", p.above)
+		}
+		return st.Accent.Render(trimTo(fmt.Sprintf("↓ %d newer %s below%s · pgdn to scroll on%s", p.below, plural(p.below, "line"), more, up), w))
+	case p.above > 0:
+		return st.Muted.Render(trimTo(fmt.Sprintf("↑ %d earlier %s · pgup to scroll back", p.above, plural(p.above, "line")), w))
+	}
+	return ""
+}
+
+// plural is word for n of them ("1 line", "2 lines").
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
 func errorsIsCanceled(err error) bool {
 	return err == context.Canceled || strings.Contains(err.Error(), context.Canceled.Error())
 }
@@ -487,9 +566,9 @@ func (p *chatPage) help() []key.Binding {
 		if p.busy[0] && p.busy[1] {
 			what = "stop both answers"
 		}
-		return []key.Binding{bind("esc", what), bind("ctrl+c", "quit")}
+		return []key.Binding{bind("esc", what), bind("pgup/pgdn", "scroll"), bind("ctrl+c", "quit")}
 	}
-	return []key.Binding{bind("enter", "ask"), bind("↑/↓", "settings"), bind("esc", "back"), bind("ctrl+c", "quit")}
+	return []key.Binding{bind("enter", "ask"), bind("↑/↓", "settings"), bind("pgup/pgdn", "scroll"), bind("esc", "back"), bind("ctrl+c", "quit")}
 }
 
 // exchanges splits a side's conversation into exchanges: a question and
@@ -546,10 +625,9 @@ func (p *chatPage) column(title string, s chatSide, active bool, w, h int) strin
 	for _, ex := range p.exchanges(s, active, w) {
 		lines = append(lines, ex...)
 	}
-	body := h - 2
-	if len(lines) > body {
-		lines = lines[len(lines)-body:]
-	}
+	body := max(h-2, 0)
+	from, to := p.window(len(lines), body)
+	lines = lines[from:to]
 	return p.styles.BoxTitle.Render(title) + "\n" + fitBlock(strings.Join(lines, "\n"), w, body) + "\n" + p.styles.Muted.Render(trimTo(statLine(s, active), w))
 }
 
@@ -557,6 +635,13 @@ func (p *chatPage) column(title string, s chatSide, active bool, w, h int) strin
 // cw cells, h lines in all. Each exchange takes the height of its longer
 // side in both columns, so a question stands on the same row on both sides
 // whatever the lengths of the answers, and both scroll together.
+//
+// Why one scroll for both columns rather than one each: the page is there
+// to compare the two answers to the same question, and rows aligned by
+// exchange put them side by side; scrolling a column alone would set one
+// side's question beside the other side's answer to another. Scrolled
+// together, a long base answer is read by scrolling down through it, and
+// the tuned reply to the same question stands beside it all the way.
 func (p *chatPage) sideBySide(cw, h int) string {
 	st := p.styles
 	baseActive, tunedActive := p.busy[0], p.busy[1]
@@ -580,9 +665,8 @@ func (p *chatPage) sideBySide(cw, h int) string {
 		l, r = append(l, a...), append(r, b...)
 	}
 	body := max(h-2, 0)
-	if len(l) > body {
-		l, r = l[len(l)-body:], r[len(r)-body:]
-	}
+	from, to := p.window(len(l), body)
+	l, r = l[from:to], r[from:to]
 	for len(l) < body {
 		l, r = append(l, ""), append(r, "")
 	}
@@ -621,6 +705,7 @@ func (p *chatPage) view(w, h int) string {
 		bodyH -= len(note)
 	}
 	var body string
+	p.rows, p.above, p.below = 0, 0, 0 // no transcript until one is drawn
 	switch {
 	case p.err != "":
 		body = st.Bad.Render(wrap("✗ could not open the models: "+printable(p.err), w))
@@ -639,6 +724,6 @@ func (p *chatPage) view(w, h int) string {
 		body = fitBlock(body, w, bodyH) + "\n" + strings.Join(note, "\n")
 		bodyH += len(note)
 	}
-	out := head + "\n\n" + fitBlock(body, w, bodyH) + "\n" + fitBlock(p.form.View(), w, formH) + "\n" + p.helpLine(p.help()...)
+	out := head + "\n" + p.scrollNote(w) + "\n" + fitBlock(body, w, bodyH) + "\n" + fitBlock(p.form.View(), w, formH) + "\n" + p.helpLine(p.help()...)
 	return fitBlock(out, w, h)
 }

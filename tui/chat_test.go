@@ -450,3 +450,171 @@ func TestChatLoadsOnWhileOnTheSummary(t *testing.T) {
 		t.Errorf("opens %d closed %d, want 1 and 1", ch.Opens(), c)
 	}
 }
+
+// numbered is "w1 w2 … wn".
+func numbered(n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "w%d ", i)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// transcript is the screen's conversation rows: between the scroll line
+// and the form (whose last five rows stand under it).
+func transcript(screen string) string {
+	lines := strings.Split(screen, "\n")
+	return strings.Join(lines[2:len(lines)-5], "\n")
+}
+
+// TestChatTranscriptScrolls: a long base answer that pushes the tuned
+// reply and the first question off the screen can be scrolled back with
+// pgup, both columns together (the tuned reply beside the base answer to
+// the same question), with a line that says how much is hidden; pgdn
+// comes back to the newest lines.
+func TestChatTranscriptScrolls(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+			ch := &fake.Chat{
+				Base: func(p string) string {
+					if strings.HasPrefix(p, "First") {
+						return "Short."
+					}
+					return numbered(sz.w * sz.h / 6)
+				},
+				Tuned: func(p string) string {
+					if strings.HasPrefix(p, "First") {
+						return "Brief."
+					}
+					return "The tuned reply stands here."
+				},
+			}
+			o.Chat = ch
+			d := newDriver(t, o, sz.w, sz.h)
+			startDefaultRun(t, d)
+			d.waitScreen("✓ finished")
+			d.keys("t")
+			d.waitScreen("Ask both")
+			for i, q := range []string{"First question?", "Second question?"} {
+				d.typeText(q)
+				d.keys("enter")
+				d.waitFor("both answers", func() bool {
+					return len(ch.Recorded()) == 2*(i+1) && strings.Count(d.screen(), "tok/s") == 2
+				})
+			}
+			s := d.screen()
+			last := fmt.Sprintf("w%d", sz.w*sz.h/6)
+			if !strings.Contains(s, last) || strings.Contains(s, "tuned reply") || !strings.Contains(s, "earlier lines · pgup to scroll back") || !strings.Contains(s, "pgup/pgdn scroll") {
+				t.Fatalf("at the bottom: the newest lines, the hidden ones counted, pgup offered:\n%s", s)
+			}
+			d.keys("pgup")
+			for i := 0; i < 20 && !strings.Contains(d.screen(), "tuned reply"); i++ {
+				d.keys("pgup")
+			}
+			s = d.screen()
+			if !strings.Contains(s, "tuned reply") || !strings.Contains(s, "newer lines below · pgdn") || strings.Contains(s, last) {
+				t.Fatalf("pgup should reach the tuned reply and say what is below:\n%s", s)
+			}
+			// The tuned reply stands beside the start of the base answer.
+			for _, l := range strings.Split(s, "\n") {
+				if strings.Contains(l, "The tuned reply") && !strings.Contains(l, "w1 w2") {
+					t.Errorf("the columns should scroll together, the replies side by side: %q", l)
+				}
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("chat_scrolled_%dx%d", sz.w, sz.h), d.view())
+			for i := 0; i < 20 && !strings.Contains(d.screen(), "you › First question?"); i++ {
+				d.keys("pgup")
+			}
+			if s := d.screen(); !strings.Contains(s, "you › First question?") || !strings.Contains(s, "below · pgdn to scroll on\n") {
+				t.Fatalf("pgup should reach the first question:\n%s", s)
+			}
+			d.keys("pgup") // at the top: stays
+			if s := d.screen(); !strings.Contains(s, "you › First question?") {
+				t.Fatalf("pgup at the top moved the view:\n%s", s)
+			}
+			for i := 0; i < 20 && strings.Contains(d.screen(), "below"); i++ {
+				d.keys("pgdown")
+			}
+			if s := d.screen(); !strings.Contains(s, last) || strings.Contains(s, "below") {
+				t.Errorf("pgdn should come back to the newest lines:\n%s", s)
+			}
+		})
+	}
+}
+
+// TestChatScrollWhileStreaming: while an answer streams the view follows
+// its newest words; scrolled back it stays where the user put it however
+// much streams below, until pgdn reaches the bottom and it follows again;
+// esc still stops the answer.
+func TestChatScrollWhileStreaming(t *testing.T) {
+	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+	ch := testChat()
+	ch.Base = func(string) string { return "Short." }
+	ch.Tuned = func(string) string { return numbered(400) }
+	ch.Delay = 2 * time.Millisecond
+	ch.HoldAfter = 300
+	ch.CancelAsStop = true
+	o.Chat = ch
+	d := finishRun(t, o)
+	d.keys("t")
+	d.waitScreen("Ask both")
+	d.typeText("Count")
+	d.keys("enter")
+	d.waitScreen("w150 ") // followed to the newest words
+	d.keys("pgup")
+	below := func() int {
+		var n int
+		for _, l := range strings.Split(d.screen(), "\n") {
+			if i := strings.Index(l, "↓ "); i >= 0 {
+				fmt.Sscanf(l[i+len("↓ "):], "%d", &n)
+			}
+		}
+		return n
+	}
+	rows, b := transcript(d.screen()), below()
+	if b == 0 || !strings.Contains(d.screen(), "still answering") {
+		t.Fatalf("scrolled back while answering, the line says so:\n%s", d.screen())
+	}
+	d.waitFor("more of the answer below", func() bool { return below() >= b+3 })
+	if got := transcript(d.screen()); got != rows {
+		t.Errorf("the scrolled view moved as the answer streamed:\n--- before ---\n%s\n--- after ---\n%s", rows, got)
+	}
+	for i := 0; i < 40 && below() > 0; i++ {
+		d.keys("pgdown")
+	}
+	d.waitScreen("w300 ▍") // following again, to the hold
+	if strings.Contains(d.screen(), "below") {
+		t.Errorf("at the bottom nothing is below:\n%s", d.screen())
+	}
+	d.keys("esc")
+	d.waitScreen("stopped by you")
+	checkSize(t, d.view(), 80, 24)
+}
+
+// TestChatOneModelScrolls: a full fine-tune's chat (one model, one
+// column) scrolls as the side-by-side does.
+func TestChatOneModelScrolls(t *testing.T) {
+	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+	ch := testChat()
+	ch.NoTuned = true
+	ch.Base = func(string) string { return numbered(400) }
+	o.Chat = ch
+	d := finishRun(t, o)
+	d.keys("t")
+	d.waitScreen("Ask both")
+	d.typeText("Count")
+	d.keys("enter")
+	d.waitScreen("400 tokens")
+	if s := d.screen(); strings.Contains(s, "you › Count") || !strings.Contains(s, "w400") || !strings.Contains(s, "pgup to scroll back") {
+		t.Fatalf("at the bottom the question is off the screen, the newest words on it:\n%s", s)
+	}
+	for i := 0; i < 10 && !strings.Contains(d.screen(), "you › Count"); i++ {
+		d.keys("pgup")
+	}
+	if s := d.screen(); !strings.Contains(s, "you › Count") || !strings.Contains(s, "newer lines below") || strings.Contains(s, "w400") {
+		t.Errorf("pgup should reach the question:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+}
