@@ -612,3 +612,104 @@ func TestVisionTestdata(t *testing.T) {
 		t.Errorf("output:\n%s", out.String())
 	}
 }
+
+// lora.vision_layers on a Gemma 3 vision model: whet train puts adapters
+// on the tower's linear layers (6 per layer), trains them (their B leave zero), keeps
+// them in the checkpoint with their AdamW moments, resumes from it, writes
+// them to the adapter folder (VisionLayersLoRAFile, which LoadAdapter
+// attaches again), and the exporters refuse the run by name until they
+// export them.
+func TestTrainGemma3VisionLayersLoRA(t *testing.T) {
+	modelDir := gemma3ChatModel(t)
+	dir := t.TempDir()
+	writeShapeData(t, dir, "train.jsonl", 7, 0, 8)
+	runFile := func(steps int) string {
+		run := fmt.Sprintf("name: vl\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: lora\nlora: {r: 4, alpha: 8, dropout: 0, vision_layers: true}\ndata: {path: %s, template: gemma-3, max_length: 96, packing: false, seed: 1}\ntrain: {max_steps: %d, micro_batch: 2, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, save_every: 2, log_every: 1, sample_every: 0}\n",
+			modelDir, dir, filepath.Join(dir, "train.jsonl"), steps)
+		p := filepath.Join(dir, "run.yaml")
+		if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var out bytes.Buffer
+	if err := runTrain([]string{"-c", runFile(2)}, nil, &out, &out); err != nil {
+		t.Fatalf("first run: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "on the vision tower's linear layers (lora.vision_layers") {
+		t.Errorf("the log does not say the tower has adapters:\n%s", out.String())
+	}
+	runDir := filepath.Join(dir, "vl")
+	ckpts, err := engine.ListCheckpoints(engine.RunDir(runDir).Checkpoints())
+	if err != nil || len(ckpts) == 0 || ckpts[len(ckpts)-1].Step != 2 {
+		t.Fatalf("checkpoints %v, %v", ckpts, err)
+	}
+	// The checkpoint holds every tower adapter, B trained away from zero.
+	f, err := safetensors.Open(filepath.Join(ckpts[len(ckpts)-1].Path, "trainable.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tower, weights := 0, 0
+	for _, n := range f.Names() {
+		if !strings.HasPrefix(n, engine.Gemma3VisionLayersModule) {
+			continue
+		}
+		tower++
+		if strings.HasSuffix(n, ".lora_A.weight") {
+			weights++
+		}
+		if strings.HasSuffix(n, ".lora_B.weight") {
+			weights++
+			v, err := f.Float32(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sumAbs(v) == 0 {
+				t.Errorf("checkpoint: %s is still zero after 2 steps", n)
+			}
+		}
+	}
+	f.Close()
+	// The tiny model's tower has one layer: 6 linears × A, B, each with
+	// its two AdamW moments.
+	if weights != 12 || tower != 36 {
+		t.Errorf("checkpoint holds %d tower adapter weights and %d tower tensors in all, want 1 layer × 6 linears × A, B = 12 and 36 with the moments", weights, tower)
+	}
+	out.Reset()
+	if err := runTrain([]string{"-c", runFile(4), "--resume-anyway"}, nil, &out, &out); err != nil {
+		t.Fatalf("resumed run: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "resumed") || !strings.Contains(out.String(), "at step 2") || strings.Contains(out.String(), "step 1/") {
+		t.Errorf("the second run did not resume at step 2:\n%s", out.String())
+	}
+	adapter := engine.RunDir(runDir).Adapter()
+	m, err := engine.LoadGemma3Vision(modelDir, cpu.New(), engine.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if _, err := engine.LoadAdapter(adapter, m); err != nil {
+		t.Fatalf("LoadAdapter: %v", err)
+	}
+	if !m.Gemma3Vision.HasTowerLoRA() {
+		t.Fatal("LoadAdapter did not attach the tower adapters")
+	}
+	b := m.Gemma3Vision.Layers[0].FC2.LoRA.B
+	v := make([]float32, b.W.Len())
+	if err := m.B.Download(b.W, v); err != nil || sumAbs(v) == 0 {
+		t.Errorf("the loaded fc2 adapter of layer 0 has B of |·| sum %v (err %v), want the trained one", sumAbs(v), err)
+	}
+	out.Reset()
+	err = runExport([]string{"--run", runDir, "--format", "peft", "--out", filepath.Join(dir, "peft")}, nil, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "lora.vision_layers") {
+		t.Errorf("export of a run with lora.vision_layers: %v, want a refusal naming lora.vision_layers", err)
+	}
+}
+
+func sumAbs(v []float32) float64 {
+	var s float64
+	for _, x := range v {
+		s += math.Abs(float64(x))
+	}
+	return s
+}

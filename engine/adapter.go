@@ -149,6 +149,9 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 			return opts, err
 		}
 	}
+	if err := m.loadVisionLayersLoRA(dir, opts); err != nil {
+		return opts, err
+	}
 	if len(cfg.TargetParameters) > 0 && !hasProj && m.Gemma3Vision != nil {
 		return opts, fmt.Errorf("%s: missing tensor %s (target_parameters names the projector)", file, Gemma3ProjectorPEFTKey("A"))
 	}

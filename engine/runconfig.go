@@ -60,6 +60,11 @@ type LoRAConfig struct {
 	// projector (Unsloth's projector LoRA) when the run trains on images;
 	// the vision tower itself stays frozen.
 	Projector bool `yaml:"projector,omitempty"`
+	// VisionLayers also puts adapters on the vision tower's linear layers
+	// (Unsloth's finetune_vision_layers: attention q/k/v/out_proj and the
+	// MLP's fc1/fc2 of every encoder layer; Gemma 3 only for now) when the
+	// run trains on images; the tower's own weights stay frozen.
+	VisionLayers bool `yaml:"vision_layers,omitempty"`
 }
 
 // DataConfig says where the data is and how to turn it into tokens. It is

@@ -397,6 +397,11 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 				return fail(fmt.Errorf("lora.projector: %w", err))
 			}
 		}
+		if cfg.LoRA.VisionLayers {
+			if err := m.AddGemma3VisionLayersLoRA(*lora); err != nil {
+				return fail(fmt.Errorf("lora.vision_layers: %w", err))
+			}
+		}
 		t.images = &gemma3Runner{proc: proc, cache: processedImages{limit: imageCacheBytes}}
 	}
 	if cfg.Method == "grpo" {

@@ -51,6 +51,11 @@ const (
 	VisionMllama = "mllama"
 )
 
+// VisionLayersLoRAFile is the file of a run's adapter folder that holds
+// Gemma 3's tower adapters (lora.vision_layers) under whet's names
+// (vision_tower.vision_model.encoder.layers.N.self_attn.q_proj.lora_A.weight, …).
+const VisionLayersLoRAFile = "vision_layers_lora.safetensors"
+
 // ProjectorLoRAFile is the file of a run's adapter folder that holds
 // Gemma 3's projector adapter (lora.projector).
 const ProjectorLoRAFile = "projector_lora.safetensors"
@@ -147,7 +152,13 @@ func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) er
 		if cfg.LoRA.Projector {
 			return fmt.Errorf("lora.projector: the run has no images to train a projector on (a vision model and data with images are needed)")
 		}
+		if cfg.LoRA.VisionLayers {
+			return fmt.Errorf("lora.vision_layers: the run has no images to train the vision tower's layers on (a vision model and data with images are needed)")
+		}
 		return nil
+	}
+	if cfg.LoRA.VisionLayers && kind != VisionGemma3 {
+		return fmt.Errorf("lora.vision_layers: adapters on the vision tower are implemented for Gemma 3 only (not yet for %s)", kind)
 	}
 	if cfg.Method == "full" {
 		return fmt.Errorf("method full with images: whet keeps the vision tower frozen and trains adapters (method lora or qlora)")
@@ -478,7 +489,11 @@ func visionNotices(cfg RunConfig, kind string, data *PreparedData, b Backend) []
 	if cfg.LoRA.Projector {
 		targets += " and the projector"
 	}
-	out := []string{fmt.Sprintf("vision: %s trains on %d images; LoRA on %s, the vision tower frozen", what, data.Images, targets)}
+	tower := "the vision tower frozen"
+	if cfg.LoRA.VisionLayers {
+		tower = "and on the vision tower's linear layers (lora.vision_layers; the tower's weights frozen, its activations kept for the backward)"
+	}
+	out := []string{fmt.Sprintf("vision: %s trains on %d images; LoRA on %s, %s", what, data.Images, targets, tower)}
 	if kind == VisionMllama {
 		rest := "float32"
 		if MllamaComputeDType(b) == BF16 {
@@ -537,6 +552,9 @@ func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string
 		return err
 	}
 	v := m.Gemma3Vision
+	if err := saveVisionLayersLoRA(dir, m, opts); err != nil {
+		return err
+	}
 	if v == nil || v.ProjLoRA == nil {
 		return nil
 	}
@@ -551,6 +569,29 @@ func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string
 	meta := map[string]string{"format": "whet-projector-lora", "lora_alpha": fmt.Sprint(opts.Alpha), "r": fmt.Sprint(opts.Rank),
 		"use_rslora": fmt.Sprint(opts.RSLoRA)}
 	if err := safetensors.Write(filepath.Join(dir, ProjectorLoRAFile), tensors, meta); err != nil {
+		return fmt.Errorf("adapter: %w", err)
+	}
+	return nil
+}
+
+// saveVisionLayersLoRA writes the tower's adapters, if any, to
+// VisionLayersLoRAFile in dir.
+func saveVisionLayersLoRA(dir string, m *Model, opts LoRAOptions) error {
+	ps := m.Gemma3Vision.towerLoRAParams()
+	if len(ps) == 0 {
+		return nil
+	}
+	var tensors []safetensors.Tensor
+	for _, p := range ps {
+		vals := make([]float32, numel(p.Shape))
+		if err := m.B.Download(p.Master, vals); err != nil {
+			return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+		}
+		tensors = append(tensors, safetensors.F32Tensor(p.Name, p.Shape, vals))
+	}
+	meta := map[string]string{"format": "whet-vision-layers-lora", "lora_alpha": fmt.Sprint(opts.Alpha), "r": fmt.Sprint(opts.Rank),
+		"use_rslora": fmt.Sprint(opts.RSLoRA)}
+	if err := safetensors.Write(filepath.Join(dir, VisionLayersLoRAFile), tensors, meta); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
 	return nil

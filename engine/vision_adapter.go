@@ -660,3 +660,41 @@ func (m *MllamaModel) MllamaWeights() []MllamaWeight {
 // MllamaCheckpointNames lists the spellings a released Mllama tensor name
 // may have in a checkpoint (itself, then transformers 5's).
 func MllamaCheckpointNames(name string) []string { return mllamaSpellings(name) }
+
+// loadVisionLayersLoRA attaches the tower adapters of dir's
+// VisionLayersLoRAFile (whet train's lora.vision_layers), when the file
+// is there; a model without a Gemma 3 tower cannot take them.
+func (m *Model) loadVisionLayersLoRA(dir string, opts LoRAOptions) error {
+	path := filepath.Join(dir, VisionLayersLoRAFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if m.Gemma3Vision == nil {
+		return fmt.Errorf("%s: adapters on a Gemma 3 vision tower, but the model has none (load it with its tower)", path)
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := m.AddGemma3VisionLayersLoRA(opts); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, p := range m.Gemma3Vision.towerLoRAParams() {
+		info, ok := f.Info(p.Name)
+		if !ok {
+			return fmt.Errorf("%s: missing tensor %s", path, p.Name)
+		}
+		if !slices.Equal(info.Shape, p.Shape) {
+			return fmt.Errorf("%s: tensor %s has shape %v, want %v (the rank of adapter_config.json's r)", path, p.Name, info.Shape, p.Shape)
+		}
+		v, err := f.Float32(p.Name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := m.B.Upload(p.Master, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
