@@ -83,7 +83,7 @@ func studioVisionPlan(cfg engine.RunConfig, opts memplan.Options) (plan *memplan
 		}
 		o, notes := memplan.ForVisionEngine(kind, opts)
 		plan, err := memplan.PlanGemma3Vision(text, vis, o,
-			memplan.Gemma3VisionOptions{Images: most * max(o.MicroBatch, 1), Projector: cfg.LoRA.Projector})
+			memplan.Gemma3VisionOptions{Images: most * max(o.MicroBatch, 1), Projector: cfg.LoRA.Projector, VisionLayers: cfg.LoRA.VisionLayers})
 		if err != nil {
 			return nil, nil, false, err
 		}

@@ -12,6 +12,10 @@ type Gemma3VisionOptions struct {
 	Images int
 	// Projector puts LoRA on multi_modal_projector's matrix as well.
 	Projector bool
+	// VisionLayers puts LoRA on the tower's linear layers (lora.vision_layers):
+	// their adapters, and the tower keeps every layer's activations for its
+	// backward.
+	VisionLayers bool
 }
 
 // PlanGemma3Vision plans LoRA or QLoRA of a Gemma 3 vision model
@@ -27,6 +31,11 @@ type Gemma3VisionOptions struct {
 //	                              matrix; the projector's pooled, normed and projected rows
 //	                              over n·M image tokens and their gradients; the LM's image
 //	                              groups [N]
+//	tower adapters (VisionLayers) A [r, in], B [out, r] on q, k, v, out_proj, fc1, fc2 of
+//	                              each layer with masters, gradients and moments; the tower
+//	                              then keeps L+1 residual buffers and L layers' buffers, its
+//	                              backward's gradients over n·P rows, and one x Aᵀ scratch
+//	                              and its gradient [n·P, r]
 //
 // TestPlanGemma3VisionMatchesEngine checks the activations against the
 // CPU engine's own allocations.
@@ -75,39 +84,53 @@ func PlanGemma3Vision(text *engine.ModelConfig, vis *engine.Gemma3VisionConfig, 
 	p.Params += params
 
 	r := int64(o.LoRARank)
+	var adapters []Buffer
 	if vo.Projector {
-		for _, b := range []Buffer{
-			{Name: "multi_modal_projector.mm_input_projection.lora_A", Category: Adapters, DType: dt, Shape: []int64{r, Dv}, Repeat: 1},
-			{Name: "multi_modal_projector.mm_input_projection.lora_B", Category: Adapters, DType: dt, Shape: []int64{Dt, r}, Repeat: 1},
-		} {
-			p.Buffers = append(p.Buffers, b)
-			p.Trainable += b.Elems()
-			for _, side := range []struct {
-				prefix string
-				cat    Category
-			}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
-				if side.cat == Masters && dt == F32 {
-					continue
-				}
-				c := b
-				c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
-				p.Buffers = append(p.Buffers, c)
+		adapters = append(adapters,
+			Buffer{Name: "multi_modal_projector.mm_input_projection.lora_A", Category: Adapters, DType: dt, Shape: []int64{r, Dv}, Repeat: 1},
+			Buffer{Name: "multi_modal_projector.mm_input_projection.lora_B", Category: Adapters, DType: dt, Shape: []int64{Dt, r}, Repeat: 1})
+	}
+	if vo.VisionLayers {
+		adapters = append(adapters,
+			Buffer{Name: "vision_tower.layers.self_attn.qkvo.lora_A", Category: Adapters, DType: dt, Shape: []int64{r, Dv}, Repeat: 4 * L},
+			Buffer{Name: "vision_tower.layers.self_attn.qkvo.lora_B", Category: Adapters, DType: dt, Shape: []int64{Dv, r}, Repeat: 4 * L},
+			Buffer{Name: "vision_tower.layers.mlp.fc1.lora_A", Category: Adapters, DType: dt, Shape: []int64{r, Dv}, Repeat: L},
+			Buffer{Name: "vision_tower.layers.mlp.fc1.lora_B", Category: Adapters, DType: dt, Shape: []int64{I, r}, Repeat: L},
+			Buffer{Name: "vision_tower.layers.mlp.fc2.lora_A", Category: Adapters, DType: dt, Shape: []int64{r, I}, Repeat: L},
+			Buffer{Name: "vision_tower.layers.mlp.fc2.lora_B", Category: Adapters, DType: dt, Shape: []int64{Dv, r}, Repeat: L})
+	}
+	for _, b := range adapters {
+		p.Buffers = append(p.Buffers, b)
+		p.Trainable += int64(b.Repeat) * b.Elems()
+		for _, side := range []struct {
+			prefix string
+			cat    Category
+		}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
+			if side.cat == Masters && dt == F32 {
+				continue
 			}
+			c := b
+			c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
+			p.Buffers = append(p.Buffers, c)
 		}
 	}
 
-	// ---- activations (engine/gemma3_vision_acts.go, frozen tower) --------
+	// ---- activations (engine/gemma3_vision_acts.go) ------------------------
 	n := int64(vo.Images)
 	NP, NM := n*P, n*M
 	add("vision.patches", Activations, dt, 1, NP, K)
 	add("vision.pool_matrix", Activations, dt, 1, M, P)
 	add("vision.patch_groups", Activations, I32, 1, NP)
 	add("vision.image_starts", Activations, I32, 1, n+1)
-	add("vision.hidden", Activations, dt, 2, NP, Dv) // layer input and output
-	add("vision.layer.h1_q_k_v_att_x2_h2", Activations, dt, 7, NP, Dv)
-	add("vision.layer.fc1_gelu", Activations, dt, 2, NP, I)
-	add("vision.layer.norm_stats", Activations, F32, 4, NP)
-	add("vision.layer.attention_lse", Activations, F32, 1, int64(vis.Heads), NP)
+	hidden, sets := 2, 1 // layer input and output; one layer's buffers, reused
+	if vo.VisionLayers {
+		hidden, sets = L+1, L // kept for the tower's backward
+	}
+	add("vision.hidden", Activations, dt, hidden, NP, Dv)
+	add("vision.layer.h1_q_k_v_att_x2_h2", Activations, dt, 7*sets, NP, Dv)
+	add("vision.layer.fc1_gelu", Activations, dt, 2*sets, NP, I)
+	add("vision.layer.norm_stats", Activations, F32, 4*sets, NP)
+	add("vision.layer.attention_lse", Activations, F32, sets, int64(vis.Heads), NP)
 	add("vision.post_layernorm", Activations, dt, 1, NP, Dv)
 	add("vision.post_layernorm_stats", Activations, F32, 2, NP)
 	add("projector.pooled_normed", Activations, dt, 2, NM, Dv)
@@ -119,6 +142,12 @@ func PlanGemma3Vision(text *engine.ModelConfig, vis *engine.Gemma3VisionConfig, 
 	if vo.Projector {
 		add("projector.lora_xa", Activations, dt, 1, NM, r)
 		add("backward.projector.lora_dxa", BackwardScratch, dt, 1, NM, r)
+	}
+	if vo.VisionLayers {
+		add("vision.lora_xa", Activations, dt, 1, NP, r)
+		add("backward.vision.lora_dxa", BackwardScratch, dt, 1, NP, r)
+		add("backward.vision.dx_dh_dq_dk_dv_datt_dy", BackwardScratch, dt, 7, NP, Dv)
+		add("backward.vision.fc1_grad", BackwardScratch, dt, 1, NP, I)
 	}
 	add("lm.image_groups", Activations, I32, 1, p.Tokens)
 	return p, nil

@@ -19,8 +19,9 @@ const tinyGemma3Vision = `{"architectures": ["Gemma3ForConditionalGeneration"], 
 
 // TestPlanGemma3VisionMatchesEngine: the plan's image buffers are exactly
 // what the CPU engine allocates when a LoRA pass (projector adapter on and
-// off) first meets images, and the tower and projector weights add up to
-// the attached model's parameters.
+// off; adapters on the tower's layers, which keep its activations) first
+// meets images, the tower and projector weights add up to the attached
+// model's parameters, and the trained elements to the model's.
 func TestPlanGemma3VisionMatchesEngine(t *testing.T) {
 	text, err := engine.ParseModelConfig("config.json", []byte(tinyGemma3Vision))
 	if err != nil {
@@ -31,7 +32,8 @@ func TestPlanGemma3VisionMatchesEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	const seqLen, micro = 24, 2
-	for _, projector := range []bool{false, true} {
+	for _, mode := range []string{"lm", "projector", "vision_layers"} {
+		projector, visionLayers := mode == "projector", mode == "vision_layers"
 		b := cpu.New()
 		m, err := engine.NewModel(*text, b)
 		if err != nil {
@@ -48,13 +50,25 @@ func TestPlanGemma3VisionMatchesEngine(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if visionLayers {
+			if err := m.AddGemma3VisionLayersLoRA(engine.LoRAOptions{Rank: 8, Alpha: 16}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		p, err := PlanGemma3Vision(text, vis, Options{Method: LoRA, SeqLen: seqLen, MicroBatch: micro, LoRARank: 8, WeightDType: F32},
-			Gemma3VisionOptions{Projector: projector})
+			Gemma3VisionOptions{Projector: projector, VisionLayers: visionLayers})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, want := p.Params, m.NumParams(); got != want {
-			t.Errorf("projector %v: plan counts %d parameters, the model %d", projector, got, want)
+			t.Errorf("%s: plan counts %d parameters, the model %d", mode, got, want)
+		}
+		var trained int64
+		for _, q := range m.TrainableParams() {
+			trained += int64(q.W.Len())
+		}
+		if p.Trainable != trained {
+			t.Errorf("%s: plan trains %d elements, the model %d", mode, p.Trainable, trained)
 		}
 		acts, err := m.NewActivations(seqLen*micro, false)
 		if err != nil {
@@ -93,14 +107,14 @@ func TestPlanGemma3VisionMatchesEngine(t *testing.T) {
 		got := b.InUseBytes() - before
 		var want int64
 		for _, buf := range p.Buffers {
-			for _, pre := range []string{"vision.", "projector.", "backward.projector.", "lm.image_groups"} {
+			for _, pre := range []string{"vision.", "projector.", "backward.projector.", "backward.vision.", "lm.image_groups"} {
 				if strings.HasPrefix(buf.Name, pre) {
 					want += int64(buf.Repeat) * buf.Bytes()
 				}
 			}
 		}
 		if got != want {
-			t.Errorf("projector %v: the engine allocated %d bytes for the images, the plan %d", projector, got, want)
+			t.Errorf("%s: the engine allocated %d bytes for the images, the plan %d", mode, got, want)
 		}
 		acts.Free()
 		m.Free()
