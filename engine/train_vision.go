@@ -32,8 +32,9 @@ import (
 //     MllamaSamples with the processor's tiles, aspect-ratio ids and the
 //     cross-attention mask (mllamaRunner).
 //
-// Both keep the vision tower frozen: LoRA (QLoRA for Gemma 3) on the
-// language model, and with lora.projector an adapter on the projector.
+// Both keep the vision tower's weights frozen: LoRA (QLoRA for Gemma 3) on
+// the language model, with lora.projector an adapter on the projector, and
+// for Gemma 3 with lora.vision_layers adapters on the tower's linear layers.
 //
 // What a run writes for the exporters: every trainable tensor (the
 // language model's adapters, the projector's, their AdamW moments) is in
