@@ -553,7 +553,7 @@ func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string
 		return err
 	}
 	v := m.Gemma3Vision
-	if err := saveVisionLayersLoRA(dir, m, opts); err != nil {
+	if err := SaveGemma3VisionLayersLoRA(dir, m, opts); err != nil {
 		return err
 	}
 	if v == nil || v.ProjLoRA == nil {
@@ -575,9 +575,9 @@ func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string
 	return nil
 }
 
-// saveVisionLayersLoRA writes the tower's adapters, if any, to
-// VisionLayersLoRAFile in dir.
-func saveVisionLayersLoRA(dir string, m *Model, opts LoRAOptions) error {
+// SaveGemma3VisionLayersLoRA writes the tower's adapters, if any, to
+// VisionLayersLoRAFile in dir (whet train's adapter folder).
+func SaveGemma3VisionLayersLoRA(dir string, m *Model, opts LoRAOptions) error {
 	ps := m.Gemma3Vision.towerLoRAParams()
 	if len(ps) == 0 {
 		return nil

@@ -280,9 +280,6 @@ func OpenRun(dir string) (*RunFiles, error) {
 		if _, err := os.Stat(filepath.Join(r.AdapterDir, "adapter_config.json")); err != nil {
 			return nil, fmt.Errorf("export: %s: LoRA run without a saved adapter (has the run finished?): %w", dir, err)
 		}
-		if _, err := os.Stat(filepath.Join(r.AdapterDir, engine.VisionLayersLoRAFile)); err == nil || cfg.LoRA.VisionLayers {
-			return nil, fmt.Errorf("export: %s: lora.vision_layers: exporting the vision tower's adapters (PEFT, merged, GGUF) is not implemented yet; they are in %s and in the run's checkpoints", dir, filepath.Join(r.AdapterDir, engine.VisionLayersLoRAFile))
-		}
 	}
 	return r, nil
 }
@@ -331,6 +328,10 @@ func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOpti
 		has, err := engine.AdapterHasGemma3Projector(adapterDir)
 		if err != nil {
 			return nil, fmt.Errorf("export: %w", err)
+		}
+		// So do adapters on the tower's layers (lora.vision_layers).
+		if _, err := os.Stat(filepath.Join(adapterDir, engine.VisionLayersLoRAFile)); err == nil {
+			has = true
 		}
 		mo.Gemma3Vision = has
 	}

@@ -26,6 +26,12 @@ func Weights(m *engine.Model) []Weight {
 	for _, lin := range m.Linears() {
 		linOf[lin.W] = lin
 	}
+	if v := m.Gemma3Vision; v != nil {
+		// The tower's linears carry adapters with lora.vision_layers.
+		for _, lin := range v.TowerLinears() {
+			linOf[lin.W] = lin
+		}
+	}
 	var out []Weight
 	for _, p := range m.Params() {
 		if p.Name == "" || isAdapter(p, m) {
@@ -41,8 +47,15 @@ func Weights(m *engine.Model) []Weight {
 }
 
 func isAdapter(p *engine.Param, m *engine.Model) bool {
-	if v := m.Gemma3Vision; v != nil && v.ProjLoRA != nil && (p == v.ProjLoRA.A || p == v.ProjLoRA.B) {
-		return true
+	if v := m.Gemma3Vision; v != nil {
+		if v.ProjLoRA != nil && (p == v.ProjLoRA.A || p == v.ProjLoRA.B) {
+			return true
+		}
+		for _, lin := range v.TowerLinears() {
+			if lin.LoRA != nil && (lin.LoRA.A == p || lin.LoRA.B == p) {
+				return true
+			}
+		}
 	}
 	for _, lin := range m.Linears() {
 		if lin.LoRA != nil && (lin.LoRA.A == p || lin.LoRA.B == p) {

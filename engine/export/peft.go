@@ -41,6 +41,9 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if run.AdapterDir == "" {
 		return fmt.Errorf("export: %s is a full fine-tuning run: it has no adapter (export merged or gguf instead)", run.Dir)
 	}
+	if _, err := os.Stat(filepath.Join(run.AdapterDir, engine.VisionLayersLoRAFile)); err == nil || run.Cfg.LoRA.VisionLayers {
+		return fmt.Errorf("export: %s: lora.vision_layers: a PEFT adapter with the vision tower's adapters is not written yet (export merged or gguf, which merge them); they are in %s", run.Dir, filepath.Join(run.AdapterDir, engine.VisionLayersLoRAFile))
+	}
 	progress(0, 3, "adapter_config.json")
 	cfgPath := filepath.Join(run.AdapterDir, "adapter_config.json")
 	cfg, err := readJSONMap(cfgPath)

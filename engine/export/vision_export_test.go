@@ -755,3 +755,111 @@ func TestGemma3VisionQLoRAExports(t *testing.T) {
 	}
 	m.Free()
 }
+
+// TestGemma3VisionLayersExport: a run with adapters on the tower's layers
+// (lora.vision_layers) exports merged with them merged into the tower's
+// linears (fc1 of layer 1 equals W + s·B·A computed here from the
+// adapter file, within bf16 rounding; the merged model's logits are the
+// run's within bf16 and far from the run's without its tower adapters), and
+// a PEFT export is refused by name.
+func TestGemma3VisionLayersExport(t *testing.T) {
+	tmp := t.TempDir()
+	base := makeGemma3VisionModel(t, filepath.Join(tmp, "base"))
+	dir := filepath.Join(tmp, "run")
+	m, err := engine.LoadGemma3Vision(base, cpu.New(), engine.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	opts := engine.LoRAOptions{Rank: 4, Alpha: 8, Targets: m.Family().LoRATargets(), Seed: 9}
+	if err := m.AddLoRA(opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.AddGemma3VisionLayersLoRA(opts); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(9, 5))
+	for _, lin := range m.Gemma3Vision.TowerLinears() {
+		v := make([]float32, numel(lin.LoRA.B.Shape))
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.3)
+		}
+		if err := m.B.Upload(lin.LoRA.B.Master, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.SyncFromMasters(); err != nil {
+		t.Fatal(err)
+	}
+	want := visionLogits(t, m)
+	for _, lin := range m.Gemma3Vision.TowerLinears() {
+		lin.LoRA.Enabled = false
+	}
+	noTower := visionLogits(t, m)
+	for _, lin := range m.Gemma3Vision.TowerLinears() {
+		lin.LoRA.Enabled = true
+	}
+	abs, _ := filepath.Abs(base)
+	adapter := filepath.Join(dir, "adapter")
+	if err := engine.SaveAdapter(adapter, m, opts, abs); err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.SaveGemma3VisionLayersLoRA(adapter, m, opts); err != nil {
+		t.Fatal(err)
+	}
+	writeRunYAML(t, dir, "run", abs, "lora", engine.LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, TargetModules: opts.Targets, VisionLayers: true})
+
+	err = Run(Options{RunDir: dir, Format: "peft", OutDir: filepath.Join(tmp, "peft")}, nil)
+	if err == nil || !strings.Contains(err.Error(), "lora.vision_layers") {
+		t.Errorf("PEFT export of a run with lora.vision_layers: %v, want a refusal naming lora.vision_layers", err)
+	}
+	merged := filepath.Join(tmp, "merged")
+	if err := Run(Options{RunDir: dir, Format: "merged", Quant: "bf16", OutDir: merged}, nil); err != nil {
+		t.Fatal(err)
+	}
+	const fc1 = "vision_tower.vision_model.encoder.layers.1.mlp.fc1"
+	in, _ := safetensors.OpenDir(base)
+	out, _ := safetensors.OpenDir(merged)
+	w, err1 := in.Float32("model." + fc1 + ".weight")
+	got, err2 := out.Float32("model." + fc1 + ".weight")
+	in.Close()
+	out.Close()
+	af, err3 := safetensors.Open(filepath.Join(adapter, engine.VisionLayersLoRAFile))
+	if err1 != nil || err2 != nil || err3 != nil {
+		t.Fatal(err1, err2, err3)
+	}
+	a, err1 := af.Float32(fc1 + ".lora_A.weight")
+	b, err2 := af.Float32(fc1 + ".lora_B.weight")
+	ainfo, _ := af.Info(fc1 + ".lora_A.weight")
+	af.Close()
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	r, in1 := ainfo.Shape[0], ainfo.Shape[1]
+	out1 := len(w) / in1
+	s := float64(opts.LoRAScale())
+	for o := 0; o < out1; o++ {
+		for i := 0; i < in1; i++ {
+			e := float64(w[o*in1+i])
+			for k := 0; k < r; k++ {
+				e += s * float64(b[o*r+k]) * float64(a[k*in1+i])
+			}
+			if d := math.Abs(float64(got[o*in1+i]) - e); d > 1e-2*math.Abs(e)+1e-6 {
+				t.Fatalf("merged %s[%d,%d] = %v, want W + s·B·A = %v", fc1, o, i, got[o*in1+i], e)
+			}
+		}
+	}
+	mm, err := engine.LoadGemma3Vision(merged, cpu.New(), engine.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotLogits := visionLogits(t, mm)
+	mm.Free()
+	d, top := maxDiff(gotLogits, want)
+	if d > 0.02*top {
+		t.Errorf("the merged model's logits differ from the run's by %g (largest %g)", d, top)
+	}
+	if dn, _ := maxDiff(gotLogits, noTower); dn < 2*d {
+		t.Errorf("the merged model is as close to the run without its tower adapters (%g) as with them (%g)", dn, d)
+	}
+}
