@@ -560,6 +560,15 @@ func TestTrainGemma3VisionModelOnText(t *testing.T) {
 	if strings.Contains(out.String(), "vision:") || !strings.Contains(out.String(), "step 1/1") {
 		t.Errorf("text data on a vision model:\n%s", out.String())
 	}
+	// lora.vision_layers with no images to train the tower on is refused by name.
+	run = strings.Replace(run, "method: lora\n", "method: lora\nlora: {r: 4, alpha: 8, vision_layers: true}\n", 1)
+	run = strings.Replace(run, "name: text\n", "name: text-vl\n", 1)
+	p = writeRunYAML(t, dir, run)
+	out.Reset()
+	err := runTrain([]string{"-c", p}, nil, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "lora.vision_layers: the run has no images") {
+		t.Errorf("lora.vision_layers on text data: %v, want a refusal naming it\n%s", err, out.String())
+	}
 }
 
 // QLoRA on a Gemma 3 vision model with images: the language model's
@@ -712,4 +721,21 @@ func sumAbs(v []float32) float64 {
 		s += math.Abs(float64(x))
 	}
 	return s
+}
+
+// lora.vision_layers on Llama 3.2 Vision is refused by name before any
+// step (the tower adapters are Gemma 3's only for now).
+func TestTrainMllamaVisionLayersRefused(t *testing.T) {
+	dir := t.TempDir()
+	writeShapeData(t, dir, "train.jsonl", 7, 0, 3)
+	run := fmt.Sprintf("name: mvl\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: lora\nlora: {r: 4, alpha: 8, vision_layers: true}\ndata: {path: %s, max_length: 128, packing: false}\ntrain: {max_steps: 1, micro_batch: 3, seed: 1, sample_every: 0}\n",
+		mllamaTinyModel(t), dir, filepath.Join(dir, "train.jsonl"))
+	var out bytes.Buffer
+	err := runTrain([]string{"-c", writeRunYAML(t, dir, run)}, nil, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "lora.vision_layers: adapters on the vision tower are implemented for Gemma 3 only") {
+		t.Errorf("lora.vision_layers on Mllama: %v, want a refusal naming it\n%s", err, out.String())
+	}
+	if strings.Contains(out.String(), "step 1/") {
+		t.Errorf("a step ran before the refusal:\n%s", out.String())
+	}
 }
