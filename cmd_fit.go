@@ -105,6 +105,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	dpoRef := fs.Bool("dpo-resident-reference", false, "full-weight DPO: keep a frozen reference copy on the GPU instead of caching its log-probs before training")
 	gpus := fs.Int("gpus", 1, "plan per GPU for a data-parallel run on this many GPUs (full fine-tuning shards its fp32 masters and AdamW moments across them)")
 	images := fs.Int("images", 1, "Llama 3.2 Vision: images per sequence; Gemma 3: setting it plans the vision tower with that many")
+	visionLayers := fs.Bool("vision-layers", false, "Gemma 3 with --images: also LoRA on the vision tower's linear layers (lora.vision_layers: the tower keeps its activations)")
 	maxSeq := fs.Bool("max-seq", false, "instead of checking --seq: find the longest sequence length that fits (binary search over the plan)")
 	memLimit := addMemoryLimitFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -184,7 +185,10 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if *maxSeq {
 			return fmt.Errorf("--max-seq is not available for Gemma 3 with images yet")
 		}
-		return fitGemma3Vision(stdout, m, opts, target, *images)
+		return fitGemma3Vision(stdout, m, opts, target, *images, *visionLayers)
+	}
+	if *visionLayers {
+		return fmt.Errorf("--vision-layers: plans adapters on a Gemma 3 vision tower, with --images (the model %s, no --images given)", *model)
 	}
 	if *maxSeq {
 		return fitMaxSeq(stdout, m, opts, target)

@@ -34,7 +34,7 @@ func gemma3VisionForFit(m fitModel) (*engine.Gemma3VisionConfig, error) {
 // fitGemma3Vision plans a Gemma 3 model with its vision tower (frozen) and
 // images per sequence (memplan.PlanGemma3Vision), prints it, and says what
 // whet can do with it.
-func fitGemma3Vision(w io.Writer, m fitModel, opts memplan.Options, target fitTarget, images int) error {
+func fitGemma3Vision(w io.Writer, m fitModel, opts memplan.Options, target fitTarget, images int, visionLayers bool) error {
 	vis, err := gemma3VisionForFit(m)
 	if err != nil {
 		return err
@@ -46,13 +46,17 @@ func fitGemma3Vision(w io.Writer, m fitModel, opts memplan.Options, target fitTa
 	// The engine's compute dtype on the target (bf16 on CUDA, float32 on
 	// the CPU), as whet train runs it.
 	opts, notes := memplan.ForVisionEngine(engine.VisionGemma3, opts)
-	plan, err := memplan.PlanGemma3Vision(m.config, vis, opts, memplan.Gemma3VisionOptions{Images: images * batch})
+	plan, err := memplan.PlanGemma3Vision(m.config, vis, opts, memplan.Gemma3VisionOptions{Images: images * batch, VisionLayers: visionLayers})
 	if err != nil {
 		return err
 	}
 	printFit(w, m, plan, target, nil)
-	fmt.Fprintf(w, "vision    %d image(s) per sequence of %d×%d patches pooled to %d tokens, vision tower frozen; no advice for vision models yet\n",
-		images, vis.PatchesPerSide(), vis.PatchesPerSide(), vis.TokensPerImage)
+	tower := "vision tower frozen"
+	if visionLayers {
+		tower = "LoRA on the vision tower's layers (its activations kept)"
+	}
+	fmt.Fprintf(w, "vision    %d image(s) per sequence of %d×%d patches pooled to %d tokens, %s; no advice for vision models yet\n",
+		images, vis.PatchesPerSide(), vis.PatchesPerSide(), vis.TokensPerImage, tower)
 	for _, n := range notes {
 		fmt.Fprintf(w, "note      %s\n", n)
 	}

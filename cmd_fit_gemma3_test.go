@@ -48,6 +48,14 @@ func TestFitGemma3Vision(t *testing.T) {
 	if peak(two) == peak(out) {
 		t.Errorf("two images plan the same peak as one (%s)", peak(two))
 	}
+	// --vision-layers: the tower's adapters and kept activations plan more.
+	code, vl, errs := runFitCLI(t, "--model", "gemma-3-4b-it", "--method", "lora", "--seq", "1024", "--gpu", "H100", "--images", "1", "--vision-layers")
+	if code != 0 || !strings.Contains(vl, "LoRA on the vision tower's layers") || peak(vl) == peak(out) {
+		t.Errorf("--vision-layers: exit %d, stderr %q, peak %q (without %q)\n%s", code, errs, peak(vl), peak(out), vl)
+	}
+	if code, _, errs := runFitCLI(t, "--model", "gemma-3-4b-it", "--method", "lora", "--seq", "1024", "--gpu", "H100", "--vision-layers"); code == 0 || !strings.Contains(errs, "--vision-layers") {
+		t.Errorf("--vision-layers without --images: exit %d, stderr %q", code, errs)
+	}
 	if code, _, errs := runFitCLI(t, "--model", "gemma-3-4b-it", "--method", "full", "--seq", "1024", "--gpu", "H100", "--images", "1"); code == 0 || !strings.Contains(errs, "lora or qlora") {
 		t.Errorf("full fine-tuning with images: exit %d, stderr %q", code, errs)
 	}
