@@ -402,7 +402,7 @@ func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMe
 		}
 		before := have
 		dog := time.AfterFunc(c.idleTimeout(), cancelAttempt)
-		n, cerr := copyReporting(f, sum, io.LimitReader(resp.Body, meta.size-have), func(n int64) {
+		n, cerr := copyReporting(ctx, f, sum, io.LimitReader(resp.Body, meta.size-have), func(n int64) {
 			dog.Reset(c.idleTimeout())
 			report(have + n)
 		})
@@ -474,11 +474,19 @@ type writeError struct{ err error }
 
 func (e *writeError) Error() string { return e.err.Error() }
 
-func copyReporting(f *os.File, sum hash.Hash, r io.Reader, report func(int64)) (int64, error) {
+// copyReporting appends what r gives to f (and sum), reporting the bytes
+// so far. A cancelled ctx stops it before the next write: the transport
+// notices the cancel asynchronously and may still hand over bytes it has
+// read, which would otherwise land in the partial file after the user
+// stopped the pull.
+func copyReporting(ctx context.Context, f *os.File, sum hash.Hash, r io.Reader, report func(int64)) (int64, error) {
 	buf := make([]byte, 256<<10)
 	var n int64
 	for {
 		k, rerr := r.Read(buf)
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
 		if k > 0 {
 			if _, err := f.Write(buf[:k]); err != nil {
 				return n, &writeError{err}
