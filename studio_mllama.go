@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"whet/datasets"
 	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/chat"
@@ -53,22 +52,9 @@ func (c *studioMllamaChat) image(path string) (*vision.MllamaOutput, error) {
 // Generate answers the turns; a user turn's images come before its text,
 // as for Gemma 3 (studioChat.Generate).
 func (c *studioMllamaChat) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
-	msgs := make([]datasets.Message, len(turns))
-	var images []*vision.MllamaOutput
-	for i, t := range turns {
-		msgs[i] = datasets.Message{Role: t.Role, Content: t.Content}
-		if len(t.Images) == 0 {
-			continue
-		}
-		for _, path := range t.Images {
-			im, err := c.image(path)
-			if err != nil {
-				return tui.ChatReply{}, err
-			}
-			images = append(images, im)
-			msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "image"})
-		}
-		msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "text", Text: t.Content})
+	msgs, images, err := chatMessages(turns, c.image)
+	if err != nil {
+		return tui.ChatReply{}, err
 	}
 	r, err := c.s.Generate(ctx, msgs, images, o, tuned, onText)
 	return tui.ChatReply{Text: r.Text, Tokens: r.Tokens, TokensPerSec: r.TokensPerSec, Stop: r.Stop}, err

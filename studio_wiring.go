@@ -619,25 +619,11 @@ func (c *studioChat) image(path string) (*vision.Gemma3Output, error) {
 // Generate answers the turns; a user turn's images come before its text,
 // as whet chat's /image puts them.
 func (c *studioChat) Generate(ctx context.Context, turns []tui.ChatTurn, o engine.SampleOptions, tuned bool, onText func(string)) (tui.ChatReply, error) {
-	msgs := make([]datasets.Message, len(turns))
-	var images []*vision.Gemma3Output
-	for i, t := range turns {
-		msgs[i] = datasets.Message{Role: t.Role, Content: t.Content}
-		if len(t.Images) == 0 {
-			continue
-		}
-		for _, path := range t.Images {
-			im, err := c.image(path)
-			if err != nil {
-				return tui.ChatReply{}, err
-			}
-			images = append(images, im)
-			msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "image"})
-		}
-		msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "text", Text: t.Content})
+	msgs, images, err := chatMessages(turns, c.image)
+	if err != nil {
+		return tui.ChatReply{}, err
 	}
 	var r chat.Reply
-	var err error
 	if len(images) > 0 {
 		r, err = c.s.GenerateWithImages(ctx, msgs, images, o, tuned, onText)
 	} else {
@@ -781,4 +767,28 @@ func writtenSince(dir string, start time.Time) ([]string, error) {
 		}
 	}
 	return files, nil
+}
+
+// chatMessages turns the studio's chat turns into messages, a user turn's
+// images (loaded by load, in order) before its text, as whet chat's /image
+// puts them; shared by the Gemma 3 and Llama 3.2 Vision chats.
+func chatMessages[T any](turns []tui.ChatTurn, load func(string) (T, error)) ([]datasets.Message, []T, error) {
+	msgs := make([]datasets.Message, len(turns))
+	var images []T
+	for i, t := range turns {
+		msgs[i] = datasets.Message{Role: t.Role, Content: t.Content}
+		if len(t.Images) == 0 {
+			continue
+		}
+		for _, path := range t.Images {
+			im, err := load(path)
+			if err != nil {
+				return nil, nil, err
+			}
+			images = append(images, im)
+			msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "image"})
+		}
+		msgs[i].Parts = append(msgs[i].Parts, datasets.ContentPart{Type: "text", Text: t.Content})
+	}
+	return msgs, images, nil
 }
