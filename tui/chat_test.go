@@ -27,6 +27,26 @@ func finishRun(t *testing.T, o tui.Options) *driver {
 	return d
 }
 
+// openChat finishes a two-step run on a w×h screen with ch as the studio's
+// chat and opens the chat page from the summary.
+func openChat(t *testing.T, ch *fake.Chat, w, h int) *driver {
+	t.Helper()
+	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+	o.Chat = ch
+	d := newDriver(t, o, w, h)
+	startDefaultRun(t, d)
+	d.waitScreen("✓ finished")
+	d.keys("t")
+	d.waitScreen("Ask both")
+	return d
+}
+
+// submit types s into the chat's prompt and presses enter.
+func (d *driver) submit(s string) {
+	d.typeText(s)
+	d.keys("enter")
+}
+
 // TestChatAsksBaseAndTunedSideBySide: both models answer the question,
 // each side with its own history; a session that can answers both at once
 // (one GenerateBoth), another the base first and then the tuned model.
@@ -56,8 +76,7 @@ func testChatSideBySide(t *testing.T, oneAtATime bool) {
 	d.keys("down", "ctrl+u")
 	d.typeText("0")
 	d.keys("up", "up", "up") // back to the prompt
-	d.typeText("What is a compiler?")
-	d.keys("enter")
+	d.submit("What is a compiler?")
 	d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
 
 	s := d.screen()
@@ -83,8 +102,7 @@ func testChatSideBySide(t *testing.T, oneAtATime bool) {
 	}
 
 	// A second question carries each side's own history.
-	d.typeText("And an interpreter?")
-	d.keys("enter")
+	d.submit("And an interpreter?")
 	d.waitFor("the second answers", func() bool {
 		return len(ch.Recorded()) == 4 && strings.Count(d.screen(), "tok/s") == 2 && !strings.Contains(d.screen(), "answering")
 	})
@@ -110,15 +128,8 @@ func TestChatOpenErrorIsShown(t *testing.T) {
 
 func TestGoldenChat(t *testing.T) {
 	for _, sz := range sizes {
-		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
-		o.Chat = testChat()
-		d := newDriver(t, o, sz.w, sz.h)
-		startDefaultRun(t, d)
-		d.waitScreen("✓ finished")
-		d.keys("t")
-		d.waitScreen("Ask both")
-		d.typeText("Why do leaves fall?")
-		d.keys("enter")
+		d := openChat(t, testChat(), sz.w, sz.h)
+		d.submit("Why do leaves fall?")
 		d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
 		checkSize(t, d.view(), sz.w, sz.h)
 		golden(t, fmt.Sprintf("chat_%dx%d", sz.w, sz.h), d.view())
@@ -134,17 +145,12 @@ func TestGoldenChat(t *testing.T) {
 func TestChatEscStopsAnAnswer(t *testing.T) {
 	long := strings.Repeat("word ", 500)
 	t.Run("together", func(t *testing.T) {
-		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 		ch := testChat()
 		ch.Base = func(string) string { return "A short one." }
 		ch.Tuned = func(string) string { return long }
 		ch.HoldAfter = 8
-		o.Chat = ch
-		d := finishRun(t, o)
-		d.keys("t")
-		d.waitScreen("Ask both")
-		d.typeText("Talk for a long time")
-		d.keys("enter")
+		d := openChat(t, ch, 80, 24)
+		d.submit("Talk for a long time")
 		d.waitFor("the tuned answer to reach its hold", func() bool {
 			return strings.Count(d.screen(), "word") == 8 && strings.Contains(d.screen(), "3 tokens · 42.0 tok/s · eos")
 		})
@@ -157,23 +163,17 @@ func TestChatEscStopsAnAnswer(t *testing.T) {
 		if strings.Count(s, "stopped by you") != 1 || !strings.Contains(s, "3 tokens · 42.0 tok/s · eos") || strings.Contains(s, "answering") || !strings.Contains(s, "Ask both") {
 			t.Errorf("after esc the tuned side is stopped, the base keeps its numbers, the chat stays open:\n%s", s)
 		}
-		d.typeText("Short one")
-		d.keys("enter")
+		d.submit("Short one")
 		d.waitFor("a new question after a stopped answer", func() bool { return len(ch.Recorded()) == 4 })
 	})
 	t.Run("together, both under way", func(t *testing.T) {
-		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 		ch := testChat()
 		ch.CancelAsStop = true
 		ch.Base = func(string) string { return long }
 		ch.Tuned = func(string) string { return long }
 		ch.HoldAfter = 4
-		o.Chat = ch
-		d := finishRun(t, o)
-		d.keys("t")
-		d.waitScreen("Ask both")
-		d.typeText("Talk")
-		d.keys("enter")
+		d := openChat(t, ch, 80, 24)
+		d.submit("Talk")
 		d.waitFor("both answers to reach their hold", func() bool { return strings.Count(d.screen(), "word") == 8 })
 		if strings.Count(d.screen(), "answering…") != 2 || !strings.Contains(d.screen(), "esc stop both answers") {
 			t.Errorf("both sides should be answering, esc stopping both:\n%s", d.screen())
@@ -185,19 +185,14 @@ func TestChatEscStopsAnAnswer(t *testing.T) {
 		}
 	})
 	t.Run("one at a time", func(t *testing.T) {
-		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 		ch := testChat()
 		ch.OneAtATime = true
 		ch.CancelAsStop = true // as the engine's chat ends a cancelled answer
 		ch.Base = func(string) string { return long }
 		ch.Tuned = func(string) string { return long }
 		ch.HoldAfter = 4
-		o.Chat = ch
-		d := finishRun(t, o)
-		d.keys("t")
-		d.waitScreen("Ask both")
-		d.typeText("Talk")
-		d.keys("enter")
+		d := openChat(t, ch, 80, 24)
+		d.submit("Talk")
 		d.waitScreen("answering…")
 		d.keys("esc")
 		d.waitScreen("stopped by you")
@@ -205,8 +200,7 @@ func TestChatEscStopsAnAnswer(t *testing.T) {
 			t.Fatalf("esc during the base's answer should stop the question, not ask the tuned model: %+v\n%s", reqs, d.screen())
 		}
 		ch.Base = func(string) string { return "Short." }
-		d.typeText("Again")
-		d.keys("enter")
+		d.submit("Again")
 		d.waitFor("the tuned answer to start", func() bool { return len(ch.Recorded()) == 3 && strings.Contains(d.screen(), "answering…") })
 		d.keys("esc")
 		d.waitFor("the tuned answer to stop", func() bool { return !strings.Contains(d.screen(), "answering") })
@@ -222,7 +216,6 @@ func TestChatEscStopsAnAnswer(t *testing.T) {
 func TestChatStreamsBothAtOnce(t *testing.T) {
 	for _, sz := range sizes {
 		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
-			o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 			ch := testChat()
 			ch.Base = func(string) string { return "Gravity and the seasons." }
 			ch.Tuned = func(string) string {
@@ -230,14 +223,8 @@ func TestChatStreamsBothAtOnce(t *testing.T) {
 			}
 			ch.HoldAfter = 12 // words: "A tree … through the winter,"
 			ch.Delay = 2 * time.Millisecond
-			o.Chat = ch
-			d := newDriver(t, o, sz.w, sz.h)
-			startDefaultRun(t, d)
-			d.waitScreen("✓ finished")
-			d.keys("t")
-			d.waitScreen("Ask both")
-			d.typeText("Why do leaves fall?")
-			d.keys("enter")
+			d := openChat(t, ch, sz.w, sz.h)
+			d.submit("Why do leaves fall?")
 			// Midway both columns have pieces and both are answering.
 			d.waitFor("both answers midway", func() bool {
 				s := d.screen()
@@ -260,18 +247,13 @@ func TestChatStreamsBothAtOnce(t *testing.T) {
 // has let go of them.
 func TestChatQuitWaitsForTheAnswer(t *testing.T) {
 	for _, oneAtATime := range []bool{false, true} {
-		o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 		ch := testChat()
 		ch.OneAtATime = oneAtATime
 		ch.Tuned = func(string) string { return strings.Repeat("word ", 50) }
 		ch.Base = ch.Tuned
 		ch.HoldAfter = 3
-		o.Chat = ch
-		d := finishRun(t, o)
-		d.keys("t")
-		d.waitScreen("Ask both")
-		d.typeText("Talk")
-		d.keys("enter")
+		d := openChat(t, ch, 80, 24)
+		d.submit("Talk")
 		d.waitFor("the answer to reach its hold", func() bool { return strings.Count(d.screen(), "word") >= 3 })
 		d.keys("ctrl+c")
 		d.waitFor("ctrl+c to quit", func() bool { return d.quit })
@@ -314,8 +296,7 @@ func TestChatColumnsStayAligned(t *testing.T) {
 			d.keys("t")
 			d.waitScreen("Ask both")
 			for i, q := range []string{"First question?", "Second question?"} {
-				d.typeText(q)
-				d.keys("enter")
+				d.submit(q)
 				d.waitFor("both answers", func() bool {
 					return len(o.Chat.(*fake.Chat).Recorded()) == 2*(i+1) && strings.Count(d.screen(), "tok/s") == 2
 				})
@@ -394,8 +375,7 @@ func TestChatLoadedAfterLeavingIsClosed(t *testing.T) {
 		d.waitScreen("20 of 20 steps")
 		d.keys("t")
 		d.waitScreen("Ask both")
-		d.typeText("Hello")
-		d.keys("enter")
+		d.submit("Hello")
 		d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
 		if c, _ := ch.Closed(); c != 1 || ch.Opens() != 2 {
 			t.Errorf("opens %d closed %d, want 2 and 1", ch.Opens(), c)
@@ -419,8 +399,7 @@ func TestChatLoadedAfterLeavingIsClosed(t *testing.T) {
 func TestChatLoadsOnWhileOnTheSummary(t *testing.T) {
 	gate := make(chan struct{})
 	d, ch := chatFromRuns(t, gate)
-	d.typeText("Asked meanwhile")
-	d.keys("enter")
+	d.submit("Asked meanwhile")
 	d.waitScreen("your question is asked once they are in")
 	d.keys("esc")
 	d.waitScreen("20 of 20 steps")
@@ -475,7 +454,6 @@ func transcript(screen string) string {
 func TestChatTranscriptScrolls(t *testing.T) {
 	for _, sz := range sizes {
 		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
-			o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 			ch := &fake.Chat{
 				Base: func(p string) string {
 					if strings.HasPrefix(p, "First") {
@@ -490,15 +468,9 @@ func TestChatTranscriptScrolls(t *testing.T) {
 					return "The tuned reply stands here."
 				},
 			}
-			o.Chat = ch
-			d := newDriver(t, o, sz.w, sz.h)
-			startDefaultRun(t, d)
-			d.waitScreen("✓ finished")
-			d.keys("t")
-			d.waitScreen("Ask both")
+			d := openChat(t, ch, sz.w, sz.h)
 			for i, q := range []string{"First question?", "Second question?"} {
-				d.typeText(q)
-				d.keys("enter")
+				d.submit(q)
 				d.waitFor("both answers", func() bool {
 					return len(ch.Recorded()) == 2*(i+1) && strings.Count(d.screen(), "tok/s") == 2
 				})
@@ -549,19 +521,14 @@ func TestChatTranscriptScrolls(t *testing.T) {
 // much streams below, until pgdn reaches the bottom and it follows again;
 // esc still stops the answer.
 func TestChatScrollWhileStreaming(t *testing.T) {
-	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 	ch := testChat()
 	ch.Base = func(string) string { return "Short." }
 	ch.Tuned = func(string) string { return numbered(400) }
 	ch.Delay = 2 * time.Millisecond
 	ch.HoldAfter = 300
 	ch.CancelAsStop = true
-	o.Chat = ch
-	d := finishRun(t, o)
-	d.keys("t")
-	d.waitScreen("Ask both")
-	d.typeText("Count")
-	d.keys("enter")
+	d := openChat(t, ch, 80, 24)
+	d.submit("Count")
 	d.waitScreen("w150 ") // followed to the newest words
 	d.keys("pgup")
 	below := func() int {
@@ -596,16 +563,11 @@ func TestChatScrollWhileStreaming(t *testing.T) {
 // TestChatOneModelScrolls: a full fine-tune's chat (one model, one
 // column) scrolls as the side-by-side does.
 func TestChatOneModelScrolls(t *testing.T) {
-	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 	ch := testChat()
 	ch.NoTuned = true
 	ch.Base = func(string) string { return numbered(400) }
-	o.Chat = ch
-	d := finishRun(t, o)
-	d.keys("t")
-	d.waitScreen("Ask both")
-	d.typeText("Count")
-	d.keys("enter")
+	d := openChat(t, ch, 80, 24)
+	d.submit("Count")
 	d.waitScreen("400 tokens")
 	if s := d.screen(); strings.Contains(s, "you › Count") || !strings.Contains(s, "w400") || !strings.Contains(s, "pgup to scroll back") {
 		t.Fatalf("at the bottom the question is off the screen, the newest words on it:\n%s", s)

@@ -128,20 +128,16 @@ func TestChatImage(t *testing.T) {
 			d.keys("t")
 			d.waitScreen("tuned (this run)") // the models are in
 
-			d.typeText("/image missing/nope.png")
-			d.keys("enter")
+			d.submit("/image missing/nope.png")
 			if s := d.screen(); !strings.Contains(s, "✗ /image missing/nope.png:") || !strings.Contains(s, "no such") || strings.Count(s, "/image missing/nope.png") != 2 {
 				t.Errorf("a missing file should be named and the prompt kept:\n%s", s)
 			}
 			d.keys("ctrl+u")
 			const rel = "../datasets/vision/testdata/rgb8_37x23.png"
-			d.typeText("/image " + rel)
-			d.keys("enter")
-			d.typeText("/image ~/xray.png")
-			d.keys("enter")
+			d.submit("/image " + rel)
+			d.submit("/image ~/xray.png")
 			d.waitScreen("2 images go with your next message; the last: [image: ~/xray.png 64×48 gray16]")
-			d.typeText("What is in these pictures?")
-			d.keys("enter")
+			d.submit("What is in these pictures?")
 			d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
 			checkSize(t, d.view(), sz.w, sz.h)
 			golden(t, fmt.Sprintf("chat_image_%dx%d", sz.w, sz.h), d.view())
@@ -167,8 +163,7 @@ func TestChatImage(t *testing.T) {
 			}
 
 			// The next message carries no new image; the history keeps it.
-			d.typeText("And now?")
-			d.keys("enter")
+			d.submit("And now?")
 			d.waitFor("the second answers", func() bool {
 				return len(ch.Recorded()) == 4 && strings.Count(d.screen(), "tok/s") == 2 && !strings.Contains(d.screen(), "answering")
 			})
@@ -183,20 +178,14 @@ func TestChatImage(t *testing.T) {
 // TestChatImageOnATextModel: a model without a vision tower says so, and
 // the message goes without an image.
 func TestChatImageOnATextModel(t *testing.T) {
-	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 	ch := testChat()
-	o.Chat = ch
-	d := finishRun(t, o)
-	d.keys("t")
-	d.waitScreen("Ask both")
-	d.typeText("/image ../datasets/vision/testdata/rgb8_37x23.png")
-	d.keys("enter")
+	d := openChat(t, ch, 80, 24)
+	d.submit("/image ../datasets/vision/testdata/rgb8_37x23.png")
 	d.waitScreen("vision tower: it cannot look at images")
 	checkSize(t, d.view(), 80, 24)
 	golden(t, "chat_image_text_model_80x24", d.view())
 	d.keys("ctrl+u")
-	d.typeText("Hello?")
-	d.keys("enter")
+	d.submit("Hello?")
 	d.waitFor("both answers", func() bool { return strings.Count(d.screen(), "tok/s") == 2 })
 	for _, r := range ch.Recorded() {
 		if imgs := r.Turns[len(r.Turns)-1].Images; imgs != nil {
