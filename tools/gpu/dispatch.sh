@@ -16,7 +16,7 @@ for n in "$@"; do
 	[ -d tools/gpu/$n ] || { echo "tools/gpu/$n: no such check (see tools/gpu/README.md)" >&2; exit 1; }
 	rm -rf .dev/gpu/$n && cp -r tools/gpu/$n .dev/gpu/$n
 done
-cp tools/gpu/go.sh .dev/gpu/common/go.sh
+cp tools/gpu/go.sh tools/gpu/lib.sh .dev/gpu/common/ # lib.sh: functions the run.sh files source
 if [ "${NOBUILD:-0}" != 1 ]; then
 	rm -f .dev/gpu/common/*.gz
 	CGO_ENABLED=0 go build -ldflags="-s -w" -o .dev/gpu/common/whet .
