@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"whet/engine/atomicfile"
@@ -54,11 +54,11 @@ func SaveAdapter(dir string, m *Model, opts LoRAOptions, baseModel string) error
 		}
 		targets[lin.Short+"_proj"] = true
 		for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
-			v := make([]float32, numel(p.Shape))
-			if err := m.B.Download(p.Master, v); err != nil {
-				return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+			t, err := m.masterTensor(p, peftPrefix+p.Name)
+			if err != nil {
+				return err
 			}
-			tensors = append(tensors, safetensors.F32Tensor(peftPrefix+p.Name, p.Shape, v))
+			tensors = append(tensors, t)
 		}
 	}
 	proj, projLoRA, err := m.gemma3ProjectorAdapterTensors()
@@ -73,19 +73,30 @@ func SaveAdapter(dir string, m *Model, opts LoRAOptions, baseModel string) error
 	if len(tensors) == 0 {
 		return fmt.Errorf("adapter: the model has no LoRA adapters")
 	}
-	var names []string
-	for t := range targets {
-		names = append(names, t)
-	}
-	sort.Strings(names)
 	cfg := PEFTConfig{PEFTType: "LORA", TaskType: "CAUSAL_LM", BaseModel: baseModel, R: opts.Rank,
-		LoRAAlpha: opts.Alpha, LoRADropout: opts.Dropout, TargetModules: names, UseRSLoRA: opts.RSLoRA,
+		LoRAAlpha: opts.Alpha, LoRADropout: opts.Dropout, TargetModules: slices.Sorted(maps.Keys(targets)), UseRSLoRA: opts.RSLoRA,
 		Bias: "none", InferenceMode: true, InitLoRAWeights: true}
 	if projLoRA != nil {
 		// PEFT's ParamWrapper refuses dropout (see vision_adapter.go).
 		cfg.TargetParameters = []string{Gemma3ProjectorPEFTParameter}
 		cfg.LoRADropout = 0
 	}
+	return writePEFTFolder(dir, tensors, cfg)
+}
+
+// masterTensor is p's float32 master (also in a bf16 model) as a tensor
+// named name.
+func (m *Model) masterTensor(p *Param, name string) (safetensors.Tensor, error) {
+	v := make([]float32, numel(p.Shape))
+	if err := m.B.Download(p.Master, v); err != nil {
+		return safetensors.Tensor{}, fmt.Errorf("adapter: download %s: %w", p.Name, err)
+	}
+	return safetensors.F32Tensor(name, p.Shape, v), nil
+}
+
+// writePEFTFolder writes a PEFT adapter folder's two files into dir (which
+// exists): tensors as adapter_model.safetensors, cfg as adapter_config.json.
+func writePEFTFolder(dir string, tensors []safetensors.Tensor, cfg any) error {
 	if err := safetensors.Write(filepath.Join(dir, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
@@ -197,8 +208,15 @@ func familyAliases(m *Model) []string {
 // adapter name "default" that some tools keep. It returns the first
 // spelling tried when none is there.
 func peftTensor(f *safetensors.File, name string, aliases []string) (string, safetensors.TensorInfo, bool) {
+	return peftTensorOf(f, spellings(name, aliases))
+}
+
+// peftTensorOf looks in f for the first of names (a tensor's spellings, in
+// order) that PEFT's prefix, with or without the adapter name "default",
+// finds; it returns the first key tried when none is there.
+func peftTensorOf(f *safetensors.File, names []string) (string, safetensors.TensorInfo, bool) {
 	var first string
-	for _, n := range spellings(name, aliases) {
+	for _, n := range names {
 		for _, key := range []string{peftPrefix + n, peftPrefix + strings.Replace(n, ".weight", ".default.weight", 1)} {
 			if first == "" {
 				first = key

@@ -3,11 +3,12 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
@@ -528,26 +529,17 @@ func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string
 			}
 			targets[lin.Module[strings.LastIndex(lin.Module, ".")+1:]] = true
 			for _, p := range []*Param{lin.LoRA.A, lin.LoRA.B} {
-				v := make([]float32, numel(p.Shape))
-				if err := m.B.Download(p.Master, v); err != nil { // float32, also in a bf16 model
-					return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+				t, err := m.masterTensor(p, peftPrefix+p.Name)
+				if err != nil {
+					return err
 				}
-				tensors = append(tensors, safetensors.F32Tensor(peftPrefix+p.Name, p.Shape, v))
+				tensors = append(tensors, t)
 			}
 		}
-		var names []string
-		for t := range targets {
-			names = append(names, t)
-		}
-		sort.Strings(names)
-		if err := safetensors.Write(filepath.Join(dir, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
-			return fmt.Errorf("adapter: %w", err)
-		}
 		cfg := PEFTConfig{PEFTType: "LORA", TaskType: "CAUSAL_LM", BaseModel: baseModel, R: opts.Rank,
-			LoRAAlpha: opts.Alpha, TargetModules: names, UseRSLoRA: opts.RSLoRA,
+			LoRAAlpha: opts.Alpha, TargetModules: slices.Sorted(maps.Keys(targets)), UseRSLoRA: opts.RSLoRA,
 			Bias: "none", InferenceMode: true, InitLoRAWeights: true}
-		js, _ := json.MarshalIndent(cfg, "", "  ")
-		return writeFileAtomic(filepath.Join(dir, "adapter_config.json"), js)
+		return writePEFTFolder(dir, tensors, cfg)
 	}
 	if err := SaveAdapter(dir, m, opts, baseModel); err != nil {
 		return err
@@ -559,20 +551,7 @@ func saveVisionAdapters(dir string, m *Model, opts LoRAOptions, baseModel string
 	if v == nil || v.ProjLoRA == nil {
 		return nil
 	}
-	var tensors []safetensors.Tensor
-	for _, p := range []*Param{v.ProjLoRA.A, v.ProjLoRA.B} {
-		vals := make([]float32, numel(p.Shape))
-		if err := m.B.Download(p.Master, vals); err != nil {
-			return fmt.Errorf("adapter: download %s: %w", p.Name, err)
-		}
-		tensors = append(tensors, safetensors.F32Tensor(p.Name, p.Shape, vals))
-	}
-	meta := map[string]string{"format": "whet-projector-lora", "lora_alpha": fmt.Sprint(opts.Alpha), "r": fmt.Sprint(opts.Rank),
-		"use_rslora": fmt.Sprint(opts.RSLoRA)}
-	if err := safetensors.Write(filepath.Join(dir, ProjectorLoRAFile), tensors, meta); err != nil {
-		return fmt.Errorf("adapter: %w", err)
-	}
-	return nil
+	return writeWhetLoRA(filepath.Join(dir, ProjectorLoRAFile), "whet-projector-lora", m, []*Param{v.ProjLoRA.A, v.ProjLoRA.B}, opts)
 }
 
 // SaveGemma3VisionLayersLoRA writes the tower's adapters, if any, to
@@ -582,17 +561,24 @@ func SaveGemma3VisionLayersLoRA(dir string, m *Model, opts LoRAOptions) error {
 	if len(ps) == 0 {
 		return nil
 	}
+	return writeWhetLoRA(filepath.Join(dir, VisionLayersLoRAFile), "whet-vision-layers-lora", m, ps, opts)
+}
+
+// writeWhetLoRA writes the float32 masters of ps under their own names to
+// path, a file in whet's own adapter layout: format, lora_alpha, r and
+// use_rslora in the file's metadata.
+func writeWhetLoRA(path, format string, m *Model, ps []*Param, opts LoRAOptions) error {
 	var tensors []safetensors.Tensor
 	for _, p := range ps {
-		vals := make([]float32, numel(p.Shape))
-		if err := m.B.Download(p.Master, vals); err != nil {
-			return fmt.Errorf("adapter: download %s: %w", p.Name, err)
+		t, err := m.masterTensor(p, p.Name)
+		if err != nil {
+			return err
 		}
-		tensors = append(tensors, safetensors.F32Tensor(p.Name, p.Shape, vals))
+		tensors = append(tensors, t)
 	}
-	meta := map[string]string{"format": "whet-vision-layers-lora", "lora_alpha": fmt.Sprint(opts.Alpha), "r": fmt.Sprint(opts.Rank),
+	meta := map[string]string{"format": format, "lora_alpha": fmt.Sprint(opts.Alpha), "r": fmt.Sprint(opts.Rank),
 		"use_rslora": fmt.Sprint(opts.RSLoRA)}
-	if err := safetensors.Write(filepath.Join(dir, VisionLayersLoRAFile), tensors, meta); err != nil {
+	if err := safetensors.Write(path, tensors, meta); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
 	return nil

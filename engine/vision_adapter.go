@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -361,20 +362,11 @@ func SaveMllamaAdapter(dir string, m *MllamaModel, o MllamaLoRA, baseModel strin
 	if o.Rank != rank {
 		return fmt.Errorf("adapter: the adapters have rank %d, the options say %d", rank, o.Rank)
 	}
-	var names []string
-	for s := range short {
-		names = append(names, s)
-	}
-	sort.Strings(names)
-	cfg := mllamaPEFTConfig(MllamaLoRA{Rank: o.Rank, Alpha: o.Alpha, Targets: names, Projector: projector}, baseModel)
+	cfg := mllamaPEFTConfig(MllamaLoRA{Rank: o.Rank, Alpha: o.Alpha, Targets: slices.Sorted(maps.Keys(short)), Projector: projector}, baseModel)
 	if err := os.MkdirAll(dir, atomicfile.DirPerm); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
-	if err := safetensors.Write(filepath.Join(dir, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
-		return fmt.Errorf("adapter: %w", err)
-	}
-	js, _ := json.MarshalIndent(cfg, "", "  ")
-	return writeFileAtomic(filepath.Join(dir, "adapter_config.json"), js)
+	return writePEFTFolder(dir, tensors, cfg)
 }
 
 // LoadMllamaAdapter reads a PEFT adapter folder onto m (which must have no
@@ -476,18 +468,7 @@ func planMllamaAdapter(dir string, m *MllamaModel) (mllamaAdapterPlan, error) {
 		return plan, err
 	}
 	find := func(name string) (string, safetensors.TensorInfo, bool) {
-		var first string
-		for _, n := range mllamaSpellings(name) {
-			for _, k := range []string{peftPrefix + n, peftPrefix + strings.Replace(n, ".weight", ".default.weight", 1)} {
-				if first == "" {
-					first = k
-				}
-				if info, ok := f.Info(k); ok {
-					return k, info, true
-				}
-			}
-		}
-		return first, safetensors.TensorInfo{}, false
+		return peftTensorOf(f, mllamaSpellings(name))
 	}
 	fail := func(err error) (mllamaAdapterPlan, error) {
 		f.Close()
