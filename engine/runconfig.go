@@ -22,7 +22,8 @@ type RunConfig struct {
 	// Where it runs: auto (CUDA when an NVIDIA GPU is usable, else the CPU) | cpu
 	// | cuda.
 	Backend string `yaml:"backend"`
-	// The folder that holds the run directories.
+	// The folder that holds the run directories, read against the working folder.
+	// Empty: runs (where whet runs, whet attach and the studio look).
 	RunsDir string `yaml:"runs_dir,omitempty"`
 
 	LoRA  LoRAConfig  `yaml:"lora,omitempty"`

@@ -173,3 +173,30 @@ func TestRunDirectoryRecordsAbsolutePaths(t *testing.T) {
 		t.Errorf("from another folder: model %q, data %q", again.Model, again.Data.Path)
 	}
 }
+
+// TestRunWithoutRunsDirGoesUnderRuns: a run file that names no runs_dir
+// trains in runs/NAME (engine.DefaultRunsDir), where whet runs, whet
+// attach and the studio look, not in a NAME folder of the working folder.
+func TestRunWithoutRunsDirGoesUnderRuns(t *testing.T) {
+	proj := t.TempDir()
+	copyFiles(t, "../testdata/tiny-llama", filepath.Join(proj, "tiny-llama"))
+	chat, err := os.ReadFile("../testdata/datasets/tiny-chat.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proj, "chat.jsonl"), chat, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(proj)
+	cfg := engine.RunConfig{Name: "norunsdir", Model: "tiny-llama", Method: "lora", Backend: "cpu",
+		LoRA:  engine.LoRAConfig{Rank: 4, Alpha: 8},
+		Data:  engine.DataConfig{Path: "chat.jsonl", MaxLength: 64, Packing: true, Seed: 1},
+		Train: engine.TrainConfig{MaxSteps: 1, MicroBatch: 1, LR: 1e-3, Seed: 1}}
+	runToEnd(t, cfg)
+	if _, err := os.Stat(filepath.Join(proj, "norunsdir")); err == nil {
+		t.Errorf("the run went into %s, the working folder itself", filepath.Join(proj, "norunsdir"))
+	}
+	if _, err := os.Stat(engine.RunDir(filepath.Join(proj, engine.DefaultRunsDir, "norunsdir")).Config()); err != nil {
+		t.Errorf("no run.yaml under %s: %v", engine.DefaultRunsDir, err)
+	}
+}

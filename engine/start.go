@@ -223,6 +223,12 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		lock.Release()
 		return nil, err
 	}
+	// No runs_dir is DefaultRunsDir, as for RunDirOf above and for the
+	// studio, whet runs and whet attach (filepath.Abs("") would put the
+	// run in the working folder itself).
+	if cfg.RunsDir == "" {
+		cfg.RunsDir = DefaultRunsDir
+	}
 	runsDir, err := filepath.Abs(cfg.RunsDir)
 	if err != nil {
 		lock.Release()
