@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"whet/engine"
@@ -87,7 +88,19 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *name != "" {
 		cfg.Name = *name
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The output may be a pipe (whet train ... | tee train.log, | head):
+	// when its reader goes away (Ctrl-C ends tee with whet), a write would
+	// otherwise kill whet with SIGPIPE in the middle of its stop checkpoint.
+	// With SIGPIPE asked for, such writes fail with EPIPE instead, and a
+	// closed output stops the run with a checkpoint, as Ctrl-C does.
+	pipeSignals := make(chan os.Signal, 1)
+	signal.Notify(pipeSignals, syscall.SIGPIPE)
+	defer signal.Stop(pipeSignals)
+	base, closeOutput := context.WithCancel(context.Background())
+	defer closeOutput()
+	out := &closableOutput{onClose: closeOutput}
+	stdout, stderr = out.wrap(stdout), out.wrap(stderr)
+	ctx, cancel := signal.NotifyContext(base, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	// A Hub id is pulled here, with progress; the run keeps the id.
 	if _, err := pullModelArg(ctx, cfg.Model, nil, stderr); err != nil {
@@ -115,7 +128,11 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			// The first signal asks the trainer to stop with a checkpoint;
 			// giving the signals back lets a second one end the process.
 			cancel()
-			fmt.Fprintln(stderr, "whet train: stopping: finishing the current step and writing a checkpoint (Ctrl-C again to quit without it)")
+			if out.closed.Load() {
+				fmt.Fprintln(stderr, "whet train: the output was closed: stopping after the current step with a checkpoint")
+			} else {
+				fmt.Fprintln(stderr, "whet train: stopping: finishing the current step and writing a checkpoint (Ctrl-C again to quit without it)")
+			}
 		case <-finished:
 		}
 	}()
@@ -123,6 +140,29 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	close(finished)
 	<-watched
 	return err
+}
+
+// closableOutput notices that whet train's output was closed (a write
+// failed with EPIPE: the reader of its pipe is gone) and calls onClose
+// once.
+type closableOutput struct {
+	closed  atomic.Bool
+	onClose func()
+}
+
+func (c *closableOutput) wrap(w io.Writer) io.Writer { return pipeWriter{w: w, c: c} }
+
+type pipeWriter struct {
+	w io.Writer
+	c *closableOutput
+}
+
+func (p pipeWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	if errors.Is(err, syscall.EPIPE) && !p.c.closed.Swap(true) {
+		p.c.onClose()
+	}
+	return n, err
 }
 
 // printEvents writes one line per event and returns the run's error.

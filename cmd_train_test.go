@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"whet/engine"
 )
@@ -105,4 +110,77 @@ func TestTrainJSONWritesNaNAsNull(t *testing.T) {
 	if got["step"] != float64(3) || got["lr"] != 1e-4 {
 		t.Errorf("other fields lost: %v", got)
 	}
+}
+
+// TestTrainClosedOutputStopsWithCheckpoint: whet train's output is a pipe
+// whose reader goes away (whet train … | tee log, then Ctrl-C, which ends
+// tee too; or | head). The run must still end with a checkpoint and
+// status "stopped": before, the next write killed whet with SIGPIPE in the
+// middle of its stop checkpoint, leaving a step-N.tmp folder and status
+// "running". whet train runs in a child process (this test binary, re-run
+// as the helper below) whose stdout and stderr are pipes this test closes
+// after the first step line, with and without a SIGINT.
+func TestTrainClosedOutputStopsWithCheckpoint(t *testing.T) {
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	for _, sigint := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sigint=%v", sigint), func(t *testing.T) {
+			dir := t.TempDir()
+			run := fmt.Sprintf("name: piped\nmodel: %s\nmethod: lora\nbackend: cpu\nruns_dir: %s\nlora: {r: 4, alpha: 8}\n"+
+				"data: {path: %s, max_length: 128, packing: true, seed: 1}\n"+
+				"train: {max_steps: 100000, micro_batch: 1, lr: 0.001, save_every: 0, sample_every: 0, seed: 1}\n",
+				abs("testdata/tiny-llama"), dir, abs("testdata/datasets/tiny-chat.jsonl"))
+			cfgPath := filepath.Join(dir, "run.yaml")
+			if err := os.WriteFile(cfgPath, []byte(run), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestTrainClosedOutputHelper$")
+			cmd.Env = append(os.Environ(), "WHET_TRAIN_PIPED="+cfgPath)
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go io.Copy(io.Discard, stderr)
+			lines := bufio.NewScanner(stdout)
+			for lines.Scan() && !strings.HasPrefix(lines.Text(), "step 2/") {
+			}
+			stdout.Close() // the reader is gone: the child's next write fails
+			stderr.Close()
+			if sigint {
+				cmd.Process.Signal(syscall.SIGINT)
+			}
+			cmd.Wait() // the helper's own result line may die on the closed pipe; the run folder says how the run ended
+			if ctx.Err() != nil {
+				t.Fatal("whet train did not stop when its output was closed")
+			}
+			var st engine.RunStatus
+			js, _ := os.ReadFile(filepath.Join(dir, "piped", "status.json"))
+			if err := json.Unmarshal(js, &st); err != nil || st.State != "stopped" || st.Step < 2 {
+				t.Fatalf("status.json %s, want stopped at a step ≥ 2", js)
+			}
+			cps, err := engine.ListCheckpoints(filepath.Join(dir, "piped", "checkpoints"))
+			if err != nil || len(cps) == 0 || cps[len(cps)-1].Step != st.Step {
+				t.Fatalf("checkpoints %v (%v), want one at step %d", cps, err, st.Step)
+			}
+			if tmp, _ := filepath.Glob(filepath.Join(dir, "piped", "checkpoints", "*.tmp")); len(tmp) > 0 {
+				t.Errorf("half-written checkpoints left: %v", tmp)
+			}
+		})
+	}
+}
+
+func TestTrainClosedOutputHelper(t *testing.T) {
+	cfg := os.Getenv("WHET_TRAIN_PIPED")
+	if cfg == "" {
+		t.Skip("run by TestTrainClosedOutputStopsWithCheckpoint")
+	}
+	runMain([]string{"train", "-c", cfg}, strings.NewReader(""), os.Stdout, os.Stderr)
 }
