@@ -101,18 +101,7 @@ func PlanGemma3Vision(text *engine.ModelConfig, vis *engine.Gemma3VisionConfig, 
 	}
 	for _, b := range adapters {
 		p.Buffers = append(p.Buffers, b)
-		p.Trainable += int64(b.Repeat) * b.Elems()
-		for _, side := range []struct {
-			prefix string
-			cat    Category
-		}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
-			if side.cat == Masters && dt == F32 {
-				continue
-			}
-			c := b
-			c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
-			p.Buffers = append(p.Buffers, c)
-		}
+		p.addTrainingState(b, dt == F32, 1)
 	}
 
 	// ---- activations (engine/gemma3_vision_acts.go) ------------------------

@@ -529,6 +529,29 @@ func ParamCount(cfg *engine.ModelConfig) int64 {
 	return n
 }
 
+// addTrainingState counts the trainable buffer b (already in p.Buffers) in
+// p.Trainable and adds what training it takes: an fp32 master (unless
+// noMaster), an fp32 gradient, and AdamW's m and v in fp32. With shard > 1
+// the master and moments are one rank's 1/shard of them (".shard").
+func (p *MemPlan) addTrainingState(b Buffer, noMaster bool, shard int64) {
+	p.Trainable += int64(b.Repeat) * b.Elems()
+	for _, side := range []struct {
+		prefix string
+		cat    Category
+	}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
+		if side.cat == Masters && noMaster {
+			continue
+		}
+		c := b
+		c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
+		if shard > 1 && side.cat != Gradients {
+			c.Name += ".shard"
+			c.Shape, c.Repeat = []int64{(int64(b.Repeat)*b.Elems() + shard - 1) / shard}, 1
+		}
+		p.Buffers = append(p.Buffers, c)
+	}
+}
+
 // isLinear reports whether a weight buffer is one of the seven projection
 // matrices (what QLoRA quantizes; embeddings, norms and biases stay bf16,
 // as bitsandbytes leaves them).
@@ -640,22 +663,7 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 		shard = int64(o.GPUs)
 	}
 	for _, b := range trainable {
-		p.Trainable += int64(b.Repeat) * b.Elems()
-		for _, side := range []struct {
-			prefix string
-			cat    Category
-		}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
-			if side.cat == Masters && (dt == F32 || o.BF16Masters) {
-				continue
-			}
-			c := b
-			c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
-			if shard > 1 && side.cat != Gradients {
-				c.Name += ".shard"
-				c.Shape, c.Repeat = []int64{(int64(b.Repeat)*b.Elems() + shard - 1) / shard}, 1
-			}
-			p.Buffers = append(p.Buffers, c)
-		}
+		p.addTrainingState(b, dt == F32 || o.BF16Masters, shard)
 	}
 	if shard > 1 {
 		var layer, rest int64

@@ -128,18 +128,7 @@ func PlanMllama(cfg *engine.MllamaConfig, opts Options, mo MllamaOptions) (*MemP
 			{Name: "multi_modal_projector.lora_B", Category: Adapters, DType: dt, Shape: []int64{D, r}, Repeat: 1},
 		} {
 			p.Buffers = append(p.Buffers, b)
-			p.Trainable += b.Elems()
-			for _, side := range []struct {
-				prefix string
-				cat    Category
-			}{{"master.", Masters}, {"grad.", Gradients}, {"adam_m.", OptimizerState}, {"adam_v.", OptimizerState}} {
-				if side.cat == Masters && dt == F32 {
-					continue
-				}
-				c := b
-				c.Name, c.Category, c.DType = side.prefix+b.Name, side.cat, F32
-				p.Buffers = append(p.Buffers, c)
-			}
+			p.addTrainingState(b, dt == F32, 1)
 		}
 	}
 
