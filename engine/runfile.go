@@ -36,7 +36,7 @@ func DecodeRunConfig(data []byte) (RunConfig, error) {
 		} `yaml:"train"`
 	}
 	if err := yaml.Unmarshal(data, &head); err != nil {
-		return RunConfig{}, err
+		return RunConfig{}, explainYAMLError(data, err)
 	}
 	cfg, err := MethodDefaults(head.Method)
 	if err != nil {
@@ -47,6 +47,9 @@ func DecodeRunConfig(data []byte) (RunConfig, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && err != io.EOF {
+		return cfg, explainYAMLError(data, err)
+	}
+	if err := checkWholeNumbers(data); err != nil {
 		return cfg, err
 	}
 	return cfg, nil

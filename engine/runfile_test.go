@@ -69,7 +69,7 @@ func TestRunFileRejectsWhatCannotWork(t *testing.T) {
 		{"backend: tpu", "backend: unknown \"tpu\""},
 		{"data: {train_on: everything}", "data.train_on: unknown \"everything\""},
 		{"data: {eval_split: .nan}", "data.eval_split: must be a finite number"},
-		{"train: {lr: 1e-4, lerning_rate: 1e-4}", "field lerning_rate not found"},
+		{"train: {lr: 1e-4, lerning_rate: 1e-4}", "line 3: train.lerning_rate: unknown key; did you mean train.lr?"},
 	} {
 		path := writeTinyRunFile(t, tc.yaml+"\n")
 		_, err := engine.LoadRunConfig(path)
@@ -155,4 +155,62 @@ func TestSavedRunFileRoundTrips(t *testing.T) {
 	if !reflect.DeepEqual(again, cfg) {
 		t.Errorf("saved as\n%s\nread back as\n%+v\nwant\n%+v", js, again, cfg)
 	}
+}
+
+// TestRunFileNamesBadKeysAndValues: a key the run file cannot have, or a
+// value of the wrong kind, is said by its line and run-file key (and what
+// the key wants, or the key meant), not by the Go type the yaml package
+// names ("field learning_rate not found in type engine.TrainConfig",
+// "cannot unmarshal !!str `fast` into float64").
+func TestRunFileNamesBadKeysAndValues(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"train: {learning_rate: 0.001}", "line 3: train.learning_rate: unknown key; did you mean train.lr? (train takes epochs, max_steps,"},
+		{"train:\n  lr: fast", "line 4: train.lr: \"fast\" is not a number"},
+		{"train: {epochs: many}", "line 3: train.epochs: \"many\" is not a number"},
+		{"train: {micro_batch: 1.5}", "line 3: train.micro_batch: \"1.5\" is not a whole number"},
+		{"train: {sample_prompts: [a, [b]]}", "line 3: train.sample_prompts[1]: a list is not a single value (text)"},
+		{"lora: {target_modules: q}", "line 3: lora.target_modules: \"q\" is not a list"},
+		{"lora: {lora_alpha: 16}", "line 3: lora.lora_alpha: unknown key; did you mean lora.alpha?"},
+		{"train: {gradient_accumulation_steps: 4}", "did you mean train.grad_accum?"},
+		{"loar: {r: 4}", "line 3: loar: unknown key; did you mean lora? (a run file takes name, model, method,"},
+		{"train: 5", "line 3: train: \"5\" is not a mapping of keys"},
+		{"data: {packing: maybe}", "line 2: data.packing: \"maybe\" is not true or false"},
+	} {
+		path := writeTinyRunFile(t, tc.yaml+"\n")
+		_, err := engine.LoadRunConfig(path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), path+": ") {
+			t.Errorf("%s: error %v, want %s: …%s…", tc.yaml, err, path, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "engine.") || strings.Contains(err.Error(), "unmarshal")) {
+			t.Errorf("%s: error %v names Go types", tc.yaml, err)
+		}
+	}
+}
+
+// FuzzRunFileErrors decodes arbitrary run files: no panic, and an error
+// about a key or value (the yaml package's type errors) says its line.
+func FuzzRunFileErrors(f *testing.F) {
+	for _, s := range []string{
+		"model: m\ntrain: {learning_rate: 0.001}\n",
+		"model: m\ntrain:\n  lr: fast\n",
+		"train: {sample_prompts: [a, [b, {c: d}]]}\nlora: {target_modules: q}\nloar: 3\n",
+		"data: {path: x, format: [1], columns: {a: [b]}}\n",
+		"train: 5\ngrpo: {rewards: [{type: [x]}]}\n",
+		"[1, 2]\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, err := engine.DecodeRunConfig([]byte(s))
+		if err == nil {
+			return
+		}
+		if msg := err.Error(); strings.Contains(msg, "not found in type") && !strings.HasPrefix(msg, "yaml: ") {
+			for _, part := range strings.Split(msg, "; ") {
+				if !strings.HasPrefix(part, "line ") {
+					t.Fatalf("a part of %q does not say its line", msg)
+				}
+			}
+		}
+	})
 }
