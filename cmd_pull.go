@@ -29,7 +29,7 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	jsonOut := fs.Bool("json", false, "print progress and the result as JSON lines")
-	configOnly := fs.Bool("config-only", false, "fetch config.json alone (what `whet fit` needs)")
+	configOnly := fs.Bool("config-only", false, "fetch config.json alone (what whet fit needs)")
 	list := fs.Bool("list", false, "list the models in the cache with their sizes")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: whet pull [--json] [--config-only] ORG/NAME[@REVISION] | CATALOG-NAME")

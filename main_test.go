@@ -47,6 +47,14 @@ func TestHelpForEveryCommand(t *testing.T) {
 			if !strings.Contains(out, "usage: whet "+name) || !strings.Contains(out, "\n  -") {
 				t.Errorf("whet %s: no usage line or flags:\n%s", strings.Join(args, " "), out)
 			}
+			// A flag line is "-name" or "-name TYPE": back-quoted words in a
+			// flag's text become its TYPE (flag.UnquoteUsage), so a quoted
+			// command there reads as the flag's argument.
+			for _, line := range strings.Split(out, "\n") {
+				if f, ok := strings.CutPrefix(line, "  -"); ok && strings.Count(f, " ") > 1 {
+					t.Errorf("whet %s: flag line %q: its argument name has spaces (back quotes in the flag's text?)", strings.Join(args, " "), line)
+				}
+			}
 			if strings.Contains(out, "Usage of") || strings.Contains(out, "help requested") {
 				t.Errorf("whet %s: the flag package's own heading or error leaked:\n%s", strings.Join(args, " "), out)
 			}
