@@ -550,3 +550,33 @@ func TestSettingsGPUs(t *testing.T) {
 		t.Fatalf("parallel.gpus = %q, want 0,2", got)
 	}
 }
+
+// TestModelFilterTypedAsAPath: a path typed at "/" that matches no model
+// is what the path field gets. Before, enter closed the filter, enter on
+// "Enter a path…" opened an empty field, and the path had to be typed
+// again.
+func TestModelFilterTypedAsAPath(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("/")
+	d.typeText("testdata/models/acme/tiny-llama")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "› Model folder") || !strings.Contains(s, "testdata/models/acme/tiny-llama▏") {
+		t.Fatalf("enter on a filter that matches nothing should open the path field with it:\n%s", s)
+	}
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "How should it learn?") {
+		t.Fatalf("the typed folder should be used:\n%s", d.screen())
+	}
+	if got := d.m.Config().Model; got != "testdata/models/acme/tiny-llama" {
+		t.Errorf("Model = %q", got)
+	}
+	// A filter that matches models only narrows the list: enter on
+	// "Enter a path…" then opens an empty field.
+	d = newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("/")
+	d.typeText("qwen")
+	d.keys("enter", "end", "enter")
+	if s := d.screen(); !strings.Contains(s, "› Model folder") || strings.Contains(s, "qwen▏") {
+		t.Errorf("a filter that matched models is not a path:\n%s", s)
+	}
+}

@@ -421,6 +421,10 @@ func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		case s == "enter" || s == "down" || s == "up":
 			p.filtering = false // keep the filter; the keys work on the list again
 			if s == "enter" {
+				if len(p.entries()) == 0 {
+					// Nothing matches: what was typed is a folder or a Hub id.
+					p.openPath()
+				}
 				return nil, stay
 			}
 		case s == "esc":
@@ -474,7 +478,7 @@ func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
 	switch km.String() {
 	case "enter":
 		if p.cursor == n-1 {
-			p.typing_ = true
+			p.openPath()
 			return nil, stay
 		}
 		if e := es[p.cursor]; !e.ready() && p.hub != nil && e.hasRef {
@@ -483,6 +487,16 @@ func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		return nil, next
 	}
 	return nil, stay
+}
+
+// openPath opens the field for a folder or a Hub id. A filter that
+// matches no model is taken as the path or id it was typed for, so that
+// typing a path at "/" and pressing enter twice uses it.
+func (p *modelPage) openPath() {
+	p.typing_ = true
+	if f := strings.TrimSpace(p.filter); f != "" && len(p.entries()) == 0 && strings.TrimSpace(p.path.Get("path")) == "" {
+		p.path.Set("path", f)
+	}
 }
 
 func (p *modelPage) setSize(w, h int) {
