@@ -283,10 +283,20 @@ func (g *gemma3Runner) forwardBackward(t *Trainer, b *datasets.Batch, gradScale 
 }
 
 // Gemma3ImageProcessor is the image processor of a Gemma 3 vision model
-// folder: its preprocessor_config.json when there is one, else the
-// released defaults at the tower's image size. Pan-and-scan is refused:
-// training does not expand crops yet.
+// folder for training (LoadGemma3ImageProcessor's): pan-and-scan is
+// refused, as training does not expand crops yet.
 func Gemma3ImageProcessor(dir string, v *Gemma3VisionConfig) (vision.Gemma3, error) {
+	p, err := LoadGemma3ImageProcessor(dir, v)
+	if err == nil && p.PanAndScan {
+		err = fmt.Errorf("%s: do_pan_and_scan is on, which whet does not train with yet; set it to false", filepath.Join(dir, "preprocessor_config.json"))
+	}
+	return p, err
+}
+
+// LoadGemma3ImageProcessor is the image processor of a Gemma 3 vision
+// model folder: its preprocessor_config.json when there is one, else the
+// released defaults at the tower's image size.
+func LoadGemma3ImageProcessor(dir string, v *Gemma3VisionConfig) (vision.Gemma3, error) {
 	p := vision.DefaultGemma3()
 	p.Size = v.ImageSize
 	path := filepath.Join(dir, "preprocessor_config.json")
@@ -301,9 +311,6 @@ func Gemma3ImageProcessor(dir string, v *Gemma3VisionConfig) (vision.Gemma3, err
 		p = *pc.Gemma3
 		if p.Size != v.ImageSize {
 			return p, fmt.Errorf("%s: size %d, but the vision tower takes %d×%d images", path, p.Size, v.ImageSize, v.ImageSize)
-		}
-		if p.PanAndScan {
-			return p, fmt.Errorf("%s: do_pan_and_scan is on, which whet does not train with yet; set it to false", path)
 		}
 	}
 	return p, nil

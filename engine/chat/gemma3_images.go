@@ -3,8 +3,6 @@ package chat
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"whet/datasets"
 	"whet/datasets/vision"
@@ -24,23 +22,7 @@ func (s *Session) Gemma3Processor(modelDir string) (vision.Gemma3, error) {
 	if v == nil {
 		return vision.Gemma3{}, fmt.Errorf("model %s has no vision tower loaded: it cannot look at images (open the session with Options.Gemma3Vision; whet chat --vision or --image)", s.Model.Cfg.ModelType)
 	}
-	p := vision.DefaultGemma3()
-	p.Size = v.Cfg.ImageSize
-	path := filepath.Join(modelDir, "preprocessor_config.json")
-	if _, err := os.Stat(path); err == nil {
-		pc, err := vision.LoadProcessorConfig(path)
-		if err != nil {
-			return p, err
-		}
-		if pc.Gemma3 == nil {
-			return p, fmt.Errorf("%s: image processor %q is not Gemma 3's", path, pc.Type)
-		}
-		p = *pc.Gemma3
-		if p.Size != v.Cfg.ImageSize {
-			return p, fmt.Errorf("%s: size %d, but the vision tower takes %d×%d images", path, p.Size, v.Cfg.ImageSize, v.Cfg.ImageSize)
-		}
-	}
-	return p, nil
+	return engine.LoadGemma3ImageProcessor(modelDir, &v.Cfg)
 }
 
 // ImagePrompt is a prompt with its images ready for the model.
