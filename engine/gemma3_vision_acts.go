@@ -437,8 +437,8 @@ func (a *Activations) visionForward() error {
 	if ia.towerRank > 0 {
 		txa = rows(ia.txa, NP)
 	}
-	lin := func(l *Linear, x, y Tensor) error { return sigLinear(B, l, x, y, txa) }
-	linAdd := func(l *Linear, x, y Tensor) error { return sigLinearAdd(B, l, x, y, txa) }
+	lin := func(l *Linear, x, y Tensor) error { return sigLinear(B, l, x, y, txa, 0) }
+	linAdd := func(l *Linear, x, y Tensor) error { return sigLinear(B, l, x, y, txa, 1) }
 	for l, L := range v.Layers {
 		s := ia.set(l)
 		x, xo := rows(ia.xAt(l), NP), rows(ia.xAt(l+1), NP)
@@ -541,21 +541,10 @@ func (ia *gemma3ImageActs) xAt(l int) Tensor {
 	return ia.x[l%2]
 }
 
-// sigLinear: y = x W^T + b (+ the adapter's s x Aᵀ Bᵀ, xa [rows, r]
-// its scratch).
-func sigLinear(B Backend, lin *Linear, x, y, xa Tensor) error {
-	if err := B.MatMul(y, x, lin.W.W, false, true, 1, 0); err != nil {
-		return err
-	}
-	if err := B.AddBias(y, lin.B.W); err != nil {
-		return err
-	}
-	return sigLoRA(B, lin, x, y, xa)
-}
-
-// sigLinearAdd: y += x W^T + b (+ the adapter's).
-func sigLinearAdd(B Backend, lin *Linear, x, y, xa Tensor) error {
-	if err := B.MatMul(y, x, lin.W.W, false, true, 1, 1); err != nil {
+// sigLinear: y = x W^T + b + beta·y (+ the adapter's s x Aᵀ Bᵀ, xa
+// [rows, r] its scratch); beta 0 writes y, 1 adds to it.
+func sigLinear(B Backend, lin *Linear, x, y, xa Tensor, beta float32) error {
+	if err := B.MatMul(y, x, lin.W.W, false, true, 1, beta); err != nil {
 		return err
 	}
 	if err := B.AddBias(y, lin.B.W); err != nil {
