@@ -138,15 +138,28 @@ func formatChoices() []string {
 	return out
 }
 
-// settingsForm holds the format and the column mapping of the config.
+// modelsTemplate is the template choice that leaves data.template empty:
+// the chat template of the model's tokenizer_config.json.
+const modelsTemplate = "model's own"
+
+// templateChoices are the chat templates the user can set: the model's
+// own first, then the built-in ones (data.template).
+func templateChoices() []string {
+	return append([]string{modelsTemplate}, datasets.TemplateNames()...)
+}
+
+// settingsForm holds the format, the column mapping and the chat template
+// of the config.
 func (p *dataPage) settingsForm() form.Model {
 	f := form.New([]form.Field{
 		{Key: "format", Label: "Format", Kind: form.Choice, Value: orDefault(p.cfg.Data.Format, "auto"), Options: formatChoices(),
 			Hint: "←/→: auto detects it from the columns; enter applies and reads the file again"},
 		{Key: "columns", Label: "Columns", Kind: form.Text, Value: formatColumns(p.cfg.Data.Columns),
 			Hint: "the format's column = yours, comma-separated, e.g. instruction=question, output=answer"},
+		{Key: "template", Label: "Chat template", Kind: form.Choice, Value: orDefault(p.cfg.Data.Template, modelsTemplate), Options: templateChoices(),
+			Hint: "←/→: the model's own (from tokenizer_config.json) or a built-in one"},
 	}, formStyles(p.styles))
-	f.SetSize(p.w, 4)
+	f.SetSize(p.w, 5)
 	return f
 }
 
@@ -370,6 +383,10 @@ func (p *dataPage) applySettings() tea.Cmd {
 	}
 	p.cfg.Data.Format = p.settings.Get("format")
 	p.cfg.Data.Columns = cols
+	p.cfg.Data.Template = p.settings.Get("template")
+	if p.cfg.Data.Template == modelsTemplate {
+		p.cfg.Data.Template = ""
+	}
 	p.editing, p.note = false, ""
 	if p.selected != "" && p.previewedFor != previewKey(*p.cfg) {
 		return p.load(p.selected)
@@ -463,7 +480,7 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 
 func (p *dataPage) setSize(w, h int) {
 	p.w, p.h = w, h
-	p.settings.SetSize(w, 4)
+	p.settings.SetSize(w, 5)
 }
 
 // typing: letters go into the filter, or into the columns field.
@@ -556,14 +573,28 @@ func asksForMapping(err string) bool {
 	return strings.Contains(err, "data.format") || strings.Contains(err, "data.columns")
 }
 
+// asksForTemplate reports whether a loader error is about the chat
+// template, which tab can change (a template without content lists for
+// image data, one the model's folder lacks).
+func asksForTemplate(err string) bool {
+	return strings.Contains(err, "chat template") || strings.Contains(err, "data.template")
+}
+
+// templateTip is the line above such an error.
+const templateTip = "press tab to choose the chat template"
+
 // previewView draws the format, the stats and the examples in h lines.
 func (p *dataPage) previewView(h int) string {
 	st := p.styles
 	switch {
 	case p.err != "":
 		out := st.Bad.Render(wrap("✗ "+printable(p.err), p.w))
-		if asksForMapping(p.err) && !p.editing {
+		switch {
+		case p.editing:
+		case asksForMapping(p.err):
 			out = st.Accent.Render("press tab to set the format and map the columns") + "\n" + out
+		case asksForTemplate(p.err):
+			out = st.Accent.Render(templateTip) + "\n" + out
 		}
 		return out
 	case p.selected == "":
@@ -593,6 +624,9 @@ func (p *dataPage) previewView(h int) string {
 		lines = append(lines, lens)
 	}
 	if pr.Unusable != "" {
+		if asksForTemplate(pr.Unusable) && !p.editing {
+			lines = append(lines, st.Accent.Render(templateTip))
+		}
 		lines = append(lines, strings.Split(st.Bad.Render(wrap("✗ "+printable(pr.Unusable), p.w)), "\n")...)
 	}
 	for _, w := range pr.Warnings {

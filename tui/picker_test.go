@@ -283,3 +283,55 @@ func TestSampleHintNamesTheInterval(t *testing.T) {
 		t.Errorf("the hint should give the demo's interval:\n%s", s)
 	}
 }
+
+// templatePreviewer refuses the file, as the loader does image data under
+// a template without content lists, unless data.template is gemma-3.
+type templatePreviewer struct{}
+
+func (templatePreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+	if cfg.Data.Template != "gemma-3" {
+		return tui.DataPreview{}, fmt.Errorf("data: %s:1: chat template chatml: content lists (text and image parts) are not supported by this built-in template; gemma-3 and interpreted templates render them", cfg.Data.Path)
+	}
+	return fake.DemoPreview, nil
+}
+
+// The loader's error names the chat template: the page says tab chooses
+// it, the form's Chat template field sets data.template, and with it the
+// file loads; "model's own" sets it back to empty. Before, the studio had
+// no way to set data.template, so a model folder whose tokenizer's
+// template cannot render image parts could not train on images there.
+func TestDataPickerSetsChatTemplate(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Data = templatePreviewer{}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "down", "enter") // recipes.csv
+	d.waitScreen("content lists")
+	if !strings.Contains(d.screen(), "press tab to choose the chat template") {
+		t.Errorf("the page should say how to fix it:\n%s", d.screen())
+	}
+	d.keys("tab", "down", "down")
+	if !strings.Contains(d.screen(), "› Chat template       ‹ model's own ›") {
+		t.Fatalf("the form should offer the chat template, the model's own first:\n%s", d.screen())
+	}
+	for i := 0; i < 20 && !strings.Contains(d.screen(), "› Chat template       ‹ gemma-3 ›"); i++ {
+		d.keys("right")
+	}
+	d.keys("enter")
+	d.waitScreen("format messages · 120 rows")
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "Run settings") {
+		t.Fatalf("the file should now be usable:\n%s", d.screen())
+	}
+	if got := d.m.Config().Data.Template; got != "gemma-3" {
+		t.Errorf("Data.Template = %q, want gemma-3", got)
+	}
+	d.keys("esc", "tab", "down", "down")
+	for i := 0; i < 20 && !strings.Contains(d.screen(), "› Chat template       ‹ model's own ›"); i++ {
+		d.keys("left")
+	}
+	d.keys("enter")
+	d.waitScreen("content lists")
+	if got := d.m.Config().Data.Template; got != "" {
+		t.Errorf("Data.Template = %q after choosing the model's own, want empty", got)
+	}
+}
