@@ -258,3 +258,27 @@ func TestProgramSendsKittyImages(t *testing.T) {
 		t.Errorf("%d placeholder cells reached the terminal", strings.Count(s, "\U0010EEEE"))
 	}
 }
+
+// TestDataImagesTextModeKeepsTheText: where images are placeholder lines
+// (inside tmux without truecolor, NO_COLOR), an example's text keeps every
+// line but one per image. Before, it kept half the lines, as for pictures,
+// so a Gemma 3 example showed two lines and "…" above one placeholder line
+// and empty rows.
+func TestDataImagesTextModeKeepsTheText(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	pv := tui.DataPreview{Format: "messages", Stats: tui.DataStats{Rows: 1},
+		Examples: [][]tui.Segment{{{Text: "<bos><start_of_turn>user\n\n\n<start_of_image><image_soft_token><end_of_image>\n\n<end_of_turn>\n<start_of_turn>model\n", Masked: true},
+			{Text: "line five"}}},
+		Images:   [][]tui.PreviewImage{{{Info: "[image: img/000.png 32×32 rgb]", Img: fake.ShapeImage(32, 32, [3]uint8{220, 40, 40}, [3]uint8{240, 240, 240})}}},
+	}
+	o.Data = fake.Previewer{Preview0: pv}
+	o.Images = imageview.Text
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	s := d.screen()
+	if !strings.Contains(s, "  line five\n  [image: img/000.png 32×32 rgb]") || strings.Contains(s, "\n  …\n") {
+		t.Errorf("the example's five lines and its placeholder line should show:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+}

@@ -699,7 +699,10 @@ func (p *dataPage) exampleWithImages(segs []Segment, images []PreviewImage, h in
 		}
 	}
 	textH := h
-	if !twoCols && len(good) > 0 {
+	switch {
+	case !twoCols && len(good) > 0 && p.imageMode == imageview.Text:
+		textH = max(h-len(good), 1) // a placeholder line for each image below
+	case !twoCols && len(good) > 0:
 		textH = max(h/2, 1) // the images below
 	}
 	text := renderExample(st, segs, textW, max(textH-len(errLines), 1))
