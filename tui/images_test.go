@@ -269,7 +269,7 @@ func TestDataImagesTextModeKeepsTheText(t *testing.T) {
 	pv := tui.DataPreview{Format: "messages", Stats: tui.DataStats{Rows: 1},
 		Examples: [][]tui.Segment{{{Text: "<bos><start_of_turn>user\n\n\n<start_of_image><image_soft_token><end_of_image>\n\n<end_of_turn>\n<start_of_turn>model\n", Masked: true},
 			{Text: "line five"}}},
-		Images:   [][]tui.PreviewImage{{{Info: "[image: img/000.png 32×32 rgb]", Img: fake.ShapeImage(32, 32, [3]uint8{220, 40, 40}, [3]uint8{240, 240, 240})}}},
+		Images: [][]tui.PreviewImage{{{Info: "[image: img/000.png 32×32 rgb]", Img: fake.ShapeImage(32, 32, [3]uint8{220, 40, 40}, [3]uint8{240, 240, 240})}}},
 	}
 	o.Data = fake.Previewer{Preview0: pv}
 	o.Images = imageview.Text
