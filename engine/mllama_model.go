@@ -557,16 +557,25 @@ func (m *MllamaModel) AddLoRA(o MllamaLoRA) error {
 		if lin == m.Projector && !o.Projector || lin != m.Projector && !slices.Contains(targets, lin.Short) {
 			continue
 		}
-		lo := &LoRA{Rank: o.Rank, Scale: o.Alpha / float32(o.Rank), Enabled: true,
-			A: &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, Trainable: true},
-			B: &Param{Name: lin.Module + ".lora_B.weight", Shape: []int{lin.Out, o.Rank}, Trainable: true}}
-		for _, p := range []*Param{lo.A, lo.B} {
-			if err := m.allocAdapter(p); err != nil {
-				return err
-			}
+		if err := m.addAdapter(lin, o); err != nil {
+			return err
 		}
-		lin.LoRA = lo
 	}
+	return nil
+}
+
+// addAdapter puts a zero adapter (scale Alpha/Rank) on lin, its A and B
+// allocated on the backend.
+func (m *MllamaModel) addAdapter(lin *Linear, o MllamaLoRA) error {
+	lo := &LoRA{Rank: o.Rank, Scale: o.Alpha / float32(o.Rank), Enabled: true,
+		A: &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, Trainable: true},
+		B: &Param{Name: lin.Module + ".lora_B.weight", Shape: []int{lin.Out, o.Rank}, Trainable: true}}
+	for _, p := range []*Param{lo.A, lo.B} {
+		if err := m.allocAdapter(p); err != nil {
+			return err
+		}
+	}
+	lin.LoRA = lo
 	return nil
 }
 

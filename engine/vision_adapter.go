@@ -601,15 +601,9 @@ func (m *MllamaModel) addLoRAOn(lins []*Linear, o MllamaLoRA) error {
 		}
 	}
 	for _, lin := range lins {
-		lo := &LoRA{Rank: o.Rank, Scale: o.Alpha / float32(o.Rank), Enabled: true,
-			A: &Param{Name: lin.Module + ".lora_A.weight", Shape: []int{o.Rank, lin.In}, Trainable: true},
-			B: &Param{Name: lin.Module + ".lora_B.weight", Shape: []int{lin.Out, o.Rank}, Trainable: true}}
-		for _, p := range []*Param{lo.A, lo.B} {
-			if err := m.allocAdapter(p); err != nil {
-				return err
-			}
+		if err := m.addAdapter(lin, o); err != nil {
+			return err
 		}
-		lin.LoRA = lo
 	}
 	return nil
 }
