@@ -883,6 +883,28 @@ func sliceIndices(n int, start, stop, step *int64, line int) ([]int, error) {
 	return out, nil
 }
 
+// seqItem is seq[key] for a sequence of n items: for an int key item(i)
+// (negative counts from the end; Undefined outside), for a string key the
+// sequence's method of that name, else Undefined.
+func seqItem(seq, key Value, n int, item func(int) Value) (Value, error) {
+	i, ok := asInt(key)
+	if !ok {
+		if s, ok := key.(string); ok {
+			if m, ok := method(seq, s); ok {
+				return m, nil
+			}
+		}
+		return Undefined{}, nil
+	}
+	if i < 0 {
+		i += int64(n)
+	}
+	if i < 0 || i >= int64(n) {
+		return Undefined{}, nil
+	}
+	return item(int(i)), nil
+}
+
 func (ev *evaluator) getItem(obj, key Value, line int) (Value, error) {
 	switch o := obj.(type) {
 	case *Dict:
@@ -896,40 +918,10 @@ func (ev *evaluator) getItem(obj, key Value, line int) (Value, error) {
 		}
 		return Undefined{toStr(key)}, nil
 	case *List:
-		i, ok := asInt(key)
-		if !ok {
-			if s, ok := key.(string); ok {
-				if m, ok := method(o, s); ok {
-					return m, nil
-				}
-			}
-			return Undefined{}, nil
-		}
-		if i < 0 {
-			i += int64(len(o.Items))
-		}
-		if i < 0 || i >= int64(len(o.Items)) {
-			return Undefined{}, nil
-		}
-		return o.Items[i], nil
+		return seqItem(o, key, len(o.Items), func(i int) Value { return o.Items[i] })
 	case string:
-		i, ok := asInt(key)
-		if !ok {
-			if s, ok := key.(string); ok {
-				if m, ok := method(o, s); ok {
-					return m, nil
-				}
-			}
-			return Undefined{}, nil
-		}
 		rs := []rune(o)
-		if i < 0 {
-			i += int64(len(rs))
-		}
-		if i < 0 || i >= int64(len(rs)) {
-			return Undefined{}, nil
-		}
-		return string(rs[i]), nil
+		return seqItem(o, key, len(rs), func(i int) Value { return string(rs[i]) })
 	case *Namespace:
 		if v, ok := o.attrs.Get(key); ok {
 			return v, nil
