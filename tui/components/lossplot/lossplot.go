@@ -120,7 +120,13 @@ func (c Chart) bounds() (xmin, xmax, ymin, ymax float64, ok bool) {
 	if ymax == ymin {
 		ymin, ymax = ymin-0.5, ymax+0.5
 	} else if pad := (ymax/2 - ymin/2) * 0.1; !math.IsInf(ymin-pad, 0) && !math.IsInf(ymax+pad, 0) {
-		ymin, ymax = ymin-pad, ymax+pad // 5% headroom each side
+		// 5% headroom each side, but not below 0 for data that never is
+		// (a loss that reaches 0.08 is not drawn on an axis from -1.2).
+		lo := ymin - pad
+		if ymin >= 0 && lo < 0 {
+			lo = 0
+		}
+		ymin, ymax = lo, ymax+pad
 	}
 	return xmin, xmax, ymin, ymax, true
 }

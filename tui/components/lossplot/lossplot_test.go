@@ -99,3 +99,21 @@ func FuzzChart(f *testing.F) {
 		}
 	})
 }
+
+// A loss that falls close to 0 is drawn on an axis that starts at 0, not
+// below it: the 5% headroom under the lowest point stops at 0 for data
+// that never goes negative (a vision run's summary showed -1.173 under a
+// loss that ended at 0.08). Data below 0 keeps its headroom.
+func TestChartHeadroomStopsAtZero(t *testing.T) {
+	view := func(pts ...Point) string {
+		return ansi.Strip(Chart{Width: 40, Height: 8, Series: []Series{{Points: pts}}}.View())
+	}
+	lines := strings.Split(view(Point{1, 26.06}, Point{2, 3}, Point{3, 0.08}), "\n")
+	bottom := strings.TrimSpace(lines[len(lines)-2])
+	if !strings.HasPrefix(bottom, "0.000") {
+		t.Errorf("bottom label %q, want 0.000", bottom)
+	}
+	if v := view(Point{1, 2}, Point{2, -1}); !strings.Contains(v, "-1.150") {
+		t.Errorf("a series below 0 should keep its headroom (-1.150):\n%s", v)
+	}
+}
