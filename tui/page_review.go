@@ -106,7 +106,8 @@ func (p *reviewPage) view() string {
 	st := p.styles
 	var b strings.Builder
 	file := runDir(*p.cfg).Config()
-	b.WriteString(st.Bold.Render("Review") + "  " + st.Muted.Render("saved as "+file) + "\n")
+	// The file is written when the run starts, not before.
+	b.WriteString(st.Bold.Render("Review") + "  " + st.Muted.Render(trimTo("written to "+file+" when training starts", max(p.w-8, 10))) + "\n")
 	if existingRun(*p.cfg) {
 		b.WriteString(st.Warn.Render("! a run named "+p.cfg.Name+" exists: starting resumes it from its last checkpoint") + "\n")
 	}
