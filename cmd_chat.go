@@ -28,7 +28,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	model := fs.String("model", "", "model folder (config.json, safetensors, tokenizer) or Hugging Face repo id ORG/NAME[@REVISION]")
 	adapter := fs.String("adapter", "", "PEFT adapter folder to apply")
 	run := fs.String("run", "", "run directory: uses its model and adapter")
-	template := fs.String("template", "", "chat template name (default: detected from the tokenizer)")
+	template := fs.String("template", "", "chat template name (default: the run's data.template with --run, else detected from the tokenizer)")
 	system := fs.String("system", "", "system prompt")
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	compare := fs.Bool("compare", false, "answer each prompt with the base model and with the tuned one (generated together where "+chat.BothTogetherEnv+" allows, printed base first)")
@@ -63,6 +63,11 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		if *model == "" {
 			*model = cfg.Model
+		}
+		if *template == "" {
+			// The run's data.template is what it trained with (the studio's
+			// chat and whet export use it too).
+			*template = cfg.Data.Template
 		}
 		if *adapter == "" {
 			if a, ok := chat.FindAdapter(*run); ok {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"image/color"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,5 +77,34 @@ func TestChatWithImageFlagAndCommand(t *testing.T) {
 	if code := runMain([]string{"chat", "--model", dir, "--template", "gemma-3", "--backend", "cpu"}, in, &o, &e); code != 0 ||
 		!strings.Contains(o.String(), "--vision") {
 		t.Errorf("/image without --vision: exit %d\n%s", code, o.String())
+	}
+}
+
+// whet chat --run uses the chat template the run trained with
+// (data.template), as the studio's chat and whet export do. Before, it
+// used the model folder's own, so a Gemma 3 vision run trained with
+// template gemma-3 on a folder whose tokenizer names chatml could not
+// take an image ("chat template chatml: content lists ... are not
+// supported"). --template still wins.
+func TestChatRunUsesItsTemplate(t *testing.T) {
+	dir := gemma3ChatModel(t)
+	run := filepath.Join(t.TempDir(), "vision-run")
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "name: vision-run\nmodel: " + dir + "\nmethod: lora\nbackend: cpu\ndata: {path: data.jsonl, template: gemma-3}\n"
+	if err := os.WriteFile(filepath.Join(run, "run.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "look.png")
+	code, out, errs := runCLI(t, "chat", "--run", run, "--backend", "cpu", "--max-new-tokens", "3", "--temperature", "0",
+		"--image", img, "--prompt", "what is this?")
+	if code != 0 || !strings.Contains(out, "tokens") {
+		t.Fatalf("chat --run: exit %d, stderr %q\n%s", code, errs, out)
+	}
+	code, _, errs = runCLI(t, "chat", "--run", run, "--template", "chatml", "--backend", "cpu", "--max-new-tokens", "3",
+		"--image", img, "--prompt", "what is this?")
+	if code != 1 || !strings.Contains(errs, "chat template chatml") {
+		t.Errorf("--template chatml should win over the run's: exit %d, stderr %q", code, errs)
 	}
 }

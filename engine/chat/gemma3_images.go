@@ -20,7 +20,7 @@ import (
 func (s *Session) Gemma3Processor(modelDir string) (vision.Gemma3, error) {
 	v := s.Model.Gemma3Vision
 	if v == nil {
-		return vision.Gemma3{}, fmt.Errorf("model %s has no vision tower loaded: it cannot look at images (open the session with Options.Gemma3Vision; whet chat --vision or --image)", s.Model.Cfg.ModelType)
+		return vision.Gemma3{}, fmt.Errorf("model %s has no vision tower loaded: it cannot look at images (whet chat loads it with --vision or --image)", s.Model.Cfg.ModelType)
 	}
 	return engine.LoadGemma3ImageProcessor(modelDir, &v.Cfg)
 }
@@ -38,7 +38,7 @@ type ImagePrompt struct {
 func (s *Session) EncodeWithImages(msgs []datasets.Message, images []*vision.Gemma3Output) (*ImagePrompt, error) {
 	v := s.Model.Gemma3Vision
 	if v == nil {
-		return nil, fmt.Errorf("model %s has no vision tower loaded: it cannot look at images (open the session with Options.Gemma3Vision; whet chat --vision or --image)", s.Model.Cfg.ModelType)
+		return nil, fmt.Errorf("model %s has no vision tower loaded: it cannot look at images (whet chat loads it with --vision or --image)", s.Model.Cfg.ModelType)
 	}
 	ro := datasets.RenderOptionsFor(s.Tok.Config())
 	ro.AddGenerationPrompt = true
