@@ -68,14 +68,7 @@ train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_step
 			t.Errorf("%s: the second run did not resume at step 2:\n%s", name, out.String())
 		}
 		log += out.String()
-		var losses []float64
-		for _, line := range strings.Split(log, "\n") {
-			var step, total int
-			var loss float64
-			if n, _ := fmt.Sscanf(line, "step %d/%d  epoch %f  loss %f", &step, &total, new(float64), &loss); n == 4 {
-				losses = append(losses, loss)
-			}
-		}
+		losses := textStepLosses(log)
 		if len(losses) != 4 {
 			t.Fatalf("%s: %d step lines, want 4:\n%s", name, len(losses), log)
 		}
@@ -152,19 +145,9 @@ func TestMllamaVisionTestdata(t *testing.T) {
 		src := mllamaTinyModel(t)
 		copyModelFiles(t, src, model)
 	}
-	dir := t.TempDir()
-	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	run := fmt.Sprintf("name: mshapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, dropout: 0, projector: true}\n"+
+	trainTestdata(t, "name: mshapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: qlora\nlora: {r: 4, alpha: 8, dropout: 0, projector: true}\n"+
 		"data: {path: %s, max_length: 128, packing: false, seed: 1}\ntrain: {max_steps: 2, micro_batch: 3, lr: 0.01, seed: 1, sample_every: 0}\n",
-		abs(model), dir, abs(filepath.Join(data, "train.jsonl")))
-	p := writeRunYAML(t, dir, run)
-	var out bytes.Buffer
-	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
-		t.Fatalf("%v (write the files with go test . -run TestMllamaVisionTestdata -write-mllama-testdata)\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), "vision: Llama 3.2 Vision trains on 72 images") || !strings.Contains(out.String(), "step 2/2") {
-		t.Errorf("output:\n%s", out.String())
-	}
+		model, filepath.Join(data, "train.jsonl"), "vision: Llama 3.2 Vision trains on 72 images", "go test . -run TestMllamaVisionTestdata -write-mllama-testdata")
 }
 
 // whet train with train.activation_checkpointing on Llama 3.2 Vision

@@ -276,13 +276,7 @@ train: {max_steps: %d, micro_batch: 6, lr: 0.02, schedule: constant, warmup_step
 	if !strings.Contains(out.String(), "resumed") || !strings.Contains(out.String(), "at step 40") || strings.Contains(out.String(), "step 10/") {
 		t.Errorf("the second run did not resume at step 40:\n%s", out.String())
 	}
-	for _, line := range strings.Split(out.String(), "\n") {
-		var step, total int
-		var loss float64
-		if n, _ := fmt.Sscanf(line, "step %d/%d  epoch %f  loss %f", &step, &total, new(float64), &loss); n == 4 {
-			losses = append(losses, loss)
-		}
-	}
+	losses = append(losses, textStepLosses(out.String())...)
 	if len(losses) < 6 || !(losses[len(losses)-1] < losses[0]/2) {
 		t.Errorf("training loss did not halve: %v", losses)
 	}
@@ -394,29 +388,12 @@ train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_step
 	if len(evals) != 2 || !(evals[1] < evals[0]) {
 		t.Errorf("eval losses %v: want two, falling", evals)
 	}
-	var losses []float64
-	for _, line := range strings.Split(first+out.String(), "\n") {
-		var step, total int
-		var loss float64
-		if n, _ := fmt.Sscanf(line, "step %d/%d  epoch %f  loss %f", &step, &total, new(float64), &loss); n == 4 {
-			losses = append(losses, loss)
-		}
-	}
+	losses := textStepLosses(first + out.String())
 	t.Logf("losses %v", losses)
 	if len(losses) != 12 || !(losses[11] < losses[0]*0.7) {
 		t.Errorf("losses %v: want 12 steps with the last below 0.7 × the first", losses)
 	}
-	f, err := safetensors.Open(filepath.Join(engine.RunDir(filepath.Join(dir, "mllama")).Adapter(), "adapter_model.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, name := range []string{"base_model.model.language_model.model.layers.1.cross_attn.q_proj.lora_A.weight",
-		"base_model.model.language_model.model.layers.0.mlp.down_proj.lora_B.weight", "base_model.model.multi_modal_projector.lora_A.weight"} {
-		if _, ok := f.Info(name); !ok {
-			t.Errorf("the adapter lacks %s", name)
-		}
-	}
+	checkMllamaAdapterNames(t, filepath.Join(dir, "mllama"))
 	// What Mllama cannot do is refused by name before any step.
 	out.Reset()
 	p := runFile(2, "")
@@ -465,19 +442,34 @@ train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_step
 	if !strings.Contains(out.String(), "at step 2") || strings.Contains(out.String(), "step 1/") || !strings.Contains(out.String(), "step 4/4") {
 		t.Errorf("the second run did not resume at step 2:\n%s", out.String())
 	}
+	losses := textStepLosses(first + out.String())
+	t.Logf("losses %v", losses)
+	if len(losses) != 4 || !(losses[3] < losses[0]) {
+		t.Errorf("losses %v: want 4 steps with the last below the first", losses)
+	}
+	checkMllamaAdapterNames(t, filepath.Join(dir, "mq"))
+}
+
+// textStepLosses reads the step losses from whet train's text output
+// ("step N/M  epoch E  loss L ..." lines).
+func textStepLosses(out string) []float64 {
 	var losses []float64
-	for _, line := range strings.Split(first+out.String(), "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		var step, total int
 		var loss float64
 		if n, _ := fmt.Sscanf(line, "step %d/%d  epoch %f  loss %f", &step, &total, new(float64), &loss); n == 4 {
 			losses = append(losses, loss)
 		}
 	}
-	t.Logf("losses %v", losses)
-	if len(losses) != 4 || !(losses[3] < losses[0]) {
-		t.Errorf("losses %v: want 4 steps with the last below the first", losses)
-	}
-	f, err := safetensors.Open(filepath.Join(engine.RunDir(filepath.Join(dir, "mq")).Adapter(), "adapter_model.safetensors"))
+	return losses
+}
+
+// checkMllamaAdapterNames checks that the tiny Mllama run in runDir wrote
+// its adapter under PEFT's names: a cross-attention and an MLP adapter of
+// the language model and the projector's.
+func checkMllamaAdapterNames(t *testing.T, runDir string) {
+	t.Helper()
+	f, err := safetensors.Open(filepath.Join(engine.RunDir(runDir).Adapter(), "adapter_model.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,17 +599,25 @@ func TestVisionTestdata(t *testing.T) {
 		}
 		writeShapeData(t, data, "train.jsonl", 7, 0, 72)
 	}
+	trainTestdata(t, "name: shapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: lora\nlora: {r: 8, alpha: 16, dropout: 0, projector: true}\n"+
+		"data: {path: %s, template: gemma-3, max_length: 96, packing: false, seed: 1}\ntrain: {max_steps: 2, micro_batch: 6, lr: 0.02, seed: 1, sample_every: 0}\n",
+		model, filepath.Join(data, "train.jsonl"), "vision: Gemma 3 trains on 72 images", "go test . -run TestVisionTestdata -write-vision-testdata")
+}
+
+// trainTestdata trains two steps through whet train on committed testdata:
+// run is the run file's format, given the model folder, a temporary runs
+// folder and the data file (both made absolute); the log must say want.
+// write says how to write the files when they are missing.
+func trainTestdata(t *testing.T, run, model, data, want, write string) {
+	t.Helper()
 	dir := t.TempDir()
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	run := fmt.Sprintf("name: shapes\nmodel: %s\nbackend: cpu\nruns_dir: %s\nmethod: lora\nlora: {r: 8, alpha: 16, dropout: 0, projector: true}\n"+
-		"data: {path: %s, template: gemma-3, max_length: 96, packing: false, seed: 1}\ntrain: {max_steps: 2, micro_batch: 6, lr: 0.02, seed: 1, sample_every: 0}\n",
-		abs(model), dir, abs(filepath.Join(data, "train.jsonl")))
-	p := writeRunYAML(t, dir, run)
+	p := writeRunYAML(t, dir, fmt.Sprintf(run, abs(model), dir, abs(data)))
 	var out bytes.Buffer
 	if err := runTrain([]string{"-c", p}, nil, &out, &out); err != nil {
-		t.Fatalf("%v (write the files with go test . -run TestVisionTestdata -write-vision-testdata)\n%s", err, out.String())
+		t.Fatalf("%v (write the files with %s)\n%s", err, write, out.String())
 	}
-	if !strings.Contains(out.String(), "vision: Gemma 3 trains on 72 images") || !strings.Contains(out.String(), "step 2/2") {
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "step 2/2") {
 		t.Errorf("output:\n%s", out.String())
 	}
 }
