@@ -160,16 +160,23 @@ func TestListLiveAndCrashed(t *testing.T) {
 	mk("crashed", `{"state":"running","step":5,"total_steps":9,"last_loss":2.5}`)
 	live := mk("live", `{"state":"running","step":5,"total_steps":9,"last_loss":2.5}`)
 	mk("done", `{"state":"done","step":9,"total_steps":9,"last_loss":2}`)
+	mk("stopped", `{"state":"stopped","step":4,"total_steps":9,"last_loss":2.5}`)
 	l, err := live.Acquire()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Release()
 	runs, warnings, err := List(dir, time.Now())
-	if err != nil || len(warnings) > 0 || len(runs) != 3 {
+	if err != nil || len(warnings) > 0 || len(runs) != 4 {
 		t.Fatalf("List = %+v, %v, %v", runs, warnings, err)
 	}
-	c, d, lv := runs[0], runs[1], runs[2]
+	c, d, lv, sp := runs[0], runs[1], runs[2], runs[3]
+	// A stopped run resumes from its checkpoint too (the studio's runs
+	// page said "no checkpoint: … starts it over" under "stopped with a
+	// checkpoint").
+	if sp.State != "stopped" || sp.ResumeStep != 4 || !strings.HasSuffix(sp.ResumeFrom, "step-000004") || sp.Crash() != "" {
+		t.Errorf("stopped run: %+v", sp)
+	}
 	if c.State != "crashed" || c.Live || c.LastWords != "panic: out of cheese" || c.ResumeStep != 4 || !strings.HasSuffix(c.ResumeFrom, "step-000004") {
 		t.Errorf("crashed run: %+v", c)
 	}

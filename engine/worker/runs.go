@@ -40,7 +40,8 @@ type Run struct {
 	LastLoss    float64 // NaN for a loss written as null
 	HasLoss     bool
 	// For a crashed run: the last line of its worker's log ("" without
-	// one), and the checkpoint whet train resumes from ("" if none).
+	// one). For a crashed, stopped or failed run: the checkpoint whet
+	// train resumes from ("" if none).
 	LastWords, LastWordsFile string
 	ResumeFrom               string
 	ResumeStep               int
@@ -163,6 +164,9 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 	if active := r.State == "running" || r.State == "paused"; active && known && !held {
 		r.State = "crashed"
 		r.crashFacts(run)
+	} else if r.State == "stopped" || r.State == "failed" {
+		// whet train resumes these too: say from where.
+		r.resumeFacts(run)
 	}
 	metricsPath := run.Metrics()
 	if st, err := os.Stat(metricsPath); err == nil {
@@ -191,6 +195,11 @@ func (r *Run) crashFacts(run engine.RunDir) {
 	if _, err := os.Stat(Log(run)); err == nil {
 		r.LastWordsFile, r.LastWords = Log(run), LastLogLine(Log(run))
 	}
+	r.resumeFacts(run)
+}
+
+// resumeFacts fills the checkpoint whet train resumes the run from.
+func (r *Run) resumeFacts(run engine.RunDir) {
 	cps, err := engine.ListCheckpoints(run.Checkpoints())
 	switch {
 	case err != nil:
