@@ -7,6 +7,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -248,4 +249,32 @@ func TestShowRowProtocols(t *testing.T) {
 			t.Errorf("kitty: %d placeholder cells, want 20×5", strings.Count(s, "\U0010EEEE"))
 		}
 	}
+}
+
+// The preview of preference data says which example is a pair's chosen
+// answer and which its rejected one: they were shown as three plain
+// examples, so the rejected "No." looked like an answer to learn.
+func TestStudioPreviewLabelsPreferencePairs(t *testing.T) {
+	cfg := engine.RunConfig{Model: absPath(t, "testdata/tiny-llama"), Method: "dpo",
+		Data: engine.DataConfig{Path: absPath(t, "testdata/datasets/preference.jsonl"), MaxLength: 128}}
+	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"chosen", "rejected", "chosen"}; !reflect.DeepEqual(pv.Labels, want) || len(pv.Examples) != 3 {
+		t.Errorf("labels %q for %d examples, want %q", pv.Labels, len(pv.Examples), want)
+	}
+	cfg.Method, cfg.Data.Path = "lora", absPath(t, "testdata/datasets/tiny-chat.jsonl")
+	if pv, err := (studioPreviewer{}).Preview(context.Background(), cfg); err != nil || pv.Labels != nil {
+		t.Errorf("chat data: labels %q, %v; want none", pv.Labels, err)
+	}
+}
+
+func absPath(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

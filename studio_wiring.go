@@ -398,11 +398,16 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 	}
 	pv.Format = string(p.Format)
 	seqs := p.Train
+	labels := make([]string, len(seqs)) // what each sequence is: a pair's chosen or rejected answer
 	for _, pr := range p.TrainPairs {
 		seqs = append(seqs, pr.Chosen, pr.Rejected)
+		labels = append(labels, "chosen", "rejected")
 	}
 	for i := 0; i < len(seqs) && i < 3; i++ {
 		pv.Examples = append(pv.Examples, segments(tok, seqs[i]))
+		if len(p.TrainPairs) > 0 {
+			pv.Labels = append(pv.Labels, labels[i])
+		}
 		if len(seqs[i].Images) > 0 { // a vision run: the example's images
 			for len(pv.Images) < i {
 				pv.Images = append(pv.Images, nil)

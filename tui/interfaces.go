@@ -103,6 +103,10 @@ type DataStats struct {
 type DataPreview struct {
 	Format   string // alpaca | sharegpt | messages | text | preference
 	Examples [][]Segment
+	// Labels says what each example is where the format has kinds of
+	// them (Labels[i] goes with Examples[i]): "chosen" or "rejected" for
+	// a preference pair's two answers; nil or "" for none.
+	Labels []string
 	// Images holds each example's images (Images[i] goes with
 	// Examples[i]); nil for text data.
 	Images   [][]PreviewImage

@@ -651,6 +651,9 @@ func (p *dataPage) previewView(h int) string {
 	}
 	for _, i := range show {
 		title := fmt.Sprintf("example %d of %d", i+1, len(pr.Examples))
+		if i < len(pr.Labels) && pr.Labels[i] != "" {
+			title += " · " + printable(pr.Labels[i])
+		}
 		if len(show) == 1 && len(pr.Examples) > 1 {
 			title += " (←/→)"
 		}

@@ -335,3 +335,24 @@ func TestDataPickerSetsChatTemplate(t *testing.T) {
 		t.Errorf("Data.Template = %q after choosing the model's own, want empty", got)
 	}
 }
+
+// A preference example's title says whether it is the chosen or the
+// rejected answer (DataPreview.Labels).
+func TestDataPreviewShowsPairLabels(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	pv := fake.DemoPreview
+	pv.Format = "preference"
+	pv.Labels = []string{"chosen", "rejected", "chosen"}
+	o.Data = fake.Previewer{Preview0: pv}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format preference")
+	if !strings.Contains(d.screen(), "example 1 of 3 · chosen (←/→)") {
+		t.Errorf("the first example should be labelled chosen:\n%s", d.screen())
+	}
+	d.keys("right")
+	if !strings.Contains(d.screen(), "example 2 of 3 · rejected (←/→)") {
+		t.Errorf("the second example should be labelled rejected:\n%s", d.screen())
+	}
+	checkSize(t, d.view(), 80, 24)
+}
