@@ -168,7 +168,7 @@ func (p *fitPage) view() string {
 		b.WriteString(st.Bad.Render("✗ "+r.Verdict) + "\n")
 	}
 	for _, w := range r.Warnings {
-		b.WriteString(st.Warn.Render("! "+w) + "\n")
+		b.WriteString(st.Warn.Render(wrap("! "+printable(w), p.w)) + "\n")
 	}
 	if r.MaxSeq > 0 && r.MaxSeq != p.cfg.Data.MaxLength {
 		b.WriteString(wrap(fmt.Sprintf("Longest context that fits: %s tokens per sequence — %s sets max length to it",

@@ -62,3 +62,18 @@ func TestGoldenFitMaxSeq(t *testing.T) {
 		})
 	}
 }
+
+// A warning longer than the page is wrapped, not cut: the Gemma 3 vision
+// note ("planned for 1 image(s) per sequence (the data's fullest row), …")
+// lost its end at 80 columns.
+func TestFitWarningsWrap(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Fit = fake.FitChecker{Device: "CPU", Free: 24 << 30, Total: 32 << 30, Params: fake.DemoCatalog.Params,
+		Warnings: []string{"Gemma 3 vision: planned for 1 image(s) per sequence (the data's fullest row), each of 256 tokens after the vision tower; more images per row need more memory"}}
+	d := toFitPage(t, o, 80, 24)
+	d.waitScreen("Fits:")
+	if s := d.screen(); !strings.Contains(s, "more images per row need more memory") {
+		t.Errorf("the warning's end is cut:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+}

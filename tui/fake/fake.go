@@ -258,6 +258,8 @@ type FitChecker struct {
 	// MaxSeq, when set, makes the report carry the longest max length that
 	// fits this stand-in plan (its activations grow linearly with it).
 	MaxSeq bool
+	// Warnings are the report's warnings.
+	Warnings []string
 }
 
 const gib = 1 << 30
@@ -295,7 +297,7 @@ func (f FitChecker) Check(_ context.Context, cfg engine.RunConfig) (tui.FitRepor
 	for _, p := range parts {
 		total += p.Bytes
 	}
-	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free, Unified: f.Unified}
+	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free, Unified: f.Unified, Warnings: f.Warnings}
 	if perToken := act / uint64(max(cfg.Data.MaxLength, 1)); f.MaxSeq && perToken > 0 && total-act < f.Free {
 		r.MaxSeq = int((f.Free - (total - act)) / perToken)
 	}
