@@ -148,6 +148,10 @@ func TestWizardRejectsBadValues(t *testing.T) {
 	if s := d.screen(); !strings.Contains(s, `LoRA rank (r): "many" is not a whole number`) || !strings.Contains(s, "How should it learn?") {
 		t.Fatalf("a bad rank should keep the user on the page with a message naming the field:\n%s", s)
 	}
+	// Once: under the field, not again in the status line.
+	if n := strings.Count(d.screen(), `"many" is not a whole number`); n != 1 {
+		t.Errorf("the message shows %d times:\n%s", n, d.screen())
+	}
 	d.keys("ctrl+u")
 	d.typeText("16")
 	d.keys("enter", "enter")

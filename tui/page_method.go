@@ -181,7 +181,7 @@ func (p *methodPage) applyVisibility() {
 
 func (p *methodPage) leave() error {
 	if err := p.form.Validate(); err != nil {
-		return err
+		return shownError{err}
 	}
 	c := p.cfg
 	c.Method = p.form.Get("method")

@@ -85,7 +85,7 @@ func (p *settingsPage) visibility() {
 
 func (p *settingsPage) leave() error {
 	if err := p.form.Validate(); err != nil {
-		return err
+		return shownError{err}
 	}
 	name := strings.TrimSpace(p.form.Get("name"))
 	if engine.ValidRunName(name) != nil {

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -68,6 +69,9 @@ func (w *wizard) update(msg tea.Msg) (cmd tea.Cmd, start bool) {
 	case next:
 		if err := w.current().leave(); err != nil {
 			w.err = err.Error()
+			if errors.As(err, new(shownError)) {
+				w.err = "" // the page shows it already, under its field
+			}
 			return c, false
 		}
 		w.err = ""
@@ -117,3 +121,9 @@ func (w *wizard) view() string {
 	b.WriteString(w.current().view())
 	return b.String()
 }
+
+// shownError is an error a page already shows (a form's message under
+// the field it names): the wizard's status line does not repeat it.
+type shownError struct{ error }
+
+func (e shownError) Unwrap() error { return e.error }
