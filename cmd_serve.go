@@ -50,7 +50,11 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.hostKey, "host-key", filepath.Join(confDir, "whet", "ssh_host_ed25519_key"), "the server's private host key, made (mode 0600) on the first start")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 30*time.Minute, "close a connection idle this long (its runs go on)")
 	fs.IntVar(&c.maxSessions, "max-sessions", 20, "the most sessions at once; more are told to try later")
-	fs.StringVar(&c.modelsDir, "models", "models", "folder of local models for the studio")
+	defModels := "models"
+	if home != "" {
+		defModels = filepath.Join(home, "models") // as whet studio's --models-dir
+	}
+	fs.StringVar(&c.modelsDir, "models", defModels, "folder of local models for the studio (whet studio's --models-dir)")
 	fs.StringVar(&c.runsDir, "runs", "runs", "the runs folder")
 	dataDirs := fs.String("data", ".,testdata", "comma-separated folders the data page lists")
 	if err := fs.Parse(args); err != nil {

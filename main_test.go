@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -148,5 +150,21 @@ func TestBenchRefusesHoursOnCPU(t *testing.T) {
 	code, _, errs = runCLI(t, "bench", "--backend", "cpu", "--decode", "64", "--seq", "8192", "--max-time", "1s")
 	if code != 1 || !strings.Contains(errs, "decode: 64 tokens after a 8192-token prompt would take about") {
 		t.Errorf("decode refusal: exit %d, stderr %q", code, errs)
+	}
+}
+
+// whet serve's sessions list the same local models as whet studio: both
+// default to ~/models (serve said "models", a folder of the working one).
+func TestServeAndStudioShareModelsDir(t *testing.T) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		t.Skip("no home folder")
+	}
+	want := `(default "` + filepath.Join(home, "models") + `")`
+	for _, args := range [][]string{{"studio", "--help"}, {"serve", "--help"}} {
+		_, out, _ := runCLI(t, args...)
+		if !strings.Contains(out, want) {
+			t.Errorf("whet %s: no %s for the models folder:\n%s", strings.Join(args, " "), want, out)
+		}
 	}
 }
