@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"testing"
 
@@ -526,4 +527,16 @@ func orthonormalRows(n, d int, seed uint64) []float64 {
 		}
 	}
 	return R
+}
+
+// checkTargetPattern checks which modules adapter_config.json's
+// target_modules pattern takes, matched whole as PEFT does (re.fullmatch).
+func checkTargetPattern(t *testing.T, pattern string, want map[string]bool) {
+	t.Helper()
+	re := regexp.MustCompile("^(?:" + pattern + ")$")
+	for mod, w := range want {
+		if re.MatchString(mod) != w {
+			t.Errorf("target_modules %q matches %s: %v, want %v", pattern, mod, !w, w)
+		}
+	}
 }
