@@ -180,22 +180,7 @@ func TestMllamaQLoRAFiniteDiff(t *testing.T) {
 		m.B.Download(p.Grad, grad)
 		m.B.Download(p.W, w)
 		for _, i := range []int{rng.IntN(len(w)), rng.IntN(len(w))} {
-			orig := w[i]
-			central := func(h float32) float64 {
-				w[i] = orig + h
-				m.B.Upload(p.W, w)
-				up := lossAt()
-				w[i] = orig - h
-				m.B.Upload(p.W, w)
-				down := lossAt()
-				w[i] = orig
-				m.B.Upload(p.W, w)
-				return (up - down) / (2 * float64(h))
-			}
-			num := (4*central(2e-3) - central(4e-3)) / 3
-			if d := math.Abs(float64(grad[i]) - num); d > 1e-3+0.02*math.Abs(num) {
-				t.Errorf("%s[%d]: gradient %.6g, central difference %.6g", p.Name, i, grad[i], num)
-			}
+			checkMllamaFiniteDiff(t, m, p, grad, w, i, lossAt)
 		}
 	}
 }

@@ -210,26 +210,33 @@ func TestMllamaFiniteDiff(t *testing.T) {
 			idx = []int{int(samples[0].IDs[2])*cfg.Text.HiddenSize + 3, cfg.ImageToken*cfg.Text.HiddenSize + 5}
 		}
 		for _, i := range idx {
-			// Richardson's extrapolation of two central differences (error
-			// O(h^4)): the loss bends sharply along a 0.1-sized embedding
-			// element, which a plain difference mistakes for a wrong gradient.
-			orig := w[i]
-			central := func(h float32) float64 {
-				w[i] = orig + h
-				m.B.Upload(p.W, w)
-				up := lossAt()
-				w[i] = orig - h
-				m.B.Upload(p.W, w)
-				down := lossAt()
-				w[i] = orig
-				m.B.Upload(p.W, w)
-				return (up - down) / (2 * float64(h))
-			}
-			num := (4*central(2e-3) - central(4e-3)) / 3
-			if d := math.Abs(float64(grad[i]) - num); d > 1e-3+0.02*math.Abs(num) {
-				t.Errorf("%s[%d]: gradient %.6g, central difference %.6g", p.Name, i, grad[i], num)
-			}
+			checkMllamaFiniteDiff(t, m, p, grad, w, i, lossAt)
 		}
+	}
+}
+
+// checkMllamaFiniteDiff compares grad[i], p's gradient at element i, with
+// Richardson's extrapolation of two central differences of lossAt (error
+// O(h^4)): the loss bends sharply along a 0.1-sized embedding element,
+// which a plain difference mistakes for a wrong gradient. w holds p's
+// values; w[i] is put back on m's backend afterwards.
+func checkMllamaFiniteDiff(t *testing.T, m *engine.MllamaModel, p *engine.Param, grad, w []float32, i int, lossAt func() float64) {
+	t.Helper()
+	orig := w[i]
+	central := func(h float32) float64 {
+		w[i] = orig + h
+		m.B.Upload(p.W, w)
+		up := lossAt()
+		w[i] = orig - h
+		m.B.Upload(p.W, w)
+		down := lossAt()
+		w[i] = orig
+		m.B.Upload(p.W, w)
+		return (up - down) / (2 * float64(h))
+	}
+	num := (4*central(2e-3) - central(4e-3)) / 3
+	if d := math.Abs(float64(grad[i]) - num); d > 1e-3+0.02*math.Abs(num) {
+		t.Errorf("%s[%d]: gradient %.6g, central difference %.6g", p.Name, i, grad[i], num)
 	}
 }
 
