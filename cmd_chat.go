@@ -94,12 +94,10 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	opts := engine.SampleOptions{MaxNewTokens: *maxNew, Temperature: *temp, TopK: *topK, TopP: *topP,
 		MinP: *minP, RepetitionPenalty: *rep, Seed: *seed}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer cancel()
 	if chat.IsMllama(modelDir) {
 		// Llama 3.2 Vision always loads its vision tower.
 		c := mllamaChat{model: *model, adapter: *adapter, system: *system, prompt: *prompt, image: *imageFlag, compare: *compare, opts: opts}
-		return c.run(ctx, b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking}, stdin, stdout)
+		return c.run(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking}, stdin, stdout)
 	}
 	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking,
 		Gemma3Vision: *visionFlag || *imageFlag != ""})
@@ -132,7 +130,11 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		msgs := append(append([]datasets.Message(nil), history...), userTurn(line, len(pending)))
 		all := append(append([]*vision.Gemma3Output(nil), images...), pending...)
 		if *compare && s.HasAdapter && len(all) == 0 && s.BothTogether() {
-			r, err := compareBoth(ctx, s, msgs, opts, stdout)
+			var r chat.Reply
+			err := interruptible(func(ctx context.Context) (err error) {
+				r, err = compareBoth(ctx, s, msgs, opts, stdout)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -140,11 +142,15 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			pending = nil
 			return nil
 		}
-		last, err := printAnswers(stdout, *compare, s.HasAdapter, func(tuned bool, onText func(string)) (chat.Reply, error) {
-			if len(all) > 0 {
-				return s.GenerateWithImages(ctx, msgs, all, opts, tuned, onText)
-			}
-			return s.Generate(ctx, msgs, opts, tuned, onText)
+		var last chat.Reply
+		err := interruptible(func(ctx context.Context) (err error) {
+			last, err = printAnswers(stdout, *compare, s.HasAdapter, func(tuned bool, onText func(string)) (chat.Reply, error) {
+				if len(all) > 0 {
+					return s.GenerateWithImages(ctx, msgs, all, opts, tuned, onText)
+				}
+				return s.Generate(ctx, msgs, opts, tuned, onText)
+			})
+			return err
 		})
 		if err != nil {
 			return err
@@ -159,6 +165,17 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "chatting with %s (template %s%s); empty line or ctrl+d ends\n", *model, s.Template.Name,
 		map[bool]string{true: ", adapter " + *adapter, false: ""}[s.HasAdapter])
 	return readPrompts(stdin, stdout, attach, answer)
+}
+
+// interruptible runs f (one answer) with a context that Ctrl-C cancels
+// while f runs: the answer stops there and the chat goes on. Between
+// answers Ctrl-C has its usual meaning and ends whet chat. (One context
+// for the whole chat stayed cancelled after the first Ctrl-C: every later
+// answer ended at once with 0 tokens, and Ctrl-C no longer quit.)
+func interruptible(f func(ctx context.Context) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	return f(ctx)
 }
 
 // readPrompts is the terminal side of whet chat: it prompts with "> ",

@@ -24,7 +24,7 @@ type mllamaChat struct {
 	opts           engine.SampleOptions
 }
 
-func (c mllamaChat) run(ctx context.Context, b engine.Backend, o chat.Options, stdin io.Reader, stdout io.Writer) error {
+func (c mllamaChat) run(b engine.Backend, o chat.Options, stdin io.Reader, stdout io.Writer) error {
 	s, err := chat.OpenMllama(b, o)
 	if err != nil {
 		return err
@@ -51,8 +51,12 @@ func (c mllamaChat) run(ctx context.Context, b engine.Backend, o chat.Options, s
 	answer := func(line string) error {
 		msgs := append(append([]datasets.Message(nil), history...), userTurn(line, len(pending)))
 		all := append(append([]*vision.MllamaOutput(nil), images...), pending...)
-		last, err := printAnswers(stdout, c.compare, s.HasAdapter, func(tuned bool, onText func(string)) (chat.Reply, error) {
-			return s.Generate(ctx, msgs, all, c.opts, tuned, onText)
+		var last chat.Reply
+		err := interruptible(func(ctx context.Context) (err error) {
+			last, err = printAnswers(stdout, c.compare, s.HasAdapter, func(tuned bool, onText func(string)) (chat.Reply, error) {
+				return s.Generate(ctx, msgs, all, c.opts, tuned, onText)
+			})
+			return err
 		})
 		if err != nil {
 			return err

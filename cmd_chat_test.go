@@ -1,10 +1,17 @@
 package main
 
 import (
+	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestChatAndExportRunFromAnotherFolder: a run trained from a run file
@@ -74,5 +81,68 @@ func TestChatThinkingFlag(t *testing.T) {
 		"--backend", "cpu", "--max-new-tokens", "2", "--temperature", "0", "--prompt", "hi")
 	if code != 0 || !strings.Contains(out, "tokens") {
 		t.Errorf("--thinking off: exit %d, stderr %q\n%s", code, errs, out)
+	}
+}
+
+// interruptOnAnswer passes whet chat's output on and sends this process
+// SIGINT once, at the first piece of the first answer, which it holds
+// while the signal arrives.
+type interruptOnAnswer struct {
+	w      io.Writer
+	mu     sync.Mutex
+	seen   strings.Builder
+	signal bool
+}
+
+func (i *interruptOnAnswer) Write(p []byte) (int, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.seen.Write(p)
+	if !i.signal && string(p) != "> " && strings.Contains(i.seen.String(), "\n> ") {
+		i.signal = true
+		syscall.Kill(os.Getpid(), syscall.SIGINT)
+		// Hold the answer (this write is its stream) while the signal
+		// arrives, so that it lands during the answer, not after it.
+		time.Sleep(300 * time.Millisecond)
+	}
+	return i.w.Write(p)
+}
+
+// Ctrl-C during an answer stops that answer, and the next one is answered
+// in full. Before, whet chat's one context stayed cancelled after the
+// first Ctrl-C: every later answer ended at once ("0 tokens … cancelled")
+// and Ctrl-C no longer ended the chat. whet chat runs in a child process
+// (this test binary, re-run as the helper below) that interrupts itself
+// while it streams the first answer.
+func TestChatCtrlCStopsOneAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestChatCtrlCHelper$")
+	cmd.Env = append(os.Environ(), "WHET_CHAT_CTRLC=1")
+	cmd.Stdin = strings.NewReader("Tell me a long story.\nAnd another one.\n\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("whet chat: %v\n%s", err, out)
+	}
+	stats := regexp.MustCompile(`\((\d+) tokens, [0-9.]+ tok/s, (\w+)\)`).FindAllStringSubmatch(string(out), -1)
+	if len(stats) != 2 {
+		t.Fatalf("want two answers' stats lines:\n%s", out)
+	}
+	if stats[0][2] != "cancelled" {
+		t.Errorf("the first answer ended with %q, want cancelled by the SIGINT:\n%s", stats[0][2], out)
+	}
+	if stats[1][2] == "cancelled" || stats[1][1] == "0" {
+		t.Errorf("the second answer was cut (%s tokens, %s): Ctrl-C should stop only the answer it came in:\n%s", stats[1][1], stats[1][2], out)
+	}
+}
+
+func TestChatCtrlCHelper(t *testing.T) {
+	if os.Getenv("WHET_CHAT_CTRLC") == "" {
+		t.Skip("run by TestChatCtrlCStopsOneAnswer")
+	}
+	out := &interruptOnAnswer{w: os.Stdout}
+	if code := runMain([]string{"chat", "--model", "testdata/tiny-llama", "--backend", "cpu", "--seed", "1",
+		"--temperature", "1", "--max-new-tokens", "400"}, os.Stdin, out, os.Stderr); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }
