@@ -661,13 +661,7 @@ func TestReferenceGemma3Vision(t *testing.T) {
 			}
 			checked++
 		}
-		inFile := 0
-		for _, n := range rc.state.Names() {
-			if strings.HasPrefix(n, "grad.") {
-				inFile++
-			}
-		}
-		if checked != inFile {
+		if inFile := countPrefixed(rc.state, "grad."); checked != inFile {
 			t.Errorf("checked %d gradients, reference has %d", checked, inFile)
 		}
 	})
@@ -700,26 +694,7 @@ func TestReferenceGemma3Vision(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := float64(mustF32(t, rc.state, "lora_loss")[0])
-		if got := r.LossSum / float64(r.Count); math.Abs(got-want)/want > refTol {
-			t.Errorf("LoRA loss %.7f, reference %.7f", got, want)
-		}
-		n := 0
-		for _, p := range m.TrainableParams() {
-			if e := relErr(download(t, m, p.Grad), mustF32(t, rc.state, "lora_grad."+refName(p))); e > refTol {
-				t.Errorf("LoRA grad %s relative error %.3g > %g", p.Name, e, refTol)
-			}
-			n++
-		}
-		inFile := 0
-		for _, name := range rc.state.Names() {
-			if strings.HasPrefix(name, "lora_grad.") {
-				inFile++
-			}
-		}
-		if n != inFile {
-			t.Errorf("%d LoRA tensors trainable, the reference has %d", n, inFile)
-		}
+		checkRefLoRA(t, m, rc, r, refName)
 	})
 }
 

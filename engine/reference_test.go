@@ -61,6 +61,39 @@ func mustI32(t *testing.T, f *safetensors.File, name string) []int32 {
 	return v
 }
 
+// countPrefixed is how many of f's tensors have names that start with prefix.
+func countPrefixed(f *safetensors.File, prefix string) int {
+	n := 0
+	for _, name := range f.Names() {
+		if strings.HasPrefix(name, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkRefLoRA compares r's loss with the reference's lora_loss and each
+// trainable parameter's gradient with its lora_grad.NAME (refName gives a
+// parameter's NAME), and checks that the reference has no more adapter
+// gradients than m has trainable parameters.
+func checkRefLoRA(t *testing.T, m *engine.Model, rc *refCase, r engine.StepResult, refName func(*engine.Param) string) {
+	t.Helper()
+	want := float64(mustF32(t, rc.state, "lora_loss")[0])
+	if got := r.LossSum / float64(r.Count); math.Abs(got-want)/want > refTol {
+		t.Errorf("LoRA loss %.7f, reference %.7f", got, want)
+	}
+	n := 0
+	for _, p := range m.TrainableParams() {
+		if e := relErr(download(t, m, p.Grad), mustF32(t, rc.state, "lora_grad."+refName(p))); e > refTol {
+			t.Errorf("LoRA grad %s relative error %.3g > %g", p.Name, e, refTol)
+		}
+		n++
+	}
+	if inFile := countPrefixed(rc.state, "lora_grad."); n != inFile {
+		t.Errorf("%d LoRA tensors trainable, the reference has %d", n, inFile)
+	}
+}
+
 func mustF32(t *testing.T, f *safetensors.File, name string) []float32 {
 	t.Helper()
 	v, err := f.Float32(name)
@@ -155,13 +188,7 @@ func TestReferenceFullGradients(t *testing.T) {
 				}
 				checked++
 			}
-			var inFile int
-			for _, n := range rc.state.Names() {
-				if strings.HasPrefix(n, "grad.") {
-					inFile++
-				}
-			}
-			if checked != inFile {
+			if inFile := countPrefixed(rc.state, "grad."); checked != inFile {
 				t.Errorf("checked %d gradients, reference has %d", checked, inFile)
 			}
 		})
@@ -203,29 +230,9 @@ func TestReferenceLoRAGradients(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := float64(mustF32(t, rc.state, "lora_loss")[0])
-			if got := r.LossSum / float64(r.Count); math.Abs(got-want)/want > refTol {
-				t.Errorf("LoRA loss %.7f, reference %.7f", got, want)
-			}
-			n := 0
-			for _, p := range m.TrainableParams() {
-				w := mustF32(t, rc.state, "lora_grad."+p.Name)
-				if e := relErr(download(t, m, p.Grad), w); e > refTol {
-					t.Errorf("LoRA grad %s relative error %.3g > %g", p.Name, e, refTol)
-				}
-				n++
-			}
-			// Every adapter gradient of the reference was checked: the
+			// Every adapter gradient of the reference is checked: the
 			// family's "all" is the modules the reference adapted.
-			inFile := 0
-			for _, name := range rc.state.Names() {
-				if strings.HasPrefix(name, "lora_grad.") {
-					inFile++
-				}
-			}
-			if n != inFile {
-				t.Errorf("%d LoRA tensors trainable, the reference has %d", n, inFile)
-			}
+			checkRefLoRA(t, m, rc, r, func(p *engine.Param) string { return p.Name })
 		})
 	}
 }
