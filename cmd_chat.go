@@ -57,6 +57,9 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	nf4Base := false
 	if *run != "" {
+		if _, err := os.Stat(engine.RunDir(*run).Config()); err != nil {
+			return fmt.Errorf("--run %s is not a run directory (no run.yaml; whet runs lists the runs in runs/): %w", *run, err)
+		}
 		cfg, err := engine.LoadRunConfig(engine.RunDir(*run).Config())
 		if err != nil {
 			return err

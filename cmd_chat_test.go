@@ -146,3 +146,12 @@ func TestChatCtrlCHelper(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// whet chat --run with a folder that is not a run says so (it said only
+// "open nothere/run.yaml: no such file or directory").
+func TestChatRunNotARun(t *testing.T) {
+	code, _, errs := runCLI(t, "chat", "--run", filepath.Join(t.TempDir(), "nothere"))
+	if code != 1 || !strings.Contains(errs, "is not a run directory (no run.yaml") {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+}
