@@ -271,6 +271,25 @@ func TestDecodeModeFromEnv(t *testing.T) {
 // different lengths, and their options: greedy, sampled with top-k,
 // sampled with top-p, a repetition penalty and stop ids, and a short
 // greedy limit, so that lanes finish at different passes.
+// generateAlone generates each prompt with its options on its own, with a
+// plain (not batched, no graph) generator of maxSeq positions.
+func generateAlone(t *testing.T, m *engine.Model, maxSeq int, prompts [][]int32, opts []engine.SampleOptions) [][]int32 {
+	t.Helper()
+	one, err := m.NewGenerator(maxSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Free()
+	one.Mode = engine.DecodePlain
+	out := make([][]int32, len(prompts))
+	for i := range prompts {
+		if out[i], err = one.Generate(context.Background(), prompts[i], opts[i], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
 func generateManyCase(t *testing.T, family string) (*engine.Model, [][]int32, []engine.SampleOptions) {
 	t.Helper()
 	var m *engine.Model
@@ -309,17 +328,7 @@ func TestGenerateManyMatchesOneByOne(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			one, err := m.NewGenerator(20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer one.Free()
-			one.Mode = engine.DecodePlain
-			for i := range prompts {
-				want, err := one.Generate(context.Background(), prompts[i], opts[i], nil)
-				if err != nil {
-					t.Fatal(err)
-				}
+			for i, want := range generateAlone(t, m, 20, prompts, opts) {
 				if !slices.Equal(got[i], want) {
 					t.Errorf("lane %d: together %v, alone %v", i, got[i], want)
 				}

@@ -70,17 +70,7 @@ func TestPagedGenerateManyMatchesContiguous(t *testing.T) {
 				} else if !fragmented && g != 0 {
 					t.Errorf("consecutive blocks were gathered %d times", g)
 				}
-				one, err := m.NewGenerator(20)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer one.Free()
-				one.Mode = engine.DecodePlain
-				for i := range prompts {
-					alone, err := one.Generate(context.Background(), prompts[i], opts[i], nil)
-					if err != nil {
-						t.Fatal(err)
-					}
+				for i, alone := range generateAlone(t, m, 20, prompts, opts) {
 					if !slices.Equal(alone, want[i]) {
 						t.Errorf("lane %d: batched %v, alone %v", i, want[i], alone)
 					}
@@ -197,17 +187,7 @@ func TestGenerateManySharedPrompts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	one, err := m.NewGenerator(12)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer one.Free()
-	one.Mode = engine.DecodePlain
-	for i := range prompts {
-		want, err := one.Generate(context.Background(), prompts[i], opts[i], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, want := range generateAlone(t, m, 12, prompts, opts) {
 		if !slices.Equal(got[i], want) {
 			t.Errorf("completion %d: together %v, alone %v", i, got[i], want)
 		}
