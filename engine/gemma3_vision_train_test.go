@@ -116,19 +116,26 @@ func shapeScore(t *testing.T, acts *engine.Activations, m *engine.Model, samples
 	for i, s := range samples {
 		pos := int(b.SeqStarts[i+1]) - 3 // the colour token: its next token is the shape
 		row := logits[pos*V : (pos+1)*V]
-		best, lse := 0, math.Inf(-1)
-		for j, v := range row {
-			if v > row[best] {
-				best = j
-			}
-			lse = logaddexp(lse, float64(v))
-		}
-		loss += lse - float64(row[shapeTokens[s.shape]])
-		if int32(best) == shapeTokens[s.shape] {
+		l, ok := rowScore(row, shapeTokens[s.shape])
+		loss += l
+		if ok {
 			correct++
 		}
 	}
 	return loss / float64(len(samples)), correct
+}
+
+// rowScore is the cross-entropy of token want under one row of logits,
+// and whether want is the row's most likely token.
+func rowScore(row []float32, want int32) (float64, bool) {
+	best, lse := 0, math.Inf(-1)
+	for j, v := range row {
+		if v > row[best] {
+			best = j
+		}
+		lse = logaddexp(lse, float64(v))
+	}
+	return lse - float64(row[want]), int32(best) == want
 }
 
 func logaddexp(a, b float64) float64 {

@@ -62,15 +62,9 @@ func mllamaShapeScore(t *testing.T, m *engine.MllamaModel, cfg *engine.MllamaCon
 	correct := 0
 	for i, s := range samples {
 		row := r.Logits[i][3*V : 4*V]
-		best, lse := 0, math.Inf(-1)
-		for j, v := range row {
-			if v > row[best] {
-				best = j
-			}
-			lse = logaddexp(lse, float64(v))
-		}
-		loss += lse - float64(row[shapeTokens[s.shape]])
-		if int32(best) == shapeTokens[s.shape] {
+		l, ok := rowScore(row, shapeTokens[s.shape])
+		loss += l
+		if ok {
 			correct++
 		}
 	}
