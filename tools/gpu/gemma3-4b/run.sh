@@ -8,13 +8,8 @@
 # the test fails when the peak is more than 10 % away from the plan or the loss is not finite.
 # Then TestGemma3Vision4BQLoRAStep (the language model's linears in NF4) into gemma3-4b-qlora.json.
 set -u
-O=$OUT/gemma3-4b; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start gemma3-4b
 if ! (cd engine/cuda && $B/cuda.test -test.list 'TestGemma3Vision4BStep' 2>/dev/null | grep -q TestGemma3Vision4BStep); then
   echo "cuda.test lacks TestGemma3Vision4BStep: rebuild it from a main that has engine/cuda/gemma3_vision_bench_test.go" >>$S
   step end; exit 0

@@ -21,13 +21,8 @@
 #     mllama-11b-qlora-bf16-ckpt.json.
 # A failure of 1 reruns it with WHET_CUDA_SYNC=1 and skips 2 and 3.
 set -u
-O=$OUT/mllama-bf16; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start mllama-bf16
 for T in TestMllamaBF16MatchesCPU TestMllama11BVisionQLoRABF16Step TestMllama11BVisionQLoRABF16CkptStep; do
   if ! (cd engine/cuda && $B/cuda.test -test.list "^$T\$" 2>/dev/null | grep -q "$T"); then
     echo "cuda.test lacks $T: rebuild it (tools/gpu/dispatch.sh) from a main that has commit 'mllama: activation checkpointing ...'" >>$S

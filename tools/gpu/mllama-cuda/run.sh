@@ -7,13 +7,8 @@
 #     within 1 %);
 #  3. the 11B-Vision measurement (engine/cuda/mllama_bench_test.go) when the binary has it.
 set -u
-O=$OUT/mllama-cuda; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start mllama-cuda
 OPS='^(GELU|GELUBackward|BiasAttention|BiasAttentionBackward|LayerNorm|LayerNormBackward)$'
 RUN="^(TestConformance|TestConformanceF32|TestMllamaMatchesCPU|TestGemma3VisionTrainingMatchesCPU)\$/$OPS"
 step cuda.test

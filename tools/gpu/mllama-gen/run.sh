@@ -9,13 +9,8 @@
 #     (WHET_CUDA_VISION=1); the replies (without the tok/s lines) must be equal; CUDA without the
 #     opt-in must be refused.
 set -u
-O=$OUT/mllama-gen; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start mllama-gen
 RUN='^(TestMllamaGeneratorMatchesCPU|TestMllamaMatchesCPU)$'
 step cuda.test
 echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 cuda.test -test.run '$RUN' -test.v" >>$S

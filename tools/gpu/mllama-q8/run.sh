@@ -8,13 +8,8 @@
 #     without it (tools/gpu/mllama-bf16; float32 and the plain kernel: forward 16.1 s, 46.8 tok/s).
 # A failure in 1 or 2 reruns with WHET_CUDA_SYNC=1 and skips 3.
 set -u
-O=$OUT/mllama-q8; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start mllama-q8
 if ! (cd engine/cuda && $B/cuda.test -test.list '^TestMllama11BVisionQLoRABF16Step$' 2>/dev/null | grep -q TestMllama11BVisionQLoRABF16Step) ||
    ! grep -q bias_attention_forward_q8 kernels/bias_attention.cu; then
   echo "cuda.test or kernels/ lack the q8 forward: rebuild from a main that has commit 'bias_attention.cu: a forward with eight queries a block ...'" >>$S

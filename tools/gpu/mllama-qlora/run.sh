@@ -8,13 +8,8 @@
 # mllama-11b-qlora.json. Then the tiny Mllama's CPU-vs-CUDA check (TestMllamaMatchesCPU) as a
 # sanity check of the ops it uses.
 set -u
-O=$OUT/mllama-qlora; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start mllama-qlora
 if ! (cd engine/cuda && $B/cuda.test -test.list 'TestMllama11BVisionQLoRAStep' 2>/dev/null | grep -q TestMllama11BVisionQLoRAStep); then
   echo "cuda.test lacks TestMllama11BVisionQLoRAStep: rebuild it from a main that has commit 'mllama: QLoRA ...'" >>$S
   step end; exit 0

@@ -8,13 +8,8 @@
 # machine's CPU: 0.85, 0.32, 0.30, 0.43 at steps 10-40). Then the bf16 run resumes from its step-20
 # checkpoint to step 30. Runs from the repo root; writes only under $OUT/mllama-vtrain.
 set -u
-O=$OUT/mllama-vtrain; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start mllama-vtrain
 if [ ! -f testdata/tiny-mllama-shapes/model.safetensors ]; then
   echo "testdata/tiny-mllama-shapes is missing: use a main that has commit 'testdata: a tiny Llama 3.2 Vision ...'" >>$S
   step end; exit 0
@@ -32,7 +27,7 @@ train: {max_steps: $3, micro_batch: 3, lr: 0.01, schedule: constant, warmup_step
 YAML
   echo $O/$1.yaml
 }
-losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2 | cut -c1-6 | tr '\n' ' '; }
+losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2 | cut -c1-6 | tr '\n' ' '; } # lib.sh's, each value cut to 6 characters
 train() { # name backend env...
   local name=$1 be=$2; shift 2
   step "train $name"

@@ -6,13 +6,8 @@
 #  2. TestGemma3VisionTrainingMatchesCPU and TestMllamaMatchesCPU (the tiny vision models on the
 #     GPU against the CPU engine).
 set -u
-O=$OUT/vref; mkdir -p $O
-B=$PWD/.dev/gpu/common
-S=$O/summary.txt
-step() { echo "== $(date -u +%T) $*" >>$S; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
-cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+. $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+batch_start vref
 # Second level: the GroupAttention cases (the two matching tests have no subtests).
 RUN='^(TestConformance|TestConformanceF32|TestGemma3VisionTrainingMatchesCPU|TestMllamaMatchesCPU)$/^(AttentionGroups|AttentionGroupsBackward)$'
 step cuda.test
