@@ -79,7 +79,7 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 		return nil, err
 	}
 	out := &PreparedData{Train: p.TrainBatches, Eval: p.EvalBatches, Tokenizer: tok, Template: p.Template,
-		Notes: StatsLines(p.Stats), Images: p.Stats.Images}
+		Notes: StatsLines(p.Stats), Images: p.Stats.Images, Longest: min(p.Stats.LongestTokens, opts.MaxLength)}
 	// A Gemma 3 vision model with text data trains as a text model, as
 	// before; Mllama has no text-only loader, so it always trains as itself.
 	if kind == VisionMllama || kind != "" && p.Stats.Images > 0 {

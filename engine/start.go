@@ -99,8 +99,11 @@ func (c *RunConfig) usesLoRA() bool {
 type PreparedData struct {
 	Train, Eval []datasets.Batch
 	Notes       []string // stats and warnings, shown to the user
-	Tokenizer   *tokenizer.Tokenizer
-	Template    *datasets.Template // nil for raw text data
+	// Longest is the most tokens one example holds after truncation (0
+	// for GRPO's prompts).
+	Longest   int
+	Tokenizer *tokenizer.Tokenizer
+	Template  *datasets.Template // nil for raw text data
 	// EvalPrompts are user turns from the eval rows, for samples when the
 	// run names no sample prompts.
 	EvalPrompts []string
@@ -285,6 +288,9 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		return fail(err)
 	}
 	s.Notices = append(s.Notices, data.Notes...)
+	if n := positionsNotice(modelDir, data.Longest); n != "" {
+		s.Notices = append(s.Notices, n)
+	}
 	if len(data.Train) == 0 && data.Prompts == nil {
 		return fail(fmt.Errorf("data.path %s: no training rows left after preparation", cfg.Data.Path))
 	}
@@ -655,4 +661,16 @@ func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error)
 		}
 	}()
 	return ch, ctl, nil
+}
+
+// positionsNotice warns when the longest example runs past the positions
+// the model was trained for (config.json's max_position_embeddings): the
+// run trains on positions its base model never saw, which nothing said.
+func positionsNotice(modelDir string, longest int) string {
+	mc, err := LoadModelConfig(modelDir)
+	if err != nil || mc.MaxPositions <= 0 || longest <= mc.MaxPositions {
+		return ""
+	}
+	return fmt.Sprintf("data: the longest example has %d tokens, more than the model's max_position_embeddings (%d): "+
+		"positions past %d are new to it; data.max_length: %d keeps within them", longest, mc.MaxPositions, mc.MaxPositions, mc.MaxPositions)
 }
