@@ -21,7 +21,13 @@ func testChat() *fake.Chat {
 // summary.
 func finishRun(t *testing.T, o tui.Options) *driver {
 	t.Helper()
-	d := newDriver(t, o, 80, 24)
+	return finishRunSized(t, o, 80, 24)
+}
+
+// finishRunSized is finishRun on a w×h screen.
+func finishRunSized(t *testing.T, o tui.Options, w, h int) *driver {
+	t.Helper()
+	d := newDriver(t, o, w, h)
 	startDefaultRun(t, d)
 	d.waitScreen("✓ finished")
 	return d
@@ -33,9 +39,7 @@ func openChat(t *testing.T, ch *fake.Chat, w, h int) *driver {
 	t.Helper()
 	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
 	o.Chat = ch
-	d := newDriver(t, o, w, h)
-	startDefaultRun(t, d)
-	d.waitScreen("✓ finished")
+	d := finishRunSized(t, o, w, h)
 	d.keys("t")
 	d.waitScreen("Ask both")
 	return d

@@ -17,10 +17,7 @@ func finishRunWithExporter(t *testing.T, ex *fake.Exporter, w, h int) *driver {
 	t.Helper()
 	o := testOptions(&fake.Engine{Script: scriptSteps(3)})
 	o.Exporter = ex
-	d := newDriver(t, o, w, h)
-	startDefaultRun(t, d)
-	d.waitScreen("✓ finished")
-	return d
+	return finishRunSized(t, o, w, h)
 }
 
 var testRunDir = filepath.Join("runs", "run-"+fixedNow().Format("20060102-150405"))
@@ -139,9 +136,7 @@ func TestExportErrorIsShown(t *testing.T) {
 
 func TestNoExportWithoutExporterOrAfterFailure(t *testing.T) {
 	o := testOptions(&fake.Engine{Script: scriptSteps(3)})
-	d := newDriver(t, o, 80, 24)
-	startDefaultRun(t, d)
-	d.waitScreen("✓ finished")
+	d := finishRun(t, o)
 	if strings.Contains(d.screen(), "e export") {
 		t.Errorf("without an exporter the summary should not offer the export:\n%s", d.screen())
 	}
