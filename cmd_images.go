@@ -12,6 +12,7 @@ import (
 
 	"whet/datasets"
 	"whet/datasets/vision"
+	"whet/engine"
 	"whet/tui/components/imageview"
 )
 
@@ -57,12 +58,23 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		m := vision.DefaultMllama()
 		cfg = &vision.ProcessorConfig{Type: "MllamaImageProcessor", Mllama: &m}
 	default:
-		file := *proc
-		if st, err := os.Stat(file); err == nil && st.IsDir() { // a model folder
-			file = filepath.Join(file, "preprocessor_config.json")
-		}
 		var err error
-		if cfg, err = vision.LoadProcessorConfig(file); err != nil {
+		st, serr := os.Stat(*proc)
+		file := filepath.Join(*proc, "preprocessor_config.json")
+		_, ferr := os.Stat(file)
+		switch {
+		case serr == nil && st.IsDir() && engine.VisionModelKind(*proc) != "":
+			// A vision model's folder: the processor its runs use (its
+			// preprocessor_config.json, else the defaults at its tower's size).
+			cfg, err = engine.ModelImageProcessor(*proc)
+		case serr == nil && st.IsDir() && ferr == nil:
+			cfg, err = vision.LoadProcessorConfig(file) // a folder with the file alone
+		case serr == nil && st.IsDir():
+			cfg, err = engine.ModelImageProcessor(*proc) // says what the folder is not
+		default:
+			cfg, err = vision.LoadProcessorConfig(*proc)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -97,3 +97,23 @@ func TestImagesCommand(t *testing.T) {
 		t.Errorf("two arguments: exit %d, %q", code, errs)
 	}
 }
+
+// --processor MODEL_DIR uses the processor that model's runs use: its
+// preprocessor_config.json, else the defaults at its tower's size. The
+// tests' tiny vision models have no preprocessor_config.json, and whet
+// images refused them ("open …/preprocessor_config.json: no such file")
+// although whet train and whet chat read their images.
+func TestImagesProcessorOfAModelFolder(t *testing.T) {
+	for model, want := range map[string]string{
+		"testdata/tiny-gemma3-vision-shapes": "one 32×32 image: 72",
+		"testdata/tiny-mllama-shapes":        "2×2 tiles of 16: 72",
+	} {
+		code, out, errs := runCLI(t, "images", "--processor", model, "testdata/datasets/shapes/train.jsonl")
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("--processor %s: exit %d, stderr %q, want %q in:\n%s", model, code, errs, want, out)
+		}
+	}
+	if code, _, errs := runCLI(t, "images", "--processor", "testdata/tiny-llama", "testdata/datasets/shapes/train.jsonl"); code != 1 || !strings.Contains(errs, "is not a vision model") {
+		t.Errorf("--processor on a text model: exit %d, stderr %q", code, errs)
+	}
+}

@@ -293,6 +293,44 @@ func Gemma3ImageProcessor(dir string, v *Gemma3VisionConfig) (vision.Gemma3, err
 	return p, err
 }
 
+// ModelImageProcessor is the image processor a vision model folder's runs
+// use (LoadGemma3ImageProcessor, MllamaImageProcessor): its
+// preprocessor_config.json when there is one, else the released defaults
+// at its tower's size.
+func ModelImageProcessor(dir string) (*vision.ProcessorConfig, error) {
+	switch VisionModelKind(dir) {
+	case VisionGemma3:
+		mc, err := LoadModelConfig(dir)
+		if err != nil {
+			return nil, err
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+		if err != nil {
+			return nil, err
+		}
+		vc, err := ParseGemma3VisionConfig(data, mc.HiddenSize)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		p, err := LoadGemma3ImageProcessor(dir, vc)
+		if err != nil {
+			return nil, err
+		}
+		return &vision.ProcessorConfig{Type: "Gemma3ImageProcessor", Gemma3: &p}, nil
+	case VisionMllama:
+		mc, err := LoadMllamaConfig(dir)
+		if err != nil {
+			return nil, err
+		}
+		p, err := MllamaImageProcessor(dir, &mc.Vision)
+		if err != nil {
+			return nil, err
+		}
+		return &vision.ProcessorConfig{Type: "MllamaImageProcessor", Mllama: &p}, nil
+	}
+	return nil, fmt.Errorf("%s is not a vision model whet reads images for (Gemma 3 with a vision_config, or Llama 3.2 Vision)", dir)
+}
+
 // LoadGemma3ImageProcessor is the image processor of a Gemma 3 vision
 // model folder: its preprocessor_config.json when there is one, else the
 // released defaults at the tower's image size.
