@@ -487,6 +487,9 @@ func (d *dashboard) bottom(w, h int) string {
 			}
 			room -= len(body)
 		}
+	} else if d.cfg.Train.SampleEvery == 0 && d.cfg.Method != "" && d.cfg.Method != "grpo" { // "": run.yaml unread
+		// Nothing will come: the wait message would promise samples.
+		lines = append(lines, st.Muted.Render(trimTo("no samples: train.sample_every is 0 (sample prompts in the settings add them)", w)))
 	} else {
 		lines = append(lines, st.Muted.Render("samples appear here as the trainer generates them"))
 	}

@@ -584,3 +584,36 @@ func TestModelFilterTypedAsAPath(t *testing.T) {
 		t.Errorf("a filter that matched models is not a path:\n%s", s)
 	}
 }
+
+// A run that makes no samples (train.sample_every 0, not GRPO) says so
+// where the samples would be, instead of "samples appear here as the
+// trainer generates them"; one with sample prompts keeps that line until
+// the first sample comes.
+func TestDashboardSaysWhenNoSamplesCome(t *testing.T) {
+	for _, prompts := range []bool{false, true} {
+		eng := &fake.Engine{Script: scriptSteps(200)}
+		o := testOptions(eng)
+		o.Presets = zeroSamplePresets{}
+		d := newDriver(t, o, 80, 24)
+		d.keys("enter", "enter", "enter")
+		d.waitScreen("format messages")
+		d.keys("enter")
+		if prompts {
+			for i := 0; i < 8; i++ {
+				d.keys("down")
+			}
+			d.typeText("Say hi")
+		}
+		d.keys("enter")
+		d.waitScreen("Fits:")
+		d.keys("enter", "enter")
+		d.waitScreen("step 1/")
+		s := d.screen()
+		if got := strings.Contains(s, "no samples: train.sample_every is 0"); got == prompts {
+			t.Errorf("sample prompts %v: says no samples %v:\n%s", prompts, got, s)
+		}
+		if got := strings.Contains(s, "samples appear here"); got != prompts {
+			t.Errorf("sample prompts %v: promises samples %v:\n%s", prompts, got, s)
+		}
+	}
+}
