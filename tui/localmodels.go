@@ -21,12 +21,25 @@ type hfConfig struct {
 	Heads             int64  `json:"num_attention_heads"`
 	KVHeads           int64  `json:"num_key_value_heads"`
 	TieWordEmbeddings bool   `json:"tie_word_embeddings"`
+	// A vision model (Gemma 3, Llama 3.2 Vision) keeps its language model's
+	// sizes in text_config and its tower's in vision_config.
+	TextConfig   *hfConfig `json:"text_config"`
+	VisionConfig *hfConfig `json:"vision_config"`
 }
 
 // estimateParams counts a Llama-family decoder's parameters from its
 // config: attention (q and o full width, k and v at the KV width), the
 // SwiGLU MLP's three matrices, norms, and embeddings (twice if untied).
 func (c hfConfig) estimateParams() int64 {
+	if c.HiddenSize == 0 && c.TextConfig != nil {
+		// A vision model: its language model, plus the tower's layers
+		// (attention and a two-matrix MLP each) and the projector.
+		n := c.TextConfig.estimateParams()
+		if v := c.VisionConfig; n > 0 && v != nil && v.HiddenSize > 0 {
+			n += v.Layers*(4*v.HiddenSize*v.HiddenSize+2*v.HiddenSize*v.Intermediate) + v.HiddenSize*c.TextConfig.HiddenSize
+		}
+		return n
+	}
 	if c.HiddenSize == 0 || c.Layers == 0 {
 		return 0
 	}

@@ -75,3 +75,31 @@ func TestSampleTextIsSanitised(t *testing.T) {
 		t.Errorf("the sample should be shown with its controls replaced:\n%s", v)
 	}
 }
+
+// A vision model's config.json keeps its sizes in text_config and
+// vision_config: the list estimates them too (it showed "?"): the
+// language model as a text one, plus the tower's layers and projector.
+func TestFindLocalVisionModels(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, config string) {
+		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "config.json"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := `"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 176, "vocab_size": 512, "num_attention_heads": 4, "num_key_value_heads": 2`
+	write("text", `{"model_type": "llama", `+text+`}`)
+	write("vision", `{"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", `+text+`},
+		"vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}}`)
+	got, err := tui.FindLocalModels(dir)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("FindLocalModels = %+v, %v", got, err)
+	}
+	lm, vm := got[0].Params, got[1].Params
+	// the tower: 1 × (4·32² + 2·32·64); the projector 32·64
+	if lm == 0 || vm != lm+4*32*32+2*32*64+32*64 {
+		t.Errorf("text model %d, vision model %d: want the vision model to be the text one plus %d", lm, vm, 4*32*32+2*32*64+32*64)
+	}
+}
