@@ -500,6 +500,10 @@ func printPlan(w io.Writer, m fitModel, plan *memplan.MemPlan, target fitTarget)
 		fmt.Fprintf(w, "floor     a micro-batch of %d tokens takes at least %s at the %s's %.0f TFLOP/s dense bf16 (at most %s tokens/s; real runs reach a fraction of the rate)\n\n",
 			plan.Tokens, f.Round(time.Millisecond), target.name, target.tflops, units.Count(int64(float64(plan.Tokens)/f.Seconds())))
 	}
+	if c := m.config; c != nil && c.MaxPositions > 0 && plan.Options.SeqLen > c.MaxPositions {
+		fmt.Fprintf(w, "note      --seq %d is longer than the model's max_position_embeddings (%d): examples that long train on positions it was never trained for\n\n",
+			plan.Options.SeqLen, c.MaxPositions)
+	}
 }
 
 // stepFloor is the least time one micro-batch can take on a profile's

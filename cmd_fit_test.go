@@ -517,3 +517,18 @@ func TestFitMaxSeqOffload(t *testing.T) {
 		t.Errorf("--offload sometimes: exit %d, %q", code, errs)
 	}
 }
+
+// A --seq past the model's max_position_embeddings is noted (the tiny
+// Llama has 512 positions; --seq 4096 "fit" without a word); within them
+// nothing is said.
+func TestFitNotesSeqPastPositions(t *testing.T) {
+	for seq, want := range map[string]bool{"4096": true, "512": false} {
+		code, out, errs := runFitCLI(t, "--model", "testdata/tiny-llama", "--seq", seq, "--gpu", "RTX 4090")
+		if code != 0 {
+			t.Fatalf("--seq %s: exit %d: %s", seq, code, errs)
+		}
+		if got := strings.Contains(out, "is longer than the model's max_position_embeddings (512)"); got != want {
+			t.Errorf("--seq %s: noted %v, want %v:\n%s", seq, got, want, out)
+		}
+	}
+}
