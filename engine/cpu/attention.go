@@ -28,8 +28,9 @@ import (
 type attnGeometry struct {
 	T, H, KVH, D, group, window int
 	scale, softCap              float64
-	seqStart, seqEnd            []int // per token: bounds of its sequence
-	maxLen                      int   // longest sequence
+	seqStart, seqEnd            []int   // per token: bounds of its sequence
+	maxLen                      int     // longest sequence
+	groups                      []int32 // per token (AttentionGroups); nil: causal attention
 }
 
 // score is the attention score of q·k = dot: scaled, and capped when a
@@ -60,6 +61,38 @@ func (g *attnGeometry) endQuery(j int) int {
 		hi = j + g.window
 	}
 	return hi
+}
+
+// keys is the range [lo, hi) of the key tokens query i may see: causal
+// attention's window of them, or with groups its whole sequence (sees
+// says which).
+func (g *attnGeometry) keys(i int) (lo, hi int) {
+	if g.groups == nil {
+		return g.firstKey(i), i + 1
+	}
+	return g.seqStart[i], g.seqEnd[i]
+}
+
+// queries is the range [lo, hi) of the query tokens that may see key j.
+func (g *attnGeometry) queries(j int) (lo, hi int) {
+	if g.groups == nil {
+		return j, g.endQuery(j)
+	}
+	return g.seqStart[j], g.seqEnd[j]
+}
+
+// sees reports whether query i attends to key j within those ranges:
+// always for causal attention; with groups, causal or in i's group, and
+// within the window when one is set (engine.GroupAttention).
+func (g *attnGeometry) sees(i, j int) bool {
+	if g.groups == nil {
+		return true
+	}
+	if g.window > 0 && j <= i-g.window {
+		return false
+	}
+	gi := g.groups[i]
+	return j <= i || (gi >= 0 && gi == g.groups[j])
 }
 
 // attnGeometry checks q, k, v against p and seqs (engine/opcheck's rules,
@@ -108,6 +141,12 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 		[]string{"q", "k", "v"}, []*Tensor{qt, kt, vt}) {
 		return c.Err
 	}
+	attentionForward(g, ot, lt, qt, kt, vt)
+	return nil
+}
+
+// attentionForward computes out and lse (checked) over the pairs g admits.
+func attentionForward(g *attnGeometry, ot, lt, qt, kt, vt *Tensor) {
 	od, ld, qd, kd, vd := ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	parallelFor(H*T, 8, func(lo, hi int) {
@@ -117,21 +156,29 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 			h, i := r/T, r%T
 			kvh := h / g.group
 			qi := qd[(i*H+h)*D : (i*H+h+1)*D]
-			j0 := g.firstKey(i)
+			j0, j1 := g.keys(i)
 			m := math.Inf(-1)
-			for j := j0; j <= i; j++ {
+			for j := j0; j < j1; j++ {
+				if !g.sees(i, j) {
+					continue
+				}
 				s, _ := g.score(dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D]))
 				prob[j-j0] = s
 				m = max(m, s)
 			}
 			var sum float64
-			for j := j0; j <= i; j++ {
-				e := math.Exp(prob[j-j0] - m)
-				prob[j-j0] = e
-				sum += e
+			for j := j0; j < j1; j++ {
+				if g.sees(i, j) {
+					e := math.Exp(prob[j-j0] - m)
+					prob[j-j0] = e
+					sum += e
+				}
 			}
 			clear(acc)
-			for j := j0; j <= i; j++ {
+			for j := j0; j < j1; j++ {
+				if !g.sees(i, j) {
+					continue
+				}
 				w := prob[j-j0] / sum
 				for d, x := range vd[(j*KVH+kvh)*D : (j*KVH+kvh+1)*D] {
 					acc[d] += w * float64(x)
@@ -145,7 +192,6 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 		}
 	})
 	ot.settle()
-	return nil
 }
 
 // AttentionBackward overwrites dq, dk and dv. With P = exp(score - lse),
@@ -173,13 +219,20 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	if c.Err != nil {
 		return c.Err
 	}
-	T, H, KVH, D := g.T, g.H, g.KVH, g.D
-	c.AttentionGrads(T, H, KVH, D, dqt, dkt, dvt, dot, ot, lt)
+	c.AttentionGrads(g.T, g.H, g.KVH, g.D, dqt, dkt, dvt, dot, ot, lt)
 	if !opcheck.Disjoint(&c.Checker, overlaps,
 		[]string{"dq", "dk", "dv"}, []*Tensor{dqt, dkt, dvt},
 		[]string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}) {
 		return c.Err
 	}
+	attentionBackward(g, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt)
+	return nil
+}
+
+// attentionBackward computes dq, dk and dv (checked) over the pairs g
+// admits.
+func attentionBackward(g *attnGeometry, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt *Tensor) {
+	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()
 	dod, qd, kd, vd, od, ld := dot.floats(), qt.floats(), kt.floats(), vt.floats(), ot.floats(), lt.floats()
 	row := func(x []float32, t, heads, h int) []float32 { return x[(t*heads+h)*D : (t*heads+h+1)*D] }
@@ -200,7 +253,11 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 			qi, doi := row(qd, i, H, h), row(dod, i, H, h)
 			lse := float64(ld[h*T+i])
 			clear(acc)
-			for j := g.firstKey(i); j <= i; j++ {
+			j0, j1 := g.keys(i)
+			for j := j0; j < j1; j++ {
+				if !g.sees(i, j) {
+					continue
+				}
 				kj := row(kd, j, KVH, kvh)
 				sc, dsc := g.score(dot64(qi, kj))
 				pr := math.Exp(sc - lse)
@@ -224,8 +281,12 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 			kj, vj := row(kd, j, KVH, kvh), row(vd, j, KVH, kvh)
 			clear(accK)
 			clear(accV)
+			i0, i1 := g.queries(j)
 			for h := kvh * g.group; h < (kvh+1)*g.group; h++ {
-				for i := j; i < g.endQuery(j); i++ {
+				for i := i0; i < i1; i++ {
+					if !g.sees(i, j) {
+						continue
+					}
 					qi, doi := row(qd, i, H, h), row(dod, i, H, h)
 					sc, dsc := g.score(dot64(qi, kj))
 					pr := math.Exp(sc - float64(ld[h*T+i]))
@@ -246,7 +307,6 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	dqt.settle()
 	dkt.settle()
 	dvt.settle()
-	return nil
 }
 
 // dot64 is the dot product of two equal-length rows in float64.

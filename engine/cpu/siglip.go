@@ -156,24 +156,9 @@ func (b *Backend) GELUTanhBackward(dx, dOut, x engine.Tensor) error {
 	return activationBackward("GELUTanhBackward", dx, dOut, x, geluTanh)
 }
 
-// groupGeometry is attnGeometry plus each token's group.
-type groupGeometry struct {
-	*attnGeometry
-	groups []int32
-}
-
-// sees reports whether query i attends to key j of its sequence: causal
-// or in i's group, and within the window when one is set
-// (engine.GroupAttention).
-func (g *groupGeometry) sees(i, j int) bool {
-	if g.window > 0 && j <= i-g.window {
-		return false
-	}
-	gi := g.groups[i]
-	return j <= i || (gi >= 0 && gi == g.groups[j])
-}
-
-func (c *checker) groupGeometry(q, k, v engine.Tensor, groups engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) *groupGeometry {
+// groupGeometry is attnGeometry with each token's group
+// (attnGeometry.sees).
+func (c *checker) groupGeometry(q, k, v engine.Tensor, groups engine.Tensor, seqs engine.SeqLayout, p engine.AttnParams) *attnGeometry {
 	qt := c.float("q", q)
 	kt := c.float("k", k)
 	vt := c.float("v", v)
@@ -186,7 +171,8 @@ func (c *checker) groupGeometry(q, k, v engine.Tensor, groups engine.Tensor, seq
 	if c.Err != nil {
 		return nil
 	}
-	return &groupGeometry{g, gt.ints()}
+	g.groups = gt.ints()
+	return g
 }
 
 // AttentionGroups writes out and lse (engine.GroupAttention).
@@ -198,59 +184,15 @@ func (b *Backend) AttentionGroups(out, lse, q, k, v, groups engine.Tensor, seqs 
 	if c.Err != nil {
 		return c.Err
 	}
-	T, H, KVH, D := g.T, g.H, g.KVH, g.D
-	c.Matrix("out", ot, T, H*D)
-	c.Length("lse", lt, H*T)
+	c.Matrix("out", ot, g.T, g.H*g.D)
+	c.Length("lse", lt, g.H*g.T)
 	qt, kt, vt := q.(*Tensor), k.(*Tensor), v.(*Tensor)
 	if !opcheck.Disjoint(&c.Checker, overlaps,
 		[]string{"out", "lse"}, []*Tensor{ot, lt},
 		[]string{"q", "k", "v"}, []*Tensor{qt, kt, vt}) {
 		return c.Err
 	}
-	od, ld, qd, kd, vd := ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
-	parallelFor(H*T, 8, func(lo, hi int) {
-		prob := make([]float64, g.maxLen)
-		acc := make([]float64, D)
-		for r := lo; r < hi; r++ {
-			h, i := r/T, r%T
-			kvh := h / g.group
-			qi := qd[(i*H+h)*D : (i*H+h+1)*D]
-			j0, j1 := g.seqStart[i], g.seqEnd[i]
-			m := math.Inf(-1)
-			for j := j0; j < j1; j++ {
-				if !g.sees(i, j) {
-					continue
-				}
-				s, _ := g.score(dot64(qi, kd[(j*KVH+kvh)*D:(j*KVH+kvh+1)*D]))
-				prob[j-j0] = s
-				m = max(m, s)
-			}
-			var sum float64
-			for j := j0; j < j1; j++ {
-				if g.sees(i, j) {
-					e := math.Exp(prob[j-j0] - m)
-					prob[j-j0] = e
-					sum += e
-				}
-			}
-			clear(acc)
-			for j := j0; j < j1; j++ {
-				if !g.sees(i, j) {
-					continue
-				}
-				w := prob[j-j0] / sum
-				for d, x := range vd[(j*KVH+kvh)*D : (j*KVH+kvh+1)*D] {
-					acc[d] += w * float64(x)
-				}
-			}
-			oi := od[(i*H+h)*D : (i*H+h+1)*D]
-			for d := range oi {
-				oi[d] = float32(acc[d])
-			}
-			ld[h*T+i] = float32(m + math.Log(sum))
-		}
-	})
-	ot.settle()
+	attentionForward(g, ot, lt, qt, kt, vt)
 	return nil
 }
 
@@ -268,83 +210,13 @@ func (b *Backend) AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, out, lse, g
 	if c.Err != nil {
 		return c.Err
 	}
-	T, H, KVH, D := g.T, g.H, g.KVH, g.D
-	c.AttentionGrads(T, H, KVH, D, dqt, dkt, dvt, dot, ot, lt)
+	c.AttentionGrads(g.T, g.H, g.KVH, g.D, dqt, dkt, dvt, dot, ot, lt)
 	qt, kt, vt := q.(*Tensor), k.(*Tensor), v.(*Tensor)
 	if !opcheck.Disjoint(&c.Checker, overlaps,
 		[]string{"dq", "dk", "dv"}, []*Tensor{dqt, dkt, dvt},
 		[]string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}) {
 		return c.Err
 	}
-	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()
-	dod, qd, kd, vd, od, ld := dot.floats(), qt.floats(), kt.floats(), vt.floats(), ot.floats(), lt.floats()
-	row := func(x []float32, t, heads, h int) []float32 { return x[(t*heads+h)*D : (t*heads+h+1)*D] }
-
-	delta := make([]float64, H*T)
-	parallelFor(H*T, 64, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			h, i := r/T, r%T
-			delta[r] = dot64(row(dod, i, H, h), row(od, i, H, h))
-		}
-	})
-	parallelFor(H*T, 8, func(lo, hi int) {
-		acc := make([]float64, D)
-		for r := lo; r < hi; r++ {
-			h, i := r/T, r%T
-			kvh := h / g.group
-			qi, doi := row(qd, i, H, h), row(dod, i, H, h)
-			lse := float64(ld[h*T+i])
-			clear(acc)
-			for j := g.seqStart[i]; j < g.seqEnd[i]; j++ {
-				if !g.sees(i, j) {
-					continue
-				}
-				kj := row(kd, j, KVH, kvh)
-				sc, dsc := g.score(dot64(qi, kj))
-				pr := math.Exp(sc - lse)
-				ds := pr * (dot64(doi, row(vd, j, KVH, kvh)) - delta[r]) * dsc
-				for d, x := range kj {
-					acc[d] += ds * float64(x)
-				}
-			}
-			dqi := row(dqd, i, H, h)
-			for d := range dqi {
-				dqi[d] = float32(g.scale * acc[d])
-			}
-		}
-	})
-	parallelFor(KVH*T, 8, func(lo, hi int) {
-		accK := make([]float64, D)
-		accV := make([]float64, D)
-		for r := lo; r < hi; r++ {
-			kvh, j := r/T, r%T
-			kj, vj := row(kd, j, KVH, kvh), row(vd, j, KVH, kvh)
-			clear(accK)
-			clear(accV)
-			for h := kvh * g.group; h < (kvh+1)*g.group; h++ {
-				for i := g.seqStart[j]; i < g.seqEnd[j]; i++ {
-					if !g.sees(i, j) {
-						continue
-					}
-					qi, doi := row(qd, i, H, h), row(dod, i, H, h)
-					sc, dsc := g.score(dot64(qi, kj))
-					pr := math.Exp(sc - float64(ld[h*T+i]))
-					ds := pr * (dot64(doi, vj) - delta[h*T+i]) * dsc
-					for d := range accK {
-						accV[d] += pr * float64(doi[d])
-						accK[d] += ds * float64(qi[d])
-					}
-				}
-			}
-			dkj, dvj := row(dkd, j, KVH, kvh), row(dvd, j, KVH, kvh)
-			for d := range dkj {
-				dkj[d] = float32(g.scale * accK[d])
-				dvj[d] = float32(accV[d])
-			}
-		}
-	})
-	dqt.settle()
-	dkt.settle()
-	dvt.settle()
+	attentionBackward(g, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt)
 	return nil
 }
