@@ -2,10 +2,14 @@ package tui_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/charmbracelet/x/ansi"
 
 	"whet/engine"
 	"whet/engine/worker"
@@ -103,5 +107,37 @@ func TestAttachedViewerKeys(t *testing.T) {
 	}
 	if ctl.got() != "pause,checkpoint" {
 		t.Errorf("worker got %q; quitting the viewer must not stop the run", ctl.got())
+	}
+}
+
+// A run opened from the runs page or with whet attach carries absolute
+// paths (its run.yaml records them): inside the working folder the
+// summary shows them relative to it, so that "resume it: whet train -c
+// runs/NAME/run.yaml" fits 80 columns instead of ending in "…".
+func TestSummaryPathsRelativeToTheWorkingFolder(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := goldenRun()
+	cfg.Name = "run-20261207-133040"
+	cfg.RunsDir = filepath.Join(wd, "runs")
+	evs := goldenEvents(true)
+	for i, ev := range evs {
+		switch e := ev.(type) {
+		case engine.DoneEvent:
+			e.FinalDir = filepath.Join(cfg.RunsDir, cfg.Name)
+			evs[i] = e
+		case engine.CheckpointEvent:
+			e.Path = filepath.Join(cfg.RunsDir, cfg.Name, "checkpoints", fmt.Sprintf("step-%08d", e.Step))
+			evs[i] = e
+		}
+	}
+	s := ansi.Strip(tui.RenderDashboard(cfg, 80, 24, evs, nil, nil))
+	for _, want := range []string{"resume it: whet train -c runs/run-20261207-133040/run.yaml\n",
+		"output      runs/run-20261207-133040\n", "checkpoint  runs/run-20261207-133040/checkpoints/step-"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("summary lacks %q:\n%s", want, s)
+		}
 	}
 }

@@ -90,19 +90,22 @@ func (s *summary) view(w, h int) string {
 		lines = append(lines, st.Bad.Render(wrap("error: "+printable(s.done.Err.Error()), w)))
 	}
 	if s.done.FinalDir != "" {
-		lines = append(lines, st.Label.Render("output      ")+s.done.FinalDir)
+		lines = append(lines, st.Label.Render("output      ")+displayPath(s.done.FinalDir))
 	}
 	if s.lastCkpt != nil {
-		lines = append(lines, st.Label.Render("checkpoint  ")+fmt.Sprintf("%s (step %d)", s.lastCkpt.Path, s.lastCkpt.Step))
+		lines = append(lines, st.Label.Render("checkpoint  ")+fmt.Sprintf("%s (step %d)", displayPath(s.lastCkpt.Path), s.lastCkpt.Step))
 	}
-	yaml := runDir(s.cfg).Config()
+	// Paths inside the working folder are shown relative to it, so that
+	// the commands fit the line (a run opened from the runs page or whet
+	// attach has absolute ones, which 80 columns cut).
+	yaml := displayPath(runDir(s.cfg).Config())
 	again := "run it again headless: whet train -c " + yaml
 	if s.done.Stopped || s.done.Err != nil {
 		again = "resume it: whet train -c " + yaml
 	}
 	lines = append(lines, st.Muted.Render(again))
 	if s.done.Err == nil && !s.chat {
-		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+runDir(s.cfg).Path()+" --compare"))
+		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+displayPath(runDir(s.cfg).Path())+" --compare"))
 	}
 	lines = append(lines, "")
 	chartH := h - len(lines) - 2
