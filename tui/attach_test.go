@@ -141,3 +141,18 @@ func TestSummaryPathsRelativeToTheWorkingFolder(t *testing.T) {
 		}
 	}
 }
+
+// The dashboard's checkpoint line shows its path relative to the working
+// folder too (a worker reports it absolute).
+func TestDashboardCheckpointPathRelative(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(wd, "runs", "persona-lora", "checkpoints", "step-00000030")
+	evs := []engine.Event{engine.StepEvent{Step: 30, TotalSteps: 200, Loss: 2}, engine.CheckpointEvent{Step: 30, Path: path}}
+	s := ansi.Strip(tui.RenderDashboard(goldenRun(), 80, 24, evs, nil, nil))
+	if !strings.Contains(s, "step 30 → runs/persona-lora/checkpoints/step-00000030") {
+		t.Errorf("checkpoint line:\n%s", s)
+	}
+}
