@@ -11,6 +11,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/atomicfile"
+	"whet/engine/safetensors"
 )
 
 // The files an export writes, by format. ownFile recognises them (and the
@@ -47,25 +48,7 @@ func ownFile(name string) bool {
 			return true
 		}
 	}
-	return isShardName(name, mergedBaseName)
-}
-
-// isShardName matches base-NNNNN-of-NNNNN.safetensors, transformers' (and
-// safetensors.WriteSharded's) shard names.
-func isShardName(name, base string) bool {
-	rest, ok := strings.CutPrefix(name, base+"-")
-	if !ok {
-		return false
-	}
-	rest, ok = strings.CutSuffix(rest, ".safetensors")
-	if !ok {
-		return false
-	}
-	i, n, ok := strings.Cut(rest, "-of-")
-	digits := func(s string) bool {
-		return len(s) == 5 && strings.Trim(s, "0123456789") == ""
-	}
-	return ok && digits(i) && digits(n)
+	return safetensors.IsShardName(name, mergedBaseName)
 }
 
 // resolvePath makes p absolute and resolves the symbolic links of its

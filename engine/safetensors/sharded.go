@@ -102,7 +102,7 @@ func removeStale(dir, baseName string, keep map[string]bool) error {
 		if keep[name] || e.IsDir() {
 			continue
 		}
-		ours := name == baseName+".safetensors" || name == baseName+".safetensors.index.json" || isShardName(name, baseName)
+		ours := name == baseName+".safetensors" || name == baseName+".safetensors.index.json" || IsShardName(name, baseName)
 		if !ours {
 			continue
 		}
@@ -113,8 +113,9 @@ func removeStale(dir, baseName string, keep map[string]bool) error {
 	return nil
 }
 
-// isShardName matches baseName-NNNNN-of-NNNNN.safetensors.
-func isShardName(name, baseName string) bool {
+// IsShardName matches baseName-NNNNN-of-NNNNN.safetensors, transformers'
+// (and WriteSharded's) shard names.
+func IsShardName(name, baseName string) bool {
 	rest, ok := strings.CutPrefix(name, baseName+"-")
 	if !ok {
 		return false
