@@ -86,23 +86,33 @@ func VisionModelKind(dir string) string {
 	return ""
 }
 
+// gemma3VisionConfigIn is the vision tower's config of the Gemma 3 folder
+// dir (its config.json's vision_config).
+func gemma3VisionConfigIn(dir string) (*Gemma3VisionConfig, error) {
+	mc, err := LoadModelConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	vc, err := ParseGemma3VisionConfig(data, mc.HiddenSize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return vc, nil
+}
+
 // visionDataOptions are the data options of a vision run on the model in
 // dir (what the chat template writes for an image, and the image tokens'
 // count and names).
 func visionDataOptions(dir, kind string) (*datasets.VisionOptions, error) {
 	switch kind {
 	case VisionGemma3:
-		mc, err := LoadModelConfig(dir)
+		vc, err := gemma3VisionConfigIn(dir)
 		if err != nil {
 			return nil, err
-		}
-		data, err := os.ReadFile(filepath.Join(dir, "config.json"))
-		if err != nil {
-			return nil, err
-		}
-		vc, err := ParseGemma3VisionConfig(data, mc.HiddenSize)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 		tokens := vision.DefaultGemma3Tokens()
 		tokens.SeqLen = vc.TokensPerImage
@@ -300,17 +310,9 @@ func Gemma3ImageProcessor(dir string, v *Gemma3VisionConfig) (vision.Gemma3, err
 func ModelImageProcessor(dir string) (*vision.ProcessorConfig, error) {
 	switch VisionModelKind(dir) {
 	case VisionGemma3:
-		mc, err := LoadModelConfig(dir)
+		vc, err := gemma3VisionConfigIn(dir)
 		if err != nil {
 			return nil, err
-		}
-		data, err := os.ReadFile(filepath.Join(dir, "config.json"))
-		if err != nil {
-			return nil, err
-		}
-		vc, err := ParseGemma3VisionConfig(data, mc.HiddenSize)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 		p, err := LoadGemma3ImageProcessor(dir, vc)
 		if err != nil {
