@@ -134,6 +134,12 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 	if c.Err != nil {
 		return c.Err
 	}
+	return c.attentionForward(g, ot, lt, qt, kt, vt)
+}
+
+// attentionForward checks out and lse against g (and apart from q, k and
+// v) and computes them over the pairs g admits.
+func (c *checker) attentionForward(g *attnGeometry, ot, lt, qt, kt, vt *Tensor) error {
 	c.Matrix("out", ot, g.T, g.H*g.D)
 	c.Length("lse", lt, g.H*g.T)
 	if !opcheck.Disjoint(&c.Checker, overlaps,
@@ -141,12 +147,6 @@ func (b *Backend) Attention(out, lse, q, k, v engine.Tensor, seqs engine.SeqLayo
 		[]string{"q", "k", "v"}, []*Tensor{qt, kt, vt}) {
 		return c.Err
 	}
-	attentionForward(g, ot, lt, qt, kt, vt)
-	return nil
-}
-
-// attentionForward computes out and lse (checked) over the pairs g admits.
-func attentionForward(g *attnGeometry, ot, lt, qt, kt, vt *Tensor) {
 	od, ld, qd, kd, vd := ot.floats(), lt.floats(), qt.floats(), kt.floats(), vt.floats()
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	parallelFor(H*T, 8, func(lo, hi int) {
@@ -192,6 +192,7 @@ func attentionForward(g *attnGeometry, ot, lt, qt, kt, vt *Tensor) {
 		}
 	})
 	ot.settle()
+	return nil
 }
 
 // AttentionBackward overwrites dq, dk and dv. With P = exp(score - lse),
@@ -219,19 +220,18 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	if c.Err != nil {
 		return c.Err
 	}
+	return c.attentionBackward(g, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt)
+}
+
+// attentionBackward checks the gradients against g (and apart from the
+// inputs) and computes dq, dk and dv over the pairs g admits.
+func (c *checker) attentionBackward(g *attnGeometry, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt *Tensor) error {
 	c.AttentionGrads(g.T, g.H, g.KVH, g.D, dqt, dkt, dvt, dot, ot, lt)
 	if !opcheck.Disjoint(&c.Checker, overlaps,
 		[]string{"dq", "dk", "dv"}, []*Tensor{dqt, dkt, dvt},
 		[]string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}) {
 		return c.Err
 	}
-	attentionBackward(g, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt)
-	return nil
-}
-
-// attentionBackward computes dq, dk and dv (checked) over the pairs g
-// admits.
-func attentionBackward(g *attnGeometry, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt *Tensor) {
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	dqd, dkd, dvd := dqt.floats(), dkt.floats(), dvt.floats()
 	dod, qd, kd, vd, od, ld := dot.floats(), qt.floats(), kt.floats(), vt.floats(), ot.floats(), lt.floats()
@@ -307,6 +307,7 @@ func attentionBackward(g *attnGeometry, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt *
 	dqt.settle()
 	dkt.settle()
 	dvt.settle()
+	return nil
 }
 
 // dot64 is the dot product of two equal-length rows in float64.

@@ -184,16 +184,7 @@ func (b *Backend) AttentionGroups(out, lse, q, k, v, groups engine.Tensor, seqs 
 	if c.Err != nil {
 		return c.Err
 	}
-	c.Matrix("out", ot, g.T, g.H*g.D)
-	c.Length("lse", lt, g.H*g.T)
-	qt, kt, vt := q.(*Tensor), k.(*Tensor), v.(*Tensor)
-	if !opcheck.Disjoint(&c.Checker, overlaps,
-		[]string{"out", "lse"}, []*Tensor{ot, lt},
-		[]string{"q", "k", "v"}, []*Tensor{qt, kt, vt}) {
-		return c.Err
-	}
-	attentionForward(g, ot, lt, qt, kt, vt)
-	return nil
+	return c.attentionForward(g, ot, lt, q.(*Tensor), k.(*Tensor), v.(*Tensor))
 }
 
 // AttentionGroupsBackward overwrites dq, dk and dv: Attention's backward
@@ -210,13 +201,5 @@ func (b *Backend) AttentionGroupsBackward(dq, dk, dv, dOut, q, k, v, out, lse, g
 	if c.Err != nil {
 		return c.Err
 	}
-	c.AttentionGrads(g.T, g.H, g.KVH, g.D, dqt, dkt, dvt, dot, ot, lt)
-	qt, kt, vt := q.(*Tensor), k.(*Tensor), v.(*Tensor)
-	if !opcheck.Disjoint(&c.Checker, overlaps,
-		[]string{"dq", "dk", "dv"}, []*Tensor{dqt, dkt, dvt},
-		[]string{"dOut", "q", "k", "v", "out", "lse"}, []*Tensor{dot, qt, kt, vt, ot, lt}) {
-		return c.Err
-	}
-	attentionBackward(g, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt)
-	return nil
+	return c.attentionBackward(g, dqt, dkt, dvt, dot, q.(*Tensor), k.(*Tensor), v.(*Tensor), ot, lt)
 }
