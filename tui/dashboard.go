@@ -445,8 +445,10 @@ func trimTo(s string, w int) string {
 	if lipgloss.Width(s) <= w {
 		return s
 	}
-	r := []rune(s)
-	return string(r[:max(w-1, 0)]) + "…"
+	// By cells, stepping over escape sequences: cutting a styled string
+	// by runes counted its colour codes as text (the export page's
+	// "whet export · NAME · lora on /…" at 80 columns).
+	return ansi.Truncate(s, max(w, 1), "…")
 }
 
 // chart draws the loss plot in a box of w×h cells.
