@@ -34,7 +34,13 @@ type biasAttn struct {
 	bias            []float32 // nil: none
 }
 
-func (c *checker) biasAttnGeometry(q, k, v, bias *Tensor, hasBias bool, p engine.AttnParams) *biasAttn {
+// biasAttnGeometry checks q, k, v and the bias (none when nil) against p.
+func (c *checker) biasAttnGeometry(q, k, v *Tensor, biasT engine.Tensor, p engine.AttnParams) *biasAttn {
+	var bias *Tensor
+	if !isNil(biasT) {
+		bias = c.f32("bias", biasT)
+	}
+	hasBias := bias != nil
 	if c.Err != nil {
 		return nil
 	}
@@ -92,11 +98,7 @@ func (b *Backend) BiasAttention(out, lse, q, k, v, bias engine.Tensor, p engine.
 	o := c.float("out", out)
 	lt := c.f32("lse", lse)
 	qt, kt, vt := c.float("q", q), c.float("k", k), c.float("v", v)
-	var bt *Tensor
-	if !isNil(bias) {
-		bt = c.f32("bias", bias)
-	}
-	g := c.biasAttnGeometry(qt, kt, vt, bt, bt != nil, p)
+	g := c.biasAttnGeometry(qt, kt, vt, bias, p)
 	if c.Err != nil {
 		return c.Err
 	}
@@ -151,11 +153,7 @@ func (b *Backend) BiasAttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, bia
 	do, ot := c.float("dOut", dOut), c.float("out", out)
 	lt := c.f32("lse", lse)
 	qt, kt, vt := c.float("q", q), c.float("k", k), c.float("v", v)
-	var bt *Tensor
-	if !isNil(bias) {
-		bt = c.f32("bias", bias)
-	}
-	g := c.biasAttnGeometry(qt, kt, vt, bt, bt != nil, p)
+	g := c.biasAttnGeometry(qt, kt, vt, bias, p)
 	if c.Err != nil {
 		return c.Err
 	}
