@@ -26,8 +26,8 @@ import (
 // It is written into step-NNNNNNNN.tmp, each file atomically (temp file,
 // fsync, rename), then the folder is renamed into place and its parent
 // fsynced. A crash at any point leaves either the old set of checkpoints or
-// the old set plus the new one; a stale .tmp folder is ignored and removed
-// by the next write. A checkpoint of a step that already has one replaces
+// the old set plus the new one; a stale .tmp folder (of any step) is
+// ignored and removed by the next checkpoint written. A checkpoint of a step that already has one replaces
 // it by renames only: the old folder moves to step-NNNNNNNN.old, the new
 // one into place, and only then is the old one deleted; a crash between
 // the renames leaves the .old folder, which counts as that step's
@@ -176,6 +176,18 @@ func saveCheckpoint(dir string, m *Model, st TrainerState, keep int, values func
 	syncDir(dir)
 	if err := os.RemoveAll(old); err != nil {
 		return "", fmt.Errorf("checkpoint: remove the replaced %s: %w", old, err)
+	}
+	// The .tmp folders of other steps are stale too (a write cut short,
+	// then a resume from an older checkpoint that never reaches that step
+	// again): only the process holding the run's lock writes here.
+	stale, err := filepath.Glob(filepath.Join(dir, "step-*.tmp"))
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	for _, s := range stale {
+		if err := os.RemoveAll(s); err != nil {
+			return "", fmt.Errorf("checkpoint: remove stale %s: %w", s, err)
+		}
 	}
 	if keep > 0 {
 		all, err := ListCheckpoints(dir)

@@ -135,6 +135,25 @@ func TestCheckpointInterruptedWriteKeepsPrevious(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "checkpoints", "step-00000002.tmp")); !os.IsNotExist(err) {
 		t.Fatalf("stale temp folder left behind: %v", err)
 	}
+	// It also clears the stale folder of a step the run will not write again
+	// (whet train killed mid-write at step 835, resumed from step 800:
+	// step-00000835.tmp stayed for good).
+	other := filepath.Join(dir, "checkpoints", "step-00000835.tmp")
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(other, "trainable.safetensors"), []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.TrainStep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		t.Fatalf("stale temp folder of another step left behind: %v", err)
+	}
 }
 
 func TestKeepLastCheckpoints(t *testing.T) {
