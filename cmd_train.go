@@ -38,6 +38,7 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	nodeRank := fs.Int("node-rank", 0, "this machine's place in a multi-node run, 0 to nnodes-1 (node 0 writes the run folder)")
 	masterAddr := fs.String("master-addr", "", "HOST:PORT where node 0 listens for the other nodes of a multi-node run")
 	deterministic := fs.Bool("deterministic", false, "keep the GPU's attention backward on kernels whose results do not vary from run to run, at some speed (sets train.deterministic)")
+	hideFlags(fs, "worker")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -168,3 +168,30 @@ func TestServeAndStudioShareModelsDir(t *testing.T) {
 		}
 	}
 }
+
+// Flags whet passes to itself (train's --worker, which --detach uses) stay
+// out of the help and out of the usage a flag error prints, and are still
+// accepted.
+func TestHelpHidesInternalFlags(t *testing.T) {
+	for _, args := range [][]string{{"train", "--help"}, {"help", "train"}} {
+		code, out, _ := runCLI(t, args...)
+		if code != 0 || !strings.Contains(out, "\n  -detach") || !strings.Contains(out, "\n  -c string") {
+			t.Fatalf("whet %s: exit %d, want the flags listed:\n%s", strings.Join(args, " "), code, out)
+		}
+		if strings.Contains(out, "-worker") {
+			t.Errorf("whet %s lists the internal --worker flag:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	code, _, errs := runCLI(t, "train", "--no-such-flag")
+	if code != 2 || !strings.Contains(errs, "-no-such-flag") || !strings.Contains(errs, "\n  -detach") {
+		t.Fatalf("whet train --no-such-flag: exit %d, want the error and the flags:\n%s", code, errs)
+	}
+	if strings.Contains(errs, "-worker") {
+		t.Errorf("the usage after a flag error lists --worker:\n%s", errs)
+	}
+	// Still a flag: the error is about the missing run file, not the flag.
+	code, _, errs = runCLI(t, "train", "--worker")
+	if code != 1 || !strings.Contains(errs, "-c run.yaml is required") {
+		t.Errorf("whet train --worker: exit %d, stderr %q; want it accepted (then -c missing)", code, errs)
+	}
+}
