@@ -147,7 +147,7 @@ func errorJSON(err error) map[string]any {
 	}{
 		{hub.ErrGated, "gated"}, {hub.ErrBadToken, "bad-token"}, {hub.ErrRepoNotFound, "repo-not-found"},
 		{hub.ErrRevisionNotFound, "revision-not-found"}, {hub.ErrNetwork, "network"}, {hub.ErrNotCached, "not-cached"},
-		{hub.ErrNoSpace, "no-space"}, {hub.ErrChecksum, "checksum"}, {hub.ErrUnsafeName, "unsafe-name"},
+		{hub.ErrNoSpace, "no-space"}, {hub.ErrCacheNotWritable, "cache-not-writable"}, {hub.ErrChecksum, "checksum"}, {hub.ErrUnsafeName, "unsafe-name"},
 		{context.Canceled, "cancelled"},
 	} {
 		if errors.Is(err, k.err) {

@@ -16,6 +16,7 @@ var (
 	ErrNetwork          = errors.New("hub unreachable")
 	ErrNotCached        = errors.New("not in the cache")
 	ErrNoSpace          = errors.New("not enough disk space")
+	ErrCacheNotWritable = errors.New("cache not writable")
 	ErrChecksum         = errors.New("checksum mismatch")
 	ErrUnsafeName       = errors.New("unsafe file name from the server")
 	ErrProtocol         = errors.New("unexpected answer from the hub")

@@ -517,6 +517,27 @@ func TestPullChecksDiskFirst(t *testing.T) {
 	}
 }
 
+// A cache that cannot be written (here a path through a file; another
+// user's folder or a read-only disk fail the same way) is named, with what
+// to do, before any file is fetched.
+func TestPullChecksCacheWritableFirst(t *testing.T) {
+	srv := hubtest.New()
+	t.Cleanup(srv.Close)
+	srv.AddFiles(repo, tinyFiles())
+	file := filepath.Join(t.TempDir(), "afile")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(file, "hub")
+	_, err := pull(t, client(t, srv, cache), repo)
+	if !errors.Is(err, hub.ErrCacheNotWritable) || !strings.Contains(err.Error(), cache) || !strings.Contains(err.Error(), "HF_HUB_CACHE") {
+		t.Fatalf("pull: %v, want the cache %s named as not writable, with HF_HUB_CACHE", err, cache)
+	}
+	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors") + srv.Requests(http.MethodGet, "api", "config.json"); n != 0 {
+		t.Fatalf("%d file requests before the cache check failed", n)
+	}
+}
+
 func TestConcurrentPullsDownloadOnce(t *testing.T) {
 	srv, c1, commit := fakeHub(t)
 	c2 := client(t, srv, c1.CacheDir)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -110,6 +111,11 @@ func (c *Client) Pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 	}
 	if err := c.checkSpace(ref, need); err != nil {
 		return nil, err
+	}
+	if need > 0 {
+		if err := checkWritable(cache, ref); err != nil {
+			return nil, err
+		}
 	}
 
 	track := newTracker(opts.Progress, ref.Repo, info.SHA, sizes, have)
@@ -219,6 +225,26 @@ func (c *Client) checkSpace(ref Ref, need int64) error {
 	}
 	if avail < need {
 		return newError(ErrNoSpace, nil, "%s needs %s more on %s but only %s is free: free some space or set HF_HUB_CACHE to a larger disk", ref, units.Bytes(need), c.CacheDir, units.Bytes(avail))
+	}
+	return nil
+}
+
+// checkWritable makes sure the repo's blobs folder can be made and
+// written before the first byte, so that a cache the user cannot write
+// (another user's, a read-only disk, a path through a file) is named with
+// what to do instead of failing on a lock file halfway through a pull.
+func checkWritable(cache Cache, ref Ref) error {
+	dir := filepath.Join(cache.RepoDir(ref.Repo), "blobs")
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(dir, ".whet-write-check-*"); err == nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
+	if err != nil {
+		return newError(ErrCacheNotWritable, err, "cannot write the Hugging Face cache %s (%v): set HF_HUB_CACHE (or HF_HOME) to a folder you can write", cache.Dir, err)
 	}
 	return nil
 }
