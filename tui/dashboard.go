@@ -48,10 +48,13 @@ type dashboard struct {
 	gpuStats    *GPUStats
 	gpuErr      string
 	// gpuAll is every GPU of the machine (a sampler that reads them all),
-	// for a run over several; first is the first step seen, for the
-	// job's step rate.
+	// for a run over several.
 	gpuAll []GPUStats
-	first  *engine.StepEvent
+	// recent are the last steps of the current trainer process (the
+	// worker's, after a resume: the steps and elapsed time of the process
+	// that wrote them), for the recent step rate behind the ETA and the
+	// job's steps/s.
+	recent []stepMark
 
 	paused, stopping, quitAfter bool
 	ckptAsked                   bool
@@ -117,10 +120,7 @@ func (d *dashboard) apply(ev engine.Event) {
 	switch ev := ev.(type) {
 	case engine.StepEvent:
 		d.last = &ev
-		if d.first == nil {
-			first := ev
-			d.first = &first
-		}
+		d.recent = markStep(d.recent, ev)
 		d.train = appendBounded(d.train, lossplot.Point{X: float64(ev.Step), Y: plotValue(d.cfg.Method, ev)})
 	case engine.EvalEvent:
 		d.eval = appendBounded(d.eval, lossplot.Point{X: float64(ev.Step), Y: ev.Loss})
@@ -269,13 +269,42 @@ func (d *dashboard) footer() string {
 	return d.helpLine(d.help()...)
 }
 
+// eta is the time the steps left take at the recent step rate. The
+// elapsed time of a step event counts from its trainer process's start,
+// so elapsed/step is no rate: a resumed run's process starts at step 800
+// with nothing elapsed (its ETA came out far too short, then grew over
+// the run), and the first steps carry the setup.
 func (d *dashboard) eta() string {
 	l := d.last
-	if l == nil || l.Step == 0 || l.TotalSteps == 0 {
+	rate, ok := d.stepRate()
+	if l == nil || l.TotalSteps == 0 || !ok {
 		return "–"
 	}
-	per := l.Elapsed / time.Duration(l.Step)
-	return units.Duration(per * time.Duration(max(l.TotalSteps-l.Step, 0)))
+	left := float64(max(l.TotalSteps-l.Step, 0))
+	return units.Duration(time.Duration(left / rate * float64(time.Second)))
+}
+
+// stepMark is a step and its trainer process's elapsed time then.
+type stepMark struct {
+	step    int
+	elapsed time.Duration
+}
+
+// recentSteps is how many of the last steps the step rate is taken over.
+const recentSteps = 32
+
+// markStep adds ev to the recent steps. A step that does not follow the
+// last one (its step or elapsed time went back: a resumed run's new
+// process, in the history an attach replays) starts them afresh.
+func markStep(recent []stepMark, ev engine.StepEvent) []stepMark {
+	if n := len(recent); n > 0 && (ev.Step <= recent[n-1].step || ev.Elapsed < recent[n-1].elapsed) {
+		recent = recent[:0]
+	}
+	recent = append(recent, stepMark{ev.Step, ev.Elapsed})
+	if len(recent) > recentSteps {
+		recent = append(recent[:0], recent[len(recent)-recentSteps:]...)
+	}
+	return recent
 }
 
 // header is two lines: what is training and how far it is.
@@ -326,17 +355,19 @@ func (d *dashboard) parallel() bool {
 	return p.Ranks > 1 || p.GPUs != "" || p.Nodes.NNodes > 1
 }
 
-// stepRate is the whole job's optimizer steps per second since the first
-// step this dashboard saw (every rank makes each step together).
+// stepRate is the whole job's optimizer steps per second over the recent
+// steps (every rank makes each step together); false before two steps of
+// one trainer process.
 func (d *dashboard) stepRate() (float64, bool) {
-	if d.first == nil || d.last == nil || d.last.Step <= d.first.Step {
+	if len(d.recent) < 2 {
 		return 0, false
 	}
-	dt := (d.last.Elapsed - d.first.Elapsed).Seconds()
+	first, last := d.recent[0], d.recent[len(d.recent)-1]
+	dt := (last.elapsed - first.elapsed).Seconds()
 	if dt <= 0 {
 		return 0, false
 	}
-	return float64(d.last.Step-d.first.Step) / dt, true
+	return float64(last.step-first.step) / dt, true
 }
 
 // runGPUs are the samples of the GPUs the run trains on, when the sampler
