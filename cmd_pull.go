@@ -172,6 +172,10 @@ type pullPrinter struct {
 	live     bool
 	endpoint string
 	status   bool // a status line is on screen
+	// line is the last status line and lineFile its file: a finished
+	// file's line erases the status line, which is then drawn again, so
+	// that a file still arriving (or stalled) stays on screen.
+	line, lineFile string
 	// quietCached says nothing when everything is cached already (a
 	// command loading a model by id, not `whet pull`).
 	quietCached bool
@@ -198,17 +202,27 @@ func (p *pullPrinter) report(pr hub.Progress) {
 	case hub.PhaseFileDone:
 		p.clear()
 		fmt.Fprintf(p.w, "  %-36s %10s\n", pr.File, units.Bytes(pr.FileSize))
+		if pr.File == p.lineFile {
+			p.line, p.lineFile = "", ""
+		}
+		if p.live && p.line != "" {
+			fmt.Fprint(p.w, p.line)
+			p.status = true
+		}
 	case hub.PhaseBytes:
 		if !p.live {
 			return
 		}
 		p.clear()
-		fmt.Fprintf(p.w, "  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
+		p.line = fmt.Sprintf("  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
 			units.Bytes(pr.FileDone), units.Bytes(pr.FileSize), units.Bytes(int64(pr.FileRate)), units.ETA(pr.FileETA),
 			units.Bytes(pr.Done), units.Bytes(pr.Total), units.ETA(pr.ETA))
+		p.lineFile = pr.File
+		fmt.Fprint(p.w, p.line)
 		p.status = true
 	case hub.PhaseDone:
 		p.clear()
+		p.line, p.lineFile = "", ""
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"whet/engine/hub"
 	"whet/engine/hub/hubtest"
 )
 
@@ -179,5 +180,30 @@ func TestCommandsTakeRepoIDs(t *testing.T) {
 	}
 	if n := srv.Requests("GET", "storage", "model.safetensors"); n != 1 {
 		t.Fatalf("weights downloaded %d times in all", n)
+	}
+}
+
+// On a terminal, a file finishing while another is still arriving prints
+// its line and draws the other file's status line again: the status line
+// of a big file that stalls must not vanish when a small file completes.
+func TestPullPrinterKeepsStatusLine(t *testing.T) {
+	var b strings.Builder
+	p := &pullPrinter{w: &b, live: true, endpoint: "http://hub"}
+	big := hub.Progress{Repo: "o/n", Commit: "abc", File: "model.safetensors", FileDone: 100 << 10, FileSize: 400 << 10, Done: 100 << 10, Total: 500 << 10, Files: 2}
+	big.Phase = hub.PhaseBytes
+	p.report(big)
+	small := hub.Progress{Phase: hub.PhaseFileDone, File: "config.json", FileSize: 646}
+	p.report(small)
+	out := b.String()
+	last := out[strings.LastIndex(out, "\n")+1:]
+	if !strings.Contains(out, "config.json") || !strings.Contains(last, "model.safetensors 100 KiB/400 KiB") {
+		t.Fatalf("after config.json finished, the screen's last line is %q, want model.safetensors's status (output %q)", last, out)
+	}
+	big.Phase, big.FileDone = hub.PhaseFileDone, big.FileSize
+	p.report(big)
+	p.report(hub.Progress{Phase: hub.PhaseFileDone, File: "tokenizer.json", FileSize: 10})
+	out = b.String()
+	if last := out[strings.LastIndex(out, "\n")+1:]; last != "" {
+		t.Fatalf("after model.safetensors finished, a stale status line %q is drawn again", last)
 	}
 }
