@@ -12,6 +12,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/charmbracelet/x/ansi"
+	"github.com/charmbracelet/x/term"
+
 	"whet/engine"
 	"whet/engine/hub"
 	"whet/engine/units"
@@ -82,7 +85,7 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		enc := json.NewEncoder(stdout)
 		opts.Progress = func(p hub.Progress) { enc.Encode(progressJSON(p)) }
 	} else {
-		show = &pullPrinter{w: stdout, live: isTerminal(stdout), endpoint: client.Endpoint}
+		show = &pullPrinter{w: stdout, live: isTerminal(stdout), width: termWidth(stdout), endpoint: client.Endpoint}
 		opts.Progress = show.report
 	}
 	snap, err := client.Pull(ctx, ref, opts)
@@ -172,10 +175,15 @@ type pullPrinter struct {
 	live     bool
 	endpoint string
 	status   bool // a status line is on screen
-	// line is the last status line and lineFile its file: a finished
-	// file's line erases the status line, which is then drawn again, so
-	// that a file still arriving (or stalled) stays on screen.
-	line, lineFile string
+	// width is the terminal's width in cells: the status line is cut to
+	// fit, since "\r\x1b[K" erases only the last row of a wrapped line.
+	width int
+	// lines holds the status line of each file still arriving and recent
+	// their names, the latest report last: a finished file's line erases
+	// the status line, which is then drawn again for a file still
+	// arriving (or stalled), so that it stays on screen.
+	lines  map[string]string
+	recent []string
 	// quietCached says nothing when everything is cached already (a
 	// command loading a model by id, not `whet pull`).
 	quietCached bool
@@ -202,28 +210,51 @@ func (p *pullPrinter) report(pr hub.Progress) {
 	case hub.PhaseFileDone:
 		p.clear()
 		fmt.Fprintf(p.w, "  %-36s %10s\n", pr.File, units.Bytes(pr.FileSize))
-		if pr.File == p.lineFile {
-			p.line, p.lineFile = "", ""
-		}
-		if p.live && p.line != "" {
-			fmt.Fprint(p.w, p.line)
-			p.status = true
+		p.forget(pr.File)
+		if p.live && len(p.recent) > 0 {
+			p.draw(p.lines[p.recent[len(p.recent)-1]])
 		}
 	case hub.PhaseBytes:
 		if !p.live {
 			return
 		}
 		p.clear()
-		p.line = fmt.Sprintf("  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
+		line := fmt.Sprintf("  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
 			units.Bytes(pr.FileDone), units.Bytes(pr.FileSize), units.Bytes(int64(pr.FileRate)), units.ETA(pr.FileETA),
 			units.Bytes(pr.Done), units.Bytes(pr.Total), units.ETA(pr.ETA))
-		p.lineFile = pr.File
-		fmt.Fprint(p.w, p.line)
-		p.status = true
+		p.forget(pr.File)
+		if p.lines == nil {
+			p.lines = map[string]string{}
+		}
+		p.lines[pr.File] = line
+		p.recent = append(p.recent, pr.File)
+		p.draw(line)
 	case hub.PhaseDone:
 		p.clear()
-		p.line, p.lineFile = "", ""
+		p.lines, p.recent = nil, nil
 	}
+}
+
+// forget drops a file's status line.
+func (p *pullPrinter) forget(file string) {
+	delete(p.lines, file)
+	for i, f := range p.recent {
+		if f == file {
+			p.recent = append(p.recent[:i], p.recent[i+1:]...)
+			break
+		}
+	}
+}
+
+// draw puts a status line on screen, cut to one row short of the width
+// (the cursor stays on the row).
+func (p *pullPrinter) draw(line string) {
+	width := p.width
+	if width <= 0 {
+		width = 80
+	}
+	fmt.Fprint(p.w, ansi.Truncate(line, width-1, "…"))
+	p.status = true
 }
 
 func (p *pullPrinter) clear() {
@@ -249,6 +280,19 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// termWidth is the width of the terminal w writes to, 0 if unknown.
+func termWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	width, _, err := term.GetSize(f.Fd())
+	if err != nil {
+		return 0
+	}
+	return width
 }
 
 func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
@@ -301,7 +345,7 @@ func pullModelArg(ctx context.Context, model string, files func(string) bool, w 
 	if !hub.LooksLikeRef(model) {
 		return model, nil
 	}
-	show := &pullPrinter{w: w, live: isTerminal(w), quietCached: true}
+	show := &pullPrinter{w: w, live: isTerminal(w), width: termWidth(w), quietCached: true}
 	if s, err := hub.SettingsFromEnv(os.Getenv); err == nil {
 		show.endpoint = s.Endpoint
 	}

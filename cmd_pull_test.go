@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/charmbracelet/x/ansi"
+
 	"whet/engine/hub"
 	"whet/engine/hub/hubtest"
 )
@@ -205,5 +207,30 @@ func TestPullPrinterKeepsStatusLine(t *testing.T) {
 	out = b.String()
 	if last := out[strings.LastIndex(out, "\n")+1:]; last != "" {
 		t.Fatalf("after model.safetensors finished, a stale status line %q is drawn again", last)
+	}
+}
+
+// The status line fits the terminal's width ("\r\x1b[K" erases only the
+// last row of a wrapped line, so a wrapped status line left a stale row on
+// screen at every redraw), and when the file it was about finishes, the
+// line of another file still arriving is drawn again.
+func TestPullPrinterStatusLineFits(t *testing.T) {
+	var b strings.Builder
+	p := &pullPrinter{w: &b, live: true, width: 80}
+	shard1 := hub.Progress{Phase: hub.PhaseBytes, File: "model-00001-of-00004.safetensors", FileDone: 1 << 30, FileSize: 5 << 30, FileRate: 40 << 20, FileETA: 100e9, Done: 3 << 30, Total: 20 << 30, ETA: 400e9}
+	shard2 := shard1
+	shard2.File = "model-00002-of-00004.safetensors"
+	p.report(shard1)
+	p.report(shard2)
+	for _, row := range strings.Split(strings.ReplaceAll(b.String(), "\r\x1b[K", "\n"), "\n") {
+		if w := ansi.StringWidth(row); w >= 80 {
+			t.Fatalf("a status row of %d cells on an 80-column terminal: %q", w, row)
+		}
+	}
+	shard2.Phase = hub.PhaseFileDone
+	p.report(shard2)
+	out := b.String()
+	if last := out[strings.LastIndex(out, "\n")+1:]; !strings.Contains(last, "model-00001-of-00004") {
+		t.Fatalf("after shard 2 finished, the last line is %q, want shard 1's status", last)
 	}
 }
