@@ -739,3 +739,31 @@ func TestTrainMllamaVisionLayersRefused(t *testing.T) {
 		t.Errorf("a step ran before the refusal:\n%s", out.String())
 	}
 }
+
+// A Llama 3.2 Vision run with train.sample_every set makes no samples and
+// says so with engine.NoSamplesNote (the studio's dashboard shows that
+// line where the samples would be).
+func TestTrainMllamaSaysNoSamples(t *testing.T) {
+	modelDir := mllamaTinyModel(t)
+	dir := t.TempDir()
+	writeShapeData(t, dir, "train.jsonl", 7, 0, 6)
+	run := fmt.Sprintf(`name: mllama
+model: %s
+backend: cpu
+runs_dir: %s
+method: lora
+lora: {r: 4, alpha: 8, dropout: 0}
+data: {path: %s, max_length: 128, packing: false, seed: 1}
+train: {max_steps: 1, micro_batch: 3, lr: 0.01, schedule: constant, warmup_steps: 0, seed: 1, log_every: 1, sample_every: 1, sample_prompts: ["What shape is this?"]}
+`, modelDir, dir, filepath.Join(dir, "train.jsonl"))
+	var out bytes.Buffer
+	if err := runTrain([]string{"-c", writeRunYAML(t, dir, run)}, nil, &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), engine.NoSamplesNote+"Llama 3.2 Vision runs generate none while they train") {
+		t.Errorf("the log does not say the run makes no samples:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "mllama", "samples.jsonl")); err == nil {
+		t.Errorf("the run wrote samples.jsonl, yet says it makes none")
+	}
+}

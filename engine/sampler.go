@@ -233,3 +233,24 @@ func toInts(ids []int32) []int {
 	}
 	return out
 }
+
+// NoSamplesNote begins the notice a run with train.sample_every set gives
+// when it will make no sample generations all the same, so that a viewer
+// (the studio's dashboard) can say so where the samples would be.
+const NoSamplesNote = "no samples: "
+
+// noSamplesNotice says why a run with train.sample_every set makes no
+// samples (the trainer has no Sampler); prompts is how many sample
+// prompts the run has, its own or its eval rows'.
+func noSamplesNotice(data *PreparedData, prompts int) string {
+	why := "this run's model does not generate while it trains"
+	switch {
+	case data.Vision == VisionMllama:
+		why = "Llama 3.2 Vision runs generate none while they train"
+	case data.Tokenizer == nil:
+		why = "the run has no tokenizer to write prompts with"
+	case prompts == 0:
+		why = "no sample prompts (train.sample_prompts) and no eval rows to take them from"
+	}
+	return NoSamplesNote + why + "; train.sample_every is not used"
+}

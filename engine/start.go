@@ -348,6 +348,9 @@ func Prepare(cfg RunConfig) (*Session, error) {
 			t.Sampler.Extra = t.GRPO.Samples
 		}
 	}
+	if cfg.Train.SampleEvery > 0 && t.Sampler == nil {
+		s.Notices = append(s.Notices, noSamplesNotice(data, len(cfg.Train.SamplePrompts)+len(data.EvalPrompts)))
+	}
 	if t.GRPO != nil {
 		s.Notices = append(s.Notices, t.GRPO.notice())
 	}

@@ -555,9 +555,6 @@ func visionNotices(cfg RunConfig, kind string, data *PreparedData, b Backend) []
 		if cfg.LoRA.Dropout > 0 {
 			out = append(out, fmt.Sprintf("vision: lora.dropout %g is not applied: Llama 3.2 Vision's trainer has no adapter dropout yet", cfg.LoRA.Dropout))
 		}
-		if cfg.Train.SampleEvery > 0 {
-			out = append(out, "vision: no samples are generated while Llama 3.2 Vision trains (train.sample_every is not used)")
-		}
 	}
 	return out
 }

@@ -55,6 +55,10 @@ type dashboard struct {
 	// that wrote them), for the recent step rate behind the ETA and the
 	// job's steps/s.
 	recent []stepMark
+	// noSamples is the engine's notice that this run makes no samples
+	// though train.sample_every is set (engine.NoSamplesNote: a Llama 3.2
+	// Vision run, a run without prompts), shown where the samples would be.
+	noSamples string
 
 	paused, stopping, quitAfter bool
 	ckptAsked                   bool
@@ -136,6 +140,9 @@ func (d *dashboard) apply(ev engine.Event) {
 		d.checkpoints = append(d.checkpoints, ev)
 		d.ckptAsked = false
 	case engine.LogEvent:
+		if strings.HasPrefix(ev.Text, engine.NoSamplesNote) {
+			d.noSamples = ev.Text
+		}
 		d.logs = append(d.logs, ev.Text)
 		if len(d.logs) > 20 {
 			d.logs = d.logs[1:]
@@ -519,6 +526,13 @@ func (d *dashboard) bottom(w, h int) string {
 				lines = append(lines, "  "+l)
 			}
 			room -= len(body)
+		}
+	} else if d.noSamples != "" {
+		for i, l := range strings.Split(wrap(d.noSamples, w), "\n") {
+			if i == 2 {
+				break
+			}
+			lines = append(lines, st.Muted.Render(trimTo(l, w)))
 		}
 	} else if d.cfg.Train.SampleEvery == 0 && d.cfg.Method != "" && d.cfg.Method != "grpo" { // "": run.yaml unread
 		// Nothing will come: the wait message would promise samples.

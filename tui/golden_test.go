@@ -163,3 +163,27 @@ func TestGoldenComponents(t *testing.T) {
 		golden(t, "form_"+name, f.View())
 	}
 }
+
+// A run whose engine says it makes no samples though train.sample_every
+// is set (a Llama 3.2 Vision run: engine.NoSamplesNote) shows that where
+// the samples would be, not "samples appear here as the trainer generates
+// them".
+func TestGoldenDashboardNoSamples(t *testing.T) {
+	cfg := goldenRun()
+	cfg.Model, cfg.Train.SampleEvery = "Llama-3.2-11B-Vision-Instruct", 20
+	note := engine.NoSamplesNote + "Llama 3.2 Vision runs generate none while they train; train.sample_every is not used"
+	evs := []engine.Event{engine.LogEvent{Text: note}}
+	for _, ev := range goldenEvents(false) {
+		if _, ok := ev.(engine.SampleEvent); !ok {
+			evs = append(evs, ev)
+		}
+	}
+	for _, sz := range sizes {
+		v := tui.RenderDashboard(cfg, sz.w, sz.h, evs, nil, errors.New("NVML: library not found (no NVIDIA driver)"))
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, fmt.Sprintf("dashboard_nosamples_%dx%d", sz.w, sz.h), v)
+		if v := ansi.Strip(v); strings.Contains(v, "samples appear here") || !strings.Contains(v, "no samples: Llama 3.2 Vision runs generate none") {
+			t.Errorf("%dx%d: want the engine's no-samples notice instead of the promise of samples:\n%s", sz.w, sz.h, v)
+		}
+	}
+}
