@@ -45,6 +45,9 @@ type Progress struct {
 // progressEvery is the shortest gap between two byte reports of one file.
 const progressEvery = 100 * time.Millisecond
 
+// stallEvery is how often a file that receives nothing is reported again.
+const stallEvery = time.Second
+
 // rateWindow is how far back a rate looks: long enough to smooth out
 // bursts, short enough to follow a change of speed.
 const rateWindow = 5 * time.Second
@@ -92,12 +95,15 @@ type tracker struct {
 	total meter
 	files map[string]*fileTrack
 	now   func() time.Time
+	ended bool // stop was called: the timers report nothing more
 }
 
 type fileTrack struct {
 	done, size int64
 	m          meter
 	last       time.Time
+	final      bool        // complete: no more byte reports
+	timer      *time.Timer // sends a held-back report, or one during a stall
 }
 
 func newTracker(fn func(Progress), repo, commit string, sizes map[string]int64, have map[string]int64) *tracker {
@@ -126,7 +132,11 @@ func (t *tracker) start() {
 	t.emit(p)
 }
 
-// set records that done bytes of a file are on disk.
+// set records that done bytes of a file are on disk. A report held back
+// by progressEvery is sent later by the file's timer, which then reports
+// every stallEvery until more bytes come: a download that stalls shows
+// the bytes that did arrive and a rate falling to zero, not the last
+// report before the stall.
 func (t *tracker) set(name string, done int64, final bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -138,20 +148,68 @@ func (t *tracker) set(name string, done int64, final bool) {
 	t.total.add(now, t.p.Done)
 	if final {
 		t.p.FilesDone++
-	} else if now.Sub(f.last) < progressEvery {
+		f.final = true
+		if f.timer != nil {
+			f.timer.Stop()
+			f.timer = nil
+		}
+	} else if gap := now.Sub(f.last); gap < progressEvery {
+		switch {
+		case t.ended:
+		case f.timer == nil:
+			f.timer = time.AfterFunc(progressEvery-gap, func() { t.flush(name) })
+		default: // the stall timer: sooner
+			f.timer.Reset(progressEvery - gap)
+		}
 		return
 	}
+	t.report(name, f, now)
+}
+
+// flush is a file's timer: it reports the file as it stands.
+func (t *tracker) flush(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.files[name]
+	f.timer = nil
+	if f.final || t.ended {
+		return
+	}
+	now := t.now()
+	f.m.add(now, f.done)
+	t.total.add(now, t.p.Done)
+	t.report(name, f, now)
+}
+
+// report sends a file's bytes (or its end) and arms the stall timer of a
+// file still arriving. t.mu is held.
+func (t *tracker) report(name string, f *fileTrack, now time.Time) {
 	f.last = now
 	p := t.p
 	p.Phase, p.File, p.FileDone, p.FileSize = PhaseBytes, name, f.done, f.size
-	if final {
+	if f.final {
 		p.Phase = PhaseFileDone
+	} else if f.timer == nil && !t.ended {
+		f.timer = time.AfterFunc(stallEvery, func() { t.flush(name) })
 	}
 	p.FileRate = f.m.rate()
 	p.FileETA = eta(f.size-f.done, p.FileRate)
 	p.Rate = t.total.rate()
 	p.ETA = eta(t.p.Total-t.p.Done, p.Rate)
 	t.emit(p)
+}
+
+// stop ends the timers: no report comes after the pull returns.
+func (t *tracker) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended = true
+	for _, f := range t.files {
+		if f.timer != nil {
+			f.timer.Stop()
+			f.timer = nil
+		}
+	}
 }
 
 func (t *tracker) done() {

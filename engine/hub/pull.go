@@ -120,6 +120,7 @@ func (c *Client) Pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 
 	track := newTracker(opts.Progress, ref.Repo, info.SHA, sizes, have)
 	track.start()
+	defer track.stop()
 	if err := c.fetchAll(ctx, ref, info.SHA, files, track); err != nil {
 		return nil, err
 	}
