@@ -319,11 +319,11 @@ func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
 	for _, m := range models {
 		latest, _ := m.Latest()
 		var notes []string
-		if !latest.HasWeights() {
+		switch {
+		case m.Partial > 0: // an interrupted pull, maybe of some shards only
+			notes = append(notes, units.Bytes(m.Partial)+" partial, whet pull resumes")
+		case !latest.HasWeights():
 			notes = append(notes, "config only")
-		}
-		if m.Partial > 0 {
-			notes = append(notes, units.Bytes(m.Partial)+" partial")
 		}
 		if len(m.Snapshots) > 1 {
 			notes = append(notes, fmt.Sprintf("%d snapshots", len(m.Snapshots)))

@@ -216,16 +216,14 @@ type CachedSnapshot struct {
 	Modified time.Time
 }
 
-// HasWeights reports whether the snapshot holds safetensors weights, so a
-// listing can tell a model pulled for `whet fit` (config only) from one a
-// run can load.
+// HasWeights reports whether the snapshot holds safetensors weights a run
+// can load, every shard of them (an interrupted pull of a sharded model
+// leaves some), so a listing can tell a model pulled for `whet fit`
+// (config only) or half pulled from one a run can load.
 func (s CachedSnapshot) HasWeights() bool {
-	for _, f := range s.Files {
-		if strings.HasSuffix(f, ".safetensors") {
-			return true
-		}
-	}
-	return false
+	snap := &Snapshot{Dir: s.Dir, Files: append([]string(nil), s.Files...)}
+	sort.Strings(snap.Files)
+	return len(missingFiles(snap, func(name string) bool { return name == "model.safetensors" })) == 0
 }
 
 // Latest is the snapshot the main branch points at, or else the newest.

@@ -692,3 +692,31 @@ func TestWanted(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot with only some shards of a sharded model (what an interrupted
+// pull leaves, with or without the index yet) has no loadable weights: the
+// studio lists it as partial and enter resumes the download, instead of
+// taking the half model as ready.
+func TestHasWeightsNeedsEveryShard(t *testing.T) {
+	dir := t.TempDir()
+	index := `{"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}`
+	if err := os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), []byte(index), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		files []string
+		want  bool
+	}{
+		{[]string{"config.json", "model.safetensors"}, true},
+		{[]string{"config.json", "model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors"}, true},
+		{[]string{"config.json", "model-00002-of-00002.safetensors"}, false},
+		{[]string{"config.json", "model-00002-of-00002.safetensors", "model.safetensors.index.json"}, false},
+		{[]string{"config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}, true},
+		{[]string{"config.json"}, false},
+	} {
+		s := hub.CachedSnapshot{Dir: dir, Files: c.files}
+		if got := s.HasWeights(); got != c.want {
+			t.Errorf("HasWeights of %v = %v, want %v", c.files, got, c.want)
+		}
+	}
+}

@@ -176,6 +176,9 @@ func checkModelFiles(ref Ref, commit string, files []sibling, want func(string) 
 
 var shardName = regexp.MustCompile(`"([^"/\\]+\.safetensors)"`)
 
+// shardOf splits transformers' shard names, base-NNNNN-of-NNNNN.safetensors.
+var shardOf = regexp.MustCompile(`^(.+)-(\d{5})-of-(\d{5})\.safetensors$`)
+
 // missingFiles lists what a cached snapshot lacks for a selection: the
 // config, some weights, and every shard the weights' index names.
 func missingFiles(s *Snapshot, want func(string) bool) []string {
@@ -187,9 +190,23 @@ func missingFiles(s *Snapshot, want func(string) bool) []string {
 		return missing
 	}
 	weights := false
+	seen := map[string]bool{}
 	for _, f := range s.Files {
 		if path.Ext(f) == ".safetensors" {
 			weights = true
+		}
+		// A shard's name counts its siblings: every one of them must be
+		// here, index or not (an interrupted pull leaves some shards
+		// and maybe no index yet).
+		if m := shardOf.FindStringSubmatch(f); m != nil {
+			n, _ := strconv.Atoi(m[3])
+			for i := 1; i <= n; i++ {
+				sib := fmt.Sprintf("%s-%05d-of-%s.safetensors", m[1], i, m[3])
+				if !seen[sib] && !s.Has(sib) {
+					missing = append(missing, sib)
+				}
+				seen[sib] = true
+			}
 		}
 		if strings.HasSuffix(f, ".safetensors.index.json") {
 			index, err := os.ReadFile(path.Join(s.Dir, f))
@@ -197,7 +214,6 @@ func missingFiles(s *Snapshot, want func(string) bool) []string {
 				missing = append(missing, f)
 				continue
 			}
-			seen := map[string]bool{}
 			for _, m := range shardName.FindAllStringSubmatch(string(index), -1) {
 				if !seen[m[1]] && !s.Has(m[1]) {
 					missing = append(missing, m[1])
