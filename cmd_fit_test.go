@@ -532,3 +532,32 @@ func TestFitNotesSeqPastPositions(t *testing.T) {
 		}
 	}
 }
+
+// The studio's model picker and whet fit say the same parameter count for
+// a local folder of every family whet trains (the vision models planned
+// with an image, which counts their towers).
+func TestFitAndPickerAgreeOnParams(t *testing.T) {
+	models, err := tui.FindLocalModels("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	picker := map[string]int64{}
+	for _, m := range models {
+		picker[m.Name] = m.Params
+	}
+	for _, name := range []string{"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma2", "tiny-gemma3", "tiny-phi3", "tiny-gemma3-vision", "tiny-mllama"} {
+		args := []string{"--model", "testdata/" + name, "--gpu", "RTX 4090"}
+		if name == "tiny-gemma3-vision" {
+			args = append(args, "--images", "1")
+		}
+		code, out, errs := runFitCLI(t, args...)
+		if code != 0 {
+			t.Errorf("whet fit %s: exit %d, %s", strings.Join(args, " "), code, errs)
+			continue
+		}
+		want := fmt.Sprintf("model     testdata/%s, %s parameters", name, units.Count(picker[name]))
+		if picker[name] == 0 || !strings.Contains(out, want) {
+			t.Errorf("%s: the picker counts %d parameters, whet fit says otherwise (want %q):\n%s", name, picker[name], want, out)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"whet/engine"
+	"whet/engine/safetensors"
 	"whet/tui"
 )
 
@@ -25,7 +26,7 @@ func TestFindLocalModels(t *testing.T) {
 	}
 	// 4 layers × (2·256² + 2·256·128 + 3·256·688 + 2·256) + 4096·256 (tied) + 256
 	if tiny.Params != 3950848 {
-		t.Errorf("estimated params = %d, want 3950848", tiny.Params)
+		t.Errorf("params = %d, want 3950848", tiny.Params)
 	}
 	if !strings.Contains(got[1].Note, "config.json unreadable") {
 		t.Errorf("a broken config.json should be reported in the note, got %q", got[1].Note)
@@ -76,30 +77,61 @@ func TestSampleTextIsSanitised(t *testing.T) {
 	}
 }
 
-// A vision model's config.json keeps its sizes in text_config and
-// vision_config: the list estimates them too (it showed "?"): the
-// language model as a text one, plus the tower's layers and projector.
-func TestFindLocalVisionModels(t *testing.T) {
+// The picker's parameter count of a local folder is the number of
+// elements in the model's weights, for every family whet trains (it is
+// memplan.FolderParams, the count whet fit plans with): a Llama-shaped
+// formula missed Qwen2.5's biases, Phi-3's fused projections, Gemma's
+// extra norms and both vision models' towers. The folders hold only the
+// configs of testdata's tiny models; the counts are of those models'
+// safetensors.
+func TestFindLocalModelsCountTheWeights(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, config string) {
+	want := map[string]int64{}
+	families := []string{"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma2", "tiny-gemma3", "tiny-phi3", "tiny-gemma3-vision", "tiny-mllama"}
+	for _, name := range append(families, "tiny-mistral") {
+		src := filepath.Join("..", "testdata", strings.Replace(name, "mistral", "llama", 1))
+		raw, err := os.ReadFile(filepath.Join(src, "config.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "tiny-mistral" { // a Llama-shaped model under another model_type
+			raw = []byte(strings.NewReplacer(`"llama"`, `"mistral"`, `"LlamaForCausalLM"`, `"MistralForCausalLM"`).Replace(string(raw)))
+		}
 		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, name, "config.json"), []byte(config), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name, "config.json"), raw, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		want[name] = tensorElems(t, src)
 	}
-	text := `"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 176, "vocab_size": 512, "num_attention_heads": 4, "num_key_value_heads": 2`
-	write("text", `{"model_type": "llama", `+text+`}`)
-	write("vision", `{"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", `+text+`},
-		"vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}}`)
 	got, err := tui.FindLocalModels(dir)
-	if err != nil || len(got) != 2 {
-		t.Fatalf("FindLocalModels = %+v, %v", got, err)
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("FindLocalModels = %+v, %v; want %d models", got, err, len(want))
 	}
-	lm, vm := got[0].Params, got[1].Params
-	// the tower: 1 × (4·32² + 2·32·64); the projector 32·64
-	if lm == 0 || vm != lm+4*32*32+2*32*64+32*64 {
-		t.Errorf("text model %d, vision model %d: want the vision model to be the text one plus %d", lm, vm, 4*32*32+2*32*64+32*64)
+	for _, m := range got {
+		if m.Params != want[m.Name] {
+			t.Errorf("%s: the picker counts %d parameters, the weights hold %d", m.Name, m.Params, want[m.Name])
+		}
 	}
+}
+
+// tensorElems counts the elements of a folder's model.safetensors.
+func tensorElems(t *testing.T, dir string) int64 {
+	t.Helper()
+	f, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var n int64
+	for _, name := range f.Names() {
+		info, _ := f.Info(name)
+		e := int64(1)
+		for _, d := range info.Shape {
+			e *= int64(d)
+		}
+		n += e
+	}
+	return n
 }
