@@ -528,9 +528,17 @@ func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
 		} else if jinja := tok.ChatTemplate(); jinja != "" && f != FormatAlpaca {
 			// No built-in family renders it: the interpreter does.
 			t, err := NewJinjaTemplate(jinja)
+			file := ""
+			if tf, ok := tok.(interface{ ChatTemplateFile() string }); ok {
+				file = tf.ChatTemplateFile()
+			}
 			if err != nil {
+				if file != "" {
+					return fmt.Errorf("data: %s: %w", file, err)
+				}
 				return fmt.Errorf("data: the tokenizer's %w", err)
 			}
+			t.Origin = file // a row's render error names the file too
 			p.Template = t
 			p.Stats.Template = t.Name
 			p.Stats.TemplateDetected = true

@@ -104,6 +104,11 @@ type Template struct {
 	// content lists (Message.Parts); the others refuse them rather than
 	// print something the real template would not.
 	parts bool
+	// Origin is the file an interpreted template was read from (a
+	// tokenizer_config.json or chat_template.jinja); its render errors
+	// name it, since a template can fail on a conversation long after it
+	// was parsed.
+	Origin string
 	// source is the Jinja text of an interpreted template (empty for the
 	// built-in families, whose text is known by name).
 	source string
@@ -192,6 +197,9 @@ func (t *Template) Render(msgs []Message, opts RenderOptions) (Rendered, error) 
 	}
 	var w renderWriter
 	if err := t.render(&w, msgs, &opts); err != nil {
+		if t.Origin != "" {
+			return Rendered{}, fmt.Errorf("%s: chat template: %w", t.Origin, err)
+		}
 		return Rendered{}, fmt.Errorf("chat template %s: %w", t.Name, err)
 	}
 	return Rendered{Text: w.sb.String(), Assistant: w.spans}, nil

@@ -45,9 +45,12 @@ type Tokenizer struct {
 
 	config       map[string]any
 	chatTemplate string
-	bos          int
-	hasBOS       bool
-	eos          []int
+	// chatTemplateFile is the file chatTemplate was read from, when the
+	// tokenizer was loaded from a folder.
+	chatTemplateFile string
+	bos              int
+	hasBOS           bool
+	eos              []int
 }
 
 // tokenizerJSON is the top level of tokenizer.json; components stay raw
@@ -123,10 +126,13 @@ func Load(dir string) (*Tokenizer, error) {
 	if err := t.setSpecialTokens(specialMap, genConfig, dir); err != nil {
 		return nil, err
 	}
-	if t.chatTemplate == "" {
+	if t.chatTemplate != "" {
+		t.chatTemplateFile = filepath.Join(dir, "tokenizer_config.json")
+	} else {
 		// Newer checkpoints keep the template in its own file.
-		if b, err := os.ReadFile(filepath.Join(dir, "chat_template.jinja")); err == nil {
-			t.chatTemplate = string(b)
+		file := filepath.Join(dir, "chat_template.jinja")
+		if b, err := os.ReadFile(file); err == nil {
+			t.chatTemplate, t.chatTemplateFile = string(b), file
 		}
 	}
 	return t, nil
@@ -652,6 +658,12 @@ func (t *Tokenizer) Err() error { return t.fault.err() }
 
 // ChatTemplate is the raw Jinja chat template, "" when there is none.
 func (t *Tokenizer) ChatTemplate() string { return t.chatTemplate }
+
+// ChatTemplateFile is the file the chat template was read from (the
+// folder's tokenizer_config.json or chat_template.jinja), "" when there is
+// no template or the tokenizer was not loaded from a folder. Errors about
+// the template name it.
+func (t *Tokenizer) ChatTemplateFile() string { return t.chatTemplateFile }
 
 // Config is the parsed tokenizer_config.json (empty when absent).
 func (t *Tokenizer) Config() map[string]any { return t.config }

@@ -126,10 +126,17 @@ func pickTemplate(tok *tokenizer.Tokenizer, name, dir string) (*datasets.Templat
 	if jinja == "" {
 		return nil, fmt.Errorf("%s: tokenizer_config.json has no chat_template; name one (e.g. --template chatml)", filepath.Join(dir, "tokenizer_config.json"))
 	}
+	file := tok.ChatTemplateFile()
+	if file == "" {
+		file = filepath.Join(dir, "tokenizer_config.json")
+	}
 	// A built-in family when one renders it, else the Jinja interpreter.
 	t, _, err := datasets.TemplateForJinja(jinja)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer_config.json"), err)
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if t.Interpreted() {
+		t.Origin = file // a render error names the file too
 	}
 	return t, nil
 }

@@ -349,9 +349,16 @@ func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOpti
 	} else if jinja := tok.ChatTemplate(); jinja != "" {
 		// A built-in family when one renders it, else the Jinja interpreter
 		// (the GGUF keeps the Jinja text itself either way).
+		file := tok.ChatTemplateFile()
+		if file == "" {
+			file = filepath.Join(modelDir, "tokenizer_config.json")
+		}
 		t, _, err := datasets.TemplateForJinja(jinja)
 		if err != nil {
-			return nil, fmt.Errorf("export: %s: %w", filepath.Join(modelDir, "tokenizer_config.json"), err)
+			return nil, fmt.Errorf("export: %s: %w", file, err)
+		}
+		if t.Interpreted() {
+			t.Origin = file // a render error names the file too
 		}
 		s.Template = t
 	}
