@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/charmbracelet/x/ansi"
+	"github.com/creack/pty"
 
 	"whet/engine/hub"
 	"whet/engine/hub/hubtest"
@@ -232,5 +233,24 @@ func TestPullPrinterStatusLineFits(t *testing.T) {
 	out := b.String()
 	if last := out[strings.LastIndex(out, "\n")+1:]; !strings.Contains(last, "model-00001-of-00004") {
 		t.Fatalf("after shard 2 finished, the last line is %q, want shard 1's status", last)
+	}
+}
+
+// main wraps every command's stderr in an echoRecorder; a pull started by
+// whet chat or whet train (which print its progress on stderr) still sees
+// the terminal under it and shows the live status line.
+func TestPullSeesTerminalThroughStderrWrapper(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	if err := pty.Setsize(tty, &pty.Winsize{Cols: 72, Rows: 24}); err != nil {
+		t.Fatal(err)
+	}
+	w := &echoRecorder{w: tty}
+	if !isTerminal(w) || termWidth(w) != 72 {
+		t.Fatalf("through main's stderr wrapper: isTerminal %v, width %d; want true, 72", isTerminal(w), termWidth(w))
 	}
 }

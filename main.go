@@ -149,6 +149,10 @@ func (r *echoRecorder) Write(p []byte) (int, error) {
 	return r.w.Write(p)
 }
 
+// Unwrap is the writer underneath, so that a command can tell it is
+// writing to a terminal (the live progress of a pull).
+func (r *echoRecorder) Unwrap() io.Writer { return r.w }
+
 func (r *echoRecorder) saidLine(msg string) bool {
 	for _, line := range strings.Split(string(r.head), "\n") {
 		if line == msg {
