@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -236,9 +237,10 @@ func TestPullPrinterStatusLineFits(t *testing.T) {
 	}
 }
 
-// main wraps every command's stderr in an echoRecorder; a pull started by
-// whet chat or whet train (which print its progress on stderr) still sees
-// the terminal under it and shows the live status line.
+// main wraps every command's stderr in an echoRecorder, and whet train
+// wraps it again; a pull started by whet chat or whet train (which print
+// its progress on stderr) still sees the terminal under them and shows the
+// live status line.
 func TestPullSeesTerminalThroughStderrWrapper(t *testing.T) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
@@ -249,8 +251,12 @@ func TestPullSeesTerminalThroughStderrWrapper(t *testing.T) {
 	if err := pty.Setsize(tty, &pty.Winsize{Cols: 72, Rows: 24}); err != nil {
 		t.Fatal(err)
 	}
-	w := &echoRecorder{w: tty}
-	if !isTerminal(w) || termWidth(w) != 72 {
-		t.Fatalf("through main's stderr wrapper: isTerminal %v, width %d; want true, 72", isTerminal(w), termWidth(w))
+	for name, w := range map[string]io.Writer{
+		"main's stderr": &echoRecorder{w: tty},
+		"whet train's":  (&closableOutput{onClose: func() {}}).wrap(&echoRecorder{w: tty}),
+	} {
+		if !isTerminal(w) || termWidth(w) != 72 {
+			t.Errorf("through %s wrapper: isTerminal %v, width %d; want true, 72", name, isTerminal(w), termWidth(w))
+		}
 	}
 }

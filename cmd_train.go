@@ -166,6 +166,9 @@ func (p pipeWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// Unwrap is the writer underneath (a pull's progress checks for a terminal).
+func (p pipeWriter) Unwrap() io.Writer { return p.w }
+
 // printEvents writes one line per event and returns the run's error.
 func printEvents(events <-chan engine.Event, w io.Writer, asJSON bool) error {
 	var runErr error
