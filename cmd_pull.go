@@ -361,13 +361,21 @@ func pullModelArg(ctx context.Context, model string, files func(string) bool, w 
 		return model, nil
 	}
 	show := &pullPrinter{w: w, live: isTerminal(w), width: termWidth(w), quietCached: true}
+	cacheDir := "the Hugging Face cache"
 	if s, err := hub.SettingsFromEnv(os.Getenv); err == nil {
-		show.endpoint = s.Endpoint
+		show.endpoint, cacheDir = s.Endpoint, s.CacheDir
 	}
+	// Ctrl-C during the download ends it as whet pull's does, saying what
+	// was kept, rather than killing the process mid-line.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
 	dir, notice, err := engine.ModelFolder(ctx, model, hub.PullOptions{Files: files, Progress: show.report})
 	show.finish()
 	if notice != "" {
 		fmt.Fprintln(w, notice)
+	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return "", fmt.Errorf("download of %s cancelled; what arrived is kept in %s and running this again (or `whet pull %s`) resumes it", model, cacheDir, model)
 	}
 	return dir, err
 }

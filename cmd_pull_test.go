@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -258,5 +259,18 @@ func TestPullSeesTerminalThroughStderrWrapper(t *testing.T) {
 		if !isTerminal(w) || termWidth(w) != 72 {
 			t.Errorf("through %s wrapper: isTerminal %v, width %d; want true, 72", name, isTerminal(w), termWidth(w))
 		}
+	}
+}
+
+// A command that pulls a model by id (whet chat, whet train) and is
+// interrupted says what was kept and how to resume, as whet pull does.
+func TestPullModelArgCancelled(t *testing.T) {
+	_, cache := pullEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var b strings.Builder
+	_, err := pullModelArg(ctx, "whet-test/tiny-llama", nil, &b)
+	if err == nil || !strings.Contains(err.Error(), "cancelled; what arrived is kept in "+cache) || !strings.Contains(err.Error(), "whet pull whet-test/tiny-llama") {
+		t.Fatalf("pullModelArg with a cancelled context: %v, want what was kept and how to resume", err)
 	}
 }
