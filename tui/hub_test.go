@@ -401,3 +401,26 @@ func TestModelPageCompletesConfigOnlyModel(t *testing.T) {
 		t.Errorf("the weights were downloaded %d times, want once", n)
 	}
 }
+
+// A second id or path typed at "/" is what the path field gets, not the
+// first one the field kept: after a failed download of one id, the user
+// clears the filter and types another, and enter twice must use it.
+func TestModelFilterSecondPathReplacesFirst(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("/")
+	d.typeText("testdata/models/acme/no-such-model")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "no-such-model▏") {
+		t.Fatalf("the first path should be in the field:\n%s", s)
+	}
+	d.keys("esc", "esc", "/")
+	d.typeText("testdata/models/acme/tiny-llama")
+	d.keys("enter")
+	if s := d.screen(); !strings.Contains(s, "testdata/models/acme/tiny-llama▏") {
+		t.Fatalf("enter on the second filter should open the field with it, not the first path:\n%s", s)
+	}
+	d.keys("enter")
+	if got := d.m.Config().Model; got != "testdata/models/acme/tiny-llama" {
+		t.Errorf("Model = %q, want the second path", got)
+	}
+}

@@ -491,10 +491,12 @@ func (p *modelPage) update(msg tea.Msg) (tea.Cmd, nav) {
 
 // openPath opens the field for a folder or a Hub id. A filter that
 // matches no model is taken as the path or id it was typed for, so that
-// typing a path at "/" and pressing enter twice uses it.
+// typing a path at "/" and pressing enter twice uses it; it replaces what
+// the field kept from an earlier try (a Hub id that failed), since it is
+// what was typed last.
 func (p *modelPage) openPath() {
 	p.typing_ = true
-	if f := strings.TrimSpace(p.filter); f != "" && len(p.entries()) == 0 && strings.TrimSpace(p.path.Get("path")) == "" {
+	if f := strings.TrimSpace(p.filter); f != "" && len(p.entries()) == 0 {
 		p.path.Set("path", f)
 	}
 }
