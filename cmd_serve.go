@@ -78,6 +78,16 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	if _, err := os.Stat(c.authorizedKeys); err != nil {
 		return fmt.Errorf("--authorized-keys %s: %w (whet serve lets in only the keys listed there)", c.authorizedKeys, err)
 	}
+	keys, bad, err := readAuthorizedKeys(c.authorizedKeys)
+	if err != nil {
+		return fmt.Errorf("--authorized-keys: %w", err)
+	}
+	for _, b := range bad {
+		fmt.Fprintf(stdout, "whet serve: %s is not a public key and is ignored\n", b)
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("--authorized-keys %s lists no public key: add the line of your key's .pub file (ssh-ed25519 AAAA… you@host)", c.authorizedKeys)
+	}
 	if err := os.MkdirAll(filepath.Dir(c.hostKey), 0o700); err != nil {
 		return fmt.Errorf("host key folder: %w", err)
 	}
@@ -87,7 +97,22 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	var sessions, conns atomic.Int64
 	srv, err := wish.NewServer(
 		wish.WithHostKeyPath(c.hostKey),
-		wish.WithAuthorizedKeys(c.authorizedKeys),
+		// The file is read at every attempt, so keys added or removed
+		// take effect at once; a line that is not a key is skipped, as
+		// OpenSSH's sshd does (wish's own reader refused every key
+		// after such a line).
+		wish.WithPublicKeyAuth(func(_ ssh.Context, key ssh.PublicKey) bool {
+			keys, _, err := readAuthorizedKeys(c.authorizedKeys)
+			if err != nil {
+				return false
+			}
+			for _, k := range keys {
+				if ssh.KeysEqual(key, k) {
+					return true
+				}
+			}
+			return false
+		}),
 		wish.WithIdleTimeout(c.idleTimeout),
 		wish.WithMiddleware(
 			bubbletea.Middleware(func(s ssh.Session) (tea.Model, []tea.ProgramOption) {
@@ -166,4 +191,27 @@ func servedStudioOptions(c serveConfig, ctx context.Context) tui.Options {
 	fillStudioDeps(&opts)
 	opts.Context = ctx
 	return opts
+}
+
+// readAuthorizedKeys reads an OpenSSH authorized_keys file: the keys, and
+// for each line that holds no key "FILE line N (why)". Blank lines and
+// comments are skipped.
+func readAuthorizedKeys(path string) (keys []ssh.PublicKey, bad []string, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s line %d (%v)", path, i+1, err))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys, bad, nil
 }

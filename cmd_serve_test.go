@@ -237,3 +237,35 @@ func TestServeBoundsSessions(t *testing.T) {
 		}
 	}
 }
+
+// A line of authorized_keys that holds no key is skipped, as OpenSSH's
+// sshd skips it, and named when whet serve starts: the keys after it still
+// get in (wish's reader refused every key after such a line). A file with
+// no key at all is refused at start, not served to nobody.
+func TestServeSkipsLinesThatAreNotKeys(t *testing.T) {
+	f := startServe(t, 4)
+	pub, err := os.ReadFile(f.listed + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := filepath.Join(f.dir, "authorized_keys")
+	if err := os.WriteFile(auth, append([]byte("ssh-ed25519 pasted-badly\n"), pub...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := f.open(t, ctx)
+	s.wait(t, "studio for the key after a line that is not a key", "Choose the base model")
+
+	_, bad, err := readAuthorizedKeys(auth)
+	if err != nil || len(bad) != 1 || !strings.Contains(bad[0], auth+" line 1 ") {
+		t.Errorf("readAuthorizedKeys: bad %q, %v; want line 1 named", bad, err)
+	}
+	empty := filepath.Join(f.dir, "no_keys")
+	os.WriteFile(empty, []byte("# nothing\nnot a key\n"), 0o600)
+	var out bytes.Buffer
+	err = serveStudio(ctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: empty, hostKey: f.hostKey, maxSessions: 1}, &out)
+	if err == nil || !strings.Contains(err.Error(), empty+" lists no public key") || !strings.Contains(out.String(), empty+" line 2 ") {
+		t.Errorf("serve with no key: %v (printed %q), want a refusal naming the file and its line 2", err, out.String())
+	}
+}
