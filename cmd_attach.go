@@ -24,6 +24,7 @@ func runAttach(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", engine.DefaultRunsDir, "the runs directory")
+	fs.StringVar(dir, "runs", *dir, "the runs directory (the same as --dir; the studio's and whet serve's name for it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -188,3 +188,22 @@ func TestRunsTellsCrashedFromRunning(t *testing.T) {
 		t.Errorf("a held run: state %q, want %q", runs[1].state, want)
 	}
 }
+
+// whet runs and whet attach take the runs folder as --runs too, the name
+// the studio (whet --runs DIR) and whet serve give it, besides --dir.
+func TestRunsAndAttachTakeRunsFlag(t *testing.T) {
+	dir := t.TempDir()
+	writeRun(t, dir, "persona-lora", map[string]string{
+		"run.yaml":    "name: persona-lora\nmodel: whet-demo-8m\nmethod: lora\n",
+		"status.json": `{"state":"done","step":120,"total_steps":120,"last_loss":0.91}`,
+	})
+	var out, errOut bytes.Buffer
+	if err := runRuns([]string{"--runs", dir}, nil, &out, &errOut); err != nil || !strings.Contains(out.String(), "persona-lora") {
+		t.Fatalf("whet runs --runs %s: %v, %q %q", dir, err, out.String(), errOut.String())
+	}
+	out.Reset()
+	err := runAttach([]string{"--runs", dir, "nosuch"}, nil, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "no run nosuch in "+dir) {
+		t.Fatalf("whet attach --runs %s nosuch: %v, want the run looked for in %s", dir, err, dir)
+	}
+}
