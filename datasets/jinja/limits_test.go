@@ -107,3 +107,25 @@ func TestErrorsNameTheLine(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// A tag that ends a block, out of place, says which end was expected (or
+// that no such block is open) on its line, not "unknown tag": the usual
+// slip is an inner block left open.
+func TestMisplacedEndTagSaysWhatIsOpen(t *testing.T) {
+	for _, c := range []struct {
+		src  string
+		line int
+		want string
+	}{
+		{"{% for m in messages %}\n{{ m.content }}\n{% if m.role %}\n{% endfor %}", 4, "{% endfor %} where {% endif %} was expected"},
+		{"a\n{% endif %}", 2, "{% endif %} with no {% if %} open"},
+		{"{% if x %}\n{% endfor %}{% endif %}", 2, "{% endfor %} where {% endif %} was expected"},
+		{"{% for x in y %}{% elif z %}{% endfor %}", 1, "{% elif %} where {% endfor %} was expected"},
+	} {
+		_, err := Parse(c.src)
+		var se *SyntaxError
+		if !errors.As(err, &se) || se.Line != c.line || !strings.Contains(se.Msg, c.want) {
+			t.Errorf("Parse(%q): %v, want line %d: %s", c.src, err, c.line, c.want)
+		}
+	}
+}

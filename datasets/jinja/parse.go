@@ -777,6 +777,13 @@ type builder struct {
 	stopParser *parser
 }
 
+// closers are the tags that end or divide a block, with the tag that
+// opens it.
+var closers = map[string]string{
+	"endif": "if", "elif": "if", "else": "if or for", "endfor": "for", "endset": "set",
+	"endmacro": "macro", "endcall": "call", "endfilter": "filter", "endgeneration": "generation",
+}
+
 // nodes reads nodes until a block tag whose first word is in stops, and
 // returns that word with the tag's tokens positioned after it.
 func (b *builder) nodes(stops []string) ([]node, string, error) {
@@ -820,6 +827,14 @@ func (b *builder) nodes(stops []string) ([]node, string, error) {
 					b.stopParser = p
 					return out, word, nil
 				}
+			}
+			if opener, ok := closers[word]; ok {
+				// A tag that ends or divides a block, out of place: say
+				// which block is open instead of "unknown tag".
+				if len(stops) > 0 {
+					return nil, "", &SyntaxError{s.line, fmt.Sprintf("{%% %s %%} where {%% %s %%} was expected: a block opened before it is not closed", word, stops[len(stops)-1])}
+				}
+				return nil, "", &SyntaxError{s.line, fmt.Sprintf("{%% %s %%} with no {%% %s %%} open", word, opener)}
 			}
 			n, err := b.statement(word, p, s.line)
 			if err != nil {
