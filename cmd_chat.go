@@ -102,6 +102,13 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		c := mllamaChat{model: *model, adapter: *adapter, system: *system, prompt: *prompt, image: *imageFlag, compare: *compare, opts: opts}
 		return c.run(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking}, stdin, stdout)
 	}
+	if (*visionFlag || *imageFlag != "") && engine.VisionModelKind(modelDir) == "" {
+		flagName := "--vision"
+		if *imageFlag != "" {
+			flagName = "--image"
+		}
+		return fmt.Errorf("%s: %s is not a vision model (no vision tower: its config.json has no vision_config); images need a Gemma 3 vision model or Llama 3.2 Vision", flagName, *model)
+	}
 	s, err := chat.Open(b, chat.Options{ModelDir: modelDir, AdapterDir: *adapter, Template: *template, NF4Base: nf4Base, Thinking: thinking,
 		Gemma3Vision: *visionFlag || *imageFlag != ""})
 	if err != nil {

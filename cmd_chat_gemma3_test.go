@@ -71,6 +71,12 @@ func TestChatWithImageFlagAndCommand(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "vision tower") {
 		t.Errorf("--image on a text model: exit %d, stderr %q", code, errs)
 	}
+	// A text model of another family: the message names the flag and
+	// both vision families, not only Gemma 3's model_type.
+	code, _, errs = runCLI(t, "chat", "--model", "testdata/tiny-qwen3", "--backend", "cpu", "--image", img, "--prompt", "hi")
+	if code != 1 || !strings.Contains(errs, "--image: testdata/tiny-qwen3 is not a vision model") || !strings.Contains(errs, "Llama 3.2 Vision") {
+		t.Errorf("--image on a Qwen 3 model: exit %d, stderr %q", code, errs)
+	}
 	// Without --vision the tower is not loaded: /image says how to get it.
 	o.Reset()
 	in = strings.NewReader("/image " + img + "\n\n")
