@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"whet/engine/hub"
 )
@@ -31,6 +33,13 @@ func ModelFolder(ctx context.Context, model string, opts hub.PullOptions) (dir, 
 	var he *hub.Error
 	if errors.As(err, &he) && he.Kind == hub.ErrNetwork && he.Cached != nil {
 		return he.Cached.Dir, fmt.Sprintf("model %s: the Hub is unreachable, using the cached snapshot %s", model, he.Cached.Commit), nil
+	}
+	if err != nil && (errors.Is(err, hub.ErrRepoNotFound) || errors.Is(err, hub.ErrNotCached)) && !strings.Contains(model, "@") {
+		// ORG/NAME is also how a folder two levels down is written: a
+		// mistyped folder ends here, so say that no folder has the name
+		// either.
+		where, _ := os.Getwd()
+		return "", "", fmt.Errorf("model %s: %w; nor is there a folder %s in %s", model, err, model, where)
 	}
 	if err != nil {
 		return "", "", fmt.Errorf("model %s: %w", model, err)

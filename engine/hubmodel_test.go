@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,5 +80,18 @@ func TestRunConfigHubIDWithRevision(t *testing.T) {
 	cfg, err := engine.LoadRunConfig(path)
 	if err != nil || cfg.Model != "whet-test/tiny-llama@v1.0" {
 		t.Fatalf("model = %q, %v", cfg.Model, err)
+	}
+}
+
+// ORG/NAME is also how a folder two levels down is written: when neither
+// the Hub nor the working directory has it, the error says both, so a
+// mistyped folder is not reported as a missing Hub repository only.
+func TestModelFolderSaysNoFolderEither(t *testing.T) {
+	hubEnv(t)
+	t.Chdir(t.TempDir())
+	_, _, err := engine.ModelFolder(context.Background(), "models/tiny", hub.PullOptions{})
+	wd, _ := os.Getwd()
+	if !errors.Is(err, hub.ErrRepoNotFound) || !strings.Contains(err.Error(), "nor is there a folder models/tiny in "+wd) {
+		t.Fatalf("ModelFolder(models/tiny): %v, want the Hub's answer and no folder in %s", err, wd)
 	}
 }
