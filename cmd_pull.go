@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"strings"
@@ -358,6 +359,13 @@ func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
 // comes back as it is. files selects what to fetch (nil: what a run needs).
 func pullModelArg(ctx context.Context, model string, files func(string) bool, w io.Writer) (string, error) {
 	if !hub.LooksLikeRef(model) {
+		// A path that is not there: say so here, rather than have the
+		// first file read fail ("tokenizer: open …/tokenizer.json").
+		if strings.ContainsAny(model, `/\`) || strings.HasPrefix(model, ".") || strings.HasPrefix(model, "~") {
+			if _, err := os.Stat(model); errors.Is(err, fs.ErrNotExist) {
+				return "", fmt.Errorf("model folder %s does not exist", model)
+			}
+		}
 		return model, nil
 	}
 	show := &pullPrinter{w: w, live: isTerminal(w), width: termWidth(w), quietCached: true}

@@ -274,3 +274,20 @@ func TestPullModelArgCancelled(t *testing.T) {
 		t.Fatalf("pullModelArg with a cancelled context: %v, want what was kept and how to resume", err)
 	}
 }
+
+// A model given as a path that is not there is named as a missing folder
+// before anything reads it; before, whet chat and whet train said
+// "tokenizer: open …/tokenizer.json: no such file or directory".
+func TestPullModelArgMissingFolder(t *testing.T) {
+	pullEnv(t)
+	missing := filepath.Join(t.TempDir(), "models", "tiny")
+	for _, m := range []string{missing, "./no/such/model"} {
+		_, err := pullModelArg(context.Background(), m, nil, io.Discard)
+		if err == nil || err.Error() != "model folder "+m+" does not exist" {
+			t.Errorf("pullModelArg(%s): %v, want the missing folder named", m, err)
+		}
+	}
+	if dir, err := pullModelArg(context.Background(), "testdata/tiny-llama", nil, io.Discard); err != nil || dir != "testdata/tiny-llama" {
+		t.Errorf("an existing folder: %q, %v", dir, err)
+	}
+}
