@@ -71,3 +71,48 @@ func TestMllamaCheckpointing(t *testing.T) {
 		})
 	}
 }
+
+// TestMllamaForwardOnlyPeak: a forward without a backward (evaluation,
+// generation) frees each layer's tensors once its output exists, so its
+// peak on the CPU backend (which counts device bytes) is below the
+// checkpointed training step's, whatever MllamaModel.Checkpointing says,
+// and its loss is the training pass's. On an H100 the 11B model's
+// forward-only pass held every layer's activations (17.2 GB against the
+// checkpointed step's 10.8 GB), so an evaluation during a checkpointed run
+// needed more than the plan.
+func TestMllamaForwardOnlyPeak(t *testing.T) {
+	for _, dt := range []engine.DType{engine.F32, engine.BF16} {
+		t.Run(dt.String(), func(t *testing.T) {
+			f, m, cfg := tinyMllamaBF16Pair(t, 61, false)
+			if dt == engine.F32 {
+				m = f
+			}
+			rng := rand.New(rand.NewPCG(62, 63))
+			samples := []engine.MllamaSample{mllamaSample(cfg, rng, 40, []int{2}, [][2]int{{6, 4}}, 3)}
+			b := m.B.(*cpu.Backend)
+			run := func(ckpt, backward bool) (float64, int64) {
+				m.Checkpointing = ckpt
+				if err := m.ZeroGrads(); err != nil {
+					t.Fatal(err)
+				}
+				b.ResetPeak()
+				r, err := m.Run(samples, backward, false)
+				if err != nil {
+					t.Fatalf("checkpointing %v, backward %v: %v", ckpt, backward, err)
+				}
+				return r.Loss, b.PeakBytes()
+			}
+			lossStep, peakStep := run(true, true)
+			for _, ckpt := range []bool{false, true} {
+				loss, peak := run(ckpt, false)
+				t.Logf("%s: forward-only peak %d bytes (checkpointing %v), checkpointed step %d", dt, peak, ckpt, peakStep)
+				if peak >= peakStep {
+					t.Errorf("forward only (checkpointing %v) peaked at %d bytes, the checkpointed training step at %d", ckpt, peak, peakStep)
+				}
+				if loss != lossStep {
+					t.Errorf("forward-only loss %v, training pass %v", loss, lossStep)
+				}
+			}
+		})
+	}
+}

@@ -509,7 +509,10 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 		return a, next
 	}
 	// With m.Checkpointing only each layer's input survives its forward;
-	// the backward runs the layer's forward again from it.
+	// the backward runs the layer's forward again from it. A forward
+	// without a backward (evaluation, generation) keeps only each layer's
+	// output: its peak is one layer's tensors, below a training step's
+	// with or without checkpointing, as memplan.PlanMllama assumes.
 	inputs := make([]Tensor, len(m.Layers))
 	for l, L := range m.Layers {
 		marks[l] = len(p.owned)
@@ -517,10 +520,13 @@ func (p *mpass) sample(s MllamaSample, backward, keep bool, gradScale float32) (
 			continue
 		}
 		a, next := layer(l, L, x)
-		if m.Checkpointing && backward {
+		switch {
+		case !backward:
+			p.release(marks[l], next)
+		case m.Checkpointing:
 			inputs[l] = x
 			p.release(marks[l], next)
-		} else {
+		default:
 			acts[l] = a
 		}
 		x = next
