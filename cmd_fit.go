@@ -269,8 +269,8 @@ func resolveFitModel(name string) (fitModel, error) {
 // fitMllama plans Llama 3.2 Vision (memplan.PlanMllama: vision tower
 // frozen), prints it, and says how far whet trains it.
 func fitMllama(w io.Writer, m fitModel, opts memplan.Options, target fitTarget, images int) error {
-	// What the Mllama engine does (float32, every activation kept), not
-	// what a text run on this backend would.
+	// What the Mllama engine does (its compute dtype,
+	// engine.VisionComputeDType), not what a text run on this backend would.
 	opts, notes := memplan.ForVisionEngine(engine.VisionMllama, opts)
 	plan, err := memplan.PlanMllama(m.mllama, opts, memplan.MllamaOptions{Images: images})
 	if err != nil {
@@ -283,7 +283,7 @@ func fitMllama(w io.Writer, m fitModel, opts memplan.Options, target fitTarget, 
 	for _, n := range notes {
 		fmt.Fprintf(w, "note      %s\n", n)
 	}
-	fmt.Fprintf(w, "note      whet trains Llama 3.2 Vision with lora or qlora (%s compute, every activation kept); on a GPU only with WHET_CUDA_VISION=1, not yet run there with whet train\n", opts.WeightDType)
+	fmt.Fprintf(w, "note      whet trains Llama 3.2 Vision with lora or qlora (%s compute), on a GPU too\n", opts.WeightDType)
 	if plan.Peak() > target.available {
 		return exitStatus(1)
 	}

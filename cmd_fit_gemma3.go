@@ -60,7 +60,7 @@ func fitGemma3Vision(w io.Writer, m fitModel, opts memplan.Options, target fitTa
 	for _, n := range notes {
 		fmt.Fprintf(w, "note      %s\n", n)
 	}
-	fmt.Fprintln(w, "note      whet train trains Gemma 3 on images (lora or qlora; the tower frozen unless lora.vision_layers); on a GPU only with WHET_CUDA_VISION=1, not yet run there with whet train")
+	fmt.Fprintln(w, "note      whet train trains Gemma 3 on images (lora or qlora; the tower frozen unless lora.vision_layers), on a GPU too")
 	if !target.fits(plan) {
 		return exitStatus(1)
 	}

@@ -18,8 +18,8 @@ import (
 // (engine.ComputeDTyper), as the CUDA backend does, so that whet train's
 // Llama 3.2 Vision path takes its opt-in bf16 compute on a machine without
 // a GPU (engine/cpu holds bf16 tensors as rounded float32 values). Its
-// Name is still "cpu", which the vision runs accept without
-// WHET_CUDA_VISION.
+// Name is still "cpu", which the vision runs accept even with
+// WHET_CUDA_VISION=0.
 type bf16CPUBackend struct{ *cpu.Backend }
 
 func (bf16CPUBackend) ComputeDType() engine.DType { return engine.BF16 }

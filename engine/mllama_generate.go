@@ -390,10 +390,10 @@ func (m *MllamaModel) HasLoRA() bool {
 	return false
 }
 
-// MllamaGenerationOptIn refuses a GPU backend for Llama 3.2 Vision
-// generation unless WHET_CUDA_VISION=1 asks for it (the switch the vision
-// training uses): its ops passed on a GPU in training, but generation
-// (the cached attention in float32 beside them) has not run there.
-func MllamaGenerationOptIn(backend Backend) error {
-	return cudaVisionOptIn(backend, "Llama 3.2 Vision generation (the vision tower, attention under a bias, cached attention)")
+// MllamaGenerationAllowed refuses a GPU backend for Llama 3.2 Vision
+// generation only where WHET_CUDA_VISION=0 turns the vision GPU paths off
+// (CUDAVisionEnv). On by default: tools/gpu/mllama-gen passed on an H100
+// (TestMllamaGeneratorMatchesCPU; whet chat's CUDA replies equal the CPU's).
+func MllamaGenerationAllowed(backend Backend) error {
+	return cudaVisionAllowed(backend, "Llama 3.2 Vision generation (the vision tower, attention under a bias, cached attention)")
 }

@@ -156,7 +156,7 @@ func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) er
 		if _, ok := backend.(MllamaOps); !ok {
 			return fmt.Errorf("backend %s cannot train Llama 3.2 Vision (Mllama): it lacks the Mllama ops (engine.MllamaOps: exact GELU, attention under a bias, LayerNorm); use backend: cpu", backend.Name())
 		}
-		if err := cudaVisionOptIn(backend, "Llama 3.2 Vision (exact GELU, attention under a bias, LayerNorm)"); err != nil {
+		if err := cudaVisionAllowed(backend, "Llama 3.2 Vision (exact GELU, attention under a bias, LayerNorm)"); err != nil {
 			return err
 		}
 	}
@@ -182,18 +182,26 @@ func checkVisionRun(cfg RunConfig, kind string, images bool, backend Backend) er
 		return fmt.Errorf("train.offload_checkpoints %s: not with images yet (the vision tower's activations are not offloaded); remove it", cfg.Train.OffloadCheckpoints)
 	}
 	if kind == VisionGemma3 {
-		return cudaVisionOptIn(backend, "Gemma 3 vision (LayerNorm, GELU-tanh, group attention)")
+		return cudaVisionAllowed(backend, "Gemma 3 vision (LayerNorm, GELU-tanh, group attention)")
 	}
 	return nil
 }
 
-// cudaVisionOptIn refuses a GPU backend for a vision model's ops, which
-// have not run on a GPU yet, unless WHET_CUDA_VISION=1 asks for them.
-func cudaVisionOptIn(backend Backend, ops string) error {
-	if backend.Name() == "cpu" || os.Getenv("WHET_CUDA_VISION") == "1" {
+// CUDAVisionEnv turns the vision models' GPU paths off: with
+// WHET_CUDA_VISION=0 a GPU backend refuses Gemma 3 vision and Llama 3.2
+// Vision training and Llama 3.2 Vision generation. They are on by default
+// since tools/gpu vtrain, vlayers, mllama-vtrain and mllama-gen passed on
+// an H100 (CUDA losses track the CPU's, resumes work, chat replies equal
+// the CPU's).
+const CUDAVisionEnv = "WHET_CUDA_VISION"
+
+// cudaVisionAllowed refuses a GPU backend for a vision model's ops only
+// where WHET_CUDA_VISION=0 turns them off.
+func cudaVisionAllowed(backend Backend, ops string) error {
+	if backend.Name() == "cpu" || os.Getenv(CUDAVisionEnv) != "0" {
 		return nil
 	}
-	return fmt.Errorf("backend %s: the ops of %s have not run on a GPU yet; set WHET_CUDA_VISION=1 to try them, or use backend: cpu", backend.Name(), ops)
+	return fmt.Errorf("backend %s: %s=0 turns off the GPU path of %s; unset it, or use backend: cpu", backend.Name(), CUDAVisionEnv, ops)
 }
 
 // imageRunner runs a vision run's micro-batch with its images.

@@ -41,10 +41,10 @@ func IsMllama(modelDir string) bool {
 // OpenMllama loads a Llama 3.2 Vision folder (and a PEFT adapter as whet
 // train writes it) with its tokenizer, template and image processor.
 // Options.NF4Base holds the language model's linears in NF4 (a QLoRA
-// run's base); Gemma3Vision is ignored. A GPU backend needs
-// WHET_CUDA_VISION=1 (engine.MllamaGenerationOptIn).
+// run's base); Gemma3Vision is ignored. WHET_CUDA_VISION=0 refuses a GPU
+// backend (engine.MllamaGenerationAllowed).
 func OpenMllama(b engine.Backend, o Options) (*MllamaSession, error) {
-	if err := engine.MllamaGenerationOptIn(b); err != nil {
+	if err := engine.MllamaGenerationAllowed(b); err != nil {
 		return nil, err
 	}
 	tok, tpl, err := loadTokenizer(o)

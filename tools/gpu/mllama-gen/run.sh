@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# mllama-gen: Llama 3.2 Vision generation on the GPU (engine.MllamaGenerator, never run there; its
-# CUDA use is opt-in, WHET_CUDA_VISION=1). Runs from the repo root; writes only under $OUT/mllama-gen.
+# mllama-gen: Llama 3.2 Vision generation on the GPU (engine.MllamaGenerator; on by default,
+# WHET_CUDA_VISION=0 turns it off). Runs from the repo root; writes only under $OUT/mllama-gen.
 #  1. TestMllamaGeneratorMatchesCPU (tiny Mllama, f32: greedy tokens equal to the CPU's and every
 #     step's logits within 1e-4, one/two/no image, adapter on and off; bf16 logged) with
 #     TestMllamaMatchesCPU as the control; a WHET_CUDA_SYNC=1 rerun on failure;
 #  2. whet chat on the committed tiny Mllama (testdata/tiny-mllama-shapes) after a 20-step CPU QLoRA
 #     run on testdata/datasets/shapes: --compare --image, greedy, on the CPU and on CUDA
-#     (WHET_CUDA_VISION=1); the replies (without the tok/s lines) must be equal; CUDA without the
-#     opt-in must be refused.
+#     (WHET_CUDA_VISION=1); the replies (without the tok/s lines) must be equal; CUDA with
+#     WHET_CUDA_VISION=0 must be refused.
 set -u
 . $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
 batch_start mllama-gen
@@ -52,7 +52,7 @@ for img in 000 010 033; do
     echo "chat $img: cuda replies DIFFER from the cpu's:" >>$S; cat $O/chat-diff-$img.txt >>$S
   fi
 done
-step "chat cuda without the opt-in"
-env -u WHET_CUDA_VISION $B/whet chat --run $O/runs/mgen --backend cuda --max-new-tokens 2 --image testdata/datasets/shapes/img/000.png --prompt hi >$O/chat-refused.txt 2>&1
+step "chat cuda with WHET_CUDA_VISION=0"
+WHET_CUDA_VISION=0 $B/whet chat --run $O/runs/mgen --backend cuda --max-new-tokens 2 --image testdata/datasets/shapes/img/000.png --prompt hi >$O/chat-refused.txt 2>&1
 echo "rc=$? (want 1): $(tail -1 $O/chat-refused.txt)" >>$S
 step end
