@@ -125,7 +125,7 @@ func TestStudioChatAnswersBothTogether(t *testing.T) {
 		t.Error("the adapter changes nothing: the test cannot tell base from tuned")
 	}
 
-	// WHET_CHAT_BATCH=0 (and a GPU, unless it is 1) gives a session that
+	// WHET_CHAT_BATCH=0 (on any backend) gives a session that
 	// answers one side at a time: the page asks the base, then the tuned.
 	t.Setenv(chat.BothTogetherEnv, "0")
 	one, err := (studioChatter{}).OpenChat(context.Background(), run, cfg)
@@ -171,7 +171,7 @@ func TestChatCompareAnswersBoth(t *testing.T) {
 		t.Errorf("--compare printed\n%q\nwant the base alone then the tuned alone\n%q", got, want)
 	}
 
-	// One after the other (as on a GPU by default) prints the same.
+	// One after the other (WHET_CHAT_BATCH=0) prints the same.
 	t.Setenv(chat.BothTogetherEnv, "0")
 	if seq := ask(append([]string{"--adapter", adapter, "--compare"}, q...)...); seq != got {
 		t.Errorf("--compare one after the other printed\n%q\ntogether\n%q", seq, got)

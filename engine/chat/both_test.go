@@ -147,18 +147,30 @@ func TestGenerateBothMatchesEachAlone(t *testing.T) {
 	}
 }
 
-// TestBothTogether: the side-by-side chats answer both sides together on
-// the CPU by default; WHET_CHAT_BATCH=0 or 1 decides on any backend.
+// namedBackend is a Backend that only answers Name.
+type namedBackend struct {
+	engine.Backend
+	name string
+}
+
+func (b namedBackend) Name() string { return b.name }
+
+// TestBothTogether: the side-by-side chats answer both sides together by
+// default on the CPU and on a GPU (since tools/gpu/chat-both passed on an
+// H100); WHET_CHAT_BATCH=0 answers one side at a time on either.
 func TestBothTogether(t *testing.T) {
 	s, err := Open(cpu.New(), Options{ModelDir: filepath.Join("..", "..", "testdata", "tiny-llama"), Template: "chatml", MaxLen: 32})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	gpu := &Session{Model: &engine.Model{B: namedBackend{name: "cuda"}}}
 	for env, want := range map[string]bool{"": true, "0": false, "1": true} {
 		t.Setenv(BothTogetherEnv, env)
-		if got := s.BothTogether(); got != want {
-			t.Errorf("%s=%q on the CPU: together %v, want %v", BothTogetherEnv, env, got, want)
+		for _, s := range []*Session{s, gpu} {
+			if got := s.BothTogether(); got != want {
+				t.Errorf("%s=%q on %s: together %v, want %v", BothTogetherEnv, env, s.Model.B.Name(), got, want)
+			}
 		}
 	}
 }

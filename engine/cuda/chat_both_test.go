@@ -23,8 +23,8 @@ import (
 // side's text, token count and stop reason must equal its answer alone;
 // in bf16 (a batched product may round otherwise than a one-row one) the
 // agreement is logged and each side must answer. The CPU's answers are
-// logged beside them. tools/gpu/chat-both runs it; until it passes the
-// chats answer one side at a time on a GPU (chat.BothTogetherEnv).
+// logged beside them. tools/gpu/chat-both runs it; since it passed on an
+// H100 the chats answer both sides together on a GPU (chat.BothTogetherEnv).
 func TestChatBothMatchesAlone(t *testing.T) {
 	base := filepath.Join("..", "..", "testdata", "tiny-llama")
 	f32 := newGPU(t, cuda.Options{ComputeF32: true})

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # chat-both (issue 21, batched side-by-side chat): the base and the tuned answer in one batch on
 # the GPU (chat.Session.GenerateBoth: GenerateMany over the paged cache, the LoRA adapter's B
-# product on the tuned row only). Until this passes, the studio's chat and whet chat --compare
-# answer one side at a time on a GPU (WHET_CHAT_BATCH unset); WHET_CHAT_BATCH=1 turns it on.
+# product on the tuned row only). It passed on an H100 (2026-12-07), so the studio's chat and
+# whet chat --compare answer both sides together on a GPU by default; WHET_CHAT_BATCH=0 turns it off.
 #   1. cuda.test TestChatBothMatchesAlone (tiny-llama, a random non-zero adapter, greedy, two
 #      questions each side with its own history: f32 together must equal each side alone on the
 #      GPU; bf16 agreement logged) with TestGenerateManyPagedMatchesCPU as the control; a failure
