@@ -456,7 +456,9 @@ func compileHopperVerbose(t *testing.T, n *nvrtc, src, defines string) string {
 }
 
 // TestHopperAttentionCompiles compiles kernels/attention_hopper.cu for
-// sm_90a, as the backend does on an sm_90 card with AttnHopperEnv set
+// sm_90a, as the backend does on an sm_90 card with AttnHopperEnv set and
+// the default defines (nvrtcDefines: the fused backward's and the
+// warp-specialised forward's, unless switched off in the environment)
 // (TestKernelsCompileForEveryArch builds it for plain sm_90, where the
 // kernels are traps), checks that its kernels are in the cubin, and logs
 // NVRTC's messages and, from a second compile with ptxas -v, the
@@ -506,6 +508,11 @@ func TestHopperAttentionCompiles(t *testing.T) {
 // its failure is not taken for the default Hopper kernels'.
 func TestHopperAttentionOverlapCompiles(t *testing.T) {
 	n, src := openNVRTCOrSkip(t), hopperSource(t)
+	// Without the default defines: the kernel refuses HOP_FWD_WS with
+	// HOP_FWD_OVERLAP (nvrtcDefines leaves it out when WHET_NVRTC_DEFINES
+	// asks for the overlap; here -D asks).
+	t.Setenv(AttnFwdWSEnv, "0")
+	t.Setenv(AttnBwdFusedEnv, "0")
 	_, log, err := n.compileLog(attnHopperFile, src, kernels.Headers(), "sm_90a", "-DHOP_FWD_OVERLAP=1", "--ptxas-options=-v")
 	if err != nil {
 		t.Fatal(err)

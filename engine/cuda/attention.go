@@ -190,29 +190,74 @@ func attnHopperSmem(kernel string, d int) int {
 // hopperOverlap reports whether WHET_NVRTC_DEFINES selects the experimental
 // overlapped Hopper forward (HOP_FWD_OVERLAP=1 in kernels/attention_hopper.cu),
 // which keeps three stages of K and V in shared memory instead of two.
+// It then chooses the forward: nvrtcDefines adds no attnFwdWSDefines.
 func hopperOverlap() bool {
-	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
-		if strings.TrimSpace(d) == "HOP_FWD_OVERLAP=1" {
-			return true
-		}
-	}
-	return false
+	return nvrtcDefined("HOP_FWD_OVERLAP=1")
 }
 
-// nvrtcDefine returns the value WHET_NVRTC_DEFINES gives define name
-// ("NAME=VALUE", comma-separated; engine/cuda/nvrtc.go passes each as -D).
+// nvrtcDefine returns the value nvrtcDefines (the kernels' -D options:
+// WHET_NVRTC_DEFINES and the defaults it does not override) gives define
+// name, the first if it is set twice.
 func nvrtcDefine(name string) (string, bool) {
-	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(d), "="); ok && k == name {
+	for _, d := range nvrtcDefines() {
+		if k, v, ok := strings.Cut(d, "="); ok && k == name {
 			return v, true
 		}
 	}
 	return "", false
 }
 
+// AttnFwdWSEnv switches the default warp-specialised Hopper forward
+// (attnFwdWSDefines): 0 leaves it out, so that the Hopper path takes the
+// first forward (attn_fwd_hopper); 1 or unset, attnFwdWSDefault decides
+// with 1 meaning on. WHET_NVRTC_DEFINES naming HOP_FWD_WS or setting
+// HOP_FWD_OVERLAP chooses the forward itself either way.
+const AttnFwdWSEnv = "WHET_ATTN_FWD_WS"
+
+// attnFwdWSDefault is whether the Hopper path's forward is the
+// warp-specialised one (attnFwdWSDefines) when AttnFwdWSEnv is unset. true
+// since the H100 run of tools/gpu/attention-fwd (2026-12-07 14:42 UTC,
+// docs/bench/attention-fwd-2026-12-07-1442.txt): with attnFwdWSDefines
+// TestHopperForwardLongMatchesMMASync, TestAttentionMatchesCPU and
+// TestConformance passed and BenchmarkAttentionForward went from 188.5 to
+// 250.3 TFLOP/s at d64, 259.0 to 283.4 at d128, the fastest variant.
+const attnFwdWSDefault = true
+
+// attnFwdWSDefines are the defines of the default warp-specialised Hopper
+// forward: a producer warpgroup and two consumers (HOP_FWD_WS=1, without
+// setmaxnreg) with the straight-line consumer loop (HOP_WS_NOSER=1). Each
+// one whose name WHET_NVRTC_DEFINES sets is left to it (HOP_WS_STAGES=3
+// tunes the default forward; HOP_FWD_WS=2 replaces it).
+var attnFwdWSDefines = []string{"HOP_FWD_WS=1", "HOP_WS_NOSER=1"}
+
+// attnFwdWSAuto reports whether AttnFwdWSEnv (or, unset,
+// attnFwdWSDefault) asks for the warp-specialised forward.
+func attnFwdWSAuto() bool {
+	switch os.Getenv(AttnFwdWSEnv) {
+	case "1":
+		return true
+	case "0":
+		return false
+	}
+	return attnFwdWSDefault
+}
+
+// attnSwitchesErr refuses a value of AttnBwdFusedEnv or AttnFwdWSEnv other
+// than 0 or 1 (or unset), naming the variable, rather than quietly taking
+// the default.
+func attnSwitchesErr() error {
+	for _, env := range []string{AttnBwdFusedEnv, AttnFwdWSEnv} {
+		if v, ok := os.LookupEnv(env); ok && v != "" && v != "0" && v != "1" {
+			return fmt.Errorf("cuda: %s=%q: want 0 or 1 (or unset for the default)", env, v)
+		}
+	}
+	return nil
+}
+
 // hopperWS is the warp-specialised Hopper forward's configuration
 // (attn_fwd_hopper_ws in kernels/attention_hopper.cu), read from the same
-// WHET_NVRTC_DEFINES the kernel is compiled with: mode HOP_FWD_WS (0: off,
+// defines the kernel is compiled with (nvrtcDefines: WHET_NVRTC_DEFINES and
+// attnFwdWSDefines, the default): mode HOP_FWD_WS (0: off,
 // 1: producer warpgroup + consumers, 2: also setmaxnreg), wg64 consumer
 // warpgroups at head dim 64 (HOP_WS_WG64; 2 at 128), stages of K and V
 // (HOP_WS_STAGES). err says which define is malformed.
@@ -581,7 +626,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	}
 	defer exit()
 	op := fmt.Sprintf("AttentionBackward T=%d heads %d/%d dim %d window %d softcap %g", T, H, KVH, D, p.Window, p.SoftCap)
-	// The fused Hopper backward (opt-in, AttnBwdFusedDefine) also needs an
+	// The fused Hopper backward (the default, AttnBwdFusedDefine) also needs an
 	// fp32 dq accumulator, after delta in the same scratch.
 	hopper := b.useHopperAttention(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot)
 	fused := hopper && b.useFusedBackward()

@@ -17,38 +17,40 @@ var _ engine.DeterministicBackend = (*Backend)(nil)
 // key block computing dK and dV and adding dq through fp32 atomics; 5
 // matrix products instead of the split kernels' 7) and selects it for
 // training attention at head dims 64 and 128 on sm_90 wherever the Hopper
-// kernels run (AttnBwdFusedEnv=1 adds it with the best variant's defines), unless Options.Deterministic (or DeterministicEnv, or
+// kernels run, unless Options.Deterministic (or DeterministicEnv, or
 // SetDeterministic) asks for bit-equal reruns: its dq is summed in an order
-// that varies from run to run. Opt-in: it passed one H100 run
-// (tools/gpu/attention-bwd, 2026-12-07); its newer variants have not run.
+// that varies from run to run. The default (attnBwdFusedDefault adds it with
+// attnBwdFusedDefines); AttnBwdFusedEnv=0 keeps the split kernels.
 const AttnBwdFusedDefine = "HOP_BWD_FUSED=1"
 
 // DeterministicEnv, set to 1, is Options.Deterministic.
 const DeterministicEnv = "WHET_DETERMINISTIC"
 
-// AttnBwdFusedEnv chooses the fused Hopper backward without
+// AttnBwdFusedEnv switches the fused Hopper backward without
 // WHET_NVRTC_DEFINES: 1 compiles kernels/attention_hopper.cu with
-// attnBwdFusedDefines (the fused kernel's best variant) and takes it for
-// every training attention backward the Hopper kernels run where
-// Deterministic is off; 0 keeps the split kernels (unless
-// WHET_NVRTC_DEFINES names AttnBwdFusedDefine); unset, attnBwdFusedDefault
-// decides. A define of attnBwdFusedDefines whose name WHET_NVRTC_DEFINES
-// sets is left to it.
+// attnBwdFusedDefines and takes it for every training attention backward
+// the Hopper kernels run where Deterministic is off; 0 keeps the split
+// kernels (unless WHET_NVRTC_DEFINES names AttnBwdFusedDefine); unset,
+// attnBwdFusedDefault decides. A define of attnBwdFusedDefines whose name
+// WHET_NVRTC_DEFINES sets is left to it.
 const AttnBwdFusedEnv = "WHET_ATTN_BWD_FUSED"
 
-// attnBwdFusedDefault is whether the fused Hopper backward is the default
-// when AttnBwdFusedEnv is unset. false: the variants of attnBwdFusedDefines
-// have not all run on a GPU yet (tools/gpu/attention-bwd tests and times
-// them with AttnBwdFusedEnv=1); set it to true once they pass and beat the
-// split kernels.
-const attnBwdFusedDefault = false
+// attnBwdFusedDefault is whether the fused Hopper backward is taken when
+// AttnBwdFusedEnv is unset. true since the H100 run of tools/gpu/attention-bwd
+// (2026-12-07 14:39 UTC, docs/bench/attention-bwd-2026-12-07-1439.txt):
+// with attnBwdFusedDefines TestAttentionMatchesCPU, TestConformance and
+// TestAttentionBackwardDeterministic passed, ptxas serialised no wgmma of
+// its compile, and BenchmarkAttentionBackward went from 106.8 to 129.8
+// TFLOP/s at d64 (d128: 169.0 split, 168.2 fused).
+const attnBwdFusedDefault = true
 
 // attnBwdFusedDefines are the defines AttnBwdFusedEnv (or
 // attnBwdFusedDefault) compiles the fused backward with: scale-d = 0 in
 // place of zeroed accumulators (HOP_BWD_ZINIT, no wgmma serialisation) and
-// paired fp32 reductions of dq (HOP_BWD_RED_V2, the fastest variant of the
-// first GPU run: d64 136, d128 190 TFLOP/s against the split kernels' 106
-// and 168 on an H100).
+// paired fp32 reductions of dq (HOP_BWD_RED_V2). Without HOP_BWD_ZINIT the
+// pair was faster on the H100 (d64 134.8, d128 173.5 TFLOP/s), but ptxas
+// serialises its d128 wgmma (C7515), which TestHopperAttentionCompiles
+// refuses for the default defines.
 var attnBwdFusedDefines = []string{AttnBwdFusedDefine, "HOP_BWD_ZINIT=1", "HOP_BWD_RED_V2=1"}
 
 // attnBwdFusedAuto reports whether AttnBwdFusedEnv (or, unset,
@@ -64,27 +66,44 @@ func attnBwdFusedAuto() bool {
 }
 
 // nvrtcDefines returns the NAME=VALUE defines every kernel file is
-// compiled with (nvrtc.go): the comma-separated WHET_NVRTC_DEFINES, then,
-// if attnBwdFusedAuto, those of attnBwdFusedDefines whose name
-// WHET_NVRTC_DEFINES does not set.
+// compiled with (nvrtc.go), the one source of what the kernels were built
+// with (nvrtcDefine, nvrtcDefined, hopperFwdWS read it): the
+// comma-separated WHET_NVRTC_DEFINES, then, if attnBwdFusedAuto, those of
+// attnBwdFusedDefines whose name WHET_NVRTC_DEFINES does not set, then, if
+// attnFwdWSAuto and WHET_NVRTC_DEFINES chooses no forward itself (names
+// HOP_FWD_WS, or sets HOP_FWD_OVERLAP to anything but 0), those of
+// attnFwdWSDefines whose name it does not set.
 func nvrtcDefines() []string {
 	var defs []string
-	named := map[string]bool{}
+	named := map[string]string{}
 	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
 		if d = strings.TrimSpace(d); d != "" {
 			defs = append(defs, d)
-			name, _, _ := strings.Cut(d, "=")
-			named[name] = true
+			name, value, _ := strings.Cut(d, "=")
+			if _, ok := named[name]; !ok {
+				named[name] = value
+			}
 		}
 	}
-	if attnBwdFusedAuto() {
-		for _, d := range attnBwdFusedDefines {
-			if name, _, _ := strings.Cut(d, "="); !named[name] {
+	add := func(list []string) {
+		for _, d := range list {
+			if name, _, _ := strings.Cut(d, "="); !hasName(named, name) {
 				defs = append(defs, d)
 			}
 		}
 	}
+	if attnBwdFusedAuto() {
+		add(attnBwdFusedDefines)
+	}
+	if overlap, ok := named["HOP_FWD_OVERLAP"]; attnFwdWSAuto() && !hasName(named, "HOP_FWD_WS") && (!ok || overlap == "0") {
+		add(attnFwdWSDefines)
+	}
 	return defs
+}
+
+func hasName(named map[string]string, name string) bool {
+	_, ok := named[name]
+	return ok
 }
 
 // nvrtcDefined reports whether def (NAME=VALUE) is one of nvrtcDefines.

@@ -82,11 +82,15 @@ func (f *fusedBackends) check(t *testing.T) {
 	}
 }
 
-// TestFusedBackwardSelection: the fused Hopper backward is taken only when
-// WHET_NVRTC_DEFINES names AttnBwdFusedDefine and no bit-equal reruns are
-// asked for (Options.Deterministic, DeterministicEnv, SetDeterministic),
-// and only where the Hopper kernels run.
+// TestFusedBackwardSelection: the fused Hopper backward is taken by
+// default (attnBwdFusedDefault) or when WHET_NVRTC_DEFINES names
+// AttnBwdFusedDefine, not with AttnBwdFusedEnv=0 alone, and never when
+// bit-equal reruns are asked for (Options.Deterministic, DeterministicEnv,
+// SetDeterministic), and only where the Hopper kernels run.
 func TestFusedBackwardSelection(t *testing.T) {
+	// The forward's defaults are another test's (TestAttnFwdWSDefault).
+	t.Setenv(AttnFwdWSEnv, "0")
+	// With the default switched off, WHET_NVRTC_DEFINES alone decides.
 	for _, c := range []struct {
 		defines string
 		want    bool
@@ -94,18 +98,21 @@ func TestFusedBackwardSelection(t *testing.T) {
 		{"", false}, {"HOP_BWD_FUSED=0", false}, {"HOP_BWD_FUSED=1", true}, {"HOP_FWD_OVERLAP=1, HOP_BWD_FUSED=1", true},
 		{"HOP_BWD_FUSED=10", false}, {"XHOP_BWD_FUSED=1", false},
 	} {
-		t.Setenv(AttnBwdFusedEnv, "")
+		t.Setenv(AttnBwdFusedEnv, "0")
 		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
-		if got := nvrtcDefined(AttnBwdFusedDefine); got != c.want && !attnBwdFusedDefault {
-			t.Errorf("WHET_NVRTC_DEFINES=%q: nvrtcDefined(%q) = %v, want %v", c.defines, AttnBwdFusedDefine, got, c.want)
+		if got := nvrtcDefined(AttnBwdFusedDefine); got != c.want {
+			t.Errorf("%s=0 WHET_NVRTC_DEFINES=%q: nvrtcDefined(%q) = %v, want %v", AttnBwdFusedEnv, c.defines, AttnBwdFusedDefine, got, c.want)
 		}
 	}
-	// AttnBwdFusedEnv: 1 adds attnBwdFusedDefines, except the names
-	// WHET_NVRTC_DEFINES sets; 0 adds nothing.
+	// AttnBwdFusedEnv: 1, or unset (the default), adds attnBwdFusedDefines,
+	// except the names WHET_NVRTC_DEFINES sets; 0 adds nothing.
 	for _, c := range []struct {
 		env, defines string
 		want         []string
 	}{
+		{"", "", attnBwdFusedDefines},
+		{"", "HOP_BWD_FUSED=0", append([]string{"HOP_BWD_FUSED=0"}, attnBwdFusedDefines[1:]...)},
+		{"", "HOP_FWD_OVERLAP=1", append([]string{"HOP_FWD_OVERLAP=1"}, attnBwdFusedDefines...)},
 		{"1", "", attnBwdFusedDefines},
 		{"0", "", nil},
 		{"0", "HOP_BWD_FUSED=1", []string{"HOP_BWD_FUSED=1"}},
@@ -127,12 +134,24 @@ func TestFusedBackwardSelection(t *testing.T) {
 			}
 		}
 	}
-	t.Setenv(AttnBwdFusedEnv, "")
+	// New sets attnBwdFused from nvrtcDefined(AttnBwdFusedDefine): on by
+	// default, off with AttnBwdFusedEnv=0.
 	t.Setenv("WHET_NVRTC_DEFINES", "")
 	t.Setenv(DeterministicEnv, "")
+	for _, c := range []struct {
+		env  string
+		want bool
+	}{{"", true}, {"1", true}, {"0", false}} {
+		t.Setenv(AttnBwdFusedEnv, c.env)
+		b := &Backend{arch: "sm_90", attnHopper: true, attnBwdFused: nvrtcDefined(AttnBwdFusedDefine)}
+		if b.useFusedBackward() != c.want {
+			t.Errorf("%s=%q: the fused backward is used: %v, want %v", AttnBwdFusedEnv, c.env, b.useFusedBackward(), c.want)
+		}
+	}
+	t.Setenv(AttnBwdFusedEnv, "0")
 	b := &Backend{arch: "sm_90", attnHopper: true}
 	if b.useFusedBackward() {
-		t.Error("the fused backward is used without being asked for")
+		t.Error("the fused backward is used though not compiled in")
 	}
 	b.attnBwdFused = true
 	if !b.useFusedBackward() {
@@ -404,9 +423,11 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 		}
 	}
 	n, src := openNVRTCOrSkip(t), hopperSource(t)
-	// compileOptions would add these a second time.
+	// compileOptions would add these a second time, and the default
+	// defines on top.
 	t.Setenv("WHET_NVRTC_DEFINES", "")
 	t.Setenv(AttnBwdFusedEnv, "0")
+	t.Setenv(AttnFwdWSEnv, "0")
 	for k, v := range fusedCompileVariants {
 		if k%shards != shard {
 			continue

@@ -111,7 +111,7 @@ type Backend struct {
 	fusedAdamW            bool      // Options.FusedAdamW
 	attnHopper            bool      // not Options.MMASyncAttention
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
-	attnBwdFused          bool      // AttnBwdFusedDefine in WHET_NVRTC_DEFINES: the fused Hopper backward is compiled and asked for
+	attnBwdFused          bool      // AttnBwdFusedDefine in nvrtcDefines (the default; AttnBwdFusedEnv=0 drops it): the fused Hopper backward is compiled and asked for
 	attnBwdFusedRuns      int       // fused Hopper backwards launched (for tests)
 	deterministic         bool      // Options.Deterministic, DeterministicEnv or SetDeterministic
 	prof                  *profiler // nil unless profiling
@@ -282,6 +282,9 @@ const (
 // looked for and where when a library or the GPU is missing; callers then
 // fall back to the CPU backend.
 func New(opts Options) (*Backend, error) {
+	if err := attnSwitchesErr(); err != nil {
+		return nil, err
+	}
 	limit := opts.MemoryLimit
 	if limit == 0 {
 		var err error

@@ -65,6 +65,10 @@ func TestHopperWSConfig(t *testing.T) {
 		t.Error("HOP_WS_PREG/CREG no longer add up to the block's registers")
 	}
 
+	// The default warp-specialised forward switched off (AttnFwdWSEnv=0),
+	// so that WHET_NVRTC_DEFINES alone configures it (TestAttnFwdWSDefault
+	// checks the default).
+	t.Setenv(AttnFwdWSEnv, "0")
 	t.Setenv("WHET_NVRTC_DEFINES", "")
 	if ws := hopperFwdWS(); ws.mode != 0 || ws.err != nil || ws.rows(64) != attnHopperRows || ws.threads(128) != 256 {
 		t.Errorf("no defines: %+v, rows %d, threads %d; want the default forward", ws, ws.rows(64), ws.threads(128))
@@ -249,6 +253,9 @@ ptxas info    : Used 168 registers, used 3 barriers`
 // at run time too (hopperWSCheck).
 func TestHopperAttentionWSCompiles(t *testing.T) {
 	n, src := openNVRTCOrSkip(t), hopperSource(t)
+	// Each variant as it is, without the default defines under it.
+	t.Setenv(AttnFwdWSEnv, "0")
+	t.Setenv(AttnBwdFusedEnv, "0")
 	for _, defines := range hopperWSVariants {
 		t.Run(defines, func(t *testing.T) {
 			t.Setenv("WHET_NVRTC_DEFINES", defines)
@@ -409,5 +416,91 @@ func TestHopperForwardLongMatchesMMASync(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAttnFwdWSDefault: the warp-specialised Hopper forward
+// (attnFwdWSDefines) is in nvrtcDefines by default and with AttnFwdWSEnv=1,
+// out with AttnFwdWSEnv=0; hopperFwdWS, nvrtcDefine and attnHopperSmem see
+// what nvrtcDefines gives the compiler; a define WHET_NVRTC_DEFINES sets
+// wins, HOP_FWD_WS there (any value) or HOP_FWD_OVERLAP=1 choose the forward
+// without the defaults (the kernel refuses HOP_WS_NOSER without HOP_FWD_WS,
+// and HOP_FWD_WS with HOP_FWD_OVERLAP); a switch other than 0 or 1 is an
+// error naming it.
+func TestAttnFwdWSDefault(t *testing.T) {
+	t.Setenv(AttnBwdFusedEnv, "0") // the backward's defaults are TestFusedBackwardSelection's
+	wsSmem := func(d, rows, stages int) int { return 1024 + 2*d*(rows+2*stages*attnHopperRows) + 128 }
+	for _, c := range []struct {
+		env, defines      string
+		want              []string
+		mode, noser, stgs int
+		overlap           bool
+	}{
+		{"", "", attnFwdWSDefines, 1, 1, 2, false},
+		{"1", "", attnFwdWSDefines, 1, 1, 2, false},
+		{"0", "", nil, 0, 0, 2, false},
+		{"", "HOP_WS_STAGES=3", []string{"HOP_WS_STAGES=3", "HOP_FWD_WS=1", "HOP_WS_NOSER=1"}, 1, 1, 3, false},
+		{"", "HOP_WS_NOSER=0", []string{"HOP_WS_NOSER=0", "HOP_FWD_WS=1"}, 1, 0, 2, false},
+		{"", "HOP_FWD_WS=2", []string{"HOP_FWD_WS=2"}, 2, 0, 2, false},
+		{"", "HOP_FWD_WS=0", []string{"HOP_FWD_WS=0"}, 0, 0, 2, false},
+		{"", "HOP_FWD_OVERLAP=1", []string{"HOP_FWD_OVERLAP=1"}, 0, 0, 2, true},
+		{"", " HOP_FWD_OVERLAP=0", []string{"HOP_FWD_OVERLAP=0", "HOP_FWD_WS=1", "HOP_WS_NOSER=1"}, 1, 1, 2, false},
+		{"0", "HOP_FWD_WS=1,HOP_WS_NOSER=1", []string{"HOP_FWD_WS=1", "HOP_WS_NOSER=1"}, 1, 1, 2, false},
+	} {
+		t.Setenv(AttnFwdWSEnv, c.env)
+		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
+		what := fmt.Sprintf("%s=%q WHET_NVRTC_DEFINES=%q", AttnFwdWSEnv, c.env, c.defines)
+		got := nvrtcDefines()
+		if strings.Join(got, ",") != strings.Join(c.want, ",") {
+			t.Errorf("%s: nvrtcDefines() = %q, want %q", what, got, c.want)
+		}
+		opts := compileOptions("sm_90a")
+		for _, d := range c.want {
+			if !strings.Contains(strings.Join(opts, " "), "-D"+d) {
+				t.Errorf("%s: compileOptions %q lacks -D%s", what, opts, d)
+			}
+		}
+		ws := hopperFwdWS()
+		if ws.err != nil || ws.mode != c.mode || ws.noser != c.noser || ws.stages != c.stgs {
+			t.Errorf("%s: hopperFwdWS() = %+v, want mode %d, noser %d, stages %d", what, ws, c.mode, c.noser, c.stgs)
+		}
+		if v, ok := nvrtcDefine("HOP_FWD_WS"); (c.mode != 0) && (!ok || v != strconv.Itoa(c.mode)) {
+			t.Errorf("%s: nvrtcDefine(HOP_FWD_WS) = %q, %v; want %d", what, v, ok, c.mode)
+		}
+		if hopperOverlap() != c.overlap {
+			t.Errorf("%s: hopperOverlap() = %v, want %v", what, hopperOverlap(), c.overlap)
+		}
+		for _, d := range []int{64, 128} {
+			want := 1024 + 2*(attnHopperRows+4*attnHopperRows)*d
+			switch {
+			case c.mode != 0:
+				want = wsSmem(d, 128, c.stgs)
+			case c.overlap:
+				want = 1024 + 2*(attnHopperRows+6*attnHopperRows)*d
+			}
+			if got := attnHopperSmem("forward", d); got != want {
+				t.Errorf("%s: d%d forward shared memory %d, want %d", what, d, got, want)
+			}
+		}
+		if c.mode == 1 && (ws.threads(64) != 384 || ws.threads(128) != 384 || ws.rows(64) != 128) {
+			t.Errorf("%s: %d/%d threads, %d rows at d64; want the warp-specialised 384 and 128", what, ws.threads(64), ws.threads(128), ws.rows(64))
+		}
+	}
+	// The default is HOP_FWD_WS=1 with HOP_WS_NOSER=1, the variant the H100
+	// run measured fastest (tools/gpu/attention-fwd, 2026-12-07).
+	if !attnFwdWSDefault || strings.Join(attnFwdWSDefines, ",") != "HOP_FWD_WS=1,HOP_WS_NOSER=1" {
+		t.Errorf("attnFwdWSDefault %v, attnFwdWSDefines %q", attnFwdWSDefault, attnFwdWSDefines)
+	}
+	for _, c := range []struct {
+		env, value string
+		bad        bool
+	}{{AttnFwdWSEnv, "yes", true}, {AttnBwdFusedEnv, "2", true}, {AttnFwdWSEnv, "0", false}, {AttnBwdFusedEnv, "1", false}, {AttnFwdWSEnv, "", false}} {
+		t.Setenv(AttnFwdWSEnv, "")
+		t.Setenv(AttnBwdFusedEnv, "")
+		t.Setenv(c.env, c.value)
+		err := attnSwitchesErr()
+		if (err != nil) != c.bad || (err != nil && !strings.Contains(err.Error(), c.env)) {
+			t.Errorf("%s=%q: attnSwitchesErr() = %v, want an error naming it: %v", c.env, c.value, err, c.bad)
+		}
 	}
 }

@@ -81,7 +81,8 @@ func (n *nvrtc) call(name string, fn uintptr, args ...uintptr) error {
 // tuning knob for kernel constants that have a default in the source
 // (e.g. ATTN_FWD_MINB, the blocks per SM attention's forward is compiled
 // for), used to compare variants on a GPU without rebuilding whet;
-// AttnBwdFusedEnv adds the fused attention backward's (nvrtcDefines).
+// the defaults of the fused attention backward and the warp-specialised
+// Hopper forward follow unless switched off or overridden (nvrtcDefines).
 func compileOptions(arch string) []string {
 	opts := []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "--fmad=true"}
 	if pdlOn() {
@@ -89,7 +90,7 @@ func compileOptions(arch string) []string {
 		// to nothing below sm_90.
 		opts = append(opts, "-DWHET_PDL=1")
 	}
-	for _, d := range nvrtcDefines() { // WHET_NVRTC_DEFINES, and AttnBwdFusedEnv's
+	for _, d := range nvrtcDefines() { // WHET_NVRTC_DEFINES, then the defaults it leaves
 		opts = append(opts, "-D"+d)
 	}
 	return opts
