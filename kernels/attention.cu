@@ -743,11 +743,15 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         kStart = 0;
     }
     const int nTiles = kEnd >= kStart ? (kEnd - kStart) / BN + 1 : 0;
+    // load_kv fills buffer nb with the key and value rows r0.. (the first
+    // tile and every prefetch go through it: with DD < D each row is DD
+    // wide in memory, at column kvh*DD, and columns DD..D-1 are zeros).
+    auto load_kv = [&](int nb, int r0) {
+        load_rows_async<D, BN, DD>(Ks + nb * BN * DP, k, kvStride, (i64)kvh * DD, r0, kEnd + 1, tid);
+        load_rows_async<D, BN, DD>(Vs + nb * BN * DP, v, kvStride, (i64)kvh * DD, r0, kEnd + 1, tid);
+    };
     load_rows_async<D, BM, DD>(Qs, q, qStride, (i64)h * DD, q0, Tq, tid);
-    if (nTiles > 0) {
-        load_rows_async<D, BN, DD>(Ks, k, kvStride, (i64)kvh * DD, kStart, kEnd + 1, tid);
-        load_rows_async<D, BN, DD>(Vs, v, kvStride, (i64)kvh * DD, kStart, kEnd + 1, tid);
-    }
+    if (nTiles > 0) load_kv(0, kStart);
     cp_async_commit();
 
     // Rows of this thread in row tile mt: A = row g, B = row g+8 of the
@@ -823,11 +827,7 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
                     ldsm_x4(qf[mt][kc], frag_a_addr(Qs, DP, warp * WR + mt * 16, kc * 16, lane));
             }
         }
-        if (it + 1 < nTiles) {
-            const int nb = (it + 1) & 1;
-            load_rows_async<D, BN>(Ks + nb * BN * DP, k, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
-            load_rows_async<D, BN>(Vs + nb * BN * DP, v, kvStride, (i64)kvh * D, kt + BN, kEnd + 1, tid);
-        }
+        if (it + 1 < nTiles) load_kv((it + 1) & 1, kt + BN);
         cp_async_commit();
         if (!warpLive || kt > warpLastPos || kt + BN - 1 < warpMinLo) continue; // warp-uniform
         const unsigned short* Kb = Ks + (it & 1) * BN * DP;
