@@ -203,6 +203,10 @@ func (d *dashboard) key(k tea.KeyPressMsg) tea.Cmd {
 		if !d.stopping {
 			d.confirm = confirmStop
 		}
+	case "esc":
+		if d.viewer && d.backToRuns {
+			d.left = true // as q: back to the runs page; the worker trains on
+		}
 	case "q", "ctrl+c":
 		if d.viewer && d.backToRuns && s == "q" {
 			d.left = true // back to the runs page; the worker trains on

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	tea "charm.land/bubbletea/v2"
+
 	"whet/engine"
 	"whet/tui"
 	"whet/tui/fake"
@@ -209,5 +211,60 @@ func TestRunsPageRefreshesItself(t *testing.T) {
 	d.waitScreen("200/200")
 	if strings.Contains(d.screen(), "● training") {
 		t.Errorf("the ended run is still shown training:\n%s", d.screen())
+	}
+}
+
+// A run opened from the runs page is a detail of that list: q and esc go
+// back to it, as in any list and its detail. Before, q on the summary of
+// an ended run quit the whole studio (and over whet serve, the session).
+// Leaving a live run's viewer either way leaves it training, and a run
+// that ends while watched ends on a summary that q also leaves for the
+// list. q quits only from the top (here the runs page itself).
+func TestRunsPageQAndEscGoBack(t *testing.T) {
+	runs := scriptedRuns()
+	ending := []fake.Step{
+		{Event: engine.StepEvent{Step: 1, TotalSteps: 2, Loss: 2}},
+		{Event: engine.StepEvent{Step: 2, TotalSteps: 2, Loss: 1.5}},
+		{After: 50 * time.Millisecond, Event: engine.DoneEvent{Step: 2, Elapsed: 2 * time.Second, FinalDir: "runs/ending-now"}},
+	}
+	runs.Runs = append(runs.Runs, tui.RunInfo{Name: "ending-now", Method: "lora", Model: "whet-demo-8m", State: "running", Live: true, Step: 1, Total: 2, Config: "runs/ending-now/run.yaml"})
+	runs.Scripts["ending-now"] = ending
+	o := testOptions(&fake.Engine{})
+	o.Runs = runs
+	for _, size := range []struct{ w, h int }{{80, 24}, {30, 8}} { // 30x8: the "too small" screen takes q too
+		d := newDriver(t, o, 80, 24)
+		d.keys("r")
+		d.waitScreen("persona-lora")
+		onList := func(after string) {
+			t.Helper()
+			d.waitFor("the runs page after "+after, func() bool { return d.quit || strings.Contains(d.screen(), "NAME") })
+			if d.quit {
+				t.Fatalf("%dx%d: %s quit the studio instead of going back to the runs page", size.w, size.h, after)
+			}
+		}
+		d.keys("home", "down", "enter") // old-done: its summary
+		d.waitScreen("20 of 20 steps")
+		if s := d.screen(); !strings.Contains(s, "q/esc runs") || strings.Contains(s, "q quit") {
+			t.Errorf("help line of a summary opened from the runs page:\n%s", s)
+		}
+		d.send(tea.WindowSizeMsg{Width: size.w, Height: size.h})
+		d.keys("q")
+		d.send(tea.WindowSizeMsg{Width: 80, Height: 24})
+		onList("q on an ended run's summary")
+		d.keys("home", "down", "down", "enter") // persona-lora: live
+		d.waitScreen("eval loss 1.1818")
+		left := runs.Left()
+		d.keys("esc")
+		onList("esc on a live run's viewer")
+		poll(t, "the viewer to leave the run", func() bool { return runs.Left() == left+1 })
+		if _, _, _, s := runs.Control("persona-lora").Counts(); s != 0 {
+			t.Error("leaving the viewer with esc stopped the run")
+		}
+		d.keys("end", "enter") // ending-now: watched until it ends
+		d.waitScreen("2 of 2 steps")
+		d.keys("q")
+		onList("q on the summary a watched run ended on")
+		d.keys("q")
+		d.waitFor("q on the runs page to quit", func() bool { return d.quit })
 	}
 }

@@ -281,6 +281,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, m.interrupt()
 		}
 		if m.tooSmall() {
+			if msg.String() == "q" && m.state == stateSummary && m.sum.backToRuns {
+				return m, m.backToRuns()
+			}
 			if msg.String() == "q" && m.state != stateDashboard {
 				return m, tea.Quit
 			}
@@ -328,11 +331,15 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case stateSummary:
 		if k, ok := msg.(tea.KeyPressMsg); ok {
 			switch k.String() {
-			case "q":
-				return m, tea.Quit
-			case "esc":
+			case "q", "esc":
+				// A summary opened from the runs page is a detail of
+				// that list: q and esc go back to it. q quits only a
+				// summary at the top (after a run started here).
 				if m.sum.backToRuns {
 					return m, m.backToRuns()
+				}
+				if k.String() == "q" {
+					return m, tea.Quit
 				}
 			case "t", "enter":
 				if m.sum.canChat() {

@@ -25,7 +25,7 @@ type summary struct {
 	lastCkpt   *engine.CheckpointEvent
 	chat       bool // a chat page can be opened
 	export     bool // an export page can be opened
-	// backToRuns: opened from the runs page, to which esc goes back.
+	// backToRuns: opened from the runs page, to which q and esc go back.
 	backToRuns bool
 }
 
@@ -54,7 +54,7 @@ func (s *summary) help() []key.Binding {
 		keys = append(keys, bind("e", "export"))
 	}
 	if s.backToRuns {
-		keys = append(keys, bind("esc", "runs"))
+		return append(keys, bind("q/esc", "runs"))
 	}
 	return append(keys, bind("q", "quit"))
 }
