@@ -359,7 +359,7 @@ func TestChatLoadedAfterLeavingIsClosed(t *testing.T) {
 		d.keys("esc") // the summary
 		d.waitScreen("20 of 20 steps")
 		d.keys("esc") // the runs list
-		d.waitScreen("Runs in runs")
+		d.waitScreen("Runs in ./runs")
 		close(gate)
 		poll(t, "the late session to be closed", func() bool { c, _ := ch.Closed(); return c == 1 })
 		// Whatever still arrives (nothing should) leaves the runs list be.
@@ -368,7 +368,7 @@ func TestChatLoadedAfterLeavingIsClosed(t *testing.T) {
 			d.send(msg)
 		case <-time.After(50 * time.Millisecond):
 		}
-		if s := d.screen(); !strings.Contains(s, "Runs in runs") || strings.Contains(s, "Ask both") {
+		if s := d.screen(); !strings.Contains(s, "Runs in ./runs") || strings.Contains(s, "Ask both") {
 			t.Errorf("the late session should not be shown:\n%s", s)
 		}
 		if ch.Opens() != 1 {
@@ -428,7 +428,7 @@ func TestChatLoadsOnWhileOnTheSummary(t *testing.T) {
 	d.keys("esc")
 	d.waitScreen("20 of 20 steps")
 	d.keys("esc")
-	d.waitScreen("Runs in runs")
+	d.waitScreen("Runs in ./runs")
 	if c, _ := ch.Closed(); c != 1 || ch.Opens() != 1 {
 		t.Errorf("opens %d closed %d, want 1 and 1", ch.Opens(), c)
 	}

@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -247,7 +248,9 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 func (p *runsPage) view(w, h int) string {
 	st := p.styles
 	var out []string
-	title := st.Title.Render("whet") + "  " + st.Bold.Render("Runs") + st.Muted.Render(" in "+p.dir)
+	const lead = "whet  Runs in "
+	dir := dirLabel(p.dir, w-len(lead))
+	title := st.Title.Render("whet") + "  " + st.Bold.Render("Runs") + st.Muted.Render(" in "+dir)
 	out = append(out, title, "")
 	var status []string
 	if p.err != "" {
@@ -259,9 +262,9 @@ func (p *runsPage) view(w, h int) string {
 	}
 	switch {
 	case !p.loaded && p.err == "":
-		out = append(out, st.Muted.Render("reading "+p.dir+"…"))
+		out = append(out, st.Muted.Render("reading "+dir+"…"))
 	case len(p.runs) == 0 && p.err == "":
-		out = append(out, st.Muted.Render(wrap("No runs in "+p.dir+" yet. Start one from the wizard (esc), or with whet train -c run.yaml --detach.", w)))
+		out = append(out, st.Muted.Render(wrap("No runs in "+dirLabel(p.dir, w)+" yet. Start one from the wizard (esc), or with whet train -c run.yaml --detach.", w)))
 	case len(p.runs) > 0:
 		detail := p.detail(p.runs[min(p.at, len(p.runs)-1)], w-2)
 		room := h - len(out) - 1 /* header */ - 1 /* blank */ - len(detail) - len(status) - 1 /* help */
@@ -276,6 +279,26 @@ func (p *runsPage) view(w, h int) string {
 		body += "\n" + fitBlock(strings.Join(status, "\n"), w, len(status))
 	}
 	return body + "\n" + fitBlock(p.helpLine(p.help()...), w, 1)
+}
+
+// dirLabel names the runs folder as the other pages name paths
+// (displayPath), written so that it reads as a folder: a bare relative
+// name gets "./" (the header said "Runs in runs"). A path wider than w
+// keeps its end, the folder's own name, behind "…".
+func dirLabel(dir string, w int) string {
+	d := displayPath(filepath.Clean(dir))
+	if !filepath.IsAbs(d) && !strings.HasPrefix(d, "~") && d != "." && d != ".." &&
+		!strings.HasPrefix(d, "."+string(filepath.Separator)) && !strings.HasPrefix(d, ".."+string(filepath.Separator)) {
+		d = "." + string(filepath.Separator) + d
+	}
+	if w < 2 || lipgloss.Width(d) <= w {
+		return d
+	}
+	r := []rune(d)
+	for len(r) > 0 && lipgloss.Width("…"+string(r)) > w {
+		r = r[1:]
+	}
+	return "…" + string(r)
 }
 
 // table is the header and up to room rows, scrolled to keep the cursor in

@@ -71,7 +71,7 @@ func TestGoldenRunsPage(t *testing.T) {
 	o.Runs = &fake.Runs{RunsDir: "runs"}
 	d := newDriver(t, o, 80, 24)
 	d.keys("r")
-	d.waitScreen("No runs in runs yet")
+	d.waitScreen("No runs in ./runs yet")
 	golden(t, "runs_empty_80x24", d.view())
 }
 
@@ -98,7 +98,7 @@ func TestRunsPageFlow(t *testing.T) {
 		t.Errorf("pauses %d checkpoints %d stops %d, want 1 1 0", p, c, s)
 	}
 	d.keys("q")
-	d.waitScreen("Runs in runs")
+	d.waitScreen("Runs in ./runs")
 	poll(t, "the viewer to leave the run", func() bool { return runs.Left() == 1 })
 	if ev, _ := d.m.Running(); ev != nil || d.quit {
 		t.Fatal("leaving a viewer quit the studio or left a run to stop")
@@ -112,14 +112,14 @@ func TestRunsPageFlow(t *testing.T) {
 		t.Errorf("summary of a finished run:\n%s", s)
 	}
 	d.keys("esc")
-	d.waitScreen("Runs in runs")
+	d.waitScreen("Runs in ./runs")
 	d.keys("up", "enter") // crashed-run: its history, then why it ended
 	d.waitScreen("2 of 50 steps")
 	if s := d.screen(); !strings.Contains(s, "crashed;") || !strings.Contains(s, "(step 2)") || !strings.Contains(s, "resume it: whet train -c runs/crashed-run/run.yaml") {
 		t.Errorf("summary of a crashed run:\n%s", s)
 	}
 	d.keys("esc")
-	d.waitScreen("Runs in runs")
+	d.waitScreen("Runs in ./runs")
 	d.keys("esc")
 	d.waitScreen("Choose the base model")
 	if cfg := d.m.Config(); cfg.Name != "run-20261126-120000" {
@@ -146,7 +146,7 @@ func TestRunsPageErrors(t *testing.T) {
 	d.waitScreen("persona-lora")
 	d.keys("end", "enter") // stopped-full has no script here: Attach fails
 	d.waitScreen("no run stopped-full in runs")
-	if !strings.Contains(d.screen(), "Runs in runs") {
+	if !strings.Contains(d.screen(), "Runs in ./runs") {
 		t.Errorf("an attach error left the runs page:\n%s", d.screen())
 	}
 }
@@ -266,5 +266,30 @@ func TestRunsPageQAndEscGoBack(t *testing.T) {
 		onList("q on the summary a watched run ended on")
 		d.keys("q")
 		d.waitFor("q on the runs page to quit", func() bool { return d.quit })
+	}
+}
+
+// The runs page's header names its folder as a folder ("Runs in ./runs",
+// it read "Runs in runs"), and a path too long for the line keeps its
+// end, the folder's own name, rather than being cut off at the right.
+func TestRunsPageHeaderNamesTheFolder(t *testing.T) {
+	long := "/srv/" + strings.Repeat("a-rather-long-folder-name/", 4) + "team-runs"
+	for _, c := range []struct{ dir, want string }{
+		{"runs", "whet  Runs in ./runs"},
+		{"runs/", "whet  Runs in ./runs"},
+		{"../shared/runs", "whet  Runs in ../shared/runs"},
+		{long, "whet  Runs in …"},
+	} {
+		o := testOptions(&fake.Engine{})
+		o.Runs = scriptedRuns()
+		o.RunsDir = c.dir
+		d := newDriver(t, o, 80, 24)
+		d.keys("r")
+		d.waitScreen("persona-lora")
+		checkSize(t, d.view(), 80, 24)
+		head := strings.TrimRight(strings.SplitN(d.screen(), "\n", 2)[0], " ")
+		if !strings.HasPrefix(head, c.want) || (c.dir == long && !strings.HasSuffix(head, "folder-name/team-runs")) {
+			t.Errorf("runs folder %s: header %q, want %q…", c.dir, head, c.want)
+		}
 	}
 }
