@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # attention-fwd: the warp-specialised Hopper attention forward (kernels/attention_hopper.cu,
-# attn_fwd_hopper_ws; opt-in through WHET_NVRTC_DEFINES=HOP_FWD_WS=1|2) with the straight-line
+# attn_fwd_hopper_ws; WHET_NVRTC_DEFINES=HOP_FWD_WS=1|2; HOP_FWD_WS=1,HOP_WS_NOSER=1 is the
+# default since the run of 2026-12-07 14:42 UTC, WHET_ATTN_FWD_WS=0 turns it off) with the straight-line
 # consumer loop HOP_WS_NOSER=1 (never run on a GPU before this batch), which ptxas should compile
 # without serialising the wgmma (the first loop got C7520/C7518 on the H100 run). Runs from the
 # repo root on an H100/H200; writes only under $OUT/attention-fwd. Read summary.txt first (see
@@ -77,7 +78,9 @@ step bench
 echo "cmd: cd engine/cuda && WHET_NVRTC_DEFINES=<variant> cuda.test -test.run '^\$' -test.bench 'AttentionForward(D128)?\$' -test.benchtime 20x" >>$S
 bench() {
 	if [ $(left) -lt 20 ]; then echo "bench ${1:-default} skipped: $(left) s left" >>$S; return; fi
-	T 25 env WHET_NVRTC_DEFINES=$1 $B/cuda.test -test.run '^$' -test.bench 'AttentionForward(D128)?$' -test.benchtime 20x -test.count=1 -test.v >$O/bench-$2.log 2>&1
+	# An empty variant is the first Hopper forward (attn_fwd_hopper): since
+	# 2026-12-07 HOP_FWD_WS=1,HOP_WS_NOSER=1 is the default, WHET_ATTN_FWD_WS=0 its off switch.
+	T 25 env WHET_NVRTC_DEFINES=$1 WHET_ATTN_FWD_WS=$([ -z "$1" ] && echo 0 || echo 1) $B/cuda.test -test.run '^$' -test.bench 'AttentionForward(D128)?$' -test.benchtime 20x -test.count=1 -test.v >$O/bench-$2.log 2>&1
 	echo "bench ${1:-default} rc=$?" >>$S
 	grep -E "^Benchmark.*(ns/op|TFLOP)|FAIL|^ok|switched off" $O/bench-$2.log >>$S
 	grep -m2 "warp-specialised" $O/bench-$2.log >>$S
