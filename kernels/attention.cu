@@ -731,12 +731,15 @@ __device__ __forceinline__ void attn_fwd_tc(void* out, int odt, float* lse, cons
         kEnd = qOffset + min(q0 + BM, Tq) - 1;
         kStart = first_key(starts, nseq, qOffset + q0, window);
     } else if constexpr (MODE == ATTN_GROUPS) {
-        __shared__ int blockLast;
-        if (tid == 0) blockLast = -1;
+        // The block's maximum in the second key buffer, which no load
+        // writes before the loop's first barrier (a static __shared__ int
+        // would take the d256 kernel past sm_86/89/120's 99 KB).
+        int* blockLast = (int*)(Ks + BN * DP);
+        if (tid == 0) *blockLast = -1;
         __syncthreads();
-        if (tid < BM && q0 + tid < Tq) atomicMax(&blockLast, last[q0 + tid]);
+        if (tid < BM && q0 + tid < Tq) atomicMax(blockLast, last[q0 + tid]);
         __syncthreads();
-        kEnd = blockLast;
+        kEnd = *blockLast;
         kStart = first_key(starts, nseq, q0, window);
     } else {
         kEnd = S - 1;
@@ -963,12 +966,12 @@ __device__ __forceinline__ void attn_dq_tc(void* dq, int dqdt, const unsigned sh
         kEnd = min(q0 + BM, T) - 1;
         kStart = first_key(starts, nseq, q0, window);
     } else if constexpr (MODE == ATTN_GROUPS) {
-        __shared__ int blockLast;
-        if (tid == 0) blockLast = -1;
+        int* blockLast = (int*)(Ks + BN * DP); // as in attn_fwd_tc: the second key buffer
+        if (tid == 0) *blockLast = -1;
         __syncthreads();
-        if (tid < BM && q0 + tid < T) atomicMax(&blockLast, last[q0 + tid]);
+        if (tid < BM && q0 + tid < T) atomicMax(blockLast, last[q0 + tid]);
         __syncthreads();
-        kEnd = blockLast;
+        kEnd = *blockLast;
         kStart = first_key(starts, nseq, q0, window);
     } else {
         kEnd = S - 1;
@@ -1126,12 +1129,13 @@ __device__ __forceinline__ void attn_dkv_tc(void* dk, int dkdt, void* dv, int dv
         qEnd = end_query(starts, nseq, kLast, window);
     }
     if constexpr (MODE == ATTN_GROUPS) {
-        __shared__ int blockFirst;
-        if (tid == 0) blockFirst = j0;
+        // As in attn_fwd_tc, in the second query buffer (no static __shared__).
+        int* blockFirst = (int*)(Qs + BQ * DP);
+        if (tid == 0) *blockFirst = j0;
         __syncthreads();
-        if (tid < BN && j0 + tid < T) atomicMin(&blockFirst, first[j0 + tid]);
+        if (tid < BN && j0 + tid < T) atomicMin(blockFirst, first[j0 + tid]);
         __syncthreads();
-        qBeg = blockFirst;
+        qBeg = *blockFirst;
     }
     const int nQT = qEnd > qBeg ? (qEnd - qBeg + BQ - 1) / BQ : 0;
     const int nTiles = nQT * group;

@@ -44,6 +44,14 @@ var groupsTCDims = map[int]int{72: 80, 80: 80, 256: 256}
 // biasTCDims are the head dims of attention_bias_forward_tc_d*.
 var biasTCDims = map[int]bool{80: true, 128: true}
 
+// The head dims of the tensor-core backward kernels:
+// attention_groups_backward_{dq,dk,dv}_tc_d256 and
+// attention_bias_backward_{dq,dkv}_tc_d128.
+const (
+	groupsTCBwdDim = 256
+	biasTCBwdDim   = 128
+)
+
 // visionTC reports whether VisionAttnTCEnv asks for the tensor-core
 // vision forwards.
 func visionTC() bool { return os.Getenv(VisionAttnTCEnv) == "1" }
@@ -122,7 +130,7 @@ func (b *Backend) attnDelta(op string, delta uint64, dot, ot *Tensor, T, H, D in
 // query's last visible key and each key's first query (vision_last).
 func (b *Backend) groupsBackwardTC(op string, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt, gt *Tensor, g *attnGeometry, p engine.AttnParams) (ok bool, err error) {
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
-	if !visionTCBwd() || D != 256 || !b.attnTC256 ||
+	if !visionTCBwd() || D != groupsTCBwdDim || !b.attnTC256 ||
 		!visionTCTensors(T, attnTCRows, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
 		return false, nil
 	}
@@ -159,7 +167,7 @@ func (b *Backend) groupsBackwardTC(op string, dqt, dkt, dvt, dot, qt, kt, vt, ot
 // VisionAttnTCBwdEnv is set and the call suits the kernels (head dim 128,
 // no window or soft-cap, scale > 0); the op scratch holds delta.
 func (b *Backend) biasBackwardTC(op string, dqt, dkt, dvt, dot, qt, kt, vt, ot, lt *Tensor, g *biasGeometry, p engine.AttnParams) (ok bool, err error) {
-	if !visionTCBwd() || g.D != 128 || !(p.Scale > 0) || p.Window != 0 || p.SoftCap != 0 ||
+	if !visionTCBwd() || g.D != biasTCBwdDim || !(p.Scale > 0) || p.Window != 0 || p.SoftCap != 0 ||
 		!visionTCTensors(max(g.T, g.S), attnTCRows, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot) {
 		return false, nil
 	}
