@@ -2,8 +2,10 @@
 # vision-speed: the tensor-core kernels for the vision models' attention (WHET_VISION_ATTN_TC=1
 # the forwards, WHET_VISION_ATTN_TC_BWD=1 the backward passes at head dims 256 and 128;
 # engine/cuda/vision_attention.go; kernels/attention.cu attn_fwd_tc / attn_dq_tc / attn_dkv_tc in
-# their ATTN_GROUPS and ATTN_BIAS modes, never run on a GPU) and per-kernel profiles of the two
-# vision steps. Runs from the repo
+# their ATTN_GROUPS and ATTN_BIAS modes) and per-kernel profiles of the two vision steps. First
+# run 2026-12-07 14:45 UTC on an H100: the d72 forward was wrong (its key/value prefetches read
+# at head dim 80) and faulted on two SigLIP images; fixed in 2e10faa, this run rechecks it and
+# reaches the d256/d80/d128 kernels, untested then. Runs from the repo
 # root. Reading the code: the vision attention ran on group_attention.cu / bias_attention.cu, one
 # 256-thread block per (query, head) with scalar float32 dot products: SigLIP's 27 layers at 4096
 # patches are ~1e12 scalar multiply-adds in the forward, Mllama's 40 tower layers at 6432 rows
@@ -43,7 +45,10 @@ grep -E "^(--- |ok|FAIL|PASS)|^    --- (FAIL|SKIP)|^        --- FAIL|worst diffe
 grep -E -A8 -- "--- FAIL" $O/tests.log | head -50 >>$S
 if grep -q -- "--- FAIL" $O/tests.log || ! grep -q '^ok' $O/tests.log; then
   step tests-tc-sync
-  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 WHET_CUDA_SYNC=1 timeout 30 $B/cuda.test -test.run "$RUN" -test.v -test.count=1 -test.failfast) >$O/tests-sync.log 2>&1; echo "sync rc=$?" >>$S
+  # no -failfast: a wrong result in TestConformance must not stop the rerun before the
+  # launch that faults (2026-12-07: it did, and the illegal address went unnamed)
+  (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 WHET_CUDA_SYNC=1 timeout 40 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tests-sync.log 2>&1; echo "sync rc=$?" >>$S
+  grep -m5 CUDA_ERROR $O/tests-sync.log >>$S
   grep -E -A8 -- "--- FAIL" $O/tests-sync.log | head -30 >>$S
   TC=0
 else
