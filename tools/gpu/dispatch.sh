@@ -24,7 +24,7 @@ if [ "${NOBUILD:-0}" != 1 ]; then
 	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .dev/gpu/common/dist.test ./engine/dist
 	gzip -f .dev/gpu/common/whet .dev/gpu/common/cuda.test .dev/gpu/common/dist.test
 fi
-git log --oneline -1 >.dev/gpu/common/COMMIT
+[ "${NOBUILD:-0}" = 1 ] || git log --oneline -1 >.dev/gpu/common/COMMIT # the commit the binaries were built from
 du -sh .dev/gpu/common "${@/#/.dev/gpu/}"
 echo "carry:   .dev/gpu/common ${*/#/.dev/gpu/}"
 echo "command: bash .dev/gpu/common/go.sh $*"
