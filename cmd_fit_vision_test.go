@@ -36,14 +36,14 @@ func cpuOnly(t *testing.T) {
 
 // whet fit plans a vision model in the precision its engine computes in
 // (engine.VisionComputeDType), not in the target's text precision: Llama
-// 3.2 Vision LoRA and QLoRA in float32 on a CUDA card (the Mllama engine's
-// bf16 path is opt-in), with checkpointing when asked (the engine
-// recomputes each layer), Gemma 3 with its tower in bf16 there; both in
-// float32 on the CPU. The printed peak is the plan of those options, and differs from
-// the bf16 one a text run on the card would get.
+// 3.2 Vision LoRA and QLoRA in bf16 on a CUDA card by default and in
+// float32 with WHET_MLLAMA_BF16=0 (the printed peak is then the f32 plan,
+// with a note, not the bf16 one a text run on the card would get), with
+// checkpointing when asked (the engine recomputes each layer), Gemma 3
+// with its tower in bf16 there; both in float32 on the CPU.
 func TestFitVisionPlansTheEnginePrecision(t *testing.T) {
 	t.Setenv(engine.MemoryLimitEnv, "")
-	t.Setenv(engine.MllamaBF16Env, "")
+	t.Setenv(engine.MllamaBF16Env, "0")
 	e, err := presets.Lookup("llama-3.2-11b-vision")
 	if err != nil {
 		t.Fatal(err)
@@ -78,18 +78,20 @@ func TestFitVisionPlansTheEnginePrecision(t *testing.T) {
 			t.Errorf("%s --checkpointing: peak %q, want the f32 plan with checkpointing, %s (without: %s):\n%s", method, fitPeak(ck), wantCk, want, ck)
 		}
 	}
-	// WHET_MLLAMA_BF16=1 puts the Mllama engine in bf16 on a CUDA card
-	// (engine.MllamaComputeDType): the bf16 plan, with checkpointing when
-	// asked.
-	t.Setenv(engine.MllamaBF16Env, "1")
-	for _, ckpt := range []bool{false, true} {
-		args := []string{"--model", "llama-3.2-11b-vision", "--method", "qlora", "--seq", "1024", "--gpu", "H100"}
-		if ckpt {
-			args = append(args, "--checkpointing")
-		}
-		_, out, _ := runFitCLI(t, args...)
-		if want := plan(memplan.QLoRA, memplan.BF16, memplan.BackendCUDA, ckpt); fitPeak(out) != want || !strings.Contains(out, "bf16 compute") {
-			t.Errorf("%s=1 checkpointing %v: peak %q, want the bf16 plan, %s:\n%s", engine.MllamaBF16Env, ckpt, fitPeak(out), want, out)
+	// By default the Mllama engine computes in bf16 on a CUDA card
+	// (engine.MllamaComputeDType; WHET_MLLAMA_BF16=1 says the same): the
+	// bf16 plan, with checkpointing when asked, and no precision note.
+	for _, env := range []string{"", "1"} {
+		t.Setenv(engine.MllamaBF16Env, env)
+		for _, ckpt := range []bool{false, true} {
+			args := []string{"--model", "llama-3.2-11b-vision", "--method", "qlora", "--seq", "1024", "--gpu", "H100"}
+			if ckpt {
+				args = append(args, "--checkpointing")
+			}
+			_, out, _ := runFitCLI(t, args...)
+			if want := plan(memplan.QLoRA, memplan.BF16, memplan.BackendCUDA, ckpt); fitPeak(out) != want || !strings.Contains(out, "bf16 compute") || strings.Contains(out, "planned in") {
+				t.Errorf("%s=%q checkpointing %v: peak %q, want the bf16 plan, %s, without a precision note:\n%s", engine.MllamaBF16Env, env, ckpt, fitPeak(out), want, out)
+			}
 		}
 	}
 	t.Setenv(engine.MllamaBF16Env, "")
@@ -146,8 +148,8 @@ func gemma3Released4B(t *testing.T) (*engine.ModelConfig, *engine.Gemma3VisionCo
 }
 
 // The studio's fit page plans vision runs as whet train runs them: a Llama
-// 3.2 Vision folder through PlanMllama in float32 on a CUDA card, with
-// checkpointing when the run asks (it used to get the text plan of its
+// 3.2 Vision folder through PlanMllama in bf16 on a CUDA card (float32
+// with WHET_MLLAMA_BF16=0), with checkpointing when the run asks (it used to get the text plan of its
 // language model, or an error), a Gemma 3 vision folder with its tower in bf16 when the data
 // holds images, as text when it holds none.
 func TestStudioFitVisionRuns(t *testing.T) {
@@ -210,14 +212,23 @@ func TestStudioFitVisionRuns(t *testing.T) {
 		}
 		return units.Bytes(p.Peak())
 	}
+	for _, ckpt := range []bool{false, true} {
+		want, f32 := mplan(opts(memplan.BF16, ckpt)), mplan(opts(memplan.F32, ckpt))
+		verdict, warnings := check(mllamaDir, images, ckpt)
+		if !strings.Contains(verdict, "plan "+want+" ") || strings.Contains(strings.Join(warnings, "\n"), "planned in") {
+			t.Errorf("Llama 3.2 Vision QLoRA (checkpointing %v): %q %q, want the bf16 plan, %s, without a precision note (f32: %s)", ckpt, verdict, warnings, want, f32)
+		}
+	}
+	t.Setenv(engine.MllamaBF16Env, "0")
 	bf16 := mplan(opts(memplan.BF16, true))
 	for _, ckpt := range []bool{false, true} {
 		want := mplan(opts(memplan.F32, ckpt))
 		verdict, warnings := check(mllamaDir, images, ckpt)
 		if !strings.Contains(verdict, "plan "+want+" ") || strings.Contains(verdict, bf16) || !strings.Contains(strings.Join(warnings, "\n"), "planned in f32") {
-			t.Errorf("Llama 3.2 Vision QLoRA (checkpointing %v): %q %q, want the f32 plan, %s (bf16 with checkpointing: %s)", ckpt, verdict, warnings, want, bf16)
+			t.Errorf("%s=0, Llama 3.2 Vision QLoRA (checkpointing %v): %q %q, want the f32 plan, %s (bf16 with checkpointing: %s)", engine.MllamaBF16Env, ckpt, verdict, warnings, want, bf16)
 		}
 	}
+	t.Setenv(engine.MllamaBF16Env, "")
 	gtext, gvis := gemma3Released4B(t)
 	p, err := memplan.PlanGemma3Vision(gtext, gvis, opts(memplan.BF16, false), memplan.Gemma3VisionOptions{Images: 1})
 	if err != nil {

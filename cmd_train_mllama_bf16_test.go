@@ -31,12 +31,12 @@ func withBF16CPU(t *testing.T) {
 	t.Cleanup(func() { engine.RegisterBackend("cpu", func() (engine.Backend, error) { return cpu.New(), nil }) })
 }
 
-// whet train with WHET_MLLAMA_BF16=1 on a bf16 backend trains Llama 3.2
-// Vision in bf16 (QLoRA, projector adapter): the log says so, the four
+// whet train on a bf16 backend trains Llama 3.2 Vision in bf16 by default
+// (QLoRA, projector adapter): the log says so, the four
 // steps' losses (two, then a resume from the step-2 checkpoint for two
 // more) stay within 2 % of the same run in float32 on the CPU while they
 // fall, and the adapter holds float32 values that are not all bf16 ones
-// (the masters, not the compute copies). Without the variable the same
+// (the masters, not the compute copies). With WHET_MLLAMA_BF16=0 the same
 // backend trains in float32, with the same losses as the CPU backend.
 func TestTrainMllamaVisionBF16(t *testing.T) {
 	modelDir := mllamaTinyModel(t)
@@ -79,17 +79,19 @@ train: {max_steps: %d, micro_batch: 3, lr: 0.01, schedule: constant, warmup_step
 	t.Setenv(engine.MllamaBF16Env, "")
 	ref, refLog, _ := train("mf")
 	withBF16CPU(t)
+	t.Setenv(engine.MllamaBF16Env, "0")
 	same, sameLog, _ := train("mf2")
 	if strings.Contains(refLog, bf16Notice) || strings.Contains(sameLog, bf16Notice) || !strings.Contains(sameLog, "LM head stay float32") {
-		t.Errorf("without %s the runs must say float32:\n%s\n%s", engine.MllamaBF16Env, refLog, sameLog)
+		t.Errorf("on the float32 CPU, and with %s=0, the runs must say float32:\n%s\n%s", engine.MllamaBF16Env, refLog, sameLog)
 	}
 	for i := range ref {
 		if same[i] != ref[i] {
-			t.Errorf("without %s, step %d: loss %v on the bf16 backend, %v on the CPU (want the same float32 run)", engine.MllamaBF16Env, i+1, same[i], ref[i])
+			t.Errorf("%s=0, step %d: loss %v on the bf16 backend, %v on the CPU (want the same float32 run)", engine.MllamaBF16Env, i+1, same[i], ref[i])
 		}
 	}
 
-	t.Setenv(engine.MllamaBF16Env, "1")
+	// The default on a bf16 backend: bf16.
+	t.Setenv(engine.MllamaBF16Env, "")
 	got, log, adapter := train("mb")
 	if !strings.Contains(log, bf16Notice) || !strings.Contains(log, "LM head stay bf16") {
 		t.Errorf("the bf16 run's log does not say it computes in bf16:\n%s", log)
@@ -138,7 +140,7 @@ var writeMllamaTestdata = flag.Bool("write-mllama-testdata", false,
 // files) trains QLoRA with the projector adapter on the committed shapes
 // dataset (testdata/datasets/shapes) through whet train; the GPU batch
 // tools/gpu/mllama-vtrain runs the same run on the CPU and on CUDA, in
-// float32 and with WHET_MLLAMA_BF16=1.
+// float32 (WHET_MLLAMA_BF16=0) and in bf16 (the default there).
 func TestMllamaVisionTestdata(t *testing.T) {
 	model, data := filepath.Join("testdata", "tiny-mllama-shapes"), filepath.Join("testdata", "datasets", "shapes")
 	if *writeMllamaTestdata {

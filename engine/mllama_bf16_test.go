@@ -17,20 +17,26 @@ type bf16Backend struct{ *cpu.Backend }
 
 func (bf16Backend) ComputeDType() engine.DType { return engine.BF16 }
 
-// TestMllamaComputeDType: bf16 only where WHET_MLLAMA_BF16=1 asks for it
-// and the backend computes in bf16.
+// TestMllamaComputeDType: bf16 by default where the backend computes in
+// bf16, float32 with WHET_MLLAMA_BF16=0 or on a float32 backend; and
+// VisionComputeDType, which the memory plans follow, says the same by
+// backend name.
 func TestMllamaComputeDType(t *testing.T) {
 	bf := bf16Backend{cpu.New()}
-	t.Setenv(engine.MllamaBF16Env, "")
-	if d := engine.MllamaComputeDType(bf); d != engine.F32 {
-		t.Errorf("without %s: %s, want f32", engine.MllamaBF16Env, d)
-	}
-	t.Setenv(engine.MllamaBF16Env, "1")
-	if d := engine.MllamaComputeDType(bf); d != engine.BF16 {
-		t.Errorf("with %s=1 on a bf16 backend: %s, want bf16", engine.MllamaBF16Env, d)
-	}
-	if d := engine.MllamaComputeDType(cpu.New()); d != engine.F32 {
-		t.Errorf("with %s=1 on the float32 CPU backend: %s, want f32", engine.MllamaBF16Env, d)
+	for env, want := range map[string]engine.DType{"": engine.BF16, "1": engine.BF16, "0": engine.F32} {
+		t.Setenv(engine.MllamaBF16Env, env)
+		if d := engine.MllamaComputeDType(bf); d != want {
+			t.Errorf("%s=%q on a bf16 backend: %s, want %s", engine.MllamaBF16Env, env, d, want)
+		}
+		if d := engine.VisionComputeDType(engine.VisionMllama, "cuda"); d != want {
+			t.Errorf("%s=%q: VisionComputeDType(mllama, cuda) %s, want %s", engine.MllamaBF16Env, env, d, want)
+		}
+		if d := engine.MllamaComputeDType(cpu.New()); d != engine.F32 {
+			t.Errorf("%s=%q on the float32 CPU backend: %s, want f32", engine.MllamaBF16Env, env, d)
+		}
+		if d := engine.VisionComputeDType(engine.VisionMllama, "cpu"); d != engine.F32 {
+			t.Errorf("%s=%q: VisionComputeDType(mllama, cpu) %s, want f32", engine.MllamaBF16Env, env, d)
+		}
 	}
 	cfg := tinyMllamaConfigParsed(t)
 	if _, err := engine.NewMllamaModelWith(*cfg, cpu.New(), engine.MllamaOptions{Compute: engine.I32}); err == nil || !strings.Contains(err.Error(), "compute dtype i32") {
@@ -281,7 +287,7 @@ func TestMllamaBF16MatchesF32(t *testing.T) {
 }
 
 // TestMllamaBF16QLoRA: NF4 language-model linears with the rest in bf16
-// (the QLoRA layout the CUDA backend would run with WHET_MLLAMA_BF16=1)
+// (the QLoRA layout the CUDA backend runs by default)
 // give the loss and gradients of NF4 with float32 compute within bf16's
 // error, and the model's weights take less memory.
 func TestMllamaBF16QLoRA(t *testing.T) {

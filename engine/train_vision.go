@@ -467,7 +467,7 @@ func (r *mllamaRunner) forwardBackward(t *Trainer, b *datasets.Batch, gradScale 
 func (s *Session) newMllamaTrainer(b Backend, data *PreparedData) (*Trainer, error) {
 	cfg := s.Cfg
 	// qlora: the language model's linears in NF4 (MllamaOptions.NF4Linears);
-	// bf16 compute where WHET_MLLAMA_BF16=1 asks for it on a bf16 backend
+	// bf16 compute on a bf16 backend unless WHET_MLLAMA_BF16=0
 	// (MllamaComputeDType), else float32.
 	mm, err := LoadMllamaWith(s.ModelDir, b, MllamaOptions{NF4Linears: cfg.Method == "qlora", Compute: MllamaComputeDType(b)})
 	if err != nil {
@@ -555,7 +555,7 @@ func visionNotices(cfg RunConfig, kind string, data *PreparedData, b Backend) []
 		rest := "float32"
 		if MllamaComputeDType(b) == BF16 {
 			rest = "bf16"
-			out = append(out, fmt.Sprintf("vision: Llama 3.2 Vision computes in bf16 (%s=1: weights and activations bf16, the adapters' masters, gradients and moments float32); this path has not been checked on a GPU yet", MllamaBF16Env))
+			out = append(out, fmt.Sprintf("vision: Llama 3.2 Vision computes in bf16 (weights and activations bf16, the adapters' masters, gradients and moments float32; %s=0 keeps float32)", MllamaBF16Env))
 		}
 		if cfg.Method == "qlora" {
 			out = append(out, "vision: qlora holds Llama 3.2 Vision's language-model linears in NF4; the vision tower, projector, embeddings and LM head stay "+rest)

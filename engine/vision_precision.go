@@ -13,10 +13,10 @@ import "os"
 //
 //   - Gemma 3 trains through the text engine's Model, in the backend's
 //     compute dtype: bf16 on CUDA, float32 on the CPU.
-//   - Llama 3.2 Vision computes in float32 (its QLoRA holds only the
-//     language model's linears in NF4), unless WHET_MLLAMA_BF16=1 opts a
-//     bf16 backend into its bf16 path: MllamaComputeDType, which
-//     newMllamaTrainer loads the model with.
+//   - Llama 3.2 Vision computes in bf16 on CUDA too (its QLoRA holds the
+//     language model's linears in NF4), unless WHET_MLLAMA_BF16=0 keeps
+//     it in float32, and in float32 on the CPU: MllamaComputeDType, which
+//     newMllamaTrainer and the chat load the model with.
 //
 // The plans follow this answer, so it must stay MllamaComputeDType's for
 // the backend of that kind (TestVisionComputeDTypeIsTheEngines).
@@ -24,7 +24,7 @@ func VisionComputeDType(kind, backend string) DType {
 	if backend == "cpu" {
 		return F32
 	}
-	if kind == VisionMllama && os.Getenv(MllamaBF16Env) != "1" {
+	if kind == VisionMllama && os.Getenv(MllamaBF16Env) == "0" {
 		return F32
 	}
 	return BF16

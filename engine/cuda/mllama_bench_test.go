@@ -33,8 +33,8 @@ type mllama11B struct {
 	QLoRA             bool    `json:"qlora,omitempty"`
 	PlanQLoRAF32      int64   `json:"plan_qlora_f32,omitempty"`
 	PeakOverPlanQLoRA float64 `json:"peak_over_plan_qlora_f32,omitempty"`
-	// BF16: the opt-in bf16 compute (engine.MllamaOptions.Compute BF16,
-	// WHET_MLLAMA_BF16=1 in whet train): weights (NF4 ones aside) and
+	// BF16: the bf16 compute (engine.MllamaOptions.Compute BF16, whet
+	// train's default on CUDA; WHET_MLLAMA_BF16=0 keeps float32): weights (NF4 ones aside) and
 	// activations bf16; its peak is held against PlanQLoRABF16 (qlora,
 	// bf16, no checkpointing: what this engine holds), PlanQLoRA (with
 	// checkpointing, which the Mllama engine lacks) recorded beside it.

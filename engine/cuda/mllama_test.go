@@ -248,9 +248,9 @@ func TestMllamaMatchesCPU(t *testing.T) {
 	}
 }
 
-// TestMllamaBF16MatchesCPU is TestMllamaMatchesCPU for the opt-in bf16
-// compute (engine.MllamaOptions.Compute BF16, what WHET_MLLAMA_BF16=1
-// selects on this backend): the GPU model holds its weights and
+// TestMllamaBF16MatchesCPU is TestMllamaMatchesCPU for the bf16 compute
+// (engine.MllamaOptions.Compute BF16, the default on this backend unless
+// WHET_MLLAMA_BF16=0): the GPU model holds its weights and
 // activations in bf16 and is compared with the CPU in float32 (the
 // oracle) and in bf16 (engine/cpu rounding every bf16 tensor it writes).
 // The vision tower's output and every logit of a forward within 5e-2 of

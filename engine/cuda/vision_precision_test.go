@@ -21,7 +21,7 @@ type visionBackend struct {
 // whet fit and the studio's fit page plan with, says the dtype the vision
 // engines really allocate their weights in: on the CPU backend, on a CPU
 // backend that computes in bf16 as this backend does (bf16CPU), and on
-// the GPU when there is one, with and without WHET_MLLAMA_BF16=1. Gemma
+// the GPU when there is one, by default (bf16) and with WHET_MLLAMA_BF16=0. Gemma
 // 3's tower and language model follow the backend (bf16 there); the Mllama
 // model, loaded as whet train loads it (engine.MllamaComputeDType), is
 // float32 unless the switch is on over a bf16 backend.
@@ -45,7 +45,7 @@ func TestVisionComputeDTypeIsTheEngines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bf16 := range []string{"", "1"} {
+	for _, bf16 := range []string{"", "0"} {
 		t.Setenv(engine.MllamaBF16Env, bf16)
 		checkVisionComputeDTypes(t, backends, mcfg, gtext, gvis)
 	}

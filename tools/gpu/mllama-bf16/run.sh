@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# mllama-bf16: Llama 3.2 Vision (Mllama) in the opt-in bf16 compute (engine.MllamaOptions.Compute
-# BF16; WHET_MLLAMA_BF16=1 in whet train) on the CUDA backend. Runs from the repo root.
+# mllama-bf16: Llama 3.2 Vision (Mllama) in bf16 compute (engine.MllamaOptions.Compute
+# BF16; whet train's default on CUDA since this passed on 2026-12-07, WHET_MLLAMA_BF16=0 keeps float32) on the CUDA backend. Runs from the repo root.
 #  1. TestMllamaBF16MatchesCPU (engine/cuda/mllama_test.go): the tiny Mllama end to end with its
 #     weights and activations in bf16 on the GPU against the CPU in float32 (vision output and
 #     logits within 5e-2 of the largest value, forward loss within 1 %, 40 LoRA steps each within

@@ -3,8 +3,8 @@
 # Mllama (testdata/tiny-mllama-shapes: 16-pixel tiles, one cross-attention layer, the Llama 3.2
 # Vision chat template) trains QLoRA r8 with the projector adapter on the committed shapes dataset
 # (testdata/datasets/shapes, 72 captioned PNGs) for 40 steps: on the device's CPU (float32), on
-# CUDA in float32 (WHET_CUDA_VISION=1) and on CUDA in bf16 (also WHET_MLLAMA_BF16=1, whose log must
-# say "computes in bf16"); the loss lines of the three go to summary.txt (on the development
+# CUDA in float32 (WHET_MLLAMA_BF16=0) and on CUDA in bf16 (the default since 2026-12-07; the batch
+# still sets WHET_MLLAMA_BF16=1, harmlessly; its log must say "computes in bf16"); the loss lines of the three go to summary.txt (on the development
 # machine's CPU: 0.85, 0.32, 0.30, 0.43 at steps 10-40). Then the bf16 run resumes from its step-20
 # checkpoint to step 30. Runs from the repo root; writes only under $OUT/mllama-vtrain.
 set -u
@@ -37,7 +37,7 @@ train() { # name backend env...
   tail -3 $O/$name.err >>$S
 }
 train cpu-f32 cpu
-train cuda-f32 cuda
+train cuda-f32 cuda WHET_MLLAMA_BF16=0
 train cuda-bf16 cuda WHET_MLLAMA_BF16=1
 step "cuda bf16 resume 20 -> 30"
 rm -rf $O/runs/cuda-bf16/checkpoints/step-00000040
