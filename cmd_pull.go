@@ -363,7 +363,7 @@ func pullModelArg(ctx context.Context, model string, files func(string) bool, w 
 		// first file read fail ("tokenizer: open …/tokenizer.json").
 		if strings.ContainsAny(model, `/\`) || strings.HasPrefix(model, ".") || strings.HasPrefix(model, "~") {
 			if _, err := os.Stat(model); errors.Is(err, fs.ErrNotExist) {
-				return "", fmt.Errorf("model folder %s does not exist", model)
+				return "", engine.NoModelFolder(model)
 			}
 		}
 		return model, nil

@@ -287,6 +287,10 @@ func TestPullModelArgMissingFolder(t *testing.T) {
 			t.Errorf("pullModelArg(%s): %v, want the missing folder named", m, err)
 		}
 	}
+	// a/b/c is no folder and not a Hub id (ORG/NAME) either: both are said.
+	if _, err := pullModelArg(context.Background(), "no/such/model", nil, io.Discard); err == nil || err.Error() != "model folder no/such/model does not exist, nor is it a Hub repo id (ORG/NAME)" {
+		t.Errorf("pullModelArg(no/such/model): %v, want the missing folder and the bad Hub id named", err)
+	}
 	if dir, err := pullModelArg(context.Background(), "testdata/tiny-llama", nil, io.Discard); err != nil || dir != "testdata/tiny-llama" {
 		t.Errorf("an existing folder: %q, %v", dir, err)
 	}

@@ -46,3 +46,25 @@ func ModelFolder(ctx context.Context, model string, opts hub.PullOptions) (dir, 
 	}
 	return snap.Dir, "", nil
 }
+
+// NoModelFolder is the error for a model given as a path that does not
+// exist. A path written as a Hub repo id could be (a/b/c, or ORG/NAME with
+// a character an id may not hold) also says it is not one, and why, so
+// that neither reading of what was typed is left unanswered. whet's
+// commands and the studio's model page both say it this way.
+func NoModelFolder(model string) error {
+	repo, _, _ := strings.Cut(model, "@")
+	if !strings.Contains(repo, "/") || strings.ContainsRune(model, '\\') ||
+		strings.HasPrefix(model, ".") || strings.HasPrefix(model, "/") || strings.HasPrefix(model, "~") {
+		return fmt.Errorf("model folder %s does not exist", model)
+	}
+	_, err := hub.ParseRef(model)
+	switch {
+	case err == nil:
+		return fmt.Errorf("model folder %s does not exist", model)
+	case strings.Count(repo, "/") == 1:
+		why := strings.TrimPrefix(err.Error(), fmt.Sprintf("repo id %q: ", repo))
+		return fmt.Errorf("model folder %s does not exist, nor is it a Hub repo id: %s", model, why)
+	}
+	return fmt.Errorf("model folder %s does not exist, nor is it a Hub repo id (ORG/NAME)", model)
+}

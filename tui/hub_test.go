@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"whet/engine"
 	"whet/engine/hub"
 	"whet/engine/hub/hubtest"
 	"whet/tui"
@@ -353,7 +354,7 @@ func TestModelPageRefusesBadRepoID(t *testing.T) {
 	d := newDriver(t, o, 80, 24)
 	typeRepo(d, "acme/two--dashes")
 	s := strings.Join(strings.Fields(d.screen()), " ")
-	if !strings.Contains(s, "acme/two--dashes is not a folder, nor a Hub id") || !strings.Contains(s, `"two--dashes" may hold only`) {
+	if !strings.Contains(s, "model folder acme/two--dashes does not exist, nor is it a Hub repo id:") || !strings.Contains(s, "may hold only letters") {
 		t.Errorf("a bad repo id should be refused with the reason:\n%s", d.screen())
 	}
 	if len(h.Pulls()) != 0 {
@@ -422,5 +423,28 @@ func TestModelFilterSecondPathReplacesFirst(t *testing.T) {
 	d.keys("enter")
 	if got := d.m.Config().Model; got != "testdata/models/acme/tiny-llama" {
 		t.Errorf("Model = %q, want the second path", got)
+	}
+}
+
+// A typed path like a/b/c that is no folder here is refused saying both
+// readings fail: no such folder, and not a Hub repo id (ORG/NAME), with
+// the words whet's commands use (engine.NoModelFolder). It said only
+// "model folder a/b/c: stat a/b/c: no such file or directory".
+func TestModelPageMissingPathSaysNotAHubIDEither(t *testing.T) {
+	for _, withHub := range []bool{true, false} {
+		o := testOptions(&fake.Engine{})
+		if withHub {
+			o.Hub = goldenHub()
+		}
+		d := newDriver(t, o, 80, 24)
+		typeRepo(d, "a/b/c")
+		s := strings.Join(strings.Fields(d.screen()), " ")
+		want := engine.NoModelFolder("a/b/c").Error()
+		if want != "model folder a/b/c does not exist, nor is it a Hub repo id (ORG/NAME)" || !strings.Contains(s, want) || strings.Contains(s, "stat ") {
+			t.Errorf("hub %v: a/b/c should be refused as neither a folder nor a Hub id (%q):\n%s", withHub, want, d.screen())
+		}
+		if d.m.Config().Model == "a/b/c" {
+			t.Errorf("hub %v: a/b/c was taken as the model", withHub)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -288,10 +289,9 @@ func (p *modelPage) leave() error {
 			return fmt.Errorf("type the path of a model folder")
 		}
 		st, err := os.Stat(path)
-		if err != nil {
-			if _, rerr := hub.ParseRef(path); p.hub != nil && rerr != nil && strings.Count(path, "/") == 1 && !strings.HasPrefix(path, ".") && !strings.HasPrefix(path, "/") {
-				return fmt.Errorf("%s is not a folder, nor a Hub id: %v", path, rerr)
-			}
+		if errors.Is(err, fs.ErrNotExist) {
+			return engine.NoModelFolder(path) // as whet's commands say it
+		} else if err != nil {
 			return fmt.Errorf("model folder %s: %w", path, err)
 		} else if !st.IsDir() {
 			return fmt.Errorf("model path %s is a file; give the folder that holds config.json", path)
