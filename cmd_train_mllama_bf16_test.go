@@ -16,7 +16,7 @@ import (
 
 // bf16CPUBackend is engine/cpu claiming bf16 compute
 // (engine.ComputeDTyper), as the CUDA backend does, so that whet train's
-// Llama 3.2 Vision path takes its opt-in bf16 compute on a machine without
+// Llama 3.2 Vision path takes its bf16 compute on a machine without
 // a GPU (engine/cpu holds bf16 tensors as rounded float32 values). Its
 // Name is still "cpu", which the vision runs accept even with
 // WHET_CUDA_VISION=0.

@@ -115,7 +115,7 @@ func TestMllama11BVisionQLoRAStep(t *testing.T) {
 }
 
 // TestMllama11BVisionQLoRABF16Step is TestMllama11BVisionQLoRAStep in
-// the opt-in bf16 compute (engine.MllamaOptions.Compute BF16: the tower,
+// the bf16 compute (engine.MllamaOptions.Compute BF16: the tower,
 // projector, embeddings, head, norms and activations bf16, the language
 // model's linears NF4 expanded into bf16, the adapters' masters, gradients
 // and moments float32): peak against memplan.PlanMllama's qlora bf16 plan

@@ -56,7 +56,7 @@ func mllamaGenerate(t *testing.T, m *engine.MllamaModel, s engine.MllamaSample, 
 // two images and none, with the adapter (language model and projector)
 // on and off. A token that differs is accepted only at a near tie of the
 // CPU's two best logits (within 1e-4 of the largest), and the comparison
-// stops there. The opt-in bf16 compute is logged beside it (not checked).
+// stops there. The bf16 compute (the default on CUDA) is logged beside it (not checked).
 func TestMllamaGeneratorMatchesCPU(t *testing.T) {
 	gpu := newGPU(t, cuda.Options{})
 	ref, cfg := newGPUMllama(t, cpu.New())

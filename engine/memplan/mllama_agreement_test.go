@@ -45,7 +45,7 @@ func TestPlanMllamaMatchesEngine(t *testing.T) {
 }
 
 // TestPlanMllamaBF16MatchesEngine is TestPlanMllamaMatchesEngine for the
-// engine's opt-in bf16 compute (engine.MllamaOptions.Compute BF16: bf16
+// engine's bf16 compute (engine.MllamaOptions.Compute BF16: bf16
 // weights and activations, float32 masters, gradients and moments for the
 // adapters) against PlanMllama with WeightDType bf16, no checkpointing,
 // for LoRA and QLoRA (NF4 language-model linears).
