@@ -6,7 +6,8 @@
 #     TestMllamaMatchesCPU as the control; a WHET_CUDA_SYNC=1 rerun on failure;
 #  2. whet chat on the committed tiny Mllama (testdata/tiny-mllama-shapes) after a 20-step CPU QLoRA
 #     run on testdata/datasets/shapes: --compare --image, greedy, on the CPU and on CUDA
-#     (WHET_CUDA_VISION=1); the replies (without the tok/s lines) must be equal; CUDA with
+#     (in float32: WHET_MLLAMA_BF16=0, as bf16 is CUDA's default since 2026-12-07); the replies
+#     (without the tok/s lines) must be equal; CUDA with
 #     WHET_CUDA_VISION=0 must be refused.
 set -u
 . $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
@@ -44,7 +45,7 @@ chat() { # backend image
 for img in 000 010 033; do
   step "chat $img"
   chat cpu $img >$O/chat-cpu-$img.txt 2>&1; echo "cpu rc=$?" >>$S
-  WHET_CUDA_VISION=1 chat cuda $img >$O/chat-cuda-$img.txt 2>&1; echo "cuda rc=$?" >>$S
+  WHET_CUDA_VISION=1 WHET_MLLAMA_BF16=0 chat cuda $img >$O/chat-cuda-$img.txt 2>&1; echo "cuda rc=$?" >>$S
   cat $O/chat-cuda-$img.txt >>$S
   if diff <(grep -v "tok/s" $O/chat-cpu-$img.txt) <(grep -v "tok/s" $O/chat-cuda-$img.txt) >$O/chat-diff-$img.txt; then
     echo "chat $img: cuda replies equal the cpu's" >>$S
