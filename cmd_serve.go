@@ -83,10 +83,10 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		return fmt.Errorf("--authorized-keys: %w", err)
 	}
 	for _, b := range bad {
-		fmt.Fprintf(stdout, "whet serve: %s is not a public key and is ignored\n", b)
+		fmt.Fprintf(stdout, "whet serve: %s\n", b)
 	}
 	if len(keys) == 0 {
-		return fmt.Errorf("--authorized-keys %s lists no public key: add the line of your key's .pub file (ssh-ed25519 AAAA… you@host)", c.authorizedKeys)
+		return fmt.Errorf("--authorized-keys %s lists no public key whet serve accepts: add the line of your key's .pub file (ssh-ed25519 AAAA… you@host)", c.authorizedKeys)
 	}
 	if err := os.MkdirAll(filepath.Dir(c.hostKey), 0o700); err != nil {
 		return fmt.Errorf("host key folder: %w", err)
@@ -100,14 +100,17 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		// The file is read at every attempt, so keys added or removed
 		// take effect at once; a line that is not a key is skipped, as
 		// OpenSSH's sshd does (wish's own reader refused every key
-		// after such a line).
-		wish.WithPublicKeyAuth(func(_ ssh.Context, key ssh.PublicKey) bool {
+		// after such a line). A line's from= and expiry-time= are
+		// checked against the client; a line with an option whet serve
+		// cannot enforce (command=, restrict, no-pty, ...) lets no one in.
+		wish.WithPublicKeyAuth(func(ctx ssh.Context, key ssh.PublicKey) bool {
 			keys, _, err := readAuthorizedKeys(c.authorizedKeys)
 			if err != nil {
 				return false
 			}
+			now := time.Now()
 			for _, k := range keys {
-				if ssh.KeysEqual(key, k) {
+				if ssh.KeysEqual(key, k.key) && k.permits(ctx.RemoteAddr(), now) {
 					return true
 				}
 			}
@@ -191,27 +194,4 @@ func servedStudioOptions(c serveConfig, ctx context.Context) tui.Options {
 	fillStudioDeps(&opts)
 	opts.Context = ctx
 	return opts
-}
-
-// readAuthorizedKeys reads an OpenSSH authorized_keys file: the keys, and
-// for each line that holds no key "FILE line N (why)". Blank lines and
-// comments are skipped.
-func readAuthorizedKeys(path string) (keys []ssh.PublicKey, bad []string, err error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-		if err != nil {
-			bad = append(bad, fmt.Sprintf("%s line %d (%v)", path, i+1, err))
-			continue
-		}
-		keys = append(keys, k)
-	}
-	return keys, bad, nil
 }

@@ -269,3 +269,61 @@ func TestServeSkipsLinesThatAreNotKeys(t *testing.T) {
 		t.Errorf("serve with no key: %v (printed %q), want a refusal naming the file and its line 2", err, out.String())
 	}
 }
+
+// The options in front of a key are honoured through the real ssh client:
+// a from= that leaves out 127.0.0.1 refuses the key from there, one that
+// takes it in lets it in, and a command= key (whet serve cannot run the
+// command instead of the studio) is refused and named at start.
+func TestServeAuthorizedKeysOptions(t *testing.T) {
+	f := startServe(t, 4)
+	pub, err := os.ReadFile(f.listed + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := filepath.Join(f.dir, "authorized_keys")
+	refused := func(what string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := f.ssh(ctx, "-T", "-i", f.listed).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "Permission denied (publickey)") {
+			t.Errorf("%s: %v\n%s; want Permission denied (publickey)", what, err, out)
+		}
+	}
+	for _, c := range []struct {
+		options string
+		in      bool
+	}{
+		{`from="10.0.0.0/8"`, false},
+		{`from="*,!127.0.0.1"`, false},
+		{`from="!127.0.0.0/8,*"`, false},
+		{`from="::1"`, false},
+		{`expiry-time="20000101"`, false},
+		{`command="echo hi"`, false},
+		{`restrict,pty`, false},
+		{`from="10.0.0.0/8,127.0.0.0/8"`, true},
+		{`from="127.0.0.?,!10.0.0.1",expiry-time="29991231"`, true},
+	} {
+		if err := os.WriteFile(auth, []byte(c.options+" "+string(pub)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if !c.in {
+			refused(c.options)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		s := f.open(t, ctx)
+		s.wait(t, "studio for "+c.options, "Choose the base model")
+		cancel()
+	}
+
+	os.WriteFile(auth, []byte(`command="echo hi" `+string(pub)), 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err = serveStudio(ctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: auth, hostKey: f.hostKey, maxSessions: 1}, &out)
+	if err == nil || !strings.Contains(err.Error(), "lists no public key whet serve accepts") ||
+		!strings.Contains(out.String(), auth+" line 1: whet serve cannot enforce command=; this key is not accepted") {
+		t.Errorf("serve with only a command= key: %v (printed %q), want it named and refused", err, out.String())
+	}
+}
