@@ -61,6 +61,9 @@ type exportPage struct {
 	exporter Exporter
 	cfg      engine.RunConfig
 	dir      string // the run directory
+	// nested: opened from the summary of a run opened from the runs page,
+	// so q goes back (to that summary) instead of quitting the studio.
+	nested bool
 
 	format int            // index into exportFormats
 	quant  map[string]int // chosen precision per format
@@ -260,6 +263,9 @@ func (p *exportPage) help() []key.Binding {
 	keys := []key.Binding{bind("↑/↓", "format")}
 	if len(p.current().quants) > 0 {
 		keys = append(keys, bind("←/→", "precision"))
+	}
+	if p.nested {
+		return append(keys, bind("enter", "export"), bind("q/esc", "back"))
 	}
 	return append(keys, bind("enter", "export"), bind("esc", "back"), bind("q", "quit"))
 }

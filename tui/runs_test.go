@@ -293,3 +293,32 @@ func TestRunsPageHeaderNamesTheFolder(t *testing.T) {
 		}
 	}
 }
+
+// The export page opened from such a summary is one level further down:
+// q goes back to the summary (it quit the studio), and q again to the
+// runs page.
+func TestRunsPageExportQGoesBack(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Runs = scriptedRuns()
+	o.Exporter = &fake.Exporter{}
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("persona-lora")
+	d.keys("home", "down", "enter") // old-done
+	d.waitScreen("20 of 20 steps")
+	d.keys("e")
+	d.waitScreen("whet export")
+	if s := d.screen(); !strings.Contains(s, "q/esc back") || strings.Contains(s, "q quit") {
+		t.Errorf("help line of the export page of a run opened from the runs page:\n%s", s)
+	}
+	d.keys("q")
+	d.waitFor("the summary again", func() bool { return d.quit || strings.Contains(d.screen(), "q/esc runs") })
+	if d.quit {
+		t.Fatal("q on the export page of a run opened from the runs page quit the studio")
+	}
+	d.keys("q")
+	d.waitFor("the runs page", func() bool { return d.quit || strings.Contains(d.screen(), "NAME") })
+	if d.quit {
+		t.Fatal("q on the summary quit the studio")
+	}
+}

@@ -284,6 +284,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			if msg.String() == "q" && m.state == stateSummary && m.sum.backToRuns {
 				return m, m.backToRuns()
 			}
+			if msg.String() == "q" && m.state == stateExport && m.exp.nested {
+				if !m.exp.running {
+					m.state = stateSummary
+				}
+				return m, nil
+			}
 			if msg.String() == "q" && m.state != stateDashboard {
 				return m, tea.Quit
 			}
@@ -354,6 +360,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 					if m.exp == nil {
 						m.exp = newExportPage(m.c, m.opts.Exporter, m.sum.cfg, runDir(m.sum.cfg).Path())
 					}
+					m.exp.nested = m.sum.backToRuns
 					m.state = stateExport
 				}
 			}
@@ -366,6 +373,10 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, cmd
 	case stateExport:
 		if k, ok := msg.(tea.KeyPressMsg); ok && k.String() == "q" && !m.exp.running {
+			if m.exp.nested { // under the runs page: q goes back, as esc
+				m.state = stateSummary
+				return m, nil
+			}
 			return m, tea.Quit
 		}
 		cmd, back := m.exp.update(msg)
