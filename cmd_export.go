@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"syscall"
 
 	"whet/engine/export"
 )
@@ -64,7 +63,7 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	// after the caller has moved on.
 	ctx, stop := context.WithCancel(context.Background())
 	interrupted := make(chan os.Signal, 1)
-	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(interrupted, stopSignals...)
 	watcher := make(chan struct{})
 	go func() {
 		defer close(watcher)

@@ -79,7 +79,7 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *configOnly {
 		opts.Files = hub.ConfigOnly
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
 	var show *pullPrinter
 	if *jsonOut {
@@ -373,9 +373,9 @@ func pullModelArg(ctx context.Context, model string, files func(string) bool, w 
 	if s, err := hub.SettingsFromEnv(os.Getenv); err == nil {
 		show.endpoint, cacheDir = s.Endpoint, s.CacheDir
 	}
-	// Ctrl-C during the download ends it as whet pull's does, saying what
+	// Ctrl-C or SIGTERM during the download ends it as whet pull's does, saying what
 	// was kept, rather than killing the process mid-line.
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	ctx, stop := signal.NotifyContext(ctx, stopSignals...)
 	defer stop()
 	dir, notice, err := engine.ModelFolder(ctx, model, hub.PullOptions{Files: files, Progress: show.report})
 	show.finish()

@@ -101,7 +101,7 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer closeOutput()
 	out := &closableOutput{onClose: closeOutput}
 	stdout, stderr = out.wrap(stdout), out.wrap(stderr)
-	ctx, cancel := signal.NotifyContext(base, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(base, stopSignals...)
 	defer cancel()
 	// A Hub id is pulled here, with progress; the run keeps the id.
 	if _, err := pullModelArg(ctx, cfg.Model, nil, stderr); err != nil {
