@@ -84,6 +84,11 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	for _, b := range bad {
 		fmt.Fprintf(stdout, "whet serve: %s\n", b)
 	}
+	for _, k := range keys {
+		if !k.expiry.IsZero() && time.Now().After(k.expiry) {
+			fmt.Fprintf(stdout, "whet serve: %s line %d: expiry-time %s has passed; this key is refused\n", c.authorizedKeys, k.line, k.expiry.Format(time.RFC3339))
+		}
+	}
 	if len(keys) == 0 {
 		return fmt.Errorf("--authorized-keys %s lists no public key whet serve accepts: add the line of your key's .pub file (ssh-ed25519 AAAA… you@host)", c.authorizedKeys)
 	}

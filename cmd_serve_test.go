@@ -326,4 +326,21 @@ func TestServeAuthorizedKeysOptions(t *testing.T) {
 		!strings.Contains(out.String(), auth+" line 1: whet serve cannot enforce command=; this key is not accepted") {
 		t.Errorf("serve with only a command= key: %v (printed %q), want it named and refused", err, out.String())
 	}
+
+	// An expiry-time that has passed is named at start.
+	os.WriteFile(auth, []byte(`expiry-time="20000101Z" `+string(pub)+string(pub)), 0o600)
+	sctx, stop := context.WithCancel(ctx)
+	started := &syncBuffer{}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- serveStudio(sctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: auth, hostKey: f.hostKey, maxSessions: 1}, started)
+	}()
+	waitFor(t, "whet serve to listen", func() bool { return strings.Contains(started.String(), "listening on ") })
+	stop()
+	if err := <-errc; err != nil {
+		t.Errorf("whet serve: %v", err)
+	}
+	if want := auth + " line 1: expiry-time 2000-01-01T00:00:00Z has passed; this key is refused"; !strings.Contains(started.String(), want) {
+		t.Errorf("whet serve printed %q, want %q", started.String(), want)
+	}
 }
