@@ -137,6 +137,9 @@ func progressJSON(p hub.Progress) map[string]any {
 		m["file"], m["file_done"], m["file_size"] = p.File, p.FileDone, p.FileSize
 		m["file_rate"], m["file_eta_s"] = round1(p.FileRate), round1(p.FileETA.Seconds())
 	}
+	if p.Note != "" {
+		m["note"] = p.Note
+	}
 	return m
 }
 
@@ -230,6 +233,12 @@ func (p *pullPrinter) report(pr hub.Progress) {
 		p.lines[pr.File] = line
 		p.recent = append(p.recent, pr.File)
 		p.draw(line)
+	case hub.PhaseNote:
+		p.clear()
+		fmt.Fprintf(p.w, "  %s\n", pr.Note)
+		if p.live && len(p.recent) > 0 {
+			p.draw(p.lines[p.recent[len(p.recent)-1]])
+		}
 	case hub.PhaseDone:
 		p.clear()
 		p.lines, p.recent = nil, nil

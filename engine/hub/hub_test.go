@@ -720,3 +720,73 @@ func TestHasWeightsNeedsEveryShard(t *testing.T) {
 		}
 	}
 }
+
+// corruptPartial leaves the weights' first 100 KiB, one byte changed, as
+// the .incomplete file an earlier pull kept.
+func corruptPartial(t *testing.T, c *hub.Client) {
+	t.Helper()
+	sum := sha256.Sum256(weights)
+	dir := filepath.Join(c.CacheDir, "models--whet-test--tiny", "blobs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	part := bytes.Clone(weights[:100<<10])
+	part[5000] ^= 0xff
+	if err := os.WriteFile(filepath.Join(dir, hex.EncodeToString(sum[:])+".incomplete"), part, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Kept bytes that are corrupt are discarded and the file fetched again
+// from zero in the same pull, which says so.
+func TestPullRestartsCorruptResume(t *testing.T) {
+	srv, c, commit := fakeHub(t)
+	corruptPartial(t, c)
+	var notes []string
+	snap, err := c.Pull(context.Background(), hub.Ref{Repo: repo, Revision: "main"}, hub.PullOptions{
+		Progress: func(p hub.Progress) {
+			if p.Phase == hub.PhaseNote {
+				notes = append(notes, p.File+": "+p.Note)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("pull over a corrupt partial file: %v, want it fetched again from zero", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(snap.Dir, "model.safetensors")); !bytes.Equal(got, weights) {
+		t.Fatal("weights differ from the served file")
+	}
+	if r := srv.Ranges("model.safetensors"); len(r) != 2 || r[0] != "bytes=102400-" || r[1] != "" {
+		t.Fatalf("storage saw ranges %q, want the resume then one request from zero", r)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "model.safetensors") || !strings.Contains(notes[0], "again from the start") {
+		t.Fatalf("notes %q, want one saying the file starts again", notes)
+	}
+	if snap.Commit != commit {
+		t.Fatalf("commit %s", snap.Commit)
+	}
+}
+
+// A second mismatch after the fresh start is an error naming the file and
+// both hashes; the pull does not loop.
+func TestPullCorruptResumeThenCorruptServer(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	corruptPartial(t, c)
+	srv.Corrupt("model.safetensors", true)
+	_, err := pull(t, c, repo)
+	if !errors.Is(err, hub.ErrChecksum) {
+		t.Fatalf("pull: %v, want a checksum error", err)
+	}
+	sum := sha256.Sum256(weights)
+	bad := bytes.Clone(weights)
+	bad[len(bad)/2] ^= 0xff
+	badSum := sha256.Sum256(bad)
+	for _, want := range []string{"model.safetensors", hex.EncodeToString(sum[:]), hex.EncodeToString(badSum[:]), "again from the start"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if r := srv.Ranges("model.safetensors"); len(r) != 2 {
+		t.Fatalf("storage saw ranges %q, want two downloads (the resume and one fresh start)", r)
+	}
+}

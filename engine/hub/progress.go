@@ -20,6 +20,9 @@ const (
 	PhaseFileDone Phase = "file-done"
 	// PhaseDone comes once, last, after a pull that succeeded.
 	PhaseDone Phase = "done"
+	// PhaseNote tells something a person should see about File, in Note:
+	// its resumed bytes were corrupt and it starts again from zero.
+	PhaseNote Phase = "note"
 )
 
 // Progress is one report of a pull, for a progress bar: the file it is
@@ -40,6 +43,7 @@ type Progress struct {
 	ETA       time.Duration
 	FilesDone int
 	Files     int
+	Note      string // PhaseNote only
 }
 
 // progressEvery is the shortest gap between two byte reports of one file.
@@ -164,6 +168,16 @@ func (t *tracker) set(name string, done int64, final bool) {
 		return
 	}
 	t.report(name, f, now)
+}
+
+// note sends a PhaseNote about a file.
+func (t *tracker) note(name, msg string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.files[name]
+	p := t.p
+	p.Phase, p.File, p.FileDone, p.FileSize, p.Note = PhaseNote, name, f.done, f.size, msg
+	t.emit(p)
 }
 
 // flush is a file's timer: it reports the file as it stands.

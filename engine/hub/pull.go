@@ -344,7 +344,8 @@ func (c *Client) fetchFile(ctx context.Context, ref Ref, commit string, s siblin
 		if err != nil {
 			return err
 		}
-		err = c.download(ctx, ref, s.Name, meta, blob, func(done int64) { track.set(s.Name, done, false) })
+		err = c.download(ctx, ref, s.Name, meta, blob, func(done int64) { track.set(s.Name, done, false) },
+			func(note string) { track.note(s.Name, note) })
 		unlock()
 		if err != nil {
 			return err
@@ -363,8 +364,11 @@ var sha256ETag = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // download fills blob from meta.location through blob.incomplete,
 // resuming from the bytes already there with a Range request and again
-// after a dropped connection. The caller holds the blob's lock.
-func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMeta, blob string, report func(int64)) error {
+// after a dropped connection. Resumed bytes whose SHA-256 comes out wrong
+// (a partial file damaged on disk, or by an earlier server) are discarded
+// and the file is fetched again from its first byte, once, with a note;
+// a second mismatch is an error. The caller holds the blob's lock.
+func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMeta, blob string, report func(int64), note func(string)) error {
 	if st, err := os.Stat(blob); err == nil && st.Size() == meta.size {
 		return nil // another pull finished it while this one waited for the lock
 	}
@@ -399,7 +403,11 @@ func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMe
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	report(have)
+	// resumed: some of the bytes hashed were not fetched by one request
+	// from byte 0 of this run. Only then may a fresh start mend a mismatch.
+	resumed, restarted := have > 0, false
 
+again:
 	stalls := 0
 	wait := c.backoff()
 	for have < meta.size {
@@ -425,6 +433,7 @@ func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMe
 		}
 		switch {
 		case resp.StatusCode == http.StatusPartialContent && have > 0 && strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(have, 10)+"-"):
+			resumed = true
 		case resp.StatusCode == http.StatusOK:
 			if have > 0 { // the server ignored the Range: start over
 				have = 0
@@ -479,8 +488,23 @@ func (c *Client) download(ctx context.Context, ref Ref, name string, meta fileMe
 	}
 	if sum != nil {
 		if got := hex.EncodeToString(sum.Sum(nil)); got != meta.etag {
+			if resumed && !restarted {
+				restarted, resumed = true, false
+				if err := restart(f, sum, 0); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				have = 0
+				report(0)
+				if note != nil {
+					note(fmt.Sprintf("%s: the resumed bytes have SHA-256 %s, not %s; discarded them, downloading it again from the start", name, got, meta.etag))
+				}
+				goto again
+			}
 			f.Close()
 			os.Remove(partial)
+			if restarted {
+				return newError(ErrChecksum, nil, "%s of %s: the downloaded bytes have SHA-256 %s, not %s as the server announced, also when downloaded again from the start; discarded", name, ref, got, meta.etag)
+			}
 			return newError(ErrChecksum, nil, "%s of %s: the downloaded bytes have SHA-256 %s, not %s as the server announced; discarded (run the pull again)", name, ref, got, meta.etag)
 		}
 	}
