@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -190,4 +191,59 @@ func BenchmarkSoftmaxCrossEntropy(b *testing.B) {
 	}
 	be.Sync()
 	b.ReportMetric(3*2*rows*vocab*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+}
+
+// BenchmarkAttentionDecode: one new token's decode attention (RoPE, the
+// cache row's store, attention over pos+1 keys) for Llama-3.2-1B's heads
+// (32/8 of 64) and Llama-3.1-8B's (32/8 of 128) in bf16, attention_decode
+// against attention_decode_v2 (DecodeAttnEnv=v2), over caches of 384 rows
+// (whet bench --seq 128 --decode 256) at 143 keys and 4200 rows at 4097.
+// GB/s counts the k and v rows read.
+func BenchmarkAttentionDecode(b *testing.B) {
+	be := benchBackend(b)
+	for _, D := range []int{64, 128} {
+		for _, sz := range [][2]int{{384, 143}, {4200, 4097}} {
+			rows, n := sz[0], sz[1]
+			const H, KVH = 32, 8
+			q := benchTensor(b, be, engine.BF16, 1, 1, H*D)
+			k, v := benchTensor(b, be, engine.BF16, 1, 1, KVH*D), benchTensor(b, be, engine.BF16, 1, 1, KVH*D)
+			kc, vc := benchTensor(b, be, engine.BF16, 1, rows, KVH*D), benchTensor(b, be, engine.BF16, 1, rows, KVH*D)
+			cs, sn := benchTensor(b, be, engine.F32, 1, rows, D/2), benchTensor(b, be, engine.F32, 1, rows, D/2)
+			out, _ := be.Alloc(engine.BF16, 1, H*D)
+			pt, _ := be.Alloc(engine.I32, 1)
+			if err := be.UploadInt32(pt, []int32{int32(n - 1)}); err != nil {
+				b.Fatal(err)
+			}
+			p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(float64(D)))}
+			for _, v2 := range []bool{false, true} {
+				name := "v1"
+				if v2 {
+					name = "v2"
+				}
+				b.Run(fmt.Sprintf("%s/D%d/len%d", name, D, n), func(b *testing.B) {
+					be.decodeAttnV2 = v2
+					defer func() { be.decodeAttnV2 = false }()
+					run := func() {
+						if err := be.AttentionDecode(out, q, k, v, kc, vc, pt, cs, sn, p); err != nil {
+							b.Fatal(err)
+						}
+					}
+					run()
+					be.Sync()
+					b.ResetTimer()
+					for range b.N {
+						run()
+					}
+					if err := be.Sync(); err != nil {
+						b.Fatal(err)
+					}
+					b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/op")
+					b.ReportMetric(2*float64(n*KVH*D*2)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+				})
+			}
+			for _, t := range []engine.Tensor{q, k, v, kc, vc, cs, sn, out, pt} {
+				be.Free(t)
+			}
+		}
+	}
 }

@@ -46,12 +46,40 @@ func bound(t *Tensor, limit int) {
 	t.alloc.known = &intSummary{off: t.off, n: t.n, min: 0, max: int32(limit - 1), lo: 0, hi: int32(limit - 1), others: true}
 }
 
+// decodeCounters is how many per-head counters the decode scratch holds,
+// at its start (AttentionDecode).
+const decodeCounters = 1024
+
 // decodeSplits is how many blocks share one head's keys in
 // attention_decode, from the cache's rows (fixed for a recording): about
 // 128 keys each, at most 64.
 func decodeSplits(rows int) (splits, chunk int) {
 	splits = min(max((rows+127)/128, 1), 64)
 	return splits, (rows + splits - 1) / splits
+}
+
+// DecodeAttnEnv set to v2 sends AttentionDecode to attention_decode_v2_d64,
+// _d128 or _d256 (kernels/decode.cu) for heads of those dims over bf16 or
+// float32 caches whose bases are 16-byte aligned; other shapes keep
+// attention_decode. Opt-in: the kernels have not yet run on a GPU.
+const DecodeAttnEnv = "WHET_DECODE_ATTN"
+
+// decodeAttnV2On reads DecodeAttnEnv (once per backend).
+func decodeAttnV2On() bool { return os.Getenv(DecodeAttnEnv) == "v2" }
+
+// decodeV2Dim reports whether attention_decode_v2 has an instance for
+// heads of dim D.
+func decodeV2Dim(D int) bool { return D == 64 || D == 128 || D == 256 }
+
+// decodeSplitsV2 is how many blocks share one head's keys in
+// attention_decode_v2, from the cache's rows (fixed for a recording), the
+// query heads and the SM count: about 64 rows each, so that a short cache
+// takes few and the combine stays small, at most 8 blocks an SM over all
+// heads (the kernel waits on loads, so more blocks in flight help a long
+// cache) and at most 64 (the combine's shared arrays). The kernel splits
+// the keys actually present (0..pos[0]) evenly among them.
+func decodeSplitsV2(rows, heads, sms int) int {
+	return max(1, min((rows+63)/64, (8*max(sms, 1)+heads-1)/heads, 64))
 }
 
 // AttentionDecode turns q and k by the rotary tables at pos[0], stores
@@ -117,12 +145,25 @@ func (b *Backend) AttentionDecode(out, q, k, v, kCache, vCache, pos, cos, sin en
 		return err
 	}
 	splits, chunk := decodeSplits(rows)
+	v2 := b.decodeAttnV2 && decodeV2Dim(D) && (kc.dt == engine.BF16 || kc.dt == engine.F32) && kc.ptr()%16 == 0 && vc.ptr()%16 == 0
+	if v2 {
+		splits = decodeSplitsV2(rows, H, b.smCount)
+	}
 	var part, count uint64
 	if splits > 1 {
-		// Partial results [H, splits, D+2] f32, then H u32 counters that
-		// the kernels leave at 0.
+		// decodeCounters u32 counters that the kernels leave at 0 (head
+		// h uses the h-th), then the partial results [H, splits, D+2]
+		// f32. The counters keep their place whatever the shape, so no
+		// call's partial sums land on a later call's counters (with the
+		// counters after the parts, a call with fewer heads, splits or
+		// dims than the one before reused the buffer with its counters
+		// inside the earlier call's partial sums).
+		if H > decodeCounters {
+			c.Failf("%d query heads: the split decode attention counts at most %d", H, decodeCounters)
+			return c.Err
+		}
 		partBytes := int64(H) * int64(splits) * int64(D+2) * 4
-		need := partBytes + int64(H)*4
+		need := decodeCounters*4 + partBytes
 		if need > b.decodeScratchBytes {
 			if b.capturing {
 				return fmt.Errorf("cuda: %s: scratch of %s: %w", op, units.Bytes(need), errCapturing)
@@ -139,7 +180,13 @@ func (b *Backend) AttentionDecode(out, q, k, v, kCache, vCache, pos, cos, sin en
 			}
 			b.decodeScratch, b.decodeScratchBytes = p, need
 		}
-		part, count = b.decodeScratch, b.decodeScratch+uint64(partBytes)
+		count, part = b.decodeScratch, b.decodeScratch+decodeCounters*4
+	}
+	if v2 {
+		return b.launch(op+" (v2)", "decode.cu", fmt.Sprintf("attention_decode_v2_d%d", D), dim3{H, splits, 1}, dim3{128, 1, 1}, 0,
+			ot.ptr(), dt(ot), qt.ptr(), dt(qt), kt.ptr(), vt.ptr(), dt(kt), kc.ptr(), vc.ptr(), dt(kc), pt.ptr(), int64(rows),
+			ct.ptr(), st.ptr(), dt(ct), int32(2*half), int64(maxPos),
+			int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap, part, count)
 	}
 	smem := 4 * (2*D + chunk + 256 + 32)
 	return b.launch(op, "decode.cu", "attention_decode", dim3{H, splits, 1}, block256, smem,

@@ -392,3 +392,95 @@ func TestGenerateGraphEqualsPlain(t *testing.T) {
 		}
 	}
 }
+
+// TestAttentionDecodeV2MatchesCPU: with WHET_DECODE_ATTN=v2 the decode
+// attention (attention_decode_v2_d*) gives the CPU's result and
+// attention_decode's, and writes the same cache rows bit for bit, at
+// cache lengths (pos+1) around its lane groups (1, 15, 16, 17), the
+// profile's 143 and a long 4097, with GQA, head dims 64, 128 and 256, a
+// window, a soft-cap and partial rotary dims, in float32 and bf16. Each
+// case runs at two positions on the same tensors, as a recorded step
+// does, so the split of the keys follows pos read on the device.
+func TestAttentionDecodeV2MatchesCPU(t *testing.T) {
+	ref := newGPU(t, cuda.Options{})
+	t.Setenv(cuda.DecodeAttnEnv, "v2")
+	g := newGPU(t, cuda.Options{})
+	if !cuda.DecodeAttnV2(g) || cuda.DecodeAttnV2(ref) {
+		t.Fatalf("%s=v2 did not select the v2 kernel for the second backend only", cuda.DecodeAttnEnv)
+	}
+	c := cpu.New()
+	rng := rand.New(rand.NewPCG(21, 7))
+	cases := []struct {
+		H, KVH, D, rot, rows, window int
+		softcap                      float32
+		lens                         []int // cache lengths pos+1
+	}{
+		{32, 8, 64, 64, 384, 0, 0, []int{1, 15, 16, 17, 143}},
+		{8, 2, 128, 128, 300, 0, 0, []int{1, 15, 16, 17, 143}},
+		{4, 1, 256, 256, 200, 0, 0, []int{1, 17, 143}},
+		{4, 2, 64, 32, 300, 50, 0, []int{17, 143}},
+		{8, 8, 128, 128, 64, 0, 5, []int{16, 33}},
+		{8, 2, 64, 64, 4200, 0, 0, []int{4097}},
+		{4, 4, 128, 128, 4100, 0, 0, []int{4097}},
+	}
+	for _, tc := range cases {
+		half := tc.rot / 2
+		cosv, sinv := make([]float32, tc.rows*half), make([]float32, tc.rows*half)
+		for pp := 0; pp < tc.rows; pp++ {
+			for i := 0; i < half; i++ {
+				a := float64(pp) * math.Pow(10000, -float64(2*i)/float64(tc.rot))
+				cosv[pp*half+i], sinv[pp*half+i] = float32(math.Cos(a)), float32(math.Sin(a))
+			}
+		}
+		kd := tc.KVH * tc.D
+		for _, dt := range []engine.DType{engine.F32, engine.BF16} {
+			p := engine.AttnParams{NHeads: tc.H, NKVHeads: tc.KVH, HeadDim: tc.D, Scale: float32(1 / math.Sqrt(float64(tc.D))), Window: tc.window, SoftCap: tc.softcap}
+			qv, kv, vv := randomVals(rng, tc.H*tc.D, 1), randomVals(rng, tc.rows*kd, 1), randomVals(rng, tc.rows*kd, 1)
+			kn, vn := randomVals(rng, kd, 1), randomVals(rng, kd, 1)
+			type dev struct {
+				q, k, v, kc, vc, cs, sn, out, pt engine.Tensor
+			}
+			var devs [3]dev
+			for i, b := range []engine.Backend{c, ref, g} {
+				d := dev{
+					q: upload(t, b, dt, qv, 1, tc.H*tc.D), k: upload(t, b, dt, kn, 1, kd), v: upload(t, b, dt, vn, 1, kd),
+					kc: upload(t, b, dt, kv, tc.rows, kd), vc: upload(t, b, dt, vv, tc.rows, kd),
+					cs: upload(t, b, engine.F32, cosv, tc.rows, half), sn: upload(t, b, engine.F32, sinv, tc.rows, half),
+					out: upload(t, b, dt, make([]float32, tc.H*tc.D), 1, tc.H*tc.D),
+				}
+				pt, err := b.Alloc(engine.I32, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { b.Free(pt) })
+				d.pt = pt
+				devs[i] = d
+			}
+			for _, n := range tc.lens {
+				pos := n - 1
+				name := fmt.Sprintf("%s H%d/%d D%d rot%d rows%d win%d cap%g len%d", dt, tc.H, tc.KVH, tc.D, tc.rot, tc.rows, tc.window, tc.softcap, n)
+				var outs, kc, vc [3][]float32
+				for i, b := range []engine.Backend{c, ref, g} {
+					d := devs[i]
+					if err := b.UploadInt32(d.pt, []int32{int32(pos)}); err != nil {
+						t.Fatal(err)
+					}
+					if err := b.(engine.DeviceDecoder).AttentionDecode(d.out, d.q, d.k, d.v, d.kc, d.vc, d.pt, d.cs, d.sn, p); err != nil {
+						t.Fatalf("%s %s: %v", name, b.Name(), err)
+					}
+					outs[i], kc[i], vc[i] = download(t, b, d.out), download(t, b, d.kc), download(t, b, d.vc)
+				}
+				tol := 1e-5
+				if dt == engine.BF16 {
+					tol = 2e-2
+				}
+				closeTo(t, name+" v2 against the CPU", outs[2], outs[0], tol)
+				closeTo(t, name+" v2 against attention_decode", outs[2], outs[1], tol)
+				if !slices.Equal(kc[2], kc[1]) || !slices.Equal(vc[2], vc[1]) {
+					t.Errorf("%s: the caches v2 leaves differ from attention_decode's", name)
+				}
+				closeTo(t, name+" k row", kc[2][pos*kd:(pos+1)*kd], kc[0][pos*kd:(pos+1)*kd], tol)
+			}
+		}
+	}
+}
