@@ -615,13 +615,24 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 			return fmt.Errorf("data: %w", err)
 		}
 	}
+	// The examples are shuffled; refused rows are reported in file order,
+	// so that the error (or the first skipped sample) names the earliest.
+	var refused []*RowError
+	for i := range out {
+		if out[i].err != nil {
+			refused = append(refused, out[i].err)
+		}
+	}
+	sort.SliceStable(refused, func(i, j int) bool { return fileOrder(refused[i].Loc, refused[j].Loc, t.st.Files) })
+	if len(refused) > 0 && !skip {
+		return fmt.Errorf("data: %w", refused[0])
+	}
+	for _, e := range refused {
+		t.st.bad(e)
+	}
 	for i := range out {
 		r := &out[i]
 		if r.err != nil {
-			if !skip {
-				return fmt.Errorf("data: %w", r.err)
-			}
-			t.st.bad(r.err)
 			continue
 		}
 		t.st.LongestTokens = max(t.st.LongestTokens, r.longest)
@@ -736,6 +747,22 @@ func (t *tokenizing) pair(ex *Example) tokenized {
 		r.drop = DropCutOff
 	}
 	return r
+}
+
+// fileOrder says whether a comes before b in the data: by file (in the
+// order files lists them, the order they were read), then line, then row.
+func fileOrder(a, b Location, files []string) bool {
+	if a.File != b.File {
+		ia, ib := slices.Index(files, a.File), slices.Index(files, b.File)
+		if ia != ib {
+			return uint(ia) < uint(ib) // a file not listed (-1) comes last
+		}
+		return a.File < b.File
+	}
+	if a.Line != b.Line {
+		return a.Line < b.Line
+	}
+	return a.Row < b.Row
 }
 
 func hasAssistant(msgs []Message) bool {

@@ -473,3 +473,28 @@ func TestPrepareWarnsOfAnUnreadImageColumn(t *testing.T) {
 		}
 	}
 }
+
+// When the template refuses every row, the error names the first refused
+// row of the file, not the first after shuffling; with skip_bad_rows the
+// skipped samples are in file order too.
+func TestPrepareTemplateRefusalNamesFirstRowInFile(t *testing.T) {
+	tok := newFakeTok("<bos>", "<start_of_turn>", "<end_of_turn>")
+	tok.cfg["bos_token"] = "<bos>"
+	path := filepath.Join(t.TempDir(), "mentor.jsonl")
+	row := `{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":"c"}]}` + "\n"
+	if err := os.WriteFile(path, []byte(strings.Repeat(row, 100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Path: path, Template: "gemma-3", MaxLength: 64}
+	for _, seed := range []int64{0, 1, 42} {
+		opts.Seed = seed
+		if _, err := Prepare(opts, tok); err == nil || !strings.Contains(err.Error(), path+":1: ") {
+			t.Errorf("seed %d: %v, want the error to name %s:1", seed, err, path)
+		}
+	}
+	opts.SkipBadRows = true
+	_, err := Prepare(opts, tok)
+	if err == nil || !strings.Contains(err.Error(), "skipped: "+path+":1: ") || !strings.Contains(err.Error(), "skipped: "+path+":5: ") {
+		t.Errorf("all refused, skipping: %v, want samples of lines 1 to 5", err)
+	}
+}
