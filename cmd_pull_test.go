@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"os"
@@ -293,5 +295,36 @@ func TestPullModelArgMissingFolder(t *testing.T) {
 	}
 	if dir, err := pullModelArg(context.Background(), "testdata/tiny-llama", nil, io.Discard); err != nil || dir != "testdata/tiny-llama" {
 		t.Errorf("an existing folder: %q, %v", dir, err)
+	}
+}
+
+// A kept partial file with corrupt bytes: whet pull says it starts the file
+// again and finishes in the same run.
+func TestPullCommandCorruptPartial(t *testing.T) {
+	_, cache := pullEnv(t)
+	data, err := os.ReadFile("testdata/tiny-llama/model.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	blobs := filepath.Join(cache, "models--whet-test--tiny-llama", "blobs")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	part := bytes.Clone(data[:len(data)/2])
+	part[0] ^= 0xff
+	if err := os.WriteFile(filepath.Join(blobs, hex.EncodeToString(sum[:])+".incomplete"), part, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := pullCLI("whet-test/tiny-llama")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "model.safetensors: the resumed bytes have SHA-256") || !strings.Contains(stdout, "downloading it again from the start") {
+		t.Fatalf("output does not say the weights start again:\n%s", stdout)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if got, err := os.ReadFile(filepath.Join(lines[len(lines)-1], "model.safetensors")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("weights differ from the served file (%v)", err)
 	}
 }
