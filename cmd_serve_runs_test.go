@@ -202,7 +202,7 @@ func TestServeTwoViewersSeeTheSameSteps(t *testing.T) {
 		tm.keys(v, "r")
 		tm.wait(v, "shared", "● training")
 		tm.keys(v, "Enter")
-		tm.wait(v, "/1000000 · epoch", "q runs (run goes on)")
+		tm.wait(v, "/1000000 · epoch", "q/esc runs (run goes on)")
 	}
 	tm.keys("a", "p")
 	waitFor(t, "the run to pause", func() bool { st, err := rd.ReadStatus(); return err == nil && st.State == "paused" })

@@ -253,7 +253,7 @@ func (d *dashboard) help() []key.Binding {
 	if d.viewer {
 		quit = bind("q", "quit viewer (run goes on)")
 		if d.backToRuns {
-			quit = bind("q", "runs (run goes on)")
+			quit = bind("q/esc", "runs (run goes on)")
 		}
 	}
 	if d.stopping {

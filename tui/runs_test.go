@@ -89,7 +89,7 @@ func TestRunsPageFlow(t *testing.T) {
 	d.waitScreen("persona-lora")
 	d.keys("down", "down", "enter")
 	d.waitScreen("eval loss 1.1818") // the whole history: step 60's eval is its last event
-	if s := d.screen(); !strings.Contains(s, "q runs (run goes on)") || !strings.Contains(s, "checkpoint #1") {
+	if s := d.screen(); !strings.Contains(s, "q/esc runs (run goes on)") || !strings.Contains(s, "checkpoint #1") {
 		t.Errorf("viewer of a live run:\n%s", s)
 	}
 	golden(t, "runs_viewer_80x24", d.view())
