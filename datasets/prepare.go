@@ -623,13 +623,14 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 			refused = append(refused, out[i].err)
 		}
 	}
-	sort.SliceStable(refused, func(i, j int) bool { return fileOrder(refused[i].Loc, refused[j].Loc, t.st.Files) })
+	sortFileOrder(refused, func(e *RowError) Location { return e.Loc }, t.st.Files)
 	if len(refused) > 0 && !skip {
 		return fmt.Errorf("data: %w", refused[0])
 	}
 	for _, e := range refused {
 		t.st.bad(e)
 	}
+	var dropped []int // in file order below, as the refused rows
 	for i := range out {
 		r := &out[i]
 		if r.err != nil {
@@ -644,14 +645,24 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 		}
 		switch {
 		case r.drop != "":
-			t.st.drop(exs[i].Loc, r.drop)
+			dropped = append(dropped, i)
 		case r.isPair:
 			*pairs = append(*pairs, r.pair)
 		default:
 			*seqs = append(*seqs, r.seq)
 		}
 	}
+	sortFileOrder(dropped, func(i int) Location { return exs[i].Loc }, t.st.Files)
+	for _, i := range dropped {
+		t.st.drop(exs[i].Loc, out[i].drop)
+	}
 	return nil
+}
+
+// sortFileOrder sorts xs (stably) into the order of the data (fileOrder),
+// so that what is reported of shuffled examples names the earliest rows.
+func sortFileOrder[T any](xs []T, loc func(T) Location, files []string) {
+	sort.SliceStable(xs, func(i, j int) bool { return fileOrder(loc(xs[i]), loc(xs[j]), files) })
 }
 
 // encodeChat renders msgs and labels the assistant spans from the

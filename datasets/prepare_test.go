@@ -2,6 +2,7 @@ package datasets
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -496,5 +497,36 @@ func TestPrepareTemplateRefusalNamesFirstRowInFile(t *testing.T) {
 	_, err := Prepare(opts, tok)
 	if err == nil || !strings.Contains(err.Error(), "skipped: "+path+":1: ") || !strings.Contains(err.Error(), "skipped: "+path+":5: ") {
 		t.Errorf("all refused, skipping: %v, want samples of lines 1 to 5", err)
+	}
+}
+
+// When no row has a token to train on, the "e.g." examples of the error
+// are the first dropped rows of the file in order, not the first after
+// shuffling (as the template-refused rows above).
+func TestPrepareDroppedSamplesInFileOrder(t *testing.T) {
+	tok := newFakeTok("<bos>", "<start_of_turn>", "<end_of_turn>")
+	tok.cfg["bos_token"] = "<bos>"
+	path := filepath.Join(t.TempDir(), "mentor.jsonl")
+	row := `{"messages":[{"role":"user","content":"a"}]}` + "\n"
+	if err := os.WriteFile(path, []byte(strings.Repeat(row, 100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Path: path, Template: "gemma-3", MaxLength: 64}
+	for _, seed := range []int64{0, 1, 42} {
+		opts.Seed = seed
+		_, err := Prepare(opts, tok)
+		if err == nil {
+			t.Fatalf("seed %d: no error, want none of the rows to have a token to train on", seed)
+		}
+		at := -1
+		for line := 1; line <= maxSamples; line++ {
+			want := fmt.Sprintf("e.g. %s:%d: %s", path, line, DropNoAssistant)
+			i := strings.Index(err.Error(), want)
+			if i <= at {
+				t.Errorf("seed %d: %q missing or out of order in:\n%v", seed, want, err)
+				break
+			}
+			at = i
+		}
 	}
 }
