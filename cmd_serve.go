@@ -105,8 +105,10 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		// take effect at once; a line that is not a key is skipped, as
 		// OpenSSH's sshd does (wish's own reader refused every key
 		// after such a line). A line's from= and expiry-time= are
-		// checked against the client; a line with an option whet serve
-		// cannot enforce (command=, restrict, no-pty, ...) lets no one in.
+		// checked against the client; no-port-forwarding and the other
+		// no-* of features this server never offers already hold
+		// (authorizedKey.take); a line with an option whet serve cannot
+		// enforce (command=, no-pty, ...) lets no one in.
 		wish.WithPublicKeyAuth(func(ctx ssh.Context, key ssh.PublicKey) bool {
 			keys, _, err := readAuthorizedKeys(c.authorizedKeys)
 			if err != nil {

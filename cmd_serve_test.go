@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,8 +273,11 @@ func TestServeSkipsLinesThatAreNotKeys(t *testing.T) {
 
 // The options in front of a key are honoured through the real ssh client:
 // a from= that leaves out 127.0.0.1 refuses the key from there, one that
-// takes it in lets it in, and a command= key (whet serve cannot run the
-// command instead of the studio) is refused and named at start.
+// takes it in lets it in, no-port-forwarding and the other no-* of
+// features the server never offers let the key in (and port forwarding
+// is refused for every key), no-pty and restrict without pty refuse it,
+// and a command= key (whet serve cannot run the command instead of the
+// studio) is refused and named at start.
 func TestServeAuthorizedKeysOptions(t *testing.T) {
 	f := startServe(t, 4)
 	pub, err := os.ReadFile(f.listed + ".pub")
@@ -300,7 +304,11 @@ func TestServeAuthorizedKeysOptions(t *testing.T) {
 		{`from="::1"`, false},
 		{`expiry-time="20000101"`, false},
 		{`command="echo hi"`, false},
-		{`restrict,pty`, false},
+		{`restrict`, false},
+		{`no-pty`, false},
+		{`restrict,pty`, true},
+		{`no-port-forwarding,no-X11-forwarding`, true},
+		{`no-agent-forwarding,no-user-rc,from="127.0.0.1"`, true},
 		{`from="10.0.0.0/8,127.0.0.0/8"`, true},
 		{`from="127.0.0.?,!10.0.0.1",expiry-time="29991231"`, true},
 	} {
@@ -317,9 +325,43 @@ func TestServeAuthorizedKeysOptions(t *testing.T) {
 		cancel()
 	}
 
-	os.WriteFile(auth, []byte(`command="echo hi" `+string(pub)), 0o600)
+	// no-port-forwarding holds for every key: an ordinary key's -W (the
+	// direct-tcpip channel -L opens) and -R are refused by the server, and
+	// nothing reaches the target.
+	os.WriteFile(auth, pub, 0o600)
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	reached := make(chan struct{}, 1)
+	go func() {
+		if c, err := target.Accept(); err == nil {
+			reached <- struct{}{}
+			c.Close()
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-W", target.Addr().String()}, "stdio forwarding failed"},
+		{[]string{"-N", "-o", "ExitOnForwardFailure=yes", "-R", "0:" + target.Addr().String()}, "remote port forwarding failed"},
+	} {
+		out, err := f.ssh(ctx, append([]string{"-T", "-i", f.listed}, c.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("ssh %v: %v\n%s; want it refused (%q)", c.args, err, out, c.want)
+		}
+	}
+	select {
+	case <-reached:
+		t.Errorf("a forwarded connection reached %s", target.Addr())
+	default:
+	}
+
+	os.WriteFile(auth, []byte(`command="echo hi" `+string(pub)), 0o600)
 	var out bytes.Buffer
 	err = serveStudio(ctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: auth, hostKey: f.hostKey, maxSessions: 1}, &out)
 	if err == nil || !strings.Contains(err.Error(), "lists no public key whet serve accepts") ||

@@ -13,8 +13,8 @@ import (
 )
 
 // authorizedKey is one line of an authorized_keys file that whet serve
-// accepts: the key and the options it can enforce. A line with any other
-// option is not accepted at all (readAuthorizedKeys), so that a key is
+// accepts: the key and the options it can enforce or that already hold
+// (take). A line with any other option is not accepted at all (readAuthorizedKeys), so that a key is
 // never granted more than its line says.
 type authorizedKey struct {
 	key    ssh.PublicKey
@@ -101,9 +101,37 @@ func readAuthorizedKeys(path string) (keys []authorizedKey, skipped []string, er
 
 // take records the options whet serve enforces (from=, expiry-time=) and
 // says why the line cannot be accepted when one is any other option.
+//
+// The no-* restrictions of features whet serve's server never offers
+// already hold, so they are accepted (charm.land/ssh v0.4.3 as
+// cmd_serve.go configures it, read in its source): no-port-forwarding,
+// as the server has no direct-tcpip channel handler and no tcpip-forward
+// request handler, and no Local/ReversePortForwardingCallback, so it
+// refuses both -L/-W and -R; no-X11-forwarding, as an x11-req falls to
+// the session's default case and is answered false; no-agent-forwarding,
+// as the server only notes an auth-agent-req and nothing in whet (or
+// wish's bubbletea middleware) calls NewAgentListener or
+// ForwardAgentConnections, so no agent channel is ever opened to the
+// client; no-user-rc, as whet serve runs no shell and no ~/.ssh/rc, only
+// the studio in-process. no-pty is not: the studio is a TUI and needs the
+// pty, so a key whose pty is taken away is refused. restrict is all of
+// these together (port, agent and X11 forwarding, pty, user rc), so it is
+// accepted when a pty option after it gives the pty back (restrict,pty),
+// the order as sshd reads it. Options that grant or alter behaviour
+// (command=, environment=, permitopen=, port-forwarding, ...) are still
+// refused.
 func (a *authorizedKey) take(opts []keyOption) string {
+	noPty := "" // the option that took the pty away, when one did
 	for _, o := range opts {
 		switch {
+		case !o.HasValue && (o.Name == "no-port-forwarding" || o.Name == "no-agent-forwarding" ||
+			o.Name == "no-x11-forwarding" || o.Name == "no-user-rc"):
+			// Already holds: whet serve offers none of these.
+		case !o.HasValue && (o.Name == "no-pty" || o.Name == "restrict"):
+			noPty = o.Name
+		case !o.HasValue && o.Name == "pty":
+			// Every whet serve session gets a pty: this grants nothing more.
+			noPty = ""
 		case o.Name == "from" && o.HasValue:
 			if err := checkFrom(o.Value); err != nil {
 				return fmt.Sprintf("from=%q: %v", o.Value, err)
@@ -125,6 +153,12 @@ func (a *authorizedKey) take(opts []keyOption) string {
 			}
 			return fmt.Sprintf("whet serve cannot enforce %s", name)
 		}
+	}
+	switch noPty {
+	case "no-pty":
+		return "no-pty takes away the pty the studio (a terminal program) needs"
+	case "restrict":
+		return "restrict without a pty option after it takes away the pty the studio (a terminal program) needs (restrict,pty is accepted)"
 	}
 	return ""
 }

@@ -123,7 +123,9 @@ func TestAuthorizedKeysExpiryTime(t *testing.T) {
 
 // Each line with an option whet serve cannot enforce is named with its
 // file, line and option and not accepted; from= and expiry-time= lines
-// are kept with their limits.
+// are kept with their limits; the no-* restrictions of features whet
+// serve never offers are accepted, no-pty (and restrict without a pty
+// after it) is not.
 func TestAuthorizedKeysOptions(t *testing.T) {
 	const pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIxGTsgbnP/DMQWZvNwJDCPcfk1KETr9MqFT2215Ob7B you@host"
 	lines := []string{
@@ -138,6 +140,11 @@ func TestAuthorizedKeysOptions(t *testing.T) {
 		`permitopen="host:22" ` + pub,
 		`from=10.0.0.1 ` + pub,
 		pub,
+		`no-port-forwarding,No-Agent-Forwarding,no-X11-forwarding,no-user-rc ` + pub,
+		`restrict ` + pub,
+		`pty,restrict ` + pub,
+		`restrict,pty,port-forwarding ` + pub,
+		`no-pty,pty,no-X11-forwarding ` + pub,
 	}
 	path := filepath.Join(t.TempDir(), "authorized_keys")
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
@@ -151,32 +158,34 @@ func TestAuthorizedKeysOptions(t *testing.T) {
 	for _, k := range keys {
 		got = append(got, k.line)
 	}
-	if !reflect.DeepEqual(got, []int{1, 5, 11}) {
-		t.Errorf("accepted lines %v, want [1 5 11]", got)
+	if !reflect.DeepEqual(got, []int{1, 4, 5, 11, 12, 16}) {
+		t.Errorf("accepted lines %v, want [1 4 5 11 12 16]", got)
 	}
 	want := []string{
 		path + " line 2: whet serve cannot enforce command=; this key is not accepted",
-		path + " line 3: whet serve cannot enforce no-pty; this key is not accepted",
-		path + " line 4: whet serve cannot enforce restrict; this key is not accepted",
+		path + " line 3: no-pty takes away the pty the studio (a terminal program) needs; this key is not accepted",
 		path + ` line 6: from="10.0.0.1/8": 10.0.0.1/8: address has bits set past the mask length; this key is not accepted`,
 		path + ` line 7: expiry-time="tomorrow": want YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS (digits only); this key is not accepted`,
 		path + " line 8: whet serve cannot enforce cert-authority; this key is not accepted",
 		path + " line 9: whet serve cannot enforce permitopen=; this key is not accepted",
 		path + " line 10: options: the value of from= must be in double quotes (column 6); this key is not accepted",
+		path + " line 13: restrict without a pty option after it takes away the pty the studio (a terminal program) needs (restrict,pty is accepted); this key is not accepted",
+		path + " line 14: restrict without a pty option after it takes away the pty the studio (a terminal program) needs (restrict,pty is accepted); this key is not accepted",
+		path + " line 15: whet serve cannot enforce port-forwarding; this key is not accepted",
 	}
 	if !reflect.DeepEqual(skipped, want) {
 		t.Errorf("skipped:\n%s\nwant:\n%s", strings.Join(skipped, "\n"), strings.Join(want, "\n"))
 	}
 	at := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000} }
 	now := time.Now()
-	if len(keys) == 3 {
+	if len(keys) == 6 {
 		if !keys[0].permits(at("127.0.0.1"), now) || keys[0].permits(at("127.0.0.2"), now) || keys[0].permits(at("10.0.0.1"), now) {
 			t.Errorf("line 1's from= not applied: %+v", keys[0])
 		}
-		if !keys[1].permits(at("::1"), now) || keys[1].permits(at("127.0.0.1"), now) || keys[1].permits(at("::1"), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)) {
-			t.Errorf("line 5's from= and expiry-time= not applied: %+v", keys[1])
+		if !keys[2].permits(at("::1"), now) || keys[2].permits(at("127.0.0.1"), now) || keys[2].permits(at("::1"), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("line 5's from= and expiry-time= not applied: %+v", keys[2])
 		}
-		if !keys[2].permits(at("203.0.113.1"), now) || keys[0].permits(nil, now) {
+		if !keys[3].permits(at("203.0.113.1"), now) || !keys[4].permits(at("203.0.113.1"), now) || keys[0].permits(nil, now) {
 			t.Errorf("a line with no options: from anywhere; a from= line with no client address: denied")
 		}
 	}
