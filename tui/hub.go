@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -77,10 +78,17 @@ type pullState struct {
 	started bool           // the files and sizes are known
 	total   hub.Progress   // the latest report's totals
 	files   []hub.Progress // files in flight, in the order they started
+	// notes are the download's notes (hub.PhaseNote: a resumed file's
+	// bytes were corrupt and it starts again), the latest per file.
+	notes []hub.Progress
 }
 
 // record folds one report into the state.
 func (s *pullState) record(p hub.Progress) {
+	if p.Phase == hub.PhaseNote {
+		s.notes = slices.DeleteFunc(s.notes, func(n hub.Progress) bool { return n.File == p.File })
+		s.notes = append(s.notes, p)
+	}
 	s.total = p
 	if p.Phase == hub.PhaseStart {
 		s.started = true
@@ -140,6 +148,7 @@ func (j *pullJob) snapshot() pullState {
 	defer j.mu.Unlock()
 	s := j.state
 	s.files = append([]hub.Progress(nil), s.files...)
+	s.notes = append([]hub.Progress(nil), s.notes...)
 	return s
 }
 
@@ -163,7 +172,8 @@ func progressBar(st Styles, done, total int64, w int) string {
 }
 
 // pullView draws a download: the whole pull's bar with bytes, rate and
-// ETA, then a bar per file in flight, in w×h cells.
+// ETA, its notes (wrapped to w, the latest first, cut to leave room for
+// two file bars), then a bar per file in flight, in w×h cells.
 func pullView(st Styles, s pullState, w, h int) string {
 	var lines []string
 	t := s.total
@@ -177,6 +187,19 @@ func pullView(st Styles, s pullState, w, h int) string {
 	nums := fmt.Sprintf(" %3d%%  %s / %s", pct, units.Bytes(t.Done), units.Bytes(t.Total))
 	lines = append(lines, progressBar(st, t.Done, t.Total, max(w-len([]rune(nums)), 10))+nums)
 	lines = append(lines, st.Subtle.Render(fmt.Sprintf("%d of %d files · %s · ETA %s", t.FilesDone, t.Files, rateText(t.Rate), units.ETA(t.ETA))))
+	noteRoom := max(h-len(lines)-1-min(len(s.files), 2), 0)
+	for i := len(s.notes) - 1; i >= 0 && noteRoom > 0; i-- {
+		// The hub's notes already name the file ("model.safetensors: …").
+		nl := strings.Split(wrap(printable(s.notes[i].Note), max(w, 1)), "\n")
+		if len(nl) > noteRoom {
+			nl = nl[:noteRoom]
+			nl[noteRoom-1] = trimTo(nl[noteRoom-1]+" …", w)
+		}
+		for _, l := range nl {
+			lines = append(lines, st.Warn.Render(trimTo(l, w)))
+		}
+		noteRoom -= len(nl)
+	}
 	files := append([]hub.Progress(nil), s.files...)
 	sort.SliceStable(files, func(i, j int) bool { return files[i].File < files[j].File })
 	room := h - len(lines) - 1

@@ -97,6 +97,37 @@ func TestGoldenModelPageHub(t *testing.T) {
 	}
 }
 
+// TestGoldenModelPagePullNote: a download note (a resumed file whose kept
+// bytes were corrupt starts again from zero) is shown under the progress,
+// wrapped to the width, and the file bars follow it.
+func TestGoldenModelPagePullNote(t *testing.T) {
+	const note = "model.safetensors: the resumed bytes have SHA-256 " +
+		"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, not " +
+		"60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752; discarded them, downloading it again from the start"
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			h := goldenHub()
+			h.Script = func(ref hub.Ref) []hub.Progress {
+				ps := twoFilesInFlight(ref)
+				n := ps[len(ps)-1]
+				n.Phase, n.Note = hub.PhaseNote, note
+				return append(ps, n)
+			}
+			h.HoldAfter = 5
+			o := testOptions(&fake.Engine{})
+			o.Hub = h
+			d := newDriver(t, o, sz.w, sz.h)
+			typeRepo(d, "Qwen/Qwen2.5-1.5B-Instruct")
+			d.waitScreen("again from the start")
+			d.waitScreen("model.safetensors ")
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("wizard_1model_pull_note_%dx%d", sz.w, sz.h), d.view())
+			d.keys("esc")
+			d.waitScreen("cancelled")
+		})
+	}
+}
+
 // hubFixture is a fake Hub over HTTP (engine/hub/hubtest) with one tiny
 // model, and a client whose cache is a temporary folder.
 type hubFixture struct {
