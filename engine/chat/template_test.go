@@ -16,29 +16,7 @@ import (
 // A model whose chat template no built-in family renders is chatted with
 // through the Jinja interpreter: the prompt is the template's own text.
 func TestChatWithInterpretedTemplate(t *testing.T) {
-	dir := t.TempDir()
-	src := filepath.Join("..", "..", "testdata", "tiny-qwen2")
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Name() == "tokenizer_config.json" {
-			var cfg map[string]any
-			if err := json.Unmarshal(data, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			cfg["chat_template"] = "{% for m in messages %}<|im_start|>{{ m.role | upper }}: {{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>ASSISTANT: {% endif %}"
-			data, _ = json.Marshal(cfg)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := copyModel(t, "tiny-qwen2", "{% for m in messages %}<|im_start|>{{ m.role | upper }}: {{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>ASSISTANT: {% endif %}", "")
 	s, err := Open(cpu.New(), Options{ModelDir: dir, MaxLen: 64})
 	if err != nil {
 		t.Fatal(err)
