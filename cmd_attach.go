@@ -25,7 +25,7 @@ func runAttach(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", engine.DefaultRunsDir, "the runs directory")
 	fs.StringVar(dir, "runs", *dir, "the runs directory (the same as --dir; the studio's and whet serve's name for it)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 1 {

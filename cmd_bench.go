@@ -123,7 +123,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	lossPrefixOut := fs.String("loss-prefix-out", "", "with --loss-prefix: also write those N per-token losses to this file, one a line")
 	decodeModes := fs.String("decode-modes", "", "with --decode: decoding paths to time one after another on the same model, comma-separated: plain, device or graph, each optionally +cublas (one-row products on cuBLASLt instead of the GEMV kernel, which device and graph turn on); default: the "+engine.DecodeModeEnv+" environment's")
 	memLimit := addMemoryLimitFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if _, _, err := memLimit.apply(); err != nil {

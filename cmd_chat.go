@@ -43,8 +43,11 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	imageFlag := fs.String("image", "", "image file (PNG or JPEG) for the first message (Gemma 3 vision models, implies --vision; Llama 3.2 Vision)")
 	visionFlag := fs.Bool("vision", false, "load a Gemma 3 model's vision tower, so that /image PATH in the chat attaches an image to the next message (Llama 3.2 Vision always loads its own)")
 	thinkingFlag := fs.String("thinking", "", "on or off: the template's enable_thinking (Qwen 3 reasons in a <think> block unless off); default: the template's own")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (prompts are read from stdin, or give one with --prompt TEXT)", fs.Arg(0))
 	}
 	var thinking *bool
 	switch *thinkingFlag {

@@ -38,7 +38,7 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: whet export --run DIR --format peft|merged|gguf [--quant q8_0|q4_k_m|f16|bf16] [--out DIR [--force]] [--qlora-base nf4|full]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

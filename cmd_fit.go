@@ -108,7 +108,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	visionLayers := fs.Bool("vision-layers", false, "Gemma 3 with --images: also LoRA on the vision tower's linear layers (lora.vision_layers: the tower keeps its activations)")
 	maxSeq := fs.Bool("max-seq", false, "instead of checking --seq: find the longest sequence length that fits (binary search over the plan)")
 	memLimit := addMemoryLimitFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -116,6 +116,17 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	if *gpu == "list" {
 		return listProfiles(stdout)
+	}
+	// A count below its least is refused here rather than replaced by
+	// the planner's default, which would plan another run than the one asked.
+	for _, c := range []struct {
+		flag     string
+		val, min int
+	}{{"batch", *batch, 1}, {"grad-accum", *accum, 1}, {"seq", *seq, 1}, {"rank", *rank, 1},
+		{"generations", *generations, 1}, {"gpus", *gpus, 1}, {"images", *images, 0}, {"chunk", *chunk, 0}, {"device", *device, 0}} {
+		if c.val < c.min {
+			return fmt.Errorf("--%s %d: want %d or more", c.flag, c.val, c.min)
+		}
 	}
 	if *model == "" {
 		return fmt.Errorf("--model is required (a catalog name such as llama-3.1-8b, or a folder with config.json)")

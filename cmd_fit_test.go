@@ -133,7 +133,7 @@ func TestFitErrors(t *testing.T) {
 		{[]string{"--model", "llama-3.2-11b-vision", "--gpu", "H100", "--method", "full"}, "lora or qlora"},
 		{[]string{"--model", "llama-3.2-1b", "--method", "ppo", "--gpu", "RTX 4090"}, "unknown method"},
 		{[]string{"--model", "llama-3.2-1b", "--gpu", "RTX 9090"}, "no hardware profile"},
-		{[]string{"--model", "llama-3.2-1b", "--seq", "0", "--gpu", "H100"}, "sequence length"},
+		{[]string{"--model", "llama-3.2-1b", "--seq", "0", "--gpu", "H100"}, "--seq 0: want 1 or more"},
 		{[]string{"--model", "llama-3.2-1b", "--targets", "q,lm_head", "--gpu", "H100"}, "lm_head"},
 	} {
 		code, _, errs := runFitCLI(t, tc.args...)

@@ -45,7 +45,7 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	// Flags may come after the repo id too: whet pull org/name --json.
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil
 			}

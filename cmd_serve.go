@@ -56,7 +56,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.modelsDir, "models", defModels, "folder of local models for the studio (whet studio's --models-dir)")
 	fs.StringVar(&c.runsDir, "runs", "runs", "the runs folder")
 	dataDirs := fs.String("data", ".,testdata", "comma-separated folders the data page lists")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -110,7 +110,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	useFake := fs.Bool("fake", false, "demo and test mode: a scripted fake engine, catalog, fit check and GPU (nothing trains)")
 	fakeSteps := fs.Int("fake-steps", 300, "with --fake: steps in the scripted run")
 	fakeDelay := fs.Duration("fake-delay", 60*time.Millisecond, "with --fake: time between scripted steps")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -27,7 +27,7 @@ func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, "The text is all of stdin, a final newline included (use echo -n to leave it out).")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // usage was printed
 		}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -39,8 +40,15 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	masterAddr := fs.String("master-addr", "", "HOST:PORT where node 0 listens for the other nodes of a multi-node run")
 	deterministic := fs.Bool("deterministic", false, "keep the GPU's attention backward on kernels whose results do not vary from run to run, at some speed (sets train.deterministic)")
 	hideFlags(fs, "worker")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		// whet train run.yaml: the run file is -c's value.
+		if a := fs.Arg(0); *config == "" && (strings.HasSuffix(a, ".yaml") || strings.HasSuffix(a, ".yml")) {
+			return fmt.Errorf("unexpected argument %q: the run file goes after -c: whet train -c %s", a, a)
+		}
+		return fmt.Errorf("unexpected argument %q (flags come first; whet train --help lists them)", fs.Arg(0))
 	}
 	if _, _, err := memLimit.apply(); err != nil {
 		return err

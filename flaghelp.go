@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"strings"
+	"sync"
 )
 
 // hideFlags keeps the named flags out of fs's help (whet CMD --help and
@@ -15,6 +19,7 @@ func hideFlags(fs *flag.FlagSet, names ...string) {
 	for _, n := range names {
 		hidden[n] = true
 	}
+	hiddenFlags.Store(fs.Name(), hidden)
 	fs.Usage = func() {
 		visible := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
 		visible.SetOutput(fs.Output())
@@ -30,4 +35,139 @@ func hideFlags(fs *flag.FlagSet, names ...string) {
 		fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
 		visible.PrintDefaults()
 	}
+}
+
+// hiddenFlags holds, per command name, the flags hideFlags keeps out of
+// its help, which a misspelt flag is never told to be.
+var hiddenFlags sync.Map // string → map[string]bool
+
+// flagError is a command-line flag that did not parse: an unknown flag,
+// one without its value, a value of the wrong kind. main prints it on one
+// line with the command's name and where its flags are listed, instead of
+// the flag package's message and the whole list.
+type flagError struct {
+	cmd string // the command whose flags these are
+	msg string // what is wrong, naming the flag as --name
+}
+
+func (e *flagError) Error() string { return e.msg }
+
+// parseFlags parses a command's flags. Asked for help (-h, --help), it
+// prints the flags as the flag package does; a flag that does not parse is
+// returned as a *flagError that names it (and the nearest flag the command
+// has, for a misspelt one) without printing the flag list.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if asksForHelp(args) {
+		return fs.Parse(args)
+	}
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	fs.SetOutput(out)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		// A help flag asksForHelp does not know (--h): the list as asked.
+		if fs.Usage != nil {
+			fs.Usage()
+		}
+		return err
+	}
+	return &flagError{cmd: fs.Name(), msg: flagErrorText(fs, err.Error())}
+}
+
+// flagErrorText rewords the flag package's messages, which write flags
+// with one dash and say "flag provided but not defined".
+func flagErrorText(fs *flag.FlagSet, msg string) string {
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		name = strings.TrimLeft(name, "-")
+		text := "unknown flag " + dashed(name)
+		if near := nearestFlag(fs, name); near != "" {
+			text += "; did you mean " + dashed(near) + "?"
+		}
+		return text
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		name = strings.TrimLeft(name, "-")
+		return fmt.Sprintf("flag %s needs a value: %s VALUE", dashed(name), dashed(name))
+	}
+	// invalid value "x" for flag -batch: parse error
+	if i := strings.Index(msg, " for flag -"); i >= 0 && strings.HasPrefix(msg, "invalid value ") {
+		value := strings.TrimPrefix(msg[:i], "invalid value ")
+		name, why, _ := strings.Cut(msg[i+len(" for flag -"):], ": ")
+		if f := fs.Lookup(name); f != nil && why == "parse error" {
+			kind, _ := flag.UnquoteUsage(f)
+			if want := flagKinds[kind]; want != "" {
+				why = "want " + want
+			}
+		}
+		return fmt.Sprintf("%s %s: %s", dashed(name), value, why)
+	}
+	// invalid boolean value "x" for -json: parse error
+	if i := strings.Index(msg, " for -"); i >= 0 && strings.HasPrefix(msg, "invalid boolean value ") {
+		value := strings.TrimPrefix(msg[:i], "invalid boolean value ")
+		name, _, _ := strings.Cut(msg[i+len(" for -"):], ": ")
+		n := dashed(name)
+		return fmt.Sprintf("%s=%s: want %s, %s=true or %s=false", n, strings.Trim(value, `"`), n, n, n)
+	}
+	return msg
+}
+
+// dashed writes a flag as whet's help does: -c, --model.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// flagKinds says what a value of each kind flag.UnquoteUsage names looks
+// like.
+var flagKinds = map[string]string{
+	"int":      "a whole number",
+	"uint":     "a whole number, 0 or more",
+	"float":    "a number",
+	"duration": "a duration such as 90s, 30m or 1h",
+}
+
+// nearestFlag is the command's flag closest to a misspelt name, one that
+// differs by at most two edits (--model-dir for --models-dir); "" when none
+// is that close.
+func nearestFlag(fs *flag.FlagSet, name string) string {
+	best, bestD := "", 3
+	hidden, _ := hiddenFlags.Load(fs.Name())
+	fs.VisitAll(func(f *flag.Flag) {
+		if h, _ := hidden.(map[string]bool); h[f.Name] {
+			return
+		}
+		d := editDistance(strings.ToLower(name), f.Name)
+		if d < bestD || (d == bestD && best != "" && f.Name < best) {
+			best, bestD = f.Name, d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -63,9 +63,9 @@ func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	// Flags without a command are the studio's: `whet --runs DIR`.
-	name := "studio"
+	name, implied := "studio", true
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
+		name, args, implied = args[0], args[1:], false
 	}
 	cmd, ok := commands[name]
 	if !ok {
@@ -84,6 +84,16 @@ func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var status exitStatus
 	if errors.As(err, &status) {
 		return int(status)
+	}
+	var ferr *flagError
+	if errors.As(err, &ferr) {
+		if implied {
+			// whet --bogus: the user named no command.
+			fmt.Fprintf(stderr, "whet: %s (whet --help lists the commands, whet studio --help the studio's flags)\n", ferr.msg)
+		} else {
+			fmt.Fprintf(stderr, "whet %s: %s (whet %s --help lists its flags)\n", name, ferr.msg, name)
+		}
+		return 2
 	}
 	msg := err.Error()
 	if said.saidLine(msg) {

@@ -78,14 +78,16 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// A bad flag is reported once (by the flag package, with the flags list)
-// and exits 2; an error that already names the command is not prefixed
-// twice.
+// A bad flag is reported once, on one line that names the command, the
+// flag and where the flags are listed (not the flag package's message and
+// the whole list), and exits 2; an error that already names the command is
+// not prefixed twice.
 func TestErrorsAreSaidOnce(t *testing.T) {
 	for name := range commands {
-		code, _, errs := runCLI(t, name, "--no-such-flag")
-		if code != 2 || strings.Count(errs, "flag provided but not defined: -no-such-flag") != 1 {
-			t.Errorf("whet %s --no-such-flag: exit %d, stderr:\n%s\nwant exit 2 and the error once", name, code, errs)
+		code, out, errs := runCLI(t, name, "--no-such-flag")
+		want := "whet " + name + ": unknown flag --no-such-flag (whet " + name + " --help lists its flags)\n"
+		if code != 2 || errs != want || out != "" {
+			t.Errorf("whet %s --no-such-flag: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and %q", name, code, out, errs, want)
 		}
 	}
 	code, _, errs := runCLI(t, "export", "--run", t.TempDir(), "--format", "gguf")
@@ -182,16 +184,48 @@ func TestHelpHidesInternalFlags(t *testing.T) {
 			t.Errorf("whet %s lists the internal --worker flag:\n%s", strings.Join(args, " "), out)
 		}
 	}
-	code, _, errs := runCLI(t, "train", "--no-such-flag")
-	if code != 2 || !strings.Contains(errs, "-no-such-flag") || !strings.Contains(errs, "\n  -detach") {
-		t.Fatalf("whet train --no-such-flag: exit %d, want the error and the flags:\n%s", code, errs)
-	}
-	if strings.Contains(errs, "-worker") {
-		t.Errorf("the usage after a flag error lists --worker:\n%s", errs)
+	// A misspelt flag is pointed to the nearest visible one, never to
+	// --worker.
+	code, _, errs := runCLI(t, "train", "--worke")
+	if code != 2 || !strings.Contains(errs, "unknown flag --worke") || strings.Contains(errs, "-worker") {
+		t.Fatalf("whet train --worke: exit %d, stderr %q; want the error without --worker", code, errs)
 	}
 	// Still a flag: the error is about the missing run file, not the flag.
 	code, _, errs = runCLI(t, "train", "--worker")
 	if code != 1 || !strings.Contains(errs, "-c run.yaml is required") {
 		t.Errorf("whet train --worker: exit %d, stderr %q; want it accepted (then -c missing)", code, errs)
+	}
+}
+
+// Flag errors name the flag as whet's help writes it and say what to do:
+// the nearest flag for a misspelt one, the kind of value for a bad value,
+// and for flags given without a command (the studio's), where both the
+// commands and the studio's flags are listed. Arguments a command does not
+// take are refused rather than ignored, and counts below their least are
+// refused rather than replaced by a default.
+func TestFlagErrorsNameTheFlagAndTheFix(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--runz", "x"}, 2, "whet: unknown flag --runz; did you mean --runs? (whet --help lists the commands, whet studio --help the studio's flags)\n"},
+		{[]string{"studio", "--model-dir", "x"}, 2, "whet studio: unknown flag --model-dir; did you mean --models-dir? (whet studio --help lists its flags)\n"},
+		{[]string{"train", "-c"}, 2, "whet train: flag -c needs a value: -c VALUE (whet train --help lists its flags)\n"},
+		{[]string{"fit", "--batch", "two"}, 2, "whet fit: --batch \"two\": want a whole number (whet fit --help lists its flags)\n"},
+		{[]string{"bench", "--max-time", "5"}, 2, "whet bench: --max-time \"5\": want a duration such as 90s, 30m or 1h (whet bench --help lists its flags)\n"},
+		{[]string{"train", "--json=maybe"}, 2, "whet train: --json=maybe: want --json, --json=true or --json=false (whet train --help lists its flags)\n"},
+		{[]string{"train", "run.yaml"}, 1, "whet train: unexpected argument \"run.yaml\": the run file goes after -c: whet train -c run.yaml\n"},
+		{[]string{"train", "-c", "run.yaml", "extra"}, 1, "whet train: unexpected argument \"extra\" (flags come first; whet train --help lists them)\n"},
+		{[]string{"chat", "--model", "testdata/tiny-llama", "hello"}, 1, "whet chat: unexpected argument \"hello\" (prompts are read from stdin, or give one with --prompt TEXT)\n"},
+		{[]string{"fit", "--model", "testdata/tiny-llama", "--batch", "0"}, 1, "whet fit: --batch 0: want 1 or more\n"},
+		{[]string{"fit", "--model", "testdata/tiny-llama", "--rank", "0"}, 1, "whet fit: --rank 0: want 1 or more\n"},
+		{[]string{"fit", "--model", "testdata/tiny-llama", "--seq", "-5"}, 1, "whet fit: --seq -5: want 1 or more\n"},
+		{[]string{"fit", "--model", "testdata/tiny-llama", "--grad-accum", "0"}, 1, "whet fit: --grad-accum 0: want 1 or more\n"},
+	} {
+		code, out, errs := runCLI(t, c.args...)
+		if code != c.code || errs != c.want || out != "" {
+			t.Errorf("whet %s: exit %d, stdout %q, stderr %q; want exit %d and %q", strings.Join(c.args, " "), code, out, errs, c.code, c.want)
+		}
 	}
 }
