@@ -1402,6 +1402,344 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
     store_rows<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, t);
     store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
 }
+
+// ---------------------------------------------------------------------------
+// HOP_BWD_OVL (opt-in, WHET_NVRTC_DEFINES; needs HOP_BWD_FUSED=1): the fused
+// backward above with the products of a tile reordered so that the tensor
+// cores and the rest of the warpgroup overlap (FlashAttention 3's order),
+// instead of S^T and dP^T followed by a full wait:
+//   S^T (commit), dP^T (commit); wait_group 1: P from S^T while dP^T runs;
+//   dV += P^T dO (commit); wait_group 1: dS from dP^T while dV runs;
+//   stmatrix dS, then
+//   HOP_BWD_OVL=1: dK += dS^T Q (commit) before the barrier of the dS panels,
+//                  dQ = dS K (commit), wait_group 0, add dQ into dqAcc;
+//   HOP_BWD_OVL=2: the barrier, dQ (commit), dK (commit), wait_group 1 (dQ
+//                  done) and dQ's additions while dK runs, wait_group 0 last.
+// Always scale-d = 0 for the first wgmma of S, dP and dQ (HOP_BWD_ZINIT's
+// rule: no accumulator is defined outside a wgmma while others are in
+// flight). With a soft-cap the kernel takes a second instance (CAP) that
+// waits for dP^T before P (the slope needs the capped scores).
+// lse and delta are read as pairs (float2). dq additions: red.global as
+// HOP_BWD_RED_V2 says, or, with HOP_BWD_DQT=1, FlashAttention 3's: dqAcc is
+// tiled ([H][ceil(T/64)][D/64] blocks of 64 x 64 floats, each block in the
+// order of the warpgroup's accumulators: warp w's 4 KB at w*1024 floats,
+// column tile dn's 512 bytes at dn*128, lane l's float4 at 4l: rows
+// 16w+l/4 and +8, columns 8dn+2(l%4) and +1); each warp stores its dQ into
+// a staging slot of shared memory (st.shared.v4, two slots a warp, used in
+// turn) and its lane 0 adds the 4 KB with one bulk reduction (add.f32);
+// attention_dq_convert_tiled_hopper then writes dq. No other define of the
+// fused backward combines with these two.
+#ifndef HOP_BWD_OVL
+#define HOP_BWD_OVL 0
+#endif
+#ifndef HOP_BWD_DQT
+#define HOP_BWD_DQT 0
+#endif
+#if HOP_BWD_DQT && !HOP_BWD_OVL
+#error "HOP_BWD_DQT needs HOP_BWD_OVL"
+#endif
+#if HOP_BWD_OVL && (HOP_BWD_Q128 || HOP_BWD_DQ_BULK || HOP_BWD_DQ_XCHG || HOP_BWD_DK_SS || HOP_BWD_STS || HOP_BWD_DKV_WAIT || HOP_BWD_RED_V4)
+#error "HOP_BWD_OVL does not combine with HOP_BWD_Q128, _DQ_BULK, _DQ_XCHG, _DK_SS, _STS, _DKV_WAIT or _RED_V4"
+#endif
+#if HOP_BWD_OVL
+
+template <int N>
+__device__ __forceinline__ void wgmma_wait_n() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void dqt_reduce_add(float* p, unsigned int src, unsigned int bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(p), "r"(src),
+                 "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void dqt_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// dqt_wait_read1: all but this thread's most recent bulk group have read their source.
+__device__ __forceinline__ void dqt_wait_read1() { asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory"); }
+__device__ __forceinline__ void dqt_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+#endif
+
+// ld_shared_f32x2 loads the two floats at shared address addr (8-byte aligned).
+__device__ __forceinline__ void ld_shared_f32x2(unsigned int addr, float& a, float& b) {
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(a), "=f"(b) : "r"(addr) : "memory");
+}
+
+// syncwarp_all: __syncwarp() of the whole warp (memory ordering among its lanes).
+__device__ __forceinline__ void syncwarp_all() { asm volatile("bar.warp.sync 0xffffffff;\n" ::: "memory"); }
+
+__device__ __forceinline__ void st_shared_f32x4(unsigned int addr, float a, float b, float c, float d) {
+    asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+}
+
+// attn_bwd_fused_ovl: see above; the shapes, shared-memory layout and
+// masks are attn_bwd_fused_hopper's (64-query tiles). The dQ staging of
+// HOP_BWD_DQT ([2 slots][2 warpgroups][4 warps] of 4 KB) starts where
+// attn_bwd_fused_hopper's dQ staging does.
+template <int D, bool CAP>
+__device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int dkdt, void* dv, int dvdt,
+                                                   const unsigned short* dout, const unsigned short* q,
+                                                   const unsigned short* k, const unsigned short* v,
+                                                   const float* lse, const float* delta, const int* starts,
+                                                   int nseq, int T, int H, int KVH, float scale, int window,
+                                                   float softcap) {
+    constexpr int BN = HOP_BM, BQ = HOP_BT;
+    constexpr unsigned int KBYTES = BN * D * 2, QBYTES = BQ * D * 2, DSBYTES = BQ * BN * 2;
+    constexpr bool splitN = D == 128;
+    extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
+    const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
+    const unsigned int Ks = base, Vs = base + KBYTES, Qs = Vs + KBYTES, dOs = Qs + 2 * QBYTES;
+    const unsigned int dSs = dOs + 2 * QBYTES;
+    const unsigned int lseS = dSs + DSBYTES, deltaS = lseS + 2 * BQ * 4;
+    const unsigned int dQst = deltaS + 2 * BQ * 4; // HOP_BWD_DQT staging, 64 KB
+    const int kvh = blockIdx.x, group = H / KVH;
+    const int j0 = blockIdx.y * BN;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, g = lane >> 2, t = lane & 3;
+    const i64 qStride = (i64)H * D, kvStride = (i64)KVH * D;
+
+    const int kLast = min(j0 + BN, T) - 1;
+    const int qEnd = end_query(starts, nseq, kLast, window);
+    const int nQT = qEnd > j0 ? (qEnd - j0 + BQ - 1) / BQ : 0;
+    const int nTiles = nQT * group;
+    auto load_q = [&](int nb, int it) {
+        const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
+        load_tile<D, BQ>(Qs + nb * QBYTES, q, qStride, (i64)hq * D, qt, qEnd, tid);
+        load_tile<D, BQ>(dOs + nb * QBYTES, dout, qStride, (i64)hq * D, qt, qEnd, tid);
+        if (tid < 2 * BQ) {
+            const int c = tid & (BQ - 1), i = qt + c;
+            const bool ok = i < qEnd;
+            const float* src = tid < BQ ? lse : delta;
+            const unsigned int dst = (tid < BQ ? lseS : deltaS) + (nb * BQ + c) * 4;
+            cp_async4(dst, ok ? src + (i64)hq * T + i : src, ok);
+        }
+    };
+    load_tile<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
+    load_tile<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
+    if (nTiles > 0) load_q(0, 0);
+    cp_async_commit();
+
+    const int keyA = j0 + 64 * wg + 16 * (warp & 3) + g, keyB = keyA + 8;
+    const int endA = keyA < T ? end_query(starts, nseq, keyA, window) : 0;
+    const int endB = keyB < T ? end_query(starts, nseq, keyB, window) : 0;
+    const int wgKey0 = j0 + 64 * wg;
+    const int wgKeyLast = min(wgKey0 + 63, T - 1);
+    const int wgMinEnd = wgKey0 < T ? end_query(starts, nseq, wgKey0, window) : 0;
+    const int maxEnd0 = end_query(starts, nseq, min(j0 + 63, T - 1), window);
+    const int maxEnd1 = j0 + 64 < T ? end_query(starts, nseq, min(j0 + 127, T - 1), window) : 0;
+    const float sl2 = CAP ? LOG2E : scale * LOG2E;
+    const unsigned int kRows = Ks + 64 * wg * 128, vRows = Vs + 64 * wg * 128;
+    const int si = lane >> 3, sj = lane & 7;
+    const unsigned int stAddr = dSs + wg * (BQ * 128) + (8 * (si >> 1) + sj) * 128 + (((2 * (warp & 3) + (si & 1)) ^ sj) << 4);
+#if HOP_BWD_DQT
+    const int nRT = (T + 63) / 64;
+    // This lane's float4 in its warp's staging slot 0 ([slot][warpgroup][warp]
+    // of 4 KB: slot 1 is 32 KB on).
+    const unsigned int stg = dQst + (unsigned int)wg * 16384u + (unsigned int)(warp & 3) * 4096u + (unsigned int)lane * 16u;
+    int nred = 0;
+#endif
+
+    float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) {
+        dK[i][0] = dK[i][1] = dK[i][2] = dK[i][3] = 0.0f;
+        dV[i][0] = dV[i][1] = dV[i][2] = dV[i][3] = 0.0f;
+    }
+
+    for (int it = 0; it < nTiles; it++) {
+        const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
+        cp_async_wait_all();
+        fence_async_smem();
+        __syncthreads();
+        if (it + 1 < nTiles) load_q((it + 1) & 1, it + 1);
+        cp_async_commit();
+        const bool live0 = qt < maxEnd0 && qt + BQ - 1 >= j0;
+        const bool live1 = qt < maxEnd1 && qt + BQ - 1 >= j0 + 64;
+        const bool mine = wg ? live1 : live0;
+        if (splitN ? !(live0 || live1) : !mine) continue; // block- or warpgroup-uniform
+        const int cb = it & 1;
+        const unsigned int Qb = Qs + cb * QBYTES, dOb = dOs + cb * QBYTES;
+
+        unsigned int da[BQ / 16][4];
+        if (mine) { // warpgroup-uniform
+            float s[BQ / 8][4], dp[BQ / 8][4];
+            wgmma_fence();
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc++) {
+                const unsigned int col = (kc >> 2) * (BN * 128) + (kc & 3) * 32;
+                const unsigned int qcol = (kc >> 2) * (BQ * 128) + (kc & 3) * 32;
+                wgmma_ss_n64_z(&s[0][0], smem_desc(kRows + col, 16), smem_desc(Qb + qcol, 16), kc > 0);
+            }
+            wgmma_commit();
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc++) {
+                const unsigned int col = (kc >> 2) * (BN * 128) + (kc & 3) * 32;
+                const unsigned int qcol = (kc >> 2) * (BQ * 128) + (kc & 3) * 32;
+                wgmma_ss_n64_z(&dp[0][0], smem_desc(vRows + col, 16), smem_desc(dOb + qcol, 16), kc > 0);
+            }
+            wgmma_commit();
+            if constexpr (CAP) {
+                wgmma_wait_n<0>();
+                hold_regs<BQ / 2>(&dp[0][0]);
+            } else {
+                wgmma_wait_n<1>();
+            }
+            hold_regs<BQ / 2>(&s[0][0]);
+
+            const bool masked = qt < wgKeyLast || qt + BQ > wgMinEnd;
+            // This thread's lse and delta pairs: columns nt*8 + 2t, +1.
+            const unsigned int lseB = lseS + (unsigned int)(cb * BQ + 2 * t) * 4u;
+            const unsigned int deltaB = deltaS + (unsigned int)(cb * BQ + 2 * t) * 4u;
+            // P (in s, fp32); with CAP also dS (in dp).
+#pragma unroll
+            for (int nt = 0; nt < BQ / 8; nt++) {
+                float lx, ly, dx = 0.0f, dy = 0.0f;
+                ld_shared_f32x2(lseB + nt * 32, lx, ly);
+                if constexpr (CAP) ld_shared_f32x2(deltaB + nt * 32, dx, dy);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = qt + nt * 8 + 2 * t + (e & 1);
+                    const bool isB = e >= 2;
+                    const bool valid = !masked || (isB ? (i >= keyB && i < endB) : (i >= keyA && i < endA));
+                    float x = s[nt][e];
+                    if constexpr (CAP) x = softcap * tanhf(x * scale / softcap);
+                    const float p = valid ? exp2_approx(fmaf(x, sl2, -((e & 1) ? ly : lx) * LOG2E)) : 0.0f;
+                    if constexpr (CAP) {
+                        const float r = x / softcap;
+                        dp[nt][e] = p * (dp[nt][e] - ((e & 1) ? dy : dx)) * (1.0f - r * r);
+                    }
+                    s[nt][e] = p;
+                }
+            }
+            unsigned int pa[BQ / 16][4];
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) {
+                pa[kc][0] = pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+                pa[kc][1] = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+                pa[kc][2] = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+                pa[kc][3] = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            }
+            hold_regs_u<BQ / 4>(&pa[0][0]);
+            wgmma_fence();
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) wgmma_rs_d<D>(&dV[0][0], pa[kc], smem_desc(dOb + kc * 2048, BQ * 128));
+            wgmma_commit();
+            if constexpr (!CAP) {
+                wgmma_wait_n<1>(); // dP^T done; dV may run on
+                hold_regs<BQ / 2>(&dp[0][0]);
+#pragma unroll
+                for (int nt = 0; nt < BQ / 8; nt++) {
+                    float dx, dy;
+                    ld_shared_f32x2(deltaB + nt * 32, dx, dy);
+                    dp[nt][0] = s[nt][0] * (dp[nt][0] - dx);
+                    dp[nt][1] = s[nt][1] * (dp[nt][1] - dy);
+                    dp[nt][2] = s[nt][2] * (dp[nt][2] - dx);
+                    dp[nt][3] = s[nt][3] * (dp[nt][3] - dy);
+                }
+            }
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) {
+                da[kc][0] = pack_bf16(dp[2 * kc][0], dp[2 * kc][1]);
+                da[kc][1] = pack_bf16(dp[2 * kc][2], dp[2 * kc][3]);
+                da[kc][2] = pack_bf16(dp[2 * kc + 1][0], dp[2 * kc + 1][1]);
+                da[kc][3] = pack_bf16(dp[2 * kc + 1][2], dp[2 * kc + 1][3]);
+            }
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) stmatrix_x4_trans(stAddr + kc * (16 * 128), da[kc]);
+            hold_regs_u<BQ / 4>(&da[0][0]);
+            fence_async_smem();
+#if HOP_BWD_OVL == 1
+            wgmma_fence();
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) wgmma_rs_d<D>(&dK[0][0], da[kc], smem_desc(Qb + kc * 2048, BQ * 128));
+            wgmma_commit();
+#endif
+        }
+#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+        // The staging slot this warp fills below was last read by its
+        // reduction two tiles ago; lane 0 waits for that before the barrier.
+        if (lane == 0) dqt_wait_read1();
+#endif
+        if (splitN) {
+            bar_sync_n(1, 256);
+        } else {
+            bar_sync_n(1 + wg, 128);
+        }
+
+        float dQ[8][4];
+        wgmma_fence();
+        if (splitN) {
+            const unsigned int kp = Ks + wg * (BN * 128); // K's columns 64wg..64wg+63
+            if (live0) {
+#pragma unroll
+                for (int kc = 0; kc < 4; kc++)
+                    wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(dSs + kc * 32, 16), smem_desc(kp + kc * 2048, BN * 128), kc > 0);
+            }
+            if (live1) {
+#pragma unroll
+                for (int kc = 4; kc < 8; kc++)
+                    wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(dSs + BQ * 128 + (kc & 3) * 32, 16),
+                                      smem_desc(kp + kc * 2048, BN * 128), live0 || kc > 4);
+            }
+        } else {
+#pragma unroll
+            for (int kc = 0; kc < 4; kc++)
+                wgmma_ss_n64_bt_z(&dQ[0][0], smem_desc(dSs + wg * (BQ * 128) + kc * 32, 16),
+                                  smem_desc(kRows + kc * 2048, BN * 128), kc > 0);
+        }
+        wgmma_commit();
+#if HOP_BWD_OVL == 2
+        if (mine) {
+#pragma unroll
+            for (int kc = 0; kc < BQ / 16; kc++) wgmma_rs_d<D>(&dK[0][0], da[kc], smem_desc(Qb + kc * 2048, BQ * 128));
+        }
+        wgmma_commit(); // empty when !mine, so that wait_group 1 below always means dQ
+        wgmma_wait_n<1>();
+#else
+        wgmma_wait_n<0>();
+        hold_regs<D / 2>(&dK[0][0]);
+#endif
+        hold_regs<32>(&dQ[0][0]);
+        hold_regs<D / 2>(&dV[0][0]);
+
+#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+        {
+            const unsigned int slot = stg + (unsigned int)(nred & 1) * 32768u;
+#pragma unroll
+            for (int dn = 0; dn < 8; dn++) st_shared_f32x4(slot + dn * 512, dQ[dn][0], dQ[dn][1], dQ[dn][2], dQ[dn][3]);
+            fence_async_smem();
+            syncwarp_all();
+            if (lane == 0) {
+                float* blk = dqAcc + ((i64)(hq * nRT + qt / 64) * (D / 64) + (splitN ? wg : 0)) * 4096 + (warp & 3) * 1024;
+                dqt_reduce_add(blk, slot, 4096);
+                dqt_commit();
+            }
+            nred++;
+        }
+#else
+        {
+            float* acc = dqAcc + (i64)hq * D + (splitN ? 64 * wg : 0);
+            const int qrA = qt + 16 * (warp & 3) + g, qrB = qrA + 8;
+#pragma unroll
+            for (int dn = 0; dn < 8; dn++) {
+                const int c = dn * 8 + 2 * t;
+                if (qrA < qEnd) red_add2(acc + (i64)qrA * qStride + c, dQ[dn][0], dQ[dn][1]);
+                if (qrB < qEnd) red_add2(acc + (i64)qrB * qStride + c, dQ[dn][2], dQ[dn][3]);
+            }
+        }
+#endif
+#if HOP_BWD_OVL == 2
+        wgmma_wait_n<0>();
+        hold_regs<D / 2>(&dK[0][0]);
+#endif
+    }
+#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+    if (lane == 0) dqt_wait_all();
+#endif
+    cp_async_wait_all();
+    store_rows<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, t);
+    store_rows<D>(dv, dvdt, dV, keyA, keyB, T, kvStride, (i64)kvh * D, 1.0f, t);
+}
+#endif // HOP_BWD_OVL
 #endif // HOP_BWD_FUSED
 
 // hop_probe checks the building blocks alone (engine/cuda
@@ -2437,7 +2775,15 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
 // threads, dynamic shared memory 1024 + 1024 * D + 16384 + 1024 + 34816 +
 // 16384 bytes (the last two: dQ staging and swapped halves)
 // (attnHopperFusedSmem); a trap unless compiled with HOP_BWD_FUSED=1.
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED && HOP_BWD_OVL
+#define HOP_BWD_BODY(D)                                                                                                \
+    if (softcap > 0.0f)                                                                                                \
+        attn_bwd_fused_ovl<D, true>(dqAcc, dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH,    \
+                                    scale, window, softcap);                                                           \
+    else                                                                                                               \
+        attn_bwd_fused_ovl<D, false>(dqAcc, dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH,   \
+                                     scale, window, softcap)
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED
 #define HOP_BWD_BODY(D)                                                                                                \
     attn_bwd_fused_hopper<D>(dqAcc, dk, dkdt, dv, dvdt, dout, q, k, v, lse, delta, starts, nseq, T, H, KVH, scale,     \
                              window, softcap)
@@ -2469,6 +2815,36 @@ extern "C" __global__ void attention_dq_zero_hopper(float* acc, i64 n) {
 extern "C" __global__ void attention_dq_convert_hopper(void* dq, int dqdt, const float* acc, i64 n, float scale) {
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
         st(dq, dqdt, i, acc[i] * scale);
+}
+
+// attention_dq_convert_tiled_hopper writes dq = scale * acc from the tiled
+// accumulator of HOP_BWD_DQT (attn_bwd_fused_ovl): H * ceil(T / 64) * (D /
+// 64) blocks of 64 x 64 floats, block (hq, row tile r, column half c) at
+// ((hq * ceil(T / 64) + r) * (D / 64) + c) * 4096, and in a block float4
+// w * 256 + dn * 32 + l holding rows 16w + l/4 and +8, columns 8dn + 2(l%4)
+// and +1 (rows at or past T are padding). Grid-stride, any grid.
+extern "C" __global__ void attention_dq_convert_tiled_hopper(void* dq, int dqdt, const float* acc, int T, int H, int D,
+                                                             float scale) {
+    const int nRT = (T + 63) / 64, nc = D / 64;
+    const i64 n4 = (i64)H * nRT * nc * 1024, stride = (i64)H * D;
+    for (i64 f = (i64)blockIdx.x * blockDim.x + threadIdx.x; f < n4; f += (i64)gridDim.x * blockDim.x) {
+        const float4 x = ((const float4*)acc)[f];
+        const i64 sb = f >> 10;
+        const int qd = (int)(f & 1023), w = qd >> 8, dn = (qd >> 5) & 7, l = qd & 31;
+        const int c = (int)(sb % nc);
+        const i64 rest = sb / nc;
+        const int rt = (int)(rest % nRT), hq = (int)(rest / nRT);
+        const int row = rt * 64 + 16 * w + (l >> 2);
+        const i64 col = (i64)hq * D + c * 64 + dn * 8 + 2 * (l & 3);
+        if (row < T) {
+            st(dq, dqdt, (i64)row * stride + col, x.x * scale);
+            st(dq, dqdt, (i64)row * stride + col + 1, x.y * scale);
+        }
+        if (row + 8 < T) {
+            st(dq, dqdt, (i64)(row + 8) * stride + col, x.z * scale);
+            st(dq, dqdt, (i64)(row + 8) * stride + col + 1, x.w * scale);
+        }
+    }
 }
 
 // attention_hopper_probe_d<D>: one block of 256 threads, dynamic shared

@@ -633,7 +633,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	deltaBytes := int64(H) * int64(T) * 4
 	scratch := deltaBytes
 	if fused {
-		scratch = attnFusedAccOffset(deltaBytes) + int64(T)*int64(H)*int64(D)*4
+		scratch = attnFusedAccOffset(deltaBytes) + attnFusedAccFloats(T, H, D)*4
 	}
 	delta, err := b.scratchFor(op, scratch)
 	if err != nil {

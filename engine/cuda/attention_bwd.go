@@ -152,13 +152,38 @@ func (b *Backend) useFusedBackward() bool {
 // halves HOP_BWD_DQ_XCHG swaps (2 x 16 x 128 floats).
 // With HOP_BWD_Q128 (attnBwdQ128Define) the d64 kernel's query tiles are
 // 128 rows instead of attnHopperTile.
+//
+// With HOP_BWD_DQT (attnBwdDQTDefine) the regions after lse and delta are
+// instead its dQ staging: two slots of two warpgroups' four warps' 4 KB.
 func attnHopperFusedSmem(d int) int {
 	bq := attnHopperTile
 	if d == 64 && nvrtcDefined(attnBwdQ128Define) {
 		bq = 2 * attnHopperTile
 	}
-	return 1024 + 2*(2*attnHopperRows+4*bq)*d + 2*bq*attnHopperRows + 2*2*bq*4 +
-		2*bq*attnDQRow + 2*16*128*4
+	head := 1024 + 2*(2*attnHopperRows+4*bq)*d + 2*bq*attnHopperRows + 2*2*bq*4
+	if nvrtcDefined(attnBwdDQTDefine) {
+		return head + attnDQTStaging
+	}
+	return head + 2*bq*attnDQRow + 2*16*128*4
+}
+
+// attnBwdDQTDefine (with HOP_BWD_OVL=1 or 2) makes the fused backward add
+// dq through cp.reduce.async.bulk into a tiled accumulator
+// (attnFusedAccBytes), converted by attention_dq_convert_tiled_hopper.
+const attnBwdDQTDefine = "HOP_BWD_DQT=1"
+
+// attnDQTStaging is HOP_BWD_DQT's dQ staging in shared memory: 2 slots x 2
+// warpgroups x 4 warps x 4 KB.
+const attnDQTStaging = 2 * 2 * 4 * 4096
+
+// attnFusedAccFloats is the size of the fused backward's fp32 dq
+// accumulator in floats: T*H*D, or with HOP_BWD_DQT its tiled layout, whose
+// row tiles of 64 pad T to a multiple of 64.
+func attnFusedAccFloats(T, H, D int) int64 {
+	if nvrtcDefined(attnBwdDQTDefine) {
+		return int64((T+63)/64*64) * int64(H) * int64(D)
+	}
+	return int64(T) * int64(H) * int64(D)
 }
 
 // attnBwdQ128Define gives the fused backward at d64 128-query tiles.
@@ -181,7 +206,8 @@ func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *T
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	n := int64(T) * int64(H) * int64(D)
 	grid := func(items int64) dim3 { return dim3{int(min((items+255)/256, int64(b.smCount)*16)), 1, 1} }
-	if err := b.launch(op, attnHopperFile, "attention_dq_zero_hopper", grid(n/4), dim3{256, 1, 1}, 0, acc, n); err != nil {
+	tiled := nvrtcDefined(attnBwdDQTDefine)
+	if err := b.launch(op, attnHopperFile, "attention_dq_zero_hopper", grid(attnFusedAccFloats(T, H, D)/4), dim3{256, 1, 1}, 0, acc, attnFusedAccFloats(T, H, D)); err != nil {
 		return err
 	}
 	blocks := (T + attnHopperRows - 1) / attnHopperRows
@@ -191,5 +217,9 @@ func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *T
 		return err
 	}
 	b.attnBwdFusedRuns++
+	if tiled {
+		return b.launch(op, attnHopperFile, "attention_dq_convert_tiled_hopper", grid(attnFusedAccFloats(T, H, D)/4), dim3{256, 1, 1}, 0,
+			dqt.ptr(), dt(dqt), acc, int32(T), int32(H), int32(D), scale)
+	}
 	return b.launch(op, attnHopperFile, "attention_dq_convert_hopper", grid(n), dim3{256, 1, 1}, 0, dqt.ptr(), dt(dqt), acc, n, scale)
 }

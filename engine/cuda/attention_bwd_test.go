@@ -229,8 +229,32 @@ func TestFusedBackwardLayout(t *testing.T) {
 			t.Errorf("kernels/%s no longer says %q: update attnHopperFusedSmem", attnHopperFile, rule)
 		}
 	}
+	// HOP_BWD_DQT: 64 KB of dQ staging after lse and delta in place of the
+	// other regions, and a dq accumulator of 64-row tiles (T padded).
+	for _, rule := range []string{
+		"const unsigned int dQst = deltaS + 2 * BQ * 4; // HOP_BWD_DQT staging, 64 KB",
+		"stg = dQst + (unsigned int)wg * 16384u + (unsigned int)(warp & 3) * 4096u + (unsigned int)lane * 16u;",
+		"const unsigned int slot = stg + (unsigned int)(nred & 1) * 32768u;",
+		"const int nRT = (T + 63) / 64;",
+	} {
+		if !strings.Contains(src, rule) {
+			t.Errorf("kernels/%s no longer says %q: update attnHopperFusedSmem or attnFusedAccFloats", attnHopperFile, rule)
+		}
+	}
+	if got, want := attnFusedAccFloats(100, 3, 64), int64(100*3*64); got != want {
+		t.Errorf("attnFusedAccFloats(100, 3, 64) = %d, want %d", got, want)
+	}
+	t.Setenv("WHET_NVRTC_DEFINES", "HOP_BWD_FUSED=1,HOP_BWD_OVL=2,"+attnBwdDQTDefine)
+	for d, want := range map[int]int{64: 1024 + 2*512*64 + 16384 + 1024 + 65536, 128: 1024 + 2*512*128 + 16384 + 1024 + 65536} {
+		if got := attnHopperFusedSmem(d); got != want || got > 227*1024 {
+			t.Errorf("with %s attnHopperFusedSmem(%d) = %d, want %d (at most %d)", attnBwdDQTDefine, d, got, want, 227*1024)
+		}
+	}
+	if got, want := attnFusedAccFloats(100, 3, 128), int64(128*3*128); got != want {
+		t.Errorf("with %s attnFusedAccFloats(100, 3, 128) = %d, want %d", attnBwdDQTDefine, got, want)
+	}
 	declared := kernels.Declared(src)
-	for _, k := range []string{"attention_backward_fused_hopper_d64", "attention_backward_fused_hopper_d128", "attention_dq_zero_hopper", "attention_dq_convert_hopper"} {
+	for _, k := range []string{"attention_backward_fused_hopper_d64", "attention_backward_fused_hopper_d128", "attention_dq_zero_hopper", "attention_dq_convert_hopper", "attention_dq_convert_tiled_hopper"} {
 		if !slices.Contains(declared, k) {
 			t.Errorf("kernels/%s does not declare %s", attnHopperFile, k)
 		}
@@ -362,6 +386,48 @@ var fusedCompileVariants = []struct {
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_Q128=1,HOP_BWD_RED_V4=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_Q128=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1", true},
+	// The reordered tile (attn_bwd_fused_ovl), not yet run on a GPU: logged only.
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=1,HOP_BWD_RED_V2=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=1,HOP_BWD_DQT=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_DQT=1", false},
+}
+
+// fusedCompileSets returns the define sets TestHopperAttentionFusedCompiles
+// compiles: fusedCompileVariants, or, when WHET_FUSED_COMPILE_DEFINES is
+// set, its ';'-separated sets (each comma-separated NAME=VALUE, logged
+// only, not strict), so that a GPU batch can compile just its variants.
+func fusedCompileSets() ([]struct {
+	defines string
+	strict  bool
+}, error) {
+	env := os.Getenv("WHET_FUSED_COMPILE_DEFINES")
+	if env == "" {
+		return fusedCompileVariants, nil
+	}
+	var sets []struct {
+		defines string
+		strict  bool
+	}
+	for i, set := range strings.Split(env, ";") {
+		set = strings.TrimSpace(set)
+		if set == "" {
+			continue
+		}
+		for _, d := range strings.Split(set, ",") {
+			if name, _, ok := strings.Cut(d, "="); !ok || strings.TrimSpace(name) == "" {
+				return nil, fmt.Errorf("WHET_FUSED_COMPILE_DEFINES: set %d (%q): %q is not NAME=VALUE", i+1, set, d)
+			}
+		}
+		sets = append(sets, struct {
+			defines string
+			strict  bool
+		}{set, false})
+	}
+	if len(sets) == 0 {
+		return nil, fmt.Errorf("WHET_FUSED_COMPILE_DEFINES=%q names no define set", env)
+	}
+	return sets, nil
 }
 
 // ptxasNote is one of ptxas's numbered notes about a kernel: code (C7515),
@@ -422,13 +488,17 @@ func TestHopperAttentionFusedCompiles(t *testing.T) {
 			t.Fatalf("WHET_FUSED_COMPILE_SHARD=%q: want i/n with 0 <= i < n", v)
 		}
 	}
+	sets, err := fusedCompileSets()
+	if err != nil {
+		t.Fatal(err)
+	}
 	n, src := openNVRTCOrSkip(t), hopperSource(t)
 	// compileOptions would add these a second time, and the default
 	// defines on top.
 	t.Setenv("WHET_NVRTC_DEFINES", "")
 	t.Setenv(AttnBwdFusedEnv, "0")
 	t.Setenv(AttnFwdWSEnv, "0")
-	for k, v := range fusedCompileVariants {
+	for k, v := range sets {
 		if k%shards != shard {
 			continue
 		}
@@ -469,5 +539,26 @@ func TestAttnBwdFusedRunsReported(t *testing.T) {
 	var r interface{ AttnBwdFusedRuns() int } = &Backend{attnBwdFusedRuns: 3}
 	if got := r.AttnBwdFusedRuns(); got != 3 {
 		t.Errorf("AttnBwdFusedRuns() = %d, want 3", got)
+	}
+}
+
+// TestFusedCompileSets: WHET_FUSED_COMPILE_DEFINES replaces
+// fusedCompileVariants with its ';'-separated sets (not strict), and a set
+// with an entry that is not NAME=VALUE, or none at all, is an error.
+func TestFusedCompileSets(t *testing.T) {
+	t.Setenv("WHET_FUSED_COMPILE_DEFINES", "")
+	if sets, err := fusedCompileSets(); err != nil || len(sets) != len(fusedCompileVariants) {
+		t.Fatalf("unset: %d sets, %v; want fusedCompileVariants", len(sets), err)
+	}
+	t.Setenv("WHET_FUSED_COMPILE_DEFINES", "HOP_BWD_FUSED=1,HOP_BWD_OVL=1; HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_DQT=1;")
+	sets, err := fusedCompileSets()
+	if err != nil || len(sets) != 2 || sets[1].defines != "HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_DQT=1" || sets[0].strict {
+		t.Fatalf("two sets: got %+v, %v", sets, err)
+	}
+	for _, bad := range []string{"HOP_BWD_FUSED=1,HOP_BWD_OVL", ";", "=1"} {
+		t.Setenv("WHET_FUSED_COMPILE_DEFINES", bad)
+		if _, err := fusedCompileSets(); err == nil || !strings.Contains(err.Error(), "WHET_FUSED_COMPILE_DEFINES") {
+			t.Errorf("%q: error %v, want one naming WHET_FUSED_COMPILE_DEFINES", bad, err)
+		}
 	}
 }

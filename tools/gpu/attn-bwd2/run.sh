@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# attn-bwd2: the reordered fused Hopper attention backward
+# (kernels/attention_hopper.cu attn_bwd_fused_ovl, HOP_BWD_OVL=1|2, never
+# run on a GPU before this batch) and its FlashAttention-3-style dq
+# reductions (HOP_BWD_DQT=1: tiled fp32 accumulator, each warp's 4 KB of dQ
+# staged in shared memory and added by one bulk reduction), against the
+# default fused backward (WHET_ATTN_BWD_FUSED=1 = HOP_BWD_FUSED=1,
+# HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1) and the split kernels. Runs from the
+# repo root on an H100/H200; writes only under $OUT/attn-bwd2. Read
+# summary.txt first (tools/gpu/README.md). Order: compile (ptxas -v per
+# variant in the background), correctness per variant, benchmarks.
+set -u
+. $PWD/.dev/gpu/common/lib.sh || exit 1
+batch_start attn-bwd2
+F=HOP_BWD_FUSED=1
+# name:defines (WHET_ATTN_BWD_FUSED=0, so that only these apply)
+VARS="o1:$F,HOP_BWD_OVL=1,HOP_BWD_RED_V2=1
+o2:$F,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1
+o1t:$F,HOP_BWD_OVL=1,HOP_BWD_DQT=1
+o2t:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1"
+NV=$(printf '%s\n' "$VARS" | wc -l)
+
+# 1. NVRTC for sm_90a of each variant's define set, one process each, in
+#    the background (CPU only): ptxas -v and a 'fused-summary' line per
+#    fused kernel (registers, spill bytes, C75xx notes: "serialized" ones
+#    mean the wgmma wait for each other).
+SETS=$(printf '%s\n' "$VARS" | cut -d: -f2 | paste -sd';')
+CMP=""
+for i in $(seq 0 $((NV - 1))); do
+	(cd engine/cuda && WHET_FUSED_COMPILE_DEFINES="$SETS" WHET_FUSED_COMPILE_SHARD=$i/$NV WHET_CUDA_REQUIRE=1 timeout 120 $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile-$i.log 2>&1 &
+	CMP="$CMP $!"
+done
+
+# 2. Correctness of each variant: attention against the CPU (every case;
+#    the bf16 d64/d128 ones take the fused kernel, d128_window70_softcap its
+#    soft-cap instance, T = 250 and 700 the tile padding), the conformance
+#    suite (its bf16 backwards must take the fused kernel) and the
+#    determinism test (fused dq/dk/dv against the split kernels).
+PASSED=""
+for v in $VARS; do
+	name=${v%%:*} def=${v#*:}
+	step tests-$name
+	(cd engine/cuda && WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def WHET_CUDA_REQUIRE=1 timeout 35 $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1) >$O/tests-$name.log 2>&1
+	rc=$?; echo "tests ($name: $def) rc=$rc" >>$S
+	grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|worst error|NaN|fused backward:|suite ran|illegal|CUDA_ERROR" $O/tests-$name.log | head -16 >>$S
+	[ $rc = 0 ] && PASSED="$PASSED $name"
+done
+echo "variants that passed:${PASSED:- none}" >>$S
+
+step compile
+for p in $CMP; do wait $p; echo "compile rc=$?" >>$S; done
+cat $O/compile-*.log >$O/compile.log
+grep -E "fused-summary|serialises|error|FAIL" $O/compile.log | head -30 >>$S
+
+# 3. BenchmarkAttentionBackward (d64: Llama-3.2-1B's 4x2048, 32/8 heads)
+#    and ...D128 (8B's 2x2048): split kernels, the default fused backward,
+#    then each variant that passed, same card, 20 runs each.
+step bench
+echo "cmd: cd engine/cuda && [env] cuda.test -test.run '^\$' -test.bench 'AttentionBackward(D128)?\$' -test.benchtime 20x" >>$S
+bench() { # name, env...
+	local name=$1; shift
+	(cd engine/cuda && env "$@" WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^$' -test.bench 'AttentionBackward(D128)?$' -test.benchtime 20x -test.count=1) >$O/bench-$name.log 2>&1
+	echo "bench $name [$*] rc=$?" >>$S; grep -E "^Benchmark.*(ns/op|TFLOP)|FAIL|panic" $O/bench-$name.log >>$S
+}
+bench split WHET_ATTN_BWD_FUSED=0
+bench default WHET_ATTN_BWD_FUSED=1
+for name in $PASSED; do
+	bench $name WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$(printf '%s\n' "$VARS" | sed -n "s/^$name://p")
+done
+# The fastest at each head dim among default and the passing variants.
+for b in "AttentionBackward-:d64" "AttentionBackwardD128-:d128"; do
+	pat=${b%%:*} d=${b#*:}
+	best=$(for name in default $PASSED; do awk -v n=$name -v p="^Benchmark$pat" '$0 ~ p {print $(NF-1), n}' $O/bench-$name.log; done | sort -g | tail -1)
+	echo "fastest at $d: ${best:-none} (TFLOP/s, variant)" >>$S
+done
+step end
