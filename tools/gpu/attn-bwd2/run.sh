@@ -5,7 +5,8 @@
 # reductions (HOP_BWD_DQT=1: tiled fp32 accumulator, each warp's 4 KB of dQ
 # staged in shared memory and added by one bulk reduction), against the
 # default fused backward (WHET_ATTN_BWD_FUSED=1 = HOP_BWD_FUSED=1,
-# HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1) and the split kernels. Runs from the
+# HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1) and the split kernels; HOP_BWD_DESC=1
+# builds each wgmma descriptor as a base descriptor plus an offset. Runs from the
 # repo root on an H100/H200; writes only under $OUT/attn-bwd2. Read
 # summary.txt first (tools/gpu/README.md). Order: compile (ptxas -v per
 # variant in the background), correctness per variant, benchmarks.
@@ -17,7 +18,8 @@ F=HOP_BWD_FUSED=1
 VARS="o1:$F,HOP_BWD_OVL=1,HOP_BWD_RED_V2=1
 o2:$F,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1
 o1t:$F,HOP_BWD_OVL=1,HOP_BWD_DQT=1
-o2t:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1"
+o2t:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1
+o2td:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1,HOP_BWD_DESC=1"
 NV=$(printf '%s\n' "$VARS" | wc -l)
 
 # 1. NVRTC for sm_90a of each variant's define set, one process each, in
@@ -53,24 +55,25 @@ cat $O/compile-*.log >$O/compile.log
 grep -E "fused-summary|serialises|error|FAIL" $O/compile.log | head -30 >>$S
 
 # 3. BenchmarkAttentionBackward (d64: Llama-3.2-1B's 4x2048, 32/8 heads)
-#    and ...D128 (8B's 2x2048): split kernels, the default fused backward,
-#    then each variant that passed, same card, 20 runs each.
+#    and ...D128 (8B's 2x2048): the default fused backward, each variant
+#    that passed, then the split kernels, same card, 20 runs each.
 step bench
 echo "cmd: cd engine/cuda && [env] cuda.test -test.run '^\$' -test.bench 'AttentionBackward(D128)?\$' -test.benchtime 20x" >>$S
-bench() { # name, env...
+bench() { # name, env... (skipped past 175 s, so that the summary's end is written within LIM)
 	local name=$1; shift
+	if [ $SECONDS -gt 175 ]; then echo "bench $name skipped: ${SECONDS}s into the batch" >>$S; return; fi
 	(cd engine/cuda && env "$@" WHET_CUDA_REQUIRE=1 timeout 20 $B/cuda.test -test.run '^$' -test.bench 'AttentionBackward(D128)?$' -test.benchtime 20x -test.count=1) >$O/bench-$name.log 2>&1
 	echo "bench $name [$*] rc=$?" >>$S; grep -E "^Benchmark.*(ns/op|TFLOP)|FAIL|panic" $O/bench-$name.log >>$S
 }
-bench split WHET_ATTN_BWD_FUSED=0
 bench default WHET_ATTN_BWD_FUSED=1
 for name in $PASSED; do
 	bench $name WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$(printf '%s\n' "$VARS" | sed -n "s/^$name://p")
 done
+bench split WHET_ATTN_BWD_FUSED=0
 # The fastest at each head dim among default and the passing variants.
 for b in "AttentionBackward-:d64" "AttentionBackwardD128-:d128"; do
 	pat=${b%%:*} d=${b#*:}
-	best=$(for name in default $PASSED; do awk -v n=$name -v p="^Benchmark$pat" '$0 ~ p {print $(NF-1), n}' $O/bench-$name.log; done | sort -g | tail -1)
+	best=$(for name in default $PASSED; do [ -f $O/bench-$name.log ] && awk -v n=$name -v p="^Benchmark$pat" '$0 ~ p {print $(NF-1), n}' $O/bench-$name.log; done | sort -g | tail -1)
 	echo "fastest at $d: ${best:-none} (TFLOP/s, variant)" >>$S
 done
 step end
