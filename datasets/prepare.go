@@ -414,6 +414,10 @@ func holdsSomething(v any) bool {
 
 // readRecords reads a data file, every data file under a folder (a
 // dataset split into shards), or the files a glob pattern matches.
+// SkipBadRowsAdvice follows the error of a row that cannot be read,
+// which stops the read unless data.skip_bad_rows is set.
+const SkipBadRowsAdvice = "fix that row, or set data.skip_bad_rows: true to skip unreadable rows (they are counted)"
+
 func readRecords(path, encoding string, skip, binary bool, st statsBuilder) ([]Record, error) {
 	files, err := DataFiles(path)
 	if err != nil {
@@ -432,6 +436,10 @@ func readRecords(path, encoding string, skip, binary bool, st statsBuilder) ([]R
 			res, err = ReadFileEncoded(f, encoding, skip)
 		}
 		if err != nil {
+			if re := (*RowError)(nil); errors.As(err, &re) && !strings.Contains(err.Error(), "skip_bad_rows") {
+				// One bad row stops the read: say how to go on without it.
+				return nil, fmt.Errorf("data: %w; %s", err, SkipBadRowsAdvice)
+			}
 			return nil, fmt.Errorf("data: %w", err)
 		}
 		st.Files = append(st.Files, f)
@@ -509,6 +517,11 @@ func toExamples(recs []Record, f Format, cols Columns, opts Options, st statsBui
 		}
 		if rowErr != nil {
 			if !skip {
+				if len(out) > 0 && !strings.Contains(rowErr.Error(), "skip_bad_rows") {
+					// Rows before it were read in this format: this row
+					// is the odd one out, which skipping gets past.
+					return nil, fmt.Errorf("data (%s format): %w; %s", f, rowErr, SkipBadRowsAdvice)
+				}
 				return nil, fmt.Errorf("data (%s format): %w", f, rowErr)
 			}
 			st.bad(rowErr)

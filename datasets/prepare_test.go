@@ -530,3 +530,44 @@ func TestPrepareDroppedSamplesInFileOrder(t *testing.T) {
 		}
 	}
 }
+
+// A row that cannot be read stops the read with its file and line and says
+// how to go on: fix it, or skip such rows. A row that does not convert
+// after others did says so too; a first row that does not convert (more
+// likely the wrong format) and an error that already names
+// skip_bad_rows (invalid UTF-8) do not get the advice.
+func TestPrepareBadRowSaysHowToGoOn(t *testing.T) {
+	tok := chatmlTok("")
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := `{"instruction": "a", "output": "b"}` + "\n"
+	for _, c := range []struct {
+		name, body, want string
+		advice           bool
+	}{
+		{"json.jsonl", good + `{"instruction": "broken", "output": ` + "\n" + good, "json.jsonl:2: invalid JSON: unexpected end of input; " + SkipBadRowsAdvice, true},
+		{"field.jsonl", good + `{"instruction": "a"}` + "\n", `field.jsonl:2: field "output": missing`, true},
+		{"first.jsonl", `{"instruction": "a"}` + "\n" + good, `first.jsonl:1: field "output": missing`, false},
+		{"utf8.jsonl", good + "{\"instruction\": \"\xff\", \"output\": \"b\"}\n", "utf8.jsonl:2: invalid UTF-8", false},
+	} {
+		opts := Options{Path: write(c.name, c.body), Format: "alpaca", Template: "chatml", MaxLength: 64}
+		_, err := Prepare(opts, tok)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want it to hold %q", c.name, err, c.want)
+			continue
+		}
+		if got := strings.Count(err.Error(), "skip_bad_rows"); c.advice != strings.Contains(err.Error(), SkipBadRowsAdvice) || got > 1 {
+			t.Errorf("%s: %v: advice %v, want %v, once", c.name, err, !c.advice, c.advice)
+		}
+		opts.SkipBadRows = true
+		if p, err := Prepare(opts, tok); err != nil || p.Stats.BadRows != 1 {
+			t.Errorf("%s with skip_bad_rows: %v", c.name, err)
+		}
+	}
+}

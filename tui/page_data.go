@@ -158,9 +158,34 @@ func (p *dataPage) settingsForm() form.Model {
 			Hint: "the format's column = yours, comma-separated, e.g. instruction=question, output=answer"},
 		{Key: "template", Label: "Chat template", Kind: form.Choice, Value: orDefault(p.cfg.Data.Template, modelsTemplate), Options: templateChoices(),
 			Hint: "←/→: the model's own (from tokenizer_config.json) or a built-in one"},
+		{Key: "bad_rows", Label: "Unreadable rows", Kind: form.Choice, Value: badRowsChoice(p.cfg.Data.SkipBadRows), Options: []string{stopAtBadRow, skipBadRows},
+			Hint: "←/→: a row that cannot be read (bad JSON, bad UTF-8) stops, or is skipped and counted"},
 	}, formStyles(p.styles))
-	f.SetSize(p.w, 5)
+	f.SetSize(p.w, settingsFormHeight)
 	return f
+}
+
+// settingsFormHeight is the format form's height: its four fields, the
+// hint and an error line.
+const settingsFormHeight = 6
+
+// The choices of data.skip_bad_rows in the format form.
+const (
+	stopAtBadRow = "stop at the first"
+	skipBadRows  = "skip and count"
+)
+
+func badRowsChoice(skip bool) string {
+	if skip {
+		return skipBadRows
+	}
+	return stopAtBadRow
+}
+
+// asksForSkip reports whether a loader error is a row that cannot be read,
+// which skipping unreadable rows (tab) gets past.
+func asksForSkip(err string) bool {
+	return strings.Contains(err, "data.skip_bad_rows: true")
 }
 
 func (p *dataPage) enter() tea.Cmd {
@@ -387,6 +412,7 @@ func (p *dataPage) applySettings() tea.Cmd {
 	if p.cfg.Data.Template == modelsTemplate {
 		p.cfg.Data.Template = ""
 	}
+	p.cfg.Data.SkipBadRows = p.settings.Get("bad_rows") == skipBadRows
 	p.editing, p.note = false, ""
 	if p.selected != "" && p.previewedFor != previewKey(*p.cfg) {
 		return p.load(p.selected)
@@ -466,6 +492,10 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 			}
 			f := vis[p.cursor-1].path
 			if f == p.selected && !p.loading {
+				if p.err != "" {
+					// Read it again: the file may have been fixed since.
+					return p.load(f), stay
+				}
 				return nil, next
 			}
 			return p.load(f), stay
@@ -480,7 +510,7 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 
 func (p *dataPage) setSize(w, h int) {
 	p.w, p.h = w, h
-	p.settings.SetSize(w, 5)
+	p.settings.SetSize(w, settingsFormHeight)
 }
 
 // typing: letters go into the filter, or into the columns field.
@@ -553,6 +583,9 @@ func (p *dataPage) view() string {
 			cols = "the format's column names"
 		}
 		settings = st.Muted.Render(trimTo(fmt.Sprintf("read as: %s · %s · tab to change", format, cols), p.w))
+		if p.cfg.Data.SkipBadRows {
+			settings += "\n" + st.Muted.Render(trimTo("rows that cannot be read are skipped and counted (data.skip_bad_rows)", p.w))
+		}
 	}
 	if p.note != "" {
 		settings += "\n" + st.Warn.Render(trimTo(p.note, p.w))
@@ -595,6 +628,8 @@ func (p *dataPage) previewView(h int) string {
 			out = st.Accent.Render("press tab to set the format and map the columns") + "\n" + out
 		case asksForTemplate(p.err):
 			out = st.Accent.Render(templateTip) + "\n" + out
+		case asksForSkip(p.err):
+			out = st.Accent.Render("press tab to skip unreadable rows, or fix the file and enter to read it again") + "\n" + out
 		}
 		return out
 	case p.selected == "":

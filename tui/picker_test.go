@@ -11,6 +11,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
+	"whet/datasets"
 	"whet/engine"
 	"whet/tui"
 	"whet/tui/fake"
@@ -355,4 +356,73 @@ func TestDataPreviewShowsPairLabels(t *testing.T) {
 		t.Errorf("the second example should be labelled rejected:\n%s", d.screen())
 	}
 	checkSize(t, d.view(), 80, 24)
+}
+
+// badRowPreviewer refuses the file for its row 8, as the loader does a
+// line that is not JSON, until the row is fixed (fixed) or unreadable rows
+// are skipped (data.skip_bad_rows), which the preview then counts.
+type badRowPreviewer struct{ fixed *bool }
+
+func (b badRowPreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+	pv := fake.DemoPreview
+	switch {
+	case *b.fixed:
+	case cfg.Data.SkipBadRows:
+		pv.Stats.Skipped = 1
+	default:
+		return tui.DataPreview{}, fmt.Errorf("data: %s:8: invalid JSON: unexpected end of input; %s", cfg.Data.Path, datasets.SkipBadRowsAdvice)
+	}
+	return pv, nil
+}
+
+// A file with a row that cannot be read: the page says tab skips such
+// rows, the form's Unreadable rows field sets data.skip_bad_rows, and the
+// preview counts the row skipped; or, the file fixed, enter on it reads it
+// again. Before, the studio had no way to set data.skip_bad_rows, and
+// enter on the refused file only repeated the refusal.
+func TestDataPickerSkipsOrRereadsABadRow(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			fixed := false
+			o := testOptions(&fake.Engine{})
+			o.Data = badRowPreviewer{fixed: &fixed}
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("enter", "enter", "down", "enter") // recipes.csv
+			d.waitScreen("invalid JSON")
+			if !strings.Contains(d.screen(), "press tab to skip unreadable rows, or fix the file and enter to read it again") {
+				t.Errorf("the page should say how to go on:\n%s", d.screen())
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("wizard_3data_badrow_%dx%d", sz.w, sz.h), d.view())
+			d.keys("tab", "down", "down", "down")
+			if !strings.Contains(d.screen(), "› Unreadable rows     ‹ stop at the first ›") {
+				t.Fatalf("the form should offer skipping unreadable rows:\n%s", d.screen())
+			}
+			d.keys("right")
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("wizard_3data_skiprows_%dx%d", sz.w, sz.h), d.view())
+			d.keys("enter")
+			d.waitScreen("(1 skipped)")
+			if !strings.Contains(d.screen(), "rows that cannot be read are skipped and counted (data.skip_bad_rows)") {
+				t.Errorf("the settings line should say rows are skipped:\n%s", d.screen())
+			}
+			if !d.m.Config().Data.SkipBadRows {
+				t.Errorf("Data.SkipBadRows is false after choosing to skip")
+			}
+			// Back to stopping at the first: refused again; the file
+			// fixed, enter reads it again and goes on.
+			d.keys("tab", "down", "down", "down", "left", "enter")
+			d.waitScreen("invalid JSON")
+			if d.m.Config().Data.SkipBadRows {
+				t.Errorf("Data.SkipBadRows is true after choosing to stop")
+			}
+			fixed = true
+			d.keys("enter")
+			d.waitScreen("format messages · 120 rows")
+			d.keys("enter")
+			if !strings.Contains(d.screen(), "Run settings") {
+				t.Fatalf("the fixed file should be usable:\n%s", d.screen())
+			}
+		})
+	}
 }
