@@ -312,7 +312,7 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	// trained for (whet fit --max-seq reports the plan's raw answer).
 	rep.MaxSeq = longest.SeqLen
 	if mp := mc.MaxPositions; mp > 0 && rep.MaxSeq > mp {
-		rep.MaxSeq = mp
+		rep.MaxSeq, rep.MaxPositions = mp, mp
 	}
 	advice, err := memplan.Advise(mc, opts, int64(rep.Free), fitAlternatives(fitModel{config: mc}))
 	if err != nil {

@@ -74,6 +74,16 @@ type FitReport struct {
 	// trained positions; 0 when unknown or when not even one token fits.
 	// The page offers it with one key.
 	MaxSeq int
+	// MaxPositions is the number of positions the model was trained on
+	// (max_position_embeddings; 0 when unknown). MaxSeq equal to it was
+	// capped there, not by memory.
+	MaxPositions int
+}
+
+// cappedByModel reports whether MaxSeq is the model's trained positions
+// rather than what memory allows.
+func (r *FitReport) cappedByModel() bool {
+	return r.MaxPositions > 0 && r.MaxSeq == r.MaxPositions
 }
 
 // FitChecker plans a run's memory against the device it will use.

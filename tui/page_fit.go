@@ -93,6 +93,9 @@ func (p *fitPage) update(msg tea.Msg) (tea.Cmd, nav) {
 				p.cfg.Data.MaxLength = r.MaxSeq
 				cmd := p.check()
 				p.applied = fmt.Sprintf("max length %d tokens, the longest that fits", r.MaxSeq)
+				if r.cappedByModel() {
+					p.applied = fmt.Sprintf("max length %d tokens, the positions the model was trained on", r.MaxSeq)
+				}
 				return cmd, stay
 			}
 		}
@@ -170,7 +173,16 @@ func (p *fitPage) view() string {
 	for _, w := range r.Warnings {
 		b.WriteString(st.Warn.Render(wrap("! "+printable(w), p.w)) + "\n")
 	}
-	if r.MaxSeq > 0 && r.MaxSeq != p.cfg.Data.MaxLength {
+	switch ml := p.cfg.Data.MaxLength; {
+	case r.MaxSeq <= 0 || r.MaxSeq == ml:
+	case r.cappedByModel() && ml > r.MaxSeq:
+		// Memory allows more, but the model knows only so many positions.
+		b.WriteString(st.Warn.Render(wrap(fmt.Sprintf("! max length %d is past the %d positions the model was trained on (max_position_embeddings)", ml, r.MaxSeq), p.w)) + "\n")
+		b.WriteString(wrap(fmt.Sprintf("%s sets max length to %s", st.Accent.Render("m"), st.Value.Render(fmt.Sprint(r.MaxSeq))), p.w) + "\n")
+	case r.cappedByModel():
+		b.WriteString(wrap(fmt.Sprintf("Longest context: %s tokens per sequence, the positions the model was trained on (memory allows more) — %s sets max length to it",
+			st.Value.Render(fmt.Sprint(r.MaxSeq)), st.Accent.Render("m")), p.w) + "\n")
+	default:
 		b.WriteString(wrap(fmt.Sprintf("Longest context that fits: %s tokens per sequence — %s sets max length to it",
 			st.Value.Render(fmt.Sprint(r.MaxSeq)), st.Accent.Render("m")), p.w) + "\n")
 	}

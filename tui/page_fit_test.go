@@ -77,3 +77,37 @@ func TestFitWarningsWrap(t *testing.T) {
 	}
 	checkSize(t, d.view(), 80, 24)
 }
+
+// TestGoldenFitMaxSeqCappedByModel: when memory allows a longer context
+// than the model was trained on, the page does not call the model's
+// positions "the longest context that fits" (a max length of 2048 fit,
+// yet "Longest context that fits: 512" was offered for the 512-position
+// tiny model): it says the max length is past the model's positions, and
+// m sets it to them.
+func TestGoldenFitMaxSeqCappedByModel(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{})
+			o.Fit = fake.FitChecker{Device: "CPU", Free: 24 << 30, Total: 32 << 30, Params: fake.DemoCatalog.Params, MaxSeq: true, MaxPositions: 512}
+			d := toFitPage(t, o, sz.w, sz.h)
+			d.waitScreen("Fits:")
+			s := d.screen()
+			if ml := d.m.Config().Data.MaxLength; ml <= 512 {
+				t.Fatalf("max length %d: the test wants one past the model's 512 positions", ml)
+			}
+			if strings.Contains(s, "Longest context that fits") || !strings.Contains(s, "is past the 512 positions the model was trained on") {
+				t.Errorf("the page should say the max length is past the model's positions:\n%s", s)
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("fit_maxseq_model_%dx%d", sz.w, sz.h), d.view())
+			d.keys("m")
+			d.waitScreen("applied: max length 512 tokens, the positions the model was trained on")
+			if got := d.m.Config().Data.MaxLength; got != 512 {
+				t.Errorf("max length %d after m, want 512", got)
+			}
+			if s := d.screen(); strings.Contains(s, "positions the model was trained on (max") || strings.Contains(s, "Longest context") {
+				t.Errorf("after m nothing more is offered:\n%s", s)
+			}
+		})
+	}
+}

@@ -258,6 +258,9 @@ type FitChecker struct {
 	// MaxSeq, when set, makes the report carry the longest max length that
 	// fits this stand-in plan (its activations grow linearly with it).
 	MaxSeq bool
+	// MaxPositions, when set, caps MaxSeq as the model's trained
+	// positions do (the report's MaxPositions).
+	MaxPositions int
 	// Warnings are the report's warnings.
 	Warnings []string
 }
@@ -300,6 +303,9 @@ func (f FitChecker) Check(_ context.Context, cfg engine.RunConfig) (tui.FitRepor
 	r := tui.FitReport{Device: f.Device, Free: f.Free, Total: f.Total, Parts: parts, Fits: total <= f.Free, Unified: f.Unified, Warnings: f.Warnings}
 	if perToken := act / uint64(max(cfg.Data.MaxLength, 1)); f.MaxSeq && perToken > 0 && total-act < f.Free {
 		r.MaxSeq = int((f.Free - (total - act)) / perToken)
+	}
+	if f.MaxPositions > 0 && r.MaxSeq > f.MaxPositions {
+		r.MaxSeq, r.MaxPositions = f.MaxPositions, f.MaxPositions
 	}
 	if r.Fits {
 		r.Verdict = fmt.Sprintf("Fits: %s planned, %s free.", units.Bytes(int64(total)), units.Bytes(int64(f.Free)))
