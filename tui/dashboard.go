@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -472,12 +473,17 @@ func (d *dashboard) stats(h int) string {
 	default:
 		lines = append(lines, st.Muted.Render("GPU: reading…"))
 	}
-	// Taller terminals also list the checkpoints, newest first.
-	if room := h - len(lines) - 2; room >= 2 && len(d.checkpoints) > 0 {
-		lines = append(lines, "", st.Subtle.Render("checkpoints"))
-		for i := len(d.checkpoints) - 1; i >= 0 && room > 1; i-- {
-			lines = append(lines, st.Muted.Render(fmt.Sprintf("  step %d", d.checkpoints[i].Step)))
-			room--
+	// Taller terminals also list the checkpoints on disk, newest first.
+	if kept := d.keptCheckpoints(); len(kept) > 0 {
+		if room := h - len(lines) - 2; room >= 2 {
+			lines = append(lines, "", st.Subtle.Render("checkpoints"))
+			for _, step := range kept {
+				if room <= 1 {
+					break
+				}
+				lines = append(lines, st.Muted.Render(fmt.Sprintf("  step %d", step)))
+				room--
+			}
 		}
 	}
 	return fitBlock(strings.Join(lines, "\n"), statsWidth-2, h)
@@ -573,4 +579,24 @@ func (d *dashboard) view(w, h int) string {
 	body := lipgloss.JoinHorizontal(lipgloss.Top, d.chart(chartW, bodyH), " ", stats)
 	out := d.header(w) + "\n" + body + "\n" + d.bottom(w, bottomH) + "\n" + d.footer()
 	return fitBlock(out, w, h)
+}
+
+// keptCheckpoints are the steps of the checkpoints the run still has, newest
+// first: the trainer keeps the newest train.keep_checkpoints of them by
+// step and removes the others, which the list must not offer (it showed
+// steps 100, 80, 60, 40 with only 80 and 100 on disk). A step written again
+// (a resume redoing it) is listed once.
+func (d *dashboard) keptCheckpoints() []int {
+	var steps []int
+	for _, c := range d.checkpoints {
+		if !slices.Contains(steps, c.Step) {
+			steps = append(steps, c.Step)
+		}
+	}
+	slices.Sort(steps)
+	slices.Reverse(steps)
+	if keep := d.cfg.Train.KeepCheckpoints; keep > 0 && len(steps) > keep {
+		steps = steps[:keep]
+	}
+	return steps
 }

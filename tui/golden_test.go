@@ -3,6 +3,7 @@ package tui_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -184,6 +185,42 @@ func TestGoldenDashboardNoSamples(t *testing.T) {
 		golden(t, fmt.Sprintf("dashboard_nosamples_%dx%d", sz.w, sz.h), v)
 		if v := ansi.Strip(v); strings.Contains(v, "samples appear here") || !strings.Contains(v, "no samples: Llama 3.2 Vision runs generate none") {
 			t.Errorf("%dx%d: want the engine's no-samples notice instead of the promise of samples:\n%s", sz.w, sz.h, v)
+		}
+	}
+}
+
+// The dashboard lists only the checkpoints the run still has: the trainer
+// keeps the newest train.keep_checkpoints by step and removes the rest. It
+// listed every checkpoint written (steps 100, 80, 60, 40 with only 80 and
+// 100 on disk), so a user could pick one that was gone. A step written
+// twice (a resume redoing it) is listed once; keep 0 keeps all.
+func TestDashboardListsKeptCheckpoints(t *testing.T) {
+	var evs []engine.Event
+	for i := 1; i <= 100; i++ {
+		evs = append(evs, engine.StepEvent{Step: i, TotalSteps: 200, Loss: 2 - float64(i)/100, Tokens: 64, TokensPerSec: 1000})
+		if i%20 == 0 {
+			evs = append(evs, engine.CheckpointEvent{Step: i, Path: fmt.Sprintf("runs/persona-lora/checkpoints/step-%08d", i)})
+		}
+	}
+	evs = append(evs, engine.CheckpointEvent{Step: 100, Path: "runs/persona-lora/checkpoints/step-00000100"})
+	listed := func(v string) []string {
+		var out []string
+		for _, l := range strings.Split(ansi.Strip(v), "\n") {
+			if _, after, ok := strings.Cut(l, "│  step "); ok {
+				out = append(out, strings.Fields(after)[0])
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		keep int
+		want []string
+	}{{2, []string{"100", "80"}}, {0, []string{"100", "80", "60", "40", "20"}}} {
+		cfg := goldenRun()
+		cfg.Train.KeepCheckpoints = c.keep
+		v := tui.RenderDashboard(cfg, 120, 40, evs, nil, nil)
+		if got := listed(v); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("keep_checkpoints %d: the dashboard lists steps %v, want %v:\n%s", c.keep, got, c.want, ansi.Strip(v))
 		}
 	}
 }
