@@ -328,6 +328,17 @@ type SoftCapper interface {
 	SoftCapBackward(dx, y Tensor, c float32) error
 }
 
+// HeadArgmax is implemented by backends that fold the greedy choice into
+// the LM head's one-row product (DecodeArgmaxEnv): MatVecArgmax does what
+// MatMul(logits, h, w, false, true, 1, 0) and then DeviceDecoder.Argmax(ids,
+// logits) give (logits [1, V] written, ids[0] the column of the largest,
+// the lowest on ties, never a NaN over a number), in one launch. ok is
+// false, with nothing done, when the backend cannot take these operands;
+// the caller then runs the two ops.
+type HeadArgmax interface {
+	MatVecArgmax(ids, logits, h, w Tensor) (ok bool, err error)
+}
+
 // PartialRoPE is RoPE over the first rot = 2*Cols(cos) dimensions of each
 // head, the rest passing through (Phi-4-mini's partial_rotary_factor):
 // pairs (i, i+rot/2) turn. With rot = headDim it is RoPE.

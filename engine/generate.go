@@ -119,6 +119,11 @@ type Generator struct {
 	// (FusedMatVecs), from DecodeFuseEnv; a backend without them, or
 	// operands they do not take, run the ops one by one.
 	Fuse bool
+	// HeadArgmax lets a device step choose its token inside the LM head's
+	// product (HeadArgmax), from DecodeArgmaxEnv; a backend without it, or
+	// operands it does not take, run the head and Argmax one after the
+	// other.
+	HeadArgmax bool
 	// Steps is how many greedy tokens one replay decodes in graph mode
 	// (DecodeStepsEnv; 1, the default, replays one step a token): the
 	// recording holds Steps steps, each copying its chosen id into a slot
@@ -166,6 +171,12 @@ const DecodeModeEnv = "WHET_DECODE"
 // SwiGLU and the residual adds inside the down and o products). Opt-in
 // until the CUDA kernels have run on a GPU.
 const DecodeFuseEnv = "WHET_DECODE_FUSE"
+
+// DecodeArgmaxEnv set to 1 lets greedy device decoding take the backend's
+// LM head with the argmax folded in (HeadArgmax: one launch instead of the
+// head's product and a one-block argmax over the vocabulary). Opt-in until
+// the CUDA kernel has run on a GPU.
+const DecodeArgmaxEnv = "WHET_DECODE_ARGMAX"
 
 // DecodeStepsEnv sets Generator.Steps: how many greedy tokens one replay
 // of the recorded graph decodes (1 to 64; 1 when unset). More than one
@@ -218,7 +229,7 @@ func (m *Model) NewGenerator(maxLen int) (*Generator, error) {
 		return nil, err
 	}
 	g := &Generator{m: m, acts: acts, MaxLen: maxLen, cache: &kvCache{kva: kva}, host: make([]float32, m.Cfg.VocabSize),
-		Mode: mode, idHost: make([]float32, 1), Fuse: os.Getenv(DecodeFuseEnv) == "1", Steps: steps}
+		Mode: mode, idHost: make([]float32, 1), Fuse: os.Getenv(DecodeFuseEnv) == "1", HeadArgmax: os.Getenv(DecodeArgmaxEnv) == "1", Steps: steps}
 	for range m.Layers {
 		for _, dst := range []*[]Tensor{&g.cache.k, &g.cache.v} {
 			t, err := m.B.Alloc(m.Compute, maxLen, m.Cfg.KVDim())
@@ -364,17 +375,53 @@ func (g *Generator) deviceStep() error {
 	if err != nil {
 		return err
 	}
-	logits, err := g.head(0)
-	if err != nil {
+	if err := g.headArgmax(dd); err != nil {
 		return err
-	}
-	if err := dd.Argmax(g.tok, logits); err != nil {
-		return fmt.Errorf("argmax: %w", err)
 	}
 	if err := dd.AdvancePosition(g.pos, a.Cap); err != nil {
 		return fmt.Errorf("advance position: %w", err)
 	}
 	return nil
+}
+
+// headArgmax runs the LM head on the first row of the final norm and
+// leaves the argmax of its logits in g.tok: in one op (HeadArgmax) when
+// g.HeadArgmax asks for it and the backend takes the operands, else the
+// head's product and then Argmax.
+func (g *Generator) headArgmax(dd DeviceDecoder) error {
+	ha, ok := g.m.B.(HeadArgmax)
+	if !g.HeadArgmax || !ok {
+		logits, err := g.head(0)
+		if err != nil {
+			return err
+		}
+		if err := dd.Argmax(g.tok, logits); err != nil {
+			return fmt.Errorf("argmax: %w", err)
+		}
+		return nil
+	}
+	a, B := g.acts, g.m.B
+	logits, err := B.View(a.logits, 0, 1, g.m.Cfg.VocabSize)
+	if err != nil {
+		return err
+	}
+	h, err := a.finalNorm(0, 1)
+	if err != nil {
+		return err
+	}
+	done, err := ha.MatVecArgmax(g.tok, logits, h, g.m.Head.W.W)
+	if err != nil {
+		return fmt.Errorf("lm head with argmax: %w", err)
+	}
+	if !done {
+		if err := B.MatMul(logits, h, g.m.Head.W.W, false, true, 1, 0); err != nil {
+			return fmt.Errorf("lm head: %w", err)
+		}
+		if err := dd.Argmax(g.tok, logits); err != nil {
+			return fmt.Errorf("argmax: %w", err)
+		}
+	}
+	return a.viewError()
 }
 
 // recordKey describes what a recorded step depends on beyond the
@@ -383,7 +430,7 @@ func (g *Generator) deviceStep() error {
 // is added per step).
 func (g *Generator) recordKey() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "fuse=%v;", g.Fuse)
+	fmt.Fprintf(&sb, "fuse=%v;argmax=%v;", g.Fuse, g.HeadArgmax)
 	for _, p := range g.m.Params() {
 		fmt.Fprintf(&sb, "%p", p.W)
 		if p.Quant != nil {

@@ -231,3 +231,57 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_norm_multi(const voi
     const float acc = gemv_dot(h, w, row, k);
     if (lane == 0) st(y, ydt, row, acc);
 }
+
+// gemv_bf16_argmax (WHET_DECODE_ARGMAX=1, engine.HeadArgmax): the LM head's
+// gemv_bf16 (alpha 1, beta 0: y[r] = w[r, :] . x, the same sum, stored in
+// ydt) with decode.cu's argmax folded in: ids[0] = the row of the largest
+// stored y, the lowest on ties, a NaN never chosen over a number (all NaN:
+// 0), as argmax over y would give. Each block finds its best row among its
+// 8 and folds it into best[0] with one 64-bit atomic max of the key
+//   (order(v) << 32) | (0xffffffff - row),
+// order(v) the float's bits made to sort as unsigned (negative: all bits
+// flipped, else the sign bit set; -0 taken as +0, which compare equal),
+// so the largest key is the largest value and, among equal values, the
+// lowest row; a NaN adds no key, and key 0 (no key) is below every number.
+// The last block to finish (a ticket from count[0]) reads the key, writes
+// ids[0] and resets best[0] and count[0] to 0 for the next step. n < 2^31.
+__device__ __forceinline__ unsigned long long argmax_key(float v, unsigned int row) {
+    if (v != v) return 0ull;
+    unsigned int u = __float_as_uint(v == 0.0f ? 0.0f : v);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)u << 32) | (unsigned long long)(0xffffffffu - row);
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16_argmax(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 n,
+                                                                   i64 k, int* ids, unsigned long long* best, unsigned int* count) {
+    __shared__ unsigned long long keys[8];
+    __shared__ int last;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + warp;
+    PDL_WAIT();
+    PDL_TRIGGER();
+    unsigned long long key = 0ull;
+    if (row < n) {
+        const float acc = gemv_dot(x, w, row, k);
+        if (lane == 0) {
+            st(y, ydt, row, acc);
+            key = argmax_key(ydt == DT_BF16 ? bf16_to_f32(f32_to_bf16(acc)) : acc, (unsigned int)row);
+        }
+    }
+    if (lane == 0) keys[warp] = key;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned long long b = 0ull;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) b = keys[i] > b ? keys[i] : b;
+        if (b != 0ull) asm volatile("red.global.max.u64 [%0], %1;" ::"l"(best), "l"(b) : "memory");
+        __threadfence();
+        last = atomicAdd(count, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last || threadIdx.x != 0) return;
+    __threadfence();
+    unsigned long long b;
+    asm volatile("atom.global.exch.b64 %0, [%1], %2;" : "=l"(b) : "l"(best), "l"(0ull) : "memory");
+    ids[0] = b == 0ull ? 0 : (int)(0xffffffffu - (unsigned int)(b & 0xffffffffull));
+    count[0] = 0u;
+}

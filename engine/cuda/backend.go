@@ -157,6 +157,10 @@ type Backend struct {
 	// counters (decode.go), grown outside a capture.
 	decodeScratch      uint64
 	decodeScratchBytes int64
+	// argmaxScratch holds gemv_bf16_argmax's best key (u64) and ticket
+	// counter (u32), zero between launches (decodeargmax.go), made
+	// outside a capture.
+	argmaxScratch uint64
 
 	hc *hostCopier // pinned host memory and the copy stream (offload.go), made on first use
 
@@ -420,6 +424,8 @@ func (b *Backend) release() {
 	b.opScratch, b.opScratchBytes = 0, 0
 	b.rawFree(b.decodeScratch, b.decodeScratchBytes)
 	b.decodeScratch, b.decodeScratchBytes = 0, 0
+	b.rawFree(b.argmaxScratch, argmaxScratchBytes)
+	b.argmaxScratch = 0
 	b.rawFree(b.attnOrder.ptr, b.attnOrder.bytes)
 	b.attnOrder = attnOrder{}
 	for _, t := range b.chunkTables {

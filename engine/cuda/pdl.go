@@ -45,6 +45,7 @@ var pdlKernels = map[string]bool{
 	"gemv_bf16_add":            true,
 	"gemv_bf16_norm_multi":     true,
 	"gemv_bf16_swiglu_add":     true,
+	"gemv_bf16_argmax":         true,
 	"attention_decode":         true,
 	"attention_decode_v2_d64":  true,
 	"attention_decode_v2_d128": true,
