@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -769,6 +770,21 @@ type decodeResult struct {
 	// an untied embedding table only its one row. The memory-bandwidth
 	// bound on tokens/s is the card's bandwidth over this.
 	WeightBytes int64 `json:"weight_bytes_per_token"`
+	// Greedy is the FNV-1a hash (64-bit, hex) of the timed run's token
+	// ids and GreedyHead its first 8: the weights and prompt come from
+	// fixed seeds, so runs with other decoding switches on the same card
+	// and dtype must give the same ones.
+	Greedy     string  `json:"greedy_fnv"`
+	GreedyHead []int32 `json:"greedy_head"`
+}
+
+// greedyHash is decodeResult.Greedy of ids.
+func greedyHash(ids []int32) string {
+	h := fnv.New64a()
+	for _, id := range ids {
+		h.Write([]byte{byte(id), byte(id >> 8), byte(id >> 16), byte(id >> 24)})
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
 }
 
 // decodeWeightBytes is the weight bytes one decoding step reads.
@@ -1064,7 +1080,7 @@ func benchDecodeMode(m *engine.Model, ids []int32, newTokens int, mode string, s
 	}
 	return decodeResult{Backend: b.Name(), Prompt: len(ids), NewTokens: len(out), PrefillSec: prefill.Seconds(),
 		DecodePerSec: float64(len(out)-1) / (total - prefill).Seconds(), Mode: string(g.Used), GEMV: gemv, Fallback: g.Fallback,
-		WeightBytes: decodeWeightBytes(m)}, nil
+		WeightBytes: decodeWeightBytes(m), Greedy: greedyHash(out), GreedyHead: out[:min(8, len(out))]}, nil
 }
 
 // grpoBenchResult is one GRPO workload's measurement.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -52,8 +53,22 @@ func TestBenchDecode(t *testing.T) {
 	if rs := run(""); rs[0].Mode != "device" || !strings.Contains(rs[0].Fallback, "cannot record") {
 		t.Errorf("default: mode %q (%q), want graph falling back to device", rs[0].Mode, rs[0].Fallback)
 	}
-	if rs := run("plain"); rs[0].Mode != "plain" || rs[0].Fallback != "" {
+	plain := run("plain")
+	if rs := plain; rs[0].Mode != "plain" || rs[0].Fallback != "" {
 		t.Errorf("WHET_DECODE=plain: mode %q (%q), want plain", rs[0].Mode, rs[0].Fallback)
+	}
+	// The greedy tokens' hash and head: the same tokens on every path of
+	// the CPU (the device ops give the plain path's exactly).
+	device := run("device")
+	for i := range plain {
+		p, d := plain[i], device[i]
+		if len(p.Greedy) != 16 || len(p.GreedyHead) != 3 || p.Greedy != d.Greedy || !slices.Equal(p.GreedyHead, d.GreedyHead) {
+			t.Errorf("%s: greedy %q %v on the plain path, %q %v on the device path: want 16 hex digits, 3 ids, equal",
+				p.Method, p.Greedy, p.GreedyHead, d.Greedy, d.GreedyHead)
+		}
+	}
+	if plain[0].Greedy == plain[1].Greedy && !slices.Equal(plain[0].GreedyHead, plain[1].GreedyHead) {
+		t.Errorf("bf16 and NF4 tokens differ (%v, %v) but hash alike %q", plain[0].GreedyHead, plain[1].GreedyHead, plain[0].Greedy)
 	}
 	// --decode-modes times several paths on one model, a line each.
 	var out, errs bytes.Buffer

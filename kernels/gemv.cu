@@ -285,3 +285,218 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_argmax(void* y, int 
     ids[0] = b == 0ull ? 0 : (int)(0xffffffffu - (unsigned int)(b & 0xffffffffull));
     count[0] = 0u;
 }
+
+// The round-parallel GEMVs (WHET_DECODE_GEMV=rr; never run on a GPU before
+// tools/gpu/decode-next): the products above, bit for bit, with each row's
+// rounds spread over warps. gemv_row's lane sums its row in rounds of four
+// 16-byte pieces (i = lane + 128 j + {0, 32, 64, 96}), acc += ((p0 + p1) +
+// p2) + p3 round after round, then across the warp; a row of k = 1024 R
+// has exactly R rounds a lane and no tail. Here warp (j, r) of a block of
+// rpb rows x R rounds (blockDim.x = 32 rpb R, at most 1024) loads round r
+// of row j, adds its four pieces in that order into shared memory, and
+// warp j then adds the R round sums of each lane in order from 0 and
+// across the warp as gemv_row does: the same float operations in the same
+// order. Every load of a row is in flight at once (a 2048-wide row is
+// one round trip, an 8192-wide one too instead of eight in series), and the
+// weight pieces are loaded before PDL_WAIT() and before the norm's or the
+// activation's prologue (the weights are read-only during a decoding
+// step), so those overlap the first loads. The host passes R = k / 1024
+// for k a multiple of 1024 (R <= 32) and takes the four-piece kernels
+// otherwise.
+
+// rr_load loads this lane's four pieces of round r of row row of w.
+__device__ __forceinline__ void rr_load(u32x4* a, const unsigned short* w, i64 row, i64 k, int r) {
+    const u32x4* wr = (const u32x4*)(w + row * k);
+    const int i = (threadIdx.x & 31) + 128 * r;
+    a[0] = wr[i], a[1] = wr[i + 32], a[2] = wr[i + 64], a[3] = wr[i + 96];
+}
+
+// rr_part is gemv_row's round r for this lane: ((p0 + p1) + p2) + p3.
+__device__ __forceinline__ float rr_part(const u32x4* a, const unsigned short* x, int r) {
+    const u32x4* xv = (const u32x4*)x;
+    const int i = (threadIdx.x & 31) + 128 * r;
+    const u32x4 b0 = xv[i], b1 = xv[i + 32], b2 = xv[i + 64], b3 = xv[i + 96];
+    return dot8_bf16(a[0], b0) + dot8_bf16(a[1], b1) + dot8_bf16(a[2], b2) + dot8_bf16(a[3], b3);
+}
+
+// rr_sum is row j's sum from the round sums in red (warp w's lane l at
+// red[32 w + l], warp w = j R + r): per lane acc += round r for r = 0..R-1,
+// then warp_sum, to every lane.
+__device__ __forceinline__ float rr_sum(const float* red, int j, int R) {
+    const int lane = threadIdx.x & 31;
+    float acc = 0.0f;
+    for (int r = 0; r < R; r++) acc += red[32 * (j * R + r) + lane];
+    return warp_sum(acc);
+}
+
+// rr_row3 finds row g of up to three weights numbered one after the other:
+// its output, weight and row within it; row -1 past the last.
+__device__ __forceinline__ i64 rr_row3(i64 g, void* y0, const unsigned short* w0, i64 n0, void* y1, const unsigned short* w1, i64 n1,
+                                       void* y2, const unsigned short* w2, i64 n2, void** y, const unsigned short** w) {
+    *y = y0, *w = w0;
+    if (g < n0) return g;
+    g -= n0, *y = y1, *w = w1;
+    if (g < n1) return g;
+    g -= n1, *y = y2, *w = w2;
+    return g < n2 ? g : -1;
+}
+
+#define RR_MAX_WARPS 32
+
+// gemv_rr is gemv_bf16 (alpha, beta) round-parallel.
+extern "C" __global__ void __launch_bounds__(1024) gemv_rr(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 n, i64 k,
+                                                           int R, float alpha, float beta) {
+    __shared__ float red[RR_MAX_WARPS * 32];
+    const int warp = threadIdx.x >> 5, rpb = (int)(blockDim.x >> 5) / R, r = warp % R;
+    const i64 row = (i64)blockIdx.x * rpb + warp / R;
+    u32x4 a[4];
+    if (row < n) rr_load(a, w, row, k, r);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    if (row < n) red[threadIdx.x] = rr_part(a, x, r);
+    __syncthreads();
+    const i64 out = (i64)blockIdx.x * rpb + warp;
+    if (warp >= rpb || out >= n) return;
+    const float acc = rr_sum(red, warp, R);
+    if ((threadIdx.x & 31) == 0) {
+        float v = alpha * acc;
+        if (beta != 0.0f) v += beta * ld(y, ydt, out);
+        st(y, ydt, out, v);
+    }
+}
+
+// gemv_rr_multi is gemv_bf16_multi round-parallel.
+extern "C" __global__ void __launch_bounds__(1024) gemv_rr_multi(const unsigned short* x, i64 k, int R, int ydt, float beta, void* y0,
+                                                                 const unsigned short* w0, i64 n0, void* y1, const unsigned short* w1,
+                                                                 i64 n1, void* y2, const unsigned short* w2, i64 n2) {
+    __shared__ float red[RR_MAX_WARPS * 32];
+    const int warp = threadIdx.x >> 5, rpb = (int)(blockDim.x >> 5) / R, r = warp % R;
+    void* y;
+    const unsigned short* w;
+    const i64 row = rr_row3((i64)blockIdx.x * rpb + warp / R, y0, w0, n0, y1, w1, n1, y2, w2, n2, &y, &w);
+    u32x4 a[4];
+    if (row >= 0) rr_load(a, w, row, k, r);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    if (row >= 0) red[threadIdx.x] = rr_part(a, x, r);
+    __syncthreads();
+    if (warp >= rpb) return;
+    const i64 out = rr_row3((i64)blockIdx.x * rpb + warp, y0, w0, n0, y1, w1, n1, y2, w2, n2, &y, &w);
+    if (out < 0) return;
+    const float acc = rr_sum(red, warp, R);
+    if ((threadIdx.x & 31) == 0) {
+        float v = 1.0f * acc;
+        if (beta != 0.0f) v += beta * ld(y, ydt, out);
+        st(y, ydt, out, v);
+    }
+}
+
+// gemv_rr_add is gemv_bf16_add round-parallel: y[r] = w[r, :] . x + res[r].
+extern "C" __global__ void __launch_bounds__(1024) gemv_rr_add(void* y, int ydt, const unsigned short* x, const unsigned short* w,
+                                                               const void* res, int rdt, i64 n, i64 k, int R) {
+    __shared__ float red[RR_MAX_WARPS * 32];
+    const int warp = threadIdx.x >> 5, rpb = (int)(blockDim.x >> 5) / R, r = warp % R;
+    const i64 row = (i64)blockIdx.x * rpb + warp / R;
+    u32x4 a[4];
+    if (row < n) rr_load(a, w, row, k, r);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    if (row < n) red[threadIdx.x] = rr_part(a, x, r);
+    __syncthreads();
+    const i64 out = (i64)blockIdx.x * rpb + warp;
+    if (warp >= rpb || out >= n) return;
+    const float acc = rr_sum(red, warp, R);
+    if ((threadIdx.x & 31) == 0) st(y, ydt, out, acc + ld(res, rdt, out));
+}
+
+// gemv_rr_swiglu_add is gemv_bf16_swiglu_add round-parallel: the block
+// forms s = silu(g) * u in shared memory (dynamic, 2k bytes) as that
+// kernel does, with its weight pieces already in flight.
+extern "C" __global__ void __launch_bounds__(1024) gemv_rr_swiglu_add(void* y, int ydt, const void* g, const void* u, int gdt,
+                                                                      const unsigned short* w, const void* res, int rdt, i64 n, i64 k,
+                                                                      int R) {
+    extern __shared__ u32x4 gemv_smem[];
+    __shared__ float red[RR_MAX_WARPS * 32];
+    unsigned short* s = (unsigned short*)gemv_smem;
+    const int warp = threadIdx.x >> 5, rpb = (int)(blockDim.x >> 5) / R, r = warp % R;
+    const i64 row = (i64)blockIdx.x * rpb + warp / R;
+    u32x4 a[4];
+    if (row < n) rr_load(a, w, row, k, r);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    for (i64 c = threadIdx.x; c < k / 8; c += blockDim.x) {
+        float gv[8], uv[8], o[8];
+        ld8(g, gdt, 8 * c, gv);
+        ld8(u, gdt, 8 * c, uv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = gv[e] * gemv_sigmoid(gv[e]) * uv[e];
+        st8(s, DT_BF16, 8 * c, o);
+    }
+    __syncthreads();
+    if (row < n) red[threadIdx.x] = rr_part(a, s, r);
+    __syncthreads();
+    const i64 out = (i64)blockIdx.x * rpb + warp;
+    if (warp >= rpb || out >= n) return;
+    const float acc = rr_sum(red, warp, R);
+    if ((threadIdx.x & 31) == 0) st(y, ydt, out, acc + ld(res, rdt, out));
+}
+
+// gemv_rr_norm_multi is gemv_bf16_norm_multi round-parallel: the block
+// forms h = RMSNorm(x) * nw in shared memory (dynamic, 2k bytes) with
+// rmsnorm_forward's sum order for its nt threads (each thread here plays
+// threads t, t + blockDim.x, ... of those), its weight pieces in flight.
+extern "C" __global__ void __launch_bounds__(1024) gemv_rr_norm_multi(const void* x, int xdt, const void* nw, int nwdt, float eps, int nt,
+                                                                      i64 k, int R, int ydt, void* y0, const unsigned short* w0, i64 n0,
+                                                                      void* y1, const unsigned short* w1, i64 n1, void* y2,
+                                                                      const unsigned short* w2, i64 n2) {
+    extern __shared__ u32x4 gemv_smem[];
+    __shared__ float red[RR_MAX_WARPS * 32];
+    __shared__ float scratch[32];
+    unsigned short* h = (unsigned short*)gemv_smem;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rpb = (int)(blockDim.x >> 5) / R, r = warp % R;
+    void* y;
+    const unsigned short* w;
+    const i64 row = rr_row3((i64)blockIdx.x * rpb + warp / R, y0, w0, n0, y1, w1, n1, y2, w2, n2, &y, &w);
+    u32x4 a[4];
+    if (row >= 0) rr_load(a, w, row, k, r);
+    PDL_WAIT();
+    PDL_TRIGGER();
+    const i64 k8 = k / 8;
+    for (int v = 0; (int)blockDim.x * v < nt; v++) {
+        // Thread j = threadIdx.x + blockDim.x v of rmsnorm_forward's nt;
+        // a warp here holds the 32 threads of its warp j / 32.
+        const int j = threadIdx.x + (int)blockDim.x * v;
+        float part = 0.0f;
+        if (j < nt) {
+            for (i64 c = j; c < k8; c += nt) {
+                float xv[8];
+                ld8(x, xdt, 8 * c, xv);
+#pragma unroll
+                for (int e = 0; e < 8; e++) part += xv[e] * xv[e];
+            }
+        }
+        part = warp_sum(part);
+        if (lane == 0 && j < nt) scratch[j >> 5] = part;
+    }
+    __syncthreads();
+    const int nwarps = nt >> 5;
+    float ss = lane < nwarps ? scratch[lane] : 0.0f;
+    ss = warp_sum(ss);
+    const float rs = rsqrtf(ss / (float)k + eps);
+    for (i64 c = threadIdx.x; c < k8; c += blockDim.x) {
+        float xv[8], wv[8];
+        ld8(x, xdt, 8 * c, xv);
+        ld8(nw, nwdt, 8 * c, wv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) xv[e] = xv[e] * rs * wv[e];
+        st8(h, DT_BF16, 8 * c, xv);
+    }
+    __syncthreads();
+    if (row >= 0) red[threadIdx.x] = rr_part(a, h, r);
+    __syncthreads();
+    if (warp >= rpb) return;
+    const i64 out = rr_row3((i64)blockIdx.x * rpb + warp, y0, w0, n0, y1, w1, n1, y2, w2, n2, &y, &w);
+    if (out < 0) return;
+    const float acc = rr_sum(red, warp, R);
+    if (lane == 0) st(y, ydt, out, acc);
+}

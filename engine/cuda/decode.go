@@ -299,6 +299,9 @@ func (b *Backend) gemv(op string, ct, at, bt *Tensor, m, n, k int, transA, trans
 		alignment(at.ptr()) < 16 || alignment(bt.ptr()) < 16 || alignment(ct.ptr()) < ct.dt.Size() {
 		return false, nil
 	}
+	if what, R, grid, block, ok := rrPlan(op, n, k, rrWarps, 0); ok && rrOn() {
+		return true, b.launch(what, "gemv.cu", "gemv_rr", grid, block, 0, ct.ptr(), dt(ct), at.ptr(), bt.ptr(), int64(n), int64(k), R, alpha, beta)
+	}
 	if gemv2() {
 		return true, b.launch(op+" (gemv2)", "gemv2.cu", "gemv2_bf16", dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
 			ct.ptr(), dt(ct), at.ptr(), bt.ptr(), int64(n), int64(k), alpha, beta)
@@ -382,6 +385,10 @@ func (b *Backend) MatVecs(ys []engine.Tensor, x engine.Tensor, ws []engine.Tenso
 		yp[i], wp[i], np[i] = yt.ptr(), wt.ptr(), int64(yt.n)
 	}
 	op := fmt.Sprintf("MatVecs of %d weights, %d rows over %d", len(ws), rows, k)
+	if what, R, grid, block, ok := rrPlan(op, rows, k, rrWarps, 0); ok && rrOn() {
+		return true, b.launch(what, "gemv.cu", "gemv_rr_multi", grid, block, 0,
+			xt.ptr(), int64(k), R, dt(yts[0]), beta, yp[0], wp[0], np[0], yp[1], wp[1], np[1], yp[2], wp[2], np[2])
+	}
 	if gemv2() {
 		return true, b.launch(op+" (gemv2)", "gemv2.cu", "gemv2_bf16_multi", dim3{(rows + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
 			xt.ptr(), int64(k), dt(yts[0]), beta, yp[0], wp[0], np[0], yp[1], wp[1], np[1], yp[2], wp[2], np[2])

@@ -52,6 +52,10 @@ func (b *Backend) MatVecAdd(y, x, w, r engine.Tensor) (bool, error) {
 		return false, nil
 	}
 	op := fmt.Sprintf("MatVecAdd %s [1 %d] = bf16 [1 %d] @ bf16 [%d %d]ᵀ + %s", yt.dt, n, k, n, k, rt.dt)
+	if what, R, grid, block, ok := rrPlan(op, n, k, rrWarps, 0); ok && rrOn() {
+		return true, b.launch(what, "gemv.cu", "gemv_rr_add", grid, block, 0,
+			yt.ptr(), dt(yt), xt.ptr(), wt.ptr(), rt.ptr(), dt(rt), int64(n), int64(k), R)
+	}
 	return true, b.launch(op, "gemv.cu", "gemv_bf16_add", dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
 		yt.ptr(), dt(yt), xt.ptr(), wt.ptr(), rt.ptr(), dt(rt), int64(n), int64(k))
 }
@@ -113,6 +117,11 @@ func (b *Backend) MatVecsNorm(ys []engine.Tensor, h, x, normW engine.Tensor, eps
 		yp[i], wp[i], np[i] = yt.ptr(), wt.ptr(), int64(yt.n)
 	}
 	op := fmt.Sprintf("MatVecsNorm of %d weights, %d rows over %d", len(ws), rows, k)
+	if what, R, grid, block, ok := rrPlan(op, rows, k, rrWarpsNorm, 2*k); ok && rrOn() {
+		return true, b.launch(what, "gemv.cu", "gemv_rr_norm_multi", grid, block, 2*k,
+			xt.ptr(), dt(xt), nt.ptr(), dt(nt), eps, int32(rowBlock(k).x), int64(k), R, dt(yts[0]),
+			yp[0], wp[0], np[0], yp[1], wp[1], np[1], yp[2], wp[2], np[2])
+	}
 	return true, b.launch(op, "gemv.cu", "gemv_bf16_norm_multi", dim3{(rows + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 2*k,
 		xt.ptr(), dt(xt), nt.ptr(), dt(nt), eps, int32(rowBlock(k).x), int64(k), dt(yts[0]),
 		yp[0], wp[0], np[0], yp[1], wp[1], np[1], yp[2], wp[2], np[2])
@@ -156,6 +165,10 @@ func (b *Backend) MatVecSwiGLUAdd(y, s, g, u, w, r engine.Tensor) (bool, error) 
 		return false, nil
 	}
 	op := fmt.Sprintf("MatVecSwiGLUAdd %s [1 %d] = silu(g)*u [1 %d] @ bf16 [%d %d]ᵀ + %s", yt.dt, n, k, n, k, rt.dt)
+	if what, R, grid, block, ok := rrPlan(op, n, k, rrWarpsSwiGLU, 2*k); ok && rrOn() {
+		return true, b.launch(what, "gemv.cu", "gemv_rr_swiglu_add", grid, block, 2*k,
+			yt.ptr(), dt(yt), gt.ptr(), ut.ptr(), dt(gt), wt.ptr(), rt.ptr(), dt(rt), int64(n), int64(k), R)
+	}
 	return true, b.launch(op, "gemv.cu", "gemv_bf16_swiglu_add", dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 2*k,
 		yt.ptr(), dt(yt), gt.ptr(), ut.ptr(), dt(gt), wt.ptr(), rt.ptr(), dt(rt), int64(n), int64(k))
 }
