@@ -41,8 +41,9 @@ func writeRunFile(t *testing.T, path, body string) {
 
 // TestLoadRunConfigPathsAreTheFilesFolders: relative paths in a run file
 // are read against the file's folder, even where the working directory
-// holds a folder of the same name, and come back absolute; a Hub id stays
-// a Hub id.
+// holds a folder of the same name, and come back absolute; one found only
+// from the working directory is an error naming both; a Hub id stays a
+// Hub id.
 func TestLoadRunConfigPathsAreTheFilesFolders(t *testing.T) {
 	proj, elsewhere := t.TempDir(), t.TempDir()
 	sub := filepath.Join(proj, "sub")
@@ -50,6 +51,17 @@ func TestLoadRunConfigPathsAreTheFilesFolders(t *testing.T) {
 		filepath.Join(elsewhere, "model"), filepath.Join(elsewhere, "data.jsonl"), filepath.Join(elsewhere, "eval.jsonl"))
 	writeRunFile(t, filepath.Join(sub, "run.yaml"), "model: model\ndata:\n  path: data.jsonl\n  eval_path: eval.jsonl\n")
 	t.Chdir(elsewhere)
+	// eval.jsonl is in the working directory only: the error says which
+	// folder counts and where the file is.
+	_, err := engine.LoadRunConfig(filepath.Join(sub, "run.yaml"))
+	want := "data.eval_path: eval.jsonl is read against the run file's folder " + sub + ", where it is not; from the working folder it is " +
+		filepath.Join(elsewhere, "eval.jsonl") + ": write that path, or one relative to the run file"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("eval.jsonl in the working directory only: %v, want %q", err, want)
+	}
+	if err := os.Remove(filepath.Join(elsewhere, "eval.jsonl")); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := engine.LoadRunConfig(filepath.Join(sub, "run.yaml"))
 	if err != nil {
 		t.Fatal(err)

@@ -67,8 +67,15 @@ func (c *RunConfig) resolvePaths(base string, cwdFallback bool) error {
 		if _, err := os.Stat(inBase); err == nil {
 			return filepath.Abs(inBase)
 		}
-		if _, err := os.Stat(p); err == nil && cwdFallback {
-			return filepath.Abs(p)
+		if _, err := os.Stat(p); err == nil {
+			if cwdFallback {
+				return filepath.Abs(p)
+			}
+			// There from the working folder, not from the run file's: say
+			// which reading counts rather than fail on the other path.
+			abs, _ := filepath.Abs(p)
+			baseAbs, _ := filepath.Abs(base)
+			return "", fmt.Errorf("%s is read against the run file's folder %s, where it is not; from the working folder it is %s: write that path, or one relative to the run file", p, baseAbs, abs)
 		}
 		if _, err := hub.ParseRef(p); err == nil && hubID {
 			return p, nil
