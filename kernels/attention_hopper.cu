@@ -258,16 +258,16 @@ __device__ __forceinline__ void wgmma_rs_n128(float* d, const unsigned int* a, u
 }
 
 
-// load_tile copies rows [r0, r0+R) of one head (column offset col0, row
+// load_tile copies (NT threads, tid one of them) rows [r0, r0+R) of one head (column offset col0, row
 // stride `stride` elements, D columns) into the swizzled tile at shared
 // address tile (see the head of this file); rows at or past rowEnd are
 // zero-filled, so that masked keys never meet stale values (0 * inf).
-template <int D, int R>
+template <int D, int R, int NT = 256>
 __device__ __forceinline__ void load_tile(unsigned int tile, const unsigned short* src, i64 stride, i64 col0, int r0,
                                           int rowEnd, int tid) {
     constexpr int CH = D / 8; // 16-byte chunks a row
 
-    for (int c = tid; c < R * CH; c += 256) {
+    for (int c = tid; c < R * CH; c += NT) {
         const int r = c / CH, ch = c % CH, i = r0 + r;
         const bool ok = i < rowEnd;
         const unsigned int dst = tile + (unsigned int)((ch >> 3) * (R * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
@@ -1435,6 +1435,12 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #ifndef HOP_BWD_DQT
 #define HOP_BWD_DQT 0
 #endif
+#ifndef HOP_BWD_WG1
+#define HOP_BWD_WG1 0
+#endif
+#if HOP_BWD_WG1 && !HOP_BWD_OVL
+#error "HOP_BWD_WG1 needs HOP_BWD_OVL"
+#endif
 #if HOP_BWD_DQT && !HOP_BWD_OVL
 #error "HOP_BWD_DQT needs HOP_BWD_OVL"
 #endif
@@ -1442,6 +1448,28 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #error "HOP_BWD_OVL does not combine with HOP_BWD_Q128, _DQ_BULK, _DQ_XCHG, _DK_SS, _STS, _DKV_WAIT or _RED_V4"
 #endif
 #if HOP_BWD_OVL
+
+// wgmma_ss_n128_bt_z: d[0..64) = (accum ? d : 0) + A B, A (64 x 16) K-major and
+// B (16 x 128) N-major (two 64-column panels, the descriptor's leading byte
+// offset apart), both in shared memory: dQ = dS K over all 128 columns (HOP_BWD_WG1).
+__device__ __forceinline__ void wgmma_ss_n128_bt_z(float* d, unsigned long long da, unsigned long long db, int accum) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, p, 1, 1, 0, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(accum));
+}
 
 template <int N>
 __device__ __forceinline__ void wgmma_wait_n() {
@@ -1498,15 +1526,21 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
                                                    const float* lse, const float* delta, const int* starts,
                                                    int nseq, int T, int H, int KVH, float scale, int window,
                                                    float softcap) {
-    constexpr int BN = HOP_BM, BQ = HOP_BT;
+    // HOP_BWD_WG1: one warpgroup (64 keys) a block; dQ over its own keys and all D columns.
+    constexpr int NWG = HOP_BWD_WG1 ? 1 : 2, NT = 128 * NWG;
+    constexpr int BN = 64 * NWG, BQ = HOP_BT;
     constexpr unsigned int KBYTES = BN * D * 2, QBYTES = BQ * D * 2, DSBYTES = BQ * BN * 2;
-    constexpr bool splitN = D == 128;
+    constexpr bool splitN = D == 128 && NWG == 2;
+    constexpr int DQN = splitN ? 64 : D; // dQ columns a warpgroup computes
+    // dQ through the tiled accumulator (not at D = 128 with one warpgroup:
+    // its staging would keep two blocks from sharing an SM).
+    constexpr bool dqt = HOP_BWD_DQT && !(NWG == 1 && D == 128);
     extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
     const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
     const unsigned int Ks = base, Vs = base + KBYTES, Qs = Vs + KBYTES, dOs = Qs + 2 * QBYTES;
     const unsigned int dSs = dOs + 2 * QBYTES;
     const unsigned int lseS = dSs + DSBYTES, deltaS = lseS + 2 * BQ * 4;
-    const unsigned int dQst = deltaS + 2 * BQ * 4; // HOP_BWD_DQT staging, 64 KB
+    const unsigned int dQst = deltaS + 2 * BQ * 4; // HOP_BWD_DQT staging, 64 KB (WG1: 32 KB)
     const int kvh = blockIdx.x, group = H / KVH;
     const int j0 = blockIdx.y * BN;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, g = lane >> 2, t = lane & 3;
@@ -1518,8 +1552,8 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
     const int nTiles = nQT * group;
     auto load_q = [&](int nb, int it) {
         const int hq = kvh * group + it / nQT, qt = j0 + (it % nQT) * BQ;
-        load_tile<D, BQ>(Qs + nb * QBYTES, q, qStride, (i64)hq * D, qt, qEnd, tid);
-        load_tile<D, BQ>(dOs + nb * QBYTES, dout, qStride, (i64)hq * D, qt, qEnd, tid);
+        load_tile<D, BQ, NT>(Qs + nb * QBYTES, q, qStride, (i64)hq * D, qt, qEnd, tid);
+        load_tile<D, BQ, NT>(dOs + nb * QBYTES, dout, qStride, (i64)hq * D, qt, qEnd, tid);
         if (tid < 2 * BQ) {
             const int c = tid & (BQ - 1), i = qt + c;
             const bool ok = i < qEnd;
@@ -1528,8 +1562,8 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
             cp_async4(dst, ok ? src + (i64)hq * T + i : src, ok);
         }
     };
-    load_tile<D, BN>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
-    load_tile<D, BN>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
+    load_tile<D, BN, NT>(Ks, k, kvStride, (i64)kvh * D, j0, T, tid);
+    load_tile<D, BN, NT>(Vs, v, kvStride, (i64)kvh * D, j0, T, tid);
     if (nTiles > 0) load_q(0, 0);
     cp_async_commit();
 
@@ -1540,7 +1574,7 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
     const int wgKeyLast = min(wgKey0 + 63, T - 1);
     const int wgMinEnd = wgKey0 < T ? end_query(starts, nseq, wgKey0, window) : 0;
     const int maxEnd0 = end_query(starts, nseq, min(j0 + 63, T - 1), window);
-    const int maxEnd1 = j0 + 64 < T ? end_query(starts, nseq, min(j0 + 127, T - 1), window) : 0;
+    const int maxEnd1 = NWG == 2 && j0 + 64 < T ? end_query(starts, nseq, min(j0 + 127, T - 1), window) : 0;
     const float sl2 = CAP ? LOG2E : scale * LOG2E;
     const unsigned int kRows = Ks + 64 * wg * 128, vRows = Vs + 64 * wg * 128;
     const int si = lane >> 3, sj = lane & 7;
@@ -1548,7 +1582,7 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
 #if HOP_BWD_DQT
     const int nRT = (T + 63) / 64;
     // This lane's float4 in its warp's staging slot 0 ([slot][warpgroup][warp]
-    // of 4 KB: slot 1 is 32 KB on).
+    // of 4 KB: slot 1 is 32 KB on, WG1 16 KB).
     const unsigned int stg = dQst + (unsigned int)wg * 16384u + (unsigned int)(warp & 3) * 4096u + (unsigned int)lane * 16u;
     int nred = 0;
 #endif
@@ -1687,7 +1721,7 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
 #if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
         // The staging slot this warp fills below was last read by its
         // reduction two tiles ago; lane 0 waits for that before the barrier.
-        if (lane == 0) dqt_wait_read1();
+        if (dqt && lane == 0) dqt_wait_read1();
 #endif
         if (splitN) {
             bar_sync_n(1, 256);
@@ -1695,7 +1729,7 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
             bar_sync_n(1 + wg, 128);
         }
 
-        float dQ[8][4];
+        float dQ[DQN / 8][4];
         wgmma_fence();
         if (splitN) {
             const unsigned int kp = Ks + wg * (BN * 128); // K's columns 64wg..64wg+63
@@ -1710,11 +1744,15 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
                     wgmma_ss_n64_bt_z(&dQ[0][0], OVL_DESC(dSs, BQ * 128 + (kc & 3) * 32, 16),
                                       OVL_DESC(kp, kc * 2048, BN * 128), live0 || kc > 4);
             }
-        } else {
+        } else if constexpr (DQN == 64) {
 #pragma unroll
             for (int kc = 0; kc < 4; kc++)
                 wgmma_ss_n64_bt_z(&dQ[0][0], OVL_DESC(dSs + wg * (BQ * 128), kc * 32, 16),
                                   OVL_DESC(kRows, kc * 2048, BN * 128), kc > 0);
+        } else { // WG1 at D = 128: all 128 columns (K's two panels, BN * 128 apart)
+#pragma unroll
+            for (int kc = 0; kc < 4; kc++)
+                wgmma_ss_n128_bt_z(&dQ[0][0], OVL_DESC(dSs, kc * 32, 16), OVL_DESC(kRows, kc * 2048, BN * 128), kc > 0);
         }
         wgmma_commit();
 #if HOP_BWD_OVL == 2
@@ -1728,12 +1766,12 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
         wgmma_wait_n<0>();
         hold_regs<D / 2>(&dK[0][0]);
 #endif
-        hold_regs<32>(&dQ[0][0]);
+        hold_regs<DQN / 2>(&dQ[0][0]);
         hold_regs<D / 2>(&dV[0][0]);
 
 #if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
-        {
-            const unsigned int slot = stg + (unsigned int)(nred & 1) * 32768u;
+        if constexpr (dqt) {
+            const unsigned int slot = stg + (unsigned int)(nred & 1) * (NWG * 16384u);
 #pragma unroll
             for (int dn = 0; dn < 8; dn++) st_shared_f32x4(slot + dn * 512, dQ[dn][0], dQ[dn][1], dQ[dn][2], dQ[dn][3]);
             fence_async_smem();
@@ -1745,25 +1783,24 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
             }
             nred++;
         }
-#else
-        {
+#endif
+        if constexpr (!dqt) {
             float* acc = dqAcc + (i64)hq * D + (splitN ? 64 * wg : 0);
             const int qrA = qt + 16 * (warp & 3) + g, qrB = qrA + 8;
 #pragma unroll
-            for (int dn = 0; dn < 8; dn++) {
+            for (int dn = 0; dn < DQN / 8; dn++) {
                 const int c = dn * 8 + 2 * t;
                 if (qrA < qEnd) red_add2(acc + (i64)qrA * qStride + c, dQ[dn][0], dQ[dn][1]);
                 if (qrB < qEnd) red_add2(acc + (i64)qrB * qStride + c, dQ[dn][2], dQ[dn][3]);
             }
         }
-#endif
 #if HOP_BWD_OVL == 2
         wgmma_wait_n<0>();
         hold_regs<D / 2>(&dK[0][0]);
 #endif
     }
 #if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
-    if (lane == 0) dqt_wait_all();
+    if (dqt && lane == 0) dqt_wait_all();
 #endif
     cp_async_wait_all();
     store_rows<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, t);

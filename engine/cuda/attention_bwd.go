@@ -160,11 +160,39 @@ func attnHopperFusedSmem(d int) int {
 	if d == 64 && nvrtcDefined(attnBwdQ128Define) {
 		bq = 2 * attnHopperTile
 	}
+	if nvrtcDefined(attnBwdWG1Define) {
+		// One warpgroup: 64 keys, one dS panel, one warpgroup's staging.
+		head := 1024 + 2*(2*attnHopperTile+4*bq)*d + bq*attnHopperTile*2 + 2*2*bq*4
+		if attnFusedDQTiled(d) {
+			return head + attnDQTStaging/2
+		}
+		return head
+	}
 	head := 1024 + 2*(2*attnHopperRows+4*bq)*d + 2*bq*attnHopperRows + 2*2*bq*4
 	if nvrtcDefined(attnBwdDQTDefine) {
 		return head + attnDQTStaging
 	}
 	return head + 2*bq*attnDQRow + 2*16*128*4
+}
+
+// attnBwdWG1Define (with HOP_BWD_OVL=1 or 2) gives the fused backward one
+// warpgroup and 64 keys a block (128 threads, twice the blocks), so that
+// two blocks share an SM; dQ over the block's 64 keys and all D columns.
+const attnBwdWG1Define = "HOP_BWD_WG1=1"
+
+// attnFusedDQTiled reports whether the fused backward at head dim d adds dq
+// into the tiled accumulator (HOP_BWD_DQT; not with HOP_BWD_WG1 at d128,
+// whose staging would not leave room for two blocks an SM).
+func attnFusedDQTiled(d int) bool {
+	return nvrtcDefined(attnBwdDQTDefine) && !(d == 128 && nvrtcDefined(attnBwdWG1Define))
+}
+
+// attnFusedBlock returns the fused backward's threads and keys a block.
+func attnFusedBlock() (threads, keys int) {
+	if nvrtcDefined(attnBwdWG1Define) {
+		return 128, attnHopperTile
+	}
+	return 256, attnHopperRows
 }
 
 // attnBwdDQTDefine (with HOP_BWD_OVL=1 or 2) makes the fused backward add
@@ -180,7 +208,7 @@ const attnDQTStaging = 2 * 2 * 4 * 4096
 // accumulator in floats: T*H*D, or with HOP_BWD_DQT its tiled layout, whose
 // row tiles of 64 pad T to a multiple of 64.
 func attnFusedAccFloats(T, H, D int) int64 {
-	if nvrtcDefined(attnBwdDQTDefine) {
+	if attnFusedDQTiled(D) {
 		return int64((T+63)/64*64) * int64(H) * int64(D)
 	}
 	return int64(T) * int64(H) * int64(D)
@@ -206,12 +234,20 @@ func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *T
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	n := int64(T) * int64(H) * int64(D)
 	grid := func(items int64) dim3 { return dim3{int(min((items+255)/256, int64(b.smCount)*16)), 1, 1} }
-	tiled := nvrtcDefined(attnBwdDQTDefine)
+	tiled := attnFusedDQTiled(D)
 	if err := b.launch(op, attnHopperFile, "attention_dq_zero_hopper", grid(attnFusedAccFloats(T, H, D)/4), dim3{256, 1, 1}, 0, acc, attnFusedAccFloats(T, H, D)); err != nil {
 		return err
 	}
-	blocks := (T + attnHopperRows - 1) / attnHopperRows
-	if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D), dim3{KVH, blocks, 1}, dim3{256, 1, 1}, attnHopperFusedSmem(D),
+	threads, keys := attnFusedBlock()
+	blocks := (T + keys - 1) / keys
+	if threads == 128 {
+		// HOP_BWD_WG1 is meant to run two blocks an SM, which needs the
+		// largest shared-memory carveout.
+		if err := b.preferMaxSmem(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D)); err != nil {
+			return err
+		}
+	}
+	if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D), dim3{KVH, blocks, 1}, dim3{threads, 1, 1}, attnHopperFusedSmem(D),
 		acc, dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
 		g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), scale, int32(window), softcap); err != nil {
 		return err
@@ -222,4 +258,22 @@ func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *T
 			dqt.ptr(), dt(dqt), acc, int32(T), int32(H), int32(D), scale)
 	}
 	return b.launch(op, attnHopperFile, "attention_dq_convert_hopper", grid(n), dim3{256, 1, 1}, 0, dqt.ptr(), dt(dqt), acc, n, scale)
+}
+
+// preferMaxSmem asks the driver for the largest shared-memory carveout for
+// kernel name of file (once per loaded function), so that as many blocks
+// share an SM as their shared memory allows.
+func (b *Backend) preferMaxSmem(op, file, name string) error {
+	f, err := b.function(file, name)
+	if err != nil {
+		return withOp(op, err)
+	}
+	if f.carveout {
+		return nil
+	}
+	if err := b.drv.call("cuFuncSetAttribute", b.drv.cuFuncSetAttribute, f.handle, funcAttrPreferredCarveout, uintptr(100)); err != nil {
+		return withOp(fmt.Sprintf("%s: kernel %s: shared-memory carveout", op, name), err)
+	}
+	f.carveout = true
+	return nil
 }

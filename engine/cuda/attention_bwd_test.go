@@ -234,7 +234,6 @@ func TestFusedBackwardLayout(t *testing.T) {
 	for _, rule := range []string{
 		"const unsigned int dQst = deltaS + 2 * BQ * 4; // HOP_BWD_DQT staging, 64 KB",
 		"stg = dQst + (unsigned int)wg * 16384u + (unsigned int)(warp & 3) * 4096u + (unsigned int)lane * 16u;",
-		"const unsigned int slot = stg + (unsigned int)(nred & 1) * 32768u;",
 		"const int nRT = (T + 63) / 64;",
 	} {
 		if !strings.Contains(src, rule) {
@@ -252,6 +251,30 @@ func TestFusedBackwardLayout(t *testing.T) {
 	}
 	if got, want := attnFusedAccFloats(100, 3, 128), int64(128*3*128); got != want {
 		t.Errorf("with %s attnFusedAccFloats(100, 3, 128) = %d, want %d", attnBwdDQTDefine, got, want)
+	}
+	// HOP_BWD_WG1: 64 keys and 128 threads a block, one dS panel and one
+	// warpgroup's staging (none at d128, whose dq then goes by red.global),
+	// small enough for two blocks an SM (2 x (size + 1 KB) <= 228 KB).
+	for _, rule := range []string{
+		"constexpr int NWG = HOP_BWD_WG1 ? 1 : 2, NT = 128 * NWG;", "constexpr int BN = 64 * NWG, BQ = HOP_BT;",
+		"constexpr bool dqt = HOP_BWD_DQT && !(NWG == 1 && D == 128);",
+		"const unsigned int slot = stg + (unsigned int)(nred & 1) * (NWG * 16384u);",
+	} {
+		if !strings.Contains(src, rule) {
+			t.Errorf("kernels/%s no longer says %q: update attnHopperFusedSmem or attnFusedBlock", attnHopperFile, rule)
+		}
+	}
+	t.Setenv("WHET_NVRTC_DEFINES", "HOP_BWD_FUSED=1,HOP_BWD_OVL=2,"+attnBwdDQTDefine+","+attnBwdWG1Define)
+	for d, want := range map[int]int{64: 1024 + 2*384*64 + 8192 + 1024 + 32768, 128: 1024 + 2*384*128 + 8192 + 1024} {
+		if got := attnHopperFusedSmem(d); got != want || 2*(got+1024) > 228*1024 {
+			t.Errorf("with %s attnHopperFusedSmem(%d) = %d, want %d (two blocks an SM)", attnBwdWG1Define, d, got, want)
+		}
+	}
+	if threads, keys := attnFusedBlock(); threads != 128 || keys != 64 {
+		t.Errorf("with %s attnFusedBlock() = %d threads, %d keys; want 128, 64", attnBwdWG1Define, threads, keys)
+	}
+	if !attnFusedDQTiled(64) || attnFusedDQTiled(128) || attnFusedAccFloats(100, 3, 128) != 100*3*128 {
+		t.Errorf("with %s and %s: dq tiled at d64 only", attnBwdWG1Define, attnBwdDQTDefine)
 	}
 	declared := kernels.Declared(src)
 	for _, k := range []string{"attention_backward_fused_hopper_d64", "attention_backward_fused_hopper_d128", "attention_dq_zero_hopper", "attention_dq_convert_hopper", "attention_dq_convert_tiled_hopper"} {
@@ -393,6 +416,8 @@ var fusedCompileVariants = []struct {
 	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_DQT=1", false},
 	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_DQT=1,HOP_BWD_DESC=1", false},
 	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1,HOP_BWD_DESC=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_RED_V2=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1", false},
 }
 
 // fusedCompileSets returns the define sets TestHopperAttentionFusedCompiles

@@ -172,9 +172,10 @@ type Backend struct {
 
 // function is a loaded kernel and the dynamic shared memory it was opened to.
 type function struct {
-	name    string
-	handle  uintptr
-	smemMax int
+	name     string
+	handle   uintptr
+	smemMax  int
+	carveout bool // the preferred shared-memory carveout was set to the maximum (preferMaxSmem)
 }
 
 // allocation is one cuMemAlloc; tensors and their views point at it.

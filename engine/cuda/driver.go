@@ -205,6 +205,7 @@ const (
 	attrComputeCapabilityMinor   = 76
 	attrMaxSharedPerBlockOptin   = 97
 	funcAttrMaxDynamicSharedSize = 8 // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+	funcAttrPreferredCarveout    = 9 // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT (percent)
 	funcAttrNumRegs              = 4 // CU_FUNC_ATTRIBUTE_NUM_REGS
 	funcAttrMaxThreadsPerBlock   = 0 // CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
 )

@@ -6,7 +6,9 @@
 # staged in shared memory and added by one bulk reduction), against the
 # default fused backward (WHET_ATTN_BWD_FUSED=1 = HOP_BWD_FUSED=1,
 # HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1) and the split kernels; HOP_BWD_DESC=1
-# builds each wgmma descriptor as a base descriptor plus an offset. Runs from the
+# builds each wgmma descriptor as a base descriptor plus an offset;
+# HOP_BWD_WG1=1 makes blocks of one warpgroup (64 keys, 128 threads) so
+# that two share an SM (d128 then adds dq by red.global). Runs from the
 # repo root on an H100/H200; writes only under $OUT/attn-bwd2. Read
 # summary.txt first (tools/gpu/README.md). Order: compile (ptxas -v per
 # variant in the background), correctness per variant, benchmarks.
@@ -20,7 +22,9 @@ o2:$F,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1
 o1t:$F,HOP_BWD_OVL=1,HOP_BWD_DQT=1
 o2t:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1
 o2td:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1,HOP_BWD_DESC=1
-o2d:$F,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1,HOP_BWD_DESC=1"
+o2d:$F,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1,HOP_BWD_DESC=1
+w2:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_RED_V2=1
+w2td:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1"
 NV=$(printf '%s\n' "$VARS" | wc -l)
 
 # 1. NVRTC for sm_90a of each variant's define set, one process each, in
