@@ -1428,7 +1428,10 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 // a staging slot of shared memory (st.shared.v4, two slots a warp, used in
 // turn) and its lane 0 adds the 4 KB with one bulk reduction (add.f32);
 // attention_dq_convert_tiled_hopper then writes dq. No other define of the
-// fused backward combines with these two.
+// fused backward combines with these. HOP_BWD_LATEDV=1: FlashAttention 3's
+// exact order, dS computed (wait_group 0) before dV is issued, which keeps
+// fewer registers live (P's packed copy not beside P, dP and dS).
+// HOP_BWD_WG1=1: blocks of one warpgroup (64 keys), see attn_bwd_fused_ovl.
 #ifndef HOP_BWD_OVL
 #define HOP_BWD_OVL 0
 #endif
@@ -1437,6 +1440,9 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #endif
 #ifndef HOP_BWD_WG1
 #define HOP_BWD_WG1 0
+#endif
+#ifndef HOP_BWD_LATEDV
+#define HOP_BWD_LATEDV 0
 #endif
 #if HOP_BWD_WG1 && !HOP_BWD_OVL
 #error "HOP_BWD_WG1 needs HOP_BWD_OVL"
@@ -1510,6 +1516,21 @@ __device__ __forceinline__ void syncwarp_all() { asm volatile("bar.warp.sync 0xf
 #else
 #define OVL_DESC(base, off, lbo) smem_desc((base) + (off), (lbo))
 #endif
+
+// ovl_ds: dS = P (dP - delta) in place of dP (no soft-cap), P in s, this
+// thread's delta pairs at shared address deltaB + nt * 32.
+template <int BQ>
+__device__ __forceinline__ void ovl_ds(float (*s)[4], float (*dp)[4], unsigned int deltaB) {
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; nt++) {
+        float dx, dy;
+        ld_shared_f32x2(deltaB + nt * 32, dx, dy);
+        dp[nt][0] = s[nt][0] * (dp[nt][0] - dx);
+        dp[nt][1] = s[nt][1] * (dp[nt][1] - dy);
+        dp[nt][2] = s[nt][2] * (dp[nt][2] - dx);
+        dp[nt][3] = s[nt][3] * (dp[nt][3] - dy);
+    }
+}
 
 __device__ __forceinline__ void st_shared_f32x4(unsigned int addr, float a, float b, float c, float d) {
     asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
@@ -1674,6 +1695,13 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
                     s[nt][3] = exp2_approx(fmaf(s[nt][3], sl2, ny));
                 }
             }
+#if HOP_BWD_LATEDV
+            if constexpr (!CAP) {
+                wgmma_wait_n<0>(); // dP^T done
+                hold_regs<BQ / 2>(&dp[0][0]);
+                ovl_ds<BQ>(s, dp, deltaB);
+            }
+#endif
             unsigned int pa[BQ / 16][4];
 #pragma unroll
             for (int kc = 0; kc < BQ / 16; kc++) {
@@ -1687,19 +1715,13 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
 #pragma unroll
             for (int kc = 0; kc < BQ / 16; kc++) wgmma_rs_d<D>(&dV[0][0], pa[kc], OVL_DESC(dOb, kc * 2048, BQ * 128));
             wgmma_commit();
+#if !HOP_BWD_LATEDV
             if constexpr (!CAP) {
                 wgmma_wait_n<1>(); // dP^T done; dV may run on
                 hold_regs<BQ / 2>(&dp[0][0]);
-#pragma unroll
-                for (int nt = 0; nt < BQ / 8; nt++) {
-                    float dx, dy;
-                    ld_shared_f32x2(deltaB + nt * 32, dx, dy);
-                    dp[nt][0] = s[nt][0] * (dp[nt][0] - dx);
-                    dp[nt][1] = s[nt][1] * (dp[nt][1] - dy);
-                    dp[nt][2] = s[nt][2] * (dp[nt][2] - dx);
-                    dp[nt][3] = s[nt][3] * (dp[nt][3] - dy);
-                }
+                ovl_ds<BQ>(s, dp, deltaB);
             }
+#endif
 #pragma unroll
             for (int kc = 0; kc < BQ / 16; kc++) {
                 da[kc][0] = pack_bf16(dp[2 * kc][0], dp[2 * kc][1]);
