@@ -630,6 +630,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	// fp32 dq accumulator, after delta in the same scratch.
 	hopper := b.useHopperAttention(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot)
 	fused := hopper && b.useFusedBackward()
+	if hopper {
+		b.attnBwdHopperRuns++
+	}
 	deltaBytes := int64(H) * int64(T) * 4
 	scratch := deltaBytes
 	if fused {

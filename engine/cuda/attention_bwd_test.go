@@ -64,7 +64,7 @@ func (f *fusedBackends) check(t *testing.T) {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	asked, runs := false, 0
+	asked, runs, hopperRuns := false, 0, 0
 	for _, b := range f.made {
 		if fusedBackwardExpected(b, engine.BF16, 64) {
 			asked = true
@@ -73,8 +73,13 @@ func (f *fusedBackends) check(t *testing.T) {
 			}
 		}
 		runs += b.attnBwdFusedRuns
+		hopperRuns += b.attnBwdHopperRuns
 	}
 	switch {
+	case asked && hopperRuns == 0:
+		// A -run filter that leaves out the attention cases (the GPU batches
+		// run the suite for one op at a time): nothing to hold the switch to.
+		t.Logf("no attention backward of the suite took the Hopper kernels; the fused backward's use is not checked")
 	case asked && runs == 0:
 		t.Errorf("the fused Hopper backward was asked for (%s) but no attention backward of the suite ran it", AttnBwdFusedDefine)
 	case asked:

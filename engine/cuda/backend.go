@@ -113,6 +113,7 @@ type Backend struct {
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
 	attnBwdFused          bool      // AttnBwdFusedDefine in nvrtcDefines (the default; AttnBwdFusedEnv=0 drops it): the fused Hopper backward is compiled and asked for
 	attnBwdFusedRuns      int       // fused Hopper backwards launched (for tests)
+	attnBwdHopperRuns     int       // attention backwards that took the Hopper kernels, fused or split (for tests)
 	deterministic         bool      // Options.Deterministic, DeterministicEnv or SetDeterministic
 	prof                  *profiler // nil unless profiling
 	tuner                 *profiler // CUDA events for timing GEMM candidates; nil unless tuning (gemmtune.go)

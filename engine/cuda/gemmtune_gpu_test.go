@@ -102,13 +102,18 @@ func TestGEMMTuneMatchesReference(t *testing.T) {
 				for j := range c.n {
 					var s float64
 					for k := range c.k {
-						x := at(av, ac, i, k)
+						// Index the stored layout only: op(a)[i][k] is a[k][i] when
+						// transposed, and the other order would read past the end.
+						var x, y float64
 						if c.transA {
 							x = at(av, ac, k, i)
+						} else {
+							x = at(av, ac, i, k)
 						}
-						y := at(bv, bc, k, j)
 						if c.transB {
 							y = at(bv, bc, j, k)
+						} else {
+							y = at(bv, bc, k, j)
 						}
 						s += x * y
 					}
