@@ -25,6 +25,10 @@ var workerExecutable = os.Executable
 // worker goes on regardless.
 var workerReadyTimeout = 10 * time.Minute
 
+// workerFailureLines is how much of a worker's log the error of a worker
+// that ended before serving its socket quotes.
+const workerFailureLines = 8
+
 // startDetached starts the run in a worker process in a session of its
 // own (no controlling terminal, so no SIGHUP when the terminal goes; the
 // worker ignores SIGHUP too), with its output in the run folder's
@@ -50,7 +54,7 @@ func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backen
 		return fmt.Errorf("worker log: %w", err)
 	}
 	defer logFile.Close()
-	fmt.Fprintf(logFile, "--- worker started %s\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(logFile, "%s%s\n", worker.SessionMarker, time.Now().UTC().Format(time.RFC3339))
 	exe, err := workerExecutable()
 	if err != nil {
 		return fmt.Errorf("find the whet binary to start a worker: %w", err)
@@ -82,12 +86,19 @@ func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backen
 	for {
 		select {
 		case err := <-exited:
-			// Done already (a tiny run), or failed to start: its log says.
-			if st, serr := rd.ReadStatus(); serr == nil && (st.State == "done" || st.State == "stopped") {
-				fmt.Fprintf(stdout, "run %s finished (%s at step %d)\n", cfg.Name, st.State, st.Step)
+			// Done already (a tiny run), or failed to start: its exit
+			// status says which. The run folder's status cannot: a
+			// worker that refused to resume a stopped run leaves that
+			// run's "stopped" there, which read as this run finishing.
+			if err == nil {
+				if st, serr := rd.ReadStatus(); serr == nil {
+					fmt.Fprintf(stdout, "run %s finished (%s at step %d)\n", cfg.Name, st.State, st.Step)
+				} else {
+					fmt.Fprintf(stdout, "run %s finished\n", cfg.Name)
+				}
 				return nil
 			}
-			return fmt.Errorf("the worker for run %s ended (%v): %s", cfg.Name, err, worker.LastLogLine(logPath))
+			return fmt.Errorf("the worker for run %s ended (%v):\n%s", cfg.Name, err, worker.LastSessionLines(logPath, workerFailureLines))
 		case <-ctx.Done():
 			fmt.Fprintf(stdout, "the worker goes on; follow it with: whet attach %s\n", cfg.Name)
 			return nil

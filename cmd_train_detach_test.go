@@ -262,3 +262,39 @@ func TestKilledWorkerIsCrashedAndResumes(t *testing.T) {
 func killPID(pid int) { syscall.Kill(pid, syscall.SIGKILL) }
 
 func selfPID() int { return os.Getpid() }
+
+// A worker that refuses to start (here: resuming a finished run with
+// another learning rate) is an error that quotes its reasons, every line
+// of them, not "run finished": the run folder's status, left by the run
+// before, said done, which read as this worker finishing at once (the
+// studio then showed the old run's summary and nothing of the refusal).
+func TestDetachedWorkerRefusalIsAnError(t *testing.T) {
+	cfgPath, rd := detachRunFile(t, "refused")
+	body, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := strings.Replace(string(body), "max_steps: 1000000", "max_steps: 2", 1)
+	if err := os.WriteFile(cfgPath, []byte(short), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCLI(t, "train", "-c", cfgPath); code != 0 {
+		t.Fatalf("the first run: exit %d: %s", code, errs)
+	}
+	if st, err := rd.ReadStatus(); err != nil || st.State != "done" {
+		t.Fatalf("the first run's status: %+v, %v", st, err)
+	}
+	other := strings.Replace(short, "lr: 0.001", "lr: 0.002", 1)
+	if err := os.WriteFile(cfgPath, []byte(other), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI(t, "train", "-c", cfgPath, "--detach")
+	if code != 1 || strings.Contains(out, "finished") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1 and no 'finished'", code, out, errs)
+	}
+	for _, want := range []string{"the worker for run refused ended (exit status 1):", "train.lr: 0.001 → 0.002", "--resume-anyway"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package tui_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -615,5 +617,58 @@ func TestDashboardSaysWhenNoSamplesCome(t *testing.T) {
 		if got := strings.Contains(s, "samples appear here"); got != prompts {
 			t.Errorf("sample prompts %v: promises samples %v:\n%s", prompts, got, s)
 		}
+	}
+}
+
+// resumeRefusingEngine refuses to start a run as the engine refuses to
+// resume a run folder whose checkpoints were made with other settings,
+// unless the config says resume anyway.
+type resumeRefusingEngine struct{ *fake.Engine }
+
+func (e resumeRefusingEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
+	if !cfg.ResumeAnyway {
+		return nil, nil, errors.New("the worker for run " + cfg.Name + " ended (exit status 1):\n" +
+			"whet train: run folder runs/" + cfg.Name + " has checkpoints made with other inputs, so resuming would mix two runs:\n" +
+			"  train.epochs: 400 → 1\n  train.lr: 0.003 → 0.0002\n" +
+			"put them back, give this run another name to start afresh, or resume anyway (whet train --resume-anyway)")
+	}
+	return e.Engine.Start(ctx, cfg)
+}
+
+// A start refused because the run's checkpoints were made with other
+// settings shows every line of the reason under the YAML (which gives up
+// the room; the reason was cut to its first line) and offers a to resume
+// anyway, which starts the run with ResumeAnyway. Coming back to the
+// review page forgets it. Before, the studio had no way to resume anyway.
+func TestReviewOffersResumeAnyway(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			eng := resumeRefusingEngine{&fake.Engine{Script: scriptSteps(200)}}
+			d := newDriver(t, testOptions(eng), sz.w, sz.h)
+			startDefaultRun(t, d)
+			d.waitScreen("could not start")
+			s := d.screen()
+			for _, want := range []string{"train.lr: 0.003 → 0.0002", "(whet train --resume-anyway)", "a resumes from those checkpoints anyway", "a resume anyway"} {
+				if !strings.Contains(s, want) {
+					t.Errorf("the review page lacks %q:\n%s", want, s)
+				}
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("review_resume_anyway_%dx%d", sz.w, sz.h), d.view())
+			d.keys("esc") // back to the fit page and again: forgotten
+			d.waitScreen("Fits:")
+			d.keys("enter")
+			if d.m.Config().ResumeAnyway {
+				t.Errorf("ResumeAnyway set before a was pressed")
+			}
+			d.keys("enter")
+			d.waitScreen("could not start")
+			d.keys("a")
+			d.waitScreen("step 1")
+			started := eng.Started()
+			if len(started) != 1 || !started[0].ResumeAnyway {
+				t.Errorf("started %d runs (%+v), want one with ResumeAnyway", len(started), started)
+			}
+		})
 	}
 }

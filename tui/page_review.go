@@ -48,6 +48,7 @@ func (p *reviewPage) title() string { return "review" }
 
 func (p *reviewPage) enter() tea.Cmd {
 	p.offset, p.startErr, p.starting = 0, "", false
+	p.cfg.ResumeAnyway = false // only ever for the start that asked for it
 	p.text, p.err = "", ""
 	t, err := marshalConfig(*p.cfg)
 	if err != nil {
@@ -88,10 +89,25 @@ func (p *reviewPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		p.offset = min(p.offset+p.boxHeight(), maxOff)
 	case "enter":
 		return nil, next
+	case "a":
+		if p.canResumeAnyway() {
+			// The run folder's checkpoints were made with other
+			// settings: go on from them anyway, as whet train
+			// --resume-anyway does.
+			p.cfg.ResumeAnyway = true
+			return nil, next
+		}
 	case "esc":
 		return nil, back
 	}
 	return nil, stay
+}
+
+// canResumeAnyway reports whether the start was refused because the run's
+// checkpoints were made with other data, model or settings, which a = resume
+// anyway overrides.
+func (p *reviewPage) canResumeAnyway() bool {
+	return !p.starting && strings.Contains(p.startErr, "--resume-anyway")
 }
 
 func (p *reviewPage) setSize(w, h int) { p.w, p.h = w, h }
@@ -99,6 +115,9 @@ func (p *reviewPage) setSize(w, h int) { p.w, p.h = w, h }
 func (p *reviewPage) typing() bool { return false }
 
 func (p *reviewPage) help() []key.Binding {
+	if p.canResumeAnyway() {
+		return []key.Binding{bind("a", "resume anyway"), bind("↑/↓", "scroll"), p.keys.Back}
+	}
 	return []key.Binding{bind("enter", "start"), bind("↑/↓", "scroll"), p.keys.Back}
 }
 
@@ -115,8 +134,22 @@ func (p *reviewPage) view() string {
 		b.WriteString(st.Bad.Render(p.err))
 		return b.String()
 	}
+	// The line under the YAML, which may take several (a refused start
+	// says why over a few): the YAML gives up the room it needs.
+	var foot string
+	switch {
+	case p.starting:
+		foot = st.Muted.Render("starting…")
+	case p.startErr != "":
+		foot = st.Bad.Render(wrap("✗ could not start: "+printable(p.startErr), p.w))
+		if p.canResumeAnyway() {
+			foot += "\n" + st.Accent.Render("a resumes from those checkpoints anyway; esc goes back to change the run")
+		}
+	default:
+		foot = st.Good.Render("enter starts training") + st.Muted.Render(" · whet train -c with this file reruns it headless")
+	}
 	lines := p.lines()
-	h := p.boxHeight()
+	h := max(p.boxHeight()-strings.Count(foot, "\n"), 3)
 	end := min(p.offset+h, len(lines))
 	shown := make([]string, 0, h)
 	for _, l := range lines[p.offset:end] {
@@ -128,14 +161,7 @@ func (p *reviewPage) view() string {
 	}
 	b.WriteString(fitBlock(strings.Join(shown, "\n"), p.w-2, h) + "\n")
 	b.WriteString(st.Muted.Render(fmt.Sprintf("lines %d–%d of %d%s", p.offset+1, end, len(lines), more)) + "\n")
-	switch {
-	case p.starting:
-		b.WriteString(st.Muted.Render("starting…"))
-	case p.startErr != "":
-		b.WriteString(st.Bad.Render(wrap("✗ could not start: "+printable(p.startErr), p.w)))
-	default:
-		b.WriteString(st.Good.Render("enter starts training") + st.Muted.Render(" · whet train -c with this file reruns it headless"))
-	}
+	b.WriteString(foot)
 	return b.String()
 }
 

@@ -279,3 +279,36 @@ func LastLogLine(path string) string {
 	}
 	return last
 }
+
+// SessionMarker begins each worker's part of a run's worker.log (a run
+// resumed several times has one per worker).
+const SessionMarker = "--- worker started "
+
+// LastSessionLines are the last n lines that say something of the newest
+// worker's part of its log (after the last SessionMarker): a worker that
+// refused to start says why over several lines (a resume with other
+// settings lists each change), which LastLogLine would cut to its last.
+func LastSessionLines(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "no worker log: " + err.Error()
+	}
+	if i := bytes.LastIndex(data, []byte(SessionMarker)); i >= 0 {
+		data = data[i:]
+		if j := bytes.IndexByte(data, '\n'); j >= 0 {
+			data = data[j+1:]
+		} else {
+			data = nil
+		}
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.TrimSpace(l) != "" {
+			lines = append(lines, strings.TrimRight(l, " \r"))
+		}
+	}
+	if len(lines) == 0 {
+		return "the worker wrote nothing to " + path
+	}
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -262,5 +263,28 @@ func TestLateViewerGetsTheLog(t *testing.T) {
 	s.Broadcast(engine.StepEvent{Step: 2, Loss: 1})
 	if ev := <-c.Events; ev.(engine.StepEvent).Step != 2 {
 		t.Fatalf("after the backlog: %+v, want step 2", ev)
+	}
+}
+
+// LastSessionLines quotes the newest worker's part of the log (after the
+// last SessionMarker), its last n lines that say something.
+func TestLastSessionLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "worker.log")
+	log := SessionMarker + "2026-12-07T16:00:00Z\nstep 1\nold failure\n" +
+		SessionMarker + "2026-12-07T17:00:00Z\nwhet train: refused:\n  train.lr: 1 → 2\n\nput them back\n"
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := LastSessionLines(path, 8), "whet train: refused:\n  train.lr: 1 → 2\nput them back"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := LastSessionLines(path, 2), "  train.lr: 1 → 2\nput them back"; got != want {
+		t.Errorf("n=2: got %q, want %q", got, want)
+	}
+	if err := os.WriteFile(path, []byte(SessionMarker+"x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := LastSessionLines(path, 8); !strings.Contains(got, "wrote nothing") {
+		t.Errorf("empty session: %q", got)
 	}
 }
