@@ -2925,13 +2925,22 @@ extern "C" __global__ void attention_dq_convert_tiled_hopper(void* dq, int dqdt,
         const int rt = (int)(rest % nRT), hq = (int)(rest / nRT);
         const int row = rt * 64 + 16 * w + (l >> 2);
         const i64 col = (i64)hq * D + c * 64 + dn * 8 + 2 * (l & 3);
-        if (row < T) {
-            st(dq, dqdt, (i64)row * stride + col, x.x * scale);
-            st(dq, dqdt, (i64)row * stride + col + 1, x.y * scale);
-        }
-        if (row + 8 < T) {
-            st(dq, dqdt, (i64)(row + 8) * stride + col, x.z * scale);
-            st(dq, dqdt, (i64)(row + 8) * stride + col + 1, x.w * scale);
+        const i64 iA = (i64)row * stride + col, iB = iA + 8 * stride; // even: one 4-byte word of bf16 each
+        if (dqdt == DT_BF16) {
+            unsigned short* d = (unsigned short*)dq;
+            if (row < T)
+                *(unsigned int*)(d + iA) = f32_to_bf16(x.x * scale) | ((unsigned int)f32_to_bf16(x.y * scale) << 16);
+            if (row + 8 < T)
+                *(unsigned int*)(d + iB) = f32_to_bf16(x.z * scale) | ((unsigned int)f32_to_bf16(x.w * scale) << 16);
+        } else {
+            if (row < T) {
+                st(dq, dqdt, iA, x.x * scale);
+                st(dq, dqdt, iA + 1, x.y * scale);
+            }
+            if (row + 8 < T) {
+                st(dq, dqdt, iB, x.z * scale);
+                st(dq, dqdt, iB + 1, x.w * scale);
+            }
         }
     }
 }

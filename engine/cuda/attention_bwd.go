@@ -240,6 +240,9 @@ func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *T
 	}
 	threads, keys := attnFusedBlock()
 	blocks := (T + keys - 1) / keys
+	if blocks > 65535 {
+		return fmt.Errorf("cuda: %s: %d key blocks of %d for the fused backward, more than a grid's 65535 (HOP_BWD_WG1 halves the longest sequence it takes)", op, blocks, keys)
+	}
 	if threads == 128 {
 		// HOP_BWD_WG1 is meant to run two blocks an SM, which needs the
 		// largest shared-memory carveout.
