@@ -14,7 +14,7 @@
 # ~700 s of a session's 1,800. LONG_STEPS=2 runs two steps (the issue asks for a few).
 #   NOBUILD=1 tools/gpu/dispatch.sh long-bg; run: bash .dev/gpu/common/go.sh long-bg (twice)
 set -u
-D=/root/long-bg
+D=${LONG_BG_DIR:-/root/long-bg} # LONG_BG_DIR: elsewhere for a smoke test on the CPU
 O=$OUT/long-bg; mkdir -p $O
 S=$O/summary.txt
 T0=$(date +%s); LIMIT=${LIMIT:-560}
