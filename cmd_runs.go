@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -46,6 +48,13 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(runs) == 0 {
+		if _, err := os.Stat(*dir); os.IsNotExist(err) {
+			// A relative --dir is the working folder's: say which folder
+			// was looked for, since runs made elsewhere are not there.
+			abs, _ := filepath.Abs(*dir)
+			fmt.Fprintf(stdout, "no runs: there is no folder %s (runs go to ./runs of the folder whet starts in; --dir names another)\n", abs)
+			return nil
+		}
 		fmt.Fprintf(stdout, "no runs in %s (start one with whet, or whet train -c run.yaml)\n", *dir)
 		return nil
 	}

@@ -86,8 +86,22 @@ func TestRunsEmptyOrMissingDir(t *testing.T) {
 	if err := runRuns([]string{"--dir", missing}, nil, &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "no runs in "+missing) {
-		t.Errorf("got %q", out.String())
+	// A missing folder is named absolute, and how the default is found.
+	if want := "no runs: there is no folder " + missing + " (runs go to ./runs of the folder whet starts in; --dir names another)\n"; out.String() != want {
+		t.Errorf("got %q, want %q", out.String(), want)
+	}
+	out.Reset()
+	t.Chdir(t.TempDir())
+	if err := runRuns(nil, nil, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if wd, _ := os.Getwd(); !strings.Contains(out.String(), "no folder "+filepath.Join(wd, "runs")+" ") {
+		t.Errorf("the default runs folder missing: %q", out.String())
+	}
+	empty := t.TempDir()
+	out.Reset()
+	if err := runRuns([]string{"--dir", empty}, nil, &out, &out); err != nil || !strings.Contains(out.String(), "no runs in "+empty) {
+		t.Errorf("an empty folder: %q, %v", out.String(), err)
 	}
 	if err := runRuns([]string{"extra"}, nil, &out, &out); err == nil {
 		t.Error("a stray argument should be an error")
