@@ -328,6 +328,22 @@ type SoftCapper interface {
 	SoftCapBackward(dx, y Tensor, c float32) error
 }
 
+// FusedNF4MatVecs is implemented by backends with fused one-row NF4
+// products for decoding (DecodeFuseEnv, on NF4 weights): each does in one
+// launch what the ops it names would do through NF4MatVec and NF4MatVecs,
+// with the same result, and writes only its outputs. ok is false, with
+// nothing done, when the backend cannot take these operands; the caller
+// then runs the unfused ops.
+type FusedNF4MatVecs interface {
+	// MatVecNF4Add: y [1, n] = x [1, k] @ W^T + r [1, n], as Copy(y, r)
+	// then MatVecNF4(y, x, packed, absmax, true).
+	MatVecNF4Add(y, x, packed, absmax, r Tensor) (ok bool, err error)
+	// MatVecsNF4SwiGLU: what MatVecsNF4([g, u], x, [packedG, packedU],
+	// [absmaxG, absmaxU], false) and then SwiGLU(s, g, u) give in s; g and
+	// u give the products' dtype and are not written.
+	MatVecsNF4SwiGLU(s, g, u, x, packedG, absmaxG, packedU, absmaxU Tensor) (ok bool, err error)
+}
+
 // HeadArgmax is implemented by backends that fold the greedy choice into
 // the LM head's one-row product (DecodeArgmaxEnv): MatVecArgmax does what
 // MatMul(logits, h, w, false, true, 1, 0) and then DeviceDecoder.Argmax(ids,

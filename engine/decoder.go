@@ -1194,7 +1194,7 @@ func (a *Activations) layerForward(l int) error {
 	}
 	var steps []step
 	add := func(what string, f func() error) { steps = append(steps, step{what, f}) }
-	fm := a.fusedMatVecs()
+	fm, fn := a.fusedMatVecs(), a.fusedNF4()
 	switch {
 	case fm != nil && L.QKV == nil && plainLinears(L.Q, L.K, L.V):
 		// Decoding one row: the norm inside the q/k/v product.
@@ -1260,6 +1260,17 @@ func (a *Activations) layerForward(l int) error {
 			}
 			return a.linearForward(L.O, att, []Tensor{xmid}, true, l, s)
 		})
+	} else if fn != nil && nf4Linears(L.O) {
+		add("o + residual", func() error {
+			q := L.O.W.Quant
+			if ok, err := fn.MatVecNF4Add(xmid, att, q.Packed, q.Absmax, x); ok || err != nil {
+				return err
+			}
+			if err := B.Copy(xmid, x); err != nil {
+				return err
+			}
+			return a.linearForward(L.O, att, []Tensor{xmid}, true, l, s)
+		})
 	} else {
 		add("residual", func() error { return B.Copy(xmid, x) })
 		add("o", func() error { return a.linearForward(L.O, att, []Tensor{xmid}, true, l, s) })
@@ -1277,6 +1288,36 @@ func (a *Activations) layerForward(l int) error {
 			}
 			if err := a.activation(sw, g, u); err != nil {
 				return fmt.Errorf("activation: %w", err)
+			}
+			if err := B.Copy(xout, xmid); err != nil {
+				return err
+			}
+			return a.linearForward(L.Down, sw, []Tensor{xout}, true, l, s)
+		})
+		return a.runSteps(l, steps)
+	}
+	if fn != nil && !fam.SandwichNorms && fam.Activation == SiLU && L.GateUp == nil && nf4Linears(L.Gate, L.Up, L.Down) {
+		// Decoding one row with NF4 weights: the activation inside the
+		// gate/up product, the residual inside the down product.
+		g, u, sw := a.rows(s.g, 1), a.rows(s.u, 1), a.rows(s.s, 1)
+		add("mlp norm", func() error { return a.norm(h2, rstd2, xmid, L.MLPNorm) })
+		add("mlp gate up + activation", func() error {
+			qg, qu := L.Gate.W.Quant, L.Up.W.Quant
+			if ok, err := fn.MatVecsNF4SwiGLU(sw, g, u, h2, qg.Packed, qg.Absmax, qu.Packed, qu.Absmax); ok || err != nil {
+				return err
+			}
+			if err := a.gateUp(l, s, h2, g, u); err != nil {
+				return err
+			}
+			if err := a.activation(sw, g, u); err != nil {
+				return fmt.Errorf("activation: %w", err)
+			}
+			return nil
+		})
+		add("mlp down + residual", func() error {
+			q := L.Down.W.Quant
+			if ok, err := fn.MatVecNF4Add(xout, sw, q.Packed, q.Absmax, xmid); ok || err != nil {
+				return err
 			}
 			if err := B.Copy(xout, xmid); err != nil {
 				return err
@@ -1313,11 +1354,40 @@ func (a *Activations) runSteps(l int, steps []step) error {
 // asked for them (a.fuse) and this pass decodes one row of one sequence,
 // else nil.
 func (a *Activations) fusedMatVecs() FusedMatVecs {
-	if !a.fuse || a.t != 1 || a.kv == nil || a.kv.lanes != nil || a.loraFrom > 0 || a.training {
+	if !a.fuseCandidate() {
 		return nil
 	}
 	f, _ := a.m.B.(FusedMatVecs)
 	return f
+}
+
+// fusedNF4 is the backend's fused NF4 decoding ops when the generator
+// asked for fused ops (a.fuse) and for the mat-vec path (a.matVec: the
+// plain path expands NF4 weights instead) and this pass decodes one row
+// of one sequence, else nil.
+func (a *Activations) fusedNF4() FusedNF4MatVecs {
+	if !a.matVec || !a.fuseCandidate() {
+		return nil
+	}
+	f, _ := a.m.B.(FusedNF4MatVecs)
+	return f
+}
+
+// fuseCandidate is fusedMatVecs' condition on the pass, whatever the
+// backend implements.
+func (a *Activations) fuseCandidate() bool {
+	return a.fuse && a.t == 1 && a.kv != nil && a.kv.lanes == nil && a.loraFrom <= 0 && !a.training
+}
+
+// nf4Linears reports whether lins are NF4 weights alone: codes, no parts,
+// bias or adapter turned on.
+func nf4Linears(lins ...*Linear) bool {
+	for _, lin := range lins {
+		if lin == nil || lin.W.Quant == nil || lin.Parts != nil || lin.B != nil || (lin.LoRA != nil && lin.LoRA.Enabled) {
+			return false
+		}
+	}
+	return true
 }
 
 // plainLinears reports whether lins multiply by their weight alone: no NF4

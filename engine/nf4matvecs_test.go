@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"context"
+	"math"
 	"slices"
 	"testing"
 
@@ -83,6 +85,122 @@ func TestDecodeNF4SharedMatVecs(t *testing.T) {
 		steps := single[0] / 7
 		if steps == 0 || single[0] != 7*steps || shared[0] != 0 || single[1] != 2*steps || shared[1] != 2*steps {
 			t.Errorf("%+v: off %d single, %d shared; on %d single, %d shared: want 7s, 0, 2s, 2s (s layer-steps)", o, single[0], shared[0], single[1], shared[1])
+		}
+	}
+}
+
+// fusedNF4CPU is nf4CPU with FusedNF4MatVecs made of its unfused ops,
+// writing NaN into g and u, which the fused activation promises not to
+// write (a pass reading them afterwards would decode other tokens).
+// decline makes every call refuse its operands.
+type fusedNF4CPU struct {
+	*nf4CPU
+	decline      bool
+	adds, swiglu int
+}
+
+var _ engine.FusedNF4MatVecs = (*fusedNF4CPU)(nil)
+
+func (f *fusedNF4CPU) MatVecNF4Add(y, x, packed, absmax, r engine.Tensor) (bool, error) {
+	if f.decline {
+		return false, nil
+	}
+	f.adds++
+	if err := f.Copy(y, r); err != nil {
+		return true, err
+	}
+	if err := f.MatVecNF4(y, x, packed, absmax, true); err != nil {
+		return true, err
+	}
+	f.single--
+	return true, nil
+}
+
+func (f *fusedNF4CPU) MatVecsNF4SwiGLU(s, g, u, x, pg, ag, pu, au engine.Tensor) (bool, error) {
+	if f.decline {
+		return false, nil
+	}
+	f.swiglu++
+	tg, err := f.Alloc(g.DType(), 1, engine.Cols(g))
+	if err != nil {
+		return true, err
+	}
+	tu, err := f.Alloc(u.DType(), 1, engine.Cols(u))
+	if err != nil {
+		return true, err
+	}
+	defer f.Free(tg)
+	defer f.Free(tu)
+	for _, p := range [][3]engine.Tensor{{tg, pg, ag}, {tu, pu, au}} {
+		if err := f.MatVecNF4(p[0], x, p[1], p[2], false); err != nil {
+			return true, err
+		}
+		f.single--
+	}
+	if err := f.SwiGLU(s, tg, tu); err != nil {
+		return true, err
+	}
+	for _, t := range []engine.Tensor{g, u} {
+		if err := f.Fill(t, float32(math.NaN())); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// TestDecodeFusedNF4: with Generator.Fuse an NF4 model's one-token passes
+// on the mat-vec path take the fused NF4 ops (o and down with their
+// residual: two a layer a step; gate/up with the activation: one) and give
+// the tokens of the unfused ops and of the plain path, greedy and sampled;
+// a backend declining them gives them too; the plain path, an adapter
+// turned on, or Fuse off take none.
+func TestDecodeFusedNF4(t *testing.T) {
+	for _, lora := range []bool{false, true} {
+		m := newTiny(t, false, false)
+		if lora {
+			if err := m.AddLoRA(engine.LoRAOptions{Rank: 2, Alpha: 4, Seed: 3}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.QuantizeBase(); err != nil {
+			t.Fatal(err)
+		}
+		fb := &fusedNF4CPU{nf4CPU: &nf4CPU{Backend: m.B.(*cpu.Backend), on: true}}
+		m.B = fb
+		prompt := []int32{3, 1, 4, 1}
+		for _, o := range []engine.SampleOptions{engine.Greedy(10, nil), {MaxNewTokens: 10, Temperature: 0.9, TopK: 8, Seed: 7}} {
+			want, _ := decodeWith(t, m, engine.DecodePlain, prompt, o)
+			for _, c := range []struct {
+				mode          engine.DecodeMode
+				fuse, decline bool
+			}{{engine.DecodePlain, true, false}, {engine.DecodeDevice, false, false}, {engine.DecodeDevice, true, false}, {engine.DecodeDevice, true, true}} {
+				fb.decline, fb.adds, fb.swiglu, fb.single, fb.matVecs = c.decline, 0, 0, 0, 0
+				g, err := m.NewGenerator(len(prompt) + o.MaxNewTokens + 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g.Mode, g.Fuse = c.mode, c.fuse
+				got, err := g.Generate(context.Background(), prompt, o, nil)
+				g.Free()
+				if err != nil {
+					t.Fatalf("lora=%v %+v: %v", lora, c, err)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("lora=%v %+v %+v: %v, plain %v", lora, o, c, got, want)
+				}
+				fused := c.mode != engine.DecodePlain && c.fuse && !c.decline && !lora
+				if !fused {
+					if fb.adds != 0 || fb.swiglu != 0 {
+						t.Errorf("lora=%v %+v: %d residual and %d activation fused calls, want none", lora, c, fb.adds, fb.swiglu)
+					}
+					continue
+				}
+				// Per layer-step: q/k/v shared, o and down with the residual, gate/up with the activation.
+				steps := fb.swiglu
+				if steps == 0 || fb.adds != 2*steps || fb.matVecs != steps || fb.single != 0 {
+					t.Errorf("lora=%v %+v: %d residual, %d activation, %d shared, %d single calls: want 2s, s, s, 0", lora, c, fb.adds, fb.swiglu, fb.matVecs, fb.single)
+				}
+			}
 		}
 	}
 }

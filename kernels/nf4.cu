@@ -292,3 +292,151 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split_wide(const vo
     __shared__ float partial[NF4V2_ROWS_WIDE][8];
     nf4v2_matvec<NF4V2_ROWS_WIDE>(x, xdt, k, ydt, accumulate, y0, p0, a0, n0, y1, p1, a1, n1, y2, p2, a2, n2, levels, partial);
 }
+
+// The fused NF4 mat-vecs of decoding (WHET_DECODE_FUSE=1 on NF4 weights,
+// engine.FusedNF4MatVecs): matvec_nf4_split's rows, bit for bit (the same
+// sums, NF4V2_ROWS rows a block), with the op after them folded in.
+//   matvec_nf4_split_add:    y[r] = sum_r + res[r]: the o and down
+//                            projections' residual add without copying the
+//                            residual into y first (the split kernel with
+//                            accumulate over y = res gives the same bits);
+//   matvec_nf4_split_swiglu: s[j] = silu(g_j) * u_j with g_j, u_j gate's and
+//                            up's row j rounded to gdt, as MatVecsNF4 into g,
+//                            u and then swiglu_forward give; a block takes
+//                            rows 2b, 2b+1 of gate and of up, so g and u
+//                            never go through memory and the activation
+//                            needs no launch.
+// nf4f_sum is nf4v2_matvec's sum for the block's rows (codes, scale, off
+// as it sets them up), returned to threads 0..ROWS-1 (thread r: row r).
+template <int ROWS>
+__device__ __forceinline__ float nf4f_sum(const void* x, int xdt, i64 k, const unsigned int* const* codes, const float* const* scale,
+                                          const int* off, float* levels, float (*partial)[8]) {
+    const int kw = (int)(k / 8);
+    __syncthreads(); // levels
+    float acc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) acc[r] = 0.0f;
+    const bool vec = aligned16(x);
+    int w = threadIdx.x;
+    for (; w + 256 < kw; w += 512) {
+        unsigned int c0[ROWS], c1[ROWS];
+        float s0[ROWS], s1[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            c0[r] = codes[r][w];
+            c1[r] = codes[r][w + 256];
+            s0[r] = scale[r][(off[r] + 8 * w) >> 6];
+            s1[r] = scale[r][(off[r] + 8 * (w + 256)) >> 6];
+        }
+        float x0[8], x1[8];
+        if (vec) {
+            ld8(x, xdt, 8 * (i64)w, x0);
+            ld8(x, xdt, 8 * (i64)(w + 256), x1);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * (i64)w + e), x1[e] = ld(x, xdt, 8 * (i64)(w + 256) + e);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0) + s1[r] * nf4v2_dot8(levels, c1[r], x1);
+    }
+    if (w < kw) {
+        unsigned int c0[ROWS];
+        float s0[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            c0[r] = codes[r][w];
+            s0[r] = scale[r][(off[r] + 8 * w) >> 6];
+        }
+        float x0[8];
+        if (vec) {
+            ld8(x, xdt, 8 * (i64)w, x0);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) x0[e] = ld(x, xdt, 8 * (i64)w + e);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) acc[r] += s0[r] * nf4v2_dot8(levels, c0[r], x0);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) partial[r][warp] = v;
+    }
+    __syncthreads();
+    float v = 0.0f;
+    if (threadIdx.x < ROWS) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) v += partial[threadIdx.x][i];
+    }
+    return v;
+}
+
+// nf4f_setup points codes, scale and off at row g of one NF4 weight (p, a)
+// of k columns, as nf4v2_matvec does.
+__device__ __forceinline__ void nf4f_setup(const unsigned int* p, const float* a, i64 g, i64 k, const unsigned int** codes, const float** scale,
+                                           int* off) {
+    *codes = p + g * (k / 8);
+    *scale = a + ((g * k) >> 6);
+    *off = (int)((g * k) & 63);
+}
+
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split_add(const void* x, int xdt, i64 k, void* y, int ydt, const unsigned int* p,
+                                                                    const float* a, i64 n, const void* res, int rdt) {
+    PDL_WAIT();
+    PDL_TRIGGER();
+    __shared__ float levels[16];
+    __shared__ float partial[NF4V2_ROWS][8];
+    if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
+    const unsigned int* codes[NF4V2_ROWS];
+    const float* scale[NF4V2_ROWS];
+    int off[NF4V2_ROWS];
+#pragma unroll
+    for (int r = 0; r < NF4V2_ROWS; r++) {
+        const i64 g = (i64)blockIdx.x * NF4V2_ROWS + r;
+        nf4f_setup(p, a, g < n ? g : 0, k, &codes[r], &scale[r], &off[r]);
+    }
+    float v = nf4f_sum<NF4V2_ROWS>(x, xdt, k, codes, scale, off, levels, partial);
+    const i64 row = (i64)blockIdx.x * NF4V2_ROWS + threadIdx.x;
+    if (threadIdx.x < NF4V2_ROWS && row < n) {
+        v += ld(res, rdt, row);
+        st(y, ydt, row, v);
+    }
+}
+
+__device__ __forceinline__ float nf4f_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split_swiglu(const void* x, int xdt, i64 k, void* s, int sdt, int gdt,
+                                                                       const unsigned int* pg, const float* ag, const unsigned int* pu,
+                                                                       const float* au, i64 n) {
+    PDL_WAIT();
+    PDL_TRIGGER();
+    __shared__ float levels[16];
+    __shared__ float partial[NF4V2_ROWS][8];
+    __shared__ float sums[NF4V2_ROWS];
+    if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
+    // Rows 0, 1: gate's 2b, 2b+1; rows 2, 3: up's (NF4V2_ROWS is 4).
+    const unsigned int* codes[4];
+    const float* scale[4];
+    int off[4];
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const i64 j = 2 * (i64)blockIdx.x + (r & 1);
+        if (j >= n) {
+            nf4f_setup(pg, ag, 0, k, &codes[r], &scale[r], &off[r]);
+        } else if (r < 2) {
+            nf4f_setup(pg, ag, j, k, &codes[r], &scale[r], &off[r]);
+        } else {
+            nf4f_setup(pu, au, j, k, &codes[r], &scale[r], &off[r]);
+        }
+    }
+    const float v = nf4f_sum<4>(x, xdt, k, codes, scale, off, levels, partial);
+    if (threadIdx.x < 4) sums[threadIdx.x] = v;
+    __syncthreads();
+    const i64 j = 2 * (i64)blockIdx.x + threadIdx.x;
+    if (threadIdx.x < 2 && j < n) {
+        float g = sums[threadIdx.x], u = sums[threadIdx.x + 2];
+        if (gdt == DT_BF16) g = bf16_to_f32(f32_to_bf16(g)), u = bf16_to_f32(f32_to_bf16(u));
+        st(s, sdt, j, g * nf4f_sigmoid(g) * u);
+    }
+}

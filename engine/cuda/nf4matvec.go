@@ -162,3 +162,82 @@ func (b *Backend) MatVecsNF4(ys []engine.Tensor, x engine.Tensor, packed, absmax
 	op := fmt.Sprintf("MatVecsNF4 of %d weights, %d rows over %d (%s)", len(ops), rows, xt.n, xt.dt)
 	return true, b.launchNF4V2(op, xt, ops, accumulate)
 }
+
+var _ engine.FusedNF4MatVecs = (*Backend)(nil)
+
+// MatVecNF4Add writes y [1, n] = x [1, k] @ W^T + r [1, n] (W in NF4 as
+// packed, absmax) in one launch of matvec_nf4_split_add: the rows of the
+// split kernel with the residual added in place of Copy(y, r) and an
+// accumulating product (engine.FusedNF4MatVecs). It declines (ok false)
+// unless the split kernel is the one in use (NF4MatVecEnv unset or v2) and
+// r has y's dtype.
+func (b *Backend) MatVecNF4Add(y, x, packed, absmax, r engine.Tensor) (bool, error) {
+	c := b.check("MatVecNF4Add")
+	xt, ops := checkNF4Operands(&c, []engine.Tensor{y}, x, []engine.Tensor{packed}, []engine.Tensor{absmax})
+	if c.Err != nil {
+		return false, c.Err
+	}
+	rt := c.float("r", r)
+	if c.Err != nil {
+		return false, c.Err
+	}
+	o := ops[0]
+	n, k := o.y.n, xt.n
+	c.Matrix("r", rt, 1, n)
+	if o.y.ptr() != rt.ptr() {
+		c.disjoint("y", o.y, "r", rt)
+	}
+	if c.Err != nil {
+		return false, c.Err
+	}
+	if !nf4V2() || nf4V2Wide() || rt.dt != o.y.dt || n == 0 {
+		return false, nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return false, err
+	}
+	defer exit()
+	op := fmt.Sprintf("MatVecNF4Add %s [1 %d] = %s [1 %d] @ nf4 [%d %d]ᵀ + %s", o.y.dt, n, xt.dt, k, n, k, rt.dt)
+	return true, b.launch(op, "nf4.cu", "matvec_nf4_split_add", nf4V2Grid(n, nf4V2Rows), block256, 0,
+		xt.ptr(), dt(xt), int64(k), o.y.ptr(), dt(o.y), o.packed.ptr(), o.absmax.ptr(), int64(n), rt.ptr(), dt(rt))
+}
+
+// MatVecsNF4SwiGLU writes s [1, n] = silu(g) * u with g = x @ Wg^T and
+// u = x @ Wu^T (both NF4 [n, k]) rounded to g's dtype, in one launch of
+// matvec_nf4_split_swiglu (engine.FusedNF4MatVecs): g and u are not
+// written. It declines (ok false) unless the split kernel is the one in
+// use, g and u are one float dtype and s is bf16 or float32.
+func (b *Backend) MatVecsNF4SwiGLU(s, g, u, x, packedG, absmaxG, packedU, absmaxU engine.Tensor) (bool, error) {
+	c := b.check("MatVecsNF4SwiGLU")
+	xt, ops := checkNF4Operands(&c, []engine.Tensor{g, u}, x, []engine.Tensor{packedG, packedU}, []engine.Tensor{absmaxG, absmaxU})
+	if c.Err != nil {
+		return false, c.Err
+	}
+	st := c.float("s", s)
+	if c.Err != nil {
+		return false, c.Err
+	}
+	n, k := ops[0].y.n, xt.n
+	if ops[1].y.n != n {
+		c.Failf("gate has %d rows and up %d: want as many", n, ops[1].y.n)
+		return false, c.Err
+	}
+	c.Matrix("s", st, 1, n)
+	c.disjoint("s", st, "x", xt)
+	if c.Err != nil {
+		return false, c.Err
+	}
+	if !nf4V2() || nf4V2Wide() || n == 0 {
+		return false, nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return false, err
+	}
+	defer exit()
+	op := fmt.Sprintf("MatVecsNF4SwiGLU %s [1 %d] = silu(%s) * %s of %s [1 %d] @ nf4 [%d %d]ᵀ", st.dt, n, ops[0].y.dt, ops[1].y.dt, xt.dt, k, n, k)
+	return true, b.launch(op, "nf4.cu", "matvec_nf4_split_swiglu", dim3{(n + 1) / 2, 1, 1}, block256, 0,
+		xt.ptr(), dt(xt), int64(k), st.ptr(), dt(st), dt(ops[0].y),
+		ops[0].packed.ptr(), ops[0].absmax.ptr(), ops[1].packed.ptr(), ops[1].absmax.ptr(), int64(n))
+}

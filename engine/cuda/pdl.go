@@ -60,6 +60,8 @@ var pdlKernels = map[string]bool{
 	"advance_position":         true,
 	"matvec_nf4_split":         true,
 	"matvec_nf4_split_wide":    true,
+	"matvec_nf4_split_add":     true,
+	"matvec_nf4_split_swiglu":  true,
 	"gemv2_bf16":               true,
 	"gemv2_bf16_multi":         true,
 }

@@ -9,9 +9,13 @@
 #                         four 16-byte pieces spread over warps, weights loaded before the wait and
 #                         the norm/SwiGLU prologue; the same bits as the four-piece kernels)
 #                         WHET_DECODE_RR_WARPS=N tunes the block (rows a block = N / rounds)
+#   WHET_DECODE_FUSE=1    now also on NF4 weights (kernels/nf4.cu matvec_nf4_split_add: o and down
+#                         with the residual, no copy; matvec_nf4_split_swiglu: gate/up with SwiGLU
+#                         in the epilogue, g and u never written): 10 nodes a layer become 7
 # with the earlier ones: WHET_DECODE_ATTN=v2 (decode attention), WHET_DECODE_FUSE=1 (norms, SwiGLU,
 # residual adds inside the GEMVs), WHET_CUDA_PDL=1 with WHET_NVRTC_DEFINES=GEMV_PREFETCH=0.
-# 1. the new kernels' tests (TestMatVecArgmax, TestGEMVRR: bit for bit against the old kernels),
+# 1. the new kernels' tests (TestMatVecArgmax, TestGEMVRR, TestNF4FusedKernels: bit for bit against
+#    the unfused ops; TestDecodeFusedNF4Generate: fused NF4 tokens equal unfused),
 #    then the decoding tests with every switch on; a failure reruns with WHET_CUDA_SYNC=1;
 # 2. whet bench --decode 256 --seq 128 graph mode, Llama-3.2-1B bf16: none, v2, v2+fuse,
 #    v2+fuse+PDL (no prefetch), v2+fuse+argmax, v2+fuse+rr, v2+fuse+argmax+rr, and all with PDL;
@@ -46,7 +50,7 @@ tests() { # name, seconds, pattern, env...
     grep -E -B2 -A8 "CUDA_ERROR|illegal|misaligned|fault" $O/tests-$name-sync.log | head -30 >>$S
   fi
 }
-tests kernels 40 'TestMatVecArgmax|TestGEMVRR|TestDecodeHeadArgmaxGenerate|TestDecodeFusedKernels|TestMatVecKernels|TestPDLKernelsWaitFirst'
+tests kernels 45 'TestMatVecArgmax|TestGEMVRR|TestDecodeHeadArgmaxGenerate|TestNF4FusedKernels|TestDecodeFusedNF4Generate|TestDecodeFusedKernels|TestMatVecKernels|TestPDLKernelsWaitFirst'
 tests all 60 'TestDecodeFused|TestAttentionDecodeV2MatchesCPU|TestGenerateGraphEqualsPlain|TestGenerateMatchesCPU|TestFamilyGenerateMatchesCPU|TestGenerateNF4V2' $ALL
 W=$B/whet
 bench() { # label, seconds, model, method, env...
@@ -68,6 +72,7 @@ bench 1b-c-v2-fuse 25 llama-3.2-1b lora $F
 bench 1b-g-v2-fuse-argmax-rr 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1 WHET_DECODE_GEMV=rr
 bench 1b-h-all-pdl 30 llama-3.2-1b lora $ALL
 bench 8b-nf4-all 60 llama-3.1-8b qlora $ALL
+bench 8b-nf4-v2-fuse 60 llama-3.1-8b qlora $F
 bench 1b-d-v2-fuse-pdl 25 llama-3.2-1b lora $F $P
 bench 1b-e-v2-fuse-argmax 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1
 bench 1b-f-v2-fuse-rr 25 llama-3.2-1b lora $F WHET_DECODE_GEMV=rr
@@ -93,7 +98,7 @@ for f in sorted(sys.argv[1:]):
 # Rows whose greedy tokens must equal another's: the switches that keep the bits.
 same = {"1b-c-v2-fuse": "1b-b-v2", "1b-d-v2-fuse-pdl": "1b-b-v2", "1b-e-v2-fuse-argmax": "1b-b-v2",
         "1b-f-v2-fuse-rr": "1b-b-v2", "1b-g-v2-fuse-argmax-rr": "1b-b-v2", "1b-h-all-pdl": "1b-b-v2",
-        "1b-i-rr-warps16": "1b-b-v2", "8b-nf4-all": None}
+        "1b-i-rr-warps16": "1b-b-v2", "8b-nf4-all": "8b-nf4-v2-fuse"}
 print(f'{"row":26s} {"tok/s":>8s} {"bound":>8s} {"of bound":>8s}  greedy_fnv        same as')
 for label, r in rows.items():
     wb, tps = r.get("weight_bytes_per_token", 0), r.get("decode_tokens_per_sec", 0)
