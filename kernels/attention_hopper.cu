@@ -1062,6 +1062,84 @@ __device__ __forceinline__ void st_shared_f32x2(unsigned int addr, float a, floa
     asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(a), "f"(b) : "memory");
 }
 
+#ifndef HOP_BWD_OVL
+#define HOP_BWD_OVL 0
+#endif
+#ifndef HOP_BWD_DQT
+#define HOP_BWD_DQT 0
+#endif
+#ifndef HOP_BWD_WG1
+#define HOP_BWD_WG1 0
+#endif
+#ifndef HOP_BWD_LATEDV
+#define HOP_BWD_LATEDV 0
+#endif
+#if HOP_BWD_WG1 && !HOP_BWD_OVL
+#error "HOP_BWD_WG1 needs HOP_BWD_OVL"
+#endif
+#if HOP_BWD_DQT && (HOP_BWD_Q128 || HOP_BWD_DQ_BULK || HOP_BWD_DQ_XCHG)
+#error "HOP_BWD_DQT does not combine with HOP_BWD_Q128, _DQ_BULK or _DQ_XCHG"
+#endif
+#if HOP_BWD_OVL && (HOP_BWD_Q128 || HOP_BWD_DQ_BULK || HOP_BWD_DQ_XCHG || HOP_BWD_DK_SS || HOP_BWD_STS || HOP_BWD_DKV_WAIT || HOP_BWD_RED_V4)
+#error "HOP_BWD_OVL does not combine with HOP_BWD_Q128, _DQ_BULK, _DQ_XCHG, _DK_SS, _STS, _DKV_WAIT or _RED_V4"
+#endif
+
+#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void dqt_reduce_add(float* p, unsigned int src, unsigned int bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(p), "r"(src),
+                 "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void dqt_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// dqt_wait_read1: all but this thread's most recent bulk group have read their source.
+__device__ __forceinline__ void dqt_wait_read1() { asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory"); }
+__device__ __forceinline__ void dqt_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+#endif
+
+#if HOP_BWD_OVL || HOP_BWD_DQT
+// ld_shared_f32x2 loads the two floats at shared address addr (8-byte aligned).
+__device__ __forceinline__ void ld_shared_f32x2(unsigned int addr, float& a, float& b) {
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(a), "=f"(b) : "r"(addr) : "memory");
+}
+
+// syncwarp_all: __syncwarp() of the whole warp (memory ordering among its lanes).
+__device__ __forceinline__ void syncwarp_all() { asm volatile("bar.warp.sync 0xffffffff;\n" ::: "memory"); }
+
+// OVL_DESC(base, off, lbo) is smem_desc(base + off, lbo). HOP_BWD_DESC=1
+// writes it as smem_desc(base, lbo) plus off / 16 in the start-address
+// field (off a constant multiple of 16; shared addresses stay below 2^18,
+// so the 14-bit field cannot carry): one 64-bit add a wgmma operand in
+// place of the masking, shifting and or-ing, with the base descriptors
+// shared by all k-steps.
+#ifndef HOP_BWD_DESC
+#define HOP_BWD_DESC 0
+#endif
+#if HOP_BWD_DESC
+#define OVL_DESC(base, off, lbo) (smem_desc((base), (lbo)) + (unsigned long long)((unsigned int)(off) >> 4))
+#else
+#define OVL_DESC(base, off, lbo) smem_desc((base) + (off), (lbo))
+#endif
+
+// ovl_ds: dS = P (dP - delta) in place of dP (no soft-cap), P in s, this
+// thread's delta pairs at shared address deltaB + nt * 32.
+template <int BQ>
+__device__ __forceinline__ void ovl_ds(float (*s)[4], float (*dp)[4], unsigned int deltaB) {
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; nt++) {
+        float dx, dy;
+        ld_shared_f32x2(deltaB + nt * 32, dx, dy);
+        dp[nt][0] = s[nt][0] * (dp[nt][0] - dx);
+        dp[nt][1] = s[nt][1] * (dp[nt][1] - dy);
+        dp[nt][2] = s[nt][2] * (dp[nt][2] - dx);
+        dp[nt][3] = s[nt][3] * (dp[nt][3] - dy);
+    }
+}
+
+__device__ __forceinline__ void st_shared_f32x4(unsigned int addr, float a, float b, float c, float d) {
+    asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+}
+#endif
+
 // attn_bwd_fused_hopper: see above. Block y takes key block y.
 template <int D>
 __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, int dkdt, void* dv, int dvdt,
@@ -1133,6 +1211,14 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
     const int si = lane >> 3, sj = lane & 7;
     const unsigned int stAddr = dSs + wg * (BQ * 128) + (8 * (si >> 1) + sj) * 128 + (((2 * (warp & 3) + (si & 1)) ^ sj) << 4);
 
+#if HOP_BWD_DQT
+    // HOP_BWD_DQT (see attn_bwd_fused_ovl): this lane's float4 in its warp's
+    // staging slot 0 at dQs ([slot][warpgroup][warp] of 4 KB), the tiled
+    // accumulator's row tiles.
+    const int nRT = (T + 63) / 64;
+    const unsigned int stg = dQs + (unsigned int)wg * 16384u + (unsigned int)(warp & 3) * 4096u + (unsigned int)lane * 16u;
+    int nred = 0;
+#endif
     float dK[D / 8][4], dV[D / 8][4];
 #pragma unroll
     for (int i = 0; i < D / 8; i++) {
@@ -1265,6 +1351,9 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 #if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
         if ((warp & 3) == 0) bulk_wait_read(); // the previous tile's reductions have read the staging
 #endif
+#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+        if (lane == 0) dqt_wait_read1(); // this warp's slot below was read by its reduction two tiles ago
+#endif
         if (splitN || splitM) {
             bar_sync_n(1, 256);
         } else if (mine) { // always, unless xchg
@@ -1372,6 +1461,20 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
                 bulk_commit();
             }
         }
+#elif HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+        {
+            const unsigned int slot = stg + (unsigned int)(nred & 1) * 32768u;
+#pragma unroll
+            for (int dn = 0; dn < 8; dn++) st_shared_f32x4(slot + dn * 512, dQ[dn][0], dQ[dn][1], dQ[dn][2], dQ[dn][3]);
+            fence_async_smem();
+            syncwarp_all();
+            if (lane == 0) {
+                float* blk = dqAcc + ((i64)(hq * nRT + qt / 64) * (D / 64) + (splitN ? wg : 0)) * 4096 + (warp & 3) * 1024;
+                dqt_reduce_add(blk, slot, 4096);
+                dqt_commit();
+            }
+            nred++;
+        }
 #else
         const int qrA = qt + (splitM ? 64 * wg : 0) + 16 * (warp & 3) + g, qrB = qrA + 8;
 #pragma unroll
@@ -1397,6 +1500,9 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
     }
 #if HOP_BWD_DQ_BULK && __CUDA_ARCH__ >= 900
     if ((warp & 3) == 0) bulk_wait_all();
+#endif
+#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
+    if (lane == 0) dqt_wait_all();
 #endif
     cp_async_wait_all();
     store_rows<D>(dk, dkdt, dK, keyA, keyB, T, kvStride, (i64)kvh * D, scale, t);
@@ -1428,31 +1534,11 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 // a staging slot of shared memory (st.shared.v4, two slots a warp, used in
 // turn) and its lane 0 adds the 4 KB with one bulk reduction (add.f32);
 // attention_dq_convert_tiled_hopper then writes dq. No other define of the
-// fused backward combines with these. HOP_BWD_LATEDV=1: FlashAttention 3's
+// fused backward combines with HOP_BWD_OVL; HOP_BWD_DQT also applies to
+// attn_bwd_fused_hopper (not with _Q128, _DQ_BULK, _DQ_XCHG). HOP_BWD_LATEDV=1: FlashAttention 3's
 // exact order, dS computed (wait_group 0) before dV is issued, which keeps
 // fewer registers live (P's packed copy not beside P, dP and dS).
 // HOP_BWD_WG1=1: blocks of one warpgroup (64 keys), see attn_bwd_fused_ovl.
-#ifndef HOP_BWD_OVL
-#define HOP_BWD_OVL 0
-#endif
-#ifndef HOP_BWD_DQT
-#define HOP_BWD_DQT 0
-#endif
-#ifndef HOP_BWD_WG1
-#define HOP_BWD_WG1 0
-#endif
-#ifndef HOP_BWD_LATEDV
-#define HOP_BWD_LATEDV 0
-#endif
-#if HOP_BWD_WG1 && !HOP_BWD_OVL
-#error "HOP_BWD_WG1 needs HOP_BWD_OVL"
-#endif
-#if HOP_BWD_DQT && !HOP_BWD_OVL
-#error "HOP_BWD_DQT needs HOP_BWD_OVL"
-#endif
-#if HOP_BWD_OVL && (HOP_BWD_Q128 || HOP_BWD_DQ_BULK || HOP_BWD_DQ_XCHG || HOP_BWD_DK_SS || HOP_BWD_STS || HOP_BWD_DKV_WAIT || HOP_BWD_RED_V4)
-#error "HOP_BWD_OVL does not combine with HOP_BWD_Q128, _DQ_BULK, _DQ_XCHG, _DK_SS, _STS, _DKV_WAIT or _RED_V4"
-#endif
 #if HOP_BWD_OVL
 
 // wgmma_ss_n128_bt_z: d[0..64) = (accum ? d : 0) + A B, A (64 x 16) K-major and
@@ -1480,60 +1566,6 @@ __device__ __forceinline__ void wgmma_ss_n128_bt_z(float* d, unsigned long long 
 template <int N>
 __device__ __forceinline__ void wgmma_wait_n() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
-#if HOP_BWD_DQT && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void dqt_reduce_add(float* p, unsigned int src, unsigned int bytes) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(p), "r"(src),
-                 "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void dqt_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-// dqt_wait_read1: all but this thread's most recent bulk group have read their source.
-__device__ __forceinline__ void dqt_wait_read1() { asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory"); }
-__device__ __forceinline__ void dqt_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-#endif
-
-// ld_shared_f32x2 loads the two floats at shared address addr (8-byte aligned).
-__device__ __forceinline__ void ld_shared_f32x2(unsigned int addr, float& a, float& b) {
-    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(a), "=f"(b) : "r"(addr) : "memory");
-}
-
-// syncwarp_all: __syncwarp() of the whole warp (memory ordering among its lanes).
-__device__ __forceinline__ void syncwarp_all() { asm volatile("bar.warp.sync 0xffffffff;\n" ::: "memory"); }
-
-// OVL_DESC(base, off, lbo) is smem_desc(base + off, lbo). HOP_BWD_DESC=1
-// writes it as smem_desc(base, lbo) plus off / 16 in the start-address
-// field (off a constant multiple of 16; shared addresses stay below 2^18,
-// so the 14-bit field cannot carry): one 64-bit add a wgmma operand in
-// place of the masking, shifting and or-ing, with the base descriptors
-// shared by all k-steps.
-#ifndef HOP_BWD_DESC
-#define HOP_BWD_DESC 0
-#endif
-#if HOP_BWD_DESC
-#define OVL_DESC(base, off, lbo) (smem_desc((base), (lbo)) + (unsigned long long)((unsigned int)(off) >> 4))
-#else
-#define OVL_DESC(base, off, lbo) smem_desc((base) + (off), (lbo))
-#endif
-
-// ovl_ds: dS = P (dP - delta) in place of dP (no soft-cap), P in s, this
-// thread's delta pairs at shared address deltaB + nt * 32.
-template <int BQ>
-__device__ __forceinline__ void ovl_ds(float (*s)[4], float (*dp)[4], unsigned int deltaB) {
-#pragma unroll
-    for (int nt = 0; nt < BQ / 8; nt++) {
-        float dx, dy;
-        ld_shared_f32x2(deltaB + nt * 32, dx, dy);
-        dp[nt][0] = s[nt][0] * (dp[nt][0] - dx);
-        dp[nt][1] = s[nt][1] * (dp[nt][1] - dy);
-        dp[nt][2] = s[nt][2] * (dp[nt][2] - dx);
-        dp[nt][3] = s[nt][3] * (dp[nt][3] - dy);
-    }
-}
-
-__device__ __forceinline__ void st_shared_f32x4(unsigned int addr, float a, float b, float c, float d) {
-    asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
 }
 
 // attn_bwd_fused_ovl: see above; the shapes, shared-memory layout and

@@ -10,7 +10,7 @@
 # HOP_BWD_WG1=1 makes blocks of one warpgroup (64 keys, 128 threads) so
 # that two share an SM (d128 then adds dq by red.global); HOP_BWD_LATEDV=1
 # computes dS before issuing dV (FlashAttention 3's order, fewer live
-# registers). Runs from the
+# registers); zt is the default kernel with only the bulk dq reductions. Runs from the
 # repo root on an H100/H200; writes only under $OUT/attn-bwd2. Read
 # summary.txt first (tools/gpu/README.md). Order: compile (ptxas -v per
 # variant in the background), correctness per variant, benchmarks.
@@ -23,11 +23,11 @@ VARS="o1:$F,HOP_BWD_OVL=1,HOP_BWD_RED_V2=1
 o2:$F,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1
 o2t:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1
 o2td:$F,HOP_BWD_OVL=2,HOP_BWD_DQT=1,HOP_BWD_DESC=1
-o2d:$F,HOP_BWD_OVL=2,HOP_BWD_RED_V2=1,HOP_BWD_DESC=1
 w2:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_RED_V2=1
 w2td:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1
 o2lt:$F,HOP_BWD_OVL=2,HOP_BWD_LATEDV=1,HOP_BWD_DQT=1
-w2ltd:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_LATEDV=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1"
+w2ltd:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_LATEDV=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1
+zt:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQT=1"
 NV=$(printf '%s\n' "$VARS" | wc -l)
 
 # 1. NVRTC for sm_90a of each variant's define set, one process each, in
