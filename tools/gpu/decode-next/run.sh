@@ -15,7 +15,9 @@
 # with the earlier ones: WHET_DECODE_ATTN=v2 (decode attention), WHET_DECODE_FUSE=1 (norms, SwiGLU,
 # residual adds inside the GEMVs), WHET_CUDA_PDL=1 with WHET_NVRTC_DEFINES=GEMV_PREFETCH=0.
 # 1. the new kernels' tests (TestMatVecArgmax, TestGEMVRR, TestNF4FusedKernels: bit for bit against
-#    the unfused ops; TestDecodeFusedNF4Generate: fused NF4 tokens equal unfused),
+#    the unfused ops; TestDecodeFusedNF4Generate: fused NF4 tokens equal unfused;
+#    TestDecodeSwitchesKeepTokens: at hidden 1024 / heads of 64 and 128, bf16 and NF4, fuse, argmax
+#    and rr each and together give the tokens without them exactly),
 #    then the decoding tests with every switch on; a failure reruns with WHET_CUDA_SYNC=1;
 # 2. whet bench --decode 256 --seq 128 graph mode, Llama-3.2-1B bf16: none, v2, v2+fuse,
 #    v2+fuse+PDL (no prefetch), v2+fuse+argmax, v2+fuse+rr, v2+fuse+argmax+rr, and all with PDL;
@@ -50,8 +52,8 @@ tests() { # name, seconds, pattern, env...
     grep -E -B2 -A8 "CUDA_ERROR|illegal|misaligned|fault" $O/tests-$name-sync.log | head -30 >>$S
   fi
 }
-tests kernels 45 'TestMatVecArgmax|TestGEMVRR|TestDecodeHeadArgmaxGenerate|TestNF4FusedKernels|TestDecodeFusedNF4Generate|TestDecodeFusedKernels|TestMatVecKernels|TestPDLKernelsWaitFirst'
-tests all 60 'TestDecodeFused|TestAttentionDecodeV2MatchesCPU|TestGenerateGraphEqualsPlain|TestGenerateMatchesCPU|TestFamilyGenerateMatchesCPU|TestGenerateNF4V2' $ALL
+tests kernels 45 'TestMatVecArgmax|TestGEMVRR|TestDecodeHeadArgmaxGenerate|TestNF4FusedKernels|TestDecodeFusedNF4Generate|TestDecodeSwitchesKeepTokens|TestDecodeFusedKernels|TestMatVecKernels|TestPDLKernelsWaitFirst'
+tests all 60 'TestDecodeFused|TestDecodeSwitchesKeepTokens|TestAttentionDecodeV2MatchesCPU|TestGenerateGraphEqualsPlain|TestGenerateMatchesCPU|TestFamilyGenerateMatchesCPU|TestGenerateNF4V2' $ALL
 W=$B/whet
 bench() { # label, seconds, model, method, env...
   local label=$1 secs=$2 model=$3 method=$4; shift 4
