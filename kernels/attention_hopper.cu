@@ -2896,6 +2896,21 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
 // threads, dynamic shared memory 1024 + 1024 * D + 16384 + 1024 + 34816 +
 // 16384 bytes (the last two: dQ staging and swapped halves)
 // (attnHopperFusedSmem); a trap unless compiled with HOP_BWD_FUSED=1.
+// The fused kernels' block (no parentheses inside __launch_bounds__:
+// kernels.Declared reads the declarations): 256 threads, or 128 with
+// HOP_BWD_WG1; HOP_BWD_MINB64 (default 1) asks ptxas to fit that many d64
+// blocks an SM (3 with HOP_BWD_WG1: at most 168 registers a thread).
+#ifndef HOP_BWD_WG1
+#define HOP_BWD_WG1 0
+#endif
+#if HOP_BWD_WG1
+#define HOP_BWD_THREADS 128
+#else
+#define HOP_BWD_THREADS 256
+#endif
+#ifndef HOP_BWD_MINB64
+#define HOP_BWD_MINB64 1
+#endif
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) && HOP_BWD_FUSED && HOP_BWD_OVL
 #define HOP_BWD_BODY(D)                                                                                                \
     if (softcap > 0.0f)                                                                                                \
@@ -2911,14 +2926,14 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
 #else
 #define HOP_BWD_BODY(D) asm volatile("trap;")
 #endif
-extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_fused_hopper_d64(
+extern "C" __global__ void __launch_bounds__(HOP_BWD_THREADS, HOP_BWD_MINB64) attention_backward_fused_hopper_d64(
     float* dqAcc, void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
     const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
     int T, int H, int KVH, float scale, int window, float softcap) {
     HOP_BWD_BODY(64);
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_fused_hopper_d128(
+extern "C" __global__ void __launch_bounds__(HOP_BWD_THREADS, 1) attention_backward_fused_hopper_d128(
     float* dqAcc, void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
     const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
     int T, int H, int KVH, float scale, int window, float softcap) {

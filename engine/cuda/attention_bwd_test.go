@@ -426,6 +426,7 @@ var fusedCompileVariants = []struct {
 	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_LATEDV=1,HOP_BWD_DQT=1", false},
 	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_LATEDV=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1", false},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQT=1", false},
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_RED_V2=1,HOP_BWD_MINB64=3", false},
 }
 
 // fusedCompileSets returns the define sets TestHopperAttentionFusedCompiles

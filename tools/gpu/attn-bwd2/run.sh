@@ -10,7 +10,8 @@
 # HOP_BWD_WG1=1 makes blocks of one warpgroup (64 keys, 128 threads) so
 # that two share an SM (d128 then adds dq by red.global); HOP_BWD_LATEDV=1
 # computes dS before issuing dV (FlashAttention 3's order, fewer live
-# registers); zt is the default kernel with only the bulk dq reductions. Runs from the
+# registers); zt is the default kernel with only the bulk dq reductions;
+# w3 asks ptxas for three d64 blocks an SM (HOP_BWD_MINB64=3, <= 168 registers). Runs from the
 # repo root on an H100/H200; writes only under $OUT/attn-bwd2. Read
 # summary.txt first (tools/gpu/README.md). Order: compile (ptxas -v per
 # variant in the background), correctness per variant, benchmarks.
@@ -27,7 +28,8 @@ w2:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_RED_V2=1
 w2td:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1
 o2lt:$F,HOP_BWD_OVL=2,HOP_BWD_LATEDV=1,HOP_BWD_DQT=1
 w2ltd:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_LATEDV=1,HOP_BWD_DQT=1,HOP_BWD_DESC=1
-zt:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQT=1"
+zt:$F,HOP_BWD_ZINIT=1,HOP_BWD_DQT=1
+w3:$F,HOP_BWD_OVL=2,HOP_BWD_WG1=1,HOP_BWD_RED_V2=1,HOP_BWD_MINB64=3"
 NV=$(printf '%s\n' "$VARS" | wc -l)
 
 # 1. NVRTC for sm_90a of each variant's define set, one process each, in
