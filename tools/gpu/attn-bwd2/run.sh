@@ -56,6 +56,12 @@ for v in $VARS; do
 	(cd engine/cuda && WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def WHET_CUDA_REQUIRE=1 timeout 110 $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
 	TST="$TST $!"
 done
+# The default and split kernels' compiles for the benches, into the kernel
+# cache meanwhile (one small case each).
+for w in "default WHET_ATTN_BWD_FUSED=1" "split WHET_ATTN_BWD_FUSED=0"; do
+	(cd engine/cuda && env ${w#* } WHET_CUDA_REQUIRE=1 timeout 110 $B/cuda.test -test.run 'TestAttentionMatchesCPU/^d64_gqa8x2_packed_bf16$' -test.count=1 >$O/warm-${w%% *}.log 2>&1) &
+	TST="$TST $!"
+done
 for p in $TST; do wait $p; done
 PASSED=""
 for v in $VARS; do
