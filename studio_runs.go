@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"whet/engine"
@@ -16,7 +17,35 @@ import (
 // of whet runs, and worker.Attach to open a run.
 type studioRuns struct{ dir string }
 
-var _ tui.RunBrowser = studioRuns{}
+var (
+	_ tui.RunBrowser = studioRuns{}
+	_ tui.RunResumer = studioRuns{}
+)
+
+// Resume trains run name again from its newest checkpoint with its own
+// run.yaml, in a worker as the studio's runs are (whet train -c
+// RUN/run.yaml --detach), and follows it.
+func (r studioRuns) Resume(ctx context.Context, name string) (tui.AttachedRun, error) {
+	rd, err := engine.NewRunDir(r.dir, name)
+	if err != nil {
+		return tui.AttachedRun{}, err
+	}
+	cfg, err := engine.LoadRunConfig(rd.Config())
+	if err != nil {
+		return tui.AttachedRun{}, err
+	}
+	// The run goes on in its own folder, whatever runs_dir its file names
+	// (a relative one is the working folder's it was started in).
+	if cfg.RunsDir, err = filepath.Abs(filepath.Dir(rd.Path())); err != nil {
+		return tui.AttachedRun{}, err
+	}
+	cfg.Name = filepath.Base(rd.Path())
+	events, ctl, err := detachedStudioEngine{}.Start(ctx, cfg)
+	if err != nil {
+		return tui.AttachedRun{}, err
+	}
+	return tui.AttachedRun{Config: cfg, Events: events, Control: ctl}, nil
+}
 
 func (r studioRuns) List() ([]tui.RunInfo, []string, error) {
 	return worker.List(r.dir, time.Now())

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"whet/engine"
@@ -73,5 +75,65 @@ func TestStudioRunsBrowsesAWorker(t *testing.T) {
 	}
 	if _, err := b.Attach(context.Background(), "nope"); err == nil {
 		t.Error("attached to a run that does not exist")
+	}
+}
+
+// The runs page's c: Resume trains a stopped run again in a new worker,
+// from its checkpoint, with its own run.yaml, from another working folder
+// (the run folder is found from the browser's, not runs_dir), and follows
+// it live.
+func TestStudioRunsResumesAStoppedRun(t *testing.T) {
+	rd, _ := startDetachedRun(t, "again")
+	b := studioRuns{dir: filepath.Dir(rd.Path())}
+	a, err := b.Attach(context.Background(), "again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stoppedAt := 0
+	for ev := range a.Events {
+		switch e := ev.(type) {
+		case engine.StepEvent:
+			if e.Step >= 2 && stoppedAt == 0 {
+				stoppedAt = -1
+				a.Control.Stop()
+			}
+		case engine.DoneEvent:
+			stoppedAt = e.Step
+		}
+	}
+	waitFor(t, "the worker to end", func() bool { _, held, _, _ := rd.Holder(); return !held })
+	if st, err := rd.ReadStatus(); err != nil || st.State != "stopped" || stoppedAt <= 0 {
+		t.Fatalf("status %+v (%v), stopped at %d; want stopped", st, err, stoppedAt)
+	}
+	t.Chdir(t.TempDir())
+	r, err := b.Resume(context.Background(), "again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := workerPID(t, rd)
+	t.Cleanup(func() { killPID(pid) })
+	if r.Config.Name != "again" || r.Config.RunsDir != filepath.Dir(rd.Path()) {
+		t.Errorf("resumed config: name %q runs_dir %q", r.Config.Name, r.Config.RunsDir)
+	}
+	resumed := false
+	for ev := range r.Events {
+		switch e := ev.(type) {
+		case engine.LogEvent:
+			resumed = resumed || strings.Contains(e.Text, "resumed") && strings.Contains(e.Text, fmt.Sprintf("at step %d", stoppedAt))
+		case engine.StepEvent:
+			if e.Step <= stoppedAt {
+				continue // the history before the stop
+			}
+			if !resumed {
+				t.Fatalf("step %d live with no 'resumed ... at step %d' before it", e.Step, stoppedAt)
+			}
+			r.Control.Stop()
+		}
+	}
+	if runs, _, _ := b.List(); len(runs) != 1 || runs[0].State != "stopped" {
+		t.Errorf("after the second stop: %+v", runs)
+	}
+	if _, err := b.Resume(context.Background(), "nope"); err == nil {
+		t.Error("resumed a run that does not exist")
 	}
 }

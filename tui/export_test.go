@@ -3,6 +3,7 @@ package tui
 import (
 	"time"
 
+	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/colorprofile"
 
 	"whet/engine"
@@ -52,4 +53,10 @@ func RenderDashboardGPUs(cfg engine.RunConfig, w, h int, events []engine.Event, 
 		d.update(engineEventMsg{src: d.events, ev: ev})
 	}
 	return d.view(w, h)
+}
+
+// RunsListForTest is a listing of the runs page's folder as its refresh
+// delivers it (the runs it shows now), to send between keys.
+func (m *Model) RunsListForTest() tea.Msg {
+	return runsListMsg{seq: m.runs.seq, runs: m.runs.runs, warnings: m.runs.warnings}
 }

@@ -258,3 +258,11 @@ type RunBrowser interface {
 	List() (runs []RunInfo, warnings []string, err error)
 	Attach(ctx context.Context, name string) (AttachedRun, error)
 }
+
+// RunResumer is a RunBrowser that can also train a run of its folder again
+// from its newest checkpoint, with its own run.yaml, in a worker as the
+// wizard's runs are, and follow it (what whet train -c RUN/run.yaml does):
+// the runs page's c on a stopped or crashed run.
+type RunResumer interface {
+	Resume(ctx context.Context, name string) (AttachedRun, error)
+}

@@ -25,7 +25,11 @@ type runsPage struct {
 	dir      string
 	runs     []RunInfo
 	warnings []string
-	err      string
+	err      string // listing the folder failed
+	// openErr is why the run last opened or continued could not be; it
+	// stays until the next key, not until the next listing (which came
+	// within seconds and wiped it).
+	openErr string
 	loaded   bool
 	at       int
 	seq      int
@@ -115,6 +119,7 @@ func (p *runsPage) update(msg tea.Msg) (tea.Cmd, runsAction) {
 		p.at = min(p.at, max(len(p.runs)-1, 0))
 		return nil, runsStay
 	case tea.KeyPressMsg:
+		p.openErr = ""
 		switch msg.String() {
 		case "up", "k":
 			p.at = max(p.at-1, 0)
@@ -135,6 +140,10 @@ func (p *runsPage) update(msg tea.Msg) (tea.Cmd, runsAction) {
 				return nil, runsStay
 			}
 			return p.open(p.runs[p.at].Name), runsStay
+		case "c":
+			if r, ok := p.resumable(); ok {
+				return p.resume(r.Name), runsStay
+			}
 		}
 	}
 	return nil, runsStay
@@ -142,11 +151,37 @@ func (p *runsPage) update(msg tea.Msg) (tea.Cmd, runsAction) {
 
 // open attaches to run name in a command.
 func (p *runsPage) open(name string) tea.Cmd {
-	p.attaching, p.err = name, ""
+	p.attaching, p.openErr = name, ""
 	src, parent := p.src, p.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithCancel(parent)
 		run, err := src.Attach(ctx, name)
+		if err != nil {
+			cancel()
+			return runAttachedMsg{name: name, err: err}
+		}
+		return runAttachedMsg{name: name, run: run, cancel: cancel}
+	}
+}
+
+// resumable is the selected run when c can train it again: it stopped or
+// crashed, no worker trains it, and the browser can start one.
+func (p *runsPage) resumable() (RunInfo, bool) {
+	if _, ok := p.src.(RunResumer); !ok || p.attaching != "" || p.at >= len(p.runs) {
+		return RunInfo{}, false
+	}
+	r := p.runs[p.at]
+	return r, !r.Live && (r.State == "stopped" || r.State == "crashed")
+}
+
+// resume trains run name again in a worker and follows it, in a command
+// (the answer is a runAttachedMsg, as opening a run).
+func (p *runsPage) resume(name string) tea.Cmd {
+	p.attaching, p.openErr = name, ""
+	rs, parent := p.src.(RunResumer), p.ctx
+	return func() tea.Msg {
+		ctx, cancel := context.WithCancel(parent)
+		run, err := rs.Resume(ctx, name)
 		if err != nil {
 			cancel()
 			return runAttachedMsg{name: name, err: err}
@@ -163,6 +198,9 @@ func (p *runsPage) help() []key.Binding {
 			label = "follow"
 		}
 		keys = append(keys, bind("enter", label))
+	}
+	if _, ok := p.resumable(); ok {
+		keys = append(keys, bind("c", "continue"))
 	}
 	return append(keys, bind("r", "refresh"), bind("esc", "wizard"), p.keys.Quit)
 }
@@ -205,10 +243,16 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 			lines = append(lines, style.Render(l))
 		}
 	}
+	_, canResume := p.resumable()
 	resume := func() {
-		if r.ResumeFrom != "" {
+		switch {
+		case r.ResumeFrom != "" && canResume:
+			add(st.Label, fmt.Sprintf("c continues training from its checkpoint at step %d (%s), as whet train -c %s does", r.ResumeStep, r.ResumeFrom, r.Config))
+		case r.ResumeFrom != "":
 			add(st.Label, fmt.Sprintf("resume: whet train -c %s (from its checkpoint at step %d, %s)", r.Config, r.ResumeStep, r.ResumeFrom))
-		} else {
+		case canResume:
+			add(st.Label, fmt.Sprintf("no checkpoint: c starts it over, as whet train -c %s does", r.Config))
+		default:
 			add(st.Label, fmt.Sprintf("no checkpoint: whet train -c %s starts it over", r.Config))
 		}
 	}
@@ -253,12 +297,20 @@ func (p *runsPage) view(w, h int) string {
 	title := st.Title.Render("whet") + "  " + st.Bold.Render("Runs") + st.Muted.Render(" in "+dir)
 	out = append(out, title, "")
 	var status []string
-	if p.err != "" {
+	if p.openErr != "" {
+		status = append(status, st.Bad.Render(wrap("✗ "+oneLine(printable(p.openErr)), w)))
+	} else if p.err != "" {
 		status = append(status, st.Bad.Render(wrap("✗ "+oneLine(printable(p.err)), w)))
 	} else if p.attaching != "" {
 		status = append(status, st.Muted.Render("opening "+p.attaching+"…"))
 	} else if n := len(p.warnings); n > 0 {
 		status = append(status, st.Warn.Render(trimTo(oneLine(printable(p.warnings[n-1])), w)))
+	}
+	if len(status) > 0 {
+		// An error wraps over lines, each of which needs its row (the
+		// rows were counted by message, which cut an error to its first).
+		status = strings.Split(strings.Join(status, "\n"), "\n")
+		status = status[:min(len(status), max(h/4, 1))]
 	}
 	switch {
 	case !p.loaded && p.err == "":

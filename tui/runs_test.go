@@ -322,3 +322,64 @@ func TestRunsPageExportQGoesBack(t *testing.T) {
 		t.Fatal("q on the summary quit the studio")
 	}
 }
+
+// c on a stopped or crashed run trains it again from its newest checkpoint
+// (the browser's Resume: a worker with the run's own run.yaml) and follows
+// it in the viewer; a finished or live run offers no c. Before, the page
+// only said to run whet train -c RUN/run.yaml in a shell. A refusal is
+// shown on the page.
+func TestRunsPageContinuesAStoppedRun(t *testing.T) {
+	runs := scriptedRuns()
+	runs.Scripts["crashed-run"] = []fake.Step{
+		{Event: engine.LogEvent{Text: "resumed runs/crashed-run at step 2"}},
+		{Event: engine.StepEvent{Step: 3, TotalSteps: 50, Loss: 2.5}},
+		{After: time.Hour, Event: engine.StepEvent{Step: 4, TotalSteps: 50, Loss: 2.4}},
+	}
+	o := testOptions(&fake.Engine{})
+	o.Runs = runs
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("persona-lora")
+	s := d.screen()
+	if !strings.Contains(s, "c continues training from its checkpoint at step 2") || !strings.Contains(s, "c continue") {
+		t.Errorf("the crashed run should offer c:\n%s", s)
+	}
+	for _, row := range []string{"down", "down"} { // old-done, then the live persona-lora
+		d.keys(row)
+		d.keys("c")
+		if s := d.screen(); strings.Contains(s, "c continue") || len(runs.Resumed()) != 0 {
+			t.Fatalf("c offered or taken on a finished or live run (resumed %v):\n%s", runs.Resumed(), s)
+		}
+	}
+	d.keys("end") // stopped-full: no checkpoint, c starts it over
+	if s := d.screen(); !strings.Contains(s, "no checkpoint: c starts it over, as whet train -c runs/stopped-full/run.yaml") {
+		t.Errorf("the stopped run without a checkpoint:\n%s", s)
+	}
+	d.keys("home", "c")
+	d.waitScreen("step 3/50")
+	if s := d.screen(); !strings.Contains(s, "q/esc runs (run goes on)") {
+		t.Errorf("the resumed run should be followed in the viewer:\n%s", s)
+	}
+	if got := runs.Resumed(); len(got) != 1 || got[0] != "crashed-run" {
+		t.Errorf("resumed %v, want [crashed-run]", got)
+	}
+	d.keys("q")
+	d.waitScreen("Runs in ./runs")
+
+	runs.ResumeErr = errors.New("the worker for run crashed-run ended (exit status 1): whet train: model folder /gone does not exist")
+	d.keys("home", "c")
+	d.waitScreen("/gone does not exist")
+	if !strings.Contains(d.screen(), "Runs in ./runs") {
+		t.Errorf("a refused resume left the runs page:\n%s", d.screen())
+	}
+	// The next listing keeps it; the next key clears it.
+	d.send(d.m.RunsListForTest())
+	if !strings.Contains(d.screen(), "/gone does not exist") {
+		t.Errorf("a listing wiped the error:\n%s", d.screen())
+	}
+	d.keys("down")
+	if strings.Contains(d.screen(), "/gone does not exist") {
+		t.Errorf("a key should clear the error:\n%s", d.screen())
+	}
+	checkSize(t, d.view(), 80, 24)
+}

@@ -408,7 +408,7 @@ func (m *Model) attached(msg runAttachedMsg) tea.Cmd {
 	}
 	m.runs.attaching = ""
 	if msg.err != nil {
-		m.runs.err = msg.err.Error()
+		m.runs.openErr = msg.err.Error()
 		return nil
 	}
 	if m.state != stateRuns { // the user went elsewhere meanwhile

@@ -20,13 +20,40 @@ type Runs struct {
 	RunsDir string
 	ListErr error
 
+	// ResumeErr, when set, is what Resume answers (a worker that refused
+	// to start).
+	ResumeErr error
+
 	mu       sync.Mutex
 	attached []string
+	resumed  []string
 	controls map[string]*Control
 	left     int
 }
 
-var _ tui.RunBrowser = (*Runs)(nil)
+var (
+	_ tui.RunBrowser = (*Runs)(nil)
+	_ tui.RunResumer = (*Runs)(nil)
+)
+
+// Resume implements tui.RunResumer: it records the name and plays the
+// run's script as Attach does (a worker trains the run again).
+func (r *Runs) Resume(ctx context.Context, name string) (tui.AttachedRun, error) {
+	if r.ResumeErr != nil {
+		return tui.AttachedRun{}, r.ResumeErr
+	}
+	r.mu.Lock()
+	r.resumed = append(r.resumed, name)
+	r.mu.Unlock()
+	return r.Attach(ctx, name)
+}
+
+// Resumed is the names Resume was called with, in order.
+func (r *Runs) Resumed() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.resumed...)
+}
 
 // List implements tui.RunBrowser.
 func (r *Runs) List() ([]tui.RunInfo, []string, error) {
