@@ -30,9 +30,9 @@ type runsPage struct {
 	// stays until the next key, not until the next listing (which came
 	// within seconds and wiped it).
 	openErr string
-	loaded   bool
-	at       int
-	seq      int
+	loaded  bool
+	at      int
+	seq     int
 	// attaching is the run being opened (enter pressed, no answer yet).
 	attaching string
 	// every is how often the shown list is read again; tickGen drops the
