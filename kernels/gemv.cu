@@ -300,7 +300,7 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_argmax(void* y, int 
 // one round trip, an 8192-wide one too instead of eight in series), and the
 // weight pieces are loaded before PDL_WAIT() and before the norm's or the
 // activation's prologue (the weights are read-only during a decoding
-// step), so those overlap the first loads. The host passes R = k / 1024
+// step; gemv_rr only when told so), so those overlap the first loads. The host passes R = k / 1024
 // for k a multiple of 1024 (R <= 32) and takes the four-piece kernels
 // otherwise.
 
@@ -343,16 +343,20 @@ __device__ __forceinline__ i64 rr_row3(i64 g, void* y0, const unsigned short* w0
 
 #define RR_MAX_WARPS 32
 
-// gemv_rr is gemv_bf16 (alpha, beta) round-parallel.
+// gemv_rr is gemv_bf16 (alpha, beta) round-parallel. It serves any
+// one-row product (MatMul), whose w another kernel may just have written,
+// so it loads w before PDL_WAIT() only when the host says w is a weight
+// (early = 1); the other rr kernels are decoding's products of weights.
 extern "C" __global__ void __launch_bounds__(1024) gemv_rr(void* y, int ydt, const unsigned short* x, const unsigned short* w, i64 n, i64 k,
-                                                           int R, float alpha, float beta) {
+                                                           int R, float alpha, float beta, int early) {
     __shared__ float red[RR_MAX_WARPS * 32];
     const int warp = threadIdx.x >> 5, rpb = (int)(blockDim.x >> 5) / R, r = warp % R;
     const i64 row = (i64)blockIdx.x * rpb + warp / R;
     u32x4 a[4];
-    if (row < n) rr_load(a, w, row, k, r);
+    if (early && row < n) rr_load(a, w, row, k, r);
     PDL_WAIT();
     PDL_TRIGGER();
+    if (!early && row < n) rr_load(a, w, row, k, r);
     if (row < n) red[threadIdx.x] = rr_part(a, x, r);
     __syncthreads();
     const i64 out = (i64)blockIdx.x * rpb + warp;

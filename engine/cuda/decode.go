@@ -300,7 +300,8 @@ func (b *Backend) gemv(op string, ct, at, bt *Tensor, m, n, k int, transA, trans
 		return false, nil
 	}
 	if what, R, grid, block, ok := rrPlan(op, n, k, rrWarps, 0); ok && rrOn() {
-		return true, b.launch(what, "gemv.cu", "gemv_rr", grid, block, 0, ct.ptr(), dt(ct), at.ptr(), bt.ptr(), int64(n), int64(k), R, alpha, beta)
+		// early 0: a one-row MatMul's b need not be a weight.
+		return true, b.launch(what, "gemv.cu", "gemv_rr", grid, block, 0, ct.ptr(), dt(ct), at.ptr(), bt.ptr(), int64(n), int64(k), R, alpha, beta, int32(0))
 	}
 	if gemv2() {
 		return true, b.launch(op+" (gemv2)", "gemv2.cu", "gemv2_bf16", dim3{(n + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,

@@ -25,7 +25,11 @@ import (
 // stream has finished, so the next one, which cannot start before this one
 // triggers, may touch nothing that is still being written. The only work
 // before the wait is an L2 prefetch of the GEMVs' weights (which no kernel
-// of a decoding step writes, and a prefetch cannot return stale data).
+// of a decoding step writes, and a prefetch cannot return stale data) and,
+// in the round-parallel GEMVs (gemvrr.go), loads of weight pieces into
+// registers: only in the kernels that serve decoding's products of model
+// weights (MatVecs and the fused ops), and in gemv_rr, which any one-row
+// MatMul takes, only when the host passes early = 1 (it does not).
 
 // PDLEnv set to 1 launches the decoding kernels with programmatic dependent
 // launch on sm_90 and newer (opt-in: it has not yet run on a GPU).
