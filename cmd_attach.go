@@ -62,7 +62,7 @@ func runAttach(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	// A closed terminal (SIGHUP) ends this viewer only: the worker trains on.
 	if _, err := tea.NewProgram(m, popts...).Run(); err != nil && !errors.Is(err, tea.ErrInterrupted) {
-		return fmt.Errorf("terminal: %w", err)
+		return terminalErr(err, fmt.Sprintf("run it in a terminal (ssh -t box whet attach %s), or read the run's progress with whet runs and its log with tail -f %s", name, worker.Log(rd)))
 	}
 	if line := m.Outcome(); line != "" {
 		fmt.Fprintln(stdout, "whet: "+line)

@@ -171,7 +171,7 @@ func runStudio(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "whet: "+line)
 	}
 	if err != nil && !errors.Is(err, tea.ErrInterrupted) {
-		return fmt.Errorf("terminal: %w", err)
+		return terminalErr(err, "run whet in a terminal (ssh -t for one on another machine), or train headless: whet train -c run.yaml")
 	}
 	return nil
 }

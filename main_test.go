@@ -229,3 +229,18 @@ func TestFlagErrorsNameTheFlagAndTheFix(t *testing.T) {
 		}
 	}
 }
+
+// Without a terminal the studio and whet attach say so in words and what
+// to do instead, not bubbletea's "could not open TTY"; other terminal
+// errors keep theirs.
+func TestTerminalErrSaysWhatToDo(t *testing.T) {
+	tty := errors.New("bubbletea: error opening TTY: bubbletea: could not open TTY: open /dev/tty: no such device or address")
+	got := terminalErr(tty, "train headless: whet train -c run.yaml").Error()
+	if want := "needs a terminal, and none is attached here (/dev/tty cannot be opened); train headless: whet train -c run.yaml"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	other := errors.New("read /dev/tty: input/output error")
+	if got := terminalErr(other, "x"); !errors.Is(got, other) || got.Error() != "terminal: read /dev/tty: input/output error" {
+		t.Errorf("another error: %v", got)
+	}
+}
