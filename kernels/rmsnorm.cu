@@ -11,6 +11,16 @@
 // when the rows allow 16-byte accesses). dWeight is a column sum:
 // each block owns 32 columns and walks every row in a fixed order, so it
 // needs no atomics and gives the same bits on every run.
+//
+// rmsnorm_backward_weight_partial + rmsnorm_backward_weight_final (opt-in,
+// WHET_RMSNORM_BWD_V2=1 in engine/cuda): the same column sum in two
+// stages. The first gives each block a tile of 256 columns by a chunk of
+// rows (grid.y chunks), 8 columns a thread with 16-byte loads where the
+// rows allow, and writes the tile's column sums in f32 to part[chunk, dim];
+// the second adds the chunks' partials column by column, in chunk order,
+// into dWeight. Every sum has a fixed order, so the result is the same on
+// every run. The one-stage kernel above has ceil(dim/32) blocks (64 at
+// dim 2048, fewer than an H100's SMs) each walking every row.
 #include "common.cuh"
 
 // Rows whose length is a multiple of 8, with 16-byte aligned bases, are
@@ -119,6 +129,79 @@ extern "C" __global__ void rmsnorm_backward_weight(void* dweight, int dwdt, cons
     if (threadIdx.y == 0 && c < dim) {
         float s = 0.0f;
         for (int y = 0; y < 8; y++) s += part[y][threadIdx.x];
+        st(dweight, dwdt, c, ld(dweight, dwdt, c) + s);
+    }
+}
+
+// rmsnorm_backward_weight_partial: block (32, 8), grid (ceil(dim/256),
+// chunks); chunk y covers rows [y*chunkRows, min(rows, (y+1)*chunkRows)).
+// part is f32 [chunks, dim], overwritten.
+extern "C" __global__ void rmsnorm_backward_weight_partial(float* part, const void* dout, int dodt, const void* x,
+                                                           int xdt, const float* rstd, i64 rows, i64 dim,
+                                                           i64 chunkRows) {
+    __shared__ float tile[8][256 + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const i64 base = (i64)blockIdx.x * 256;
+    const i64 r0 = (i64)blockIdx.y * chunkRows;
+    const i64 r1 = r0 + chunkRows < rows ? r0 + chunkRows : rows;
+    const bool vec = (dim & 7) == 0 && aligned16(dout) && aligned16(x);
+    float acc[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) acc[k] = 0.0f;
+    if (vec) {
+        // Columns base + 8*tx .. +7: a warp reads 256 contiguous columns.
+        const i64 c0 = base + 8 * tx;
+        if (c0 < dim) {
+            for (i64 r = r0 + ty; r < r1; r += 8) {
+                float dy[8], v[8];
+                ld8(dout, dodt, r * dim + c0, dy);
+                ld8(x, xdt, r * dim + c0, v);
+                const float rs = rstd[r];
+#pragma unroll
+                for (int k = 0; k < 8; k++) acc[k] += dy[k] * v[k] * rs;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 8; k++) tile[ty][8 * tx + k] = acc[k];
+    } else {
+        // Columns base + tx + 32*k: a warp reads 32 contiguous columns.
+        for (i64 r = r0 + ty; r < r1; r += 8) {
+            const float rs = rstd[r];
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const i64 c = base + tx + 32 * k;
+                if (c < dim) acc[k] += ld(dout, dodt, r * dim + c) * ld(x, xdt, r * dim + c) * rs;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 8; k++) tile[ty][tx + 32 * k] = acc[k];
+    }
+    __syncthreads();
+    const int i = ty * 32 + tx; // this thread's column of the tile
+    const i64 c = base + i;
+    if (c < dim) {
+        float s = 0.0f;
+#pragma unroll
+        for (int y = 0; y < 8; y++) s += tile[y][i];
+        part[(i64)blockIdx.y * dim + c] = s;
+    }
+}
+
+// rmsnorm_backward_weight_final: block (32, 8), grid.x = ceil(dim/32).
+// dWeight[c] += sum over chunks of part[chunk, c], in a fixed order.
+extern "C" __global__ void rmsnorm_backward_weight_final(void* dweight, int dwdt, const float* part, i64 chunks,
+                                                         i64 dim) {
+    __shared__ float sum8[8][33];
+    const i64 c = (i64)blockIdx.x * 32 + threadIdx.x;
+    float acc = 0.0f;
+    if (c < dim) {
+        for (i64 k = threadIdx.y; k < chunks; k += 8) acc += part[k * dim + c];
+    }
+    sum8[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < dim) {
+        float s = 0.0f;
+        for (int y = 0; y < 8; y++) s += sum8[y][threadIdx.x];
         st(dweight, dwdt, c, ld(dweight, dwdt, c) + s);
     }
 }

@@ -328,13 +328,24 @@ func testRMSNorm(h *harness) {
 }
 
 func testRMSNormBackward(h *harness) {
-	const rows = 11
+	// 11 rows at dims 64 and 61 (no 16-byte path); 777×200 leaves partial
+	// column tiles and row chunks in the CUDA backend's two-stage weight
+	// gradient; 8192×2048 is Llama-3.2-1B's 4×2048 batch (dWeight f32),
+	// 2048×2048 the same rows with dWeight in the activations' dtype.
 	for _, c := range []struct {
-		frozen bool
-		dim    int
-	}{{false, 64}, {true, 64}, {false, 61}} { // 61: no 16-byte path
-		frozen, dim := c.frozen, c.dim
+		frozen    bool
+		rows, dim int
+		dwAct     bool
+	}{{false, 11, 64, false}, {true, 11, 64, false}, {false, 11, 61, false}, {false, 777, 200, false},
+		{false, 8192, 2048, false}, {false, 2048, 2048, true}} {
+		frozen, rows, dim := c.frozen, c.rows, c.dim
 		name := fmt.Sprintf("dWeight_dim%d", dim)
+		if rows != 11 {
+			name = fmt.Sprintf("dWeight_%dx%d", rows, dim)
+		}
+		if c.dwAct {
+			name += "_dWeight_act_dtype"
+		}
 		if frozen {
 			name = "frozen_weight_nil_dWeight"
 		}
@@ -358,7 +369,11 @@ func testRMSNormBackward(h *harness) {
 				h.compare("dx (accumulated)", dx)
 				return
 			}
-			dw := h.output(engine.F32, dim)
+			dwDT := engine.F32
+			if c.dwAct {
+				dwDT = h.act
+			}
+			dw := h.output(dwDT, dim)
 			h.check("RMSNormBackward", h.dut.RMSNormBackward(dx.dut, dw.dut, dOut.dut, x.dut, w.dut, rstd.dut))
 			h.oracle("RMSNormBackward", h.ref.RMSNormBackward(dx.ref, dw.ref, dOut.ref, x.ref, w.ref, rstd.ref))
 			h.compare("dx (accumulated)", dx)

@@ -109,6 +109,7 @@ type Backend struct {
 	syncEachOp            bool
 	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
 	fusedAdamW            bool      // Options.FusedAdamW
+	rmsnormBwdV2          bool      // RMSNormBwdV2Env=1: two-stage RMSNorm weight gradient
 	attnHopper            bool      // not Options.MMASyncAttention
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
 	attnBwdFused          bool      // AttnBwdFusedDefine in nvrtcDefines (the default; AttnBwdFusedEnv=0 drops it): the fused Hopper backward is compiled and asked for
@@ -314,8 +315,9 @@ func New(opts Options) (*Backend, error) {
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
-		fusedAdamW: opts.FusedAdamW || os.Getenv("WHET_CUDA_FUSED_ADAMW") == "1",
-		attnHopper: !opts.MMASyncAttention && os.Getenv(AttnHopperEnv) != "0",
+		fusedAdamW:   opts.FusedAdamW || os.Getenv("WHET_CUDA_FUSED_ADAMW") == "1",
+		attnHopper:   !opts.MMASyncAttention && os.Getenv(AttnHopperEnv) != "0",
+		rmsnormBwdV2: os.Getenv(RMSNormBwdV2Env) == "1",
 	}
 	b.attnBwdFused = nvrtcDefined(AttnBwdFusedDefine)
 	b.deterministic = opts.Deterministic || os.Getenv(DeterministicEnv) == "1"

@@ -182,13 +182,59 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 	// The weight gradient reads dOut and x only, so it may run before dx is
 	// touched even when dx aliases dOut.
 	if dwt != nil {
-		if err := b.launch(op, "rmsnorm.cu", "rmsnorm_backward_weight", dim3{(dim + 31) / 32, 1, 1}, dim3{32, 8, 1}, 0,
-			dwt.ptr(), dt(dwt), do.ptr(), dt(do), xt.ptr(), dt(xt), rs.ptr(), int64(rows), int64(dim)); err != nil {
+		if err := b.rmsnormWeightGrad(op, dwt, do, xt, rs, rows, dim); err != nil {
 			return err
 		}
 	}
 	return b.launch(op, "rmsnorm.cu", "rmsnorm_backward_input", dim3{rows, 1, 1}, rowBlock(dim), 0,
 		dxt.ptr(), dt(dxt), do.ptr(), dt(do), xt.ptr(), dt(xt), w.ptr(), dt(w), rs.ptr(), int64(dim))
+}
+
+// RMSNormBwdV2Env=1 sums RMSNorm's weight gradient in two stages
+// (kernels/rmsnorm.cu rmsnorm_backward_weight_partial and _final: per-tile
+// f32 partials over chunks of rows, then a column sum over the chunks)
+// instead of rmsnorm_backward_weight's one block per 32 columns walking
+// every row (223 µs a call at 8192×2048 on an H100, 2026-12-07). Both are
+// deterministic. Opt-in until tools/gpu/train-speed has run it.
+const RMSNormBwdV2Env = "WHET_RMSNORM_BWD_V2"
+
+// rmsnormWeightGrad adds the column sums of dOut*x*rstd into dWeight. The
+// caller holds the backend (enter).
+func (b *Backend) rmsnormWeightGrad(op string, dwt, do, xt, rs *Tensor, rows, dim int) error {
+	if b.rmsnormBwdV2 {
+		chunks, chunkRows := rmsnormWeightChunks(rows, dim, b.smCount)
+		bytes := int64(4 * chunks * dim)
+		// Under graph capture the scratch cannot grow: the one-stage kernel
+		// then serves.
+		if !b.capturing || bytes <= b.opScratchBytes {
+			part, err := b.scratchFor(op, bytes)
+			if err != nil {
+				return err
+			}
+			if err := b.launch(op, "rmsnorm.cu", "rmsnorm_backward_weight_partial", dim3{(dim + 255) / 256, chunks, 1}, dim3{32, 8, 1}, 0,
+				part, do.ptr(), dt(do), xt.ptr(), dt(xt), rs.ptr(), int64(rows), int64(dim), int64(chunkRows)); err != nil {
+				return err
+			}
+			return b.launch(op, "rmsnorm.cu", "rmsnorm_backward_weight_final", dim3{(dim + 31) / 32, 1, 1}, dim3{32, 8, 1}, 0,
+				dwt.ptr(), dt(dwt), part, int64(chunks), int64(dim))
+		}
+	}
+	return b.launch(op, "rmsnorm.cu", "rmsnorm_backward_weight", dim3{(dim + 31) / 32, 1, 1}, dim3{32, 8, 1}, 0,
+		dwt.ptr(), dt(dwt), do.ptr(), dt(do), xt.ptr(), dt(xt), rs.ptr(), int64(rows), int64(dim))
+}
+
+// rmsnormWeightChunks splits rows for rmsnorm_backward_weight_partial:
+// chunks of at least 64 rows (8 per thread row of the block), as many as
+// keep about 8 blocks an SM busy with ceil(dim/256) tiles across. It
+// returns the number of chunks and the rows of each (the last may have
+// fewer).
+func rmsnormWeightChunks(rows, dim, sms int) (chunks, chunkRows int) {
+	tiles := (dim + 255) / 256
+	want := max(1, 8*max(sms, 1)/tiles)
+	chunks = min((rows+63)/64, want)
+	chunks = max(chunks, 1)
+	chunkRows = (rows + chunks - 1) / chunks
+	return (rows + chunkRows - 1) / chunkRows, chunkRows
 }
 
 // RoPE rotates x in place (half-split layout); inverse turns back, which
