@@ -378,11 +378,10 @@ func (p *dataPage) openTyped() tea.Cmd {
 		return nil
 	}
 	path := expandHome(typed)
-	if st, err := os.Stat(path); err != nil {
+	// A folder is read as whet train reads it: its data files (shards),
+	// or the loader says it holds none.
+	if _, err := os.Stat(path); err != nil {
 		p.err = fmt.Sprintf("dataset %s: %v", path, err)
-		return nil
-	} else if st.IsDir() {
-		p.err = fmt.Sprintf("dataset %s is a folder; give a file", path)
 		return nil
 	}
 	if !slices.ContainsFunc(p.files, func(f dataFile) bool { return samePath(f.path, path) }) {

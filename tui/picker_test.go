@@ -426,3 +426,23 @@ func TestDataPickerSkipsOrRereadsABadRow(t *testing.T) {
 		})
 	}
 }
+
+// A typed folder is previewed as whet train reads it (its data files as
+// shards) instead of refused with "is a folder; give a file", which the
+// loader never asked for.
+func TestDataPickerOpensTypedFolder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shards")
+	writeFile(t, filepath.Join(dir, "a.jsonl"), "{}\n")
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("enter", "enter")
+	d.typeText(dir)
+	d.keys("up", "enter") // the path row, not the file in it
+	d.waitScreen("format messages")
+	if s := d.screen(); strings.Contains(s, "is a folder") {
+		t.Errorf("the folder was refused:\n%s", s)
+	}
+	d.keys("enter")
+	if got := d.m.Config().Data.Path; got != dir {
+		t.Errorf("Data.Path = %q, want the folder %q", got, dir)
+	}
+}
