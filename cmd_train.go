@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -55,6 +56,13 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	if *config == "" {
 		return errors.New("-c run.yaml is required")
+	}
+	if st, err := os.Stat(*config); err == nil && st.IsDir() {
+		// A run folder given for its run file (whet train -c runs/NAME).
+		if _, err := os.Stat(filepath.Join(*config, "run.yaml")); err == nil {
+			return fmt.Errorf("-c %s is a folder; its run file is -c %s", *config, filepath.Join(*config, "run.yaml"))
+		}
+		return fmt.Errorf("-c %s is a folder; -c takes a run file (YAML, docs/run-file.md)", *config)
 	}
 	cfg, err := engine.LoadRunConfig(*config)
 	if err != nil {

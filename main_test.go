@@ -222,6 +222,7 @@ func TestFlagErrorsNameTheFlagAndTheFix(t *testing.T) {
 		{[]string{"fit", "--model", "testdata/tiny-llama", "--rank", "0"}, 1, "whet fit: --rank 0: want 1 or more\n"},
 		{[]string{"fit", "--model", "testdata/tiny-llama", "--seq", "-5"}, 1, "whet fit: --seq -5: want 1 or more\n"},
 		{[]string{"fit", "--model", "testdata/tiny-llama", "--grad-accum", "0"}, 1, "whet fit: --grad-accum 0: want 1 or more\n"},
+		{[]string{"train", "-c", "testdata"}, 1, "whet train: -c testdata is a folder; -c takes a run file (YAML, docs/run-file.md)\n"},
 	} {
 		code, out, errs := runCLI(t, c.args...)
 		if code != c.code || errs != c.want || out != "" {
@@ -242,5 +243,20 @@ func TestTerminalErrSaysWhatToDo(t *testing.T) {
 	other := errors.New("read /dev/tty: input/output error")
 	if got := terminalErr(other, "x"); !errors.Is(got, other) || got.Error() != "terminal: read /dev/tty: input/output error" {
 		t.Errorf("another error: %v", got)
+	}
+}
+
+// whet train -c RUN (the run's folder, not its run.yaml) names the file.
+func TestTrainConfigIsARunFolder(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "myrun")
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(run, "run.yaml"), []byte("name: myrun\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCLI(t, "train", "-c", run)
+	if want := "whet train: -c " + run + " is a folder; its run file is -c " + filepath.Join(run, "run.yaml") + "\n"; code != 1 || errs != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errs, want)
 	}
 }
