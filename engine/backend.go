@@ -338,6 +338,9 @@ type FusedNF4MatVecs interface {
 	// MatVecNF4Add: y [1, n] = x [1, k] @ W^T + r [1, n], as Copy(y, r)
 	// then MatVecNF4(y, x, packed, absmax, true).
 	MatVecNF4Add(y, x, packed, absmax, r Tensor) (ok bool, err error)
+	// MatVecNF4AddNorm: MatVecNF4Add, then what RMSNorm(h, rstd, y,
+	// normW, eps) gives in h (rstd not written).
+	MatVecNF4AddNorm(y, x, packed, absmax, r, h, normW Tensor, eps float32) (ok bool, err error)
 	// MatVecsNF4SwiGLU: what MatVecsNF4([g, u], x, [packedG, packedU],
 	// [absmaxG, absmaxU], false) and then SwiGLU(s, g, u) give in s; g and
 	// u give the products' dtype and are not written.

@@ -1195,6 +1195,11 @@ func (a *Activations) layerForward(l int) error {
 	var steps []step
 	add := func(what string, f func() error) { steps = append(steps, step{what, f}) }
 	fm, fn := a.fusedMatVecs(), a.fusedNF4()
+	// nf4MLP: the MLP of an NF4 layer decoding one row takes the fused NF4
+	// ops; mlpNormed is set while the steps run when the o product has
+	// formed the MLP's norm already.
+	nf4MLP := fn != nil && !fam.SandwichNorms && fam.Activation == SiLU && L.GateUp == nil && nf4Linears(L.Gate, L.Up, L.Down)
+	mlpNormed := false
 	switch {
 	case fm != nil && L.QKV == nil && plainLinears(L.Q, L.K, L.V):
 		// Decoding one row: the norm inside the q/k/v product.
@@ -1263,6 +1268,18 @@ func (a *Activations) layerForward(l int) error {
 	} else if fn != nil && nf4Linears(L.O) {
 		add("o + residual", func() error {
 			q := L.O.W.Quant
+			if nf4MLP {
+				// The MLP's norm too, into h2 (the MLP's steps below skip theirs).
+				nw, err := a.normWeight(L.MLPNorm)
+				if err != nil {
+					return err
+				}
+				ok, err := fn.MatVecNF4AddNorm(xmid, att, q.Packed, q.Absmax, x, h2, nw, float32(c.RMSNormEps))
+				if ok || err != nil {
+					mlpNormed = ok
+					return err
+				}
+			}
 			if ok, err := fn.MatVecNF4Add(xmid, att, q.Packed, q.Absmax, x); ok || err != nil {
 				return err
 			}
@@ -1296,11 +1313,17 @@ func (a *Activations) layerForward(l int) error {
 		})
 		return a.runSteps(l, steps)
 	}
-	if fn != nil && !fam.SandwichNorms && fam.Activation == SiLU && L.GateUp == nil && nf4Linears(L.Gate, L.Up, L.Down) {
-		// Decoding one row with NF4 weights: the activation inside the
+	if nf4MLP {
+		// Decoding one row with NF4 weights: the norm inside the o
+		// product (when the backend took it), the activation inside the
 		// gate/up product, the residual inside the down product.
 		g, u, sw := a.rows(s.g, 1), a.rows(s.u, 1), a.rows(s.s, 1)
-		add("mlp norm", func() error { return a.norm(h2, rstd2, xmid, L.MLPNorm) })
+		add("mlp norm", func() error {
+			if mlpNormed {
+				return nil
+			}
+			return a.norm(h2, rstd2, xmid, L.MLPNorm)
+		})
 		add("mlp gate up + activation", func() error {
 			qg, qu := L.Gate.W.Quant, L.Up.W.Quant
 			if ok, err := fn.MatVecsNF4SwiGLU(sw, g, u, h2, qg.Packed, qg.Absmax, qu.Packed, qu.Absmax); ok || err != nil {

@@ -95,8 +95,27 @@ func TestDecodeNF4SharedMatVecs(t *testing.T) {
 // decline makes every call refuse its operands.
 type fusedNF4CPU struct {
 	*nf4CPU
-	decline      bool
-	adds, swiglu int
+	decline, declineNorm   bool
+	adds, addNorms, swiglu int
+}
+
+// MatVecNF4AddNorm is MatVecNF4Add then RMSNorm into h; declineNorm
+// refuses it alone.
+func (f *fusedNF4CPU) MatVecNF4AddNorm(y, x, packed, absmax, r, h, normW engine.Tensor, eps float32) (bool, error) {
+	if f.decline || f.declineNorm {
+		return false, nil
+	}
+	if ok, err := f.MatVecNF4Add(y, x, packed, absmax, r); !ok || err != nil {
+		return ok, err
+	}
+	f.adds--
+	f.addNorms++
+	rstd, err := f.Alloc(engine.F32, 1, 1)
+	if err != nil {
+		return true, err
+	}
+	defer f.Free(rstd)
+	return true, f.RMSNorm(h, rstd, y, normW, eps)
 }
 
 var _ engine.FusedNF4MatVecs = (*fusedNF4CPU)(nil)
@@ -149,8 +168,10 @@ func (f *fusedNF4CPU) MatVecsNF4SwiGLU(s, g, u, x, pg, ag, pu, au engine.Tensor)
 }
 
 // TestDecodeFusedNF4: with Generator.Fuse an NF4 model's one-token passes
-// on the mat-vec path take the fused NF4 ops (o and down with their
-// residual: two a layer a step; gate/up with the activation: one) and give
+// on the mat-vec path take the fused NF4 ops (o with its residual and the
+// MLP's norm, down with its residual, gate/up with the activation: one
+// each a layer a step; o with the residual alone when the norm is
+// declined) and give
 // the tokens of the unfused ops and of the plain path, greedy and sampled;
 // a backend declining them gives them too; the plain path, an adapter
 // turned on, or Fuse off take none.
@@ -171,10 +192,11 @@ func TestDecodeFusedNF4(t *testing.T) {
 		for _, o := range []engine.SampleOptions{engine.Greedy(10, nil), {MaxNewTokens: 10, Temperature: 0.9, TopK: 8, Seed: 7}} {
 			want, _ := decodeWith(t, m, engine.DecodePlain, prompt, o)
 			for _, c := range []struct {
-				mode          engine.DecodeMode
-				fuse, decline bool
-			}{{engine.DecodePlain, true, false}, {engine.DecodeDevice, false, false}, {engine.DecodeDevice, true, false}, {engine.DecodeDevice, true, true}} {
-				fb.decline, fb.adds, fb.swiglu, fb.single, fb.matVecs = c.decline, 0, 0, 0, 0
+				mode                       engine.DecodeMode
+				fuse, decline, declineNorm bool
+			}{{engine.DecodePlain, true, false, false}, {engine.DecodeDevice, false, false, false}, {engine.DecodeDevice, true, false, false},
+				{engine.DecodeDevice, true, false, true}, {engine.DecodeDevice, true, true, false}} {
+				fb.decline, fb.declineNorm, fb.adds, fb.addNorms, fb.swiglu, fb.single, fb.matVecs = c.decline, c.declineNorm, 0, 0, 0, 0, 0
 				g, err := m.NewGenerator(len(prompt) + o.MaxNewTokens + 2)
 				if err != nil {
 					t.Fatal(err)
@@ -190,15 +212,22 @@ func TestDecodeFusedNF4(t *testing.T) {
 				}
 				fused := c.mode != engine.DecodePlain && c.fuse && !c.decline && !lora
 				if !fused {
-					if fb.adds != 0 || fb.swiglu != 0 {
-						t.Errorf("lora=%v %+v: %d residual and %d activation fused calls, want none", lora, c, fb.adds, fb.swiglu)
+					if fb.adds != 0 || fb.addNorms != 0 || fb.swiglu != 0 {
+						t.Errorf("lora=%v %+v: %d residual, %d residual+norm and %d activation fused calls, want none", lora, c, fb.adds, fb.addNorms, fb.swiglu)
 					}
 					continue
 				}
-				// Per layer-step: q/k/v shared, o and down with the residual, gate/up with the activation.
+				// Per layer-step: q/k/v shared, o with the residual and the
+				// MLP's norm (or the residual alone when that is declined),
+				// down with the residual, gate/up with the activation.
 				steps := fb.swiglu
-				if steps == 0 || fb.adds != 2*steps || fb.matVecs != steps || fb.single != 0 {
-					t.Errorf("lora=%v %+v: %d residual, %d activation, %d shared, %d single calls: want 2s, s, s, 0", lora, c, fb.adds, fb.swiglu, fb.matVecs, fb.single)
+				wantAdds, wantNorms := steps, steps
+				if c.declineNorm {
+					wantAdds, wantNorms = 2*steps, 0
+				}
+				if steps == 0 || fb.adds != wantAdds || fb.addNorms != wantNorms || fb.matVecs != steps || fb.single != 0 {
+					t.Errorf("lora=%v %+v: %d residual, %d residual+norm, %d activation, %d shared, %d single calls: want %d, %d, s, s, 0 (s = %d)",
+						lora, c, fb.adds, fb.addNorms, fb.swiglu, fb.matVecs, fb.single, wantAdds, wantNorms, steps)
 				}
 			}
 		}

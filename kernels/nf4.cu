@@ -440,3 +440,96 @@ extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split_swiglu(const 
         st(s, sdt, j, g * nf4f_sigmoid(g) * u);
     }
 }
+
+// matvec_nf4_split_add_norm: matvec_nf4_split_add, then h = RMSNorm(y) * nw
+// as rmsnorm_forward gives it (16-byte path, nt threads: the host passes
+// its block size) by the last block to finish (a ticket from count[0],
+// which it resets): the o projection with the residual and the MLP's norm
+// in one launch. Each block makes its y visible (__threadfence) before its
+// ticket; the last block reads y from L2 (ld.global.cg: its L1 may hold
+// lines of y from res when y is res) and plays rmsnorm_forward's threads
+// j = threadIdx.x + 256 v, summed in the same tree, so h has its bits.
+// The host passes n (the norm's width) a multiple of 8 with y, h and nw
+// 16-byte aligned, y and h bf16 or f32.
+__device__ __forceinline__ void ld8_cg(const void* p, int dt, i64 i, float* f) {
+    if (dt == DT_BF16) {
+        unsigned int w[4];
+        asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+                     : "l"((const unsigned short*)p + i));
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            f[2 * k] = __uint_as_float(w[k] << 16);
+            f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        }
+    } else {
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+                         : "=f"(f[4 * h]), "=f"(f[4 * h + 1]), "=f"(f[4 * h + 2]), "=f"(f[4 * h + 3])
+                         : "l"((const float*)p + i + 4 * h));
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) matvec_nf4_split_add_norm(const void* x, int xdt, i64 k, void* y, int ydt,
+                                                                         const unsigned int* p, const float* a, i64 n, const void* res,
+                                                                         int rdt, void* h, int hdt, const void* nw, int nwdt, float eps,
+                                                                         int nt, unsigned int* count) {
+    PDL_WAIT();
+    PDL_TRIGGER();
+    __shared__ float levels[16];
+    __shared__ float partial[NF4V2_ROWS][8];
+    __shared__ float scratch[32];
+    __shared__ int last;
+    if (threadIdx.x < 16) levels[threadIdx.x] = NF4_LEVELS[threadIdx.x];
+    const unsigned int* codes[NF4V2_ROWS];
+    const float* scale[NF4V2_ROWS];
+    int off[NF4V2_ROWS];
+#pragma unroll
+    for (int r = 0; r < NF4V2_ROWS; r++) {
+        const i64 g = (i64)blockIdx.x * NF4V2_ROWS + r;
+        nf4f_setup(p, a, g < n ? g : 0, k, &codes[r], &scale[r], &off[r]);
+    }
+    float v = nf4f_sum<NF4V2_ROWS>(x, xdt, k, codes, scale, off, levels, partial);
+    const i64 row = (i64)blockIdx.x * NF4V2_ROWS + threadIdx.x;
+    if (threadIdx.x < NF4V2_ROWS && row < n) {
+        v += ld(res, rdt, row);
+        st(y, ydt, row, v);
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(count, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const i64 n8 = n / 8;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int vv = 0; vv < 4; vv++) {
+        const int j = threadIdx.x + 256 * vv; // thread j of rmsnorm_forward's nt
+        float part = 0.0f;
+        if (j < nt) {
+            for (i64 c = j; c < n8; c += nt) {
+                float xv[8];
+                ld8_cg(y, ydt, 8 * c, xv);
+#pragma unroll
+                for (int e = 0; e < 8; e++) part += xv[e] * xv[e];
+            }
+        }
+        part = warp_sum(part);
+        if (lane == 0 && 256 * vv < nt) scratch[warp + 8 * vv] = part;
+    }
+    __syncthreads();
+    float ss = lane < (nt >> 5) ? scratch[lane] : 0.0f;
+    ss = warp_sum(ss);
+    const float rs = rsqrtf(ss / (float)n + eps);
+    for (i64 c = threadIdx.x; c < n8; c += blockDim.x) {
+        float xv[8], wv[8];
+        ld8_cg(y, ydt, 8 * c, xv);
+        ld8(nw, nwdt, 8 * c, wv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) xv[e] = xv[e] * rs * wv[e];
+        st8(h, hdt, 8 * c, xv);
+    }
+    if (threadIdx.x == 0) count[0] = 0u;
+}

@@ -16,9 +16,35 @@ import (
 
 var _ engine.HeadArgmax = (*Backend)(nil)
 
-// argmaxScratchBytes is the best key (8 bytes) and the ticket counter (4),
-// padded.
-const argmaxScratchBytes = 16
+// argmaxScratchBytes is Backend.argmaxScratch: gemv_bf16_argmax's best key
+// (8 bytes) and ticket counter (4), then matvec_nf4_split_add_norm's ticket
+// counter (4, at normTicketOffset).
+const (
+	argmaxScratchBytes = 16
+	normTicketOffset   = 12
+)
+
+// ticketScratch makes Backend.argmaxScratch (zeroed) if it is not there
+// yet; the kernels leave it zeroed. It fails while recording, which the
+// generator's first, direct step avoids. The caller holds the context.
+func (b *Backend) ticketScratch(op string) error {
+	if b.argmaxScratch != 0 {
+		return nil
+	}
+	if b.capturing {
+		return fmt.Errorf("cuda: %s: scratch: %w", op, errCapturing)
+	}
+	p, err := b.rawAlloc(argmaxScratchBytes)
+	if err != nil {
+		return withOp(op+": scratch", err)
+	}
+	if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(p), 0, uintptr(argmaxScratchBytes/4)); err != nil {
+		b.rawFree(p, argmaxScratchBytes)
+		return withOp(op, err)
+	}
+	b.argmaxScratch = p
+	return nil
+}
 
 // MatVecArgmax writes logits [1, V] = h [1, k] @ w^T (w [V, k]) and ids[0]
 // = the column of the largest logit, the lowest on ties, in one launch. It
@@ -53,19 +79,8 @@ func (b *Backend) MatVecArgmax(ids, logits, h, w engine.Tensor) (bool, error) {
 		return false, nil
 	}
 	op := fmt.Sprintf("MatVecArgmax %s [1 %d] = bf16 [1 %d] @ bf16 [%d %d]ᵀ", lt.dt, V, k, V, k)
-	if b.argmaxScratch == 0 {
-		if b.capturing {
-			return false, fmt.Errorf("cuda: %s: scratch: %w", op, errCapturing)
-		}
-		p, err := b.rawAlloc(argmaxScratchBytes)
-		if err != nil {
-			return false, withOp(op+": scratch", err)
-		}
-		if err := b.drv.call("cuMemsetD32_v2", b.drv.cuMemsetD32, uintptr(p), 0, uintptr(argmaxScratchBytes/4)); err != nil {
-			b.rawFree(p, argmaxScratchBytes)
-			return false, withOp(op, err)
-		}
-		b.argmaxScratch = p
+	if err := b.ticketScratch(op); err != nil {
+		return false, err
 	}
 	if err := b.launch(op, "gemv.cu", "gemv_bf16_argmax", dim3{(V + rowsPerBlock - 1) / rowsPerBlock, 1, 1}, block256, 0,
 		lt.ptr(), dt(lt), ht.ptr(), wt.ptr(), int64(V), int64(k), it.ptr(), b.argmaxScratch, b.argmaxScratch+8); err != nil {

@@ -18,7 +18,9 @@ import (
 // multiple of the 4 a block (odd for the activation's pairs), k = 72
 // (absmax blocks straddling rows), k past 256 words a row, Llama-3.1-8B's
 // 4096 and 14336, and an x not 16-byte aligned; g and u are not written.
-// With WHET_NF4_MATVEC=v1 both decline.
+// MatVecNF4AddNorm against MatVecNF4Add + RMSNorm (y and h), three calls
+// in a row at each width; a width not a multiple of 8 declined. With
+// WHET_NF4_MATVEC=v1 they decline.
 func TestNF4FusedKernels(t *testing.T) {
 	b := newGPU(t, cuda.Options{})
 	rng := rand.New(rand.NewPCG(21, 23))
@@ -69,6 +71,52 @@ func TestNF4FusedKernels(t *testing.T) {
 				}
 			}
 			b.Free(xbig)
+		}
+	}
+	// The residual and the next norm: widths whose RMSNorm block is 32, 128,
+	// 256 and 512 threads, called again and again (the ticket must be reset).
+	for _, sh := range []shape{{56, 72}, {1024, 14336}, {2048, 2048}, {4096, 4096}} {
+		c := newNF4Case(t, b, rng, sh.n, sh.k)
+		nwv := randomVals(rng, sh.n, 0.3)
+		for i := range nwv {
+			nwv[i] += 1
+		}
+		for _, dt := range []engine.DType{engine.BF16, engine.F32} {
+			what := fmt.Sprintf("[%d %d] %s", sh.n, sh.k, dt)
+			x := upload(t, b, dt, randomVals(rng, sh.k, 1), 1, sh.k)
+			nw := upload(t, b, dt, nwv, sh.n)
+			r := upload(t, b, dt, c.yv, 1, sh.n)
+			for rep := 0; rep < 3; rep++ {
+				y, yRef := upload(t, b, dt, make([]float32, sh.n), 1, sh.n), upload(t, b, dt, make([]float32, sh.n), 1, sh.n)
+				h, hRef := upload(t, b, dt, make([]float32, sh.n), 1, sh.n), upload(t, b, dt, make([]float32, sh.n), 1, sh.n)
+				rstd := upload(t, b, engine.F32, make([]float32, 1), 1)
+				if ok, err := b.MatVecNF4AddNorm(y, x, c.pk, c.am, r, h, nw, 1e-5); err != nil || !ok {
+					t.Fatalf("%s: MatVecNF4AddNorm: %v, %v", what, ok, err)
+				}
+				if ok, err := b.MatVecNF4Add(yRef, x, c.pk, c.am, r); err != nil || !ok {
+					t.Fatalf("%s: MatVecNF4Add: %v, %v", what, ok, err)
+				}
+				if err := b.RMSNorm(hRef, rstd, yRef, nw, 1e-5); err != nil {
+					t.Fatal(err)
+				}
+				sameBits(t, fmt.Sprintf("%s call %d MatVecNF4AddNorm y", what, rep), download(t, b, y), download(t, b, yRef))
+				sameBits(t, fmt.Sprintf("%s call %d MatVecNF4AddNorm h", what, rep), download(t, b, h), download(t, b, hRef))
+				for _, tt := range []engine.Tensor{y, yRef, h, hRef, rstd} {
+					b.Free(tt)
+				}
+			}
+			for _, tt := range []engine.Tensor{x, nw, r} {
+				b.Free(tt)
+			}
+		}
+	}
+	// A width not a multiple of 8 is declined (rmsnorm_forward's other path).
+	{
+		c := newNF4Case(t, b, rng, 5, 64)
+		x := upload(t, b, engine.BF16, make([]float32, 64), 1, 64)
+		y, h, nw := upload(t, b, engine.BF16, make([]float32, 5), 1, 5), upload(t, b, engine.BF16, make([]float32, 5), 1, 5), upload(t, b, engine.BF16, make([]float32, 5), 5)
+		if ok, err := b.MatVecNF4AddNorm(y, x, c.pk, c.am, y, h, nw, 1e-5); ok || err != nil {
+			t.Errorf("width 5: MatVecNF4AddNorm ok %v, %v; want declined", ok, err)
 		}
 	}
 	t.Setenv(cuda.NF4MatVecEnv, "v1")

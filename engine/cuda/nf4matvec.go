@@ -241,3 +241,51 @@ func (b *Backend) MatVecsNF4SwiGLU(s, g, u, x, packedG, absmaxG, packedU, absmax
 		xt.ptr(), dt(xt), int64(k), st.ptr(), dt(st), dt(ops[0].y),
 		ops[0].packed.ptr(), ops[0].absmax.ptr(), ops[1].packed.ptr(), ops[1].absmax.ptr(), int64(n))
 }
+
+// MatVecNF4AddNorm is MatVecNF4Add followed by RMSNorm(h, rstd, y, normW,
+// eps) (rstd not written), in one launch of matvec_nf4_split_add_norm: the
+// last block to finish forms h with rmsnorm_forward's bits
+// (engine.FusedNF4MatVecs). It declines (ok false) where MatVecNF4Add does
+// and unless y's width is a multiple of 8 with y, h and normW 16-byte
+// aligned (rmsnorm_forward's 16-byte path).
+func (b *Backend) MatVecNF4AddNorm(y, x, packed, absmax, r, h, normW engine.Tensor, eps float32) (bool, error) {
+	c := b.check("MatVecNF4AddNorm")
+	xt, ops := checkNF4Operands(&c, []engine.Tensor{y}, x, []engine.Tensor{packed}, []engine.Tensor{absmax})
+	if c.Err != nil {
+		return false, c.Err
+	}
+	rt, ht, nt := c.float("r", r), c.float("h", h), c.float("normW", normW)
+	if c.Err != nil {
+		return false, c.Err
+	}
+	o := ops[0]
+	n, k := o.y.n, xt.n
+	c.Matrix("r", rt, 1, n)
+	c.Matrix("h", ht, 1, n)
+	c.Length("normW", nt, n)
+	if o.y.ptr() != rt.ptr() {
+		c.disjoint("y", o.y, "r", rt)
+	}
+	c.disjoint("h", ht, "y", o.y)
+	c.disjoint("h", ht, "x", xt)
+	c.disjoint("h", ht, "r", rt)
+	if c.Err != nil {
+		return false, c.Err
+	}
+	if !nf4V2() || nf4V2Wide() || rt.dt != o.y.dt || n == 0 || n%8 != 0 || alignment(o.y.ptr()) < 16 || alignment(ht.ptr()) < 16 ||
+		alignment(nt.ptr()) < 16 {
+		return false, nil
+	}
+	exit, err := b.enter()
+	if err != nil {
+		return false, err
+	}
+	defer exit()
+	op := fmt.Sprintf("MatVecNF4AddNorm %s [1 %d] = %s [1 %d] @ nf4 [%d %d]ᵀ + %s, then its RMSNorm into %s", o.y.dt, n, xt.dt, k, n, k, rt.dt, ht.dt)
+	if err := b.ticketScratch(op); err != nil {
+		return false, err
+	}
+	return true, b.launch(op, "nf4.cu", "matvec_nf4_split_add_norm", nf4V2Grid(n, nf4V2Rows), block256, 0,
+		xt.ptr(), dt(xt), int64(k), o.y.ptr(), dt(o.y), o.packed.ptr(), o.absmax.ptr(), int64(n), rt.ptr(), dt(rt),
+		ht.ptr(), dt(ht), nt.ptr(), dt(nt), eps, int32(rowBlock(n).x), b.argmaxScratch+normTicketOffset)
+}

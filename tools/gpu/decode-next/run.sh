@@ -9,9 +9,10 @@
 #                         four 16-byte pieces spread over warps, weights loaded before the wait and
 #                         the norm/SwiGLU prologue; the same bits as the four-piece kernels)
 #                         WHET_DECODE_RR_WARPS=N tunes the block (rows a block = N / rounds)
-#   WHET_DECODE_FUSE=1    now also on NF4 weights (kernels/nf4.cu matvec_nf4_split_add: o and down
-#                         with the residual, no copy; matvec_nf4_split_swiglu: gate/up with SwiGLU
-#                         in the epilogue, g and u never written): 10 nodes a layer become 7
+#   WHET_DECODE_FUSE=1    now also on NF4 weights (kernels/nf4.cu matvec_nf4_split_add_norm: o with
+#                         the residual and, by the last block, the MLP's RMSNorm; matvec_nf4_split_add:
+#                         down with the residual, no copy; matvec_nf4_split_swiglu: gate/up with
+#                         SwiGLU in the epilogue, g and u never written): 10 nodes a layer become 6
 # with the earlier ones: WHET_DECODE_ATTN=v2 (decode attention), WHET_DECODE_FUSE=1 (norms, SwiGLU,
 # residual adds inside the GEMVs), WHET_CUDA_PDL=1 with WHET_NVRTC_DEFINES=GEMV_PREFETCH=0.
 # 1. the new kernels' tests (TestMatVecArgmax, TestGEMVRR, TestNF4FusedKernels: bit for bit against
