@@ -236,8 +236,8 @@ type MultiAdamW interface {
 // GradScaleFolder is implemented by backends that say whether their AdamW
 // should be handed clipping's coefficient (AdamWParams.GradScale, one pass
 // over the gradients fewer) or the gradients scaled first. Backends
-// without it get the gradients scaled first. (The CUDA backend folds only
-// with its fused kernels switched on: WHET_CUDA_FUSED_ADAMW=1.)
+// without it get the gradients scaled first. (The CUDA backend folds with
+// its fused kernels, the default; WHET_CUDA_FUSED_ADAMW=0 turns them off.)
 type GradScaleFolder interface {
 	FoldsGradScale() bool
 }

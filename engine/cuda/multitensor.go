@@ -48,8 +48,9 @@ func chunks(table []uint64, t *Tensor) []uint64 {
 // pass over the tensors.
 func (b *Backend) AdamWAll(sets []engine.AdamWSet, p engine.AdamWParams) error {
 	c := b.check("AdamWAll")
-	// The kernel that has run on GPUs (adamw_multi) unless the fused one
-	// is asked for or needed: a gradient scale, bf16 masters.
+	// The fused kernel (the default) unless FusedAdamWEnv=0 asks for
+	// adamw_multi and nothing needs the fused one (a gradient scale, bf16
+	// masters).
 	fused := b.fusedAdamW || p.GradMultiplier() != 1
 	for _, s := range sets {
 		fused = fused || s.RoundSeed != 0 || (!isNil(s.Param) && s.Param.DType() != engine.F32)

@@ -445,9 +445,14 @@ func (b *Backend) AdamW(param, grad, m, v engine.Tensor, p engine.AdamWParams) e
 		h.decay, h.b1c, h.b2, h.b2c, h.stepSize, h.bc2Sqrt, h.eps, h.gscale, p.RoundSeed, uint64(p.Step))
 }
 
+// FusedAdamWEnv=0 steps fp32 masters with adamw_multi and scales the
+// gradients for clipping first (scale_multi), the path before the fused
+// kernels became the default.
+const FusedAdamWEnv = "WHET_CUDA_FUSED_ADAMW"
+
 // FoldsGradScale (engine.GradScaleFolder) tells the trainer whether to hand
-// clipping's coefficient to AdamW (the fused kernels, Options.FusedAdamW)
-// or to scale the gradients first (the default).
+// clipping's coefficient to AdamW (the fused kernels, the default) or to
+// scale the gradients first (FusedAdamWEnv=0).
 func (b *Backend) FoldsGradScale() bool { return b.fusedAdamW }
 
 // adamwHyper are adamw.cu's float arguments (its AdamWHyper).
