@@ -241,7 +241,14 @@ func resolveFitModel(name string) (fitModel, error) {
 		}
 		return fitModel{label: name, config: cfg}, nil
 	}
+	if st, err := os.Stat(name); err == nil && !st.IsDir() {
+		return fitModel{}, fmt.Errorf("model %s is a file; give the folder that holds its config.json", name)
+	}
 	e, err := presets.Lookup(name)
+	if err != nil && !hub.LooksLikeRef(name) && (strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "~")) {
+		// A path, not a catalog name: the catalog's list would not help.
+		return fitModel{}, engine.NoModelFolder(name)
+	}
 	if err != nil && hub.LooksLikeRef(name) {
 		// A repo the catalog does not know: its config.json alone.
 		dir, err := pullModelArg(context.Background(), name, hub.ConfigOnly, io.Discard)

@@ -129,6 +129,9 @@ func TestFitErrors(t *testing.T) {
 	}{
 		{[]string{"--gpu", "RTX 4090"}, "--model is required"},
 		{[]string{"--model", "gpt-5", "--gpu", "RTX 4090"}, `no model "gpt-5"`},
+		{[]string{"--model", "./no/such/model", "--gpu", "RTX 4090"}, "model folder ./no/such/model does not exist"},
+		{[]string{"--model", "testdata/tiny-llama/config.json", "--gpu", "RTX 4090"}, "model testdata/tiny-llama/config.json is a file; give the folder that holds its config.json"},
+		{[]string{"--model", "qwen2.5-05b", "--gpu", "RTX 4090"}, "(did you mean qwen2.5-0.5b?)"},
 		{[]string{"--model", "llama-3.2-11b-vision", "--gpu", "H100", "--max-seq"}, "not available for Llama 3.2 Vision"},
 		{[]string{"--model", "llama-3.2-11b-vision", "--gpu", "H100", "--method", "full"}, "lora or qlora"},
 		{[]string{"--model", "llama-3.2-1b", "--method", "ppo", "--gpu", "RTX 4090"}, "unknown method"},

@@ -345,11 +345,53 @@ func Lookup(name string) (*Model, error) {
 			return &models[i], nil
 		}
 	}
+	if near := nearest(models, key); near != "" {
+		return nil, fmt.Errorf("presets: no model %q in the catalog (did you mean %s?)", name, near)
+	}
 	return nil, fmt.Errorf("presets: no model %q in the catalog (try one of: %s)", name, strings.Join(suggest(models, key), ", "))
 }
 
 // suggest lists catalog names sharing the query's first word, or all names
 // when none does, so the error message points at something usable.
+// nearest is the catalog name within two edits of key (a typo such as
+// qwen2.5-05b), "" when none or more than one is that close.
+func nearest(models []Model, key string) string {
+	best, bestD, ties := "", 3, 0
+	for _, m := range models {
+		switch d := editDistance(key, strings.ToLower(m.Name)); {
+		case d < bestD:
+			best, bestD, ties = m.Name, d, 0
+		case d == bestD:
+			ties++
+		}
+	}
+	if ties > 0 {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
 func suggest(models []Model, key string) []string {
 	first, _, _ := strings.Cut(key, "-")
 	var out, all []string

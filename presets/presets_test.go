@@ -318,6 +318,13 @@ func TestLookup(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "llama-3.1-8b") {
 		t.Errorf("Lookup(llama-9) error = %v, want one suggesting the llama entries", err)
 	}
+	// A name two edits from one entry is pointed to it alone.
+	for typo, want := range map[string]string{"qwen2.5-05b": "qwen2.5-0.5b", "gemma-3-1b-itt": "gemma-3-1b-it", "LLAMA-3.2-1BB": "llama-3.2-1b"} {
+		_, err := Lookup(typo)
+		if w := fmt.Sprintf("presets: no model %q in the catalog (did you mean %s?)", typo, want); err == nil || err.Error() != w {
+			t.Errorf("Lookup(%q) error = %v, want %q", typo, err, w)
+		}
+	}
 	v, err := Lookup("llama-3.2-11b-vision")
 	if err != nil || v.Trainable() {
 		t.Errorf("llama-3.2-11b-vision: %v, trainable=%v; want listed and not trainable", err, v != nil && v.Trainable())
