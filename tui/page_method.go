@@ -163,7 +163,15 @@ func orDefault(s, d string) string {
 	return s
 }
 
-func (p *methodPage) formHeight() int { return max(p.h-4, 4) }
+// formHeight leaves the page's three lines above the form, and a line
+// below it for p.err only when there is one (the form keeps its own hint
+// and error lines): a spare line hid the last advanced setting.
+func (p *methodPage) formHeight() int {
+	if p.err != "" {
+		return max(p.h-4, 4)
+	}
+	return max(p.h-3, 4)
+}
 
 func (p *methodPage) applyVisibility() {
 	m := p.form.Get("method")
@@ -297,6 +305,7 @@ func (p *methodPage) view() string {
 	var b strings.Builder
 	b.WriteString(st.Bold.Render("How should it learn?") + "\n")
 	b.WriteString(st.Muted.Render(methodBlurb[p.form.Get("method")]) + "\n\n")
+	p.form.SetSize(p.w, p.formHeight()) // p.err may have come or gone
 	b.WriteString(p.form.View())
 	if p.err != "" {
 		b.WriteString("\n" + st.Warn.Render(p.err))
