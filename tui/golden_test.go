@@ -224,3 +224,19 @@ func TestDashboardListsKeptCheckpoints(t *testing.T) {
 		}
 	}
 }
+
+// The summary of a finished run says how to train again: the same run
+// file resumes the finished run, which has nothing left to do ("run it
+// again headless: whet train -c RUN/run.yaml" did just that), so a new
+// name; a stopped run is resumed with the file as it is.
+func TestSummarySaysHowToTrainAgain(t *testing.T) {
+	done := append(goldenEvents(false), engine.DoneEvent{Step: 60, Elapsed: 21 * time.Second, FinalDir: "runs/persona-lora"})
+	s := ansi.Strip(tui.RenderDashboard(goldenRun(), 80, 24, done, nil, nil))
+	if !strings.Contains(s, "train again: whet train -c runs/persona-lora/run.yaml --name NEW") || strings.Contains(s, "resume it") {
+		t.Errorf("finished run:\n%s", s)
+	}
+	s = ansi.Strip(tui.RenderDashboard(goldenRun(), 80, 24, goldenEvents(true), nil, nil))
+	if !strings.Contains(s, "resume it: whet train -c runs/persona-lora/run.yaml") || strings.Contains(s, "--name NEW") {
+		t.Errorf("stopped run:\n%s", s)
+	}
+}

@@ -99,7 +99,9 @@ func (s *summary) view(w, h int) string {
 	// the commands fit the line (a run opened from the runs page or whet
 	// attach has absolute ones, which 80 columns cut).
 	yaml := displayPath(runDir(s.cfg).Config())
-	again := "run it again headless: whet train -c " + yaml
+	// The same file again resumes the finished run, which has nothing
+	// left to do: training again takes a new name.
+	again := "train again: whet train -c " + yaml + " --name NEW"
 	if s.done.Stopped || s.done.Err != nil {
 		again = "resume it: whet train -c " + yaml
 	}
