@@ -462,6 +462,11 @@ func benchOne(env benchEnv, name, method string, batch, seq, steps, warmup, rank
 			return 0, 0
 		}
 		opts.SeqLen, opts.MicroBatch = seq, batch
+		if k, ok := b.(engine.AttnKernelsReporter); ok {
+			// The attention kernels the backend took (the fused Hopper
+			// backward's dq accumulator on sm_90).
+			opts.Attention = k.AttnKernels()
+		}
 		if ranks > 1 {
 			opts.GPUs = ranks // the plan of one rank
 		}

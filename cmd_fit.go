@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"whet/engine"
+	"whet/engine/cuda"
 	"whet/engine/gpuinfo"
 	"whet/engine/hub"
 	"whet/engine/memplan"
@@ -49,6 +50,10 @@ type fitTarget struct {
 	// not checked), described by hostLabel.
 	host      int64
 	hostLabel string
+	// attention is the CUDA target's attention kernels
+	// (cuda.AttnKernelsFor its architecture; zero for the CPU): on sm_90
+	// the plan counts the fused attention backward's fp32 dq accumulator.
+	attention engine.AttnKernels
 }
 
 // withHost sets the host memory from --host-memory, or else (planning
@@ -181,6 +186,7 @@ func runFit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	opts.Backend = target.backend
+	opts.Attention = target.attention
 	if target.backend == memplan.BackendCPU {
 		// The CPU backend is the float32 reference.
 		opts.WeightDType = memplan.F32
@@ -317,7 +323,7 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 			return fitTarget{}, fmt.Errorf("--gpu: %w", err)
 		}
 		t := fitTarget{label: p.Name + " profile, whole card free", available: p.MemoryBytes(), backend: memplan.BackendCUDA,
-			tflops: p.BF16TFLOPs, name: p.Name}
+			tflops: p.BF16TFLOPs, name: p.Name, attention: cuda.AttnKernelsFor(p.Arch())}
 		if p.Unified {
 			t.label = p.Name + " profile, the whole pool"
 			t.unified = "CPU and GPU share this memory with the operating system and every other program; " +
@@ -342,6 +348,7 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 		return fitTarget{}, fmt.Errorf("--device %d: this machine has %d GPU(s)", device, len(r.GPUs))
 	}
 	g := r.GPUs[device]
+	attention := cuda.AttnKernelsFor(engine.ArchName(g.ComputeMajor, g.ComputeMinor))
 	if g.Unified {
 		return fitTarget{
 			label: fmt.Sprintf("GPU %d %s: unified memory available now, of %s (driver %s, CUDA %s)",
@@ -349,11 +356,12 @@ func resolveFitTarget(profile string, device int) (fitTarget, error) {
 			available: g.MemoryFree, backend: memplan.BackendCUDA,
 			unified: fmt.Sprintf("CPU and GPU share the system's memory (%s); the plan is checked against what the system "+
 				"has available now (MemAvailable), which other programs change: close them to free more", g.UnifiedReason),
+			attention: attention,
 		}, nil
 	}
 	return fitTarget{
 		label:     fmt.Sprintf("GPU %d %s free, of %s (driver %s, CUDA %s)", g.Index, g.Name, units.Bytes(g.MemoryTotal), r.DriverVersion, r.CUDAVersion),
-		available: g.MemoryFree, backend: memplan.BackendCUDA,
+		available: g.MemoryFree, backend: memplan.BackendCUDA, attention: attention,
 	}, nil
 }
 
@@ -579,7 +587,7 @@ func listProfiles(w io.Writer) error {
 			note = "  unified memory (CPU and GPU share it)"
 		}
 		fmt.Fprintf(w, "  %-24s %10s %7.0f TF/s %6.0f GB/s  %-7s%s\n", p.Name, units.Bytes(p.MemoryBytes()), p.BF16TFLOPs, p.BandwidthGBs,
-			"sm_"+strings.ReplaceAll(p.ComputeCapability, ".", ""), note)
+			p.Arch(), note)
 	}
 	fmt.Fprintln(w, "\n  (whet fit --gpu NAME plans against a profile's whole memory; figures and sources in presets/hardware.yaml)")
 	return nil

@@ -18,6 +18,7 @@ import (
 	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/chat"
+	"whet/engine/cuda"
 	"whet/engine/export"
 	"whet/engine/gpuinfo"
 	"whet/engine/hub"
@@ -241,6 +242,7 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	if err != nil {
 		return rep, err
 	}
+	var attention engine.AttnKernels // the CUDA device's attention kernels (none in CPU mode)
 	if det.CPUMode {
 		cfg.Backend = "cpu"
 		rep.Device = "CPU (" + det.Reason + ")"
@@ -248,6 +250,7 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	} else {
 		g := det.GPUs[0]
 		rep.Device = g.Name
+		attention = cuda.AttnKernelsFor(engine.ArchName(g.ComputeMajor, g.ComputeMinor))
 		// On a unified-memory GPU these are the system's MemAvailable and
 		// MemTotal (gpuinfo marks it).
 		rep.Free, rep.Total = uint64(g.MemoryFree), uint64(g.MemoryTotal)
@@ -268,6 +271,11 @@ func (studioFit) Check(ctx context.Context, cfg engine.RunConfig) (tui.FitReport
 	if err != nil {
 		return rep, err
 	}
+	// On sm_90 the plan counts the fused attention backward's dq
+	// accumulator, as the engine takes it; train.deterministic keeps the
+	// split kernels (FromRunConfig read it).
+	attention.Deterministic = attention.Deterministic || opts.Attention.Deterministic
+	opts.Attention = attention
 	// A vision run is planned as its engine runs it (studio_fit_vision.go).
 	if plan, notes, ok, err := studioVisionPlan(cfg, opts); err != nil {
 		return rep, err

@@ -411,8 +411,15 @@ func (a *Activations) placeCheckpoints(mode string, alloc func(DType, ...int) Te
 			}
 		}
 		need := int64(extra) * int64(T) * int64(D) * int64(cd.Size())
-		// delta [nh, T] and, with GQA, the dK/dV accumulators [T, 2·KV], fp32.
-		need += 4 * int64(T) * int64(c.NumHeads)
+		// The attention backward's scratch: delta [nh, T] fp32 and, where
+		// the backend takes the fused Hopper backward (AttnKernels), its
+		// fp32 dq accumulator; with GQA, the dK/dV accumulators [T, 2·KV],
+		// fp32.
+		var attn AttnKernels
+		if r, ok := m.B.(AttnKernelsReporter); ok {
+			attn = r.AttnKernels()
+		}
+		need += attn.BackwardScratch(T, c.NumHeads, c.HeadDim, cd)
 		if c.NumKVHeads < c.NumHeads {
 			need += 8 * int64(T) * int64(c.KVDim())
 		}

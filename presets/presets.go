@@ -265,6 +265,10 @@ type Hardware struct {
 	Unified bool `yaml:"unified"`
 }
 
+// Arch is the profile's architecture as sm_XY ("9.0" → "sm_90"), as
+// engine/cuda names a device's.
+func (h *Hardware) Arch() string { return "sm_" + strings.ReplaceAll(h.ComputeCapability, ".", "") }
+
 // MemoryBytes is the profile's memory in bytes.
 func (h *Hardware) MemoryBytes() int64 { return h.MemoryMiB << 20 }
 

@@ -492,6 +492,11 @@ func TestHardwareProfiles(t *testing.T) {
 		if p.BandwidthGBs != want.bw || p.ComputeCapability != want.sm {
 			t.Errorf("%s: %v GB/s sm %s, want %v GB/s sm %s", name, p.BandwidthGBs, p.ComputeCapability, want.bw, want.sm)
 		}
+		// Arch names it as engine/cuda names a device (engine.ArchName).
+		var major, minor int
+		if _, err := fmt.Sscanf(want.sm, "%d.%d", &major, &minor); err != nil || p.Arch() != engine.ArchName(major, minor) {
+			t.Errorf("%s: Arch() = %q, want %q", name, p.Arch(), engine.ArchName(major, minor))
+		}
 	}
 	if p, _ := LookupHardware("spark"); p == nil || !p.Unified {
 		t.Error("DGX Spark is not marked unified")

@@ -156,9 +156,15 @@ const attnHopperFile = "attention_hopper.cu"
 // attention_backward_dkv_hopper_d<D>); attnHopperRows is their rows per
 // block (HOP_BM: queries, or keys in dkv; the forward's keys per tile,
 // HOP_BN, are the same).
-var attnHopperHeadDims = map[int]bool{64: true, 128: true}
+var attnHopperHeadDims = func() map[int]bool {
+	m := map[int]bool{}
+	for _, d := range engine.HopperAttnHeadDims {
+		m[d] = true
+	}
+	return m
+}()
 
-const attnHopperRows = 128
+const attnHopperRows = engine.HopperAttnRows
 
 // attnHopperTile is the backward's other tile (HOP_BT): the dq kernel's
 // keys and the dK/dV kernel's queries per step.
@@ -428,8 +434,9 @@ func (b *Backend) fileArch(file string) string {
 // tensors the tensor-core kernels take (the same bf16 and alignment
 // rules; useTensorCores).
 func (b *Backend) useHopperAttention(d, rows int, outs []*Tensor, ins ...*Tensor) bool {
-	return b.attnHopper && b.attnHopperOff == "" && b.arch == "sm_90" && attnHopperHeadDims[d] &&
-		(rows+attnHopperRows-1)/attnHopperRows <= 65535 && b.useTensorCores(d, rows, outs, ins...)
+	// engine.AttnKernels.Hopper is the rule memplan plans with; the
+	// tensors' dtype (bf16) and alignment are useTensorCores'.
+	return b.attnKernels().Hopper(d, rows, engine.BF16) && b.useTensorCores(d, rows, outs, ins...)
 }
 
 // hopperKernel returns the name of Hopper kernel "forward", "backward_dq"
@@ -629,7 +636,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse engine.T
 	// The fused Hopper backward (the default, AttnBwdFusedDefine) also needs an
 	// fp32 dq accumulator, after delta in the same scratch.
 	hopper := b.useHopperAttention(D, T, []*Tensor{dqt, dkt, dvt}, qt, kt, vt, dot)
-	fused := hopper && b.useFusedBackward()
+	fused := hopper && b.attnKernels().FusedBackward(D, T, engine.BF16)
 	if hopper {
 		b.attnBwdHopperRuns++
 	}

@@ -138,9 +138,48 @@ func (b *Backend) AttnBwdFusedRuns() int {
 
 // useFusedBackward reports whether an attention backward that takes the
 // Hopper kernels takes the fused one: compiled in and asked for
-// (AttnBwdFusedDefine), and no bit-equal reruns asked for.
+// (AttnBwdFusedDefine), and no bit-equal reruns asked for
+// (engine.AttnKernels.FusedBackward).
 func (b *Backend) useFusedBackward() bool {
-	return b.attnBwdFused && !b.deterministic
+	k := b.attnKernels()
+	return !k.NoFusedBackward && !k.Deterministic
+}
+
+// AttnKernelsFor is the engine.AttnKernels a backend on a device of
+// architecture arch (sm_XY) takes under this process's environment
+// (AttnHopperEnv, AttnBwdFusedEnv, WHET_NVRTC_DEFINES, DeterministicEnv)
+// with default Options: what whet fit plans a device or GPU profile with.
+// It loads nothing.
+func AttnKernelsFor(arch string) engine.AttnKernels {
+	return engine.AttnKernels{
+		Arch:            arch,
+		NoHopper:        os.Getenv(AttnHopperEnv) == "0",
+		NoFusedBackward: !nvrtcDefined(AttnBwdFusedDefine),
+		Deterministic:   os.Getenv(DeterministicEnv) == "1",
+		TiledDQ:         nvrtcDefined(attnBwdDQTDefine),
+		WG1:             nvrtcDefined(attnBwdWG1Define),
+	}
+}
+
+// AttnKernels reports the attention kernels the backend takes now
+// (engine.AttnKernelsReporter): its architecture, Options, environment,
+// SetDeterministic, and whether the Hopper kernels compiled.
+func (b *Backend) AttnKernels() engine.AttnKernels {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.attnKernels()
+}
+
+// attnKernels is AttnKernels with b.mu held.
+func (b *Backend) attnKernels() engine.AttnKernels {
+	return engine.AttnKernels{
+		Arch:            b.arch,
+		NoHopper:        !b.attnHopper || b.attnHopperOff != "",
+		NoFusedBackward: !b.attnBwdFused,
+		Deterministic:   b.deterministic,
+		TiledDQ:         nvrtcDefined(attnBwdDQTDefine),
+		WG1:             nvrtcDefined(attnBwdWG1Define),
+	}
 }
 
 // attnHopperFusedSmem is the dynamic shared memory of the fused Hopper
@@ -184,7 +223,7 @@ const attnBwdWG1Define = "HOP_BWD_WG1=1"
 // into the tiled accumulator (HOP_BWD_DQT; not with HOP_BWD_WG1 at d128,
 // whose staging would not leave room for two blocks an SM).
 func attnFusedDQTiled(d int) bool {
-	return nvrtcDefined(attnBwdDQTDefine) && !(d == 128 && nvrtcDefined(attnBwdWG1Define))
+	return AttnKernelsFor("").FusedDQTiled(d)
 }
 
 // attnFusedBlock returns the fused backward's threads and keys a block.
@@ -206,12 +245,10 @@ const attnDQTStaging = 2 * 2 * 4 * 4096
 
 // attnFusedAccFloats is the size of the fused backward's fp32 dq
 // accumulator in floats: T*H*D, or with HOP_BWD_DQT its tiled layout, whose
-// row tiles of 64 pad T to a multiple of 64.
+// row tiles of 64 pad T to a multiple of 64 (engine.AttnKernels.FusedAccFloats,
+// which memplan plans with).
 func attnFusedAccFloats(T, H, D int) int64 {
-	if attnFusedDQTiled(D) {
-		return int64((T+63)/64*64) * int64(H) * int64(D)
-	}
-	return int64(T) * int64(H) * int64(D)
+	return AttnKernelsFor("").FusedAccFloats(T, H, D)
 }
 
 // attnBwdQ128Define gives the fused backward at d64 128-query tiles.
@@ -223,7 +260,8 @@ const attnDQRow = 272
 
 // attnFusedAccOffset is where the fused backward's fp32 dq accumulator
 // starts in the backward's scratch, after delta (deltaBytes), 256-byte aligned.
-func attnFusedAccOffset(deltaBytes int64) int64 { return (deltaBytes + 255) &^ 255 }
+// (engine.AttnFusedAccOffset, which memplan plans with).
+func attnFusedAccOffset(deltaBytes int64) int64 { return engine.AttnFusedAccOffset(deltaBytes) }
 
 // fusedBackward runs the fused Hopper backward for head dim D: clears the
 // fp32 dq accumulator acc ([T][H*D]), launches

@@ -319,11 +319,14 @@ func New(opts Options) (*Backend, error) {
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
 		fusedAdamW:   opts.FusedAdamW || os.Getenv(FusedAdamWEnv) != "0",
-		attnHopper:   !opts.MMASyncAttention && os.Getenv(AttnHopperEnv) != "0",
 		rmsnormBwdV2: os.Getenv(RMSNormBwdV2Env) == "1",
 	}
-	b.attnBwdFused = nvrtcDefined(AttnBwdFusedDefine)
-	b.deterministic = opts.Deterministic || os.Getenv(DeterministicEnv) == "1"
+	// The environment's switches, as whet fit plans with them
+	// (AttnKernelsFor).
+	env := AttnKernelsFor("")
+	b.attnHopper = !opts.MMASyncAttention && !env.NoHopper
+	b.attnBwdFused = !env.NoFusedBackward
+	b.deterministic = opts.Deterministic || env.Deterministic
 	if err := b.open(opts); err != nil {
 		b.release()
 		return nil, err

@@ -59,6 +59,15 @@ func EngineDType(d engine.DType) DType {
 	return BF16
 }
 
+// engineDType is the engine's compute dtype for a plan's compute dtype
+// (BF16 or F32), EngineDType's inverse.
+func engineDType(d DType) engine.DType {
+	if d == BF16 {
+		return engine.BF16
+	}
+	return engine.F32
+}
+
 // Size is the number of bytes n elements take.
 func (d DType) Size(n int64) int64 {
 	switch d {
@@ -745,8 +754,18 @@ func Plan(cfg *engine.ModelConfig, opts Options) (*MemPlan, error) {
 	// backward's one scratch (engine/cuda/attention.go). With GQA the
 	// dK/dV kernel sums a key/value head's query heads inside one block
 	// and writes dK and dV in the compute dtype: no fp32 accumulator.
+	// The fused Hopper backward (o.Attention.FusedBackward: sm_90, head
+	// dim 64 or 128, bf16, not deterministic) adds dq through fp32
+	// atomics into an accumulator of N·nh·head_dim floats (N padded to 64
+	// with the tiled layout), in the same scratch after delta at a
+	// 256-byte boundary (engine.AttnFusedAccOffset, which is delta's
+	// Stride): 16 KiB a token for Llama-3.1-8B.
 	nh := int64(cfg.NumHeads)
 	p.Buffers = append(p.Buffers, Buffer{Name: "attn.delta", Category: AttentionWorkspace, DType: F32, Shape: []int64{nh, n}, Repeat: 1})
+	if o.Backend == BackendCUDA && o.Attention.FusedBackward(cfg.HeadDim, int(n), engineDType(dt)) {
+		acc := o.Attention.FusedAccFloats(int(n), cfg.NumHeads, cfg.HeadDim)
+		p.Buffers = append(p.Buffers, Buffer{Name: "attn.dq_accum", Category: AttentionWorkspace, DType: F32, Shape: []int64{acc}, Repeat: 1})
+	}
 
 	if o.Backend == BackendCUDA {
 		p.Buffers = append(p.Buffers, Buffer{Name: "cublaslt.workspace", Category: GEMMWorkspace, DType: U8, Shape: []int64{CuBLASLtWorkspaceBytes}, Repeat: 1})

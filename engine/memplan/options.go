@@ -105,6 +105,15 @@ type Options struct {
 	// fine-tuning shards the fp32 masters and AdamW moments across the
 	// GPUs (docs/multi-gpu.md), so each holds 1/GPUs of them.
 	GPUs int
+	// Attention is the CUDA target's attention kernels (engine.AttnKernels:
+	// the device's architecture and the switches that choose its kernels;
+	// engine/cuda's Backend.AttnKernels for a backend at hand,
+	// cuda.AttnKernelsFor for a detected device or a GPU profile). Where
+	// it takes the fused Hopper backward (sm_90, head dim 64 or 128, bf16,
+	// not deterministic) the plan adds its fp32 dq accumulator to the
+	// attention workspace. The zero value knows no device: no accumulator.
+	// FromRunConfig sets Deterministic from train.deterministic.
+	Attention engine.AttnKernels
 }
 
 // Base is the way the weights are trained: the method itself, or for DPO
@@ -237,6 +246,7 @@ func FromRunConfig(rc *engine.RunConfig) (Options, error) {
 		OffloadCheckpoints: rc.Train.OffloadCheckpoints,
 		DoubleQuant:        false, // engine/nf4.go keeps fp32 absmax
 		GPUs:               rc.Parallel.PlannedRanks(),
+		Attention:          engine.AttnKernels{Deterministic: rc.Train.Deterministic},
 	}
 	if o.BF16Masters, err = engine.MasterWeights(rc.Train.MasterWeights); err != nil {
 		return Options{}, fmt.Errorf("memplan: run config: %w", err)
