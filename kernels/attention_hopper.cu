@@ -75,6 +75,50 @@
 #define HOP_WS_NOSER 0
 #endif
 #define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)
+// HOP_WS_BN64, HOP_WS_BN128 (with HOP_WS_NOSER=1 only): keys per K/V tile,
+// and so per stage and per S = Q K^T, of the warp-specialised forward at
+// head dim 64 and 128: 128 (the default) or 64. A 64-key tile halves S and P
+// in the consumers' registers (32 + 16 instead of 64 + 32 a thread), which
+// at d128 (O is 64 registers) or with three consumers at d64 (128 registers
+// a thread) is what ptxas lacked when it serialised the wgmma (C7512), at
+// the price of twice the barriers and O rescales per key.
+#ifndef HOP_WS_BN64
+#define HOP_WS_BN64 128
+#endif
+#ifndef HOP_WS_BN128
+#define HOP_WS_BN128 128
+#endif
+#define HOP_WS_BN(D) ((D) == 64 ? HOP_WS_BN64 : HOP_WS_BN128)
+#if (HOP_WS_BN64 != 128 && HOP_WS_BN64 != 64) || (HOP_WS_BN128 != 128 && HOP_WS_BN128 != 64)
+#error "HOP_WS_BN64 and HOP_WS_BN128 are 64 or 128 (keys per tile)"
+#endif
+#if (HOP_WS_BN64 != 128 || HOP_WS_BN128 != 128) && !HOP_WS_NOSER
+#error "HOP_WS_BN64 and HOP_WS_BN128 are knobs of the straight-line consumer loop: set HOP_WS_NOSER=1 (and HOP_FWD_WS) too"
+#endif
+// HOP_WS_STAGES64, HOP_WS_STAGES128: HOP_WS_STAGES for one head dim (each
+// defaults to it; 2 to 4), so that 64-key tiles can take four stages at one
+// head dim while the other keeps two of 128 keys in its shared memory.
+#ifndef HOP_WS_STAGES64
+#define HOP_WS_STAGES64 HOP_WS_STAGES
+#endif
+#ifndef HOP_WS_STAGES128
+#define HOP_WS_STAGES128 HOP_WS_STAGES
+#endif
+#define HOP_WS_STAGES_D(D) ((D) == 64 ? HOP_WS_STAGES64 : HOP_WS_STAGES128)
+// HOP_WS_INTRA64, HOP_WS_INTRA128 (with HOP_WS_NOSER=1 only): HOP_WS_INTRA
+// for one head dim (each defaults to HOP_WS_INTRA), so that one define set
+// can overlap P V with the softmax at d64 and not at d128, whose S, O and P
+// do not fit the registers of two consumers together (C7512).
+#ifndef HOP_WS_INTRA64
+#define HOP_WS_INTRA64 HOP_WS_INTRA
+#endif
+#ifndef HOP_WS_INTRA128
+#define HOP_WS_INTRA128 HOP_WS_INTRA
+#endif
+#define HOP_WS_INTRA_D(D) ((D) == 64 ? HOP_WS_INTRA64 : HOP_WS_INTRA128)
+#if (HOP_WS_INTRA64 != HOP_WS_INTRA || HOP_WS_INTRA128 != HOP_WS_INTRA) && !HOP_WS_NOSER
+#error "HOP_WS_INTRA64 and HOP_WS_INTRA128 are knobs of the straight-line consumer loop: set HOP_WS_NOSER=1 (and HOP_FWD_WS) too"
+#endif
 // setmaxnreg (HOP_FWD_WS=2) for 2 and 3 consumer warpgroups: a block of
 // 384 threads is compiled for 168 registers each, of 512 for 128, and
 // producer + consumers must add up to that: 40 + 2 * 232 = 3 * 168,
@@ -2247,6 +2291,21 @@ __device__ __forceinline__ void wgmma_ss_n128_first(float* d, unsigned long long
                  : "l"(da), "l"(db), "r"(0));
 }
 
+// wgmma_ss_n64_first is wgmma_ss_n128_first for a 64-key tile (HOP_WS_BN64
+// or HOP_WS_BN128 = 64): d[0..32) = A B, B (16 x 64).
+__device__ __forceinline__ void wgmma_ss_n64_first(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]),
+                   "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]),
+                   "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]),
+                   "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31])
+                 : "l"(da), "l"(db), "r"(0));
+}
+
 // hold_u32 is hold_regs for 32-bit registers (the A fragments of P): their
 // last definition is an asm volatile, which the compiler keeps on its side
 // of the wgmma.fence (asm volatile too), so the packing of P never lands
@@ -2272,16 +2331,25 @@ __device__ __forceinline__ void mbar_arrive_if(unsigned int bar, bool cond) {
 }
 
 // ws_issue_s issues S = Q K^T (no commit) of the warpgroup's Q rows at
-// qRows (in Q panels of BM rows) against the K tile at Kb into s, the
-// first step with scale-d = 0.
-template <int D, int BM>
+// qRows (in Q panels of BM rows) against the K tile of BN keys at Kb into
+// s, the first step with scale-d = 0.
+template <int D, int BM, int BN = HOP_BN>
 __device__ __forceinline__ void ws_issue_s(float (*s)[4], unsigned int qRows, unsigned int Kb) {
-    wgmma_ss_n128_first(&s[0][0], smem_desc(qRows, 16), smem_desc(Kb, 16));
+    if constexpr (BN == 64) {
+        wgmma_ss_n64_first(&s[0][0], smem_desc(qRows, 16), smem_desc(Kb, 16));
+    } else {
+        wgmma_ss_n128_first(&s[0][0], smem_desc(qRows, 16), smem_desc(Kb, 16));
+    }
 #pragma unroll
     for (int kc = 1; kc < D / 16; kc++) {
         const unsigned int col = (kc & 3) * 32;
-        wgmma_ss_n128(&s[0][0], smem_desc(qRows + (kc >> 2) * (BM * 128) + col, 16),
-                      smem_desc(Kb + (kc >> 2) * (HOP_BN * 128) + col, 16));
+        if constexpr (BN == 64) {
+            wgmma_ss_n64(&s[0][0], smem_desc(qRows + (kc >> 2) * (BM * 128) + col, 16),
+                         smem_desc(Kb + (kc >> 2) * (BN * 128) + col, 16));
+        } else {
+            wgmma_ss_n128(&s[0][0], smem_desc(qRows + (kc >> 2) * (BM * 128) + col, 16),
+                          smem_desc(Kb + (kc >> 2) * (BN * 128) + col, 16));
+        }
     }
 }
 
@@ -2329,17 +2397,17 @@ __device__ __forceinline__ void ws_pack_p(unsigned int (*pa)[4], const float (*s
 // ws_pv_alone does O += P V for the V tile in stage st (waiting for it,
 // parity par) and gives the stage back: issue, wait, release, with nothing
 // else in flight.
-template <int D>
+template <int D, int BN = HOP_BN>
 __device__ __forceinline__ void ws_pv_alone(float (*o)[4], unsigned int (*pa)[4], unsigned int Vs, unsigned int vFull,
                                             unsigned int vEmpty, int st, unsigned int par, int lane) {
-    const unsigned int Vb = Vs + (unsigned int)st * (HOP_BN * D * 2);
+    const unsigned int Vb = Vs + (unsigned int)st * (BN * D * 2);
     mbar_wait(vFull + 8 * st, par);
     fence_async_smem();
     hold_regs<D / 2>(&o[0][0]);
-    hold_u32<HOP_BN / 4>(&pa[0][0]);
+    hold_u32<BN / 4>(&pa[0][0]);
     wgmma_fence();
 #pragma unroll
-    for (int kc = 0; kc < HOP_BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, HOP_BN * 128));
+    for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
     wgmma_commit();
     wgmma_wait_all();
     hold_regs<D / 2>(&o[0][0]);
@@ -2413,7 +2481,7 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
                                                    const unsigned short* k, const unsigned short* v,
                                                    const int* starts, int nseq, int Tq, int qOffset, int H, int KVH,
                                                    float scale, int window, float softcap) {
-    constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;
+    constexpr int BM = 64 * NC, BN = HOP_WS_BN(D), S = HOP_WS_STAGES_D(D);
     constexpr unsigned int QBYTES = BM * D * 2, KVBYTES = BN * D * 2;
     // Arrivals that complete a full barrier: every producer thread's
     // cp.async, or the one thread that issues the TMA copies.
@@ -2552,6 +2620,9 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
     // wait_group 0, and P(jHi-1) V(jHi-1) after the loop. S's first step
     // has scale-d = 0 instead of zeroed accumulators; O and P are pinned
     // (hold_regs, hold_u32) before each wgmma.fence.
+    // HOP_WS_INTRA64/128 choose the overlap per head dim (HOP_WS_INTRA_D),
+    // HOP_WS_BN64/128 the keys per tile (BN, above).
+    constexpr bool INTRA = HOP_WS_INTRA_D(D);
     int jLo = 0, jHi = 0;
     if (wgLive) { // kStart <= wgMinLo <= wgLastPos <= kEnd
         jLo = (wgMinLo - kStart) / BN;
@@ -2568,7 +2639,7 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
             named_sync(myTurn, 256);
 #endif
             wgmma_fence();
-            ws_issue_s<D, BM>(s, qRows, Ks + st * KVBYTES);
+            ws_issue_s<D, BM, BN>(s, qRows, Ks + st * KVBYTES);
             wgmma_commit();
 #if HOP_WS_PINGPONG
             named_arrive_if(nextTurn, 256, !(c == NC - 1 && j == nTiles - 1));
@@ -2580,19 +2651,15 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
             ws_softmax<BN>(s, kt, t, loA, loB, posA, posB, kt < wgMaxLo || kt + BN - 1 > wgFirstPos, capped, scale,
                            softcap, sl2, mA, mB, lA, lB, cA, cB);
             ws_pack_p<BN>(pa, s);
-#if !HOP_WS_INTRA
-            ws_pv_alone<D>(o, pa, Vs, vFull, vEmpty, st, par, lane);
-#endif
+            if constexpr (!INTRA) ws_pv_alone<D, BN>(o, pa, Vs, vFull, vEmpty, st, par, lane);
         }
         for (int j = jLo + 1; j < jHi; j++) {
             const int st = j % S, kt = kStart + j * BN;
             const unsigned int par = (j / S) & 1;
             mbar_wait(kFull + 8 * st, par);
-#if HOP_WS_INTRA
-            const int pst = (j + S - 1) % S; // tile j-1's stage
+            const int pst = (j + S - 1) % S; // tile j-1's stage (with INTRA)
             const unsigned int ppar = ((j - 1) / S) & 1;
-            mbar_wait(vFull + 8 * pst, ppar);
-#endif
+            if constexpr (INTRA) mbar_wait(vFull + 8 * pst, ppar);
             fence_async_smem();
             hold_regs<D / 2>(&o[0][0]);
             hold_u32<BN / 4>(&pa[0][0]);
@@ -2600,35 +2667,33 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
             named_sync(myTurn, 256);
 #endif
             wgmma_fence();
-            ws_issue_s<D, BM>(s, qRows, Ks + st * KVBYTES);
+            ws_issue_s<D, BM, BN>(s, qRows, Ks + st * KVBYTES);
             wgmma_commit();
-#if HOP_WS_INTRA
-            {
+            if constexpr (INTRA) {
                 const unsigned int Vb = Vs + pst * KVBYTES;
 #pragma unroll
                 for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+                wgmma_commit();
             }
-            wgmma_commit();
-#endif
 #if HOP_WS_PINGPONG
             named_arrive_if(nextTurn, 256, !(c == NC - 1 && j == nTiles - 1));
 #endif
-#if HOP_WS_INTRA
-            wgmma_wait_one_ws(); // S(j) is in; P(j-1) V(j-1) may still run
-#else
-            wgmma_wait_all();
-#endif
+            if constexpr (INTRA) {
+                wgmma_wait_one_ws(); // S(j) is in; P(j-1) V(j-1) may still run
+            } else {
+                wgmma_wait_all();
+            }
             hold_regs<BN / 2>(&s[0][0]);
             mbar_arrive_if(kEmpty + 8 * st, lane == 0); // done with K(j)
             float cA, cB;
             ws_softmax<BN>(s, kt, t, loA, loB, posA, posB, kt < wgMaxLo || kt + BN - 1 > wgFirstPos, capped, scale,
                            softcap, sl2, mA, mB, lA, lB, cA, cB);
-#if HOP_WS_INTRA
-            wgmma_wait_all(); // P(j-1) V(j-1) is in
-            hold_regs<D / 2>(&o[0][0]);
-            hold_regs<BN / 2>(&s[0][0]);
-            mbar_arrive_if(vEmpty + 8 * pst, lane == 0); // done with V(j-1)
-#endif
+            if constexpr (INTRA) {
+                wgmma_wait_all(); // P(j-1) V(j-1) is in
+                hold_regs<D / 2>(&o[0][0]);
+                hold_regs<BN / 2>(&s[0][0]);
+                mbar_arrive_if(vEmpty + 8 * pst, lane == 0); // done with V(j-1)
+            }
 #pragma unroll
             for (int dn = 0; dn < D / 8; dn++) {
                 o[dn][0] *= cA;
@@ -2637,16 +2702,12 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
                 o[dn][3] *= cB;
             }
             ws_pack_p<BN>(pa, s);
-#if !HOP_WS_INTRA
-            ws_pv_alone<D>(o, pa, Vs, vFull, vEmpty, st, par, lane);
-#endif
+            if constexpr (!INTRA) ws_pv_alone<D, BN>(o, pa, Vs, vFull, vEmpty, st, par, lane);
         }
-#if HOP_WS_INTRA
-        { // P(jHi-1) V(jHi-1)
+        if constexpr (INTRA) { // P(jHi-1) V(jHi-1)
             const int j = jHi - 1, st = j % S;
-            ws_pv_alone<D>(o, pa, Vs, vFull, vEmpty, st, (j / S) & 1, lane);
+            ws_pv_alone<D, BN>(o, pa, Vs, vFull, vEmpty, st, (j / S) & 1, lane);
         }
-#endif
     }
     for (int j = jHi; j < nTiles; j++) ws_skip_tile<S>(j, nTiles, kFull, vFull, kEmpty, vEmpty, lane, c, NC);
 #else
@@ -2823,7 +2884,8 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
 // dynamic shared memory 1024 + 2 * (128 + 4 * 128) * D bytes
 // (engine/cuda/attention.go, attnHopperSmem). With HOP_FWD_WS: grid
 // (H, ceil(Tq / (64 * HOP_WS_WG(D)))), HOP_FWD_THREADS_D<D> threads, 1024 +
-// 2 * D * (64 * HOP_WS_WG(D) + 2 * HOP_WS_STAGES * 128) + 128 bytes.
+// 2 * D * (64 * HOP_WS_WG(D) + 2 * HOP_WS_STAGES_D(D) * HOP_WS_BN(D)) +
+// max(128, 8 + 32 * HOP_WS_STAGES_D(D)) bytes.
 extern "C" __global__ void __launch_bounds__(HOP_FWD_THREADS_D64, 1) attention_forward_hopper_d64(
     void* out, int odt, float* lse, const unsigned short* q, const unsigned short* k, const unsigned short* v,
     const int* starts, int nseq, int Tq, int qOffset, int H, int KVH, float scale, int window, float softcap) {

@@ -180,7 +180,8 @@ func attnHopperSmem(kernel string, d int) int {
 	switch kernel {
 	case "forward":
 		if ws := hopperFwdWS(); ws.mode != 0 { // Q, ws.stages stages of K and V, the mbarriers
-			return 1024 + 2*d*(ws.rows(d)+2*ws.stages*attnHopperRows) + 128
+			st := ws.nstages(d)
+			return 1024 + 2*d*(ws.rows(d)+2*st*ws.keys(d)) + max(128, 8+4*8*st)
 		}
 		if hopperOverlap() { // three stages of K and V
 			return 1024 + 2*(attnHopperRows+6*attnHopperRows)*d
@@ -266,21 +267,27 @@ func attnSwitchesErr() error {
 // attnFwdWSDefines, the default): mode HOP_FWD_WS (0: off,
 // 1: producer warpgroup + consumers, 2: also setmaxnreg), wg64 consumer
 // warpgroups at head dim 64 (HOP_WS_WG64; 2 at 128), stages of K and V
-// (HOP_WS_STAGES). err says which define is malformed.
+// (HOP_WS_STAGES: 2 to 4; HOP_WS_STAGES64, HOP_WS_STAGES128 for one head
+// dim), keys per K/V tile at head dims 64 and 128 (HOP_WS_BN64,
+// HOP_WS_BN128: 128 or 64, the latter with HOP_WS_NOSER=1 only). err says
+// which define is malformed.
 type hopperWS struct {
 	mode, wg64, stages int
 	tma                int // HOP_WS_TMA: 1 = the producer copies with TMA (hopperTmaps)
 	noser              int // HOP_WS_NOSER: 1 = the consumers' straight-line loop (no wgmma serialised by ptxas)
+	bn64, bn128        int // HOP_WS_BN64, HOP_WS_BN128: keys per tile
+	st64, st128        int // HOP_WS_STAGES64, HOP_WS_STAGES128 (0: HOP_WS_STAGES)
 	err                error
 }
 
 func hopperFwdWS() hopperWS {
-	ws := hopperWS{wg64: 2, stages: 2}
+	ws := hopperWS{wg64: 2, stages: 2, bn64: attnHopperRows, bn128: attnHopperRows}
 	for _, f := range []struct {
 		name     string
 		dst      *int
 		min, max int
-	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 3}, {"HOP_WS_TMA", &ws.tma, 0, 1}, {"HOP_WS_NOSER", &ws.noser, 0, 1}} {
+	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 4}, {"HOP_WS_TMA", &ws.tma, 0, 1}, {"HOP_WS_NOSER", &ws.noser, 0, 1},
+		{"HOP_WS_BN64", &ws.bn64, 64, 128}, {"HOP_WS_BN128", &ws.bn128, 64, 128}, {"HOP_WS_STAGES64", &ws.st64, 2, 4}, {"HOP_WS_STAGES128", &ws.st128, 2, 4}} {
 		v, ok := nvrtcDefine(f.name)
 		if !ok {
 			continue
@@ -299,16 +306,51 @@ func hopperFwdWS() hopperWS {
 	if ws.noser != 0 && ws.mode == 0 {
 		return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: HOP_WS_NOSER=%d is a knob of the warp-specialised forward: set HOP_FWD_WS=1 or 2 too", ws.noser)}
 	}
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"HOP_WS_BN64", ws.bn64}, {"HOP_WS_BN128", ws.bn128}} {
+		if f.n != 64 && f.n != attnHopperRows {
+			return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: %s=%d: want 64 or 128 (keys per tile)", f.name, f.n)}
+		}
+		if f.n != attnHopperRows && (ws.mode == 0 || ws.noser == 0) {
+			return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: %s=%d is a knob of the straight-line consumer loop: set HOP_FWD_WS=1 or 2 and HOP_WS_NOSER=1 too", f.name, f.n)}
+		}
+	}
 	return ws
+}
+
+// nstages is the warp-specialised forward's K/V stages at head dim d.
+func (ws hopperWS) nstages(d int) int {
+	switch {
+	case d == 64 && ws.st64 != 0:
+		return ws.st64
+	case d != 64 && ws.st128 != 0:
+		return ws.st128
+	}
+	return ws.stages
+}
+
+// keys is the warp-specialised forward's keys per K/V tile at head dim d
+// (HOP_WS_BN64 or HOP_WS_BN128; 128 without them).
+func (ws hopperWS) keys(d int) int {
+	switch {
+	case d == 64 && ws.bn64 != 0:
+		return ws.bn64
+	case d != 64 && ws.bn128 != 0:
+		return ws.bn128
+	}
+	return attnHopperRows
 }
 
 // hopperTmaps encodes the TMA tensor maps of the warp-specialised forward's
 // HOP_WS_TMA=1 (slot 0: q, 1: k, 2: v; each a 3-D bf16 map of [rows][heads][d]
-// whose boxes are 64 columns of one head by `rows` rows (q) or 128 (k, v),
+// whose boxes are 64 columns of one head by qRows rows (q) or kRows (k, v:
+// the keys per tile, hopperWS.keys),
 // with the 128-byte swizzle of the shared tiles and zeros past the last row)
 // and writes each one that changed into the module with
 // attention_hopper_tmap_store, in stream order before the forward.
-func (b *Backend) hopperTmaps(op string, qt, kt, vt *Tensor, H, KVH, D, qRows int) error {
+func (b *Backend) hopperTmaps(op string, qt, kt, vt *Tensor, H, KVH, D, qRows, kRows int) error {
 	if b.drv.cuTensorMapEncodeTiled == 0 {
 		return fmt.Errorf("cuda: %s: HOP_WS_TMA=1 needs cuTensorMapEncodeTiled (a CUDA 12 driver); this driver lacks it", op)
 	}
@@ -320,7 +362,7 @@ func (b *Backend) hopperTmaps(op string, qt, kt, vt *Tensor, H, KVH, D, qRows in
 	for slot, x := range []struct {
 		t          *Tensor
 		heads, box int
-	}{{qt, H, qRows}, {kt, KVH, attnHopperRows}, {vt, KVH, attnHopperRows}} {
+	}{{qt, H, qRows}, {kt, KVH, kRows}, {vt, KVH, kRows}} {
 		rows := x.t.Len() / (x.heads * D)
 		buf := new([24]uint64) // a CUtensorMap is 128 bytes, 64-byte aligned
 		off := int((64 - uintptr(unsafe.Pointer(&buf[0]))%64) % 64 / 8)
@@ -494,7 +536,7 @@ func (b *Backend) forward(op string, ot, qt, kt, vt *Tensor, lse, starts uint64,
 					return withOp(op, err)
 				}
 				if ws.tma == 1 {
-					if err := b.hopperTmaps(op, qt, kt, vt, H, KVH, D, ws.rows(D)); err != nil {
+					if err := b.hopperTmaps(op, qt, kt, vt, H, KVH, D, ws.rows(D), ws.keys(D)); err != nil {
 						return err
 					}
 				}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -38,6 +39,26 @@ var hopperWSVariants = []string{
 // serialises for want of registers (C7512, the H100 run of 2026-12-07):
 // TestHopperAttentionWSCompiles compiles them and logs what ptxas says,
 // for comparison, without failing on it.
+// hopperWSNewVariants are the define sets of issue 20's second forward
+// round (tools/gpu/attn-fwd2 compiles, checks and times them; not run on a
+// GPU before that batch, and not compiled by TestHopperAttentionWSCompiles
+// unless WHET_WS_COMPILE_DEFINES names them, which the batch does): 24/240
+// registers with setmaxnreg, the first GPU run of TMA copies, no
+// intra-warpgroup overlap at d128 only (HOP_WS_INTRA128=0), 64-key tiles
+// (HOP_WS_BN64/BN128=64) with two to four stages, three consumers at d64
+// on 64-key tiles. TestHopperWSConfig checks that each parses and fits.
+var hopperWSNewVariants = []string{
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_INTRA128=0",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_TMA=1",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_TMA=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_STAGES=4",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=64,HOP_WS_STAGES64=4",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0",
+	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0",
+}
+
 var hopperWSSerialVariants = []string{
 	"HOP_FWD_WS=2",
 	"HOP_FWD_WS=2,HOP_WS_INTRA=0",
@@ -57,7 +78,9 @@ func TestHopperWSConfig(t *testing.T) {
 	}
 	for _, rule := range []string{"#define HOP_FWD_WS 0", "#define HOP_WS_WG64 2", "#define HOP_WS_STAGES 2", "#define HOP_WS_INTRA 1", "#define HOP_WS_TMA 0",
 		"#define HOP_WS_WG(D) ((D) == 64 ? HOP_WS_WG64 : 2)", "#define HOP_FWD_THREADS(D) (128 * (HOP_WS_WG(D) + 1))",
-		"constexpr int BM = 64 * NC, BN = HOP_BN, S = HOP_WS_STAGES;",
+		"constexpr int BM = 64 * NC, BN = HOP_WS_BN(D), S = HOP_WS_STAGES_D(D);", "#define HOP_WS_BN64 128", "#define HOP_WS_BN128 128",
+		"#define HOP_WS_BN(D) ((D) == 64 ? HOP_WS_BN64 : HOP_WS_BN128)", "#define HOP_WS_INTRA64 HOP_WS_INTRA", "#define HOP_WS_INTRA128 HOP_WS_INTRA",
+		"#define HOP_WS_STAGES64 HOP_WS_STAGES", "#define HOP_WS_STAGES128 HOP_WS_STAGES", "#define HOP_WS_STAGES_D(D) ((D) == 64 ? HOP_WS_STAGES64 : HOP_WS_STAGES128)",
 		"#define HOP_WS_NOSER 0", "#define HOP_WS_PREG2 40", "#define HOP_WS_CREG2 232", "#define HOP_WS_PREG3 32", "#define HOP_WS_CREG3 160"} {
 		if !strings.Contains(cu, rule) {
 			t.Errorf("kernels/%s no longer says %q: update hopperFwdWS and attnHopperSmem", attnHopperFile, rule)
@@ -91,6 +114,12 @@ func TestHopperWSConfig(t *testing.T) {
 		{"HOP_FWD_WS=2,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 128, 1024 + 256*(128+512) + 128, 2, 2, 3, 128, 384},
 		{" HOP_FWD_WS=2 , HOP_WS_STAGES=3", 128, 384, 1024 + 128*(128+768) + 128, 1024 + 256*(128+768) + 128, 2, 3, 2, 128, 384},
 		{"HOP_FWD_WS=2,HOP_WS_TMA=1,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 128, 1024 + 256*(128+512) + 128, 2, 2, 3, 128, 384},
+		// 64-key tiles at d128 (HOP_WS_BN128=64): half the K/V stage; four stages
+		// need 8 + 32 * 4 bytes of mbarriers.
+		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64", 128, 384, 1024 + 128*(128+512) + 128, 1024 + 256*(128+256) + 128, 1, 2, 2, 128, 384},
+		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=64,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 136, 1024 + 256*(128+512) + 136, 1, 4, 3, 128, 384},
+		// Stages per head dim: four of 64 keys at d64, the two of 128 at d128.
+		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 136, 1024 + 256*(128+512) + 128, 1, 2, 3, 128, 384},
 	} {
 		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
 		ws := hopperFwdWS()
@@ -108,8 +137,11 @@ func TestHopperWSConfig(t *testing.T) {
 			t.Errorf("%q: d128 forward shared memory %d, want %d", c.defines, got, c.smem128)
 		}
 	}
-	for _, defines := range hopperWSVariants {
+	for _, defines := range append(hopperWSVariants, hopperWSNewVariants...) {
 		t.Setenv("WHET_NVRTC_DEFINES", defines)
+		if ws := hopperFwdWS(); ws.err != nil {
+			t.Errorf("%q: %v", defines, ws.err)
+		}
 		for d := range attnHopperHeadDims {
 			if smem := attnHopperSmem("forward", d); smem > 227<<10 {
 				t.Errorf("%q: the d%d forward needs %d bytes of shared memory, over 227 KB", defines, d, smem)
@@ -124,8 +156,13 @@ func TestHopperWSConfig(t *testing.T) {
 	if ws := hopperFwdWS(); ws.err != nil || ws.noser != 1 || ws.mode != 2 {
 		t.Errorf("HOP_FWD_WS=2,HOP_WS_NOSER=1: %+v", ws)
 	}
+	t.Setenv("WHET_NVRTC_DEFINES", "HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_TMA=1")
+	if ws := hopperFwdWS(); ws.err != nil || ws.keys(128) != 64 || ws.keys(64) != 128 {
+		t.Errorf("HOP_WS_BN128=64: %+v, keys %d at d128, %d at d64; want 64, 128", ws, ws.keys(128), ws.keys(64))
+	}
 	for _, bad := range []string{"HOP_FWD_WS=3", "HOP_FWD_WS=yes", "HOP_FWD_WS=1,HOP_WS_WG64=4", "HOP_FWD_WS=1,HOP_WS_STAGES=1", "HOP_WS_TMA=1", "HOP_FWD_WS=1,HOP_WS_TMA=2",
-		"HOP_WS_NOSER=1", "HOP_FWD_WS=2,HOP_WS_NOSER=2"} {
+		"HOP_WS_NOSER=1", "HOP_FWD_WS=2,HOP_WS_NOSER=2", "HOP_FWD_WS=1,HOP_WS_STAGES=5", "HOP_FWD_WS=1,HOP_WS_STAGES128=1",
+		"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=96", "HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=32", "HOP_FWD_WS=1,HOP_WS_BN128=64", "HOP_WS_NOSER=0,HOP_FWD_WS=1,HOP_WS_BN64=64"} {
 		t.Setenv("WHET_NVRTC_DEFINES", bad)
 		ws := hopperFwdWS()
 		name, _, _ := strings.Cut(bad[strings.LastIndex(bad, ",")+1:], "=")
@@ -298,10 +335,18 @@ ptxas info    : Used 168 registers, used 3 barriers`
 // setmaxnreg.inc would wait for ever; attention.go refuses such a kernel
 // at run time too (hopperWSCheck).
 func TestHopperAttentionWSCompiles(t *testing.T) {
+	sets, err := wsCompileSets()
+	if err != nil {
+		t.Fatal(err)
+	}
 	n, src := openNVRTCOrSkip(t), hopperSource(t)
 	// Each variant as it is, without the default defines under it.
 	t.Setenv(AttnFwdWSEnv, "0")
 	t.Setenv(AttnBwdFusedEnv, "0")
+	if sets != nil {
+		wsCompileReport(t, n, src, sets)
+		return
+	}
 	for _, defines := range hopperWSVariants {
 		t.Run(defines, func(t *testing.T) {
 			t.Setenv("WHET_NVRTC_DEFINES", defines)
@@ -547,6 +592,102 @@ func TestAttnFwdWSDefault(t *testing.T) {
 		err := attnSwitchesErr()
 		if (err != nil) != c.bad || (err != nil && !strings.Contains(err.Error(), c.env)) {
 			t.Errorf("%s=%q: attnSwitchesErr() = %v, want an error naming it: %v", c.env, c.value, err, c.bad)
+		}
+	}
+}
+
+// wsCompileSets returns the ';'-separated define sets of
+// WHET_WS_COMPILE_DEFINES (each comma-separated NAME=VALUE), or nil when it
+// is unset: then TestHopperAttentionWSCompiles compiles hopperWSVariants
+// and hopperWSSerialVariants as always; with it, only these sets
+// (wsCompileReport), so that a GPU batch (tools/gpu/attn-fwd2) can compile
+// just its variants, as WHET_FUSED_COMPILE_DEFINES does for the backward.
+func wsCompileSets() ([]string, error) {
+	env := os.Getenv("WHET_WS_COMPILE_DEFINES")
+	if env == "" {
+		return nil, nil
+	}
+	var sets []string
+	for i, set := range strings.Split(env, ";") {
+		set = strings.TrimSpace(set)
+		if set == "" {
+			continue
+		}
+		for _, d := range strings.Split(set, ",") {
+			if name, _, ok := strings.Cut(d, "="); !ok || strings.TrimSpace(name) == "" {
+				return nil, fmt.Errorf("WHET_WS_COMPILE_DEFINES: set %d (%q): %q is not NAME=VALUE", i+1, set, d)
+			}
+		}
+		sets = append(sets, set)
+	}
+	if len(sets) == 0 {
+		return nil, fmt.Errorf("WHET_WS_COMPILE_DEFINES=%q names no define set", env)
+	}
+	return sets, nil
+}
+
+// wsCompileReport compiles each define set for sm_90a with ptxas -v and
+// logs one line per forward kernel that a batch can read:
+//
+//	ws-compile d128 regs=168 spill=0 serialised=none set=HOP_FWD_WS=1,...
+//
+// (serialised: ptxas's codes for that kernel's serialised wgmma, such as
+// C7512, joined by '+'). It fails a set whose defines hopperFwdWS refuses,
+// that does not compile, or whose setmaxnreg variant (HOP_FWD_WS=2) did not
+// get the registers its producer and consumer counts add up to (the kernel
+// would hang); serialised wgmma and spills are the batch's to judge per
+// head dim, since one set may aim at one head dim only.
+func wsCompileReport(t *testing.T, n *nvrtc, src string, sets []string) {
+	for _, defines := range sets {
+		t.Run(defines, func(t *testing.T) {
+			t.Setenv("WHET_NVRTC_DEFINES", defines)
+			ws := hopperFwdWS()
+			t.Setenv("WHET_NVRTC_DEFINES", "")
+			if ws.err != nil {
+				t.Fatalf("%s: %v", defines, ws.err)
+			}
+			log := compileHopperVerbose(t, n, src, defines)
+			t.Logf("%s, ptxas -v:\n%s", defines, log)
+			ser := ptxasSerialized(log)
+			regs, spills := ptxasRegs(log)
+			for _, d := range []int{64, 128} {
+				name := fmt.Sprintf("attention_forward_hopper_d%d", d)
+				r, ok := regs[name]
+				if !ok {
+					t.Errorf("no register count for %s in the ptxas log", name)
+					continue
+				}
+				codes := "none"
+				if len(ser[name]) > 0 {
+					codes = strings.Join(ser[name], "+")
+				}
+				t.Logf("ws-compile d%d regs=%d spill=%d serialised=%s set=%s (block of %d threads, %d rows, %d keys a tile, %d stages)",
+					d, r, spills[name], codes, defines, ws.threads(d), ws.rows(d), ws.keys(d), ws.nstages(d))
+				if want := 65536 / ws.threads(d) / 8 * 8; ws.mode == 2 && r != want {
+					t.Errorf("%s has %d registers with setmaxnreg, want %d (the producer's and consumers' counts add up to that)", name, r, want)
+				}
+			}
+		})
+	}
+}
+
+// TestWSCompileSets: WHET_WS_COMPILE_DEFINES gives its ';'-separated sets,
+// unset gives nil (the built-in lists), and a set with an entry that is
+// not NAME=VALUE, or none at all, is an error naming the variable.
+func TestWSCompileSets(t *testing.T) {
+	t.Setenv("WHET_WS_COMPILE_DEFINES", "")
+	if sets, err := wsCompileSets(); err != nil || sets != nil {
+		t.Fatalf("unset: %v, %v; want nil, nil", sets, err)
+	}
+	t.Setenv("WHET_WS_COMPILE_DEFINES", " HOP_FWD_WS=1,HOP_WS_NOSER=1 ; HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64;")
+	sets, err := wsCompileSets()
+	if err != nil || len(sets) != 2 || sets[1] != "HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64" {
+		t.Fatalf("two sets: got %q, %v", sets, err)
+	}
+	for _, bad := range []string{"HOP_FWD_WS=1,HOP_WS_NOSER", ";", "=1"} {
+		t.Setenv("WHET_WS_COMPILE_DEFINES", bad)
+		if _, err := wsCompileSets(); err == nil || !strings.Contains(err.Error(), "WHET_WS_COMPILE_DEFINES") {
+			t.Errorf("%q: error %v, want one naming WHET_WS_COMPILE_DEFINES", bad, err)
 		}
 	}
 }
