@@ -344,6 +344,182 @@ extern "C" __global__ void __launch_bounds__(128) attention_decode_v2_d256(void*
     attn_decode_v2<256>(out, odt, q, qdt, kn, vn, ndt, k, v, kvdt, pos, rows, cosT, sinT, cdt, rot, maxPos, H, KVH, scale, window, softcap, part, count);
 }
 
+// attention_decode_v3_d{64,128,256} (opt-in, WHET_DECODE_ATTN=v3; never
+// run on a GPU before tools/gpu/decode-next): attention_decode_v2 with its
+// loads pipelined. v2 waits for pos, then for the rotary inputs, then for
+// each step's keys and values in turn; here the first step's k and v rows
+// (they depend on p alone; row p itself comes from shared memory) are
+// loaded before the rotary work, and each step loads the next step's rows
+// before using its own. The arithmetic is v2's, in the same order, so the
+// results are v2's bit for bit.
+template <int D>
+__device__ __forceinline__ void attn_v3_load(float (*kk)[8], float (*vv)[8], bool* ok, i64 base, i64 hi, i64 p, int gid, int sub,
+                                             const void* k, const void* v, int kvdt, i64 ld_kv, i64 hoff) {
+    constexpr int NG = 4 * (32 / (D / 8));
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const i64 j = base + u * NG + gid;
+        ok[u] = j < hi;
+        if (ok[u] && j != p) {
+            ld8(k, kvdt, j * ld_kv + hoff + sub * 8, kk[u]);
+            ld8(v, kvdt, j * ld_kv + hoff + sub * 8, vv[u]);
+        }
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void attn_decode_v3(void* out, int odt, const void* q, int qdt, const void* kn, const void* vn, int ndt,
+                                               void* k, void* v, int kvdt, const int* pos, i64 rows, const void* cosT,
+                                               const void* sinT, int cdt, int rot, i64 maxPos, int H, int KVH, float scale,
+                                               int window, float softcap, float* part, unsigned int* count) {
+    constexpr int L = D / 8;      // lanes per key
+    constexpr int KPW = 32 / L;   // keys per warp
+    constexpr int NG = 4 * KPW;   // lane groups (keys at once) per block of 4 warps
+    __shared__ float qs[D], ks[D], vs[D];
+    __shared__ float gm[NG], gl[NG], red[NG * D];
+    __shared__ float wm[64], wl[64];
+    __shared__ int last;
+    const int h = blockIdx.x, s = blockIdx.y, S = gridDim.y, tid = threadIdx.x;
+    const int lane = tid & 31, grp = lane / L, sub = lane % L, gid = (tid >> 5) * KPW + grp;
+    i64 p = pos[0];
+    if (p < 0) p = 0;
+    if (p >= rows) p = rows - 1;
+    if (p >= maxPos) p = maxPos - 1;
+    i64 first = 0;
+    if (window > 0 && p - window + 1 > 0) first = p - window + 1;
+    const i64 chunk = (p + 1 - first + S - 1) / S;
+    const i64 lo = first + (i64)s * chunk, hi = min(p + 1, lo + chunk);
+    const int kvh = h / (H / KVH);
+    const i64 ld_kv = (i64)KVH * D, hoff = (i64)kvh * D;
+    float kk[2][8], vv[2][8];
+    bool ok[2];
+    attn_v3_load<D>(kk, vv, ok, lo, hi, p, gid, sub, k, v, kvdt, ld_kv, hoff);
+    rope_row(qs, q, qdt, (i64)h * D, D, rot, cosT, sinT, cdt, p);
+    rope_row(ks, kn, ndt, hoff, D, rot, cosT, sinT, cdt, p);
+    for (int d = tid; d < D; d += blockDim.x) { // the same threads as rope_row's
+        ks[d] = round_to(kvdt, ks[d]);           // as the cache will hold it
+        vs[d] = round_to(kvdt, ld(vn, ndt, hoff + d));
+    }
+    __syncthreads();
+    if (s == S - 1 && h % (H / KVH) == 0) {
+        for (int d = tid; d < D; d += blockDim.x) {
+            st(k, kvdt, p * ld_kv + hoff + d, ks[d]);
+            st(v, kvdt, p * ld_kv + hoff + d, vs[d]);
+        }
+    }
+    float qr[8], acc[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) qr[e] = qs[sub * 8 + e], acc[e] = 0.0f;
+    float m = NEG_INF, l = 0.0f;
+    for (i64 base = lo; base < hi; base += 2 * NG) {
+        float ck[2][8], cv[2][8];
+        bool cok[2];
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            cok[u] = ok[u];
+#pragma unroll
+            for (int e = 0; e < 8; e++) ck[u][e] = kk[u][e], cv[u][e] = vv[u][e];
+        }
+        if (base + 2 * NG < hi) attn_v3_load<D>(kk, vv, ok, base + 2 * NG, hi, p, gid, sub, k, v, kvdt, ld_kv, hoff);
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            if (cok[u] && base + u * NG + gid == p) {
+#pragma unroll
+                for (int e = 0; e < 8; e++) ck[u][e] = ks[sub * 8 + e], cv[u][e] = vs[sub * 8 + e];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            float dot = 0.0f;
+            if (cok[u]) {
+#pragma unroll
+                for (int e = 0; e < 8; e++) dot += qr[e] * ck[u][e];
+            }
+#pragma unroll
+            for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+            if (!cok[u]) continue;
+            float x = dot * scale;
+            if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
+            const float mn = fmaxf(m, x), c = expf(m - mn), ex = expf(x - mn);
+            l = l * c + ex;
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[e] = acc[e] * c + ex * cv[u][e];
+            m = mn;
+        }
+    }
+    // The lane groups of the block meet: M = max m, acc and l rescaled.
+    if (sub == 0) gm[gid] = m, gl[gid] = l;
+    __syncthreads();
+    float M = NEG_INF;
+    for (int g = 0; g < NG; g++) M = fmaxf(M, gm[g]);
+    float Lb = 0.0f;
+    for (int g = 0; g < NG; g++)
+        if (gm[g] != NEG_INF) Lb += expf(gm[g] - M) * gl[g];
+    const float w = m == NEG_INF ? 0.0f : expf(m - M);
+#pragma unroll
+    for (int e = 0; e < 8; e++) red[gid * D + sub * 8 + e] = acc[e] * w;
+    __syncthreads();
+    float* mine = part + ((i64)h * S + s) * (D + 2);
+    for (int d = tid; d < D; d += blockDim.x) {
+        float a = 0.0f;
+#pragma unroll
+        for (int g = 0; g < NG; g++) a += red[g * D + d];
+        if (S == 1) {
+            st(out, odt, (i64)h * D + d, Lb > 0.0f ? a / Lb : 0.0f);
+        } else {
+            mine[2 + d] = a;
+        }
+    }
+    if (S == 1) return;
+    if (tid == 0) mine[0] = M, mine[1] = Lb;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(count + h, 1u) == (unsigned int)(S - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile float* pv = part + (i64)h * S * (D + 2);
+    if (tid < S) wm[tid] = pv[tid * (D + 2)], wl[tid] = pv[tid * (D + 2) + 1];
+    __syncthreads();
+    float MG = NEG_INF;
+    for (int t = 0; t < S; t++) MG = fmaxf(MG, wm[t]);
+    __syncthreads();
+    float LG = 0.0f;
+    if (tid < S) wm[tid] = wm[tid] == NEG_INF ? 0.0f : expf(wm[tid] - MG); // the weights
+    __syncthreads();
+    for (int t = 0; t < S; t++) LG += wm[t] * wl[t];
+    for (int d = tid; d < D; d += blockDim.x) {
+        float a = 0.0f;
+        for (int t = 0; t < S; t++) a += wm[t] * pv[t * (D + 2) + 2 + d];
+        st(out, odt, (i64)h * D + d, LG > 0.0f ? a / LG : 0.0f);
+    }
+    if (tid == 0) count[h] = 0;
+}
+
+extern "C" __global__ void __launch_bounds__(128) attention_decode_v3_d64(void* out, int odt, const void* q, int qdt, const void* kn, const void* vn, int ndt, void* k, void* v, int kvdt,
+                     const int* pos, i64 rows, const void* cosT, const void* sinT, int cdt, int rot, i64 maxPos, int H, int KVH,
+                     float scale, int window, float softcap, float* part, unsigned int* count) {
+    PDL_WAIT();
+    PDL_TRIGGER();
+    attn_decode_v3<64>(out, odt, q, qdt, kn, vn, ndt, k, v, kvdt, pos, rows, cosT, sinT, cdt, rot, maxPos, H, KVH, scale, window, softcap, part, count);
+}
+
+extern "C" __global__ void __launch_bounds__(128) attention_decode_v3_d128(void* out, int odt, const void* q, int qdt, const void* kn, const void* vn, int ndt, void* k, void* v, int kvdt,
+                     const int* pos, i64 rows, const void* cosT, const void* sinT, int cdt, int rot, i64 maxPos, int H, int KVH,
+                     float scale, int window, float softcap, float* part, unsigned int* count) {
+    PDL_WAIT();
+    PDL_TRIGGER();
+    attn_decode_v3<128>(out, odt, q, qdt, kn, vn, ndt, k, v, kvdt, pos, rows, cosT, sinT, cdt, rot, maxPos, H, KVH, scale, window, softcap, part, count);
+}
+
+extern "C" __global__ void __launch_bounds__(128) attention_decode_v3_d256(void* out, int odt, const void* q, int qdt, const void* kn, const void* vn, int ndt, void* k, void* v, int kvdt,
+                     const int* pos, i64 rows, const void* cosT, const void* sinT, int cdt, int rot, i64 maxPos, int H, int KVH,
+                     float scale, int window, float softcap, float* part, unsigned int* count) {
+    PDL_WAIT();
+    PDL_TRIGGER();
+    attn_decode_v3<256>(out, odt, q, qdt, kn, vn, ndt, k, v, kvdt, pos, rows, cosT, sinT, cdt, rot, maxPos, H, KVH, scale, window, softcap, part, count);
+}
+
 // better reports whether (v, i) beats (bv, bi): larger, or equal and earlier;
 // a NaN never beats a number.
 __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {

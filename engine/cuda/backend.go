@@ -155,6 +155,9 @@ type Backend struct {
 	// decodeAttnV2 sends AttentionDecode to attention_decode_v2_d* where
 	// it applies (DecodeAttnEnv=v2).
 	decodeAttnV2 bool
+	// decodeAttnV3 takes attention_decode_v3_d* on that path
+	// (DecodeAttnEnv=v3).
+	decodeAttnV3 bool
 	// pdl launches the kernels of pdlKernels with programmatic dependent
 	// launch (PDLEnv=1 on sm_90 and newer with cuLaunchKernelEx; pdl.go).
 	pdl bool
@@ -317,7 +320,7 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
-		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
+		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), decodeAttnV3: decodeAttnV3On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
 		fusedAdamW:   opts.FusedAdamW || os.Getenv(FusedAdamWEnv) != "0",
 		rmsnormBwdV2: os.Getenv(RMSNormBwdV2Env) == "1",
 	}

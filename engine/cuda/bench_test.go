@@ -215,14 +215,10 @@ func BenchmarkAttentionDecode(b *testing.B) {
 				b.Fatal(err)
 			}
 			p := engine.AttnParams{NHeads: H, NKVHeads: KVH, HeadDim: D, Scale: float32(1 / math.Sqrt(float64(D)))}
-			for _, v2 := range []bool{false, true} {
-				name := "v1"
-				if v2 {
-					name = "v2"
-				}
+			for _, name := range []string{"v1", "v2", "v3"} {
 				b.Run(fmt.Sprintf("%s/D%d/len%d", name, D, n), func(b *testing.B) {
-					be.decodeAttnV2 = v2
-					defer func() { be.decodeAttnV2 = false }()
+					be.decodeAttnV2, be.decodeAttnV3 = name != "v1", name == "v3"
+					defer func() { be.decodeAttnV2, be.decodeAttnV3 = false, false }()
 					run := func() {
 						if err := be.AttentionDecode(out, q, k, v, kc, vc, pt, cs, sn, p); err != nil {
 							b.Fatal(err)

@@ -64,8 +64,14 @@ func decodeSplits(rows int) (splits, chunk int) {
 // attention_decode. Opt-in: the kernels have not yet run on a GPU.
 const DecodeAttnEnv = "WHET_DECODE_ATTN"
 
-// decodeAttnV2On reads DecodeAttnEnv (once per backend).
-func decodeAttnV2On() bool { return os.Getenv(DecodeAttnEnv) == "v2" }
+// decodeAttnV2On reads DecodeAttnEnv (once per backend): v2, or v3
+// (attention_decode_v3_d*: v2's kernel with its loads pipelined, the same
+// bits; opt-in, never run on a GPU before tools/gpu/decode-next), which
+// takes v2's path and launch with the other kernel.
+func decodeAttnV2On() bool { v := os.Getenv(DecodeAttnEnv); return v == "v2" || v == "v3" }
+
+// decodeAttnV3On reports whether DecodeAttnEnv is v3 (once per backend).
+func decodeAttnV3On() bool { return os.Getenv(DecodeAttnEnv) == "v3" }
 
 // decodeV2Dim reports whether attention_decode_v2 has an instance for
 // heads of dim D.
@@ -181,6 +187,12 @@ func (b *Backend) AttentionDecode(out, q, k, v, kCache, vCache, pos, cos, sin en
 			b.decodeScratch, b.decodeScratchBytes = p, need
 		}
 		count, part = b.decodeScratch, b.decodeScratch+decodeCounters*4
+	}
+	if v2 && b.decodeAttnV3 {
+		return b.launch(op+" (v3)", "decode.cu", fmt.Sprintf("attention_decode_v3_d%d", D), dim3{H, splits, 1}, dim3{128, 1, 1}, 0,
+			ot.ptr(), dt(ot), qt.ptr(), dt(qt), kt.ptr(), vt.ptr(), dt(kt), kc.ptr(), vc.ptr(), dt(kc), pt.ptr(), int64(rows),
+			ct.ptr(), st.ptr(), dt(ct), int32(2*half), int64(maxPos),
+			int32(H), int32(KVH), p.Scale, int32(p.Window), p.SoftCap, part, count)
 	}
 	if v2 {
 		return b.launch(op+" (v2)", "decode.cu", fmt.Sprintf("attention_decode_v2_d%d", D), dim3{H, splits, 1}, dim3{128, 1, 1}, 0,

@@ -395,7 +395,8 @@ func TestGenerateGraphEqualsPlain(t *testing.T) {
 
 // TestAttentionDecodeV2MatchesCPU: with WHET_DECODE_ATTN=v2 the decode
 // attention (attention_decode_v2_d*) gives the CPU's result and
-// attention_decode's, and writes the same cache rows bit for bit, at
+// attention_decode's, and writes the same cache rows bit for bit (v3,
+// attention_decode_v3_d*, gives v2's output and caches bit for bit), at
 // cache lengths (pos+1) around its lane groups (1, 15, 16, 17), the
 // profile's 143 and a long 4097, with GQA, head dims 64, 128 and 256, a
 // window, a soft-cap and partial rotary dims, in float32 and bf16. Each
@@ -406,8 +407,10 @@ func TestAttentionDecodeV2MatchesCPU(t *testing.T) {
 	ref := newGPU(t, cuda.Options{})
 	t.Setenv(cuda.DecodeAttnEnv, "v2")
 	g := newGPU(t, cuda.Options{})
-	if !cuda.DecodeAttnV2(g) || cuda.DecodeAttnV2(ref) {
-		t.Fatalf("%s=v2 did not select the v2 kernel for the second backend only", cuda.DecodeAttnEnv)
+	t.Setenv(cuda.DecodeAttnEnv, "v3")
+	g3 := newGPU(t, cuda.Options{})
+	if !cuda.DecodeAttnV2(g) || cuda.DecodeAttnV2(ref) || cuda.DecodeAttnV3(g) || !cuda.DecodeAttnV3(g3) {
+		t.Fatalf("%s=v2 and v3 did not select the v2 and v3 kernels for the second and third backends only", cuda.DecodeAttnEnv)
 	}
 	c := cpu.New()
 	rng := rand.New(rand.NewPCG(21, 7))
@@ -441,8 +444,8 @@ func TestAttentionDecodeV2MatchesCPU(t *testing.T) {
 			type dev struct {
 				q, k, v, kc, vc, cs, sn, out, pt engine.Tensor
 			}
-			var devs [3]dev
-			for i, b := range []engine.Backend{c, ref, g} {
+			var devs [4]dev
+			for i, b := range []engine.Backend{c, ref, g, g3} {
 				d := dev{
 					q: upload(t, b, dt, qv, 1, tc.H*tc.D), k: upload(t, b, dt, kn, 1, kd), v: upload(t, b, dt, vn, 1, kd),
 					kc: upload(t, b, dt, kv, tc.rows, kd), vc: upload(t, b, dt, vv, tc.rows, kd),
@@ -460,8 +463,8 @@ func TestAttentionDecodeV2MatchesCPU(t *testing.T) {
 			for _, n := range tc.lens {
 				pos := n - 1
 				name := fmt.Sprintf("%s H%d/%d D%d rot%d rows%d win%d cap%g len%d", dt, tc.H, tc.KVH, tc.D, tc.rot, tc.rows, tc.window, tc.softcap, n)
-				var outs, kc, vc [3][]float32
-				for i, b := range []engine.Backend{c, ref, g} {
+				var outs, kc, vc [4][]float32
+				for i, b := range []engine.Backend{c, ref, g, g3} {
 					d := devs[i]
 					if err := b.UploadInt32(d.pt, []int32{int32(pos)}); err != nil {
 						t.Fatal(err)
@@ -481,6 +484,10 @@ func TestAttentionDecodeV2MatchesCPU(t *testing.T) {
 					t.Errorf("%s: the caches v2 leaves differ from attention_decode's", name)
 				}
 				closeTo(t, name+" k row", kc[2][pos*kd:(pos+1)*kd], kc[0][pos*kd:(pos+1)*kd], tol)
+				// v3 is v2 with its loads moved earlier: the same bits.
+				if !slices.Equal(outs[3], outs[2]) || !slices.Equal(kc[3], kc[2]) || !slices.Equal(vc[3], vc[2]) {
+					t.Errorf("%s: v3's output or caches differ from v2's", name)
+				}
 			}
 		}
 	}

@@ -13,6 +13,8 @@
 #                         the residual and, by the last block, the MLP's RMSNorm; matvec_nf4_split_add:
 #                         down with the residual, no copy; matvec_nf4_split_swiglu: gate/up with
 #                         SwiGLU in the epilogue, g and u never written): 10 nodes a layer become 6
+#   WHET_DECODE_ATTN=v3   v2's decode attention with its loads pipelined (the first step's k/v rows before
+#                         the rotary work, each step's next rows before its own use): v2's bits
 # with the earlier ones: WHET_DECODE_ATTN=v2 (decode attention), WHET_DECODE_FUSE=1 (norms, SwiGLU,
 # residual adds inside the GEMVs), WHET_CUDA_PDL=1 with WHET_NVRTC_DEFINES=GEMV_PREFETCH=0.
 # 1. the new kernels' tests (TestMatVecArgmax, TestGEMVRR, TestNF4FusedKernels: bit for bit against
@@ -21,9 +23,11 @@
 #    and rr each and together give the tokens without them exactly),
 #    then the decoding tests with every switch on; a failure reruns with WHET_CUDA_SYNC=1;
 # 2. whet bench --decode 256 --seq 128 graph mode, Llama-3.2-1B bf16: none, v2, v2+fuse,
-#    v2+fuse+PDL (no prefetch), v2+fuse+argmax, v2+fuse+rr, v2+fuse+argmax+rr, and all with PDL;
-#    Llama-3.1-8B NF4 (qlora) with all and, as time allows, without;
-# 3. a per-kernel profile (WHET_CUDA_PROFILE=1, device mode) with v2+fuse+argmax+rr.
+#    v2+fuse+argmax+rr, all with PDL, the same with v3 attention; Llama-3.1-8B NF4 (qlora) with all;
+#    then each new switch alone over v2+fuse, PDL over v2+fuse;
+# 3. a per-kernel profile (WHET_CUDA_PROFILE=1, device mode) with v2+fuse+argmax+rr, and
+#    BenchmarkAttentionDecode (v1, v2, v3); then as time allows 8B NF4 with v2+fuse and without,
+#    rr at 16 warps, v3 without PDL.
 # summary.txt's table: tok/s, bound, % of the bound, and whether the greedy tokens (greedy_fnv) equal
 # those of the row they must equal (argmax, rr, fuse and PDL keep the bits; v2 attention may not).
 # Runs from the repository root; writes only under $OUT/decode-next.
@@ -78,16 +82,24 @@ bench 1b-b-v2 25 llama-3.2-1b lora $V2
 bench 1b-c-v2-fuse 25 llama-3.2-1b lora $F
 bench 1b-g-v2-fuse-argmax-rr 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1 WHET_DECODE_GEMV=rr
 bench 1b-h-all-pdl 30 llama-3.2-1b lora $ALL
+bench 1b-k-v3-all-pdl 30 llama-3.2-1b lora $ALL WHET_DECODE_ATTN=v3
 bench 8b-nf4-all 60 llama-3.1-8b qlora $ALL
-bench 8b-nf4-v2-fuse 60 llama-3.1-8b qlora $F
-bench 1b-d-v2-fuse-pdl 25 llama-3.2-1b lora $F $P
 bench 1b-e-v2-fuse-argmax 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1
 bench 1b-f-v2-fuse-rr 25 llama-3.2-1b lora $F WHET_DECODE_GEMV=rr
+bench 1b-d-v2-fuse-pdl 25 llama-3.2-1b lora $F $P
 step profile
-[ $SECONDS -lt 170 ] && env WHET_CUDA_PROFILE=1 $F WHET_DECODE_ARGMAX=1 WHET_DECODE_GEMV=rr timeout 20 $W bench --backend cuda --model llama-3.2-1b \
+[ $SECONDS -lt 150 ] && env WHET_CUDA_PROFILE=1 $F WHET_DECODE_ARGMAX=1 WHET_DECODE_GEMV=rr timeout 20 $W bench --backend cuda --model llama-3.2-1b \
   --method lora --decode 16 --seq 128 --decode-modes device >$O/profile-device-new.txt 2>&1; echo "profile device rc=$?" >>$S
 head -16 $O/profile-device-new.txt >>$S 2>/dev/null
+if [ $SECONDS -lt 170 ]; then
+  step "micro-benchmark"
+  (cd engine/cuda && timeout 15 $B/cuda.test -test.run '^$' -test.bench 'BenchmarkAttentionDecode$' -test.benchtime 300x) >$O/bench-kernel.txt 2>&1
+  echo "benchmark rc=$?" >>$S
+  grep -E "^Benchmark|^(ok|FAIL)" $O/bench-kernel.txt >>$S
+fi
+bench 8b-nf4-v2-fuse 60 llama-3.1-8b qlora $F
 bench 1b-i-rr-warps16 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1 WHET_DECODE_GEMV=rr WHET_DECODE_RR_WARPS=16
+bench 1b-j-v3-fuse-argmax-rr 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1 WHET_DECODE_GEMV=rr WHET_DECODE_ATTN=v3
 bench 8b-nf4-none 60 llama-3.1-8b qlora X=0
 step table
 python3 - $O/bench-*.jsonl <<'PY' | tee -a $S
@@ -105,7 +117,8 @@ for f in sorted(sys.argv[1:]):
 # Rows whose greedy tokens must equal another's: the switches that keep the bits.
 same = {"1b-c-v2-fuse": "1b-b-v2", "1b-d-v2-fuse-pdl": "1b-b-v2", "1b-e-v2-fuse-argmax": "1b-b-v2",
         "1b-f-v2-fuse-rr": "1b-b-v2", "1b-g-v2-fuse-argmax-rr": "1b-b-v2", "1b-h-all-pdl": "1b-b-v2",
-        "1b-i-rr-warps16": "1b-b-v2", "8b-nf4-all": "8b-nf4-v2-fuse"}
+        "1b-i-rr-warps16": "1b-b-v2", "1b-j-v3-fuse-argmax-rr": "1b-b-v2", "1b-k-v3-all-pdl": "1b-b-v2",
+        "8b-nf4-all": "8b-nf4-v2-fuse"}
 print(f'{"row":26s} {"tok/s":>8s} {"bound":>8s} {"of bound":>8s}  greedy_fnv        same as')
 for label, r in rows.items():
     wb, tps = r.get("weight_bytes_per_token", 0), r.get("decode_tokens_per_sec", 0)
