@@ -47,9 +47,15 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if o.RunDir == "" || o.Format == "" {
-		fs.Usage()
-		return errors.New("--run and --format are required")
+	// What is missing, with a command that has it (not the whole list of
+	// flags above one line of error).
+	switch {
+	case o.RunDir == "" && o.Format == "":
+		return errors.New("--run and --format are required: whet export --run runs/NAME --format peft|merged|gguf (whet runs lists the runs)")
+	case o.RunDir == "":
+		return fmt.Errorf("--run is required: whet export --run runs/NAME --format %s (whet runs lists the runs)", o.Format)
+	case o.Format == "":
+		return fmt.Errorf("--format is required: whet export --run %s --format peft|merged|gguf", o.RunDir)
 	}
 	o.Format = strings.ToLower(o.Format)
 	if err := o.Check(); err != nil {

@@ -79,7 +79,8 @@ func TestExportCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--format", "gguf"}, "--run and --format are required"},
+		{[]string{"--format", "gguf"}, "--run is required: whet export --run runs/NAME --format gguf"},
+		{[]string{"--run", run}, "--format is required: whet export --run " + run + " --format peft|merged|gguf"},
 		{[]string{"--run", run, "--format", "onnx"}, `unknown format "onnx"`},
 		{[]string{"--run", run, "--format", "gguf", "--quant", "q2_k"}, "--quant q2_k is not a GGUF type"},
 		{[]string{"--run", run, "--format", "merged", "--quant", "q8_0"}, "not available for merged"},

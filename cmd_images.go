@@ -44,9 +44,12 @@ func runImages(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("want one data file")
+	switch fs.NArg() {
+	case 1:
+	case 0:
+		return errors.New("want the data file to check: whet images DATA.jsonl (or .json, .parquet)")
+	default:
+		return fmt.Errorf("want one data file, got %d (%s): check them one at a time", fs.NArg(), strings.Join(fs.Args(), ", "))
 	}
 	var cfg *vision.ProcessorConfig
 	switch *proc {

@@ -67,9 +67,12 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		}
 		return listCache(stdout, client.Cache(), *jsonOut)
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("want one repo id, such as Qwen/Qwen2.5-0.5B-Instruct or meta-llama/Llama-3.2-1B@main")
+	switch len(pos) {
+	case 1:
+	case 0:
+		return errors.New("want a repo id, such as whet pull Qwen/Qwen2.5-0.5B-Instruct or meta-llama/Llama-3.2-1B@main (whet pull --list shows the cache)")
+	default:
+		return fmt.Errorf("want one repo id, got %d (%s): pull them one at a time", len(pos), strings.Join(pos, ", "))
 	}
 	ref, err := pullRef(pos[0])
 	if err != nil {

@@ -222,6 +222,9 @@ func TestFlagErrorsNameTheFlagAndTheFix(t *testing.T) {
 		{[]string{"fit", "--model", "testdata/tiny-llama", "--rank", "0"}, 1, "whet fit: --rank 0: want 1 or more\n"},
 		{[]string{"fit", "--model", "testdata/tiny-llama", "--seq", "-5"}, 1, "whet fit: --seq -5: want 1 or more\n"},
 		{[]string{"fit", "--model", "testdata/tiny-llama", "--grad-accum", "0"}, 1, "whet fit: --grad-accum 0: want 1 or more\n"},
+		{[]string{"export"}, 1, "whet export: --run and --format are required: whet export --run runs/NAME --format peft|merged|gguf (whet runs lists the runs)\n"},
+		{[]string{"images"}, 1, "whet images: want the data file to check: whet images DATA.jsonl (or .json, .parquet)\n"},
+		{[]string{"pull", "a/b", "c/d"}, 1, "whet pull: want one repo id, got 2 (a/b, c/d): pull them one at a time\n"},
 		{[]string{"train", "-c", "testdata"}, 1, "whet train: -c testdata is a folder; -c takes a run file (YAML, docs/run-file.md)\n"},
 	} {
 		code, out, errs := runCLI(t, c.args...)
