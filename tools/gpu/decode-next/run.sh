@@ -82,8 +82,8 @@ bench 1b-b-v2 25 llama-3.2-1b lora $V2
 bench 1b-c-v2-fuse 25 llama-3.2-1b lora $F
 bench 1b-g-v2-fuse-argmax-rr 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1 WHET_DECODE_GEMV=rr
 bench 1b-h-all-pdl 30 llama-3.2-1b lora $ALL
-bench 1b-k-v3-all-pdl 30 llama-3.2-1b lora $ALL WHET_DECODE_ATTN=v3
 bench 8b-nf4-all 60 llama-3.1-8b qlora $ALL
+bench 1b-k-v3-all-pdl 30 llama-3.2-1b lora $ALL WHET_DECODE_ATTN=v3
 bench 1b-e-v2-fuse-argmax 25 llama-3.2-1b lora $F WHET_DECODE_ARGMAX=1
 bench 1b-f-v2-fuse-rr 25 llama-3.2-1b lora $F WHET_DECODE_GEMV=rr
 bench 1b-d-v2-fuse-pdl 25 llama-3.2-1b lora $F $P
