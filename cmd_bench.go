@@ -181,6 +181,8 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, n := range notices {
 		fmt.Fprintln(stderr, n)
 	}
+	// A cold kernel cache compiling in the background says so.
+	engine.ReportKernelCompiles(b, func(line string) { fmt.Fprintln(stderr, line) })
 	if c, ok := b.(engine.Closer); ok {
 		defer c.Close()
 	}

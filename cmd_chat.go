@@ -98,6 +98,8 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, n := range notices {
 		fmt.Fprintln(stderr, n)
 	}
+	// A cold kernel cache compiling in the background says so.
+	engine.ReportKernelCompiles(b, func(line string) { fmt.Fprintln(stderr, line) })
 	opts := engine.SampleOptions{MaxNewTokens: *maxNew, Temperature: *temp, TopK: *topK, TopP: *topP,
 		MinP: *minP, RepetitionPenalty: *rep, Seed: *seed}
 	if chat.IsMllama(modelDir) {

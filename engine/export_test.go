@@ -22,3 +22,21 @@ func LoRAStackRows(m *Model) []int {
 // RanBatched says whether the sampler's last Run generated its prompts in
 // one batch.
 func (s *Sampler) RanBatched() bool { return s.ranBatched }
+
+// RegisterBackendForTest registers f under name until the test ends, when
+// the registry's entry before it comes back.
+func RegisterBackendForTest(t interface{ Cleanup(func()) }, name string, f BackendFactory) {
+	registryMu.Lock()
+	old, had := registry[name]
+	registry[name] = f
+	registryMu.Unlock()
+	t.Cleanup(func() {
+		registryMu.Lock()
+		defer registryMu.Unlock()
+		if had {
+			registry[name] = old
+		} else {
+			delete(registry, name)
+		}
+	})
+}

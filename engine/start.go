@@ -204,6 +204,10 @@ type Session struct {
 	// rank 0), each on one of followerBackends.
 	followers        []*Trainer
 	followerBackends []Backend
+	// kernelLines holds the progress lines of the backend's ahead-of-time
+	// kernel compile (ReportKernelCompiles) until Start sends them on as
+	// LogEvents; a line that finds it full is dropped.
+	kernelLines chan string
 }
 
 // Prepare builds everything a run needs and creates its run directory
@@ -280,7 +284,16 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	if hubNotice != "" {
 		notices = append(notices, hubNotice)
 	}
-	s := &Session{Cfg: cfg, ModelDir: modelDir, Backend: b, Notices: notices, lock: lock, inputs: inputs}
+	s := &Session{Cfg: cfg, ModelDir: modelDir, Backend: b, Notices: notices, lock: lock, inputs: inputs,
+		kernelLines: make(chan string, 64)}
+	// A cold kernel cache compiles in the background while the model
+	// loads; its progress goes out with the run's events (Start).
+	ReportKernelCompiles(b, func(line string) {
+		select {
+		case s.kernelLines <- line:
+		default:
+		}
+	})
 	if anyway != "" {
 		s.Notices = append(s.Notices, anyway)
 	}
@@ -655,14 +668,17 @@ func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error)
 		for _, n := range s.Notices {
 			ch <- LogEvent{Text: n}
 		}
+		stopLines := s.forwardKernelLines(ch)
 		wait := s.runFollowers()
 		if s.Trainer == nil {
 			// A node other than 0 follows until node 0's run ends.
 			err := wait()
+			stopLines()
 			ch <- DoneEvent{Step: s.followers[0].Step(), Err: err, FinalDir: s.Dir}
 			return
 		}
 		err := s.Trainer.Run(ctx, ch)
+		stopLines()
 		if ferr := wait(); ferr != nil && err == nil {
 			ch <- LogEvent{Text: fmt.Sprintf("data parallel: %v", ferr)}
 		}
@@ -671,6 +687,32 @@ func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error)
 		}
 	}()
 	return ch, ctl, nil
+}
+
+// forwardKernelLines sends the kernel compile's progress lines on ch as
+// LogEvents, from another goroutine, until the returned function is
+// called (which waits for that goroutine).
+func (s *Session) forwardKernelLines(ch chan<- Event) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case line := <-s.kernelLines:
+				select {
+				case ch <- LogEvent{Text: line}:
+				case <-quit:
+					return
+				}
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // positionsNotice warns when the longest example runs past the positions

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"whet/engine"
 	"whet/engine/cpu"
@@ -119,5 +120,42 @@ func TestStartDPORunRaisesRewards(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "dpo", "ref_logps.json")); err != nil {
 		t.Fatalf("reference log-probs not cached: %v", err)
+	}
+}
+
+// kernelCompilingBackend is the CPU backend reporting a kernel compile
+// ahead of first use, the way engine/cuda does on a cold kernel cache: the
+// first report at once, the last from another goroutine a little later.
+type kernelCompilingBackend struct{ engine.Backend }
+
+func (kernelCompilingBackend) PrecompileKernels(report func(engine.KernelProgress)) {
+	report(engine.KernelProgress{Arch: "sm_90", Done: 0, Total: 2, CacheDir: "/cache"})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		report(engine.KernelProgress{Arch: "sm_90", Done: 2, Total: 2, CacheDir: "/cache", Elapsed: time.Second})
+	}()
+}
+
+// TestStartReportsKernelCompiles: the progress of the backend's kernel
+// compile reaches the run's events as log lines (whet train prints them;
+// the studio's training view shows them).
+func TestStartReportsKernelCompiles(t *testing.T) {
+	// Under the name "cuda", which run files may name, for this test only.
+	engine.RegisterBackendForTest(t, "cuda", func() (engine.Backend, error) { return kernelCompilingBackend{cpu.New()}, nil })
+	cfg := engine.RunConfig{Name: "kc", Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cuda", RunsDir: t.TempDir(),
+		LoRA:  engine.LoRAConfig{Rank: 4, Alpha: 8},
+		Data:  engine.DataConfig{Path: abs("../testdata/datasets/tiny-chat.jsonl"), MaxLength: 128, Seed: 1},
+		Train: engine.TrainConfig{MaxSteps: 3, MicroBatch: 2, GradAccum: 1, LR: 1e-3, Schedule: "constant", Seed: 1}}
+	cfg = noWarmupNoDecay(withDefaults(t, cfg))
+	var lines []string
+	for _, ev := range runToEnd(t, cfg) {
+		if l, ok := ev.(engine.LogEvent); ok && strings.HasPrefix(l.Text, engine.KernelProgressPrefix) {
+			lines = append(lines, l.Text)
+		}
+	}
+	want := []string{"compiling CUDA kernels for sm_90: 0 of 2 files (first run of this version; cached in /cache)",
+		"compiling CUDA kernels for sm_90: 2 of 2 files, done in 1.0 s (cached in /cache)"}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("kernel lines among the events:\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -77,6 +77,12 @@ type Options struct {
 	// cap as the card's size. 0 means engine.MemoryLimit()
 	// (WHET_MEMORY_LIMIT), and no cap when that is unset.
 	MemoryLimit int64
+	// Precompile compiles, as the backend opens, every kernel file the
+	// kernel cache lacks in background goroutines, in parallel, instead of
+	// one file at a time on first use (precompile.go); PrecompileKernels
+	// reports the progress. Not yet run on a GPU. The environment
+	// variable WHET_CUDA_PRECOMPILE=1 (PrecompileEnv) sets it too.
+	Precompile bool
 }
 
 // Backend is the CUDA implementation of engine.Backend: bf16, f32 and i32
@@ -171,6 +177,8 @@ type Backend struct {
 	argmaxScratch uint64
 
 	hc *hostCopier // pinned host memory and the copy stream (offload.go), made on first use
+
+	aot *aotRun // the ahead-of-time kernel compile (precompile.go); nil when off
 
 	// The tensor maps attention_hopper_tmap_store last wrote into the
 	// module (HOP_WS_TMA, attention.go), so unchanged ones are not written again.
@@ -334,6 +342,12 @@ func New(opts Options) (*Backend, error) {
 		b.release()
 		return nil, err
 	}
+	if precompileOn(opts.Precompile) {
+		if err := b.startPrecompile(); err != nil {
+			b.release()
+			return nil, err
+		}
+	}
 	if opts.Profile || os.Getenv("WHET_CUDA_PROFILE") == "1" {
 		if b.prof, err = newProfiler(drv); err != nil {
 			b.release()
@@ -420,6 +434,9 @@ func (b *Backend) open(opts Options) error {
 
 // release frees whatever open or Close set up, in reverse order.
 func (b *Backend) release() {
+	if b.aot != nil {
+		b.aot.stop() // no more files; the ones compiling finish
+	}
 	d := b.drv
 	if b.ctx != 0 {
 		d.call("cuCtxSetCurrent", d.cuCtxSetCurrent, b.ctx)

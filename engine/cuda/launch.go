@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"runtime"
 	"unsafe"
-
-	"whet/kernels"
 )
 
 // dim3 is a CUDA grid or block shape.
@@ -22,34 +20,29 @@ func (b *Backend) function(file, name string) (*function, error) {
 	}
 	mod, ok := b.modules[file]
 	if !ok {
-		src, err := kernels.Source(file)
+		j, err := b.kernelJob(file)
 		if err != nil {
 			return nil, err
 		}
-		headers := kernels.Headers()
-		arch := b.fileArch(file)
-		key := cacheKey(file, src, headers, arch, b.rtc.major, b.rtc.minor)
-		cubin := b.cache.load(file, key)
-		fromCache := cubin != nil
-		if cubin == nil {
-			if cubin, err = b.rtc.compile(file, src, headers, arch); err != nil {
-				return nil, err
-			}
+		// The cache's cubin, or one compiled here or ahead of first use
+		// (precompile.go: a compile in flight is waited for), stored in
+		// the cache.
+		cubin, fromCache, err := processBuilds.get(b.rtc, b.cache, j)
+		if err != nil {
+			return nil, err
 		}
 		err = b.drv.call("cuModuleLoadData", b.drv.cuModuleLoadData, uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0])))
 		if err != nil && fromCache {
 			// A damaged cache entry: compile afresh and try once more.
-			if cubin, err = b.rtc.compile(file, src, headers, arch); err != nil {
+			if cubin, err = b.rtc.compileWith(file, j.src, j.headers, j.arch, j.opts); err != nil {
 				return nil, err
 			}
-			fromCache = false
-			err = b.drv.call("cuModuleLoadData", b.drv.cuModuleLoadData, uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0])))
+			if err = b.drv.call("cuModuleLoadData", b.drv.cuModuleLoadData, uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0]))); err == nil {
+				b.cache.store(file, j.key, cubin)
+			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("loading kernels/%s for %s: %w", file, arch, err)
-		}
-		if !fromCache {
-			b.cache.store(file, key, cubin)
+			return nil, fmt.Errorf("loading kernels/%s for %s: %w", file, j.arch, err)
 		}
 		b.modules[file] = mod
 	}

@@ -107,6 +107,20 @@ func (n *nvrtc) compile(name, src string, headers map[string]string, arch string
 // tests: "--ptxas-options=-v" for register counts), returning NVRTC's log
 // on success too (ptxas warnings, such as wgmma serialisation, land there).
 func (n *nvrtc) compileLog(name, src string, headers map[string]string, arch string, extra ...string) ([]byte, string, error) {
+	return n.compileOpts(name, src, headers, arch, append(compileOptions(arch), extra...))
+}
+
+// compileWith is compile with the options given (kernelJob's, computed
+// once with its cache key, so a define changed meanwhile cannot make a
+// cubin its key does not describe).
+func (n *nvrtc) compileWith(name, src string, headers map[string]string, arch string, opts []string) ([]byte, error) {
+	cubin, _, err := n.compileOpts(name, src, headers, arch, opts)
+	return cubin, err
+}
+
+// compileOpts compiles with exactly opts (which name the architecture;
+// arch is for the messages), returning NVRTC's log on success too.
+func (n *nvrtc) compileOpts(name, src string, headers map[string]string, arch string, opts []string) ([]byte, string, error) {
 	names := make([]string, 0, len(headers))
 	for h := range headers {
 		names = append(names, h)
@@ -129,7 +143,6 @@ func (n *nvrtc) compileLog(name, src string, headers map[string]string, arch str
 	}
 	defer purego.SyscallN(n.nvrtcDestroyProgram, uintptr(unsafe.Pointer(&prog)))
 
-	opts := append(compileOptions(arch), extra...)
 	optC := make([]*byte, len(opts))
 	for i, o := range opts {
 		b := cBytes(o)
@@ -184,8 +197,13 @@ func defaultCacheDir() string {
 
 // cacheKey hashes everything that changes the cubin.
 func cacheKey(name, src string, headers map[string]string, arch string, nvrtcMajor, nvrtcMinor int) string {
+	return cacheKeyOpts(name, src, headers, arch, nvrtcMajor, nvrtcMinor, compileOptions(arch))
+}
+
+// cacheKeyOpts is cacheKey for a compile with options opts.
+func cacheKeyOpts(name, src string, headers map[string]string, arch string, nvrtcMajor, nvrtcMinor int, opts []string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00nvrtc %d.%d\x00%s\x00", name, arch, nvrtcMajor, nvrtcMinor, strings.Join(compileOptions(arch), " "))
+	fmt.Fprintf(h, "%s\x00%s\x00nvrtc %d.%d\x00%s\x00", name, arch, nvrtcMajor, nvrtcMinor, strings.Join(opts, " "))
 	names := make([]string, 0, len(headers))
 	for k := range headers {
 		names = append(names, k)
@@ -213,28 +231,41 @@ func (c kernelCache) load(name, key string) []byte {
 	return b
 }
 
-// store writes through a temporary file and a rename, so that two
-// processes compiling at once never leave a torn cubin behind.
-func (c kernelCache) store(name, key string, cubin []byte) {
+// has reports whether the cache holds a cubin for name and key (it may
+// still be damaged: function then compiles afresh).
+func (c kernelCache) has(name, key string) bool {
 	if c.dir == "" {
-		return
+		return false
+	}
+	fi, err := os.Stat(c.path(name, key))
+	return err == nil && fi.Mode().IsRegular() && fi.Size() > 0
+}
+
+// store writes through a temporary file and a rename, so that two
+// processes compiling at once never leave a torn cubin behind. It reports
+// whether the cubin is in the cache now.
+func (c kernelCache) store(name, key string, cubin []byte) bool {
+	if c.dir == "" {
+		return false
 	}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
-		return
+		return false
 	}
 	f, err := os.CreateTemp(c.dir, ".tmp-*")
 	if err != nil {
-		return
+		return false
 	}
 	_, werr := f.Write(cubin)
 	cerr := f.Close()
 	if werr != nil || cerr != nil {
 		os.Remove(f.Name())
-		return
+		return false
 	}
 	if os.Rename(f.Name(), c.path(name, key)) != nil {
 		os.Remove(f.Name())
+		return false
 	}
+	return true
 }
 
 // --- Architectures ---

@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// KernelPrecompiler is a backend that compiles its GPU kernels at run time
+// (engine/cuda with NVRTC) and can do so ahead of first use, in the
+// background, as it opens.
+type KernelPrecompiler interface {
+	// PrecompileKernels sends the progress of that compile to report, from
+	// other goroutines, while files the kernel cache lacked compile (the
+	// last call when all have finished). Nothing is reported when the
+	// backend compiles nothing ahead (switched off, or a warm cache).
+	PrecompileKernels(report func(KernelProgress))
+}
+
+// KernelProgress is where a backend's ahead-of-time kernel compile stands.
+type KernelProgress struct {
+	Arch        string        // what the kernels are compiled for: "sm_90", "sm_90 and sm_90a"
+	Done, Total int           // files finished (compiled or failed) of those the cache lacked
+	Failed      int           // of Done, files whose compile failed
+	Failures    []string      // their names (kernels/*.cu)
+	CacheDir    string        // where the cubins are kept
+	Elapsed     time.Duration // since the compile started
+}
+
+// KernelProgressPrefix starts every KernelProgress line.
+const KernelProgressPrefix = "compiling CUDA kernels for "
+
+// String is the progress line shown to the user, e.g. "compiling CUDA
+// kernels for sm_90 and sm_90a: 7 of 23 files (first run of this version;
+// cached in ~/.cache/whet/kernels)", and when done "compiling CUDA kernels
+// for sm_90: 23 of 23 files, done in 14.2 s (cached in ~/.cache/whet/kernels)".
+func (p KernelProgress) String() string {
+	where := "cached in " + homeRelative(p.CacheDir)
+	if p.Done < p.Total {
+		return fmt.Sprintf("%s%s: %d of %d files (first run of this version; %s)", KernelProgressPrefix, p.Arch, p.Done, p.Total, where)
+	}
+	s := fmt.Sprintf("%s%s: %d of %d files, done in %.1f s (%s)", KernelProgressPrefix, p.Arch, p.Done, p.Total, p.Elapsed.Seconds(), where)
+	if p.Failed > 0 {
+		s += fmt.Sprintf("; %d failed (%s): the error comes when the first kernel of a failed file is used", p.Failed, strings.Join(p.Failures, ", "))
+	}
+	return s
+}
+
+// homeRelative writes a path under the home folder as ~/...
+func homeRelative(p string) string {
+	if home, err := os.UserHomeDir(); err == nil && home != "" {
+		if rel, err := filepath.Rel(home, p); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			return "~/" + filepath.ToSlash(rel)
+		}
+	}
+	return p
+}
+
+// kernelLineEvery is the least time between two progress lines of a
+// kernel compile (the first and the last always come).
+const kernelLineEvery = 2 * time.Second
+
+// ReportKernelCompiles passes the progress lines of b's ahead-of-time
+// kernel compile (KernelPrecompiler; nothing for other backends) to line,
+// from other goroutines, one call at a time: the first, then at most one
+// every kernelLineEvery, and the last.
+func ReportKernelCompiles(b Backend, line func(string)) {
+	kp, ok := b.(KernelPrecompiler)
+	if !ok {
+		return
+	}
+	var mu sync.Mutex
+	var last time.Time
+	first := true
+	kp.PrecompileKernels(func(p KernelProgress) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if !first && p.Done < p.Total && now.Sub(last) < kernelLineEvery {
+			return
+		}
+		first, last = false, now
+		line(p.String())
+	})
+}
