@@ -112,7 +112,7 @@ func benchAttentionHeads(b *testing.B, backward bool, seqs, D, H, KVH int) {
 		}
 		b.Logf("on the Hopper kernels (attention_*_hopper_d%d)", D)
 		if ws := hopperFwdWS(); ws.mode != 0 && !backward {
-			b.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block)", ws.mode, ws.threads(D), ws.rows(D))
+			b.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block, %d keys a tile, %d stages)", ws.mode, ws.threads(D), ws.rows(D), ws.keys(D), ws.nstages(D))
 		}
 	}
 	if backward && fusedBackwardExpected(be, engine.BF16, D) {

@@ -367,7 +367,7 @@ func testAttentionCase(t *testing.T, b *Backend, ref *cpu.Backend, rng *rand.Ran
 			if n, err := b.hopperFwdBlock(d); err != nil || n != ws.threads(d) {
 				t.Fatalf("HOP_FWD_WS=%d: the loaded forward kernel takes %d threads a block (%v), want the warp-specialised %d", ws.mode, n, err, ws.threads(d))
 			}
-			t.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block)", ws.mode, ws.threads(d), ws.rows(d))
+			t.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block, %d keys a tile, %d stages)", ws.mode, ws.threads(d), ws.rows(d), ws.keys(d), ws.nstages(d))
 		}
 	}
 	if err := ref.Attention(host["out"], host["lse"], host["q"], host["k"], host["v"], seqsRef, p); err != nil {

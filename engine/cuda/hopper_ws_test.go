@@ -54,6 +54,7 @@ var hopperWSNewVariants = []string{
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_TMA=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_STAGES=4",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_TMA=1",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=64,HOP_WS_STAGES64=4",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0",
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0",
@@ -475,7 +476,7 @@ func TestHopperForwardLongMatchesMMASync(t *testing.T) {
 				if n, err := b.hopperFwdBlock(c.d); err != nil || n != ws.threads(c.d) {
 					t.Fatalf("HOP_FWD_WS=%d: the loaded forward kernel takes %d threads a block (%v), want the warp-specialised %d", ws.mode, n, err, ws.threads(c.d))
 				}
-				t.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block)", ws.mode, ws.threads(c.d), ws.rows(c.d))
+				t.Logf("forward on the warp-specialised Hopper kernel (HOP_FWD_WS=%d: %d threads, %d rows a block, %d keys a tile, %d stages)", ws.mode, ws.threads(c.d), ws.rows(c.d), ws.keys(c.d), ws.nstages(c.d))
 			}
 			wantO, wantL := run(false)
 			// Element by element: two bf16 roundings of out (0.4 % each)
@@ -688,6 +689,55 @@ func TestWSCompileSets(t *testing.T) {
 		t.Setenv("WHET_WS_COMPILE_DEFINES", bad)
 		if _, err := wsCompileSets(); err == nil || !strings.Contains(err.Error(), "WHET_WS_COMPILE_DEFINES") {
 			t.Errorf("%q: error %v, want one naming WHET_WS_COMPILE_DEFINES", bad, err)
+		}
+	}
+}
+
+// TestAttnFwd2BatchSets: every define set of tools/gpu/attn-fwd2/run.sh (its
+// VARS lines, with $W and $W2 expanded) is one of hopperWSNewVariants, so
+// that TestHopperWSConfig has checked that it parses and fits an H100 block
+// before the batch spends GPU time on it, and every set there is run.
+func TestAttnFwd2BatchSets(t *testing.T) {
+	src, err := os.ReadFile("../../tools/gpu/attn-fwd2/run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	inVars := false
+	var sets []string
+	for _, line := range strings.Split(string(src), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && (k == "W" || k == "W2") {
+			vars[k] = v
+		}
+		if strings.HasPrefix(line, "VARS=\"") {
+			inVars, line = true, strings.TrimPrefix(line, "VARS=\"")
+		}
+		if !inVars {
+			continue
+		}
+		end := strings.HasSuffix(line, "\"")
+		line = strings.TrimSuffix(line, "\"")
+		_, set, ok := strings.Cut(line, ":")
+		if !ok {
+			t.Fatalf("run.sh: VARS line %q is not name:defines", line)
+		}
+		set = strings.NewReplacer("$W2", vars["W2"], "$W", vars["W"]).Replace(set)
+		sets = append(sets, set)
+		if end {
+			break
+		}
+	}
+	if len(sets) == 0 || vars["W"] == "" || vars["W2"] == "" {
+		t.Fatalf("run.sh: no VARS sets or no W/W2 (%d sets, %v)", len(sets), vars)
+	}
+	for _, set := range sets {
+		if !slices.Contains(hopperWSNewVariants, set) {
+			t.Errorf("tools/gpu/attn-fwd2 runs %q, which hopperWSNewVariants lacks", set)
+		}
+	}
+	for _, set := range hopperWSNewVariants {
+		if !slices.Contains(sets, set) {
+			t.Errorf("hopperWSNewVariants has %q, which tools/gpu/attn-fwd2 does not run", set)
 		}
 	}
 }
