@@ -140,6 +140,9 @@ func measureGemma3VisionStep(t *testing.T, b peakBackend, text *engine.ModelConf
 	}
 	opts := memplan.Options{Method: memplan.Method(res.Method), SeqLen: T, MicroBatch: 1, LoRARank: 16,
 		WeightDType: memplan.EngineDType(m.Compute), Backend: backend}
+	if k, ok := b.(engine.AttnKernelsReporter); ok {
+		opts.Attention = k.AttnKernels() // the fused Hopper backward's dq accumulator where it runs
+	}
 	if p, err := memplan.PlanGemma3Vision(text, vis, opts, memplan.Gemma3VisionOptions{Images: 1}); err == nil {
 		res.Plan = p.Peak()
 		for _, l := range p.Lines() {

@@ -186,6 +186,9 @@ func measureMllamaStep(t *testing.T, gpu peakBackend, cfg *engine.MllamaConfig, 
 	T := res.Tokens
 	var err error
 	base := memplan.Options{Method: memplan.LoRA, SeqLen: T, MicroBatch: 1, LoRARank: 16, Backend: memplan.BackendCUDA}
+	if k, ok := gpu.(engine.AttnKernelsReporter); ok {
+		base.Attention = k.AttnKernels() // the fused Hopper backward's dq accumulator where it runs
+	}
 	f32 := base
 	f32.WeightDType = memplan.F32
 	if p, err := memplan.PlanMllama(cfg, f32, memplan.MllamaOptions{Images: 1}); err == nil {
