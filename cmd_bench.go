@@ -39,10 +39,10 @@ type benchResult struct {
 	// fine-tuning; empty for the adapter methods.
 	MasterWeights string `json:"master_weights,omitempty"`
 	// LoRAFused: the adapters of q, k, v and of gate, up were stacked
-	// (engine.LoRAFusedEnv=1; adapter methods only).
+	// (the default; engine.LoRAFusedEnv=0 turns it off; adapter methods only).
 	LoRAFused bool `json:"lora_fused,omitempty"`
 	// GEMMTuned: the CUDA backend timed cuBLASLt's candidate algorithms
-	// per product and kept the fastest (WHET_GEMM_TUNE=1).
+	// per product and kept the fastest (the default; WHET_GEMM_TUNE=0 turns it off).
 	GEMMTuned bool `json:"gemm_tuned,omitempty"`
 	// AttnBwdFused: attention backwards of the run (warm-up included)
 	// that took the CUDA backend's fused Hopper kernel (WHET_ATTN_BWD_FUSED,

@@ -17,7 +17,7 @@ import (
 // with and without dropout (where the groups run unstacked), plain and
 // with checkpointing and MLP tiles, and over an NF4 base (QLoRA).
 func TestLoRAFusedMatchesUnfused(t *testing.T) {
-	t.Setenv(engine.LoRAFusedEnv, "")
+	t.Setenv(engine.LoRAFusedEnv, "0") // Fused: false is unstacked
 	type tc struct {
 		family  string
 		targets []string

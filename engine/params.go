@@ -305,8 +305,9 @@ type LoRAOptions struct {
 	Seed    uint64
 	// Fused stacks the A matrices of the adapters that share an input (q,
 	// k, v; gate, up) so that their thin products run as one GEMM each
-	// (lorafuse.go); also on with WHET_LORA_FUSED=1. The Params and what
-	// checkpoints and adapter files hold are the same either way.
+	// (lorafuse.go). Stacking is the default even with Fused false, unless
+	// WHET_LORA_FUSED=0. The Params and what checkpoints and adapter files
+	// hold are the same either way.
 	Fused bool
 }
 

@@ -63,10 +63,11 @@ type Options struct {
 	// does the environment variable WHET_DETERMINISTIC=1 (DeterministicEnv).
 	Deterministic bool
 	// TuneGEMM times cuBLASLt's candidate algorithms on the first call of
-	// each matrix product and keeps the fastest (gemmtune.go); not yet run
-	// on a GPU. A tuned run is not bit-equal to an untuned one, nor
-	// always to another tuned run, so Deterministic turns tuning off. The
-	// environment variable WHET_GEMM_TUNE=1 (GEMMTuneEnv) sets it too.
+	// each matrix product and keeps the fastest (gemmtune.go). It is the
+	// default since it ran on an H100 (2026-12-07); the environment
+	// variable WHET_GEMM_TUNE=0 (GEMMTuneEnv) turns it off. A tuned run is
+	// not bit-equal to an untuned one, nor always to another tuned run, so
+	// Deterministic turns tuning off.
 	TuneGEMM bool
 	// ComputeF32 keeps weights and activations in float32 instead of bf16
 	// (slower, twice the memory): for checking the GPU against the CPU

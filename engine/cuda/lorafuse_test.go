@@ -22,7 +22,7 @@ import (
 // the CPU unstacked, every step's loss within 1%.
 func TestLoRAStackedMatchesCPU(t *testing.T) {
 	gpu := newGPU(t, cuda.Options{})
-	t.Setenv(engine.LoRAFusedEnv, "")
+	t.Setenv(engine.LoRAFusedEnv, "0") // Fused: false is unstacked
 	const steps = 40
 	for _, family := range gpuFamilyNames {
 		t.Run(family, func(t *testing.T) {

@@ -38,7 +38,7 @@ func TestParamCountTiny(t *testing.T) {
 // TestPlanLoRAByHand: LoRA r 2 on all seven projections, B 1, T 8
 // (N 8), no checkpointing, logits chunk 4, bf16, CUDA.
 func TestPlanLoRAByHand(t *testing.T) {
-	t.Setenv(engine.LoRAFusedEnv, "") // the default layout; stacked: TestPlanLoRAStackedScratch
+	t.Setenv(engine.LoRAFusedEnv, "") // the default layout, stacked adapters (TestPlanLoRAStackedScratch)
 	p, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -63,9 +63,9 @@ func TestPlanLoRAByHand(t *testing.T) {
 		// logits chunk, 4·16 × 2 = 128, = 416 → 7392
 		Activations: 7392,
 		// resid 128, ln_out 128 (also the LM head's input gradient), qkv
-		// 8·32 = 256, attn_out 128, swiglu 256, gate_up 512, lora_xa 16 =
-		// 1424 × 2
-		BackwardScratch: 2848,
+		// 8·32 = 256, attn_out 128, swiglu 256, gate_up 512, lora_xa 48
+		// (stacked q, k, v: 3r·N = 6·8) = 1456 × 2
+		BackwardScratch: 2912,
 		// 4 × 64 fp32 = 1024, bf16 gradient copy 512
 		Logits: 1536,
 		// tokens, targets, positions, log-probs 4 × 32; seq_starts (8+1) × 4;
@@ -342,10 +342,10 @@ func TestFromRunConfig(t *testing.T) {
 	}
 }
 
-// TestPlanLoRAStackedScratch: with stacked adapters (engine.LoRAFusedEnv)
-// the adapters' intermediate gradient holds the largest stacked group's
-// ranks: 3r with q, k, v adapted, 2r with only gate and up among them, r
-// with no group.
+// TestPlanLoRAStackedScratch: with stacked adapters (the default;
+// engine.LoRAFusedEnv=0 turns them off) the adapters' intermediate
+// gradient holds the largest stacked group's ranks: 3r with q, k, v
+// adapted, 2r with only gate and up among them, r with no group.
 func TestPlanLoRAStackedScratch(t *testing.T) {
 	scratch := func(targets []string) int64 {
 		p, err := Plan(tiny(), Options{Method: LoRA, MicroBatch: 1, SeqLen: 8, LoRARank: 2, LogitsChunk: 4, LoRATargets: targets})
@@ -360,15 +360,17 @@ func TestPlanLoRAStackedScratch(t *testing.T) {
 		t.Fatal("no grad.lora_xa buffer")
 		return 0
 	}
-	t.Setenv(engine.LoRAFusedEnv, "")
+	t.Setenv(engine.LoRAFusedEnv, "0")
 	plain := scratch(nil)
-	t.Setenv(engine.LoRAFusedEnv, "1")
-	for _, c := range []struct {
-		targets []string
-		times   int64
-	}{{nil, 3}, {[]string{"q", "v", "down"}, 2}, {[]string{"gate", "up", "o"}, 2}, {[]string{"q", "o", "up"}, 1}} {
-		if got := scratch(c.targets); got != c.times*plain {
-			t.Errorf("targets %v: %d bytes of scratch, want %d × %d", c.targets, got, c.times, plain)
+	for _, env := range []string{"", "1"} {
+		t.Setenv(engine.LoRAFusedEnv, env)
+		for _, c := range []struct {
+			targets []string
+			times   int64
+		}{{nil, 3}, {[]string{"q", "v", "down"}, 2}, {[]string{"gate", "up", "o"}, 2}, {[]string{"q", "o", "up"}, 1}} {
+			if got := scratch(c.targets); got != c.times*plain {
+				t.Errorf("%s=%q, targets %v: %d bytes of scratch, want %d × %d", engine.LoRAFusedEnv, env, c.targets, got, c.times, plain)
+			}
 		}
 	}
 }
