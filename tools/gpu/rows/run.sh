@@ -14,15 +14,18 @@ cat $B/COMMIT >>$S
 # A cold start first: how long the first `whet bench` spends compiling the kernels it needs
 # with NVRTC (an empty kernel cache, as on a user's first run); it also fills the cache the
 # timed rows below use.
+# ROWS_COLD=0 skips it (tools/gpu/precompile times the same with and without the precompile).
+if [ "${ROWS_COLD:-1}" = 1 ]; then
 step cold compile: whet bench 1 step of llama-3.2-1b lora 1x512 with an empty kernel cache
 rm -rf ${XDG_CACHE_HOME:-$HOME/.cache}/whet/kernels
 s0=$(date +%s)
 timeout 240 $W bench --backend cuda --json --model llama-3.2-1b --method lora --batch 1 --seq 512 --steps 1 --warmup 0 >$O/cold.jsonl 2>$O/cold.err; echo "cold rc=$? wall $(( $(date +%s) - s0 )) s" >>$S
 tail -3 $O/cold.err >>$S
+fi
 step cuda.test
 # The ptxas surveys of the attention variants (…Compiles) compile 20+ define sets: they belong
 # to the attention batches, not to this check of the defaults.
-(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 300 $B/cuda.test -test.skip 'TestKernelsCompileForEveryArch|TestHopperAttentionFusedCompiles|TestHopperAttentionWSCompiles|TestHopperAttentionOverlapCompiles' -test.v -test.count=1) >$O/cuda-tests.log 2>&1; echo "cuda.test rc=$?" >>$S
+(cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout ${ROWS_SUITE_T:-300} $B/cuda.test -test.skip 'TestKernelsCompileForEveryArch|TestHopperAttentionFusedCompiles|TestHopperAttentionWSCompiles|TestHopperAttentionOverlapCompiles' -test.v -test.count=1) >$O/cuda-tests.log 2>&1; echo "cuda.test rc=$?" >>$S
 grep -E "^(--- FAIL|FAIL|ok|PASS|panic)|^    --- FAIL" $O/cuda-tests.log >>$S
 grep -c -- "--- PASS" $O/cuda-tests.log | sed 's/^/passed: /' >>$S
 grep -E -A8 -- "--- FAIL|panic" $O/cuda-tests.log | head -40 >>$S
