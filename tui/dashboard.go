@@ -46,7 +46,11 @@ type dashboard struct {
 	samples     []engine.SampleEvent
 	checkpoints []engine.CheckpointEvent
 	logs        []string
-	gpuStats    *GPUStats
+	// kernels is the latest progress line of the backend's kernel compile
+	// (engine.KernelProgressPrefix; a cold kernel cache), shown in place
+	// of the bare wait until the first step.
+	kernels  string
+	gpuStats *GPUStats
 	gpuErr      string
 	// gpuAll is every GPU of the machine (a sampler that reads them all),
 	// for a run over several.
@@ -143,6 +147,9 @@ func (d *dashboard) apply(ev engine.Event) {
 	case engine.LogEvent:
 		if strings.HasPrefix(ev.Text, engine.NoSamplesNote) {
 			d.noSamples = ev.Text
+		}
+		if strings.HasPrefix(ev.Text, engine.KernelProgressPrefix) {
+			d.kernels = ev.Text
 		}
 		d.logs = append(d.logs, ev.Text)
 		if len(d.logs) > 20 {
@@ -344,6 +351,9 @@ func (d *dashboard) header(w int) string {
 			frac = float64(l.Step) / float64(l.TotalSteps)
 		}
 		prog = info + gauge(st, frac, max(barW, 5)) + fmt.Sprintf(" %3.0f%%", frac*100)
+	} else if d.kernels != "" {
+		// The first step waits for the kernels: say how far they are.
+		prog = st.Muted.Render(trimTo(oneLine(printable(d.kernels)), w))
 	} else {
 		prog = st.Muted.Render("waiting for the first step…")
 	}

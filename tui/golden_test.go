@@ -118,6 +118,17 @@ func TestGoldenDashboard(t *testing.T) {
 		checkSize(t, v, sz.w, sz.h)
 		golden(t, "dashboard_empty_"+name, v)
 
+		// A cold kernel cache: the wait for the first step says how far
+		// the kernels' compile is (engine.KernelProgress).
+		kernels := []engine.Event{engine.LogEvent{Text: "data: 120 rows, 14.2k tokens; backend cuda (sm_90)"},
+			engine.LogEvent{Text: engine.KernelProgress{Arch: "sm_90 and sm_90a", Done: 7, Total: 23, CacheDir: "/nonexistent/.cache/whet/kernels"}.String()}}
+		v = tui.RenderDashboard(goldenRun(), sz.w, sz.h, kernels, gpu, nil)
+		checkSize(t, v, sz.w, sz.h)
+		golden(t, "dashboard_kernels_"+name, v)
+		if !strings.Contains(ansi.Strip(v), "\ncompiling CUDA kernels for sm_90 and sm_90a: 7 of 23 files (first run") || strings.Contains(ansi.Strip(v), "waiting for the first step") {
+			t.Errorf("%s: the wait for the first step does not show the kernels' progress:\n%s", name, ansi.Strip(v))
+		}
+
 		v = tui.RenderDashboard(goldenRun(), sz.w, sz.h, goldenEvents(true), gpu, nil)
 		checkSize(t, v, sz.w, sz.h)
 		golden(t, "summary_stopped_"+name, v)

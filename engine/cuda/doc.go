@@ -53,7 +53,11 @@
 // architecture (sm_90 on H100 and H200) and the cubin is cached on disk
 // under $XDG_CACHE_HOME/whet/kernels (else ~/.cache/whet/kernels), keyed
 // by a hash of the source, its headers, the architecture, the NVRTC
-// version and the compile options. Kernels take every tensor with its
+// version and the compile options. On a cold cache that takes a minute or
+// so; WHET_CUDA_PRECOMPILE=1 (Options.Precompile; opt-in until it has run
+// on a GPU, tools/gpu/precompile) compiles every missing file in parallel
+// in the background as the backend opens, and engine.ReportKernelCompiles
+// shows its progress (precompile.go). Kernels take every tensor with its
 // dtype, so any mix of bf16 and f32 inputs and outputs works.
 //
 // Attention with bf16 q, k, v (and dOut) and a head dim that is a multiple
