@@ -51,7 +51,7 @@ type dashboard struct {
 	// of the bare wait until the first step.
 	kernels  string
 	gpuStats *GPUStats
-	gpuErr      string
+	gpuErr   string
 	// gpuAll is every GPU of the machine (a sampler that reads them all),
 	// for a run over several.
 	gpuAll []GPUStats
