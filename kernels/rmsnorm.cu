@@ -21,6 +21,8 @@
 // into dWeight. Every sum has a fixed order, so the result is the same on
 // every run. The one-stage kernel above has ceil(dim/32) blocks (64 at
 // dim 2048, fewer than an H100's SMs) each walking every row.
+// rmsnorm_backward_fused (WHET_RMSNORM_BWD_V2=2) goes further: the
+// partials come out of the input gradient's own pass (below).
 #include "common.cuh"
 
 // Rows whose length is a multiple of 8, with 16-byte aligned bases, are
@@ -187,21 +189,75 @@ extern "C" __global__ void rmsnorm_backward_weight_partial(float* part, const vo
     }
 }
 
-// rmsnorm_backward_weight_final: block (32, 8), grid.x = ceil(dim/32).
-// dWeight[c] += sum over chunks of part[chunk, c], in a fixed order.
+// rmsnorm_backward_weight_final: block (32, ny) with ny <= 32, grid.x =
+// ceil(dim/32). dWeight[c] += sum over chunks of part[chunk, c], in a
+// fixed order (lane y takes chunks y, y+ny, ...; then the lanes in order).
 extern "C" __global__ void rmsnorm_backward_weight_final(void* dweight, int dwdt, const float* part, i64 chunks,
                                                          i64 dim) {
-    __shared__ float sum8[8][33];
+    __shared__ float sums[32][33];
     const i64 c = (i64)blockIdx.x * 32 + threadIdx.x;
+    const int ny = blockDim.y;
     float acc = 0.0f;
     if (c < dim) {
-        for (i64 k = threadIdx.y; k < chunks; k += 8) acc += part[k * dim + c];
+        for (i64 k = threadIdx.y; k < chunks; k += ny) acc += part[k * dim + c];
     }
-    sum8[threadIdx.y][threadIdx.x] = acc;
+    sums[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && c < dim) {
         float s = 0.0f;
-        for (int y = 0; y < 8; y++) s += sum8[y][threadIdx.x];
+        for (int y = 0; y < ny; y++) s += sums[y][threadIdx.x];
         st(dweight, dwdt, c, ld(dweight, dwdt, c) + s);
+    }
+}
+
+// rmsnorm_backward_fused (opt-in, WHET_RMSNORM_BWD_V2=2): the input
+// gradient of rmsnorm_backward_input and the weight gradient's partial
+// column sums in one pass over dOut and x. Block b takes rows
+// [b*blockRows, min(rows, (b+1)*blockRows)), one after another; thread t
+// owns the 8 columns 8t..8t+7 (the host launches it only where dim is a
+// multiple of 8, dim/8 <= blockDim.x and every base is 16-byte aligned),
+// reads each row's dOut and x once, adds dx exactly as
+// rmsnorm_backward_input does (the same bits), and sums dOut*x*rstd over
+// its rows in registers; part[b, dim] (f32) gets those sums, which
+// rmsnorm_backward_weight_final adds into dWeight.
+extern "C" __global__ void rmsnorm_backward_fused(void* dx, int dxdt, float* part, const void* dout, int dodt,
+                                                  const void* x, int xdt, const void* weight, int wdt,
+                                                  const float* rstd, i64 rows, i64 dim, i64 blockRows) {
+    __shared__ float scratch[32];
+    const i64 c = threadIdx.x;
+    const bool active = c < dim / 8;
+    const i64 r0 = (i64)blockIdx.x * blockRows;
+    const i64 r1 = r0 + blockRows < rows ? r0 + blockRows : rows;
+    float w[8], acc[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) w[k] = 0.0f, acc[k] = 0.0f;
+    if (active) ld8(weight, wdt, 8 * c, w);
+    for (i64 row = r0; row < r1; row++) {
+        const i64 base = row * dim;
+        float dy[8], v[8];
+        float dot = 0.0f;
+        if (active) {
+            ld8(dout, dodt, base + 8 * c, dy);
+            ld8(x, xdt, base + 8 * c, v);
+#pragma unroll
+            for (int k = 0; k < 8; k++) dot += w[k] * dy[k] * v[k];
+        }
+        dot = block_sum(dot, scratch);
+        const float r = rstd[row];
+        const float k3 = r * r * r * dot / (float)dim;
+        if (active) {
+            float d[8];
+            ld8(dx, dxdt, base + 8 * c, d);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                d[k] += r * w[k] * dy[k] - k3 * v[k];
+                acc[k] += dy[k] * v[k] * r;
+            }
+            st8(dx, dxdt, base + 8 * c, d);
+        }
+    }
+    if (active) {
+#pragma unroll
+        for (int k = 0; k < 8; k++) part[(i64)blockIdx.x * dim + 8 * c + k] = acc[k];
     }
 }

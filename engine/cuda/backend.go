@@ -119,7 +119,7 @@ type Backend struct {
 	syncEachOp            bool
 	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
 	fusedAdamW            bool      // Options.FusedAdamW
-	rmsnormBwdV2          bool      // RMSNormBwdV2Env=1: two-stage RMSNorm weight gradient
+	rmsnormBwdV2          string    // RMSNormBwdV2Env: "1" two-stage RMSNorm weight gradient, "2" fused with the input gradient
 	attnHopper            bool      // not Options.MMASyncAttention
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
 	attnBwdFused          bool      // AttnBwdFusedDefine in nvrtcDefines (the default; AttnBwdFusedEnv=0 drops it): the fused Hopper backward is compiled and asked for
@@ -331,7 +331,7 @@ func New(opts Options) (*Backend, error) {
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), decodeAttnV3: decodeAttnV3On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
 		fusedAdamW:   opts.FusedAdamW || os.Getenv(FusedAdamWEnv) != "0",
-		rmsnormBwdV2: os.Getenv(RMSNormBwdV2Env) == "1",
+		rmsnormBwdV2: os.Getenv(RMSNormBwdV2Env),
 	}
 	// The environment's switches, as whet fit plans with them
 	// (AttnKernelsFor).

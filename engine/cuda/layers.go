@@ -179,6 +179,11 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 	}
 	defer exit()
 	op := fmt.Sprintf("RMSNormBackward %s %v", xt.dt, xt.shape)
+	if dwt != nil && b.rmsnormBwdV2 == "2" {
+		if done, err := b.rmsnormBackwardFused(op, dxt, dwt, do, xt, w, rs, rows, dim); done || err != nil {
+			return err
+		}
+	}
 	// The weight gradient reads dOut and x only, so it may run before dx is
 	// touched even when dx aliases dOut.
 	if dwt != nil {
@@ -194,14 +199,56 @@ func (b *Backend) RMSNormBackward(dx, dWeight, dOut, x, weight, rstd engine.Tens
 // (kernels/rmsnorm.cu rmsnorm_backward_weight_partial and _final: per-tile
 // f32 partials over chunks of rows, then a column sum over the chunks)
 // instead of rmsnorm_backward_weight's one block per 32 columns walking
-// every row (223 µs a call at 8192×2048 on an H100, 2026-12-07). Both are
-// deterministic. Opt-in until tools/gpu/train-speed has run it.
+// every row (223 µs a call at 8192×2048 on an H100, 2026-12-07).
+// RMSNormBwdV2Env=2 takes the partials from the input gradient's pass
+// instead (rmsnorm_backward_fused: dOut and x read once for both), where
+// the rows allow 16-byte accesses and dim ≤ 8192, else as =1. All are
+// deterministic. Opt-in until tools/gpu/train-speed has run them.
 const RMSNormBwdV2Env = "WHET_RMSNORM_BWD_V2"
+
+// rmsnormBackwardFused is RMSNormBackward through rmsnorm_backward_fused
+// and rmsnorm_backward_weight_final; done is false (nothing launched)
+// where the shapes or alignments do not allow it. The caller holds the
+// backend (enter).
+func (b *Backend) rmsnormBackwardFused(op string, dxt, dwt, do, xt, w, rs *Tensor, rows, dim int) (done bool, err error) {
+	if dim%8 != 0 || dim/8 > 1024 {
+		return false, nil
+	}
+	for _, t := range []*Tensor{dxt, do, xt, w} {
+		if t.ptr()%16 != 0 {
+			return false, nil
+		}
+	}
+	blocks, blockRows := rmsnormFusedBlocks(rows, b.smCount)
+	bytes := int64(4 * blocks * dim)
+	if b.capturing && bytes > b.opScratchBytes {
+		return false, nil
+	}
+	part, err := b.scratchFor(op, bytes)
+	if err != nil {
+		return true, err
+	}
+	if err := b.launch(op, "rmsnorm.cu", "rmsnorm_backward_fused", dim3{blocks, 1, 1}, rowBlock(dim), 0,
+		dxt.ptr(), dt(dxt), part, do.ptr(), dt(do), xt.ptr(), dt(xt), w.ptr(), dt(w), rs.ptr(),
+		int64(rows), int64(dim), int64(blockRows)); err != nil {
+		return true, err
+	}
+	return true, b.launch(op, "rmsnorm.cu", "rmsnorm_backward_weight_final", dim3{(dim + 31) / 32, 1, 1}, dim3{32, 32, 1}, 0,
+		dwt.ptr(), dt(dwt), part, int64(blocks), int64(dim))
+}
+
+// rmsnormFusedBlocks splits rows for rmsnorm_backward_fused: about 8
+// blocks an SM, each taking blockRows rows in turn. It returns the number
+// of blocks and the rows of each (the last may have fewer).
+func rmsnormFusedBlocks(rows, sms int) (blocks, blockRows int) {
+	blockRows = max(1, (rows+8*max(sms, 1)-1)/(8*max(sms, 1)))
+	return (rows + blockRows - 1) / blockRows, blockRows
+}
 
 // rmsnormWeightGrad adds the column sums of dOut*x*rstd into dWeight. The
 // caller holds the backend (enter).
 func (b *Backend) rmsnormWeightGrad(op string, dwt, do, xt, rs *Tensor, rows, dim int) error {
-	if b.rmsnormBwdV2 {
+	if b.rmsnormBwdV2 == "1" || b.rmsnormBwdV2 == "2" {
 		chunks, chunkRows := rmsnormWeightChunks(rows, dim, b.smCount)
 		bytes := int64(4 * chunks * dim)
 		// Under graph capture the scratch cannot grow: the one-stage kernel
