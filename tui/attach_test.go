@@ -91,7 +91,10 @@ func TestAttachedViewerKeys(t *testing.T) {
 	for _, ev := range goldenEvents(false) {
 		srv.Broadcast(ev)
 	}
-	d.waitScreen("60/200")
+	// Every event broadcast: the last is step 60's eval (events that come
+	// together are applied in one message, so "60/200" alone may or may
+	// not have its eval yet).
+	d.waitScreen("eval loss 1.1818")
 	golden(t, "dashboard_attached_80x24", d.view())
 	d.keys("p", "c")
 	for i := 0; ctl.got() != "pause,checkpoint"; i++ {

@@ -99,6 +99,21 @@ func (d *dashboard) update(msg tea.Msg) (cmd tea.Cmd, finished bool) {
 		}
 		d.apply(msg.ev)
 		return waitEvent(d.events), false
+	case engineEventsMsg:
+		if msg.src != d.events {
+			return nil, false
+		}
+		for _, ev := range msg.evs {
+			if done, ok := ev.(engine.DoneEvent); ok {
+				d.done = &done
+				return nil, true
+			}
+			d.apply(ev)
+		}
+		if msg.closed {
+			return d.update(engineClosedMsg{src: msg.src})
+		}
+		return waitEvent(d.events), false
 	case engineClosedMsg:
 		if msg.src != d.events {
 			return nil, false

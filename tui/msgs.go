@@ -18,6 +18,14 @@ type (
 		src <-chan engine.Event
 		ev  engine.Event
 	}
+	// engineEventsMsg is several events that came at once (a viewer's
+	// replay of the run's history), applied in one update; closed says
+	// the channel closed after them.
+	engineEventsMsg struct {
+		src    <-chan engine.Event
+		evs    []engine.Event
+		closed bool
+	}
 	// engineClosedMsg says the event channel closed without a DoneEvent
 	// (an engine bug, reported as a failed run, or a viewer that left).
 	engineClosedMsg struct{ src <-chan engine.Event }
@@ -60,7 +68,29 @@ func waitEvent(ch <-chan engine.Event) tea.Cmd {
 		if !ok {
 			return engineClosedMsg{src: ch}
 		}
-		return engineEventMsg{src: ch, ev: ev}
+		// A run opened from the runs page replays its history into a
+		// buffered channel far faster than the dashboard draws it an event
+		// at a time (2000 steps took seconds, shown as "training" with the
+		// run's keys): the events already waiting in the buffer come in
+		// the same message. Only those: this is the channel's one reader,
+		// so taking len(ch) of them never blocks, and an unbuffered
+		// channel (a live run's events as they come) is read as before.
+		n := len(ch)
+		if _, done := ev.(engine.DoneEvent); done || n == 0 {
+			return engineEventMsg{src: ch, ev: ev}
+		}
+		evs := append(make([]engine.Event, 0, n+1), ev)
+		for range n {
+			next, ok := <-ch
+			if !ok {
+				return engineEventsMsg{src: ch, evs: evs, closed: true}
+			}
+			evs = append(evs, next)
+			if _, done := next.(engine.DoneEvent); done {
+				break
+			}
+		}
+		return engineEventsMsg{src: ch, evs: evs}
 	}
 }
 

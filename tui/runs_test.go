@@ -383,3 +383,45 @@ func TestRunsPageContinuesAStoppedRun(t *testing.T) {
 	}
 	checkSize(t, d.view(), 80, 24)
 }
+
+// The summary of a run stopped in this studio offers c too: it trains the
+// run on in a new worker (the runs page's Resume) and follows it, q then
+// going to the runs page. A finished run offers no c.
+func TestSummaryContinuesAStoppedRun(t *testing.T) {
+	const name = "run-20261126-120000" // testOptions' run name
+	script := append(scriptSteps(5), fake.Step{Event: engine.CheckpointEvent{Step: 5, Path: "runs/" + name + "/checkpoints/step-00000005"}},
+		fake.Step{Event: engine.DoneEvent{Step: 5, Stopped: true, FinalDir: "runs/" + name}})
+	runs := &fake.Runs{RunsDir: "runs", Runs: []tui.RunInfo{{Name: name, Method: "lora", State: "stopped", Step: 5, Total: 100}},
+		Scripts: map[string][]fake.Step{name: {
+			{Event: engine.StepEvent{Step: 6, TotalSteps: 100, Loss: 2}},
+			{After: time.Hour, Event: engine.StepEvent{Step: 7, TotalSteps: 100, Loss: 1.9}},
+		}}}
+	o := testOptions(&fake.Engine{Script: script})
+	o.Runs = runs
+	d := newDriver(t, o, 80, 24)
+	startDefaultRun(t, d)
+	d.waitScreen("stopped")
+	d.waitScreen("c continue")
+	if s := d.screen(); !strings.Contains(s, "c continues it (whet train -c runs/"+name+"/run.yaml)") {
+		t.Errorf("the summary should say what c does:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+	d.keys("c")
+	d.waitScreen("step 6/100")
+	if got := runs.Resumed(); len(got) != 1 || got[0] != name {
+		t.Errorf("resumed %v, want [%s]", got, name)
+	}
+	d.keys("q")
+	d.waitScreen("Runs in ./runs")
+
+	// A finished run: no c.
+	done := append(scriptSteps(3), fake.Step{Event: engine.DoneEvent{Step: 3, FinalDir: "runs/" + name}})
+	o = testOptions(&fake.Engine{Script: done})
+	o.Runs = &fake.Runs{RunsDir: "runs"}
+	d = newDriver(t, o, 80, 24)
+	startDefaultRun(t, d)
+	d.waitScreen("3 of 100 steps")
+	if s := d.screen(); strings.Contains(s, "c continue") {
+		t.Errorf("a finished run offers c:\n%s", s)
+	}
+}

@@ -331,6 +331,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.sum.chat = m.opts.Chat != nil
 			m.sum.export = m.opts.Exporter != nil
 			m.sum.backToRuns = m.dash.backToRuns
+			// A stopped run continues from the runs page's c, here too.
+			_, canResume := m.opts.Runs.(RunResumer)
+			m.sum.resume = canResume && m.runs != nil && m.sum.done.Stopped && m.sum.done.Err == nil
 			m.state = stateSummary
 		}
 		return m, cmd
@@ -354,6 +357,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 					}
 					m.state = stateChat
 					return m, m.chat.open()
+				}
+			case "c":
+				if m.sum.resume {
+					// Train it on in a new worker, followed as a run opened
+					// from the runs page (q goes back to that list).
+					name := m.sum.cfg.Name
+					show := m.backToRuns()
+					return m, tea.Batch(show, m.runs.resume(name))
 				}
 			case "e":
 				if m.sum.canExport() {

@@ -27,6 +27,9 @@ type summary struct {
 	export     bool // an export page can be opened
 	// backToRuns: opened from the runs page, to which q and esc go back.
 	backToRuns bool
+	// resume: c trains the stopped run on from its checkpoint (the
+	// runs page's RunResumer).
+	resume bool
 }
 
 // canChat: the run ended cleanly or was stopped (both leave a result).
@@ -52,6 +55,9 @@ func (s *summary) help() []key.Binding {
 	}
 	if s.canExport() {
 		keys = append(keys, bind("e", "export"))
+	}
+	if s.resume {
+		keys = append(keys, bind("c", "continue"))
 	}
 	if s.backToRuns {
 		return append(keys, bind("q/esc", "runs"))
@@ -102,7 +108,10 @@ func (s *summary) view(w, h int) string {
 	// The same file again resumes the finished run, which has nothing
 	// left to do: training again takes a new name.
 	again := "train again: whet train -c " + yaml + " --name NEW"
-	if s.done.Stopped || s.done.Err != nil {
+	switch {
+	case s.resume:
+		again = "c continues it (whet train -c " + yaml + ")"
+	case s.done.Stopped || s.done.Err != nil:
 		again = "resume it: whet train -c " + yaml
 	}
 	lines = append(lines, st.Muted.Render(again))
