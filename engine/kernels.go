@@ -13,17 +13,25 @@ import (
 // (engine/cuda with NVRTC) and can do so ahead of first use, in the
 // background, as it opens.
 type KernelPrecompiler interface {
-	// PrecompileKernels sends the progress of that compile to report, from
-	// other goroutines, while files the kernel cache lacked compile (the
-	// last call when all have finished). Nothing is reported when the
-	// backend compiles nothing ahead (switched off, or a warm cache).
+	// PrecompileKernels sends the progress of the backend's kernel
+	// compiles to report: while the files the kernel cache lacked compile
+	// ahead, from other goroutines (the last call when all have finished);
+	// with the ahead-of-time compile off, once per file compiled on first
+	// use, from the goroutine of the op that needs it, under the
+	// backend's lock (report must not call the backend). Nothing is
+	// reported while every file comes from the cache.
 	PrecompileKernels(report func(KernelProgress))
 }
 
 // KernelProgress is where a backend's ahead-of-time kernel compile stands.
 type KernelProgress struct {
-	Arch        string        // what the kernels are compiled for: "sm_90", "sm_90 and sm_90a"
-	Done, Total int           // files finished (compiled or failed) of those the cache lacked
+	Arch string // what the kernels are compiled for: "sm_90", "sm_90 and sm_90a"
+	// Done files finished (compiled or failed) of the Total the cache
+	// lacked. Total 0: files are compiled one at a time on first use (the
+	// ahead-of-time compile is off), File is the one now compiling and
+	// Done the files compiled before it.
+	Done, Total int
+	File        string
 	Failed      int           // of Done, files whose compile failed
 	Failures    []string      // their names (kernels/*.cu)
 	CacheDir    string        // where the cubins are kept
@@ -36,9 +44,14 @@ const KernelProgressPrefix = "compiling CUDA kernels for "
 // String is the progress line shown to the user, e.g. "compiling CUDA
 // kernels for sm_90 and sm_90a: 7 of 23 files (first run of this version;
 // cached in ~/.cache/whet/kernels)", and when done "compiling CUDA kernels
-// for sm_90: 23 of 23 files, done in 14.2 s (cached in ~/.cache/whet/kernels)".
+// for sm_90: 23 of 23 files, done in 14.2 s (cached in ~/.cache/whet/kernels)";
+// one file at a time, "compiling CUDA kernels for sm_90 as they are first
+// used: file 7, kernels/rope.cu (first run of this version; cached in ...)".
 func (p KernelProgress) String() string {
 	where := "cached in " + homeRelative(p.CacheDir)
+	if p.Total == 0 {
+		return fmt.Sprintf("%s%s as they are first used: file %d, kernels/%s (first run of this version; %s)", KernelProgressPrefix, p.Arch, p.Done+1, p.File, where)
+	}
 	if p.Done < p.Total {
 		return fmt.Sprintf("%s%s: %d of %d files (first run of this version; %s)", KernelProgressPrefix, p.Arch, p.Done, p.Total, where)
 	}
@@ -63,10 +76,11 @@ func homeRelative(p string) string {
 // kernel compile (the first and the last always come).
 const kernelLineEvery = 2 * time.Second
 
-// ReportKernelCompiles passes the progress lines of b's ahead-of-time
-// kernel compile (KernelPrecompiler; nothing for other backends) to line,
-// from other goroutines, one call at a time: the first, then at most one
-// every kernelLineEvery, and the last.
+// ReportKernelCompiles passes the progress lines of b's kernel compiles
+// (KernelPrecompiler; nothing for other backends) to line, possibly from
+// other goroutines, one call at a time: the first, then at most one every
+// kernelLineEvery, and the last of an ahead-of-time compile. line must not
+// call b.
 func ReportKernelCompiles(b Backend, line func(string)) {
 	kp, ok := b.(KernelPrecompiler)
 	if !ok {
@@ -79,7 +93,7 @@ func ReportKernelCompiles(b Backend, line func(string)) {
 		mu.Lock()
 		defer mu.Unlock()
 		now := time.Now()
-		if !first && p.Done < p.Total && now.Sub(last) < kernelLineEvery {
+		if !first && (p.Done < p.Total || p.Total == 0) && now.Sub(last) < kernelLineEvery {
 			return
 		}
 		first, last = false, now

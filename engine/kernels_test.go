@@ -34,6 +34,10 @@ func TestKernelProgressLines(t *testing.T) {
 	if got, want := p.String(), "compiling CUDA kernels for sm_80: 23 of 23 files, done in 14.2 s (cached in /tmp/k); 1 failed (rope.cu): the error comes when the first kernel of a failed file is used"; got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
+	p = KernelProgress{Arch: "sm_90", Done: 6, File: "rope.cu", CacheDir: "/tmp/k"}
+	if got, want := p.String(), "compiling CUDA kernels for sm_90 as they are first used: file 7, kernels/rope.cu (first run of this version; cached in /tmp/k)"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
 	if !strings.HasPrefix(p.String(), KernelProgressPrefix) {
 		t.Error("the line does not start with KernelProgressPrefix")
 	}
@@ -51,6 +55,12 @@ func TestReportKernelCompilesThrottles(t *testing.T) {
 	ReportKernelCompiles(precompilingBackend{steps: steps}, func(l string) { lines = append(lines, l) })
 	if len(lines) != 2 || !strings.Contains(lines[0], ": 0 of 5 files") || !strings.Contains(lines[1], "5 of 5 files, done") {
 		t.Errorf("lines %q: want the first and the last", lines)
+	}
+	// One file at a time (Total 0): the first line, then kernelLineEvery apart.
+	lines = nil
+	ReportKernelCompiles(precompilingBackend{steps: []KernelProgress{{Arch: "sm_90", File: "a.cu"}, {Arch: "sm_90", Done: 1, File: "b.cu"}}}, func(l string) { lines = append(lines, l) })
+	if len(lines) != 1 || !strings.Contains(lines[0], "file 1, kernels/a.cu") {
+		t.Errorf("lines %q: want only the first", lines)
 	}
 	lines = nil
 	ReportKernelCompiles(precompilingBackend{}, func(l string) { lines = append(lines, l) })

@@ -180,6 +180,10 @@ type Backend struct {
 	hc *hostCopier // pinned host memory and the copy stream (offload.go), made on first use
 
 	aot *aotRun // the ahead-of-time kernel compile (precompile.go); nil when off
+	// lazyReport, without aot, is told of each kernel file function
+	// compiles on first use (PrecompileKernels); lazyCompiles counts them.
+	lazyReport   func(engine.KernelProgress)
+	lazyCompiles int
 
 	// The tensor maps attention_hopper_tmap_store last wrote into the
 	// module (HOP_WS_TMA, attention.go), so unchanged ones are not written again.

@@ -27,6 +27,7 @@ func (b *Backend) function(file, name string) (*function, error) {
 		// The cache's cubin, or one compiled here or ahead of first use
 		// (precompile.go: a compile in flight is waited for), stored in
 		// the cache.
+		b.reportLazyCompile(j)
 		cubin, fromCache, err := processBuilds.get(b.rtc, b.cache, j)
 		if err != nil {
 			return nil, err

@@ -382,18 +382,34 @@ func (b *Backend) startPrecompile() error {
 	return nil
 }
 
-// PrecompileKernels sends the progress of the backend's ahead-of-time
-// kernel compile to report (engine.KernelPrecompiler): calls from other
-// goroutines while files the kernel cache lacked compile, the last when
-// all have finished. Nothing is reported when the compile is off
-// (PrecompileEnv) or the cache had every file.
+// PrecompileKernels sends the progress of the backend's kernel compiles
+// to report (engine.KernelPrecompiler). With the ahead-of-time compile
+// (PrecompileEnv): calls from other goroutines while the files the kernel
+// cache lacked compile, the last when all have finished. Without it: a
+// call (from the op's goroutine, before the compile) for each file
+// compiled on its first use (Total 0: how many will come is not known).
+// Nothing is reported while every file comes from the cache.
 func (b *Backend) PrecompileKernels(report func(engine.KernelProgress)) {
 	b.mu.Lock()
 	r := b.aot
+	if r == nil {
+		b.lazyReport = report
+	}
 	b.mu.Unlock()
 	if r != nil {
 		r.attach(report)
 	}
+}
+
+// reportLazyCompile tells lazyReport that function is about to compile
+// j's file on its first use: no ahead-of-time compile, and the cache lacks
+// it. The caller holds the backend's lock.
+func (b *Backend) reportLazyCompile(j kernelJob) {
+	if b.aot != nil || b.lazyReport == nil || b.cache.has(j.file, j.key) {
+		return
+	}
+	b.lazyCompiles++
+	b.lazyReport(engine.KernelProgress{Arch: j.arch, Done: b.lazyCompiles - 1, File: j.file, CacheDir: b.cache.dir})
 }
 
 var _ engine.KernelPrecompiler = (*Backend)(nil)

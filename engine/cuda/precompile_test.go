@@ -470,3 +470,36 @@ func TestPrecompileOnGPU(t *testing.T) {
 		}
 	}
 }
+
+// TestLazyCompilesAreReported: with the ahead-of-time compile off, each
+// file function is about to compile on first use is reported (file
+// number, name, architecture, cache); a file in the cache is not, nor is
+// anything while an ahead-of-time run reports instead.
+func TestLazyCompilesAreReported(t *testing.T) {
+	b := &Backend{arch: "sm_80", cache: kernelCache{dir: t.TempDir()}, rtc: &nvrtc{major: 12, minor: 8}}
+	var log progressLog
+	b.PrecompileKernels(log.add)
+	rms, err := b.kernelJob("rmsnorm.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rope, err := b.kernelJob("rope.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.reportLazyCompile(rms)
+	b.cache.store(rms.file, rms.key, []byte("cubin"))
+	b.reportLazyCompile(rms) // now cached
+	b.reportLazyCompile(rope)
+	if len(log.all) != 2 {
+		t.Fatalf("%d reports, want 2: %+v", len(log.all), log.all)
+	}
+	if p := log.all[1]; p.Done != 1 || p.Total != 0 || p.File != "rope.cu" || p.Arch != "sm_80" || p.CacheDir != b.cache.dir {
+		t.Errorf("second report %+v, want file 2, rope.cu for sm_80", p)
+	}
+	b.aot = &aotRun{}
+	b.reportLazyCompile(kernelJob{file: "other.cu", key: "k"})
+	if len(log.all) != 2 {
+		t.Errorf("reported a lazy compile while an ahead-of-time run reports")
+	}
+}

@@ -4,14 +4,17 @@
 # backend opens, with progress lines on stderr; never run on a GPU). Runs from the repository root;
 # writes only under $OUT/precompile.
 #  1. cold, switch off: the first `whet bench` of Llama-3.2-1B LoRA 1x512 (1 step, no warm-up) with an
-#     empty kernel cache (its own XDG_CACHE_HOME), as tools/gpu/rows's "cold compile" step;
+#     empty kernel cache (its own XDG_CACHE_HOME), as tools/gpu/rows's "cold compile" step; its stderr
+#     now says "compiling CUDA kernels for sm_90 as they are first used: file N, kernels/X.cu ..."
+#     (one line every 2 s at most);
 #  2. cold, switch on: the same with another empty cache; its stderr must carry "compiling CUDA
 #     kernels for ..." lines, the last "N of N files, done in ...";
 #  3. warm, switch on: step 2's cache again: no "compiling CUDA kernels" line, the fast start;
 #  4. the engine/cuda tests of the new code with the switch on: TestPrecompileOnGPU (empty cache:
 #     every file compiled in the background, no compile when the kernels load afterwards, stored
 #     cubins equal to a compile in function's way), the GPU-less scheduling tests, and
-#     TestCompileAllKernels and TestConformance (each New starts the compile; cold test cache).
+#     TestLazyCompilesAreReported, TestCompileAllKernels and TestConformance (each New starts the
+#     compile; cold test cache).
 # summary.txt: the three walls (`wall N ms`), the cubins each cache holds, the progress lines, the
 # tests' results. LIMIT (from go.sh) bounds the tests' time.
 set -u
@@ -39,7 +42,7 @@ cold cold-on $O/xdg-on 60 WHET_CUDA_PRECOMPILE=1
 cold warm-on $O/xdg-on 20 WHET_CUDA_PRECOMPILE=1
 left=$(( ${LIMIT:-150} - ($(date +%s) - T0) - 5 ))
 [ $left -lt 10 ] && left=10
-RUN='^(TestPrecompileOnGPU|TestPrecompile.*|TestGetWaitsForCompileInFlight|TestGetCompilesQueuedFileItself|TestCompileAllKernels|TestConformance)$'
+RUN='^(TestPrecompileOnGPU|TestPrecompile.*|TestGetWaitsForCompileInFlight|TestGetCompilesQueuedFileItself|TestLazyCompilesAreReported|TestCompileAllKernels|TestConformance)$'
 step "cuda.test with WHET_CUDA_PRECOMPILE=1 (timeout $left s)"
 echo "cmd: cd engine/cuda && WHET_CUDA_PRECOMPILE=1 WHET_CUDA_REQUIRE=1 cuda.test -test.run '$RUN' -test.v" >>$S
 (cd engine/cuda && WHET_CUDA_PRECOMPILE=1 WHET_CUDA_REQUIRE=1 timeout $left $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/cuda-tests.log 2>&1; echo "cuda.test rc=$?" >>$S
