@@ -108,6 +108,13 @@ func (c *RunConfig) Validate() error {
 	if c.Model == "" {
 		return errors.New("model: required (a Hugging Face model folder)")
 	}
+	if c.Name != "" {
+		// Checked with the other keys, so that the error names the file
+		// (an empty name is given one when the run starts).
+		if err := ValidRunName(c.Name); err != nil {
+			return err
+		}
+	}
 	switch c.Method {
 	case "lora", "qlora", "full", "dpo", "grpo":
 	default:

@@ -212,3 +212,17 @@ func TestRunWithoutRunsDirGoesUnderRuns(t *testing.T) {
 		t.Errorf("no run.yaml under %s: %v", engine.DefaultRunsDir, err)
 	}
 }
+
+// A run name that cannot be a folder is refused when the file is read,
+// with the file's name, like the other keys (it was refused only when the
+// run started, without it).
+func TestLoadRunConfigRefusesABadName(t *testing.T) {
+	dir := t.TempDir()
+	mkdirs(t, filepath.Join(dir, "model"), filepath.Join(dir, "data.jsonl"))
+	path := filepath.Join(dir, "run.yaml")
+	writeRunFile(t, path, "name: ../evil\nmodel: model\ndata:\n  path: data.jsonl\n")
+	_, err := engine.LoadRunConfig(path)
+	if want := path + `: name: "../evil" cannot be a run name`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("got %v, want it to start with %q", err, want)
+	}
+}
