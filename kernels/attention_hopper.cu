@@ -105,6 +105,25 @@
 #define HOP_WS_STAGES128 HOP_WS_STAGES
 #endif
 #define HOP_WS_STAGES_D(D) ((D) == 64 ? HOP_WS_STAGES64 : HOP_WS_STAGES128)
+// HOP_WS_PSMEM64, HOP_WS_PSMEM128 (with HOP_WS_NOSER=1 only; default 0):
+// at that head dim each consumer writes P (bf16, 64 rows x the tile's keys)
+// to its own 128-byte-swizzled tile in shared memory and O += P V reads it
+// from there (wgmma with both operands in shared memory) instead of from
+// registers, so P's 32 registers (16 with 64-key tiles) are free while
+// P V runs beside the next S and its softmax: O and S alone fit the 168
+// registers of two consumers at d128. The price: 32 (16) 4-byte shared
+// stores a thread, a proxy fence and a barrier of the warpgroup per tile,
+// and 16 KB (8 KB) of shared memory per consumer.
+#ifndef HOP_WS_PSMEM64
+#define HOP_WS_PSMEM64 0
+#endif
+#ifndef HOP_WS_PSMEM128
+#define HOP_WS_PSMEM128 0
+#endif
+#define HOP_WS_PSMEM_D(D) ((D) == 64 ? HOP_WS_PSMEM64 : HOP_WS_PSMEM128)
+#if (HOP_WS_PSMEM64 || HOP_WS_PSMEM128) && !HOP_WS_NOSER
+#error "HOP_WS_PSMEM64 and HOP_WS_PSMEM128 are knobs of the straight-line consumer loop: set HOP_WS_NOSER=1 (and HOP_FWD_WS) too"
+#endif
 // HOP_WS_INTRA64, HOP_WS_INTRA128 (with HOP_WS_NOSER=1 only): HOP_WS_INTRA
 // for one head dim (each defaults to HOP_WS_INTRA), so that one define set
 // can overlap P V with the softmax at d64 and not at d128, whose S, O and P
@@ -2394,20 +2413,101 @@ __device__ __forceinline__ void ws_pack_p(unsigned int (*pa)[4], const float (*s
     }
 }
 
+// wgmma_ss_n64_tb, wgmma_ss_n128_tb: d[0..N/2) += A B, A (64 x 16) K-major
+// and B (16 x N) N-major (transposed), both in shared memory: O += P V with
+// P from shared memory (HOP_WS_PSMEM64/128).
+__device__ __forceinline__ void wgmma_ss_n64_tb(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wgmma_ss_n128_tb(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, p, 1, 1, 0, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(1));
+}
+
+// ws_issue_pv issues O += P V (no commit) over the BN keys of the V tile at
+// Vb: P from registers (pa), or with PSM from this warpgroup's P tile at Pw
+// (64 rows, K-major, BN / 64 panels of 64 rows x 128 bytes).
+template <int D, int BN, bool PSM>
+__device__ __forceinline__ void ws_issue_pv(float (*o)[4], unsigned int (*pa)[4], unsigned int Pw, unsigned int Vb) {
+#pragma unroll
+    for (int kc = 0; kc < BN / 16; kc++) {
+        if constexpr (PSM) {
+            const unsigned long long dp = smem_desc(Pw + (kc >> 2) * (64 * 128) + (kc & 3) * 32, 16);
+            if constexpr (D == 64) {
+                wgmma_ss_n64_tb(&o[0][0], dp, smem_desc(Vb + kc * 2048, BN * 128));
+            } else {
+                wgmma_ss_n128_tb(&o[0][0], dp, smem_desc(Vb + kc * 2048, BN * 128));
+            }
+        } else {
+            wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+        }
+    }
+}
+
+// ws_hold_p pins P's registers before a wgmma.fence when P V reads them
+// (not with PSM: they are dead once P is in shared memory).
+template <int BN, bool PSM>
+__device__ __forceinline__ void ws_hold_p(unsigned int (*pa)[4]) {
+    if constexpr (!PSM) hold_u32<BN / 4>(&pa[0][0]);
+}
+
+// ws_store_p (PSM) writes P's A fragments (ws_pack_p) into this
+// warpgroup's P tile at Pw in the swizzled K-major layout of the head of
+// this file: warp w4 (of 4) holds rows 16 w4 + g and + 8, keys 16 kc + 2t
+// (+ 8) in pa[kc][0..3]; then makes the writes visible to wgmma (proxy
+// fence) and waits for the warpgroup's 128 threads on named barrier bar.
+template <int BN>
+__device__ __forceinline__ void ws_store_p(unsigned int Pw, const unsigned int (*pa)[4], int w4, int g, int t, int bar) {
+    const unsigned int rA = Pw + (unsigned int)((16 * w4 + g) * 128 + 4 * t), rB = rA + 8 * 128;
+#pragma unroll
+    for (int kc = 0; kc < BN / 16; kc++) {
+        const unsigned int panel = (kc >> 2) * (64 * 128);
+        const unsigned int c0 = (unsigned int)((((2 * kc) & 7) ^ g) << 4), c1 = (unsigned int)((((2 * kc + 1) & 7) ^ g) << 4);
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(rA + panel + c0), "r"(pa[kc][0]) : "memory");
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(rB + panel + c0), "r"(pa[kc][1]) : "memory");
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(rA + panel + c1), "r"(pa[kc][2]) : "memory");
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(rB + panel + c1), "r"(pa[kc][3]) : "memory");
+    }
+    fence_async_smem();
+    named_sync(bar, 128);
+}
+
 // ws_pv_alone does O += P V for the V tile in stage st (waiting for it,
 // parity par) and gives the stage back: issue, wait, release, with nothing
-// else in flight.
-template <int D, int BN = HOP_BN>
+// else in flight. P from registers, or with PSM from the P tile at Pw.
+template <int D, int BN = HOP_BN, bool PSM = false>
 __device__ __forceinline__ void ws_pv_alone(float (*o)[4], unsigned int (*pa)[4], unsigned int Vs, unsigned int vFull,
-                                            unsigned int vEmpty, int st, unsigned int par, int lane) {
+                                            unsigned int vEmpty, int st, unsigned int par, int lane, unsigned int Pw = 0) {
     const unsigned int Vb = Vs + (unsigned int)st * (BN * D * 2);
     mbar_wait(vFull + 8 * st, par);
     fence_async_smem();
     hold_regs<D / 2>(&o[0][0]);
-    hold_u32<BN / 4>(&pa[0][0]);
+    ws_hold_p<BN, PSM>(pa);
     wgmma_fence();
-#pragma unroll
-    for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+    ws_issue_pv<D, BN, PSM>(o, pa, Pw, Vb);
     wgmma_commit();
     wgmma_wait_all();
     hold_regs<D / 2>(&o[0][0]);
@@ -2489,8 +2589,11 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
     extern __shared__ __attribute__((aligned(16))) unsigned char hop_smem[];
     const unsigned int base = (smem_u32(hop_smem) + 1023u) & ~1023u;
     const unsigned int Qs = base, Ks = Qs + QBYTES, Vs = Ks + S * KVBYTES;
+    // HOP_WS_PSMEM64/128: the consumers' P tiles (64 rows x BN keys each) after V.
+    constexpr unsigned int PBYTES = HOP_WS_PSMEM_D(D) ? 64 * BN * 2 : 0;
+    const unsigned int Ps = Vs + S * KVBYTES;
     // mbarriers (8 bytes each): Q full, then K full, V full, K empty, V empty [S] each.
-    const unsigned int qFull = Vs + S * KVBYTES, kFull = qFull + 8, vFull = kFull + 8 * S, kEmpty = vFull + 8 * S,
+    const unsigned int qFull = Ps + NC * PBYTES, kFull = qFull + 8, vFull = kFull + 8 * S, kEmpty = vFull + 8 * S,
                        vEmpty = kEmpty + 8 * S;
     const int h = blockIdx.x, kvh = h / (H / KVH);
     const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
@@ -2622,7 +2725,9 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
     // (hold_regs, hold_u32) before each wgmma.fence.
     // HOP_WS_INTRA64/128 choose the overlap per head dim (HOP_WS_INTRA_D),
     // HOP_WS_BN64/128 the keys per tile (BN, above).
-    constexpr bool INTRA = HOP_WS_INTRA_D(D);
+    // HOP_WS_PSMEM64/128 (PSM): this warpgroup's P tile is Ps + c * PBYTES,
+    // its named barrier 1 + NC + c (the pingpong takes 1..NC).
+    constexpr bool INTRA = HOP_WS_INTRA_D(D), PSM = HOP_WS_PSMEM_D(D);
     int jLo = 0, jHi = 0;
     if (wgLive) { // kStart <= wgMinLo <= wgLastPos <= kEnd
         jLo = (wgMinLo - kStart) / BN;
@@ -2651,7 +2756,8 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
             ws_softmax<BN>(s, kt, t, loA, loB, posA, posB, kt < wgMaxLo || kt + BN - 1 > wgFirstPos, capped, scale,
                            softcap, sl2, mA, mB, lA, lB, cA, cB);
             ws_pack_p<BN>(pa, s);
-            if constexpr (!INTRA) ws_pv_alone<D, BN>(o, pa, Vs, vFull, vEmpty, st, par, lane);
+            if constexpr (PSM) ws_store_p<BN>(Ps + c * PBYTES, pa, warp & 3, g, t, 1 + NC + c);
+            if constexpr (!INTRA) ws_pv_alone<D, BN, PSM>(o, pa, Vs, vFull, vEmpty, st, par, lane, Ps + c * PBYTES);
         }
         for (int j = jLo + 1; j < jHi; j++) {
             const int st = j % S, kt = kStart + j * BN;
@@ -2662,7 +2768,7 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
             if constexpr (INTRA) mbar_wait(vFull + 8 * pst, ppar);
             fence_async_smem();
             hold_regs<D / 2>(&o[0][0]);
-            hold_u32<BN / 4>(&pa[0][0]);
+            ws_hold_p<BN, PSM>(pa);
 #if HOP_WS_PINGPONG
             named_sync(myTurn, 256);
 #endif
@@ -2671,8 +2777,12 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
             wgmma_commit();
             if constexpr (INTRA) {
                 const unsigned int Vb = Vs + pst * KVBYTES;
+                if constexpr (PSM) {
+                    ws_issue_pv<D, BN, true>(o, pa, Ps + c * PBYTES, Vb);
+                } else {
 #pragma unroll
-                for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+                    for (int kc = 0; kc < BN / 16; kc++) wgmma_rs_d<D>(&o[0][0], pa[kc], smem_desc(Vb + kc * 2048, BN * 128));
+                }
                 wgmma_commit();
             }
 #if HOP_WS_PINGPONG
@@ -2702,11 +2812,12 @@ __device__ __forceinline__ void attn_fwd_hopper_ws(void* out, int odt, float* ls
                 o[dn][3] *= cB;
             }
             ws_pack_p<BN>(pa, s);
-            if constexpr (!INTRA) ws_pv_alone<D, BN>(o, pa, Vs, vFull, vEmpty, st, par, lane);
+            if constexpr (PSM) ws_store_p<BN>(Ps + c * PBYTES, pa, warp & 3, g, t, 1 + NC + c);
+            if constexpr (!INTRA) ws_pv_alone<D, BN, PSM>(o, pa, Vs, vFull, vEmpty, st, par, lane, Ps + c * PBYTES);
         }
         if constexpr (INTRA) { // P(jHi-1) V(jHi-1)
             const int j = jHi - 1, st = j % S;
-            ws_pv_alone<D, BN>(o, pa, Vs, vFull, vEmpty, st, (j / S) & 1, lane);
+            ws_pv_alone<D, BN, PSM>(o, pa, Vs, vFull, vEmpty, st, (j / S) & 1, lane, Ps + c * PBYTES);
         }
     }
     for (int j = jHi; j < nTiles; j++) ws_skip_tile<S>(j, nTiles, kFull, vFull, kEmpty, vEmpty, lane, c, NC);

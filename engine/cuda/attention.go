@@ -180,8 +180,11 @@ func attnHopperSmem(kernel string, d int) int {
 	switch kernel {
 	case "forward":
 		if ws := hopperFwdWS(); ws.mode != 0 { // Q, ws.stages stages of K and V, the mbarriers
-			st := ws.nstages(d)
-			return 1024 + 2*d*(ws.rows(d)+2*st*ws.keys(d)) + max(128, 8+4*8*st)
+			st, p := ws.nstages(d), 0
+			if ws.psmem(d) { // each consumer's P tile: 64 rows of the tile's keys
+				p = ws.wg(d) * 64 * ws.keys(d)
+			}
+			return 1024 + 2*d*(ws.rows(d)+2*st*ws.keys(d)) + 2*p + max(128, 8+4*8*st)
 		}
 		if hopperOverlap() { // three stages of K and V
 			return 1024 + 2*(attnHopperRows+6*attnHopperRows)*d
@@ -269,14 +272,16 @@ func attnSwitchesErr() error {
 // warpgroups at head dim 64 (HOP_WS_WG64; 2 at 128), stages of K and V
 // (HOP_WS_STAGES: 2 to 4; HOP_WS_STAGES64, HOP_WS_STAGES128 for one head
 // dim), keys per K/V tile at head dims 64 and 128 (HOP_WS_BN64,
-// HOP_WS_BN128: 128 or 64, the latter with HOP_WS_NOSER=1 only). err says
-// which define is malformed.
+// HOP_WS_BN128: 128 or 64, the latter with HOP_WS_NOSER=1 only), P through
+// shared memory (HOP_WS_PSMEM64, HOP_WS_PSMEM128: 0 or 1, NOSER only). err
+// says which define is malformed.
 type hopperWS struct {
 	mode, wg64, stages int
 	tma                int // HOP_WS_TMA: 1 = the producer copies with TMA (hopperTmaps)
 	noser              int // HOP_WS_NOSER: 1 = the consumers' straight-line loop (no wgmma serialised by ptxas)
 	bn64, bn128        int // HOP_WS_BN64, HOP_WS_BN128: keys per tile
 	st64, st128        int // HOP_WS_STAGES64, HOP_WS_STAGES128 (0: HOP_WS_STAGES)
+	ps64, ps128        int // HOP_WS_PSMEM64, HOP_WS_PSMEM128: 1 = P V reads P from shared memory
 	err                error
 }
 
@@ -287,7 +292,8 @@ func hopperFwdWS() hopperWS {
 		dst      *int
 		min, max int
 	}{{"HOP_FWD_WS", &ws.mode, 0, 2}, {"HOP_WS_WG64", &ws.wg64, 2, 3}, {"HOP_WS_STAGES", &ws.stages, 2, 4}, {"HOP_WS_TMA", &ws.tma, 0, 1}, {"HOP_WS_NOSER", &ws.noser, 0, 1},
-		{"HOP_WS_BN64", &ws.bn64, 64, 128}, {"HOP_WS_BN128", &ws.bn128, 64, 128}, {"HOP_WS_STAGES64", &ws.st64, 2, 4}, {"HOP_WS_STAGES128", &ws.st128, 2, 4}} {
+		{"HOP_WS_BN64", &ws.bn64, 64, 128}, {"HOP_WS_BN128", &ws.bn128, 64, 128}, {"HOP_WS_STAGES64", &ws.st64, 2, 4}, {"HOP_WS_STAGES128", &ws.st128, 2, 4},
+		{"HOP_WS_PSMEM64", &ws.ps64, 0, 1}, {"HOP_WS_PSMEM128", &ws.ps128, 0, 1}} {
 		v, ok := nvrtcDefine(f.name)
 		if !ok {
 			continue
@@ -317,7 +323,24 @@ func hopperFwdWS() hopperWS {
 			return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: %s=%d is a knob of the straight-line consumer loop: set HOP_FWD_WS=1 or 2 and HOP_WS_NOSER=1 too", f.name, f.n)}
 		}
 	}
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"HOP_WS_PSMEM64", ws.ps64}, {"HOP_WS_PSMEM128", ws.ps128}} {
+		if f.n != 0 && (ws.mode == 0 || ws.noser == 0) {
+			return hopperWS{err: fmt.Errorf("WHET_NVRTC_DEFINES: %s=%d is a knob of the straight-line consumer loop: set HOP_FWD_WS=1 or 2 and HOP_WS_NOSER=1 too", f.name, f.n)}
+		}
+	}
 	return ws
+}
+
+// psmem reports whether the warp-specialised forward at head dim d keeps
+// P in shared memory (HOP_WS_PSMEM64 or HOP_WS_PSMEM128).
+func (ws hopperWS) psmem(d int) bool {
+	if d == 64 {
+		return ws.ps64 != 0
+	}
+	return ws.ps128 != 0
 }
 
 // nstages is the warp-specialised forward's K/V stages at head dim d.

@@ -45,19 +45,20 @@ var hopperWSVariants = []string{
 // unless WHET_WS_COMPILE_DEFINES names them, which the batch does): 24/240
 // registers with setmaxnreg, the first GPU run of TMA copies, no
 // intra-warpgroup overlap at d128 only (HOP_WS_INTRA128=0), 64-key tiles
-// (HOP_WS_BN64/BN128=64) with two to four stages, three consumers at d64
-// on 64-key tiles. TestHopperWSConfig checks that each parses and fits.
+// (HOP_WS_BN64/BN128=64) with four stages, three consumers at d64 on 64-key
+// tiles, P through shared memory (HOP_WS_PSMEM64/128=1). TestHopperWSConfig checks that each parses and fits.
 var hopperWSNewVariants = []string{
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_INTRA128=0",
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_TMA=1",
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_TMA=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240",
-	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_STAGES=4",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_TMA=1",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=64,HOP_WS_STAGES64=4",
 	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0",
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_PSMEM128=1",
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_WG64=3,HOP_WS_PSMEM64=1,HOP_WS_PSMEM128=1",
 }
 
 var hopperWSSerialVariants = []string{
@@ -82,6 +83,8 @@ func TestHopperWSConfig(t *testing.T) {
 		"constexpr int BM = 64 * NC, BN = HOP_WS_BN(D), S = HOP_WS_STAGES_D(D);", "#define HOP_WS_BN64 128", "#define HOP_WS_BN128 128",
 		"#define HOP_WS_BN(D) ((D) == 64 ? HOP_WS_BN64 : HOP_WS_BN128)", "#define HOP_WS_INTRA64 HOP_WS_INTRA", "#define HOP_WS_INTRA128 HOP_WS_INTRA",
 		"#define HOP_WS_STAGES64 HOP_WS_STAGES", "#define HOP_WS_STAGES128 HOP_WS_STAGES", "#define HOP_WS_STAGES_D(D) ((D) == 64 ? HOP_WS_STAGES64 : HOP_WS_STAGES128)",
+		"#define HOP_WS_PSMEM64 0", "#define HOP_WS_PSMEM128 0", "constexpr unsigned int PBYTES = HOP_WS_PSMEM_D(D) ? 64 * BN * 2 : 0;",
+		"const unsigned int qFull = Ps + NC * PBYTES,",
 		"#define HOP_WS_NOSER 0", "#define HOP_WS_PREG2 40", "#define HOP_WS_CREG2 232", "#define HOP_WS_PREG3 32", "#define HOP_WS_CREG3 160"} {
 		if !strings.Contains(cu, rule) {
 			t.Errorf("kernels/%s no longer says %q: update hopperFwdWS and attnHopperSmem", attnHopperFile, rule)
@@ -119,6 +122,10 @@ func TestHopperWSConfig(t *testing.T) {
 		// need 8 + 32 * 4 bytes of mbarriers.
 		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64", 128, 384, 1024 + 128*(128+512) + 128, 1024 + 256*(128+256) + 128, 1, 2, 2, 128, 384},
 		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=64,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 136, 1024 + 256*(128+512) + 136, 1, 4, 3, 128, 384},
+		// P tiles in shared memory (HOP_WS_PSMEM128=1): 2 consumers x 64 rows x 128 keys x 2 bytes at d128;
+		// at d64 with three consumers on 64-key tiles, 3 x 64 x 64 x 2.
+		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_PSMEM128=1", 128, 384, 1024 + 128*(128+512) + 128, 1024 + 256*(128+512) + 2*2*64*128 + 128, 1, 2, 2, 128, 384},
+		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_PSMEM64=1,HOP_WS_WG64=3,HOP_WS_BN64=64", 192, 512, 1024 + 128*(192+256) + 2*3*64*64 + 128, 1024 + 256*(128+512) + 128, 1, 2, 3, 128, 384},
 		// Stages per head dim: four of 64 keys at d64, the two of 128 at d128.
 		{"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_WG64=3", 192, 512, 1024 + 128*(192+512) + 136, 1024 + 256*(128+512) + 128, 1, 2, 3, 128, 384},
 	} {
@@ -163,7 +170,7 @@ func TestHopperWSConfig(t *testing.T) {
 	}
 	for _, bad := range []string{"HOP_FWD_WS=3", "HOP_FWD_WS=yes", "HOP_FWD_WS=1,HOP_WS_WG64=4", "HOP_FWD_WS=1,HOP_WS_STAGES=1", "HOP_WS_TMA=1", "HOP_FWD_WS=1,HOP_WS_TMA=2",
 		"HOP_WS_NOSER=1", "HOP_FWD_WS=2,HOP_WS_NOSER=2", "HOP_FWD_WS=1,HOP_WS_STAGES=5", "HOP_FWD_WS=1,HOP_WS_STAGES128=1",
-		"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=96", "HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=32", "HOP_FWD_WS=1,HOP_WS_BN128=64", "HOP_WS_NOSER=0,HOP_FWD_WS=1,HOP_WS_BN64=64"} {
+		"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=96", "HOP_FWD_WS=1,HOP_WS_PSMEM128=1", "HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_PSMEM64=2", "HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN64=32", "HOP_FWD_WS=1,HOP_WS_BN128=64", "HOP_WS_NOSER=0,HOP_FWD_WS=1,HOP_WS_BN64=64"} {
 		t.Setenv("WHET_NVRTC_DEFINES", bad)
 		ws := hopperFwdWS()
 		name, _, _ := strings.Cut(bad[strings.LastIndex(bad, ",")+1:], "=")

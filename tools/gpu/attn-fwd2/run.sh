@@ -12,15 +12,20 @@
 #   r240     setmaxnreg 24 / 240 (producer / consumers) instead of 40 / 232
 #   tma      the producer copies with TMA (one thread, mbarrier expect-tx)
 #   tma240   both
-#   k64      64-key tiles at d128 (HOP_WS_BN128=64): S and P take 32 + 16
-#            registers instead of 64 + 32, so S, O and P fit 168
-#   k64s4    the same with four stages (HOP_WS_STAGES=4; d64 keeps 128 keys)
+#   k64s4    64-key tiles at d128 (HOP_WS_BN128=64: S and P take 32 + 16
+#            registers instead of 64 + 32, so S, O and P fit 168), four
+#            stages (HOP_WS_STAGES=4; d64 keeps 128 keys)
 #   k64s4t   k64s4 with TMA copies
 #   d64k64   64-key tiles and four stages at d64 only (HOP_WS_BN64=64,
 #            HOP_WS_STAGES64=4)
 #   w3k64    three consumer warpgroups at d64 (192 rows, 128 registers a
 #            thread) on 64-key tiles, four stages; i128 at d128
 #   w3k64r   w3k64 with setmaxnreg (32 / 160 at d64, 40 / 232 at d128)
+#   p128     P through shared memory at d128 (HOP_WS_PSMEM128=1: O += P V
+#            reads P from a swizzled tile, so P's 32 registers are free
+#            while P V runs beside the next S and its softmax)
+#   w3p      three consumers at d64 and P through shared memory at both
+#            head dims (128-key tiles)
 # Runs from the repo root on an H100/H200; writes only under $OUT/attn-fwd2.
 # Read summary.txt (tools/gpu/README.md). Order: ptxas -v of every set in
 # the background (CPU), correctness of every set side by side, benchmarks
@@ -35,12 +40,13 @@ VARS="i128:$W,HOP_WS_INTRA128=0
 r240:$W2,HOP_WS_PREG2=24,HOP_WS_CREG2=240
 tma:$W,HOP_WS_TMA=1
 tma240:$W2,HOP_WS_TMA=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240
-k64:$W,HOP_WS_BN128=64
 k64s4:$W,HOP_WS_BN128=64,HOP_WS_STAGES=4
 k64s4t:$W,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_TMA=1
 d64k64:$W,HOP_WS_BN64=64,HOP_WS_STAGES64=4
 w3k64:$W,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0
-w3k64r:$W2,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0"
+w3k64r:$W2,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0
+p128:$W,HOP_WS_PSMEM128=1
+w3p:$W,HOP_WS_WG64=3,HOP_WS_PSMEM64=1,HOP_WS_PSMEM128=1"
 defs() { [ "$1" = default ] && echo "$W" || printf '%s\n' "$VARS" | sed -n "s/^$1://p"; }
 NAMES="$(printf '%s\n' "$VARS" | cut -d: -f1 | tr '\n' ' ')"
 T() { (cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout "$@"); }
