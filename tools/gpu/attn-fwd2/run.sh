@@ -5,7 +5,7 @@
 # HOP_FWD_WS=1,HOP_WS_NOSER=1, 250 / 283 TFLOP/s at d64 / d128 on the H100,
 # whose d128 wgmma ptxas serialises for want of registers, C7512). Each
 # variant below is a WHET_NVRTC_DEFINES set, never run on a GPU before this
-# batch:
+# batch (VARS lists them likeliest first, the order of the benches):
 #   i128     no intra-warpgroup overlap at d128 only (HOP_WS_INTRA128=0):
 #            ptxas did not serialise that d128 loop (with HOP_FWD_WS=2 it was
 #            the fastest d128 set, 286.2)
@@ -36,17 +36,17 @@ set -u
 batch_start attn-fwd2
 W=HOP_FWD_WS=1,HOP_WS_NOSER=1
 W2=HOP_FWD_WS=2,HOP_WS_NOSER=1
-VARS="i128:$W,HOP_WS_INTRA128=0
-r240:$W2,HOP_WS_PREG2=24,HOP_WS_CREG2=240
-tma:$W,HOP_WS_TMA=1
-tma240:$W2,HOP_WS_TMA=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240
-k64s4:$W,HOP_WS_BN128=64,HOP_WS_STAGES=4
-k64s4t:$W,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_TMA=1
-d64k64:$W,HOP_WS_BN64=64,HOP_WS_STAGES64=4
-w3k64:$W,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0
-w3k64r:$W2,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0
+VARS="k64s4:$W,HOP_WS_BN128=64,HOP_WS_STAGES=4
 p128:$W,HOP_WS_PSMEM128=1
-w3p:$W,HOP_WS_WG64=3,HOP_WS_PSMEM64=1,HOP_WS_PSMEM128=1"
+d64k64:$W,HOP_WS_BN64=64,HOP_WS_STAGES64=4
+i128:$W,HOP_WS_INTRA128=0
+w3k64:$W,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0
+k64s4t:$W,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_TMA=1
+tma:$W,HOP_WS_TMA=1
+w3p:$W,HOP_WS_WG64=3,HOP_WS_PSMEM64=1,HOP_WS_PSMEM128=1
+r240:$W2,HOP_WS_PREG2=24,HOP_WS_CREG2=240
+w3k64r:$W2,HOP_WS_WG64=3,HOP_WS_BN64=64,HOP_WS_STAGES64=4,HOP_WS_INTRA128=0
+tma240:$W2,HOP_WS_TMA=1,HOP_WS_PREG2=24,HOP_WS_CREG2=240"
 defs() { [ "$1" = default ] && echo "$W" || printf '%s\n' "$VARS" | sed -n "s/^$1://p"; }
 NAMES="$(printf '%s\n' "$VARS" | cut -d: -f1 | tr '\n' ' ')"
 T() { (cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout "$@"); }
