@@ -119,6 +119,7 @@ type Backend struct {
 	syncEachOp            bool
 	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
 	fusedAdamW            bool      // Options.FusedAdamW
+	sumSquaresV2          bool      // SumSquaresV2Env=1: the gradient norm's sums without atomics
 	rmsnormBwdV2          string    // RMSNormBwdV2Env: "1" two-stage RMSNorm weight gradient, "2" fused with the input gradient
 	attnHopper            bool      // not Options.MMASyncAttention
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
@@ -336,6 +337,7 @@ func New(opts Options) (*Backend, error) {
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), decodeAttnV3: decodeAttnV3On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
 		fusedAdamW:   opts.FusedAdamW || os.Getenv(FusedAdamWEnv) != "0",
 		rmsnormBwdV2: os.Getenv(RMSNormBwdV2Env),
+		sumSquaresV2: os.Getenv(SumSquaresV2Env) == "1",
 	}
 	// The environment's switches, as whet fit plans with them
 	// (AttnKernelsFor).
