@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -73,6 +74,7 @@ type exportPage struct {
 	cancel      context.CancelFunc
 	progress    chan exportProgressMsg
 	result      chan exportDoneMsg
+	finished    chan struct{} // closed when the exporter has returned
 	done, total int
 	what        string
 
@@ -141,7 +143,10 @@ func (p *exportPage) start() tea.Cmd {
 	result := make(chan exportDoneMsg, 1)
 	p.progress, p.result = progress, result
 	e, dir := p.exporter, p.dir
+	finished := make(chan struct{})
+	p.finished = finished
 	go func() {
+		defer close(finished)
 		// An exporter may report from goroutines of its own.
 		var mu sync.Mutex
 		var last exportProgressMsg
@@ -254,7 +259,23 @@ func (p *exportPage) forgetLast() {
 }
 
 // close cancels a running export when the studio exits.
-func (p *exportPage) close() { p.stop() }
+// close cancels a running export and waits (at most exportCloseWait) for
+// the exporter to return: it removes what it wrote when cancelled, which
+// a process quitting at once (ctrl+c on the page) cut short, leaving a
+// half-written export.
+func (p *exportPage) close() {
+	running := p.running
+	p.stop()
+	if running && p.finished != nil {
+		select {
+		case <-p.finished:
+		case <-time.After(exportCloseWait):
+		}
+	}
+}
+
+// exportCloseWait bounds how long quitting waits for a cancelled export.
+const exportCloseWait = 30 * time.Second
 
 func (p *exportPage) help() []key.Binding {
 	if p.running {

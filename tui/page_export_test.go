@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"whet/engine"
 	"whet/tui/fake"
@@ -158,5 +159,22 @@ func TestNoExportWithoutExporterOrAfterFailure(t *testing.T) {
 	d.keys("e")
 	if !strings.Contains(d.screen(), "✗ failed") {
 		t.Errorf("e after a failed run should stay on the summary:\n%s", d.screen())
+	}
+}
+
+// ctrl+c while an export runs: the studio quits, and closing it (what the
+// command does after the program ends) waits for the cancelled exporter to
+// remove what it wrote before returning, instead of letting the process
+// exit mid-way and leave a half-written export.
+func TestQuitDuringExportWaitsForItsCleanup(t *testing.T) {
+	ex := &fake.Exporter{HoldAfter: 3, Cleanup: 300 * time.Millisecond}
+	d := finishRunWithExporter(t, ex, 80, 24)
+	d.keys("e", "enter")
+	d.waitScreen("3/21")
+	d.keys("ctrl+c")
+	d.waitFor("ctrl+c to quit", func() bool { return d.quit })
+	d.m.Close()
+	if got := ex.Cancelled(); got != 1 {
+		t.Errorf("Close returned with %d exports done cancelling, want 1: it did not wait for the export's cleanup", got)
 	}
 }

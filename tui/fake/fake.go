@@ -614,6 +614,9 @@ type Exporter struct {
 	Delay     time.Duration
 	HoldAfter int
 	Err       error
+	// Cleanup is how long a cancelled export takes to remove what it
+	// wrote before it returns (and counts as cancelled).
+	Cleanup time.Duration
 
 	mu        sync.Mutex
 	requests  []ExportRequest
@@ -681,6 +684,7 @@ func (e *Exporter) Export(ctx context.Context, runDir, format, quant, outDir str
 		}
 		select {
 		case <-ctx.Done():
+			time.Sleep(e.Cleanup)
 			e.mu.Lock()
 			e.cancelled++
 			e.mu.Unlock()
