@@ -46,7 +46,7 @@ func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backen
 		return fmt.Errorf("run %s is already training (pid %d); follow it with whet attach %s", rd.Path(), pid, cfg.Name)
 	}
 	if err := os.MkdirAll(rd.Path(), atomicfile.DirPerm); err != nil {
-		return fmt.Errorf("run folder: %w", err)
+		return fmt.Errorf("run folder: %w (%s)", err, engine.RunsDirAdvice)
 	}
 	logPath := worker.Log(rd)
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)

@@ -263,3 +263,24 @@ func TestTrainConfigIsARunFolder(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errs, want)
 	}
 }
+
+// A runs folder that cannot be made says where it is set (as root, a
+// read-only folder is writable: a path under a file stands in for it).
+func TestTrainRunsDirCannotBeMade(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "file")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	cfg := filepath.Join(dir, "run.yaml")
+	body := "name: r\nmodel: " + abs("testdata/tiny-llama") + "\nbackend: cpu\nruns_dir: " + filepath.Join(blocker, "runs") +
+		"\ndata: {path: " + abs("testdata/datasets/tiny-chat.jsonl") + "}\ntrain: {max_steps: 1}\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCLI(t, "train", "-c", cfg)
+	if code != 1 || !strings.Contains(errs, "run directory: mkdir "+blocker+": not a directory") || !strings.Contains(errs, "("+engine.RunsDirAdvice+")") {
+		t.Errorf("exit %d, stderr %q; want the folder and where the runs folder is set", code, errs)
+	}
+}

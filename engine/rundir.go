@@ -73,6 +73,10 @@ func (d RunDir) Export(format, quant string) string {
 	return filepath.Join(string(d), "export", name)
 }
 
+// RunsDirAdvice follows an error making a run's folder: where the runs
+// folder is set.
+const RunsDirAdvice = "the runs folder is runs_dir in the run file, --runs for the studio and whet serve"
+
 // runNamePattern is what a run may be called: the name is a folder under
 // the runs folder, so it holds no separator and cannot be "." or "..".
 var runNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

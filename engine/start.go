@@ -484,7 +484,7 @@ func (s *Session) makeDir() error {
 	s.Dir = rd.Path()
 	s.Trainer.Dir = s.Dir
 	if err := os.MkdirAll(s.Dir, atomicfile.DirPerm); err != nil {
-		return fmt.Errorf("run directory: %w", err)
+		return fmt.Errorf("run directory: %w (%s)", err, RunsDirAdvice)
 	}
 	if s.lock == nil {
 		if s.lock, err = rd.Acquire(); err != nil {
