@@ -89,7 +89,7 @@ func TestDecodeHeadArgmaxRecordKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Free()
-	g.Mode = engine.DecodeGraph
+	g.Mode, g.HeadArgmax = engine.DecodeGraph, false // on by default since 2026-12-07
 	first, err := g.Generate(context.Background(), prompt, o, nil)
 	if err != nil {
 		t.Fatal(err)

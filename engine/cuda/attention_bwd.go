@@ -164,6 +164,8 @@ func AttnKernelsFor(arch string) engine.AttnKernels {
 // AttnKernels reports the attention kernels the backend takes now
 // (engine.AttnKernelsReporter): its architecture, Options, environment,
 // SetDeterministic, and whether the Hopper kernels compiled.
+var _ engine.AttnKernelsReporter = (*Backend)(nil)
+
 func (b *Backend) AttnKernels() engine.AttnKernels {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -119,8 +119,8 @@ type Backend struct {
 	syncEachOp            bool
 	attnTC256             bool      // AttnTC256Env: head dim 256 on the tensor-core attention kernels
 	fusedAdamW            bool      // Options.FusedAdamW
-	sumSquaresV2          bool      // SumSquaresV2Env=1: the gradient norm's sums without atomics
-	rmsnormBwdV2          string    // RMSNormBwdV2Env: "1" two-stage RMSNorm weight gradient, "2" fused with the input gradient
+	sumSquaresV2          bool      // the gradient norm's sums without atomics (the default; SumSquaresV2Env=0 goes back)
+	rmsnormBwdV2          string    // rmsnormBwdV2Mode: "1" two-stage RMSNorm weight gradient, "2" fused with the input gradient (the default), "0" the one-stage kernel
 	attnHopper            bool      // not Options.MMASyncAttention
 	attnHopperOff         string    // why the Hopper attention kernels are not used after all ("" while they are)
 	attnBwdFused          bool      // AttnBwdFusedDefine in nvrtcDefines (the default; AttnBwdFusedEnv=0 drops it): the fused Hopper backward is compiled and asked for
@@ -336,8 +336,8 @@ func New(opts Options) (*Backend, error) {
 		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
 		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), decodeAttnV3: decodeAttnV3On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
 		fusedAdamW:   opts.FusedAdamW || os.Getenv(FusedAdamWEnv) != "0",
-		rmsnormBwdV2: os.Getenv(RMSNormBwdV2Env),
-		sumSquaresV2: os.Getenv(SumSquaresV2Env) == "1",
+		rmsnormBwdV2: rmsnormBwdV2Mode(),
+		sumSquaresV2: os.Getenv(SumSquaresV2Env) != "0",
 	}
 	// The environment's switches, as whet fit plans with them
 	// (AttnKernelsFor).

@@ -403,7 +403,7 @@ func TestGenerateGraphEqualsPlain(t *testing.T) {
 // case runs at two positions on the same tensors, as a recorded step
 // does, so the split of the keys follows pos read on the device.
 func TestAttentionDecodeV2MatchesCPU(t *testing.T) {
-	t.Setenv(cuda.DecodeAttnEnv, "") // the reference, whatever the caller's environment says
+	t.Setenv(cuda.DecodeAttnEnv, "v1") // the reference, whatever the caller's environment says
 	ref := newGPU(t, cuda.Options{})
 	t.Setenv(cuda.DecodeAttnEnv, "v2")
 	g := newGPU(t, cuda.Options{})

@@ -18,7 +18,7 @@ import (
 // (WHET_DECODE_ARGMAX), the round-parallel GEMVs (WHET_DECODE_GEMV=rr), each
 // and all, in bf16, in graph mode and run directly, with the base linears
 // in bf16 and in NF4; the decode attention is whatever the environment
-// picks for both (v2 under the batch's WHET_DECODE_ATTN=v2). Greedy,
+// picks for both (v2 unless WHET_DECODE_ATTN=v1). Greedy,
 // 40 tokens.
 func TestDecodeSwitchesKeepTokens(t *testing.T) {
 	b := newGPU(t, cuda.Options{})

@@ -229,7 +229,9 @@ func (b *Backend) SumSquares(t engine.Tensor) (float64, error) {
 // where sum_squares_multi adds every chunk's sum into one float64 with an
 // atomicAdd (37,700 of them for Llama-3.2-1B's gradients: 2.2 ms a step on
 // an H100 for 4.9 GB, about 1.5 ms of reading). The result is then the
-// same on every run. Opt-in until tools/gpu/train-speed has run it.
+// same on every run. The default since tools/gpu/train-speed (H200,
+// 2026-12-07: TestSumSquaresV2, the conformance cases and the training
+// curves passed with it); SumSquaresV2Env=0 goes back to the atomics.
 const SumSquaresV2Env = "WHET_SUMSQ_V2"
 
 // SumSquaresAll (engine.SumSquaresOfAll) adds the sums of squares of
