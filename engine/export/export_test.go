@@ -595,3 +595,47 @@ func TestExportStopsWhenCancelled(t *testing.T) {
 		})
 	}
 }
+
+// TestExportStepLabels: every numbered step of an export names what that
+// step did, once, so no two lines of whet export's "[N/M] what" repeat
+// (the PEFT export printed adapter_config.json for both its first and its
+// third step), the count only goes up and the last step is M of M.
+func TestExportStepLabels(t *testing.T) {
+	tmp := t.TempDir()
+	run := makeLoRARun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"), 3)
+	for _, c := range []struct{ format, last string }{
+		{"peft", "tokenizer files"},
+		{"merged", "generation_config.json, tokenizer files"},
+		{"gguf", modelfileFile},
+	} {
+		type step struct {
+			done, total int
+			what        string
+		}
+		var steps []step
+		err := Run(Options{RunDir: run, Format: c.format, OutDir: filepath.Join(tmp, c.format)}, func(done, total int, what string) {
+			if total > 0 {
+				steps = append(steps, step{done, total, what})
+			}
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", c.format, err)
+		}
+		if len(steps) == 0 {
+			t.Fatalf("%s: no steps reported", c.format)
+		}
+		seen := map[string]int{}
+		for i, s := range steps {
+			if j, ok := seen[s.what]; ok {
+				t.Errorf("%s: [%d/%d] %q repeats step %d's label", c.format, s.done, s.total, s.what, j)
+			}
+			seen[s.what] = i
+			if i > 0 && s.done < steps[i-1].done {
+				t.Errorf("%s: [%d/%d] %q after [%d/%d]", c.format, s.done, s.total, s.what, steps[i-1].done, steps[i-1].total)
+			}
+		}
+		if l := steps[len(steps)-1]; l.done != l.total || l.what != c.last {
+			t.Errorf("%s: last step [%d/%d] %q, want [%d/%d] %q", c.format, l.done, l.total, l.what, l.total, l.total, c.last)
+		}
+	}
+}

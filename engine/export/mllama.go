@@ -56,7 +56,7 @@ func exportMllama(ctx context.Context, run *RunFiles, o Options, progress Progre
 		return fmt.Errorf("export: %w", err)
 	}
 	if o.Format == "peft" {
-		progress(0, 2, adapterWeights)
+		progress(0, 2, "converting the adapter")
 		base, revision := peftBaseModel(run)
 		if _, err := engine.ConvertMllamaAdapter(run.AdapterDir, o.OutDir, cfg, base); err != nil {
 			return fmt.Errorf("export: %w", err)
@@ -72,7 +72,7 @@ func exportMllama(ctx context.Context, run *RunFiles, o Options, progress Progre
 				return err
 			}
 		}
-		progress(1, 2, adapterConfigFile)
+		progress(1, 2, adapterWeights+", "+adapterConfigFile)
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("export cancelled: %w", err)
 		}

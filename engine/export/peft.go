@@ -44,7 +44,7 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if _, err := os.Stat(filepath.Join(run.AdapterDir, engine.VisionLayersLoRAFile)); err == nil || run.Cfg.LoRA.VisionLayers {
 		return fmt.Errorf("export: %s: lora.vision_layers: a PEFT adapter with the vision tower's adapters is not written yet (export merged or gguf, which merge them); they are in %s", run.Dir, filepath.Join(run.AdapterDir, engine.VisionLayersLoRAFile))
 	}
-	progress(0, 3, "adapter_config.json")
+	progress(0, 3, "checking the adapter against the base model")
 	cfgPath := filepath.Join(run.AdapterDir, "adapter_config.json")
 	cfg, err := readJSONMap(cfgPath)
 	if err != nil {
@@ -72,7 +72,7 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if err := checkGemma3ProjectorWeights(weights, run.ModelDir, base, r, cfg, extra); err != nil {
 		return err
 	}
-	progress(1, 3, "adapter_model.safetensors")
+	progress(1, 3, "adapter checked against the base model")
 	if ref, ok := hubModel(run.Cfg.Model); ok {
 		// From the Hub: the id loads on any machine (PEFT, vLLM), and
 		// PEFT's revision pins the weights the adapter was trained on.
@@ -119,7 +119,7 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if err := writeJSON(filepath.Join(dir, adapterConfigFile), cfg); err != nil {
 		return err
 	}
-	progress(2, 3, "adapter_config.json")
+	progress(2, 3, "adapter_model.safetensors, adapter_config.json")
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
