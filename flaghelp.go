@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"sync"
+
+	"whet/engine"
 )
 
 // hideFlags keeps the named flags out of fs's help (whet CMD --help and
@@ -143,31 +145,10 @@ func nearestFlag(fs *flag.FlagSet, name string) string {
 		if h, _ := hidden.(map[string]bool); h[f.Name] {
 			return
 		}
-		d := editDistance(strings.ToLower(name), f.Name)
+		d := engine.EditDistance(strings.ToLower(name), f.Name)
 		if d < bestD || (d == bestD && best != "" && f.Name < best) {
 			best, bestD = f.Name, d
 		}
 	})
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -287,13 +287,13 @@ func suggestKey(unknown string, keys []string) string {
 		return a
 	}
 	for alias, a := range keyAliases { // a typo in another trainer's name
-		if editDistance(u, alias) <= 2 && slices.Contains(keys, a) {
+		if EditDistance(u, alias) <= 2 && slices.Contains(keys, a) {
 			return a
 		}
 	}
 	best, bestD := "", 3
 	for _, k := range keys {
-		if d := editDistance(u, k); d < bestD {
+		if d := EditDistance(u, k); d < bestD {
 			best, bestD = k, d
 		}
 	}
@@ -308,8 +308,10 @@ func suggestKey(unknown string, keys []string) string {
 	return ""
 }
 
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance between a and b, in bytes: the
+// one rule behind every "did you mean" (run-file keys here, command-line
+// flags in main, catalog names in presets).
+func EditDistance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
 	prev := make([]int, len(rb)+1)
 	cur := make([]int, len(rb)+1)

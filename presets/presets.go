@@ -362,7 +362,7 @@ func Lookup(name string) (*Model, error) {
 func nearest(models []Model, key string) string {
 	best, bestD, ties := "", 3, 0
 	for _, m := range models {
-		switch d := editDistance(key, strings.ToLower(m.Name)); {
+		switch d := engine.EditDistance(key, strings.ToLower(m.Name)); {
 		case d < bestD:
 			best, bestD, ties = m.Name, d, 0
 		case d == bestD:
@@ -373,27 +373,6 @@ func nearest(models []Model, key string) string {
 		return ""
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 func suggest(models []Model, key string) []string {
