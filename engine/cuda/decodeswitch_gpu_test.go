@@ -46,7 +46,7 @@ func TestDecodeSwitchesKeepTokens(t *testing.T) {
 					fuse, argmax, rr bool
 				}{{"none", false, false, false}, {"fuse", true, false, false}, {"argmax", false, true, false}, {"rr", false, false, true}, {"all", true, true, true}} {
 					what := fmt.Sprintf("D%d nf4=%v %s %s", c.HeadDim, nf4, mode, sw.name)
-					rr := ""
+					rr := "0"
 					if sw.rr {
 						rr = "rr"
 					}

@@ -17,8 +17,9 @@ import (
 // (gpu-results decode-fast profile-device-fuse.txt: 21 us for 33.5 MB).
 
 // DecodeGEMVEnv set to rr sends the one-row bf16 products whose k is a
-// multiple of 1024 (at most 32768) to the round-parallel kernels. Opt-in:
-// they have not yet run on a GPU.
+// multiple of 1024 (at most 32768) to the round-parallel kernels; 0 (or
+// anything else) keeps the four-piece kernels. Opt-in: they have not yet
+// run on a GPU.
 const DecodeGEMVEnv = "WHET_DECODE_GEMV"
 
 // DecodeRRWarpsEnv, when set (1 to 32), is the warps a block of the

@@ -97,7 +97,7 @@ func TestGEMVRR(t *testing.T) {
 		}
 		for _, ydt := range []engine.DType{engine.BF16, engine.F32} {
 			ins["r"] = upload(t, b, ydt, randomVals(rng, ns[0], 1), 1, ns[0])
-			t.Setenv(cuda.DecodeGEMVEnv, "")
+			t.Setenv(cuda.DecodeGEMVEnv, "0")
 			want := run(k, ydt, ins, ws, ns)
 			for _, warps := range []string{"", "1", "8", "32"} {
 				t.Setenv(cuda.DecodeGEMVEnv, "rr")
