@@ -204,7 +204,11 @@ func (studioPresets) Defaults(model, method string) (engine.RunConfig, error) {
 	if err != nil {
 		return engine.RunConfig{}, err
 	}
-	rc := m.RunConfig()
+	var mc *engine.ModelConfig
+	if model != "" {
+		mc, _ = planConfig(model) // unknown: the method's max length
+	}
+	rc := m.RunConfigFor(mc)
 	rc.Model = model
 	if isDemo {
 		rc.Train.SamplePrompts = demo.Train.SamplePrompts

@@ -227,6 +227,28 @@ func (m *Method) RunConfig() engine.RunConfig {
 	return rc
 }
 
+// MaxLengthFor is the max length a run of a model starts from: the
+// method's default, or the positions the model was trained on
+// (max_position_embeddings) when it has fewer. positions <= 0 (unknown)
+// keeps the method's. Only defaults go through it: a max length the user
+// sets stays as set (the fit page warns when it is past the positions).
+func MaxLengthFor(methodDefault, positions int) int {
+	if positions > 0 && positions < methodDefault {
+		return positions
+	}
+	return methodDefault
+}
+
+// RunConfigFor is RunConfig with the max length fitted to the model
+// (MaxLengthFor); mc nil (the model is not known yet) keeps the method's.
+func (m *Method) RunConfigFor(mc *engine.ModelConfig) engine.RunConfig {
+	rc := m.RunConfig()
+	if mc != nil {
+		rc.Data.MaxLength = MaxLengthFor(rc.Data.MaxLength, mc.MaxPositions)
+	}
+	return rc
+}
+
 // init hands the method defaults to the engine, which reads every run
 // file on top of them.
 func init() {

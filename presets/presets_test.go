@@ -555,3 +555,13 @@ func TestTrainableEntriesUseSupportedArchitectures(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxLengthFor(t *testing.T) {
+	for _, c := range []struct{ def, pos, want int }{
+		{2048, 512, 512}, {2048, 131072, 2048}, {2048, 0, 2048}, {512, 2048, 512}, {2048, 2048, 2048},
+	} {
+		if got := MaxLengthFor(c.def, c.pos); got != c.want {
+			t.Errorf("MaxLengthFor(%d, %d) = %d, want %d", c.def, c.pos, got, c.want)
+		}
+	}
+}

@@ -38,9 +38,24 @@ func (catalogPresets) Defaults(model, method string) (engine.RunConfig, error) {
 	if err != nil {
 		return engine.RunConfig{}, err
 	}
-	c := m.RunConfig()
+	c := m.RunConfigFor(catalogModelConfig(model))
 	c.Model = model
 	return c, nil
+}
+
+// catalogModelConfig is the architecture of a model folder (its
+// config.json) or a catalog entry, nil when model is neither.
+func catalogModelConfig(model string) *engine.ModelConfig {
+	if model == "" {
+		return nil
+	}
+	if mc, err := engine.LoadModelConfig(model); err == nil {
+		return mc
+	}
+	if e, err := presets.Lookup(model); err == nil {
+		return e.ToModelConfig()
+	}
+	return nil
 }
 
 // applyMethodDefaults puts a method's defaults into cfg, keeping what the
