@@ -126,17 +126,81 @@ __device__ __forceinline__ float gemv_dot(const unsigned short* x, const unsigne
     return warp_sum(acc);
 }
 
+// GEMV_EARLY=1 (WHET_NVRTC_DEFINES; opt-in, never run on a GPU before
+// tools/gpu/decode-early): the fused decode GEMVs and the head's argmax
+// GEMV load each lane's first round of its row (gemv_row's first four
+// pieces) into registers before PDL_WAIT() and before their norm or SwiGLU
+// prologue, and gemv_dot_early uses them for that round: the same sums in
+// the same order. Under programmatic dependent launch (WHET_CUDA_PDL=1) a
+// kernel's first weight loads then overlap the kernel before it (the
+// weights are read-only during a decoding step; these kernels serve only
+// decoding's products of model weights). decode-next measured the
+// round-parallel kernels, which load so, 6 % faster with PDL than without,
+// but slower than these kernels without PDL. 0 (the default) compiles the
+// kernels as before.
+#ifndef GEMV_EARLY
+#define GEMV_EARLY 0
+#endif
+
+struct gemv_early {
+    u32x4 a[4];
+    bool ok;
+};
+
+// gemv_early_load loads this lane's first round of row (none for row < 0
+// or a lane gemv_dot's main loop skips).
+__device__ __forceinline__ void gemv_early_load(gemv_early& e, const unsigned short* w, i64 row, i64 k) {
+#if GEMV_EARLY
+    const int lane = threadIdx.x & 31;
+    e.ok = row >= 0 && lane + 96 < k / 8;
+    if (e.ok) {
+        const u32x4* wr = (const u32x4*)(w + row * k);
+        e.a[0] = wr[lane], e.a[1] = wr[lane + 32], e.a[2] = wr[lane + 64], e.a[3] = wr[lane + 96];
+    }
+#else
+    e.ok = false;
+#endif
+}
+
+// gemv_dot_early is gemv_dot with the first round from e when it holds it.
+__device__ __forceinline__ float gemv_dot_early(const unsigned short* x, const unsigned short* w, i64 row, i64 k, const gemv_early& e) {
+#if GEMV_EARLY
+    const int lane = threadIdx.x & 31;
+    const u32x4* wr = (const u32x4*)(w + row * k);
+    const u32x4* xv = (const u32x4*)x;
+    const i64 k8 = k / 8;
+    float acc = 0.0f;
+    i64 i = lane;
+    if (e.ok) {
+        const u32x4 b0 = xv[i], b1 = xv[i + 32], b2 = xv[i + 64], b3 = xv[i + 96];
+        acc += dot8_bf16(e.a[0], b0) + dot8_bf16(e.a[1], b1) + dot8_bf16(e.a[2], b2) + dot8_bf16(e.a[3], b3);
+        i += 128;
+    }
+    for (; i + 96 < k8; i += 128) {
+        const u32x4 a0 = wr[i], a1 = wr[i + 32], a2 = wr[i + 64], a3 = wr[i + 96];
+        const u32x4 b0 = xv[i], b1 = xv[i + 32], b2 = xv[i + 64], b3 = xv[i + 96];
+        acc += dot8_bf16(a0, b0) + dot8_bf16(a1, b1) + dot8_bf16(a2, b2) + dot8_bf16(a3, b3);
+    }
+    for (; i < k8; i += 32) acc += dot8_bf16(wr[i], xv[i]);
+    return warp_sum(acc);
+#else
+    return gemv_dot(x, w, row, k);
+#endif
+}
+
 // gemv_bf16_add: y[r] = w[r, :] . x + res[r] (y and res [n]): the residual
 // add of the o and down projections without the copy of res into y first
 // (gemv_bf16 with beta 1 over y = res gives the same bits).
 extern "C" __global__ void __launch_bounds__(256) gemv_bf16_add(void* y, int ydt, const unsigned short* x, const unsigned short* w,
                                                                 const void* res, int rdt, i64 n, i64 k) {
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    gemv_early e;
+    gemv_early_load(e, w, row < n ? row : -1, k);
     if (row < n) gemv_prefetch(w, row, k);
     PDL_WAIT();
     PDL_TRIGGER();
     if (row >= n) return;
-    const float acc = gemv_dot(x, w, row, k);
+    const float acc = gemv_dot_early(x, w, row, k, e);
     if ((threadIdx.x & 31) == 0) st(y, ydt, row, acc + ld(res, rdt, row));
 }
 
@@ -153,6 +217,8 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_swiglu_add(void* y, 
     extern __shared__ u32x4 gemv_smem[];
     unsigned short* s = (unsigned short*)gemv_smem;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    gemv_early e;
+    gemv_early_load(e, w, row < n ? row : -1, k);
     if (row < n) gemv_prefetch(w, row, k);
     PDL_WAIT();
     PDL_TRIGGER();
@@ -166,7 +232,7 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_swiglu_add(void* y, 
     }
     __syncthreads();
     if (row >= n) return;
-    const float acc = gemv_dot(s, w, row, k);
+    const float acc = gemv_dot_early(s, w, row, k, e);
     if ((threadIdx.x & 31) == 0) st(y, ydt, row, acc + ld(res, rdt, row));
 }
 
@@ -192,6 +258,8 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_norm_multi(const voi
         row -= n0, y = y1, w = w1;
         if (row >= n1) row -= n1, y = y2, w = w2, row = row < n2 ? row : -1;
     }
+    gemv_early e;
+    gemv_early_load(e, w, row, k);
     if (row >= 0) gemv_prefetch(w, row, k);
     PDL_WAIT();
     PDL_TRIGGER();
@@ -228,7 +296,7 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_norm_multi(const voi
     }
     __syncthreads();
     if (row < 0) return;
-    const float acc = gemv_dot(h, w, row, k);
+    const float acc = gemv_dot_early(h, w, row, k, e);
     if (lane == 0) st(y, ydt, row, acc);
 }
 
@@ -258,11 +326,13 @@ extern "C" __global__ void __launch_bounds__(256) gemv_bf16_argmax(void* y, int 
     __shared__ int last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + warp;
+    gemv_early e;
+    gemv_early_load(e, w, row < n ? row : -1, k);
     PDL_WAIT();
     PDL_TRIGGER();
     unsigned long long key = 0ull;
     if (row < n) {
-        const float acc = gemv_dot(x, w, row, k);
+        const float acc = gemv_dot_early(x, w, row, k, e);
         if (lane == 0) {
             st(y, ydt, row, acc);
             key = argmax_key(ydt == DT_BF16 ? bf16_to_f32(f32_to_bf16(acc)) : acc, (unsigned int)row);
