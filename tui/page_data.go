@@ -562,13 +562,6 @@ func (p *dataPage) view() string {
 	if p.filter != "" && len(vis) == 0 {
 		items = append(items, st.Muted.Render("  no file matches"))
 	}
-	listH := 6
-	if p.h >= 30 {
-		listH = 8
-	}
-	list := listViewFocus(st, items, p.cursor, p.w, listH, !p.editing)
-	b.WriteString(list + "\n")
-	used := 1 + strings.Count(list, "\n") + 1 // title, list
 	var settings string
 	if p.editing {
 		settings = p.settings.View()
@@ -592,6 +585,19 @@ func (p *dataPage) view() string {
 	if p.recentErr != "" {
 		settings += "\n" + st.Warn.Render(trimTo("! "+p.recentErr, p.w))
 	}
+	listH := 6
+	if p.h >= 30 {
+		listH = 8
+		if p.selected == "" && p.err == "" {
+			// Nothing previewed: the list takes the room down to the one
+			// line of the preview's hint (title, list, settings, a blank
+			// line, the hint).
+			listH = max(listH, p.h-3-(strings.Count(settings, "\n")+1))
+		}
+	}
+	list := listViewFocus(st, items, p.cursor, p.w, listH, !p.editing)
+	b.WriteString(list + "\n")
+	used := 1 + strings.Count(list, "\n") + 1 // title, list
 	b.WriteString(settings + "\n\n")
 	used += strings.Count(settings, "\n") + 2
 	rest := p.h - used

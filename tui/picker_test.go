@@ -446,3 +446,30 @@ func TestDataPickerOpensTypedFolder(t *testing.T) {
 		t.Errorf("Data.Path = %q, want the folder %q", got, dir)
 	}
 }
+
+// With nothing previewed the data list takes the room a tall screen has
+// (it stayed at 8 rows above an empty page): at 120x40 the list of 40
+// files fills the page down to the hint line, at 80x24 it keeps its
+// 6-row window (5 lines from the top: 3 files and a "more" line).
+func TestDataListUsesTheRoomWhenNothingIsPreviewed(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	scan := filepath.Join(home, "many") // shown as ~/many: the same in every run
+	for i := 0; i < 40; i++ {
+		writeFile(t, filepath.Join(scan, fmt.Sprintf("part-%02d.jsonl", i)), "{}\n")
+	}
+	for _, sz := range []struct{ w, h, rows int }{{80, 24, 5}, {120, 40, 31}} {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{})
+			o.DataDirs = []string{scan}
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("enter", "enter") // the first model, the method's defaults
+			d.waitScreen("enter on a file to preview it")
+			if rows := listRows(d.screen()); len(rows) != sz.rows {
+				t.Errorf("%d list rows, want %d:\n%s", len(rows), sz.rows, d.screen())
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("wizard_3data_empty_%dx%d", sz.w, sz.h), d.view())
+		})
+	}
+}
