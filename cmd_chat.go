@@ -80,12 +80,22 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 				*adapter = a
 			} else if _, err := os.Stat(filepath.Join(engine.RunDir(*run).Model(), "config.json")); err == nil {
 				*model = engine.RunDir(*run).Model()
+				if *compare {
+					return fmt.Errorf("--compare: run %s is a full fine-tune (its model folder holds the tuned weights; there is no adapter to switch off for the base's answer); chat with --model %s for the base", *run, cfg.Model)
+				}
+			} else if *compare {
+				return fmt.Errorf("--compare: run %s has no saved adapter yet (a run saves %s when it ends; has it finished? whet runs shows its status)", *run, engine.RunDir(*run).Adapter())
+			} else {
+				fmt.Fprintf(stderr, "whet chat: run %s has no saved adapter or model yet (has it finished? whet runs shows its status); chatting with its base model %s\n", *run, *model)
 			}
 		}
 		nf4Base = chat.QLoRABase(cfg.Method, *adapter)
 	}
 	if *model == "" {
 		return errors.New("--model DIR (or --run DIR) is required")
+	}
+	if *compare && *adapter == "" {
+		return errors.New("--compare answers with the base and the tuned model: it needs an adapter (--adapter DIR, or --run DIR of a LoRA or QLoRA run)")
 	}
 	modelDir, err := pullModelArg(context.Background(), *model, nil, stderr)
 	if err != nil {

@@ -155,3 +155,35 @@ func TestChatRunNotARun(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, errs)
 	}
 }
+
+// whet chat --run RUN --compare on a run with no saved adapter yet (still
+// training, or stopped before its end) chatted with the base model alone,
+// without a word: no comparison, no note. It is refused now, naming the
+// missing adapter; without --compare the base model still answers, with a
+// note on stderr. --compare with --model alone is refused too.
+func TestChatCompareNeedsAnAdapter(t *testing.T) {
+	dir, err := filepath.Abs("testdata/tiny-llama")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(t.TempDir(), "unfinished")
+	if err := os.MkdirAll(filepath.Join(run, "checkpoints", "step-00000002"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "name: unfinished\nmodel: " + dir + "\nmethod: lora\nbackend: cpu\ndata: {path: data.jsonl}\n"
+	if err := os.WriteFile(filepath.Join(run, "run.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI(t, "chat", "--run", run, "--compare", "--backend", "cpu", "--prompt", "Hi", "--max-new-tokens", "2")
+	if code != 1 || !strings.Contains(errs, "--compare: run "+run+" has no saved adapter yet") || strings.Contains(out, "tokens") {
+		t.Errorf("--compare on a run without an adapter: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, out, errs = runCLI(t, "chat", "--run", run, "--backend", "cpu", "--prompt", "Hi", "--max-new-tokens", "2", "--temperature", "0")
+	if code != 0 || !strings.Contains(out, "tokens") || !strings.Contains(errs, "has no saved adapter or model yet") || !strings.Contains(errs, "chatting with its base model") {
+		t.Errorf("chat --run without an adapter: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, out, errs = runCLI(t, "chat", "--model", dir, "--compare", "--backend", "cpu", "--prompt", "Hi", "--max-new-tokens", "2")
+	if code != 1 || !strings.Contains(errs, "--compare answers with the base and the tuned model: it needs an adapter") {
+		t.Errorf("--compare with --model alone: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
