@@ -329,3 +329,44 @@ func TestDamagedCheckpointFallsBackToPrevious(t *testing.T) {
 		t.Errorf("every checkpoint damaged: %v", err)
 	}
 }
+
+// A resumed session's DoneEvent says where it began (FromStep), so the
+// summary can say its time is this session's; a fresh run's is 0.
+func TestDoneEventSaysWhereTheSessionBegan(t *testing.T) {
+	dir := t.TempDir()
+	a := tinyTrainer(t, dir)
+	for i := 0; i < 2; i++ {
+		if _, err := a.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	runDone := func(tr *engine.Trainer) engine.DoneEvent {
+		t.Helper()
+		out := make(chan engine.Event, 1024)
+		errc := make(chan error, 1)
+		go func() { errc <- tr.Run(context.Background(), out); close(out) }()
+		var done engine.DoneEvent
+		for ev := range out {
+			if d, ok := ev.(engine.DoneEvent); ok {
+				done = d
+			}
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		return done
+	}
+	b := tinyTrainer(t, dir)
+	if ok, err := b.Resume(); err != nil || !ok {
+		t.Fatalf("resume: %v %v", ok, err)
+	}
+	if d := runDone(b); d.FromStep != 2 || d.Step != b.TotalSteps() {
+		t.Errorf("resumed run's DoneEvent: step %d from %d, want %d from 2", d.Step, d.FromStep, b.TotalSteps())
+	}
+	if d := runDone(tinyTrainer(t, t.TempDir())); d.FromStep != 0 {
+		t.Errorf("fresh run's DoneEvent from step %d, want 0", d.FromStep)
+	}
+}

@@ -245,12 +245,21 @@ type CheckpointEvent struct {
 
 // DoneEvent ends the stream: Err is nil on success or a clean stop.
 type DoneEvent struct {
-	Step     int
-	Stopped  bool // stopped by the user (a checkpoint was written first)
-	Err      error
+	Step    int
+	Stopped bool // stopped by the user (a checkpoint was written first)
+	Err     error
+	// Elapsed is this session's time: a resumed run's earlier sessions
+	// are not in it (FromStep says where this one began).
 	Elapsed  time.Duration
 	FinalDir string
+	// FromStep is the step this session resumed from (0: a fresh run).
+	FromStep int
 }
+
+// PastTotal reports whether a run is at a step past its total steps: one
+// resumed ("resume anyway") with fewer total steps than it had done, which
+// stops at once where it is. The summary and the runs list both say so.
+func PastTotal(step, total int) bool { return total > 0 && step > total }
 
 // LogEvent is a line of information (data stats, backend notice).
 type LogEvent struct{ Text string }

@@ -70,6 +70,7 @@ type Trainer struct {
 	// statusErr is the first failed status.json write, which stops the run.
 	statusErr error
 	start     time.Time
+	startStep int // the step Run began at (a resumed run's checkpoint)
 }
 
 // control implements RunControl with flags the loop polls between steps.
@@ -373,7 +374,7 @@ func (t *Trainer) Step() int { return t.step }
 // event is delivered, after a stop too, so the caller must read out until
 // it closes it (out is the caller's; Run closes nothing).
 func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
-	t.start = time.Now()
+	t.start, t.startStep = time.Now(), t.step
 	if t.DP != nil {
 		// However the run ends, the other ranks stop following it.
 		defer t.DP.end()
@@ -491,7 +492,7 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 			return err
 		}
 	}
-	send(DoneEvent{Step: t.step, Elapsed: time.Since(t.start), FinalDir: t.Dir})
+	send(DoneEvent{Step: t.step, Elapsed: time.Since(t.start), FinalDir: t.Dir, FromStep: t.startStep})
 	return nil
 }
 
@@ -528,7 +529,7 @@ func (t *Trainer) stopped(send func(Event)) error {
 	if err := t.writeStatus("stopped"); err != nil {
 		return err
 	}
-	send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir})
+	send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir, FromStep: t.startStep})
 	return nil
 }
 

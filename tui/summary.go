@@ -79,7 +79,10 @@ func (s *summary) view(w, h int) string {
 	head := spread(st.Title.Render("whet")+" "+st.Bold.Render(s.cfg.Name)+st.Muted.Render(fmt.Sprintf(" · %s on %s", s.cfg.Method, s.cfg.Model)), state, w)
 	var facts []string
 	steps := fmt.Sprintf("%d steps", s.done.Step)
-	if s.last != nil && s.last.TotalSteps > 0 {
+	switch {
+	case s.last != nil && engine.PastTotal(s.done.Step, s.last.TotalSteps):
+		steps = fmt.Sprintf("stopped at step %d, past the run's %d total steps", s.done.Step, s.last.TotalSteps)
+	case s.last != nil && s.last.TotalSteps > 0:
 		steps = fmt.Sprintf("%d of %d steps", s.done.Step, s.last.TotalSteps)
 	}
 	facts = append(facts, steps)
@@ -89,9 +92,16 @@ func (s *summary) view(w, h int) string {
 	if !math.IsInf(s.bestEval, 1) {
 		facts = append(facts, fmt.Sprintf("best eval %.4f at step %d", s.bestEval, s.bestEvalAt))
 	}
-	facts = append(facts, "time "+units.Duration(s.done.Elapsed))
+	if s.done.FromStep > 0 {
+		// Earlier sessions' time is not known here.
+		facts = append(facts, fmt.Sprintf("time %s this session (from step %d)", units.Duration(s.done.Elapsed), s.done.FromStep))
+	} else {
+		facts = append(facts, "time "+units.Duration(s.done.Elapsed))
+	}
 	var lines []string
-	lines = append(lines, head, "", strings.Join(facts, " · "))
+	lines = append(lines, head, "")
+	// Wrapped: a resumed run's facts can be longer than 80 columns.
+	lines = append(lines, strings.Split(wrap(strings.Join(facts, " · "), w), "\n")...)
 	if s.done.Err != nil {
 		lines = append(lines, st.Bad.Render(wrap("error: "+printable(s.done.Err.Error()), w)))
 	}

@@ -72,8 +72,13 @@ func (r Run) Crash() string {
 	return strings.Join(parts, "; ")
 }
 
-// Steps is how far the run got: "40/500", or "40" without a total.
+// Steps is how far the run got: "40/500", "40" without a total, or
+// "335 past 5" for a run resumed with fewer total steps than it had done
+// (engine.PastTotal), which stopped where it was.
 func (r Run) Steps() string {
+	if engine.PastTotal(r.Step, r.Total) {
+		return fmt.Sprintf("%d past %d", r.Step, r.Total)
+	}
 	if r.Total > 0 {
 		return fmt.Sprintf("%d/%d", r.Step, r.Total)
 	}
