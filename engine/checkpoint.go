@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -331,29 +333,53 @@ func loadCheckpoint(path string, m *Model, set func(p *Param, part int, v []floa
 func writeFileAtomic(path string, data []byte) error {
 	f, err := atomicfile.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".")
 	if err != nil {
-		return err
+		return fileErr("write", path, err)
 	}
 	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
+	write := atomicWrite
+	if write == nil {
+		write = func(_ string, f *os.File, b []byte) (int, error) { return f.Write(b) }
+	}
+	if _, err := write(path, f, data); err != nil {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
+		return fileErr("write", path, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("sync %s: %w", path, err)
+		return fileErr("sync", path, err)
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return err
+		return fileErr("write", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return err
+		return fileErr("write", path, err)
 	}
 	syncDir(filepath.Dir(path))
 	return nil
+}
+
+// atomicWrite, when set (tests), stands in for writeFileAtomic's Write
+// of the temporary file, so a test can fail it the way a full disk does.
+var atomicWrite func(path string, f *os.File, b []byte) (int, error)
+
+// fileErr names path once: the temporary file's own *PathError (or the
+// rename's *LinkError) would name it again, or the temporary name
+// ("write X: write X.tmp: no space left on device"). The cause stays
+// wrapped (errors.Is(err, syscall.ENOSPC) holds).
+func fileErr(op, path string, err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		err = pe.Err
+	case errors.As(err, &le):
+		err = le.Err
+	}
+	return fmt.Errorf("%s %s: %w", op, path, err)
 }
 
 func syncDir(dir string) {

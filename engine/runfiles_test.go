@@ -2,8 +2,10 @@ package engine_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -251,4 +253,72 @@ func TestReadMetricsReplaysRun(t *testing.T) {
 	if loss, _ := last.Loss(); last.Step != 5 || !math.IsNaN(loss) {
 		t.Errorf("last line read %+v, want step 5 with a NaN loss", last)
 	}
+}
+
+// A status.json that a full disk refuses is named once in the error
+// ("write X: write X: no space left on device" before).
+func TestStatusWriteFailureNamesTheFileOnce(t *testing.T) {
+	dir := t.TempDir()
+	engine.SetAtomicWrite(func(path string, f *os.File, b []byte) (int, error) {
+		if filepath.Base(path) == "status.json" {
+			return 0, syscall.ENOSPC
+		}
+		return f.Write(b)
+	})
+	defer engine.SetAtomicWrite(nil)
+	err := tinyTrainer(t, dir).Run(context.Background(), make(chan engine.Event, 100))
+	want := "write " + engine.RunDir(dir).Status() + ": no space left on device"
+	if err == nil || err.Error() != want || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("run with a full disk: %v, want %q", err, want)
+	}
+}
+
+// When the disk fills mid-run, the metrics line, the checkpoint and a new
+// status.json all fail; the run still ends as "failed" (status.json is
+// rewritten in place, in the block it has), not "running", which the runs
+// list would show as crashed. Each file is named once in the error.
+func TestFullDiskLeavesTheRunFailed(t *testing.T) {
+	dir := t.TempDir()
+	d := engine.RunDir(dir)
+	full := false
+	engine.SetJSONLWrite(func(path string, f *os.File, b []byte) (int, error) {
+		if filepath.Base(path) == "metrics.jsonl" && !full {
+			if n, _ := metricsLines(d.Metrics()); n == 2 {
+				full = true
+			}
+		}
+		if full {
+			return 0, syscall.ENOSPC
+		}
+		return f.Write(b)
+	})
+	engine.SetAtomicWrite(func(path string, f *os.File, b []byte) (int, error) {
+		if full {
+			return 0, syscall.ENOSPC
+		}
+		return f.Write(b)
+	})
+	defer engine.SetJSONLWrite(nil)
+	defer engine.SetAtomicWrite(nil)
+	a := tinyTrainer(t, dir)
+	a.Cfg.MaxSteps = 6
+	err := a.Run(context.Background(), make(chan engine.Event, 100))
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("run with a full disk: %v", err)
+	}
+	for _, name := range []string{"metrics.jsonl", "trainer_state.json"} {
+		if n := strings.Count(err.Error(), name); n != 1 {
+			t.Errorf("%s named %d times in %q", name, n, err)
+		}
+	}
+	st, rerr := d.ReadStatus()
+	if rerr != nil || st.State != "failed" {
+		js, _ := os.ReadFile(d.Status())
+		t.Errorf("status.json after a full disk: %s (%v), want state failed", js, rerr)
+	}
+}
+
+func metricsLines(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	return bytes.Count(b, []byte("\n")), err
 }

@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -650,11 +652,41 @@ func (t *Trainer) writeFailed(send func(Event), err error) error {
 	if !t.checkpointed() {
 		t.enter(phaseCheckpoint)
 		if cerr := t.checkpointEvent(send); cerr != nil {
+			t.writeStatus("failed")
 			return fmt.Errorf("%w; the checkpoint of step %d failed too: %v", err, t.step, cerr)
 		}
 	}
 	t.writeStatus("failed")
 	return fmt.Errorf("%w; stopped at step %d with a checkpoint: free space and run again to resume", err, t.step)
+}
+
+// rewriteInPlace overwrites an existing small file (status.json) in place,
+// padding data with spaces (still valid JSON) to the old length so that no
+// new block is needed: the fallback when a full disk refuses the temporary
+// file of an atomic write. Not atomic, but a status is well inside one
+// block.
+func rewriteInPlace(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if pad := int(st.Size()) - len(data); pad > 0 {
+		data = append(data, bytes.Repeat([]byte(" "), pad)...)
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // RunStatus is status.json in a run directory.
@@ -710,11 +742,18 @@ func (t *Trainer) writeStatusLocked(state string) error {
 		return nil
 	}
 	js, err := json.Marshal(RunStatus{State: state, Step: t.step, Total: t.TotalSteps(), LastLoss: t.lastLoss})
-	if err == nil {
-		err = writeFileAtomic(RunDir(t.Dir).Status(), js)
-	}
 	if err != nil {
 		err = fmt.Errorf("write %s: %w", RunDir(t.Dir).Status(), err)
+	} else {
+		err = writeFileAtomic(RunDir(t.Dir).Status(), js) // names the file
+		if err != nil && state == "failed" && rewriteInPlace(RunDir(t.Dir).Status(), js) == nil {
+			// A full disk has no room for the new file beside the old
+			// one, but the old one's block takes the "failed" state: the
+			// run then reads as failed, not as crashed.
+			err = nil
+		}
+	}
+	if err != nil {
 		if t.statusErr == nil {
 			t.statusErr = err
 		}
