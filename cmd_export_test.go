@@ -85,6 +85,8 @@ func TestExportCommandErrors(t *testing.T) {
 		{[]string{"--run", run, "--format", "gguf", "--quant", "q2_k"}, "--quant q2_k is not a GGUF type"},
 		{[]string{"--run", run, "--format", "merged", "--quant", "q8_0"}, "not available for merged"},
 		{[]string{"--run", run, "--format", "peft"}, "full fine-tuning run"},
+		// --quant was ignored without a word for a PEFT export.
+		{[]string{"--run", run, "--format", "peft", "--quant", "q8_0"}, "--quant q8_0: a PEFT export writes the adapter as trained, unquantised"},
 		{[]string{"--run", t.TempDir(), "--format", "gguf"}, "not a run directory"},
 		{[]string{"--run", run, "--format", "gguf", "--template", "nope"}, `unknown chat template "nope"`},
 		{[]string{"--run", run, "--format", "gguf", "--qlora-base", "nf8"}, "--qlora-base nf8 is not a merge base"},

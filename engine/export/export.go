@@ -122,6 +122,9 @@ func (o Options) Check() error {
 	}
 	switch o.Format {
 	case "peft", "merged":
+		if o.Format == "peft" && o.Quant != "" {
+			return fmt.Errorf("export: --quant %s: a PEFT export writes the adapter as trained, unquantised (--quant is for merged and gguf)", o.Quant)
+		}
 		if q := o.quant(); o.Format == "merged" && q != "bf16" && q != "f16" {
 			return fmt.Errorf("export: --quant %s is not available for merged safetensors (want bf16 or f16)", o.Quant)
 		}
