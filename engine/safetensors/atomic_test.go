@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -135,4 +137,21 @@ func TestWriteFailingAtRenameRemovesTemporaryFile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(target, "keep")); err != nil {
 		t.Errorf("the folder in the way was disturbed: %v", err)
 	}
+}
+
+// A full disk names the file once: "safetensors: X: no space left on
+// device", not "safetensors: X: write .X.tmp-123: no space left on
+// device"; the cause stays wrapped and the previous file stays.
+func TestFullDiskNamesTheFileOnce(t *testing.T) {
+	path, before := previousFile(t)
+	tempWrite = func(f *os.File, b []byte) (int, error) {
+		return 0, &fs.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	defer func() { tempWrite = nil }()
+	err := Write(path, []Tensor{F32Tensor("w", []int{2}, []float32{3, 4})}, nil)
+	want := "safetensors: " + path + ": no space left on device"
+	if err == nil || err.Error() != want || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Write on a full disk: %v, want %q", err, want)
+	}
+	assertIntact(t, path, before)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -208,10 +209,10 @@ func writeAtomic(path string, fill func(io.Writer) error) (err error) {
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
-			err = fmt.Errorf("safetensors: %s: %w", path, err)
+			err = fmt.Errorf("safetensors: %s: %w", path, withoutPath(err))
 		}
 	}()
-	w := bufio.NewWriterSize(tmp, 1<<20)
+	w := bufio.NewWriterSize(tempFile{tmp}, 1<<20)
 	if err := fill(w); err != nil {
 		return err
 	}
@@ -228,6 +229,36 @@ func writeAtomic(path string, fill func(io.Writer) error) (err error) {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// tempFile writes to the temporary file, its errors without the
+// *PathError that names the temporary file: the error names path once
+// ("safetensors: X: no space left on device", where it said "safetensors:
+// X: write .X.tmp-123: no space left on device").
+type tempFile struct{ f *os.File }
+
+// tempWrite, when set (tests), stands in for the temporary file's Write.
+var tempWrite func(f *os.File, b []byte) (int, error)
+
+func (t tempFile) Write(b []byte) (int, error) {
+	write := tempWrite
+	if write == nil {
+		write = (*os.File).Write
+	}
+	n, err := write(t.f, b)
+	return n, withoutPath(err)
+}
+
+// withoutPath is err less a top-level *PathError or *LinkError, which
+// names the temporary file; the cause stays wrapped.
+func withoutPath(err error) error {
+	switch e := err.(type) {
+	case *fs.PathError:
+		return e.Err
+	case *os.LinkError:
+		return e.Err
+	}
+	return err
 }
 
 // syncDir makes a rename in dir durable. Some systems cannot fsync a
