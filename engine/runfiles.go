@@ -152,10 +152,10 @@ func appendLines(path string, lines [][]byte) error {
 			}
 		}
 		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+		return fileErr("write", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fileErr("write", path, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -287,8 +288,8 @@ func TestFullDiskLeavesTheRunFailed(t *testing.T) {
 				full = true
 			}
 		}
-		if full {
-			return 0, syscall.ENOSPC
+		if full { // as os.File's Write reports it
+			return 0, &fs.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
 		}
 		return f.Write(b)
 	})
