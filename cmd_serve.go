@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"charm.land/ssh"
 	"charm.land/wish/v2"
 	"charm.land/wish/v2/bubbletea"
+
+	gossh "golang.org/x/crypto/ssh"
 
 	"whet/tui"
 )
@@ -98,6 +101,13 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	if st, err := os.Stat(c.hostKey); err == nil && st.Mode().Perm()&0o077 != 0 {
 		return fmt.Errorf("host key %s can be read by others (mode %04o); chmod 600 it", c.hostKey, st.Mode().Perm())
 	}
+	// Lines written while serving come from the connections' goroutines.
+	var logMu sync.Mutex
+	logf := func(format string, a ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		fmt.Fprintf(stdout, "whet serve: "+format+"\n", a...)
+	}
 	var sessions, conns atomic.Int64
 	srv, err := wish.NewServer(
 		wish.WithHostKeyPath(c.hostKey),
@@ -109,16 +119,31 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		// no-* of features this server never offers already hold
 		// (authorizedKey.take); a line with an option whet serve cannot
 		// enforce (command=, no-pty, ...) lets no one in.
+		//
+		// A refused key is named on the server's output (the client
+		// only hears "Permission denied (publickey)"), with the reason.
 		wish.WithPublicKeyAuth(func(ctx ssh.Context, key ssh.PublicKey) bool {
 			keys, _, err := readAuthorizedKeys(c.authorizedKeys)
 			if err != nil {
+				logf("cannot read --authorized-keys (%v); refused key %s from %s", err, gossh.FingerprintSHA256(key), ctx.RemoteAddr())
 				return false
 			}
 			now := time.Now()
+			listed := 0
 			for _, k := range keys {
-				if ssh.KeysEqual(key, k.key) && k.permits(ctx.RemoteAddr(), now) {
-					return true
+				if ssh.KeysEqual(key, k.key) {
+					if k.permits(ctx.RemoteAddr(), now) {
+						return true
+					}
+					if listed == 0 {
+						listed = k.line
+					}
 				}
+			}
+			if listed > 0 {
+				logf("refused key %s from %s: %s line %d lists it, but its from= or expiry-time= refuses it now", gossh.FingerprintSHA256(key), ctx.RemoteAddr(), c.authorizedKeys, listed)
+			} else {
+				logf("refused key %s from %s: not in %s", gossh.FingerprintSHA256(key), ctx.RemoteAddr(), c.authorizedKeys)
 			}
 			return false
 		}),

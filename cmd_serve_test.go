@@ -40,6 +40,7 @@ type sshFixture struct {
 	runs            string // the sessions' runs folder
 	listed, other   string // private key files
 	hostKey         string
+	out             *syncBuffer // whet serve's output
 }
 
 // startServe makes two client keys (one listed in authorized_keys), then
@@ -75,6 +76,7 @@ func startServeRuns(t *testing.T, maxSessions int, runsDir string) *sshFixture {
 	f.hostKey = filepath.Join(f.dir, "host", "key")
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
+	f.out = out
 	errc := make(chan error, 1)
 	go func() {
 		errc <- serveStudio(ctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: auth, hostKey: f.hostKey,
@@ -167,6 +169,28 @@ func TestServeRefusesOthers(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), "Permission denied (publickey)") {
 			t.Errorf("%s: %v\n%s; want Permission denied (publickey)", name, err, out)
 		}
+	}
+	// The server names the refused key and why; before, it said nothing,
+	// so whoever ran whet serve could not tell a wrong key from no
+	// connection at all.
+	fp, err := exec.Command("ssh-keygen", "-l", "-f", f.other+".pub").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "whet serve: refused key " + strings.Fields(string(fp))[1] + " from 127.0.0.1:"
+	if log := f.out.String(); !strings.Contains(log, want) || !strings.Contains(log, ": not in "+filepath.Join(f.dir, "authorized_keys")) {
+		t.Errorf("whet serve's output has no line for the unlisted key (want %q):\n%s", want, log)
+	}
+	// An authorized_keys file gone after the start refuses every key,
+	// and says so.
+	os.Remove(filepath.Join(f.dir, "authorized_keys"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := f.ssh(ctx, "-i", f.listed, "-T").CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied (publickey)") {
+		t.Errorf("listed key with authorized_keys removed: %v\n%s", err, out)
+	}
+	if log := f.out.String(); !strings.Contains(log, "whet serve: cannot read --authorized-keys (") {
+		t.Errorf("whet serve's output does not say it cannot read authorized_keys:\n%s", log)
 	}
 }
 
