@@ -194,12 +194,7 @@ func decodeWith(t *testing.T, m *engine.Model, mode engine.DecodeMode, prompt []
 func TestDecodeModesAgree(t *testing.T) {
 	for _, name := range []string{"llama", "qwen3", "gemma2", "phi3"} {
 		t.Run(name, func(t *testing.T) {
-			var m *engine.Model
-			if name == "llama" {
-				m = newTiny(t, true, false)
-			} else {
-				m = newTinyFamily(t, name)
-			}
+			m := newTinyNamed(t, name, true)
 			rb := &replayCPU{Backend: m.B.(*cpu.Backend)}
 			m.B = rb
 			prompt := []int32{3, 1, 4, 1}

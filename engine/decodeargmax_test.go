@@ -39,12 +39,7 @@ func (a *argmaxCPU) MatVecArgmax(ids, logits, h, w engine.Tensor) (bool, error) 
 func TestDecodeHeadArgmax(t *testing.T) {
 	for _, name := range []string{"llama", "gemma2", "phi3"} {
 		t.Run(name, func(t *testing.T) {
-			var m *engine.Model
-			if name == "llama" {
-				m = newTiny(t, false, false)
-			} else {
-				m = newTinyFamily(t, name)
-			}
+			m := newTinyNamed(t, name, false)
 			ab := &argmaxCPU{replayCPU: &replayCPU{Backend: m.B.(*cpu.Backend)}}
 			m.B = ab
 			prompt := []int32{3, 1, 4, 1}

@@ -20,12 +20,7 @@ import (
 func TestDecodeStepsPerReplay(t *testing.T) {
 	for _, name := range []string{"llama", "qwen3", "gemma2", "phi3"} {
 		t.Run(name, func(t *testing.T) {
-			var m *engine.Model
-			if name == "llama" {
-				m = newTiny(t, false, false)
-			} else {
-				m = newTinyFamily(t, name)
-			}
+			m := newTinyNamed(t, name, false)
 			rb := &fusedCPU{replayCPU: &replayCPU{Backend: m.B.(*cpu.Backend)}}
 			m.B = rb
 			prompt := []int32{3, 1, 4, 1}

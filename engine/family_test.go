@@ -65,6 +65,17 @@ func tinyFamilyConfig(t *testing.T, name string) *engine.ModelConfig {
 	return c
 }
 
+// newTinyNamed is the tiny model a test runs per family name: "llama" the
+// plain tiny Llama (newTiny with bias as given, untied), any other name
+// that family's tiny model (newTinyFamily).
+func newTinyNamed(t *testing.T, name string, llamaBias bool) *engine.Model {
+	t.Helper()
+	if name == "llama" {
+		return newTiny(t, llamaBias, false)
+	}
+	return newTinyFamily(t, name)
+}
+
 func newTinyFamily(t *testing.T, name string) *engine.Model {
 	t.Helper()
 	return newTinyFamilyWith(t, name, func(*engine.ModelConfig) {})

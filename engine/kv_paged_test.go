@@ -204,12 +204,7 @@ func TestGenerateManySharedPrompts(t *testing.T) {
 func TestGenerateManyBaseAndTuned(t *testing.T) {
 	for _, name := range []string{"llama", "phi3"} {
 		t.Run(name, func(t *testing.T) {
-			var m *engine.Model
-			if name == "llama" {
-				m = newTiny(t, true, false)
-			} else {
-				m = newTinyFamily(t, name) // fused qkv and gate_up: adapter parts
-			}
+			m := newTinyNamed(t, name, true) // fused qkv and gate_up: adapter parts
 			if err := m.AddLoRA(engine.LoRAOptions{Rank: 4, Alpha: 8, Seed: 2}); err != nil {
 				t.Fatal(err)
 			}
