@@ -39,6 +39,7 @@ func hubModel(model string) (hub.Ref, bool) {
 // snapshotRef reads the repo id and commit out of a huggingface_hub cache
 // snapshot's path, …/models--ORG--NAME/snapshots/COMMIT.
 func snapshotRef(path string) (hub.Ref, bool) {
+	path = filepath.Clean(path)
 	commit := filepath.Base(path)
 	snapshots := filepath.Dir(path)
 	if filepath.Base(snapshots) != "snapshots" {
@@ -55,5 +56,10 @@ func snapshotRef(path string) (hub.Ref, bool) {
 		return hub.Ref{}, false
 	}
 	ref, err := hub.ParseRef(org + "/" + name + "@" + commit)
-	return ref, err == nil
+	// A name holding "@" would move part of it into the revision: such a
+	// folder is not one the cache writes, so it is no snapshot.
+	if err != nil || ref.Repo != org+"/"+name || ref.Revision != commit {
+		return hub.Ref{}, false
+	}
+	return ref, true
 }

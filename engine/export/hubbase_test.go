@@ -106,6 +106,7 @@ func FuzzSnapshotRef(f *testing.F) {
 			t.Fatalf("%q gave %v, which hub.ParseRef refuses: %v", path, ref, err)
 		}
 		folder := "models--" + strings.ReplaceAll(ref.Repo, "/", "--")
+		path = filepath.Clean(path)
 		if got := filepath.Base(filepath.Dir(filepath.Dir(path))); got != folder || filepath.Base(path) != ref.Revision {
 			t.Fatalf("%q gave %v: the cache folder would be %s/snapshots/%s", path, ref, folder, ref.Revision)
 		}
