@@ -226,9 +226,7 @@ func (p *pullPrinter) report(pr hub.Progress) {
 			return
 		}
 		p.clear()
-		line := fmt.Sprintf("  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
-			units.Bytes(pr.FileDone), units.Bytes(pr.FileSize), units.Bytes(int64(pr.FileRate)), units.ETA(pr.FileETA),
-			units.Bytes(pr.Done), units.Bytes(pr.Total), units.ETA(pr.ETA))
+		line := p.statusLine(pr)
 		p.forget(pr.File)
 		if p.lines == nil {
 			p.lines = map[string]string{}
@@ -246,6 +244,53 @@ func (p *pullPrinter) report(pr hub.Progress) {
 		p.clear()
 		p.lines, p.recent = nil, nil
 	}
+}
+
+// statusLine is a file's status line: the file's bytes, rate and ETA and
+// the whole pull's. When that does not fit the terminal, the file's part
+// shrinks to its percentage and the file name is shortened in its middle,
+// so that the totals, the rate and the ETA stay on screen rather than
+// being cut off the row's end (at 80 columns a sharded model's file names
+// left "all 3.00 GiB/20.0 …", without the ETA).
+func (p *pullPrinter) statusLine(pr hub.Progress) string {
+	width := p.width
+	if width <= 0 {
+		width = 80
+	}
+	full := fmt.Sprintf("  %s %s/%s %s/s ETA %s · all %s/%s ETA %s", pr.File,
+		units.Bytes(pr.FileDone), units.Bytes(pr.FileSize), units.Bytes(int64(pr.FileRate)), units.ETA(pr.FileETA),
+		units.Bytes(pr.Done), units.Bytes(pr.Total), units.ETA(pr.ETA))
+	if ansi.StringWidth(full) < width {
+		return full
+	}
+	pct := 0
+	if pr.FileSize > 0 {
+		pct = int(pr.FileDone * 100 / pr.FileSize)
+	}
+	stats := fmt.Sprintf(" %d%% · all %s/%s %s/s ETA %s", pct,
+		units.Bytes(pr.Done), units.Bytes(pr.Total), units.Bytes(int64(pr.Rate)), units.ETA(pr.ETA))
+	room := max(width-1-2-ansi.StringWidth(stats), 12)
+	name := pr.File
+	if ansi.StringWidth(name) > room {
+		// Every big file is a .safetensors one: its number says more.
+		name = strings.TrimSuffix(name, ".safetensors")
+	}
+	return "  " + middleTruncate(name, room) + stats
+}
+
+// middleTruncate shortens s to at most n cells by replacing its middle
+// with "…", keeping the start and the end (where a shard's number is).
+func middleTruncate(s string, n int) string {
+	if ansi.StringWidth(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	if len(r) <= n {
+		return ansi.Truncate(s, n, "…") // wide characters: cut the end
+	}
+	tail := (n - 1) / 2
+	head := n - 1 - tail
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }
 
 // forget drops a file's status line.

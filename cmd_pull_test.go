@@ -328,3 +328,30 @@ func TestPullCommandCorruptPartial(t *testing.T) {
 		t.Fatalf("weights differ from the served file (%v)", err)
 	}
 }
+
+// A file name longer than the terminal is wide is shortened in its middle:
+// the status line keeps the file's bytes, rate and ETA and the whole
+// pull's, which were cut off the row's end before (at 80 columns a 70-cell
+// name left "7.88 M…" of them); the file's part shrinks to its percentage.
+func TestPullPrinterLongFileNameKeepsNumbers(t *testing.T) {
+	var b strings.Builder
+	p := &pullPrinter{w: &b, live: true, width: 80}
+	name := "extra-weights-with-a-rather-long-file-name-00001-of-00001.safetensors"
+	p.report(hub.Progress{Phase: hub.PhaseBytes, File: name, FileDone: 78 << 20, FileSize: 300 << 20, FileRate: 10 << 20, FileETA: 22e9, Done: 91 << 20, Total: 308 << 20, Rate: 10 << 20, ETA: 22e9})
+	line := strings.TrimPrefix(b.String(), "\r\x1b[K")
+	if w := ansi.StringWidth(line); w >= 80 {
+		t.Fatalf("status line of %d cells at 80 columns: %q", w, line)
+	}
+	for _, want := range []string{" 26% ", "all 91.0 MiB/308 MiB 10.0 MiB/s ETA 0m22s", "extra-", "00001-of-00001 "} {
+		if !strings.Contains(line, want) {
+			t.Errorf("status line %q lacks %q", line, want)
+		}
+	}
+	b.Reset()
+	p = &pullPrinter{w: &b, live: true, width: 80}
+	p.report(hub.Progress{Phase: hub.PhaseBytes, File: "model-00001-of-00004.safetensors", FileDone: 1 << 30, FileSize: 5 << 30, FileRate: 40 << 20, FileETA: 100e9, Done: 3 << 30, Total: 20 << 30, Rate: 80 << 20, ETA: 400e9})
+	line = strings.TrimPrefix(b.String(), "\r\x1b[K")
+	if want := "  model-00001-of-00004 20% · all 3.00 GiB/20.0 GiB 80.0 MiB/s ETA 6m40s"; !strings.Contains(line, want) || ansi.StringWidth(line) >= 80 {
+		t.Fatalf("status line %q, want %q within 79 cells", line, want)
+	}
+}
