@@ -266,6 +266,13 @@ func (c Cache) Models() ([]CachedModel, error) {
 		if err != nil {
 			return nil, err
 		}
+		if m.Size == 0 && m.Partial == 0 && len(m.Snapshots) == 0 && len(m.Refs) == 0 {
+			// A pull that failed before its first byte (a gated repo
+			// without access) leaves the folders and nothing else: not a
+			// model to offer ("0 B (config only)" in whet pull --list, a
+			// cached entry in the studio).
+			continue
+		}
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return strings.ToLower(out[i].Repo) < strings.ToLower(out[j].Repo) })

@@ -585,6 +585,28 @@ func TestConcurrentPullsDownloadOnce(t *testing.T) {
 	}
 }
 
+// A pull refused before its first byte (a gated repo without access)
+// leaves the repo's empty folders behind; the cache listing does not offer
+// them as a model ("walk/gated  0 B  (config only)" in whet pull --list).
+func TestCacheModelsSkipsFailedPull(t *testing.T) {
+	srv, c, _ := fakeHub(t)
+	srv.SetAccess(repo, false, true, false)
+	if _, err := pull(t, c, repo); !errors.Is(err, hub.ErrGated) {
+		t.Fatalf("anonymous pull of a gated repo: %v", err)
+	}
+	models, err := c.Cache().Models()
+	if err != nil || len(models) != 0 {
+		t.Fatalf("after a refused pull the cache lists %+v, %v; want nothing", models, err)
+	}
+	srv.SetAccess(repo, false, false, false)
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	if models, err = c.Cache().Models(); err != nil || len(models) != 1 || models[0].Repo != repo {
+		t.Fatalf("after a pull the cache lists %+v, %v", models, err)
+	}
+}
+
 func TestCacheModels(t *testing.T) {
 	srv, c, commit := fakeHub(t)
 	if models, err := c.Cache().Models(); err != nil || len(models) != 0 {
