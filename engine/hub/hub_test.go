@@ -538,6 +538,24 @@ func TestPullChecksCacheWritableFirst(t *testing.T) {
 	}
 }
 
+// A read-only disk has little or no free space too: the pull says the
+// cache cannot be written, not that space is short (a read-only tmpfs of
+// 1 MiB gave "needs 7.78 MiB more ... only 1.00 MiB is free").
+func TestPullReadOnlyCacheIsNotNoSpace(t *testing.T) {
+	srv := hubtest.New()
+	t.Cleanup(srv.Close)
+	srv.AddFiles(repo, tinyFiles())
+	file := filepath.Join(t.TempDir(), "afile")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, srv, filepath.Join(file, "hub"))
+	c.FreeSpace = func(string) (int64, error) { return 1000, nil }
+	if _, err := pull(t, c, repo); !errors.Is(err, hub.ErrCacheNotWritable) {
+		t.Fatalf("pull into a cache that cannot be written, with 1000 bytes free: %v, want ErrCacheNotWritable", err)
+	}
+}
+
 func TestConcurrentPullsDownloadOnce(t *testing.T) {
 	srv, c1, commit := fakeHub(t)
 	c2 := client(t, srv, c1.CacheDir)

@@ -109,13 +109,16 @@ func (c *Client) Pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 		}
 		need += s.size() - have[s.Name]
 	}
-	if err := c.checkSpace(ref, need); err != nil {
-		return nil, err
-	}
+	// Writable first: a read-only disk is nearly full too, and "only
+	// 1.00 MiB is free" sent the user to free space that was never the
+	// problem.
 	if need > 0 {
 		if err := checkWritable(cache, ref); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.checkSpace(ref, need); err != nil {
+		return nil, err
 	}
 
 	track := newTracker(opts.Progress, ref.Repo, info.SHA, sizes, have)
