@@ -19,13 +19,13 @@ from reference import build  # noqa: E402
 
 
 def main():
-    import torch
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="llama-3.2-1b")
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=256)
     a = ap.parse_args()
+    import torch  # after the arguments: --help and a wrong argument need no torch
+
     torch.manual_seed(0)
     model = build(a.model).eval()
     ids = torch.randint(0, model.config.vocab_size, (1, a.prompt), device="cuda")

@@ -142,13 +142,13 @@ def measure(a, forward, params, ids, before_timing=None):
 
 
 def main():
-    import torch
-
     ap = argparse.ArgumentParser()
     add_args(ap)
     a = ap.parse_args()
     if a.pure_bf16 and a.method != "full":
         ap.error("--pure-bf16 is a way of full fine-tuning: use it with --method full")
+    import torch  # after the arguments: --help and a wrong argument need no torch
+
     model, params = prepare(a)
     ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq), device="cuda")
     dt, loss = measure(a, model, params, ids)

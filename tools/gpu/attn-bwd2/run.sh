@@ -15,9 +15,17 @@
 # repo root on an H100/H200; writes only under $OUT/attn-bwd2. Read
 # summary.txt first (tools/gpu/README.md). Order: compile (ptxas -v per
 # variant in the background), correctness per variant, benchmarks.
+# PHASE (go.sh sets it; unset: both in turn): tests = the compiles and the
+# tests (nothing timed: they may share the machine with other batches'
+# tests), bench = the benchmarks, alone, for the variants whose tests passed
+# in this folder. Each cuda.test process compiles into a kernel cache of its
+# own (TestMain), so a bench process compiles what it runs (outside the
+# timed loop) whatever ran before it.
 set -u
 . $PWD/.dev/gpu/common/lib.sh || exit 1
+PHASE=${PHASE:-all}
 batch_start attn-bwd2
+echo "PHASE=$PHASE" >>$S
 F=HOP_BWD_FUSED=1
 # name:defines (WHET_ATTN_BWD_FUSED=0, so that only these apply)
 VARS="o1:$F,HOP_BWD_OVL=1,HOP_BWD_RED_V2=1
@@ -36,10 +44,18 @@ NV=$(printf '%s\n' "$VARS" | wc -l)
 #    the background (CPU only): ptxas -v and a 'fused-summary' line per
 #    fused kernel (registers, spill bytes, C75xx notes: "serialized" ones
 #    mean the wgmma wait for each other).
+#    Niced, in COMPILE_LANES processes at a time (all at once alone; 4 in a
+#    go.sh group, where other batches' tests share the CPUs and memory): the
+#    tests below come first.
+if [ $PHASE != bench ]; then
 SETS=$(printf '%s\n' "$VARS" | cut -d: -f2 | paste -sd';')
+LANES=${COMPILE_LANES:-$([ $PHASE = tests ] && echo 4 || echo $NV)}
 CMP=""
-for i in $(seq 0 $((NV - 1))); do
-	(cd engine/cuda && WHET_FUSED_COMPILE_DEFINES="$SETS" WHET_FUSED_COMPILE_SHARD=$i/$NV WHET_CUDA_REQUIRE=1 timeout 120 $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile-$i.log 2>&1 &
+for l in $(seq 0 $((LANES - 1))); do
+	for i in $(seq $l $LANES $((NV - 1))); do
+		(cd engine/cuda && WHET_FUSED_COMPILE_DEFINES="$SETS" WHET_FUSED_COMPILE_SHARD=$i/$NV WHET_CUDA_REQUIRE=1 nice -n 10 timeout ${COMPILE_T:-200} $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile-$i.log 2>&1
+		echo $? >$O/compile-$i.rc
+	done &
 	CMP="$CMP $!"
 done
 
@@ -53,29 +69,32 @@ step tests
 TST=""
 for v in $VARS; do
 	name=${v%%:*} def=${v#*:}
-	(cd engine/cuda && WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def WHET_CUDA_REQUIRE=1 timeout 110 $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
-	TST="$TST $!"
-done
-# The default and split kernels' compiles for the benches, into the kernel
-# cache meanwhile (one small case each).
-for w in "default WHET_ATTN_BWD_FUSED=1" "split WHET_ATTN_BWD_FUSED=0"; do
-	(cd engine/cuda && env ${w#* } WHET_CUDA_REQUIRE=1 timeout 110 $B/cuda.test -test.run 'TestAttentionMatchesCPU/^d64_gqa8x2_packed_bf16$' -test.count=1 >$O/warm-${w%% *}.log 2>&1) &
+	# TESTS_T: 110 s alone; more where a go.sh group shares the CPUs (a slow test is not a hang).
+	(cd engine/cuda && WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def WHET_CUDA_REQUIRE=1 timeout ${TESTS_T:-$([ $PHASE = tests ] && echo 200 || echo 110)} $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
 	TST="$TST $!"
 done
 for p in $TST; do wait $p; done
-PASSED=""
 for v in $VARS; do
 	name=${v%%:*} def=${v#*:}
 	rc=$(cat $O/tests-$name.rc 2>/dev/null || echo none); echo "tests ($name: $def) rc=$rc" >>$S
 	grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|worst error|NaN|fused backward:|suite ran|illegal|CUDA_ERROR" $O/tests-$name.log | head -16 >>$S
-	[ "$rc" = 0 ] && PASSED="$PASSED $name"
 done
-echo "variants that passed:${PASSED:- none}" >>$S
 
 step compile
-for p in $CMP; do wait $p; echo "compile rc=$?" >>$S; done
+for p in $CMP; do wait $p; done
+for i in $(seq 0 $((NV - 1))); do echo "compile $i rc=$(cat $O/compile-$i.rc 2>/dev/null || echo none)" >>$S; done
 cat $O/compile-*.log >$O/compile.log
 grep -E "fused-summary|serialises|error|FAIL" $O/compile.log | head -30 >>$S
+touch $O/tests.done
+fi
+[ $PHASE = tests ] && { step end; exit 0; }
+# The variants whose tests passed (in this phase or in this folder's tests phase).
+PASSED=""
+for v in $VARS; do
+	name=${v%%:*}
+	[ "$(cat $O/tests-$name.rc 2>/dev/null)" = 0 ] && PASSED="$PASSED $name"
+done
+echo "variants that passed:${PASSED:- none}" >>$S
 
 # 3. BenchmarkAttentionBackward (d64: Llama-3.2-1B's 4x2048, 32/8 heads)
 #    and ...D128 (8B's 2x2048): the default fused backward, each variant

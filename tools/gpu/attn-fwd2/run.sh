@@ -31,9 +31,17 @@
 # the background (CPU), correctness of every set side by side, benchmarks
 # one at a time (today's default first and last, for the drift), then the
 # fastest passing set per head dim.
+# PHASE (go.sh sets it; unset: both in turn): tests = steps 1 and 2 (nothing
+# timed: they may share the machine with other batches' tests), bench = steps
+# 3 and 4, alone, for the sets whose tests passed in this folder. Each
+# cuda.test process compiles into a kernel cache of its own (TestMain), so a
+# bench process compiles what it runs (outside the timed loop) whatever ran
+# before it.
 set -u
 . $PWD/.dev/gpu/common/lib.sh || exit 1
+PHASE=${PHASE:-all}
 batch_start attn-fwd2
+echo "PHASE=$PHASE" >>$S
 W=HOP_FWD_WS=1,HOP_WS_NOSER=1
 W2=HOP_FWD_WS=2,HOP_WS_NOSER=1
 VARS="k64s4:$W,HOP_WS_BN128=64,HOP_WS_STAGES=4
@@ -57,9 +65,18 @@ T() { (cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout "$@"); }
 #    logs 'ws-compile dD regs=R spill=B serialised=CODES|none set=...' per
 #    forward kernel (and fails on a refused define, a compile error, or a
 #    setmaxnreg set without exactly 168 / 128 registers, which would hang).
+#    Niced, in COMPILE_LANES processes at a time (all at once alone; 4 in a
+#    go.sh group, where other batches' tests share the CPUs and memory): the
+#    tests below come first.
+if [ $PHASE != bench ]; then
+CN=(default $NAMES)
+LANES=${COMPILE_LANES:-$([ $PHASE = tests ] && echo 4 || echo ${#CN[@]})}
 CMP=""
-for name in default $NAMES; do
-	T 150 env WHET_WS_COMPILE_DEFINES="$(defs $name)" $B/cuda.test -test.run '^TestHopperAttentionWSCompiles$' -test.v -test.count=1 >$O/compile-$name.log 2>&1 &
+for l in $(seq 0 $((LANES - 1))); do
+	for i in $(seq $l $LANES $((${#CN[@]} - 1))); do
+		name=${CN[$i]}
+		T ${COMPILE_T:-200} env WHET_WS_COMPILE_DEFINES="$(defs $name)" nice -n 10 $B/cuda.test -test.run '^TestHopperAttentionWSCompiles$' -test.v -test.count=1 >$O/compile-$name.log 2>&1
+	done &
 	CMP="$CMP $!"
 done
 
@@ -76,15 +93,13 @@ done
 #    smallest failing-prone case, to name the launch.
 step tests
 TST=""
+# TESTS_T: 110 s alone; more where a go.sh group shares the CPUs (a slow test is not a hang).
+TT=${TESTS_T:-$([ $PHASE = tests ] && echo 200 || echo 110)}
 for name in $NAMES; do
-	(T 110 env WHET_NVRTC_DEFINES=$(defs $name) $B/cuda.test -test.run 'TestHopperForwardLongMatchesMMASync|TestAttentionMatchesCPU|TestConformance$' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
+	(T $TT env WHET_NVRTC_DEFINES=$(defs $name) $B/cuda.test -test.run 'TestHopperForwardLongMatchesMMASync|TestAttentionMatchesCPU|TestConformance$' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
 	TST="$TST $!"
 done
-# Today's default forward into the kernel cache meanwhile, for its bench.
-(T 110 $B/cuda.test -test.run 'TestHopperForwardLongMatchesMMASync/d64_window700' -test.count=1 >$O/warm-default.log 2>&1) &
-TST="$TST $!"
 for p in $TST; do wait $p; done
-PASSED=""
 for name in $NAMES; do
 	rc=$(cat $O/tests-$name.rc 2>/dev/null || echo none)
 	ws=$(grep -c "forward on the warp-specialised Hopper kernel" $O/tests-$name.log)
@@ -92,14 +107,11 @@ for name in $NAMES; do
 	echo "tests ($name: $(defs $name)) rc=$rc, cases on the warp-specialised forward: $ws" >>$S
 	grep -E "^(--- |ok|FAIL|PASS|panic)|^    --- FAIL|differs|worst error|NaN|switched off|CUDA_ERROR|illegal" $O/tests-$name.log | grep -v "^--- PASS\|^PASS\|^ok" | head -14 >>$S
 	grep -m2 -o "forward on the warp-specialised Hopper kernel.*" $O/tests-$name.log | sort -u >>$S
-	if [ "$rc" = 0 ]; then
-		PASSED="$PASSED $name"
-	elif [ $SECONDS -lt $((${LIMIT:-200} - 90)) ]; then
+	if [ "$rc" != 0 ] && [ $SECONDS -lt $((${LIMIT:-200} - 90)) ]; then
 		T 25 env WHET_NVRTC_DEFINES=$(defs $name) WHET_CUDA_SYNC=1 $B/cuda.test -test.run 'TestHopperForwardLongMatchesMMASync/(d64_window700|d128_window333)' -test.v -test.count=1 >$O/sync-$name.log 2>&1
 		echo "  sync rerun rc=$?:" >>$S; grep -E "FAIL|CUDA_ERROR|illegal|differs|worst" $O/sync-$name.log | head -6 >>$S
 	fi
 done
-echo "sets that passed the tests:${PASSED:- none}" >>$S
 
 step compile
 for p in $CMP; do wait $p; done
@@ -110,6 +122,16 @@ for name in default $NAMES; do
 	echo "$name: $(echo "$l" | tr '\n' ';') $(grep -E -m3 "^(--- FAIL|FAIL|panic)|hopper_ws_test.go.*(want|refuse|error)" $O/compile-$name.log | tr '\n' ' ')" >>$S
 done
 [ $NOLINES = 1 ] && echo "no ws-compile lines: cuda.test predates WHET_WS_COMPILE_DEFINES (main b803526); rebuild with tools/gpu/dispatch.sh" >>$S
+touch $O/tests.done
+fi
+[ $PHASE = tests ] && { step end; exit 0; }
+# The sets whose tests passed (in this phase or in this folder's tests phase): rc 0 and a case
+# on the warp-specialised forward.
+PASSED=""
+for name in $NAMES; do
+	[ "$(cat $O/tests-$name.rc 2>/dev/null)" = 0 ] && grep -q "forward on the warp-specialised Hopper kernel" $O/tests-$name.log && PASSED="$PASSED $name"
+done
+echo "sets that passed the tests:${PASSED:- none}" >>$S
 # unser NAME D: 1 when the set's dD forward compiled without a serialised wgmma.
 unser() { grep -q "ws-compile d$2 regs=[0-9]* spill=[0-9]* serialised=none" $O/compile-$1.log; }
 

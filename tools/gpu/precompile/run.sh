@@ -17,9 +17,13 @@
 #     compile; cold test cache).
 # summary.txt: the three walls (`wall N ms`), the cubins each cache holds, the progress lines, the
 # tests' results. LIMIT (from go.sh) bounds the tests' time.
+# PHASE (go.sh sets it; unset: both in turn): tests = step 4 (untimed: may share the machine with
+# other batches' tests), bench = steps 1-3, alone (their walls are the measurement).
 set -u
 . $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+PHASE=${PHASE:-all}
 batch_start precompile
+echo "PHASE=$PHASE" >>$S
 W=$B/whet
 T0=$(date +%s)
 ARGS="--backend cuda --json --model llama-3.2-1b --method lora --batch 1 --seq 512 --steps 1 --warmup 0"
@@ -37,9 +41,16 @@ cold() { # label xdg-folder timeout [env...]
   grep -o '"tokens_per_sec":[^,]*' $O/$label.jsonl | head -1 >>$S
   [ $rc = 0 ] || tail -5 $O/$label.err >>$S
 }
-cold cold-off $O/xdg-off 70
-cold cold-on $O/xdg-on 60 WHET_CUDA_PRECOMPILE=1
-cold warm-on $O/xdg-on 20 WHET_CUDA_PRECOMPILE=1
+# The caches live outside $OUT (a batch stopped at its limit must not pack their cubins).
+X=/tmp/precompile-xdg
+if [ $PHASE != tests ]; then
+rm -rf $X
+cold cold-off $X/off 70
+cold cold-on $X/on 60 WHET_CUDA_PRECOMPILE=1
+cold warm-on $X/on 20 WHET_CUDA_PRECOMPILE=1
+rm -rf $X # cubins: not worth bringing back
+fi
+[ $PHASE = bench ] && { step end; exit 0; }
 left=$(( ${LIMIT:-150} - ($(date +%s) - T0) - 5 ))
 [ $left -lt 10 ] && left=10
 RUN='^(TestPrecompileOnGPU|TestPrecompile.*|TestGetWaitsForCompileInFlight|TestGetCompilesQueuedFileItself|TestLazyCompilesAreReported|TestCompileAllKernels|TestConformance)$'
@@ -48,5 +59,4 @@ echo "cmd: cd engine/cuda && WHET_CUDA_PRECOMPILE=1 WHET_CUDA_REQUIRE=1 cuda.tes
 (cd engine/cuda && WHET_CUDA_PRECOMPILE=1 WHET_CUDA_REQUIRE=1 timeout $left $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/cuda-tests.log 2>&1; echo "cuda.test rc=$?" >>$S
 grep -E "^(--- |ok|FAIL|PASS|panic)|files for .* in .* s|cubins in the cache" $O/cuda-tests.log | grep -v "^    --- PASS" | head -40 >>$S
 grep -E -A8 -- "--- FAIL|panic" $O/cuda-tests.log | head -40 >>$S
-rm -rf $O/xdg-off $O/xdg-on # cubins: not worth bringing back
 step end
