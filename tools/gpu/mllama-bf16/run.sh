@@ -20,9 +20,13 @@
 #     checkpointed qlora bf16 plan (peak_over_plan_qlora; 12.2 GB), tok/s, into
 #     mllama-11b-qlora-bf16-ckpt.json.
 # A failure of 1 reruns it with WHET_CUDA_SYNC=1 and skips 2 and 3.
+# PHASE (go.sh sets it; unset: both in turn): tests = 1 (untimed: may share the machine with other
+# batches' tests), bench = 2 and 3 alone, if 1 passed in this folder (tiny.ok).
 set -u
 . $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
+PHASE=${PHASE:-all}
 batch_start mllama-bf16
+echo "PHASE=$PHASE" >>$S
 for T in TestMllamaBF16MatchesCPU TestMllama11BVisionQLoRABF16Step TestMllama11BVisionQLoRABF16CkptStep; do
   if ! (cd engine/cuda && $B/cuda.test -test.list "^$T\$" 2>/dev/null | grep -q "$T"); then
     echo "cuda.test lacks $T: rebuild it (tools/gpu/dispatch.sh) from a main that has commit 'mllama: activation checkpointing ...'" >>$S
@@ -30,6 +34,7 @@ for T in TestMllamaBF16MatchesCPU TestMllama11BVisionQLoRABF16Step TestMllama11B
   fi
 done
 RUN='^(TestMllamaBF16MatchesCPU|TestMllamaMatchesCPU)$'
+if [ $PHASE != bench ]; then
 step tiny
 echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 cuda.test -test.run '$RUN' -test.v" >>$S
 (cd engine/cuda && WHET_CUDA_REQUIRE=1 timeout 35 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tiny.log 2>&1; echo "tiny rc=$?" >>$S
@@ -41,6 +46,10 @@ if grep -q -- "--- FAIL" $O/tiny.log; then
   grep -E -- "--- FAIL" -A8 $O/tiny-sync.log | head -30 >>$S
   step end; exit 0
 fi
+grep -q '^ok' $O/tiny.log && touch $O/tiny.ok
+fi
+[ $PHASE = tests ] && { step end; exit 0; }
+if [ ! -f $O/tiny.ok ]; then echo "the tiny tests did not pass in this folder (no tiny.ok): 11B steps not run" >>$S; step end; exit 0; fi
 step mllama-11b-qlora-bf16
 echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_MLLAMA_11B_QLORA_BF16=$O/mllama-11b-qlora-bf16.json cuda.test -test.run '^TestMllama11BVisionQLoRABF16Step\$' -test.v" >>$S
 (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_MLLAMA_11B_QLORA_BF16=$O/mllama-11b-qlora-bf16.json timeout 75 $B/cuda.test -test.run '^TestMllama11BVisionQLoRABF16Step$' -test.v -test.count=1) >$O/mllama-11b-qlora-bf16.log 2>&1; echo "11b qlora bf16 rc=$?" >>$S

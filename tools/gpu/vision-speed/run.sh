@@ -24,20 +24,24 @@
 #     forward and step into profile-*.txt via WHET_VISION_PROFILE), without and with the switches.
 #  3. if time is left, TestMllama11BVisionQLoRABF16Step (WHET_MLLAMA_BF16=1) with the switches
 #     and the profiler (the run without them: tools/gpu/mllama-bf16, forward 11.0 s, step 15.7 s).
+# PHASE (go.sh sets it; unset: both in turn): tests = 1 (untimed: may share the machine with other
+# batches' tests; its verdict goes to tc.txt), bench = 2 and 3 alone, with the switches only if
+# tc.txt in this folder says the tests passed.
 set -u
 O=$OUT/vision-speed; mkdir -p $O
 B=$PWD/.dev/gpu/common
 S=$O/summary.txt
-T0=$(date +%s)
+T0=$(date +%s); LIMIT=${LIMIT:-180}; PHASE=${PHASE:-all}
 step() { echo "== $(date -u +%T) $*" >>$S; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >$O/gpu.txt 2>&1
 cat $B/COMMIT >>$O/gpu.txt 2>/dev/null
-step start; cat $O/gpu.txt >>$S
+step "start (PHASE=$PHASE)"; cat $O/gpu.txt >>$S
 if ! (cd engine/cuda && $B/cuda.test -test.list '^TestVisionAttentionTC$' 2>/dev/null | grep -q TestVisionAttentionTC); then
   echo "cuda.test lacks TestVisionAttentionTC: rebuild it from a main that has engine/cuda/vision_attention.go" >>$S
   step end; exit 0
 fi
 RUN='^TestConformance$/^(AttentionGroups|AttentionGroupsBackward|BiasAttention|BiasAttentionBackward)$|^(TestVisionAttentionTC|TestGemma3VisionTrainingMatchesCPU|TestMllamaBF16MatchesCPU)$'
+if [ $PHASE != bench ]; then
 step tests-tc
 echo "cmd: cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 cuda.test -test.run '$RUN' -test.v" >>$S
 (cd engine/cuda && WHET_CUDA_REQUIRE=1 WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1 timeout 70 $B/cuda.test -test.run "$RUN" -test.v -test.count=1) >$O/tests.log 2>&1; echo "tests rc=$?" >>$S
@@ -54,6 +58,11 @@ if grep -q -- "--- FAIL" $O/tests.log || ! grep -q '^ok' $O/tests.log; then
 else
   TC=1
 fi
+echo $TC >$O/tc.txt
+fi
+[ $PHASE = tests ] && { step end; exit 0; }
+TC=$(cat $O/tc.txt 2>/dev/null || echo 0)
+echo "tensor-core switches in the benches: $TC (tc.txt: 1 when the tests passed)" >>$S
 bench() { # name timeout test env-var extra-env...
   local name=$1 to=$2 test=$3 var=$4; shift 4
   step "$name"
@@ -67,7 +76,7 @@ bench() { # name timeout test env-var extra-env...
 }
 bench gemma3-4b 35 TestGemma3Vision4BStep WHET_GEMMA3_4B WHET_VISION_ATTN_TC=0 WHET_VISION_ATTN_TC_BWD=0
 [ $TC = 1 ] && bench gemma3-4b-tc 30 TestGemma3Vision4BStep WHET_GEMMA3_4B WHET_VISION_ATTN_TC=1 WHET_VISION_ATTN_TC_BWD=1
-LEFT=$((172 - ($(date +%s) - T0)))
+LEFT=$((LIMIT - 8 - ($(date +%s) - T0)))
 if [ $LEFT -ge 40 ]; then
   bench mllama-11b-bf16-tc$TC $LEFT TestMllama11BVisionQLoRABF16Step WHET_MLLAMA_11B_QLORA_BF16 WHET_MLLAMA_BF16=1 WHET_VISION_ATTN_TC=$TC WHET_VISION_ATTN_TC_BWD=$TC
 else
