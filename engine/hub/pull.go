@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"whet/engine/units"
@@ -473,7 +474,7 @@ again:
 				return ctx.Err()
 			}
 			if werr := (*writeError)(nil); errors.As(cerr, &werr) {
-				return fmt.Errorf("write %s: %w", partial, werr.err)
+				return c.writeFailed(ref, name, partial, have, meta.size, werr.err)
 			}
 			if have > before {
 				stalls, wait = 0, c.backoff()
@@ -487,7 +488,7 @@ again:
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return c.writeFailed(ref, name, partial, have, meta.size, err)
 	}
 	if sum != nil {
 		if got := hex.EncodeToString(sum.Sum(nil)); got != meta.etag {
@@ -540,6 +541,17 @@ func restart(f *os.File, sum hash.Hash, have int64) error {
 }
 
 // writeError marks a failure of the local disk, which no retry mends.
+// writeFailed is the error of a download whose bytes could not be
+// written. A disk that fills up mid-download (the space check before the
+// first byte cannot see what else writes to the disk) is ErrNoSpace and
+// says what to do; the os error already names the file, once.
+func (c *Client) writeFailed(ref Ref, name, partial string, have, size int64, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return newError(ErrNoSpace, err, "%s of %s: the disk of the Hugging Face cache %s filled up after %s of %s; those bytes are kept in %s: free some space or set HF_HUB_CACHE to a larger disk, then pull again to resume", name, ref, c.CacheDir, units.Bytes(have), units.Bytes(size), partial)
+	}
+	return fmt.Errorf("download %s of %s: %w", name, ref, err)
+}
+
 type writeError struct{ err error }
 
 func (e *writeError) Error() string { return e.err.Error() }
