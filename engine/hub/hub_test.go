@@ -830,4 +830,3 @@ func TestPullCorruptResumeThenCorruptServer(t *testing.T) {
 		t.Fatalf("storage saw ranges %q, want two downloads (the resume and one fresh start)", r)
 	}
 }
-
