@@ -17,7 +17,9 @@
 # ROWS_TESTS_ONLY=1: the tests only. ROWS_SUITE_T: each suite process's limit (default 300 s).
 # ROWS_DET=0: no deterministic run. ROWS_PART=whet|ref: only whet's rows or only PyTorch's (all:
 # whet's, then PyTorch's; a call too short for both leaves the references for the next).
-# ROWS_FIRST=N: only the first N rows.
+# ROWS_FIRST=N: only the first N rows. ROWS_ONLY=label.kind,... (kind whet, ref or transformers,
+# e.g. qwen-lora.ref,decode-1b.transformers): only those; the summary's last line names the rows a
+# short call left out in this form.
 set -u
 . $PWD/.dev/gpu/common/lib.sh || exit 1 # batch_start, step: tools/gpu/lib.sh
 PHASE=${PHASE:-all}
@@ -101,11 +103,13 @@ fi
 
 # The rows, most wanted first; a row that would not end within the batch's limit is skipped and
 # says so (its timeout is the most it may take). whet then PyTorch with the same arguments.
-N=0
-fits() { # label timeout: 0 if the step may start
+N=0 LEFTOUT=""
+fits() { # "label kind" timeout: 0 if the step may start
   N=$((N + 1))
-  if [ -n "${ROWS_FIRST:-}" ] && [ $N -gt $ROWS_FIRST ]; then echo "$1 skipped: ROWS_FIRST=$ROWS_FIRST" >>$S; return 1; fi
-  if [ $(left) -lt $(( $2 + 5 )) ]; then echo "$1 skipped: $(left) s left, timeout $2" >>$S; return 1; fi
+  local id=${1// /.} # label.kind, as ROWS_ONLY names it
+  if [ -n "${ROWS_ONLY:-}" ] && [[ ",$ROWS_ONLY," != *",$id,"* ]]; then return 1; fi
+  if [ -n "${ROWS_FIRST:-}" ] && [ $N -gt $ROWS_FIRST ]; then echo "$1 skipped: ROWS_FIRST=$ROWS_FIRST" >>$S; LEFTOUT="$LEFTOUT,$id"; return 1; fi
+  if [ $(left) -lt $(( $2 + 5 )) ]; then echo "$1 skipped: $(left) s left, timeout $2" >>$S; LEFTOUT="$LEFTOUT,$id"; return 1; fi
 }
 row() { # label timeout args... (whet bench)
   local label=$1 t=$2; shift 2
@@ -159,4 +163,5 @@ if [ "${ROWS_PART:-all}" != whet ]; then # PyTorch's, same arguments (~180 s)
 fi
 rm -f $O/row.jsonl
 tail -20 $O/bench.err $O/ref.err >>$S 2>/dev/null
+[ -n "$LEFTOUT" ] && echo "rows left out; to run them: rows:PHASE=bench:ROWS_COLD=0:ROWS_ONLY=${LEFTOUT#,}" >>$S
 step end
