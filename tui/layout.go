@@ -81,11 +81,21 @@ func formatParams(n int64) string {
 }
 
 // wrap breaks text to width (words, keeping existing newlines).
+// lipgloss.Wrap keeps the space after a word that fills the line exactly,
+// which made that line w+1 cells: a styled block is padded to its widest
+// line, so every line of the block was then cut with "…" at the screen's
+// edge (a long data error at 80 columns). Such a trailing space goes.
 func wrap(s string, w int) string {
 	if w <= 0 {
 		return s
 	}
-	return lipgloss.Wrap(s, w, " ")
+	lines := strings.Split(lipgloss.Wrap(s, w, " "), "\n")
+	for i, l := range lines {
+		if lipgloss.Width(l) > w {
+			lines[i] = strings.TrimRight(l, " ")
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // printable makes text from a model or a file safe to draw: tabs become

@@ -185,7 +185,7 @@ func badRowsChoice(skip bool) string {
 // asksForSkip reports whether a loader error is a row that cannot be read,
 // which skipping unreadable rows (tab) gets past.
 func asksForSkip(err string) bool {
-	return strings.Contains(err, "data.skip_bad_rows: true")
+	return strings.Contains(err, "data.skip_bad_rows")
 }
 
 func (p *dataPage) enter() tea.Cmd {

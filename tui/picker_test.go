@@ -473,3 +473,56 @@ func TestDataListUsesTheRoomWhenNothingIsPreviewed(t *testing.T) {
 		})
 	}
 }
+
+// readingPreviewer reads the file with the loader (datasets.ReadFile), so
+// that the page shows the loader's own refusal, as the studio's previewer
+// does; a file it reads gets the demo preview.
+type readingPreviewer struct{}
+
+func (readingPreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+	r, err := datasets.ReadFile(cfg.Data.Path, cfg.Data.SkipBadRows)
+	if err != nil {
+		return tui.DataPreview{}, fmt.Errorf("data: %w", err)
+	}
+	pv := fake.DemoPreview
+	pv.Stats.Rows, pv.Stats.Skipped = len(r.Records), len(r.Bad)
+	return pv, nil
+}
+
+// A row that is not UTF-8: the loader's advice (data.encoding, iconv, or
+// data.skip_bad_rows) is shown whole and the page says tab skips such
+// rows. Before, the message's third line was one cell too wide (a word
+// that filled it kept its space), every line of the red block was cut
+// with "…" at 80 columns, and the tab hint was missing (it looked for
+// "data.skip_bad_rows: true", which this advice does not say).
+func TestDataPickerNonUTF8Row(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "latin1.jsonl")
+	writeFile(t, path, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"ok"}]}`+"\n"+
+		`{"messages":[{"role":"user","content":"caf`+"\xe9"+`"},{"role":"assistant","content":"ok"}]}`+"\n")
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{})
+			o.Data = readingPreviewer{}
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("enter", "enter")
+			d.typeText(path)
+			d.keys("enter")
+			d.waitScreen("at byte offset")
+			s := d.screen()
+			if !strings.Contains(s, "press tab to skip unreadable rows, or fix the file and enter to read it again") {
+				t.Errorf("the page should say tab skips the row:\n%s", s)
+			}
+			for _, l := range strings.Split(s, "\n") {
+				if strings.Contains(l, "…") && !strings.Contains(l, "Enter a path…") {
+					t.Errorf("the loader's advice should be shown whole, not cut: %q\n%s", l, s)
+				}
+			}
+			if !strings.Contains(s, "data.skip_bad_rows") {
+				t.Errorf("the advice should end with data.skip_bad_rows:\n%s", s)
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			d.keys("tab", "down", "down", "down", "right", "enter")
+			d.waitScreen("(1 skipped)")
+		})
+	}
+}
