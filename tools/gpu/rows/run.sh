@@ -160,6 +160,13 @@ if [ "${ROWS_PART:-all}" != whet ]; then # PyTorch's, same arguments (~180 s)
     ref $m-lora 60 --model $m --method lora --batch 4 --seq 2048 --steps 5 --warmup 2
   done
   genref decode-1b 60 --model llama-3.2-1b --prompt 128 --new 256
+  # PyTorch's SDPA at BenchmarkAttention*'s shapes, for issue 20's attention rows (whet's own:
+  # attn-bwd2/attn-fwd2's default rows in the same call)
+  if fits "attention sdpa" 60; then
+    step "attention: attention_reference.py (SDPA, head dims 64 and 128, forward and backward)"
+    timeout 60 python3 tools/bench/attention_reference.py 2>>$O/ref.err >$O/row.jsonl; echo "attention sdpa rc=$?" >>$S
+    cat $O/row.jsonl | tee -a $O/rows.jsonl >>$S
+  fi
 fi
 rm -f $O/row.jsonl
 tail -20 $O/bench.err $O/ref.err >>$S 2>/dev/null
