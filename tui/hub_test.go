@@ -165,6 +165,32 @@ func typeRepo(d *driver, id string) {
 	d.keys("enter")
 }
 
+// An error from a refused path goes once the user acts again: typed anew
+// as a repo id, the download's screen showed the old "model folder a/b/c
+// does not exist" under its progress bar for the whole download.
+func TestModelPageErrorClearedByNextAttempt(t *testing.T) {
+	f := newHubFixture(t)
+	release := make(chan struct{})
+	f.srv.BeforeStorage = func(string) { <-release }
+	d := newDriver(t, f.options(), 80, 24)
+	typeRepo(d, "a/b/c")
+	const stale = "model folder a/b/c does not exist"
+	if s := strings.Join(strings.Fields(d.screen()), " "); !strings.Contains(s, stale) {
+		t.Fatalf("a/b/c should be refused:\n%s", d.screen())
+	}
+	for range len("a/b/c") {
+		d.keys("backspace")
+	}
+	d.typeText("whet-test/tiny")
+	d.keys("enter")
+	d.waitScreen(" of 3 files")
+	if s := strings.Join(strings.Fields(d.screen()), " "); strings.Contains(s, stale) {
+		t.Errorf("the download of whet-test/tiny still shows the error of a/b/c:\n%s", d.screen())
+	}
+	close(release)
+	d.waitScreen("How should it learn?")
+}
+
 // A typed repo id is downloaded with a progress bar and the wizard goes
 // on to the method page with the repo id in the config; the cache then
 // lists the model with its size.

@@ -64,6 +64,12 @@ func (w *wizard) setSize(width, height int) {
 // update routes a message to the current page and moves between pages.
 // It returns start=true when the review page was confirmed.
 func (w *wizard) update(msg tea.Msg) (cmd tea.Cmd, start bool) {
+	if _, ok := msg.(tea.KeyPressMsg); ok {
+		// The error of the last attempt to go on stays until the user
+		// acts again: a key that tries again sets it anew, and one that
+		// starts something else (a download) must not show it under it.
+		w.err = ""
+	}
 	c, n := w.current().update(msg)
 	switch n {
 	case next:
