@@ -211,6 +211,14 @@ type CheckpointInfo struct {
 	Path string
 }
 
+// HasCheckpoint reports whether the run folder holds a complete
+// checkpoint: whet train -c resumes such a run, and starts one without
+// over from step 0. A folder that cannot be listed reads as having none.
+func (d RunDir) HasCheckpoint() bool {
+	cps, err := ListCheckpoints(d.Checkpoints())
+	return err == nil && len(cps) > 0
+}
+
 // ListCheckpoints returns the complete checkpoints in dir, oldest first.
 func ListCheckpoints(dir string) ([]CheckpointInfo, error) {
 	entries, err := os.ReadDir(dir)

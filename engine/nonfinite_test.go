@@ -76,6 +76,9 @@ func TestHugeLRStopsBeforeTheUpdate(t *testing.T) {
 	if !strings.Contains(err.Error(), "lora_") || !strings.Contains(err.Error(), "(layer") {
 		t.Errorf("message does not name the parameter groups: %v", err)
 	}
+	if nf.NoCheckpoint || !strings.Contains(err.Error(), "the newest checkpoint is the last good one") {
+		t.Errorf("message of a run with step 1's checkpoint: %v", err)
+	}
 	if s.Trainer.Step() != 1 {
 		t.Errorf("step counter %d after the failed step 2, want 1", s.Trainer.Step())
 	}
@@ -120,7 +123,8 @@ func TestNonFiniteWeightsAreNeverSaved(t *testing.T) {
 
 // TestNonFiniteLossBeforeAnyUpdate: a model whose weights already hold a
 // NaN fails at step 1 naming the loss, with the hint about the model
-// rather than the learning rate, and writes no checkpoint.
+// rather than the learning rate, writes no checkpoint and does not speak
+// of one.
 func TestNonFiniteLossBeforeAnyUpdate(t *testing.T) {
 	dir := t.TempDir()
 	s, err := engine.Prepare(nanConfig(t, dir, 1e-3, 1))
@@ -138,6 +142,10 @@ func TestNonFiniteLossBeforeAnyUpdate(t *testing.T) {
 	var nf *engine.NonFiniteError
 	if !errors.As(err, &nf) || nf.What != "loss" || nf.Step != 1 || !strings.Contains(nf.Hint, "model's weights") {
 		t.Fatalf("run ended with %v, want a non-finite loss at step 1 blamed on the model", err)
+	}
+	// No checkpoint was written: the message must not point at one.
+	if !nf.NoCheckpoint || !strings.Contains(err.Error(), "the run has no checkpoint yet") || strings.Contains(err.Error(), "newest checkpoint") {
+		t.Errorf("message of a run without a checkpoint: %v", err)
 	}
 	checkNothingBadSaved(t, filepath.Join(dir, "nan"), 0)
 }

@@ -22,6 +22,9 @@ type NonFiniteError struct {
 	// "self_attn.q_proj.lora_B.weight (layers 0-3)".
 	Groups []string
 	Hint   string
+	// NoCheckpoint: the run had written no checkpoint yet, so there is
+	// no good one to go back to (whet train -c starts it over).
+	NoCheckpoint bool
 }
 
 func (e *NonFiniteError) Error() string {
@@ -41,7 +44,11 @@ func (e *NonFiniteError) Error() string {
 		}
 		fmt.Fprintf(&b, " (non-finite %s in %s%s)", kind, strings.Join(groups, ", "), more)
 	}
-	b.WriteString("; nothing non-finite was saved, the newest checkpoint is the last good one")
+	if e.NoCheckpoint {
+		b.WriteString("; nothing non-finite was saved, and the run has no checkpoint yet")
+	} else {
+		b.WriteString("; nothing non-finite was saved, the newest checkpoint is the last good one")
+	}
 	if e.Hint != "" {
 		b.WriteString("; " + e.Hint)
 	}
@@ -61,7 +68,7 @@ func (t *Trainer) hint() string {
 
 // nonFiniteLoss is the error for a step whose loss is not finite.
 func (t *Trainer) nonFiniteLoss(loss float64) error {
-	e := &NonFiniteError{Step: t.step + 1, What: "loss", Value: loss, Hint: t.hint()}
+	e := &NonFiniteError{Step: t.step + 1, What: "loss", Value: loss, Hint: t.hint(), NoCheckpoint: !t.saved}
 	if t.step == 0 {
 		e.Hint = "the model gives a non-finite loss before any update: check the model's weights (config.json's torch_dtype, a damaged safetensors file) and the data"
 	}
@@ -71,7 +78,7 @@ func (t *Trainer) nonFiniteLoss(loss float64) error {
 // nonFiniteGrads is the error for a step whose gradient norm is not
 // finite, naming the parameter groups whose gradients are.
 func (t *Trainer) nonFiniteGrads(norm float64) error {
-	e := &NonFiniteError{Step: t.step + 1, What: "gradient norm", Value: norm, Hint: t.hint()}
+	e := &NonFiniteError{Step: t.step + 1, What: "gradient norm", Value: norm, Hint: t.hint(), NoCheckpoint: !t.saved}
 	var bad []string
 	for _, p := range t.Model.TrainableParams() {
 		if s, err := t.Model.B.SumSquares(p.Grad); err == nil && !finite(s) {
@@ -117,7 +124,7 @@ func (t *Trainer) checkWeights() error {
 		}
 	}
 	return &NonFiniteError{Step: t.step, What: "weights", Value: sum, Groups: groupParams(bad),
-		Hint: "the last update made them diverge: " + t.hint()}
+		Hint: "the last update made them diverge: " + t.hint(), NoCheckpoint: !t.saved}
 }
 
 var layerName = regexp.MustCompile(`^(.*\blayers)\.(\d+)\.(.+)$`)

@@ -254,6 +254,10 @@ type DoneEvent struct {
 	FinalDir string
 	// FromStep is the step this session resumed from (0: a fresh run).
 	FromStep int
+	// Checkpointed: the run folder holds a checkpoint, which whet train -c
+	// resumes from. A run that failed before its first has none, and
+	// whet train -c starts it over from step 0.
+	Checkpointed bool
 }
 
 // PastTotal reports whether a run is at a step past its total steps: one

@@ -323,3 +323,54 @@ func metricsLines(path string) (int, error) {
 	b, err := os.ReadFile(path)
 	return bytes.Count(b, []byte("\n")), err
 }
+
+// A run that fails says in its DoneEvent whether its folder holds a
+// checkpoint: without one (here a full disk refuses the first
+// status.json) whet train -c starts it over from step 0, so the summary
+// must not offer to resume it; a failure after a checkpoint is resumed.
+func TestFailedRunSaysWhetherItHasACheckpoint(t *testing.T) {
+	doneOf := func(cfg engine.RunConfig) engine.DoneEvent {
+		t.Helper()
+		events, _, err := engine.Start(context.Background(), withDefaults(t, cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var done engine.DoneEvent
+		for ev := range events {
+			if d, ok := ev.(engine.DoneEvent); ok {
+				done = d
+			}
+		}
+		return done
+	}
+	runs := t.TempDir()
+	engine.SetAtomicWrite(func(path string, f *os.File, b []byte) (int, error) {
+		if filepath.Base(path) == "status.json" {
+			return 0, syscall.ENOSPC
+		}
+		return f.Write(b)
+	})
+	d := doneOf(smallRun(runs, "first-status"))
+	engine.SetAtomicWrite(nil)
+	if !errors.Is(d.Err, syscall.ENOSPC) || d.Checkpointed {
+		t.Errorf("run refused its first status.json: %+v, want an error and no checkpoint", d)
+	}
+	if engine.RunDir(filepath.Join(runs, "first-status")).HasCheckpoint() {
+		t.Error("the run folder holds a checkpoint")
+	}
+
+	writes := 0
+	engine.SetJSONLWrite(func(path string, f *os.File, b []byte) (int, error) {
+		if filepath.Base(path) == "metrics.jsonl" {
+			if writes++; writes >= 3 {
+				return 0, syscall.ENOSPC
+			}
+		}
+		return f.Write(b)
+	})
+	defer engine.SetJSONLWrite(nil)
+	d = doneOf(smallRun(runs, "later"))
+	if d.Err == nil || !d.Checkpointed || !engine.RunDir(filepath.Join(runs, "later")).HasCheckpoint() {
+		t.Errorf("run whose metrics failed after its first steps: %+v, want an error and a checkpoint", d)
+	}
+}

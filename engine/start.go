@@ -683,7 +683,8 @@ func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error)
 			ch <- LogEvent{Text: fmt.Sprintf("data parallel: %v", ferr)}
 		}
 		if err != nil {
-			ch <- DoneEvent{Step: s.Trainer.Step(), Err: err, FinalDir: s.Dir}
+			ch <- DoneEvent{Step: s.Trainer.Step(), Err: err, FinalDir: s.Dir,
+				Checkpointed: s.Dir != "" && RunDir(s.Dir).HasCheckpoint()}
 		}
 	}()
 	return ch, ctl, nil

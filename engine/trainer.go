@@ -494,7 +494,7 @@ func (t *Trainer) Run(ctx context.Context, out chan<- Event) error {
 			return err
 		}
 	}
-	send(DoneEvent{Step: t.step, Elapsed: time.Since(t.start), FinalDir: t.Dir, FromStep: t.startStep})
+	send(DoneEvent{Step: t.step, Elapsed: time.Since(t.start), FinalDir: t.Dir, FromStep: t.startStep, Checkpointed: t.saved})
 	return nil
 }
 
@@ -531,7 +531,7 @@ func (t *Trainer) stopped(send func(Event)) error {
 	if err := t.writeStatus("stopped"); err != nil {
 		return err
 	}
-	send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir, FromStep: t.startStep})
+	send(DoneEvent{Step: t.step, Stopped: true, Elapsed: time.Since(t.start), FinalDir: t.Dir, FromStep: t.startStep, Checkpointed: t.saved})
 	return nil
 }
 

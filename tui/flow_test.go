@@ -672,3 +672,30 @@ func TestReviewOffersResumeAnyway(t *testing.T) {
 		})
 	}
 }
+
+// The line the studio leaves on the terminal after a failed run offers to
+// resume it only when it has a checkpoint: whet train -c starts a run
+// folder without one over from step 0.
+func TestOutcomeOfAFailedRun(t *testing.T) {
+	for _, c := range []struct {
+		checkpointed bool
+		want         string
+	}{
+		{false, "(no checkpoint; start it over: whet train -c "},
+		{true, "(resume: whet train -c "},
+	} {
+		script := append(scriptSteps(2), fake.Step{Event: engine.DoneEvent{Step: 2, Err: errors.New("write status.json: no space left on device"), Checkpointed: c.checkpointed}})
+		o := testOptions(&fake.Engine{Script: script})
+		o.RunsDir = t.TempDir()
+		d := newDriver(t, o, 80, 24)
+		d.keys("enter", "enter", "enter")
+		d.waitScreen("format messages")
+		d.keys("enter", "enter")
+		d.waitScreen("Fits:")
+		d.keys("enter", "enter")
+		d.waitScreen("✗ failed")
+		if got := d.m.Outcome(); !strings.Contains(got, "failed at step 2: write status.json: no space left on device "+c.want) {
+			t.Errorf("checkpointed %v: Outcome() = %q, want %q", c.checkpointed, got, c.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,35 @@ func TestSummarySaysHowToTrainAgain(t *testing.T) {
 	s = ansi.Strip(tui.RenderDashboard(goldenRun(), 80, 24, goldenEvents(true), nil, nil))
 	if !strings.Contains(s, "resume it: whet train -c runs/persona-lora/run.yaml") || strings.Contains(s, "--name NEW") {
 		t.Errorf("stopped run:\n%s", s)
+	}
+}
+
+// A run that failed before its first checkpoint has nothing to resume:
+// whet train -c trains its folder again from step 0, so its summary and
+// the line the studio leaves on the terminal say so instead of "resume
+// it". One that failed with a checkpoint on disk (one this session wrote,
+// or an earlier session's: DoneEvent.Checkpointed) is resumed.
+func TestSummaryOffersResumeOnlyWithACheckpoint(t *testing.T) {
+	steps := []engine.Event{
+		engine.StepEvent{Step: 1, TotalSteps: 200, Loss: 2.5, Elapsed: time.Second},
+		engine.StepEvent{Step: 2, TotalSteps: 200, Loss: 2.4, Elapsed: 2 * time.Second},
+	}
+	fail := errors.New("write runs/persona-lora/status.json: no space left on device")
+	for _, c := range []struct {
+		name   string
+		evs    []engine.Event
+		resume bool
+	}{
+		{"no checkpoint", append(slices.Clone(steps), engine.DoneEvent{Step: 2, Err: fail, FinalDir: "runs/persona-lora"}), false},
+		{"an earlier session's checkpoint", append(slices.Clone(steps), engine.DoneEvent{Step: 2, Err: fail, FinalDir: "runs/persona-lora", Checkpointed: true}), true},
+		{"a checkpoint this session", append(slices.Clone(steps), engine.CheckpointEvent{Step: 2, Path: "runs/persona-lora/checkpoints/step-00000002"},
+			engine.DoneEvent{Step: 2, Err: fail, FinalDir: "runs/persona-lora"}), true},
+	} {
+		s := ansi.Strip(tui.RenderDashboard(goldenRun(), 80, 24, c.evs, nil, nil))
+		resume := strings.Contains(s, "resume it: whet train -c runs/persona-lora/run.yaml")
+		over := strings.Contains(s, "no checkpoint; start it over: whet train -c runs/persona-lora/run.yaml")
+		if resume != c.resume || over == c.resume {
+			t.Errorf("%s: resume offered %v, start over %v, want resume %v:\n%s", c.name, resume, over, c.resume, s)
+		}
 	}
 }

@@ -35,7 +35,7 @@ func scriptedRuns() *fake.Runs {
 	crashed := []fake.Step{
 		{Event: engine.StepEvent{Step: 1, TotalSteps: 50, Loss: 2.9}},
 		{Event: engine.StepEvent{Step: 2, TotalSteps: 50, Loss: 2.7}},
-		{Event: engine.DoneEvent{Step: 2, Err: errors.New("no process trains run runs/crashed-run and its status says \"running\": it crashed; last words in runs/crashed-run/worker.log: cuda: an illegal memory access was encountered (700); whet train -c runs/crashed-run/run.yaml resumes from runs/crashed-run/checkpoints/step-000002 (step 2)")}},
+		{Event: engine.DoneEvent{Step: 2, Err: errors.New("no process trains run runs/crashed-run and its status says \"running\": it crashed; last words in runs/crashed-run/worker.log: cuda: an illegal memory access was encountered (700); whet train -c runs/crashed-run/run.yaml resumes from runs/crashed-run/checkpoints/step-000002 (step 2)"), Checkpointed: true}},
 	}
 	return &fake.Runs{RunsDir: "runs", Runs: []tui.RunInfo{
 		{Name: "crashed-run", Method: "qlora", Model: "llama-3.2-1b-instruct", State: "crashed", Step: 2, Total: 50, LastLoss: 2.7, HasLoss: true,

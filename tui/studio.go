@@ -218,8 +218,10 @@ func (m *Model) Outcome() string {
 	d, cfg := m.dash.done, m.dash.cfg
 	file := runDir(cfg).Config()
 	switch {
-	case d.Err != nil:
+	case d.Err != nil && (d.Checkpointed || len(m.dash.checkpoints) > 0):
 		return fmt.Sprintf("run %s failed at step %d: %v (resume: whet train -c %s)", cfg.Name, d.Step, d.Err, file)
+	case d.Err != nil:
+		return fmt.Sprintf("run %s failed at step %d: %v (no checkpoint; start it over: whet train -c %s)", cfg.Name, d.Step, d.Err, file)
 	case d.Stopped:
 		return fmt.Sprintf("run %s stopped at step %d with a checkpoint (resume: whet train -c %s)", cfg.Name, d.Step, file)
 	}

@@ -32,6 +32,11 @@ type summary struct {
 	resume bool
 }
 
+// checkpointed says whether the run folder holds a checkpoint that whet
+// train -c resumes from: the engine says so, or one was seen (an older
+// worker's DoneEvent does not carry it).
+func (s *summary) checkpointed() bool { return s.done.Checkpointed || s.lastCkpt != nil }
+
 // canChat: the run ended cleanly or was stopped (both leave a result).
 func (s *summary) canChat() bool { return s.chat && s.done.Err == nil }
 
@@ -121,8 +126,12 @@ func (s *summary) view(w, h int) string {
 	switch {
 	case s.resume:
 		again = "c continues it (whet train -c " + yaml + ")"
-	case s.done.Stopped || s.done.Err != nil:
+	case s.done.Stopped || (s.done.Err != nil && s.checkpointed()):
 		again = "resume it: whet train -c " + yaml
+	case s.done.Err != nil:
+		// whet train -c trains a run folder without a checkpoint from
+		// step 0 again: "resume" would promise what it does not do.
+		again = "no checkpoint; start it over: whet train -c " + yaml
 	}
 	lines = append(lines, st.Muted.Render(again))
 	if s.done.Err == nil && !s.chat {

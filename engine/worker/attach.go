@@ -207,7 +207,7 @@ func replay(rd engine.RunDir, st engine.RunStatus) ([]engine.Event, []string, er
 // finished is the DoneEvent of a run no worker trains: what its status
 // says, or a crash; its time is the newest step's.
 func finished(rd engine.RunDir, st engine.RunStatus, last marks) engine.DoneEvent {
-	d := engine.DoneEvent{Step: max(st.Step, last.step), FinalDir: rd.Path(), Elapsed: last.elapsed}
+	d := engine.DoneEvent{Step: max(st.Step, last.step), FinalDir: rd.Path(), Elapsed: last.elapsed, Checkpointed: rd.HasCheckpoint()}
 	switch st.State {
 	case "done":
 	case "stopped":

@@ -190,3 +190,34 @@ func TestListLiveAndCrashed(t *testing.T) {
 		t.Errorf("live run: %+v", lv)
 	}
 }
+
+// A run no worker trains any more ends its replay saying whether its
+// folder holds a checkpoint: a viewer's summary offers to resume a failed
+// or crashed run only then (whet train -c starts one without over).
+func TestAttachSaysWhetherACheckpointExists(t *testing.T) {
+	for _, state := range []string{"failed", "running"} {
+		for _, withCkpt := range []bool{false, true} {
+			rd := engine.RunDir(t.TempDir())
+			os.WriteFile(rd.Metrics(), []byte("{\"step\":1,\"loss\":3,\"elapsed_s\":2.5}\n"), 0o644)
+			os.WriteFile(rd.Status(), []byte(`{"state":"`+state+`","step":1,"total_steps":9,"last_loss":3}`), 0o644)
+			if withCkpt {
+				ck := filepath.Join(rd.Checkpoints(), "step-000001")
+				os.MkdirAll(ck, 0o755)
+				os.WriteFile(filepath.Join(ck, "trainer_state.json"), []byte("{}"), 0o644)
+			}
+			events, _, _, err := Attach(rd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var done engine.DoneEvent
+			for ev := range events {
+				if d, ok := ev.(engine.DoneEvent); ok {
+					done = d
+				}
+			}
+			if done.Err == nil || done.Checkpointed != withCkpt {
+				t.Errorf("%s run, checkpoint %v: done %+v", state, withCkpt, done)
+			}
+		}
+	}
+}

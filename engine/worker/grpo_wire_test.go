@@ -29,9 +29,11 @@ func TestSampleRewardsOnTheWire(t *testing.T) {
 }
 
 // The step a resumed session began at crosses the wire with its end, and
-// the runs list says plainly when a run stopped past its total.
+// so does whether the run folder holds a checkpoint (a viewer's summary
+// offers "resume it" only then); the runs list says plainly when a run
+// stopped past its total.
 func TestDoneFromStepOnTheWire(t *testing.T) {
-	ev := engine.DoneEvent{Step: 60, Elapsed: 41e9, FinalDir: "runs/x", FromStep: 40}
+	ev := engine.DoneEvent{Step: 60, Elapsed: 41e9, FinalDir: "runs/x", FromStep: 40, Checkpointed: true}
 	js, ok := EncodeEvent(ev)
 	if !ok {
 		t.Fatal("not encoded")

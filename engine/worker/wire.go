@@ -61,7 +61,8 @@ type Message struct {
 	Path         string             `json:"path,omitempty"`
 	Stopped      bool               `json:"stopped,omitempty"`
 	RunErr       string             `json:"run_error,omitempty"`
-	FromStep     int                `json:"from_step,omitempty"` // done: the step the session resumed from
+	FromStep     int                `json:"from_step,omitempty"`    // done: the step the session resumed from
+	Checkpointed bool               `json:"checkpointed,omitempty"` // done: the run folder holds a checkpoint
 }
 
 // finite is v, or nil for NaN and ±Inf (which JSON cannot carry).
@@ -98,7 +99,8 @@ func EncodeEvent(ev engine.Event) (line []byte, ok bool) {
 	case engine.LogEvent:
 		m = Message{Event: "log", Text: e.Text}
 	case engine.DoneEvent:
-		m = Message{Event: "done", Step: e.Step, Stopped: e.Stopped, ElapsedNS: int64(e.Elapsed), Path: e.FinalDir, FromStep: e.FromStep}
+		m = Message{Event: "done", Step: e.Step, Stopped: e.Stopped, ElapsedNS: int64(e.Elapsed), Path: e.FinalDir, FromStep: e.FromStep,
+			Checkpointed: e.Checkpointed}
 		if e.Err != nil {
 			m.RunErr = e.Err.Error()
 		}
@@ -134,7 +136,8 @@ func DecodeEvent(line []byte) (engine.Event, error) {
 	case "log":
 		return engine.LogEvent{Text: m.Text}, nil
 	case "done":
-		d := engine.DoneEvent{Step: m.Step, Stopped: m.Stopped, Elapsed: time.Duration(m.ElapsedNS), FinalDir: m.Path, FromStep: m.FromStep}
+		d := engine.DoneEvent{Step: m.Step, Stopped: m.Stopped, Elapsed: time.Duration(m.ElapsedNS), FinalDir: m.Path, FromStep: m.FromStep,
+			Checkpointed: m.Checkpointed}
 		if m.RunErr != "" {
 			d.Err = errors.New(m.RunErr)
 		}
