@@ -53,7 +53,10 @@ LANES=${COMPILE_LANES:-$([ $PHASE = tests ] && echo 4 || echo $NV)}
 CMP=""
 for l in $(seq 0 $((LANES - 1))); do
 	for i in $(seq $l $LANES $((NV - 1))); do
-		(cd engine/cuda && WHET_FUSED_COMPILE_DEFINES="$SETS" WHET_FUSED_COMPILE_SHARD=$i/$NV WHET_CUDA_REQUIRE=1 nice -n 10 timeout ${COMPILE_T:-200} $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile-$i.log 2>&1
+		# each within what is left of LIMIT (less 20 s), so that the summary is written
+		ct=$(( ${LIMIT:-200} - SECONDS - 20 )); [ $ct -gt ${COMPILE_T:-200} ] && ct=${COMPILE_T:-200}
+		[ $ct -lt 15 ] && { echo "not compiled: ${SECONDS}s into the batch" >$O/compile-$i.log; echo none >$O/compile-$i.rc; continue; }
+		(cd engine/cuda && WHET_FUSED_COMPILE_DEFINES="$SETS" WHET_FUSED_COMPILE_SHARD=$i/$NV WHET_CUDA_REQUIRE=1 nice -n 10 timeout $ct $B/cuda.test -test.run '^TestHopperAttentionFusedCompiles$' -test.v -test.count=1) >$O/compile-$i.log 2>&1
 		echo $? >$O/compile-$i.rc
 	done &
 	CMP="$CMP $!"
@@ -67,10 +70,12 @@ done
 #    variants' processes run side by side (small cases; timings come later).
 step tests
 TST=""
+TT=${TESTS_T:-$([ $PHASE = tests ] && echo $(( ${LIMIT:-200} - 30 )) || echo 110)}
+[ $TT -lt 20 ] && TT=20
 for v in $VARS; do
 	name=${v%%:*} def=${v#*:}
 	# TESTS_T: 110 s alone; more where a go.sh group shares the CPUs (a slow test is not a hang).
-	(cd engine/cuda && WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def WHET_CUDA_REQUIRE=1 timeout ${TESTS_T:-$([ $PHASE = tests ] && echo 200 || echo 110)} $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
+	(cd engine/cuda && WHET_ATTN_BWD_FUSED=0 WHET_NVRTC_DEFINES=$def WHET_CUDA_REQUIRE=1 timeout $TT $B/cuda.test -test.run 'TestAttentionMatchesCPU|TestConformance$|TestAttentionBackwardDeterministic' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
 	TST="$TST $!"
 done
 for p in $TST; do wait $p; done

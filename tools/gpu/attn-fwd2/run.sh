@@ -75,7 +75,10 @@ CMP=""
 for l in $(seq 0 $((LANES - 1))); do
 	for i in $(seq $l $LANES $((${#CN[@]} - 1))); do
 		name=${CN[$i]}
-		T ${COMPILE_T:-200} env WHET_WS_COMPILE_DEFINES="$(defs $name)" nice -n 10 $B/cuda.test -test.run '^TestHopperAttentionWSCompiles$' -test.v -test.count=1 >$O/compile-$name.log 2>&1
+		# each within what is left of LIMIT (less 20 s), so that the summary is written
+		ct=$(( ${LIMIT:-200} - SECONDS - 20 )); [ $ct -gt ${COMPILE_T:-200} ] && ct=${COMPILE_T:-200}
+		[ $ct -lt 15 ] && { echo "not compiled: ${SECONDS}s into the batch" >$O/compile-$name.log; continue; }
+		T $ct env WHET_WS_COMPILE_DEFINES="$(defs $name)" nice -n 10 $B/cuda.test -test.run '^TestHopperAttentionWSCompiles$' -test.v -test.count=1 >$O/compile-$name.log 2>&1
 	done &
 	CMP="$CMP $!"
 done
@@ -94,7 +97,8 @@ done
 step tests
 TST=""
 # TESTS_T: 110 s alone; more where a go.sh group shares the CPUs (a slow test is not a hang).
-TT=${TESTS_T:-$([ $PHASE = tests ] && echo 200 || echo 110)}
+TT=${TESTS_T:-$([ $PHASE = tests ] && echo $(( ${LIMIT:-200} - 40 )) || echo 110)}
+[ $TT -lt 20 ] && TT=20
 for name in $NAMES; do
 	(T $TT env WHET_NVRTC_DEFINES=$(defs $name) $B/cuda.test -test.run 'TestHopperForwardLongMatchesMMASync|TestAttentionMatchesCPU|TestConformance$' -test.v -test.count=1 >$O/tests-$name.log 2>&1; echo $? >$O/tests-$name.rc) &
 	TST="$TST $!"

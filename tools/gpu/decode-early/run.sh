@@ -60,7 +60,8 @@ tests early ${TESTS_T:-$([ $PHASE = tests ] && echo 120 || echo 60)} 'TestDecode
 step "warm whet's kernel cache for each define set (tiny decodes, 1B bf16 and NF4)"
 for e in "$PE" "$P" "$EARLY" "X=0"; do
   for m in lora qlora; do
-    env $e timeout 90 $W bench --backend cuda --json --model llama-3.2-1b --method $m --decode 8 --seq 16 --decode-modes graph >/dev/null 2>>$O/warm.err
+    [ $SECONDS -lt $((LIMIT - 40)) ] || { echo "warm [$e] $m skipped: ${SECONDS}s of $LIMIT used" >>$S; continue; }
+    env $e timeout 60 $W bench --backend cuda --json --model llama-3.2-1b --method $m --decode 8 --seq 16 --decode-modes graph >/dev/null 2>>$O/warm.err
     echo "warm [$e] $m rc=$?" >>$S
   done
 done

@@ -32,7 +32,7 @@ echo "PHASE=$PHASE LIMIT=$LIMIT" >>$S
 # warm_cache: tiny whet bench runs that compile what the rows use into whet's kernel cache.
 warm_cache() {
   step "warm whet's kernel cache (tiny whet bench runs)"
-  warm() { timeout 120 $W bench --backend cuda --json "$@" >>$O/warm.jsonl 2>>$O/warm.err; echo "warm rc=$? $*" >>$O/warm.txt; }
+  warm() { [ $(left) -gt 40 ] || { echo "warm skipped: $(left) s left: $*" >>$O/warm.txt; return; }; timeout 120 $W bench --backend cuda --json "$@" >>$O/warm.jsonl 2>>$O/warm.err; echo "warm rc=$? $*" >>$O/warm.txt; }
   warm --model llama-3.2-1b,gemma-3-1b --method lora,full --batch 1 --seq 256 --steps 1 --warmup 0 --max-time 0
   warm --model llama-3.2-1b --method lora,qlora --decode 8 --seq 16 --decode-modes graph
 }
@@ -44,7 +44,8 @@ SKIP='TestKernelsCompileForEveryArch|TestHopperAttentionFusedCompiles|TestHopper
 SH1='TestTrainingMatchesCPU|TestFamilyTrainingMatchesCPU|TestLoRAStackedMatchesCPU|TestReferenceOnGPU|TestReferenceDPOOnGPU|TestGEMMTuneMatchesReference'
 SH2='TestAttentionBackwardDeterministic|TestAttentionMatchesCPU|TestHopperAttentionCompiles|TestHopperForwardLongMatchesMMASync|TestFamilyGenerateMatchesCPU'
 DET='TestConformance|TestConformanceF32|TestTrainingMatchesCPU|TestFamilyTrainingMatchesCPU|TestAttentionMatchesCPU|TestReferenceOnGPU'
-ST=${ROWS_SUITE_T:-300}
+ST=${ROWS_SUITE_T:-$(( LIMIT - 25 < 300 ? LIMIT - 25 : 300 ))} # ends before go.sh's limit, so that the summary is written
+[ $ST -lt 20 ] && ST=20
 suite() { # log env... -- cuda.test args...
   local lg=$1; shift
   local envs=()
@@ -102,7 +103,10 @@ if [ $PHASE = bench ] && [ "$(ls ${XDG_CACHE_HOME:-$HOME/.cache}/whet/kernels 2>
 fi
 
 # The rows, most wanted first; a row that would not end within the batch's limit is skipped and
-# says so (its timeout is the most it may take). whet then PyTorch with the same arguments.
+# says so (its timeout is the most it may take: about three times what each took on 2026-12-07
+# with a warm kernel cache, docs/bench/rows-2026-12-07-1020.txt, full-optimizer-…-1655.txt,
+# lm-head-…-1653.txt, so that rows near a short call's end still start). whet then PyTorch with
+# the same arguments.
 N=0 LEFTOUT=""
 fits() { # "label kind" timeout: 0 if the step may start
   N=$((N + 1))
@@ -137,34 +141,34 @@ C8="--model llama-3.1-8b --method lora --batch 2 --seq 2048 --steps 3 --warmup 1
 F1="--model llama-3.2-1b --method full --batch 4 --seq 2048 --steps 5 --warmup 2"
 Q="--model qwen2.5-0.5b --method lora --batch 8 --seq 2048 --steps 5 --warmup 2"
 if [ "${ROWS_PART:-all}" != ref ]; then # whet's rows (~155 s on an H100 with a warm kernel cache)
-  row 1b-lora 60 $L1
-  row decode-1b 30 --model llama-3.2-1b --method lora --decode 256 --seq 128 --decode-modes graph
-  row 8b-lora-ckpt 80 $C8
-  row 8b-lora-4096 70 --model llama-3.1-8b --method lora --batch 1 --seq 4096 --steps 3 --warmup 1
-  row decode-8b-nf4 60 --model llama-3.1-8b --method qlora --decode 256 --seq 128 --decode-modes graph
-  row 1b-full-fp32 60 $F1 --master-weights fp32
-  row 1b-full-bf16 60 $F1 --master-weights bf16
-  row qwen-lora 60 $Q
-  row decode-8b-bf16 60 --model llama-3.1-8b --method lora --decode 256 --seq 128 --decode-modes graph
+  row 1b-lora 40 $L1
+  row decode-1b 25 --model llama-3.2-1b --method lora --decode 256 --seq 128 --decode-modes graph
+  row 8b-lora-ckpt 55 $C8
+  row 8b-lora-4096 55 --model llama-3.1-8b --method lora --batch 1 --seq 4096 --steps 3 --warmup 1
+  row decode-8b-nf4 55 --model llama-3.1-8b --method qlora --decode 256 --seq 128 --decode-modes graph
+  row 1b-full-fp32 40 $F1 --master-weights fp32
+  row 1b-full-bf16 40 $F1 --master-weights bf16
+  row qwen-lora 40 $Q
+  row decode-8b-bf16 55 --model llama-3.1-8b --method lora --decode 256 --seq 128 --decode-modes graph
   for m in qwen3-1.7b gemma-3-1b; do
-    row $m-lora 60 --model $m --method lora --batch 4 --seq 2048 --steps 5 --warmup 2
+    row $m-lora 45 --model $m --method lora --batch 4 --seq 2048 --steps 5 --warmup 2
   done
 fi
 if [ "${ROWS_PART:-all}" != whet ]; then # PyTorch's, same arguments (~180 s)
-  ref 1b-lora 60 $L1
-  ref 8b-lora-ckpt 90 $C8
-  ref 1b-full-autocast 60 $F1
-  ref 1b-full-pure-bf16 60 $F1 --pure-bf16
-  ref qwen-lora 60 $Q
+  ref 1b-lora 50 $L1
+  ref 8b-lora-ckpt 60 $C8
+  ref 1b-full-autocast 50 $F1
+  ref 1b-full-pure-bf16 50 $F1 --pure-bf16
+  ref qwen-lora 50 $Q
   for m in qwen3-1.7b gemma-3-1b; do
-    ref $m-lora 60 --model $m --method lora --batch 4 --seq 2048 --steps 5 --warmup 2
+    ref $m-lora 55 --model $m --method lora --batch 4 --seq 2048 --steps 5 --warmup 2
   done
-  genref decode-1b 60 --model llama-3.2-1b --prompt 128 --new 256
+  genref decode-1b 50 --model llama-3.2-1b --prompt 128 --new 256
   # PyTorch's SDPA at BenchmarkAttention*'s shapes, for issue 20's attention rows (whet's own:
   # attn-bwd2/attn-fwd2's default rows in the same call)
-  if fits "attention sdpa" 60; then
+  if fits "attention sdpa" 45; then
     step "attention: attention_reference.py (SDPA, head dims 64 and 128, forward and backward)"
-    timeout 60 python3 tools/bench/attention_reference.py 2>>$O/ref.err >$O/row.jsonl; echo "attention sdpa rc=$?" >>$S
+    timeout 45 python3 tools/bench/attention_reference.py 2>>$O/ref.err >$O/row.jsonl; echo "attention sdpa rc=$?" >>$S
     cat $O/row.jsonl | tee -a $O/rows.jsonl >>$S
   fi
 fi
