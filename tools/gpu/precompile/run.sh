@@ -45,9 +45,9 @@ cold() { # label xdg-folder timeout [env...]
 X=/tmp/precompile-xdg
 if [ $PHASE != tests ]; then
 rm -rf $X
-cold cold-off $X/off 70
+cold cold-off $X/off 110 # rows's cold step had 240 s; on 2026-12-07 16:47 a first 1B LoRA bench ran out of 50 s compiling
 cold cold-on $X/on 60 WHET_CUDA_PRECOMPILE=1
-cold warm-on $X/on 20 WHET_CUDA_PRECOMPILE=1
+cold warm-on $X/on 25 WHET_CUDA_PRECOMPILE=1
 rm -rf $X # cubins: not worth bringing back
 fi
 [ $PHASE = bench ] && { step end; exit 0; }
