@@ -98,7 +98,11 @@ fi
 
 # A bench phase on a machine whose kernel cache the tests phase did not fill (another call's
 # machine was given back meanwhile): fill it first, so that no row's timeout goes to NVRTC.
-if [ $PHASE = bench ] && [ "$(ls ${XDG_CACHE_HOME:-$HOME/.cache}/whet/kernels 2>/dev/null | grep -c cubin)" -lt 10 ]; then
+# (Not for PyTorch's rows alone.)
+WHET_ROWS=1
+[ "${ROWS_PART:-all}" = ref ] && WHET_ROWS=0
+[ -n "${ROWS_ONLY:-}" ] && [[ ",$ROWS_ONLY" != *.whet* ]] && WHET_ROWS=0
+if [ $PHASE = bench ] && [ $WHET_ROWS = 1 ] && [ "$(ls ${XDG_CACHE_HOME:-$HOME/.cache}/whet/kernels 2>/dev/null | grep -c cubin)" -lt 10 ]; then
   warm_cache; cat $O/warm.txt >>$S
 fi
 
