@@ -33,7 +33,8 @@ echo "PHASE=$PHASE LIMIT=$LIMIT" >>$S
 warm_cache() {
   step "warm whet's kernel cache (tiny whet bench runs)"
   warm() { [ $(left) -gt 40 ] || { echo "warm skipped: $(left) s left: $*" >>$O/warm.txt; return; }; timeout 120 $W bench --backend cuda --json "$@" >>$O/warm.jsonl 2>>$O/warm.err; echo "warm rc=$? $*" >>$O/warm.txt; }
-  warm --model llama-3.2-1b,gemma-3-1b --method lora,full --batch 1 --seq 256 --steps 1 --warmup 0 --max-time 0
+  warm --model llama-3.2-1b --method lora,full --batch 1 --seq 256 --steps 1 --warmup 0 --max-time 0
+  warm --model gemma-3-1b,qwen3-1.7b,qwen2.5-0.5b --method lora --batch 1 --seq 256 --steps 1 --warmup 0 --max-time 0
   warm --model llama-3.2-1b --method lora,qlora --decode 8 --seq 16 --decode-modes graph
 }
 
