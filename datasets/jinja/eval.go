@@ -162,6 +162,19 @@ func (ev *evaluator) execOne(n node, sc *scope) error {
 		if err != nil {
 			return err
 		}
+		if _, ok := v.(builtin); ok {
+			// jinja2 prints "<built-in method strip of str object at
+			// 0x7f…>", an address no two renders share: never the text
+			// a template means.
+			msg := "prints a function or method instead of calling it (add the call's parentheses)"
+			switch x := n.x.(type) {
+			case *nameExpr:
+				msg = "prints " + x.name + " instead of calling it (write " + x.name + "())"
+			case *attrExpr:
+				msg = "prints the method ." + x.name + " instead of calling it (write ." + x.name + "())"
+			}
+			return &RuntimeError{n.line, msg}
+		}
 		return ev.write(toStr(v), n.line)
 	case *ifNode:
 		for i, c := range n.conds {

@@ -129,3 +129,47 @@ func TestMisplacedEndTagSaysWhatIsOpen(t *testing.T) {
 		}
 	}
 }
+
+// Values with no text of their own print as jinja2 prints them, and a
+// namespace that holds itself prints with Python's [...] and {...}: these
+// recursed between str() and repr() until the stack ran out, which kills
+// the whole process (FuzzJinjaChatTemplate found {{ m.content.lower }}). A
+// function printed without its call is an error naming the line, since
+// jinja2 prints its memory address; comparing two functions is false, not
+// a panic (jinja2 says True for one global compared with itself, which Go's
+// functions cannot tell).
+func TestPrintingFunctionsAndCyclesEnds(t *testing.T) {
+	for _, c := range []struct{ src, want string }{
+		{"{% macro f() %}{% endmacro %}{{ f }}", "<Macro 'f'>"},
+		{"{% for x in 'ab' %}{{ loop }}{% endfor %}", "<LoopContext 1/2><LoopContext 2/2>"},
+		{"{% set ns = namespace() %}{% set ns.x = ns %}{{ ns }}", "<Namespace {'x': <Namespace {...}>}>"},
+		{"{% set ns = namespace() %}{% set l = [ns, {'k': ns}] %}{% set ns.x = l %}{{ l }}",
+			"[<Namespace {'x': [...]}>, {'k': <Namespace {'x': [...]}>}]"},
+		{"{{ [1, [2, (3,)], {'a': none}] }}", "[1, [2, (3,)], {'a': None}]"},
+		{"{{ 'x' ~ range }}|{{ range|string }}", "x<built-in function>|<built-in function>"},
+		{"{{ range == range }} {{ range in [1, range] }} {{ {range: 1}|length }}", "False False 1"},
+	} {
+		tmpl, err := Parse(c.src)
+		if err != nil {
+			t.Fatalf("%s: %v", c.src, err)
+		}
+		res, err := tmpl.Render(nil, Options{})
+		if err != nil || res.Text != c.want {
+			t.Errorf("%s: %q, %v; want %q", c.src, res.Text, err, c.want)
+		}
+	}
+	for _, c := range []struct{ src, want string }{
+		{"a\n{{ messages[0].content.strip }}", "line 2: prints the method .strip instead of calling it (write .strip())"},
+		{"{{ range }}", "line 1: prints range instead of calling it (write range())"},
+		{"\n\n{{ [range][0] }}", "line 3: prints a function or method instead of calling it"},
+	} {
+		tmpl, err := Parse(c.src)
+		if err != nil {
+			t.Fatalf("%s: %v", c.src, err)
+		}
+		_, err = tmpl.Render(map[string]any{"messages": []any{map[string]any{"content": " x "}}}, Options{})
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %s…", c.src, err, c.want)
+		}
+	}
+}

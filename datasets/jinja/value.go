@@ -285,6 +285,25 @@ func truthy(v Value) bool {
 
 // toStr is Python's str() as Jinja2 prints values.
 func toStr(v Value) string {
+	var p printer
+	return p.str(v)
+}
+
+// repr is Python's repr().
+func repr(v Value) string {
+	var p printer
+	return p.repr(v)
+}
+
+// printer writes values as str() and repr() do. A namespace can hold
+// itself (set ns.x = ns), directly or through lists and dicts made after
+// it; as in Python, a list or dict met again inside its own repr prints as
+// [...] or {...}, so printing always ends.
+type printer struct {
+	active map[any]bool // the lists and dicts being printed
+}
+
+func (p *printer) str(v Value) string {
 	switch x := v.(type) {
 	case nil:
 		return "None"
@@ -301,21 +320,25 @@ func toStr(v Value) string {
 		return strconv.FormatInt(x, 10)
 	case float64:
 		return pyFloat(x)
-	case *Namespace:
-		return "<Namespace " + repr(x.attrs) + ">"
 	}
-	return repr(v)
+	return p.repr(v)
 }
 
-// repr is Python's repr().
-func repr(v Value) string {
+func (p *printer) repr(v Value) string {
 	switch x := v.(type) {
 	case string:
 		return pyStrRepr(x)
+	case nil, bool, int64, float64:
+		return p.str(v)
 	case *List:
+		if p.active[x] {
+			return "[...]"
+		}
+		p.enter(x)
+		defer delete(p.active, x)
 		parts := make([]string, len(x.Items))
 		for i, e := range x.Items {
-			parts[i] = repr(e)
+			parts[i] = p.repr(e)
 		}
 		if x.Tuple {
 			if len(parts) == 1 {
@@ -325,15 +348,38 @@ func repr(v Value) string {
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
 	case *Dict:
+		if p.active[x] {
+			return "{...}"
+		}
+		p.enter(x)
+		defer delete(p.active, x)
 		parts := make([]string, len(x.keys))
 		for i, k := range x.keys {
-			parts[i] = repr(k) + ": " + repr(x.vals[i])
+			parts[i] = p.repr(k) + ": " + p.repr(x.vals[i])
 		}
 		return "{" + strings.Join(parts, ", ") + "}"
+	case *Namespace:
+		return "<Namespace " + p.repr(x.attrs) + ">"
 	case Undefined:
 		return "Undefined"
+	case *macro:
+		// Jinja2's Macro.__repr__.
+		return "<Macro " + pyStrRepr(x.name) + ">"
+	case *loopObj:
+		// Jinja2's LoopContext.__repr__.
+		return fmt.Sprintf("<LoopContext %d/%d>", x.index+1, len(x.items))
+	case builtin:
+		// Python adds the object's address, which no two renders share.
+		return "<built-in function>"
 	}
-	return toStr(v)
+	return fmt.Sprintf("<%T>", v)
+}
+
+func (p *printer) enter(x any) {
+	if p.active == nil {
+		p.active = map[any]bool{}
+	}
+	p.active[x] = true
 }
 
 // pyFloat is Python's repr of a float: the shortest round-trip digits,
@@ -462,6 +508,10 @@ func equal(a, b Value) bool {
 			}
 		}
 		return true
+	case builtin:
+		// Go cannot compare functions; a template's functions and bound
+		// methods are made afresh where they are named.
+		return false
 	}
 	return a == b
 }
