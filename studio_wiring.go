@@ -398,6 +398,9 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 	if _, err := engine.VisionDataSettings(&opts, cfg.Method, dir); err != nil {
 		return pv, err
 	}
+	if cfg.Method == "grpo" {
+		return previewPrompts(opts, tok)
+	}
 	p, err := datasets.Prepare(opts, tok)
 	if err != nil {
 		// A file with images cannot be trained on yet, but its rows and
@@ -436,6 +439,55 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 		TrainTokens: s.Train.TrainableTokens + s.Eval.TrainableTokens, MeanLen: s.Train.Lengths.Mean,
 		MaxLen: s.LongestTokens, Truncated: s.Truncated}
 	pv.Warnings = engine.StatsLines(s)[2:]
+	return pv, nil
+}
+
+// previewPrompts shows prompt-only data as a GRPO run reads it
+// (datasets.PreparePrompts, then engine.NewGRPORun's rendering): each of
+// the first three prompts with the chat template and its generation prompt,
+// left-truncated to max length as the run does, all of it untrained (the answers are generated while training), and its
+// answer, when the file has one, beside the example's title. Before, the
+// studio prepared GRPO data as supervised data, and every prompt file was
+// refused with "none of the N rows has a token to train on".
+func previewPrompts(opts datasets.Options, tok *tokenizer.Tokenizer) (tui.DataPreview, error) {
+	var pv tui.DataPreview
+	ps, err := datasets.PreparePrompts(opts, tok)
+	if err != nil {
+		return pv, err
+	}
+	s := ps.Stats
+	pv.Format = string(datasets.FormatPrompt)
+	rows := append(append([]datasets.Example(nil), ps.Train...), ps.Eval...)
+	total, longest, cut := 0, 0, 0
+	for i, ex := range rows {
+		ids, err := engine.EncodeChat(tok, ps.Template, ex.Messages)
+		if err != nil {
+			return pv, fmt.Errorf("%s: prompt: %w", ex.Loc, err)
+		}
+		total, longest = total+len(ids), max(longest, len(ids)) // as written
+		if opts.MaxLength > 0 && len(ids) > opts.MaxLength {
+			cut++
+			ids = ids[len(ids)-opts.MaxLength:] // what the run keeps
+		}
+		if i < 3 && i < len(ps.Train) {
+			shown := make([]int, len(ids))
+			for j, id := range ids {
+				shown[j] = int(id)
+			}
+			pv.Examples = append(pv.Examples, []tui.Segment{{Text: tok.Decode(shown, false), Masked: true}})
+			label := ""
+			if ex.Answer != "" {
+				label = "answer: " + ex.Answer
+			}
+			pv.Labels = append(pv.Labels, label)
+		}
+	}
+	pv.Stats = tui.DataStats{Rows: s.Rows, Skipped: s.BadRows + s.Dropped, Tokens: total,
+		MeanLen: float64(total) / float64(max(len(rows), 1)), MaxLen: longest, Truncated: cut}
+	pv.Warnings = engine.StatsLines(s)[2:]
+	if cut > 0 {
+		pv.Warnings = append(pv.Warnings, fmt.Sprintf("data: %d prompts longer than max_length keep their last %d tokens", cut, opts.MaxLength))
+	}
 	return pv, nil
 }
 

@@ -37,6 +37,46 @@ func TestGoldenGRPOMethod(t *testing.T) {
 	}
 }
 
+// promptPreview is prompt-only data as the studio's previewer shows it for
+// GRPO: rendered prompts, untrained, each with its answer.
+var promptPreview = tui.DataPreview{
+	Format: "prompt",
+	Examples: [][]tui.Segment{
+		{{Text: "<|user|>\nWhat is 7 times 6?\n<|assistant|>\n", Masked: true}},
+		{{Text: "<|user|>\nWhat is the capital of Peru?\n<|assistant|>\n", Masked: true}},
+		{{Text: "<|user|>\nHow many legs has a spider?\n<|assistant|>\n", Masked: true}},
+	},
+	Labels: []string{"answer: 42", "answer: Lima", "answer: 8"},
+	Stats:  tui.DataStats{Rows: 500, Tokens: 9100, MeanLen: 18.2, MaxLen: 41},
+}
+
+// The data page with prompt-only data for GRPO says that the tokens are
+// the prompts' (the answers are generated in training, so "N with loss"
+// would read 0) and names each example's answer.
+func TestGoldenGRPOData(t *testing.T) {
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			o := testOptions(&fake.Engine{})
+			o.Data = fake.Previewer{Preview0: promptPreview}
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("enter", "right", "right", "right", "right") // method: grpo
+			d.keys("enter", "enter")
+			d.waitScreen("format prompt")
+			s := d.screen()
+			if !strings.Contains(s, "format prompt · 500 rows · 9.10k prompt tokens, answers generated in training") ||
+				!strings.Contains(s, "example 1 of 3 · answer: 42") || strings.Contains(s, "with loss") {
+				t.Errorf("the preview should count prompt tokens and name the answers:\n%s", s)
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("wizard_3data_grpo_%dx%d", sz.w, sz.h), d.view())
+			d.keys("enter")
+			if !strings.Contains(d.screen(), "Run settings") {
+				t.Errorf("prompt data should be accepted for GRPO:\n%s", d.screen())
+			}
+		})
+	}
+}
+
 // grpoDriver is the studio at 80x24 with a prompt-only dataset previewed.
 func grpoDriver(t *testing.T, eng *fake.Engine) *driver {
 	o := testOptions(eng)

@@ -655,7 +655,12 @@ func (p *dataPage) previewView(h int) string {
 		// Read but not tokenized (an image dataset): no token counts.
 		lines = append(lines, head)
 	} else {
-		head += fmt.Sprintf(" · %s tokens, %s with loss", units.Count(int64(s.Tokens)), units.Count(int64(s.TrainTokens)))
+		if pr.Format == "prompt" {
+			// GRPO: the tokens with a loss are the answers it generates.
+			head += fmt.Sprintf(" · %s prompt tokens, answers generated in training", units.Count(int64(s.Tokens)))
+		} else {
+			head += fmt.Sprintf(" · %s tokens, %s with loss", units.Count(int64(s.Tokens)), units.Count(int64(s.TrainTokens)))
+		}
 		lines = append(lines, head)
 		lens := fmt.Sprintf("length mean %.0f · max %d", s.MeanLen, s.MaxLen)
 		if s.Truncated > 0 {
