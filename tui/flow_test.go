@@ -344,6 +344,10 @@ func TestTooSmallTerminal(t *testing.T) {
 	if !strings.Contains(s, "at least 80×24") || !strings.Contains(s, "This one is 60×20") {
 		t.Errorf("a small terminal should get a clear message:\n%s", s)
 	}
+	// The keys that still work are named (the help line is not drawn).
+	if !strings.Contains(s, "q quit • ctrl+c quit") {
+		t.Errorf("a small terminal should say which keys work:\n%s", s)
+	}
 	d.keys("enter") // ignored while the user cannot see
 	d.send(windowSize(80, 24))
 	if !strings.Contains(d.screen(), "Choose the base model") {
@@ -463,6 +467,9 @@ func TestQuitWhileTooSmall(t *testing.T) {
 	d.send(windowSize(50, 12))
 	if !strings.Contains(d.screen(), "Training goes on meanwhile") {
 		t.Errorf("the small-terminal message should say the run continues:\n%s", d.screen())
+	}
+	if !strings.Contains(d.screen(), "q quit • ctrl+c quit") {
+		t.Errorf("the small-terminal message should say what q does:\n%s", d.screen())
 	}
 	d.keys("q")
 	if !strings.Contains(d.screen(), "Stop the run and quit?") {

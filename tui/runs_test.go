@@ -425,3 +425,44 @@ func TestSummaryContinuesAStoppedRun(t *testing.T) {
 		t.Errorf("a finished run offers c:\n%s", s)
 	}
 }
+
+// Below the minimum size the page's help line is not drawn, so the window
+// names the keys that still work there, and each does what it says: in
+// the viewer of a live run, on the summary and on the export page of runs
+// opened from the runs page. Before, it said only "please enlarge it".
+func TestTooSmallNamesTheKeys(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Runs = scriptedRuns()
+	o.Exporter = &fake.Exporter{}
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("persona-lora")
+	d.keys("down", "down", "enter")
+	d.waitScreen("eval loss 1.1818")
+	d.send(windowSize(60, 20))
+	if s := d.screen(); !strings.Contains(s, "q runs (run goes on) • ctrl+c quit") {
+		t.Errorf("small viewer of a live run:\n%s", s)
+	}
+	golden(t, "toosmall_viewer_60x20", d.view())
+	d.keys("q")
+	d.send(windowSize(80, 24))
+	d.waitScreen("Runs in ./runs")
+	d.keys("up", "enter") // old-done
+	d.waitScreen("20 of 20 steps")
+	d.keys("e")
+	d.waitScreen("whet export")
+	d.send(windowSize(60, 20))
+	if s := d.screen(); !strings.Contains(s, "q back to the summary • ctrl+c quit") {
+		t.Errorf("small export page:\n%s", s)
+	}
+	d.keys("q")
+	if s := d.screen(); !strings.Contains(s, "q back to the runs • ctrl+c quit") {
+		t.Errorf("small summary:\n%s", s)
+	}
+	d.keys("q")
+	d.send(windowSize(80, 24))
+	d.waitScreen("Runs in ./runs")
+	if d.quit {
+		t.Error("q on the small summary quit the studio")
+	}
+}

@@ -534,6 +534,9 @@ func (m *Model) render() string {
 				}
 			}
 		}
+		if keys := m.tooSmallKeys(); keys != "" {
+			extra = strings.TrimPrefix(extra+"\n"+keys, "\n")
+		}
 		return tooSmallView(m.c.styles, w, h, extra)
 	}
 	switch m.state {
@@ -562,6 +565,34 @@ func (m *Model) render() string {
 		help = m.c.helpLine(append(m.wiz.current().help(), m.c.keys.ForceQuit)...)
 	}
 	return body + "\n" + fitBlock(status, w, statusH) + "\n" + fitBlock(help, w, 1)
+}
+
+// tooSmallKeys names the keys that still work below the minimum size (see
+// Update: q, ctrl+c, and the dashboard's y/n), since the page's own help
+// line is not drawn: the window said only "please enlarge it", and q did
+// things nothing on the screen mentioned. "" while the dashboard shows its
+// question or its stopping state instead.
+func (m *Model) tooSmallKeys() string {
+	quit := "ctrl+c quit"
+	switch {
+	case m.state == stateDashboard:
+		if m.dash.confirm != confirmNone || m.dash.stopping {
+			return ""
+		}
+		for _, b := range m.dash.help() {
+			if h := b.Help(); strings.HasPrefix(h.Key, "q") {
+				return "q " + h.Desc + " • " + quit
+			}
+		}
+		return quit
+	case m.state == stateSummary && m.sum.backToRuns:
+		return "q back to the runs • " + quit
+	case m.state == stateExport && m.exp.nested && m.exp.running:
+		return quit
+	case m.state == stateExport && m.exp.nested:
+		return "q back to the summary • " + quit
+	}
+	return "q quit • " + quit
 }
 
 // tooSmallView asks for a bigger window, centred, in whatever room there is.
