@@ -268,7 +268,14 @@ func PastTotal(step, total int) bool { return total > 0 && step > total }
 // LogEvent is a line of information (data stats, backend notice).
 type LogEvent struct{ Text string }
 
+// PauseEvent says that a viewer paused (or resumed) the run. A run
+// followed by several viewers (two SSH sessions, whet attach) shows the
+// same state in each: the one that pressed p knows, the others learn it
+// from this. The worker's control socket sends it; the trainer does not.
+type PauseEvent struct{ Paused bool }
+
 func (StepEvent) isEvent()       {}
+func (PauseEvent) isEvent()      {}
 func (EvalEvent) isEvent()       {}
 func (SampleEvent) isEvent()     {}
 func (CheckpointEvent) isEvent() {}

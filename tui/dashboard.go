@@ -159,6 +159,12 @@ func (d *dashboard) apply(ev engine.Event) {
 	case engine.CheckpointEvent:
 		d.checkpoints = append(d.checkpoints, ev)
 		d.ckptAsked = false
+	case engine.PauseEvent:
+		// Another viewer of the run (a second SSH session, whet attach)
+		// pressed p: this one shows it too.
+		if !d.stopping {
+			d.paused = ev.Paused
+		}
 	case engine.LogEvent:
 		if strings.HasPrefix(ev.Text, engine.NoSamplesNote) {
 			d.noSamples = ev.Text

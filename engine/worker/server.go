@@ -46,6 +46,9 @@ type Server struct {
 	// logs is the run's newest log lines: a viewer that connects late
 	// gets them first (they are in no file of the run folder to replay).
 	logs [][]byte
+	// paused: a viewer paused the run and none resumed it since; a viewer
+	// that connects meanwhile is told so after the log lines.
+	paused bool
 }
 
 // keepLogs is how many log lines a late viewer is given.
@@ -126,6 +129,10 @@ func (s *Server) accept() {
 		// any line broadcast after it.
 		for _, line := range s.logs {
 			c.out <- line
+		}
+		if s.paused {
+			js, _ := EncodeEvent(engine.PauseEvent{Paused: true})
+			c.out <- append(js, '\n')
 		}
 		s.mu.Unlock()
 		s.wg.Add(2)
@@ -235,14 +242,26 @@ func (s *Server) handle(n int, line []byte) Message {
 		return Message{Error: fmt.Sprintf("line %d: %v", n, err)}
 	}
 	switch req.Cmd {
-	case CmdPause:
-		s.ctl.Pause()
-	case CmdResume:
-		s.ctl.Resume()
+	case CmdPause, CmdResume:
+		paused := req.Cmd == CmdPause
+		if paused {
+			s.ctl.Pause()
+		} else {
+			s.ctl.Resume()
+		}
+		// Every viewer shows the run's state, not only the one whose key
+		// changed it: the others said "training" over a paused run.
+		s.mu.Lock()
+		s.paused = paused
+		s.mu.Unlock()
+		s.Broadcast(engine.PauseEvent{Paused: paused})
 	case CmdCheckpoint:
 		s.ctl.Checkpoint()
 	case CmdStop:
-		s.ctl.Stop()
+		s.ctl.Stop() // a stop also ends a pause
+		s.mu.Lock()
+		s.paused = false
+		s.mu.Unlock()
 	}
 	return Message{Reply: req.Cmd, OK: true}
 }

@@ -45,7 +45,7 @@ type Message struct {
 	OK    bool   `json:"ok,omitempty"`
 	Error string `json:"error,omitempty"`
 
-	Event        string             `json:"event,omitempty"` // step | eval | sample | checkpoint | log | done
+	Event        string             `json:"event,omitempty"` // step | eval | sample | checkpoint | log | pause | done
 	Step         int                `json:"step,omitempty"`
 	TotalSteps   int                `json:"total_steps,omitempty"`
 	Epoch        float64            `json:"epoch,omitempty"`
@@ -63,6 +63,7 @@ type Message struct {
 	RunErr       string             `json:"run_error,omitempty"`
 	FromStep     int                `json:"from_step,omitempty"`    // done: the step the session resumed from
 	Checkpointed bool               `json:"checkpointed,omitempty"` // done: the run folder holds a checkpoint
+	Paused       bool               `json:"paused,omitempty"`       // pause: paused (false: resumed)
 }
 
 // finite is v, or nil for NaN and ±Inf (which JSON cannot carry).
@@ -98,6 +99,8 @@ func EncodeEvent(ev engine.Event) (line []byte, ok bool) {
 		m = Message{Event: "checkpoint", Step: e.Step, Path: e.Path}
 	case engine.LogEvent:
 		m = Message{Event: "log", Text: e.Text}
+	case engine.PauseEvent:
+		m = Message{Event: "pause", Paused: e.Paused}
 	case engine.DoneEvent:
 		m = Message{Event: "done", Step: e.Step, Stopped: e.Stopped, ElapsedNS: int64(e.Elapsed), Path: e.FinalDir, FromStep: e.FromStep,
 			Checkpointed: e.Checkpointed}
@@ -135,6 +138,8 @@ func DecodeEvent(line []byte) (engine.Event, error) {
 		return engine.CheckpointEvent{Step: m.Step, Path: m.Path}, nil
 	case "log":
 		return engine.LogEvent{Text: m.Text}, nil
+	case "pause":
+		return engine.PauseEvent{Paused: m.Paused}, nil
 	case "done":
 		d := engine.DoneEvent{Step: m.Step, Stopped: m.Stopped, Elapsed: time.Duration(m.ElapsedNS), FinalDir: m.Path, FromStep: m.FromStep,
 			Checkpointed: m.Checkpointed}

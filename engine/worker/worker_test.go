@@ -288,3 +288,77 @@ func TestLastSessionLines(t *testing.T) {
 		t.Errorf("empty session: %q", got)
 	}
 }
+
+// A pause sent by one viewer reaches every viewer, and one that connects
+// while the run is paused is told so: a second SSH session following the
+// run said "● training" over a run another session had paused.
+func TestPauseReachesEveryViewer(t *testing.T) {
+	s, ctl, rd := listen(t)
+	a, err := Dial(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Dial(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := 0; s.Viewers() < 2; i++ {
+		if i > 10000 {
+			t.Fatalf("%d viewers connected, want 2", s.Viewers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	next := func(c *Conn, who string) engine.Event {
+		t.Helper()
+		select {
+		case ev := <-c.Events:
+			return ev
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no event", who)
+			return nil
+		}
+	}
+	a.Pause()
+	for _, v := range []struct {
+		c   *Conn
+		who string
+	}{{a, "the viewer that paused"}, {b, "the other viewer"}} {
+		if ev := next(v.c, v.who); ev != (engine.PauseEvent{Paused: true}) {
+			t.Fatalf("%s got %#v, want the pause", v.who, ev)
+		}
+	}
+	late, err := Dial(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if ev := next(late, "a viewer connecting while paused"); ev != (engine.PauseEvent{Paused: true}) {
+		t.Fatalf("a viewer connecting while paused got %#v first, want the pause", ev)
+	}
+	b.Resume()
+	for _, c := range []*Conn{a, b, late} {
+		if ev := next(c, "after the resume"); ev != (engine.PauseEvent{Paused: false}) {
+			t.Fatalf("after the resume a viewer got %#v", ev)
+		}
+	}
+	if got := ctl.got(); got != "pause,resume" {
+		t.Fatalf("the run was told %q, want pause,resume", got)
+	}
+	late2, err := Dial(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late2.Close()
+	for i := 0; s.Viewers() < 4; i++ {
+		if i > 10000 {
+			t.Fatalf("%d viewers connected, want 4", s.Viewers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.Broadcast(engine.LogEvent{Text: "live"})
+	if ev := next(late2, "a viewer connecting after the resume"); ev != (engine.LogEvent{Text: "live"}) {
+		t.Fatalf("a viewer connecting after the resume got %#v first, want the live line", ev)
+	}
+}
