@@ -29,7 +29,7 @@ type Options struct {
 	Columns     map[string]string `yaml:"columns,omitempty"`       // canonical column -> the file's column
 	Template    string            `yaml:"template,omitempty"`      // chat template name; empty = detect from the tokenizer
 	TrainOn     string            `yaml:"train_on,omitempty"`      // responses | all
-	MaxLength   int               `yaml:"max_length"`              // tokens per sequence; longer ones are truncated
+	MaxLength   int               `yaml:"max_length"`              // tokens per sequence; longer ones are truncated. A run file without it: the method's default, or the model's max_position_embeddings if fewer
 	Packing     bool              `yaml:"packing"`                 // pack sequences end to end (else pad with length grouping)
 	EvalSplit   float64           `yaml:"eval_split,omitempty"`    // fraction of rows held out for evaluation
 	EvalPath    string            `yaml:"eval_path,omitempty"`     // a separate evaluation file (overrides EvalSplit)

@@ -41,6 +41,11 @@ type RunConfig struct {
 	// other data, model or settings instead of refusing (whet train
 	// --resume-anyway). It is a choice for one start, never saved.
 	ResumeAnyway bool `yaml:"-"`
+	// FitMaxLength: the run file left data.max_length out, so the run
+	// takes the method's default fitted to the model (MaxLengthFor), as
+	// the studio does; Prepare applies it once the model is known. Never
+	// saved: the run folder's run.yaml records the length used.
+	FitMaxLength bool `yaml:"-"`
 }
 
 // LoRAConfig sets the adapters (PEFT's meaning for each field).

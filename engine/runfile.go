@@ -34,6 +34,9 @@ func DecodeRunConfig(data []byte) (RunConfig, error) {
 			Epochs      *float64 `yaml:"epochs"`
 			MaxSteps    *int     `yaml:"max_steps"`
 		} `yaml:"train"`
+		Data struct {
+			MaxLength *int `yaml:"max_length"`
+		} `yaml:"data"`
 	}
 	if err := yaml.Unmarshal(data, &head); err != nil {
 		return RunConfig{}, explainYAMLError(data, err)
@@ -52,7 +55,21 @@ func DecodeRunConfig(data []byte) (RunConfig, error) {
 	if err := checkWholeNumbers(data); err != nil {
 		return cfg, err
 	}
+	cfg.FitMaxLength = head.Data.MaxLength == nil
 	return cfg, nil
+}
+
+// MaxLengthFor is the max length a run of a model starts from: the
+// method's default, or the positions the model was trained on
+// (max_position_embeddings) when it has fewer. positions <= 0 (unknown)
+// keeps the method's. Only defaults go through it (the studio's method
+// presets, a run file without data.max_length): a max length the user
+// sets stays as set (the fit page warns when it is past the positions).
+func MaxLengthFor(methodDefault, positions int) int {
+	if positions > 0 && positions < methodDefault {
+		return positions
+	}
+	return methodDefault
 }
 
 // dropDefaultAlternatives is the one rule for settings a run can give two

@@ -256,6 +256,9 @@ func Prepare(cfg RunConfig) (*Session, error) {
 		lock.Release()
 		return nil, err
 	}
+	if cfg.FitMaxLength {
+		fitMaxLength(&cfg, modelDir, lock != nil)
+	}
 	// Fingerprints of the data and model, checked against the run folder's
 	// before anything slow: resuming checkpoints made from other inputs
 	// would train neither run.
@@ -648,6 +651,29 @@ func (s *Session) Close() {
 	}
 	s.lock.Release()
 	s.lock = nil
+}
+
+// fitMaxLength gives a run file that left data.max_length out its
+// length: the method's default fitted to the model's positions
+// (MaxLengthFor, the rule the studio's presets follow), or, for a run
+// folder being resumed, the length its run.yaml records (a run started
+// before this rule with the method's 2048 on a model of fewer positions
+// resumes as it was, instead of being refused as changed).
+func fitMaxLength(cfg *RunConfig, modelDir string, resuming bool) {
+	cfg.FitMaxLength = false
+	if resuming {
+		if rd, err := RunDirOf(*cfg); err == nil {
+			if raw, err := atomicfile.ReadFile(rd.Config()); err == nil {
+				if saved, err := DecodeRunConfig(raw); err == nil && !saved.FitMaxLength {
+					cfg.Data.MaxLength = saved.Data.MaxLength
+					return
+				}
+			}
+		}
+	}
+	if mc, err := LoadModelConfig(modelDir); err == nil {
+		cfg.Data.MaxLength = MaxLengthFor(cfg.Data.MaxLength, mc.MaxPositions)
+	}
 }
 
 // Start prepares a run and trains it in the background. Events arrive on

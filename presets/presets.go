@@ -227,16 +227,11 @@ func (m *Method) RunConfig() engine.RunConfig {
 	return rc
 }
 
-// MaxLengthFor is the max length a run of a model starts from: the
-// method's default, or the positions the model was trained on
-// (max_position_embeddings) when it has fewer. positions <= 0 (unknown)
-// keeps the method's. Only defaults go through it: a max length the user
-// sets stays as set (the fit page warns when it is past the positions).
+// MaxLengthFor is the max length a run of a model starts from
+// (engine.MaxLengthFor, the one rule, which run files without
+// data.max_length go through too).
 func MaxLengthFor(methodDefault, positions int) int {
-	if positions > 0 && positions < methodDefault {
-		return positions
-	}
-	return methodDefault
+	return engine.MaxLengthFor(methodDefault, positions)
 }
 
 // RunConfigFor is RunConfig with the max length fitted to the model
