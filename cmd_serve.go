@@ -156,12 +156,28 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 			// before any studio is built for it.
 			func(next ssh.Handler) ssh.Handler {
 				return func(s ssh.Session) {
+					key := "no key"
+					if k := s.PublicKey(); k != nil {
+						key = gossh.FingerprintSHA256(k)
+					}
 					if n := sessions.Add(1); n > int64(c.maxSessions) {
 						sessions.Add(-1)
+						logf("refused a session for key %s from %s: %d sessions already (--max-sessions)", key, s.RemoteAddr(), c.maxSessions)
 						wish.Fatalf(s, "whet serve: %d sessions already (--max-sessions); try again later\r\n", c.maxSessions)
 						return
 					}
 					defer sessions.Add(-1)
+					// Who is in, and when they leave: the server's output
+					// said nothing of the sessions it let in.
+					size := "no pty"
+					if p, _, ok := s.Pty(); ok {
+						size = fmt.Sprintf("%d×%d", p.Window.Width, p.Window.Height)
+					}
+					start := time.Now()
+					logf("session for key %s from %s (%s)", key, s.RemoteAddr(), size)
+					defer func() {
+						logf("session for key %s from %s ended after %s", key, s.RemoteAddr(), time.Since(start).Round(time.Second))
+					}()
 					next(s)
 				}
 			},

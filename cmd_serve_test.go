@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // syncBuffer is a bytes.Buffer safe to write from one goroutine while
@@ -245,6 +246,19 @@ func TestServeBoundsSessions(t *testing.T) {
 	if err := sessions[0].cmd.Wait(); err != nil {
 		t.Fatalf("leaving: %v", err)
 	}
+	// The server's output names each session let in, the one refused
+	// and the one that left (it said nothing of them).
+	fp := keyFingerprint(t, f.listed+".pub")
+	waitFor(t, "the session's end on whet serve's output", func() bool {
+		return strings.Contains(f.out.String(), "ended after ")
+	})
+	out := f.out.String()
+	if n := strings.Count(out, "whet serve: session for key "+fp+" from 127.0.0.1:"); n < max {
+		t.Errorf("whet serve's output names %d sessions for %s, want %d:\n%s", n, fp, max, out)
+	}
+	if !strings.Contains(out, "(80×24)") || !strings.Contains(out, "refused a session for key "+fp) || !strings.Contains(out, "sessions already (--max-sessions)") {
+		t.Errorf("whet serve's output lacks the sessions' size or the refused session:\n%s", out)
+	}
 	// The freed place is taken by the next session (bounded retries: the
 	// server counts the first one out as its handler returns).
 	for try := 0; ; try++ {
@@ -409,4 +423,19 @@ func TestServeAuthorizedKeysOptions(t *testing.T) {
 	if want := auth + " line 1: expiry-time 2000-01-01T00:00:00Z has passed; this key is refused"; !strings.Contains(started.String(), want) {
 		t.Errorf("whet serve printed %q, want %q", started.String(), want)
 	}
+}
+
+// keyFingerprint is the SHA256 fingerprint of a public key file, as
+// whet serve prints it.
+func keyFingerprint(t *testing.T, pubFile string) string {
+	t.Helper()
+	raw, err := os.ReadFile(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, _, _, err := gossh.ParseAuthorizedKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gossh.FingerprintSHA256(k)
 }
