@@ -154,9 +154,10 @@ func Run(o Options, progress Progress) error {
 // RunContext is Run that gives up once ctx is done: between weights while
 // merging, at the next write of a GGUF file (whose temporary file is then
 // removed), before each file of an adapter export. The error wraps
-// ctx.Err(); files already complete in OutDir stay, and OutDir is removed
-// again if this export made it and nothing was written. Progress reports
-// with total 0 are notices (an earlier export's files removed).
+// ctx.Err(); OutDir is removed again if this export made it and nothing
+// was written, and an earlier export's files there (which a forced or
+// default-folder export replaces) are put back as they were. Progress
+// reports with total 0 are notices (an earlier export's files replaced).
 func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
@@ -189,10 +190,17 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	if err := checkOutDir(run, o.OutDir); err != nil {
 		return err
 	}
-	created, err := prepareOutDir(o, progress)
+	created, finish, err := prepareOutDir(o, progress)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// An earlier export's files, set aside: dropped, or restored when
+		// this one failed or was cancelled.
+		if ferr := finish(err == nil); ferr != nil {
+			err = errors.Join(err, ferr)
+		}
+	}()
 	if created {
 		defer func() {
 			if err != nil {

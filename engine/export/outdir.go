@@ -123,32 +123,42 @@ func checkOutDir(run *RunFiles, out string) error {
 	return nil
 }
 
+// replacedDir holds an earlier export's files, inside the output folder,
+// while a new export into that folder runs.
+const replacedDir = ".whet-replaced"
+
 // prepareOutDir makes the output folder ready: created when missing;
 // used as it is when empty; otherwise refused unless o.Force is set or it is
-// the run's default export folder for this format (which whet made), and
-// then the files an earlier export left there are removed first (the
-// progress is told which), so old shards or a stale Modelfile never mix
-// with the new export. Other files are left alone. created says whether
-// this call made the folder.
-func prepareOutDir(o Options, progress Progress) (created bool, err error) {
+// the run's default export folder for this format (which whet made). Then
+// the files an earlier export left there are set aside (the progress is
+// told which; writers' temporary files are removed), so old shards or a
+// stale Modelfile never mix with the new export. Other files are left
+// alone. created says whether this call made the folder. finish must be
+// called with whether the export completed: the set-aside files are then
+// removed, or put back in place of what the failed or cancelled export
+// wrote. Before, they were removed up front, and an export cancelled in
+// the studio (esc on a second export into the run's default folder) left
+// an empty folder where the first, complete one had been.
+func prepareOutDir(o Options, progress Progress) (created bool, finish func(ok bool) error, err error) {
+	nothing := func(bool) error { return nil }
 	st, err := os.Stat(o.OutDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.MkdirAll(o.OutDir, atomicfile.DirPerm); err != nil {
-			return false, fmt.Errorf("export: %w", err)
+			return false, nil, fmt.Errorf("export: %w", err)
 		}
-		return true, nil
+		return true, nothing, nil
 	case err != nil:
-		return false, fmt.Errorf("export: output folder: %w", err)
+		return false, nil, fmt.Errorf("export: output folder: %w", err)
 	case !st.IsDir():
-		return false, fmt.Errorf("export: output %s is a file, not a folder", o.OutDir)
+		return false, nil, fmt.Errorf("export: output %s is a file, not a folder", o.OutDir)
 	}
 	entries, err := os.ReadDir(o.OutDir)
 	if err != nil {
-		return false, fmt.Errorf("export: output folder: %w", err)
+		return false, nil, fmt.Errorf("export: output folder: %w", err)
 	}
 	if len(entries) == 0 {
-		return false, nil
+		return false, nothing, nil
 	}
 	isDefault := false
 	if a, err := resolvePath(o.OutDir); err == nil {
@@ -166,21 +176,77 @@ func prepareOutDir(o Options, progress Progress) (created bool, err error) {
 		if len(names) == 1 {
 			what = "it holds " + names[0]
 		}
-		return false, fmt.Errorf("export: output folder %s is not empty (%s): choose an empty or new folder, or pass --force to replace an earlier export's files there", o.OutDir, what)
+		return false, nil, fmt.Errorf("export: output folder %s is not empty (%s): choose an empty or new folder, or pass --force to replace an earlier export's files there", o.OutDir, what)
 	}
-	var removed []string
+	aside := filepath.Join(o.OutDir, replacedDir)
+	// Left by an export that was killed: its files are the earlier export's.
+	if err := os.RemoveAll(aside); err != nil {
+		return false, nil, fmt.Errorf("export: clearing %s: %w", aside, err)
+	}
+	var replaced, moved []string
 	for _, e := range entries {
-		if e.IsDir() || !ownFile(e.Name()) {
+		name := e.Name()
+		if e.IsDir() || !ownFile(name) {
 			continue
 		}
-		if err := os.Remove(filepath.Join(o.OutDir, e.Name())); err != nil {
-			return false, fmt.Errorf("export: clearing %s: %w", o.OutDir, err)
+		path := filepath.Join(o.OutDir, name)
+		replaced = append(replaced, name)
+		if strings.HasPrefix(name, ".") { // a writer's temporary file
+			if err := os.Remove(path); err != nil {
+				return false, nil, fmt.Errorf("export: clearing %s: %w", o.OutDir, err)
+			}
+			continue
 		}
-		removed = append(removed, e.Name())
+		if len(moved) == 0 {
+			if err := os.Mkdir(aside, atomicfile.DirPerm); err != nil {
+				return false, nil, fmt.Errorf("export: %w", err)
+			}
+		}
+		if err := os.Rename(path, filepath.Join(aside, name)); err != nil {
+			err = fmt.Errorf("export: setting aside %s: %w", path, err)
+			return false, nil, errors.Join(err, restoreAside(o.OutDir, aside, moved))
+		}
+		moved = append(moved, name)
 	}
-	if len(removed) > 0 {
-		sort.Strings(removed)
-		progress(0, 0, fmt.Sprintf("removed an earlier export's files from %s: %s", o.OutDir, strings.Join(removed, ", ")))
+	if len(replaced) > 0 {
+		sort.Strings(replaced)
+		progress(0, 0, fmt.Sprintf("replacing an earlier export's files in %s: %s", o.OutDir, strings.Join(replaced, ", ")))
 	}
-	return false, nil
+	if len(moved) == 0 {
+		return false, nothing, nil
+	}
+	return false, func(ok bool) error {
+		if ok {
+			if err := os.RemoveAll(aside); err != nil {
+				return fmt.Errorf("export: removing the earlier export's files in %s: %w", aside, err)
+			}
+			return nil
+		}
+		return restoreAside(o.OutDir, aside, moved)
+	}, nil
+}
+
+// restoreAside puts the set-aside files back into dir, after removing the
+// files of whet's that the new export wrote there.
+func restoreAside(dir, aside string, names []string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("export: restoring the earlier export in %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() && ownFile(e.Name()) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("export: restoring the earlier export in %s: %w", dir, err)
+			}
+		}
+	}
+	for _, name := range names {
+		if err := os.Rename(filepath.Join(aside, name), filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("export: restoring the earlier export's %s (kept in %s): %w", name, aside, err)
+		}
+	}
+	if err := os.Remove(aside); err != nil {
+		return fmt.Errorf("export: restoring the earlier export in %s: %w", dir, err)
+	}
+	return nil
 }

@@ -1,7 +1,9 @@
 package export
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -129,7 +131,7 @@ func TestExportIntoUsedFolder(t *testing.T) {
 
 	var notices []string
 	progress := func(done, total int, what string) {
-		if total == 0 && strings.HasPrefix(what, "removed") {
+		if total == 0 && strings.HasPrefix(what, "replacing") {
 			notices = append(notices, what)
 		}
 	}
@@ -182,5 +184,99 @@ func TestExportIntoUsedFolder(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
 		t.Errorf("a failed export left the folder it created: %v", err)
+	}
+}
+
+// An export into a folder holding an earlier one (the run's default
+// folder, or --force) that is cancelled or fails leaves the earlier export
+// as it was; one that completes leaves only its own files. Before, the
+// earlier files were removed before the new export began, and esc on a
+// second export in the studio left an empty folder.
+func TestReplacedExportSurvivesCancelAndFailure(t *testing.T) {
+	tmp := t.TempDir()
+	run := makeFullRun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"))
+	o := Options{RunDir: run, Format: "gguf", Quant: "f16"}
+	if err := Run(o, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := DefaultOutDir(o)
+	snapshot := func() map[string]string {
+		t.Helper()
+		got := map[string]string{}
+		entries, err := os.ReadDir(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			data, err := os.ReadFile(filepath.Join(out, e.Name()))
+			if err != nil {
+				t.Fatalf("%s: %v", e.Name(), err)
+			}
+			got[e.Name()] = string(data)
+		}
+		return got
+	}
+	first := snapshot()
+	if len(first) != 2 || first["model.gguf"] == "" || first["Modelfile"] == "" {
+		t.Fatalf("the first export wrote %d files", len(first))
+	}
+	same := func(when string) {
+		t.Helper()
+		got := snapshot()
+		if len(got) != len(first) {
+			names := []string{}
+			for n := range got {
+				names = append(names, n)
+			}
+			t.Fatalf("%s: the folder holds %q, want the earlier export's 2 files", when, names)
+		}
+		for name, data := range first {
+			if got[name] != data {
+				t.Errorf("%s: %s differs from the earlier export's", when, name)
+			}
+		}
+	}
+
+	// Cancelled while writing model.gguf.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var notices []string
+	err := RunContext(ctx, o, func(done, total int, what string) {
+		if total == 0 {
+			notices = append(notices, what)
+		}
+		if done == 3 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled export: %v", err)
+	}
+	same("after a cancelled export")
+	if !slices.ContainsFunc(notices, func(n string) bool { return strings.HasPrefix(n, "replacing an earlier export's files in ") }) {
+		t.Errorf("the export should say it replaces the earlier one, notices %q", notices)
+	}
+
+	// Failed after the folder was prepared (an unknown template).
+	bad := o
+	bad.Template = "nope"
+	if err := Run(bad, nil); err == nil {
+		t.Fatal("an unknown template should fail")
+	}
+	same("after a failed export")
+
+	// Completed: its files replace the earlier ones, nothing set aside stays.
+	q8 := o
+	q8.OutDir, q8.Quant = out, "q8_0"
+	q8.Force = true
+	if err := Run(q8, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := snapshot()
+	if len(got) != 2 || got["model.gguf"] == first["model.gguf"] {
+		t.Errorf("the completed export should replace model.gguf and leave 2 files, got %d files", len(got))
+	}
+	if _, err := os.Stat(filepath.Join(out, replacedDir)); !os.IsNotExist(err) {
+		t.Errorf("the earlier export's files should be gone after a completed export: %v", err)
 	}
 }
