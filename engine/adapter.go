@@ -112,6 +112,12 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 	var onDisk struct {
 		PEFTConfig
 		TargetModules json.RawMessage `json:"target_modules"`
+		// PEFT settings that change what the adapter computes and that
+		// whet does not apply: refused, not ignored.
+		UseDoRA      bool           `json:"use_dora"`
+		LoRABias     bool           `json:"lora_bias"`
+		RankPattern  map[string]any `json:"rank_pattern"`
+		AlphaPattern map[string]any `json:"alpha_pattern"`
 	}
 	cfgPath := filepath.Join(dir, "adapter_config.json")
 	js, err := os.ReadFile(cfgPath)
@@ -131,6 +137,22 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 	if cfg.FanInFanOut {
 		return LoRAOptions{}, fmt.Errorf("%s: fan_in_fan_out adapters are not supported", cfgPath)
 	}
+	for _, f := range []struct {
+		field, why string
+		set        bool
+	}{
+		{"use_dora", "DoRA's magnitude vectors", onDisk.UseDoRA},
+		{"lora_bias", "LoRA bias terms", onDisk.LoRABias},
+		{"bias", "trained bias terms", cfg.Bias != "" && cfg.Bias != "none"},
+		{"modules_to_save", "fully trained modules", len(cfg.ModulesToSave) > 0},
+		{"rank_pattern", "a rank per module", len(onDisk.RankPattern) > 0},
+		{"alpha_pattern", "an alpha per module", len(onDisk.AlphaPattern) > 0},
+		{"layers_to_transform", "adapters on some layers only", len(cfg.LayersToTransform) > 0},
+	} {
+		if f.set {
+			return LoRAOptions{}, fmt.Errorf("%s: %s is set: whet loads one rank and alpha of plain LoRA matrices on every layer, not %s (merge the adapter into the base model with PEFT instead)", cfgPath, f.field, f.why)
+		}
+	}
 	opts := LoRAOptions{Rank: cfg.R, Alpha: cfg.LoRAAlpha, Targets: cfg.TargetModules, RSLoRA: cfg.UseRSLoRA}
 	for i, p := range cfg.TargetParameters {
 		if p != Gemma3ProjectorPEFTParameter && p != "multi_modal_projector.mm_input_projection_weight" {
@@ -143,6 +165,13 @@ func LoadAdapter(dir string, m *Model) (LoRAOptions, error) {
 		return opts, err
 	}
 	defer f.Close()
+	// r sizes the adapters AddLoRA allocates: check it against the file
+	// first, so that a wrong r is an error, not an allocation of r rows.
+	for _, name := range f.Names() {
+		if info, _ := f.Info(name); strings.Contains(name, ".lora_A.") && len(info.Shape) == 2 && info.Shape[0] != cfg.R {
+			return opts, fmt.Errorf("%s: r is %d, but %s has rank %d (tensor %s)", cfgPath, cfg.R, file, info.Shape[0], name)
+		}
+	}
 	// An adapter of the projector alone has no target_modules (an empty
 	// list would mean every linear to AddLoRA).
 	if len(cfg.TargetModules) > 0 || len(cfg.TargetParameters) == 0 {

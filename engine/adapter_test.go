@@ -106,3 +106,37 @@ func TestAdapterTargetPattern(t *testing.T) {
 		}
 	}
 }
+
+// TestAdapterRefusesSettingsItDoesNotApply: a PEFT adapter_config.json
+// that asks for more than one rank and alpha of plain LoRA matrices on
+// every layer (DoRA, bias terms, modules_to_save, rank or alpha patterns,
+// some layers only) is refused naming the file and the field; these were
+// read and ignored, so the model differed from PEFT's without a word. An r
+// that is not the tensors' rank is refused before AddLoRA allocates r rows.
+func TestAdapterRefusesSettingsItDoesNotApply(t *testing.T) {
+	tr := tinyTrainer(t, "")
+	dir := t.TempDir()
+	if err := engine.SaveAdapter(dir, tr.Model, engine.LoRAOptions{Rank: 2, Alpha: 4}, "tiny"); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "adapter_config.json")
+	for extra, want := range map[string]string{
+		`"use_dora": true`:                    "use_dora is set",
+		`"lora_bias": true`:                   "lora_bias is set",
+		`"bias": "lora_only"`:                 "bias is set",
+		`"modules_to_save": ["embed_tokens"]`: "modules_to_save is set",
+		`"rank_pattern": {"q_proj": 4}`:       "rank_pattern is set",
+		`"alpha_pattern": {"q_proj": 8}`:      "alpha_pattern is set",
+		`"layers_to_transform": [1]`:          "layers_to_transform is set",
+		`"r": 64`:                             "r is 64, but " + filepath.Join(dir, "adapter_model.safetensors") + " has rank 2",
+	} {
+		js := `{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "bias": "none", ` + extra + `}`
+		if err := os.WriteFile(cfgPath, []byte(js), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := engine.LoadAdapter(dir, newTiny(t, true, false))
+		if err == nil || !strings.HasPrefix(err.Error(), cfgPath+": ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %s: …%s…", extra, err, cfgPath, want)
+		}
+	}
+}
