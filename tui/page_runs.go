@@ -384,9 +384,28 @@ func (p *runsPage) table(w, room int) []string {
 		}
 		state := p.stateLabel(r)
 		state += strings.Repeat(" ", max(stateW-lipgloss.Width(state), 0))
-		lines = append(lines, mark+name+" "+state+" "+cell(r.Steps(), stepsW)+" "+cell(r.Loss(), lossW)+" "+cell(orDefault(r.Method, "–"), methodW)+" "+trimTo(printable(orDefault(r.Model, "–")), modelW))
+		lines = append(lines, mark+name+" "+state+" "+cell(r.Steps(), stepsW)+" "+cell(r.Loss(), lossW)+" "+cell(orDefault(r.Method, "–"), methodW)+" "+modelCell(r.Model, modelW))
 	}
 	return lines
+}
+
+// modelCell is a run's model in w cells: a folder relative to the working
+// one when inside it, and a long name keeps its end, which names the
+// model. Before, run files' absolute model paths were cut from the right
+// at 80 columns, and every local run read "/tmp/ws-clone/pr…".
+func modelCell(model string, w int) string {
+	if model == "" {
+		return "–"
+	}
+	m := printable(displayPath(model))
+	if w < 2 || lipgloss.Width(m) <= w {
+		return trimTo(m, w)
+	}
+	r := []rune(m)
+	for len(r) > 0 && lipgloss.Width("…"+string(r)) > w {
+		r = r[1:]
+	}
+	return "…" + string(r)
 }
 
 // attachedDashboard is the viewer of a run opened from the runs page.

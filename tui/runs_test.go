@@ -3,6 +3,8 @@ package tui_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -464,5 +466,40 @@ func TestTooSmallNamesTheKeys(t *testing.T) {
 	d.waitScreen("Runs in ./runs")
 	if d.quit {
 		t.Error("q on the small summary quit the studio")
+	}
+}
+
+// A run's model is its run file's: an absolute folder for a local model.
+// The MODEL column keeps the end of a long one (the model's name) and
+// shows a folder inside the working one relative to it. Before, at 80
+// columns every local run read "/tmp/ws-clone/pr…" (seen in tmux).
+func TestRunsPageShowsTheModelsName(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions(&fake.Engine{})
+	o.Runs = &fake.Runs{RunsDir: "runs", Runs: []tui.RunInfo{
+		{Name: "run-20261207-193344", Method: "lora", Model: "/srv/shared/models/Meta-Llama-3.1-8B-Instruct", State: "done", Step: 4, Total: 4, LastLoss: 3.18, HasLoss: true},
+		{Name: "run-20261207-193623", Method: "lora", Model: filepath.Join(wd, "testdata", "models", "acme", "tiny-llama"), State: "stopped", Step: 6, Total: 60, LastLoss: 4.34, HasLoss: true},
+		{Name: "hub-run", Method: "qlora", Model: "Qwen/Qwen2.5-0.5B-Instruct", State: "done", Step: 9, Total: 9, LastLoss: 1.5, HasLoss: true},
+	}}
+	for _, sz := range sizes {
+		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
+			d := newDriver(t, o, sz.w, sz.h)
+			d.keys("r")
+			d.waitScreen("hub-run")
+			s := d.screen()
+			for _, want := range []string{"…-3.1-8B-Instruct", "…/acme/tiny-llama", "….5-0.5B-Instruct"} {
+				if sz.w == 80 && !strings.Contains(s, want) {
+					t.Errorf("the MODEL column should show %q:\n%s", want, s)
+				}
+			}
+			if sz.w == 120 && (!strings.Contains(s, " testdata/models/acme/tiny-llama") || !strings.Contains(s, "Meta-Llama-3.1-8B-Instruct")) {
+				t.Errorf("at 120 columns the models fit, one inside the working folder relative to it:\n%s", s)
+			}
+			checkSize(t, d.view(), sz.w, sz.h)
+			golden(t, fmt.Sprintf("runs_models_%dx%d", sz.w, sz.h), d.view())
+		})
 	}
 }
