@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -493,15 +494,22 @@ func (t *Tokenizer) setSpecialTokens(specialMap, genConfig map[string]any, dir s
 			t.eos = append(t.eos, id)
 		}
 	}
+	// An id that is no token (negative, fractional, past int32) would be
+	// appended to text examples and used as padding: refused here, where
+	// the file and field can be named, not as a batch's bad token.
+	isID := func(f float64) bool { return f >= 0 && f <= math.MaxInt32 && f == math.Trunc(f) }
 	switch v := genConfig["eos_token_id"].(type) {
 	case nil:
 	case float64:
+		if !isID(v) {
+			return fmt.Errorf("tokenizer: %s: eos_token_id: %v is not a token id (a whole number from 0)", filepath.Join(dir, "generation_config.json"), v)
+		}
 		addEOS(int(v))
 	case []any:
 		for i, e := range v {
 			f, ok := e.(float64)
-			if !ok {
-				return fmt.Errorf("tokenizer: %s: eos_token_id[%d]: want an integer", filepath.Join(dir, "generation_config.json"), i)
+			if !ok || !isID(f) {
+				return fmt.Errorf("tokenizer: %s: eos_token_id[%d]: want a token id (a whole number from 0), got %v", filepath.Join(dir, "generation_config.json"), i, e)
 			}
 			addEOS(int(f))
 		}
