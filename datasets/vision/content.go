@@ -179,8 +179,14 @@ func parseURL(s string) (*Ref, error) {
 		if err != nil {
 			return nil, fmt.Errorf("data: URL: %v", err)
 		}
+		if len(raw) == 0 {
+			return nil, fmt.Errorf("the data: URL holds no bytes")
+		}
 		return &Ref{Bytes: raw}, nil
 	case strings.HasPrefix(s, "file://"):
+		if s == "file://" {
+			return nil, fmt.Errorf("file:// URL without a path")
+		}
 		return &Ref{Path: strings.TrimPrefix(s, "file://")}, nil
 	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
 		return nil, fmt.Errorf("%s: whet does not download images; save them next to the data file and give their paths", s)
