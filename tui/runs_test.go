@@ -503,3 +503,37 @@ func TestRunsPageShowsTheModelsName(t *testing.T) {
 		})
 	}
 }
+
+// After a run started in the studio its summary offers esc: the runs page,
+// where it is listed, and esc there goes back to the wizard's review page
+// with the same settings under a new run name, so that enter trains a new
+// run. Before, esc did nothing on that summary, and the only way to train
+// again was to quit and start whet again; and coming back with the old
+// name, enter would have resumed the run just finished.
+func TestSummaryEscOpensRunsThenTheWizard(t *testing.T) {
+	eng := &fake.Engine{Script: scriptSteps(2)}
+	o := testOptions(eng)
+	o.Runs = scriptedRuns()
+	d := finishRun(t, o)
+	first := d.m.Config().Name
+	if s := d.screen(); !strings.Contains(s, "esc runs • q quit") {
+		t.Errorf("the summary should offer esc for the runs page:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+	d.keys("esc")
+	d.waitScreen("Runs in ./runs")
+	d.keys("esc")
+	d.waitScreen("Review")
+	second := d.m.Config().Name
+	if second == first || second != first+"-2" {
+		t.Errorf("back in the wizard the run is named %q, want a new name (%s-2)", second, first)
+	}
+	if s := d.screen(); !strings.Contains(s, "name: "+second) || strings.Contains(s, "starting resumes it") {
+		t.Errorf("the review page should show the new name and no resume warning:\n%s", s)
+	}
+	d.keys("enter")
+	d.waitFor("the second run to start", func() bool { return len(eng.Started()) == 2 })
+	if got := eng.Started()[1]; got.Name != second || got.Method != eng.Started()[0].Method {
+		t.Errorf("second run %q (%s), want %q with the first one's settings", got.Name, got.Method, second)
+	}
+}

@@ -102,6 +102,10 @@ type Model struct {
 	chat  *chatPage
 	exp   *exportPage
 	runs  *runsPage
+	// startedName is the name of the run last started from the wizard: back
+	// in the wizard, a new name replaces it (starting again would resume
+	// that run).
+	startedName string
 	// leaveRun ends the viewer of a run opened from the runs page.
 	leaveRun context.CancelFunc
 	cfg      *engine.RunConfig
@@ -333,6 +337,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.sum.chat = m.opts.Chat != nil
 			m.sum.export = m.opts.Exporter != nil
 			m.sum.backToRuns = m.dash.backToRuns
+			m.sum.runsPage = m.runs != nil
 			// A stopped run continues from the runs page's c, here too.
 			_, canResume := m.opts.Runs.(RunResumer)
 			m.sum.resume = canResume && m.runs != nil && m.sum.done.Stopped && m.sum.done.Err == nil
@@ -351,6 +356,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 				}
 				if k.String() == "q" {
 					return m, tea.Quit
+				}
+				// The summary of a run started here: esc opens the runs
+				// page (the run is listed there; esc again is the wizard,
+				// for the next run). Before, esc did nothing and the only
+				// way on was to quit and start whet again.
+				if m.sum.runsPage {
+					return m, m.backToRuns()
 				}
 			case "t", "enter":
 				if m.sum.canChat() {
@@ -403,6 +415,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		case runsBack:
 			m.runs.hide()
 			m.state = stateWizard
+			if m.startedName != "" && m.cfg.Name == m.startedName {
+				// Back from the run started here: the same settings under
+				// a new name, so that enter on the review page trains a
+				// new run instead of resuming that one.
+				m.cfg.Name = m.freshRunName()
+				m.startedName = ""
+				return m, tea.Batch(cmd, m.wiz.current().enter())
+			}
 		case runsQuit:
 			return m, tea.Quit
 		}
@@ -502,6 +522,7 @@ func (m *Model) started(msg runStartedMsg) tea.Cmd {
 		rv.startErr = msg.err.Error()
 		return nil
 	}
+	m.startedName = msg.cfg.Name
 	m.dash = newDashboard(m.c, msg.cfg, msg.events, msg.control, m.opts.GPU, m.opts.GPUEvery)
 	// A run in a worker of its own is only watched: quitting leaves it
 	// training.
@@ -565,6 +586,21 @@ func (m *Model) render() string {
 		help = m.c.helpLine(append(m.wiz.current().help(), m.c.keys.ForceQuit)...)
 	}
 	return body + "\n" + fitBlock(status, w, statusH) + "\n" + fitBlock(help, w, 1)
+}
+
+// freshRunName is the default run name for now, with a -2, -3… suffix
+// when a run folder of that name exists or it is the run just started.
+func (m *Model) freshRunName() string {
+	base := "run-" + m.c.now().Format("20060102-150405")
+	name := base
+	for i := 2; ; i++ {
+		c := *m.cfg
+		c.Name = name
+		if name != m.startedName && !existingRun(c) {
+			return name
+		}
+		name = fmt.Sprintf("%s-%d", base, i)
+	}
 }
 
 // tooSmallKeys names the keys that still work below the minimum size (see

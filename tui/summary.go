@@ -27,6 +27,9 @@ type summary struct {
 	export     bool // an export page can be opened
 	// backToRuns: opened from the runs page, to which q and esc go back.
 	backToRuns bool
+	// runsPage: the studio has a runs page, which esc opens from the
+	// summary of a run started here (q quits).
+	runsPage bool
 	// resume: c trains the stopped run on from its checkpoint (the
 	// runs page's RunResumer).
 	resume bool
@@ -66,6 +69,9 @@ func (s *summary) help() []key.Binding {
 	}
 	if s.backToRuns {
 		return append(keys, bind("q/esc", "runs"))
+	}
+	if s.runsPage {
+		keys = append(keys, bind("esc", "runs"))
 	}
 	return append(keys, bind("q", "quit"))
 }
