@@ -209,3 +209,29 @@ func TestGRPOSettingsNeedWholeGroups(t *testing.T) {
 		t.Errorf("a micro batch of 3 should be refused:\n%s", s)
 	}
 }
+
+// A metric's label leaves a space before its value however long its name:
+// the default reward's showed as "· exact_a…0.000" (label padded to 10
+// cells, name cut to 10), and so did any other metric of 10 or more
+// characters.
+func TestGaugeLabelsKeepAGap(t *testing.T) {
+	for _, c := range []struct {
+		method  string
+		metrics map[string]float64
+		want    string
+	}{
+		{"grpo", map[string]float64{"reward": 0.25, "reward_std": 0.1, "rewards/exact_answer/mean": 0.25, "rewards/exact_answer/std": 0.1,
+			"frac_reward_zero_std": 1}, "· exact_… 0.250 ±0.100"},
+		{"lora", map[string]float64{"router_aux_loss": 0.5}, "router_a… 0.5"},
+	} {
+		run := engine.RunConfig{Name: "gap", Model: "qwen2.5-0.5b-instruct", Method: c.method, RunsDir: "runs"}
+		evs := []engine.Event{engine.StepEvent{Step: 1, TotalSteps: 10, Loss: 1, LR: 1e-6, Tokens: 100, TokensPerSec: 10,
+			Elapsed: time.Second, Metrics: c.metrics}}
+		for _, sz := range sizes {
+			v := ansi.Strip(tui.RenderDashboard(run, sz.w, sz.h, evs, nil, nil))
+			if !strings.Contains(v, c.want) {
+				t.Errorf("%s %dx%d: no %q in\n%s", c.method, sz.w, sz.h, c.want, v)
+			}
+		}
+	}
+}

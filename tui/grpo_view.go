@@ -18,7 +18,7 @@ func metricRows(m map[string]float64) [][2]string {
 	if !isGRPO {
 		var rows [][2]string
 		for _, k := range sortedKeys(m) {
-			rows = append(rows, [2]string{trimTo(k, 10), fmt.Sprintf("%.4g", m[k])})
+			rows = append(rows, [2]string{trimTo(k, 9), fmt.Sprintf("%.4g", m[k])})
 		}
 		return rows
 	}
@@ -31,7 +31,9 @@ func metricRows(m map[string]float64) [][2]string {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		rows = append(rows, [2]string{"· " + trimTo(n, 8), fmt.Sprintf("%.3f ±%.3f", m["rewards/"+n+"/mean"], m["rewards/"+n+"/std"])})
+		// 9 cells at most: the gauges pad labels to 10, and a longer one
+		// ran into its value ("· exact_a…0.000" for the default reward).
+		rows = append(rows, [2]string{"· " + trimTo(n, 7), fmt.Sprintf("%.3f ±%.3f", m["rewards/"+n+"/mean"], m["rewards/"+n+"/std"])})
 	}
 	if kl, ok := m["kl"]; ok {
 		rows = append(rows, [2]string{"kl", fmt.Sprintf("%.4g", kl)})
