@@ -830,3 +830,26 @@ func TestPullCorruptResumeThenCorruptServer(t *testing.T) {
 		t.Fatalf("storage saw ranges %q, want two downloads (the resume and one fresh start)", r)
 	}
 }
+
+// A repo id that is not on the Hub, or not in the cache offline, names the
+// cached repos it is close to: a typo (whet-test/tiyn) or the wrong case
+// (Whet-Test/Tiny) said only "no model repository".
+func TestRepoNotFoundSuggestsCachedRepos(t *testing.T) {
+	_, c, _ := fakeHub(t)
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	for _, typo := range []string{"whet-test/tiyn", "Whet-Test/Tiny"} {
+		_, err := pull(t, c, typo)
+		if !errors.Is(err, hub.ErrRepoNotFound) || !strings.Contains(err.Error(), "did you mean "+repo+"?") {
+			t.Errorf("pull %s: %v, want the cached %s suggested", typo, err, repo)
+		}
+	}
+	if _, err := pull(t, c, "whet-test/other-model"); err == nil || strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("pull of an id far from every cached one: %v, want no suggestion", err)
+	}
+	c.Offline = true
+	if _, err := pull(t, c, "whet-test/tiyn"); !errors.Is(err, hub.ErrNotCached) || !strings.Contains(err.Error(), "did you mean "+repo+"?") {
+		t.Errorf("offline pull of a typo: %v, want the cached %s suggested", err, repo)
+	}
+}

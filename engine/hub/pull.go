@@ -47,6 +47,19 @@ func (o PullOptions) files() func(string) bool {
 // from its .incomplete file. In offline mode (Settings.Offline) the cache
 // alone answers. Failures are *Error values; see the Err kinds.
 func (c *Client) Pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot, error) {
+	snap, err := c.pull(ctx, ref, opts)
+	var he *Error
+	if errors.As(err, &he) && (he.Kind == ErrRepoNotFound || he.Kind == ErrNotCached) {
+		// A mistyped id (walk/dmeo, qwen/qwen2.5-0.5b-instruct) names the
+		// cached repos it is close to.
+		if near := c.Cache().similar(ref.Repo); len(near) > 0 {
+			he.Msg += fmt.Sprintf("; did you mean %s? (cached)", strings.Join(near, " or "))
+		}
+	}
+	return snap, err
+}
+
+func (c *Client) pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot, error) {
 	if err := checkRepoID(ref.Repo); err != nil {
 		return nil, err
 	}
