@@ -447,7 +447,7 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 		case msg.err != nil:
 			side.stat = "stopped: " + msg.err.Error()
 		default:
-			side.stat = fmt.Sprintf("%d tokens · %.1f tok/s · %s", msg.reply.Tokens, msg.reply.TokensPerSec, msg.reply.Stop)
+			side.stat = fmt.Sprintf("%d %s · %.1f tok/s · %s", msg.reply.Tokens, plural(msg.reply.Tokens, "token"), msg.reply.TokensPerSec, msg.reply.Stop)
 		}
 		p.busy[b2i(msg.tuned)] = false
 		if p.busy[0] || p.busy[1] {

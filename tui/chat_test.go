@@ -208,7 +208,7 @@ func TestChatEscStopsAnAnswer(t *testing.T) {
 		d.waitFor("the tuned answer to start", func() bool { return len(ch.Recorded()) == 3 && strings.Contains(d.screen(), "answering…") })
 		d.keys("esc")
 		d.waitFor("the tuned answer to stop", func() bool { return !strings.Contains(d.screen(), "answering") })
-		if s := d.screen(); !strings.Contains(s, "1 tokens · 42.0 tok/s · eos") || !strings.Contains(s, "stopped by you") || len(ch.Recorded()) != 3 {
+		if s := d.screen(); !strings.Contains(s, "1 token · 42.0 tok/s · eos") || !strings.Contains(s, "stopped by you") || len(ch.Recorded()) != 3 {
 			t.Errorf("the base's answer keeps its numbers and the tuned one is stopped:\n%s", s)
 		}
 	})
@@ -583,4 +583,32 @@ func TestChatOneModelScrolls(t *testing.T) {
 		t.Errorf("pgup should reach the question:\n%s", s)
 	}
 	checkSize(t, d.view(), 80, 24)
+}
+
+// Counts say "1 token" and "1 row", not "1 tokens" and "1 rows" (seen in
+// tmux: a one-row dataset, a one-token answer).
+func TestOneIsSingular(t *testing.T) {
+	o := testOptions(&fake.Engine{Script: scriptSteps(2)})
+	pv := fake.DemoPreview
+	pv.Stats.Rows, pv.Stats.Truncated = 1, 1
+	o.Data = fake.Previewer{Preview0: pv}
+	ch := &fake.Chat{Base: func(string) string { return "Hi." }, Tuned: func(string) string { return "Hello there." }}
+	o.Chat = ch
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	if s := d.screen(); !strings.Contains(s, "format messages · 1 row ·") || !strings.Contains(s, "1 row longer than max length") {
+		t.Errorf("one row should be said so:\n%s", s)
+	}
+	d.keys("enter", "enter")
+	d.waitScreen("Fits:")
+	d.keys("enter", "enter")
+	d.waitScreen("✓ finished")
+	d.keys("t")
+	d.waitScreen("Ask both")
+	d.submit("Hi?")
+	d.waitScreen("2 tokens ·")
+	if s := d.screen(); !strings.Contains(s, "1 token ·") {
+		t.Errorf("a one-token answer should say 1 token:\n%s", s)
+	}
 }

@@ -647,7 +647,7 @@ func (p *dataPage) previewView(h int) string {
 	pr := p.preview
 	s := pr.Stats
 	var lines []string
-	head := fmt.Sprintf("format %s · %d rows", st.Value.Render(pr.Format), s.Rows)
+	head := fmt.Sprintf("format %s · %d %s", st.Value.Render(pr.Format), s.Rows, plural(s.Rows, "row"))
 	if s.Skipped > 0 {
 		head += st.Warn.Render(fmt.Sprintf(" (%d skipped)", s.Skipped))
 	}
@@ -664,7 +664,7 @@ func (p *dataPage) previewView(h int) string {
 		lines = append(lines, head)
 		lens := fmt.Sprintf("length mean %.0f · max %d", s.MeanLen, s.MaxLen)
 		if s.Truncated > 0 {
-			lens += st.Warn.Render(fmt.Sprintf(" · %d rows longer than max length %d (cut)", s.Truncated, p.cfg.Data.MaxLength))
+			lens += st.Warn.Render(fmt.Sprintf(" · %d %s longer than max length %d (cut)", s.Truncated, plural(s.Truncated, "row"), p.cfg.Data.MaxLength))
 		}
 		lines = append(lines, lens)
 	}
