@@ -25,8 +25,9 @@ type runSummary struct {
 	lastLoss                   float64
 	hasLoss                    bool
 	// crash says, for a crashed run, its worker's last words and the
-	// checkpoint a new `whet train` resumes from.
-	crash string
+	// checkpoint a new `whet train` resumes from; failure the same for a
+	// failed run (worker.Run.Failure).
+	crash, failure string
 }
 
 func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -70,6 +71,9 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if r.crash != "" {
 			fmt.Fprintf(stdout, "%s crashed: %s\n", r.name, r.crash)
 		}
+		if r.failure != "" {
+			fmt.Fprintf(stdout, "%s failed: %s\n", r.name, r.failure)
+		}
 	}
 	return nil
 }
@@ -91,7 +95,7 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 	out := make([]runSummary, len(runs))
 	for i, r := range runs {
 		s := runSummary{name: r.Name, state: r.State, method: r.Method, model: r.Model, step: r.Step, total: r.Total,
-			lastLoss: r.LastLoss, hasLoss: r.HasLoss, crash: r.Crash(), steps: r.Steps(), loss: r.Loss()}
+			lastLoss: r.LastLoss, hasLoss: r.HasLoss, crash: r.Crash(), failure: r.Failure(), steps: r.Steps(), loss: r.Loss()}
 		switch {
 		case r.Silent > 0:
 			s.state = "running? (no step for " + units.Duration(r.Silent) + ")"

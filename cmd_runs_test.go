@@ -221,3 +221,28 @@ func TestRunsAndAttachTakeRunsFlag(t *testing.T) {
 		t.Fatalf("whet attach --runs %s nosuch: %v, want the run looked for in %s", dir, err, dir)
 	}
 }
+
+// A run whose process ended before its first status.json (a full disk
+// refused it) is listed as failed, with the reason its worker's log holds,
+// not as "unknown" with the reason only in worker.log.
+func TestRunsListsARunThatEndedBeforeItsStatusAsFailed(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("run folder locks need a Unix system")
+	}
+	dir := t.TempDir()
+	writeRun(t, dir, "full", map[string]string{
+		"run.yaml":      "name: full\nmodel: m\nmethod: lora\n",
+		"metrics.jsonl": "",
+		"lock":          "999999\n", // its process is gone
+		"worker.log":    worker.SessionMarker + "2026-12-07T20:20:00Z\nwhet train: write runs/full/status.json: no space left on device\n",
+	})
+	var out, errOut bytes.Buffer
+	if err := runRuns([]string{"--dir", dir}, nil, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	want := "full failed: it ended before writing its first status.json; last words in " + filepath.Join(dir, "full", "worker.log") +
+		": whet train: write runs/full/status.json: no space left on device; no checkpoint: whet train -c " + filepath.Join(dir, "full", "run.yaml") + " starts it over\n"
+	if s := out.String(); !strings.Contains(s, "full  failed") || !strings.Contains(s, want) || strings.Contains(s, "unknown") {
+		t.Errorf("whet runs:\n%s\nwant a failed row and %q", s, want)
+	}
+}

@@ -14,8 +14,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"whet/engine"
+	"whet/engine/worker"
 )
 
 // A NaN or infinite value is written as null, not dropped (and not a
@@ -372,5 +374,59 @@ func TestFailedRunSaysWhetherItHasACheckpoint(t *testing.T) {
 	d = doneOf(smallRun(runs, "later"))
 	if d.Err == nil || !d.Checkpointed || !engine.RunDir(filepath.Join(runs, "later")).HasCheckpoint() {
 		t.Errorf("run whose metrics failed after its first steps: %+v, want an error and a checkpoint", d)
+	}
+}
+
+// A full disk that refuses a run's first status.json left its folder
+// without one, and whet runs (worker.Read), the runs page and whet attach
+// listed it as "unknown" while the reason went only to the terminal. The
+// process is gone (its lock is free): it is listed as failed, saying that
+// it ended before its first status.json, where its error went and that
+// whet train -c starts it over.
+func TestFullDiskBeforeTheFirstStatusListsTheRunFailed(t *testing.T) {
+	runs := t.TempDir()
+	engine.SetAtomicWrite(func(path string, f *os.File, b []byte) (int, error) {
+		if filepath.Base(path) == "status.json" {
+			return 0, syscall.ENOSPC
+		}
+		return f.Write(b)
+	})
+	events, _, err := engine.Start(context.Background(), withDefaults(t, smallRun(runs, "early")))
+	if err != nil {
+		engine.SetAtomicWrite(nil)
+		t.Fatal(err)
+	}
+	var done engine.DoneEvent
+	for ev := range events {
+		if d, ok := ev.(engine.DoneEvent); ok {
+			done = d
+		}
+	}
+	engine.SetAtomicWrite(nil)
+	if !errors.Is(done.Err, syscall.ENOSPC) {
+		t.Fatalf("run with a full disk: %+v", done)
+	}
+	rd := engine.RunDir(filepath.Join(runs, "early"))
+	if _, err := os.Stat(rd.Status()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("status.json: %v, want none", err)
+	}
+	r, isRun, warnings := worker.Read(rd, time.Now())
+	f := r.Failure()
+	if !isRun || len(warnings) > 0 || r.State != "failed" || !r.NoStatus || !strings.Contains(f, "it ended before writing its first status.json") ||
+		!strings.Contains(f, "no worker log") || !strings.Contains(f, "whet train -c "+rd.Config()+" starts it over") {
+		t.Errorf("listed as %+v (%v, %v), failure %q", r, isRun, warnings, f)
+	}
+	replay, _, _, err := worker.Attach(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end engine.DoneEvent
+	for ev := range replay {
+		if d, ok := ev.(engine.DoneEvent); ok {
+			end = d
+		}
+	}
+	if end.Err == nil || !strings.Contains(end.Err.Error(), "it ended before writing its first status.json") || end.Checkpointed {
+		t.Errorf("whet attach ends it with %+v", end)
 	}
 }

@@ -281,8 +281,22 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 	case r.State == "stopped":
 		add(st.Muted, "stopped with a checkpoint. enter shows its loss history.")
 		resume()
+	case r.State == "failed" && r.NoStatus:
+		add(st.Bad, "failed: it ended before writing its first status.json (a full disk or a write error).")
+		if r.LastWordsFile != "" {
+			add(st.Muted, "last words ("+r.LastWordsFile+"): "+r.LastWords)
+		} else {
+			add(st.Muted, "no worker log: its error went to the terminal that trained it.")
+		}
+		resume()
 	case r.State == "failed":
 		add(st.Muted, "failed. enter shows its loss history and the error.")
+		if r.LastWordsFile != "" {
+			add(st.Muted, "last words ("+r.LastWordsFile+"): "+r.LastWords)
+		} else {
+			add(st.Muted, "no worker log: its error went to the terminal that trained it.")
+		}
+		resume()
 	default:
 		add(st.Muted, "enter shows what its folder holds.")
 	}

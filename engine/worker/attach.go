@@ -205,15 +205,21 @@ func replay(rd engine.RunDir, st engine.RunStatus) ([]engine.Event, []string, er
 }
 
 // finished is the DoneEvent of a run no worker trains: what its status
-// says, or a crash; its time is the newest step's.
+// says (a run whose process ended before its first status failed), or a
+// crash; its time is the newest step's.
 func finished(rd engine.RunDir, st engine.RunStatus, last marks) engine.DoneEvent {
 	d := engine.DoneEvent{Step: max(st.Step, last.step), FinalDir: rd.Path(), Elapsed: last.elapsed, Checkpointed: rd.HasCheckpoint()}
-	switch st.State {
-	case "done":
-	case "stopped":
+	// Why it failed, as whet runs says it (its worker's last words, or
+	// that it ended before its first status.json); what whet train does
+	// next is the summary's own line (DoneEvent.Checkpointed).
+	r, _, _ := Read(rd, time.Now())
+	switch {
+	case st.State == "done":
+	case st.State == "stopped":
 		d.Stopped = true
-	case "failed":
-		d.Err = fmt.Errorf("the run failed at step %d (its log: %s)", d.Step, Log(rd))
+	case st.State == "failed" || r.State == "failed":
+		r.State = "failed"
+		d.Err = fmt.Errorf("the run failed at step %d; %s", d.Step, r.Why())
 	default:
 		// What Run.Crash says in whet runs: the worker's last words and the
 		// checkpoint a new whet train starts from.

@@ -221,3 +221,52 @@ func TestAttachSaysWhetherACheckpointExists(t *testing.T) {
 		}
 	}
 }
+
+// A run folder without status.json whose lock no process holds was left
+// by a process that ended before its first status (a full disk): it is
+// failed, with its worker's last words when it has a log. One whose lock
+// is held is training (still loading); one that was never locked (no
+// lock file) stays unknown.
+func TestListRunThatEndedBeforeItsStatus(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name string, lock, log bool) engine.RunDir {
+		rd := engine.RunDir(filepath.Join(dir, name))
+		os.MkdirAll(rd.Path(), 0o755)
+		os.WriteFile(rd.Config(), []byte("name: "+name+"\nmodel: m\nmethod: lora\n"), 0o644)
+		os.WriteFile(rd.Metrics(), nil, 0o644)
+		if lock {
+			os.WriteFile(rd.LockFile(), []byte("999999\n"), 0o644)
+		}
+		if log {
+			os.WriteFile(Log(rd), []byte(SessionMarker+"2026-12-07T20:20:00Z\nwhet train: write "+rd.Status()+": no space left on device\n"), 0o644)
+		}
+		return rd
+	}
+	mk("a-detached", true, true)
+	mk("b-terminal", true, false)
+	live := mk("c-loading", true, false)
+	mk("d-unlocked", false, false)
+	l, err := live.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	runs, warnings, err := List(dir, time.Now())
+	if err != nil || len(warnings) > 0 || len(runs) != 4 {
+		t.Fatalf("List = %+v, %v, %v", runs, warnings, err)
+	}
+	det, term, load, unlocked := runs[0], runs[1], runs[2], runs[3]
+	if det.State != "failed" || !det.NoStatus || !strings.Contains(det.Failure(), "last words in "+Log(engine.RunDir(filepath.Join(dir, "a-detached")))+": whet train: write ") ||
+		!strings.Contains(det.Failure(), "no space left on device") || !strings.Contains(det.Failure(), "starts it over") {
+		t.Errorf("detached run: %+v, failure %q", det, det.Failure())
+	}
+	if term.State != "failed" || !strings.Contains(term.Failure(), "it ended before writing its first status.json; no worker log") {
+		t.Errorf("run trained in a terminal: %+v, failure %q", term, term.Failure())
+	}
+	if load.State != "unknown" || !load.Live || load.Failure() != "" {
+		t.Errorf("run whose process holds its lock: %+v", load)
+	}
+	if unlocked.State != "unknown" || unlocked.NoStatus {
+		t.Errorf("run never locked: %+v", unlocked)
+	}
+}

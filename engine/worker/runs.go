@@ -27,8 +27,13 @@ type Run struct {
 	Name, Method, Model string
 	// State is the status file's word (running, paused, done, stopped,
 	// failed), "crashed" for a run that says running or paused while no
-	// process holds its lock, "unreadable" or "unknown".
+	// process holds its lock, "failed" too for one that wrote no
+	// status.json before its process ended (NoStatus), "unreadable" or
+	// "unknown".
 	State string
+	// NoStatus: the run's process ended before writing its first
+	// status.json (a full disk, a write error); it is listed as failed.
+	NoStatus bool
 	// Live: a process holds the run's lock now (PID, when known).
 	Live bool
 	PID  int
@@ -39,9 +44,9 @@ type Run struct {
 	Step, Total int
 	LastLoss    float64 // NaN for a loss written as null
 	HasLoss     bool
-	// For a crashed run: the last line of its worker's log ("" without
-	// one). For a crashed, stopped or failed run: the checkpoint whet
-	// train resumes from ("" if none).
+	// For a crashed or failed run: the last line of its worker's log (""
+	// without one). For a crashed, stopped or failed run: the checkpoint
+	// whet train resumes from ("" if none).
 	LastWords, LastWordsFile string
 	ResumeFrom               string
 	ResumeStep               int
@@ -61,15 +66,45 @@ func (r Run) Crash() string {
 	if r.LastWordsFile != "" {
 		parts = append(parts, "last words in "+r.LastWordsFile+": "+r.LastWords)
 	}
-	switch {
-	case r.ResumeErr != "":
-		parts = append(parts, r.ResumeErr)
-	case r.ResumeFrom == "":
-		parts = append(parts, "no checkpoint: whet train -c "+r.Config+" starts it over")
-	default:
-		parts = append(parts, fmt.Sprintf("whet train -c %s resumes from %s (step %d)", r.Config, r.ResumeFrom, r.ResumeStep))
+	return strings.Join(append(parts, r.next()), "; ")
+}
+
+// Failure is what is known of a failed run in one line (Why) and what
+// whet train does with it next; "" for a run that did not fail.
+func (r Run) Failure() string {
+	if r.State != "failed" {
+		return ""
+	}
+	return r.Why() + "; " + r.next()
+}
+
+// Why is what the folder tells of why a failed run failed: that it ended
+// before its first status.json (NoStatus), and its worker's last words
+// or, without a worker log (a run trained by whet train in a terminal),
+// where its error went.
+func (r Run) Why() string {
+	var parts []string
+	if r.NoStatus {
+		parts = append(parts, "it ended before writing its first status.json")
+	}
+	if r.LastWordsFile != "" {
+		parts = append(parts, "last words in "+r.LastWordsFile+": "+r.LastWords)
+	} else {
+		parts = append(parts, "no worker log: its error went to the terminal that trained it")
 	}
 	return strings.Join(parts, "; ")
+}
+
+// next is what a new whet train -c does with a run that ended: resume it
+// from its checkpoint, or start it over.
+func (r Run) next() string {
+	switch {
+	case r.ResumeErr != "":
+		return r.ResumeErr
+	case r.ResumeFrom == "":
+		return "no checkpoint: whet train -c " + r.Config + " starts it over"
+	}
+	return fmt.Sprintf("whet train -c %s resumes from %s (step %d)", r.Config, r.ResumeFrom, r.ResumeStep)
 }
 
 // Steps is how far the run got: "40/500", "40" without a total, or
@@ -146,7 +181,9 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 			r.Method, r.Model = cfg.Method, cfg.Model
 		}
 	}
-	if st, err := run.ReadStatus(); !errors.Is(err, fs.ErrNotExist) {
+	st, err := run.ReadStatus()
+	noStatus := errors.Is(err, fs.ErrNotExist)
+	if !noStatus {
 		isRun = true
 		if err != nil {
 			r.State = "unreadable"
@@ -169,7 +206,10 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 	if active := r.State == "running" || r.State == "paused"; active && known && !held {
 		r.State = "crashed"
 		r.crashFacts(run)
-	} else if r.State == "stopped" || r.State == "failed" {
+	} else if r.State == "failed" {
+		// Why, where its worker's log tells; whet train resumes it too.
+		r.crashFacts(run)
+	} else if r.State == "stopped" {
 		// whet train resumes these too: say from where.
 		r.resumeFacts(run)
 	}
@@ -191,11 +231,19 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 			r.LastLoss, r.HasLoss = loss, true
 		}
 	}
+	if isRun && noStatus && known && !held {
+		// Its process took the lock and ended without writing a status
+		// (a full disk or a write error refused the first one): it
+		// failed, and "unknown" would hide that.
+		r.State, r.NoStatus = "failed", true
+		r.crashFacts(run)
+	}
 	return r, isRun, warnings
 }
 
-// crashFacts fills what is known of a crashed run: the last line of its
-// worker's log (a detached run has one) and the checkpoint to resume from.
+// crashFacts fills what is known of a crashed or failed run: the last
+// line of its worker's log (a detached run has one) and the checkpoint to
+// resume from.
 func (r *Run) crashFacts(run engine.RunDir) {
 	if _, err := os.Stat(Log(run)); err == nil {
 		r.LastWordsFile, r.LastWords = Log(run), LastLogLine(Log(run))
