@@ -33,6 +33,10 @@ type runsPage struct {
 	loaded  bool
 	at      int
 	seq     int
+	// pick is the run the cursor goes to at the next listing, unless a
+	// key moved it first: the one whose summary or viewer was just left,
+	// when the list did not hold it yet.
+	pick string
 	// attaching is the run being opened (enter pressed, no answer yet).
 	attaching string
 	// every is how often the shown list is read again; tickGen drops the
@@ -71,6 +75,18 @@ func newRunsPage(c *common, src RunBrowser, dir string, every time.Duration) *ru
 func (p *runsPage) show() tea.Cmd {
 	p.tickGen++
 	return tea.Batch(p.refresh(), p.tick())
+}
+
+// choose puts the cursor on the named run, now if the list holds it, else
+// at the next listing.
+func (p *runsPage) choose(name string) {
+	p.pick = name
+	for i, r := range p.runs {
+		if r.Name == name {
+			p.at, p.pick = i, ""
+			return
+		}
+	}
 }
 
 // hide is leaving the page: its pending tick is dropped.
@@ -117,9 +133,12 @@ func (p *runsPage) update(msg tea.Msg) (tea.Cmd, runsAction) {
 			p.err = msg.err.Error()
 		}
 		p.at = min(p.at, max(len(p.runs)-1, 0))
+		if p.pick != "" {
+			p.choose(p.pick)
+		}
 		return nil, runsStay
 	case tea.KeyPressMsg:
-		p.openErr = ""
+		p.openErr, p.pick = "", ""
 		switch msg.String() {
 		case "up", "k":
 			p.at = max(p.at-1, 0)

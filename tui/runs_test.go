@@ -513,7 +513,10 @@ func TestRunsPageShowsTheModelsName(t *testing.T) {
 func TestSummaryEscOpensRunsThenTheWizard(t *testing.T) {
 	eng := &fake.Engine{Script: scriptSteps(2)}
 	o := testOptions(eng)
-	o.Runs = scriptedRuns()
+	runs := scriptedRuns()
+	// The run about to finish, as the runs folder will list it.
+	runs.Runs = append(runs.Runs, tui.RunInfo{Name: "run-" + fixedNow().Format("20060102-150405"), Method: "lora", Model: "llama-3.2-1b", State: "done", Step: 2, Total: 2})
+	o.Runs = runs
 	d := finishRun(t, o)
 	first := d.m.Config().Name
 	if s := d.screen(); !strings.Contains(s, "esc runs • q quit") {
@@ -521,7 +524,10 @@ func TestSummaryEscOpensRunsThenTheWizard(t *testing.T) {
 	}
 	checkSize(t, d.view(), 80, 24)
 	d.keys("esc")
-	d.waitScreen("Runs in ./runs")
+	d.waitScreen("persona-lora")
+	if got := cursorRow(d.screen()); !strings.HasPrefix(got, first) {
+		t.Errorf("the runs page should open on the run just finished, cursor on %q:\n%s", got, d.screen())
+	}
 	d.keys("esc")
 	d.waitScreen("Review")
 	second := d.m.Config().Name

@@ -467,6 +467,14 @@ func (m *Model) backToRuns() tea.Cmd {
 		m.leaveRun = nil
 	}
 	m.Close()
+	// The list opens on the run just left (the first run of the list
+	// before, however far below the run was).
+	switch {
+	case m.sum != nil:
+		m.runs.choose(m.sum.cfg.Name)
+	case m.dash != nil:
+		m.runs.choose(m.dash.cfg.Name)
+	}
 	m.chat, m.exp = nil, nil
 	m.dash, m.sum = nil, nil
 	m.state = stateRuns
