@@ -112,7 +112,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	backend := fs.String("backend", "auto", "auto, cpu or cuda")
 	peak := fs.Float64("peak-tflops", 0, "bf16 matmul rate for MFU; 0 measures it with a 4096³ GEMM on the backend")
 	asJSON := fs.Bool("json", false, "JSON lines")
-	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s (the base model; --method qlora stores its linears in NF4; "+engine.DecodeModeEnv+"=plain|device|graph picks the decoding path, plain by default)")
+	decode := fs.Int("decode", 0, "instead of training: greedy-decode this many tokens after a --seq token prompt and report decode tokens/s (the base model; --method qlora stores its linears in NF4; "+engine.DecodeModeEnv+"=plain|device|graph picks the decoding path, graph by default)")
 	maxTime := fs.Duration("max-time", defaultBenchMaxTime, "refuse a workload estimated to run longer than this (0: no limit)")
 	grpoG := fs.Int("grpo", 0, "instead of supervised steps: GRPO LoRA steps of this many completions per prompt (one prompt of --seq tokens a step) and report generation and update tokens/s")
 	completion := fs.Int("completion", 256, "with --grpo: tokens per completion (random weights never stop early)")

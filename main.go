@@ -76,6 +76,10 @@ func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if asksForHelp(args) {
 		return commandHelp(name, stdout)
 	}
+	if err := envSwitchesErr(name); err != nil {
+		fmt.Fprintf(stderr, "whet %s: %v\n", name, err)
+		return 2
+	}
 	said := &echoRecorder{w: stderr}
 	err := cmd.run(args, stdin, stdout, said)
 	if err == nil {

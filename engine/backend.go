@@ -6,7 +6,8 @@ package engine
 
 import (
 	"errors"
-	"os"
+
+	"whet/engine/envswitch"
 )
 
 // DType is the element type of a Tensor.
@@ -299,7 +300,7 @@ const FusedSoftCapEnv = "WHET_FUSED_SOFTCAP_CE"
 // elsewhere only with FusedSoftCapEnv=1. The backends' FusedSoftCap and
 // the memory plan (which counts the capped copy otherwise) both ask it.
 func FusedSoftCapOn(cpu bool) bool {
-	return cpu || os.Getenv(FusedSoftCapEnv) == "1"
+	return cpu || envswitch.On(FusedSoftCapEnv)
 }
 
 // KVAttention is decode-time attention over a key/value cache, for

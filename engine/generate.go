@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 
 	"whet/datasets"
+	"whet/engine/envswitch"
 )
 
 // SampleOptions are the decoding settings, with transformers' meanings.
@@ -189,29 +188,25 @@ const DecodeArgmaxEnv = "WHET_DECODE_ARGMAX"
 // computed and dropped. Opt-in until measured on a GPU.
 const DecodeStepsEnv = "WHET_DECODE_STEPS"
 
-// DecodeStepsFromEnv reads DecodeStepsEnv (1 when unset).
+// DecodeStepsFromEnv reads DecodeStepsEnv (1 when unset; envswitch
+// refuses anything but a whole number from 1 to 64).
 func DecodeStepsFromEnv() (int, error) {
-	v := os.Getenv(DecodeStepsEnv)
-	if v == "" {
-		return 1, nil
+	if _, err := envswitch.Get(DecodeStepsEnv); err != nil {
+		return 0, err
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 64 {
-		return 0, fmt.Errorf("%s=%q: want a whole number from 1 to 64", DecodeStepsEnv, v)
+	if n, ok := envswitch.Int(DecodeStepsEnv); ok {
+		return n, nil
 	}
-	return n, nil
+	return 1, nil
 }
 
-// DecodeModeFromEnv reads DecodeModeEnv.
+// DecodeModeFromEnv reads DecodeModeEnv (graph when unset; envswitch
+// refuses anything but plain, device or graph).
 func DecodeModeFromEnv() (DecodeMode, error) {
-	switch v := DecodeMode(os.Getenv(DecodeModeEnv)); v {
-	case "":
-		return DecodeGraph, nil
-	case DecodePlain, DecodeDevice, DecodeGraph:
-		return v, nil
-	default:
-		return "", fmt.Errorf("%s=%q: want plain, device or graph", DecodeModeEnv, string(v))
+	if _, err := envswitch.Get(DecodeModeEnv); err != nil {
+		return "", err
 	}
+	return DecodeMode(envswitch.Choice(DecodeModeEnv)), nil
 }
 
 // NewGenerator plans buffers for prompt + new tokens up to maxLen.
@@ -233,7 +228,7 @@ func (m *Model) NewGenerator(maxLen int) (*Generator, error) {
 		return nil, err
 	}
 	g := &Generator{m: m, acts: acts, MaxLen: maxLen, cache: &kvCache{kva: kva}, host: make([]float32, m.Cfg.VocabSize),
-		Mode: mode, idHost: make([]float32, 1), Fuse: os.Getenv(DecodeFuseEnv) != "0", HeadArgmax: os.Getenv(DecodeArgmaxEnv) != "0", Steps: steps}
+		Mode: mode, idHost: make([]float32, 1), Fuse: envswitch.On(DecodeFuseEnv), HeadArgmax: envswitch.On(DecodeArgmaxEnv), Steps: steps}
 	for range m.Layers {
 		for _, dst := range []*[]Tensor{&g.cache.k, &g.cache.v} {
 			t, err := m.B.Alloc(m.Compute, maxLen, m.Cfg.KVDim())

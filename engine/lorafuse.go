@@ -2,8 +2,9 @@ package engine
 
 import (
 	"fmt"
-	"os"
 	"slices"
+
+	"whet/engine/envswitch"
 )
 
 // Stacked LoRA adapters (issue 20): the adapters of linears that read the
@@ -48,7 +49,7 @@ const LoRAFusedEnv = "WHET_LORA_FUSED"
 // LoRAFusedOn is the one rule for whether adapters are stacked: asked for
 // in the options, or unless LoRAFusedEnv=0.
 func LoRAFusedOn(asked bool) bool {
-	return asked || os.Getenv(LoRAFusedEnv) != "0"
+	return asked || envswitch.On(LoRAFusedEnv)
 }
 
 // loraStack is a group of adapters on linears sharing their input whose A

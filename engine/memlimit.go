@@ -2,9 +2,9 @@ package engine
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
+	"whet/engine/envswitch"
 	"whet/engine/units"
 )
 
@@ -22,8 +22,11 @@ const MemoryLimitEnv = "WHET_MEMORY_LIMIT"
 // MemoryLimit returns the cap WHET_MEMORY_LIMIT sets, or 0 when it is
 // unset or empty.
 func MemoryLimit() (int64, error) {
-	v := strings.TrimSpace(os.Getenv(MemoryLimitEnv))
-	if v == "" {
+	v, err := envswitch.Get(MemoryLimitEnv)
+	if err != nil {
+		return 0, err
+	}
+	if v = strings.TrimSpace(v); v == "" {
 		return 0, nil
 	}
 	return ParseMemoryLimit(v, MemoryLimitEnv)

@@ -16,7 +16,7 @@ func TestMemoryLimit(t *testing.T) {
 	}
 	for _, bad := range []string{"80G", "0", "lots"} {
 		t.Setenv(MemoryLimitEnv, bad)
-		if _, err := MemoryLimit(); err == nil || !strings.HasPrefix(err.Error(), MemoryLimitEnv+": ") {
+		if _, err := MemoryLimit(); err == nil || !strings.HasPrefix(err.Error(), MemoryLimitEnv+"=") {
 			t.Errorf("%q: error %v, want one naming %s", bad, err, MemoryLimitEnv)
 		}
 	}

@@ -3,10 +3,10 @@ package engine
 import (
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 
+	"whet/engine/envswitch"
 	"whet/engine/safetensors"
 )
 
@@ -137,7 +137,7 @@ const MllamaBF16Env = "WHET_MLLAMA_BF16"
 // WHET_MLLAMA_BF16=0, else F32. A memory plan for an Mllama run should
 // count this dtype (VisionComputeDType says the same by backend name).
 func MllamaComputeDType(b Backend) DType {
-	if os.Getenv(MllamaBF16Env) != "0" && computeDType(b) == BF16 {
+	if envswitch.On(MllamaBF16Env) && computeDType(b) == BF16 {
 		return BF16
 	}
 	return F32

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"sort"
 	"sync"
 
 	"whet/datasets"
+	"whet/engine/envswitch"
 )
 
 // Data parallelism. N ranks, each a Trainer with its own backend, model
@@ -99,6 +99,11 @@ type commJob struct {
 // the backward.
 const DefaultBucketBytes = 25 << 20
 
+// DPNoOverlapEnv set to 1 makes a data-parallel run all-reduce its
+// gradient buckets after the backward instead of overlapping the
+// all-reduce with it (an AsyncCollective's).
+const DPNoOverlapEnv = "WHET_DP_NO_OVERLAP"
+
 // NewDataParallel turns m (trainable parameters already made) into one
 // rank of c's group. It must come before the model's activations and
 // sampler are made, since it moves gradients (and, sharded, weights) into
@@ -109,7 +114,7 @@ func NewDataParallel(m *Model, c Collective, shard bool, bucketBytes int) (*Data
 		bucketBytes = DefaultBucketBytes
 	}
 	d := &DataParallel{C: c, Shard: shard, m: m, jobs: make(chan commJob, 64)}
-	if a, ok := c.(AsyncCollective); ok && os.Getenv("WHET_DP_NO_OVERLAP") != "1" {
+	if a, ok := c.(AsyncCollective); ok && !envswitch.On(DPNoOverlapEnv) {
 		d.async = a
 	}
 	var err error

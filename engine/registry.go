@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"whet/engine/envswitch"
 )
 
 // BackendFactory opens a backend; it returns an error that says what was
@@ -37,8 +39,13 @@ func RegisterBackend(name string, f BackendFactory) {
 // OpenBackend opens the named backend. "auto" (or "") tries each
 // registered backend in order of preference and returns the first that
 // opens, with a notice for each one skipped because it failed (not for one
-// whose device this machine lacks: ErrNoDevice).
+// whose device this machine lacks: ErrNoDevice). A WHET_* switch set to a
+// value envswitch does not accept fails it before any backend is tried, so
+// that "auto" never trains on the CPU because of a typo.
 func OpenBackend(name string) (Backend, []string, error) {
+	if err := envswitch.Check(); err != nil {
+		return nil, nil, err
+	}
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	if name == "" || name == "auto" {

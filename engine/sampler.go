@@ -3,11 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
+	"whet/engine/envswitch"
 )
 
 // StopIDs are the ids that end a reply: the template's stop tokens found
@@ -136,7 +136,7 @@ func (s *Sampler) Run(ctx context.Context, step int) ([]SampleEvent, error) {
 	}
 	var gens [][]int32
 	var err error
-	s.ranBatched = len(encoded) > 1 && os.Getenv(SamplesBatchEnv) != "0"
+	s.ranBatched = len(encoded) > 1 && envswitch.On(SamplesBatchEnv)
 	if !s.ranBatched {
 		gens, err = s.oneByOne(ctx, encoded, longest)
 	} else {

@@ -14,6 +14,7 @@ import (
 
 	"whet/datasets"
 	"whet/datasets/vision"
+	"whet/engine/envswitch"
 	"whet/engine/safetensors"
 )
 
@@ -198,7 +199,7 @@ const CUDAVisionEnv = "WHET_CUDA_VISION"
 // cudaVisionAllowed refuses a GPU backend for a vision model's ops only
 // where WHET_CUDA_VISION=0 turns them off.
 func cudaVisionAllowed(backend Backend, ops string) error {
-	if backend.Name() == "cpu" || os.Getenv(CUDAVisionEnv) != "0" {
+	if backend.Name() == "cpu" || envswitch.On(CUDAVisionEnv) {
 		return nil
 	}
 	return fmt.Errorf("backend %s: %s=0 turns off the GPU path of %s; unset it, or use backend: cpu", backend.Name(), CUDAVisionEnv, ops)

@@ -1,6 +1,6 @@
 package engine
 
-import "os"
+import "whet/engine/envswitch"
 
 // What the vision engines hold, for the memory plans that whet fit and
 // the studio's fit page show: they must plan what the engine does, not
@@ -24,7 +24,7 @@ func VisionComputeDType(kind, backend string) DType {
 	if backend == "cpu" {
 		return F32
 	}
-	if kind == VisionMllama && os.Getenv(MllamaBF16Env) == "0" {
+	if kind == VisionMllama && !envswitch.On(MllamaBF16Env) {
 		return F32
 	}
 	return BF16

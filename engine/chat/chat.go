@@ -17,6 +17,7 @@ import (
 	"whet/datasets"
 	"whet/datasets/tokenizer"
 	"whet/engine"
+	"whet/engine/envswitch"
 )
 
 // Session is a loaded model ready to chat.
@@ -369,7 +370,7 @@ const BothTogetherEnv = "WHET_CHAT_BATCH"
 
 // BothTogether applies BothTogetherEnv: true unless it is 0.
 func (s *Session) BothTogether() bool {
-	return os.Getenv(BothTogetherEnv) != "0"
+	return envswitch.On(BothTogetherEnv)
 }
 
 // textStream turns the growing decoded text of a reply into pieces for

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 	"whet/engine/opcheck"
 )
 
@@ -243,25 +244,10 @@ var attnFwdWSDefines = []string{"HOP_FWD_WS=1", "HOP_WS_NOSER=1"}
 // attnFwdWSAuto reports whether AttnFwdWSEnv (or, unset,
 // attnFwdWSDefault) asks for the warp-specialised forward.
 func attnFwdWSAuto() bool {
-	switch os.Getenv(AttnFwdWSEnv) {
-	case "1":
-		return true
-	case "0":
-		return false
+	if v, _ := envswitch.Get(AttnFwdWSEnv); v != "" {
+		return v == "1"
 	}
 	return attnFwdWSDefault
-}
-
-// attnSwitchesErr refuses a value of AttnBwdFusedEnv or AttnFwdWSEnv other
-// than 0 or 1 (or unset), naming the variable, rather than quietly taking
-// the default.
-func attnSwitchesErr() error {
-	for _, env := range []string{AttnBwdFusedEnv, AttnFwdWSEnv} {
-		if v, ok := os.LookupEnv(env); ok && v != "" && v != "0" && v != "1" {
-			return fmt.Errorf("cuda: %s=%q: want 0 or 1 (or unset for the default)", env, v)
-		}
-	}
-	return nil
 }
 
 // hopperWS is the warp-specialised Hopper forward's configuration

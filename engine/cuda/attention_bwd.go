@@ -2,11 +2,11 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 )
 
 var _ engine.DeterministicBackend = (*Backend)(nil)
@@ -25,6 +25,11 @@ const AttnBwdFusedDefine = "HOP_BWD_FUSED=1"
 
 // DeterministicEnv, set to 1, is Options.Deterministic.
 const DeterministicEnv = "WHET_DETERMINISTIC"
+
+// NVRTCDefinesEnv holds comma-separated defines (NAME or NAME=VALUE) that
+// every kernel file is compiled with (nvrtcDefines), for kernel variants
+// under test; they are part of the kernel cache's key.
+const NVRTCDefinesEnv = "WHET_NVRTC_DEFINES"
 
 // AttnBwdFusedEnv switches the fused Hopper backward without
 // WHET_NVRTC_DEFINES: 1 compiles kernels/attention_hopper.cu with
@@ -56,11 +61,8 @@ var attnBwdFusedDefines = []string{AttnBwdFusedDefine, "HOP_BWD_ZINIT=1", "HOP_B
 // attnBwdFusedAuto reports whether AttnBwdFusedEnv (or, unset,
 // attnBwdFusedDefault) asks for the fused backward.
 func attnBwdFusedAuto() bool {
-	switch os.Getenv(AttnBwdFusedEnv) {
-	case "1":
-		return true
-	case "0":
-		return false
+	if v, _ := envswitch.Get(AttnBwdFusedEnv); v != "" {
+		return v == "1"
 	}
 	return attnBwdFusedDefault
 }
@@ -76,7 +78,7 @@ func attnBwdFusedAuto() bool {
 func nvrtcDefines() []string {
 	var defs []string
 	named := map[string]string{}
-	for _, d := range strings.Split(os.Getenv("WHET_NVRTC_DEFINES"), ",") {
+	for _, d := range strings.Split(envswitch.Choice(NVRTCDefinesEnv), ",") {
 		if d = strings.TrimSpace(d); d != "" {
 			defs = append(defs, d)
 			name, value, _ := strings.Cut(d, "=")
@@ -117,7 +119,7 @@ func nvrtcDefined(def string) bool {
 func (b *Backend) SetDeterministic(on bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.deterministic = on || os.Getenv(DeterministicEnv) == "1"
+	b.deterministic = on || envswitch.On(DeterministicEnv)
 }
 
 // Deterministic reports whether the backend keeps to kernels whose results
@@ -153,9 +155,9 @@ func (b *Backend) useFusedBackward() bool {
 func AttnKernelsFor(arch string) engine.AttnKernels {
 	return engine.AttnKernels{
 		Arch:            arch,
-		NoHopper:        os.Getenv(AttnHopperEnv) == "0",
+		NoHopper:        !envswitch.On(AttnHopperEnv),
 		NoFusedBackward: !nvrtcDefined(AttnBwdFusedDefine),
-		Deterministic:   os.Getenv(DeterministicEnv) == "1",
+		Deterministic:   envswitch.On(DeterministicEnv),
 		TiledDQ:         nvrtcDefined(attnBwdDQTDefine),
 		WG1:             nvrtcDefined(attnBwdWG1Define),
 	}

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"sync"
 	"unsafe"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 	"whet/engine/opcheck"
 	"whet/engine/units"
 )
@@ -307,12 +307,29 @@ const (
 	scratchBytes     = 256      // float64 reduction results
 )
 
+// SyncEnv set to 1 is Options.SyncEachOp; ProfileEnv set to 1 is
+// Options.Profile.
+const (
+	SyncEnv    = "WHET_CUDA_SYNC"
+	ProfileEnv = "WHET_CUDA_PROFILE"
+)
+
+// switchesErr refuses a value of a WHET_* switch that envswitch does not
+// accept (WHET_DECODE_ATTN=v4), naming the variable and the accepted
+// values, rather than letting the backend quietly take a default.
+func switchesErr() error {
+	if err := envswitch.Check(); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	return nil
+}
+
 // New opens the driver, NVRTC and cuBLASLt, retains the device's primary
 // context and creates a stream. It fails with a message naming what was
 // looked for and where when a library or the GPU is missing; callers then
 // fall back to the CPU backend.
 func New(opts Options) (*Backend, error) {
-	if err := attnSwitchesErr(); err != nil {
+	if err := switchesErr(); err != nil {
 		return nil, err
 	}
 	limit := opts.MemoryLimit
@@ -333,11 +350,11 @@ func New(opts Options) (*Backend, error) {
 	}
 	b := &Backend{
 		drv: drv, dev: -1, modules: map[string]uintptr{}, funcs: map[string]*function{},
-		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || os.Getenv("WHET_CUDA_SYNC") == "1",
-		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), decodeAttnV3: decodeAttnV3On(), attnTC256: os.Getenv(AttnTC256Env) != "0",
-		fusedAdamW:   opts.FusedAdamW || os.Getenv(FusedAdamWEnv) != "0",
+		live: map[*allocation]struct{}{}, syncEachOp: opts.SyncEachOp || envswitch.On(SyncEnv),
+		computeF32: opts.ComputeF32, limit: limit, gemvDisabled: gemvOff(), decodeAttnV2: decodeAttnV2On(), decodeAttnV3: decodeAttnV3On(), attnTC256: envswitch.On(AttnTC256Env),
+		fusedAdamW:   opts.FusedAdamW || envswitch.On(FusedAdamWEnv),
 		rmsnormBwdV2: rmsnormBwdV2Mode(),
-		sumSquaresV2: os.Getenv(SumSquaresV2Env) != "0",
+		sumSquaresV2: envswitch.On(SumSquaresV2Env),
 	}
 	// The environment's switches, as whet fit plans with them
 	// (AttnKernelsFor).
@@ -355,7 +372,7 @@ func New(opts Options) (*Backend, error) {
 			return nil, err
 		}
 	}
-	if opts.Profile || os.Getenv("WHET_CUDA_PROFILE") == "1" {
+	if opts.Profile || envswitch.On(ProfileEnv) {
 		if b.prof, err = newProfiler(drv); err != nil {
 			b.release()
 			return nil, err
@@ -396,7 +413,7 @@ func (b *Backend) open(opts Options) error {
 		return withOp("New", err)
 	}
 	b.name = name
-	if b.arch, err = deviceArch(opts.Device, name, major, minor, os.Getenv(archOverrideEnv)); err != nil {
+	if b.arch, err = deviceArch(opts.Device, name, major, minor, envswitch.Choice(archOverrideEnv)); err != nil {
 		return err
 	}
 	b.pdl = pdlOn() && pdlArch(b.arch) && d.cuLaunchKernelEx != 0

@@ -2,9 +2,9 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 	"whet/engine/units"
 )
 
@@ -26,7 +26,7 @@ var (
 const GEMVEnv = "WHET_CUDA_GEMV"
 
 // gemvOff reads GEMVEnv once per backend.
-func gemvOff() bool { return os.Getenv(GEMVEnv) == "0" }
+func gemvOff() bool { return !envswitch.On(GEMVEnv) }
 
 // rowsPerBlock is the GEMV kernels' rows per 256-thread block (a warp each).
 const rowsPerBlock = 8
@@ -74,10 +74,10 @@ const DecodeAttnEnv = "WHET_DECODE_ATTN"
 // pipelined, the same bits; opt-in, no faster than v2 on the H200 in
 // tools/gpu/decode-next), which takes v2's path and launch with the other
 // kernel.
-func decodeAttnV2On() bool { return os.Getenv(DecodeAttnEnv) != "v1" }
+func decodeAttnV2On() bool { return envswitch.Choice(DecodeAttnEnv) != "v1" }
 
 // decodeAttnV3On reports whether DecodeAttnEnv is v3 (once per backend).
-func decodeAttnV3On() bool { return os.Getenv(DecodeAttnEnv) == "v3" }
+func decodeAttnV3On() bool { return envswitch.Choice(DecodeAttnEnv) == "v3" }
 
 // decodeV2Dim reports whether attention_decode_v2 has an instance for
 // heads of dim D.

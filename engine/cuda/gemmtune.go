@@ -2,10 +2,11 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"unsafe"
+
+	"whet/engine/envswitch"
 )
 
 // Tuned GEMM algorithms (issue 20). cuBLASLt's heuristic picks one
@@ -47,7 +48,7 @@ const (
 // gemmTuneOn is the one rule for whether GEMMs are tuned: asked for, or
 // unless GEMMTuneEnv=0.
 func gemmTuneOn(asked bool) bool {
-	return asked || os.Getenv(GEMMTuneEnv) != "0"
+	return asked || envswitch.On(GEMMTuneEnv)
 }
 
 // tuneRecord is what tuning found for one problem, for the report.

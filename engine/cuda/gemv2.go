@@ -1,6 +1,6 @@
 package cuda
 
-import "os"
+import "whet/engine/envswitch"
 
 // GEMV2Env set to 1 sends the one-row bf16 products that go to the GEMV
 // kernels (gemv, MatVecs) to kernels/gemv2.cu's gemv2_bf16 and
@@ -11,4 +11,4 @@ import "os"
 const GEMV2Env = "WHET_CUDA_GEMV2"
 
 // gemv2 reports whether GEMV2Env asks for kernels/gemv2.cu.
-func gemv2() bool { return os.Getenv(GEMV2Env) == "1" }
+func gemv2() bool { return envswitch.On(GEMV2Env) }

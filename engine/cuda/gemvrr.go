@@ -2,8 +2,8 @@ package cuda
 
 import (
 	"fmt"
-	"os"
-	"strconv"
+
+	"whet/engine/envswitch"
 )
 
 // The round-parallel GEMVs of decoding (kernels/gemv.cu gemv_rr*): the
@@ -47,14 +47,14 @@ const rrSmemStatic = 32*32*4 + 32*4
 // rrOn reports whether DecodeGEMVEnv asks for the round-parallel kernels
 // (read at each call, so a test can compare on one backend; a recording
 // keeps the kernels it was made with).
-func rrOn() bool { return os.Getenv(DecodeGEMVEnv) == "rr" }
+func rrOn() bool { return envswitch.Choice(DecodeGEMVEnv) == "rr" }
 
 // rrGeometry is the launch of a round-parallel kernel over k-wide rows
 // for a block aiming at warps warps (DecodeRRWarpsEnv overrides it): R
 // rounds a row, rows a block, threads a block; ok false when k is not a
 // multiple of 1024 or too wide.
 func rrGeometry(k, warps int) (R, rows, threads int, ok bool) {
-	if v, err := strconv.Atoi(os.Getenv(DecodeRRWarpsEnv)); err == nil && v >= 1 && v <= 32 {
+	if v, ok := envswitch.Int(DecodeRRWarpsEnv); ok {
 		warps = v
 	}
 	if k <= 0 || k%1024 != 0 || k/1024 > 32 {

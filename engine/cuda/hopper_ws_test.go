@@ -597,9 +597,9 @@ func TestAttnFwdWSDefault(t *testing.T) {
 		t.Setenv(AttnFwdWSEnv, "")
 		t.Setenv(AttnBwdFusedEnv, "")
 		t.Setenv(c.env, c.value)
-		err := attnSwitchesErr()
+		err := switchesErr()
 		if (err != nil) != c.bad || (err != nil && !strings.Contains(err.Error(), c.env)) {
-			t.Errorf("%s=%q: attnSwitchesErr() = %v, want an error naming it: %v", c.env, c.value, err, c.bad)
+			t.Errorf("%s=%q: switchesErr() = %v, want an error naming it: %v", c.env, c.value, err, c.bad)
 		}
 	}
 }

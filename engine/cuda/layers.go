@@ -2,9 +2,9 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 	"whet/engine/opcheck"
 )
 
@@ -212,10 +212,7 @@ const RMSNormBwdV2Env = "WHET_RMSNORM_BWD_V2"
 
 // rmsnormBwdV2Mode reads RMSNormBwdV2Env (once per backend): "2" unless set.
 func rmsnormBwdV2Mode() string {
-	if v := os.Getenv(RMSNormBwdV2Env); v != "" {
-		return v
-	}
-	return "2"
+	return envswitch.Choice(RMSNormBwdV2Env)
 }
 
 // rmsnormBackwardFused is RMSNormBackward through rmsnorm_backward_fused

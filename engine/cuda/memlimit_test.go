@@ -29,7 +29,7 @@ func TestOverLimit(t *testing.T) {
 func TestBadMemoryLimitEnv(t *testing.T) {
 	t.Setenv(engine.MemoryLimitEnv, "80G")
 	_, err := New(Options{CacheDir: "-"})
-	if err == nil || errors.Is(err, ErrNoGPU) || !strings.Contains(err.Error(), engine.MemoryLimitEnv+": size \"80G\"") {
+	if err == nil || errors.Is(err, ErrNoGPU) || !strings.Contains(err.Error(), engine.MemoryLimitEnv+`="80G" is not a size`) || !strings.Contains(err.Error(), `size "80G": unknown unit`) {
 		t.Errorf("New with %s=80G: %v", engine.MemoryLimitEnv, err)
 	}
 }

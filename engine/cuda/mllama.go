@@ -3,9 +3,9 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"os"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 	"whet/engine/opcheck"
 )
 
@@ -122,7 +122,7 @@ func (b *Backend) BiasAttention(out, lse, q, k, v, bias engine.Tensor, p engine.
 	if ok, err := b.biasForwardTC(desc, ot, lt, qt, kt, vt, g, p); ok {
 		return err
 	}
-	if os.Getenv(BiasAttnQ8Env) == "1" {
+	if envswitch.On(BiasAttnQ8Env) {
 		return b.launch(desc+" q8", "bias_attention.cu", "bias_attention_forward_q8",
 			dim3{(g.T + biasAttnQ8Rows - 1) / biasAttnQ8Rows, g.H, 1}, block256, 0,
 			ot.ptr(), dt(ot), lt.ptr(), qt.ptr(), dt(qt), kt.ptr(), dt(kt), vt.ptr(), dt(vt), g.biasPtr(),

@@ -2,9 +2,9 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 )
 
 // NF4MatVecEnv picks the NF4 mat-vec kernel of decoding. By default (unset,
@@ -23,9 +23,9 @@ const NF4MatVecEnv = "WHET_NF4_MATVEC"
 
 // nf4V2 reports whether NF4MatVecEnv leaves matvec_nf4_split (or _r8) on:
 // anything but "v1".
-func nf4V2() bool { return os.Getenv(NF4MatVecEnv) != "v1" }
+func nf4V2() bool { return envswitch.Choice(NF4MatVecEnv) != "v1" }
 
-func nf4V2Wide() bool { return os.Getenv(NF4MatVecEnv) == "v2r8" }
+func nf4V2Wide() bool { return envswitch.Choice(NF4MatVecEnv) == "v2r8" }
 
 // nf4V2Rows and nf4V2RowsWide are the rows per block of matvec_nf4_split and
 // matvec_nf4_split_wide (NF4V2_ROWS and NF4V2_ROWS_WIDE in kernels/nf4.cu).

@@ -8,11 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+
+	"whet/engine/envswitch"
 )
 
 // nvrtc holds the entry points of libnvrtc that compile kernels at run
@@ -304,16 +305,8 @@ const archOverrideEnv = "WHET_CUDA_ARCH"
 var ErrUnsupportedArch = errors.New("GPU architecture not supported")
 
 // parseArch reads "sm_XY" (the last digit is the minor version: sm_90 is
-// 9.0, sm_121 is 12.1).
-func parseArch(s string) (major, minor int, err error) {
-	digits, ok := strings.CutPrefix(s, "sm_")
-	if !ok || len(digits) < 2 || len(digits) > 3 || strings.Trim(digits, "0123456789") != "" {
-		return 0, 0, fmt.Errorf("%q is not an architecture written as NVRTC names it (sm_75, sm_90, sm_121)", s)
-	}
-	major, _ = strconv.Atoi(digits[:len(digits)-1])
-	minor = int(digits[len(digits)-1] - '0')
-	return major, minor, nil
-}
+// 9.0, sm_121 is 12.1), as envswitch checks WHET_CUDA_ARCH.
+func parseArch(s string) (major, minor int, err error) { return envswitch.ParseArch(s) }
 
 // archName spells compute capability major.minor as NVRTC does.
 func archName(major, minor int) string { return fmt.Sprintf("sm_%d%d", major, minor) }

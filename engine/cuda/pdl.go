@@ -1,9 +1,10 @@
 package cuda
 
 import (
-	"os"
 	"runtime"
 	"unsafe"
+
+	"whet/engine/envswitch"
 )
 
 // Programmatic dependent launch (Hopper and newer): a kernel launched with
@@ -36,7 +37,7 @@ import (
 const PDLEnv = "WHET_CUDA_PDL"
 
 // pdlOn reports whether PDLEnv asks for programmatic dependent launch.
-func pdlOn() bool { return os.Getenv(PDLEnv) == "1" }
+func pdlOn() bool { return envswitch.On(PDLEnv) }
 
 // pdlKernels are the kernels that begin with PDL_WAIT(): only these may be
 // launched with the attribute (a kernel without the wait could read its

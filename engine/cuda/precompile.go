@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 	"whet/kernels"
 )
 
@@ -347,7 +347,7 @@ func (r *aotRun) wait() {
 
 // precompileOn reports whether Options.Precompile or PrecompileEnv ask
 // for the ahead-of-time compile.
-func precompileOn(opt bool) bool { return opt || os.Getenv(PrecompileEnv) == "1" }
+func precompileOn(opt bool) bool { return opt || envswitch.On(PrecompileEnv) }
 
 // precompileFiles are the kernel files the ahead-of-time compile builds:
 // every one, but the Hopper attention file only where it is used (an sm_90

@@ -2,9 +2,9 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 
 	"whet/engine"
+	"whet/engine/envswitch"
 )
 
 // VisionAttnTCEnv, set to 1, sends the vision models' attention forwards
@@ -35,7 +35,7 @@ const VisionAttnTCEnv = "WHET_VISION_ATTN_TC"
 const VisionAttnTCBwdEnv = "WHET_VISION_ATTN_TC_BWD"
 
 // visionTCBwd reports whether VisionAttnTCBwdEnv asks for them.
-func visionTCBwd() bool { return os.Getenv(VisionAttnTCBwdEnv) == "1" }
+func visionTCBwd() bool { return envswitch.On(VisionAttnTCBwdEnv) }
 
 // groupsTCDims maps a head dim AttentionGroups may take to tensor cores to
 // the head dim the kernel computes at (the kernel's name has the first).
@@ -54,7 +54,7 @@ const (
 
 // visionTC reports whether VisionAttnTCEnv asks for the tensor-core
 // vision forwards.
-func visionTC() bool { return os.Getenv(VisionAttnTCEnv) == "1" }
+func visionTC() bool { return envswitch.On(VisionAttnTCEnv) }
 
 // visionTCTensors reports whether out and the inputs suit the tensor-core
 // kernels: bf16 inputs with 16-byte aligned storage (cp.async copies rows

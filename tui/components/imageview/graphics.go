@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"whet/datasets/vision"
+	"whet/engine/envswitch"
 )
 
 // Protocol is how a terminal can show an image.
@@ -41,7 +42,9 @@ func (p Protocol) String() string {
 	return "text"
 }
 
-// EnvVar overrides the detection: kitty, iterm2, blocks or text.
+// EnvVar overrides the detection: kitty, iterm2, blocks or text (the
+// values envswitch accepts, with the aliases iterm, halfblocks, none and
+// off; case and spaces aside).
 const EnvVar = "WHET_IMAGES"
 
 // Detect chooses how to show images from the environment (getenv is
@@ -51,8 +54,12 @@ const EnvVar = "WHET_IMAGES"
 // protocol. The note says why, for a status line, or names a bad
 // WHET_IMAGES value.
 func Detect(getenv func(string) string) (p Protocol, note string) {
-	switch v := strings.ToLower(strings.TrimSpace(getenv(EnvVar))); v {
+	v, err := envswitch.Parse(EnvVar, getenv(EnvVar))
+	switch v {
 	case "":
+		if err != nil {
+			note = err.Error() + "; detecting the terminal instead"
+		}
 	case "kitty":
 		return Kitty, EnvVar + "=kitty"
 	case "iterm2", "iterm":
@@ -61,8 +68,6 @@ func Detect(getenv func(string) string) (p Protocol, note string) {
 		return Blocks, EnvVar + "=blocks"
 	case "text", "none", "off":
 		return Text, EnvVar + "=text"
-	default:
-		note = fmt.Sprintf("%s=%q is not one of kitty, iterm2, blocks, text; detecting the terminal instead", EnvVar, v)
 	}
 	withNote := func(p Protocol, why string) (Protocol, string) {
 		if note != "" {
