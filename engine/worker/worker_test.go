@@ -68,6 +68,18 @@ func readMsg(t *testing.T, r *bufio.Reader) Message {
 	return m
 }
 
+// readReply reads past the events a viewer is sent (a pause is told to
+// every viewer, and a new one is told the pause state as it connects) to
+// the next reply.
+func readReply(t *testing.T, r *bufio.Reader) Message {
+	t.Helper()
+	for {
+		if m := readMsg(t, r); m.Event == "" {
+			return m
+		}
+	}
+}
+
 // The socket is the owner's only, and a stale one a dead worker left is
 // replaced.
 func TestSocketMode(t *testing.T) {
@@ -132,29 +144,29 @@ func TestMalformedMessages(t *testing.T) {
 	c, r := dialRaw(t, rd)
 	for _, bad := range []string{`not json`, `{"cmd":"explode"}`, `{"cmd":1}`, `{}`, `{"cmd":"pause","x":1}`, `{"cmd":"pause"} {"cmd":"stop"}`, `[]`} {
 		c.Write([]byte(bad + "\n"))
-		if m := readMsg(t, r); m.Error == "" || m.OK {
+		if m := readReply(t, r); m.Error == "" || m.OK {
 			t.Errorf("%s: reply %+v, want an error", bad, m)
 		}
 	}
 	c.Write([]byte(`{"cmd":"pause"}` + "\n"))
-	if m := readMsg(t, r); !m.OK {
+	if m := readReply(t, r); !m.OK {
 		t.Fatalf("pause after malformed lines: %+v", m)
 	}
 	if ctl.got() != "pause" {
 		t.Errorf("control got %q, want only pause", ctl.got())
 	}
 	c.Write([]byte(strings.Repeat("x", maxLine+10) + "\n"))
-	if m := readMsg(t, r); !strings.Contains(m.Error, "longer than") {
+	if m := readReply(t, r); !strings.Contains(m.Error, "longer than") {
 		t.Errorf("long line: %+v", m)
 	}
 	c.Write([]byte(`{"cmd":"stop"}` + "\n"))
-	if m := readMsg(t, r); !m.OK {
+	if m := readReply(t, r); !m.OK {
 		t.Fatalf("stop after a long line: %+v", m)
 	}
 	// The worker still serves others.
 	c2, r2 := dialRaw(t, rd)
 	c2.Write([]byte(`{"cmd":"resume"}` + "\n"))
-	if m := readMsg(t, r2); !m.OK {
+	if m := readReply(t, r2); !m.OK {
 		t.Fatalf("new connection after a bad one: %+v", m)
 	}
 }
