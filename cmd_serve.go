@@ -149,8 +149,22 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		}),
 		wish.WithIdleTimeout(c.idleTimeout),
 		wish.WithMiddleware(
-			bubbletea.Middleware(func(s ssh.Session) (tea.Model, []tea.ProgramOption) {
-				return tui.New(servedStudioOptions(c, s.Context())), nil
+			bubbletea.MiddlewareWithProgramHandler(func(s ssh.Session) *tea.Program {
+				// No signal handler: a Ctrl-C to whet serve reached every
+				// session's program as its own interrupt, which ended each
+				// studio with "ERROR app exit with error ... program was
+				// interrupted" on the server's output. The server's stop
+				// quits the studios instead.
+				opts := append([]tea.ProgramOption{tea.WithoutSignalHandler()}, bubbletea.MakeOptions(s)...)
+				p := tea.NewProgram(tui.New(servedStudioOptions(c, s.Context())), opts...)
+				go func() {
+					select {
+					case <-ctx.Done():
+						p.Quit()
+					case <-s.Context().Done():
+					}
+				}()
+				return p
 			}),
 			// Outermost: a session over the bound is told so and closed
 			// before any studio is built for it.
@@ -179,6 +193,13 @@ func serveStudio(ctx context.Context, c serveConfig, stdout io.Writer) error {
 						logf("session for key %s from %s ended after %s", key, s.RemoteAddr(), time.Since(start).Round(time.Second))
 					}()
 					next(s)
+					if ctx.Err() != nil {
+						// The studio has quit and given the terminal back:
+						// say why the connection closes (it closed with
+						// a blank screen) and that the runs go on.
+						fmt.Fprint(s, "whet serve stopped on the server. Runs started in this session go on training;\r\n"+
+							"ssh in again once it is back, or follow them there with whet attach.\r\n")
+					}
 				}
 			},
 		),

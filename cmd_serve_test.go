@@ -42,6 +42,7 @@ type sshFixture struct {
 	listed, other   string // private key files
 	hostKey         string
 	out             *syncBuffer // whet serve's output
+	stop            func()      // stops whet serve (as Ctrl-C on it does)
 }
 
 // startServe makes two client keys (one listed in authorized_keys), then
@@ -77,7 +78,7 @@ func startServeRuns(t *testing.T, maxSessions int, runsDir string) *sshFixture {
 	f.hostKey = filepath.Join(f.dir, "host", "key")
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
-	f.out = out
+	f.out, f.stop = out, cancel
 	errc := make(chan error, 1)
 	go func() {
 		errc <- serveStudio(ctx, serveConfig{listen: "127.0.0.1:0", authorizedKeys: auth, hostKey: f.hostKey,
@@ -274,6 +275,30 @@ func TestServeBoundsSessions(t *testing.T) {
 		if try == 20 {
 			t.Fatalf("no place freed after a session left:\n%q", s.out.String())
 		}
+	}
+}
+
+// Stopping whet serve ends each session with a word on why and that its
+// runs go on: the connection closed on a blank screen. The studio quits on
+// the server's stop rather than on the server's own Ctrl-C, which reached
+// every session's program as an interrupt.
+func TestServeStopTellsTheSessions(t *testing.T) {
+	f := startServe(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := f.open(t, ctx)
+	s.wait(t, "studio", "Choose the base model")
+	f.stop()
+	s.wait(t, "the server's goodbye", "whet serve stopped on the server")
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the ssh client did not end after whet serve stopped:\n%q", s.out.String())
+	}
+	if !strings.Contains(s.out.String(), "go on training") {
+		t.Errorf("the goodbye does not say the runs go on:\n%q", s.out.String())
 	}
 }
 
