@@ -426,6 +426,9 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 			return nil, stay // an answer for a file, or a model, the user has left
 		}
 		p.loading = false
+		if strings.HasPrefix(p.note, "still reading the file") {
+			p.note = ""
+		}
 		if msg.err != nil {
 			p.err = msg.err.Error()
 			return nil, stay
@@ -490,6 +493,12 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 				return p.openTyped(), stay
 			}
 			f := vis[p.cursor-1].path
+			if f == p.selected && p.loading {
+				// Not again: that started the read over (a 100k-row file
+				// takes a while), and the earlier one ran on beside it.
+				p.note = "still reading the file: enter again once its preview shows"
+				return nil, stay
+			}
 			if f == p.selected && !p.loading {
 				if p.err != "" {
 					// Read it again: the file may have been fixed since.

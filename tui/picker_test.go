@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	tea "charm.land/bubbletea/v2"
@@ -524,5 +525,48 @@ func TestDataPickerNonUTF8Row(t *testing.T) {
 			d.keys("tab", "down", "down", "down", "right", "enter")
 			d.waitScreen("(1 skipped)")
 		})
+	}
+}
+
+// slowPreviewer counts its calls and answers each once release is closed,
+// like a file of 100k rows that takes a while to read.
+type slowPreviewer struct {
+	calls   *atomic.Int32
+	release chan struct{}
+}
+
+func (s slowPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+	s.calls.Add(1)
+	<-s.release
+	return fake.DemoPreview, nil
+}
+
+// Enter again on a file whose preview is still being read says so and
+// waits: it started the read over (seen in tmux on a 100k-row file, where
+// an impatient enter restarted 40 s of reading, the first read running on
+// beside the second), and never went on.
+func TestDataPickerEnterWhileReading(t *testing.T) {
+	calls := &atomic.Int32{}
+	release := make(chan struct{})
+	o := testOptions(&fake.Engine{})
+	o.Data = slowPreviewer{calls: calls, release: release}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter") // the first file: reading
+	d.waitScreen("reading testdata/datasets/persona.jsonl…")
+	d.keys("enter", "enter")
+	if s := d.screen(); !strings.Contains(s, "still reading the file: enter again once its preview shows") {
+		t.Errorf("enter while reading should say it is still reading:\n%s", s)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the preview was started %d times, want once", n)
+	}
+	close(release)
+	d.waitScreen("format messages")
+	if strings.Contains(d.screen(), "still reading") {
+		t.Errorf("the note should go once the preview shows:\n%s", d.screen())
+	}
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "Run settings") {
+		t.Errorf("enter after the preview should go on:\n%s", d.screen())
 	}
 }
