@@ -82,6 +82,9 @@ func TestExportCommandErrors(t *testing.T) {
 		{[]string{"--format", "gguf"}, "--run is required: whet export --run runs/NAME --format gguf"},
 		{[]string{"--run", run}, "--format is required: whet export --run " + run + " --format peft|merged|gguf"},
 		{[]string{"--run", run, "--format", "onnx"}, `unknown format "onnx"`},
+		// The names people try for a format are answered with the one to use.
+		{[]string{"--run", run, "--format", "ollama"}, `unknown format "ollama": use --format gguf: it writes the GGUF and an Ollama Modelfile`},
+		{[]string{"--run", run, "--format", "lora"}, `unknown format "lora": use --format peft`},
 		{[]string{"--run", run, "--format", "gguf", "--quant", "q2_k"}, "--quant q2_k is not a GGUF type"},
 		{[]string{"--run", run, "--format", "merged", "--quant", "q8_0"}, "not available for merged"},
 		{[]string{"--run", run, "--format", "peft"}, "full fine-tuning run"},

@@ -115,6 +115,21 @@ func (o Options) quant() string {
 	return q
 }
 
+// formatHints answers the names people try for a format under another
+// name ("ollama" was met with only "want peft, merged, gguf").
+var formatHints = map[string]string{
+	"ollama":       "use --format gguf: it writes the GGUF and an Ollama Modelfile beside it (ollama create NAME -f Modelfile)",
+	"llama.cpp":    "use --format gguf, the file llama.cpp loads",
+	"llamacpp":     "use --format gguf, the file llama.cpp loads",
+	"ggml":         "use --format gguf, the file llama.cpp loads",
+	"lora":         "use --format peft: the LoRA adapter in PEFT's layout",
+	"adapter":      "use --format peft: the LoRA adapter in PEFT's layout",
+	"safetensors":  "use --format merged for the whole model with the adapter merged in, or peft for the adapter alone",
+	"hf":           "use --format merged for the whole model in transformers' layout, or peft for the adapter alone",
+	"transformers": "use --format merged for the whole model in transformers' layout, or peft for the adapter alone",
+	"full":         "use --format merged for the whole model with the adapter merged in",
+}
+
 // Check validates the options before anything is loaded.
 func (o Options) Check() error {
 	if o.RunDir == "" {
@@ -133,6 +148,9 @@ func (o Options) Check() error {
 			return fmt.Errorf("export: --quant %s is not a GGUF type whet writes (want f16, bf16, q8_0 or q4_k_m)", o.Quant)
 		}
 	default:
+		if hint, ok := formatHints[strings.ToLower(o.Format)]; ok {
+			return fmt.Errorf("export: unknown format %q: %s", o.Format, hint)
+		}
 		return fmt.Errorf("export: unknown format %q (want %s)", o.Format, strings.Join(Formats, ", "))
 	}
 	if o.QLoRABase != "" {
