@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"whet/datasets"
 	"whet/datasets/tokenizer"
@@ -212,6 +213,7 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	if err != nil {
 		return err
 	}
+	defer func() { err = noSpaceHint(err, o.OutDir) }()
 	defer func() {
 		// An earlier export's files, set aside: dropped, or restored when
 		// this one failed or was cancelled.
@@ -269,6 +271,15 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	default:
 		return writeGGUFExport(ctx, src, o.OutDir, o.quant(), progress)
 	}
+}
+
+// noSpaceHint adds what to do to an export that failed because the disk
+// filled up: the error named only the file and "no space left on device".
+func noSpaceHint(err error, outDir string) error {
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	return fmt.Errorf("%w; the disk holding %s is full: free some space there, or give --out a folder on another disk", err, outDir)
 }
 
 // RunFiles is a run directory's parts.
