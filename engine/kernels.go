@@ -41,25 +41,34 @@ type KernelProgress struct {
 // KernelProgressPrefix starts every KernelProgress line.
 const KernelProgressPrefix = "compiling CUDA kernels for "
 
-// String is the progress line shown to the user, e.g. "compiling CUDA
-// kernels for sm_90 and sm_90a: 7 of 23 files (first run of this version;
-// cached in ~/.cache/whet/kernels)", and when done "compiling CUDA kernels
-// for sm_90: 23 of 23 files, done in 14.2 s (cached in ~/.cache/whet/kernels)";
-// one file at a time, "compiling CUDA kernels for sm_90 as they are first
-// used: file 7, kernels/rope.cu (first run of this version; cached in ...)".
+// String is the progress line shown to the user, short enough for the
+// studio's 80-column header with the count whole: "compiling CUDA kernels
+// for sm_90 and sm_90a: 7 of 23 files (once, then cached)", when done
+// "compiling CUDA kernels for sm_90: 23 of 23 files, done in 14.2 s"; one
+// file at a time, "compiling CUDA kernels for sm_90 once, on first use:
+// file 7, rope" (kernels/rope.cu). Where the cubins are kept is said once,
+// before the first line, by CacheNote.
 func (p KernelProgress) String() string {
-	where := "cached in " + homeRelative(p.CacheDir)
 	if p.Total == 0 {
-		return fmt.Sprintf("%s%s as they are first used: file %d, kernels/%s (first run of this version; %s)", KernelProgressPrefix, p.Arch, p.Done+1, p.File, where)
+		return fmt.Sprintf("%s%s once, on first use: file %d, %s", KernelProgressPrefix, p.Arch, p.Done+1, strings.TrimSuffix(p.File, ".cu"))
 	}
 	if p.Done < p.Total {
-		return fmt.Sprintf("%s%s: %d of %d files (first run of this version; %s)", KernelProgressPrefix, p.Arch, p.Done, p.Total, where)
+		return fmt.Sprintf("%s%s: %d of %d files (once, then cached)", KernelProgressPrefix, p.Arch, p.Done, p.Total)
 	}
-	s := fmt.Sprintf("%s%s: %d of %d files, done in %.1f s (%s)", KernelProgressPrefix, p.Arch, p.Done, p.Total, p.Elapsed.Seconds(), where)
+	s := fmt.Sprintf("%s%s: %d of %d files, done in %.1f s", KernelProgressPrefix, p.Arch, p.Done, p.Total, p.Elapsed.Seconds())
 	if p.Failed > 0 {
 		s += fmt.Sprintf("; %d failed (%s): the error comes when the first kernel of a failed file is used", p.Failed, strings.Join(p.Failures, ", "))
 	}
 	return s
+}
+
+// CacheNote is the line said once before a compile's progress lines (it
+// goes to the log and the CLI's standard error, not the studio's header):
+// why the kernels compile and where they are kept, e.g. "CUDA kernels:
+// the first run of this version on sm_90 compiles them into
+// ~/.cache/whet/kernels; later runs load them from there".
+func (p KernelProgress) CacheNote() string {
+	return fmt.Sprintf("CUDA kernels: the first run of this version on %s compiles them into %s; later runs load them from there", p.Arch, homeRelative(p.CacheDir))
 }
 
 // homeRelative writes a path under the home folder as ~/...
@@ -78,9 +87,9 @@ const kernelLineEvery = 2 * time.Second
 
 // ReportKernelCompiles passes the progress lines of b's kernel compiles
 // (KernelPrecompiler; nothing for other backends) to line, possibly from
-// other goroutines, one call at a time: the first, then at most one every
-// kernelLineEvery, and the last of an ahead-of-time compile. line must not
-// call b.
+// other goroutines, one call at a time: the cache note (CacheNote) and the
+// first, then at most one every kernelLineEvery, and the last of an
+// ahead-of-time compile. line must not call b.
 func ReportKernelCompiles(b Backend, line func(string)) {
 	kp, ok := b.(KernelPrecompiler)
 	if !ok {
@@ -95,6 +104,9 @@ func ReportKernelCompiles(b Backend, line func(string)) {
 		now := time.Now()
 		if !first && (p.Done < p.Total || p.Total == 0) && now.Sub(last) < kernelLineEvery {
 			return
+		}
+		if first {
+			line(p.CacheNote())
 		}
 		first, last = false, now
 		line(p.String())

@@ -27,15 +27,27 @@ func TestKernelProgressLines(t *testing.T) {
 	}
 	dir := filepath.Join(home, ".cache", "whet", "kernels")
 	p := KernelProgress{Arch: "sm_90 and sm_90a", Done: 7, Total: 23, CacheDir: dir}
-	if got, want := p.String(), "compiling CUDA kernels for sm_90 and sm_90a: 7 of 23 files (first run of this version; cached in ~/.cache/whet/kernels)"; got != want {
+	if got, want := p.String(), "compiling CUDA kernels for sm_90 and sm_90a: 7 of 23 files (once, then cached)"; got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
+	if got, want := p.CacheNote(), "CUDA kernels: the first run of this version on sm_90 and sm_90a compiles them into ~/.cache/whet/kernels; later runs load them from there"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	// The studio's header shows the line whole at 80 columns, for the
+	// longest architecture names and counts of a compile ahead of first
+	// use, and of one file at a time (the longest kernel file's name).
+	for _, q := range []KernelProgress{{Arch: "sm_90 and sm_90a", Done: 22, Total: 23}, {Arch: "sm_90 and sm_90a", Done: 99, Total: 99, Elapsed: 999 * time.Second},
+		{Arch: "sm_90a", Done: 98, File: "attention_hopper.cu"}, {Arch: "sm_121", Done: 98, File: "group_attention.cu"}} {
+		if n := len(q.String()); n > 80 {
+			t.Errorf("%q: %d columns, more than 80", q.String(), n)
+		}
+	}
 	p = KernelProgress{Arch: "sm_80", Done: 23, Total: 23, Failed: 1, Failures: []string{"rope.cu"}, CacheDir: "/tmp/k", Elapsed: 14200 * time.Millisecond}
-	if got, want := p.String(), "compiling CUDA kernels for sm_80: 23 of 23 files, done in 14.2 s (cached in /tmp/k); 1 failed (rope.cu): the error comes when the first kernel of a failed file is used"; got != want {
+	if got, want := p.String(), "compiling CUDA kernels for sm_80: 23 of 23 files, done in 14.2 s; 1 failed (rope.cu): the error comes when the first kernel of a failed file is used"; got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
 	p = KernelProgress{Arch: "sm_90", Done: 6, File: "rope.cu", CacheDir: "/tmp/k"}
-	if got, want := p.String(), "compiling CUDA kernels for sm_90 as they are first used: file 7, kernels/rope.cu (first run of this version; cached in /tmp/k)"; got != want {
+	if got, want := p.String(), "compiling CUDA kernels for sm_90 once, on first use: file 7, rope"; got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
 	if !strings.HasPrefix(p.String(), KernelProgressPrefix) {
@@ -53,14 +65,14 @@ func TestReportKernelCompilesThrottles(t *testing.T) {
 	}
 	var lines []string
 	ReportKernelCompiles(precompilingBackend{steps: steps}, func(l string) { lines = append(lines, l) })
-	if len(lines) != 2 || !strings.Contains(lines[0], ": 0 of 5 files") || !strings.Contains(lines[1], "5 of 5 files, done") {
-		t.Errorf("lines %q: want the first and the last", lines)
+	if len(lines) != 3 || lines[0] != steps[0].CacheNote() || !strings.Contains(lines[1], ": 0 of 5 files") || !strings.Contains(lines[2], "5 of 5 files, done") {
+		t.Errorf("lines %q: want the cache note, the first and the last", lines)
 	}
 	// One file at a time (Total 0): the first line, then kernelLineEvery apart.
 	lines = nil
 	ReportKernelCompiles(precompilingBackend{steps: []KernelProgress{{Arch: "sm_90", File: "a.cu"}, {Arch: "sm_90", Done: 1, File: "b.cu"}}}, func(l string) { lines = append(lines, l) })
-	if len(lines) != 1 || !strings.Contains(lines[0], "file 1, kernels/a.cu") {
-		t.Errorf("lines %q: want only the first", lines)
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "CUDA kernels: the first run") || !strings.HasSuffix(lines[1], "file 1, a") {
+		t.Errorf("lines %q: want the cache note and only the first", lines)
 	}
 	lines = nil
 	ReportKernelCompiles(precompilingBackend{}, func(l string) { lines = append(lines, l) })

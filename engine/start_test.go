@@ -149,12 +149,13 @@ func TestStartReportsKernelCompiles(t *testing.T) {
 	cfg = noWarmupNoDecay(withDefaults(t, cfg))
 	var lines []string
 	for _, ev := range runToEnd(t, cfg) {
-		if l, ok := ev.(engine.LogEvent); ok && strings.HasPrefix(l.Text, engine.KernelProgressPrefix) {
+		if l, ok := ev.(engine.LogEvent); ok && (strings.HasPrefix(l.Text, engine.KernelProgressPrefix) || strings.HasPrefix(l.Text, "CUDA kernels: ")) {
 			lines = append(lines, l.Text)
 		}
 	}
-	want := []string{"compiling CUDA kernels for sm_90: 0 of 2 files (first run of this version; cached in /cache)",
-		"compiling CUDA kernels for sm_90: 2 of 2 files, done in 1.0 s (cached in /cache)"}
+	want := []string{"CUDA kernels: the first run of this version on sm_90 compiles them into /cache; later runs load them from there",
+		"compiling CUDA kernels for sm_90: 0 of 2 files (once, then cached)",
+		"compiling CUDA kernels for sm_90: 2 of 2 files, done in 1.0 s"}
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("kernel lines among the events:\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}

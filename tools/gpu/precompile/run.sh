@@ -5,7 +5,7 @@
 # writes only under $OUT/precompile.
 #  1. cold, switch off: the first `whet bench` of Llama-3.2-1B LoRA 1x512 (1 step, no warm-up) with an
 #     empty kernel cache (its own XDG_CACHE_HOME), as tools/gpu/rows's "cold compile" step; its stderr
-#     now says "compiling CUDA kernels for sm_90 as they are first used: file N, kernels/X.cu ..."
+#     now says "compiling CUDA kernels for sm_90 once, on first use: file N, X" (kernels/X.cu)
 #     (one line every 2 s at most);
 #  2. cold, switch on: the same with another empty cache; its stderr must carry "compiling CUDA
 #     kernels for ..." lines, the last "N of N files, done in ...";
