@@ -706,3 +706,46 @@ func TestOutcomeOfAFailedRun(t *testing.T) {
 		}
 	}
 }
+
+// The method page shows the preset's warm-up steps and lets them be
+// changed. Before, only "Warmup ratio 0" was shown while the preset's
+// warmup_steps (unsloth's 5, the demo's 3) applied: the demo's 4-step run
+// trained its first step at learning rate 0 with no way to see why.
+func TestMethodPageWarmupSteps(t *testing.T) {
+	d := newDriver(t, testOptions(&fake.Engine{}), 80, 24)
+	d.keys("down", "down", "down", "enter") // a model whose method preset has warmup_steps: 5
+	for i := 0; i < 5; i++ {
+		d.keys("down")
+	}
+	d.keys("enter") // the advanced section
+	if s := d.screen(); !strings.Contains(s, "Warmup steps        5") {
+		t.Fatalf("the preset's warm-up steps should be shown:\n%s", s)
+	}
+	d.keys("down", "down", "down", "down") // rsLoRA, schedule, ratio, steps
+	if got := fieldValue(d.screen(), "› Warmup steps"); got != "5▏" && got != "5" {
+		t.Fatalf("cursor should be on Warmup steps, got %q:\n%s", got, d.screen())
+	}
+	d.keys("backspace")
+	d.typeText("0")
+	d.keys("enter")
+	if got := d.m.Config().Train.WarmupSteps; got != 0 {
+		t.Errorf("WarmupSteps = %d after typing 0, want 0", got)
+	}
+	// A ratio above 0 replaces the steps.
+	d.keys("esc") // back on the method page, its form as the config says
+	for i := 0; i < 5; i++ {
+		d.keys("down")
+	}
+	d.keys("enter", "down", "down", "down") // the ratio
+	if s := d.screen(); !strings.Contains(s, "Warmup steps        0") {
+		t.Errorf("the steps typed should be kept:\n%s", s)
+	}
+	d.keys("backspace")
+	d.typeText("0.1")
+	d.keys("down", "backspace")
+	d.typeText("7")
+	d.keys("enter")
+	if c := d.m.Config().Train; c.WarmupRatio != 0.1 || c.WarmupSteps != 0 {
+		t.Errorf("ratio 0.1 and 7 steps gave ratio %v, steps %d; want 0.1 and 0", c.WarmupRatio, c.WarmupSteps)
+	}
+}

@@ -159,6 +159,7 @@ func (p *methodPage) enter() tea.Cmd {
 		{Key: "rslora", Label: "rsLoRA", Kind: form.Bool, Value: yesNo(c.LoRA.RSLoRA), Advanced: true, Hint: "scale by alpha/√r instead of alpha/r (steadier at high rank)"},
 		{Key: "schedule", Label: "LR schedule", Kind: form.Choice, Value: orDefault(c.Train.Schedule, "cosine"), Options: []string{"cosine", "linear", "constant"}, Advanced: true},
 		{Key: "warmup", Label: "Warmup ratio", Kind: form.Float, Value: ftoa(c.Train.WarmupRatio), Min: 0, Max: 0.5, Advanced: true, Hint: "share of the steps spent ramping the learning rate up"},
+		{Key: "warmupsteps", Label: "Warmup steps", Kind: form.Int, Value: strconv.Itoa(c.Train.WarmupSteps), Min: 0, Max: 1 << 20, Advanced: true, Hint: "steps ramping the learning rate up from 0 (a warmup ratio above 0 replaces them)"},
 		{Key: "decay", Label: "Weight decay", Kind: form.Float, Value: ftoa(c.Train.WeightDecay), Min: 0, Max: 1, Advanced: true},
 		{Key: "clip", Label: "Max grad norm", Kind: form.Float, Value: ftoa(c.Train.MaxGradNorm), Min: 0, Max: 1e6, Advanced: true, Hint: "clip the gradient norm (0 = no clipping)"},
 		{Key: "ckpt", Label: "Act. checkpointing", Kind: form.Bool, Value: yesNo(c.Train.Checkpointing), Advanced: true, Hint: "recompute activations in backward: less memory, ~30% slower"},
@@ -245,9 +246,12 @@ func (p *methodPage) leave() error {
 		c.GRPO = engine.GRPOConfig{}
 	}
 	c.Train.Schedule = p.form.Get("schedule")
-	// A warm-up ratio typed here replaces the preset's count of warm-up
-	// steps (a run may set one of the two, not both).
+	// A warm-up ratio above 0 replaces the count of warm-up steps (a run
+	// may set one of the two, not both). The count was not shown: a
+	// preset's (the demo's 3, unsloth's 5) applied under "Warmup ratio 0",
+	// and the first step of a short run trained at learning rate 0.
 	c.Train.WarmupRatio = p.form.Float("warmup")
+	c.Train.WarmupSteps = p.form.Int("warmupsteps")
 	if c.Train.WarmupRatio > 0 {
 		c.Train.WarmupSteps = 0
 	}
