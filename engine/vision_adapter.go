@@ -536,6 +536,10 @@ func ParseMllamaAdapterConfig(path string, js []byte) (MllamaLoRA, func(string) 
 		UseDoRA       bool            `json:"use_dora"`
 		RankPattern   map[string]any  `json:"rank_pattern"`
 		AlphaPattern  map[string]any  `json:"alpha_pattern"`
+		Bias          string          `json:"bias"`
+		LoRABias      bool            `json:"lora_bias"`
+		ModulesToSave json.RawMessage `json:"modules_to_save"`
+		Layers        json.RawMessage `json:"layers_to_transform"`
 	}
 	if err := json.Unmarshal(js, &c); err != nil {
 		return MllamaLoRA{}, nil, fmt.Errorf("%s: %w", path, err)
@@ -550,7 +554,9 @@ func ParseMllamaAdapterConfig(path string, js []byte) (MllamaLoRA, func(string) 
 		name string
 		on   bool
 	}{{"use_rslora", c.UseRSLoRA}, {"fan_in_fan_out", c.FanInFanOut}, {"use_dora", c.UseDoRA},
-		{"rank_pattern", len(c.RankPattern) > 0}, {"alpha_pattern", len(c.AlphaPattern) > 0}} {
+		{"rank_pattern", len(c.RankPattern) > 0}, {"alpha_pattern", len(c.AlphaPattern) > 0},
+		{"bias", c.Bias != "" && c.Bias != "none"}, {"lora_bias", c.LoRABias},
+		{"modules_to_save", given(c.ModulesToSave)}, {"layers_to_transform", given(c.Layers)}} {
 		if f.on {
 			return MllamaLoRA{}, nil, bad(f.name, "is set: whet's Mllama adapters do not support it")
 		}
@@ -591,6 +597,16 @@ func ParseMllamaAdapterConfig(path string, js []byte) (MllamaLoRA, func(string) 
 		}
 		return false
 	}, nil
+}
+
+// given reports whether a JSON field holds something: not absent, null,
+// an empty list or an empty string.
+func given(raw json.RawMessage) bool {
+	switch strings.TrimSpace(string(raw)) {
+	case "", "null", "[]", `""`:
+		return false
+	}
+	return true
 }
 
 // addLoRAOn puts zero adapters (scale Alpha/Rank) on the given linears.
