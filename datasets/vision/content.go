@@ -190,8 +190,28 @@ func parseURL(s string) (*Ref, error) {
 		return &Ref{Path: strings.TrimPrefix(s, "file://")}, nil
 	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
 		return nil, fmt.Errorf("%s: whet does not download images; save them next to the data file and give their paths", s)
+	case urlScheme(s) != "":
+		return nil, fmt.Errorf("%s: a %s:// URL; whet reads images from files (a path, file:// or data:)", s, urlScheme(s))
 	}
 	return &Ref{Path: s}, nil
+}
+
+// urlScheme is the scheme of s when s starts as a URL does (RFC 3986: a
+// letter, then letters, digits, +, - or ., then "://"), else "". Such a
+// string (s3://, hf://, ftp://) read as a relative path would only fail
+// later as a missing file.
+func urlScheme(s string) string {
+	i := strings.Index(s, "://")
+	if i < 1 {
+		return ""
+	}
+	for j, c := range s[:i] {
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if !letter && (j == 0 || !('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return ""
+		}
+	}
+	return s[:i]
 }
 
 // Load reads and decodes the image, resolving a relative path against

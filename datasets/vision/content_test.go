@@ -48,6 +48,9 @@ func TestParseContent(t *testing.T) {
 		{[]any{map[string]any{"type": "image", "image": map[string]any{}}}, `needs "bytes" or "path"`},
 		{[]any{map[string]any{"type": "image_url", "image_url": map[string]any{"url": "data:image/png,raw"}}}, "must be base64"},
 		{nil, "content is null"},
+		{[]any{map[string]any{"type": "image", "path": "s3://bucket/a.png"}}, `part 0: type image: "path": s3://bucket/a.png: a s3:// URL; whet reads images from files`},
+		{[]any{map[string]any{"type": "image_url", "image_url": map[string]any{"url": "data:;base64,"}}}, "type image_url: the data: URL holds no bytes"},
+		{[]any{map[string]any{"type": "image", "url": "file://"}}, "file:// URL without a path"},
 	} {
 		if _, err := ParseContent(tc.v); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.v, err, tc.want)
