@@ -41,6 +41,27 @@ func (s Schedule) Multiplier(step int) float64 {
 	return 1
 }
 
+// Idle reports whether every step of the schedule has multiplier 0, so
+// that the run cannot change the model: a run of one step with warm-up
+// (its first warm-up step is at 0), as a two-pair DPO file with the
+// default micro batch of 8 makes.
+func (s Schedule) Idle() bool {
+	for step := 0; step < s.Total; step++ {
+		if s.Multiplier(step) > 0 {
+			return false
+		}
+	}
+	return s.Total > 0
+}
+
+// IdleNote is the warning for an Idle schedule ("" otherwise).
+func (s Schedule) IdleNote() string {
+	if !s.Idle() {
+		return ""
+	}
+	return fmt.Sprintf("warning: learning rate 0 at every step: the model will not change (%d step(s), %d of warm-up, which starts at 0); set train.warmup_steps and train.warmup_ratio to 0, or train for more steps (more epochs or data, a smaller micro batch)", s.Total, s.Warmup)
+}
+
 // ValidSchedule reports whether kind is a known schedule name.
 func ValidSchedule(kind string) error {
 	switch kind {

@@ -513,6 +513,9 @@ func (s *Session) makeDir() error {
 		return fmt.Errorf("resume %s: %w", s.Dir, err)
 	}
 	s.Notices = append(s.Notices, s.Trainer.ResumeNotes...)
+	if n := s.Trainer.Sched.IdleNote(); n != "" && !resumed {
+		s.Notices = append(s.Notices, n)
+	}
 	if resumed {
 		s.Notices = append(s.Notices, fmt.Sprintf("resumed %s at step %d", s.Dir, s.Trainer.Step()))
 	}
