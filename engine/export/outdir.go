@@ -136,7 +136,8 @@ const replacedDir = ".whet-replaced"
 // alone. created says whether this call made the folder. finish must be
 // called with whether the export completed: the set-aside files are then
 // removed, or put back in place of what the failed or cancelled export
-// wrote. Before, they were removed up front, and an export cancelled in
+// wrote; files an interrupted export left set aside are put back before
+// anything else. Before, they were removed up front, and an export cancelled in
 // the studio (esc on a second export into the run's default folder) left
 // an empty folder where the first, complete one had been.
 func prepareOutDir(o Options, progress Progress) (created bool, finish func(ok bool) error, err error) {
@@ -152,6 +153,21 @@ func prepareOutDir(o Options, progress Progress) (created bool, finish func(ok b
 		return false, nil, fmt.Errorf("export: output folder: %w", err)
 	case !st.IsDir():
 		return false, nil, fmt.Errorf("export: output %s is a file, not a folder", o.OutDir)
+	}
+	aside := filepath.Join(o.OutDir, replacedDir)
+	if left, err := os.ReadDir(aside); err == nil {
+		// An export into this folder ended (killed, or the studio quit
+		// while it was cancelled) after setting an earlier export aside:
+		// that one is the folder's last complete export, so it comes back
+		// first, in place of what the interrupted one wrote.
+		names := make([]string, 0, len(left))
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		if err := restoreAside(o.OutDir, aside, names); err != nil {
+			return false, nil, err
+		}
+		progress(0, 0, fmt.Sprintf("put back the earlier export that an interrupted export had set aside in %s", aside))
 	}
 	entries, err := os.ReadDir(o.OutDir)
 	if err != nil {
@@ -177,11 +193,6 @@ func prepareOutDir(o Options, progress Progress) (created bool, finish func(ok b
 			what = "it holds " + names[0]
 		}
 		return false, nil, fmt.Errorf("export: output folder %s is not empty (%s): choose an empty or new folder, or pass --force to replace an earlier export's files there", o.OutDir, what)
-	}
-	aside := filepath.Join(o.OutDir, replacedDir)
-	// Left by an export that was killed: its files are the earlier export's.
-	if err := os.RemoveAll(aside); err != nil {
-		return false, nil, fmt.Errorf("export: clearing %s: %w", aside, err)
 	}
 	var replaced, moved []string
 	for _, e := range entries {

@@ -280,3 +280,57 @@ func TestReplacedExportSurvivesCancelAndFailure(t *testing.T) {
 		t.Errorf("the earlier export's files should be gone after a completed export: %v", err)
 	}
 }
+
+// An export that ended after setting an earlier one aside (killed, or the
+// studio quitting while it was cancelled: its goroutine does not finish)
+// leaves .whet-replaced; the next export into the folder puts those files
+// back first, so a failed next export still leaves them, and a completed
+// one replaces them.
+func TestInterruptedReplacementIsPutBack(t *testing.T) {
+	tmp := t.TempDir()
+	run := makeFullRun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"))
+	o := Options{RunDir: run, Format: "gguf", Quant: "f16"}
+	if err := Run(o, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := DefaultOutDir(o)
+	want, err := os.ReadFile(filepath.Join(out, "model.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As a killed export leaves it: the earlier files aside, half a new one.
+	aside := filepath.Join(out, replacedDir)
+	if err := os.Mkdir(aside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"model.gguf", "Modelfile"} {
+		if err := os.Rename(filepath.Join(out, n), filepath.Join(aside, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(out, "model.gguf"), []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := o
+	bad.Template = "nope"
+	var notices []string
+	if err := Run(bad, func(_, total int, what string) {
+		if total == 0 {
+			notices = append(notices, what)
+		}
+	}); err == nil {
+		t.Fatal("an unknown template should fail")
+	}
+	if got, err := os.ReadFile(filepath.Join(out, "model.gguf")); err != nil || string(got) != string(want) {
+		t.Errorf("after a failed export model.gguf should be the earlier export's (%d bytes, %v)", len(got), err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "Modelfile")); err != nil {
+		t.Errorf("the earlier Modelfile should be back: %v", err)
+	}
+	if _, err := os.Stat(aside); !os.IsNotExist(err) {
+		t.Errorf("%s should be gone: %v", aside, err)
+	}
+	if !slices.ContainsFunc(notices, func(n string) bool { return strings.HasPrefix(n, "put back the earlier export") }) {
+		t.Errorf("the export should say it put the earlier one back, notices %q", notices)
+	}
+}
