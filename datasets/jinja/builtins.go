@@ -414,7 +414,7 @@ func fFirst(ev *evaluator, v Value, a callArgs) (Value, error) {
 		return nil, err
 	}
 	if len(items) == 0 {
-		return Undefined{"first"}, nil
+		return Undefined{Name: "first"}, nil
 	}
 	return items[0], nil
 }
@@ -425,7 +425,7 @@ func fLast(ev *evaluator, v Value, a callArgs) (Value, error) {
 		return nil, err
 	}
 	if len(items) == 0 {
-		return Undefined{"last"}, nil
+		return Undefined{Name: "last"}, nil
 	}
 	return items[len(items)-1], nil
 }

@@ -397,7 +397,7 @@ func (ev *evaluator) eval(x expr, sc *scope) (Value, error) {
 		if v, ok := sc.lookup(x.name); ok {
 			return v, nil
 		}
-		return Undefined{x.name}, nil
+		return Undefined{Name: x.name}, nil
 	case *attrExpr:
 		obj, err := ev.eval(x.obj, sc)
 		if err != nil {
@@ -907,15 +907,29 @@ func seqItem(seq, key Value, n int, item func(int) Value) (Value, error) {
 				return m, nil
 			}
 		}
-		return Undefined{}, nil
+		return noAttr(seq, key), nil
 	}
+	asked := i
 	if i < 0 {
 		i += int64(n)
 	}
 	if i < 0 || i >= int64(n) {
-		return Undefined{}, nil
+		return Undefined{Hint: fmt.Sprintf("%s object has no element %d", typeName(seq), asked)}, nil
 	}
 	return item(int(i)), nil
+}
+
+// noAttr is the undefined value of obj's missing attribute or item key,
+// named as jinja2 names it once it is used.
+func noAttr(obj, key Value) Undefined {
+	name := toStr(key)
+	if s, ok := key.(string); ok {
+		if strings.HasPrefix(s, "_") { // jinja2's sandbox refuses these by name
+			return Undefined{Name: s, Hint: fmt.Sprintf("access to attribute '%s' of '%s' object is unsafe", s, typeName(obj))}
+		}
+		name = "'" + name + "'"
+	}
+	return Undefined{Name: toStr(key), Hint: fmt.Sprintf("'%s object' has no attribute %s", typeName(obj), name)}
 }
 
 func (ev *evaluator) getItem(obj, key Value, line int) (Value, error) {
@@ -929,7 +943,7 @@ func (ev *evaluator) getItem(obj, key Value, line int) (Value, error) {
 				return m, nil
 			}
 		}
-		return Undefined{toStr(key)}, nil
+		return noAttr(o, key), nil
 	case *List:
 		return seqItem(o, key, len(o.Items), func(i int) Value { return o.Items[i] })
 	case string:
@@ -939,17 +953,17 @@ func (ev *evaluator) getItem(obj, key Value, line int) (Value, error) {
 		if v, ok := o.attrs.Get(key); ok {
 			return v, nil
 		}
-		return Undefined{toStr(key)}, nil
+		return Undefined{Name: toStr(key)}, nil
 	case *loopObj:
 		if s, ok := key.(string); ok {
 			return ev.getAttr(o, s, line)
 		}
 	case Undefined:
-		return nil, &RuntimeError{line, fmt.Sprintf("'%s' is undefined", undefinedName(o))}
+		return nil, &RuntimeError{line, undefinedMsg(o)}
 	case nil:
-		return Undefined{toStr(key)}, nil
+		return Undefined{Name: toStr(key)}, nil
 	}
-	return Undefined{}, nil
+	return noAttr(obj, key), nil
 }
 
 func undefinedName(u Undefined) string {
@@ -957,6 +971,15 @@ func undefinedName(u Undefined) string {
 		return "value"
 	}
 	return u.Name
+}
+
+// undefinedMsg is what using u says: jinja2's words for a missing element
+// or attribute, else "'NAME' is undefined".
+func undefinedMsg(u Undefined) string {
+	if u.Hint != "" {
+		return u.Hint
+	}
+	return fmt.Sprintf("'%s' is undefined", undefinedName(u))
 }
 
 // getAttr is Jinja2's attribute lookup: the attribute (a method) first,
@@ -970,12 +993,12 @@ func (ev *evaluator) getAttr(obj Value, name string, line int) (Value, error) {
 		if v, ok := o.Get(name); ok {
 			return v, nil
 		}
-		return Undefined{name}, nil
+		return noAttr(o, name), nil
 	case *Namespace:
 		if v, ok := o.attrs.Get(name); ok {
 			return v, nil
 		}
-		return Undefined{name}, nil
+		return Undefined{Name: name}, nil
 	case *loopObj:
 		n := len(o.items)
 		switch name {
@@ -1001,12 +1024,12 @@ func (ev *evaluator) getAttr(obj Value, name string, line int) (Value, error) {
 			if o.index > 0 {
 				return o.items[o.index-1], nil
 			}
-			return Undefined{"previtem"}, nil
+			return Undefined{Name: "previtem"}, nil
 		case "nextitem":
 			if o.index+1 < n {
 				return o.items[o.index+1], nil
 			}
-			return Undefined{"nextitem"}, nil
+			return Undefined{Name: "nextitem"}, nil
 		case "cycle":
 			return builtin(func(ev *evaluator, args []Value, _ *Dict, line int) (Value, error) {
 				if len(args) == 0 {
@@ -1015,17 +1038,17 @@ func (ev *evaluator) getAttr(obj Value, name string, line int) (Value, error) {
 				return args[o.index%len(args)], nil
 			}), nil
 		}
-		return Undefined{name}, nil
+		return Undefined{Name: name}, nil
 	case Undefined:
-		return nil, &RuntimeError{line, fmt.Sprintf("'%s' is undefined", undefinedName(o))}
+		return nil, &RuntimeError{line, undefinedMsg(o)}
 	case nil:
 		// jinja2 turns the AttributeError into an undefined value.
-		return Undefined{name}, nil
+		return Undefined{Name: name}, nil
 	}
 	if m, ok := method(obj, name); ok {
 		return m, nil
 	}
-	return Undefined{name}, nil
+	return noAttr(obj, name), nil
 }
 
 // ---------------------------------------------------------------- calls
@@ -1087,7 +1110,7 @@ func (ev *evaluator) call(x *callExpr, sc *scope) (Value, error) {
 		text, err := ev.captureFn(func() error { return ev.forLoop(f.parent, f.sc, args[0], f.depth+1) })
 		return text, err
 	case Undefined:
-		return nil, &RuntimeError{x.line, fmt.Sprintf("'%s' is undefined", undefinedName(f))}
+		return nil, &RuntimeError{x.line, undefinedMsg(f)}
 	}
 	return nil, &RuntimeError{x.line, fmt.Sprintf("'%s' object is not callable", typeName(fn))}
 }
@@ -1129,7 +1152,7 @@ func (ev *evaluator) callMacro(m *macro, args []Value, kwargs *Dict, caller *mac
 				}
 				sc.vars[p.name] = v
 			} else {
-				sc.vars[p.name] = Undefined{p.name}
+				sc.vars[p.name] = Undefined{Name: p.name}
 			}
 		}
 	}

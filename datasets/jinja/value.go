@@ -18,7 +18,14 @@ type Value = any
 // Undefined is a name or item that does not exist. Like Jinja2's default
 // Undefined it prints as nothing, is false, iterates as empty, and fails when
 // used in arithmetic or when its attributes are read.
-type Undefined struct{ Name string }
+type Undefined struct {
+	Name string
+	// Hint, when set, is what using the value says instead of "'Name' is
+	// undefined", as jinja2 says it: "list object has no element 0" for
+	// messages[0] of an empty list, "'list object' has no attribute
+	// 'startswith'" for a method that type lacks.
+	Hint string
+}
 
 // List is a Python list (or tuple: Tuple is true). Templates cannot change
 // lists (transformers renders in an immutable sandbox).
