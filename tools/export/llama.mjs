@@ -42,7 +42,11 @@ const llama = await getLlama({
   usePrebuiltBinaries: true,
   skipDownload: true,
   logLevel: LlamaLogLevel.error,
-  maxThreads: 2,
+  // One thread: the test models are tiny, and with two, ggml's threads
+  // spin-wait for each other at every graph node; on a loaded 2-core CI
+  // machine that spinning was 90% of the CPU time (36 s of user time
+  // instead of 3 s for TestFamilyGGUFInLlamaCpp's jobs, same replies).
+  maxThreads: 1,
 });
 let model;
 
@@ -61,7 +65,7 @@ function dense(logits, n) {
 }
 
 async function withSequence(n, fn) {
-  const context = await model.createContext({ contextSize: Math.max(64, n), batchSize: Math.max(64, n), threads: 2 });
+  const context = await model.createContext({ contextSize: Math.max(64, n), batchSize: Math.max(64, n), threads: 1 });
   try {
     return await fn(context.getSequence());
   } finally {
