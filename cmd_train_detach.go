@@ -36,7 +36,7 @@ const workerFailureLines = 8
 // worker does not depend on this process: kill it and the run goes on.
 func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backend string, resumeAnyway bool, stdout io.Writer, extra ...string) error {
 	if cfg.Name == "" {
-		cfg.Name = "run-" + time.Now().Format("20060102-150405")
+		cfg.Name = engine.RunNameAt(time.Now())
 	}
 	rd, err := engine.RunDirOf(cfg)
 	if err != nil {

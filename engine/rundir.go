@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"time"
 )
 
 // DefaultRunsDir is the folder that holds run directories when a run file
@@ -100,6 +101,11 @@ func NewRunDir(runsDir, name string) (RunDir, error) {
 	}
 	return RunDir(filepath.Join(runsDir, name)), nil
 }
+
+// RunNameAt is the name a run gets when none is given: run-YYYYMMDD-hhmmss
+// of the moment it is set up (whet train, --detach and the studio, which
+// adds -2, -3… where that folder exists).
+func RunNameAt(t time.Time) string { return "run-" + t.Format("20060102-150405") }
 
 // RunDirOf is the folder of the run cfg describes.
 func RunDirOf(cfg RunConfig) (RunDir, error) { return NewRunDir(cfg.RunsDir, cfg.Name) }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"whet/engine"
 )
@@ -88,5 +89,20 @@ func TestRunNameCannotLeaveRunsFolder(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(runs, "outside")); !os.IsNotExist(err) {
 		t.Errorf("a folder was made outside the runs folder: %v", err)
+	}
+}
+
+// The name a run gets when none is given is one NewRunDir accepts, and
+// the studio's -2 suffix keeps it so.
+func TestRunNameAtIsAValidRunName(t *testing.T) {
+	at := time.Date(2026, 12, 7, 21, 5, 9, 0, time.UTC)
+	name := engine.RunNameAt(at)
+	if name != "run-20261207-210509" {
+		t.Errorf("RunNameAt = %q", name)
+	}
+	for _, n := range []string{name, name + "-2"} {
+		if _, err := engine.NewRunDir(t.TempDir(), n); err != nil {
+			t.Errorf("NewRunDir refuses the default name %q: %v", n, err)
+		}
 	}
 }

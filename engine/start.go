@@ -477,7 +477,7 @@ func ExportDir(runDir, format, quant string) string { return RunDir(runDir).Expo
 func (s *Session) makeDir() error {
 	name := s.Cfg.Name
 	if name == "" {
-		name = "run-" + time.Now().Format("20060102-150405")
+		name = RunNameAt(time.Now())
 		s.Cfg.Name = name
 	}
 	rd, err := RunDirOf(s.Cfg)

@@ -146,7 +146,7 @@ func New(o Options) *Model {
 	if err != nil {
 		cfg, _ = catalogPresets{}.Defaults("", "lora")
 	}
-	cfg.Name = "run-" + o.Now().Format("20060102-150405")
+	cfg.Name = engine.RunNameAt(o.Now())
 	cfg.RunsDir = o.RunsDir
 
 	var catalog []ModelInfo
@@ -599,7 +599,7 @@ func (m *Model) render() string {
 // freshRunName is the default run name for now, with a -2, -3… suffix
 // when a run folder of that name exists or it is the run just started.
 func (m *Model) freshRunName() string {
-	base := "run-" + m.c.now().Format("20060102-150405")
+	base := engine.RunNameAt(m.c.now())
 	name := base
 	for i := 2; ; i++ {
 		c := *m.cfg
