@@ -88,6 +88,15 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 	return out, nil
 }
 
+// Plural is n and word, with an s unless n is 1 ("1 row", "2 rows"):
+// the data lines and the studio count things one way.
+func Plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
 // StatsLines renders data statistics for logs and the headless output.
 func StatsLines(s datasets.Stats) []string {
 	tpl := s.Template
@@ -98,15 +107,16 @@ func StatsLines(s datasets.Stats) []string {
 	}
 	lines := []string{
 		fmt.Sprintf("data: %s, format %s, template %s", strings.Join(s.Files, ", "), s.Format, tpl),
-		fmt.Sprintf("data: %d rows, %d examples; train %d sequences (%d tokens, %d trained), eval %d sequences",
-			s.Rows, s.Examples, s.Train.Sequences, s.Train.Tokens, s.Train.TrainableTokens, s.Eval.Sequences),
+		fmt.Sprintf("data: %s, %s; train %s (%s, %d trained), eval %s",
+			Plural(s.Rows, "row"), Plural(s.Examples, "example"), Plural(s.Train.Sequences, "sequence"),
+			Plural(s.Train.Tokens, "token"), s.Train.TrainableTokens, Plural(s.Eval.Sequences, "sequence")),
 	}
 	if s.Format == datasets.FormatPrompt {
 		// GRPO's prompts: the tokens trained on are generated later.
-		lines[1] = fmt.Sprintf("data: %d rows; train %d prompts, eval %d prompts", s.Rows, s.Train.Sequences, s.Eval.Sequences)
+		lines[1] = fmt.Sprintf("data: %s; train %s, eval %s", Plural(s.Rows, "row"), Plural(s.Train.Sequences, "prompt"), Plural(s.Eval.Sequences, "prompt"))
 	}
 	if s.Truncated > 0 {
-		lines = append(lines, fmt.Sprintf("data: %d examples truncated to max_length (longest was %d tokens)", s.Truncated, s.LongestTokens))
+		lines = append(lines, fmt.Sprintf("data: %s truncated to max_length (longest was %d tokens)", Plural(s.Truncated, "example"), s.LongestTokens))
 	}
 	for _, group := range []struct {
 		what    string

@@ -447,7 +447,7 @@ func (p *chatPage) update(msg tea.Msg) (cmd tea.Cmd, back bool) {
 		case msg.err != nil:
 			side.stat = "stopped: " + msg.err.Error()
 		default:
-			side.stat = fmt.Sprintf("%d %s · %.1f tok/s · %s", msg.reply.Tokens, plural(msg.reply.Tokens, "token"), msg.reply.TokensPerSec, msg.reply.Stop)
+			side.stat = fmt.Sprintf("%s · %.1f tok/s · %s", engine.Plural(msg.reply.Tokens, "token"), msg.reply.TokensPerSec, msg.reply.Stop)
 		}
 		p.busy[b2i(msg.tuned)] = false
 		if p.busy[0] || p.busy[1] {
@@ -541,19 +541,11 @@ func (p *chatPage) scrollNote(w int) string {
 		if p.above > 0 {
 			up = fmt.Sprintf(" · ↑ %d above", p.above)
 		}
-		return st.Accent.Render(trimTo(fmt.Sprintf("↓ %d newer %s below%s · pgdn to scroll on%s", p.below, plural(p.below, "line"), more, up), w))
+		return st.Accent.Render(trimTo(fmt.Sprintf("↓ %s below%s · pgdn to scroll on%s", engine.Plural(p.below, "newer line"), more, up), w))
 	case p.above > 0:
-		return st.Muted.Render(trimTo(fmt.Sprintf("↑ %d earlier %s · pgup to scroll back", p.above, plural(p.above, "line")), w))
+		return st.Muted.Render(trimTo(fmt.Sprintf("↑ %s · pgup to scroll back", engine.Plural(p.above, "earlier line")), w))
 	}
 	return ""
-}
-
-// plural is word for n of them ("1 line", "2 lines").
-func plural(n int, word string) string {
-	if n == 1 {
-		return word
-	}
-	return word + "s"
 }
 
 func errorsIsCanceled(err error) bool {

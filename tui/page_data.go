@@ -656,7 +656,7 @@ func (p *dataPage) previewView(h int) string {
 	pr := p.preview
 	s := pr.Stats
 	var lines []string
-	head := fmt.Sprintf("format %s · %d %s", st.Value.Render(pr.Format), s.Rows, plural(s.Rows, "row"))
+	head := fmt.Sprintf("format %s · %s", st.Value.Render(pr.Format), engine.Plural(s.Rows, "row"))
 	if s.Skipped > 0 {
 		head += st.Warn.Render(fmt.Sprintf(" (%d skipped)", s.Skipped))
 	}
@@ -673,7 +673,7 @@ func (p *dataPage) previewView(h int) string {
 		lines = append(lines, head)
 		lens := fmt.Sprintf("length mean %.0f · max %d", s.MeanLen, s.MaxLen)
 		if s.Truncated > 0 {
-			lens += st.Warn.Render(fmt.Sprintf(" · %d %s longer than max length %d (cut)", s.Truncated, plural(s.Truncated, "row"), p.cfg.Data.MaxLength))
+			lens += st.Warn.Render(fmt.Sprintf(" · %s longer than max length %d (cut)", engine.Plural(s.Truncated, "row"), p.cfg.Data.MaxLength))
 		}
 		lines = append(lines, lens)
 	}
