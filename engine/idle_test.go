@@ -1,9 +1,6 @@
 package engine_test
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -20,15 +17,7 @@ func TestIdleScheduleIsSaid(t *testing.T) {
 		t.Error("Idle: want true only for one step with warm-up")
 	}
 	dir := t.TempDir()
-	var b strings.Builder
-	for i := range 4 {
-		row, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": "hello " + strings.Repeat("x", i)}, {"role": "assistant", "content": "hi"}}})
-		b.Write(append(row, '\n'))
-	}
-	data := filepath.Join(dir, "rows.jsonl")
-	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	data := writeChatRows(t, dir, 4, "hello ")
 	for _, c := range []struct {
 		steps, warmup int
 		said          bool

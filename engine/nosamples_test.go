@@ -15,15 +15,7 @@ import (
 // engine.NoSamplesNote; with sample prompts it says nothing of the kind.
 func TestPrepareSaysWhenNoSamplesCome(t *testing.T) {
 	dir := t.TempDir()
-	var b strings.Builder
-	for i := range 6 {
-		row, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": "hello number " + strings.Repeat("x", i)}, {"role": "assistant", "content": "hi"}}})
-		b.Write(append(row, '\n'))
-	}
-	data := filepath.Join(dir, "rows.jsonl")
-	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	data := writeChatRows(t, dir, 6, "hello number ")
 	for _, prompts := range [][]string{nil, {"Say hi"}} {
 		cfg := withDefaults(t, engine.RunConfig{Name: "ns", Model: abs("../testdata/tiny-llama"), Method: "lora", Backend: "cpu", RunsDir: t.TempDir(),
 			LoRA:  engine.LoRAConfig{Rank: 4, Alpha: 8},
@@ -42,4 +34,20 @@ func TestPrepareSaysWhenNoSamplesCome(t *testing.T) {
 			t.Errorf("prompts %q: sampler %v, says no samples %v:\n%s", prompts, sampler, said, notes)
 		}
 	}
+}
+
+// writeChatRows writes n one-turn chats (user: prefix and i x's, assistant:
+// "hi") to DIR/rows.jsonl and returns its path.
+func writeChatRows(t *testing.T, dir string, n int, prefix string) string {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		row, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": prefix + strings.Repeat("x", i)}, {"role": "assistant", "content": "hi"}}})
+		b.Write(append(row, '\n'))
+	}
+	data := filepath.Join(dir, "rows.jsonl")
+	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
