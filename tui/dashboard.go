@@ -287,7 +287,12 @@ func (d *dashboard) help() []key.Binding {
 	}
 	if d.stopping {
 		if d.viewer {
-			return []key.Binding{quit}
+			// The worker stops the run whether or not anyone watches:
+			// "run goes on" would say the opposite.
+			if d.backToRuns {
+				return []key.Binding{bind("q/esc", "runs (the stop goes on)")}
+			}
+			return []key.Binding{bind("q", "quit viewer (the stop goes on)")}
 		}
 		return []key.Binding{bind("q", "exit when stopped")}
 	}
