@@ -39,8 +39,13 @@ func FuzzRunConfigRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatalf("run file\n%s\nsaved as\n%s\ndoes not read back: %v", s, saved, err)
 		}
-		if !reflect.DeepEqual(again, cfg) {
-			t.Fatalf("run file\n%s\nsaved as\n%s\nreads back as\n%+v\nwant\n%+v", s, saved, again, cfg)
+		// The saved copy records data.max_length, so it no longer asks for
+		// the length to be fitted to the model (FitMaxLength, 1957513):
+		// the run fits it before saving.
+		want := cfg
+		want.FitMaxLength = false
+		if !reflect.DeepEqual(again, want) {
+			t.Fatalf("run file\n%s\nsaved as\n%s\nreads back as\n%+v\nwant\n%+v", s, saved, again, want)
 		}
 		if err := again.Validate(); err != nil {
 			t.Fatalf("run file\n%s\nsaved as\n%s\nno longer validates: %v", s, saved, err)

@@ -132,6 +132,13 @@ func (k *kernelBuilds) get(c kernelCompiler, cache kernelCache, j kernelJob) (cu
 		}
 		k.mu.Lock()
 		if bd, ok = k.builds[id]; !ok {
+			// A build that finished between the read above and the lock
+			// stored its cubin before it left the table: read again, under
+			// the lock, or the file is compiled a second time.
+			if cubin := cache.load(j.file, j.key); cubin != nil {
+				k.mu.Unlock()
+				return cubin, true, nil
+			}
 			bd = &build{state: buildQueued, done: make(chan struct{})}
 			k.builds[id] = bd
 		}
@@ -229,6 +236,10 @@ func (k *kernelBuilds) precompile(c kernelCompiler, cache kernelCache, jobs []ke
 		if _, ok := k.builds[id]; ok {
 			k.mu.Unlock()
 			continue // another run or a user builds it
+		}
+		if cache.has(j.file, j.key) { // built and stored since the check above
+			k.mu.Unlock()
+			continue
 		}
 		bd := &build{state: buildQueued, done: make(chan struct{}), bg: true}
 		k.builds[id] = bd
