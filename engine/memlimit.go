@@ -1,11 +1,11 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"whet/engine/envswitch"
-	"whet/engine/units"
 )
 
 // MemoryLimitEnv names the environment variable that caps the device
@@ -35,12 +35,12 @@ func MemoryLimit() (int64, error) {
 // ParseMemoryLimit reads a memory cap given as a size; where names the
 // setting (the environment variable or the flag) in errors.
 func ParseMemoryLimit(v, where string) (int64, error) {
-	n, err := units.ParseBytes(v)
+	n, err := envswitch.MemoryLimitBytes(v)
+	if errors.Is(err, envswitch.ErrMemoryLimitNotPositive) {
+		return 0, fmt.Errorf("%s: %w, got %q", where, err, v)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", where, err)
-	}
-	if n <= 0 {
-		return 0, fmt.Errorf("%s: the memory limit must be more than 0 bytes, got %q", where, v)
 	}
 	return n, nil
 }

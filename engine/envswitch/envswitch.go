@@ -268,14 +268,25 @@ func memoryLimit(v string) error {
 	if v == "" {
 		return nil
 	}
+	_, err := MemoryLimitBytes(v)
+	return err
+}
+
+// ErrMemoryLimitNotPositive: a memory cap of 0 bytes or less.
+var ErrMemoryLimitNotPositive = errors.New("the memory limit must be more than 0 bytes")
+
+// MemoryLimitBytes reads a memory cap given as a size, which must be more
+// than 0 bytes: the one rule of WHET_MEMORY_LIMIT's check here and of
+// engine.ParseMemoryLimit (the --memory-limit flags).
+func MemoryLimitBytes(v string) (int64, error) {
 	n, err := units.ParseBytes(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if n <= 0 {
-		return errors.New("the memory limit must be more than 0 bytes")
+		return 0, ErrMemoryLimitNotPositive
 	}
-	return nil
+	return n, nil
 }
 
 // nvrtcDefines accepts comma-separated NAME or NAME=VALUE items (NAME a C
