@@ -14,16 +14,18 @@ import (
 )
 
 func init() {
-	register("runs", "list the runs directory: status, steps and last loss of each run", runRuns)
+	register("runs", "list the runs directory: status, steps and last loss (a GRPO run's mean reward) of each run", runRuns)
 }
 
 // runSummary is one row of `whet runs`.
 type runSummary struct {
 	name, state, method, model string
-	steps, loss                string
-	step, total                int
-	lastLoss                   float64
-	hasLoss                    bool
+	steps                      string
+	// last is the run's last headline value with its name (worker.Run.LastText).
+	last        string
+	step, total int
+	lastValue   float64
+	hasLast     bool
 	// crash says, for a crashed run, its worker's last words and the
 	// checkpoint a new `whet train` resumes from; failure the same for a
 	// failed run (worker.Run.Failure).
@@ -60,9 +62,9 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tSTEPS\tLAST LOSS\tMETHOD\tMODEL")
+	fmt.Fprintln(tw, "NAME\tSTATUS\tSTEPS\tLAST\tMETHOD\tMODEL")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, r.steps, r.loss, orDash(r.method), orDash(r.model))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, r.steps, r.last, orDash(r.method), orDash(r.model))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -95,7 +97,7 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 	out := make([]runSummary, len(runs))
 	for i, r := range runs {
 		s := runSummary{name: r.Name, state: r.State, method: r.Method, model: r.Model, step: r.Step, total: r.Total,
-			lastLoss: r.LastLoss, hasLoss: r.HasLoss, crash: r.Crash(), failure: r.Failure(), steps: r.Steps(), loss: r.Loss()}
+			lastValue: r.Last, hasLast: r.HasLast, crash: r.Crash(), failure: r.Failure(), steps: r.Steps(), last: r.LastText()}
 		switch {
 		case r.Silent > 0:
 			s.state = "running? (no step for " + units.Duration(r.Silent) + ")"

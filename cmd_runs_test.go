@@ -58,10 +58,10 @@ func TestRunsListsRunDirectories(t *testing.T) {
 		t.Fatalf("want a header and 3 runs, got:\n%s", out.String())
 	}
 	want := [][]string{
-		{"NAME", "STATUS", "STEPS", "LAST", "LOSS", "METHOD", "MODEL"},
-		{"big-full", "stopped", "40/500", "1.5000", "full", "/models/qwen"},
+		{"NAME", "STATUS", "STEPS", "LAST", "METHOD", "MODEL"},
+		{"big-full", "stopped", "40/500", "loss", "1.5000", "full", "/models/qwen"},
 		{"broken", "unreadable", "0", "–", "–", "–"},
-		{"persona-lora", "done", "120/120", "0.9123", "lora", "whet-demo-8m"},
+		{"persona-lora", "done", "120/120", "loss", "0.9123", "lora", "whet-demo-8m"},
 	}
 	for i, w := range want {
 		if got := strings.Fields(lines[i]); fmt.Sprint(got) != fmt.Sprint(w) {
@@ -124,8 +124,8 @@ func TestRunsReadsTailOfLongMetrics(t *testing.T) {
 	if err != nil || len(runs) != 1 {
 		t.Fatalf("listRuns = %v, %v", runs, err)
 	}
-	if r := runs[0]; r.step != 5000 || r.lastLoss != 2 || r.state != "unknown" {
-		t.Errorf("got step %d loss %v state %q, want 5000, 2, unknown", r.step, r.lastLoss, r.state)
+	if r := runs[0]; r.step != 5000 || r.lastValue != 2 || r.state != "unknown" {
+		t.Errorf("got step %d loss %v state %q, want 5000, 2, unknown", r.step, r.lastValue, r.state)
 	}
 }
 
@@ -167,8 +167,8 @@ func TestRunsShowsNullLossAsNaN(t *testing.T) {
 	if err != nil || len(warnings) > 0 || len(runs) != 1 {
 		t.Fatalf("listRuns = %v, %v, %v", runs, warnings, err)
 	}
-	if r := runs[0]; r.step != 2 || !r.hasLoss || !math.IsNaN(r.lastLoss) || r.state != "failed" {
-		t.Errorf("got step %d loss %v (has %v) state %q, want 2, NaN, failed", r.step, r.lastLoss, r.hasLoss, r.state)
+	if r := runs[0]; r.step != 2 || !r.hasLast || !math.IsNaN(r.lastValue) || r.state != "failed" {
+		t.Errorf("got step %d loss %v (has %v) state %q, want 2, NaN, failed", r.step, r.lastValue, r.hasLast, r.state)
 	}
 }
 
@@ -244,5 +244,97 @@ func TestRunsListsARunThatEndedBeforeItsStatusAsFailed(t *testing.T) {
 		": whet train: write runs/full/status.json: no space left on device; no checkpoint: whet train -c " + filepath.Join(dir, "full", "run.yaml") + " starts it over\n"
 	if s := out.String(); !strings.Contains(s, "full  failed") || !strings.Contains(s, want) || strings.Contains(s, "unknown") {
 		t.Errorf("whet runs:\n%s\nwant a failed row and %q", s, want)
+	}
+}
+
+// A GRPO run's loss is near 0 by construction: whet runs lists its mean
+// reward, named, from the run folder the trainer wrote; a LoRA run beside
+// it still lists its loss.
+func TestRunsListsGRPORewardAndLoRALoss(t *testing.T) {
+	dir := t.TempDir()
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	prompts := filepath.Join(t.TempDir(), "prompts.jsonl")
+	var rows strings.Builder
+	for i := 0; i < 4; i++ {
+		fmt.Fprintf(&rows, `{"prompt": "What is %d plus %d?", "answer": %d}`+"\n", i, i, 2*i)
+	}
+	if err := os.WriteFile(prompts, []byte(rows.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	grpo := fmt.Sprintf(`model: %s
+method: grpo
+backend: cpu
+runs_dir: %s
+lora: {r: 4, alpha: 8}
+data: {path: %s, max_length: 32, seed: 1}
+train: {max_steps: 2, micro_batch: 2, grad_accum: 1, lr: 0.01, schedule: constant, seed: 1}
+grpo: {num_generations: 2, max_completion_length: 6, rewards: [{type: length, target_length: 3}]}
+`, abs("testdata/tiny-qwen2"), dir, prompts)
+	lora := fmt.Sprintf(`model: %s
+method: lora
+backend: cpu
+runs_dir: %s
+data: {path: %s, max_length: 64, seed: 1}
+train: {max_steps: 1, micro_batch: 1, grad_accum: 1, lr: 0.001, schedule: constant, seed: 1}
+`, abs("testdata/tiny-qwen2"), dir, abs("testdata/datasets/tiny-chat.jsonl"))
+	for name, run := range map[string]string{"g": grpo, "l": lora} {
+		cfgPath := filepath.Join(t.TempDir(), "run.yaml")
+		if err := os.WriteFile(cfgPath, []byte(run), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if code, out, errs := runCLI(t, "train", "-c", cfgPath, "--name", name); code != 0 {
+			t.Fatalf("train %s: exit %d: %s%s", name, code, out, errs)
+		}
+	}
+	last := func(name string) engine.MetricLine {
+		lines, _, err := engine.RunDir(filepath.Join(dir, name)).ReadMetrics()
+		if err != nil || len(lines) == 0 {
+			t.Fatalf("%s metrics: %d lines, %v", name, len(lines), err)
+		}
+		return lines[len(lines)-1]
+	}
+	g, l := last("g"), last("l")
+	reward, ok := g.Values["reward"]
+	if !ok {
+		t.Fatalf("the GRPO run's last metrics line has no reward: %v", g.Values)
+	}
+	if loss, _ := g.Loss(); reward == loss {
+		t.Fatalf("the fixture cannot tell reward from loss: both %v", loss)
+	}
+	loss, _ := l.Loss()
+	var out, errOut bytes.Buffer
+	if err := runRuns([]string{"--dir", dir}, nil, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	want := [][]string{
+		{"NAME", "STATUS", "STEPS", "LAST", "METHOD", "MODEL"},
+		{"g", "done", "2/2", "reward", fmt.Sprintf("%.3g", reward), "grpo", abs("testdata/tiny-qwen2")},
+		{"l", "done", "1/1", "loss", fmt.Sprintf("%.4f", loss), "lora", abs("testdata/tiny-qwen2")},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("want a header and 2 runs, got:\n%s%s", out.String(), errOut.String())
+	}
+	for i, w := range want {
+		if got := strings.Fields(lines[i]); fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Errorf("line %d = %q, want fields %v", i, lines[i], w)
+		}
+	}
+}
+
+// status.json records only the loss: a GRPO run without metrics lines
+// shows no value rather than its loss under the reward's name.
+func TestRunsGRPOWithoutMetricsShowsNoReward(t *testing.T) {
+	dir := t.TempDir()
+	writeRun(t, dir, "g", map[string]string{
+		"run.yaml":    "name: g\nmodel: m\nmethod: grpo\n",
+		"status.json": `{"state":"stopped","step":3,"total_steps":10,"last_loss":0.0001}`,
+	})
+	runs, _, err := listRuns(dir)
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("listRuns = %v, %v", runs, err)
+	}
+	if r := runs[0]; r.last != "–" || r.hasLast {
+		t.Errorf("a GRPO run without metrics shows %q (has %v), want –", r.last, r.hasLast)
 	}
 }

@@ -167,7 +167,7 @@ func TestServeRunOutlivesTheClient(t *testing.T) {
 		_, held, _, _ := rd.Holder()
 		return err == nil && st.State == "done" && !held
 	})
-	_, loss, _, err := worker.LastMetric(rd.Metrics())
+	_, loss, _, err := worker.LastMetric(rd.Metrics(), "loss")
 	if err != nil {
 		t.Fatal(err)
 	}

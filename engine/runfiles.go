@@ -30,6 +30,29 @@ type MetricLine struct {
 // Loss is the training loss of a step line.
 func (l MetricLine) Loss() (float64, bool) { v, ok := l.Values["loss"]; return v, ok }
 
+// HeadlineMetric is the one rule for which metrics.jsonl value tells how a
+// run of method goes, the one the runs list (whet runs, the studio's and
+// whet serve's runs page), the dashboard's chart and the summary show:
+// GRPO's mean reward ("reward"), since its loss stays near 0 by
+// construction and a list of "0.0000" said nothing; every other method's
+// training loss ("loss").
+func HeadlineMetric(method string) string {
+	if method == "grpo" {
+		return "reward"
+	}
+	return "loss"
+}
+
+// Headline is a step's value of HeadlineMetric(method); ok is false for a
+// GRPO step that carries no reward.
+func (ev StepEvent) Headline(method string) (float64, bool) {
+	if name := HeadlineMetric(method); name != "loss" {
+		v, ok := ev.Metrics[name]
+		return v, ok
+	}
+	return ev.Loss, true
+}
+
 // EvalLoss is the loss of an evaluation line.
 func (l MetricLine) EvalLoss() (float64, bool) { v, ok := l.Values["eval_loss"]; return v, ok }
 

@@ -55,11 +55,12 @@ func sampleReward(s engine.SampleEvent) string {
 	return fmt.Sprintf(" · reward %.3g", r)
 }
 
-// plotValue is what the dashboard's chart follows: GRPO's mean reward (its
-// loss stays near 0 by construction), every other method's loss.
+// plotValue is what the dashboard's chart follows: the step's headline
+// value (engine.HeadlineMetric: GRPO's mean reward, every other method's
+// loss), its loss when it has none.
 func plotValue(method string, ev engine.StepEvent) float64 {
-	if r, ok := ev.Metrics["reward"]; ok && method == "grpo" {
-		return r
+	if v, ok := ev.Headline(method); ok {
+		return v
 	}
 	return ev.Loss
 }

@@ -263,6 +263,7 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 		}
 	}
 	_, canResume := p.resumable()
+	history := engine.HeadlineMetric(r.Method) + " history" // what the viewer's chart draws
 	resume := func() {
 		switch {
 		case r.ResumeFrom != "" && canResume:
@@ -296,9 +297,9 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 	case r.State == "running" && r.Silent > 0:
 		add(st.Warn, fmt.Sprintf("says running but has written no step for %s, and no lock tells whether a process trains it.", units.Duration(r.Silent)))
 	case r.State == "done":
-		add(st.Muted, "finished. enter shows its loss history and summary (chat, export).")
+		add(st.Muted, "finished. enter shows its "+history+" and summary (chat, export).")
 	case r.State == "stopped":
-		add(st.Muted, "stopped with a checkpoint. enter shows its loss history.")
+		add(st.Muted, "stopped with a checkpoint. enter shows its "+history+".")
 		resume()
 	case r.State == "failed" && r.NoStatus:
 		add(st.Bad, "failed: it ended before writing its first status.json (a full disk or a write error).")
@@ -309,7 +310,7 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 		}
 		resume()
 	case r.State == "failed":
-		add(st.Muted, "failed. enter shows its loss history and the error.")
+		add(st.Muted, "failed. enter shows its "+history+" and the error.")
 		if r.LastWordsFile != "" {
 			add(st.Muted, "last words ("+r.LastWordsFile+"): "+r.LastWords)
 		} else {
@@ -395,13 +396,21 @@ func (p *runsPage) table(w, room int) []string {
 		nameW = max(nameW, lipgloss.Width(r.Name))
 	}
 	nameW = min(nameW, max(w/3, 12))
-	const stateW, stepsW, lossW, methodW = 12, 11, 8, 6
-	modelW := max(w-2-nameW-stateW-stepsW-lossW-methodW-5, 4)
+	// STEPS and LAST are as wide as their widest cell, up to "10000/10000"
+	// and "reward -0.25" / "loss 12.3456" (RunInfo.LastText): the model's
+	// name gets the rest, which fixed widths took at 80 columns.
+	const stateW, methodW = 12, 6
+	stepsW, lastW := len("STEPS"), len("LAST")
+	for _, r := range p.runs {
+		stepsW, lastW = max(stepsW, lipgloss.Width(r.Steps())), max(lastW, lipgloss.Width(r.LastText()))
+	}
+	stepsW, lastW = min(stepsW, 11), min(lastW, 12)
+	modelW := max(w-2-nameW-stateW-stepsW-lastW-methodW-5, 4)
 	cell := func(s string, n int) string {
 		s = trimTo(s, n)
 		return s + strings.Repeat(" ", max(n-lipgloss.Width(s), 0))
 	}
-	head := "  " + cell("NAME", nameW) + " " + cell("STATE", stateW) + " " + cell("STEPS", stepsW) + " " + cell("LOSS", lossW) + " " + cell("METHOD", methodW) + " " + "MODEL"
+	head := "  " + cell("NAME", nameW) + " " + cell("STATE", stateW) + " " + cell("STEPS", stepsW) + " " + cell("LAST", lastW) + " " + cell("METHOD", methodW) + " " + "MODEL"
 	lines := []string{st.Muted.Render(head)}
 	rows := room - 1
 	first := 0
@@ -417,7 +426,7 @@ func (p *runsPage) table(w, room int) []string {
 		}
 		state := p.stateLabel(r)
 		state += strings.Repeat(" ", max(stateW-lipgloss.Width(state), 0))
-		lines = append(lines, mark+name+" "+state+" "+cell(r.Steps(), stepsW)+" "+cell(r.Loss(), lossW)+" "+cell(orDefault(r.Method, "–"), methodW)+" "+modelCell(r.Model, modelW))
+		lines = append(lines, mark+name+" "+state+" "+cell(r.Steps(), stepsW)+" "+cell(r.LastText(), lastW)+" "+cell(orDefault(r.Method, "–"), methodW)+" "+modelCell(r.Model, modelW))
 	}
 	return lines
 }

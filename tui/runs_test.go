@@ -40,12 +40,12 @@ func scriptedRuns() *fake.Runs {
 		{Event: engine.DoneEvent{Step: 2, Err: errors.New("no process trains run runs/crashed-run and its status says \"running\": it crashed; last words in runs/crashed-run/worker.log: cuda: an illegal memory access was encountered (700); whet train -c runs/crashed-run/run.yaml resumes from runs/crashed-run/checkpoints/step-000002 (step 2)"), Checkpointed: true}},
 	}
 	return &fake.Runs{RunsDir: "runs", Runs: []tui.RunInfo{
-		{Name: "crashed-run", Method: "qlora", Model: "llama-3.2-1b-instruct", State: "crashed", Step: 2, Total: 50, LastLoss: 2.7, HasLoss: true,
+		{Name: "crashed-run", Method: "qlora", Model: "llama-3.2-1b-instruct", State: "crashed", Step: 2, Total: 50, Last: 2.7, HasLast: true,
 			LastWords: "cuda: an illegal memory access was encountered (700)", LastWordsFile: "runs/crashed-run/worker.log",
 			ResumeFrom: "runs/crashed-run/checkpoints/step-000002", ResumeStep: 2, Config: "runs/crashed-run/run.yaml"},
-		{Name: "old-done", Method: "lora", Model: "whet-demo-8m", State: "done", Step: 20, Total: 20, LastLoss: 1, HasLoss: true, Config: "runs/old-done/run.yaml"},
-		{Name: "persona-lora", Method: "lora", Model: "qwen2.5-0.5b-instruct", State: "running", Live: true, PID: 4242, Step: 60, Total: 200, LastLoss: 1.2, HasLoss: true, Config: "runs/persona-lora/run.yaml"},
-		{Name: "stopped-full", Method: "full", Model: "qwen2.5-0.5b-instruct", State: "stopped", Step: 40, Total: 500, LastLoss: 1.5, HasLoss: true, Config: "runs/stopped-full/run.yaml"},
+		{Name: "old-done", Method: "lora", Model: "whet-demo-8m", State: "done", Step: 20, Total: 20, Last: 1, HasLast: true, Config: "runs/old-done/run.yaml"},
+		{Name: "persona-lora", Method: "lora", Model: "qwen2.5-0.5b-instruct", State: "running", Live: true, PID: 4242, Step: 60, Total: 200, Last: 1.2, HasLast: true, Config: "runs/persona-lora/run.yaml"},
+		{Name: "stopped-full", Method: "full", Model: "qwen2.5-0.5b-instruct", State: "stopped", Step: 40, Total: 500, Last: 1.5, HasLast: true, Config: "runs/stopped-full/run.yaml"},
 	}, Scripts: map[string][]fake.Step{"persona-lora": live, "old-done": finished, "crashed-run": crashed}}
 }
 
@@ -480,9 +480,9 @@ func TestRunsPageShowsTheModelsName(t *testing.T) {
 	}
 	o := testOptions(&fake.Engine{})
 	o.Runs = &fake.Runs{RunsDir: "runs", Runs: []tui.RunInfo{
-		{Name: "run-20261207-193344", Method: "lora", Model: "/srv/shared/models/Meta-Llama-3.1-8B-Instruct", State: "done", Step: 4, Total: 4, LastLoss: 3.18, HasLoss: true},
-		{Name: "run-20261207-193623", Method: "lora", Model: filepath.Join(wd, "testdata", "models", "acme", "tiny-llama"), State: "stopped", Step: 6, Total: 60, LastLoss: 4.34, HasLoss: true},
-		{Name: "hub-run", Method: "qlora", Model: "Qwen/Qwen2.5-0.5B-Instruct", State: "done", Step: 9, Total: 9, LastLoss: 1.5, HasLoss: true},
+		{Name: "run-20261207-193344", Method: "lora", Model: "/srv/shared/models/Meta-Llama-3.1-8B-Instruct", State: "done", Step: 4, Total: 4, Last: 3.18, HasLast: true},
+		{Name: "run-20261207-193623", Method: "lora", Model: filepath.Join(wd, "testdata", "models", "acme", "tiny-llama"), State: "stopped", Step: 6, Total: 60, Last: 4.34, HasLast: true},
+		{Name: "hub-run", Method: "qlora", Model: "Qwen/Qwen2.5-0.5B-Instruct", State: "done", Step: 9, Total: 9, Last: 1.5, HasLast: true},
 	}}
 	for _, sz := range sizes {
 		t.Run(fmt.Sprintf("%dx%d", sz.w, sz.h), func(t *testing.T) {
@@ -490,7 +490,7 @@ func TestRunsPageShowsTheModelsName(t *testing.T) {
 			d.keys("r")
 			d.waitScreen("hub-run")
 			s := d.screen()
-			for _, want := range []string{"…-3.1-8B-Instruct", "…/acme/tiny-llama", "….5-0.5B-Instruct"} {
+			for _, want := range []string{"…ama-3.1-8B-Instruct", "…els/acme/tiny-llama", "…en2.5-0.5B-Instruct"} {
 				if sz.w == 80 && !strings.Contains(s, want) {
 					t.Errorf("the MODEL column should show %q:\n%s", want, s)
 				}
@@ -542,4 +542,38 @@ func TestSummaryEscOpensRunsThenTheWizard(t *testing.T) {
 	if got := eng.Started()[1]; got.Name != second || got.Method != eng.Started()[0].Method {
 		t.Errorf("second run %q (%s), want %q with the first one's settings", got.Name, got.Method, second)
 	}
+}
+
+// A GRPO run's loss stays near 0 by construction: the runs page lists its
+// mean reward, named, where the other runs list their loss, and says the
+// viewer shows its reward history.
+func TestRunsPageShowsGRPOReward(t *testing.T) {
+	o := testOptions(&fake.Engine{})
+	o.Runs = &fake.Runs{RunsDir: "runs", Runs: []tui.RunInfo{
+		{Name: "math-grpo", Method: "grpo", Model: "qwen2.5-0.5b-instruct", State: "done", Step: 50, Total: 50, Last: 0.42, HasLast: true},
+		{Name: "persona-lora", Method: "lora", Model: "qwen2.5-0.5b-instruct", State: "done", Step: 20, Total: 20, Last: 1.5, HasLast: true},
+	}}
+	d := newDriver(t, o, 80, 24)
+	d.keys("r")
+	d.waitScreen("math-grpo")
+	row := func(name string) string {
+		for _, l := range strings.Split(d.screen(), "\n") {
+			if strings.Contains(l, name) {
+				return l
+			}
+		}
+		t.Fatalf("no row for %s:\n%s", name, d.screen())
+		return ""
+	}
+	if r := row("math-grpo"); !strings.Contains(r, " reward 0.42 ") || strings.Contains(r, "loss") {
+		t.Errorf("the GRPO run's row should show its reward: %q", r)
+	}
+	if r := row("persona-lora"); !strings.Contains(r, " loss 1.5000 ") {
+		t.Errorf("the LoRA run's row should show its loss: %q", r)
+	}
+	if s := d.screen(); !strings.Contains(s, "enter shows its reward history") {
+		t.Errorf("the selected GRPO run's line should speak of its reward history:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+	golden(t, "runs_grpo_80x24", d.view())
 }

@@ -9,6 +9,7 @@ import (
 
 	"whet/engine"
 	"whet/engine/units"
+	"whet/engine/worker"
 	"whet/tui/components/lossplot"
 )
 
@@ -98,7 +99,11 @@ func (s *summary) view(w, h int) string {
 	}
 	facts = append(facts, steps)
 	if s.last != nil {
-		facts = append(facts, fmt.Sprintf("last loss %.4f", s.last.Loss))
+		// GRPO's mean reward, the other methods' loss (engine.HeadlineMetric).
+		name := engine.HeadlineMetric(s.cfg.Method)
+		if v, ok := s.last.Headline(s.cfg.Method); ok {
+			facts = append(facts, "last "+worker.MetricText(name, v))
+		}
 	}
 	if !math.IsInf(s.bestEval, 1) {
 		facts = append(facts, fmt.Sprintf("best eval %.4f at step %d", s.bestEval, s.bestEvalAt))

@@ -42,8 +42,11 @@ type Run struct {
 	// or a hung one); 0 otherwise.
 	Silent      time.Duration
 	Step, Total int
-	LastLoss    float64 // NaN for a loss written as null
-	HasLoss     bool
+	// Last is the run's last value of engine.HeadlineMetric(Method): GRPO's
+	// mean reward, every other method's training loss (NaN for one written
+	// as null); HasLast is false before the first step.
+	Last    float64
+	HasLast bool
 	// For a crashed or failed run: the last line of its worker's log (""
 	// without one). For a crashed, stopped or failed run: the checkpoint
 	// whet train resumes from ("" if none).
@@ -120,13 +123,24 @@ func (r Run) Steps() string {
 	return fmt.Sprint(r.Step)
 }
 
-// Loss is the last loss to four places ("NaN" for a diverged run), or
-// "–" before the first step.
-func (r Run) Loss() string {
-	if !r.HasLoss {
+// LastText is the run's last headline value with its name, as the runs
+// lists show it: "reward 0.42" for a GRPO run, "loss 0.9123" for the other
+// methods ("loss NaN" for a diverged run), "–" before the first step.
+func (r Run) LastText() string {
+	if !r.HasLast {
 		return "–"
 	}
-	return fmt.Sprintf("%.4f", r.LastLoss)
+	return MetricText(engine.HeadlineMetric(r.Method), r.Last)
+}
+
+// MetricText is a headline value with its name: a loss to four places, a
+// reward to three significant digits (rewards have no fixed scale, and
+// the runs page's column is narrow).
+func MetricText(name string, v float64) string {
+	if name == "loss" {
+		return fmt.Sprintf("loss %.4f", v)
+	}
+	return fmt.Sprintf("%s %.3g", name, v)
 }
 
 // StaleAfter is how long a run that says running may go without a
@@ -181,6 +195,7 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 			r.Method, r.Model = cfg.Method, cfg.Model
 		}
 	}
+	headline := engine.HeadlineMetric(r.Method)
 	st, err := run.ReadStatus()
 	noStatus := errors.Is(err, fs.ErrNotExist)
 	if !noStatus {
@@ -190,8 +205,10 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 			warnings = append(warnings, err.Error())
 		} else {
 			r.State, r.Step, r.Total = st.State, st.Step, st.Total
-			if st.LastLoss != 0 {
-				r.LastLoss, r.HasLoss = st.LastLoss, true
+			// status.json records the loss only: a GRPO run's reward
+			// comes from metrics.jsonl.
+			if st.LastLoss != 0 && headline == "loss" {
+				r.Last, r.HasLast = st.LastLoss, true
 			}
 		}
 	}
@@ -221,14 +238,14 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 			r.Silent = idle
 		}
 		isRun = true
-		step, loss, ok, err := LastMetric(metricsPath)
+		step, v, ok, err := LastMetric(metricsPath, headline)
 		if err != nil {
 			warnings = append(warnings, err.Error())
 		} else if ok {
 			// metrics.jsonl is appended every step, so it is at least as
 			// fresh as status.json.
 			r.Step = max(r.Step, step)
-			r.LastLoss, r.HasLoss = loss, true
+			r.Last, r.HasLast = v, true
 		}
 	}
 	if isRun && noStatus && known && !held {
@@ -262,11 +279,12 @@ func (r *Run) resumeFacts(run engine.RunDir) {
 	}
 }
 
-// LastMetric returns the step and loss of the last training line of a
-// metrics.jsonl (eval lines carry eval_loss and no loss), reading only its
-// last MetricsTail bytes. A torn last line from a run killed mid-write is
-// skipped; a loss written as null (the run diverged) is NaN.
-func LastMetric(path string) (step int, loss float64, ok bool, err error) {
+// LastMetric returns the step and the value called name ("loss", or
+// "reward" for GRPO: engine.HeadlineMetric) of the last training line of a
+// metrics.jsonl that has it (eval lines carry eval_loss and no loss),
+// reading only its last MetricsTail bytes. A torn last line from a run killed mid-write is skipped; a value
+// written as null (the run diverged) is NaN.
+func LastMetric(path, name string) (step int, value float64, ok bool, err error) {
 	f, err := atomicfile.Open(path)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
@@ -293,14 +311,17 @@ func LastMetric(path string) (step int, loss float64, ok bool, err error) {
 		if err != nil {
 			continue
 		}
-		if l, isStep := m.Loss(); isStep { // null (a NaN loss) reads as NaN
-			step, loss, ok = m.Step, l, true
+		if _, isStep := m.Loss(); !isStep {
+			continue
+		}
+		if v, has := m.Values[name]; has { // null (NaN) reads as NaN
+			step, value, ok = m.Step, v, true
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
 	}
-	return step, loss, ok, nil
+	return step, value, ok, nil
 }
 
 // LastLogLine is the last line of a worker's log that says something: a
