@@ -36,7 +36,15 @@ const workerFailureLines = 8
 // worker does not depend on this process: kill it and the run goes on.
 func startDetached(ctx context.Context, cfg engine.RunConfig, configPath, backend string, resumeAnyway bool, stdout io.Writer, extra ...string) error {
 	if cfg.Name == "" {
-		cfg.Name = engine.RunNameAt(time.Now())
+		// A default name takes the next free folder (-2, -3…) where a run
+		// started in the same second has it; the worker gets the name
+		// taken. A name the user gave is kept (the lock below refuses it
+		// while that run trains).
+		name, err := engine.ClaimRunName(cfg.RunsDir, engine.RunNameAt(time.Now()))
+		if err != nil {
+			return err
+		}
+		cfg.Name = name
 	}
 	rd, err := engine.RunDirOf(cfg)
 	if err != nil {

@@ -22,12 +22,20 @@ import (
 type detachedStudioEngine struct{}
 
 var (
-	_ tui.Engine   = detachedStudioEngine{}
-	_ tui.Detacher = detachedStudioEngine{}
+	_ tui.Engine      = detachedStudioEngine{}
+	_ tui.Detacher    = detachedStudioEngine{}
+	_ tui.NameClaimer = detachedStudioEngine{}
 )
 
 // Detached tells the studio that quitting leaves the run training.
 func (detachedStudioEngine) Detached() bool { return true }
+
+// ClaimRunName makes the folder of the studio's proposed run name, or of
+// the next free one (engine.ClaimRunName): two whet serve sessions that
+// start in the same second train two runs.
+func (detachedStudioEngine) ClaimRunName(runsDir, base string) (string, error) {
+	return engine.ClaimRunName(runsDir, base)
+}
 
 func (detachedStudioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
 	if !hub.LooksLikeRef(cfg.Model) {

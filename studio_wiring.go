@@ -120,6 +120,14 @@ func cachedModelDir(id string) (string, error) {
 
 type studioEngine struct{}
 
+var _ tui.NameClaimer = studioEngine{}
+
+// ClaimRunName makes the folder of the studio's proposed run name, or of
+// the next free one (engine.ClaimRunName).
+func (studioEngine) ClaimRunName(runsDir, base string) (string, error) {
+	return engine.ClaimRunName(runsDir, base)
+}
+
 func (studioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
 	if hub.LooksLikeRef(cfg.Model) {
 		// The engine resolves a Hub id itself and keeps it in the run's

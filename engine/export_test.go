@@ -1,5 +1,14 @@
 package engine
 
+import "time"
+
+// SetRunNameClock names runs without a name by now until the test ends.
+func SetRunNameClock(t interface{ Cleanup(func()) }, now func() time.Time) {
+	old := runNameNow
+	runNameNow = now
+	t.Cleanup(func() { runNameNow = old })
+}
+
 // SetCheckpointHook lets external tests interrupt a checkpoint write.
 func SetCheckpointHook(f func(stage string) error) { checkpointHook = f }
 

@@ -10,7 +10,8 @@ import (
 // `whet train -c run.yaml` reads it, and the run directory keeps a copy.
 type RunConfig struct {
 	// The run's folder under runs_dir; a run file naming an existing run resumes
-	// it from its newest checkpoint. Empty: run-DATE-TIME.
+	// it from its newest checkpoint. Empty: run-DATE-TIME, or the next free
+	// run-DATE-TIME-2, -3… where a run of that second has the folder.
 	Name string `yaml:"name"`
 	// The base model: a Hugging Face model folder (config.json, safetensors,
 	// tokenizer), relative to the run file, or a Hub id (ORG/NAME).

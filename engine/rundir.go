@@ -1,10 +1,15 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"whet/engine/atomicfile"
 )
 
 // DefaultRunsDir is the folder that holds run directories when a run file
@@ -103,9 +108,52 @@ func NewRunDir(runsDir, name string) (RunDir, error) {
 }
 
 // RunNameAt is the name a run gets when none is given: run-YYYYMMDD-hhmmss
-// of the moment it is set up (whet train, --detach and the studio, which
-// adds -2, -3… where that folder exists).
+// of the moment it is set up (whet train, --detach and the studio). Two
+// sessions that start in the same second get the same one, so the folder
+// is made with ClaimRunName, which takes the next free name.
 func RunNameAt(t time.Time) string { return "run-" + t.Format("20060102-150405") }
+
+// maxRunNameClaims bounds ClaimRunName's tries: far more runs than start
+// in one second.
+const maxRunNameClaims = 1000
+
+// ClaimRunName makes the folder of a run whose name is a default
+// (RunNameAt), never one the user gave (that one resumes its run, or the
+// run's lock refuses it): in runsDir ("" = DefaultRunsDir) it makes base,
+// or base-2, base-3… when that folder exists (an earlier run, or a session
+// that started in the same second and claimed it first), and returns the
+// name it made. The run's own folder is made by os.Mkdir, which fails when
+// it exists, so two processes that claim at once never get the same
+// folder and neither is refused.
+func ClaimRunName(runsDir, base string) (string, error) {
+	if runsDir == "" {
+		runsDir = DefaultRunsDir
+	}
+	if err := ValidRunName(base); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(runsDir, atomicfile.DirPerm); err != nil {
+		return "", fmt.Errorf("runs folder: %w (%s)", err, RunsDirAdvice)
+	}
+	for i := 1; i <= maxRunNameClaims; i++ {
+		name := base
+		if i > 1 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		rd, err := NewRunDir(runsDir, name)
+		if err != nil {
+			return "", err
+		}
+		err = os.Mkdir(rd.Path(), atomicfile.DirPerm)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("run folder: %w (%s)", err, RunsDirAdvice)
+		}
+	}
+	return "", fmt.Errorf("run folder: %s and %s-2 to %s-%d all exist in %s; give the run a name", base, base, base, maxRunNameClaims, runsDir)
+}
 
 // RunDirOf is the folder of the run cfg describes.
 func RunDirOf(cfg RunConfig) (RunDir, error) { return NewRunDir(cfg.RunsDir, cfg.Name) }

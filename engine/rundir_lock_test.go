@@ -5,12 +5,16 @@ package engine_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"whet/engine"
 )
@@ -96,4 +100,103 @@ func TestRunHoldsLockUntilItEnds(t *testing.T) {
 		t.Fatalf("lock after the run ended: %v", err)
 	}
 	l.Release()
+}
+
+// Sessions that start in the same second propose the same default name
+// (two whet serve viewers, two terminals): claiming it gives each its own
+// folder, the next free one where a run has the name, and none is
+// refused. Run with -race -count=20.
+func TestClaimRunNameConcurrent(t *testing.T) {
+	runs := filepath.Join(t.TempDir(), "runs") // made by the claim
+	base := engine.RunNameAt(time.Date(2026, 12, 7, 23, 0, 0, 0, time.UTC))
+	const n = 8
+	names := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			names[i], errs[i] = engine.ClaimRunName(runs, base)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("claim %d: %v", i, err)
+		}
+	}
+	want := []string{base}
+	for i := 2; i <= n; i++ {
+		want = append(want, fmt.Sprintf("%s-%d", base, i))
+	}
+	sort.Strings(want)
+	got := append([]string(nil), names...)
+	sort.Strings(got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("claimed %v, want each of %v once", got, want)
+	}
+	for _, name := range got {
+		if st, err := os.Stat(filepath.Join(runs, name)); err != nil || !st.IsDir() {
+			t.Errorf("claimed %s but its folder is not there: %v", name, err)
+		}
+	}
+	// A folder that exists, whatever it holds, is never claimed again.
+	if name, err := engine.ClaimRunName(runs, base); err != nil || name != fmt.Sprintf("%s-%d", base, n+1) {
+		t.Errorf("next claim: %q, %v; want %s-%d", name, err, base, n+1)
+	}
+	if _, err := engine.ClaimRunName(runs, "../out"); err == nil {
+		t.Error("a base that is no run name was claimed")
+	}
+}
+
+// Two runs without a name started in the same second train in two
+// folders (before, the second resumed or was refused by the first's
+// lock); a name the user gave is never changed: a folder in use refuses
+// it, as before.
+func TestUnnamedRunsInOneSecondGetTwoFolders(t *testing.T) {
+	runs := t.TempDir()
+	at := time.Date(2026, 12, 7, 23, 0, 0, 0, time.UTC)
+	engine.SetRunNameClock(t, func() time.Time { return at })
+	base := engine.RunNameAt(at)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := smallRun(runs, "")
+			cfg.Train.MaxSteps, cfg.Train.SampleEvery, cfg.Train.EvalEvery = 1, 0, 0
+			events, _, err := engine.Start(context.Background(), cfg)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			for ev := range events {
+				if d, ok := ev.(engine.DoneEvent); ok && d.Err != nil {
+					errs[i] = d.Err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	for _, name := range []string{base, base + "-2"} {
+		st, err := engine.RunDir(filepath.Join(runs, name)).ReadStatus()
+		if err != nil || st.State != "done" {
+			t.Errorf("run %s: %+v, %v; want done", name, st, err)
+		}
+	}
+	l, err := engine.RunDir(filepath.Join(runs, base)).Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if _, err := engine.Prepare(smallRun(runs, base)); err == nil || !strings.Contains(err.Error(), "is in use by") {
+		t.Errorf("an explicit name whose folder is in use: %v; want it refused", err)
+	}
 }

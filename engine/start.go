@@ -474,10 +474,23 @@ func (s *Session) newTrainer(b Backend, data *PreparedData, c Collective) (*Trai
 // (whet export and the studio's export page both use it).
 func ExportDir(runDir, format, quant string) string { return RunDir(runDir).Export(format, quant) }
 
+// runNameNow is the clock a run without a name is named by (RunNameAt);
+// tests fix it to start two runs in the same second.
+var runNameNow = time.Now
+
 func (s *Session) makeDir() error {
-	name := s.Cfg.Name
-	if name == "" {
-		name = RunNameAt(time.Now())
+	if s.Cfg.Name == "" {
+		name := RunNameAt(runNameNow())
+		// A default name is never a run to resume or to be refused: node 0
+		// takes the next free one (base-2, base-3…) where a run of the same
+		// second has the folder. The other nodes of a multi-node run only
+		// follow node 0, which holds the run folder: they keep the plain name.
+		if s.Cfg.Parallel.Nodes.NodeRank == 0 {
+			var err error
+			if name, err = ClaimRunName(s.Cfg.RunsDir, name); err != nil {
+				return err
+			}
+		}
 		s.Cfg.Name = name
 	}
 	rd, err := RunDirOf(s.Cfg)

@@ -35,6 +35,11 @@ type common struct {
 	imageDetected imageview.Protocol
 	imageMode     imageview.Protocol
 	kittyImages   imageCache
+	// autoName is the default run name the studio proposed (RunNameAt,
+	// freshRunName) while the engine claims such names (NameClaimer): a
+	// run started under it gets the next free folder. "" once it is
+	// claimed, or when the engine claims nothing.
+	autoName string
 }
 
 // Styles holds every style the studio draws with. They are rebuilt when

@@ -245,6 +245,17 @@ type Detacher interface {
 	Detached() bool
 }
 
+// NameClaimer is an Engine that makes the run folder of a default name
+// before the run starts (engine.ClaimRunName): base, or the next free
+// base-2, base-3… where a session that started in the same second (two
+// whet serve viewers, two terminals) or an earlier run has that folder.
+// The studio asks only for the name it proposed, never for one the user
+// typed: a typed name resumes its run, or the run's lock refuses it.
+// Checked by type assertion; without it the proposed name is used as is.
+type NameClaimer interface {
+	ClaimRunName(runsDir, base string) (string, error)
+}
+
 // RunInfo is one run of the runs folder as the runs page (and whet runs)
 // list it: its state from the worker's lock, and for a crashed run the
 // worker's last words and the checkpoint to resume from.

@@ -35,6 +35,9 @@ type (
 		events  <-chan engine.Event
 		control engine.RunControl
 		err     error
+		// claimed: cfg.Name is the folder claimed for the proposed name
+		// (NameClaimer), this session's whether or not the start worked.
+		claimed bool
 	}
 	// previewMsg is the dataset preview of path; seq drops answers to
 	// superseded previews (the same file read for another model).

@@ -127,7 +127,12 @@ func (p *reviewPage) view() string {
 	file := runDir(*p.cfg).Config()
 	// The file is written when the run starts, not before.
 	b.WriteString(st.Bold.Render("Review") + "  " + st.Muted.Render(trimTo("written to "+file+" when training starts", max(p.w-8, 10))) + "\n")
-	if existingRun(*p.cfg) {
+	switch {
+	case existingRun(*p.cfg) && p.cfg.Name == p.autoName:
+		// The proposed name, not one the user typed: it never resumes
+		// another run (one started in the same second by another session).
+		b.WriteString(st.Muted.Render("a run named "+p.cfg.Name+" exists: this one takes the next free name") + "\n")
+	case existingRun(*p.cfg):
 		b.WriteString(st.Warn.Render("! a run named "+p.cfg.Name+" exists: starting resumes it from its last checkpoint") + "\n")
 	}
 	if p.err != "" {

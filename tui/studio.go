@@ -148,6 +148,9 @@ func New(o Options) *Model {
 	}
 	cfg.Name = engine.RunNameAt(o.Now())
 	cfg.RunsDir = o.RunsDir
+	if _, ok := o.Engine.(NameClaimer); ok {
+		c.autoName = cfg.Name
+	}
 
 	var catalog []ModelInfo
 	if o.Catalog != nil {
@@ -420,6 +423,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 				// a new name, so that enter on the review page trains a
 				// new run instead of resuming that one.
 				m.cfg.Name = m.freshRunName()
+				if _, ok := m.opts.Engine.(NameClaimer); ok {
+					m.c.autoName = m.cfg.Name
+				}
 				m.startedName = ""
 				return m, tea.Batch(cmd, m.wiz.current().enter())
 			}
@@ -514,18 +520,35 @@ func (m *Model) start() tea.Cmd {
 		return nil
 	}
 	rv.starting, rv.startErr = true, ""
+	// The name the studio proposed (not one the user typed) takes the next
+	// free folder: another session may have started under it this second.
+	claimer, claim := eng.(NameClaimer)
+	claim = claim && cfg.Name != "" && cfg.Name == m.c.autoName
 	return func() tea.Msg {
+		if claim {
+			name, err := claimer.ClaimRunName(cfg.RunsDir, cfg.Name)
+			if err != nil {
+				return runStartedMsg{cfg: cfg, err: err}
+			}
+			cfg.Name = name
+		}
 		ch, ctl, err := eng.Start(ctx, cfg)
 		if err == nil && (ch == nil || ctl == nil) {
 			err = errors.New("the engine returned no event channel or control")
 		}
-		return runStartedMsg{cfg: cfg, events: ch, control: ctl, err: err}
+		return runStartedMsg{cfg: cfg, events: ch, control: ctl, err: err, claimed: claim}
 	}
 }
 
 func (m *Model) started(msg runStartedMsg) tea.Cmd {
 	rv := m.wiz.pages[len(m.wiz.pages)-1].(*reviewPage)
 	rv.starting = false
+	if msg.claimed {
+		// The folder is this session's now: the wizard shows its name, and
+		// a start again (after a refusal) uses it instead of claiming
+		// another.
+		m.cfg.Name, m.c.autoName = msg.cfg.Name, ""
+	}
 	if msg.err != nil {
 		rv.startErr = msg.err.Error()
 		return nil
