@@ -117,8 +117,8 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer closeOutput()
 	out := &closableOutput{onClose: closeOutput}
 	stdout, stderr = out.wrap(stdout), out.wrap(stderr)
-	ctx, cancel := signal.NotifyContext(base, stopSignals...)
-	defer cancel()
+	ctx, received, release := stopOnSignal(base)
+	defer release()
 	// A Hub id is pulled here, with progress; the run keeps the id.
 	if _, err := pullModelArg(ctx, cfg.Model, nil, stderr); err != nil {
 		return err
@@ -143,8 +143,8 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		select {
 		case <-ctx.Done():
 			// The first signal asks the trainer to stop with a checkpoint;
-			// giving the signals back lets a second one end the process.
-			cancel()
+			// stopOnSignal gave the signals back, so a second one ends the
+			// process.
 			if out.closed.Load() {
 				fmt.Fprintln(stderr, "whet train: the output was closed: stopping after the current step with a checkpoint")
 			} else {
@@ -153,10 +153,27 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		case <-finished:
 		}
 	}()
-	err = printEvents(events, stdout, *asJSON)
+	done, err := printEvents(events, stdout, *asJSON)
 	close(finished)
 	<-watched
-	return err
+	if err != nil || !done.Stopped {
+		return err
+	}
+	// Stopped with a checkpoint. Only a signal or a closed output stops a
+	// foreground run (no control socket: that is the worker's), and the
+	// run is not finished: the exit status must not say it succeeded.
+	sig := received()
+	if sig == 0 {
+		if !out.closed.Load() {
+			return nil
+		}
+		sig = syscall.SIGPIPE // what would have ended whet without its handler
+	}
+	runFile := *config
+	if done.FinalDir != "" {
+		runFile = engine.RunDir(done.FinalDir).Config()
+	}
+	return interruptedRun(sig, done.Step, done.Checkpointed, runFile)
 }
 
 // closableOutput notices that whet train's output was closed (a write
@@ -185,20 +202,27 @@ func (p pipeWriter) Write(b []byte) (int, error) {
 // Unwrap is the writer underneath (a pull's progress checks for a terminal).
 func (p pipeWriter) Unwrap() io.Writer { return p.w }
 
-// printEvents writes one line per event and returns the run's error.
-func printEvents(events <-chan engine.Event, w io.Writer, asJSON bool) error {
-	var runErr error
+// printEvents writes one line per event and returns the run's last
+// DoneEvent and its error.
+func printEvents(events <-chan engine.Event, w io.Writer, asJSON bool) (engine.DoneEvent, error) {
+	var (
+		done   engine.DoneEvent
+		runErr error
+	)
 	for ev := range events {
 		if asJSON {
 			writeEventJSON(w, ev)
 		} else {
 			writeEventText(w, ev)
 		}
-		if d, ok := ev.(engine.DoneEvent); ok && d.Err != nil {
-			runErr = d.Err
+		if d, ok := ev.(engine.DoneEvent); ok {
+			done = d
+			if d.Err != nil {
+				runErr = d.Err
+			}
 		}
 	}
-	return runErr
+	return done, runErr
 }
 
 func writeEventText(w io.Writer, ev engine.Event) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -245,10 +246,12 @@ func TestKilledWorkerIsCrashedAndResumes(t *testing.T) {
 	if replayed == 0 || end.Err == nil || !strings.Contains(end.Err.Error(), fmt.Sprintf("resumes from %s (step %d)", newest.Path, newest.Step)) {
 		t.Errorf("opening the crashed run: %d steps replayed, end %v", replayed, end.Err)
 	}
-	// Resume in this process; SIGINT once it has resumed stops it cleanly.
+	// Resume in this process; SIGINT once it has resumed stops it cleanly
+	// (with a checkpoint, and the interrupted run's status 130).
 	w := &signalWriter{trigger: "resumed "}
-	if err := runTrain([]string{"-c", cfgPath}, nil, w, w); err != nil {
-		t.Fatalf("resume: %v\n%s", err, w.buf.String())
+	var intr *interruptedError
+	if err := runTrain([]string{"-c", cfgPath}, nil, w, w); !errors.As(err, &intr) || intr.exitCode() != 130 {
+		t.Fatalf("resume stopped by SIGINT: %v, want the interrupted run's error (exit status 130)\n%s", err, w.buf.String())
 	}
 	var step int
 	text := w.buf.String()

@@ -21,11 +21,12 @@ import (
 )
 
 // signalWriter collects what whet train prints and sends this process
-// SIGINT once a line starting with trigger appears.
+// sig (SIGINT if unset) once a line starting with trigger appears.
 type signalWriter struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	trigger string
+	sig     syscall.Signal
 	sent    bool
 }
 
@@ -35,16 +36,23 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 	w.buf.Write(p)
 	if !w.sent && strings.Contains("\n"+w.buf.String(), "\n"+w.trigger) {
 		w.sent = true
-		syscall.Kill(os.Getpid(), syscall.SIGINT)
+		sig := w.sig
+		if sig == 0 {
+			sig = syscall.SIGINT
+		}
+		syscall.Kill(os.Getpid(), sig)
 	}
 	return len(p), nil
 }
 
 // TestTrainSIGINTStopsWithCheckpoint runs `whet train` and sends the
-// process a real SIGINT after a step line, while the trainer is most
-// likely generating its per-step sample (sample_every 1, a long sample):
-// the run must end with a checkpoint, status "stopped" and the final
-// "stopped at step N" line, never with "context canceled".
+// process a real SIGINT (or SIGTERM) after a step line, while the trainer
+// is most likely generating its per-step sample (sample_every 1, a long
+// sample): the run must end with a checkpoint, status "stopped" and the
+// final "stopped at step N" line, never with "context canceled"; and
+// whet must exit 130 (SIGINT) or 143 (SIGTERM), as a shell reports a
+// process that signal ended, saying how to resume. (It exited 0, so
+// `whet train -c run.yaml && whet export …` exported a half-trained run.)
 func TestTrainSIGINTStopsWithCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
@@ -62,13 +70,25 @@ train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad
 	if err := os.WriteFile(cfgPath, []byte(run), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, trigger := range []string{"step 1/", "sample step 2"} {
-		t.Run(trigger, func(t *testing.T) {
+	for _, tc := range []struct {
+		trigger  string
+		sig      syscall.Signal
+		wantCode int
+	}{
+		{"step 1/", syscall.SIGINT, 130},
+		{"sample step 2", syscall.SIGINT, 130},
+		{"step 1/", syscall.SIGTERM, 143},
+	} {
+		t.Run(tc.trigger+"/"+tc.sig.String(), func(t *testing.T) {
 			os.RemoveAll(filepath.Join(dir, "sigint"))
-			out := &signalWriter{trigger: trigger}
+			out := &signalWriter{trigger: tc.trigger, sig: tc.sig}
 			var errOut bytes.Buffer
-			if err := runTrain([]string{"-c", cfgPath}, nil, out, &errOut); err != nil {
-				t.Fatalf("whet train: %v\n%s", err, out.buf.String())
+			if code := runMain([]string{"train", "-c", cfgPath}, strings.NewReader(""), out, &errOut); code != tc.wantCode {
+				t.Fatalf("whet train stopped by %v: exit status %d, want %d\nstderr:\n%s\nstdout:\n%s", tc.sig, code, tc.wantCode, errOut.String(), out.buf.String())
+			}
+			resume := "resume: whet train -c " + filepath.Join(dir, "sigint", "run.yaml")
+			if !strings.Contains(errOut.String(), resume) {
+				t.Errorf("stderr %q does not say %q", errOut.String(), resume)
 			}
 			text := strings.TrimRight(out.buf.String(), "\n")
 			lastLine := text[strings.LastIndex(text, "\n")+1:]
@@ -157,9 +177,17 @@ func TestTrainClosedOutputStopsWithCheckpoint(t *testing.T) {
 			if sigint {
 				cmd.Process.Signal(syscall.SIGINT)
 			}
-			cmd.Wait() // the helper's own result line may die on the closed pipe; the run folder says how the run ended
+			// whet's last line (what was kept, how to resume) may kill it
+			// with SIGPIPE on the closed stderr, which a shell reports as
+			// 141 too; the run folder says how the run ended.
+			werr := cmd.Wait()
 			if ctx.Err() != nil {
 				t.Fatal("whet train did not stop when its output was closed")
+			}
+			if werr == nil {
+				t.Error("whet train stopped by its closed output exited 0, as if the run had finished")
+			} else if code := cmd.ProcessState.ExitCode(); code != -1 && code != 141 && !(sigint && code == 130) {
+				t.Errorf("whet train stopped by its closed output: %v, want exit status 141 (130 after SIGINT) or death by SIGPIPE", werr)
 			}
 			var st engine.RunStatus
 			js, _ := os.ReadFile(filepath.Join(dir, "piped", "status.json"))
@@ -182,5 +210,6 @@ func TestTrainClosedOutputHelper(t *testing.T) {
 	if cfg == "" {
 		t.Skip("run by TestTrainClosedOutputStopsWithCheckpoint")
 	}
-	runMain([]string{"train", "-c", cfg}, strings.NewReader(""), os.Stdout, os.Stderr)
+	// The exit status goes to the test: an interrupted run must not exit 0.
+	os.Exit(runMain([]string{"train", "-c", cfg}, strings.NewReader(""), os.Stdout, os.Stderr))
 }

@@ -89,6 +89,13 @@ func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &status) {
 		return int(status)
 	}
+	var intr *interruptedError
+	if errors.As(err, &intr) {
+		// Stopped by a signal in good order: say what was kept, and exit
+		// as a shell expects of a process that signal ended.
+		fmt.Fprintf(stderr, "whet %s: %s\n", name, intr.msg)
+		return intr.exitCode()
+	}
 	var ferr *flagError
 	if errors.As(err, &ferr) {
 		if implied {
