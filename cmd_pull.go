@@ -170,6 +170,12 @@ func errorJSON(err error) map[string]any {
 	if errors.As(err, &he) && he.Cached != nil {
 		m["cached_dir"], m["cached_commit"] = he.Cached.Dir, he.Cached.Commit
 	}
+	if errors.As(err, &he) && he.Partial != nil {
+		// An earlier pull stopped part way: what the cache holds (files and
+		// total are 0 when unknown).
+		p := he.Partial
+		m["partial"] = map[string]any{"files_done": p.FilesDone, "files": p.Files, "done": p.Done, "total": p.Total, "commit": p.Commit}
+	}
 	return m
 }
 

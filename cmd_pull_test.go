@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -353,5 +354,54 @@ func TestPullPrinterLongFileNameKeepsNumbers(t *testing.T) {
 	line = strings.TrimPrefix(b.String(), "\r\x1b[K")
 	if want := "  model-00001-of-00004 20% · all 3.00 GiB/20.0 GiB 80.0 MiB/s ETA 6m40s"; !strings.Contains(line, want) || ansi.StringWidth(line) >= 80 {
 		t.Fatalf("status line %q, want %q within 79 cells", line, want)
+	}
+}
+
+// After an interrupted pull, `whet pull` offline and a command that uses
+// the model by id say how much of it the cache holds and that the pull
+// resumes, not that the model is missing (nor that no folder has its name).
+func TestPullOfflineAfterInterruptedPull(t *testing.T) {
+	srv, cache := pullEnv(t)
+	client, err := hub.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := hub.Ref{Repo: "whet-test/tiny-llama", Revision: "main"}
+	// whet fit pulled the config; then `whet pull` stopped in the weights.
+	if _, err := client.Pull(context.Background(), ref, hub.PullOptions{Files: hub.ConfigOnly}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv.DropAfter("model.safetensors", 4<<10)
+	gets := 0
+	srv.BeforeStorage = func(name string) {
+		if gets++; name == "model.safetensors" && gets > 1 {
+			cancel()
+			<-ctx.Done()
+		}
+	}
+	if _, err := client.Pull(ctx, ref, hub.PullOptions{}); err == nil {
+		t.Fatal("the interrupted pull succeeded")
+	}
+	srv.BeforeStorage = nil
+	partial := regexp.MustCompile(`\d of \d+ files downloaded \([^)]+ of [^)]+\); the pull resumes when the Hub can be reached`)
+
+	t.Setenv("HF_HUB_OFFLINE", "1")
+	code, _, stderr := pullCLI("whet-test/tiny-llama")
+	if code != 1 || !partial.MatchString(stderr) || !strings.Contains(stderr, "partly in the cache "+cache) {
+		t.Fatalf("whet pull offline after an interrupted pull: exit %d, stderr:\n%s\nwant what the cache holds and that the pull resumes", code, stderr)
+	}
+	_, err = pullModelArg(context.Background(), "whet-test/tiny-llama", nil, io.Discard)
+	if err == nil || !partial.MatchString(err.Error()) || strings.Contains(err.Error(), "nor is there a folder") {
+		t.Fatalf("using the model offline after an interrupted pull: %v", err)
+	}
+
+	// The Hub cannot be reached.
+	t.Setenv("HF_HUB_OFFLINE", "")
+	srv.Close()
+	_, err = pullModelArg(context.Background(), "whet-test/tiny-llama", nil, io.Discard)
+	if err == nil || !partial.MatchString(err.Error()) || strings.Contains(err.Error(), "nothing of it is cached") {
+		t.Fatalf("using the model with the Hub unreachable after an interrupted pull: %v", err)
 	}
 }

@@ -34,7 +34,8 @@ func ModelFolder(ctx context.Context, model string, opts hub.PullOptions) (dir, 
 	if errors.As(err, &he) && he.Kind == hub.ErrNetwork && he.Cached != nil {
 		return he.Cached.Dir, fmt.Sprintf("model %s: the Hub is unreachable, using the cached snapshot %s", model, he.Cached.Commit), nil
 	}
-	if err != nil && (errors.Is(err, hub.ErrRepoNotFound) || errors.Is(err, hub.ErrNotCached)) && !strings.Contains(model, "@") {
+	partial := errors.As(err, &he) && he.Partial != nil // an id the cache half holds is no mistyped folder
+	if err != nil && (errors.Is(err, hub.ErrRepoNotFound) || errors.Is(err, hub.ErrNotCached)) && !strings.Contains(model, "@") && !partial {
 		// ORG/NAME is also how a folder two levels down is written: a
 		// mistyped folder ends here, so say that no folder has the name
 		// either.

@@ -31,7 +31,11 @@ type Error struct {
 	// revision, when the Hub could not be reached but an earlier pull (by
 	// whet or by huggingface_hub) left one; nil otherwise.
 	Cached *Snapshot
-	Err    error // the underlying cause, if any
+	// Partial is what an unfinished earlier pull of the revision left in
+	// the cache, when the Hub could not be reached (or HF_HUB_OFFLINE is
+	// set) and the revision is not there whole; nil otherwise.
+	Partial *PartialPull
+	Err     error // the underlying cause, if any
 }
 
 func (e *Error) Error() string { return e.Msg }

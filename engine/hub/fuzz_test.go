@@ -55,3 +55,32 @@ func FuzzParseRepoInfo(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePlan: a pull plan read back from the cache (anyone with the
+// cache can write it) either fails or names only files inside the
+// snapshot folder and blobs inside blobs/, with sizes of at least 0.
+func FuzzParsePlan(f *testing.F) {
+	f.Add([]byte(`{"revision":"main","commit":"0123456789012345678901234567890123456789","files":[{"name":"config.json","size":3,"blob":"ab"},{"name":"model.safetensors","size":5}]}`))
+	f.Add([]byte(`{"revision":"main","commit":"0123456789012345678901234567890123456789","files":[{"name":"../x","size":1,"blob":"../../y"}]}`))
+	f.Add([]byte(`{"commit":"x","files":[{"name":"a","size":-1}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := parsePlan(data)
+		if err != nil {
+			return
+		}
+		c := Cache{Dir: "/cache"}
+		snap := c.snapshotDir("a/b", p.Commit)
+		blobs := filepath.Join(c.RepoDir("a/b"), "blobs")
+		for _, fl := range p.Files {
+			if q := filepath.Join(snap, filepath.FromSlash(fl.Name)); !strings.HasPrefix(q, snap+"/") {
+				t.Fatalf("file %q lands at %s, outside the snapshot", fl.Name, q)
+			}
+			if q := c.blobPath("a/b", fl.Blob); fl.Blob != "" && filepath.Dir(q) != blobs {
+				t.Fatalf("blob %q lands at %s, outside blobs/", fl.Blob, q)
+			}
+			if fl.Size < 0 {
+				t.Fatalf("file %q has size %d", fl.Name, fl.Size)
+			}
+		}
+	})
+}

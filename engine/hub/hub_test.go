@@ -18,6 +18,7 @@ import (
 
 	"whet/engine/hub"
 	"whet/engine/hub/hubtest"
+	"whet/engine/units"
 )
 
 const repo = "whet-test/tiny"
@@ -851,5 +852,115 @@ func TestRepoNotFoundSuggestsCachedRepos(t *testing.T) {
 	c.Offline = true
 	if _, err := pull(t, c, "whet-test/tiyn"); !errors.Is(err, hub.ErrNotCached) || !strings.Contains(err.Error(), "did you mean "+repo+"?") {
 		t.Errorf("offline pull of a typo: %v, want the cached %s suggested", err, repo)
+	}
+}
+
+// interruptedPull leaves the pull of main half done, as a Ctrl-C during
+// `whet pull` does: the four small files complete (pulled first by commit,
+// which writes no ref), the weights cut after 100 KiB, no refs/main.
+func interruptedPull(t *testing.T, srv *hubtest.Server, c *hub.Client, commit string) {
+	t.Helper()
+	small := func(name string) bool { return hub.Wanted(name) && name != "model.safetensors" }
+	if _, err := c.Pull(context.Background(), hub.Ref{Repo: repo, Revision: commit}, hub.PullOptions{Files: small}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv.DropAfter("model.safetensors", 100<<10)
+	gets := 0
+	srv.BeforeStorage = func(name string) {
+		if gets++; name == "model.safetensors" && gets == 2 {
+			cancel()
+			<-ctx.Done()
+		}
+	}
+	if _, err := c.Pull(ctx, hub.Ref{Repo: repo, Revision: "main"}, hub.PullOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("pull: %v, want cancelled", err)
+	}
+	srv.BeforeStorage = nil
+}
+
+// After an interrupted pull, going offline (HF_HUB_OFFLINE, or a Hub that
+// cannot be reached) says what the cache holds of the model and that the
+// pull resumes, not that the model is missing ("not in the cache (no
+// refs/main)", "nothing of it is cached").
+func TestPartialPullOfflineSaysWhatIsThere(t *testing.T) {
+	srv, c, commit := fakeHub(t)
+	interruptedPull(t, srv, c, commit)
+	small := int64(0)
+	for _, name := range wantFiles {
+		if name != "model.safetensors" {
+			small += int64(len(tinyFiles()[name]))
+		}
+	}
+	want := fmt.Sprintf("4 of 5 files downloaded (%s of %s)", units.Bytes(small+100<<10), units.Bytes(small+int64(len(weights))))
+
+	c.Offline = true
+	_, err := pull(t, c, repo)
+	var he *hub.Error
+	if !errors.As(err, &he) || he.Kind != hub.ErrNotCached || he.Partial == nil ||
+		!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "the pull resumes when the Hub can be reached") ||
+		strings.Contains(err.Error(), "not in the cache") {
+		t.Fatalf("offline after an interrupted pull: %v\nwant %q and that the pull resumes", err, want)
+	}
+	if p := he.Partial; p.Files != 5 || p.FilesDone != 4 || p.Kept != 100<<10 || p.Commit != commit {
+		t.Errorf("Partial %+v, want 4 of 5 files, 100 KiB kept, commit %s", p, commit)
+	}
+
+	// The Hub cannot be reached (no HF_HUB_OFFLINE).
+	dead := hubtest.New()
+	dead.Close()
+	unreachable := hub.NewClient(hub.Settings{Endpoint: dead.URL(), CacheDir: c.CacheDir, TokenPath: filepath.Join(c.CacheDir, "token")})
+	_, err = pull(t, unreachable, repo)
+	if !errors.As(err, &he) || he.Kind != hub.ErrNetwork || he.Partial == nil || he.Cached != nil ||
+		!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "the pull resumes when the Hub can be reached") ||
+		strings.Contains(err.Error(), "nothing of it is cached") {
+		t.Fatalf("unreachable Hub after an interrupted pull: %v\nwant %q and that the pull resumes", err, want)
+	}
+
+	// A partial pull left without its plan (an older whet, or
+	// huggingface_hub) still says what is there.
+	if p, ok := c.Cache().Partial(hub.Ref{Repo: repo}); !ok || p.String() != want {
+		t.Fatalf("Partial: %v %v, want %q", p, ok, want)
+	}
+	plan := filepath.Join(c.CacheDir, ".locks", "models--whet-test--tiny", "whet-pull.json")
+	if err := os.Remove(plan); err != nil {
+		t.Fatalf("the pull's plan: %v", err)
+	}
+	if p, ok := c.Cache().Partial(hub.Ref{Repo: repo}); !ok || p.String() != fmt.Sprintf("4 files downloaded (%s) and %s of unfinished files", units.Bytes(small), units.Bytes(100<<10)) {
+		t.Fatalf("Partial without a plan: %v %v", p, ok)
+	}
+
+	// The next pull with the network resumes and finishes: nothing is
+	// partial any more, and the plan is gone.
+	c.Offline = false
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := c.Cache().Partial(hub.Ref{Repo: repo}); ok {
+		t.Errorf("after the pull finished, Partial says %v", p)
+	}
+	if _, err := os.Stat(plan); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the plan outlived its pull: %v", err)
+	}
+}
+
+// A model that was never pulled, or pulled whole, is not partial: the
+// usual messages stay.
+func TestPartialOnlyForUnfinishedPulls(t *testing.T) {
+	_, c, _ := fakeHub(t)
+	if p, ok := c.Cache().Partial(hub.Ref{Repo: repo}); ok {
+		t.Fatalf("an empty cache: Partial %v", p)
+	}
+	if _, err := c.Pull(context.Background(), hub.Ref{Repo: repo, Revision: "main"}, hub.PullOptions{Files: hub.ConfigOnly}); err != nil {
+		t.Fatal(err)
+	}
+	// Pulled for whet fit only: complete for what it asked, not partial.
+	if p, ok := c.Cache().Partial(hub.Ref{Repo: repo}); ok {
+		t.Fatalf("a config-only pull: Partial %v", p)
+	}
+	c.Offline = true
+	if _, err := pull(t, c, repo); err == nil || !strings.Contains(err.Error(), "lacks *.safetensors") || !strings.Contains(err.Error(), "pull it once with the network") {
+		t.Fatalf("offline, config only: %v", err)
 	}
 }

@@ -81,7 +81,13 @@ func (c *Client) pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 		if err != nil {
 			var he *Error
 			if errors.As(err, &he) && he.Kind == ErrNotCached {
-				he.Msg = "HF_HUB_OFFLINE is set and " + he.Msg + ": pull it once with the network (unset HF_HUB_OFFLINE)"
+				if p, ok := cache.Partial(ref); ok {
+					// Not missing: an earlier pull stopped part way.
+					he.Partial = p
+					he.Msg = fmt.Sprintf("HF_HUB_OFFLINE is set and %s is only partly in the cache %s: %s; the pull resumes when the Hub can be reached (unset HF_HUB_OFFLINE)", ref, cache.Dir, p)
+				} else {
+					he.Msg = "HF_HUB_OFFLINE is set and " + he.Msg + ": pull it once with the network (unset HF_HUB_OFFLINE)"
+				}
 			}
 			return nil, err
 		}
@@ -135,6 +141,9 @@ func (c *Client) pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 		return nil, err
 	}
 
+	if need > 0 {
+		cache.writePlan(ref, info.SHA, files)
+	}
 	track := newTracker(opts.Progress, ref.Repo, info.SHA, sizes, have)
 	track.start()
 	defer track.stop()
@@ -144,6 +153,7 @@ func (c *Client) pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 	if err := cache.writeRef(ref.Repo, ref.Revision, info.SHA); err != nil {
 		return nil, err
 	}
+	cache.removePlan(ref, info.SHA)
 	snap, err := cache.Lookup(Ref{Repo: ref.Repo, Revision: info.SHA})
 	if err != nil {
 		return nil, err
@@ -168,6 +178,9 @@ func (c *Client) offerCache(ctx context.Context, ref Ref, want func(string) bool
 	if snap, lerr := c.Cache().Lookup(ref); lerr == nil && len(missingFiles(snap, want)) == 0 {
 		e.Cached = snap
 		e.Msg += fmt.Sprintf("; the cache has it (commit %s, %s): set HF_HUB_OFFLINE=1 to use that copy", snap.Commit, snap.Dir)
+	} else if p, ok := c.Cache().Partial(ref); ok {
+		e.Partial = p
+		e.Msg += fmt.Sprintf("; an earlier pull of it stopped part way: %s; the pull resumes when the Hub can be reached (check the connection, or set HF_ENDPOINT to a mirror)", p)
 	} else {
 		e.Msg += "; nothing of it is cached: check the connection, or set HF_ENDPOINT to a mirror"
 	}
