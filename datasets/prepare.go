@@ -27,7 +27,7 @@ type Options struct {
 	Path        string            `yaml:"path"`                    // a data file, a folder of shards, or a glob pattern
 	Format      string            `yaml:"format,omitempty"`        // auto | alpaca | sharegpt | messages | text | preference | completion | prompt (GRPO)
 	Columns     map[string]string `yaml:"columns,omitempty"`       // canonical column -> the file's column
-	Template    string            `yaml:"template,omitempty"`      // chat template name; empty = detect from the tokenizer
+	Template    string            `yaml:"template,omitempty"`      // chat template: a built-in name, a .jinja file (relative to the run file) or the Jinja text; empty = the tokenizer's
 	TrainOn     string            `yaml:"train_on,omitempty"`      // responses | all
 	MaxLength   int               `yaml:"max_length"`              // tokens per sequence; longer ones are truncated. A run file without it: the method's default, or the model's max_position_embeddings if fewer
 	Packing     bool              `yaml:"packing"`                 // pack sequences end to end (else pad with length grouping)
@@ -564,9 +564,9 @@ func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
 			return fmt.Errorf("data: the tokenizer has no chat template and %s data needs one; set data.template to one of: %s", f, strings.Join(TemplateNames(), ", "))
 		}
 	}
-	t, ok := LookupTemplate(name)
-	if !ok {
-		return fmt.Errorf("data: unknown chat template %q (known: %s)", name, strings.Join(TemplateNames(), ", "))
+	t, err := TemplateSetting(name, "data.template")
+	if err != nil {
+		return err // names data.template, or the file it names
 	}
 	p.Template = t
 	p.Stats.Template = t.Name

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"whet/engine/spell"
 )
 
 // The yaml package names a bad key or value by its line and Go type
@@ -308,29 +310,11 @@ func suggestKey(unknown string, keys []string) string {
 	return ""
 }
 
-// EditDistance is the Levenshtein distance between a and b, in bytes: the
-// one rule behind every "did you mean" (run-file keys here, command-line
-// flags in main, catalog names in presets).
-func EditDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
-}
+// EditDistance is the Levenshtein distance between a and b (spell.Distance,
+// the one rule behind every "did you mean": run-file keys here,
+// command-line flags in main, catalog names in presets, chat-template
+// filters in datasets/jinja).
+func EditDistance(a, b string) int { return spell.Distance(a, b) }
 
 // yamlKindName says what a YAML tag is, for "… is not a number".
 func yamlKindName(tag string) string {

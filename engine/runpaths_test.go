@@ -226,3 +226,26 @@ func TestLoadRunConfigRefusesABadName(t *testing.T) {
 		t.Errorf("got %v, want it to start with %q", err, want)
 	}
 }
+
+// A data.template naming a Jinja file is read against the run file's
+// folder, like data.path, and comes back absolute; a built-in name and
+// Jinja text are left as they are.
+func TestLoadRunConfigTemplateFileIsTheFilesFolders(t *testing.T) {
+	proj := t.TempDir()
+	mkdirs(t, filepath.Join(proj, "model"), filepath.Join(proj, "data.jsonl"))
+	if err := os.WriteFile(filepath.Join(proj, "chat.jinja"), []byte("{{ messages }}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	for _, c := range []struct{ template, want string }{
+		{"chat.jinja", filepath.Join(proj, "chat.jinja")},
+		{"chatml", "chatml"},
+		{"'{{ messages }}'", "{{ messages }}"},
+	} {
+		writeRunFile(t, filepath.Join(proj, "run.yaml"), "model: model\ndata:\n  path: data.jsonl\n  template: "+c.template+"\n")
+		cfg, err := engine.LoadRunConfig(filepath.Join(proj, "run.yaml"))
+		if err != nil || cfg.Data.Template != c.want {
+			t.Errorf("data.template %s: %q (%v), want %q", c.template, cfg.Data.Template, err, c.want)
+		}
+	}
+}

@@ -24,7 +24,8 @@ import (
 
 // LoadRunConfig reads a run.yaml on top of its method's defaults
 // (DecodeRunConfig) and validates it.
-// Relative paths in it (model, data.path, data.eval_path) are read against
+// Relative paths in it (model, data.path, data.eval_path, a data.template
+// file) are read against
 // the file's folder and returned absolute; runs_dir is where runs go, read
 // against the working directory as before.
 func LoadRunConfig(path string) (RunConfig, error) {
@@ -91,6 +92,11 @@ func (c *RunConfig) resolvePaths(base string, cwdFallback bool) error {
 	}
 	if c.Data.EvalPath, err = resolve(c.Data.EvalPath, false); err != nil {
 		return fmt.Errorf("data.eval_path: %w", err)
+	}
+	if datasets.IsTemplateFile(c.Data.Template) {
+		if c.Data.Template, err = resolve(strings.TrimSpace(c.Data.Template), false); err != nil {
+			return fmt.Errorf("data.template: %w", err)
+		}
 	}
 	return nil
 }

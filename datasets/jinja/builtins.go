@@ -220,7 +220,7 @@ func init() {
 func (ev *evaluator) applyFilter(f *filterExpr, v Value, sc *scope) (Value, error) {
 	fn, ok := filters[f.name]
 	if !ok {
-		return nil, &RuntimeError{f.line, "no filter named '" + f.name + "'"}
+		return nil, &RuntimeError{f.line, "no filter named '" + f.name + "'" + didYouMean(f.name, filters)}
 	}
 	args, kwargs, err := ev.evalArgs(f.args, f.kwargs, sc)
 	if err != nil {
@@ -685,7 +685,7 @@ func fMap(ev *evaluator, v Value, a callArgs) (Value, error) {
 	name, ok := a.pos[0].(string)
 	fn, found := filters[name]
 	if !ok || !found {
-		return nil, a.errf("no filter named %s", toStr(a.pos[0]))
+		return nil, a.errf("no filter named '%s'%s", toStr(a.pos[0]), didYouMean(toStr(a.pos[0]), filters))
 	}
 	sub := callArgs{a.pos[1:], a.kw, name, a.line}
 	for i, it := range items {
@@ -718,7 +718,7 @@ func selectFilter(reject, byAttr bool) filterFunc {
 			name := toStr(rest[0])
 			t, ok := tests[name]
 			if !ok {
-				return nil, a.errf("no test named '%s'", name)
+				return nil, a.errf("no test named '%s'%s", name, didYouMean(name, tests))
 			}
 			test, targs = t, rest[1:]
 		}
@@ -1034,7 +1034,7 @@ func intTest(f func(int64) bool) testFunc {
 func (ev *evaluator) applyTest(x *testExpr, sc *scope) (Value, error) {
 	fn, ok := tests[x.name]
 	if !ok {
-		return nil, &RuntimeError{x.line, "no test named '" + x.name + "'"}
+		return nil, &RuntimeError{x.line, "no test named '" + x.name + "'" + didYouMean(x.name, tests)}
 	}
 	v, err := ev.eval(x.arg, sc)
 	if err != nil {

@@ -117,11 +117,8 @@ func loadTokenizer(o Options) (*tokenizer.Tokenizer, *datasets.Template, error) 
 // own Jinja template among the built-in ones.
 func pickTemplate(tok *tokenizer.Tokenizer, name, dir string) (*datasets.Template, error) {
 	if name != "" {
-		t, ok := datasets.LookupTemplate(name)
-		if !ok {
-			return nil, fmt.Errorf("unknown chat template %q (known: %s)", name, strings.Join(datasets.TemplateNames(), ", "))
-		}
-		return t, nil
+		// --template, or the run's data.template: a name, a file or Jinja.
+		return datasets.TemplateSetting(name, "template")
 	}
 	jinja := tok.ChatTemplate()
 	if jinja == "" {

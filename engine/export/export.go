@@ -259,9 +259,9 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 	}
 	defer src.Close()
 	if o.Template != "" {
-		t, ok := datasets.LookupTemplate(o.Template)
-		if !ok {
-			return fmt.Errorf("export: unknown chat template %q (known: %s)", o.Template, strings.Join(datasets.TemplateNames(), ", "))
+		t, err := datasets.TemplateSetting(o.Template, "template")
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
 		}
 		src.Template = t
 	}
@@ -381,9 +381,10 @@ func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOpti
 	}
 	s := &Source{Tok: tok, ModelDir: modelDir, Name: name}
 	if template != "" {
-		t, ok := datasets.LookupTemplate(template)
-		if !ok {
-			return nil, fmt.Errorf("export: unknown chat template %q (known: %s)", template, strings.Join(datasets.TemplateNames(), ", "))
+		// --template, or the run's data.template: a name, a file or Jinja.
+		t, err := datasets.TemplateSetting(template, "template")
+		if err != nil {
+			return nil, fmt.Errorf("export: %w", err)
 		}
 		s.Template = t
 	} else if jinja := tok.ChatTemplate(); jinja != "" {
