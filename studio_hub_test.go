@@ -58,7 +58,7 @@ func TestStudioPullsAndTrainsByRepoID(t *testing.T) {
 	}
 	data, _ := filepath.Abs("testdata/datasets/tiny-chat.jsonl")
 	cfg.Data.Path, cfg.Data.MaxLength = data, 128
-	if pv, err := (studioPreviewer{}).Preview(context.Background(), cfg); err != nil || pv.Stats.Rows == 0 {
+	if pv, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil); err != nil || pv.Stats.Rows == 0 {
 		t.Errorf("the data preview should load the cached model's tokenizer: %+v, %v", pv.Stats, err)
 	}
 

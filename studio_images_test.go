@@ -60,7 +60,7 @@ func TestStudioPreviewOfImageData(t *testing.T) {
 	model, _ := filepath.Abs("testdata/tiny-llama")
 	cfg := engine.RunConfig{Model: model}
 	cfg.Data.Path = data
-	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg)
+	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestStudioPreviewOfImageData(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Data.Path = text
-	if _, err := (studioPreviewer{}).Preview(context.Background(), cfg); err == nil {
+	if _, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil); err == nil {
 		t.Error("a broken text file previewed without an error")
 	}
 }
@@ -163,7 +163,7 @@ func TestStudioPreviewOfVisionRun(t *testing.T) {
 	}
 	cfg := engine.RunConfig{Model: model, Method: "lora"}
 	cfg.Data.Path, cfg.Data.Template, cfg.Data.MaxLength = data, "gemma-3", 256
-	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg)
+	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestShowRowProtocols(t *testing.T) {
 func TestStudioPreviewLabelsPreferencePairs(t *testing.T) {
 	cfg := engine.RunConfig{Model: absPath(t, "testdata/tiny-llama"), Method: "dpo",
 		Data: engine.DataConfig{Path: absPath(t, "testdata/datasets/preference.jsonl"), MaxLength: 128}}
-	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg)
+	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestStudioPreviewLabelsPreferencePairs(t *testing.T) {
 		t.Errorf("labels %q for %d examples, want %q", pv.Labels, len(pv.Examples), want)
 	}
 	cfg.Method, cfg.Data.Path = "lora", absPath(t, "testdata/datasets/tiny-chat.jsonl")
-	if pv, err := (studioPreviewer{}).Preview(context.Background(), cfg); err != nil || pv.Labels != nil {
+	if pv, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil); err != nil || pv.Labels != nil {
 		t.Errorf("chat data: labels %q, %v; want none", pv.Labels, err)
 	}
 }

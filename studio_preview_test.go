@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"whet/datasets"
 	"whet/engine"
 )
 
@@ -29,7 +31,7 @@ func TestStudioPreviewsGRPOPrompts(t *testing.T) {
 	}
 	cfg := engine.RunConfig{Model: absPath(t, "testdata/tiny-llama"), Method: "grpo",
 		Data: engine.DataConfig{Path: data, MaxLength: 32}}
-	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg)
+	pv, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatalf("a prompt file should preview for GRPO: %v", err)
 	}
@@ -67,7 +69,55 @@ func TestStudioPreviewsGRPOPrompts(t *testing.T) {
 	}
 	// Chat data is still refused for GRPO, by the page (CheckDataFormat).
 	cfg.Data.Path = absPath(t, "testdata/datasets/tiny-chat.jsonl")
-	if _, err := (studioPreviewer{}).Preview(context.Background(), cfg); err == nil {
+	if _, err := (studioPreviewer{}).Preview(context.Background(), cfg, nil); err == nil {
 		t.Error("a chat file should not preview as GRPO prompts")
+	}
+}
+
+// The studio's previewer stops when the data page's context ends (esc),
+// in the read or in the tokenizing, for SFT and GRPO alike, and answers
+// with the context's error: not with the image fallback's preview, which
+// would read the file again.
+func TestStudioPreviewStops(t *testing.T) {
+	dir := t.TempDir()
+	var chat, prompts strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&chat, `{"messages": [{"role": "user", "content": "question %d?"}, {"role": "assistant", "content": "answer %d."}]}`+"\n", i, i)
+		fmt.Fprintf(&prompts, `{"prompt": "What is %d+%d?", "answer": "%d"}`+"\n", i, i, 2*i)
+	}
+	files := map[string]string{"chat.jsonl": chat.String(), "prompts.jsonl": prompts.String()}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		method, file string
+		stage        datasets.Stage
+	}{
+		{"lora", "chat.jsonl", datasets.StageReading},
+		{"lora", "chat.jsonl", datasets.StageTokenizing},
+		{"grpo", "prompts.jsonl", datasets.StageReading},
+		{"grpo", "prompts.jsonl", datasets.StageTokenizing},
+	} {
+		t.Run(tc.method+"/"+string(tc.stage), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cfg := engine.RunConfig{Model: absPath(t, "testdata/tiny-llama"), Method: tc.method,
+				Data: engine.DataConfig{Path: filepath.Join(dir, tc.file), MaxLength: 64}}
+			var last datasets.Progress
+			_, err := (studioPreviewer{}).Preview(ctx, cfg, func(pr datasets.Progress) {
+				last = pr
+				if pr.Stage == tc.stage && (pr.Bytes > 0 || pr.Rows > 0) {
+					cancel()
+				}
+			})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err %v, want context.Canceled", err)
+			}
+			if last.Stage != tc.stage || (tc.stage == datasets.StageTokenizing && last.Rows >= last.TotalRows) {
+				t.Errorf("last report %+v: should stop in %s, before its end", last, tc.stage)
+			}
+		})
 	}
 }

@@ -385,8 +385,9 @@ func applyAdvice(rc *engine.RunConfig, a memplan.Advice) {
 type studioPreviewer struct{}
 
 // Preview prepares the data exactly as training will and shows the first
-// three examples with the masked (untrained) tokens marked.
-func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+// three examples with the masked (untrained) tokens marked. ctx stops the
+// read (the data page's esc); progress hears how far it has come.
+func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig, progress func(datasets.Progress)) (tui.DataPreview, error) {
 	var pv tui.DataPreview
 	dir, err := modelDir(cfg.Model)
 	if err != nil {
@@ -407,9 +408,12 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 		return pv, err
 	}
 	if cfg.Method == "grpo" {
-		return previewPrompts(opts, tok)
+		return previewPrompts(ctx, opts, tok, progress)
 	}
-	p, err := datasets.Prepare(opts, tok)
+	p, err := datasets.PrepareContext(ctx, opts, tok, progress)
+	if ctx.Err() != nil {
+		return pv, fmt.Errorf("data: %s: %w", cfg.Data.Path, ctx.Err()) // stopped: not the image fallback's read either
+	}
 	if err != nil {
 		// A file with images cannot be trained on yet, but its rows and
 		// images can be looked at, with the loader's refusal above them.
@@ -457,9 +461,9 @@ func (studioPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.D
 // answer, when the file has one, beside the example's title. Before, the
 // studio prepared GRPO data as supervised data, and every prompt file was
 // refused with "none of the N rows has a token to train on".
-func previewPrompts(opts datasets.Options, tok *tokenizer.Tokenizer) (tui.DataPreview, error) {
+func previewPrompts(ctx context.Context, opts datasets.Options, tok *tokenizer.Tokenizer, progress func(datasets.Progress)) (tui.DataPreview, error) {
 	var pv tui.DataPreview
-	ps, err := datasets.PreparePrompts(opts, tok)
+	ps, err := datasets.PreparePromptsContext(ctx, opts, tok, progress)
 	if err != nil {
 		return pv, err
 	}
@@ -467,7 +471,23 @@ func previewPrompts(opts datasets.Options, tok *tokenizer.Tokenizer) (tui.DataPr
 	pv.Format = string(datasets.FormatPrompt)
 	rows := append(append([]datasets.Example(nil), ps.Train...), ps.Eval...)
 	total, longest, cut := 0, 0, 0
+	// The prompts are tokenized here, so the progress of this stage is
+	// told here, in the steps PrepareContext tells it.
+	told := datasets.Progress{Stage: datasets.StageTokenizing, TotalRows: len(rows)}
+	tell := func(done int) {
+		if progress != nil {
+			told.Rows = done
+			progress(told)
+		}
+	}
+	tell(0)
 	for i, ex := range rows {
+		if i%datasets.TokenizedEvery == 0 && i > 0 {
+			if err := ctx.Err(); err != nil {
+				return pv, fmt.Errorf("data: tokenizing: %w", err)
+			}
+			tell(i)
+		}
 		ids, err := engine.EncodeChat(tok, ps.Template, ex.Messages)
 		if err != nil {
 			return pv, fmt.Errorf("%s: prompt: %w", ex.Loc, err)
@@ -490,6 +510,7 @@ func previewPrompts(opts datasets.Options, tok *tokenizer.Tokenizer) (tui.DataPr
 			pv.Labels = append(pv.Labels, label)
 		}
 	}
+	tell(len(rows))
 	pv.Stats = tui.DataStats{Rows: s.Rows, Skipped: s.BadRows + s.Dropped, Tokens: total,
 		MeanLen: float64(total) / float64(max(len(rows), 1)), MaxLen: longest, Truncated: cut}
 	pv.Warnings = engine.StatsLines(s)[2:]

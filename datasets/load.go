@@ -226,6 +226,12 @@ func ReadFile(path string, skipBad bool) (*ReadResult, error) {
 // in the given encoding (data.encoding; "" or utf-8 for UTF-8): its bytes
 // are converted to UTF-8 as they are read.
 func ReadFileEncoded(path, encoding string, skipBad bool) (*ReadResult, error) {
+	return readFileEncoded(path, encoding, skipBad, nil)
+}
+
+// readFileEncoded is ReadFileEncoded under a watch: a text file's read
+// stops when the watch's context ends, and counts its bytes.
+func readFileEncoded(path, encoding string, skipBad bool, w *watch) (*ReadResult, error) {
 	kind, comma, err := kindOf(path)
 	if err != nil {
 		return nil, err
@@ -243,8 +249,11 @@ func ReadFileEncoded(path, encoding string, skipBad bool) (*ReadResult, error) {
 	}
 	defer f.Close()
 	var text io.Reader = f
+	if kind != kindParquet {
+		text = w.reader(f) // the file's own bytes, before any conversion
+	}
 	if cm != nil {
-		text = newCharmapReader(f, cm)
+		text = newCharmapReader(text, cm)
 	}
 	switch kind {
 	case kindJSONL:

@@ -1,6 +1,7 @@
 package datasets
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -216,6 +217,16 @@ const (
 
 // Prepare reads, formats, tokenizes, masks, splits and batches a dataset.
 func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
+	return PrepareContext(context.Background(), opts, tok, nil)
+}
+
+// PrepareContext is Prepare that stops when ctx ends, returning its error
+// (wrapped: errors.Is(err, context.Canceled)), and tells progress, when
+// not nil, how far it has come. progress is called from Prepare's
+// goroutines, one call at a time and never after PrepareContext returns;
+// it should return at once.
+func PrepareContext(ctx context.Context, opts Options, tok Tokenizer, progress func(Progress)) (*Prepared, error) {
+	w := newWatch(ctx, progress)
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -237,13 +248,13 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 
 	p := &Prepared{}
 	st := statsBuilder{&p.Stats}
-	format, trainEx, evalEx, rng, err := readSplitExamples(opts, format, cols, opts.Objective, st)
+	format, trainEx, evalEx, rng, err := readSplitExamples(opts, format, cols, opts.Objective, st, w)
 	if err != nil {
 		return nil, err
 	}
 	p.Format = format
 
-	tk := &tokenizing{tok: tok, trainOn: trainOn, maxLen: opts.MaxLength, st: st}
+	tk := &tokenizing{tok: tok, trainOn: trainOn, maxLen: opts.MaxLength, st: st, w: w}
 	if opts.Vision != nil {
 		if tk.vision, err = newVisionTokens(opts.Vision, tok); err != nil {
 			return nil, err
@@ -276,6 +287,7 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 		}
 	}
 
+	w.tokenizing(len(trainEx) + len(evalEx))
 	if err := tk.run(trainEx, opts.SkipBadRows, &p.Train, &p.TrainPairs); err != nil {
 		return nil, err
 	}
@@ -308,17 +320,38 @@ func Prepare(opts Options, tok Tokenizer) (*Prepared, error) {
 // the format named or detected and checked against the objective, then
 // shuffles them with the data seed and holds out the eval split. The
 // shuffle's generator is returned for what comes next (batching).
-func readSplitExamples(opts Options, format Format, cols Columns, obj Objective, st statsBuilder) (Format, []Example, []Example, *rand.Rand, error) {
+func readSplitExamples(opts Options, format Format, cols Columns, obj Objective, st statsBuilder, w *watch) (Format, []Example, []Example, *rand.Rand, error) {
 	st.BadRowReasons = map[string]int{}
 	st.DroppedReasons = map[string]int{}
 	binary := opts.Vision != nil // Parquet image columns keep their bytes
-	trainRecs, err := readRecords(opts.Path, opts.Encoding, opts.SkipBadRows, binary, st)
+	trainFiles, err := DataFiles(opts.Path)
+	if err != nil {
+		return format, nil, nil, nil, fmt.Errorf("data: %w", err)
+	}
+	var evalFiles []string
+	var evalErr error // reported after the training files are read, as before
+	if opts.EvalPath != "" {
+		evalFiles, evalErr = DataFiles(opts.EvalPath)
+	}
+	if w != nil && w.fn != nil {
+		var total int64
+		for _, f := range slices.Concat(trainFiles, evalFiles) {
+			if info, err := os.Stat(f); err == nil {
+				total += info.Size()
+			}
+		}
+		w.reading(total)
+	}
+	trainRecs, err := readRecords(opts.Path, trainFiles, opts.Encoding, opts.SkipBadRows, binary, st, w)
 	if err != nil {
 		return format, nil, nil, nil, err
 	}
+	if evalErr != nil {
+		return format, nil, nil, nil, fmt.Errorf("data: %w", evalErr)
+	}
 	var evalRecs []Record
 	if opts.EvalPath != "" {
-		if evalRecs, err = readRecords(opts.EvalPath, opts.Encoding, opts.SkipBadRows, binary, st); err != nil {
+		if evalRecs, err = readRecords(opts.EvalPath, evalFiles, opts.Encoding, opts.SkipBadRows, binary, st, w); err != nil {
 			return format, nil, nil, nil, err
 		}
 	}
@@ -418,22 +451,27 @@ func holdsSomething(v any) bool {
 // which stops the read unless data.skip_bad_rows is set.
 const SkipBadRowsAdvice = "fix that row, or set data.skip_bad_rows: true to skip unreadable rows (they are counted)"
 
-func readRecords(path, encoding string, skip, binary bool, st statsBuilder) ([]Record, error) {
-	files, err := DataFiles(path)
-	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
-	}
+func readRecords(path string, files []string, encoding string, skip, binary bool, st statsBuilder, w *watch) ([]Record, error) {
 	var recs []Record
 	var bad []*RowError
 	for _, f := range files {
+		if err := w.err(); err != nil {
+			return nil, fmt.Errorf("data: %s: %w", f, err)
+		}
 		var res *ReadResult
+		var err error
 		if kind, _, _ := kindOf(f); binary && kind == kindParquet {
 			var prs []Record
 			if prs, err = readParquetBinary(f); err == nil {
 				res = &ReadResult{Records: prs}
 			}
 		} else {
-			res, err = ReadFileEncoded(f, encoding, skip)
+			res, err = readFileEncoded(f, encoding, skip, w)
+		}
+		if cerr := w.err(); cerr != nil {
+			// Stopped: whatever the reader made of the ended read (a CSV
+			// reader may call it a bad row), the reason is the stop.
+			return nil, fmt.Errorf("data: %s: %w", f, cerr)
 		}
 		if err != nil {
 			if re := (*RowError)(nil); errors.As(err, &re) && !strings.Contains(err.Error(), "skip_bad_rows") {
@@ -449,6 +487,9 @@ func readRecords(path, encoding string, skip, binary bool, st statsBuilder) ([]R
 		}
 		recs = append(recs, res.Records...)
 		bad = append(bad, res.Bad...)
+		if info, err := os.Stat(f); err == nil {
+			w.fileRead(info.Size())
+		}
 	}
 	if len(recs) == 0 {
 		if len(bad) > 0 {
@@ -584,6 +625,8 @@ type tokenizing struct {
 	textEOS int
 	st      statsBuilder
 	vision  *visionTokens // vision runs
+	w       *watch        // stops the workers between examples; hears how many are done
+	done    atomic.Int64  // examples tokenized, both splits
 }
 
 // tokenized is the outcome for one example; examples are tokenized in
@@ -611,7 +654,7 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(exs) {
+				if i >= len(exs) || t.w.err() != nil {
 					return
 				}
 				if exs[i].Chosen != nil {
@@ -619,10 +662,17 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 				} else {
 					out[i] = t.sequence(&exs[i])
 				}
+				if n := t.done.Add(1); n%TokenizedEvery == 0 {
+					t.w.tokenized(int(n))
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	if err := t.w.err(); err != nil {
+		return fmt.Errorf("data: tokenizing: %w", err)
+	}
+	t.w.tokenized(int(t.done.Load()))
 	if f, ok := t.tok.(FallibleEncoder); ok {
 		if err := f.Err(); err != nil {
 			return fmt.Errorf("data: %w", err)

@@ -1,6 +1,9 @@
 package datasets
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // PromptSet is prompt-only data ready for GRPO: the rows in training order
 // (shuffled with the data seed) and the held-out ones, with the chat
@@ -16,6 +19,14 @@ type PromptSet struct {
 // prompt: a prompt column, an optional answer column). The format must be
 // prompt, named or detected; opts.Objective is not needed.
 func PreparePrompts(opts Options, tok Tokenizer) (*PromptSet, error) {
+	return PreparePromptsContext(context.Background(), opts, tok, nil)
+}
+
+// PreparePromptsContext is PreparePrompts that stops when ctx ends and
+// tells progress how far the read has come, as PrepareContext does (it
+// tokenizes nothing, so it reports only the reading).
+func PreparePromptsContext(ctx context.Context, opts Options, tok Tokenizer, progress func(Progress)) (*PromptSet, error) {
+	w := newWatch(ctx, progress)
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -23,7 +34,7 @@ func PreparePrompts(opts Options, tok Tokenizer) (*PromptSet, error) {
 	cols := Columns(opts.Columns)
 	p := &Prepared{}
 	st := statsBuilder{&p.Stats}
-	format, trainEx, evalEx, _, err := readSplitExamples(opts, format, cols, ObjectivePrompts, st)
+	format, trainEx, evalEx, _, err := readSplitExamples(opts, format, cols, ObjectivePrompts, st, w)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 
+	"whet/datasets"
 	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/worker"
@@ -144,9 +145,12 @@ type PreviewImage struct {
 }
 
 // DataPreviewer loads a dataset the way training will (cfg.Data, the
-// model's template and tokenizer) and reports a preview.
+// model's template and tokenizer) and reports a preview. A large file
+// takes seconds: the read stops with ctx's error when ctx ends (the data
+// page's esc), and progress, when not nil, hears how far it has come, one
+// call at a time and never after Preview returns.
 type DataPreviewer interface {
-	Preview(ctx context.Context, cfg engine.RunConfig) (DataPreview, error)
+	Preview(ctx context.Context, cfg engine.RunConfig, progress func(datasets.Progress)) (DataPreview, error)
 }
 
 // GPUStats is one sample of the device's state.

@@ -5,6 +5,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
+	"whet/datasets"
 	"whet/engine"
 )
 
@@ -46,6 +47,13 @@ type (
 		path    string
 		preview DataPreview
 		err     error
+	}
+	// previewProgressMsg is how far the read of preview seq has come;
+	// wait waits for the next report (nil once the read has ended).
+	previewProgressMsg struct {
+		seq      int
+		progress datasets.Progress
+		wait     tea.Cmd
 	}
 	// fitMsg is a fit report; seq drops answers to superseded checks.
 	fitMsg struct {

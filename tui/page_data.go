@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -110,9 +111,15 @@ type dataPage struct {
 	previewedFor string
 	seq          int // numbers the previews asked for
 	loading      bool
-	preview      *DataPreview
-	err          string
-	example      int
+	// cancel stops the read in flight (esc, another file); progress is
+	// how far it has come. stopped: the user stopped the read of
+	// selected, which is chosen but not read.
+	cancel   context.CancelFunc
+	progress datasets.Progress
+	stopped  bool
+	preview  *DataPreview
+	err      string
+	example  int
 	// editing: keys go to the format and columns form.
 	editing  bool
 	settings form.Model
@@ -193,8 +200,9 @@ func (p *dataPage) enter() tea.Cmd {
 	p.files = p.offered()
 	if p.cfg.Data.Path == "" {
 		// The model changed and brought no dataset: nothing is chosen.
+		p.stopRead()
 		p.seq++
-		p.selected, p.loading, p.preview, p.err = "", false, nil, ""
+		p.selected, p.loading, p.preview, p.err, p.stopped = "", false, nil, "", false
 		p.cursor = min(1, len(p.files))
 		return nil
 	}
@@ -301,9 +309,12 @@ func (p *dataPage) setFilter(f string) {
 	p.cursor = min(1, len(p.visible()))
 }
 
-// load starts a preview of path with the config as it stands.
+// load starts a preview of path with the config as it stands, and stops
+// the read before it, whose answer would be dropped anyway.
 func (p *dataPage) load(path string) tea.Cmd {
+	p.stopRead()
 	p.selected, p.loading, p.preview, p.err, p.example = path, true, nil, "", 0
+	p.progress, p.stopped = datasets.Progress{}, false
 	// The config follows the choice at once, so that going back to
 	// another model keeps the file the user picked.
 	p.cfg.Data.Path = path
@@ -315,11 +326,56 @@ func (p *dataPage) load(path string) tea.Cmd {
 		return nil
 	}
 	cfg := *p.cfg
-	pv, ctx, seq := p.previewer, p.ctx, p.seq
-	return func() tea.Msg {
-		pr, err := pv.Preview(ctx, cfg)
+	ctx, cancel := context.WithCancel(p.ctx)
+	p.cancel = cancel
+	pv, seq := p.previewer, p.seq
+	// Only the latest report matters: the reader replaces one the page
+	// has not taken yet, so it never waits for the page.
+	reports := make(chan datasets.Progress, 1)
+	done := make(chan struct{})
+	report := func(pr datasets.Progress) {
+		select {
+		case <-reports:
+		default:
+		}
+		select {
+		case reports <- pr:
+		default:
+		}
+	}
+	var wait tea.Cmd
+	wait = func() tea.Msg {
+		select {
+		case pr := <-reports:
+			return previewProgressMsg{seq: seq, progress: pr, wait: wait}
+		case <-done:
+			return nil
+		}
+	}
+	read := func() tea.Msg {
+		defer cancel()
+		pr, err := pv.Preview(ctx, cfg, report)
+		close(done)
 		return previewMsg{seq: seq, path: path, preview: pr, err: err}
 	}
+	return tea.Batch(read, wait)
+}
+
+// stopRead ends the read in flight, if any. Its answer, should it still
+// come, has an old seq and is dropped.
+func (p *dataPage) stopRead() {
+	if p.cancel != nil {
+		p.cancel()
+		p.cancel = nil
+	}
+}
+
+// stopReading is esc while reading: the read ends at once, and the file
+// stays chosen but unread until enter reads it again.
+func (p *dataPage) stopReading() {
+	p.stopRead()
+	p.seq++
+	p.loading, p.stopped, p.progress, p.note = false, true, datasets.Progress{}, ""
 }
 
 // previewKey is what a preview depends on besides the file: the model
@@ -336,6 +392,9 @@ func (p *dataPage) leave() error {
 	}
 	if p.loading {
 		return fmt.Errorf("the preview of %s is still loading", p.selected)
+	}
+	if p.stopped {
+		return fmt.Errorf("the read of %s was stopped: enter on it to read it again", p.selected)
 	}
 	if p.err != "" && p.previewer != nil {
 		return fmt.Errorf("%s cannot be used: %s", p.selected, p.err)
@@ -423,9 +482,9 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 	switch msg := msg.(type) {
 	case previewMsg:
 		if msg.seq != p.seq {
-			return nil, stay // an answer for a file, or a model, the user has left
+			return nil, stay // an answer for a file, or a model, the user has left, or a stopped read
 		}
-		p.loading = false
+		p.loading, p.cancel = false, nil
 		if strings.HasPrefix(p.note, "still reading the file") {
 			p.note = ""
 		}
@@ -436,6 +495,12 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		pr := msg.preview
 		p.preview = &pr
 		return nil, stay
+	case previewProgressMsg:
+		if msg.seq != p.seq || !p.loading {
+			return nil, stay // a read that was stopped or has ended: no more waiting
+		}
+		p.progress = msg.progress
+		return msg.wait, stay
 	case tea.PasteMsg:
 		if p.editing {
 			p.settings.Paste(msg.Content)
@@ -482,6 +547,12 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 		case "ctrl+u":
 			p.setFilter("")
 		case "esc":
+			if p.loading {
+				// A large file takes a while: esc stops it, as it stops
+				// a download (and the filter, if any, stays).
+				p.stopReading()
+				return nil, stay
+			}
 			if p.filter != "" {
 				p.setFilter("")
 				return nil, stay
@@ -496,12 +567,13 @@ func (p *dataPage) update(msg tea.Msg) (tea.Cmd, nav) {
 			if f == p.selected && p.loading {
 				// Not again: that started the read over (a 100k-row file
 				// takes a while), and the earlier one ran on beside it.
-				p.note = "still reading the file: enter again once its preview shows"
+				p.note = "still reading the file: enter again once its preview shows; esc stops it"
 				return nil, stay
 			}
 			if f == p.selected && !p.loading {
-				if p.err != "" {
-					// Read it again: the file may have been fixed since.
+				if p.err != "" || p.stopped {
+					// Read it again: the file may have been fixed since,
+					// or its read was stopped.
 					return p.load(f), stay
 				}
 				return nil, next
@@ -527,6 +599,9 @@ func (p *dataPage) typing() bool { return !p.editing || p.settings.TextFocused()
 func (p *dataPage) help() []key.Binding {
 	if p.editing {
 		return []key.Binding{bind("↑/↓", "field"), bind("←/→", "change"), bind("enter", "apply"), bind("esc", "cancel")}
+	}
+	if p.loading {
+		return []key.Binding{bind("esc", "stop reading"), bind("type", "filter"), bind("tab", "format/columns")}
 	}
 	// ←/→ for the examples is written beside them, where it applies.
 	return []key.Binding{bind("enter", "preview/next"), bind("type", "filter"), bind("tab", "format/columns"), p.keys.Back}
@@ -649,7 +724,10 @@ func (p *dataPage) previewView(h int) string {
 	case p.selected == "":
 		return st.Muted.Render("enter on a file to preview it as training will see it")
 	case p.loading:
-		return st.Muted.Render("reading " + p.selected + "…")
+		return p.readingView()
+	case p.stopped:
+		return st.Warn.Render(trimTo("stopped reading "+printable(p.selected), p.w)) + "\n" +
+			st.Muted.Render(trimTo("enter on it reads it again, or choose another file", p.w))
 	case p.preview == nil:
 		return ""
 	}
@@ -719,6 +797,30 @@ func (p *dataPage) previewView(h int) string {
 		lines = append(lines, p.exampleWithImages(pr.Examples[i], images, perEx)...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// readingView is the preview's place while the file is read: the stage,
+// a bar of its bytes or rows, and how to stop.
+func (p *dataPage) readingView() string {
+	st := p.styles
+	lines := []string{st.Muted.Render(trimTo("reading "+printable(p.selected)+"…", p.w))}
+	pr := p.progress
+	var done, total int64
+	var what string
+	switch pr.Stage {
+	case datasets.StageReading:
+		done, total = pr.Bytes, pr.TotalBytes
+		what = fmt.Sprintf("%s of %s read", units.Bytes(pr.Bytes), units.Bytes(pr.TotalBytes))
+	case datasets.StageTokenizing:
+		done, total = int64(pr.Rows), int64(pr.TotalRows)
+		what = fmt.Sprintf("%s of %s rows tokenized", units.Count(int64(pr.Rows)), units.Count(int64(pr.TotalRows)))
+	}
+	if total > 0 {
+		nums := fmt.Sprintf(" %3d%%  %s", done*100/total, what)
+		// One bar width for both stages, so the bar does not jump.
+		lines = append(lines, trimTo(progressBar(st, done, total, min(max(p.w-42, 10), 40))+nums, p.w))
+	}
+	return strings.Join(append(lines, st.Muted.Render("esc stops reading")), "\n")
 }
 
 // exampleWithImages draws an example in h lines: its text alone, or with

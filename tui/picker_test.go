@@ -177,7 +177,7 @@ func TestDataPickerRemembersRecentFiles(t *testing.T) {
 // loader does: it cannot tell the format until the user maps the columns.
 type columnsPreviewer struct{}
 
-func (columnsPreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+func (columnsPreviewer) Preview(_ context.Context, cfg engine.RunConfig, _ func(datasets.Progress)) (tui.DataPreview, error) {
 	d := cfg.Data
 	if d.Format != "alpaca" || d.Columns["instruction"] != "question" || d.Columns["output"] != "answer" {
 		return tui.DataPreview{}, fmt.Errorf("%s: cannot tell the data format from the columns (answer, question); expected one of: "+
@@ -290,7 +290,7 @@ func TestSampleHintNamesTheInterval(t *testing.T) {
 // a template without content lists, unless data.template is gemma-3.
 type templatePreviewer struct{}
 
-func (templatePreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+func (templatePreviewer) Preview(_ context.Context, cfg engine.RunConfig, _ func(datasets.Progress)) (tui.DataPreview, error) {
 	if cfg.Data.Template != "gemma-3" {
 		return tui.DataPreview{}, fmt.Errorf("data: %s:1: chat template chatml: content lists (text and image parts) are not supported by this built-in template; gemma-3 and interpreted templates render them", cfg.Data.Path)
 	}
@@ -364,7 +364,7 @@ func TestDataPreviewShowsPairLabels(t *testing.T) {
 // are skipped (data.skip_bad_rows), which the preview then counts.
 type badRowPreviewer struct{ fixed *bool }
 
-func (b badRowPreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+func (b badRowPreviewer) Preview(_ context.Context, cfg engine.RunConfig, _ func(datasets.Progress)) (tui.DataPreview, error) {
 	pv := fake.DemoPreview
 	switch {
 	case *b.fixed:
@@ -480,7 +480,7 @@ func TestDataListUsesTheRoomWhenNothingIsPreviewed(t *testing.T) {
 // does; a file it reads gets the demo preview.
 type readingPreviewer struct{}
 
-func (readingPreviewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+func (readingPreviewer) Preview(_ context.Context, cfg engine.RunConfig, _ func(datasets.Progress)) (tui.DataPreview, error) {
 	r, err := datasets.ReadFile(cfg.Data.Path, cfg.Data.SkipBadRows)
 	if err != nil {
 		return tui.DataPreview{}, fmt.Errorf("data: %w", err)
@@ -535,7 +535,7 @@ type slowPreviewer struct {
 	release chan struct{}
 }
 
-func (s slowPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+func (s slowPreviewer) Preview(ctx context.Context, cfg engine.RunConfig, _ func(datasets.Progress)) (tui.DataPreview, error) {
 	s.calls.Add(1)
 	<-s.release
 	return fake.DemoPreview, nil
@@ -568,6 +568,80 @@ func TestDataPickerEnterWhileReading(t *testing.T) {
 	if strings.Contains(d.screen(), "still reading") {
 		t.Errorf("the note should go once the preview shows:\n%s", d.screen())
 	}
+	d.keys("enter")
+	if !strings.Contains(d.screen(), "Run settings") {
+		t.Errorf("enter after the preview should go on:\n%s", d.screen())
+	}
+}
+
+// steppedPreviewer reports a large file's read a step at a time: each
+// report waits for step (or the stop), then the preview answers. ended
+// counts the reads that have returned.
+type steppedPreviewer struct {
+	step  chan struct{}
+	ended *atomic.Int32
+}
+
+func (s steppedPreviewer) Preview(ctx context.Context, cfg engine.RunConfig, progress func(datasets.Progress)) (tui.DataPreview, error) {
+	defer s.ended.Add(1)
+	for _, pr := range []datasets.Progress{
+		{Stage: datasets.StageReading, Bytes: 9 << 20, TotalBytes: 36 << 20},
+		{Stage: datasets.StageTokenizing, Rows: 45_000, TotalRows: 100_000},
+	} {
+		progress(pr)
+		select {
+		case <-s.step:
+		case <-ctx.Done():
+			return tui.DataPreview{}, ctx.Err()
+		}
+	}
+	return fake.DemoPreview, nil
+}
+
+// A file that takes a while shows how far its read has come: the bytes
+// read, then the rows tokenized, in a bar that fits the page.
+func TestDataPickerShowsReadProgress(t *testing.T) {
+	step := make(chan struct{})
+	o := testOptions(&fake.Engine{})
+	o.Data = steppedPreviewer{step: step, ended: &atomic.Int32{}}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter") // the first file: reading
+	d.waitScreen(" 25%  9.00 MiB of 36.0 MiB read")
+	if s := d.screen(); !strings.Contains(s, "esc stops reading") || !strings.Contains(s, "esc stop reading") {
+		t.Errorf("the page and its footer should say esc stops the read:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+	golden(t, "wizard_3data_reading_80x24", d.view())
+	step <- struct{}{}
+	d.waitScreen(" 45%  45.0k of 100k rows tokenized")
+	step <- struct{}{}
+	d.waitScreen("format messages")
+}
+
+// esc while reading stops the read and leaves the file chosen but unread;
+// enter on it reads it again, and once read, goes on.
+func TestDataPickerEscStopsTheRead(t *testing.T) {
+	step := make(chan struct{})
+	o := testOptions(&fake.Engine{})
+	ended := &atomic.Int32{}
+	o.Data = steppedPreviewer{step: step, ended: ended}
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("9.00 MiB of 36.0 MiB read")
+	d.keys("esc")
+	// The stopped read ends by itself (its context), before any step.
+	d.waitFor("the stopped read to end", func() bool { return ended.Load() == 1 })
+	s := d.screen()
+	if !strings.Contains(s, "stopped reading testdata/datasets/persona.jsonl") || !strings.Contains(s, "Choose the training data") {
+		t.Fatalf("esc while reading should stop the read and stay on the page:\n%s", s)
+	}
+	checkSize(t, d.view(), 80, 24)
+	golden(t, "wizard_3data_stopped_80x24", d.view())
+	d.keys("enter") // reads it again
+	d.waitScreen("9.00 MiB of 36.0 MiB read")
+	step <- struct{}{}
+	step <- struct{}{}
+	d.waitScreen("format messages")
 	d.keys("enter")
 	if !strings.Contains(d.screen(), "Run settings") {
 		t.Errorf("enter after the preview should go on:\n%s", d.screen())

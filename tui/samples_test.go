@@ -77,7 +77,12 @@ func TestSamplePromptsFollowDefaultsUnlessTyped(t *testing.T) {
 	if got := fieldValue(d.screen(), "Sample prompts"); got != "" {
 		t.Errorf("qlora's defaults have no prompt; the field shows %q", got)
 	}
-	d.keys("esc", "esc", "left") // back to lora
+	// Back on the data page the file is read again (the settings page
+	// changed the data settings); esc while it reads would stop the read,
+	// so the preview comes first.
+	d.keys("esc")
+	d.waitScreen("format messages")
+	d.keys("esc", "left") // back to lora
 	if got := d.m.Config().Train.SamplePrompts; !reflect.DeepEqual(got, []string{"Why does bread rise?"}) {
 		t.Errorf("lora's defaults bring the demo's prompt back, config has %q", got)
 	}

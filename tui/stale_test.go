@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"whet/datasets"
 	"whet/engine"
 	"whet/tui"
 	"whet/tui/fake"
@@ -20,7 +21,7 @@ type modelPreviewer struct {
 	gates map[string]chan struct{}
 }
 
-func (p modelPreviewer) Preview(ctx context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+func (p modelPreviewer) Preview(ctx context.Context, cfg engine.RunConfig, _ func(datasets.Progress)) (tui.DataPreview, error) {
 	if g, ok := p.gates[cfg.Model]; ok {
 		<-g
 	}
@@ -99,7 +100,9 @@ func TestLatePreviewForLeftModelIsDropped(t *testing.T) {
 	d := newDriver(t, o, 80, 24)
 	d.keys("enter", "enter") // the demo's preview starts and waits at its gate
 	d.waitScreen("reading testdata/datasets/persona.jsonl")
-	d.keys("esc", "esc", "home", "down", "enter", "enter")
+	// esc stops the read (this previewer answers all the same, once its
+	// gate opens), then esc, esc back to the models.
+	d.keys("esc", "esc", "esc", "home", "down", "enter", "enter")
 	d.waitScreen("[read for testdata/models/broken, template llama3]")
 	close(gate)
 	d.send(<-d.msgs) // the demo's answer, late

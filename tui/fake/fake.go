@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"whet/datasets"
 	"whet/datasets/vision"
 	"whet/engine"
 	"whet/engine/units"
@@ -337,7 +338,7 @@ type Previewer struct {
 }
 
 // Preview implements tui.DataPreviewer.
-func (p Previewer) Preview(_ context.Context, cfg engine.RunConfig) (tui.DataPreview, error) {
+func (p Previewer) Preview(_ context.Context, cfg engine.RunConfig, _ func(datasets.Progress)) (tui.DataPreview, error) {
 	if p.Err != nil {
 		return tui.DataPreview{}, p.Err
 	}
