@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -56,6 +57,88 @@ type TrainerState struct {
 	// name) that a failed write could not store before this checkpoint;
 	// a resume writes them.
 	Unwritten map[string][]string `json:"unwritten,omitempty"`
+}
+
+// MarshalJSON writes a NaN or infinite epoch or last loss as null (as
+// status.json and metrics.jsonl do): encoding/json refuses them, which
+// would fail the checkpoint of a run whose last loss was not finite.
+func (s TrainerState) MarshalJSON() ([]byte, error) {
+	type plain TrainerState // without these methods
+	return json.Marshal(struct {
+		plain
+		Epoch    json.RawMessage `json:"epoch"`
+		LastLoss json.RawMessage `json:"last_loss"`
+	}{plain(s), jsonNumber(s.Epoch), jsonNumber(s.LastLoss)})
+}
+
+// UnmarshalJSON reads a null epoch or last loss as NaN.
+func (s *TrainerState) UnmarshalJSON(b []byte) error {
+	type plain TrainerState
+	var raw struct {
+		*plain
+		Epoch    json.RawMessage `json:"epoch"`
+		LastLoss json.RawMessage `json:"last_loss"`
+	}
+	raw.plain = (*plain)(s)
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *float64
+	}{{"epoch", raw.Epoch, &s.Epoch}, {"last_loss", raw.LastLoss, &s.LastLoss}} {
+		switch {
+		case len(f.raw) == 0:
+		case string(f.raw) == "null":
+			*f.dst = math.NaN()
+		default:
+			if err := json.Unmarshal(f.raw, f.dst); err != nil {
+				return fmt.Errorf("%s: %w", f.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// readTrainerState reads a checkpoint's trainer_state.json
+// (parseTrainerState).
+func readTrainerState(path string) (TrainerState, error) {
+	js, err := atomicfile.ReadFile(path)
+	if err != nil {
+		return TrainerState{}, err // it names the file
+	}
+	return parseTrainerState(path, js)
+}
+
+// parseTrainerState reads the bytes of trainer_state.json, at path.
+// Errors name the file; counts below zero (a resume would index its data
+// order with them) and unwritten lines that are not one line each (a
+// resume appends them to the run's JSON-lines files) are refused.
+func parseTrainerState(path string, js []byte) (TrainerState, error) {
+	var st TrainerState
+	if len(strings.TrimSpace(string(js))) == 0 {
+		return st, fmt.Errorf("%s is empty", path)
+	}
+	if err := json.Unmarshal(js, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"step", st.Step}, {"cursor", st.Cursor}, {"opt_step", st.OptStep}, {"params", st.Params}} {
+		if f.v < 0 {
+			return st, fmt.Errorf("%s: %s is %d, below 0", path, f.name, f.v)
+		}
+	}
+	for file, lines := range st.Unwritten {
+		for i, l := range lines {
+			if strings.ContainsAny(l, "\r\n") {
+				return st, fmt.Errorf("%s: unwritten[%q][%d] holds a line break", path, file, i)
+			}
+		}
+	}
+	return st, nil
 }
 
 // checkpointHook, when set (tests), is called between the stages of a
@@ -286,12 +369,9 @@ func LoadCheckpoint(path string, m *Model) (TrainerState, error) {
 func loadCheckpoint(path string, m *Model, set func(p *Param, part int, v []float32) error) (TrainerState, error) {
 	var st TrainerState
 	damaged := func(err error) (TrainerState, error) { return st, &DamagedCheckpointError{Path: path, Err: err} }
-	js, err := atomicfile.ReadFile(filepath.Join(path, stateFile))
+	st, err := readTrainerState(filepath.Join(path, stateFile))
 	if err != nil {
 		return damaged(err)
-	}
-	if err := json.Unmarshal(js, &st); err != nil {
-		return damaged(fmt.Errorf("%s: %w", stateFile, err))
 	}
 	if st.ModelType != "" && st.ModelType != m.Cfg.ModelType {
 		return st, fmt.Errorf("checkpoint %s is for a %s model, not %s", path, st.ModelType, m.Cfg.ModelType)

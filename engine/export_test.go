@@ -1,6 +1,10 @@
 package engine
 
-import "time"
+import (
+	"encoding/json"
+	"io"
+	"time"
+)
 
 // SetRunNameClock names runs without a name by now until the test ends.
 func SetRunNameClock(t interface{ Cleanup(func()) }, now func() time.Time) {
@@ -49,3 +53,25 @@ func RegisterBackendForTest(t interface{ Cleanup(func()) }, name string, f Backe
 		}
 	})
 }
+
+// ParseTrainerState reads the bytes of a checkpoint's trainer_state.json.
+func ParseTrainerState(path string, js []byte) (TrainerState, error) {
+	return parseTrainerState(path, js)
+}
+
+// ParseStatus reads the bytes of a run's status.json.
+func ParseStatus(path string, raw []byte) (RunStatus, error) { return parseStatus(path, raw) }
+
+// ReadMetricsFrom and ReadSamplesFrom read metrics.jsonl and
+// samples.jsonl from r, as RunDir.ReadMetrics and ReadSamples read the
+// files.
+func ReadMetricsFrom(path string, r io.Reader) ([]MetricLine, []string, error) {
+	return readMetrics(path, r)
+}
+
+func ReadSamplesFrom(path string, r io.Reader) ([]SampleEvent, []string, error) {
+	return readSamples(path, r)
+}
+
+// SampleLineJSON is the samples.jsonl line the trainer writes for s.
+func SampleLineJSON(s SampleEvent) ([]byte, error) { return json.Marshal(newSampleLine(s)) }

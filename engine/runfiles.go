@@ -135,6 +135,11 @@ type sampleLine struct {
 	Rewards map[string]float64 `json:"rewards,omitempty"`
 }
 
+// newSampleLine is the samples.jsonl line of a generation.
+func newSampleLine(s SampleEvent) sampleLine {
+	return sampleLine{Step: s.Step, Prompt: s.Prompt, Text: s.Text, Rewards: s.Rewards}
+}
+
 // jsonlWrite, when set (tests), stands in for the file's Write, so a test
 // can write part of a line and fail the way a full disk does.
 var jsonlWrite func(path string, f *os.File, b []byte) (int, error)
@@ -235,15 +240,29 @@ func trimAfterStep(path string, step int) (map[string]bool, error) {
 	return atStep, nil
 }
 
-// ReadStatus reads status.json.
+// ReadStatus reads status.json. An error other than a missing file names
+// the file; an empty one (a crash while it was rewritten in place, or a
+// file system that lost its data) is said to be empty.
 func (d RunDir) ReadStatus() (RunStatus, error) {
-	var st RunStatus
 	raw, err := atomicfile.ReadFile(d.Status())
 	if err != nil {
-		return st, err
+		return RunStatus{}, err // it names the file
+	}
+	return parseStatus(d.Status(), raw)
+}
+
+// parseStatus reads the bytes of status.json, at path.
+func parseStatus(path string, raw []byte) (RunStatus, error) {
+	var st RunStatus
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return st, fmt.Errorf("%s is empty", path)
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", d.Status(), err)
+		return st, fmt.Errorf("%s: %w", path, err)
+	}
+	if st.State == "" {
+		// null, {} or a state of "": the listing would show no state.
+		return st, fmt.Errorf("%s: no state", path)
 	}
 	return st, nil
 }
@@ -251,9 +270,12 @@ func (d RunDir) ReadStatus() (RunStatus, error) {
 // ReadMetrics reads metrics.jsonl whole, for a viewer that replays a run.
 // A torn last line (a run killed mid-write) is left out silently; any
 // other unreadable line is left out and named in a warning.
-func (d RunDir) ReadMetrics() ([]MetricLine, []string, error) {
+func (d RunDir) ReadMetrics() ([]MetricLine, []string, error) { return readMetrics(d.Metrics(), nil) }
+
+// readMetrics reads metrics.jsonl, at path, from r (nil: the file).
+func readMetrics(path string, r io.Reader) ([]MetricLine, []string, error) {
 	var out []MetricLine
-	warnings, err := readJSONL(d.Metrics(), func(line []byte) error {
+	warnings, err := readJSONL(path, r, func(line []byte) error {
 		l, err := ParseMetricLine(line)
 		if err == nil {
 			out = append(out, l)
@@ -264,9 +286,12 @@ func (d RunDir) ReadMetrics() ([]MetricLine, []string, error) {
 }
 
 // ReadSamples reads samples.jsonl whole, like ReadMetrics.
-func (d RunDir) ReadSamples() ([]SampleEvent, []string, error) {
+func (d RunDir) ReadSamples() ([]SampleEvent, []string, error) { return readSamples(d.Samples(), nil) }
+
+// readSamples reads samples.jsonl, at path, from r (nil: the file).
+func readSamples(path string, r io.Reader) ([]SampleEvent, []string, error) {
 	var out []SampleEvent
-	warnings, err := readJSONL(d.Samples(), func(line []byte) error {
+	warnings, err := readJSONL(path, r, func(line []byte) error {
 		var s sampleLine
 		if err := json.Unmarshal(line, &s); err != nil {
 			return err
@@ -300,18 +325,22 @@ func (l MetricLine) Event() Event {
 }
 
 // readJSONL calls parse on each line of a JSON-lines file of the run
-// folder. A missing file is no lines.
-func readJSONL(path string, parse func([]byte) error) ([]string, error) {
-	f, err := atomicfile.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+// folder, read from in (nil: the file at path). A missing file is no
+// lines.
+func readJSONL(path string, in io.Reader, parse func([]byte) error) ([]string, error) {
+	if in == nil {
+		f, err := atomicfile.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		in = f
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	var warnings []string
-	r := bufio.NewReaderSize(f, 1<<16)
+	r := bufio.NewReaderSize(in, 1<<16)
 	for n := 1; ; n++ {
 		line, err := r.ReadBytes('\n')
 		if err == io.EOF {

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -611,7 +610,7 @@ func (t *Trainer) logEval(step int, loss float64) error {
 func (t *Trainer) logSamples(samples []SampleEvent) error {
 	lines := make([]any, len(samples))
 	for i, s := range samples {
-		lines[i] = sampleLine{Step: s.Step, Prompt: s.Prompt, Text: s.Text, Rewards: s.Rewards}
+		lines[i] = newSampleLine(s)
 	}
 	return t.appendRunFile(RunDir(t.Dir).Samples(), lines...)
 }
@@ -697,10 +696,15 @@ type RunStatus struct {
 	LastLoss float64 `json:"last_loss"` // null in the file when NaN or infinite
 }
 
-// MarshalJSON writes a NaN or infinite last loss as null.
+// MarshalJSON writes a NaN or infinite last loss as null. The state is
+// quoted by encoding/json: strconv.Quote's escapes (\x00, \a) are not JSON.
 func (s RunStatus) MarshalJSON() ([]byte, error) {
+	state, err := json.Marshal(s.State)
+	if err != nil {
+		return nil, err
+	}
 	return fmt.Appendf(nil, `{"state":%s,"step":%d,"total_steps":%d,"last_loss":%s}`,
-		strconv.Quote(s.State), s.Step, s.Total, jsonNumber(s.LastLoss)), nil
+		state, s.Step, s.Total, jsonNumber(s.LastLoss)), nil
 }
 
 // UnmarshalJSON reads a null last loss as NaN.

@@ -231,7 +231,7 @@ func (p *runsPage) stateLabel(r RunInfo) string {
 	switch {
 	case r.Live && r.State == "paused":
 		return st.Warn.Render("‖ paused")
-	case r.Live && (r.State == "running" || r.State == "unknown" || r.State == ""):
+	case r.Live && (r.State == "running" || r.State == "unknown" || r.State == "unreadable" || r.State == ""):
 		if r.Silent > 0 {
 			return st.Warn.Render("? silent")
 		}
@@ -316,6 +316,9 @@ func (p *runsPage) detail(r RunInfo, w int) []string {
 		} else {
 			add(st.Muted, "no worker log: its error went to the terminal that trained it.")
 		}
+		resume()
+	case r.State == "unreadable":
+		add(st.Warn, fmt.Sprintf("%s: how it ended is not known. enter shows its history.", orDefault(r.StatusErr, "its status.json could not be read")))
 		resume()
 	default:
 		add(st.Muted, "enter shows what its folder holds.")

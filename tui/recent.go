@@ -26,8 +26,8 @@ func defaultRecentFile() (string, error) {
 	return filepath.Join(dir, "whet", "recent-datasets"), nil
 }
 
-// readRecent returns the listed files that still exist; a missing list is
-// empty.
+// readRecent returns the listed files that still exist, each once; a
+// missing list is empty.
 func readRecent(list string) ([]string, error) {
 	raw, err := os.ReadFile(list)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -37,13 +37,21 @@ func readRecent(list string) ([]string, error) {
 		return nil, fmt.Errorf("recent dataset files: %w", err)
 	}
 	var out []string
+	seen := map[string]bool{} // a list edited by hand may name a file twice
 	for _, l := range strings.Split(string(raw), "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" || !filepath.IsAbs(l) {
-			continue
-		}
-		if st, err := os.Stat(l); err == nil && !st.IsDir() {
-			out = append(out, l)
+		// The line as addRecent wrote it (a name may begin or end with a
+		// space); trimmed, for a list edited by hand (CRLF, indents).
+		for _, name := range []string{strings.TrimSuffix(l, "\r"), strings.TrimSpace(l)} {
+			if name == "" || !filepath.IsAbs(name) {
+				continue
+			}
+			if st, err := os.Stat(name); err == nil && !st.IsDir() {
+				if !seen[name] {
+					out = append(out, name)
+					seen[name] = true
+				}
+				break
+			}
 		}
 	}
 	return out, nil

@@ -93,5 +93,10 @@ func ReadFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	b, err := io.ReadAll(f)
+	if err != nil {
+		// Open's errors name path; a read's would not.
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return b, nil
 }

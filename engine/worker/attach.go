@@ -27,9 +27,13 @@ func Attach(rd engine.RunDir) (<-chan engine.Event, engine.RunControl, []string,
 // (without a DoneEvent), so nothing is left waiting on a reader that went
 // away. The run goes on.
 func AttachContext(ctx context.Context, rd engine.RunDir) (<-chan engine.Event, engine.RunControl, []string, error) {
-	st, err := rd.ReadStatus()
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil, err
+	// A status.json that cannot be read (empty after a crash, garbled)
+	// does not keep the run from being shown: its history is replayed
+	// with a warning that names the file, and a run no worker trains ends
+	// saying its state is not known.
+	st, statusErr := rd.ReadStatus()
+	if errors.Is(statusErr, fs.ErrNotExist) {
+		statusErr = nil
 	}
 	// Connect before reading the history: what happens while it is read
 	// waits in the connection and is deduplicated below.
@@ -44,6 +48,9 @@ func AttachContext(ctx context.Context, rd engine.RunDir) (<-chan engine.Event, 
 			conn.Close()
 		}
 		return nil, nil, nil, err
+	}
+	if statusErr != nil {
+		warnings = append(warnings, statusErr.Error())
 	}
 	out := make(chan engine.Event, 64)
 	var last marks
@@ -69,7 +76,7 @@ func AttachContext(ctx context.Context, rd engine.RunDir) (<-chan engine.Event, 
 			}
 		}
 		if conn == nil {
-			send(finished(rd, st, last))
+			send(finished(rd, st, statusErr, last))
 			return
 		}
 		for {
@@ -96,8 +103,11 @@ func AttachContext(ctx context.Context, rd engine.RunDir) (<-chan engine.Event, 
 		}
 		// The worker hung up without a DoneEvent: it ended between the
 		// history and now, or it was killed.
-		st, _ := rd.ReadStatus()
-		send(finished(rd, st, last))
+		st, err := rd.ReadStatus()
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+		send(finished(rd, st, err, last))
 	}()
 	var ctl engine.RunControl = finishedControl{}
 	if conn != nil {
@@ -206,14 +216,20 @@ func replay(rd engine.RunDir, st engine.RunStatus) ([]engine.Event, []string, er
 
 // finished is the DoneEvent of a run no worker trains: what its status
 // says (a run whose process ended before its first status failed), or a
-// crash; its time is the newest step's.
-func finished(rd engine.RunDir, st engine.RunStatus, last marks) engine.DoneEvent {
+// crash; its time is the newest step's. statusErr is why status.json
+// could not be read (nil if it was, or is missing).
+func finished(rd engine.RunDir, st engine.RunStatus, statusErr error, last marks) engine.DoneEvent {
 	d := engine.DoneEvent{Step: max(st.Step, last.step), FinalDir: rd.Path(), Elapsed: last.elapsed, Checkpointed: rd.HasCheckpoint()}
 	// Why it failed, as whet runs says it (its worker's last words, or
 	// that it ended before its first status.json); what whet train does
 	// next is the summary's own line (DoneEvent.Checkpointed).
 	r, _, _ := Read(rd, time.Now())
 	switch {
+	case statusErr != nil:
+		// Done, stopped or crashed: the file that said it is lost.
+		r := Run{State: "crashed", Config: rd.Config()}
+		r.resumeFacts(rd)
+		d.Err = fmt.Errorf("no process trains run %s and how it ended is not known (%v); %s", rd.Path(), statusErr, r.next())
 	case st.State == "done":
 	case st.State == "stopped":
 		d.Stopped = true

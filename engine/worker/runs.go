@@ -55,6 +55,9 @@ type Run struct {
 	ResumeStep               int
 	// ResumeErr says why the checkpoints could not be listed.
 	ResumeErr string
+	// StatusErr says why status.json could not be read (State is then
+	// "unreadable"): a crash can leave it empty.
+	StatusErr string
 	Config    string // the run's run.yaml
 }
 
@@ -201,7 +204,7 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 	if !noStatus {
 		isRun = true
 		if err != nil {
-			r.State = "unreadable"
+			r.State, r.StatusErr = "unreadable", err.Error()
 			warnings = append(warnings, err.Error())
 		} else {
 			r.State, r.Step, r.Total = st.State, st.Step, st.Total
@@ -226,7 +229,7 @@ func Read(run engine.RunDir, now time.Time) (r Run, isRun bool, warnings []strin
 	} else if r.State == "failed" {
 		// Why, where its worker's log tells; whet train resumes it too.
 		r.crashFacts(run)
-	} else if r.State == "stopped" {
+	} else if r.State == "stopped" || r.State == "unreadable" {
 		// whet train resumes these too: say from where.
 		r.resumeFacts(run)
 	}
@@ -304,10 +307,17 @@ func LastMetric(path, name string) (step int, value float64, ok bool, err error)
 			buf = buf[i+1:]
 		}
 	}
-	sc := bufio.NewScanner(bytes.NewReader(buf))
-	sc.Buffer(make([]byte, 0, 64<<10), MetricsTail)
-	for sc.Scan() {
-		m, err := engine.ParseMetricLine(sc.Bytes())
+	// Lines are split here: a bufio.Scanner failed the whole read ("token
+	// too long") on a tail with no newline in it (a long torn line), and
+	// the run lost its step and loss.
+	for len(buf) > 0 {
+		line := buf
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			line, buf = buf[:i], buf[i+1:]
+		} else {
+			buf = nil
+		}
+		m, err := engine.ParseMetricLine(line)
 		if err != nil {
 			continue
 		}
@@ -317,9 +327,6 @@ func LastMetric(path, name string) (step int, value float64, ok bool, err error)
 		if v, has := m.Values[name]; has { // null (NaN) reads as NaN
 			step, value, ok = m.Step, v, true
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
 	}
 	return step, value, ok, nil
 }
