@@ -8,7 +8,7 @@ import (
 	"strings"
 	"sync"
 
-	"whet/engine"
+	"whet/engine/spell"
 )
 
 // hideFlags keeps the named flags out of fs's help (whet CMD --help and
@@ -135,18 +135,18 @@ var flagKinds = map[string]string{
 	"duration": "a duration such as 90s, 30m or 1h",
 }
 
-// nearestFlag is the command's flag closest to a misspelt name, one that
-// differs by at most two edits (--model-dir for --models-dir); "" when none
-// is that close.
+// nearestFlag is the command's flag closest to a misspelt name, one near
+// it by spell.Near (--model-dir for --models-dir); "" when none is that
+// close.
 func nearestFlag(fs *flag.FlagSet, name string) string {
-	best, bestD := "", 3
+	best, bestD := "", 0
 	hidden, _ := hiddenFlags.Load(fs.Name())
 	fs.VisitAll(func(f *flag.Flag) {
 		if h, _ := hidden.(map[string]bool); h[f.Name] {
 			return
 		}
-		d := engine.EditDistance(strings.ToLower(name), f.Name)
-		if d < bestD || (d == bestD && best != "" && f.Name < best) {
+		d, near := spell.Near(name, f.Name)
+		if near && (best == "" || d < bestD || (d == bestD && f.Name < best)) {
 			best, bestD = f.Name, d
 		}
 	})

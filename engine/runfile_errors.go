@@ -289,13 +289,13 @@ func suggestKey(unknown string, keys []string) string {
 		return a
 	}
 	for alias, a := range keyAliases { // a typo in another trainer's name
-		if EditDistance(u, alias) <= 2 && slices.Contains(keys, a) {
+		if _, near := spell.Near(u, alias); near && slices.Contains(keys, a) {
 			return a
 		}
 	}
-	best, bestD := "", 3
+	best, bestD := "", 0
 	for _, k := range keys {
-		if d := EditDistance(u, k); d < bestD {
+		if d, near := spell.Near(u, k); near && (best == "" || d < bestD) {
 			best, bestD = k, d
 		}
 	}
@@ -309,12 +309,6 @@ func suggestKey(unknown string, keys []string) string {
 	}
 	return ""
 }
-
-// EditDistance is the Levenshtein distance between a and b (spell.Distance,
-// the one rule behind every "did you mean": run-file keys here,
-// command-line flags in main, catalog names in presets, chat-template
-// filters in datasets/jinja).
-func EditDistance(a, b string) int { return spell.Distance(a, b) }
 
 // yamlKindName says what a YAML tag is, for "… is not a number".
 func yamlKindName(tag string) string {

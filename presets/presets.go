@@ -23,6 +23,7 @@ import (
 	"whet/engine"
 	"whet/engine/memplan"
 	"whet/engine/reward"
+	"whet/engine/spell"
 )
 
 //go:embed models.yaml
@@ -374,13 +375,15 @@ func Lookup(name string) (*Model, error) {
 
 // suggest lists catalog names sharing the query's first word, or all names
 // when none does, so the error message points at something usable.
-// nearest is the catalog name within two edits of key (a typo such as
-// qwen2.5-05b), "" when none or more than one is that close.
+// nearest is the catalog name nearest key by spell.Near (a typo such as
+// qwen2.5-05b), "" when none is that close or several are the closest.
 func nearest(models []Model, key string) string {
-	best, bestD, ties := "", 3, 0
+	best, bestD, ties := "", 0, 0
 	for _, m := range models {
-		switch d := engine.EditDistance(key, strings.ToLower(m.Name)); {
-		case d < bestD:
+		d, near := spell.Near(key, m.Name)
+		switch {
+		case !near:
+		case best == "" || d < bestD:
 			best, bestD, ties = m.Name, d, 0
 		case d == bestD:
 			ties++

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 
+	"whet/engine/spell"
 	"whet/engine/units"
 )
 
@@ -203,35 +204,15 @@ func Set(environ []string) []Setting {
 }
 
 // Nearest returns the switch whose name is closest to name (for "did you
-// mean"), ok false when none is within a few edits.
+// mean"), ok false when none is near it by spell.Near.
 func Nearest(name string) (string, bool) {
-	best, bestD := "", 4
+	best, bestD := "", 0
 	for _, s := range switches {
-		if d := editDistance(name, s.Name); d < bestD {
+		if d, near := spell.Near(name, s.Name); near && (best == "" || d < bestD) {
 			best, bestD = s.Name, d
 		}
 	}
 	return best, best != ""
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := prev[j-1]
-			if a[i-1] != b[j-1] {
-				c++
-			}
-			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // ParseArch reads an architecture written as NVRTC names it, "sm_XY" (the

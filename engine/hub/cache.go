@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"whet/engine/spell"
 )
 
 // Modes of what the cache writes: the user's umask applies on top, and
@@ -354,8 +356,8 @@ func createUnique(dir, prefix string) (*os.File, error) {
 	}
 }
 
-// similar names the cached repos whose id is close to repo (the same but
-// for case, or at most two letters apart), the closest first, at most
+// similar names the cached repos whose id is near repo (spell.Near: the
+// same but for case, or a typo or two away), the closest first, at most
 // three, repo itself excluded. It reads folder names only.
 func (c Cache) similar(repo string) []string {
 	entries, err := os.ReadDir(c.Dir)
@@ -367,7 +369,6 @@ func (c Cache) similar(repo string) []string {
 		dist int
 	}
 	var out []cand
-	want := strings.ToLower(repo)
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), "models--")
 		if !ok || !e.IsDir() {
@@ -378,7 +379,7 @@ func (c Cache) similar(repo string) []string {
 		if !ok || id == repo || checkRepoID(id) != nil {
 			continue
 		}
-		if d := editDistance(want, strings.ToLower(id), 3); d <= 2 {
+		if d, near := spell.Near(repo, id); near {
 			out = append(out, cand{id, d})
 		}
 	}
@@ -393,34 +394,4 @@ func (c Cache) similar(repo string) []string {
 		ids = append(ids, out[i].id)
 	}
 	return ids
-}
-
-// editDistance is the Levenshtein distance of a and b (in bytes), or
-// limit when it is at least limit.
-func editDistance(a, b string, limit int) int {
-	if d := len(a) - len(b); d >= limit || -d >= limit {
-		return limit
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		best := cur[0]
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			best = min(best, cur[j])
-		}
-		if best >= limit {
-			return limit
-		}
-		prev, cur = cur, prev
-	}
-	return min(prev[len(b)], limit)
 }
