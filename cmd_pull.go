@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
 
@@ -82,8 +81,8 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *configOnly {
 		opts.Files = hub.ConfigOnly
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
-	defer stop()
+	ctx, received, release := stopOnSignal(context.Background())
+	defer release()
 	var show *pullPrinter
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
@@ -100,8 +99,11 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if *jsonOut {
 			json.NewEncoder(stdout).Encode(errorJSON(err))
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("cancelled; what arrived is kept in %s and `whet pull %s` resumes", client.CacheDir, ref)
+		if sig := received(); sig != 0 && ctx.Err() != nil {
+			// Stopped by Ctrl-C or SIGTERM: exit 130 or 143, as a shell
+			// reports a process the signal ended.
+			return &interruptedError{sig: sig, msg: fmt.Sprintf("cancelled by %s (exit status %d); what arrived is kept in %s and `whet pull %s` resumes",
+				signalName(sig), 128+int(sig), client.CacheDir, ref)}
 		}
 		return err
 	}
@@ -437,15 +439,21 @@ func pullModelArg(ctx context.Context, model string, files func(string) bool, w 
 		show.endpoint, cacheDir = s.Endpoint, s.CacheDir
 	}
 	// Ctrl-C or SIGTERM during the download ends it as whet pull's does, saying what
-	// was kept, rather than killing the process mid-line.
-	ctx, stop := signal.NotifyContext(ctx, stopSignals...)
-	defer stop()
+	// was kept, rather than killing the process mid-line; the command
+	// then exits 130 or 143 (interruptedError), as a finished whet train
+	// stopped by the signal does, so `whet train … && whet export …` stops.
+	ctx, received, release := stopOnSignal(ctx)
+	defer release()
 	dir, notice, err := engine.ModelFolder(ctx, model, hub.PullOptions{Files: files, Progress: show.report})
 	show.finish()
 	if notice != "" {
 		fmt.Fprintln(w, notice)
 	}
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		if sig := received(); sig != 0 {
+			return "", &interruptedError{sig: sig, msg: fmt.Sprintf("download of %s stopped by %s (exit status %d); what arrived is kept in %s and the pull resumes where it stopped when you run this again (or `whet pull %s`)",
+				model, signalName(sig), 128+int(sig), cacheDir, model)}
+		}
 		return "", fmt.Errorf("download of %s cancelled; what arrived is kept in %s and running this again (or `whet pull %s`) resumes it", model, cacheDir, model)
 	}
 	return dir, err

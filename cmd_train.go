@@ -117,12 +117,15 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer closeOutput()
 	out := &closableOutput{onClose: closeOutput}
 	stdout, stderr = out.wrap(stdout), out.wrap(stderr)
-	ctx, received, release := stopOnSignal(base)
-	defer release()
-	// A Hub id is pulled here, with progress; the run keeps the id.
-	if _, err := pullModelArg(ctx, cfg.Model, nil, stderr); err != nil {
+	// A Hub id is pulled here, with progress; the run keeps the id. The
+	// pull listens for Ctrl-C and SIGTERM itself (ending with an
+	// interruptedError, exit 130 or 143), so the run's own listener starts
+	// after it: two listeners would race to say which signal came.
+	if _, err := pullModelArg(base, cfg.Model, nil, stderr); err != nil {
 		return err
 	}
+	ctx, received, release := stopOnSignal(base)
+	defer release()
 	switch {
 	case *detach:
 		extra := parallelArgs
@@ -145,10 +148,15 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			// The first signal asks the trainer to stop with a checkpoint;
 			// stopOnSignal gave the signals back, so a second one ends the
 			// process.
-			if out.closed.Load() {
+			switch {
+			case out.closed.Load():
 				fmt.Fprintln(stderr, "whet train: the output was closed: stopping after the current step with a checkpoint")
-			} else {
+			case received() == syscall.SIGINT:
 				fmt.Fprintln(stderr, "whet train: stopping: finishing the current step and writing a checkpoint (Ctrl-C again to quit without it)")
+			default:
+				// SIGTERM comes from kill, a scheduler or docker stop, not
+				// from a key: name what ends it at once.
+				fmt.Fprintln(stderr, "whet train: stopping: finishing the current step and writing a checkpoint (a second signal, SIGTERM or Ctrl-C, quits at once without it)")
 			}
 		case <-finished:
 		}

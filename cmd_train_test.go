@@ -74,10 +74,12 @@ train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad
 		trigger  string
 		sig      syscall.Signal
 		wantCode int
+		wantStop string // what the stop line says ends the process at once
 	}{
-		{"step 1/", syscall.SIGINT, 130},
-		{"sample step 2", syscall.SIGINT, 130},
-		{"step 1/", syscall.SIGTERM, 143},
+		{"step 1/", syscall.SIGINT, 130, "(Ctrl-C again to quit without it)"},
+		{"sample step 2", syscall.SIGINT, 130, "(Ctrl-C again to quit without it)"},
+		// SIGTERM came from kill or a scheduler: no Ctrl-C was pressed.
+		{"step 1/", syscall.SIGTERM, 143, "(a second signal, SIGTERM or Ctrl-C, quits at once without it)"},
 	} {
 		t.Run(tc.trigger+"/"+tc.sig.String(), func(t *testing.T) {
 			os.RemoveAll(filepath.Join(dir, "sigint"))
@@ -96,8 +98,8 @@ train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad
 			if _, err := fmt.Sscanf(lastLine, "stopped at step %d", &step); err != nil || step == 0 {
 				t.Fatalf("last line %q, want \"stopped at step N\"; output:\n%s", lastLine, text)
 			}
-			if !strings.Contains(errOut.String(), "stopping: finishing the current step and writing a checkpoint") {
-				t.Errorf("stderr %q does not say that the run is stopping", errOut.String())
+			if !strings.Contains(errOut.String(), "stopping: finishing the current step and writing a checkpoint "+tc.wantStop+"\n") {
+				t.Errorf("stderr %q does not say that the run is stopping and %s", errOut.String(), tc.wantStop)
 			}
 			cps, err := engine.ListCheckpoints(filepath.Join(dir, "sigint", "checkpoints"))
 			if err != nil || len(cps) == 0 || cps[len(cps)-1].Step != step {

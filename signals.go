@@ -16,7 +16,8 @@ import (
 var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
 
 // interruptedError ends a command that a signal stopped in good order
-// (whet train: after its stop checkpoint is written). main prints it and
+// (whet train: after its stop checkpoint is written; whet pull, and a
+// command pulling its model: with the bytes kept). main prints it and
 // exits with 128 plus the signal's number, the status a shell gives a
 // process that signal ended (130 for SIGINT, 143 for SIGTERM), so that
 // `whet train -c run.yaml && whet export …` does not go on to export a
@@ -47,7 +48,7 @@ func signalName(s syscall.Signal) string {
 // stopOnSignal returns a context cancelled by the first of stopSignals and
 // a function that says which one came (0 while none has). After the first
 // signal the signals are given back to the runtime, so that a second one
-// ends the process at once (the "Ctrl-C again to quit" of whet train).
+// ends the process at once (whet train's "Ctrl-C again to quit").
 // release stops listening; call it when the command ends.
 func stopOnSignal(parent context.Context) (ctx context.Context, received func() syscall.Signal, release func()) {
 	ctx, cancel := context.WithCancel(parent)
