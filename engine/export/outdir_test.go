@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -187,55 +188,70 @@ func TestExportIntoUsedFolder(t *testing.T) {
 	}
 }
 
+// earlierExport makes a full run and exports it to GGUF in the run's
+// default folder; it returns the export's options, that folder and its
+// files (name to content), for the tests of an export that replaces it.
+func earlierExport(t *testing.T) (o Options, out string, files map[string]string) {
+	t.Helper()
+	tmp := t.TempDir()
+	run := makeFullRun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"))
+	o = Options{RunDir: run, Format: "gguf", Quant: "f16"}
+	if err := Run(o, nil); err != nil {
+		t.Fatal(err)
+	}
+	out = DefaultOutDir(o)
+	files = folderFiles(t, out)
+	if len(files) != 2 || files["model.gguf"] == "" || files["Modelfile"] == "" {
+		t.Fatalf("the first export wrote %q, want model.gguf and Modelfile", slices.Sorted(maps.Keys(files)))
+	}
+	return o, out, files
+}
+
+// folderFiles reads the files of dir, name to content; a folder in it is
+// listed as NAME/ with no content.
+func folderFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() { // such as a .whet-replaced left behind
+			got[e.Name()+"/"] = ""
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		got[e.Name()] = string(data)
+	}
+	return got
+}
+
+// sameFiles fails the test unless dir holds exactly want's files with
+// want's contents.
+func sameFiles(t *testing.T, when, dir string, want map[string]string) {
+	t.Helper()
+	got := folderFiles(t, dir)
+	if !slices.Equal(slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want))) {
+		t.Fatalf("%s: the folder holds %q, want the earlier export's %q", when, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+	for name, data := range want {
+		if got[name] != data {
+			t.Errorf("%s: %s differs from the earlier export's", when, name)
+		}
+	}
+}
+
 // An export into a folder holding an earlier one (the run's default
 // folder, or --force) that is cancelled or fails leaves the earlier export
 // as it was; one that completes leaves only its own files. Before, the
 // earlier files were removed before the new export began, and esc on a
 // second export in the studio left an empty folder.
 func TestReplacedExportSurvivesCancelAndFailure(t *testing.T) {
-	tmp := t.TempDir()
-	run := makeFullRun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"))
-	o := Options{RunDir: run, Format: "gguf", Quant: "f16"}
-	if err := Run(o, nil); err != nil {
-		t.Fatal(err)
-	}
-	out := DefaultOutDir(o)
-	snapshot := func() map[string]string {
-		t.Helper()
-		got := map[string]string{}
-		entries, err := os.ReadDir(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range entries {
-			data, err := os.ReadFile(filepath.Join(out, e.Name()))
-			if err != nil {
-				t.Fatalf("%s: %v", e.Name(), err)
-			}
-			got[e.Name()] = string(data)
-		}
-		return got
-	}
-	first := snapshot()
-	if len(first) != 2 || first["model.gguf"] == "" || first["Modelfile"] == "" {
-		t.Fatalf("the first export wrote %d files", len(first))
-	}
-	same := func(when string) {
-		t.Helper()
-		got := snapshot()
-		if len(got) != len(first) {
-			names := []string{}
-			for n := range got {
-				names = append(names, n)
-			}
-			t.Fatalf("%s: the folder holds %q, want the earlier export's 2 files", when, names)
-		}
-		for name, data := range first {
-			if got[name] != data {
-				t.Errorf("%s: %s differs from the earlier export's", when, name)
-			}
-		}
-	}
+	o, out, first := earlierExport(t)
 
 	// Cancelled while writing model.gguf.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -252,7 +268,7 @@ func TestReplacedExportSurvivesCancelAndFailure(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled export: %v", err)
 	}
-	same("after a cancelled export")
+	sameFiles(t, "after a cancelled export", out, first)
 	if !slices.ContainsFunc(notices, func(n string) bool { return strings.HasPrefix(n, "replacing an earlier export's files in ") }) {
 		t.Errorf("the export should say it replaces the earlier one, notices %q", notices)
 	}
@@ -263,7 +279,7 @@ func TestReplacedExportSurvivesCancelAndFailure(t *testing.T) {
 	if err := Run(bad, nil); err == nil {
 		t.Fatal("an unknown template should fail")
 	}
-	same("after a failed export")
+	sameFiles(t, "after a failed export", out, first)
 
 	// Completed: its files replace the earlier ones, nothing set aside stays.
 	q8 := o
@@ -272,7 +288,7 @@ func TestReplacedExportSurvivesCancelAndFailure(t *testing.T) {
 	if err := Run(q8, nil); err != nil {
 		t.Fatal(err)
 	}
-	got := snapshot()
+	got := folderFiles(t, out)
 	if len(got) != 2 || got["model.gguf"] == first["model.gguf"] {
 		t.Errorf("the completed export should replace model.gguf and leave 2 files, got %d files", len(got))
 	}
@@ -287,24 +303,14 @@ func TestReplacedExportSurvivesCancelAndFailure(t *testing.T) {
 // back first, so a failed next export still leaves them, and a completed
 // one replaces them.
 func TestInterruptedReplacementIsPutBack(t *testing.T) {
-	tmp := t.TempDir()
-	run := makeFullRun(t, filepath.Join(tmp, "run"), testdata("tiny-llama"))
-	o := Options{RunDir: run, Format: "gguf", Quant: "f16"}
-	if err := Run(o, nil); err != nil {
-		t.Fatal(err)
-	}
-	out := DefaultOutDir(o)
-	want, err := os.ReadFile(filepath.Join(out, "model.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, out, first := earlierExport(t)
 	// As a killed export leaves it: the earlier files aside, half a new one.
 	aside := filepath.Join(out, replacedDir)
 	if err := os.Mkdir(aside, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"model.gguf", "Modelfile"} {
-		if err := os.Rename(filepath.Join(out, n), filepath.Join(aside, n)); err != nil {
+	for name := range first {
+		if err := os.Rename(filepath.Join(out, name), filepath.Join(aside, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -321,15 +327,8 @@ func TestInterruptedReplacementIsPutBack(t *testing.T) {
 	}); err == nil {
 		t.Fatal("an unknown template should fail")
 	}
-	if got, err := os.ReadFile(filepath.Join(out, "model.gguf")); err != nil || string(got) != string(want) {
-		t.Errorf("after a failed export model.gguf should be the earlier export's (%d bytes, %v)", len(got), err)
-	}
-	if _, err := os.Stat(filepath.Join(out, "Modelfile")); err != nil {
-		t.Errorf("the earlier Modelfile should be back: %v", err)
-	}
-	if _, err := os.Stat(aside); !os.IsNotExist(err) {
-		t.Errorf("%s should be gone: %v", aside, err)
-	}
+	// The earlier files are back as they were, and .whet-replaced is gone.
+	sameFiles(t, "after a failed export", out, first)
 	if !slices.ContainsFunc(notices, func(n string) bool { return strings.HasPrefix(n, "put back the earlier export") }) {
 		t.Errorf("the export should say it put the earlier one back, notices %q", notices)
 	}

@@ -518,10 +518,11 @@ func TestPullChecksDiskFirst(t *testing.T) {
 	}
 }
 
-// A cache that cannot be written (here a path through a file; another
-// user's folder or a read-only disk fail the same way) is named, with what
-// to do, before any file is fetched.
-func TestPullChecksCacheWritableFirst(t *testing.T) {
+// unwritableCache serves the tiny repo and returns a client whose cache
+// cannot be written: a path through a file (another user's folder or a
+// read-only disk fail the same way).
+func unwritableCache(t *testing.T) (*hubtest.Server, *hub.Client) {
+	t.Helper()
 	srv := hubtest.New()
 	t.Cleanup(srv.Close)
 	srv.AddFiles(repo, tinyFiles())
@@ -529,32 +530,37 @@ func TestPullChecksCacheWritableFirst(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cache := filepath.Join(file, "hub")
-	_, err := pull(t, client(t, srv, cache), repo)
-	if !errors.Is(err, hub.ErrCacheNotWritable) || !strings.Contains(err.Error(), cache) || !strings.Contains(err.Error(), "HF_HUB_CACHE") {
-		t.Fatalf("pull: %v, want the cache %s named as not writable, with HF_HUB_CACHE", err, cache)
+	return srv, client(t, srv, filepath.Join(file, "hub"))
+}
+
+// pullIntoUnwritableCache pulls through c, whose cache cannot be written,
+// and fails the test unless the error is ErrCacheNotWritable naming the
+// cache and HF_HUB_CACHE, returned before any file was fetched.
+func pullIntoUnwritableCache(t *testing.T, srv *hubtest.Server, c *hub.Client, what string) {
+	t.Helper()
+	_, err := pull(t, c, repo)
+	if !errors.Is(err, hub.ErrCacheNotWritable) || !strings.Contains(err.Error(), c.CacheDir) || !strings.Contains(err.Error(), "HF_HUB_CACHE") {
+		t.Fatalf("pull %s: %v, want the cache %s named as not writable, with HF_HUB_CACHE", what, err, c.CacheDir)
 	}
 	if n := srv.Requests(http.MethodGet, "storage", "model.safetensors") + srv.Requests(http.MethodGet, "api", "config.json"); n != 0 {
-		t.Fatalf("%d file requests before the cache check failed", n)
+		t.Fatalf("pull %s: %d file requests before the cache check failed", what, n)
 	}
+}
+
+// A cache that cannot be written is named, with what to do, before any
+// file is fetched.
+func TestPullChecksCacheWritableFirst(t *testing.T) {
+	srv, c := unwritableCache(t)
+	pullIntoUnwritableCache(t, srv, c, "into a cache that cannot be written")
 }
 
 // A read-only disk has little or no free space too: the pull says the
 // cache cannot be written, not that space is short (a read-only tmpfs of
 // 1 MiB gave "needs 7.78 MiB more ... only 1.00 MiB is free").
 func TestPullReadOnlyCacheIsNotNoSpace(t *testing.T) {
-	srv := hubtest.New()
-	t.Cleanup(srv.Close)
-	srv.AddFiles(repo, tinyFiles())
-	file := filepath.Join(t.TempDir(), "afile")
-	if err := os.WriteFile(file, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := client(t, srv, filepath.Join(file, "hub"))
+	srv, c := unwritableCache(t)
 	c.FreeSpace = func(string) (int64, error) { return 1000, nil }
-	if _, err := pull(t, c, repo); !errors.Is(err, hub.ErrCacheNotWritable) {
-		t.Fatalf("pull into a cache that cannot be written, with 1000 bytes free: %v, want ErrCacheNotWritable", err)
-	}
+	pullIntoUnwritableCache(t, srv, c, "into a cache that cannot be written, with 1000 bytes free")
 }
 
 func TestConcurrentPullsDownloadOnce(t *testing.T) {
