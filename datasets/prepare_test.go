@@ -14,7 +14,7 @@ import (
 
 func qwen3Template(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile("../testdata/templates/qwen-3.jinja")
+	data, err := os.ReadFile("templates/qwen-3.jinja")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -262,7 +262,7 @@ func phi4MiniTokenizer(t *testing.T) *tokenizer.Tokenizer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tpl, err := os.ReadFile("../testdata/templates/phi-4-mini.jinja")
+	tpl, err := os.ReadFile("templates/phi-4-mini.jinja")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package datasets
 
 import (
+	"embed"
 	"errors"
 	"fmt"
 	"sort"
@@ -120,6 +121,28 @@ func (t *Template) Interpreted() bool { return t.source != "" }
 
 // Source is an interpreted template's Jinja text.
 func (t *Template) Source() string { return t.source }
+
+// familyJinja holds each built-in family's Jinja: the real template its Go
+// rendering is proven equal to (the goldens render these very files), or
+// for whet's own alpaca and plain the Jinja written for them.
+//
+//go:embed templates/*.jinja
+var familyJinja embed.FS
+
+// Jinja is the template's Jinja text: an interpreted template's own, or a
+// built-in family's (templates/NAME.jinja). An export writes it where
+// transformers, llama.cpp and Ollama read the chat template, so a model
+// trained with a template other than its base's is prompted as trained.
+func (t *Template) Jinja() string {
+	if t.Interpreted() {
+		return t.source
+	}
+	b, err := familyJinja.ReadFile("templates/" + t.Name + ".jinja")
+	if err != nil {
+		return "" // every registered family has one (TestBuiltinJinja)
+	}
+	return string(b)
+}
 
 var templates = map[string]*Template{}
 

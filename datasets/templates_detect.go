@@ -40,6 +40,9 @@ var signatures = []templateSignature{
 	{name: "phi-3", all: []string{`'<|system|>\n' + message['content'] + '<|end|>\n'`, `'<|assistant|>\n' + message['content'] + '<|end|>\n'`, "{{ eos_token }}"},
 		none: []string{"message['role'] == 'system' and message['content']"}},
 	{name: "alpaca", all: []string{"### Instruction:", "### Response:"}},
+	// whet's own plain layout (templates/plain.jinja), so that an export's
+	// tokenizer_config.json reads back as the template it was trained with.
+	{name: "plain", all: []string{"whet's own plain layout", "message['content'] + eos_token"}},
 }
 
 // DetectTemplate names the built-in template that renders like the given

@@ -6,7 +6,7 @@ import (
 )
 
 // Each function below mirrors one family's Jinja template (the text is in
-// testdata/templates, see SOURCES.md) for conversations of system, user and
+// datasets/templates, see SOURCES.md) for conversations of system, user and
 // assistant turns; tool calls are not rendered. Golden tests hold them to
 // jinja2's output.
 
@@ -374,7 +374,7 @@ func renderPhi4Mini(w *renderWriter, msgs []Message, o *RenderOptions) error {
 const alpacaPreamble = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 
 // renderAlpaca is whet's multi-turn form of the Stanford Alpaca prompt
-// (testdata/templates/alpaca.jinja). Each user turn already ends with the
+// (datasets/templates/alpaca.jinja). Each user turn already ends with the
 // "### Response:" header, so there is no separate generation prompt.
 func renderAlpaca(w *renderWriter, msgs []Message, o *RenderOptions) error {
 	system := alpacaPreamble
@@ -400,7 +400,8 @@ func renderAlpaca(w *renderWriter, msgs []Message, o *RenderOptions) error {
 // renderPlain lays turns end to end with no markup, each assistant turn
 // followed by EOS: TRL's layout for prompt-completion text on a model
 // without a chat template ("The capital of Chile is" + " Santiago." + EOS).
-// It is whet's own and has no Jinja counterpart.
+// It is whet's own; templates/plain.jinja is its Jinja (the text an export
+// writes), held equal by the goldens like the families'.
 func renderPlain(w *renderWriter, msgs []Message, o *RenderOptions) error {
 	if err := checkRoles(msgs); err != nil {
 		return err

@@ -14,8 +14,8 @@ import (
 // renders over conversations-images.json, with the built-in family that
 // must match (empty: the interpreter only).
 var imageTemplates = map[string]struct{ file, builtin, bos, eos string }{
-	"gemma-3":          {"gemma-3.jinja", "gemma-3", "<bos>", "<end_of_turn>"},
-	"llama-3.2-vision": {"llama-3.2-vision.jinja", "", "<|begin_of_text|>", "<|eot_id|>"},
+	"gemma-3":          {"templates/gemma-3.jinja", "gemma-3", "<bos>", "<end_of_turn>"},
+	"llama-3.2-vision": {"../testdata/templates/llama-3.2-vision.jinja", "", "<|begin_of_text|>", "<|eot_id|>"},
 }
 
 // loadImageConversations reads conversations-images.json, whose content is
@@ -61,7 +61,7 @@ func TestImageTemplatesMatchJinjaGoldens(t *testing.T) {
 	convs := loadImageConversations(t)
 	checked := 0
 	for name, spec := range imageTemplates {
-		src, err := os.ReadFile(filepath.Join("../testdata/templates", spec.file))
+		src, err := os.ReadFile(spec.file)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func TestImageTemplatesMatchJinjaGoldens(t *testing.T) {
 // the interpreter's, and each covers the reply and <end_of_turn>.
 func TestImageTemplateSpans(t *testing.T) {
 	convs := loadImageConversations(t)
-	src, err := os.ReadFile("../testdata/templates/gemma-3.jinja")
+	src, err := os.ReadFile("templates/gemma-3.jinja")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func TestInterpretedTemplateSpansMatchBuiltins(t *testing.T) {
 	now := func() time.Time { return time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC) }
 	compared := 0
 	for name, fam := range families {
-		src, err := os.ReadFile(filepath.Join(dir, fam.file))
+		src, err := os.ReadFile(filepath.Join("templates", fam.file))
 		if err != nil {
 			t.Fatal(err)
 		}

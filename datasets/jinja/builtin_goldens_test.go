@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// The twelve family templates in testdata/templates, rendered by jinja2
+// The family templates in datasets/templates, rendered by jinja2
 // into testdata/templates/golden (tools/templates/render.py): the
 // interpreter must give the same text, and fail where jinja2 raised.
 func TestInterpreterMatchesBuiltinFamilyGoldens(t *testing.T) {
@@ -31,6 +31,7 @@ func TestInterpreterMatchesBuiltinFamilyGoldens(t *testing.T) {
 		"phi-3.5":      {"phi-3.5.jinja", "<s>", "<|endoftext|>"},
 		"phi-4-mini":   {"phi-4-mini.jinja", "<|endoftext|>", "<|endoftext|>"},
 		"alpaca":       {"alpaca.jinja", "<s>", "</s>"},
+		"plain":        {"plain.jinja", "<s>", "</s>"},
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "conversations.json"))
 	if err != nil {
@@ -49,7 +50,7 @@ func TestInterpreterMatchesBuiltinFamilyGoldens(t *testing.T) {
 	checked := 0
 	for _, name := range names {
 		spec := specs[name]
-		src, err := os.ReadFile(filepath.Join(dir, spec[0]))
+		src, err := os.ReadFile(filepath.Join("..", "templates", spec[0]))
 		if err != nil {
 			t.Fatal(err)
 		}

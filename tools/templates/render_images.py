@@ -24,8 +24,8 @@ OUT = os.path.join(render.TEMPLATES, "golden-images")
 
 # name -> (template file, bos_token, eos_token) as tokenizer_config.json sets them.
 SPECS = {
-    "gemma-3": render.SPECS["gemma-3"],
-    "llama-3.2-vision": ("llama-3.2-vision.jinja", "<|begin_of_text|>", "<|eot_id|>"),
+    "gemma-3": (os.path.join(render.FAMILIES, render.SPECS["gemma-3"][0]),) + render.SPECS["gemma-3"][1:],
+    "llama-3.2-vision": (os.path.join(render.TEMPLATES, "llama-3.2-vision.jinja"), "<|begin_of_text|>", "<|eot_id|>"),
 }
 
 
@@ -36,7 +36,7 @@ def main():
     shutil.rmtree(OUT, ignore_errors=True)
     count = 0
     for name, (file, bos, eos) in SPECS.items():
-        with open(os.path.join(render.TEMPLATES, file), encoding="utf-8") as f:
+        with open(file, encoding="utf-8") as f:
             source = f.read()
         outdir = os.path.join(OUT, name)
         os.makedirs(outdir)

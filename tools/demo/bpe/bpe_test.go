@@ -219,12 +219,12 @@ func TestWhetEncodesAsTrained(t *testing.T) {
 	if _, ok := tok.BOS(); ok {
 		t.Errorf("the demo tokenizer has no BOS, whet found one")
 	}
-	want, err := os.ReadFile("../../../testdata/templates/chatml.jinja")
+	want, err := os.ReadFile("../../../datasets/templates/chatml.jinja")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tok.ChatTemplate() != string(want) {
-		t.Errorf("chat template differs from testdata/templates/chatml.jinja:\n%s", tok.ChatTemplate())
+		t.Errorf("chat template differs from datasets/templates/chatml.jinja:\n%s", tok.ChatTemplate())
 	}
 	if name, ok := datasets.DetectTemplate(tok.ChatTemplate()); !ok || name != "chatml" {
 		t.Errorf("whet detects the template as %q (%v), want chatml", name, ok)
