@@ -33,7 +33,7 @@ func runExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.OutDir, "out", "", "output directory (default RUN/export/FORMAT-QUANT)")
 	fs.BoolVar(&o.Force, "force", false, "write into a non-empty --out, removing an earlier export's files there first (other files stay)")
 	fs.StringVar(&o.QLoRABase, "qlora-base", "", "QLoRA runs: merge into the NF4 weights the adapter was trained on (nf4, default for gguf) or the full-precision base (full, default for merged)")
-	fs.StringVar(&o.Template, "template", "", "chat template name for the Modelfile and stop tokens (default: the run's, else detected)")
+	fs.StringVar(&o.Template, "template", "", "chat template the export carries: a built-in name, a .jinja file or Jinja text (default: the run's data.template, else the base model's own)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: whet export --run DIR --format peft|merged|gguf [--quant q8_0|q4_k_m|f16|bf16] [--out DIR [--force]] [--qlora-base nf4|full]")
 		fs.PrintDefaults()

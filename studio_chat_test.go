@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 
 	"whet/engine"
 	"whet/engine/chat"
@@ -182,5 +185,42 @@ func TestChatCompareAnswersBoth(t *testing.T) {
 	var o, e bytes.Buffer
 	if code := runMain(append(append([]string(nil), args...), "--adapter", adapter, "--compare"), in, &o, &e); code != 0 || strings.Count(o.String(), "tok/s") != 4 {
 		t.Errorf("two compared turns: exit %d, stderr %q\n%s", code, e.String(), o.String())
+	}
+}
+
+// A run trained with a chat template other than its base's (data.template
+// in its run.yaml: alpaca on a ChatML model) is chatted with in that
+// template, by whet chat --run and by the studio's side-by-side chat,
+// whatever config the studio held.
+func TestChatUsesTheRunsTrainingTemplate(t *testing.T) {
+	run, cfg := adapterRun(t)
+	saved := cfg
+	saved.Data.Template = "alpaca"
+	saved.Data.Path = filepath.Join(run, "train.jsonl")
+	if err := saved.FillDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	js, err := yaml.Marshal(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(engine.RunDir(run).Config(), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI(t, "chat", "--run", run, "--backend", "cpu")
+	if code != 0 || !strings.Contains(out, "(template alpaca, adapter ") {
+		t.Errorf("whet chat --run: exit %d, stdout %q, stderr %q; want template alpaca", code, out, errs)
+	}
+	s, err := (studioChatter{}).OpenChat(context.Background(), run, cfg) // cfg says chatml
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sc, ok := s.(*studioChat)
+	if !ok {
+		t.Fatalf("studio chat session %T", s)
+	}
+	if got := sc.s.Template.Name; got != "alpaca" {
+		t.Errorf("the studio chats with template %s, want the run's alpaca", got)
 	}
 }

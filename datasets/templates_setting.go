@@ -19,10 +19,32 @@ func IsTemplateFile(value string) bool {
 	return ext == ".jinja" || ext == ".j2"
 }
 
+// IsTemplateText reports whether a data.template value is the Jinja text
+// itself rather than a name or a file.
+func IsTemplateText(value string) bool { return isJinjaText(value) }
+
 // isJinjaText: a value holding a Jinja tag or expression is the template
 // itself (a YAML block in the run file), no name has either.
 func isJinjaText(value string) bool {
 	return strings.Contains(value, "{{") || strings.Contains(value, "{%")
+}
+
+// TemplateSettingJinja is the Jinja a data.template value carries itself:
+// the text, or the file's content (ok false for a built-in family's name,
+// whose Jinja is Template.Jinja). An export writes it as the user wrote
+// it, even when a built-in family renders it.
+func TemplateSettingJinja(value, field string) (jinja string, ok bool, err error) {
+	switch {
+	case isJinjaText(value):
+		return value, true, nil
+	case IsTemplateFile(value):
+		b, err := os.ReadFile(strings.TrimSpace(value))
+		if err != nil {
+			return "", false, fmt.Errorf("%s: chat template file: %w", field, err)
+		}
+		return string(b), true, nil
+	}
+	return "", false, nil
 }
 
 // TemplateSetting is the chat template a data.template value names: a
@@ -34,23 +56,20 @@ func isJinjaText(value string) bool {
 // template's line, as a model's own template names its
 // tokenizer_config.json.
 func TemplateSetting(value, field string) (*Template, error) {
-	var origin, source string
-	switch {
-	case isJinjaText(value):
-		origin, source = field, value
-	case IsTemplateFile(value):
-		path := strings.TrimSpace(value)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: chat template file: %w", field, err)
-		}
-		origin, source = path+" ("+field+")", string(b)
-	default:
+	source, ok, err := TemplateSettingJinja(value, field)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
 		t, ok := LookupTemplate(value)
 		if !ok {
 			return nil, fmt.Errorf("%s: unknown chat template %q (known: %s; or a .jinja file, or the Jinja text itself)", field, value, strings.Join(TemplateNames(), ", "))
 		}
 		return t, nil
+	}
+	origin := field
+	if IsTemplateFile(value) {
+		origin = strings.TrimSpace(value) + " (" + field + ")"
 	}
 	t, _, err := TemplateForJinja(source)
 	if err != nil {

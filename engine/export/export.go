@@ -232,7 +232,7 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 		return exportMllama(ctx, run, o, progress)
 	}
 	if o.Format == "peft" {
-		return exportPEFT(ctx, run, o.OutDir, progress)
+		return exportPEFT(ctx, run, o.OutDir, o.Template, progress)
 	}
 	if run.Cfg.Method == "qlora" {
 		if nf4 {
@@ -249,7 +249,8 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 			return err
 		}
 	}
-	src, err := loadSource(run.ModelDir, run.AdapterDir, run.Cfg.Data.Template, runName(run), mo)
+	setting, field := templateSetting(run, o.Template)
+	src, err := loadSource(run.ModelDir, run.AdapterDir, setting, field, runName(run), mo)
 	if err != nil {
 		return err
 	}
@@ -258,12 +259,12 @@ func RunContext(ctx context.Context, o Options, progress Progress) (err error) {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
 	defer src.Close()
-	if o.Template != "" {
-		t, err := datasets.TemplateSetting(o.Template, "template")
-		if err != nil {
-			return fmt.Errorf("export: %w", err)
+	if c := src.Chat; c.Custom() {
+		where := "the tokenizer files (tokenizer_config.json's chat_template)"
+		if o.Format == "gguf" {
+			where = "model.gguf's tokenizer.chat_template and the Modelfile"
 		}
-		src.Template = t
+		progress(0, 0, chatTemplateNotice(c, where))
 	}
 	switch o.Format {
 	case "merged":
@@ -330,6 +331,9 @@ type Source struct {
 	Model    *engine.Model
 	Tok      *tokenizer.Tokenizer
 	Template *datasets.Template // nil when no template is known
+	// Chat is the chat template the exports write (Chat.Template is
+	// Template): the base's own, or the run's training template.
+	Chat     *ChatTemplate
 	ModelDir string
 	// Name is a short name for the model (the run's name or folder).
 	Name string
@@ -345,7 +349,7 @@ func (r *RunFiles) Load() (*Source, error) {
 // load reads the run's model with the decoder's linears quantised to NF4
 // as they load (a QLoRA run's training base) when nf4 is set.
 func (r *RunFiles) load(nf4 bool) (*Source, error) {
-	return loadSource(r.ModelDir, r.AdapterDir, r.Cfg.Data.Template, runName(r), engine.ModelOptions{NF4Linears: nf4})
+	return loadSource(r.ModelDir, r.AdapterDir, r.Cfg.Data.Template, "data.template", runName(r), engine.ModelOptions{NF4Linears: nf4})
 }
 
 func runName(r *RunFiles) string {
@@ -356,13 +360,17 @@ func runName(r *RunFiles) string {
 }
 
 // LoadSource loads an HF model folder (plus a PEFT adapter when adapterDir
-// is set) on the CPU backend. template names the chat template; empty
-// means the one the tokenizer's chat_template is recognised as, if any.
+// is set) on the CPU backend. template names the chat template (a name, a
+// .jinja file or Jinja text, as data.template); empty means the
+// tokenizer's own. A template other than the tokenizer's is the one the
+// exports write (Source.Chat).
 func LoadSource(modelDir, adapterDir, template, name string) (*Source, error) {
-	return loadSource(modelDir, adapterDir, template, name, engine.ModelOptions{})
+	return loadSource(modelDir, adapterDir, template, "template", name, engine.ModelOptions{})
 }
 
-func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOptions) (*Source, error) {
+// loadSource: setting is the template's value and field where it came from
+// (resolveChatTemplate).
+func loadSource(modelDir, adapterDir, setting, field, name string, mo engine.ModelOptions) (*Source, error) {
 	if adapterDir != "" && !mo.Gemma3Vision {
 		// An adapter of Gemma 3's vision projector needs the tower loaded.
 		has, err := engine.AdapterHasGemma3Projector(adapterDir)
@@ -379,30 +387,11 @@ func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOpti
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	s := &Source{Tok: tok, ModelDir: modelDir, Name: name}
-	if template != "" {
-		// --template, or the run's data.template: a name, a file or Jinja.
-		t, err := datasets.TemplateSetting(template, "template")
-		if err != nil {
-			return nil, fmt.Errorf("export: %w", err)
-		}
-		s.Template = t
-	} else if jinja := tok.ChatTemplate(); jinja != "" {
-		// A built-in family when one renders it, else the Jinja interpreter
-		// (the GGUF keeps the Jinja text itself either way).
-		file := tok.ChatTemplateFile()
-		if file == "" {
-			file = filepath.Join(modelDir, "tokenizer_config.json")
-		}
-		t, _, err := datasets.TemplateForJinja(jinja)
-		if err != nil {
-			return nil, fmt.Errorf("export: %s: %w", file, err)
-		}
-		if t.Interpreted() {
-			t.Origin = file // a render error names the file too
-		}
-		s.Template = t
+	chat, err := resolveChatTemplate(tok, modelDir, setting, field)
+	if err != nil {
+		return nil, err
 	}
+	s := &Source{Tok: tok, Template: chat.Template, Chat: chat, ModelDir: modelDir, Name: name}
 	m, err := engine.LoadModelWith(modelDir, cpu.New(), mo)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -415,6 +404,15 @@ func loadSource(modelDir, adapterDir, template, name string, mo engine.ModelOpti
 		}
 	}
 	return s, nil
+}
+
+// chat is the chat template the exports write: Chat, or for a Source
+// built without one the tokenizer's own.
+func (s *Source) chat() *ChatTemplate {
+	if s.Chat != nil {
+		return s.Chat
+	}
+	return &ChatTemplate{Template: s.Template, Jinja: s.Tok.ChatTemplate()}
 }
 
 // Close frees the model.

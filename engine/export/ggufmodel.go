@@ -450,7 +450,9 @@ func tokenizerKV(src *Source, vocab *ggufVocab, kv func(string, any)) error {
 	}
 	kv("tokenizer.ggml.add_bos_token", addBOS)
 	kv("tokenizer.ggml.add_eos_token", false)
-	if t := tok.ChatTemplate(); t != "" {
+	// The template the run trained with: the base's own unless the run
+	// named another (Source.Chat).
+	if t := src.chat().Jinja; t != "" {
 		kv("tokenizer.chat_template", t)
 	}
 	return nil
@@ -479,6 +481,13 @@ func writeGGUFExport(ctx context.Context, src *Source, dir, quant string, progre
 	mf, err := Modelfile(src, "./model.gguf")
 	if err != nil {
 		return err
+	}
+	if c := src.chat(); c.Custom() && c.Template != nil {
+		if _, ok := ollamaTemplateFor(src); !ok {
+			// Said at export time too, not only in a comment of the
+			// Modelfile: Ollama may prompt the model unlike its training.
+			progress(0, 0, "Ollama: "+NoOllamaTemplate(c))
+		}
 	}
 	if err := writeFile(filepath.Join(dir, modelfileFile), []byte(mf)); err != nil {
 		return err

@@ -22,7 +22,7 @@ var ShardBytes int64 = 5_000_000_000
 
 // tokenizerFiles are copied next to the weights when present.
 var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-	"tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json"}
+	"tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", chatTemplateFile}
 
 // writeMerged writes the merged model as HF safetensors in dtype (bf16 or
 // f16) with config.json, generation_config.json and the tokenizer files.
@@ -60,7 +60,7 @@ func writeMerged(ctx context.Context, src *Source, dir, dtype string, progress P
 	if err := writeGenerationConfig(src, dir); err != nil {
 		return err
 	}
-	if err := copyTokenizerFiles(src.ModelDir, dir); err != nil {
+	if err := copyTokenizerFiles(src.ModelDir, dir, src.chat()); err != nil {
 		return err
 	}
 	if err := copyPreprocessorConfig(src.ModelDir, dir); err != nil {
@@ -212,22 +212,6 @@ func writeGenerationConfig(src *Source, dir string) error {
 		}
 	}
 	return writeJSON(filepath.Join(dir, generationFile), gen)
-}
-
-func copyTokenizerFiles(srcDir, dir string) error {
-	for _, name := range tokenizerFiles {
-		data, err := os.ReadFile(filepath.Join(srcDir, name))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		if err := writeFile(filepath.Join(dir, name), data); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // writeFile writes through a temporary file renamed into place.

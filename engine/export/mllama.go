@@ -55,6 +55,13 @@ func exportMllama(ctx context.Context, run *RunFiles, o Options, progress Progre
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
+	chat, err := runChatTemplate(run, o.Template)
+	if err != nil {
+		return err
+	}
+	if chat.Custom() {
+		progress(0, 0, chatTemplateNotice(chat, "the tokenizer files"))
+	}
 	if o.Format == "peft" {
 		progress(0, 2, "converting the adapter")
 		base, revision := peftBaseModel(run)
@@ -76,7 +83,7 @@ func exportMllama(ctx context.Context, run *RunFiles, o Options, progress Progre
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("export cancelled: %w", err)
 		}
-		if err := copyTokenizerFiles(run.ModelDir, o.OutDir); err != nil {
+		if err := copyTokenizerFiles(run.ModelDir, o.OutDir, chat); err != nil {
 			return err
 		}
 		if err := copyPreprocessorConfig(run.ModelDir, o.OutDir); err != nil {
@@ -93,7 +100,7 @@ func exportMllama(ctx context.Context, run *RunFiles, o Options, progress Progre
 	if _, err := engine.LoadMllamaAdapter(run.AdapterDir, m); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	return writeMllamaMerged(ctx, m, run.ModelDir, o.OutDir, o.quant(), progress)
+	return writeMllamaMerged(ctx, m, run.ModelDir, o.OutDir, o.quant(), chat, progress)
 }
 
 // peftBaseModel is base_model_name_or_path for a run's PEFT export: the Hub
@@ -116,7 +123,7 @@ func peftBaseModel(run *RunFiles) (base, revision string) {
 // as safetensors in dtype under the source checkpoint's own names and
 // shapes, with its config.json (dtype set), generation_config.json,
 // preprocessor_config.json and tokenizer files.
-func writeMllamaMerged(ctx context.Context, m *engine.MllamaModel, srcDir, dir, dtype string, progress Progress) error {
+func writeMllamaMerged(ctx context.Context, m *engine.MllamaModel, srcDir, dir, dtype string, chat *ChatTemplate, progress Progress) error {
 	set, err := safetensors.OpenDir(srcDir)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
@@ -175,7 +182,7 @@ func writeMllamaMerged(ctx context.Context, m *engine.MllamaModel, srcDir, dir, 
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("export: %w", err)
 	}
-	if err := copyTokenizerFiles(srcDir, dir); err != nil {
+	if err := copyTokenizerFiles(srcDir, dir, chat); err != nil {
 		return err
 	}
 	if err := copyPreprocessorConfig(srcDir, dir); err != nil {

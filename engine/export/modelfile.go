@@ -130,13 +130,42 @@ func OllamaTemplate(name, eos string) (string, bool) {
 	return strings.ReplaceAll(t, `{{ "{{EOS}}" }}`, eos), ok
 }
 
-// NoOllamaTemplate says why a Modelfile has no TEMPLATE for t and what
-// Ollama does instead.
-func NoOllamaTemplate(t *datasets.Template) string {
+// NoOllamaTemplate says why a Modelfile has no TEMPLATE for c's template
+// and what Ollama does instead. A run's own training template (c.Custom)
+// is named by its setting, so the user knows which template Ollama has to
+// be taught.
+func NoOllamaTemplate(c *ChatTemplate) string {
+	t := c.Template
+	if c.Custom() && t.Interpreted() {
+		return "No Ollama TEMPLATE: the run's " + settingLabel(c) + " is Jinja, and whet translates only its built-in families (" + strings.Join(datasets.TemplateNames(), ", ") + ") to Ollama's Go templates. The GGUF's tokenizer.chat_template holds the run's template, but Ollama may not understand it: check its replies, or write a TEMPLATE by hand."
+	}
 	if t.Interpreted() {
 		return "No Ollama TEMPLATE: this model's own Jinja chat template has no Go translation in whet; Ollama reads the GGUF's tokenizer.chat_template instead (check its replies, or write a TEMPLATE by hand)."
 	}
 	return "No Ollama TEMPLATE for chat template " + t.Name + ": write one by hand if Ollama's guess from the GGUF is wrong."
+}
+
+// settingLabel names a custom template's setting for a message: the field
+// and its value, or for Jinja text in the run file the field alone.
+func settingLabel(c *ChatTemplate) string {
+	if datasets.IsTemplateText(c.Setting) {
+		return c.Field + " (Jinja text)"
+	}
+	return c.Field + " " + c.Setting
+}
+
+// ollamaTemplateFor is the TEMPLATE for src's chat template, false when
+// whet has none (the Modelfile then says why: NoOllamaTemplate).
+func ollamaTemplateFor(src *Source) (string, bool) {
+	if src.Template == nil {
+		return "", false
+	}
+	eos := src.Template.EOS
+	if s, ok := src.Tok.Config()["eos_token"].(string); ok && s != "" {
+		eos = s
+	}
+	tpl, ok := OllamaTemplate(src.Template.Name, eos)
+	return tpl, ok && !strings.Contains(tpl, `"""`)
 }
 
 // Modelfile writes an Ollama Modelfile for src's GGUF at from: FROM, the
@@ -149,15 +178,14 @@ func Modelfile(src *Source, from string) (string, error) {
 	fmt.Fprintf(&b, "FROM %s\n", from)
 	var stops []string
 	if src.Template != nil {
-		eos := src.Template.EOS
-		if s, ok := src.Tok.Config()["eos_token"].(string); ok && s != "" {
-			eos = s
+		if c := src.Chat; c.Custom() {
+			fmt.Fprintf(&b, "# Chat template: the run's %s, which it was trained with (not the base model's own).\n", settingLabel(c))
 		}
-		if tpl, ok := OllamaTemplate(src.Template.Name, eos); ok && !strings.Contains(tpl, `"""`) {
+		if tpl, ok := ollamaTemplateFor(src); ok {
 			fmt.Fprintf(&b, "TEMPLATE \"\"\"%s\"\"\"\n", tpl)
 		} else {
 			// Ollama then falls back to the GGUF's tokenizer.chat_template.
-			fmt.Fprintf(&b, "# %s\n", NoOllamaTemplate(src.Template))
+			fmt.Fprintf(&b, "# %s\n", NoOllamaTemplate(src.chat()))
 		}
 		stops = append(stops, src.Template.StopTokens...)
 		stops = append(stops, src.Template.StopStrings...)

@@ -36,13 +36,21 @@ func peftBlock(short string) string {
 // exportPEFT checks the run's adapter against its base model and writes a
 // copy that PEFT loads: base_model_name_or_path is the Hub id when the
 // base came from the Hub (hubModel) and the absolute folder otherwise, and
-// the tokenizer files (with the chat template) lie beside it.
-func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progress) error {
+// the tokenizer files (with the chat template it trained with: template
+// is --template, else the run's data.template) lie beside it.
+func exportPEFT(ctx context.Context, run *RunFiles, dir, template string, progress Progress) error {
 	if run.AdapterDir == "" {
 		return fmt.Errorf("export: %s is a full fine-tuning run: it has no adapter (export merged or gguf instead)", run.Dir)
 	}
 	if _, err := os.Stat(filepath.Join(run.AdapterDir, engine.VisionLayersLoRAFile)); err == nil || run.Cfg.LoRA.VisionLayers {
 		return fmt.Errorf("export: %s: lora.vision_layers: a PEFT adapter with the vision tower's adapters is not written yet (export merged or gguf, which merge them); they are in %s", run.Dir, filepath.Join(run.AdapterDir, engine.VisionLayersLoRAFile))
+	}
+	chat, err := runChatTemplate(run, template)
+	if err != nil {
+		return err
+	}
+	if chat.Custom() {
+		progress(0, 0, chatTemplateNotice(chat, "the tokenizer files"))
 	}
 	progress(0, 3, "checking the adapter against the base model")
 	cfgPath := filepath.Join(run.AdapterDir, "adapter_config.json")
@@ -123,7 +131,7 @@ func exportPEFT(ctx context.Context, run *RunFiles, dir string, progress Progres
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("export cancelled: %w", err)
 	}
-	if err := copyTokenizerFiles(run.ModelDir, dir); err != nil {
+	if err := copyTokenizerFiles(run.ModelDir, dir, chat); err != nil {
 		return err
 	}
 	if err := copyPreprocessorConfig(run.ModelDir, dir); err != nil {
