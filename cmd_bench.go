@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -172,6 +173,19 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *ranks != "" && onGPU {
 		return fmt.Errorf("--ranks %s: CPU ranks need --backend cpu; on GPUs use --gpus", *ranks)
 	}
+	if *gpus != "" {
+		// Refused before the one-GPU run: without this a count over the
+		// GPUs present failed only after the smaller counts had run.
+		found, known, err := engine.DeviceCount("cuda")
+		if err != nil {
+			return fmt.Errorf("--gpus %s: count GPUs: %w", *gpus, err)
+		}
+		if known {
+			if err := benchGPULimit(*gpus, counts, found); err != nil {
+				return err
+			}
+		}
+	}
 	if *collective == "" {
 		*collective = "ring"
 		if onGPU {
@@ -318,7 +332,31 @@ func benchRankCounts(gpus, ranks, backend string) ([]int, error) {
 		out = append(out, n)
 	}
 	slices.Sort(out)
+	if flag == "--ranks" {
+		if limit := benchCPURankLimit(); out[len(out)-1] > limit {
+			return nil, fmt.Errorf("%s %s: %d ranks asked for, at most %d here: CPU ranks share the machine's cores, one rank per CPU (each holds a whole copy of the model)",
+				flag, spec, out[len(out)-1], limit)
+		}
+	}
 	return out, nil
+}
+
+// benchCPURankLimit is the most CPU ranks whet bench --ranks measures:
+// one per CPU. The ranks are goroutines sharing the cores, so past one a
+// CPU they only take turns (the scaling measured says nothing) while each
+// still builds a whole model copy: --ranks 100000 tried to build 100000
+// models. Two at least, so that a one-CPU machine can still run the
+// data-parallel path (--ranks 1,2, as TestBenchDataParallel does). A
+// run's parallel.ranks checks the data-parallel arithmetic, not its speed,
+// and has no such limit.
+func benchCPURankLimit() int { return max(2, runtime.NumCPU()) }
+
+// benchGPULimit refuses --gpus counts over the found GPUs present.
+func benchGPULimit(spec string, counts []int, found int) error {
+	if n := counts[len(counts)-1]; n > found {
+		return fmt.Errorf("--gpus %s: %d GPUs asked for, %d found", spec, n, found)
+	}
+	return nil
 }
 
 // defaultBenchMaxTime bounds what whet bench starts without being told:

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -80,6 +82,9 @@ func TestBenchRankFlags(t *testing.T) {
 		{[]string{"--ranks", "2,x", "--backend", "cpu"}, `--ranks 2,x: "x" is not a count`},
 		{[]string{"--ranks", "0", "--backend", "cpu"}, `"0" is not a count of at least 1`},
 		{[]string{"--ranks", "2,2", "--backend", "cpu"}, "2 listed twice"},
+		{[]string{"--ranks", "1," + strconv.Itoa(benchCPURankLimit()+1), "--backend", "cpu"},
+			fmt.Sprintf("--ranks 1,%d: %d ranks asked for, at most %d here", benchCPURankLimit()+1, benchCPURankLimit()+1, benchCPURankLimit())},
+		{[]string{"--ranks", "100000", "--backend", "cpu"}, "--ranks 100000: 100000 ranks asked for"},
 		{[]string{"--ranks", "2", "--backend", "cuda"}, "CPU ranks need --backend cpu"},
 		{[]string{"--gpus", "2", "--ranks", "2", "--backend", "cpu"}, "cannot both be set"},
 		{[]string{"--gpus", "2", "--backend", "cpu"}, "--gpus 2: the backend is cpu"},
@@ -91,5 +96,17 @@ func TestBenchRankFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("whet bench %s: error %v, want one containing %q", strings.Join(c.args, " "), err, c.want)
 		}
+	}
+}
+
+// TestBenchGPULimit: --gpus counts over the GPUs found are refused with
+// the flag, the count and the GPUs found named; counts up to them pass.
+func TestBenchGPULimit(t *testing.T) {
+	if err := benchGPULimit("1,2,4,8", []int{1, 2, 4, 8}, 8); err != nil {
+		t.Errorf("8 GPUs of 8: %v", err)
+	}
+	err := benchGPULimit("1,16", []int{1, 16}, 8)
+	if err == nil || err.Error() != "--gpus 1,16: 16 GPUs asked for, 8 found" {
+		t.Errorf("16 GPUs of 8: %v", err)
 	}
 }

@@ -33,6 +33,23 @@ func RegisterDevices(name string, d DeviceBackends) {
 	devicesReg[name] = d
 }
 
+// DeviceCount counts the devices of a kind ("cuda") through its
+// registered per-device factory; known is false when none is registered
+// (a program without that backend), so the count cannot be told.
+func DeviceCount(name string) (n int, known bool, err error) {
+	devicesMu.Lock()
+	dev, ok := devicesReg[name]
+	devicesMu.Unlock()
+	if !ok {
+		return 0, false, nil
+	}
+	n, err = dev.Count()
+	if err != nil {
+		return 0, true, err
+	}
+	return n, true, nil
+}
+
 // ParseGPUs reads a GPU choice (whet train --gpus, parallel.gpus): "all",
 // a count N (the first N devices), or a comma-separated list of distinct
 // device indices, against count devices. "" is one GPU, the first.

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -331,4 +332,20 @@ func FuzzParseGPUs(f *testing.F) {
 			seen[id] = true
 		}
 	})
+}
+
+// TestDeviceCount: a registered kind's count comes back known, its error
+// wrapped through; an unregistered kind is not known.
+func TestDeviceCount(t *testing.T) {
+	if n, known, err := engine.DeviceCount("no-such-kind"); known || n != 0 || err != nil {
+		t.Errorf("unregistered: %d %v %v, want not known", n, known, err)
+	}
+	engine.RegisterDevices("test-devices-3", engine.DeviceBackends{Count: func() (int, error) { return 3, nil }})
+	if n, known, err := engine.DeviceCount("test-devices-3"); !known || n != 3 || err != nil {
+		t.Errorf("3 devices: %d %v %v", n, known, err)
+	}
+	engine.RegisterDevices("test-devices-broken", engine.DeviceBackends{Count: func() (int, error) { return 0, errors.New("no driver") }})
+	if _, known, err := engine.DeviceCount("test-devices-broken"); !known || err == nil || err.Error() != "no driver" {
+		t.Errorf("a failing count: %v %v", known, err)
+	}
 }
