@@ -28,8 +28,10 @@ type runSummary struct {
 	hasLast     bool
 	// crash says, for a crashed run, its worker's last words and the
 	// checkpoint a new `whet train` resumes from; failure the same for a
-	// failed run (worker.Run.Failure).
-	crash, failure string
+	// failed run (worker.Run.Failure); unreadable why a run's status.json
+	// could not be read, and the same (worker.Run.Unreadable).
+	crash, failure, unreadable string
+	statusErr                  string // worker.Run.StatusErr
 }
 
 func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -44,8 +46,14 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	runs, warnings, err := listRuns(*dir)
+	listed := map[string]bool{} // a reason the listing shows is not said again on stderr
+	for _, r := range runs {
+		listed[r.statusErr] = r.statusErr != ""
+	}
 	for _, w := range warnings {
-		fmt.Fprintln(stderr, "whet runs: "+w)
+		if !listed[w] {
+			fmt.Fprintln(stderr, "whet runs: "+w)
+		}
 	}
 	if err != nil {
 		return err
@@ -76,6 +84,9 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if r.failure != "" {
 			fmt.Fprintf(stdout, "%s failed: %s\n", r.name, r.failure)
 		}
+		if r.unreadable != "" {
+			fmt.Fprintf(stdout, "%s unreadable: %s\n", r.name, r.unreadable)
+		}
 	}
 	return nil
 }
@@ -97,7 +108,7 @@ func listRuns(dir string) ([]runSummary, []string, error) {
 	out := make([]runSummary, len(runs))
 	for i, r := range runs {
 		s := runSummary{name: r.Name, state: r.State, method: r.Method, model: r.Model, step: r.Step, total: r.Total,
-			lastValue: r.Last, hasLast: r.HasLast, crash: r.Crash(), failure: r.Failure(), steps: r.Steps(), last: r.LastText()}
+			lastValue: r.Last, hasLast: r.HasLast, crash: r.Crash(), failure: r.Failure(), unreadable: r.Unreadable(), statusErr: r.StatusErr, steps: r.Steps(), last: r.LastText()}
 		switch {
 		case r.Silent > 0:
 			s.state = "running? (no step for " + units.Duration(r.Silent) + ")"

@@ -23,6 +23,9 @@ func writeRun(t *testing.T, dir, name string, files map[string]string) {
 		t.Fatal(err)
 	}
 	for f, content := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(p, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(filepath.Join(p, f), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -54,8 +57,8 @@ func TestRunsListsRunDirectories(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("want a header and 3 runs, got:\n%s", out.String())
+	if len(lines) != 5 {
+		t.Fatalf("want a header, 3 runs and the unreadable one's note, got:\n%s", out.String())
 	}
 	want := [][]string{
 		{"NAME", "STATUS", "STEPS", "LAST", "METHOD", "MODEL"},
@@ -70,13 +73,20 @@ func TestRunsListsRunDirectories(t *testing.T) {
 	}
 	// Columns are aligned: STATUS starts at the same column on every line.
 	col := strings.Index(lines[0], "STATUS")
-	for _, l := range lines[1:] {
+	for _, l := range lines[1:4] {
 		if l[col-1] != ' ' || l[col] == ' ' {
 			t.Errorf("status column not aligned at %d: %q", col, l)
 		}
 	}
-	if !strings.Contains(errOut.String(), filepath.Join(dir, "broken", "status.json")) {
-		t.Errorf("a malformed status.json should be named on stderr, got %q", errOut.String())
+	// The listing says why the run's state is unknown (once: not again
+	// on stderr) and what whet train -c does with it.
+	note := "broken unreadable: " + filepath.Join(dir, "broken", "status.json") + ": unexpected end of JSON input; how it ended is not known; no checkpoint: whet train -c " +
+		filepath.Join(dir, "broken", "run.yaml") + " starts it over"
+	if lines[4] != note {
+		t.Errorf("the unreadable run's note:\n%s\nwant\n%s", lines[4], note)
+	}
+	if errOut.Len() != 0 {
+		t.Errorf("stderr: %q, want nothing (the listing names the status.json)", errOut.String())
 	}
 }
 
@@ -336,5 +346,29 @@ func TestRunsGRPOWithoutMetricsShowsNoReward(t *testing.T) {
 	}
 	if r := runs[0]; r.last != "–" || r.hasLast {
 		t.Errorf("a GRPO run without metrics shows %q (has %v), want –", r.last, r.hasLast)
+	}
+}
+
+// A run whose status.json a crash left empty, with a good checkpoint and a
+// newer one whose trainer_state.json is torn: whet runs names the reason
+// and the good checkpoint, which the resume falls back to.
+func TestRunsUnreadableStatusNamesTheGoodCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	writeRun(t, dir, "empty", map[string]string{
+		"run.yaml":      "name: empty\nmodel: whet-demo-8m\nmethod: lora\n",
+		"status.json":   "",
+		"metrics.jsonl": `{"step":60,"loss":1.25}` + "\n",
+		"checkpoints/step-00000040/trainer_state.json": `{"step":40,"cursor":40,"seed":1,"opt_step":40}`,
+		"checkpoints/step-00000060/trainer_state.json": `{"step":6`,
+	})
+	var out, errOut bytes.Buffer
+	if err := runRuns([]string{"--dir", dir}, nil, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "empty")
+	want := "empty unreadable: " + filepath.Join(run, "status.json") + " is empty; how it ended is not known; whet train -c " +
+		filepath.Join(run, "run.yaml") + " resumes from " + filepath.Join(run, "checkpoints", "step-00000040") + " (step 40)\n"
+	if !strings.HasSuffix(out.String(), want) || !strings.Contains(out.String(), "empty  unreadable  60") {
+		t.Errorf("whet runs:\n%s\nwant it to end with\n%s", out.String(), want)
 	}
 }

@@ -111,6 +111,14 @@ func readTrainerState(path string) (TrainerState, error) {
 	return parseTrainerState(path, js)
 }
 
+// ReadCheckpointState reads the trainer state of the checkpoint folder
+// path without its tensors: whether a resume could start from it, as far
+// as a listing can tell cheaply (Resume also checks the tensors' SHA-256).
+// Errors name the file.
+func ReadCheckpointState(path string) (TrainerState, error) {
+	return readTrainerState(filepath.Join(path, stateFile))
+}
+
 // parseTrainerState reads the bytes of trainer_state.json, at path.
 // Errors name the file; counts below zero (a resume would index its data
 // order with them) and unwritten lines that are not one line each (a

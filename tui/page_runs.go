@@ -184,13 +184,16 @@ func (p *runsPage) open(name string) tea.Cmd {
 }
 
 // resumable is the selected run when c can train it again: it stopped or
-// crashed, no worker trains it, and the browser can start one.
+// crashed, or its status.json could not be read but it has a checkpoint
+// (the resume starts from the newest whole one; without one c would start
+// over a run that may have finished), no worker
+// trains it, and the browser can start one.
 func (p *runsPage) resumable() (RunInfo, bool) {
 	if _, ok := p.src.(RunResumer); !ok || p.attaching != "" || p.at >= len(p.runs) {
 		return RunInfo{}, false
 	}
 	r := p.runs[p.at]
-	return r, !r.Live && (r.State == "stopped" || r.State == "crashed")
+	return r, !r.Live && (r.State == "stopped" || r.State == "crashed" || r.State == "unreadable" && r.ResumeFrom != "")
 }
 
 // resume trains run name again in a worker and follows it, in a command

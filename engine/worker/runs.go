@@ -84,6 +84,16 @@ func (r Run) Failure() string {
 	return r.Why() + "; " + r.next()
 }
 
+// Unreadable is, for a run whose status.json could not be read, why
+// (StatusErr) and what whet train -c does with it next; "" for any other
+// run.
+func (r Run) Unreadable() string {
+	if r.State != "unreadable" {
+		return ""
+	}
+	return r.StatusErr + "; how it ended is not known; " + r.next()
+}
+
 // Why is what the folder tells of why a failed run failed: that it ended
 // before its first status.json (NoStatus), and its worker's last words
 // or, without a worker log (a run trained by whet train in a terminal),
@@ -278,7 +288,16 @@ func (r *Run) resumeFacts(run engine.RunDir) {
 	case err != nil:
 		r.ResumeErr = err.Error()
 	case len(cps) > 0:
+		// The newest checkpoint whose trainer state reads, as Resume
+		// passes over a damaged one for the one before; when none reads,
+		// the newest (Resume then says what is wrong with it).
 		r.ResumeFrom, r.ResumeStep = cps[len(cps)-1].Path, cps[len(cps)-1].Step
+		for i := len(cps) - 1; i >= 0; i-- {
+			if _, err := engine.ReadCheckpointState(cps[i].Path); err == nil {
+				r.ResumeFrom, r.ResumeStep = cps[i].Path, cps[i].Step
+				break
+			}
+		}
 	}
 }
 
