@@ -108,12 +108,19 @@ func runPull(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *jsonOut {
-		return json.NewEncoder(stdout).Encode(map[string]any{
+		m := map[string]any{
 			"event": "snapshot", "repo": ref.Repo, "revision": ref.Revision, "commit": snap.Commit,
 			"dir": snap.Dir, "files": snap.Files,
-		})
+		}
+		if p := snap.NewerPartial; p != nil {
+			m["newer_partial"] = partialJSON(p)
+		}
+		return json.NewEncoder(stdout).Encode(m)
 	}
-	fmt.Fprintf(stdout, "%s at commit %s:\n%s\n", ref, snap.Commit[:min(12, len(snap.Commit))], snap.Dir)
+	if n := snap.OlderNotice(); n != "" {
+		fmt.Fprintf(stdout, "HF_HUB_OFFLINE is set, %s\n", n)
+	}
+	fmt.Fprintf(stdout, "%s at commit %s:\n%s\n", ref, hub.ShortCommit(snap.Commit), snap.Dir)
 	return nil
 }
 
@@ -175,10 +182,15 @@ func errorJSON(err error) map[string]any {
 	if errors.As(err, &he) && he.Partial != nil {
 		// An earlier pull stopped part way: what the cache holds (files and
 		// total are 0 when unknown).
-		p := he.Partial
-		m["partial"] = map[string]any{"files_done": p.FilesDone, "files": p.Files, "done": p.Done, "total": p.Total, "commit": p.Commit}
+		m["partial"] = partialJSON(he.Partial)
 	}
 	return m
+}
+
+// partialJSON is an unfinished pull in --json lines (files and total are
+// 0 when unknown).
+func partialJSON(p *hub.PartialPull) map[string]any {
+	return map[string]any{"files_done": p.FilesDone, "files": p.Files, "done": p.Done, "total": p.Total, "commit": p.Commit}
 }
 
 // pullPrinter shows a pull for people: one line per finished file and, on
@@ -385,10 +397,14 @@ func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
 		enc := json.NewEncoder(w)
 		for _, m := range models {
 			latest, _ := m.Latest()
-			enc.Encode(map[string]any{
+			line := map[string]any{
 				"repo": m.Repo, "size": m.Size, "partial": m.Partial, "refs": m.Refs,
 				"dir": latest.Dir, "commit": latest.Commit, "weights": latest.HasWeights(),
-			})
+			}
+			if p, ok := cache.Unfinished(m.Repo); ok {
+				line["partial_pull"] = partialJSON(p)
+			}
+			enc.Encode(line)
 		}
 		return nil
 	}
@@ -400,8 +416,11 @@ func listCache(w io.Writer, cache hub.Cache, jsonOut bool) error {
 	for _, m := range models {
 		latest, _ := m.Latest()
 		var notes []string
+		p, partial := cache.Unfinished(m.Repo)
 		switch {
-		case m.Partial > 0: // an interrupted pull, maybe of some shards only
+		case partial: // an interrupted pull: what its record or the cache tells
+			notes = append(notes, "partial: "+p.String()+", whet pull resumes")
+		case m.Partial > 0: // interrupted downloads of no pull known
 			notes = append(notes, units.Bytes(m.Partial)+" partial, whet pull resumes")
 		case !latest.HasWeights():
 			notes = append(notes, "config only")

@@ -405,3 +405,78 @@ func TestPullOfflineAfterInterruptedPull(t *testing.T) {
 		t.Fatalf("using the model with the Hub unreachable after an interrupted pull: %v", err)
 	}
 }
+
+// whet pull --list says how far an interrupted pull got in files and
+// bytes (Cache.Unfinished), and, with a complete older snapshot of main
+// in the cache, whet pull and a command using the model offline say they
+// use that older snapshot and that the newer pull is partial.
+func TestPullListAndOfflineWithANewerPartialPull(t *testing.T) {
+	srv, _ := pullEnv(t)
+	if code, _, stderr := pullCLI("whet-test/tiny-llama"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	client, err := hub.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := hub.Ref{Repo: "whet-test/tiny-llama", Revision: "main"}
+	old, err := client.Cache().Lookup(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	for _, name := range old.Files {
+		data, err := os.ReadFile(filepath.Join(old.Dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = data
+	}
+	files["model.safetensors"] = append(bytes.Clone(files["model.safetensors"]), make([]byte, 64<<10)...) // another blob
+	newer := srv.AddFiles("whet-test/tiny-llama", files)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv.DropAfter("model.safetensors", 4<<10)
+	srv.BeforeStorage = func(name string) {
+		if name == "model.safetensors" {
+			cancel()
+			<-ctx.Done()
+		}
+	}
+	if _, err := client.Pull(ctx, ref, hub.PullOptions{}); err == nil {
+		t.Fatal("the interrupted pull succeeded")
+	}
+	srv.BeforeStorage = nil
+	progress := `\d of \d+ files downloaded \([^)]+ of [^)]+\)`
+
+	code, stdout, _ := pullCLI("--list")
+	if list := regexp.MustCompile(`whet-test/tiny-llama .*\(partial: ` + progress + `, whet pull resumes`); code != 0 || !list.MatchString(stdout) {
+		t.Fatalf("--list: exit %d\n%s\nwant %s", code, stdout, list)
+	}
+	code, stdout, _ = pullCLI("--list", "--json")
+	if code != 0 || !strings.Contains(stdout, `"partial_pull":{"commit":"`+newer+`"`) {
+		t.Fatalf("--list --json: exit %d\n%s", code, stdout)
+	}
+
+	notice := regexp.MustCompile(`using the older complete snapshot ` + old.Commit[:12] + ` of whet-test/tiny-llama; a newer pull \(` +
+		newer[:12] + `\) is partial: ` + progress + `, and whet pull resumes it`)
+	t.Setenv("HF_HUB_OFFLINE", "1")
+	code, stdout, stderr := pullCLI("whet-test/tiny-llama")
+	if code != 0 || !notice.MatchString(stdout) || !strings.HasSuffix(stdout, old.Dir+"\n") {
+		t.Fatalf("whet pull offline: exit %d\n%s%s\nwant %s", code, stdout, stderr, notice)
+	}
+	var w bytes.Buffer
+	dir, err := pullModelArg(context.Background(), "whet-test/tiny-llama", nil, &w)
+	if err != nil || dir != old.Dir || !notice.MatchString(w.String()) || !strings.Contains(w.String(), "HF_HUB_OFFLINE is set") {
+		t.Fatalf("using the model offline: %s %v\n%s", dir, err, w.String())
+	}
+
+	// The Hub cannot be reached: the older snapshot too, saying so.
+	t.Setenv("HF_HUB_OFFLINE", "")
+	srv.Close()
+	w.Reset()
+	dir, err = pullModelArg(context.Background(), "whet-test/tiny-llama", nil, &w)
+	if err != nil || dir != old.Dir || !notice.MatchString(w.String()) || !strings.Contains(w.String(), "the Hub is unreachable") {
+		t.Fatalf("using the model with the Hub unreachable: %s %v\n%s", dir, err, w.String())
+	}
+}

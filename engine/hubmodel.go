@@ -16,7 +16,8 @@ import (
 // first when the cache lacks it (HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE
 // apply, see engine/hub). When the Hub cannot be reached but the cache has
 // the snapshot, that one is used, as transformers does, and notice says
-// so; otherwise notice is "".
+// so; notice also says when the snapshot used (offline or unreachable) is
+// older than an unfinished pull of the same revision; otherwise it is "".
 func ModelFolder(ctx context.Context, model string, opts hub.PullOptions) (dir, notice string, err error) {
 	if !hub.LooksLikeRef(model) {
 		return model, "", nil
@@ -32,6 +33,9 @@ func ModelFolder(ctx context.Context, model string, opts hub.PullOptions) (dir, 
 	snap, err := client.Pull(ctx, ref, opts)
 	var he *hub.Error
 	if errors.As(err, &he) && he.Kind == hub.ErrNetwork && he.Cached != nil {
+		if n := he.Cached.OlderNotice(); n != "" { // not silently the older one
+			return he.Cached.Dir, fmt.Sprintf("model %s: the Hub is unreachable, %s", model, n), nil
+		}
 		return he.Cached.Dir, fmt.Sprintf("model %s: the Hub is unreachable, using the cached snapshot %s", model, he.Cached.Commit), nil
 	}
 	partial := errors.As(err, &he) && he.Partial != nil // an id the cache half holds is no mistyped folder
@@ -45,7 +49,12 @@ func ModelFolder(ctx context.Context, model string, opts hub.PullOptions) (dir, 
 	if err != nil {
 		return "", "", fmt.Errorf("model %s: %w", model, err)
 	}
-	return snap.Dir, "", nil
+	if n := snap.OlderNotice(); n != "" {
+		// HF_HUB_OFFLINE took the revision's ref, which a pull that
+		// stopped part way left at the commit before it.
+		notice = fmt.Sprintf("model %s: HF_HUB_OFFLINE is set, %s", model, n)
+	}
+	return snap.Dir, notice, nil
 }
 
 // NoModelFolder is the error for a model given as a path that does not

@@ -33,6 +33,11 @@ type Snapshot struct {
 	Commit string   // the commit the revision resolved to
 	Dir    string   // .../models--ORG--NAME/snapshots/COMMIT
 	Files  []string // the files present, relative to Dir, sorted
+	// NewerPartial is, for a snapshot taken from the cache without the Hub
+	// (HF_HUB_OFFLINE, or a Hub that cannot be reached), an unfinished
+	// pull of the same revision at another commit: the pull that would
+	// have replaced this snapshot stopped part way. nil otherwise.
+	NewerPartial *PartialPull
 }
 
 // Has reports whether the snapshot holds a file.

@@ -970,3 +970,70 @@ func TestPartialOnlyForUnfinishedPulls(t *testing.T) {
 		t.Fatalf("offline, config only: %v", err)
 	}
 }
+
+// A complete snapshot of main, then a newer commit of main whose pull
+// stopped part way: offline, the older snapshot is used and says so, with
+// what the newer pull left; an unreachable Hub's error says the same, and
+// the cache's listing (Unfinished) names the newer pull's files.
+func TestOlderSnapshotWhileANewerPullIsPartial(t *testing.T) {
+	srv, c, old := fakeHub(t)
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	c.Offline = true
+	snap, err := pull(t, c, repo)
+	if err != nil || snap.NewerPartial != nil || snap.OlderNotice() != "" {
+		t.Fatalf("offline, nothing newer: %v %+v %q", err, snap, snap.OlderNotice())
+	}
+	if p, ok := c.Cache().Unfinished(repo); ok {
+		t.Fatalf("a complete pull: Unfinished %v", p)
+	}
+	c.Offline = false
+
+	files := tinyFiles()
+	files["model.safetensors"] = bytes.Repeat([]byte("fedcba9876543210"), 64<<10) // 1 MiB, another blob
+	newer := srv.AddFiles(repo, files)
+	interruptedPull(t, srv, c, newer)
+	small := int64(0)
+	for _, name := range wantFiles {
+		if name != "model.safetensors" {
+			small += int64(len(files[name]))
+		}
+	}
+	progress := fmt.Sprintf("4 of 5 files downloaded (%s of %s)", units.Bytes(small+100<<10), units.Bytes(small+int64(len(weights))))
+	want := fmt.Sprintf("using the older complete snapshot %s of %s; a newer pull (%s) is partial: %s, and whet pull resumes it",
+		old[:12], repo, newer[:12], progress)
+
+	c.Offline = true
+	snap, err = pull(t, c, repo)
+	if err != nil || snap.Commit != old {
+		t.Fatalf("offline: %v, commit %v, want the older %s", err, snap, old)
+	}
+	if p := snap.NewerPartial; p == nil || p.Commit != newer || snap.OlderNotice() != want {
+		t.Fatalf("offline: NewerPartial %+v, notice\n%q\nwant\n%q", p, snap.OlderNotice(), want)
+	}
+	if p, ok := c.Cache().Unfinished(repo); !ok || p.String() != progress {
+		t.Errorf("Unfinished: %v %v, want %q", p, ok, progress)
+	}
+
+	dead := hubtest.New()
+	dead.Close()
+	unreachable := hub.NewClient(hub.Settings{Endpoint: dead.URL(), CacheDir: c.CacheDir, TokenPath: filepath.Join(c.CacheDir, "token")})
+	_, err = pull(t, unreachable, repo)
+	var he *hub.Error
+	if !errors.As(err, &he) || he.Kind != hub.ErrNetwork || he.Cached == nil || he.Cached.Commit != old ||
+		he.Cached.OlderNotice() != want || !strings.Contains(err.Error(), "the cache has an older complete snapshot (commit "+old) ||
+		!strings.Contains(err.Error(), "a newer pull ("+newer[:12]+") is partial: "+progress) {
+		t.Fatalf("unreachable: %v", err)
+	}
+
+	// The pull finished: the newer snapshot, nothing partial.
+	c.Offline = false
+	if _, err := pull(t, c, repo); err != nil {
+		t.Fatal(err)
+	}
+	c.Offline = true
+	if snap, err := pull(t, c, repo); err != nil || snap.Commit != newer || snap.NewerPartial != nil {
+		t.Fatalf("after the pull finished: %v %+v", err, snap)
+	}
+}

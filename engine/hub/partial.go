@@ -214,3 +214,54 @@ func (c Cache) planProgress(ref Ref, p *pullPlan) (*PartialPull, bool) {
 	}
 	return pp, true
 }
+
+// newerPartial is what an unfinished pull of ref's revision at another
+// commit than snap's left (snap's NewerPartial), or nil: a pull that
+// stopped part way leaves the revision's ref at the commit pulled before,
+// whose complete snapshot a cache-only lookup then takes.
+func (c Cache) newerPartial(ref Ref, snap *Snapshot) *PartialPull {
+	p, ok := c.Partial(ref)
+	if !ok || p.Commit == "" || p.Commit == snap.Commit {
+		return nil
+	}
+	return p
+}
+
+// OlderNotice says which snapshot is used while a newer pull of its
+// revision is unfinished (NewerPartial): "using the older complete
+// snapshot 1a2b3c4d5e6f of ORG/NAME; a newer pull (9f8e7d6c5b4a) is
+// partial: 4 of 5 files downloaded (100 KiB of 1.00 MiB), and whet pull
+// resumes it"; "" without one. Every message about such a snapshot says
+// it this way.
+func (s *Snapshot) OlderNotice() string {
+	if s == nil || s.NewerPartial == nil {
+		return ""
+	}
+	return fmt.Sprintf("using the older complete snapshot %s of %s; a newer pull (%s) is partial: %s, and whet pull resumes it",
+		ShortCommit(s.Commit), s.Ref, ShortCommit(s.NewerPartial.Commit), s.NewerPartial)
+}
+
+// ShortCommit is a commit hash as messages show it: its first 12 digits.
+func ShortCommit(commit string) string { return commit[:min(12, len(commit))] }
+
+// Unfinished is what an unfinished pull of repo left, for listings of the
+// cache: the pull its record names (whatever its revision), or without a
+// record, when interrupted downloads are kept, what Partial tells of the
+// default revision. ok is false when no pull of repo is unfinished.
+func (c Cache) Unfinished(repo string) (*PartialPull, bool) {
+	if checkRepoID(repo) != nil {
+		return nil, false
+	}
+	if p, err := c.readPlan(repo); err == nil {
+		rev := p.Revision
+		if rev == "" {
+			rev = p.Commit
+		}
+		return c.planProgress(Ref{Repo: repo, Revision: rev}, p)
+	}
+	m, err := c.model(repo)
+	if err != nil || m.Partial == 0 {
+		return nil, false
+	}
+	return c.Partial(Ref{Repo: repo})
+}

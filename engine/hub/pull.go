@@ -91,6 +91,7 @@ func (c *Client) pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 			}
 			return nil, err
 		}
+		snap.NewerPartial = cache.newerPartial(ref, snap)
 		return snap, nil
 	}
 
@@ -177,7 +178,12 @@ func (c *Client) offerCache(ctx context.Context, ref Ref, want func(string) bool
 	e := newError(ErrNetwork, err, "cannot reach %s for %s: %v", c.Endpoint, ref, err)
 	if snap, lerr := c.Cache().Lookup(ref); lerr == nil && len(missingFiles(snap, want)) == 0 {
 		e.Cached = snap
-		e.Msg += fmt.Sprintf("; the cache has it (commit %s, %s): set HF_HUB_OFFLINE=1 to use that copy", snap.Commit, snap.Dir)
+		if snap.NewerPartial = c.Cache().newerPartial(ref, snap); snap.NewerPartial != nil {
+			e.Msg += fmt.Sprintf("; the cache has an older complete snapshot (commit %s, %s) and a newer pull (%s) is partial: %s; set HF_HUB_OFFLINE=1 to use the older snapshot, or pull again when the Hub can be reached",
+				snap.Commit, snap.Dir, ShortCommit(snap.NewerPartial.Commit), snap.NewerPartial)
+		} else {
+			e.Msg += fmt.Sprintf("; the cache has it (commit %s, %s): set HF_HUB_OFFLINE=1 to use that copy", snap.Commit, snap.Dir)
+		}
 	} else if p, ok := c.Cache().Partial(ref); ok {
 		e.Partial = p
 		e.Msg += fmt.Sprintf("; an earlier pull of it stopped part way: %s; the pull resumes when the Hub can be reached (check the connection, or set HF_ENDPOINT to a mirror)", p)
