@@ -14,6 +14,7 @@ import (
 	"whet/engine"
 	"whet/engine/worker"
 	"whet/tui"
+	"whet/tui/fake"
 )
 
 type recordingControl struct {
@@ -93,8 +94,10 @@ func TestAttachedViewerKeys(t *testing.T) {
 	}
 	// Every event broadcast: the last is step 60's eval (events that come
 	// together are applied in one message, so "60/200" alone may or may
-	// not have its eval yet).
-	d.waitScreen("eval loss 1.1818")
+	// not have its eval yet); and the GPU sampler's first reading, which
+	// comes on a command of its own in any order with the events (the
+	// golden once showed "GPU: reading…" on a loaded machine).
+	d.waitScreen("eval loss 1.1818", fake.DemoGPU.Stats.Name)
 	golden(t, "dashboard_attached_80x24", d.view())
 	d.keys("p", "c")
 	for i := 0; ctl.got() != "pause,checkpoint"; i++ {

@@ -3,6 +3,7 @@ package tui_test
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,10 +164,12 @@ func keyMsg(k string) tea.KeyPressMsg {
 	return tea.KeyPressMsg{Code: rune(k[0]), Text: k}
 }
 
-// waitFor pumps messages until cond holds (checked after each one).
+// waitFor pumps messages until cond holds (checked after each one). The
+// deadline only bounds a test that would otherwise hang: it is generous
+// because CI runs on two loaded cores, where 5 s was seen to be too short.
 func (d *driver) waitFor(what string, cond func() bool) {
 	d.t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(60 * time.Second)
 	for !cond() {
 		select {
 		case msg := <-d.msgs:
@@ -177,10 +180,20 @@ func (d *driver) waitFor(what string, cond func() bool) {
 	}
 }
 
-// waitScreen pumps until the screen contains s.
-func (d *driver) waitScreen(s string) {
+// waitScreen pumps until the screen contains every one of texts. A
+// golden of a screen fed by several commands (the run's events, the GPU
+// sampler) waits for a text of each, since they arrive in any order.
+func (d *driver) waitScreen(texts ...string) {
 	d.t.Helper()
-	d.waitFor("screen to show "+s, func() bool { return strings.Contains(d.screen(), s) })
+	d.waitFor(fmt.Sprintf("screen to show %q", texts), func() bool {
+		scr := d.screen()
+		for _, s := range texts {
+			if !strings.Contains(scr, s) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func (d *driver) screen() string { return ansi.Strip(d.m.View().Content) }

@@ -90,7 +90,9 @@ func TestRunsPageFlow(t *testing.T) {
 	d.keys("r")
 	d.waitScreen("persona-lora")
 	d.keys("down", "down", "enter")
-	d.waitScreen("eval loss 1.1818") // the whole history: step 60's eval is its last event
+	// The whole history (step 60's eval is its last event) and the GPU
+	// sampler's first reading, which may come before or after it.
+	d.waitScreen("eval loss 1.1818", fake.DemoGPU.Stats.Name)
 	if s := d.screen(); !strings.Contains(s, "q/esc runs (run goes on)") || !strings.Contains(s, "checkpoint #1") {
 		t.Errorf("viewer of a live run:\n%s", s)
 	}
