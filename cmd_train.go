@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"whet/datasets"
 	"whet/engine"
 )
 
@@ -136,8 +137,29 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	case *asWorker:
 		return serveWorker(ctx, cfg, stdout, *asJSON)
 	}
-	events, _, err := engine.Start(ctx, cfg)
+	// The data read (seconds for a large file) stops on Ctrl-C like the
+	// run, and a terminal sees how far it has come.
+	var report func(datasets.Progress)
+	progress := newDataProgress(stderr, cfg.Data.Path, dataProgressNow)
+	if progress != nil {
+		report = progress.report
+	}
+	events, _, err := engine.StartContext(ctx, cfg, report)
+	if progress != nil {
+		progress.end()
+	}
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// Stopped before the first step: nothing to checkpoint, and the
+			// exit status must not say the run succeeded or failed on its own.
+			sig := received()
+			if sig == 0 && out.closed.Load() {
+				sig = syscall.SIGPIPE
+			}
+			if sig != 0 {
+				return interruptedRead(sig, *config)
+			}
+		}
 		return err
 	}
 	finished, watched := make(chan struct{}), make(chan struct{})
@@ -207,7 +229,8 @@ func (p pipeWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// Unwrap is the writer underneath (a pull's progress checks for a terminal).
+// Unwrap is the writer underneath (a pull's and the data read's progress
+// check for a terminal).
 func (p pipeWriter) Unwrap() io.Writer { return p.w }
 
 // printEvents writes one line per event and returns the run's last

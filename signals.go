@@ -99,3 +99,11 @@ func interruptedRun(sig syscall.Signal, step int, checkpointed bool, runFile str
 	return &interruptedError{sig: sig, msg: fmt.Sprintf("stopped by %s at step %d before its first checkpoint (exit status %d); start it over: whet train -c %s",
 		signalName(sig), step, 128+int(sig), runFile)}
 }
+
+// interruptedRead is the error of a `whet train` that a signal stopped
+// while it read its data, before the first step: there is nothing to
+// checkpoint or resume.
+func interruptedRead(sig syscall.Signal, runFile string) *interruptedError {
+	return &interruptedError{sig: sig, msg: fmt.Sprintf("stopped by %s while reading the data, before the first step (exit status %d); nothing was trained: start it again with whet train -c %s",
+		signalName(sig), 128+int(sig), runFile)}
+}

@@ -2,8 +2,11 @@ package datasets
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync"
+
+	"whet/engine/units"
 )
 
 // Stage is the part of Prepare that Progress counts.
@@ -25,6 +28,30 @@ type Progress struct {
 	// Rows of TotalRows examples tokenized so far (StageTokenizing; 0 of 0
 	// while reading).
 	Rows, TotalRows int
+}
+
+// Done is how far the current stage has come, done of total (bytes while
+// reading, rows while tokenizing); total is 0 before anything is known.
+func (p Progress) Done() (done, total int64) {
+	switch p.Stage {
+	case StageReading:
+		return p.Bytes, p.TotalBytes
+	case StageTokenizing:
+		return int64(p.Rows), int64(p.TotalRows)
+	}
+	return 0, 0
+}
+
+// String says what Done counts, as the studio's data page and whet train
+// show it: "9.00 MiB of 36.0 MiB read", "45.0k of 100k rows tokenized".
+func (p Progress) String() string {
+	switch p.Stage {
+	case StageReading:
+		return fmt.Sprintf("%s of %s read", units.Bytes(p.Bytes), units.Bytes(p.TotalBytes))
+	case StageTokenizing:
+		return fmt.Sprintf("%s of %s rows tokenized", units.Count(int64(p.Rows)), units.Count(int64(p.TotalRows)))
+	}
+	return ""
 }
 
 // TokenizedEvery is how many examples go between two tokenizing reports: a

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -44,7 +45,7 @@ func init() {
 
 // prepareWithDatasets loads the model folder's tokenizer and runs the
 // data pipeline over the run's files.
-func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
+func prepareWithDatasets(ctx context.Context, cfg RunConfig, progress func(datasets.Progress)) (*PreparedData, error) {
 	tok, err := tokenizer.Load(cfg.Model)
 	if err != nil {
 		return nil, err
@@ -55,7 +56,7 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 			return nil, err
 		}
 		// Prompts only: the completions are generated while training.
-		ps, err := datasets.PreparePrompts(opts, tok)
+		ps, err := datasets.PreparePromptsContext(ctx, opts, tok, progress)
 		if err != nil {
 			return nil, err
 		}
@@ -74,7 +75,7 @@ func prepareWithDatasets(cfg RunConfig) (*PreparedData, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := datasets.Prepare(opts, tok)
+	p, err := datasets.PrepareContext(ctx, opts, tok, progress)
 	if err != nil {
 		return nil, err
 	}

@@ -131,7 +131,10 @@ type PreparedData struct {
 // PrepareData turns the run's data settings into packed batches for a
 // model folder. It is a variable so the data pipeline (package datasets
 // with its tokenizer) plugs in without the engine depending on its details.
-var PrepareData = func(cfg RunConfig) (*PreparedData, error) {
+// The read stops early when ctx ends (returning an error that wraps ctx's)
+// and tells progress, when not nil, how far it has come
+// (datasets.PrepareContext).
+var PrepareData = func(ctx context.Context, cfg RunConfig, progress func(datasets.Progress)) (*PreparedData, error) {
 	return nil, errors.New("no data pipeline linked into this program")
 }
 
@@ -219,6 +222,13 @@ type Session struct {
 // Prepare builds everything a run needs and creates its run directory
 // (or reuses it to resume when cfg.Name names an existing run).
 func Prepare(cfg RunConfig) (*Session, error) {
+	return PrepareContext(context.Background(), cfg, nil)
+}
+
+// PrepareContext is Prepare whose data read (a 100,000-row file takes
+// seconds) stops when ctx ends, with an error that wraps ctx's, and tells
+// progress, when not nil, how far it has come (datasets.PrepareContext).
+func PrepareContext(ctx context.Context, cfg RunConfig, progress func(datasets.Progress)) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -312,7 +322,7 @@ func Prepare(cfg RunConfig) (*Session, error) {
 	}
 	dataCfg := cfg
 	dataCfg.Model = modelDir
-	data, err := PrepareData(dataCfg)
+	data, err := PrepareData(ctx, dataCfg, progress)
 	if err != nil {
 		return fail(err)
 	}
@@ -699,12 +709,31 @@ func fitMaxLength(cfg *RunConfig, modelDir string, resuming bool) {
 }
 
 // Start prepares a run and trains it in the background. Events arrive on
-// the returned channel, which is closed after the DoneEvent.
+// the returned channel, which is closed after the DoneEvent. ctx stops
+// the training (with a checkpoint); the data read before it runs to its
+// end (StartContext stops it too).
 func Start(ctx context.Context, cfg RunConfig) (<-chan Event, RunControl, error) {
 	s, err := Prepare(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
+	return start(ctx, s)
+}
+
+// StartContext is Start whose data read also stops when ctx ends (the run
+// then never starts: the error wraps ctx's, and there is nothing to
+// checkpoint) and tells progress, when not nil, how far it has come. It
+// is whet train's: Ctrl-C during a long read stops it at once.
+func StartContext(ctx context.Context, cfg RunConfig, progress func(datasets.Progress)) (<-chan Event, RunControl, error) {
+	s, err := PrepareContext(ctx, cfg, progress)
+	if err != nil {
+		return nil, nil, err
+	}
+	return start(ctx, s)
+}
+
+// start trains the prepared session s in the background (Start).
+func start(ctx context.Context, s *Session) (<-chan Event, RunControl, error) {
 	ch := make(chan Event, 64)
 	ctl := newControl()
 	if s.Trainer != nil {

@@ -805,18 +805,8 @@ func (p *dataPage) readingView() string {
 	st := p.styles
 	lines := []string{st.Muted.Render(trimTo("reading "+printable(p.selected)+"…", p.w))}
 	pr := p.progress
-	var done, total int64
-	var what string
-	switch pr.Stage {
-	case datasets.StageReading:
-		done, total = pr.Bytes, pr.TotalBytes
-		what = fmt.Sprintf("%s of %s read", units.Bytes(pr.Bytes), units.Bytes(pr.TotalBytes))
-	case datasets.StageTokenizing:
-		done, total = int64(pr.Rows), int64(pr.TotalRows)
-		what = fmt.Sprintf("%s of %s rows tokenized", units.Count(int64(pr.Rows)), units.Count(int64(pr.TotalRows)))
-	}
-	if total > 0 {
-		nums := fmt.Sprintf(" %3d%%  %s", done*100/total, what)
+	if done, total := pr.Done(); total > 0 {
+		nums := fmt.Sprintf(" %3d%%  %s", done*100/total, pr)
 		// One bar width for both stages, so the bar does not jump.
 		lines = append(lines, trimTo(progressBar(st, done, total, min(max(p.w-42, 10), 40))+nums, p.w))
 	}
