@@ -136,8 +136,12 @@ func (s *tmuxServer) serveLog() string {
 // read, fails at once, with what it last showed.
 func (s *tmuxServer) wait(name string, texts ...string) string {
 	s.t.Helper()
+	var alive string // the last screen read before the pane died
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		st := s.state(name)
+		if !st.dead {
+			alive = st.screen
+		}
 		all := st.err == ""
 		for _, t := range texts {
 			all = all && strings.Contains(st.screen, t)
@@ -150,7 +154,7 @@ func (s *tmuxServer) wait(name string, texts ...string) string {
 			// exit-empty off): gone, it was killed or crashed.
 			s.t.Fatalf("terminal %s: tmux cannot read it (%s), waiting for %q%s", name, st.err, texts, s.serveLog())
 		case st.dead:
-			s.t.Fatalf("terminal %s's program ended (exit status %s) before it showed %q; the end of its output:\n%s%s", name, st.status, texts, s.lastWords(name), s.serveLog())
+			s.t.Fatalf("terminal %s's program ended (exit status %s) before it showed %q; its last screen:\n%s\nthe end of its output:\n%s%s", name, st.status, texts, alive, s.lastWords(name), s.serveLog())
 		case time.Now().After(deadline):
 			s.t.Fatalf("terminal %s never showed %q; it shows:\n%s%s", name, texts, st.screen, s.serveLog())
 		}
