@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"whet/engine"
 )
@@ -34,17 +35,22 @@ func Dial(rd engine.RunDir) (*Conn, error) {
 	events := make(chan engine.Event, clientQueue)
 	replies := make(chan Message, 16)
 	done := make(chan struct{})
+	heard := make(chan struct{}) // closed at the worker's first line, or its end
+	var once sync.Once
+	hear := func() { once.Do(func() { close(heard) }) }
 	go func() {
 		defer close(events)
 		defer close(replies)
+		defer hear()
 		r := bufio.NewReaderSize(c, 4096)
 		for {
 			line, err := readLine(r)
 			if err != nil {
 				return
 			}
+			hear()
 			var m Message
-			if json.Unmarshal(line, &m) != nil {
+			if json.Unmarshal(line, &m) != nil || m.Event == helloEvent {
 				continue
 			}
 			if m.Event == "" {
@@ -63,8 +69,27 @@ func Dial(rd engine.RunDir) (*Conn, error) {
 			}
 		}
 	}()
+	// The connect completes in the kernel before the worker has accepted
+	// and registered this viewer: an event it broadcast in between never
+	// came, and AttachContext, which reads the run's history after Dial,
+	// could miss it in the files too (a viewer showed step 5 of a run
+	// paused at step 6, whose StepEvent went out in that gap). The hello,
+	// the first line the worker queues for a registered viewer, ends the
+	// gap. A worker from before the hello says nothing until its next
+	// event: Dial then waits helloWait and goes on as it did.
+	t := time.NewTimer(helloWait)
+	defer t.Stop()
+	select {
+	case <-heard:
+	case <-t.C:
+	}
 	return &Conn{conn: c, Events: events, Replies: replies, done: done}, nil
 }
+
+// helloWait bounds Dial's wait for the worker's hello; a worker answers
+// at once, so only one from before the hello (or a stalled machine)
+// makes Dial wait this long.
+const helloWait = 5 * time.Second
 
 // Send sends one command (CmdPause, …); the worker's answer comes on Replies.
 func (c *Conn) Send(cmd string) error {

@@ -125,8 +125,9 @@ func (s *Server) accept() {
 			return
 		}
 		s.clients[c] = struct{}{}
-		// Under the lock that Broadcast takes: the backlog comes before
-		// any line broadcast after it.
+		// Under the lock that Broadcast takes: the hello (Dial waits for
+		// it) and the backlog come before any line broadcast after it.
+		c.out <- helloLine
 		for _, line := range s.logs {
 			c.out <- line
 		}

@@ -38,6 +38,14 @@ type Request struct {
 	Cmd string `json:"cmd"`
 }
 
+// helloEvent is the first line the worker queues for a viewer, once the
+// viewer is registered for broadcasts: every event broadcast after it
+// reaches the viewer. Dial waits for it. A viewer from before it skips it
+// as an event it does not know.
+const helloEvent = "hello"
+
+var helloLine = []byte(`{"event":"` + helloEvent + `"}` + "\n")
+
 // Message is one line the worker sends: a reply to a request (Reply set,
 // or Error), or an event (Event set).
 type Message struct {

@@ -123,7 +123,7 @@ func TestPeerCredOfOwnConnection(t *testing.T) {
 	s, ctl, rd := listen(t)
 	c, r := dialRaw(t, rd)
 	c.Write([]byte(`{"cmd":"checkpoint"}` + "\n"))
-	if m := readMsg(t, r); !m.OK || m.Reply != "checkpoint" {
+	if m := readReply(t, r); !m.OK || m.Reply != "checkpoint" {
 		t.Fatalf("reply %+v", m)
 	}
 	if ctl.got() != "checkpoint" {
@@ -372,5 +372,32 @@ func TestPauseReachesEveryViewer(t *testing.T) {
 	s.Broadcast(engine.LogEvent{Text: "live"})
 	if ev := next(late2, "a viewer connecting after the resume"); ev != (engine.LogEvent{Text: "live"}) {
 		t.Fatalf("a viewer connecting after the resume got %#v first, want the live line", ev)
+	}
+}
+
+// An event broadcast as soon as Dial returns reaches the viewer. The
+// connect completes in the kernel before the worker has registered the
+// viewer, and an event broadcast in that gap was lost: a viewer attached
+// from the studio's runs page showed step 5 of a run paused at step 6
+// (TestServeTwoViewersSeeTheSameSteps, under load), since its history had
+// been read before step 6 and the live step 6 went out in the gap. Dial
+// now returns once the worker's hello says the viewer is registered.
+func TestEventRightAfterDialArrives(t *testing.T) {
+	s, _, rd := listen(t)
+	for i := 1; i <= 50; i++ {
+		c, err := Dial(rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Broadcast(engine.StepEvent{Step: i, TotalSteps: 50, Loss: 1})
+		select {
+		case ev, ok := <-c.Events:
+			if st, isStep := ev.(engine.StepEvent); !ok || !isStep || st.Step != i {
+				t.Fatalf("viewer %d got %#v (open %v), want step %d", i, ev, ok, i)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("viewer %d never got the step broadcast right after its Dial returned", i)
+		}
+		c.Close()
 	}
 }
