@@ -28,7 +28,7 @@ type Options struct {
 	Path        string            `yaml:"path"`                    // a data file, a folder of shards, or a glob pattern
 	Format      string            `yaml:"format,omitempty"`        // auto | alpaca | sharegpt | messages | text | preference | completion | prompt (GRPO)
 	Columns     map[string]string `yaml:"columns,omitempty"`       // canonical column -> the file's column
-	Template    string            `yaml:"template,omitempty"`      // chat template: a built-in name, a .jinja file (relative to the run file) or the Jinja text; empty = the tokenizer's
+	Template    string            `yaml:"template,omitempty"`      // chat template: a built-in name, a .jinja file (relative to the run file; the run folder keeps a copy of its text, chat_template.jinja) or the Jinja text; empty = the tokenizer's
 	TrainOn     string            `yaml:"train_on,omitempty"`      // responses | all
 	MaxLength   int               `yaml:"max_length"`              // tokens per sequence; longer ones are truncated. A run file without it: the method's default, or the model's max_position_embeddings if fewer
 	Packing     bool              `yaml:"packing"`                 // pack sequences end to end (else pad with length grouping)

@@ -181,9 +181,10 @@ func resumeIgnored(c *RunConfig) {
 }
 
 // checkResume compares a run folder that holds checkpoints with the run
-// about to resume it: the saved run.yaml with cfg, inputs.json with now.
+// about to resume it: the saved run.yaml with cfg, inputs.json with now,
+// the folder's copy of a data.template file with tpl (templateChange).
 // A folder without checkpoints has nothing to mix and passes.
-func checkResume(rd RunDir, cfg RunConfig, now RunInputs) error {
+func checkResume(rd RunDir, cfg RunConfig, now RunInputs, tpl runTemplate) error {
 	if cps, err := ListCheckpoints(rd.Checkpoints()); err != nil || len(cps) == 0 {
 		return err
 	}
@@ -198,7 +199,17 @@ func checkResume(rd RunDir, cfg RunConfig, now RunInputs) error {
 			return fmt.Errorf("%s: %w", rd.Config(), err)
 		}
 		saved = &was
-		changes = configChanges(*saved, cfg)
+		before, after := was, cfg
+		if before.Data.Template == RunTemplateFile {
+			// The run trained with the folder's copy: compared by text,
+			// so a template file moved elsewhere is no change. A folder
+			// from before the copy names the file, compared by path below.
+			if c := templateChange(rd, after.Data.Template, tpl); c != "" {
+				changes = append(changes, c)
+			}
+			before.Data.Template, after.Data.Template = "", ""
+		}
+		changes = append(changes, configChanges(before, after)...)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

@@ -23,6 +23,8 @@ const DefaultRunsDir = "runs"
 //
 //	run.yaml        the RunConfig the run was started (or last resumed) with
 //	inputs.json     fingerprints of the data and model it was started with
+//	chat_template.jinja  the text of a data.template file, as the run trained
+//	                with (run.yaml's data.template then names this copy)
 //	metrics.jsonl   one line per optimizer step and per evaluation
 //	samples.jsonl   greedy generations made while training
 //	status.json     running | paused | done | stopped | failed, step, loss
@@ -44,6 +46,11 @@ func (d RunDir) Config() string { return d.join("run.yaml") }
 
 // Inputs is inputs.json, the fingerprints a resume is checked against.
 func (d RunDir) Inputs() string { return d.join("inputs.json") }
+
+// ChatTemplate is the run's copy of its data.template file
+// (RunTemplateFile): export, chat, the studio and a resume read the
+// template the run trained with from here, not from the user's file.
+func (d RunDir) ChatTemplate() string { return d.join(RunTemplateFile) }
 
 // Metrics is metrics.jsonl.
 func (d RunDir) Metrics() string { return d.join("metrics.jsonl") }

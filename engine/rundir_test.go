@@ -25,14 +25,18 @@ func smallRun(dir, name string) engine.RunConfig {
 // the studio) use too.
 func TestRunDirNamesEverythingARunWrites(t *testing.T) {
 	dir := t.TempDir()
-	runToEnd(t, smallRun(dir, "layout"))
+	cfg := smallRun(dir, "layout")
+	// A data.template file: the run keeps a copy of it.
+	cfg.Data.Template = filepath.Join(t.TempDir(), "mine.jinja")
+	writeText(t, cfg.Data.Template, familyJinja(t, "alpaca"))
+	runToEnd(t, cfg)
 	d, err := engine.NewRunDir(dir, "layout")
 	if err != nil {
 		t.Fatal(err)
 	}
 	named := map[string]bool{}
 	for _, p := range []string{d.Config(), d.Inputs(), d.Metrics(), d.Samples(), d.Status(), d.Checkpoints(),
-		d.Adapter(), d.Model(), d.RefLogps(), d.LockFile(), filepath.Dir(d.Export("peft", ""))} {
+		d.Adapter(), d.Model(), d.RefLogps(), d.LockFile(), d.ChatTemplate(), filepath.Dir(d.Export("peft", ""))} {
 		if filepath.Dir(p) != d.Path() {
 			t.Errorf("%s is not directly in the run folder %s", p, d.Path())
 		}
@@ -50,7 +54,7 @@ func TestRunDirNamesEverythingARunWrites(t *testing.T) {
 		}
 	}
 	sort.Strings(found)
-	for _, want := range []string{"adapter", "checkpoints", "metrics.jsonl", "run.yaml", "samples.jsonl", "status.json"} {
+	for _, want := range []string{"adapter", "chat_template.jinja", "checkpoints", "metrics.jsonl", "run.yaml", "samples.jsonl", "status.json"} {
 		if _, err := os.Stat(filepath.Join(d.Path(), want)); err != nil {
 			t.Errorf("run folder holds %v, lacks %s", found, want)
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,7 +95,14 @@ func (c *RunConfig) resolvePaths(base string, cwdFallback bool) error {
 		return fmt.Errorf("data.eval_path: %w", err)
 	}
 	if datasets.IsTemplateFile(c.Data.Template) {
-		if c.Data.Template, err = resolve(strings.TrimSpace(c.Data.Template), false); err != nil {
+		if cwdFallback && strings.TrimSpace(c.Data.Template) == RunTemplateFile {
+			// The run folder's own copy (RunDir.ChatTemplate) is the
+			// folder's, never a file of the working folder.
+			c.Data.Template = filepath.Join(base, RunTemplateFile)
+			if c.Data.Template, err = filepath.Abs(c.Data.Template); err != nil {
+				return fmt.Errorf("data.template: %w", err)
+			}
+		} else if c.Data.Template, err = resolve(strings.TrimSpace(c.Data.Template), false); err != nil {
 			return fmt.Errorf("data.template: %w", err)
 		}
 	}
@@ -209,6 +217,9 @@ type Session struct {
 	lock *RunLock
 	// inputs fingerprints the data and model, for the folder's inputs.json.
 	inputs RunInputs
+	// template is the data.template file and its text, for the folder's
+	// copy (RunDir.ChatTemplate); zero when data.template is no file.
+	template runTemplate
 	// followers are the data-parallel ranks other than 0 (Trainer is
 	// rank 0), each on one of followerBackends.
 	followers        []*Trainer
@@ -284,9 +295,16 @@ func PrepareContext(ctx context.Context, cfg RunConfig, progress func(datasets.P
 		lock.Release()
 		return nil, err
 	}
+	// A data.template file is read once, here: its text is what the run
+	// folder keeps (makeDir) and what a resume is checked against.
+	tpl, err := readRunTemplate(cfg)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
 	if lock != nil {
 		rd, _ := RunDirOf(cfg)
-		if err := checkResume(rd, cfg, inputs); err != nil {
+		if err := checkResume(rd, cfg, inputs, tpl); err != nil {
 			var changed *ResumeChangedError
 			if !errors.As(err, &changed) || !cfg.ResumeAnyway {
 				lock.Release()
@@ -303,7 +321,7 @@ func PrepareContext(ctx context.Context, cfg RunConfig, progress func(datasets.P
 	if hubNotice != "" {
 		notices = append(notices, hubNotice)
 	}
-	s := &Session{Cfg: cfg, ModelDir: modelDir, Backend: b, Notices: notices, lock: lock, inputs: inputs,
+	s := &Session{Cfg: cfg, ModelDir: modelDir, Backend: b, Notices: notices, lock: lock, inputs: inputs, template: tpl,
 		kernelLines: make(chan string, 64)}
 	// A cold kernel cache compiles in the background while the model
 	// loads; its progress goes out with the run's events (Start).
@@ -523,7 +541,7 @@ func (s *Session) makeDir() error {
 			return err
 		}
 		// Made by another process between Prepare's check and here?
-		if err := checkResume(rd, s.Cfg, s.inputs); err != nil {
+		if err := checkResume(rd, s.Cfg, s.inputs, s.template); err != nil {
 			var changed *ResumeChangedError
 			if !errors.As(err, &changed) || !s.Cfg.ResumeAnyway {
 				return err
@@ -551,11 +569,27 @@ func (s *Session) makeDir() error {
 	if err := s.readyFollowers(); err != nil {
 		return err
 	}
-	js, err := yaml.Marshal(s.Cfg)
+	saved := s.Cfg
+	var note []byte
+	if s.template.Source != "" {
+		// The template file's text as the run trains with it, before the
+		// run.yaml that names the copy: export, chat and a resume read it
+		// there, whatever becomes of the user's file.
+		if err := writeFileAtomic(rd.ChatTemplate(), []byte(s.template.Text)); err != nil {
+			return err
+		}
+		note = runTemplateNote(rd, s.template.Source)
+		saved.Data.Template = RunTemplateFile
+	} else if err := os.Remove(rd.ChatTemplate()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// A copy from a template file the run no longer names: run.yaml
+		// holds its template now, and a stale copy would only mislead.
+		return fmt.Errorf("run folder: %w", err)
+	}
+	js, err := yaml.Marshal(saved)
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(rd.Config(), js); err != nil {
+	if err := writeFileAtomic(rd.Config(), append(note, js...)); err != nil {
 		return err
 	}
 	in, err := json.MarshalIndent(s.inputs, "", "  ")
@@ -578,7 +612,12 @@ type refCache struct {
 
 // refInputsKey fingerprints what reference log-probs depend on: the
 // model, the data files and how they are tokenized.
-func refInputsKey(in RunInputs, data DataConfig) string {
+func refInputsKey(in RunInputs, data DataConfig, tpl runTemplate) string {
+	if tpl.Source != "" {
+		// A template file by its text: the same text from the run folder's
+		// copy (a resume from its run.yaml) or a moved file keeps the cache.
+		data.Template = tpl.key()
+	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", in.Model, in.Data, in.EvalData)
 	// The data settings as the run file has them (yaml skips the
@@ -601,7 +640,7 @@ func (s *Session) referenceLogprobs() error {
 		if err := json.Unmarshal(js, &c); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		key := refInputsKey(s.inputs, s.Cfg.Data)
+		key := refInputsKey(s.inputs, s.Cfg.Data, s.template)
 		if len(c.Train) == len(t.Train) && len(c.Eval) == len(t.Eval) && c.LossType == t.DPO.Type && (c.Inputs == "" || c.Inputs == key) {
 			t.RefTrain, t.RefEval = c.Train, c.Eval
 			s.Notices = append(s.Notices, "dpo: reference log-probs read from "+path)
@@ -620,7 +659,7 @@ func (s *Session) referenceLogprobs() error {
 	if t.RefEval, err = t.Acts.ReferenceLogprobs(t.Eval, *t.DPO); err != nil {
 		return err
 	}
-	js, err := json.Marshal(refCache{LossType: t.DPO.Type, Inputs: refInputsKey(s.inputs, s.Cfg.Data), Train: t.RefTrain, Eval: t.RefEval})
+	js, err := json.Marshal(refCache{LossType: t.DPO.Type, Inputs: refInputsKey(s.inputs, s.Cfg.Data, s.template), Train: t.RefTrain, Eval: t.RefEval})
 	if err != nil {
 		return fmt.Errorf("cache reference log-probs: %w", err)
 	}
