@@ -118,7 +118,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	grpoG := fs.Int("grpo", 0, "instead of supervised steps: GRPO LoRA steps of this many completions per prompt (one prompt of --seq tokens a step) and report generation and update tokens/s")
 	completion := fs.Int("completion", 256, "with --grpo: tokens per completion (random weights never stop early)")
 	gpus := fs.String("gpus", "", "data-parallel GPU counts to measure, comma-separated (1,2,4,8): each runs --batch per GPU on GPUs 0..N-1; a count of 1 gives the others' scaling efficiency")
-	ranks := fs.String("ranks", "", "as --gpus, for ranks on the CPU backend (--backend cpu)")
+	ranks := fs.String("ranks", "", "as --gpus, for ranks on the CPU backend (--backend cpu, or auto on a machine without a GPU)")
 	collective := fs.String("collective", "", "with --gpus or --ranks: nccl (default on GPUs) or ring (the Go ring, default on the CPU)")
 	decodeBatch := fs.Int("decode-batch", 0, "with --decode: also time N prompts (lengths --seq down to about half of it) generated one after another with the one-sequence generator against all N in one batched call (engine.GroupGenerator.GenerateMany over a paged KV cache), each --decode tokens, and say whether their greedy tokens agree")
 	lossPrefix := fs.Int("loss-prefix", 0, "report the first step's mean token loss over the first N positions of the first sequence (prefix_loss), which a run with a shorter --seq of at least N+1 must match: the model is causal and the random tokens are the same")
@@ -314,7 +314,10 @@ func benchRankCounts(gpus, ranks, backend string) ([]int, error) {
 		return nil, errors.New("--gpus and --ranks cannot both be set (--ranks is for the CPU backend)")
 	case ranks != "":
 		flag, spec = "--ranks", ranks
-		if backend != "cpu" {
+		// Only a GPU backend named outright is refused here: "auto" on a
+		// machine without a GPU is the CPU (whet train --ranks trains so),
+		// and runBench refuses --ranks once auto has opened a GPU.
+		if strings.HasPrefix(backend, "cuda") {
 			return nil, fmt.Errorf("--ranks %s: CPU ranks need --backend cpu; on GPUs use --gpus", ranks)
 		}
 	case gpus == "":

@@ -86,6 +86,9 @@ func TestBenchRankFlags(t *testing.T) {
 			fmt.Sprintf("--ranks 1,%d: %d ranks asked for, at most %d here", benchCPURankLimit()+1, benchCPURankLimit()+1, benchCPURankLimit())},
 		{[]string{"--ranks", "100000", "--backend", "cpu"}, "--ranks 100000: 100000 ranks asked for"},
 		{[]string{"--ranks", "2", "--backend", "cuda"}, "CPU ranks need --backend cpu"},
+		// The default backend (auto) takes --ranks as whet train does: on a
+		// machine without a GPU it is the CPU, so the count is what is judged.
+		{[]string{"--ranks", "100000"}, "--ranks 100000: 100000 ranks asked for"},
 		{[]string{"--gpus", "2", "--ranks", "2", "--backend", "cpu"}, "cannot both be set"},
 		{[]string{"--gpus", "2", "--backend", "cpu"}, "--gpus 2: the backend is cpu"},
 		{[]string{"--ranks", "2", "--backend", "cpu", "--decode", "8"}, "--grpo and --decode run on one GPU"},
