@@ -6,8 +6,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/charmbracelet/x/ansi"
 
 	"whet/engine/units"
 	"whet/engine/worker"
@@ -77,18 +80,59 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	return writeRunNotes(stdout, runs, termWidth(stdout))
+}
+
+// writeRunNotes writes, below the table, the note of each crashed, failed
+// or unreadable run. A note names the run's files and the command that
+// resumes it, so with a long runs path it runs well past 80 columns: on a
+// terminal of known width (width > 0) it is wrapped at spaces, its further
+// lines indented, so the terminal does not break it mid-word. Piped (width
+// 0) each note stays one line, for grep and scripts that read a run's note
+// by its name.
+func writeRunNotes(w io.Writer, runs []runSummary, width int) error {
 	for _, r := range runs {
-		if r.crash != "" {
-			fmt.Fprintf(stdout, "%s crashed: %s\n", r.name, r.crash)
-		}
-		if r.failure != "" {
-			fmt.Fprintf(stdout, "%s failed: %s\n", r.name, r.failure)
-		}
-		if r.unreadable != "" {
-			fmt.Fprintf(stdout, "%s unreadable: %s\n", r.name, r.unreadable)
+		for _, n := range []struct{ what, text string }{{"crashed", r.crash}, {"failed", r.failure}, {"unreadable", r.unreadable}} {
+			if n.text == "" {
+				continue
+			}
+			if _, err := fmt.Fprintln(w, wrapNote(r.name+" "+n.what+": "+n.text, width)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// runNoteIndent starts each further line of a wrapped note, so that the
+// next run's note (which starts at column 0) stands out.
+const runNoteIndent = "    "
+
+// wrapNote breaks s at spaces into lines of at most width cells, the
+// further lines indented by runNoteIndent. A word longer than a line (a
+// long path) is kept whole on a line of its own, so it can still be
+// copied in one piece. width <= 0: s as it is.
+func wrapNote(s string, width int) string {
+	if width <= 0 || ansi.StringWidth(s) <= width {
+		return s
+	}
+	var b strings.Builder
+	line := 0 // cells on the current line
+	for i, word := range strings.Fields(s) {
+		ww := ansi.StringWidth(word)
+		switch {
+		case i == 0:
+		case line+1+ww <= width:
+			b.WriteByte(' ')
+			line++
+		default:
+			b.WriteString("\n" + runNoteIndent)
+			line = len(runNoteIndent)
+		}
+		b.WriteString(word)
+		line += ww
+	}
+	return b.String()
 }
 
 func orDash(s string) string {

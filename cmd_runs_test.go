@@ -372,3 +372,51 @@ func TestRunsUnreadableStatusNamesTheGoodCheckpoint(t *testing.T) {
 		t.Errorf("whet runs:\n%s\nwant it to end with\n%s", out.String(), want)
 	}
 }
+
+// TestRunsNotesWrapAtTheTerminalWidth: a crashed or unreadable run's note
+// (its files and the resume command, under a long runs path) is wrapped at
+// spaces to a terminal's width, its further lines indented, and no word is
+// lost or broken; a path longer than a line stays whole. Piped (width 0)
+// each note is one line, as scripts read it.
+func TestRunsNotesWrapAtTheTerminalWidth(t *testing.T) {
+	long := "/home/someone/projects/fine-tunes/runs/persona"
+	huge := "/" + strings.Repeat("very-long-folder/", 6) + "run.yaml"
+	runs := []runSummary{
+		{name: "persona", unreadable: long + "/status.json is empty; how it ended is not known; whet train -c " + long + "/run.yaml resumes from " + long + "/checkpoints/step-00000040 (step 40)"},
+		{name: "short", crash: "no checkpoint: whet train -c runs/short/run.yaml starts it over"},
+		{name: "deep", failure: "last words in " + huge + " say it ran out of memory"},
+	}
+	var piped bytes.Buffer
+	if err := writeRunNotes(&piped, runs, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(piped.String(), "\n"); got != len(runs) {
+		t.Errorf("piped: %d lines, want one a note:\n%s", got, piped.String())
+	}
+	var tty bytes.Buffer
+	if err := writeRunNotes(&tty, runs, 80); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Fields(tty.String()) == nil || strings.Join(strings.Fields(tty.String()), " ") != strings.Join(strings.Fields(piped.String()), " ") {
+		t.Errorf("wrapped notes lost or changed words:\n%s\nwant the words of\n%s", tty.String(), piped.String())
+	}
+	lines := strings.Split(strings.TrimSuffix(tty.String(), "\n"), "\n")
+	starts := 0
+	for _, l := range lines {
+		if len(l) > 80 && len(strings.Fields(l)) > 1 {
+			t.Errorf("line of %d columns: %q", len(l), l)
+		}
+		if !strings.HasPrefix(l, runNoteIndent) {
+			starts++
+		}
+	}
+	if starts != len(runs) {
+		t.Errorf("%d lines start a note, want %d (further lines indented):\n%s", starts, len(runs), tty.String())
+	}
+	if !strings.Contains(tty.String(), "\n"+runNoteIndent+huge+"\n") {
+		t.Errorf("the path longer than a line is not kept whole on its own line:\n%s", tty.String())
+	}
+	if !strings.Contains(tty.String(), "short crashed: no checkpoint: whet train -c runs/short/run.yaml starts it over\n") {
+		t.Errorf("a note that fits was changed:\n%s", tty.String())
+	}
+}
