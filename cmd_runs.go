@@ -14,6 +14,7 @@ import (
 
 	"whet/engine/units"
 	"whet/engine/worker"
+	"whet/tui"
 )
 
 func init() {
@@ -75,7 +76,10 @@ func runRuns(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATUS\tSTEPS\tLAST\tMETHOD\tMODEL")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, r.steps, r.last, orDash(r.method), orDash(r.model))
+		// The model as the studio's runs page shows it: a run file holds a
+		// local model's absolute folder, which alone took the table past
+		// 80 columns for a model inside the working folder.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.state, r.steps, r.last, orDash(r.method), orDash(tui.DisplayPath(r.model)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

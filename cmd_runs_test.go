@@ -317,10 +317,15 @@ train: {max_steps: 1, micro_batch: 1, grad_accum: 1, lr: 0.001, schedule: consta
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	// The run files hold the model's absolute folder; the table shows it
+	// relative to the working folder it lies in, as the studio does.
+	if b, err := os.ReadFile(filepath.Join(dir, "g", "run.yaml")); err != nil || !strings.Contains(string(b), abs("testdata/tiny-qwen2")) {
+		t.Fatalf("the fixture's run file does not hold the model's absolute folder")
+	}
 	want := [][]string{
 		{"NAME", "STATUS", "STEPS", "LAST", "METHOD", "MODEL"},
-		{"g", "done", "2/2", "reward", fmt.Sprintf("%.3g", reward), "grpo", abs("testdata/tiny-qwen2")},
-		{"l", "done", "1/1", "loss", fmt.Sprintf("%.4f", loss), "lora", abs("testdata/tiny-qwen2")},
+		{"g", "done", "2/2", "reward", fmt.Sprintf("%.3g", reward), "grpo", "testdata/tiny-qwen2"},
+		{"l", "done", "1/1", "loss", fmt.Sprintf("%.4f", loss), "lora", "testdata/tiny-qwen2"},
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("want a header and 2 runs, got:\n%s%s", out.String(), errOut.String())

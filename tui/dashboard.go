@@ -589,7 +589,7 @@ func (d *dashboard) bottom(w, h int) string {
 	ck := st.Muted.Render("checkpoints: none yet")
 	if n := len(d.checkpoints); n > 0 {
 		c := d.checkpoints[n-1]
-		ck = st.Label.Render(fmt.Sprintf("checkpoint #%d ", n)) + fmt.Sprintf("step %d → %s", c.Step, displayPath(c.Path))
+		ck = st.Label.Render(fmt.Sprintf("checkpoint #%d ", n)) + fmt.Sprintf("step %d → %s", c.Step, DisplayPath(c.Path))
 	}
 	if d.ckptAsked {
 		ck += st.Warn.Render(" · checkpoint requested")

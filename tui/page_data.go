@@ -274,7 +274,7 @@ func (p *dataPage) visible() []dataFile {
 	}
 	var out []dataFile
 	for _, f := range p.files {
-		name := strings.ToLower(displayPath(f.path))
+		name := strings.ToLower(DisplayPath(f.path))
 		ok := true
 		for _, w := range words {
 			ok = ok && strings.Contains(name, w)
@@ -286,9 +286,10 @@ func (p *dataPage) visible() []dataFile {
 	return out
 }
 
-// displayPath shows a path relative to the working folder when it lies
-// inside it, else with ~ for the home folder.
-func displayPath(path string) string {
+// DisplayPath shows a path relative to the working folder when it lies
+// inside it, else with ~ for the home folder. The studio and whet runs
+// show paths by it, so that the two read alike.
+func DisplayPath(path string) string {
 	if filepath.IsAbs(path) {
 		if wd, err := os.Getwd(); err == nil {
 			if rel, err := filepath.Rel(wd, path); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
@@ -629,7 +630,7 @@ func (p *dataPage) view() string {
 	// longest name, or at the right edge when names are long.
 	labelAt := 0
 	for _, f := range vis {
-		labelAt = max(labelAt, lipgloss.Width(printable(displayPath(f.path)))+3)
+		labelAt = max(labelAt, lipgloss.Width(printable(DisplayPath(f.path)))+3)
 	}
 	labelAt = min(labelAt, max(p.w-6-len("for this model"), 10))
 	for _, f := range vis {
@@ -637,7 +638,7 @@ func (p *dataPage) view() string {
 		if f.path == p.selected {
 			mark = "● "
 		}
-		name := printable(displayPath(f.path))
+		name := printable(DisplayPath(f.path))
 		if f.from != "" {
 			name += strings.Repeat(" ", max(labelAt-lipgloss.Width(name), 2)) + st.Muted.Render(f.from)
 		}

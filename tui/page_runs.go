@@ -374,11 +374,11 @@ func (p *runsPage) view(w, h int) string {
 }
 
 // dirLabel names the runs folder as the other pages name paths
-// (displayPath), written so that it reads as a folder: a bare relative
+// (DisplayPath), written so that it reads as a folder: a bare relative
 // name gets "./" (the header said "Runs in runs"). A path wider than w
 // keeps its end, the folder's own name, behind "…".
 func dirLabel(dir string, w int) string {
-	d := displayPath(filepath.Clean(dir))
+	d := DisplayPath(filepath.Clean(dir))
 	if !filepath.IsAbs(d) && !strings.HasPrefix(d, "~") && d != "." && d != ".." &&
 		!strings.HasPrefix(d, "."+string(filepath.Separator)) && !strings.HasPrefix(d, ".."+string(filepath.Separator)) {
 		d = "." + string(filepath.Separator) + d
@@ -445,7 +445,7 @@ func modelCell(model string, w int) string {
 	if model == "" {
 		return "–"
 	}
-	m := printable(displayPath(model))
+	m := printable(DisplayPath(model))
 	if w < 2 || lipgloss.Width(m) <= w {
 		return trimTo(m, w)
 	}

@@ -122,15 +122,15 @@ func (s *summary) view(w, h int) string {
 		lines = append(lines, st.Bad.Render(wrap("error: "+printable(s.done.Err.Error()), w)))
 	}
 	if s.done.FinalDir != "" {
-		lines = append(lines, st.Label.Render("output      ")+displayPath(s.done.FinalDir))
+		lines = append(lines, st.Label.Render("output      ")+DisplayPath(s.done.FinalDir))
 	}
 	if s.lastCkpt != nil {
-		lines = append(lines, st.Label.Render("checkpoint  ")+fmt.Sprintf("%s (step %d)", displayPath(s.lastCkpt.Path), s.lastCkpt.Step))
+		lines = append(lines, st.Label.Render("checkpoint  ")+fmt.Sprintf("%s (step %d)", DisplayPath(s.lastCkpt.Path), s.lastCkpt.Step))
 	}
 	// Paths inside the working folder are shown relative to it, so that
 	// the commands fit the line (a run opened from the runs page or whet
 	// attach has absolute ones, which 80 columns cut).
-	yaml := displayPath(runDir(s.cfg).Config())
+	yaml := DisplayPath(runDir(s.cfg).Config())
 	// The same file again resumes the finished run, which has nothing
 	// left to do: training again takes a new name.
 	again := "train again: whet train -c " + yaml + " --name NEW"
@@ -146,7 +146,7 @@ func (s *summary) view(w, h int) string {
 	}
 	lines = append(lines, st.Muted.Render(again))
 	if s.done.Err == nil && !s.chat {
-		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+displayPath(runDir(s.cfg).Path())+" --compare"))
+		lines = append(lines, st.Muted.Render("compare base and tuned: whet chat --run "+DisplayPath(runDir(s.cfg).Path())+" --compare"))
 	}
 	lines = append(lines, "")
 	chartH := h - len(lines) - 2
