@@ -121,3 +121,22 @@ func TestStudioPreviewStops(t *testing.T) {
 		})
 	}
 }
+
+// TestStudioCatalogNoteNamesTheLicence: the line under the model list
+// says "licence llama3.2", not the licence's id alone (which a new user
+// read as a stray word); a model not trainable yet says that instead.
+func TestStudioCatalogNoteNamesTheLicence(t *testing.T) {
+	seen := false
+	for _, info := range (studioCatalog{}).Models() {
+		if info.Name != "llama-3.2-1b" {
+			continue
+		}
+		seen = true
+		if info.Note != "licence llama3.2" {
+			t.Errorf("llama-3.2-1b's note = %q, want %q", info.Note, "licence llama3.2")
+		}
+	}
+	if !seen {
+		t.Fatal("llama-3.2-1b is not in the studio's catalog")
+	}
+}

@@ -157,8 +157,10 @@ func (studioCatalog) Models() []tui.ModelInfo {
 		return out
 	}
 	for _, m := range models {
+		// The licence's id alone ("llama3.2", "gemma") on the line under the
+		// list read as a stray word in a new-user walk: it says what it is.
 		info := tui.ModelInfo{Name: m.Name, Repo: m.Repo, Params: presets.CountParams(m.ToModelConfig()), Template: m.Template,
-			Note: m.Licence}
+			Note: "licence " + m.Licence}
 		if !m.Trainable() {
 			// The dense formula does not describe it (experts, a vision
 			// tower): show the publisher's count.
