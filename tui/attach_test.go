@@ -162,3 +162,45 @@ func TestDashboardCheckpointPathRelative(t *testing.T) {
 		t.Errorf("checkpoint line:\n%s", s)
 	}
 }
+
+// A run followed with whet attach (or opened from the runs page) carries
+// its model's absolute folder from run.yaml; the header of its dashboard,
+// summary, export page and chat shows it as the studio's own run does,
+// relative to the working folder. Before, the studio's dashboard read
+// "lora on tiny-llama" and whet attach on the same run "lora on
+// /tmp/walkhome/proj/tiny-llama".
+func TestHeadersShowTheModelRelativeToTheWorkingFolder(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := goldenRun()
+	cfg.Model = filepath.Join(wd, "testdata", "acme", "tiny-llama")
+	want := "lora on testdata/acme/tiny-llama"
+	live := goldenEvents(false)
+	if s := ansi.Strip(tui.RenderDashboard(cfg, 80, 24, live, nil, nil)); !strings.Contains(strings.Split(s, "\n")[0], want) {
+		t.Errorf("dashboard header, want %q:\n%s", want, s)
+	}
+	if s := ansi.Strip(tui.RenderDashboard(cfg, 80, 24, goldenEvents(true), nil, nil)); !strings.Contains(strings.Split(s, "\n")[0], want) {
+		t.Errorf("summary header, want %q:\n%s", want, s)
+	}
+	for _, page := range []struct{ key, wait string }{{"e", "GGUF"}, {"t", "Ask both"}} {
+		all := goldenEvents(true)
+		events := make(chan engine.Event, len(all))
+		for _, ev := range all {
+			events <- ev
+		}
+		close(events)
+		o := testOptions(nil)
+		o.Exporter, o.Chat = &fake.Exporter{}, &fake.Chat{}
+		o.Attach = &tui.AttachedRun{Config: cfg, Events: events, Control: &recordingControl{}}
+		d := newDriver(t, o, 80, 24)
+		d.run(d.m.Init())
+		d.waitScreen("t chat")
+		d.keys(page.key)
+		d.waitScreen(page.wait)
+		if head := strings.Split(d.screen(), "\n")[0]; !strings.Contains(head, want) {
+			t.Errorf("%s page header %q, want %q", page.key, head, want)
+		}
+	}
+}

@@ -674,7 +674,7 @@ func (p *chatPage) sideBySide(cw, h int) string {
 
 func (p *chatPage) view(w, h int) string {
 	st := p.styles
-	head := st.Title.Render("whet") + " " + st.Bold.Render("chat") + st.Muted.Render(fmt.Sprintf(" · %s · %s on %s", p.cfg.Name, p.cfg.Method, p.cfg.Model))
+	head := st.Title.Render("whet") + " " + st.Bold.Render("chat") + st.Muted.Render(fmt.Sprintf(" · %s · %s on %s", p.cfg.Name, p.cfg.Method, DisplayPath(p.cfg.Model)))
 	p.form.Styles = formStyles(st)
 	formH := 4 // the prompt, the fold row, the hint and an error line
 	if p.form.Advanced() {

@@ -355,7 +355,7 @@ func markStep(recent []stepMark, ev engine.StepEvent) []stepMark {
 // header is two lines: what is training and how far it is.
 func (d *dashboard) header(w int) string {
 	st := d.styles
-	left := st.Title.Render("whet") + " " + st.Bold.Render(d.cfg.Name) + st.Muted.Render(fmt.Sprintf(" · %s on %s", d.cfg.Method, d.cfg.Model))
+	left := st.Title.Render("whet") + " " + st.Bold.Render(d.cfg.Name) + st.Muted.Render(fmt.Sprintf(" · %s on %s", d.cfg.Method, DisplayPath(d.cfg.Model)))
 	stat := d.status()
 	var right string
 	switch {

@@ -303,7 +303,7 @@ func (p *exportPage) bar(w int) string {
 
 func (p *exportPage) view(w, h int) string {
 	st := p.styles
-	head := st.Title.Render("whet") + " " + st.Bold.Render("export") + st.Muted.Render(fmt.Sprintf(" · %s · %s on %s", p.cfg.Name, p.cfg.Method, p.cfg.Model))
+	head := st.Title.Render("whet") + " " + st.Bold.Render("export") + st.Muted.Render(fmt.Sprintf(" · %s · %s on %s", p.cfg.Name, p.cfg.Method, DisplayPath(p.cfg.Model)))
 	lines := []string{trimTo(head, w), "", st.Label.Render("Format")}
 	nameW := 0
 	for _, f := range exportFormats {

@@ -88,7 +88,7 @@ func (s *summary) view(w, h int) string {
 	default:
 		state = st.Good.Render("✓ finished")
 	}
-	head := spread(st.Title.Render("whet")+" "+st.Bold.Render(s.cfg.Name)+st.Muted.Render(fmt.Sprintf(" · %s on %s", s.cfg.Method, s.cfg.Model)), state, w)
+	head := spread(st.Title.Render("whet")+" "+st.Bold.Render(s.cfg.Name)+st.Muted.Render(fmt.Sprintf(" · %s on %s", s.cfg.Method, DisplayPath(s.cfg.Model))), state, w)
 	var facts []string
 	steps := fmt.Sprintf("%d steps", s.done.Step)
 	switch {
