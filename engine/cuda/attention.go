@@ -236,10 +236,18 @@ const attnFwdWSDefault = true
 
 // attnFwdWSDefines are the defines of the default warp-specialised Hopper
 // forward: a producer warpgroup and two consumers (HOP_FWD_WS=1, without
-// setmaxnreg) with the straight-line consumer loop (HOP_WS_NOSER=1). Each
-// one whose name WHET_NVRTC_DEFINES sets is left to it (HOP_WS_STAGES=3
-// tunes the default forward; HOP_FWD_WS=2 replaces it).
-var attnFwdWSDefines = []string{"HOP_FWD_WS=1", "HOP_WS_NOSER=1"}
+// setmaxnreg) with the straight-line consumer loop (HOP_WS_NOSER=1), the
+// producer's copies through TMA (HOP_WS_TMA=1), four stages of K and V
+// (HOP_WS_STAGES=4) and 64-key tiles at head dim 128 (HOP_WS_BN128=64).
+// Since the H100 run of tools/gpu/attn-fwd2 (2026-12-07 23:51 UTC, main
+// bc9a6ee, docs/bench/attn-fwd2-2026-12-07-2351.txt): with this set the
+// forward's tests, TestAttentionMatchesCPU and TestConformance passed, and
+// BenchmarkAttentionForward went from 279.1 to 377.7 TFLOP/s at d128 (the
+// fastest of 12 sets) and from 243.6 to 276.6 at d64 against the earlier
+// default (HOP_FWD_WS=1,HOP_WS_NOSER=1). Each one whose name
+// WHET_NVRTC_DEFINES sets is left to it (HOP_WS_STAGES=3 tunes the default
+// forward; HOP_FWD_WS=2 replaces it).
+var attnFwdWSDefines = []string{"HOP_FWD_WS=1", "HOP_WS_NOSER=1", "HOP_WS_BN128=64", "HOP_WS_STAGES=4", "HOP_WS_TMA=1"}
 
 // attnFwdWSAuto reports whether AttnFwdWSEnv (or, unset,
 // attnFwdWSDefault) asks for the warp-specialised forward.

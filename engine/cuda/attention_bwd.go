@@ -50,13 +50,22 @@ const AttnBwdFusedEnv = "WHET_ATTN_BWD_FUSED"
 const attnBwdFusedDefault = true
 
 // attnBwdFusedDefines are the defines AttnBwdFusedEnv (or
-// attnBwdFusedDefault) compiles the fused backward with: scale-d = 0 in
-// place of zeroed accumulators (HOP_BWD_ZINIT, no wgmma serialisation) and
-// paired fp32 reductions of dq (HOP_BWD_RED_V2). Without HOP_BWD_ZINIT the
-// pair was faster on the H100 (d64 134.8, d128 173.5 TFLOP/s), but ptxas
-// serialises its d128 wgmma (C7515), which TestHopperAttentionCompiles
-// refuses for the default defines.
-var attnBwdFusedDefines = []string{AttnBwdFusedDefine, "HOP_BWD_ZINIT=1", "HOP_BWD_RED_V2=1"}
+// attnBwdFusedDefault) compiles the fused backward with: FlashAttention 3's
+// order (HOP_BWD_OVL=2: the dS barrier, then dQ and dK committed together,
+// overlapping the next block's loads), dq staged per warp and reduced in
+// fp32 by the block's own threads (HOP_BWD_DQT=1), and shared-memory
+// descriptors built once per stage (HOP_BWD_DESC=1). Since the H100 run of
+// tools/gpu/attn-bwd2 (2026-12-07 23:51 UTC, main bc9a6ee,
+// docs/bench/attn-bwd2-2026-12-07-2351.txt): with this set
+// TestAttentionBackwardDeterministic, TestConformance and
+// TestAttentionMatchesCPU passed, ptxas serialised no wgmma, and
+// BenchmarkAttentionBackward went from 128.5 to 189.0 TFLOP/s at d64 and
+// from 166.9 to 229.7 at d128 against the earlier default (HOP_BWD_ZINIT=1,
+// HOP_BWD_RED_V2=1), the fastest set at d128. At d64 one-warpgroup blocks
+// (HOP_BWD_WG1=1) were faster still (216.3) but slower at d128 (121.9); the
+// define is one for both head dims, so it stays out until it can be chosen
+// per head dim.
+var attnBwdFusedDefines = []string{AttnBwdFusedDefine, "HOP_BWD_OVL=2", "HOP_BWD_DQT=1", "HOP_BWD_DESC=1"}
 
 // attnBwdFusedAuto reports whether AttnBwdFusedEnv (or, unset,
 // attnBwdFusedDefault) asks for the fused backward.

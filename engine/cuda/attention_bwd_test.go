@@ -122,7 +122,7 @@ func TestFusedBackwardSelection(t *testing.T) {
 		{"0", "", nil},
 		{"0", "HOP_BWD_FUSED=1", []string{"HOP_BWD_FUSED=1"}},
 		{"1", "HOP_BWD_FUSED=0", append([]string{"HOP_BWD_FUSED=0"}, attnBwdFusedDefines[1:]...)},
-		{"1", "HOP_BWD_RED_V2=0, HOP_FWD_OVERLAP=1", []string{"HOP_BWD_RED_V2=0", "HOP_FWD_OVERLAP=1", "HOP_BWD_FUSED=1", "HOP_BWD_ZINIT=1"}},
+		{"1", "HOP_BWD_DQT=0, HOP_FWD_OVERLAP=1", []string{"HOP_BWD_DQT=0", "HOP_FWD_OVERLAP=1", "HOP_BWD_FUSED=1", "HOP_BWD_OVL=2", "HOP_BWD_DESC=1"}},
 	} {
 		t.Setenv(AttnBwdFusedEnv, c.env)
 		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
@@ -211,12 +211,23 @@ func TestFusedBackwardLayout(t *testing.T) {
 			t.Errorf("kernels/%s no longer says %q: update attnHopperFusedSmem", attnHopperFile, rule)
 		}
 	}
-	for d, want := range map[int]int{64: 1024 + 2*512*64 + 16384 + 1024 + 2*64*272 + 16384, 128: 1024 + 2*512*128 + 16384 + 1024 + 2*64*272 + 16384} {
+	// The default (attnBwdFusedDefines, HOP_BWD_DQT=1): the tiled dq
+	// staging in place of the dQ rows and the exchange area.
+	for d, want := range map[int]int{64: 1024 + 2*512*64 + 16384 + 1024 + attnDQTStaging, 128: 1024 + 2*512*128 + 16384 + 1024 + attnDQTStaging} {
 		if got := attnHopperFusedSmem(d); got != want {
 			t.Errorf("attnHopperFusedSmem(%d) = %d, want %d", d, got, want)
 		}
 		if got := attnHopperFusedSmem(d); got > 227*1024 {
 			t.Errorf("attnHopperFusedSmem(%d) = %d bytes, more than an sm_90 block may have", d, got)
+		}
+	}
+	// The earlier default (paired fp32 reductions, HOP_BWD_RED_V2): dQ rows
+	// and the exchange area.
+	t.Setenv(AttnBwdFusedEnv, "0")
+	t.Setenv("WHET_NVRTC_DEFINES", "HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_RED_V2=1")
+	for d, want := range map[int]int{64: 1024 + 2*512*64 + 16384 + 1024 + 2*64*272 + 16384, 128: 1024 + 2*512*128 + 16384 + 1024 + 2*64*272 + 16384} {
+		if got := attnHopperFusedSmem(d); got != want {
+			t.Errorf("with HOP_BWD_RED_V2 attnHopperFusedSmem(%d) = %d, want %d", d, got, want)
 		}
 	}
 	// HOP_BWD_Q128: the d64 kernel's Q/dO tiles, dS, lse/delta and dQ staging
@@ -414,6 +425,8 @@ var fusedCompileVariants = []struct {
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_DQ_XCHG=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_Q128=1,HOP_BWD_RED_V4=1", true},
 	{"HOP_BWD_FUSED=1,HOP_BWD_ZINIT=1,HOP_BWD_Q128=1,HOP_BWD_RED_V4=1,HOP_BWD_DK_SS=1", true},
+	// The default (attnBwdFusedDefines) since tools/gpu/attn-bwd2's H100 run.
+	{"HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_DQT=1,HOP_BWD_DESC=1", true},
 }
 
 // fusedCompileSets returns the define sets TestHopperAttentionFusedCompiles

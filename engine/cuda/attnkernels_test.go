@@ -17,11 +17,11 @@ func TestAttnKernelsFor(t *testing.T) {
 		fused, det, hopper, defines string
 		want                        engine.AttnKernels
 	}{
-		{want: engine.AttnKernels{Arch: "sm_90"}},
+		{want: engine.AttnKernels{Arch: "sm_90", TiledDQ: true}}, // attnBwdFusedDefines has HOP_BWD_DQT=1
 		{fused: "0", want: engine.AttnKernels{Arch: "sm_90", NoFusedBackward: true}},
 		{fused: "0", defines: "HOP_BWD_FUSED=1", want: engine.AttnKernels{Arch: "sm_90"}},
-		{det: "1", want: engine.AttnKernels{Arch: "sm_90", Deterministic: true}},
-		{hopper: "0", want: engine.AttnKernels{Arch: "sm_90", NoHopper: true}},
+		{det: "1", want: engine.AttnKernels{Arch: "sm_90", Deterministic: true, TiledDQ: true}},
+		{hopper: "0", want: engine.AttnKernels{Arch: "sm_90", NoHopper: true, TiledDQ: true}},
 		{defines: "HOP_BWD_DQT=1,HOP_BWD_OVL=1", want: engine.AttnKernels{Arch: "sm_90", TiledDQ: true}},
 		{defines: "HOP_BWD_DQT=1,HOP_BWD_WG1=1,HOP_BWD_OVL=1", want: engine.AttnKernels{Arch: "sm_90", TiledDQ: true, WG1: true}},
 	} {

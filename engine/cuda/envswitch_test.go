@@ -35,7 +35,7 @@ func TestSwitchReaders(t *testing.T) {
 		{DecodeGEMVEnv, b(rrOn), map[string]string{"": "off", "0": "off", "rr": "on"}},
 		{GEMVEnv, b(func() bool { return !gemvOff() }), onByDefault},
 		{GEMV2Env, b(gemv2), offByDefault},
-		{PDLEnv, b(pdlOn), offByDefault},
+		{PDLEnv, b(pdlOn), onByDefault},
 		{VisionAttnTCEnv, b(visionTC), offByDefault},
 		{VisionAttnTCBwdEnv, b(visionTCBwd), offByDefault},
 		{PrecompileEnv, b(func() bool { return precompileOn(false) }), offByDefault},

@@ -30,6 +30,8 @@ var hopperWSVariants = []string{
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_STAGES=3",
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_INTRA=0",
 	"HOP_FWD_WS=2,HOP_WS_NOSER=1,HOP_WS_TMA=1",
+	// The default (attnFwdWSDefines) since tools/gpu/attn-fwd2's H100 run.
+	"HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_TMA=1",
 }
 
 // hopperWSSerialVariants keep the first consumer loop (HOP_WS_NOSER=0),
@@ -528,23 +530,37 @@ func TestHopperForwardLongMatchesMMASync(t *testing.T) {
 // error naming it.
 func TestAttnFwdWSDefault(t *testing.T) {
 	t.Setenv(AttnBwdFusedEnv, "0") // the backward's defaults are TestFusedBackwardSelection's
-	wsSmem := func(d, rows, stages int) int { return 1024 + 2*d*(rows+2*stages*attnHopperRows) + 128 }
+	wsSmem := func(d, rows, stages, keys int) int {
+		return 1024 + 2*d*(rows+2*stages*keys) + max(128, 8+4*8*stages)
+	}
+	// The defaults after a define WHET_NVRTC_DEFINES sets first.
+	rest := func(first ...string) []string {
+		out := append([]string{}, first...)
+		for _, d := range attnFwdWSDefines {
+			name, _, _ := strings.Cut(d, "=")
+			if !slices.ContainsFunc(first, func(f string) bool { return strings.HasPrefix(f, name+"=") }) {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
 	for _, c := range []struct {
 		env, defines      string
 		want              []string
 		mode, noser, stgs int
+		keys128           int // keys per K/V tile at head dim 128
 		overlap           bool
 	}{
-		{"", "", attnFwdWSDefines, 1, 1, 2, false},
-		{"1", "", attnFwdWSDefines, 1, 1, 2, false},
-		{"0", "", nil, 0, 0, 2, false},
-		{"", "HOP_WS_STAGES=3", []string{"HOP_WS_STAGES=3", "HOP_FWD_WS=1", "HOP_WS_NOSER=1"}, 1, 1, 3, false},
-		{"", "HOP_WS_NOSER=0", []string{"HOP_WS_NOSER=0", "HOP_FWD_WS=1"}, 1, 0, 2, false},
-		{"", "HOP_FWD_WS=2", []string{"HOP_FWD_WS=2"}, 2, 0, 2, false},
-		{"", "HOP_FWD_WS=0", []string{"HOP_FWD_WS=0"}, 0, 0, 2, false},
-		{"", "HOP_FWD_OVERLAP=1", []string{"HOP_FWD_OVERLAP=1"}, 0, 0, 2, true},
-		{"", " HOP_FWD_OVERLAP=0", []string{"HOP_FWD_OVERLAP=0", "HOP_FWD_WS=1", "HOP_WS_NOSER=1"}, 1, 1, 2, false},
-		{"0", "HOP_FWD_WS=1,HOP_WS_NOSER=1", []string{"HOP_FWD_WS=1", "HOP_WS_NOSER=1"}, 1, 1, 2, false},
+		{"", "", attnFwdWSDefines, 1, 1, 4, 64, false},
+		{"1", "", attnFwdWSDefines, 1, 1, 4, 64, false},
+		{"0", "", nil, 0, 0, 2, 128, false},
+		{"", "HOP_WS_STAGES=3", rest("HOP_WS_STAGES=3"), 1, 1, 3, 64, false},
+		{"", "HOP_WS_NOSER=0,HOP_WS_BN128=128", rest("HOP_WS_NOSER=0", "HOP_WS_BN128=128"), 1, 0, 4, 128, false},
+		{"", "HOP_FWD_WS=2", []string{"HOP_FWD_WS=2"}, 2, 0, 2, 128, false},
+		{"", "HOP_FWD_WS=0", []string{"HOP_FWD_WS=0"}, 0, 0, 2, 128, false},
+		{"", "HOP_FWD_OVERLAP=1", []string{"HOP_FWD_OVERLAP=1"}, 0, 0, 2, 128, true},
+		{"", " HOP_FWD_OVERLAP=0", rest("HOP_FWD_OVERLAP=0"), 1, 1, 4, 64, false},
+		{"0", "HOP_FWD_WS=1,HOP_WS_NOSER=1", []string{"HOP_FWD_WS=1", "HOP_WS_NOSER=1"}, 1, 1, 2, 128, false},
 	} {
 		t.Setenv(AttnFwdWSEnv, c.env)
 		t.Setenv("WHET_NVRTC_DEFINES", c.defines)
@@ -573,7 +589,11 @@ func TestAttnFwdWSDefault(t *testing.T) {
 			want := 1024 + 2*(attnHopperRows+4*attnHopperRows)*d
 			switch {
 			case c.mode != 0:
-				want = wsSmem(d, 128, c.stgs)
+				keys := 128
+				if d == 128 {
+					keys = c.keys128
+				}
+				want = wsSmem(d, 128, c.stgs, keys)
 			case c.overlap:
 				want = 1024 + 2*(attnHopperRows+6*attnHopperRows)*d
 			}
@@ -585,9 +605,10 @@ func TestAttnFwdWSDefault(t *testing.T) {
 			t.Errorf("%s: %d/%d threads, %d rows at d64; want the warp-specialised 384 and 128", what, ws.threads(64), ws.threads(128), ws.rows(64))
 		}
 	}
-	// The default is HOP_FWD_WS=1 with HOP_WS_NOSER=1, the variant the H100
-	// run measured fastest (tools/gpu/attention-fwd, 2026-12-07).
-	if !attnFwdWSDefault || strings.Join(attnFwdWSDefines, ",") != "HOP_FWD_WS=1,HOP_WS_NOSER=1" {
+	// The default is the set tools/gpu/attn-fwd2's H100 run measured fastest
+	// at d128 (2026-12-07 23:51 UTC): TMA copies, four stages, 64-key tiles
+	// at d128.
+	if !attnFwdWSDefault || strings.Join(attnFwdWSDefines, ",") != "HOP_FWD_WS=1,HOP_WS_NOSER=1,HOP_WS_BN128=64,HOP_WS_STAGES=4,HOP_WS_TMA=1" {
 		t.Errorf("attnFwdWSDefault %v, attnFwdWSDefines %q", attnFwdWSDefault, attnFwdWSDefines)
 	}
 	for _, c := range []struct {

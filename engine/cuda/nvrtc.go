@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unsafe"
@@ -91,8 +92,19 @@ func compileOptions(arch string) []string {
 		// to nothing below sm_90.
 		opts = append(opts, "-DWHET_PDL=1")
 	}
-	for _, d := range nvrtcDefines() { // WHET_NVRTC_DEFINES, then the defaults it leaves
+	defs := nvrtcDefines() // WHET_NVRTC_DEFINES, then the defaults it leaves
+	for _, d := range defs {
 		opts = append(opts, "-D"+d)
+	}
+	if pdlOn() && pdlArch(arch) {
+		// The GEMVs' early loads go with PDL (pdlDefines), where it runs:
+		// below sm_90 the kernels keep their L2 prefetch.
+		for _, d := range pdlDefines {
+			name, _, _ := strings.Cut(d, "=")
+			if !slices.ContainsFunc(defs, func(s string) bool { k, _, _ := strings.Cut(s, "="); return k == name }) {
+				opts = append(opts, "-D"+d)
+			}
+		}
 	}
 	return opts
 }

@@ -32,9 +32,26 @@ import (
 // weights (MatVecs and the fused ops), and in gemv_rr, which any one-row
 // MatMul takes, only when the host passes early = 1 (it does not).
 
-// PDLEnv set to 1 launches the decoding kernels with programmatic dependent
-// launch on sm_90 and newer (opt-in: it has not yet run on a GPU).
+// PDLEnv launches the decoding kernels with programmatic dependent launch
+// on sm_90 and newer (1 or unset) and compiles the kernels with pdlDefines;
+// 0 launches them plainly. On by default since the H100 run of
+// tools/gpu/decode-early (2026-12-08 00:01 UTC, main bc9a6ee,
+// docs/bench/decode-early-2026-12-08.txt): with PDL and pdlDefines the
+// decoding tests passed (TestPDLKernelsWaitFirst, TestDecodeFusedKernels,
+// TestMatVecArgmax, TestDecodeHeadArgmaxGenerate, TestGenerateGraphEqualsPlain)
+// and Llama-3.2-1B bf16 decoded 825.8 and 836.2 tok/s against 789.1 and
+// 798.1 without (60.9 and 61.7 % of the H100's bandwidth bound against
+// 58.2 and 58.9); PDL alone was no faster (787.0).
 const PDLEnv = "WHET_CUDA_PDL"
+
+// pdlDefines are the kernel defines that go with PDL (compileOptions adds
+// each one whose name WHET_NVRTC_DEFINES does not set when pdlOn, for sm_90
+// and newer): the fused
+// decode GEMVs and the head's argmax load their first round of weights
+// before PDL_WAIT() (GEMV_EARLY=1, kernels/gemv.cu: the same sums in the
+// same order), which makes the L2 prefetch of the row starts redundant
+// (GEMV_PREFETCH=0).
+var pdlDefines = []string{"GEMV_EARLY=1", "GEMV_PREFETCH=0"}
 
 // pdlOn reports whether PDLEnv asks for programmatic dependent launch.
 func pdlOn() bool { return envswitch.On(PDLEnv) }

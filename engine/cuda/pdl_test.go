@@ -90,19 +90,36 @@ func TestPDLArch(t *testing.T) {
 	}
 }
 
-// PDLEnv=1 adds the define that compiles the griddepcontrol instructions
-// in, and so changes the kernel cache key.
+// PDLEnv (1 or unset) adds the define that compiles the griddepcontrol
+// instructions in and, on sm_90 and newer, pdlDefines (each unless
+// WHET_NVRTC_DEFINES sets its name); 0 adds neither. Both change the kernel
+// cache key.
 func TestPDLCompileOption(t *testing.T) {
-	t.Setenv(PDLEnv, "")
+	t.Setenv(PDLEnv, "0")
 	off := strings.Join(compileOptions("sm_90"), " ")
-	t.Setenv(PDLEnv, "1")
-	on := strings.Join(compileOptions("sm_90"), " ")
-	if strings.Contains(off, "WHET_PDL") || !strings.Contains(on, "-DWHET_PDL=1") {
-		t.Errorf("options without %s: %q; with it: %q", PDLEnv, off, on)
+	if strings.Contains(off, "WHET_PDL") || strings.Contains(off, "GEMV_EARLY") || strings.Contains(off, "GEMV_PREFETCH") {
+		t.Errorf("options with %s=0: %q", PDLEnv, off)
 	}
+	for _, v := range []string{"", "1"} {
+		t.Setenv(PDLEnv, v)
+		on := strings.Join(compileOptions("sm_90"), " ")
+		if !strings.Contains(on, "-DWHET_PDL=1") || !strings.Contains(on, "-DGEMV_EARLY=1") || !strings.Contains(on, "-DGEMV_PREFETCH=0") {
+			t.Errorf("options with %s=%q: %q", PDLEnv, v, on)
+		}
+		// Below sm_90 PDL does not run: the GEMVs keep their prefetch.
+		if old := strings.Join(compileOptions("sm_89"), " "); strings.Contains(old, "GEMV_") {
+			t.Errorf("sm_89 options with %s=%q: %q", PDLEnv, v, old)
+		}
+	}
+	t.Setenv(PDLEnv, "")
+	t.Setenv("WHET_NVRTC_DEFINES", "GEMV_PREFETCH=4096")
+	if on := strings.Join(compileOptions("sm_90"), " "); !strings.Contains(on, "-DGEMV_PREFETCH=4096") || strings.Contains(on, "GEMV_PREFETCH=0") || !strings.Contains(on, "-DGEMV_EARLY=1") {
+		t.Errorf("options with WHET_NVRTC_DEFINES=GEMV_PREFETCH=4096: %q", on)
+	}
+	t.Setenv("WHET_NVRTC_DEFINES", "")
 	src, hdr := "x", map[string]string{}
 	keyOn := cacheKey("a.cu", src, hdr, "sm_90", 13, 0)
-	t.Setenv(PDLEnv, "")
+	t.Setenv(PDLEnv, "0")
 	if keyOff := cacheKey("a.cu", src, hdr, "sm_90", 13, 0); keyOn == keyOff {
 		t.Error("the kernel cache key does not change with " + PDLEnv)
 	}
