@@ -248,6 +248,13 @@ func PrepareContext(ctx context.Context, opts Options, tok Tokenizer, progress f
 
 	p := &Prepared{}
 	st := statsBuilder{&p.Stats}
+	// The run's own data.template is parsed before any row is read: a
+	// template that does not parse is the template's fault, told once
+	// with its file and line, never as a row's.
+	setting, err := runTemplate(opts)
+	if err != nil {
+		return nil, err
+	}
 	format, trainEx, evalEx, rng, err := readSplitExamples(opts, format, cols, opts.Objective, st, w)
 	if err != nil {
 		return nil, err
@@ -264,7 +271,7 @@ func PrepareContext(ctx context.Context, opts Options, tok Tokenizer, progress f
 	tk.render.Now = opts.Now
 	tk.eos = tk.render.EOS
 	if format != FormatText {
-		if err := p.pickTemplate(opts, tok, format); err != nil {
+		if err := p.pickTemplate(opts, setting, tok, format); err != nil {
 			return nil, err
 		}
 		tk.tpl = p.Template
@@ -573,7 +580,22 @@ func toExamples(recs []Record, f Format, cols Columns, opts Options, st statsBui
 	return out, nil
 }
 
-func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
+// runTemplate parses opts' data.template, nil when it is empty.
+func runTemplate(opts Options) (*Template, error) {
+	if opts.Template == "" {
+		return nil, nil
+	}
+	return TemplateSetting(opts.Template, "data.template") // names data.template, or the file it names
+}
+
+// pickTemplate sets p's template: setting, the run's data.template
+// already parsed, when there is one, else the tokenizer's or the format's.
+func (p *Prepared) pickTemplate(opts Options, setting *Template, tok Tokenizer, f Format) error {
+	if setting != nil {
+		p.Template = setting
+		p.Stats.Template = setting.Name
+		return nil
+	}
 	name := opts.Template
 	if name == "" {
 		if n, ok := DetectTemplate(tok.ChatTemplate()); ok {
@@ -605,9 +627,9 @@ func (p *Prepared) pickTemplate(opts Options, tok Tokenizer, f Format) error {
 			return fmt.Errorf("data: the tokenizer has no chat template and %s data needs one; set data.template to one of: %s", f, strings.Join(TemplateNames(), ", "))
 		}
 	}
-	t, err := TemplateSetting(name, "data.template")
+	t, err := TemplateSetting(name, "data.template") // a built-in name from here on
 	if err != nil {
-		return err // names data.template, or the file it names
+		return err
 	}
 	p.Template = t
 	p.Stats.Template = t.Name
@@ -687,6 +709,13 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 		}
 	}
 	sortFileOrder(refused, func(e *RowError) Location { return e.Loc }, t.st.Files)
+	if len(refused) > 0 && refused[0].Reason == ReasonTemplate {
+		// Even with skip_bad_rows: a template that fails on every
+		// conversation would skip them all.
+		if err := t.templateFault(refused[0]); err != nil {
+			return err
+		}
+	}
 	if len(refused) > 0 && !skip {
 		return fmt.Errorf("data: %w", refused[0])
 	}
@@ -720,6 +749,28 @@ func (t *tokenizing) run(exs []Example, skip bool, seqs *[]Sequence, pairs *[]Pa
 		t.st.drop(exs[i].Loc, out[i].drop)
 	}
 	return nil
+}
+
+// probeConversation is a plain exchange that any chat template renders
+// unless the template itself is at fault.
+var probeConversation = []Message{{Role: "user", Content: "Hello"}, {Role: "assistant", Content: "Hi"}}
+
+// templateFault tells a template's own error from a row's: when the
+// template fails on probeConversation with the error the row got (an
+// unknown filter, a method it lacks), the row's content is not the cause,
+// and the error names the template and its line only. A row whose content
+// trips the template (raise_exception on its roles) renders the probe
+// fine, or fails it differently, and stays the row's error (nil here),
+// which names both the row and the template.
+func (t *tokenizing) templateFault(row *RowError) error {
+	if t.tpl == nil {
+		return nil
+	}
+	_, err := t.tpl.Render(probeConversation, t.render)
+	if err == nil || err.Error() != row.Detail {
+		return nil
+	}
+	return fmt.Errorf("data: %w", err)
 }
 
 // sortFileOrder sorts xs (stably) into the order of the data (fileOrder),

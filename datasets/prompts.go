@@ -34,6 +34,10 @@ func PreparePromptsContext(ctx context.Context, opts Options, tok Tokenizer, pro
 	cols := Columns(opts.Columns)
 	p := &Prepared{}
 	st := statsBuilder{&p.Stats}
+	setting, err := runTemplate(opts) // before the rows, as in PrepareContext
+	if err != nil {
+		return nil, err
+	}
 	format, trainEx, evalEx, _, err := readSplitExamples(opts, format, cols, ObjectivePrompts, st, w)
 	if err != nil {
 		return nil, err
@@ -41,7 +45,7 @@ func PreparePromptsContext(ctx context.Context, opts Options, tok Tokenizer, pro
 	if len(trainEx) == 0 {
 		return nil, fmt.Errorf("data: %s has no usable prompt rows", opts.Path)
 	}
-	if err := p.pickTemplate(opts, tok, format); err != nil {
+	if err := p.pickTemplate(opts, setting, tok, format); err != nil {
 		return nil, err
 	}
 	p.Stats.Examples = len(trainEx) + len(evalEx)

@@ -137,3 +137,54 @@ func TestTemplateSettingErrors(t *testing.T) {
 		t.Error("Jinja text ending in .jinja taken for a file")
 	}
 }
+
+// A data.template file at fault itself (an unknown filter, Jinja that does
+// not parse) is named with its line only, never with a data row: the row
+// did nothing wrong. One that does not parse is told before any row is
+// read, so a data file that is not there is not what is reported. A row
+// whose content the template refuses (raise_exception on its roles) is
+// named with both the row and the template.
+func TestTemplateFaultIsNotARows(t *testing.T) {
+	qwen := filepath.Join("..", "testdata", "tiny-qwen2")
+	tok, err := tokenizer.Load(qwen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := "../testdata/datasets/tiny-chat.jsonl"
+	write := func(t *testing.T, text string) string {
+		file := filepath.Join(t.TempDir(), "bad.jinja")
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	t.Run("unknown filter", func(t *testing.T) {
+		for _, skip := range []bool{false, true} {
+			file := write(t, "{% for m in messages %}\n{{ m.content | trimm }}\n{% endfor %}")
+			_, err := datasets.Prepare(datasets.Options{Path: data, MaxLength: 128, Template: file, SkipBadRows: skip}, tok)
+			want := "data: " + file + " (data.template): chat template: line 2: no filter named 'trimm'; did you mean 'trim'?"
+			if err == nil || err.Error() != want {
+				t.Errorf("skip_bad_rows %v: Prepare: %v\nwant %s", skip, err, want)
+			}
+		}
+	})
+	t.Run("parse error", func(t *testing.T) {
+		file := write(t, "{% for m in messages %}\n{{ m.content }")
+		_, err := datasets.Prepare(datasets.Options{Path: filepath.Join(t.TempDir(), "missing.jsonl"), MaxLength: 128, Template: file}, tok)
+		if err == nil || !strings.HasPrefix(err.Error(), file+" (data.template): chat template: line 2:") {
+			t.Errorf("Prepare: %v, want the template's error before the data's", err)
+		}
+		_, err = datasets.PreparePrompts(datasets.Options{Path: filepath.Join(t.TempDir(), "missing.jsonl"), MaxLength: 128, Template: file}, tok)
+		if err == nil || !strings.HasPrefix(err.Error(), file+" (data.template): chat template: line 2:") {
+			t.Errorf("PreparePrompts: %v, want the template's error before the data's", err)
+		}
+	})
+	t.Run("row content", func(t *testing.T) {
+		file := write(t, "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system messages') }}{% endif %}\n{{ m.content }}{% endfor %}")
+		_, err := datasets.Prepare(datasets.Options{Path: data, MaxLength: 128, Template: file}, tok)
+		want := "data: " + data + ":4: " + file + " (data.template): chat template: no system messages"
+		if err == nil || err.Error() != want {
+			t.Errorf("Prepare: %v\nwant %s", err, want)
+		}
+	})
+}
