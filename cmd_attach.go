@@ -67,7 +67,7 @@ func runAttach(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if line := m.Outcome(); line != "" {
 		fmt.Fprintln(stdout, "whet: "+line)
 	} else {
-		fmt.Fprintf(stdout, "whet: run %s goes on; whet attach %s follows it again\n", name, name)
+		fmt.Fprintln(stdout, "whet: "+tui.GoesOn(name))
 	}
 	return nil
 }

@@ -170,15 +170,16 @@ func runTrain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			// The first signal asks the trainer to stop with a checkpoint;
 			// stopOnSignal gave the signals back, so a second one ends the
 			// process.
+			// Each line fits 80 columns (see stopLine).
 			switch {
 			case out.closed.Load():
-				fmt.Fprintln(stderr, "whet train: the output was closed: stopping after the current step with a checkpoint")
+				fmt.Fprintln(stderr, stopClosedLine)
 			case received() == syscall.SIGINT:
-				fmt.Fprintln(stderr, "whet train: stopping: finishing the current step and writing a checkpoint (Ctrl-C again to quit without it)")
+				fmt.Fprintln(stderr, stopLine+"\n"+stopAgainCtrlC)
 			default:
 				// SIGTERM comes from kill, a scheduler or docker stop, not
 				// from a key: name what ends it at once.
-				fmt.Fprintln(stderr, "whet train: stopping: finishing the current step and writing a checkpoint (a second signal, SIGTERM or Ctrl-C, quits at once without it)")
+				fmt.Fprintln(stderr, stopLine+"\n"+stopAgainSignal)
 			}
 		case <-finished:
 		}
@@ -331,3 +332,12 @@ func writeEventJSON(w io.Writer, ev engine.Event) {
 	}
 	fmt.Fprintf(w, "%s\n", js)
 }
+
+// What whet train says on stderr when asked to stop: each line within 80
+// columns, so that none breaks mid-word in a terminal of that width.
+const (
+	stopLine        = "whet train: stopping after the current step, with a checkpoint"
+	stopAgainCtrlC  = "whet train: Ctrl-C again quits at once, without the checkpoint"
+	stopAgainSignal = "whet train: a second SIGTERM or Ctrl-C quits at once, without the checkpoint"
+	stopClosedLine  = "whet train: output closed; stopping after the current step, with a checkpoint"
+)

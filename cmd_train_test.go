@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"whet/engine"
 )
@@ -76,10 +77,10 @@ train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad
 		wantCode int
 		wantStop string // what the stop line says ends the process at once
 	}{
-		{"step 1/", syscall.SIGINT, 130, "(Ctrl-C again to quit without it)"},
-		{"sample step 2", syscall.SIGINT, 130, "(Ctrl-C again to quit without it)"},
+		{"step 1/", syscall.SIGINT, 130, "whet train: Ctrl-C again quits at once, without the checkpoint"},
+		{"sample step 2", syscall.SIGINT, 130, "whet train: Ctrl-C again quits at once, without the checkpoint"},
 		// SIGTERM came from kill or a scheduler: no Ctrl-C was pressed.
-		{"step 1/", syscall.SIGTERM, 143, "(a second signal, SIGTERM or Ctrl-C, quits at once without it)"},
+		{"step 1/", syscall.SIGTERM, 143, "whet train: a second SIGTERM or Ctrl-C quits at once, without the checkpoint"},
 	} {
 		t.Run(tc.trigger+"/"+tc.sig.String(), func(t *testing.T) {
 			os.RemoveAll(filepath.Join(dir, "sigint"))
@@ -98,7 +99,7 @@ train: {max_steps: 1000, micro_batch: 1, lr: 0.001, schedule: constant, max_grad
 			if _, err := fmt.Sscanf(lastLine, "stopped at step %d", &step); err != nil || step == 0 {
 				t.Fatalf("last line %q, want \"stopped at step N\"; output:\n%s", lastLine, text)
 			}
-			if !strings.Contains(errOut.String(), "stopping: finishing the current step and writing a checkpoint "+tc.wantStop+"\n") {
+			if !strings.Contains(errOut.String(), "whet train: stopping after the current step, with a checkpoint\n"+tc.wantStop+"\n") {
 				t.Errorf("stderr %q does not say that the run is stopping and %s", errOut.String(), tc.wantStop)
 			}
 			cps, err := engine.ListCheckpoints(filepath.Join(dir, "sigint", "checkpoints"))
@@ -214,4 +215,14 @@ func TestTrainClosedOutputHelper(t *testing.T) {
 	}
 	// The exit status goes to the test: an interrupted run must not exit 0.
 	os.Exit(runMain([]string{"train", "-c", cfg}, strings.NewReader(""), os.Stdout, os.Stderr))
+}
+
+// The lines whet train writes when asked to stop fit an 80-column
+// terminal, so that none breaks mid-word.
+func TestTrainStopLinesFit80Columns(t *testing.T) {
+	for _, l := range []string{stopLine, stopAgainCtrlC, stopAgainSignal, stopClosedLine} {
+		if n := utf8.RuneCountInString(l); n >= 80 {
+			t.Errorf("%d columns: %q", n, l)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"whet/engine"
+	"whet/tui"
 	"whet/tui/fake"
 )
 
@@ -688,22 +689,56 @@ func TestOutcomeOfAFailedRun(t *testing.T) {
 		checkpointed bool
 		want         string
 	}{
-		{false, "(no checkpoint; start it over: whet train -c "},
-		{true, "(resume: whet train -c "},
+		{false, "\n  no checkpoint; start it over: whet train -c "},
+		{true, "\n  resume: whet train -c "},
 	} {
 		script := append(scriptSteps(2), fake.Step{Event: engine.DoneEvent{Step: 2, Err: errors.New("write status.json: no space left on device"), Checkpointed: c.checkpointed}})
-		o := testOptions(&fake.Engine{Script: script})
-		o.RunsDir = t.TempDir()
-		d := newDriver(t, o, 80, 24)
-		d.keys("enter", "enter", "enter")
-		d.waitScreen("format messages")
-		d.keys("enter", "enter")
-		d.waitScreen("Fits:")
-		d.keys("enter", "enter")
-		d.waitScreen("✗ failed")
-		if got := d.m.Outcome(); !strings.Contains(got, "failed at step 2: write status.json: no space left on device "+c.want) {
-			t.Errorf("checkpointed %v: Outcome() = %q, want %q", c.checkpointed, got, c.want)
+		outcomeOf(t, script, "✗ failed", "failed at step 2: write status.json: no space left on device"+c.want, "no space left")
+	}
+	// Stopped with a checkpoint: the fixed words on the first line, the
+	// command with the run file's whole path on its own.
+	script := append(scriptSteps(2), fake.Step{Event: engine.DoneEvent{Step: 2, Stopped: true, Checkpointed: true}})
+	outcomeOf(t, script, "■ stopped", " stopped at step 2 with a checkpoint\n  resume: whet train -c ", "")
+}
+
+// outcomeOf runs script from the wizard's defaults until the dashboard
+// shows done, and checks that Outcome() holds want followed by the run
+// file's path, and that its lines fit 80 columns after "whet: ", all but
+// the command's and one with the run's error (free, "" for none).
+func outcomeOf(t *testing.T, script []fake.Step, done, want, free string) {
+	t.Helper()
+	o := testOptions(&fake.Engine{Script: script})
+	o.RunsDir = t.TempDir()
+	d := newDriver(t, o, 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter", "enter")
+	d.waitScreen("Fits:")
+	d.keys("enter", "enter")
+	d.waitScreen(done)
+	got := d.m.Outcome()
+	if !strings.Contains(got, want+filepath.Join(o.RunsDir, d.m.Config().Name, "run.yaml")) {
+		t.Errorf("Outcome() = %q, want %q and the run file", got, want)
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if n := len([]rune("whet: " + l)); n >= 80 && !strings.Contains(l, "whet train -c ") && (free == "" || !strings.Contains(l, free)) {
+			t.Errorf("%d columns: %q", n, l)
 		}
+	}
+}
+
+// The line left when a run goes on in its worker fits 80 columns after
+// "whet: " with a 30-character run name, as two lines.
+func TestGoesOnFits80Columns(t *testing.T) {
+	name := strings.Repeat("n", 30)
+	got := tui.GoesOn(name)
+	for _, l := range strings.Split(got, "\n") {
+		if n := len([]rune("whet: " + l)); n >= 80 {
+			t.Errorf("%d columns: %q", n, l)
+		}
+	}
+	if !strings.Contains(got, "whet attach "+name) {
+		t.Errorf("GoesOn = %q, without the command", got)
 	}
 }
 

@@ -177,7 +177,7 @@ func TestDetachedStudioRunIsWatchedOnly(t *testing.T) {
 	if _, _, _, stops := eng.LastControl().Counts(); stops != 0 {
 		t.Error("quitting stopped the detached run")
 	}
-	if got := d.m.Outcome(); !strings.Contains(got, "goes on in its worker; whet attach") {
+	if got := d.m.Outcome(); got != tui.GoesOn(d.m.Config().Name) {
 		t.Errorf("outcome %q", got)
 	}
 }

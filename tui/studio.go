@@ -212,12 +212,15 @@ func (m *Model) Running() (<-chan engine.Event, engine.RunControl) {
 }
 
 // Outcome describes the run that ended in this session, or one it left
-// training in its worker, for a line left on the terminal after the
-// studio closes ("" if neither).
+// training in its worker, for lines left on the terminal after the studio
+// closes ("" if neither). Its fixed words fit an 80-column terminal after
+// the caller's "whet: " with a run name of 30 characters; a command to
+// copy (whet train -c with the run file's absolute path, which may be
+// longer) stands on a line of its own, indented, so that no words break
+// mid-word around it.
 func (m *Model) Outcome() string {
 	if m.dash != nil && m.dash.viewer && m.dash.done == nil {
-		name := m.dash.cfg.Name
-		return fmt.Sprintf("run %s goes on in its worker; whet attach %s follows it again", name, name)
+		return GoesOn(m.dash.cfg.Name)
 	}
 	if m.dash == nil || m.dash.done == nil {
 		return ""
@@ -226,13 +229,20 @@ func (m *Model) Outcome() string {
 	file := runDir(cfg).Config()
 	switch {
 	case d.Err != nil && (d.Checkpointed || len(m.dash.checkpoints) > 0):
-		return fmt.Sprintf("run %s failed at step %d: %v (resume: whet train -c %s)", cfg.Name, d.Step, d.Err, file)
+		return fmt.Sprintf("run %s failed at step %d: %v\n  resume: whet train -c %s", cfg.Name, d.Step, d.Err, file)
 	case d.Err != nil:
-		return fmt.Sprintf("run %s failed at step %d: %v (no checkpoint; start it over: whet train -c %s)", cfg.Name, d.Step, d.Err, file)
+		return fmt.Sprintf("run %s failed at step %d: %v\n  no checkpoint; start it over: whet train -c %s", cfg.Name, d.Step, d.Err, file)
 	case d.Stopped:
-		return fmt.Sprintf("run %s stopped at step %d with a checkpoint (resume: whet train -c %s)", cfg.Name, d.Step, file)
+		return fmt.Sprintf("run %s stopped at step %d with a checkpoint\n  resume: whet train -c %s", cfg.Name, d.Step, file)
 	}
-	return fmt.Sprintf("run %s finished after %d steps: %s", cfg.Name, d.Step, d.FinalDir)
+	return fmt.Sprintf("run %s finished after %d steps; its folder:\n  %s", cfg.Name, d.Step, d.FinalDir)
+}
+
+// GoesOn is what the studio and whet attach leave on the terminal when
+// they close while the run's worker trains on: two lines, each within 80
+// columns after "whet: " with a 30-character run name.
+func GoesOn(name string) string {
+	return fmt.Sprintf("run %s goes on in its worker\n  follow it again: whet attach %s", name, name)
 }
 
 // Config returns the config the wizard has built so far.
