@@ -10,7 +10,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"whet/engine"
-	"whet/engine/hub"
 	"whet/engine/worker"
 	"whet/tui"
 )
@@ -22,10 +21,14 @@ import (
 type detachedStudioEngine struct{}
 
 var (
-	_ tui.Engine      = detachedStudioEngine{}
-	_ tui.Detacher    = detachedStudioEngine{}
-	_ tui.NameClaimer = detachedStudioEngine{}
+	_ tui.Engine        = detachedStudioEngine{}
+	_ tui.Detacher      = detachedStudioEngine{}
+	_ tui.NameClaimer   = detachedStudioEngine{}
+	_ tui.ModelResolver = detachedStudioEngine{}
 )
+
+// RunModel lets the review page show the model as run.yaml will hold it.
+func (detachedStudioEngine) RunModel(model string) (string, error) { return runModel(model) }
 
 // Detached tells the studio that quitting leaves the run training.
 func (detachedStudioEngine) Detached() bool { return true }
@@ -38,13 +41,11 @@ func (detachedStudioEngine) ClaimRunName(runsDir, base string) (string, error) {
 }
 
 func (detachedStudioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
-	if !hub.LooksLikeRef(cfg.Model) {
-		dir, err := modelDir(cfg.Model)
-		if err != nil {
-			return nil, nil, err
-		}
-		cfg.Model = dir
+	dir, err := runModel(cfg.Model)
+	if err != nil {
+		return nil, nil, err
 	}
+	cfg.Model = dir
 	// The worker reads the run from a file; paths in it are made absolute
 	// here, where they mean what the studio showed.
 	abs := func(p string) (string, error) {
@@ -53,7 +54,6 @@ func (detachedStudioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-
 		}
 		return filepath.Abs(p)
 	}
-	var err error
 	for _, p := range []*string{&cfg.Data.Path, &cfg.Data.EvalPath} {
 		if *p, err = abs(*p); err != nil {
 			return nil, nil, err

@@ -120,7 +120,10 @@ func cachedModelDir(id string) (string, error) {
 
 type studioEngine struct{}
 
-var _ tui.NameClaimer = studioEngine{}
+var (
+	_ tui.NameClaimer   = studioEngine{}
+	_ tui.ModelResolver = studioEngine{}
+)
 
 // ClaimRunName makes the folder of the studio's proposed run name, or of
 // the next free one (engine.ClaimRunName).
@@ -128,13 +131,23 @@ func (studioEngine) ClaimRunName(runsDir, base string) (string, error) {
 	return engine.ClaimRunName(runsDir, base)
 }
 
-func (studioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
-	if hub.LooksLikeRef(cfg.Model) {
-		// The engine resolves a Hub id itself and keeps it in the run's
-		// config, so the run folder names the model as the user chose it.
-		return engine.Start(ctx, cfg)
+// runModel is the model as a studio run's run.yaml records it (before
+// engine.Start makes a folder absolute): a Hub id as it is, since the
+// engine resolves one itself and keeps it in the run's config, so the run
+// folder names the model as the user chose it; else the folder modelDir
+// finds for a catalog name or a folder.
+func runModel(model string) (string, error) {
+	if hub.LooksLikeRef(model) {
+		return model, nil
 	}
-	dir, err := modelDir(cfg.Model)
+	return modelDir(model)
+}
+
+// RunModel lets the review page show the model as run.yaml will hold it.
+func (studioEngine) RunModel(model string) (string, error) { return runModel(model) }
+
+func (studioEngine) Start(ctx context.Context, cfg engine.RunConfig) (<-chan engine.Event, engine.RunControl, error) {
+	dir, err := runModel(cfg.Model)
 	if err != nil {
 		return nil, nil, err
 	}

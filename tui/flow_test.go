@@ -784,3 +784,35 @@ func TestMethodPageWarmupSteps(t *testing.T) {
 		t.Errorf("ratio 0.1 and 7 steps gave ratio %v, steps %d; want 0.1 and 0", c.WarmupRatio, c.WarmupSteps)
 	}
 }
+
+// resolvingFake resolves every model as the studio's engine resolves a
+// catalog name: to the folder run.yaml will record.
+type resolvingFake struct {
+	fake.Engine
+	dir string
+}
+
+func (r *resolvingFake) RunModel(string) (string, error) { return r.dir, nil }
+
+// The review page shows the model as the run.yaml it says it writes holds
+// it: the folder a catalog name resolves to (in DisplayPath form, here
+// under ~), not the name, which a resume from the run file would not find.
+func TestReviewShowsTheModelAsWritten(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	dir := filepath.Join(home, "models", "tiny-llama")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	eng := &resolvingFake{dir: dir}
+	d := newDriver(t, testOptions(eng), 80, 24)
+	d.keys("enter", "enter", "enter")
+	d.waitScreen("format messages")
+	d.keys("enter", "enter")
+	d.waitScreen("Fits:")
+	d.keys("enter")
+	d.waitScreen("written to")
+	if s := d.screen(); !strings.Contains(s, "model: ~/models/tiny-llama\n") {
+		t.Errorf("the review does not show the model folder run.yaml records:\n%s", s)
+	}
+}

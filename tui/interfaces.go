@@ -240,6 +240,17 @@ type Exporter interface {
 	Export(ctx context.Context, runDir, format, quant, outDir string, progress func(done, total int, what string)) (files []string, err error)
 }
 
+// ModelResolver is an Engine that turns what the wizard put in
+// RunConfig.Model (a catalog name, a folder) into what the run folder's
+// run.yaml will record: a folder (made absolute there, so that a resume
+// from another folder finds it) or a Hub id as it is. The review page
+// shows that, in DisplayPath form, rather than the name the run file does
+// not hold. Checked by type assertion; without it the page shows the
+// model as given.
+type ModelResolver interface {
+	RunModel(model string) (string, error)
+}
+
 // Detacher is an Engine whose runs belong to a worker process of their
 // own (whet train --detach): the studio only watches and steers them, so
 // quitting it leaves the run training. Checked by type assertion; an

@@ -2,6 +2,8 @@ package tui
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -38,10 +40,35 @@ type reviewPage struct {
 	starting bool
 	startErr string
 	w, h     int
+	resolver ModelResolver // nil: the model is shown as given
 }
 
-func newReviewPage(c *common, cfg *engine.RunConfig) *reviewPage {
-	return &reviewPage{common: c, cfg: cfg}
+func newReviewPage(c *common, cfg *engine.RunConfig, eng Engine) *reviewPage {
+	p := &reviewPage{common: c, cfg: cfg}
+	p.resolver, _ = eng.(ModelResolver)
+	return p
+}
+
+// shownModel is the model as run.yaml will hold it, in DisplayPath form:
+// the written file records the folder a catalog name or a relative path
+// resolves to, absolute, because a resume reads relative paths against the
+// run folder and knows no catalog names. The name as given when there is
+// no resolver or it fails (starting the run reports why).
+func (p *reviewPage) shownModel() string {
+	m := p.cfg.Model
+	if p.resolver == nil || m == "" {
+		return m
+	}
+	written, err := p.resolver.RunModel(m)
+	if err != nil {
+		return m
+	}
+	if _, err := os.Stat(written); err == nil {
+		if abs, err := filepath.Abs(written); err == nil {
+			return DisplayPath(abs)
+		}
+	}
+	return written // a Hub id
 }
 
 func (p *reviewPage) title() string { return "review" }
@@ -50,7 +77,9 @@ func (p *reviewPage) enter() tea.Cmd {
 	p.offset, p.startErr, p.starting = 0, "", false
 	p.cfg.ResumeAnyway = false // only ever for the start that asked for it
 	p.text, p.err = "", ""
-	t, err := marshalConfig(*p.cfg)
+	shown := *p.cfg
+	shown.Model = p.shownModel()
+	t, err := marshalConfig(shown)
 	if err != nil {
 		p.err = err.Error()
 	}

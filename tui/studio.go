@@ -175,7 +175,7 @@ func New(o Options) *Model {
 		newDataPage(c, &cfg, o.Data, o.DataDirs, &mp.suggested, recent, recentErr),
 		newSettingsPage(c, &cfg),
 		newFitPage(c, &cfg, o.Fit),
-		newReviewPage(c, &cfg),
+		newReviewPage(c, &cfg, o.Engine),
 	}}
 	m.wiz.current().enter()
 	if o.Runs != nil {
