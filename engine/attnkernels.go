@@ -31,8 +31,10 @@ type AttnKernels struct {
 	Deterministic bool
 	// TiledDQ is HOP_BWD_DQT: the fused backward adds dq into a tiled
 	// accumulator whose 64-row tiles pad the tokens to a multiple of 64.
-	// WG1 is HOP_BWD_WG1, with which head dim 128 keeps the plain layout.
-	TiledDQ, WG1 bool
+	// WG1 is HOP_BWD_WG1 (blocks of one warpgroup at every head dim), with
+	// which head dim 128 keeps the plain layout; WG1D64 is HOP_BWD_WG1_D64
+	// (one warpgroup at head dim 64 only). OneWarpgroup combines them.
+	TiledDQ, WG1, WG1D64 bool
 }
 
 // HopperArch is the architecture the Hopper attention kernels run on
@@ -72,10 +74,15 @@ func (k AttnKernels) FusedBackward(d, rows int, dt DType) bool {
 	return k.Hopper(d, rows, dt) && !k.NoFusedBackward && !k.Deterministic
 }
 
+// OneWarpgroup reports whether the fused backward at head dim d runs
+// blocks of one warpgroup (64 keys, 128 threads): WG1 at every head dim,
+// WG1D64 at 64 only (kernels/attention_hopper.cu's HOP_BWD_NWG).
+func (k AttnKernels) OneWarpgroup(d int) bool { return k.WG1 || (k.WG1D64 && d == 64) }
+
 // FusedDQTiled reports whether the fused backward at head dim d adds dq
-// into the tiled accumulator (TiledDQ, but not with WG1 at d128, whose
-// staging would not leave room for two blocks an SM).
-func (k AttnKernels) FusedDQTiled(d int) bool { return k.TiledDQ && !(d == 128 && k.WG1) }
+// into the tiled accumulator (TiledDQ, but not with one-warpgroup blocks
+// at d128, whose staging would not leave room for two blocks an SM).
+func (k AttnKernels) FusedDQTiled(d int) bool { return k.TiledDQ && !(d == 128 && k.OneWarpgroup(d)) }
 
 // FusedAccFloats is the size of the fused backward's fp32 dq accumulator
 // in floats for T tokens, H query heads of dim D: T·H·D, or with the tiled

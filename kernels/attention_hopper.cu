@@ -932,6 +932,21 @@ __device__ __forceinline__ void attn_dkv_hopper(void* dk, int dkdt, void* dv, in
 #ifndef HOP_BWD_DK_SS
 #define HOP_BWD_DK_SS 0
 #endif
+// One-warpgroup blocks of the reordered kernel (attn_bwd_fused_ovl):
+// HOP_BWD_WG1=1 at every head dim, HOP_BWD_WG1_D64=1 at D = 64 only (the
+// d128 kernel keeps two warpgroups: one-warpgroup blocks measured faster at
+// d64 and slower at d128, tools/gpu/attn-bwd2). A separate name rather than
+// a value of HOP_BWD_WG1, so that every test of HOP_BWD_WG1 keeps meaning
+// "all head dims". HOP_BWD_NWG(D) is the one rule for the warpgroups a
+// block at head dim D; the kernels' block size (HOP_BWD_THREADS_D64/_D128)
+// and every shape of attn_bwd_fused_ovl follow it.
+#ifndef HOP_BWD_WG1
+#define HOP_BWD_WG1 0
+#endif
+#ifndef HOP_BWD_WG1_D64
+#define HOP_BWD_WG1_D64 0
+#endif
+#define HOP_BWD_NWG(D) (HOP_BWD_WG1 || (HOP_BWD_WG1_D64 && (D) == 64) ? 1 : 2)
 // HOP_DQ_ROW: the byte stride of the dQ staging rows (HOP_BWD_DQ_BULK).
 #define HOP_DQ_ROW 272
 #if HOP_BWD_FUSED
@@ -1131,14 +1146,11 @@ __device__ __forceinline__ void st_shared_f32x2(unsigned int addr, float a, floa
 #ifndef HOP_BWD_DQT
 #define HOP_BWD_DQT 0
 #endif
-#ifndef HOP_BWD_WG1
-#define HOP_BWD_WG1 0
-#endif
 #ifndef HOP_BWD_LATEDV
 #define HOP_BWD_LATEDV 0
 #endif
-#if HOP_BWD_WG1 && !HOP_BWD_OVL
-#error "HOP_BWD_WG1 needs HOP_BWD_OVL"
+#if (HOP_BWD_WG1 || HOP_BWD_WG1_D64) && !HOP_BWD_OVL
+#error "HOP_BWD_WG1 and HOP_BWD_WG1_D64 need HOP_BWD_OVL"
 #endif
 #if HOP_BWD_DQT && (HOP_BWD_Q128 || HOP_BWD_DQ_BULK || HOP_BWD_DQ_XCHG)
 #error "HOP_BWD_DQT does not combine with HOP_BWD_Q128, _DQ_BULK or _DQ_XCHG"
@@ -1601,7 +1613,8 @@ __device__ __forceinline__ void attn_bwd_fused_hopper(float* dqAcc, void* dk, in
 // attn_bwd_fused_hopper (not with _Q128, _DQ_BULK, _DQ_XCHG). HOP_BWD_LATEDV=1: FlashAttention 3's
 // exact order, dS computed (wait_group 0) before dV is issued, which keeps
 // fewer registers live (P's packed copy not beside P, dP and dS).
-// HOP_BWD_WG1=1: blocks of one warpgroup (64 keys), see attn_bwd_fused_ovl.
+// HOP_BWD_WG1=1: blocks of one warpgroup (64 keys), see attn_bwd_fused_ovl;
+// HOP_BWD_WG1_D64=1: the same at D = 64 only (HOP_BWD_NWG).
 #if HOP_BWD_OVL
 
 // wgmma_ss_n128_bt_z: d[0..64) = (accum ? d : 0) + A B, A (64 x 16) K-major and
@@ -1642,8 +1655,11 @@ __device__ __forceinline__ void attn_bwd_fused_ovl(float* dqAcc, void* dk, int d
                                                    const float* lse, const float* delta, const int* starts,
                                                    int nseq, int T, int H, int KVH, float scale, int window,
                                                    float softcap) {
-    // HOP_BWD_WG1: one warpgroup (64 keys) a block; dQ over its own keys and all D columns.
-    constexpr int NWG = HOP_BWD_WG1 ? 1 : 2, NT = 128 * NWG;
+    // HOP_BWD_WG1 (HOP_BWD_WG1_D64 at D = 64): one warpgroup (64 keys) a
+    // block; dQ over its own keys and all D columns. Every shape below
+    // follows NWG, so the d64 kernel with HOP_BWD_WG1_D64 is the d64 kernel
+    // of HOP_BWD_WG1 and its d128 kernel the two-warpgroup one.
+    constexpr int NWG = HOP_BWD_NWG(D), NT = 128 * NWG;
     constexpr int BN = 64 * NWG, BQ = HOP_BT;
     constexpr unsigned int KBYTES = BN * D * 2, QBYTES = BQ * D * 2, DSBYTES = BQ * BN * 2;
     constexpr bool splitN = D == 128 && NWG == 2;
@@ -3070,17 +3086,12 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
 // 16384 bytes (the last two: dQ staging and swapped halves)
 // (attnHopperFusedSmem); a trap unless compiled with HOP_BWD_FUSED=1.
 // The fused kernels' block (no parentheses inside __launch_bounds__:
-// kernels.Declared reads the declarations): 256 threads, or 128 with
-// HOP_BWD_WG1; HOP_BWD_MINB64 (default 1) asks ptxas to fit that many d64
-// blocks an SM (3 with HOP_BWD_WG1: at most 168 registers a thread).
-#ifndef HOP_BWD_WG1
-#define HOP_BWD_WG1 0
-#endif
-#if HOP_BWD_WG1
-#define HOP_BWD_THREADS 128
-#else
-#define HOP_BWD_THREADS 256
-#endif
+// kernels.Declared reads the declarations): 128 * HOP_BWD_NWG(D) threads,
+// 256, or 128 with HOP_BWD_WG1 (at d64 also with HOP_BWD_WG1_D64);
+// HOP_BWD_MINB64 (default 1) asks ptxas to fit that many d64 blocks an SM
+// (3 with one warpgroup: at most 168 registers a thread).
+#define HOP_BWD_THREADS_D64 (128 * HOP_BWD_NWG(64))
+#define HOP_BWD_THREADS_D128 (128 * HOP_BWD_NWG(128))
 #ifndef HOP_BWD_MINB64
 #define HOP_BWD_MINB64 1
 #endif
@@ -3099,14 +3110,14 @@ extern "C" __global__ void __launch_bounds__(256, 1) attention_backward_dkv_hopp
 #else
 #define HOP_BWD_BODY(D) asm volatile("trap;")
 #endif
-extern "C" __global__ void __launch_bounds__(HOP_BWD_THREADS, HOP_BWD_MINB64) attention_backward_fused_hopper_d64(
+extern "C" __global__ void __launch_bounds__(HOP_BWD_THREADS_D64, HOP_BWD_MINB64) attention_backward_fused_hopper_d64(
     float* dqAcc, void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
     const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
     int T, int H, int KVH, float scale, int window, float softcap) {
     HOP_BWD_BODY(64);
 }
 
-extern "C" __global__ void __launch_bounds__(HOP_BWD_THREADS, 1) attention_backward_fused_hopper_d128(
+extern "C" __global__ void __launch_bounds__(HOP_BWD_THREADS_D128, 1) attention_backward_fused_hopper_d128(
     float* dqAcc, void* dk, int dkdt, void* dv, int dvdt, const unsigned short* dout, const unsigned short* q,
     const unsigned short* k, const unsigned short* v, const float* lse, const float* delta, const int* starts, int nseq,
     int T, int H, int KVH, float scale, int window, float softcap) {

@@ -62,9 +62,9 @@ const attnBwdFusedDefault = true
 // BenchmarkAttentionBackward went from 128.5 to 189.0 TFLOP/s at d64 and
 // from 166.9 to 229.7 at d128 against the earlier default (HOP_BWD_ZINIT=1,
 // HOP_BWD_RED_V2=1), the fastest set at d128. At d64 one-warpgroup blocks
-// (HOP_BWD_WG1=1) were faster still (216.3) but slower at d128 (121.9); the
-// define is one for both head dims, so it stays out until it can be chosen
-// per head dim.
+// (HOP_BWD_WG1=1) were faster still (216.3) but slower at d128 (121.9);
+// attnBwdWG1D64Define applies them at d64 only and is opt-in until a GPU run
+// (tools/gpu/attn-bwd3) has tested and timed it.
 var attnBwdFusedDefines = []string{AttnBwdFusedDefine, "HOP_BWD_OVL=2", "HOP_BWD_DQT=1", "HOP_BWD_DESC=1"}
 
 // attnBwdFusedAuto reports whether AttnBwdFusedEnv (or, unset,
@@ -169,6 +169,7 @@ func AttnKernelsFor(arch string) engine.AttnKernels {
 		Deterministic:   envswitch.On(DeterministicEnv),
 		TiledDQ:         nvrtcDefined(attnBwdDQTDefine),
 		WG1:             nvrtcDefined(attnBwdWG1Define),
+		WG1D64:          nvrtcDefined(attnBwdWG1D64Define),
 	}
 }
 
@@ -192,6 +193,7 @@ func (b *Backend) attnKernels() engine.AttnKernels {
 		Deterministic:   b.deterministic,
 		TiledDQ:         nvrtcDefined(attnBwdDQTDefine),
 		WG1:             nvrtcDefined(attnBwdWG1Define),
+		WG1D64:          nvrtcDefined(attnBwdWG1D64Define),
 	}
 }
 
@@ -207,12 +209,14 @@ func (b *Backend) attnKernels() engine.AttnKernels {
 //
 // With HOP_BWD_DQT (attnBwdDQTDefine) the regions after lse and delta are
 // instead its dQ staging: two slots of two warpgroups' four warps' 4 KB.
+// Blocks of one warpgroup at d (attnBwdWG1Define, or attnBwdWG1D64Define
+// at d64; engine.AttnKernels.OneWarpgroup) hold half of that.
 func attnHopperFusedSmem(d int) int {
 	bq := attnHopperTile
 	if d == 64 && nvrtcDefined(attnBwdQ128Define) {
 		bq = 2 * attnHopperTile
 	}
-	if nvrtcDefined(attnBwdWG1Define) {
+	if AttnKernelsFor("").OneWarpgroup(d) {
 		// One warpgroup: 64 keys, one dS panel, one warpgroup's staging.
 		head := 1024 + 2*(2*attnHopperTile+4*bq)*d + bq*attnHopperTile*2 + 2*2*bq*4
 		if attnFusedDQTiled(d) {
@@ -232,19 +236,40 @@ func attnHopperFusedSmem(d int) int {
 // two blocks share an SM; dQ over the block's 64 keys and all D columns.
 const attnBwdWG1Define = "HOP_BWD_WG1=1"
 
+// attnBwdWG1D64Define is attnBwdWG1Define at head dim 64 only: the d64
+// kernel is HOP_BWD_WG1's, the d128 kernel keeps two warpgroups and 128
+// keys a block (tools/gpu/attn-bwd2's H100 run: one warpgroup 216.3 TFLOP/s
+// against 189.0 at d64, 121.9 against 229.7 at d128). A name of its own,
+// not a value of HOP_BWD_WG1, so that nothing reading HOP_BWD_WG1 (the
+// kernel's #if, nvrtcDefined here) takes it for every head dim.
+const attnBwdWG1D64Define = "HOP_BWD_WG1_D64=1"
+
 // attnFusedDQTiled reports whether the fused backward at head dim d adds dq
-// into the tiled accumulator (HOP_BWD_DQT; not with HOP_BWD_WG1 at d128,
-// whose staging would not leave room for two blocks an SM).
+// into the tiled accumulator (HOP_BWD_DQT; not with one-warpgroup blocks at
+// d128, whose staging would not leave room for two blocks an SM).
 func attnFusedDQTiled(d int) bool {
 	return AttnKernelsFor("").FusedDQTiled(d)
 }
 
-// attnFusedBlock returns the fused backward's threads and keys a block.
-func attnFusedBlock() (threads, keys int) {
-	if nvrtcDefined(attnBwdWG1Define) {
+// attnFusedBlock returns the fused backward's threads and keys a block at
+// head dim d (kernels/attention_hopper.cu's HOP_BWD_THREADS_D64/_D128).
+func attnFusedBlock(d int) (threads, keys int) {
+	if AttnKernelsFor("").OneWarpgroup(d) {
 		return 128, attnHopperTile
 	}
 	return 256, attnHopperRows
+}
+
+// attnFusedLaunch returns the fused backward's grid (KVH x key blocks of
+// attnFusedBlock(D)'s keys) and block at head dim D over T tokens, or an
+// error where the key blocks pass a grid's 65535.
+func attnFusedLaunch(T, KVH, D int) (grid, block dim3, err error) {
+	threads, keys := attnFusedBlock(D)
+	blocks := (T + keys - 1) / keys
+	if blocks > 65535 {
+		return dim3{}, dim3{}, fmt.Errorf("%d key blocks of %d for the fused backward at head dim %d, more than a grid's 65535 (one-warpgroup blocks, HOP_BWD_WG1 or HOP_BWD_WG1_D64 at d64, halve the longest sequence it takes)", blocks, keys, D)
+	}
+	return dim3{KVH, blocks, 1}, dim3{threads, 1, 1}, nil
 }
 
 // attnBwdDQTDefine (with HOP_BWD_OVL=1 or 2) makes the fused backward add
@@ -278,30 +303,30 @@ func attnFusedAccOffset(deltaBytes int64) int64 { return engine.AttnFusedAccOffs
 
 // fusedBackward runs the fused Hopper backward for head dim D: clears the
 // fp32 dq accumulator acc ([T][H*D]), launches
-// attention_backward_fused_hopper_d<D> (grid KVH x key blocks of 128),
-// which overwrites dk and dv and adds into acc, then writes dq = scale *
-// acc. delta is attention_backward_delta's output.
+// attention_backward_fused_hopper_d<D> (grid KVH x key blocks of
+// attnFusedBlock(D)'s keys, 128 or 64), which overwrites dk and dv and adds
+// into acc, then writes dq = scale * acc. delta is
+// attention_backward_delta's output.
 func (b *Backend) fusedBackward(op string, dqt, dkt, dvt, dot, qt, kt, vt, lt *Tensor, delta, acc uint64, g *attnGeometry, scale float32, window int, softcap float32) error {
 	T, H, KVH, D := g.T, g.H, g.KVH, g.D
 	n := int64(T) * int64(H) * int64(D)
 	grid := func(items int64) dim3 { return dim3{int(min((items+255)/256, int64(b.smCount)*16)), 1, 1} }
 	tiled := attnFusedDQTiled(D)
+	keyGrid, block, err := attnFusedLaunch(T, KVH, D)
+	if err != nil {
+		return fmt.Errorf("cuda: %s: %w", op, err)
+	}
 	if err := b.launch(op, attnHopperFile, "attention_dq_zero_hopper", grid(attnFusedAccFloats(T, H, D)/4), dim3{256, 1, 1}, 0, acc, attnFusedAccFloats(T, H, D)); err != nil {
 		return err
 	}
-	threads, keys := attnFusedBlock()
-	blocks := (T + keys - 1) / keys
-	if blocks > 65535 {
-		return fmt.Errorf("cuda: %s: %d key blocks of %d for the fused backward, more than a grid's 65535 (HOP_BWD_WG1 halves the longest sequence it takes)", op, blocks, keys)
-	}
-	if threads == 128 {
-		// HOP_BWD_WG1 is meant to run two blocks an SM, which needs the
+	if block.x == 128 {
+		// One-warpgroup blocks are meant to run two an SM, which needs the
 		// largest shared-memory carveout.
 		if err := b.preferMaxSmem(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D)); err != nil {
 			return err
 		}
 	}
-	if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D), dim3{KVH, blocks, 1}, dim3{threads, 1, 1}, attnHopperFusedSmem(D),
+	if err := b.launch(op, attnHopperFile, fmt.Sprintf("attention_backward_fused_hopper_d%d", D), keyGrid, block, attnHopperFusedSmem(D),
 		acc, dkt.ptr(), dt(dkt), dvt.ptr(), dt(dvt), dot.ptr(), qt.ptr(), kt.ptr(), vt.ptr(), lt.ptr(), delta,
 		g.starts.ptr(), int32(g.nseq), int32(T), int32(H), int32(KVH), scale, int32(window), softcap); err != nil {
 		return err

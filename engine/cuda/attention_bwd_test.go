@@ -272,7 +272,7 @@ func TestFusedBackwardLayout(t *testing.T) {
 	// warpgroup's staging (none at d128, whose dq then goes by red.global),
 	// small enough for two blocks an SM (2 x (size + 1 KB) <= 228 KB).
 	for _, rule := range []string{
-		"constexpr int NWG = HOP_BWD_WG1 ? 1 : 2, NT = 128 * NWG;", "constexpr int BN = 64 * NWG, BQ = HOP_BT;",
+		"constexpr int NWG = HOP_BWD_NWG(D), NT = 128 * NWG;", "constexpr int BN = 64 * NWG, BQ = HOP_BT;",
 		"constexpr bool dqt = HOP_BWD_DQT && !(NWG == 1 && D == 128);",
 		"const unsigned int slot = stg + (unsigned int)(nred & 1) * (NWG * 16384u);",
 	} {
@@ -286,8 +286,10 @@ func TestFusedBackwardLayout(t *testing.T) {
 			t.Errorf("with %s attnHopperFusedSmem(%d) = %d, want %d (two blocks an SM)", attnBwdWG1Define, d, got, want)
 		}
 	}
-	if threads, keys := attnFusedBlock(); threads != 128 || keys != 64 {
-		t.Errorf("with %s attnFusedBlock() = %d threads, %d keys; want 128, 64", attnBwdWG1Define, threads, keys)
+	for _, d := range []int{64, 128} {
+		if threads, keys := attnFusedBlock(d); threads != 128 || keys != 64 {
+			t.Errorf("with %s attnFusedBlock(%d) = %d threads, %d keys; want 128, 64", attnBwdWG1Define, d, threads, keys)
+		}
 	}
 	if !attnFusedDQTiled(64) || attnFusedDQTiled(128) || attnFusedAccFloats(100, 3, 128) != 100*3*128 {
 		t.Errorf("with %s and %s: dq tiled at d64 only", attnBwdWG1Define, attnBwdDQTDefine)
@@ -300,6 +302,124 @@ func TestFusedBackwardLayout(t *testing.T) {
 	}
 	if off := attnFusedAccOffset(4 * 3 * 100); off%256 != 0 || off < 1200 || off >= 1200+256 {
 		t.Errorf("attnFusedAccOffset(1200) = %d, want the next multiple of 256", off)
+	}
+}
+
+// TestFusedBackwardWG1D64: attnBwdWG1D64Define (HOP_BWD_WG1_D64=1) gives
+// one-warpgroup blocks at head dim 64 only. Added to the default set
+// (attnBwdFusedDefines), the d64 backward launches as with HOP_BWD_WG1=1
+// (the set tools/gpu/attn-bwd2 measured at 216.3 TFLOP/s on an H100) and
+// the d128 one as the default's (229.7): threads and keys a block, grid,
+// shared memory, dq layout and the plan's scratch. The kernel decides the
+// warpgroups a block in one place, HOP_BWD_NWG(D), which the launch bounds
+// and every shape of attn_bwd_fused_ovl follow.
+func TestFusedBackwardWG1D64(t *testing.T) {
+	src := hopperSource(t)
+	for _, rule := range []string{
+		"#define HOP_BWD_NWG(D) (HOP_BWD_WG1 || (HOP_BWD_WG1_D64 && (D) == 64) ? 1 : 2)",
+		"#define HOP_BWD_THREADS_D64 (128 * HOP_BWD_NWG(64))",
+		"#define HOP_BWD_THREADS_D128 (128 * HOP_BWD_NWG(128))",
+		"__launch_bounds__(HOP_BWD_THREADS_D64, HOP_BWD_MINB64) attention_backward_fused_hopper_d64(",
+		"__launch_bounds__(HOP_BWD_THREADS_D128, 1) attention_backward_fused_hopper_d128(",
+		"constexpr int NWG = HOP_BWD_NWG(D), NT = 128 * NWG;",
+		"constexpr int BN = 64 * NWG, BQ = HOP_BT;",
+		"constexpr bool splitN = D == 128 && NWG == 2;",
+		"constexpr bool dqt = HOP_BWD_DQT && !(NWG == 1 && D == 128);",
+		"const unsigned int slot = stg + (unsigned int)(nred & 1) * (NWG * 16384u);",
+	} {
+		if !strings.Contains(src, rule) {
+			t.Errorf("kernels/%s no longer says %q: update attnFusedBlock, attnHopperFusedSmem and engine.AttnKernels.OneWarpgroup", attnHopperFile, rule)
+		}
+	}
+	// No other line of code reads the two defines (an #if HOP_BWD_WG1 would
+	// give the d64-only build the two-warpgroup code at d64, or the
+	// one-warpgroup code at d128).
+	allowed := map[string]bool{
+		"#ifndef HOP_BWD_WG1": true, "#define HOP_BWD_WG1 0": true, "#ifndef HOP_BWD_WG1_D64": true, "#define HOP_BWD_WG1_D64 0": true,
+		"#define HOP_BWD_NWG(D) (HOP_BWD_WG1 || (HOP_BWD_WG1_D64 && (D) == 64) ? 1 : 2)": true,
+		"#if (HOP_BWD_WG1 || HOP_BWD_WG1_D64) && !HOP_BWD_OVL":                           true,
+		`#error "HOP_BWD_WG1 and HOP_BWD_WG1_D64 need HOP_BWD_OVL"`:                      true,
+	}
+	for i, line := range strings.Split(src, "\n") {
+		code, _, _ := strings.Cut(line, "//")
+		if code = strings.TrimSpace(code); strings.Contains(code, "HOP_BWD_WG1") && !allowed[code] {
+			t.Errorf("kernels/%s:%d reads HOP_BWD_WG1 outside HOP_BWD_NWG: %q", attnHopperFile, i+1, code)
+		}
+	}
+	// HOP_BWD_NWG's table, which engine.AttnKernels.OneWarpgroup keeps.
+	for _, c := range []struct {
+		wg1, wg1d64   bool
+		one64, one128 bool
+	}{{false, false, false, false}, {true, false, true, true}, {false, true, true, false}, {true, true, true, true}} {
+		k := engine.AttnKernels{WG1: c.wg1, WG1D64: c.wg1d64}
+		if k.OneWarpgroup(64) != c.one64 || k.OneWarpgroup(128) != c.one128 {
+			t.Errorf("WG1 %v, WG1D64 %v: one warpgroup at d64 %v, d128 %v; want %v, %v", c.wg1, c.wg1d64, k.OneWarpgroup(64), k.OneWarpgroup(128), c.one64, c.one128)
+		}
+	}
+
+	// What the backend launches and plans with under each set.
+	type config struct {
+		grid, block  dim3
+		smem         int
+		tiled        bool
+		acc, scratch int64
+		kernels      engine.AttnKernels
+	}
+	const T, H, KVH = 4001, 32, 8
+	launch := func(defines string, d int) config {
+		t.Helper()
+		t.Setenv(AttnBwdFusedEnv, "0")
+		t.Setenv("WHET_NVRTC_DEFINES", defines)
+		grid, block, err := attnFusedLaunch(T, KVH, d)
+		if err != nil {
+			t.Fatalf("%s: d%d: %v", defines, d, err)
+		}
+		k := AttnKernelsFor("sm_90")
+		return config{grid, block, attnHopperFusedSmem(d), attnFusedDQTiled(d), attnFusedAccFloats(T, H, d), k.BackwardScratch(T, H, d, engine.BF16), k}
+	}
+	def := strings.Join(attnBwdFusedDefines, ",")
+	for _, d := range []int{64, 128} {
+		base, wg1, d64 := launch(def, d), launch(def+","+attnBwdWG1Define, d), launch(def+","+attnBwdWG1D64Define, d)
+		if !d64.kernels.WG1D64 || d64.kernels.WG1 || !d64.kernels.TiledDQ {
+			t.Errorf("with %s: AttnKernelsFor = %+v, want WG1D64 and TiledDQ", attnBwdWG1D64Define, d64.kernels)
+		}
+		// The plan's scratch is the backend's: delta, then the accumulator.
+		if want := attnFusedAccOffset(int64(H)*T*4) + d64.acc*4; d64.scratch != want {
+			t.Errorf("with %s at d%d: the plan's scratch %d bytes, the backend's %d", attnBwdWG1D64Define, d, d64.scratch, want)
+		}
+		d64.kernels, wg1.kernels, base.kernels = engine.AttnKernels{}, engine.AttnKernels{}, engine.AttnKernels{}
+		same := base
+		if d == 64 {
+			same = wg1
+		}
+		if d64 != same {
+			t.Errorf("with %s at d%d: %+v, want %+v (HOP_BWD_WG1's at d64, the default's at d128)", attnBwdWG1D64Define, d, d64, same)
+		}
+	}
+	// The numbers: d64 128 threads, 64 keys a block (63 key blocks of 4001
+	// tokens), one dS panel and one warpgroup's dq staging, small enough for
+	// two blocks an SM; d128 256 threads, 128 keys (32 key blocks), the
+	// default's 64 KB of staging; both tiled (T padded to 4032).
+	for _, c := range []struct {
+		d, threads, blocks, smem int
+	}{{64, 128, 63, 1024 + 2*384*64 + 8192 + 1024 + attnDQTStaging/2}, {128, 256, 32, 1024 + 2*512*128 + 16384 + 1024 + attnDQTStaging}} {
+		got := launch(def+","+attnBwdWG1D64Define, c.d)
+		if got.block != (dim3{c.threads, 1, 1}) || got.grid != (dim3{KVH, c.blocks, 1}) || got.smem != c.smem || !got.tiled || got.acc != int64(4032*H*c.d) {
+			t.Errorf("with %s at d%d: %+v; want %d threads, grid (%d, %d), %d bytes of shared memory, tiled accumulator of %d floats",
+				attnBwdWG1D64Define, c.d, got, c.threads, KVH, c.blocks, c.smem, 4032*H*c.d)
+		}
+		if c.d == 64 && 2*(got.smem+1024) > 228*1024 {
+			t.Errorf("with %s the d64 block takes %d bytes of shared memory: two do not fit an SM", attnBwdWG1D64Define, got.smem)
+		}
+	}
+	// A grid of more than 65535 key blocks is refused: at d64 the 64-key
+	// blocks halve the longest sequence, at d128 it stays the default's.
+	t.Setenv("WHET_NVRTC_DEFINES", def+","+attnBwdWG1D64Define)
+	if _, _, err := attnFusedLaunch(65535*64+1, KVH, 64); err == nil || !strings.Contains(err.Error(), "65535") {
+		t.Errorf("d64 over %d tokens: error %v, want one naming the grid's 65535", 65535*64+1, err)
+	}
+	if _, _, err := attnFusedLaunch(65535*64+1, KVH, 128); err != nil {
+		t.Errorf("d128 over %d tokens: %v", 65535*64+1, err)
 	}
 }
 
@@ -433,7 +553,7 @@ var fusedCompileVariants = []struct {
 // compiles: fusedCompileVariants, or, when WHET_FUSED_COMPILE_DEFINES is
 // set, its ';'-separated sets (each comma-separated NAME=VALUE, logged
 // only, not strict), so that a GPU batch can compile just its variants
-// (tools/gpu/attn-bwd2 compiles the HOP_BWD_OVL/_DQT/_WG1 sets this way;
+// (tools/gpu/attn-bwd2 and attn-bwd3 compile the HOP_BWD_OVL/_DQT/_WG1 sets this way;
 // they stay out of fusedCompileVariants, which every full run of the
 // package's tests compiles one after another).
 func fusedCompileSets() ([]struct {

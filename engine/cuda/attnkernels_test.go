@@ -24,6 +24,8 @@ func TestAttnKernelsFor(t *testing.T) {
 		{hopper: "0", want: engine.AttnKernels{Arch: "sm_90", NoHopper: true, TiledDQ: true}},
 		{defines: "HOP_BWD_DQT=1,HOP_BWD_OVL=1", want: engine.AttnKernels{Arch: "sm_90", TiledDQ: true}},
 		{defines: "HOP_BWD_DQT=1,HOP_BWD_WG1=1,HOP_BWD_OVL=1", want: engine.AttnKernels{Arch: "sm_90", TiledDQ: true, WG1: true}},
+		{defines: "HOP_BWD_DQT=1,HOP_BWD_WG1_D64=1,HOP_BWD_OVL=1", want: engine.AttnKernels{Arch: "sm_90", TiledDQ: true, WG1D64: true}},
+		{fused: "0", defines: "HOP_BWD_FUSED=1,HOP_BWD_OVL=2,HOP_BWD_WG1_D64=1", want: engine.AttnKernels{Arch: "sm_90", WG1D64: true}},
 	} {
 		t.Setenv(AttnBwdFusedEnv, c.fused)
 		t.Setenv(DeterministicEnv, c.det)

@@ -18,7 +18,8 @@ func llama31_8B() *engine.ModelConfig {
 // engine.AttnKernels.FusedBackward says the engine takes it (sm_90, head
 // dim 64 or 128, bf16, not deterministic, the fused kernel and the Hopper
 // kernels on, CUDA), with N·heads·head_dim floats (N padded to 64 with
-// the tiled layout, HOP_BWD_DQT, except d128 with HOP_BWD_WG1), and the
+// the tiled layout, HOP_BWD_DQT, except d128 with HOP_BWD_WG1, not with
+// HOP_BWD_WG1_D64, which keeps d128's blocks of two warpgroups), and the
 // attention workspace is then engine/cuda's scratch: delta, the
 // accumulator at the next 256-byte boundary, rounded to 256.
 func TestPlanFusedAttentionAccumulator(t *testing.T) {
@@ -72,6 +73,14 @@ func TestPlanFusedAttentionAccumulator(t *testing.T) {
 	d64.HeadDim, d64.NumHeads, d64.NumKVHeads = 64, 64, 16
 	if got, want := acc(plan(&d64, tiled)), int64(8064*64*64*4); got != want {
 		t.Errorf("tiled with WG1 at d64: accumulator %d bytes, want %d", got, want)
+	}
+	// One warpgroup at d64 only (HOP_BWD_WG1_D64): both head dims tiled.
+	tiled.Attention.WG1, tiled.Attention.WG1D64 = false, true
+	if got, want := acc(plan(cfg, tiled)), int64(8064*32*128*4); got != want {
+		t.Errorf("tiled with WG1D64 at d128: accumulator %d bytes, want %d", got, want)
+	}
+	if got, want := acc(plan(&d64, tiled)), int64(8064*64*64*4); got != want {
+		t.Errorf("tiled with WG1D64 at d64: accumulator %d bytes, want %d", got, want)
 	}
 
 	// Not planned where the engine takes another backward.
