@@ -188,17 +188,28 @@ func appendLines(path string, lines [][]byte) error {
 	return nil
 }
 
+// openRunFile opens a file of the run folder for reading; a missing file is
+// no file and no error (a run writes its files as it goes), so both come
+// back nil.
+func openRunFile(path string) (*os.File, error) {
+	f, err := atomicfile.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 // trimAfterStep drops from a JSON-lines file of the run folder every line
 // of a step after step, and a torn last line, so the steps a resume redoes
 // are not written twice. Lines whose step cannot be read are kept. The
 // file is replaced atomically, and only if something is dropped. It
 // returns the lines of step itself that it kept.
 func trimAfterStep(path string, step int) (map[string]bool, error) {
-	f, err := atomicfile.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	f, err := openRunFile(path)
+	if f == nil {
 		return nil, err
 	}
 	defer f.Close()
@@ -329,11 +340,8 @@ func (l MetricLine) Event() Event {
 // lines.
 func readJSONL(path string, in io.Reader, parse func([]byte) error) ([]string, error) {
 	if in == nil {
-		f, err := atomicfile.Open(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
-		if err != nil {
+		f, err := openRunFile(path)
+		if f == nil {
 			return nil, err
 		}
 		defer f.Close()
