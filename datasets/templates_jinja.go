@@ -3,6 +3,7 @@ package datasets
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +13,33 @@ import (
 // InterpretedName is the Template.Name of a chat template that has no
 // built-in family and is rendered by the Jinja interpreter.
 const InterpretedName = "jinja"
+
+// ModelTemplate is the chat template a model folder's tokenizer carries
+// (tok: its Jinja and the file holding it), as TemplateForJinja reads it;
+// nil, with no error, when the tokenizer has none. Errors name the file
+// (chat_template.jinja, else modelDir's tokenizer_config.json), and so do
+// an interpreted template's render errors.
+func ModelTemplate(tok interface {
+	ChatTemplate() string
+	ChatTemplateFile() string
+}, modelDir string) (*Template, error) {
+	jinja := tok.ChatTemplate()
+	if jinja == "" {
+		return nil, nil
+	}
+	file := tok.ChatTemplateFile()
+	if file == "" {
+		file = filepath.Join(modelDir, "tokenizer_config.json")
+	}
+	t, _, err := TemplateForJinja(jinja)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if t.Interpreted() {
+		t.Origin = file // a render error names the file too
+	}
+	return t, nil
+}
 
 // TemplateForJinja returns the template for a tokenizer's Jinja
 // chat_template: the built-in family that renders it when one is known

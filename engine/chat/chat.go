@@ -120,23 +120,12 @@ func pickTemplate(tok *tokenizer.Tokenizer, name, dir string) (*datasets.Templat
 		// --template, or the run's data.template: a name, a file or Jinja.
 		return datasets.TemplateSetting(name, "template")
 	}
-	jinja := tok.ChatTemplate()
-	if jinja == "" {
+	// A built-in family when one renders it, else the Jinja interpreter.
+	t, err := datasets.ModelTemplate(tok, dir)
+	if err == nil && t == nil {
 		return nil, fmt.Errorf("%s: tokenizer_config.json has no chat_template; name one (e.g. --template chatml)", filepath.Join(dir, "tokenizer_config.json"))
 	}
-	file := tok.ChatTemplateFile()
-	if file == "" {
-		file = filepath.Join(dir, "tokenizer_config.json")
-	}
-	// A built-in family when one renders it, else the Jinja interpreter.
-	t, _, err := datasets.TemplateForJinja(jinja)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	if t.Interpreted() {
-		t.Origin = file // a render error names the file too
-	}
-	return t, nil
+	return t, err
 }
 
 // Close frees the model.

@@ -46,21 +46,12 @@ func resolveChatTemplate(tok *tokenizer.Tokenizer, modelDir, setting, field stri
 	base := tok.ChatTemplate()
 	c := &ChatTemplate{Jinja: base}
 	if setting == "" {
-		if base == "" {
-			return c, nil
-		}
 		// A built-in family when one renders it, else the Jinja
-		// interpreter (the exports keep the Jinja text itself either way).
-		file := tok.ChatTemplateFile()
-		if file == "" {
-			file = filepath.Join(modelDir, "tokenizer_config.json")
-		}
-		t, _, err := datasets.TemplateForJinja(base)
+		// interpreter (the exports keep the Jinja text itself either way);
+		// none when the base has no template.
+		t, err := datasets.ModelTemplate(tok, modelDir)
 		if err != nil {
-			return nil, fmt.Errorf("export: %s: %w", file, err)
-		}
-		if t.Interpreted() {
-			t.Origin = file // a render error names the file too
+			return nil, fmt.Errorf("export: %w", err)
 		}
 		c.Template = t
 		return c, nil
@@ -173,14 +164,9 @@ func hasFile(dir, name string) bool {
 // sorted, two-space indent, no ASCII or HTML escaping, a final newline;
 // numbers as they were.
 func withChatTemplate(path string, data []byte, jinja string, jinjaFile bool) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var cfg map[string]any
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("export: %s: %w", path, err)
-	}
-	if cfg == nil {
-		return nil, fmt.Errorf("export: %s: not a JSON object", path)
+	cfg, err := decodeJSONMap(path, data)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
 	if _, has := cfg["chat_template"]; jinjaFile && !has {
 		return data, nil

@@ -147,6 +147,12 @@ func readJSONMap(path string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeJSONMap(path, data)
+}
+
+// decodeJSONMap decodes data, the JSON object of the file at path, with
+// its numbers as they were written (json.Number); errors name path.
+func decodeJSONMap(path string, data []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var m map[string]any
